@@ -1,0 +1,129 @@
+//! The [`Actor`] trait: state, lifecycle hooks and options.
+
+use std::any::TypeId;
+use std::future::Future;
+
+use crate::context::{Context, StreamId};
+use crate::dynamic::RequestEnvelope;
+use crate::error::{BoxError, StopReason};
+use crate::mailbox::MailboxConfig;
+use crate::remote::RemoteMessage;
+use crate::supervision::SupervisionEvent;
+
+/// An actor: state that handles messages one at a time.
+///
+/// Every item has a default, so `impl Actor for MyState {}` is a complete actor; add a
+/// [`Handler`](crate::Handler) per message type. The hooks run inside the actor's task,
+/// between messages, with the same `&mut self` and [`Context`].
+///
+/// Lifecycle: [`on_start`](Actor::on_start) runs before the first message (an error there
+/// makes `spawn` fail); [`on_stop`](Actor::on_stop) runs once, after the children stopped
+/// and before the actor's URN is freed; [`on_panic`](Actor::on_panic) runs after a handler
+/// panicked, before the [`PanicPolicy`](crate::PanicPolicy) is applied.
+///
+/// ```
+/// use conclib_core::{Actor, ActorSystem, BoxError, Context, StopReason};
+///
+/// struct Greeter { greeted: u32 }
+///
+/// impl Actor for Greeter {
+///     async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+///         println!("{} starting", ctx.id());
+///         Ok(())
+///     }
+///     async fn on_stop(&mut self, _ctx: &mut Context<Self>, reason: &StopReason) {
+///         println!("greeted {} times, {reason}", self.greeted);
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("docs");
+/// let greeter = system.spawn(Greeter { greeted: 0 }).await.unwrap();
+/// greeter.stop();
+/// greeter.wait_for_stop().await;
+/// # }
+/// ```
+pub trait Actor: Sized + Send + 'static {
+    /// The URN given to the actor when the spawn builder sets none.
+    const URN: Option<&'static str> = None;
+
+    /// The mailbox used when the spawn builder sets none.
+    const MAILBOX: MailboxConfig = MailboxConfig::Bounded(crate::mailbox::DEFAULT_MAILBOX_CAPACITY);
+
+    /// The messages other processes may send this actor through a proxy (see
+    /// [`RemoteMessage`]). Empty by default: nothing is exposed unless listed.
+    const REMOTE: &'static [RemoteMessage] = &[];
+
+    /// Runs before the first message. An error stops the actor and is returned by `spawn`.
+    fn on_start(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = ctx;
+        async { Ok(()) }
+    }
+
+    /// Runs once when the actor stops, after its children stopped.
+    fn on_stop(&mut self, ctx: &mut Context<Self>, reason: &StopReason) -> impl Future<Output = ()> + Send {
+        let _ = (ctx, reason);
+        async {}
+    }
+
+    /// Runs after a handler panicked, before the panic policy is applied.
+    fn on_panic(&mut self, ctx: &mut Context<Self>, message: &str) -> impl Future<Output = ()> + Send {
+        let _ = (ctx, message);
+        async {}
+    }
+
+    /// A child stopped or restarted, or a watched actor stopped.
+    ///
+    /// The default escalates a child that reached its restart limit: this actor stops with
+    /// [`StopReason::Escalated`], which its own parent sees in turn.
+    fn on_event(&mut self, ctx: &mut Context<Self>, event: SupervisionEvent) -> impl Future<Output = ()> + Send {
+        if let SupervisionEvent::ChildStopped {
+            id,
+            reason: StopReason::RestartLimit(panic),
+            ..
+        } = &event
+        {
+            ctx.escalate(format!("child {id} reached its restart limit: {panic}"));
+        }
+        async {}
+    }
+
+    /// A stream attached with [`Context::attach_stream`] ended; its items were all handled.
+    fn on_stream_finished(&mut self, ctx: &mut Context<Self>, id: StreamId) -> impl Future<Output = ()> + Send {
+        let _ = (ctx, id);
+        async {}
+    }
+
+    /// Whether the actor handles messages of this type when they come through a
+    /// [`DynActorRef`](crate::DynActorRef). `#[actor]` generates it; the default says yes to
+    /// everything and leaves the answer to [`handle_request`](Actor::handle_request).
+    fn accepts(message: TypeId) -> bool {
+        let _ = message;
+        true
+    }
+
+    /// Handles a type-erased request from a [`DynActorRef`](crate::DynActorRef) or a proxy.
+    ///
+    /// `#[actor]` generates this from the `#[handle]` methods. By hand, it is the
+    /// `matches`/`extract`/`respond` pattern:
+    ///
+    /// ```
+    /// # use conclib_core::*;
+    /// # use std::convert::Infallible;
+    /// # struct Ping; impl Message for Ping { type Response = &'static str; type Error = Infallible; }
+    /// struct Echo;
+    /// impl Actor for Echo {
+    ///     async fn handle_request(&mut self, request: RequestEnvelope, _ctx: &mut Context<Self>) {
+    ///         match request.extract::<Ping>() {
+    ///             Ok((Ping, responder)) => responder.respond(Ok("pong")),
+    ///             Err(request) => request.reject(),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn handle_request(&mut self, request: RequestEnvelope, ctx: &mut Context<Self>) -> impl Future<Output = ()> + Send {
+        let _ = ctx;
+        request.reject();
+        async {}
+    }
+}

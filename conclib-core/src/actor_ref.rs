@@ -1,0 +1,431 @@
+//! Typed refs: [`ActorRef`] for one actor type, [`Recipient`] for one message type.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, ready};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+
+use crate::actor::Actor;
+use crate::cell::{ActorCell, ErasedCell, Target};
+use crate::error::{AskError, SendError, StopReason};
+use crate::mailbox::Control;
+use crate::message::{Handler, Message, Priority};
+use crate::system::ActorId;
+use crate::urn::Urn;
+
+/// A typed ref to an actor of type `A`: send it any message `A` handles, checked at compile
+/// time. Cloning is cheap; all clones address the same actor.
+///
+/// ```
+/// use conclib_core::{Actor, ActorSystem, Context, Handler, Message};
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+///
+/// struct Counter(u64);
+/// impl Actor for Counter {}
+///
+/// struct Add(u64);
+/// impl Message for Add { type Response = u64; type Error = Infallible; }
+/// impl Handler<Add> for Counter {
+///     async fn handle(&mut self, Add(n): Add, _: &mut Context<Self>) -> Result<u64, Infallible> {
+///         self.0 += n;
+///         Ok(self.0)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("docs");
+/// let counter = system.spawn(Counter(0)).await.unwrap();
+/// counter.tell(Add(2)).await.unwrap();
+/// let total = counter.ask(Add(3)).timeout(Duration::from_secs(1)).await.unwrap();
+/// assert_eq!(total, 5);
+/// # }
+/// ```
+pub struct ActorRef<A: Actor> {
+    pub(crate) cell: Arc<ActorCell<A>>,
+}
+
+impl<A: Actor> Clone for ActorRef<A> {
+    fn clone(&self) -> Self {
+        ActorRef { cell: self.cell.clone() }
+    }
+}
+
+impl<A: Actor> PartialEq for ActorRef<A> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.cell, &other.cell)
+    }
+}
+impl<A: Actor> Eq for ActorRef<A> {}
+
+impl<A: Actor> fmt::Debug for ActorRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorRef")
+            .field("id", &self.cell.core.id)
+            .field("urn", &self.cell.core.urn)
+            .field("type", &self.cell.core.type_name)
+            .finish()
+    }
+}
+
+impl<A: Actor> ActorRef<A> {
+    /// The actor's id, unique within its system.
+    #[must_use]
+    pub fn id(&self) -> ActorId {
+        self.cell.core.id
+    }
+
+    /// The actor's URN, if it has one.
+    #[must_use]
+    pub fn urn(&self) -> Option<&Urn> {
+        self.cell.core.urn.as_ref()
+    }
+
+    /// Whether the actor has not stopped yet.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.cell.core.is_alive()
+    }
+
+    /// User messages queued and not yet handled.
+    #[must_use]
+    pub fn mailbox_len(&self) -> usize {
+        self.cell.mailbox.capacity.len()
+    }
+
+    /// Sends `msg` without waiting for an answer. `.await` it: it waits only while the
+    /// mailbox is full (backpressure). Use `.priority(Priority::High)` to overtake queued
+    /// normal messages.
+    ///
+    /// The message comes back in the error if the actor has stopped.
+    pub fn tell<M: Message>(&self, msg: M) -> TellFuture<'_, M, ActorCell<A>>
+    where
+        A: Handler<M>,
+    {
+        TellFuture::new(&*self.cell, msg)
+    }
+
+    /// Sends `msg` if there is room right now; never waits.
+    ///
+    /// # Errors
+    /// [`SendError::MailboxFull`] or [`SendError::ActorStopped`], with the message.
+    pub fn try_tell<M: Message>(&self, msg: M) -> Result<(), SendError<M>>
+    where
+        A: Handler<M>,
+    {
+        try_send(&*self.cell, msg, None, Priority::Normal)
+    }
+
+    /// Sends `msg` and waits for the handler's response, at most the actor's default ask
+    /// timeout (see [`SpawnBuilder::ask_timeout`](crate::SpawnBuilder::ask_timeout)) unless
+    /// `.timeout(..)` says otherwise.
+    pub fn ask<M: Message>(&self, msg: M) -> AskFuture<'_, M, ActorCell<A>>
+    where
+        A: Handler<M>,
+    {
+        AskFuture::new(&*self.cell, msg)
+    }
+
+    /// Sends `msg` if there is room right now, then waits for the response as [`ask`](Self::ask).
+    /// Fails with [`AskError::MailboxFull`] instead of waiting for room.
+    pub fn try_ask<M: Message>(&self, msg: M) -> AskFuture<'_, M, ActorCell<A>>
+    where
+        A: Handler<M>,
+    {
+        let mut ask = AskFuture::new(&*self.cell, msg);
+        ask.no_wait = true;
+        ask
+    }
+
+    /// Graceful stop: messages queued before this call are handled, later sends are refused,
+    /// then children stop and [`Actor::on_stop`] runs.
+    pub fn stop(&self) {
+        self.cell.mailbox.close();
+    }
+
+    /// Stops after the current message; queued messages are dropped and their asks fail
+    /// with [`AskError::ActorStopped`].
+    pub fn kill(&self) {
+        let _ = self.cell.mailbox.push_control(Control::Kill);
+    }
+
+    /// Waits until the actor has stopped (its URN is free by then) and returns why.
+    pub async fn wait_for_stop(&self) -> StopReason {
+        self.cell.core.wait_for_stop().await
+    }
+
+    /// A ref that erases the actor type, for one message type.
+    #[must_use]
+    pub fn recipient<M: Message>(&self) -> Recipient<M>
+    where
+        A: Handler<M>,
+    {
+        Recipient { target: self.cell.clone() }
+    }
+
+    /// The type-erased ref.
+    #[must_use]
+    pub fn to_dyn(&self) -> crate::DynActorRef {
+        crate::DynActorRef::from(self)
+    }
+}
+
+/// A ref to any actor that handles `M`.
+///
+/// ```
+/// # use conclib_core::*;
+/// # use std::convert::Infallible;
+/// # struct Log(String);
+/// # impl Message for Log { type Response = (); type Error = Infallible; }
+/// # struct Logger;
+/// # impl Actor for Logger {}
+/// # impl Handler<Log> for Logger {
+/// #     async fn handle(&mut self, _: Log, _: &mut Context<Self>) -> Result<(), Infallible> { Ok(()) }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let system = ActorSystem::new("docs");
+/// let logger: Recipient<Log> = system.spawn(Logger).await.unwrap().recipient();
+/// logger.tell(Log("hello".into())).await.unwrap();
+/// # }
+/// ```
+pub struct Recipient<M: Message> {
+    target: Arc<dyn Target<M>>,
+}
+
+impl<M: Message> Clone for Recipient<M> {
+    fn clone(&self) -> Self {
+        Recipient {
+            target: self.target.clone(),
+        }
+    }
+}
+
+impl<M: Message> fmt::Debug for Recipient<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recipient")
+            .field("id", &self.target.core().id)
+            .field("message", &M::name())
+            .finish()
+    }
+}
+
+impl<M: Message> Recipient<M> {
+    /// The actor's id.
+    #[must_use]
+    pub fn id(&self) -> ActorId {
+        self.target.core().id
+    }
+
+    /// Whether the actor has not stopped yet.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.target.core().is_alive()
+    }
+
+    /// As [`ActorRef::tell`].
+    pub fn tell(&self, msg: M) -> TellFuture<'_, M, dyn Target<M>> {
+        TellFuture::new(&*self.target, msg)
+    }
+
+    /// As [`ActorRef::try_tell`].
+    ///
+    /// # Errors
+    /// As [`ActorRef::try_tell`].
+    pub fn try_tell(&self, msg: M) -> Result<(), SendError<M>> {
+        try_send(&*self.target, msg, None, Priority::Normal)
+    }
+
+    /// As [`ActorRef::ask`].
+    pub fn ask(&self, msg: M) -> AskFuture<'_, M, dyn Target<M>> {
+        AskFuture::new(&*self.target, msg)
+    }
+
+    /// Waits until the actor has stopped and returns why.
+    pub async fn wait_for_stop(&self) -> StopReason {
+        self.target.core().wait_for_stop().await
+    }
+}
+
+fn try_send<M: Message, T: Target<M> + ?Sized>(
+    target: &T,
+    msg: M,
+    reply: Option<crate::envelope::ReplyTx<M>>,
+    priority: Priority,
+) -> Result<(), SendError<M>> {
+    match target.capacity().try_reserve() {
+        None => Err(SendError::ActorStopped(msg)),
+        Some(false) => Err(SendError::MailboxFull(msg)),
+        Some(true) => target.push(msg, reply, priority).map_err(SendError::ActorStopped),
+    }
+}
+
+/// The future of a [`tell`](ActorRef::tell): resolves once the message is queued.
+#[must_use = "a tell does nothing until awaited"]
+pub struct TellFuture<'a, M: Message, T: ?Sized> {
+    target: &'a T,
+    msg: Option<M>,
+    priority: Priority,
+}
+
+impl<'a, M: Message, T: Target<M> + ?Sized> TellFuture<'a, M, T> {
+    fn new(target: &'a T, msg: M) -> Self {
+        TellFuture {
+            target,
+            msg: Some(msg),
+            priority: Priority::Normal,
+        }
+    }
+
+    /// Sends in the given lane; `High` overtakes queued normal messages.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+impl<M: Message, T: ?Sized> Unpin for TellFuture<'_, M, T> {}
+
+impl<M: Message, T: Target<M> + ?Sized> Future for TellFuture<'_, M, T> {
+    type Output = Result<(), SendError<M>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let reserved = ready!(self.target.capacity().poll_reserve(cx));
+        let msg = self.msg.take().expect("TellFuture polled after completion");
+        Poll::Ready(match reserved {
+            Err(_) => Err(SendError::ActorStopped(msg)),
+            Ok(()) => self.target.push(msg, None, self.priority).map_err(SendError::ActorStopped),
+        })
+    }
+}
+
+/// The future of an [`ask`](ActorRef::ask): resolves to the handler's response or an
+/// [`AskError`]. Never hangs: it ends at the timeout at the latest.
+#[must_use = "an ask does nothing until awaited"]
+pub struct AskFuture<'a, M: Message, T: ?Sized> {
+    target: &'a T,
+    state: AskState<M>,
+    timeout: Duration,
+    priority: Priority,
+    no_wait: bool,
+    /// Started the first time the ask has to wait.
+    sleep: Option<Sleep>,
+    _pin: PhantomData<std::marker::PhantomPinned>,
+}
+
+enum AskState<M: Message> {
+    Sending(M),
+    Waiting(oneshot::Receiver<Result<M::Response, AskError<M::Error>>>),
+    Done,
+}
+
+impl<'a, M: Message, T: Target<M> + ?Sized> AskFuture<'a, M, T> {
+    fn new(target: &'a T, msg: M) -> Self {
+        AskFuture {
+            target,
+            state: AskState::Sending(msg),
+            timeout: target.core().ask_timeout,
+            priority: Priority::Normal,
+            no_wait: false,
+            sleep: None,
+            _pin: PhantomData,
+        }
+    }
+
+    /// Fails with [`AskError::Timeout`] if no answer arrives within `timeout` (counting any
+    /// wait for room in the mailbox).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends in the given lane; `High` overtakes queued normal messages.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
+    type Output = Result<M::Response, AskError<M::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        // SAFETY: only `sleep` is structurally pinned; it is never moved out while set.
+        let this = unsafe { self.get_unchecked_mut() };
+        loop {
+            match &mut this.state {
+                AskState::Sending(_) => {
+                    let reserved = if this.no_wait {
+                        match this.target.capacity().try_reserve() {
+                            None => Poll::Ready(Err(crate::mailbox::Closed)),
+                            Some(true) => Poll::Ready(Ok(())),
+                            Some(false) => {
+                                this.state = AskState::Done;
+                                return Poll::Ready(Err(AskError::MailboxFull));
+                            }
+                        }
+                    } else {
+                        this.target.capacity().poll_reserve(cx)
+                    };
+                    match reserved {
+                        Poll::Pending => break,
+                        Poll::Ready(Err(_)) => {
+                            this.state = AskState::Done;
+                            return Poll::Ready(Err(AskError::ActorStopped));
+                        }
+                        Poll::Ready(Ok(())) => {
+                            let AskState::Sending(msg) = std::mem::replace(&mut this.state, AskState::Done) else {
+                                unreachable!()
+                            };
+                            let (tx, rx) = oneshot::channel();
+                            if this.target.push(msg, Some(tx), this.priority).is_err() {
+                                return Poll::Ready(Err(AskError::ActorStopped));
+                            }
+                            this.state = AskState::Waiting(rx);
+                        }
+                    }
+                }
+                AskState::Waiting(rx) => match Pin::new(rx).poll(cx) {
+                    Poll::Ready(result) => {
+                        this.state = AskState::Done;
+                        return Poll::Ready(result.unwrap_or(Err(AskError::ActorStopped)));
+                    }
+                    Poll::Pending => break,
+                },
+                AskState::Done => panic!("AskFuture polled after completion"),
+            }
+        }
+        // Pending: make sure the timeout will wake us.
+        let timeout = this.timeout;
+        let sleep = this.sleep.get_or_insert_with(|| tokio::time::sleep(timeout));
+        // SAFETY: `sleep` lives in this pinned future and is never moved.
+        if unsafe { Pin::new_unchecked(sleep) }.poll(cx).is_ready() {
+            this.state = AskState::Done;
+            return Poll::Ready(Err(AskError::Timeout(timeout)));
+        }
+        Poll::Pending
+    }
+}
+
+// SAFETY-free marker: the futures hold only `&T` (Sync targets), the message and a receiver.
+#[allow(dead_code)]
+fn assert_send<T: Send>() {}
+#[allow(dead_code)]
+fn futures_are_send<A: Handler<M>, M: Message>() {
+    assert_send::<AskFuture<'static, M, ActorCell<A>>>();
+    assert_send::<TellFuture<'static, M, ActorCell<A>>>();
+    assert_send::<AskFuture<'static, M, dyn Target<M>>>();
+}
+
+impl<A: Actor> ActorRef<A> {
+    pub(crate) fn erased(&self) -> Arc<dyn ErasedCell> {
+        self.cell.clone()
+    }
+}

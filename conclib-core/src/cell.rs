@@ -1,0 +1,216 @@
+//! The shared state behind every ref to one actor.
+
+use std::any::{Any, TypeId};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::actor::Actor;
+use crate::dynamic::RequestEnvelope;
+use crate::envelope::{Envelope, ReplyTx};
+use crate::error::StopReason;
+use crate::mailbox::{Capacity, Control, Mailbox};
+use crate::message::{Handler, Message, Priority};
+use crate::remote::RemoteMessage;
+use crate::supervision::SupervisionEvent;
+use crate::system::ActorId;
+use crate::urn::Urn;
+
+/// What every actor cell has, whatever the actor's type. (Opaque: not nameable outside the crate.)
+pub struct CellCore {
+    pub(crate) id: ActorId,
+    pub(crate) urn: Option<Urn>,
+    pub(crate) parent: Option<Arc<dyn ErasedCell>>,
+    pub(crate) type_name: &'static str,
+    pub(crate) ask_timeout: Duration,
+    alive: AtomicBool,
+    reason: OnceLock<StopReason>,
+    stopped: Notify,
+    /// Children that have not stopped yet.
+    pub(crate) children: Mutex<Vec<Arc<dyn ErasedCell>>>,
+    /// Actors to tell when this one stops.
+    pub(crate) watchers: Mutex<Vec<Arc<dyn ErasedCell>>>,
+    /// Restartable actors answer a sibling restart (one-for-all).
+    pub(crate) restartable: AtomicBool,
+    task: OnceLock<tokio::task::AbortHandle>,
+}
+
+impl CellCore {
+    pub(crate) fn new(
+        id: ActorId,
+        urn: Option<Urn>,
+        parent: Option<Arc<dyn ErasedCell>>,
+        type_name: &'static str,
+        ask_timeout: Duration,
+    ) -> Self {
+        CellCore {
+            id,
+            urn,
+            parent,
+            type_name,
+            ask_timeout,
+            alive: AtomicBool::new(true),
+            reason: OnceLock::new(),
+            stopped: Notify::new(),
+            children: Mutex::new(Vec::new()),
+            watchers: Mutex::new(Vec::new()),
+            restartable: AtomicBool::new(false),
+            task: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Records the end and wakes everyone in `wait_for_stop`.
+    pub(crate) fn mark_stopped(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.alive.store(false, Ordering::Release);
+        self.stopped.notify_waiters();
+    }
+
+    pub(crate) fn set_abort(&self, handle: tokio::task::AbortHandle) {
+        let _ = self.task.set(handle);
+    }
+
+    /// Aborts the actor's task (shutdown after its timeout).
+    pub(crate) fn abort(&self) {
+        if let Some(t) = self.task.get() {
+            t.abort();
+        }
+    }
+
+    pub(crate) fn stop_reason(&self) -> Option<StopReason> {
+        self.reason.get().cloned()
+    }
+
+    pub(crate) async fn wait_for_stop(&self) -> StopReason {
+        loop {
+            let notified = self.stopped.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.reason.get()
+                && !self.is_alive()
+            {
+                return reason.clone();
+            }
+            notified.await;
+        }
+    }
+
+    /// A name for logs and errors: the URN, or the type and id.
+    pub(crate) fn label(&self) -> String {
+        match &self.urn {
+            Some(urn) => urn.to_string(),
+            None => format!("{}{}", self.type_name, self.id),
+        }
+    }
+
+    pub(crate) fn lock_children(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn ErasedCell>>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn lock_watchers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn ErasedCell>>> {
+        self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An actor cell with its actor type erased (opaque): what the registry, dynamic refs and
+/// supervision work with.
+pub trait ErasedCell: Send + Sync + 'static {
+    fn core(&self) -> &CellCore;
+    fn capacity(&self) -> &Capacity;
+    /// Queues a dynamic request whose place was reserved (or forced).
+    fn push_request(&self, req: RequestEnvelope, priority: Priority) -> Result<(), RequestEnvelope>;
+    fn push_control(&self, c: Control) -> bool;
+    /// Graceful stop: refuse new user messages, handle the queued ones, stop.
+    fn close(&self);
+    fn is_closed(&self) -> bool;
+    fn accepts(&self, message: TypeId) -> bool;
+    fn remote(&self) -> &'static [RemoteMessage];
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+/// The shared state behind every ref to one actor (opaque).
+pub struct ActorCell<A: Actor> {
+    pub(crate) core: CellCore,
+    pub(crate) mailbox: Mailbox<A>,
+}
+
+impl<A: Actor> ErasedCell for ActorCell<A> {
+    fn core(&self) -> &CellCore {
+        &self.core
+    }
+    fn capacity(&self) -> &Capacity {
+        &self.mailbox.capacity
+    }
+    fn push_request(&self, req: RequestEnvelope, priority: Priority) -> Result<(), RequestEnvelope> {
+        self.mailbox
+            .push_reserved(crate::dynamic::request_envelope::<A>(req), priority)
+            .map_err(crate::dynamic::take_request::<A>)
+    }
+    fn push_control(&self, c: Control) -> bool {
+        self.mailbox.push_control(c).is_ok()
+    }
+    fn close(&self) {
+        self.mailbox.close();
+    }
+    fn is_closed(&self) -> bool {
+        self.mailbox.is_closed()
+    }
+    fn accepts(&self, message: TypeId) -> bool {
+        A::accepts(message)
+    }
+    fn remote(&self) -> &'static [RemoteMessage] {
+        A::REMOTE
+    }
+    fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+}
+
+/// Where typed sends go: an actor cell that handles `M`. Lets [`Recipient`](crate::Recipient)
+/// and [`ActorRef`](crate::ActorRef) share the send and ask futures.
+pub trait Target<M: Message>: Send + Sync {
+    fn core(&self) -> &CellCore;
+    fn capacity(&self) -> &Capacity;
+    /// Queues a message whose place was reserved; gives it back if the actor stopped.
+    fn push(&self, msg: M, reply: Option<ReplyTx<M>>, priority: Priority) -> Result<(), M>;
+}
+
+impl<A: Handler<M>, M: Message> Target<M> for ActorCell<A> {
+    fn core(&self) -> &CellCore {
+        &self.core
+    }
+    fn capacity(&self) -> &Capacity {
+        &self.mailbox.capacity
+    }
+    fn push(&self, msg: M, reply: Option<ReplyTx<M>>, priority: Priority) -> Result<(), M> {
+        self.mailbox
+            .push_reserved(Envelope::typed(msg, reply), priority)
+            .map_err(|env| env.into_message::<M>())
+    }
+}
+
+/// Tells the parent and watchers that `cell` stopped.
+pub(crate) fn notify_stopped(core: &CellCore, reason: &StopReason) {
+    if let Some(parent) = &core.parent {
+        parent.core().lock_children().retain(|c| c.core().id != core.id);
+        parent.push_control(Control::Event(SupervisionEvent::ChildStopped {
+            id: core.id,
+            urn: core.urn.clone(),
+            reason: reason.clone(),
+        }));
+    }
+    let watchers = std::mem::take(&mut *core.lock_watchers());
+    for w in watchers {
+        w.push_control(Control::Event(SupervisionEvent::Terminated {
+            id: core.id,
+            urn: core.urn.clone(),
+            reason: reason.clone(),
+        }));
+    }
+}

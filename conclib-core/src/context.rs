@@ -1,0 +1,314 @@
+//! [`Context`]: what a running actor can do besides handling a message.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_core::Stream;
+use tokio::task::AbortHandle;
+
+use crate::actor::Actor;
+use crate::actor_ref::ActorRef;
+use crate::cell::ErasedCell;
+use crate::dynamic::DynActorRef;
+use crate::envelope::Envelope;
+use crate::error::{SendError, StopReason};
+use crate::mailbox::Control;
+use crate::message::{Handler, Message, Priority};
+use crate::supervision::{SupervisionEvent, SupervisionStrategy};
+use crate::system::{ActorId, ActorSystem, SpawnBuilder};
+use crate::urn::Urn;
+
+/// The handle to a running actor's own runtime, passed to every handler and hook.
+///
+/// ```
+/// use conclib_core::{Actor, ActorSystem, BoxError, Context, Handler, Message};
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+///
+/// struct Tick;
+/// impl Message for Tick { type Response = (); type Error = Infallible; }
+///
+/// struct Clock { ticks: u32 }
+/// impl Actor for Clock {
+///     async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+///         ctx.interval(Duration::from_millis(10), || Tick); // stops with the actor
+///         Ok(())
+///     }
+/// }
+/// impl Handler<Tick> for Clock {
+///     async fn handle(&mut self, _: Tick, ctx: &mut Context<Self>) -> Result<(), Infallible> {
+///         self.ticks += 1;
+///         if self.ticks == 3 { ctx.stop(); }
+///         Ok(())
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("docs");
+/// let clock = system.spawn(Clock { ticks: 0 }).await.unwrap();
+/// clock.wait_for_stop().await;
+/// # }
+/// ```
+pub struct Context<A: Actor> {
+    myself: ActorRef<A>,
+    system: ActorSystem,
+    /// Timers and stream forwarders; they die with the actor (or its restart).
+    tasks: Vec<AbortHandle>,
+    /// A stop the actor asked for that takes effect after the current message.
+    pub(crate) pending_stop: Option<StopReason>,
+    pub(crate) strategy: SupervisionStrategy,
+}
+
+/// Identifies a stream attached with [`Context::attach_stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamId(u64);
+
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+
+/// Cancels a timer set with [`Context::send_after`] or [`Context::interval`].
+#[derive(Debug, Clone)]
+pub struct TimerHandle(AbortHandle);
+
+impl TimerHandle {
+    /// Cancels the timer; a message already queued stays queued.
+    pub fn cancel(&self) {
+        self.0.abort();
+    }
+}
+
+impl<A: Actor> fmt::Debug for Context<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context").field("actor", &self.myself).finish_non_exhaustive()
+    }
+}
+
+impl<A: Actor> Context<A> {
+    pub(crate) fn new(myself: ActorRef<A>, system: ActorSystem, strategy: SupervisionStrategy) -> Self {
+        Context {
+            myself,
+            system,
+            tasks: Vec::new(),
+            pending_stop: None,
+            strategy,
+        }
+    }
+
+    /// The actor's own ref.
+    #[must_use]
+    pub fn myself(&self) -> &ActorRef<A> {
+        &self.myself
+    }
+
+    /// The system the actor runs in.
+    #[must_use]
+    pub fn system(&self) -> &ActorSystem {
+        &self.system
+    }
+
+    /// The actor's id.
+    #[must_use]
+    pub fn id(&self) -> ActorId {
+        self.myself.id()
+    }
+
+    /// The actor's URN, if it has one.
+    #[must_use]
+    pub fn urn(&self) -> Option<&Urn> {
+        self.myself.urn()
+    }
+
+    /// Starts building a child actor: it stops before this one does, and this one receives a
+    /// [`SupervisionEvent`] when it stops or restarts.
+    pub fn build_child<C: Actor>(&self, child: C) -> SpawnBuilder<C> {
+        self.system.build(child).parent(self.myself.erased())
+    }
+
+    /// Spawns a child actor with its default options. See [`build_child`](Self::build_child).
+    ///
+    /// # Errors
+    /// As [`ActorSystem::spawn`].
+    pub async fn spawn_child<C: Actor>(&self, child: C) -> Result<ActorRef<C>, crate::SpawnError> {
+        self.build_child(child).spawn().await
+    }
+
+    /// The children that have not stopped yet.
+    #[must_use]
+    pub fn children(&self) -> Vec<DynActorRef> {
+        self.myself
+            .cell
+            .core
+            .lock_children()
+            .iter()
+            .map(|cell| DynActorRef { cell: cell.clone() })
+            .collect()
+    }
+
+    /// Graceful stop of this actor: the messages already queued are handled first.
+    pub fn stop(&self) {
+        self.myself.stop();
+    }
+
+    /// Stops this actor after the current message with [`StopReason::Escalated`]: its parent
+    /// learns that it failed.
+    pub fn escalate(&mut self, reason: impl Into<String>) {
+        self.pending_stop = Some(StopReason::Escalated(reason.into()));
+    }
+
+    /// Sends this actor a message, handled after the messages already queued. Never waits
+    /// (an actor must not wait on its own mailbox), so it may exceed the capacity.
+    ///
+    /// # Errors
+    /// [`SendError::ActorStopped`] (with the message) once the actor is stopping.
+    pub fn notify<M: Message>(&self, msg: M) -> Result<(), SendError<M>>
+    where
+        A: Handler<M>,
+    {
+        self.notify_with_priority(msg, Priority::Normal)
+    }
+
+    /// [`notify`](Self::notify) in the given lane.
+    ///
+    /// # Errors
+    /// As [`notify`](Self::notify).
+    pub fn notify_with_priority<M: Message>(&self, msg: M, priority: Priority) -> Result<(), SendError<M>>
+    where
+        A: Handler<M>,
+    {
+        self.myself
+            .cell
+            .mailbox
+            .push_forced(Envelope::typed(msg, None), priority)
+            .map_err(|env| SendError::ActorStopped(env.into_message::<M>()))
+    }
+
+    fn track(&mut self, handle: AbortHandle) {
+        self.tasks.retain(|t| !t.is_finished());
+        self.tasks.push(handle);
+    }
+
+    /// Sends this actor `msg` after `delay`. The timer dies with the actor.
+    pub fn send_after<M: Message>(&mut self, msg: M, delay: Duration) -> TimerHandle
+    where
+        A: Handler<M>,
+    {
+        let myself = self.myself.clone();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = myself.tell(msg).await;
+        });
+        let handle = task.abort_handle();
+        self.track(handle.clone());
+        TimerHandle(handle)
+    }
+
+    /// Sends this actor `make()` every `period`, the first after one period. A tick waits
+    /// while the mailbox is full, and missed ticks are skipped, not bunched. The timer dies
+    /// with the actor.
+    pub fn interval<M: Message>(&mut self, period: Duration, mut make: impl FnMut() -> M + Send + 'static) -> TimerHandle
+    where
+        A: Handler<M>,
+    {
+        let myself = self.myself.clone();
+        let task = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                ticks.tick().await;
+                if myself.tell(make()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let handle = task.abort_handle();
+        self.track(handle.clone());
+        TimerHandle(handle)
+    }
+
+    /// Feeds the items of `stream` to this actor as messages, one at a time and in order,
+    /// between its other messages (a full mailbox pauses the stream). When the stream ends,
+    /// [`Actor::on_stream_finished`] runs after its last item was handled. The stream is
+    /// dropped when the actor stops.
+    pub fn attach_stream<S, M>(&mut self, stream: S) -> StreamId
+    where
+        S: Stream<Item = M> + Send + 'static,
+        M: Message,
+        A: Handler<M>,
+    {
+        let id = StreamId(NEXT_STREAM.fetch_add(1, Ordering::Relaxed));
+        let myself = self.myself.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = pin!(stream);
+            while let Some(item) = poll_fn(|cx| stream.as_mut().poll_next(cx)).await {
+                if myself.tell(item).await.is_err() {
+                    return;
+                }
+            }
+            // Through the normal lane, so it comes after the items.
+            let _ = myself.tell::<StreamFinished>(StreamFinished(id)).await;
+        });
+        self.track(task.abort_handle());
+        id
+    }
+
+    /// Watches `other`: when it stops, this actor receives
+    /// [`SupervisionEvent::Terminated`] in [`Actor::on_event`]. Watching an actor that
+    /// already stopped delivers the event at once.
+    pub fn watch(&self, other: impl Into<DynActorRef>) {
+        let other = other.into();
+        let me: Arc<dyn ErasedCell> = self.myself.erased();
+        let core = other.cell.core();
+        let mut watchers = core.lock_watchers();
+        if core.is_alive() {
+            watchers.push(me);
+        } else {
+            drop(watchers);
+            let reason = other.cell.core().stop_reason().unwrap_or(StopReason::Normal);
+            me.push_control(Control::Event(SupervisionEvent::Terminated {
+                id: other.id(),
+                urn: other.urn().cloned(),
+                reason,
+            }));
+        }
+    }
+
+    /// Stops watching `other`.
+    pub fn unwatch(&self, other: impl Into<DynActorRef>) {
+        let other = other.into();
+        let my_id = self.id();
+        other.cell.core().lock_watchers().retain(|w| w.core().id != my_id);
+    }
+
+    /// Sets how this actor reacts to its children's failures.
+    pub fn set_supervision_strategy(&mut self, strategy: SupervisionStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Aborts timers and stream forwarders.
+    pub(crate) fn cancel_tasks(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// The internal message that says a stream ended; handled by calling the hook.
+pub(crate) struct StreamFinished(pub(crate) StreamId);
+
+impl Message for StreamFinished {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib::StreamFinished"
+    }
+}
+
+impl<A: Actor> Handler<StreamFinished> for A {
+    async fn handle(&mut self, msg: StreamFinished, ctx: &mut Context<Self>) -> Result<(), std::convert::Infallible> {
+        self.on_stream_finished(ctx, msg.0).await;
+        Ok(())
+    }
+}

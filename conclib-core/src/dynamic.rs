@@ -1,0 +1,540 @@
+//! Addressing actors whose type is not known at compile time: [`DynActorRef`] (what a URN
+//! lookup returns) and [`RequestEnvelope`] (what the actor receives).
+
+use std::any::TypeId;
+use std::fmt;
+use std::future::{Future, IntoFuture, poll_fn};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use crate::actor::Actor;
+use crate::actor_ref::ActorRef;
+use crate::cell::{ActorCell, ErasedCell};
+use crate::context::Context;
+use crate::envelope::{CatchUnwind, Envelope, FutureSlot, Inline, Lazy, Outcome, SlotFuture, VTable, take_payload};
+use crate::error::{AskError, SendError, StopReason};
+use crate::mailbox::Control;
+use crate::message::{Message, Priority};
+use crate::remote::{ErasedMessage, RemoteMessage};
+use crate::system::ActorId;
+use crate::urn::Urn;
+
+/// The result of a type-erased ask: the response, or an error whose handler error is erased.
+pub type ErasedResult = Result<ErasedMessage, AskError<ErasedMessage>>;
+
+/// Where the answer to a dynamic request goes. Shared by the envelope (or its responder) and
+/// the run loop, so a panic after `extract` still reaches the asker as `Panicked`.
+pub(crate) struct ReplyCell(Mutex<Option<oneshot::Sender<ErasedResult>>>);
+
+impl ReplyCell {
+    pub(crate) fn send(&self, result: ErasedResult) {
+        let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// A request that arrived through a [`DynActorRef`] or a proxy: a message of a type known
+/// only at run time, and where to send the answer.
+///
+/// The actor's [`Actor::handle_request`] looks at it with [`matches`](Self::matches) and
+/// [`extract`](Self::extract), then answers through the [`Responder`]. Dropping the envelope
+/// or the responder without answering gives the asker [`AskError::NoResponse`] at once.
+///
+/// ```
+/// use conclib_core::{Message, RequestEnvelope};
+/// use std::convert::Infallible;
+///
+/// struct Ping;
+/// impl Message for Ping { type Response = &'static str; type Error = Infallible; }
+///
+/// fn answer(request: RequestEnvelope) {
+///     if request.matches::<Ping>() {
+///         let (Ping, responder) = request.extract::<Ping>().ok().unwrap();
+///         responder.respond(Ok("pong"));
+///     } else {
+///         request.reject();
+///     }
+/// }
+/// ```
+pub struct RequestEnvelope {
+    message: Option<ErasedMessage>,
+    name: &'static str,
+    type_id: TypeId,
+    reply: Option<Arc<ReplyCell>>,
+}
+
+impl RequestEnvelope {
+    fn new(name: &'static str, type_id: TypeId, message: ErasedMessage, reply: Option<oneshot::Sender<ErasedResult>>) -> Self {
+        RequestEnvelope {
+            message: Some(message),
+            name,
+            type_id,
+            reply: reply.map(|tx| Arc::new(ReplyCell(Mutex::new(Some(tx))))),
+        }
+    }
+
+    /// The message's wire name ([`Message::name`]).
+    #[must_use]
+    pub fn message_name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether the request holds an `M`.
+    #[must_use]
+    pub fn matches<M: Message>(&self) -> bool {
+        self.type_id == TypeId::of::<M>()
+    }
+
+    /// Whether the sender waits for an answer (an ask rather than a tell).
+    #[must_use]
+    pub fn expects_response(&self) -> bool {
+        self.reply.is_some()
+    }
+
+    /// Takes the message out if it is an `M`, with the responder to answer it; otherwise
+    /// gives the envelope back untouched.
+    ///
+    /// # Errors
+    /// The envelope itself when it does not hold an `M`.
+    pub fn extract<M: Message>(mut self) -> Result<(M, Responder<M>), RequestEnvelope> {
+        if !self.matches::<M>() {
+            return Err(self);
+        }
+        let message = self.message.take().expect("an envelope's message is taken once");
+        let msg = *message.downcast::<M>().expect("type id checked above");
+        let responder = Responder {
+            reply: self.reply.take(),
+            _message: PhantomData,
+        };
+        Ok((msg, responder))
+    }
+
+    /// Answers that the actor does not handle this message
+    /// ([`AskError::UnknownMessage`]); a tell is logged and dropped.
+    pub fn reject(mut self) {
+        match self.reply.take() {
+            Some(reply) => reply.send(Err(AskError::UnknownMessage {
+                actor: String::new(),
+                message: self.name.to_owned(),
+            })),
+            None => tracing::warn!(message = self.name, "dropped a told message the actor does not handle"),
+        }
+    }
+
+    fn fail(mut self, error: AskError<ErasedMessage>) {
+        if let Some(reply) = self.reply.take() {
+            reply.send(Err(error));
+        }
+    }
+}
+
+impl fmt::Debug for RequestEnvelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestEnvelope")
+            .field("message", &self.name)
+            .field("expects_response", &self.reply.is_some())
+            .finish()
+    }
+}
+
+impl Drop for RequestEnvelope {
+    fn drop(&mut self) {
+        // While unwinding, the run loop answers `Panicked` with the panic's message.
+        if let Some(reply) = self.reply.take()
+            && !std::thread::panicking()
+        {
+            reply.send(Err(AskError::NoResponse));
+        }
+    }
+}
+
+/// Answers one dynamic request of message type `M`; from [`RequestEnvelope::extract`].
+#[must_use = "dropping a responder answers NoResponse"]
+pub struct Responder<M: Message> {
+    reply: Option<Arc<ReplyCell>>,
+    _message: PhantomData<fn(M)>,
+}
+
+impl<M: Message> Responder<M> {
+    /// Sends the handler's result to the asker (nothing happens for a tell).
+    pub fn respond(mut self, result: Result<M::Response, M::Error>) {
+        if let Some(reply) = self.reply.take() {
+            reply.send(match result {
+                Ok(r) => Ok(Box::new(r)),
+                Err(e) => Err(AskError::Handler(Box::new(e))),
+            });
+        }
+    }
+
+    /// Whether the sender waits for an answer.
+    #[must_use]
+    pub fn expects_response(&self) -> bool {
+        self.reply.is_some()
+    }
+}
+
+impl<M: Message> Drop for Responder<M> {
+    fn drop(&mut self) {
+        if let Some(reply) = self.reply.take()
+            && !std::thread::panicking()
+        {
+            reply.send(Err(AskError::NoResponse));
+        }
+    }
+}
+
+impl<M: Message> fmt::Debug for Responder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Responder").field("message", &M::name()).finish()
+    }
+}
+
+// ---- the envelope a dynamic request travels in ----
+
+struct RequestVTable<A>(PhantomData<A>);
+
+impl<A: Actor> RequestVTable<A> {
+    const VTABLE: VTable<A> = VTable::new(handle_request::<A>, drop_request, request_name);
+}
+
+fn request_name() -> &'static str {
+    "RequestEnvelope"
+}
+
+unsafe fn drop_request(data: *mut Inline) {
+    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope`.
+    let req: RequestEnvelope = unsafe { take_payload(data) };
+    // Dropped unhandled: the actor is gone.
+    req.fail(AskError::ActorStopped);
+}
+
+unsafe fn handle_request<'a, A: Actor>(
+    data: *const Inline,
+    actor: &'a mut A,
+    ctx: &'a mut Context<A>,
+    slot: &'a mut FutureSlot,
+) -> SlotFuture<'a> {
+    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope`.
+    let req: RequestEnvelope = unsafe { take_payload(data) };
+    let reply = req.reply.clone();
+    slot.put(GuardedRequest {
+        inner: CatchUnwind(Lazy::Start(move || actor.handle_request(req, ctx))),
+        reply,
+    })
+}
+
+struct GuardedRequest<F> {
+    inner: CatchUnwind<F>,
+    reply: Option<Arc<ReplyCell>>,
+}
+
+impl<F: Future<Output = ()>> Future for GuardedRequest<F> {
+    type Output = Outcome;
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
+        // SAFETY: `inner` is structurally pinned; `reply` is not.
+        let this = unsafe { self.get_unchecked_mut() };
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        match std::task::ready!(inner.poll(cx)) {
+            Ok(()) => std::task::Poll::Ready(Outcome::Done),
+            Err(panic) => {
+                if let Some(reply) = this.reply.take() {
+                    reply.send(Err(AskError::Panicked(panic.clone())));
+                }
+                std::task::Poll::Ready(Outcome::Panicked(panic))
+            }
+        }
+    }
+}
+
+pub(crate) fn request_envelope<A: Actor>(req: RequestEnvelope) -> Envelope<A> {
+    Envelope::with_vtable(req, &RequestVTable::<A>::VTABLE)
+}
+
+pub(crate) fn take_request<A: Actor>(env: Envelope<A>) -> RequestEnvelope {
+    // SAFETY: only called on envelopes built by `request_envelope`.
+    unsafe { env.into_payload::<RequestEnvelope>() }
+}
+
+// ---- DynActorRef ----
+
+/// A ref to an actor of any type, as returned by
+/// [`ActorSystem::lookup`](crate::ActorSystem::lookup). Messages are checked at run time:
+/// one the actor does not handle gives [`AskError::UnknownMessage`].
+///
+/// ```
+/// # use conclib_core::*;
+/// # use std::convert::Infallible;
+/// # struct Get; impl Message for Get { type Response = u64; type Error = Infallible; }
+/// # struct Counter(u64);
+/// # impl Actor for Counter {
+/// #     async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
+/// #         match req.extract::<Get>() { Ok((_, r)) => r.respond(Ok(self.0)), Err(req) => req.reject() }
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("docs");
+/// system.build(Counter(7)).urn("counter").spawn().await.unwrap();
+/// let counter = system.lookup("counter").unwrap();
+/// assert_eq!(counter.ask(Get).await.unwrap(), 7);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct DynActorRef {
+    pub(crate) cell: Arc<dyn ErasedCell>,
+}
+
+impl DynActorRef {
+    /// The actor's id.
+    #[must_use]
+    pub fn id(&self) -> ActorId {
+        self.cell.core().id
+    }
+
+    /// The actor's URN, if it has one.
+    #[must_use]
+    pub fn urn(&self) -> Option<&Urn> {
+        self.cell.core().urn.as_ref()
+    }
+
+    /// The actor's Rust type name.
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        self.cell.core().type_name
+    }
+
+    /// Whether the actor has not stopped yet.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.cell.core().is_alive()
+    }
+
+    /// Graceful stop: queued messages are handled, new ones refused.
+    pub fn stop(&self) {
+        self.cell.close();
+    }
+
+    /// Stops after the current message; queued messages are dropped (their asks fail).
+    pub fn kill(&self) {
+        self.cell.push_control(Control::Kill);
+    }
+
+    /// Waits until the actor has stopped and returns why.
+    pub async fn wait_for_stop(&self) -> StopReason {
+        self.cell.core().wait_for_stop().await
+    }
+
+    /// User messages queued and not yet handled.
+    #[must_use]
+    pub fn mailbox_len(&self) -> usize {
+        self.cell.capacity().len()
+    }
+
+    /// The messages this actor exposes to other processes.
+    #[must_use]
+    pub fn remote_messages(&self) -> &'static [RemoteMessage] {
+        self.cell.remote()
+    }
+
+    /// The exposed message with this wire name.
+    #[must_use]
+    pub fn remote_message(&self, name: &str) -> Option<&'static RemoteMessage> {
+        self.cell.remote().iter().find(|m| m.name() == name)
+    }
+
+    /// The typed ref, if the actor is an `A`.
+    #[must_use]
+    pub fn downcast<A: Actor>(&self) -> Option<ActorRef<A>> {
+        self.cell.clone().as_any().downcast::<ActorCell<A>>().ok().map(|cell| ActorRef { cell })
+    }
+
+    fn unknown<E>(&self, message: &str) -> AskError<E> {
+        AskError::UnknownMessage {
+            actor: self.cell.core().label(),
+            message: message.to_owned(),
+        }
+    }
+
+    /// Asks with any message type; the answer is checked at run time.
+    /// Finish with `.await`; set `.timeout(..)` or `.priority(..)` first if needed.
+    pub fn ask<M: Message>(&self, msg: M) -> DynAsk<'_, M> {
+        DynAsk {
+            target: self,
+            msg,
+            timeout: self.cell.core().ask_timeout,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// Tells with any message type, waiting for room in a full mailbox.
+    ///
+    /// # Errors
+    /// [`SendError::UnknownMessage`] if the actor does not accept `M`;
+    /// [`SendError::ActorStopped`] (with the message) if it stopped.
+    pub async fn tell<M: Message>(&self, msg: M) -> Result<(), SendError<M>> {
+        self.tell_with_priority(msg, Priority::Normal).await
+    }
+
+    /// [`tell`](Self::tell) in the given lane.
+    ///
+    /// # Errors
+    /// As [`tell`](Self::tell).
+    pub async fn tell_with_priority<M: Message>(&self, msg: M, priority: Priority) -> Result<(), SendError<M>> {
+        if !self.cell.accepts(TypeId::of::<M>()) {
+            return Err(SendError::UnknownMessage {
+                actor: self.cell.core().label(),
+                message: M::name().to_owned(),
+            });
+        }
+        if poll_fn(|cx| self.cell.capacity().poll_reserve(cx)).await.is_err() {
+            return Err(SendError::ActorStopped(msg));
+        }
+        let req = RequestEnvelope::new(M::name(), TypeId::of::<M>(), Box::new(msg), None);
+        self.cell.push_request(req, priority).map_err(|mut req| {
+            let msg = req.message.take().expect("not taken").downcast::<M>().expect("same type");
+            SendError::ActorStopped(*msg)
+        })
+    }
+
+    /// Asks with a message already decoded into an [`ErasedMessage`] (what a proxy does).
+    /// `name` and `type_id` are the message's, e.g. from a [`RemoteMessage`].
+    ///
+    /// # Errors
+    /// Any [`AskError`]; the handler's error stays erased.
+    pub async fn ask_erased(
+        &self,
+        name: &'static str,
+        type_id: TypeId,
+        msg: ErasedMessage,
+        timeout: Duration,
+    ) -> ErasedResult {
+        self.ask_erased_with(name, type_id, msg, timeout, Priority::Normal).await
+    }
+
+    async fn ask_erased_with(
+        &self,
+        name: &'static str,
+        type_id: TypeId,
+        msg: ErasedMessage,
+        timeout: Duration,
+        priority: Priority,
+    ) -> ErasedResult {
+        if !self.cell.accepts(type_id) {
+            return Err(self.unknown(name));
+        }
+        let exchange = async {
+            if poll_fn(|cx| self.cell.capacity().poll_reserve(cx)).await.is_err() {
+                return Err(AskError::ActorStopped);
+            }
+            let (tx, rx) = oneshot::channel();
+            let req = RequestEnvelope::new(name, type_id, msg, Some(tx));
+            if self.cell.push_request(req, priority).is_err() {
+                return Err(AskError::ActorStopped);
+            }
+            match rx.await {
+                Ok(Err(AskError::UnknownMessage { message, .. })) => Err(self.unknown(&message)),
+                Ok(result) => result,
+                Err(_) => Err(AskError::ActorStopped),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(AskError::Timeout(timeout)),
+        }
+    }
+}
+
+impl fmt::Debug for DynActorRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DynActorRef")
+            .field("id", &self.id())
+            .field("urn", &self.urn())
+            .field("type", &self.type_name())
+            .finish()
+    }
+}
+
+impl PartialEq for DynActorRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id()
+    }
+}
+impl Eq for DynActorRef {}
+
+impl<A: Actor> From<ActorRef<A>> for DynActorRef {
+    fn from(r: ActorRef<A>) -> Self {
+        DynActorRef { cell: r.cell }
+    }
+}
+
+impl<A: Actor> From<&ActorRef<A>> for DynActorRef {
+    fn from(r: &ActorRef<A>) -> Self {
+        DynActorRef { cell: r.cell.clone() }
+    }
+}
+
+/// An ask through a [`DynActorRef`]; `.await` it.
+#[must_use = "an ask does nothing until awaited"]
+pub struct DynAsk<'a, M: Message> {
+    target: &'a DynActorRef,
+    msg: M,
+    timeout: Duration,
+    priority: Priority,
+}
+
+impl<'a, M: Message> DynAsk<'a, M> {
+    /// Fails with [`AskError::Timeout`] if no answer arrives within `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends in the given lane.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+impl<'a, M: Message> IntoFuture for DynAsk<'a, M> {
+    type Output = Result<M::Response, AskError<M::Error>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let DynAsk {
+                target,
+                msg,
+                timeout,
+                priority,
+            } = self;
+            let result = target
+                .ask_erased_with(M::name(), TypeId::of::<M>(), Box::new(msg), timeout, priority)
+                .await;
+            match result {
+                Ok(response) => response.downcast::<M::Response>().map(|r| *r).map_err(|_| {
+                    tracing::error!(message = M::name(), "a dynamic request was answered with the wrong type");
+                    AskError::NoResponse
+                }),
+                Err(e) => Err(downcast_error::<M>(e)),
+            }
+        })
+    }
+}
+
+fn downcast_error<M: Message>(e: AskError<ErasedMessage>) -> AskError<M::Error> {
+    match e {
+        AskError::Handler(err) => match err.downcast::<M::Error>() {
+            Ok(err) => AskError::Handler(*err),
+            Err(_) => AskError::NoResponse,
+        },
+        other => other.map_handler(|_| unreachable!("handler errors are matched above")),
+    }
+}
+

@@ -1,0 +1,197 @@
+//! The errors of sending, asking, spawning and looking up actors.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::time::Duration;
+
+use crate::urn::{Urn, UrnError};
+
+/// Why an ask did not produce the handler's response.
+///
+/// `E` is the message's own error type ([`Message::Error`](crate::Message::Error)): a handler
+/// that returns `Err(e)` reaches the asker as [`AskError::Handler`]`(e)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AskError<E = Infallible> {
+    /// The handler returned this error. The actor goes on.
+    #[error("the handler returned an error: {0}")]
+    Handler(E),
+    /// The handler panicked; the message is the panic's payload.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
+    /// No response arrived within the timeout. The request may still be processed.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The actor had stopped, or stopped before handling the request.
+    #[error("the actor has stopped")]
+    ActorStopped,
+    /// The mailbox was full and the call does not wait ([`ActorRef::try_ask`](crate::ActorRef::try_ask)).
+    #[error("the mailbox is full")]
+    MailboxFull,
+    /// The actor received the request but dropped it without responding.
+    #[error("the actor dropped the request without responding")]
+    NoResponse,
+    /// The actor does not handle this message type (dynamic refs only).
+    #[error("actor {actor} does not handle message {message}")]
+    UnknownMessage {
+        /// The actor's type name, or URN when it has one.
+        actor: String,
+        /// The message's wire name.
+        message: String,
+    },
+}
+
+impl<E> AskError<E> {
+    /// Converts the handler error with `f`, keeping every other variant.
+    pub fn map_handler<F>(self, f: impl FnOnce(E) -> F) -> AskError<F> {
+        match self {
+            AskError::Handler(e) => AskError::Handler(f(e)),
+            AskError::Panicked(p) => AskError::Panicked(p),
+            AskError::Timeout(d) => AskError::Timeout(d),
+            AskError::ActorStopped => AskError::ActorStopped,
+            AskError::MailboxFull => AskError::MailboxFull,
+            AskError::NoResponse => AskError::NoResponse,
+            AskError::UnknownMessage { actor, message } => AskError::UnknownMessage { actor, message },
+        }
+    }
+
+    /// The handler error, if that is what this is.
+    pub fn handler_error(&self) -> Option<&E> {
+        match self {
+            AskError::Handler(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A message that could not be delivered, given back to the sender so nothing is lost silently.
+#[derive(PartialEq, Eq, thiserror::Error)]
+pub enum SendError<M> {
+    /// The actor has stopped or is stopping and takes no new messages.
+    #[error("the actor has stopped")]
+    ActorStopped(M),
+    /// The mailbox is full ([`ActorRef::try_tell`](crate::ActorRef::try_tell) only; `tell` waits).
+    #[error("the mailbox is full")]
+    MailboxFull(M),
+    /// The actor does not handle this message type (dynamic refs only).
+    #[error("actor {actor} does not handle message {message}")]
+    UnknownMessage {
+        /// The actor's type name, or URN when it has one.
+        actor: String,
+        /// The message's wire name.
+        message: String,
+    },
+}
+
+impl<M> SendError<M> {
+    /// The undelivered message, when the error still holds it.
+    pub fn into_message(self) -> Option<M> {
+        match self {
+            SendError::ActorStopped(m) | SendError::MailboxFull(m) => Some(m),
+            SendError::UnknownMessage { .. } => None,
+        }
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::ActorStopped(_) => f.write_str("ActorStopped(..)"),
+            SendError::MailboxFull(_) => f.write_str("MailboxFull(..)"),
+            SendError::UnknownMessage { actor, message } => f
+                .debug_struct("UnknownMessage")
+                .field("actor", actor)
+                .field("message", message)
+                .finish(),
+        }
+    }
+}
+
+/// A boxed error, as returned by lifecycle hooks.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why an actor could not be spawned.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// Another live actor of the system has this URN.
+    #[error("URN {0} is taken by a live actor")]
+    UrnTaken(Urn),
+    /// The URN is not valid.
+    #[error(transparent)]
+    InvalidUrn(#[from] UrnError),
+    /// [`Actor::on_start`](crate::Actor::on_start) returned an error.
+    #[error("on_start failed: {0}")]
+    StartFailed(BoxError),
+    /// [`Actor::on_start`](crate::Actor::on_start) panicked.
+    #[error("on_start panicked: {0}")]
+    StartPanicked(String),
+    /// The system (or the parent actor) is shutting down.
+    #[error("the actor system is shutting down")]
+    ShuttingDown,
+}
+
+/// Why a URN lookup failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No live actor has this URN.
+    #[error("no actor with URN {0}")]
+    NotFound(String),
+    /// The actor exists but is of another type than the one asked for.
+    #[error("actor {urn} is a {actual}, not a {expected}")]
+    WrongType {
+        /// The URN looked up.
+        urn: Urn,
+        /// The type asked for.
+        expected: &'static str,
+        /// The actor's type.
+        actual: &'static str,
+    },
+}
+
+/// Why an actor stopped. Parents and watchers receive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// Stopped by [`ActorRef::stop`](crate::ActorRef::stop), by itself, or by shutdown, after draining its mailbox.
+    Normal,
+    /// Stopped by [`ActorRef::kill`](crate::ActorRef::kill): queued messages were dropped.
+    Killed,
+    /// A handler panicked and the policy said stop. Holds the panic message.
+    Panicked(String),
+    /// A failure that was not a panic: a hook error, a failed restart.
+    Failed(String),
+    /// The actor restarted more often than its restart limit allows; holds the last panic message.
+    RestartLimit(String),
+    /// A child failed and this actor's supervision stopped it (escalation).
+    Escalated(String),
+}
+
+impl StopReason {
+    /// Whether the stop was asked for (normal or killed) rather than caused by a failure.
+    #[must_use]
+    pub fn is_normal(&self) -> bool {
+        matches!(self, StopReason::Normal | StopReason::Killed)
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::Normal => f.write_str("stopped normally"),
+            StopReason::Killed => f.write_str("killed"),
+            StopReason::Panicked(m) => write!(f, "panicked: {m}"),
+            StopReason::Failed(m) => write!(f, "failed: {m}"),
+            StopReason::RestartLimit(m) => write!(f, "restart limit reached, last panic: {m}"),
+            StopReason::Escalated(m) => write!(f, "escalated: {m}"),
+        }
+    }
+}
+
+/// Turns a panic payload into its message.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

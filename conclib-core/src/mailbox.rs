@@ -1,0 +1,342 @@
+//! An actor's mailbox: a control lane, a high-priority lane and a normal lane behind one
+//! lock, a capacity shared by the user lanes, and the receiving end the run loop drains in
+//! batches.
+//!
+//! Why not three tokio channels: each would allocate its first block eagerly (memory per
+//! idle actor) and the receiver would poll all three for every message. Here senders take
+//! the lock once per message; the receiver takes it once per *batch*: it swaps the whole
+//! normal lane out and checks one atomic flag per message for priority traffic.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use crate::actor::Actor;
+use crate::envelope::Envelope;
+use crate::message::Priority;
+use crate::supervision::SupervisionEvent;
+
+/// The default capacity of a bounded mailbox.
+pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
+
+/// How big an actor's mailbox is.
+///
+/// ```
+/// use conclib_core::MailboxConfig;
+/// let m = MailboxConfig::Bounded(64);
+/// assert_eq!(m.capacity(), Some(64));
+/// assert_eq!(MailboxConfig::Unbounded.capacity(), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailboxConfig {
+    /// At most this many user messages queued: `tell` waits for room, `try_tell` fails.
+    Bounded(usize),
+    /// No limit: sends never wait. Memory grows with the backlog.
+    Unbounded,
+}
+
+impl MailboxConfig {
+    /// The capacity, or `None` when unbounded.
+    #[must_use]
+    pub const fn capacity(self) -> Option<usize> {
+        match self {
+            MailboxConfig::Bounded(n) => Some(n),
+            MailboxConfig::Unbounded => None,
+        }
+    }
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        MailboxConfig::Bounded(DEFAULT_MAILBOX_CAPACITY)
+    }
+}
+
+/// Messages of the runtime itself; they overtake all user messages.
+pub(crate) enum Control {
+    /// Stop after the current message, dropping the queue.
+    Kill,
+    /// A child stopped or restarted, or a watched actor stopped.
+    Event(SupervisionEvent),
+    /// Restart now (a sibling failed under one-for-all); holds the reason.
+    Restart(String),
+}
+
+/// The capacity of the user lanes and the senders waiting for room. Not generic, so that
+/// type-erased refs can wait for room too.
+pub struct Capacity {
+    /// User messages queued or taken but not yet handled.
+    len: AtomicUsize,
+    limit: usize,
+    /// Senders waiting for room; `waiting` mirrors `waiters.len()` so the receiver can skip the lock.
+    waiting: AtomicUsize,
+    waiters: Mutex<Vec<Waker>>,
+    closed: AtomicBool,
+}
+
+impl Capacity {
+    fn new(config: MailboxConfig) -> Self {
+        Capacity {
+            len: AtomicUsize::new(0),
+            limit: config.capacity().unwrap_or(usize::MAX).max(1),
+            waiting: AtomicUsize::new(0),
+            waiters: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes a place without waiting. `None`: closed.
+    pub(crate) fn try_reserve(&self) -> Option<bool> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.limit == usize::MAX {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            return Some(true);
+        }
+        let prev = self.len.fetch_add(1, Ordering::SeqCst);
+        if prev < self.limit {
+            Some(true)
+        } else {
+            self.unreserve();
+            Some(false)
+        }
+    }
+
+    /// Takes a place, registering `cx` to be woken when one frees up.
+    pub(crate) fn poll_reserve(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Closed>> {
+        match self.try_reserve() {
+            None => return Poll::Ready(Err(Closed)),
+            Some(true) => return Poll::Ready(Ok(())),
+            Some(false) => {}
+        }
+        {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+                self.waiting.store(waiters.len(), Ordering::SeqCst);
+            }
+        }
+        // Try again now that the receiver is sure to see us waiting.
+        match self.try_reserve() {
+            None => Poll::Ready(Err(Closed)),
+            Some(true) => Poll::Ready(Ok(())),
+            Some(false) => Poll::Pending,
+        }
+    }
+
+    /// Gives back a place (a handled message, or a reservation that was not used).
+    pub(crate) fn unreserve(&self) {
+        self.len.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.wake_one();
+        }
+    }
+
+    /// Counts a message that bypasses the limit (an actor's message to itself).
+    fn force_reserve(&self) {
+        self.len.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn wake_one(&self) {
+        let waker = {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let w = waiters.pop();
+            self.waiting.store(waiters.len(), Ordering::SeqCst);
+            w
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        self.waiting.store(0, Ordering::SeqCst);
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+/// The mailbox no longer takes user messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Closed;
+
+struct Lanes<A: Actor> {
+    control: VecDeque<Control>,
+    high: VecDeque<Envelope<A>>,
+    normal: VecDeque<Envelope<A>>,
+    /// The run loop, when it waits for mail.
+    receiver: Option<Waker>,
+    /// No more user messages (stop was asked for); control still flows.
+    closed: bool,
+    /// The actor is gone: nothing is taken any more.
+    dead: bool,
+}
+
+/// What the receiver got.
+pub(crate) enum Next<A: Actor> {
+    Control(Control),
+    Message(Envelope<A>),
+    /// Closed and empty: a graceful stop is due.
+    Drained,
+}
+
+pub(crate) struct Mailbox<A: Actor> {
+    lanes: Mutex<Lanes<A>>,
+    /// The control or high lane may be non-empty: the receiver must look under the lock.
+    priority_pending: AtomicBool,
+    pub(crate) capacity: Capacity,
+}
+
+impl<A: Actor> Mailbox<A> {
+    pub(crate) fn new(config: MailboxConfig) -> Self {
+        Mailbox {
+            lanes: Mutex::new(Lanes {
+                control: VecDeque::new(),
+                high: VecDeque::new(),
+                normal: VecDeque::new(),
+                receiver: None,
+                closed: false,
+                dead: false,
+            }),
+            priority_pending: AtomicBool::new(false),
+            capacity: Capacity::new(config),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lanes<A>> {
+        // A panic never happens while the lock is held, but do not let poisoning spread if it did.
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a user message whose place was reserved. Gives it back if the mailbox closed.
+    pub(crate) fn push_reserved(&self, env: Envelope<A>, priority: Priority) -> Result<(), Envelope<A>> {
+        let mut lanes = self.lock();
+        if lanes.closed {
+            drop(lanes);
+            self.capacity.unreserve();
+            return Err(env);
+        }
+        match priority {
+            Priority::Normal => lanes.normal.push_back(env),
+            Priority::High => {
+                lanes.high.push_back(env);
+                self.priority_pending.store(true, Ordering::Release);
+            }
+        }
+        let receiver = lanes.receiver.take();
+        drop(lanes);
+        if let Some(w) = receiver {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues a user message past the capacity limit (an actor's message to itself, which
+    /// must never wait on its own mailbox).
+    pub(crate) fn push_forced(&self, env: Envelope<A>, priority: Priority) -> Result<(), Envelope<A>> {
+        if self.capacity.closed.load(Ordering::Acquire) {
+            return Err(env);
+        }
+        self.capacity.force_reserve();
+        self.push_reserved(env, priority)
+    }
+
+    /// Queues a control message. `false` if the actor is gone.
+    pub(crate) fn push_control(&self, c: Control) -> Result<(), Control> {
+        let mut lanes = self.lock();
+        if lanes.dead {
+            return Err(c);
+        }
+        lanes.control.push_back(c);
+        self.priority_pending.store(true, Ordering::Release);
+        let receiver = lanes.receiver.take();
+        drop(lanes);
+        if let Some(w) = receiver {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Refuses new user messages; queued ones will still be handled.
+    pub(crate) fn close(&self) {
+        let receiver = {
+            let mut lanes = self.lock();
+            if lanes.closed {
+                return;
+            }
+            lanes.closed = true;
+            lanes.receiver.take()
+        };
+        self.capacity.close();
+        if let Some(w) = receiver {
+            w.wake();
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.capacity.closed.load(Ordering::Acquire)
+    }
+
+    /// Marks the actor gone and returns everything still queued, to be dropped by the caller
+    /// (outside the lock: dropping fails pending asks).
+    pub(crate) fn seal(&self, batch: &mut VecDeque<Envelope<A>>) -> Vec<Envelope<A>> {
+        let mut lanes = self.lock();
+        lanes.closed = true;
+        lanes.dead = true;
+        let mut left: Vec<Envelope<A>> = batch.drain(..).collect();
+        left.extend(lanes.high.drain(..));
+        left.extend(lanes.normal.drain(..));
+        lanes.control.clear();
+        lanes.receiver = None;
+        drop(lanes);
+        self.capacity.close();
+        left
+    }
+
+    /// The receiver's side: the next control message, then high, then normal.
+    /// `batch` is the run loop's local queue of normal messages taken in one go.
+    pub(crate) fn poll_next(&self, batch: &mut VecDeque<Envelope<A>>, cx: &mut TaskContext<'_>) -> Poll<Next<A>> {
+        if !self.priority_pending.load(Ordering::Acquire)
+            && let Some(env) = batch.pop_front()
+        {
+            return Poll::Ready(Next::Message(env));
+        }
+        let mut lanes = self.lock();
+        if let Some(c) = lanes.control.pop_front() {
+            self.priority_pending
+                .store(!lanes.control.is_empty() || !lanes.high.is_empty(), Ordering::Release);
+            return Poll::Ready(Next::Control(c));
+        }
+        if let Some(env) = lanes.high.pop_front() {
+            self.priority_pending.store(!lanes.high.is_empty(), Ordering::Release);
+            return Poll::Ready(Next::Message(env));
+        }
+        self.priority_pending.store(false, Ordering::Release);
+        if let Some(env) = batch.pop_front() {
+            return Poll::Ready(Next::Message(env));
+        }
+        if !lanes.normal.is_empty() {
+            std::mem::swap(batch, &mut lanes.normal);
+            drop(lanes);
+            let env = batch.pop_front().expect("swapped a non-empty lane");
+            return Poll::Ready(Next::Message(env));
+        }
+        if lanes.closed {
+            return Poll::Ready(Next::Drained);
+        }
+        match &mut lanes.receiver {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,117 @@
+//! Messages exposed to other processes: the type-erased table a proxy uses to decode a
+//! request by wire name and encode the answer, whatever the codec.
+
+use std::any::{Any, TypeId};
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::message::Message;
+
+/// A decoded message, ready for [`DynActorRef::ask_erased`](crate::DynActorRef::ask_erased).
+pub type ErasedMessage = Box<dyn Any + Send>;
+
+/// One message type an actor exposes to other processes, with the functions that decode it
+/// and encode its response and error through any serde format.
+///
+/// An actor lists them in [`Actor::REMOTE`](crate::Actor::REMOTE) (`#[handle(remote)]` does it
+/// for you). Only listed messages can be invoked through a proxy; the bounds make the
+/// compiler check that the message, its response and its error are serializable.
+///
+/// ```
+/// use conclib_core::{Actor, Message, RemoteMessage};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Get;
+/// impl Message for Get {
+///     type Response = u64;
+///     type Error = String;
+///     fn name() -> &'static str { "Get" }
+/// }
+///
+/// struct Counter(u64);
+/// impl Actor for Counter {
+///     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Get>()];
+/// }
+/// assert_eq!(Counter::REMOTE[0].name(), "Get");
+/// ```
+#[derive(Clone, Copy)]
+pub struct RemoteMessage {
+    name: fn() -> &'static str,
+    type_id: fn() -> TypeId,
+    decode: fn(&mut dyn erased_serde::Deserializer<'_>) -> Result<ErasedMessage, erased_serde::Error>,
+    response: for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize>,
+    error: for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize>,
+}
+
+impl RemoteMessage {
+    /// The entry for message type `M`.
+    #[must_use]
+    pub const fn of<M>() -> Self
+    where
+        M: Message + DeserializeOwned,
+        M::Response: Serialize,
+        M::Error: Serialize,
+    {
+        RemoteMessage {
+            name: M::name,
+            type_id: TypeId::of::<M>,
+            decode: decode::<M>,
+            response: as_serialize::<M::Response>,
+            error: as_serialize::<M::Error>,
+        }
+    }
+
+    /// The message's wire name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        (self.name)()
+    }
+
+    /// The message's type.
+    #[must_use]
+    pub fn type_id(&self) -> TypeId {
+        (self.type_id)()
+    }
+
+    /// Decodes the message from any serde format.
+    ///
+    /// # Errors
+    /// The deserializer's error when the bytes do not hold this message.
+    pub fn decode(&self, de: &mut dyn erased_serde::Deserializer<'_>) -> Result<ErasedMessage, erased_serde::Error> {
+        (self.decode)(de)
+    }
+
+    /// The response of an ask, as something any serde format can encode; `None` if the value
+    /// is not this message's response type.
+    #[must_use]
+    pub fn response<'a>(&self, response: &'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize> {
+        (self.response)(response)
+    }
+
+    /// The handler error of an ask, as something any serde format can encode; `None` if the
+    /// value is not this message's error type.
+    #[must_use]
+    pub fn error<'a>(&self, error: &'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize> {
+        (self.error)(error)
+    }
+}
+
+impl fmt::Debug for RemoteMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("RemoteMessage").field(&self.name()).finish()
+    }
+}
+
+fn decode<M: Message + DeserializeOwned>(
+    de: &mut dyn erased_serde::Deserializer<'_>,
+) -> Result<ErasedMessage, erased_serde::Error> {
+    let msg: M = erased_serde::deserialize(de)?;
+    Ok(Box::new(msg))
+}
+
+fn as_serialize<T: Serialize + 'static>(value: &(dyn Any + Send)) -> Option<&dyn erased_serde::Serialize> {
+    value.downcast_ref::<T>().map(|v| v as &dyn erased_serde::Serialize)
+}

@@ -1,0 +1,195 @@
+//! The run loop of one actor: take the next message, handle it, apply the panic policy,
+//! and stop in order (children first, then `on_stop`, then the URN is freed).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use crate::actor::Actor;
+use crate::cell::{ErasedCell, notify_stopped};
+use crate::context::Context;
+use crate::envelope::{CatchUnwind, FutureSlot, Outcome};
+use crate::error::StopReason;
+use crate::mailbox::{Control, Next};
+use crate::supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
+
+/// Makes a fresh actor for a restart.
+pub(crate) type Factory<A> = Box<dyn FnMut() -> A + Send>;
+
+pub(crate) struct RunOptions<A> {
+    pub(crate) policy: PanicPolicy,
+    pub(crate) factory: Option<Factory<A>>,
+}
+
+/// Restart times within the window, to enforce the limit.
+struct Restarts {
+    limit: RestartLimit,
+    times: VecDeque<Instant>,
+}
+
+impl Restarts {
+    /// Records a restart; `false` if it exceeds the limit.
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        while self.times.front().is_some_and(|t| now.duration_since(*t) > self.limit.within) {
+            self.times.pop_front();
+        }
+        if self.times.len() >= self.limit.max_restarts as usize {
+            return false;
+        }
+        self.times.push_back(now);
+        true
+    }
+}
+
+pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options: RunOptions<A>) {
+    let cell = ctx.myself().cell.clone();
+    let mut batch = VecDeque::new();
+    let mut slot = FutureSlot::new();
+    let mut restarts = match options.policy {
+        PanicPolicy::Restart(limit) => Some(Restarts {
+            limit,
+            times: VecDeque::new(),
+        }),
+        _ => None,
+    };
+    let reason = loop {
+        if let Some(reason) = ctx.pending_stop.take() {
+            break reason;
+        }
+        let next = poll_fn(|cx| cell.mailbox.poll_next(&mut batch, cx)).await;
+        let panic = match next {
+            Next::Message(env) => {
+                let span = tracing::trace_span!("handle", message = env.name());
+                let outcome = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span).await;
+                cell.mailbox.capacity.unreserve();
+                match outcome {
+                    Outcome::Done => continue,
+                    Outcome::Failed(error) => {
+                        tracing::warn!(%error, "a told message's handler returned an error");
+                        continue;
+                    }
+                    Outcome::Panicked(panic) => panic,
+                }
+            }
+            Next::Drained => break StopReason::Normal,
+            Next::Control(Control::Kill) => break StopReason::Killed,
+            Next::Control(Control::Restart(why)) => {
+                if options.factory.is_some() {
+                    if let Err(reason) = restart(&mut actor, &mut ctx, &mut options, &why, false).await {
+                        break reason;
+                    }
+                }
+                continue;
+            }
+            Next::Control(Control::Event(event)) => {
+                supervise(&mut ctx, &event);
+                match CatchUnwind(actor.on_event(&mut ctx, event)).await {
+                    Ok(()) => continue,
+                    Err(panic) => panic,
+                }
+            }
+        };
+        // A handler or hook panicked.
+        tracing::error!(%panic, "actor panicked");
+        if CatchUnwind(actor.on_panic(&mut ctx, &panic)).await.is_err() {
+            tracing::error!("on_panic panicked too");
+        }
+        match (options.policy, restarts.as_mut()) {
+            (PanicPolicy::Resume, _) => {}
+            (PanicPolicy::Restart(_), Some(r)) => {
+                if !r.allow() {
+                    break StopReason::RestartLimit(panic);
+                }
+                if let Err(reason) = restart(&mut actor, &mut ctx, &mut options, &panic, true).await {
+                    break reason;
+                }
+            }
+            _ => break StopReason::Panicked(panic),
+        }
+    };
+    finish(actor, ctx, reason, batch).await;
+}
+
+/// One-for-all: a child restarted, so restart its restartable siblings.
+fn supervise<A: Actor>(ctx: &mut Context<A>, event: &SupervisionEvent) {
+    if let (SupervisionStrategy::OneForAll, SupervisionEvent::ChildRestarted { id, panic, .. }) = (ctx.strategy, event) {
+        let siblings: Vec<Arc<dyn ErasedCell>> = ctx.myself().cell.core.lock_children().clone();
+        for child in siblings {
+            if child.core().id != *id && child.core().restartable.load(Ordering::Relaxed) {
+                child.push_control(Control::Restart(format!("sibling {id} restarted after: {panic}")));
+            }
+        }
+    }
+}
+
+/// Replaces the actor with a fresh one from the factory, keeping the mailbox: children and
+/// timers of the old state stop, then the new state's `on_start` runs.
+async fn restart<A: Actor>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    options: &mut RunOptions<A>,
+    why: &str,
+    tell_parent: bool,
+) -> Result<(), StopReason> {
+    let factory = options.factory.as_mut().expect("restart needs a factory");
+    ctx.cancel_tasks();
+    stop_children(ctx).await;
+    let fresh = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(factory)) {
+        Ok(fresh) => fresh,
+        Err(_) => return Err(StopReason::Failed("the restart factory panicked".to_owned())),
+    };
+    drop(std::mem::replace(actor, fresh));
+    match CatchUnwind(actor.on_start(ctx)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(StopReason::Failed(format!("on_start failed on restart: {e}"))),
+        Err(panic) => return Err(StopReason::Failed(format!("on_start panicked on restart: {panic}"))),
+    }
+    tracing::info!(reason = why, "actor restarted");
+    let core = &ctx.myself().cell.core;
+    if tell_parent && let Some(parent) = &core.parent {
+        parent.push_control(Control::Event(SupervisionEvent::ChildRestarted {
+            id: core.id,
+            urn: core.urn.clone(),
+            panic: why.to_owned(),
+        }));
+    }
+    Ok(())
+}
+
+/// Gracefully stops every child and waits until they have all stopped.
+async fn stop_children<A: Actor>(ctx: &Context<A>) {
+    let children: Vec<Arc<dyn ErasedCell>> = ctx.myself().cell.core.lock_children().clone();
+    for child in &children {
+        child.close();
+    }
+    for child in &children {
+        child.core().wait_for_stop().await;
+    }
+}
+
+async fn finish<A: Actor>(mut actor: A, mut ctx: Context<A>, reason: StopReason, mut batch: VecDeque<crate::envelope::Envelope<A>>) {
+    let cell = ctx.myself().cell.clone();
+    ctx.cancel_tasks();
+    cell.mailbox.close();
+    // What is still queued now will not be handled (kill, panic): fail those asks at once.
+    let left = cell.mailbox.seal(&mut batch);
+    let dropped = left.len();
+    drop(left);
+    for _ in 0..dropped {
+        cell.mailbox.capacity.unreserve();
+    }
+    stop_children(&ctx).await;
+    if CatchUnwind(actor.on_stop(&mut ctx, &reason)).await.is_err() {
+        tracing::error!("on_stop panicked");
+    }
+    drop(actor);
+    ctx.system().unregister(&cell.core);
+    cell.core.mark_stopped(reason.clone());
+    tracing::debug!(%reason, "actor stopped");
+    notify_stopped(&cell.core, &reason);
+}

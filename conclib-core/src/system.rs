@@ -1,0 +1,463 @@
+//! [`ActorSystem`]: spawning, the URN registry, listing and shutdown.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use crate::actor::Actor;
+use crate::actor_ref::ActorRef;
+use crate::cell::{ActorCell, CellCore, ErasedCell};
+use crate::context::Context;
+use crate::dynamic::DynActorRef;
+use crate::envelope::CatchUnwind;
+use crate::error::{LookupError, SpawnError, StopReason};
+use crate::mailbox::{Mailbox, MailboxConfig};
+use crate::runner::{Factory, RunOptions, run};
+use crate::supervision::{PanicPolicy, RestartLimit, SupervisionStrategy};
+use crate::urn::Urn;
+
+/// The default time an ask waits for its answer.
+pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An actor's id: unique within its system for the system's lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ActorId(u64);
+
+impl ActorId {
+    /// The number behind the id.
+    #[must_use]
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A group of actors with one URN namespace, shut down together. Cloning is cheap; several
+/// systems may live in one process.
+///
+/// Actors run as tasks on the tokio runtime that spawns them; the runtime needs its time
+/// driver (asks have timeouts).
+///
+/// ```
+/// use conclib_core::{Actor, ActorSystem};
+/// use std::time::Duration;
+///
+/// struct Idle;
+/// impl Actor for Idle {}
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("app");
+/// system.build(Idle).urn("idle:1").spawn().await.unwrap();
+/// assert!(system.lookup("idle:1").is_ok());
+/// assert_eq!(system.actors().len(), 1);
+/// system.shutdown(Duration::from_secs(5)).await.unwrap();
+/// assert!(system.lookup("idle:1").is_err());
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct ActorSystem {
+    inner: Arc<SystemInner>,
+}
+
+struct SystemInner {
+    name: String,
+    next_id: AtomicU64,
+    ask_timeout: Duration,
+    /// Every actor that has not finished stopping.
+    actors: Mutex<HashMap<ActorId, Arc<dyn ErasedCell>>>,
+    names: RwLock<HashMap<Urn, Arc<dyn ErasedCell>>>,
+    shutting_down: AtomicBool,
+    emptied: Notify,
+}
+
+/// What [`ActorSystem::actors`] reports about one actor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorInfo {
+    /// The actor's id.
+    pub id: ActorId,
+    /// Its URN, if any.
+    pub urn: Option<Urn>,
+    /// Its Rust type.
+    pub type_name: &'static str,
+    /// Its parent, if it is a child.
+    pub parent: Option<ActorId>,
+    /// User messages queued and not yet handled.
+    pub mailbox_len: usize,
+    /// Whether it is stopping (takes no more user messages).
+    pub stopping: bool,
+}
+
+/// [`ActorSystem::shutdown`] did not finish in time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{remaining} actors were still running after the shutdown timeout; they were killed")]
+pub struct ShutdownTimedOut {
+    /// How many actors had not stopped.
+    pub remaining: usize,
+}
+
+impl fmt::Debug for ActorSystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActorSystem").field("name", &self.inner.name).finish_non_exhaustive()
+    }
+}
+
+impl ActorSystem {
+    /// A new, empty system. `name` appears in traces.
+    #[must_use]
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::with_ask_timeout(name, DEFAULT_ASK_TIMEOUT)
+    }
+
+    /// A new system whose actors' asks time out after `ask_timeout` by default.
+    #[must_use]
+    pub fn with_ask_timeout(name: impl Into<String>, ask_timeout: Duration) -> Self {
+        ActorSystem {
+            inner: Arc::new(SystemInner {
+                name: name.into(),
+                next_id: AtomicU64::new(1),
+                ask_timeout,
+                actors: Mutex::new(HashMap::new()),
+                names: RwLock::new(HashMap::new()),
+                shutting_down: AtomicBool::new(false),
+                emptied: Notify::new(),
+            }),
+        }
+    }
+
+    /// The system's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Spawns a top-level actor with its default options ([`Actor::URN`], [`Actor::MAILBOX`]).
+    ///
+    /// # Errors
+    /// [`SpawnError`] if the URN is taken or invalid, `on_start` fails, or the system is shutting down.
+    pub async fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A>, SpawnError> {
+        self.build(actor).spawn().await
+    }
+
+    /// Starts building an actor: set its URN, mailbox, panic policy, then `.spawn().await`.
+    pub fn build<A: Actor>(&self, actor: A) -> SpawnBuilder<A> {
+        SpawnBuilder {
+            system: self.clone(),
+            actor,
+            urn: A::URN.map(str::to_owned),
+            mailbox: A::MAILBOX,
+            ask_timeout: self.inner.ask_timeout,
+            policy: PanicPolicy::Stop,
+            factory: None,
+            strategy: SupervisionStrategy::OneForOne,
+            parent: None,
+        }
+    }
+
+    /// The actor with this URN.
+    ///
+    /// # Errors
+    /// [`LookupError::NotFound`] if no live actor has it.
+    pub fn lookup(&self, urn: &str) -> Result<DynActorRef, LookupError> {
+        let names = self.inner.names.read().unwrap_or_else(|e| e.into_inner());
+        names
+            .get(urn)
+            .map(|cell| DynActorRef { cell: cell.clone() })
+            .ok_or_else(|| LookupError::NotFound(urn.to_owned()))
+    }
+
+    /// The actor with this URN, as a typed ref.
+    ///
+    /// # Errors
+    /// [`LookupError::NotFound`], or [`LookupError::WrongType`] if it is not an `A`.
+    pub fn lookup_typed<A: Actor>(&self, urn: &str) -> Result<ActorRef<A>, LookupError> {
+        let found = self.lookup(urn)?;
+        found.downcast::<A>().ok_or_else(|| LookupError::WrongType {
+            urn: found.urn().cloned().expect("found by URN"),
+            expected: std::any::type_name::<A>(),
+            actual: found.type_name(),
+        })
+    }
+
+    /// What runs now: every actor that has not finished stopping, by id.
+    #[must_use]
+    pub fn actors(&self) -> Vec<ActorInfo> {
+        let actors = self.lock_actors();
+        let mut list: Vec<ActorInfo> = actors
+            .values()
+            .map(|cell| {
+                let core = cell.core();
+                ActorInfo {
+                    id: core.id,
+                    urn: core.urn.clone(),
+                    type_name: core.type_name,
+                    parent: core.parent.as_ref().map(|p| p.core().id),
+                    mailbox_len: cell.capacity().len(),
+                    stopping: cell.is_closed(),
+                }
+            })
+            .collect();
+        list.sort_by_key(|a| a.id);
+        list
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    #[must_use]
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Stops every actor gracefully: top-level actors stop their children first, and every
+    /// actor handles what is already in its mailbox. New spawns are refused. Actors still
+    /// running after `timeout` are killed.
+    ///
+    /// # Errors
+    /// [`ShutdownTimedOut`] if some actors had to be killed.
+    pub async fn shutdown(&self, timeout: Duration) -> Result<(), ShutdownTimedOut> {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        let top: Vec<Arc<dyn ErasedCell>> = self
+            .lock_actors()
+            .values()
+            .filter(|c| c.core().parent.is_none())
+            .cloned()
+            .collect();
+        for cell in &top {
+            cell.close();
+        }
+        if tokio::time::timeout(timeout, self.wait_empty()).await.is_ok() {
+            return Ok(());
+        }
+        let left: Vec<Arc<dyn ErasedCell>> = self.lock_actors().values().cloned().collect();
+        let remaining = left.len();
+        for cell in &left {
+            cell.push_control(crate::mailbox::Control::Kill);
+            cell.core().abort();
+        }
+        // Aborted tasks never run their end; clean their registrations up here.
+        for cell in &left {
+            self.unregister(cell.core());
+            cell.core().mark_stopped(StopReason::Killed);
+        }
+        Err(ShutdownTimedOut { remaining })
+    }
+
+    async fn wait_empty(&self) {
+        loop {
+            let notified = self.inner.emptied.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock_actors().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn lock_actors(&self) -> std::sync::MutexGuard<'_, HashMap<ActorId, Arc<dyn ErasedCell>>> {
+        self.inner.actors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next_id(&self) -> ActorId {
+        ActorId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn register(&self, cell: Arc<dyn ErasedCell>) -> Result<(), SpawnError> {
+        let core = cell.core();
+        if let Some(urn) = &core.urn {
+            let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
+            if names.contains_key(urn) {
+                return Err(SpawnError::UrnTaken(urn.clone()));
+            }
+            names.insert(urn.clone(), cell.clone());
+        }
+        self.lock_actors().insert(core.id, cell);
+        Ok(())
+    }
+
+    /// Frees the actor's URN and forgets it. Idempotent.
+    pub(crate) fn unregister(&self, core: &CellCore) {
+        if let Some(urn) = &core.urn {
+            let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
+            if names.get(urn).is_some_and(|c| c.core().id == core.id) {
+                names.remove(urn);
+            }
+        }
+        let mut actors = self.lock_actors();
+        actors.remove(&core.id);
+        if actors.is_empty() {
+            drop(actors);
+            self.inner.emptied.notify_waiters();
+        }
+    }
+}
+
+/// Builds and spawns an actor: from [`ActorSystem::build`] or [`Context::build_child`].
+///
+/// ```
+/// # use conclib_core::*;
+/// # use std::time::Duration;
+/// #[derive(Default)]
+/// struct Worker;
+/// impl Actor for Worker {}
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// # let system = ActorSystem::new("docs");
+/// let worker = system
+///     .build(Worker)
+///     .urn("worker:1")
+///     .mailbox(MailboxConfig::Bounded(64))
+///     .ask_timeout(Duration::from_secs(1))
+///     .restart_with(Worker::default, RestartLimit::new(3, Duration::from_secs(10)))
+///     .spawn()
+///     .await
+///     .unwrap();
+/// # }
+/// ```
+#[must_use = "a builder does nothing until `.spawn().await`"]
+pub struct SpawnBuilder<A: Actor> {
+    system: ActorSystem,
+    actor: A,
+    urn: Option<String>,
+    mailbox: MailboxConfig,
+    ask_timeout: Duration,
+    policy: PanicPolicy,
+    factory: Option<Factory<A>>,
+    strategy: SupervisionStrategy,
+    parent: Option<Arc<dyn ErasedCell>>,
+}
+
+impl<A: Actor> fmt::Debug for SpawnBuilder<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnBuilder")
+            .field("type", &std::any::type_name::<A>())
+            .field("urn", &self.urn)
+            .field("mailbox", &self.mailbox)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Actor> SpawnBuilder<A> {
+    /// Names the actor. Checked at spawn: [`SpawnError::InvalidUrn`] or [`SpawnError::UrnTaken`].
+    pub fn urn(mut self, urn: impl Into<String>) -> Self {
+        self.urn = Some(urn.into());
+        self
+    }
+
+    /// Sets the mailbox size.
+    pub fn mailbox(mut self, mailbox: MailboxConfig) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// Sets how long asks to this actor wait by default.
+    pub fn ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// Sets what happens after a handler panics: [`PanicPolicy::Stop`] (default) or
+    /// [`PanicPolicy::Resume`]. For restarts use [`restart_with`](Self::restart_with).
+    pub fn on_panic(mut self, policy: PanicPolicy) -> Self {
+        if !matches!(policy, PanicPolicy::Restart(_)) || self.factory.is_some() {
+            self.policy = policy;
+        }
+        self
+    }
+
+    /// Restarts the actor after a panic with fresh state from `factory`, keeping its URN,
+    /// refs and mailbox, at most as often as `limit` allows.
+    pub fn restart_with(mut self, factory: impl FnMut() -> A + Send + 'static, limit: RestartLimit) -> Self {
+        self.factory = Some(Box::new(factory));
+        self.policy = PanicPolicy::Restart(limit);
+        self
+    }
+
+    /// Sets how the actor reacts to its children's failures.
+    pub fn supervision(mut self, strategy: SupervisionStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    pub(crate) fn parent(mut self, parent: Arc<dyn ErasedCell>) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+
+    /// Registers the actor, runs [`Actor::on_start`], and starts its task.
+    ///
+    /// # Errors
+    /// [`SpawnError`]: the URN is invalid or taken, `on_start` failed or panicked, or the
+    /// system (or the parent) is stopping.
+    pub async fn spawn(self) -> Result<ActorRef<A>, SpawnError> {
+        let SpawnBuilder {
+            system,
+            mut actor,
+            urn,
+            mailbox,
+            ask_timeout,
+            policy,
+            factory,
+            strategy,
+            parent,
+        } = self;
+        if system.is_shutting_down() || parent.as_ref().is_some_and(|p| p.is_closed()) {
+            return Err(SpawnError::ShuttingDown);
+        }
+        let urn = urn.map(Urn::try_from).transpose()?;
+        let cell = Arc::new(ActorCell {
+            core: CellCore::new(system.next_id(), urn, parent.clone(), std::any::type_name::<A>(), ask_timeout),
+            mailbox: Mailbox::<A>::new(mailbox),
+        });
+        cell.core.restartable.store(factory.is_some(), Ordering::Relaxed);
+        system.register(cell.clone())?;
+        let myself = ActorRef { cell: cell.clone() };
+        let mut ctx = Context::new(myself.clone(), system.clone(), strategy);
+        let span = tracing::debug_span!(
+            "actor",
+            system = %system.inner.name,
+            id = cell.core.id.0,
+            urn = cell.core.urn.as_ref().map(Urn::as_str),
+            actor = cell.core.type_name,
+        );
+        let started = CatchUnwind(actor.on_start(&mut ctx)).instrument(span.clone()).await;
+        let failure = match started {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(SpawnError::StartFailed(e)),
+            Err(panic) => Some(SpawnError::StartPanicked(panic)),
+        };
+        if let Some(failure) = failure {
+            ctx.cancel_tasks();
+            drop(cell.mailbox.seal(&mut Default::default()));
+            system.unregister(&cell.core);
+            cell.core.mark_stopped(StopReason::Failed(failure.to_string()));
+            return Err(failure);
+        }
+        if let Some(parent) = &parent {
+            parent.core().lock_children().push(cell.clone());
+        }
+        let task = tokio::spawn(
+            run(
+                actor,
+                ctx,
+                RunOptions {
+                    policy,
+                    factory,
+                },
+            )
+            .instrument(span),
+        );
+        cell.core.set_abort(task.abort_handle());
+        Ok(myself)
+    }
+}

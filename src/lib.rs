@@ -1,0 +1,2 @@
+//! conclib placeholder
+pub use conclib_core::*;
