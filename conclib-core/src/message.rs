@@ -27,6 +27,10 @@ use crate::context::Context;
 ///     fn name() -> &'static str { "Ping" }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a message",
+    note = "put `#[message]` (or `#[message(response = ...)]`) on `{Self}`, or implement `conclib::Message` for it"
+)]
 pub trait Message: Send + 'static {
     /// What a successful ask returns.
     type Response: Send + 'static;
@@ -67,6 +71,11 @@ pub trait Message: Send + 'static {
 ///     }
 /// }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "actor `{Self}` does not handle message `{M}`",
+    label = "`{Self}` has no handler for `{M}`",
+    note = "add a `#[handle]` method taking `{M}` to the `#[actor]` impl block of `{Self}`, or implement `Handler<{M}>` for it"
+)]
 pub trait Handler<M: Message>: Actor {
     /// Handles one message.
     fn handle(
