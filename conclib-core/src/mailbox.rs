@@ -66,7 +66,7 @@ pub(crate) enum Control {
 /// The capacity of the user lanes and the senders waiting for room. Not generic, so that
 /// type-erased refs can wait for room too.
 pub struct Capacity {
-    /// User messages queued or taken but not yet handled.
+    /// User messages queued (including the receiver's local batch), not yet taken for handling.
     len: AtomicUsize,
     limit: usize,
     /// Senders waiting for room; `waiting` mirrors `waiters.len()` so the receiver can skip the lock.
@@ -95,12 +95,17 @@ impl Capacity {
             self.len.fetch_add(1, Ordering::Relaxed);
             return Some(true);
         }
-        let prev = self.len.fetch_add(1, Ordering::SeqCst);
-        if prev < self.limit {
-            Some(true)
-        } else {
-            self.unreserve();
-            Some(false)
+        // A CAS loop rather than add-then-undo: a temporary overshoot would make other
+        // senders fail (and sleep) while there is room.
+        let mut len = self.len.load(Ordering::SeqCst);
+        loop {
+            if len >= self.limit {
+                return Some(false);
+            }
+            match self.len.compare_exchange_weak(len, len + 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(true),
+                Err(now) => len = now,
+            }
         }
     }
 

@@ -64,9 +64,10 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
         let next = poll_fn(|cx| cell.mailbox.poll_next(&mut batch, cx)).await;
         let panic = match next {
             Next::Message(env) => {
+                // The capacity counts queued messages: this one leaves the queue now.
+                cell.mailbox.capacity.unreserve();
                 let span = tracing::trace_span!("handle", message = env.name());
                 let outcome = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span).await;
-                cell.mailbox.capacity.unreserve();
                 match outcome {
                     Outcome::Done => continue,
                     Outcome::Failed(error) => {

@@ -1,0 +1,409 @@
+//! Integration tests with real processes: the `conclib-apid-testserver`
+//! binary of this crate plays the API server.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use conclib_apid::{ApiConfig, ApiError, HealthAttempt, OutputStream, ShutdownOutcome, start_api};
+
+const SERVER: &str = env!("CARGO_BIN_EXE_conclib-apid-testserver");
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config for the test server on a fresh port, with short timeouts.
+fn server(name: &str, args: &[&str]) -> (ApiConfig, u16) {
+    let port = free_port();
+    let config = ApiConfig::new(name, SERVER, format!("http://127.0.0.1:{port}/healthz"))
+        .args(["--port", &port.to_string()])
+        .args(args)
+        .startup_timeout(Duration::from_secs(20))
+        .poll_interval(Duration::from_millis(20))
+        .shutdown_grace(Duration::from_secs(5));
+    (config, port)
+}
+
+/// Whether `pid` is a live process (a zombie counts as dead: it has exited
+/// and only waits to be reaped, possibly by an init that never does).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => false,
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X'))
+        }
+    }
+}
+
+/// Waits (at most 5 s) for `pid` to stop being alive.
+fn gone_within_5s(pid: u32) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+async fn get(port: u16, path: &str) -> (u16, String) {
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn healthy_start_serves_and_shuts_down() {
+    let (config, port) = server("healthy", &["--delay-ms", "300"]);
+    let mut daemon = start_api(config).await.expect("server starts");
+    let pid = daemon.pid();
+    assert_eq!(daemon.name(), "healthy");
+    assert_eq!(
+        daemon.healthcheck_url(),
+        format!("http://127.0.0.1:{port}/healthz")
+    );
+    assert!(daemon.is_alive());
+    assert!(alive(pid));
+
+    let (status, body) = get(port, "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "hello from conclib-apid-testserver");
+    assert_eq!(get(port, "/pid").await.1, pid.to_string());
+
+    let outcome = daemon.shutdown().await.unwrap();
+    assert!(
+        matches!(outcome, ShutdownOutcome::Terminated(_)),
+        "{outcome:?}"
+    );
+    assert!(!outcome.was_killed());
+    // Ended by our SIGTERM, and reaped: the pid no longer exists at all.
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(outcome.status().signal(), Some(libc::SIGTERM));
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, 0) }, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ESRCH)
+    );
+}
+
+#[tokio::test]
+async fn early_exit_reports_status_and_stderr() {
+    // A long startup timeout: the error must come from the exit, not the clock.
+    let (config, _) = server("early", &["--mode", "exit"]);
+    let started = Instant::now();
+    let error = start_api(config.startup_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let ApiError::EarlyExit { status, url, .. } = &error else {
+        panic!("expected EarlyExit, got {error:?}");
+    };
+    assert_eq!(status.code(), Some(3));
+    assert!(url.ends_with("/healthz"));
+    let stderr: Vec<_> = error.stderr_lines().collect();
+    assert_eq!(stderr, ["fatal: testserver was told to exit with code 3"]);
+    let message = error.to_string();
+    assert!(message.contains("exit status: 3"), "{message}");
+    assert!(
+        message.contains("[stderr] fatal: testserver was told to exit with code 3"),
+        "{message}"
+    );
+    assert_eq!(error.exit_status().and_then(|s| s.code()), Some(3));
+}
+
+#[tokio::test]
+async fn never_healthy_times_out_with_last_status() {
+    let (config, port) = server("unhealthy", &["--mode", "fail"]);
+    let timeout = Duration::from_millis(800);
+    let started = Instant::now();
+    let error = start_api(config.startup_timeout(timeout))
+        .await
+        .unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= timeout, "{elapsed:?}");
+    assert!(elapsed < timeout + Duration::from_secs(5), "{elapsed:?}");
+    let ApiError::HealthTimeout { url, last, pid, .. } = &error else {
+        panic!("expected HealthTimeout, got {error:?}");
+    };
+    let expected_url = format!("http://127.0.0.1:{port}/healthz");
+    assert_eq!(url, &expected_url);
+    assert_eq!(last, &HealthAttempt::Status(500));
+    let message = error.to_string();
+    assert!(message.contains(&expected_url), "{message}");
+    assert!(message.contains("HTTP status 500"), "{message}");
+    // The server's own log of the failing requests made it into the error.
+    assert!(
+        error
+            .output()
+            .iter()
+            .any(|l| l.line.contains("GET /healthz -> 500")),
+        "{message}"
+    );
+    // And the server was killed.
+    assert!(gone_within_5s(*pid));
+}
+
+#[tokio::test]
+async fn connection_refused_is_named() {
+    let (config, _) = server("silent", &["--mode", "no-listen"]);
+    let error = start_api(config.startup_timeout(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    let ApiError::HealthTimeout { last, pid, .. } = &error else {
+        panic!("expected HealthTimeout, got {error:?}");
+    };
+    let HealthAttempt::Error(text) = last else {
+        panic!("expected a request error, got {last:?}");
+    };
+    assert!(text.contains("Connection refused"), "{text}");
+    assert!(error.to_string().contains("Connection refused"), "{error}");
+    assert!(gone_within_5s(*pid));
+}
+
+#[tokio::test]
+async fn program_not_found_is_typed() {
+    for program in [
+        "/nonexistent/conclib-apid-no-such-program",
+        "conclib-apid-no-such-program-in-path",
+    ] {
+        let config = ApiConfig::new("missing", program, "http://127.0.0.1:1/healthz");
+        let error = start_api(config).await.unwrap_err();
+        match &error {
+            ApiError::ProgramNotFound {
+                program: named,
+                source,
+                ..
+            } => {
+                assert_eq!(named, program);
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected ProgramNotFound, got {other:?}"),
+        }
+        assert!(error.to_string().contains(program), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_takes_the_whole_process_group() {
+    let (config, port) = server("forking", &["--workers", "2"]);
+    let daemon = start_api(config).await.unwrap();
+    let (status, workers) = get(port, "/workers").await;
+    assert_eq!(status, 200);
+    let mut pids: Vec<u32> = workers
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2, "{workers:?}");
+    pids.push(daemon.pid());
+    for &pid in &pids {
+        assert!(alive(pid), "pid {pid} should be running");
+        // Same process group as the server, which leads it.
+        assert_eq!(
+            unsafe { libc::getpgid(pid as libc::pid_t) },
+            daemon.pid() as libc::pid_t
+        );
+    }
+    let log = daemon.output_log();
+
+    daemon.shutdown().await.unwrap();
+    for &pid in &pids {
+        // The workers are killed, not reaped by us: allow init to reap them.
+        assert!(gone_within_5s(pid), "pid {pid} survived shutdown");
+    }
+    // The server also printed the worker pids.
+    let printed: Vec<_> = log
+        .lines()
+        .into_iter()
+        .filter_map(|l| l.line.strip_prefix("worker-pid: ").map(str::to_owned))
+        .collect();
+    assert_eq!(printed.join(" "), workers);
+}
+
+#[tokio::test]
+async fn sigterm_ignored_means_killed_after_grace() {
+    let (config, _) = server("stubborn", &["--ignore-term"]);
+    let grace = Duration::from_millis(300);
+    let daemon = start_api(config.shutdown_grace(grace)).await.unwrap();
+    let pid = daemon.pid();
+    let started = Instant::now();
+    let outcome = daemon.shutdown().await.unwrap();
+    assert!(started.elapsed() >= grace);
+    assert!(outcome.was_killed(), "{outcome:?}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(outcome.status().signal(), Some(libc::SIGKILL));
+    assert!(!alive(pid));
+}
+
+#[tokio::test]
+async fn drop_kills_the_server() {
+    let (config, port) = server("dropped", &["--workers", "1"]);
+    let daemon = start_api(config).await.unwrap();
+    let pid = daemon.pid();
+    let worker: u32 = get(port, "/workers").await.1.trim().parse().unwrap();
+    assert!(alive(pid) && alive(worker));
+    drop(daemon);
+    assert!(gone_within_5s(pid), "server survived drop");
+    assert!(gone_within_5s(worker), "worker survived drop");
+}
+
+#[tokio::test]
+async fn recent_output_keeps_the_servers_lines() {
+    let (config, port) = server("chatty", &["--say", "first line", "--say", "second line"]);
+    let daemon = start_api(config.output_capacity(50)).await.unwrap();
+    get(port, "/").await;
+    let log = daemon.output_log();
+    daemon.shutdown().await.unwrap();
+    let lines: Vec<_> = log.lines();
+    let text: Vec<_> = lines.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(&text[..2], ["first line", "second line"], "{text:?}");
+    assert!(
+        text.iter()
+            .any(|l| l.starts_with("listening on 127.0.0.1:"))
+    );
+    assert!(text.contains(&"request: GET / -> 200 OK"), "{text:?}");
+    assert!(lines.iter().all(|l| l.stream == OutputStream::Stdout));
+}
+
+#[tokio::test]
+async fn output_ring_is_bounded() {
+    let says: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
+    let mut args = Vec::new();
+    for say in &says {
+        args.extend(["--say", say.as_str()]);
+    }
+    let (config, _) = server("bounded", &args);
+    let daemon = start_api(config.output_capacity(3)).await.unwrap();
+    let log = daemon.output_log();
+    daemon.shutdown().await.unwrap();
+    assert_eq!(log.capacity(), 3);
+    assert_eq!(log.len(), 3);
+    // The oldest lines were dropped.
+    assert!(log.lines().iter().all(|l| l.line != "line 0"));
+}
+
+#[tokio::test]
+async fn shell_config_runs_a_script() {
+    let port = free_port();
+    let config = ApiConfig::shell(
+        "shell",
+        format!("echo from-the-shell; exec '{SERVER}' --port {port}"),
+        format!("http://127.0.0.1:{port}/healthz"),
+    )
+    .poll_interval(Duration::from_millis(20));
+    let daemon = start_api(config).await.unwrap();
+    let log = daemon.output_log();
+    assert_eq!(get(port, "/").await.0, 200);
+    daemon.shutdown().await.unwrap();
+    assert_eq!(log.lines()[0].line, "from-the-shell");
+}
+
+#[tokio::test]
+async fn wait_returns_the_exit_status() {
+    let (config, port) = server("waited", &[]);
+    let mut daemon = start_api(config).await.unwrap();
+    // Someone else stops the server; `wait` reports how it ended.
+    assert_eq!(get(port, "/healthz").await.0, 200);
+    unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGINT) };
+    let status = daemon.wait().await.unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGINT));
+    assert!(!daemon.is_alive());
+    let outcome = daemon.shutdown().await.unwrap();
+    assert_eq!(outcome, ShutdownOutcome::AlreadyExited(status));
+}
+
+#[tokio::test]
+async fn invalid_url_is_a_config_error() {
+    let config = ApiConfig::new("bad-url", SERVER, "not a url");
+    let error = start_api(config).await.unwrap_err();
+    assert!(matches!(error, ApiError::InvalidConfig { .. }), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_outlives_the_thread_that_started_it() {
+    // PR_SET_PDEATHSIG fires when the forking *thread* exits. Start the
+    // server from a short-lived thread and check it is still serving after
+    // that thread is gone.
+    let (config, port) = server("thread", &[]);
+    let runtime = tokio::runtime::Handle::current();
+    let mut daemon = std::thread::spawn(move || runtime.block_on(start_api(config)))
+        .join()
+        .unwrap()
+        .unwrap();
+    // Give a wrongly delivered death signal every chance to land.
+    let waited = tokio::time::timeout(Duration::from_millis(300), daemon.wait()).await;
+    assert!(
+        waited.is_err(),
+        "server died with its starting thread: {waited:?}"
+    );
+    assert_eq!(get(port, "/healthz").await.0, 200);
+    assert!(daemon.shutdown().await.is_ok());
+}
+
+/// Not a test on its own: run by `server_dies_with_its_parent_process` in a
+/// child process of the test binary, where it starts a server, prints its
+/// pid, and blocks until killed (or 60 s pass, should the parent test fail).
+#[tokio::test]
+async fn parent_death_helper() {
+    if std::env::var_os("CONCLIB_APID_PARENT_DEATH_HELPER").is_none() {
+        return;
+    }
+    let (config, _) = server("orphan", &[]);
+    let daemon = start_api(config).await.unwrap();
+    println!("APID_PID={}", daemon.pid());
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    drop(daemon);
+}
+
+#[test]
+fn server_dies_with_its_parent_process() {
+    let mut helper = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "parent_death_helper",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("CONCLIB_APID_PARENT_DEATH_HELPER", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(helper.stdout.take().unwrap());
+    let mut server_pid = None;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        // libtest prints "test parent_death_helper ... " before it.
+        if let Some((_, pid)) = line.split_once("APID_PID=") {
+            server_pid = Some(pid.trim().parse::<u32>().unwrap());
+            break;
+        }
+    }
+    let server_pid = server_pid.expect("helper printed the server pid");
+    assert!(alive(server_pid));
+    // SIGKILL: no destructor, no shutdown; only the kernel can clean up.
+    helper.kill().unwrap();
+    helper.wait().unwrap();
+    assert!(
+        gone_within_5s(server_pid),
+        "server outlived its parent process"
+    );
+}

@@ -1,0 +1,237 @@
+//! Core runtime: tell, ask, ordering, priority, backpressure, dynamic refs and envelopes.
+
+mod common;
+
+use common::*;
+use conclib::*;
+use std::convert::Infallible;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_from_one_sender_arrive_in_order() {
+    let system = ActorSystem::new("t");
+    let r = system.spawn(Recorder::default()).await.unwrap();
+    let mut senders = Vec::new();
+    for s in 0..4u64 {
+        let r = r.clone();
+        senders.push(tokio::spawn(async move {
+            for i in 0..2_000u64 {
+                r.tell(Record(s * 1_000_000 + i)).await.unwrap();
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let seen = r.ask(Seen).await.unwrap();
+    assert_eq!(seen.len(), 8_000);
+    for s in 0..4u64 {
+        let mine: Vec<u64> = seen.iter().copied().filter(|v| v / 1_000_000 == s).collect();
+        let expected: Vec<u64> = (0..2_000).map(|i| s * 1_000_000 + i).collect();
+        assert_eq!(mine, expected, "sender {s} out of order");
+    }
+}
+
+#[tokio::test]
+async fn high_priority_overtakes_queued_normal_messages() {
+    let system = ActorSystem::new("t");
+    let (r, gate) = blocked_recorder(&system, MailboxConfig::Bounded(16)).await;
+    r.tell(Record(1)).await.unwrap();
+    r.tell(Record(2)).await.unwrap();
+    r.tell(Record(10)).priority(Priority::High).await.unwrap();
+    r.tell(Record(11)).priority(Priority::High).await.unwrap();
+    r.tell(Record(3)).await.unwrap();
+    gate.notify_one();
+    assert_eq!(r.ask(Seen).await.unwrap(), vec![10, 11, 1, 2, 3]);
+}
+
+#[tokio::test]
+async fn full_mailbox_makes_try_tell_fail_and_tell_wait() {
+    let system = ActorSystem::new("t");
+    let (r, gate) = blocked_recorder(&system, MailboxConfig::Bounded(2)).await;
+    r.try_tell(Record(1)).unwrap();
+    r.try_tell(Record(2)).unwrap();
+    match r.try_tell(Record(3)) {
+        Err(SendError::MailboxFull(Record(3))) => {}
+        other => panic!("expected MailboxFull with the message back, got {other:?}"),
+    }
+    assert!(matches!(r.try_ask(Seen).await, Err(AskError::MailboxFull)));
+    // A waiting tell completes once the actor makes room.
+    let waiting = tokio::spawn({
+        let r = r.clone();
+        async move { r.tell(Record(3)).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished(), "tell must wait while the mailbox is full");
+    assert_eq!(r.mailbox_len(), 2);
+    gate.notify_one();
+    waiting.await.unwrap().unwrap();
+    assert_eq!(r.ask(Seen).await.unwrap(), vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn unbounded_mailbox_never_refuses() {
+    let system = ActorSystem::new("t");
+    let (r, gate) = blocked_recorder(&system, MailboxConfig::Unbounded).await;
+    for i in 0..5_000 {
+        r.try_tell(Record(i)).unwrap();
+    }
+    gate.notify_one();
+    assert_eq!(r.ask(Seen).await.unwrap().len(), 5_000);
+}
+
+struct Slow;
+impl Message for Slow {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<Slow> for Recorder {
+    async fn handle(&mut self, _: Slow, _: &mut Context<Self>) -> Result<(), Infallible> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ask_times_out_with_the_given_timeout() {
+    let system = ActorSystem::new("t");
+    let r = system.build(Recorder::default()).ask_timeout(Duration::from_secs(3)).spawn().await.unwrap();
+    assert_eq!(
+        r.ask(Slow).timeout(Duration::from_millis(50)).await,
+        Err(AskError::Timeout(Duration::from_millis(50)))
+    );
+    // The default timeout of this actor applies when none is given.
+    assert_eq!(r.ask(Seen).await, Err(AskError::Timeout(Duration::from_secs(3))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ask_timeout_counts_the_wait_for_room() {
+    let system = ActorSystem::new("t");
+    let (r, _gate) = blocked_recorder(&system, MailboxConfig::Bounded(1)).await;
+    r.tell(Record(1)).await.unwrap();
+    assert_eq!(
+        r.ask(Seen).timeout(Duration::from_millis(20)).await,
+        Err(AskError::Timeout(Duration::from_millis(20)))
+    );
+}
+
+/// An actor whose handler fails on odd numbers.
+struct Picky;
+impl Actor for Picky {}
+#[derive(Debug, PartialEq)]
+struct Odd(u64);
+struct Check(u64);
+impl Message for Check {
+    type Response = u64;
+    type Error = Odd;
+}
+impl Handler<Check> for Picky {
+    async fn handle(&mut self, Check(n): Check, _: &mut Context<Self>) -> Result<u64, Odd> {
+        if n % 2 == 1 { Err(Odd(n)) } else { Ok(n) }
+    }
+}
+
+#[tokio::test]
+async fn handler_errors_reach_the_asker_and_the_actor_goes_on() {
+    let system = ActorSystem::new("t");
+    let p = system.spawn(Picky).await.unwrap();
+    assert_eq!(p.ask(Check(3)).await, Err(AskError::Handler(Odd(3))));
+    p.tell(Check(5)).await.unwrap(); // logged, not fatal
+    assert_eq!(p.ask(Check(4)).await, Ok(4));
+    assert!(p.is_alive());
+}
+
+#[tokio::test]
+async fn recipient_erases_the_actor_type() {
+    let system = ActorSystem::new("t");
+    let r = system.spawn(Recorder::default()).await.unwrap();
+    let recipient: Recipient<Record> = r.recipient();
+    recipient.tell(Record(7)).await.unwrap();
+    recipient.try_tell(Record(8)).unwrap();
+    assert_eq!(r.ask(Seen).await.unwrap(), vec![7, 8]);
+    assert_eq!(recipient.id(), r.id());
+}
+
+/// A hand-written actor answering dynamic requests with the seed's matches/extract/respond.
+struct Dyn {
+    total: u64,
+}
+impl Actor for Dyn {
+    fn accepts(message: std::any::TypeId) -> bool {
+        message == std::any::TypeId::of::<Check>() || message == std::any::TypeId::of::<Silent>()
+    }
+    async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
+        if req.matches::<Check>() {
+            let (Check(n), responder) = req.extract::<Check>().unwrap();
+            self.total += n;
+            responder.respond(if n == 13 { Err(Odd(n)) } else { Ok(self.total) });
+        } else if req.matches::<Silent>() {
+            // Dropped without answering.
+            drop(req);
+        } else {
+            req.reject();
+        }
+    }
+}
+struct Silent;
+impl Message for Silent {
+    type Response = ();
+    type Error = Infallible;
+}
+
+#[tokio::test]
+async fn dynamic_refs_check_messages_at_run_time() {
+    let system = ActorSystem::new("t");
+    system.build(Dyn { total: 0 }).urn("dyn").spawn().await.unwrap();
+    let d = system.lookup("dyn").unwrap();
+    assert_eq!(d.urn().map(Urn::as_str), Some("dyn"));
+    assert_eq!(d.ask(Check(2)).await, Ok(2));
+    d.tell(Check(3)).await.unwrap();
+    assert_eq!(d.ask(Check(0)).await, Ok(5));
+    assert_eq!(d.ask(Check(13)).await, Err(AskError::Handler(Odd(13))));
+    // Not accepted: refused before sending, for ask and tell alike.
+    match d.ask(Seen).await {
+        Err(AskError::UnknownMessage { actor, message }) => {
+            assert_eq!(actor, "dyn");
+            assert!(message.ends_with("Seen"), "{message}");
+        }
+        other => panic!("expected UnknownMessage, got {other:?}"),
+    }
+    assert!(matches!(d.tell(Record(1)).await, Err(SendError::UnknownMessage { .. })));
+    // Dropped without a response: NoResponse at once, not a timeout.
+    assert_eq!(d.ask(Silent).timeout(Duration::from_secs(30)).await, Err(AskError::NoResponse));
+    // Typed view of the same actor.
+    assert!(d.downcast::<Dyn>().is_some());
+    assert!(d.downcast::<Recorder>().is_none());
+    assert!(matches!(system.lookup_typed::<Recorder>("dyn"), Err(LookupError::WrongType { .. })));
+}
+
+#[tokio::test]
+async fn hand_written_actor_without_dispatch_rejects_dynamic_asks() {
+    let system = ActorSystem::new("t");
+    system.build(Recorder::default()).urn("rec").spawn().await.unwrap();
+    let d = system.lookup("rec").unwrap();
+    assert!(matches!(d.ask(Seen).await, Err(AskError::UnknownMessage { .. })));
+}
+
+struct Relay;
+impl Actor for Relay {}
+impl Handler<Record> for Relay {
+    async fn handle(&mut self, msg: Record, ctx: &mut Context<Self>) -> Result<(), Infallible> {
+        // Ask another actor while holding &mut self across the await.
+        let target = ctx.system().lookup_typed::<Recorder>("sink").unwrap();
+        target.ask(Record(msg.0 * 10)).await.unwrap();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_can_await_other_actors() {
+    let system = ActorSystem::new("t");
+    let sink = system.build(Recorder::default()).urn("sink").spawn().await.unwrap();
+    let relay = system.spawn(Relay).await.unwrap();
+    for i in 1..=3 {
+        relay.ask(Record(i)).await.unwrap();
+    }
+    assert_eq!(sink.ask(Seen).await.unwrap(), vec![10, 20, 30]);
+}

@@ -1,0 +1,12 @@
+use conclib::actor;
+
+struct Counter(u64);
+
+#[actor]
+impl Default for Counter {
+    fn default() -> Self {
+        Counter(0)
+    }
+}
+
+fn main() {}

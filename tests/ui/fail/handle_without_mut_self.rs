@@ -1,0 +1,17 @@
+use conclib::{actor, message};
+
+#[message(response = u64)]
+struct Get;
+
+#[actor]
+struct Counter(u64);
+
+#[actor]
+impl Counter {
+    #[handle]
+    fn get(&self, _msg: Get) -> u64 {
+        self.0
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use conclib::message;
+
+#[message(response = u64)]
+fn get() -> u64 {
+    0
+}
+
+fn main() {}

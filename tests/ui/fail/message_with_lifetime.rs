@@ -1,0 +1,8 @@
+use conclib::message;
+
+#[message]
+struct Log<'a> {
+    line: &'a str,
+}
+
+fn main() {}

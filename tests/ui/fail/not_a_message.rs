@@ -1,0 +1,16 @@
+use conclib::actor;
+
+struct Get;
+
+#[actor]
+struct Counter(u64);
+
+#[actor]
+impl Counter {
+    #[handle]
+    fn get(&mut self, _msg: Get) -> u64 {
+        self.0
+    }
+}
+
+fn main() {}

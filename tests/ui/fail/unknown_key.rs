@@ -1,0 +1,6 @@
+use conclib::message;
+
+#[message(respons = u64)]
+struct Get;
+
+fn main() {}
