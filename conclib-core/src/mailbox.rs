@@ -69,6 +69,8 @@ pub struct Capacity {
     /// User messages queued (including the receiver's local batch), not yet taken for handling.
     len: AtomicUsize,
     limit: usize,
+    /// Waiting senders are woken when `len` falls to this.
+    low_water: usize,
     /// Senders waiting for room; `waiting` mirrors `waiters.len()` so the receiver can skip the lock.
     waiting: AtomicUsize,
     waiters: Mutex<Vec<Waker>>,
@@ -77,9 +79,11 @@ pub struct Capacity {
 
 impl Capacity {
     fn new(config: MailboxConfig) -> Self {
+        let limit = config.capacity().unwrap_or(usize::MAX).max(1);
         Capacity {
             len: AtomicUsize::new(0),
-            limit: config.capacity().unwrap_or(usize::MAX).max(1),
+            limit,
+            low_water: limit - (limit / 4).max(1),
             waiting: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -131,11 +135,15 @@ impl Capacity {
         }
     }
 
-    /// Gives back a place (a handled message, or a reservation that was not used).
+    /// Gives back a place (a message taken for handling, or a reservation that was not used).
+    ///
+    /// Waiting senders are woken once the queue has drained to the low-water mark, all at
+    /// once, rather than one per freed place: a sender that outpaces its actor then sends in
+    /// bursts instead of paying a wake-up per message.
     pub(crate) fn unreserve(&self) {
-        self.len.fetch_sub(1, Ordering::SeqCst);
-        if self.waiting.load(Ordering::SeqCst) > 0 {
-            self.wake_one();
+        let prev = self.len.fetch_sub(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 && prev - 1 <= self.low_water {
+            self.wake_all();
         }
     }
 
@@ -144,25 +152,20 @@ impl Capacity {
         self.len.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn wake_one(&self) {
-        let waker = {
+    fn wake_all(&self) {
+        let waiters = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            let w = waiters.pop();
-            self.waiting.store(waiters.len(), Ordering::SeqCst);
-            w
+            self.waiting.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *waiters)
         };
-        if let Some(w) = waker {
+        for w in waiters {
             w.wake();
         }
     }
 
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-        self.waiting.store(0, Ordering::SeqCst);
-        for w in waiters {
-            w.wake();
-        }
+        self.wake_all();
     }
 
     pub(crate) fn len(&self) -> usize {

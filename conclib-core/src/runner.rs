@@ -21,27 +21,31 @@ use crate::supervision::{PanicPolicy, RestartLimit, SupervisionEvent, Supervisio
 pub(crate) type Factory<A> = Box<dyn FnMut() -> A + Send>;
 
 pub(crate) struct RunOptions<A> {
-    pub(crate) policy: PanicPolicy,
-    pub(crate) factory: Option<Factory<A>>,
+    policy: PanicPolicy,
+    factory: Option<Factory<A>>,
+    /// Recent restarts, to enforce the restart limit.
+    restarts: VecDeque<Instant>,
 }
 
-/// Restart times within the window, to enforce the limit.
-struct Restarts {
-    limit: RestartLimit,
-    times: VecDeque<Instant>,
-}
-
-impl Restarts {
-    /// Records a restart; `false` if it exceeds the limit.
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        while self.times.front().is_some_and(|t| now.duration_since(*t) > self.limit.within) {
-            self.times.pop_front();
+impl<A> RunOptions<A> {
+    pub(crate) fn new(policy: PanicPolicy, factory: Option<Factory<A>>) -> Self {
+        RunOptions {
+            policy,
+            factory,
+            restarts: VecDeque::new(),
         }
-        if self.times.len() >= self.limit.max_restarts as usize {
+    }
+
+    /// Records a restart; `false` if it exceeds `limit`.
+    fn allow_restart(&mut self, limit: RestartLimit) -> bool {
+        let now = Instant::now();
+        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > limit.within) {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= limit.max_restarts as usize {
             return false;
         }
-        self.times.push_back(now);
+        self.restarts.push_back(now);
         true
     }
 }
@@ -50,13 +54,6 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
     let cell = ctx.myself().cell.clone();
     let mut batch = VecDeque::new();
     let mut slot = FutureSlot::new();
-    let mut restarts = match options.policy {
-        PanicPolicy::Restart(limit) => Some(Restarts {
-            limit,
-            times: VecDeque::new(),
-        }),
-        _ => None,
-    };
     let reason = loop {
         if let Some(reason) = ctx.pending_stop.take() {
             break reason;
@@ -80,16 +77,17 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
             Next::Drained => break StopReason::Normal,
             Next::Control(Control::Kill) => break StopReason::Killed,
             Next::Control(Control::Restart(why)) => {
-                if options.factory.is_some() {
-                    if let Err(reason) = restart(&mut actor, &mut ctx, &mut options, &why, false).await {
-                        break reason;
-                    }
+                if options.factory.is_some()
+                    && let Err(reason) = Box::pin(restart(&mut actor, &mut ctx, &mut options, &why, false)).await
+                {
+                    break reason;
                 }
                 continue;
             }
             Next::Control(Control::Event(event)) => {
                 supervise(&mut ctx, &event);
-                match CatchUnwind(actor.on_event(&mut ctx, event)).await {
+                // Rare paths are boxed: their futures would otherwise swell every actor's task.
+                match Box::pin(CatchUnwind(actor.on_event(&mut ctx, event))).await {
                     Ok(()) => continue,
                     Err(panic) => panic,
                 }
@@ -97,23 +95,23 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
         };
         // A handler or hook panicked.
         tracing::error!(%panic, "actor panicked");
-        if CatchUnwind(actor.on_panic(&mut ctx, &panic)).await.is_err() {
+        if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic))).await.is_err() {
             tracing::error!("on_panic panicked too");
         }
-        match (options.policy, restarts.as_mut()) {
-            (PanicPolicy::Resume, _) => {}
-            (PanicPolicy::Restart(_), Some(r)) => {
-                if !r.allow() {
+        match options.policy {
+            PanicPolicy::Resume => {}
+            PanicPolicy::Restart(limit) if options.factory.is_some() => {
+                if !options.allow_restart(limit) {
                     break StopReason::RestartLimit(panic);
                 }
-                if let Err(reason) = restart(&mut actor, &mut ctx, &mut options, &panic, true).await {
+                if let Err(reason) = Box::pin(restart(&mut actor, &mut ctx, &mut options, &panic, true)).await {
                     break reason;
                 }
             }
-            _ => break StopReason::Panicked(panic),
+            PanicPolicy::Stop | PanicPolicy::Restart(_) => break StopReason::Panicked(panic),
         }
     };
-    finish(actor, ctx, reason, batch).await;
+    Box::pin(finish(actor, ctx, reason, batch)).await;
 }
 
 /// One-for-all: a child restarted, so restart its restartable siblings.
@@ -193,4 +191,18 @@ async fn finish<A: Actor>(mut actor: A, mut ctx: Context<A>, reason: StopReason,
     cell.core.mark_stopped(reason.clone());
     tracing::debug!(%reason, "actor stopped");
     notify_stopped(&cell.core, &reason);
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn run_future_size() {
+        struct Idle;
+        impl crate::Actor for Idle {}
+        let system = crate::ActorSystem::new("size");
+        let r = system.spawn(Idle).await.unwrap();
+        let ctx = super::Context::new(r.clone(), system.clone(), Default::default());
+        let fut = super::run(Idle, ctx, super::RunOptions::new(Default::default(), None));
+        println!("run future: {} bytes; cell: {} bytes", std::mem::size_of_val(&fut), std::mem::size_of::<crate::cell::ActorCell<Idle>>());
+    }
 }

@@ -430,7 +430,12 @@ impl<A: Actor> SpawnBuilder<A> {
             urn = cell.core.urn.as_ref().map(Urn::as_str),
             actor = cell.core.type_name,
         );
-        let started = CatchUnwind(actor.on_start(&mut ctx)).instrument(span.clone()).await;
+        // Instrumenting costs a copy of the future: skip it when nobody listens.
+        let started = if span.is_disabled() {
+            CatchUnwind(actor.on_start(&mut ctx)).await
+        } else {
+            CatchUnwind(actor.on_start(&mut ctx)).instrument(span.clone()).await
+        };
         let failure = match started {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(SpawnError::StartFailed(e)),
@@ -446,17 +451,13 @@ impl<A: Actor> SpawnBuilder<A> {
         if let Some(parent) = &parent {
             parent.core().lock_children().push(cell.clone());
         }
-        let task = tokio::spawn(
-            run(
-                actor,
-                ctx,
-                RunOptions {
-                    policy,
-                    factory,
-                },
-            )
-            .instrument(span),
-        );
+        // Boxed: tokio moves a spawned future several times, and the run loop is large.
+        let run = Box::pin(run(actor, ctx, RunOptions::new(policy, factory)));
+        let task = if span.is_disabled() {
+            tokio::spawn(run)
+        } else {
+            tokio::spawn(run.instrument(span))
+        };
         cell.core.set_abort(task.abort_handle());
         Ok(myself)
     }
