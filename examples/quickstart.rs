@@ -1,6 +1,6 @@
 //! Quickstart: define messages and an actor, ask it, look it up by URN, watch it stop.
 //!
-//! Run with `cargo run --example quickstart`.
+//! Run with `cargo run -p conclib-examples --example quickstart`.
 
 use conclib::{ActorSystem, AskError, Context, StopReason, actor, message};
 use std::time::Duration;

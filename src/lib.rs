@@ -36,8 +36,340 @@
 //! assert_eq!(counter.ask(Add(2)).await.unwrap(), 2);
 //! # }
 //! ```
+//!
+//! The same counter with the macros, which also let it answer by URN
+//! ([`ActorSystem::lookup`]):
+//!
+//! ```
+//! use conclib::{ActorSystem, actor, message};
+//!
+//! #[message(response = u64)]
+//! struct Add(u64);
+//!
+//! #[actor(urn = "counter")]
+//! struct Counter(u64);
+//!
+//! #[actor]
+//! impl Counter {
+//!     #[handle]
+//!     fn add(&mut self, Add(n): Add) -> u64 {
+//!         self.0 += n;
+//!         self.0
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let system = ActorSystem::new("app");
+//! let counter = system.spawn(Counter(0)).await.unwrap();
+//! assert_eq!(counter.ask(Add(2)).await.unwrap(), 2);
+//! assert_eq!(system.lookup("counter").unwrap().ask(Add(1)).await.unwrap(), 3);
+//! # }
+//! ```
 
 pub use conclib_core::*;
+
+/// Makes a struct or an enum a message: implements [`Message`] for it.
+///
+/// ```
+/// use conclib::{Message, message};
+/// use serde::{Deserialize, Serialize};
+///
+/// /// Asks for the balance: answered with a `u64`, cannot fail.
+/// #[message(response = u64)]
+/// struct Balance;
+///
+/// /// Withdraws: answered with the new balance, or fails with `Overdrawn`.
+/// #[message(response = u64, error = Overdrawn)]
+/// #[derive(Serialize, Deserialize)]
+/// struct Withdraw {
+///     amount: u64,
+/// }
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct Overdrawn {
+///     missing: u64,
+/// }
+///
+/// /// Only told, never asked: no response (`()`), under a wire name of its own.
+/// #[message(name = "bank.audit")]
+/// enum Audit {
+///     Daily,
+///     Full { since: u64 },
+/// }
+///
+/// /// Generic messages work too.
+/// #[message(response = Option<T>)]
+/// struct Replace<T>(T);
+///
+/// assert_eq!(Withdraw::name(), "Withdraw");
+/// assert_eq!(Audit::name(), "bank.audit");
+/// assert_eq!(Replace::<u32>::name(), "Replace<u32>");
+/// ```
+///
+/// # Options
+///
+/// | option | default | meaning |
+/// |---|---|---|
+/// | `response = Type` | `()` | what a successful ask returns ([`Message::Response`]) |
+/// | `error = Type` | [`std::convert::Infallible`] | what the handler may fail with instead ([`Message::Error`]); `Debug + Send + 'static` |
+/// | `name = "..."` | the type's name | the wire name ([`Message::name`]) |
+/// | `crate = path` | from `Cargo.toml` | where the `conclib` crate is, if the macro cannot find it (a re-export) |
+///
+/// Any other key is an error that lists these.
+///
+/// # The wire name
+///
+/// [`DynActorRef`]s, [`RequestEnvelope`]s and the Redis proxy say which message a request
+/// holds by its wire name. The default is the type's bare identifier (`"Withdraw"`), not its
+/// path: moving the type to another module or crate keeps the name, so other processes keep
+/// reaching it. Renaming the type changes it; pin it with `name = "..."` if clients already
+/// use it. A generic message is named per instantiation: the identifier, then the type
+/// arguments by [`std::any::type_name`] and the const arguments by value (`"Replace<u32>"`).
+/// Names must be unique among the messages one actor exposes.
+///
+/// # Requirements
+///
+/// A message travels to another task, so it is `Send + 'static`: a lifetime parameter is a
+/// compile error, and each type parameter `T` gets the bound `T: Send + 'static`. The
+/// attribute goes on a struct or an enum; on anything else it is a compile error.
+///
+/// <details><summary>What <code>#[message(response = u64, error = Overdrawn)] struct Withdraw</code> expands to</summary>
+///
+/// ```ignore
+/// struct Withdraw { amount: u64 }
+///
+/// impl ::conclib::Message for Withdraw {
+///     type Response = u64;
+///     type Error = Overdrawn;
+///     fn name() -> &'static str { "Withdraw" }
+/// }
+///
+/// // Hidden: how the error travels to other processes, for `#[handle(remote)]`
+/// // (`NoError` when the message cannot fail).
+/// impl ::conclib::__private::MessageDecl for Withdraw {
+///     type WireError = Overdrawn;
+/// }
+/// ```
+///
+/// For `struct Replace<T>`, the impls are `impl<T> ... for Replace<T> where T: Send + 'static`
+/// and `name()` builds `"Replace<...>"` once per instantiation.
+/// </details>
+pub use conclib_macros::message;
+
+/// Makes a struct or an enum an actor, and the methods of its impl block its handlers.
+///
+/// `#[actor]` goes in two places: on the type, with the actor's options, and on one inherent
+/// impl block, whose `#[handle]` methods become [`Handler`] impls and whose hook methods
+/// (`#[on_start]`, ...) become the [`Actor`] hooks.
+///
+/// ```
+/// use conclib::{ActorSystem, AskError, Context, StopReason, actor, message};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[message(response = u64, error = Overdrawn)]
+/// #[derive(Serialize, Deserialize)]
+/// struct Withdraw(u64);
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// struct Overdrawn;
+///
+/// #[message]
+/// struct Deposit(u64);
+///
+/// #[message(response = u64)]
+/// struct Balance;
+///
+/// /// An account, reachable by URN.
+/// #[actor(urn = "bank:account", mailbox = 64)]
+/// struct Account {
+///     balance: u64,
+/// }
+///
+/// #[actor]
+/// impl Account {
+///     /// Sync and fallible: `Err` goes back to the asker. Exposed to other processes.
+///     #[handle(remote)]
+///     fn withdraw(&mut self, Withdraw(amount): Withdraw) -> Result<u64, Overdrawn> {
+///         self.balance = self.balance.checked_sub(amount).ok_or(Overdrawn)?;
+///         Ok(self.balance)
+///     }
+///
+///     /// Async, with the context; no response.
+///     #[handle]
+///     async fn deposit(&mut self, Deposit(amount): Deposit, ctx: &mut Context<Self>) {
+///         self.balance += amount;
+///         println!("{} now holds {}", ctx.id(), self.balance);
+///     }
+///
+///     #[handle]
+///     fn balance(&mut self, _: Balance) -> u64 {
+///         self.balance
+///     }
+///
+///     #[on_stop]
+///     fn closed(&mut self, reason: &StopReason) {
+///         println!("closed with {} ({reason})", self.balance);
+///     }
+///
+///     /// Not a handler: an ordinary method.
+///     fn is_empty(&self) -> bool {
+///         self.balance == 0
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("bank");
+/// let account = system.spawn(Account { balance: 10 }).await.unwrap(); // URN from the attribute
+/// account.tell(Deposit(5)).await.unwrap();
+/// assert_eq!(account.ask(Withdraw(3)).await, Ok(12));
+/// assert_eq!(account.ask(Withdraw(100)).await, Err(AskError::Handler(Overdrawn)));
+///
+/// // By URN, type-checked at run time; only `remote` messages are offered to other processes.
+/// let by_urn = system.lookup("bank:account").unwrap();
+/// assert_eq!(by_urn.ask(Balance).await, Ok(12));
+/// assert_eq!(by_urn.remote_messages()[0].name(), "Withdraw");
+/// # }
+/// ```
+///
+/// # On the struct or enum: options
+///
+/// | option | default | meaning |
+/// |---|---|---|
+/// | `urn = "..."` | none | [`Actor::URN`]: the URN `spawn` gives the actor. A string literal, checked at compile time like [`validate_urn`] (1 to [`MAX_URN_LEN`] bytes, no whitespace or control characters) |
+/// | `mailbox = 64` / `mailbox = unbounded` | `Bounded(`[`DEFAULT_MAILBOX_CAPACITY`]`)` | [`Actor::MAILBOX`]: an integer literal of at least 1, or `unbounded` |
+/// | `crate = path` | from `Cargo.toml` | where the `conclib` crate is |
+///
+/// The options go on the type so that they sit with its definition; the impl block reads them,
+/// and forgetting `#[actor]` on the type is a compile error that says so. The spawn builder
+/// ([`ActorSystem::build`]) can still override both.
+///
+/// # On the impl block: handlers
+///
+/// Each `#[handle]` method handles one message type, the type of its message argument:
+///
+/// ```text
+/// #[handle] [async] fn name(&mut self, msg: M [, ctx: &mut Context<Self>]) [-> R]
+/// ```
+///
+/// - `&mut self` first; then the message by value (any pattern: `Withdraw(amount): Withdraw`);
+///   the context is optional and may come before or after the message (it is recognized by
+///   its type, `&mut Context<..>`).
+/// - Sync or `async`. An async handler keeps `&mut self` across `.await`; its future must be
+///   `Send`.
+/// - **Fallible or not is decided by the syntax of the return type**: a type whose last path
+///   segment is `Result` (`Result<R, E>`, `std::io::Result<R>`, ...) makes the handler
+///   fallible, and it must be `Result<M::Response, M::Error>`; `Err` reaches the asker as
+///   [`AskError::Handler`]. Any other return type (or none, for `()`) is the response itself,
+///   wrapped in `Ok`. For a message whose response is itself a `Result`, name it through an
+///   alias (`type Outcome = Result<u32, String>;` then `-> Outcome`).
+/// - `#[handle(remote)]` also lists the message in [`Actor::REMOTE`], so that other processes
+///   can send it through a proxy. It is explicit: nothing else is exposed. The message must
+///   be `Deserialize`, its response and error `Serialize`; otherwise the compile error says
+///   which one is missing.
+/// - One handler per message type; the method stays callable as an ordinary method, with its
+///   docs and attributes (a `#[cfg]` on it applies to the generated impls too).
+///
+/// The generated [`Actor::accepts`] and [`Actor::handle_request`] cover the `#[handle]`
+/// methods, so [`DynActorRef`]s and proxies reach the same handlers as typed refs. A
+/// `Handler` written by hand next to the macro serves typed refs only.
+///
+/// # On the impl block: hooks
+///
+/// At most one method of each; the context and the argument are optional, sync or `async`:
+///
+/// | attribute | form | runs |
+/// |---|---|---|
+/// | `#[on_start]` | `fn f(&mut self, ctx: &mut Context<Self>) [-> Result<(), E>]` | before the first message; an `Err` (any `E: Into<BoxError>`) makes `spawn` fail |
+/// | `#[on_stop]` | `fn f(&mut self, ctx: &mut Context<Self>, reason: &StopReason)` | once, when the actor stops |
+/// | `#[on_panic]` | `fn f(&mut self, ctx: &mut Context<Self>, message: &str)` | after a handler panicked, before the [`PanicPolicy`] applies |
+/// | `#[on_event]` | `fn f(&mut self, ctx: &mut Context<Self>, event: SupervisionEvent)` | for each [`SupervisionEvent`]; **replaces** the default, which escalates a child's [`StopReason::RestartLimit`] (call [`Context::escalate`] to keep that) |
+/// | `#[on_stream_finished]` | `fn f(&mut self, ctx: &mut Context<Self>, id: StreamId)` | when a stream from [`Context::attach_stream`] ended |
+///
+/// # Generic actors, and options of the impl block
+///
+/// Generic actors work: `impl<T: Send + 'static> Store<T> { .. }` gives
+/// `impl<T: Send + 'static> Actor for Store<T>` and its handlers. The impl block takes one
+/// option, `#[actor(crate = path)]`.
+///
+/// # Compile errors
+///
+/// The macros check their input and point at the offending code: `#[actor]` on a trait impl,
+/// a `#[handle]` method without `&mut self`, without a message or with extra arguments, two
+/// handlers for one message, a hook with the wrong form, an unknown option, a URN that is not
+/// a string literal or not valid. The compiler then checks the rest with messages in the same
+/// terms: a return type that is not the message's response, a type that is not a message, a
+/// non-`Send` async handler, a remote message that cannot be serialized, asking an actor with
+/// a message it does not handle.
+///
+/// <details><summary>What the example expands to</summary>
+///
+/// ```ignore
+/// struct Account { balance: u64 }
+///
+/// impl ::conclib::__private::ActorOptions for Account {
+///     const URN: Option<&'static str> = Some("bank:account");
+///     const MAILBOX: ::conclib::MailboxConfig = ::conclib::MailboxConfig::Bounded(64);
+/// }
+///
+/// impl Account {
+///     // The methods as written, without the #[handle] and hook attributes.
+///     fn withdraw(&mut self, Withdraw(amount): Withdraw) -> Result<u64, Overdrawn> { .. }
+///     async fn deposit(&mut self, Deposit(amount): Deposit, ctx: &mut Context<Self>) { .. }
+///     fn balance(&mut self, _: Balance) -> u64 { .. }
+///     fn closed(&mut self, reason: &StopReason) { .. }
+///     fn is_empty(&self) -> bool { .. }
+/// }
+///
+/// impl ::conclib::Handler<Withdraw> for Account {
+///     async fn handle(&mut self, msg: Withdraw, _: &mut ::conclib::Context<Self>)
+///         -> Result<<Withdraw as Message>::Response, <Withdraw as Message>::Error>
+///     {
+///         let output = Self::withdraw(self, msg);
+///         // Checks that the method returns `Result<Response, Error>`, else says so.
+///         ::conclib::__private::result::<Withdraw, Result<u64, Overdrawn>>(output)
+///     }
+/// }
+///
+/// impl ::conclib::Handler<Deposit> for Account {
+///     async fn handle(&mut self, msg: Deposit, ctx: &mut ::conclib::Context<Self>)
+///         -> Result<<Deposit as Message>::Response, <Deposit as Message>::Error>
+///     {
+///         // Checks that the future is `Send`, at the method.
+///         let output = ::conclib::__private::handler_future(Self::deposit(self, msg, ctx)).await;
+///         ::conclib::__private::response::<Deposit, ()>(output) // `Ok(output)`, checked
+///     }
+/// }
+///
+/// // ... and the same for `Balance`.
+///
+/// impl ::conclib::Actor for Account {
+///     const URN: Option<&'static str> = <Self as ::conclib::__private::ActorOptions>::URN;
+///     const MAILBOX: ::conclib::MailboxConfig = <Self as ::conclib::__private::ActorOptions>::MAILBOX;
+///     const REMOTE: &'static [::conclib::RemoteMessage] =
+///         &[::conclib::__private::remote_entry::<Withdraw>()]; // `RemoteMessage::of::<Withdraw>()`
+///
+///     async fn on_stop(&mut self, _: &mut ::conclib::Context<Self>, reason: &::conclib::StopReason) {
+///         Self::closed(self, reason);
+///     }
+///
+///     fn accepts(message: ::core::any::TypeId) -> bool {
+///         message == TypeId::of::<Withdraw>() || message == TypeId::of::<Deposit>()
+///             || message == TypeId::of::<Balance>()
+///     }
+///
+///     async fn handle_request(&mut self, request: ::conclib::RequestEnvelope, ctx: &mut ::conclib::Context<Self>) {
+///         // Each step: `request.extract::<M>()`, then `responder.respond(self.handle(msg, ctx).await)`.
+///         let Some(request) = ::conclib::__private::dispatch::<Self, Withdraw>(self, request, ctx).await else { return };
+///         let Some(request) = ::conclib::__private::dispatch::<Self, Deposit>(self, request, ctx).await else { return };
+///         let Some(request) = ::conclib::__private::dispatch::<Self, Balance>(self, request, ctx).await else { return };
+///         request.reject();
+///     }
+/// }
+/// ```
+/// </details>
+pub use conclib_macros::actor;
 
 /// The Redis proxy: ask actors by URN from other processes (feature `redis`).
 #[cfg(feature = "redis")]

@@ -8,8 +8,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use conclib::{
-    Actor, ActorSystem, AskError, Context, Message, MailboxConfig, PanicPolicy, SendError, StopReason, StreamId,
-    SupervisionEvent, actor, message,
+    Actor, ActorSystem, AskError, Context, MailboxConfig, Message, PanicPolicy, SendError,
+    StopReason, StreamId, SupervisionEvent, actor, message,
 };
 use serde::de::IntoDeserializer;
 use serde::de::value::U64Deserializer;
@@ -85,7 +85,9 @@ impl Example {
     async fn ping(&mut self, msg: Ping, ctx: &mut Context<Self>) -> Pong {
         tokio::task::yield_now().await;
         assert_eq!(ctx.urn().map(conclib::Urn::as_str), Some("example_actor"));
-        Pong { n: msg.n + self.count }
+        Pong {
+            n: msg.n + self.count,
+        }
     }
 
     /// Sync and fallible: `Err` goes back to the asker.
@@ -128,7 +130,10 @@ impl Example {
 
     #[on_start]
     async fn start(&mut self, ctx: &mut Context<Self>) -> Result<(), String> {
-        log(&self.log, format!("start {}", ctx.urn().map_or("-", conclib::Urn::as_str)));
+        log(
+            &self.log,
+            format!("start {}", ctx.urn().map_or("-", conclib::Urn::as_str)),
+        );
         Ok(())
     }
 
@@ -164,14 +169,23 @@ async fn typed_refs_reach_sync_and_async_handlers() {
 async fn handler_errors_reach_the_asker() {
     let system = ActorSystem::new("macros");
     let example = system.spawn(Example::new(&Log::default())).await.unwrap();
-    assert_eq!(example.ask(Add(0)).await, Err(AskError::Handler(AddError::Zero)));
+    assert_eq!(
+        example.ask(Add(0)).await,
+        Err(AskError::Handler(AddError::Zero))
+    );
     assert_eq!(example.ask(Add(u64::MAX)).await, Ok(u64::MAX));
-    assert_eq!(example.ask(Add(1)).await, Err(AskError::Handler(AddError::Overflow)));
+    assert_eq!(
+        example.ask(Add(1)).await,
+        Err(AskError::Handler(AddError::Overflow))
+    );
     // The actor goes on.
     assert_eq!(example.ask(Get).await, Ok(u64::MAX));
 
     let by_name = system.lookup("example_actor").unwrap();
-    assert_eq!(by_name.ask(Add(0)).await, Err(AskError::Handler(AddError::Zero)));
+    assert_eq!(
+        by_name.ask(Add(0)).await,
+        Err(AskError::Handler(AddError::Zero))
+    );
     system.shutdown(Duration::from_secs(1)).await.unwrap();
 }
 
@@ -183,13 +197,21 @@ async fn options_come_from_the_struct_attribute() {
     let system = ActorSystem::new("macros");
     // `spawn` takes the URN from `#[actor(urn = ...)]`.
     let example = system.spawn(Example::new(&Log::default())).await.unwrap();
-    assert_eq!(example.urn().map(conclib::Urn::as_str), Some("example_actor"));
+    assert_eq!(
+        example.urn().map(conclib::Urn::as_str),
+        Some("example_actor")
+    );
     let found = system.lookup_typed::<Example>("example_actor").unwrap();
     assert_eq!(found.ask(Add(1)).await, Ok(1));
     // The URN is taken while the actor lives.
     assert!(system.spawn(Example::new(&Log::default())).await.is_err());
     // The builder can still choose another one.
-    let other = system.build(Example::new(&Log::default())).urn("other").spawn().await.unwrap();
+    let other = system
+        .build(Example::new(&Log::default()))
+        .urn("other")
+        .spawn()
+        .await
+        .unwrap();
     assert_eq!(other.urn().map(conclib::Urn::as_str), Some("other"));
     system.shutdown(Duration::from_secs(1)).await.unwrap();
 }
@@ -210,7 +232,10 @@ async fn dynamic_refs_dispatch_by_message_type() {
         example.ask(Unhandled).await,
         Err(AskError::UnknownMessage { message, .. }) if message == "Unhandled"
     ));
-    assert!(matches!(example.tell(Unhandled).await, Err(SendError::UnknownMessage { .. })));
+    assert!(matches!(
+        example.tell(Unhandled).await,
+        Err(SendError::UnknownMessage { .. })
+    ));
     assert!(<Example as Actor>::accepts(TypeId::of::<Ping>()));
     assert!(!<Example as Actor>::accepts(TypeId::of::<Unhandled>()));
     system.shutdown(Duration::from_secs(1)).await.unwrap();
@@ -225,18 +250,32 @@ async fn erased_requests_go_through_the_remote_table() {
     // What a proxy does: find the entry by wire name, decode, ask, encode the answer.
     let entry = example.remote_message("Add").expect("Add is exposed");
     let de: U64Deserializer<serde::de::value::Error> = 4u64.into_deserializer();
-    let decoded = entry.decode(&mut <dyn erased_serde::Deserializer>::erase(de)).unwrap();
+    let decoded = entry
+        .decode(&mut <dyn erased_serde::Deserializer>::erase(de))
+        .unwrap();
     let answer = example
-        .ask_erased(entry.name(), entry.type_id(), decoded, Duration::from_secs(1))
+        .ask_erased(
+            entry.name(),
+            entry.type_id(),
+            decoded,
+            Duration::from_secs(1),
+        )
         .await
         .unwrap();
     assert!(entry.response(&*answer).is_some());
     assert_eq!(*answer.downcast::<u64>().unwrap(), 4);
 
     let failed = example
-        .ask_erased(entry.name(), entry.type_id(), Box::new(Add(0)), Duration::from_secs(1))
+        .ask_erased(
+            entry.name(),
+            entry.type_id(),
+            Box::new(Add(0)),
+            Duration::from_secs(1),
+        )
         .await;
-    let Err(AskError::Handler(error)) = failed else { panic!("expected a handler error, got {failed:?}") };
+    let Err(AskError::Handler(error)) = failed else {
+        panic!("expected a handler error, got {failed:?}")
+    };
     assert!(entry.error(&*error).is_some());
     assert_eq!(*error.downcast::<AddError>().unwrap(), AddError::Zero);
 
@@ -247,7 +286,10 @@ async fn erased_requests_go_through_the_remote_table() {
 
 #[test]
 fn remote_lists_exactly_the_remote_handlers() {
-    let names: Vec<&str> = Example::REMOTE.iter().map(conclib::RemoteMessage::name).collect();
+    let names: Vec<&str> = Example::REMOTE
+        .iter()
+        .map(conclib::RemoteMessage::name)
+        .collect();
     assert_eq!(names, ["Ping", "Add", "example.get"]);
     assert_eq!(Example::REMOTE[0].type_id(), TypeId::of::<Ping>());
 }
@@ -270,7 +312,10 @@ async fn hooks_run() {
         .await
         .unwrap();
     assert_eq!(example.ask(Add(3)).await, Ok(3));
-    assert_eq!(example.ask(Boom).await, Err(AskError::Panicked("boom at 3".into())));
+    assert_eq!(
+        example.ask(Boom).await,
+        Err(AskError::Panicked("boom at 3".into()))
+    );
     // Resumed with its state.
     assert_eq!(example.ask(Get).await, Ok(3));
     example.stop();
@@ -381,7 +426,8 @@ impl Parent {
 
     #[on_stream_finished]
     async fn finished(&mut self, _id: StreamId) {
-        self.events.push(format!("stream done after {} items", self.items.len()));
+        self.events
+            .push(format!("stream done after {} items", self.items.len()));
     }
 }
 
@@ -405,6 +451,9 @@ async fn event_and_stream_hooks_run() {
     .unwrap();
     assert_eq!(seen.1, [0, 1, 2]);
     assert!(seen.0.contains(&"child Normal".to_owned()), "{seen:?}");
-    assert!(seen.0.contains(&"stream done after 3 items".to_owned()), "{seen:?}");
+    assert!(
+        seen.0.contains(&"stream done after 3 items".to_owned()),
+        "{seen:?}"
+    );
     system.shutdown(Duration::from_secs(1)).await.unwrap();
 }

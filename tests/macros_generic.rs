@@ -98,18 +98,27 @@ impl Calculator {
 #[tokio::test]
 async fn generic_actor_handles_generic_messages() {
     let system = ActorSystem::new("generic");
-    let store = system.spawn(Store::<String> { items: Vec::new() }).await.unwrap();
+    let store = system
+        .spawn(Store::<String> { items: Vec::new() })
+        .await
+        .unwrap();
     store.tell(Put("a".to_owned())).await.unwrap();
     store.tell(Put("b".to_owned())).await.unwrap();
     assert_eq!(store.ask(Len).await, Ok(2));
     assert_eq!(store.ask(Batch([1, 2, 3, 4])).await, Ok(4));
-    assert_eq!(store.ask(TakeAll::new()).await, Ok(vec!["a".to_owned(), "b".to_owned()]));
+    assert_eq!(
+        store.ask(TakeAll::new()).await,
+        Ok(vec!["a".to_owned(), "b".to_owned()])
+    );
 
     // Through a dynamic ref, only the instantiation it handles is accepted.
     let by_name = system.lookup("store").unwrap();
     by_name.tell(Put("c".to_owned())).await.unwrap();
     assert_eq!(by_name.ask(Len).await, Ok(1));
-    assert!(matches!(by_name.ask(Put(1_u32)).await, Err(AskError::UnknownMessage { .. })));
+    assert!(matches!(
+        by_name.ask(Put(1_u32)).await,
+        Err(AskError::UnknownMessage { .. })
+    ));
     system.shutdown(Duration::from_secs(1)).await.unwrap();
 }
 
@@ -121,7 +130,9 @@ async fn enum_messages_and_enum_actors() {
     assert_eq!(calculator.ask(Op::Sub(7)).await, Ok(-2));
     assert_eq!(
         calculator.ask(Op::Sub(i64::MAX)).await,
-        Err(AskError::Handler("Sub(9223372036854775807) overflows".to_owned()))
+        Err(AskError::Handler(
+            "Sub(9223372036854775807) overflows".to_owned()
+        ))
     );
     system.shutdown(Duration::from_secs(1)).await.unwrap();
 }

@@ -5,7 +5,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use conclib::{
-    Actor, ActorRef, ActorSystem, AskError, Context, Handler, Message, Recipient, RequestEnvelope, actor, message,
+    Actor, ActorRef, ActorSystem, AskError, Context, Handler, Message, Recipient, RequestEnvelope,
+    actor, message,
 };
 
 // ---- a hand-written actor with a hand-written message ----
@@ -35,7 +36,11 @@ impl Actor for Bank {
 }
 
 impl Handler<Deposit> for Bank {
-    async fn handle(&mut self, Deposit(n): Deposit, _: &mut Context<Self>) -> Result<u64, Infallible> {
+    async fn handle(
+        &mut self,
+        Deposit(n): Deposit,
+        _: &mut Context<Self>,
+    ) -> Result<u64, Infallible> {
         self.balance += n;
         if let Some(ledger) = &self.ledger {
             // A hand-written actor telling a macro actor a macro message.
@@ -46,7 +51,11 @@ impl Handler<Deposit> for Bank {
 }
 
 impl Handler<Audit> for Bank {
-    async fn handle(&mut self, Audit(ledger): Audit, _: &mut Context<Self>) -> Result<(), Infallible> {
+    async fn handle(
+        &mut self,
+        Audit(ledger): Audit,
+        _: &mut Context<Self>,
+    ) -> Result<(), Infallible> {
         self.ledger = Some(ledger);
         Ok(())
     }
@@ -99,7 +108,12 @@ impl Ledger {
 #[tokio::test]
 async fn macro_and_hand_written_actors_interoperate() {
     let system = ActorSystem::new("interop");
-    let bank = system.build(Bank::default()).urn("bank").spawn().await.unwrap();
+    let bank = system
+        .build(Bank::default())
+        .urn("bank")
+        .spawn()
+        .await
+        .unwrap();
     let ledger = system
         .spawn(Ledger {
             entries: Vec::new(),
@@ -126,7 +140,10 @@ async fn macro_and_hand_written_actors_interoperate() {
     assert_eq!(bank_by_name.ask(Deposit(1)).await, Ok(14));
     let ledger_dyn = ledger.to_dyn();
     assert_eq!(ledger_dyn.ask(Entries).await, Ok(vec![5, 7, 1, 100, 1]));
-    assert!(matches!(ledger_dyn.ask(Deposit(1)).await, Err(AskError::UnknownMessage { .. })));
+    assert!(matches!(
+        ledger_dyn.ask(Deposit(1)).await,
+        Err(AskError::UnknownMessage { .. })
+    ));
     assert!(ledger_dyn.downcast::<Ledger>().is_some());
     system.shutdown(Duration::from_secs(1)).await.unwrap();
 }

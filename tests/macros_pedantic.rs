@@ -67,9 +67,17 @@ impl<T: Clone + Send + 'static> Pedantic<T> {
     /// # Errors
     /// [`Refused`] for an empty text.
     #[handle(remote)]
-    pub async fn request(&mut self, request: Request, ctx: &mut Context<Self>) -> Result<Reply, Refused> {
+    pub async fn request(
+        &mut self,
+        request: Request,
+        ctx: &mut Context<Self>,
+    ) -> Result<Reply, Refused> {
         let _ = ctx.id();
-        if request.text.is_empty() { Err(Refused) } else { Ok(Reply(request.text.len())) }
+        if request.text.is_empty() {
+            Err(Refused)
+        } else {
+            Ok(Reply(request.text.len()))
+        }
     }
 
     /// Sync, infallible, generic message.
@@ -135,7 +143,9 @@ impl<T: Clone + Send + 'static> Default for Pedantic<T> {
 async fn pedantic_actor_works() {
     let system = ActorSystem::new("pedantic");
     let actor = system.spawn(Pedantic::<u8>::new()).await.unwrap();
-    let request = Request { text: "four".to_owned() };
+    let request = Request {
+        text: "four".to_owned(),
+    };
     assert_eq!(actor.ask(request.clone()).await, Ok(Reply(4)));
     assert_eq!(actor.ask(Swap(1)).await, Ok(None));
     assert_eq!(actor.ask(Swap(2)).await, Ok(Some(1)));

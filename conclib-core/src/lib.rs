@@ -152,9 +152,10 @@ pub mod __private {
     /// The error of a message exposed to other processes, and how its table entry is built.
     #[doc(hidden)]
     #[diagnostic::on_unimplemented(
-        message = "`{M}` is exposed to other processes with `#[handle(remote)]`, but its error `{Self}` cannot be serialized",
-        label = "`{Self}` does not implement `serde::Serialize`",
-        note = "implement or derive `serde::Serialize` for `{Self}`, or remove `remote` from the `#[handle]` of `{M}`"
+        message = "`{M}` is exposed to other processes with `#[handle(remote)]`, but its error type cannot be serialized",
+        label = "the error of `{M}` does not implement `serde::Serialize`",
+        note = "implement or derive `serde::Serialize` for the `error` of `{M}`, or remove `remote` from its `#[handle]`",
+        note = "a message declared without `error = ...` has the error `Infallible`, which serde cannot encode yet: declare a serializable one"
     )]
     pub trait RemoteError<M> {
         /// The entry of `M` in `Actor::REMOTE`.
@@ -177,14 +178,10 @@ pub mod __private {
         const ENTRY: RemoteMessage = RemoteMessage::of::<M>();
     }
 
-    /// Stand-in until the runtime can list messages whose error is `Infallible` (serde cannot
-    /// encode it): `RemoteMessage::of` requires a serializable error.
+    /// Stand-in until the runtime can list messages whose error is `Infallible`, which serde
+    /// cannot encode: `RemoteMessage::of` requires a serializable error. Implemented by
+    /// nothing, so such a message is refused (with the message of [`RemoteError`]).
     #[doc(hidden)]
-    #[diagnostic::on_unimplemented(
-        message = "a message exposed with `#[handle(remote)]` needs an error type that serde can encode",
-        label = "this message cannot fail (`Infallible`), which serde cannot encode",
-        note = "give the message a serializable error with `#[message(error = ...)]`"
-    )]
     pub trait RemoteInfallible: Serialize {}
 
     /// The entry of `M` in `Actor::REMOTE`; the bounds say what is missing, one by one.

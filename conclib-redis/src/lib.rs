@@ -1,1 +1,177 @@
-//! placeholder
+//! Redis proxy for conclib: processes without an actor system (web server workers, scripts,
+//! services in other languages) ask and tell actors by URN through Redis, and get typed
+//! answers — or typed errors — back.
+//!
+//! - [`start_proxy`] serves an [`ActorSystem`](conclib_core::ActorSystem)'s exposed actors
+//!   (those listing messages in [`Actor::REMOTE`](conclib_core::Actor::REMOTE)).
+//! - [`ProxyClient`] asks ([`ProxyClient::ask`]) and tells ([`ProxyClient::tell`]) them from
+//!   anywhere that reaches the same Redis, with per-call timeouts and [`ProxyError`].
+//! - [`start_redis`] runs a private `redis-server` child, for tests and single-host setups.
+//! - [`ProxyConfig`] holds the URL (password, ACL user, `rediss://` with the `tls` feature,
+//!   Sentinel, Cluster), the namespace, timeouts and limits; [`ProxyConfig::from_env`] reads
+//!   `CONCLIB_REDIS_URL` and friends.
+//!
+//! ```no_run
+//! use conclib_core::{Actor, ActorSystem, Context, Message, RemoteMessage, RequestEnvelope};
+//! use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, start_proxy, start_redis};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Add(u64);
+//! impl Message for Add {
+//!     type Response = u64;
+//!     type Error = String;
+//!     fn name() -> &'static str { "Add" }
+//! }
+//!
+//! struct Counter(u64);
+//! impl Actor for Counter {
+//!     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Add>()];
+//!     async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
+//!         match req.extract::<Add>() {
+//!             Ok((Add(n), r)) => r.respond(self.0.checked_add(n).map(|t| { self.0 = t; t }).ok_or("overflow".into())),
+//!             Err(req) => req.reject(),
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The serving process.
+//! let redis = start_redis(&ProxyConfig::default()).await?;
+//! let config = redis.config(&ProxyConfig::default().with_namespace("shop"));
+//! let system = ActorSystem::new("backend");
+//! system.build(Counter(0)).urn("counter").spawn().await?;
+//! let proxy = start_proxy(&system, &config).await?;
+//!
+//! // Any other process.
+//! let client = ProxyClient::connect(&config).await?;
+//! assert_eq!(client.ask("counter", Add(2)).await?, 2);
+//! assert_eq!(client.ask("counter", Add(u64::MAX)).await, Err(ProxyError::Handler("overflow".into())));
+//! assert!(matches!(client.ask("nobody", Add(1)).await, Err(ProxyError::UnknownUrn { .. })));
+//!
+//! proxy.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//! - **Typed errors.** Unknown URN (answered at once), message not exposed, the handler's
+//!   own error (decoded to `M::Error`), panic, timeout, actor stopped, codec error, payload
+//!   too large, Redis unavailable: each is its own [`ProxyError`] variant.
+//! - **Deadlines.** Every request carries one; the proxy drops a request whose deadline
+//!   passed without handling it, and bounds the actor's handling by what is left.
+//! - **No request lost to a proxy restart.** Requests wait in a Redis stream until the proxy
+//!   has answered them: a proxy that stops or crashes before taking (or before answering) a
+//!   request leaves it in Redis, and the next proxy of the same system id handles it if its
+//!   deadline has not passed. A crash between handling and acknowledging means the request
+//!   is handled again (at-least-once across crashes; exactly once otherwise).
+//! - **Nothing grows without bound.** Replies live in per-client lists that expire; handled
+//!   requests are deleted; a request stream whose proxy is gone for good expires; ownership
+//!   keys are leases.
+//! - **Reconnects.** Proxy and client reconnect by themselves after Redis restarts; asks
+//!   during an outage fail with [`ProxyError::Unavailable`] (or succeed) within their timeout.
+//! - **Hostile input.** Malformed entries, unknown wire names, undecodable or oversized
+//!   payloads are answered with an error when a reply address can be read, logged, and the
+//!   proxy goes on.
+//!
+//! # Protocol (version 1)
+//!
+//! Everything below is what a client in another language needs. `{ns}` is the namespace
+//! ([`ProxyConfig::namespace`], default `conclib`). Requires Redis 7.0 or later
+//! (`BLMPOP`). All keys are single-key per command, so Redis Cluster works with any slot
+//! layout.
+//!
+//! ## Keys
+//! | key | type | content | lifetime |
+//! |---|---|---|---|
+//! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (15 s), renewed every third of it by the serving proxy; deleted when the actor stops |
+//! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries deleted once answered; the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal |
+//! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
+//! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 32 hex digits, random) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
+//!
+//! ## Asking
+//! 1. **Resolve** the URN: `GET {ns}:urn:{urn}`. Nil: no such actor (fail at once). Else the
+//!    system id; it may be cached briefly (ours: [`resolve_cache_ttl`](ProxyConfig::resolve_cache_ttl), 1 s).
+//! 2. **Send**: `XADD {ns}:sys:{system}:req NOMKSTREAM * v 1 id <id> urn <urn> msg <name> ttl <ms> reply <reply-key> codec <codec> body <bytes>`.
+//!    A nil answer means the stream does not exist: the system is gone (treat as unknown URN).
+//!
+//!    | field | value |
+//!    |---|---|
+//!    | `v` | protocol version, `1` |
+//!    | `id` | request id, decimal u64, unique among this client's pending asks |
+//!    | `urn` | the actor's URN (UTF-8) |
+//!    | `msg` | the message's wire name ([`Message::name`](conclib_core::Message::name)) |
+//!    | `ttl` | decimal milliseconds: the request expires at (entry id's millisecond part + `ttl`), both on Redis's clock |
+//!    | `reply` | the client's reply list key, which must start with `{ns}:reply:`; absent for a tell |
+//!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
+//!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes |
+//!
+//!    Field order does not matter; unknown fields are ignored.
+//! 3. **Wait**: one reader per client, `BLMPOP <secs> 1 {ns}:reply:{client} LEFT COUNT <n>`,
+//!    dispatching each frame by its request id. Frames for ids no longer waited for (timed
+//!    out) are discarded.
+//!
+//! A **reply frame** is binary: request id (8 bytes, unsigned big-endian), status (1 byte),
+//! payload (the rest).
+//!
+//! | status | name | payload |
+//! |---|---|---|
+//! | 0 | Ok | the response, encoded with the request's codec |
+//! | 1 | HandlerError | the handler's error (`Message::Error`), encoded with the request's codec |
+//! | 2 | UnknownUrn | UTF-8 text: no actor with this URN in the serving system |
+//! | 3 | UnknownMessage | UTF-8 text: the actor does not expose or handle this message |
+//! | 4 | Panicked | UTF-8 panic message |
+//! | 5 | Timeout | UTF-8 text: the actor did not answer before the deadline |
+//! | 6 | ActorStopped | UTF-8 text |
+//! | 7 | NoResponse | UTF-8 text: the actor dropped the request |
+//! | 8 | BadRequest | UTF-8 text: missing field, bad version, unknown codec |
+//! | 9 | CodecError | UTF-8 text: the body is not the message, or the answer could not be encoded |
+//! | 10 | NotOwner | UTF-8 text: another system owns the URN; resolve again |
+//! | 11 | TooLarge | UTF-8 text: body or answer over the size limit |
+//! | 12 | MailboxFull | UTF-8 text |
+//!
+//! A **tell** is the same entry without `reply`; nothing is answered.
+//!
+//! ## Serving (what a proxy does)
+//! - At start: takes `{ns}:sys:{system}:lease` with `SET NX PX` (waiting up to one lease time
+//!   for a crashed predecessor's lease to lapse, else [`ServeError::SystemInUse`]);
+//!   `XGROUP CREATE {ns}:sys:{system}:req proxy 0 MKSTREAM` (so requests queued before the
+//!   group existed are served); claims every exposed actor's URN key with a script that
+//!   sets it if absent or already this system's (a URN owned by another live system is
+//!   refused, logged, and listed by [`ProxyHandle::conflicts`]: traffic is never split).
+//! - Reads with `XREADGROUP GROUP proxy proxy COUNT <n> [BLOCK <ms>] STREAMS <key> <id>`:
+//!   first id `0` (entries delivered before and never acknowledged — a crash, a lost
+//!   answer), then `>`.
+//! - For each entry: checks the fields, drops it unanswered if expired, looks the URN up in
+//!   the actor system, checks the message is exposed, decodes, asks the actor with the
+//!   remaining time, encodes the answer.
+//! - Writes answers in batches, in one pipeline: per reply list one
+//!   `EVALSHA` of `RPUSH key frame...; PEXPIRE key reply_ttl` (atomic, so a reply list
+//!   always has a TTL), then `XACK` and `XDEL` of the batch's entries.
+//! - Every third of the lease time: renews its lease, its URN keys (re-creating them after a
+//!   Redis restart) and the stream's TTL; every [`scan_interval`](ProxyConfig::scan_interval)
+//!   registers actors spawned since and releases (compare-and-delete) URNs of stopped ones.
+//!
+//! ## Codecs
+//! Payloads are encoded by a [`Codec`]: [`Bincode`] (bincode 2, `config::standard()`,
+//! through serde) by default, [`MsgPack`] with the `msgpack` feature (`rmp-serde`, structs as
+//! maps) for clients in other languages. The envelope never depends on the codec.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod client;
+mod codec;
+mod config;
+mod conn;
+mod daemon;
+mod error;
+mod protocol;
+mod proxy;
+
+pub use client::{ProxyClient, RemoteAsk};
+#[cfg(feature = "msgpack")]
+pub use codec::MsgPack;
+pub use codec::{BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, builtin_codec, decode_value, encode_value};
+pub use config::{DEFAULT_NAMESPACE, DEFAULT_URL, ProxyConfig};
+pub use daemon::{RedisDaemon, start_redis};
+pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
+pub use protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, REPLY_HEADER_LEN, Status, decode_reply, encode_reply};
+pub use proxy::{ProxyHandle, ProxyStats, start_proxy};
