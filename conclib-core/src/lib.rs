@@ -4,11 +4,20 @@
 //! `#[message]`/`#[actor]` macros and the optional Redis proxy.
 //!
 //! ```
-//! use conclib_core::{Actor, ActorSystem, Context, Handler, Message};
+//! use conclib_core::{Actor, ActorSystem, Context, Handler, Message, RequestEnvelope};
 //! use std::convert::Infallible;
 //!
 //! struct Counter { count: u64 }
-//! impl Actor for Counter {}
+//!
+//! impl Actor for Counter {
+//!     // Answers requests by URN (`#[actor]` writes this for you).
+//!     async fn handle_request(&mut self, request: RequestEnvelope, ctx: &mut Context<Self>) {
+//!         match request.extract::<Increment>() {
+//!             Ok((msg, responder)) => responder.respond(self.handle(msg, ctx).await),
+//!             Err(request) => request.reject(),
+//!         }
+//!     }
+//! }
 //!
 //! struct Increment(u64);
 //! impl Message for Increment {
