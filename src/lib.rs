@@ -125,8 +125,9 @@ pub use conclib_core::*;
 /// path: moving the type to another module or crate keeps the name, so other processes keep
 /// reaching it. Renaming the type changes it; pin it with `name = "..."` if clients already
 /// use it. A generic message is named per instantiation: the identifier, then the type
-/// arguments by [`std::any::type_name`] and the const arguments by value (`"Replace<u32>"`).
-/// Names must be unique among the messages one actor exposes.
+/// arguments by [`std::any::type_name`] and the const arguments by value (`"Replace<u32>"`);
+/// `name = "..."` on a generic message names all its instantiations alike. Names must be
+/// unique among the messages one actor exposes.
 ///
 /// # Requirements
 ///

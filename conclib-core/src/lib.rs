@@ -163,8 +163,7 @@ pub mod __private {
     #[diagnostic::on_unimplemented(
         message = "`{M}` is exposed to other processes with `#[handle(remote)]`, but its error type cannot be serialized",
         label = "the error of `{M}` does not implement `serde::Serialize`",
-        note = "implement or derive `serde::Serialize` for the `error` of `{M}`, or remove `remote` from its `#[handle]`",
-        note = "a message declared without `error = ...` has the error `Infallible`, which serde cannot encode yet: declare a serializable one"
+        note = "implement or derive `serde::Serialize` for the `error` of `{M}`, or remove `remote` from its `#[handle]`"
     )]
     pub trait RemoteError<M> {
         /// The entry of `M` in `Actor::REMOTE`.
@@ -182,16 +181,9 @@ pub mod __private {
     where
         M: Message<Error = std::convert::Infallible> + DeserializeOwned,
         M::Response: Serialize,
-        M::Error: RemoteInfallible,
     {
-        const ENTRY: RemoteMessage = RemoteMessage::of::<M>();
+        const ENTRY: RemoteMessage = RemoteMessage::of_infallible::<M>();
     }
-
-    /// Stand-in until the runtime can list messages whose error is `Infallible`, which serde
-    /// cannot encode: `RemoteMessage::of` requires a serializable error. Implemented by
-    /// nothing, so such a message is refused (with the message of [`RemoteError`]).
-    #[doc(hidden)]
-    pub trait RemoteInfallible: Serialize {}
 
     /// The entry of `M` in `Actor::REMOTE`; the bounds say what is missing, one by one.
     #[doc(hidden)]

@@ -64,6 +64,23 @@ impl RemoteMessage {
         }
     }
 
+    /// The entry for message type `M` that cannot fail (`Error = Infallible`, which serde
+    /// cannot encode: there is never an error to send).
+    #[must_use]
+    pub const fn of_infallible<M>() -> Self
+    where
+        M: Message<Error = std::convert::Infallible> + DeserializeOwned,
+        M::Response: Serialize,
+    {
+        RemoteMessage {
+            name: M::name,
+            type_id: TypeId::of::<M>,
+            decode: decode::<M>,
+            response: as_serialize::<M::Response>,
+            error: no_error,
+        }
+    }
+
     /// The message's wire name.
     #[must_use]
     pub fn name(&self) -> &'static str {
@@ -110,6 +127,10 @@ fn decode<M: Message + DeserializeOwned>(
 ) -> Result<ErasedMessage, erased_serde::Error> {
     let msg: M = erased_serde::deserialize(de)?;
     Ok(Box::new(msg))
+}
+
+fn no_error(_: &(dyn Any + Send)) -> Option<&dyn erased_serde::Serialize> {
+    None
 }
 
 fn as_serialize<T: Serialize + 'static>(value: &(dyn Any + Send)) -> Option<&dyn erased_serde::Serialize> {

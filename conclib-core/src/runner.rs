@@ -187,10 +187,13 @@ async fn finish<A: Actor>(mut actor: A, mut ctx: Context<A>, reason: StopReason,
         tracing::error!("on_stop panicked");
     }
     drop(actor);
-    ctx.system().unregister(&cell.core);
+    // In this order: whoever sees the actor stopped finds its URN free, and whoever sees the
+    // system empty (shutdown) finds every actor stopped and every parent told.
+    ctx.system().release_urn(&cell.core);
     cell.core.mark_stopped(reason.clone());
     tracing::debug!(%reason, "actor stopped");
     notify_stopped(&cell.core, &reason);
+    ctx.system().forget(&cell.core);
 }
 
 #[cfg(test)]

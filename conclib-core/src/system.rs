@@ -245,8 +245,9 @@ impl ActorSystem {
         }
         // Aborted tasks never run their end; clean their registrations up here.
         for cell in &left {
-            self.unregister(cell.core());
+            self.release_urn(cell.core());
             cell.core().mark_stopped(StopReason::Killed);
+            self.forget(cell.core());
         }
         Err(ShutdownTimedOut { remaining })
     }
@@ -284,20 +285,30 @@ impl ActorSystem {
         Ok(())
     }
 
-    /// Frees the actor's URN and forgets it. Idempotent.
-    pub(crate) fn unregister(&self, core: &CellCore) {
+    /// Frees the actor's URN (if it still holds it). Idempotent.
+    pub(crate) fn release_urn(&self, core: &CellCore) {
         if let Some(urn) = &core.urn {
             let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
             if names.get(urn).is_some_and(|c| c.core().id == core.id) {
                 names.remove(urn);
             }
         }
+    }
+
+    /// Forgets a stopped actor; wakes `shutdown` when none is left. Idempotent.
+    pub(crate) fn forget(&self, core: &CellCore) {
         let mut actors = self.lock_actors();
         actors.remove(&core.id);
         if actors.is_empty() {
             drop(actors);
             self.inner.emptied.notify_waiters();
         }
+    }
+
+    /// Frees the URN and forgets the actor.
+    pub(crate) fn unregister(&self, core: &CellCore) {
+        self.release_urn(core);
+        self.forget(core);
     }
 }
 
