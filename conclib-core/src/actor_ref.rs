@@ -315,7 +315,9 @@ pub struct AskFuture<'a, M: Message, T: ?Sized> {
     timeout: Duration,
     priority: Priority,
     no_wait: bool,
-    /// Started the first time the ask has to wait.
+    /// Whether the ask already yielded once without a timer (see `poll`).
+    yielded: bool,
+    /// Started the second time the ask has to wait.
     sleep: Option<Sleep>,
     _pin: PhantomData<std::marker::PhantomPinned>,
 }
@@ -334,6 +336,7 @@ impl<'a, M: Message, T: Target<M> + ?Sized> AskFuture<'a, M, T> {
             timeout: target.core().ask_timeout,
             priority: Priority::Normal,
             no_wait: false,
+            yielded: false,
             sleep: None,
             _pin: PhantomData,
         }
@@ -402,7 +405,14 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
                 AskState::Done => panic!("AskFuture polled after completion"),
             }
         }
-        // Pending: make sure the timeout will wake us.
+        // Pending. Most answers come within one turn of the scheduler (the actor runs next
+        // on this worker), and arming a timer costs more than the whole exchange: yield once
+        // first, and arm the timeout only if the answer has not come by the next poll.
+        if !this.yielded && this.sleep.is_none() {
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         let timeout = this.timeout;
         let sleep = this.sleep.get_or_insert_with(|| tokio::time::sleep(timeout));
         // SAFETY: `sleep` lives in this pinned future and is never moved.
