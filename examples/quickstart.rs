@@ -38,7 +38,9 @@ impl Counter {
     #[handle]
     fn take(&mut self, Take(n): Take) -> Result<u64, Underflow> {
         if n > self.total {
-            return Err(Underflow { missing: n - self.total });
+            return Err(Underflow {
+                missing: n - self.total,
+            });
         }
         self.total -= n;
         Ok(self.total)
@@ -46,7 +48,10 @@ impl Counter {
 
     #[handle]
     async fn get(&mut self, _: Get, ctx: &mut Context<Self>) -> u64 {
-        println!("{} asked for the total", ctx.urn().map_or("?", |u| u.as_str()));
+        println!(
+            "{} asked for the total",
+            ctx.urn().map_or("?", |u| u.as_str())
+        );
         self.total
     }
 }
@@ -61,21 +66,39 @@ async fn main() {
 
     // A handler's error reaches the asker, typed.
     match counter.ask(Take(8)).await {
-        Err(AskError::Handler(Underflow { missing })) => println!("take 8 -> underflow, {missing} missing"),
+        Err(AskError::Handler(Underflow { missing })) => {
+            println!("take 8 -> underflow, {missing} missing")
+        }
         other => println!("take 8 -> {other:?}"),
     }
 
     // Anyone holding the URN can address the actor; the message is checked at run time.
     let by_urn = system.lookup("quickstart:counter").expect("lookup");
-    println!("by URN: get -> {}", by_urn.ask(Get).timeout(Duration::from_secs(1)).await.unwrap());
+    println!(
+        "by URN: get -> {}",
+        by_urn
+            .ask(Get)
+            .timeout(Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
 
     // Stop it and watch it go: queued messages are handled first, then the URN is free.
     counter.tell(Add(1)).await.unwrap();
     counter.stop();
     let reason = counter.wait_for_stop().await;
     assert_eq!(reason, StopReason::Normal);
-    println!("stopped: {reason}; lookup now: {:?}", system.lookup("quickstart:counter").err());
-    assert!(matches!(counter.ask(Get).await, Err(AskError::ActorStopped)));
+    println!(
+        "stopped: {reason}; lookup now: {:?}",
+        system.lookup("quickstart:counter").err()
+    );
+    assert!(matches!(
+        counter.ask(Get).await,
+        Err(AskError::ActorStopped)
+    ));
 
-    system.shutdown(Duration::from_secs(5)).await.expect("shutdown");
+    system
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("shutdown");
 }

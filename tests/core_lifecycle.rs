@@ -12,21 +12,43 @@ use std::time::Duration;
 #[tokio::test]
 async fn urns_are_unique_validated_and_freed_on_stop() {
     let system = ActorSystem::new("t");
-    let first = system.build(Recorder::default()).urn("svc:a").spawn().await.unwrap();
+    let first = system
+        .build(Recorder::default())
+        .urn("svc:a")
+        .spawn()
+        .await
+        .unwrap();
     match system.build(Recorder::default()).urn("svc:a").spawn().await {
         Err(SpawnError::UrnTaken(urn)) => assert_eq!(urn.as_str(), "svc:a"),
         other => panic!("expected UrnTaken, got {:?}", other.map(|r| r.id())),
     }
-    for bad in ["", "has space", "tab\there", "bell\u{7}", &"x".repeat(MAX_URN_LEN + 1)] {
+    for bad in [
+        "",
+        "has space",
+        "tab\there",
+        "bell\u{7}",
+        &"x".repeat(MAX_URN_LEN + 1),
+    ] {
         assert!(
-            matches!(system.build(Recorder::default()).urn(bad).spawn().await, Err(SpawnError::InvalidUrn(_))),
+            matches!(
+                system.build(Recorder::default()).urn(bad).spawn().await,
+                Err(SpawnError::InvalidUrn(_))
+            ),
             "{bad:?} must be rejected"
         );
     }
     first.stop();
     assert_eq!(first.wait_for_stop().await, StopReason::Normal);
-    assert_eq!(system.lookup("svc:a").unwrap_err(), LookupError::NotFound("svc:a".into()));
-    let second = system.build(Recorder::default()).urn("svc:a").spawn().await.unwrap();
+    assert_eq!(
+        system.lookup("svc:a").unwrap_err(),
+        LookupError::NotFound("svc:a".into())
+    );
+    let second = system
+        .build(Recorder::default())
+        .urn("svc:a")
+        .spawn()
+        .await
+        .unwrap();
     assert_eq!(system.lookup("svc:a").unwrap().id(), second.id());
     assert_ne!(first.id(), second.id());
 }
@@ -35,17 +57,35 @@ async fn urns_are_unique_validated_and_freed_on_stop() {
 async fn separate_systems_have_separate_namespaces() {
     let a = ActorSystem::new("a");
     let b = ActorSystem::new("b");
-    let in_a = a.build(Recorder::default()).urn("same").spawn().await.unwrap();
-    b.build(Recorder::default()).urn("same").spawn().await.unwrap();
+    let in_a = a
+        .build(Recorder::default())
+        .urn("same")
+        .spawn()
+        .await
+        .unwrap();
+    b.build(Recorder::default())
+        .urn("same")
+        .spawn()
+        .await
+        .unwrap();
     in_a.tell(Record(1)).await.unwrap();
     let from_b = b.lookup_typed::<Recorder>("same").unwrap();
     assert_eq!(from_b.ask(Seen).await.unwrap(), Vec::<u64>::new());
-    assert_eq!(a.lookup_typed::<Recorder>("same").unwrap().ask(Seen).await.unwrap(), vec![1]);
+    assert_eq!(
+        a.lookup_typed::<Recorder>("same")
+            .unwrap()
+            .ask(Seen)
+            .await
+            .unwrap(),
+        vec![1]
+    );
 }
 
 /// Guards a step that must finish promptly: a hang fails the test instead of stalling it.
 async fn promptly<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(10), f).await.expect("did not finish promptly")
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("did not finish promptly")
 }
 
 #[tokio::test]
@@ -63,7 +103,10 @@ async fn stop_drains_queued_messages_and_refuses_later_ones() {
         tokio::task::yield_now().await;
     }
     r.stop();
-    assert!(matches!(r.tell(Record(99)).await, Err(SendError::ActorStopped(Record(99)))));
+    assert!(matches!(
+        r.tell(Record(99)).await,
+        Err(SendError::ActorStopped(Record(99)))
+    ));
     assert_eq!(r.ask(Seen).await, Err(AskError::ActorStopped));
     gate.notify_one();
     assert_eq!(promptly(queued_ask).await.unwrap(), Ok(vec![1, 2, 3]));
@@ -84,14 +127,20 @@ async fn kill_drops_the_queue_and_fails_its_asks_at_once() {
     }
     r.kill();
     gate.notify_one();
-    assert_eq!(promptly(queued_ask).await.unwrap(), Err(AskError::ActorStopped));
+    assert_eq!(
+        promptly(queued_ask).await.unwrap(),
+        Err(AskError::ActorStopped)
+    );
     assert_eq!(r.wait_for_stop().await, StopReason::Killed);
     // Asking a dead actor fails at once, whatever the timeout.
     assert_eq!(
         promptly(r.ask(Seen).timeout(Duration::from_secs(3600))).await,
         Err(AskError::ActorStopped)
     );
-    assert!(matches!(r.try_tell(Record(1)), Err(SendError::ActorStopped(_))));
+    assert!(matches!(
+        r.try_tell(Record(1)),
+        Err(SendError::ActorStopped(_))
+    ));
 }
 
 struct Probe {
@@ -104,11 +153,17 @@ impl Actor for Probe {
         if self.fail_start {
             return Err("not today".into());
         }
-        self.log.lock().unwrap().push(format!("start {}", self.name));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("start {}", self.name));
         Ok(())
     }
     async fn on_stop(&mut self, _: &mut Context<Self>, reason: &StopReason) {
-        self.log.lock().unwrap().push(format!("stop {} {reason}", self.name));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("stop {} {reason}", self.name));
     }
 }
 
@@ -134,7 +189,12 @@ async fn failing_on_start_fails_spawn_and_frees_the_urn() {
     }
     assert!(system.lookup("p").is_err());
     assert!(system.actors().is_empty());
-    system.build(probe("p", &log)).urn("p").spawn().await.unwrap();
+    system
+        .build(probe("p", &log))
+        .urn("p")
+        .spawn()
+        .await
+        .unwrap();
 }
 
 struct PanicsOnStart;
@@ -168,7 +228,10 @@ impl Actor for Parent {
     }
     async fn on_stop(&mut self, ctx: &mut Context<Self>, reason: &StopReason) {
         assert!(ctx.children().is_empty(), "children stop first");
-        self.log.lock().unwrap().push(format!("stop parent {reason}"));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("stop parent {reason}"));
     }
 }
 
@@ -187,8 +250,24 @@ async fn children_stop_before_their_parent_and_are_listed() {
         .unwrap();
     let listed = system.actors();
     assert_eq!(listed.len(), 3);
-    assert_eq!(listed.iter().filter(|a| a.parent == Some(parent.id())).count(), 2);
-    assert_eq!(listed.iter().find(|a| a.id == parent.id()).unwrap().urn.as_ref().unwrap().as_str(), "parent");
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|a| a.parent == Some(parent.id()))
+            .count(),
+        2
+    );
+    assert_eq!(
+        listed
+            .iter()
+            .find(|a| a.id == parent.id())
+            .unwrap()
+            .urn
+            .as_ref()
+            .unwrap()
+            .as_str(),
+        "parent"
+    );
     parent.stop();
     parent.wait_for_stop().await;
     let entries = log_entries(&log);
@@ -214,7 +293,11 @@ impl Message for Tick {
     type Error = Infallible;
 }
 impl Handler<Tick> for Ticker {
-    async fn handle(&mut self, Tick(what): Tick, ctx: &mut Context<Self>) -> Result<(), Infallible> {
+    async fn handle(
+        &mut self,
+        Tick(what): Tick,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Infallible> {
         self.seen.push(what.into());
         if what == "echo" {
             ctx.notify(Tick("echoed")).unwrap();
@@ -238,7 +321,11 @@ impl Message for StartTimers {
     type Error = Infallible;
 }
 impl Handler<StartTimers> for Ticker {
-    async fn handle(&mut self, StartTimers(made): StartTimers, ctx: &mut Context<Self>) -> Result<(), Infallible> {
+    async fn handle(
+        &mut self,
+        StartTimers(made): StartTimers,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Infallible> {
         ctx.send_after(Tick("later"), Duration::from_millis(50));
         let cancelled = ctx.send_after(Tick("cancelled"), Duration::from_millis(10));
         cancelled.cancel();
@@ -265,7 +352,11 @@ async fn timers_deliver_and_die_with_the_actor() {
     t.wait_for_stop().await;
     let after_stop = made.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(made.load(Ordering::SeqCst), after_stop, "the interval must die with the actor");
+    assert_eq!(
+        made.load(Ordering::SeqCst),
+        after_stop,
+        "the interval must die with the actor"
+    );
 }
 
 #[tokio::test]
@@ -277,7 +368,10 @@ async fn notify_is_handled_after_what_is_already_queued() {
     let seen = t.ask(Log2).await.unwrap();
     // "echoed" was notified while "queued" (and maybe the ask) were in the mailbox.
     let pos = |w: &str| seen.iter().position(|s| s == w);
-    assert!(pos("queued") < pos("echoed") || pos("echoed").is_none(), "{seen:?}");
+    assert!(
+        pos("queued") < pos("echoed") || pos("echoed").is_none(),
+        "{seen:?}"
+    );
     let seen = t.ask(Log2).await.unwrap();
     assert_eq!(&seen[..3], ["echo", "queued", "echoed"]);
 }
@@ -288,7 +382,11 @@ impl Message for Attach {
     type Error = Infallible;
 }
 impl Handler<Attach> for Ticker {
-    async fn handle(&mut self, Attach(rx): Attach, ctx: &mut Context<Self>) -> Result<StreamId, Infallible> {
+    async fn handle(
+        &mut self,
+        Attach(rx): Attach,
+        ctx: &mut Context<Self>,
+    ) -> Result<StreamId, Infallible> {
         let stream = ReceiverStream(rx);
         Ok(ctx.attach_stream(stream))
     }
@@ -339,24 +437,36 @@ async fn shutdown_of_ten_thousand_actors_is_prompt_and_complete() {
     let mut refs = Vec::with_capacity(10_000);
     for i in 0..10_000u64 {
         let b = system.build(Recorder::default());
-        let b = if i % 10 == 0 { b.urn(format!("a:{i}")) } else { b };
+        let b = if i % 10 == 0 {
+            b.urn(format!("a:{i}"))
+        } else {
+            b
+        };
         let r = b.spawn().await.unwrap();
         r.tell(Record(i)).await.unwrap();
         refs.push(r);
     }
     assert_eq!(system.actors().len(), 10_000);
-    promptly(system.shutdown(Duration::from_secs(30))).await.unwrap();
+    promptly(system.shutdown(Duration::from_secs(30)))
+        .await
+        .unwrap();
     assert!(system.actors().is_empty());
     assert!(system.lookup("a:0").is_err());
     assert!(refs.iter().all(|r| !r.is_alive()));
-    assert!(matches!(system.spawn(Recorder::default()).await, Err(SpawnError::ShuttingDown)));
+    assert!(matches!(
+        system.spawn(Recorder::default()).await,
+        Err(SpawnError::ShuttingDown)
+    ));
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_kills_what_does_not_stop_in_time() {
     let system = ActorSystem::new("t");
     let (r, _gate) = blocked_recorder(&system, MailboxConfig::Bounded(8)).await;
-    let err = system.shutdown(Duration::from_millis(100)).await.unwrap_err();
+    let err = system
+        .shutdown(Duration::from_millis(100))
+        .await
+        .unwrap_err();
     assert_eq!(err.remaining, 1);
     assert_eq!(r.wait_for_stop().await, StopReason::Killed);
     assert!(system.actors().is_empty());

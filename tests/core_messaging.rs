@@ -26,7 +26,11 @@ async fn messages_from_one_sender_arrive_in_order() {
     let seen = r.ask(Seen).await.unwrap();
     assert_eq!(seen.len(), 8_000);
     for s in 0..4u64 {
-        let mine: Vec<u64> = seen.iter().copied().filter(|v| v / 1_000_000 == s).collect();
+        let mine: Vec<u64> = seen
+            .iter()
+            .copied()
+            .filter(|v| v / 1_000_000 == s)
+            .collect();
         let expected: Vec<u64> = (0..2_000).map(|i| s * 1_000_000 + i).collect();
         assert_eq!(mine, expected, "sender {s} out of order");
     }
@@ -62,7 +66,10 @@ async fn full_mailbox_makes_try_tell_fail_and_tell_wait() {
         async move { r.tell(Record(3)).await }
     });
     tokio::task::yield_now().await;
-    assert!(!waiting.is_finished(), "tell must wait while the mailbox is full");
+    assert!(
+        !waiting.is_finished(),
+        "tell must wait while the mailbox is full"
+    );
     assert_eq!(r.mailbox_len(), 2);
     gate.notify_one();
     waiting.await.unwrap().unwrap();
@@ -95,13 +102,21 @@ impl Handler<Slow> for Recorder {
 #[tokio::test(start_paused = true)]
 async fn ask_times_out_with_the_given_timeout() {
     let system = ActorSystem::new("t");
-    let r = system.build(Recorder::default()).ask_timeout(Duration::from_secs(3)).spawn().await.unwrap();
+    let r = system
+        .build(Recorder::default())
+        .ask_timeout(Duration::from_secs(3))
+        .spawn()
+        .await
+        .unwrap();
     assert_eq!(
         r.ask(Slow).timeout(Duration::from_millis(50)).await,
         Err(AskError::Timeout(Duration::from_millis(50)))
     );
     // The default timeout of this actor applies when none is given.
-    assert_eq!(r.ask(Seen).await, Err(AskError::Timeout(Duration::from_secs(3))));
+    assert_eq!(
+        r.ask(Seen).await,
+        Err(AskError::Timeout(Duration::from_secs(3)))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -182,7 +197,12 @@ impl Message for Silent {
 #[tokio::test]
 async fn dynamic_refs_check_messages_at_run_time() {
     let system = ActorSystem::new("t");
-    system.build(Dyn { total: 0 }).urn("dyn").spawn().await.unwrap();
+    system
+        .build(Dyn { total: 0 })
+        .urn("dyn")
+        .spawn()
+        .await
+        .unwrap();
     let d = system.lookup("dyn").unwrap();
     assert_eq!(d.urn().map(Urn::as_str), Some("dyn"));
     assert_eq!(d.ask(Check(2)).await, Ok(2));
@@ -197,21 +217,38 @@ async fn dynamic_refs_check_messages_at_run_time() {
         }
         other => panic!("expected UnknownMessage, got {other:?}"),
     }
-    assert!(matches!(d.tell(Record(1)).await, Err(SendError::UnknownMessage { .. })));
+    assert!(matches!(
+        d.tell(Record(1)).await,
+        Err(SendError::UnknownMessage { .. })
+    ));
     // Dropped without a response: NoResponse at once, not a timeout.
-    assert_eq!(d.ask(Silent).timeout(Duration::from_secs(30)).await, Err(AskError::NoResponse));
+    assert_eq!(
+        d.ask(Silent).timeout(Duration::from_secs(30)).await,
+        Err(AskError::NoResponse)
+    );
     // Typed view of the same actor.
     assert!(d.downcast::<Dyn>().is_some());
     assert!(d.downcast::<Recorder>().is_none());
-    assert!(matches!(system.lookup_typed::<Recorder>("dyn"), Err(LookupError::WrongType { .. })));
+    assert!(matches!(
+        system.lookup_typed::<Recorder>("dyn"),
+        Err(LookupError::WrongType { .. })
+    ));
 }
 
 #[tokio::test]
 async fn hand_written_actor_without_dispatch_rejects_dynamic_asks() {
     let system = ActorSystem::new("t");
-    system.build(Recorder::default()).urn("rec").spawn().await.unwrap();
+    system
+        .build(Recorder::default())
+        .urn("rec")
+        .spawn()
+        .await
+        .unwrap();
     let d = system.lookup("rec").unwrap();
-    assert!(matches!(d.ask(Seen).await, Err(AskError::UnknownMessage { .. })));
+    assert!(matches!(
+        d.ask(Seen).await,
+        Err(AskError::UnknownMessage { .. })
+    ));
 }
 
 struct Relay;
@@ -228,7 +265,12 @@ impl Handler<Record> for Relay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_can_await_other_actors() {
     let system = ActorSystem::new("t");
-    let sink = system.build(Recorder::default()).urn("sink").spawn().await.unwrap();
+    let sink = system
+        .build(Recorder::default())
+        .urn("sink")
+        .spawn()
+        .await
+        .unwrap();
     let relay = system.spawn(Relay).await.unwrap();
     for i in 1..=3 {
         relay.ask(Record(i)).await.unwrap();

@@ -42,7 +42,10 @@ fn factory() -> impl FnMut() -> Worker + Send + 'static {
     let mut generation = 0;
     move || {
         generation += 1;
-        Worker { generation, count: 0 }
+        Worker {
+            generation,
+            count: 0,
+        }
     }
 }
 
@@ -74,7 +77,11 @@ impl Message for SpawnWorker {
     type Error = String;
 }
 impl Handler<SpawnWorker> for Supervisor {
-    async fn handle(&mut self, msg: SpawnWorker, ctx: &mut Context<Self>) -> Result<ActorRef<Worker>, String> {
+    async fn handle(
+        &mut self,
+        msg: SpawnWorker,
+        ctx: &mut Context<Self>,
+    ) -> Result<ActorRef<Worker>, String> {
         let mut f = factory();
         let b = ctx.build_child(f()).urn(msg.urn);
         let b = if msg.restart {
@@ -92,13 +99,23 @@ impl Message for Watch {
     type Error = Infallible;
 }
 impl Handler<Watch> for Supervisor {
-    async fn handle(&mut self, Watch(other): Watch, ctx: &mut Context<Self>) -> Result<(), Infallible> {
+    async fn handle(
+        &mut self,
+        Watch(other): Watch,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Infallible> {
         ctx.watch(other);
         Ok(())
     }
 }
 
-async fn supervisor(system: &ActorSystem, strategy: SupervisionStrategy) -> (ActorRef<Supervisor>, mpsc::UnboundedReceiver<SupervisionEvent>) {
+async fn supervisor(
+    system: &ActorSystem,
+    strategy: SupervisionStrategy,
+) -> (
+    ActorRef<Supervisor>,
+    mpsc::UnboundedReceiver<SupervisionEvent>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let sup = system
         .build(Supervisor {
@@ -116,9 +133,21 @@ async fn supervisor(system: &ActorSystem, strategy: SupervisionStrategy) -> (Act
 async fn a_panic_reaches_the_asker_and_stops_the_actor_by_default() {
     let system = ActorSystem::new("t");
     let (sup, mut events) = supervisor(&system, SupervisionStrategy::OneForOne).await;
-    let w = sup.ask(SpawnWorker { urn: "w", restart: false }).await.unwrap();
-    assert_eq!(w.ask(Crash("kaput")).await, Err(AskError::Panicked("kaput".into())));
-    assert_eq!(w.wait_for_stop().await, StopReason::Panicked("kaput".into()));
+    let w = sup
+        .ask(SpawnWorker {
+            urn: "w",
+            restart: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        w.ask(Crash("kaput")).await,
+        Err(AskError::Panicked("kaput".into()))
+    );
+    assert_eq!(
+        w.wait_for_stop().await,
+        StopReason::Panicked("kaput".into())
+    );
     match events.recv().await.unwrap() {
         SupervisionEvent::ChildStopped { id, urn, reason } => {
             assert_eq!(id, w.id());
@@ -127,7 +156,10 @@ async fn a_panic_reaches_the_asker_and_stops_the_actor_by_default() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert!(sup.is_alive(), "a child's panic does not take the parent down");
+    assert!(
+        sup.is_alive(),
+        "a child's panic does not take the parent down"
+    );
     assert!(system.lookup("w").is_err());
 }
 
@@ -135,9 +167,17 @@ async fn a_panic_reaches_the_asker_and_stops_the_actor_by_default() {
 async fn resume_keeps_the_state() {
     let system = ActorSystem::new("t");
     let mut f = factory();
-    let w = system.build(f()).on_panic(PanicPolicy::Resume).spawn().await.unwrap();
+    let w = system
+        .build(f())
+        .on_panic(PanicPolicy::Resume)
+        .spawn()
+        .await
+        .unwrap();
     assert_eq!(w.ask(Bump).await, Ok((1, 1)));
-    assert!(matches!(w.ask(Crash("oops")).await, Err(AskError::Panicked(_))));
+    assert!(matches!(
+        w.ask(Crash("oops")).await,
+        Err(AskError::Panicked(_))
+    ));
     assert_eq!(w.ask(Bump).await, Ok((1, 2)));
 }
 
@@ -145,7 +185,13 @@ async fn resume_keeps_the_state() {
 async fn restart_gives_fresh_state_and_keeps_urn_refs_and_mailbox() {
     let system = ActorSystem::new("t");
     let (sup, mut events) = supervisor(&system, SupervisionStrategy::OneForOne).await;
-    let w = sup.ask(SpawnWorker { urn: "w", restart: true }).await.unwrap();
+    let w = sup
+        .ask(SpawnWorker {
+            urn: "w",
+            restart: true,
+        })
+        .await
+        .unwrap();
     assert_eq!(w.ask(Bump).await, Ok((1, 1)));
     // Queue a crash and, behind it from the same sender, a bump: the bump survives the restart.
     w.tell(Crash("first")).await.unwrap();
@@ -184,16 +230,38 @@ async fn exceeding_the_restart_limit_escalates_to_the_parent() {
         type Error = Infallible;
     }
     impl Handler<SpawnMid> for Supervisor {
-        async fn handle(&mut self, SpawnMid(events): SpawnMid, ctx: &mut Context<Self>) -> Result<ActorRef<Supervisor>, Infallible> {
-            Ok(ctx.spawn_child(Supervisor { events, escalate: true }).await.unwrap())
+        async fn handle(
+            &mut self,
+            SpawnMid(events): SpawnMid,
+            ctx: &mut Context<Self>,
+        ) -> Result<ActorRef<Supervisor>, Infallible> {
+            Ok(ctx
+                .spawn_child(Supervisor {
+                    events,
+                    escalate: true,
+                })
+                .await
+                .unwrap())
         }
     }
     let mid = top.ask(SpawnMid(mid_tx)).await.unwrap();
-    let w = mid.ask(SpawnWorker { urn: "w", restart: true }).await.unwrap();
+    let w = mid
+        .ask(SpawnWorker {
+            urn: "w",
+            restart: true,
+        })
+        .await
+        .unwrap();
     for i in 0..3 {
-        assert!(matches!(w.ask(Crash("again")).await, Err(AskError::Panicked(_))), "crash {i}");
+        assert!(
+            matches!(w.ask(Crash("again")).await, Err(AskError::Panicked(_))),
+            "crash {i}"
+        );
     }
-    assert_eq!(w.wait_for_stop().await, StopReason::RestartLimit("again".into()));
+    assert_eq!(
+        w.wait_for_stop().await,
+        StopReason::RestartLimit("again".into())
+    );
     let mut saw_limit = false;
     while let Some(e) = mid_events.recv().await {
         if let SupervisionEvent::ChildStopped { reason, .. } = e {
@@ -203,7 +271,10 @@ async fn exceeding_the_restart_limit_escalates_to_the_parent() {
         }
     }
     assert!(saw_limit);
-    assert_eq!(mid.wait_for_stop().await, StopReason::Escalated("child gave up".into()));
+    assert_eq!(
+        mid.wait_for_stop().await,
+        StopReason::Escalated("child gave up".into())
+    );
     match top_events.recv().await.unwrap() {
         SupervisionEvent::ChildStopped { id, reason, .. } => {
             assert_eq!(id, mid.id());
@@ -218,12 +289,36 @@ async fn exceeding_the_restart_limit_escalates_to_the_parent() {
 async fn one_for_all_restarts_the_siblings() {
     let system = ActorSystem::new("t");
     let (sup, mut events) = supervisor(&system, SupervisionStrategy::OneForAll).await;
-    let a = sup.ask(SpawnWorker { urn: "a", restart: true }).await.unwrap();
-    let b = sup.ask(SpawnWorker { urn: "b", restart: true }).await.unwrap();
-    let c = sup.ask(SpawnWorker { urn: "c", restart: false }).await.unwrap();
+    let a = sup
+        .ask(SpawnWorker {
+            urn: "a",
+            restart: true,
+        })
+        .await
+        .unwrap();
+    let b = sup
+        .ask(SpawnWorker {
+            urn: "b",
+            restart: true,
+        })
+        .await
+        .unwrap();
+    let c = sup
+        .ask(SpawnWorker {
+            urn: "c",
+            restart: false,
+        })
+        .await
+        .unwrap();
     assert_eq!(b.ask(Bump).await, Ok((1, 1)));
-    assert!(matches!(a.ask(Crash("a fails")).await, Err(AskError::Panicked(_))));
-    assert!(matches!(events.recv().await.unwrap(), SupervisionEvent::ChildRestarted { .. }));
+    assert!(matches!(
+        a.ask(Crash("a fails")).await,
+        Err(AskError::Panicked(_))
+    ));
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        SupervisionEvent::ChildRestarted { .. }
+    ));
     // The sibling's restart is a control message: it overtakes this bump.
     assert_eq!(b.ask(Bump).await, Ok((2, 1)));
     // Not restartable: left alone.
@@ -248,5 +343,8 @@ async fn watchers_hear_when_an_actor_stops() {
     }
     // Watching an actor that already stopped reports at once.
     watcher.ask(Watch(w.to_dyn())).await.unwrap();
-    assert!(matches!(events.recv().await.unwrap(), SupervisionEvent::Terminated { .. }));
+    assert!(matches!(
+        events.recv().await.unwrap(),
+        SupervisionEvent::Terminated { .. }
+    ));
 }

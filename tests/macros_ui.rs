@@ -26,7 +26,8 @@ fn rustc_version() -> String {
 #[test]
 fn ui() {
     let version = rustc_version();
-    let strict = version.starts_with(PINNED_RUSTC) || std::env::var_os("CONCLIB_UI_STRICT").is_some();
+    let strict =
+        version.starts_with(PINNED_RUSTC) || std::env::var_os("CONCLIB_UI_STRICT").is_some();
     let cases = trybuild::TestCases::new();
     cases.pass("tests/ui/pass/*.rs");
     if strict {

@@ -45,8 +45,14 @@ async fn smoke() {
     assert_eq!(c.ask(Add(0)).await.unwrap(), 1000);
     let d = system.lookup("c").unwrap();
     assert_eq!(d.ask(Add(1)).await.unwrap(), 1001);
-    assert!(matches!(d.ask(Boom).await, Err(AskError::UnknownMessage { .. })));
-    assert_eq!(c.ask(Boom).timeout(Duration::from_secs(1)).await, Err(AskError::Panicked("boom".into())));
+    assert!(matches!(
+        d.ask(Boom).await,
+        Err(AskError::UnknownMessage { .. })
+    ));
+    assert_eq!(
+        c.ask(Boom).timeout(Duration::from_secs(1)).await,
+        Err(AskError::Panicked("boom".into()))
+    );
     assert_eq!(c.wait_for_stop().await, StopReason::Panicked("boom".into()));
     assert!(system.lookup("c").is_err());
     assert_eq!(c.ask(Add(1)).await, Err(AskError::ActorStopped));

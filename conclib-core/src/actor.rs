@@ -55,19 +55,30 @@ pub trait Actor: Sized + Send + 'static {
     const REMOTE: &'static [RemoteMessage] = &[];
 
     /// Runs before the first message. An error stops the actor and is returned by `spawn`.
-    fn on_start(&mut self, ctx: &mut Context<Self>) -> impl Future<Output = Result<(), BoxError>> + Send {
+    fn on_start(
+        &mut self,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = ctx;
         async { Ok(()) }
     }
 
     /// Runs once when the actor stops, after its children stopped.
-    fn on_stop(&mut self, ctx: &mut Context<Self>, reason: &StopReason) -> impl Future<Output = ()> + Send {
+    fn on_stop(
+        &mut self,
+        ctx: &mut Context<Self>,
+        reason: &StopReason,
+    ) -> impl Future<Output = ()> + Send {
         let _ = (ctx, reason);
         async {}
     }
 
     /// Runs after a handler panicked, before the panic policy is applied.
-    fn on_panic(&mut self, ctx: &mut Context<Self>, message: &str) -> impl Future<Output = ()> + Send {
+    fn on_panic(
+        &mut self,
+        ctx: &mut Context<Self>,
+        message: &str,
+    ) -> impl Future<Output = ()> + Send {
         let _ = (ctx, message);
         async {}
     }
@@ -76,7 +87,11 @@ pub trait Actor: Sized + Send + 'static {
     ///
     /// The default escalates a child that reached its restart limit: this actor stops with
     /// [`StopReason::Escalated`], which its own parent sees in turn.
-    fn on_event(&mut self, ctx: &mut Context<Self>, event: SupervisionEvent) -> impl Future<Output = ()> + Send {
+    fn on_event(
+        &mut self,
+        ctx: &mut Context<Self>,
+        event: SupervisionEvent,
+    ) -> impl Future<Output = ()> + Send {
         if let SupervisionEvent::ChildStopped {
             id,
             reason: StopReason::RestartLimit(panic),
@@ -89,7 +104,11 @@ pub trait Actor: Sized + Send + 'static {
     }
 
     /// A stream attached with [`Context::attach_stream`] ended; its items were all handled.
-    fn on_stream_finished(&mut self, ctx: &mut Context<Self>, id: StreamId) -> impl Future<Output = ()> + Send {
+    fn on_stream_finished(
+        &mut self,
+        ctx: &mut Context<Self>,
+        id: StreamId,
+    ) -> impl Future<Output = ()> + Send {
         let _ = (ctx, id);
         async {}
     }
@@ -121,7 +140,11 @@ pub trait Actor: Sized + Send + 'static {
     ///     }
     /// }
     /// ```
-    fn handle_request(&mut self, request: RequestEnvelope, ctx: &mut Context<Self>) -> impl Future<Output = ()> + Send {
+    fn handle_request(
+        &mut self,
+        request: RequestEnvelope,
+        ctx: &mut Context<Self>,
+    ) -> impl Future<Output = ()> + Send {
         let _ = ctx;
         request.reject();
         async {}

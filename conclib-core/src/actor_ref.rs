@@ -54,7 +54,9 @@ pub struct ActorRef<A: Actor> {
 
 impl<A: Actor> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
-        ActorRef { cell: self.cell.clone() }
+        ActorRef {
+            cell: self.cell.clone(),
+        }
     }
 }
 
@@ -167,7 +169,9 @@ impl<A: Actor> ActorRef<A> {
     where
         A: Handler<M>,
     {
-        Recipient { target: self.cell.clone() }
+        Recipient {
+            target: self.cell.clone(),
+        }
     }
 
     /// The type-erased ref.
@@ -263,7 +267,9 @@ fn try_send<M: Message, T: Target<M> + ?Sized>(
     match target.capacity().try_reserve() {
         None => Err(SendError::ActorStopped(msg)),
         Some(false) => Err(SendError::MailboxFull(msg)),
-        Some(true) => target.push(msg, reply, priority).map_err(SendError::ActorStopped),
+        Some(true) => target
+            .push(msg, reply, priority)
+            .map_err(SendError::ActorStopped),
     }
 }
 
@@ -301,7 +307,10 @@ impl<M: Message, T: Target<M> + ?Sized> Future for TellFuture<'_, M, T> {
         let msg = self.msg.take().expect("TellFuture polled after completion");
         Poll::Ready(match reserved {
             Err(_) => Err(SendError::ActorStopped(msg)),
-            Ok(()) => self.target.push(msg, None, self.priority).map_err(SendError::ActorStopped),
+            Ok(()) => self
+                .target
+                .push(msg, None, self.priority)
+                .map_err(SendError::ActorStopped),
         })
     }
 }
@@ -384,7 +393,9 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
                             return Poll::Ready(Err(AskError::ActorStopped));
                         }
                         Poll::Ready(Ok(())) => {
-                            let AskState::Sending(msg) = std::mem::replace(&mut this.state, AskState::Done) else {
+                            let AskState::Sending(msg) =
+                                std::mem::replace(&mut this.state, AskState::Done)
+                            else {
                                 unreachable!()
                             };
                             let (tx, rx) = oneshot::channel();
@@ -414,7 +425,9 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
             return Poll::Pending;
         }
         let timeout = this.timeout;
-        let sleep = this.sleep.get_or_insert_with(|| tokio::time::sleep(timeout));
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| tokio::time::sleep(timeout));
         // SAFETY: `sleep` lives in this pinned future and is never moved.
         if unsafe { Pin::new_unchecked(sleep) }.poll(cx).is_ready() {
             this.state = AskState::Done;

@@ -124,7 +124,8 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn core(&self) -> &CellCore;
     fn capacity(&self) -> &Capacity;
     /// Queues a dynamic request whose place was reserved (or forced).
-    fn push_request(&self, req: RequestEnvelope, priority: Priority) -> Result<(), RequestEnvelope>;
+    fn push_request(&self, req: RequestEnvelope, priority: Priority)
+    -> Result<(), RequestEnvelope>;
     fn push_control(&self, c: Control) -> bool;
     /// Graceful stop: refuse new user messages, handle the queued ones, stop.
     fn close(&self);
@@ -147,7 +148,11 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity
     }
-    fn push_request(&self, req: RequestEnvelope, priority: Priority) -> Result<(), RequestEnvelope> {
+    fn push_request(
+        &self,
+        req: RequestEnvelope,
+        priority: Priority,
+    ) -> Result<(), RequestEnvelope> {
         self.mailbox
             .push_reserved(crate::dynamic::request_envelope::<A>(req), priority)
             .map_err(crate::dynamic::take_request::<A>)
@@ -198,7 +203,10 @@ impl<A: Handler<M>, M: Message> Target<M> for ActorCell<A> {
 /// Tells the parent and watchers that `cell` stopped.
 pub(crate) fn notify_stopped(core: &CellCore, reason: &StopReason) {
     if let Some(parent) = &core.parent {
-        parent.core().lock_children().retain(|c| c.core().id != core.id);
+        parent
+            .core()
+            .lock_children()
+            .retain(|c| c.core().id != core.id);
         parent.push_control(Control::Event(SupervisionEvent::ChildStopped {
             id: core.id,
             urn: core.urn.clone(),

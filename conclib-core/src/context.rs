@@ -82,12 +82,18 @@ impl TimerHandle {
 
 impl<A: Actor> fmt::Debug for Context<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context").field("actor", &self.myself).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("actor", &self.myself)
+            .finish_non_exhaustive()
     }
 }
 
 impl<A: Actor> Context<A> {
-    pub(crate) fn new(myself: ActorRef<A>, system: ActorSystem, strategy: SupervisionStrategy) -> Self {
+    pub(crate) fn new(
+        myself: ActorRef<A>,
+        system: ActorSystem,
+        strategy: SupervisionStrategy,
+    ) -> Self {
         Context {
             myself,
             system,
@@ -174,7 +180,11 @@ impl<A: Actor> Context<A> {
     ///
     /// # Errors
     /// As [`notify`](Self::notify).
-    pub fn notify_with_priority<M: Message>(&self, msg: M, priority: Priority) -> Result<(), SendError<M>>
+    pub fn notify_with_priority<M: Message>(
+        &self,
+        msg: M,
+        priority: Priority,
+    ) -> Result<(), SendError<M>>
     where
         A: Handler<M>,
     {
@@ -208,7 +218,11 @@ impl<A: Actor> Context<A> {
     /// Sends this actor `make()` every `period`, the first after one period. A tick waits
     /// while the mailbox is full, and missed ticks are skipped, not bunched. The timer dies
     /// with the actor.
-    pub fn interval<M: Message>(&mut self, period: Duration, mut make: impl FnMut() -> M + Send + 'static) -> TimerHandle
+    pub fn interval<M: Message>(
+        &mut self,
+        period: Duration,
+        mut make: impl FnMut() -> M + Send + 'static,
+    ) -> TimerHandle
     where
         A: Handler<M>,
     {
@@ -266,7 +280,11 @@ impl<A: Actor> Context<A> {
             watchers.push(me);
         } else {
             drop(watchers);
-            let reason = other.cell.core().stop_reason().unwrap_or(StopReason::Normal);
+            let reason = other
+                .cell
+                .core()
+                .stop_reason()
+                .unwrap_or(StopReason::Normal);
             me.push_control(Control::Event(SupervisionEvent::Terminated {
                 id: other.id(),
                 urn: other.urn().cloned(),
@@ -279,7 +297,11 @@ impl<A: Actor> Context<A> {
     pub fn unwatch(&self, other: impl Into<DynActorRef>) {
         let other = other.into();
         let my_id = self.id();
-        other.cell.core().lock_watchers().retain(|w| w.core().id != my_id);
+        other
+            .cell
+            .core()
+            .lock_watchers()
+            .retain(|w| w.core().id != my_id);
     }
 
     /// Sets how this actor reacts to its children's failures.
@@ -307,7 +329,11 @@ impl Message for StreamFinished {
 }
 
 impl<A: Actor> Handler<StreamFinished> for A {
-    async fn handle(&mut self, msg: StreamFinished, ctx: &mut Context<Self>) -> Result<(), std::convert::Infallible> {
+    async fn handle(
+        &mut self,
+        msg: StreamFinished,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
         self.on_stream_finished(ctx, msg.0).await;
         Ok(())
     }

@@ -15,7 +15,9 @@ use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, ErasedCell};
 use crate::context::Context;
-use crate::envelope::{CatchUnwind, Envelope, FutureSlot, Inline, Lazy, Outcome, SlotFuture, VTable, take_payload};
+use crate::envelope::{
+    CatchUnwind, Envelope, FutureSlot, Inline, Lazy, Outcome, SlotFuture, VTable, take_payload,
+};
 use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Message, Priority};
@@ -70,7 +72,12 @@ pub struct RequestEnvelope {
 }
 
 impl RequestEnvelope {
-    fn new(name: &'static str, type_id: TypeId, message: ErasedMessage, reply: Option<oneshot::Sender<ErasedResult>>) -> Self {
+    fn new(
+        name: &'static str,
+        type_id: TypeId,
+        message: ErasedMessage,
+        reply: Option<oneshot::Sender<ErasedResult>>,
+    ) -> Self {
         RequestEnvelope {
             message: Some(message),
             name,
@@ -106,7 +113,10 @@ impl RequestEnvelope {
         if !self.matches::<M>() {
             return Err(self);
         }
-        let message = self.message.take().expect("an envelope's message is taken once");
+        let message = self
+            .message
+            .take()
+            .expect("an envelope's message is taken once");
         let msg = *message.downcast::<M>().expect("type id checked above");
         let responder = Responder {
             reply: self.reply.take(),
@@ -123,7 +133,10 @@ impl RequestEnvelope {
                 actor: String::new(),
                 message: self.name.to_owned(),
             })),
-            None => tracing::warn!(message = self.name, "dropped a told message the actor does not handle"),
+            None => tracing::warn!(
+                message = self.name,
+                "dropped a told message the actor does not handle"
+            ),
         }
     }
 
@@ -191,7 +204,9 @@ impl<M: Message> Drop for Responder<M> {
 
 impl<M: Message> fmt::Debug for Responder<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Responder").field("message", &M::name()).finish()
+        f.debug_struct("Responder")
+            .field("message", &M::name())
+            .finish()
     }
 }
 
@@ -351,7 +366,12 @@ impl DynActorRef {
     /// The typed ref, if the actor is an `A`.
     #[must_use]
     pub fn downcast<A: Actor>(&self) -> Option<ActorRef<A>> {
-        self.cell.clone().as_any().downcast::<ActorCell<A>>().ok().map(|cell| ActorRef { cell })
+        self.cell
+            .clone()
+            .as_any()
+            .downcast::<ActorCell<A>>()
+            .ok()
+            .map(|cell| ActorRef { cell })
     }
 
     fn unknown<E>(&self, message: &str) -> AskError<E> {
@@ -385,19 +405,31 @@ impl DynActorRef {
     ///
     /// # Errors
     /// As [`tell`](Self::tell).
-    pub async fn tell_with_priority<M: Message>(&self, msg: M, priority: Priority) -> Result<(), SendError<M>> {
+    pub async fn tell_with_priority<M: Message>(
+        &self,
+        msg: M,
+        priority: Priority,
+    ) -> Result<(), SendError<M>> {
         if !self.cell.accepts(TypeId::of::<M>()) {
             return Err(SendError::UnknownMessage {
                 actor: self.cell.core().label(),
                 message: M::name().to_owned(),
             });
         }
-        if poll_fn(|cx| self.cell.capacity().poll_reserve(cx)).await.is_err() {
+        if poll_fn(|cx| self.cell.capacity().poll_reserve(cx))
+            .await
+            .is_err()
+        {
             return Err(SendError::ActorStopped(msg));
         }
         let req = RequestEnvelope::new(M::name(), TypeId::of::<M>(), Box::new(msg), None);
         self.cell.push_request(req, priority).map_err(|mut req| {
-            let msg = req.message.take().expect("not taken").downcast::<M>().expect("same type");
+            let msg = req
+                .message
+                .take()
+                .expect("not taken")
+                .downcast::<M>()
+                .expect("same type");
             SendError::ActorStopped(*msg)
         })
     }
@@ -414,7 +446,8 @@ impl DynActorRef {
         msg: ErasedMessage,
         timeout: Duration,
     ) -> ErasedResult {
-        self.ask_erased_with(name, type_id, msg, timeout, Priority::Normal).await
+        self.ask_erased_with(name, type_id, msg, timeout, Priority::Normal)
+            .await
     }
 
     async fn ask_erased_with(
@@ -429,7 +462,10 @@ impl DynActorRef {
             return Err(self.unknown(name));
         }
         let exchange = async {
-            if poll_fn(|cx| self.cell.capacity().poll_reserve(cx)).await.is_err() {
+            if poll_fn(|cx| self.cell.capacity().poll_reserve(cx))
+                .await
+                .is_err()
+            {
                 return Err(AskError::ActorStopped);
             }
             let (tx, rx) = oneshot::channel();
@@ -475,7 +511,9 @@ impl<A: Actor> From<ActorRef<A>> for DynActorRef {
 
 impl<A: Actor> From<&ActorRef<A>> for DynActorRef {
     fn from(r: &ActorRef<A>) -> Self {
-        DynActorRef { cell: r.cell.clone() }
+        DynActorRef {
+            cell: r.cell.clone(),
+        }
     }
 }
 
@@ -515,11 +553,20 @@ impl<'a, M: Message> IntoFuture for DynAsk<'a, M> {
                 priority,
             } = self;
             let result = target
-                .ask_erased_with(M::name(), TypeId::of::<M>(), Box::new(msg), timeout, priority)
+                .ask_erased_with(
+                    M::name(),
+                    TypeId::of::<M>(),
+                    Box::new(msg),
+                    timeout,
+                    priority,
+                )
                 .await;
             match result {
                 Ok(response) => response.downcast::<M::Response>().map(|r| *r).map_err(|_| {
-                    tracing::error!(message = M::name(), "a dynamic request was answered with the wrong type");
+                    tracing::error!(
+                        message = M::name(),
+                        "a dynamic request was answered with the wrong type"
+                    );
                     AskError::NoResponse
                 }),
                 Err(e) => Err(downcast_error::<M>(e)),
@@ -537,4 +584,3 @@ fn downcast_error<M: Message>(e: AskError<ErasedMessage>) -> AskError<M::Error> 
         other => other.map_handler(|_| unreachable!("handler errors are matched above")),
     }
 }
-

@@ -67,7 +67,8 @@ pub(crate) struct VTable<A: Actor> {
 
 /// Whether a `T` fits in an envelope's inline storage.
 const fn fits_inline<T>() -> bool {
-    mem::size_of::<T>() <= mem::size_of::<Inline>() && mem::align_of::<T>() <= mem::align_of::<Inline>()
+    mem::size_of::<T>() <= mem::size_of::<Inline>()
+        && mem::align_of::<T>() <= mem::align_of::<Inline>()
 }
 
 /// Writes `value` into inline storage, boxing it first when it does not fit.
@@ -187,13 +188,21 @@ impl<A: Actor> Envelope<A> {
 }
 
 /// The signature of a vtable's handle function.
-pub(crate) type HandleFn<A> =
-    for<'a> unsafe fn(*const Inline, &'a mut A, &'a mut Context<A>, &'a mut FutureSlot) -> SlotFuture<'a>;
+pub(crate) type HandleFn<A> = for<'a> unsafe fn(
+    *const Inline,
+    &'a mut A,
+    &'a mut Context<A>,
+    &'a mut FutureSlot,
+) -> SlotFuture<'a>;
 
 impl<A: Actor> VTable<A> {
     /// A vtable for payloads of type `T`, handled by `handle`, dropped by `drop` (which must
     /// take the `T` out with [`take_payload`]).
-    pub(crate) const fn new(handle: HandleFn<A>, drop: unsafe fn(*mut Inline), name: fn() -> &'static str) -> Self {
+    pub(crate) const fn new(
+        handle: HandleFn<A>,
+        drop: unsafe fn(*mut Inline),
+        name: fn() -> &'static str,
+    ) -> Self {
         VTable { handle, drop, name }
     }
 }
@@ -338,7 +347,9 @@ where
         let this = unsafe { self.get_unchecked_mut() };
         let polled = catch_unwind(AssertUnwindSafe(|| {
             if let HandlingState::Start(_) = this.state {
-                let HandlingState::Start(create) = mem::replace(&mut this.state, HandlingState::Finished) else {
+                let HandlingState::Start(create) =
+                    mem::replace(&mut this.state, HandlingState::Finished)
+                else {
                     unreachable!()
                 };
                 this.state = HandlingState::Running(create());

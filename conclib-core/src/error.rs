@@ -50,7 +50,9 @@ impl<E> AskError<E> {
             AskError::ActorStopped => AskError::ActorStopped,
             AskError::MailboxFull => AskError::MailboxFull,
             AskError::NoResponse => AskError::NoResponse,
-            AskError::UnknownMessage { actor, message } => AskError::UnknownMessage { actor, message },
+            AskError::UnknownMessage { actor, message } => {
+                AskError::UnknownMessage { actor, message }
+            }
         }
     }
 

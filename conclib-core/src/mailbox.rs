@@ -106,7 +106,10 @@ impl Capacity {
             if len >= self.limit {
                 return Some(false);
             }
-            match self.len.compare_exchange_weak(len, len + 1, Ordering::SeqCst, Ordering::SeqCst) {
+            match self
+                .len
+                .compare_exchange_weak(len, len + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
                 Ok(_) => return Some(true),
                 Err(now) => len = now,
             }
@@ -226,7 +229,11 @@ impl<A: Actor> Mailbox<A> {
     }
 
     /// Queues a user message whose place was reserved. Gives it back if the mailbox closed.
-    pub(crate) fn push_reserved(&self, env: Envelope<A>, priority: Priority) -> Result<(), Envelope<A>> {
+    pub(crate) fn push_reserved(
+        &self,
+        env: Envelope<A>,
+        priority: Priority,
+    ) -> Result<(), Envelope<A>> {
         let mut lanes = self.lock();
         if lanes.closed {
             drop(lanes);
@@ -250,7 +257,11 @@ impl<A: Actor> Mailbox<A> {
 
     /// Queues a user message past the capacity limit (an actor's message to itself, which
     /// must never wait on its own mailbox).
-    pub(crate) fn push_forced(&self, env: Envelope<A>, priority: Priority) -> Result<(), Envelope<A>> {
+    pub(crate) fn push_forced(
+        &self,
+        env: Envelope<A>,
+        priority: Priority,
+    ) -> Result<(), Envelope<A>> {
         if self.capacity.closed.load(Ordering::Acquire) {
             return Err(env);
         }
@@ -312,7 +323,11 @@ impl<A: Actor> Mailbox<A> {
 
     /// The receiver's side: the next control message, then high, then normal.
     /// `batch` is the run loop's local queue of normal messages taken in one go.
-    pub(crate) fn poll_next(&self, batch: &mut VecDeque<Envelope<A>>, cx: &mut TaskContext<'_>) -> Poll<Next<A>> {
+    pub(crate) fn poll_next(
+        &self,
+        batch: &mut VecDeque<Envelope<A>>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Next<A>> {
         if !self.priority_pending.load(Ordering::Acquire)
             && let Some(env) = batch.pop_front()
         {
@@ -320,12 +335,15 @@ impl<A: Actor> Mailbox<A> {
         }
         let mut lanes = self.lock();
         if let Some(c) = lanes.control.pop_front() {
-            self.priority_pending
-                .store(!lanes.control.is_empty() || !lanes.high.is_empty(), Ordering::Release);
+            self.priority_pending.store(
+                !lanes.control.is_empty() || !lanes.high.is_empty(),
+                Ordering::Release,
+            );
             return Poll::Ready(Next::Control(c));
         }
         if let Some(env) = lanes.high.pop_front() {
-            self.priority_pending.store(!lanes.high.is_empty(), Ordering::Release);
+            self.priority_pending
+                .store(!lanes.high.is_empty(), Ordering::Release);
             return Poll::Ready(Next::Message(env));
         }
         self.priority_pending.store(false, Ordering::Release);

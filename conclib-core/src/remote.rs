@@ -41,7 +41,8 @@ pub type ErasedMessage = Box<dyn Any + Send>;
 pub struct RemoteMessage {
     name: fn() -> &'static str,
     type_id: fn() -> TypeId,
-    decode: fn(&mut dyn erased_serde::Deserializer<'_>) -> Result<ErasedMessage, erased_serde::Error>,
+    decode:
+        fn(&mut dyn erased_serde::Deserializer<'_>) -> Result<ErasedMessage, erased_serde::Error>,
     response: for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize>,
     error: for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize>,
 }
@@ -97,21 +98,30 @@ impl RemoteMessage {
     ///
     /// # Errors
     /// The deserializer's error when the bytes do not hold this message.
-    pub fn decode(&self, de: &mut dyn erased_serde::Deserializer<'_>) -> Result<ErasedMessage, erased_serde::Error> {
+    pub fn decode(
+        &self,
+        de: &mut dyn erased_serde::Deserializer<'_>,
+    ) -> Result<ErasedMessage, erased_serde::Error> {
         (self.decode)(de)
     }
 
     /// The response of an ask, as something any serde format can encode; `None` if the value
     /// is not this message's response type.
     #[must_use]
-    pub fn response<'a>(&self, response: &'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize> {
+    pub fn response<'a>(
+        &self,
+        response: &'a (dyn Any + Send),
+    ) -> Option<&'a dyn erased_serde::Serialize> {
         (self.response)(response)
     }
 
     /// The handler error of an ask, as something any serde format can encode; `None` if the
     /// value is not this message's error type.
     #[must_use]
-    pub fn error<'a>(&self, error: &'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize> {
+    pub fn error<'a>(
+        &self,
+        error: &'a (dyn Any + Send),
+    ) -> Option<&'a dyn erased_serde::Serialize> {
         (self.error)(error)
     }
 }
@@ -133,6 +143,10 @@ fn no_error(_: &(dyn Any + Send)) -> Option<&dyn erased_serde::Serialize> {
     None
 }
 
-fn as_serialize<T: Serialize + 'static>(value: &(dyn Any + Send)) -> Option<&dyn erased_serde::Serialize> {
-    value.downcast_ref::<T>().map(|v| v as &dyn erased_serde::Serialize)
+fn as_serialize<T: Serialize + 'static>(
+    value: &(dyn Any + Send),
+) -> Option<&dyn erased_serde::Serialize> {
+    value
+        .downcast_ref::<T>()
+        .map(|v| v as &dyn erased_serde::Serialize)
 }

@@ -39,7 +39,11 @@ impl<A> RunOptions<A> {
     /// Records a restart; `false` if it exceeds `limit`.
     fn allow_restart(&mut self, limit: RestartLimit) -> bool {
         let now = Instant::now();
-        while self.restarts.front().is_some_and(|t| now.duration_since(*t) > limit.within) {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > limit.within)
+        {
             self.restarts.pop_front();
         }
         if self.restarts.len() >= limit.max_restarts as usize {
@@ -64,7 +68,10 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                 // The capacity counts queued messages: this one leaves the queue now.
                 cell.mailbox.capacity.unreserve();
                 let span = tracing::trace_span!("handle", message = env.name());
-                let outcome = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span).await;
+                let outcome = env
+                    .handle(&mut actor, &mut ctx, &mut slot)
+                    .instrument(span)
+                    .await;
                 match outcome {
                     Outcome::Done => continue,
                     Outcome::Failed(error) => {
@@ -78,7 +85,8 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
             Next::Control(Control::Kill) => break StopReason::Killed,
             Next::Control(Control::Restart(why)) => {
                 if options.factory.is_some()
-                    && let Err(reason) = Box::pin(restart(&mut actor, &mut ctx, &mut options, &why, false)).await
+                    && let Err(reason) =
+                        Box::pin(restart(&mut actor, &mut ctx, &mut options, &why, false)).await
                 {
                     break reason;
                 }
@@ -95,7 +103,10 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
         };
         // A handler or hook panicked.
         tracing::error!(%panic, "actor panicked");
-        if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic))).await.is_err() {
+        if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic)))
+            .await
+            .is_err()
+        {
             tracing::error!("on_panic panicked too");
         }
         match options.policy {
@@ -104,7 +115,9 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                 if !options.allow_restart(limit) {
                     break StopReason::RestartLimit(panic);
                 }
-                if let Err(reason) = Box::pin(restart(&mut actor, &mut ctx, &mut options, &panic, true)).await {
+                if let Err(reason) =
+                    Box::pin(restart(&mut actor, &mut ctx, &mut options, &panic, true)).await
+                {
                     break reason;
                 }
             }
@@ -116,11 +129,15 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
 
 /// One-for-all: a child restarted, so restart its restartable siblings.
 fn supervise<A: Actor>(ctx: &mut Context<A>, event: &SupervisionEvent) {
-    if let (SupervisionStrategy::OneForAll, SupervisionEvent::ChildRestarted { id, panic, .. }) = (ctx.strategy, event) {
+    if let (SupervisionStrategy::OneForAll, SupervisionEvent::ChildRestarted { id, panic, .. }) =
+        (ctx.strategy, event)
+    {
         let siblings: Vec<Arc<dyn ErasedCell>> = ctx.myself().cell.core.lock_children().clone();
         for child in siblings {
             if child.core().id != *id && child.core().restartable.load(Ordering::Relaxed) {
-                child.push_control(Control::Restart(format!("sibling {id} restarted after: {panic}")));
+                child.push_control(Control::Restart(format!(
+                    "sibling {id} restarted after: {panic}"
+                )));
             }
         }
     }
@@ -140,13 +157,25 @@ async fn restart<A: Actor>(
     stop_children(ctx).await;
     let fresh = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(factory)) {
         Ok(fresh) => fresh,
-        Err(_) => return Err(StopReason::Failed("the restart factory panicked".to_owned())),
+        Err(_) => {
+            return Err(StopReason::Failed(
+                "the restart factory panicked".to_owned(),
+            ));
+        }
     };
     drop(std::mem::replace(actor, fresh));
     match CatchUnwind(actor.on_start(ctx)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(StopReason::Failed(format!("on_start failed on restart: {e}"))),
-        Err(panic) => return Err(StopReason::Failed(format!("on_start panicked on restart: {panic}"))),
+        Ok(Err(e)) => {
+            return Err(StopReason::Failed(format!(
+                "on_start failed on restart: {e}"
+            )));
+        }
+        Err(panic) => {
+            return Err(StopReason::Failed(format!(
+                "on_start panicked on restart: {panic}"
+            )));
+        }
     }
     tracing::info!(reason = why, "actor restarted");
     let core = &ctx.myself().cell.core;
@@ -171,7 +200,12 @@ async fn stop_children<A: Actor>(ctx: &Context<A>) {
     }
 }
 
-async fn finish<A: Actor>(mut actor: A, mut ctx: Context<A>, reason: StopReason, mut batch: VecDeque<crate::envelope::Envelope<A>>) {
+async fn finish<A: Actor>(
+    mut actor: A,
+    mut ctx: Context<A>,
+    reason: StopReason,
+    mut batch: VecDeque<crate::envelope::Envelope<A>>,
+) {
     let cell = ctx.myself().cell.clone();
     ctx.cancel_tasks();
     cell.mailbox.close();
@@ -206,6 +240,10 @@ mod tests {
         let r = system.spawn(Idle).await.unwrap();
         let ctx = super::Context::new(r.clone(), system.clone(), Default::default());
         let fut = super::run(Idle, ctx, super::RunOptions::new(Default::default(), None));
-        println!("run future: {} bytes; cell: {} bytes", std::mem::size_of_val(&fut), std::mem::size_of::<crate::cell::ActorCell<Idle>>());
+        println!(
+            "run future: {} bytes; cell: {} bytes",
+            std::mem::size_of_val(&fut),
+            std::mem::size_of::<crate::cell::ActorCell<Idle>>()
+        );
     }
 }

@@ -41,7 +41,10 @@ impl RestartLimit {
     /// A limit of `max_restarts` within `within`.
     #[must_use]
     pub const fn new(max_restarts: u32, within: Duration) -> Self {
-        RestartLimit { max_restarts, within }
+        RestartLimit {
+            max_restarts,
+            within,
+        }
     }
 }
 

@@ -108,7 +108,9 @@ pub struct ShutdownTimedOut {
 
 impl fmt::Debug for ActorSystem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ActorSystem").field("name", &self.inner.name).finish_non_exhaustive()
+        f.debug_struct("ActorSystem")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -234,7 +236,10 @@ impl ActorSystem {
         for cell in &top {
             cell.close();
         }
-        if tokio::time::timeout(timeout, self.wait_empty()).await.is_ok() {
+        if tokio::time::timeout(timeout, self.wait_empty())
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         let left: Vec<Arc<dyn ErasedCell>> = self.lock_actors().values().cloned().collect();
@@ -388,7 +393,11 @@ impl<A: Actor> SpawnBuilder<A> {
 
     /// Restarts the actor after a panic with fresh state from `factory`, keeping its URN,
     /// refs and mailbox, at most as often as `limit` allows.
-    pub fn restart_with(mut self, factory: impl FnMut() -> A + Send + 'static, limit: RestartLimit) -> Self {
+    pub fn restart_with(
+        mut self,
+        factory: impl FnMut() -> A + Send + 'static,
+        limit: RestartLimit,
+    ) -> Self {
         self.factory = Some(Box::new(factory));
         self.policy = PanicPolicy::Restart(limit);
         self
@@ -427,10 +436,18 @@ impl<A: Actor> SpawnBuilder<A> {
         }
         let urn = urn.map(Urn::try_from).transpose()?;
         let cell = Arc::new(ActorCell {
-            core: CellCore::new(system.next_id(), urn, parent.clone(), std::any::type_name::<A>(), ask_timeout),
+            core: CellCore::new(
+                system.next_id(),
+                urn,
+                parent.clone(),
+                std::any::type_name::<A>(),
+                ask_timeout,
+            ),
             mailbox: Mailbox::<A>::new(mailbox),
         });
-        cell.core.restartable.store(factory.is_some(), Ordering::Relaxed);
+        cell.core
+            .restartable
+            .store(factory.is_some(), Ordering::Relaxed);
         system.register(cell.clone())?;
         let myself = ActorRef { cell: cell.clone() };
         let mut ctx = Context::new(myself.clone(), system.clone(), strategy);
@@ -445,7 +462,9 @@ impl<A: Actor> SpawnBuilder<A> {
         let started = if span.is_disabled() {
             CatchUnwind(actor.on_start(&mut ctx)).await
         } else {
-            CatchUnwind(actor.on_start(&mut ctx)).instrument(span.clone()).await
+            CatchUnwind(actor.on_start(&mut ctx))
+                .instrument(span.clone())
+                .await
         };
         let failure = match started {
             Ok(Ok(())) => None,
@@ -456,7 +475,8 @@ impl<A: Actor> SpawnBuilder<A> {
             ctx.cancel_tasks();
             drop(cell.mailbox.seal(&mut Default::default()));
             system.unregister(&cell.core);
-            cell.core.mark_stopped(StopReason::Failed(failure.to_string()));
+            cell.core
+                .mark_stopped(StopReason::Failed(failure.to_string()));
             return Err(failure);
         }
         if let Some(parent) = &parent {

@@ -35,7 +35,9 @@ pub enum UrnError {
         len: usize,
     },
     /// The string holds whitespace or a control character.
-    #[error("URN {urn:?} contains {ch:?} at byte {at}: whitespace and control characters are not allowed")]
+    #[error(
+        "URN {urn:?} contains {ch:?} at byte {at}: whitespace and control characters are not allowed"
+    )]
     InvalidChar {
         /// The rejected string.
         urn: String,
@@ -94,7 +96,10 @@ pub fn validate(s: &str) -> Result<(), UrnError> {
     if s.len() > MAX_URN_LEN {
         return Err(UrnError::TooLong { len: s.len() });
     }
-    if let Some((at, ch)) = s.char_indices().find(|(_, c)| c.is_whitespace() || c.is_control()) {
+    if let Some((at, ch)) = s
+        .char_indices()
+        .find(|(_, c)| c.is_whitespace() || c.is_control())
+    {
         return Err(UrnError::InvalidChar {
             urn: s.to_owned(),
             ch,
@@ -150,10 +155,22 @@ mod tests {
     #[test]
     fn rejects_bad_urns() {
         assert_eq!(Urn::new(""), Err(UrnError::Empty));
-        assert!(matches!(Urn::new("a b"), Err(UrnError::InvalidChar { ch: ' ', at: 1, .. })));
-        assert!(matches!(Urn::new("a\tb"), Err(UrnError::InvalidChar { .. })));
-        assert!(matches!(Urn::new("a\u{7}"), Err(UrnError::InvalidChar { .. })));
-        assert!(matches!(Urn::new("x".repeat(MAX_URN_LEN + 1)), Err(UrnError::TooLong { .. })));
+        assert!(matches!(
+            Urn::new("a b"),
+            Err(UrnError::InvalidChar { ch: ' ', at: 1, .. })
+        ));
+        assert!(matches!(
+            Urn::new("a\tb"),
+            Err(UrnError::InvalidChar { .. })
+        ));
+        assert!(matches!(
+            Urn::new("a\u{7}"),
+            Err(UrnError::InvalidChar { .. })
+        ));
+        assert!(matches!(
+            Urn::new("x".repeat(MAX_URN_LEN + 1)),
+            Err(UrnError::TooLong { .. })
+        ));
         assert!(Urn::new("x".repeat(MAX_URN_LEN)).is_ok());
         assert!(Urn::new("urn:conclib:päivä").is_ok());
     }

@@ -53,8 +53,16 @@ impl Handler<Block> for Recorder {
 }
 
 /// Spawns a recorder and blocks it inside a handler; returns the gate that releases it.
-pub async fn blocked_recorder(system: &ActorSystem, mailbox: MailboxConfig) -> (ActorRef<Recorder>, Arc<Notify>) {
-    let r = system.build(Recorder::default()).mailbox(mailbox).spawn().await.unwrap();
+pub async fn blocked_recorder(
+    system: &ActorSystem,
+    mailbox: MailboxConfig,
+) -> (ActorRef<Recorder>, Arc<Notify>) {
+    let r = system
+        .build(Recorder::default())
+        .mailbox(mailbox)
+        .spawn()
+        .await
+        .unwrap();
     let gate = Arc::new(Notify::new());
     let (tx, rx) = oneshot::channel();
     r.tell(Block(gate.clone(), Some(tx))).await.unwrap();
