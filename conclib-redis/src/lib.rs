@@ -169,9 +169,14 @@ mod proxy;
 pub use client::{ProxyClient, RemoteAsk};
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPack;
-pub use codec::{BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, builtin_codec, decode_value, encode_value};
+pub use codec::{
+    BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, builtin_codec, decode_value,
+    encode_value,
+};
 pub use config::{DEFAULT_NAMESPACE, DEFAULT_URL, ProxyConfig};
 pub use daemon::{RedisDaemon, start_redis};
 pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
-pub use protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, REPLY_HEADER_LEN, Status, decode_reply, encode_reply};
+pub use protocol::{
+    CONSUMER_GROUP, PROTOCOL_VERSION, REPLY_HEADER_LEN, Status, decode_reply, encode_reply,
+};
 pub use proxy::{ProxyHandle, ProxyStats, start_proxy};

@@ -1,0 +1,150 @@
+//! A second process for the tests and the bench of conclib-redis; not a stable tool.
+//!
+//! - `conclib-redis-peer serve <url> <namespace> <system-id> <urn>...`: spawns a test
+//!   counter at each URN, starts a proxy, prints `READY`; then on stdin `stop` (or end of
+//!   input) shuts the proxy down gracefully and prints `STOPPED`, `crash` exits at once.
+//! - `conclib-redis-peer ask <url> <namespace> <urn> <total> <concurrency> <tag>`: asks
+//!   `total` echoes, `concurrency` at a time, checks every answer, prints `OK <total>`.
+
+#[path = "../../tests/common/actors.rs"]
+mod actors;
+
+use std::io::BufRead;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use conclib_core::{ActorSystem, PanicPolicy};
+use conclib_redis::{ProxyClient, ProxyConfig, start_proxy};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let code = match args.get(1).map(String::as_str) {
+        Some("serve") if args.len() >= 5 => {
+            rt.block_on(serve(&args[2], &args[3], &args[4], &args[5..]))
+        }
+        Some("ask") if args.len() == 8 => rt.block_on(ask(
+            &args[2], &args[3], &args[4], &args[5], &args[6], &args[7],
+        )),
+        _ => {
+            eprintln!(
+                "usage: conclib-redis-peer serve URL NS SYSTEM URN... | ask URL NS URN TOTAL CONCURRENCY TAG"
+            );
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn serve(url: &str, ns: &str, system_id: &str, urns: &[String]) -> i32 {
+    let config = ProxyConfig::new(url)
+        .with_namespace(ns)
+        .with_system_id(system_id);
+    let system = ActorSystem::new(system_id);
+    for urn in urns {
+        if let Err(e) = system
+            .build(actors::Counter::default())
+            .urn(urn.clone())
+            .on_panic(PanicPolicy::Resume)
+            .spawn()
+            .await
+        {
+            eprintln!("spawn {urn}: {e}");
+            return 1;
+        }
+    }
+    let proxy = match start_proxy(&system, &config).await {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("start_proxy: {e}");
+            return 1;
+        }
+    };
+    println!("READY");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim().to_owned()).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send("stop".to_owned());
+    });
+    while let Some(cmd) = rx.recv().await {
+        match cmd.as_str() {
+            "crash" => std::process::exit(0),
+            "stop" => break,
+            _ => {}
+        }
+    }
+    let result = proxy.shutdown().await;
+    let _ = system.shutdown(Duration::from_secs(5)).await;
+    println!("STOPPED");
+    if let Err(e) = result {
+        eprintln!("shutdown: {e}");
+        return 1;
+    }
+    0
+}
+
+async fn ask(url: &str, ns: &str, urn: &str, total: &str, concurrency: &str, tag: &str) -> i32 {
+    let (Ok(total), Ok(concurrency)) = (total.parse::<usize>(), concurrency.parse::<usize>())
+    else {
+        eprintln!("TOTAL and CONCURRENCY must be numbers");
+        return 2;
+    };
+    let config = ProxyConfig::new(url)
+        .with_namespace(ns)
+        .with_ask_timeout(Duration::from_secs(20));
+    let client = match ProxyClient::connect(&config).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("connect: {e}");
+            return 1;
+        }
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let next = next.clone();
+        let urn = urn.to_owned();
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok(ok);
+                }
+                let text = format!("{tag}-{i}");
+                match client.ask(urn.as_str(), actors::Echo(text.clone())).await {
+                    Ok(answer) if answer == text => ok += 1,
+                    Ok(answer) => return Err(format!("ask {i}: wrong answer {answer:?}")),
+                    Err(e) => return Err(format!("ask {i}: {e}")),
+                }
+            }
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(n)) => ok += n,
+            Ok(Err(e)) => {
+                eprintln!("{e}");
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("task: {e}");
+                return 1;
+            }
+        }
+    }
+    println!("OK {ok}");
+    i32::from(ok != total)
+}

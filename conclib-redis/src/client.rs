@@ -1,0 +1,740 @@
+//! [`ProxyClient`]: asks and tells actors of other processes through Redis.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use conclib_core::Message;
+use fred::bytes::Bytes;
+use fred::clients::Pool;
+use fred::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use crate::codec::{Codec, decode_value, encode_value};
+use crate::config::ProxyConfig;
+use crate::conn::{self, as_bytes, bytes, keyed, keyed_at, owned, s};
+use crate::error::{ProxyError, is_connection_error, redis_error};
+use crate::protocol::{self, Keys, PROTOCOL_VERSION, Status, field};
+
+/// How long the reply reader blocks in one `BLMPOP`, in seconds.
+const REPLY_BLOCK_SECS: u64 = 2;
+/// The most replies taken by one `BLMPOP`.
+const REPLY_BATCH: i64 = 1024;
+
+/// A connection to the actors that proxies serve through Redis, for processes without an
+/// actor system (a web server's workers, scripts, other services).
+///
+/// Cloning is cheap and clones share everything: one client serves any number of concurrent
+/// asks from any number of tasks over [`ProxyConfig::pool_size`] command connections plus one
+/// connection that reads all replies (one reply list per client, dispatched by request id).
+///
+/// ```no_run
+/// # use conclib_core::Message;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize)] struct Add(u64);
+/// # impl Message for Add { type Response = u64; type Error = String; fn name() -> &'static str { "Add" } }
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use conclib_redis::{ProxyClient, ProxyConfig, ProxyError};
+/// use std::time::Duration;
+///
+/// let client = ProxyClient::connect(&ProxyConfig::from_env()?).await?;
+/// let total: u64 = client.ask("counter", Add(2)).await?;
+/// match client.ask("counter", Add(u64::MAX)).timeout(Duration::from_millis(200)).await {
+///     Ok(total) => println!("{total}"),
+///     Err(ProxyError::Handler(message)) => println!("the counter refused: {message}"),
+///     Err(other) => println!("{other}"),
+/// }
+/// client.tell("counter", Add(1)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct ProxyClient {
+    shared: Arc<Shared>,
+    _guard: Arc<Guard>,
+}
+
+struct Shared {
+    config: ProxyConfig,
+    keys: Keys,
+    reply_key: String,
+    pool: Pool,
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    cache: RwLock<HashMap<String, Resolved>>,
+    closed: AtomicBool,
+    /// Bumped each time the reply reader loses its connection.
+    disconnects: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Resolved {
+    requests_key: Arc<str>,
+    system: Arc<str>,
+    until: Instant,
+}
+
+/// Stops the reply reader and closes the connections when the last clone is dropped.
+struct Guard {
+    shared: Arc<Shared>,
+    reader: Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.task.abort();
+        let pool = self.shared.pool.clone();
+        let reader = self.reader.clone();
+        let reply_key = self.shared.reply_key.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = conn::call(pool.next(), keyed("DEL"), vec![owned(reply_key)]).await;
+                let _ = pool.quit().await;
+                let _ = reader.quit().await;
+            });
+        }
+    }
+}
+
+impl fmt::Debug for ProxyClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyClient")
+            .field("namespace", &self.shared.config.namespace)
+            .field("reply_key", &self.shared.reply_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A random id for a client's reply list: 128 bits from the OS, hex.
+fn random_id() -> String {
+    let mut buf = [0u8; 16];
+    // SAFETY: getrandom writes at most `buf.len()` bytes into `buf`.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        // Fallback: hash time, pid and a counter with a randomly keyed hasher.
+        use std::hash::{BuildHasher, Hasher};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        for chunk in buf.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_nanos(),
+            );
+            h.write_u32(std::process::id());
+            h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub(crate) fn random_token() -> String {
+    random_id()
+}
+
+impl ProxyClient {
+    /// Connects to Redis and starts the reply reader.
+    ///
+    /// # Errors
+    /// [`ProxyError::Config`] for an unusable configuration, [`ProxyError::Unavailable`] if
+    /// Redis cannot be reached.
+    pub async fn connect(config: &ProxyConfig) -> Result<ProxyClient, ProxyError> {
+        let builder = config.builder(config.command_timeout)?;
+        let pool = builder
+            .build_pool(config.pool_size)
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        let reader_builder =
+            config.builder(config.command_timeout + Duration::from_secs(REPLY_BLOCK_SECS))?;
+        let reader = reader_builder
+            .build()
+            .map_err(|e| ProxyError::Config(e.to_string()))?;
+        let connect = async {
+            pool.init().await?;
+            reader.init().await?;
+            Ok::<_, fred::error::Error>(())
+        };
+        match tokio::time::timeout(config.connect_timeout, connect).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = pool.quit().await;
+                let _ = reader.quit().await;
+                return Err(ProxyError::Unavailable(e.to_string()));
+            }
+            Err(_) => {
+                let _ = pool.quit().await;
+                let _ = reader.quit().await;
+                return Err(ProxyError::Unavailable(format!(
+                    "could not connect within {:?}",
+                    config.connect_timeout
+                )));
+            }
+        }
+        let keys = Keys::new(&config.namespace);
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            reply_key: keys.reply(&random_id()),
+            keys,
+            pool,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            disconnects: AtomicU64::new(0),
+        });
+        let task = tokio::spawn(read_replies(shared.clone(), reader.clone()));
+        Ok(ProxyClient {
+            _guard: Arc::new(Guard {
+                shared: shared.clone(),
+                reader,
+                task,
+            }),
+            shared,
+        })
+    }
+
+    /// The configuration the client was connected with.
+    #[must_use]
+    pub fn config(&self) -> &ProxyConfig {
+        &self.shared.config
+    }
+
+    /// The key of this client's reply list.
+    #[must_use]
+    pub fn reply_key(&self) -> &str {
+        &self.shared.reply_key
+    }
+
+    /// Asks the actor with this URN, wherever it lives; `.await` the result. The default
+    /// timeout is [`ProxyConfig::ask_timeout`]; set another with `.timeout(..)`.
+    ///
+    /// The response comes back typed; the handler's own error as [`ProxyError::Handler`].
+    /// A message that cannot fail (`Error = Infallible`) is asked with
+    /// [`.infallible().await`](RemoteAsk::infallible).
+    pub fn ask<M>(&self, urn: impl Into<String>, msg: M) -> RemoteAsk<'_, M>
+    where
+        M: Message + Serialize,
+        M::Response: DeserializeOwned,
+    {
+        RemoteAsk {
+            client: self,
+            urn: urn.into(),
+            msg,
+            timeout: self.shared.config.ask_timeout,
+            _m: PhantomData,
+        }
+    }
+
+    /// Tells the actor with this URN: returns once Redis holds the message. It is handled if
+    /// the actor's system takes it within [`ProxyConfig::tell_ttl`]; what the handler returns
+    /// is not reported back (a message the actor does not expose is logged by the proxy).
+    ///
+    /// # Errors
+    /// [`ProxyError::UnknownUrn`] if no system serves the URN; codec, size and Redis errors.
+    pub async fn tell<M>(&self, urn: &str, msg: M) -> Result<(), ProxyError>
+    where
+        M: Message + Serialize,
+    {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(ProxyError::Closed);
+        }
+        let body = self.encode(&msg)?;
+        let timeout = self.shared.config.command_timeout;
+        let deadline = Instant::now() + timeout;
+        let disconnects = self.shared.disconnects.load(Ordering::Acquire);
+        let ttl = self.shared.config.tell_ttl;
+        let sent = async {
+            let route = self.shared.resolve(urn, deadline, false).await?;
+            self.shared
+                .send(&route, 0, urn, M::name(), ttl, None, body, deadline)
+                .await
+        };
+        sent.await
+            .map_err(|e| self.shared.at_deadline(e, timeout, disconnects))
+    }
+
+    /// Which system serves this URN now, if any (asks Redis, not the cache).
+    ///
+    /// # Errors
+    /// Redis errors.
+    pub async fn resolve(&self, urn: &str) -> Result<Option<String>, ProxyError> {
+        let deadline = Instant::now() + self.shared.config.command_timeout;
+        match self.shared.resolve(urn, deadline, true).await {
+            Ok(route) => Ok(Some(route.system.to_string())),
+            Err(ProxyError::UnknownUrn { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes the client: pending asks fail with [`ProxyError::Closed`], later calls too.
+    /// Dropping the last clone does the same.
+    pub async fn shutdown(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self._guard.task.abort();
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let _ = conn::call(
+            self.shared.pool.next(),
+            keyed("DEL"),
+            vec![owned(self.shared.reply_key.clone())],
+        )
+        .await;
+        let _ = self.shared.pool.quit().await;
+        let _ = self._guard.reader.quit().await;
+    }
+
+    fn encode<M: Serialize, E>(&self, msg: &M) -> Result<Vec<u8>, ProxyError<E>> {
+        let body = encode_value(&*self.shared.config.codec, msg)
+            .map_err(|e| ProxyError::Codec(e.to_string()))?;
+        if body.len() > self.shared.config.max_payload {
+            return Err(ProxyError::TooLarge(format!(
+                "the message is {} bytes, the limit is {}",
+                body.len(),
+                self.shared.config.max_payload
+            )));
+        }
+        Ok(body)
+    }
+
+    /// Sends an encoded ask and waits for its reply frame's status and payload.
+    async fn ask_raw(
+        &self,
+        urn: &str,
+        name: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(Status, Bytes), ProxyError> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ProxyError::Closed);
+        }
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let disconnects = shared.disconnects.load(Ordering::Acquire);
+        let body = Bytes::from(body);
+        let mut route = shared
+            .resolve(urn, deadline, false)
+            .await
+            .map_err(|e| shared.at_deadline(e, timeout, disconnects))?;
+        let mut retried = false;
+        loop {
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, tx);
+            let pending = PendingGuard { shared, id };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let reply_key = shared.reply_key.clone();
+            shared
+                .send(
+                    &route,
+                    id,
+                    urn,
+                    name,
+                    remaining,
+                    Some(reply_key),
+                    body.clone(),
+                    deadline,
+                )
+                .await
+                .map_err(|e| shared.at_deadline(e, timeout, disconnects))?;
+            let frame = match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(frame)) => frame,
+                Ok(Err(_)) => return Err(ProxyError::Closed),
+                Err(_) => return Err(shared.timed_out(timeout, disconnects)),
+            };
+            drop(pending);
+            let (_, status, _) = protocol::decode_reply(&frame)
+                .ok_or_else(|| ProxyError::Protocol("short reply frame".into()))?;
+            let status = Status::from_byte(status)
+                .ok_or_else(|| ProxyError::Protocol(format!("unknown reply status {status}")))?;
+            // The URN moved to another system since we resolved it: resolve again, once.
+            if matches!(status, Status::NotOwner | Status::UnknownUrn) && !retried {
+                retried = true;
+                shared.forget(urn);
+                match shared.resolve(urn, deadline, true).await {
+                    Ok(fresh) if fresh.system != route.system => {
+                        route = fresh;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let payload = frame.slice(protocol::REPLY_HEADER_LEN..);
+            return Ok((status, payload));
+        }
+    }
+}
+
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Shared {
+    /// A connected command connection if there is one (after an outage they reconnect one by
+    /// one), else the next one.
+    fn connection(&self) -> &Client {
+        let first = self.pool.next();
+        if first.is_connected() {
+            return first;
+        }
+        self.pool
+            .clients()
+            .iter()
+            .find(|c| c.is_connected())
+            .unwrap_or(first)
+    }
+
+    /// The system serving `urn` and its request stream, from the cache unless `fresh`.
+    async fn resolve(
+        &self,
+        urn: &str,
+        deadline: Instant,
+        fresh: bool,
+    ) -> Result<Resolved, ProxyError> {
+        if !fresh {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = cache.get(urn)
+                && r.until > Instant::now()
+            {
+                return Ok(r.clone());
+            }
+        }
+        if conclib_core::validate_urn(urn).is_err() {
+            return Err(ProxyError::UnknownUrn {
+                urn: urn.to_owned(),
+            });
+        }
+        let get = conn::call(
+            self.connection(),
+            keyed("GET"),
+            vec![owned(self.keys.urn(urn))],
+        );
+        let value = match tokio::time::timeout_at(deadline.into(), get).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(redis_error(&e)),
+            Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
+        };
+        let Some(system) = as_bytes(&value) else {
+            self.forget(urn);
+            return Err(ProxyError::UnknownUrn {
+                urn: urn.to_owned(),
+            });
+        };
+        let system = String::from_utf8_lossy(system).into_owned();
+        let resolved = Resolved {
+            requests_key: self.keys.requests(&system).into(),
+            system: system.into(),
+            until: Instant::now() + self.config.resolve_cache_ttl,
+        };
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 100_000 {
+            let now = Instant::now();
+            cache.retain(|_, r| r.until > now);
+        }
+        cache.insert(urn.to_owned(), resolved.clone());
+        Ok(resolved)
+    }
+
+    fn forget(&self, urn: &str) {
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(urn);
+    }
+
+    /// Appends one request to the serving system's stream.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        route: &Resolved,
+        id: u64,
+        urn: &str,
+        name: &'static str,
+        ttl: Duration,
+        reply: Option<String>,
+        body: impl Into<Bytes>,
+        deadline: Instant,
+    ) -> Result<(), ProxyError> {
+        let ttl_ms = ttl.as_millis().clamp(1, u128::from(u32::MAX)) as i64;
+        let mut args = Vec::with_capacity(19);
+        args.push(owned(&*route.requests_key));
+        args.push(s("NOMKSTREAM"));
+        args.push(s("*"));
+        args.push(s(field::VERSION));
+        args.push(s(PROTOCOL_VERSION));
+        args.push(s(field::ID));
+        args.push(owned(id.to_string()));
+        args.push(s(field::URN));
+        args.push(owned(urn));
+        args.push(s(field::MESSAGE));
+        args.push(s(name));
+        args.push(s(field::TTL));
+        args.push(Value::Integer(ttl_ms));
+        if let Some(reply) = reply {
+            args.push(s(field::REPLY));
+            args.push(owned(reply));
+        }
+        args.push(s(field::CODEC));
+        args.push(s(self.config.codec.name()));
+        args.push(s(field::BODY));
+        args.push(bytes(body));
+        // Fail fast while disconnected: a request queued in the connection and sent after we
+        // reported failure would be a ghost delivery.
+        let options = Options {
+            fail_fast: true,
+            timeout: Some(
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1)),
+            ),
+            ..Options::default()
+        };
+        let client = self.connection().with_options(&options);
+        let xadd = conn::call(&client, keyed("XADD"), args);
+        match tokio::time::timeout_at(deadline.into(), xadd).await {
+            Ok(Ok(Value::Null)) => {
+                // NOMKSTREAM: the stream is gone, so is its system (or Redis lost its data).
+                self.forget(urn);
+                Err(ProxyError::UnknownUrn {
+                    urn: urn.to_owned(),
+                })
+            }
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(redis_error(&e)),
+            Err(_) => Err(ProxyError::Timeout(Duration::ZERO)),
+        }
+    }
+
+    /// An error met before the reply: a command timeout becomes the ask's timeout, or
+    /// `Unavailable` when the connection is down.
+    fn at_deadline(&self, e: ProxyError, timeout: Duration, disconnects: u64) -> ProxyError {
+        match e {
+            ProxyError::Timeout(_) => self.timed_out(timeout, disconnects),
+            other => other,
+        }
+    }
+
+    fn timed_out(&self, timeout: Duration, disconnects: u64) -> ProxyError {
+        if !self.pool.is_connected() || self.disconnects.load(Ordering::Acquire) != disconnects {
+            ProxyError::Unavailable(format!(
+                "the connection to Redis was lost; no answer within {timeout:?}"
+            ))
+        } else {
+            ProxyError::Timeout(timeout)
+        }
+    }
+}
+
+/// Reads this client's reply list and hands each reply to the ask waiting for it.
+async fn read_replies(shared: Arc<Shared>, reader: Client) {
+    let mut backoff = Duration::from_millis(10);
+    let cmd = keyed_at("BLMPOP", 2, true);
+    while !shared.closed.load(Ordering::Acquire) {
+        let args = vec![
+            Value::Integer(REPLY_BLOCK_SECS as i64),
+            Value::Integer(1),
+            owned(shared.reply_key.clone()),
+            s("LEFT"),
+            s("COUNT"),
+            Value::Integer(REPLY_BATCH),
+        ];
+        match conn::call(&reader, cmd.clone(), args).await {
+            Ok(Value::Null) => {}
+            Ok(Value::Array(mut parts)) if parts.len() == 2 => {
+                backoff = Duration::from_millis(10);
+                let Value::Array(frames) = parts.pop().expect("two parts") else {
+                    tracing::warn!("malformed BLMPOP answer");
+                    continue;
+                };
+                let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                for frame in frames {
+                    let Some(frame) = frame.into_bytes() else {
+                        continue;
+                    };
+                    let Some((id, _, _)) = protocol::decode_reply(&frame) else {
+                        tracing::warn!(len = frame.len(), "dropped a malformed reply frame");
+                        continue;
+                    };
+                    // No waiter: the ask timed out or was dropped; the reply is discarded.
+                    if let Some(tx) = pending.remove(&id) {
+                        let _ = tx.send(frame);
+                    }
+                }
+            }
+            Ok(other) => tracing::warn!(?other, "unexpected BLMPOP answer"),
+            Err(e) => {
+                if shared.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                if is_connection_error(&e) {
+                    shared.disconnects.fetch_add(1, Ordering::AcqRel);
+                }
+                tracing::debug!(error = %e, "reading replies failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// A remote ask; `.await` it. From [`ProxyClient::ask`].
+#[must_use = "an ask does nothing until awaited"]
+pub struct RemoteAsk<'a, M> {
+    client: &'a ProxyClient,
+    urn: String,
+    msg: M,
+    timeout: Duration,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<M> RemoteAsk<'_, M> {
+    /// Fails with [`ProxyError::Timeout`] if no answer arrives within `timeout` (the request
+    /// carries the same deadline: the proxy drops it once expired).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl<'a, M> RemoteAsk<'a, M>
+where
+    M: Message<Error = std::convert::Infallible> + Serialize,
+    M::Response: DeserializeOwned,
+{
+    /// Runs the ask of a message that cannot fail (`Error = Infallible`, which serde cannot
+    /// decode, so such an ask is not `.await`ed directly): `client.ask(urn, msg).infallible().await`.
+    ///
+    /// # Errors
+    /// Every [`ProxyError`] but [`ProxyError::Handler`].
+    pub async fn infallible(self) -> Result<M::Response, ProxyError> {
+        let RemoteAsk {
+            client,
+            urn,
+            msg,
+            timeout,
+            ..
+        } = self;
+        let body = client.encode(&msg)?;
+        drop(msg);
+        let (status, payload) = client.ask_raw(&urn, M::name(), body, timeout).await?;
+        interpret::<M::Response, Never>(
+            &*client.shared.config.codec,
+            &urn,
+            M::name(),
+            timeout,
+            status,
+            &payload,
+        )
+        .map_err(|e| e.map_handler(|never| match never {}))
+    }
+}
+
+/// Decodes from nothing: what a handler error of an infallible message decodes as.
+enum Never {}
+
+impl<'de> serde::Deserialize<'de> for Never {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom(
+            "a message that cannot fail was answered with an error",
+        ))
+    }
+}
+
+impl<'a, M> IntoFuture for RemoteAsk<'a, M>
+where
+    M: Message + Serialize,
+    M::Response: DeserializeOwned,
+    M::Error: DeserializeOwned,
+{
+    type Output = Result<M::Response, ProxyError<M::Error>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let RemoteAsk {
+                client,
+                urn,
+                msg,
+                timeout,
+                ..
+            } = self;
+            let body = client.encode(&msg)?;
+            drop(msg);
+            let (status, payload) = client
+                .ask_raw(&urn, M::name(), body, timeout)
+                .await
+                .map_err(ProxyError::widen)?;
+            interpret::<M::Response, M::Error>(
+                &*client.shared.config.codec,
+                &urn,
+                M::name(),
+                timeout,
+                status,
+                &payload,
+            )
+        })
+    }
+}
+
+/// Turns a reply's status and payload into the ask's result.
+fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
+    codec: &dyn Codec,
+    urn: &str,
+    message: &str,
+    timeout: Duration,
+    status: Status,
+    payload: &[u8],
+) -> Result<R, ProxyError<E>> {
+    let text = || String::from_utf8_lossy(payload).into_owned();
+    let urn = urn.to_owned();
+    Err(match status {
+        Status::Ok => {
+            return decode_value::<R>(codec, payload)
+                .map_err(|e| ProxyError::Codec(format!("cannot decode the response: {e}")));
+        }
+        Status::HandlerError => match decode_value::<E>(codec, payload) {
+            Ok(e) => ProxyError::Handler(e),
+            Err(e) => ProxyError::Codec(format!("cannot decode the handler's error: {e}")),
+        },
+        Status::UnknownUrn | Status::NotOwner => ProxyError::UnknownUrn { urn },
+        Status::UnknownMessage => ProxyError::UnknownMessage {
+            urn,
+            message: message.to_owned(),
+        },
+        Status::Panicked => ProxyError::Panicked(text()),
+        Status::Timeout => ProxyError::Timeout(timeout),
+        Status::ActorStopped => ProxyError::ActorStopped { urn },
+        Status::NoResponse => ProxyError::NoResponse { urn },
+        Status::MailboxFull => ProxyError::MailboxFull { urn },
+        Status::BadRequest => ProxyError::BadRequest(text()),
+        Status::CodecError => ProxyError::Codec(text()),
+        Status::TooLarge => ProxyError::TooLarge(text()),
+    })
+}

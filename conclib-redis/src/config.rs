@@ -1,0 +1,403 @@
+//! [`ProxyConfig`]: where Redis is, which namespace, timeouts and limits.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Builder;
+use fred::types::config::{TcpConfig, UnresponsiveConfig};
+
+use crate::codec::{Bincode, Codec};
+use crate::error::{ConfigError, ProxyError};
+
+/// The default Redis URL.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+/// The default namespace.
+pub const DEFAULT_NAMESPACE: &str = "conclib";
+
+/// Configuration shared by [`ProxyClient`](crate::ProxyClient), [`start_proxy`](crate::start_proxy)
+/// and [`start_redis`](crate::start_redis).
+///
+/// Build it with [`ProxyConfig::new`] (a URL), [`ProxyConfig::default`] (local Redis) or
+/// [`ProxyConfig::from_env`], then adjust fields or use the `with_*` methods.
+///
+/// The URL is parsed by fred and may be any of:
+/// - `redis://[[user]:password@]host[:port][/db]`: one server; `rediss://` for TLS (crate
+///   feature `tls`);
+/// - `redis-cluster://[[user]:password@]host:port?node=host2:port2&node=...`: a cluster
+///   (every key the protocol uses is a single key per command, so any slot layout works);
+/// - `redis-sentinel://[[user]:password@]host:port[/db]?sentinelServiceName=NAME&node=host2:port2`:
+///   the primary that the sentinels name.
+///
+/// ```
+/// use conclib_redis::ProxyConfig;
+/// use std::time::Duration;
+/// let config = ProxyConfig::new("redis://:secret@127.0.0.1:6400/0")
+///     .with_namespace("shop")
+///     .with_ask_timeout(Duration::from_secs(2));
+/// assert_eq!(config.namespace, "shop");
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ProxyConfig {
+    /// The Redis URL (see above). Env `CONCLIB_REDIS_URL`; default [`DEFAULT_URL`].
+    pub url: String,
+    /// Prefix of every key, so several applications can share one Redis. No whitespace.
+    /// Env `CONCLIB_REDIS_NAMESPACE`; default [`DEFAULT_NAMESPACE`].
+    pub namespace: String,
+    /// The id a proxy serves its system under (its request queue and URN ownership). Must be
+    /// stable across restarts of the same service, and unique among the services sharing the
+    /// namespace. `None`: the actor system's name. Env `CONCLIB_REDIS_SYSTEM_ID`.
+    pub system_id: Option<String>,
+    /// The client's default ask timeout. Env `CONCLIB_REDIS_TIMEOUT_MS`; default 5 s.
+    pub ask_timeout: Duration,
+    /// How long a told message may wait for the proxy before it is dropped. Default 60 s.
+    pub tell_ttl: Duration,
+    /// The codec a client encodes its messages with. A proxy decodes any built-in codec
+    /// (by the request's `codec` field) and this one. Env `CONCLIB_REDIS_CODEC`
+    /// (`bincode` or `msgpack`); default [`Bincode`].
+    pub codec: Arc<dyn Codec>,
+    /// The largest message, response or error payload accepted, in bytes. Env
+    /// `CONCLIB_REDIS_MAX_PAYLOAD`; default 8 MiB.
+    pub max_payload: usize,
+    /// Command connections of a client (each multiplexes many concurrent asks); the client
+    /// has one more, for reading replies. Default 2.
+    pub pool_size: usize,
+    /// The most requests a proxy reads from Redis at once. Default 256.
+    pub batch_size: usize,
+    /// The most requests a proxy handles at once; it reads no more until some finish.
+    /// Default 8192.
+    pub max_in_flight: usize,
+    /// How long a URN's ownership and a proxy's instance lease last without renewal; renewed
+    /// every third of it. Default 15 s.
+    pub lease_ttl: Duration,
+    /// How often a proxy looks for actors spawned or stopped since its last look (and
+    /// registers or releases their URNs). Default 250 ms.
+    pub scan_interval: Duration,
+    /// How long a client remembers which system serves a URN. Default 1 s.
+    pub resolve_cache_ttl: Duration,
+    /// How long a reply list lives after the last reply pushed to it. Default 60 s.
+    pub reply_ttl: Duration,
+    /// How long a request stream lives after its proxy last renewed it (a system gone for
+    /// good leaves nothing behind). Default 1 h.
+    pub queue_ttl: Duration,
+    /// How long connecting to Redis may take. Default 5 s.
+    pub connect_timeout: Duration,
+    /// How long one Redis command may take before it fails (blocking reads excepted).
+    /// Default 10 s.
+    pub command_timeout: Duration,
+    /// Whether [`ProxyHandle::shutdown`](crate::ProxyHandle::shutdown) deletes the system's URN
+    /// ownerships at once (clients then get `UnknownUrn`), rather than letting them lapse after
+    /// [`lease_ttl`](Self::lease_ttl) so that a restarting proxy finds the requests queued
+    /// meanwhile. Default `false`.
+    pub release_on_shutdown: bool,
+    /// The `redis-server` executable for [`start_redis`](crate::start_redis). Env
+    /// `CONCLIB_REDIS_SERVER`; default: looked up on `PATH`, `/usr/bin`, `/usr/local/bin`.
+    pub server_binary: Option<PathBuf>,
+    /// The port [`start_redis`](crate::start_redis) uses. Env `CONCLIB_REDIS_PORT`; default: a
+    /// free port.
+    pub server_port: Option<u16>,
+    /// How long [`start_redis`](crate::start_redis) waits for the server to answer PING.
+    /// Default 10 s.
+    pub startup_timeout: Duration,
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("url", &redact(&self.url))
+            .field("namespace", &self.namespace)
+            .field("system_id", &self.system_id)
+            .field("ask_timeout", &self.ask_timeout)
+            .field("codec", &self.codec.name())
+            .field("max_payload", &self.max_payload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with its password replaced by `***`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig::new(DEFAULT_URL)
+    }
+}
+
+impl ProxyConfig {
+    /// The defaults, with this Redis URL.
+    #[must_use]
+    pub fn new(url: impl Into<String>) -> Self {
+        ProxyConfig {
+            url: url.into(),
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            system_id: None,
+            ask_timeout: Duration::from_secs(5),
+            tell_ttl: Duration::from_secs(60),
+            codec: Arc::new(Bincode),
+            max_payload: 8 * 1024 * 1024,
+            pool_size: 2,
+            batch_size: 256,
+            max_in_flight: 8192,
+            lease_ttl: Duration::from_secs(15),
+            scan_interval: Duration::from_millis(250),
+            resolve_cache_ttl: Duration::from_secs(1),
+            reply_ttl: Duration::from_secs(60),
+            queue_ttl: Duration::from_secs(3600),
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+            release_on_shutdown: false,
+            server_binary: None,
+            server_port: None,
+            startup_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The defaults, overridden by these environment variables when set:
+    /// `CONCLIB_REDIS_URL`, `CONCLIB_REDIS_NAMESPACE`, `CONCLIB_REDIS_SYSTEM_ID`,
+    /// `CONCLIB_REDIS_TIMEOUT_MS`, `CONCLIB_REDIS_CODEC`, `CONCLIB_REDIS_MAX_PAYLOAD`,
+    /// `CONCLIB_REDIS_SERVER`, `CONCLIB_REDIS_PORT`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable whose value cannot be used.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// [`from_env`](Self::from_env) with another source of variables.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable whose value cannot be used.
+    pub fn from_lookup(
+        lookup: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        fn parse<T: std::str::FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            value.trim().parse().map_err(|e: T::Err| ConfigError {
+                var,
+                message: format!("{value:?}: {e}"),
+            })
+        }
+        let mut config = ProxyConfig::default();
+        if let Some(url) = lookup("CONCLIB_REDIS_URL") {
+            config.url = url;
+        }
+        if let Some(ns) = lookup("CONCLIB_REDIS_NAMESPACE") {
+            config.namespace = ns;
+        }
+        if let Some(id) = lookup("CONCLIB_REDIS_SYSTEM_ID") {
+            config.system_id = Some(id);
+        }
+        if let Some(ms) = lookup("CONCLIB_REDIS_TIMEOUT_MS") {
+            config.ask_timeout = Duration::from_millis(parse("CONCLIB_REDIS_TIMEOUT_MS", &ms)?);
+        }
+        if let Some(codec) = lookup("CONCLIB_REDIS_CODEC") {
+            config.codec = crate::codec::builtin_codec(codec.trim().as_bytes()).ok_or_else(|| ConfigError {
+                var: "CONCLIB_REDIS_CODEC",
+                message: format!("unknown codec {codec:?} (built in: bincode, and msgpack with the `msgpack` feature)"),
+            })?;
+        }
+        if let Some(max) = lookup("CONCLIB_REDIS_MAX_PAYLOAD") {
+            config.max_payload = parse("CONCLIB_REDIS_MAX_PAYLOAD", &max)?;
+        }
+        if let Some(server) = lookup("CONCLIB_REDIS_SERVER") {
+            config.server_binary = Some(PathBuf::from(server));
+        }
+        if let Some(port) = lookup("CONCLIB_REDIS_PORT") {
+            config.server_port = Some(parse("CONCLIB_REDIS_PORT", &port)?);
+        }
+        config.validate().map_err(|message| ConfigError {
+            var: "CONCLIB_REDIS_NAMESPACE",
+            message,
+        })?;
+        Ok(config)
+    }
+
+    /// Sets the Redis URL.
+    #[must_use]
+    pub fn with_url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// Sets the namespace.
+    #[must_use]
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// Sets the system id a proxy serves under.
+    #[must_use]
+    pub fn with_system_id(mut self, id: impl Into<String>) -> Self {
+        self.system_id = Some(id.into());
+        self
+    }
+
+    /// Sets the client's default ask timeout.
+    #[must_use]
+    pub fn with_ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// Sets the client's codec.
+    #[must_use]
+    pub fn with_codec(mut self, codec: impl Codec) -> Self {
+        self.codec = Arc::new(codec);
+        self
+    }
+
+    /// Sets the payload size limit.
+    #[must_use]
+    pub fn with_max_payload(mut self, bytes: usize) -> Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// Checks the namespace (and the system id, if set).
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        check_name("namespace", &self.namespace)?;
+        if let Some(id) = &self.system_id {
+            check_name("system id", id)?;
+        }
+        if self.pool_size == 0 || self.batch_size == 0 || self.max_in_flight == 0 {
+            return Err("pool_size, batch_size and max_in_flight must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// A fred builder for this configuration.
+    pub(crate) fn builder<E>(&self, command_timeout: Duration) -> Result<Builder, ProxyError<E>> {
+        self.validate().map_err(ProxyError::Config)?;
+        let lower = self.url.to_ascii_lowercase();
+        if (lower.starts_with("rediss") || lower.starts_with("valkeys")) && !cfg!(feature = "tls") {
+            return Err(ProxyError::Config(format!(
+                "{} needs TLS: enable the `tls` feature of conclib-redis",
+                redact(&self.url)
+            )));
+        }
+        let mut config = Config::from_url(&self.url).map_err(|e| {
+            ProxyError::Config(format!("cannot use Redis URL {}: {e}", redact(&self.url)))
+        })?;
+        config.fail_fast = true;
+        let mut builder = Builder::from_config(config);
+        let connect_timeout = self.connect_timeout;
+        builder
+            .with_connection_config(|c| {
+                c.connection_timeout = connect_timeout;
+                c.internal_command_timeout = connect_timeout;
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..TcpConfig::default()
+                };
+                c.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(command_timeout + Duration::from_secs(5)),
+                    interval: Duration::from_secs(1),
+                };
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = command_timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 20, 1000, 2));
+        Ok(builder)
+    }
+}
+
+/// Namespaces and system ids become parts of key names: printable, no whitespace, no `{}`.
+fn check_name(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 128 {
+        return Err(format!("the {what} must be 1 to 128 bytes long, got {s:?}"));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == '{' || *c == '}')
+    {
+        return Err(format!(
+            "the {what} {s:?} contains {c:?}: no whitespace, control characters or braces"
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_system_id(id: &str) -> Result<(), String> {
+    check_name("system id", id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn from_lookup_reads_variables() {
+        let vars: HashMap<&str, &str> = [
+            ("CONCLIB_REDIS_URL", "redis://u:pw@h:7000/2"),
+            ("CONCLIB_REDIS_NAMESPACE", "shop"),
+            ("CONCLIB_REDIS_TIMEOUT_MS", "1500"),
+            ("CONCLIB_REDIS_PORT", "7001"),
+            ("CONCLIB_REDIS_SYSTEM_ID", "web-1"),
+        ]
+        .into_iter()
+        .collect();
+        let config = ProxyConfig::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(config.url, "redis://u:pw@h:7000/2");
+        assert_eq!(config.namespace, "shop");
+        assert_eq!(config.ask_timeout, Duration::from_millis(1500));
+        assert_eq!(config.server_port, Some(7001));
+        assert_eq!(config.system_id.as_deref(), Some("web-1"));
+        assert!(!format!("{config:?}").contains("pw"));
+    }
+
+    #[test]
+    fn from_lookup_rejects_bad_values() {
+        let err = ProxyConfig::from_lookup(|k| {
+            (k == "CONCLIB_REDIS_TIMEOUT_MS").then(|| "soon".to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(err.var, "CONCLIB_REDIS_TIMEOUT_MS");
+        let err =
+            ProxyConfig::from_lookup(|k| (k == "CONCLIB_REDIS_CODEC").then(|| "json".to_owned()))
+                .unwrap_err();
+        assert_eq!(err.var, "CONCLIB_REDIS_CODEC");
+        assert!(ProxyConfig::from_lookup(|k| (k == "CONCLIB_REDIS_NAMESPACE").then(|| "a b".to_owned())).is_err());
+    }
+
+    #[test]
+    fn urls_parse() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://user:pw@127.0.0.1:6379/1",
+            "redis-cluster://127.0.0.1:30001?node=127.0.0.1:30002",
+            "redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=mymaster&node=127.0.0.1:26380",
+        ] {
+            ProxyConfig::new(url)
+                .builder::<()>(Duration::from_secs(1))
+                .unwrap();
+        }
+        let tls = ProxyConfig::new("rediss://127.0.0.1:6380").builder::<()>(Duration::from_secs(1));
+        assert_eq!(tls.is_ok(), cfg!(feature = "tls"));
+        assert_eq!(redact("redis://user:pw@h:1"), "redis://user:***@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+}

@@ -1,0 +1,55 @@
+//! Thin helpers over fred: raw commands with the right cluster routing, value access.
+
+use fred::bytes;
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+
+/// A command whose key is its first argument.
+pub(crate) fn keyed(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+}
+
+/// A command without a key (any node of a cluster answers).
+pub(crate) fn unkeyed(name: &'static str) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::Random, false)
+}
+
+/// A command whose key is argument `offset` (0-based).
+pub(crate) fn keyed_at(name: &'static str, offset: usize, blocking: bool) -> CustomCommand {
+    CustomCommand::new_static(name, ClusterHash::Offset(offset), blocking)
+}
+
+/// Runs a raw command and returns Redis's answer untouched (nil stays `Value::Null`).
+pub(crate) async fn call<C: ClientLike>(
+    client: &C,
+    cmd: CustomCommand,
+    args: Vec<Value>,
+) -> Result<Value, Error> {
+    client.custom::<Value, Value>(cmd, args).await
+}
+
+pub(crate) fn s(v: &'static str) -> Value {
+    Value::from_static_str(v)
+}
+
+pub(crate) fn owned(v: impl Into<String>) -> Value {
+    Value::from(v.into())
+}
+
+pub(crate) fn bytes(v: impl Into<bytes::Bytes>) -> Value {
+    Value::Bytes(v.into())
+}
+
+/// The bytes of a string value.
+pub(crate) fn as_bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::String(s) => Some(s.as_bytes()),
+        Value::Bytes(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// Whether a Redis error reply starts with this code (`NOGROUP`, `NOSCRIPT`, `BUSYGROUP`).
+pub(crate) fn error_code_is(error: &Error, code: &str) -> bool {
+    error.details().contains(code)
+}

@@ -1,0 +1,435 @@
+//! [`start_redis`]: a private `redis-server` child for tests, demos and single-host setups.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use crate::config::ProxyConfig;
+use crate::error::DaemonError;
+
+/// A `redis-server` child process started by [`start_redis`], with persistence off.
+///
+/// [`shutdown`](Self::shutdown) stops it (SIGTERM, then SIGKILL after 5 s); so does dropping
+/// it. It also dies with this process, however this process ends (`PR_SET_PDEATHSIG`).
+#[derive(Debug)]
+pub struct RedisDaemon {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    password: Option<String>,
+}
+
+impl RedisDaemon {
+    /// The port it listens on (127.0.0.1).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its process id.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A URL that reaches it, with the password of the configuration it was started with.
+    #[must_use]
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// `base` with its URL pointed at this server.
+    #[must_use]
+    pub fn config(&self, base: &ProxyConfig) -> ProxyConfig {
+        base.clone().with_url(self.url())
+    }
+
+    /// Its log file.
+    #[must_use]
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("redis.log")
+    }
+
+    /// Stops the server and waits for it to exit.
+    ///
+    /// # Errors
+    /// [`DaemonError::Io`] if it could not be signalled or waited for.
+    pub fn shutdown(mut self) -> Result<(), DaemonError> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<(), DaemonError> {
+        let result = match self.child.take() {
+            Some(child) => terminate(child),
+            None => Ok(()),
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+        result
+    }
+}
+
+impl Drop for RedisDaemon {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            tracing::warn!(%error, "could not stop redis-server");
+        }
+    }
+}
+
+fn terminate(mut child: Child) -> Result<(), DaemonError> {
+    let io = |source| DaemonError::Io {
+        what: "stopping redis-server",
+        source,
+    };
+    if child.try_wait().map_err(io)?.is_some() {
+        return Ok(());
+    }
+    // SAFETY: plain system call on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if child.try_wait().map_err(io)?.is_some() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().map_err(io)?;
+    child.wait().map_err(io)?;
+    Ok(())
+}
+
+/// Finds `redis-server`: `config.server_binary`, then `CONCLIB_REDIS_SERVER`, then `PATH`,
+/// `/usr/bin`, `/usr/local/bin`.
+fn find_binary(config: &ProxyConfig) -> Result<PathBuf, DaemonError> {
+    let mut searched = Vec::new();
+    let explicit = config
+        .server_binary
+        .clone()
+        .or_else(|| std::env::var_os("CONCLIB_REDIS_SERVER").map(PathBuf::from));
+    if let Some(path) = explicit {
+        if is_executable(&path) {
+            return Ok(path);
+        }
+        searched.push(path);
+        return Err(DaemonError::NotInstalled { searched });
+    }
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.push("/usr/bin".into());
+    dirs.push("/usr/local/bin".into());
+    for dir in dirs {
+        let candidate = dir.join("redis-server");
+        if is_executable(&candidate) {
+            return Ok(candidate);
+        }
+        if !searched.contains(&candidate) {
+            searched.push(candidate);
+        }
+    }
+    Err(DaemonError::NotInstalled { searched })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn free_port() -> Result<u16, DaemonError> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|source| DaemonError::Io {
+            what: "finding a free port",
+            source,
+        })?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|source| DaemonError::Io {
+            what: "finding a free port",
+            source,
+        })
+}
+
+/// Starts a `redis-server` child on 127.0.0.1 and returns once it answers PING.
+///
+/// The port is `config.server_port` if set, else a free one. Persistence is off (no RDB, no
+/// AOF); its working directory and log live in a temporary directory removed at shutdown. If
+/// `config.url` has a password, the server requires it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use conclib_redis::{ProxyConfig, start_redis};
+/// let daemon = start_redis(&ProxyConfig::default()).await?;
+/// let config = daemon.config(&ProxyConfig::default());
+/// // ... start_proxy(&system, &config), ProxyClient::connect(&config) ...
+/// daemon.shutdown()?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`DaemonError::NotInstalled`] (with how to install it or use an existing Redis), or the
+/// server failed to start or to answer in time.
+pub async fn start_redis(config: &ProxyConfig) -> Result<RedisDaemon, DaemonError> {
+    let binary = find_binary(config)?;
+    remove_stale_dirs();
+    let password = fred::types::config::Config::from_url(&config.url)
+        .ok()
+        .and_then(|c| c.password);
+    let attempts = if config.server_port.is_some() { 1 } else { 3 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let port = match config.server_port {
+            Some(port) => port,
+            None => free_port()?,
+        };
+        match start_once(&binary, port, password.clone(), config.startup_timeout).await {
+            Ok(daemon) => return Ok(daemon),
+            // Someone else took the free port between our probe and the server's bind.
+            Err(DaemonError::Exited { status, log }) if log.contains("Address already in use") => {
+                last = Some(DaemonError::Exited { status, log });
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// Removes the directories of servers whose parent process is gone (a process that never
+/// dropped its daemon, e.g. one kept in a `static`, cannot clean up after itself).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("conclib-redis-")) else {
+            continue;
+        };
+        let Some(pid) = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+async fn start_once(
+    binary: &Path,
+    port: u16,
+    password: Option<String>,
+    timeout: Duration,
+) -> Result<RedisDaemon, DaemonError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "conclib-redis-{}-{}-{port}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).map_err(|source| DaemonError::Io {
+        what: "creating the redis-server directory",
+        source,
+    })?;
+    let log = dir.join("redis.log");
+    let mut command = Command::new(binary);
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ])
+        .args(["--loglevel", "notice"])
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--logfile")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(pw) = &password {
+        command.arg("--requirepass").arg(pw);
+    }
+    prepare(&mut command);
+    let child = spawn(command).await.map_err(|source| DaemonError::Spawn {
+        binary: binary.to_owned(),
+        source,
+    })?;
+    let mut daemon = RedisDaemon {
+        child: Some(child),
+        port,
+        dir,
+        password,
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = daemon
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok())
+            .flatten()
+        {
+            daemon.child = None;
+            return Err(DaemonError::Exited {
+                status: status.to_string(),
+                log: log_tail(&log),
+            });
+        }
+        if ping(port).await {
+            return Ok(daemon);
+        }
+        if Instant::now() >= deadline {
+            let tail = log_tail(&log);
+            drop(daemon);
+            return Err(DaemonError::StartTimeout {
+                port,
+                timeout,
+                log: tail,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether something on `port` answers PING like Redis (`+PONG`, or `-NOAUTH` when a
+/// password is required).
+async fn ping(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        stream.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).await.ok()?;
+        let answer = &buf[..n];
+        Some(answer.starts_with(b"+PONG") || answer.starts_with(b"-NOAUTH"))
+    };
+    tokio::time::timeout(Duration::from_millis(500), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+// ---- forking from one long-lived thread ----
+//
+// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not when the
+// process does. Tokio may run code on a blocking-pool thread that is retired later, which
+// would kill a healthy server. So every child is forked by one dedicated thread, started on
+// first use and kept for the life of the process: the signal then means "the process died".
+
+struct SpawnRequest {
+    command: Command,
+    reply: oneshot::Sender<io::Result<Child>>,
+}
+
+/// Arranges for the child to be killed when this process dies, and to give up if it
+/// already died.
+fn prepare(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls; the io::Error constructors used do not allocate.
+    unsafe {
+        command.pre_exec(move || {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            // The parent may have died between fork and prctl: the signal would never come.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+fn spawner() -> io::Result<&'static mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<SpawnRequest>();
+            std::thread::Builder::new()
+                .name("conclib-redis-spawner".into())
+                .spawn(move || {
+                    for SpawnRequest { mut command, reply } in rx {
+                        let result = command.spawn();
+                        if let Err(Ok(mut orphan)) = reply.send(result) {
+                            // The caller gave up while we were forking: leave nothing behind.
+                            let _ = orphan.kill();
+                            let _ = orphan.wait();
+                        }
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+        .ok_or_else(|| io::Error::other("the conclib-redis spawner thread could not be started"))
+}
+
+async fn spawn(command: Command) -> io::Result<Child> {
+    let (reply, answer) = oneshot::channel();
+    spawner()?
+        .send(SpawnRequest { command, reply })
+        .map_err(|_| io::Error::other("the conclib-redis spawner thread is gone"))?;
+    answer
+        .await
+        .map_err(|_| io::Error::other("the conclib-redis spawner thread dropped the request"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_binary_says_how_to_install() {
+        let config = ProxyConfig {
+            server_binary: Some("/nonexistent/redis-server".into()),
+            ..ProxyConfig::default()
+        };
+        let err = find_binary(&config).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("apt-get install redis-server"), "{text}");
+        assert!(text.contains("CONCLIB_REDIS_URL"), "{text}");
+    }
+}

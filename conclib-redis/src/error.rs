@@ -1,0 +1,236 @@
+//! Errors of the client, the proxy, the Redis daemon and the configuration.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a remote ask or tell did not produce the handler's response.
+///
+/// `E` is the message's own error type (`Message::Error`): a handler returning `Err(e)` reaches
+/// the client as [`ProxyError::Handler`]`(e)`, decoded from the wire. Every other variant is
+/// one distinct failure of the path between client and actor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError<E = Infallible> {
+    /// No live actor has this URN in any system serving the namespace (answered at once, not
+    /// after a timeout).
+    #[error("no actor with URN {urn} is reachable through the proxy")]
+    UnknownUrn {
+        /// The URN asked for.
+        urn: String,
+    },
+    /// The actor does not expose this message (it is not in its `Actor::REMOTE`), or does not
+    /// handle it.
+    #[error("actor {urn} does not expose message {message}")]
+    UnknownMessage {
+        /// The URN asked for.
+        urn: String,
+        /// The message's wire name.
+        message: String,
+    },
+    /// The handler returned this error.
+    #[error("the handler returned an error: {0:?}")]
+    Handler(E),
+    /// The handler panicked; holds the panic message.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
+    /// No answer within the ask's timeout. The request may still be processed (before its
+    /// deadline) or may have been dropped as expired.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The actor stopped before answering.
+    #[error("actor {urn} stopped before answering")]
+    ActorStopped {
+        /// The URN asked for.
+        urn: String,
+    },
+    /// The actor dropped the request without answering.
+    #[error("actor {urn} dropped the request without answering")]
+    NoResponse {
+        /// The URN asked for.
+        urn: String,
+    },
+    /// The actor's mailbox was full.
+    #[error("actor {urn} has a full mailbox")]
+    MailboxFull {
+        /// The URN asked for.
+        urn: String,
+    },
+    /// A payload could not be encoded or decoded: the message (here or at the proxy), or the
+    /// response or error (at the proxy or here).
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// The message or its answer is larger than the configured limit.
+    #[error("payload too large: {0}")]
+    TooLarge(String),
+    /// The proxy could not read the request (bad protocol version, unknown codec, ...).
+    #[error("the proxy rejected the request: {0}")]
+    BadRequest(String),
+    /// Redis could not be reached, or the connection was lost while waiting.
+    #[error("Redis is unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered a command with an error (permissions, wrong key type, ...).
+    #[error("Redis error: {0}")]
+    Redis(String),
+    /// A reply did not follow the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The client was shut down.
+    #[error("the client is closed")]
+    Closed,
+}
+
+impl<E> ProxyError<E> {
+    /// Converts the handler error with `f`, keeping every other variant.
+    pub fn map_handler<F>(self, f: impl FnOnce(E) -> F) -> ProxyError<F> {
+        use ProxyError::*;
+        match self {
+            Handler(e) => Handler(f(e)),
+            UnknownUrn { urn } => UnknownUrn { urn },
+            UnknownMessage { urn, message } => UnknownMessage { urn, message },
+            Panicked(p) => Panicked(p),
+            Timeout(d) => Timeout(d),
+            ActorStopped { urn } => ActorStopped { urn },
+            NoResponse { urn } => NoResponse { urn },
+            MailboxFull { urn } => MailboxFull { urn },
+            Codec(m) => Codec(m),
+            TooLarge(m) => TooLarge(m),
+            BadRequest(m) => BadRequest(m),
+            Unavailable(m) => Unavailable(m),
+            Redis(m) => Redis(m),
+            Protocol(m) => Protocol(m),
+            Config(m) => Config(m),
+            Closed => Closed,
+        }
+    }
+
+    /// The handler error, if that is what this is.
+    pub fn handler_error(&self) -> Option<&E> {
+        match self {
+            ProxyError::Handler(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl ProxyError<Infallible> {
+    /// Widens an error that cannot hold a handler error to any handler error type.
+    pub fn widen<E>(self) -> ProxyError<E> {
+        self.map_handler(|never| match never {})
+    }
+}
+
+/// Classifies a fred error: connection trouble is [`ProxyError::Unavailable`], anything Redis
+/// itself answered is [`ProxyError::Redis`].
+pub(crate) fn redis_error<E>(error: &fred::error::Error) -> ProxyError<E> {
+    if is_connection_error(error) {
+        ProxyError::Unavailable(error.to_string())
+    } else {
+        ProxyError::Redis(error.to_string())
+    }
+}
+
+pub(crate) fn is_connection_error(error: &fred::error::Error) -> bool {
+    use fred::error::ErrorKind::*;
+    matches!(
+        error.kind(),
+        IO | Canceled | Timeout | Routing | Backpressure | Cluster | Sentinel
+    )
+}
+
+/// Why [`start_proxy`](crate::start_proxy) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The configuration is unusable (bad URL, invalid system id or namespace).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Redis could not be reached.
+    #[error("Redis is unavailable: {0}")]
+    Unavailable(String),
+    /// Redis answered a command with an error.
+    #[error("Redis error: {0}")]
+    Redis(String),
+    /// Another live proxy instance serves this system id (its lease did not expire within
+    /// the lease time).
+    #[error("system id {system_id} is served by another live proxy instance")]
+    SystemInUse {
+        /// The contested system id.
+        system_id: String,
+    },
+}
+
+impl From<ProxyError> for ServeError {
+    fn from(e: ProxyError) -> Self {
+        match e {
+            ProxyError::Unavailable(m) => ServeError::Unavailable(m),
+            ProxyError::Config(m) => ServeError::Config(m),
+            other => ServeError::Redis(other.to_string()),
+        }
+    }
+}
+
+/// Why [`start_redis`](crate::start_redis) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// No `redis-server` executable was found.
+    #[error(
+        "redis-server is not installed (looked in {searched:?}): install it (e.g. `apt-get install redis-server`), \
+         set CONCLIB_REDIS_SERVER to its path, or point CONCLIB_REDIS_URL at an existing Redis instead of starting one"
+    )]
+    NotInstalled {
+        /// The places looked at.
+        searched: Vec<PathBuf>,
+    },
+    /// The process could not be started.
+    #[error("cannot start {binary:?}: {source}")]
+    Spawn {
+        /// The executable.
+        binary: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server exited during startup.
+    #[error("redis-server exited during startup ({status}); its log ends with:\n{log}")]
+    Exited {
+        /// How it exited.
+        status: String,
+        /// The end of its log.
+        log: String,
+    },
+    /// The server did not answer PING in time.
+    #[error(
+        "redis-server on port {port} did not answer PING within {timeout:?}; its log ends with:\n{log}"
+    )]
+    StartTimeout {
+        /// The port it was started on.
+        port: u16,
+        /// How long we waited.
+        timeout: Duration,
+        /// The end of its log.
+        log: String,
+    },
+    /// A local I/O operation failed (free port, temporary directory, log file).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// An environment variable of [`ProxyConfig::from_env`](crate::ProxyConfig::from_env) holds
+/// an unusable value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {var}: {message}")]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}

@@ -1,0 +1,201 @@
+//! The wire protocol: key names, request fields, reply frames, status codes and the Lua
+//! scripts. The crate docs describe it for implementers of other clients.
+
+use std::fmt;
+
+/// Protocol version carried in each request's `v` field.
+pub const PROTOCOL_VERSION: &str = "1";
+
+/// The consumer group (and consumer name) a proxy reads its request stream with.
+pub const CONSUMER_GROUP: &str = "proxy";
+
+/// Request stream field names.
+pub(crate) mod field {
+    pub const VERSION: &str = "v";
+    pub const ID: &str = "id";
+    pub const URN: &str = "urn";
+    pub const MESSAGE: &str = "msg";
+    pub const TTL: &str = "ttl";
+    pub const REPLY: &str = "reply";
+    pub const CODEC: &str = "codec";
+    pub const BODY: &str = "body";
+}
+
+/// The Redis keys of one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    ns: String,
+}
+
+impl Keys {
+    pub fn new(ns: &str) -> Self {
+        Keys { ns: ns.to_owned() }
+    }
+
+    /// `{ns}:urn:{urn}` → the id of the system serving the URN.
+    pub fn urn(&self, urn: &str) -> String {
+        format!("{}:urn:{urn}", self.ns)
+    }
+
+    /// `{ns}:sys:{system}:req` → the system's request stream.
+    pub fn requests(&self, system: &str) -> String {
+        format!("{}:sys:{system}:req", self.ns)
+    }
+
+    /// `{ns}:sys:{system}:lease` → the token of the proxy instance serving the system.
+    pub fn lease(&self, system: &str) -> String {
+        format!("{}:sys:{system}:lease", self.ns)
+    }
+
+    /// `{ns}:reply:` — every reply list starts with this.
+    pub fn reply_prefix(&self) -> String {
+        format!("{}:reply:", self.ns)
+    }
+
+    /// `{ns}:reply:{client}` → a client's reply list.
+    pub fn reply(&self, client: &str) -> String {
+        format!("{}:reply:{client}", self.ns)
+    }
+}
+
+/// The status byte of a reply frame: what the payload after it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    /// The handler's response, encoded with the request's codec.
+    Ok = 0,
+    /// The handler's error (`Message::Error`), encoded with the request's codec.
+    HandlerError = 1,
+    /// No actor with this URN lives in the serving system. UTF-8 detail.
+    UnknownUrn = 2,
+    /// The actor does not expose or does not handle this message. UTF-8 detail.
+    UnknownMessage = 3,
+    /// The handler panicked. UTF-8 panic message.
+    Panicked = 4,
+    /// The actor did not answer before the request's deadline. UTF-8 detail.
+    Timeout = 5,
+    /// The actor stopped before answering. UTF-8 detail.
+    ActorStopped = 6,
+    /// The actor dropped the request without answering. UTF-8 detail.
+    NoResponse = 7,
+    /// The request was malformed (missing field, bad version, unknown codec). UTF-8 detail.
+    BadRequest = 8,
+    /// The body could not be decoded as the message, or the answer could not be encoded. UTF-8 detail.
+    CodecError = 9,
+    /// This system does not serve the URN (another one owns it). Resolve the URN again. UTF-8 detail.
+    NotOwner = 10,
+    /// The body or the encoded answer exceeds the proxy's size limit. UTF-8 detail.
+    TooLarge = 11,
+    /// The actor's mailbox was full. UTF-8 detail.
+    MailboxFull = 12,
+}
+
+impl Status {
+    /// The status with this byte.
+    #[must_use]
+    pub fn from_byte(b: u8) -> Option<Status> {
+        use Status::*;
+        Some(match b {
+            0 => Ok,
+            1 => HandlerError,
+            2 => UnknownUrn,
+            3 => UnknownMessage,
+            4 => Panicked,
+            5 => Timeout,
+            6 => ActorStopped,
+            7 => NoResponse,
+            8 => BadRequest,
+            9 => CodecError,
+            10 => NotOwner,
+            11 => TooLarge,
+            12 => MailboxFull,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Length of a reply frame's header: request id (8 bytes, big-endian) and status (1 byte).
+pub const REPLY_HEADER_LEN: usize = 9;
+
+/// Builds a reply frame: `id` (u64 big-endian), `status` (one byte), payload.
+#[must_use]
+pub fn encode_reply(id: u64, status: Status, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REPLY_HEADER_LEN + payload.len());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.push(status as u8);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Splits a reply frame into id, status byte and payload; `None` if shorter than the header.
+#[must_use]
+pub fn decode_reply(frame: &[u8]) -> Option<(u64, u8, &[u8])> {
+    if frame.len() < REPLY_HEADER_LEN {
+        return None;
+    }
+    let id = u64::from_be_bytes(frame[..8].try_into().ok()?);
+    Some((id, frame[8], &frame[REPLY_HEADER_LEN..]))
+}
+
+/// `KEYS[1]` = a URN key, `ARGV[1]` = system id, `ARGV[2]` = lease in ms. Takes or renews
+/// the lease when the key is free or already ours; returns 1, or the owner's id.
+pub(crate) const CLAIM_SCRIPT: &str = r"local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return v";
+
+/// `KEYS[1]` = a key, `ARGV[1]` = expected value: deletes the key if it holds that value.
+pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// `KEYS[1]` = a reply list, `ARGV[1]` = TTL in ms, `ARGV[2..]` = frames: appends the
+/// frames and sets the list's TTL, atomically (so no reply list outlives its TTL).
+pub(crate) const PUSH_SCRIPT: &str = r"redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1";
+
+/// SHA1 of a script, as EVALSHA wants it.
+pub(crate) fn sha1_hex(script: &str) -> String {
+    fred::util::sha1_hash(script)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_frames_roundtrip() {
+        let frame = encode_reply(0x0102_0304_0506_0708, Status::HandlerError, b"xyz");
+        assert_eq!(&frame[..9], &[1, 2, 3, 4, 5, 6, 7, 8, 1]);
+        assert_eq!(
+            decode_reply(&frame),
+            Some((0x0102_0304_0506_0708, 1, &b"xyz"[..]))
+        );
+        assert_eq!(decode_reply(&frame[..8]), None);
+        for b in 0..=255u8 {
+            if let Some(s) = Status::from_byte(b) {
+                assert_eq!(s as u8, b);
+            }
+        }
+    }
+
+    #[test]
+    fn keys() {
+        let k = Keys::new("app");
+        assert_eq!(k.urn("shop:cart"), "app:urn:shop:cart");
+        assert_eq!(k.requests("web"), "app:sys:web:req");
+        assert_eq!(k.lease("web"), "app:sys:web:lease");
+        assert_eq!(k.reply("abc"), "app:reply:abc");
+        assert!(k.reply("abc").starts_with(&k.reply_prefix()));
+    }
+}

@@ -1,0 +1,1251 @@
+//! [`start_proxy`]: serves an actor system's exposed actors to other processes.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use conclib_core::{ActorSystem, AskError, DynActorRef, ErasedResult, RemoteMessage};
+use fred::bytes::Bytes;
+use fred::prelude::*;
+use fred::types::ClientUnblockFlag;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::client::random_token;
+use crate::codec::{Codec, builtin_codec};
+use crate::config::{ProxyConfig, check_system_id};
+use crate::conn::{self, as_bytes, bytes, keyed, keyed_at, owned, s};
+use crate::error::{ServeError, is_connection_error};
+use crate::protocol::{
+    self, CLAIM_SCRIPT, CONSUMER_GROUP, Keys, PROTOCOL_VERSION, PUSH_SCRIPT, RELEASE_SCRIPT,
+    Status, field,
+};
+
+/// Counters of what a proxy did since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProxyStats {
+    /// Requests read from the request stream.
+    pub received: u64,
+    /// Requests finished and acknowledged: answered (whatever the status), told, refused or
+    /// dropped as expired.
+    pub completed: u64,
+    /// Requests dropped unprocessed because their deadline had passed.
+    pub expired: u64,
+    /// Requests refused as malformed, unknown, too large or undecodable.
+    pub rejected: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    completed: AtomicU64,
+    expired: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// A Lua script with its SHA1, run with EVALSHA and loaded with EVAL when Redis lost it.
+struct Script {
+    text: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn new(text: &'static str) -> Self {
+        Script {
+            text,
+            sha: protocol::sha1_hex(text),
+        }
+    }
+}
+
+/// URNs this proxy knows about.
+#[derive(Default)]
+struct Registry {
+    /// Live local URNs, and whether the actor exposes any message.
+    local: HashMap<String, bool>,
+    /// URNs whose ownership key names this system.
+    owned: HashSet<String>,
+    /// URNs another system owns: URN → that system's id.
+    conflicts: HashMap<String, String>,
+}
+
+struct Shared {
+    system: ActorSystem,
+    config: ProxyConfig,
+    system_id: String,
+    keys: Keys,
+    requests_key: String,
+    lease_key: String,
+    reply_prefix: String,
+    token: String,
+    cmd: Client,
+    reader: Client,
+    codecs: Vec<Arc<dyn Codec>>,
+    /// Redis's clock minus ours, in ms.
+    clock_offset_ms: AtomicI64,
+    registry: Mutex<Registry>,
+    scan_lock: tokio::sync::Mutex<()>,
+    in_flight: Arc<Semaphore>,
+    /// Stream entry ids being handled (so that re-reading the pending list skips them).
+    in_flight_ids: Mutex<HashSet<Bytes>>,
+    counters: Counters,
+    claim: Script,
+    release: Script,
+    push: Script,
+    serving: AtomicBool,
+    stop: watch::Sender<bool>,
+}
+
+/// A running proxy; from [`start_proxy`].
+///
+/// [`shutdown`](Self::shutdown) stops it gracefully. Dropping the handle without it aborts
+/// the proxy at once: requests it had taken and not answered are handled again by the next
+/// proxy of the same system id (they stay in Redis until acknowledged).
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+    reader: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyHandle")
+            .field("system_id", &self.shared.system_id)
+            .field("namespace", &self.shared.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes the actors of `system` that expose messages ([`Actor::REMOTE`](conclib_core::Actor::REMOTE))
+/// reachable through Redis by [`ProxyClient`](crate::ProxyClient)s, and returns once the
+/// actors alive now are reachable.
+///
+/// The proxy serves the system under [`ProxyConfig::system_id`] (default: the system's name).
+/// It claims each exposed actor's URN in Redis, and looks for actors spawned or stopped later
+/// every [`ProxyConfig::scan_interval`] (or at once with [`ProxyHandle::refresh`]). A URN
+/// another live system already owns is not served here: it is logged as an error and listed
+/// by [`ProxyHandle::conflicts`], and taken over only if the other system's ownership lapses.
+/// Requests are looked up by URN when they arrive, so a restarted actor is served at once.
+///
+/// # Errors
+/// [`ServeError::Config`], [`ServeError::Unavailable`] if Redis cannot be reached,
+/// [`ServeError::SystemInUse`] if another live proxy serves the same system id.
+pub async fn start_proxy(
+    system: &ActorSystem,
+    config: &ProxyConfig,
+) -> Result<ProxyHandle, ServeError> {
+    let system_id = config
+        .system_id
+        .clone()
+        .unwrap_or_else(|| system.name().to_owned());
+    check_system_id(&system_id).map_err(ServeError::Config)?;
+    let block = Duration::from_secs(1);
+    let cmd = config
+        .builder::<()>(config.command_timeout)
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let cmd = cmd.build().map_err(|e| ServeError::Config(e.to_string()))?;
+    let reader = config
+        .builder::<()>(config.command_timeout + block)
+        .map_err(|e| ServeError::Config(e.to_string()))?
+        .build()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let connect = async {
+        cmd.init().await?;
+        reader.init().await?;
+        Ok::<_, fred::error::Error>(())
+    };
+    match tokio::time::timeout(config.connect_timeout, connect).await {
+        Ok(Ok(())) => {}
+        outcome => {
+            let _ = cmd.quit().await;
+            let _ = reader.quit().await;
+            return Err(ServeError::Unavailable(match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("could not connect within {:?}", config.connect_timeout),
+            }));
+        }
+    }
+    let keys = Keys::new(&config.namespace);
+    let mut codecs: Vec<Arc<dyn Codec>> = vec![config.codec.clone()];
+    for name in ["bincode", "msgpack"] {
+        if name != config.codec.name()
+            && let Some(c) = builtin_codec(name.as_bytes())
+        {
+            codecs.push(c);
+        }
+    }
+    let (stop, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        system: system.clone(),
+        requests_key: keys.requests(&system_id),
+        lease_key: keys.lease(&system_id),
+        reply_prefix: keys.reply_prefix(),
+        keys,
+        token: random_token(),
+        system_id,
+        config: config.clone(),
+        cmd,
+        reader,
+        codecs,
+        clock_offset_ms: AtomicI64::new(0),
+        registry: Mutex::new(Registry::default()),
+        scan_lock: tokio::sync::Mutex::new(()),
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        in_flight_ids: Mutex::new(HashSet::new()),
+        counters: Counters::default(),
+        claim: Script::new(CLAIM_SCRIPT),
+        release: Script::new(RELEASE_SCRIPT),
+        push: Script::new(PUSH_SCRIPT),
+        serving: AtomicBool::new(true),
+        stop,
+    });
+    let started = async {
+        shared.acquire_lease().await?;
+        shared.sync_clock().await;
+        shared
+            .ensure_group()
+            .await
+            .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
+        shared.renew_queue().await;
+        shared.scan().await;
+        Ok::<_, ServeError>(())
+    };
+    if let Err(e) = started.await {
+        let _ = shared.cmd.quit().await;
+        let _ = shared.reader.quit().await;
+        return Err(e);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(shared.clone(), rx));
+    let reader = tokio::spawn(read_loop(shared.clone(), tx, block));
+    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+    tracing::info!(
+        system = %shared.system_id,
+        namespace = %shared.config.namespace,
+        urns = shared.registry.lock().unwrap_or_else(|e| e.into_inner()).owned.len(),
+        "Redis proxy started"
+    );
+    Ok(ProxyHandle {
+        shared,
+        reader: Some(reader),
+        writer: Some(writer),
+        heartbeat: Some(heartbeat),
+    })
+}
+
+impl ProxyHandle {
+    /// The system id served.
+    #[must_use]
+    pub fn system_id(&self) -> &str {
+        &self.shared.system_id
+    }
+
+    /// The URNs this proxy owns in Redis (and so serves), sorted.
+    #[must_use]
+    pub fn served_urns(&self) -> Vec<String> {
+        let mut urns: Vec<String> = self.shared.registry().owned.iter().cloned().collect();
+        urns.sort();
+        urns
+    }
+
+    /// Local URNs another system owns, with that system's id: this proxy refuses their
+    /// requests ([`ProxyError::UnknownUrn`](crate::ProxyError::UnknownUrn) for clients routed here by
+    /// stale information) until the other system releases them.
+    #[must_use]
+    pub fn conflicts(&self) -> Vec<(String, String)> {
+        let mut list: Vec<(String, String)> = self
+            .shared
+            .registry()
+            .conflicts
+            .iter()
+            .map(|(u, o)| (u.clone(), o.clone()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Whether the proxy still reads requests (false after shutdown began, or after another
+    /// instance took the system's lease).
+    #[must_use]
+    pub fn is_serving(&self) -> bool {
+        self.shared.serving.load(Ordering::Acquire)
+    }
+
+    /// What the proxy did so far.
+    #[must_use]
+    pub fn stats(&self) -> ProxyStats {
+        let c = &self.shared.counters;
+        ProxyStats {
+            received: c.received.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Registers actors spawned (and releases those stopped) since the last scan, now rather
+    /// than at the next [`ProxyConfig::scan_interval`].
+    pub async fn refresh(&self) {
+        self.shared.scan().await;
+    }
+
+    /// Stops taking requests, finishes the ones taken (their replies are written and
+    /// acknowledged), releases the system's lease, and returns. Requests still queued stay in
+    /// Redis for the next proxy of this system id. URN ownerships lapse after
+    /// [`ProxyConfig::lease_ttl`] unless [`ProxyConfig::release_on_shutdown`] is set.
+    ///
+    /// # Errors
+    /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        let shared = self.shared.clone();
+        shared.serving.store(false, Ordering::Release);
+        let _ = shared.stop.send_replace(true);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.await;
+        }
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.await;
+        }
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.abort();
+            let _ = heartbeat.await;
+        }
+        let mut result = Ok(());
+        if shared.config.release_on_shutdown {
+            let urns: Vec<String> = shared.registry().owned.drain().collect();
+            let calls = urns
+                .iter()
+                .map(|u| (shared.keys.urn(u), vec![owned(shared.system_id.clone())]))
+                .collect();
+            for r in shared.eval_many(&shared.release, calls).await {
+                if let Err(e) = r {
+                    result = Err(ServeError::Unavailable(e.to_string()));
+                }
+            }
+        }
+        let release = shared
+            .eval_many(
+                &shared.release,
+                vec![(shared.lease_key.clone(), vec![owned(shared.token.clone())])],
+            )
+            .await;
+        if let Some(Err(e)) = release.into_iter().next() {
+            result = Err(ServeError::Unavailable(e.to_string()));
+        }
+        let _ = shared.cmd.quit().await;
+        let _ = shared.reader.quit().await;
+        tracing::info!(system = %shared.system_id, "Redis proxy stopped");
+        result
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        for task in [
+            self.reader.take(),
+            self.writer.take(),
+            self.heartbeat.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            task.abort();
+        }
+        if self.shared.serving.swap(false, Ordering::AcqRel) {
+            let shared = self.shared.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = shared.cmd.quit().await;
+                    let _ = shared.reader.quit().await;
+                });
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Shared {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Redis's clock now, as far as we can tell, in ms.
+    fn redis_now_ms(&self) -> i64 {
+        now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
+    }
+
+    async fn sync_clock(&self) {
+        let before = now_ms();
+        let Ok(Value::Array(parts)) = conn::call(&self.cmd, conn::unkeyed("TIME"), vec![]).await
+        else {
+            return;
+        };
+        let after = now_ms();
+        let num =
+            |v: &Value| as_bytes(v).and_then(|b| std::str::from_utf8(b).ok()?.parse::<i64>().ok());
+        if let [secs, micros] = &parts[..]
+            && let (Some(secs), Some(micros)) = (num(secs), num(micros))
+        {
+            let redis = secs * 1000 + micros / 1000;
+            self.clock_offset_ms
+                .store(redis - (before + after) / 2, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the system's instance lease, waiting up to one lease time for a crashed
+    /// predecessor's lease to lapse.
+    async fn acquire_lease(&self) -> Result<(), ServeError> {
+        let deadline = tokio::time::Instant::now() + self.config.lease_ttl + Duration::from_secs(1);
+        loop {
+            let set = conn::call(
+                &self.cmd,
+                keyed("SET"),
+                vec![
+                    owned(self.lease_key.clone()),
+                    owned(self.token.clone()),
+                    s("NX"),
+                    s("PX"),
+                    Value::Integer(self.config.lease_ttl.as_millis() as i64),
+                ],
+            )
+            .await
+            .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
+            if !set.is_null() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServeError::SystemInUse {
+                    system_id: self.system_id.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates the request stream and its consumer group, reading from the stream's start
+    /// (so requests queued before the group existed are served).
+    async fn ensure_group(&self) -> Result<(), fred::error::Error> {
+        let created = conn::call(
+            &self.cmd,
+            keyed_at("XGROUP", 1, false),
+            vec![
+                s("CREATE"),
+                owned(self.requests_key.clone()),
+                s(CONSUMER_GROUP),
+                s("0"),
+                s("MKSTREAM"),
+            ],
+        )
+        .await;
+        match created {
+            Err(e) if !conn::error_code_is(&e, "BUSYGROUP") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    async fn renew_queue(&self) {
+        let _ = conn::call(
+            &self.cmd,
+            keyed("PEXPIRE"),
+            vec![
+                owned(self.requests_key.clone()),
+                Value::Integer(self.config.queue_ttl.as_millis() as i64),
+            ],
+        )
+        .await;
+    }
+
+    /// Runs one script per (key, args) in a pipeline; re-runs with EVAL the calls that met
+    /// NOSCRIPT (Redis restarted or flushed its script cache).
+    async fn eval_many(
+        &self,
+        script: &Script,
+        calls: Vec<(String, Vec<Value>)>,
+    ) -> Vec<Result<Value, fred::error::Error>> {
+        if calls.is_empty() {
+            return Vec::new();
+        }
+        let mut results = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(1000) {
+            let pipeline = self.cmd.pipeline();
+            for (key, args) in chunk {
+                let mut a = Vec::with_capacity(args.len() + 3);
+                a.push(owned(script.sha.clone()));
+                a.push(Value::Integer(1));
+                a.push(owned(key.clone()));
+                a.extend(args.iter().cloned());
+                let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), a).await;
+            }
+            let mut out = pipeline.try_all::<Value>().await;
+            for (i, (key, args)) in chunk.iter().enumerate() {
+                if let Some(Err(e)) = out.get(i)
+                    && conn::error_code_is(e, "NOSCRIPT")
+                {
+                    let mut a = Vec::with_capacity(args.len() + 3);
+                    a.push(s(script.text));
+                    a.push(Value::Integer(1));
+                    a.push(owned(key.clone()));
+                    a.extend(args.iter().cloned());
+                    out[i] = conn::call(&self.cmd, keyed_at("EVAL", 2, false), a).await;
+                }
+            }
+            results.extend(out);
+        }
+        results
+    }
+
+    /// Looks at the system's actors: claims the URNs of new exposed actors, releases those
+    /// of stopped ones.
+    async fn scan(&self) {
+        let _guard = self.scan_lock.lock().await;
+        let mut now: HashMap<String, bool> = HashMap::new();
+        let known: HashMap<String, bool> = self.registry().local.clone();
+        for info in self.system.actors() {
+            let Some(urn) = info.urn else { continue };
+            if info.stopping {
+                continue;
+            }
+            let urn = urn.as_str().to_owned();
+            let exposes = match known.get(&urn) {
+                Some(e) => *e,
+                None => self
+                    .system
+                    .lookup(&urn)
+                    .is_ok_and(|r| !r.remote_messages().is_empty()),
+            };
+            now.insert(urn, exposes);
+        }
+        let added: Vec<String> = now
+            .iter()
+            .filter(|(u, e)| **e && !known.contains_key(*u))
+            .map(|(u, _)| u.clone())
+            .collect();
+        let removed: Vec<String> = {
+            let mut reg = self.registry();
+            let removed: Vec<String> = reg
+                .local
+                .keys()
+                .filter(|u| !now.contains_key(*u))
+                .cloned()
+                .collect();
+            for u in &removed {
+                reg.conflicts.remove(u);
+            }
+            reg.local = now;
+            removed
+                .into_iter()
+                .filter(|u| reg.owned.remove(u))
+                .collect()
+        };
+        if !removed.is_empty() {
+            let calls = removed
+                .iter()
+                .map(|u| (self.keys.urn(u), vec![owned(self.system_id.clone())]))
+                .collect();
+            self.eval_many(&self.release, calls).await;
+            tracing::debug!(count = removed.len(), "released URNs of stopped actors");
+        }
+        self.claim_urns(added).await;
+    }
+
+    /// Claims (or renews) these URNs and records which we own and which another system does.
+    async fn claim_urns(&self, urns: Vec<String>) {
+        if urns.is_empty() {
+            return;
+        }
+        let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
+        let calls = urns
+            .iter()
+            .map(|u| {
+                (
+                    self.keys.urn(u),
+                    vec![owned(self.system_id.clone()), ttl.clone()],
+                )
+            })
+            .collect();
+        let results = self.eval_many(&self.claim, calls).await;
+        let mut reg = self.registry();
+        for (urn, result) in urns.into_iter().zip(results) {
+            if !reg.local.contains_key(&urn) {
+                continue; // stopped meanwhile; the next scan releases it
+            }
+            match result {
+                Ok(Value::Integer(1)) => {
+                    if reg.conflicts.remove(&urn).is_some() {
+                        tracing::info!(%urn, "took over a URN whose previous owner's lease lapsed");
+                    }
+                    reg.owned.insert(urn);
+                }
+                Ok(other) => {
+                    let owner = as_bytes(&other)
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_else(|| format!("{other:?}"));
+                    let was_owned = reg.owned.remove(&urn);
+                    let known = reg.conflicts.insert(urn.clone(), owner.clone());
+                    if known.as_deref() != Some(owner.as_str()) {
+                        tracing::error!(
+                            %urn,
+                            %owner,
+                            system = %self.system_id,
+                            was_owned,
+                            "URN is served by another system; this proxy refuses it (rename one of the actors)"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(%urn, error = %e, "could not claim URN; will retry"),
+            }
+        }
+    }
+
+    /// Renews the instance lease, the URN ownerships and the queue's TTL.
+    async fn renew(&self) {
+        let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
+        let lease = self
+            .eval_many(
+                &self.claim,
+                vec![(self.lease_key.clone(), vec![owned(self.token.clone()), ttl])],
+            )
+            .await;
+        match lease.into_iter().next() {
+            Some(Ok(Value::Integer(1))) => {}
+            Some(Ok(other)) => {
+                tracing::error!(system = %self.system_id, holder = ?other, "another proxy instance took this system's lease; this one stops reading");
+                self.serving.store(false, Ordering::Release);
+                let _ = self.stop.send_replace(true);
+                return;
+            }
+            _ => return, // Redis unreachable: try again next time
+        }
+        let urns: Vec<String> = {
+            let reg = self.registry();
+            reg.owned
+                .iter()
+                .chain(reg.conflicts.keys())
+                .cloned()
+                .collect()
+        };
+        let _guard = self.scan_lock.lock().await;
+        self.claim_urns(urns).await;
+        self.renew_queue().await;
+        self.sync_clock().await;
+    }
+
+    /// Decodes, checks and starts one request. Returns a completion to write when it could
+    /// not be started (error reply or plain acknowledgement).
+    fn dispatch(
+        self: &Arc<Self>,
+        entry_id: Bytes,
+        fields: Value,
+        permit: OwnedSemaphorePermit,
+        tx: &mpsc::UnboundedSender<Completion>,
+    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let done = |reply: Option<(String, Vec<u8>)>| Completion {
+            entry_id: entry_id.clone(),
+            reply,
+            permit: None,
+        };
+        let fields = match fields {
+            Value::Array(f) => f,
+            // Deleted while pending: nothing to do but acknowledge.
+            _ => {
+                let _ = tx.send(done(None));
+                return None;
+            }
+        };
+        let env = RawEnvelope::parse(fields);
+        let Some(reply_to) = env.address(&self.reply_prefix) else {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(entry = ?entry_id, "dropped a malformed request with no usable reply address");
+            let _ = tx.send(done(None));
+            return None;
+        };
+        let reject = |status: Status, text: String| {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(entry = ?entry_id, %status, "{text}");
+            let reply = reply_to.as_ref().map(|(key, id)| {
+                (
+                    key.clone(),
+                    protocol::encode_reply(*id, status, text.as_bytes()),
+                )
+            });
+            let _ = tx.send(done(reply));
+            None
+        };
+        let req = match env.validate() {
+            Ok(req) => req,
+            Err(text) => return reject(Status::BadRequest, text),
+        };
+        // Expired: drop unprocessed, no reply (the asker gave up).
+        let entry_ms = std::str::from_utf8(&entry_id)
+            .ok()
+            .and_then(|id| id.split('-').next()?.parse::<i64>().ok())
+            .unwrap_or(0);
+        let remaining_ms = entry_ms + req.ttl_ms - self.redis_now_ms();
+        if remaining_ms <= 0 {
+            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(urn = %req.urn, message = %req.message, "dropped an expired request");
+            let _ = tx.send(done(None));
+            return None;
+        }
+        if req.body.len() > self.config.max_payload {
+            return reject(
+                Status::TooLarge,
+                format!(
+                    "the message is {} bytes, the limit is {}",
+                    req.body.len(),
+                    self.config.max_payload
+                ),
+            );
+        }
+        let Some(codec) = self
+            .codecs
+            .iter()
+            .find(|c| c.name().as_bytes() == &req.codec[..])
+            .cloned()
+        else {
+            return reject(
+                Status::BadRequest,
+                format!("unknown codec {:?}", String::from_utf8_lossy(&req.codec)),
+            );
+        };
+        if let Some(owner) = self.registry().conflicts.get(&req.urn) {
+            return reject(
+                Status::NotOwner,
+                format!("URN {} is served by system {owner}", req.urn),
+            );
+        }
+        let target = match self.system.lookup(&req.urn) {
+            Ok(t) => t,
+            Err(_) => return reject(Status::UnknownUrn, format!("no actor with URN {}", req.urn)),
+        };
+        let Some(rm) = target.remote_message(&req.message) else {
+            return reject(
+                Status::UnknownMessage,
+                format!("actor {} does not expose message {}", req.urn, req.message),
+            );
+        };
+        let mut decoded = None;
+        if let Err(e) = codec.decode_with(&req.body, &mut |de| {
+            decoded = Some(rm.decode(de)?);
+            Ok(())
+        }) {
+            return reject(
+                Status::CodecError,
+                format!("cannot decode {} for {}: {e}", req.message, req.urn),
+            );
+        }
+        let Some(msg) = decoded else {
+            return reject(Status::CodecError, "the codec produced no message".into());
+        };
+        self.in_flight_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry_id.clone());
+        let timeout = Duration::from_millis(remaining_ms as u64);
+        let shared = self.clone();
+        let tx = tx.clone();
+        Some(Box::pin(async move {
+            let result = target
+                .ask_erased(rm.name(), rm.type_id(), msg, timeout)
+                .await;
+            let reply = match &reply_to {
+                Some((key, id)) => {
+                    let (status, payload) = shared.outcome(rm, &*codec, &target, result);
+                    Some((key.clone(), protocol::encode_reply(*id, status, &payload)))
+                }
+                None => {
+                    if let Err(e) = result {
+                        tracing::debug!(urn = %req.urn, message = %req.message, error = %e.map_handler(|_| "..."), "a told message failed");
+                    }
+                    None
+                }
+            };
+            let _ = tx.send(Completion {
+                entry_id,
+                reply,
+                permit: Some(permit),
+            });
+        }))
+    }
+
+    /// The status and payload answering an ask's result.
+    fn outcome(
+        &self,
+        rm: &RemoteMessage,
+        codec: &dyn Codec,
+        target: &DynActorRef,
+        result: ErasedResult,
+    ) -> (Status, Vec<u8>) {
+        let urn = target
+            .urn()
+            .map(|u| u.as_str().to_owned())
+            .unwrap_or_default();
+        let encoded =
+            |status: Status, value: Option<&dyn erased_serde::Serialize>, what: &str| match value {
+                None => (
+                    Status::CodecError,
+                    format!("the {what} is not of the message's {what} type").into_bytes(),
+                ),
+                Some(v) => match codec.encode(v) {
+                    Ok(bytes) if bytes.len() > self.config.max_payload => (
+                        Status::TooLarge,
+                        format!(
+                            "the {what} is {} bytes, the limit is {}",
+                            bytes.len(),
+                            self.config.max_payload
+                        )
+                        .into_bytes(),
+                    ),
+                    Ok(bytes) => (status, bytes),
+                    Err(e) => (
+                        Status::CodecError,
+                        format!("cannot encode the {what}: {e}").into_bytes(),
+                    ),
+                },
+            };
+        match result {
+            Ok(response) => encoded(Status::Ok, rm.response(&*response), "response"),
+            Err(AskError::Handler(error)) => {
+                encoded(Status::HandlerError, rm.error(&*error), "error")
+            }
+            Err(AskError::Panicked(p)) => (Status::Panicked, p.into_bytes()),
+            Err(AskError::Timeout(d)) => (
+                Status::Timeout,
+                format!("{urn} did not answer within {d:?}").into_bytes(),
+            ),
+            Err(AskError::ActorStopped) => {
+                (Status::ActorStopped, format!("{urn} stopped").into_bytes())
+            }
+            Err(AskError::NoResponse) => (
+                Status::NoResponse,
+                format!("{urn} dropped the request").into_bytes(),
+            ),
+            Err(AskError::MailboxFull) => (
+                Status::MailboxFull,
+                format!("{urn} has a full mailbox").into_bytes(),
+            ),
+            Err(AskError::UnknownMessage { message, .. }) => (
+                Status::UnknownMessage,
+                format!("{urn} does not handle {message}").into_bytes(),
+            ),
+        }
+    }
+}
+
+/// What the writer does for one request: push its reply (if any) and acknowledge it.
+struct Completion {
+    entry_id: Bytes,
+    reply: Option<(String, Vec<u8>)>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A request's fields as read, before validation.
+#[derive(Default)]
+struct RawEnvelope {
+    version: Option<Value>,
+    id: Option<Value>,
+    urn: Option<Value>,
+    message: Option<Value>,
+    ttl: Option<Value>,
+    reply: Option<Value>,
+    codec: Option<Value>,
+    body: Option<Value>,
+    bad_shape: bool,
+}
+
+/// A validated request.
+struct Request {
+    urn: String,
+    message: String,
+    ttl_ms: i64,
+    codec: Bytes,
+    body: Bytes,
+}
+
+fn text(v: &Option<Value>) -> Option<&str> {
+    v.as_ref()
+        .and_then(as_bytes)
+        .and_then(|b| std::str::from_utf8(b).ok())
+}
+
+impl RawEnvelope {
+    fn parse(fields: Vec<Value>) -> RawEnvelope {
+        let mut env = RawEnvelope {
+            bad_shape: !fields.len().is_multiple_of(2),
+            ..RawEnvelope::default()
+        };
+        let mut it = fields.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            let slot = match as_bytes(&k) {
+                Some(b) if b == field::VERSION.as_bytes() => &mut env.version,
+                Some(b) if b == field::ID.as_bytes() => &mut env.id,
+                Some(b) if b == field::URN.as_bytes() => &mut env.urn,
+                Some(b) if b == field::MESSAGE.as_bytes() => &mut env.message,
+                Some(b) if b == field::TTL.as_bytes() => &mut env.ttl,
+                Some(b) if b == field::REPLY.as_bytes() => &mut env.reply,
+                Some(b) if b == field::CODEC.as_bytes() => &mut env.codec,
+                Some(b) if b == field::BODY.as_bytes() => &mut env.body,
+                _ => continue,
+            };
+            *slot = Some(v);
+        }
+        env
+    }
+
+    /// Where to answer: `Some(None)` for a tell (no `reply` field), `Some(Some(..))` for an
+    /// ask with a usable reply list and id, `None` when a reply is wanted but cannot be sent.
+    fn address(&self, prefix: &str) -> Option<Option<(String, u64)>> {
+        if self.reply.is_none() {
+            return Some(None);
+        }
+        let key = text(&self.reply)?;
+        if !key.starts_with(prefix) || key.len() > prefix.len() + 256 || key.len() == prefix.len() {
+            return None;
+        }
+        let id = text(&self.id)?.parse::<u64>().ok()?;
+        Some(Some((key.to_owned(), id)))
+    }
+
+    fn validate(self) -> Result<Request, String> {
+        if self.bad_shape {
+            return Err("the request's fields are not name/value pairs".into());
+        }
+        match text(&self.version) {
+            Some(PROTOCOL_VERSION) => {}
+            Some(other) => {
+                return Err(format!(
+                    "unsupported protocol version {other:?} (this proxy speaks {PROTOCOL_VERSION})"
+                ));
+            }
+            None => return Err("missing field v (protocol version)".into()),
+        }
+        let urn = text(&self.urn)
+            .ok_or("missing or non-UTF-8 field urn")?
+            .to_owned();
+        let message = text(&self.message)
+            .ok_or("missing or non-UTF-8 field msg")?
+            .to_owned();
+        let ttl_ms = text(&self.ttl)
+            .and_then(|t| t.parse::<i64>().ok())
+            .filter(|t| *t > 0)
+            .ok_or("missing or invalid field ttl (milliseconds, > 0)")?;
+        let codec = self
+            .codec
+            .and_then(Value::into_bytes)
+            .ok_or("missing field codec")?;
+        let body = match self.body {
+            Some(Value::Null) | None => return Err("missing field body".into()),
+            Some(v) => v.into_bytes().ok_or("field body is not a string")?,
+        };
+        Ok(Request {
+            urn,
+            message,
+            ttl_ms,
+            codec,
+            body,
+        })
+    }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Polls a future once; gives it back if it is not done.
+async fn poll_once(
+    mut fut: Pin<Box<dyn Future<Output = ()> + Send>>,
+) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    std::future::poll_fn(move |cx| {
+        Poll::Ready(match fut.as_mut().poll(cx) {
+            Poll::Ready(()) => None,
+            Poll::Pending => Some(std::mem::replace(&mut fut, Box::pin(async {}))),
+        })
+    })
+    .await
+}
+
+async fn read_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Completion>, block: Duration) {
+    let mut stop = shared.stop.subscribe();
+    // First the entries delivered to us before and never acknowledged (a crash, a lost
+    // answer), then new ones.
+    let mut pending_phase = true;
+    let mut pending_from: Bytes = Bytes::from_static(b"0");
+    let mut backoff = Duration::from_millis(10);
+    let cmd = keyed_at("XREADGROUP", 4, true);
+    loop {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        // Wait for room before reading more.
+        let first = tokio::select! {
+            p = shared.in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stopped(&mut stop) => break,
+        };
+        let count = (shared.in_flight.available_permits() + 1).min(shared.config.batch_size);
+        let mut args = vec![
+            s("GROUP"),
+            s(CONSUMER_GROUP),
+            s(CONSUMER_GROUP),
+            s("COUNT"),
+            Value::Integer(count as i64),
+        ];
+        if !pending_phase {
+            args.push(s("BLOCK"));
+            args.push(Value::Integer(block.as_millis() as i64));
+        }
+        args.push(s("STREAMS"));
+        args.push(owned(shared.requests_key.clone()));
+        args.push(if pending_phase {
+            bytes(pending_from.clone())
+        } else {
+            s(">")
+        });
+        // XREADGROUP's key is after GROUP g c COUNT n [BLOCK ms] STREAMS.
+        let offset = args.len() - 2;
+        let mut read_cmd = cmd.clone();
+        read_cmd.cluster_hash = fred::types::ClusterHash::Offset(offset);
+        let read = conn::call(&shared.reader, read_cmd, args);
+        tokio::pin!(read);
+        let result = tokio::select! {
+            r = &mut read => r,
+            _ = stopped(&mut stop) => {
+                // Wake the blocked read as if it timed out, and handle whatever it got.
+                let _ = shared.reader.unblock_self(Some(ClientUnblockFlag::Timeout)).await;
+                read.await
+            }
+        };
+        let entries = match result {
+            Ok(Value::Null) => {
+                pending_phase = false;
+                continue;
+            }
+            Ok(value) => {
+                backoff = Duration::from_millis(10);
+                stream_entries(value)
+            }
+            Err(e) => {
+                if conn::error_code_is(&e, "NOGROUP") {
+                    tracing::info!(system = %shared.system_id, "the request stream or its group is gone (Redis restarted?); recreating it");
+                    if let Err(e) = shared.ensure_group().await {
+                        tracing::warn!(error = %e, "could not recreate the consumer group");
+                    }
+                } else {
+                    tracing::warn!(error = %e, connection = is_connection_error(&e), "reading requests failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stopped(&mut stop) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                // An answer lost with the connection leaves entries delivered to us: re-read them.
+                pending_phase = true;
+                pending_from = Bytes::from_static(b"0");
+                continue;
+            }
+        };
+        if pending_phase && entries.is_empty() {
+            pending_phase = false;
+            continue;
+        }
+        let mut permit = Some(first);
+        for (entry_id, fields) in entries {
+            if pending_phase {
+                pending_from = entry_id.clone();
+                if shared
+                    .in_flight_ids
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&entry_id)
+                {
+                    continue;
+                }
+            }
+            let permit = match permit.take() {
+                Some(p) => p,
+                None => match shared.in_flight.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            if let Some(fut) = shared.dispatch(entry_id, fields, permit, &tx) {
+                // Start it here, in arrival order (so one client's messages to one actor enter
+                // its mailbox in order); finish it on its own task if it has to wait.
+                if let Some(rest) = poll_once(fut).await {
+                    tokio::spawn(rest);
+                }
+            }
+        }
+    }
+    tracing::debug!(system = %shared.system_id, "stopped reading requests");
+}
+
+/// The `(id, fields)` of an XREADGROUP answer for one stream.
+fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
+    let mut out = Vec::new();
+    let Value::Array(streams) = value else {
+        return out;
+    };
+    for stream in streams {
+        let Value::Array(mut parts) = stream else {
+            continue;
+        };
+        if parts.len() != 2 {
+            continue;
+        }
+        let Value::Array(entries) = parts.pop().expect("two parts") else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(mut pair) = entry else {
+                continue;
+            };
+            if pair.len() != 2 {
+                continue;
+            }
+            let fields = pair.pop().expect("two parts");
+            let Some(id) = pair.pop().and_then(Value::into_bytes) else {
+                continue;
+            };
+            out.push((id, fields));
+        }
+    }
+    out
+}
+
+async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut batch, 4096).await > 0 {
+        shared.write(&mut batch).await;
+        batch.clear();
+    }
+}
+
+impl Shared {
+    /// Pushes the replies of a batch (one script call per reply list), then acknowledges and
+    /// deletes its entries, in one pipeline; retries a while if Redis is unreachable.
+    async fn write(&self, batch: &mut [Completion]) {
+        let mut by_key: HashMap<String, Vec<Value>> = HashMap::new();
+        let mut ids = Vec::with_capacity(batch.len());
+        for c in batch.iter_mut() {
+            ids.push(bytes(c.entry_id.clone()));
+            if let Some((key, frame)) = c.reply.take() {
+                by_key.entry(key).or_default().push(bytes(frame));
+            }
+        }
+        let ttl = Value::Integer(self.config.reply_ttl.as_millis() as i64);
+        let mut backoff = Duration::from_millis(20);
+        for attempt in 0.. {
+            let pipeline = self.cmd.pipeline();
+            for (key, frames) in &by_key {
+                let mut args = Vec::with_capacity(frames.len() + 4);
+                args.push(owned(self.push.sha.clone()));
+                args.push(Value::Integer(1));
+                args.push(owned(key.clone()));
+                args.push(ttl.clone());
+                args.extend(frames.iter().cloned());
+                let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args).await;
+            }
+            let mut ack = Vec::with_capacity(ids.len() + 2);
+            ack.push(owned(self.requests_key.clone()));
+            ack.push(s(CONSUMER_GROUP));
+            ack.extend(ids.iter().cloned());
+            let _ = conn::call(&pipeline, keyed("XACK"), ack).await;
+            let mut del = Vec::with_capacity(ids.len() + 1);
+            del.push(owned(self.requests_key.clone()));
+            del.extend(ids.iter().cloned());
+            let _ = conn::call(&pipeline, keyed("XDEL"), del).await;
+            let results = pipeline.try_all::<Value>().await;
+            let mut failure = None;
+            for (i, (key, frames)) in by_key.iter().enumerate() {
+                match results.get(i) {
+                    Some(Err(e)) if conn::error_code_is(e, "NOSCRIPT") => {
+                        let mut args = Vec::with_capacity(frames.len() + 4);
+                        args.push(s(self.push.text));
+                        args.push(Value::Integer(1));
+                        args.push(owned(key.clone()));
+                        args.push(ttl.clone());
+                        args.extend(frames.iter().cloned());
+                        if let Err(e) =
+                            conn::call(&self.cmd, keyed_at("EVAL", 2, false), args).await
+                        {
+                            failure = Some(e);
+                        }
+                    }
+                    Some(Err(e)) => failure = Some(e.clone()),
+                    _ => {}
+                }
+            }
+            for r in results.iter().skip(by_key.len()) {
+                // NOGROUP: Redis lost the stream (restart); nothing left to acknowledge.
+                if let Err(e) = r
+                    && !conn::error_code_is(e, "NOGROUP")
+                {
+                    failure = Some(e.clone());
+                }
+            }
+            let Some(e) = failure else { break };
+            if !is_connection_error(&e) || attempt >= 8 {
+                tracing::error!(error = %e, requests = batch.len(), "could not write replies; the asks will time out");
+                break;
+            }
+            tracing::debug!(error = %e, "writing replies failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        let mut in_flight = self.in_flight_ids.lock().unwrap_or_else(|e| e.into_inner());
+        for c in batch.iter() {
+            if c.permit.is_some() {
+                in_flight.remove(&c.entry_id);
+            }
+        }
+        drop(in_flight);
+        self.counters
+            .completed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let mut scan = tokio::time::interval(shared.config.scan_interval);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew =
+        tokio::time::interval((shared.config.lease_ttl / 3).max(Duration::from_millis(10)));
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Both were just done by start_proxy.
+    scan.tick().await;
+    renew.tick().await;
+    let mut reconnects = shared.cmd.reconnect_rx();
+    let mut events = true;
+    loop {
+        tokio::select! {
+            _ = scan.tick() => shared.scan().await,
+            _ = renew.tick() => shared.renew().await,
+            event = reconnects.recv(), if events => match event {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Redis may have restarted empty: recreate the group, claim everything again.
+                    tracing::info!(system = %shared.system_id, "reconnected to Redis; renewing registrations");
+                    if let Err(e) = shared.ensure_group().await {
+                        tracing::warn!(error = %e, "could not recreate the consumer group");
+                    }
+                    shared.renew().await;
+                }
+                Err(_) => events = false,
+            },
+        }
+    }
+}

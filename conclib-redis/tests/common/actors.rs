@@ -1,0 +1,253 @@
+//! Actors and messages shared by the tests, the peer binary and the bench.
+#![allow(dead_code, missing_docs)]
+
+use std::time::Duration;
+
+use conclib_core::{Actor, Context, Message, RemoteMessage, RequestEnvelope};
+use serde::{Deserialize, Serialize};
+
+/// Adds to the counter; fails on overflow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Add(pub u64);
+impl Message for Add {
+    type Response = u64;
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Add"
+    }
+}
+
+/// Reads the counter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Get;
+impl Message for Get {
+    type Response = u64;
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Get"
+    }
+}
+
+/// The handler's own error type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    NotAllowed { reason: String },
+    Busy,
+}
+
+/// Always refused with `Refusal::NotAllowed`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Forbidden(pub String);
+impl Message for Forbidden {
+    type Response = ();
+    type Error = Refusal;
+    fn name() -> &'static str {
+        "test.Forbidden"
+    }
+}
+
+/// Panics in the handler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Boom;
+impl Message for Boom {
+    type Response = ();
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Boom"
+    }
+}
+
+/// Sleeps, then answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sleep(pub u64);
+impl Message for Sleep {
+    type Response = u64;
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Sleep"
+    }
+}
+
+/// Set when a `Sleep(301)` handler starts: lets a test wait for it.
+pub static SLEEP_301_STARTED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Answers its payload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Echo(pub String);
+impl Message for Echo {
+    type Response = String;
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Echo"
+    }
+}
+
+/// Answers a byte buffer of the given size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Blob(pub usize);
+impl Message for Blob {
+    type Response = Vec<u8>;
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Blob"
+    }
+}
+
+/// Appended to the actor's log (meant for tells).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record(pub u64);
+impl Message for Record {
+    type Response = ();
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Record"
+    }
+}
+
+/// The log of recorded values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct History;
+impl Message for History {
+    type Response = Vec<u64>;
+    type Error = String;
+    fn name() -> &'static str {
+        "test.History"
+    }
+}
+
+/// Cannot fail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ping;
+impl Message for Ping {
+    type Response = String;
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "test.Ping"
+    }
+}
+
+/// Handled, but not exposed to the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Secret;
+impl Message for Secret {
+    type Response = u64;
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Secret"
+    }
+}
+
+/// Dropped without an answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ignore;
+impl Message for Ignore {
+    type Response = ();
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Ignore"
+    }
+}
+
+/// The test actor: a counter with extras.
+#[derive(Default)]
+pub struct Counter {
+    pub count: u64,
+    pub log: Vec<u64>,
+}
+
+impl Actor for Counter {
+    const REMOTE: &'static [RemoteMessage] = &[
+        RemoteMessage::of::<Add>(),
+        RemoteMessage::of::<Get>(),
+        RemoteMessage::of::<Forbidden>(),
+        RemoteMessage::of::<Boom>(),
+        RemoteMessage::of::<Sleep>(),
+        RemoteMessage::of::<Echo>(),
+        RemoteMessage::of::<Blob>(),
+        RemoteMessage::of::<Record>(),
+        RemoteMessage::of::<History>(),
+        RemoteMessage::of::<Ignore>(),
+        RemoteMessage::of_infallible::<Ping>(),
+    ];
+
+    async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
+        let req = match req.extract::<Add>() {
+            Ok((Add(n), r)) => {
+                let result = self
+                    .count
+                    .checked_add(n)
+                    .ok_or_else(|| "overflow".to_owned());
+                if let Ok(total) = result {
+                    self.count = total;
+                }
+                return r.respond(result);
+            }
+            Err(req) => req,
+        };
+        let req = match req.extract::<Get>() {
+            Ok((Get, r)) => return r.respond(Ok(self.count)),
+            Err(req) => req,
+        };
+        let req = match req.extract::<Forbidden>() {
+            Ok((Forbidden(reason), r)) => return r.respond(Err(Refusal::NotAllowed { reason })),
+            Err(req) => req,
+        };
+        let req = match req.extract::<Boom>() {
+            Ok((Boom, _r)) => panic!("boom"),
+            Err(req) => req,
+        };
+        let req = match req.extract::<Sleep>() {
+            Ok((Sleep(ms), r)) => {
+                if ms == 301 {
+                    SLEEP_301_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                return r.respond(Ok(ms));
+            }
+            Err(req) => req,
+        };
+        let req = match req.extract::<Echo>() {
+            Ok((Echo(s), r)) => return r.respond(Ok(s)),
+            Err(req) => req,
+        };
+        let req = match req.extract::<Blob>() {
+            Ok((Blob(n), r)) => return r.respond(Ok(vec![7u8; n])),
+            Err(req) => req,
+        };
+        let req = match req.extract::<Record>() {
+            Ok((Record(v), r)) => {
+                self.log.push(v);
+                return r.respond(Ok(()));
+            }
+            Err(req) => req,
+        };
+        let req = match req.extract::<History>() {
+            Ok((History, r)) => return r.respond(Ok(self.log.clone())),
+            Err(req) => req,
+        };
+        let req = match req.extract::<Secret>() {
+            Ok((Secret, r)) => return r.respond(Ok(42)),
+            Err(req) => req,
+        };
+        let req = match req.extract::<Ping>() {
+            Ok((Ping, r)) => return r.respond(Ok("pong".to_owned())),
+            Err(req) => req,
+        };
+        match req.extract::<Ignore>() {
+            Ok((Ignore, r)) => drop(r),
+            Err(req) => req.reject(),
+        }
+    }
+}
+
+/// An actor exposing nothing.
+pub struct Hidden;
+impl Actor for Hidden {
+    async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
+        match req.extract::<Get>() {
+            Ok((Get, r)) => r.respond(Ok(1)),
+            Err(req) => req.reject(),
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Test helpers: one redis-server per test binary, unique namespaces.
+#![allow(dead_code, missing_docs)]
+
+pub mod actors;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use conclib_redis::{ProxyConfig, RedisDaemon, start_redis};
+
+/// The redis-server of this test binary, started on first use on a free port. It is never
+/// dropped: it dies with the test process (PR_SET_PDEATHSIG).
+pub fn daemon() -> &'static RedisDaemon {
+    static DAEMON: OnceLock<RedisDaemon> = OnceLock::new();
+    DAEMON.get_or_init(|| {
+        // Started from a plain thread: tests call this from inside their own runtimes.
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(start_redis(&ProxyConfig::default()))
+                .expect("redis-server starts")
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// A configuration for this binary's Redis with a namespace no other test uses.
+pub fn config(test: &str) -> ProxyConfig {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let ns = format!(
+        "t{}-{test}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    daemon().config(&ProxyConfig::default().with_namespace(ns))
+}
+
+/// Waits for `cond` to hold, checking after each yield of the given async probe; panics
+/// after `secs` seconds. For states only observable by polling (Redis keys, counters).
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,783 @@
+//! End-to-end tests of the proxy and the client against a real redis-server.
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::actors::*;
+use common::{config, daemon, eventually};
+use conclib_core::{ActorSystem, Message, PanicPolicy};
+use conclib_redis::{
+    ProxyClient, ProxyConfig, ProxyError, ServeError, Status, decode_reply, start_proxy,
+};
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const PEER: &str = env!("CARGO_BIN_EXE_conclib-redis-peer");
+
+async fn system_with(name: &str, urns: &[&str]) -> ActorSystem {
+    let system = ActorSystem::new(name);
+    for urn in urns {
+        system
+            .build(Counter::default())
+            .urn(*urn)
+            .on_panic(PanicPolicy::Resume)
+            .spawn()
+            .await
+            .unwrap();
+    }
+    system
+}
+
+async fn raw_client(config: &ProxyConfig) -> Client {
+    let client = Builder::from_config(Config::from_url(&config.url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+async fn raw(client: &Client, args: Vec<Value>) -> Result<Value, fred::error::Error> {
+    let (name, args) = args.split_first().unwrap();
+    let name = name.as_str().unwrap().into_owned();
+    client
+        .custom::<Value, Value>(
+            fred::types::CustomCommand::new(name, fred::types::ClusterHash::FirstKey, false),
+            args.to_vec(),
+        )
+        .await
+}
+
+fn v(s: &str) -> Value {
+    Value::from(s.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ask_and_tell_end_to_end() {
+    let config = config("e2e");
+    let system = system_with("e2e", &["counter"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    assert_eq!(proxy.served_urns(), vec!["counter".to_owned()]);
+    let client = ProxyClient::connect(&config).await.unwrap();
+
+    assert_eq!(client.ask("counter", Add(2)).await.unwrap(), 2);
+    assert_eq!(client.ask("counter", Add(3)).await.unwrap(), 5);
+    assert_eq!(client.ask("counter", Get).await.unwrap(), 5);
+    // A message that cannot fail.
+    assert_eq!(
+        client.ask("counter", Ping).infallible().await.unwrap(),
+        "pong"
+    );
+    assert!(matches!(
+        client.ask("nobody", Ping).infallible().await,
+        Err(ProxyError::UnknownUrn { .. })
+    ));
+    assert_eq!(
+        client.resolve("counter").await.unwrap().as_deref(),
+        Some("e2e")
+    );
+
+    // Tells from one client reach the actor in order.
+    for i in 0..200 {
+        client.tell("counter", Record(i)).await.unwrap();
+    }
+    assert_eq!(
+        client.ask("counter", History).await.unwrap(),
+        (0..200).collect::<Vec<_>>()
+    );
+
+    // Many concurrent asks from many tasks over one client.
+    let mut tasks = Vec::new();
+    for i in 0..500u64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            client.ask("counter", Echo(format!("m{i}"))).await
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        assert_eq!(t.await.unwrap().unwrap(), format!("m{i}"));
+    }
+    assert!(matches!(
+        client.tell("nobody", Record(1)).await,
+        Err(ProxyError::UnknownUrn { .. })
+    ));
+
+    proxy.shutdown().await.unwrap();
+    client.shutdown().await;
+    assert_eq!(client.ask("counter", Get).await, Err(ProxyError::Closed));
+}
+
+/// A message with a wire name the actor knows but another shape.
+#[derive(Serialize, Deserialize)]
+struct FakeAdd(String);
+impl Message for FakeAdd {
+    type Response = u64;
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Add"
+    }
+}
+
+/// `test.Get` expecting a response of another type.
+#[derive(Serialize, Deserialize)]
+struct GetAsText;
+impl Message for GetAsText {
+    type Response = Vec<String>;
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Get"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_kind_is_distinct() {
+    let mut config = config("errors");
+    config.max_payload = 64 * 1024;
+    let system = system_with("errors", &["counter", "sleepy", "victim"]).await;
+    system.build(Hidden).urn("hidden").spawn().await.unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    assert_eq!(proxy.served_urns(), vec!["counter", "sleepy", "victim"]);
+    let mut client_config = config.clone().with_ask_timeout(Duration::from_secs(10));
+    client_config.max_payload = 1024 * 1024;
+    let client = ProxyClient::connect(&client_config).await.unwrap();
+
+    // Unknown URN: at once, not after the 10 s timeout.
+    let started = Instant::now();
+    assert_eq!(
+        client.ask("nobody", Get).await,
+        Err(ProxyError::UnknownUrn {
+            urn: "nobody".into()
+        })
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // An actor that exposes nothing is not reachable at all.
+    assert!(matches!(
+        client.ask("hidden", Get).await,
+        Err(ProxyError::UnknownUrn { .. })
+    ));
+    // Handled but not exposed.
+    assert_eq!(
+        client.ask("counter", Secret).await,
+        Err(ProxyError::UnknownMessage {
+            urn: "counter".into(),
+            message: "test.Secret".into()
+        })
+    );
+    // The handler's own errors, typed.
+    assert_eq!(
+        client.ask("counter", Forbidden("no".into())).await,
+        Err(ProxyError::Handler(Refusal::NotAllowed {
+            reason: "no".into()
+        }))
+    );
+    client.ask("counter", Add(1)).await.unwrap();
+    assert_eq!(
+        client.ask("counter", Add(u64::MAX)).await,
+        Err(ProxyError::Handler("overflow".into()))
+    );
+    // A panic; the actor resumes.
+    assert_eq!(
+        client.ask("counter", Boom).await,
+        Err(ProxyError::Panicked("boom".into()))
+    );
+    assert_eq!(client.ask("counter", Get).await.unwrap(), 1);
+    // Dropped without an answer.
+    assert_eq!(
+        client.ask("counter", Ignore).await,
+        Err(ProxyError::NoResponse {
+            urn: "counter".into()
+        })
+    );
+    // Timeout: the client's, reported with the ask's own duration.
+    let started = Instant::now();
+    assert_eq!(
+        client
+            .ask("sleepy", Sleep(1500))
+            .timeout(Duration::from_millis(200))
+            .await,
+        Err(ProxyError::Timeout(Duration::from_millis(200)))
+    );
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    // Codec errors: a body that is not the message, a response that is not what we expect.
+    assert!(
+        matches!(client.ask("counter", FakeAdd("x".into())).await, Err(ProxyError::Codec(m)) if m.contains("test.Add"))
+    );
+    assert!(matches!(
+        client.ask("counter", GetAsText).await,
+        Err(ProxyError::Codec(_))
+    ));
+    // Too large: refused by the proxy (message), and an answer over the proxy's limit.
+    assert!(matches!(
+        client.ask("counter", Echo("x".repeat(100_000))).await,
+        Err(ProxyError::TooLarge(_))
+    ));
+    assert!(matches!(
+        client.ask("counter", Blob(100_000)).await,
+        Err(ProxyError::TooLarge(_))
+    ));
+    assert_eq!(
+        client.ask("counter", Blob(10)).await.unwrap(),
+        vec![7u8; 10]
+    );
+    // Too large for the client itself.
+    let small = ProxyClient::connect(&config.clone().with_max_payload(10))
+        .await
+        .unwrap();
+    assert!(matches!(
+        small.ask("counter", Echo("x".repeat(100))).await,
+        Err(ProxyError::TooLarge(_))
+    ));
+
+    // The actor is killed with our request in its mailbox.
+    let victim = system.lookup("victim").unwrap();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.ask("victim", Sleep(301)).await }
+    });
+    eventually(5, "the sleep to start", || async {
+        SLEEP_301_STARTED.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    let queued = tokio::spawn({
+        let client = client.clone();
+        async move { client.ask("victim", Get).await }
+    });
+    eventually(5, "the get to be queued", || {
+        let victim = victim.clone();
+        async move { victim.mailbox_len() == 1 }
+    })
+    .await;
+    victim.kill();
+    assert_eq!(slow.await.unwrap(), Ok(301));
+    assert_eq!(
+        queued.await.unwrap(),
+        Err(ProxyError::ActorStopped {
+            urn: "victim".into()
+        })
+    );
+
+    // Redis unavailable: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut nowhere = ProxyConfig::new(format!("redis://127.0.0.1:{port}"));
+    nowhere.connect_timeout = Duration::from_millis(500);
+    assert!(matches!(
+        ProxyClient::connect(&nowhere).await,
+        Err(ProxyError::Unavailable(_))
+    ));
+    assert!(matches!(
+        start_proxy(&system, &nowhere).await,
+        Err(ServeError::Unavailable(_))
+    ));
+
+    proxy.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_asks_actors_here() {
+    let config = config("peer-asks");
+    let system = system_with("peer-asks", &["echo"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let out = tokio::process::Command::new(PEER)
+        .args([
+            "ask",
+            &config.url,
+            &config.namespace,
+            "echo",
+            "300",
+            "30",
+            "p",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK 300");
+    proxy.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_processes_with_200_concurrent_asks_each() {
+    let config = config("five");
+    let system = system_with("five", &["echo"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let mut children = Vec::new();
+    for p in 0..5 {
+        children.push(
+            tokio::process::Command::new(PEER)
+                .args([
+                    "ask",
+                    &config.url,
+                    &config.namespace,
+                    "echo",
+                    "1000",
+                    "200",
+                    &format!("c{p}"),
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for child in children {
+        let out = child.wait_with_output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK 1000");
+    }
+    let stats = proxy.stats();
+    assert_eq!(stats.received, 5000);
+    assert_eq!(stats.rejected, 0);
+    proxy.shutdown().await.unwrap();
+}
+
+struct Peer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Peer {
+    async fn serve(config: &ProxyConfig, system: &str, urns: &[&str]) -> Peer {
+        let mut child = tokio::process::Command::new(PEER)
+            .args(["serve", &config.url, &config.namespace, system])
+            .args(urns)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(stdout.next_line().await.unwrap().as_deref(), Some("READY"));
+        Peer {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    async fn stop(mut self) {
+        self.stdin.write_all(b"stop\n").await.unwrap();
+        assert_eq!(
+            self.stdout.next_line().await.unwrap().as_deref(),
+            Some("STOPPED")
+        );
+        assert!(self.child.wait().await.unwrap().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_while_the_proxy_restarts_are_not_lost() {
+    let config = config("restart");
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    let peer = Peer::serve(&config, "svc", &["c"]).await;
+    assert_eq!(client.ask("c", Add(1)).await.unwrap(), 1);
+    peer.stop().await;
+
+    // Nobody serves the queue now: asks and tells wait in Redis.
+    for i in 0..50 {
+        client.tell("c", Record(i)).await.unwrap();
+    }
+    let mut asks = Vec::new();
+    for i in 0..50u64 {
+        let client = client.clone();
+        asks.push(tokio::spawn(async move {
+            client.ask("c", Echo(format!("q{i}"))).await
+        }));
+    }
+    let redis = raw_client(&config).await;
+    let queue = format!("{}:sys:svc:req", config.namespace);
+    eventually(10, "100 queued requests", || {
+        let redis = redis.clone();
+        let queue = queue.clone();
+        async move { raw(&redis, vec![v("XLEN"), v(&queue)]).await.ok() == Some(Value::Integer(100)) }
+    })
+    .await;
+
+    let peer = Peer::serve(&config, "svc", &["c"]).await;
+    for (i, ask) in asks.into_iter().enumerate() {
+        assert_eq!(ask.await.unwrap().unwrap(), format!("q{i}"));
+    }
+    assert_eq!(
+        client.ask("c", History).await.unwrap(),
+        (0..50).collect::<Vec<_>>()
+    );
+    peer.stop().await;
+    // Everything was acknowledged and deleted.
+    assert_eq!(
+        raw(&redis, vec![v("XLEN"), v(&queue)]).await.unwrap(),
+        Value::Integer(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_taken_by_a_crashed_proxy_are_handled_by_the_next() {
+    let mut config = config("crash");
+    config.lease_ttl = Duration::from_millis(600);
+    let system = system_with("crash", &["c"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    let ask = tokio::spawn({
+        let client = client.clone();
+        async move { client.ask("c", Sleep(200)).await }
+    });
+    eventually(5, "the request to be taken", || {
+        let received = proxy.stats().received;
+        async move { received == 1 }
+    })
+    .await;
+    drop(proxy); // a crash: no reply written, nothing acknowledged
+    let next = start_proxy(&system, &config).await.unwrap();
+    assert_eq!(ask.await.unwrap().unwrap(), 200);
+    next.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight() {
+    let config = config("graceful");
+    let system = system_with("graceful", &["c"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let ask = tokio::spawn({
+        let client = client.clone();
+        async move { client.ask("c", Sleep(300)).await }
+    });
+    eventually(5, "the request to be taken", || {
+        let received = proxy.stats().received;
+        async move { received == 1 }
+    })
+    .await;
+    proxy.shutdown().await.unwrap();
+    assert!(ask.is_finished());
+    assert_eq!(ask.await.unwrap().unwrap(), 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_requests_are_dropped_unprocessed() {
+    let mut config = config("expired");
+    config.tell_ttl = Duration::from_millis(50);
+    let system = system_with("expired", &["c"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    client.tell("c", Record(1)).await.unwrap();
+    assert_eq!(client.ask("c", History).await.unwrap(), vec![1]);
+    proxy.shutdown().await.unwrap();
+
+    client.tell("c", Record(2)).await.unwrap();
+    assert_eq!(
+        client
+            .ask("c", Get)
+            .timeout(Duration::from_millis(50))
+            .await,
+        Err(ProxyError::Timeout(Duration::from_millis(50)))
+    );
+    // Let both deadlines pass: this is the behaviour under test.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    assert_eq!(client.ask("c", History).await.unwrap(), vec![1]);
+    eventually(5, "two expired requests", || {
+        let expired = proxy.stats().expired;
+        async move { expired == 2 }
+    })
+    .await;
+    proxy.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_entries_are_rejected_and_the_proxy_goes_on() {
+    let mut config = config("malformed");
+    config.max_payload = 1024;
+    let system = system_with("malformed", &["c"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let redis = raw_client(&config).await;
+    let ns = config.namespace.clone();
+    let queue = format!("{ns}:sys:malformed:req");
+    let reply = format!("{ns}:reply:raw");
+    let good_body =
+        conclib_redis::encode_value(&conclib_redis::Bincode, &Echo("hi".into())).unwrap();
+
+    let entry = |id: &str, overrides: &[(&str, Value)], drop: &[&str]| {
+        let mut fields: Vec<(String, Value)> = vec![
+            ("v".into(), v("1")),
+            ("id".into(), v(id)),
+            ("urn".into(), v("c")),
+            ("msg".into(), v("test.Echo")),
+            ("ttl".into(), v("5000")),
+            ("reply".into(), v(&reply)),
+            ("codec".into(), v("bincode")),
+            ("body".into(), Value::Bytes(good_body.clone().into())),
+        ];
+        for (k, val) in overrides {
+            fields.iter_mut().find(|(f, _)| f == k).unwrap().1 = val.clone();
+        }
+        fields.retain(|(f, _)| !drop.contains(&f.as_str()));
+        let mut args = vec![v("XADD"), v(&queue), v("*")];
+        for (f, val) in fields {
+            args.push(v(&f));
+            args.push(val);
+        }
+        args
+    };
+    let cases: Vec<(u64, Vec<Value>, Status)> = vec![
+        (1, entry("1", &[("v", v("99"))], &[]), Status::BadRequest),
+        (
+            2,
+            entry("2", &[("msg", v("test.Nope"))], &[]),
+            Status::UnknownMessage,
+        ),
+        (
+            3,
+            entry("3", &[("body", Value::Bytes(vec![0xff; 3].into()))], &[]),
+            Status::CodecError,
+        ),
+        (
+            4,
+            entry("4", &[("body", Value::Bytes(vec![0; 5000].into()))], &[]),
+            Status::TooLarge,
+        ),
+        (
+            5,
+            entry("5", &[("codec", v("json"))], &[]),
+            Status::BadRequest,
+        ),
+        (
+            6,
+            entry("6", &[("urn", Value::Bytes(vec![0xc3, 0x28].into()))], &[]),
+            Status::BadRequest,
+        ),
+        (
+            7,
+            entry("7", &[("urn", v("ghost"))], &[]),
+            Status::UnknownUrn,
+        ),
+        (8, entry("8", &[], &["body"]), Status::BadRequest),
+        (
+            9,
+            entry("9", &[("ttl", v("soon"))], &[]),
+            Status::BadRequest,
+        ),
+        (10, entry("10", &[], &[]), Status::Ok),
+    ];
+    // Entries no reply can be sent for: no fields we know, a reply key outside the
+    // namespace, an unreadable id.
+    raw(
+        &redis,
+        vec![v("XADD"), v(&queue), v("*"), v("junk"), v("x")],
+    )
+    .await
+    .unwrap();
+    raw(&redis, entry("11", &[("reply", v("elsewhere:list"))], &[]))
+        .await
+        .unwrap();
+    raw(&redis, entry("x", &[], &[])).await.unwrap();
+    for (_, args, _) in &cases {
+        raw(&redis, args.clone()).await.unwrap();
+    }
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < cases.len() {
+        let popped = raw(&redis, vec![v("BLPOP"), v(&reply), v("5")])
+            .await
+            .expect("a reply within 5 s");
+        let Value::Array(parts) = popped else {
+            panic!("no reply: {popped:?}")
+        };
+        let frame = parts[1].as_bytes().unwrap().to_vec();
+        let (id, status, payload) = decode_reply(&frame).unwrap();
+        seen.insert(id, (Status::from_byte(status).unwrap(), payload.to_vec()));
+    }
+    for (id, _, expected) in &cases {
+        assert_eq!(
+            seen[id].0,
+            *expected,
+            "case {id}: {}",
+            String::from_utf8_lossy(&seen[id].1)
+        );
+    }
+    let ok: String = conclib_redis::decode_value(&conclib_redis::Bincode, &seen[&10].1).unwrap();
+    assert_eq!(ok, "hi");
+    // The reply list carries a TTL.
+    let ttl = raw(&redis, vec![v("PTTL"), v(&reply)]).await.unwrap();
+    assert!(
+        matches!(ttl, Value::Integer(-2) | Value::Integer(1..)),
+        "{ttl:?}"
+    );
+    eventually(5, "every entry handled", || {
+        let stats = proxy.stats();
+        async move { stats.completed == 13 }
+    })
+    .await;
+    assert_eq!(proxy.stats().rejected, 12);
+    // Still serving.
+    let client = ProxyClient::connect(&config).await.unwrap();
+    assert_eq!(client.ask("c", Add(4)).await.unwrap(), 4);
+    assert_eq!(
+        raw(&redis, vec![v("XLEN"), v(&queue)]).await.unwrap(),
+        Value::Integer(0)
+    );
+    proxy.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_isolated() {
+    let a = config("ns-a");
+    let b = config("ns-b");
+    let sys_a = system_with("same", &["counter"]).await;
+    let sys_b = system_with("same", &["counter"]).await;
+    let pa = start_proxy(&sys_a, &a).await.unwrap();
+    let pb = start_proxy(&sys_b, &b).await.unwrap();
+    let ca = ProxyClient::connect(&a).await.unwrap();
+    let cb = ProxyClient::connect(&b).await.unwrap();
+    assert_eq!(ca.ask("counter", Add(1)).await.unwrap(), 1);
+    assert_eq!(cb.ask("counter", Add(10)).await.unwrap(), 10);
+    assert_eq!(ca.ask("counter", Get).await.unwrap(), 1);
+    let cc = ProxyClient::connect(&config("ns-c")).await.unwrap();
+    assert!(matches!(
+        cc.ask("counter", Get).await,
+        Err(ProxyError::UnknownUrn { .. })
+    ));
+    pa.shutdown().await.unwrap();
+    pb.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_urn_claimed_by_two_systems_is_served_by_one() {
+    let mut config = config("conflict");
+    config.lease_ttl = Duration::from_millis(600);
+    config.release_on_shutdown = true;
+    let first = system_with("first", &["dup", "only-first"]).await;
+    let second = system_with("second", &["dup", "only-second"]).await;
+    let p1 = start_proxy(&first, &config).await.unwrap();
+    let p2 = start_proxy(&second, &config).await.unwrap();
+    assert_eq!(p1.served_urns(), vec!["dup", "only-first"]);
+    assert_eq!(p2.served_urns(), vec!["only-second"]);
+    assert_eq!(p2.conflicts(), vec![("dup".to_owned(), "first".to_owned())]);
+    let client = ProxyClient::connect(&config).await.unwrap();
+    for _ in 0..20 {
+        client.ask("dup", Add(1)).await.unwrap();
+    }
+    // All traffic went to the first system's actor.
+    assert_eq!(first.lookup("dup").unwrap().ask(Get).await.unwrap(), 20);
+    assert_eq!(second.lookup("dup").unwrap().ask(Get).await.unwrap(), 0);
+    assert_eq!(client.ask("only-second", Add(5)).await.unwrap(), 5);
+
+    // The first goes away and releases its URNs: the second takes over.
+    p1.shutdown().await.unwrap();
+    eventually(5, "the second system to take over", || {
+        let urns = p2.served_urns();
+        async move { urns.contains(&"dup".to_owned()) }
+    })
+    .await;
+    assert!(p2.conflicts().is_empty());
+    assert_eq!(
+        client.resolve("dup").await.unwrap().as_deref(),
+        Some("second")
+    );
+    p2.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_spawned_and_stopped_later_are_tracked() {
+    let config = config("later");
+    let system = system_with("later", &[]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    assert!(matches!(
+        client.ask("late", Get).await,
+        Err(ProxyError::UnknownUrn { .. })
+    ));
+    let late = system
+        .build(Counter::default())
+        .urn("late")
+        .spawn()
+        .await
+        .unwrap();
+    proxy.refresh().await;
+    assert_eq!(client.ask("late", Add(3)).await.unwrap(), 3);
+    late.stop();
+    late.wait_for_stop().await;
+    // Stopped: the proxy answers UnknownUrn at once, and releases the URN.
+    assert!(matches!(
+        client.ask("late", Get).await,
+        Err(ProxyError::UnknownUrn { .. })
+    ));
+    proxy.refresh().await;
+    assert!(proxy.served_urns().is_empty());
+    assert_eq!(client.resolve("late").await.unwrap(), None);
+    // Found by the periodic scan too.
+    system
+        .build(Counter::default())
+        .urn("later")
+        .spawn()
+        .await
+        .unwrap();
+    eventually(5, "the periodic scan", || {
+        let urns = proxy.served_urns();
+        async move { urns == vec!["later".to_owned()] }
+    })
+    .await;
+    assert_eq!(client.ask("later", Add(1)).await.unwrap(), 1);
+    proxy.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_proxy_for_a_live_system_is_refused() {
+    let mut config = config("twice");
+    config.lease_ttl = Duration::from_millis(300);
+    let system = system_with("twice", &["c"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    assert_eq!(
+        start_proxy(&system, &config).await.unwrap_err(),
+        ServeError::SystemInUse {
+            system_id: "twice".into()
+        }
+    );
+    assert!(proxy.is_serving());
+    proxy.shutdown().await.unwrap();
+    // Released at shutdown: a new one starts at once.
+    let again = start_proxy(&system, &config).await.unwrap();
+    again.shutdown().await.unwrap();
+}
+
+#[cfg(feature = "msgpack")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msgpack_and_bincode_clients_share_a_proxy() {
+    let config = config("msgpack");
+    let system = system_with("msgpack", &["c"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let mp = ProxyClient::connect(&config.clone().with_codec(conclib_redis::MsgPack))
+        .await
+        .unwrap();
+    let bc = ProxyClient::connect(&config).await.unwrap();
+    assert_eq!(mp.ask("c", Add(2)).await.unwrap(), 2);
+    assert_eq!(bc.ask("c", Add(2)).await.unwrap(), 4);
+    assert_eq!(
+        mp.ask("c", Forbidden("why".into())).await,
+        Err(ProxyError::Handler(Refusal::NotAllowed {
+            reason: "why".into()
+        }))
+    );
+    proxy.shutdown().await.unwrap();
+}
+
+#[test]
+fn the_test_daemon_answers() {
+    assert!(daemon().port() > 0);
+}

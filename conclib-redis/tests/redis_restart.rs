@@ -1,0 +1,99 @@
+//! Redis restarted mid-run: proxy and client reconnect by themselves.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::actors::*;
+use conclib_core::ActorSystem;
+use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, start_proxy, start_redis};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_and_client_survive_a_redis_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut base = ProxyConfig::default().with_namespace("restart");
+    base.server_port = Some(port);
+    base.command_timeout = Duration::from_secs(1);
+    base.lease_ttl = Duration::from_secs(3);
+    let daemon = start_redis(&base).await.unwrap();
+    assert_eq!(daemon.port(), port);
+    let config = daemon
+        .config(&base)
+        .with_ask_timeout(Duration::from_secs(2));
+
+    let system = ActorSystem::new("restart");
+    system
+        .build(Counter::default())
+        .urn("c")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    assert_eq!(client.ask("c", Add(1)).await.unwrap(), 1);
+
+    daemon.shutdown().unwrap();
+
+    // During the outage: a clear error, within the ask's timeout.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let result = client
+            .ask("c", Add(1))
+            .timeout(Duration::from_millis(300))
+            .await;
+        assert!(
+            matches!(result, Err(ProxyError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    let started = Instant::now();
+    assert!(matches!(
+        client.tell("c", Record(1)).await,
+        Err(ProxyError::Unavailable(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // Redis is back (empty: persistence is off) on the same port.
+    let daemon = start_redis(&base).await.unwrap();
+    let started = Instant::now();
+    let total = loop {
+        // Until both sides have reconnected and the proxy has registered again, only
+        // these errors are acceptable; no attempt may hang.
+        let attempt = Instant::now();
+        match client
+            .ask("c", Add(1))
+            .timeout(Duration::from_millis(500))
+            .await
+        {
+            Ok(total) => break total,
+            Err(
+                ProxyError::Unavailable(_) | ProxyError::UnknownUrn { .. } | ProxyError::Timeout(_),
+            ) => {
+                assert!(attempt.elapsed() < Duration::from_secs(2));
+            }
+            Err(other) => panic!("unexpected error after the restart: {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no recovery after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The actor kept its state; asks during the outage never reached it (they may have
+    // been queued by the client's connection and sent after the restart, then expired).
+    assert!(total >= 2, "{total}");
+    assert_eq!(client.ask("c", Get).await.unwrap(), total);
+    client.tell("c", Record(7)).await.unwrap();
+    assert_eq!(client.ask("c", History).await.unwrap(), vec![7]);
+
+    proxy.shutdown().await.unwrap();
+    daemon.shutdown().unwrap();
+}
