@@ -434,6 +434,34 @@ impl DynActorRef {
         })
     }
 
+    /// Tells with a message already decoded into an [`ErasedMessage`] (what a proxy does),
+    /// waiting for room in a full mailbox. `name` and `type_id` are the message's.
+    ///
+    /// # Errors
+    /// [`SendError::UnknownMessage`] if the actor does not accept the type;
+    /// [`SendError::ActorStopped`] (with the message) if it stopped.
+    pub async fn tell_erased(
+        &self,
+        name: &'static str,
+        type_id: TypeId,
+        msg: ErasedMessage,
+        priority: Priority,
+    ) -> Result<(), SendError<ErasedMessage>> {
+        if !self.cell.accepts(type_id) {
+            return Err(SendError::UnknownMessage {
+                actor: self.cell.core().label(),
+                message: name.to_owned(),
+            });
+        }
+        if poll_fn(|cx| self.cell.capacity().poll_reserve(cx)).await.is_err() {
+            return Err(SendError::ActorStopped(msg));
+        }
+        let req = RequestEnvelope::new(name, type_id, msg, None);
+        self.cell
+            .push_request(req, priority)
+            .map_err(|mut req| SendError::ActorStopped(req.message.take().expect("not taken")))
+    }
+
     /// Asks with a message already decoded into an [`ErasedMessage`] (what a proxy does).
     /// `name` and `type_id` are the message's, e.g. from a [`RemoteMessage`].
     ///

@@ -66,7 +66,10 @@ pub enum ProxyError<E = Infallible> {
     /// The proxy could not read the request (bad protocol version, unknown codec, ...).
     #[error("the proxy rejected the request: {0}")]
     BadRequest(String),
-    /// Redis could not be reached, or the connection was lost while waiting.
+    /// Redis could not be reached, or the connection was lost while waiting. Like a timeout,
+    /// an ask that fails this way after its request was written may still be handled; a
+    /// request is never sent later on the caller's behalf (requests fail fast while the
+    /// connection is down rather than being queued for after the reconnection).
     #[error("Redis is unavailable: {0}")]
     Unavailable(String),
     /// Redis answered a command with an error (permissions, wrong key type, ...).

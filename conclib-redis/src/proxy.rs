@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use conclib_core::{ActorSystem, AskError, DynActorRef, ErasedResult, RemoteMessage};
+use conclib_core::{ActorSystem, AskError, DynActorRef, ErasedResult, Priority, RemoteMessage};
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use fred::types::ClientUnblockFlag;
@@ -759,17 +759,30 @@ impl Shared {
         let shared = self.clone();
         let tx = tx.clone();
         Some(Box::pin(async move {
-            let result = target
-                .ask_erased(rm.name(), rm.type_id(), msg, timeout)
-                .await;
             let reply = match &reply_to {
                 Some((key, id)) => {
+                    let result = target
+                        .ask_erased(rm.name(), rm.type_id(), msg, timeout)
+                        .await;
                     let (status, payload) = shared.outcome(rm, &*codec, &target, result);
                     Some((key.clone(), protocol::encode_reply(*id, status, &payload)))
                 }
                 None => {
-                    if let Err(e) = result {
-                        tracing::debug!(urn = %req.urn, message = %req.message, error = %e.map_handler(|_| "..."), "a told message failed");
+                    // A tell is done once it is in the actor's mailbox (as a local tell), so
+                    // the actor sees no reply address; waiting for room is bounded by the deadline.
+                    let queued = tokio::time::timeout(
+                        timeout,
+                        target.tell_erased(rm.name(), rm.type_id(), msg, Priority::Normal),
+                    )
+                    .await;
+                    match queued {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(urn = %req.urn, message = %req.message, error = %e, "a told message was not delivered");
+                        }
+                        Err(_) => {
+                            tracing::debug!(urn = %req.urn, message = %req.message, "a told message expired waiting for room");
+                        }
                     }
                     None
                 }
