@@ -453,7 +453,10 @@ impl DynActorRef {
                 message: name.to_owned(),
             });
         }
-        if poll_fn(|cx| self.cell.capacity().poll_reserve(cx)).await.is_err() {
+        if poll_fn(|cx| self.cell.capacity().poll_reserve(cx))
+            .await
+            .is_err()
+        {
             return Err(SendError::ActorStopped(msg));
         }
         let req = RequestEnvelope::new(name, type_id, msg, None);
