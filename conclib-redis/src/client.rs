@@ -292,6 +292,8 @@ impl ProxyClient {
         )
         .await;
         let _ = self.shared.pool.quit().await;
+        // The reply reader may sit in a blocking read: unblock it, or QUIT waits behind it.
+        let _ = self._guard.reader.unblock_self(None).await;
         let _ = self._guard.reader.quit().await;
     }
 

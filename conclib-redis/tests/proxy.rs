@@ -104,7 +104,10 @@ async fn ask_and_tell_end_to_end() {
     ));
 
     proxy.shutdown().await.unwrap();
-    client.shutdown().await;
+    // The reply reader blocks in BLMPOP for seconds at a time; shutdown must not wait for it.
+    tokio::time::timeout(Duration::from_secs(1), client.shutdown())
+        .await
+        .expect("client shutdown waited behind the blocking reply read");
     assert_eq!(client.ask("counter", Get).await, Err(ProxyError::Closed));
 }
 
