@@ -348,3 +348,33 @@ async fn watchers_hear_when_an_actor_stops() {
         SupervisionEvent::Terminated { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_restart_policy_without_a_factory_is_refused() {
+    let system = ActorSystem::new("t");
+    let mut f = factory();
+    let spawned = system
+        .build(f())
+        .on_panic(PanicPolicy::Restart(RestartLimit::default()))
+        .spawn()
+        .await;
+    assert!(matches!(spawned, Err(SpawnError::NoRestartFactory)));
+    // With the factory, a later on_panic may still tune the limit.
+    let w = system
+        .build(f())
+        .restart_with(factory(), RestartLimit::new(1, Duration::from_secs(60)))
+        .on_panic(PanicPolicy::Restart(RestartLimit::new(
+            5,
+            Duration::from_secs(60),
+        )))
+        .spawn()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert!(matches!(
+            w.ask(Crash("x")).await,
+            Err(AskError::Panicked(_))
+        ));
+    }
+    assert!(w.is_alive(), "the limit of 5 from on_panic applies");
+}

@@ -126,6 +126,10 @@ pub enum SpawnError {
     /// [`Actor::on_start`](crate::Actor::on_start) panicked.
     #[error("on_start panicked: {0}")]
     StartPanicked(String),
+    /// [`PanicPolicy::Restart`](crate::PanicPolicy::Restart) was set without a factory to
+    /// make the fresh state: use [`SpawnBuilder::restart_with`](crate::SpawnBuilder::restart_with).
+    #[error("a restart policy needs a factory: use SpawnBuilder::restart_with")]
+    NoRestartFactory,
     /// The system (or the parent actor) is shutting down.
     #[error("the actor system is shutting down")]
     ShuttingDown,

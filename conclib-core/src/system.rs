@@ -382,12 +382,12 @@ impl<A: Actor> SpawnBuilder<A> {
         self
     }
 
-    /// Sets what happens after a handler panics: [`PanicPolicy::Stop`] (default) or
-    /// [`PanicPolicy::Resume`]. For restarts use [`restart_with`](Self::restart_with).
+    /// Sets what happens after a handler panics: [`PanicPolicy::Stop`] (default),
+    /// [`PanicPolicy::Resume`], or [`PanicPolicy::Restart`], which needs the factory given
+    /// by [`restart_with`](Self::restart_with) (without one, `spawn` fails with
+    /// [`SpawnError::NoRestartFactory`]).
     pub fn on_panic(mut self, policy: PanicPolicy) -> Self {
-        if !matches!(policy, PanicPolicy::Restart(_)) || self.factory.is_some() {
-            self.policy = policy;
-        }
+        self.policy = policy;
         self
     }
 
@@ -433,6 +433,9 @@ impl<A: Actor> SpawnBuilder<A> {
         } = self;
         if system.is_shutting_down() || parent.as_ref().is_some_and(|p| p.is_closed()) {
             return Err(SpawnError::ShuttingDown);
+        }
+        if matches!(policy, PanicPolicy::Restart(_)) && factory.is_none() {
+            return Err(SpawnError::NoRestartFactory);
         }
         let urn = urn.map(Urn::try_from).transpose()?;
         let cell = Arc::new(ActorCell {
