@@ -77,6 +77,8 @@ struct SystemInner {
     /// Every actor that has not finished stopping.
     actors: Mutex<HashMap<ActorId, Arc<dyn ErasedCell>>>,
     names: RwLock<HashMap<Urn, Arc<dyn ErasedCell>>>,
+    /// Bumped whenever a URN is taken or freed (see [`ActorSystem::urn_changes`]).
+    urn_generation: tokio::sync::watch::Sender<u64>,
     shutting_down: AtomicBool,
     emptied: Notify,
 }
@@ -131,6 +133,7 @@ impl ActorSystem {
                 ask_timeout,
                 actors: Mutex::new(HashMap::new()),
                 names: RwLock::new(HashMap::new()),
+                urn_generation: tokio::sync::watch::Sender::new(0),
                 shutting_down: AtomicBool::new(false),
                 emptied: Notify::new(),
             }),
@@ -189,6 +192,36 @@ impl ActorSystem {
             expected: std::any::type_name::<A>(),
             actual: found.type_name(),
         })
+    }
+
+    /// The live actors that have a URN, in no particular order.
+    #[must_use]
+    pub fn named_actors(&self) -> Vec<DynActorRef> {
+        let names = self.inner.names.read().unwrap_or_else(|e| e.into_inner());
+        names
+            .values()
+            .map(|cell| DynActorRef { cell: cell.clone() })
+            .collect()
+    }
+
+    /// A receiver that sees a change each time a URN is taken or freed: what a proxy
+    /// watches to publish new names at once instead of polling.
+    ///
+    /// ```
+    /// # use conclib_core::*;
+    /// # struct Idle; impl Actor for Idle {}
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let system = ActorSystem::new("docs");
+    /// let mut changes = system.urn_changes();
+    /// system.build(Idle).urn("idle").spawn().await.unwrap();
+    /// changes.changed().await.unwrap();
+    /// assert_eq!(system.named_actors().len(), 1);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn urn_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.urn_generation.subscribe()
     }
 
     /// What runs now: every actor that has not finished stopping, by id.
@@ -285,6 +318,8 @@ impl ActorSystem {
                 return Err(SpawnError::UrnTaken(urn.clone()));
             }
             names.insert(urn.clone(), cell.clone());
+            drop(names);
+            self.inner.urn_generation.send_modify(|g| *g += 1);
         }
         self.lock_actors().insert(core.id, cell);
         Ok(())
@@ -296,6 +331,8 @@ impl ActorSystem {
             let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
             if names.get(urn).is_some_and(|c| c.core().id == core.id) {
                 names.remove(urn);
+                drop(names);
+                self.inner.urn_generation.send_modify(|g| *g += 1);
             }
         }
     }

@@ -74,7 +74,8 @@ pub struct ProxyConfig {
     /// every third of it. Default 15 s.
     pub lease_ttl: Duration,
     /// How often a proxy looks for actors spawned or stopped since its last look (and
-    /// registers or releases their URNs). Default 250 ms.
+    /// registers or releases their URNs), besides looking at once whenever the system takes
+    /// or frees a URN. Default 250 ms.
     pub scan_interval: Duration,
     /// How long a client remembers which system serves a URN. Default 1 s.
     pub resolve_cache_ttl: Duration,

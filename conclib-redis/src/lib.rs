@@ -148,8 +148,10 @@
 //!   `EVALSHA` of `RPUSH key frame...; PEXPIRE key reply_ttl` (atomic, so a reply list
 //!   always has a TTL), then `XACK` and `XDEL` of the batch's entries.
 //! - Every third of the lease time: renews its lease, its URN keys (re-creating them after a
-//!   Redis restart) and the stream's TTL; every [`scan_interval`](ProxyConfig::scan_interval)
-//!   registers actors spawned since and releases (compare-and-delete) URNs of stopped ones.
+//!   Redis restart) and the stream's TTL. Whenever the system takes or frees a URN
+//!   (`ActorSystem::urn_changes`), and every [`scan_interval`](ProxyConfig::scan_interval) as
+//!   a safety net, it registers actors spawned since and releases (compare-and-delete) the
+//!   URNs of stopped ones.
 //!
 //! ## Codecs
 //! Payloads are encoded by a [`Codec`]: [`Bincode`] (bincode 2, `config::standard()`,

@@ -128,8 +128,9 @@ impl fmt::Debug for ProxyHandle {
 /// actors alive now are reachable.
 ///
 /// The proxy serves the system under [`ProxyConfig::system_id`] (default: the system's name).
-/// It claims each exposed actor's URN in Redis, and looks for actors spawned or stopped later
-/// every [`ProxyConfig::scan_interval`] (or at once with [`ProxyHandle::refresh`]). A URN
+/// It claims each exposed actor's URN in Redis, and publishes actors spawned or stopped later
+/// as soon as the system reports a URN change (also every [`ProxyConfig::scan_interval`], and
+/// at once with [`ProxyHandle::refresh`]). A URN
 /// another live system already owns is not served here: it is logged as an error and listed
 /// by [`ProxyHandle::conflicts`], and taken over only if the other system's ownership lapses.
 /// Requests are looked up by URN when they arrive, so a restarted actor is served at once.
@@ -513,18 +514,15 @@ impl Shared {
         let _guard = self.scan_lock.lock().await;
         let mut now: HashMap<String, bool> = HashMap::new();
         let known: HashMap<String, bool> = self.registry().local.clone();
-        for info in self.system.actors() {
-            let Some(urn) = info.urn else { continue };
-            if info.stopping {
+        for actor in self.system.named_actors() {
+            let Some(urn) = actor.urn() else { continue };
+            if !actor.is_alive() {
                 continue;
             }
             let urn = urn.as_str().to_owned();
             let exposes = match known.get(&urn) {
                 Some(e) => *e,
-                None => self
-                    .system
-                    .lookup(&urn)
-                    .is_ok_and(|r| !r.remote_messages().is_empty()),
+                None => !actor.remote_messages().is_empty(),
             };
             now.insert(urn, exposes);
         }
@@ -1244,8 +1242,12 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
     renew.tick().await;
     let mut reconnects = shared.cmd.reconnect_rx();
     let mut events = true;
+    // A URN taken or freed is published at once; the periodic scan is the safety net.
+    let mut urn_changes = shared.system.urn_changes();
+    urn_changes.mark_unchanged();
     loop {
         tokio::select! {
+            Ok(()) = urn_changes.changed() => shared.scan().await,
             _ = scan.tick() => shared.scan().await,
             _ = renew.tick() => shared.renew().await,
             event = reconnects.recv(), if events => match event {

@@ -724,14 +724,14 @@ async fn actors_spawned_and_stopped_later_are_tracked() {
     proxy.refresh().await;
     assert!(proxy.served_urns().is_empty());
     assert_eq!(client.resolve("late").await.unwrap(), None);
-    // Found by the periodic scan too.
+    // Published without refresh(): the system reports the new URN to the proxy.
     system
         .build(Counter::default())
         .urn("later")
         .spawn()
         .await
         .unwrap();
-    eventually(5, "the periodic scan", || {
+    eventually(5, "the URN change notification", || {
         let urns = proxy.served_urns();
         async move { urns == vec!["later".to_owned()] }
     })
