@@ -636,6 +636,19 @@ where
     /// # Errors
     /// Every [`ProxyError`] but [`ProxyError::Handler`].
     pub async fn infallible(self) -> Result<M::Response, ProxyError> {
+        self.run::<Never>()
+            .await
+            .map_err(|e| e.map_handler(|never| match never {}))
+    }
+}
+
+impl<M> RemoteAsk<'_, M>
+where
+    M: Message + Serialize,
+    M::Response: DeserializeOwned,
+{
+    /// Sends the ask and decodes the answer, the handler error as an `E`.
+    async fn run<E: DeserializeOwned>(self) -> Result<M::Response, ProxyError<E>> {
         let RemoteAsk {
             client,
             urn,
@@ -645,8 +658,11 @@ where
         } = self;
         let body = client.encode(&msg)?;
         drop(msg);
-        let (status, payload) = client.ask_raw(&urn, M::name(), body, timeout).await?;
-        interpret::<M::Response, Never>(
+        let (status, payload) = client
+            .ask_raw(&urn, M::name(), body, timeout)
+            .await
+            .map_err(ProxyError::widen)?;
+        interpret::<M::Response, E>(
             &*client.shared.config.codec,
             &urn,
             M::name(),
@@ -654,7 +670,6 @@ where
             status,
             &payload,
         )
-        .map_err(|e| e.map_handler(|never| match never {}))
     }
 }
 
@@ -679,29 +694,7 @@ where
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let RemoteAsk {
-                client,
-                urn,
-                msg,
-                timeout,
-                ..
-            } = self;
-            let body = client.encode(&msg)?;
-            drop(msg);
-            let (status, payload) = client
-                .ask_raw(&urn, M::name(), body, timeout)
-                .await
-                .map_err(ProxyError::widen)?;
-            interpret::<M::Response, M::Error>(
-                &*client.shared.config.codec,
-                &urn,
-                M::name(),
-                timeout,
-                status,
-                &payload,
-            )
-        })
+        Box::pin(self.run::<M::Error>())
     }
 }
 
