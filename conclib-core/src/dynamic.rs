@@ -410,28 +410,19 @@ impl DynActorRef {
         msg: M,
         priority: Priority,
     ) -> Result<(), SendError<M>> {
-        if !self.cell.accepts(TypeId::of::<M>()) {
-            return Err(SendError::UnknownMessage {
-                actor: self.cell.core().label(),
-                message: M::name().to_owned(),
-            });
-        }
-        if poll_fn(|cx| self.cell.capacity().poll_reserve(cx))
+        self.tell_erased(M::name(), TypeId::of::<M>(), Box::new(msg), priority)
             .await
-            .is_err()
-        {
-            return Err(SendError::ActorStopped(msg));
-        }
-        let req = RequestEnvelope::new(M::name(), TypeId::of::<M>(), Box::new(msg), None);
-        self.cell.push_request(req, priority).map_err(|mut req| {
-            let msg = req
-                .message
-                .take()
-                .expect("not taken")
-                .downcast::<M>()
-                .expect("same type");
-            SendError::ActorStopped(*msg)
-        })
+            .map_err(|e| match e {
+                SendError::ActorStopped(msg) => {
+                    SendError::ActorStopped(*msg.downcast::<M>().expect("the message we sent"))
+                }
+                SendError::MailboxFull(msg) => {
+                    SendError::MailboxFull(*msg.downcast::<M>().expect("the message we sent"))
+                }
+                SendError::UnknownMessage { actor, message } => {
+                    SendError::UnknownMessage { actor, message }
+                }
+            })
     }
 
     /// Tells with a message already decoded into an [`ErasedMessage`] (what a proxy does),

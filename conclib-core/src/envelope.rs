@@ -122,8 +122,8 @@ unsafe fn handle_typed<'a, A: Handler<M>, M: Message>(
 ) -> SlotFuture<'a> {
     // SAFETY: this function is only in the vtable of envelopes built by `Envelope::typed::<M>`.
     let (msg, reply) = unsafe { take::<(M, Option<ReplyTx<M>>)>(data) };
-    slot.put(Handling::<_, _, M> {
-        state: HandlingState::Start(move || actor.handle(msg, ctx)),
+    slot.put(Handling::<_, M> {
+        inner: CatchUnwind(Lazy::Start(move || actor.handle(msg, ctx))),
         reply,
     })
 }
@@ -323,56 +323,31 @@ impl Drop for SlotFuture<'_> {
 
 /// Runs one handler: creates its future on the first poll and polls it, catching panics,
 /// then sends the result to the asker.
-struct Handling<C, F: Future, M: Message> {
-    state: HandlingState<C, F>,
+struct Handling<F, M: Message> {
+    inner: CatchUnwind<F>,
     reply: Option<ReplyTx<M>>,
 }
 
-enum HandlingState<C, F> {
-    Start(C),
-    Running(F),
-    Finished,
-}
-
-impl<C, F, M> Future for Handling<C, F, M>
+impl<F, M> Future for Handling<F, M>
 where
-    C: FnOnce() -> F,
     F: Future<Output = Result<M::Response, M::Error>>,
     M: Message,
 {
     type Output = Outcome;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Outcome> {
-        // SAFETY: `state` is structurally pinned (never moved while `Running`); `reply` is not.
+        // SAFETY: `inner` is structurally pinned; `reply` is not.
         let this = unsafe { self.get_unchecked_mut() };
-        let polled = catch_unwind(AssertUnwindSafe(|| {
-            if let HandlingState::Start(_) = this.state {
-                let HandlingState::Start(create) =
-                    mem::replace(&mut this.state, HandlingState::Finished)
-                else {
-                    unreachable!()
-                };
-                this.state = HandlingState::Running(create());
-            }
-            match &mut this.state {
-                // SAFETY: see above.
-                HandlingState::Running(fut) => unsafe { Pin::new_unchecked(fut) }.poll(cx),
-                _ => unreachable!("Handling polled after completion"),
-            }
-        }));
-        let result = match polled {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(result)) => result,
-            Err(payload) => {
-                this.state = HandlingState::Finished;
-                let message = panic_message(&*payload);
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        let result = match std::task::ready!(inner.poll(cx)) {
+            Ok(result) => result,
+            Err(message) => {
                 if let Some(reply) = this.reply.take() {
                     let _ = reply.send(Err(AskError::Panicked(message.clone())));
                 }
                 return Poll::Ready(Outcome::Panicked(message));
             }
         };
-        this.state = HandlingState::Finished;
         Poll::Ready(match (this.reply.take(), result) {
             (Some(reply), result) => {
                 // The asker may have given up (timeout); that is not the actor's failure.
