@@ -554,6 +554,26 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Hands each reply frame to the ask waiting for it.
+    fn deliver(&self, frames: Vec<Value>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for frame in frames {
+            let Some(frame) = frame.into_bytes() else {
+                continue;
+            };
+            let Some((id, _, _)) = protocol::decode_reply(&frame) else {
+                tracing::warn!(len = frame.len(), "dropped a malformed reply frame");
+                continue;
+            };
+            // No waiter: the ask timed out or was dropped; the reply is discarded.
+            if let Some(tx) = pending.remove(&id) {
+                let _ = tx.send(frame);
+            }
+        }
+    }
+}
+
 /// Reads this client's reply list and hands each reply to the ask waiting for it.
 async fn read_replies(shared: Arc<Shared>, reader: Client) {
     let mut backoff = Duration::from_millis(10);
@@ -575,20 +595,10 @@ async fn read_replies(shared: Arc<Shared>, reader: Client) {
                     tracing::warn!("malformed BLMPOP answer");
                     continue;
                 };
-                let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-                for frame in frames {
-                    let Some(frame) = frame.into_bytes() else {
-                        continue;
-                    };
-                    let Some((id, _, _)) = protocol::decode_reply(&frame) else {
-                        tracing::warn!(len = frame.len(), "dropped a malformed reply frame");
-                        continue;
-                    };
-                    // No waiter: the ask timed out or was dropped; the reply is discarded.
-                    if let Some(tx) = pending.remove(&id) {
-                        let _ = tx.send(frame);
-                    }
-                }
+                shared.deliver(frames);
+                // Let the asks just answered run before the next read is written: that write
+                // wakes Redis, which costs more than the asks' whole remaining work.
+                tokio::task::yield_now().await;
             }
             Ok(other) => tracing::warn!(?other, "unexpected BLMPOP answer"),
             Err(e) => {

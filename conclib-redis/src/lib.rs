@@ -144,9 +144,12 @@
 //! - For each entry: checks the fields, drops it unanswered if expired, looks the URN up in
 //!   the actor system, checks the message is exposed, decodes, asks the actor with the
 //!   remaining time, encodes the answer.
-//! - Writes answers in batches, in one pipeline: per reply list one
-//!   `EVALSHA` of `RPUSH key frame...; PEXPIRE key reply_ttl` (atomic, so a reply list
-//!   always has a TTL), then `XACK` and `XDEL` of the batch's entries.
+//! - Answers in batches, each in one script call (atomic, so a reply list always has a TTL):
+//!   for each reply list `RPUSH key frame...` and `PEXPIRE key reply_ttl`, then `XACK` and
+//!   `XDEL` of the batch's entries. The replies of requests answered at once are written on
+//!   the reading connection just before its next `XREADGROUP`, so they leave in the same
+//!   write; later ones on another connection. In a cluster (keys of several slots) it is one
+//!   script per reply list, then `XACK` and `XDEL`, in one pipeline.
 //! - Every third of the lease time: renews its lease, its URN keys (re-creating them after a
 //!   Redis restart) and the stream's TTL. Whenever the system takes or frees a URN
 //!   (`ActorSystem::urn_changes`), and every [`scan_interval`](ProxyConfig::scan_interval) as

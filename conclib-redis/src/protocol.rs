@@ -164,6 +164,26 @@ pub(crate) const PUSH_SCRIPT: &str = r"redis.call('RPUSH', KEYS[1], unpack(ARGV,
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1";
 
+/// `KEYS[1]` = a request stream, `KEYS[2..]` = reply lists; `ARGV[1]` = consumer group,
+/// `ARGV[2]` = reply TTL in ms, `ARGV[3]` = n, `ARGV[4..3+n]` = entry ids, then for each
+/// reply list its frame count and its frames. Pushes the frames (each list getting the TTL in
+/// the same step), then acknowledges and deletes the entries: a batch's whole answer in one
+/// command. Each step is a `pcall`, so one unusable key does not keep the others unanswered.
+pub(crate) const ANSWER_SCRIPT: &str = r"local n = tonumber(ARGV[3])
+local pos = 4 + n
+for k = 2, #KEYS do
+  local c = tonumber(ARGV[pos])
+  if type(redis.pcall('RPUSH', KEYS[k], unpack(ARGV, pos + 1, pos + c))) == 'number' then
+    redis.pcall('PEXPIRE', KEYS[k], ARGV[2])
+  end
+  pos = pos + 1 + c
+end
+if n > 0 then
+  redis.pcall('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4, 3 + n))
+  redis.pcall('XDEL', KEYS[1], unpack(ARGV, 4, 3 + n))
+end
+return 1";
+
 /// SHA1 of a script, as EVALSHA wants it.
 pub(crate) fn sha1_hex(script: &str) -> String {
     fred::util::sha1_hash(script)

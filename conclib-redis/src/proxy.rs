@@ -13,6 +13,7 @@ use conclib_core::{ActorSystem, AskError, DynActorRef, ErasedResult, Priority, R
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use fred::types::ClientUnblockFlag;
+use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -22,8 +23,8 @@ use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, as_bytes, bytes, keyed, keyed_at, owned, s};
 use crate::error::{ServeError, is_connection_error};
 use crate::protocol::{
-    self, CLAIM_SCRIPT, CONSUMER_GROUP, Keys, PROTOCOL_VERSION, PUSH_SCRIPT, RELEASE_SCRIPT,
-    Status, field,
+    self, ANSWER_SCRIPT, CLAIM_SCRIPT, CONSUMER_GROUP, Keys, PROTOCOL_VERSION, PUSH_SCRIPT,
+    RELEASE_SCRIPT, Status, field,
 };
 
 /// Counters of what a proxy did since it started.
@@ -98,6 +99,7 @@ struct Shared {
     claim: Script,
     release: Script,
     push: Script,
+    answer: Script,
     serving: AtomicBool,
     stop: watch::Sender<bool>,
 }
@@ -204,6 +206,7 @@ pub async fn start_proxy(
         claim: Script::new(CLAIM_SCRIPT),
         release: Script::new(RELEASE_SCRIPT),
         push: Script::new(PUSH_SCRIPT),
+        answer: Script::new(ANSWER_SCRIPT),
         serving: AtomicBool::new(true),
         stop,
     });
@@ -641,17 +644,16 @@ impl Shared {
         self.sync_clock().await;
     }
 
-    /// Decodes, checks and starts one request. Returns a completion to write when it could
-    /// not be started (error reply or plain acknowledgement).
+    /// Decodes, checks and starts one request: its completion at once when it cannot be
+    /// handled (error reply or plain acknowledgement), else the handling to drive.
     fn dispatch(
         self: &Arc<Self>,
         entry_id: Bytes,
         fields: Value,
         permit: OwnedSemaphorePermit,
-        tx: &mpsc::UnboundedSender<Completion>,
-    ) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+    ) -> Result<Handling, Completion> {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        let done = |reply: Option<(String, Vec<u8>)>| Completion {
+        let done = |reply: Option<(String, Bytes)>| Completion {
             entry_id: entry_id.clone(),
             reply,
             permit: None,
@@ -659,17 +661,13 @@ impl Shared {
         let fields = match fields {
             Value::Array(f) => f,
             // Deleted while pending: nothing to do but acknowledge.
-            _ => {
-                let _ = tx.send(done(None));
-                return None;
-            }
+            _ => return Err(done(None)),
         };
         let env = RawEnvelope::parse(fields);
         let Some(reply_to) = env.address(&self.reply_prefix) else {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(entry = ?entry_id, "dropped a malformed request with no usable reply address");
-            let _ = tx.send(done(None));
-            return None;
+            return Err(done(None));
         };
         let reject = |status: Status, text: String| {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
@@ -677,11 +675,10 @@ impl Shared {
             let reply = reply_to.as_ref().map(|(key, id)| {
                 (
                     key.clone(),
-                    protocol::encode_reply(*id, status, text.as_bytes()),
+                    Bytes::from(protocol::encode_reply(*id, status, text.as_bytes())),
                 )
             });
-            let _ = tx.send(done(reply));
-            None
+            Err(done(reply))
         };
         let req = match env.validate() {
             Ok(req) => req,
@@ -696,8 +693,7 @@ impl Shared {
         if remaining_ms <= 0 {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(urn = %req.urn, message = %req.message, "dropped an expired request");
-            let _ = tx.send(done(None));
-            return None;
+            return Err(done(None));
         }
         if req.body.len() > self.config.max_payload {
             return reject(
@@ -755,15 +751,17 @@ impl Shared {
             .insert(entry_id.clone());
         let timeout = Duration::from_millis(remaining_ms as u64);
         let shared = self.clone();
-        let tx = tx.clone();
-        Some(Box::pin(async move {
+        Ok(Box::pin(async move {
             let reply = match &reply_to {
                 Some((key, id)) => {
                     let result = target
                         .ask_erased(rm.name(), rm.type_id(), msg, timeout)
                         .await;
                     let (status, payload) = shared.outcome(rm, &*codec, &target, result);
-                    Some((key.clone(), protocol::encode_reply(*id, status, &payload)))
+                    Some((
+                        key.clone(),
+                        Bytes::from(protocol::encode_reply(*id, status, &payload)),
+                    ))
                 }
                 None => {
                     // A tell is done once it is in the actor's mailbox (as a local tell), so
@@ -785,11 +783,11 @@ impl Shared {
                     None
                 }
             };
-            let _ = tx.send(Completion {
+            Completion {
                 entry_id,
                 reply,
                 permit: Some(permit),
-            });
+            }
         }))
     }
 
@@ -857,12 +855,21 @@ impl Shared {
     }
 }
 
-/// What the writer does for one request: push its reply (if any) and acknowledge it.
+/// What is left to do for one request: push its reply (if any) and acknowledge it.
 struct Completion {
     entry_id: Bytes,
-    reply: Option<(String, Vec<u8>)>,
+    reply: Option<(String, Bytes)>,
     permit: Option<OwnedSemaphorePermit>,
 }
+
+/// A request being handled: resolves to its completion.
+type Handling = Pin<Box<dyn Future<Output = Completion> + Send>>;
+
+/// The most completions answered by one script call (Lua's `unpack` has a stack limit).
+const ANSWER_CHUNK: usize = 1024;
+
+/// Requests being handled, driven by the read loop.
+type Running = FuturesUnordered<Handling>;
 
 /// A request's fields as read, before validation.
 #[derive(Default)]
@@ -978,19 +985,34 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Polls a future once; gives it back if it is not done.
-async fn poll_once(
-    mut fut: Pin<Box<dyn Future<Output = ()> + Send>>,
-) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
-    std::future::poll_fn(move |cx| {
-        Poll::Ready(match fut.as_mut().poll(cx) {
-            Poll::Ready(()) => None,
-            Poll::Pending => Some(std::mem::replace(&mut fut, Box::pin(async {}))),
-        })
-    })
-    .await
+fn poll_once<T>(
+    mut fut: Pin<Box<dyn Future<Output = T> + Send>>,
+) -> Result<T, Pin<Box<dyn Future<Output = T> + Send>>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Ok(v),
+        Poll::Pending => Err(fut),
+    }
 }
 
-async fn read_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Completion>, block: Duration) {
+/// Takes the completions of `running` that are ready now.
+fn take_ready(running: &mut Running, into: &mut Vec<Completion>) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while let Poll::Ready(Some(c)) = Pin::new(&mut *running).poll_next(&mut cx) {
+        into.push(c);
+    }
+}
+
+/// The proxy's request loop, one task: reads requests, starts their handling, drives it,
+/// and writes the replies of requests answered at once in front of its next read, on the
+/// same connection (one write, one wake-up of Redis, and the reply goes out before Redis
+/// is asked for more). Replies that come later go to the writer (`late`), which writes on
+/// the command connection while this one waits in a blocking read.
+async fn read_loop(
+    shared: Arc<Shared>,
+    late: mpsc::UnboundedSender<Vec<Completion>>,
+    block: Duration,
+) {
     let mut stop = shared.stop.subscribe();
     // First the entries delivered to us before and never acknowledged (a crash, a lost
     // answer), then new ones.
@@ -998,15 +1020,43 @@ async fn read_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Completion>, b
     let mut pending_from: Bytes = Bytes::from_static(b"0");
     let mut backoff = Duration::from_millis(10);
     let cmd = keyed_at("XREADGROUP", 4, true);
+    let mut running = Running::new();
+    let mut writes: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> =
+        FuturesUnordered::new();
+    let mut ready: Vec<Completion> = Vec::new();
     loop {
         if *stop.borrow_and_update() {
             break;
         }
+        // Handlers that answer at once do so now, so their replies precede the next read.
+        if !running.is_empty() {
+            tokio::task::yield_now().await;
+            take_ready(&mut running, &mut ready);
+        }
+        if !ready.is_empty() {
+            let write = Box::pin(
+                shared
+                    .clone()
+                    .write_ahead(std::mem::take(&mut ready), late.clone()),
+            );
+            // Its commands are queued on the connection before the read's.
+            if let Err(rest) = poll_once(write) {
+                writes.push(rest);
+            }
+        }
         // Wait for room before reading more.
-        let first = tokio::select! {
-            p = shared.in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stopped(&mut stop) => break,
+        let first = loop {
+            tokio::select! {
+                p = shared.in_flight.clone().acquire_owned() => match p {
+                    Ok(p) => break Some(p),
+                    Err(_) => break None,
+                },
+                Some(c) = running.next() => { let _ = late.send(vec![c]); }
+                Some(()) = writes.next() => {}
+                _ = stopped(&mut stop) => break None,
+            }
         };
+        let Some(first) = first else { break };
         let count = (shared.in_flight.available_permits() + 1).min(shared.config.batch_size);
         let mut args = vec![
             s("GROUP"),
@@ -1032,12 +1082,16 @@ async fn read_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Completion>, b
         read_cmd.cluster_hash = fred::types::ClusterHash::Offset(offset);
         let read = conn::call(&shared.reader, read_cmd, args);
         tokio::pin!(read);
-        let result = tokio::select! {
-            r = &mut read => r,
-            _ = stopped(&mut stop) => {
-                // Wake the blocked read as if it timed out, and handle whatever it got.
-                let _ = shared.reader.unblock_self(Some(ClientUnblockFlag::Timeout)).await;
-                read.await
+        let result = loop {
+            tokio::select! {
+                r = &mut read => break r,
+                Some(c) = running.next() => { let _ = late.send(vec![c]); }
+                Some(()) = writes.next() => {}
+                _ = stopped(&mut stop) => {
+                    // Wake the blocked read as if it timed out, and handle whatever it got.
+                    let _ = shared.reader.unblock_self(Some(ClientUnblockFlag::Timeout)).await;
+                    break read.await;
+                }
             }
         };
         let entries = match result {
@@ -1093,15 +1147,26 @@ async fn read_loop(shared: Arc<Shared>, tx: mpsc::UnboundedSender<Completion>, b
                     Err(_) => break,
                 },
             };
-            if let Some(fut) = shared.dispatch(entry_id, fields, permit, &tx) {
-                // Start it here, in arrival order (so one client's messages to one actor enter
-                // its mailbox in order); finish it on its own task if it has to wait.
-                if let Some(rest) = poll_once(fut).await {
-                    tokio::spawn(rest);
-                }
+            match shared.dispatch(entry_id, fields, permit) {
+                Err(done) => ready.push(done),
+                // Started here, in arrival order, so one client's messages to one actor enter
+                // its mailbox in order.
+                Ok(handling) => match poll_once(handling) {
+                    Ok(done) => ready.push(done),
+                    Err(rest) => running.push(rest),
+                },
             }
         }
     }
+    // Stopping: finish what was taken; the writer writes it.
+    take_ready(&mut running, &mut ready);
+    if !ready.is_empty() {
+        let _ = late.send(ready);
+    }
+    while let Some(c) = running.next().await {
+        let _ = late.send(vec![c]);
+    }
+    while writes.next().await.is_some() {}
     tracing::debug!(system = %shared.system_id, "stopped reading requests");
 }
 
@@ -1138,78 +1203,41 @@ fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
     out
 }
 
-async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Completion>) {
+/// Writes the completions it receives on the command connection, batched.
+async fn write_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Vec<Completion>>) {
+    let mut received = Vec::with_capacity(64);
     let mut batch = Vec::with_capacity(256);
-    while rx.recv_many(&mut batch, 4096).await > 0 {
+    while rx.recv_many(&mut received, 256).await > 0 {
+        batch.extend(received.drain(..).flatten());
         shared.write(&mut batch).await;
-        batch.clear();
     }
 }
 
 impl Shared {
-    /// Pushes the replies of a batch (one script call per reply list), then acknowledges and
-    /// deletes its entries, in one pipeline; retries a while if Redis is unreachable.
-    async fn write(&self, batch: &mut [Completion]) {
-        let mut by_key: HashMap<String, Vec<Value>> = HashMap::new();
-        let mut ids = Vec::with_capacity(batch.len());
-        for c in batch.iter_mut() {
-            ids.push(bytes(c.entry_id.clone()));
-            if let Some((key, frame)) = c.reply.take() {
-                by_key.entry(key).or_default().push(bytes(frame));
+    /// Writes a batch on the read connection, in front of the next read. A batch that fails
+    /// goes to the writer, which retries on the command connection (replies pushed twice are
+    /// harmless: a client discards frames it no longer waits for).
+    async fn write_ahead(
+        self: Arc<Self>,
+        mut batch: Vec<Completion>,
+        late: mpsc::UnboundedSender<Vec<Completion>>,
+    ) {
+        match self.write_once(&self.reader, &batch, false).await {
+            Ok(()) => self.finish(&mut batch),
+            Err(e) => {
+                tracing::debug!(error = %e, "writing replies failed; retrying on the command connection");
+                let _ = late.send(batch);
             }
         }
-        let ttl = Value::Integer(self.config.reply_ttl.as_millis() as i64);
+    }
+
+    /// Writes a batch on the command connection, retrying a while if Redis is unreachable.
+    async fn write(&self, batch: &mut Vec<Completion>) {
         let mut backoff = Duration::from_millis(20);
         for attempt in 0.. {
-            let pipeline = self.cmd.pipeline();
-            for (key, frames) in &by_key {
-                let mut args = Vec::with_capacity(frames.len() + 4);
-                args.push(owned(self.push.sha.clone()));
-                args.push(Value::Integer(1));
-                args.push(owned(key.clone()));
-                args.push(ttl.clone());
-                args.extend(frames.iter().cloned());
-                let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args).await;
-            }
-            let mut ack = Vec::with_capacity(ids.len() + 2);
-            ack.push(owned(self.requests_key.clone()));
-            ack.push(s(CONSUMER_GROUP));
-            ack.extend(ids.iter().cloned());
-            let _ = conn::call(&pipeline, keyed("XACK"), ack).await;
-            let mut del = Vec::with_capacity(ids.len() + 1);
-            del.push(owned(self.requests_key.clone()));
-            del.extend(ids.iter().cloned());
-            let _ = conn::call(&pipeline, keyed("XDEL"), del).await;
-            let results = pipeline.try_all::<Value>().await;
-            let mut failure = None;
-            for (i, (key, frames)) in by_key.iter().enumerate() {
-                match results.get(i) {
-                    Some(Err(e)) if conn::error_code_is(e, "NOSCRIPT") => {
-                        let mut args = Vec::with_capacity(frames.len() + 4);
-                        args.push(s(self.push.text));
-                        args.push(Value::Integer(1));
-                        args.push(owned(key.clone()));
-                        args.push(ttl.clone());
-                        args.extend(frames.iter().cloned());
-                        if let Err(e) =
-                            conn::call(&self.cmd, keyed_at("EVAL", 2, false), args).await
-                        {
-                            failure = Some(e);
-                        }
-                    }
-                    Some(Err(e)) => failure = Some(e.clone()),
-                    _ => {}
-                }
-            }
-            for r in results.iter().skip(by_key.len()) {
-                // NOGROUP: Redis lost the stream (restart); nothing left to acknowledge.
-                if let Err(e) = r
-                    && !conn::error_code_is(e, "NOGROUP")
-                {
-                    failure = Some(e.clone());
-                }
-            }
-            let Some(e) = failure else { break };
+            let Err(e) = self.write_once(&self.cmd, batch, true).await else {
+                break;
+            };
             if !is_connection_error(&e) || attempt >= 8 {
                 tracing::error!(error = %e, requests = batch.len(), "could not write replies; the asks will time out");
                 break;
@@ -1218,6 +1246,135 @@ impl Shared {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+        self.finish(batch);
+    }
+
+    /// One attempt at writing a batch: one `EVALSHA` of the answer script per (at most)
+    /// [`ANSWER_CHUNK`] completions (`EVAL` where Redis lost the script, with `eval_fallback`).
+    /// A cluster cannot run one script over keys of different slots: there it is one push
+    /// script per reply list, then `XACK` and `XDEL`, in one pipeline.
+    async fn write_once(
+        &self,
+        client: &Client,
+        batch: &[Completion],
+        eval_fallback: bool,
+    ) -> Result<(), fred::error::Error> {
+        if client.is_clustered() {
+            return self
+                .write_once_clustered(client, batch, eval_fallback)
+                .await;
+        }
+        let ttl = Value::Integer(self.config.reply_ttl.as_millis() as i64);
+        let pipeline = client.pipeline();
+        let mut calls = Vec::new();
+        for chunk in batch.chunks(ANSWER_CHUNK) {
+            let mut by_key: HashMap<&str, Vec<&Bytes>> = HashMap::new();
+            for c in chunk {
+                if let Some((key, frame)) = &c.reply {
+                    by_key.entry(key).or_default().push(frame);
+                }
+            }
+            let frames: usize = by_key.values().map(Vec::len).sum();
+            let mut args = Vec::with_capacity(by_key.len() * 2 + chunk.len() + frames + 6);
+            args.extend([
+                owned(self.answer.sha.clone()),
+                Value::Integer(1 + by_key.len() as i64),
+            ]);
+            args.push(owned(self.requests_key.clone()));
+            args.extend(by_key.keys().map(|k| owned(*k)));
+            args.extend([
+                s(CONSUMER_GROUP),
+                ttl.clone(),
+                Value::Integer(chunk.len() as i64),
+            ]);
+            args.extend(chunk.iter().map(|c| bytes(c.entry_id.clone())));
+            for frames in by_key.values() {
+                args.push(Value::Integer(frames.len() as i64));
+                args.extend(frames.iter().map(|f| bytes((*f).clone())));
+            }
+            let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args.clone()).await;
+            calls.push(args);
+        }
+        let results = pipeline.try_all::<Value>().await;
+        let mut failure = None;
+        for (i, mut args) in calls.into_iter().enumerate() {
+            match results.get(i) {
+                Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
+                    args[0] = s(self.answer.text);
+                    if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
+                        failure = Some(e);
+                    }
+                }
+                Some(Err(e)) => failure = Some(e.clone()),
+                _ => {}
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// [`write_once`](Self::write_once) for a cluster.
+    async fn write_once_clustered(
+        &self,
+        client: &Client,
+        batch: &[Completion],
+        eval_fallback: bool,
+    ) -> Result<(), fred::error::Error> {
+        let mut by_key: HashMap<&str, Vec<Value>> = HashMap::new();
+        let mut entries = Vec::with_capacity(batch.len());
+        for c in batch {
+            entries.push(bytes(c.entry_id.clone()));
+            if let Some((key, frame)) = &c.reply {
+                by_key.entry(key).or_default().push(bytes(frame.clone()));
+            }
+        }
+        let ttl = Value::Integer(self.config.reply_ttl.as_millis() as i64);
+        let push = |script: Value, key: &str, frames: &[Value]| {
+            let mut args = Vec::with_capacity(frames.len() + 4);
+            args.extend([script, Value::Integer(1), owned(key), ttl.clone()]);
+            args.extend(frames.iter().cloned());
+            args
+        };
+        let pipeline = client.pipeline();
+        for (key, frames) in &by_key {
+            let args = push(owned(self.push.sha.clone()), key, frames);
+            let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args).await;
+        }
+        let stream = owned(self.requests_key.clone());
+        let mut ack = Vec::with_capacity(entries.len() + 2);
+        ack.extend([stream.clone(), s(CONSUMER_GROUP)]);
+        ack.extend(entries.iter().cloned());
+        let _ = conn::call(&pipeline, keyed("XACK"), ack).await;
+        let mut del = Vec::with_capacity(entries.len() + 1);
+        del.push(stream);
+        del.extend(entries);
+        let _ = conn::call(&pipeline, keyed("XDEL"), del).await;
+        let results = pipeline.try_all::<Value>().await;
+        let mut failure = None;
+        for (i, (key, frames)) in by_key.iter().enumerate() {
+            match results.get(i) {
+                Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
+                    let args = push(s(self.push.text), key, frames);
+                    if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
+                        failure = Some(e);
+                    }
+                }
+                Some(Err(e)) => failure = Some(e.clone()),
+                _ => {}
+            }
+        }
+        for r in results.iter().skip(by_key.len()) {
+            // NOGROUP: Redis lost the stream (restart); nothing left to acknowledge.
+            if let Err(e) = r
+                && !conn::error_code_is(e, "NOGROUP")
+            {
+                failure = Some(e.clone());
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Books a written batch as done and releases its in-flight permits.
+    fn finish(&self, batch: &mut Vec<Completion>) {
         let mut in_flight = self.in_flight_ids.lock().unwrap_or_else(|e| e.into_inner());
         for c in batch.iter() {
             if c.permit.is_some() {
@@ -1228,6 +1385,7 @@ impl Shared {
         self.counters
             .completed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        batch.clear();
     }
 }
 
