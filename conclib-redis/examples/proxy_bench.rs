@@ -6,7 +6,8 @@
 //!
 //! Starts a private redis-server (or uses `--url`), runs the proxy in a child process (this
 //! same executable with `--serve`), and measures from this process:
-//! - PING p50: one raw Redis command round trip with the same client library;
+//! - PING p50: one raw Redis command round trip with the same client library, and (when
+//!   `redis-benchmark` is installed) `redis-benchmark -c 1`'s PING p50 on the same server;
 //! - sequential ask p50/p99 (one ask at a time);
 //! - asks/s with 1, 16 and 64 asks in flight from one client.
 //!
@@ -191,6 +192,8 @@ async fn bench(a: Args) {
     }
     pings.sort();
     let ping_p50 = percentile(&pings, 0.5);
+    // redis-benchmark's own round trip, one connection, same server.
+    let rb_p50 = daemon.as_ref().and_then(|d| redis_benchmark_p50(d.port()));
 
     // The naive request/reply baseline: RPUSH a request, BLPOP the reply (another process
     // answers), two connections.
@@ -228,6 +231,13 @@ async fn bench(a: Args) {
     let ask_p50 = percentile(&asks, 0.5);
     let ask_p99 = percentile(&asks, 0.99);
     println!("PING p50: {:.1} µs", us(ping_p50));
+    if let Some(rb) = rb_p50 {
+        println!(
+            "redis-benchmark -c 1 PING p50: {:.1} µs (ask: {:.2}x)",
+            us(rb),
+            ask_p50.as_secs_f64() / rb.as_secs_f64()
+        );
+    }
     println!(
         "naive RPUSH/BLPOP request-reply p50: {:.1} µs",
         us(naive_p50)
@@ -247,6 +257,13 @@ async fn bench(a: Args) {
         us(ask_p99),
         ask_p50.as_secs_f64() / ping_p50.as_secs_f64()
     );
+    if let Some(rb) = rb_p50 {
+        result.push_str(&format!(
+            " redis_benchmark_p50_us={:.1} ratio_redis_benchmark={:.2}",
+            us(rb),
+            ask_p50.as_secs_f64() / rb.as_secs_f64()
+        ));
+    }
     for concurrency in [1usize, 16, 64] {
         let rate = throughput(&client, concurrency, Duration::from_secs_f64(a.secs)).await;
         println!("{concurrency:>2} concurrent: {rate:.0} asks/s");
@@ -257,6 +274,20 @@ async fn bench(a: Args) {
     drop(child.stdin.take());
     let _ = child.wait();
     drop(daemon);
+}
+
+/// `redis-benchmark -c 1 -t ping` against the port: its PING_MBULK p50, if the tool is here.
+fn redis_benchmark_p50(port: u16) -> Option<Duration> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-c", "1", "-n", "20000", "-t", "ping", "--csv"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...
+    let line = text.lines().find(|l| l.starts_with("\"PING_MBULK\""))?;
+    let p50_ms: f64 = line.split(',').nth(4)?.trim_matches('"').parse().ok()?;
+    Some(Duration::from_secs_f64(p50_ms / 1000.0))
 }
 
 async fn throughput(client: &ProxyClient, concurrency: usize, duration: Duration) -> f64 {

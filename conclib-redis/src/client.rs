@@ -433,11 +433,12 @@ impl Shared {
                 urn: urn.to_owned(),
             });
         }
-        let get = conn::call(
-            self.connection(),
-            keyed("GET"),
-            vec![owned(self.keys.urn(urn))],
-        );
+        // A GET has no effect: it may be given up at the command timeout.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let client = self.connection().with_options(&Self::command_options(
+            left.min(self.config.command_timeout),
+        ));
+        let get = conn::call(&client, keyed("GET"), vec![owned(self.keys.urn(urn))]);
         let value = match tokio::time::timeout_at(deadline.into(), get).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(redis_error(&e)),
@@ -469,6 +470,18 @@ impl Shared {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(urn);
+    }
+
+    /// Options of an ask's commands: fail at once while disconnected, and write a command
+    /// once at most (a connection lost after the write fails it at once, instead of keeping
+    /// it for a rewrite after reconnecting). `timeout` is how long the caller waits for it.
+    fn command_options(timeout: Duration) -> Options {
+        Options {
+            fail_fast: true,
+            max_attempts: Some(1),
+            timeout: Some(timeout.max(Duration::from_millis(1))),
+            ..Options::default()
+        }
     }
 
     /// Appends one request to the serving system's stream.
@@ -507,18 +520,10 @@ impl Shared {
         args.push(s(self.config.codec.name()));
         args.push(s(field::BODY));
         args.push(bytes(body));
-        // Fail fast while disconnected: a request queued in the connection and sent after we
-        // reported failure would be a ghost delivery.
-        let options = Options {
-            fail_fast: true,
-            timeout: Some(
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(1)),
-            ),
-            ..Options::default()
-        };
-        let client = self.connection().with_options(&options);
+        // Waited for until the request's own deadline and no less: a request that fred still
+        // holds when we give up must be expired by the time it could reach the proxy.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let client = self.connection().with_options(&Self::command_options(left));
         let xadd = conn::call(&client, keyed("XADD"), args);
         match tokio::time::timeout_at(deadline.into(), xadd).await {
             Ok(Ok(Value::Null)) => {

@@ -138,10 +138,16 @@ pub(crate) fn redis_error<E>(error: &fred::error::Error) -> ProxyError<E> {
 
 pub(crate) fn is_connection_error(error: &fred::error::Error) -> bool {
     use fred::error::ErrorKind::*;
-    matches!(
-        error.kind(),
-        IO | Canceled | Timeout | Routing | Backpressure | Cluster | Sentinel
-    )
+    match error.kind() {
+        IO | Canceled | Timeout | Routing | Backpressure | Cluster | Sentinel => true,
+        // What fred answers a command written at most once (`max_attempts`) when no
+        // connection can take it, or when the connection was lost after the write.
+        Unknown => {
+            let details = error.details();
+            details.contains("Failed to route command") || details.contains("failed write attempts")
+        }
+        _ => false,
+    }
 }
 
 /// Why [`start_proxy`](crate::start_proxy) failed.
