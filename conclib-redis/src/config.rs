@@ -25,7 +25,8 @@ pub const DEFAULT_NAMESPACE: &str = "conclib";
 ///
 /// The URL is parsed by fred and may be any of:
 /// - `redis://[[user]:password@]host[:port][/db]`: one server; `rediss://` for TLS (crate
-///   feature `tls`);
+///   feature `tls`; the server's certificate must chain to a root the system trusts, or to
+///   one in [`tls_ca_file`](Self::tls_ca_file));
 /// - `redis-cluster://[[user]:password@]host:port?node=host2:port2&node=...`: a cluster
 ///   (every key the protocol uses is a single key per command, so any slot layout works);
 /// - `redis-sentinel://[[user]:password@]host:port[/db]?sentinelServiceName=NAME&node=host2:port2`:
@@ -103,6 +104,12 @@ pub struct ProxyConfig {
     /// How long [`start_redis`](crate::start_redis) waits for the server to answer PING.
     /// Default 10 s.
     pub startup_timeout: Duration,
+    /// A PEM file of CA certificates that TLS connections (`rediss://`, and
+    /// `rediss-cluster://` / `rediss-sentinel://`) trust *instead of* the system's roots: for
+    /// a Redis whose certificate a private CA signed. Read whenever a client or proxy
+    /// connects. Needs the crate feature `tls` and a TLS URL; anything else is a
+    /// configuration error. Env `CONCLIB_REDIS_TLS_CA`; default `None` (the system's roots).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -169,13 +176,14 @@ impl ProxyConfig {
             server_binary: None,
             server_port: None,
             startup_timeout: Duration::from_secs(10),
+            tls_ca_file: None,
         }
     }
 
     /// The defaults, overridden by these environment variables when set:
     /// `CONCLIB_REDIS_URL`, `CONCLIB_REDIS_NAMESPACE`, `CONCLIB_REDIS_SYSTEM_ID`,
     /// `CONCLIB_REDIS_TIMEOUT_MS`, `CONCLIB_REDIS_CODEC`, `CONCLIB_REDIS_MAX_PAYLOAD`,
-    /// `CONCLIB_REDIS_SERVER`, `CONCLIB_REDIS_PORT`.
+    /// `CONCLIB_REDIS_SERVER`, `CONCLIB_REDIS_PORT`, `CONCLIB_REDIS_TLS_CA`.
     ///
     /// # Errors
     /// [`ConfigError`] naming the variable whose value cannot be used.
@@ -227,6 +235,9 @@ impl ProxyConfig {
         if let Some(port) = lookup("CONCLIB_REDIS_PORT") {
             config.server_port = Some(parse("CONCLIB_REDIS_PORT", &port)?);
         }
+        if let Some(ca) = lookup("CONCLIB_REDIS_TLS_CA") {
+            config.tls_ca_file = Some(PathBuf::from(ca));
+        }
         config.validate().map_err(|message| ConfigError {
             var: "CONCLIB_REDIS_NAMESPACE",
             message,
@@ -276,6 +287,14 @@ impl ProxyConfig {
         self
     }
 
+    /// Sets the PEM file of CA certificates TLS connections trust (see
+    /// [`tls_ca_file`](Self::tls_ca_file)).
+    #[must_use]
+    pub fn with_tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
+    }
+
     /// Checks the namespace (and the system id, if set).
     pub(crate) fn validate(&self) -> Result<(), String> {
         check_name("namespace", &self.namespace)?;
@@ -301,6 +320,9 @@ impl ProxyConfig {
         let mut config = Config::from_url(&self.url).map_err(|e| {
             ProxyError::Config(format!("cannot use Redis URL {}: {e}", redact(&self.url)))
         })?;
+        if let Some(ca) = &self.tls_ca_file {
+            self.trust_ca(&mut config, ca)?;
+        }
         config.fail_fast = true;
         let mut builder = Builder::from_config(config);
         let connect_timeout = self.connect_timeout;
@@ -322,6 +344,50 @@ impl ProxyConfig {
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 20, 1000, 2));
         Ok(builder)
+    }
+}
+
+impl ProxyConfig {
+    /// Makes the TLS connections of `config` trust the CA certificates of `ca` only.
+    #[cfg(feature = "tls")]
+    fn trust_ca<E>(&self, config: &mut Config, ca: &std::path::Path) -> Result<(), ProxyError<E>> {
+        use fred::rustls::pki_types::CertificateDer;
+        use fred::rustls::pki_types::pem::PemObject;
+        use fred::rustls::{ClientConfig, RootCertStore};
+
+        if config.tls.is_none() {
+            return Err(ProxyError::Config(format!(
+                "tls_ca_file {} is set but {} does not use TLS (rediss://)",
+                ca.display(),
+                redact(&self.url)
+            )));
+        }
+        let unusable = |e: &dyn fmt::Display| {
+            ProxyError::Config(format!("cannot use TLS CA file {}: {e}", ca.display()))
+        };
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| unusable(&e))? {
+            roots
+                .add(cert.map_err(|e| unusable(&e))?)
+                .map_err(|e| unusable(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(unusable(&"it holds no PEM certificate"));
+        }
+        let tls = ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.tls = Some(fred::types::config::TlsConnector::from(tls).into());
+        Ok(())
+    }
+
+    /// Without the `tls` feature there is no TLS connection to trust a CA for.
+    #[cfg(not(feature = "tls"))]
+    fn trust_ca<E>(&self, _config: &mut Config, ca: &std::path::Path) -> Result<(), ProxyError<E>> {
+        Err(ProxyError::Config(format!(
+            "tls_ca_file {} needs TLS: enable the `tls` feature of conclib-redis",
+            ca.display()
+        )))
     }
 }
 
@@ -358,6 +424,7 @@ mod tests {
             ("CONCLIB_REDIS_TIMEOUT_MS", "1500"),
             ("CONCLIB_REDIS_PORT", "7001"),
             ("CONCLIB_REDIS_SYSTEM_ID", "web-1"),
+            ("CONCLIB_REDIS_TLS_CA", "/etc/redis/ca.pem"),
         ]
         .into_iter()
         .collect();
@@ -367,6 +434,10 @@ mod tests {
         assert_eq!(config.ask_timeout, Duration::from_millis(1500));
         assert_eq!(config.server_port, Some(7001));
         assert_eq!(config.system_id.as_deref(), Some("web-1"));
+        assert_eq!(
+            config.tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/redis/ca.pem"))
+        );
         assert!(!format!("{config:?}").contains("pw"));
     }
 
@@ -398,6 +469,33 @@ mod tests {
         }
         let tls = ProxyConfig::new("rediss://127.0.0.1:6380").builder::<()>(Duration::from_secs(1));
         assert_eq!(tls.is_ok(), cfg!(feature = "tls"));
+        // A CA file needs TLS: the feature, and a TLS URL.
+        let err = ProxyConfig::new("redis://127.0.0.1:6380")
+            .with_tls_ca_file("/nonexistent/ca.pem")
+            .builder::<()>(Duration::from_secs(1))
+            .unwrap_err();
+        let expected = if cfg!(feature = "tls") {
+            "does not use TLS"
+        } else {
+            "needs TLS"
+        };
+        assert!(
+            matches!(&err, ProxyError::Config(m) if m.contains(expected)),
+            "{err:?}"
+        );
+        let err = ProxyConfig::new("rediss://127.0.0.1:6380")
+            .with_tls_ca_file("/nonexistent/ca.pem")
+            .builder::<()>(Duration::from_secs(1))
+            .unwrap_err();
+        let expected = if cfg!(feature = "tls") {
+            "cannot use TLS CA file /nonexistent/ca.pem"
+        } else {
+            "needs TLS"
+        };
+        assert!(
+            matches!(&err, ProxyError::Config(m) if m.contains(expected)),
+            "{err:?}"
+        );
         assert_eq!(redact("redis://user:pw@h:1"), "redis://user:***@h:1");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
     }

@@ -22,9 +22,17 @@ pub(crate) fn keyed_at(name: &'static str, offset: usize, blocking: bool) -> Cus
 /// Runs a raw command and returns Redis's answer untouched (nil stays `Value::Null`).
 pub(crate) async fn call<C: ClientLike>(
     client: &C,
-    cmd: CustomCommand,
+    mut cmd: CustomCommand,
     args: Vec<Value>,
 ) -> Result<Value, Error> {
+    // fred routes a custom command by its `cluster_hash` only when that is a slot
+    // (`Custom`); anything else falls back to the first string argument (a script's SHA,
+    // `GROUP`, `CREATE`), which sends it to the wrong node, to be redirected with MOVED.
+    if let ClusterHash::Offset(i) = cmd.cluster_hash
+        && let Some(key) = args.get(i).and_then(as_bytes)
+    {
+        cmd.cluster_hash = ClusterHash::Custom(fred::util::redis_keyslot(key));
+    }
     client.custom::<Value, Value>(cmd, args).await
 }
 
