@@ -13,7 +13,6 @@ use tokio::time::Instant;
 use crate::config::ApiConfig;
 use crate::error::{ApiError, HealthAttempt, error_chain};
 use crate::output::{OutputLine, OutputLog, OutputStream, pump};
-use crate::spawn;
 
 /// How long a failed start or a shutdown waits for the output readers to
 /// reach end of file once the process group is gone.
@@ -148,11 +147,23 @@ pub async fn start_api(config: ApiConfig) -> Result<ApiDaemon, ApiError> {
     if let Some(dir) = &config.cwd {
         command.current_dir(dir);
     }
-    spawn::prepare(&mut command);
-
-    let mut child = spawn::spawn(command, runtime)
-        .await
-        .map_err(|source| spawn_error(&config, source))?;
+    // Its own process group (the whole tree is signalled at shutdown), killed if we die.
+    conclib_core::process::bind_to_parent(command.as_std_mut(), true);
+    let spawn = move || {
+        // The child's pipes and reaper belong to the caller's runtime.
+        let _entered = runtime.enter();
+        command.spawn()
+    };
+    let mut child = conclib_core::process::spawn_bound(spawn, |mut orphan: Child| {
+        // The caller gave up while we were forking: leave nothing behind.
+        if let Some(pid) = orphan.id() {
+            // SAFETY: plain system call; the child leads its own group.
+            unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+        }
+        let _ = orphan.start_kill();
+    })
+    .await
+    .map_err(|source| spawn_error(&config, source))?;
     let Some(pid) = child.id() else {
         // Only possible if the child was already reaped, which nothing did.
         return Err(ApiError::Spawn {

@@ -57,7 +57,6 @@ mod config;
 mod daemon;
 mod error;
 mod output;
-mod spawn;
 
 pub use config::{
     ApiConfig, DEFAULT_OUTPUT_CAPACITY, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT,

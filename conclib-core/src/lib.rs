@@ -69,6 +69,8 @@ mod envelope;
 mod error;
 mod mailbox;
 mod message;
+#[cfg(unix)]
+pub mod process;
 mod remote;
 mod runner;
 mod supervision;

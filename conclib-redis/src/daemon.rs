@@ -3,13 +3,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 use crate::config::ProxyConfig;
 use crate::error::DaemonError;
@@ -273,8 +270,14 @@ async fn start_once(
     if let Some(pw) = &password {
         command.arg("--requirepass").arg(pw);
     }
-    prepare(&mut command);
-    let child = spawn(command).await.map_err(|source| DaemonError::Spawn {
+    conclib_core::process::bind_to_parent(&mut command, false);
+    let spawn = move || command.spawn();
+    let abandoned = |mut orphan: Child| {
+        let _ = orphan.kill();
+        let _ = orphan.wait();
+    };
+    let spawned = conclib_core::process::spawn_bound(spawn, abandoned).await;
+    let child = spawned.map_err(|source| DaemonError::Spawn {
         binary: binary.to_owned(),
         source,
     })?;
@@ -338,83 +341,6 @@ fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-// ---- forking from one long-lived thread ----
-//
-// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not when the
-// process does. Tokio may run code on a blocking-pool thread that is retired later, which
-// would kill a healthy server. So every child is forked by one dedicated thread, started on
-// first use and kept for the life of the process: the signal then means "the process died".
-
-struct SpawnRequest {
-    command: Command,
-    reply: oneshot::Sender<io::Result<Child>>,
-}
-
-/// Arranges for the child to be killed when this process dies, and to give up if it
-/// already died.
-fn prepare(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls; the io::Error constructors used do not allocate.
-    unsafe {
-        command.pre_exec(move || {
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            // The parent may have died between fork and prctl: the signal would never come.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
-fn spawner() -> io::Result<&'static mpsc::Sender<SpawnRequest>> {
-    static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    SPAWNER
-        .get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<SpawnRequest>();
-            std::thread::Builder::new()
-                .name("conclib-redis-spawner".into())
-                .spawn(move || {
-                    for SpawnRequest { mut command, reply } in rx {
-                        let result = command.spawn();
-                        if let Err(Ok(mut orphan)) = reply.send(result) {
-                            // The caller gave up while we were forking: leave nothing behind.
-                            let _ = orphan.kill();
-                            let _ = orphan.wait();
-                        }
-                    }
-                })
-                .ok()
-                .map(|_| tx)
-        })
-        .as_ref()
-        .ok_or_else(|| io::Error::other("the conclib-redis spawner thread could not be started"))
-}
-
-async fn spawn(command: Command) -> io::Result<Child> {
-    let (reply, answer) = oneshot::channel();
-    spawner()?
-        .send(SpawnRequest { command, reply })
-        .map_err(|_| io::Error::other("the conclib-redis spawner thread is gone"))?;
-    answer
-        .await
-        .map_err(|_| io::Error::other("the conclib-redis spawner thread dropped the request"))?
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! - [`ProxyClient`] asks ([`ProxyClient::ask`]) and tells ([`ProxyClient::tell`]) them from
 //!   anywhere that reaches the same Redis, with per-call timeouts and [`ProxyError`].
 //! - [`start_redis`] runs a private `redis-server` child, for tests and single-host setups.
-//! - [`ProxyConfig`] holds the URL (password, ACL user, `rediss://` with the `tls` feature,
+//! - [`ProxyConfig`] holds the URL (password, ACL user, `rediss://` with the `tls` feature and
+//!   optionally a private CA in [`tls_ca_file`](ProxyConfig::tls_ca_file),
 //!   Sentinel, Cluster), the namespace, timeouts and limits; [`ProxyConfig::from_env`] reads
 //!   `CONCLIB_REDIS_URL` and friends.
 //!
