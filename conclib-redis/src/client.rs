@@ -498,33 +498,30 @@ impl Shared {
         deadline: Instant,
     ) -> Result<(), ProxyError> {
         let ttl_ms = ttl.as_millis().clamp(1, u128::from(u32::MAX)) as i64;
-        let mut args = Vec::with_capacity(19);
-        args.push(owned(&*route.requests_key));
-        args.push(s("NOMKSTREAM"));
-        args.push(s("*"));
-        args.push(s(field::VERSION));
-        args.push(s(PROTOCOL_VERSION));
-        args.push(s(field::ID));
-        args.push(owned(id.to_string()));
-        args.push(s(field::URN));
-        args.push(owned(urn));
-        args.push(s(field::MESSAGE));
-        args.push(s(name));
-        args.push(s(field::TTL));
-        args.push(Value::Integer(ttl_ms));
+        let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(8);
+        fields.push((field::VERSION, s(PROTOCOL_VERSION)));
+        fields.push((field::ID, owned(id.to_string())));
+        fields.push((field::URN, owned(urn)));
+        fields.push((field::MESSAGE, s(name)));
+        fields.push((field::TTL, Value::Integer(ttl_ms)));
         if let Some(reply) = reply {
-            args.push(s(field::REPLY));
-            args.push(owned(reply));
+            fields.push((field::REPLY, owned(reply)));
         }
-        args.push(s(field::CODEC));
-        args.push(s(self.config.codec.name()));
-        args.push(s(field::BODY));
-        args.push(bytes(body));
+        fields.push((field::CODEC, s(self.config.codec.name())));
+        fields.push((field::BODY, bytes(body)));
         // Waited for until the request's own deadline and no less: a request that fred still
         // holds when we give up must be expired by the time it could reach the proxy.
         let left = deadline.saturating_duration_since(Instant::now());
         let client = self.connection().with_options(&Self::command_options(left));
-        let xadd = conn::call(&client, keyed("XADD"), args);
+        // The typed command, not a custom one (which fred flushes by itself, a write each):
+        // the XADDs of concurrent asks queued together leave in one write.
+        let xadd = client.xadd::<Value, _, _, _, _>(
+            &*route.requests_key,
+            true, // NOMKSTREAM
+            None::<()>,
+            "*",
+            fields,
+        );
         match tokio::time::timeout_at(deadline.into(), xadd).await {
             Ok(Ok(Value::Null)) => {
                 // NOMKSTREAM: the stream is gone, so is its system (or Redis lost its data).
