@@ -35,6 +35,8 @@ use common::{Metrics, Params};
 
 /// How a framework's scenarios are run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// The one-thread runtimes serve only the actix rows.
+#[cfg_attr(not(feature = "actix"), allow(dead_code))]
 enum Runtime {
     /// tokio multi-threaded, 2 workers.
     Multi,
