@@ -784,3 +784,87 @@ async fn msgpack_and_bincode_clients_share_a_proxy() {
 fn the_test_daemon_answers() {
     assert!(daemon().port() > 0);
 }
+
+/// A reply list that cannot take replies (someone wrote a string there) loses only its own
+/// replies: the other requests of its answer batch are still answered, and all of them
+/// acknowledged and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_reply_list_does_not_block_the_others() {
+    let config = config("wrongtype");
+    let system = system_with("wrongtype", &["c"]).await;
+    // A first proxy creates the request stream and claims the URN, then stops: what is
+    // queued next waits for the second, which takes it all in one batch.
+    start_proxy(&system, &config)
+        .await
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+    let redis = raw_client(&config).await;
+    let ns = config.namespace.clone();
+    let queue = format!("{ns}:sys:wrongtype:req");
+    let broken = format!("{ns}:reply:broken");
+    raw(&redis, vec![v("SET"), v(&broken), v("not a list")])
+        .await
+        .unwrap();
+    let body = conclib_redis::encode_value(&conclib_redis::Bincode, &Echo("x".into())).unwrap();
+    let mut args = vec![v("XADD"), v(&queue), v("*")];
+    for (f, val) in [
+        ("v", v("1")),
+        ("id", v("1")),
+        ("urn", v("c")),
+        ("msg", v("test.Echo")),
+        ("ttl", v("10000")),
+        ("reply", v(&broken)),
+        ("codec", v("bincode")),
+        ("body", Value::Bytes(body.into())),
+    ] {
+        args.push(v(f));
+        args.push(val);
+    }
+    raw(&redis, args).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let asks: Vec<_> = (0..20)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .ask("c", Echo(format!("{i}")))
+                    .timeout(Duration::from_secs(10))
+                    .await
+            })
+        })
+        .collect();
+    eventually(5, "21 requests queued", || async {
+        raw(&redis, vec![v("XLEN"), v(&queue)])
+            .await
+            .unwrap()
+            .as_i64()
+            == Some(21)
+    })
+    .await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    for (i, ask) in asks.into_iter().enumerate() {
+        assert_eq!(ask.await.unwrap().unwrap(), format!("{i}"));
+    }
+    eventually(5, "every request acknowledged and deleted", || async {
+        let len = raw(&redis, vec![v("XLEN"), v(&queue)]).await.unwrap();
+        let pending = raw(&redis, vec![v("XPENDING"), v(&queue), v("proxy")])
+            .await
+            .unwrap();
+        let pending_count = match &pending {
+            Value::Array(parts) => parts.first().and_then(|c| c.as_i64()),
+            _ => None,
+        };
+        len.as_i64() == Some(0) && pending_count == Some(0)
+    })
+    .await;
+    // The string is untouched and the proxy still serves.
+    let kept = raw(&redis, vec![v("GET"), v(&broken)]).await.unwrap();
+    assert_eq!(kept.as_str().as_deref(), Some("not a list"));
+    assert_eq!(
+        client.ask("c", Echo("after".into())).await.unwrap(),
+        "after"
+    );
+    proxy.shutdown().await.unwrap();
+}
