@@ -1,4 +1,4 @@
-//! Redis restarted mid-run: proxy and client reconnect by themselves.
+//! Redis restarted mid-run, or its script cache flushed: proxy and client recover by themselves.
 mod common;
 
 use std::time::{Duration, Instant};
@@ -95,6 +95,53 @@ async fn proxy_and_client_survive_a_redis_restart() {
     client.tell("c", Record(7)).await.unwrap();
     assert_eq!(client.ask("c", History).await.unwrap(), vec![7]);
 
+    proxy.shutdown().await.unwrap();
+    daemon.shutdown().unwrap();
+}
+
+/// Redis forgot the proxy's scripts (`SCRIPT FLUSH`, a failover to a replica that never
+/// loaded them): the replies go out all the same, loaded again with EVAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_survive_a_script_flush() {
+    let base = ProxyConfig::default().with_namespace("flush");
+    let daemon = start_redis(&base).await.unwrap();
+    let config = daemon.config(&base);
+    let system = ActorSystem::new("flush");
+    system
+        .build(Counter::default())
+        .urn("c")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    assert_eq!(client.ask("c", Add(1)).await.unwrap(), 1);
+
+    let redis = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&daemon.url()).unwrap(),
+    )
+    .build()
+    .unwrap();
+    fred::prelude::ClientLike::init(&redis).await.unwrap();
+    let _: () = fred::prelude::LuaInterface::script_flush(&redis, false)
+        .await
+        .unwrap();
+
+    for n in 2..=11 {
+        assert_eq!(
+            client
+                .ask("c", Add(1))
+                .timeout(Duration::from_secs(5))
+                .await
+                .unwrap(),
+            n
+        );
+    }
+    // Booked once Redis confirmed the writes, which may come after the client's answer.
+    common::eventually(5, "11 requests completed", || async {
+        proxy.stats().completed == 11
+    })
+    .await;
     proxy.shutdown().await.unwrap();
     daemon.shutdown().unwrap();
 }
