@@ -66,7 +66,7 @@
 //!   deadline has not passed. A crash between handling and acknowledging means the request
 //!   is handled again (at-least-once across crashes; exactly once otherwise).
 //! - **Nothing grows without bound.** Replies live in per-client lists that expire; handled
-//!   requests are deleted; a request stream whose proxy is gone for good expires; ownership
+//!   requests are trimmed from their stream; a request stream whose proxy is gone for good expires; ownership
 //!   keys are leases.
 //! - **Reconnects.** Proxy and client reconnect by themselves after Redis restarts; asks
 //!   during an outage fail with [`ProxyError::Unavailable`] (or succeed) within their timeout.
@@ -85,7 +85,7 @@
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
 //! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (15 s), renewed every third of it by the serving proxy; deleted when the actor stops |
-//! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries deleted once answered; the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal |
+//! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 32 hex digits, random) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
 //!
@@ -146,13 +146,17 @@
 //!   the actor system, checks the message is exposed, decodes, asks the actor with the
 //!   remaining time, encodes the answer.
 //! - Answers in batches, each in one script call (atomic, so a reply list always has a TTL):
-//!   for each reply list `RPUSH key frame...` and `PEXPIRE key reply_ttl`, then `XACK` and
-//!   `XDEL` of the batch's entries. The replies of requests answered at once are written on
+//!   for each reply list `RPUSH key frame...` and `PEXPIRE key reply_ttl`, then `XACK` of
+//!   the batch's entries and `XTRIM key MINID ~ <id>`, where `<id>` is the oldest entry
+//!   still being handled or, with none, the one after the newest acknowledged (`~`: whole
+//!   stream nodes only, no per-entry deletion). Nothing is trimmed until the pending list
+//!   was re-read at start. The replies of requests answered at once are written on
 //!   the reading connection just before its next `XREADGROUP`, so they leave in the same
 //!   write; later ones on another connection. In a cluster (keys of several slots) it is one
-//!   script per reply list, then `XACK` and `XDEL`, in one pipeline.
+//!   script per reply list, then `XACK` and `XTRIM`, in one pipeline.
 //! - Every third of the lease time: renews its lease, its URN keys (re-creating them after a
-//!   Redis restart) and the stream's TTL. Whenever the system takes or frees a URN
+//!   Redis restart) and the stream's TTL, and trims the stream exactly (`XTRIM key MINID
+//!   <id>`, as at shutdown). Whenever the system takes or frees a URN
 //!   (`ActorSystem::urn_changes`), and every [`scan_interval`](ProxyConfig::scan_interval) as
 //!   a safety net, it registers actors spawned since and releases (compare-and-delete) the
 //!   URNs of stopped ones.
@@ -171,6 +175,7 @@ mod daemon;
 mod error;
 mod protocol;
 mod proxy;
+mod unacked;
 
 pub use client::{ProxyClient, RemoteAsk};
 #[cfg(feature = "msgpack")]

@@ -166,9 +166,11 @@ return 1";
 
 /// `KEYS[1]` = a request stream, `KEYS[2..]` = reply lists; `ARGV[1]` = consumer group,
 /// `ARGV[2]` = reply TTL in ms, `ARGV[3]` = n, `ARGV[4..3+n]` = entry ids, then for each
-/// reply list its frame count and its frames. Pushes the frames (each list getting the TTL in
-/// the same step), then acknowledges and deletes the entries: a batch's whole answer in one
-/// command. Each step is a `pcall`, so one unusable key does not keep the others unanswered.
+/// reply list its frame count and its frames, and last the id below which the stream may be
+/// trimmed (empty: none). Pushes the frames (each list getting the TTL in the same step),
+/// acknowledges the entries and trims the stream's whole nodes below that id: a batch's
+/// whole answer in one command. Each step is a `pcall`, so one unusable key does not keep
+/// the others unanswered.
 pub(crate) const ANSWER_SCRIPT: &str = r"local n = tonumber(ARGV[3])
 local pos = 4 + n
 for k = 2, #KEYS do
@@ -180,7 +182,9 @@ for k = 2, #KEYS do
 end
 if n > 0 then
   redis.pcall('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4, 3 + n))
-  redis.pcall('XDEL', KEYS[1], unpack(ARGV, 4, 3 + n))
+end
+if ARGV[#ARGV] ~= '' then
+  redis.pcall('XTRIM', KEYS[1], 'MINID', '~', ARGV[#ARGV])
 end
 return 1";
 

@@ -26,6 +26,7 @@ use crate::protocol::{
     self, ANSWER_SCRIPT, CLAIM_SCRIPT, CONSUMER_GROUP, Keys, PROTOCOL_VERSION, PUSH_SCRIPT,
     RELEASE_SCRIPT, Status, field,
 };
+use crate::unacked::{EntryId, Unacked};
 
 /// Counters of what a proxy did since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,8 +94,11 @@ struct Shared {
     registry: Mutex<Registry>,
     scan_lock: tokio::sync::Mutex<()>,
     in_flight: Arc<Semaphore>,
-    /// Stream entry ids being handled (so that re-reading the pending list skips them).
-    in_flight_ids: Mutex<HashSet<Bytes>>,
+    /// Stream entries read and not yet acknowledged (re-reading the pending list skips
+    /// them; the stream is trimmed below them).
+    unacked: Mutex<Unacked>,
+    /// An answer was given up on: the read loop re-reads the pending list to handle it again.
+    reread: AtomicBool,
     counters: Counters,
     claim: Script,
     release: Script,
@@ -201,7 +205,8 @@ pub async fn start_proxy(
         registry: Mutex::new(Registry::default()),
         scan_lock: tokio::sync::Mutex::new(()),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-        in_flight_ids: Mutex::new(HashSet::new()),
+        unacked: Mutex::new(Unacked::default()),
+        reread: AtomicBool::new(false),
         counters: Counters::default(),
         claim: Script::new(CLAIM_SCRIPT),
         release: Script::new(RELEASE_SCRIPT),
@@ -321,6 +326,7 @@ impl ProxyHandle {
             heartbeat.abort();
             let _ = heartbeat.await;
         }
+        shared.trim_exact().await;
         let mut result = Ok(());
         if shared.config.release_on_shutdown {
             let urns: Vec<String> = shared.registry().owned.drain().collect();
@@ -384,6 +390,31 @@ fn now_ms() -> i64 {
 impl Shared {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unacked(&self) -> std::sync::MutexGuard<'_, Unacked> {
+        self.unacked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Trims the request stream exactly below the oldest entry still pending (the answer
+    /// script trims only whole stream nodes, which is cheaper but leaves up to a node).
+    async fn trim_exact(&self) {
+        let Some(below) = self.unacked().trim_below(&[]) else {
+            return;
+        };
+        let trimmed = conn::call(
+            &self.cmd,
+            keyed("XTRIM"),
+            vec![
+                owned(self.requests_key.clone()),
+                s("MINID"),
+                owned(below.to_string()),
+            ],
+        )
+        .await;
+        if let Err(e) = trimmed {
+            tracing::debug!(error = %e, "could not trim the request stream");
+        }
     }
 
     /// Redis's clock now, as far as we can tell, in ms.
@@ -611,7 +642,7 @@ impl Shared {
         }
     }
 
-    /// Renews the instance lease, the URN ownerships and the queue's TTL.
+    /// Renews the instance lease, the URN ownerships and the queue's TTL, and trims the queue.
     async fn renew(&self) {
         let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let lease = self
@@ -641,6 +672,7 @@ impl Shared {
         let _guard = self.scan_lock.lock().await;
         self.claim_urns(urns).await;
         self.renew_queue().await;
+        self.trim_exact().await;
         self.sync_clock().await;
     }
 
@@ -649,14 +681,16 @@ impl Shared {
     fn dispatch(
         self: &Arc<Self>,
         entry_id: Bytes,
+        id: EntryId,
         fields: Value,
         permit: OwnedSemaphorePermit,
     ) -> Result<Handling, Completion> {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let done = |reply: Option<(String, Bytes)>| Completion {
             entry_id: entry_id.clone(),
+            id,
             reply,
-            permit: None,
+            _permit: None,
         };
         let fields = match fields {
             Value::Array(f) => f,
@@ -685,11 +719,7 @@ impl Shared {
             Err(text) => return reject(Status::BadRequest, text),
         };
         // Expired: drop unprocessed, no reply (the asker gave up).
-        let entry_ms = std::str::from_utf8(&entry_id)
-            .ok()
-            .and_then(|id| id.split('-').next()?.parse::<i64>().ok())
-            .unwrap_or(0);
-        let remaining_ms = entry_ms + req.ttl_ms - self.redis_now_ms();
+        let remaining_ms = id.ms as i64 + req.ttl_ms - self.redis_now_ms();
         if remaining_ms <= 0 {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(urn = %req.urn, message = %req.message, "dropped an expired request");
@@ -745,10 +775,6 @@ impl Shared {
         let Some(msg) = decoded else {
             return reject(Status::CodecError, "the codec produced no message".into());
         };
-        self.in_flight_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(entry_id.clone());
         let timeout = Duration::from_millis(remaining_ms as u64);
         let shared = self.clone();
         Ok(Box::pin(async move {
@@ -785,8 +811,9 @@ impl Shared {
             };
             Completion {
                 entry_id,
+                id,
                 reply,
-                permit: Some(permit),
+                _permit: Some(permit),
             }
         }))
     }
@@ -858,8 +885,10 @@ impl Shared {
 /// What is left to do for one request: push its reply (if any) and acknowledge it.
 struct Completion {
     entry_id: Bytes,
+    id: EntryId,
     reply: Option<(String, Bytes)>,
-    permit: Option<OwnedSemaphorePermit>,
+    /// The request's place among those in flight, given back once the answer is written.
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 /// A request being handled: resolves to its completion.
@@ -1028,6 +1057,10 @@ async fn read_loop(
         if *stop.borrow_and_update() {
             break;
         }
+        if shared.reread.swap(false, Ordering::AcqRel) {
+            pending_phase = true;
+            pending_from = Bytes::from_static(b"0");
+        }
         // Handlers that answer at once do so now, so their replies precede the next read.
         if !running.is_empty() {
             tokio::task::yield_now().await;
@@ -1096,7 +1129,10 @@ async fn read_loop(
         };
         let entries = match result {
             Ok(Value::Null) => {
-                pending_phase = false;
+                if pending_phase {
+                    pending_phase = false;
+                    shared.unacked().set_complete(true);
+                }
                 continue;
             }
             Ok(value) => {
@@ -1120,25 +1156,27 @@ async fn read_loop(
                 // An answer lost with the connection leaves entries delivered to us: re-read them.
                 pending_phase = true;
                 pending_from = Bytes::from_static(b"0");
+                shared.unacked().set_complete(false);
                 continue;
             }
         };
         if pending_phase && entries.is_empty() {
             pending_phase = false;
+            shared.unacked().set_complete(true);
             continue;
         }
         let mut permit = Some(first);
         for (entry_id, fields) in entries {
+            let Some(id) = EntryId::parse(&entry_id) else {
+                tracing::warn!(entry = ?entry_id, "skipped a stream entry with a malformed id");
+                continue;
+            };
             if pending_phase {
                 pending_from = entry_id.clone();
-                if shared
-                    .in_flight_ids
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(&entry_id)
-                {
-                    continue;
-                }
+            }
+            // Re-reading the pending list: skip what is being handled already.
+            if !shared.unacked().insert(id) {
+                continue;
             }
             let permit = match permit.take() {
                 Some(p) => p,
@@ -1147,7 +1185,7 @@ async fn read_loop(
                     Err(_) => break,
                 },
             };
-            match shared.dispatch(entry_id, fields, permit) {
+            match shared.dispatch(entry_id, id, fields, permit) {
                 Err(done) => ready.push(done),
                 // Started here, in arrival order, so one client's messages to one actor enter
                 // its mailbox in order.
@@ -1239,8 +1277,9 @@ impl Shared {
                 break;
             };
             if !is_connection_error(&e) || attempt >= 8 {
-                tracing::error!(error = %e, requests = batch.len(), "could not write replies; the asks will time out");
-                break;
+                tracing::error!(error = %e, requests = batch.len(), "could not write replies; the requests will be read again");
+                self.give_up(batch);
+                return;
             }
             tracing::debug!(error = %e, "writing replies failed; retrying");
             tokio::time::sleep(backoff).await;
@@ -1265,9 +1304,13 @@ impl Shared {
                 .await;
         }
         let ttl = Value::Integer(self.config.reply_ttl.as_millis() as i64);
+        let trim = self
+            .trim_below(batch)
+            .map_or(s(""), |below| owned(below.to_string()));
         let pipeline = client.pipeline();
         let mut calls = Vec::new();
-        for chunk in batch.chunks(ANSWER_CHUNK) {
+        let chunks = batch.len().div_ceil(ANSWER_CHUNK);
+        for (i, chunk) in batch.chunks(ANSWER_CHUNK).enumerate() {
             let mut by_key: HashMap<&str, Vec<&Bytes>> = HashMap::new();
             for c in chunk {
                 if let Some((key, frame)) = &c.reply {
@@ -1292,6 +1335,8 @@ impl Shared {
                 args.push(Value::Integer(frames.len() as i64));
                 args.extend(frames.iter().map(|f| bytes((*f).clone())));
             }
+            // Trim once the whole batch is acknowledged: with its last chunk.
+            args.push(if i + 1 == chunks { trim.clone() } else { s("") });
             let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args.clone()).await;
             calls.push(args);
         }
@@ -1344,10 +1389,10 @@ impl Shared {
         ack.extend([stream.clone(), s(CONSUMER_GROUP)]);
         ack.extend(entries.iter().cloned());
         let _ = conn::call(&pipeline, keyed("XACK"), ack).await;
-        let mut del = Vec::with_capacity(entries.len() + 1);
-        del.push(stream);
-        del.extend(entries);
-        let _ = conn::call(&pipeline, keyed("XDEL"), del).await;
+        if let Some(below) = self.trim_below(batch) {
+            let trim = vec![stream, s("MINID"), s("~"), owned(below.to_string())];
+            let _ = conn::call(&pipeline, keyed("XTRIM"), trim).await;
+        }
         let results = pipeline.try_all::<Value>().await;
         let mut failure = None;
         for (i, (key, frames)) in by_key.iter().enumerate() {
@@ -1375,17 +1420,26 @@ impl Shared {
 
     /// Books a written batch as done and releases its in-flight permits.
     fn finish(&self, batch: &mut Vec<Completion>) {
-        let mut in_flight = self.in_flight_ids.lock().unwrap_or_else(|e| e.into_inner());
-        for c in batch.iter() {
-            if c.permit.is_some() {
-                in_flight.remove(&c.entry_id);
-            }
-        }
-        drop(in_flight);
+        self.unacked().remove(batch.iter().map(|c| c.id), true);
         self.counters
             .completed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
+    }
+
+    /// Gives up on writing a batch: its entries stay pending in Redis, and the read loop
+    /// re-reads the pending list to handle them again.
+    fn give_up(&self, batch: &mut Vec<Completion>) {
+        self.unacked().remove(batch.iter().map(|c| c.id), false);
+        self.reread.store(true, Ordering::Release);
+        batch.clear();
+    }
+
+    /// The id below which the stream may be trimmed once `batch` is acknowledged.
+    fn trim_below(&self, batch: &[Completion]) -> Option<EntryId> {
+        let mut ids: Vec<EntryId> = batch.iter().map(|c| c.id).collect();
+        ids.sort_unstable();
+        self.unacked().trim_below(&ids)
     }
 }
 

@@ -422,7 +422,7 @@ async fn requests_queued_while_the_proxy_restarts_are_not_lost() {
         (0..50).collect::<Vec<_>>()
     );
     peer.stop().await;
-    // Everything was acknowledged and deleted.
+    // Everything was acknowledged and trimmed.
     assert_eq!(
         raw(&redis, vec![v("XLEN"), v(&queue)]).await.unwrap(),
         Value::Integer(0)
@@ -631,11 +631,13 @@ async fn malformed_entries_are_rejected_and_the_proxy_goes_on() {
     // Still serving.
     let client = ProxyClient::connect(&config).await.unwrap();
     assert_eq!(client.ask("c", Add(4)).await.unwrap(), 4);
+    assert_eq!(pending_count(&redis, &queue).await, 0);
+    proxy.shutdown().await.unwrap();
+    // Every entry, malformed ones included, was trimmed.
     assert_eq!(
         raw(&redis, vec![v("XLEN"), v(&queue)]).await.unwrap(),
         Value::Integer(0)
     );
-    proxy.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -847,16 +849,8 @@ async fn an_unusable_reply_list_does_not_block_the_others() {
     for (i, ask) in asks.into_iter().enumerate() {
         assert_eq!(ask.await.unwrap().unwrap(), format!("{i}"));
     }
-    eventually(5, "every request acknowledged and deleted", || async {
-        let len = raw(&redis, vec![v("XLEN"), v(&queue)]).await.unwrap();
-        let pending = raw(&redis, vec![v("XPENDING"), v(&queue), v("proxy")])
-            .await
-            .unwrap();
-        let pending_count = match &pending {
-            Value::Array(parts) => parts.first().and_then(|c| c.as_i64()),
-            _ => None,
-        };
-        len.as_i64() == Some(0) && pending_count == Some(0)
+    eventually(5, "every request acknowledged", || async {
+        pending_count(&redis, &queue).await == 0
     })
     .await;
     // The string is untouched and the proxy still serves.
@@ -867,4 +861,80 @@ async fn an_unusable_reply_list_does_not_block_the_others() {
         "after"
     );
     proxy.shutdown().await.unwrap();
+    assert_eq!(
+        raw(&redis, vec![v("XLEN"), v(&queue)]).await.unwrap(),
+        Value::Integer(0),
+        "every request trimmed"
+    );
+}
+
+/// How many entries of a request stream are delivered and not acknowledged.
+async fn pending_count(redis: &Client, queue: &str) -> i64 {
+    let pending = raw(redis, vec![v("XPENDING"), v(queue), v("proxy")])
+        .await
+        .unwrap();
+    match &pending {
+        Value::Array(parts) => parts.first().and_then(|c| c.as_i64()).unwrap(),
+        other => panic!("XPENDING answered {other:?}"),
+    }
+}
+
+/// Answered requests leave the stream as it is trimmed, but never one still being handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_trimmed_but_never_past_a_request_in_flight() {
+    let config = config("trim").with_ask_timeout(Duration::from_secs(20));
+    let system = system_with("trim", &["slow", "fast"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let redis = raw_client(&config).await;
+    let queue = format!("{}:sys:trim:req", config.namespace);
+    let first_entry = || async {
+        match raw(
+            &redis,
+            vec![v("XRANGE"), v(&queue), v("-"), v("+"), v("COUNT"), v("1")],
+        )
+        .await
+        .unwrap()
+        {
+            Value::Array(entries) => entries.into_iter().next(),
+            other => panic!("XRANGE answered {other:?}"),
+        }
+    };
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.ask("slow", Sleep(2000)).await }
+    });
+    eventually(5, "the slow request to be taken", || {
+        let received = proxy.stats().received;
+        async move { received == 1 }
+    })
+    .await;
+    for i in 1..=150 {
+        assert_eq!(client.ask("fast", Add(1)).await.unwrap(), i);
+    }
+    // 150 answered, but the slow request is still the stream's first entry.
+    let Some(Value::Array(entry)) = first_entry().await else {
+        panic!("the stream is empty")
+    };
+    let fields = format!("{:?}", entry[1]);
+    assert!(fields.contains("test.Sleep"), "first entry: {fields}");
+    assert_eq!(
+        raw(&redis, vec![v("XLEN"), v(&queue)]).await.unwrap(),
+        Value::Integer(151)
+    );
+    assert_eq!(slow.await.unwrap().unwrap(), 2000);
+    // Once it is answered, trimming goes on: whole stream nodes (at most 100 entries each)
+    // are dropped as requests are answered.
+    for i in 151..=300 {
+        assert_eq!(client.ask("fast", Add(1)).await.unwrap(), i);
+    }
+    let len = raw(&redis, vec![v("XLEN"), v(&queue)])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap();
+    assert!(len <= 100, "{len} entries left in the stream");
+    assert_eq!(pending_count(&redis, &queue).await, 0);
+    proxy.shutdown().await.unwrap();
+    assert_eq!(first_entry().await, None, "trimmed exactly at shutdown");
 }
