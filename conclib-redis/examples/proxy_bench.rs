@@ -33,6 +33,7 @@ struct Args {
     secs: f64,
     seq: usize,
     proxy_threads: usize,
+    client_threads: usize,
 }
 
 fn args() -> Args {
@@ -43,6 +44,7 @@ fn args() -> Args {
         secs: 2.0,
         seq: 3000,
         proxy_threads: 1,
+        client_threads: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -58,6 +60,12 @@ fn args() -> Args {
                     .and_then(|s| s.parse().ok())
                     .expect("--proxy-threads N")
             }
+            "--client-threads" => {
+                a.client_threads = it
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .expect("--client-threads N")
+            }
             "--bench" => {} // passed by `cargo bench`
             other => panic!("unknown argument {other}"),
         }
@@ -68,27 +76,24 @@ fn args() -> Args {
 fn main() {
     let a = args();
     if a.serve {
-        let rt = if a.proxy_threads <= 1 {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(a.proxy_threads)
-                .enable_all()
-                .build()
-        }
-        .unwrap();
-        rt.block_on(serve(&a));
-        return;
+        runtime(a.proxy_threads).block_on(serve(&a));
+    } else {
+        runtime(a.client_threads).block_on(bench(a));
     }
-    // One thread: the client's tasks, its connections' tasks and the measuring loop share it,
-    // so no reply crosses threads.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(bench(a));
+}
+
+/// A current-thread runtime for 1 thread, else a multi-threaded one with that many workers.
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    }
+    .enable_all()
+    .build()
+    .unwrap()
 }
 
 async fn serve(a: &Args) {
