@@ -8,6 +8,8 @@
 //! same executable with `--serve`), and measures from this process:
 //! - PING p50: one raw Redis command round trip with the same client library, and (when
 //!   `redis-benchmark` is installed) `redis-benchmark -c 1`'s PING p50 on the same server;
+//! - the floor: the same commands (PING, a naive list request/reply, the proxy's own stream
+//!   protocol) from the thinnest possible blocking client, which no async client can beat;
 //! - sequential ask p50/p99 (one ask at a time);
 //! - asks/s with 1, 16 and 64 asks in flight from one client.
 //!
@@ -199,6 +201,13 @@ async fn bench(a: Args) {
     let ping_p50 = percentile(&pings, 0.5);
     // redis-benchmark's own round trip, one connection, same server.
     let rb_p50 = daemon.as_ref().and_then(|d| redis_benchmark_p50(d.port()));
+    // The same protocols with the thinnest possible blocking client, on a thread of its own.
+    let floor = daemon.as_ref().map(|d| {
+        let (port, ns, n) = (d.port(), a.namespace.clone(), a.seq);
+        std::thread::spawn(move || floor::measure(port, &ns, n))
+            .join()
+            .unwrap()
+    });
 
     // The naive request/reply baseline: RPUSH a request, BLPOP the reply (another process
     // answers), two connections.
@@ -269,6 +278,26 @@ async fn bench(a: Args) {
             ask_p50.as_secs_f64() / rb.as_secs_f64()
         ));
     }
+    if let Some([ping, lists, stream]) = floor {
+        println!(
+            "floor (blocking sockets, no library) p50: PING {:.1} µs, RPUSH/BLPOP request-reply {:.1} µs, the proxy's stream protocol {:.1} µs",
+            us(ping),
+            us(lists),
+            us(stream)
+        );
+        result.push_str(&format!(
+            " floor_ping_p50_us={:.1} floor_lists_p50_us={:.1} floor_stream_p50_us={:.1}",
+            us(ping),
+            us(lists),
+            us(stream)
+        ));
+        if let Some(rb) = rb_p50 {
+            result.push_str(&format!(
+                " floor_stream_ratio_redis_benchmark={:.2}",
+                stream.as_secs_f64() / rb.as_secs_f64()
+            ));
+        }
+    }
     for concurrency in [1usize, 16, 64] {
         let rate = throughput(&client, concurrency, Duration::from_secs_f64(a.secs)).await;
         println!("{concurrency:>2} concurrent: {rate:.0} asks/s");
@@ -329,4 +358,269 @@ async fn throughput(client: &ProxyClient, concurrency: usize, duration: Duration
         t.await.unwrap();
     }
     count as f64 / elapsed.as_secs_f64()
+}
+
+/// The floor under any client of these protocols on this machine: the same Redis commands
+/// issued over blocking sockets by the thinnest possible client (no async runtime, no client
+/// library, one thread per side, a minimal RESP reader), so that what remains is Redis and
+/// the kernel. Latency p50 of one request/reply, for three shapes:
+/// - `ping`: one command round trip (what `redis-benchmark -c 1` measures);
+/// - `lists`: the naive request/reply (asker `RPUSH`es, a responder `BLPOP`s and `RPUSH`es
+///   back, the asker `BLPOP`s);
+/// - `stream`: the proxy's own protocol (asker `XADD`s with its reply read already armed as
+///   a `BLMPOP`; the responder reads with `XREADGROUP ... BLOCK`, answers with one script
+///   call that pushes the reply, sets its TTL, acknowledges and trims, and re-arms its read
+///   in the same write).
+mod floor {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    /// A RESP value, as far as these measurements need one.
+    #[derive(Debug)]
+    enum Resp {
+        Bulk(Vec<u8>),
+        Int,
+        Nil,
+        Array(Vec<Resp>),
+        Error(String),
+    }
+
+    fn command(args: &[&[u8]]) -> Vec<u8> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    }
+
+    struct Conn {
+        writer: TcpStream,
+        reader: BufReader<TcpStream>,
+    }
+
+    impl Conn {
+        fn open(port: u16) -> Conn {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_nodelay(true).unwrap();
+            Conn {
+                writer: s.try_clone().unwrap(),
+                reader: BufReader::new(s),
+            }
+        }
+
+        fn send(&mut self, bytes: &[u8]) {
+            self.writer.write_all(bytes).unwrap();
+        }
+
+        fn read(&mut self) -> Resp {
+            let mut line = Vec::new();
+            self.reader.read_until(b'\n', &mut line).unwrap();
+            let body = std::str::from_utf8(&line[1..line.len() - 2]).unwrap();
+            match line[0] {
+                b'+' => Resp::Bulk(body.as_bytes().to_vec()),
+                b'-' => Resp::Error(body.to_owned()),
+                b':' => Resp::Int,
+                b'$' => match body.parse::<i64>().unwrap() {
+                    n if n < 0 => Resp::Nil,
+                    n => {
+                        let mut b = vec![0; n as usize + 2];
+                        self.reader.read_exact(&mut b).unwrap();
+                        b.truncate(n as usize);
+                        Resp::Bulk(b)
+                    }
+                },
+                b'*' => match body.parse::<i64>().unwrap() {
+                    n if n < 0 => Resp::Nil,
+                    n => Resp::Array((0..n).map(|_| self.read()).collect()),
+                },
+                other => panic!("unexpected RESP type byte {other}"),
+            }
+        }
+
+        fn call(&mut self, args: &[&[u8]]) -> Resp {
+            self.send(&command(args));
+            match self.read() {
+                Resp::Error(e) => panic!("{e}"),
+                v => v,
+            }
+        }
+    }
+
+    const ANSWER: &str = "redis.call('RPUSH', KEYS[2], ARGV[2]) \
+        redis.call('PEXPIRE', KEYS[2], 60000) \
+        redis.call('XACK', KEYS[1], 'g', ARGV[1]) \
+        redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[1]) return 1";
+
+    fn p50(mut samples: Vec<Duration>) -> Duration {
+        samples.sort();
+        samples[samples.len() / 2]
+    }
+
+    /// Runs `n` timed request/replies (after a warm-up) and returns their p50.
+    fn timed(n: usize, mut once: impl FnMut(usize)) -> Duration {
+        for i in 0..n / 10 {
+            once(i);
+        }
+        p50((0..n)
+            .map(|i| {
+                let t = Instant::now();
+                once(i);
+                t.elapsed()
+            })
+            .collect())
+    }
+
+    /// p50 of `ping`, `lists` and `stream`, `n` request/replies each.
+    pub fn measure(port: u16, ns: &str, n: usize) -> [Duration; 3] {
+        let (req, rep) = (format!("{ns}:floor:req"), format!("{ns}:floor:rep"));
+        let (stream, reply) = (format!("{ns}:floor:stream"), format!("{ns}:floor:reply"));
+        let mut a = Conn::open(port);
+        let mut b = Conn::open(port);
+        a.call(&[
+            b"DEL",
+            req.as_bytes(),
+            rep.as_bytes(),
+            stream.as_bytes(),
+            reply.as_bytes(),
+        ]);
+        a.call(&[
+            b"XGROUP",
+            b"CREATE",
+            stream.as_bytes(),
+            b"g",
+            b"$",
+            b"MKSTREAM",
+        ]);
+
+        let ping = timed(n, |_| {
+            a.call(&[b"PING"]);
+        });
+
+        let responder = {
+            let (req, rep) = (req.clone(), rep.clone());
+            std::thread::spawn(move || {
+                let mut c = Conn::open(port);
+                loop {
+                    let Resp::Array(popped) = c.call(&[b"BLPOP", req.as_bytes(), b"0"]) else {
+                        panic!("BLPOP")
+                    };
+                    let Resp::Bulk(body) = &popped[1] else {
+                        panic!("BLPOP")
+                    };
+                    if body == b"stop" {
+                        return;
+                    }
+                    c.call(&[b"RPUSH", rep.as_bytes(), body]);
+                }
+            })
+        };
+        let lists = timed(n, |i| {
+            a.call(&[b"RPUSH", req.as_bytes(), i.to_string().as_bytes()]);
+            b.call(&[b"BLPOP", rep.as_bytes(), b"0"]);
+        });
+        a.call(&[b"RPUSH", req.as_bytes(), b"stop"]);
+        responder.join().unwrap();
+
+        let responder = {
+            let (stream, reply) = (stream.clone(), reply.clone());
+            std::thread::spawn(move || {
+                let mut c = Conn::open(port);
+                let Resp::Bulk(sha) = c.call(&[b"SCRIPT", b"LOAD", ANSWER.as_bytes()]) else {
+                    panic!("SCRIPT LOAD")
+                };
+                let read = command(&[
+                    b"XREADGROUP",
+                    b"GROUP",
+                    b"g",
+                    b"c",
+                    b"COUNT",
+                    b"64",
+                    b"BLOCK",
+                    b"0",
+                    b"STREAMS",
+                    stream.as_bytes(),
+                    b">",
+                ]);
+                c.send(&read);
+                loop {
+                    let Resp::Array(streams) = c.read() else {
+                        panic!("XREADGROUP")
+                    };
+                    let Resp::Array(s) = &streams[0] else {
+                        panic!("XREADGROUP")
+                    };
+                    let Resp::Array(entries) = &s[1] else {
+                        panic!("XREADGROUP")
+                    };
+                    let mut out = Vec::new();
+                    let mut stop = false;
+                    for e in entries {
+                        let Resp::Array(e) = e else { panic!("entry") };
+                        let (Resp::Bulk(id), Resp::Array(fields)) = (&e[0], &e[1]) else {
+                            panic!("entry")
+                        };
+                        let Resp::Bulk(body) = &fields[1] else {
+                            panic!("field")
+                        };
+                        stop |= body == b"stop";
+                        out.extend(command(&[
+                            b"EVALSHA",
+                            &sha,
+                            b"2",
+                            stream.as_bytes(),
+                            reply.as_bytes(),
+                            id,
+                            body,
+                        ]));
+                    }
+                    if !stop {
+                        out.extend_from_slice(&read);
+                    }
+                    c.send(&out);
+                    for _ in entries {
+                        c.read();
+                    }
+                    if stop {
+                        return;
+                    }
+                }
+            })
+        };
+        let blmpop = command(&[
+            b"BLMPOP",
+            b"0",
+            b"1",
+            reply.as_bytes(),
+            b"LEFT",
+            b"COUNT",
+            b"64",
+        ]);
+        b.send(&blmpop); // armed before the first request, as the proxy client's reader is
+        let stream_p50 = timed(n, |i| {
+            a.call(&[
+                b"XADD",
+                stream.as_bytes(),
+                b"NOMKSTREAM",
+                b"*",
+                b"body",
+                i.to_string().as_bytes(),
+            ]);
+            b.read();
+            b.send(&blmpop);
+        });
+        a.call(&[b"XADD", stream.as_bytes(), b"*", b"body", b"stop"]);
+        responder.join().unwrap();
+        b.read();
+        a.call(&[
+            b"DEL",
+            req.as_bytes(),
+            rep.as_bytes(),
+            stream.as_bytes(),
+            reply.as_bytes(),
+        ]);
+        [ping, lists, stream_p50]
+    }
 }
