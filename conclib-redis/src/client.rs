@@ -21,7 +21,7 @@ use crate::codec::{Codec, decode_value, encode_value};
 use crate::config::ProxyConfig;
 use crate::conn::{self, as_bytes, bytes, keyed, keyed_at, owned, s};
 use crate::error::{ProxyError, is_connection_error, redis_error};
-use crate::protocol::{self, Keys, PROTOCOL_VERSION, Status, field};
+use crate::protocol::{self, Keys, PROTOCOL_VERSION, SEND_SCRIPT, Status, field};
 
 /// How long the reply reader blocks in one `BLMPOP`, in seconds.
 const REPLY_BLOCK_SECS: u64 = 2;
@@ -67,7 +67,10 @@ struct Shared {
     pool: Pool,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    send_sha: String,
     cache: RwLock<HashMap<String, Resolved>>,
+    /// Requests waiting to be written, by request stream.
+    outbox: Mutex<HashMap<Arc<str>, Vec<Outgoing>>>,
     closed: AtomicBool,
     /// Bumped each time the reply reader loses its connection.
     disconnects: AtomicU64,
@@ -187,7 +190,9 @@ impl ProxyClient {
             pool,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
+            send_sha: protocol::sha1_hex(SEND_SCRIPT),
             cache: RwLock::new(HashMap::new()),
+            outbox: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             disconnects: AtomicU64::new(0),
         });
@@ -484,10 +489,11 @@ impl Shared {
         }
     }
 
-    /// Appends one request to the serving system's stream.
+    /// Appends one request to the serving system's stream. Requests to one stream queued
+    /// while its writer waits to run (those of asks made together) leave in one command.
     #[allow(clippy::too_many_arguments)]
     async fn send(
-        &self,
+        self: &Arc<Self>,
         route: &Resolved,
         id: u64,
         urn: &str,
@@ -508,32 +514,39 @@ impl Shared {
             fields.push((field::REPLY, owned(reply)));
         }
         fields.push((field::CODEC, s(self.config.codec.name())));
+        let body = body.into();
+        let size = body.len();
         fields.push((field::BODY, bytes(body)));
-        // Waited for until the request's own deadline and no less: a request that fred still
-        // holds when we give up must be expired by the time it could reach the proxy.
-        let left = deadline.saturating_duration_since(Instant::now());
-        let client = self.connection().with_options(&Self::command_options(left));
-        // The typed command, not a custom one (which fred flushes by itself, a write each):
-        // the XADDs of concurrent asks queued together leave in one write.
-        let xadd = client.xadd::<Value, _, _, _, _>(
-            &*route.requests_key,
-            true, // NOMKSTREAM
-            None::<()>,
-            "*",
-            fields,
-        );
-        match tokio::time::timeout_at(deadline.into(), xadd).await {
-            Ok(Ok(Value::Null)) => {
-                // NOMKSTREAM: the stream is gone, so is its system (or Redis lost its data).
-                self.forget(urn);
-                Err(ProxyError::UnknownUrn {
-                    urn: urn.to_owned(),
-                })
-            }
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(redis_error(&e)),
-            Err(_) => Err(ProxyError::Timeout(Duration::ZERO)),
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            let queue = outbox.entry(route.requests_key.clone()).or_default();
+            queue.push(Outgoing {
+                fields,
+                size,
+                deadline,
+                done: tx,
+            });
+            queue.len() == 1
+        };
+        if first {
+            // The requests queued until this task runs (those of the asks woken with this
+            // one, typically) leave together, in one command.
+            tokio::spawn(flush(self.clone(), route.requests_key.clone()));
         }
+        let sent = match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(sent)) => sent,
+            Ok(Err(_)) => Err(ProxyError::Closed),
+            Err(_) => Err(ProxyError::Timeout(Duration::ZERO)),
+        };
+        if matches!(sent, Err(ProxyError::UnknownUrn { .. })) {
+            // NOMKSTREAM: the stream is gone, so is its system (or Redis lost its data).
+            self.forget(urn);
+            return Err(ProxyError::UnknownUrn {
+                urn: urn.to_owned(),
+            });
+        }
+        sent
     }
 
     /// An error met before the reply: a command timeout becomes the ask's timeout, or
@@ -573,6 +586,106 @@ impl Shared {
                 let _ = tx.send(frame);
             }
         }
+    }
+}
+
+/// A request waiting to be written.
+struct Outgoing {
+    fields: Vec<(&'static str, Value)>,
+    /// The body's size in bytes.
+    size: usize,
+    deadline: Instant,
+    /// Whether Redis took it: `UnknownUrn` when the stream does not exist.
+    done: oneshot::Sender<Result<(), ProxyError>>,
+}
+
+/// The most requests appended by one command, so that Redis never runs one for long.
+const SEND_BATCH: usize = 256;
+/// The most body bytes appended by one command (a single larger request goes alone).
+const SEND_BATCH_BYTES: usize = 1 << 20;
+
+/// Writes the requests queued for one stream, in commands of at most [`SEND_BATCH`]
+/// requests and [`SEND_BATCH_BYTES`], all sent at once.
+async fn flush(shared: Arc<Shared>, key: Arc<str>) {
+    let queued = shared
+        .outbox
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&key)
+        .unwrap_or_default();
+    let mut batches: Vec<Vec<Outgoing>> = Vec::new();
+    let mut bytes = 0;
+    for request in queued {
+        match batches.last_mut() {
+            Some(batch) if batch.len() < SEND_BATCH && bytes + request.size <= SEND_BATCH_BYTES => {
+                bytes += request.size;
+                batch.push(request);
+            }
+            _ => {
+                bytes = request.size;
+                batches.push(vec![request]);
+            }
+        }
+    }
+    let sends = batches
+        .into_iter()
+        .map(|batch| send_batch(&shared, &key, batch));
+    futures_util::future::join_all(sends).await;
+}
+
+/// Appends a batch of requests to a stream and tells each asker the outcome: a single
+/// request with `XADD`, several with one script call (one command, which Redis runs at
+/// once and then hands the proxy all its entries together).
+async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
+    let Some(deadline) = batch.iter().map(|o| o.deadline).max() else {
+        return;
+    };
+    // Waited for until the last request's deadline and no less: a request that fred still
+    // holds when its asker gives up must be expired by the time it could reach the proxy.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let client = shared
+        .connection()
+        .with_options(&Shared::command_options(left));
+    let mut dones = Vec::with_capacity(batch.len());
+    let written = if batch.len() == 1 {
+        let Outgoing { fields, done, .. } = batch.into_iter().next().expect("one request");
+        dones.push(done);
+        // NOMKSTREAM: nil if the stream is gone.
+        let xadd = client.xadd::<Value, _, _, _, _>(key, true, None::<()>, "*", fields);
+        xadd.await.map(|id| !id.is_null())
+    } else {
+        let mut args = Vec::with_capacity(3 + batch.len() * 17);
+        args.extend([
+            owned(shared.send_sha.clone()),
+            Value::Integer(1),
+            owned(key),
+        ]);
+        for Outgoing { fields, done, .. } in batch {
+            dones.push(done);
+            args.push(Value::Integer(2 * fields.len() as i64));
+            for (name, value) in fields {
+                args.extend([s(name), value]);
+            }
+        }
+        // Values are reference-counted: keeping a copy for a retry copies no payload.
+        let mut result = conn::call(&client, keyed_at("EVALSHA", 2, false), args.clone()).await;
+        if let Err(e) = &result
+            && conn::error_code_is(e, "NOSCRIPT")
+        {
+            // Redis lost its scripts (restarted, or SCRIPT FLUSH): nothing was appended.
+            args[0] = s(SEND_SCRIPT);
+            result = conn::call(&client, keyed_at("EVAL", 2, false), args).await;
+        }
+        result.map(|appended| appended.as_i64() != Some(0))
+    };
+    let outcome = match written {
+        Ok(true) => Ok(()),
+        // The urn is filled in by each asker.
+        Ok(false) => Err(ProxyError::UnknownUrn { urn: String::new() }),
+        Err(e) => Err(redis_error(&e)),
+    };
+    for done in dones {
+        let _ = done.send(outcome.clone());
     }
 }
 

@@ -106,7 +106,10 @@
 //!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
 //!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes |
 //!
-//!    Field order does not matter; unknown fields are ignored.
+//!    Field order does not matter; unknown fields are ignored. A client may append several
+//!    requests to one stream in one command; ours does so for asks made together, with a
+//!    script that appends them all if the stream exists (`EXISTS`, then one `XADD` each, no
+//!    `NOMKSTREAM` needed inside the script) and returns 0 if it does not.
 //! 3. **Wait**: one reader per client, `BLMPOP <secs> 1 {ns}:reply:{client} LEFT COUNT <n>`,
 //!    dispatching each frame by its request id. Frames for ids no longer waited for (timed
 //!    out) are discarded.

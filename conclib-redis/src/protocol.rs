@@ -158,6 +158,18 @@ pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[
 end
 return 0";
 
+/// `KEYS[1]` = a request stream; `ARGV` = for each request, its field count (names and
+/// values) then its fields. Appends them all if the stream exists (returns 1), else none
+/// (returns 0): a client's batch of requests in one command.
+pub(crate) const SEND_SCRIPT: &str = r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local i = 1
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n))
+  i = i + 1 + n
+end
+return 1";
+
 /// `KEYS[1]` = a reply list, `ARGV[1]` = TTL in ms, `ARGV[2..]` = frames: appends the
 /// frames and sets the list's TTL, atomically (so no reply list outlives its TTL).
 pub(crate) const PUSH_SCRIPT: &str = r"redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))

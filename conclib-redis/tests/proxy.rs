@@ -938,3 +938,72 @@ async fn the_stream_is_trimmed_but_never_past_a_request_in_flight() {
     proxy.shutdown().await.unwrap();
     assert_eq!(first_entry().await, None, "trimmed exactly at shutdown");
 }
+
+/// Concurrent asks to one system leave in one command; each gets its own answer, in the
+/// order of its own requests. On a current-thread runtime the asks spawned here all queue
+/// their requests before the client's writer runs, so they are written as one batch.
+#[tokio::test]
+async fn concurrent_asks_written_together_are_each_answered() {
+    let config = config("batch");
+    let system = system_with("batch", &["c"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let asks: Vec<_> = (0..50)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let echoed = client.ask("c", Echo(format!("e{i}"))).await;
+                client.tell("c", Record(i)).await.unwrap();
+                echoed
+            })
+        })
+        .collect();
+    for (i, ask) in asks.into_iter().enumerate() {
+        assert_eq!(ask.await.unwrap().unwrap(), format!("e{i}"));
+    }
+    let mut recorded = client.ask("c", History).await.unwrap();
+    recorded.sort_unstable();
+    assert_eq!(recorded, (0..50).collect::<Vec<_>>());
+    assert_eq!(proxy.stats().received, 101);
+    proxy.shutdown().await.unwrap();
+}
+
+/// A URN whose system has no request stream (it is gone, or Redis lost its data) is
+/// unknown, whether its ask is written alone or with others.
+#[tokio::test]
+async fn asks_to_a_system_without_a_stream_fail_as_unknown() {
+    let config = config("nostream");
+    let redis = raw_client(&config).await;
+    let urn_key = format!("{}:urn:ghost", config.namespace);
+    raw(&redis, vec![v("SET"), v(&urn_key), v("vanished")])
+        .await
+        .unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    // Alone: one XADD with NOMKSTREAM.
+    assert_eq!(
+        client.ask("ghost", Add(1)).await,
+        Err(ProxyError::UnknownUrn {
+            urn: "ghost".into()
+        })
+    );
+    // Together: one script call, which appends nothing.
+    let asks: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.ask("ghost", Add(1)).await })
+        })
+        .collect();
+    for ask in asks {
+        assert_eq!(
+            ask.await.unwrap(),
+            Err(ProxyError::UnknownUrn {
+                urn: "ghost".into()
+            })
+        );
+    }
+    let stream = format!("{}:sys:vanished:req", config.namespace);
+    assert_eq!(
+        raw(&redis, vec![v("EXISTS"), v(&stream)]).await.unwrap(),
+        Value::Integer(0)
+    );
+}

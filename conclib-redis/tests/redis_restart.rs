@@ -99,9 +99,10 @@ async fn proxy_and_client_survive_a_redis_restart() {
     daemon.shutdown().unwrap();
 }
 
-/// Redis forgot the proxy's scripts (`SCRIPT FLUSH`, a failover to a replica that never
-/// loaded them): the replies go out all the same, loaded again with EVAL.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Redis forgot the scripts (`SCRIPT FLUSH`, a failover to a replica that never loaded
+/// them): the proxy's replies and the client's batched requests go out all the same, loaded
+/// again with EVAL. (One thread: asks spawned together are written as one batch.)
+#[tokio::test]
 async fn replies_survive_a_script_flush() {
     let base = ProxyConfig::default().with_namespace("flush");
     let daemon = start_redis(&base).await.unwrap();
@@ -137,9 +138,22 @@ async fn replies_survive_a_script_flush() {
             n
         );
     }
+    // Asks written together (one script call of the client's) after another flush.
+    let _: () = fred::prelude::LuaInterface::script_flush(&redis, false)
+        .await
+        .unwrap();
+    let asks: Vec<_> = (0..20)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.ask("c", Echo(format!("{i}"))).await })
+        })
+        .collect();
+    for (i, ask) in asks.into_iter().enumerate() {
+        assert_eq!(ask.await.unwrap().unwrap(), format!("{i}"));
+    }
     // Booked once Redis confirmed the writes, which may come after the client's answer.
-    common::eventually(5, "11 requests completed", || async {
-        proxy.stats().completed == 11
+    common::eventually(5, "31 requests completed", || async {
+        proxy.stats().completed == 31
     })
     .await;
     proxy.shutdown().await.unwrap();
