@@ -692,6 +692,21 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
     }
 }
 
+/// Goes to the back of the runtime's queue of ready tasks. Unlike `yield_now`, which also
+/// waits for the runtime's next poll of its I/O driver (a system call, and the replies of
+/// the asks just resumed may come in first), it only lets the tasks ready now run first.
+async fn behind_ready_tasks() {
+    let mut queued = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut queued, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
 /// Reads this client's reply list and hands each reply to the ask waiting for it.
 async fn read_replies(shared: Arc<Shared>, reader: Client) {
     let mut backoff = Duration::from_millis(10);
@@ -714,10 +729,12 @@ async fn read_replies(shared: Arc<Shared>, reader: Client) {
                     continue;
                 };
                 shared.deliver(frames);
-                // Let the asks just answered run, and the writer of the requests they make
+                // Let the asks just answered run, then the writer of the requests they make
                 // next, before the next read is written: that write wakes Redis, and the
-                // next requests should not wait behind it.
-                tokio::task::yield_now().await;
+                // next requests should not wait behind it. The asks are tasks ready now
+                // (or the runtime's `block_on` future, polled once the queue is through);
+                // their writer is spawned by them and queued behind them.
+                behind_ready_tasks().await;
                 tokio::task::yield_now().await;
             }
             Ok(other) => tracing::warn!(?other, "unexpected BLMPOP answer"),
