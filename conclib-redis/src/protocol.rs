@@ -181,14 +181,19 @@ return 1";
 /// reply list its frame count and its frames, and last the id below which the stream may be
 /// trimmed (empty: none). Pushes the frames (each list getting the TTL in the same step),
 /// acknowledges the entries and trims the stream's whole nodes below that id: a batch's
-/// whole answer in one command. Each step is a `pcall`, so one unusable key does not keep
-/// the others unanswered.
+/// whole answer in one command. A reply list that is not a list (`WRONGTYPE`) loses only its
+/// own frames; any other refusal (out of memory, read-only) fails the script before anything
+/// is acknowledged, so the proxy writes the answer again (frames already pushed are pushed
+/// twice; clients drop frames no ask waits for).
 pub(crate) const ANSWER_SCRIPT: &str = r"local n = tonumber(ARGV[3])
 local pos = 4 + n
 for k = 2, #KEYS do
   local c = tonumber(ARGV[pos])
-  if type(redis.pcall('RPUSH', KEYS[k], unpack(ARGV, pos + 1, pos + c))) == 'number' then
+  local pushed = redis.pcall('RPUSH', KEYS[k], unpack(ARGV, pos + 1, pos + c))
+  if type(pushed) == 'number' then
     redis.pcall('PEXPIRE', KEYS[k], ARGV[2])
+  elseif string.sub(pushed['err'], 1, 9) ~= 'WRONGTYPE' then
+    return pushed
   end
   pos = pos + 1 + c
 end

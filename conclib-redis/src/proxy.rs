@@ -1269,15 +1269,17 @@ impl Shared {
         }
     }
 
-    /// Writes a batch on the command connection, retrying a while if Redis is unreachable.
+    /// Writes a batch on the command connection, retrying a while (Redis unreachable, busy,
+    /// out of memory), then giving the requests back to the read loop: they are read again
+    /// from the pending list, a few seconds apart, until answered or expired.
     async fn write(&self, batch: &mut Vec<Completion>) {
         let mut backoff = Duration::from_millis(20);
         for attempt in 0.. {
             let Err(e) = self.write_once(&self.cmd, batch, true).await else {
                 break;
             };
-            if !is_connection_error(&e) || attempt >= 8 {
-                tracing::error!(error = %e, requests = batch.len(), "could not write replies; the requests will be read again");
+            if attempt >= 8 {
+                tracing::error!(error = %e, connection = is_connection_error(&e), requests = batch.len(), "could not write replies; the requests will be read again");
                 self.give_up(batch);
                 return;
             }
@@ -1291,7 +1293,7 @@ impl Shared {
     /// One attempt at writing a batch: one `EVALSHA` of the answer script per (at most)
     /// [`ANSWER_CHUNK`] completions (`EVAL` where Redis lost the script, with `eval_fallback`).
     /// A cluster cannot run one script over keys of different slots: there it is one push
-    /// script per reply list, then `XACK` and `XDEL`, in one pipeline.
+    /// script per reply list, then `XACK` and `XTRIM`, in one pipeline.
     async fn write_once(
         &self,
         client: &Client,

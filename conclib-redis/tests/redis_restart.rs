@@ -159,3 +159,70 @@ async fn replies_survive_a_script_flush() {
     proxy.shutdown().await.unwrap();
     daemon.shutdown().unwrap();
 }
+
+/// Redis refuses writes for a while (out of memory) just as an answer is written: nothing is
+/// acknowledged, and the proxy writes the answer again once Redis takes writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_refused_by_redis_is_written_again() {
+    let base = ProxyConfig::default().with_namespace("oom");
+    let daemon = start_redis(&base).await.unwrap();
+    let config = daemon
+        .config(&base)
+        .with_ask_timeout(Duration::from_secs(20));
+    let system = ActorSystem::new("oom");
+    system
+        .build(Counter::default())
+        .urn("c")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let redis = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&daemon.url()).unwrap(),
+    )
+    .build()
+    .unwrap();
+    fred::prelude::ClientLike::init(&redis).await.unwrap();
+    let command = |args: Vec<&'static str>| {
+        let redis = redis.clone();
+        async move {
+            let (name, args) = args.split_first().unwrap();
+            let cmd = fred::types::CustomCommand::new_static(
+                name,
+                fred::types::ClusterHash::Random,
+                false,
+            );
+            let args: Vec<fred::types::Value> = args.iter().map(|a| (*a).into()).collect();
+            fred::prelude::ClientLike::custom::<fred::types::Value, _>(&redis, cmd, args)
+                .await
+                .unwrap()
+        }
+    };
+    // How many commands Redis refused for lack of memory (its error statistics).
+    let oom_errors = || async {
+        let info = command(vec!["INFO", "errorstats"]).await;
+        let info = info.as_str().unwrap().into_owned();
+        info.lines()
+            .find_map(|l| l.strip_prefix("errorstat_OOM:count="))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+
+    let ask = tokio::spawn({
+        let client = client.clone();
+        async move { client.ask("c", Sleep(300)).await }
+    });
+    common::eventually(5, "the request to be taken", || async {
+        proxy.stats().received == 1
+    })
+    .await;
+    command(vec!["CONFIG", "SET", "maxmemory", "1"]).await;
+    common::eventually(5, "Redis to refuse the answer", || async {
+        oom_errors().await > 0
+    })
+    .await;
+    command(vec!["CONFIG", "SET", "maxmemory", "0"]).await;
+    assert_eq!(ask.await.unwrap().unwrap(), 300);
+    proxy.shutdown().await.unwrap();
+    daemon.shutdown().unwrap();
+}
