@@ -153,7 +153,11 @@
 //!   the batch's entries and `XTRIM key MINID ~ <id>`, where `<id>` is the oldest entry
 //!   still being handled or, with none, the one after the newest acknowledged (`~`: whole
 //!   stream nodes only, no per-entry deletion). Nothing is trimmed until the pending list
-//!   was re-read at start. The replies of requests answered at once are written on
+//!   was re-read at start. A reply list holding something else than a list loses only its
+//!   own frames; any other refusal (out of memory, read-only replica) fails the script
+//!   before anything is acknowledged, and the proxy writes the answer again, retrying for a
+//!   few seconds, then reading the requests again from its pending list.
+//!   The replies of requests answered at once are written on
 //!   the reading connection just before its next `XREADGROUP`, so they leave in the same
 //!   write; later ones on another connection. In a cluster (keys of several slots) it is one
 //!   script per reply list, then `XACK` and `XTRIM`, in one pipeline.
