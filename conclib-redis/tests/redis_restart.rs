@@ -5,7 +5,33 @@ use std::time::{Duration, Instant};
 
 use common::actors::*;
 use conclib_core::ActorSystem;
-use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, start_proxy, start_redis};
+use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, ProxyHandle, start_proxy, start_redis};
+
+/// A system serving a `Counter` as `c` through a proxy, and a client.
+async fn serve_counter(
+    name: &str,
+    config: &ProxyConfig,
+) -> (ActorSystem, ProxyHandle, ProxyClient) {
+    let system = ActorSystem::new(name);
+    system
+        .build(Counter::default())
+        .urn("c")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, config).await.unwrap();
+    let client = ProxyClient::connect(config).await.unwrap();
+    (system, proxy, client)
+}
+
+/// A plain fred client of this Redis.
+async fn raw_client(url: &str) -> fred::prelude::Client {
+    let redis = fred::prelude::Builder::from_config(fred::prelude::Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    fred::prelude::ClientLike::init(&redis).await.unwrap();
+    redis
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_and_client_survive_a_redis_restart() {
@@ -24,15 +50,7 @@ async fn proxy_and_client_survive_a_redis_restart() {
         .config(&base)
         .with_ask_timeout(Duration::from_secs(2));
 
-    let system = ActorSystem::new("restart");
-    system
-        .build(Counter::default())
-        .urn("c")
-        .spawn()
-        .await
-        .unwrap();
-    let proxy = start_proxy(&system, &config).await.unwrap();
-    let client = ProxyClient::connect(&config).await.unwrap();
+    let (_system, proxy, client) = serve_counter("restart", &config).await;
     assert_eq!(client.ask("c", Add(1)).await.unwrap(), 1);
 
     daemon.shutdown().unwrap();
@@ -107,23 +125,10 @@ async fn replies_survive_a_script_flush() {
     let base = ProxyConfig::default().with_namespace("flush");
     let daemon = start_redis(&base).await.unwrap();
     let config = daemon.config(&base);
-    let system = ActorSystem::new("flush");
-    system
-        .build(Counter::default())
-        .urn("c")
-        .spawn()
-        .await
-        .unwrap();
-    let proxy = start_proxy(&system, &config).await.unwrap();
-    let client = ProxyClient::connect(&config).await.unwrap();
+    let (_system, proxy, client) = serve_counter("flush", &config).await;
     assert_eq!(client.ask("c", Add(1)).await.unwrap(), 1);
 
-    let redis = fred::prelude::Builder::from_config(
-        fred::prelude::Config::from_url(&daemon.url()).unwrap(),
-    )
-    .build()
-    .unwrap();
-    fred::prelude::ClientLike::init(&redis).await.unwrap();
+    let redis = raw_client(&daemon.url()).await;
     let _: () = fred::prelude::LuaInterface::script_flush(&redis, false)
         .await
         .unwrap();
@@ -169,21 +174,8 @@ async fn an_answer_refused_by_redis_is_written_again() {
     let config = daemon
         .config(&base)
         .with_ask_timeout(Duration::from_secs(20));
-    let system = ActorSystem::new("oom");
-    system
-        .build(Counter::default())
-        .urn("c")
-        .spawn()
-        .await
-        .unwrap();
-    let proxy = start_proxy(&system, &config).await.unwrap();
-    let client = ProxyClient::connect(&config).await.unwrap();
-    let redis = fred::prelude::Builder::from_config(
-        fred::prelude::Config::from_url(&daemon.url()).unwrap(),
-    )
-    .build()
-    .unwrap();
-    fred::prelude::ClientLike::init(&redis).await.unwrap();
+    let (_system, proxy, client) = serve_counter("oom", &config).await;
+    let redis = raw_client(&daemon.url()).await;
     let command = |args: Vec<&'static str>| {
         let redis = redis.clone();
         async move {
