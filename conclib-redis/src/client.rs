@@ -34,6 +34,8 @@ const REPLY_BATCH: i64 = 1024;
 /// Cloning is cheap and clones share everything: one client serves any number of concurrent
 /// asks from any number of tasks over [`ProxyConfig::pool_size`] command connections plus one
 /// connection that reads all replies (one reply list per client, dispatched by request id).
+/// The requests of asks made together (woken by the same replies, say) leave in one command
+/// per 32; a lone ask's request leaves at once.
 ///
 /// ```no_run
 /// # use conclib_core::Message;
