@@ -542,7 +542,8 @@ impl Shared {
             Err(_) => Err(ProxyError::Timeout(Duration::ZERO)),
         };
         if matches!(sent, Err(ProxyError::UnknownUrn { .. })) {
-            // NOMKSTREAM: the stream is gone, so is its system (or Redis lost its data).
+            // The stream is gone (NOMKSTREAM, or the script found no stream), so is its
+            // system (or Redis lost its data).
             self.forget(urn);
             return Err(ProxyError::UnknownUrn {
                 urn: urn.to_owned(),
@@ -603,8 +604,8 @@ struct Outgoing {
 
 /// The most requests appended by one command. Small enough that a burst leaves as several
 /// commands, so Redis hands the proxy the first requests while it still appends the rest
-/// and the three processes work at once (with 64 asks in flight, 32 did about 25% more
-/// asks/s than 16 or 256 in `proxy_bench`); large enough to spare most per-command work.
+/// and the three processes work at once (with 64 asks in flight, 32 did about 15% more
+/// asks/s than 16 or 256 in `proxy_bench` runs); large enough to spare most per-command work.
 const SEND_BATCH: usize = 32;
 /// The most body bytes appended by one command (a single larger request goes alone).
 const SEND_BATCH_BYTES: usize = 1 << 20;

@@ -6,7 +6,8 @@
 //! again, while trimming drops whole nodes at once. Trimming must never drop an entry that
 //! is still pending (read and not answered), so the proxy keeps the ids it has read until
 //! their answer is written, and trims only once it knows every pending entry (after
-//! re-reading the consumer's pending list at start and after a connection error).
+//! re-reading the consumer's pending list at start, after a connection error, and after
+//! giving up on writing an answer).
 
 use std::collections::BTreeSet;
 use std::fmt;
