@@ -283,7 +283,7 @@ pub use conclib_macros::message;
 /// | attribute | form | runs |
 /// |---|---|---|
 /// | `#[on_start]` | `fn f(&mut self, ctx: &mut Context<Self>) [-> Result<(), E>]` | before the first message; an `Err` (any `E: Into<BoxError>`) makes `spawn` fail |
-/// | `#[on_stop]` | `fn f(&mut self, ctx: &mut Context<Self>, reason: &StopReason)` | once, when the actor stops |
+/// | `#[on_stop]` | `fn f(&mut self, ctx: &mut Context<Self>, reason: &StopReason) [-> Result<(), E>]` | once, when the actor stops; an `Err` (or a panic) makes the stop reason [`StopReason::StopFailed`] |
 /// | `#[on_panic]` | `fn f(&mut self, ctx: &mut Context<Self>, message: &str)` | after a handler panicked, before the [`PanicPolicy`] applies |
 /// | `#[on_event]` | `fn f(&mut self, ctx: &mut Context<Self>, event: SupervisionEvent)` | for each [`SupervisionEvent`]; **replaces** the default, which escalates a child's [`StopReason::RestartLimit`] (call [`Context::escalate`] to keep that) |
 /// | `#[on_stream_finished]` | `fn f(&mut self, ctx: &mut Context<Self>, id: StreamId)` | when a stream from [`Context::attach_stream`] ended |
@@ -351,8 +351,13 @@ pub use conclib_macros::message;
 ///     const REMOTE: &'static [::conclib::RemoteMessage] =
 ///         &[::conclib::__private::remote_entry::<Withdraw>()]; // `RemoteMessage::of::<Withdraw>()`
 ///
-///     async fn on_stop(&mut self, _: &mut ::conclib::Context<Self>, reason: &::conclib::StopReason) {
+///     async fn on_stop(
+///         &mut self,
+///         _: &mut ::conclib::Context<Self>,
+///         reason: &::conclib::StopReason,
+///     ) -> ::core::result::Result<(), ::conclib::BoxError> {
 ///         Self::closed(self, reason);
+///         ::core::result::Result::Ok(())
 ///     }
 ///
 ///     fn accepts(message: ::core::any::TypeId) -> bool {

@@ -159,11 +159,16 @@ impl Actor for Probe {
             .push(format!("start {}", self.name));
         Ok(())
     }
-    async fn on_stop(&mut self, _: &mut Context<Self>, reason: &StopReason) {
+    async fn on_stop(
+        &mut self,
+        _: &mut Context<Self>,
+        reason: &StopReason,
+    ) -> Result<(), BoxError> {
         self.log
             .lock()
             .unwrap()
             .push(format!("stop {} {reason}", self.name));
+        Ok(())
     }
 }
 
@@ -226,12 +231,17 @@ impl Actor for Parent {
         }
         Ok(())
     }
-    async fn on_stop(&mut self, ctx: &mut Context<Self>, reason: &StopReason) {
+    async fn on_stop(
+        &mut self,
+        ctx: &mut Context<Self>,
+        reason: &StopReason,
+    ) -> Result<(), BoxError> {
         assert!(ctx.children().is_empty(), "children stop first");
         self.log
             .lock()
             .unwrap()
             .push(format!("stop parent {reason}"));
+        Ok(())
     }
 }
 

@@ -31,8 +31,9 @@ use crate::supervision::SupervisionEvent;
 ///         println!("{} starting", ctx.id());
 ///         Ok(())
 ///     }
-///     async fn on_stop(&mut self, _ctx: &mut Context<Self>, reason: &StopReason) {
+///     async fn on_stop(&mut self, _ctx: &mut Context<Self>, reason: &StopReason) -> Result<(), BoxError> {
 ///         println!("greeted {} times, {reason}", self.greeted);
+///         Ok(())
 ///     }
 /// }
 /// # #[tokio::main(flavor = "current_thread")]
@@ -63,14 +64,16 @@ pub trait Actor: Sized + Send + 'static {
         async { Ok(()) }
     }
 
-    /// Runs once when the actor stops, after its children stopped.
+    /// Runs once when the actor stops, after its children stopped. An error (or a panic)
+    /// here is not lost: the actor's stop reason becomes [`StopReason::StopFailed`], which
+    /// its parent, its watchers and `wait_for_stop` see.
     fn on_stop(
         &mut self,
         ctx: &mut Context<Self>,
         reason: &StopReason,
-    ) -> impl Future<Output = ()> + Send {
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = (ctx, reason);
-        async {}
+        async { Ok(()) }
     }
 
     /// Runs after a handler panicked, before the panic policy is applied.

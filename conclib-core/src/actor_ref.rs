@@ -102,6 +102,13 @@ impl<A: Actor> ActorRef<A> {
         self.cell.mailbox.capacity.len()
     }
 
+    /// How many asks this actor did not start because their asker had already given up
+    /// (see [`ask`](Self::ask)).
+    #[must_use]
+    pub fn asks_skipped(&self) -> u64 {
+        self.cell.core.skipped_asks()
+    }
+
     /// Sends `msg` without waiting for an answer. `.await` it: it waits only while the
     /// mailbox is full (backpressure). Use `.priority(Priority::High)` to overtake queued
     /// normal messages.
@@ -128,6 +135,12 @@ impl<A: Actor> ActorRef<A> {
     /// Sends `msg` and waits for the handler's response, at most the actor's default ask
     /// timeout (see [`SpawnBuilder::ask_timeout`](crate::SpawnBuilder::ask_timeout)) unless
     /// `.timeout(..)` says otherwise.
+    ///
+    /// **An ask nobody waits for is not handled.** If the asker has given up before the
+    /// actor takes the message (the ask timed out, or its future was dropped), the handler
+    /// is never started: the message is dropped, counted in
+    /// [`asks_skipped`](Self::asks_skipped) and traced at `debug`. Once started, a handler
+    /// runs to its end even if the asker gives up meanwhile. Tells are always handled.
     pub fn ask<M: Message>(&self, msg: M) -> AskFuture<'_, M, ActorCell<A>>
     where
         A: Handler<M>,
@@ -152,8 +165,14 @@ impl<A: Actor> ActorRef<A> {
         self.cell.mailbox.close();
     }
 
-    /// Stops after the current message; queued messages are dropped and their asks fail
-    /// with [`AskError::ActorStopped`].
+    /// Stops now: the running handler is dropped at its next `.await` (its ask fails with
+    /// [`AskError::ActorStopped`]), queued messages are dropped and their asks fail with
+    /// [`AskError::ActorStopped`], then children stop and [`Actor::on_stop`] runs with
+    /// [`StopReason::Killed`]; the parent and watchers are told.
+    ///
+    /// A handler that never reaches an `.await` (a CPU loop) cannot be interrupted inside the
+    /// process: the kill takes effect when it returns. Run such work in a process actor,
+    /// whose process can be killed.
     pub fn kill(&self) {
         let _ = self.cell.mailbox.push_control(Control::Kill);
     }

@@ -1,7 +1,7 @@
 //! The shared state behind every ref to one actor.
 
 use std::any::{Any, TypeId};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -35,6 +35,8 @@ pub struct CellCore {
     /// Restartable actors answer a sibling restart (one-for-all).
     pub(crate) restartable: AtomicBool,
     task: OnceLock<tokio::task::AbortHandle>,
+    /// Asks not started because their asker had given up.
+    skipped_asks: AtomicU64,
 }
 
 impl CellCore {
@@ -58,7 +60,17 @@ impl CellCore {
             watchers: Mutex::new(Vec::new()),
             restartable: AtomicBool::new(false),
             task: OnceLock::new(),
+            skipped_asks: AtomicU64::new(0),
         }
+    }
+
+    pub(crate) fn count_skipped_ask(&self) {
+        self.skipped_asks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many asks were not started because their asker had given up.
+    pub(crate) fn skipped_asks(&self) -> u64 {
+        self.skipped_asks.load(Ordering::Relaxed)
     }
 
     pub(crate) fn is_alive(&self) -> bool {
@@ -200,13 +212,20 @@ impl<A: Handler<M>, M: Message> Target<M> for ActorCell<A> {
     }
 }
 
-/// Tells the parent and watchers that `cell` stopped.
-pub(crate) fn notify_stopped(core: &CellCore, reason: &StopReason) {
+/// Takes a stopped actor out of its parent's list of children (before it is marked stopped,
+/// so that whoever sees it stopped finds every view agreeing).
+pub(crate) fn leave_parent(core: &CellCore) {
     if let Some(parent) = &core.parent {
         parent
             .core()
             .lock_children()
             .retain(|c| c.core().id != core.id);
+    }
+}
+
+/// Tells the parent and watchers that `cell` stopped.
+pub(crate) fn notify_stopped(core: &CellCore, reason: &StopReason) {
+    if let Some(parent) = &core.parent {
         parent.push_control(Control::Event(SupervisionEvent::ChildStopped {
             id: core.id,
             urn: core.urn.clone(),

@@ -33,6 +33,15 @@ pub type ErasedResult = Result<ErasedMessage, AskError<ErasedMessage>>;
 pub(crate) struct ReplyCell(Mutex<Option<oneshot::Sender<ErasedResult>>>);
 
 impl ReplyCell {
+    /// Whether the asker has given up (its receiver is gone), or the answer was sent.
+    fn is_closed(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(oneshot::Sender::is_closed)
+    }
+
     pub(crate) fn send(&self, result: ErasedResult) {
         let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(tx) = tx {
@@ -244,25 +253,45 @@ unsafe fn handle_request<'a, A: Actor>(
     })
 }
 
-struct GuardedRequest<F> {
-    inner: CatchUnwind<F>,
+struct GuardedRequest<C, F> {
+    inner: CatchUnwind<Lazy<C, F>>,
     reply: Option<Arc<ReplyCell>>,
 }
 
-impl<F: Future<Output = ()>> Future for GuardedRequest<F> {
+impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
     type Output = Outcome;
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
         // SAFETY: `inner` is structurally pinned; `reply` is not.
         let this = unsafe { self.get_unchecked_mut() };
+        // Nobody waits for the answer any more: do not start the work.
+        if this.inner.0.is_unstarted() && this.reply.as_ref().is_some_and(|r| r.is_closed()) {
+            this.inner.0 = Lazy::Finished;
+            this.reply = None;
+            return std::task::Poll::Ready(Outcome::Skipped);
+        }
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         match std::task::ready!(inner.poll(cx)) {
-            Ok(()) => std::task::Poll::Ready(Outcome::Done),
+            Ok(()) => {
+                // The handler may have kept its responder to answer later: not ours to touch.
+                this.reply = None;
+                std::task::Poll::Ready(Outcome::Done)
+            }
             Err(panic) => {
                 if let Some(reply) = this.reply.take() {
                     reply.send(Err(AskError::Panicked(panic.clone())));
                 }
                 std::task::Poll::Ready(Outcome::Panicked(panic))
             }
+        }
+    }
+}
+
+impl<C, F> Drop for GuardedRequest<C, F> {
+    fn drop(&mut self) {
+        // Dropped before the handler finished: the actor was killed while handling it. (After
+        // an answer, or a panic, the reply was taken and this does nothing.)
+        if let Some(reply) = self.reply.take() {
+            reply.send(Err(AskError::ActorStopped));
         }
     }
 }
@@ -335,7 +364,8 @@ impl DynActorRef {
         self.cell.close();
     }
 
-    /// Stops after the current message; queued messages are dropped (their asks fail).
+    /// As [`ActorRef::kill`]: stops now, dropping the running handler at its next `.await`
+    /// and the queued messages (their asks fail with [`AskError::ActorStopped`]).
     pub fn kill(&self) {
         self.cell.push_control(Control::Kill);
     }
@@ -349,6 +379,12 @@ impl DynActorRef {
     #[must_use]
     pub fn mailbox_len(&self) -> usize {
         self.cell.capacity().len()
+    }
+
+    /// As [`ActorRef::asks_skipped`].
+    #[must_use]
+    pub fn asks_skipped(&self) -> u64 {
+        self.cell.core().skipped_asks()
     }
 
     /// The messages this actor exposes to other processes.

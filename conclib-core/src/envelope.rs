@@ -40,6 +40,9 @@ pub(crate) enum Outcome {
     Failed(String),
     /// The handler panicked; the asker (if any) was told.
     Panicked(String),
+    /// An ask whose asker had already given up (timed out, or dropped its future): the
+    /// handler was never started.
+    Skipped,
 }
 
 /// A message for actor `A`, of any type `A` handles.
@@ -122,7 +125,7 @@ unsafe fn handle_typed<'a, A: Handler<M>, M: Message>(
 ) -> SlotFuture<'a> {
     // SAFETY: this function is only in the vtable of envelopes built by `Envelope::typed::<M>`.
     let (msg, reply) = unsafe { take::<(M, Option<ReplyTx<M>>)>(data) };
-    slot.put(Handling::<_, M> {
+    slot.put(Handling::<_, _, M> {
         inner: CatchUnwind(Lazy::Start(move || actor.handle(msg, ctx))),
         reply,
     })
@@ -323,13 +326,14 @@ impl Drop for SlotFuture<'_> {
 
 /// Runs one handler: creates its future on the first poll and polls it, catching panics,
 /// then sends the result to the asker.
-struct Handling<F, M: Message> {
-    inner: CatchUnwind<F>,
+struct Handling<C, F, M: Message> {
+    inner: CatchUnwind<Lazy<C, F>>,
     reply: Option<ReplyTx<M>>,
 }
 
-impl<F, M> Future for Handling<F, M>
+impl<C, F, M> Future for Handling<C, F, M>
 where
+    C: FnOnce() -> F,
     F: Future<Output = Result<M::Response, M::Error>>,
     M: Message,
 {
@@ -338,6 +342,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Outcome> {
         // SAFETY: `inner` is structurally pinned; `reply` is not.
         let this = unsafe { self.get_unchecked_mut() };
+        // Nobody waits for the answer any more: do not start the work (one atomic load).
+        if this.inner.0.is_unstarted() && this.reply.as_ref().is_some_and(|r| r.is_closed()) {
+            this.inner.0 = Lazy::Finished;
+            return Poll::Ready(Outcome::Skipped);
+        }
         let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
         let result = match std::task::ready!(inner.poll(cx)) {
             Ok(result) => result,
@@ -366,6 +375,13 @@ pub(crate) enum Lazy<C, F> {
     Start(C),
     Running(F),
     Finished,
+}
+
+impl<C, F> Lazy<C, F> {
+    /// Whether the future has not been created yet.
+    pub(crate) fn is_unstarted(&self) -> bool {
+        matches!(self, Lazy::Start(_))
+    }
 }
 
 impl<C: FnOnce() -> F, F: Future> Future for Lazy<C, F> {

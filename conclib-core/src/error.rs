@@ -168,6 +168,14 @@ pub enum StopReason {
     RestartLimit(String),
     /// A child failed and this actor's supervision stopped it (escalation).
     Escalated(String),
+    /// [`Actor::on_stop`](crate::Actor::on_stop) failed or panicked while the actor stopped
+    /// for `reason`.
+    StopFailed {
+        /// Why the actor was stopping.
+        reason: Box<StopReason>,
+        /// The hook's error, or its panic message.
+        error: String,
+    },
 }
 
 impl StopReason {
@@ -187,6 +195,9 @@ impl fmt::Display for StopReason {
             StopReason::Failed(m) => write!(f, "failed: {m}"),
             StopReason::RestartLimit(m) => write!(f, "restart limit reached, last panic: {m}"),
             StopReason::Escalated(m) => write!(f, "escalated: {m}"),
+            StopReason::StopFailed { reason, error } => {
+                write!(f, "{reason}, then on_stop failed: {error}")
+            }
         }
     }
 }

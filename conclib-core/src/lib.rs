@@ -50,8 +50,11 @@
 //!   `try_tell` fails with [`SendError::MailboxFull`]. Control messages (kill, supervision
 //!   events) overtake user messages; [`Priority::High`] overtakes normal ones.
 //! - [`ActorRef::stop`] is graceful (queued messages are handled, later ones refused);
-//!   [`ActorRef::kill`] stops after the current message. Asks to a stopped actor, or left
-//!   in its mailbox, fail at once with [`AskError::ActorStopped`]; every ask has a timeout.
+//!   [`ActorRef::kill`] stops now: the running handler is dropped at its next `.await`.
+//!   Asks to a stopped actor, or left in its mailbox, fail at once with
+//!   [`AskError::ActorStopped`]; every ask has a timeout.
+//! - An ask whose asker has given up (timed out, or dropped its future) before the actor
+//!   takes it is never handled; it is counted ([`ActorRef::asks_skipped`]). Tells always are.
 //! - A panic in a handler reaches the asker as [`AskError::Panicked`]; the actor then
 //!   follows its [`PanicPolicy`]: stop, resume, or restart with fresh state.
 //! - Parents hear about their children ([`SupervisionEvent`]) and stop after them.

@@ -55,7 +55,7 @@ impl Default for MailboxConfig {
 
 /// Messages of the runtime itself; they overtake all user messages.
 pub(crate) enum Control {
-    /// Stop after the current message, dropping the queue.
+    /// Stop now: the running handler is dropped at its next `.await`, the queue is dropped.
     Kill,
     /// A child stopped or restarted, or a watched actor stopped.
     Event(SupervisionEvent),
@@ -205,6 +205,10 @@ pub(crate) struct Mailbox<A: Actor> {
     /// The control or high lane may be non-empty: the receiver must look under the lock.
     priority_pending: AtomicBool,
     pub(crate) capacity: Capacity,
+    /// A kill was asked for: the running handler is dropped at its next poll.
+    killed: AtomicBool,
+    /// The run loop's waker while a handler is pending, so that a kill wakes it.
+    handler_waker: Mutex<Option<Waker>>,
 }
 
 impl<A: Actor> Mailbox<A> {
@@ -220,7 +224,27 @@ impl<A: Actor> Mailbox<A> {
             }),
             priority_pending: AtomicBool::new(false),
             capacity: Capacity::new(config),
+            killed: AtomicBool::new(false),
+            handler_waker: Mutex::new(None),
         }
+    }
+
+    /// Whether a kill was asked for (checked at every poll of a running handler).
+    pub(crate) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    /// Registers the run loop's waker while a handler is pending; returns whether a kill
+    /// came in meanwhile (checked after registering, so none is missed).
+    pub(crate) fn park_handler(&self, waker: &Waker) -> bool {
+        {
+            let mut slot = self.handler_waker.lock().unwrap_or_else(|e| e.into_inner());
+            match &mut *slot {
+                Some(w) if w.will_wake(waker) => {}
+                slot => *slot = Some(waker.clone()),
+            }
+        }
+        self.killed.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Lanes<A>> {
@@ -269,11 +293,23 @@ impl<A: Actor> Mailbox<A> {
         self.push_reserved(env, priority)
     }
 
-    /// Queues a control message. `false` if the actor is gone.
+    /// Queues a control message. `false` if the actor is gone. A kill also interrupts the
+    /// running handler at its next `.await`.
     pub(crate) fn push_control(&self, c: Control) -> Result<(), Control> {
         let mut lanes = self.lock();
         if lanes.dead {
             return Err(c);
+        }
+        if matches!(c, Control::Kill) {
+            self.killed.store(true, Ordering::SeqCst);
+            let waker = self
+                .handler_waker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(w) = waker {
+                w.wake();
+            }
         }
         lanes.control.push_back(c);
         self.priority_pending.store(true, Ordering::Release);

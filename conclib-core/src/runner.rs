@@ -2,15 +2,17 @@
 //! and stop in order (children first, then `on_stop`, then the URN is freed).
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::Instant;
 
 use tracing::Instrument;
 
 use crate::actor::Actor;
-use crate::cell::{ErasedCell, notify_stopped};
+use crate::cell::{ErasedCell, leave_parent, notify_stopped};
 use crate::context::Context;
 use crate::envelope::{CatchUnwind, FutureSlot, Outcome};
 use crate::error::StopReason;
@@ -68,12 +70,31 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                 // The capacity counts queued messages: this one leaves the queue now.
                 cell.mailbox.capacity.unreserve();
                 let span = tracing::trace_span!("handle", message = env.name());
-                let outcome = env
-                    .handle(&mut actor, &mut ctx, &mut slot)
-                    .instrument(span)
-                    .await;
+                let mut handling = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span);
+                // A kill drops the handler at its next `.await` (one atomic load per poll).
+                let outcome = poll_fn(|cx| {
+                    if cell.mailbox.is_killed() {
+                        return Poll::Ready(None);
+                    }
+                    match Pin::new(&mut handling).poll(cx) {
+                        Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+                        Poll::Pending if cell.mailbox.park_handler(cx.waker()) => Poll::Ready(None),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await;
+                drop(handling);
+                let Some(outcome) = outcome else {
+                    tracing::debug!("killed while handling a message");
+                    break StopReason::Killed;
+                };
                 match outcome {
                     Outcome::Done => continue,
+                    Outcome::Skipped => {
+                        cell.core.count_skipped_ask();
+                        tracing::debug!("skipped an ask whose asker had given up");
+                        continue;
+                    }
                     Outcome::Failed(error) => {
                         tracing::warn!(%error, "a told message's handler returned an error");
                         continue;
@@ -217,17 +238,33 @@ async fn finish<A: Actor>(
         cell.mailbox.capacity.unreserve();
     }
     stop_children(&ctx).await;
-    if CatchUnwind(actor.on_stop(&mut ctx, &reason)).await.is_err() {
-        tracing::error!("on_stop panicked");
-    }
+    let failure = match CatchUnwind(actor.on_stop(&mut ctx, &reason)).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(panic) => Some(format!("panicked: {panic}")),
+    };
+    let reason = match failure {
+        None => reason,
+        Some(error) => {
+            tracing::error!(%error, "on_stop failed");
+            StopReason::StopFailed {
+                reason: Box::new(reason),
+                error,
+            }
+        }
+    };
     drop(actor);
-    // In this order: whoever sees the actor stopped finds its URN free, and whoever sees the
-    // system empty (shutdown) finds every actor stopped and every parent told.
-    ctx.system().release_urn(&cell.core);
+    // In this order: whoever sees the actor stopped (`wait_for_stop`) finds it gone from
+    // every view (URN, registry, its parent's children), and whoever sees the system empty
+    // (shutdown) finds every actor stopped and every parent told.
+    let system = ctx.system().clone();
+    system.release_urn(&cell.core);
+    system.remove(&cell.core);
+    leave_parent(&cell.core);
     cell.core.mark_stopped(reason.clone());
     tracing::debug!(%reason, "actor stopped");
     notify_stopped(&cell.core, &reason);
-    ctx.system().forget(&cell.core);
+    system.wake_if_empty();
 }
 
 #[cfg(test)]

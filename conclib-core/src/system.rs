@@ -98,6 +98,8 @@ pub struct ActorInfo {
     pub mailbox_len: usize,
     /// Whether it is stopping (takes no more user messages).
     pub stopping: bool,
+    /// Asks it did not start because their asker had given up.
+    pub asks_skipped: u64,
 }
 
 /// [`ActorSystem::shutdown`] did not finish in time.
@@ -239,6 +241,7 @@ impl ActorSystem {
                     parent: core.parent.as_ref().map(|p| p.core().id),
                     mailbox_len: cell.capacity().len(),
                     stopping: cell.is_closed(),
+                    asks_skipped: core.skipped_asks(),
                 }
             })
             .collect();
@@ -284,9 +287,11 @@ impl ActorSystem {
         // Aborted tasks never run their end; clean their registrations up here.
         for cell in &left {
             self.release_urn(cell.core());
+            self.remove(cell.core());
+            crate::cell::leave_parent(cell.core());
             cell.core().mark_stopped(StopReason::Killed);
-            self.forget(cell.core());
         }
+        self.wake_if_empty();
         Err(ShutdownTimedOut { remaining })
     }
 
@@ -337,12 +342,14 @@ impl ActorSystem {
         }
     }
 
-    /// Forgets a stopped actor; wakes `shutdown` when none is left. Idempotent.
-    pub(crate) fn forget(&self, core: &CellCore) {
-        let mut actors = self.lock_actors();
-        actors.remove(&core.id);
-        if actors.is_empty() {
-            drop(actors);
+    /// Takes a stopped actor out of the registry. Idempotent.
+    pub(crate) fn remove(&self, core: &CellCore) {
+        self.lock_actors().remove(&core.id);
+    }
+
+    /// Wakes `shutdown` if no actor is left.
+    pub(crate) fn wake_if_empty(&self) {
+        if self.lock_actors().is_empty() {
             self.inner.emptied.notify_waiters();
         }
     }
@@ -350,7 +357,8 @@ impl ActorSystem {
     /// Frees the URN and forgets the actor.
     pub(crate) fn unregister(&self, core: &CellCore) {
         self.release_urn(core);
-        self.forget(core);
+        self.remove(core);
+        self.wake_if_empty();
     }
 }
 

@@ -252,6 +252,9 @@ impl Hook {
             None => format!(
                 "`fn {name}(&mut self, ctx: &mut Context<Self>) -> Result<(), E>` (the context and the result are optional)"
             ),
+            Some((arg, ty)) if self == Hook::Stop => format!(
+                "`fn {name}(&mut self, ctx: &mut Context<Self>, {arg}: {ty}) -> Result<(), E>` (both arguments and the result are optional)"
+            ),
             Some((arg, ty)) => format!(
                 "`fn {name}(&mut self, ctx: &mut Context<Self>, {arg}: {ty})` (both arguments are optional)"
             ),
@@ -546,12 +549,18 @@ fn parse_hook(f: &ImplItemFn, hook: Hook, errors: &mut Errors) -> Option<HookFn>
     let (fallible, output_span) = match &f.sig.output {
         ReturnType::Default => (false, f.sig.ident.span()),
         ReturnType::Type(_, ty) if is_unit(ty) => (false, ty.span()),
-        ReturnType::Type(_, ty) if hook == Hook::Start && is_result(ty) => (true, ty.span()),
+        ReturnType::Type(_, ty) if matches!(hook, Hook::Start | Hook::Stop) && is_result(ty) => {
+            (true, ty.span())
+        }
         ReturnType::Type(_, ty) => {
-            let form = if hook == Hook::Start {
-                "#[on_start] returns nothing, or `Result<(), E>` to make the spawn fail with the error"
-            } else {
-                "this hook returns nothing"
+            let form = match hook {
+                Hook::Start => {
+                    "#[on_start] returns nothing, or `Result<(), E>` to make the spawn fail with the error"
+                }
+                Hook::Stop => {
+                    "#[on_stop] returns nothing, or `Result<(), E>` to report a failure in the stop reason"
+                }
+                _ => "this hook returns nothing",
             };
             errors.spanned(
                 ty,
@@ -992,23 +1001,25 @@ fn generate_hook(hook: &HookFn, krate: &Path) -> TokenStream {
         &call_args(krate, args, payload_name, given.as_ref()),
         *is_async,
     );
+    // A fallible hook's error becomes a `BoxError`; an infallible one answers `Ok`.
+    let fallible_body = if *fallible {
+        let convert = respan(
+            quote!(#krate::__private::start_result(output)),
+            *output_span,
+        );
+        quote! {
+            let output = #call;
+            #convert
+        }
+    } else {
+        quote! {
+            #call;
+            ::core::result::Result::Ok(())
+        }
+    };
     match kind {
         Hook::Start => {
-            let body = if *fallible {
-                let convert = respan(
-                    quote!(#krate::__private::start_result(output)),
-                    *output_span,
-                );
-                quote! {
-                    let output = #call;
-                    #convert
-                }
-            } else {
-                quote! {
-                    #call;
-                    ::core::result::Result::Ok(())
-                }
-            };
+            let body = fallible_body;
             quote! {
                 #(#cfgs)*
                 async fn on_start(
@@ -1021,8 +1032,12 @@ fn generate_hook(hook: &HookFn, krate: &Path) -> TokenStream {
         }
         Hook::Stop => quote! {
             #(#cfgs)*
-            async fn on_stop(&mut self, #ctx: &mut #krate::Context<Self>, #payload: &#krate::StopReason) {
-                #call;
+            async fn on_stop(
+                &mut self,
+                #ctx: &mut #krate::Context<Self>,
+                #payload: &#krate::StopReason,
+            ) -> ::core::result::Result<(), #krate::BoxError> {
+                #fallible_body
             }
         },
         Hook::Panic => quote! {

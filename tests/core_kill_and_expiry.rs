@@ -1,0 +1,366 @@
+//! `kill` interrupts a stuck handler; asks whose asker gave up are never started; a failing
+//! `on_stop` is reported; `wait_for_stop` means gone from every view.
+
+mod common;
+
+use common::*;
+use conclib::*;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Guards a step that must finish promptly: a hang fails the test instead of stalling it.
+async fn promptly<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("did not finish promptly")
+}
+
+/// An actor whose `Hang` handler awaits forever; it logs its stop and is watched by `Watcher`.
+struct Stuck {
+    log: Log,
+}
+impl Actor for Stuck {
+    async fn on_stop(
+        &mut self,
+        _: &mut Context<Self>,
+        reason: &StopReason,
+    ) -> Result<(), BoxError> {
+        self.log.lock().unwrap().push(format!("on_stop {reason}"));
+        Ok(())
+    }
+
+    async fn handle_request(&mut self, request: RequestEnvelope, ctx: &mut Context<Self>) {
+        match request.extract::<Hang>() {
+            Ok((msg, responder)) => responder.respond(self.handle(msg, ctx).await),
+            Err(request) => request.reject(),
+        }
+    }
+}
+
+/// Tells the test it entered the handler, then never finishes.
+struct Hang(Option<oneshot::Sender<()>>);
+impl Message for Hang {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<Hang> for Stuck {
+    async fn handle(&mut self, mut msg: Hang, _: &mut Context<Self>) -> Result<(), Infallible> {
+        if let Some(entered) = msg.0.take() {
+            let _ = entered.send(());
+        }
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// Watches an actor and forwards its termination to the test.
+struct Watcher {
+    target: DynActorRef,
+    events: mpsc::UnboundedSender<SupervisionEvent>,
+}
+impl Actor for Watcher {
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+        ctx.watch(self.target.clone());
+        Ok(())
+    }
+    async fn on_event(&mut self, _: &mut Context<Self>, event: SupervisionEvent) {
+        let _ = self.events.send(event);
+    }
+}
+
+async fn stuck_and_watched(
+    system: &ActorSystem,
+) -> (
+    ActorRef<Stuck>,
+    Log,
+    mpsc::UnboundedReceiver<SupervisionEvent>,
+) {
+    let log = Log::default();
+    let stuck = system.spawn(Stuck { log: log.clone() }).await.unwrap();
+    let (events, rx) = mpsc::unbounded_channel();
+    system
+        .spawn(Watcher {
+            target: stuck.to_dyn(),
+            events,
+        })
+        .await
+        .unwrap();
+    (stuck, log, rx)
+}
+
+#[tokio::test]
+async fn kill_interrupts_a_handler_stuck_in_an_await() {
+    let system = ActorSystem::new("t");
+    let (stuck, log, mut events) = stuck_and_watched(&system).await;
+    let (entered, is_in) = oneshot::channel();
+    let ask = tokio::spawn({
+        let stuck = stuck.clone();
+        async move {
+            stuck
+                .ask(Hang(Some(entered)))
+                .timeout(Duration::from_secs(3600))
+                .await
+        }
+    });
+    is_in.await.unwrap();
+    // Queued behind the stuck handler: dropped by the kill, its asker told at once.
+    let queued = tokio::spawn({
+        let stuck = stuck.clone();
+        async move {
+            stuck
+                .ask(Hang(None))
+                .timeout(Duration::from_secs(3600))
+                .await
+        }
+    });
+    while stuck.mailbox_len() < 1 {
+        tokio::task::yield_now().await;
+    }
+    stuck.kill();
+    assert_eq!(promptly(ask).await.unwrap(), Err(AskError::ActorStopped));
+    assert_eq!(promptly(queued).await.unwrap(), Err(AskError::ActorStopped));
+    assert_eq!(promptly(stuck.wait_for_stop()).await, StopReason::Killed);
+    assert_eq!(log_entries(&log), vec!["on_stop killed".to_owned()]);
+    match promptly(events.recv()).await.unwrap() {
+        SupervisionEvent::Terminated { id, reason, .. } => {
+            assert_eq!(id, stuck.id());
+            assert_eq!(reason, StopReason::Killed);
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    assert!(system.actors().iter().all(|a| a.id != stuck.id()));
+}
+
+#[tokio::test]
+async fn kill_interrupts_a_stuck_dynamic_request_with_actor_stopped() {
+    let system = ActorSystem::new("t");
+    let (stuck, _log, _events) = stuck_and_watched(&system).await;
+    let (entered, is_in) = oneshot::channel();
+    let dynamic = stuck.to_dyn();
+    let ask = tokio::spawn(async move {
+        dynamic
+            .ask(Hang(Some(entered)))
+            .timeout(Duration::from_secs(3600))
+            .await
+    });
+    is_in.await.unwrap();
+    stuck.kill();
+    // Not `NoResponse`: the request was not dropped by the actor, the actor was killed.
+    assert_eq!(promptly(ask).await.unwrap(), Err(AskError::ActorStopped));
+    assert_eq!(promptly(stuck.wait_for_stop()).await, StopReason::Killed);
+}
+
+#[tokio::test]
+async fn a_killed_child_tells_its_parent() {
+    struct Parent {
+        events: mpsc::UnboundedSender<SupervisionEvent>,
+        child: Option<oneshot::Sender<ActorRef<Stuck>>>,
+    }
+    impl Actor for Parent {
+        async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+            let child = ctx
+                .spawn_child(Stuck {
+                    log: Log::default(),
+                })
+                .await?;
+            let _ = self.child.take().unwrap().send(child);
+            Ok(())
+        }
+        async fn on_event(&mut self, _: &mut Context<Self>, event: SupervisionEvent) {
+            let _ = self.events.send(event);
+        }
+    }
+    let system = ActorSystem::new("t");
+    let (events, mut rx) = mpsc::unbounded_channel();
+    let (child_tx, child_rx) = oneshot::channel();
+    let parent = system
+        .spawn(Parent {
+            events,
+            child: Some(child_tx),
+        })
+        .await
+        .unwrap();
+    let child = child_rx.await.unwrap();
+    let (entered, is_in) = oneshot::channel();
+    child.tell(Hang(Some(entered))).await.unwrap();
+    is_in.await.unwrap();
+    child.kill();
+    match promptly(rx.recv()).await.unwrap() {
+        SupervisionEvent::ChildStopped { id, reason, .. } => {
+            assert_eq!(id, child.id());
+            assert_eq!(reason, StopReason::Killed);
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    assert!(parent.is_alive());
+}
+
+#[tokio::test]
+async fn asks_whose_asker_gave_up_are_never_started() {
+    let system = ActorSystem::new("t");
+    let (r, gate) = blocked_recorder(&system, MailboxConfig::Bounded(16)).await;
+
+    // Timed out while queued behind the blocked handler.
+    assert_eq!(
+        r.ask(Record(1)).timeout(Duration::from_millis(20)).await,
+        Err(AskError::Timeout(Duration::from_millis(20)))
+    );
+    // Queued, then its future dropped (the first poll queues it; the zero deadline drops it).
+    assert!(
+        tokio::time::timeout(Duration::ZERO, r.ask(Record(2)))
+            .await
+            .is_err()
+    );
+    // The same through a dynamic ref.
+    assert_eq!(
+        r.to_dyn()
+            .ask(Record(3))
+            .timeout(Duration::from_millis(20))
+            .await,
+        Err(AskError::Timeout(Duration::from_millis(20)))
+    );
+    // Tells are always handled, asks still waited for too.
+    r.tell(Record(4)).await.unwrap();
+    let waiting = tokio::spawn({
+        let r = r.clone();
+        async move { r.ask(Record(5)).timeout(Duration::from_secs(3600)).await }
+    });
+    while r.mailbox_len() < 5 {
+        tokio::task::yield_now().await;
+    }
+    gate.notify_one();
+    assert_eq!(promptly(waiting).await.unwrap(), Ok(()));
+    assert_eq!(r.ask(Seen).await.unwrap(), vec![4, 5]);
+    assert_eq!(r.asks_skipped(), 3);
+    let info = system
+        .actors()
+        .into_iter()
+        .find(|a| a.id == r.id())
+        .unwrap();
+    assert_eq!(info.asks_skipped, 3);
+}
+
+/// Its `on_stop` fails or panics, as told.
+struct BadStop {
+    panic: bool,
+}
+impl Actor for BadStop {
+    async fn on_stop(&mut self, _: &mut Context<Self>, _: &StopReason) -> Result<(), BoxError> {
+        if self.panic {
+            panic!("on_stop exploded");
+        }
+        Err("disk full".into())
+    }
+}
+
+#[tokio::test]
+async fn an_error_or_panic_in_on_stop_is_the_stop_reason() {
+    let system = ActorSystem::new("t");
+    let failing = system.spawn(BadStop { panic: false }).await.unwrap();
+    let (events, mut rx) = mpsc::unbounded_channel();
+    system
+        .spawn(Watcher {
+            target: failing.to_dyn(),
+            events,
+        })
+        .await
+        .unwrap();
+    failing.stop();
+    let expected = StopReason::StopFailed {
+        reason: Box::new(StopReason::Normal),
+        error: "disk full".to_owned(),
+    };
+    assert_eq!(promptly(failing.wait_for_stop()).await, expected);
+    assert!(!expected.is_normal());
+    match promptly(rx.recv()).await.unwrap() {
+        SupervisionEvent::Terminated { reason, .. } => assert_eq!(reason, expected),
+        other => panic!("unexpected event {other:?}"),
+    }
+
+    let panicking = system.spawn(BadStop { panic: true }).await.unwrap();
+    panicking.kill();
+    match promptly(panicking.wait_for_stop()).await {
+        StopReason::StopFailed { reason, error } => {
+            assert_eq!(*reason, StopReason::Killed);
+            assert!(error.contains("on_stop exploded"), "{error}");
+        }
+        other => panic!("unexpected reason {other:?}"),
+    }
+}
+
+/// A parent that reports how many children its context lists.
+struct Nest;
+impl Actor for Nest {
+    async fn handle_request(&mut self, request: RequestEnvelope, ctx: &mut Context<Self>) {
+        match request.extract::<Children>() {
+            Ok((_, responder)) => responder.respond(Ok(ctx.children().len())),
+            Err(request) => request.reject(),
+        }
+    }
+}
+struct Children;
+impl Message for Children {
+    type Response = usize;
+    type Error = Infallible;
+}
+impl Handler<Children> for Nest {
+    async fn handle(&mut self, _: Children, ctx: &mut Context<Self>) -> Result<usize, Infallible> {
+        Ok(ctx.children().len())
+    }
+}
+struct Adopt(String, oneshot::Sender<ActorRef<Recorder>>);
+impl Message for Adopt {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<Adopt> for Nest {
+    async fn handle(&mut self, msg: Adopt, ctx: &mut Context<Self>) -> Result<(), Infallible> {
+        let child = ctx
+            .build_child(Recorder::default())
+            .urn(msg.0)
+            .spawn()
+            .await
+            .unwrap();
+        let _ = msg.1.send(child);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_wait_for_stop_returns_every_view_agrees_the_actor_is_gone() {
+    let system = ActorSystem::new("t");
+    let nest = system.spawn(Nest).await.unwrap();
+    let nest = Arc::new(nest);
+    for i in 0..200 {
+        let urn = format!("child:{i}");
+        let (tx, rx) = oneshot::channel();
+        nest.tell(Adopt(urn.clone(), tx)).await.unwrap();
+        let child = rx.await.unwrap();
+        if i % 2 == 0 {
+            child.stop();
+        } else {
+            child.kill();
+        }
+        promptly(child.wait_for_stop()).await;
+        assert!(system.lookup(&urn).is_err(), "lookup still finds {urn}");
+        assert!(
+            system.actors().iter().all(|a| a.id != child.id()),
+            "actors() still lists {urn}"
+        );
+        assert!(
+            system
+                .named_actors()
+                .iter()
+                .all(|a| a.urn().map(ToString::to_string) != Some(urn.clone())),
+            "named_actors() still lists {urn}"
+        );
+        assert_eq!(
+            nest.ask(Children).await.unwrap(),
+            0,
+            "children still list {urn}"
+        );
+    }
+}
