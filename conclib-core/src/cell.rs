@@ -37,6 +37,8 @@ pub struct CellCore {
     task: OnceLock<tokio::task::AbortHandle>,
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
+    /// The panic policy this actor imposes on its children, if it declared one.
+    children_policy: Mutex<Option<crate::supervision::PanicPolicy>>,
 }
 
 impl CellCore {
@@ -61,7 +63,32 @@ impl CellCore {
             restartable: AtomicBool::new(false),
             task: OnceLock::new(),
             skipped_asks: AtomicU64::new(0),
+            children_policy: Mutex::new(None),
         }
+    }
+
+    pub(crate) fn set_children_policy(&self, policy: Option<crate::supervision::PanicPolicy>) {
+        *self
+            .children_policy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    /// The panic policy that applies to this actor: its parent's declaration for its
+    /// children if there is one, else `own`.
+    pub(crate) fn panic_policy(
+        &self,
+        own: crate::supervision::PanicPolicy,
+    ) -> crate::supervision::PanicPolicy {
+        self.parent
+            .as_ref()
+            .and_then(|p| {
+                *p.core()
+                    .children_policy
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+            })
+            .unwrap_or(own)
     }
 
     pub(crate) fn count_skipped_ask(&self) {

@@ -309,6 +309,13 @@ impl<A: Actor> Context<A> {
         self.strategy = strategy;
     }
 
+    /// Declares the panic policy of this actor's children (those running now and those
+    /// spawned later), overriding what their spawners chose; `None` gives the choice back
+    /// to each child's own builder. See [`PanicPolicy`] for the precedence.
+    pub fn set_children_on_panic(&self, policy: Option<crate::PanicPolicy>) {
+        self.myself().cell.core.set_children_policy(policy);
+    }
+
     /// Aborts timers and stream forwarders.
     pub(crate) fn cancel_tasks(&mut self) {
         for t in self.tasks.drain(..) {

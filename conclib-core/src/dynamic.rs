@@ -428,37 +428,52 @@ impl DynActorRef {
         }
     }
 
-    /// Tells with any message type, waiting for room in a full mailbox.
+    /// Tells with any message type, waiting for room in a full mailbox. Finish with
+    /// `.await`; `.priority(Priority::High)` first to overtake queued normal messages.
     ///
-    /// # Errors
-    /// [`SendError::UnknownMessage`] if the actor does not accept `M`;
+    /// Resolves to [`SendError::UnknownMessage`] if the actor does not accept `M`, or
     /// [`SendError::ActorStopped`] (with the message) if it stopped.
-    pub async fn tell<M: Message>(&self, msg: M) -> Result<(), SendError<M>> {
-        self.tell_with_priority(msg, Priority::Normal).await
+    pub fn tell<M: Message>(&self, msg: M) -> DynTell<'_, M> {
+        DynTell {
+            target: self,
+            msg,
+            priority: Priority::Normal,
+        }
     }
 
-    /// [`tell`](Self::tell) in the given lane.
+    /// Tells if there is room right now; never waits.
     ///
     /// # Errors
-    /// As [`tell`](Self::tell).
-    pub async fn tell_with_priority<M: Message>(
+    /// [`SendError::MailboxFull`] or [`SendError::ActorStopped`] with the message, or
+    /// [`SendError::UnknownMessage`] if the actor does not accept `M`.
+    pub fn try_tell<M: Message>(&self, msg: M) -> Result<(), SendError<M>> {
+        self.try_tell_with(msg, Priority::Normal)
+    }
+
+    pub(crate) fn try_tell_with<M: Message>(
         &self,
         msg: M,
         priority: Priority,
     ) -> Result<(), SendError<M>> {
-        self.tell_erased(M::name(), TypeId::of::<M>(), Box::new(msg), priority)
-            .await
-            .map_err(|e| match e {
-                SendError::ActorStopped(msg) => {
-                    SendError::ActorStopped(*msg.downcast::<M>().expect("the message we sent"))
-                }
-                SendError::MailboxFull(msg) => {
-                    SendError::MailboxFull(*msg.downcast::<M>().expect("the message we sent"))
-                }
-                SendError::UnknownMessage { actor, message } => {
-                    SendError::UnknownMessage { actor, message }
-                }
-            })
+        if !self.cell.accepts(TypeId::of::<M>()) {
+            return Err(self.unknown_send(M::name()));
+        }
+        match self.cell.capacity().try_reserve() {
+            None => return Err(SendError::ActorStopped(msg)),
+            Some(false) => return Err(SendError::MailboxFull(msg)),
+            Some(true) => {}
+        }
+        let req = RequestEnvelope::new(M::name(), TypeId::of::<M>(), Box::new(msg), None);
+        self.cell
+            .push_request(req, priority)
+            .map_err(|mut req| SendError::ActorStopped(take_message::<M>(&mut req)))
+    }
+
+    fn unknown_send<M>(&self, message: &str) -> SendError<M> {
+        SendError::UnknownMessage {
+            actor: self.cell.core().label(),
+            message: message.to_owned(),
+        }
     }
 
     /// Tells with a message already decoded into an [`ErasedMessage`] (what a proxy does),
@@ -475,10 +490,7 @@ impl DynActorRef {
         priority: Priority,
     ) -> Result<(), SendError<ErasedMessage>> {
         if !self.cell.accepts(type_id) {
-            return Err(SendError::UnknownMessage {
-                actor: self.cell.core().label(),
-                message: name.to_owned(),
-            });
+            return Err(self.unknown_send(name));
         }
         if poll_fn(|cx| self.cell.capacity().poll_reserve(cx))
             .await
@@ -631,6 +643,55 @@ impl<'a, M: Message> IntoFuture for DynAsk<'a, M> {
             }
         })
     }
+}
+
+/// A tell through a [`DynActorRef`]; `.await` it.
+#[must_use = "a tell does nothing until awaited"]
+pub struct DynTell<'a, M: Message> {
+    target: &'a DynActorRef,
+    msg: M,
+    priority: Priority,
+}
+
+impl<M: Message> DynTell<'_, M> {
+    /// Sends in the given lane; `High` overtakes queued normal messages.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+impl<'a, M: Message> IntoFuture for DynTell<'a, M> {
+    type Output = Result<(), SendError<M>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let DynTell {
+                target,
+                msg,
+                priority,
+            } = self;
+            target
+                .tell_erased(M::name(), TypeId::of::<M>(), Box::new(msg), priority)
+                .await
+                .map_err(|e| match e {
+                    SendError::ActorStopped(msg) => SendError::ActorStopped(unbox::<M>(msg)),
+                    SendError::MailboxFull(msg) => SendError::MailboxFull(unbox::<M>(msg)),
+                    SendError::UnknownMessage { actor, message } => {
+                        SendError::UnknownMessage { actor, message }
+                    }
+                })
+        })
+    }
+}
+
+fn unbox<M: Message>(msg: ErasedMessage) -> M {
+    *msg.downcast::<M>().expect("the message we sent")
+}
+
+fn take_message<M: Message>(req: &mut RequestEnvelope) -> M {
+    unbox::<M>(req.message.take().expect("not taken"))
 }
 
 fn downcast_error<M: Message>(e: AskError<ErasedMessage>) -> AskError<M::Error> {

@@ -65,6 +65,7 @@
 
 mod actor;
 mod actor_ref;
+mod broadcast;
 mod cell;
 mod context;
 mod dynamic;
@@ -82,8 +83,9 @@ mod urn;
 
 pub use actor::Actor;
 pub use actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
+pub use broadcast::{BroadcastOutcome, Delivery};
 pub use context::{Context, StreamId, TimerHandle};
-pub use dynamic::{DynActorRef, DynAsk, ErasedResult, RequestEnvelope, Responder};
+pub use dynamic::{DynActorRef, DynAsk, DynTell, ErasedResult, RequestEnvelope, Responder};
 pub use error::{AskError, BoxError, LookupError, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};

@@ -130,7 +130,8 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
         {
             tracing::error!("on_panic panicked too");
         }
-        match options.policy {
+        // The parent's declaration for its children, if any, overrides the spawner's choice.
+        match cell.core.panic_policy(options.policy) {
             PanicPolicy::Resume => {}
             PanicPolicy::Restart(limit) if options.factory.is_some() => {
                 if !options.allow_restart(limit) {

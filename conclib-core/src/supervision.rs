@@ -8,6 +8,17 @@ use crate::urn::Urn;
 
 /// What an actor does after a handler panicked. The asker always gets
 /// [`AskError::Panicked`](crate::AskError::Panicked) first.
+///
+/// **Who decides.** A parent that declared a policy for its children
+/// ([`SpawnBuilder::children_on_panic`](crate::SpawnBuilder::children_on_panic) or
+/// [`Context::set_children_on_panic`](crate::Context::set_children_on_panic)) decides for
+/// every child, whoever spawned it and whatever the child's builder said; the declaration
+/// is read at the time of the panic, so a change applies to running children too.
+/// Otherwise the child's own builder decides ([`SpawnBuilder::on_panic`](crate::SpawnBuilder::on_panic),
+/// [`restart_with`](crate::SpawnBuilder::restart_with)), and the default is `Stop`.
+/// `Restart` needs the child's factory: a child spawned without
+/// [`restart_with`](crate::SpawnBuilder::restart_with) under a parent that declares
+/// `Restart` stops instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PanicPolicy {
     /// Stop with [`StopReason::Panicked`] (the default): the mailbox is dropped, parent and watchers are told.

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -15,7 +17,7 @@ use crate::cell::{ActorCell, CellCore, ErasedCell};
 use crate::context::Context;
 use crate::dynamic::DynActorRef;
 use crate::envelope::CatchUnwind;
-use crate::error::{LookupError, SpawnError, StopReason};
+use crate::error::{BoxError, LookupError, SpawnError, StopReason};
 use crate::mailbox::{Mailbox, MailboxConfig};
 use crate::runner::{Factory, RunOptions, run};
 use crate::supervision::{PanicPolicy, RestartLimit, SupervisionStrategy};
@@ -167,6 +169,7 @@ impl ActorSystem {
             policy: PanicPolicy::Stop,
             factory: None,
             strategy: SupervisionStrategy::OneForOne,
+            children_policy: None,
             parent: None,
         }
     }
@@ -307,6 +310,11 @@ impl ActorSystem {
         }
     }
 
+    /// Every actor that has not finished stopping.
+    pub(crate) fn live_cells(&self) -> Vec<Arc<dyn ErasedCell>> {
+        self.lock_actors().values().cloned().collect()
+    }
+
     fn lock_actors(&self) -> std::sync::MutexGuard<'_, HashMap<ActorId, Arc<dyn ErasedCell>>> {
         self.inner.actors.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -394,6 +402,7 @@ pub struct SpawnBuilder<A: Actor> {
     policy: PanicPolicy,
     factory: Option<Factory<A>>,
     strategy: SupervisionStrategy,
+    children_policy: Option<PanicPolicy>,
     parent: Option<Arc<dyn ErasedCell>>,
 }
 
@@ -454,6 +463,14 @@ impl<A: Actor> SpawnBuilder<A> {
         self
     }
 
+    /// Declares the panic policy of this actor's children, whoever spawns them and
+    /// whatever their own builder says (see [`PanicPolicy`] for the precedence). Also
+    /// settable later with [`Context::set_children_on_panic`].
+    pub fn children_on_panic(mut self, policy: PanicPolicy) -> Self {
+        self.children_policy = Some(policy);
+        self
+    }
+
     pub(crate) fn parent(mut self, parent: Arc<dyn ErasedCell>) -> Self {
         self.parent = Some(parent);
         self
@@ -474,6 +491,7 @@ impl<A: Actor> SpawnBuilder<A> {
             policy,
             factory,
             strategy,
+            children_policy,
             parent,
         } = self;
         if system.is_shutting_down() || parent.as_ref().is_some_and(|p| p.is_closed()) {
@@ -496,6 +514,7 @@ impl<A: Actor> SpawnBuilder<A> {
         cell.core
             .restartable
             .store(factory.is_some(), Ordering::Relaxed);
+        cell.core.set_children_policy(children_policy);
         system.register(cell.clone())?;
         let myself = ActorRef { cell: cell.clone() };
         let mut ctx = Context::new(myself.clone(), system.clone(), strategy);
@@ -506,13 +525,17 @@ impl<A: Actor> SpawnBuilder<A> {
             urn = cell.core.urn.as_ref().map(Urn::as_str),
             actor = cell.core.type_name,
         );
+        // Boxed as a trait object so that this future's type does not contain the type of
+        // `A::on_start`'s future: an actor whose `on_start` (or handler) spawns a child of its
+        // own type would otherwise have a future that contains itself (E0391). A default or
+        // stateless `on_start` is zero-sized and does not allocate.
+        let start: Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + '_>> =
+            Box::pin(actor.on_start(&mut ctx));
         // Instrumenting costs a copy of the future: skip it when nobody listens.
         let started = if span.is_disabled() {
-            CatchUnwind(actor.on_start(&mut ctx)).await
+            CatchUnwind(start).await
         } else {
-            CatchUnwind(actor.on_start(&mut ctx))
-                .instrument(span.clone())
-                .await
+            CatchUnwind(start).instrument(span.clone()).await
         };
         let failure = match started {
             Ok(Ok(())) => None,

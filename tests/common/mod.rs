@@ -13,6 +13,7 @@ pub struct Recorder {
 }
 impl Actor for Recorder {}
 
+#[derive(Clone)]
 pub struct Record(pub u64);
 impl Message for Record {
     type Response = ();
