@@ -457,3 +457,29 @@ async fn event_and_stream_hooks_run() {
     );
     system.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+/// Its `#[on_stop]` fails: the failure becomes the stop reason.
+#[actor]
+struct FailingStop;
+
+#[actor]
+impl FailingStop {
+    #[on_stop]
+    fn stop(&mut self, reason: &StopReason) -> Result<(), String> {
+        Err(format!("could not flush after {reason}"))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_on_stop_becomes_the_stop_reason() {
+    let system = ActorSystem::new("t");
+    let actor = system.spawn(FailingStop).await.unwrap();
+    actor.stop();
+    assert_eq!(
+        actor.wait_for_stop().await,
+        StopReason::StopFailed {
+            reason: Box::new(StopReason::Normal),
+            error: "could not flush after stopped normally".to_owned(),
+        }
+    );
+}

@@ -37,8 +37,9 @@ pub struct CellCore {
     task: OnceLock<tokio::task::AbortHandle>,
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
-    /// The panic policy this actor imposes on its children, if it declared one.
-    children_policy: Mutex<Option<crate::supervision::PanicPolicy>>,
+    /// The panic policy this actor imposes on its children, if it declared one (boxed:
+    /// rare, and every actor pays for the field).
+    children_policy: Mutex<Option<Box<crate::supervision::PanicPolicy>>>,
 }
 
 impl CellCore {
@@ -71,7 +72,7 @@ impl CellCore {
         *self
             .children_policy
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = policy;
+            .unwrap_or_else(|e| e.into_inner()) = policy.map(Box::new);
     }
 
     /// The panic policy that applies to this actor: its parent's declaration for its
@@ -83,10 +84,12 @@ impl CellCore {
         self.parent
             .as_ref()
             .and_then(|p| {
-                *p.core()
+                p.core()
                     .children_policy
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
+                    .as_deref()
+                    .copied()
             })
             .unwrap_or(own)
     }

@@ -190,6 +190,8 @@ struct Lanes<A: Actor> {
     closed: bool,
     /// The actor is gone: nothing is taken any more.
     dead: bool,
+    /// The run loop, while a handler is pending: a kill wakes it.
+    handler: Option<Waker>,
 }
 
 /// What the receiver got.
@@ -207,8 +209,6 @@ pub(crate) struct Mailbox<A: Actor> {
     pub(crate) capacity: Capacity,
     /// A kill was asked for: the running handler is dropped at its next poll.
     killed: AtomicBool,
-    /// The run loop's waker while a handler is pending, so that a kill wakes it.
-    handler_waker: Mutex<Option<Waker>>,
 }
 
 impl<A: Actor> Mailbox<A> {
@@ -221,11 +221,11 @@ impl<A: Actor> Mailbox<A> {
                 receiver: None,
                 closed: false,
                 dead: false,
+                handler: None,
             }),
             priority_pending: AtomicBool::new(false),
             capacity: Capacity::new(config),
             killed: AtomicBool::new(false),
-            handler_waker: Mutex::new(None),
         }
     }
 
@@ -237,12 +237,9 @@ impl<A: Actor> Mailbox<A> {
     /// Registers the run loop's waker while a handler is pending; returns whether a kill
     /// came in meanwhile (checked after registering, so none is missed).
     pub(crate) fn park_handler(&self, waker: &Waker) -> bool {
-        {
-            let mut slot = self.handler_waker.lock().unwrap_or_else(|e| e.into_inner());
-            match &mut *slot {
-                Some(w) if w.will_wake(waker) => {}
-                slot => *slot = Some(waker.clone()),
-            }
+        match &mut self.lock().handler {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
         }
         self.killed.load(Ordering::SeqCst)
     }
@@ -300,22 +297,17 @@ impl<A: Actor> Mailbox<A> {
         if lanes.dead {
             return Err(c);
         }
-        if matches!(c, Control::Kill) {
+        let handler = if matches!(c, Control::Kill) {
             self.killed.store(true, Ordering::SeqCst);
-            let waker = self
-                .handler_waker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some(w) = waker {
-                w.wake();
-            }
-        }
+            lanes.handler.take()
+        } else {
+            None
+        };
         lanes.control.push_back(c);
         self.priority_pending.store(true, Ordering::Release);
         let receiver = lanes.receiver.take();
         drop(lanes);
-        if let Some(w) = receiver {
+        for w in [receiver, handler].into_iter().flatten() {
             w.wake();
         }
         Ok(())

@@ -258,14 +258,14 @@ async fn finish<A: Actor>(
     // In this order: whoever sees the actor stopped (`wait_for_stop`) finds it gone from
     // every view (URN, registry, its parent's children), and whoever sees the system empty
     // (shutdown) finds every actor stopped and every parent told.
-    let system = ctx.system().clone();
-    system.release_urn(&cell.core);
-    system.remove(&cell.core);
+    // (The registry lists only live actors, so it agrees before the actor leaves it; leaving
+    // it last takes its lock once.)
+    ctx.system().release_urn(&cell.core);
     leave_parent(&cell.core);
     cell.core.mark_stopped(reason.clone());
     tracing::debug!(%reason, "actor stopped");
     notify_stopped(&cell.core, &reason);
-    system.wake_if_empty();
+    ctx.system().forget(&cell.core);
 }
 
 #[cfg(test)]

@@ -229,12 +229,14 @@ impl ActorSystem {
         self.inner.urn_generation.subscribe()
     }
 
-    /// What runs now: every actor that has not finished stopping, by id.
+    /// What runs now: every actor that has not stopped, by id.
     #[must_use]
     pub fn actors(&self) -> Vec<ActorInfo> {
         let actors = self.lock_actors();
         let mut list: Vec<ActorInfo> = actors
             .values()
+            // A stopped actor stays in the registry until its task's last step: hide it.
+            .filter(|cell| cell.core().is_alive())
             .map(|cell| {
                 let core = cell.core();
                 ActorInfo {
@@ -290,11 +292,10 @@ impl ActorSystem {
         // Aborted tasks never run their end; clean their registrations up here.
         for cell in &left {
             self.release_urn(cell.core());
-            self.remove(cell.core());
             crate::cell::leave_parent(cell.core());
             cell.core().mark_stopped(StopReason::Killed);
+            self.forget(cell.core());
         }
-        self.wake_if_empty();
         Err(ShutdownTimedOut { remaining })
     }
 
@@ -350,14 +351,12 @@ impl ActorSystem {
         }
     }
 
-    /// Takes a stopped actor out of the registry. Idempotent.
-    pub(crate) fn remove(&self, core: &CellCore) {
-        self.lock_actors().remove(&core.id);
-    }
-
-    /// Wakes `shutdown` if no actor is left.
-    pub(crate) fn wake_if_empty(&self) {
-        if self.lock_actors().is_empty() {
+    /// Forgets a stopped actor; wakes `shutdown` when none is left. Idempotent.
+    pub(crate) fn forget(&self, core: &CellCore) {
+        let mut actors = self.lock_actors();
+        actors.remove(&core.id);
+        if actors.is_empty() {
+            drop(actors);
             self.inner.emptied.notify_waiters();
         }
     }
@@ -365,8 +364,7 @@ impl ActorSystem {
     /// Frees the URN and forgets the actor.
     pub(crate) fn unregister(&self, core: &CellCore) {
         self.release_urn(core);
-        self.remove(core);
-        self.wake_if_empty();
+        self.forget(core);
     }
 }
 
