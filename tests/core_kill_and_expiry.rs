@@ -351,6 +351,10 @@ async fn when_wait_for_stop_returns_every_view_agrees_the_actor_is_gone() {
             "actors() still lists {urn}"
         );
         assert!(
+            system.all_actors().iter().all(|a| a.id() != child.id()),
+            "all_actors() still lists {urn}"
+        );
+        assert!(
             system
                 .named_actors()
                 .iter()

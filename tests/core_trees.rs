@@ -73,11 +73,20 @@ async fn a_node_spawns_nodes_from_its_hooks_and_handlers() {
 #[message(response = ActorRef<Node>)]
 struct SpawnStoppingChild;
 
+/// Declares (or takes back) the policy for the supervisor's children at run time.
+#[message]
+struct Declare(Option<PanicPolicy>);
+
 #[actor]
 struct Supervisor;
 
 #[actor]
 impl Supervisor {
+    #[handle]
+    fn declare(&mut self, Declare(policy): Declare, ctx: &mut Context<Self>) {
+        ctx.set_children_on_panic(policy);
+    }
+
     #[handle]
     async fn spawn_child(
         &mut self,
@@ -107,14 +116,25 @@ async fn a_parents_declared_policy_overrides_the_spawners_choice() {
     assert_eq!(child.ask(CountNodes).await.unwrap(), 1);
     assert!(child.is_alive());
 
-    // Take the declaration back at run time: the child's own policy applies again.
+    // Take the declaration back at run time: the running child's own policy applies again.
+    parent.tell(Declare(None)).await.unwrap();
+    parent.ask(SpawnStoppingChild).await.unwrap(); // the Declare was handled before this
+    assert!(matches!(child.ask(Boom).await, Err(AskError::Panicked(_))));
+    assert!(matches!(
+        child.wait_for_stop().await,
+        StopReason::Panicked(_)
+    ));
+
+    // And declare one at run time for children that are already running.
     let system2 = ActorSystem::new("t2");
     let parent2 = system2.spawn(Supervisor).await.unwrap();
     let child2 = parent2.ask(SpawnStoppingChild).await.unwrap();
+    parent2
+        .tell(Declare(Some(PanicPolicy::Resume)))
+        .await
+        .unwrap();
+    parent2.ask(SpawnStoppingChild).await.unwrap();
     assert!(matches!(child2.ask(Boom).await, Err(AskError::Panicked(_))));
-    assert!(matches!(
-        child2.wait_for_stop().await,
-        StopReason::Panicked(_)
-    ));
+    assert_eq!(child2.ask(CountNodes).await.unwrap(), 1);
     drop(parent);
 }
