@@ -107,6 +107,16 @@ impl RequestEnvelope {
         self.type_id == TypeId::of::<M>()
     }
 
+    /// The message, still erased (for routing by key).
+    pub(crate) fn message_ref(&self) -> Option<&(dyn std::any::Any + Send)> {
+        self.message.as_deref()
+    }
+
+    /// Whether the request holds a message of this type.
+    pub(crate) fn matches_type(&self, type_id: TypeId) -> bool {
+        self.type_id == type_id
+    }
+
     /// Whether the sender waits for an answer (an ask rather than a tell).
     #[must_use]
     pub fn expects_response(&self) -> bool {
@@ -149,7 +159,7 @@ impl RequestEnvelope {
         }
     }
 
-    fn fail(mut self, error: AskError<ErasedMessage>) {
+    pub(crate) fn fail(mut self, error: AskError<ErasedMessage>) {
         if let Some(reply) = self.reply.take() {
             reply.send(Err(error));
         }

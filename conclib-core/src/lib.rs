@@ -73,6 +73,7 @@ mod envelope;
 mod error;
 mod mailbox;
 mod message;
+mod pool;
 #[cfg(unix)]
 pub mod process;
 mod remote;
@@ -89,6 +90,7 @@ pub use dynamic::{DynActorRef, DynAsk, DynTell, ErasedResult, RequestEnvelope, R
 pub use error::{AskError, BoxError, LookupError, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};
+pub use pool::{MemberLoad, Pool, PoolActor, PoolAsk, PoolBuilder, PoolStats, Routing, WhenFull};
 pub use remote::{ErasedMessage, RemoteMessage};
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 pub use system::{

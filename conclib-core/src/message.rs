@@ -42,6 +42,13 @@ pub trait Message: Send + 'static {
     fn name() -> &'static str {
         std::any::type_name::<Self>()
     }
+
+    /// The key a [`Routing::KeyHash`](crate::Routing::KeyHash) pool routes this message by
+    /// (one key always reaches the same member while the pool's size is unchanged); `None`
+    /// (the default) routes it round-robin.
+    fn routing_key(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// An actor's handler for messages of type `M`.

@@ -45,6 +45,7 @@ pub struct RemoteMessage {
         fn(&mut dyn erased_serde::Deserializer<'_>) -> Result<ErasedMessage, erased_serde::Error>,
     response: for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize>,
     error: for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize>,
+    routing_key: fn(&(dyn Any + Send)) -> Option<u64>,
 }
 
 impl RemoteMessage {
@@ -62,6 +63,7 @@ impl RemoteMessage {
             decode: decode::<M>,
             response: as_serialize::<M::Response>,
             error: as_serialize::<M::Error>,
+            routing_key: routing_key::<M>,
         }
     }
 
@@ -79,6 +81,7 @@ impl RemoteMessage {
             decode: decode::<M>,
             response: as_serialize::<M::Response>,
             error: no_error,
+            routing_key: routing_key::<M>,
         }
     }
 
@@ -126,6 +129,14 @@ impl RemoteMessage {
     }
 }
 
+impl RemoteMessage {
+    /// The message's [`Message::routing_key`], if `message` is of this type.
+    #[must_use]
+    pub fn routing_key(&self, message: &(dyn Any + Send)) -> Option<u64> {
+        (self.routing_key)(message)
+    }
+}
+
 impl fmt::Debug for RemoteMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("RemoteMessage").field(&self.name()).finish()
@@ -137,6 +148,10 @@ fn decode<M: Message + DeserializeOwned>(
 ) -> Result<ErasedMessage, erased_serde::Error> {
     let msg: M = erased_serde::deserialize(de)?;
     Ok(Box::new(msg))
+}
+
+fn routing_key<M: Message>(message: &(dyn Any + Send)) -> Option<u64> {
+    message.downcast_ref::<M>().and_then(Message::routing_key)
 }
 
 fn no_error(_: &(dyn Any + Send)) -> Option<&dyn erased_serde::Serialize> {

@@ -144,6 +144,12 @@ impl ActorSystem {
         }
     }
 
+    /// The default timeout of asks to this system's actors.
+    #[must_use]
+    pub fn default_ask_timeout(&self) -> Duration {
+        self.inner.ask_timeout
+    }
+
     /// The system's name.
     #[must_use]
     pub fn name(&self) -> &str {

@@ -1,0 +1,947 @@
+//! Pools: N actors of one type behind one ref and one URN, with routing, back-pressure,
+//! replacement of dead or unresponsive members, and resizing at run time.
+//!
+//! ```
+//! use conclib_core::{Actor, ActorSystem, Context, Handler, Message, Routing};
+//! use std::convert::Infallible;
+//!
+//! #[derive(Default)]
+//! struct Hasher;
+//! impl Actor for Hasher {}
+//!
+//! struct Hash(u64);
+//! impl Message for Hash { type Response = u64; type Error = Infallible; }
+//! impl Handler<Hash> for Hasher {
+//!     async fn handle(&mut self, Hash(n): Hash, _: &mut Context<Self>) -> Result<u64, Infallible> {
+//!         Ok(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let system = ActorSystem::new("docs");
+//! let pool = system
+//!     .pool(Hasher::default)
+//!     .size(4)
+//!     .routing(Routing::LeastLoaded)
+//!     .urn("hashers")
+//!     .spawn()
+//!     .await
+//!     .unwrap();
+//! assert_eq!(pool.ask(Hash(1)).await.unwrap(), 0x9E37_79B9_7F4A_7C15);
+//! // Keyed: one key always reaches the same member while the size is unchanged.
+//! pool.ask(Hash(2)).key(&"user-42").await.unwrap();
+//! assert_eq!(pool.stats().members.len(), 4);
+//! // The pool's URN reaches it like any actor (and so does the Redis proxy).
+//! assert!(system.lookup("hashers").is_ok());
+//! # }
+//! ```
+//!
+//! # Semantics
+//! - **Routing** ([`Routing`]) picks one member per message: round-robin, least loaded
+//!   (fewest queued plus asks in flight through the pool), by key hash (the key given with
+//!   [`PoolAsk::key`], or [`Message::routing_key`]), or a function of yours. Messages sent
+//!   through the pool's URN or [`Pool::to_dyn`] are routed the same way (a keyed message
+//!   must be listed in [`Actor::REMOTE`] for its key to be found there).
+//! - **Back-pressure.** Each member has a bounded mailbox (the pool's queue is their sum).
+//!   When the chosen member is full, [`WhenFull::Wait`] waits for room (within the ask's
+//!   timeout) and [`WhenFull::Reject`] fails at once with `MailboxFull`. An ask whose asker
+//!   gave up while it was queued is never handed to the member's handler (the core's rule).
+//! - **Replacement.** Members restart in place after a panic under the pool's
+//!   [`RestartLimit`]; a member that stops anyway (restart limit, killed) is replaced by a
+//!   fresh one. With [`PoolBuilder::unresponsive_after`], a member that does not answer a
+//!   high-priority heartbeat in time is killed and replaced (a dead-man's switch); a handler
+//!   stuck in a CPU loop is taken out of the routing at once even though its task runs on.
+//!   More than `replacements_limit` replacements within its window stop the pool with
+//!   [`StopReason::RestartLimit`], which its parent sees.
+//! - **Resizing** ([`Pool::resize`]) adds members, or takes members out of the routing and
+//!   stops them gracefully: what they had queued is still handled; nothing is lost. A send
+//!   that raced with the removal is routed again.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::{Future, IntoFuture, poll_fn};
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::actor::Actor;
+use crate::actor_ref::ActorRef;
+use crate::cell::{ActorCell, Target};
+use crate::context::Context;
+use crate::dynamic::{DynActorRef, RequestEnvelope};
+use crate::error::{AskError, BoxError, SendError, SpawnError, StopReason};
+use crate::mailbox::MailboxConfig;
+use crate::message::{Handler, Message, Priority};
+use crate::remote::RemoteMessage;
+use crate::supervision::{RestartLimit, SupervisionEvent};
+use crate::system::{ActorId, ActorSystem};
+
+/// How a pool picks the member for a message.
+#[derive(Clone, Default)]
+pub enum Routing {
+    /// Each member in turn.
+    #[default]
+    RoundRobin,
+    /// The member with the fewest messages queued plus asks in flight through the pool.
+    LeastLoaded,
+    /// The member chosen by the message's key (hash modulo size); messages without a key go
+    /// round-robin.
+    KeyHash,
+    /// Your function: it gets the key (if any) and each member's load, and returns an index
+    /// (taken modulo the number of members).
+    Custom(Router),
+}
+
+/// A routing function: the message's key (if any) and each member's load in, an index out.
+pub type Router = Arc<dyn Fn(Option<u64>, &[MemberLoad]) -> usize + Send + Sync>;
+
+/// What one member answered to a broadcast ask.
+pub type AskOutcome<M> = Result<<M as Message>::Response, AskError<<M as Message>::Error>>;
+
+impl fmt::Debug for Routing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Routing::RoundRobin => "RoundRobin",
+            Routing::LeastLoaded => "LeastLoaded",
+            Routing::KeyHash => "KeyHash",
+            Routing::Custom(_) => "Custom",
+        })
+    }
+}
+
+/// What a send does when the chosen member's mailbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Wait for room (an ask counts the wait in its timeout).
+    #[default]
+    Wait,
+    /// Fail at once: `SendError::MailboxFull` / `AskError::MailboxFull`.
+    Reject,
+}
+
+/// One member's load, as routing and [`Pool::stats`] see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberLoad {
+    /// The member's id.
+    pub id: ActorId,
+    /// Messages queued in its mailbox.
+    pub queued: usize,
+    /// Asks sent through the pool and not yet answered.
+    pub in_flight: usize,
+}
+
+/// A pool's state at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    /// The members now in the routing table, in order.
+    pub members: Vec<MemberLoad>,
+    /// Members replaced since the pool started (dead or unresponsive).
+    pub replaced: u64,
+}
+
+struct Member<A: Actor> {
+    actor: ActorRef<A>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl<A: Actor> Clone for Member<A> {
+    fn clone(&self) -> Self {
+        Member {
+            actor: self.actor.clone(),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+}
+
+impl<A: Actor> Member<A> {
+    fn load(&self) -> MemberLoad {
+        MemberLoad {
+            id: self.actor.id(),
+            queued: self.actor.mailbox_len(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The state shared by the pool's refs and its supervising actor.
+struct Shared<A: Actor> {
+    /// Copy-on-write: routing clones the `Arc`, resizing swaps it.
+    members: RwLock<Arc<Vec<Member<A>>>>,
+    next: AtomicUsize,
+    routing: Routing,
+    when_full: WhenFull,
+    ask_timeout: Duration,
+    replaced: AtomicUsize,
+}
+
+/// The member-side error of a routing attempt.
+enum RouteError {
+    /// No member (the pool stopped or has size 0).
+    Empty,
+}
+
+impl<A: Actor> Shared<A> {
+    fn snapshot(&self) -> Arc<Vec<Member<A>>> {
+        self.members
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn route(&self, key: Option<u64>) -> Result<Member<A>, RouteError> {
+        let members = self.snapshot();
+        if members.is_empty() {
+            return Err(RouteError::Empty);
+        }
+        let n = members.len();
+        let round_robin = || self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let index = match &self.routing {
+            Routing::RoundRobin => round_robin(),
+            Routing::KeyHash => key.map_or_else(round_robin, |k| (k % n as u64) as usize),
+            Routing::LeastLoaded => {
+                // Start at a rotating index so that ties spread over the members.
+                let start = round_robin();
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .min_by_key(|&i| {
+                        let load = members[i].load();
+                        load.queued + load.in_flight
+                    })
+                    .expect("non-empty")
+            }
+            Routing::Custom(pick) => {
+                let loads: Vec<MemberLoad> = members.iter().map(Member::load).collect();
+                pick(key, &loads) % n
+            }
+        };
+        Ok(members[index].clone())
+    }
+
+    fn replace_members(&self, f: impl FnOnce(&mut Vec<Member<A>>)) {
+        let mut guard = self.members.write().unwrap_or_else(|e| e.into_inner());
+        let mut next: Vec<Member<A>> = (**guard).clone();
+        f(&mut next);
+        *guard = Arc::new(next);
+    }
+
+    fn contains(&self, id: ActorId) -> bool {
+        self.snapshot().iter().any(|m| m.actor.id() == id)
+    }
+}
+
+/// The key of a keyed message, as a hash.
+fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// A pool of actors of type `A`; from [`ActorSystem::pool`]. Cloning is cheap.
+pub struct Pool<A: Actor> {
+    actor: ActorRef<PoolActor<A>>,
+    shared: Arc<Shared<A>>,
+}
+
+impl<A: Actor> Clone for Pool<A> {
+    fn clone(&self) -> Self {
+        Pool {
+            actor: self.actor.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<A: Actor> fmt::Debug for Pool<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("id", &self.actor.id())
+            .field("urn", &self.actor.urn())
+            .field("members", &self.shared.snapshot().len())
+            .field("routing", &self.shared.routing)
+            .finish()
+    }
+}
+
+impl<A: Actor> Pool<A> {
+    /// Asks one member, chosen by the pool's routing. Finish with `.await`; set
+    /// `.timeout(..)`, `.priority(..)` or `.key(..)` first if needed.
+    pub fn ask<M: Message>(&self, msg: M) -> PoolAsk<'_, A, M>
+    where
+        A: Handler<M>,
+    {
+        PoolAsk {
+            pool: self,
+            key: msg.routing_key(),
+            msg,
+            timeout: self.shared.ask_timeout,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// Tells one member, chosen by the pool's routing; waits for room unless the pool
+    /// rejects when full.
+    ///
+    /// # Errors
+    /// [`SendError::MailboxFull`] (with [`WhenFull::Reject`]) or
+    /// [`SendError::ActorStopped`] (the pool has stopped), with the message.
+    pub async fn tell<M: Message>(&self, msg: M) -> Result<(), SendError<M>>
+    where
+        A: Handler<M>,
+    {
+        let key = msg.routing_key();
+        self.send(msg, key, false, Priority::Normal)
+            .await
+            .map(|_| ())
+    }
+
+    /// Asks every member (a copy of `msg` each) and returns each member's outcome.
+    pub async fn broadcast<M>(
+        &self,
+        msg: M,
+    ) -> Vec<(ActorId, Result<M::Response, AskError<M::Error>>)>
+    where
+        A: Handler<M>,
+        M: Message + Clone,
+    {
+        let members = self.shared.snapshot();
+        let timeout = self.shared.ask_timeout;
+        let mut asks = tokio::task::JoinSet::new();
+        for (index, member) in members.iter().enumerate() {
+            let actor = member.actor.clone();
+            let msg = msg.clone();
+            asks.spawn(async move { (index, actor.ask(msg).timeout(timeout).await) });
+        }
+        let mut outcomes: Vec<Option<AskOutcome<M>>> = (0..members.len()).map(|_| None).collect();
+        while let Some(joined) = asks.join_next().await {
+            match joined {
+                Ok((index, outcome)) => outcomes[index] = Some(outcome),
+                Err(e) => tracing::error!(error = %e, "a broadcast ask task failed"),
+            }
+        }
+        members
+            .iter()
+            .zip(outcomes)
+            .map(|(m, o)| (m.actor.id(), o.unwrap_or(Err(AskError::NoResponse))))
+            .collect()
+    }
+
+    /// Changes the number of members: new ones are spawned, or the last ones are taken out
+    /// of the routing and stopped gracefully (their queued messages are still handled).
+    /// Returns once the routing table has the new size.
+    ///
+    /// # Errors
+    /// [`SpawnError`] if a new member could not be spawned, or the pool has stopped.
+    pub async fn resize(&self, size: usize) -> Result<(), SpawnError> {
+        self.actor.ask(Resize(size)).await.map_err(|e| match e {
+            AskError::Handler(e) => e,
+            _ => SpawnError::ShuttingDown,
+        })?;
+        Ok(())
+    }
+
+    /// The members and their loads.
+    #[must_use]
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            members: self.shared.snapshot().iter().map(Member::load).collect(),
+            replaced: self.shared.replaced.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    /// Typed refs to the members now in the routing table.
+    #[must_use]
+    pub fn members(&self) -> Vec<ActorRef<A>> {
+        self.shared
+            .snapshot()
+            .iter()
+            .map(|m| m.actor.clone())
+            .collect()
+    }
+
+    /// The pool's own id (its supervising actor's).
+    #[must_use]
+    pub fn id(&self) -> ActorId {
+        self.actor.id()
+    }
+
+    /// The pool's URN, if it has one.
+    #[must_use]
+    pub fn urn(&self) -> Option<&crate::Urn> {
+        self.actor.urn()
+    }
+
+    /// A dynamic ref to the pool: requests through it are routed to a member.
+    #[must_use]
+    pub fn to_dyn(&self) -> DynActorRef {
+        self.actor.to_dyn()
+    }
+
+    /// Stops the pool: its members stop gracefully first, then the pool.
+    pub fn stop(&self) {
+        self.actor.stop();
+    }
+
+    /// Kills the pool and its members.
+    pub fn kill(&self) {
+        for m in self.shared.snapshot().iter() {
+            m.actor.kill();
+        }
+        self.actor.kill();
+    }
+
+    /// Waits until the pool has stopped.
+    pub async fn wait_for_stop(&self) -> StopReason {
+        self.actor.wait_for_stop().await
+    }
+
+    /// Whether the pool has not stopped.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.actor.is_alive()
+    }
+
+    /// Routes `msg` and queues it at a member (with a reply sender for an ask); routes
+    /// again if that member stopped meanwhile (a resize or a replacement), so no message is
+    /// lost to the race.
+    async fn send<M: Message>(
+        &self,
+        mut msg: M,
+        key: Option<u64>,
+        ask: bool,
+        priority: Priority,
+    ) -> Result<Option<Pending<M>>, SendError<M>>
+    where
+        A: Handler<M>,
+    {
+        let mut attempts = 0u32;
+        loop {
+            let Ok(member) = self.shared.route(key) else {
+                return Err(SendError::ActorStopped(msg));
+            };
+            let cell: &ActorCell<A> = &member.actor.cell;
+            let capacity = Target::<M>::capacity(cell);
+            let reserved = match self.shared.when_full {
+                WhenFull::Wait => poll_fn(|cx| capacity.poll_reserve(cx)).await.is_ok(),
+                WhenFull::Reject => match capacity.try_reserve() {
+                    Some(true) => true,
+                    Some(false) => return Err(SendError::MailboxFull(msg)),
+                    None => false,
+                },
+            };
+            if reserved {
+                if ask {
+                    let (tx, rx) = oneshot::channel();
+                    let guard = InFlight::enter(&member.in_flight);
+                    match cell.push(msg, Some(tx), priority) {
+                        Ok(()) => return Ok(Some(Pending { rx, _guard: guard })),
+                        Err(m) => msg = m,
+                    }
+                } else {
+                    match cell.push(msg, None, priority) {
+                        Ok(()) => return Ok(None),
+                        Err(m) => msg = m,
+                    }
+                }
+            }
+            if !self.actor.is_alive() {
+                return Err(SendError::ActorStopped(msg));
+            }
+            // The member stopped (resized away, or dead and about to be replaced): route
+            // again, backing off a little if the table has not caught up yet.
+            attempts += 1;
+            if attempts < 8 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
+
+/// An ask queued at a member: its answer, and its place in the member's in-flight count.
+struct Pending<M: Message> {
+    rx: oneshot::Receiver<Result<M::Response, AskError<M::Error>>>,
+    _guard: InFlight,
+}
+
+/// Counts an ask in its member's in-flight number until the ask ends (answered, failed,
+/// timed out or dropped).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An ask through a [`Pool`]; `.await` it.
+#[must_use = "an ask does nothing until awaited"]
+pub struct PoolAsk<'a, A: Actor, M: Message> {
+    pool: &'a Pool<A>,
+    msg: M,
+    key: Option<u64>,
+    timeout: Duration,
+    priority: Priority,
+}
+
+impl<A: Actor, M: Message> PoolAsk<'_, A, M> {
+    /// Fails with [`AskError::Timeout`] if no answer arrives within `timeout` (counting any
+    /// wait for room).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends in the given lane.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Routes by this key ([`Routing::KeyHash`]): one key always reaches the same member
+    /// while the pool's size is unchanged.
+    pub fn key<K: Hash + ?Sized>(mut self, key: &K) -> Self {
+        self.key = Some(hash_key(key));
+        self
+    }
+}
+
+impl<'a, A: Handler<M>, M: Message> IntoFuture for PoolAsk<'a, A, M> {
+    type Output = Result<M::Response, AskError<M::Error>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let PoolAsk {
+                pool,
+                msg,
+                key,
+                timeout,
+                priority,
+            } = self;
+            let exchange = async {
+                let pending = match pool.send(msg, key, true, priority).await {
+                    Ok(pending) => pending.expect("an ask is queued with its reply"),
+                    Err(SendError::MailboxFull(_)) => return Err(AskError::MailboxFull),
+                    Err(_) => return Err(AskError::ActorStopped),
+                };
+                pending.rx.await.unwrap_or(Err(AskError::ActorStopped))
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(AskError::Timeout(timeout)),
+            }
+        })
+    }
+}
+
+// ---- building and supervising ----
+
+type SharedFactory<A> = Arc<Mutex<Box<dyn FnMut() -> A + Send>>>;
+
+fn make<A>(factory: &SharedFactory<A>) -> A {
+    (factory.lock().unwrap_or_else(|e| e.into_inner()))()
+}
+
+/// Builds a pool; from [`ActorSystem::pool`]. Finish with `.spawn().await`.
+#[must_use = "a builder does nothing until `.spawn().await`"]
+pub struct PoolBuilder<A: Actor> {
+    system: ActorSystem,
+    factory: SharedFactory<A>,
+    size: usize,
+    routing: Routing,
+    urn: Option<String>,
+    mailbox: MailboxConfig,
+    when_full: WhenFull,
+    restart: RestartLimit,
+    replacements: RestartLimit,
+    unresponsive_after: Option<Duration>,
+    ask_timeout: Duration,
+}
+
+impl<A: Actor> fmt::Debug for PoolBuilder<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("size", &self.size)
+            .field("routing", &self.routing)
+            .field("urn", &self.urn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ActorSystem {
+    /// Starts building a pool of actors made by `factory` (called once per member, and
+    /// again for each restart or replacement). See [`Pool`].
+    pub fn pool<A: Actor>(&self, factory: impl FnMut() -> A + Send + 'static) -> PoolBuilder<A> {
+        PoolBuilder {
+            system: self.clone(),
+            factory: Arc::new(Mutex::new(Box::new(factory))),
+            size: std::thread::available_parallelism().map_or(2, usize::from),
+            routing: Routing::RoundRobin,
+            urn: None,
+            mailbox: A::MAILBOX,
+            when_full: WhenFull::Wait,
+            restart: RestartLimit::default(),
+            replacements: RestartLimit::new(10, Duration::from_secs(10)),
+            unresponsive_after: None,
+            ask_timeout: self.default_ask_timeout(),
+        }
+    }
+}
+
+impl<A: Actor> PoolBuilder<A> {
+    /// The number of members (default: the machine's cores).
+    pub fn size(mut self, size: usize) -> Self {
+        self.size = size;
+        self
+    }
+
+    /// How a member is chosen (default round-robin).
+    pub fn routing(mut self, routing: Routing) -> Self {
+        self.routing = routing;
+        self
+    }
+
+    /// The pool's URN: lookups and the Redis proxy reach the pool by it.
+    pub fn urn(mut self, urn: impl Into<String>) -> Self {
+        self.urn = Some(urn.into());
+        self
+    }
+
+    /// Each member's mailbox (default: the actor type's [`Actor::MAILBOX`]).
+    pub fn member_mailbox(mut self, mailbox: MailboxConfig) -> Self {
+        self.mailbox = mailbox;
+        self
+    }
+
+    /// What a send does when the chosen member is full (default: wait).
+    pub fn when_full(mut self, when_full: WhenFull) -> Self {
+        self.when_full = when_full;
+        self
+    }
+
+    /// How often a member may restart in place after a panic (default: 3 in 5 s).
+    pub fn restart_limit(mut self, limit: RestartLimit) -> Self {
+        self.restart = limit;
+        self
+    }
+
+    /// How often members may be replaced (dead or unresponsive) before the pool gives up
+    /// and stops with [`StopReason::RestartLimit`] (default: 10 in 10 s).
+    pub fn replacements_limit(mut self, limit: RestartLimit) -> Self {
+        self.replacements = limit;
+        self
+    }
+
+    /// Turns on the dead-man's switch: every `after`, each member must answer a
+    /// high-priority heartbeat within `after`, or it is killed and replaced.
+    pub fn unresponsive_after(mut self, after: Duration) -> Self {
+        self.unresponsive_after = Some(after);
+        self
+    }
+
+    /// The default timeout of asks through the pool.
+    pub fn ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// Spawns the pool and its members.
+    ///
+    /// # Errors
+    /// [`SpawnError`]: the URN is invalid or taken, a member failed to start, or the system
+    /// is stopping.
+    pub async fn spawn(self) -> Result<Pool<A>, SpawnError> {
+        let shared = Arc::new(Shared {
+            members: RwLock::new(Arc::new(Vec::new())),
+            next: AtomicUsize::new(0),
+            routing: self.routing,
+            when_full: self.when_full,
+            ask_timeout: self.ask_timeout,
+            replaced: AtomicUsize::new(0),
+        });
+        let pool = PoolActor {
+            shared: shared.clone(),
+            factory: self.factory,
+            size: self.size,
+            mailbox: self.mailbox,
+            restart: self.restart,
+            replacements: self.replacements,
+            replaced_at: VecDeque::new(),
+            unresponsive_after: self.unresponsive_after,
+        };
+        let mut builder = self.system.build(pool).ask_timeout(self.ask_timeout);
+        if let Some(urn) = self.urn {
+            builder = builder.urn(urn);
+        }
+        let actor = builder.spawn().await?;
+        Ok(Pool { actor, shared })
+    }
+}
+
+/// The actor behind a [`Pool`]: it owns the members (its children), routes requests that
+/// come by URN or dynamic ref, replaces dead members and runs the dead-man's switch.
+pub struct PoolActor<A: Actor> {
+    shared: Arc<Shared<A>>,
+    factory: SharedFactory<A>,
+    size: usize,
+    mailbox: MailboxConfig,
+    restart: RestartLimit,
+    replacements: RestartLimit,
+    replaced_at: VecDeque<Instant>,
+    unresponsive_after: Option<Duration>,
+}
+
+impl<A: Actor> PoolActor<A> {
+    async fn spawn_member(&self, ctx: &Context<Self>) -> Result<Member<A>, SpawnError> {
+        let factory = self.factory.clone();
+        let actor = ctx
+            .build_child(make(&self.factory))
+            .mailbox(self.mailbox)
+            .restart_with(move || make(&factory), self.restart)
+            .spawn()
+            .await?;
+        Ok(Member {
+            actor,
+            in_flight: Arc::default(),
+        })
+    }
+
+    /// Replaces a member that left the routing table; stops the pool past the limit.
+    async fn replace(&mut self, ctx: &mut Context<Self>, why: &str) {
+        if ctx.myself().cell.mailbox.is_closed() {
+            return; // the pool is stopping: its members go with it
+        }
+        let now = Instant::now();
+        let within = self.replacements.within;
+        while self
+            .replaced_at
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > within)
+        {
+            self.replaced_at.pop_front();
+        }
+        if self.replaced_at.len() >= self.replacements.max_restarts as usize {
+            ctx.pending_stop = Some(StopReason::RestartLimit(format!(
+                "pool members replaced too often; last: {why}"
+            )));
+            return;
+        }
+        self.replaced_at.push_back(now);
+        match self.spawn_member(ctx).await {
+            Ok(member) => {
+                self.shared.replaced.fetch_add(1, Ordering::Relaxed);
+                self.shared.replace_members(|m| m.push(member));
+                tracing::info!(reason = why, "pool member replaced");
+            }
+            Err(e) => tracing::error!(error = %e, "could not replace a pool member"),
+        }
+    }
+
+    /// The key of a dynamic request, through the actor's remote message table.
+    fn request_key(request: &RequestEnvelope) -> Option<u64> {
+        let message = request.message_ref()?;
+        A::REMOTE
+            .iter()
+            .find(|m| request.matches_type(m.type_id()))
+            .and_then(|m: &RemoteMessage| m.routing_key(message))
+    }
+}
+
+impl<A: Actor> Actor for PoolActor<A> {
+    const REMOTE: &'static [RemoteMessage] = A::REMOTE;
+
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+        let mut members = Vec::with_capacity(self.size);
+        for _ in 0..self.size {
+            members.push(self.spawn_member(ctx).await?);
+        }
+        self.shared.replace_members(|m| *m = members);
+        if let Some(after) = self.unresponsive_after {
+            ctx.interval(after, || CheckMembers);
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ctx: &mut Context<Self>, event: SupervisionEvent) {
+        if let SupervisionEvent::ChildStopped { id, reason, .. } = event
+            && self.shared.contains(id)
+        {
+            self.shared
+                .replace_members(|m| m.retain(|m| m.actor.id() != id));
+            self.replace(ctx, &format!("member {id} stopped: {reason}"))
+                .await;
+        }
+    }
+
+    fn accepts(message: std::any::TypeId) -> bool {
+        A::accepts(message)
+    }
+
+    async fn handle_request(&mut self, request: RequestEnvelope, _ctx: &mut Context<Self>) {
+        let key = Self::request_key(&request);
+        let mut request = request;
+        loop {
+            let Ok(member) = self.shared.route(key) else {
+                request.fail(AskError::ActorStopped);
+                return;
+            };
+            let cell: &ActorCell<A> = &member.actor.cell;
+            let capacity = &cell.mailbox.capacity;
+            let reserved = match self.shared.when_full {
+                WhenFull::Wait => poll_fn(|cx| capacity.poll_reserve(cx)).await.is_ok(),
+                WhenFull::Reject => match capacity.try_reserve() {
+                    Some(true) => true,
+                    Some(false) => {
+                        request.fail(AskError::MailboxFull);
+                        return;
+                    }
+                    None => false,
+                },
+            };
+            if reserved {
+                match crate::cell::ErasedCell::push_request(cell, request, Priority::Normal) {
+                    Ok(()) => return,
+                    Err(back) => request = back,
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Grows or shrinks the pool.
+struct Resize(usize);
+impl Message for Resize {
+    type Response = ();
+    type Error = SpawnError;
+    fn name() -> &'static str {
+        "conclib::pool::Resize"
+    }
+}
+
+impl<A: Actor> Handler<Resize> for PoolActor<A> {
+    async fn handle(
+        &mut self,
+        Resize(size): Resize,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), SpawnError> {
+        self.size = size;
+        let now = self.shared.snapshot().len();
+        if size > now {
+            for _ in now..size {
+                let member = self.spawn_member(ctx).await?;
+                self.shared.replace_members(|m| m.push(member));
+            }
+        } else {
+            let mut removed = Vec::new();
+            self.shared.replace_members(|m| removed = m.split_off(size));
+            for member in removed {
+                // Graceful: what it has queued is still handled.
+                member.actor.stop();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The dead-man's switch's tick.
+struct CheckMembers;
+impl Message for CheckMembers {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib::pool::CheckMembers"
+    }
+}
+
+impl<A: Actor> Handler<CheckMembers> for PoolActor<A> {
+    async fn handle(
+        &mut self,
+        _: CheckMembers,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        let Some(after) = self.unresponsive_after else {
+            return Ok(());
+        };
+        for member in self.shared.snapshot().iter() {
+            let actor = member.actor.clone();
+            let pool = ctx.myself().clone();
+            tokio::spawn(async move {
+                let answer = actor
+                    .ask(Heartbeat)
+                    .priority(Priority::High)
+                    .timeout(after)
+                    .await;
+                if matches!(answer, Err(AskError::Timeout(_))) {
+                    let _ = pool.tell(Unresponsive(actor.id())).await;
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A member did not answer its heartbeat in time.
+struct Unresponsive(ActorId);
+impl Message for Unresponsive {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib::pool::Unresponsive"
+    }
+}
+
+impl<A: Actor> Handler<Unresponsive> for PoolActor<A> {
+    async fn handle(
+        &mut self,
+        Unresponsive(id): Unresponsive,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        let mut gone = None;
+        self.shared.replace_members(|m| {
+            if let Some(i) = m.iter().position(|m| m.actor.id() == id) {
+                gone = Some(m.remove(i));
+            }
+        });
+        if let Some(member) = gone {
+            tracing::warn!(member = %id, "pool member unresponsive: killed");
+            member.actor.kill();
+            self.replace(ctx, &format!("member {id} did not answer its heartbeat"))
+                .await;
+        }
+        Ok(())
+    }
+}
+
+/// The dead-man's switch's question; every actor answers it (between messages).
+pub(crate) struct Heartbeat;
+impl Message for Heartbeat {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib::Heartbeat"
+    }
+}
+
+impl<A: Actor> Handler<Heartbeat> for A {
+    async fn handle(
+        &mut self,
+        _: Heartbeat,
+        _: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        Ok(())
+    }
+}

@@ -1,0 +1,368 @@
+//! Pools: routing (round-robin, least loaded, key hash, custom, broadcast), back-pressure
+//! policies, asks that expire in the queue, replacement after a panic, a death or a hang,
+//! resizing under load with nothing lost, and a pool reached by URN.
+
+use conclib::*;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+
+async fn promptly<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .expect("did not finish promptly")
+}
+
+/// Answers with the id of the member that handled it.
+#[message(response = ActorId)]
+#[derive(Clone)]
+struct Who;
+
+/// Recorded by the member that handles it, into the shared log.
+#[message]
+struct Work(u64);
+
+/// Holds the member until the gate opens.
+#[message]
+struct Hold(Arc<Notify>, Option<oneshot::Sender<()>>);
+
+/// Never finishes.
+#[message]
+struct Hang;
+
+#[message]
+struct Explode;
+
+#[message(response = u64)]
+struct Handled;
+
+#[actor]
+struct Worker {
+    log: Arc<Mutex<Vec<u64>>>,
+    handled: u64,
+}
+
+#[actor]
+impl Worker {
+    #[handle]
+    fn who(&mut self, _: Who, ctx: &mut Context<Self>) -> ActorId {
+        self.handled += 1;
+        ctx.id()
+    }
+
+    #[handle]
+    fn work(&mut self, Work(n): Work) {
+        self.handled += 1;
+        self.log.lock().unwrap().push(n);
+    }
+
+    #[handle]
+    async fn hold(&mut self, Hold(gate, entered): Hold) {
+        if let Some(entered) = entered {
+            let _ = entered.send(());
+        }
+        gate.notified().await;
+    }
+
+    #[handle]
+    async fn hang(&mut self, _: Hang) {
+        std::future::pending::<()>().await;
+    }
+
+    #[handle]
+    fn explode(&mut self, _: Explode) {
+        panic!("exploded");
+    }
+
+    #[handle]
+    fn handled(&mut self, _: Handled) -> u64 {
+        self.handled
+    }
+}
+
+fn worker_factory(log: &Arc<Mutex<Vec<u64>>>) -> impl FnMut() -> Worker + Send + 'static {
+    let log = log.clone();
+    move || Worker {
+        log: log.clone(),
+        handled: 0,
+    }
+}
+
+async fn pool_of(size: usize, routing: Routing) -> (ActorSystem, Pool<Worker>) {
+    let system = ActorSystem::new("t");
+    let log = Arc::default();
+    let pool = system
+        .pool(worker_factory(&log))
+        .size(size)
+        .routing(routing)
+        .spawn()
+        .await
+        .unwrap();
+    (system, pool)
+}
+
+/// Blocks `member` in a handler; returns the gate.
+async fn hold(member: &ActorRef<Worker>) -> Arc<Notify> {
+    let gate = Arc::new(Notify::new());
+    let (entered, is_in) = oneshot::channel();
+    member
+        .tell(Hold(gate.clone(), Some(entered)))
+        .await
+        .unwrap();
+    is_in.await.unwrap();
+    gate
+}
+
+#[tokio::test]
+async fn round_robin_spreads_evenly() {
+    let (_system, pool) = pool_of(4, Routing::RoundRobin).await;
+    let mut counts: HashMap<ActorId, usize> = HashMap::new();
+    for _ in 0..40 {
+        *counts.entry(pool.ask(Who).await.unwrap()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 4);
+    assert!(counts.values().all(|&n| n == 10), "{counts:?}");
+}
+
+#[tokio::test]
+async fn least_loaded_avoids_a_busy_member() {
+    let (_system, pool) = pool_of(3, Routing::LeastLoaded).await;
+    let busy = pool.members()[0].clone();
+    let gate = hold(&busy).await;
+    // The busy member has one ask in flight through the pool; queue one more behind it.
+    let queued = tokio::spawn({
+        let busy = busy.clone();
+        async move { busy.ask(Who).await }
+    });
+    while busy.mailbox_len() < 1 {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..20 {
+        assert_ne!(pool.ask(Who).await.unwrap(), busy.id());
+    }
+    gate.notify_one();
+    assert_eq!(promptly(queued).await.unwrap().unwrap(), busy.id());
+}
+
+#[tokio::test]
+async fn a_key_always_reaches_the_same_member() {
+    let (_system, pool) = pool_of(4, Routing::KeyHash).await;
+    let mut by_key: HashMap<String, HashSet<ActorId>> = HashMap::new();
+    for round in 0..5 {
+        for k in 0..16 {
+            let key = format!("user-{k}");
+            let who = pool.ask(Who).key(&key).await.unwrap();
+            by_key.entry(key).or_default().insert(who);
+            let _ = round;
+        }
+    }
+    assert!(
+        by_key.values().all(|members| members.len() == 1),
+        "{by_key:?}"
+    );
+    let used: HashSet<ActorId> = by_key.values().flatten().copied().collect();
+    assert!(used.len() >= 2, "16 keys over 4 members used {used:?}");
+}
+
+#[tokio::test]
+async fn a_custom_router_decides() {
+    let (_system, pool) = pool_of(
+        3,
+        Routing::Custom(Arc::new(|_key, loads: &[MemberLoad]| loads.len() - 1)),
+    )
+    .await;
+    let last = pool.members()[2].id();
+    for _ in 0..5 {
+        assert_eq!(pool.ask(Who).await.unwrap(), last);
+    }
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_member_with_its_outcome() {
+    let (_system, pool) = pool_of(3, Routing::RoundRobin).await;
+    let outcomes = pool.broadcast(Who).await;
+    let ids: Vec<ActorId> = pool.members().iter().map(ActorRef::id).collect();
+    assert_eq!(outcomes.len(), 3);
+    for ((id, outcome), expected) in outcomes.into_iter().zip(ids) {
+        assert_eq!(id, expected);
+        assert_eq!(outcome, Ok(expected));
+    }
+}
+
+#[tokio::test]
+async fn a_full_pool_rejects_at_once_or_waits_as_configured() {
+    let system = ActorSystem::new("t");
+    let log = Arc::default();
+    let rejecting = system
+        .pool(worker_factory(&log))
+        .size(1)
+        .member_mailbox(MailboxConfig::Bounded(1))
+        .when_full(WhenFull::Reject)
+        .spawn()
+        .await
+        .unwrap();
+    let gate = hold(&rejecting.members()[0]).await;
+    rejecting.tell(Work(1)).await.unwrap(); // fills the one place
+    assert!(matches!(
+        rejecting.tell(Work(2)).await,
+        Err(SendError::MailboxFull(Work(2)))
+    ));
+    assert_eq!(
+        rejecting.ask(Who).timeout(Duration::from_secs(3600)).await,
+        Err(AskError::MailboxFull)
+    );
+    gate.notify_one();
+
+    let waiting = system
+        .pool(worker_factory(&log))
+        .size(1)
+        .member_mailbox(MailboxConfig::Bounded(1))
+        .spawn()
+        .await
+        .unwrap();
+    let gate = hold(&waiting.members()[0]).await;
+    waiting.tell(Work(3)).await.unwrap();
+    let blocked = tokio::spawn({
+        let waiting = waiting.clone();
+        async move { waiting.tell(Work(4)).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!blocked.is_finished(), "a waiting pool waits for room");
+    gate.notify_one();
+    promptly(blocked).await.unwrap().unwrap();
+    assert_eq!(waiting.ask(Handled).await.unwrap(), 2); // Work(3), Work(4)
+}
+
+#[tokio::test]
+async fn an_ask_that_expires_in_the_queue_never_reaches_a_member() {
+    let (_system, pool) = pool_of(1, Routing::RoundRobin).await;
+    let member = pool.members()[0].clone();
+    let gate = hold(&member).await;
+    assert_eq!(
+        pool.ask(Who).timeout(Duration::from_millis(20)).await,
+        Err(AskError::Timeout(Duration::from_millis(20)))
+    );
+    gate.notify_one();
+    // Hold and this ask only: the expired `Who` was skipped.
+    assert_eq!(pool.ask(Handled).await.unwrap(), 0);
+    assert_eq!(member.asks_skipped(), 1);
+}
+
+#[tokio::test]
+async fn members_restart_after_a_panic_and_are_replaced_after_a_death() {
+    let (_system, pool) = pool_of(2, Routing::RoundRobin).await;
+    let first = pool.members()[0].clone();
+    assert!(matches!(
+        first.ask(Explode).await,
+        Err(AskError::Panicked(_))
+    ));
+    // Restarted in place: same member, fresh state.
+    assert!(first.is_alive());
+    first.ask(Who).await.unwrap();
+    assert_eq!(first.ask(Handled).await.unwrap(), 1);
+
+    first.kill();
+    assert_eq!(promptly(first.wait_for_stop()).await, StopReason::Killed);
+    promptly(async {
+        while pool.stats().replaced < 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let members = pool.members();
+    assert_eq!(members.len(), 2);
+    assert!(members.iter().all(|m| m.id() != first.id() && m.is_alive()));
+    for _ in 0..4 {
+        pool.ask(Who).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_unresponsive_member_is_killed_and_replaced() {
+    let system = ActorSystem::new("t");
+    let log = Arc::default();
+    let pool = system
+        .pool(worker_factory(&log))
+        .size(2)
+        .unresponsive_after(Duration::from_millis(500))
+        .spawn()
+        .await
+        .unwrap();
+    let stuck = pool.members()[0].clone();
+    stuck.tell(Hang).await.unwrap();
+    assert_eq!(promptly(stuck.wait_for_stop()).await, StopReason::Killed);
+    promptly(async {
+        while pool.stats().replaced < 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(pool.members().len(), 2);
+    assert!(pool.members().iter().all(|m| m.id() != stuck.id()));
+    // Healthy members are left alone by the switch.
+    let healthy = pool.members();
+    for _ in 0..3 {
+        pool.ask(Who).await.unwrap();
+    }
+    assert!(healthy.iter().all(ActorRef::is_alive));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resizing_under_load_loses_nothing() {
+    let system = ActorSystem::new("t");
+    let log: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let pool = system
+        .pool(worker_factory(&log))
+        .size(4)
+        .member_mailbox(MailboxConfig::Bounded(8))
+        .spawn()
+        .await
+        .unwrap();
+    let sender = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            for i in 0..2000 {
+                pool.tell(Work(i)).await.unwrap();
+            }
+        }
+    });
+    for size in [1, 3, 2, 5, 1] {
+        pool.resize(size).await.unwrap();
+        assert_eq!(pool.members().len(), size);
+        tokio::task::yield_now().await;
+    }
+    promptly(sender).await.unwrap();
+    pool.stop();
+    promptly(pool.wait_for_stop()).await;
+    let mut seen = log.lock().unwrap().clone();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..2000).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn a_pool_is_reached_by_its_urn() {
+    let system = ActorSystem::new("t");
+    let log = Arc::default();
+    let pool = system
+        .pool(worker_factory(&log))
+        .size(3)
+        .urn("workers")
+        .spawn()
+        .await
+        .unwrap();
+    let by_urn = system.lookup("workers").unwrap();
+    let members: HashSet<ActorId> = pool.members().iter().map(ActorRef::id).collect();
+    let mut reached = HashSet::new();
+    for _ in 0..6 {
+        let who = by_urn.ask(Who).await.unwrap();
+        assert!(members.contains(&who));
+        reached.insert(who);
+    }
+    assert_eq!(reached.len(), 3, "round-robin through the URN too");
+    assert_eq!(
+        pool.urn().map(ToString::to_string).as_deref(),
+        Some("workers")
+    );
+}
