@@ -311,7 +311,7 @@ impl<A: Actor> Context<A> {
 
     /// Declares the panic policy of this actor's children (those running now and those
     /// spawned later), overriding what their spawners chose; `None` gives the choice back
-    /// to each child's own builder. See [`PanicPolicy`] for the precedence.
+    /// to each child's own builder. See [`PanicPolicy`](crate::PanicPolicy) for the precedence.
     pub fn set_children_on_panic(&self, policy: Option<crate::PanicPolicy>) {
         self.myself().cell.core.set_children_policy(policy);
     }

@@ -1,62 +1,4 @@
-//! Pools: N actors of one type behind one ref and one URN, with routing, back-pressure,
-//! replacement of dead or unresponsive members, and resizing at run time.
-//!
-//! ```
-//! use conclib_core::{Actor, ActorSystem, Context, Handler, Message, Routing};
-//! use std::convert::Infallible;
-//!
-//! #[derive(Default)]
-//! struct Hasher;
-//! impl Actor for Hasher {}
-//!
-//! struct Hash(u64);
-//! impl Message for Hash { type Response = u64; type Error = Infallible; }
-//! impl Handler<Hash> for Hasher {
-//!     async fn handle(&mut self, Hash(n): Hash, _: &mut Context<Self>) -> Result<u64, Infallible> {
-//!         Ok(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-//!     }
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let system = ActorSystem::new("docs");
-//! let pool = system
-//!     .pool(Hasher::default)
-//!     .size(4)
-//!     .routing(Routing::LeastLoaded)
-//!     .urn("hashers")
-//!     .spawn()
-//!     .await
-//!     .unwrap();
-//! assert_eq!(pool.ask(Hash(1)).await.unwrap(), 0x9E37_79B9_7F4A_7C15);
-//! // Keyed: one key always reaches the same member while the size is unchanged.
-//! pool.ask(Hash(2)).key(&"user-42").await.unwrap();
-//! assert_eq!(pool.stats().members.len(), 4);
-//! // The pool's URN reaches it like any actor (and so does the Redis proxy).
-//! assert!(system.lookup("hashers").is_ok());
-//! # }
-//! ```
-//!
-//! # Semantics
-//! - **Routing** ([`Routing`]) picks one member per message: round-robin, least loaded
-//!   (fewest queued plus asks in flight through the pool), by key hash (the key given with
-//!   [`PoolAsk::key`], or [`Message::routing_key`]), or a function of yours. Messages sent
-//!   through the pool's URN or [`Pool::to_dyn`] are routed the same way (a keyed message
-//!   must be listed in [`Actor::REMOTE`] for its key to be found there).
-//! - **Back-pressure.** Each member has a bounded mailbox (the pool's queue is their sum).
-//!   When the chosen member is full, [`WhenFull::Wait`] waits for room (within the ask's
-//!   timeout) and [`WhenFull::Reject`] fails at once with `MailboxFull`. An ask whose asker
-//!   gave up while it was queued is never handed to the member's handler (the core's rule).
-//! - **Replacement.** Members restart in place after a panic under the pool's
-//!   [`RestartLimit`]; a member that stops anyway (restart limit, killed) is replaced by a
-//!   fresh one. With [`PoolBuilder::unresponsive_after`], a member that does not answer a
-//!   high-priority heartbeat in time is killed and replaced (a dead-man's switch); a handler
-//!   stuck in a CPU loop is taken out of the routing at once even though its task runs on.
-//!   More than `replacements_limit` replacements within its window stop the pool with
-//!   [`StopReason::RestartLimit`], which its parent sees.
-//! - **Resizing** ([`Pool::resize`]) adds members, or takes members out of the routing and
-//!   stops them gracefully: what they had queued is still handled; nothing is lost. A send
-//!   that raced with the removal is routed again.
+//! Pools: N actors of one type behind one ref and one URN (see [`Pool`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -241,7 +183,66 @@ fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
     hasher.finish()
 }
 
-/// A pool of actors of type `A`; from [`ActorSystem::pool`]. Cloning is cheap.
+/// A pool of actors of type `A` behind one ref and one URN; from [`ActorSystem::pool`].
+/// Cloning is cheap.
+///
+///
+/// ```
+/// use conclib_core::{Actor, ActorSystem, Context, Handler, Message, Routing};
+/// use std::convert::Infallible;
+///
+/// #[derive(Default)]
+/// struct Hasher;
+/// impl Actor for Hasher {}
+///
+/// struct Hash(u64);
+/// impl Message for Hash { type Response = u64; type Error = Infallible; }
+/// impl Handler<Hash> for Hasher {
+///     async fn handle(&mut self, Hash(n): Hash, _: &mut Context<Self>) -> Result<u64, Infallible> {
+///         Ok(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("docs");
+/// let pool = system
+///     .pool(Hasher::default)
+///     .size(4)
+///     .routing(Routing::LeastLoaded)
+///     .urn("hashers")
+///     .spawn()
+///     .await
+///     .unwrap();
+/// assert_eq!(pool.ask(Hash(1)).await.unwrap(), 0x9E37_79B9_7F4A_7C15);
+/// // Keyed: one key always reaches the same member while the size is unchanged.
+/// pool.ask(Hash(2)).key(&"user-42").await.unwrap();
+/// assert_eq!(pool.stats().members.len(), 4);
+/// // The pool's URN reaches it like any actor (and so does the Redis proxy).
+/// assert!(system.lookup("hashers").is_ok());
+/// # }
+/// ```
+///
+/// # Semantics
+/// - **Routing** ([`Routing`]) picks one member per message: round-robin, least loaded
+///   (fewest queued plus asks in flight through the pool), by key hash (the key given with
+///   [`PoolAsk::key`], or [`Message::routing_key`]), or a function of yours. Messages sent
+///   through the pool's URN or [`Pool::to_dyn`] are routed the same way (a keyed message
+///   must be listed in [`Actor::REMOTE`] for its key to be found there).
+/// - **Back-pressure.** Each member has a bounded mailbox (the pool's queue is their sum).
+///   When the chosen member is full, [`WhenFull::Wait`] waits for room (within the ask's
+///   timeout) and [`WhenFull::Reject`] fails at once with `MailboxFull`. An ask whose asker
+///   gave up while it was queued is never handed to the member's handler (the core's rule).
+/// - **Replacement.** Members restart in place after a panic under the pool's
+///   [`RestartLimit`]; a member that stops anyway (restart limit, killed) is replaced by a
+///   fresh one. With [`PoolBuilder::unresponsive_after`], a member that does not answer a
+///   high-priority heartbeat in time is killed and replaced (a dead-man's switch); a handler
+///   stuck in a CPU loop is taken out of the routing at once even though its task runs on.
+///   More than `replacements_limit` replacements within its window stop the pool with
+///   [`StopReason::RestartLimit`], which its parent sees.
+/// - **Resizing** ([`Pool::resize`]) adds members, or takes members out of the routing and
+///   stops them gracefully: what they had queued is still handled; nothing is lost. A send
+///   that raced with the removal is routed again.
 pub struct Pool<A: Actor> {
     actor: ActorRef<PoolActor<A>>,
     shared: Arc<Shared<A>>,
