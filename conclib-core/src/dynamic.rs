@@ -78,6 +78,8 @@ pub struct RequestEnvelope {
     name: &'static str,
     type_id: TypeId,
     reply: Option<Arc<ReplyCell>>,
+    /// A tell whose sender learns when it was handled (`reply` then carries only that).
+    acked_tell: bool,
 }
 
 impl RequestEnvelope {
@@ -92,6 +94,7 @@ impl RequestEnvelope {
             name,
             type_id,
             reply: reply.map(|tx| Arc::new(ReplyCell(Mutex::new(Some(tx))))),
+            acked_tell: false,
         }
     }
 
@@ -120,7 +123,7 @@ impl RequestEnvelope {
     /// Whether the sender waits for an answer (an ask rather than a tell).
     #[must_use]
     pub fn expects_response(&self) -> bool {
-        self.reply.is_some()
+        self.reply.is_some() && !self.acked_tell
     }
 
     /// Takes the message out if it is an `M`, with the responder to answer it; otherwise
@@ -139,6 +142,7 @@ impl RequestEnvelope {
         let msg = *message.downcast::<M>().expect("type id checked above");
         let responder = Responder {
             reply: self.reply.take(),
+            acked_tell: self.acked_tell,
             _message: PhantomData,
         };
         Ok((msg, responder))
@@ -148,14 +152,22 @@ impl RequestEnvelope {
     /// ([`AskError::UnknownMessage`]); a tell is logged and dropped.
     pub fn reject(mut self) {
         match self.reply.take() {
-            Some(reply) => reply.send(Err(AskError::UnknownMessage {
+            Some(reply) if !self.acked_tell => reply.send(Err(AskError::UnknownMessage {
                 actor: String::new(),
                 message: self.name.to_owned(),
             })),
-            None => tracing::warn!(
-                message = self.name,
-                "dropped a told message the actor does not handle"
-            ),
+            reply => {
+                tracing::warn!(
+                    message = self.name,
+                    "dropped a told message the actor does not handle"
+                );
+                if let Some(reply) = reply {
+                    reply.send(Err(AskError::UnknownMessage {
+                        actor: String::new(),
+                        message: self.name.to_owned(),
+                    }));
+                }
+            }
         }
     }
 
@@ -190,12 +202,18 @@ impl Drop for RequestEnvelope {
 #[must_use = "dropping a responder answers NoResponse"]
 pub struct Responder<M: Message> {
     reply: Option<Arc<ReplyCell>>,
+    acked_tell: bool,
     _message: PhantomData<fn(M)>,
 }
 
 impl<M: Message> Responder<M> {
     /// Sends the handler's result to the asker (nothing happens for a tell).
     pub fn respond(mut self, result: Result<M::Response, M::Error>) {
+        if self.acked_tell
+            && let Err(e) = &result
+        {
+            tracing::warn!(error = ?e, "a told message's handler returned an error");
+        }
         if let Some(reply) = self.reply.take() {
             reply.send(match result {
                 Ok(r) => Ok(Box::new(r)),
@@ -207,7 +225,7 @@ impl<M: Message> Responder<M> {
     /// Whether the sender waits for an answer.
     #[must_use]
     pub fn expects_response(&self) -> bool {
-        self.reply.is_some()
+        self.reply.is_some() && !self.acked_tell
     }
 }
 
@@ -526,35 +544,113 @@ impl DynActorRef {
         msg: ErasedMessage,
         timeout: Duration,
     ) -> ErasedResult {
-        self.ask_erased_with(name, type_id, msg, timeout, Priority::Normal)
-            .await
+        self.erased(name, type_id, msg).timeout(timeout).ask().await
     }
 
-    async fn ask_erased_with(
+    /// A request with a message already decoded into an [`ErasedMessage`] (what a proxy
+    /// sends), to finish with [`ErasedRequest::ask`] or [`ErasedRequest::tell`] after
+    /// setting its options.
+    pub fn erased(
         &self,
         name: &'static str,
         type_id: TypeId,
         msg: ErasedMessage,
-        timeout: Duration,
-        priority: Priority,
-    ) -> ErasedResult {
-        if !self.cell.accepts(type_id) {
-            return Err(self.unknown(name));
+    ) -> ErasedRequest<'_> {
+        ErasedRequest {
+            target: self,
+            name,
+            type_id,
+            msg,
+            timeout: self.cell.core().ask_timeout,
+            room_timeout: None,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// Takes a place in the mailbox, waiting at most `room_timeout` (forever if `None`).
+    async fn reserve<E>(&self, room_timeout: Option<Duration>) -> Result<(), AskError<E>> {
+        let room = poll_fn(|cx| self.cell.capacity().poll_reserve(cx));
+        let reserved = match room_timeout {
+            None => room.await,
+            Some(wait) => match tokio::time::timeout(wait, room).await {
+                Ok(reserved) => reserved,
+                Err(_) => return Err(AskError::MailboxFull),
+            },
+        };
+        reserved.map_err(|_| AskError::ActorStopped)
+    }
+}
+
+/// A request whose message was decoded at run time; from [`DynActorRef::erased`].
+#[must_use = "a request does nothing until `.ask()` or `.tell()` is awaited"]
+pub struct ErasedRequest<'a> {
+    target: &'a DynActorRef,
+    name: &'static str,
+    type_id: TypeId,
+    msg: ErasedMessage,
+    timeout: Duration,
+    room_timeout: Option<Duration>,
+    priority: Priority,
+}
+
+impl fmt::Debug for ErasedRequest<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErasedRequest")
+            .field("message", &self.name)
+            .field("timeout", &self.timeout)
+            .field("room_timeout", &self.room_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ErasedRequest<'_> {
+    /// How long [`ask`](Self::ask) waits for the answer in all (default: the actor's ask
+    /// timeout). When it passes, the asker has given up: a request still queued is then
+    /// never handled.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Fails with [`AskError::MailboxFull`] if the mailbox has no room within `wait`
+    /// (default: wait for room as long as the timeout allows).
+    pub fn room_timeout(mut self, wait: Duration) -> Self {
+        self.room_timeout = Some(wait);
+        self
+    }
+
+    /// Sends in the given lane.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Asks and waits for the answer.
+    ///
+    /// # Errors
+    /// Any [`AskError`]; the handler's error stays erased.
+    pub async fn ask(self) -> ErasedResult {
+        let ErasedRequest {
+            target,
+            name,
+            type_id,
+            msg,
+            timeout,
+            room_timeout,
+            priority,
+        } = self;
+        if !target.cell.accepts(type_id) {
+            return Err(target.unknown(name));
         }
         let exchange = async {
-            if poll_fn(|cx| self.cell.capacity().poll_reserve(cx))
-                .await
-                .is_err()
-            {
-                return Err(AskError::ActorStopped);
-            }
+            target.reserve(room_timeout).await?;
             let (tx, rx) = oneshot::channel();
             let req = RequestEnvelope::new(name, type_id, msg, Some(tx));
-            if self.cell.push_request(req, priority).is_err() {
+            if target.cell.push_request(req, priority).is_err() {
                 return Err(AskError::ActorStopped);
             }
             match rx.await {
-                Ok(Err(AskError::UnknownMessage { message, .. })) => Err(self.unknown(&message)),
+                Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
                 Ok(result) => result,
                 Err(_) => Err(AskError::ActorStopped),
             }
@@ -562,6 +658,46 @@ impl DynActorRef {
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(AskError::Timeout(timeout)),
+        }
+    }
+
+    /// Tells, and resolves once the actor has handled the message (whatever the handler
+    /// returned), so that the sender can acknowledge it only then. The timeout does not
+    /// apply: a told message is always handled once queued. The actor sees a tell
+    /// ([`RequestEnvelope::expects_response`] is false); a handler error is logged.
+    ///
+    /// # Errors
+    /// [`AskError::MailboxFull`] if there was no room within the room timeout,
+    /// [`AskError::ActorStopped`] if the actor stopped before handling it (or was killed
+    /// while handling it), [`AskError::UnknownMessage`] if it does not take this message,
+    /// [`AskError::Panicked`] if the handler panicked.
+    pub async fn tell(self) -> Result<(), AskError> {
+        let ErasedRequest {
+            target,
+            name,
+            type_id,
+            msg,
+            room_timeout,
+            priority,
+            ..
+        } = self;
+        if !target.cell.accepts(type_id) {
+            return Err(target.unknown(name));
+        }
+        target.reserve(room_timeout).await?;
+        let (tx, rx) = oneshot::channel();
+        let mut req = RequestEnvelope::new(name, type_id, msg, Some(tx));
+        req.acked_tell = true;
+        if target.cell.push_request(req, priority).is_err() {
+            return Err(AskError::ActorStopped);
+        }
+        match rx.await {
+            Ok(Ok(_) | Err(AskError::Handler(_) | AskError::NoResponse)) => Ok(()),
+            Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
+            Ok(Err(AskError::Panicked(p))) => Err(AskError::Panicked(p)),
+            Ok(Err(AskError::MailboxFull)) => Err(AskError::MailboxFull),
+            Ok(Err(AskError::Timeout(d))) => Err(AskError::Timeout(d)),
+            Ok(Err(AskError::ActorStopped)) | Err(_) => Err(AskError::ActorStopped),
         }
     }
 }
@@ -633,13 +769,10 @@ impl<'a, M: Message> IntoFuture for DynAsk<'a, M> {
                 priority,
             } = self;
             let result = target
-                .ask_erased_with(
-                    M::name(),
-                    TypeId::of::<M>(),
-                    Box::new(msg),
-                    timeout,
-                    priority,
-                )
+                .erased(M::name(), TypeId::of::<M>(), Box::new(msg))
+                .timeout(timeout)
+                .priority(priority)
+                .ask()
                 .await;
             match result {
                 Ok(response) => response.downcast::<M::Response>().map(|r| *r).map_err(|_| {

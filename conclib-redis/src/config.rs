@@ -68,9 +68,15 @@ pub struct ProxyConfig {
     pub pool_size: usize,
     /// The most requests a proxy reads from Redis at once. Default 256.
     pub batch_size: usize,
-    /// The most requests a proxy handles at once; it reads no more until some finish.
+    /// The most requests a proxy handles at once; it reads no more until some finish. A
+    /// told message counts until its handler has finished (it is acknowledged only then).
     /// Default 8192.
     pub max_in_flight: usize,
+    /// How long a request waits for room in its actor's full mailbox before the proxy
+    /// refuses it: an ask is answered [`ProxyError::MailboxFull`](crate::ProxyError::MailboxFull)
+    /// (status 12) at once instead of running into its timeout (a web server turns that into
+    /// a 503), a tell is dropped with a warning. Default 100 ms.
+    pub full_mailbox_wait: Duration,
     /// How long a URN's ownership and a proxy's instance lease last without renewal; renewed
     /// every third of it. Default 15 s.
     pub lease_ttl: Duration,
@@ -165,6 +171,7 @@ impl ProxyConfig {
             pool_size: 2,
             batch_size: 256,
             max_in_flight: 8192,
+            full_mailbox_wait: Duration::from_millis(100),
             lease_ttl: Duration::from_secs(15),
             scan_interval: Duration::from_millis(250),
             resolve_cache_ttl: Duration::from_secs(1),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use conclib_core::{ActorSystem, AskError, DynActorRef, ErasedResult, Priority, RemoteMessage};
+use conclib_core::{ActorSystem, AskError, DynActorRef, ErasedResult, RemoteMessage};
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use fred::types::ClientUnblockFlag;
@@ -776,13 +776,17 @@ impl Shared {
             return reject(Status::CodecError, "the codec produced no message".into());
         };
         let timeout = Duration::from_millis(remaining_ms as u64);
+        let room_wait = self.config.full_mailbox_wait.min(timeout);
         let shared = self.clone();
         Ok(Box::pin(async move {
+            let request = target
+                .erased(rm.name(), rm.type_id(), msg)
+                .room_timeout(room_wait);
             let reply = match &reply_to {
                 Some((key, id)) => {
-                    let result = target
-                        .ask_erased(rm.name(), rm.type_id(), msg, timeout)
-                        .await;
+                    // At the deadline the ask is dropped, and the actor never starts a
+                    // request still queued then (nobody waits for it).
+                    let result = request.timeout(timeout).ask().await;
                     let (status, payload) = shared.outcome(rm, &*codec, &target, result);
                     Some((
                         key.clone(),
@@ -790,21 +794,10 @@ impl Shared {
                     ))
                 }
                 None => {
-                    // A tell is done once it is in the actor's mailbox (as a local tell), so
-                    // the actor sees no reply address; waiting for room is bounded by the deadline.
-                    let queued = tokio::time::timeout(
-                        timeout,
-                        target.tell_erased(rm.name(), rm.type_id(), msg, Priority::Normal),
-                    )
-                    .await;
-                    match queued {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
-                            tracing::debug!(urn = %req.urn, message = %req.message, error = %e, "a told message was not delivered");
-                        }
-                        Err(_) => {
-                            tracing::debug!(urn = %req.urn, message = %req.message, "a told message expired waiting for room");
-                        }
+                    // A tell is acknowledged once its handler has finished (or it was
+                    // refused), so a crash before that leaves it in Redis for the next proxy.
+                    if let Err(e) = request.tell().await {
+                        tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
                     }
                     None
                 }

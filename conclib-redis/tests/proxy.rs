@@ -232,7 +232,7 @@ async fn every_error_kind_is_distinct() {
         Err(ProxyError::TooLarge(_))
     ));
 
-    // The actor is killed with our request in its mailbox.
+    // The actor is killed while handling one request, with another in its mailbox.
     let victim = system.lookup("victim").unwrap();
     let slow = tokio::spawn({
         let client = client.clone();
@@ -252,7 +252,13 @@ async fn every_error_kind_is_distinct() {
     })
     .await;
     victim.kill();
-    assert_eq!(slow.await.unwrap(), Ok(301));
+    // The kill interrupts the running handler too.
+    assert_eq!(
+        slow.await.unwrap(),
+        Err(ProxyError::ActorStopped {
+            urn: "victim".into()
+        })
+    );
     assert_eq!(
         queued.await.unwrap(),
         Err(ProxyError::ActorStopped {
