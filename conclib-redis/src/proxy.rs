@@ -106,6 +106,11 @@ struct Shared {
     answer: Script,
     serving: AtomicBool,
     stop: watch::Sender<bool>,
+    /// Until when, by this process's monotonic clock, the leases renewed last are surely
+    /// still held (their TTL, less a margin for clock drift, from before the renewal).
+    fresh_until: Mutex<std::time::Instant>,
+    /// One lease re-check at a time.
+    recheck: tokio::sync::Mutex<()>,
 }
 
 /// A running proxy; from [`start_proxy`].
@@ -214,8 +219,11 @@ pub async fn start_proxy(
         answer: Script::new(ANSWER_SCRIPT),
         serving: AtomicBool::new(true),
         stop,
+        fresh_until: Mutex::new(std::time::Instant::now()),
+        recheck: tokio::sync::Mutex::new(()),
     });
     let started = async {
+        let since = std::time::Instant::now();
         shared.acquire_lease().await?;
         shared.sync_clock().await;
         shared
@@ -224,6 +232,7 @@ pub async fn start_proxy(
             .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
         shared.renew_queue().await;
         shared.scan().await;
+        shared.mark_fresh(since);
         Ok::<_, ServeError>(())
     };
     if let Err(e) = started.await {
@@ -590,13 +599,14 @@ impl Shared {
             self.eval_many(&self.release, calls).await;
             tracing::debug!(count = removed.len(), "released URNs of stopped actors");
         }
-        self.claim_urns(added).await;
+        let _ = self.claim_urns(added).await;
     }
 
     /// Claims (or renews) these URNs and records which we own and which another system does.
-    async fn claim_urns(&self, urns: Vec<String>) {
+    /// `false` if Redis did not answer for some of them.
+    async fn claim_urns(&self, urns: Vec<String>) -> bool {
         if urns.is_empty() {
-            return;
+            return true;
         }
         let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let calls = urns
@@ -609,6 +619,7 @@ impl Shared {
             })
             .collect();
         let results = self.eval_many(&self.claim, calls).await;
+        let mut answered = true;
         let mut reg = self.registry();
         for (urn, result) in urns.into_iter().zip(results) {
             if !reg.local.contains_key(&urn) {
@@ -637,13 +648,42 @@ impl Shared {
                         );
                     }
                 }
-                Err(e) => tracing::warn!(%urn, error = %e, "could not claim URN; will retry"),
+                Err(e) => {
+                    answered = false;
+                    tracing::warn!(%urn, error = %e, "could not claim URN; will retry");
+                }
             }
+        }
+        answered
+    }
+
+    /// Whether the leases are surely still held (see `fresh_until`).
+    fn lease_fresh(&self) -> bool {
+        std::time::Instant::now() < *self.fresh_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records leases renewed by commands sent after `since`.
+    fn mark_fresh(&self, since: std::time::Instant) {
+        let ttl = self.config.lease_ttl;
+        // Redis counts the TTL from when it ran the command, after `since`; the margin
+        // covers the two clocks running at slightly different rates.
+        let margin = (ttl / 10).max(Duration::from_millis(50));
+        *self.fresh_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            since + ttl.saturating_sub(margin);
+    }
+
+    /// Renews the leases now unless another task just did (a request met stale leases:
+    /// this process was paused, or Redis was unreachable).
+    async fn recheck_lease(&self) {
+        let _one_at_a_time = self.recheck.lock().await;
+        if !self.lease_fresh() {
+            self.renew().await;
         }
     }
 
     /// Renews the instance lease, the URN ownerships and the queue's TTL, and trims the queue.
     async fn renew(&self) {
+        let since = std::time::Instant::now();
         let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let lease = self
             .eval_many(
@@ -670,7 +710,9 @@ impl Shared {
                 .collect()
         };
         let _guard = self.scan_lock.lock().await;
-        self.claim_urns(urns).await;
+        if self.claim_urns(urns).await {
+            self.mark_fresh(since);
+        }
         self.renew_queue().await;
         self.trim_exact().await;
         self.sync_clock().await;
@@ -690,6 +732,7 @@ impl Shared {
             entry_id: entry_id.clone(),
             id,
             reply,
+            requeue: false,
             _permit: None,
         };
         let fields = match fields {
@@ -779,6 +822,22 @@ impl Shared {
         let room_wait = self.config.full_mailbox_wait.min(timeout);
         let shared = self.clone();
         Ok(Box::pin(async move {
+            // Never hand a request to the actor without a lease surely still held: after a
+            // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
+            if !shared.lease_fresh() {
+                shared.recheck_lease().await;
+                let owner = shared.registry().conflicts.get(&req.urn).cloned();
+                if owner.is_some() || !shared.lease_fresh() {
+                    let (reply, requeue) = shared.not_ours(&req, owner, &reply_to, timeout).await;
+                    return Completion {
+                        entry_id,
+                        id,
+                        reply,
+                        requeue,
+                        _permit: Some(permit),
+                    };
+                }
+            }
             let request = target
                 .erased(rm.name(), rm.type_id(), msg)
                 .room_timeout(room_wait);
@@ -806,9 +865,71 @@ impl Shared {
                 entry_id,
                 id,
                 reply,
+                requeue: false,
                 _permit: Some(permit),
             }
         }))
+    }
+
+    /// A request for a URN this proxy cannot confirm it still serves. An ask is answered
+    /// `NotOwner` (its client resolves the URN again); a tell goes to the URN's new owner's
+    /// stream, or stays pending here when the owner is not known yet. Returns the reply and
+    /// whether to leave the request pending.
+    async fn not_ours(
+        &self,
+        req: &Request,
+        owner: Option<String>,
+        reply_to: &Option<(String, u64)>,
+        remaining: Duration,
+    ) -> (Option<(String, Bytes)>, bool) {
+        if let Some((key, id)) = reply_to {
+            let text = match &owner {
+                Some(owner) => format!("URN {} is served by system {owner}", req.urn),
+                None => format!("this proxy cannot confirm it still serves {}", req.urn),
+            };
+            tracing::info!(urn = %req.urn, "{text}");
+            let frame = protocol::encode_reply(*id, Status::NotOwner, text.as_bytes());
+            return (Some((key.clone(), Bytes::from(frame))), false);
+        }
+        let Some(owner) = owner else {
+            return (None, true);
+        };
+        let forwarded = conn::call(
+            &self.cmd,
+            keyed("XADD"),
+            vec![
+                owned(self.keys.requests(&owner)),
+                s("NOMKSTREAM"),
+                s("*"),
+                s(field::VERSION),
+                s(PROTOCOL_VERSION),
+                s(field::URN),
+                owned(req.urn.clone()),
+                s(field::MESSAGE),
+                owned(req.message.clone()),
+                s(field::TTL),
+                Value::Integer(remaining.as_millis().max(1) as i64),
+                s(field::CODEC),
+                bytes(req.codec.clone()),
+                s(field::BODY),
+                bytes(req.body.clone()),
+            ],
+        )
+        .await;
+        match forwarded {
+            Ok(Value::Null) => {
+                tracing::warn!(urn = %req.urn, %owner, "dropped a told message: its URN's new owner has no request stream");
+                (None, false)
+            }
+            Ok(_) => {
+                tracing::info!(urn = %req.urn, %owner, "forwarded a told message to the URN's new owner");
+                (None, false)
+            }
+            Err(e) => {
+                tracing::warn!(urn = %req.urn, error = %e, "could not forward a told message; it stays pending");
+                (None, true)
+            }
+        }
     }
 
     /// The status and payload answering an ask's result.
@@ -880,6 +1001,9 @@ struct Completion {
     entry_id: Bytes,
     id: EntryId,
     reply: Option<(String, Bytes)>,
+    /// Not acknowledged: left pending in Redis, to be read again (a tell this proxy could
+    /// not confirm it may still serve).
+    requeue: bool,
     /// The request's place among those in flight, given back once the answer is written.
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -1253,6 +1377,10 @@ impl Shared {
         mut batch: Vec<Completion>,
         late: mpsc::UnboundedSender<Vec<Completion>>,
     ) {
+        self.requeue(&mut batch);
+        if batch.is_empty() {
+            return;
+        }
         match self.write_once(&self.reader, &batch, false).await {
             Ok(()) => self.finish(&mut batch),
             Err(e) => {
@@ -1266,6 +1394,10 @@ impl Shared {
     /// out of memory), then giving the requests back to the read loop: they are read again
     /// from the pending list, a few seconds apart, until answered or expired.
     async fn write(&self, batch: &mut Vec<Completion>) {
+        self.requeue(batch);
+        if batch.is_empty() {
+            return;
+        }
         let mut backoff = Duration::from_millis(20);
         for attempt in 0.. {
             let Err(e) = self.write_once(&self.cmd, batch, true).await else {
@@ -1420,6 +1552,16 @@ impl Shared {
             .completed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
+    }
+
+    /// Takes the completions to leave pending out of `batch`: they are read again.
+    fn requeue(&self, batch: &mut Vec<Completion>) {
+        if batch.iter().any(|c| c.requeue) {
+            let (mut pending, keep): (Vec<Completion>, Vec<Completion>) =
+                batch.drain(..).partition(|c| c.requeue);
+            *batch = keep;
+            self.give_up(&mut pending);
+        }
     }
 
     /// Gives up on writing a batch: its entries stay pending in Redis, and the read loop
