@@ -1,6 +1,6 @@
 //! [`ProxyClient`]: asks and tells actors of other processes through Redis.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
@@ -71,6 +71,11 @@ struct Shared {
     pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
     send_sha: String,
     cache: RwLock<HashMap<String, Resolved>>,
+    /// URNs this client has resolved before (bounded): a URN it knew that Redis no longer
+    /// knows right after Redis restarted is not reported unknown (see `resolve`).
+    known: Mutex<HashSet<String>>,
+    /// The `run_id` of the Redis this client connected to (changes when Redis restarts).
+    run_id: Mutex<Option<String>>,
     /// Requests waiting to be written, by request stream.
     outbox: Mutex<HashMap<Arc<str>, Vec<Outgoing>>>,
     closed: AtomicBool,
@@ -101,9 +106,12 @@ impl Drop for Guard {
         let reply_key = self.shared.reply_key.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
+                // The reply reader may sit in a blocking read: unblock it first, or its QUIT
+                // (and so the connection) waits for the read to end.
+                let _ = reader.unblock_self(None).await;
+                let _ = reader.quit().await;
                 let _ = conn::call(pool.next(), keyed("DEL"), vec![owned(reply_key)]).await;
                 let _ = pool.quit().await;
-                let _ = reader.quit().await;
             });
         }
     }
@@ -194,10 +202,14 @@ impl ProxyClient {
             pending: Mutex::new(HashMap::new()),
             send_sha: protocol::sha1_hex(SEND_SCRIPT),
             cache: RwLock::new(HashMap::new()),
+            known: Mutex::new(HashSet::new()),
+            run_id: Mutex::new(None),
             outbox: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             disconnects: AtomicU64::new(0),
         });
+        let (run_id, _) = shared.server_info().await;
+        *shared.run_id.lock().unwrap_or_else(|e| e.into_inner()) = run_id;
         let task = tokio::spawn(read_replies(shared.clone(), reader.clone()));
         Ok(ProxyClient {
             _guard: Arc::new(Guard {
@@ -440,22 +452,26 @@ impl Shared {
                 urn: urn.to_owned(),
             });
         }
-        // A GET has no effect: it may be given up at the command timeout.
-        let left = deadline.saturating_duration_since(Instant::now());
-        let client = self.connection().with_options(&Self::command_options(
-            left.min(self.config.command_timeout),
-        ));
-        let get = conn::call(&client, keyed("GET"), vec![owned(self.keys.urn(urn))]);
-        let value = match tokio::time::timeout_at(deadline.into(), get).await {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) => return Err(redis_error(&e)),
-            Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
+        let value = loop {
+            // A GET has no effect: it may be given up at the command timeout.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let client = self.connection().with_options(&Self::command_options(
+                left.min(self.config.command_timeout),
+            ));
+            let get = conn::call(&client, keyed("GET"), vec![owned(self.keys.urn(urn))]);
+            let value = match tokio::time::timeout_at(deadline.into(), get).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => return Err(redis_error(&e)),
+                Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
+            };
+            if as_bytes(&value).is_some() {
+                break value;
+            }
+            self.forget(urn);
+            self.wait_if_redis_lost_it(urn, deadline).await?;
         };
         let Some(system) = as_bytes(&value) else {
-            self.forget(urn);
-            return Err(ProxyError::UnknownUrn {
-                urn: urn.to_owned(),
-            });
+            unreachable!("the loop ends with a value")
         };
         let system = String::from_utf8_lossy(system).into_owned();
         let resolved = Resolved {
@@ -469,7 +485,76 @@ impl Shared {
             cache.retain(|_, r| r.until > now);
         }
         cache.insert(urn.to_owned(), resolved.clone());
+        drop(cache);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= 100_000 {
+            known.clear();
+        }
+        if !known.contains(urn) {
+            known.insert(urn.to_owned());
+        }
         Ok(resolved)
+    }
+
+    /// Redis does not know `urn` (or its system's stream). That is an answer, `UnknownUrn`,
+    /// unless Redis restarted less than one lease ago and this client knew the URN: the
+    /// owner may not have registered it again yet, so wait a little (`Ok`: look again) until
+    /// the deadline, then answer `Unavailable`.
+    async fn wait_if_redis_lost_it(&self, urn: &str, deadline: Instant) -> Result<(), ProxyError> {
+        let unknown = || ProxyError::UnknownUrn {
+            urn: urn.to_owned(),
+        };
+        let knew = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(urn);
+        if !knew || !self.redis_restarted_within(self.config.lease_ttl).await {
+            return Err(unknown());
+        }
+        let next = Instant::now() + Duration::from_millis(25);
+        if next >= deadline {
+            return Err(ProxyError::Unavailable(format!(
+                "Redis restarted moments ago and {urn} is not registered again yet"
+            )));
+        }
+        tokio::time::sleep_until(next.into()).await;
+        Ok(())
+    }
+
+    /// Whether the Redis we talk to is not the one this client connected to (it restarted,
+    /// and lost its keys unless it persists them) and started less than `window` ago.
+    async fn redis_restarted_within(&self, window: Duration) -> bool {
+        let (run_id, uptime) = self.server_info().await;
+        let connected_to = self
+            .run_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        run_id.is_some()
+            && run_id != connected_to
+            && uptime.is_some_and(|up| up < window + Duration::from_secs(1))
+    }
+
+    /// Redis's `run_id` and uptime, from `INFO server` (`None`s if it does not answer).
+    async fn server_info(&self) -> (Option<String>, Option<Duration>) {
+        let info = conn::call(self.connection(), conn::unkeyed("INFO"), vec![s("server")]).await;
+        let text = match &info {
+            Ok(v) => as_bytes(v).map(|b| String::from_utf8_lossy(b).into_owned()),
+            Err(_) => None,
+        };
+        let Some(text) = text else {
+            return (None, None);
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let uptime = field("uptime_in_seconds:")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        (field("run_id:"), uptime)
     }
 
     fn forget(&self, urn: &str) {
@@ -505,51 +590,55 @@ impl Shared {
         body: impl Into<Bytes>,
         deadline: Instant,
     ) -> Result<(), ProxyError> {
-        let ttl_ms = ttl.as_millis().clamp(1, u128::from(u32::MAX)) as i64;
-        let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(8);
-        fields.push((field::VERSION, s(PROTOCOL_VERSION)));
-        fields.push((field::ID, owned(id.to_string())));
-        fields.push((field::URN, owned(urn)));
-        fields.push((field::MESSAGE, s(name)));
-        fields.push((field::TTL, Value::Integer(ttl_ms)));
-        if let Some(reply) = reply {
-            fields.push((field::REPLY, owned(reply)));
-        }
-        fields.push((field::CODEC, s(self.config.codec.name())));
         let body = body.into();
-        let size = body.len();
-        fields.push((field::BODY, bytes(body)));
-        let (tx, rx) = oneshot::channel();
-        let first = {
-            let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-            let queue = outbox.entry(route.requests_key.clone()).or_default();
-            queue.push(Outgoing {
-                fields,
-                size,
-                deadline,
-                done: tx,
-            });
-            queue.len() == 1
-        };
-        if first {
-            // The requests queued until this task runs (those of the asks woken with this
-            // one, typically) leave together, in one command.
-            tokio::spawn(flush(self.clone(), route.requests_key.clone()));
-        }
-        let sent = match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(sent)) => sent,
-            Ok(Err(_)) => Err(ProxyError::Closed),
-            Err(_) => Err(ProxyError::Timeout(Duration::ZERO)),
-        };
-        if matches!(sent, Err(ProxyError::UnknownUrn { .. })) {
+        let started = Instant::now();
+        let mut route = route.clone();
+        loop {
+            let ttl = ttl.saturating_sub(started.elapsed());
+            let ttl_ms = ttl.as_millis().clamp(1, u128::from(u32::MAX)) as i64;
+            let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(8);
+            fields.push((field::VERSION, s(PROTOCOL_VERSION)));
+            fields.push((field::ID, owned(id.to_string())));
+            fields.push((field::URN, owned(urn)));
+            fields.push((field::MESSAGE, s(name)));
+            fields.push((field::TTL, Value::Integer(ttl_ms)));
+            if let Some(reply) = &reply {
+                fields.push((field::REPLY, owned(reply.clone())));
+            }
+            fields.push((field::CODEC, s(self.config.codec.name())));
+            let size = body.len();
+            fields.push((field::BODY, bytes(body.clone())));
+            let (tx, rx) = oneshot::channel();
+            let first = {
+                let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+                let queue = outbox.entry(route.requests_key.clone()).or_default();
+                queue.push(Outgoing {
+                    fields,
+                    size,
+                    deadline,
+                    done: tx,
+                });
+                queue.len() == 1
+            };
+            if first {
+                // The requests queued until this task runs (those of the asks woken with this
+                // one, typically) leave together, in one command.
+                tokio::spawn(flush(self.clone(), route.requests_key.clone()));
+            }
+            let sent = match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(sent)) => sent,
+                Ok(Err(_)) => Err(ProxyError::Closed),
+                Err(_) => Err(ProxyError::Timeout(Duration::ZERO)),
+            };
+            if !matches!(sent, Err(ProxyError::UnknownUrn { .. })) {
+                return sent;
+            }
             // The stream is gone (NOMKSTREAM, or the script found no stream), so is its
-            // system (or Redis lost its data).
+            // system, unless Redis lost its data moments ago: then resolve and send again.
             self.forget(urn);
-            return Err(ProxyError::UnknownUrn {
-                urn: urn.to_owned(),
-            });
+            self.wait_if_redis_lost_it(urn, deadline).await?;
+            route = self.resolve(urn, deadline, true).await?;
         }
-        sent
     }
 
     /// An error met before the reply: a command timeout becomes the ask's timeout, or

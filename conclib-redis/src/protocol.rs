@@ -158,6 +158,38 @@ pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[
 end
 return 0";
 
+/// `KEYS[1]` = a request stream, `ARGV[1]` = its consumer group, `ARGV[2]` = how far ahead
+/// of Redis's clock (ms) an id may be, `ARGV[3]` = the stream's TTL (ms). A client may add
+/// an entry with an id far in the future (up to the largest id there is); every later `*` id
+/// then follows it. Once every entry was delivered and acknowledged, this replaces such a
+/// stream with an empty one (same group), atomically, so that ids follow the clock again.
+/// Returns 1 when it reset the stream, 0 when the stream's ids are sane, -1 when entries are
+/// still to be handled (try again later).
+pub(crate) const RESET_SCRIPT: &str = r"local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+if not ok then return 0 end
+local last
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+end
+local ms = tonumber(string.match(last or '0-0', '^(%d+)'))
+if ms == nil or ms <= now + tonumber(ARGV[2]) then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+for _, g in ipairs(groups) do
+  local name, pending, delivered
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'pending' then pending = g[i + 1] end
+    if g[i] == 'last-delivered-id' then delivered = g[i + 1] end
+  end
+  if name == ARGV[1] and (pending ~= 0 or delivered ~= last) then return -1 end
+end
+redis.call('DEL', KEYS[1])
+redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1";
+
 /// `KEYS[1]` = a request stream; `ARGV` = for each request, its field count (names and
 /// values) then its fields. Appends them all if the stream exists (returns 1), else none
 /// (returns 0): a client's batch of requests in one command.

@@ -24,7 +24,7 @@ use crate::conn::{self, as_bytes, bytes, keyed, keyed_at, owned, s};
 use crate::error::{ServeError, is_connection_error};
 use crate::protocol::{
     self, ANSWER_SCRIPT, CLAIM_SCRIPT, CONSUMER_GROUP, Keys, PROTOCOL_VERSION, PUSH_SCRIPT,
-    RELEASE_SCRIPT, Status, field,
+    RELEASE_SCRIPT, RESET_SCRIPT, Status, field,
 };
 use crate::unacked::{EntryId, Unacked};
 
@@ -111,6 +111,10 @@ struct Shared {
     fresh_until: Mutex<std::time::Instant>,
     /// One lease re-check at a time.
     recheck: tokio::sync::Mutex<()>,
+    /// The request stream holds ids far in the future (a hostile client): reset it once
+    /// drained.
+    poisoned: AtomicBool,
+    reset: Script,
 }
 
 /// A running proxy; from [`start_proxy`].
@@ -200,7 +204,7 @@ pub async fn start_proxy(
         lease_key: keys.lease(&system_id),
         reply_prefix: keys.reply_prefix(),
         keys,
-        token: random_token(),
+        token: lease_token(),
         system_id,
         config: config.clone(),
         cmd,
@@ -221,6 +225,8 @@ pub async fn start_proxy(
         stop,
         fresh_until: Mutex::new(std::time::Instant::now()),
         recheck: tokio::sync::Mutex::new(()),
+        poisoned: AtomicBool::new(false),
+        reset: Script::new(RESET_SCRIPT),
     });
     let started = async {
         let since = std::time::Instant::now();
@@ -389,6 +395,39 @@ impl Drop for ProxyHandle {
     }
 }
 
+/// The lease value of one proxy instance: a random token, then where it runs.
+fn lease_token() -> String {
+    format!("{}@{}:{}", random_token(), this_host(), std::process::id())
+}
+
+/// The host and pid a lease value names.
+fn lease_holder(token: &str) -> Option<(&str, u32)> {
+    let (_, at) = token.split_once('@')?;
+    let (host, pid) = at.rsplit_once(':')?;
+    Some((host, pid.parse().ok()?))
+}
+
+fn this_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether a process with this pid exists on this host (a zombie counts: not reaped yet).
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -408,7 +447,7 @@ impl Shared {
     /// Trims the request stream exactly below the oldest entry still pending (the answer
     /// script trims only whole stream nodes, which is cheaper but leaves up to a node).
     async fn trim_exact(&self) {
-        let Some(below) = self.unacked().trim_below(&[]) else {
+        let Some(below) = self.sane_trim(self.unacked().trim_below(&[])) else {
             return;
         };
         let trimmed = conn::call(
@@ -470,6 +509,9 @@ impl Shared {
             if !set.is_null() {
                 return Ok(());
             }
+            if self.take_over_dead_holder().await {
+                continue;
+            }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ServeError::SystemInUse {
                     system_id: self.system_id.clone(),
@@ -477,6 +519,37 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Frees the system's lease if its holder provably died: it ran on this host (same host
+    /// name) under a pid that no longer exists. A crashed proxy restarted on the same host
+    /// then serves at once instead of after a whole lease.
+    async fn take_over_dead_holder(&self) -> bool {
+        let Ok(holder) = conn::call(&self.cmd, keyed("GET"), vec![owned(self.lease_key.clone())]).await
+        else {
+            return false;
+        };
+        let Some(holder) = as_bytes(&holder).map(|b| String::from_utf8_lossy(b).into_owned())
+        else {
+            return false;
+        };
+        let Some((host, pid)) = lease_holder(&holder) else {
+            return false;
+        };
+        if host != this_host() || pid == std::process::id() || process_exists(pid) {
+            return false;
+        }
+        let released = self
+            .eval_many(
+                &self.release,
+                vec![(self.lease_key.clone(), vec![owned(holder.clone())])],
+            )
+            .await;
+        let taken = matches!(released.first(), Some(Ok(Value::Integer(1))));
+        if taken {
+            tracing::info!(system = %self.system_id, pid, "took over the lease of a dead proxy on this host");
+        }
+        taken
     }
 
     /// Creates the request stream and its consumer group, reading from the stream's start
@@ -716,6 +789,34 @@ impl Shared {
         self.renew_queue().await;
         self.trim_exact().await;
         self.sync_clock().await;
+        self.reset_poisoned().await;
+    }
+
+    /// Replaces a request stream whose ids run ahead of the clock (a client added an entry
+    /// with an id in the future) by an empty one, once all its entries were handled.
+    async fn reset_poisoned(&self) {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        let args = vec![
+            s(CONSUMER_GROUP),
+            Value::Integer(FUTURE_ID_TOLERANCE_MS),
+            Value::Integer(self.config.queue_ttl.as_millis() as i64),
+        ];
+        let reset = self
+            .eval_many(&self.reset, vec![(self.requests_key.clone(), args)])
+            .await;
+        match reset.first() {
+            Some(Ok(Value::Integer(1))) => {
+                self.unacked().reset();
+                self.poisoned.store(false, Ordering::Release);
+                tracing::warn!(system = %self.system_id, "reset the request stream: a client had added ids far in the future");
+            }
+            Some(Ok(Value::Integer(0))) => self.poisoned.store(false, Ordering::Release),
+            Some(Ok(_)) => {} // entries still to handle: next renewal
+            Some(Err(e)) => tracing::debug!(error = %e, "could not reset the request stream"),
+            None => {}
+        }
     }
 
     /// Decodes, checks and starts one request: its completion at once when it cannot be
@@ -762,7 +863,15 @@ impl Shared {
             Err(text) => return reject(Status::BadRequest, text),
         };
         // Expired: drop unprocessed, no reply (the asker gave up).
-        let remaining_ms = id.ms as i64 + req.ttl_ms - self.redis_now_ms();
+        // The entry id says when Redis took the request, unless a client chose an id in the
+        // future: then the proxy's reading time stands in for it (a deadline never rests on
+        // a client's word), and the stream is reset once drained (`reset_poisoned`).
+        let now = self.redis_now_ms();
+        let sent_ms = i64::try_from(id.ms).unwrap_or(i64::MAX);
+        if sent_ms > now.saturating_add(FUTURE_ID_TOLERANCE_MS) {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        let remaining_ms = sent_ms.min(now).saturating_add(req.ttl_ms) - now;
         if remaining_ms <= 0 {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(urn = %req.urn, message = %req.message, "dropped an expired request");
@@ -1011,6 +1120,9 @@ struct Completion {
 /// A request being handled: resolves to its completion.
 type Handling = Pin<Box<dyn Future<Output = Completion> + Send>>;
 
+/// How far ahead of Redis's clock a request's entry id may be and still date the request.
+const FUTURE_ID_TOLERANCE_MS: i64 = 2_000;
+
 /// The most completions answered by one script call (Lua's `unpack` has a stack limit).
 const ANSWER_CHUNK: usize = 1024;
 
@@ -1105,8 +1217,8 @@ impl RawEnvelope {
             .to_owned();
         let ttl_ms = text(&self.ttl)
             .and_then(|t| t.parse::<i64>().ok())
-            .filter(|t| *t > 0)
-            .ok_or("missing or invalid field ttl (milliseconds, > 0)")?;
+            .filter(|t| (1..=i64::from(u32::MAX)).contains(t))
+            .ok_or("missing or invalid field ttl (milliseconds, 1 to 4294967295)")?;
         let codec = self
             .codec
             .and_then(Value::into_bytes)
@@ -1576,7 +1688,16 @@ impl Shared {
     fn trim_below(&self, batch: &[Completion]) -> Option<EntryId> {
         let mut ids: Vec<EntryId> = batch.iter().map(|c| c.id).collect();
         ids.sort_unstable();
-        self.unacked().trim_below(&ids)
+        self.sane_trim(self.unacked().trim_below(&ids))
+    }
+
+    /// No trimming up to an id in the future: a client chose it, and once the stream is
+    /// reset it would trim the new stream's entries.
+    fn sane_trim(&self, below: Option<EntryId>) -> Option<EntryId> {
+        below.filter(|b| {
+            i64::try_from(b.ms)
+                .is_ok_and(|ms| ms <= self.redis_now_ms().saturating_add(FUTURE_ID_TOLERANCE_MS))
+        })
     }
 }
 

@@ -34,8 +34,9 @@ impl EntryId {
     fn successor(self) -> EntryId {
         match self.seq.checked_add(1) {
             Some(seq) => EntryId { ms: self.ms, seq },
+            // (A client may add the largest id there is: never overflow on it.)
             None => EntryId {
-                ms: self.ms + 1,
+                ms: self.ms.saturating_add(1),
                 seq: 0,
             },
         }
@@ -83,6 +84,13 @@ impl Unacked {
             // Those entries stay pending in Redis and are no longer known here.
             self.complete = false;
         }
+    }
+
+    /// The stream was replaced by an empty one (`RESET_SCRIPT`): nothing read is pending,
+    /// and no id of the old stream bounds the new one's trimming.
+    pub(crate) fn reset(&mut self) {
+        self.ids.clear();
+        self.max_acked = None;
     }
 
     /// The pending list was re-read to its end (or will be re-read: `false`).
