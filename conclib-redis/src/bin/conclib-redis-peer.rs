@@ -3,6 +3,8 @@
 //! - `conclib-redis-peer serve <url> <namespace> <system-id> <urn>...`: spawns a test
 //!   counter at each URN, starts a proxy, prints `READY`; then on stdin `stop` (or end of
 //!   input) shuts the proxy down gracefully and prints `STOPPED`, `crash` exits at once.
+//!   `CONCLIB_TEST_LEASE_MS` sets the proxy's lease; `CONCLIB_TEST_NOTES` is where the
+//!   counters record the `Note`s they handle.
 //! - `conclib-redis-peer ask <url> <namespace> <urn> <total> <concurrency> <tag>`: asks
 //!   `total` echoes, `concurrency` at a time, checks every answer, prints `OK <total>`.
 
@@ -41,9 +43,15 @@ fn main() {
 }
 
 async fn serve(url: &str, ns: &str, system_id: &str, urns: &[String]) -> i32 {
-    let config = ProxyConfig::new(url)
+    let mut config = ProxyConfig::new(url)
         .with_namespace(ns)
         .with_system_id(system_id);
+    if let Some(ms) = std::env::var("CONCLIB_TEST_LEASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.lease_ttl = Duration::from_millis(ms);
+    }
     let system = ActorSystem::new(system_id);
     for urn in urns {
         if let Err(e) = system

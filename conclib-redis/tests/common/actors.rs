@@ -149,6 +149,34 @@ impl Message for Ignore {
     }
 }
 
+/// Handled slowly (2 ms), then recorded: its number is appended (one line) to the file named
+/// by the environment variable `CONCLIB_TEST_NOTES`, if set, so that a test can see which
+/// were handled by a process it killed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Note(pub u64);
+impl Message for Note {
+    type Response = ();
+    type Error = String;
+    fn name() -> &'static str {
+        "test.Note"
+    }
+}
+
+/// Appends `n` to the notes file, if any.
+fn write_note(n: u64) {
+    use std::io::Write;
+    if let Some(path) = std::env::var_os("CONCLIB_TEST_NOTES") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the notes file");
+        // One write per line: appends of one line are never interleaved.
+        file.write_all(format!("{n}\n").as_bytes())
+            .expect("write a note");
+    }
+}
+
 /// The test actor: a counter with extras.
 #[derive(Default)]
 pub struct Counter {
@@ -169,6 +197,7 @@ impl Actor for Counter {
         RemoteMessage::of::<History>(),
         RemoteMessage::of::<Ignore>(),
         RemoteMessage::of_infallible::<Ping>(),
+        RemoteMessage::of::<Note>(),
     ];
 
     async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
@@ -228,6 +257,15 @@ impl Actor for Counter {
         };
         let req = match req.extract::<Secret>() {
             Ok((Secret, r)) => return r.respond(Ok(42)),
+            Err(req) => req,
+        };
+        let req = match req.extract::<Note>() {
+            Ok((Note(n), r)) => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                write_note(n);
+                self.count += 1;
+                return r.respond(Ok(()));
+            }
             Err(req) => req,
         };
         let req = match req.extract::<Ping>() {

@@ -1,0 +1,439 @@
+//! Fault injection against the proxy's guarantees: a serving process killed (SIGKILL) or
+//! frozen (SIGSTOP) past its lease, a flood of asks on a slow actor, entry ids a hostile
+//! client chose, a proxy restarted after a crash, clients dropped by the hundred. Real
+//! redis-server, real child processes (the peer binary), every wait bounded, every child
+//! killed and reaped by PID.
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::actors::*;
+use common::{config, eventually};
+use conclib_core::{Actor, ActorSystem, Context, MailboxConfig, Message, RemoteMessage, RequestEnvelope};
+use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, start_proxy};
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const PEER: &str = env!("CARGO_BIN_EXE_conclib-redis-peer");
+
+/// A serving process: the peer binary with counters at some URNs.
+struct Peer {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    pid: i32,
+}
+
+impl Peer {
+    async fn serve(config: &ProxyConfig, system: &str, urns: &[&str], notes: &Path, lease_ms: u64) -> Peer {
+        let mut child = tokio::process::Command::new(PEER)
+            .args(["serve", &config.url, &config.namespace, system])
+            .args(urns)
+            .env("CONCLIB_TEST_NOTES", notes)
+            .env("CONCLIB_TEST_LEASE_MS", lease_ms.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id().expect("a running child")).unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), stdout.next_line())
+            .await
+            .expect("the peer starts within 30 s");
+        assert_eq!(ready.unwrap().as_deref(), Some("READY"));
+        Peer {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0);
+    }
+
+    /// SIGKILL, then reap.
+    async fn kill(mut self) {
+        self.signal(libc::SIGKILL);
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("a killed child is reaped")
+            .unwrap();
+        assert!(!status.success());
+    }
+
+    async fn stop(mut self) {
+        self.stdin.write_all(b"stop\n").await.unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(20), self.stdout.next_line())
+            .await
+            .expect("the peer stops within 20 s");
+        assert_eq!(stopped.unwrap().as_deref(), Some("STOPPED"));
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("the peer stops")
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+/// The numbers in a notes file, with how often each was recorded.
+fn notes(path: &Path) -> BTreeMap<u64, usize> {
+    let mut seen = BTreeMap::new();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for line in text.lines() {
+            if let Ok(n) = line.parse() {
+                *seen.entry(n).or_insert(0) += 1;
+            }
+        }
+    }
+    seen
+}
+
+fn temp_file(tag: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "conclib-faults-{tag}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+async fn raw_client(config: &ProxyConfig) -> Client {
+    let client = Builder::from_config(Config::from_url(&config.url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+async fn raw(client: &Client, args: Vec<&str>) -> Result<Value, fred::error::Error> {
+    let (name, args) = args.split_first().unwrap();
+    let args: Vec<Value> = args.iter().map(|a| Value::from(a.to_string())).collect();
+    client
+        .custom::<Value, Value>(
+            fred::types::CustomCommand::new(name.to_string(), fred::types::ClusterHash::FirstKey, false),
+            args,
+        )
+        .await
+}
+
+/// Item 1: a tell is acknowledged only once handled, so a SIGKILL loses none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_tells_survive_a_sigkill_of_the_serving_process() {
+    let config = config("sigkill-tells");
+    let path = temp_file("sigkill");
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let peer = Peer::serve(&config, "svc", &["notes"], &path, 2_000).await;
+    const TOTAL: u64 = 600;
+    for i in 0..TOTAL {
+        client.tell("notes", Note(i)).await.unwrap();
+    }
+    // Every tell is in Redis now; kill the server while it is part way through them.
+    eventually(20, "some notes handled", || {
+        let path = path.clone();
+        async move { notes(&path).len() >= 100 }
+    })
+    .await;
+    peer.kill().await;
+    let before_restart = notes(&path).len() as u64;
+    assert!(before_restart < TOTAL, "the kill came too late to test anything");
+
+    // The next process of the same system handles what the dead one had not finished.
+    let peer = Peer::serve(&config, "svc", &["notes"], &path, 2_000).await;
+    eventually(30, "every accepted tell handled", || {
+        let path = path.clone();
+        async move { notes(&path).len() as u64 == TOTAL }
+    })
+    .await;
+    let seen = notes(&path);
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), (0..TOTAL).collect::<Vec<_>>());
+    // At least once: the few in the killed process's hands may be handled twice.
+    assert!(duplicates <= 64, "{duplicates} duplicates");
+    peer.stop().await;
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Item 2: a process frozen past its lease must not serve the URN another system took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over() {
+    let lease = Duration::from_millis(1_500);
+    let mut config = config("sigstop");
+    config.lease_ttl = lease;
+    config.resolve_cache_ttl = Duration::from_millis(100);
+    let old_notes = temp_file("sigstop-old");
+    let old = Peer::serve(&config, "old", &["dup"], &old_notes, lease.as_millis() as u64).await;
+    let client = ProxyClient::connect(&config).await.unwrap();
+    for i in 0..20 {
+        client.tell("dup", Note(i)).await.unwrap();
+    }
+    eventually(10, "the old owner handled the first tells", || {
+        let path = old_notes.clone();
+        async move { notes(&path).len() == 20 }
+    })
+    .await;
+
+    // A second system wants the URN; it gets it only once the old owner's lease lapses.
+    let new_notes = temp_file("sigstop-new");
+    let new = Peer::serve(&config, "new", &["dup"], &new_notes, lease.as_millis() as u64).await;
+    old.signal(libc::SIGSTOP);
+    let redis = raw_client(&config).await;
+    let urn_key = format!("{}:urn:dup", config.namespace);
+    eventually(15, "the new system to own the URN", || {
+        let redis = redis.clone();
+        let key = urn_key.clone();
+        async move { raw(&redis, vec!["GET", &key]).await.ok() == Some(Value::from("new")) }
+    })
+    .await;
+    // Tells sent while the old owner is frozen: some reach its stream (stale resolutions).
+    for i in 20..220 {
+        client.tell("dup", Note(i)).await.unwrap();
+    }
+    old.signal(libc::SIGCONT);
+    // After it wakes: every one of those tells is handled, by the new owner only.
+    eventually(20, "every tell handled", || {
+        let (old_notes, new_notes) = (old_notes.clone(), new_notes.clone());
+        async move {
+            let mut all: HashSet<u64> = notes(&old_notes).into_keys().collect();
+            all.extend(notes(&new_notes).into_keys());
+            all.len() == 220
+        }
+    })
+    .await;
+    let handled_by_old: Vec<u64> = notes(&old_notes).into_keys().filter(|n| *n >= 20).collect();
+    assert!(handled_by_old.is_empty(), "the paused owner served {handled_by_old:?}");
+    // And asks: the old owner answers NotOwner, the client resolves again.
+    assert_eq!(client.ask("dup", Note(999)).await, Ok(()));
+    assert!(!notes(&old_notes).contains_key(&999));
+    old.kill().await;
+    new.stop().await;
+    let _ = std::fs::remove_file(&old_notes);
+    let _ = std::fs::remove_file(&new_notes);
+}
+
+/// Holds every `Work` until the gate opens; counts the ones it started.
+struct Slow {
+    gate: Arc<tokio::sync::Notify>,
+    started: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Work;
+impl Message for Work {
+    type Response = ();
+    type Error = String;
+    fn name() -> &'static str {
+        "faults.Work"
+    }
+}
+
+impl Actor for Slow {
+    const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Work>()];
+    async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
+        match req.extract::<Work>() {
+            Ok((Work, r)) => {
+                self.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.gate.notified().await;
+                r.respond(Ok(()));
+            }
+            Err(req) => req.reject(),
+        }
+    }
+}
+
+/// Item 3: under a flood, a full mailbox answers MailboxFull at once, and asks whose
+/// deadline passed in the mailbox are never started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
+    let config = config("flood");
+    let system = ActorSystem::new("flood");
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    system
+        .build(Slow {
+            gate: gate.clone(),
+            started: started.clone(),
+        })
+        .urn("slow")
+        .mailbox(MailboxConfig::Bounded(4))
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let timeout = Duration::from_millis(800);
+    let mut asks = Vec::new();
+    for _ in 0..60 {
+        let client = client.clone();
+        asks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client.ask("slow", Work).timeout(timeout).await;
+            (r, t.elapsed())
+        }));
+    }
+    let (mut full, mut timed_out) = (0, 0);
+    for ask in asks {
+        let (result, took) = ask.await.unwrap();
+        match result {
+            Err(ProxyError::MailboxFull { .. }) => {
+                full += 1;
+                assert!(took < timeout, "MailboxFull only at the deadline ({took:?})");
+            }
+            Err(ProxyError::Timeout(_)) => timed_out += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // One handler running, four queued: the rest were refused.
+    assert!(full >= 50, "{full} MailboxFull, {timed_out} timeouts");
+    assert_eq!(full + timed_out, 60);
+    // The proxy has answered all but the running one (refused, or timed out in the mailbox).
+    eventually(10, "the proxy to answer 59 requests", || {
+        let completed = proxy.stats().completed;
+        async move { completed >= 59 }
+    })
+    .await;
+    // Release the actor: the queued asks' askers have all given up; none is started.
+    let started_before = started.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(started_before, 1);
+    gate.notify_one();
+    // A tell through the proxy is acknowledged once handled: when it returns from a
+    // fresh ask, the actor has drained its mailbox.
+    let probe = client.ask("slow", Work).timeout(Duration::from_secs(5));
+    let release = async {
+        // The probe's own handler waits at the gate too: open it again once it started.
+        eventually(10, "the probe to start", || {
+            let started = started.clone();
+            async move { started.load(std::sync::atomic::Ordering::SeqCst) >= 2 }
+        })
+        .await;
+        gate.notify_one();
+    };
+    let (probe, ()) = tokio::join!(probe, release);
+    assert_eq!(probe, Ok(()));
+    assert_eq!(
+        started.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "asks whose deadline passed in the mailbox were started"
+    );
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+}
+
+/// Item 5: an entry id a client chose far in the future neither disables deadlines nor
+/// stops later requests; the stream is reset once drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_id_from_the_future_does_not_poison_the_stream() {
+    let mut config = config("poison");
+    config.lease_ttl = Duration::from_millis(900);
+    let system = ActorSystem::new("poison");
+    system
+        .build(Counter::default())
+        .urn("c")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    assert_eq!(client.ask("c", Add(1)).await, Ok(1));
+    let redis = raw_client(&config).await;
+    let stream = format!("{}:sys:poison:req", config.namespace);
+    let body = conclib_redis::encode_value(&conclib_redis::Bincode, &Record(5)).unwrap();
+    let body = String::from_utf8(body).unwrap();
+    raw(
+        &redis,
+        vec![
+            "XADD", &stream, "18446744073709551615-0", "v", "1", "urn", "c", "msg", "test.Record", "ttl",
+            "60000", "codec", "bincode", "body", &body,
+        ],
+    )
+    .await
+    .unwrap();
+    // Later requests get ids after it; they are still served, with working deadlines.
+    for n in 2..=5 {
+        assert_eq!(client.ask("c", Add(1)).timeout(Duration::from_secs(3)).await, Ok(n));
+    }
+    // Once drained, the stream is replaced: ids follow the clock again.
+    eventually(15, "the stream to be reset", || {
+        let redis = redis.clone();
+        let stream = stream.clone();
+        async move {
+            let Ok(Value::Array(info)) = raw(&redis, vec!["XINFO", "STREAM", &stream]).await else {
+                return false;
+            };
+            info.chunks(2).any(|kv| {
+                kv[0].as_str().as_deref() == Some("last-generated-id")
+                    && kv[1]
+                        .as_str()
+                        .and_then(|id| id.split('-').next().and_then(|ms| ms.parse::<u64>().ok()))
+                        .is_some_and(|ms| ms < 4_000_000_000_000)
+            })
+        }
+    })
+    .await;
+    assert_eq!(client.ask("c", Add(1)).await, Ok(6));
+    assert_eq!(client.ask("c", History).await, Ok(vec![5]));
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+}
+
+/// Item 8: a proxy restarted after its predecessor died on this host serves at once, not
+/// after the dead one's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_proxy_takes_over_at_once_when_its_predecessor_provably_died() {
+    let config = config("takeover");
+    let path = temp_file("takeover");
+    let lease_ms = 20_000;
+    let peer = Peer::serve(&config, "svc", &["c"], &path, lease_ms).await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(client.ask("c", Add(1)).await, Ok(1));
+    peer.kill().await;
+    let started = Instant::now();
+    let peer = Peer::serve(&config, "svc", &["c"], &path, lease_ms).await;
+    // Without the proof of death this waits out the 20 s lease.
+    assert!(
+        started.elapsed() < Duration::from_millis(lease_ms / 2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.ask("c", Add(1)).await, Ok(1));
+    peer.stop().await;
+}
+
+/// Item 9: dropping a client closes its connections at once, not after its blocking read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_clients_close_their_connections_at_once() {
+    let config = config("drops");
+    let redis = raw_client(&config).await;
+    let connected = |redis: Client| async move {
+        let info = raw(&redis, vec!["INFO", "clients"]).await.unwrap();
+        let text = info.as_str().unwrap().to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix("connected_clients:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap()
+    };
+    let baseline = connected(redis.clone()).await;
+    for _ in 0..30 {
+        let client = ProxyClient::connect(&config).await.unwrap();
+        let _ = client.resolve("nobody").await;
+        drop(client);
+    }
+    // The reply reader blocks 2 s per read: connections left to it would still be open.
+    eventually(1, "the dropped clients' connections to close", || {
+        let redis = redis.clone();
+        async move { connected(redis).await <= baseline }
+    })
+    .await;
+}
