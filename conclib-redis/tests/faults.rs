@@ -174,8 +174,12 @@ async fn a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over() {
     let old_notes = temp_file("sigstop-old");
     let old = Peer::serve(&config, "old", &["dup"], &old_notes, lease.as_millis() as u64).await;
     let client = ProxyClient::connect(&config).await.unwrap();
+    // A client whose resolution goes stale: it keeps sending to the old owner's stream.
+    let mut stale_config = config.clone();
+    stale_config.resolve_cache_ttl = Duration::from_secs(120);
+    let stale = ProxyClient::connect(&stale_config).await.unwrap();
     for i in 0..20 {
-        client.tell("dup", Note(i)).await.unwrap();
+        stale.tell("dup", Note(i)).await.unwrap();
     }
     eventually(10, "the old owner handled the first tells", || {
         let path = old_notes.clone();
@@ -195,10 +199,21 @@ async fn a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over() {
         async move { raw(&redis, vec!["GET", &key]).await.ok() == Some(Value::from("new")) }
     })
     .await;
-    // Tells sent while the old owner is frozen: some reach its stream (stale resolutions).
+    // Tells sent while the old owner is frozen: into its stream (a stale resolution) and
+    // into the new owner's.
     for i in 20..220 {
-        client.tell("dup", Note(i)).await.unwrap();
+        if i % 2 == 0 {
+            stale.tell("dup", Note(i)).await.unwrap();
+        } else {
+            client.tell("dup", Note(i)).await.unwrap();
+        }
     }
+    let old_stream = format!("{}:sys:old:req", config.namespace);
+    let queued = raw(&redis, vec!["XLEN", &old_stream]).await.unwrap();
+    assert!(
+        queued.as_u64().is_some_and(|n| n >= 100),
+        "the stale client's tells wait in the old owner's stream: {queued:?}"
+    );
     old.signal(libc::SIGCONT);
     // After it wakes: every one of those tells is handled, by the new owner only.
     eventually(20, "every tell handled", || {
