@@ -106,12 +106,9 @@ impl Drop for Guard {
         let reply_key = self.shared.reply_key.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                // The reply reader may sit in a blocking read: unblock it first, or its QUIT
-                // (and so the connection) waits for the read to end.
-                let _ = reader.unblock_self(None).await;
-                let _ = reader.quit().await;
                 let _ = conn::call(pool.next(), keyed("DEL"), vec![owned(reply_key)]).await;
                 let _ = pool.quit().await;
+                close_reader(&reader).await;
             });
         }
     }
@@ -311,9 +308,7 @@ impl ProxyClient {
         )
         .await;
         let _ = self.shared.pool.quit().await;
-        // The reply reader may sit in a blocking read: unblock it, or QUIT waits behind it.
-        let _ = self._guard.reader.unblock_self(None).await;
-        let _ = self._guard.reader.quit().await;
+        close_reader(&self._guard.reader).await;
     }
 
     fn encode<M: Serialize, E>(&self, msg: &M) -> Result<Vec<u8>, ProxyError<E>> {
@@ -800,6 +795,21 @@ async fn behind_ready_tasks() {
 }
 
 /// Reads this client's reply list and hands each reply to the ask waiting for it.
+/// Closes the reply reader's connection now. It may sit in a blocking read (or have one
+/// queued, about to be sent): its QUIT waits behind that, so the read is interrupted until
+/// the QUIT goes through.
+async fn close_reader(reader: &Client) {
+    let quit = reader.quit();
+    tokio::pin!(quit);
+    loop {
+        let _ = reader.unblock_self(None).await;
+        tokio::select! {
+            _ = &mut quit => return,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
 async fn read_replies(shared: Arc<Shared>, reader: Client) {
     let mut backoff = Duration::from_millis(10);
     let cmd = keyed_at("BLMPOP", 2, true);

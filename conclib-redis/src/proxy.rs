@@ -525,7 +525,8 @@ impl Shared {
     /// name) under a pid that no longer exists. A crashed proxy restarted on the same host
     /// then serves at once instead of after a whole lease.
     async fn take_over_dead_holder(&self) -> bool {
-        let Ok(holder) = conn::call(&self.cmd, keyed("GET"), vec![owned(self.lease_key.clone())]).await
+        let Ok(holder) =
+            conn::call(&self.cmd, keyed("GET"), vec![owned(self.lease_key.clone())]).await
         else {
             return false;
         };
