@@ -831,7 +831,6 @@ impl Shared {
     ) -> Result<Handling, Completion> {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let done = |reply: Option<(String, Bytes)>| Completion {
-            entry_id: entry_id.clone(),
             id,
             reply,
             requeue: false,
@@ -940,7 +939,6 @@ impl Shared {
                 if owner.is_some() || !shared.lease_fresh() {
                     let (reply, requeue) = shared.not_ours(&req, owner, &reply_to, timeout).await;
                     return Completion {
-                        entry_id,
                         id,
                         reply,
                         requeue,
@@ -972,7 +970,6 @@ impl Shared {
                 }
             };
             Completion {
-                entry_id,
                 id,
                 reply,
                 requeue: false,
@@ -1108,7 +1105,6 @@ impl Shared {
 
 /// What is left to do for one request: push its reply (if any) and acknowledge it.
 struct Completion {
-    entry_id: Bytes,
     id: EntryId,
     reply: Option<(String, Bytes)>,
     /// Not acknowledged: left pending in Redis, to be read again (a tell this proxy could
@@ -1570,7 +1566,7 @@ impl Shared {
                 ttl.clone(),
                 Value::Integer(chunk.len() as i64),
             ]);
-            args.extend(chunk.iter().map(|c| bytes(c.entry_id.clone())));
+            args.extend(chunk.iter().map(|c| owned(c.id.to_string())));
             for frames in by_key.values() {
                 args.push(Value::Integer(frames.len() as i64));
                 args.extend(frames.iter().map(|f| bytes((*f).clone())));
@@ -1607,7 +1603,7 @@ impl Shared {
         let mut by_key: HashMap<&str, Vec<Value>> = HashMap::new();
         let mut entries = Vec::with_capacity(batch.len());
         for c in batch {
-            entries.push(bytes(c.entry_id.clone()));
+            entries.push(owned(c.id.to_string()));
             if let Some((key, frame)) = &c.reply {
                 by_key.entry(key).or_default().push(bytes(frame.clone()));
             }
