@@ -163,6 +163,12 @@ fn free_port() -> Result<u16, DaemonError> {
 /// AOF); its working directory and log live in a temporary directory removed at shutdown. If
 /// `config.url` has a password, the server requires it.
 ///
+/// The server refuses what no proxy would accept, so that a hostile client cannot make a
+/// proxy read it: one value (a request's body) of more than
+/// [`max_payload`](ProxyConfig::max_payload) + 64 KiB (`proto-max-bulk-len`, at least 1 MiB),
+/// one command of more than twice that plus 1 MiB (`client-query-buffer-limit`). A proxy
+/// then holds at most [`batch_size`](ProxyConfig::batch_size) such entries at once.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use conclib_redis::{ProxyConfig, start_redis};
@@ -189,7 +195,15 @@ pub async fn start_redis(config: &ProxyConfig) -> Result<RedisDaemon, DaemonErro
             Some(port) => port,
             None => free_port()?,
         };
-        match start_once(&binary, port, password.clone(), config.startup_timeout).await {
+        match start_once(
+            &binary,
+            port,
+            password.clone(),
+            config.max_payload,
+            config.startup_timeout,
+        )
+        .await
+        {
             Ok(daemon) => return Ok(daemon),
             // Someone else took the free port between our probe and the server's bind.
             Err(DaemonError::Exited { status, log }) if log.contains("Address already in use") => {
@@ -232,8 +246,12 @@ async fn start_once(
     binary: &Path,
     port: u16,
     password: Option<String>,
+    max_payload: usize,
     timeout: Duration,
 ) -> Result<RedisDaemon, DaemonError> {
+    const MIB: usize = 1024 * 1024;
+    let bulk = (max_payload.saturating_add(64 * 1024)).max(MIB);
+    let query = bulk.saturating_mul(2).saturating_add(MIB);
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "conclib-redis-{}-{}-{port}",
@@ -260,6 +278,10 @@ async fn start_once(
             "no",
         ])
         .args(["--loglevel", "notice"])
+        .arg("--proto-max-bulk-len")
+        .arg(bulk.to_string())
+        .arg("--client-query-buffer-limit")
+        .arg(query.to_string())
         .arg("--dir")
         .arg(&dir)
         .arg("--logfile")

@@ -518,3 +518,44 @@ async fn dropped_clients_close_their_connections_at_once() {
     }
     daemon.shutdown().unwrap();
 }
+
+/// Item 6: a Redis from `start_redis` refuses entries no proxy would accept, so a hostile
+/// client cannot make a proxy read (and hold) them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_redis_refuses_entries_larger_than_any_proxy_accepts() {
+    let base = ProxyConfig::default()
+        .with_namespace("huge")
+        .with_max_payload(256 * 1024);
+    let daemon = conclib_redis::start_redis(&base).await.unwrap();
+    let config = daemon.config(&base);
+    let system = ActorSystem::new("huge");
+    system
+        .build(Counter::default())
+        .urn("c")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let redis = raw_client(&config).await;
+    let stream = format!("{}:sys:huge:req", config.namespace);
+    let huge = "x".repeat(3 * 1024 * 1024);
+    let refused = raw(
+        &redis,
+        vec![
+            "XADD", &stream, "*", "v", "1", "urn", "c", "msg", "test.Echo", "ttl", "5000", "codec",
+            "bincode", "body", &huge,
+        ],
+    )
+    .await;
+    assert!(refused.is_err(), "Redis took a 3 MiB value: {refused:?}");
+    // Within the limit, a body too large for the proxy is refused by the proxy.
+    let client = ProxyClient::connect(&config).await.unwrap();
+    assert!(matches!(
+        client.ask("c", Echo("y".repeat(300 * 1024))).await,
+        Err(ProxyError::TooLarge(_))
+    ));
+    assert_eq!(client.ask("c", Echo("ok".into())).await, Ok("ok".to_owned()));
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+    daemon.shutdown().unwrap();
+}
