@@ -174,6 +174,7 @@
 //! maps) for clients in other languages. The envelope never depends on the codec.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod acl;
 mod client;
 mod codec;
 mod config;
@@ -184,6 +185,7 @@ mod protocol;
 mod proxy;
 mod unacked;
 
+pub use acl::{client_acl, proxy_acl};
 pub use client::{ProxyClient, RemoteAsk};
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPack;

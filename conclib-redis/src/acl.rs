@@ -1,0 +1,81 @@
+//! Least-privilege Redis ACL rules for the two roles that share a namespace: clients (which
+//! ask and tell) and proxies (which serve).
+//!
+//! Who can do what on a shared Redis, with these rules:
+//! - A **client** may resolve URNs (`GET {ns}:urn:*`), append requests to request streams
+//!   (`XADD`, or the batching script: `EXISTS` + `XADD` on `{ns}:sys:*:req`), and pop and
+//!   delete reply lists (`BLMPOP`, `DEL` on `{ns}:reply:*`). It cannot list keys (`SCAN`,
+//!   `KEYS`), so it cannot find another client's reply list (its name holds 128 random bits),
+//!   and it cannot push to any list (`RPUSH`, `LPUSH`), so it cannot forge an answer. It
+//!   cannot read or write anything else: leases, other namespaces, other data.
+//! - A **proxy** may do everything its protocol needs in its namespace (`{ns}:*`): claim
+//!   URNs and its lease, read, acknowledge and trim request streams, push replies.
+//!
+//! What remains possible for a client, by design of the protocol: to send any request to
+//! any actor the namespace exposes, with any `reply` list name under `{ns}:reply:` (the
+//! proxy answers there; a guessed name is 128 bits of luck), and to delete or pop a reply
+//! list whose name it knows.
+//!
+//! ```
+//! let rules = conclib_redis::client_acl("shop");
+//! assert!(rules.iter().any(|r| r == "~shop:reply:*"));
+//! // ACL SETUSER web on >secret <rules...>, then connect as redis://web:secret@host:6379
+//! ```
+
+/// The rules (arguments of `ACL SETUSER <user> on ><password> ...`) of a client of
+/// namespace `namespace`: see the module docs for what they allow.
+#[must_use]
+pub fn client_acl(namespace: &str) -> Vec<String> {
+    let mut rules = base();
+    rules.extend(
+        [
+            "+get",
+            "+exists",
+            "+xadd",
+            "+blmpop",
+            "+del",
+            "+evalsha",
+            "+eval",
+            "+info",
+            "+client|unblock",
+        ]
+        .map(str::to_owned),
+    );
+    rules.push(format!("%R~{namespace}:urn:*"));
+    rules.push(format!("~{namespace}:sys:*:req"));
+    rules.push(format!("~{namespace}:reply:*"));
+    rules
+}
+
+/// The rules of a proxy serving namespace `namespace`.
+#[must_use]
+pub fn proxy_acl(namespace: &str) -> Vec<String> {
+    let mut rules = base();
+    rules.extend(
+        [
+            "+get", "+set", "+del", "+exists", "+pexpire", "+time", "+info", "+evalsha", "+eval",
+            "+rpush", "+xadd", "+xreadgroup", "+xack", "+xtrim", "+xgroup|create",
+            "+xinfo|stream", "+xinfo|groups", "+client|unblock",
+        ]
+        .map(str::to_owned),
+    );
+    rules.push(format!("~{namespace}:*"));
+    rules
+}
+
+/// What every role starts from: nothing, then what a connection needs.
+fn base() -> Vec<String> {
+    [
+        "resetkeys",
+        "resetchannels",
+        "-@all",
+        "+ping",
+        "+hello",
+        "+auth",
+        "+quit",
+        "+client|setname",
+        "+client|id",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}

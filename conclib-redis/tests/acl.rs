@@ -1,0 +1,84 @@
+//! The least-privilege roles, against a real Redis with real ACL users: a client with the
+//! client role asks and tells; it cannot forge an answer, list keys or read other keys.
+mod common;
+
+use common::actors::*;
+use conclib_core::ActorSystem;
+use conclib_redis::{ProxyClient, ProxyConfig, client_acl, proxy_acl, start_proxy, start_redis};
+use fred::prelude::*;
+
+async fn connect(url: &str) -> Client {
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+async fn raw(client: &Client, args: &[&str]) -> Result<Value, fred::error::Error> {
+    let (name, args) = args.split_first().unwrap();
+    let args: Vec<Value> = args.iter().map(|a| Value::from(a.to_string())).collect();
+    client
+        .custom::<Value, Value>(
+            fred::types::CustomCommand::new(name.to_string(), fred::types::ClusterHash::FirstKey, false),
+            args,
+        )
+        .await
+}
+
+fn denied(result: Result<Value, fred::error::Error>) -> bool {
+    matches!(result, Err(e) if e.to_string().contains("NOPERM") || e.to_string().contains("no permissions"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_role_asks_but_cannot_forge_list_or_read() {
+    let ns = "acl";
+    let base = ProxyConfig::default().with_namespace(ns);
+    let daemon = start_redis(&base).await.unwrap();
+    let admin = connect(&daemon.url()).await;
+    for (user, rules) in [("web", client_acl(ns)), ("svc", proxy_acl(ns))] {
+        let mut args = vec!["ACL", "SETUSER", user, "on", ">secret"];
+        args.extend(rules.iter().map(String::as_str));
+        raw(&admin, &args).await.unwrap();
+    }
+    let url_as = |user: &str| format!("redis://{user}:secret@127.0.0.1:{}", daemon.port());
+
+    let system = ActorSystem::new("svc");
+    system
+        .build(Counter::default())
+        .urn("c")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &base.clone().with_url(url_as("svc")))
+        .await
+        .unwrap();
+    let client = ProxyClient::connect(&base.clone().with_url(url_as("web")))
+        .await
+        .unwrap();
+    assert_eq!(client.ask("c", Add(2)).await, Ok(2));
+    client.tell("c", Record(3)).await.unwrap();
+    assert_eq!(client.ask("c", History).await, Ok(vec![3]));
+    assert_eq!(
+        client.ask("nobody", Add(1)).await,
+        Err(conclib_redis::ProxyError::UnknownUrn {
+            urn: "nobody".into()
+        })
+    );
+
+    // What the same user cannot do with its own connection.
+    let web = connect(&url_as("web")).await;
+    let other_reply = format!("{ns}:reply:0123456789abcdef0123456789abcdef");
+    assert!(denied(raw(&web, &["RPUSH", &other_reply, "forged"]).await), "forge an answer");
+    assert!(denied(raw(&web, &["LPUSH", &other_reply, "forged"]).await), "forge an answer");
+    assert!(denied(raw(&web, &["SCAN", "0"]).await), "list keys");
+    assert!(denied(raw(&web, &["KEYS", "*"]).await), "list keys");
+    assert!(denied(raw(&web, &["GET", &format!("{ns}:sys:svc:lease")]).await), "read a lease");
+    assert!(denied(raw(&web, &["SET", &format!("{ns}:urn:c"), "mine"]).await), "steal a URN");
+    assert!(denied(raw(&web, &["GET", "elsewhere"]).await), "read other data");
+    assert!(denied(raw(&web, &["FLUSHALL"]).await), "flush");
+
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+    daemon.shutdown().unwrap();
+}
