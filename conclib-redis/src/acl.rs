@@ -53,9 +53,24 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
     let mut rules = base();
     rules.extend(
         [
-            "+get", "+set", "+del", "+exists", "+pexpire", "+time", "+info", "+evalsha", "+eval",
-            "+rpush", "+xadd", "+xreadgroup", "+xack", "+xtrim", "+xgroup|create",
-            "+xinfo|stream", "+xinfo|groups", "+client|unblock",
+            "+get",
+            "+set",
+            "+del",
+            "+exists",
+            "+pexpire",
+            "+time",
+            "+info",
+            "+evalsha",
+            "+eval",
+            "+rpush",
+            "+xadd",
+            "+xreadgroup",
+            "+xack",
+            "+xtrim",
+            "+xgroup|create",
+            "+xinfo|stream",
+            "+xinfo|groups",
+            "+client|unblock",
         ]
         .map(str::to_owned),
     );

@@ -55,25 +55,67 @@
 //! ```
 //!
 //! # Guarantees
+//! Each of these has a test that injects the fault it is about (`tests/faults.rs`,
+//! `tests/redis_restart.rs`, `tests/acl.rs`: real redis-server, real processes, SIGKILL and
+//! SIGSTOP).
 //! - **Typed errors.** Unknown URN (answered at once), message not exposed, the handler's
-//!   own error (decoded to `M::Error`), panic, timeout, actor stopped, codec error, payload
-//!   too large, Redis unavailable: each is its own [`ProxyError`] variant.
-//! - **Deadlines.** Every request carries one; the proxy drops a request whose deadline
-//!   passed without handling it, and bounds the actor's handling by what is left.
-//! - **No request lost to a proxy restart.** Requests wait in a Redis stream until the proxy
-//!   has answered them: a proxy that stops or crashes before taking (or before answering) a
-//!   request leaves it in Redis, and the next proxy of the same system id handles it if its
-//!   deadline has not passed. A crash between handling and acknowledging means the request
-//!   is handled again (at-least-once across crashes; exactly once otherwise).
+//!   own error (decoded to `M::Error`), panic, timeout, actor stopped, mailbox full, codec
+//!   error, payload too large, Redis unavailable: each is its own [`ProxyError`] variant.
+//! - **Deadlines.** Every request carries one, counted from when Redis took it (its entry
+//!   id; an id a client chose in the future does not count: the proxy's reading time stands
+//!   in). The proxy drops a request whose deadline passed without handling it, and bounds
+//!   the actor's handling by what is left; an ask still in the actor's mailbox at its
+//!   deadline is never started (nobody waits for it).
+//! - **Overload.** A request waits at most [`full_mailbox_wait`](ProxyConfig::full_mailbox_wait)
+//!   (100 ms) for room in a full mailbox; then an ask is answered
+//!   [`ProxyError::MailboxFull`] at once (a web server answers 503) and a tell is dropped
+//!   with a warning.
+//! - **At least once across crashes, for asks and tells.** A request stays in its Redis
+//!   stream until the proxy has answered it (an ask) or its handler has finished (a tell),
+//!   or it was refused. A proxy that stops or crashes before that leaves it in Redis, and the
+//!   next proxy of the same system id handles it if its deadline has not passed: a crash
+//!   between handling and acknowledging means it is handled again (exactly once otherwise).
+//! - **Traffic is never split.** A URN is served by one system: a proxy hands a request to
+//!   an actor only while its leases are surely held by its own monotonic clock (their TTL,
+//!   less a tenth for clock drift, from before their last renewal). After a pause longer than
+//!   that (SIGSTOP, a frozen VM), it re-checks first; if another system took the URN
+//!   meanwhile, an ask is answered `NotOwner` (the client resolves again and retries once)
+//!   and a tell is passed to the new owner's stream.
+//! - **Takeover.** A proxy started for a system whose previous proxy crashed serves at once
+//!   when the crash is provable (the previous one ran on this host, by host name, and its
+//!   pid is gone), else after that one's lease ([`lease_ttl`](ProxyConfig::lease_ttl), 15 s).
 //! - **Nothing grows without bound.** Replies live in per-client lists that expire; handled
-//!   requests are trimmed from their stream; a request stream whose proxy is gone for good expires; ownership
-//!   keys are leases.
+//!   requests are trimmed from their stream; a request stream whose proxy is gone for good
+//!   expires; ownership keys are leases; a dropped [`ProxyClient`] closes its connections at
+//!   once.
 //! - **Reconnects.** Proxy and client reconnect by themselves after Redis restarts; asks
 //!   during an outage fail with [`ProxyError::Unavailable`] (or succeed) within their timeout.
+//!   A live actor is not reported unknown because a restarted Redis lost its keys: a client
+//!   that knew the URN waits (within the ask's timeout) while Redis is younger than one
+//!   lease, then answers `Unavailable`. (A client that never resolved the URN before the
+//!   restart cannot tell, and answers `UnknownUrn` until the owner registers again, within
+//!   milliseconds of its reconnection.)
 //! - **Hostile input.** Malformed entries, unknown wire names, undecodable or oversized
 //!   payloads are answered with an error when a reply address can be read, logged, and the
-//!   proxy goes on.
+//!   proxy goes on. A stream whose ids a client pushed into the future is replaced by an
+//!   empty one once drained.
+//! - **Memory.** A proxy holds at most [`batch_size`](ProxyConfig::batch_size) (256) entries
+//!   read at once, each as large as Redis accepts. A Redis from [`start_redis`] refuses a
+//!   value over [`max_payload`](ProxyConfig::max_payload) + 64 KiB and a command over twice
+//!   that plus 1 MiB; on an existing Redis set `proto-max-bulk-len` and
+//!   `client-query-buffer-limit` the same way (the defaults, 512 MiB and 1 GiB, let one
+//!   client hand a proxy that much per entry).
 //!
+//! # Trust model
+//! Anyone who can write to a namespace's request streams can ask its actors anything they
+//! expose: expose (`#[handle(remote)]`) only what such clients may do, and check rights in
+//! the handler. Give web processes the client role and serving processes the proxy role,
+//! as Redis ACL users: [`client_acl`] and [`proxy_acl`] return the rules (`ACL SETUSER name
+//! on >password <rules...>`). A client with the client role resolves URNs, appends requests
+//! and pops its replies; it cannot list keys, push to any list (so it cannot forge another
+//! client's answers), or read leases and other data. Reply lists are named by 128 random
+//! bits.
+
 //! # Protocol (version 1)
 //!
 //! Everything below is what a client in another language needs. `{ns}` is the namespace
@@ -92,28 +134,58 @@
 //! ## Asking
 //! 1. **Resolve** the URN: `GET {ns}:urn:{urn}`. Nil: no such actor (fail at once). Else the
 //!    system id; it may be cached briefly (ours: [`resolve_cache_ttl`](ProxyConfig::resolve_cache_ttl), 1 s).
+//!    A URN key outlives a graceful shutdown of its proxy by up to a lease (unless
+//!    [`release_on_shutdown`](ProxyConfig::release_on_shutdown)): requests sent meanwhile
+//!    wait in the stream for the next proxy of that system, and expire at their deadline.
 //! 2. **Send**: `XADD {ns}:sys:{system}:req NOMKSTREAM * v 1 id <id> urn <urn> msg <name> ttl <ms> reply <reply-key> codec <codec> body <bytes>`.
 //!    A nil answer means the stream does not exist: the system is gone (treat as unknown URN).
+//!    Always add with id `*`: Redis dates the request (an explicit id in the future only
+//!    makes the proxy date it by its reading time).
 //!
 //!    | field | value |
 //!    |---|---|
 //!    | `v` | protocol version, `1` |
-//!    | `id` | request id, decimal u64, unique among this client's pending asks |
+//!    | `id` | request id, decimal u64: the reply frame carries it. Unique among this client's asks for as long as its reply list lives (reuse one only after its answer came or its deadline passed), and required for an ask: an ask without a numeric `id` is dropped unanswered |
 //!    | `urn` | the actor's URN (UTF-8) |
 //!    | `msg` | the message's wire name ([`Message::name`](conclib_core::Message::name)) |
-//!    | `ttl` | decimal milliseconds: the request expires at (entry id's millisecond part + `ttl`), both on Redis's clock |
-//!    | `reply` | the client's reply list key, which must start with `{ns}:reply:`; absent for a tell |
+//!    | `ttl` | decimal milliseconds, 1 to 4294967295: the request expires `ttl` after Redis took it (its entry id's millisecond part), on Redis's clock |
+//!    | `reply` | the client's reply list key; absent for a tell. A key that does not start with `{ns}:reply:` (or is longer than 256 bytes after it) gets no answer: the request is dropped unanswered |
 //!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
-//!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes |
+//!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes (default 8 MiB; the same limit applies to answers: a larger response or error is answered `TooLarge`) |
 //!
-//!    Field order does not matter; unknown fields are ignored. A client may append several
+//!    Field order does not matter; unknown fields are ignored; a field given twice counts
+//!    with its last value. A client may append several
 //!    requests to one stream in one command; ours does so for asks made together, with a
 //!    script that appends them all if the stream exists (`EXISTS`, then one `XADD` each, no
 //!    `NOMKSTREAM` needed inside the script) and returns 0 if it does not.
 //! 3. **Wait**: one reader per client, `BLMPOP <secs> 1 {ns}:reply:{client} LEFT COUNT <n>`,
 //!    dispatching each frame by its request id. Frames for ids no longer waited for (timed
-//!    out) are discarded.
+//!    out) are discarded. Wait for `ttl` plus a little for Redis round trips (ours: none; the
+//!    ask's timeout is the `ttl`); past the deadline no answer comes.
+//! 4. **Status 2 or 10** (`UnknownUrn`, `NotOwner`) means the cached resolution is stale:
+//!    drop it, resolve again, and if the URN now names another system, send once more.
 //!
+//! ### One ask in raw Redis commands
+//! The actor `counter` (at 1) of system `backend` in namespace `shop`, asked `Add(5)` with the
+//! MessagePack codec (`tests/raw_protocol.rs` runs exactly this):
+//! ```text
+//! GET shop:urn:counter                                   -> "backend"
+//! XADD shop:sys:backend:req NOMKSTREAM * v 1 id 7 urn counter msg test.Add ttl 5000
+//!      reply shop:reply:0123456789abcdef0123456789abcdef codec msgpack body "\x05"
+//!                                                        -> "1700000000000-0"
+//! BLMPOP 5 1 shop:reply:0123456789abcdef0123456789abcdef LEFT COUNT 16
+//!   -> ["shop:reply:0123...", ["\x00\x00\x00\x00\x00\x00\x00\x07\x00\x06"]]
+//!      id 7 (8 bytes, big-endian), status 0 (Ok), payload msgpack 6
+//! ```
+//!
+//! ### How Rust types travel as MessagePack
+//! (`tests/msgpack_mapping.rs` checks each line.) A newtype struct (`struct Add(u64)`) is its
+//! bare value; a unit struct is an empty array (nil is accepted too); `()` and `None` are
+//! nil, `Some(x)` is `x`; a struct is a map of field names (an array of the fields in order
+//! is accepted too); an enum is externally tagged: a unit variant is its name as a string,
+//! any other variant a one-entry map from its name to its content; `Vec<u8>` is an array of
+//! integers (use `serde_bytes` for bin); strings are str. Trailing bytes are refused.
+
 //! A **reply frame** is binary: request id (8 bytes, unsigned big-endian), status (1 byte),
 //! payload (the rest).
 //!
@@ -133,11 +205,13 @@
 //! | 11 | TooLarge | UTF-8 text: body or answer over the size limit |
 //! | 12 | MailboxFull | UTF-8 text |
 //!
-//! A **tell** is the same entry without `reply`; nothing is answered.
+//! A **tell** is the same entry without `reply` (and without need of an `id`); nothing is
+//! answered. It stays pending until the actor has handled it.
 //!
 //! ## Serving (what a proxy does)
-//! - At start: takes `{ns}:sys:{system}:lease` with `SET NX PX` (waiting up to one lease time
-//!   for a crashed predecessor's lease to lapse, else [`ServeError::SystemInUse`]);
+//! - At start: takes `{ns}:sys:{system}:lease` (value `<random>@<host>:<pid>`) with `SET NX
+//!   PX`, at once if the holder provably died (same host, pid gone), else waiting up to one
+//!   lease time for a crashed predecessor's lease to lapse, else [`ServeError::SystemInUse`];
 //!   `XGROUP CREATE {ns}:sys:{system}:req proxy 0 MKSTREAM` (so requests queued before the
 //!   group existed are served); claims every exposed actor's URN key with a script that
 //!   sets it if absent or already this system's (a URN owned by another live system is
@@ -146,8 +220,9 @@
 //!   first id `0` (entries delivered before and never acknowledged — a crash, a lost
 //!   answer), then `>`.
 //! - For each entry: checks the fields, drops it unanswered if expired, looks the URN up in
-//!   the actor system, checks the message is exposed, decodes, asks the actor with the
-//!   remaining time, encodes the answer.
+//!   the actor system, checks the message is exposed, decodes, checks its leases are fresh
+//!   (else renews them first), asks the actor with the remaining time (a tell: waits for its
+//!   handler to finish), encodes the answer.
 //! - Answers in batches, each in one script call (atomic, so a reply list always has a TTL):
 //!   for each reply list `RPUSH key frame...` and `PEXPIRE key reply_ttl`, then `XACK` of
 //!   the batch's entries and `XTRIM key MINID ~ <id>`, where `<id>` is the oldest entry
@@ -166,7 +241,9 @@
 //!   <id>`, as at shutdown). Whenever the system takes or frees a URN
 //!   (`ActorSystem::urn_changes`), and every [`scan_interval`](ProxyConfig::scan_interval) as
 //!   a safety net, it registers actors spawned since and releases (compare-and-delete) the
-//!   URNs of stopped ones.
+//!   URNs of stopped ones. If the stream's ids ran ahead of the clock, it replaces the
+//!   stream by an empty one with the same group once every entry was delivered and
+//!   acknowledged (one script: `XINFO`, `DEL`, `XGROUP CREATE ... $ MKSTREAM`).
 //!
 //! ## Codecs
 //! Payloads are encoded by a [`Codec`]: [`Bincode`] (bincode 2, `config::standard()`,

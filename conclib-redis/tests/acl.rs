@@ -20,7 +20,11 @@ async fn raw(client: &Client, args: &[&str]) -> Result<Value, fred::error::Error
     let args: Vec<Value> = args.iter().map(|a| Value::from(a.to_string())).collect();
     client
         .custom::<Value, Value>(
-            fred::types::CustomCommand::new(name.to_string(), fred::types::ClusterHash::FirstKey, false),
+            fred::types::CustomCommand::new(
+                name.to_string(),
+                fred::types::ClusterHash::FirstKey,
+                false,
+            ),
             args,
         )
         .await
@@ -69,13 +73,28 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
     // What the same user cannot do with its own connection.
     let web = connect(&url_as("web")).await;
     let other_reply = format!("{ns}:reply:0123456789abcdef0123456789abcdef");
-    assert!(denied(raw(&web, &["RPUSH", &other_reply, "forged"]).await), "forge an answer");
-    assert!(denied(raw(&web, &["LPUSH", &other_reply, "forged"]).await), "forge an answer");
+    assert!(
+        denied(raw(&web, &["RPUSH", &other_reply, "forged"]).await),
+        "forge an answer"
+    );
+    assert!(
+        denied(raw(&web, &["LPUSH", &other_reply, "forged"]).await),
+        "forge an answer"
+    );
     assert!(denied(raw(&web, &["SCAN", "0"]).await), "list keys");
     assert!(denied(raw(&web, &["KEYS", "*"]).await), "list keys");
-    assert!(denied(raw(&web, &["GET", &format!("{ns}:sys:svc:lease")]).await), "read a lease");
-    assert!(denied(raw(&web, &["SET", &format!("{ns}:urn:c"), "mine"]).await), "steal a URN");
-    assert!(denied(raw(&web, &["GET", "elsewhere"]).await), "read other data");
+    assert!(
+        denied(raw(&web, &["GET", &format!("{ns}:sys:svc:lease")]).await),
+        "read a lease"
+    );
+    assert!(
+        denied(raw(&web, &["SET", &format!("{ns}:urn:c"), "mine"]).await),
+        "steal a URN"
+    );
+    assert!(
+        denied(raw(&web, &["GET", "elsewhere"]).await),
+        "read other data"
+    );
     assert!(denied(raw(&web, &["FLUSHALL"]).await), "flush");
 
     client.shutdown().await;

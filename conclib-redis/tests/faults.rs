@@ -542,8 +542,21 @@ async fn start_redis_refuses_entries_larger_than_any_proxy_accepts() {
     let refused = raw(
         &redis,
         vec![
-            "XADD", &stream, "*", "v", "1", "urn", "c", "msg", "test.Echo", "ttl", "5000", "codec",
-            "bincode", "body", &huge,
+            "XADD",
+            &stream,
+            "*",
+            "v",
+            "1",
+            "urn",
+            "c",
+            "msg",
+            "test.Echo",
+            "ttl",
+            "5000",
+            "codec",
+            "bincode",
+            "body",
+            &huge,
         ],
     )
     .await;
@@ -554,7 +567,10 @@ async fn start_redis_refuses_entries_larger_than_any_proxy_accepts() {
         client.ask("c", Echo("y".repeat(300 * 1024))).await,
         Err(ProxyError::TooLarge(_))
     ));
-    assert_eq!(client.ask("c", Echo("ok".into())).await, Ok("ok".to_owned()));
+    assert_eq!(
+        client.ask("c", Echo("ok".into())).await,
+        Ok("ok".to_owned())
+    );
     client.shutdown().await;
     proxy.shutdown().await.unwrap();
     daemon.shutdown().unwrap();

@@ -32,7 +32,11 @@ async fn one_ask_in_raw_redis_commands() {
         async move {
             redis
                 .custom::<Value, Value>(
-                    fred::types::CustomCommand::new(name, fred::types::ClusterHash::FirstKey, false),
+                    fred::types::CustomCommand::new(
+                        name,
+                        fred::types::ClusterHash::FirstKey,
+                        false,
+                    ),
                     args,
                 )
                 .await
@@ -86,8 +90,12 @@ async fn one_ask_in_raw_redis_commands() {
         ],
     )
     .await;
-    let Value::Array(mut parts) = popped else { panic!("{popped:?}") };
-    let Value::Array(frames) = parts.pop().unwrap() else { panic!() };
+    let Value::Array(mut parts) = popped else {
+        panic!("{popped:?}")
+    };
+    let Value::Array(frames) = parts.pop().unwrap() else {
+        panic!()
+    };
     let frame = frames[0].as_bytes().unwrap().to_vec();
     // id 7 (8 bytes, big-endian), status 0 (Ok), payload: msgpack 6 (1 + 5).
     assert_eq!(frame, [0, 0, 0, 0, 0, 0, 0, 7, 0, 0x06]);
