@@ -88,7 +88,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move { pool.ask(job).await.expect("job") }
     })
     .await;
-    assert_eq!(checksum, expected, "the pool computes what one actor computes");
+    assert_eq!(
+        checksum, expected,
+        "the pool computes what one actor computes"
+    );
 
     println!(
         "one actor: {:.2} s; pool of {workers}: {:.2} s",
