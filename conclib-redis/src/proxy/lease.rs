@@ -1,0 +1,377 @@
+//! Lease keeping: the system's lease and its URN keys, taken, renewed, re-checked after a
+//! pause, taken over from a dead predecessor; and the stream's upkeep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fred::prelude::*;
+
+use super::{FUTURE_ID_TOLERANCE_MS, Shared};
+use crate::client::random_token;
+use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
+use crate::error::ServeError;
+use crate::protocol::CONSUMER_GROUP;
+
+/// The lease value of one proxy instance: a random token, then where it runs.
+pub(super) fn lease_token() -> String {
+    format!("{}@{}:{}", random_token(), this_host(), std::process::id())
+}
+
+/// The host and pid a lease value names.
+pub(super) fn lease_holder(token: &str) -> Option<(&str, u32)> {
+    let (_, at) = token.split_once('@')?;
+    let (host, pid) = at.rsplit_once(':')?;
+    Some((host, pid.parse().ok()?))
+}
+
+pub(super) fn this_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether a process with this pid exists on this host (a zombie counts: not reaped yet).
+pub(super) fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+impl Shared {
+    /// Takes the system's instance lease, waiting up to one lease time for a crashed
+    /// predecessor's lease to lapse.
+    pub(super) async fn acquire_lease(&self) -> Result<(), ServeError> {
+        let deadline = tokio::time::Instant::now() + self.config.lease_ttl + Duration::from_secs(1);
+        loop {
+            let set = conn::call(
+                &self.cmd,
+                keyed("SET"),
+                vec![
+                    owned(self.lease_key.clone()),
+                    owned(self.token.clone()),
+                    s("NX"),
+                    s("PX"),
+                    Value::Integer(self.config.lease_ttl.as_millis() as i64),
+                ],
+            )
+            .await
+            .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
+            if !set.is_null() {
+                return Ok(());
+            }
+            if self.take_over_dead_holder().await {
+                continue;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ServeError::SystemInUse {
+                    system_id: self.system_id.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Frees the system's lease if its holder provably died: it ran on this host (same host
+    /// name) under a pid that no longer exists. A crashed proxy restarted on the same host
+    /// then serves at once instead of after a whole lease.
+    pub(super) async fn take_over_dead_holder(&self) -> bool {
+        let Ok(holder) =
+            conn::call(&self.cmd, keyed("GET"), vec![owned(self.lease_key.clone())]).await
+        else {
+            return false;
+        };
+        let Some(holder) = as_bytes(&holder).map(|b| String::from_utf8_lossy(b).into_owned())
+        else {
+            return false;
+        };
+        let Some((host, pid)) = lease_holder(&holder) else {
+            return false;
+        };
+        if host != this_host() || pid == std::process::id() || process_exists(pid) {
+            return false;
+        }
+        let released = self
+            .eval_many(
+                &self.release,
+                vec![(self.lease_key.clone(), vec![owned(holder.clone())])],
+            )
+            .await;
+        let taken = matches!(released.first(), Some(Ok(Value::Integer(1))));
+        if taken {
+            tracing::info!(system = %self.system_id, pid, "took over the lease of a dead proxy on this host");
+        }
+        taken
+    }
+
+    /// Creates the request stream and its consumer group, reading from the stream's start
+    /// (so requests queued before the group existed are served).
+    pub(super) async fn ensure_group(&self) -> Result<(), fred::error::Error> {
+        let created = conn::call(
+            &self.cmd,
+            keyed_at("XGROUP", 1, false),
+            vec![
+                s("CREATE"),
+                owned(self.requests_key.clone()),
+                s(CONSUMER_GROUP),
+                s("0"),
+                s("MKSTREAM"),
+            ],
+        )
+        .await;
+        match created {
+            Err(e) if !conn::error_code_is(&e, "BUSYGROUP") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) async fn renew_queue(&self) {
+        let _ = conn::call(
+            &self.cmd,
+            keyed("PEXPIRE"),
+            vec![
+                owned(self.requests_key.clone()),
+                Value::Integer(self.config.queue_ttl.as_millis() as i64),
+            ],
+        )
+        .await;
+    }
+
+    /// Looks at the system's actors: claims the URNs of new exposed actors, releases those
+    /// of stopped ones.
+    pub(super) async fn scan(&self) {
+        let _guard = self.scan_lock.lock().await;
+        let mut now: HashMap<String, bool> = HashMap::new();
+        let known: HashMap<String, bool> = self.registry().local.clone();
+        for actor in self.system.named_actors() {
+            let Some(urn) = actor.urn() else { continue };
+            if !actor.is_alive() {
+                continue;
+            }
+            let urn = urn.as_str().to_owned();
+            let exposes = match known.get(&urn) {
+                Some(e) => *e,
+                None => !actor.remote_messages().is_empty(),
+            };
+            now.insert(urn, exposes);
+        }
+        let added: Vec<String> = now
+            .iter()
+            .filter(|(u, e)| **e && !known.contains_key(*u))
+            .map(|(u, _)| u.clone())
+            .collect();
+        let removed: Vec<String> = {
+            let mut reg = self.registry();
+            let removed: Vec<String> = reg
+                .local
+                .keys()
+                .filter(|u| !now.contains_key(*u))
+                .cloned()
+                .collect();
+            for u in &removed {
+                reg.conflicts.remove(u);
+            }
+            reg.local = now;
+            removed
+                .into_iter()
+                .filter(|u| reg.owned.remove(u))
+                .collect()
+        };
+        if !removed.is_empty() {
+            let calls = removed
+                .iter()
+                .map(|u| (self.keys.urn(u), vec![owned(self.system_id.clone())]))
+                .collect();
+            self.eval_many(&self.release, calls).await;
+            tracing::debug!(count = removed.len(), "released URNs of stopped actors");
+        }
+        let _ = self.claim_urns(added).await;
+    }
+
+    /// Claims (or renews) these URNs and records which we own and which another system does.
+    /// `false` if Redis did not answer for some of them.
+    pub(super) async fn claim_urns(&self, urns: Vec<String>) -> bool {
+        if urns.is_empty() {
+            return true;
+        }
+        let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
+        let calls = urns
+            .iter()
+            .map(|u| {
+                (
+                    self.keys.urn(u),
+                    vec![owned(self.system_id.clone()), ttl.clone()],
+                )
+            })
+            .collect();
+        let results = self.eval_many(&self.claim, calls).await;
+        let mut answered = true;
+        let mut reg = self.registry();
+        for (urn, result) in urns.into_iter().zip(results) {
+            if !reg.local.contains_key(&urn) {
+                continue; // stopped meanwhile; the next scan releases it
+            }
+            match result {
+                Ok(Value::Integer(1)) => {
+                    if reg.conflicts.remove(&urn).is_some() {
+                        tracing::info!(%urn, "took over a URN whose previous owner's lease lapsed");
+                    }
+                    reg.owned.insert(urn);
+                }
+                Ok(other) => {
+                    let owner = as_bytes(&other)
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_else(|| format!("{other:?}"));
+                    let was_owned = reg.owned.remove(&urn);
+                    let known = reg.conflicts.insert(urn.clone(), owner.clone());
+                    if known.as_deref() != Some(owner.as_str()) {
+                        tracing::error!(
+                            %urn,
+                            %owner,
+                            system = %self.system_id,
+                            was_owned,
+                            "URN is served by another system; this proxy refuses it (rename one of the actors)"
+                        );
+                    }
+                }
+                Err(e) => {
+                    answered = false;
+                    tracing::warn!(%urn, error = %e, "could not claim URN; will retry");
+                }
+            }
+        }
+        answered
+    }
+
+    /// Whether the leases are surely still held (see `fresh_until`).
+    pub(super) fn lease_fresh(&self) -> bool {
+        std::time::Instant::now() < *self.fresh_until.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records leases renewed by commands sent after `since`.
+    pub(super) fn mark_fresh(&self, since: std::time::Instant) {
+        let ttl = self.config.lease_ttl;
+        // Redis counts the TTL from when it ran the command, after `since`; the margin
+        // covers the two clocks running at slightly different rates.
+        let margin = (ttl / 10).max(Duration::from_millis(50));
+        *self.fresh_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            since + ttl.saturating_sub(margin);
+    }
+
+    /// Renews the leases now unless another task just did (a request met stale leases:
+    /// this process was paused, or Redis was unreachable).
+    pub(super) async fn recheck_lease(&self) {
+        let _one_at_a_time = self.recheck.lock().await;
+        if !self.lease_fresh() {
+            self.renew().await;
+        }
+    }
+
+    /// Renews the instance lease, the URN ownerships and the queue's TTL, and trims the queue.
+    pub(super) async fn renew(&self) {
+        let since = std::time::Instant::now();
+        let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
+        let lease = self
+            .eval_many(
+                &self.claim,
+                vec![(self.lease_key.clone(), vec![owned(self.token.clone()), ttl])],
+            )
+            .await;
+        match lease.into_iter().next() {
+            Some(Ok(Value::Integer(1))) => {}
+            Some(Ok(other)) => {
+                tracing::error!(system = %self.system_id, holder = ?other, "another proxy instance took this system's lease; this one stops reading");
+                self.serving.store(false, Ordering::Release);
+                let _ = self.stop.send_replace(true);
+                return;
+            }
+            _ => return, // Redis unreachable: try again next time
+        }
+        let urns: Vec<String> = {
+            let reg = self.registry();
+            reg.owned
+                .iter()
+                .chain(reg.conflicts.keys())
+                .cloned()
+                .collect()
+        };
+        let _guard = self.scan_lock.lock().await;
+        if self.claim_urns(urns).await {
+            self.mark_fresh(since);
+        }
+        self.renew_queue().await;
+        self.trim_exact().await;
+        self.sync_clock().await;
+        self.reset_poisoned().await;
+    }
+
+    /// Replaces a request stream whose ids run ahead of the clock (a client added an entry
+    /// with an id in the future) by an empty one, once all its entries were handled.
+    pub(super) async fn reset_poisoned(&self) {
+        if !self.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        let args = vec![
+            s(CONSUMER_GROUP),
+            Value::Integer(FUTURE_ID_TOLERANCE_MS),
+            Value::Integer(self.config.queue_ttl.as_millis() as i64),
+        ];
+        let reset = self
+            .eval_many(&self.reset, vec![(self.requests_key.clone(), args)])
+            .await;
+        match reset.first() {
+            Some(Ok(Value::Integer(1))) => {
+                self.unacked().reset();
+                self.poisoned.store(false, Ordering::Release);
+                tracing::warn!(system = %self.system_id, "reset the request stream: a client had added ids far in the future");
+            }
+            Some(Ok(Value::Integer(0))) => self.poisoned.store(false, Ordering::Release),
+            Some(Ok(_)) => {} // entries still to handle: next renewal
+            Some(Err(e)) => tracing::debug!(error = %e, "could not reset the request stream"),
+            None => {}
+        }
+    }
+}
+
+pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
+    let mut scan = tokio::time::interval(shared.config.scan_interval);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew =
+        tokio::time::interval((shared.config.lease_ttl / 3).max(Duration::from_millis(10)));
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Both were just done by start_proxy.
+    scan.tick().await;
+    renew.tick().await;
+    let mut reconnects = shared.cmd.reconnect_rx();
+    let mut events = true;
+    // A URN taken or freed is published at once; the periodic scan is the safety net.
+    let mut urn_changes = shared.system.urn_changes();
+    urn_changes.mark_unchanged();
+    loop {
+        tokio::select! {
+            Ok(()) = urn_changes.changed() => shared.scan().await,
+            _ = scan.tick() => shared.scan().await,
+            _ = renew.tick() => shared.renew().await,
+            event = reconnects.recv(), if events => match event {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Redis may have restarted empty: recreate the group, claim everything again.
+                    tracing::info!(system = %shared.system_id, "reconnected to Redis; renewing registrations");
+                    if let Err(e) = shared.ensure_group().await {
+                        tracing::warn!(error = %e, "could not recreate the consumer group");
+                    }
+                    shared.renew().await;
+                }
+                Err(_) => events = false,
+            },
+        }
+    }
+}

@@ -1,0 +1,781 @@
+//! [`start_proxy`]: serves an actor system's exposed actors to other processes.
+//!
+//! This module starts a proxy and turns one request into its handling (`dispatch`); its
+//! children read requests (`read`), write answers (`write`) and keep the leases (`lease`).
+
+mod lease;
+mod read;
+mod write;
+
+use lease::{heartbeat_loop, lease_token};
+use read::{RawEnvelope, Request, read_loop};
+use write::write_loop;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use conclib_core::{ActorSystem, AskError, DynActorRef, ErasedResult, RemoteMessage};
+use fred::bytes::Bytes;
+use fred::prelude::*;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::codec::{Codec, builtin_codec};
+use crate::config::{ProxyConfig, check_system_id};
+use crate::conn::{self, as_bytes, bytes, keyed, keyed_at, owned, s};
+use crate::error::ServeError;
+use crate::protocol::{
+    self, ANSWER_SCRIPT, CLAIM_SCRIPT, Keys, PROTOCOL_VERSION, PUSH_SCRIPT, RELEASE_SCRIPT,
+    RESET_SCRIPT, Status, field,
+};
+use crate::unacked::{EntryId, Unacked};
+
+/// Counters of what a proxy did since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ProxyStats {
+    /// Requests read from the request stream.
+    pub received: u64,
+    /// Requests finished and acknowledged: answered (whatever the status), told, refused or
+    /// dropped as expired.
+    pub completed: u64,
+    /// Requests dropped unprocessed because their deadline had passed.
+    pub expired: u64,
+    /// Requests refused as malformed, unknown, too large or undecodable.
+    pub rejected: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    completed: AtomicU64,
+    expired: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// A Lua script with its SHA1, run with EVALSHA and loaded with EVAL when Redis lost it.
+struct Script {
+    text: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn new(text: &'static str) -> Self {
+        Script {
+            text,
+            sha: protocol::sha1_hex(text),
+        }
+    }
+}
+
+/// URNs this proxy knows about.
+#[derive(Default)]
+struct Registry {
+    /// Live local URNs, and whether the actor exposes any message.
+    local: HashMap<String, bool>,
+    /// URNs whose ownership key names this system.
+    owned: HashSet<String>,
+    /// URNs another system owns: URN → that system's id.
+    conflicts: HashMap<String, String>,
+}
+
+struct Shared {
+    system: ActorSystem,
+    config: ProxyConfig,
+    system_id: String,
+    keys: Keys,
+    requests_key: String,
+    lease_key: String,
+    reply_prefix: String,
+    token: String,
+    cmd: Client,
+    reader: Client,
+    codecs: Vec<Arc<dyn Codec>>,
+    /// Redis's clock minus ours, in ms.
+    clock_offset_ms: AtomicI64,
+    registry: Mutex<Registry>,
+    scan_lock: tokio::sync::Mutex<()>,
+    in_flight: Arc<Semaphore>,
+    /// Stream entries read and not yet acknowledged (re-reading the pending list skips
+    /// them; the stream is trimmed below them).
+    unacked: Mutex<Unacked>,
+    /// An answer was given up on: the read loop re-reads the pending list to handle it again.
+    reread: AtomicBool,
+    counters: Counters,
+    claim: Script,
+    release: Script,
+    push: Script,
+    answer: Script,
+    serving: AtomicBool,
+    stop: watch::Sender<bool>,
+    /// Until when, by this process's monotonic clock, the leases renewed last are surely
+    /// still held (their TTL, less a margin for clock drift, from before the renewal).
+    fresh_until: Mutex<std::time::Instant>,
+    /// One lease re-check at a time.
+    recheck: tokio::sync::Mutex<()>,
+    /// The request stream holds ids far in the future (a hostile client): reset it once
+    /// drained.
+    poisoned: AtomicBool,
+    reset: Script,
+}
+
+/// A running proxy; from [`start_proxy`].
+///
+/// [`shutdown`](Self::shutdown) stops it gracefully. Dropping the handle without it aborts
+/// the proxy at once: requests it had taken and not answered are handled again by the next
+/// proxy of the same system id (they stay in Redis until acknowledged).
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+    reader: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyHandle")
+            .field("system_id", &self.shared.system_id)
+            .field("namespace", &self.shared.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes the actors of `system` that expose messages ([`Actor::REMOTE`](conclib_core::Actor::REMOTE))
+/// reachable through Redis by [`ProxyClient`](crate::ProxyClient)s, and returns once the
+/// actors alive now are reachable.
+///
+/// The proxy serves the system under [`ProxyConfig::system_id`] (default: the system's name).
+/// It claims each exposed actor's URN in Redis, and publishes actors spawned or stopped later
+/// as soon as the system reports a URN change (also every [`ProxyConfig::scan_interval`], and
+/// at once with [`ProxyHandle::refresh`]). A URN
+/// another live system already owns is not served here: it is logged as an error and listed
+/// by [`ProxyHandle::conflicts`], and taken over only if the other system's ownership lapses.
+/// Requests are looked up by URN when they arrive, so a restarted actor is served at once.
+///
+/// # Errors
+/// [`ServeError::Config`], [`ServeError::Unavailable`] if Redis cannot be reached,
+/// [`ServeError::SystemInUse`] if another live proxy serves the same system id.
+pub async fn start_proxy(
+    system: &ActorSystem,
+    config: &ProxyConfig,
+) -> Result<ProxyHandle, ServeError> {
+    let system_id = config
+        .system_id
+        .clone()
+        .unwrap_or_else(|| system.name().to_owned());
+    check_system_id(&system_id).map_err(ServeError::Config)?;
+    let block = Duration::from_secs(1);
+    let cmd = config
+        .builder::<()>(config.command_timeout)
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let cmd = cmd.build().map_err(|e| ServeError::Config(e.to_string()))?;
+    let reader = config
+        .builder::<()>(config.command_timeout + block)
+        .map_err(|e| ServeError::Config(e.to_string()))?
+        .build()
+        .map_err(|e| ServeError::Config(e.to_string()))?;
+    let connect = async {
+        cmd.init().await?;
+        reader.init().await?;
+        Ok::<_, fred::error::Error>(())
+    };
+    match tokio::time::timeout(config.connect_timeout, connect).await {
+        Ok(Ok(())) => {}
+        outcome => {
+            let _ = cmd.quit().await;
+            let _ = reader.quit().await;
+            return Err(ServeError::Unavailable(match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("could not connect within {:?}", config.connect_timeout),
+            }));
+        }
+    }
+    let keys = Keys::new(&config.namespace);
+    let mut codecs: Vec<Arc<dyn Codec>> = vec![config.codec.clone()];
+    for name in ["bincode", "msgpack"] {
+        if name != config.codec.name()
+            && let Some(c) = builtin_codec(name.as_bytes())
+        {
+            codecs.push(c);
+        }
+    }
+    let (stop, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        system: system.clone(),
+        requests_key: keys.requests(&system_id),
+        lease_key: keys.lease(&system_id),
+        reply_prefix: keys.reply_prefix(),
+        keys,
+        token: lease_token(),
+        system_id,
+        config: config.clone(),
+        cmd,
+        reader,
+        codecs,
+        clock_offset_ms: AtomicI64::new(0),
+        registry: Mutex::new(Registry::default()),
+        scan_lock: tokio::sync::Mutex::new(()),
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        unacked: Mutex::new(Unacked::default()),
+        reread: AtomicBool::new(false),
+        counters: Counters::default(),
+        claim: Script::new(CLAIM_SCRIPT),
+        release: Script::new(RELEASE_SCRIPT),
+        push: Script::new(PUSH_SCRIPT),
+        answer: Script::new(ANSWER_SCRIPT),
+        serving: AtomicBool::new(true),
+        stop,
+        fresh_until: Mutex::new(std::time::Instant::now()),
+        recheck: tokio::sync::Mutex::new(()),
+        poisoned: AtomicBool::new(false),
+        reset: Script::new(RESET_SCRIPT),
+    });
+    let started = async {
+        let since = std::time::Instant::now();
+        shared.acquire_lease().await?;
+        shared.sync_clock().await;
+        shared
+            .ensure_group()
+            .await
+            .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
+        shared.renew_queue().await;
+        shared.scan().await;
+        shared.mark_fresh(since);
+        Ok::<_, ServeError>(())
+    };
+    if let Err(e) = started.await {
+        let _ = shared.cmd.quit().await;
+        let _ = shared.reader.quit().await;
+        return Err(e);
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(shared.clone(), rx));
+    let reader = tokio::spawn(read_loop(shared.clone(), tx, block));
+    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+    tracing::info!(
+        system = %shared.system_id,
+        namespace = %shared.config.namespace,
+        urns = shared.registry.lock().unwrap_or_else(|e| e.into_inner()).owned.len(),
+        "Redis proxy started"
+    );
+    Ok(ProxyHandle {
+        shared,
+        reader: Some(reader),
+        writer: Some(writer),
+        heartbeat: Some(heartbeat),
+    })
+}
+
+impl ProxyHandle {
+    /// The system id served.
+    #[must_use]
+    pub fn system_id(&self) -> &str {
+        &self.shared.system_id
+    }
+
+    /// The URNs this proxy owns in Redis (and so serves), sorted.
+    #[must_use]
+    pub fn served_urns(&self) -> Vec<String> {
+        let mut urns: Vec<String> = self.shared.registry().owned.iter().cloned().collect();
+        urns.sort();
+        urns
+    }
+
+    /// Local URNs another system owns, with that system's id: this proxy refuses their
+    /// requests ([`ProxyError::UnknownUrn`](crate::ProxyError::UnknownUrn) for clients routed here by
+    /// stale information) until the other system releases them.
+    #[must_use]
+    pub fn conflicts(&self) -> Vec<(String, String)> {
+        let mut list: Vec<(String, String)> = self
+            .shared
+            .registry()
+            .conflicts
+            .iter()
+            .map(|(u, o)| (u.clone(), o.clone()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Whether the proxy still reads requests (false after shutdown began, or after another
+    /// instance took the system's lease).
+    #[must_use]
+    pub fn is_serving(&self) -> bool {
+        self.shared.serving.load(Ordering::Acquire)
+    }
+
+    /// What the proxy did so far.
+    #[must_use]
+    pub fn stats(&self) -> ProxyStats {
+        let c = &self.shared.counters;
+        ProxyStats {
+            received: c.received.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Registers actors spawned (and releases those stopped) since the last scan, now rather
+    /// than at the next [`ProxyConfig::scan_interval`].
+    pub async fn refresh(&self) {
+        self.shared.scan().await;
+    }
+
+    /// Stops taking requests, finishes the ones taken (their replies are written and
+    /// acknowledged), releases the system's lease, and returns. Requests still queued stay in
+    /// Redis for the next proxy of this system id. URN ownerships lapse after
+    /// [`ProxyConfig::lease_ttl`] unless [`ProxyConfig::release_on_shutdown`] is set.
+    ///
+    /// # Errors
+    /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        let shared = self.shared.clone();
+        shared.serving.store(false, Ordering::Release);
+        let _ = shared.stop.send_replace(true);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.await;
+        }
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.await;
+        }
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.abort();
+            let _ = heartbeat.await;
+        }
+        shared.trim_exact().await;
+        let mut result = Ok(());
+        if shared.config.release_on_shutdown {
+            let urns: Vec<String> = shared.registry().owned.drain().collect();
+            let calls = urns
+                .iter()
+                .map(|u| (shared.keys.urn(u), vec![owned(shared.system_id.clone())]))
+                .collect();
+            for r in shared.eval_many(&shared.release, calls).await {
+                if let Err(e) = r {
+                    result = Err(ServeError::Unavailable(e.to_string()));
+                }
+            }
+        }
+        let release = shared
+            .eval_many(
+                &shared.release,
+                vec![(shared.lease_key.clone(), vec![owned(shared.token.clone())])],
+            )
+            .await;
+        if let Some(Err(e)) = release.into_iter().next() {
+            result = Err(ServeError::Unavailable(e.to_string()));
+        }
+        let _ = shared.cmd.quit().await;
+        let _ = shared.reader.quit().await;
+        tracing::info!(system = %shared.system_id, "Redis proxy stopped");
+        result
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        for task in [
+            self.reader.take(),
+            self.writer.take(),
+            self.heartbeat.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            task.abort();
+        }
+        if self.shared.serving.swap(false, Ordering::AcqRel) {
+            let shared = self.shared.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = shared.cmd.quit().await;
+                    let _ = shared.reader.quit().await;
+                });
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Shared {
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn unacked(&self) -> std::sync::MutexGuard<'_, Unacked> {
+        self.unacked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Redis's clock now, as far as we can tell, in ms.
+    fn redis_now_ms(&self) -> i64 {
+        now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
+    }
+
+    async fn sync_clock(&self) {
+        let before = now_ms();
+        let Ok(Value::Array(parts)) = conn::call(&self.cmd, conn::unkeyed("TIME"), vec![]).await
+        else {
+            return;
+        };
+        let after = now_ms();
+        let num =
+            |v: &Value| as_bytes(v).and_then(|b| std::str::from_utf8(b).ok()?.parse::<i64>().ok());
+        if let [secs, micros] = &parts[..]
+            && let (Some(secs), Some(micros)) = (num(secs), num(micros))
+        {
+            let redis = secs * 1000 + micros / 1000;
+            self.clock_offset_ms
+                .store(redis - (before + after) / 2, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs one script per (key, args) in a pipeline; re-runs with EVAL the calls that met
+    /// NOSCRIPT (Redis restarted or flushed its script cache).
+    async fn eval_many(
+        &self,
+        script: &Script,
+        calls: Vec<(String, Vec<Value>)>,
+    ) -> Vec<Result<Value, fred::error::Error>> {
+        if calls.is_empty() {
+            return Vec::new();
+        }
+        let mut results = Vec::with_capacity(calls.len());
+        for chunk in calls.chunks(1000) {
+            let pipeline = self.cmd.pipeline();
+            for (key, args) in chunk {
+                let mut a = Vec::with_capacity(args.len() + 3);
+                a.push(owned(script.sha.clone()));
+                a.push(Value::Integer(1));
+                a.push(owned(key.clone()));
+                a.extend(args.iter().cloned());
+                let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), a).await;
+            }
+            let mut out = pipeline.try_all::<Value>().await;
+            for (i, (key, args)) in chunk.iter().enumerate() {
+                if let Some(Err(e)) = out.get(i)
+                    && conn::error_code_is(e, "NOSCRIPT")
+                {
+                    let mut a = Vec::with_capacity(args.len() + 3);
+                    a.push(s(script.text));
+                    a.push(Value::Integer(1));
+                    a.push(owned(key.clone()));
+                    a.extend(args.iter().cloned());
+                    out[i] = conn::call(&self.cmd, keyed_at("EVAL", 2, false), a).await;
+                }
+            }
+            results.extend(out);
+        }
+        results
+    }
+
+    /// Decodes, checks and starts one request: its completion at once when it cannot be
+    /// handled (error reply or plain acknowledgement), else the handling to drive.
+    fn dispatch(
+        self: &Arc<Self>,
+        entry_id: Bytes,
+        id: EntryId,
+        fields: Value,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Handling, Completion> {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let done = |reply: Option<(String, Bytes)>| Completion {
+            id,
+            reply,
+            requeue: false,
+            _permit: None,
+        };
+        let fields = match fields {
+            Value::Array(f) => f,
+            // Deleted while pending: nothing to do but acknowledge.
+            _ => return Err(done(None)),
+        };
+        let env = RawEnvelope::parse(fields);
+        let Some(reply_to) = env.address(&self.reply_prefix) else {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(entry = ?entry_id, "dropped a malformed request with no usable reply address");
+            return Err(done(None));
+        };
+        let reject = |status: Status, text: String| {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(entry = ?entry_id, %status, "{text}");
+            let reply = reply_to.as_ref().map(|(key, id)| {
+                (
+                    key.clone(),
+                    Bytes::from(protocol::encode_reply(*id, status, text.as_bytes())),
+                )
+            });
+            Err(done(reply))
+        };
+        let req = match env.validate() {
+            Ok(req) => req,
+            Err(text) => return reject(Status::BadRequest, text),
+        };
+        // Expired: drop unprocessed, no reply (the asker gave up).
+        // The entry id says when Redis took the request, unless a client chose an id in the
+        // future: then the proxy's reading time stands in for it (a deadline never rests on
+        // a client's word), and the stream is reset once drained (`reset_poisoned`).
+        let now = self.redis_now_ms();
+        let sent_ms = i64::try_from(id.ms).unwrap_or(i64::MAX);
+        if sent_ms > now.saturating_add(FUTURE_ID_TOLERANCE_MS) {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        let remaining_ms = sent_ms.min(now).saturating_add(req.ttl_ms) - now;
+        if remaining_ms <= 0 {
+            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(urn = %req.urn, message = %req.message, "dropped an expired request");
+            return Err(done(None));
+        }
+        if req.body.len() > self.config.max_payload {
+            return reject(
+                Status::TooLarge,
+                format!(
+                    "the message is {} bytes, the limit is {}",
+                    req.body.len(),
+                    self.config.max_payload
+                ),
+            );
+        }
+        let Some(codec) = self
+            .codecs
+            .iter()
+            .find(|c| c.name().as_bytes() == &req.codec[..])
+            .cloned()
+        else {
+            return reject(
+                Status::BadRequest,
+                format!("unknown codec {:?}", String::from_utf8_lossy(&req.codec)),
+            );
+        };
+        if let Some(owner) = self.registry().conflicts.get(&req.urn) {
+            return reject(
+                Status::NotOwner,
+                format!("URN {} is served by system {owner}", req.urn),
+            );
+        }
+        let target = match self.system.lookup(&req.urn) {
+            Ok(t) => t,
+            Err(_) => return reject(Status::UnknownUrn, format!("no actor with URN {}", req.urn)),
+        };
+        let Some(rm) = target.remote_message(&req.message) else {
+            return reject(
+                Status::UnknownMessage,
+                format!("actor {} does not expose message {}", req.urn, req.message),
+            );
+        };
+        let mut decoded = None;
+        if let Err(e) = codec.decode_with(&req.body, &mut |de| {
+            decoded = Some(rm.decode(de)?);
+            Ok(())
+        }) {
+            return reject(
+                Status::CodecError,
+                format!("cannot decode {} for {}: {e}", req.message, req.urn),
+            );
+        }
+        let Some(msg) = decoded else {
+            return reject(Status::CodecError, "the codec produced no message".into());
+        };
+        let timeout = Duration::from_millis(remaining_ms as u64);
+        let room_wait = self.config.full_mailbox_wait.min(timeout);
+        let shared = self.clone();
+        Ok(Box::pin(async move {
+            // Never hand a request to the actor without a lease surely still held: after a
+            // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
+            if !shared.lease_fresh() {
+                shared.recheck_lease().await;
+                let owner = shared.registry().conflicts.get(&req.urn).cloned();
+                if owner.is_some() || !shared.lease_fresh() {
+                    let (reply, requeue) = shared.not_ours(&req, owner, &reply_to, timeout).await;
+                    return Completion {
+                        id,
+                        reply,
+                        requeue,
+                        _permit: Some(permit),
+                    };
+                }
+            }
+            let request = target
+                .erased(rm.name(), rm.type_id(), msg)
+                .room_timeout(room_wait);
+            let reply = match &reply_to {
+                Some((key, id)) => {
+                    // At the deadline the ask is dropped, and the actor never starts a
+                    // request still queued then (nobody waits for it).
+                    let result = request.timeout(timeout).ask().await;
+                    let (status, payload) = shared.outcome(rm, &*codec, &target, result);
+                    Some((
+                        key.clone(),
+                        Bytes::from(protocol::encode_reply(*id, status, &payload)),
+                    ))
+                }
+                None => {
+                    // A tell is acknowledged once its handler has finished (or it was
+                    // refused), so a crash before that leaves it in Redis for the next proxy.
+                    if let Err(e) = request.tell().await {
+                        tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
+                    }
+                    None
+                }
+            };
+            Completion {
+                id,
+                reply,
+                requeue: false,
+                _permit: Some(permit),
+            }
+        }))
+    }
+
+    /// A request for a URN this proxy cannot confirm it still serves. An ask is answered
+    /// `NotOwner` (its client resolves the URN again); a tell goes to the URN's new owner's
+    /// stream, or stays pending here when the owner is not known yet. Returns the reply and
+    /// whether to leave the request pending.
+    async fn not_ours(
+        &self,
+        req: &Request,
+        owner: Option<String>,
+        reply_to: &Option<(String, u64)>,
+        remaining: Duration,
+    ) -> (Option<(String, Bytes)>, bool) {
+        if let Some((key, id)) = reply_to {
+            let text = match &owner {
+                Some(owner) => format!("URN {} is served by system {owner}", req.urn),
+                None => format!("this proxy cannot confirm it still serves {}", req.urn),
+            };
+            tracing::info!(urn = %req.urn, "{text}");
+            let frame = protocol::encode_reply(*id, Status::NotOwner, text.as_bytes());
+            return (Some((key.clone(), Bytes::from(frame))), false);
+        }
+        let Some(owner) = owner else {
+            return (None, true);
+        };
+        let forwarded = conn::call(
+            &self.cmd,
+            keyed("XADD"),
+            vec![
+                owned(self.keys.requests(&owner)),
+                s("NOMKSTREAM"),
+                s("*"),
+                s(field::VERSION),
+                s(PROTOCOL_VERSION),
+                s(field::URN),
+                owned(req.urn.clone()),
+                s(field::MESSAGE),
+                owned(req.message.clone()),
+                s(field::TTL),
+                Value::Integer(remaining.as_millis().max(1) as i64),
+                s(field::CODEC),
+                bytes(req.codec.clone()),
+                s(field::BODY),
+                bytes(req.body.clone()),
+            ],
+        )
+        .await;
+        match forwarded {
+            Ok(Value::Null) => {
+                tracing::warn!(urn = %req.urn, %owner, "dropped a told message: its URN's new owner has no request stream");
+                (None, false)
+            }
+            Ok(_) => {
+                tracing::info!(urn = %req.urn, %owner, "forwarded a told message to the URN's new owner");
+                (None, false)
+            }
+            Err(e) => {
+                tracing::warn!(urn = %req.urn, error = %e, "could not forward a told message; it stays pending");
+                (None, true)
+            }
+        }
+    }
+
+    /// The status and payload answering an ask's result.
+    fn outcome(
+        &self,
+        rm: &RemoteMessage,
+        codec: &dyn Codec,
+        target: &DynActorRef,
+        result: ErasedResult,
+    ) -> (Status, Vec<u8>) {
+        let urn = target
+            .urn()
+            .map(|u| u.as_str().to_owned())
+            .unwrap_or_default();
+        let encoded =
+            |status: Status, value: Option<&dyn erased_serde::Serialize>, what: &str| match value {
+                None => (
+                    Status::CodecError,
+                    format!("the {what} is not of the message's {what} type").into_bytes(),
+                ),
+                Some(v) => match codec.encode(v) {
+                    Ok(bytes) if bytes.len() > self.config.max_payload => (
+                        Status::TooLarge,
+                        format!(
+                            "the {what} is {} bytes, the limit is {}",
+                            bytes.len(),
+                            self.config.max_payload
+                        )
+                        .into_bytes(),
+                    ),
+                    Ok(bytes) => (status, bytes),
+                    Err(e) => (
+                        Status::CodecError,
+                        format!("cannot encode the {what}: {e}").into_bytes(),
+                    ),
+                },
+            };
+        match result {
+            Ok(response) => encoded(Status::Ok, rm.response(&*response), "response"),
+            Err(AskError::Handler(error)) => {
+                encoded(Status::HandlerError, rm.error(&*error), "error")
+            }
+            Err(AskError::Panicked(p)) => (Status::Panicked, p.into_bytes()),
+            Err(AskError::Timeout(d)) => (
+                Status::Timeout,
+                format!("{urn} did not answer within {d:?}").into_bytes(),
+            ),
+            Err(AskError::ActorStopped) => {
+                (Status::ActorStopped, format!("{urn} stopped").into_bytes())
+            }
+            Err(AskError::NoResponse) => (
+                Status::NoResponse,
+                format!("{urn} dropped the request").into_bytes(),
+            ),
+            Err(AskError::MailboxFull) => (
+                Status::MailboxFull,
+                format!("{urn} has a full mailbox").into_bytes(),
+            ),
+            Err(AskError::UnknownMessage { message, .. }) => (
+                Status::UnknownMessage,
+                format!("{urn} does not handle {message}").into_bytes(),
+            ),
+        }
+    }
+}
+
+/// What is left to do for one request: push its reply (if any) and acknowledge it.
+struct Completion {
+    id: EntryId,
+    reply: Option<(String, Bytes)>,
+    /// Not acknowledged: left pending in Redis, to be read again (a tell this proxy could
+    /// not confirm it may still serve).
+    requeue: bool,
+    /// The request's place among those in flight, given back once the answer is written.
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// A request being handled: resolves to its completion.
+type Handling = Pin<Box<dyn Future<Output = Completion> + Send>>;
+
+/// How far ahead of Redis's clock a request's entry id may be and still date the request.
+const FUTURE_ID_TOLERANCE_MS: i64 = 2_000;

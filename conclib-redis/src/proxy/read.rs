@@ -1,0 +1,364 @@
+//! Reading requests: the request loop, and a request's fields as read and validated.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::Poll;
+use std::time::Duration;
+
+use fred::bytes::Bytes;
+use fred::prelude::*;
+use fred::types::ClientUnblockFlag;
+use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+
+use super::{Completion, Handling, Shared};
+use crate::conn::{self, as_bytes, bytes, keyed_at, owned, s};
+use crate::error::is_connection_error;
+use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
+use crate::unacked::EntryId;
+
+/// Requests being handled, driven by the read loop.
+pub(super) type Running = FuturesUnordered<Handling>;
+
+/// A request's fields as read, before validation.
+#[derive(Default)]
+pub(super) struct RawEnvelope {
+    version: Option<Value>,
+    id: Option<Value>,
+    urn: Option<Value>,
+    message: Option<Value>,
+    ttl: Option<Value>,
+    reply: Option<Value>,
+    codec: Option<Value>,
+    body: Option<Value>,
+    bad_shape: bool,
+}
+
+/// A validated request.
+pub(super) struct Request {
+    pub(super) urn: String,
+    pub(super) message: String,
+    pub(super) ttl_ms: i64,
+    pub(super) codec: Bytes,
+    pub(super) body: Bytes,
+}
+
+pub(super) fn text(v: &Option<Value>) -> Option<&str> {
+    v.as_ref()
+        .and_then(as_bytes)
+        .and_then(|b| std::str::from_utf8(b).ok())
+}
+
+impl RawEnvelope {
+    pub(super) fn parse(fields: Vec<Value>) -> RawEnvelope {
+        let mut env = RawEnvelope {
+            bad_shape: !fields.len().is_multiple_of(2),
+            ..RawEnvelope::default()
+        };
+        let mut it = fields.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            let slot = match as_bytes(&k) {
+                Some(b) if b == field::VERSION.as_bytes() => &mut env.version,
+                Some(b) if b == field::ID.as_bytes() => &mut env.id,
+                Some(b) if b == field::URN.as_bytes() => &mut env.urn,
+                Some(b) if b == field::MESSAGE.as_bytes() => &mut env.message,
+                Some(b) if b == field::TTL.as_bytes() => &mut env.ttl,
+                Some(b) if b == field::REPLY.as_bytes() => &mut env.reply,
+                Some(b) if b == field::CODEC.as_bytes() => &mut env.codec,
+                Some(b) if b == field::BODY.as_bytes() => &mut env.body,
+                _ => continue,
+            };
+            *slot = Some(v);
+        }
+        env
+    }
+
+    /// Where to answer: `Some(None)` for a tell (no `reply` field), `Some(Some(..))` for an
+    /// ask with a usable reply list and id, `None` when a reply is wanted but cannot be sent.
+    pub(super) fn address(&self, prefix: &str) -> Option<Option<(String, u64)>> {
+        if self.reply.is_none() {
+            return Some(None);
+        }
+        let key = text(&self.reply)?;
+        if !key.starts_with(prefix) || key.len() > prefix.len() + 256 || key.len() == prefix.len() {
+            return None;
+        }
+        let id = text(&self.id)?.parse::<u64>().ok()?;
+        Some(Some((key.to_owned(), id)))
+    }
+
+    pub(super) fn validate(self) -> Result<Request, String> {
+        if self.bad_shape {
+            return Err("the request's fields are not name/value pairs".into());
+        }
+        match text(&self.version) {
+            Some(PROTOCOL_VERSION) => {}
+            Some(other) => {
+                return Err(format!(
+                    "unsupported protocol version {other:?} (this proxy speaks {PROTOCOL_VERSION})"
+                ));
+            }
+            None => return Err("missing field v (protocol version)".into()),
+        }
+        let urn = text(&self.urn)
+            .ok_or("missing or non-UTF-8 field urn")?
+            .to_owned();
+        let message = text(&self.message)
+            .ok_or("missing or non-UTF-8 field msg")?
+            .to_owned();
+        let ttl_ms = text(&self.ttl)
+            .and_then(|t| t.parse::<i64>().ok())
+            .filter(|t| (1..=i64::from(u32::MAX)).contains(t))
+            .ok_or("missing or invalid field ttl (milliseconds, 1 to 4294967295)")?;
+        let codec = self
+            .codec
+            .and_then(Value::into_bytes)
+            .ok_or("missing field codec")?;
+        let body = match self.body {
+            Some(Value::Null) | None => return Err("missing field body".into()),
+            Some(v) => v.into_bytes().ok_or("field body is not a string")?,
+        };
+        Ok(Request {
+            urn,
+            message,
+            ttl_ms,
+            codec,
+            body,
+        })
+    }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Polls a future once; gives it back if it is not done.
+pub(super) fn poll_once<T>(
+    mut fut: Pin<Box<dyn Future<Output = T> + Send>>,
+) -> Result<T, Pin<Box<dyn Future<Output = T> + Send>>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Ok(v),
+        Poll::Pending => Err(fut),
+    }
+}
+
+/// Takes the completions of `running` that are ready now.
+pub(super) fn take_ready(running: &mut Running, into: &mut Vec<Completion>) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while let Poll::Ready(Some(c)) = Pin::new(&mut *running).poll_next(&mut cx) {
+        into.push(c);
+    }
+}
+
+/// The proxy's request loop, one task: reads requests, starts their handling, drives it,
+/// and writes the replies of requests answered at once in front of its next read, on the
+/// same connection (one write, one wake-up of Redis, and the reply goes out before Redis
+/// is asked for more). Replies that come later go to the writer (`late`), which writes on
+/// the command connection while this one waits in a blocking read.
+pub(super) async fn read_loop(
+    shared: Arc<Shared>,
+    late: mpsc::UnboundedSender<Vec<Completion>>,
+    block: Duration,
+) {
+    let mut stop = shared.stop.subscribe();
+    // First the entries delivered to us before and never acknowledged (a crash, a lost
+    // answer), then new ones.
+    let mut pending_phase = true;
+    let mut pending_from: Bytes = Bytes::from_static(b"0");
+    let mut backoff = Duration::from_millis(10);
+    let cmd = keyed_at("XREADGROUP", 4, true);
+    let mut running = Running::new();
+    let mut writes: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> =
+        FuturesUnordered::new();
+    let mut ready: Vec<Completion> = Vec::new();
+    loop {
+        if *stop.borrow_and_update() {
+            break;
+        }
+        if shared.reread.swap(false, Ordering::AcqRel) {
+            pending_phase = true;
+            pending_from = Bytes::from_static(b"0");
+        }
+        // Handlers that answer at once do so now, so their replies precede the next read.
+        if !running.is_empty() {
+            tokio::task::yield_now().await;
+            take_ready(&mut running, &mut ready);
+        }
+        if !ready.is_empty() {
+            let write = Box::pin(
+                shared
+                    .clone()
+                    .write_ahead(std::mem::take(&mut ready), late.clone()),
+            );
+            // Its commands are queued on the connection before the read's.
+            if let Err(rest) = poll_once(write) {
+                writes.push(rest);
+            }
+        }
+        // Wait for room before reading more.
+        let first = loop {
+            tokio::select! {
+                p = shared.in_flight.clone().acquire_owned() => match p {
+                    Ok(p) => break Some(p),
+                    Err(_) => break None,
+                },
+                Some(c) = running.next() => { let _ = late.send(vec![c]); }
+                Some(()) = writes.next() => {}
+                _ = stopped(&mut stop) => break None,
+            }
+        };
+        let Some(first) = first else { break };
+        let count = (shared.in_flight.available_permits() + 1).min(shared.config.batch_size);
+        let mut args = vec![
+            s("GROUP"),
+            s(CONSUMER_GROUP),
+            s(CONSUMER_GROUP),
+            s("COUNT"),
+            Value::Integer(count as i64),
+        ];
+        if !pending_phase {
+            args.push(s("BLOCK"));
+            args.push(Value::Integer(block.as_millis() as i64));
+        }
+        args.push(s("STREAMS"));
+        args.push(owned(shared.requests_key.clone()));
+        args.push(if pending_phase {
+            bytes(pending_from.clone())
+        } else {
+            s(">")
+        });
+        // XREADGROUP's key is after GROUP g c COUNT n [BLOCK ms] STREAMS.
+        let offset = args.len() - 2;
+        let mut read_cmd = cmd.clone();
+        read_cmd.cluster_hash = fred::types::ClusterHash::Offset(offset);
+        let read = conn::call(&shared.reader, read_cmd, args);
+        tokio::pin!(read);
+        let result = loop {
+            tokio::select! {
+                r = &mut read => break r,
+                Some(c) = running.next() => { let _ = late.send(vec![c]); }
+                Some(()) = writes.next() => {}
+                _ = stopped(&mut stop) => {
+                    // Wake the blocked read as if it timed out, and handle whatever it got.
+                    let _ = shared.reader.unblock_self(Some(ClientUnblockFlag::Timeout)).await;
+                    break read.await;
+                }
+            }
+        };
+        let entries = match result {
+            Ok(Value::Null) => {
+                if pending_phase {
+                    pending_phase = false;
+                    shared.unacked().set_complete(true);
+                }
+                continue;
+            }
+            Ok(value) => {
+                backoff = Duration::from_millis(10);
+                stream_entries(value)
+            }
+            Err(e) => {
+                if conn::error_code_is(&e, "NOGROUP") {
+                    tracing::info!(system = %shared.system_id, "the request stream or its group is gone (Redis restarted?); recreating it");
+                    if let Err(e) = shared.ensure_group().await {
+                        tracing::warn!(error = %e, "could not recreate the consumer group");
+                    }
+                } else {
+                    tracing::warn!(error = %e, connection = is_connection_error(&e), "reading requests failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stopped(&mut stop) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                // An answer lost with the connection leaves entries delivered to us: re-read them.
+                pending_phase = true;
+                pending_from = Bytes::from_static(b"0");
+                shared.unacked().set_complete(false);
+                continue;
+            }
+        };
+        if pending_phase && entries.is_empty() {
+            pending_phase = false;
+            shared.unacked().set_complete(true);
+            continue;
+        }
+        let mut permit = Some(first);
+        for (entry_id, fields) in entries {
+            let Some(id) = EntryId::parse(&entry_id) else {
+                tracing::warn!(entry = ?entry_id, "skipped a stream entry with a malformed id");
+                continue;
+            };
+            if pending_phase {
+                pending_from = entry_id.clone();
+            }
+            // Re-reading the pending list: skip what is being handled already.
+            if !shared.unacked().insert(id) {
+                continue;
+            }
+            let permit = match permit.take() {
+                Some(p) => p,
+                None => match shared.in_flight.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            match shared.dispatch(entry_id, id, fields, permit) {
+                Err(done) => ready.push(done),
+                // Started here, in arrival order, so one client's messages to one actor enter
+                // its mailbox in order.
+                Ok(handling) => match poll_once(handling) {
+                    Ok(done) => ready.push(done),
+                    Err(rest) => running.push(rest),
+                },
+            }
+        }
+    }
+    // Stopping: finish what was taken; the writer writes it.
+    take_ready(&mut running, &mut ready);
+    if !ready.is_empty() {
+        let _ = late.send(ready);
+    }
+    while let Some(c) = running.next().await {
+        let _ = late.send(vec![c]);
+    }
+    while writes.next().await.is_some() {}
+    tracing::debug!(system = %shared.system_id, "stopped reading requests");
+}
+
+/// The `(id, fields)` of an XREADGROUP answer for one stream.
+pub(super) fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
+    let mut out = Vec::new();
+    let Value::Array(streams) = value else {
+        return out;
+    };
+    for stream in streams {
+        let Value::Array(mut parts) = stream else {
+            continue;
+        };
+        if parts.len() != 2 {
+            continue;
+        }
+        let Value::Array(entries) = parts.pop().expect("two parts") else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(mut pair) = entry else {
+                continue;
+            };
+            if pair.len() != 2 {
+                continue;
+            }
+            let fields = pair.pop().expect("two parts");
+            let Some(id) = pair.pop().and_then(Value::into_bytes) else {
+                continue;
+            };
+            out.push((id, fields));
+        }
+    }
+    out
+}

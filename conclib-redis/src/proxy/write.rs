@@ -1,0 +1,275 @@
+//! Writing answers: replies pushed and requests acknowledged in batches, then the stream
+//! trimmed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fred::bytes::Bytes;
+use fred::prelude::*;
+use tokio::sync::mpsc;
+
+use super::{Completion, FUTURE_ID_TOLERANCE_MS, Shared};
+use crate::conn::{self, bytes, keyed, keyed_at, owned, s};
+use crate::error::is_connection_error;
+use crate::protocol::CONSUMER_GROUP;
+use crate::unacked::EntryId;
+
+/// The most completions answered by one script call (Lua's `unpack` has a stack limit).
+pub(super) const ANSWER_CHUNK: usize = 1024;
+
+/// Writes the completions it receives on the command connection, batched.
+pub(super) async fn write_loop(
+    shared: Arc<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Completion>>,
+) {
+    let mut received = Vec::with_capacity(64);
+    let mut batch = Vec::with_capacity(256);
+    while rx.recv_many(&mut received, 256).await > 0 {
+        batch.extend(received.drain(..).flatten());
+        shared.write(&mut batch).await;
+    }
+}
+
+impl Shared {
+    /// Writes a batch on the read connection, in front of the next read. A batch that fails
+    /// goes to the writer, which retries on the command connection (replies pushed twice are
+    /// harmless: a client discards frames it no longer waits for).
+    pub(super) async fn write_ahead(
+        self: Arc<Self>,
+        mut batch: Vec<Completion>,
+        late: mpsc::UnboundedSender<Vec<Completion>>,
+    ) {
+        self.requeue(&mut batch);
+        if batch.is_empty() {
+            return;
+        }
+        match self.write_once(&self.reader, &batch, false).await {
+            Ok(()) => self.finish(&mut batch),
+            Err(e) => {
+                tracing::debug!(error = %e, "writing replies failed; retrying on the command connection");
+                let _ = late.send(batch);
+            }
+        }
+    }
+
+    /// Writes a batch on the command connection, retrying a while (Redis unreachable, busy,
+    /// out of memory), then giving the requests back to the read loop: they are read again
+    /// from the pending list, a few seconds apart, until answered or expired.
+    pub(super) async fn write(&self, batch: &mut Vec<Completion>) {
+        self.requeue(batch);
+        if batch.is_empty() {
+            return;
+        }
+        let mut backoff = Duration::from_millis(20);
+        for attempt in 0.. {
+            let Err(e) = self.write_once(&self.cmd, batch, true).await else {
+                break;
+            };
+            if attempt >= 8 {
+                tracing::error!(error = %e, connection = is_connection_error(&e), requests = batch.len(), "could not write replies; the requests will be read again");
+                self.give_up(batch);
+                return;
+            }
+            tracing::debug!(error = %e, "writing replies failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+        self.finish(batch);
+    }
+
+    /// One attempt at writing a batch: one `EVALSHA` of the answer script per (at most)
+    /// [`ANSWER_CHUNK`] completions (`EVAL` where Redis lost the script, with `eval_fallback`).
+    /// A cluster cannot run one script over keys of different slots: there it is one push
+    /// script per reply list, then `XACK` and `XTRIM`, in one pipeline.
+    pub(super) async fn write_once(
+        &self,
+        client: &Client,
+        batch: &[Completion],
+        eval_fallback: bool,
+    ) -> Result<(), fred::error::Error> {
+        if client.is_clustered() {
+            return self
+                .write_once_clustered(client, batch, eval_fallback)
+                .await;
+        }
+        let ttl = Value::Integer(self.config.reply_ttl.as_millis() as i64);
+        let trim = self
+            .trim_below(batch)
+            .map_or(s(""), |below| owned(below.to_string()));
+        let pipeline = client.pipeline();
+        let mut calls = Vec::new();
+        let chunks = batch.len().div_ceil(ANSWER_CHUNK);
+        for (i, chunk) in batch.chunks(ANSWER_CHUNK).enumerate() {
+            let mut by_key: HashMap<&str, Vec<&Bytes>> = HashMap::new();
+            for c in chunk {
+                if let Some((key, frame)) = &c.reply {
+                    by_key.entry(key).or_default().push(frame);
+                }
+            }
+            let frames: usize = by_key.values().map(Vec::len).sum();
+            let mut args = Vec::with_capacity(by_key.len() * 2 + chunk.len() + frames + 6);
+            args.extend([
+                owned(self.answer.sha.clone()),
+                Value::Integer(1 + by_key.len() as i64),
+            ]);
+            args.push(owned(self.requests_key.clone()));
+            args.extend(by_key.keys().map(|k| owned(*k)));
+            args.extend([
+                s(CONSUMER_GROUP),
+                ttl.clone(),
+                Value::Integer(chunk.len() as i64),
+            ]);
+            args.extend(chunk.iter().map(|c| owned(c.id.to_string())));
+            for frames in by_key.values() {
+                args.push(Value::Integer(frames.len() as i64));
+                args.extend(frames.iter().map(|f| bytes((*f).clone())));
+            }
+            // Trim once the whole batch is acknowledged: with its last chunk.
+            args.push(if i + 1 == chunks { trim.clone() } else { s("") });
+            let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args.clone()).await;
+            calls.push(args);
+        }
+        let results = pipeline.try_all::<Value>().await;
+        let mut failure = None;
+        for (i, mut args) in calls.into_iter().enumerate() {
+            match results.get(i) {
+                Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
+                    args[0] = s(self.answer.text);
+                    if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
+                        failure = Some(e);
+                    }
+                }
+                Some(Err(e)) => failure = Some(e.clone()),
+                _ => {}
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// [`write_once`](Self::write_once) for a cluster.
+    pub(super) async fn write_once_clustered(
+        &self,
+        client: &Client,
+        batch: &[Completion],
+        eval_fallback: bool,
+    ) -> Result<(), fred::error::Error> {
+        let mut by_key: HashMap<&str, Vec<Value>> = HashMap::new();
+        let mut entries = Vec::with_capacity(batch.len());
+        for c in batch {
+            entries.push(owned(c.id.to_string()));
+            if let Some((key, frame)) = &c.reply {
+                by_key.entry(key).or_default().push(bytes(frame.clone()));
+            }
+        }
+        let ttl = Value::Integer(self.config.reply_ttl.as_millis() as i64);
+        let push = |script: Value, key: &str, frames: &[Value]| {
+            let mut args = Vec::with_capacity(frames.len() + 4);
+            args.extend([script, Value::Integer(1), owned(key), ttl.clone()]);
+            args.extend(frames.iter().cloned());
+            args
+        };
+        let pipeline = client.pipeline();
+        for (key, frames) in &by_key {
+            let args = push(owned(self.push.sha.clone()), key, frames);
+            let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args).await;
+        }
+        let stream = owned(self.requests_key.clone());
+        let mut ack = Vec::with_capacity(entries.len() + 2);
+        ack.extend([stream.clone(), s(CONSUMER_GROUP)]);
+        ack.extend(entries.iter().cloned());
+        let _ = conn::call(&pipeline, keyed("XACK"), ack).await;
+        if let Some(below) = self.trim_below(batch) {
+            let trim = vec![stream, s("MINID"), s("~"), owned(below.to_string())];
+            let _ = conn::call(&pipeline, keyed("XTRIM"), trim).await;
+        }
+        let results = pipeline.try_all::<Value>().await;
+        let mut failure = None;
+        for (i, (key, frames)) in by_key.iter().enumerate() {
+            match results.get(i) {
+                Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
+                    let args = push(s(self.push.text), key, frames);
+                    if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
+                        failure = Some(e);
+                    }
+                }
+                Some(Err(e)) => failure = Some(e.clone()),
+                _ => {}
+            }
+        }
+        for r in results.iter().skip(by_key.len()) {
+            // NOGROUP: Redis lost the stream (restart); nothing left to acknowledge.
+            if let Err(e) = r
+                && !conn::error_code_is(e, "NOGROUP")
+            {
+                failure = Some(e.clone());
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Books a written batch as done and releases its in-flight permits.
+    pub(super) fn finish(&self, batch: &mut Vec<Completion>) {
+        self.unacked().remove(batch.iter().map(|c| c.id), true);
+        self.counters
+            .completed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        batch.clear();
+    }
+
+    /// Takes the completions to leave pending out of `batch`: they are read again.
+    pub(super) fn requeue(&self, batch: &mut Vec<Completion>) {
+        if batch.iter().any(|c| c.requeue) {
+            let (mut pending, keep): (Vec<Completion>, Vec<Completion>) =
+                batch.drain(..).partition(|c| c.requeue);
+            *batch = keep;
+            self.give_up(&mut pending);
+        }
+    }
+
+    /// Gives up on writing a batch: its entries stay pending in Redis, and the read loop
+    /// re-reads the pending list to handle them again.
+    pub(super) fn give_up(&self, batch: &mut Vec<Completion>) {
+        self.unacked().remove(batch.iter().map(|c| c.id), false);
+        self.reread.store(true, Ordering::Release);
+        batch.clear();
+    }
+
+    /// The id below which the stream may be trimmed once `batch` is acknowledged.
+    pub(super) fn trim_below(&self, batch: &[Completion]) -> Option<EntryId> {
+        let mut ids: Vec<EntryId> = batch.iter().map(|c| c.id).collect();
+        ids.sort_unstable();
+        self.sane_trim(self.unacked().trim_below(&ids))
+    }
+
+    /// No trimming up to an id in the future: a client chose it, and once the stream is
+    /// reset it would trim the new stream's entries.
+    pub(super) fn sane_trim(&self, below: Option<EntryId>) -> Option<EntryId> {
+        below.filter(|b| {
+            i64::try_from(b.ms)
+                .is_ok_and(|ms| ms <= self.redis_now_ms().saturating_add(FUTURE_ID_TOLERANCE_MS))
+        })
+    }
+
+    /// Trims the request stream exactly below the oldest entry still pending (the answer
+    /// script trims only whole stream nodes, which is cheaper but leaves up to a node).
+    pub(super) async fn trim_exact(&self) {
+        let Some(below) = self.sane_trim(self.unacked().trim_below(&[])) else {
+            return;
+        };
+        let trimmed = conn::call(
+            &self.cmd,
+            keyed("XTRIM"),
+            vec![
+                owned(self.requests_key.clone()),
+                s("MINID"),
+                owned(below.to_string()),
+            ],
+        )
+        .await;
+        if let Err(e) = trimmed {
+            tracing::debug!(error = %e, "could not trim the request stream");
+        }
+    }
+}
