@@ -569,6 +569,12 @@ impl DynActorRef {
 
     /// Takes a place in the mailbox, waiting at most `room_timeout` (forever if `None`).
     async fn reserve<E>(&self, room_timeout: Option<Duration>) -> Result<(), AskError<E>> {
+        // Room now (the usual case): no timer.
+        match self.cell.capacity().try_reserve() {
+            Some(true) => return Ok(()),
+            None => return Err(AskError::ActorStopped),
+            Some(false) => {}
+        }
         let room = poll_fn(|cx| self.cell.capacity().poll_reserve(cx));
         let reserved = match room_timeout {
             None => room.await,

@@ -254,7 +254,12 @@ impl Shared {
 
     /// Whether the leases are surely still held (see `fresh_until`).
     pub(super) fn lease_fresh(&self) -> bool {
-        std::time::Instant::now() < *self.fresh_until.lock().unwrap_or_else(|e| e.into_inner())
+        self.monotonic_ns() < self.fresh_until.load(Ordering::Acquire)
+    }
+
+    /// Nanoseconds on this process's monotonic clock since the proxy started.
+    fn monotonic_ns(&self) -> u64 {
+        u64::try_from(self.clock_base.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Records leases renewed by commands sent after `since`.
@@ -263,8 +268,11 @@ impl Shared {
         // Redis counts the TTL from when it ran the command, after `since`; the margin
         // covers the two clocks running at slightly different rates.
         let margin = (ttl / 10).max(Duration::from_millis(50));
-        *self.fresh_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            since + ttl.saturating_sub(margin);
+        let until = since.saturating_duration_since(self.clock_base) + ttl.saturating_sub(margin);
+        self.fresh_until.store(
+            u64::try_from(until.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
     }
 
     /// Renews the leases now unless another task just did (a request met stale leases:

@@ -115,7 +115,9 @@ struct Shared {
     stop: watch::Sender<bool>,
     /// Until when, by this process's monotonic clock, the leases renewed last are surely
     /// still held (their TTL, less a margin for clock drift, from before the renewal).
-    fresh_until: Mutex<std::time::Instant>,
+    fresh_until: AtomicU64,
+    /// What `fresh_until` counts from (nanoseconds).
+    clock_base: std::time::Instant,
     /// One lease re-check at a time.
     recheck: tokio::sync::Mutex<()>,
     /// The request stream holds ids far in the future (a hostile client): reset it once
@@ -230,7 +232,8 @@ pub async fn start_proxy(
         answer: Script::new(ANSWER_SCRIPT),
         serving: AtomicBool::new(true),
         stop,
-        fresh_until: Mutex::new(std::time::Instant::now()),
+        fresh_until: AtomicU64::new(0),
+        clock_base: std::time::Instant::now(),
         recheck: tokio::sync::Mutex::new(()),
         poisoned: AtomicBool::new(false),
         reset: Script::new(RESET_SCRIPT),
