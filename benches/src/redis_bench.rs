@@ -26,6 +26,9 @@ impl Message for Add {
         "bench.Add"
     }
 }
+impl conclib::MessageDecl for Add {
+    type WireError = String;
+}
 
 struct Counter(u64);
 impl Actor for Counter {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use conclib_core::Message;
+use conclib_core::{Message, Priority, RemoteReply};
 use fred::bytes::Bytes;
 use fred::clients::Pool;
 use fred::prelude::*;
@@ -42,6 +42,7 @@ const REPLY_BATCH: i64 = 1024;
 /// # use serde::{Deserialize, Serialize};
 /// # #[derive(Serialize, Deserialize)] struct Add(u64);
 /// # impl Message for Add { type Response = u64; type Error = String; fn name() -> &'static str { "Add" } }
+/// # impl conclib_core::MessageDecl for Add { type WireError = String; }
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use conclib_redis::{ProxyClient, ProxyConfig, ProxyError};
 /// use std::time::Duration;
@@ -233,9 +234,9 @@ impl ProxyClient {
     /// Asks the actor with this URN, wherever it lives; `.await` the result. The default
     /// timeout is [`ProxyConfig::ask_timeout`]; set another with `.timeout(..)`.
     ///
-    /// The response comes back typed; the handler's own error as [`ProxyError::Handler`].
-    /// A message that cannot fail (`Error = Infallible`) is asked with
-    /// [`.infallible().await`](RemoteAsk::infallible).
+    /// The response comes back typed; the handler's own error as [`ProxyError::Handler`]
+    /// (never, for a message that cannot fail). `.priority(Priority::High)` sends it in the
+    /// actor's high-priority lane, as a local ask would.
     pub fn ask<M>(&self, urn: impl Into<String>, msg: M) -> RemoteAsk<'_, M>
     where
         M: Message + Serialize,
@@ -246,17 +247,31 @@ impl ProxyClient {
             urn: urn.into(),
             msg,
             timeout: self.shared.config.ask_timeout,
+            priority: Priority::Normal,
             _m: PhantomData,
         }
     }
 
-    /// Tells the actor with this URN: returns once Redis holds the message. It is handled if
-    /// the actor's system takes it within [`ProxyConfig::tell_ttl`]; what the handler returns
-    /// is not reported back (a message the actor does not expose is logged by the proxy).
+    /// Tells the actor with this URN; `.await` it: it returns once Redis holds the message.
+    /// It is handled if the actor's system takes it within [`ProxyConfig::tell_ttl`]; what
+    /// the handler returns is not reported back (a message the actor does not expose is
+    /// logged by the proxy). `.priority(Priority::High)` sends it in the high-priority lane.
     ///
-    /// # Errors
-    /// [`ProxyError::UnknownUrn`] if no system serves the URN; codec, size and Redis errors.
-    pub async fn tell<M>(&self, urn: &str, msg: M) -> Result<(), ProxyError>
+    /// Resolves to [`ProxyError::UnknownUrn`] if no system serves the URN; codec, size and
+    /// Redis errors.
+    pub fn tell<'a, M>(&'a self, urn: &'a str, msg: M) -> RemoteTell<'a, M>
+    where
+        M: Message + Serialize,
+    {
+        RemoteTell {
+            client: self,
+            urn,
+            msg,
+            priority: Priority::Normal,
+        }
+    }
+
+    async fn tell_now<M>(&self, urn: &str, msg: M, priority: Priority) -> Result<(), ProxyError>
     where
         M: Message + Serialize,
     {
@@ -271,7 +286,17 @@ impl ProxyClient {
         let sent = async {
             let route = self.shared.resolve(urn, deadline, false).await?;
             self.shared
-                .send(&route, 0, urn, M::name(), ttl, None, body, deadline)
+                .send(
+                    &route,
+                    0,
+                    urn,
+                    M::name(),
+                    ttl,
+                    None,
+                    priority,
+                    body,
+                    deadline,
+                )
                 .await
         };
         sent.await
@@ -331,6 +356,7 @@ impl ProxyClient {
         name: &'static str,
         body: Vec<u8>,
         timeout: Duration,
+        priority: Priority,
     ) -> Result<(Status, Bytes), ProxyError> {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
@@ -364,6 +390,7 @@ impl ProxyClient {
                     name,
                     remaining,
                     Some(reply_key),
+                    priority,
                     body.clone(),
                     deadline,
                 )
@@ -582,6 +609,7 @@ impl Shared {
         name: &'static str,
         ttl: Duration,
         reply: Option<String>,
+        priority: Priority,
         body: impl Into<Bytes>,
         deadline: Instant,
     ) -> Result<(), ProxyError> {
@@ -599,6 +627,9 @@ impl Shared {
             fields.push((field::TTL, Value::Integer(ttl_ms)));
             if let Some(reply) = &reply {
                 fields.push((field::REPLY, owned(reply.clone())));
+            }
+            if priority == Priority::High {
+                fields.push((field::PRIORITY, s("high")));
             }
             fields.push((field::CODEC, s(self.config.codec.name())));
             let size = body.len();
@@ -862,6 +893,7 @@ pub struct RemoteAsk<'a, M> {
     urn: String,
     msg: M,
     timeout: Duration,
+    priority: Priority,
     _m: PhantomData<fn() -> M>,
 }
 
@@ -872,78 +904,81 @@ impl<M> RemoteAsk<'_, M> {
         self.timeout = timeout;
         self
     }
-}
 
-impl<'a, M> RemoteAsk<'a, M>
-where
-    M: Message<Error = std::convert::Infallible> + Serialize,
-    M::Response: DeserializeOwned,
-{
-    /// Runs the ask of a message that cannot fail (`Error = Infallible`, which serde cannot
-    /// decode, so such an ask is not `.await`ed directly): `client.ask(urn, msg).infallible().await`.
-    ///
-    /// # Errors
-    /// Every [`ProxyError`] but [`ProxyError::Handler`].
-    pub async fn infallible(self) -> Result<M::Response, ProxyError> {
-        self.run::<Never>()
-            .await
-            .map_err(|e| e.map_handler(|never| match never {}))
-    }
-}
-
-impl<M> RemoteAsk<'_, M>
-where
-    M: Message + Serialize,
-    M::Response: DeserializeOwned,
-{
-    /// Sends the ask and decodes the answer, the handler error as an `E`.
-    async fn run<E: DeserializeOwned>(self) -> Result<M::Response, ProxyError<E>> {
-        let RemoteAsk {
-            client,
-            urn,
-            msg,
-            timeout,
-            ..
-        } = self;
-        let body = client.encode(&msg)?;
-        drop(msg);
-        let (status, payload) = client
-            .ask_raw(&urn, M::name(), body, timeout)
-            .await
-            .map_err(ProxyError::widen)?;
-        interpret::<M::Response, E>(
-            &*client.shared.config.codec,
-            &urn,
-            M::name(),
-            timeout,
-            status,
-            &payload,
-        )
-    }
-}
-
-/// Decodes from nothing: what a handler error of an infallible message decodes as.
-enum Never {}
-
-impl<'de> serde::Deserialize<'de> for Never {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom(
-            "a message that cannot fail was answered with an error",
-        ))
+    /// Sends in the actor's given lane; `High` overtakes its queued normal messages.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
     }
 }
 
 impl<'a, M> IntoFuture for RemoteAsk<'a, M>
 where
-    M: Message + Serialize,
+    M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
-    M::Error: DeserializeOwned,
 {
     type Output = Result<M::Response, ProxyError<M::Error>>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.run::<M::Error>())
+        Box::pin(async move {
+            let RemoteAsk {
+                client,
+                urn,
+                msg,
+                timeout,
+                priority,
+                ..
+            } = self;
+            let body = client.encode(&msg)?;
+            drop(msg);
+            let (status, payload) = client
+                .ask_raw(&urn, M::name(), body, timeout, priority)
+                .await
+                .map_err(ProxyError::widen)?;
+            interpret::<M::Response, M::WireError>(
+                &*client.shared.config.codec,
+                &urn,
+                M::name(),
+                timeout,
+                status,
+                &payload,
+            )
+            .map_err(|e| e.map_handler(M::handler_error))
+        })
+    }
+}
+
+/// A remote tell; `.await` it. From [`ProxyClient::tell`].
+#[must_use = "a tell does nothing until awaited"]
+pub struct RemoteTell<'a, M> {
+    client: &'a ProxyClient,
+    urn: &'a str,
+    msg: M,
+    priority: Priority,
+}
+
+impl<M> RemoteTell<'_, M> {
+    /// Sends in the actor's given lane; `High` overtakes its queued normal messages.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+impl<'a, M> IntoFuture for RemoteTell<'a, M>
+where
+    M: Message + Serialize,
+{
+    type Output = Result<(), ProxyError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            self.client
+                .tell_now(self.urn, self.msg, self.priority)
+                .await
+        })
     }
 }
 

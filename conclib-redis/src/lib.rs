@@ -19,6 +19,7 @@
 //!
 //! #[derive(Serialize, Deserialize)]
 //! struct Add(u64);
+//! impl conclib_core::MessageDecl for Add { type WireError = String; } // `#[message]` writes both
 //! impl Message for Add {
 //!     type Response = u64;
 //!     type Error = String;
@@ -151,6 +152,7 @@
 //!    | `ttl` | decimal milliseconds, 1 to 4294967295: the request expires `ttl` after Redis took it (its entry id's millisecond part), on Redis's clock |
 //!    | `reply` | the client's reply list key; absent for a tell. A key that does not start with `{ns}:reply:` (or is longer than 256 bytes after it) gets no answer: the request is dropped unanswered |
 //!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
+//!    | `prio` | optional: `high` puts the request in the actor's high-priority lane (it overtakes queued normal messages); absent or anything else: the normal lane |
 //!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes (default 8 MiB; the same limit applies to answers: a larger response or error is answered `TooLarge`) |
 //!
 //!    Field order does not matter; unknown fields are ignored; a field given twice counts
@@ -263,7 +265,7 @@ mod proxy;
 mod unacked;
 
 pub use acl::{client_acl, proxy_acl};
-pub use client::{ProxyClient, RemoteAsk};
+pub use client::{ProxyClient, RemoteAsk, RemoteTell};
 #[cfg(feature = "msgpack")]
 pub use codec::MsgPack;
 pub use codec::{

@@ -19,6 +19,8 @@ pub(crate) mod field {
     pub const REPLY: &str = "reply";
     pub const CODEC: &str = "codec";
     pub const BODY: &str = "body";
+    /// Optional: `high` sends the request in the actor's high-priority lane.
+    pub const PRIORITY: &str = "prio";
 }
 
 /// The Redis keys of one namespace.

@@ -286,6 +286,9 @@ impl Message for Work {
         "faults.Work"
     }
 }
+impl conclib_core::MessageDecl for Work {
+    type WireError = String;
+}
 
 impl Actor for Slow {
     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Work>()];

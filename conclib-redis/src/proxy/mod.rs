@@ -611,6 +611,7 @@ impl Shared {
             }
             let request = target
                 .erased(rm.name(), rm.type_id(), msg)
+                .priority(req.priority)
                 .room_timeout(room_wait);
             let reply = match &reply_to {
                 Some((key, id)) => {

@@ -13,6 +13,8 @@ use fred::types::ClientUnblockFlag;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 
+use conclib_core::Priority;
+
 use super::{Completion, Handling, Shared};
 use crate::conn::{self, as_bytes, bytes, keyed_at, owned, s};
 use crate::error::is_connection_error;
@@ -33,6 +35,7 @@ pub(super) struct RawEnvelope {
     reply: Option<Value>,
     codec: Option<Value>,
     body: Option<Value>,
+    priority: Option<Value>,
     bad_shape: bool,
 }
 
@@ -43,6 +46,8 @@ pub(super) struct Request {
     pub(super) ttl_ms: i64,
     pub(super) codec: Bytes,
     pub(super) body: Bytes,
+    /// `prio high`: the actor's high-priority lane. Any other value: the normal lane.
+    pub(super) priority: Priority,
 }
 
 pub(super) fn text(v: &Option<Value>) -> Option<&str> {
@@ -68,6 +73,7 @@ impl RawEnvelope {
                 Some(b) if b == field::REPLY.as_bytes() => &mut env.reply,
                 Some(b) if b == field::CODEC.as_bytes() => &mut env.codec,
                 Some(b) if b == field::BODY.as_bytes() => &mut env.body,
+                Some(b) if b == field::PRIORITY.as_bytes() => &mut env.priority,
                 _ => continue,
             };
             *slot = Some(v);
@@ -120,12 +126,17 @@ impl RawEnvelope {
             Some(Value::Null) | None => return Err("missing field body".into()),
             Some(v) => v.into_bytes().ok_or("field body is not a string")?,
         };
+        let priority = match text(&self.priority) {
+            Some("high") => Priority::High,
+            _ => Priority::Normal,
+        };
         Ok(Request {
             urn,
             message,
             ttl_ms,
             codec,
             body,
+            priority,
         })
     }
 }

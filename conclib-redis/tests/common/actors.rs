@@ -16,6 +16,9 @@ impl Message for Add {
         "test.Add"
     }
 }
+impl conclib_core::MessageDecl for Add {
+    type WireError = String;
+}
 
 /// Reads the counter.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -26,6 +29,9 @@ impl Message for Get {
     fn name() -> &'static str {
         "test.Get"
     }
+}
+impl conclib_core::MessageDecl for Get {
+    type WireError = String;
 }
 
 /// The handler's own error type.
@@ -45,6 +51,9 @@ impl Message for Forbidden {
         "test.Forbidden"
     }
 }
+impl conclib_core::MessageDecl for Forbidden {
+    type WireError = Refusal;
+}
 
 /// Panics in the handler.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,6 +65,9 @@ impl Message for Boom {
         "test.Boom"
     }
 }
+impl conclib_core::MessageDecl for Boom {
+    type WireError = String;
+}
 
 /// Sleeps, then answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,6 +78,9 @@ impl Message for Sleep {
     fn name() -> &'static str {
         "test.Sleep"
     }
+}
+impl conclib_core::MessageDecl for Sleep {
+    type WireError = String;
 }
 
 /// Set when a `Sleep(301)` handler starts: lets a test wait for it.
@@ -82,6 +97,9 @@ impl Message for Echo {
         "test.Echo"
     }
 }
+impl conclib_core::MessageDecl for Echo {
+    type WireError = String;
+}
 
 /// Answers a byte buffer of the given size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +110,9 @@ impl Message for Blob {
     fn name() -> &'static str {
         "test.Blob"
     }
+}
+impl conclib_core::MessageDecl for Blob {
+    type WireError = String;
 }
 
 /// Appended to the actor's log (meant for tells).
@@ -104,6 +125,9 @@ impl Message for Record {
         "test.Record"
     }
 }
+impl conclib_core::MessageDecl for Record {
+    type WireError = String;
+}
 
 /// The log of recorded values.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +138,9 @@ impl Message for History {
     fn name() -> &'static str {
         "test.History"
     }
+}
+impl conclib_core::MessageDecl for History {
+    type WireError = String;
 }
 
 /// Cannot fail.
@@ -126,6 +153,9 @@ impl Message for Ping {
         "test.Ping"
     }
 }
+impl conclib_core::MessageDecl for Ping {
+    type WireError = conclib_core::NoError;
+}
 
 /// Handled, but not exposed to the proxy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +167,9 @@ impl Message for Secret {
         "test.Secret"
     }
 }
+impl conclib_core::MessageDecl for Secret {
+    type WireError = String;
+}
 
 /// Dropped without an answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,6 +180,9 @@ impl Message for Ignore {
     fn name() -> &'static str {
         "test.Ignore"
     }
+}
+impl conclib_core::MessageDecl for Ignore {
+    type WireError = String;
 }
 
 /// Handled slowly (2 ms), then recorded: its number is appended (one line) to the file named
@@ -160,6 +196,9 @@ impl Message for Note {
     fn name() -> &'static str {
         "test.Note"
     }
+}
+impl conclib_core::MessageDecl for Note {
+    type WireError = String;
 }
 
 /// Appends `n` to the notes file, if any.
