@@ -17,11 +17,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use crate::codec::{Codec, decode_value, encode_value};
 use crate::config::ProxyConfig;
 use crate::conn::{self, as_bytes, bytes, keyed, keyed_at, owned, s};
 use crate::error::{ProxyError, is_connection_error, redis_error};
 use crate::protocol::{self, Keys, PROTOCOL_VERSION, SEND_SCRIPT, Status, field};
+use conclib_codec::{Codec, decode_value, encode_value};
 
 /// How long the reply reader blocks in one `BLMPOP`, in seconds.
 const REPLY_BLOCK_SECS: u64 = 2;

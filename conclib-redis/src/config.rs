@@ -9,8 +9,8 @@ use fred::prelude::*;
 use fred::types::Builder;
 use fred::types::config::{TcpConfig, UnresponsiveConfig};
 
-use crate::codec::{Bincode, Codec};
 use crate::error::{ConfigError, ProxyError};
+use conclib_codec::{Bincode, Codec};
 
 /// The default Redis URL.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -228,7 +228,7 @@ impl ProxyConfig {
             config.ask_timeout = Duration::from_millis(parse("CONCLIB_REDIS_TIMEOUT_MS", &ms)?);
         }
         if let Some(codec) = lookup("CONCLIB_REDIS_CODEC") {
-            config.codec = crate::codec::builtin_codec(codec.trim().as_bytes()).ok_or_else(|| ConfigError {
+            config.codec = conclib_codec::builtin_codec(codec.trim().as_bytes()).ok_or_else(|| ConfigError {
                 var: "CONCLIB_REDIS_CODEC",
                 message: format!("unknown codec {codec:?} (built in: bincode, and msgpack with the `msgpack` feature)"),
             })?;

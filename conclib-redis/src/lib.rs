@@ -255,7 +255,6 @@
 
 mod acl;
 mod client;
-mod codec;
 mod config;
 mod conn;
 mod daemon;
@@ -267,8 +266,8 @@ mod unacked;
 pub use acl::{client_acl, proxy_acl};
 pub use client::{ProxyClient, RemoteAsk, RemoteTell};
 #[cfg(feature = "msgpack")]
-pub use codec::MsgPack;
-pub use codec::{
+pub use conclib_codec::MsgPack;
+pub use conclib_codec::{
     BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, builtin_codec, decode_value,
     encode_value,
 };

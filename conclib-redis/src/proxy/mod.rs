@@ -25,7 +25,6 @@ use fred::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::codec::{Codec, builtin_codec};
 use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, as_bytes, bytes, keyed, keyed_at, owned, s};
 use crate::error::ServeError;
@@ -34,6 +33,7 @@ use crate::protocol::{
     RESET_SCRIPT, Status, field,
 };
 use crate::unacked::{EntryId, Unacked};
+use conclib_codec::{Codec, builtin_codec};
 
 /// Counters of what a proxy did since it started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,8 +1,17 @@
-//! Payload codecs: how a message, its response and its error become bytes.
+//! Payload codecs for conclib: how a message, its response and its error become bytes when
+//! they cross a process boundary (the Redis proxy, actors in other processes).
 //!
-//! The envelope around a payload never depends on the codec (see the crate docs); only the
-//! `body` field of a request and the payload of a reply do. A request names its codec, so one
-//! proxy serves clients of several codecs at once.
+//! The envelope around a payload never depends on the codec; only the payload does. A
+//! request names its codec by [`Codec::name`], so one server serves peers of several codecs
+//! at once. [`Bincode`] (bincode 2, `config::standard()`) is the default; [`MsgPack`]
+//! (feature `msgpack`, structs as maps) serves peers written in other languages.
+//!
+//! ```
+//! use conclib_codec::{Bincode, decode_value, encode_value};
+//! let bytes = encode_value(&Bincode, &(1u32, "two")).unwrap();
+//! let back: (u32, String) = decode_value(&Bincode, &bytes).unwrap();
+//! assert_eq!(back, (1, "two".to_owned()));
+//! ```
 
 use std::fmt;
 use std::sync::Arc;
@@ -41,7 +50,7 @@ pub type DecodeVisitor<'a> =
 /// more than a small multiple of the input while decoding malformed bytes.
 ///
 /// ```
-/// use conclib_redis::{Bincode, Codec, decode_value, encode_value};
+/// use conclib_codec::{Bincode, Codec, decode_value, encode_value};
 /// let bytes = encode_value(&Bincode, &(1u32, "two")).unwrap();
 /// let back: (u32, String) = decode_value(&Bincode, &bytes).unwrap();
 /// assert_eq!(back, (1, "two".to_owned()));
