@@ -384,3 +384,7 @@ pub use conclib_redis as redis;
 /// Launch and supervise web servers as child processes (feature `apid`).
 #[cfg(feature = "apid")]
 pub use conclib_apid as apid;
+
+/// Actors in their own OS process, behind a typed ref (feature `process`).
+#[cfg(feature = "process")]
+pub use conclib_process as process;

@@ -1,0 +1,254 @@
+//! The worker role: what the re-executed binary does when [`init`] finds it was started as
+//! a process actor.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::fd::FromRawFd;
+use std::pin::Pin;
+
+use conclib_codec::{Bincode, Codec};
+use conclib_core::{Actor, ActorSystem, AskError, DynActorRef, ErasedResult, Priority};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::wire::{self, Frame, status};
+
+/// The environment variable that marks a process actor's process, and names its socket.
+pub(crate) const FD_VAR: &str = "CONCLIB_PROCESS_FD";
+
+type Start = fn(ActorSystem, Vec<u8>) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>>;
+
+/// The actor types this executable can run in a child process, by type name. Pass it to
+/// [`init`], the first line of `main`.
+///
+/// ```
+/// use conclib_core::Actor;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Worker { done: u64 }
+/// impl Actor for Worker {}
+///
+/// let registry = conclib_process::Registry::new().actor::<Worker>();
+/// ```
+#[derive(Default)]
+pub struct Registry {
+    kinds: HashMap<&'static str, Start>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.kinds.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    #[must_use]
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers actor type `A`: its initial state is sent to the child serialized.
+    #[must_use]
+    pub fn actor<A: Actor + Serialize + DeserializeOwned>(mut self) -> Self {
+        self.kinds.insert(std::any::type_name::<A>(), start::<A>);
+        self
+    }
+}
+
+fn start<A: Actor + DeserializeOwned>(
+    system: ActorSystem,
+    state: Vec<u8>,
+) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>> {
+    Box::pin(async move {
+        let actor: A = conclib_codec::decode_value(&Bincode, &state).map_err(|e| e.to_string())?;
+        let actor = system.spawn(actor).await.map_err(|e| e.to_string())?;
+        Ok(actor.to_dyn())
+    })
+}
+
+/// Call first thing in `main`, before any runtime starts: in a process started as a process
+/// actor it runs that actor until the parent stops it or goes away, then exits the process;
+/// anywhere else it returns at once.
+///
+/// ```no_run
+/// # use conclib_core::Actor;
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Worker;
+/// # impl Actor for Worker {}
+/// fn main() {
+///     conclib_process::init(conclib_process::Registry::new().actor::<Worker>());
+///     // ... the program proper, which may spawn `Worker`s in processes of their own.
+/// }
+/// ```
+pub fn init(registry: Registry) {
+    let Some(fd) = std::env::var(FD_VAR)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    // Children of this process must not take the marker for themselves.
+    // SAFETY: no other thread runs yet: `init` is the first thing `main` does.
+    unsafe { std::env::remove_var(FD_VAR) };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime for the process actor");
+    let code = runtime.block_on(run(fd, registry));
+    std::process::exit(code);
+}
+
+async fn run(fd: i32, registry: Registry) -> i32 {
+    // SAFETY: the parent passed this descriptor, open, for us alone.
+    let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    if std.set_nonblocking(true).is_err() {
+        return 2;
+    }
+    let Ok(stream) = tokio::net::UnixStream::from_std(std) else {
+        return 2;
+    };
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = Vec::new();
+    let Ok(Some(Frame::Init { kind, state })) = wire::read(&mut reader, &mut buf).await else {
+        eprintln!("conclib-process: no actor to run");
+        return 2;
+    };
+    let Some(start) = registry.kinds.get(kind.as_str()) else {
+        eprintln!("conclib-process: actor type {kind} is not in this executable's Registry");
+        return 2;
+    };
+    let system = ActorSystem::new(format!("process:{kind}"));
+    let actor = match start(system.clone(), state).await {
+        Ok(actor) => actor,
+        Err(e) => {
+            eprintln!("conclib-process: {kind} did not start: {e}");
+            return 3;
+        }
+    };
+    // One writer: frames from all requests, written in batches.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+    let writer_task = tokio::spawn(async move {
+        let mut frames = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(4096);
+        while rx.recv_many(&mut frames, 256).await > 0 {
+            out.clear();
+            for f in frames.drain(..) {
+                wire::encode(&f, &mut out);
+            }
+            if writer.write_all(&out).await.is_err() {
+                return;
+            }
+        }
+    });
+    loop {
+        match wire::read(&mut reader, &mut buf).await {
+            Ok(Some(Frame::Request {
+                id,
+                high,
+                message,
+                body,
+            })) => serve(&actor, &tx, id, high, &message, &body),
+            Ok(Some(Frame::Ping(n))) => {
+                let _ = tx.send(Frame::Pong(n));
+            }
+            Ok(Some(Frame::Stop)) => {
+                actor.stop();
+                actor.wait_for_stop().await;
+                drop(tx);
+                let _ = writer_task.await;
+                return 0;
+            }
+            Ok(Some(other)) => {
+                eprintln!("conclib-process: unexpected frame {other:?}");
+            }
+            // The parent is gone (or sent garbage): nothing is left to serve.
+            Ok(None) | Err(_) => return 1,
+        }
+    }
+}
+
+/// Starts one request; its answer goes to the writer when the handler is done.
+fn serve(
+    actor: &DynActorRef,
+    tx: &mpsc::UnboundedSender<Frame>,
+    id: u64,
+    high: bool,
+    message: &str,
+    body: &[u8],
+) {
+    let reply = |status: u8, payload: Vec<u8>| Frame::Reply {
+        id,
+        status,
+        payload,
+    };
+    let Some(rm) = actor.remote_message(message) else {
+        if id != 0 {
+            let _ = tx.send(reply(
+                status::UNKNOWN_MESSAGE,
+                format!("the actor does not expose {message}").into_bytes(),
+            ));
+        }
+        return;
+    };
+    let mut decoded = None;
+    if let Err(e) = Bincode.decode_with(body, &mut |de| {
+        decoded = Some(rm.decode(de)?);
+        Ok(())
+    }) {
+        if id != 0 {
+            let _ = tx.send(reply(status::CODEC_ERROR, e.to_string().into_bytes()));
+        }
+        return;
+    }
+    let Some(msg) = decoded else { return };
+    let priority = if high {
+        Priority::High
+    } else {
+        Priority::Normal
+    };
+    let actor = actor.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let request = actor
+            .erased(rm.name(), rm.type_id(), msg)
+            .priority(priority);
+        if id == 0 {
+            if let Err(e) = request.tell().await {
+                tracing::warn!(error = %e, "a told message was refused");
+            }
+            return;
+        }
+        // The parent's ask carries the timeout; here the request waits as long as it takes.
+        let result: ErasedResult = request.timeout(std::time::Duration::MAX / 4).ask().await;
+        let (status, payload) = match result {
+            Ok(response) => encoded(status::OK, rm.response(&*response)),
+            Err(AskError::Handler(error)) => encoded(status::HANDLER_ERROR, rm.error(&*error)),
+            Err(AskError::Panicked(p)) => (status::PANICKED, p.into_bytes()),
+            Err(AskError::MailboxFull) => (status::MAILBOX_FULL, Vec::new()),
+            Err(AskError::NoResponse) => (status::NO_RESPONSE, Vec::new()),
+            Err(AskError::UnknownMessage { message, .. }) => {
+                (status::UNKNOWN_MESSAGE, message.into_bytes())
+            }
+            Err(AskError::ActorStopped | AskError::Timeout(_)) => {
+                (status::ACTOR_STOPPED, Vec::new())
+            }
+        };
+        let _ = tx.send(Frame::Reply {
+            id,
+            status,
+            payload,
+        });
+    });
+}
+
+fn encoded(ok: u8, value: Option<&dyn erased_serde::Serialize>) -> (u8, Vec<u8>) {
+    match value.map(|v| Bincode.encode(v)) {
+        Some(Ok(bytes)) => (ok, bytes),
+        Some(Err(e)) => (status::CODEC_ERROR, e.to_string().into_bytes()),
+        None => (status::CODEC_ERROR, b"an answer of the wrong type".to_vec()),
+    }
+}

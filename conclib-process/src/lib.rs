@@ -1,0 +1,79 @@
+//! Actors in their own OS process, behind a typed ref: all of a machine's cores for
+//! CPU-bound work, and a crash, leak or hang that takes down one worker, not the service.
+//!
+//! ```no_run
+//! use conclib_core::{Actor, Context, Handler, Message, MessageDecl, NoError, RemoteMessage};
+//! use serde::{Deserialize, Serialize};
+//! use std::convert::Infallible;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Hasher { rounds: u32 }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Hash(u64);
+//! impl Message for Hash { type Response = u64; type Error = Infallible; }
+//! impl MessageDecl for Hash { type WireError = NoError; } // `#[message]` writes this
+//!
+//! impl Actor for Hasher {
+//!     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of_infallible::<Hash>()];
+//!     async fn handle_request(&mut self, req: conclib_core::RequestEnvelope, ctx: &mut Context<Self>) {
+//!         match req.extract::<Hash>() {
+//!             Ok((msg, r)) => r.respond(self.handle(msg, ctx).await),
+//!             Err(req) => req.reject(),
+//!         }
+//!     }
+//! }
+//! impl Handler<Hash> for Hasher {
+//!     async fn handle(&mut self, Hash(n): Hash, _: &mut Context<Self>) -> Result<u64, Infallible> {
+//!         Ok((0..self.rounds).fold(n, |h, _| h.wrapping_mul(31).wrapping_add(7)))
+//!     }
+//! }
+//!
+//! fn main() {
+//!     // First line: in a process started as a process actor, this runs the actor and exits.
+//!     conclib_process::init(conclib_process::Registry::new().actor::<Hasher>());
+//!     tokio::runtime::Runtime::new().unwrap().block_on(async {
+//!         let hasher = conclib_process::build(Hasher { rounds: 1_000 }).spawn().await.unwrap();
+//!         let h = hasher.ask(Hash(1)).await.unwrap();
+//!         println!("{h} from process {}", hasher.pid());
+//!     });
+//! }
+//! ```
+//!
+//! # How it works
+//! - **Re-exec, never fork.** [`build`]`(..).spawn()` starts this same executable again
+//!   with the environment variable `CONCLIB_PROCESS_FD` naming an inherited Unix socket;
+//!   [`init`], the first line of `main`, sees it and runs the worker role instead of the
+//!   program. The actor's type is looked up by name in the [`Registry`] given to `init`,
+//!   its initial state sent serialized (serde, bincode 2), and it runs as an ordinary actor
+//!   of an actor system in the child (a `Context`, timers, streams, children).
+//! - **The link**: length-delimited frames (4-byte big-endian length, then a bincode-encoded
+//!   frame: `Init`, `Request { id, high, message, body }` (id 0: a tell), `Reply { id,
+//!   status, payload }`, `Ping`/`Pong`, `Stop`); message bodies and answers are encoded with
+//!   [`conclib_codec::Bincode`] by the message's wire name, so a message must be exposed by
+//!   the actor ([`Actor::REMOTE`](conclib_core::Actor::REMOTE), `#[handle(remote)]`). Frames
+//!   queued together are written together. Asks pipeline: many can be in flight.
+//! - **Failure semantics.** A handler's error or panic comes back to the asker as
+//!   [`ProcessError::Handler`] or [`ProcessError::Panicked`], as locally. A process that
+//!   dies (abort, `SIGKILL`, OOM kill, exit) fails every pending ask at once with
+//!   [`ProcessError::Exited`], which carries the exit code or signal;
+//!   [`ProcessRef::wait_for_stop`] says the same. A process that misses its heartbeat
+//!   ([`ProcessBuilder::heartbeat`], default 2 s) is killed and treated as dead. A child
+//!   never outlives the parent: it is bound to the parent's life (`PR_SET_PDEATHSIG`, see
+//!   `conclib_core::process`), and exits on its own when the link closes. Children are
+//!   reaped: no zombie is left.
+//!
+//! # Not yet
+//! Restarts under a supervision policy, URNs (lookup and the Redis proxy reaching a process
+//! actor), asks from the child to the parent's actors, the child's output routed to the
+//! parent's `tracing` (it is inherited), resource limits, and cancelling in the child an ask
+//! its parent gave up: the process-actors issue lists what remains.
+
+mod child;
+mod error;
+mod parent;
+mod wire;
+
+pub use child::{Registry, init};
+pub use error::{ProcessError, ProcessExit, SpawnError};
+pub use parent::{ProcessAsk, ProcessBuilder, ProcessRef, build};

@@ -1,0 +1,520 @@
+//! The parent's side: starting a process actor, and the ref that talks to it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use conclib_codec::{Bincode, decode_value, encode_value};
+use conclib_core::{Actor, Handler, Priority, RemoteReply};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::child::FD_VAR;
+use crate::error::{ProcessError, ProcessExit, SpawnError};
+use crate::wire::{self, Frame, status};
+
+/// Starts building a process actor: `actor` is sent (serialized) to a new process of this
+/// executable, which runs it. The executable's `main` must call [`init`](crate::init) first
+/// with a [`Registry`](crate::Registry) that lists `A`.
+pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
+    ProcessBuilder {
+        actor,
+        heartbeat: Some(Duration::from_secs(2)),
+        start_timeout: Duration::from_secs(10),
+        ask_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Builds a process actor; from [`build`]. Finish with `.spawn().await`.
+#[must_use = "a builder does nothing until `.spawn().await`"]
+pub struct ProcessBuilder<A> {
+    actor: A,
+    heartbeat: Option<Duration>,
+    start_timeout: Duration,
+    ask_timeout: Duration,
+}
+
+impl<A> fmt::Debug for ProcessBuilder<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessBuilder")
+            .field("actor", &std::any::type_name::<A>())
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Actor + Serialize> ProcessBuilder<A> {
+    /// The dead-man's switch: the child must answer a heartbeat within `every`, sent every
+    /// `every`, or it is killed (`SIGKILL`) and treated as dead. `None` turns it off.
+    /// Default 2 s. (The heartbeat is answered by the child's I/O task, not by the actor: a
+    /// busy handler does not miss it; a process that stops running does.)
+    pub fn heartbeat(mut self, every: Option<Duration>) -> Self {
+        self.heartbeat = every;
+        self
+    }
+
+    /// The default timeout of asks to this actor (default 5 s).
+    pub fn ask_timeout(mut self, timeout: Duration) -> Self {
+        self.ask_timeout = timeout;
+        self
+    }
+
+    /// Starts the process and returns once its actor answered (a first heartbeat).
+    ///
+    /// # Errors
+    /// [`SpawnError`]: the state cannot be encoded, the process cannot be started, or it
+    /// exited (or did not answer) within the start timeout, with its exit status.
+    pub async fn spawn(self) -> Result<ProcessRef<A>, SpawnError> {
+        let state =
+            encode_value(&Bincode, &self.actor).map_err(|e| SpawnError::Codec(e.to_string()))?;
+        let (parent_end, child_end) =
+            std::os::unix::net::UnixStream::pair().map_err(SpawnError::Io)?;
+        let child_fd = child_end.as_raw_fd();
+        // The child's end must survive exec: clear its close-on-exec flag.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(child_fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(SpawnError::Io(std::io::Error::last_os_error()));
+            }
+        }
+        let exe = std::env::current_exe().map_err(SpawnError::Io)?;
+        let mut command = std::process::Command::new(exe);
+        command.env(FD_VAR, child_fd.to_string());
+        conclib_core::process::bind_to_parent(&mut command, false);
+        let child = conclib_core::process::spawn_bound(
+            move || command.spawn(),
+            |mut orphan| {
+                let _ = orphan.kill();
+                let _ = orphan.wait();
+            },
+        )
+        .await
+        .map_err(SpawnError::Io)?;
+        drop(child_end);
+        let pid = child.id();
+        parent_end.set_nonblocking(true).map_err(SpawnError::Io)?;
+        let stream = tokio::net::UnixStream::from_std(parent_end).map_err(SpawnError::Io)?;
+        let link = Link::start(stream, child, self.heartbeat);
+        link.send(Frame::Init {
+            kind: std::any::type_name::<A>().to_owned(),
+            state,
+        });
+        // Started once it answers.
+        let first = link.ping();
+        match tokio::time::timeout(self.start_timeout, first).await {
+            Ok(Ok(())) => {}
+            Ok(Err(exit)) => return Err(SpawnError::Exited(exit)),
+            Err(_) => {
+                link.kill();
+                return Err(SpawnError::NoAnswer(self.start_timeout));
+            }
+        }
+        Ok(ProcessRef {
+            link,
+            pid,
+            ask_timeout: self.ask_timeout,
+            _actor: PhantomData,
+        })
+    }
+}
+
+/// A ref to an actor of type `A` running in a process of its own; from [`build`].
+/// Cloning is cheap; when the last clone is dropped the process is stopped gracefully.
+///
+/// It asks and tells like an [`ActorRef`](conclib_core::ActorRef): typed, checked at compile
+/// time against `A`'s handlers, with timeouts and priorities. Messages cross the process
+/// boundary: they must be exposed by `A` ([`Actor::REMOTE`], `#[handle(remote)]`), serde
+/// types, declared with `#[message]` (or [`MessageDecl`](conclib_core::MessageDecl)).
+pub struct ProcessRef<A> {
+    link: Arc<Link>,
+    pid: u32,
+    ask_timeout: Duration,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for ProcessRef<A> {
+    fn clone(&self) -> Self {
+        ProcessRef {
+            link: self.link.clone(),
+            pid: self.pid,
+            ask_timeout: self.ask_timeout,
+            _actor: PhantomData,
+        }
+    }
+}
+
+impl<A> fmt::Debug for ProcessRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessRef")
+            .field("actor", &std::any::type_name::<A>())
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+impl<A: Actor> ProcessRef<A> {
+    /// The child process's id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the process still runs.
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.link.exit.borrow().is_none()
+    }
+
+    /// Asks the actor; `.await` it, after `.timeout(..)` or `.priority(..)` if needed.
+    pub fn ask<M>(&self, msg: M) -> ProcessAsk<'_, A, M>
+    where
+        A: Handler<M>,
+        M: RemoteReply + Serialize,
+        M::Response: DeserializeOwned,
+    {
+        ProcessAsk {
+            target: self,
+            msg,
+            timeout: self.ask_timeout,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// Tells the actor: returns once the message is on its way (its process may still die
+    /// before handling it).
+    ///
+    /// # Errors
+    /// [`ProcessError::Exited`] if the process has exited; [`ProcessError::Codec`].
+    pub fn tell<M>(&self, msg: M) -> Result<(), ProcessError>
+    where
+        A: Handler<M>,
+        M: conclib_core::Message + Serialize,
+    {
+        self.tell_with(msg, Priority::Normal)
+    }
+
+    /// [`tell`](Self::tell) in the given lane.
+    ///
+    /// # Errors
+    /// As [`tell`](Self::tell).
+    pub fn tell_with<M>(&self, msg: M, priority: Priority) -> Result<(), ProcessError>
+    where
+        A: Handler<M>,
+        M: conclib_core::Message + Serialize,
+    {
+        if let Some(exit) = self.link.exit.borrow().clone() {
+            return Err(ProcessError::Exited(exit));
+        }
+        let body = encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
+        self.link.send(Frame::Request {
+            id: 0,
+            high: priority == Priority::High,
+            message: M::name().to_owned(),
+            body,
+        });
+        Ok(())
+    }
+
+    /// Stops the actor gracefully (what it has queued is handled), then its process exits.
+    pub fn stop(&self) {
+        self.link.send(Frame::Stop);
+    }
+
+    /// Kills the process at once (`SIGKILL`): pending asks fail with
+    /// [`ProcessError::Exited`].
+    pub fn kill(&self) {
+        self.link.kill();
+    }
+
+    /// Waits until the process has exited, and says how.
+    pub async fn wait_for_stop(&self) -> ProcessExit {
+        let mut exit = self.link.exit.clone();
+        loop {
+            if let Some(e) = exit.borrow_and_update().clone() {
+                return e;
+            }
+            if exit.changed().await.is_err() {
+                return ProcessExit::unknown();
+            }
+        }
+    }
+}
+
+/// An ask to a process actor; `.await` it. From [`ProcessRef::ask`].
+#[must_use = "an ask does nothing until awaited"]
+pub struct ProcessAsk<'a, A, M> {
+    target: &'a ProcessRef<A>,
+    msg: M,
+    timeout: Duration,
+    priority: Priority,
+}
+
+impl<A, M> ProcessAsk<'_, A, M> {
+    /// Fails with [`ProcessError::Timeout`] if no answer arrives within `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends in the actor's given lane.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+impl<'a, A, M> IntoFuture for ProcessAsk<'a, A, M>
+where
+    A: Actor,
+    M: RemoteReply + Serialize,
+    M::Response: DeserializeOwned,
+{
+    type Output = Result<M::Response, ProcessError<M::Error>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let ProcessAsk {
+                target,
+                msg,
+                timeout,
+                priority,
+            } = self;
+            let body =
+                encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
+            drop(msg);
+            let (status, payload) =
+                tokio::time::timeout(timeout, target.link.request(M::name(), body, priority))
+                    .await
+                    .map_err(|_| ProcessError::Timeout(timeout))?
+                    .map_err(ProcessError::Exited)?;
+            let text = || String::from_utf8_lossy(&payload).into_owned();
+            match status {
+                status::OK => {
+                    decode_value(&Bincode, &payload).map_err(|e| ProcessError::Codec(e.to_string()))
+                }
+                status::HANDLER_ERROR => match decode_value::<M::WireError>(&Bincode, &payload) {
+                    Ok(e) => Err(ProcessError::Handler(M::handler_error(e))),
+                    Err(e) => Err(ProcessError::Codec(e.to_string())),
+                },
+                status::PANICKED => Err(ProcessError::Panicked(text())),
+                status::UNKNOWN_MESSAGE => Err(ProcessError::UnknownMessage(M::name().to_owned())),
+                status::MAILBOX_FULL => Err(ProcessError::MailboxFull),
+                status::NO_RESPONSE => Err(ProcessError::NoResponse),
+                status::CODEC_ERROR => Err(ProcessError::Codec(text())),
+                _ => Err(ProcessError::ActorStopped),
+            }
+        })
+    }
+}
+
+/// What answers a request: its status and payload, or the process's end.
+type Answer = Result<(u8, Vec<u8>), ProcessExit>;
+
+/// The link to one child: a writer task, a reader task, the reaper, the heartbeat.
+struct Link {
+    out: mpsc::UnboundedSender<Frame>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    pings: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    next: AtomicU64,
+    pid: u32,
+    exit: watch::Receiver<Option<ProcessExit>>,
+}
+
+impl Link {
+    fn start(
+        stream: tokio::net::UnixStream,
+        child: std::process::Child,
+        heartbeat: Option<Duration>,
+    ) -> Arc<Link> {
+        let (out, mut rx) = mpsc::unbounded_channel::<Frame>();
+        let (exit_tx, exit) = watch::channel(None);
+        let link = Arc::new(Link {
+            out,
+            pending: Mutex::new(HashMap::new()),
+            pings: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            pid: child.id(),
+            exit,
+        });
+        let (mut reader, mut writer) = stream.into_split();
+        // Writer: frames queued meanwhile leave in one write.
+        tokio::spawn(async move {
+            let mut frames = Vec::with_capacity(64);
+            let mut buf = Vec::with_capacity(4096);
+            while rx.recv_many(&mut frames, 256).await > 0 {
+                buf.clear();
+                for f in frames.drain(..) {
+                    wire::encode(&f, &mut buf);
+                }
+                if writer.write_all(&buf).await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Reader: answers to their askers.
+        let weak = Arc::downgrade(&link);
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Ok(Some(frame)) = wire::read(&mut reader, &mut buf).await {
+                let Some(link) = weak.upgrade() else { return };
+                match frame {
+                    Frame::Reply {
+                        id,
+                        status,
+                        payload,
+                    } => {
+                        if let Some(tx) = lock(&link.pending).remove(&id) {
+                            let _ = tx.send(Ok((status, payload)));
+                        }
+                    }
+                    Frame::Pong(n) => {
+                        if let Some(tx) = lock(&link.pings).remove(&n) {
+                            let _ = tx.send(Ok((status::OK, Vec::new())));
+                        }
+                    }
+                    Frame::Ping(n) => link.send(Frame::Pong(n)),
+                    _ => {}
+                }
+            }
+        });
+        // Reaper: the exit status ends every pending request at once.
+        let weak = Arc::downgrade(&link);
+        let mut child = child;
+        tokio::task::spawn_blocking(move || {
+            let exit = match child.wait() {
+                Ok(status) => ProcessExit::from_status(status),
+                Err(_) => ProcessExit::unknown(),
+            };
+            tracing::debug!(pid = child.id(), %exit, "process actor exited");
+            let _ = exit_tx.send(Some(exit.clone()));
+            if let Some(link) = weak.upgrade() {
+                link.fail_all(&exit);
+            }
+        });
+        if let Some(every) = heartbeat {
+            let weak = Arc::downgrade(&link);
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    let Some(link) = weak.upgrade() else { return };
+                    if link.exit.borrow().is_some() {
+                        return;
+                    }
+                    let ping = link.ping();
+                    drop(link);
+                    let answered = matches!(tokio::time::timeout(every, ping).await, Ok(Ok(())));
+                    if !answered {
+                        if let Some(link) = weak.upgrade()
+                            && link.exit.borrow().is_none()
+                        {
+                            tracing::warn!(
+                                pid = link.pid,
+                                "process actor missed its heartbeat: killed"
+                            );
+                            link.kill();
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+        link
+    }
+
+    fn send(&self, frame: Frame) {
+        let _ = self.out.send(frame);
+    }
+
+    /// Sends a request and waits for its answer (or the process's end).
+    async fn request(&self, message: &'static str, body: Vec<u8>, priority: Priority) -> Answer {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        // Checked after registering: an exit in between fails it through `fail_all`.
+        if let Some(exit) = self.exit.borrow().clone() {
+            lock(&self.pending).remove(&id);
+            return Err(exit);
+        }
+        let _guard = Forget { link: self, id };
+        self.send(Frame::Request {
+            id,
+            high: priority == Priority::High,
+            message: message.to_owned(),
+            body,
+        });
+        rx.await.unwrap_or_else(|_| Err(ProcessExit::unknown()))
+    }
+
+    /// A heartbeat: resolves when the child answers, or with its exit.
+    fn ping(&self) -> impl Future<Output = Result<(), ProcessExit>> + Send + 'static {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pings).insert(n, tx);
+        let exited = self.exit.borrow().clone();
+        if exited.is_none() {
+            self.send(Frame::Ping(n));
+        }
+        async move {
+            if let Some(exit) = exited {
+                return Err(exit);
+            }
+            match rx.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(exit)) => Err(exit),
+                Err(_) => Err(ProcessExit::unknown()),
+            }
+        }
+    }
+
+    fn kill(&self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.pid)
+            && self.exit.borrow().is_none()
+        {
+            // SAFETY: signalling our own child, not reaped yet (the reaper sets `exit`).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    fn fail_all(&self, exit: &ProcessExit) {
+        let pending: Vec<_> = lock(&self.pending).drain().map(|(_, tx)| tx).collect();
+        let pings: Vec<_> = lock(&self.pings).drain().map(|(_, tx)| tx).collect();
+        for tx in pending.into_iter().chain(pings) {
+            let _ = tx.send(Err(exit.clone()));
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // The last ref is gone: stop the actor gracefully; the child exits.
+        let _ = self.out.send(Frame::Stop);
+    }
+}
+
+/// Takes an abandoned request out of the pending map.
+struct Forget<'a> {
+    link: &'a Link,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(&self.link.pending).remove(&self.id);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
