@@ -667,6 +667,38 @@ impl ErasedRequest<'_> {
         }
     }
 
+    /// Queues the ask now (waiting for room as the room timeout allows) and returns its
+    /// answer, to await later: requests queued one after another enter the mailbox in that
+    /// order even when their answers are awaited concurrently. The timeout does not apply;
+    /// dropping the answer gives the ask up (it is then not started).
+    ///
+    /// # Errors
+    /// [`AskError::MailboxFull`], [`AskError::ActorStopped`], [`AskError::UnknownMessage`].
+    pub async fn queue(self) -> Result<QueuedAsk, AskError<ErasedMessage>> {
+        let ErasedRequest {
+            target,
+            name,
+            type_id,
+            msg,
+            room_timeout,
+            priority,
+            ..
+        } = self;
+        if !target.cell.accepts(type_id) {
+            return Err(target.unknown(name));
+        }
+        target.reserve(room_timeout).await?;
+        let (tx, rx) = oneshot::channel();
+        let req = RequestEnvelope::new(name, type_id, msg, Some(tx));
+        if target.cell.push_request(req, priority).is_err() {
+            return Err(AskError::ActorStopped);
+        }
+        Ok(QueuedAsk {
+            target: target.clone(),
+            rx,
+        })
+    }
+
     /// Tells, and resolves once the actor has handled the message (whatever the handler
     /// returned), so that the sender can acknowledge it only then. The timeout does not
     /// apply: a told message is always handled once queued. The actor sees a tell
@@ -704,6 +736,29 @@ impl ErasedRequest<'_> {
             Ok(Err(AskError::MailboxFull)) => Err(AskError::MailboxFull),
             Ok(Err(AskError::Timeout(d))) => Err(AskError::Timeout(d)),
             Ok(Err(AskError::ActorStopped)) | Err(_) => Err(AskError::ActorStopped),
+        }
+    }
+}
+
+/// An ask already in the actor's mailbox; from [`ErasedRequest::queue`]. Its
+/// [`answer`](Self::answer) resolves when the handler is done.
+#[derive(Debug)]
+#[must_use = "dropping a queued ask gives it up"]
+pub struct QueuedAsk {
+    target: DynActorRef,
+    rx: oneshot::Receiver<ErasedResult>,
+}
+
+impl QueuedAsk {
+    /// Waits for the handler's answer.
+    ///
+    /// # Errors
+    /// Any [`AskError`] but `Timeout`; the handler's error stays erased.
+    pub async fn answer(self) -> ErasedResult {
+        match self.rx.await {
+            Ok(Err(AskError::UnknownMessage { message, .. })) => Err(self.target.unknown(&message)),
+            Ok(result) => result,
+            Err(_) => Err(AskError::ActorStopped),
         }
     }
 }

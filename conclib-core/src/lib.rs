@@ -88,7 +88,8 @@ pub use actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
 pub use broadcast::{BroadcastOutcome, Delivery};
 pub use context::{Context, StreamId, TimerHandle};
 pub use dynamic::{
-    DynActorRef, DynAsk, DynTell, ErasedRequest, ErasedResult, RequestEnvelope, Responder,
+    DynActorRef, DynAsk, DynTell, ErasedRequest, ErasedResult, QueuedAsk, RequestEnvelope,
+    Responder,
 };
 pub use error::{AskError, BoxError, LookupError, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};

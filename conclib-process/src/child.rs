@@ -15,7 +15,8 @@ use tokio::sync::mpsc;
 
 use crate::wire::{self, Frame, status};
 
-/// The environment variable that marks a process actor's process, and names its socket.
+/// The environment variable that marks a process actor's process, and names its two
+/// sockets: `<data>,<control>`.
 pub(crate) const FD_VAR: &str = "CONCLIB_PROCESS_FD";
 
 type Start = fn(ActorSystem, Vec<u8>) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>>;
@@ -84,10 +85,10 @@ fn start<A: Actor + DeserializeOwned>(
 /// }
 /// ```
 pub fn init(registry: Registry) {
-    let Some(fd) = std::env::var(FD_VAR)
-        .ok()
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
+    let Some((data, control)) = std::env::var(FD_VAR).ok().and_then(|v| {
+        let (data, control) = v.split_once(',')?;
+        Some((data.parse::<i32>().ok()?, control.parse::<i32>().ok()?))
+    }) else {
         return;
     };
     // Children of this process must not take the marker for themselves.
@@ -98,25 +99,56 @@ pub fn init(registry: Registry) {
         .enable_all()
         .build()
         .expect("a runtime for the process actor");
-    let code = runtime.block_on(run(fd, registry));
+    let code = runtime.block_on(run(data, control, registry));
     std::process::exit(code);
 }
 
-async fn run(fd: i32, registry: Registry) -> i32 {
+/// Opens an inherited socket for the runtime.
+fn socket(fd: i32) -> Option<tokio::net::UnixStream> {
     // SAFETY: the parent passed this descriptor, open, for us alone.
     let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-    if std.set_nonblocking(true).is_err() {
-        return 2;
+    std.set_nonblocking(true).ok()?;
+    tokio::net::UnixStream::from_std(std).ok()
+}
+
+/// The control lane: heartbeats are answered here, never behind queued requests. The
+/// parent closing it ends the process.
+async fn answer_heartbeats(control: tokio::net::UnixStream) {
+    let (mut reader, mut writer) = control.into_split();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while let Ok(true) = wire::read(&mut reader, &mut buf).await {
+        let Some(Frame::Ping(n)) = wire::decode(&buf) else {
+            break;
+        };
+        out.clear();
+        wire::encode(&Frame::Pong(n), &mut out);
+        if writer.write_all(&out).await.is_err() {
+            break;
+        }
     }
-    let Ok(stream) = tokio::net::UnixStream::from_std(std) else {
+    std::process::exit(1);
+}
+
+async fn run(data: i32, control: i32, registry: Registry) -> i32 {
+    let (Some(stream), Some(control)) = (socket(data), socket(control)) else {
         return 2;
     };
-    let (mut reader, mut writer) = stream.into_split();
+    tokio::spawn(answer_heartbeats(control));
+    let (reader, mut writer) = stream.into_split();
+    // Buffered: a burst of frames costs a few reads, not two per frame.
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let mut buf = Vec::new();
-    let Ok(Some(Frame::Init { kind, state })) = wire::read(&mut reader, &mut buf).await else {
+    let init = match wire::read(&mut reader, &mut buf).await {
+        Ok(true) => wire::decode(&buf),
+        _ => None,
+    };
+    let Some(Frame::Init { kind, state }) = init else {
         eprintln!("conclib-process: no actor to run");
         return 2;
     };
+    let kind = kind.to_owned();
+    let state = state.to_vec();
     let Some(start) = registry.kinds.get(kind.as_str()) else {
         eprintln!("conclib-process: actor type {kind} is not in this executable's Registry");
         return 2;
@@ -129,15 +161,15 @@ async fn run(fd: i32, registry: Registry) -> i32 {
             return 3;
         }
     };
-    // One writer: frames from all requests, written in batches.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+    // One writer: the answers of all requests, written in batches.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer_task = tokio::spawn(async move {
         let mut frames = Vec::with_capacity(64);
         let mut out = Vec::with_capacity(4096);
         while rx.recv_many(&mut frames, 256).await > 0 {
             out.clear();
             for f in frames.drain(..) {
-                wire::encode(&f, &mut out);
+                out.extend_from_slice(&f);
             }
             if writer.write_all(&out).await.is_err() {
                 return;
@@ -146,44 +178,53 @@ async fn run(fd: i32, registry: Registry) -> i32 {
     });
     loop {
         match wire::read(&mut reader, &mut buf).await {
-            Ok(Some(Frame::Request {
-                id,
-                high,
-                message,
-                body,
-            })) => serve(&actor, &tx, id, high, &message, &body),
-            Ok(Some(Frame::Ping(n))) => {
-                let _ = tx.send(Frame::Pong(n));
-            }
-            Ok(Some(Frame::Stop)) => {
-                actor.stop();
-                actor.wait_for_stop().await;
-                drop(tx);
-                let _ = writer_task.await;
-                return 0;
-            }
-            Ok(Some(other)) => {
-                eprintln!("conclib-process: unexpected frame {other:?}");
-            }
-            // The parent is gone (or sent garbage): nothing is left to serve.
-            Ok(None) | Err(_) => return 1,
+            Ok(true) => match wire::decode(&buf) {
+                Some(Frame::Request {
+                    id,
+                    high,
+                    message,
+                    body,
+                }) => serve(&actor, &tx, id, high, message, body).await,
+                Some(Frame::Stop) => {
+                    actor.stop();
+                    actor.wait_for_stop().await;
+                    drop(tx);
+                    let _ = writer_task.await;
+                    return 0;
+                }
+                other => {
+                    eprintln!("conclib-process: unexpected frame {other:?}");
+                    return 2;
+                }
+            },
+            // The parent is gone: nothing is left to serve.
+            Ok(false) | Err(_) => return 1,
         }
     }
 }
 
-/// Starts one request; its answer goes to the writer when the handler is done.
-fn serve(
+/// Queues one request in the actor's mailbox, in arrival order (waiting for room: the
+/// parent's further requests wait too); its answer goes to the writer when the handler is
+/// done.
+async fn serve(
     actor: &DynActorRef,
-    tx: &mpsc::UnboundedSender<Frame>,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
     id: u64,
     high: bool,
     message: &str,
     body: &[u8],
 ) {
-    let reply = |status: u8, payload: Vec<u8>| Frame::Reply {
-        id,
-        status,
-        payload,
+    let reply = move |status: u8, payload: Vec<u8>| {
+        let mut out = Vec::with_capacity(payload.len() + 18);
+        wire::encode(
+            &Frame::Reply {
+                id,
+                status,
+                payload: &payload,
+            },
+            &mut out,
+        );
+        out
     };
     let Some(rm) = actor.remote_message(message) else {
         if id != 0 {
@@ -210,20 +251,26 @@ fn serve(
     } else {
         Priority::Normal
     };
-    let actor = actor.clone();
-    let tx = tx.clone();
-    tokio::spawn(async move {
-        let request = actor
-            .erased(rm.name(), rm.type_id(), msg)
-            .priority(priority);
-        if id == 0 {
-            if let Err(e) = request.tell().await {
-                tracing::warn!(error = %e, "a told message was refused");
-            }
-            return;
+    if id == 0 {
+        if let Err(e) = actor
+            .tell_erased(rm.name(), rm.type_id(), msg, priority)
+            .await
+        {
+            tracing::warn!(error = %e, "a told message was refused");
         }
-        // The parent's ask carries the timeout; here the request waits as long as it takes.
-        let result: ErasedResult = request.timeout(std::time::Duration::MAX / 4).ask().await;
+        return;
+    }
+    let queued = actor
+        .erased(rm.name(), rm.type_id(), msg)
+        .priority(priority)
+        .queue()
+        .await;
+    let tx = tx.clone();
+    let answer = async move {
+        let result: ErasedResult = match queued {
+            Ok(queued) => queued.answer().await,
+            Err(e) => Err(e),
+        };
         let (status, payload) = match result {
             Ok(response) => encoded(status::OK, rm.response(&*response)),
             Err(AskError::Handler(error)) => encoded(status::HANDLER_ERROR, rm.error(&*error)),
@@ -237,12 +284,9 @@ fn serve(
                 (status::ACTOR_STOPPED, Vec::new())
             }
         };
-        let _ = tx.send(Frame::Reply {
-            id,
-            status,
-            payload,
-        });
-    });
+        let _ = tx.send(reply(status, payload));
+    };
+    tokio::spawn(answer);
 }
 
 fn encoded(ok: u8, value: Option<&dyn erased_serde::Serialize>) -> (u8, Vec<u8>) {

@@ -47,12 +47,17 @@
 //!   program. The actor's type is looked up by name in the [`Registry`] given to `init`,
 //!   its initial state sent serialized (serde, bincode 2), and it runs as an ordinary actor
 //!   of an actor system in the child (a `Context`, timers, streams, children).
-//! - **The link**: length-delimited frames (4-byte big-endian length, then a bincode-encoded
-//!   frame: `Init`, `Request { id, high, message, body }` (id 0: a tell), `Reply { id,
-//!   status, payload }`, `Ping`/`Pong`, `Stop`); message bodies and answers are encoded with
-//!   [`conclib_codec::Bincode`] by the message's wire name, so a message must be exposed by
-//!   the actor ([`Actor::REMOTE`](conclib_core::Actor::REMOTE), `#[handle(remote)]`). Frames
-//!   queued together are written together. Asks pipeline: many can be in flight.
+//! - **The link**: two inherited Unix socket pairs, one for requests and answers (in order),
+//!   one for heartbeats (the control lane: a heartbeat never waits behind queued requests).
+//!   Frames are length-delimited: a 4-byte big-endian length, a tag byte, then the fields
+//!   (`Init { kind, state }`, `Request { id, high, message, body }` where id 0 is a tell,
+//!   `Reply { id, status, payload }`, `Ping`/`Pong`, `Stop`; the table is in the source of
+//!   `wire.rs`). Message bodies and answers are encoded with [`conclib_codec::Bincode`] by
+//!   the message's wire name, so a message must be exposed by the actor
+//!   ([`Actor::REMOTE`](conclib_core::Actor::REMOTE), `#[handle(remote)]`). Frames queued
+//!   together are written together and read through a buffer. Asks pipeline: many can be in
+//!   flight; the messages of one sender enter the actor's mailbox in the order sent.
+//!   `Stop` travels with the requests, so a graceful stop comes after what was sent before it.
 //! - **Failure semantics.** A handler's error or panic comes back to the asker as
 //!   [`ProcessError::Handler`] or [`ProcessError::Panicked`], as locally. A process that
 //!   dies (abort, `SIGKILL`, OOM kill, exit) fails every pending ask at once with

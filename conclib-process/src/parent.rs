@@ -15,7 +15,7 @@ use conclib_core::{Actor, Handler, Priority, RemoteReply};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::child::FD_VAR;
 use crate::error::{ProcessError, ProcessExit, SpawnError};
@@ -75,20 +75,28 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     pub async fn spawn(self) -> Result<ProcessRef<A>, SpawnError> {
         let state =
             encode_value(&Bincode, &self.actor).map_err(|e| SpawnError::Codec(e.to_string()))?;
+        // Two socket pairs: requests and answers, in order; and the control lane, where a
+        // heartbeat never waits behind queued requests.
         let (parent_end, child_end) =
             std::os::unix::net::UnixStream::pair().map_err(SpawnError::Io)?;
-        let child_fd = child_end.as_raw_fd();
-        // The child's end must survive exec: clear its close-on-exec flag.
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe {
-            let flags = libc::fcntl(child_fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(child_fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(SpawnError::Io(std::io::Error::last_os_error()));
+        let (parent_control, child_control) =
+            std::os::unix::net::UnixStream::pair().map_err(SpawnError::Io)?;
+        for fd in [child_end.as_raw_fd(), child_control.as_raw_fd()] {
+            // The child's ends must survive exec: clear their close-on-exec flag.
+            // SAFETY: fcntl on descriptors we own.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(SpawnError::Io(std::io::Error::last_os_error()));
+                }
             }
         }
         let exe = std::env::current_exe().map_err(SpawnError::Io)?;
         let mut command = std::process::Command::new(exe);
-        command.env(FD_VAR, child_fd.to_string());
+        command.env(
+            FD_VAR,
+            format!("{},{}", child_end.as_raw_fd(), child_control.as_raw_fd()),
+        );
         conclib_core::process::bind_to_parent(&mut command, false);
         let child = conclib_core::process::spawn_bound(
             move || command.spawn(),
@@ -100,13 +108,18 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         .await
         .map_err(SpawnError::Io)?;
         drop(child_end);
+        drop(child_control);
         let pid = child.id();
-        parent_end.set_nonblocking(true).map_err(SpawnError::Io)?;
-        let stream = tokio::net::UnixStream::from_std(parent_end).map_err(SpawnError::Io)?;
-        let link = Link::start(stream, child, self.heartbeat);
-        link.send(Frame::Init {
-            kind: std::any::type_name::<A>().to_owned(),
-            state,
+        let open = |end: std::os::unix::net::UnixStream| {
+            end.set_nonblocking(true)?;
+            tokio::net::UnixStream::from_std(end)
+        };
+        let stream = open(parent_end).map_err(SpawnError::Io)?;
+        let control = open(parent_control).map_err(SpawnError::Io)?;
+        let link = Link::start(stream, control, child, self.heartbeat);
+        link.send(&Frame::Init {
+            kind: std::any::type_name::<A>(),
+            state: &state,
         });
         // Started once it answers.
         let first = link.ping();
@@ -215,18 +228,18 @@ impl<A: Actor> ProcessRef<A> {
             return Err(ProcessError::Exited(exit));
         }
         let body = encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
-        self.link.send(Frame::Request {
+        self.link.send(&Frame::Request {
             id: 0,
             high: priority == Priority::High,
-            message: M::name().to_owned(),
-            body,
+            message: M::name(),
+            body: &body,
         });
         Ok(())
     }
 
     /// Stops the actor gracefully (what it has queued is handled), then its process exits.
     pub fn stop(&self) {
-        self.link.send(Frame::Stop);
+        self.link.send(&Frame::Stop);
     }
 
     /// Kills the process at once (`SIGKILL`): pending asks fail with
@@ -322,7 +335,9 @@ type Answer = Result<(u8, Vec<u8>), ProcessExit>;
 
 /// The link to one child: a writer task, a reader task, the reaper, the heartbeat.
 struct Link {
-    out: mpsc::UnboundedSender<Frame>,
+    out: Arc<Outbox>,
+    /// The control lane (heartbeats).
+    control: Arc<Outbox>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     pings: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next: AtomicU64,
@@ -333,60 +348,28 @@ struct Link {
 impl Link {
     fn start(
         stream: tokio::net::UnixStream,
+        control: tokio::net::UnixStream,
         child: std::process::Child,
         heartbeat: Option<Duration>,
     ) -> Arc<Link> {
-        let (out, mut rx) = mpsc::unbounded_channel::<Frame>();
+        let out = Arc::new(Outbox::default());
+        let control_out = Arc::new(Outbox::default());
         let (exit_tx, exit) = watch::channel(None);
         let link = Arc::new(Link {
-            out,
+            out: out.clone(),
+            control: control_out.clone(),
             pending: Mutex::new(HashMap::new()),
             pings: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             pid: child.id(),
             exit,
         });
-        let (mut reader, mut writer) = stream.into_split();
-        // Writer: frames queued meanwhile leave in one write.
-        tokio::spawn(async move {
-            let mut frames = Vec::with_capacity(64);
-            let mut buf = Vec::with_capacity(4096);
-            while rx.recv_many(&mut frames, 256).await > 0 {
-                buf.clear();
-                for f in frames.drain(..) {
-                    wire::encode(&f, &mut buf);
-                }
-                if writer.write_all(&buf).await.is_err() {
-                    return;
-                }
-            }
-        });
-        // Reader: answers to their askers.
-        let weak = Arc::downgrade(&link);
-        tokio::spawn(async move {
-            let mut buf = Vec::new();
-            while let Ok(Some(frame)) = wire::read(&mut reader, &mut buf).await {
-                let Some(link) = weak.upgrade() else { return };
-                match frame {
-                    Frame::Reply {
-                        id,
-                        status,
-                        payload,
-                    } => {
-                        if let Some(tx) = lock(&link.pending).remove(&id) {
-                            let _ = tx.send(Ok((status, payload)));
-                        }
-                    }
-                    Frame::Pong(n) => {
-                        if let Some(tx) = lock(&link.pings).remove(&n) {
-                            let _ = tx.send(Ok((status::OK, Vec::new())));
-                        }
-                    }
-                    Frame::Ping(n) => link.send(Frame::Pong(n)),
-                    _ => {}
-                }
-            }
-        });
+        let (reader, writer) = stream.into_split();
+        tokio::spawn(write_frames(writer, out));
+        let (control_reader, control_writer) = control.into_split();
+        tokio::spawn(write_frames(control_writer, control_out));
+        tokio::spawn(read_frames(reader, Arc::downgrade(&link)));
+        tokio::spawn(read_frames(control_reader, Arc::downgrade(&link)));
         // Reaper: the exit status ends every pending request at once.
         let weak = Arc::downgrade(&link);
         let mut child = child;
@@ -433,8 +416,8 @@ impl Link {
         link
     }
 
-    fn send(&self, frame: Frame) {
-        let _ = self.out.send(frame);
+    fn send(&self, frame: &Frame<'_>) {
+        self.out.push(frame);
     }
 
     /// Sends a request and waits for its answer (or the process's end).
@@ -448,11 +431,11 @@ impl Link {
             return Err(exit);
         }
         let _guard = Forget { link: self, id };
-        self.send(Frame::Request {
+        self.send(&Frame::Request {
             id,
             high: priority == Priority::High,
-            message: message.to_owned(),
-            body,
+            message,
+            body: &body,
         });
         rx.await.unwrap_or_else(|_| Err(ProcessExit::unknown()))
     }
@@ -464,7 +447,7 @@ impl Link {
         lock(&self.pings).insert(n, tx);
         let exited = self.exit.borrow().clone();
         if exited.is_none() {
-            self.send(Frame::Ping(n));
+            self.control.push(&Frame::Ping(n));
         }
         async move {
             if let Some(exit) = exited {
@@ -496,10 +479,86 @@ impl Link {
     }
 }
 
+/// Frames waiting to be written: senders append to one buffer, the writer takes it whole
+/// (frames queued meanwhile leave in one write; no allocation per frame).
+#[derive(Default)]
+struct Outbox {
+    buf: Mutex<Vec<u8>>,
+    ready: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Outbox {
+    fn push(&self, frame: &Frame<'_>) {
+        let was_empty = {
+            let mut buf = lock(&self.buf);
+            let was_empty = buf.is_empty();
+            wire::encode(frame, &mut buf);
+            was_empty
+        };
+        if was_empty {
+            self.ready.notify_one();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+}
+
+/// Writes what the outbox holds, until it is closed and empty.
+async fn write_frames(mut writer: tokio::net::unix::OwnedWriteHalf, outbox: Arc<Outbox>) {
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        out.clear();
+        std::mem::swap(&mut out, &mut *lock(&outbox.buf));
+        if out.is_empty() {
+            if outbox.closed.load(Ordering::Acquire) {
+                return;
+            }
+            outbox.ready.notified().await;
+            continue;
+        }
+        if writer.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Hands the answers and heartbeats it reads to their waiters.
+async fn read_frames(reader: tokio::net::unix::OwnedReadHalf, link: std::sync::Weak<Link>) {
+    // Buffered: a burst of answers costs a few reads, not two per frame.
+    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
+    let mut buf = Vec::new();
+    while let Ok(true) = wire::read(&mut reader, &mut buf).await {
+        let Some(link) = link.upgrade() else { return };
+        match wire::decode(&buf) {
+            Some(Frame::Reply {
+                id,
+                status,
+                payload,
+            }) => {
+                if let Some(tx) = lock(&link.pending).remove(&id) {
+                    let _ = tx.send(Ok((status, payload.to_vec())));
+                }
+            }
+            Some(Frame::Pong(n)) => {
+                if let Some(tx) = lock(&link.pings).remove(&n) {
+                    let _ = tx.send(Ok((status::OK, Vec::new())));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         // The last ref is gone: stop the actor gracefully; the child exits.
-        let _ = self.out.send(Frame::Stop);
+        self.out.push(&Frame::Stop);
+        self.out.close();
+        self.control.close();
     }
 }
 

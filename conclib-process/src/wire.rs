@@ -1,39 +1,47 @@
-//! The link between a parent and a process actor: length-delimited frames over an
-//! inherited Unix socket pair.
+//! The link between a parent and a process actor: length-delimited frames over inherited
+//! Unix socket pairs (one for requests and answers, in order; one for heartbeats).
 //!
-//! A frame is a 4-byte big-endian length, then that many bytes: a [`Frame`] encoded with
-//! bincode 2 (`config::standard()`). Message bodies inside are encoded with the same codec
-//! ([`conclib_codec::Bincode`]), by the message's wire name ([`conclib_core::Message::name`]).
+//! A frame is a 4-byte big-endian length, then that many bytes: a tag byte and the fields,
+//! integers little-endian, strings and byte strings as a 4-byte little-endian length and
+//! the bytes:
+//!
+//! | tag | frame | fields |
+//! |---|---|---|
+//! | 1 | `Init` (parent to child, first) | kind (the actor type's name), state (bincode) |
+//! | 2 | `Request` | id (u64; 0 for a tell), high (u8: 1 = high-priority lane), message name, body (bincode) |
+//! | 3 | `Reply` | id (u64), status (u8), payload |
+//! | 4 | `Ping` | n (u64) |
+//! | 5 | `Pong` | n (u64) |
+//! | 6 | `Stop` (parent to child: stop gracefully, then exit) | |
+//!
+//! Message bodies and answers are encoded with [`conclib_codec::Bincode`], by the message's
+//! wire name ([`conclib_core::Message::name`]).
 
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The largest frame either side accepts (a corrupt length must not allocate gigabytes).
 pub(crate) const MAX_FRAME: usize = 64 * 1024 * 1024;
 
-/// One frame of the link.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Frame {
-    /// Parent to child, first: the actor's kind (its type's name) and its initial state.
-    Init { kind: String, state: Vec<u8> },
-    /// Parent to child: a request. `id` 0 is a tell.
+/// One frame of the link, borrowing its bytes from the buffer it was read into.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Frame<'a> {
+    Init {
+        kind: &'a str,
+        state: &'a [u8],
+    },
     Request {
         id: u64,
         high: bool,
-        message: String,
-        body: Vec<u8>,
+        message: &'a str,
+        body: &'a [u8],
     },
-    /// Child to parent: the answer to request `id`.
     Reply {
         id: u64,
         status: u8,
-        payload: Vec<u8>,
+        payload: &'a [u8],
     },
-    /// Either way: are you there? Answered with `Pong` of the same number.
     Ping(u64),
-    /// The answer to a `Ping`.
     Pong(u64),
-    /// Parent to child: stop the actor gracefully, then exit.
     Stop,
 }
 
@@ -49,26 +57,123 @@ pub(crate) mod status {
     pub(crate) const MAILBOX_FULL: u8 = 12;
 }
 
+fn bytes(out: &mut Vec<u8>, b: &[u8]) {
+    let len = u32::try_from(b.len()).expect("fields are under 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(b);
+}
+
 /// Appends `frame`, length first, to `out`.
-pub(crate) fn encode(frame: &Frame, out: &mut Vec<u8>) {
+pub(crate) fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let body = bincode::serde::encode_to_vec(frame, bincode::config::standard())
-        .expect("a frame always encodes");
-    out.extend_from_slice(&body);
+    match frame {
+        Frame::Init { kind, state } => {
+            out.push(1);
+            bytes(out, kind.as_bytes());
+            bytes(out, state);
+        }
+        Frame::Request {
+            id,
+            high,
+            message,
+            body,
+        } => {
+            out.push(2);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.push(u8::from(*high));
+            bytes(out, message.as_bytes());
+            bytes(out, body);
+        }
+        Frame::Reply {
+            id,
+            status,
+            payload,
+        } => {
+            out.push(3);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.push(*status);
+            bytes(out, payload);
+        }
+        Frame::Ping(n) => {
+            out.push(4);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        Frame::Pong(n) => {
+            out.push(5);
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        Frame::Stop => out.push(6),
+    }
     let len = u32::try_from(out.len() - start - 4).expect("frames are under 4 GiB");
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Reads one frame; `None` at the end of the stream.
+/// Reads the fields of a frame body.
+struct Fields<'a>(&'a [u8]);
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
+        self.take(len)
+    }
+    fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes()?).ok()
+    }
+}
+
+/// Parses one frame body (without its length).
+pub(crate) fn decode(body: &[u8]) -> Option<Frame<'_>> {
+    let mut f = Fields(body);
+    let frame = match f.u8()? {
+        1 => Frame::Init {
+            kind: f.str()?,
+            state: f.bytes()?,
+        },
+        2 => Frame::Request {
+            id: f.u64()?,
+            high: f.u8()? != 0,
+            message: f.str()?,
+            body: f.bytes()?,
+        },
+        3 => Frame::Reply {
+            id: f.u64()?,
+            status: f.u8()?,
+            payload: f.bytes()?,
+        },
+        4 => Frame::Ping(f.u64()?),
+        5 => Frame::Pong(f.u64()?),
+        6 => Frame::Stop,
+        _ => return None,
+    };
+    // Trailing bytes mean a frame this side does not understand.
+    f.0.is_empty().then_some(frame)
+}
+
+/// Reads one frame body into `buf`; `false` at the end of the stream.
 pub(crate) async fn read<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut Vec<u8>,
-) -> std::io::Result<Option<Frame>> {
+) -> std::io::Result<bool> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(len) as usize;
@@ -80,14 +185,45 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
     }
     buf.resize(len, 0);
     reader.read_exact(buf).await?;
-    let (frame, used) =
-        bincode::serde::decode_from_slice::<Frame, _>(buf, bincode::config::standard())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-    if used != len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "trailing bytes in a frame",
-        ));
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_garbage_is_refused() {
+        let frames = [
+            Frame::Init {
+                kind: "w",
+                state: &[1, 2],
+            },
+            Frame::Request {
+                id: 7,
+                high: true,
+                message: "Add",
+                body: &[5],
+            },
+            Frame::Reply {
+                id: 7,
+                status: 1,
+                payload: &[],
+            },
+            Frame::Ping(3),
+            Frame::Pong(3),
+            Frame::Stop,
+        ];
+        for frame in frames {
+            let mut out = Vec::new();
+            encode(&frame, &mut out);
+            let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, out.len() - 4);
+            assert_eq!(decode(&out[4..]), Some(frame));
+        }
+        assert_eq!(decode(&[]), None);
+        assert_eq!(decode(&[9]), None);
+        assert_eq!(decode(&[2, 1, 2]), None);
+        assert_eq!(decode(&[4, 0, 0, 0, 0, 0, 0, 0, 0, 99]), None);
     }
-    Ok(Some(frame))
 }

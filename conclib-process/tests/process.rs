@@ -181,11 +181,18 @@ async fn round_trip() {
     // Timeouts are the asker's.
     assert_eq!(
         worker
-            .ask(SleepMs(5_000))
+            .ask(SleepMs(300))
             .timeout(Duration::from_millis(50))
             .await,
         Err(ProcessError::Timeout(Duration::from_millis(50)))
     );
+    // Messages from one sender enter the mailbox in the order sent, tells and asks alike.
+    for _ in 0..1_000 {
+        worker.tell(Add(1)).unwrap();
+    }
+    assert_eq!(worker.ask(Add(0)).await, Ok(1_209));
+    worker.tell(Take(1_000)).unwrap();
+    assert_eq!(worker.ask(Add(0)).await, Ok(209));
     assert_eq!(
         worker.ask(Add(0)).priority(conclib::Priority::High).await,
         Ok(209)
