@@ -27,6 +27,7 @@ use crate::wire::{self, Frame, status};
 pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
     ProcessBuilder {
         actor,
+        memory_limit: None,
         heartbeat: Some(Duration::from_secs(2)),
         start_timeout: Duration::from_secs(10),
         ask_timeout: Duration::from_secs(5),
@@ -37,6 +38,7 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
 #[must_use = "a builder does nothing until `.spawn().await`"]
 pub struct ProcessBuilder<A> {
     actor: A,
+    memory_limit: Option<u64>,
     heartbeat: Option<Duration>,
     start_timeout: Duration,
     ask_timeout: Duration,
@@ -58,6 +60,14 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// busy handler does not miss it; a process that stops running does.)
     pub fn heartbeat(mut self, every: Option<Duration>) -> Self {
         self.heartbeat = every;
+        self
+    }
+
+    /// Limits the process's address space to `bytes` (`RLIMIT_AS`): an allocation past it
+    /// fails, and the process aborts (`SIGABRT`) instead of taking the machine's memory.
+    /// Leave room for the runtime (threads' stacks and the binary: tens of MiB).
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
         self
     }
 
@@ -98,6 +108,22 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
             format!("{},{}", child_end.as_raw_fd(), child_control.as_raw_fd()),
         );
         conclib_core::process::bind_to_parent(&mut command, false);
+        if let Some(bytes) = self.memory_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = conclib_core::process::spawn_bound(
             move || command.spawn(),
             |mut orphan| {

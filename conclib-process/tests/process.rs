@@ -34,6 +34,11 @@ struct Exit(i32);
 #[derive(Serialize, Deserialize)]
 struct Pid;
 
+/// Allocates (and touches) memory until the process cannot.
+#[message]
+#[derive(Serialize, Deserialize)]
+struct Hog;
+
 #[actor]
 #[derive(Serialize, Deserialize)]
 struct Worker {
@@ -77,6 +82,14 @@ impl Worker {
     fn pid(&mut self, _: Pid) -> u32 {
         std::process::id()
     }
+
+    #[handle(remote)]
+    fn hog(&mut self, _: Hog) {
+        let mut kept: Vec<Vec<u8>> = Vec::new();
+        loop {
+            kept.push(vec![1u8; 32 * 1024 * 1024]);
+        }
+    }
 }
 
 type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -112,6 +125,9 @@ fn main() {
         }),
         ("a_child_never_outlives_its_parent", || {
             Box::pin(parent_killed())
+        }),
+        ("a_child_over_its_memory_limit_dies_alone", || {
+            Box::pin(memory_hog())
         }),
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -320,6 +336,27 @@ async fn graceful_stop() {
             signal: None
         }
     );
+}
+
+async fn memory_hog() {
+    let worker = conclib_process::build(Worker { total: 0 })
+        .memory_limit(512 * 1024 * 1024)
+        .spawn()
+        .await
+        .unwrap();
+    assert_eq!(worker.ask(Add(1)).await, Ok(1));
+    match worker.ask(Hog).timeout(Duration::from_secs(60)).await {
+        Err(ProcessError::Exited(exit)) => assert_eq!(exit.signal, Some(libc::SIGABRT), "{exit}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The parent is unharmed, and another process actor starts.
+    let other = conclib_process::build(Worker { total: 0 })
+        .spawn()
+        .await
+        .unwrap();
+    assert_eq!(other.ask(Add(2)).await, Ok(2));
+    other.kill();
+    other.wait_for_stop().await;
 }
 
 /// Run as `CONCLIB_TEST_ROLE=parent`: starts a process actor, prints its pid, waits.
