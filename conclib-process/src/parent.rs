@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclib_codec::{Bincode, decode_value, encode_value};
-use conclib_core::{Actor, Handler, Priority, RemoteReply};
+use conclib_core::{Actor, Handler, Priority, RemoteReply, RestartLimit};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
@@ -27,6 +27,7 @@ use crate::wire::{self, Frame, status};
 pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
     ProcessBuilder {
         actor,
+        restart: None,
         memory_limit: None,
         heartbeat: Some(Duration::from_secs(2)),
         start_timeout: Duration::from_secs(10),
@@ -38,6 +39,7 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
 #[must_use = "a builder does nothing until `.spawn().await`"]
 pub struct ProcessBuilder<A> {
     actor: A,
+    restart: Option<RestartLimit>,
     memory_limit: Option<u64>,
     heartbeat: Option<Duration>,
     start_timeout: Duration,
@@ -71,6 +73,16 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         self
     }
 
+    /// Restarts the process when it dies (a crash, a kill from outside, a missed heartbeat,
+    /// an exit it did not ask for): a fresh process with the actor's initial state, at most
+    /// as often as `limit` allows; past it the process stays dead. The asks pending at the
+    /// death fail with [`ProcessError::Exited`] all the same. [`ProcessRef::kill`] and
+    /// [`ProcessRef::stop`] end it for good.
+    pub fn restart(mut self, limit: RestartLimit) -> Self {
+        self.restart = Some(limit);
+        self
+    }
+
     /// The default timeout of asks to this actor (default 5 s).
     pub fn ask_timeout(mut self, timeout: Duration) -> Self {
         self.ask_timeout = timeout;
@@ -85,84 +97,175 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     pub async fn spawn(self) -> Result<ProcessRef<A>, SpawnError> {
         let state =
             encode_value(&Bincode, &self.actor).map_err(|e| SpawnError::Codec(e.to_string()))?;
-        // Two socket pairs: requests and answers, in order; and the control lane, where a
-        // heartbeat never waits behind queued requests.
-        let (parent_end, child_end) =
-            std::os::unix::net::UnixStream::pair().map_err(SpawnError::Io)?;
-        let (parent_control, child_control) =
-            std::os::unix::net::UnixStream::pair().map_err(SpawnError::Io)?;
-        for fd in [child_end.as_raw_fd(), child_control.as_raw_fd()] {
-            // The child's ends must survive exec: clear their close-on-exec flag.
-            // SAFETY: fcntl on descriptors we own.
-            unsafe {
-                let flags = libc::fcntl(fd, libc::F_GETFD);
-                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                    return Err(SpawnError::Io(std::io::Error::last_os_error()));
-                }
-            }
-        }
-        let exe = std::env::current_exe().map_err(SpawnError::Io)?;
-        let mut command = std::process::Command::new(exe);
-        command.env(
-            FD_VAR,
-            format!("{},{}", child_end.as_raw_fd(), child_control.as_raw_fd()),
-        );
-        conclib_core::process::bind_to_parent(&mut command, false);
-        if let Some(bytes) = self.memory_limit {
-            use std::os::unix::process::CommandExt;
-            let limit = libc::rlimit {
-                rlim_cur: bytes,
-                rlim_max: bytes,
-            };
-            // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe.
-            unsafe {
-                command.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let child = conclib_core::process::spawn_bound(
-            move || command.spawn(),
-            |mut orphan| {
-                let _ = orphan.kill();
-                let _ = orphan.wait();
-            },
-        )
-        .await
-        .map_err(SpawnError::Io)?;
-        drop(child_end);
-        drop(child_control);
-        let pid = child.id();
-        let open = |end: std::os::unix::net::UnixStream| {
-            end.set_nonblocking(true)?;
-            tokio::net::UnixStream::from_std(end)
-        };
-        let stream = open(parent_end).map_err(SpawnError::Io)?;
-        let control = open(parent_control).map_err(SpawnError::Io)?;
-        let link = Link::start(stream, control, child, self.heartbeat);
-        link.send(&Frame::Init {
+        let spec = Spec {
             kind: std::any::type_name::<A>(),
-            state: &state,
+            state,
+            heartbeat: self.heartbeat,
+            memory_limit: self.memory_limit,
+            start_timeout: self.start_timeout,
+            restart: self.restart,
+        };
+        let (final_exit, _) = watch::channel(None);
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
+            link: std::sync::RwLock::new(None),
+            spec,
+            restarts: Mutex::new(std::collections::VecDeque::new()),
+            restarted: AtomicU64::new(0),
+            ending: std::sync::atomic::AtomicBool::new(false),
+            final_exit,
+            me: weak.clone(),
         });
-        // Started once it answers.
-        let first = link.ping();
-        match tokio::time::timeout(self.start_timeout, first).await {
-            Ok(Ok(())) => {}
-            Ok(Err(exit)) => return Err(SpawnError::Exited(exit)),
-            Err(_) => {
-                link.kill();
-                return Err(SpawnError::NoAnswer(self.start_timeout));
-            }
-        }
+        let link = launch(&inner.spec, Arc::downgrade(&inner)).await?;
+        *inner.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
         Ok(ProcessRef {
-            link,
-            pid,
+            inner,
             ask_timeout: self.ask_timeout,
             _actor: PhantomData,
         })
+    }
+}
+
+/// What it takes to start (and restart) one process actor.
+struct Spec {
+    kind: &'static str,
+    state: Vec<u8>,
+    heartbeat: Option<Duration>,
+    memory_limit: Option<u64>,
+    start_timeout: Duration,
+    restart: Option<RestartLimit>,
+}
+
+/// Starts a process for `spec` and returns its link once the actor answered.
+async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>, SpawnError> {
+    // Two socket pairs: requests and answers, in order; and the control lane, where a
+    // heartbeat never waits behind queued requests.
+    let (parent_end, child_end) = std::os::unix::net::UnixStream::pair().map_err(SpawnError::Io)?;
+    let (parent_control, child_control) =
+        std::os::unix::net::UnixStream::pair().map_err(SpawnError::Io)?;
+    for fd in [child_end.as_raw_fd(), child_control.as_raw_fd()] {
+        // The child's ends must survive exec: clear their close-on-exec flag.
+        // SAFETY: fcntl on descriptors we own.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(SpawnError::Io(std::io::Error::last_os_error()));
+            }
+        }
+    }
+    let exe = std::env::current_exe().map_err(SpawnError::Io)?;
+    let mut command = std::process::Command::new(exe);
+    command.env(
+        FD_VAR,
+        format!("{},{}", child_end.as_raw_fd(), child_control.as_raw_fd()),
+    );
+    conclib_core::process::bind_to_parent(&mut command, false);
+    if let Some(bytes) = spec.memory_limit {
+        use std::os::unix::process::CommandExt;
+        let limit = libc::rlimit {
+            rlim_cur: bytes,
+            rlim_max: bytes,
+        };
+        // SAFETY: runs in the forked child before exec; setrlimit is async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = conclib_core::process::spawn_bound(
+        move || command.spawn(),
+        |mut orphan| {
+            let _ = orphan.kill();
+            let _ = orphan.wait();
+        },
+    )
+    .await
+    .map_err(SpawnError::Io)?;
+    drop(child_end);
+    drop(child_control);
+    let open = |end: std::os::unix::net::UnixStream| {
+        end.set_nonblocking(true)?;
+        tokio::net::UnixStream::from_std(end)
+    };
+    let stream = open(parent_end).map_err(SpawnError::Io)?;
+    let control = open(parent_control).map_err(SpawnError::Io)?;
+    let link = Link::start(stream, control, child, spec.heartbeat, owner);
+    link.send(&Frame::Init {
+        kind: spec.kind,
+        state: &spec.state,
+    });
+    // Started once it answers.
+    let first = link.ping();
+    match tokio::time::timeout(spec.start_timeout, first).await {
+        Ok(Ok(())) => {}
+        Ok(Err(exit)) => return Err(SpawnError::Exited(exit)),
+        Err(_) => {
+            link.kill();
+            return Err(SpawnError::NoAnswer(spec.start_timeout));
+        }
+    }
+    Ok(link)
+}
+
+/// The process actor behind every clone of one [`ProcessRef`]: its current process, and
+/// what restarting it takes.
+struct Inner {
+    link: std::sync::RwLock<Option<Arc<Link>>>,
+    spec: Spec,
+    restarts: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    restarted: AtomicU64,
+    /// Killed or stopped on purpose: no restart.
+    ending: std::sync::atomic::AtomicBool,
+    /// Set once the process ended for good.
+    final_exit: watch::Sender<Option<ProcessExit>>,
+    me: std::sync::Weak<Inner>,
+}
+
+impl Inner {
+    fn link(&self) -> Arc<Link> {
+        self.link
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .expect("set at spawn")
+    }
+
+    /// The current process died: restart it if the policy allows, else end for good.
+    async fn died(&self, exit: ProcessExit) {
+        let allowed = !self.ending.load(Ordering::Acquire)
+            && self.spec.restart.is_some_and(|limit| {
+                let now = std::time::Instant::now();
+                let mut recent = lock(&self.restarts);
+                while recent
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > limit.within)
+                {
+                    recent.pop_front();
+                }
+                if recent.len() >= limit.max_restarts as usize {
+                    return false;
+                }
+                recent.push_back(now);
+                true
+            });
+        if allowed {
+            tracing::warn!(actor = self.spec.kind, %exit, "process actor died; restarting it");
+            match launch(&self.spec, self.me.clone()).await {
+                Ok(link) => {
+                    *self.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
+                    self.restarted.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(actor = self.spec.kind, error = %e, "could not restart a process actor")
+                }
+            }
+        }
+        // Stored even with no one waiting yet (`send` would drop it then).
+        self.final_exit.send_replace(Some(exit));
     }
 }
 
@@ -174,8 +277,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
 /// boundary: they must be exposed by `A` ([`Actor::REMOTE`], `#[handle(remote)]`), serde
 /// types, declared with `#[message]` (or [`MessageDecl`](conclib_core::MessageDecl)).
 pub struct ProcessRef<A> {
-    link: Arc<Link>,
-    pid: u32,
+    inner: Arc<Inner>,
     ask_timeout: Duration,
     _actor: PhantomData<fn() -> A>,
 }
@@ -183,8 +285,7 @@ pub struct ProcessRef<A> {
 impl<A> Clone for ProcessRef<A> {
     fn clone(&self) -> Self {
         ProcessRef {
-            link: self.link.clone(),
-            pid: self.pid,
+            inner: self.inner.clone(),
             ask_timeout: self.ask_timeout,
             _actor: PhantomData,
         }
@@ -195,22 +296,28 @@ impl<A> fmt::Debug for ProcessRef<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessRef")
             .field("actor", &std::any::type_name::<A>())
-            .field("pid", &self.pid)
+            .field("pid", &self.inner.link().pid)
             .finish()
     }
 }
 
 impl<A: Actor> ProcessRef<A> {
-    /// The child process's id.
+    /// The id of the actor's current process.
     #[must_use]
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.inner.link().pid
     }
 
-    /// Whether the process still runs.
+    /// Whether the actor's process runs (between a death and its restart: no).
     #[must_use]
     pub fn is_alive(&self) -> bool {
-        self.link.exit.borrow().is_none()
+        self.inner.link().exit.borrow().is_none()
+    }
+
+    /// How many times the process was restarted.
+    #[must_use]
+    pub fn restarts(&self) -> u64 {
+        self.inner.restarted.load(Ordering::Relaxed)
     }
 
     /// Asks the actor; `.await` it, after `.timeout(..)` or `.priority(..)` if needed.
@@ -250,11 +357,12 @@ impl<A: Actor> ProcessRef<A> {
         A: Handler<M>,
         M: conclib_core::Message + Serialize,
     {
-        if let Some(exit) = self.link.exit.borrow().clone() {
+        let link = self.inner.link();
+        if let Some(exit) = link.exit.borrow().clone() {
             return Err(ProcessError::Exited(exit));
         }
         let body = encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
-        self.link.send(&Frame::Request {
+        link.send(&Frame::Request {
             id: 0,
             high: priority == Priority::High,
             message: M::name(),
@@ -263,20 +371,23 @@ impl<A: Actor> ProcessRef<A> {
         Ok(())
     }
 
-    /// Stops the actor gracefully (what it has queued is handled), then its process exits.
+    /// Stops the actor gracefully (what it has queued is handled), then its process exits;
+    /// it is not restarted.
     pub fn stop(&self) {
-        self.link.send(&Frame::Stop);
+        self.inner.ending.store(true, Ordering::Release);
+        self.inner.link().send(&Frame::Stop);
     }
 
     /// Kills the process at once (`SIGKILL`): pending asks fail with
     /// [`ProcessError::Exited`].
     pub fn kill(&self) {
-        self.link.kill();
+        self.inner.ending.store(true, Ordering::Release);
+        self.inner.link().kill();
     }
 
-    /// Waits until the process has exited, and says how.
+    /// Waits until the actor's process has ended for good (no restart follows), and says how.
     pub async fn wait_for_stop(&self) -> ProcessExit {
-        let mut exit = self.link.exit.clone();
+        let mut exit = self.inner.final_exit.subscribe();
         loop {
             if let Some(e) = exit.borrow_and_update().clone() {
                 return e;
@@ -331,11 +442,13 @@ where
             let body =
                 encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
             drop(msg);
-            let (status, payload) =
-                tokio::time::timeout(timeout, target.link.request(M::name(), body, priority))
-                    .await
-                    .map_err(|_| ProcessError::Timeout(timeout))?
-                    .map_err(ProcessError::Exited)?;
+            let (status, payload) = tokio::time::timeout(
+                timeout,
+                target.inner.link().request(M::name(), body, priority),
+            )
+            .await
+            .map_err(|_| ProcessError::Timeout(timeout))?
+            .map_err(ProcessError::Exited)?;
             let text = || String::from_utf8_lossy(&payload).into_owned();
             match status {
                 status::OK => {
@@ -377,6 +490,7 @@ impl Link {
         control: tokio::net::UnixStream,
         child: std::process::Child,
         heartbeat: Option<Duration>,
+        owner: std::sync::Weak<Inner>,
     ) -> Arc<Link> {
         let out = Arc::new(Outbox::default());
         let control_out = Arc::new(Outbox::default());
@@ -399,15 +513,19 @@ impl Link {
         // Reaper: the exit status ends every pending request at once.
         let weak = Arc::downgrade(&link);
         let mut child = child;
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let exit = match child.wait() {
                 Ok(status) => ProcessExit::from_status(status),
                 Err(_) => ProcessExit::unknown(),
             };
             tracing::debug!(pid = child.id(), %exit, "process actor exited");
-            let _ = exit_tx.send(Some(exit.clone()));
+            exit_tx.send_replace(Some(exit.clone()));
             if let Some(link) = weak.upgrade() {
                 link.fail_all(&exit);
+            }
+            if let Some(owner) = owner.upgrade() {
+                runtime.spawn(async move { owner.died(exit).await });
             }
         });
         if let Some(every) = heartbeat {

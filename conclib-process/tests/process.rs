@@ -129,6 +129,9 @@ fn main() {
         ("a_child_over_its_memory_limit_dies_alone", || {
             Box::pin(memory_hog())
         }),
+        ("a_dead_process_restarts_within_its_limit", || {
+            Box::pin(restarts())
+        }),
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -357,6 +360,41 @@ async fn memory_hog() {
     assert_eq!(other.ask(Add(2)).await, Ok(2));
     other.kill();
     other.wait_for_stop().await;
+}
+
+async fn restarts() {
+    let worker = conclib_process::build(Worker { total: 10 })
+        .restart(conclib::RestartLimit::new(2, Duration::from_secs(60)))
+        .spawn()
+        .await
+        .unwrap();
+    assert_eq!(worker.ask(Add(1)).await, Ok(11));
+    for round in 1..=2u64 {
+        let old = worker.pid();
+        // SAFETY: our child's pid.
+        unsafe { libc::kill(old as i32, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while worker.restarts() < round {
+            assert!(Instant::now() < deadline, "no restart {round}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_ne!(worker.pid(), old);
+        assert!(worker.is_alive());
+        // A fresh process with the initial state.
+        assert_eq!(worker.ask(Add(1)).await, Ok(11));
+    }
+    // A third death within the window is past the limit: the process stays dead.
+    // SAFETY: our child's pid.
+    unsafe { libc::kill(worker.pid() as i32, libc::SIGKILL) };
+    let exit = tokio::time::timeout(Duration::from_secs(20), worker.wait_for_stop())
+        .await
+        .expect("ends for good past the limit");
+    assert_eq!(exit.signal, Some(libc::SIGKILL));
+    assert_eq!(worker.restarts(), 2);
+    assert!(matches!(
+        worker.ask(Add(1)).await,
+        Err(ProcessError::Exited(_))
+    ));
 }
 
 /// Run as `CONCLIB_TEST_ROLE=parent`: starts a process actor, prints its pid, waits.
