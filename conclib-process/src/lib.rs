@@ -63,16 +63,22 @@
 //!   dies (abort, `SIGKILL`, OOM kill, exit) fails every pending ask at once with
 //!   [`ProcessError::Exited`], which carries the exit code or signal;
 //!   [`ProcessRef::wait_for_stop`] says the same. A process that misses its heartbeat
-//!   ([`ProcessBuilder::heartbeat`], default 2 s) is killed and treated as dead. A child
+//!   ([`ProcessBuilder::heartbeat`], default 2 s) is killed and treated as dead. With
+//!   [`ProcessBuilder::restart`], a dead process is replaced by a fresh one (the actor's
+//!   initial state) within a restart limit, behind the same ref. An address-space limit
+//!   ([`ProcessBuilder::memory_limit`]) makes a process that eats memory abort alone. A child
 //!   never outlives the parent: it is bound to the parent's life (`PR_SET_PDEATHSIG`, see
 //!   `conclib_core::process`), and exits on its own when the link closes. Children are
 //!   reaped: no zombie is left.
 //!
 //! # Not yet
-//! Restarts under a supervision policy, URNs (lookup and the Redis proxy reaching a process
-//! actor), asks from the child to the parent's actors, the child's output routed to the
-//! parent's `tracing` (it is inherited), resource limits, and cancelling in the child an ask
-//! its parent gave up: the process-actors issue lists what remains.
+//! URNs (lookup and the Redis proxy reaching a process actor), restarts reported to a
+//! parent actor as supervision events, asks from the child to the parent's actors, the
+//! child's output routed to the parent's `tracing` (it is inherited), and cancelling in the
+//! child an ask its parent gave up: the process-actors issue lists what remains.
+//!
+//! `cargo run --release -p conclib-examples --example process_actors` spreads CPU-bound
+//! work over one process actor per core, crashes one on purpose and shows it restarted.
 
 mod child;
 mod error;
