@@ -609,7 +609,7 @@ impl fmt::Debug for ErasedRequest<'_> {
     }
 }
 
-impl ErasedRequest<'_> {
+impl<'a> ErasedRequest<'a> {
     /// How long [`ask`](Self::ask) waits for the answer in all (default: the actor's ask
     /// timeout). When it passes, the asker has given up: a request still queued is then
     /// never handled.
@@ -636,31 +636,8 @@ impl ErasedRequest<'_> {
     /// # Errors
     /// Any [`AskError`]; the handler's error stays erased.
     pub async fn ask(self) -> ErasedResult {
-        let ErasedRequest {
-            target,
-            name,
-            type_id,
-            msg,
-            timeout,
-            room_timeout,
-            priority,
-        } = self;
-        if !target.cell.accepts(type_id) {
-            return Err(target.unknown(name));
-        }
-        let exchange = async {
-            target.reserve(room_timeout).await?;
-            let (tx, rx) = oneshot::channel();
-            let req = RequestEnvelope::new(name, type_id, msg, Some(tx));
-            if target.cell.push_request(req, priority).is_err() {
-                return Err(AskError::ActorStopped);
-            }
-            match rx.await {
-                Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
-                Ok(result) => result,
-                Err(_) => Err(AskError::ActorStopped),
-            }
-        };
+        let timeout = self.timeout;
+        let exchange = async { self.queue().await?.answer().await };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
             Err(_) => Err(AskError::Timeout(timeout)),
@@ -675,24 +652,7 @@ impl ErasedRequest<'_> {
     /// # Errors
     /// [`AskError::MailboxFull`], [`AskError::ActorStopped`], [`AskError::UnknownMessage`].
     pub async fn queue(self) -> Result<QueuedAsk, AskError<ErasedMessage>> {
-        let ErasedRequest {
-            target,
-            name,
-            type_id,
-            msg,
-            room_timeout,
-            priority,
-            ..
-        } = self;
-        if !target.cell.accepts(type_id) {
-            return Err(target.unknown(name));
-        }
-        target.reserve(room_timeout).await?;
-        let (tx, rx) = oneshot::channel();
-        let req = RequestEnvelope::new(name, type_id, msg, Some(tx));
-        if target.cell.push_request(req, priority).is_err() {
-            return Err(AskError::ActorStopped);
-        }
+        let (target, rx) = self.push(false).await?;
         Ok(QueuedAsk {
             target: target.clone(),
             rx,
@@ -710,6 +670,27 @@ impl ErasedRequest<'_> {
     /// while handling it), [`AskError::UnknownMessage`] if it does not take this message,
     /// [`AskError::Panicked`] if the handler panicked.
     pub async fn tell(self) -> Result<(), AskError> {
+        let target = self.target;
+        let done = match self.push(true).await {
+            Ok((_, rx)) => rx.await,
+            Err(e) => Ok(Err(e)),
+        };
+        match done {
+            Ok(Ok(_) | Err(AskError::Handler(_) | AskError::NoResponse)) => Ok(()),
+            Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
+            Ok(Err(AskError::Panicked(p))) => Err(AskError::Panicked(p)),
+            Ok(Err(AskError::MailboxFull)) => Err(AskError::MailboxFull),
+            Ok(Err(AskError::Timeout(d))) => Err(AskError::Timeout(d)),
+            Ok(Err(AskError::ActorStopped)) | Err(_) => Err(AskError::ActorStopped),
+        }
+    }
+
+    /// Takes a place (as the room timeout allows) and queues the request; the receiver
+    /// gets its answer (for an acknowledged tell: that it was handled).
+    async fn push(
+        self,
+        acked_tell: bool,
+    ) -> Result<(&'a DynActorRef, oneshot::Receiver<ErasedResult>), AskError<ErasedMessage>> {
         let ErasedRequest {
             target,
             name,
@@ -725,18 +706,11 @@ impl ErasedRequest<'_> {
         target.reserve(room_timeout).await?;
         let (tx, rx) = oneshot::channel();
         let mut req = RequestEnvelope::new(name, type_id, msg, Some(tx));
-        req.acked_tell = true;
+        req.acked_tell = acked_tell;
         if target.cell.push_request(req, priority).is_err() {
             return Err(AskError::ActorStopped);
         }
-        match rx.await {
-            Ok(Ok(_) | Err(AskError::Handler(_) | AskError::NoResponse)) => Ok(()),
-            Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
-            Ok(Err(AskError::Panicked(p))) => Err(AskError::Panicked(p)),
-            Ok(Err(AskError::MailboxFull)) => Err(AskError::MailboxFull),
-            Ok(Err(AskError::Timeout(d))) => Err(AskError::Timeout(d)),
-            Ok(Err(AskError::ActorStopped)) | Err(_) => Err(AskError::ActorStopped),
-        }
+        Ok((target, rx))
     }
 }
 
