@@ -8,26 +8,11 @@ use conclib_redis::{ProxyClient, ProxyConfig, client_acl, proxy_acl, start_proxy
 use fred::prelude::*;
 
 async fn connect(url: &str) -> Client {
-    let client = Builder::from_config(Config::from_url(url).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
+    common::plain_client(url).await
 }
 
 async fn raw(client: &Client, args: &[&str]) -> Result<Value, fred::error::Error> {
-    let (name, args) = args.split_first().unwrap();
-    let args: Vec<Value> = args.iter().map(|a| Value::from(a.to_string())).collect();
-    client
-        .custom::<Value, Value>(
-            fred::types::CustomCommand::new(
-                name.to_string(),
-                fred::types::ClusterHash::FirstKey,
-                false,
-            ),
-            args,
-        )
-        .await
+    common::command(client, args).await
 }
 
 fn denied(result: Result<Value, fred::error::Error>) -> bool {

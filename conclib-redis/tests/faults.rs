@@ -117,26 +117,11 @@ fn temp_file(tag: &str) -> std::path::PathBuf {
 }
 
 async fn raw_client(config: &ProxyConfig) -> Client {
-    let client = Builder::from_config(Config::from_url(&config.url).unwrap())
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
+    common::plain_client(&config.url).await
 }
 
 async fn raw(client: &Client, args: Vec<&str>) -> Result<Value, fred::error::Error> {
-    let (name, args) = args.split_first().unwrap();
-    let args: Vec<Value> = args.iter().map(|a| Value::from(a.to_string())).collect();
-    client
-        .custom::<Value, Value>(
-            fred::types::CustomCommand::new(
-                name.to_string(),
-                fred::types::ClusterHash::FirstKey,
-                false,
-            ),
-            args,
-        )
-        .await
+    common::command(client, &args).await
 }
 
 /// Item 1: a tell is acknowledged only once handled, so a SIGKILL loses none.

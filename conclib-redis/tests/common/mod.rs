@@ -54,3 +54,33 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
+
+/// A plain fred client of the Redis at `url`: a client in another language, or an operator.
+pub async fn plain_client(url: &str) -> fred::prelude::Client {
+    use fred::prelude::*;
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+/// Runs one Redis command given as words.
+pub async fn command(
+    client: &fred::prelude::Client,
+    words: &[&str],
+) -> Result<fred::prelude::Value, fred::error::Error> {
+    use fred::prelude::*;
+    let (name, args) = words.split_first().unwrap();
+    let args: Vec<Value> = args.iter().map(|a| Value::from(a.to_string())).collect();
+    client
+        .custom::<Value, Value>(
+            fred::types::CustomCommand::new(
+                name.to_string(),
+                fred::types::ClusterHash::FirstKey,
+                false,
+            ),
+            args,
+        )
+        .await
+}
