@@ -5,14 +5,21 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::FromRawFd;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use conclib_codec::{Bincode, Codec};
-use conclib_core::{Actor, ActorSystem, AskError, DynActorRef, ErasedResult, Priority};
+use conclib_core::{
+    Actor, ActorSystem, AskError, DynActorRef, ErasedResult, Priority, RemoteMessage, RemoteReply,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::error::ProcessError;
+use crate::parent::decode_answer;
 use crate::wire::{self, Frame, status};
 
 /// The environment variable that marks a process actor's process, and names its two
@@ -168,13 +175,21 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
         let mut out = Vec::with_capacity(4096);
         while rx.recv_many(&mut frames, 256).await > 0 {
             out.clear();
+            // An empty frame asks the writer to finish after what came before it.
+            let mut finish = false;
             for f in frames.drain(..) {
+                finish |= f.is_empty();
                 out.extend_from_slice(&f);
             }
-            if writer.write_all(&out).await.is_err() {
+            if writer.write_all(&out).await.is_err() || finish {
                 return;
             }
         }
+    });
+    let _ = PARENT.set(ParentLink {
+        out: tx.clone(),
+        pending: Mutex::new(HashMap::new()),
+        next: AtomicU64::new(1),
     });
     loop {
         match wire::read(&mut reader, &mut buf).await {
@@ -188,9 +203,20 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
                 Some(Frame::Stop) => {
                     actor.stop();
                     actor.wait_for_stop().await;
-                    drop(tx);
+                    let _ = tx.send(Vec::new());
                     let _ = writer_task.await;
                     return 0;
+                }
+                Some(Frame::Answer {
+                    id,
+                    status,
+                    payload,
+                }) => {
+                    if let Some(parent) = PARENT.get()
+                        && let Some(waiter) = lock(&parent.pending).remove(&id)
+                    {
+                        let _ = waiter.send((status, payload.to_vec()));
+                    }
                 }
                 other => {
                     eprintln!("conclib-process: unexpected frame {other:?}");
@@ -271,22 +297,25 @@ async fn serve(
             Ok(queued) => queued.answer().await,
             Err(e) => Err(e),
         };
-        let (status, payload) = match result {
-            Ok(response) => encoded(status::OK, rm.response(&*response)),
-            Err(AskError::Handler(error)) => encoded(status::HANDLER_ERROR, rm.error(&*error)),
-            Err(AskError::Panicked(p)) => (status::PANICKED, p.into_bytes()),
-            Err(AskError::MailboxFull) => (status::MAILBOX_FULL, Vec::new()),
-            Err(AskError::NoResponse) => (status::NO_RESPONSE, Vec::new()),
-            Err(AskError::UnknownMessage { message, .. }) => {
-                (status::UNKNOWN_MESSAGE, message.into_bytes())
-            }
-            Err(AskError::ActorStopped | AskError::Timeout(_)) => {
-                (status::ACTOR_STOPPED, Vec::new())
-            }
-        };
+        let (status, payload) = reply_for(rm, result);
         let _ = tx.send(reply(status, payload));
     };
     tokio::spawn(answer);
+}
+
+/// The status and payload answering an ask's result (child to parent, and back).
+pub(crate) fn reply_for(rm: &RemoteMessage, result: ErasedResult) -> (u8, Vec<u8>) {
+    match result {
+        Ok(response) => encoded(status::OK, rm.response(&*response)),
+        Err(AskError::Handler(error)) => encoded(status::HANDLER_ERROR, rm.error(&*error)),
+        Err(AskError::Panicked(p)) => (status::PANICKED, p.into_bytes()),
+        Err(AskError::MailboxFull) => (status::MAILBOX_FULL, Vec::new()),
+        Err(AskError::NoResponse) => (status::NO_RESPONSE, Vec::new()),
+        Err(AskError::UnknownMessage { message, .. }) => {
+            (status::UNKNOWN_MESSAGE, message.into_bytes())
+        }
+        Err(AskError::ActorStopped | AskError::Timeout(_)) => (status::ACTOR_STOPPED, Vec::new()),
+    }
 }
 
 fn encoded(ok: u8, value: Option<&dyn erased_serde::Serialize>) -> (u8, Vec<u8>) {
@@ -295,4 +324,115 @@ fn encoded(ok: u8, value: Option<&dyn erased_serde::Serialize>) -> (u8, Vec<u8>)
         Some(Err(e)) => (status::CODEC_ERROR, e.to_string().into_bytes()),
         None => (status::CODEC_ERROR, b"an answer of the wrong type".to_vec()),
     }
+}
+
+/// The link to the parent process, in a process actor's process; see [`parent`].
+static PARENT: OnceLock<ParentLink> = OnceLock::new();
+
+/// In a process actor's process: the link to the parent, whose actor system's actors it can
+/// ask and tell by URN (the parent gives its system with
+/// [`ProcessBuilder::system`](crate::ProcessBuilder::system)). `None` anywhere else.
+///
+/// ```no_run
+/// # use conclib_core::{Message, MessageDecl};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Report(u64);
+/// # impl Message for Report { type Response = u64; type Error = String; }
+/// # impl MessageDecl for Report { type WireError = String; }
+/// # async fn handler() {
+/// // In a handler of the process actor:
+/// if let Some(parent) = conclib_process::parent() {
+///     let total = parent.ask("aggregator", Report(3), std::time::Duration::from_secs(1)).await;
+/// }
+/// # }
+/// ```
+#[must_use]
+pub fn parent() -> Option<&'static ParentLink> {
+    PARENT.get()
+}
+
+/// Asks and tells actors of the parent's system by URN; from [`parent`].
+pub struct ParentLink {
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Mutex<HashMap<u64, AnswerTx>>,
+    next: AtomicU64,
+}
+
+/// Where the parent's answer (status, payload) to one of the child's asks goes.
+type AnswerTx = oneshot::Sender<(u8, Vec<u8>)>;
+
+impl std::fmt::Debug for ParentLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParentLink").finish_non_exhaustive()
+    }
+}
+
+impl ParentLink {
+    /// Asks the parent's actor with this URN, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As for an ask to a process actor: [`ProcessError::UnknownUrn`] if the parent has no
+    /// such actor (or gave no system), the handler's error, a panic, a timeout.
+    pub async fn ask<M>(
+        &self,
+        urn: &str,
+        msg: M,
+        timeout: Duration,
+    ) -> Result<M::Response, ProcessError<M::Error>>
+    where
+        M: RemoteReply + Serialize,
+        M::Response: DeserializeOwned,
+    {
+        let body = conclib_codec::encode_value(&Bincode, &msg)
+            .map_err(|e| ProcessError::Codec(e.to_string()))?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let mut frame = Vec::new();
+        wire::encode(
+            &Frame::Ask {
+                id,
+                urn,
+                message: M::name(),
+                body: &body,
+            },
+            &mut frame,
+        );
+        let _ = self.out.send(frame);
+        let answer = tokio::time::timeout(timeout, rx).await;
+        lock(&self.pending).remove(&id);
+        match answer {
+            Ok(Ok((status, payload))) => decode_answer::<M>(urn, status, &payload),
+            Ok(Err(_)) => Err(ProcessError::ActorStopped),
+            Err(_) => Err(ProcessError::Timeout(timeout)),
+        }
+    }
+
+    /// Tells the parent's actor with this URN (what becomes of it is not reported).
+    ///
+    /// # Errors
+    /// [`ProcessError::Codec`] if the message cannot be encoded.
+    pub fn tell<M: conclib_core::Message + Serialize>(
+        &self,
+        urn: &str,
+        msg: M,
+    ) -> Result<(), ProcessError> {
+        let body = conclib_codec::encode_value(&Bincode, &msg)
+            .map_err(|e| ProcessError::Codec(e.to_string()))?;
+        let mut frame = Vec::new();
+        wire::encode(
+            &Frame::Ask {
+                id: 0,
+                urn,
+                message: M::name(),
+                body: &body,
+            },
+            &mut frame,
+        );
+        let _ = self.out.send(frame);
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

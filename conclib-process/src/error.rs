@@ -67,6 +67,9 @@ pub enum ProcessError<E = Infallible> {
     /// The actor does not expose this message.
     #[error("the actor does not expose {0}")]
     UnknownMessage(String),
+    /// No actor with this URN (asks from a process actor to its parent's system).
+    #[error("no actor with URN {0}")]
+    UnknownUrn(String),
     /// A message or answer could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(String),

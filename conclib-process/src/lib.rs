@@ -71,11 +71,15 @@
 //!   `conclib_core::process`), and exits on its own when the link closes. Children are
 //!   reaped: no zombie is left.
 //!
+//! - **Asking the parent.** Inside the child, [`parent`] gives a [`ParentLink`] that asks and
+//!   tells the actors of the parent's system by URN ([`ProcessBuilder::system`] names that
+//!   system), in order, with typed answers and errors.
+//!
 //! # Not yet
-//! URNs (lookup and the Redis proxy reaching a process actor), restarts reported to a
-//! parent actor as supervision events, asks from the child to the parent's actors, the
-//! child's output routed to the parent's `tracing` (it is inherited), and cancelling in the
-//! child an ask its parent gave up: the process-actors issue lists what remains.
+//! URNs for process actors themselves (lookup and the Redis proxy reaching one), restarts
+//! reported to a parent actor as supervision events, the child's output routed to the
+//! parent's `tracing` (it is inherited), and cancelling in the child an ask its parent gave
+//! up: the process-actors issue lists what remains.
 //!
 //! `cargo run --release -p conclib-examples --example process_actors` spreads CPU-bound
 //! work over one process actor per core, crashes one on purpose and shows it restarted.
@@ -85,6 +89,6 @@ mod error;
 mod parent;
 mod wire;
 
-pub use child::{Registry, init};
+pub use child::{ParentLink, Registry, init, parent};
 pub use error::{ProcessError, ProcessExit, SpawnError};
 pub use parent::{ProcessAsk, ProcessBuilder, ProcessRef, build};

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclib_codec::{Bincode, decode_value, encode_value};
-use conclib_core::{Actor, Handler, Priority, RemoteReply, RestartLimit};
+use conclib_core::{Actor, ActorSystem, Handler, Priority, RemoteReply, RestartLimit};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
@@ -27,6 +27,7 @@ use crate::wire::{self, Frame, status};
 pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
     ProcessBuilder {
         actor,
+        system: None,
         restart: None,
         memory_limit: None,
         heartbeat: Some(Duration::from_secs(2)),
@@ -39,6 +40,7 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
 #[must_use = "a builder does nothing until `.spawn().await`"]
 pub struct ProcessBuilder<A> {
     actor: A,
+    system: Option<ActorSystem>,
     restart: Option<RestartLimit>,
     memory_limit: Option<u64>,
     heartbeat: Option<Duration>,
@@ -73,6 +75,13 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         self
     }
 
+    /// The parent's actor system, whose actors the process actor may ask and tell by URN
+    /// ([`parent`](crate::parent) in the child). Without it, such asks fail `UnknownUrn`.
+    pub fn system(mut self, system: &ActorSystem) -> Self {
+        self.system = Some(system.clone());
+        self
+    }
+
     /// Restarts the process when it dies (a crash, a kill from outside, a missed heartbeat,
     /// an exit it did not ask for): a fresh process with the actor's initial state, at most
     /// as often as `limit` allows; past it the process stays dead. The asks pending at the
@@ -104,6 +113,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
             memory_limit: self.memory_limit,
             start_timeout: self.start_timeout,
             restart: self.restart,
+            system: self.system,
         };
         let (final_exit, _) = watch::channel(None);
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
@@ -133,6 +143,7 @@ struct Spec {
     memory_limit: Option<u64>,
     start_timeout: Duration,
     restart: Option<RestartLimit>,
+    system: Option<ActorSystem>,
 }
 
 /// Starts a process for `spec` and returns its link once the actor answered.
@@ -192,7 +203,14 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
     };
     let stream = open(parent_end).map_err(SpawnError::Io)?;
     let control = open(parent_control).map_err(SpawnError::Io)?;
-    let link = Link::start(stream, control, child, spec.heartbeat, owner);
+    let link = Link::start(
+        stream,
+        control,
+        child,
+        spec.heartbeat,
+        owner,
+        spec.system.clone(),
+    );
     link.send(&Frame::Init {
         kind: spec.kind,
         state: &spec.state,
@@ -449,23 +467,37 @@ where
             .await
             .map_err(|_| ProcessError::Timeout(timeout))?
             .map_err(ProcessError::Exited)?;
-            let text = || String::from_utf8_lossy(&payload).into_owned();
-            match status {
-                status::OK => {
-                    decode_value(&Bincode, &payload).map_err(|e| ProcessError::Codec(e.to_string()))
-                }
-                status::HANDLER_ERROR => match decode_value::<M::WireError>(&Bincode, &payload) {
-                    Ok(e) => Err(ProcessError::Handler(M::handler_error(e))),
-                    Err(e) => Err(ProcessError::Codec(e.to_string())),
-                },
-                status::PANICKED => Err(ProcessError::Panicked(text())),
-                status::UNKNOWN_MESSAGE => Err(ProcessError::UnknownMessage(M::name().to_owned())),
-                status::MAILBOX_FULL => Err(ProcessError::MailboxFull),
-                status::NO_RESPONSE => Err(ProcessError::NoResponse),
-                status::CODEC_ERROR => Err(ProcessError::Codec(text())),
-                _ => Err(ProcessError::ActorStopped),
-            }
+            decode_answer::<M>("", status, &payload)
         })
+    }
+}
+
+/// Decodes an answer's status and payload into an ask's result (`urn`: whom it was for).
+pub(crate) fn decode_answer<M>(
+    urn: &str,
+    status: u8,
+    payload: &[u8],
+) -> Result<M::Response, ProcessError<M::Error>>
+where
+    M: RemoteReply,
+    M::Response: DeserializeOwned,
+{
+    let text = || String::from_utf8_lossy(payload).into_owned();
+    match status {
+        status::OK => {
+            decode_value(&Bincode, payload).map_err(|e| ProcessError::Codec(e.to_string()))
+        }
+        status::HANDLER_ERROR => match decode_value::<M::WireError>(&Bincode, payload) {
+            Ok(e) => Err(ProcessError::Handler(M::handler_error(e))),
+            Err(e) => Err(ProcessError::Codec(e.to_string())),
+        },
+        status::UNKNOWN_URN => Err(ProcessError::UnknownUrn(urn.to_owned())),
+        status::PANICKED => Err(ProcessError::Panicked(text())),
+        status::UNKNOWN_MESSAGE => Err(ProcessError::UnknownMessage(M::name().to_owned())),
+        status::MAILBOX_FULL => Err(ProcessError::MailboxFull),
+        status::NO_RESPONSE => Err(ProcessError::NoResponse),
+        status::CODEC_ERROR => Err(ProcessError::Codec(text())),
+        _ => Err(ProcessError::ActorStopped),
     }
 }
 
@@ -491,6 +523,7 @@ impl Link {
         child: std::process::Child,
         heartbeat: Option<Duration>,
         owner: std::sync::Weak<Inner>,
+        system: Option<ActorSystem>,
     ) -> Arc<Link> {
         let out = Arc::new(Outbox::default());
         let control_out = Arc::new(Outbox::default());
@@ -508,8 +541,8 @@ impl Link {
         tokio::spawn(write_frames(writer, out));
         let (control_reader, control_writer) = control.into_split();
         tokio::spawn(write_frames(control_writer, control_out));
-        tokio::spawn(read_frames(reader, Arc::downgrade(&link)));
-        tokio::spawn(read_frames(control_reader, Arc::downgrade(&link)));
+        tokio::spawn(read_frames(reader, Arc::downgrade(&link), system));
+        tokio::spawn(read_frames(control_reader, Arc::downgrade(&link), None));
         // Reaper: the exit status ends every pending request at once.
         let weak = Arc::downgrade(&link);
         let mut child = child;
@@ -671,7 +704,11 @@ async fn write_frames(mut writer: tokio::net::unix::OwnedWriteHalf, outbox: Arc<
 }
 
 /// Hands the answers and heartbeats it reads to their waiters.
-async fn read_frames(reader: tokio::net::unix::OwnedReadHalf, link: std::sync::Weak<Link>) {
+async fn read_frames(
+    reader: tokio::net::unix::OwnedReadHalf,
+    link: std::sync::Weak<Link>,
+    system: Option<ActorSystem>,
+) {
     // Buffered: a burst of answers costs a few reads, not two per frame.
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let mut buf = Vec::new();
@@ -692,9 +729,82 @@ async fn read_frames(reader: tokio::net::unix::OwnedReadHalf, link: std::sync::W
                     let _ = tx.send(Ok((status::OK, Vec::new())));
                 }
             }
+            Some(Frame::Ask {
+                id,
+                urn,
+                message,
+                body,
+            }) => answer_child(&link, system.as_ref(), id, urn, message, body).await,
             _ => {}
         }
     }
+}
+
+/// The child asks (or tells, id 0) an actor of the parent's system by URN: decoded here,
+/// queued in arrival order (so one child's messages keep their order), answered on the link.
+async fn answer_child(
+    link: &Arc<Link>,
+    system: Option<&ActorSystem>,
+    id: u64,
+    urn: &str,
+    message: &str,
+    body: &[u8],
+) {
+    let answer = |status: u8, payload: &[u8]| {
+        link.send(&Frame::Answer {
+            id,
+            status,
+            payload,
+        });
+    };
+    let Some(target) = system.and_then(|s| s.lookup(urn).ok()) else {
+        if id != 0 {
+            answer(status::UNKNOWN_URN, urn.as_bytes());
+        }
+        return;
+    };
+    let Some(rm) = target.remote_message(message) else {
+        if id != 0 {
+            answer(status::UNKNOWN_MESSAGE, message.as_bytes());
+        }
+        return;
+    };
+    let mut decoded = None;
+    if let Err(e) = conclib_codec::Codec::decode_with(&Bincode, body, &mut |de| {
+        decoded = Some(rm.decode(de)?);
+        Ok(())
+    }) {
+        if id != 0 {
+            answer(status::CODEC_ERROR, e.to_string().as_bytes());
+        }
+        return;
+    }
+    let Some(msg) = decoded else { return };
+    if id == 0 {
+        if let Err(e) = target
+            .tell_erased(rm.name(), rm.type_id(), msg, Priority::Normal)
+            .await
+        {
+            tracing::warn!(%urn, error = %e, "a process actor's tell was refused");
+        }
+        return;
+    }
+    let queued = target.erased(rm.name(), rm.type_id(), msg).queue().await;
+    let link = Arc::downgrade(link);
+    tokio::spawn(async move {
+        let result = match queued {
+            Ok(queued) => queued.answer().await,
+            Err(e) => Err(e),
+        };
+        let (status, payload) = crate::child::reply_for(rm, result);
+        if let Some(link) = link.upgrade() {
+            link.send(&Frame::Answer {
+                id,
+                status,
+                payload: &payload,
+            });
+        }
+    });
 }
 
 impl Drop for Link {

@@ -13,6 +13,8 @@
 //! | 4 | `Ping` | n (u64) |
 //! | 5 | `Pong` | n (u64) |
 //! | 6 | `Stop` (parent to child: stop gracefully, then exit) | |
+//! | 7 | `Ask` (child to parent: to an actor of the parent's system) | id (u64; 0 for a tell), urn, message name, body |
+//! | 8 | `Answer` (parent to child) | id (u64), status (u8), payload |
 //!
 //! Message bodies and answers are encoded with [`conclib_codec::Bincode`], by the message's
 //! wire name ([`conclib_core::Message::name`]).
@@ -43,12 +45,24 @@ pub(crate) enum Frame<'a> {
     Ping(u64),
     Pong(u64),
     Stop,
+    Ask {
+        id: u64,
+        urn: &'a str,
+        message: &'a str,
+        body: &'a [u8],
+    },
+    Answer {
+        id: u64,
+        status: u8,
+        payload: &'a [u8],
+    },
 }
 
 /// Reply statuses (the Redis proxy's numbers, where they exist).
 pub(crate) mod status {
     pub(crate) const OK: u8 = 0;
     pub(crate) const HANDLER_ERROR: u8 = 1;
+    pub(crate) const UNKNOWN_URN: u8 = 2;
     pub(crate) const UNKNOWN_MESSAGE: u8 = 3;
     pub(crate) const PANICKED: u8 = 4;
     pub(crate) const ACTOR_STOPPED: u8 = 6;
@@ -104,6 +118,28 @@ pub(crate) fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&n.to_le_bytes());
         }
         Frame::Stop => out.push(6),
+        Frame::Ask {
+            id,
+            urn,
+            message,
+            body,
+        } => {
+            out.push(7);
+            out.extend_from_slice(&id.to_le_bytes());
+            bytes(out, urn.as_bytes());
+            bytes(out, message.as_bytes());
+            bytes(out, body);
+        }
+        Frame::Answer {
+            id,
+            status,
+            payload,
+        } => {
+            out.push(8);
+            out.extend_from_slice(&id.to_le_bytes());
+            out.push(*status);
+            bytes(out, payload);
+        }
     }
     let len = u32::try_from(out.len() - start - 4).expect("frames are under 4 GiB");
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -159,6 +195,17 @@ pub(crate) fn decode(body: &[u8]) -> Option<Frame<'_>> {
         4 => Frame::Ping(f.u64()?),
         5 => Frame::Pong(f.u64()?),
         6 => Frame::Stop,
+        7 => Frame::Ask {
+            id: f.u64()?,
+            urn: f.str()?,
+            message: f.str()?,
+            body: f.bytes()?,
+        },
+        8 => Frame::Answer {
+            id: f.u64()?,
+            status: f.u8()?,
+            payload: f.bytes()?,
+        },
         _ => return None,
     };
     // Trailing bytes mean a frame this side does not understand.
@@ -213,6 +260,17 @@ mod tests {
             Frame::Ping(3),
             Frame::Pong(3),
             Frame::Stop,
+            Frame::Ask {
+                id: 1,
+                urn: "collector",
+                message: "Add",
+                body: &[3],
+            },
+            Frame::Answer {
+                id: 1,
+                status: 0,
+                payload: &[3],
+            },
         ];
         for frame in frames {
             let mut out = Vec::new();

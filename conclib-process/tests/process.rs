@@ -34,6 +34,14 @@ struct Exit(i32);
 #[derive(Serialize, Deserialize)]
 struct Pid;
 
+/// Asks the parent's actor `urn` for `Add(n)` and answers what it said.
+#[message(response = u64, error = String)]
+#[derive(Serialize, Deserialize)]
+struct AskParent {
+    urn: String,
+    n: u64,
+}
+
 /// Allocates (and touches) memory until the process cannot.
 #[message]
 #[derive(Serialize, Deserialize)]
@@ -84,6 +92,16 @@ impl Worker {
     }
 
     #[handle(remote)]
+    async fn ask_parent(&mut self, AskParent { urn, n }: AskParent) -> Result<u64, String> {
+        let parent = conclib_process::parent().ok_or("not in a process actor")?;
+        parent.tell(&urn, Add(100)).map_err(|e| e.to_string())?;
+        parent
+            .ask(&urn, Add(n), Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    #[handle(remote)]
     fn hog(&mut self, _: Hog) {
         let mut kept: Vec<Vec<u8>> = Vec::new();
         loop {
@@ -131,6 +149,9 @@ fn main() {
         }),
         ("a_dead_process_restarts_within_its_limit", || {
             Box::pin(restarts())
+        }),
+        ("a_process_actor_asks_its_parents_actors_by_urn", || {
+            Box::pin(asks_parent())
         }),
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -395,6 +416,44 @@ async fn restarts() {
         worker.ask(Add(1)).await,
         Err(ProcessError::Exited(_))
     ));
+}
+
+async fn asks_parent() {
+    let system = conclib::ActorSystem::new("parent");
+    let collector = system
+        .build(Worker { total: 0 })
+        .urn("collector")
+        .spawn()
+        .await
+        .unwrap();
+    let worker = conclib_process::build(Worker { total: 0 })
+        .system(&system)
+        .spawn()
+        .await
+        .unwrap();
+    // The child tells (+100) then asks (+5) the parent's collector; messages from one
+    // sender arrive in order.
+    let asked = worker
+        .ask(AskParent {
+            urn: "collector".into(),
+            n: 5,
+        })
+        .await;
+    assert_eq!(asked, Ok(105));
+    assert_eq!(collector.ask(Add(0)).await, Ok(105));
+    // An unknown URN is a typed error in the child, reported back here as its answer.
+    match worker
+        .ask(AskParent {
+            urn: "nobody".into(),
+            n: 1,
+        })
+        .await
+    {
+        Err(ProcessError::Handler(e)) => assert!(e.contains("nobody"), "{e}"),
+        other => panic!("unexpected {other:?}"),
+    }
+    worker.kill();
+    worker.wait_for_stop().await;
 }
 
 /// Run as `CONCLIB_TEST_ROLE=parent`: starts a process actor, prints its pid, waits.
