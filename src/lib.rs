@@ -10,6 +10,11 @@
 //!   another machine — asks actors by URN through Redis and gets the typed answer back.
 //! - **API daemons** (feature `apid`): launch a web server as a child process and wait until
 //!   its health check answers.
+//! - **Process actors** (feature `process`): an actor in an OS process of its own behind a
+//!   typed ref, for all cores and crash isolation.
+//! - **Pools** ([`ActorSystem::pool`]): N actors behind one ref and one URN, with routing,
+//!   back-pressure, replacement and resizing. **Whole-system queries**:
+//!   [`ActorSystem::all_actors`], [`ActorSystem::broadcast`].
 //!
 //! This crate re-exports [`conclib_core`] (the runtime) and [`conclib_macros`].
 //!
