@@ -91,11 +91,11 @@
 //!   once.
 //! - **Reconnects.** Proxy and client reconnect by themselves after Redis restarts; asks
 //!   during an outage fail with [`ProxyError::Unavailable`] (or succeed) within their timeout.
-//!   A live actor is not reported unknown because a restarted Redis lost its keys: a client
-//!   that knew the URN waits (within the ask's timeout) while Redis is younger than one
-//!   lease, then answers `Unavailable`. (A client that never resolved the URN before the
-//!   restart cannot tell, and answers `UnknownUrn` until the owner registers again, within
-//!   milliseconds of its reconnection.)
+//!   A live actor is not reported unknown because a restarted Redis lost its keys: while
+//!   Redis is younger than one lease, a client that knew the URN looks it up again until it
+//!   reappears or the ask's deadline passes (then `Unavailable`). (A client that never resolved the URN before the
+//!   restart cannot tell, and answers `UnknownUrn` until the owner registers again, which a
+//!   proxy does as soon as it has reconnected.)
 //! - **Hostile input.** Malformed entries, unknown wire names, undecodable or oversized
 //!   payloads are answered with an error when a reply address can be read, logged, and the
 //!   proxy goes on. A stream whose ids a client pushed into the future is replaced by an
