@@ -1,15 +1,23 @@
 //! [`ProxyClient`]: asks and tells actors of other processes through Redis.
+//!
+//! This module resolves URNs and sends requests; `io` writes them in batches and reads the
+//! replies; `remote` holds the typed ask and tell builders.
+
+mod io;
+mod remote;
+
+use io::{Outgoing, close_reader, flush, read_replies};
+pub use remote::{RemoteAsk, RemoteTell};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::future::{Future, IntoFuture};
+
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use conclib_core::{Message, Priority, RemoteReply};
+use conclib_core::{Message, Priority};
 use fred::bytes::Bytes;
 use fred::clients::Pool;
 use fred::prelude::*;
@@ -18,10 +26,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::config::ProxyConfig;
-use crate::conn::{self, as_bytes, bytes, keyed, keyed_at, owned, s};
-use crate::error::{ProxyError, is_connection_error, redis_error};
+use crate::conn::{self, as_bytes, bytes, keyed, owned, s};
+use crate::error::{ProxyError, redis_error};
 use crate::protocol::{self, Keys, PROTOCOL_VERSION, SEND_SCRIPT, Status, field};
-use conclib_codec::{Codec, decode_value, encode_value};
+use conclib_codec::encode_value;
 
 /// How long the reply reader blocks in one `BLMPOP`, in seconds.
 const REPLY_BLOCK_SECS: u64 = 2;
@@ -705,315 +713,4 @@ impl Shared {
             }
         }
     }
-}
-
-/// A request waiting to be written.
-struct Outgoing {
-    fields: Vec<(&'static str, Value)>,
-    /// The body's size in bytes.
-    size: usize,
-    deadline: Instant,
-    /// Whether Redis took it: `UnknownUrn` when the stream does not exist.
-    done: oneshot::Sender<Result<(), ProxyError>>,
-}
-
-/// The most requests appended by one command. Small enough that a burst leaves as several
-/// commands, so Redis hands the proxy the first requests while it still appends the rest
-/// and the three processes work at once (with 64 asks in flight, 32 did about 15% more
-/// asks/s than 16 or 256 in `proxy_bench` runs); large enough to spare most per-command work.
-const SEND_BATCH: usize = 32;
-/// The most body bytes appended by one command (a single larger request goes alone).
-const SEND_BATCH_BYTES: usize = 1 << 20;
-
-/// Writes the requests queued for one stream, in commands of at most [`SEND_BATCH`]
-/// requests and [`SEND_BATCH_BYTES`], all sent at once.
-async fn flush(shared: Arc<Shared>, key: Arc<str>) {
-    let queued = shared
-        .outbox
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key)
-        .unwrap_or_default();
-    let mut batches: Vec<Vec<Outgoing>> = Vec::new();
-    let mut bytes = 0;
-    for request in queued {
-        match batches.last_mut() {
-            Some(batch) if batch.len() < SEND_BATCH && bytes + request.size <= SEND_BATCH_BYTES => {
-                bytes += request.size;
-                batch.push(request);
-            }
-            _ => {
-                bytes = request.size;
-                batches.push(vec![request]);
-            }
-        }
-    }
-    let sends = batches
-        .into_iter()
-        .map(|batch| send_batch(&shared, &key, batch));
-    futures_util::future::join_all(sends).await;
-}
-
-/// Appends a batch of requests to a stream and tells each asker the outcome: a single
-/// request with `XADD`, several with one script call (one command, which Redis runs at
-/// once and then hands the proxy all its entries together).
-async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
-    let Some(deadline) = batch.iter().map(|o| o.deadline).max() else {
-        return;
-    };
-    // Waited for until the last request's deadline and no less: a request that fred still
-    // holds when its asker gives up must be expired by the time it could reach the proxy.
-    let left = deadline.saturating_duration_since(Instant::now());
-    let client = shared
-        .connection()
-        .with_options(&Shared::command_options(left));
-    let mut dones = Vec::with_capacity(batch.len());
-    let written = if batch.len() == 1 {
-        let Outgoing { fields, done, .. } = batch.into_iter().next().expect("one request");
-        dones.push(done);
-        // NOMKSTREAM: nil if the stream is gone.
-        let xadd = client.xadd::<Value, _, _, _, _>(key, true, None::<()>, "*", fields);
-        xadd.await.map(|id| !id.is_null())
-    } else {
-        let mut args = Vec::with_capacity(3 + batch.len() * 17);
-        args.extend([
-            owned(shared.send_sha.clone()),
-            Value::Integer(1),
-            owned(key),
-        ]);
-        for Outgoing { fields, done, .. } in batch {
-            dones.push(done);
-            args.push(Value::Integer(2 * fields.len() as i64));
-            for (name, value) in fields {
-                args.extend([s(name), value]);
-            }
-        }
-        // Values are reference-counted: keeping a copy for a retry copies no payload.
-        let mut result = conn::call(&client, keyed_at("EVALSHA", 2, false), args.clone()).await;
-        if let Err(e) = &result
-            && conn::error_code_is(e, "NOSCRIPT")
-        {
-            // Redis lost its scripts (restarted, or SCRIPT FLUSH): nothing was appended.
-            args[0] = s(SEND_SCRIPT);
-            result = conn::call(&client, keyed_at("EVAL", 2, false), args).await;
-        }
-        result.map(|appended| appended.as_i64() != Some(0))
-    };
-    let outcome = match written {
-        Ok(true) => Ok(()),
-        // The urn is filled in by each asker.
-        Ok(false) => Err(ProxyError::UnknownUrn { urn: String::new() }),
-        Err(e) => Err(redis_error(&e)),
-    };
-    for done in dones {
-        let _ = done.send(outcome.clone());
-    }
-}
-
-/// Goes to the back of the runtime's queue of ready tasks. Unlike `yield_now`, which also
-/// waits for the runtime's next poll of its I/O driver (a system call, and the replies of
-/// the asks just resumed may come in first), it only lets the tasks ready now run first.
-async fn behind_ready_tasks() {
-    let mut queued = false;
-    std::future::poll_fn(|cx| {
-        if std::mem::replace(&mut queued, true) {
-            return std::task::Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await;
-}
-
-/// Reads this client's reply list and hands each reply to the ask waiting for it.
-/// Closes the reply reader's connection now. It may sit in a blocking read (or have one
-/// queued, about to be sent): its QUIT waits behind that, so the read is interrupted until
-/// the QUIT goes through.
-async fn close_reader(reader: &Client) {
-    let quit = reader.quit();
-    tokio::pin!(quit);
-    loop {
-        let _ = reader.unblock_self(None).await;
-        tokio::select! {
-            _ = &mut quit => return,
-            () = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
-    }
-}
-
-async fn read_replies(shared: Arc<Shared>, reader: Client) {
-    let mut backoff = Duration::from_millis(10);
-    let cmd = keyed_at("BLMPOP", 2, true);
-    while !shared.closed.load(Ordering::Acquire) {
-        let args = vec![
-            Value::Integer(REPLY_BLOCK_SECS as i64),
-            Value::Integer(1),
-            owned(shared.reply_key.clone()),
-            s("LEFT"),
-            s("COUNT"),
-            Value::Integer(REPLY_BATCH),
-        ];
-        match conn::call(&reader, cmd.clone(), args).await {
-            Ok(Value::Null) => {}
-            Ok(Value::Array(mut parts)) if parts.len() == 2 => {
-                backoff = Duration::from_millis(10);
-                let Value::Array(frames) = parts.pop().expect("two parts") else {
-                    tracing::warn!("malformed BLMPOP answer");
-                    continue;
-                };
-                shared.deliver(frames);
-                // Let the asks just answered run, then the writer of the requests they make
-                // next, before the next read is written: that write wakes Redis, and the
-                // next requests should not wait behind it. The asks are tasks ready now
-                // (or the runtime's `block_on` future, polled once the queue is through);
-                // their writer is spawned by them and queued behind them.
-                behind_ready_tasks().await;
-                tokio::task::yield_now().await;
-            }
-            Ok(other) => tracing::warn!(?other, "unexpected BLMPOP answer"),
-            Err(e) => {
-                if shared.closed.load(Ordering::Acquire) {
-                    return;
-                }
-                if is_connection_error(&e) {
-                    shared.disconnects.fetch_add(1, Ordering::AcqRel);
-                }
-                tracing::debug!(error = %e, "reading replies failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-        }
-    }
-}
-
-/// A remote ask; `.await` it. From [`ProxyClient::ask`].
-#[must_use = "an ask does nothing until awaited"]
-pub struct RemoteAsk<'a, M> {
-    client: &'a ProxyClient,
-    urn: String,
-    msg: M,
-    timeout: Duration,
-    priority: Priority,
-    _m: PhantomData<fn() -> M>,
-}
-
-impl<M> RemoteAsk<'_, M> {
-    /// Fails with [`ProxyError::Timeout`] if no answer arrives within `timeout` (the request
-    /// carries the same deadline: the proxy drops it once expired).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sends in the actor's given lane; `High` overtakes its queued normal messages.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-}
-
-impl<'a, M> IntoFuture for RemoteAsk<'a, M>
-where
-    M: RemoteReply + Serialize,
-    M::Response: DeserializeOwned,
-{
-    type Output = Result<M::Response, ProxyError<M::Error>>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let RemoteAsk {
-                client,
-                urn,
-                msg,
-                timeout,
-                priority,
-                ..
-            } = self;
-            let body = client.encode(&msg)?;
-            drop(msg);
-            let (status, payload) = client
-                .ask_raw(&urn, M::name(), body, timeout, priority)
-                .await
-                .map_err(ProxyError::widen)?;
-            interpret::<M::Response, M::WireError>(
-                &*client.shared.config.codec,
-                &urn,
-                M::name(),
-                timeout,
-                status,
-                &payload,
-            )
-            .map_err(|e| e.map_handler(M::handler_error))
-        })
-    }
-}
-
-/// A remote tell; `.await` it. From [`ProxyClient::tell`].
-#[must_use = "a tell does nothing until awaited"]
-pub struct RemoteTell<'a, M> {
-    client: &'a ProxyClient,
-    urn: &'a str,
-    msg: M,
-    priority: Priority,
-}
-
-impl<M> RemoteTell<'_, M> {
-    /// Sends in the actor's given lane; `High` overtakes its queued normal messages.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-}
-
-impl<'a, M> IntoFuture for RemoteTell<'a, M>
-where
-    M: Message + Serialize,
-{
-    type Output = Result<(), ProxyError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            self.client
-                .tell_now(self.urn, self.msg, self.priority)
-                .await
-        })
-    }
-}
-
-/// Turns a reply's status and payload into the ask's result.
-fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
-    codec: &dyn Codec,
-    urn: &str,
-    message: &str,
-    timeout: Duration,
-    status: Status,
-    payload: &[u8],
-) -> Result<R, ProxyError<E>> {
-    let text = || String::from_utf8_lossy(payload).into_owned();
-    let urn = urn.to_owned();
-    Err(match status {
-        Status::Ok => {
-            return decode_value::<R>(codec, payload)
-                .map_err(|e| ProxyError::Codec(format!("cannot decode the response: {e}")));
-        }
-        Status::HandlerError => match decode_value::<E>(codec, payload) {
-            Ok(e) => ProxyError::Handler(e),
-            Err(e) => ProxyError::Codec(format!("cannot decode the handler's error: {e}")),
-        },
-        Status::UnknownUrn | Status::NotOwner => ProxyError::UnknownUrn { urn },
-        Status::UnknownMessage => ProxyError::UnknownMessage {
-            urn,
-            message: message.to_owned(),
-        },
-        Status::Panicked => ProxyError::Panicked(text()),
-        Status::Timeout => ProxyError::Timeout(timeout),
-        Status::ActorStopped => ProxyError::ActorStopped { urn },
-        Status::NoResponse => ProxyError::NoResponse { urn },
-        Status::MailboxFull => ProxyError::MailboxFull { urn },
-        Status::BadRequest => ProxyError::BadRequest(text()),
-        Status::CodecError => ProxyError::Codec(text()),
-        Status::TooLarge => ProxyError::TooLarge(text()),
-    })
 }
