@@ -382,6 +382,23 @@ impl<'a, M: Message, T: Target<M> + ?Sized> AskFuture<'a, M, T> {
         self.priority = priority;
         self
     }
+
+    /// Sends the message as a tell instead (in the lane chosen with
+    /// [`priority`](Self::priority)): `.await` it to queue the message, waiting only while
+    /// the mailbox is full; no answer is awaited. The timeout does not apply to tells.
+    ///
+    /// The method-call API reads `counter.reset().tell().await?`.
+    pub fn tell(self) -> TellFuture<'a, M, T> {
+        let AskState::Sending(msg) = self.state else {
+            // `tell` takes the builder by value: it cannot have been polled.
+            unreachable!("AskFuture::tell after the ask was sent")
+        };
+        TellFuture {
+            target: self.target,
+            msg: Some(msg),
+            priority: self.priority,
+        }
+    }
 }
 
 impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {

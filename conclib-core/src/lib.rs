@@ -77,6 +77,7 @@ mod pool;
 #[cfg(unix)]
 pub mod process;
 mod remote;
+mod request;
 mod runner;
 mod supervision;
 mod system;
@@ -96,6 +97,7 @@ pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};
 pub use pool::{MemberLoad, Pool, PoolActor, PoolAsk, PoolBuilder, PoolStats, Routing, WhenFull};
 pub use remote::{ErasedMessage, RemoteMessage};
+pub use request::{Address, Requester};
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 pub use system::{
     ActorId, ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut, SpawnBuilder,
@@ -165,9 +167,9 @@ pub mod __private {
     /// The error of a message exposed to other processes, and how its table entry is built.
     #[doc(hidden)]
     #[diagnostic::on_unimplemented(
-        message = "`{M}` is exposed to other processes with `#[handle(remote)]`, but its error type cannot be serialized",
-        label = "the error of `{M}` does not implement `serde::Serialize`",
-        note = "implement or derive `serde::Serialize` for the `error` of `{M}`, or remove `remote` from its `#[handle]`"
+        message = "`{M}` is exposed to other processes with `#[handle(remote)]`, but its response or its error cannot be serialized",
+        label = "the response or the error of `{M}` does not implement `serde::Serialize`",
+        note = "implement or derive `serde::Serialize` for the `response` and the `error` of `{M}` (for a generated message: the method's return type), or remove `remote` from its `#[handle]`"
     )]
     pub trait RemoteError<M> {
         /// The entry of `M` in `Actor::REMOTE`.
@@ -200,6 +202,36 @@ pub mod __private {
     {
         <M::WireError as RemoteError<M>>::ENTRY
     }
+
+    /// An argument of a `#[handle]` method that generates its message.
+    #[doc(hidden)]
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be an argument of a #[handle] method: the arguments travel to the actor in a message, which is `Send + 'static`",
+        label = "`{Self}` is not `Send`",
+        note = "take a `Send` type instead (`Arc` for `Rc`, `Arc<Mutex<T>>` for `RefCell<T>`), or keep the value in the actor's state"
+    )]
+    pub trait MessageArgument: Send + 'static {}
+    impl<T: Send + 'static> MessageArgument for T {}
+
+    /// Checks an argument of a `#[handle]` method that generates its message.
+    #[doc(hidden)]
+    #[inline]
+    pub fn message_argument<T: MessageArgument>() {}
+
+    /// An argument of a `#[handle(remote)]` method that generates its message.
+    #[doc(hidden)]
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` is an argument of a `#[handle(remote)]` method, so it crosses processes, but it is not a serde type",
+        label = "`{Self}` does not implement `serde::Serialize` and `serde::Deserialize`",
+        note = "derive `serde::Serialize` and `serde::Deserialize` for `{Self}`, or remove `remote` from the method's `#[handle]`"
+    )]
+    pub trait RemoteArgument: Serialize + DeserializeOwned {}
+    impl<T: Serialize + DeserializeOwned> RemoteArgument for T {}
+
+    /// Checks an argument of a `#[handle(remote)]` method that generates its message.
+    #[doc(hidden)]
+    #[inline]
+    pub fn remote_argument<T: RemoteArgument>() {}
 
     /// The value a `#[handle]` method returns, checked against what its message answers with.
     #[doc(hidden)]

@@ -29,7 +29,10 @@ use crate::context::Context;
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a message",
-    note = "put `#[message]` (or `#[message(response = ...)]`) on `{Self}`, or implement `conclib::Message` for it"
+    note = "put `#[message]` (or `#[message(response = ...)]`) on `{Self}`, or implement `conclib::Message` for it",
+    note = "in an `#[actor]` impl block, a `#[handle]` method whose only argument is a type named like a struct takes that \
+            type as its message; to pass it as a plain value instead, name the message the method generates: \
+            `#[handle(name = \"...\")]`"
 )]
 pub trait Message: Send + 'static {
     /// What a successful ask returns.

@@ -14,11 +14,11 @@ const KEYS: &str = "`response = Type`, `error = Type`, `name = \"...\"`, `crate 
 
 /// The options of `#[message(...)]`.
 #[derive(Default)]
-struct Options {
-    response: Option<Type>,
-    error: Option<Type>,
-    name: Option<LitStr>,
-    krate: Option<Path>,
+pub struct Options {
+    pub response: Option<Type>,
+    pub error: Option<Type>,
+    pub name: Option<LitStr>,
+    pub krate: Option<Path>,
 }
 
 impl Options {
@@ -53,10 +53,10 @@ impl Options {
 }
 
 /// What `#[message]` implements `Message` for.
-struct Model {
-    ident: Ident,
-    generics: Generics,
-    options: Options,
+pub struct Model {
+    pub ident: Ident,
+    pub generics: Generics,
+    pub options: Options,
 }
 
 pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
@@ -161,7 +161,7 @@ fn describe(item: &Item) -> (TokenStream, &'static str) {
     }
 }
 
-fn generate(model: &Model) -> TokenStream {
+pub fn generate(model: &Model) -> TokenStream {
     let Model {
         ident,
         generics,

@@ -87,7 +87,7 @@ impl Worker {
     }
 
     #[handle(remote)]
-    fn pid(&mut self, _: Pid) -> u32 {
+    fn process_id(&mut self, _: Pid) -> u32 {
         std::process::id()
     }
 

@@ -65,7 +65,7 @@ impl Forms {
 
     /// Nothing returned, context first.
     #[handle]
-    async fn tell(&mut self, ctx: &mut Context<Self>, _: Tell) {
+    async fn told(&mut self, ctx: &mut Context<Self>, _: Tell) {
         let _ = ctx.id();
     }
 }
