@@ -426,7 +426,7 @@ pub struct ProcessAsk<'a, A, M> {
     priority: Priority,
 }
 
-impl<A, M> ProcessAsk<'_, A, M> {
+impl<A: Actor, M> ProcessAsk<'_, A, M> {
     /// Fails with [`ProcessError::Timeout`] if no answer arrives within `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -437,6 +437,34 @@ impl<A, M> ProcessAsk<'_, A, M> {
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
         self
+    }
+
+    /// Sends the message as a tell instead (in the lane chosen with
+    /// [`priority`](Self::priority)); see [`ProcessRef::tell`]. `.await` it. The
+    /// method-call API reads `worker.reset().tell().await?`.
+    pub fn tell(self) -> std::future::Ready<Result<(), ProcessError>>
+    where
+        A: Handler<M>,
+        M: conclib_core::Message + Serialize,
+    {
+        std::future::ready(self.target.tell_with(self.msg, self.priority))
+    }
+}
+
+impl<A: Actor> conclib_core::Address for ProcessRef<A> {
+    type Actor = A;
+}
+
+impl<A, M> conclib_core::Requester<M> for ProcessRef<A>
+where
+    A: Handler<M>,
+    M: RemoteReply + Serialize,
+    M::Response: DeserializeOwned,
+{
+    type Request<'a> = ProcessAsk<'a, A, M>;
+
+    fn request(&self, message: M) -> ProcessAsk<'_, A, M> {
+        self.ask(message)
     }
 }
 

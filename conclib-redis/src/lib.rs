@@ -264,7 +264,7 @@ mod proxy;
 mod unacked;
 
 pub use acl::{client_acl, proxy_acl};
-pub use client::{ProxyClient, RemoteAsk, RemoteTell};
+pub use client::{ProxyClient, RemoteActor, RemoteAsk, RemoteTell};
 #[cfg(feature = "msgpack")]
 pub use conclib_codec::MsgPack;
 pub use conclib_codec::{

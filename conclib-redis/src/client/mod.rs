@@ -7,7 +7,7 @@ mod io;
 mod remote;
 
 use io::{Outgoing, close_reader, flush, read_replies};
-pub use remote::{RemoteAsk, RemoteTell};
+pub use remote::{RemoteActor, RemoteAsk, RemoteTell};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -260,6 +260,22 @@ impl ProxyClient {
         }
     }
 
+    /// A typed handle to the actor of type `A` with this URN: the method-call API generated
+    /// by `#[actor]` (`{Actor}Api`) works on it, as on a local ref.
+    ///
+    /// ```no_run
+    /// # use conclib_redis::ProxyClient;
+    /// # use conclib_core::{Actor, Context, Handler, Message};
+    /// # struct Counter; impl Actor for Counter {}
+    /// # async fn demo(client: ProxyClient) {
+    /// let counter = client.actor::<Counter>("counter");
+    /// assert_eq!(counter.urn(), "counter");
+    /// # }
+    /// ```
+    pub fn actor<A: conclib_core::Actor>(&self, urn: impl Into<String>) -> RemoteActor<A> {
+        RemoteActor::new(self.clone(), urn.into())
+    }
+
     /// Tells the actor with this URN; `.await` it: it returns once Redis holds the message.
     /// It is handled if the actor's system takes it within [`ProxyConfig::tell_ttl`]; what
     /// the handler returns is not reported back (a message the actor does not expose is
@@ -273,7 +289,7 @@ impl ProxyClient {
     {
         RemoteTell {
             client: self,
-            urn,
+            urn: urn.into(),
             msg,
             priority: Priority::Normal,
         }

@@ -1,11 +1,12 @@
 //! The typed ask and tell builders, and how a reply becomes a result.
 
+use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
-use conclib_core::{Message, Priority, RemoteReply};
+use conclib_core::{Actor, Address, Handler, Message, Priority, RemoteReply, Requester};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,7 +26,7 @@ pub struct RemoteAsk<'a, M> {
     pub(super) _m: PhantomData<fn() -> M>,
 }
 
-impl<M> RemoteAsk<'_, M> {
+impl<'a, M> RemoteAsk<'a, M> {
     /// Fails with [`ProxyError::Timeout`] if no answer arrives within `timeout` (the request
     /// carries the same deadline: the proxy drops it once expired).
     pub fn timeout(mut self, timeout: Duration) -> Self {
@@ -37,6 +38,18 @@ impl<M> RemoteAsk<'_, M> {
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
         self
+    }
+
+    /// Sends the message as a tell instead (in the lane chosen with
+    /// [`priority`](Self::priority)); see [`ProxyClient::tell`]. The method-call API reads
+    /// `counter.reset().tell().await?`.
+    pub fn tell(self) -> RemoteTell<'a, M> {
+        RemoteTell {
+            client: self.client,
+            urn: Cow::Owned(self.urn),
+            msg: self.msg,
+            priority: self.priority,
+        }
     }
 }
 
@@ -81,7 +94,7 @@ where
 #[must_use = "a tell does nothing until awaited"]
 pub struct RemoteTell<'a, M> {
     pub(super) client: &'a ProxyClient,
-    pub(super) urn: &'a str,
+    pub(super) urn: Cow<'a, str>,
     pub(super) msg: M,
     pub(super) priority: Priority,
 }
@@ -104,9 +117,99 @@ where
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
             self.client
-                .tell_now(self.urn, self.msg, self.priority)
+                .tell_now(&self.urn, self.msg, self.priority)
                 .await
         })
+    }
+}
+
+/// A typed handle to the actor of type `A` with a URN, through the Redis proxy; from
+/// [`ProxyClient::actor`]. Cloning is cheap.
+///
+/// It is an [`Address`] of `A`, so the `{Actor}Api` trait that `#[actor]` generates works on
+/// it: `client.actor::<Counter>("counter").add(5).await`. Only messages that cross processes
+/// can be sent (serde types the actor exposes with `#[handle(remote)]`). The process holding
+/// the handle compiles `A`'s type and message declarations but never runs the actor.
+pub struct RemoteActor<A> {
+    client: ProxyClient,
+    urn: String,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for RemoteActor<A> {
+    fn clone(&self) -> Self {
+        RemoteActor {
+            client: self.client.clone(),
+            urn: self.urn.clone(),
+            _actor: PhantomData,
+        }
+    }
+}
+
+impl<A> std::fmt::Debug for RemoteActor<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteActor")
+            .field("actor", &std::any::type_name::<A>())
+            .field("urn", &self.urn)
+            .finish()
+    }
+}
+
+impl<A: Actor> RemoteActor<A> {
+    pub(super) fn new(client: ProxyClient, urn: String) -> Self {
+        RemoteActor {
+            client,
+            urn,
+            _actor: PhantomData,
+        }
+    }
+
+    /// The actor's URN.
+    #[must_use]
+    pub fn urn(&self) -> &str {
+        &self.urn
+    }
+
+    /// The client the handle sends through.
+    #[must_use]
+    pub fn client(&self) -> &ProxyClient {
+        &self.client
+    }
+
+    /// Asks the actor, as [`ProxyClient::ask`] with this URN.
+    pub fn ask<M>(&self, msg: M) -> RemoteAsk<'_, M>
+    where
+        A: Handler<M>,
+        M: Message + Serialize,
+        M::Response: DeserializeOwned,
+    {
+        self.client.ask(self.urn.as_str(), msg)
+    }
+
+    /// Tells the actor, as [`ProxyClient::tell`] with this URN.
+    pub fn tell<M>(&self, msg: M) -> RemoteTell<'_, M>
+    where
+        A: Handler<M>,
+        M: Message + Serialize,
+    {
+        self.client.tell(&self.urn, msg)
+    }
+}
+
+impl<A: Actor> Address for RemoteActor<A> {
+    type Actor = A;
+}
+
+impl<A, M> Requester<M> for RemoteActor<A>
+where
+    A: Handler<M>,
+    M: RemoteReply + Serialize,
+    M::Response: DeserializeOwned,
+{
+    type Request<'a> = RemoteAsk<'a, M>;
+
+    fn request(&self, message: M) -> RemoteAsk<'_, M> {
+        self.ask(message)
     }
 }
 
