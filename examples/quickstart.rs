@@ -1,26 +1,16 @@
-//! Quickstart: define messages and an actor, ask it, look it up by URN, watch it stop.
+//! Quickstart: an actor whose methods are its API, asked by method call, looked up by URN,
+//! stopped.
 //!
 //! Run with `cargo run -p conclib-examples --example quickstart`.
 
-use conclib::{ActorSystem, AskError, Context, StopReason, actor, message};
+use conclib::{ActorSystem, AskError, Context, StopReason, actor};
 use std::time::Duration;
 
-/// Adds to the counter; answered with the new total.
-#[message(response = u64)]
-struct Add(u64);
-
-/// Takes from the counter; fails if it would go below zero.
-#[message(response = u64, error = Underflow)]
-struct Take(u64);
-
+/// Not enough in the counter.
 #[derive(Debug)]
 struct Underflow {
     missing: u64,
 }
-
-/// Reads the counter.
-#[message(response = u64)]
-struct Get;
 
 #[actor(urn = "quickstart:counter")]
 struct Counter {
@@ -29,14 +19,17 @@ struct Counter {
 
 #[actor]
 impl Counter {
+    /// Adds `n`; answers the new total. (`#[actor]` generates the message `Add { n }` and
+    /// the method `add` of the trait `CounterApi`, for every ref to a `Counter`.)
     #[handle]
-    fn add(&mut self, Add(n): Add) -> u64 {
+    fn add(&mut self, n: u64) -> u64 {
         self.total += n;
         self.total
     }
 
+    /// Takes `n`; fails if it would go below zero.
     #[handle]
-    fn take(&mut self, Take(n): Take) -> Result<u64, Underflow> {
+    fn take(&mut self, n: u64) -> Result<u64, Underflow> {
         if n > self.total {
             return Err(Underflow {
                 missing: n - self.total,
@@ -46,8 +39,9 @@ impl Counter {
         Ok(self.total)
     }
 
+    /// Reads the counter.
     #[handle]
-    async fn get(&mut self, _: Get, ctx: &mut Context<Self>) -> u64 {
+    async fn get(&mut self, ctx: &mut Context<Self>) -> u64 {
         println!(
             "{} asked for the total",
             ctx.urn().map_or("?", |u| u.as_str())
@@ -62,17 +56,18 @@ async fn main() {
 
     // Spawn: the URN comes from #[actor(urn = ...)].
     let counter = system.spawn(Counter { total: 0 }).await.expect("spawn");
-    println!("add 5 -> {}", counter.ask(Add(5)).await.unwrap());
+    println!("add 5 -> {}", counter.add(5).await.unwrap());
 
     // A handler's error reaches the asker, typed.
-    match counter.ask(Take(8)).await {
+    match counter.take(8).await {
         Err(AskError::Handler(Underflow { missing })) => {
             println!("take 8 -> underflow, {missing} missing")
         }
         other => println!("take 8 -> {other:?}"),
     }
 
-    // Anyone holding the URN can address the actor; the message is checked at run time.
+    // Anyone holding the URN can address the actor with the generated messages; checked
+    // at run time.
     let by_urn = system.lookup("quickstart:counter").expect("lookup");
     println!(
         "by URN: get -> {}",
@@ -84,7 +79,7 @@ async fn main() {
     );
 
     // Stop it and watch it go: queued messages are handled first, then the URN is free.
-    counter.tell(Add(1)).await.unwrap();
+    counter.add(1).tell().await.unwrap();
     counter.stop();
     let reason = counter.wait_for_stop().await;
     assert_eq!(reason, StopReason::Normal);
@@ -92,10 +87,7 @@ async fn main() {
         "stopped: {reason}; lookup now: {:?}",
         system.lookup("quickstart:counter").err()
     );
-    assert!(matches!(
-        counter.ask(Get).await,
-        Err(AskError::ActorStopped)
-    ));
+    assert!(matches!(counter.get().await, Err(AskError::ActorStopped)));
 
     system
         .shutdown(Duration::from_secs(5))

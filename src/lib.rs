@@ -239,6 +239,81 @@ pub use conclib_macros::message;
 /// # }
 /// ```
 ///
+/// # The method-call API
+///
+/// A `#[handle]` method whose arguments are plain values (none, one or several) declares its
+/// message itself: `fn add(&mut self, n: u64) -> u64` generates `struct Add { n: u64 }`
+/// answering `u64` (named after the method in UpperCamelCase, its fields after the
+/// arguments, its docs the method's). Every `#[handle]` method, of either form, also becomes
+/// a method of the generated trait **`{Actor}Api`**, implemented for every ref to the actor
+/// ([`Address`]): a local [`ActorRef`], a process actor's ref, a remote handle through Redis
+/// (`client.actor::<Counter>("urn")`). Each method returns that ref's ask builder:
+/// `.await` asks; `.timeout(..)`, `.priority(..)` and `.tell()` work as on `ask`.
+///
+/// ```
+/// use conclib::{ActorSystem, Context, Priority, actor};
+/// use std::time::Duration;
+///
+/// #[actor]
+/// struct Counter { total: u64 }
+///
+/// #[actor]
+/// impl Counter {
+///     /// Adds `n`; returns the new total.
+///     #[handle(remote)]
+///     fn add(&mut self, n: u64) -> u64 { self.total += n; self.total }
+///
+///     #[handle]
+///     async fn reset(&mut self, ctx: &mut Context<Self>) { self.total = 0; }
+///
+///     #[handle]
+///     fn withdraw(&mut self, n: u64) -> Result<u64, String> {
+///         self.total = self.total.checked_sub(n).ok_or("overdrawn")?;
+///         Ok(self.total)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // `CounterApi` is generated next to `Counter`: bring it into scope where you call.
+/// let system = ActorSystem::new("app");
+/// let counter = system.spawn(Counter { total: 0 }).await.unwrap();
+/// assert_eq!(counter.add(5).await.unwrap(), 5);                                 // ask
+/// assert_eq!(counter.add(1).timeout(Duration::from_millis(50)).await.unwrap(), 6);
+/// assert_eq!(counter.add(1).priority(Priority::High).await.unwrap(), 7);
+/// counter.reset().tell().await.unwrap();                                      // a tell
+/// assert!(counter.withdraw(1).await.is_err());                                // `AskError::Handler`
+/// assert_eq!(counter.ask(Add { n: 2 }).await.unwrap(), 2);                    // the message itself
+/// # }
+/// ```
+///
+/// Rules, all checked at compile time:
+/// - **Which form.** A method whose only argument (besides the context) has a type named like
+///   a struct (`msg: Ping`, `Withdraw(n): Withdraw`) handles that message type. Any other
+///   shape generates a message: no argument, several, or one whose type is a primitive, a
+///   reference-free `std` value type (`String`, `Vec<T>`, `Option<T>`, `Duration`, ...) or a
+///   type parameter of the impl block. `#[handle(name = "AddItem")]` names the generated
+///   message and forces this form (for a single argument of your own type: `point: Point`).
+/// - **The generated message** is a message like any other: [`Message`] with the return type
+///   as response (a `Result<T, E>`, written in full, makes `T` the response and `E` the
+///   error); with `remote`, serde's `Serialize`/`Deserialize` are derived, and its wire name
+///   is the struct's name. It carries the impl block's generic parameters when an argument or
+///   the return type names one. Arguments are moved into it: no references, no `impl Trait`,
+///   no `Self`, each named by a plain identifier, each `Send + 'static` (and serde, for
+///   `remote`).
+/// - **Visibility.** The trait and the generated messages (and their fields) are as visible as
+///   the most visible `#[handle]` method: write `pub fn` to export the API.
+/// - **Names.** A method cannot be named like a method the refs or the request builders
+///   already have (`ask`, `tell`, `try_ask`, `try_tell`, `timeout`, `priority`, `stop`, `kill`,
+///   `wait_for_stop`, `id`, `urn`, `is_alive`, `mailbox_len`, `asks_skipped`, `recipient`,
+///   `to_dyn`, `pid`, `restarts`, `clone`, `into_future`, `poll`): the ref's own method would
+///   hide it. Two methods cannot generate the same message name.
+/// - **On a remote handle or a process ref** only serde messages (the `remote` ones) can be
+///   sent; calling another method there is a compile error naming [`Requester`].
+///
+/// The message-struct form stays the way to share messages between crates and with clients in
+/// other languages, which see the struct and its wire name.
+///
 /// # On the struct or enum: options
 ///
 /// | option | default | meaning |
@@ -253,15 +328,17 @@ pub use conclib_macros::message;
 ///
 /// # On the impl block: handlers
 ///
-/// Each `#[handle]` method handles one message type, the type of its message argument:
+/// Each `#[handle]` method handles one message type: the type of its message argument, or the
+/// message it generates from its arguments (see above):
 ///
 /// ```text
 /// #[handle] [async] fn name(&mut self, msg: M [, ctx: &mut Context<Self>]) [-> R]
+/// #[handle] [async] fn name(&mut self, a: A, b: B, .. [, ctx: &mut Context<Self>]) [-> R]
 /// ```
 ///
-/// - `&mut self` first; then the message by value (any pattern: `Withdraw(amount): Withdraw`);
-///   the context is optional and may come before or after the message (it is recognized by
-///   its type, `&mut Context<..>`).
+/// - `&mut self` first; then the message by value (any pattern: `Withdraw(amount): Withdraw`),
+///   or the plain arguments; the context is optional and may come anywhere (it is recognized
+///   by its type, `&mut Context<..>`).
 /// - Sync or `async`. An async handler keeps `&mut self` across `.await`; its future must be
 ///   `Send`.
 /// - **Fallible or not is decided by the syntax of the return type**: a type whose last path
@@ -302,8 +379,10 @@ pub use conclib_macros::message;
 /// # Compile errors
 ///
 /// The macros check their input and point at the offending code: `#[actor]` on a trait impl,
-/// a `#[handle]` method without `&mut self`, without a message or with extra arguments, two
-/// handlers for one message, a hook with the wrong form, an unknown option, a URN that is not
+/// a `#[handle]` method without `&mut self` (or taking `self` by value), two handlers for one
+/// message, two methods generating one message name, a generated message's argument that is a
+/// reference, unnamed or `impl Trait`, a method named like a ref's own method, a `Result`
+/// return written through an alias, a hook with the wrong form, an unknown option, a URN that is not
 /// a string literal or not valid. The compiler then checks the rest with messages in the same
 /// terms: a return type that is not the message's response, a type that is not a message, a
 /// non-`Send` async handler, a remote message that cannot be serialized, asking an actor with
@@ -378,6 +457,63 @@ pub use conclib_macros::message;
 ///         request.reject();
 ///     }
 /// }
+/// ```
+/// </details>
+///
+/// <details><summary>What the method-call example expands to (besides the impls above)</summary>
+///
+/// ```ignore
+/// /// Adds `n`; returns the new total.
+/// #[derive(::conclib::__private::serde::Serialize, ::conclib::__private::serde::Deserialize)]
+/// #[serde(crate = "::conclib::__private::serde")]
+/// struct Add {
+///     /// The argument `n` of `Counter::add`.
+///     n: u64,
+/// }
+/// impl ::conclib::Message for Add { type Response = u64; type Error = Infallible; fn name() -> &'static str { "Add" } }
+///
+/// /// The message of `Counter::reset`, generated by `#[actor]` from the method's arguments.
+/// struct Reset;
+/// impl ::conclib::Message for Reset { type Response = (); type Error = Infallible; /* .. */ }
+///
+/// struct Withdraw { n: u64 }
+/// impl ::conclib::Message for Withdraw { type Response = u64; type Error = String; /* .. */ }
+///
+/// impl ::conclib::Handler<Add> for Counter {
+///     async fn handle(&mut self, msg: Add, _: &mut ::conclib::Context<Self>) -> Result<u64, Infallible> {
+///         ::conclib::__private::message_argument::<u64>();  // `Send + 'static`, said at the type
+///         ::conclib::__private::remote_argument::<u64>();   // serde, for `remote`
+///         let Add { n, .. } = msg;
+///         let output = Self::add(self, n);
+///         ::conclib::__private::response::<Add, u64>(output)
+///     }
+/// }
+/// // ... `Handler<Reset>`, `Handler<Withdraw>`, and `Actor` as above.
+///
+/// /// The method-call API of `Counter`, generated by `#[actor]`: ...
+/// trait CounterApi: ::conclib::Address<Actor = Counter> {
+///     /// Adds `n`; returns the new total.
+///     fn add(&self, n: u64) -> <Self as ::conclib::Requester<Add>>::Request<'_>
+///     where
+///         Self: ::conclib::Requester<Add>;
+///     fn reset(&self) -> <Self as ::conclib::Requester<Reset>>::Request<'_>
+///     where
+///         Self: ::conclib::Requester<Reset>;
+///     fn withdraw(&self, n: u64) -> <Self as ::conclib::Requester<Withdraw>>::Request<'_>
+///     where
+///         Self: ::conclib::Requester<Withdraw>;
+/// }
+///
+/// impl<__Ref: ?Sized + ::conclib::Address<Actor = Counter>> CounterApi for __Ref {
+///     fn add(&self, n: u64) -> <Self as ::conclib::Requester<Add>>::Request<'_>
+///     where
+///         Self: ::conclib::Requester<Add>,
+///     {
+///         <Self as ::conclib::Requester<Add>>::request(self, Add { n })
+///     }
+///     // ...
+/// }
+/// // For `ActorRef<Counter>`, `Request<'_>` is `AskFuture<'_, Add, ..>`: the builder `ask` returns.
 /// ```
 /// </details>
 pub use conclib_macros::actor;
