@@ -159,3 +159,28 @@ async fn generic_actors_and_cfg() {
     assert_eq!(store.len().await.unwrap(), 1);
     system.shutdown(Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_api_works_on_a_pool() {
+    let system = ActorSystem::new("api-pool");
+    let pool = system
+        .pool(|| Counter { total: 0 })
+        .size(3)
+        .routing(conclib::Routing::RoundRobin)
+        .spawn()
+        .await
+        .unwrap();
+    let mut sum = 0;
+    for _ in 0..6 {
+        sum += pool.add(1).await.unwrap();
+    }
+    // Round-robin over three fresh counters: each answers 1, then 2.
+    assert_eq!(sum, 9);
+    pool.reset().tell().await.unwrap();
+    // The URN `Counter` declares is the pool's; its members have none.
+    assert_eq!(pool.urn().map(|u| u.as_str()), Some("api:counter"));
+    assert!(pool.members().iter().all(|m| m.urn().is_none()));
+    let by_urn = system.lookup("api:counter").unwrap();
+    assert!(by_urn.ask(Add { n: 1 }).await.unwrap() >= 1);
+    system.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -517,6 +517,30 @@ impl<A: Actor, M: Message> PoolAsk<'_, A, M> {
         self.key = Some(hash_key(key));
         self
     }
+
+    /// Sends the message as a tell instead (routed the same way, in the lane chosen with
+    /// [`priority`](Self::priority)); `.await` it. See [`Pool::tell`].
+    pub async fn tell(self) -> Result<(), SendError<M>>
+    where
+        A: Handler<M>,
+    {
+        self.pool
+            .send(self.msg, self.key, false, self.priority)
+            .await
+            .map(|_| ())
+    }
+}
+
+impl<A: Actor> crate::Address for Pool<A> {
+    type Actor = A;
+}
+
+impl<A: Handler<M>, M: Message> crate::Requester<M> for Pool<A> {
+    type Request<'a> = PoolAsk<'a, A, M>;
+
+    fn request(&self, message: M) -> PoolAsk<'_, A, M> {
+        self.ask(message)
+    }
 }
 
 impl<'a, A: Handler<M>, M: Message> IntoFuture for PoolAsk<'a, A, M> {
@@ -615,7 +639,8 @@ impl<A: Actor> PoolBuilder<A> {
         self
     }
 
-    /// The pool's URN: lookups and the Redis proxy reach the pool by it.
+    /// The pool's URN: lookups and the Redis proxy reach the pool by it. Default: the URN
+    /// the member type declares ([`Actor::URN`], `#[actor(urn = ..)]`); members never have one.
     pub fn urn(mut self, urn: impl Into<String>) -> Self {
         self.urn = Some(urn.into());
         self
@@ -684,7 +709,7 @@ impl<A: Actor> PoolBuilder<A> {
             unresponsive_after: self.unresponsive_after,
         };
         let mut builder = self.system.build(pool).ask_timeout(self.ask_timeout);
-        if let Some(urn) = self.urn {
+        if let Some(urn) = self.urn.or_else(|| A::URN.map(str::to_owned)) {
             builder = builder.urn(urn);
         }
         let actor = builder.spawn().await?;
@@ -710,6 +735,8 @@ impl<A: Actor> PoolActor<A> {
         let factory = self.factory.clone();
         let actor = ctx
             .build_child(make(&self.factory))
+            // The URN an actor type declares belongs to the pool, not to each member.
+            .unnamed()
             .mailbox(self.mailbox)
             .restart_with(move || make(&factory), self.restart)
             .spawn()

@@ -428,6 +428,12 @@ impl<A: Actor> SpawnBuilder<A> {
         self
     }
 
+    /// Spawns the actor without a URN, whatever [`Actor::URN`] says (pool members).
+    pub(crate) fn unnamed(mut self) -> Self {
+        self.urn = None;
+        self
+    }
+
     /// Sets the mailbox size.
     pub fn mailbox(mut self, mailbox: MailboxConfig) -> Self {
         self.mailbox = mailbox;
