@@ -33,6 +33,7 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
         heartbeat: Some(Duration::from_secs(2)),
         start_timeout: Duration::from_secs(10),
         ask_timeout: Duration::from_secs(5),
+        output: ChildOutput::Tracing,
     }
 }
 
@@ -46,6 +47,19 @@ pub struct ProcessBuilder<A> {
     heartbeat: Option<Duration>,
     start_timeout: Duration,
     ask_timeout: Duration,
+    output: ChildOutput,
+}
+
+/// Where a process actor's stdout and stderr go; [`ProcessBuilder::output`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChildOutput {
+    /// Each line becomes a `tracing` event of target `conclib_process::child`, with the
+    /// fields `actor` (the actor's type) and `pid`: stdout at `INFO`, stderr at `WARN`
+    /// (invalid UTF-8 replaced). Without a subscriber the lines are dropped. The default.
+    #[default]
+    Tracing,
+    /// The parent's own stdout and stderr, unchanged.
+    Inherit,
 }
 
 impl<A> fmt::Debug for ProcessBuilder<A> {
@@ -92,6 +106,12 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         self
     }
 
+    /// Where the process's stdout and stderr go (default [`ChildOutput::Tracing`]).
+    pub fn output(mut self, output: ChildOutput) -> Self {
+        self.output = output;
+        self
+    }
+
     /// The default timeout of asks to this actor (default 5 s).
     pub fn ask_timeout(mut self, timeout: Duration) -> Self {
         self.ask_timeout = timeout;
@@ -114,6 +134,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
             start_timeout: self.start_timeout,
             restart: self.restart,
             system: self.system,
+            output: self.output,
         };
         let (final_exit, _) = watch::channel(None);
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
@@ -144,6 +165,41 @@ struct Spec {
     start_timeout: Duration,
     restart: Option<RestartLimit>,
     system: Option<ActorSystem>,
+    output: ChildOutput,
+}
+
+/// Turns each line a child writes to `stream` into a `tracing` event, until the pipe closes.
+fn forward_lines(
+    stream: impl std::io::Read + Send + 'static,
+    kind: &'static str,
+    pid: u32,
+    stderr: bool,
+) {
+    // A blocking reader on a thread of its own: the pipe ends when the child (and anything
+    // it started that kept the pipe) exits.
+    let forward = move || {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\n', '\r']);
+            if stderr {
+                tracing::warn!(target: "conclib_process::child", actor = kind, pid, "{text}");
+            } else {
+                tracing::info!(target: "conclib_process::child", actor = kind, pid, "{text}");
+            }
+        }
+    };
+    let _ = std::thread::Builder::new()
+        .name("conclib-child-output".to_owned())
+        .stack_size(64 * 1024)
+        .spawn(forward);
 }
 
 /// Starts a process for `spec` and returns its link once the actor answered.
@@ -170,6 +226,11 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
         format!("{},{}", child_end.as_raw_fd(), child_control.as_raw_fd()),
     );
     conclib_core::process::bind_to_parent(&mut command, false);
+    if spec.output == ChildOutput::Tracing {
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    }
     if let Some(bytes) = spec.memory_limit {
         use std::os::unix::process::CommandExt;
         let limit = libc::rlimit {
@@ -195,6 +256,13 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
     )
     .await
     .map_err(SpawnError::Io)?;
+    let mut child = child;
+    if let Some(out) = child.stdout.take() {
+        forward_lines(out, spec.kind, child.id(), false);
+    }
+    if let Some(err) = child.stderr.take() {
+        forward_lines(err, spec.kind, child.id(), true);
+    }
     drop(child_end);
     drop(child_control);
     let open = |end: std::os::unix::net::UnixStream| {

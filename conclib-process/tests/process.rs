@@ -110,6 +110,12 @@ impl Worker {
     }
 
     #[handle(remote)]
+    fn shout(&mut self, text: String) {
+        println!("out: {text}");
+        eprintln!("err: {text}");
+    }
+
+    #[handle(remote)]
     fn reset(&mut self) {
         self.total = 0;
     }
@@ -136,8 +142,69 @@ impl Worker {
 
 type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// The lines of the children's output that reached this process's `tracing`, as
+/// `<level> <actor> <pid> <message>`; and a wake-up for each new one.
+static CHILD_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static CHILD_LINE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A `tracing` subscriber that keeps the events of target `conclib_process::child`.
+struct ChildLines;
+
+impl tracing::Subscriber for ChildLines {
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        meta.target() == "conclib_process::child"
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {value:?}"));
+            }
+            fn record_str(&mut self, _: &tracing::field::Field, value: &str) {
+                self.0.push(' ');
+                self.0.push_str(value);
+            }
+        }
+        let mut fields = Fields(event.metadata().level().to_string());
+        event.record(&mut fields);
+        CHILD_LINES.lock().unwrap().push(fields.0);
+        CHILD_LINE.notify_waiters();
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Waits (at most 10 s) until a line of the children's output contains all of `parts`.
+async fn child_line(parts: &[&str]) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let notified = CHILD_LINE.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(line) = CHILD_LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+        {
+            return line.clone();
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, notified).await.is_ok(),
+            "no child output line with {parts:?}; got {:?}",
+            CHILD_LINES.lock().unwrap()
+        );
+    }
+}
+
 fn main() {
     conclib_process::init(Registry::new().actor::<Worker>());
+    tracing::subscriber::set_global_default(ChildLines).unwrap();
     if std::env::var("CONCLIB_TEST_ROLE").as_deref() == Ok("parent") {
         return doomed_parent();
     }
@@ -180,6 +247,9 @@ fn main() {
         ("the_method_call_api_works_on_process_refs", || {
             Box::pin(method_call_api())
         }),
+        ("the_childs_stdout_and_stderr_reach_tracing", || {
+            Box::pin(output_to_tracing())
+        }),
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -217,6 +287,40 @@ fn main() {
     std::process::exit(i32::from(failed > 0));
 }
 
+async fn output_to_tracing() {
+    let worker = conclib_process::build(Worker { total: 0 })
+        .spawn()
+        .await
+        .unwrap();
+    worker.shout("hello".to_owned()).await.unwrap();
+    let pid = worker.pid().to_string();
+    let out = child_line(&["out: hello", &pid]).await;
+    assert!(out.starts_with("INFO") && out.contains("Worker"), "{out}");
+    let err = child_line(&["err: hello", &pid]).await;
+    assert!(err.starts_with("WARN"), "{err}");
+    // Inherited output does not go through tracing.
+    let quiet = conclib_process::build(Worker { total: 0 })
+        .output(conclib_process::ChildOutput::Inherit)
+        .spawn()
+        .await
+        .unwrap();
+    quiet.shout("inherited".to_owned()).await.unwrap();
+    let quiet_pid = quiet.pid().to_string();
+    // Flush order: after the ask returned, a second line from the traced worker arrives
+    // after the inherited one would have; none of the inherited lines is there.
+    worker.shout("marker".to_owned()).await.unwrap();
+    child_line(&["out: marker", &pid]).await;
+    assert!(
+        !CHILD_LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("inherited") || l.contains(&quiet_pid)),
+    );
+    worker.kill();
+    quiet.kill();
+}
+
 async fn method_call_api() {
     let worker = conclib_process::build(Worker { total: 1 })
         .spawn()
@@ -242,10 +346,7 @@ async fn method_call_api() {
     // The message-struct form gets a method too.
     assert_eq!(worker.add(Add(1)).await, Ok(6));
     worker.kill();
-    assert!(matches!(
-        worker.wait_for_stop().await,
-        ProcessExit { .. }
-    ));
+    assert!(matches!(worker.wait_for_stop().await, ProcessExit { .. }));
 }
 
 async fn round_trip() {
