@@ -74,12 +74,6 @@ fn message_type(
         syn::Generics::default()
     };
     let (_, _, where_clause) = generics.split_for_impl();
-    let params = &generics.params;
-    let params = if params.is_empty() {
-        TokenStream::new()
-    } else {
-        quote!(<#params>)
-    };
     let fields = g.fields.iter().map(|(name, ty)| {
         let text = doc(format!(" The argument `{name}` of `{actor}::{method}`."));
         quote!(#text #vis #name: #ty,)
@@ -103,7 +97,7 @@ fn message_type(
     } else {
         quote!({ #(#fields)* #marker })
     };
-    let definition = quote!(#vis struct #ident #params #where_clause #body);
+    let definition = quote!(#vis struct #ident #generics #where_clause #body);
     let implementation = message::generate(&message::Model {
         ident: ident.clone(),
         generics,
@@ -160,12 +154,6 @@ fn api_trait(
     let api = format_ident!("{}Api", actor);
     let generics = &item.generics;
     let (_, type_generics, where_clause) = generics.split_for_impl();
-    let params = &generics.params;
-    let trait_params = if params.is_empty() {
-        TokenStream::new()
-    } else {
-        quote!(<#params>)
-    };
     let mut with_ref = generics.clone();
     with_ref
         .params
@@ -214,7 +202,7 @@ fn api_trait(
     ));
     quote! {
         #trait_doc
-        #vis trait #api #trait_params: #address #where_clause {
+        #vis trait #api #generics: #address #where_clause {
             #(#declarations)*
         }
 

@@ -3,17 +3,10 @@
 use proc_macro2::TokenStream;
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Ident, ItemImpl, Path, Type};
+use syn::{Ident, ItemImpl, Path};
 
-use super::model::{Arg, HandlerFn, Hook, HookFn, ImplModel};
+use super::model::{Arg, HandlerFn, Hook, HookFn, ImplModel, has_impl_trait};
 use crate::util::respan;
-
-/// Whether a type names something that cannot be written in an expression (`impl Trait`).
-fn has_impl_trait(ty: &Type) -> bool {
-    ty.to_token_stream()
-        .into_iter()
-        .any(|t| matches!(t, proc_macro2::TokenTree::Ident(i) if i == "impl"))
-}
 
 /// The arguments of the call to the user's method, in the user's order. A hook's argument
 /// goes through `hook_argument`, which says so when the user's type is not the runtime's.

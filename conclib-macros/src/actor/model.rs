@@ -401,7 +401,9 @@ fn mentions_self(ty: &Type) -> bool {
     )
 }
 
-fn has_impl_trait(ty: &Type) -> bool {
+/// Whether a type names something that cannot be written in an expression (`impl Trait`),
+/// at any depth.
+pub fn has_impl_trait(ty: &Type) -> bool {
     mentions(
         ty.to_token_stream(),
         &[Ident::new("impl", Span::call_site())],
