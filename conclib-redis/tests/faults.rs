@@ -167,14 +167,67 @@ async fn accepted_tells_survive_a_sigkill_of_the_serving_process() {
     let _ = std::fs::remove_file(&path);
 }
 
+/// Item 2, deterministically: a tell that reaches a system which knows another system holds
+/// the URN (a stale client wrote it into the wrong stream) is forwarded to the holder, never
+/// dropped; an ask there is answered `NotOwner`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tell_in_the_wrong_stream_is_forwarded_to_the_urns_holder() {
+    let config = config("wrong-stream");
+    let first = ActorSystem::new("first");
+    let holder = first
+        .build(Counter::default())
+        .urn("dup")
+        .spawn()
+        .await
+        .unwrap();
+    let second = ActorSystem::new("second");
+    let loser = second
+        .build(Counter::default())
+        .urn("dup")
+        .spawn()
+        .await
+        .unwrap();
+    let p1 = start_proxy(&first, &config).await.unwrap();
+    let p2 = start_proxy(&second, &config).await.unwrap();
+    assert_eq!(p2.conflicts(), vec![("dup".to_owned(), "first".to_owned())]);
+    // A tell (no reply address) of `Add(1)` (bincode: the varint 1) into the second's stream.
+    let redis = raw_client(&config).await;
+    let stream = format!("{}:sys:second:req", config.namespace);
+    let added = raw(
+        &redis,
+        vec![
+            "XADD",
+            &stream,
+            "NOMKSTREAM",
+            "*",
+            "v",
+            "1",
+            "urn",
+            "dup",
+            "msg",
+            "test.Add",
+            "ttl",
+            "10000",
+            "codec",
+            "bincode",
+            "body",
+            "\u{1}",
+        ],
+    )
+    .await;
+    assert!(added.is_ok_and(|id| !id.is_null()));
+    let holder_dyn = holder.to_dyn();
+    eventually(10, "the holder to handle the forwarded tell", || {
+        let holder = holder_dyn.clone();
+        async move { holder.ask(Get).await == Ok(1) }
+    })
+    .await;
+    assert_eq!(loser.to_dyn().ask(Get).await, Ok(0));
+    p2.shutdown().await.unwrap();
+    p1.shutdown().await.unwrap();
+}
+
 /// Item 2: a process frozen past its lease must not serve the URN another system took.
-///
-/// KNOWN FAILURE (2026-11-22): the part "every tell handled" fails intermittently (1 run in 3
-/// here): the tells a stale client queued in the frozen owner's stream are read by it after
-/// SIGCONT (stream drained, XLEN 0) but neither handled nor reach the new owner, so accepted
-/// tells are lost on this path. The URN part holds (the old owner serves nothing). Run it with
-/// `--ignored`; the failure message lists the lost tells.
-#[ignore = "known failure: tells drained by a paused ex-owner are lost (see the doc comment)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over() {
     let lease = Duration::from_millis(1_500);

@@ -561,7 +561,24 @@ impl Shared {
                 format!("unknown codec {:?}", String::from_utf8_lossy(&req.codec)),
             );
         };
-        if let Some(owner) = self.registry().conflicts.get(&req.urn) {
+        let owner = self.registry().conflicts.get(&req.urn).cloned();
+        if let Some(owner) = owner {
+            if reply_to.is_none() {
+                // A tell for a URN another system took goes to that system, as one found
+                // stale at dispatch does (`not_ours`): an accepted tell is never dropped.
+                let shared = self.clone();
+                let remaining = Duration::from_millis(remaining_ms as u64);
+                return Ok(Box::pin(async move {
+                    let (reply, requeue) =
+                        shared.not_ours(&req, Some(owner), &None, remaining).await;
+                    Completion {
+                        id,
+                        reply,
+                        requeue,
+                        _permit: Some(permit),
+                    }
+                }));
+            }
             return reject(
                 Status::NotOwner,
                 format!("URN {} is served by system {owner}", req.urn),
