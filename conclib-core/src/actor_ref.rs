@@ -467,6 +467,7 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
         // SAFETY: `sleep` lives in this pinned future and is never moved.
         if unsafe { Pin::new_unchecked(sleep) }.poll(cx).is_ready() {
             this.state = AskState::Done;
+            crate::metrics::count(this.target.core(), "conclib_ask_timeouts_total");
             return Poll::Ready(Err(AskError::Timeout(timeout)));
         }
         Poll::Pending

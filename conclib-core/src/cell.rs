@@ -37,6 +37,8 @@ pub struct CellCore {
     task: OnceLock<tokio::task::AbortHandle>,
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
+    /// What the snapshot shows: counters written by the actor's own task only.
+    pub(crate) stats: Stats,
     /// The panic policy this actor imposes on its children, if it declared one (boxed:
     /// rare, and every actor pays for the field).
     children_policy: Mutex<Option<Box<crate::supervision::PanicPolicy>>>,
@@ -64,6 +66,7 @@ impl CellCore {
             restartable: AtomicBool::new(false),
             task: OnceLock::new(),
             skipped_asks: AtomicU64::new(0),
+            stats: Stats::default(),
             children_policy: Mutex::new(None),
         }
     }
@@ -157,6 +160,32 @@ impl CellCore {
 
     pub(crate) fn lock_watchers(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn ErasedCell>>> {
         self.watchers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An actor's running totals, for [`ActorSystem::snapshot`](crate::ActorSystem::snapshot).
+/// Only the actor's task writes the counters (a plain load and store, no read-modify-write
+/// on the hot path); anyone may read them.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) handled: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+    pub(crate) last_error: Mutex<Option<String>>,
+    /// The previous snapshot's time, handled count and rate: for the next rate.
+    pub(crate) sampled: Mutex<Option<(std::time::Instant, u64, f64)>>,
+}
+
+impl Stats {
+    #[inline]
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failed(&self, error: String) {
+        Self::bump(&self.errors);
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::{Future, IntoFuture, poll_fn};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -30,7 +30,11 @@ pub type ErasedResult = Result<ErasedMessage, AskError<ErasedMessage>>;
 
 /// Where the answer to a dynamic request goes. Shared by the envelope (or its responder) and
 /// the run loop, so a panic after `extract` still reaches the asker as `Panicked`.
-pub(crate) struct ReplyCell(Mutex<Option<oneshot::Sender<ErasedResult>>>);
+pub(crate) struct ReplyCell(
+    Mutex<Option<oneshot::Sender<ErasedResult>>>,
+    /// The handler's error, when it answered with one (for the actor's statistics).
+    OnceLock<String>,
+);
 
 impl ReplyCell {
     /// Whether the asker has given up (its receiver is gone), or the answer was sent.
@@ -93,7 +97,7 @@ impl RequestEnvelope {
             message: Some(message),
             name,
             type_id,
-            reply: reply.map(|tx| Arc::new(ReplyCell(Mutex::new(Some(tx))))),
+            reply: reply.map(|tx| Arc::new(ReplyCell(Mutex::new(Some(tx)), OnceLock::new()))),
             acked_tell: false,
         }
     }
@@ -217,7 +221,10 @@ impl<M: Message> Responder<M> {
         if let Some(reply) = self.reply.take() {
             reply.send(match result {
                 Ok(r) => Ok(Box::new(r)),
-                Err(e) => Err(AskError::Handler(Box::new(e))),
+                Err(e) => {
+                    let _ = reply.1.set(format!("{e:?}"));
+                    Err(AskError::Handler(Box::new(e)))
+                }
             });
         }
     }
@@ -301,8 +308,8 @@ impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
         match std::task::ready!(inner.poll(cx)) {
             Ok(()) => {
                 // The handler may have kept its responder to answer later: not ours to touch.
-                this.reply = None;
-                std::task::Poll::Ready(Outcome::Done)
+                let error = this.reply.take().and_then(|r| r.1.get().cloned());
+                std::task::Poll::Ready(error.map_or(Outcome::Done, Outcome::Refused))
             }
             Err(panic) => {
                 if let Some(reply) = this.reply.take() {
@@ -637,10 +644,14 @@ impl<'a> ErasedRequest<'a> {
     /// Any [`AskError`]; the handler's error stays erased.
     pub async fn ask(self) -> ErasedResult {
         let timeout = self.timeout;
+        let cell = self.target.cell.clone();
         let exchange = async { self.queue().await?.answer().await };
         match tokio::time::timeout(timeout, exchange).await {
             Ok(result) => result,
-            Err(_) => Err(AskError::Timeout(timeout)),
+            Err(_) => {
+                crate::metrics::count(cell.core(), "conclib_ask_timeouts_total");
+                Err(AskError::Timeout(timeout))
+            }
         }
     }
 

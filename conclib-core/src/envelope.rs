@@ -38,6 +38,8 @@ pub(crate) enum Outcome {
     Done,
     /// A told message's handler returned an error nobody is waiting for.
     Failed(String),
+    /// An ask's handler returned an error; the asker has it.
+    Refused(String),
     /// The handler panicked; the asker (if any) was told.
     Panicked(String),
     /// An ask whose asker had already given up (timed out, or dropped its future): the
@@ -49,6 +51,8 @@ pub(crate) enum Outcome {
 pub(crate) struct Envelope<A: Actor> {
     data: Inline,
     vtable: &'static VTable<A>,
+    /// When it was sent, for the time-in-mailbox metric (0 when metrics are off).
+    sent: u64,
 }
 
 // SAFETY: the payload is a `(M, Option<ReplyTx<M>>)` with `M: Send`, or a box of one.
@@ -140,6 +144,7 @@ impl<A: Actor> Envelope<A> {
         Envelope {
             data: store((msg, reply)),
             vtable: &TypedVTable::<A, M>::VTABLE,
+            sent: crate::metrics::stamp(),
         }
     }
 
@@ -148,6 +153,7 @@ impl<A: Actor> Envelope<A> {
         Envelope {
             data: store(payload),
             vtable,
+            sent: crate::metrics::stamp(),
         }
     }
 
@@ -170,6 +176,11 @@ impl<A: Actor> Envelope<A> {
         let this = ManuallyDrop::new(self);
         // SAFETY: the caller guarantees the type; `this` is never dropped.
         unsafe { take::<T>(&raw const this.data) }
+    }
+
+    /// When it was sent ([`crate::metrics`]' stamp; 0 when metrics were off).
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// The wire name of the message inside.
@@ -358,10 +369,15 @@ where
             }
         };
         Poll::Ready(match (this.reply.take(), result) {
-            (Some(reply), result) => {
+            (Some(reply), Ok(response)) => {
                 // The asker may have given up (timeout); that is not the actor's failure.
-                let _ = reply.send(result.map_err(AskError::Handler));
+                let _ = reply.send(Ok(response));
                 Outcome::Done
+            }
+            (Some(reply), Err(e)) => {
+                let error = format!("{e:?}");
+                let _ = reply.send(Err(AskError::Handler(e)));
+                Outcome::Refused(error)
             }
             (None, Ok(_)) => Outcome::Done,
             (None, Err(e)) => Outcome::Failed(format!("{e:?}")),

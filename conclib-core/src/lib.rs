@@ -73,12 +73,14 @@ mod envelope;
 mod error;
 mod mailbox;
 mod message;
+pub mod metrics;
 mod pool;
 #[cfg(unix)]
 pub mod process;
 mod remote;
 mod request;
 mod runner;
+mod snapshot;
 mod supervision;
 mod system;
 mod urn;
@@ -98,6 +100,7 @@ pub use message::{Handler, Message, Priority};
 pub use pool::{MemberLoad, Pool, PoolActor, PoolAsk, PoolBuilder, PoolStats, Routing, WhenFull};
 pub use remote::{ErasedMessage, RemoteMessage};
 pub use request::{Address, Requester};
+pub use snapshot::{ActorSnapshot, ActorState, SystemSnapshot};
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 pub use system::{
     ActorId, ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut, SpawnBuilder,

@@ -12,11 +12,12 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use crate::actor::Actor;
-use crate::cell::{ErasedCell, leave_parent, notify_stopped};
+use crate::cell::{ErasedCell, Stats, leave_parent, notify_stopped};
 use crate::context::Context;
 use crate::envelope::{CatchUnwind, FutureSlot, Outcome};
 use crate::error::StopReason;
 use crate::mailbox::{Control, Next};
+use crate::metrics::ActorMetrics;
 use crate::supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 
 /// Makes a fresh actor for a restart.
@@ -60,6 +61,8 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
     let cell = ctx.myself().cell.clone();
     let mut batch = VecDeque::new();
     let mut slot = FutureSlot::new();
+    // Created on the first message measured (boxed: most actors never need it).
+    let mut metrics: Option<Box<ActorMetrics>> = None;
     let reason = loop {
         if let Some(reason) = ctx.pending_stop.take() {
             break reason;
@@ -69,6 +72,15 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
             Next::Message(env) => {
                 // The capacity counts queued messages: this one leaves the queue now.
                 cell.mailbox.capacity.unreserve();
+                // Metrics: one relaxed load when off.
+                let measure = if crate::metrics::is_enabled() {
+                    if metrics.is_none() {
+                        metrics = Some(ActorMetrics::new(&cell.core));
+                    }
+                    Some((env.name(), env.sent(), Instant::now()))
+                } else {
+                    None
+                };
                 let span = tracing::trace_span!("handle", message = env.name());
                 let mut handling = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span);
                 // A kill drops the handler at its next `.await` (one atomic load per poll).
@@ -88,8 +100,24 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                     tracing::debug!("killed while handling a message");
                     break StopReason::Killed;
                 };
+                let stats = &cell.core.stats;
+                if let (Some((name, sent, started)), Some(m)) = (measure, metrics.as_deref_mut()) {
+                    match &outcome {
+                        Outcome::Skipped => m.skipped(),
+                        Outcome::Panicked(_) => {}
+                        Outcome::Done => {
+                            m.handled(name, sent, started, false, cell.mailbox.capacity.len());
+                        }
+                        Outcome::Failed(_) | Outcome::Refused(_) => {
+                            m.handled(name, sent, started, true, cell.mailbox.capacity.len());
+                        }
+                    }
+                }
                 match outcome {
-                    Outcome::Done => continue,
+                    Outcome::Done => {
+                        Stats::bump(&stats.handled);
+                        continue;
+                    }
                     Outcome::Skipped => {
                         cell.core.count_skipped_ask();
                         tracing::debug!("skipped an ask whose asker had given up");
@@ -97,9 +125,19 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                     }
                     Outcome::Failed(error) => {
                         tracing::warn!(%error, "a told message's handler returned an error");
+                        Stats::bump(&stats.handled);
+                        stats.failed(error);
                         continue;
                     }
-                    Outcome::Panicked(panic) => panic,
+                    Outcome::Refused(error) => {
+                        Stats::bump(&stats.handled);
+                        stats.failed(error);
+                        continue;
+                    }
+                    Outcome::Panicked(panic) => {
+                        Stats::bump(&stats.handled);
+                        panic
+                    }
                 }
             }
             Next::Drained => break StopReason::Normal,
@@ -124,6 +162,14 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
         };
         // A handler or hook panicked.
         tracing::error!(%panic, "actor panicked");
+        Stats::bump(&cell.core.stats.panics);
+        crate::metrics::count(&cell.core, "conclib_actor_panics_total");
+        *cell
+            .core
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(format!("panicked: {panic}"));
         if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic)))
             .await
             .is_err()
@@ -201,6 +247,8 @@ async fn restart<A: Actor>(
     }
     tracing::info!(reason = why, "actor restarted");
     let core = &ctx.myself().cell.core;
+    Stats::bump(&core.stats.restarts);
+    crate::metrics::count(core, "conclib_actor_restarts_total");
     if tell_parent && let Some(parent) = &core.parent {
         parent.push_control(Control::Event(SupervisionEvent::ChildRestarted {
             id: core.id,

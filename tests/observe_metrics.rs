@@ -1,0 +1,238 @@
+//! Every actor metric named in `conclib::metrics`, read back through a test recorder.
+//! One test in its own binary: the recorder is global to the process.
+
+use conclib::*;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+#[actor]
+#[derive(Default)]
+struct Meter;
+
+#[actor]
+impl Meter {
+    #[handle]
+    fn work(&mut self, n: u64) -> u64 {
+        n * 2
+    }
+
+    #[handle]
+    fn fail(&mut self) -> Result<(), String> {
+        Err("bad".into())
+    }
+
+    /// Its answer proves every earlier message's metrics were recorded (they are recorded
+    /// after the answer is sent).
+    #[handle]
+    fn sync(&mut self) {}
+
+    #[handle]
+    fn boom(&mut self) {
+        panic!("boom on purpose");
+    }
+
+    #[handle]
+    async fn hold(&mut self, started: Arc<Notify>, gate: Arc<Notify>) {
+        started.notify_one();
+        gate.notified().await;
+    }
+}
+
+/// The recorder's values by (name, labels sorted as "k=v").
+type Values = HashMap<(String, Vec<String>), DebugValue>;
+
+fn read(snapshotter: &Snapshotter) -> Values {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let (_, key) = key.into_parts();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            ((key.name().to_owned(), labels), value)
+        })
+        .collect()
+}
+
+fn labels(urn: &str, message: Option<&str>) -> Vec<String> {
+    let mut l = vec![
+        format!("actor={}", std::any::type_name::<Meter>()),
+        format!("urn={urn}"),
+    ];
+    if let Some(m) = message {
+        l.push(format!("message={m}"));
+    }
+    l.sort();
+    l
+}
+
+fn counter(values: &Values, name: &str, urn: &str, message: Option<&str>) -> u64 {
+    match values.get(&(name.to_owned(), labels(urn, message))) {
+        Some(DebugValue::Counter(n)) => *n,
+        other => panic!("{name} {urn} {message:?}: {other:?}\nall: {values:#?}"),
+    }
+}
+
+fn histogram(values: &Values, name: &str, urn: &str, message: &str) -> Vec<f64> {
+    match values.get(&(name.to_owned(), labels(urn, Some(message)))) {
+        Some(DebugValue::Histogram(v)) => v.iter().map(|f| f.into_inner()).collect(),
+        other => panic!("{name} {urn} {message}: {other:?}\nall: {values:#?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_actor_metric_is_recorded_with_its_labels() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let system = ActorSystem::new("metrics");
+    // Before `enable`, nothing is recorded.
+    let quiet = system
+        .build(Meter)
+        .urn("meter:quiet")
+        .spawn()
+        .await
+        .unwrap();
+    quiet.work(1).await.unwrap();
+    assert!(read(&snapshotter).is_empty());
+
+    metrics::enable();
+    let meter = system
+        .build(Meter)
+        .urn("meter:1")
+        .restart_with(|| Meter, RestartLimit::new(5, Duration::from_secs(60)))
+        .spawn()
+        .await
+        .unwrap();
+    for n in 0..5 {
+        meter.work(n).await.unwrap();
+    }
+    assert!(meter.fail().await.is_err());
+    assert!(matches!(meter.boom().await, Err(AskError::Panicked(_))));
+    // Unnamed actors of one type aggregate under `urn=""`.
+    for _ in 0..2 {
+        let unnamed = system.spawn(Meter).await.unwrap();
+        unnamed.work(7).await.unwrap();
+        unnamed.sync().await.unwrap();
+    }
+
+    // An ask that times out while queued behind a held handler, then is skipped.
+    let started = Arc::new(Notify::new());
+    let gate = Arc::new(Notify::new());
+    meter
+        .hold(started.clone(), gate.clone())
+        .tell()
+        .await
+        .unwrap();
+    started.notified().await;
+    // Waits in the mailbox behind `hold` for as long as the two timeouts below take.
+    meter.work(5).tell().await.unwrap();
+    assert!(matches!(
+        meter.work(9).timeout(Duration::from_millis(20)).await,
+        Err(AskError::Timeout(_))
+    ));
+    // The same through a dynamic ref.
+    assert!(matches!(
+        meter
+            .to_dyn()
+            .ask(Work { n: 9 })
+            .timeout(Duration::from_millis(20))
+            .await,
+        Err(AskError::Timeout(_))
+    ));
+    gate.notify_one();
+    meter.work(0).await.unwrap();
+    meter.sync().await.unwrap();
+
+    let values = read(&snapshotter);
+    let work = "Work";
+    assert_eq!(
+        counter(
+            &values,
+            "conclib_actor_messages_handled_total",
+            "meter:1",
+            Some(work)
+        ),
+        7
+    );
+    assert_eq!(
+        counter(
+            &values,
+            "conclib_actor_messages_handled_total",
+            "",
+            Some(work)
+        ),
+        2
+    );
+    assert_eq!(
+        counter(
+            &values,
+            "conclib_actor_handler_errors_total",
+            "meter:1",
+            Some("Fail")
+        ),
+        1
+    );
+    assert_eq!(
+        counter(&values, "conclib_actor_panics_total", "meter:1", None),
+        1
+    );
+    assert_eq!(
+        counter(&values, "conclib_actor_restarts_total", "meter:1", None),
+        1
+    );
+    assert_eq!(
+        counter(&values, "conclib_actor_asks_skipped_total", "meter:1", None),
+        2
+    );
+    assert_eq!(
+        counter(&values, "conclib_ask_timeouts_total", "meter:1", None),
+        2
+    );
+
+    let handling = histogram(&values, "conclib_actor_handling_seconds", "meter:1", work);
+    assert_eq!(handling.len(), 7);
+    assert!(
+        handling.iter().all(|s| (0.0..1.0).contains(s)),
+        "{handling:?}"
+    );
+    let held = histogram(&values, "conclib_actor_handling_seconds", "meter:1", "Hold");
+    assert_eq!(held.len(), 1);
+    let queued = histogram(&values, "conclib_actor_mailbox_seconds", "meter:1", work);
+    assert_eq!(queued.len(), 7);
+    // `work(5)` waited in the mailbox while `hold` ran: at least the two timeouts.
+    assert!(
+        queued.iter().any(|s| *s >= 0.04),
+        "time in mailbox {queued:?}"
+    );
+    match values.get(&(
+        "conclib_actor_mailbox_depth".to_owned(),
+        labels("meter:1", None),
+    )) {
+        // Set after each message: the last one seen is `work(0)`'s or `sync`'s (the asker
+        // may queue `sync` before the actor records `work(0)`).
+        Some(DebugValue::Gauge(depth)) => assert!(depth.into_inner() <= 1.0, "{depth}"),
+        other => panic!("mailbox depth: {other:?}"),
+    }
+    // The actor spawned before `enable` records from its next message on.
+    quiet.work(1).await.unwrap();
+    quiet.sync().await.unwrap();
+    let values = read(&snapshotter);
+    assert_eq!(
+        counter(
+            &values,
+            "conclib_actor_messages_handled_total",
+            "meter:quiet",
+            Some(work)
+        ),
+        1
+    );
+}
