@@ -9,7 +9,9 @@
 //!   and it cannot push to any list (`RPUSH`, `LPUSH`), so it cannot forge an answer. It
 //!   cannot read or write anything else: leases, other namespaces, other data.
 //! - A **proxy** may do everything its protocol needs in its namespace (`{ns}:*`): claim
-//!   URNs and its lease, read, acknowledge and trim request streams, push replies.
+//!   URNs and its lease, read, acknowledge and trim request streams, push replies, publish
+//!   its system's snapshot.
+//! - A **viewer** (the live view) may read the published snapshots, nothing else.
 //!
 //! What remains possible for a client, by design of the protocol: to send any request to
 //! any actor the namespace exposes, with any `reply` list name under `{ns}:reply:` (the
@@ -70,11 +72,29 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
             "+xgroup|create",
             "+xinfo|stream",
             "+xinfo|groups",
+            "+zadd",
+            "+zrem",
+            "+zremrangebyscore",
             "+client|unblock",
         ]
         .map(str::to_owned),
     );
     rules.push(format!("~{namespace}:*"));
+    rules
+}
+
+/// The rules of a reader of the published snapshots (the live view): it may read them,
+/// nothing else.
+///
+/// ```
+/// let rules = conclib_redis::viewer_acl("shop");
+/// assert!(rules.iter().any(|r| r == "%R~shop:snapshot*"));
+/// ```
+#[must_use]
+pub fn viewer_acl(namespace: &str) -> Vec<String> {
+    let mut rules = base();
+    rules.extend(["+get", "+zrangebyscore"].map(str::to_owned));
+    rules.push(format!("%R~{namespace}:snapshot*"));
     rules
 }
 

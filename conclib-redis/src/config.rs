@@ -17,6 +17,9 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// The default namespace.
 pub const DEFAULT_NAMESPACE: &str = "conclib";
 
+/// How often a proxy publishes its system's snapshot by default.
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Configuration shared by [`ProxyClient`](crate::ProxyClient), [`start_proxy`](crate::start_proxy)
 /// and [`start_redis`](crate::start_redis).
 ///
@@ -84,6 +87,10 @@ pub struct ProxyConfig {
     /// registers or releases their URNs), besides looking at once whenever the system takes
     /// or frees a URN. Default 250 ms.
     pub scan_interval: Duration,
+    /// How often a proxy publishes its system's [snapshot](conclib_core::ActorSystem::snapshot)
+    /// to Redis for the live view ([`SnapshotReader`](crate::SnapshotReader)); `None`: never.
+    /// Default 2 s.
+    pub snapshot_interval: Option<Duration>,
     /// How long a client remembers which system serves a URN. Default 1 s.
     pub resolve_cache_ttl: Duration,
     /// How long a reply list lives after the last reply pushed to it. Default 60 s.
@@ -174,6 +181,7 @@ impl ProxyConfig {
             full_mailbox_wait: Duration::from_millis(100),
             lease_ttl: Duration::from_secs(15),
             scan_interval: Duration::from_millis(250),
+            snapshot_interval: Some(DEFAULT_SNAPSHOT_INTERVAL),
             resolve_cache_ttl: Duration::from_secs(1),
             reply_ttl: Duration::from_secs(60),
             queue_ttl: Duration::from_secs(3600),
@@ -270,6 +278,13 @@ impl ProxyConfig {
     #[must_use]
     pub fn with_system_id(mut self, id: impl Into<String>) -> Self {
         self.system_id = Some(id.into());
+        self
+    }
+
+    /// Sets [`snapshot_interval`](Self::snapshot_interval) (`None`: publish nothing).
+    #[must_use]
+    pub fn with_snapshot_interval(mut self, every: Option<Duration>) -> Self {
+        self.snapshot_interval = every;
         self
     }
 

@@ -131,6 +131,8 @@
 //! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 32 hex digits, random) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
+//! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval; deleted at shutdown |
+//! | `{ns}:snapshots` | sorted set | system ids publishing snapshots, scored by when their snapshot expires (ms since the Unix epoch) | entries removed at shutdown, or an hour after they expired |
 //!
 //! ## Asking
 //! 1. **Resolve** the URN: `GET {ns}:urn:{urn}`. Nil: no such actor (fail at once). Else the
@@ -261,9 +263,10 @@ mod daemon;
 mod error;
 mod protocol;
 mod proxy;
+mod snapshots;
 mod unacked;
 
-pub use acl::{client_acl, proxy_acl};
+pub use acl::{client_acl, proxy_acl, viewer_acl};
 pub use client::{ProxyClient, RemoteActor, RemoteAsk, RemoteTell};
 #[cfg(feature = "msgpack")]
 pub use conclib_codec::MsgPack;
@@ -271,10 +274,11 @@ pub use conclib_codec::{
     BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, builtin_codec, decode_value,
     encode_value,
 };
-pub use config::{DEFAULT_NAMESPACE, DEFAULT_URL, ProxyConfig};
+pub use config::{DEFAULT_NAMESPACE, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_URL, ProxyConfig};
 pub use daemon::{RedisDaemon, start_redis};
 pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
 pub use protocol::{
     CONSUMER_GROUP, PROTOCOL_VERSION, REPLY_HEADER_LEN, Status, decode_reply, encode_reply,
 };
 pub use proxy::{ProxyHandle, ProxyStats, start_proxy};
+pub use snapshots::{PublishedSystem, SnapshotReader};

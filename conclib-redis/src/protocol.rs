@@ -49,6 +49,17 @@ impl Keys {
         format!("{}:sys:{system}:lease", self.ns)
     }
 
+    /// `{ns}:snapshot:{system}` → the system's published snapshot (JSON, with a TTL).
+    pub fn snapshot(&self, system: &str) -> String {
+        format!("{}:snapshot:{system}", self.ns)
+    }
+
+    /// `{ns}:snapshots` → sorted set of the system ids publishing snapshots, scored by when
+    /// their snapshot expires (ms since the Unix epoch).
+    pub fn snapshot_index(&self) -> String {
+        format!("{}:snapshots", self.ns)
+    }
+
     /// `{ns}:reply:` — every reply list starts with this.
     pub fn reply_prefix(&self) -> String {
         format!("{}:reply:", self.ns)

@@ -4,7 +4,10 @@ mod common;
 
 use common::actors::*;
 use conclib_core::ActorSystem;
-use conclib_redis::{ProxyClient, ProxyConfig, client_acl, proxy_acl, start_proxy, start_redis};
+use conclib_redis::{
+    ProxyClient, ProxyConfig, SnapshotReader, client_acl, proxy_acl, start_proxy, start_redis,
+    viewer_acl,
+};
 use fred::prelude::*;
 
 async fn connect(url: &str) -> Client {
@@ -25,7 +28,11 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
     let base = ProxyConfig::default().with_namespace(ns);
     let daemon = start_redis(&base).await.unwrap();
     let admin = connect(&daemon.url()).await;
-    for (user, rules) in [("web", client_acl(ns)), ("svc", proxy_acl(ns))] {
+    for (user, rules) in [
+        ("web", client_acl(ns)),
+        ("svc", proxy_acl(ns)),
+        ("view", viewer_acl(ns)),
+    ] {
         let mut args = vec!["ACL", "SETUSER", user, "on", ">secret"];
         args.extend(rules.iter().map(String::as_str));
         raw(&admin, &args).await.unwrap();
@@ -81,6 +88,34 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
         "read other data"
     );
     assert!(denied(raw(&web, &["FLUSHALL"]).await), "flush");
+
+    // The proxy role publishes the snapshot; the viewer role reads it and nothing else.
+    proxy.publish_snapshot().await.unwrap();
+    let reader = SnapshotReader::connect(&base.clone().with_url(url_as("view")))
+        .await
+        .unwrap();
+    let systems = reader.systems().await.unwrap();
+    assert_eq!(systems.len(), 1);
+    assert_eq!(systems[0].snapshot.actors[0].urn.as_deref(), Some("c"));
+    let view = connect(&url_as("view")).await;
+    assert!(
+        denied(raw(&view, &["GET", &format!("{ns}:urn:c")]).await),
+        "read a URN"
+    );
+    assert!(
+        denied(raw(&view, &["SET", &format!("{ns}:snapshot:svc"), "{}"]).await),
+        "forge a snapshot"
+    );
+    assert!(
+        denied(
+            raw(
+                &view,
+                &["XADD", &format!("{ns}:sys:svc:req"), "*", "a", "b"]
+            )
+            .await
+        ),
+        "send a request"
+    );
 
     client.shutdown().await;
     proxy.shutdown().await.unwrap();

@@ -364,8 +364,22 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
     // A URN taken or freed is published at once; the periodic scan is the safety net.
     let mut urn_changes = shared.system.urn_changes();
     urn_changes.mark_unchanged();
+    let mut publish = tokio::time::interval(
+        shared
+            .config
+            .snapshot_interval
+            // Never ticked without an interval (the branch below is off).
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(10)),
+    );
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = publish.tick(), if shared.config.snapshot_interval.is_some() => {
+                if let Err(e) = shared.publish_snapshot().await {
+                    tracing::debug!(error = %e, "could not publish the system's snapshot");
+                }
+            }
             Ok(()) = urn_changes.changed() => shared.scan().await,
             _ = scan.tick() => shared.scan().await,
             _ = renew.tick() => shared.renew().await,

@@ -36,7 +36,7 @@ use crate::unacked::{EntryId, Unacked};
 use conclib_codec::{Codec, builtin_codec};
 
 /// Counters of what a proxy did since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct ProxyStats {
     /// Requests read from the request stream.
@@ -315,13 +315,19 @@ impl ProxyHandle {
     /// What the proxy did so far.
     #[must_use]
     pub fn stats(&self) -> ProxyStats {
-        let c = &self.shared.counters;
-        ProxyStats {
-            received: c.received.load(Ordering::Relaxed),
-            completed: c.completed.load(Ordering::Relaxed),
-            expired: c.expired.load(Ordering::Relaxed),
-            rejected: c.rejected.load(Ordering::Relaxed),
-        }
+        self.shared.stats()
+    }
+
+    /// Publishes the system's snapshot now rather than at the next
+    /// [`ProxyConfig::snapshot_interval`] (see [`SnapshotReader`](crate::SnapshotReader)).
+    ///
+    /// # Errors
+    /// [`ServeError::Redis`] if Redis refused the write.
+    pub async fn publish_snapshot(&self) -> Result<(), ServeError> {
+        self.shared
+            .publish_snapshot()
+            .await
+            .map_err(|e| ServeError::Redis(e.to_string()))
     }
 
     /// Registers actors spawned (and releases those stopped) since the last scan, now rather
@@ -353,6 +359,12 @@ impl ProxyHandle {
         }
         shared.trim_exact().await;
         let mut result = Ok(());
+        if shared.config.snapshot_interval.is_some()
+            && let Err(e) =
+                crate::snapshots::withdraw(&shared.cmd, &shared.keys, &shared.system_id).await
+        {
+            result = Err(ServeError::Unavailable(e.to_string()));
+        }
         if shared.config.release_on_shutdown {
             let urns: Vec<String> = shared.registry().owned.drain().collect();
             let calls = urns
@@ -413,6 +425,36 @@ fn now_ms() -> i64 {
 }
 
 impl Shared {
+    fn stats(&self) -> ProxyStats {
+        let c = &self.counters;
+        ProxyStats {
+            received: c.received.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn publish_snapshot(&self) -> Result<(), fred::error::Error> {
+        let interval = self
+            .config
+            .snapshot_interval
+            .unwrap_or(crate::config::DEFAULT_SNAPSHOT_INTERVAL);
+        let published = crate::snapshots::PublishedSystem {
+            system_id: self.system_id.clone(),
+            interval_ms: interval.as_millis() as u64,
+            proxy: self.stats(),
+            snapshot: self.system.snapshot(),
+        };
+        crate::snapshots::publish(
+            &self.cmd,
+            &self.keys,
+            &published,
+            crate::snapshots::snapshot_ttl(interval),
+        )
+        .await
+    }
+
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
