@@ -117,7 +117,10 @@ impl Cluster {
     /// Any part failing to start.
     pub async fn start(options: &ClusterOptions) -> Result<Cluster, BoxError> {
         let started = Instant::now();
-        let base = ProxyConfig::default().with_namespace(options.namespace.clone());
+        // Snapshots every second: the live view updates that often.
+        let base = ProxyConfig::default()
+            .with_namespace(options.namespace.clone())
+            .with_snapshot_interval(Some(Duration::from_secs(1)));
         let redis = start_redis(&base).await?;
         let config = redis.config(&base);
         let system = ActorSystem::new(format!("{}-backend", options.namespace));

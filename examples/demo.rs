@@ -2,8 +2,13 @@
 //! three web API processes asking its actors, real HTTP traffic, a summary, a clean shutdown.
 //!
 //! ```text
-//! cargo run -p conclib-examples --bin demo [-- --requests N --concurrency N --web N]
+//! cargo run -p conclib-examples --bin demo [-- --requests N --concurrency N --web N --hold SECS]
 //! ```
+//!
+//! While it runs, the demo serves the live view of every system on its Redis and the
+//! Prometheus metrics of its actor system, and prints both addresses. `--hold SECS` keeps
+//! everything running that long after the traffic (with a light trickle of requests, so the
+//! figures move), for a person to look at; Ctrl-C ends the hold early.
 //!
 //! Run as `demo web --port N`, the same binary is one process of the web API
 //! ([`conclib_examples::web`]): the demo launches its web processes by re-executing itself.
@@ -17,7 +22,7 @@ use conclib_examples::load::{self, Summary};
 use conclib_examples::{BoxError, init_tracing};
 use reqwest::StatusCode;
 
-const USAGE: &str = "usage: demo [--requests N] [--concurrency N] [--web N]\n       demo web --port N [...]  (one web API process)";
+const USAGE: &str = "usage: demo [--requests N] [--concurrency N] [--web N] [--hold SECS]\n       demo web --port N [...]  (one web API process)";
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -25,6 +30,8 @@ struct Options {
     requests: usize,
     concurrency: usize,
     web_processes: usize,
+    /// How long to keep running after the traffic.
+    hold: Duration,
 }
 
 impl Options {
@@ -33,6 +40,7 @@ impl Options {
             requests: 3_000,
             concurrency: 64,
             web_processes: 3,
+            hold: Duration::ZERO,
         };
         let mut args = args.into_iter();
         while let Some(flag) = args.next() {
@@ -49,6 +57,7 @@ impl Options {
                 "--requests" => options.requests = number()?,
                 "--concurrency" => options.concurrency = number()?,
                 "--web" => options.web_processes = number()?,
+                "--hold" => options.hold = Duration::from_secs(number()? as u64),
                 "-h" | "--help" => return Err(USAGE.to_owned()),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
             }
@@ -113,10 +122,30 @@ async fn demo(options: &Options) -> Result<bool, BoxError> {
     for web in &cluster.webs {
         println!("  {:<13} pid {:<7} {}", web.name, web.pid, web.base_url);
     }
-    println!("  (started in {:.2} s)\n", cluster.startup.as_secs_f64());
+    println!("  (started in {:.2} s)", cluster.startup.as_secs_f64());
+    let view = match view::start(&cluster.config).await {
+        Ok(view) => {
+            println!("  live view: {}", view.url);
+            println!("  metrics: {}metrics\n", view.url);
+            Some(view)
+        }
+        Err(error) => {
+            println!("  live view not started: {error}\n");
+            None
+        }
+    };
 
     // Run the traffic, then shut down whatever happened.
-    let result = traffic(&cluster, options).await;
+    let mut result = traffic(&cluster, options).await;
+    if !options.hold.is_zero() {
+        result = match result {
+            Ok(passed) => hold(&cluster, options.hold).await.map(|()| passed),
+            failed => failed,
+        };
+    }
+    if let Some(view) = view {
+        view.stop().await;
+    }
     println!("\nshutting down");
     let report = cluster.shutdown().await;
     for (name, outcome) in &report.webs {
@@ -274,6 +303,72 @@ async fn traffic(cluster: &Cluster, options: &Options) -> Result<bool, BoxError>
         );
     }
     Ok(passed)
+}
+
+/// Keeps everything running for `duration` (or until Ctrl-C), with a light trickle of
+/// increments through the web processes so that the live view's figures move.
+async fn hold(cluster: &Cluster, duration: Duration) -> Result<(), BoxError> {
+    println!(
+        "\nholding for {} s (Ctrl-C to stop now): 10 requests/s keep the figures moving",
+        duration.as_secs()
+    );
+    let http = load::http_client(4);
+    let bases = cluster.base_urls();
+    let until = tokio::time::Instant::now() + duration;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    for i in 0usize.. {
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => break,
+            _ = &mut ctrl_c => break,
+            _ = tick.tick() => {
+                let base = &bases[i % bases.len()];
+                // A failed request here changes nothing the demo checked: ignore it.
+                let _ = http
+                    .post(format!("{base}/counters/hits/increment?by=1"))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The live view and the metrics endpoint, served from the demo's own process.
+mod view {
+    use conclib::redis::{ProxyConfig, SnapshotReader};
+    use conclib_examples::BoxError;
+    use tokio::sync::oneshot;
+
+    pub struct View {
+        pub url: String,
+        stop: oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    /// Records the actor system's metrics, and serves the view and `/metrics` on a free port.
+    pub async fn start(config: &ProxyConfig) -> Result<View, BoxError> {
+        let metrics = conclib::view::prometheus::install()?;
+        let reader = SnapshotReader::connect(config).await?;
+        let router =
+            conclib::view::router(reader).merge(conclib::view::prometheus::router(metrics));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/", listener.local_addr()?);
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(conclib::view::serve(listener, router, async {
+            let _ = stopped.await;
+        }));
+        Ok(View { url, stop, task })
+    }
+
+    impl View {
+        pub async fn stop(self) {
+            let _ = self.stop.send(());
+            let _ = self.task.await;
+        }
+    }
 }
 
 /// Reads a counter through a web process.

@@ -12,6 +12,9 @@
 //!   its health check answers.
 //! - **Process actors** (feature `process`): an actor in an OS process of its own behind a
 //!   typed ref, for all cores and crash isolation.
+//! - **Observability**: [`metrics`] through the `metrics` facade, [`ActorSystem::snapshot`],
+//!   and (feature `view`) a live web view of every system on one Redis; feature
+//!   `prometheus` serves the metrics.
 //! - **Pools** ([`ActorSystem::pool`]): N actors behind one ref and one URN, with routing,
 //!   back-pressure, replacement and resizing. **Whole-system queries**:
 //!   [`ActorSystem::all_actors`], [`ActorSystem::broadcast`].
@@ -529,3 +532,8 @@ pub use conclib_apid as apid;
 /// Actors in their own OS process, behind a typed ref (feature `process`).
 #[cfg(feature = "process")]
 pub use conclib_process as process;
+
+/// A live view of every system on one Redis, and a Prometheus endpoint (features `view`,
+/// `prometheus`).
+#[cfg(feature = "view")]
+pub use conclib_view as view;

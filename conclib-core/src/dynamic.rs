@@ -16,7 +16,8 @@ use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, ErasedCell};
 use crate::context::Context;
 use crate::envelope::{
-    CatchUnwind, Envelope, FutureSlot, Inline, Lazy, Outcome, SlotFuture, VTable, take_payload,
+    CatchUnwind, Envelope, FutureSlot, Inline, Lazy, Outcome, SlotFuture, VTable, payload_ref,
+    take_payload,
 };
 use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
@@ -262,8 +263,9 @@ impl<A: Actor> RequestVTable<A> {
     const VTABLE: VTable<A> = VTable::new(handle_request::<A>, drop_request, request_name);
 }
 
-fn request_name() -> &'static str {
-    "RequestEnvelope"
+unsafe fn request_name(data: *const Inline) -> &'static str {
+    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
+    unsafe { payload_ref::<RequestEnvelope>(data) }.name
 }
 
 unsafe fn drop_request(data: *mut Inline) {

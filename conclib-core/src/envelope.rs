@@ -68,8 +68,8 @@ pub(crate) struct VTable<A: Actor> {
     ) -> SlotFuture<'a>,
     /// Drops the payload unhandled.
     drop: unsafe fn(*mut Inline),
-    /// The message's wire name.
-    pub(crate) name: fn() -> &'static str,
+    /// The message's wire name, read from the payload (a dynamic request carries its own).
+    pub(crate) name: unsafe fn(*const Inline) -> &'static str,
 }
 
 /// Whether a `T` fits in an envelope's inline storage.
@@ -112,8 +112,12 @@ impl<A: Handler<M>, M: Message> TypedVTable<A, M> {
     const VTABLE: VTable<A> = VTable {
         handle: handle_typed::<A, M>,
         drop: drop_payload::<(M, Option<ReplyTx<M>>)>,
-        name: M::name,
+        name: typed_name::<M>,
     };
+}
+
+unsafe fn typed_name<M: Message>(_: *const Inline) -> &'static str {
+    M::name()
 }
 
 unsafe fn drop_payload<T>(data: *mut Inline) {
@@ -185,7 +189,8 @@ impl<A: Actor> Envelope<A> {
 
     /// The wire name of the message inside.
     pub(crate) fn name(&self) -> &'static str {
-        (self.vtable.name)()
+        // SAFETY: the envelope still owns its payload.
+        unsafe { (self.vtable.name)(&raw const self.data) }
     }
 
     /// Starts handling the message: the returned future runs the handler in `slot`.
@@ -215,9 +220,23 @@ impl<A: Actor> VTable<A> {
     pub(crate) const fn new(
         handle: HandleFn<A>,
         drop: unsafe fn(*mut Inline),
-        name: fn() -> &'static str,
+        name: unsafe fn(*const Inline) -> &'static str,
     ) -> Self {
         VTable { handle, drop, name }
+    }
+}
+
+/// Borrows the `T` stored in an envelope payload (for hand-made vtables).
+///
+/// # Safety
+/// `data` must hold a `T` written by [`store`] and not yet taken, and outlive the borrow.
+pub(crate) unsafe fn payload_ref<'a, T>(data: *const Inline) -> &'a T {
+    if fits_inline::<T>() {
+        // SAFETY: the caller guarantees a `T` is stored inline.
+        unsafe { &*data.cast::<T>() }
+    } else {
+        // SAFETY: the caller guarantees a boxed `T` is stored.
+        unsafe { &**data.cast::<*const T>() }
     }
 }
 

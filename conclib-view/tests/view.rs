@@ -1,0 +1,147 @@
+//! The view's routes against a real Redis with two systems publishing: the page ships
+//! everything it needs, the API lists every system and keeps the plots' history, and a
+//! vanished Redis is reported, not hidden.
+
+use std::time::Duration;
+
+use conclib_core::{Actor, ActorSystem, Context};
+use conclib_redis::{ProxyConfig, SnapshotReader, start_proxy, start_redis};
+use serde_json::Value;
+
+struct Parent;
+impl Actor for Parent {
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), conclib_core::BoxError> {
+        ctx.build_child(Child).urn("child:1").spawn().await?;
+        Ok(())
+    }
+}
+
+struct Child;
+impl Actor for Child {}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Polls `probe` until it returns `Some` (at most 20 s).
+async fn eventually<T, F: Future<Output = Option<T>>>(
+    what: &str,
+    mut probe: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
+    let base = ProxyConfig::default()
+        .with_namespace("view-test")
+        .with_snapshot_interval(Some(Duration::from_millis(100)));
+    let daemon = start_redis(&base).await.unwrap();
+    let config = daemon.config(&base);
+    let mut proxies = Vec::new();
+    for name in ["alpha", "beta"] {
+        let system = ActorSystem::new(name);
+        system
+            .build(Parent)
+            .urn(format!("parent:{name}"))
+            .spawn()
+            .await
+            .unwrap();
+        proxies.push(start_proxy(&system, &config).await.unwrap());
+    }
+    // A short command timeout: the view notices a vanished Redis quickly.
+    let mut reader_config = config.clone();
+    reader_config.command_timeout = Duration::from_secs(1);
+    let reader = SnapshotReader::connect(&reader_config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(conclib_view::serve(
+        listener,
+        conclib_view::router(reader),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // The page: one file, nothing fetched from elsewhere.
+    let (status, page) = get(&format!("{url}/")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("conclib live view"));
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "<link",
+        "<script src",
+        "@import",
+        "url(",
+    ] {
+        assert!(!page.contains(external), "the page loads {external}...");
+    }
+
+    // Both systems, their actors and the tree.
+    let systems: Vec<Value> = eventually("both systems with their child actors", || async {
+        let (status, body) = get(&format!("{url}/api/systems")).await;
+        let systems: Vec<Value> = serde_json::from_str(&body).ok()?;
+        (status == 200
+            && systems.len() == 2
+            && systems
+                .iter()
+                .all(|s| s["snapshot"]["actors"].as_array().unwrap().len() == 2))
+        .then_some(systems)
+    })
+    .await;
+    assert_eq!(systems[0]["system_id"], "alpha");
+    assert_eq!(systems[1]["system_id"], "beta");
+    let actors = systems[0]["snapshot"]["actors"].as_array().unwrap();
+    let parent = actors.iter().find(|a| a["urn"] == "parent:alpha").unwrap();
+    let child = actors.iter().find(|a| a["urn"] == "child:1").unwrap();
+    assert_eq!(child["parent"], parent["id"]);
+    assert_eq!(parent["state"], "running");
+
+    // The history the plots draw: a series per actor, growing a sample a second.
+    let key = format!("alpha/{}", parent["id"]);
+    eventually("three samples of the parent's history", || async {
+        let (_, body) = get(&format!("{url}/api/history")).await;
+        let history: Value = serde_json::from_str(&body).ok()?;
+        let series = &history[&key];
+        (series["mailbox"].as_array()?.len() >= 3 && series["rate"].as_array()?.len() >= 3)
+            .then_some(())
+    })
+    .await;
+
+    // Redis gone: the API says so (503 with the reason), the page shows it.
+    for proxy in proxies {
+        drop(proxy);
+    }
+    daemon.shutdown().unwrap();
+    let body = eventually("a 503 once Redis is gone", || async {
+        let (status, body) = get(&format!("{url}/api/systems")).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(body.contains("cannot read the snapshots"), "{body}");
+    assert!(
+        page.contains("cannot read the snapshots"),
+        "the page shows the API's error"
+    );
+
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
