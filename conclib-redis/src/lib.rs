@@ -107,6 +107,22 @@
 //!   `client-query-buffer-limit` the same way (the defaults, 512 MiB and 1 GiB, let one
 //!   client hand a proxy that much per entry).
 //!
+//! # Metrics
+//! Recorded through the `metrics` facade once [`conclib_core::metrics::enable`] was called
+//! (the actors' own metrics are listed in [`conclib_core::metrics`]):
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `conclib_proxy_requests_received_total` | counter | system | requests read from the system's stream |
+//! | `conclib_proxy_requests_rejected_total` | counter | system, status | requests refused (malformed, unknown URN or message, undecodable, too large, not ours) |
+//! | `conclib_proxy_requests_expired_total` | counter | system | requests dropped unprocessed: their deadline had passed |
+//! | `conclib_proxy_answers_total` | counter | system, status | asks answered by an actor, by reply status |
+//! | `conclib_proxy_answer_seconds` | histogram | system, status | from the request entering Redis to its answer (ms resolution) |
+//! | `conclib_proxy_read_batch_size` | histogram | system | requests per read from the stream |
+//! | `conclib_proxy_reconnects_total` | counter | system | reconnections to Redis |
+//! | `conclib_client_ask_seconds` | histogram | status | a `ProxyClient` ask's round trip, by reply status or error (`timeout`, `unavailable`, ...) |
+//! | `conclib_client_asks_in_flight` | gauge | | asks a process's `ProxyClient`s are waiting for |
+//!
 //! # Trust model
 //! Anyone who can write to a namespace's request streams can ask its actors anything they
 //! expose: expose (`#[handle(remote)]`) only what such clients may do, and check rights in
@@ -261,6 +277,7 @@ mod config;
 mod conn;
 mod daemon;
 mod error;
+mod metrics;
 mod protocol;
 mod proxy;
 mod snapshots;

@@ -104,6 +104,27 @@ pub enum Status {
 }
 
 impl Status {
+    /// Its name in snake case (`ok`, `handler_error`, ...): the `status` label of metrics.
+    #[must_use]
+    pub fn label(self) -> &'static str {
+        use Status::*;
+        match self {
+            Ok => "ok",
+            HandlerError => "handler_error",
+            UnknownUrn => "unknown_urn",
+            UnknownMessage => "unknown_message",
+            Panicked => "panicked",
+            Timeout => "timeout",
+            ActorStopped => "actor_stopped",
+            NoResponse => "no_response",
+            BadRequest => "bad_request",
+            CodecError => "codec_error",
+            NotOwner => "not_owner",
+            TooLarge => "too_large",
+            MailboxFull => "mailbox_full",
+        }
+    }
+
     /// The status with this byte.
     #[must_use]
     pub fn from_byte(b: u8) -> Option<Status> {

@@ -382,11 +382,35 @@ impl ProxyClient {
         timeout: Duration,
         priority: Priority,
     ) -> Result<(Status, Bytes), ProxyError> {
+        let _in_flight = crate::metrics::InFlight::start();
+        let started = Instant::now();
+        let result = self
+            .exchange(urn, name, body, timeout, priority, started)
+            .await;
+        crate::metrics::client_ask(
+            match &result {
+                Ok((status, _)) => status.label(),
+                Err(e) => crate::metrics::error_label(e),
+            },
+            started.elapsed(),
+        );
+        result
+    }
+
+    /// Resolves, sends and waits for the reply (once more after a stale route).
+    async fn exchange(
+        &self,
+        urn: &str,
+        name: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+        priority: Priority,
+        started: Instant,
+    ) -> Result<(Status, Bytes), ProxyError> {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
             return Err(ProxyError::Closed);
         }
-        let started = Instant::now();
         let deadline = started + timeout;
         let disconnects = shared.disconnects.load(Ordering::Acquire);
         let body = Bytes::from(body);

@@ -387,6 +387,7 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     // Redis may have restarted empty: recreate the group, claim everything again.
                     tracing::info!(system = %shared.system_id, "reconnected to Redis; renewing registrations");
+                    crate::metrics::reconnected(&shared.system_id);
                     if let Err(e) = shared.ensure_group().await {
                         tracing::warn!(error = %e, "could not recreate the consumer group");
                     }

@@ -535,6 +535,7 @@ impl Shared {
         permit: OwnedSemaphorePermit,
     ) -> Result<Handling, Completion> {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::received(&self.system_id);
         let done = |reply: Option<(String, Bytes)>| Completion {
             id,
             reply,
@@ -549,11 +550,13 @@ impl Shared {
         let env = RawEnvelope::parse(fields);
         let Some(reply_to) = env.address(&self.reply_prefix) else {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::rejected(&self.system_id, Status::BadRequest.label());
             tracing::warn!(entry = ?entry_id, "dropped a malformed request with no usable reply address");
             return Err(done(None));
         };
         let reject = |status: Status, text: String| {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::rejected(&self.system_id, status.label());
             tracing::warn!(entry = ?entry_id, %status, "{text}");
             let reply = reply_to.as_ref().map(|(key, id)| {
                 (
@@ -579,6 +582,7 @@ impl Shared {
         let remaining_ms = sent_ms.min(now).saturating_add(req.ttl_ms) - now;
         if remaining_ms <= 0 {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::expired(&self.system_id);
             tracing::debug!(urn = %req.urn, message = %req.message, "dropped an expired request");
             return Err(done(None));
         }
@@ -678,6 +682,12 @@ impl Shared {
                     // request still queued then (nobody waits for it).
                     let result = request.timeout(timeout).ask().await;
                     let (status, payload) = shared.outcome(rm, &*codec, &target, result);
+                    let since_entry = shared.redis_now_ms().saturating_sub(sent_ms).max(0);
+                    crate::metrics::answered(
+                        &shared.system_id,
+                        status.label(),
+                        Duration::from_millis(since_entry as u64),
+                    );
                     Some((
                         key.clone(),
                         Bytes::from(protocol::encode_reply(*id, status, &payload)),

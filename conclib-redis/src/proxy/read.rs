@@ -293,6 +293,9 @@ pub(super) async fn read_loop(
                 continue;
             }
         };
+        if !entries.is_empty() {
+            crate::metrics::read_batch(&shared.system_id, entries.len());
+        }
         if pending_phase && entries.is_empty() {
             pending_phase = false;
             shared.unacked().set_complete(true);

@@ -1,0 +1,103 @@
+//! The proxy's and the client's metrics, through the `metrics` facade; recorded once
+//! [`conclib_core::metrics::enable`] was called (one relaxed load otherwise). The crate
+//! docs list them.
+
+use std::time::Duration;
+
+use conclib_core::metrics::is_enabled;
+
+use crate::error::ProxyError;
+
+pub(crate) fn received(system: &str) {
+    if is_enabled() {
+        metrics::counter!("conclib_proxy_requests_received_total", "system" => system.to_owned())
+            .increment(1);
+    }
+}
+
+pub(crate) fn rejected(system: &str, status: &'static str) {
+    if is_enabled() {
+        metrics::counter!("conclib_proxy_requests_rejected_total", "system" => system.to_owned(), "status" => status)
+            .increment(1);
+    }
+}
+
+pub(crate) fn expired(system: &str) {
+    if is_enabled() {
+        metrics::counter!("conclib_proxy_requests_expired_total", "system" => system.to_owned())
+            .increment(1);
+    }
+}
+
+pub(crate) fn answered(system: &str, status: &'static str, since_entry: Duration) {
+    if is_enabled() {
+        let labels = [("system", system.to_owned()), ("status", status.to_owned())];
+        metrics::counter!("conclib_proxy_answers_total", &labels).increment(1);
+        metrics::histogram!("conclib_proxy_answer_seconds", &labels)
+            .record(since_entry.as_secs_f64());
+    }
+}
+
+pub(crate) fn read_batch(system: &str, size: usize) {
+    if is_enabled() {
+        metrics::histogram!("conclib_proxy_read_batch_size", "system" => system.to_owned())
+            .record(size as f64);
+    }
+}
+
+pub(crate) fn reconnected(system: &str) {
+    if is_enabled() {
+        metrics::counter!("conclib_proxy_reconnects_total", "system" => system.to_owned())
+            .increment(1);
+    }
+}
+
+/// Counts an ask in flight for as long as it lives.
+pub(crate) struct InFlight(bool);
+
+impl InFlight {
+    pub(crate) fn start() -> Self {
+        let on = is_enabled();
+        if on {
+            metrics::gauge!("conclib_client_asks_in_flight").increment(1.0);
+        }
+        InFlight(on)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0 {
+            metrics::gauge!("conclib_client_asks_in_flight").decrement(1.0);
+        }
+    }
+}
+
+pub(crate) fn client_ask(status: &'static str, took: Duration) {
+    if is_enabled() {
+        metrics::histogram!("conclib_client_ask_seconds", "status" => status)
+            .record(took.as_secs_f64());
+    }
+}
+
+/// The `status` label of an ask that failed before a reply came.
+pub(crate) fn error_label<E>(error: &ProxyError<E>) -> &'static str {
+    match error {
+        ProxyError::UnknownUrn { .. } => "unknown_urn",
+        ProxyError::UnknownMessage { .. } => "unknown_message",
+        ProxyError::Handler(_) => "handler_error",
+        ProxyError::Panicked(_) => "panicked",
+        ProxyError::Timeout(_) => "timeout",
+        ProxyError::ActorStopped { .. } => "actor_stopped",
+        ProxyError::NoResponse { .. } => "no_response",
+        ProxyError::MailboxFull { .. } => "mailbox_full",
+        ProxyError::Codec(_) => "codec_error",
+        ProxyError::TooLarge(_) => "too_large",
+        ProxyError::BadRequest(_) => "bad_request",
+        ProxyError::Unavailable(_) => "unavailable",
+        ProxyError::Redis(_) => "redis",
+        ProxyError::Protocol(_) => "protocol",
+        ProxyError::Config(_) => "config",
+        ProxyError::Closed => "closed",
+    }
+}
