@@ -306,10 +306,11 @@ async fn traffic(cluster: &Cluster, options: &Options) -> Result<bool, BoxError>
 }
 
 /// Keeps everything running for `duration` (or until Ctrl-C), with a light trickle of
-/// increments through the web processes so that the live view's figures move.
+/// increments (10 to 40 a second) through the web processes so that the live view's
+/// figures move.
 async fn hold(cluster: &Cluster, duration: Duration) -> Result<(), BoxError> {
     println!(
-        "\nholding for {} s (Ctrl-C to stop now): 10 requests/s keep the figures moving",
+        "\nholding for {} s (Ctrl-C to stop now): 10 to 40 requests/s keep the figures moving",
         duration.as_secs()
     );
     let http = load::http_client(4);
@@ -323,13 +324,16 @@ async fn hold(cluster: &Cluster, duration: Duration) -> Result<(), BoxError> {
             _ = tokio::time::sleep_until(until) => break,
             _ = &mut ctrl_c => break,
             _ = tick.tick() => {
-                let base = &bases[i % bases.len()];
-                // A failed request here changes nothing the demo checked: ignore it.
-                let _ = http
-                    .post(format!("{base}/counters/hits/increment?by=1"))
-                    .timeout(Duration::from_secs(5))
-                    .send()
-                    .await;
+                // 1 to 4 requests a tick, changing every 3 s: the plots show a shape.
+                for j in 0..1 + (i / 30) % 4 {
+                    let base = &bases[(i + j) % bases.len()];
+                    // A failed request here changes nothing the demo checked: ignore it.
+                    let _ = http
+                        .post(format!("{base}/counters/hits/increment?by=1"))
+                        .timeout(Duration::from_secs(5))
+                        .send()
+                        .await;
+                }
             }
         }
     }

@@ -30,8 +30,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use conclib::redis::{ProxyClient, ProxyConfig, ProxyError};
+use conclib::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::BoxError;
 use crate::actors::{Get, Increment, KV_URN, Put, ReadCounter, counter_urn};
@@ -110,10 +112,41 @@ pub fn router(client: ProxyClient, name: &str) -> Router {
         .route("/counters/{name}/increment", post(increment))
         .route("/kv/{key}", get(kv_get).put(kv_put))
         .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no_route", "no such route") })
+        .layer(axum::middleware::from_fn(continue_trace))
         .with_state(App {
             client,
             name: name.into(),
         })
+}
+
+/// Runs the handler in the trace of the request's W3C `traceparent` header, if it has a
+/// valid one: the asks it sends through the proxy carry the trace on to the actors.
+async fn continue_trace(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let trace = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceContext::parse);
+    match trace {
+        Some(trace) => {
+            let span = tracing::info_span!(
+                "http",
+                method = %request.method(),
+                path = %request.uri().path(),
+                trace_id = %trace.trace_id(),
+                parent_span_id = %trace.span_id(),
+            );
+            trace
+                .child()
+                .scope(next.run(request))
+                .instrument(span)
+                .await
+        }
+        None => next.run(request).await,
+    }
 }
 
 /// Serves the API until `shutdown` completes, then lets requests in progress finish.

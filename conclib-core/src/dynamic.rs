@@ -24,6 +24,7 @@ use crate::mailbox::Control;
 use crate::message::{Message, Priority};
 use crate::remote::{ErasedMessage, RemoteMessage};
 use crate::system::ActorId;
+use crate::trace::TraceContext;
 use crate::urn::Urn;
 
 /// The result of a type-erased ask: the response, or an error whose handler error is erased.
@@ -85,6 +86,8 @@ pub struct RequestEnvelope {
     reply: Option<Arc<ReplyCell>>,
     /// A tell whose sender learns when it was handled (`reply` then carries only that).
     acked_tell: bool,
+    /// The trace the request is part of (from another process's `traceparent`).
+    pub(crate) trace: Option<TraceContext>,
 }
 
 impl RequestEnvelope {
@@ -100,7 +103,14 @@ impl RequestEnvelope {
             type_id,
             reply: reply.map(|tx| Arc::new(ReplyCell(Mutex::new(Some(tx)), OnceLock::new()))),
             acked_tell: false,
+            trace: None,
         }
+    }
+
+    /// The trace the request is part of, if its sender passed one on.
+    #[must_use]
+    pub fn trace(&self) -> Option<TraceContext> {
+        self.trace
     }
 
     /// The message's wire name ([`Message::name`]).
@@ -260,7 +270,17 @@ impl<M: Message> fmt::Debug for Responder<M> {
 struct RequestVTable<A>(PhantomData<A>);
 
 impl<A: Actor> RequestVTable<A> {
-    const VTABLE: VTable<A> = VTable::new(handle_request::<A>, drop_request, request_name);
+    const VTABLE: VTable<A> = VTable::new(
+        handle_request::<A>,
+        drop_request,
+        request_name,
+        request_trace,
+    );
+}
+
+unsafe fn request_trace(data: *const Inline) -> Option<TraceContext> {
+    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
+    unsafe { payload_ref::<RequestEnvelope>(data) }.trace
 }
 
 unsafe fn request_name(data: *const Inline) -> &'static str {
@@ -573,6 +593,7 @@ impl DynActorRef {
             timeout: self.cell.core().ask_timeout,
             room_timeout: None,
             priority: Priority::Normal,
+            trace: None,
         }
     }
 
@@ -606,6 +627,7 @@ pub struct ErasedRequest<'a> {
     timeout: Duration,
     room_timeout: Option<Duration>,
     priority: Priority,
+    trace: Option<TraceContext>,
 }
 
 impl fmt::Debug for ErasedRequest<'_> {
@@ -637,6 +659,13 @@ impl<'a> ErasedRequest<'a> {
     /// Sends in the given lane.
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
+        self
+    }
+
+    /// Makes the request part of `trace`: the actor's `handle` span records its trace id and
+    /// span id (as `parent_span_id`).
+    pub fn trace(mut self, trace: Option<TraceContext>) -> Self {
+        self.trace = trace;
         self
     }
 
@@ -711,6 +740,7 @@ impl<'a> ErasedRequest<'a> {
             msg,
             room_timeout,
             priority,
+            trace,
             ..
         } = self;
         if !target.cell.accepts(type_id) {
@@ -720,6 +750,7 @@ impl<'a> ErasedRequest<'a> {
         let (tx, rx) = oneshot::channel();
         let mut req = RequestEnvelope::new(name, type_id, msg, Some(tx));
         req.acked_tell = acked_tell;
+        req.trace = trace;
         if target.cell.push_request(req, priority).is_err() {
             return Err(AskError::ActorStopped);
         }

@@ -70,6 +70,8 @@ pub(crate) struct VTable<A: Actor> {
     drop: unsafe fn(*mut Inline),
     /// The message's wire name, read from the payload (a dynamic request carries its own).
     pub(crate) name: unsafe fn(*const Inline) -> &'static str,
+    /// The trace the message is part of (dynamic requests from another process).
+    trace: unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>,
 }
 
 /// Whether a `T` fits in an envelope's inline storage.
@@ -113,7 +115,12 @@ impl<A: Handler<M>, M: Message> TypedVTable<A, M> {
         handle: handle_typed::<A, M>,
         drop: drop_payload::<(M, Option<ReplyTx<M>>)>,
         name: typed_name::<M>,
+        trace: no_trace,
     };
+}
+
+unsafe fn no_trace(_: *const Inline) -> Option<crate::trace::TraceContext> {
+    None
 }
 
 unsafe fn typed_name<M: Message>(_: *const Inline) -> &'static str {
@@ -187,6 +194,12 @@ impl<A: Actor> Envelope<A> {
         self.sent
     }
 
+    /// The trace the message is part of, if any.
+    pub(crate) fn trace(&self) -> Option<crate::trace::TraceContext> {
+        // SAFETY: the envelope still owns its payload.
+        unsafe { (self.vtable.trace)(&raw const self.data) }
+    }
+
     /// The wire name of the message inside.
     pub(crate) fn name(&self) -> &'static str {
         // SAFETY: the envelope still owns its payload.
@@ -221,8 +234,14 @@ impl<A: Actor> VTable<A> {
         handle: HandleFn<A>,
         drop: unsafe fn(*mut Inline),
         name: unsafe fn(*const Inline) -> &'static str,
+        trace: unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>,
     ) -> Self {
-        VTable { handle, drop, name }
+        VTable {
+            handle,
+            drop,
+            name,
+            trace,
+        }
     }
 }
 

@@ -83,6 +83,7 @@ mod runner;
 mod snapshot;
 mod supervision;
 mod system;
+pub mod trace;
 mod urn;
 mod wire;
 

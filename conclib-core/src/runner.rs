@@ -81,7 +81,18 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                 } else {
                     None
                 };
-                let span = tracing::trace_span!("handle", message = env.name());
+                let span = tracing::trace_span!(
+                    "handle",
+                    message = env.name(),
+                    trace_id = tracing::field::Empty,
+                    parent_span_id = tracing::field::Empty,
+                );
+                if !span.is_disabled()
+                    && let Some(trace) = env.trace()
+                {
+                    span.record("trace_id", trace.trace_id());
+                    span.record("parent_span_id", trace.span_id());
+                }
                 let mut handling = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span);
                 // A kill drops the handler at its next `.await` (one atomic load per poll).
                 let outcome = poll_fn(|cx| {

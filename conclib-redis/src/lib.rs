@@ -171,6 +171,7 @@
 //!    | `reply` | the client's reply list key; absent for a tell. A key that does not start with `{ns}:reply:` (or is longer than 256 bytes after it) gets no answer: the request is dropped unanswered |
 //!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
 //!    | `prio` | optional: `high` puts the request in the actor's high-priority lane (it overtakes queued normal messages); absent or anything else: the normal lane |
+//!    | `tp` | optional: the sender's W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); the actor's `handle` span records its trace id as `trace_id` and its span id as `parent_span_id`, so one trace follows the request across processes. `ProxyClient` sends a child of the task's [`TraceContext`](conclib_core::trace::TraceContext) (or a new trace); a malformed value is ignored |
 //!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes (default 8 MiB; the same limit applies to answers: a larger response or error is answered `TooLarge`) |
 //!
 //!    Field order does not matter; unknown fields are ignored; a field given twice counts

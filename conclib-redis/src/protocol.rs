@@ -21,6 +21,9 @@ pub(crate) mod field {
     pub const BODY: &str = "body";
     /// Optional: `high` sends the request in the actor's high-priority lane.
     pub const PRIORITY: &str = "prio";
+    /// Optional: the asking side's W3C `traceparent`; the actor's handler span joins that
+    /// trace. Ignored when malformed.
+    pub const TRACEPARENT: &str = "tp";
 }
 
 /// The Redis keys of one namespace.

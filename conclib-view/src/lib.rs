@@ -120,9 +120,10 @@ impl ViewState {
 
 /// The view's routes (`/`, `/api/systems`, `/api/history`), reading snapshots with `reader`.
 ///
-/// From the first request on, the view reads the snapshots once a second (whoever and
-/// however many are watching) and keeps five minutes of each actor's mailbox depth and
-/// rate for the plots; it stops when the router is dropped.
+/// The view reads the snapshots once a second (however many are watching), from now on
+/// when called inside a tokio runtime, else from its first request, and keeps five minutes
+/// of each actor's mailbox depth and rate for the plots; it stops when the router is
+/// dropped.
 pub fn router(reader: SnapshotReader) -> Router {
     let state = Arc::new(ViewState {
         reader,
@@ -130,6 +131,11 @@ pub fn router(reader: SnapshotReader) -> Router {
         history: Mutex::new(HashMap::new()),
         sampling: OnceLock::new(),
     });
+    // Inside a runtime, start sampling now: a page opened later finds its plots filled.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        let state = state.clone();
+        tokio::spawn(async move { state.start_sampling().await });
+    }
     Router::new()
         .route("/", get(page))
         .route("/api/systems", get(systems))

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use conclib_core::trace::TraceContext;
 use conclib_core::{Message, Priority};
 use fred::bytes::Bytes;
 use fred::clients::Pool;
@@ -24,6 +25,7 @@ use fred::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::config::ProxyConfig;
 use crate::conn::{self, as_bytes, bytes, keyed, owned, s};
@@ -307,6 +309,14 @@ impl ProxyClient {
         let deadline = Instant::now() + timeout;
         let disconnects = self.shared.disconnects.load(Ordering::Acquire);
         let ttl = self.shared.config.tell_ttl;
+        let trace = TraceContext::current().map_or_else(TraceContext::new_root, |c| c.child());
+        let span = tracing::debug_span!(
+            "conclib.tell",
+            urn,
+            message = M::name(),
+            trace_id = %trace.trace_id(),
+            span_id = %trace.span_id(),
+        );
         let sent = async {
             let route = self.shared.resolve(urn, deadline, false).await?;
             self.shared
@@ -320,10 +330,12 @@ impl ProxyClient {
                     priority,
                     body,
                     deadline,
+                    trace,
                 )
                 .await
         };
-        sent.await
+        sent.instrument(span)
+            .await
             .map_err(|e| self.shared.at_deadline(e, timeout, disconnects))
     }
 
@@ -384,8 +396,18 @@ impl ProxyClient {
     ) -> Result<(Status, Bytes), ProxyError> {
         let _in_flight = crate::metrics::InFlight::start();
         let started = Instant::now();
+        // A child of the caller's trace (see `conclib_core::trace`), or a new one.
+        let trace = TraceContext::current().map_or_else(TraceContext::new_root, |c| c.child());
+        let span = tracing::debug_span!(
+            "conclib.ask",
+            urn,
+            message = name,
+            trace_id = %trace.trace_id(),
+            span_id = %trace.span_id(),
+        );
         let result = self
-            .exchange(urn, name, body, timeout, priority, started)
+            .exchange(urn, name, body, timeout, priority, started, trace)
+            .instrument(span)
             .await;
         crate::metrics::client_ask(
             match &result {
@@ -398,6 +420,7 @@ impl ProxyClient {
     }
 
     /// Resolves, sends and waits for the reply (once more after a stale route).
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &self,
         urn: &str,
@@ -406,6 +429,7 @@ impl ProxyClient {
         timeout: Duration,
         priority: Priority,
         started: Instant,
+        trace: TraceContext,
     ) -> Result<(Status, Bytes), ProxyError> {
         let shared = &self.shared;
         if shared.closed.load(Ordering::Acquire) {
@@ -441,6 +465,7 @@ impl ProxyClient {
                     priority,
                     body.clone(),
                     deadline,
+                    trace,
                 )
                 .await
                 .map_err(|e| shared.at_deadline(e, timeout, disconnects))?;
@@ -660,14 +685,16 @@ impl Shared {
         priority: Priority,
         body: impl Into<Bytes>,
         deadline: Instant,
+        trace: TraceContext,
     ) -> Result<(), ProxyError> {
         let body = body.into();
+        let traceparent = trace.to_string();
         let started = Instant::now();
         let mut route = route.clone();
         loop {
             let ttl = ttl.saturating_sub(started.elapsed());
             let ttl_ms = ttl.as_millis().clamp(1, u128::from(u32::MAX)) as i64;
-            let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(8);
+            let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(9);
             fields.push((field::VERSION, s(PROTOCOL_VERSION)));
             fields.push((field::ID, owned(id.to_string())));
             fields.push((field::URN, owned(urn)));
@@ -679,6 +706,7 @@ impl Shared {
             if priority == Priority::High {
                 fields.push((field::PRIORITY, s("high")));
             }
+            fields.push((field::TRACEPARENT, owned(traceparent.clone())));
             fields.push((field::CODEC, s(self.config.codec.name())));
             let size = body.len();
             fields.push((field::BODY, bytes(body.clone())));

@@ -675,7 +675,8 @@ impl Shared {
             let request = target
                 .erased(rm.name(), rm.type_id(), msg)
                 .priority(req.priority)
-                .room_timeout(room_wait);
+                .room_timeout(room_wait)
+                .trace(req.trace);
             let reply = match &reply_to {
                 Some((key, id)) => {
                     // At the deadline the ask is dropped, and the actor never starts a
@@ -734,28 +735,27 @@ impl Shared {
         let Some(owner) = owner else {
             return (None, true);
         };
-        let forwarded = conn::call(
-            &self.cmd,
-            keyed("XADD"),
-            vec![
-                owned(self.keys.requests(&owner)),
-                s("NOMKSTREAM"),
-                s("*"),
-                s(field::VERSION),
-                s(PROTOCOL_VERSION),
-                s(field::URN),
-                owned(req.urn.clone()),
-                s(field::MESSAGE),
-                owned(req.message.clone()),
-                s(field::TTL),
-                Value::Integer(remaining.as_millis().max(1) as i64),
-                s(field::CODEC),
-                bytes(req.codec.clone()),
-                s(field::BODY),
-                bytes(req.body.clone()),
-            ],
-        )
-        .await;
+        let mut args = vec![
+            owned(self.keys.requests(&owner)),
+            s("NOMKSTREAM"),
+            s("*"),
+            s(field::VERSION),
+            s(PROTOCOL_VERSION),
+            s(field::URN),
+            owned(req.urn.clone()),
+            s(field::MESSAGE),
+            owned(req.message.clone()),
+            s(field::TTL),
+            Value::Integer(remaining.as_millis().max(1) as i64),
+            s(field::CODEC),
+            bytes(req.codec.clone()),
+            s(field::BODY),
+            bytes(req.body.clone()),
+        ];
+        if let Some(trace) = req.trace {
+            args.extend([s(field::TRACEPARENT), owned(trace.to_string())]);
+        }
+        let forwarded = conn::call(&self.cmd, keyed("XADD"), args).await;
         match forwarded {
             Ok(Value::Null) => {
                 tracing::warn!(urn = %req.urn, %owner, "dropped a told message: its URN's new owner has no request stream");

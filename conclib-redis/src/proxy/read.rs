@@ -14,6 +14,7 @@ use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
 
 use conclib_core::Priority;
+use conclib_core::trace::TraceContext;
 
 use super::{Completion, Handling, Shared};
 use crate::conn::{self, as_bytes, bytes, keyed_at, owned, s};
@@ -36,6 +37,7 @@ pub(super) struct RawEnvelope {
     codec: Option<Value>,
     body: Option<Value>,
     priority: Option<Value>,
+    trace: Option<Value>,
     bad_shape: bool,
 }
 
@@ -48,6 +50,8 @@ pub(super) struct Request {
     pub(super) body: Bytes,
     /// `prio high`: the actor's high-priority lane. Any other value: the normal lane.
     pub(super) priority: Priority,
+    /// `tp`: the W3C `traceparent` of the asking side, if valid (an invalid one is ignored).
+    pub(super) trace: Option<TraceContext>,
 }
 
 pub(super) fn text(v: &Option<Value>) -> Option<&str> {
@@ -74,6 +78,7 @@ impl RawEnvelope {
                 Some(b) if b == field::CODEC.as_bytes() => &mut env.codec,
                 Some(b) if b == field::BODY.as_bytes() => &mut env.body,
                 Some(b) if b == field::PRIORITY.as_bytes() => &mut env.priority,
+                Some(b) if b == field::TRACEPARENT.as_bytes() => &mut env.trace,
                 _ => continue,
             };
             *slot = Some(v);
@@ -130,6 +135,7 @@ impl RawEnvelope {
             Some("high") => Priority::High,
             _ => Priority::Normal,
         };
+        let trace = text(&self.trace).and_then(TraceContext::parse);
         Ok(Request {
             urn,
             message,
@@ -137,6 +143,7 @@ impl RawEnvelope {
             codec,
             body,
             priority,
+            trace,
         })
     }
 }
