@@ -95,6 +95,13 @@ const FRAMEWORKS: &[Framework] = &[
         baseline: "tokio-unbounded",
         peer: false,
     },
+    Framework {
+        name: "conclib-metrics",
+        runtime: Runtime::Multi,
+        mailbox: "bounded 1024, Prometheus recorder installed",
+        baseline: "tokio-bounded",
+        peer: false,
+    },
     #[cfg(feature = "kameo")]
     Framework {
         name: "kameo",
@@ -289,8 +296,13 @@ fn run_child(fw: &str, sc: &str, p: Params) -> Metrics {
                 _ => panic!("unknown scenario {sc}"),
             }
         }
-        "conclib-bounded" | "conclib-unbounded" => {
-            let bounded = fw == "conclib-bounded";
+        "conclib-bounded" | "conclib-unbounded" | "conclib-metrics" => {
+            if fw == "conclib-metrics" {
+                // What a user gets from the `prometheus` feature: the recorder, its upkeep
+                // thread, and conclib's metrics on.
+                let _handle = conclib_view::prometheus::install().expect("the recorder installs");
+            }
+            let bounded = fw != "conclib-unbounded";
             match sc {
                 "tell" => on_tokio(Runtime::Multi, conclib_bench::tell(bounded, p)),
                 "ask" => on_tokio(Runtime::Multi, conclib_bench::ask(bounded, p)),
