@@ -278,6 +278,7 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
         spec.heartbeat,
         owner,
         spec.system.clone(),
+        spec.kind,
     );
     link.send(&Frame::Init {
         kind: spec.kind,
@@ -337,12 +338,27 @@ impl Inner {
                 recent.push_back(now);
                 true
             });
+        if conclib_core::metrics::is_enabled() {
+            let reason = match (exit.code, exit.signal) {
+                (Some(0), _) => "exit_ok",
+                (Some(_), _) => "exit_error",
+                (None, Some(9)) => "sigkill",
+                (None, Some(_)) => "signal",
+                (None, None) => "unknown",
+            };
+            metrics::counter!("conclib_process_exits_total", "actor" => self.spec.kind, "reason" => reason)
+                .increment(1);
+        }
         if allowed {
             tracing::warn!(actor = self.spec.kind, %exit, "process actor died; restarting it");
             match launch(&self.spec, self.me.clone()).await {
                 Ok(link) => {
                     *self.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
                     self.restarted.fetch_add(1, Ordering::Relaxed);
+                    if conclib_core::metrics::is_enabled() {
+                        metrics::counter!("conclib_process_restarts_total", "actor" => self.spec.kind)
+                            .increment(1);
+                    }
                     return;
                 }
                 Err(e) => {
@@ -613,6 +629,7 @@ struct Link {
 }
 
 impl Link {
+    #[allow(clippy::too_many_arguments)]
     fn start(
         stream: tokio::net::UnixStream,
         control: tokio::net::UnixStream,
@@ -620,6 +637,7 @@ impl Link {
         heartbeat: Option<Duration>,
         owner: std::sync::Weak<Inner>,
         system: Option<ActorSystem>,
+        kind: &'static str,
     ) -> Arc<Link> {
         let out = Arc::new(Outbox::default());
         let control_out = Arc::new(Outbox::default());
@@ -670,7 +688,12 @@ impl Link {
                     }
                     let ping = link.ping();
                     drop(link);
+                    let sent = std::time::Instant::now();
                     let answered = matches!(tokio::time::timeout(every, ping).await, Ok(Ok(())));
+                    if answered && conclib_core::metrics::is_enabled() {
+                        metrics::histogram!("conclib_process_link_round_trip_seconds", "actor" => kind)
+                            .record(sent.elapsed().as_secs_f64());
+                    }
                     if !answered {
                         if let Some(link) = weak.upgrade()
                             && link.exit.borrow().is_none()
