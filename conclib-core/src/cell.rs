@@ -38,7 +38,7 @@ pub struct CellCore {
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
     /// What the snapshot shows: counters written by the actor's own task only.
-    pub(crate) stats: Stats,
+    pub(crate) stats: Box<Stats>,
     /// The panic policy this actor imposes on its children, if it declared one (boxed:
     /// rare, and every actor pays for the field).
     children_policy: Mutex<Option<Box<crate::supervision::PanicPolicy>>>,
@@ -66,7 +66,7 @@ impl CellCore {
             restartable: AtomicBool::new(false),
             task: OnceLock::new(),
             skipped_asks: AtomicU64::new(0),
-            stats: Stats::default(),
+            stats: Box::default(),
             children_policy: Mutex::new(None),
         }
     }
