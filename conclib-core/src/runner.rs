@@ -12,7 +12,7 @@ use std::time::Instant;
 use tracing::Instrument;
 
 use crate::actor::Actor;
-use crate::cell::{ErasedCell, Stats, leave_parent, notify_stopped};
+use crate::cell::{ErasedCell, leave_parent, notify_stopped};
 use crate::context::Context;
 use crate::envelope::{CatchUnwind, FutureSlot, Outcome};
 use crate::error::StopReason;
@@ -126,7 +126,7 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                 }
                 match outcome {
                     Outcome::Done => {
-                        Stats::bump(&stats.handled);
+                        stats.count_handled();
                         continue;
                     }
                     Outcome::Skipped => {
@@ -136,17 +136,17 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                     }
                     Outcome::Failed(error) => {
                         tracing::warn!(%error, "a told message's handler returned an error");
-                        Stats::bump(&stats.handled);
+                        stats.count_handled();
                         stats.failed(error);
                         continue;
                     }
                     Outcome::Refused(error) => {
-                        Stats::bump(&stats.handled);
+                        stats.count_handled();
                         stats.failed(error);
                         continue;
                     }
                     Outcome::Panicked(panic) => {
-                        Stats::bump(&stats.handled);
+                        stats.count_handled();
                         panic
                     }
                 }
@@ -173,14 +173,8 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
         };
         // A handler or hook panicked.
         tracing::error!(%panic, "actor panicked");
-        Stats::bump(&cell.core.stats.panics);
+        cell.core.stats.panicked(&panic);
         crate::metrics::count(&cell.core, "conclib_actor_panics_total");
-        *cell
-            .core
-            .stats
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(format!("panicked: {panic}"));
         if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic)))
             .await
             .is_err()
@@ -258,7 +252,7 @@ async fn restart<A: Actor>(
     }
     tracing::info!(reason = why, "actor restarted");
     let core = &ctx.myself().cell.core;
-    Stats::bump(&core.stats.restarts);
+    core.stats.rare().restarts += 1;
     crate::metrics::count(core, "conclib_actor_restarts_total");
     if tell_parent && let Some(parent) = &core.parent {
         parent.push_control(Control::Event(SupervisionEvent::ChildRestarted {

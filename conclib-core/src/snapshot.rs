@@ -88,20 +88,18 @@ fn actor_snapshot(cell: &dyn ErasedCell, now: Instant) -> ActorSnapshot {
     let core: &CellCore = cell.core();
     let stats = &core.stats;
     let handled = stats.handled.load(Ordering::Relaxed);
-    let rate = {
-        let mut sampled = stats.sampled.lock().unwrap_or_else(|e| e.into_inner());
-        match *sampled {
-            Some((at, _, rate)) if now.duration_since(at) < MIN_RATE_WINDOW => rate,
-            Some((at, count, _)) => {
-                let rate =
-                    handled.saturating_sub(count) as f64 / now.duration_since(at).as_secs_f64();
-                *sampled = Some((now, handled, rate));
-                rate
-            }
-            None => {
-                *sampled = Some((now, handled, 0.0));
-                0.0
-            }
+    let mut rare = stats.rare();
+    let rate = match rare.sampled.as_deref_mut() {
+        Some((at, _, rate)) if now.duration_since(*at) < MIN_RATE_WINDOW => *rate,
+        Some(sample) => {
+            let rate = handled.saturating_sub(sample.1) as f64
+                / now.duration_since(sample.0).as_secs_f64();
+            *sample = (now, handled, rate);
+            rate
+        }
+        None => {
+            rare.sampled = Some(Box::new((now, handled, 0.0)));
+            0.0
         }
     };
     ActorSnapshot {
@@ -117,15 +115,11 @@ fn actor_snapshot(cell: &dyn ErasedCell, now: Instant) -> ActorSnapshot {
         mailbox_len: cell.capacity().len(),
         handled,
         rate,
-        errors: stats.errors.load(Ordering::Relaxed),
-        panics: stats.panics.load(Ordering::Relaxed),
-        restarts: stats.restarts.load(Ordering::Relaxed),
+        errors: rare.errors,
+        panics: rare.panics,
+        restarts: rare.restarts,
         asks_skipped: core.skipped_asks(),
-        last_error: stats
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone(),
+        last_error: rare.last_error.as_deref().map(str::to_owned),
     }
 }
 
