@@ -108,6 +108,8 @@ pub(crate) struct ActorMetrics {
     skipped: Counter,
     /// Few message types per actor: a short list searched by the name's address.
     messages: Vec<PerMessage>,
+    /// The message being handled: its name, send stamp and start.
+    current: (&'static str, u64, Instant),
 }
 
 impl ActorMetrics {
@@ -118,6 +120,7 @@ impl ActorMetrics {
             skipped: metrics::counter!("conclib_actor_asks_skipped_total", labels.iter()),
             labels,
             messages: Vec::new(),
+            current: ("", 0, Instant::now()),
         })
     }
 
@@ -147,15 +150,14 @@ impl ActorMetrics {
         &self.messages[at]
     }
 
-    /// Records one message handled: sent at `stamp` (0: unknown), started at `started`.
-    pub(crate) fn handled(
-        &mut self,
-        name: &'static str,
-        stamp: u64,
-        started: Instant,
-        failed: bool,
-        depth: usize,
-    ) {
+    /// A message starts being handled: `stamp` is when it was sent (0: unknown).
+    pub(crate) fn start(&mut self, name: &'static str, stamp: u64) {
+        self.current = (name, stamp, Instant::now());
+    }
+
+    /// The message [`start`](Self::start)ed was handled.
+    pub(crate) fn handled(&mut self, failed: bool, depth: usize) {
+        let (name, stamp, started) = self.current;
         let handling = started.elapsed();
         let m = self.message(name);
         if stamp != 0 {

@@ -73,14 +73,13 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                 // The capacity counts queued messages: this one leaves the queue now.
                 cell.mailbox.capacity.unreserve();
                 // Metrics: one relaxed load when off.
-                let measure = if crate::metrics::is_enabled() {
-                    if metrics.is_none() {
-                        metrics = Some(ActorMetrics::new(&cell.core));
-                    }
-                    Some((env.name(), env.sent(), Instant::now()))
-                } else {
-                    None
-                };
+                // (What is measured waits in the boxed metrics, not in this future.)
+                let measure = crate::metrics::is_enabled();
+                if measure {
+                    metrics
+                        .get_or_insert_with(|| ActorMetrics::new(&cell.core))
+                        .start(env.name(), env.sent());
+                }
                 let span = tracing::trace_span!(
                     "handle",
                     message = env.name(),
@@ -112,15 +111,13 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                     break StopReason::Killed;
                 };
                 let stats = &cell.core.stats;
-                if let (Some((name, sent, started)), Some(m)) = (measure, metrics.as_deref_mut()) {
+                if measure && let Some(m) = metrics.as_deref_mut() {
                     match &outcome {
                         Outcome::Skipped => m.skipped(),
                         Outcome::Panicked(_) => {}
-                        Outcome::Done => {
-                            m.handled(name, sent, started, false, cell.mailbox.capacity.len());
-                        }
+                        Outcome::Done => m.handled(false, cell.mailbox.capacity.len()),
                         Outcome::Failed(_) | Outcome::Refused(_) => {
-                            m.handled(name, sent, started, true, cell.mailbox.capacity.len());
+                            m.handled(true, cell.mailbox.capacity.len());
                         }
                     }
                 }

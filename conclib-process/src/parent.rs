@@ -286,8 +286,14 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
     });
     // Started once it answers.
     let first = link.ping();
+    let sent = std::time::Instant::now();
     match tokio::time::timeout(spec.start_timeout, first).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => {
+            if conclib_core::metrics::is_enabled() {
+                metrics::histogram!("conclib_process_link_round_trip_seconds", "actor" => spec.kind)
+                    .record(sent.elapsed().as_secs_f64());
+            }
+        }
         Ok(Err(exit)) => return Err(SpawnError::Exited(exit)),
         Err(_) => {
             link.kill();

@@ -147,6 +147,36 @@ type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
 static CHILD_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 static CHILD_LINE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
+static METRICS: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
+    std::sync::OnceLock::new();
+
+/// The process metrics recorded since the last call: (name, labels "k=v" sorted) → counter
+/// value or number of histogram samples.
+fn process_metrics() -> std::collections::HashMap<(String, Vec<String>), u64> {
+    use metrics_util::debugging::DebugValue;
+    METRICS
+        .get()
+        .unwrap()
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| {
+            let (_, key) = key.into_parts();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            let n = match value {
+                DebugValue::Counter(n) => n,
+                DebugValue::Histogram(v) => v.len() as u64,
+                DebugValue::Gauge(_) => return None,
+            };
+            Some(((key.name().to_owned(), labels), n))
+        })
+        .collect()
+}
+
 /// A `tracing` subscriber that keeps the events of target `conclib_process::child`.
 struct ChildLines;
 
@@ -205,6 +235,11 @@ async fn child_line(parts: &[&str]) -> String {
 fn main() {
     conclib_process::init(Registry::new().actor::<Worker>());
     tracing::subscriber::set_global_default(ChildLines).unwrap();
+    // The process-actor metrics, read by `restarts` (tests run one after another).
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    METRICS.set(recorder.snapshotter()).ok();
+    recorder.install().unwrap();
+    conclib::metrics::enable();
     if std::env::var("CONCLIB_TEST_ROLE").as_deref() == Ok("parent") {
         return doomed_parent();
     }
@@ -543,6 +578,7 @@ async fn memory_hog() {
 }
 
 async fn restarts() {
+    process_metrics(); // what earlier tests recorded
     let worker = conclib_process::build(Worker { total: 10 })
         .restart(conclib::RestartLimit::new(2, Duration::from_secs(60)))
         .spawn()
@@ -575,6 +611,29 @@ async fn restarts() {
         worker.ask(Add(1)).await,
         Err(ProcessError::Exited(_))
     ));
+    // The same story in the metrics: two restarts, three deaths by SIGKILL, and the link's
+    // round trips (one per start).
+    let actor = format!("actor={}", std::any::type_name::<Worker>());
+    let seen = process_metrics();
+    let get = |name: &str, labels: &[&str]| {
+        let mut labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+        labels.sort();
+        seen.get(&(name.to_owned(), labels)).copied()
+    };
+    assert_eq!(
+        get("conclib_process_restarts_total", &[&actor]),
+        Some(2),
+        "{seen:?}"
+    );
+    assert_eq!(
+        get("conclib_process_exits_total", &[&actor, "reason=sigkill"]),
+        Some(3),
+        "{seen:?}"
+    );
+    assert!(
+        get("conclib_process_link_round_trip_seconds", &[&actor]).is_some_and(|n| n >= 3),
+        "{seen:?}"
+    );
 }
 
 async fn asks_parent() {
