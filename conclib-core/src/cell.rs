@@ -38,7 +38,8 @@ pub struct CellCore {
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
     /// What the snapshot shows: counters written by the actor's own task only.
-    pub(crate) stats: Box<Stats>,
+    /// Allocated on the first message (an actor that never handles one pays nothing).
+    stats: Box<Stats>,
     /// The panic policy this actor imposes on its children, if it declared one (boxed:
     /// rare, and every actor pays for the field).
     children_policy: Mutex<Option<Box<crate::supervision::PanicPolicy>>>,
@@ -95,6 +96,11 @@ impl CellCore {
                     .copied()
             })
             .unwrap_or(own)
+    }
+
+    /// The actor's statistics (allocated on first use).
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     pub(crate) fn count_skipped_ask(&self) {
@@ -164,8 +170,9 @@ impl CellCore {
 }
 
 /// An actor's running totals, for [`ActorSystem::snapshot`](crate::ActorSystem::snapshot).
-/// Boxed apart from the cell: the count written per message must not share a cache line
-/// with what senders read (that cost tells 30%). Only the actor's task writes `handled` (a
+/// Boxed apart from the cell, allocated with it: the count written per message must not
+/// share a cache line with what senders touch (that cost tells 30%). Allocating it lazily,
+/// from the actor's own task, measured 25% slower on tells again (BENCHMARKS.md). Only the actor's task writes `handled` (a
 /// plain load and store, no read-modify-write); the rest changes only on failures.
 #[derive(Default)]
 pub(crate) struct Stats {

@@ -72,26 +72,7 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
             Next::Message(env) => {
                 // The capacity counts queued messages: this one leaves the queue now.
                 cell.mailbox.capacity.unreserve();
-                // Metrics: one relaxed load when off.
-                // (What is measured waits in the boxed metrics, not in this future.)
-                let measure = crate::metrics::is_enabled();
-                if measure {
-                    metrics
-                        .get_or_insert_with(|| ActorMetrics::new(&cell.core))
-                        .start(env.name(), env.sent());
-                }
-                let span = tracing::trace_span!(
-                    "handle",
-                    message = env.name(),
-                    trace_id = tracing::field::Empty,
-                    parent_span_id = tracing::field::Empty,
-                );
-                if !span.is_disabled()
-                    && let Some(trace) = env.trace()
-                {
-                    span.record("trace_id", trace.trace_id());
-                    span.record("parent_span_id", trace.span_id());
-                }
+                let (span, measure) = start_message(&env, &mut metrics, &cell.core);
                 let mut handling = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span);
                 // A kill drops the handler at its next `.await` (one atomic load per poll).
                 let outcome = poll_fn(|cx| {
@@ -110,7 +91,7 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                     tracing::debug!("killed while handling a message");
                     break StopReason::Killed;
                 };
-                let stats = &cell.core.stats;
+                let stats = cell.core.stats();
                 if measure && let Some(m) = metrics.as_deref_mut() {
                     match &outcome {
                         Outcome::Skipped => m.skipped(),
@@ -170,7 +151,7 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
         };
         // A handler or hook panicked.
         tracing::error!(%panic, "actor panicked");
-        cell.core.stats.panicked(&panic);
+        cell.core.stats().panicked(&panic);
         crate::metrics::count(&cell.core, "conclib_actor_panics_total");
         if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic)))
             .await
@@ -195,6 +176,46 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
         }
     };
     Box::pin(finish(actor, ctx, reason, batch)).await;
+}
+
+/// Before a message is handled: its span (with the trace it is part of, if any) and,
+/// when metrics are on, its measurement started. A plain function, so that none of this
+/// takes room in every actor's run future.
+#[inline(always)]
+fn start_message<A: Actor>(
+    env: &crate::envelope::Envelope<A>,
+    metrics: &mut Option<Box<ActorMetrics>>,
+    core: &crate::cell::CellCore,
+) -> (tracing::Span, bool) {
+    // Metrics: one relaxed load when off.
+    let measure = crate::metrics::is_enabled();
+    if measure {
+        metrics
+            .get_or_insert_with(|| ActorMetrics::new(core))
+            .start(env.name(), env.sent());
+    }
+    let span = tracing::trace_span!(
+        "handle",
+        message = env.name(),
+        trace_id = tracing::field::Empty,
+        parent_span_id = tracing::field::Empty,
+    );
+    if !span.is_disabled()
+        && let Some(trace) = env.trace()
+    {
+        span.record("trace_id", trace.trace_id());
+        span.record("parent_span_id", trace.span_id());
+        #[cfg(feature = "otel")]
+        {
+            use opentelemetry::trace::TraceContextExt;
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            // Without an OpenTelemetry layer there is nothing to parent.
+            let _ = span.set_parent(
+                opentelemetry::Context::new().with_remote_span_context(trace.to_otel()),
+            );
+        }
+    }
+    (span, measure)
 }
 
 /// One-for-all: a child restarted, so restart its restartable siblings.
@@ -249,7 +270,7 @@ async fn restart<A: Actor>(
     }
     tracing::info!(reason = why, "actor restarted");
     let core = &ctx.myself().cell.core;
-    core.stats.rare().restarts += 1;
+    core.stats().rare().restarts += 1;
     crate::metrics::count(core, "conclib_actor_restarts_total");
     if tell_parent && let Some(parent) = &core.parent {
         parent.push_control(Control::Event(SupervisionEvent::ChildRestarted {

@@ -1,13 +1,14 @@
 //! [`ActorSystem::snapshot`]: every actor of a system at one moment, as plain serde data
 //! (what the Redis proxy publishes and the live view draws).
 
+use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::cell::{CellCore, ErasedCell};
-use crate::system::ActorSystem;
+use crate::system::{ActorId, ActorSystem};
 
 /// A system at one moment: from [`ActorSystem::snapshot`].
 ///
@@ -68,6 +69,71 @@ pub struct ActorSnapshot {
     pub asks_skipped: u64,
     /// The last handler error or panic, as text.
     pub last_error: Option<String>,
+    /// The OS process it runs in, for an actor in a process of its own (`None`: this
+    /// system's process, [`SystemSnapshot::pid`]).
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+/// What an actor that runs outside this system's tasks (an actor in a child process)
+/// reports to [`ActorSystem::snapshot`]; see [`ActorSystem::list_external`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExternalReport {
+    /// Its Rust type.
+    pub type_name: &'static str,
+    /// Its URN, if it has one.
+    pub urn: Option<String>,
+    /// The OS process it runs in now.
+    pub pid: Option<u32>,
+    /// Requests sent to it and not answered yet.
+    pub mailbox_len: usize,
+    /// Requests it has answered.
+    pub handled: u64,
+    /// Answers that were its handler's error.
+    pub errors: u64,
+    /// Answers that were a panic.
+    pub panics: u64,
+    /// Restarts (of its process).
+    pub restarts: u64,
+    /// The last error, panic or death, as text.
+    pub last_error: Option<String>,
+}
+
+/// Reports an external actor's state; `None` once it has stopped for good.
+pub type ExternalProbe = dyn Fn() -> Option<ExternalReport> + Send + Sync;
+
+/// One entry of [`ActorSystem::list_external`].
+pub(crate) struct External {
+    pub(crate) id: ActorId,
+    pub(crate) probe: Weak<ExternalProbe>,
+    sample: Option<Box<(Instant, u64, f64)>>,
+}
+
+impl External {
+    pub(crate) fn new(id: ActorId, probe: Weak<ExternalProbe>) -> Self {
+        External {
+            id,
+            probe,
+            sample: None,
+        }
+    }
+}
+
+/// Messages per second since the previous sample (kept in `sample`).
+fn rate(sample: &mut Option<Box<(Instant, u64, f64)>>, handled: u64, now: Instant) -> f64 {
+    match sample.as_deref_mut() {
+        Some((at, _, rate)) if now.duration_since(*at) < MIN_RATE_WINDOW => *rate,
+        Some(last) => {
+            let rate =
+                handled.saturating_sub(last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+            *last = (now, handled, rate);
+            rate
+        }
+        None => {
+            *sample = Some(Box::new((now, handled, 0.0)));
+            0.0
+        }
+    }
 }
 
 /// Where an actor is in its life, in a [`SystemSnapshot`].
@@ -86,22 +152,10 @@ const MIN_RATE_WINDOW: Duration = Duration::from_millis(250);
 
 fn actor_snapshot(cell: &dyn ErasedCell, now: Instant) -> ActorSnapshot {
     let core: &CellCore = cell.core();
-    let stats = &core.stats;
+    let stats = core.stats();
     let handled = stats.handled.load(Ordering::Relaxed);
     let mut rare = stats.rare();
-    let rate = match rare.sampled.as_deref_mut() {
-        Some((at, _, rate)) if now.duration_since(*at) < MIN_RATE_WINDOW => *rate,
-        Some(sample) => {
-            let rate = handled.saturating_sub(sample.1) as f64
-                / now.duration_since(sample.0).as_secs_f64();
-            *sample = (now, handled, rate);
-            rate
-        }
-        None => {
-            rare.sampled = Some(Box::new((now, handled, 0.0)));
-            0.0
-        }
-    };
+    let rate = rate(&mut rare.sampled, handled, now);
     ActorSnapshot {
         id: core.id.as_u64(),
         urn: core.urn.as_ref().map(|u| u.to_string()),
@@ -120,10 +174,40 @@ fn actor_snapshot(cell: &dyn ErasedCell, now: Instant) -> ActorSnapshot {
         restarts: rare.restarts,
         asks_skipped: core.skipped_asks(),
         last_error: rare.last_error.as_deref().map(str::to_owned),
+        pid: None,
     }
 }
 
+fn external_snapshot(entry: &mut External, now: Instant) -> Option<ActorSnapshot> {
+    let report = (entry.probe.upgrade()?)()?;
+    Some(ActorSnapshot {
+        id: entry.id.as_u64(),
+        urn: report.urn,
+        type_name: report.type_name.to_owned(),
+        parent: None,
+        state: ActorState::Running,
+        mailbox_len: report.mailbox_len,
+        handled: report.handled,
+        rate: rate(&mut entry.sample, report.handled, now),
+        errors: report.errors,
+        panics: report.panics,
+        restarts: report.restarts,
+        asks_skipped: 0,
+        last_error: report.last_error,
+        pid: report.pid,
+    })
+}
+
 impl ActorSystem {
+    /// Lists an actor that runs outside this system's tasks — an actor in a process of its
+    /// own — in this system's [`snapshot`](Self::snapshot)s, for as long as `probe` lives
+    /// and answers `Some`. Returns the id it is listed under (from this system's ids).
+    pub fn list_external(&self, probe: Weak<ExternalProbe>) -> ActorId {
+        let id = self.next_id();
+        self.with_externals(|externals| externals.push(External::new(id, probe)));
+        id
+    }
+
     /// Every live actor with its state and statistics: id, URN, type, parent, mailbox
     /// depth, messages handled and their rate, errors, panics, restarts, the last error.
     /// Serde data: the Redis proxy publishes it for the live view.
@@ -136,6 +220,16 @@ impl ActorSystem {
             .filter(|cell| cell.core().is_alive())
             .map(|cell| actor_snapshot(&**cell, now))
             .collect();
+        // Actors in other processes; those gone for good leave the list.
+        self.with_externals(|externals| {
+            externals.retain_mut(|entry| match external_snapshot(entry, now) {
+                Some(snapshot) => {
+                    actors.push(snapshot);
+                    true
+                }
+                None => false,
+            });
+        });
         actors.sort_by_key(|a| a.id);
         SystemSnapshot {
             system: self.name().to_owned(),

@@ -83,6 +83,8 @@ struct SystemInner {
     urn_generation: tokio::sync::watch::Sender<u64>,
     shutting_down: AtomicBool,
     emptied: Notify,
+    /// Actors in other processes listed in snapshots ([`ActorSystem::list_external`]).
+    externals: Mutex<Vec<crate::snapshot::External>>,
 }
 
 /// What [`ActorSystem::actors`] reports about one actor.
@@ -140,6 +142,7 @@ impl ActorSystem {
                 urn_generation: tokio::sync::watch::Sender::new(0),
                 shutting_down: AtomicBool::new(false),
                 emptied: Notify::new(),
+                externals: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -326,7 +329,18 @@ impl ActorSystem {
         self.inner.actors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn next_id(&self) -> ActorId {
+    pub(crate) fn with_externals<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<crate::snapshot::External>) -> T,
+    ) -> T {
+        f(&mut self
+            .inner
+            .externals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn next_id(&self) -> ActorId {
         ActorId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 

@@ -6,6 +6,12 @@
 //! `parent_span_id` (the asking side's span), and the client's ask span records `trace_id`
 //! and `span_id`: search your logs by trace id to follow a request across processes.
 //!
+//! With the feature `otel` and a `tracing-opentelemetry` layer installed, the actor's
+//! `handle` span is exported as a child of the asking side's span, and
+//! [`TraceContext::current`] falls back to the OpenTelemetry context of the current
+//! `tracing` span: a web handler instrumented with OpenTelemetry needs no
+//! [`scope`](TraceContext::scope) of its own.
+//!
 //! ```
 //! use conclib_core::trace::TraceContext;
 //!
@@ -138,10 +144,47 @@ impl TraceContext {
         self.sampled
     }
 
-    /// The context the current task runs in, set by [`scope`](Self::scope).
+    /// The context the current task runs in, set by [`scope`](Self::scope); with the
+    /// feature `otel`, else the OpenTelemetry context of the current `tracing` span.
     #[must_use]
     pub fn current() -> Option<Self> {
-        CURRENT.try_with(|c| *c).ok()
+        let scoped = CURRENT.try_with(|c| *c).ok();
+        #[cfg(feature = "otel")]
+        let scoped = scoped.or_else(|| {
+            use opentelemetry::trace::TraceContextExt;
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            Self::from_otel(tracing::Span::current().context().span().span_context())
+        });
+        scoped
+    }
+
+    /// This position as an OpenTelemetry remote span context (feature `otel`).
+    #[cfg(feature = "otel")]
+    #[must_use]
+    pub fn to_otel(&self) -> opentelemetry::trace::SpanContext {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        SpanContext::new(
+            TraceId::from_bytes(self.trace_id.to_be_bytes()),
+            SpanId::from_bytes(self.span_id.to_be_bytes()),
+            if self.sampled {
+                TraceFlags::SAMPLED
+            } else {
+                TraceFlags::default()
+            },
+            true,
+            TraceState::NONE,
+        )
+    }
+
+    /// The position of an OpenTelemetry span context, if it is valid (feature `otel`).
+    #[cfg(feature = "otel")]
+    #[must_use]
+    pub fn from_otel(context: &opentelemetry::trace::SpanContext) -> Option<Self> {
+        context.is_valid().then(|| TraceContext {
+            trace_id: u128::from_be_bytes(context.trace_id().to_bytes()),
+            span_id: u64::from_be_bytes(context.span_id().to_bytes()),
+            sampled: context.is_sampled(),
+        })
     }
 
     /// Runs `fut` with this as the [`current`](Self::current) context.

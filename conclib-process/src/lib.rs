@@ -78,6 +78,10 @@
 //!   `conclib_process::child` with the fields `actor` and `pid` (stdout at `INFO`, stderr at
 //!   `WARN`); [`ProcessBuilder::output`]`(`[`ChildOutput::Inherit`]`)` leaves them on the
 //!   parent's own stdout and stderr.
+//! - **In the snapshot.** With [`ProcessBuilder::system`], the actor is listed in that
+//!   system's [`snapshot`](conclib_core::ActorSystem::snapshot) (so in the live view) with
+//!   its process id, requests waiting, answers, errors, panics and restarts, until it ends
+//!   for good.
 //! - **Metrics** (once [`conclib_core::metrics::enable`] was called), label `actor` (the
 //!   type name): `conclib_process_restarts_total` (counter), `conclib_process_exits_total`
 //!   (counter, label `reason`: `exit_ok`, `exit_error`, `sigkill`, `signal`, `unknown`), and

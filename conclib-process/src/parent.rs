@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclib_codec::{Bincode, decode_value, encode_value};
-use conclib_core::{Actor, ActorSystem, Handler, Priority, RemoteReply, RestartLimit};
+use conclib_core::{
+    Actor, ActorSystem, ExternalProbe, ExternalReport, Handler, Priority, RemoteReply, RestartLimit,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::AsyncWriteExt;
@@ -90,7 +92,9 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     }
 
     /// The parent's actor system, whose actors the process actor may ask and tell by URN
-    /// ([`parent`](crate::parent) in the child). Without it, such asks fail `UnknownUrn`.
+    /// ([`parent`](crate::parent) in the child), and whose
+    /// [`snapshot`](conclib_core::ActorSystem::snapshot) lists it with its process id.
+    /// Without it, such asks fail `UnknownUrn`.
     pub fn system(mut self, system: &ActorSystem) -> Self {
         self.system = Some(system.clone());
         self
@@ -135,6 +139,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
             restart: self.restart,
             system: self.system,
             output: self.output,
+            stats: Arc::default(),
         };
         let (final_exit, _) = watch::channel(None);
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
@@ -145,9 +150,14 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
             ending: std::sync::atomic::AtomicBool::new(false),
             final_exit,
             me: weak.clone(),
+            probe: Arc::new(probe(weak.clone())),
         });
         let link = launch(&inner.spec, Arc::downgrade(&inner)).await?;
         *inner.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
+        if let Some(system) = &inner.spec.system {
+            let probe: std::sync::Weak<ExternalProbe> = Arc::downgrade(&inner.probe) as _;
+            system.list_external(probe);
+        }
         Ok(ProcessRef {
             inner,
             ask_timeout: self.ask_timeout,
@@ -166,6 +176,35 @@ struct Spec {
     restart: Option<RestartLimit>,
     system: Option<ActorSystem>,
     output: ChildOutput,
+    /// Counted across restarts, for the system's snapshot.
+    stats: Arc<ProcessStats>,
+}
+
+/// What a process actor's snapshot shows, across its restarts.
+#[derive(Default)]
+struct ProcessStats {
+    answered: AtomicU64,
+    errors: AtomicU64,
+    panics: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ProcessStats {
+    fn answered(&self, status: u8, payload: &[u8]) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        match status {
+            status::HANDLER_ERROR => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.last_error) = Some("a handler returned an error".to_owned());
+            }
+            status::PANICKED => {
+                self.panics.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.last_error) =
+                    Some(format!("panicked: {}", String::from_utf8_lossy(payload)));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Turns each line a child writes to `stream` into a `tracing` event, until the pipe closes.
@@ -279,6 +318,7 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
         owner,
         spec.system.clone(),
         spec.kind,
+        spec.stats.clone(),
     );
     link.send(&Frame::Init {
         kind: spec.kind,
@@ -315,6 +355,35 @@ struct Inner {
     /// Set once the process ended for good.
     final_exit: watch::Sender<Option<ProcessExit>>,
     me: std::sync::Weak<Inner>,
+    /// What the snapshot of [`ProcessBuilder::system`]'s system shows of this actor.
+    probe: Arc<dyn Fn() -> Option<ExternalReport> + Send + Sync>,
+}
+
+/// Reports a process actor to its system's snapshot, until it ends for good.
+fn probe(inner: std::sync::Weak<Inner>) -> impl Fn() -> Option<ExternalReport> + Send + Sync {
+    move || {
+        let inner = inner.upgrade()?;
+        if inner.final_exit.borrow().is_some() {
+            return None;
+        }
+        let link = inner
+            .link
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let stats = &inner.spec.stats;
+        Some(ExternalReport {
+            type_name: inner.spec.kind,
+            urn: None,
+            pid: Some(link.pid),
+            mailbox_len: lock(&link.pending).len(),
+            handled: stats.answered.load(Ordering::Relaxed),
+            errors: stats.errors.load(Ordering::Relaxed),
+            panics: stats.panics.load(Ordering::Relaxed),
+            restarts: inner.restarted.load(Ordering::Relaxed),
+            last_error: lock(&stats.last_error).clone(),
+        })
+    }
 }
 
 impl Inner {
@@ -355,6 +424,7 @@ impl Inner {
             metrics::counter!("conclib_process_exits_total", "actor" => self.spec.kind, "reason" => reason)
                 .increment(1);
         }
+        *lock(&self.spec.stats.last_error) = Some(format!("the process died: {exit}"));
         if allowed {
             tracing::warn!(actor = self.spec.kind, %exit, "process actor died; restarting it");
             match launch(&self.spec, self.me.clone()).await {
@@ -632,6 +702,7 @@ struct Link {
     next: AtomicU64,
     pid: u32,
     exit: watch::Receiver<Option<ProcessExit>>,
+    stats: Arc<ProcessStats>,
 }
 
 impl Link {
@@ -644,6 +715,7 @@ impl Link {
         owner: std::sync::Weak<Inner>,
         system: Option<ActorSystem>,
         kind: &'static str,
+        stats: Arc<ProcessStats>,
     ) -> Arc<Link> {
         let out = Arc::new(Outbox::default());
         let control_out = Arc::new(Outbox::default());
@@ -656,6 +728,7 @@ impl Link {
             next: AtomicU64::new(1),
             pid: child.id(),
             exit,
+            stats,
         });
         let (reader, writer) = stream.into_split();
         tokio::spawn(write_frames(writer, out));
@@ -845,6 +918,7 @@ async fn read_frames(
                 status,
                 payload,
             }) => {
+                link.stats.answered(status, payload);
                 if let Some(tx) = lock(&link.pending).remove(&id) {
                     let _ = tx.send(Ok((status, payload.to_vec())));
                 }

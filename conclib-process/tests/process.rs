@@ -285,6 +285,10 @@ fn main() {
         ("the_childs_stdout_and_stderr_reach_tracing", || {
             Box::pin(output_to_tracing())
         }),
+        (
+            "a_process_actor_is_in_its_systems_snapshot_with_its_pid",
+            || Box::pin(in_snapshot()),
+        ),
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -320,6 +324,41 @@ fn main() {
     }
     println!("{passed} passed, {failed} failed");
     std::process::exit(i32::from(failed > 0));
+}
+
+async fn in_snapshot() {
+    let system = conclib::ActorSystem::new("snapshot-parent");
+    let worker = conclib_process::build(Worker { total: 1 })
+        .system(&system)
+        .spawn()
+        .await
+        .unwrap();
+    assert_eq!(worker.ask(Add(1)).await, Ok(2));
+    assert!(matches!(
+        worker.ask(Take(100)).await,
+        Err(ProcessError::Handler(_))
+    ));
+    let snapshot = system.snapshot();
+    let listed = snapshot
+        .actors
+        .iter()
+        .find(|a| a.pid == Some(worker.pid()))
+        .unwrap_or_else(|| panic!("the process actor is not in {snapshot:#?}"));
+    assert!(listed.type_name.ends_with("Worker"), "{listed:?}");
+    assert_ne!(listed.pid, Some(std::process::id()));
+    assert_eq!((listed.handled, listed.errors, listed.panics), (2, 1, 0));
+    assert_eq!(listed.mailbox_len, 0);
+    assert_eq!(listed.state, conclib::ActorState::Running);
+    // Once it has ended for good, it leaves the snapshot.
+    worker.kill();
+    tokio::time::timeout(Duration::from_secs(20), worker.wait_for_stop())
+        .await
+        .unwrap();
+    assert!(
+        system.snapshot().actors.iter().all(|a| a.pid.is_none()),
+        "{:#?}",
+        system.snapshot()
+    );
 }
 
 async fn output_to_tracing() {

@@ -1,0 +1,79 @@
+//! Feature `otel`: a request that carries a trace becomes, in an OpenTelemetry export, a
+//! `handle` span that is a child of the asking side's span; and an asker inside an
+//! OpenTelemetry-instrumented span passes that span on without a scope of its own.
+#![cfg(feature = "otel")]
+
+use std::any::TypeId;
+
+use conclib::trace::TraceContext;
+use conclib::*;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+use tracing_subscriber::layer::SubscriberExt;
+
+#[actor]
+struct Echo;
+
+#[message(response = u64)]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Ping(u64);
+
+#[actor]
+impl Echo {
+    #[handle(remote)]
+    fn ping(&mut self, Ping(n): Ping) -> u64 {
+        n
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carried_trace_makes_the_handler_span_a_child_in_the_export() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let system = ActorSystem::new("otel");
+    let echo = system.build(Echo).urn("echo").spawn().await.unwrap();
+
+    // The asking side, as the proxy passes it on: a remote trace position.
+    let asker =
+        TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let dynamic = system.lookup("echo").unwrap();
+    let answer = dynamic
+        .erased(Ping::name(), TypeId::of::<Ping>(), Box::new(Ping(7)))
+        .trace(Some(asker))
+        .ask()
+        .await
+        .unwrap();
+    assert_eq!(*answer.downcast::<u64>().unwrap(), 7);
+
+    // An asker inside an OpenTelemetry span: `current()` is that span's position.
+    let web = tracing::info_span!("web request");
+    let inside = {
+        let _entered = web.enter();
+        TraceContext::current().expect("the current span's OpenTelemetry context")
+    };
+    drop(web);
+    echo.ping(Ping(1)).await.unwrap();
+    echo.stop();
+    echo.wait_for_stop().await;
+    let _ = provider.force_flush();
+
+    let spans = exporter.get_finished_spans().unwrap();
+    let handle = spans
+        .iter()
+        .find(|s| s.name == "handle" && s.parent_span_id.to_string() == "00f067aa0ba902b7")
+        .unwrap_or_else(|| panic!("no handle span under the asker's span: {spans:#?}"));
+    assert_eq!(
+        handle.span_context.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    assert!(handle.parent_span_is_remote);
+    let web = spans.iter().find(|s| s.name == "web request").unwrap();
+    assert_eq!(inside.trace_id(), web.span_context.trace_id().to_string());
+    assert_eq!(inside.span_id(), web.span_context.span_id().to_string());
+}
