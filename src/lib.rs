@@ -14,7 +14,8 @@
 //!   typed ref, for all cores and crash isolation.
 //! - **Observability**: [`metrics`] through the `metrics` facade, [`ActorSystem::snapshot`],
 //!   and (feature `view`) a live web view of every system on one Redis; feature
-//!   `prometheus` serves the metrics.
+//!   `prometheus` serves the metrics; [`trace`] carries a trace across processes (feature
+//!   `otel`: into an OpenTelemetry export).
 //! - **Pools** ([`ActorSystem::pool`]): N actors behind one ref and one URN, with routing,
 //!   back-pressure, replacement and resizing. **Whole-system queries**:
 //!   [`ActorSystem::all_actors`], [`ActorSystem::broadcast`].

@@ -193,3 +193,69 @@ async fn restarts_are_counted() {
     let m = find(&m, "meter:restart");
     assert_eq!((m.panics, m.restarts), (2, 2));
 }
+
+#[tokio::test]
+async fn a_pool_shows_its_members_load() {
+    let system = ActorSystem::new("pool-snap");
+    let started = Arc::new(Notify::new());
+    let pool = system
+        .pool({
+            let started = started.clone();
+            move || Meter {
+                started: Some(started.clone()),
+            }
+        })
+        .size(3)
+        .urn("meters")
+        .spawn()
+        .await
+        .unwrap();
+    for n in 0..6 {
+        pool.ask(Work { n }).await.unwrap();
+    }
+    // One member holds an ask through the pool: it is in flight there.
+    let gate = Arc::new(Notify::new());
+    let holding = tokio::spawn({
+        let pool = pool.clone();
+        let gate = gate.clone();
+        async move { pool.ask(Hold { gate }).await }
+    });
+    started.notified().await;
+
+    let snapshot = system.snapshot();
+    let entry = find(&snapshot, "meters");
+    let load = entry
+        .pool
+        .as_ref()
+        .expect("the pool's entry has its members' load");
+    assert_eq!(load.members.len(), 3);
+    assert_eq!(load.replaced, 0);
+    assert_eq!(load.members.iter().map(|m| m.in_flight).sum::<usize>(), 1);
+    // The members are the pool's children in the tree, and no other actor has a pool.
+    for member in &load.members {
+        let actor = snapshot.actors.iter().find(|a| a.id == member.id).unwrap();
+        assert_eq!(actor.parent, Some(entry.id));
+        assert!(actor.pool.is_none());
+    }
+    let handled: u64 = load
+        .members
+        .iter()
+        .map(|m| {
+            snapshot
+                .actors
+                .iter()
+                .find(|a| a.id == m.id)
+                .unwrap()
+                .handled
+        })
+        .sum();
+    assert!(handled >= 5, "{snapshot:#?}");
+
+    gate.notify_one();
+    holding.await.unwrap().unwrap();
+    pool.stop();
+    tokio::time::timeout(Duration::from_secs(10), pool.wait_for_stop())
+        .await
+        .unwrap();
+    assert!(system.snapshot().actors.is_empty());
+}

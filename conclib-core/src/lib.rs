@@ -101,7 +101,10 @@ pub use message::{Handler, Message, Priority};
 pub use pool::{MemberLoad, Pool, PoolActor, PoolAsk, PoolBuilder, PoolStats, Routing, WhenFull};
 pub use remote::{ErasedMessage, RemoteMessage};
 pub use request::{Address, Requester};
-pub use snapshot::{ActorSnapshot, ActorState, ExternalProbe, ExternalReport, SystemSnapshot};
+pub use snapshot::{
+    ActorSnapshot, ActorState, ExternalProbe, ExternalReport, PoolMemberSnapshot, PoolSnapshot,
+    SystemSnapshot,
+};
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 pub use system::{
     ActorId, ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut, SpawnBuilder,

@@ -707,6 +707,7 @@ impl<A: Actor> PoolBuilder<A> {
             replacements: self.replacements,
             replaced_at: VecDeque::new(),
             unresponsive_after: self.unresponsive_after,
+            probe: None,
         };
         let mut builder = self.system.build(pool).ask_timeout(self.ask_timeout);
         if let Some(urn) = self.urn.or_else(|| A::URN.map(str::to_owned)) {
@@ -728,6 +729,8 @@ pub struct PoolActor<A: Actor> {
     replacements: RestartLimit,
     replaced_at: VecDeque<Instant>,
     unresponsive_after: Option<Duration>,
+    /// Reports the members to the system's snapshot while the pool runs.
+    probe: Option<Arc<crate::snapshot::PoolProbe>>,
 }
 
 impl<A: Actor> PoolActor<A> {
@@ -797,6 +800,27 @@ impl<A: Actor> Actor for PoolActor<A> {
             members.push(self.spawn_member(ctx).await?);
         }
         self.shared.replace_members(|m| *m = members);
+        let shared = self.shared.clone();
+        let probe: Arc<crate::snapshot::PoolProbe> =
+            Arc::new(move || crate::snapshot::PoolSnapshot {
+                members: shared
+                    .snapshot()
+                    .iter()
+                    .map(|m| {
+                        let load = m.load();
+                        crate::snapshot::PoolMemberSnapshot {
+                            id: load.id.as_u64(),
+                            queued: load.queued,
+                            in_flight: load.in_flight,
+                        }
+                    })
+                    .collect(),
+                replaced: shared.replaced.load(Ordering::Relaxed) as u64,
+            });
+        let id = ctx.myself().id();
+        ctx.system()
+            .with_pool_probes(|probes| probes.push((id, Arc::downgrade(&probe))));
+        self.probe = Some(probe);
         if let Some(after) = self.unresponsive_after {
             ctx.interval(after, || CheckMembers);
         }

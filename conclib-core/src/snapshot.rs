@@ -73,7 +73,35 @@ pub struct ActorSnapshot {
     /// system's process, [`SystemSnapshot::pid`]).
     #[serde(default)]
     pub pid: Option<u32>,
+    /// For the actor behind a [`Pool`](crate::Pool): its members' load.
+    #[serde(default)]
+    pub pool: Option<PoolSnapshot>,
 }
+
+/// A pool's members in a [`SystemSnapshot`] (the members are also listed as actors, the
+/// pool's children).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSnapshot {
+    /// Each member in the routing table: its id, messages queued in its mailbox, and asks
+    /// sent through the pool and not answered yet.
+    pub members: Vec<PoolMemberSnapshot>,
+    /// Members replaced since the pool started (dead or unresponsive).
+    pub replaced: u64,
+}
+
+/// One member of a [`PoolSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolMemberSnapshot {
+    /// The member's id.
+    pub id: u64,
+    /// Messages queued in its mailbox.
+    pub queued: usize,
+    /// Asks sent through the pool and not yet answered.
+    pub in_flight: usize,
+}
+
+/// Reports a pool's members (registered by the pool's actor while it runs).
+pub(crate) type PoolProbe = dyn Fn() -> PoolSnapshot + Send + Sync;
 
 /// What an actor that runs outside this system's tasks (an actor in a child process)
 /// reports to [`ActorSystem::snapshot`]; see [`ActorSystem::list_external`].
@@ -175,6 +203,7 @@ fn actor_snapshot(cell: &dyn ErasedCell, now: Instant) -> ActorSnapshot {
         asks_skipped: core.skipped_asks(),
         last_error: rare.last_error.as_deref().map(str::to_owned),
         pid: None,
+        pool: None,
     }
 }
 
@@ -195,6 +224,7 @@ fn external_snapshot(entry: &mut External, now: Instant) -> Option<ActorSnapshot
         asks_skipped: 0,
         last_error: report.last_error,
         pid: report.pid,
+        pool: None,
     })
 }
 
@@ -220,6 +250,18 @@ impl ActorSystem {
             .filter(|cell| cell.core().is_alive())
             .map(|cell| actor_snapshot(&**cell, now))
             .collect();
+        // Pools: their members' load, on the pool's own entry.
+        self.with_pool_probes(|probes| {
+            probes.retain(|(id, probe)| {
+                let Some(probe) = probe.upgrade() else {
+                    return false;
+                };
+                if let Some(entry) = actors.iter_mut().find(|a| a.id == id.as_u64()) {
+                    entry.pool = Some(probe());
+                }
+                true
+            });
+        });
         // Actors in other processes; those gone for good leave the list.
         self.with_externals(|externals| {
             externals.retain_mut(|entry| match external_snapshot(entry, now) {

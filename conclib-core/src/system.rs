@@ -85,6 +85,8 @@ struct SystemInner {
     emptied: Notify,
     /// Actors in other processes listed in snapshots ([`ActorSystem::list_external`]).
     externals: Mutex<Vec<crate::snapshot::External>>,
+    /// Pools' member reports, by the pool actor's id.
+    pool_probes: Mutex<Vec<(ActorId, std::sync::Weak<crate::snapshot::PoolProbe>)>>,
 }
 
 /// What [`ActorSystem::actors`] reports about one actor.
@@ -143,6 +145,7 @@ impl ActorSystem {
                 shutting_down: AtomicBool::new(false),
                 emptied: Notify::new(),
                 externals: Mutex::new(Vec::new()),
+                pool_probes: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -336,6 +339,17 @@ impl ActorSystem {
         f(&mut self
             .inner
             .externals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn with_pool_probes<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<(ActorId, std::sync::Weak<crate::snapshot::PoolProbe>)>) -> T,
+    ) -> T {
+        f(&mut self
+            .inner
+            .pool_probes
             .lock()
             .unwrap_or_else(|e| e.into_inner()))
     }
