@@ -222,6 +222,59 @@ async fn every_actor_metric_is_recorded_with_its_labels() {
         Some(DebugValue::Gauge(depth)) => assert!(depth.into_inner() <= 1.0, "{depth}"),
         other => panic!("mailbox depth: {other:?}"),
     }
+    // A pool: its gauges every second, its replacements as they happen.
+    let pool = system
+        .pool(|| Meter)
+        .size(2)
+        .urn("meters")
+        .spawn()
+        .await
+        .unwrap();
+    pool.ask(Work { n: 1 }).await.unwrap();
+    pool.members()[0].stop();
+    let pool_labels = vec![
+        format!("actor={}", std::any::type_name::<Meter>()),
+        "urn=meters".to_owned(),
+    ];
+    let mut pool_values = Values::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // Counters are drained by each read: add them up; gauges keep their last value.
+        for (key, value) in read(&snapshotter) {
+            match (pool_values.get_mut(&key), value) {
+                (Some(DebugValue::Counter(total)), DebugValue::Counter(n)) => *total += n,
+                (_, value) => {
+                    pool_values.insert(key, value);
+                }
+            }
+        }
+        let replaced = matches!(
+            pool_values.get(&(
+                "conclib_pool_replaced_total".to_owned(),
+                pool_labels.clone()
+            )),
+            Some(DebugValue::Counter(1))
+        );
+        let members = pool_values.get(&("conclib_pool_members".to_owned(), pool_labels.clone()));
+        if replaced && matches!(members, Some(DebugValue::Gauge(g)) if g.into_inner() == 2.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no pool metrics: {pool_values:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for gauge in ["conclib_pool_queued", "conclib_pool_in_flight"] {
+        assert!(
+            matches!(
+                pool_values.get(&(gauge.to_owned(), pool_labels.clone())),
+                Some(DebugValue::Gauge(g)) if g.into_inner() == 0.0
+            ),
+            "{gauge}: {pool_values:#?}"
+        );
+    }
+
     // The actor spawned before `enable` records from its next message on.
     quiet.work(1).await.unwrap();
     quiet.sync().await.unwrap();

@@ -28,6 +28,10 @@
 //! | `conclib_actor_restarts_total` | counter | actor, urn | restarts after a panic or a sibling's restart |
 //! | `conclib_actor_asks_skipped_total` | counter | actor, urn | asks not started: their asker had given up |
 //! | `conclib_ask_timeouts_total` | counter | actor, urn | asks that timed out, seen by the asker (local refs) |
+//! | `conclib_pool_members` | gauge | actor, urn | members in a pool's routing table (`actor`: the members' type, `urn`: the pool's), every second |
+//! | `conclib_pool_queued` | gauge | actor, urn | messages queued in the members' mailboxes, every second |
+//! | `conclib_pool_in_flight` | gauge | actor, urn | asks sent through the pool and not answered yet, every second |
+//! | `conclib_pool_replaced_total` | counter | actor, urn | members replaced (dead or unresponsive) |
 //!
 //! The Redis proxy and process actors add their own (see their crates' docs).
 
@@ -182,4 +186,36 @@ pub(crate) fn count(core: &CellCore, metric: &'static str) {
     if is_enabled() {
         metrics::counter!(metric, actor_labels(core).iter()).increment(1);
     }
+}
+
+fn pool_labels(urn: Option<&crate::Urn>, actor: &'static str) -> [Label; 2] {
+    [
+        Label::new("actor", actor),
+        Label::new("urn", urn.map_or_else(String::new, |u| u.to_string())),
+    ]
+}
+
+/// A pool replaced a member.
+pub(crate) fn count_pool(urn: Option<&crate::Urn>, actor: &'static str) {
+    if is_enabled() {
+        metrics::counter!(
+            "conclib_pool_replaced_total",
+            pool_labels(urn, actor).iter()
+        )
+        .increment(1);
+    }
+}
+
+/// A pool's gauges, sampled.
+pub(crate) fn pool_gauges(
+    urn: Option<&crate::Urn>,
+    actor: &'static str,
+    members: usize,
+    queued: usize,
+    in_flight: usize,
+) {
+    let labels = pool_labels(urn, actor);
+    metrics::gauge!("conclib_pool_members", labels.iter()).set(members as f64);
+    metrics::gauge!("conclib_pool_queued", labels.iter()).set(queued as f64);
+    metrics::gauge!("conclib_pool_in_flight", labels.iter()).set(in_flight as f64);
 }

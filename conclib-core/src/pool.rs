@@ -774,6 +774,10 @@ impl<A: Actor> PoolActor<A> {
         match self.spawn_member(ctx).await {
             Ok(member) => {
                 self.shared.replaced.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::count_pool(
+                    ctx.myself().cell.core.urn.as_ref(),
+                    std::any::type_name::<A>(),
+                );
                 self.shared.replace_members(|m| m.push(member));
                 tracing::info!(reason = why, "pool member replaced");
             }
@@ -821,6 +825,8 @@ impl<A: Actor> Actor for PoolActor<A> {
         ctx.system()
             .with_pool_probes(|probes| probes.push((id, Arc::downgrade(&probe))));
         self.probe = Some(probe);
+        // The pool's gauges (recorded only while metrics are on).
+        ctx.interval(POOL_SAMPLE_EVERY, || SamplePool);
         if let Some(after) = self.unresponsive_after {
             ctx.interval(after, || CheckMembers);
         }
@@ -904,6 +910,40 @@ impl<A: Actor> Handler<Resize> for PoolActor<A> {
                 // Graceful: what it has queued is still handled.
                 member.actor.stop();
             }
+        }
+        Ok(())
+    }
+}
+
+/// How often a pool records its gauges.
+const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The tick that records the pool's gauges.
+struct SamplePool;
+impl Message for SamplePool {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib::pool::SamplePool"
+    }
+}
+
+impl<A: Actor> Handler<SamplePool> for PoolActor<A> {
+    async fn handle(
+        &mut self,
+        _: SamplePool,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        if crate::metrics::is_enabled() {
+            let members = self.shared.snapshot();
+            let loads: Vec<MemberLoad> = members.iter().map(Member::load).collect();
+            crate::metrics::pool_gauges(
+                ctx.myself().cell.core.urn.as_ref(),
+                std::any::type_name::<A>(),
+                loads.len(),
+                loads.iter().map(|l| l.queued).sum(),
+                loads.iter().map(|l| l.in_flight).sum(),
+            );
         }
         Ok(())
     }
