@@ -101,6 +101,7 @@
 
 mod child;
 mod error;
+mod link;
 mod parent;
 mod wire;
 

@@ -1,6 +1,5 @@
 //! The parent's side: starting a process actor, and the ref that talks to it.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
@@ -16,12 +15,12 @@ use conclib_core::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::child::FD_VAR;
 use crate::error::{ProcessError, ProcessExit, SpawnError};
-use crate::wire::{self, Frame, status};
+use crate::link::{Link, ProcessStats, lock};
+use crate::wire::{Frame, status};
 
 /// Starts building a process actor: `actor` is sent (serialized) to a new process of this
 /// executable, which runs it. The executable's `main` must call [`init`](crate::init) first
@@ -180,33 +179,6 @@ struct Spec {
     stats: Arc<ProcessStats>,
 }
 
-/// What a process actor's snapshot shows, across its restarts.
-#[derive(Default)]
-struct ProcessStats {
-    answered: AtomicU64,
-    errors: AtomicU64,
-    panics: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl ProcessStats {
-    fn answered(&self, status: u8, payload: &[u8]) {
-        self.answered.fetch_add(1, Ordering::Relaxed);
-        match status {
-            status::HANDLER_ERROR => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                *lock(&self.last_error) = Some("a handler returned an error".to_owned());
-            }
-            status::PANICKED => {
-                self.panics.fetch_add(1, Ordering::Relaxed);
-                *lock(&self.last_error) =
-                    Some(format!("panicked: {}", String::from_utf8_lossy(payload)));
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Turns each line a child writes to `stream` into a `tracing` event, until the pipe closes.
 fn forward_lines(
     stream: impl std::io::Read + Send + 'static,
@@ -345,7 +317,7 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
 
 /// The process actor behind every clone of one [`ProcessRef`]: its current process, and
 /// what restarting it takes.
-struct Inner {
+pub(crate) struct Inner {
     link: std::sync::RwLock<Option<Arc<Link>>>,
     spec: Spec,
     restarts: Mutex<std::collections::VecDeque<std::time::Instant>>,
@@ -396,7 +368,7 @@ impl Inner {
     }
 
     /// The current process died: restart it if the policy allows, else end for good.
-    async fn died(&self, exit: ProcessExit) {
+    pub(crate) async fn died(&self, exit: ProcessExit) {
         let allowed = !self.ending.load(Ordering::Acquire)
             && self.spec.restart.is_some_and(|limit| {
                 let now = std::time::Instant::now();
@@ -687,346 +659,4 @@ where
         status::CODEC_ERROR => Err(ProcessError::Codec(text())),
         _ => Err(ProcessError::ActorStopped),
     }
-}
-
-/// What answers a request: its status and payload, or the process's end.
-type Answer = Result<(u8, Vec<u8>), ProcessExit>;
-
-/// The link to one child: a writer task, a reader task, the reaper, the heartbeat.
-struct Link {
-    out: Arc<Outbox>,
-    /// The control lane (heartbeats).
-    control: Arc<Outbox>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    pings: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    next: AtomicU64,
-    pid: u32,
-    exit: watch::Receiver<Option<ProcessExit>>,
-    stats: Arc<ProcessStats>,
-}
-
-impl Link {
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        stream: tokio::net::UnixStream,
-        control: tokio::net::UnixStream,
-        child: std::process::Child,
-        heartbeat: Option<Duration>,
-        owner: std::sync::Weak<Inner>,
-        system: Option<ActorSystem>,
-        kind: &'static str,
-        stats: Arc<ProcessStats>,
-    ) -> Arc<Link> {
-        let out = Arc::new(Outbox::default());
-        let control_out = Arc::new(Outbox::default());
-        let (exit_tx, exit) = watch::channel(None);
-        let link = Arc::new(Link {
-            out: out.clone(),
-            control: control_out.clone(),
-            pending: Mutex::new(HashMap::new()),
-            pings: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
-            pid: child.id(),
-            exit,
-            stats,
-        });
-        let (reader, writer) = stream.into_split();
-        tokio::spawn(write_frames(writer, out));
-        let (control_reader, control_writer) = control.into_split();
-        tokio::spawn(write_frames(control_writer, control_out));
-        tokio::spawn(read_frames(reader, Arc::downgrade(&link), system));
-        tokio::spawn(read_frames(control_reader, Arc::downgrade(&link), None));
-        // Reaper: the exit status ends every pending request at once.
-        let weak = Arc::downgrade(&link);
-        let mut child = child;
-        let runtime = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            let exit = match child.wait() {
-                Ok(status) => ProcessExit::from_status(status),
-                Err(_) => ProcessExit::unknown(),
-            };
-            tracing::debug!(pid = child.id(), %exit, "process actor exited");
-            exit_tx.send_replace(Some(exit.clone()));
-            if let Some(link) = weak.upgrade() {
-                link.fail_all(&exit);
-            }
-            if let Some(owner) = owner.upgrade() {
-                runtime.spawn(async move { owner.died(exit).await });
-            }
-        });
-        if let Some(every) = heartbeat {
-            let weak = Arc::downgrade(&link);
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.tick().await;
-                loop {
-                    ticks.tick().await;
-                    let Some(link) = weak.upgrade() else { return };
-                    if link.exit.borrow().is_some() {
-                        return;
-                    }
-                    let ping = link.ping();
-                    drop(link);
-                    let sent = std::time::Instant::now();
-                    let answered = matches!(tokio::time::timeout(every, ping).await, Ok(Ok(())));
-                    if answered && conclib_core::metrics::is_enabled() {
-                        metrics::histogram!("conclib_process_link_round_trip_seconds", "actor" => kind)
-                            .record(sent.elapsed().as_secs_f64());
-                    }
-                    if !answered {
-                        if let Some(link) = weak.upgrade()
-                            && link.exit.borrow().is_none()
-                        {
-                            tracing::warn!(
-                                pid = link.pid,
-                                "process actor missed its heartbeat: killed"
-                            );
-                            link.kill();
-                        }
-                        return;
-                    }
-                }
-            });
-        }
-        link
-    }
-
-    fn send(&self, frame: &Frame<'_>) {
-        self.out.push(frame);
-    }
-
-    /// Sends a request and waits for its answer (or the process's end).
-    async fn request(&self, message: &'static str, body: Vec<u8>, priority: Priority) -> Answer {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
-        // Checked after registering: an exit in between fails it through `fail_all`.
-        if let Some(exit) = self.exit.borrow().clone() {
-            lock(&self.pending).remove(&id);
-            return Err(exit);
-        }
-        let _guard = Forget { link: self, id };
-        self.send(&Frame::Request {
-            id,
-            high: priority == Priority::High,
-            message,
-            body: &body,
-        });
-        rx.await.unwrap_or_else(|_| Err(ProcessExit::unknown()))
-    }
-
-    /// A heartbeat: resolves when the child answers, or with its exit.
-    fn ping(&self) -> impl Future<Output = Result<(), ProcessExit>> + Send + 'static {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pings).insert(n, tx);
-        let exited = self.exit.borrow().clone();
-        if exited.is_none() {
-            self.control.push(&Frame::Ping(n));
-        }
-        async move {
-            if let Some(exit) = exited {
-                return Err(exit);
-            }
-            match rx.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(exit)) => Err(exit),
-                Err(_) => Err(ProcessExit::unknown()),
-            }
-        }
-    }
-
-    fn kill(&self) {
-        if let Ok(pid) = libc::pid_t::try_from(self.pid)
-            && self.exit.borrow().is_none()
-        {
-            // SAFETY: signalling our own child, not reaped yet (the reaper sets `exit`).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-
-    fn fail_all(&self, exit: &ProcessExit) {
-        let pending: Vec<_> = lock(&self.pending).drain().map(|(_, tx)| tx).collect();
-        let pings: Vec<_> = lock(&self.pings).drain().map(|(_, tx)| tx).collect();
-        for tx in pending.into_iter().chain(pings) {
-            let _ = tx.send(Err(exit.clone()));
-        }
-    }
-}
-
-/// Frames waiting to be written: senders append to one buffer, the writer takes it whole
-/// (frames queued meanwhile leave in one write; no allocation per frame).
-#[derive(Default)]
-struct Outbox {
-    buf: Mutex<Vec<u8>>,
-    ready: tokio::sync::Notify,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl Outbox {
-    fn push(&self, frame: &Frame<'_>) {
-        let was_empty = {
-            let mut buf = lock(&self.buf);
-            let was_empty = buf.is_empty();
-            wire::encode(frame, &mut buf);
-            was_empty
-        };
-        if was_empty {
-            self.ready.notify_one();
-        }
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.ready.notify_one();
-    }
-}
-
-/// Writes what the outbox holds, until it is closed and empty.
-async fn write_frames(mut writer: tokio::net::unix::OwnedWriteHalf, outbox: Arc<Outbox>) {
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        out.clear();
-        std::mem::swap(&mut out, &mut *lock(&outbox.buf));
-        if out.is_empty() {
-            if outbox.closed.load(Ordering::Acquire) {
-                return;
-            }
-            outbox.ready.notified().await;
-            continue;
-        }
-        if writer.write_all(&out).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Hands the answers and heartbeats it reads to their waiters.
-async fn read_frames(
-    reader: tokio::net::unix::OwnedReadHalf,
-    link: std::sync::Weak<Link>,
-    system: Option<ActorSystem>,
-) {
-    // Buffered: a burst of answers costs a few reads, not two per frame.
-    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
-    let mut buf = Vec::new();
-    while let Ok(true) = wire::read(&mut reader, &mut buf).await {
-        let Some(link) = link.upgrade() else { return };
-        match wire::decode(&buf) {
-            Some(Frame::Reply {
-                id,
-                status,
-                payload,
-            }) => {
-                link.stats.answered(status, payload);
-                if let Some(tx) = lock(&link.pending).remove(&id) {
-                    let _ = tx.send(Ok((status, payload.to_vec())));
-                }
-            }
-            Some(Frame::Pong(n)) => {
-                if let Some(tx) = lock(&link.pings).remove(&n) {
-                    let _ = tx.send(Ok((status::OK, Vec::new())));
-                }
-            }
-            Some(Frame::Ask {
-                id,
-                urn,
-                message,
-                body,
-            }) => answer_child(&link, system.as_ref(), id, urn, message, body).await,
-            _ => {}
-        }
-    }
-}
-
-/// The child asks (or tells, id 0) an actor of the parent's system by URN: decoded here,
-/// queued in arrival order (so one child's messages keep their order), answered on the link.
-async fn answer_child(
-    link: &Arc<Link>,
-    system: Option<&ActorSystem>,
-    id: u64,
-    urn: &str,
-    message: &str,
-    body: &[u8],
-) {
-    let answer = |status: u8, payload: &[u8]| {
-        link.send(&Frame::Answer {
-            id,
-            status,
-            payload,
-        });
-    };
-    let Some(target) = system.and_then(|s| s.lookup(urn).ok()) else {
-        if id != 0 {
-            answer(status::UNKNOWN_URN, urn.as_bytes());
-        }
-        return;
-    };
-    let Some(rm) = target.remote_message(message) else {
-        if id != 0 {
-            answer(status::UNKNOWN_MESSAGE, message.as_bytes());
-        }
-        return;
-    };
-    let mut decoded = None;
-    if let Err(e) = conclib_codec::Codec::decode_with(&Bincode, body, &mut |de| {
-        decoded = Some(rm.decode(de)?);
-        Ok(())
-    }) {
-        if id != 0 {
-            answer(status::CODEC_ERROR, e.to_string().as_bytes());
-        }
-        return;
-    }
-    let Some(msg) = decoded else { return };
-    if id == 0 {
-        if let Err(e) = target
-            .tell_erased(rm.name(), rm.type_id(), msg, Priority::Normal)
-            .await
-        {
-            tracing::warn!(%urn, error = %e, "a process actor's tell was refused");
-        }
-        return;
-    }
-    let queued = target.erased(rm.name(), rm.type_id(), msg).queue().await;
-    let link = Arc::downgrade(link);
-    tokio::spawn(async move {
-        let result = match queued {
-            Ok(queued) => queued.answer().await,
-            Err(e) => Err(e),
-        };
-        let (status, payload) = crate::child::reply_for(rm, result);
-        if let Some(link) = link.upgrade() {
-            link.send(&Frame::Answer {
-                id,
-                status,
-                payload: &payload,
-            });
-        }
-    });
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        // The last ref is gone: stop the actor gracefully; the child exits.
-        self.out.push(&Frame::Stop);
-        self.out.close();
-        self.control.close();
-    }
-}
-
-/// Takes an abandoned request out of the pending map.
-struct Forget<'a> {
-    link: &'a Link,
-    id: u64,
-}
-
-impl Drop for Forget<'_> {
-    fn drop(&mut self) {
-        lock(&self.link.pending).remove(&self.id);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -1,0 +1,341 @@
+//! The actor behind a pool: owns the members, routes requests that come by URN, replaces
+//! dead and unresponsive members, resizes, and reports its load.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use std::future::poll_fn;
+
+use super::{Member, MemberLoad, Shared, SharedFactory, WhenFull, make};
+use crate::actor::Actor;
+use crate::cell::ActorCell;
+use crate::context::Context;
+use crate::dynamic::RequestEnvelope;
+use crate::error::{AskError, BoxError, SpawnError, StopReason};
+use crate::mailbox::MailboxConfig;
+use crate::message::{Handler, Message, Priority};
+use crate::remote::RemoteMessage;
+use crate::supervision::{RestartLimit, SupervisionEvent};
+use crate::system::ActorId;
+
+/// The actor behind a [`Pool`]: it owns the members (its children), routes requests that
+/// come by URN or dynamic ref, replaces dead members and runs the dead-man's switch.
+pub struct PoolActor<A: Actor> {
+    pub(super) shared: Arc<Shared<A>>,
+    pub(super) factory: SharedFactory<A>,
+    pub(super) size: usize,
+    pub(super) mailbox: MailboxConfig,
+    pub(super) restart: RestartLimit,
+    pub(super) replacements: RestartLimit,
+    pub(super) replaced_at: VecDeque<Instant>,
+    pub(super) unresponsive_after: Option<Duration>,
+    /// Reports the members to the system's snapshot while the pool runs.
+    pub(super) probe: Option<Arc<crate::snapshot::PoolProbe>>,
+}
+
+impl<A: Actor> PoolActor<A> {
+    async fn spawn_member(&self, ctx: &Context<Self>) -> Result<Member<A>, SpawnError> {
+        let factory = self.factory.clone();
+        let actor = ctx
+            .build_child(make(&self.factory))
+            // The URN an actor type declares belongs to the pool, not to each member.
+            .unnamed()
+            .mailbox(self.mailbox)
+            .restart_with(move || make(&factory), self.restart)
+            .spawn()
+            .await?;
+        Ok(Member {
+            actor,
+            in_flight: Arc::default(),
+        })
+    }
+
+    /// Replaces a member that left the routing table; stops the pool past the limit.
+    async fn replace(&mut self, ctx: &mut Context<Self>, why: &str) {
+        if ctx.myself().cell.mailbox.is_closed() {
+            return; // the pool is stopping: its members go with it
+        }
+        let now = Instant::now();
+        let within = self.replacements.within;
+        while self
+            .replaced_at
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > within)
+        {
+            self.replaced_at.pop_front();
+        }
+        if self.replaced_at.len() >= self.replacements.max_restarts as usize {
+            ctx.pending_stop = Some(StopReason::RestartLimit(format!(
+                "pool members replaced too often; last: {why}"
+            )));
+            return;
+        }
+        self.replaced_at.push_back(now);
+        match self.spawn_member(ctx).await {
+            Ok(member) => {
+                self.shared.replaced.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::count_pool(
+                    ctx.myself().cell.core.urn.as_ref(),
+                    std::any::type_name::<A>(),
+                );
+                self.shared.replace_members(|m| m.push(member));
+                tracing::info!(reason = why, "pool member replaced");
+            }
+            Err(e) => tracing::error!(error = %e, "could not replace a pool member"),
+        }
+    }
+
+    /// The key of a dynamic request, through the actor's remote message table.
+    fn request_key(request: &RequestEnvelope) -> Option<u64> {
+        let message = request.message_ref()?;
+        A::REMOTE
+            .iter()
+            .find(|m| request.matches_type(m.type_id()))
+            .and_then(|m: &RemoteMessage| m.routing_key(message))
+    }
+}
+
+impl<A: Actor> Actor for PoolActor<A> {
+    const REMOTE: &'static [RemoteMessage] = A::REMOTE;
+
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+        let mut members = Vec::with_capacity(self.size);
+        for _ in 0..self.size {
+            members.push(self.spawn_member(ctx).await?);
+        }
+        self.shared.replace_members(|m| *m = members);
+        let shared = self.shared.clone();
+        let probe: Arc<crate::snapshot::PoolProbe> =
+            Arc::new(move || crate::snapshot::PoolSnapshot {
+                members: shared
+                    .snapshot()
+                    .iter()
+                    .map(|m| {
+                        let load = m.load();
+                        crate::snapshot::PoolMemberSnapshot {
+                            id: load.id.as_u64(),
+                            queued: load.queued,
+                            in_flight: load.in_flight,
+                        }
+                    })
+                    .collect(),
+                replaced: shared.replaced.load(Ordering::Relaxed) as u64,
+            });
+        let id = ctx.myself().id();
+        ctx.system()
+            .with_pool_probes(|probes| probes.push((id, Arc::downgrade(&probe))));
+        self.probe = Some(probe);
+        // The pool's gauges (recorded only while metrics are on).
+        ctx.interval(POOL_SAMPLE_EVERY, || SamplePool);
+        if let Some(after) = self.unresponsive_after {
+            ctx.interval(after, || CheckMembers);
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, ctx: &mut Context<Self>, event: SupervisionEvent) {
+        if let SupervisionEvent::ChildStopped { id, reason, .. } = event
+            && self.shared.contains(id)
+        {
+            self.shared
+                .replace_members(|m| m.retain(|m| m.actor.id() != id));
+            self.replace(ctx, &format!("member {id} stopped: {reason}"))
+                .await;
+        }
+    }
+
+    fn accepts(message: std::any::TypeId) -> bool {
+        A::accepts(message)
+    }
+
+    async fn handle_request(&mut self, request: RequestEnvelope, _ctx: &mut Context<Self>) {
+        let key = Self::request_key(&request);
+        let mut request = request;
+        loop {
+            let Ok(member) = self.shared.route(key) else {
+                request.fail(AskError::ActorStopped);
+                return;
+            };
+            let cell: &ActorCell<A> = &member.actor.cell;
+            let capacity = &cell.mailbox.capacity;
+            let reserved = match self.shared.when_full {
+                WhenFull::Wait => poll_fn(|cx| capacity.poll_reserve(cx)).await.is_ok(),
+                WhenFull::Reject => match capacity.try_reserve() {
+                    Some(true) => true,
+                    Some(false) => {
+                        request.fail(AskError::MailboxFull);
+                        return;
+                    }
+                    None => false,
+                },
+            };
+            if reserved {
+                match crate::cell::ErasedCell::push_request(cell, request, Priority::Normal) {
+                    Ok(()) => return,
+                    Err(back) => request = back,
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Grows or shrinks the pool.
+pub(super) struct Resize(pub(super) usize);
+impl Message for Resize {
+    type Response = ();
+    type Error = SpawnError;
+    fn name() -> &'static str {
+        "conclib::pool::Resize"
+    }
+}
+
+impl<A: Actor> Handler<Resize> for PoolActor<A> {
+    async fn handle(
+        &mut self,
+        Resize(size): Resize,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), SpawnError> {
+        self.size = size;
+        let now = self.shared.snapshot().len();
+        if size > now {
+            for _ in now..size {
+                let member = self.spawn_member(ctx).await?;
+                self.shared.replace_members(|m| m.push(member));
+            }
+        } else {
+            let mut removed = Vec::new();
+            self.shared.replace_members(|m| removed = m.split_off(size));
+            for member in removed {
+                // Graceful: what it has queued is still handled.
+                member.actor.stop();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How often a pool records its gauges.
+const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The tick that records the pool's gauges.
+struct SamplePool;
+impl Message for SamplePool {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib::pool::SamplePool"
+    }
+}
+
+impl<A: Actor> Handler<SamplePool> for PoolActor<A> {
+    async fn handle(
+        &mut self,
+        _: SamplePool,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        if crate::metrics::is_enabled() {
+            let members = self.shared.snapshot();
+            let loads: Vec<MemberLoad> = members.iter().map(Member::load).collect();
+            crate::metrics::pool_gauges(
+                ctx.myself().cell.core.urn.as_ref(),
+                std::any::type_name::<A>(),
+                loads.len(),
+                loads.iter().map(|l| l.queued).sum(),
+                loads.iter().map(|l| l.in_flight).sum(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The dead-man's switch's tick.
+struct CheckMembers;
+impl Message for CheckMembers {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib::pool::CheckMembers"
+    }
+}
+
+impl<A: Actor> Handler<CheckMembers> for PoolActor<A> {
+    async fn handle(
+        &mut self,
+        _: CheckMembers,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        let Some(after) = self.unresponsive_after else {
+            return Ok(());
+        };
+        for member in self.shared.snapshot().iter() {
+            let actor = member.actor.clone();
+            let pool = ctx.myself().clone();
+            tokio::spawn(async move {
+                let answer = actor
+                    .ask(Heartbeat)
+                    .priority(Priority::High)
+                    .timeout(after)
+                    .await;
+                if matches!(answer, Err(AskError::Timeout(_))) {
+                    let _ = pool.tell(Unresponsive(actor.id())).await;
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A member did not answer its heartbeat in time.
+struct Unresponsive(ActorId);
+impl Message for Unresponsive {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib::pool::Unresponsive"
+    }
+}
+
+impl<A: Actor> Handler<Unresponsive> for PoolActor<A> {
+    async fn handle(
+        &mut self,
+        Unresponsive(id): Unresponsive,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        let mut gone = None;
+        self.shared.replace_members(|m| {
+            if let Some(i) = m.iter().position(|m| m.actor.id() == id) {
+                gone = Some(m.remove(i));
+            }
+        });
+        if let Some(member) = gone {
+            tracing::warn!(member = %id, "pool member unresponsive: killed");
+            member.actor.kill();
+            self.replace(ctx, &format!("member {id} did not answer its heartbeat"))
+                .await;
+        }
+        Ok(())
+    }
+}
+
+/// The dead-man's switch's question; every actor answers it (between messages).
+pub(crate) struct Heartbeat;
+impl Message for Heartbeat {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib::Heartbeat"
+    }
+}
+
+impl<A: Actor> Handler<Heartbeat> for A {
+    async fn handle(
+        &mut self,
+        _: Heartbeat,
+        _: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        Ok(())
+    }
+}
