@@ -236,6 +236,80 @@ async fn a_full_pool_rejects_at_once_or_waits_as_configured() {
 }
 
 #[tokio::test]
+async fn a_full_pool_told_to_drops_its_oldest_queued_message() {
+    let system = ActorSystem::new("t");
+    let log: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let pool = system
+        .pool(worker_factory(&log))
+        .size(1)
+        .member_mailbox(MailboxConfig::Bounded(2))
+        .when_full(WhenFull::DropOldest)
+        .urn("droppers")
+        .spawn()
+        .await
+        .unwrap();
+    let member = pool.members()[0].clone();
+    let gate = hold(&member).await;
+    let oldest = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.ask(Who).timeout(Duration::from_secs(3600)).await }
+    });
+    while member.mailbox_len() < 1 {
+        tokio::task::yield_now().await;
+    }
+    pool.tell(Work(1)).await.unwrap(); // the second and last place
+    // Full: Work(2) takes the place of the oldest, the ask, which fails at once.
+    pool.tell(Work(2)).await.unwrap();
+    assert_eq!(promptly(oldest).await.unwrap(), Err(AskError::MailboxFull));
+    // Full again: Work(3) takes the place of Work(1), a tell: dropped.
+    pool.tell(Work(3)).await.unwrap();
+    assert_eq!(member.mailbox_len(), 2);
+    gate.notify_one();
+    // (Asked directly: through the full pool this ask would drop Work(2).)
+    assert_eq!(promptly(member.ask(Handled)).await.unwrap(), 2); // Work(2), Work(3)
+    assert_eq!(*log.lock().unwrap(), vec![2, 3]);
+
+    // High-priority messages are never dropped: with only those queued, a send is refused.
+    let gate = hold(&member).await;
+    for n in [4, 5] {
+        pool.ask(Work(n))
+            .priority(Priority::High)
+            .tell()
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        pool.tell(Work(6)).await,
+        Err(SendError::MailboxFull(Work(6)))
+    ));
+    gate.notify_one();
+    promptly(member.ask(Handled)).await.unwrap();
+    assert_eq!(*log.lock().unwrap(), vec![2, 3, 4, 5]);
+
+    // A request that came by the pool's URN (a dynamic request) is dropped the same way.
+    let gate = hold(&member).await;
+    let by_urn = tokio::spawn({
+        let system = system.clone();
+        async move {
+            let pool = system.lookup("droppers").unwrap();
+            pool.ask(Who).timeout(Duration::from_secs(3600)).await
+        }
+    });
+    while member.mailbox_len() < 1 {
+        tokio::task::yield_now().await;
+    }
+    pool.tell(Work(7)).await.unwrap();
+    pool.tell(Work(8)).await.unwrap();
+    assert!(matches!(
+        promptly(by_urn).await.unwrap(),
+        Err(AskError::MailboxFull)
+    ));
+    gate.notify_one();
+    promptly(member.ask(Handled)).await.unwrap();
+    assert_eq!(*log.lock().unwrap(), vec![2, 3, 4, 5, 7, 8]);
+}
+
+#[tokio::test]
 async fn an_ask_that_expires_in_the_queue_never_reaches_a_member() {
     let (_system, pool) = pool_of(1, Routing::RoundRobin).await;
     let member = pool.members()[0].clone();

@@ -275,7 +275,14 @@ impl<A: Actor> RequestVTable<A> {
         drop_request,
         request_name,
         request_trace,
+        reject_request,
     );
+}
+
+unsafe fn reject_request(data: *mut Inline) {
+    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
+    let req: RequestEnvelope = unsafe { take_payload(data) };
+    req.fail(AskError::MailboxFull);
 }
 
 unsafe fn request_trace(data: *const Inline) -> Option<TraceContext> {

@@ -72,6 +72,8 @@ pub(crate) struct VTable<A: Actor> {
     pub(crate) name: unsafe fn(*const Inline) -> &'static str,
     /// The trace the message is part of (dynamic requests from another process).
     trace: unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>,
+    /// Drops the payload unhandled, answering an ask `MailboxFull` (evicted to make room).
+    reject: unsafe fn(*mut Inline),
 }
 
 /// Whether a `T` fits in an envelope's inline storage.
@@ -116,7 +118,17 @@ impl<A: Handler<M>, M: Message> TypedVTable<A, M> {
         drop: drop_payload::<(M, Option<ReplyTx<M>>)>,
         name: typed_name::<M>,
         trace: no_trace,
+        reject: reject_typed::<M>,
     };
+}
+
+unsafe fn reject_typed<M: Message>(data: *mut Inline) {
+    // SAFETY: forwarded from `Envelope::reject`: the payload is an `(M, reply)` not yet taken.
+    let (msg, reply) = unsafe { take::<(M, Option<ReplyTx<M>>)>(data) };
+    drop(msg);
+    if let Some(reply) = reply {
+        let _ = reply.send(Err(AskError::MailboxFull));
+    }
 }
 
 unsafe fn no_trace(_: *const Inline) -> Option<crate::trace::TraceContext> {
@@ -194,6 +206,14 @@ impl<A: Actor> Envelope<A> {
         self.sent
     }
 
+    /// Drops the message unhandled to make room for another: an ask fails with
+    /// `MailboxFull`, a tell is dropped.
+    pub(crate) fn reject(self) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: the payload is taken exactly once: `this` is never dropped.
+        unsafe { (this.vtable.reject)(&raw mut this.data) }
+    }
+
     /// The trace the message is part of, if any.
     pub(crate) fn trace(&self) -> Option<crate::trace::TraceContext> {
         // SAFETY: the envelope still owns its payload.
@@ -235,12 +255,14 @@ impl<A: Actor> VTable<A> {
         drop: unsafe fn(*mut Inline),
         name: unsafe fn(*const Inline) -> &'static str,
         trace: unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>,
+        reject: unsafe fn(*mut Inline),
     ) -> Self {
         VTable {
             handle,
             drop,
             name,
             trace,
+            reject,
         }
     }
 }

@@ -276,6 +276,18 @@ impl<A: Actor> Mailbox<A> {
         Ok(())
     }
 
+    /// Takes the oldest normal-lane message still in the shared queue out, to make room for
+    /// another (its place in the capacity passes to the newcomer). `None` if there is none:
+    /// the receiver has taken every queued message into its current batch, or they are
+    /// all high-priority (never evicted).
+    pub(crate) fn evict_oldest(&self) -> Option<Envelope<A>> {
+        let mut lanes = self.lock();
+        if lanes.closed {
+            return None;
+        }
+        lanes.normal.pop_front()
+    }
+
     /// Queues a user message past the capacity limit (an actor's message to itself, which
     /// must never wait on its own mailbox).
     pub(crate) fn push_forced(

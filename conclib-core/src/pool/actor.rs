@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use std::future::poll_fn;
-
-use super::{Member, MemberLoad, Shared, SharedFactory, WhenFull, make};
+use super::{Member, MemberLoad, Shared, SharedFactory, make, make_room};
 use crate::actor::Actor;
 use crate::cell::ActorCell;
 use crate::context::Context;
@@ -159,17 +157,13 @@ impl<A: Actor> Actor for PoolActor<A> {
                 return;
             };
             let cell: &ActorCell<A> = &member.actor.cell;
-            let capacity = &cell.mailbox.capacity;
-            let reserved = match self.shared.when_full {
-                WhenFull::Wait => poll_fn(|cx| capacity.poll_reserve(cx)).await.is_ok(),
-                WhenFull::Reject => match capacity.try_reserve() {
-                    Some(true) => true,
-                    Some(false) => {
-                        request.fail(AskError::MailboxFull);
-                        return;
-                    }
-                    None => false,
-                },
+            let reserved = match make_room(cell, self.shared.when_full).await {
+                Some(true) => true,
+                Some(false) => {
+                    request.fail(AskError::MailboxFull);
+                    return;
+                }
+                None => false,
             };
             if reserved {
                 match crate::cell::ErasedCell::push_request(cell, request, Priority::Normal) {

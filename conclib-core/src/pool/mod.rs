@@ -67,6 +67,40 @@ pub enum WhenFull {
     Wait,
     /// Fail at once: `SendError::MailboxFull` / `AskError::MailboxFull`.
     Reject,
+    /// Make room by dropping the oldest normal-priority message still waiting in the
+    /// member's mailbox: its ask fails with `AskError::MailboxFull` (a tell is dropped), and
+    /// the new message takes its place. A member takes its queue in batches; messages it
+    /// has taken are its own, and high-priority messages are never dropped: when nothing
+    /// can be dropped, the send fails with `MailboxFull`, as with [`WhenFull::Reject`].
+    DropOldest,
+}
+
+/// Takes a place in `cell`'s mailbox under `when_full`: `Some(true)` reserved, `Some(false)`
+/// full (the send fails with `MailboxFull`), `None` the member stopped (route again).
+async fn make_room<A: Actor>(cell: &ActorCell<A>, when_full: WhenFull) -> Option<bool> {
+    let capacity = &cell.mailbox.capacity;
+    match when_full {
+        WhenFull::Wait => poll_fn(|cx| capacity.poll_reserve(cx))
+            .await
+            .is_ok()
+            .then_some(true),
+        WhenFull::Reject => capacity.try_reserve(),
+        WhenFull::DropOldest => match capacity.try_reserve() {
+            Some(false) => match cell.mailbox.evict_oldest() {
+                Some(oldest) => {
+                    // Its place in the capacity passes to the new message.
+                    tracing::debug!(
+                        message = oldest.name(),
+                        "pool member full: dropped its oldest message"
+                    );
+                    oldest.reject();
+                    Some(true)
+                }
+                None => Some(false),
+            },
+            other => other,
+        },
+    }
 }
 
 /// One member's load, as routing and [`Pool::stats`] see it.
@@ -234,7 +268,9 @@ fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
 ///   must be listed in [`Actor::REMOTE`] for its key to be found there).
 /// - **Back-pressure.** Each member has a bounded mailbox (the pool's queue is their sum).
 ///   When the chosen member is full, [`WhenFull::Wait`] waits for room (within the ask's
-///   timeout) and [`WhenFull::Reject`] fails at once with `MailboxFull`. An ask whose asker
+///   timeout), [`WhenFull::Reject`] fails at once with `MailboxFull`, and
+///   [`WhenFull::DropOldest`] drops the member's oldest waiting message (its ask fails with
+///   `MailboxFull`) to queue the new one. An ask whose asker
 ///   gave up while it was queued is never handed to the member's handler (the core's rule).
 /// - **Replacement.** Members restart in place after a panic under the pool's
 ///   [`RestartLimit`]; a member that stops anyway (restart limit, killed) is replaced by a
@@ -428,14 +464,10 @@ impl<A: Actor> Pool<A> {
                 return Err(SendError::ActorStopped(msg));
             };
             let cell: &ActorCell<A> = &member.actor.cell;
-            let capacity = Target::<M>::capacity(cell);
-            let reserved = match self.shared.when_full {
-                WhenFull::Wait => poll_fn(|cx| capacity.poll_reserve(cx)).await.is_ok(),
-                WhenFull::Reject => match capacity.try_reserve() {
-                    Some(true) => true,
-                    Some(false) => return Err(SendError::MailboxFull(msg)),
-                    None => false,
-                },
+            let reserved = match make_room(cell, self.shared.when_full).await {
+                Some(true) => true,
+                Some(false) => return Err(SendError::MailboxFull(msg)),
+                None => false,
             };
             if reserved {
                 if ask {
