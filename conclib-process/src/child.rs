@@ -6,7 +6,7 @@ use std::future::Future;
 use std::os::fd::FromRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use conclib_codec::{Bincode, Codec};
@@ -191,6 +191,8 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
         pending: Mutex::new(HashMap::new()),
         next: AtomicU64::new(1),
     });
+    // The asks waiting for their answers, by id: what a `Cancel` aborts.
+    let asks: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> = Arc::default();
     loop {
         match wire::read(&mut reader, &mut buf).await {
             Ok(true) => match wire::decode(&buf) {
@@ -199,7 +201,14 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
                     high,
                     message,
                     body,
-                }) => serve(&actor, &tx, id, high, message, body).await,
+                }) => serve(&actor, &tx, &asks, id, high, message, body).await,
+                Some(Frame::Cancel(id)) => {
+                    // Dropping the answer's task gives the ask up: the actor never starts
+                    // it if it is still queued.
+                    if let Some(task) = lock(&asks).remove(&id) {
+                        task.abort();
+                    }
+                }
                 Some(Frame::Stop) => {
                     actor.stop();
                     actor.wait_for_stop().await;
@@ -235,6 +244,7 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
 async fn serve(
     actor: &DynActorRef,
     tx: &mpsc::UnboundedSender<Vec<u8>>,
+    asks: &Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>>,
     id: u64,
     high: bool,
     message: &str,
@@ -292,15 +302,20 @@ async fn serve(
         .queue()
         .await;
     let tx = tx.clone();
+    let waiting = asks.clone();
     let answer = async move {
         let result: ErasedResult = match queued {
             Ok(queued) => queued.answer().await,
             Err(e) => Err(e),
         };
+        lock(&waiting).remove(&id);
         let (status, payload) = reply_for(rm, result);
         let _ = tx.send(reply(status, payload));
     };
-    tokio::spawn(answer);
+    // Registered under the lock the task takes to leave: it cannot leave first.
+    let mut waiting = lock(asks);
+    let task = tokio::spawn(answer);
+    waiting.insert(id, task.abort_handle());
 }
 
 /// The status and payload answering an ask's result (child to parent, and back).

@@ -51,7 +51,7 @@
 //!   one for heartbeats (the control lane: a heartbeat never waits behind queued requests).
 //!   Frames are length-delimited: a 4-byte big-endian length, a tag byte, then the fields
 //!   (`Init { kind, state }`, `Request { id, high, message, body }` where id 0 is a tell,
-//!   `Reply { id, status, payload }`, `Ping`/`Pong`, `Stop`; the table is in the source of
+//!   `Reply { id, status, payload }`, `Ping`/`Pong`, `Stop`, `Cancel { id }`; the table is in the source of
 //!   `wire.rs`). Message bodies and answers are encoded with [`conclib_codec::Bincode`] by
 //!   the message's wire name, so a message must be exposed by the actor
 //!   ([`Actor::REMOTE`](conclib_core::Actor::REMOTE), `#[handle(remote)]`). Frames queued
@@ -71,6 +71,9 @@
 //!   `conclib_core::process`), and exits on its own when the link closes. Children are
 //!   reaped: no zombie is left.
 //!
+//! - **Asks given up.** An ask whose asker gave up (its timeout passed, or its future was
+//!   dropped) is cancelled in the child (a `Cancel` frame): if the actor has not started it
+//!   yet, it never does, as locally. One already running runs to its end.
 //! - **Asking the parent.** Inside the child, [`parent`] gives a [`ParentLink`] that asks and
 //!   tells the actors of the parent's system by URN ([`ProcessBuilder::system`] names that
 //!   system), in order, with typed answers and errors.
@@ -92,9 +95,9 @@
 //!   for the `#[handle(remote)]` methods.
 //!
 //! # Not yet
-//! URNs for process actors themselves (lookup and the Redis proxy reaching one), restarts
-//! reported to a parent actor as supervision events, and cancelling in the child an ask its
-//! parent gave up: the process-actors issue lists what remains.
+//! URNs for process actors themselves (lookup and the Redis proxy reaching one), and restarts
+//! reported to a parent actor as supervision events: the process-actors issue lists what
+//! remains.
 //!
 //! `cargo run --release -p conclib-examples --example process_actors` spreads CPU-bound
 //! work over one process actor per core, crashes one on purpose and shows it restarted.

@@ -381,7 +381,12 @@ struct Forget<'a> {
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        lock(&self.link.pending).remove(&self.id);
+        // Still pending: the asker gave up (timeout, dropped future). Tell the child, so that
+        // the request is never started if it is still queued there.
+        if lock(&self.link.pending).remove(&self.id).is_some() && self.link.exit.borrow().is_none()
+        {
+            self.link.send(&Frame::Cancel(self.id));
+        }
     }
 }
 

@@ -15,6 +15,7 @@
 //! | 6 | `Stop` (parent to child: stop gracefully, then exit) | |
 //! | 7 | `Ask` (child to parent: to an actor of the parent's system) | id (u64; 0 for a tell), urn, message name, body |
 //! | 8 | `Answer` (parent to child) | id (u64), status (u8), payload |
+//! | 9 | `Cancel` (parent to child: the asker gave up; not started yet, it never will be) | id (u64) |
 //!
 //! Message bodies and answers are encoded with [`conclib_codec::Bincode`], by the message's
 //! wire name ([`conclib_core::Message::name`]).
@@ -56,6 +57,7 @@ pub(crate) enum Frame<'a> {
         status: u8,
         payload: &'a [u8],
     },
+    Cancel(u64),
 }
 
 /// Reply statuses (the Redis proxy's numbers, where they exist).
@@ -140,6 +142,10 @@ pub(crate) fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
             out.push(*status);
             bytes(out, payload);
         }
+        Frame::Cancel(id) => {
+            out.push(9);
+            out.extend_from_slice(&id.to_le_bytes());
+        }
     }
     let len = u32::try_from(out.len() - start - 4).expect("frames are under 4 GiB");
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -195,6 +201,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Frame<'_>> {
         4 => Frame::Ping(f.u64()?),
         5 => Frame::Pong(f.u64()?),
         6 => Frame::Stop,
+        9 => Frame::Cancel(f.u64()?),
         7 => Frame::Ask {
             id: f.u64()?,
             urn: f.str()?,

@@ -289,6 +289,10 @@ fn main() {
             "a_process_actor_is_in_its_systems_snapshot_with_its_pid",
             || Box::pin(in_snapshot()),
         ),
+        (
+            "an_ask_the_parent_gave_up_is_never_started_in_the_child",
+            || Box::pin(given_up()),
+        ),
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -324,6 +328,40 @@ fn main() {
     }
     println!("{passed} passed, {failed} failed");
     std::process::exit(i32::from(failed > 0));
+}
+
+async fn given_up() {
+    let worker = conclib_process::build(Worker { total: 0 })
+        .spawn()
+        .await
+        .unwrap();
+    // The actor is busy for 1.5 s; an ask queued behind that is given up after 50 ms.
+    let busy = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.ask(SleepMs(1_500)).await }
+    });
+    // Requests enter the child's mailbox in the order sent: let the sleep go first.
+    tokio::task::yield_now().await;
+    assert!(matches!(
+        worker.ask(Add(5)).timeout(Duration::from_millis(50)).await,
+        Err(ProcessError::Timeout(_))
+    ));
+    assert_eq!(busy.await.unwrap(), Ok(1_500));
+    // The 5 was never added: the child dropped the ask before the actor reached it.
+    assert_eq!(worker.ask(Add(0)).await, Ok(0));
+    // A dropped ask future gives up the same way.
+    let busy = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.ask(SleepMs(1_000)).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), worker.ask(Add(7)))
+            .await
+            .is_err()
+    );
+    assert_eq!(busy.await.unwrap(), Ok(1_000));
+    assert_eq!(worker.ask(Add(0)).await, Ok(0));
 }
 
 async fn in_snapshot() {
