@@ -423,6 +423,15 @@ impl DynActorRef {
         self.cell.core().is_alive()
     }
 
+    /// Delivers `event` to the actor's [`Actor::on_event`] through its control lane, ahead
+    /// of its user messages, as its own children's events are: how the supervisor of an
+    /// actor that lives outside this system's tasks (a process actor) is told of its
+    /// restarts and its end. `false` if the actor is gone.
+    pub fn send_event(&self, event: crate::SupervisionEvent) -> bool {
+        self.cell
+            .push_control(crate::mailbox::Control::Event(event))
+    }
+
     /// Graceful stop: queued messages are handled, new ones refused.
     pub fn stop(&self) {
         self.cell.close();

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use conclib_codec::{Bincode, decode_value, encode_value};
 use conclib_core::{
-    Actor, ActorSystem, ExternalProbe, ExternalReport, Handler, Priority, RemoteReply, RestartLimit,
+    Actor, ActorSystem, DynActorRef, ExternalProbe, ExternalReport, Handler, Priority, RemoteReply,
+    RestartLimit, StopReason, SupervisionEvent,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,6 +30,7 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
     ProcessBuilder {
         actor,
         system: None,
+        supervisor: None,
         restart: None,
         memory_limit: None,
         heartbeat: Some(Duration::from_secs(2)),
@@ -43,6 +45,7 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
 pub struct ProcessBuilder<A> {
     actor: A,
     system: Option<ActorSystem>,
+    supervisor: Option<DynActorRef>,
     restart: Option<RestartLimit>,
     memory_limit: Option<u64>,
     heartbeat: Option<Duration>,
@@ -99,6 +102,22 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         self
     }
 
+    /// Makes the process actor a child of the actor whose context this is: it is listed in
+    /// that actor's system (as with [`system`](Self::system)), and its supervisor's
+    /// [`Actor::on_event`] hears of it as of a local child:
+    /// [`SupervisionEvent::ChildRestarted`](conclib_core::SupervisionEvent::ChildRestarted)
+    /// when its process died and was replaced (the "panic" is the exit), and
+    /// [`SupervisionEvent::ChildStopped`](conclib_core::SupervisionEvent::ChildStopped) when
+    /// it ended for good: `Normal` (exit code 0), `Killed` (by [`ProcessRef::kill`]),
+    /// `RestartLimit` (it died more often than [`restart`](Self::restart) allows: the
+    /// default `on_event` escalates it, as for a local child) or `Failed` (it died without
+    /// a restart policy).
+    pub fn child_of<P: Actor>(mut self, ctx: &conclib_core::Context<P>) -> Self {
+        self.system = Some(ctx.system().clone());
+        self.supervisor = Some(ctx.myself().to_dyn());
+        self
+    }
+
     /// Restarts the process when it dies (a crash, a kill from outside, a missed heartbeat,
     /// an exit it did not ask for): a fresh process with the actor's initial state, at most
     /// as often as `limit` allows; past it the process stays dead. The asks pending at the
@@ -139,6 +158,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
             system: self.system,
             output: self.output,
             stats: Arc::default(),
+            supervisor: self.supervisor,
         };
         let (final_exit, _) = watch::channel(None);
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
@@ -149,13 +169,14 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
             ending: std::sync::atomic::AtomicBool::new(false),
             final_exit,
             me: weak.clone(),
+            id: std::sync::OnceLock::new(),
             probe: Arc::new(probe(weak.clone())),
         });
         let link = launch(&inner.spec, Arc::downgrade(&inner)).await?;
         *inner.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
         if let Some(system) = &inner.spec.system {
             let probe: std::sync::Weak<ExternalProbe> = Arc::downgrade(&inner.probe) as _;
-            system.list_external(probe);
+            let _ = inner.id.set(system.list_external(probe));
         }
         Ok(ProcessRef {
             inner,
@@ -177,6 +198,8 @@ struct Spec {
     output: ChildOutput,
     /// Counted across restarts, for the system's snapshot.
     stats: Arc<ProcessStats>,
+    /// Told of restarts and of the end ([`ProcessBuilder::child_of`]).
+    supervisor: Option<DynActorRef>,
 }
 
 /// Turns each line a child writes to `stream` into a `tracing` event, until the pipe closes.
@@ -327,6 +350,8 @@ pub(crate) struct Inner {
     /// Set once the process ended for good.
     final_exit: watch::Sender<Option<ProcessExit>>,
     me: std::sync::Weak<Inner>,
+    /// Its id in [`ProcessBuilder::system`]'s system, once listed there.
+    id: std::sync::OnceLock<conclib_core::ActorId>,
     /// What the snapshot of [`ProcessBuilder::system`]'s system shows of this actor.
     probe: Arc<dyn Fn() -> Option<ExternalReport> + Send + Sync>,
 }
@@ -407,6 +432,11 @@ impl Inner {
                         metrics::counter!("conclib_process_restarts_total", "actor" => self.spec.kind)
                             .increment(1);
                     }
+                    self.tell_supervisor(|id| SupervisionEvent::ChildRestarted {
+                        id,
+                        urn: None,
+                        panic: format!("the process died: {exit}"),
+                    });
                     return;
                 }
                 Err(e) => {
@@ -414,8 +444,32 @@ impl Inner {
                 }
             }
         }
+        let reason = if self.ending.load(Ordering::Acquire) {
+            if exit.code == Some(0) {
+                StopReason::Normal
+            } else {
+                StopReason::Killed
+            }
+        } else if self.spec.restart.is_some() {
+            StopReason::RestartLimit(format!("the process died: {exit}"))
+        } else if exit.code == Some(0) {
+            StopReason::Normal
+        } else {
+            StopReason::Failed(format!("the process died: {exit}"))
+        };
+        self.tell_supervisor(|id| SupervisionEvent::ChildStopped {
+            id,
+            urn: None,
+            reason,
+        });
         // Stored even with no one waiting yet (`send` would drop it then).
         self.final_exit.send_replace(Some(exit));
+    }
+
+    fn tell_supervisor(&self, event: impl FnOnce(conclib_core::ActorId) -> SupervisionEvent) {
+        if let (Some(supervisor), Some(id)) = (&self.spec.supervisor, self.id.get()) {
+            supervisor.send_event(event(*id));
+        }
     }
 }
 

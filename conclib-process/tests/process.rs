@@ -293,6 +293,10 @@ fn main() {
             "an_ask_the_parent_gave_up_is_never_started_in_the_child",
             || Box::pin(given_up()),
         ),
+        (
+            "a_process_child_reports_restarts_and_its_end_to_its_supervisor",
+            || Box::pin(supervised()),
+        ),
     ];
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -328,6 +332,113 @@ fn main() {
     }
     println!("{passed} passed, {failed} failed");
     std::process::exit(i32::from(failed > 0));
+}
+
+/// A local actor whose child is a process actor; it records what it hears of it.
+struct Supervisor {
+    child: Option<conclib_process::ProcessRef<Worker>>,
+    events: std::sync::Arc<std::sync::Mutex<Vec<conclib::SupervisionEvent>>>,
+    heard: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl conclib::Actor for Supervisor {
+    async fn on_start(
+        &mut self,
+        ctx: &mut conclib::Context<Self>,
+    ) -> Result<(), conclib::BoxError> {
+        self.child = Some(
+            conclib_process::build(Worker { total: 0 })
+                .child_of(ctx)
+                .restart(conclib::RestartLimit::new(1, Duration::from_secs(60)))
+                .spawn()
+                .await?,
+        );
+        Ok(())
+    }
+
+    async fn on_event(&mut self, _: &mut conclib::Context<Self>, event: conclib::SupervisionEvent) {
+        self.events.lock().unwrap().push(event);
+        self.heard.notify_one();
+    }
+}
+
+#[message(response = (u32, u64))]
+struct ChildInfo;
+
+impl conclib::Handler<ChildInfo> for Supervisor {
+    async fn handle(
+        &mut self,
+        _: ChildInfo,
+        ctx: &mut conclib::Context<Self>,
+    ) -> Result<(u32, u64), std::convert::Infallible> {
+        let pid = self.child.as_ref().unwrap().pid();
+        // The child's id: its entry in the system's snapshot, by its pid.
+        let id = ctx
+            .system()
+            .snapshot()
+            .actors
+            .iter()
+            .find(|a| a.pid == Some(pid))
+            .map(|a| a.id)
+            .unwrap();
+        Ok((pid, id))
+    }
+}
+
+async fn supervised() {
+    let events = std::sync::Arc::default();
+    let heard = std::sync::Arc::new(tokio::sync::Notify::new());
+    let system = conclib::ActorSystem::new("supervising");
+    let supervisor = system
+        .spawn(Supervisor {
+            child: None,
+            events: std::sync::Arc::clone(&events),
+            heard: heard.clone(),
+        })
+        .await
+        .unwrap();
+    let wait_for = |n: usize| {
+        let events = std::sync::Arc::clone(&events);
+        let heard = heard.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while events.lock().unwrap().len() < n {
+                assert!(
+                    tokio::time::timeout_at(deadline, heard.notified())
+                        .await
+                        .is_ok(),
+                    "no event {n}: {:?}",
+                    events.lock().unwrap()
+                );
+            }
+        }
+    };
+    let (pid, id) = supervisor.ask(ChildInfo).await.unwrap();
+    // SAFETY: our child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for(1).await;
+    let first = events.lock().unwrap()[0].clone();
+    assert!(
+        matches!(&first, conclib::SupervisionEvent::ChildRestarted { id: child, panic, .. }
+            if child.as_u64() == id && panic.contains("signal 9")),
+        "{first:?}"
+    );
+    // Past its restart limit (one restart a minute), the second death is its end.
+    let (pid, _) = supervisor.ask(ChildInfo).await.unwrap();
+    // SAFETY: our child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for(2).await;
+    let last = events.lock().unwrap()[1].clone();
+    assert!(
+        matches!(&last, conclib::SupervisionEvent::ChildStopped {
+            id: child,
+            reason: conclib::StopReason::RestartLimit(why),
+            ..
+        } if child.as_u64() == id && why.contains("signal 9")),
+        "{last:?}"
+    );
+    supervisor.stop();
+    supervisor.wait_for_stop().await;
 }
 
 async fn given_up() {
