@@ -91,6 +91,10 @@ pub struct ProxyConfig {
     /// to Redis for the live view ([`SnapshotReader`](crate::SnapshotReader)); `None`: never.
     /// Default 2 s.
     pub snapshot_interval: Option<Duration>,
+    /// The most actors a published snapshot lists (the first by id; the rest are counted in
+    /// [`PublishedSystem::omitted_actors`](crate::PublishedSystem::omitted_actors)), so that
+    /// a system of a million actors publishes kilobytes, not megabytes. Default 1000.
+    pub snapshot_max_actors: usize,
     /// How long a client remembers which system serves a URN. Default 1 s.
     pub resolve_cache_ttl: Duration,
     /// How long a reply list lives after the last reply pushed to it. Default 60 s.
@@ -182,6 +186,7 @@ impl ProxyConfig {
             lease_ttl: Duration::from_secs(15),
             scan_interval: Duration::from_millis(250),
             snapshot_interval: Some(DEFAULT_SNAPSHOT_INTERVAL),
+            snapshot_max_actors: 1000,
             resolve_cache_ttl: Duration::from_secs(1),
             reply_ttl: Duration::from_secs(60),
             queue_ttl: Duration::from_secs(3600),

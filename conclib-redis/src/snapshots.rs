@@ -4,11 +4,11 @@
 //!
 //! Keys: `{ns}:snapshot:{system_id}` holds the JSON of a [`PublishedSystem`] and expires
 //! after three intervals; the sorted set `{ns}:snapshots` lists the publishing system ids,
-//! scored by when their snapshot expires (ms since the Unix epoch), so a reader needs
-//! neither `SCAN` nor `KEYS`. Any language can read them: `ZRANGEBYSCORE {ns}:snapshots
-//! <now-ms> +inf`, then `GET {ns}:snapshot:<id>` for each.
+//! scored by when their snapshot expires (ms since the Unix epoch, Redis's clock), so a
+//! reader needs neither `SCAN` nor `KEYS`. Any language can read them: `ZRANGE
+//! {ns}:snapshots 0 -1`, then `GET {ns}:snapshot:<id>` for each (nil: expired).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use conclib_core::SystemSnapshot;
 use fred::prelude::*;
@@ -29,14 +29,12 @@ pub struct PublishedSystem {
     pub interval_ms: u64,
     /// What the proxy did so far.
     pub proxy: ProxyStats,
-    /// The system's actors.
+    /// The system's actors (the first [`ProxyConfig::snapshot_max_actors`] by id).
     pub snapshot: SystemSnapshot,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    /// Actors left out of `snapshot` to keep it small (a system with more actors than
+    /// [`ProxyConfig::snapshot_max_actors`]).
+    #[serde(default)]
+    pub omitted_actors: usize,
 }
 
 /// How long a published snapshot lives: three intervals, so one late publish does not
@@ -45,12 +43,14 @@ pub(crate) fn snapshot_ttl(interval: Duration) -> Duration {
     (interval * 3).max(Duration::from_secs(1))
 }
 
-/// Writes one snapshot and its index entry; prunes index entries long expired.
+/// Writes one snapshot and its index entry; prunes index entries long expired. `now` is
+/// Redis's clock in ms (so that publishers on machines whose clocks differ agree).
 pub(crate) async fn publish(
     client: &Client,
     keys: &Keys,
     published: &PublishedSystem,
     ttl: Duration,
+    now: u64,
 ) -> Result<(), fred::error::Error> {
     let json = serde_json::to_string(published)
         .map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Parse, e.to_string()))?;
@@ -68,7 +68,6 @@ pub(crate) async fn publish(
     )
     .await?;
     let index = keys.snapshot_index();
-    let now = now_ms();
     conn::call(
         client,
         keyed("ZADD"),
@@ -162,7 +161,8 @@ impl SnapshotReader {
     }
 
     /// Every system whose snapshot has not expired, sorted by system id. A snapshot that
-    /// does not parse (another version, a hostile writer) is skipped with a warning.
+    /// does not parse (another version, a hostile writer) is skipped with a warning. (The
+    /// keys' TTL decides what has expired, not the clock of the machine reading.)
     ///
     /// # Errors
     /// [`ServeError::Redis`] if Redis fails the read.
@@ -172,7 +172,7 @@ impl SnapshotReader {
             keyed("ZRANGEBYSCORE"),
             vec![
                 owned(self.keys.snapshot_index()),
-                Value::Integer(now_ms() as i64),
+                conn::s("-inf"),
                 conn::s("+inf"),
             ],
         )

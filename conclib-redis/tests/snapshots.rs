@@ -138,3 +138,32 @@ async fn publishing_can_be_turned_off() {
     assert!(reader.systems().await.unwrap().is_empty());
     proxy.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_system_publishes_its_first_actors_and_counts_the_rest() {
+    let mut base = config("snap-large").with_snapshot_interval(Some(Duration::from_millis(100)));
+    base.snapshot_max_actors = 2;
+    let system = ActorSystem::new("large");
+    for n in 0..5 {
+        system
+            .build(Counter::default())
+            .urn(format!("counter:{n}"))
+            .spawn()
+            .await
+            .unwrap();
+    }
+    let proxy = start_proxy(&system, &base).await.unwrap();
+    proxy.publish_snapshot().await.unwrap();
+    let reader = SnapshotReader::connect(&base).await.unwrap();
+    let systems = reader.systems().await.unwrap();
+    assert_eq!(systems.len(), 1);
+    let published = &systems[0];
+    assert_eq!(published.snapshot.actors.len(), 2);
+    assert_eq!(published.omitted_actors, 3);
+    // The first by id.
+    assert_eq!(
+        published.snapshot.actors[0].urn.as_deref(),
+        Some("counter:0")
+    );
+    proxy.shutdown().await.unwrap();
+}

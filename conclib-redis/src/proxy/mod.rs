@@ -440,17 +440,25 @@ impl Shared {
             .config
             .snapshot_interval
             .unwrap_or(crate::config::DEFAULT_SNAPSHOT_INTERVAL);
+        let mut snapshot = self.system.snapshot();
+        let omitted_actors = snapshot
+            .actors
+            .len()
+            .saturating_sub(self.config.snapshot_max_actors);
+        snapshot.actors.truncate(self.config.snapshot_max_actors);
         let published = crate::snapshots::PublishedSystem {
             system_id: self.system_id.clone(),
             interval_ms: interval.as_millis() as u64,
             proxy: self.stats(),
-            snapshot: self.system.snapshot(),
+            snapshot,
+            omitted_actors,
         };
         crate::snapshots::publish(
             &self.cmd,
             &self.keys,
             &published,
             crate::snapshots::snapshot_ttl(interval),
+            self.redis_now_ms().max(0) as u64,
         )
         .await
     }
