@@ -259,3 +259,19 @@ async fn a_pool_shows_its_members_load() {
         .unwrap();
     assert!(system.snapshot().actors.is_empty());
 }
+
+#[tokio::test]
+async fn a_snapshot_of_the_first_actors_counts_the_rest() {
+    let system = ActorSystem::new("first");
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(system.spawn(Meter::default()).await.unwrap().id().as_u64());
+    }
+    let snapshot = system.snapshot_first(2);
+    assert_eq!(
+        snapshot.actors.iter().map(|a| a.id).collect::<Vec<_>>(),
+        ids[..2]
+    );
+    assert_eq!(snapshot.omitted_actors, 3);
+    assert_eq!(system.snapshot().omitted_actors, 0);
+}

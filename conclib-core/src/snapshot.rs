@@ -34,8 +34,12 @@ pub struct SystemSnapshot {
     pub pid: u32,
     /// When the snapshot was taken, in milliseconds since the Unix epoch.
     pub taken_at_ms: u64,
-    /// Every actor that has not stopped, by id.
+    /// Every actor that has not stopped, by id (the first ones, with
+    /// [`ActorSystem::snapshot_first`]).
     pub actors: Vec<ActorSnapshot>,
+    /// Actors left out of `actors` by [`ActorSystem::snapshot_first`].
+    #[serde(default)]
+    pub omitted_actors: usize,
 }
 
 /// One actor in a [`SystemSnapshot`].
@@ -243,11 +247,22 @@ impl ActorSystem {
     /// Serde data: the Redis proxy publishes it for the live view.
     #[must_use]
     pub fn snapshot(&self) -> SystemSnapshot {
+        self.snapshot_first(usize::MAX)
+    }
+
+    /// A [`snapshot`](Self::snapshot) of the first `max_actors` actors by id (the rest are
+    /// counted in [`SystemSnapshot::omitted_actors`]): what a system of a million actors can
+    /// afford every few seconds, since only the listed ones are looked at.
+    #[must_use]
+    pub fn snapshot_first(&self, max_actors: usize) -> SystemSnapshot {
         let now = Instant::now();
-        let mut actors: Vec<ActorSnapshot> = self
-            .live_cells()
+        let mut cells = self.live_cells();
+        cells.retain(|cell| cell.core().is_alive());
+        cells.sort_unstable_by_key(|cell| cell.core().id);
+        let mut omitted_actors = cells.len().saturating_sub(max_actors);
+        cells.truncate(max_actors);
+        let mut actors: Vec<ActorSnapshot> = cells
             .iter()
-            .filter(|cell| cell.core().is_alive())
             .map(|cell| actor_snapshot(&**cell, now))
             .collect();
         // Pools: their members' load, on the pool's own entry.
@@ -265,8 +280,12 @@ impl ActorSystem {
         // Actors in other processes; those gone for good leave the list.
         self.with_externals(|externals| {
             externals.retain_mut(|entry| match external_snapshot(entry, now) {
-                Some(snapshot) => {
+                Some(snapshot) if actors.len() < max_actors => {
                     actors.push(snapshot);
+                    true
+                }
+                Some(_) => {
+                    omitted_actors += 1;
                     true
                 }
                 None => false,
@@ -280,6 +299,7 @@ impl ActorSystem {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             actors,
+            omitted_actors,
         }
     }
 }

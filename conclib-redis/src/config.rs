@@ -92,7 +92,7 @@ pub struct ProxyConfig {
     /// Default 2 s.
     pub snapshot_interval: Option<Duration>,
     /// The most actors a published snapshot lists (the first by id; the rest are counted in
-    /// [`PublishedSystem::omitted_actors`](crate::PublishedSystem::omitted_actors)), so that
+    /// [`SystemSnapshot::omitted_actors`](conclib_core::SystemSnapshot::omitted_actors)), so that
     /// a system of a million actors publishes kilobytes, not megabytes. Default 1000.
     pub snapshot_max_actors: usize,
     /// How long a client remembers which system serves a URN. Default 1 s.

@@ -29,12 +29,9 @@ pub struct PublishedSystem {
     pub interval_ms: u64,
     /// What the proxy did so far.
     pub proxy: ProxyStats,
-    /// The system's actors (the first [`ProxyConfig::snapshot_max_actors`] by id).
+    /// The system's actors: the first [`ProxyConfig::snapshot_max_actors`] by id, the rest
+    /// counted in [`SystemSnapshot::omitted_actors`].
     pub snapshot: SystemSnapshot,
-    /// Actors left out of `snapshot` to keep it small (a system with more actors than
-    /// [`ProxyConfig::snapshot_max_actors`]).
-    #[serde(default)]
-    pub omitted_actors: usize,
 }
 
 /// How long a published snapshot lives: three intervals, so one late publish does not

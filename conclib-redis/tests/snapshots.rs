@@ -159,7 +159,7 @@ async fn a_large_system_publishes_its_first_actors_and_counts_the_rest() {
     assert_eq!(systems.len(), 1);
     let published = &systems[0];
     assert_eq!(published.snapshot.actors.len(), 2);
-    assert_eq!(published.omitted_actors, 3);
+    assert_eq!(published.snapshot.omitted_actors, 3);
     // The first by id.
     assert_eq!(
         published.snapshot.actors[0].urn.as_deref(),

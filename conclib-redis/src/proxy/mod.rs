@@ -440,18 +440,11 @@ impl Shared {
             .config
             .snapshot_interval
             .unwrap_or(crate::config::DEFAULT_SNAPSHOT_INTERVAL);
-        let mut snapshot = self.system.snapshot();
-        let omitted_actors = snapshot
-            .actors
-            .len()
-            .saturating_sub(self.config.snapshot_max_actors);
-        snapshot.actors.truncate(self.config.snapshot_max_actors);
         let published = crate::snapshots::PublishedSystem {
             system_id: self.system_id.clone(),
             interval_ms: interval.as_millis() as u64,
             proxy: self.stats(),
-            snapshot,
-            omitted_actors,
+            snapshot: self.system.snapshot_first(self.config.snapshot_max_actors),
         };
         crate::snapshots::publish(
             &self.cmd,
