@@ -506,6 +506,14 @@ impl<A> fmt::Debug for ProcessRef<A> {
 }
 
 impl<A: Actor> ProcessRef<A> {
+    /// The id the actor is listed under in its system's snapshot (and named by in its
+    /// supervisor's events), when built with [`ProcessBuilder::system`] or
+    /// [`ProcessBuilder::child_of`]; it stays the same across restarts.
+    #[must_use]
+    pub fn id(&self) -> Option<conclib_core::ActorId> {
+        self.inner.id.get().copied()
+    }
+
     /// The id of the actor's current process.
     #[must_use]
     pub fn pid(&self) -> u32 {

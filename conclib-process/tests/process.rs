@@ -494,6 +494,7 @@ async fn in_snapshot() {
         .find(|a| a.pid == Some(worker.pid()))
         .unwrap_or_else(|| panic!("the process actor is not in {snapshot:#?}"));
     assert!(listed.type_name.ends_with("Worker"), "{listed:?}");
+    assert_eq!(worker.id().map(|id| id.as_u64()), Some(listed.id));
     assert_ne!(listed.pid, Some(std::process::id()));
     assert_eq!((listed.handled, listed.errors, listed.panics), (2, 1, 0));
     assert_eq!(listed.mailbox_len, 0);
