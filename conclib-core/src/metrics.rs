@@ -83,16 +83,16 @@ fn since(stamp: u64) -> Duration {
     Duration::from_nanos(now.saturating_sub(stamp))
 }
 
-fn actor_labels(core: &CellCore) -> Vec<Label> {
-    vec![
-        Label::new("actor", core.type_name),
-        Label::new(
-            "urn",
-            core.urn
-                .as_ref()
-                .map_or_else(String::new, |u| u.to_string()),
-        ),
+/// The `actor` and `urn` labels (`""` for an actor without a URN).
+fn labels(actor: &'static str, urn: Option<&crate::Urn>) -> [Label; 2] {
+    [
+        Label::new("actor", actor),
+        Label::new("urn", urn.map_or_else(String::new, |u| u.to_string())),
     ]
+}
+
+fn actor_labels(core: &CellCore) -> [Label; 2] {
+    labels(core.type_name, core.urn.as_ref())
 }
 
 /// One message type's handles.
@@ -107,7 +107,7 @@ struct PerMessage {
 /// An actor's metric handles, created on its first message after [`enable`] and kept in
 /// its run loop.
 pub(crate) struct ActorMetrics {
-    labels: Vec<Label>,
+    labels: [Label; 2],
     depth: Gauge,
     skipped: Counter,
     /// Few message types per actor: a short list searched by the name's address.
@@ -136,8 +136,8 @@ impl ActorMetrics {
         {
             Some(at) => at,
             None => {
-                let mut labels = self.labels.clone();
-                labels.push(Label::new("message", name));
+                let [actor, urn] = self.labels.clone();
+                let labels = [actor, urn, Label::new("message", name)];
                 self.messages.push(PerMessage {
                     name,
                     handled: metrics::counter!(
@@ -188,21 +188,10 @@ pub(crate) fn count(core: &CellCore, metric: &'static str) {
     }
 }
 
-fn pool_labels(urn: Option<&crate::Urn>, actor: &'static str) -> [Label; 2] {
-    [
-        Label::new("actor", actor),
-        Label::new("urn", urn.map_or_else(String::new, |u| u.to_string())),
-    ]
-}
-
 /// A pool replaced a member.
 pub(crate) fn count_pool(urn: Option<&crate::Urn>, actor: &'static str) {
     if is_enabled() {
-        metrics::counter!(
-            "conclib_pool_replaced_total",
-            pool_labels(urn, actor).iter()
-        )
-        .increment(1);
+        metrics::counter!("conclib_pool_replaced_total", labels(actor, urn).iter()).increment(1);
     }
 }
 
@@ -214,7 +203,7 @@ pub(crate) fn pool_gauges(
     queued: usize,
     in_flight: usize,
 ) {
-    let labels = pool_labels(urn, actor);
+    let labels = labels(actor, urn);
     metrics::gauge!("conclib_pool_members", labels.iter()).set(members as f64);
     metrics::gauge!("conclib_pool_queued", labels.iter()).set(queued as f64);
     metrics::gauge!("conclib_pool_in_flight", labels.iter()).set(in_flight as f64);

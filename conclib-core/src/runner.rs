@@ -102,11 +102,12 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                         }
                     }
                 }
+                // Every message that reached its handler counts, whatever it came to.
+                if !matches!(outcome, Outcome::Skipped) {
+                    stats.count_handled();
+                }
                 match outcome {
-                    Outcome::Done => {
-                        stats.count_handled();
-                        continue;
-                    }
+                    Outcome::Done => continue,
                     Outcome::Skipped => {
                         cell.core.count_skipped_ask();
                         tracing::debug!("skipped an ask whose asker had given up");
@@ -114,19 +115,14 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                     }
                     Outcome::Failed(error) => {
                         tracing::warn!(%error, "a told message's handler returned an error");
-                        stats.count_handled();
                         stats.failed(error);
                         continue;
                     }
                     Outcome::Refused(error) => {
-                        stats.count_handled();
                         stats.failed(error);
                         continue;
                     }
-                    Outcome::Panicked(panic) => {
-                        stats.count_handled();
-                        panic
-                    }
+                    Outcome::Panicked(panic) => panic,
                 }
             }
             Next::Drained => break StopReason::Normal,

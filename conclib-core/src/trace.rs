@@ -158,6 +158,13 @@ impl TraceContext {
         scoped
     }
 
+    /// What a request sent now passes on: a [`child`](Self::child) of the
+    /// [`current`](Self::current) context, or the start of a new trace.
+    #[must_use]
+    pub fn next_hop() -> Self {
+        Self::current().map_or_else(Self::new_root, |c| c.child())
+    }
+
     /// This position as an OpenTelemetry remote span context (feature `otel`).
     #[cfg(feature = "otel")]
     #[must_use]

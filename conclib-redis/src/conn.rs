@@ -61,3 +61,26 @@ pub(crate) fn as_bytes(v: &Value) -> Option<&[u8]> {
 pub(crate) fn error_code_is(error: &Error, code: &str) -> bool {
     error.details().contains(code)
 }
+
+/// Connects every client within `timeout`; on failure quits them all and says why (the
+/// error, or the timeout).
+pub(crate) async fn init_within(
+    clients: &[&Client],
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let connect = async {
+        for client in clients {
+            client.init().await?;
+        }
+        Ok::<_, Error>(())
+    };
+    let failure = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("could not connect within {timeout:?}"),
+    };
+    for client in clients {
+        let _ = client.quit().await;
+    }
+    Err(failure)
+}

@@ -141,16 +141,9 @@ impl SnapshotReader {
             .map_err(|e| ServeError::Config(e.to_string()))?
             .build()
             .map_err(|e| ServeError::Config(e.to_string()))?;
-        match tokio::time::timeout(config.connect_timeout, client.init()).await {
-            Ok(Ok(_)) => {}
-            outcome => {
-                let _ = client.quit().await;
-                return Err(ServeError::Unavailable(match outcome {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => format!("could not connect within {:?}", config.connect_timeout),
-                }));
-            }
-        }
+        conn::init_within(&[&client], config.connect_timeout)
+            .await
+            .map_err(ServeError::Unavailable)?;
         Ok(SnapshotReader {
             client,
             keys: Keys::new(&config.namespace),

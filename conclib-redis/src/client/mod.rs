@@ -309,7 +309,7 @@ impl ProxyClient {
         let deadline = Instant::now() + timeout;
         let disconnects = self.shared.disconnects.load(Ordering::Acquire);
         let ttl = self.shared.config.tell_ttl;
-        let trace = TraceContext::current().map_or_else(TraceContext::new_root, |c| c.child());
+        let trace = TraceContext::next_hop();
         let span = tracing::debug_span!(
             "conclib.tell",
             urn,
@@ -396,8 +396,7 @@ impl ProxyClient {
     ) -> Result<(Status, Bytes), ProxyError> {
         let _in_flight = crate::metrics::InFlight::start();
         let started = Instant::now();
-        // A child of the caller's trace (see `conclib_core::trace`), or a new one.
-        let trace = TraceContext::current().map_or_else(TraceContext::new_root, |c| c.child());
+        let trace = TraceContext::next_hop();
         let span = tracing::debug_span!(
             "conclib.ask",
             urn,

@@ -181,22 +181,9 @@ pub async fn start_proxy(
         .map_err(|e| ServeError::Config(e.to_string()))?
         .build()
         .map_err(|e| ServeError::Config(e.to_string()))?;
-    let connect = async {
-        cmd.init().await?;
-        reader.init().await?;
-        Ok::<_, fred::error::Error>(())
-    };
-    match tokio::time::timeout(config.connect_timeout, connect).await {
-        Ok(Ok(())) => {}
-        outcome => {
-            let _ = cmd.quit().await;
-            let _ = reader.quit().await;
-            return Err(ServeError::Unavailable(match outcome {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!("could not connect within {:?}", config.connect_timeout),
-            }));
-        }
-    }
+    conn::init_within(&[&cmd, &reader], config.connect_timeout)
+        .await
+        .map_err(ServeError::Unavailable)?;
     let keys = Keys::new(&config.namespace);
     let mut codecs: Vec<Arc<dyn Codec>> = vec![config.codec.clone()];
     for name in ["bincode", "msgpack"] {
