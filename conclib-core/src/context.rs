@@ -164,6 +164,15 @@ impl<A: Actor> Context<A> {
         self.pending_stop = Some(StopReason::Escalated(reason.into()));
     }
 
+    /// Stops this actor after the current message with `reason`, dropping what is queued
+    /// (those asks fail with `ActorStopped`): for an actor that stands for something that
+    /// ended on its own (a process actor's relay when its process ended for good), so that
+    /// its parent and watchers learn why. [`escalate`](Self::escalate) is
+    /// `stop_with(StopReason::Escalated(..))`.
+    pub fn stop_with(&mut self, reason: StopReason) {
+        self.pending_stop = Some(reason);
+    }
+
     /// Sends this actor a message, handled after the messages already queued. Never waits
     /// (an actor must not wait on its own mailbox), so it may exceed the capacity.
     ///

@@ -88,6 +88,8 @@ pub struct RequestEnvelope {
     acked_tell: bool,
     /// The trace the request is part of (from another process's `traceparent`).
     pub(crate) trace: Option<TraceContext>,
+    /// The lane it was sent in.
+    priority: Priority,
 }
 
 impl RequestEnvelope {
@@ -96,6 +98,7 @@ impl RequestEnvelope {
         type_id: TypeId,
         message: ErasedMessage,
         reply: Option<oneshot::Sender<ErasedResult>>,
+        priority: Priority,
     ) -> Self {
         RequestEnvelope {
             message: Some(message),
@@ -104,7 +107,31 @@ impl RequestEnvelope {
             reply: reply.map(|tx| Arc::new(ReplyCell(Mutex::new(Some(tx)), OnceLock::new()))),
             acked_tell: false,
             trace: None,
+            priority,
         }
+    }
+
+    /// The lane the request was sent in.
+    #[must_use]
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Takes the message out, still erased, with the responder to answer it: for an actor
+    /// that forwards requests elsewhere without knowing their types (a relay to an actor in
+    /// another process), which encodes the message and decodes the answer through the
+    /// [`RemoteMessage`] of its [`message_name`](Self::message_name).
+    #[must_use]
+    pub fn into_erased(mut self) -> (ErasedMessage, ErasedResponder) {
+        let message = self
+            .message
+            .take()
+            .expect("an envelope's message is taken once");
+        let responder = ErasedResponder {
+            reply: self.reply.take(),
+            acked_tell: self.acked_tell,
+        };
+        (message, responder)
     }
 
     /// The trace the request is part of, if its sender passed one on.
@@ -205,6 +232,74 @@ impl fmt::Debug for RequestEnvelope {
 impl Drop for RequestEnvelope {
     fn drop(&mut self) {
         // While unwinding, the run loop answers `Panicked` with the panic's message.
+        if let Some(reply) = self.reply.take()
+            && !std::thread::panicking()
+        {
+            reply.send(Err(AskError::NoResponse));
+        }
+    }
+}
+
+/// Answers one dynamic request whose type is known only at run time; from
+/// [`RequestEnvelope::into_erased`]. Dropping it without answering gives the asker
+/// [`AskError::NoResponse`].
+#[must_use = "dropping a responder answers NoResponse"]
+pub struct ErasedResponder {
+    reply: Option<Arc<ReplyCell>>,
+    acked_tell: bool,
+}
+
+impl fmt::Debug for ErasedResponder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ErasedResponder")
+            .field("expects_response", &self.expects_response())
+            .field("wants_ack", &self.wants_ack())
+            .finish()
+    }
+}
+
+impl ErasedResponder {
+    /// Sends the result to the asker: the response or handler error must be of the
+    /// message's types (boxed), as [`RemoteMessage::decode_response`] and
+    /// [`RemoteMessage::decode_error`] give them. For a tell it only says it was handled.
+    pub fn respond(mut self, result: ErasedResult) {
+        if let Some(reply) = self.reply.take() {
+            if let Err(AskError::Handler(_)) = &result {
+                let _ = reply.1.set("the handler returned an error".to_owned());
+            }
+            reply.send(result);
+        }
+    }
+
+    /// Whether the sender waits for an answer (an ask rather than a tell).
+    #[must_use]
+    pub fn expects_response(&self) -> bool {
+        self.reply.is_some() && !self.acked_tell
+    }
+
+    /// Whether the sender waits to learn that a tell was handled (then answer once it was).
+    #[must_use]
+    pub fn wants_ack(&self) -> bool {
+        self.reply.is_some() && self.acked_tell
+    }
+
+    /// Resolves once nobody waits for the answer any more (the asker timed out or dropped
+    /// its future), or at once if nobody waited: the moment to give the work up.
+    pub async fn closed(&mut self) {
+        let Some(reply) = &self.reply else { return };
+        poll_fn(|cx| {
+            let mut tx = reply.0.lock().unwrap_or_else(|e| e.into_inner());
+            match tx.as_mut() {
+                Some(tx) => tx.poll_closed(cx),
+                None => std::task::Poll::Ready(()),
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for ErasedResponder {
+    fn drop(&mut self) {
         if let Some(reply) = self.reply.take()
             && !std::thread::panicking()
         {
@@ -536,7 +631,7 @@ impl DynActorRef {
             Some(false) => return Err(SendError::MailboxFull(msg)),
             Some(true) => {}
         }
-        let req = RequestEnvelope::new(M::name(), TypeId::of::<M>(), Box::new(msg), None);
+        let req = RequestEnvelope::new(M::name(), TypeId::of::<M>(), Box::new(msg), None, priority);
         self.cell
             .push_request(req, priority)
             .map_err(|mut req| SendError::ActorStopped(take_message::<M>(&mut req)))
@@ -571,7 +666,7 @@ impl DynActorRef {
         {
             return Err(SendError::ActorStopped(msg));
         }
-        let req = RequestEnvelope::new(name, type_id, msg, None);
+        let req = RequestEnvelope::new(name, type_id, msg, None, priority);
         self.cell
             .push_request(req, priority)
             .map_err(|mut req| SendError::ActorStopped(req.message.take().expect("not taken")))
@@ -764,7 +859,7 @@ impl<'a> ErasedRequest<'a> {
         }
         target.reserve(room_timeout).await?;
         let (tx, rx) = oneshot::channel();
-        let mut req = RequestEnvelope::new(name, type_id, msg, Some(tx));
+        let mut req = RequestEnvelope::new(name, type_id, msg, Some(tx), priority);
         req.acked_tell = acked_tell;
         req.trace = trace;
         if target.cell.push_request(req, priority).is_err() {

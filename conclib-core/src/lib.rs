@@ -92,8 +92,8 @@ pub use actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
 pub use broadcast::{BroadcastOutcome, Delivery};
 pub use context::{Context, StreamId, TimerHandle};
 pub use dynamic::{
-    DynActorRef, DynAsk, DynTell, ErasedRequest, ErasedResult, QueuedAsk, RequestEnvelope,
-    Responder,
+    DynActorRef, DynAsk, DynTell, ErasedRequest, ErasedResponder, ErasedResult, QueuedAsk,
+    RequestEnvelope, Responder,
 };
 pub use error::{AskError, BoxError, LookupError, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
@@ -151,32 +151,32 @@ pub mod __private {
 
     pub use crate::wire::{MessageDecl, NoError};
 
-    /// A message that can be decoded from another process.
+    /// A message that crosses processes (encoded on one side, decoded on the other).
     #[doc(hidden)]
     #[diagnostic::on_unimplemented(
-        message = "`{Self}` is exposed to other processes with `#[handle(remote)]`, but it cannot be deserialized",
-        label = "`{Self}` does not implement `serde::Deserialize`",
-        note = "add `#[derive(serde::Deserialize)]` to `{Self}`, or remove `remote` from its `#[handle]`"
+        message = "`{Self}` is exposed to other processes with `#[handle(remote)]`, but it is not a serde type both ways",
+        label = "`{Self}` does not implement both `serde::Serialize` and `serde::Deserialize`",
+        note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to `{Self}`, or remove `remote` from its `#[handle]`"
     )]
-    pub trait RemoteRequest: DeserializeOwned {}
-    impl<T: DeserializeOwned> RemoteRequest for T {}
+    pub trait RemoteRequest: Serialize + DeserializeOwned {}
+    impl<T: Serialize + DeserializeOwned> RemoteRequest for T {}
 
     /// The response of a message exposed to other processes.
     #[doc(hidden)]
     #[diagnostic::on_unimplemented(
-        message = "`{M}` is exposed to other processes with `#[handle(remote)]`, but its response `{Self}` cannot be serialized",
-        label = "`{Self}` does not implement `serde::Serialize`",
-        note = "implement or derive `serde::Serialize` for `{Self}`, or remove `remote` from the `#[handle]` of `{M}`"
+        message = "`{M}` is exposed to other processes with `#[handle(remote)]`, but its response `{Self}` is not a serde type both ways",
+        label = "`{Self}` does not implement both `serde::Serialize` and `serde::Deserialize`",
+        note = "implement or derive `serde::Serialize` and `serde::Deserialize` for `{Self}`, or remove `remote` from the `#[handle]` of `{M}`"
     )]
-    pub trait RemoteResponse<M>: Serialize {}
-    impl<M, T: Serialize> RemoteResponse<M> for T {}
+    pub trait RemoteResponse<M>: Serialize + DeserializeOwned {}
+    impl<M, T: Serialize + DeserializeOwned> RemoteResponse<M> for T {}
 
     /// The error of a message exposed to other processes, and how its table entry is built.
     #[doc(hidden)]
     #[diagnostic::on_unimplemented(
-        message = "`{M}` is exposed to other processes with `#[handle(remote)]`, but its response or its error cannot be serialized",
-        label = "the response or the error of `{M}` does not implement `serde::Serialize`",
-        note = "implement or derive `serde::Serialize` for the `response` and the `error` of `{M}` (for a generated message: the method's return type), or remove `remote` from its `#[handle]`"
+        message = "`{M}` is exposed to other processes with `#[handle(remote)]`, but its response or its error is not a serde type both ways",
+        label = "the response or the error of `{M}` does not implement both `serde::Serialize` and `serde::Deserialize`",
+        note = "implement or derive `serde::Serialize` and `serde::Deserialize` for the `response` and the `error` of `{M}` (for a generated message: the method's return type), or remove `remote` from its `#[handle]`"
     )]
     pub trait RemoteError<M> {
         /// The entry of `M` in `Actor::REMOTE`.
@@ -184,16 +184,16 @@ pub mod __private {
     }
     impl<M, E> RemoteError<M> for E
     where
-        M: Message<Error = E> + DeserializeOwned,
-        M::Response: Serialize,
-        E: Serialize,
+        M: Message<Error = E> + Serialize + DeserializeOwned,
+        M::Response: Serialize + DeserializeOwned,
+        E: Serialize + DeserializeOwned,
     {
         const ENTRY: RemoteMessage = RemoteMessage::of::<M>();
     }
     impl<M> RemoteError<M> for NoError
     where
-        M: Message<Error = std::convert::Infallible> + DeserializeOwned,
-        M::Response: Serialize,
+        M: Message<Error = std::convert::Infallible> + Serialize + DeserializeOwned,
+        M::Response: Serialize + DeserializeOwned,
     {
         const ENTRY: RemoteMessage = RemoteMessage::of_infallible::<M>();
     }

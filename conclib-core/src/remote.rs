@@ -1,5 +1,7 @@
 //! Messages exposed to other processes: the type-erased table a proxy uses to decode a
-//! request by wire name and encode the answer, whatever the codec.
+//! request by wire name and encode the answer, whatever the codec (and that a relay to an
+//! actor in another process uses the other way round: encode the request, decode the
+//! answer).
 
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -17,7 +19,9 @@ pub type ErasedMessage = Box<dyn Any + Send>;
 ///
 /// An actor lists them in [`Actor::REMOTE`](crate::Actor::REMOTE) (`#[handle(remote)]` does it
 /// for you). Only listed messages can be invoked through a proxy; the bounds make the
-/// compiler check that the message, its response and its error are serializable.
+/// compiler check that the message, its response and its error are serde types both ways
+/// (serialized on one side of a process boundary, deserialized on the other, whichever
+/// side the actor runs on).
 ///
 /// ```
 /// use conclib_core::{Actor, Message, RemoteMessage};
@@ -41,28 +45,40 @@ pub type ErasedMessage = Box<dyn Any + Send>;
 pub struct RemoteMessage {
     name: fn() -> &'static str,
     type_id: fn() -> TypeId,
-    decode:
-        fn(&mut dyn erased_serde::Deserializer<'_>) -> Result<ErasedMessage, erased_serde::Error>,
-    response: for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize>,
-    error: for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize>,
+    decode: Decode,
+    message: ToSerialize,
+    response: ToSerialize,
+    error: ToSerialize,
+    decode_response: Decode,
+    decode_error: Decode,
     routing_key: fn(&(dyn Any + Send)) -> Option<u64>,
 }
+
+/// Views an erased value as something serde can encode (`None`: not the expected type).
+type ToSerialize = for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_serde::Serialize>;
+
+/// Decodes an erased value of one type from any serde format.
+type Decode =
+    fn(&mut dyn erased_serde::Deserializer<'_>) -> Result<ErasedMessage, erased_serde::Error>;
 
 impl RemoteMessage {
     /// The entry for message type `M`.
     #[must_use]
     pub const fn of<M>() -> Self
     where
-        M: Message + DeserializeOwned,
-        M::Response: Serialize,
-        M::Error: Serialize,
+        M: Message + Serialize + DeserializeOwned,
+        M::Response: Serialize + DeserializeOwned,
+        M::Error: Serialize + DeserializeOwned,
     {
         RemoteMessage {
             name: M::name,
             type_id: TypeId::of::<M>,
             decode: decode::<M>,
+            message: as_serialize::<M>,
             response: as_serialize::<M::Response>,
             error: as_serialize::<M::Error>,
+            decode_response: decode::<M::Response>,
+            decode_error: decode::<M::Error>,
             routing_key: routing_key::<M>,
         }
     }
@@ -72,15 +88,18 @@ impl RemoteMessage {
     #[must_use]
     pub const fn of_infallible<M>() -> Self
     where
-        M: Message<Error = std::convert::Infallible> + DeserializeOwned,
-        M::Response: Serialize,
+        M: Message<Error = std::convert::Infallible> + Serialize + DeserializeOwned,
+        M::Response: Serialize + DeserializeOwned,
     {
         RemoteMessage {
             name: M::name,
             type_id: TypeId::of::<M>,
             decode: decode::<M>,
+            message: as_serialize::<M>,
             response: as_serialize::<M::Response>,
             error: no_error,
+            decode_response: decode::<M::Response>,
+            decode_error: decode_no_error,
             routing_key: routing_key::<M>,
         }
     }
@@ -106,6 +125,39 @@ impl RemoteMessage {
         de: &mut dyn erased_serde::Deserializer<'_>,
     ) -> Result<ErasedMessage, erased_serde::Error> {
         (self.decode)(de)
+    }
+
+    /// The message, as something any serde format can encode; `None` if the value is not
+    /// this message.
+    #[must_use]
+    pub fn message<'a>(
+        &self,
+        message: &'a (dyn Any + Send),
+    ) -> Option<&'a dyn erased_serde::Serialize> {
+        (self.message)(message)
+    }
+
+    /// Decodes a response of this message from any serde format.
+    ///
+    /// # Errors
+    /// The deserializer's error when the bytes do not hold this message's response.
+    pub fn decode_response(
+        &self,
+        de: &mut dyn erased_serde::Deserializer<'_>,
+    ) -> Result<ErasedMessage, erased_serde::Error> {
+        (self.decode_response)(de)
+    }
+
+    /// Decodes a handler error of this message from any serde format (always an error
+    /// for a message that cannot fail).
+    ///
+    /// # Errors
+    /// The deserializer's error when the bytes do not hold this message's error.
+    pub fn decode_error(
+        &self,
+        de: &mut dyn erased_serde::Deserializer<'_>,
+    ) -> Result<ErasedMessage, erased_serde::Error> {
+        (self.decode_error)(de)
     }
 
     /// The response of an ask, as something any serde format can encode; `None` if the value
@@ -143,11 +195,19 @@ impl fmt::Debug for RemoteMessage {
     }
 }
 
-fn decode<M: Message + DeserializeOwned>(
+fn decode<T: DeserializeOwned + Send + 'static>(
     de: &mut dyn erased_serde::Deserializer<'_>,
 ) -> Result<ErasedMessage, erased_serde::Error> {
-    let msg: M = erased_serde::deserialize(de)?;
-    Ok(Box::new(msg))
+    let value: T = erased_serde::deserialize(de)?;
+    Ok(Box::new(value))
+}
+
+fn decode_no_error(
+    _: &mut dyn erased_serde::Deserializer<'_>,
+) -> Result<ErasedMessage, erased_serde::Error> {
+    Err(serde::de::Error::custom(
+        "this message cannot fail: it has no error to decode",
+    ))
 }
 
 fn routing_key<M: Message>(message: &(dyn Any + Send)) -> Option<u64> {

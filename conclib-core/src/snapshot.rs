@@ -107,14 +107,13 @@ pub struct PoolMemberSnapshot {
 /// Reports a pool's members (registered by the pool's actor while it runs).
 pub(crate) type PoolProbe = dyn Fn() -> PoolSnapshot + Send + Sync;
 
-/// What an actor that runs outside this system's tasks (an actor in a child process)
-/// reports to [`ActorSystem::snapshot`]; see [`ActorSystem::list_external`].
+/// What an actor whose work runs outside this system's tasks (an actor in a child process,
+/// behind a local actor that relays to it) reports to [`ActorSystem::snapshot`], in place
+/// of its local actor's own figures; see [`ActorSystem::report_external`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExternalReport {
     /// Its Rust type.
     pub type_name: &'static str,
-    /// Its URN, if it has one.
-    pub urn: Option<String>,
     /// The OS process it runs in now.
     pub pid: Option<u32>,
     /// Requests sent to it and not answered yet.
@@ -134,7 +133,7 @@ pub struct ExternalReport {
 /// Reports an external actor's state; `None` once it has stopped for good.
 pub type ExternalProbe = dyn Fn() -> Option<ExternalReport> + Send + Sync;
 
-/// One entry of [`ActorSystem::list_external`].
+/// One entry of [`ActorSystem::report_external`].
 pub(crate) struct External {
     pub(crate) id: ActorId,
     pub(crate) probe: Weak<ExternalProbe>,
@@ -211,35 +210,38 @@ fn actor_snapshot(cell: &dyn ErasedCell, now: Instant) -> ActorSnapshot {
     }
 }
 
-fn external_snapshot(entry: &mut External, now: Instant) -> Option<ActorSnapshot> {
-    let report = (entry.probe.upgrade()?)()?;
-    Some(ActorSnapshot {
-        id: entry.id.as_u64(),
-        urn: report.urn,
-        type_name: report.type_name.to_owned(),
-        parent: None,
-        state: ActorState::Running,
-        mailbox_len: report.mailbox_len,
-        handled: report.handled,
-        rate: rate(&mut entry.sample, report.handled, now),
-        errors: report.errors,
-        panics: report.panics,
-        restarts: report.restarts,
-        asks_skipped: 0,
-        last_error: report.last_error,
-        pid: report.pid,
-        pool: None,
-    })
+/// Puts an external actor's report in place of its local actor's figures; `false` once
+/// the report is gone for good.
+fn apply_external(entry: &mut External, actor: Option<&mut ActorSnapshot>, now: Instant) -> bool {
+    let Some(probe) = entry.probe.upgrade() else {
+        return false;
+    };
+    let Some(actor) = actor else {
+        // Not among the listed actors (omitted, or not started yet).
+        return true;
+    };
+    let Some(report) = probe() else {
+        return false;
+    };
+    actor.type_name = report.type_name.to_owned();
+    actor.pid = report.pid;
+    actor.mailbox_len = report.mailbox_len;
+    actor.handled = report.handled;
+    actor.rate = rate(&mut entry.sample, report.handled, now);
+    actor.errors = report.errors;
+    actor.panics = report.panics;
+    actor.restarts = report.restarts;
+    actor.last_error = report.last_error;
+    true
 }
 
 impl ActorSystem {
-    /// Lists an actor that runs outside this system's tasks — an actor in a process of its
-    /// own — in this system's [`snapshot`](Self::snapshot)s, for as long as `probe` lives
-    /// and answers `Some`. Returns the id it is listed under (from this system's ids).
-    pub fn list_external(&self, probe: Weak<ExternalProbe>) -> ActorId {
-        let id = self.next_id();
+    /// Makes this system's [`snapshot`](Self::snapshot)s show the actor `id` (a local actor
+    /// that relays to an actor in a process of its own) with what `probe` reports — the
+    /// real actor's type, process id, queue, counts — for as long as `probe` lives and
+    /// answers `Some`.
+    pub fn report_external(&self, id: ActorId, probe: Weak<ExternalProbe>) {
         self.with_externals(|externals| externals.push(External::new(id, probe)));
-        id
     }
 
     /// Every live actor with its state and statistics: id, URN, type, parent, mailbox
@@ -259,7 +261,7 @@ impl ActorSystem {
         let mut cells = self.live_cells();
         cells.retain(|cell| cell.core().is_alive());
         cells.sort_unstable_by_key(|cell| cell.core().id);
-        let mut omitted_actors = cells.len().saturating_sub(max_actors);
+        let omitted_actors = cells.len().saturating_sub(max_actors);
         cells.truncate(max_actors);
         let mut actors: Vec<ActorSnapshot> = cells
             .iter()
@@ -277,18 +279,11 @@ impl ActorSystem {
                 true
             });
         });
-        // Actors in other processes; those gone for good leave the list.
+        // Actors in other processes, reported by their relays' probes.
         self.with_externals(|externals| {
-            externals.retain_mut(|entry| match external_snapshot(entry, now) {
-                Some(snapshot) if actors.len() < max_actors => {
-                    actors.push(snapshot);
-                    true
-                }
-                Some(_) => {
-                    omitted_actors += 1;
-                    true
-                }
-                None => false,
+            externals.retain_mut(|entry| {
+                let actor = actors.iter_mut().find(|a| a.id == entry.id.as_u64());
+                apply_external(entry, actor, now)
             });
         });
         actors.sort_by_key(|a| a.id);

@@ -83,7 +83,7 @@ struct SystemInner {
     urn_generation: tokio::sync::watch::Sender<u64>,
     shutting_down: AtomicBool,
     emptied: Notify,
-    /// Actors in other processes listed in snapshots ([`ActorSystem::list_external`]).
+    /// Actors in other processes listed in snapshots ([`ActorSystem::report_external`]).
     externals: Mutex<Vec<crate::snapshot::External>>,
     /// Pools' member reports, by the pool actor's id.
     pool_probes: Mutex<Vec<(ActorId, std::sync::Weak<crate::snapshot::PoolProbe>)>>,
@@ -507,6 +507,14 @@ impl<A: Actor> SpawnBuilder<A> {
     pub fn children_on_panic(mut self, policy: PanicPolicy) -> Self {
         self.children_policy = Some(policy);
         self
+    }
+
+    /// Spawns the actor as a child of `parent`, as [`Context::build_child`] does from inside
+    /// it: it stops when its parent stops, and the parent's [`Actor::on_event`] hears of its
+    /// restarts and its end. (For code that spawns on an actor's behalf, such as a process
+    /// actor's builder.)
+    pub fn child_of(self, parent: &DynActorRef) -> Self {
+        self.parent(parent.cell.clone())
     }
 
     pub(crate) fn parent(mut self, parent: Arc<dyn ErasedCell>) -> Self {

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ProcessError;
-use crate::parent::decode_answer;
+use crate::process_ref::decode_answer;
 use crate::wire::{self, Frame, status};
 
 /// The environment variable that marks a process actor's process, and names its two

@@ -91,4 +91,25 @@ pub enum SpawnError {
     /// The process did not answer in time; it was killed.
     #[error("the process did not answer within {0:?}; it was killed")]
     NoAnswer(Duration),
+    /// The actor could not join its system: its URN is invalid or taken, or the system (or
+    /// the parent) is stopping.
+    #[error("the process actor could not join its system: {0}")]
+    System(conclib_core::SpawnError),
+    /// A URN was given without a system to register it in.
+    #[error("a URN needs a system: call `.system(..)` or `.child_of(..)` on the builder")]
+    NoSystem,
+}
+
+impl SpawnError {
+    /// The error of spawning a process actor's relay: the process's own error when its
+    /// start failed, else the system's.
+    pub(crate) fn from_relay(error: conclib_core::SpawnError) -> Self {
+        match error {
+            conclib_core::SpawnError::StartFailed(e) => match e.downcast::<SpawnError>() {
+                Ok(e) => *e,
+                Err(e) => SpawnError::System(conclib_core::SpawnError::StartFailed(e)),
+            },
+            other => SpawnError::System(other),
+        }
+    }
 }

@@ -111,8 +111,12 @@ mod child;
 mod error;
 mod link;
 mod parent;
+mod process_ref;
+mod relay;
 mod wire;
 
 pub use child::{ParentLink, Registry, init, parent};
 pub use error::{ProcessError, ProcessExit, SpawnError};
-pub use parent::{ChildOutput, ProcessAsk, ProcessBuilder, ProcessRef, build};
+pub use parent::{ChildOutput, ProcessBuilder, build};
+pub use process_ref::{ProcessAsk, ProcessRef};
+pub use relay::ProcessActor;

@@ -148,29 +148,39 @@ impl Link {
         self.out.push(frame);
     }
 
-    /// Sends a request and waits for its answer (or the process's end).
-    pub(crate) async fn request(
-        &self,
+    /// Sends a request now (in order with what was sent before it) and returns its answer
+    /// (or the process's end), to await. Dropping the answer before it came cancels the
+    /// request in the child.
+    pub(crate) fn request(
+        self: Arc<Self>,
         message: &'static str,
-        body: Vec<u8>,
+        body: &[u8],
         priority: Priority,
-    ) -> Answer {
+    ) -> impl Future<Output = Answer> + Send + 'static {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
         // Checked after registering: an exit in between fails it through `fail_all`.
-        if let Some(exit) = self.exit.borrow().clone() {
+        let exited = self.exit.borrow().clone();
+        if exited.is_some() {
             lock(&self.pending).remove(&id);
-            return Err(exit);
+        } else {
+            self.send(&Frame::Request {
+                id,
+                high: priority == Priority::High,
+                message,
+                body,
+            });
         }
-        let _guard = Forget { link: self, id };
-        self.send(&Frame::Request {
-            id,
-            high: priority == Priority::High,
-            message,
-            body: &body,
-        });
-        rx.await.unwrap_or_else(|_| Err(ProcessExit::unknown()))
+        let guard = Forget { link: self, id };
+        async move {
+            if let Some(exit) = exited {
+                return Err(exit);
+            }
+            let answer = rx.await.unwrap_or_else(|_| Err(ProcessExit::unknown()));
+            drop(guard);
+            answer
+        }
     }
 
     /// A heartbeat: resolves when the child answers, or with its exit.
@@ -374,12 +384,12 @@ impl Drop for Link {
 }
 
 /// Takes an abandoned request out of the pending map.
-struct Forget<'a> {
-    link: &'a Link,
+struct Forget {
+    link: Arc<Link>,
     id: u64,
 }
 
-impl Drop for Forget<'_> {
+impl Drop for Forget {
     fn drop(&mut self) {
         // Still pending: the asker gave up (timeout, dropped future). Tell the child, so that
         // the request is never started if it is still queued there.

@@ -1,27 +1,25 @@
 //! The parent's side: starting a process actor, and the ref that talks to it.
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
-use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conclib_codec::{Bincode, decode_value, encode_value};
+use conclib_codec::{Bincode, encode_value};
 use conclib_core::{
-    Actor, ActorSystem, DynActorRef, ExternalProbe, ExternalReport, Handler, Priority, RemoteReply,
-    RestartLimit, StopReason, SupervisionEvent,
+    Actor, ActorSystem, DynActorRef, ExternalProbe, ExternalReport, RestartLimit, StopReason,
+    SupervisionEvent,
 };
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::child::FD_VAR;
-use crate::error::{ProcessError, ProcessExit, SpawnError};
+use crate::error::{ProcessExit, SpawnError};
 use crate::link::{Link, ProcessStats, lock};
-use crate::wire::{Frame, status};
+use crate::process_ref::ProcessRef;
+use crate::relay::ProcessActor;
+use crate::wire::Frame;
 
 /// Starts building a process actor: `actor` is sent (serialized) to a new process of this
 /// executable, which runs it. The executable's `main` must call [`init`](crate::init) first
@@ -30,7 +28,8 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
     ProcessBuilder {
         actor,
         system: None,
-        supervisor: None,
+        urn: None,
+        parent: None,
         restart: None,
         memory_limit: None,
         heartbeat: Some(Duration::from_secs(2)),
@@ -45,7 +44,8 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
 pub struct ProcessBuilder<A> {
     actor: A,
     system: Option<ActorSystem>,
-    supervisor: Option<DynActorRef>,
+    urn: Option<String>,
+    parent: Option<DynActorRef>,
     restart: Option<RestartLimit>,
     memory_limit: Option<u64>,
     heartbeat: Option<Duration>,
@@ -93,28 +93,44 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         self
     }
 
-    /// The parent's actor system, whose actors the process actor may ask and tell by URN
-    /// ([`parent`](crate::parent) in the child), and whose
-    /// [`snapshot`](conclib_core::ActorSystem::snapshot) lists it with its process id.
-    /// Without it, such asks fail `UnknownUrn`.
+    /// Makes the process actor a member of `system`, as a local actor is: a local actor (a
+    /// [`ProcessActor`](crate::ProcessActor)) stands for it there and relays to its process,
+    /// so it has an id, can have a URN ([`urn`](Self::urn)), is reached by
+    /// [`ActorSystem::lookup`], [`ProcessRef::to_dyn`] and the Redis proxy like any actor,
+    /// and is listed in the system's [`snapshot`](conclib_core::ActorSystem::snapshot) with
+    /// its process id. It lives as a local actor does: until it is stopped or killed, its
+    /// parent stops, or the system shuts down (dropping its refs does not stop it). In the
+    /// child, [`parent`](crate::parent) asks and tells the actors of this system by URN.
+    ///
+    /// Without a system the process actor has no URN, is reached only through its
+    /// [`ProcessRef`], stops when the last clone of it is dropped, and asks from the child
+    /// to the parent fail `UnknownUrn`.
     pub fn system(mut self, system: &ActorSystem) -> Self {
         self.system = Some(system.clone());
         self
     }
 
-    /// Makes the process actor a child of the actor whose context this is: it is listed in
-    /// that actor's system (as with [`system`](Self::system)), and its supervisor's
-    /// [`Actor::on_event`] hears of it as of a local child:
+    /// Names the process actor in its system ([`system`](Self::system) or
+    /// [`child_of`](Self::child_of); without either, `spawn` fails with
+    /// [`SpawnError::NoSystem`]). Checked at spawn as a local actor's URN is.
+    pub fn urn(mut self, urn: impl Into<String>) -> Self {
+        self.urn = Some(urn.into());
+        self
+    }
+
+    /// Makes the process actor a child of the actor whose context this is, in that actor's
+    /// system (as with [`system`](Self::system)): it stops when its parent stops, and the
+    /// parent's [`Actor::on_event`] hears of it as of a local child:
     /// [`SupervisionEvent::ChildRestarted`](conclib_core::SupervisionEvent::ChildRestarted)
     /// when its process died and was replaced (the "panic" is the exit), and
     /// [`SupervisionEvent::ChildStopped`](conclib_core::SupervisionEvent::ChildStopped) when
-    /// it ended for good: `Normal` (exit code 0), `Killed` (by [`ProcessRef::kill`]),
-    /// `RestartLimit` (it died more often than [`restart`](Self::restart) allows: the
-    /// default `on_event` escalates it, as for a local child) or `Failed` (it died without
-    /// a restart policy).
+    /// it ended for good: `Normal` (stopped, or exit code 0), `Killed` (by
+    /// [`ProcessRef::kill`]), `RestartLimit` (it died more often than
+    /// [`restart`](Self::restart) allows: the default `on_event` escalates it, as for a local
+    /// child) or `Failed` (it died without a restart policy).
     pub fn child_of<P: Actor>(mut self, ctx: &conclib_core::Context<P>) -> Self {
         self.system = Some(ctx.system().clone());
-        self.supervisor = Some(ctx.myself().to_dyn());
+        self.parent = Some(ctx.myself().to_dyn());
         self
     }
 
@@ -144,61 +160,73 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     ///
     /// # Errors
     /// [`SpawnError`]: the state cannot be encoded, the process cannot be started, or it
-    /// exited (or did not answer) within the start timeout, with its exit status.
+    /// exited (or did not answer) within the start timeout, with its exit status; with a
+    /// system, the URN is invalid or taken, or the system (or parent) is stopping.
     pub async fn spawn(self) -> Result<ProcessRef<A>, SpawnError> {
+        let ask_timeout = self.ask_timeout;
+        let Some(system) = self.system.clone() else {
+            if self.urn.is_some() {
+                return Err(SpawnError::NoSystem);
+            }
+            let inner = Inner::start(self.spec()?, None).await?;
+            return Ok(ProcessRef::new(inner, None, ask_timeout));
+        };
+        let urn = self.urn.clone();
+        let parent = self.parent.clone();
+        let (actor, started) = ProcessActor::<A>::new(self.spec());
+        let mut builder = system.build(actor).ask_timeout(ask_timeout);
+        if let Some(urn) = urn {
+            builder = builder.urn(urn);
+        }
+        if let Some(parent) = &parent {
+            builder = builder.child_of(parent);
+        }
+        let relay = builder.spawn().await.map_err(SpawnError::from_relay)?;
+        let inner = started.get().cloned().expect("set by the relay's on_start");
+        Ok(ProcessRef::new(inner, Some(relay.to_dyn()), ask_timeout))
+    }
+
+    /// The local actor that starts the process actor in its `on_start` and relays to it:
+    /// what a [`Pool`](conclib_core::Pool) of process actors is made of —
+    /// `system.pool(move || conclib_process::build(Worker::new()).into_actor())`. The
+    /// builder's [`system`](Self::system), [`urn`](Self::urn) and
+    /// [`child_of`](Self::child_of) do not apply (the pool decides); the others do.
+    pub fn into_actor(self) -> ProcessActor<A> {
+        ProcessActor::<A>::new(self.spec()).0
+    }
+
+    fn spec(&self) -> Result<Spec, SpawnError> {
         let state =
             encode_value(&Bincode, &self.actor).map_err(|e| SpawnError::Codec(e.to_string()))?;
-        let spec = Spec {
+        Ok(Spec {
             kind: std::any::type_name::<A>(),
             state,
             heartbeat: self.heartbeat,
             memory_limit: self.memory_limit,
             start_timeout: self.start_timeout,
             restart: self.restart,
-            system: self.system,
+            system: self.system.clone(),
             output: self.output,
             stats: Arc::default(),
-            supervisor: self.supervisor,
-        };
-        let (final_exit, _) = watch::channel(None);
-        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
-            link: std::sync::RwLock::new(None),
-            spec,
-            restarts: Mutex::new(std::collections::VecDeque::new()),
-            restarted: AtomicU64::new(0),
-            ending: std::sync::atomic::AtomicBool::new(false),
-            final_exit,
-            me: weak.clone(),
-            id: std::sync::OnceLock::new(),
-            probe: Arc::new(probe(weak.clone())),
-        });
-        let link = launch(&inner.spec, Arc::downgrade(&inner)).await?;
-        *inner.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
-        if let Some(system) = &inner.spec.system {
-            let probe: std::sync::Weak<ExternalProbe> = Arc::downgrade(&inner.probe) as _;
-            let _ = inner.id.set(system.list_external(probe));
-        }
-        Ok(ProcessRef {
-            inner,
-            ask_timeout: self.ask_timeout,
-            _actor: PhantomData,
+            supervisor: self.parent.clone(),
         })
     }
 }
 
 /// What it takes to start (and restart) one process actor.
-struct Spec {
+pub(crate) struct Spec {
     kind: &'static str,
     state: Vec<u8>,
     heartbeat: Option<Duration>,
     memory_limit: Option<u64>,
     start_timeout: Duration,
     restart: Option<RestartLimit>,
-    system: Option<ActorSystem>,
+    /// The system whose actors the child may ask by URN (and that lists it).
+    pub(crate) system: Option<ActorSystem>,
     output: ChildOutput,
     /// Counted across restarts, for the system's snapshot.
     stats: Arc<ProcessStats>,
-    /// Told of restarts and of the end ([`ProcessBuilder::child_of`]).
+    /// Told of restarts ([`ProcessBuilder::child_of`]).
     supervisor: Option<DynActorRef>,
 }
 
@@ -338,22 +366,24 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
     Ok(link)
 }
 
-/// The process actor behind every clone of one [`ProcessRef`]: its current process, and
-/// what restarting it takes.
+/// The process actor behind every clone of one [`ProcessRef`] (and its relay, if any): its
+/// current process, and what restarting it takes.
 pub(crate) struct Inner {
     link: std::sync::RwLock<Option<Arc<Link>>>,
     spec: Spec,
     restarts: Mutex<std::collections::VecDeque<std::time::Instant>>,
-    restarted: AtomicU64,
+    pub(crate) restarted: AtomicU64,
     /// Killed or stopped on purpose: no restart.
-    ending: std::sync::atomic::AtomicBool,
+    pub(crate) ending: std::sync::atomic::AtomicBool,
     /// Set once the process ended for good.
-    final_exit: watch::Sender<Option<ProcessExit>>,
+    pub(crate) final_exit: watch::Sender<Option<ProcessExit>>,
+    /// Why it ended for good, as its relay stops with it.
+    pub(crate) end_reason: std::sync::OnceLock<StopReason>,
     me: std::sync::Weak<Inner>,
-    /// Its id in [`ProcessBuilder::system`]'s system, once listed there.
-    id: std::sync::OnceLock<conclib_core::ActorId>,
-    /// What the snapshot of [`ProcessBuilder::system`]'s system shows of this actor.
-    probe: Arc<dyn Fn() -> Option<ExternalReport> + Send + Sync>,
+    /// Its relay's id in its system (named in its supervisor's events).
+    pub(crate) id: Option<conclib_core::ActorId>,
+    /// What the snapshot of its system shows of this actor.
+    pub(crate) probe: Arc<ExternalProbe>,
 }
 
 /// Reports a process actor to its system's snapshot, until it ends for good.
@@ -371,7 +401,6 @@ fn probe(inner: std::sync::Weak<Inner>) -> impl Fn() -> Option<ExternalReport> +
         let stats = &inner.spec.stats;
         Some(ExternalReport {
             type_name: inner.spec.kind,
-            urn: None,
             pid: Some(link.pid),
             mailbox_len: lock(&link.pending).len(),
             handled: stats.answered.load(Ordering::Relaxed),
@@ -384,12 +413,48 @@ fn probe(inner: std::sync::Weak<Inner>) -> impl Fn() -> Option<ExternalReport> +
 }
 
 impl Inner {
-    fn link(&self) -> Arc<Link> {
+    /// Starts the first process for `spec`; `id` is its relay's, if it has one.
+    pub(crate) async fn start(
+        spec: Spec,
+        id: Option<conclib_core::ActorId>,
+    ) -> Result<Arc<Inner>, SpawnError> {
+        let (final_exit, _) = watch::channel(None);
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
+            link: std::sync::RwLock::new(None),
+            spec,
+            restarts: Mutex::new(std::collections::VecDeque::new()),
+            restarted: AtomicU64::new(0),
+            ending: std::sync::atomic::AtomicBool::new(false),
+            final_exit,
+            end_reason: std::sync::OnceLock::new(),
+            me: weak.clone(),
+            id,
+            probe: Arc::new(probe(weak.clone())),
+        });
+        let link = launch(&inner.spec, Arc::downgrade(&inner)).await?;
+        *inner.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
+        Ok(inner)
+    }
+
+    pub(crate) fn link(&self) -> Arc<Link> {
         self.link
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .expect("set at spawn")
+            .expect("set at start")
+    }
+
+    /// Waits until the process has ended for good.
+    pub(crate) async fn ended(&self) -> ProcessExit {
+        let mut exit = self.final_exit.subscribe();
+        loop {
+            if let Some(e) = exit.borrow_and_update().clone() {
+                return e;
+            }
+            if exit.changed().await.is_err() {
+                return ProcessExit::unknown();
+            }
+        }
     }
 
     /// The current process died: restart it if the policy allows, else end for good.
@@ -432,11 +497,13 @@ impl Inner {
                         metrics::counter!("conclib_process_restarts_total", "actor" => self.spec.kind)
                             .increment(1);
                     }
-                    self.tell_supervisor(|id| SupervisionEvent::ChildRestarted {
-                        id,
-                        urn: None,
-                        panic: format!("the process died: {exit}"),
-                    });
+                    if let (Some(supervisor), Some(id)) = (&self.spec.supervisor, self.id) {
+                        supervisor.send_event(SupervisionEvent::ChildRestarted {
+                            id,
+                            urn: None,
+                            panic: format!("the process died: {exit}"),
+                        });
+                    }
                     return;
                 }
                 Err(e) => {
@@ -457,268 +524,8 @@ impl Inner {
         } else {
             StopReason::Failed(format!("the process died: {exit}"))
         };
-        self.tell_supervisor(|id| SupervisionEvent::ChildStopped {
-            id,
-            urn: None,
-            reason,
-        });
+        let _ = self.end_reason.set(reason);
         // Stored even with no one waiting yet (`send` would drop it then).
         self.final_exit.send_replace(Some(exit));
-    }
-
-    fn tell_supervisor(&self, event: impl FnOnce(conclib_core::ActorId) -> SupervisionEvent) {
-        if let (Some(supervisor), Some(id)) = (&self.spec.supervisor, self.id.get()) {
-            supervisor.send_event(event(*id));
-        }
-    }
-}
-
-/// A ref to an actor of type `A` running in a process of its own; from [`build`].
-/// Cloning is cheap; when the last clone is dropped the process is stopped gracefully.
-///
-/// It asks and tells like an [`ActorRef`](conclib_core::ActorRef): typed, checked at compile
-/// time against `A`'s handlers, with timeouts and priorities. Messages cross the process
-/// boundary: they must be exposed by `A` ([`Actor::REMOTE`], `#[handle(remote)]`), serde
-/// types, declared with `#[message]` (or [`MessageDecl`](conclib_core::MessageDecl)).
-pub struct ProcessRef<A> {
-    inner: Arc<Inner>,
-    ask_timeout: Duration,
-    _actor: PhantomData<fn() -> A>,
-}
-
-impl<A> Clone for ProcessRef<A> {
-    fn clone(&self) -> Self {
-        ProcessRef {
-            inner: self.inner.clone(),
-            ask_timeout: self.ask_timeout,
-            _actor: PhantomData,
-        }
-    }
-}
-
-impl<A> fmt::Debug for ProcessRef<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessRef")
-            .field("actor", &std::any::type_name::<A>())
-            .field("pid", &self.inner.link().pid)
-            .finish()
-    }
-}
-
-impl<A: Actor> ProcessRef<A> {
-    /// The id the actor is listed under in its system's snapshot (and named by in its
-    /// supervisor's events), when built with [`ProcessBuilder::system`] or
-    /// [`ProcessBuilder::child_of`]; it stays the same across restarts.
-    #[must_use]
-    pub fn id(&self) -> Option<conclib_core::ActorId> {
-        self.inner.id.get().copied()
-    }
-
-    /// The id of the actor's current process.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.inner.link().pid
-    }
-
-    /// Whether the actor's process runs (between a death and its restart: no).
-    #[must_use]
-    pub fn is_alive(&self) -> bool {
-        self.inner.link().exit.borrow().is_none()
-    }
-
-    /// How many times the process was restarted.
-    #[must_use]
-    pub fn restarts(&self) -> u64 {
-        self.inner.restarted.load(Ordering::Relaxed)
-    }
-
-    /// Asks the actor; `.await` it, after `.timeout(..)` or `.priority(..)` if needed.
-    pub fn ask<M>(&self, msg: M) -> ProcessAsk<'_, A, M>
-    where
-        A: Handler<M>,
-        M: RemoteReply + Serialize,
-        M::Response: DeserializeOwned,
-    {
-        ProcessAsk {
-            target: self,
-            msg,
-            timeout: self.ask_timeout,
-            priority: Priority::Normal,
-        }
-    }
-
-    /// Tells the actor: returns once the message is on its way (its process may still die
-    /// before handling it).
-    ///
-    /// # Errors
-    /// [`ProcessError::Exited`] if the process has exited; [`ProcessError::Codec`].
-    pub fn tell<M>(&self, msg: M) -> Result<(), ProcessError>
-    where
-        A: Handler<M>,
-        M: conclib_core::Message + Serialize,
-    {
-        self.tell_with(msg, Priority::Normal)
-    }
-
-    /// [`tell`](Self::tell) in the given lane.
-    ///
-    /// # Errors
-    /// As [`tell`](Self::tell).
-    pub fn tell_with<M>(&self, msg: M, priority: Priority) -> Result<(), ProcessError>
-    where
-        A: Handler<M>,
-        M: conclib_core::Message + Serialize,
-    {
-        let link = self.inner.link();
-        if let Some(exit) = link.exit.borrow().clone() {
-            return Err(ProcessError::Exited(exit));
-        }
-        let body = encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
-        link.send(&Frame::Request {
-            id: 0,
-            high: priority == Priority::High,
-            message: M::name(),
-            body: &body,
-        });
-        Ok(())
-    }
-
-    /// Stops the actor gracefully (what it has queued is handled), then its process exits;
-    /// it is not restarted.
-    pub fn stop(&self) {
-        self.inner.ending.store(true, Ordering::Release);
-        self.inner.link().send(&Frame::Stop);
-    }
-
-    /// Kills the process at once (`SIGKILL`): pending asks fail with
-    /// [`ProcessError::Exited`].
-    pub fn kill(&self) {
-        self.inner.ending.store(true, Ordering::Release);
-        self.inner.link().kill();
-    }
-
-    /// Waits until the actor's process has ended for good (no restart follows), and says how.
-    pub async fn wait_for_stop(&self) -> ProcessExit {
-        let mut exit = self.inner.final_exit.subscribe();
-        loop {
-            if let Some(e) = exit.borrow_and_update().clone() {
-                return e;
-            }
-            if exit.changed().await.is_err() {
-                return ProcessExit::unknown();
-            }
-        }
-    }
-}
-
-/// An ask to a process actor; `.await` it. From [`ProcessRef::ask`].
-#[must_use = "an ask does nothing until awaited"]
-pub struct ProcessAsk<'a, A, M> {
-    target: &'a ProcessRef<A>,
-    msg: M,
-    timeout: Duration,
-    priority: Priority,
-}
-
-impl<A: Actor, M> ProcessAsk<'_, A, M> {
-    /// Fails with [`ProcessError::Timeout`] if no answer arrives within `timeout`.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sends in the actor's given lane.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// Sends the message as a tell instead (in the lane chosen with
-    /// [`priority`](Self::priority)); see [`ProcessRef::tell`]. `.await` it. The
-    /// method-call API reads `worker.reset().tell().await?`.
-    pub fn tell(self) -> std::future::Ready<Result<(), ProcessError>>
-    where
-        A: Handler<M>,
-        M: conclib_core::Message + Serialize,
-    {
-        std::future::ready(self.target.tell_with(self.msg, self.priority))
-    }
-}
-
-impl<A: Actor> conclib_core::Address for ProcessRef<A> {
-    type Actor = A;
-}
-
-impl<A, M> conclib_core::Requester<M> for ProcessRef<A>
-where
-    A: Handler<M>,
-    M: RemoteReply + Serialize,
-    M::Response: DeserializeOwned,
-{
-    type Request<'a> = ProcessAsk<'a, A, M>;
-
-    fn request(&self, message: M) -> ProcessAsk<'_, A, M> {
-        self.ask(message)
-    }
-}
-
-impl<'a, A, M> IntoFuture for ProcessAsk<'a, A, M>
-where
-    A: Actor,
-    M: RemoteReply + Serialize,
-    M::Response: DeserializeOwned,
-{
-    type Output = Result<M::Response, ProcessError<M::Error>>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let ProcessAsk {
-                target,
-                msg,
-                timeout,
-                priority,
-            } = self;
-            let body =
-                encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
-            drop(msg);
-            let (status, payload) = tokio::time::timeout(
-                timeout,
-                target.inner.link().request(M::name(), body, priority),
-            )
-            .await
-            .map_err(|_| ProcessError::Timeout(timeout))?
-            .map_err(ProcessError::Exited)?;
-            decode_answer::<M>("", status, &payload)
-        })
-    }
-}
-
-/// Decodes an answer's status and payload into an ask's result (`urn`: whom it was for).
-pub(crate) fn decode_answer<M>(
-    urn: &str,
-    status: u8,
-    payload: &[u8],
-) -> Result<M::Response, ProcessError<M::Error>>
-where
-    M: RemoteReply,
-    M::Response: DeserializeOwned,
-{
-    let text = || String::from_utf8_lossy(payload).into_owned();
-    match status {
-        status::OK => {
-            decode_value(&Bincode, payload).map_err(|e| ProcessError::Codec(e.to_string()))
-        }
-        status::HANDLER_ERROR => match decode_value::<M::WireError>(&Bincode, payload) {
-            Ok(e) => Err(ProcessError::Handler(M::handler_error(e))),
-            Err(e) => Err(ProcessError::Codec(e.to_string())),
-        },
-        status::UNKNOWN_URN => Err(ProcessError::UnknownUrn(urn.to_owned())),
-        status::PANICKED => Err(ProcessError::Panicked(text())),
-        status::UNKNOWN_MESSAGE => Err(ProcessError::UnknownMessage(M::name().to_owned())),
-        status::MAILBOX_FULL => Err(ProcessError::MailboxFull),
-        status::NO_RESPONSE => Err(ProcessError::NoResponse),
-        status::CODEC_ERROR => Err(ProcessError::Codec(text())),
-        _ => Err(ProcessError::ActorStopped),
     }
 }

@@ -166,7 +166,8 @@ impl<A: Actor> Actor for PoolActor<A> {
                 None => false,
             };
             if reserved {
-                match crate::cell::ErasedCell::push_request(cell, request, Priority::Normal) {
+                let priority = request.priority();
+                match crate::cell::ErasedCell::push_request(cell, request, priority) {
                     Ok(()) => return,
                     Err(back) => request = back,
                 }

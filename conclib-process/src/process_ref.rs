@@ -1,0 +1,309 @@
+//! The ref to a process actor, and its asks.
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use conclib_codec::{Bincode, decode_value, encode_value};
+use conclib_core::{Actor, DynActorRef, Handler, Priority, RemoteReply, Urn};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{ProcessError, ProcessExit};
+use crate::parent::Inner;
+use crate::wire::{Frame, status};
+
+/// A ref to an actor of type `A` running in a process of its own; from
+/// [`build`](crate::build). Cloning is cheap. A process actor built without a system stops
+/// gracefully when the last clone is dropped; one in a system
+/// ([`ProcessBuilder::system`](crate::ProcessBuilder::system)) lives as a local actor does.
+///
+/// It asks and tells like an [`ActorRef`](conclib_core::ActorRef): typed, checked at compile
+/// time against `A`'s handlers, with timeouts and priorities. Messages cross the process
+/// boundary: they must be exposed by `A` ([`Actor::REMOTE`], `#[handle(remote)]`), serde
+/// types, declared with `#[message]` (or [`MessageDecl`](conclib_core::MessageDecl)).
+pub struct ProcessRef<A> {
+    inner: Arc<Inner>,
+    /// The local actor that stands for it in its system, if it has one.
+    relay: Option<DynActorRef>,
+    ask_timeout: Duration,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> ProcessRef<A> {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        relay: Option<DynActorRef>,
+        ask_timeout: Duration,
+    ) -> Self {
+        ProcessRef {
+            inner,
+            relay,
+            ask_timeout,
+            _actor: PhantomData,
+        }
+    }
+}
+
+impl<A> Clone for ProcessRef<A> {
+    fn clone(&self) -> Self {
+        ProcessRef {
+            inner: self.inner.clone(),
+            relay: self.relay.clone(),
+            ask_timeout: self.ask_timeout,
+            _actor: PhantomData,
+        }
+    }
+}
+
+impl<A> fmt::Debug for ProcessRef<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessRef")
+            .field("actor", &std::any::type_name::<A>())
+            .field("pid", &self.inner.link().pid)
+            .finish()
+    }
+}
+
+impl<A: Actor> ProcessRef<A> {
+    /// The actor's id in its system (that of the local actor that stands for it there),
+    /// when it has a system ([`ProcessBuilder::system`](crate::ProcessBuilder::system) or
+    /// [`ProcessBuilder::child_of`](crate::ProcessBuilder::child_of)); it stays the same
+    /// across restarts.
+    #[must_use]
+    pub fn id(&self) -> Option<conclib_core::ActorId> {
+        self.relay.as_ref().map(DynActorRef::id)
+    }
+
+    /// The actor's URN, if it was given one ([`ProcessBuilder::urn`](crate::ProcessBuilder::urn)).
+    #[must_use]
+    pub fn urn(&self) -> Option<&Urn> {
+        self.relay.as_ref().and_then(DynActorRef::urn)
+    }
+
+    /// The actor as a [`DynActorRef`], when it has a system: what
+    /// [`ActorSystem::lookup`](conclib_core::ActorSystem::lookup) of its URN returns. Asks
+    /// through it reach the process like asks through this ref; their errors are the core's
+    /// [`AskError`](conclib_core::AskError)s: an ask lost with its process fails
+    /// `Panicked` with the exit in its text (`"the process died: killed by signal 9"`), one
+    /// sent after the actor ended for good `ActorStopped`.
+    #[must_use]
+    pub fn to_dyn(&self) -> Option<DynActorRef> {
+        self.relay.clone()
+    }
+
+    /// The id of the actor's current process.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.inner.link().pid
+    }
+
+    /// Whether the actor's process runs (between a death and its restart: no).
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.inner.link().exit.borrow().is_none()
+    }
+
+    /// How many times the process was restarted.
+    #[must_use]
+    pub fn restarts(&self) -> u64 {
+        self.inner.restarted.load(Ordering::Relaxed)
+    }
+
+    /// Asks the actor; `.await` it, after `.timeout(..)` or `.priority(..)` if needed.
+    pub fn ask<M>(&self, msg: M) -> ProcessAsk<'_, A, M>
+    where
+        A: Handler<M>,
+        M: RemoteReply + Serialize,
+        M::Response: DeserializeOwned,
+    {
+        ProcessAsk {
+            target: self,
+            msg,
+            timeout: self.ask_timeout,
+            priority: Priority::Normal,
+        }
+    }
+
+    /// Tells the actor: returns once the message is on its way (its process may still die
+    /// before handling it).
+    ///
+    /// # Errors
+    /// [`ProcessError::Exited`] if the process has exited; [`ProcessError::Codec`].
+    pub fn tell<M>(&self, msg: M) -> Result<(), ProcessError>
+    where
+        A: Handler<M>,
+        M: conclib_core::Message + Serialize,
+    {
+        self.tell_with(msg, Priority::Normal)
+    }
+
+    /// [`tell`](Self::tell) in the given lane.
+    ///
+    /// # Errors
+    /// As [`tell`](Self::tell).
+    pub fn tell_with<M>(&self, msg: M, priority: Priority) -> Result<(), ProcessError>
+    where
+        A: Handler<M>,
+        M: conclib_core::Message + Serialize,
+    {
+        let link = self.inner.link();
+        if let Some(exit) = link.exit.borrow().clone() {
+            return Err(ProcessError::Exited(exit));
+        }
+        let body = encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
+        link.send(&Frame::Request {
+            id: 0,
+            high: priority == Priority::High,
+            message: M::name(),
+            body: &body,
+        });
+        Ok(())
+    }
+
+    /// Stops the actor gracefully (what it has queued is handled), then its process exits;
+    /// it is not restarted.
+    pub fn stop(&self) {
+        self.inner.ending.store(true, Ordering::Release);
+        match &self.relay {
+            // Its `on_stop` stops the process, after what the relay had queued.
+            Some(relay) => relay.stop(),
+            None => self.inner.link().send(&Frame::Stop),
+        }
+    }
+
+    /// Kills the process at once (`SIGKILL`): pending asks fail with
+    /// [`ProcessError::Exited`].
+    pub fn kill(&self) {
+        self.inner.ending.store(true, Ordering::Release);
+        self.inner.link().kill();
+        if let Some(relay) = &self.relay {
+            relay.kill();
+        }
+    }
+
+    /// Waits until the actor's process has ended for good (no restart follows), and says
+    /// how. In a system, its URN is free by then.
+    pub async fn wait_for_stop(&self) -> ProcessExit {
+        let exit = self.inner.ended().await;
+        if let Some(relay) = &self.relay {
+            relay.wait_for_stop().await;
+        }
+        exit
+    }
+}
+
+/// An ask to a process actor; `.await` it. From [`ProcessRef::ask`].
+#[must_use = "an ask does nothing until awaited"]
+pub struct ProcessAsk<'a, A, M> {
+    target: &'a ProcessRef<A>,
+    msg: M,
+    timeout: Duration,
+    priority: Priority,
+}
+
+impl<A: Actor, M> ProcessAsk<'_, A, M> {
+    /// Fails with [`ProcessError::Timeout`] if no answer arrives within `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends in the actor's given lane.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sends the message as a tell instead (in the lane chosen with
+    /// [`priority`](Self::priority)); see [`ProcessRef::tell`]. `.await` it. The
+    /// method-call API reads `worker.reset().tell().await?`.
+    pub fn tell(self) -> std::future::Ready<Result<(), ProcessError>>
+    where
+        A: Handler<M>,
+        M: conclib_core::Message + Serialize,
+    {
+        std::future::ready(self.target.tell_with(self.msg, self.priority))
+    }
+}
+
+impl<A: Actor> conclib_core::Address for ProcessRef<A> {
+    type Actor = A;
+}
+
+impl<A, M> conclib_core::Requester<M> for ProcessRef<A>
+where
+    A: Handler<M>,
+    M: RemoteReply + Serialize,
+    M::Response: DeserializeOwned,
+{
+    type Request<'a> = ProcessAsk<'a, A, M>;
+
+    fn request(&self, message: M) -> ProcessAsk<'_, A, M> {
+        self.ask(message)
+    }
+}
+
+impl<'a, A, M> IntoFuture for ProcessAsk<'a, A, M>
+where
+    A: Actor,
+    M: RemoteReply + Serialize,
+    M::Response: DeserializeOwned,
+{
+    type Output = Result<M::Response, ProcessError<M::Error>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let ProcessAsk {
+                target,
+                msg,
+                timeout,
+                priority,
+            } = self;
+            let body =
+                encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
+            drop(msg);
+            let answer = target.inner.link().request(M::name(), &body, priority);
+            drop(body);
+            let (status, payload) = tokio::time::timeout(timeout, answer)
+                .await
+                .map_err(|_| ProcessError::Timeout(timeout))?
+                .map_err(ProcessError::Exited)?;
+            decode_answer::<M>("", status, &payload)
+        })
+    }
+}
+
+/// Decodes an answer's status and payload into an ask's result (`urn`: whom it was for).
+pub(crate) fn decode_answer<M>(
+    urn: &str,
+    status: u8,
+    payload: &[u8],
+) -> Result<M::Response, ProcessError<M::Error>>
+where
+    M: RemoteReply,
+    M::Response: DeserializeOwned,
+{
+    let text = || String::from_utf8_lossy(payload).into_owned();
+    match status {
+        status::OK => {
+            decode_value(&Bincode, payload).map_err(|e| ProcessError::Codec(e.to_string()))
+        }
+        status::HANDLER_ERROR => match decode_value::<M::WireError>(&Bincode, payload) {
+            Ok(e) => Err(ProcessError::Handler(M::handler_error(e))),
+            Err(e) => Err(ProcessError::Codec(e.to_string())),
+        },
+        status::UNKNOWN_URN => Err(ProcessError::UnknownUrn(urn.to_owned())),
+        status::PANICKED => Err(ProcessError::Panicked(text())),
+        status::UNKNOWN_MESSAGE => Err(ProcessError::UnknownMessage(M::name().to_owned())),
+        status::MAILBOX_FULL => Err(ProcessError::MailboxFull),
+        status::NO_RESPONSE => Err(ProcessError::NoResponse),
+        status::CODEC_ERROR => Err(ProcessError::Codec(text())),
+        _ => Err(ProcessError::ActorStopped),
+    }
+}

@@ -1,0 +1,249 @@
+//! The local actor that stands for a process actor in its parent's system: it gives the
+//! process actor an id, a URN, a place in the supervision tree and the snapshot, and
+//! relays every request it gets (from a [`DynActorRef`](conclib_core::DynActorRef), the
+//! Redis proxy, a pool) to the process.
+
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use conclib_codec::{Bincode, Codec};
+use conclib_core::{
+    Actor, AskError, BoxError, Context, ErasedResult, Handler, Message, RemoteMessage,
+    RequestEnvelope, StopReason,
+};
+
+use crate::error::SpawnError;
+use crate::link::Answer;
+use crate::parent::{Inner, Spec};
+use crate::wire::{Frame, status};
+
+/// How long a relay that is stopping waits for its process to finish what it has queued
+/// before killing it.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// A local actor that runs an `A` in a process of its own and relays to it: what a process
+/// actor is in its system. From
+/// [`ProcessBuilder::into_actor`](crate::ProcessBuilder::into_actor) (for pools);
+/// [`ProcessBuilder::spawn`](crate::ProcessBuilder::spawn) with a system spawns one for
+/// you.
+///
+/// It starts the process in its `on_start` (a failed start fails its spawn), exposes `A`'s
+/// remote messages ([`Actor::REMOTE`]) and relays each request to the process in the order
+/// it received them, without waiting for the answers (many are in flight at once). An ask
+/// whose asker gives up is cancelled in the process. It stops when the process ends for good
+/// (with [`StopReason::Normal`], `Killed`, `RestartLimit` or `Failed`, as
+/// [`ProcessBuilder::child_of`](crate::ProcessBuilder::child_of) describes), and stopping it
+/// stops the process (gracefully, killed after 10 s; killing it kills the process).
+pub struct ProcessActor<A> {
+    spec: Option<Result<Spec, SpawnError>>,
+    started: Arc<OnceLock<Arc<Inner>>>,
+    inner: Option<Arc<Inner>>,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> std::fmt::Debug for ProcessActor<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessActor")
+            .field("actor", &std::any::type_name::<A>())
+            .field("pid", &self.inner.as_ref().map(|i| i.link().pid))
+            .finish()
+    }
+}
+
+impl<A> ProcessActor<A> {
+    /// A relay for `spec`, and where it puts the started process.
+    pub(crate) fn new(spec: Result<Spec, SpawnError>) -> (Self, Arc<OnceLock<Arc<Inner>>>) {
+        let started = Arc::new(OnceLock::new());
+        let actor = ProcessActor {
+            spec: Some(spec),
+            started: started.clone(),
+            inner: None,
+            _actor: PhantomData,
+        };
+        (actor, started)
+    }
+}
+
+/// The process ended for good: the relay stops with it.
+struct Ended;
+impl Message for Ended {
+    type Response = ();
+    type Error = std::convert::Infallible;
+    fn name() -> &'static str {
+        "conclib_process::Ended"
+    }
+}
+
+impl<A: Actor> Actor for ProcessActor<A> {
+    const REMOTE: &'static [RemoteMessage] = A::REMOTE;
+
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+        let mut spec = self
+            .spec
+            .take()
+            .ok_or("a process actor's relay starts once")??;
+        if spec.system.is_none() {
+            spec.system = Some(ctx.system().clone());
+        }
+        let inner = Inner::start(spec, Some(ctx.id())).await?;
+        ctx.system()
+            .report_external(ctx.id(), Arc::downgrade(&inner.probe));
+        // When the process ends for good, so does the relay.
+        let myself = ctx.myself().clone();
+        let watched = inner.clone();
+        tokio::spawn(async move {
+            watched.ended().await;
+            drop(watched);
+            let _ = myself.tell(Ended).await;
+        });
+        let _ = self.started.set(inner.clone());
+        self.inner = Some(inner);
+        Ok(())
+    }
+
+    async fn on_stop(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        reason: &StopReason,
+    ) -> Result<(), BoxError> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        if inner.final_exit.borrow().is_some() {
+            return Ok(());
+        }
+        inner.ending.store(true, Ordering::Release);
+        if *reason == StopReason::Killed {
+            inner.link().kill();
+        } else {
+            inner.link().send(&Frame::Stop);
+        }
+        if tokio::time::timeout(STOP_GRACE, inner.ended())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pid = inner.link().pid,
+                "a process actor did not stop within {STOP_GRACE:?}: killed"
+            );
+            inner.link().kill();
+            inner.ended().await;
+        }
+        Ok(())
+    }
+
+    fn accepts(message: std::any::TypeId) -> bool {
+        A::REMOTE.iter().any(|m| m.type_id() == message)
+    }
+
+    async fn handle_request(&mut self, request: RequestEnvelope, _ctx: &mut Context<Self>) {
+        let Some(inner) = &self.inner else {
+            request.reject();
+            return;
+        };
+        let name = request.message_name();
+        let Some(rm) = A::REMOTE.iter().find(|m| m.name() == name) else {
+            request.reject();
+            return;
+        };
+        let priority = request.priority();
+        let (message, mut responder) = request.into_erased();
+        let body = match rm.message(&*message).map(|m| Bincode.encode(m)) {
+            Some(Ok(body)) => body,
+            failed => {
+                let why = failed.map_or("a message of the wrong type".to_owned(), |e| {
+                    e.err().map(|e| e.to_string()).unwrap_or_default()
+                });
+                tracing::error!(message = name, error = %why, "could not encode a message for a process actor");
+                responder.respond(Err(AskError::NoResponse));
+                return;
+            }
+        };
+        drop(message);
+        let link = inner.link();
+        if !responder.expects_response() && !responder.wants_ack() {
+            if link.exit.borrow().is_some() {
+                tracing::warn!(
+                    message = name,
+                    "a tell to a process actor whose process has died was dropped"
+                );
+            }
+            link.send(&Frame::Request {
+                id: 0,
+                high: priority == conclib_core::Priority::High,
+                message: name,
+                body: &body,
+            });
+            return;
+        }
+        // Queued on the link now (in order); answered when the process answers. Dropping the
+        // request's future when the asker gives up cancels it in the process.
+        let answer = link.request(name, &body, priority);
+        tokio::spawn(async move {
+            let answer = tokio::select! {
+                answer = answer => answer,
+                () = responder.closed() => return,
+            };
+            responder.respond(erased_answer(rm, answer));
+        });
+    }
+}
+
+impl<A: Actor> Handler<Ended> for ProcessActor<A> {
+    async fn handle(
+        &mut self,
+        _: Ended,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        let reason = self
+            .inner
+            .as_ref()
+            .and_then(|i| i.end_reason.get().cloned())
+            .unwrap_or(StopReason::Normal);
+        ctx.stop_with(reason);
+        Ok(())
+    }
+}
+
+/// A process's answer as the core's erased result.
+fn erased_answer(rm: &'static RemoteMessage, answer: Answer) -> ErasedResult {
+    let (status, payload) = match answer {
+        Ok(answer) => answer,
+        Err(exit) => return Err(AskError::Panicked(format!("the process died: {exit}"))),
+    };
+    let text = || String::from_utf8_lossy(&payload).into_owned();
+    let decode = |decode: fn(
+        &RemoteMessage,
+        &mut dyn erased_serde::Deserializer<'_>,
+    ) -> Result<conclib_core::ErasedMessage, erased_serde::Error>| {
+        let mut value = None;
+        let decoded = Bincode.decode_with(&payload, &mut |de| {
+            value = Some(decode(rm, de)?);
+            Ok(())
+        });
+        match (decoded, value) {
+            (Ok(()), Some(value)) => Some(value),
+            (result, _) => {
+                tracing::error!(message = rm.name(), error = ?result.err(), "could not decode a process actor's answer");
+                None
+            }
+        }
+    };
+    match status {
+        status::OK => decode(RemoteMessage::decode_response).ok_or(AskError::NoResponse),
+        status::HANDLER_ERROR => match decode(RemoteMessage::decode_error) {
+            Some(error) => Err(AskError::Handler(error)),
+            None => Err(AskError::NoResponse),
+        },
+        status::PANICKED => Err(AskError::Panicked(text())),
+        status::UNKNOWN_MESSAGE => Err(AskError::UnknownMessage {
+            actor: String::new(),
+            message: rm.name().to_owned(),
+        }),
+        status::MAILBOX_FULL => Err(AskError::MailboxFull),
+        status::NO_RESPONSE | status::CODEC_ERROR => Err(AskError::NoResponse),
+        _ => Err(AskError::ActorStopped),
+    }
+}
