@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use conclib_codec::{Bincode, Codec};
 use conclib_core::{
-    Actor, ActorSystem, AskError, DynActorRef, ErasedResult, Priority, RemoteMessage, RemoteReply,
+    Actor, ActorSystem, AskError, DynActorRef, ErasedResult, PanicPolicy, Priority, RemoteMessage,
+    RemoteReply, StopReason,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,7 +27,8 @@ use crate::wire::{self, Frame, status};
 /// sockets: `<data>,<control>`.
 pub(crate) const FD_VAR: &str = "CONCLIB_PROCESS_FD";
 
-type Start = fn(ActorSystem, Vec<u8>) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>>;
+type Start =
+    fn(ActorSystem, Vec<u8>, bool) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>>;
 
 /// The actor types this executable can run in a child process, by type name. Pass it to
 /// [`init`], the first line of `main`.
@@ -70,10 +72,21 @@ impl Registry {
 fn start<A: Actor + DeserializeOwned>(
     system: ActorSystem,
     state: Vec<u8>,
+    resume: bool,
 ) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>> {
     Box::pin(async move {
         let actor: A = conclib_codec::decode_value(&Bincode, &state).map_err(|e| e.to_string())?;
-        let actor = system.spawn(actor).await.map_err(|e| e.to_string())?;
+        let policy = if resume {
+            PanicPolicy::Resume
+        } else {
+            PanicPolicy::Stop
+        };
+        let actor = system
+            .build(actor)
+            .on_panic(policy)
+            .spawn()
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(actor.to_dyn())
     })
 }
@@ -150,7 +163,12 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
         Ok(true) => wire::decode(&buf),
         _ => None,
     };
-    let Some(Frame::Init { kind, state }) = init else {
+    let Some(Frame::Init {
+        kind,
+        state,
+        resume,
+    }) = init
+    else {
         eprintln!("conclib-process: no actor to run");
         return 2;
     };
@@ -161,7 +179,7 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
         return 2;
     };
     let system = ActorSystem::new(format!("process:{kind}"));
-    let actor = match start(system.clone(), state).await {
+    let actor = match start(system.clone(), state, resume).await {
         Ok(actor) => actor,
         Err(e) => {
             eprintln!("conclib-process: {kind} did not start: {e}");
@@ -193,8 +211,18 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
     });
     // The asks waiting for their answers, by id: what a `Cancel` aborts.
     let asks: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> = Arc::default();
+    // The actor stopping on its own (a panic, its own `stop`) ends the process, as a local
+    // actor's end ends it: the parent hears why.
+    let stopped = actor.wait_for_stop();
+    tokio::pin!(stopped);
     loop {
-        match wire::read(&mut reader, &mut buf).await {
+        let read = tokio::select! {
+            read = wire::read(&mut reader, &mut buf) => read,
+            reason = &mut stopped => {
+                return ended(&reason, &asks, &tx, writer_task).await;
+            }
+        };
+        match read {
             Ok(true) => match wire::decode(&buf) {
                 Some(Frame::Request {
                     id,
@@ -236,6 +264,38 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
             Ok(false) | Err(_) => return 1,
         }
     }
+}
+
+/// The actor stopped on its own: the answers still on their way are sent, then why it
+/// stopped (the `Ended` frame), then the process exits.
+async fn ended(
+    reason: &StopReason,
+    asks: &Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    writer_task: tokio::task::JoinHandle<()>,
+) -> i32 {
+    // The asks it had queued fail `ActorStopped` at once; their answers follow.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !lock(asks).is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let (panicked, text) = match reason {
+        StopReason::Normal | StopReason::Killed => (false, String::new()),
+        StopReason::Panicked(p) => (true, p.clone()),
+        other => (false, other.to_string()),
+    };
+    let mut frame = Vec::new();
+    wire::encode(
+        &Frame::Ended {
+            panicked,
+            reason: &text,
+        },
+        &mut frame,
+    );
+    let _ = tx.send(frame);
+    let _ = tx.send(Vec::new());
+    let _ = writer_task.await;
+    0
 }
 
 /// Queues one request in the actor's mailbox, in arrival order (waiting for room: the

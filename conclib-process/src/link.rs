@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclib_codec::Bincode;
-use conclib_core::{ActorSystem, Priority};
+use conclib_core::{ActorSystem, Priority, StopReason};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 
@@ -42,6 +42,9 @@ impl ProcessStats {
     }
 }
 
+/// How long the reaper waits for the frames a dead process wrote before it exited.
+const READ_REST: Duration = Duration::from_secs(1);
+
 /// What answers a request: its status and payload, or the process's end.
 pub(crate) type Answer = Result<(u8, Vec<u8>), ProcessExit>;
 
@@ -56,6 +59,8 @@ pub(crate) struct Link {
     pub(crate) pid: u32,
     pub(crate) exit: watch::Receiver<Option<ProcessExit>>,
     pub(crate) stats: Arc<ProcessStats>,
+    /// Why the child's actor stopped on its own, if it said so before exiting.
+    pub(crate) ended: Mutex<Option<StopReason>>,
 }
 
 impl Link {
@@ -82,14 +87,16 @@ impl Link {
             pid: child.id(),
             exit,
             stats,
+            ended: Mutex::new(None),
         });
         let (reader, writer) = stream.into_split();
         tokio::spawn(write_frames(writer, out));
         let (control_reader, control_writer) = control.into_split();
         tokio::spawn(write_frames(control_writer, control_out));
-        tokio::spawn(read_frames(reader, Arc::downgrade(&link), system));
+        let reading = tokio::spawn(read_frames(reader, Arc::downgrade(&link), system));
         tokio::spawn(read_frames(control_reader, Arc::downgrade(&link), None));
-        // Reaper: the exit status ends every pending request at once.
+        // Reaper: the exit status ends every pending request at once — after what the
+        // process wrote before exiting was read (its last answers, why its actor ended).
         let weak = Arc::downgrade(&link);
         let mut child = child;
         let runtime = tokio::runtime::Handle::current();
@@ -100,12 +107,17 @@ impl Link {
             };
             tracing::debug!(pid = child.id(), %exit, "process actor exited");
             exit_tx.send_replace(Some(exit.clone()));
-            if let Some(link) = weak.upgrade() {
-                link.fail_all(&exit);
-            }
-            if let Some(owner) = owner.upgrade() {
-                runtime.spawn(async move { owner.died(exit).await });
-            }
+            runtime.spawn(async move {
+                // The socket ends with the process (unless a process it started holds its
+                // end: then the wait is bounded).
+                let _ = tokio::time::timeout(READ_REST, reading).await;
+                if let Some(link) = weak.upgrade() {
+                    link.fail_all(&exit);
+                }
+                if let Some(owner) = owner.upgrade() {
+                    owner.died(exit).await;
+                }
+            });
         });
         if let Some(every) = heartbeat {
             let weak = Arc::downgrade(&link);
@@ -302,6 +314,15 @@ async fn read_frames(
                 message,
                 body,
             }) => answer_child(&link, system.as_ref(), id, urn, message, body).await,
+            Some(Frame::Ended { panicked, reason }) => {
+                *lock(&link.ended) = Some(if panicked {
+                    StopReason::Panicked(reason.to_owned())
+                } else if reason.is_empty() {
+                    StopReason::Normal
+                } else {
+                    StopReason::Failed(reason.to_owned())
+                });
+            }
             _ => {}
         }
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use conclib_codec::{Bincode, encode_value};
 use conclib_core::{
-    Actor, ActorSystem, DynActorRef, ExternalProbe, ExternalReport, RestartLimit, StopReason,
-    SupervisionEvent,
+    Actor, ActorSystem, DynActorRef, ExternalProbe, ExternalReport, PanicPolicy, RestartLimit,
+    StopReason, SupervisionEvent,
 };
 use serde::Serialize;
 use tokio::sync::watch;
@@ -31,6 +31,7 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
         urn: None,
         parent: None,
         restart: None,
+        resume: false,
         memory_limit: None,
         heartbeat: Some(Duration::from_secs(2)),
         start_timeout: Duration::from_secs(10),
@@ -47,6 +48,7 @@ pub struct ProcessBuilder<A> {
     urn: Option<String>,
     parent: Option<DynActorRef>,
     restart: Option<RestartLimit>,
+    resume: bool,
     memory_limit: Option<u64>,
     heartbeat: Option<Duration>,
     start_timeout: Duration,
@@ -144,6 +146,21 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         self
     }
 
+    /// What a panic in a handler does, as for a local actor: the asker gets
+    /// [`ProcessError::Panicked`](crate::ProcessError::Panicked) either way; then with
+    /// [`PanicPolicy::Stop`] (the default) the actor stops with
+    /// [`StopReason::Panicked`] and its process exits — a death like any other, so
+    /// [`restart`](Self::restart) replaces it within its limit; with
+    /// [`PanicPolicy::Resume`] the actor keeps its state and handles the next message.
+    /// [`PanicPolicy::Restart`]`(limit)` is `Stop` with [`restart`](Self::restart)`(limit)`.
+    pub fn on_panic(mut self, policy: PanicPolicy) -> Self {
+        self.resume = policy == PanicPolicy::Resume;
+        if let PanicPolicy::Restart(limit) = policy {
+            self.restart = Some(limit);
+        }
+        self
+    }
+
     /// Where the process's stdout and stderr go (default [`ChildOutput::Tracing`]).
     pub fn output(mut self, output: ChildOutput) -> Self {
         self.output = output;
@@ -205,6 +222,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
             memory_limit: self.memory_limit,
             start_timeout: self.start_timeout,
             restart: self.restart,
+            resume: self.resume,
             system: self.system.clone(),
             output: self.output,
             stats: Arc::default(),
@@ -221,6 +239,8 @@ pub(crate) struct Spec {
     memory_limit: Option<u64>,
     start_timeout: Duration,
     restart: Option<RestartLimit>,
+    /// Resume the actor after a panic in a handler (else it stops, and its process exits).
+    resume: bool,
     /// The system whose actors the child may ask by URN (and that lists it).
     pub(crate) system: Option<ActorSystem>,
     output: ChildOutput,
@@ -346,6 +366,7 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
     link.send(&Frame::Init {
         kind: spec.kind,
         state: &spec.state,
+        resume: spec.resume,
     });
     // Started once it answers.
     let first = link.ping();
@@ -486,7 +507,14 @@ impl Inner {
             metrics::counter!("conclib_process_exits_total", "actor" => self.spec.kind, "reason" => reason)
                 .increment(1);
         }
-        *lock(&self.spec.stats.last_error) = Some(format!("the process died: {exit}"));
+        // What the child said of its actor's end, if it said anything before exiting.
+        let said = lock(&self.link().ended).take();
+        let death = match &said {
+            Some(StopReason::Panicked(p)) => format!("its actor panicked: {p}"),
+            Some(StopReason::Failed(why)) => format!("its actor failed: {why}"),
+            _ => format!("the process died: {exit}"),
+        };
+        *lock(&self.spec.stats.last_error) = Some(death.clone());
         if allowed {
             tracing::warn!(actor = self.spec.kind, %exit, "process actor died; restarting it");
             match launch(&self.spec, self.me.clone()).await {
@@ -501,7 +529,7 @@ impl Inner {
                         supervisor.send_event(SupervisionEvent::ChildRestarted {
                             id,
                             urn: None,
-                            panic: format!("the process died: {exit}"),
+                            panic: death.clone(),
                         });
                     }
                     return;
@@ -518,11 +546,13 @@ impl Inner {
                 StopReason::Killed
             }
         } else if self.spec.restart.is_some() {
-            StopReason::RestartLimit(format!("the process died: {exit}"))
+            StopReason::RestartLimit(death)
+        } else if let Some(said) = said {
+            said
         } else if exit.code == Some(0) {
             StopReason::Normal
         } else {
-            StopReason::Failed(format!("the process died: {exit}"))
+            StopReason::Failed(death)
         };
         let _ = self.end_reason.set(reason);
         // Stored even with no one waiting yet (`send` would drop it then).

@@ -7,7 +7,7 @@
 //!
 //! | tag | frame | fields |
 //! |---|---|---|
-//! | 1 | `Init` (parent to child, first) | kind (the actor type's name), state (bincode) |
+//! | 1 | `Init` (parent to child, first) | kind (the actor type's name), state (bincode), resume (u8: 1 = resume after a panic) |
 //! | 2 | `Request` | id (u64; 0 for a tell), high (u8: 1 = high-priority lane), message name, body (bincode) |
 //! | 3 | `Reply` | id (u64), status (u8), payload |
 //! | 4 | `Ping` | n (u64) |
@@ -16,6 +16,7 @@
 //! | 7 | `Ask` (child to parent: to an actor of the parent's system) | id (u64; 0 for a tell), urn, message name, body |
 //! | 8 | `Answer` (parent to child) | id (u64), status (u8), payload |
 //! | 9 | `Cancel` (parent to child: the asker gave up; not started yet, it never will be) | id (u64) |
+//! | 10 | `Ended` (child to parent, last: the actor stopped on its own; the process exits) | panicked (u8), reason |
 //!
 //! Message bodies and answers are encoded with [`conclib_codec::Bincode`], by the message's
 //! wire name ([`conclib_core::Message::name`]).
@@ -31,6 +32,7 @@ pub(crate) enum Frame<'a> {
     Init {
         kind: &'a str,
         state: &'a [u8],
+        resume: bool,
     },
     Request {
         id: u64,
@@ -58,6 +60,10 @@ pub(crate) enum Frame<'a> {
         payload: &'a [u8],
     },
     Cancel(u64),
+    Ended {
+        panicked: bool,
+        reason: &'a str,
+    },
 }
 
 /// Reply statuses (the Redis proxy's numbers, where they exist).
@@ -84,10 +90,15 @@ pub(crate) fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     match frame {
-        Frame::Init { kind, state } => {
+        Frame::Init {
+            kind,
+            state,
+            resume,
+        } => {
             out.push(1);
             bytes(out, kind.as_bytes());
             bytes(out, state);
+            out.push(u8::from(*resume));
         }
         Frame::Request {
             id,
@@ -146,6 +157,11 @@ pub(crate) fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
             out.push(9);
             out.extend_from_slice(&id.to_le_bytes());
         }
+        Frame::Ended { panicked, reason } => {
+            out.push(10);
+            out.push(u8::from(*panicked));
+            bytes(out, reason.as_bytes());
+        }
     }
     let len = u32::try_from(out.len() - start - 4).expect("frames are under 4 GiB");
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -186,6 +202,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Frame<'_>> {
         1 => Frame::Init {
             kind: f.str()?,
             state: f.bytes()?,
+            resume: f.u8()? != 0,
         },
         2 => Frame::Request {
             id: f.u64()?,
@@ -202,6 +219,10 @@ pub(crate) fn decode(body: &[u8]) -> Option<Frame<'_>> {
         5 => Frame::Pong(f.u64()?),
         6 => Frame::Stop,
         9 => Frame::Cancel(f.u64()?),
+        10 => Frame::Ended {
+            panicked: f.u8()? != 0,
+            reason: f.str()?,
+        },
         7 => Frame::Ask {
             id: f.u64()?,
             urn: f.str()?,
@@ -252,6 +273,7 @@ mod tests {
             Frame::Init {
                 kind: "w",
                 state: &[1, 2],
+                resume: true,
             },
             Frame::Request {
                 id: 7,
@@ -277,6 +299,11 @@ mod tests {
                 id: 1,
                 status: 0,
                 payload: &[3],
+            },
+            Frame::Cancel(4),
+            Frame::Ended {
+                panicked: true,
+                reason: "boom",
             },
         ];
         for frame in frames {

@@ -1,0 +1,185 @@
+//! What the process-actor test binaries share: the worker actor they run in child
+//! processes, and a runner for `harness = false` binaries (their `main` must call
+//! `conclib_process::init` before anything else).
+#![allow(dead_code, missing_docs)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use conclib::{actor, message};
+use serde::{Deserialize, Serialize};
+
+#[message(response = u64)]
+#[derive(Serialize, Deserialize)]
+pub struct Add(pub u64);
+
+#[message(response = u64, error = String)]
+#[derive(Serialize, Deserialize)]
+pub struct Take(pub u64);
+
+#[message]
+#[derive(Serialize, Deserialize)]
+pub struct Boom;
+
+#[message(response = u64)]
+#[derive(Serialize, Deserialize)]
+pub struct SleepMs(pub u64);
+
+#[message]
+#[derive(Serialize, Deserialize)]
+pub struct Exit(pub i32);
+
+#[message(response = u32)]
+#[derive(Serialize, Deserialize)]
+pub struct Pid;
+
+/// Asks the parent's actor `urn` for `Add(n)` and answers what it said.
+#[message(response = u64, error = String)]
+#[derive(Serialize, Deserialize)]
+pub struct AskParent {
+    pub urn: String,
+    pub n: u64,
+}
+
+/// Allocates (and touches) memory until the process cannot.
+#[message]
+#[derive(Serialize, Deserialize)]
+pub struct Hog;
+
+#[actor]
+#[derive(Serialize, Deserialize)]
+pub struct Worker {
+    pub total: u64,
+}
+
+#[actor]
+impl Worker {
+    #[handle(remote)]
+    pub fn add(&mut self, Add(n): Add) -> u64 {
+        self.total += n;
+        self.total
+    }
+
+    #[handle(remote)]
+    pub fn take(&mut self, Take(n): Take) -> Result<u64, String> {
+        if n > self.total {
+            return Err(format!("only {} left", self.total));
+        }
+        self.total -= n;
+        Ok(self.total)
+    }
+
+    #[handle(remote)]
+    pub fn boom(&mut self, _: Boom) {
+        panic!("boom in the child");
+    }
+
+    #[handle(remote)]
+    pub async fn sleep(&mut self, SleepMs(ms): SleepMs) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+
+    #[handle(remote)]
+    pub fn exit(&mut self, Exit(code): Exit) {
+        std::process::exit(code);
+    }
+
+    #[handle(remote)]
+    pub fn process_id(&mut self, _: Pid) -> u32 {
+        std::process::id()
+    }
+
+    #[handle(remote)]
+    pub async fn ask_parent(&mut self, AskParent { urn, n }: AskParent) -> Result<u64, String> {
+        let parent = conclib_process::parent().ok_or("not in a process actor")?;
+        parent.tell(&urn, Add(100)).map_err(|e| e.to_string())?;
+        parent
+            .ask(&urn, Add(n), Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The method-call form: the arguments become the generated message `Scale`.
+    #[handle(remote)]
+    pub fn scale(&mut self, factor: u64, offset: u64) -> u64 {
+        self.total = self.total * factor + offset;
+        self.total
+    }
+
+    #[handle(remote)]
+    pub fn shout(&mut self, text: String) {
+        println!("out: {text}");
+        eprintln!("err: {text}");
+    }
+
+    #[handle(remote)]
+    pub fn reset(&mut self) {
+        self.total = 0;
+    }
+
+    #[handle(remote)]
+    pub fn withdraw(&mut self, n: u64) -> Result<u64, String> {
+        self.total = self.total.checked_sub(n).ok_or("overdrawn")?;
+        Ok(self.total)
+    }
+
+    #[handle(remote)]
+    pub async fn nap(&mut self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    #[handle(remote)]
+    pub fn hog(&mut self, _: Hog) {
+        let mut kept: Vec<Vec<u8>> = Vec::new();
+        loop {
+            kept.push(vec![1u8; 32 * 1024 * 1024]);
+        }
+    }
+}
+
+pub type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs the tests whose names contain one of the command line's words (all without any),
+/// each within 60 s, one after another; prints libtest-like lines; exits 1 if any failed.
+pub fn run(tests: &[(&str, Test)]) -> ! {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (mut passed, mut failed) = (0, 0);
+    for &(name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let outcome = runtime.block_on(async {
+            let handle =
+                tokio::spawn(
+                    async move { tokio::time::timeout(Duration::from_secs(60), test()).await },
+                );
+            handle.await
+        });
+        match outcome {
+            Ok(Ok(())) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Ok(Err(_)) => {
+                println!("test {name} ... FAILED (timed out)");
+                failed += 1;
+            }
+            Err(e) => {
+                println!("test {name} ... FAILED ({e})");
+                failed += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(i32::from(failed > 0));
+}

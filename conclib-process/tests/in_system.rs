@@ -1,0 +1,487 @@
+//! Process actors as members of an actor system: a URN, `lookup` and `to_dyn`, the Redis
+//! proxy, supervision by a local parent, pools of process actors. Real child processes (this
+//! binary, re-executed) and a real redis-server on a free port. `harness = false`: `main`
+//! calls `conclib_process::init` first.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use conclib::{ActorSystem, AskError, PanicPolicy, Priority, Routing, StopReason};
+use conclib_process::{ProcessRef, Registry, SpawnError};
+use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, RedisDaemon, start_proxy, start_redis};
+
+fn main() {
+    conclib_process::init(Registry::new().actor::<Worker>());
+    common::run(&[
+        (
+            "a_named_process_actor_is_looked_up_and_asked_like_any_actor",
+            || Box::pin(named()),
+        ),
+        (
+            "a_process_actor_dies_under_a_dyn_ask_and_frees_its_urn",
+            || Box::pin(dies_under_dyn_ask()),
+        ),
+        (
+            "stopping_or_killing_the_local_actor_ends_the_process",
+            || Box::pin(stop_and_kill_by_urn()),
+        ),
+        ("a_process_child_stops_with_its_parent", || {
+            Box::pin(stops_with_parent())
+        }),
+        ("an_ask_given_up_through_a_dyn_ref_is_never_started", || {
+            Box::pin(given_up_through_dyn())
+        }),
+        ("a_process_actor_is_asked_through_the_redis_proxy", || {
+            Box::pin(through_redis())
+        }),
+        (
+            "a_pool_of_process_actors_routes_replaces_and_resizes",
+            || Box::pin(pool_of_processes()),
+        ),
+    ]);
+}
+
+/// Whether a process with this pid exists (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| !stat.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn sigkill(pid: u32) {
+    // SAFETY: the pid of a child of this process, not reaped yet.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Waits (at most 10 s) for `cond`, checking every 5 ms: for states seen only by polling.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Requests sent to the process actor with this pid and not answered yet, from the
+/// system's snapshot.
+fn pending(system: &ActorSystem, pid: u32) -> usize {
+    system
+        .snapshot()
+        .actors
+        .iter()
+        .find(|a| a.pid == Some(pid))
+        .map_or(0, |a| a.mailbox_len)
+}
+
+async fn named() {
+    let system = ActorSystem::new("named");
+    let worker = conclib_process::build(Worker { total: 1 })
+        .system(&system)
+        .urn("worker")
+        .on_panic(PanicPolicy::Resume)
+        .spawn()
+        .await
+        .unwrap();
+    assert_eq!(worker.urn().map(|u| u.as_str()), Some("worker"));
+    let found = system.lookup("worker").unwrap();
+    assert_eq!(Some(found.clone()), worker.to_dyn());
+    assert_eq!(Some(found.id()), worker.id());
+    // Typed answers, handler errors and panics, through the dyn ref.
+    assert_eq!(found.ask(Add(2)).await.unwrap(), 3);
+    assert!(matches!(found.ask(Take(100)).await, Err(AskError::Handler(e)) if e == "only 3 left"),);
+    assert!(
+        matches!(found.ask(Boom).await, Err(AskError::Panicked(p)) if p.contains("boom in the child"))
+    );
+    // Tells, in order with asks; both lanes.
+    found.tell(Add(10)).await.unwrap();
+    found.tell(Add(100)).priority(Priority::High).await.unwrap();
+    assert_eq!(found.ask(Add(0)).await.unwrap(), 113);
+    assert_eq!(
+        found.ask(Add(0)).priority(Priority::High).await.unwrap(),
+        113
+    );
+    // Asks through the ref and through the dyn ref reach the same actor.
+    assert_eq!(worker.ask(Add(1)).await, Ok(114));
+    let child_pid = found.ask(Pid).await.unwrap();
+    assert_eq!(child_pid, worker.pid());
+    assert_ne!(child_pid, std::process::id());
+    // A message it does not expose: refused before it leaves this process.
+    assert!(matches!(
+        found.ask(NotExposed).await,
+        Err(AskError::UnknownMessage { .. })
+    ));
+    // The snapshot lists it once, under its URN, with its type and pid.
+    let snapshot = system.snapshot();
+    let entries: Vec<_> = snapshot
+        .actors
+        .iter()
+        .filter(|a| a.urn.as_deref() == Some("worker"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{snapshot:#?}");
+    assert_eq!(entries[0].pid, Some(worker.pid()));
+    assert!(entries[0].type_name.ends_with("Worker"), "{entries:?}");
+    assert_eq!(entries[0].id, found.id().as_u64());
+    // URNs are checked as for local actors.
+    let taken = conclib_process::build(Worker { total: 0 })
+        .system(&system)
+        .urn("worker")
+        .spawn()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(taken, SpawnError::System(conclib::SpawnError::UrnTaken(_))),
+        "{taken}"
+    );
+    let no_system = conclib_process::build(Worker { total: 0 })
+        .urn("lonely")
+        .spawn()
+        .await
+        .unwrap_err();
+    assert!(matches!(no_system, SpawnError::NoSystem), "{no_system}");
+    worker.stop();
+    assert_eq!(worker.wait_for_stop().await.code, Some(0));
+    assert!(system.lookup("worker").is_err());
+    // With the default policy a panic stops the actor, as locally: its process exits, its
+    // local actor stops with the panic, and the URN is free.
+    let fragile = conclib_process::build(Worker { total: 0 })
+        .system(&system)
+        .urn("fragile")
+        .spawn()
+        .await
+        .unwrap();
+    let found = system.lookup("fragile").unwrap();
+    assert!(matches!(found.ask(Boom).await, Err(AskError::Panicked(_))));
+    let reason = found.wait_for_stop().await;
+    assert!(
+        matches!(&reason, StopReason::Panicked(p) if p.contains("boom in the child")),
+        "{reason:?}"
+    );
+    assert_eq!(fragile.wait_for_stop().await.code, Some(0));
+    assert!(system.lookup("fragile").is_err());
+}
+
+#[conclib::message(response = ())]
+struct NotExposed;
+
+async fn dies_under_dyn_ask() {
+    let system = ActorSystem::new("dies");
+    let worker = conclib_process::build(Worker { total: 0 })
+        .system(&system)
+        .urn("doomed")
+        .spawn()
+        .await
+        .unwrap();
+    let found = system.lookup("doomed").unwrap();
+    let pid = worker.pid();
+    let slow = tokio::spawn({
+        let found = found.clone();
+        async move { found.ask(SleepMs(30_000)).await }
+    });
+    eventually("the slow ask to reach the process", || {
+        pending(&system, pid) == 1
+    })
+    .await;
+    sigkill(pid);
+    let lost = slow.await.unwrap();
+    assert!(
+        matches!(&lost, Err(AskError::Panicked(why)) if why.contains("signal 9")),
+        "{lost:?}"
+    );
+    // No restart policy: it has ended for good, and its local actor with it.
+    assert_eq!(worker.wait_for_stop().await.signal, Some(9));
+    assert!(
+        matches!(found.wait_for_stop().await, StopReason::Failed(why) if why.contains("signal 9"))
+    );
+    assert!(system.lookup("doomed").is_err());
+    assert!(matches!(
+        found.ask(Add(1)).await,
+        Err(AskError::ActorStopped)
+    ));
+    assert!(!alive(pid));
+}
+
+async fn stop_and_kill_by_urn() {
+    let system = ActorSystem::new("stop-by-urn");
+    // A graceful stop through the dyn ref: what was sent before it is handled.
+    let worker = conclib_process::build(Worker { total: 0 })
+        .system(&system)
+        .urn("graceful")
+        .spawn()
+        .await
+        .unwrap();
+    let pid = worker.pid();
+    let found = system.lookup("graceful").unwrap();
+    let late = tokio::spawn({
+        let found = found.clone();
+        async move { found.ask(SleepMs(200)).await }
+    });
+    eventually("the ask to reach the process", || {
+        pending(&system, pid) == 1
+    })
+    .await;
+    found.stop();
+    assert_eq!(late.await.unwrap().unwrap(), 200);
+    assert_eq!(worker.wait_for_stop().await.code, Some(0));
+    assert_eq!(found.wait_for_stop().await, StopReason::Normal);
+    assert!(!alive(pid));
+    // A kill through the dyn ref kills the process.
+    let worker = conclib_process::build(Worker { total: 0 })
+        .system(&system)
+        .urn("killed")
+        .spawn()
+        .await
+        .unwrap();
+    let pid = worker.pid();
+    system.lookup("killed").unwrap().kill();
+    assert_eq!(worker.wait_for_stop().await.signal, Some(9));
+    assert!(!alive(pid));
+    // The system's shutdown stops its process actors.
+    let other = ActorSystem::new("shut-down");
+    let worker = conclib_process::build(Worker { total: 0 })
+        .system(&other)
+        .spawn()
+        .await
+        .unwrap();
+    let pid = worker.pid();
+    other.shutdown(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(worker.wait_for_stop().await.code, Some(0));
+    assert!(!alive(pid));
+}
+
+/// A local actor with a process actor as its child.
+struct Holder {
+    child: Arc<Mutex<Option<ProcessRef<Worker>>>>,
+}
+
+impl conclib::Actor for Holder {
+    async fn on_start(
+        &mut self,
+        ctx: &mut conclib::Context<Self>,
+    ) -> Result<(), conclib::BoxError> {
+        let child = conclib_process::build(Worker { total: 0 })
+            .child_of(ctx)
+            .urn("held")
+            .spawn()
+            .await?;
+        *self.child.lock().unwrap() = Some(child);
+        Ok(())
+    }
+}
+
+async fn stops_with_parent() {
+    let system = ActorSystem::new("holder");
+    let slot = Arc::default();
+    let holder = system
+        .spawn(Holder {
+            child: Arc::clone(&slot),
+        })
+        .await
+        .unwrap();
+    let child = slot.lock().unwrap().clone().unwrap();
+    let pid = child.pid();
+    // In the tree: the parent's child, by URN.
+    let listed = system.snapshot();
+    let entry = listed
+        .actors
+        .iter()
+        .find(|a| a.urn.as_deref() == Some("held"))
+        .unwrap();
+    assert_eq!(entry.parent, Some(holder.id().as_u64()));
+    assert_eq!(entry.pid, Some(pid));
+    holder.stop();
+    holder.wait_for_stop().await;
+    assert_eq!(child.wait_for_stop().await.code, Some(0));
+    assert!(!alive(pid));
+    assert!(system.lookup("held").is_err());
+}
+
+async fn given_up_through_dyn() {
+    let system = ActorSystem::new("given-up");
+    let worker = conclib_process::build(Worker { total: 0 })
+        .system(&system)
+        .urn("busy")
+        .spawn()
+        .await
+        .unwrap();
+    let found = system.lookup("busy").unwrap();
+    let busy = tokio::spawn({
+        let found = found.clone();
+        async move { found.ask(SleepMs(1_500)).await }
+    });
+    eventually("the sleep to reach the process", || {
+        pending(&system, worker.pid()) == 1
+    })
+    .await;
+    assert!(matches!(
+        found.ask(Add(5)).timeout(Duration::from_millis(50)).await,
+        Err(AskError::Timeout(_))
+    ));
+    assert_eq!(busy.await.unwrap().unwrap(), 1_500);
+    // The 5 was never added: the child dropped the ask before the actor reached it.
+    assert_eq!(found.ask(Add(0)).await.unwrap(), 0);
+}
+
+/// This binary's redis-server (on a free port) and a namespace of its own per call.
+fn redis(test: &str) -> ProxyConfig {
+    static DAEMON: std::sync::OnceLock<RedisDaemon> = std::sync::OnceLock::new();
+    let daemon = DAEMON.get_or_init(|| {
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(start_redis(&ProxyConfig::default()))
+                .expect("redis-server starts")
+        })
+        .join()
+        .unwrap()
+    });
+    daemon.config(&ProxyConfig::default().with_namespace(format!("p{}-{test}", std::process::id())))
+}
+
+async fn through_redis() {
+    let config = redis("proxy");
+    let system = ActorSystem::new("behind-redis");
+    let worker = conclib_process::build(Worker { total: 0 })
+        .system(&system)
+        .urn("remote-worker")
+        .restart(conclib::RestartLimit::new(3, Duration::from_secs(60)))
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    assert_eq!(client.ask("remote-worker", Add(2)).await.unwrap(), 2);
+    let refused = client.ask("remote-worker", Take(5)).await;
+    assert!(
+        matches!(&refused, Err(ProxyError::Handler(e)) if e == "only 2 left"),
+        "{refused:?}"
+    );
+    let panicked = client.ask("remote-worker", Boom).await;
+    assert!(
+        matches!(&panicked, Err(ProxyError::Panicked(p)) if p.contains("boom in the child")),
+        "{panicked:?}"
+    );
+    // The panic stopped the actor (the default policy) and so ended its process: it is
+    // restarted, with the actor's initial state.
+    eventually("the restart after the panic", || {
+        worker.restarts() == 1 && worker.is_alive()
+    })
+    .await;
+    client.tell("remote-worker", Add(3)).await.unwrap();
+    assert_eq!(client.ask("remote-worker", Add(0)).await.unwrap(), 3);
+    assert_eq!(
+        client.ask("remote-worker", Pid).await.unwrap(),
+        worker.pid()
+    );
+    // Its process killed under an ask: the asker hears of the death; the restarted
+    // process serves the same URN (with the actor's initial state).
+    let first = worker.pid();
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.ask("remote-worker", SleepMs(30_000)).await }
+    });
+    eventually("the slow ask to reach the process", || {
+        pending(&system, first) == 1
+    })
+    .await;
+    sigkill(first);
+    let lost = slow.await.unwrap();
+    assert!(
+        matches!(&lost, Err(ProxyError::Panicked(why)) if why.contains("signal 9")),
+        "{lost:?}"
+    );
+    eventually("the restart", || {
+        worker.restarts() == 2 && worker.is_alive()
+    })
+    .await;
+    assert_eq!(client.ask("remote-worker", Add(1)).await.unwrap(), 1);
+    assert_ne!(client.ask("remote-worker", Pid).await.unwrap(), first);
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+    worker.stop();
+    worker.wait_for_stop().await;
+}
+
+async fn pool_of_processes() {
+    let config = redis("pool");
+    let system = ActorSystem::new("process-pool");
+    let pool = system
+        .pool(|| conclib_process::build(Worker { total: 0 }).into_actor())
+        .size(2)
+        .routing(Routing::RoundRobin)
+        .urn("workers")
+        .spawn()
+        .await
+        .unwrap();
+    let pool_ref = pool.to_dyn();
+    let pids = |pool: &conclib::Pool<conclib_process::ProcessActor<Worker>>| {
+        let members = pool.members();
+        async move {
+            let mut pids = Vec::new();
+            for m in members {
+                pids.push(m.to_dyn().ask(Pid).await.unwrap());
+            }
+            pids
+        }
+    };
+    let before = pids(&pool).await;
+    assert_eq!(before.len(), 2);
+    assert_ne!(before[0], before[1]);
+    assert!(before.iter().all(|&p| p != std::process::id() && alive(p)));
+    // Round-robin: four asks, two to each process.
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(pool_ref.ask(Pid).await.unwrap());
+    }
+    for pid in &before {
+        assert_eq!(seen.iter().filter(|p| *p == pid).count(), 2, "{seen:?}");
+    }
+    // Through Redis, by the pool's URN.
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let mut totals = Vec::new();
+    for _ in 0..4 {
+        totals.push(client.ask("workers", Add(1)).await.unwrap());
+    }
+    totals.sort_unstable();
+    assert_eq!(totals, vec![1, 1, 2, 2]);
+    // A member's process SIGKILLed: the member ends, and the pool replaces it with a fresh
+    // process.
+    sigkill(before[0]);
+    eventually("the replacement", || pool.stats().replaced == 1).await;
+    let after = pids(&pool).await;
+    assert_eq!(after.len(), 2);
+    assert!(!after.contains(&before[0]), "{after:?}");
+    assert!(after.contains(&before[1]), "{after:?}");
+    // Grown and shrunk at run time; no ask lost meanwhile.
+    pool.resize(3).await.unwrap();
+    let grown = pids(&pool).await;
+    assert_eq!(grown.len(), 3);
+    let asks: Vec<_> = (0..30)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.ask("workers", Add(1)).await })
+        })
+        .collect();
+    pool.resize(1).await.unwrap();
+    for ask in asks {
+        ask.await.unwrap().unwrap();
+    }
+    eventually("the removed members' processes to end", || {
+        grown.iter().filter(|&&p| alive(p)).count() == 1
+    })
+    .await;
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+    let last = pids(&pool).await;
+    pool.stop();
+    pool.wait_for_stop().await;
+    eventually("the last member's process to end", || !alive(last[0])).await;
+}
