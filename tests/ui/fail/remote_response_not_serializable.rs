@@ -1,10 +1,10 @@
 use conclib::{actor, message};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 struct Snapshot(u64);
 
 #[message(response = Snapshot, error = String)]
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Get;
 
 #[actor]
