@@ -36,6 +36,8 @@ pub(crate) struct ReplyCell(
     Mutex<Option<oneshot::Sender<ErasedResult>>>,
     /// The handler's error, when it answered with one (for the actor's statistics).
     OnceLock<String>,
+    /// Kept until the answer is sent (a pool's count of the asks in flight at a member).
+    Mutex<Option<Box<dyn std::any::Any + Send>>>,
 );
 
 impl ReplyCell {
@@ -53,6 +55,7 @@ impl ReplyCell {
         if let Some(tx) = tx {
             let _ = tx.send(result);
         }
+        drop(self.2.lock().unwrap_or_else(|e| e.into_inner()).take());
     }
 }
 
@@ -104,7 +107,13 @@ impl RequestEnvelope {
             message: Some(message),
             name,
             type_id,
-            reply: reply.map(|tx| Arc::new(ReplyCell(Mutex::new(Some(tx)), OnceLock::new()))),
+            reply: reply.map(|tx| {
+                Arc::new(ReplyCell(
+                    Mutex::new(Some(tx)),
+                    OnceLock::new(),
+                    Mutex::new(None),
+                ))
+            }),
             acked_tell: false,
             trace: None,
             priority,
@@ -150,6 +159,14 @@ impl RequestEnvelope {
     #[must_use]
     pub fn matches<M: Message>(&self) -> bool {
         self.type_id == TypeId::of::<M>()
+    }
+
+    /// Keeps `guard` until the request is answered (or given up, or dropped); replaces the
+    /// one kept before. Nothing is kept for a tell nobody waits for.
+    pub(crate) fn keep_until_answered(&self, guard: Option<Box<dyn std::any::Any + Send>>) {
+        if let Some(reply) = &self.reply {
+            *reply.2.lock().unwrap_or_else(|e| e.into_inner()) = guard;
+        }
     }
 
     /// The message, still erased (for routing by key).

@@ -484,4 +484,42 @@ async fn pool_of_processes() {
     pool.stop();
     pool.wait_for_stop().await;
     eventually("the last member's process to end", || !alive(last[0])).await;
+
+    // Least-loaded: a member's asks in flight count as its load (its local actor hands
+    // them on at once, so its mailbox says nothing).
+    let pool = system
+        .pool(|| conclib_process::build(Worker { total: 0 }).into_actor())
+        .size(2)
+        .routing(Routing::LeastLoaded)
+        .spawn()
+        .await
+        .unwrap();
+    let pool_ref = pool.to_dyn();
+    let slow = tokio::spawn({
+        let pool_ref = pool_ref.clone();
+        async move { pool_ref.ask(SleepMs(30_000)).await }
+    });
+    eventually("the slow ask in flight", || {
+        pool.stats()
+            .members
+            .iter()
+            .map(|m| m.in_flight)
+            .sum::<usize>()
+            == 1
+    })
+    .await;
+    let busy = pool
+        .stats()
+        .members
+        .iter()
+        .position(|m| m.in_flight == 1)
+        .unwrap();
+    let idle_pid = pool.members()[1 - busy].to_dyn().ask(Pid).await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(pool_ref.ask(Pid).await.unwrap(), idle_pid);
+    }
+    assert!(!slow.is_finished());
+    slow.abort();
+    pool.kill();
+    pool.wait_for_stop().await;
 }

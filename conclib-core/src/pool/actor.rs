@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Member, MemberLoad, Shared, SharedFactory, make, make_room};
+use super::{InFlight, Member, MemberLoad, Shared, SharedFactory, make, make_room};
 use crate::actor::Actor;
 use crate::cell::ActorCell;
 use crate::context::Context;
@@ -167,9 +167,15 @@ impl<A: Actor> Actor for PoolActor<A> {
             };
             if reserved {
                 let priority = request.priority();
+                // Counted in the member's load until answered: what least-loaded routing
+                // sees of a member that hands its work on at once (a process actor's relay).
+                request.keep_until_answered(Some(Box::new(InFlight::enter(&member.in_flight))));
                 match crate::cell::ErasedCell::push_request(cell, request, priority) {
                     Ok(()) => return,
-                    Err(back) => request = back,
+                    Err(back) => {
+                        request = back;
+                        request.keep_until_answered(None);
+                    }
                 }
             }
             tokio::task::yield_now().await;

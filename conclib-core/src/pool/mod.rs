@@ -507,10 +507,10 @@ struct Pending<M: Message> {
 
 /// Counts an ask in its member's in-flight number until the ask ends (answered, failed,
 /// timed out or dropped).
-struct InFlight(Arc<AtomicUsize>);
+pub(super) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {
-    fn enter(count: &Arc<AtomicUsize>) -> Self {
+    pub(super) fn enter(count: &Arc<AtomicUsize>) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
         InFlight(count.clone())
     }
