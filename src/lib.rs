@@ -11,12 +11,14 @@
 //! - **API daemons** (feature `apid`): launch a web server as a child process and wait until
 //!   its health check answers.
 //! - **Process actors** (feature `process`): an actor in an OS process of its own behind a
-//!   typed ref, for all cores and crash isolation.
+//!   typed ref, for all cores and crash isolation; in a system, with a URN, reached by
+//!   lookup, the Redis proxy and pools like any actor.
 //! - **Observability**: [`metrics`] through the `metrics` facade, [`ActorSystem::snapshot`],
 //!   and (feature `view`) a live web view of every system on one Redis; feature
 //!   `prometheus` serves the metrics; [`trace`] carries a trace across processes (feature
 //!   `otel`: into an OpenTelemetry export).
-//! - **Pools** ([`ActorSystem::pool`]): N actors behind one ref and one URN, with routing,
+//! - **Pools** ([`ActorSystem::pool`]): N actors (in-process, or process actors) behind one
+//!   ref and one URN, with routing,
 //!   back-pressure, replacement and resizing. **Whole-system queries**:
 //!   [`ActorSystem::all_actors`], [`ActorSystem::broadcast`].
 //!

@@ -130,7 +130,6 @@ impl RequestEnvelope {
     /// that forwards requests elsewhere without knowing their types (a relay to an actor in
     /// another process), which encodes the message and decodes the answer through the
     /// [`RemoteMessage`] of its [`message_name`](Self::message_name).
-    #[must_use]
     pub fn into_erased(mut self) -> (ErasedMessage, ErasedResponder) {
         let message = self
             .message

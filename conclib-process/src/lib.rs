@@ -50,16 +50,19 @@
 //! - **The link**: two inherited Unix socket pairs, one for requests and answers (in order),
 //!   one for heartbeats (the control lane: a heartbeat never waits behind queued requests).
 //!   Frames are length-delimited: a 4-byte big-endian length, a tag byte, then the fields
-//!   (`Init { kind, state }`, `Request { id, high, message, body }` where id 0 is a tell,
-//!   `Reply { id, status, payload }`, `Ping`/`Pong`, `Stop`, `Cancel { id }`; the table is in the source of
-//!   `wire.rs`). Message bodies and answers are encoded with [`conclib_codec::Bincode`] by
+//!   (`Init { kind, state, resume }`, `Request { id, high, message, body }` where id 0 is
+//!   a tell, `Reply { id, status, payload }`, `Ping`/`Pong`, `Stop`, `Cancel { id }`,
+//!   `Ask`/`Answer` for the child's asks to the parent's system, `Ended { panicked, reason }`;
+//!   the table is in the source of `wire.rs`). Message bodies and answers are encoded with [`conclib_codec::Bincode`] by
 //!   the message's wire name, so a message must be exposed by the actor
 //!   ([`Actor::REMOTE`](conclib_core::Actor::REMOTE), `#[handle(remote)]`). Frames queued
 //!   together are written together and read through a buffer. Asks pipeline: many can be in
 //!   flight; the messages of one sender enter the actor's mailbox in the order sent.
 //!   `Stop` travels with the requests, so a graceful stop comes after what was sent before it.
 //! - **Failure semantics.** A handler's error or panic comes back to the asker as
-//!   [`ProcessError::Handler`] or [`ProcessError::Panicked`], as locally. A process that
+//!   [`ProcessError::Handler`] or [`ProcessError::Panicked`], as locally; after a panic the
+//!   actor stops (the default [`ProcessBuilder::on_panic`] policy: its process sends why and
+//!   exits, a death like any other) or resumes (`PanicPolicy::Resume`). A process that
 //!   dies (abort, `SIGKILL`, OOM kill, exit) fails every pending ask at once with
 //!   [`ProcessError::Exited`], which carries the exit code or signal;
 //!   [`ProcessRef::wait_for_stop`] says the same. A process that misses its heartbeat
@@ -69,7 +72,8 @@
 //!   ([`ProcessBuilder::memory_limit`]) makes a process that eats memory abort alone. A child
 //!   never outlives the parent: it is bound to the parent's life (`PR_SET_PDEATHSIG`, see
 //!   `conclib_core::process`), and exits on its own when the link closes. Children are
-//!   reaped: no zombie is left.
+//!   reaped: no zombie is left. Requests sent while a process is dying or being restarted
+//!   fail with [`ProcessError::Exited`]: they are not held for the next process.
 //!
 //! - **Asks given up.** An ask whose asker gave up (its timeout passed, or its future was
 //!   dropped) is cancelled in the child (a `Cancel` frame): if the actor has not started it
@@ -77,14 +81,31 @@
 //! - **Asking the parent.** Inside the child, [`parent`] gives a [`ParentLink`] that asks and
 //!   tells the actors of the parent's system by URN ([`ProcessBuilder::system`] names that
 //!   system), in order, with typed answers and errors.
+//! - **In a system, by URN.** Built with [`ProcessBuilder::system`] (or
+//!   [`child_of`](ProcessBuilder::child_of)), a process actor is a member of that system as a
+//!   local actor is: a local [`ProcessActor`] stands for it there and relays to its process.
+//!   So it has an id and, with [`ProcessBuilder::urn`], a URN: `system.lookup(urn)`,
+//!   [`ProcessRef::to_dyn`], other processes through the Redis proxy and pools reach it like
+//!   any actor. Through such a [`DynActorRef`](conclib_core::DynActorRef) the errors are the
+//!   core's `AskError`s: an ask lost with its process fails `Panicked` with the exit in its
+//!   text. It lives as a local actor does: until stopped or killed (by its ref or by URN),
+//!   until its parent stops, or until the system shuts down; when its process ends for good,
+//!   its local actor stops with it (`Normal`, `Killed`, `Panicked`, `RestartLimit` or
+//!   `Failed`) and its URN is free.
+//! - **Pools.** [`ProcessBuilder::into_actor`] gives that local actor unstarted, for a
+//!   [`Pool`](conclib_core::Pool): `system.pool(|| conclib_process::build(Worker).into_actor())`
+//!   spreads work over processes behind one URN; a member whose process dies past its restart
+//!   policy is replaced by a fresh one; a member's asks in flight are its load for
+//!   least-loaded routing. Ask the pool through `pool.to_dyn()` (the typed `Pool::ask` is for
+//!   in-process members).
 //! - **Output.** The child's stdout and stderr lines become `tracing` events of target
 //!   `conclib_process::child` with the fields `actor` and `pid` (stdout at `INFO`, stderr at
 //!   `WARN`); [`ProcessBuilder::output`]`(`[`ChildOutput::Inherit`]`)` leaves them on the
 //!   parent's own stdout and stderr.
 //! - **In the snapshot.** With [`ProcessBuilder::system`], the actor is listed in that
-//!   system's [`snapshot`](conclib_core::ActorSystem::snapshot) (so in the live view) with
-//!   its process id, requests waiting, answers, errors, panics and restarts, until it ends
-//!   for good.
+//!   system's [`snapshot`](conclib_core::ActorSystem::snapshot) (so in the live view) under
+//!   its id, URN and parent, with its own type, its process id, requests waiting, answers,
+//!   errors, panics and restarts, until it ends for good.
 //! - **Metrics** (once [`conclib_core::metrics::enable`] was called), label `actor` (the
 //!   type name): `conclib_process_restarts_total` (counter), `conclib_process_exits_total`
 //!   (counter, label `reason`: `exit_ok`, `exit_error`, `sigkill`, `signal`, `unknown`), and
@@ -99,10 +120,6 @@
 //!   the parent's `on_event` as `ChildRestarted` and `ChildStopped` events, as a local
 //!   child's do (a process that died past its restart limit ends with `RestartLimit`, which
 //!   the default `on_event` escalates).
-//!
-//! # Not yet
-//! URNs for process actors themselves (lookup, `to_dyn`, and the Redis proxy reaching one):
-//! the process-actors issue lists what remains.
 //!
 //! `cargo run --release -p conclib-examples --example process_actors` spreads CPU-bound
 //! work over one process actor per core, crashes one on purpose and shows it restarted.

@@ -1,15 +1,15 @@
 //! Pool dispatch overhead: the same trivial message to one actor and through a pool of two,
-//! in conclib and in ractor's factory, alternated in one run (each case on a fresh tokio
-//! runtime with 2 workers).
+//! in conclib (in-process members, and members in processes of their own) and in ractor's
+//! factory, alternated in one run (each case on a fresh tokio runtime with 2 workers).
 //!
 //! `cargo run --release --manifest-path benches/Cargo.toml --bin pools -- [--rounds N]`
 //!
 //! - **tell**: 1,000,000 one-way messages from one task, until the last is handled.
-//! - **ask**: 100,000 sequential asks; median latency.
+//! - **ask**: 100,000 sequential asks (20,000 across processes); median latency.
 //!
 //! Prints a markdown table, then `RESULT conclib_tell_overhead_ns=.. ractor_tell_overhead_ns=..
-//! conclib_ask_overhead_us=.. ractor_ask_overhead_us=..` (the pool's cost per message over
-//! the single actor's).
+//! conclib_ask_overhead_us=.. ractor_ask_overhead_us=.. process_tell_overhead_ns=..
+//! process_ask_overhead_us=..` (the pool's cost per message over the single actor's).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -118,6 +118,97 @@ mod conclib_side {
                 a.ask(Echo(i as u64)).await.unwrap();
                 lat.push(t.elapsed());
             }
+        }
+        system.shutdown(Duration::from_secs(10)).await.unwrap();
+        (tell_rate, median(lat))
+    }
+}
+
+mod process_side {
+    use super::*;
+    use conclib::process::Registry;
+    use conclib::{ActorSystem, Routing, actor, message};
+    use serde::{Deserialize, Serialize};
+
+    const ASKS: usize = 20_000;
+
+    #[message]
+    #[derive(Serialize, Deserialize)]
+    pub struct Inc;
+
+    #[message(response = u64)]
+    #[derive(Serialize, Deserialize)]
+    pub struct Echo(pub u64);
+
+    /// Answers how many `Inc` it has handled (after all sent before it).
+    #[message(response = u64)]
+    #[derive(Serialize, Deserialize)]
+    pub struct Count;
+
+    #[actor]
+    #[derive(Default, Serialize, Deserialize)]
+    pub struct Counter(u64);
+
+    #[actor]
+    impl Counter {
+        #[handle(remote)]
+        fn inc(&mut self, _: Inc) {
+            self.0 += 1;
+        }
+        #[handle(remote)]
+        fn echo(&mut self, Echo(n): Echo) -> u64 {
+            n
+        }
+        #[handle(remote)]
+        fn count(&mut self, _: Count) -> u64 {
+            self.0
+        }
+    }
+
+    pub fn registry() -> Registry {
+        Registry::new().actor::<Counter>()
+    }
+
+    /// (tells per second, ask p50): through one process actor's dyn ref (its URN), or
+    /// through a pool of process actors' dyn ref (its URN, as the Redis proxy asks it).
+    pub async fn run(pool: bool) -> (f64, Duration) {
+        let system = ActorSystem::new("bench");
+        let (target, members) = if pool {
+            let p = system
+                .pool(|| conclib::process::build(Counter::default()).into_actor())
+                .size(MEMBERS)
+                .routing(Routing::RoundRobin)
+                .urn("counters")
+                .spawn()
+                .await
+                .unwrap();
+            let members = p.members().iter().map(|m| m.to_dyn()).collect();
+            (system.lookup("counters").unwrap(), members)
+        } else {
+            conclib::process::build(Counter::default())
+                .system(&system)
+                .urn("counter")
+                .spawn()
+                .await
+                .unwrap();
+            let one = system.lookup("counter").unwrap();
+            (one.clone(), vec![one])
+        };
+        let start = Instant::now();
+        for _ in 0..TELLS {
+            target.tell(Inc).await.unwrap();
+        }
+        let mut handled = 0;
+        for m in &members {
+            handled += m.ask(Count).timeout(Duration::from_secs(60)).await.unwrap();
+        }
+        assert_eq!(handled, TELLS);
+        let tell_rate = TELLS as f64 / start.elapsed().as_secs_f64();
+        let mut lat = Vec::with_capacity(ASKS);
+        for i in 0..ASKS {
+            let t = Instant::now();
+            target.ask(Echo(i as u64)).await.unwrap();
+            lat.push(t.elapsed());
         }
         system.shutdown(Duration::from_secs(10)).await.unwrap();
         (tell_rate, median(lat))
@@ -295,6 +386,8 @@ where
 }
 
 fn main() {
+    // First: in a process actor's process, this runs the actor and never returns.
+    conclib::process::init(process_side::registry());
     let args: Vec<String> = std::env::args().collect();
     let rounds: usize = args
         .iter()
@@ -303,11 +396,17 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     type Case = (&'static str, fn() -> (f64, Duration));
-    let cases: [Case; 4] = [
+    let cases: [Case; 6] = [
         ("conclib actor", || on_runtime(conclib_side::run(false))),
         ("conclib pool of 2", || on_runtime(conclib_side::run(true))),
         ("ractor actor", || on_runtime(ractor_side::run(false))),
         ("ractor factory of 2", || on_runtime(ractor_side::run(true))),
+        ("conclib process actor (by URN)", || {
+            on_runtime(process_side::run(false))
+        }),
+        ("conclib pool of 2 process actors (by URN)", || {
+            on_runtime(process_side::run(true))
+        }),
     ];
     let mut results: Vec<Vec<(f64, Duration)>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
@@ -346,7 +445,8 @@ fn main() {
     };
     let (ct, ca) = overhead(0, 1);
     let (rt, ra) = overhead(2, 3);
+    let (pt, pa) = overhead(4, 5);
     println!(
-        "RESULT conclib_tell_overhead_ns={ct:.0} ractor_tell_overhead_ns={rt:.0} conclib_ask_overhead_us={ca:.2} ractor_ask_overhead_us={ra:.2}"
+        "RESULT conclib_tell_overhead_ns={ct:.0} ractor_tell_overhead_ns={rt:.0} conclib_ask_overhead_us={ca:.2} ractor_ask_overhead_us={ra:.2} process_tell_overhead_ns={pt:.0} process_ask_overhead_us={pa:.2}"
     );
 }
