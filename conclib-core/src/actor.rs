@@ -116,6 +116,15 @@ pub trait Actor: Sized + Send + 'static {
         async {}
     }
 
+    /// Called when the actor answers a heartbeat ([`DynActorRef::ping`](crate::DynActorRef::ping),
+    /// a pool's dead-man's switch), before the answer goes out. An actor that stands for
+    /// work done elsewhere (a process actor's relay) waits here until that work answers
+    /// too; for any other actor there is nothing to do (the default).
+    #[doc(hidden)]
+    fn heartbeat(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Whether the actor handles messages of this type when they come through a
     /// [`DynActorRef`](crate::DynActorRef). `#[actor]` generates it; the default says yes to
     /// everything and leaves the answer to [`handle_request`](Actor::handle_request).

@@ -224,6 +224,11 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn push_request(&self, req: RequestEnvelope, priority: Priority)
     -> Result<(), RequestEnvelope>;
     fn push_control(&self, c: Control) -> bool;
+    /// Asks the actor's heartbeat (high priority, answered between messages).
+    fn ping(
+        self: Arc<Self>,
+        timeout: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::AskError>> + Send>>;
     /// Graceful stop: refuse new user messages, handle the queued ones, stop.
     fn close(&self);
     fn is_closed(&self) -> bool;
@@ -256,6 +261,20 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     }
     fn push_control(&self, c: Control) -> bool {
         self.mailbox.push_control(c).is_ok()
+    }
+    fn ping(
+        self: Arc<Self>,
+        timeout: std::time::Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::AskError>> + Send>>
+    {
+        Box::pin(async move {
+            crate::ActorRef { cell: self }
+                .ask(crate::pool::Heartbeat)
+                .priority(Priority::High)
+                .timeout(timeout)
+                .await
+                .map_err(|e| e.map_handler(|never| match never {}))
+        })
     }
     fn close(&self) {
         self.mailbox.close();

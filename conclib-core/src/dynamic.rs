@@ -543,6 +543,17 @@ impl DynActorRef {
             .push_control(crate::mailbox::Control::Event(event))
     }
 
+    /// Resolves once the actor has answered a heartbeat: a high-priority message it answers
+    /// between two messages, on its own (its handlers never see it). A handler stuck in a
+    /// loop makes it time out: how a pool's dead-man's switch, and a process actor's
+    /// parent, tell a live actor from a stuck one.
+    ///
+    /// # Errors
+    /// [`AskError::Timeout`] after `timeout`; [`AskError::ActorStopped`] if it stopped.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), AskError> {
+        self.cell.clone().ping(timeout).await
+    }
+
     /// Graceful stop: queued messages are handled, new ones refused.
     pub fn stop(&self) {
         self.cell.close();

@@ -322,6 +322,23 @@ async fn serve(
         );
         out
     };
+    if message == crate::relay::HEARTBEAT && id != 0 {
+        // Answered by the actor between its messages (a stuck handler holds it up).
+        let actor = actor.clone();
+        let tx = tx.clone();
+        let waiting = asks.clone();
+        let mut registered = lock(asks);
+        let task = tokio::spawn(async move {
+            let status = match actor.ping(Duration::from_secs(24 * 3600)).await {
+                Ok(()) => status::OK,
+                Err(_) => status::ACTOR_STOPPED,
+            };
+            lock(&waiting).remove(&id);
+            let _ = tx.send(reply(status, Vec::new()));
+        });
+        registered.insert(id, task.abort_handle());
+        return;
+    }
     let Some(rm) = actor.remote_message(message) else {
         if id != 0 {
             let _ = tx.send(reply(

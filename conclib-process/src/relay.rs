@@ -19,6 +19,10 @@ use crate::link::Answer;
 use crate::parent::{Inner, Spec};
 use crate::wire::{Frame, status};
 
+/// The wire name of a heartbeat for the process's actor (answered by the actor itself,
+/// between its messages, unlike the link's `Ping`, answered by the process's I/O task).
+pub(crate) const HEARTBEAT: &str = "conclib::Heartbeat";
+
 /// How long a relay that is stopping waits for its process to finish what it has queued
 /// before killing it.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -132,6 +136,17 @@ impl<A: Actor> Actor for ProcessActor<A> {
             inner.ended().await;
         }
         Ok(())
+    }
+
+    async fn heartbeat(&mut self) {
+        // Answered when the process's actor answers one, between its messages: a pool's
+        // dead-man's switch sees a handler stuck in the process, not just this relay.
+        if let Some(inner) = &self.inner {
+            let _ = inner
+                .link()
+                .request(HEARTBEAT, &[], conclib_core::Priority::High)
+                .await;
+        }
     }
 
     fn accepts(message: std::any::TypeId) -> bool {

@@ -522,4 +522,32 @@ async fn pool_of_processes() {
     slow.abort();
     pool.kill();
     pool.wait_for_stop().await;
+
+    // The pool's dead-man's switch sees a handler stuck in a member's process (the
+    // member's heartbeat is answered by the process's actor, between its messages): the
+    // member is killed, its process with it, and a fresh one takes its place.
+    let pool = system
+        .pool(|| conclib_process::build(Worker { total: 0 }).into_actor())
+        .size(2)
+        .unresponsive_after(Duration::from_millis(500))
+        .spawn()
+        .await
+        .unwrap();
+    let before = pids(&pool).await;
+    pool.to_dyn().tell(Spin).await.unwrap();
+    eventually("the stuck member's replacement", || {
+        pool.stats().replaced == 1
+    })
+    .await;
+    eventually("the stuck member's process to be killed", || {
+        before.iter().any(|&p| !alive(p))
+    })
+    .await;
+    let stuck: Vec<u32> = before.iter().copied().filter(|&p| !alive(p)).collect();
+    assert_eq!(stuck.len(), 1, "{before:?}");
+    let after = pids(&pool).await;
+    assert_eq!(after.len(), 2);
+    assert!(!after.contains(&stuck[0]), "{after:?}");
+    pool.stop();
+    pool.wait_for_stop().await;
 }

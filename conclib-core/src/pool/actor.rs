@@ -337,6 +337,7 @@ impl<A: Actor> Handler<Heartbeat> for A {
         _: Heartbeat,
         _: &mut Context<Self>,
     ) -> Result<(), std::convert::Infallible> {
+        self.heartbeat().await;
         Ok(())
     }
 }

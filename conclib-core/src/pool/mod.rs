@@ -2,6 +2,7 @@
 
 mod actor;
 
+pub(crate) use actor::Heartbeat;
 pub use actor::PoolActor;
 use actor::Resize;
 

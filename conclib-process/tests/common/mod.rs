@@ -42,6 +42,11 @@ pub struct AskParent {
     pub n: u64,
 }
 
+/// Spins forever: a handler stuck in a CPU loop.
+#[message]
+#[derive(Serialize, Deserialize)]
+pub struct Spin;
+
 /// Allocates (and touches) memory until the process cannot.
 #[message]
 #[derive(Serialize, Deserialize)]
@@ -128,6 +133,13 @@ impl Worker {
     #[handle(remote)]
     pub async fn nap(&mut self, ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    #[handle(remote)]
+    pub fn spin(&mut self, _: Spin) {
+        loop {
+            std::hint::spin_loop();
+        }
     }
 
     #[handle(remote)]
