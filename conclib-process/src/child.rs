@@ -209,8 +209,7 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
         pending: Mutex::new(HashMap::new()),
         next: AtomicU64::new(1),
     });
-    // The asks waiting for their answers, by id: what a `Cancel` aborts.
-    let asks: Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>> = Arc::default();
+    let asks = Arc::new(Asks::default());
     // The actor stopping on its own (a panic, its own `stop`) ends the process, as a local
     // actor's end ends it: the parent hears why.
     let stopped = actor.wait_for_stop();
@@ -219,7 +218,7 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
         let read = tokio::select! {
             read = wire::read(&mut reader, &mut buf) => read,
             reason = &mut stopped => {
-                return ended(&reason, &asks, &tx, writer_task).await;
+                return finish(Some(&reason), &asks, &tx, writer_task).await;
             }
         };
         match read {
@@ -230,19 +229,11 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
                     message,
                     body,
                 }) => serve(&actor, &tx, &asks, id, high, message, body).await,
-                Some(Frame::Cancel(id)) => {
-                    // Dropping the answer's task gives the ask up: the actor never starts
-                    // it if it is still queued.
-                    if let Some(task) = lock(&asks).remove(&id) {
-                        task.abort();
-                    }
-                }
+                Some(Frame::Cancel(id)) => asks.cancel(id),
                 Some(Frame::Stop) => {
                     actor.stop();
                     actor.wait_for_stop().await;
-                    let _ = tx.send(Vec::new());
-                    let _ = writer_task.await;
-                    return 0;
+                    return finish(None, &asks, &tx, writer_task).await;
                 }
                 Some(Frame::Answer {
                     id,
@@ -266,33 +257,94 @@ async fn run(data: i32, control: i32, registry: Registry) -> i32 {
     }
 }
 
-/// The actor stopped on its own: the answers still on their way are sent, then why it
-/// stopped (the `Ended` frame), then the process exits.
-async fn ended(
-    reason: &StopReason,
-    asks: &Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+/// The asks waiting for their answers, by id: what a `Cancel` aborts, and what the end of
+/// the process waits for.
+#[derive(Default)]
+struct Asks {
+    tasks: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    /// Woken when the last one is done.
+    idle: tokio::sync::Notify,
+}
+
+impl Asks {
+    /// Runs `answer` as a task under `id`; the frame it yields goes to `tx`, then the task
+    /// leaves (so once none is left, every answer is on its way).
+    fn spawn(
+        self: &Arc<Self>,
+        id: u64,
+        tx: &mpsc::UnboundedSender<Vec<u8>>,
+        answer: impl Future<Output = Vec<u8>> + Send + 'static,
+    ) {
+        let (asks, tx) = (self.clone(), tx.clone());
+        // Registered under the lock the task takes to leave: it cannot leave first.
+        let mut tasks = lock(&self.tasks);
+        let task = tokio::spawn(async move {
+            let _ = tx.send(answer.await);
+            asks.leave(id);
+        });
+        tasks.insert(id, task.abort_handle());
+    }
+
+    fn leave(&self, id: u64) -> Option<tokio::task::AbortHandle> {
+        let mut tasks = lock(&self.tasks);
+        let task = tasks.remove(&id);
+        if tasks.is_empty() {
+            self.idle.notify_waiters();
+        }
+        task
+    }
+
+    /// Gives an ask up: dropping its task drops its place in the actor's mailbox, so the
+    /// actor never starts it if it is still queued.
+    fn cancel(&self, id: u64) {
+        if let Some(task) = self.leave(id) {
+            task.abort();
+        }
+    }
+
+    /// Waits (at most `within`) until no ask is left.
+    async fn drained(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if lock(&self.tasks).is_empty()
+                || tokio::time::timeout_at(deadline, idle).await.is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// The actor has stopped (asked to, or on its own: then `reason` says why): the answers
+/// still on their way are sent (the asks it had queued were failed at its stop), then why it
+/// stopped on its own (the `Ended` frame), then the writer finishes and the process exits.
+async fn finish(
+    reason: Option<&StopReason>,
+    asks: &Asks,
     tx: &mpsc::UnboundedSender<Vec<u8>>,
     writer_task: tokio::task::JoinHandle<()>,
 ) -> i32 {
-    // The asks it had queued fail `ActorStopped` at once; their answers follow.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    while !lock(asks).is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    asks.drained(Duration::from_secs(5)).await;
+    if let Some(reason) = reason {
+        let (panicked, text) = match reason {
+            StopReason::Normal | StopReason::Killed => (false, String::new()),
+            StopReason::Panicked(p) => (true, p.clone()),
+            other => (false, other.to_string()),
+        };
+        let mut frame = Vec::new();
+        wire::encode(
+            &Frame::Ended {
+                panicked,
+                reason: &text,
+            },
+            &mut frame,
+        );
+        let _ = tx.send(frame);
     }
-    let (panicked, text) = match reason {
-        StopReason::Normal | StopReason::Killed => (false, String::new()),
-        StopReason::Panicked(p) => (true, p.clone()),
-        other => (false, other.to_string()),
-    };
-    let mut frame = Vec::new();
-    wire::encode(
-        &Frame::Ended {
-            panicked,
-            reason: &text,
-        },
-        &mut frame,
-    );
-    let _ = tx.send(frame);
+    // An empty frame asks the writer to finish after what came before it.
     let _ = tx.send(Vec::new());
     let _ = writer_task.await;
     0
@@ -304,7 +356,7 @@ async fn ended(
 async fn serve(
     actor: &DynActorRef,
     tx: &mpsc::UnboundedSender<Vec<u8>>,
-    asks: &Arc<Mutex<HashMap<u64, tokio::task::AbortHandle>>>,
+    asks: &Arc<Asks>,
     id: u64,
     high: bool,
     message: &str,
@@ -325,18 +377,13 @@ async fn serve(
     if message == crate::relay::HEARTBEAT && id != 0 {
         // Answered by the actor between its messages (a stuck handler holds it up).
         let actor = actor.clone();
-        let tx = tx.clone();
-        let waiting = asks.clone();
-        let mut registered = lock(asks);
-        let task = tokio::spawn(async move {
+        asks.spawn(id, tx, async move {
             let status = match actor.ping(Duration::from_secs(24 * 3600)).await {
                 Ok(()) => status::OK,
                 Err(_) => status::ACTOR_STOPPED,
             };
-            lock(&waiting).remove(&id);
-            let _ = tx.send(reply(status, Vec::new()));
+            reply(status, Vec::new())
         });
-        registered.insert(id, task.abort_handle());
         return;
     }
     let Some(rm) = actor.remote_message(message) else {
@@ -378,21 +425,14 @@ async fn serve(
         .priority(priority)
         .queue()
         .await;
-    let tx = tx.clone();
-    let waiting = asks.clone();
-    let answer = async move {
+    asks.spawn(id, tx, async move {
         let result: ErasedResult = match queued {
             Ok(queued) => queued.answer().await,
             Err(e) => Err(e),
         };
-        lock(&waiting).remove(&id);
         let (status, payload) = reply_for(rm, result);
-        let _ = tx.send(reply(status, payload));
-    };
-    // Registered under the lock the task takes to leave: it cannot leave first.
-    let mut waiting = lock(asks);
-    let task = tokio::spawn(answer);
-    waiting.insert(id, task.abort_handle());
+        reply(status, payload)
+    });
 }
 
 /// The status and payload answering an ask's result (child to parent, and back).
