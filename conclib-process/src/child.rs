@@ -27,6 +27,9 @@ use crate::wire::{self, Frame, status};
 /// sockets: `<data>,<control>`.
 pub(crate) const FD_VAR: &str = "CONCLIB_PROCESS_FD";
 
+/// The environment variable that gives a process actor's runtime its number of threads.
+pub(crate) const THREADS_VAR: &str = "CONCLIB_PROCESS_THREADS";
+
 type Start =
     fn(ActorSystem, Vec<u8>, bool) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>>;
 
@@ -111,15 +114,38 @@ pub fn init(registry: Registry) {
     }) else {
         return;
     };
-    // Children of this process must not take the marker for themselves.
+    let threads = std::env::var(THREADS_VAR)
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(1);
+    // Children of this process must not take the markers for themselves.
     // SAFETY: no other thread runs yet: `init` is the first thing `main` does.
-    unsafe { std::env::remove_var(FD_VAR) };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a runtime for the process actor");
-    let code = runtime.block_on(run(data, control, registry));
+    unsafe {
+        std::env::remove_var(FD_VAR);
+        std::env::remove_var(THREADS_VAR);
+    }
+    // Heartbeats are answered on a thread of their own: a handler that keeps the runtime's
+    // thread busy does not miss them; a process that stops running does.
+    // SAFETY: the parent passed this descriptor, open, for us alone.
+    let control = unsafe { std::os::unix::net::UnixStream::from_raw_fd(control) };
+    let _ = std::thread::Builder::new()
+        .name("conclib-heartbeat".to_owned())
+        .stack_size(64 * 1024)
+        .spawn(move || answer_heartbeats(control));
+    // One thread by default: the hops between the link's tasks and the actor stay on it
+    // (a round trip costs a third of what it does across a pool of threads).
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = runtime.expect("a runtime for the process actor");
+    let code = runtime.block_on(run(data, registry));
     std::process::exit(code);
 }
 
@@ -131,30 +157,39 @@ fn socket(fd: i32) -> Option<tokio::net::UnixStream> {
     tokio::net::UnixStream::from_std(std).ok()
 }
 
-/// The control lane: heartbeats are answered here, never behind queued requests. The
-/// parent closing it ends the process.
-async fn answer_heartbeats(control: tokio::net::UnixStream) {
-    let (mut reader, mut writer) = control.into_split();
+/// The control lane, with blocking I/O on a thread of its own: heartbeats are answered
+/// here, never behind queued requests or a busy runtime. The parent closing it ends the
+/// process.
+fn answer_heartbeats(mut control: std::os::unix::net::UnixStream) {
+    use std::io::{Read, Write};
+    let mut len = [0u8; 4];
     let mut buf = Vec::new();
     let mut out = Vec::new();
-    while let Ok(true) = wire::read(&mut reader, &mut buf).await {
+    while control.read_exact(&mut len).is_ok() {
+        let len = u32::from_be_bytes(len) as usize;
+        if len > wire::MAX_FRAME {
+            break;
+        }
+        buf.resize(len, 0);
+        if control.read_exact(&mut buf).is_err() {
+            break;
+        }
         let Some(Frame::Ping(n)) = wire::decode(&buf) else {
             break;
         };
         out.clear();
         wire::encode(&Frame::Pong(n), &mut out);
-        if writer.write_all(&out).await.is_err() {
+        if control.write_all(&out).is_err() {
             break;
         }
     }
     std::process::exit(1);
 }
 
-async fn run(data: i32, control: i32, registry: Registry) -> i32 {
-    let (Some(stream), Some(control)) = (socket(data), socket(control)) else {
+async fn run(data: i32, registry: Registry) -> i32 {
+    let Some(stream) = socket(data) else {
         return 2;
     };
-    tokio::spawn(answer_heartbeats(control));
     let (reader, mut writer) = stream.into_split();
     // Buffered: a burst of frames costs a few reads, not two per frame.
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);

@@ -14,7 +14,7 @@ use conclib_core::{
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::child::FD_VAR;
+use crate::child::{FD_VAR, THREADS_VAR};
 use crate::error::{ProcessExit, SpawnError};
 use crate::link::{Link, ProcessStats, lock};
 use crate::process_ref::ProcessRef;
@@ -32,6 +32,7 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
         parent: None,
         restart: None,
         resume: false,
+        threads: 1,
         memory_limit: None,
         heartbeat: Some(Duration::from_secs(2)),
         start_timeout: Duration::from_secs(10),
@@ -49,6 +50,7 @@ pub struct ProcessBuilder<A> {
     parent: Option<DynActorRef>,
     restart: Option<RestartLimit>,
     resume: bool,
+    threads: usize,
     memory_limit: Option<u64>,
     heartbeat: Option<Duration>,
     start_timeout: Duration,
@@ -80,8 +82,10 @@ impl<A> fmt::Debug for ProcessBuilder<A> {
 impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// The dead-man's switch: the child must answer a heartbeat within `every`, sent every
     /// `every`, or it is killed (`SIGKILL`) and treated as dead. `None` turns it off.
-    /// Default 2 s. (The heartbeat is answered by the child's I/O task, not by the actor: a
-    /// busy handler does not miss it; a process that stops running does.)
+    /// Default 2 s. (The heartbeat is answered by a thread of the child of its own, not by
+    /// the actor or its runtime: a handler that keeps the CPU busy does not miss it; a
+    /// process that stops running does. A pool's dead-man's switch, which goes through the
+    /// actor, is the one that sees a stuck handler.)
     pub fn heartbeat(mut self, every: Option<Duration>) -> Self {
         self.heartbeat = every;
         self
@@ -161,6 +165,16 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         self
     }
 
+    /// The number of threads of the tokio runtime the actor runs on in its process
+    /// (default 1: the link's tasks and the actor hand messages to each other on one
+    /// thread, the fastest round trip — see BENCHMARKS.md; heartbeats are answered on a
+    /// thread of their own either way). More lets the actor's own tasks and children run
+    /// in parallel inside the process.
+    pub fn worker_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
     /// Where the process's stdout and stderr go (default [`ChildOutput::Tracing`]).
     pub fn output(mut self, output: ChildOutput) -> Self {
         self.output = output;
@@ -223,6 +237,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
             start_timeout: self.start_timeout,
             restart: self.restart,
             resume: self.resume,
+            threads: self.threads,
             system: self.system.clone(),
             output: self.output,
             stats: Arc::default(),
@@ -241,6 +256,8 @@ pub(crate) struct Spec {
     restart: Option<RestartLimit>,
     /// Resume the actor after a panic in a handler (else it stops, and its process exits).
     resume: bool,
+    /// The threads of the child's runtime.
+    threads: usize,
     /// The system whose actors the child may ask by URN (and that lists it).
     pub(crate) system: Option<ActorSystem>,
     output: ChildOutput,
@@ -307,6 +324,7 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
         FD_VAR,
         format!("{},{}", child_end.as_raw_fd(), child_control.as_raw_fd()),
     );
+    command.env(THREADS_VAR, spec.threads.to_string());
     conclib_core::process::bind_to_parent(&mut command, false);
     if spec.output == ChildOutput::Tracing {
         command

@@ -20,7 +20,7 @@ use crate::parent::{Inner, Spec};
 use crate::wire::{Frame, status};
 
 /// The wire name of a heartbeat for the process's actor (answered by the actor itself,
-/// between its messages, unlike the link's `Ping`, answered by the process's I/O task).
+/// between its messages, unlike the link's `Ping`, answered by the process's heartbeat thread).
 pub(crate) const HEARTBEAT: &str = "conclib::Heartbeat";
 
 /// How long a relay that is stopping waits for its process to finish what it has queued

@@ -161,6 +161,10 @@ fn main() {
             "a_process_child_reports_restarts_and_its_end_to_its_supervisor",
             || Box::pin(supervised()),
         ),
+        (
+            "a_handler_that_keeps_the_cpu_busy_does_not_miss_heartbeats",
+            || Box::pin(busy_not_dead()),
+        ),
     ];
     common::run(tests);
 }
@@ -270,6 +274,26 @@ async fn supervised() {
     );
     supervisor.stop();
     supervisor.wait_for_stop().await;
+}
+
+async fn busy_not_dead() {
+    // One runtime thread (the default) and two: a handler that never awaits for five
+    // heartbeat periods holds the runtime, not the heartbeat thread.
+    for threads in [1, 2] {
+        let worker = conclib_process::build(Worker { total: 0 })
+            .heartbeat(Some(Duration::from_millis(200)))
+            .worker_threads(threads)
+            .spawn()
+            .await
+            .unwrap();
+        let pid = worker.pid();
+        assert_eq!(worker.ask(Burn(1_000)).await, Ok(1_000));
+        assert_eq!(worker.ask(Add(1)).await, Ok(1));
+        assert_eq!((worker.pid(), worker.restarts()), (pid, 0));
+        assert!(worker.is_alive());
+        worker.stop();
+        assert_eq!(worker.wait_for_stop().await.code, Some(0));
+    }
 }
 
 async fn given_up() {

@@ -42,6 +42,11 @@ pub struct AskParent {
     pub n: u64,
 }
 
+/// Keeps the CPU busy for this many milliseconds (a handler that never awaits).
+#[message(response = u64)]
+#[derive(Serialize, Deserialize)]
+pub struct Burn(pub u64);
+
 /// Spins forever: a handler stuck in a CPU loop.
 #[message]
 #[derive(Serialize, Deserialize)]
@@ -133,6 +138,15 @@ impl Worker {
     #[handle(remote)]
     pub async fn nap(&mut self, ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    #[handle(remote)]
+    pub fn burn(&mut self, Burn(ms): Burn) -> u64 {
+        let until = std::time::Instant::now() + Duration::from_millis(ms);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        ms
     }
 
     #[handle(remote)]
