@@ -100,7 +100,9 @@
 //!   [`Pool`](conclib_core::Pool): `system.pool(|| conclib_process::build(Worker).into_actor())`
 //!   spreads work over processes behind one URN; a member whose process dies past its restart
 //!   policy is replaced by a fresh one; a member's asks in flight are its load for
-//!   least-loaded routing. Ask the pool through `pool.to_dyn()` (the typed `Pool::ask` is for
+//!   least-loaded routing; the pool's dead-man's switch (`unresponsive_after`) reaches the
+//!   actor in the member's process, so a handler stuck there gets the member (and its
+//!   process) killed and replaced. Ask the pool through `pool.to_dyn()` (the typed `Pool::ask` is for
 //!   in-process members).
 //! - **Output.** The child's stdout and stderr lines become `tracing` events of target
 //!   `conclib_process::child` with the fields `actor` and `pid` (stdout at `INFO`, stderr at
