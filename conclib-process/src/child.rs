@@ -414,7 +414,7 @@ async fn serve(
         let actor = actor.clone();
         asks.spawn(id, tx, async move {
             let status = match actor.ping(Duration::from_secs(24 * 3600)).await {
-                Ok(()) => status::OK,
+                Ok(()) => status::ALIVE,
                 Err(_) => status::ACTOR_STOPPED,
             };
             reply(status, Vec::new())

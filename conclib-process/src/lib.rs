@@ -86,7 +86,8 @@
 //!   tells the actors of the parent's system by URN ([`ProcessBuilder::system`] names that
 //!   system), in order, with typed answers and errors.
 //! - **In a system, by URN.** Built with [`ProcessBuilder::system`] (or
-//!   [`child_of`](ProcessBuilder::child_of)), a process actor is a member of that system as a
+//!   [`child_of`](ProcessBuilder::child_of); [`SpawnProcess`] writes them
+//!   `system.process(actor)` and `ctx.process(actor)`), a process actor is a member of that system as a
 //!   local actor is: a local [`ProcessActor`] stands for it there and relays to its process.
 //!   So it has an id and, with [`ProcessBuilder::urn`], a URN: `system.lookup(urn)`,
 //!   [`ProcessRef::to_dyn`], other processes through the Redis proxy and pools reach it like
@@ -140,6 +141,6 @@ mod wire;
 
 pub use child::{ParentLink, Registry, init, parent};
 pub use error::{ProcessError, ProcessExit, SpawnError};
-pub use parent::{ChildOutput, ProcessBuilder, build};
-pub use process_ref::{ProcessAsk, ProcessRef};
+pub use parent::{ChildOutput, ProcessBuilder, SpawnProcess, build};
+pub use process_ref::{ProcessAsk, ProcessRef, ProcessTell};
 pub use relay::ProcessActor;

@@ -26,6 +26,9 @@ pub(crate) struct ProcessStats {
 
 impl ProcessStats {
     pub(crate) fn answered(&self, status: u8, payload: &[u8]) {
+        if status == status::ALIVE {
+            return;
+        }
         self.answered.fetch_add(1, Ordering::Relaxed);
         match status {
             status::HANDLER_ERROR => {

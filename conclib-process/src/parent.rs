@@ -41,6 +41,39 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
     }
 }
 
+/// Starts building a process actor from an actor system or an actor's context, as
+/// `system.build(actor)` and `ctx.build_child(actor)` do for a local one:
+/// `system.process(actor)` is [`build`]`(actor).`[`system`](ProcessBuilder::system)`(&system)`,
+/// and, inside an actor, `ctx.process(actor)` is
+/// [`build`]`(actor).`[`child_of`](ProcessBuilder::child_of)`(ctx)`.
+///
+/// ```no_run
+/// use conclib_process::SpawnProcess;
+/// # use conclib_core::{Actor, ActorSystem};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Worker;
+/// # impl Actor for Worker {}
+/// # async fn demo(system: ActorSystem) -> Result<(), conclib_process::SpawnError> {
+/// let worker = system.process(Worker).urn("worker").spawn().await?;
+/// # Ok(()) }
+/// ```
+pub trait SpawnProcess {
+    /// A builder for `actor` in a process of its own, in this system (or as this actor's
+    /// child).
+    fn process<A: Actor + Serialize>(&self, actor: A) -> ProcessBuilder<A>;
+}
+
+impl SpawnProcess for ActorSystem {
+    fn process<A: Actor + Serialize>(&self, actor: A) -> ProcessBuilder<A> {
+        build(actor).system(self)
+    }
+}
+
+impl<P: Actor> SpawnProcess for conclib_core::Context<P> {
+    fn process<A: Actor + Serialize>(&self, actor: A) -> ProcessBuilder<A> {
+        build(actor).child_of(self)
+    }
+}
+
 /// Builds a process actor; from [`build`]. Finish with `.spawn().await`.
 #[must_use = "a builder does nothing until `.spawn().await`"]
 pub struct ProcessBuilder<A> {

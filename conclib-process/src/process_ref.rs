@@ -129,33 +129,43 @@ impl<A: Actor> ProcessRef<A> {
         }
     }
 
-    /// Tells the actor: returns once the message is on its way (its process may still die
-    /// before handling it).
-    ///
-    /// # Errors
-    /// [`ProcessError::Exited`] if the process has exited; [`ProcessError::Codec`].
-    pub fn tell<M>(&self, msg: M) -> Result<(), ProcessError>
+    /// Tells the actor, as [`ActorRef::tell`](conclib_core::ActorRef::tell) does: `.await`
+    /// it (after `.priority(..)` if needed); it resolves once the message is on its way
+    /// (its process may still die before handling it). It never waits for room: the link
+    /// queues what the process has not read yet.
+    pub fn tell<M>(&self, msg: M) -> ProcessTell<'_, A, M>
     where
         A: Handler<M>,
         M: conclib_core::Message + Serialize,
     {
-        self.tell_with(msg, Priority::Normal)
+        ProcessTell {
+            target: self,
+            msg,
+            priority: Priority::Normal,
+        }
     }
 
-    /// [`tell`](Self::tell) in the given lane.
+    /// Tells the actor now, without a future to await; see [`tell`](Self::tell).
     ///
     /// # Errors
-    /// As [`tell`](Self::tell).
-    pub fn tell_with<M>(&self, msg: M, priority: Priority) -> Result<(), ProcessError>
+    /// [`ProcessError::Exited`] if the process has exited; [`ProcessError::Codec`].
+    pub fn try_tell<M>(&self, msg: M) -> Result<(), ProcessError>
     where
         A: Handler<M>,
+        M: conclib_core::Message + Serialize,
+    {
+        self.send_tell(&msg, Priority::Normal)
+    }
+
+    fn send_tell<M>(&self, msg: &M, priority: Priority) -> Result<(), ProcessError>
+    where
         M: conclib_core::Message + Serialize,
     {
         let link = self.inner.link();
         if let Some(exit) = link.exit.borrow().clone() {
             return Err(ProcessError::Exited(exit));
         }
-        let body = encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
+        let body = encode_value(&Bincode, msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
         link.send(&Frame::Request {
             id: 0,
             high: priority == Priority::High,
@@ -227,7 +237,37 @@ impl<A: Actor, M> ProcessAsk<'_, A, M> {
         A: Handler<M>,
         M: conclib_core::Message + Serialize,
     {
-        std::future::ready(self.target.tell_with(self.msg, self.priority))
+        std::future::ready(self.target.send_tell(&self.msg, self.priority))
+    }
+}
+
+/// A tell to a process actor; `.await` it. From [`ProcessRef::tell`].
+#[must_use = "a tell does nothing until awaited"]
+pub struct ProcessTell<'a, A, M> {
+    target: &'a ProcessRef<A>,
+    msg: M,
+    priority: Priority,
+}
+
+impl<A, M> ProcessTell<'_, A, M> {
+    /// Sends in the actor's given lane; `High` overtakes queued normal messages.
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+impl<A: Actor, M> IntoFuture for ProcessTell<'_, A, M>
+where
+    M: conclib_core::Message + Serialize,
+{
+    type Output = Result<(), ProcessError>;
+    type IntoFuture = std::future::Ready<Self::Output>;
+
+    /// # Errors
+    /// As [`ProcessRef::try_tell`].
+    fn into_future(self) -> Self::IntoFuture {
+        std::future::ready(self.target.send_tell(&self.msg, self.priority))
     }
 }
 

@@ -20,6 +20,10 @@
 //!
 //! Message bodies and answers are encoded with [`conclib_codec::Bincode`], by the message's
 //! wire name ([`conclib_core::Message::name`]).
+//!
+//! A `Request` for the reserved message name `conclib::Heartbeat` (empty body) is answered by
+//! the actor itself between its messages, with a `Reply` of status 100: how a pool's
+//! dead-man's switch reaches the actor, where `Ping` only reaches the process.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -77,6 +81,9 @@ pub(crate) mod status {
     pub(crate) const NO_RESPONSE: u8 = 7;
     pub(crate) const CODEC_ERROR: u8 = 9;
     pub(crate) const MAILBOX_FULL: u8 = 12;
+    /// The answer to a heartbeat request (`conclib::Heartbeat`): the actor is responsive.
+    /// Not counted as an answer in the actor's statistics.
+    pub(crate) const ALIVE: u8 = 100;
 }
 
 fn bytes(out: &mut Vec<u8>, b: &[u8]) {

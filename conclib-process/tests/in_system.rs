@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use conclib::{ActorSystem, AskError, PanicPolicy, Priority, Routing, StopReason};
-use conclib_process::{ProcessRef, Registry, SpawnError};
+use conclib_process::{ProcessRef, Registry, SpawnError, SpawnProcess};
 use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, RedisDaemon, start_proxy, start_redis};
 
 fn main() {
@@ -81,8 +81,8 @@ fn pending(system: &ActorSystem, pid: u32) -> usize {
 
 async fn named() {
     let system = ActorSystem::new("named");
-    let worker = conclib_process::build(Worker { total: 1 })
-        .system(&system)
+    let worker = system
+        .process(Worker { total: 1 })
         .urn("worker")
         .on_panic(PanicPolicy::Resume)
         .spawn()
@@ -264,11 +264,7 @@ impl conclib::Actor for Holder {
         &mut self,
         ctx: &mut conclib::Context<Self>,
     ) -> Result<(), conclib::BoxError> {
-        let child = conclib_process::build(Worker { total: 0 })
-            .child_of(ctx)
-            .urn("held")
-            .spawn()
-            .await?;
+        let child = ctx.process(Worker { total: 0 }).urn("held").spawn().await?;
         *self.child.lock().unwrap() = Some(child);
         Ok(())
     }

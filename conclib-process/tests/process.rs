@@ -436,7 +436,7 @@ async fn round_trip() {
     assert_ne!(worker.pid(), std::process::id());
     assert_eq!(worker.ask(Pid).await, Ok(worker.pid()));
     assert_eq!(worker.ask(Add(2)).await, Ok(3));
-    worker.tell(Add(10)).unwrap();
+    worker.tell(Add(10)).await.unwrap();
     assert_eq!(worker.ask(Take(4)).await, Ok(9));
     assert_eq!(
         worker.ask(Take(100)).await,
@@ -466,15 +466,22 @@ async fn round_trip() {
     );
     // Messages from one sender enter the mailbox in the order sent, tells and asks alike.
     for _ in 0..1_000 {
-        worker.tell(Add(1)).unwrap();
+        worker.tell(Add(1)).await.unwrap();
     }
     assert_eq!(worker.ask(Add(0)).await, Ok(1_209));
-    worker.tell(Take(1_000)).unwrap();
+    worker.tell(Take(1_000)).await.unwrap();
     assert_eq!(worker.ask(Add(0)).await, Ok(209));
     assert_eq!(
         worker.ask(Add(0)).priority(conclib::Priority::High).await,
         Ok(209)
     );
+    // Tells in the high lane too.
+    worker
+        .tell(Add(100))
+        .priority(conclib::Priority::High)
+        .await
+        .unwrap();
+    assert_eq!(worker.ask(Add(0)).await, Ok(309));
     worker.kill();
     worker.wait_for_stop().await;
 }
@@ -544,7 +551,14 @@ async fn sigkill() {
         worker.ask(Add(1)).await,
         Err(ProcessError::Exited(killed.clone()))
     );
-    assert!(matches!(worker.tell(Add(1)), Err(ProcessError::Exited(_))));
+    assert!(matches!(
+        worker.tell(Add(1)).await,
+        Err(ProcessError::Exited(_))
+    ));
+    assert!(matches!(
+        worker.try_tell(Add(1)),
+        Err(ProcessError::Exited(_))
+    ));
     // Reaped: no zombie.
     assert!(!std::path::Path::new(&format!("/proc/{}", worker.pid())).exists());
 }
@@ -555,7 +569,7 @@ async fn exit_code() {
         .await
         .unwrap();
     // The process exits in the handler of `Exit`, with the ask behind it still pending.
-    worker.tell(Exit(3)).unwrap();
+    worker.tell(Exit(3)).await.unwrap();
     let pending = worker
         .ask(SleepMs(1))
         .timeout(Duration::from_secs(600))
@@ -597,7 +611,7 @@ async fn graceful_stop() {
         .spawn()
         .await
         .unwrap();
-    worker.tell(Add(5)).unwrap();
+    worker.try_tell(Add(5)).unwrap();
     let last = {
         let worker = worker.clone();
         tokio::spawn(async move { worker.ask(SleepMs(100)).await })
