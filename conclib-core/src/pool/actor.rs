@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{InFlight, Member, MemberLoad, Shared, SharedFactory, make, make_room};
+use super::{InFlight, Member, Shared, SharedFactory, make, make_room};
 use crate::actor::Actor;
 use crate::cell::ActorCell;
 use crate::context::Context;
@@ -124,9 +124,30 @@ impl<A: Actor> Actor for PoolActor<A> {
         let id = ctx.myself().id();
         ctx.system()
             .with_pool_probes(|probes| probes.push((id, Arc::downgrade(&probe))));
+        // The pool's gauges, sampled by a task of their own (a tick in the mailbox would
+        // count as a message handled every second); it ends with the probe, at the stop.
+        let sampled = Arc::downgrade(&probe);
+        let urn = ctx.urn().cloned();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(POOL_SAMPLE_EVERY);
+            loop {
+                ticks.tick().await;
+                let Some(probe) = sampled.upgrade() else {
+                    return;
+                };
+                if crate::metrics::is_enabled() {
+                    let load = probe();
+                    crate::metrics::pool_gauges(
+                        urn.as_ref(),
+                        std::any::type_name::<A>(),
+                        load.members.len(),
+                        load.members.iter().map(|m| m.queued).sum(),
+                        load.members.iter().map(|m| m.in_flight).sum(),
+                    );
+                }
+            }
+        });
         self.probe = Some(probe);
-        // The pool's gauges (recorded only while metrics are on).
-        ctx.interval(POOL_SAMPLE_EVERY, || SamplePool);
         if let Some(after) = self.unresponsive_after {
             ctx.interval(after, || CheckMembers);
         }
@@ -220,37 +241,6 @@ impl<A: Actor> Handler<Resize> for PoolActor<A> {
 
 /// How often a pool records its gauges.
 const POOL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
-
-/// The tick that records the pool's gauges.
-struct SamplePool;
-impl Message for SamplePool {
-    type Response = ();
-    type Error = std::convert::Infallible;
-    fn name() -> &'static str {
-        "conclib::pool::SamplePool"
-    }
-}
-
-impl<A: Actor> Handler<SamplePool> for PoolActor<A> {
-    async fn handle(
-        &mut self,
-        _: SamplePool,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), std::convert::Infallible> {
-        if crate::metrics::is_enabled() {
-            let members = self.shared.snapshot();
-            let loads: Vec<MemberLoad> = members.iter().map(Member::load).collect();
-            crate::metrics::pool_gauges(
-                ctx.myself().cell.core.urn.as_ref(),
-                std::any::type_name::<A>(),
-                loads.len(),
-                loads.iter().map(|l| l.queued).sum(),
-                loads.iter().map(|l| l.in_flight).sum(),
-            );
-        }
-        Ok(())
-    }
-}
 
 /// The dead-man's switch's tick.
 struct CheckMembers;
