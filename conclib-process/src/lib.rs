@@ -76,8 +76,11 @@
 //!   ([`ProcessBuilder::memory_limit`]) makes a process that eats memory abort alone. A child
 //!   never outlives the parent: it is bound to the parent's life (`PR_SET_PDEATHSIG`, see
 //!   `conclib_core::process`), and exits on its own when the link closes. Children are
-//!   reaped: no zombie is left. Requests sent while a process is dying or being restarted
-//!   fail with [`ProcessError::Exited`]: they are not held for the next process.
+//!   reaped: no zombie is left. Asks and tells sent once a death is seen, while the restart
+//!   policy may still replace the process, wait for the new process (at most its start
+//!   timeout) and reach it in order; [`ProcessRef::try_tell`] does not wait and fails
+//!   [`ProcessError::Exited`]. What was sent to the process before it died is lost with it
+//!   (its asks fail at once, as above).
 //!
 //! - **Asks given up.** An ask whose asker gave up (its timeout passed, or its future was
 //!   dropped) is cancelled in the child (a `Cancel` frame): if the actor has not started it

@@ -449,6 +449,8 @@ pub(crate) struct Inner {
     pub(crate) ending: std::sync::atomic::AtomicBool,
     /// Set once the process ended for good.
     pub(crate) final_exit: watch::Sender<Option<ProcessExit>>,
+    /// Bumped when a restarted process's link is in place.
+    relaunched: watch::Sender<u64>,
     /// Why it ended for good, as its relay stops with it.
     pub(crate) end_reason: std::sync::OnceLock<StopReason>,
     me: std::sync::Weak<Inner>,
@@ -498,6 +500,7 @@ impl Inner {
             restarted: AtomicU64::new(0),
             ending: std::sync::atomic::AtomicBool::new(false),
             final_exit,
+            relaunched: watch::channel(0).0,
             end_reason: std::sync::OnceLock::new(),
             me: weak.clone(),
             id,
@@ -514,6 +517,40 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .expect("set at start")
+    }
+
+    /// The link to send on: the current process's, or — while a dead process may still be
+    /// replaced (a restart policy, not past it yet) — its successor's, waiting at most
+    /// `wait` for it. So a message sent while the process is being restarted goes to the
+    /// new process instead of failing.
+    pub(crate) async fn live_link(&self, wait: Duration) -> Arc<Link> {
+        let link = self.link();
+        let replaceable = || {
+            self.spec.restart.is_some()
+                && !self.ending.load(Ordering::Acquire)
+                && self.final_exit.borrow().is_none()
+        };
+        if link.exit.borrow().is_none() || !replaceable() {
+            return link;
+        }
+        let mut relaunched = self.relaunched.subscribe();
+        let mut ended = self.final_exit.subscribe();
+        let _ = tokio::time::timeout(wait, async {
+            while self.link().exit.borrow().is_some() && replaceable() {
+                tokio::select! {
+                    changed = relaunched.changed() => if changed.is_err() { return },
+                    changed = ended.changed() => if changed.is_err() { return },
+                }
+            }
+        })
+        .await;
+        self.link()
+    }
+
+    /// How long a message waits for a dead process's successor (its start, and the
+    /// reaper's reading of what the dead one wrote).
+    pub(crate) fn relaunch_wait(&self) -> Duration {
+        self.spec.start_timeout + Duration::from_secs(2)
     }
 
     /// Waits until the process has ended for good.
@@ -572,6 +609,7 @@ impl Inner {
                 Ok(link) => {
                     *self.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
                     self.restarted.fetch_add(1, Ordering::Relaxed);
+                    self.relaunched.send_modify(|n| *n += 1);
                     if conclib_core::metrics::is_enabled() {
                         metrics::counter!("conclib_process_restarts_total", "actor" => self.spec.kind)
                             .increment(1);

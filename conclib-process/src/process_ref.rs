@@ -216,7 +216,7 @@ pub struct ProcessAsk<'a, A, M> {
     priority: Priority,
 }
 
-impl<A: Actor, M> ProcessAsk<'_, A, M> {
+impl<'a, A: Actor, M> ProcessAsk<'a, A, M> {
     /// Fails with [`ProcessError::Timeout`] if no answer arrives within `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -232,12 +232,16 @@ impl<A: Actor, M> ProcessAsk<'_, A, M> {
     /// Sends the message as a tell instead (in the lane chosen with
     /// [`priority`](Self::priority)); see [`ProcessRef::tell`]. `.await` it. The
     /// method-call API reads `worker.reset().tell().await?`.
-    pub fn tell(self) -> std::future::Ready<Result<(), ProcessError>>
+    pub fn tell(self) -> ProcessTell<'a, A, M>
     where
         A: Handler<M>,
         M: conclib_core::Message + Serialize,
     {
-        std::future::ready(self.target.send_tell(&self.msg, self.priority))
+        ProcessTell {
+            target: self.target,
+            msg: self.msg,
+            priority: self.priority,
+        }
     }
 }
 
@@ -257,17 +261,22 @@ impl<A, M> ProcessTell<'_, A, M> {
     }
 }
 
-impl<A: Actor, M> IntoFuture for ProcessTell<'_, A, M>
+impl<'a, A: Actor, M> IntoFuture for ProcessTell<'a, A, M>
 where
-    M: conclib_core::Message + Serialize,
+    M: conclib_core::Message + Serialize + Send + 'a,
 {
     type Output = Result<(), ProcessError>;
-    type IntoFuture = std::future::Ready<Self::Output>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     /// # Errors
-    /// As [`ProcessRef::try_tell`].
+    /// As [`ProcessRef::try_tell`]; while the process is being restarted, the tell waits
+    /// for the new one.
     fn into_future(self) -> Self::IntoFuture {
-        std::future::ready(self.target.send_tell(&self.msg, self.priority))
+        Box::pin(async move {
+            let inner = &self.target.inner;
+            inner.live_link(inner.relaunch_wait()).await;
+            self.target.send_tell(&self.msg, self.priority)
+        })
     }
 }
 
@@ -308,7 +317,10 @@ where
             let body =
                 encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
             drop(msg);
-            let answer = target.inner.link().request(M::name(), &body, priority);
+            let link = tokio::time::timeout(timeout, target.inner.live_link(timeout))
+                .await
+                .map_err(|_| ProcessError::Timeout(timeout))?;
+            let answer = link.request(M::name(), &body, priority);
             drop(body);
             let (status, payload) = tokio::time::timeout(timeout, answer)
                 .await

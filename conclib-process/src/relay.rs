@@ -177,7 +177,9 @@ impl<A: Actor> Actor for ProcessActor<A> {
             }
         };
         drop(message);
-        let link = inner.link();
+        // While its process is being restarted, the relay waits for the new one (keeping
+        // the order of what it relays).
+        let link = inner.live_link(inner.relaunch_wait()).await;
         if !responder.expects_response() && !responder.wants_ack() {
             if link.exit.borrow().is_some() {
                 tracing::warn!(

@@ -165,6 +165,10 @@ fn main() {
             "a_handler_that_keeps_the_cpu_busy_does_not_miss_heartbeats",
             || Box::pin(busy_not_dead()),
         ),
+        (
+            "what_is_sent_during_a_restart_goes_to_the_new_process",
+            || Box::pin(held_during_restart()),
+        ),
     ];
     common::run(tests);
 }
@@ -274,6 +278,30 @@ async fn supervised() {
     );
     supervisor.stop();
     supervisor.wait_for_stop().await;
+}
+
+async fn held_during_restart() {
+    let worker = conclib_process::build(Worker { total: 10 })
+        .restart(conclib::RestartLimit::new(2, Duration::from_secs(60)))
+        .spawn()
+        .await
+        .unwrap();
+    let old = worker.pid();
+    // SAFETY: our child's pid.
+    unsafe { libc::kill(old as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while worker.is_alive() {
+        assert!(Instant::now() < deadline, "the death is never seen");
+        tokio::task::yield_now().await;
+    }
+    // The death is seen, the restart not done yet: a tell and an ask sent now wait for the
+    // new process, and reach it in order.
+    worker.tell(Add(5)).await.unwrap();
+    assert_eq!(worker.ask(Add(1)).await, Ok(16));
+    assert_ne!(worker.pid(), old);
+    assert_eq!(worker.restarts(), 1);
+    worker.kill();
+    worker.wait_for_stop().await;
 }
 
 async fn busy_not_dead() {
