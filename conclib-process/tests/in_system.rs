@@ -44,18 +44,6 @@ fn main() {
     ]);
 }
 
-/// Whether a process with this pid exists (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| !stat.contains(") Z "))
-        .unwrap_or(false)
-}
-
-fn sigkill(pid: u32) {
-    // SAFETY: the pid of a child of this process, not reaped yet.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
 /// Waits (at most 10 s) for `cond`, checking every 5 ms: for states seen only by polling.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -120,7 +120,7 @@ fn main() {
         }),
         (
             "sigkill_fails_every_pending_ask_at_once_with_the_signal",
-            || Box::pin(sigkill()),
+            || Box::pin(sigkill_under_asks()),
         ),
         ("an_exit_code_reaches_the_pending_asks", || {
             Box::pin(exit_code())
@@ -253,8 +253,7 @@ async fn supervised() {
         }
     };
     let (pid, id) = supervisor.ask(ChildInfo).await.unwrap();
-    // SAFETY: our child's pid.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    sigkill(pid);
     wait_for(1).await;
     let first = events.lock().unwrap()[0].clone();
     assert!(
@@ -264,8 +263,7 @@ async fn supervised() {
     );
     // Past its restart limit (one restart a minute), the second death is its end.
     let (pid, _) = supervisor.ask(ChildInfo).await.unwrap();
-    // SAFETY: our child's pid.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    sigkill(pid);
     wait_for(2).await;
     let last = events.lock().unwrap()[1].clone();
     assert!(
@@ -287,8 +285,7 @@ async fn held_during_restart() {
         .await
         .unwrap();
     let old = worker.pid();
-    // SAFETY: our child's pid.
-    unsafe { libc::kill(old as i32, libc::SIGKILL) };
+    sigkill(old);
     let deadline = Instant::now() + Duration::from_secs(20);
     while worker.is_alive() {
         assert!(Instant::now() < deadline, "the death is never seen");
@@ -545,7 +542,7 @@ async fn panic_reaches_asker() {
     assert_eq!(resilient.wait_for_stop().await.code, Some(0));
 }
 
-async fn sigkill() {
+async fn sigkill_under_asks() {
     let worker = conclib_process::build(Worker { total: 0 })
         .spawn()
         .await
@@ -563,8 +560,7 @@ async fn sigkill() {
     // (Whether they reached the child or not, they end the same way.)
     tokio::task::yield_now().await;
     let started = Instant::now();
-    // SAFETY: our child's pid, not reaped yet.
-    unsafe { libc::kill(worker.pid() as i32, libc::SIGKILL) };
+    sigkill(worker.pid());
     let killed = ProcessExit {
         code: None,
         signal: Some(libc::SIGKILL),
@@ -688,8 +684,7 @@ async fn restarts() {
     assert_eq!(worker.ask(Add(1)).await, Ok(11));
     for round in 1..=2u64 {
         let old = worker.pid();
-        // SAFETY: our child's pid.
-        unsafe { libc::kill(old as i32, libc::SIGKILL) };
+        sigkill(old);
         let deadline = Instant::now() + Duration::from_secs(20);
         while worker.restarts() < round {
             assert!(Instant::now() < deadline, "no restart {round}");
@@ -701,8 +696,7 @@ async fn restarts() {
         assert_eq!(worker.ask(Add(1)).await, Ok(11));
     }
     // A third death within the window is past the limit: the process stays dead.
-    // SAFETY: our child's pid.
-    unsafe { libc::kill(worker.pid() as i32, libc::SIGKILL) };
+    sigkill(worker.pid());
     let exit = tokio::time::timeout(Duration::from_secs(20), worker.wait_for_stop())
         .await
         .expect("ends for good past the limit");
@@ -808,16 +802,5 @@ async fn parent_killed() {
             "process actor {child} outlived its parent"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Whether `pid` runs (a zombie waiting for its reaper does not).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
     }
 }

@@ -165,6 +165,23 @@ impl Worker {
     }
 }
 
+/// Whether `pid` runs (a zombie waiting for its reaper does not).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Sends `SIGKILL` to a child of this process.
+pub fn sigkill(pid: u32) {
+    // SAFETY: the pid of a child of this process, not reaped yet.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
 pub type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Runs the tests whose names contain one of the command line's words (all without any),
