@@ -487,7 +487,13 @@ pub(crate) fn reply_for(rm: &RemoteMessage, result: ErasedResult) -> (u8, Vec<u8
 
 fn encoded(ok: u8, value: Option<&dyn erased_serde::Serialize>) -> (u8, Vec<u8>) {
     match value.map(|v| Bincode.encode(v)) {
-        Some(Ok(bytes)) => (ok, bytes),
+        Some(Ok(bytes)) => match wire::fits(bytes) {
+            Ok(bytes) => (ok, bytes),
+            Err(e) => (
+                status::CODEC_ERROR,
+                format!("the answer is {e}").into_bytes(),
+            ),
+        },
         Some(Err(e)) => (status::CODEC_ERROR, e.to_string().into_bytes()),
         None => (status::CODEC_ERROR, b"an answer of the wrong type".to_vec()),
     }
@@ -550,7 +556,9 @@ impl ParentLink {
         M::Response: DeserializeOwned,
     {
         let body = conclib_codec::encode_value(&Bincode, &msg)
-            .map_err(|e| ProcessError::Codec(e.to_string()))?;
+            .map_err(|e| e.to_string())
+            .and_then(wire::fits)
+            .map_err(ProcessError::Codec)?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
@@ -584,7 +592,9 @@ impl ParentLink {
         msg: M,
     ) -> Result<(), ProcessError> {
         let body = conclib_codec::encode_value(&Bincode, &msg)
-            .map_err(|e| ProcessError::Codec(e.to_string()))?;
+            .map_err(|e| e.to_string())
+            .and_then(wire::fits)
+            .map_err(ProcessError::Codec)?;
         let mut frame = Vec::new();
         wire::encode(
             &Frame::Ask {

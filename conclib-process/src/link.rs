@@ -293,7 +293,20 @@ async fn read_frames(
     // Buffered: a burst of answers costs a few reads, not two per frame.
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let mut buf = Vec::new();
-    while let Ok(true) = wire::read(&mut reader, &mut buf).await {
+    loop {
+        match wire::read(&mut reader, &mut buf).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                // A broken link (a corrupt or oversized frame): nothing more can be read,
+                // so the process is treated as dead.
+                if let Some(link) = link.upgrade() {
+                    tracing::error!(pid = link.pid, error = %e, "process actor's link broken: killed");
+                    link.kill();
+                }
+                return;
+            }
+        }
         let Some(link) = link.upgrade() else { return };
         match wire::decode(&buf) {
             Some(Frame::Reply {

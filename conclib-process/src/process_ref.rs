@@ -165,7 +165,10 @@ impl<A: Actor> ProcessRef<A> {
         if let Some(exit) = link.exit.borrow().clone() {
             return Err(ProcessError::Exited(exit));
         }
-        let body = encode_value(&Bincode, msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
+        let body = encode_value(&Bincode, msg)
+            .map_err(|e| e.to_string())
+            .and_then(crate::wire::fits)
+            .map_err(ProcessError::Codec)?;
         link.send(&Frame::Request {
             id: 0,
             high: priority == Priority::High,
@@ -314,8 +317,10 @@ where
                 timeout,
                 priority,
             } = self;
-            let body =
-                encode_value(&Bincode, &msg).map_err(|e| ProcessError::Codec(e.to_string()))?;
+            let body = encode_value(&Bincode, &msg)
+                .map_err(|e| e.to_string())
+                .and_then(crate::wire::fits)
+                .map_err(ProcessError::Codec)?;
             drop(msg);
             let link = tokio::time::timeout(timeout, target.inner.live_link(timeout))
                 .await

@@ -166,11 +166,13 @@ impl<A: Actor> Actor for ProcessActor<A> {
         let priority = request.priority();
         let (message, mut responder) = request.into_erased();
         let body = match rm.message(&*message).map(|m| Bincode.encode(m)) {
-            Some(Ok(body)) => body,
-            failed => {
-                let why = failed.map_or("a message of the wrong type".to_owned(), |e| {
-                    e.err().map(|e| e.to_string()).unwrap_or_default()
-                });
+            Some(Ok(body)) => crate::wire::fits(body),
+            Some(Err(e)) => Err(e.to_string()),
+            None => Err("a message of the wrong type".to_owned()),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(why) => {
                 tracing::error!(message = name, error = %why, "could not encode a message for a process actor");
                 responder.respond(Err(AskError::NoResponse));
                 return;

@@ -30,6 +30,21 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// The largest frame either side accepts (a corrupt length must not allocate gigabytes).
 pub(crate) const MAX_FRAME: usize = 64 * 1024 * 1024;
 
+/// The largest message body or answer either side sends: with its frame's other fields it
+/// fits in [`MAX_FRAME`].
+pub(crate) const MAX_BODY: usize = MAX_FRAME - 64 * 1024;
+
+/// Checks an encoded body or answer against [`MAX_BODY`], saying what is wrong.
+pub(crate) fn fits(body: Vec<u8>) -> Result<Vec<u8>, String> {
+    if body.len() > MAX_BODY {
+        return Err(format!(
+            "{} bytes, over the link's limit of {MAX_BODY} bytes",
+            body.len()
+        ));
+    }
+    Ok(body)
+}
+
 /// One frame of the link, borrowing its bytes from the buffer it was read into.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Frame<'a> {

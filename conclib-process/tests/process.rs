@@ -169,6 +169,10 @@ fn main() {
             "what_is_sent_during_a_restart_goes_to_the_new_process",
             || Box::pin(held_during_restart()),
         ),
+        (
+            "a_message_or_answer_over_the_links_limit_fails_alone",
+            || Box::pin(over_the_limit()),
+        ),
     ];
     common::run(tests);
 }
@@ -276,6 +280,32 @@ async fn supervised() {
     );
     supervisor.stop();
     supervisor.wait_for_stop().await;
+}
+
+async fn over_the_limit() {
+    let worker = conclib_process::build(Worker { total: 0 })
+        .spawn()
+        .await
+        .unwrap();
+    let pid = worker.pid();
+    assert_eq!(worker.ask(Blob("x".repeat(1 << 20))).await, Ok(1 << 20));
+    assert_eq!(worker.ask(Big(1 << 20)).await.map(|b| b.len()), Ok(1 << 20));
+    // 65 MiB each way: refused with a codec error that says why; nothing else breaks.
+    let sent = worker.ask(Blob("x".repeat(65 << 20))).await;
+    assert!(
+        matches!(&sent, Err(ProcessError::Codec(why)) if why.contains("over the link's limit")),
+        "{sent:?}"
+    );
+    let answered = worker.ask(Big(65 << 20)).await;
+    assert!(
+        matches!(&answered, Err(ProcessError::Codec(why)) if why.contains("the answer is")),
+        "{:?}",
+        answered.map(|b| b.len())
+    );
+    assert_eq!(worker.ask(Add(1)).await, Ok(1));
+    assert_eq!((worker.pid(), worker.restarts()), (pid, 0));
+    worker.stop();
+    assert_eq!(worker.wait_for_stop().await.code, Some(0));
 }
 
 async fn held_during_restart() {

@@ -47,6 +47,16 @@ pub struct AskParent {
 #[derive(Serialize, Deserialize)]
 pub struct Burn(pub u64);
 
+/// Answers the length of what it carries (a string: encoded in one copy, even unoptimized).
+#[message(response = u64)]
+#[derive(Serialize, Deserialize)]
+pub struct Blob(pub String);
+
+/// Answers a string of this many bytes.
+#[message(response = String)]
+#[derive(Serialize, Deserialize)]
+pub struct Big(pub usize);
+
 /// Spins forever: a handler stuck in a CPU loop.
 #[message]
 #[derive(Serialize, Deserialize)]
@@ -147,6 +157,16 @@ impl Worker {
             std::hint::spin_loop();
         }
         ms
+    }
+
+    #[handle(remote)]
+    pub fn blob(&mut self, Blob(bytes): Blob) -> u64 {
+        bytes.len() as u64
+    }
+
+    #[handle(remote)]
+    pub fn big(&mut self, Big(n): Big) -> String {
+        "x".repeat(n)
     }
 
     #[handle(remote)]
