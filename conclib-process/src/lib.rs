@@ -57,7 +57,9 @@
 //!   (`Init { kind, state, resume }`, `Request { id, high, message, body }` where id 0 is
 //!   a tell, `Reply { id, status, payload }`, `Ping`/`Pong`, `Stop`, `Cancel { id }`,
 //!   `Ask`/`Answer` for the child's asks to the parent's system, `Ended { panicked, reason }`;
-//!   the table is in the source of `wire.rs`). Message bodies and answers are encoded with [`conclib_codec::Bincode`] by
+//!   the table is in the source of `wire.rs`). A frame is at most 64 MiB: a message or an
+//!   answer that does not fit fails alone with [`ProcessError::Codec`] saying so; a frame
+//!   that cannot be read (corrupt, oversized) breaks the link, and the process is killed. Message bodies and answers are encoded with [`conclib_codec::Bincode`] by
 //!   the message's wire name, so a message must be exposed by the actor
 //!   ([`Actor::REMOTE`](conclib_core::Actor::REMOTE), `#[handle(remote)]`). Frames queued
 //!   together are written together and read through a buffer. Asks pipeline: many can be in
