@@ -176,7 +176,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// Restarts the process when it dies (a crash, a kill from outside, a missed heartbeat,
     /// an exit it did not ask for): a fresh process with the actor's initial state, at most
     /// as often as `limit` allows; past it the process stays dead. The asks pending at the
-    /// death fail with [`ProcessError::Exited`] all the same. [`ProcessRef::kill`] and
+    /// death fail with [`ProcessError::Exited`](crate::ProcessError::Exited) all the same. [`ProcessRef::kill`] and
     /// [`ProcessRef::stop`] end it for good.
     pub fn restart(mut self, limit: RestartLimit) -> Self {
         self.restart = Some(limit);

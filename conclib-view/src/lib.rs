@@ -25,7 +25,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /` | the page |
-//! | `GET /api/systems` | JSON: every [`PublishedSystem`](conclib_redis::PublishedSystem), sorted by system id, as read at most a second ago; `503` with a text body if Redis could not be read |
+//! | `GET /api/systems` | JSON: every [`PublishedSystem`], sorted by system id, as read at most a second ago; `503` with a text body if Redis could not be read |
 //! | `GET /api/history` | JSON: `{"<system_id>/<actor id>": {"mailbox": [..], "rate": [..]}}`, the last five minutes at one sample a second, oldest first |
 //!
 //! With the feature `prometheus`, [`prometheus::install`] records conclib's metrics and

@@ -18,7 +18,7 @@ use crate::remote::RemoteMessage;
 use crate::supervision::{RestartLimit, SupervisionEvent};
 use crate::system::ActorId;
 
-/// The actor behind a [`Pool`]: it owns the members (its children), routes requests that
+/// The actor behind a [`Pool`](crate::Pool): it owns the members (its children), routes requests that
 /// come by URN or dynamic ref, replaces dead members and runs the dead-man's switch.
 pub struct PoolActor<A: Actor> {
     pub(super) shared: Arc<Shared<A>>,
