@@ -8,12 +8,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::actor::Actor;
-use crate::dynamic::RequestEnvelope;
 use crate::envelope::{Envelope, ReplyTx};
 use crate::error::StopReason;
 use crate::mailbox::{Capacity, Control, Mailbox};
 use crate::message::{Handler, Message, Priority};
 use crate::remote::RemoteMessage;
+use crate::request_envelope::RequestEnvelope;
 use crate::supervision::SupervisionEvent;
 use crate::system::ActorId;
 use crate::urn::Urn;
@@ -256,8 +256,11 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
         priority: Priority,
     ) -> Result<(), RequestEnvelope> {
         self.mailbox
-            .push_reserved(crate::dynamic::request_envelope::<A>(req), priority)
-            .map_err(crate::dynamic::take_request::<A>)
+            .push_reserved(
+                crate::request_envelope::request_envelope::<A>(req),
+                priority,
+            )
+            .map_err(crate::request_envelope::take_request::<A>)
     }
     fn push_control(&self, c: Control) -> bool {
         self.mailbox.push_control(c).is_ok()

@@ -79,6 +79,7 @@ mod pool;
 pub mod process;
 mod remote;
 mod request;
+mod request_envelope;
 mod runner;
 mod snapshot;
 mod supervision;
@@ -91,16 +92,14 @@ pub use actor::Actor;
 pub use actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
 pub use broadcast::{BroadcastOutcome, Delivery};
 pub use context::{Context, StreamId, TimerHandle};
-pub use dynamic::{
-    DynActorRef, DynAsk, DynTell, ErasedRequest, ErasedResponder, ErasedResult, QueuedAsk,
-    RequestEnvelope, Responder,
-};
+pub use dynamic::{DynActorRef, DynAsk, DynTell, ErasedRequest, QueuedAsk};
 pub use error::{AskError, BoxError, LookupError, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};
 pub use pool::{MemberLoad, Pool, PoolActor, PoolAsk, PoolBuilder, PoolStats, Routing, WhenFull};
 pub use remote::{ErasedMessage, RemoteMessage};
 pub use request::{Address, Requester};
+pub use request_envelope::{ErasedResponder, ErasedResult, RequestEnvelope, Responder};
 pub use snapshot::{
     ActorSnapshot, ActorState, ExternalProbe, ExternalReport, PoolMemberSnapshot, PoolSnapshot,
     SystemSnapshot,

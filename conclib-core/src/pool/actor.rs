@@ -10,11 +10,11 @@ use super::{InFlight, Member, Shared, SharedFactory, make, make_room};
 use crate::actor::Actor;
 use crate::cell::ActorCell;
 use crate::context::Context;
-use crate::dynamic::RequestEnvelope;
 use crate::error::{AskError, BoxError, SpawnError, StopReason};
 use crate::mailbox::MailboxConfig;
 use crate::message::{Handler, Message, Priority};
 use crate::remote::RemoteMessage;
+use crate::request_envelope::RequestEnvelope;
 use crate::supervision::{RestartLimit, SupervisionEvent};
 use crate::system::ActorId;
 
