@@ -5,7 +5,8 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemImpl, Path};
 
-use super::model::{Arg, HandlerFn, Hook, HookFn, ImplModel, has_impl_trait};
+use super::model::{Arg, HandlerFn, Hook, HookFn, ImplModel};
+use super::signature::has_impl_trait;
 use crate::util::respan;
 
 /// The arguments of the call to the user's method, in the user's order. A hook's argument

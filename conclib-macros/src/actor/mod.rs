@@ -15,6 +15,7 @@ mod api;
 mod generate;
 mod model;
 mod options;
+mod signature;
 
 pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     let item: Item = match syn::parse2(input.clone()) {

@@ -1,0 +1,580 @@
+//! Reading one method of an `#[actor]` impl block: its `#[handle]` options or hook role,
+//! its signature (receiver, context, message or arguments, result), checked with spanned
+//! errors.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, format_ident};
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, FnArg, GenericArgument, Generics, Ident, ImplItemFn, LitStr, Pat, PatType,
+    PathArguments, ReturnType, Type, TypeReference,
+};
+
+use super::model::{Arg, GeneratedMessage, HandlerFn, Hook, HookFn};
+use crate::util::{Errors, is_result, is_unit, last_segment};
+
+/// The options of `#[handle(...)]`.
+#[derive(Default)]
+pub(super) struct HandleOptions {
+    remote: bool,
+    name: Option<LitStr>,
+}
+
+/// What a method of the impl block is for.
+pub(super) enum Role {
+    Handle(HandleOptions),
+    Hook(Hook),
+}
+
+pub(super) fn role_of(attr: &Attribute) -> Option<Result<Role, syn::Error>> {
+    let path = attr.path();
+    if path.is_ident("handle") {
+        return Some(parse_handle_attr(attr).map(Role::Handle));
+    }
+    let hook = Hook::ALL.into_iter().find(|h| path.is_ident(h.attr()))?;
+    Some(match &attr.meta {
+        syn::Meta::Path(_) => Ok(Role::Hook(hook)),
+        other => Err(syn::Error::new_spanned(
+            other,
+            format!(
+                "#[{}] takes no options: write `#[{}]`",
+                hook.attr(),
+                hook.attr()
+            ),
+        )),
+    })
+}
+
+fn parse_handle_attr(attr: &Attribute) -> syn::Result<HandleOptions> {
+    let mut options = HandleOptions::default();
+    match &attr.meta {
+        syn::Meta::Path(_) => {}
+        syn::Meta::List(_) => attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("remote") {
+                if options.remote {
+                    return Err(meta.error("`remote` is given twice"));
+                }
+                options.remote = true;
+                Ok(())
+            } else if meta.path.is_ident("name") {
+                let name = crate::util::string_value(&meta, "name", "AddItem")?;
+                if syn::parse_str::<Ident>(&name.value()).is_err() {
+                    return Err(syn::Error::new(
+                        name.span(),
+                        "`name` is the type name of the message this method generates: an identifier like \"AddItem\"",
+                    ));
+                }
+                crate::util::set_once(&mut options.name, name, &meta, "name")
+            } else {
+                let key = meta.path.to_token_stream().to_string().replace(' ', "");
+                Err(meta.error(format!(
+                    "unknown option `{key}` of #[handle]; it accepts `remote` (exposes the message to other processes) \
+                     and `name = \"...\"` (names the message the method generates)"
+                )))
+            }
+        })?,
+        syn::Meta::NameValue(nv) => {
+            return Err(syn::Error::new_spanned(
+                nv,
+                "write `#[handle]`, `#[handle(remote)]` or `#[handle(name = \"...\")]`",
+            ));
+        }
+    }
+    Ok(options)
+}
+
+/// Whether a parameter type is `&mut Context<..>` (any path ending in `Context`).
+fn is_ctx(ty: &Type) -> bool {
+    matches!(ty, Type::Reference(TypeReference { mutability: Some(_), elem, .. })
+        if last_segment(elem).is_some_and(|s| s.ident == "Context"))
+}
+
+/// A `Context` taken other than by `&mut`.
+fn is_misused_ctx(ty: &Type) -> bool {
+    let inner = match ty {
+        Type::Reference(r) => &*r.elem,
+        other => other,
+    };
+    last_segment(inner).is_some_and(|s| s.ident == "Context")
+}
+
+fn is_self_mut(ty: &Type) -> bool {
+    matches!(ty, Type::Reference(TypeReference { mutability: Some(_), elem, .. })
+        if matches!(&**elem, Type::Path(p) if p.qself.is_none() && p.path.is_ident("Self")))
+}
+
+/// Checks what every `#[handle]` method and hook has in common: a plain `&mut self` method.
+fn check_common(f: &ImplItemFn, what: &str, example: &str, errors: &mut Errors) -> bool {
+    let sig = &f.sig;
+    let before = errors.count();
+    if let Some(c) = &sig.constness {
+        errors.spanned(c, format!("{what} cannot be a `const fn`"));
+    }
+    if let Some(u) = &sig.unsafety {
+        errors.spanned(
+            u,
+            format!("{what} cannot be `unsafe`: the runtime calls it"),
+        );
+    }
+    if let Some(abi) = &sig.abi {
+        errors.spanned(abi, format!("{what} cannot have an `extern` ABI"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.spanned(
+            &sig.generics,
+            format!("{what} cannot be generic: the runtime calls it with fixed types (make the impl block generic instead)"),
+        );
+    }
+    if let Some(v) = &sig.variadic {
+        errors.spanned(v, format!("{what} cannot be variadic"));
+    }
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r)) if is_self_mut(&r.ty) => {}
+        Some(FnArg::Receiver(r)) => errors.spanned(
+            r,
+            format!(
+                "{what} takes `&mut self`, found `{}`: the actor handles one message at a time with exclusive access to its state",
+                r.to_token_stream().to_string().replace("& ", "&")
+            ),
+        ),
+        _ => errors.at(
+            sig.paren_token.span.join(),
+            format!("{what} takes `&mut self` as its first argument, like `{example}`"),
+        ),
+    }
+    errors.count() == before
+}
+
+/// Sorts the arguments after `&mut self` into the context and the payloads.
+fn classify_args<'a>(f: &'a ImplItemFn, errors: &mut Errors) -> (Vec<Arg>, Vec<&'a PatType>) {
+    let mut args = Vec::new();
+    let mut payloads = Vec::new();
+    let mut has_ctx = false;
+    let skip = usize::from(matches!(f.sig.inputs.first(), Some(FnArg::Receiver(_))));
+    for input in f.sig.inputs.iter().skip(skip) {
+        let FnArg::Typed(pt) = input else {
+            // A second receiver is a syntax error reported by rustc.
+            continue;
+        };
+        if is_ctx(&pt.ty) {
+            if has_ctx {
+                errors.spanned(pt, "the context is taken once: remove this argument");
+            }
+            has_ctx = true;
+            args.push(Arg::Ctx(pt.ty.span()));
+        } else {
+            payloads.push(pt);
+            args.push(Arg::Payload(pt.ty.clone()));
+        }
+    }
+    (args, payloads)
+}
+
+pub(super) fn cfgs(attrs: &[Attribute]) -> Vec<Attribute> {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .cloned()
+        .collect()
+}
+
+/// Types of `std` (and common crates) that are plain values although named like structs: a
+/// `#[handle]` method taking one of them generates its message.
+const VALUE_TYPES: &[&str] = &[
+    "String",
+    "Vec",
+    "Option",
+    "Box",
+    "Arc",
+    "Rc",
+    "HashMap",
+    "HashSet",
+    "BTreeMap",
+    "BTreeSet",
+    "VecDeque",
+    "BinaryHeap",
+    "Duration",
+    "Instant",
+    "SystemTime",
+    "PathBuf",
+    "OsString",
+    "Cow",
+    "Result",
+    "Bytes",
+    "Uuid",
+    "Url",
+    "IpAddr",
+    "Ipv4Addr",
+    "Ipv6Addr",
+    "SocketAddr",
+];
+
+/// Names a method of the generated API cannot have: the refs' and the request builders' own
+/// methods, which would shadow it.
+const RESERVED: &[&str] = &[
+    "ask",
+    "tell",
+    "try_ask",
+    "try_tell",
+    "timeout",
+    "priority",
+    "stop",
+    "kill",
+    "wait_for_stop",
+    "id",
+    "urn",
+    "is_alive",
+    "mailbox_len",
+    "asks_skipped",
+    "recipient",
+    "to_dyn",
+    "pid",
+    "restarts",
+    "clone",
+    "into_future",
+    "poll",
+];
+
+/// Whether the only argument of a `#[handle]` method is its message (`msg: Ping`), not a plain
+/// value (`n: u64`, `name: String`, `item: T`): a path type named like a struct, not a `std`
+/// value type nor a type parameter of the impl block.
+fn is_message_type(ty: &Type, generics: &Generics) -> bool {
+    let Type::Path(p) = ty else { return false };
+    if p.qself.is_some() || generics.type_params().any(|t| p.path.is_ident(&t.ident)) {
+        return false;
+    }
+    let Some(segment) = p.path.segments.last() else {
+        return false;
+    };
+    let name = segment.ident.to_string();
+    name.starts_with(|c: char| c.is_ascii_uppercase())
+        && name != "Self"
+        && !VALUE_TYPES.contains(&name.as_str())
+}
+
+/// `add_item` -> `AddItem`.
+fn upper_camel(method: &Ident) -> Ident {
+    let name = method.to_string();
+    let name = name.trim_start_matches("r#");
+    let mut out = String::with_capacity(name.len());
+    let mut upper = true;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    Ident::new(&out, method.span())
+}
+
+/// Whether tokens name one of `names` (a generic parameter), or `Self`.
+pub fn mentions(tokens: TokenStream, names: &[Ident]) -> bool {
+    tokens.into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => names.contains(&i),
+        proc_macro2::TokenTree::Group(g) => mentions(g.stream(), names),
+        _ => false,
+    })
+}
+
+fn mentions_self(ty: &Type) -> bool {
+    mentions(
+        ty.to_token_stream(),
+        &[Ident::new("Self", Span::call_site())],
+    )
+}
+
+/// Whether a type names something that cannot be written in an expression (`impl Trait`),
+/// at any depth.
+pub fn has_impl_trait(ty: &Type) -> bool {
+    mentions(
+        ty.to_token_stream(),
+        &[Ident::new("impl", Span::call_site())],
+    )
+}
+
+/// `T` and `E` of a return type `Result<T, E>`.
+fn result_parts(ty: &Type) -> Option<(Type, Type)> {
+    let segment = last_segment(ty)?;
+    let PathArguments::AngleBracketed(args) = &segment.arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|a| match a {
+        GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    });
+    match (types.next(), types.next(), types.next()) {
+        (Some(t), Some(e), None) => Some((t, e)),
+        _ => None,
+    }
+}
+
+pub(super) fn parse_handler(
+    f: &ImplItemFn,
+    options: &HandleOptions,
+    generics: &Generics,
+    errors: &mut Errors,
+) -> Option<HandlerFn> {
+    const WHAT: &str = "a #[handle] method";
+    const EXAMPLE: &str = "fn add(&mut self, n: u64, ctx: &mut Context<Self>) -> u64";
+    let ok = check_common(f, WHAT, EXAMPLE, errors);
+    let (mut args, payloads) = classify_args(f, errors);
+    let method = f.sig.ident.clone();
+    if RESERVED.contains(&method.to_string().as_str()) {
+        errors.spanned(
+            &method,
+            format!(
+                "a #[handle] method cannot be named `{method}`: `counter.{method}(..)` already means the ref's or the \
+                 request builder's own `{method}`, which would hide this method in the generated API; rename it"
+            ),
+        );
+    }
+    for payload in &payloads {
+        if is_misused_ctx(&payload.ty) {
+            errors.spanned(
+                &payload.ty,
+                "the context is taken by mutable reference: `ctx: &mut Context<Self>`",
+            );
+            return None;
+        }
+    }
+    let (fallible, output, output_span) = match &f.sig.output {
+        ReturnType::Default => (false, None, f.sig.ident.span()),
+        ReturnType::Type(_, ty) => (is_result(ty), Some((**ty).clone()), ty.span()),
+    };
+    let docs: Vec<Attribute> = f
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .cloned()
+        .collect();
+    let mut handler = HandlerFn {
+        method: method.clone(),
+        message: syn::parse_quote!(()),
+        generated: None,
+        param: format_ident!("message"),
+        args: Vec::new(),
+        is_async: f.sig.asyncness.is_some(),
+        fallible,
+        output,
+        output_span,
+        remote: options.remote,
+        cfgs: cfgs(&f.attrs),
+        docs,
+        vis: f.vis.clone(),
+    };
+
+    // The message-struct form: `fn ping(&mut self, msg: Ping) -> Pong`.
+    if let [only] = payloads.as_slice()
+        && options.name.is_none()
+        && is_message_type(&only.ty, generics)
+    {
+        if let Pat::Ident(p) = &*only.pat {
+            handler.param = Ident::new(p.ident.to_string().trim_start_matches('_'), p.ident.span());
+            if handler.param.to_string().is_empty() {
+                handler.param = format_ident!("message");
+            }
+        }
+        handler.message = (*only.ty).clone();
+        handler.args = args;
+        return ok.then_some(handler);
+    }
+
+    // The generated form: the arguments become the fields of a message named after the method.
+    let before = errors.count();
+    let ident = match &options.name {
+        Some(name) => Ident::new(&name.value(), name.span()),
+        None => upper_camel(&method),
+    };
+    let mut fields = Vec::new();
+    for payload in &payloads {
+        let ty = &*payload.ty;
+        match ty {
+            Type::Reference(_) => errors.spanned(
+                ty,
+                "the arguments of a #[handle] method travel in the message it generates, by value: \
+                 take an owned type (`String` for `&str`, `Vec<T>` for `&[T]`)",
+            ),
+            _ if has_impl_trait(ty) => errors.spanned(
+                ty,
+                "an argument of a #[handle] method becomes a field of its message: name its type instead of `impl Trait`",
+            ),
+            _ if mentions_self(ty) => errors.spanned(
+                ty,
+                "an argument of a #[handle] method becomes a field of its message, where `Self` means the message: \
+                 write the actor's type instead",
+            ),
+            _ => {}
+        }
+        match &*payload.pat {
+            Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
+                let name = Ident::new(p.ident.to_string().trim_start_matches("r#"), p.ident.span());
+                fields.push((name, ty.clone()));
+            }
+            other => errors.spanned(
+                other,
+                format!(
+                    "name this argument (`value: {}`): it becomes a field of the message `{ident}` that this method generates",
+                    ty.to_token_stream().to_string().replace(' ', "")
+                ),
+            ),
+        }
+    }
+    // The generated struct would shadow a type of the same name used in the signature.
+    let own = std::slice::from_ref(&ident);
+    let clash = fields
+        .iter()
+        .map(|(_, ty)| ty)
+        .chain(handler.output.as_ref())
+        .find(|ty| mentions(ty.to_token_stream(), own));
+    if let Some(ty) = clash {
+        errors.spanned(
+            ty,
+            format!(
+                "this method generates a message named `{ident}` from its arguments, and its signature uses a type \
+                 `{ident}` too: to handle the message `{ident}`, take it as the only argument besides the context; \
+                 otherwise name the generated message with `#[handle(name = \"...\")]`"
+            ),
+        );
+    }
+    let (response, error) = match &handler.output {
+        None => (syn::parse_quote!(()), None),
+        Some(ty) if has_impl_trait(ty) || mentions_self(ty) => {
+            errors.spanned(
+                ty,
+                "the return type of a #[handle] method is the response of the message it generates: \
+                 name it, without `impl Trait` or `Self`",
+            );
+            return None;
+        }
+        Some(ty) if fallible => match result_parts(ty) {
+            Some((t, e)) => (t, Some(e)),
+            None => {
+                errors.spanned(
+                    ty,
+                    "write the result in full, `Result<T, E>`: `T` is the response and `E` the error of the message \
+                     this method generates",
+                );
+                return None;
+            }
+        },
+        Some(ty) => (ty.clone(), None),
+    };
+    if !ok || errors.count() > before {
+        return None;
+    }
+    let params: Vec<Ident> = generics
+        .params
+        .iter()
+        .filter_map(|p| match p {
+            syn::GenericParam::Type(t) => Some(t.ident.clone()),
+            syn::GenericParam::Const(c) => Some(c.ident.clone()),
+            syn::GenericParam::Lifetime(_) => None,
+        })
+        .collect();
+    let in_fields = |name: &Ident| {
+        fields
+            .iter()
+            .any(|(_, ty)| mentions(ty.to_token_stream(), std::slice::from_ref(name)))
+    };
+    let generic = params.iter().any(in_fields)
+        || mentions(response.to_token_stream(), &params)
+        || error
+            .as_ref()
+            .is_some_and(|e| mentions(e.to_token_stream(), &params));
+    // Unused const parameters are allowed in a struct; unused type parameters are not.
+    let marker = generic && !generics.type_params().all(|t| in_fields(&t.ident));
+    handler.message = if generic {
+        let (_, type_generics, _) = generics.split_for_impl();
+        syn::parse_quote!(#ident #type_generics)
+    } else {
+        syn::parse_quote!(#ident)
+    };
+    let mut field_names = fields.iter().map(|(name, _)| name.clone());
+    handler.args = args
+        .drain(..)
+        .map(|a| match a {
+            Arg::Payload(_) => Arg::Field(field_names.next().expect("one field per payload")),
+            other => other,
+        })
+        .collect();
+    handler.generated = Some(GeneratedMessage {
+        ident,
+        fields,
+        response,
+        error,
+        generic,
+        marker,
+    });
+    Some(handler)
+}
+
+pub(super) fn parse_hook(f: &ImplItemFn, hook: Hook, errors: &mut Errors) -> Option<HookFn> {
+    let what = format!("an #[{}] method", hook.attr());
+    let signature = hook.signature();
+    let example = signature
+        .trim_start_matches('`')
+        .split('`')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let ok = check_common(f, &what, &example, errors);
+    let (args, payloads) = classify_args(f, errors);
+    let allowed = usize::from(hook.payload().is_some());
+    let mut extra_ok = true;
+    for extra in payloads.iter().skip(allowed).map(|p| &*p.ty) {
+        extra_ok = false;
+        if is_misused_ctx(extra) {
+            errors.spanned(
+                extra,
+                "the context is taken by mutable reference: `ctx: &mut Context<Self>`",
+            );
+        } else {
+            errors.spanned(
+                extra,
+                format!(
+                    "too many arguments: the form of #[{}] is {signature}",
+                    hook.attr()
+                ),
+            );
+        }
+    }
+    let (fallible, output_span) = match &f.sig.output {
+        ReturnType::Default => (false, f.sig.ident.span()),
+        ReturnType::Type(_, ty) if is_unit(ty) => (false, ty.span()),
+        ReturnType::Type(_, ty) if matches!(hook, Hook::Start | Hook::Stop) && is_result(ty) => {
+            (true, ty.span())
+        }
+        ReturnType::Type(_, ty) => {
+            let form = match hook {
+                Hook::Start => {
+                    "#[on_start] returns nothing, or `Result<(), E>` to make the spawn fail with the error"
+                }
+                Hook::Stop => {
+                    "#[on_stop] returns nothing, or `Result<(), E>` to report a failure in the stop reason"
+                }
+                _ => "this hook returns nothing",
+            };
+            errors.spanned(
+                ty,
+                format!("{form}; the form of #[{}] is {signature}", hook.attr()),
+            );
+            return None;
+        }
+    };
+    if !ok || !extra_ok {
+        return None;
+    }
+    Some(HookFn {
+        hook,
+        method: f.sig.ident.clone(),
+        args,
+        is_async: f.sig.asyncness.is_some(),
+        fallible,
+        output_span,
+        cfgs: cfgs(&f.attrs),
+    })
+}
