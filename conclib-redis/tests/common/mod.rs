@@ -6,7 +6,11 @@ pub mod actors;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use conclib_core::{ActorSystem, PanicPolicy};
 use conclib_redis::{ProxyConfig, RedisDaemon, start_redis};
+use fred::prelude::{Builder, Client, ClientLike, Config, Value};
+
+use actors::Counter;
 
 /// The redis-server of this test binary, started on first use on a free port. It is never
 /// dropped: it dies with the test process (PR_SET_PDEATHSIG).
@@ -83,4 +87,45 @@ pub async fn command(
             args,
         )
         .await
+}
+
+/// A system with a `Counter` (resuming after panics) at each URN.
+pub async fn system_with(name: &str, urns: &[&str]) -> ActorSystem {
+    let system = ActorSystem::new(name);
+    for urn in urns {
+        system
+            .build(Counter::default())
+            .urn(*urn)
+            .on_panic(PanicPolicy::Resume)
+            .spawn()
+            .await
+            .unwrap();
+    }
+    system
+}
+
+/// A plain fred client of this test's Redis.
+pub async fn raw_client(config: &ProxyConfig) -> Client {
+    let client = Builder::from_config(Config::from_url(&config.url).unwrap())
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+/// Runs one Redis command given as values.
+pub async fn raw(client: &Client, args: Vec<Value>) -> Result<Value, fred::error::Error> {
+    let (name, args) = args.split_first().unwrap();
+    let name = name.as_str().unwrap().into_owned();
+    client
+        .custom::<Value, Value>(
+            fred::types::CustomCommand::new(name, fred::types::ClusterHash::FirstKey, false),
+            args.to_vec(),
+        )
+        .await
+}
+
+/// A Redis string value.
+pub fn v(s: &str) -> Value {
+    Value::from(s.to_owned())
 }
