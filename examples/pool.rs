@@ -90,14 +90,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         let (one, expected) = run(&system.lookup("hasher")?, timeout).await?;
 
-        let pool = system
-            .pool(|| conclib::process::build(Hasher).into_actor())
-            .size(workers)
-            .routing(Routing::LeastLoaded)
-            .urn("hashers")
-            .ask_timeout(timeout)
-            .spawn()
-            .await?;
+        let pool = conclib::process::ProcessPool::new(
+            system
+                .pool(|| conclib::process::build(Hasher).into_actor())
+                .size(workers)
+                .routing(Routing::LeastLoaded)
+                .urn("hashers")
+                .ask_timeout(timeout)
+                .spawn()
+                .await?,
+        );
         let (many, checksum) = run(&system.lookup("hashers")?, timeout).await?;
         assert_eq!(
             checksum, expected,
@@ -107,7 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "one process actor (pid {}): {:.2} s; a pool of {} process actors: {:.2} s",
             single.pid(),
             one.as_secs_f64(),
-            pool.members().len(),
+            pool.pool().members().len(),
             many.as_secs_f64()
         );
         system.shutdown(Duration::from_secs(10)).await?;

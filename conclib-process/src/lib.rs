@@ -108,8 +108,9 @@
 //!   policy is replaced by a fresh one; a member's asks in flight are its load for
 //!   least-loaded routing; the pool's dead-man's switch (`unresponsive_after`) reaches the
 //!   actor in the member's process, so a handler stuck there gets the member (and its
-//!   process) killed and replaced. Ask the pool through `pool.to_dyn()` (the typed `Pool::ask` is for
-//!   in-process members).
+//!   process) killed and replaced. [`ProcessPool`] asks and tells it with typed
+//!   messages checked against the actor's handlers at compile time (`Pool::ask` itself is
+//!   for in-process members); its URN and `pool.to_dyn()` reach it as any actor.
 //! - **Output.** The child's stdout and stderr lines become `tracing` events of target
 //!   `conclib_process::child` with the fields `actor` and `pid` (stdout at `INFO`, stderr at
 //!   `WARN`); [`ProcessBuilder::output`]`(`[`ChildOutput::Inherit`]`)` leaves them on the
@@ -148,4 +149,4 @@ pub use child::{ParentLink, Registry, init, parent};
 pub use error::{ProcessError, ProcessExit, SpawnError};
 pub use parent::{ChildOutput, ProcessBuilder, SpawnProcess, build};
 pub use process_ref::{ProcessAsk, ProcessRef, ProcessTell};
-pub use relay::ProcessActor;
+pub use relay::{ProcessActor, ProcessPool};

@@ -266,3 +266,82 @@ fn erased_answer(rm: &'static RemoteMessage, answer: Answer) -> ErasedResult {
         _ => Err(AskError::ActorStopped),
     }
 }
+
+/// A [`Pool`](conclib_core::Pool) of process actors asked with typed messages, checked
+/// against `A`'s handlers at compile time, as an in-process pool's `ask` is. From
+/// [`ProcessPool::new`] on a spawned pool of [`ProcessActor`]s.
+///
+/// ```no_run
+/// # use conclib_core::{Actor, ActorSystem};
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct Worker;
+/// # impl Actor for Worker {}
+/// # async fn demo(system: ActorSystem) -> Result<(), conclib_core::SpawnError> {
+/// let pool = conclib_process::ProcessPool::new(
+///     system
+///         .pool(|| conclib_process::build(Worker).into_actor())
+///         .size(4)
+///         .spawn()
+///         .await?,
+/// );
+/// // pool.ask(Job { .. }).await? — routed by the pool, answered by a member's process.
+/// pool.pool().resize(8).await?;
+/// # Ok(()) }
+/// ```
+pub struct ProcessPool<A: Actor> {
+    pool: conclib_core::Pool<ProcessActor<A>>,
+    target: conclib_core::DynActorRef,
+}
+
+impl<A: Actor> ProcessPool<A> {
+    /// Wraps a spawned pool of process actors.
+    #[must_use]
+    pub fn new(pool: conclib_core::Pool<ProcessActor<A>>) -> Self {
+        let target = pool.to_dyn();
+        ProcessPool { pool, target }
+    }
+
+    /// Asks one member, chosen by the pool's routing (a message's
+    /// [`routing_key`](conclib_core::Message::routing_key) for key-hash routing). `.await`
+    /// it, after `.timeout(..)` or `.priority(..)` if needed. An ask lost with a member's
+    /// process fails `Panicked` with the exit in its text.
+    pub fn ask<M>(&self, msg: M) -> conclib_core::DynAsk<'_, M>
+    where
+        A: conclib_core::Handler<M>,
+        M: conclib_core::RemoteReply + serde::Serialize,
+    {
+        self.target.ask(msg)
+    }
+
+    /// Tells one member, chosen by the pool's routing. `.await` it.
+    pub fn tell<M>(&self, msg: M) -> conclib_core::DynTell<'_, M>
+    where
+        A: conclib_core::Handler<M>,
+        M: conclib_core::Message + serde::Serialize,
+    {
+        self.target.tell(msg)
+    }
+
+    /// The pool itself: its members, stats, resizing, URN, stopping.
+    #[must_use]
+    pub fn pool(&self) -> &conclib_core::Pool<ProcessActor<A>> {
+        &self.pool
+    }
+}
+
+impl<A: Actor> Clone for ProcessPool<A> {
+    fn clone(&self) -> Self {
+        ProcessPool {
+            pool: self.pool.clone(),
+            target: self.target.clone(),
+        }
+    }
+}
+
+impl<A: Actor> std::fmt::Debug for ProcessPool<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessPool")
+            .field("actor", &std::any::type_name::<A>())
+            .field("pool", &self.target)
+            .finish()
+    }
+}

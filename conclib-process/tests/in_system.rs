@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use conclib::{ActorSystem, AskError, PanicPolicy, Priority, Routing, StopReason};
-use conclib_process::{ProcessRef, Registry, SpawnError, SpawnProcess};
+use conclib_process::{ProcessPool, ProcessRef, Registry, SpawnError, SpawnProcess};
 use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, RedisDaemon, start_proxy, start_redis};
 
 fn main() {
@@ -499,8 +499,10 @@ async fn pool_of_processes() {
         .position(|m| m.in_flight == 1)
         .unwrap();
     let idle_pid = pool.members()[1 - busy].to_dyn().ask(Pid).await.unwrap();
+    // Typed asks, checked against `Worker`'s handlers at compile time.
+    let typed = ProcessPool::new(pool.clone());
     for _ in 0..5 {
-        assert_eq!(pool_ref.ask(Pid).await.unwrap(), idle_pid);
+        assert_eq!(typed.ask(Pid).await.unwrap(), idle_pid);
     }
     assert!(!slow.is_finished());
     slow.abort();
@@ -518,7 +520,7 @@ async fn pool_of_processes() {
         .await
         .unwrap();
     let before = pids(&pool).await;
-    pool.to_dyn().tell(Spin).await.unwrap();
+    ProcessPool::new(pool.clone()).tell(Spin).await.unwrap();
     eventually("the stuck member's replacement", || {
         pool.stats().replaced == 1
     })

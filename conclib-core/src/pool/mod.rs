@@ -263,7 +263,8 @@ fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
 ///
 /// Members can run in processes of their own: with feature `process`, a member is the
 /// local actor that stands for a process actor (`conclib::process::ProcessActor`, from
-/// `build(..).into_actor()`), and the pool is asked through [`Pool::to_dyn`] or its URN.
+/// `build(..).into_actor()`), and the pool is asked through `conclib::process::ProcessPool`
+/// (typed), [`Pool::to_dyn`] or its URN.
 ///
 /// # Semantics
 /// - **Routing** ([`Routing`]) picks one member per message: round-robin, least loaded
