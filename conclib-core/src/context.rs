@@ -161,7 +161,7 @@ impl<A: Actor> Context<A> {
     /// Stops this actor after the current message with [`StopReason::Escalated`]: its parent
     /// learns that it failed.
     pub fn escalate(&mut self, reason: impl Into<String>) {
-        self.pending_stop = Some(StopReason::Escalated(reason.into()));
+        self.stop_with(StopReason::Escalated(reason.into()));
     }
 
     /// Stops this actor after the current message with `reason`, dropping what is queued

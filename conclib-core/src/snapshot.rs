@@ -286,7 +286,6 @@ impl ActorSystem {
                 apply_external(entry, actor, now)
             });
         });
-        actors.sort_by_key(|a| a.id);
         SystemSnapshot {
             system: self.name().to_owned(),
             pid: std::process::id(),
