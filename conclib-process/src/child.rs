@@ -555,10 +555,7 @@ impl ParentLink {
         M: RemoteReply + Serialize,
         M::Response: DeserializeOwned,
     {
-        let body = conclib_codec::encode_value(&Bincode, &msg)
-            .map_err(|e| e.to_string())
-            .and_then(wire::fits)
-            .map_err(ProcessError::Codec)?;
+        let body = wire::encode_body(&msg).map_err(ProcessError::Codec)?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
@@ -591,10 +588,7 @@ impl ParentLink {
         urn: &str,
         msg: M,
     ) -> Result<(), ProcessError> {
-        let body = conclib_codec::encode_value(&Bincode, &msg)
-            .map_err(|e| e.to_string())
-            .and_then(wire::fits)
-            .map_err(ProcessError::Codec)?;
+        let body = wire::encode_body(&msg).map_err(ProcessError::Codec)?;
         let mut frame = Vec::new();
         wire::encode(
             &Frame::Ask {

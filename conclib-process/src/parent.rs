@@ -441,7 +441,9 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
 /// The process actor behind every clone of one [`ProcessRef`] (and its relay, if any): its
 /// current process, and what restarting it takes.
 pub(crate) struct Inner {
-    link: std::sync::RwLock<Option<Arc<Link>>>,
+    /// The current process's link (replaced at each restart; watched by what waits for a
+    /// restarting process).
+    link: watch::Sender<Option<Arc<Link>>>,
     spec: Spec,
     restarts: Mutex<std::collections::VecDeque<std::time::Instant>>,
     pub(crate) restarted: AtomicU64,
@@ -449,8 +451,6 @@ pub(crate) struct Inner {
     pub(crate) ending: std::sync::atomic::AtomicBool,
     /// Set once the process ended for good.
     pub(crate) final_exit: watch::Sender<Option<ProcessExit>>,
-    /// Bumped when a restarted process's link is in place.
-    relaunched: watch::Sender<u64>,
     /// Why it ended for good, as its relay stops with it.
     pub(crate) end_reason: std::sync::OnceLock<StopReason>,
     me: std::sync::Weak<Inner>,
@@ -467,11 +467,7 @@ fn probe(inner: std::sync::Weak<Inner>) -> impl Fn() -> Option<ExternalReport> +
         if inner.final_exit.borrow().is_some() {
             return None;
         }
-        let link = inner
-            .link
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()?;
+        let link = inner.link.borrow().clone()?;
         let stats = &inner.spec.stats;
         Some(ExternalReport {
             type_name: inner.spec.kind,
@@ -494,29 +490,24 @@ impl Inner {
     ) -> Result<Arc<Inner>, SpawnError> {
         let (final_exit, _) = watch::channel(None);
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
-            link: std::sync::RwLock::new(None),
+            link: watch::channel(None).0,
             spec,
             restarts: Mutex::new(std::collections::VecDeque::new()),
             restarted: AtomicU64::new(0),
             ending: std::sync::atomic::AtomicBool::new(false),
             final_exit,
-            relaunched: watch::channel(0).0,
             end_reason: std::sync::OnceLock::new(),
             me: weak.clone(),
             id,
             probe: Arc::new(probe(weak.clone())),
         });
         let link = launch(&inner.spec, Arc::downgrade(&inner)).await?;
-        *inner.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
+        inner.link.send_replace(Some(link));
         Ok(inner)
     }
 
     pub(crate) fn link(&self) -> Arc<Link> {
-        self.link
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .expect("set at start")
+        self.link.borrow().clone().expect("set at start")
     }
 
     /// The link to send on: the current process's, or — while a dead process may still be
@@ -533,7 +524,7 @@ impl Inner {
         if link.exit.borrow().is_none() || !replaceable() {
             return link;
         }
-        let mut relaunched = self.relaunched.subscribe();
+        let mut relaunched = self.link.subscribe();
         let mut ended = self.final_exit.subscribe();
         let _ = tokio::time::timeout(wait, async {
             while self.link().exit.borrow().is_some() && replaceable() {
@@ -607,9 +598,8 @@ impl Inner {
             tracing::warn!(actor = self.spec.kind, %exit, "process actor died; restarting it");
             match launch(&self.spec, self.me.clone()).await {
                 Ok(link) => {
-                    *self.link.write().unwrap_or_else(|e| e.into_inner()) = Some(link);
                     self.restarted.fetch_add(1, Ordering::Relaxed);
-                    self.relaunched.send_modify(|n| *n += 1);
+                    self.link.send_replace(Some(link));
                     if conclib_core::metrics::is_enabled() {
                         metrics::counter!("conclib_process_restarts_total", "actor" => self.spec.kind)
                             .increment(1);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use conclib_codec::{Bincode, decode_value, encode_value};
+use conclib_codec::{Bincode, decode_value};
 use conclib_core::{Actor, DynActorRef, Handler, Priority, RemoteReply, Urn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -165,10 +165,7 @@ impl<A: Actor> ProcessRef<A> {
         if let Some(exit) = link.exit.borrow().clone() {
             return Err(ProcessError::Exited(exit));
         }
-        let body = encode_value(&Bincode, msg)
-            .map_err(|e| e.to_string())
-            .and_then(crate::wire::fits)
-            .map_err(ProcessError::Codec)?;
+        let body = crate::wire::encode_body(msg).map_err(ProcessError::Codec)?;
         link.send(&Frame::Request {
             id: 0,
             high: priority == Priority::High,
@@ -317,17 +314,14 @@ where
                 timeout,
                 priority,
             } = self;
-            let body = encode_value(&Bincode, &msg)
-                .map_err(|e| e.to_string())
-                .and_then(crate::wire::fits)
-                .map_err(ProcessError::Codec)?;
+            let body = crate::wire::encode_body(&msg).map_err(ProcessError::Codec)?;
             drop(msg);
-            let link = tokio::time::timeout(timeout, target.inner.live_link(timeout))
-                .await
-                .map_err(|_| ProcessError::Timeout(timeout))?;
-            let answer = link.request(M::name(), &body, priority);
-            drop(body);
-            let (status, payload) = tokio::time::timeout(timeout, answer)
+            // One timeout for the whole exchange, a wait for a restarting process included.
+            let exchange = async {
+                let link = target.inner.live_link(timeout).await;
+                link.request(M::name(), &body, priority).await
+            };
+            let (status, payload) = tokio::time::timeout(timeout, exchange)
                 .await
                 .map_err(|_| ProcessError::Timeout(timeout))?
                 .map_err(ProcessError::Exited)?;

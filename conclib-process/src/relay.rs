@@ -42,8 +42,8 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// stops the process (gracefully, killed after 10 s; killing it kills the process).
 pub struct ProcessActor<A> {
     spec: Option<Result<Spec, SpawnError>>,
+    /// The process actor, once `on_start` started it.
     started: Arc<OnceLock<Arc<Inner>>>,
-    inner: Option<Arc<Inner>>,
     _actor: PhantomData<fn() -> A>,
 }
 
@@ -51,7 +51,7 @@ impl<A> std::fmt::Debug for ProcessActor<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProcessActor")
             .field("actor", &std::any::type_name::<A>())
-            .field("pid", &self.inner.as_ref().map(|i| i.link().pid))
+            .field("pid", &self.started.get().map(|i| i.link().pid))
             .finish()
     }
 }
@@ -63,7 +63,6 @@ impl<A> ProcessActor<A> {
         let actor = ProcessActor {
             spec: Some(spec),
             started: started.clone(),
-            inner: None,
             _actor: PhantomData,
         };
         (actor, started)
@@ -102,8 +101,7 @@ impl<A: Actor> Actor for ProcessActor<A> {
             drop(watched);
             let _ = myself.tell(Ended).await;
         });
-        let _ = self.started.set(inner.clone());
-        self.inner = Some(inner);
+        let _ = self.started.set(inner);
         Ok(())
     }
 
@@ -112,7 +110,7 @@ impl<A: Actor> Actor for ProcessActor<A> {
         _ctx: &mut Context<Self>,
         reason: &StopReason,
     ) -> Result<(), BoxError> {
-        let Some(inner) = &self.inner else {
+        let Some(inner) = self.started.get() else {
             return Ok(());
         };
         if inner.final_exit.borrow().is_some() {
@@ -141,7 +139,7 @@ impl<A: Actor> Actor for ProcessActor<A> {
     async fn heartbeat(&mut self) {
         // Answered when the process's actor answers one, between its messages: a pool's
         // dead-man's switch sees a handler stuck in the process, not just this relay.
-        if let Some(inner) = &self.inner {
+        if let Some(inner) = self.started.get() {
             let _ = inner
                 .link()
                 .request(HEARTBEAT, &[], conclib_core::Priority::High)
@@ -154,7 +152,7 @@ impl<A: Actor> Actor for ProcessActor<A> {
     }
 
     async fn handle_request(&mut self, request: RequestEnvelope, _ctx: &mut Context<Self>) {
-        let Some(inner) = &self.inner else {
+        let Some(inner) = self.started.get() else {
             request.reject();
             return;
         };
@@ -165,11 +163,10 @@ impl<A: Actor> Actor for ProcessActor<A> {
         };
         let priority = request.priority();
         let (message, mut responder) = request.into_erased();
-        let body = match rm.message(&*message).map(|m| Bincode.encode(m)) {
-            Some(Ok(body)) => crate::wire::fits(body),
-            Some(Err(e)) => Err(e.to_string()),
-            None => Err("a message of the wrong type".to_owned()),
-        };
+        let body = rm.message(&*message).map_or_else(
+            || Err("a message of the wrong type".to_owned()),
+            crate::wire::encode_body,
+        );
         let body = match body {
             Ok(body) => body,
             Err(why) => {
@@ -217,8 +214,8 @@ impl<A: Actor> Handler<Ended> for ProcessActor<A> {
         ctx: &mut Context<Self>,
     ) -> Result<(), std::convert::Infallible> {
         let reason = self
-            .inner
-            .as_ref()
+            .started
+            .get()
             .and_then(|i| i.end_reason.get().cloned())
             .unwrap_or(StopReason::Normal);
         ctx.stop_with(reason);

@@ -34,6 +34,14 @@ pub(crate) const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// fits in [`MAX_FRAME`].
 pub(crate) const MAX_BODY: usize = MAX_FRAME - 64 * 1024;
 
+/// Encodes a message body with [`conclib_codec::Bincode`] and checks it against
+/// [`MAX_BODY`], saying what is wrong.
+pub(crate) fn encode_body(value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, String> {
+    conclib_codec::Codec::encode(&conclib_codec::Bincode, value)
+        .map_err(|e| e.to_string())
+        .and_then(fits)
+}
+
 /// Checks an encoded body or answer against [`MAX_BODY`], saying what is wrong.
 pub(crate) fn fits(body: Vec<u8>) -> Result<Vec<u8>, String> {
     if body.len() > MAX_BODY {
