@@ -4,7 +4,8 @@
 //!
 //! - **floor**: a ping-pong of the same frame sizes over a Unix socket pair between two
 //!   processes, with blocking sockets and no runtime (this binary, re-executed);
-//! - **ask p50**: sequential asks to a process actor, measured from a task;
+//! - **ask p50**: sequential asks to a process actor, measured from a task; floor and asks
+//!   alternate in blocks of 1,000, so both see the same machine;
 //! - **tells/s**: one-way tells through one process actor, until the last one is handled;
 //! - **spawn**: from `spawn()` to the actor's first answer.
 //!
@@ -103,14 +104,13 @@ fn main() {
     let asks: usize = arg("--asks").unwrap_or(20_000);
     let tells: u64 = arg("--tells").unwrap_or(1_000_000);
 
-    let floor = floor_p50(asks);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let (ask_p50, tells_per_s, spawn) = runtime.block_on(async move {
-        tokio::spawn(async move {
+    let spawn = runtime.block_on(async {
+        tokio::spawn(async {
             let mut spawns = Vec::new();
             for _ in 0..5 {
                 let started = Instant::now();
@@ -123,20 +123,42 @@ fn main() {
                 b.wait_for_stop().await;
             }
             spawns.sort();
-            let bench = conclib_process::build(Bench { count: 0 })
-                .spawn()
-                .await
-                .unwrap();
-            for _ in 0..1_000 {
-                bench.ask(Echo(0)).await.unwrap();
-            }
-            let mut times = Vec::with_capacity(asks);
-            for _ in 0..asks {
-                let t = Instant::now();
-                bench.ask(Echo(0)).await.unwrap();
-                times.push(t.elapsed());
-            }
-            times.sort();
+            spawns[spawns.len() / 2]
+        })
+        .await
+        .unwrap()
+    });
+    let bench = runtime.block_on(async {
+        conclib_process::build(Bench { count: 0 })
+            .spawn()
+            .await
+            .unwrap()
+    });
+    // The floor and the asks alternate in blocks, so that both see the same machine (its
+    // load drifts within seconds): the floor on this thread with blocking sockets, the asks
+    // from a task of the runtime.
+    let mut floor = Floor::start();
+    floor.round_trips(1_000);
+    runtime.block_on(ask_block(&bench, 1_000));
+    let (mut floor_times, mut ask_times) = (Vec::with_capacity(asks), Vec::with_capacity(asks));
+    let mut block_ratios = Vec::new();
+    let block = 1_000.min(asks.max(1));
+    while ask_times.len() < asks {
+        floor_times.extend(floor.round_trips(block));
+        ask_times.extend(runtime.block_on(ask_block(&bench, block)));
+        let (f, a) = (
+            &floor_times[floor_times.len() - block..],
+            &ask_times[ask_times.len() - block..],
+        );
+        block_ratios.push(us(p50(&mut a.to_vec())) / us(p50(&mut f.to_vec())));
+    }
+    drop(floor);
+    let (floor, ask_p50) = (p50(&mut floor_times), p50(&mut ask_times));
+
+    let tells_per_s = runtime.block_on(async {
+        let bench = bench.clone();
+        tokio::spawn(async move {
+            let before = bench.ask(Echo(0)).await.unwrap();
             let started = Instant::now();
             for _ in 0..tells {
                 bench.try_tell(Count).unwrap();
@@ -148,19 +170,15 @@ fn main() {
                 .await
                 .unwrap();
             let took = started.elapsed();
-            assert_eq!(total, tells);
+            assert_eq!(total - before, tells);
             bench.stop();
             bench.wait_for_stop().await;
-            (
-                times[times.len() / 2],
-                tells as f64 / took.as_secs_f64(),
-                spawns[spawns.len() / 2],
-            )
+            tells as f64 / took.as_secs_f64()
         })
         .await
         .unwrap()
     });
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    block_ratios.sort_by(f64::total_cmp);
     println!(
         "floor (blocking socket pair ping-pong, {REQUEST_BYTES}/{REPLY_BYTES} bytes) p50: {:.1} µs",
         us(floor)
@@ -169,6 +187,12 @@ fn main() {
         "process actor ask p50: {:.1} µs ({:.2}x the floor)",
         us(ask_p50),
         us(ask_p50) / us(floor)
+    );
+    println!(
+        "ask/floor by block of {block}: min {:.2}x, median {:.2}x, max {:.2}x",
+        block_ratios[0],
+        block_ratios[block_ratios.len() / 2],
+        block_ratios[block_ratios.len() - 1]
     );
     println!("one-way tells through one process actor: {tells_per_s:.0}/s");
     println!(
@@ -183,6 +207,31 @@ fn main() {
         tells_per_s,
         spawn.as_secs_f64() * 1e3
     );
+}
+
+/// `n` sequential asks, timed one by one, from a task of the runtime (as a server asks).
+async fn ask_block(bench: &conclib_process::ProcessRef<Bench>, n: usize) -> Vec<Duration> {
+    let bench = bench.clone();
+    tokio::spawn(async move {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            bench.ask(Echo(0)).await.unwrap();
+            times.push(t.elapsed());
+        }
+        times
+    })
+    .await
+    .unwrap()
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn p50(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
 }
 
 fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -206,33 +255,47 @@ fn floor_echo(fd: i32) {
     }
 }
 
-/// p50 of `n` round trips through the floor's child.
-fn floor_p50(n: usize) -> Duration {
-    let (mut parent, child) = UnixStream::pair().unwrap();
-    let fd = child.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own: let it survive exec.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFD);
-        libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-    }
-    let mut echo = std::process::Command::new(std::env::current_exe().unwrap())
-        .env("BENCH_FLOOR_FD", fd.to_string())
-        .spawn()
-        .unwrap();
-    drop(child);
-    let request = [2u8; REQUEST_BYTES];
-    let mut reply = [0u8; REPLY_BYTES];
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n + 1_000 {
-        let t = Instant::now();
-        parent.write_all(&request).unwrap();
-        parent.read_exact(&mut reply).unwrap();
-        if i >= 1_000 {
-            times.push(t.elapsed());
+/// The floor: this process and an echo child (this binary, re-executed) on a socket pair.
+struct Floor {
+    sock: UnixStream,
+    echo: std::process::Child,
+}
+
+impl Floor {
+    fn start() -> Floor {
+        let (sock, child) = UnixStream::pair().unwrap();
+        let fd = child.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own: let it survive exec.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
         }
+        let echo = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("BENCH_FLOOR_FD", fd.to_string())
+            .spawn()
+            .unwrap();
+        Floor { sock, echo }
     }
-    drop(parent);
-    let _ = echo.wait();
-    times.sort();
-    times[times.len() / 2]
+
+    /// `n` round trips, timed one by one.
+    fn round_trips(&mut self, n: usize) -> Vec<Duration> {
+        let request = [2u8; REQUEST_BYTES];
+        let mut reply = [0u8; REPLY_BYTES];
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                self.sock.write_all(&request).unwrap();
+                self.sock.read_exact(&mut reply).unwrap();
+                t.elapsed()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        // The echo child ends at the end of its stream.
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let _ = self.echo.wait();
+    }
 }

@@ -150,11 +150,10 @@ pub fn init(registry: Registry) {
 }
 
 /// Opens an inherited socket for the runtime.
-fn socket(fd: i32) -> Option<tokio::net::UnixStream> {
+fn socket(fd: i32) -> Option<(crate::socket::ReadHalf, crate::socket::WriteHalf)> {
     // SAFETY: the parent passed this descriptor, open, for us alone.
     let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-    std.set_nonblocking(true).ok()?;
-    tokio::net::UnixStream::from_std(std).ok()
+    crate::socket::split(std).ok()
 }
 
 /// The control lane, with blocking I/O on a thread of its own: heartbeats are answered
@@ -187,10 +186,9 @@ fn answer_heartbeats(mut control: std::os::unix::net::UnixStream) {
 }
 
 async fn run(data: i32, registry: Registry) -> i32 {
-    let Some(stream) = socket(data) else {
+    let Some((reader, mut writer)) = socket(data) else {
         return 2;
     };
-    let (reader, mut writer) = stream.into_split();
     // Buffered: a burst of frames costs a few reads, not two per frame.
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let mut buf = Vec::new();

@@ -143,6 +143,7 @@ mod link;
 mod parent;
 mod process_ref;
 mod relay;
+mod socket;
 mod wire;
 
 pub use child::{ParentLink, Registry, init, parent};

@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::ProcessExit;
 use crate::parent::Inner;
+use crate::socket::{ReadHalf, WriteHalf};
 use crate::wire::{self, Frame, status};
 
 /// What a process actor's snapshot shows, across its restarts.
@@ -69,8 +70,8 @@ pub(crate) struct Link {
 impl Link {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
-        stream: tokio::net::UnixStream,
-        control: tokio::net::UnixStream,
+        (reader, writer): (ReadHalf, WriteHalf),
+        (control_reader, control_writer): (ReadHalf, WriteHalf),
         child: std::process::Child,
         heartbeat: Option<Duration>,
         owner: std::sync::Weak<Inner>,
@@ -92,9 +93,7 @@ impl Link {
             stats,
             ended: Mutex::new(None),
         });
-        let (reader, writer) = stream.into_split();
         tokio::spawn(write_frames(writer, out));
-        let (control_reader, control_writer) = control.into_split();
         tokio::spawn(write_frames(control_writer, control_out));
         let reading = tokio::spawn(read_frames(reader, Arc::downgrade(&link), system));
         tokio::spawn(read_frames(control_reader, Arc::downgrade(&link), None));
@@ -266,7 +265,7 @@ impl Outbox {
 }
 
 /// Writes what the outbox holds, until it is closed and empty.
-async fn write_frames(mut writer: tokio::net::unix::OwnedWriteHalf, outbox: Arc<Outbox>) {
+async fn write_frames(mut writer: WriteHalf, outbox: Arc<Outbox>) {
     let mut out = Vec::with_capacity(4096);
     loop {
         out.clear();
@@ -285,11 +284,7 @@ async fn write_frames(mut writer: tokio::net::unix::OwnedWriteHalf, outbox: Arc<
 }
 
 /// Hands the answers and heartbeats it reads to their waiters.
-async fn read_frames(
-    reader: tokio::net::unix::OwnedReadHalf,
-    link: std::sync::Weak<Link>,
-    system: Option<ActorSystem>,
-) {
+async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Option<ActorSystem>) {
     // Buffered: a burst of answers costs a few reads, not two per frame.
     let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
     let mut buf = Vec::new();

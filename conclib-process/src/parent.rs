@@ -398,12 +398,8 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
     }
     drop(child_end);
     drop(child_control);
-    let open = |end: std::os::unix::net::UnixStream| {
-        end.set_nonblocking(true)?;
-        tokio::net::UnixStream::from_std(end)
-    };
-    let stream = open(parent_end).map_err(SpawnError::Io)?;
-    let control = open(parent_control).map_err(SpawnError::Io)?;
+    let stream = crate::socket::split(parent_end).map_err(SpawnError::Io)?;
+    let control = crate::socket::split(parent_control).map_err(SpawnError::Io)?;
     let link = Link::start(
         stream,
         control,
