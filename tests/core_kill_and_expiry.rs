@@ -368,3 +368,94 @@ async fn when_wait_for_stop_returns_every_view_agrees_the_actor_is_gone() {
         );
     }
 }
+
+/// Holds its first message until the gate opens, then records jobs.
+#[actor]
+#[derive(Default)]
+struct Jobs {
+    done: Vec<u64>,
+}
+
+#[actor]
+impl Jobs {
+    #[handle]
+    async fn hold(&mut self, gate: Arc<tokio::sync::Notify>) {
+        gate.notified().await;
+    }
+
+    #[handle]
+    fn job(&mut self, n: u64) -> u64 {
+        self.done.push(n);
+        n * 2
+    }
+
+    #[handle]
+    fn done(&mut self) -> Vec<u64> {
+        self.done.clone()
+    }
+}
+
+/// Queues `Job(n)` with a callback that forwards its answer to the returned receiver.
+async fn queue_job(
+    jobs: &DynActorRef,
+    n: u64,
+) -> (
+    Result<AskHandle, AskError<ErasedMessage>>,
+    oneshot::Receiver<Result<u64, String>>,
+) {
+    let (tx, rx) = oneshot::channel();
+    let handle = jobs
+        .erased(
+            Job::name(),
+            std::any::TypeId::of::<Job>(),
+            Box::new(Job { n }),
+        )
+        .queue_with(move |answer| {
+            let _ = tx.send(
+                answer
+                    .map(|r| *r.downcast::<u64>().unwrap())
+                    .map_err(|e| format!("{e:?}")),
+            );
+        })
+        .await;
+    (handle, rx)
+}
+
+#[tokio::test]
+async fn an_ask_queued_with_a_callback_is_answered_once_or_given_up() {
+    let system = ActorSystem::new("t");
+    let jobs = system.spawn(Jobs::default()).await.unwrap();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    jobs.hold(gate.clone()).tell().await.unwrap();
+    let dyn_jobs = jobs.to_dyn();
+
+    let (given_up, given_up_rx) = queue_job(&dyn_jobs, 1).await;
+    let (kept, kept_rx) = queue_job(&dyn_jobs, 2).await;
+    // Given up while queued: never started, its function dropped uncalled.
+    given_up.unwrap().give_up();
+    gate.notify_one();
+    assert_eq!(promptly(kept_rx).await.unwrap(), Ok(4));
+    assert!(
+        given_up_rx.await.is_err(),
+        "a given-up ask's function is never called"
+    );
+    assert_eq!(jobs.done().await.unwrap(), vec![2]);
+    assert_eq!(jobs.asks_skipped(), 1);
+    // Giving up after the answer changes nothing.
+    kept.unwrap().give_up();
+
+    // Queued behind a held handler, then the actor is killed: the function hears it.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    jobs.hold(gate).tell().await.unwrap();
+    let (queued, queued_rx) = queue_job(&dyn_jobs, 3).await;
+    assert!(queued.is_ok());
+    jobs.kill();
+    let answer = promptly(queued_rx).await.unwrap();
+    assert_eq!(answer, Err("ActorStopped".to_owned()));
+    promptly(jobs.wait_for_stop()).await;
+
+    // Refused at once by a stopped actor: an error, and the function is not called.
+    let (refused, refused_rx) = queue_job(&dyn_jobs, 4).await;
+    assert!(matches!(refused, Err(AskError::ActorStopped)));
+    assert!(refused_rx.await.is_err());
+}

@@ -17,7 +17,7 @@ use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Message, Priority};
 use crate::remote::{ErasedMessage, RemoteMessage};
-use crate::request_envelope::{ErasedResult, RequestEnvelope};
+use crate::request_envelope::{ErasedResult, Reply, ReplyCell, RequestEnvelope};
 use crate::system::ActorId;
 use crate::trace::TraceContext;
 use crate::urn::Urn;
@@ -372,11 +372,63 @@ impl<'a> ErasedRequest<'a> {
     /// # Errors
     /// [`AskError::MailboxFull`], [`AskError::ActorStopped`], [`AskError::UnknownMessage`].
     pub async fn queue(self) -> Result<QueuedAsk, AskError<ErasedMessage>> {
-        let (target, rx) = self.push(false).await?;
+        let (tx, rx) = oneshot::channel();
+        let (target, _) = self.push(Reply::Channel(tx), false).await?;
         Ok(QueuedAsk {
             target: target.clone(),
             rx,
         })
+    }
+
+    /// Queues the ask now, as [`queue`](Self::queue) does, and calls `on_answer` with its
+    /// result once the handler is done (or the actor stopped without handling it): no
+    /// future to await, for a caller that serves many asks at once without a task for
+    /// each (a process actor's process). `on_answer` runs on the actor's task: it must not
+    /// block. The returned handle gives the ask up.
+    ///
+    /// ```
+    /// # use conclib_core::{Actor, ActorSystem, Message, RemoteMessage};
+    /// # struct Double(u64);
+    /// # impl Message for Double { type Response = u64; type Error = std::convert::Infallible; }
+    /// # #[derive(Default)] struct Calc;
+    /// # impl Actor for Calc {
+    /// #     async fn handle_request(&mut self, req: conclib_core::RequestEnvelope, _: &mut conclib_core::Context<Self>) {
+    /// #         if let Ok((Double(n), r)) = req.extract::<Double>() { r.respond(Ok(n * 2)) }
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # let system = ActorSystem::new("doc");
+    /// # let calc = system.spawn(Calc).await.unwrap().to_dyn();
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let msg = Box::new(Double(21));
+    /// let _ask = calc
+    ///     .erased("Double", std::any::TypeId::of::<Double>(), msg)
+    ///     .queue_with(move |answer| {
+    ///         let _ = tx.send(answer.map(|r| *r.downcast::<u64>().unwrap()));
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(rx.await.unwrap().unwrap(), 42);
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`queue`](Self::queue); then `on_answer` is not called.
+    pub async fn queue_with(
+        self,
+        on_answer: impl FnOnce(ErasedResult) + Send + 'static,
+    ) -> Result<AskHandle, AskError<ErasedMessage>> {
+        let target = self.target.clone();
+        let on_answer = move |answer: ErasedResult| {
+            on_answer(match answer {
+                Err(AskError::UnknownMessage { message, .. }) => Err(target.unknown(&message)),
+                answer => answer,
+            });
+        };
+        let (_, reply) = self
+            .push(Reply::Callback(Box::new(on_answer)), false)
+            .await?;
+        Ok(AskHandle { reply })
     }
 
     /// Tells, and resolves once the actor has handled the message (whatever the handler
@@ -391,8 +443,9 @@ impl<'a> ErasedRequest<'a> {
     /// [`AskError::Panicked`] if the handler panicked.
     pub async fn tell(self) -> Result<(), AskError> {
         let target = self.target;
-        let done = match self.push(true).await {
-            Ok((_, rx)) => rx.await,
+        let (tx, rx) = oneshot::channel();
+        let done = match self.push(Reply::Channel(tx), true).await {
+            Ok(_) => rx.await,
             Err(e) => Ok(Err(e)),
         };
         match done {
@@ -405,12 +458,13 @@ impl<'a> ErasedRequest<'a> {
         }
     }
 
-    /// Takes a place (as the room timeout allows) and queues the request; the receiver
-    /// gets its answer (for an acknowledged tell: that it was handled).
+    /// Takes a place (as the room timeout allows) and queues the request; `reply` gets its
+    /// answer (for an acknowledged tell: that it was handled).
     async fn push(
         self,
+        reply: Reply,
         acked_tell: bool,
-    ) -> Result<(&'a DynActorRef, oneshot::Receiver<ErasedResult>), AskError<ErasedMessage>> {
+    ) -> Result<(&'a DynActorRef, Arc<ReplyCell>), AskError<ErasedMessage>> {
         let ErasedRequest {
             target,
             name,
@@ -425,14 +479,37 @@ impl<'a> ErasedRequest<'a> {
             return Err(target.unknown(name));
         }
         target.reserve(room_timeout).await?;
-        let (tx, rx) = oneshot::channel();
-        let mut req = RequestEnvelope::new(name, type_id, msg, Some(tx), priority);
+        let mut req = RequestEnvelope::new(name, type_id, msg, Some(reply), priority);
+        let cell = req.reply_cell().expect("a request with a reply");
         req.acked_tell = acked_tell;
         req.trace = trace;
         if target.cell.push_request(req, priority).is_err() {
+            // The envelope comes back unqueued: its reply must not hear of it (the caller
+            // learns it from this error).
+            cell.give_up();
             return Err(AskError::ActorStopped);
         }
-        Ok((target, rx))
+        Ok((target, cell))
+    }
+}
+
+/// An ask queued with [`ErasedRequest::queue_with`], whose answer goes to the function given
+/// there; [`give_up`](Self::give_up) takes it back.
+pub struct AskHandle {
+    reply: Arc<ReplyCell>,
+}
+
+impl AskHandle {
+    /// Gives the ask up: its function is dropped without being called, and the actor does
+    /// not start the request if it has not yet. Nothing happens once it was answered.
+    pub fn give_up(&self) {
+        self.reply.give_up();
+    }
+}
+
+impl fmt::Debug for AskHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AskHandle").finish_non_exhaustive()
     }
 }
 

@@ -92,7 +92,7 @@ pub use actor::Actor;
 pub use actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
 pub use broadcast::{BroadcastOutcome, Delivery};
 pub use context::{Context, StreamId, TimerHandle};
-pub use dynamic::{DynActorRef, DynAsk, DynTell, ErasedRequest, QueuedAsk};
+pub use dynamic::{AskHandle, DynActorRef, DynAsk, DynTell, ErasedRequest, QueuedAsk};
 pub use error::{AskError, BoxError, LookupError, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};

@@ -27,29 +27,60 @@ pub type ErasedResult = Result<ErasedMessage, AskError<ErasedMessage>>;
 /// Where the answer to a dynamic request goes. Shared by the envelope (or its responder) and
 /// the run loop, so a panic after `extract` still reaches the asker as `Panicked`.
 pub(crate) struct ReplyCell(
-    Mutex<Option<oneshot::Sender<ErasedResult>>>,
+    Mutex<Option<Reply>>,
     /// The handler's error, when it answered with one (for the actor's statistics).
     OnceLock<String>,
     /// Kept until the answer is sent (a pool's count of the asks in flight at a member).
     Mutex<Option<Box<dyn std::any::Any + Send>>>,
 );
 
+/// Who waits for the answer: an asker's future, or a function called with it.
+pub(crate) enum Reply {
+    Channel(oneshot::Sender<ErasedResult>),
+    /// Called on the actor's task ([`ErasedRequest::queue_with`](crate::ErasedRequest::queue_with)).
+    Callback(Box<dyn FnOnce(ErasedResult) + Send>),
+}
+
 impl ReplyCell {
-    /// Whether the asker has given up (its receiver is gone), or the answer was sent.
+    pub(crate) fn new(reply: Reply) -> Arc<Self> {
+        Arc::new(ReplyCell(
+            Mutex::new(Some(reply)),
+            OnceLock::new(),
+            Mutex::new(None),
+        ))
+    }
+
+    fn reply(&self) -> std::sync::MutexGuard<'_, Option<Reply>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the asker has given up (its receiver is gone, or it took its callback
+    /// back), or the answer was sent.
     fn is_closed(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_none_or(oneshot::Sender::is_closed)
+        match &*self.reply() {
+            None => true,
+            Some(Reply::Channel(tx)) => tx.is_closed(),
+            Some(Reply::Callback(_)) => false,
+        }
     }
 
     pub(crate) fn send(&self, result: ErasedResult) {
-        let tx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(tx) = tx {
-            let _ = tx.send(result);
+        let reply = self.reply().take();
+        match reply {
+            Some(Reply::Channel(tx)) => {
+                let _ = tx.send(result);
+            }
+            Some(Reply::Callback(answer)) => answer(result),
+            None => {}
         }
         drop(self.2.lock().unwrap_or_else(|e| e.into_inner()).take());
+    }
+
+    /// The asker gives up: nothing is called, and the request is not started if it has not
+    /// been yet.
+    pub(crate) fn give_up(&self) {
+        let reply = self.reply().take();
+        drop(reply);
     }
 }
 
@@ -94,24 +125,23 @@ impl RequestEnvelope {
         name: &'static str,
         type_id: TypeId,
         message: ErasedMessage,
-        reply: Option<oneshot::Sender<ErasedResult>>,
+        reply: Option<Reply>,
         priority: Priority,
     ) -> Self {
         RequestEnvelope {
             message: Some(message),
             name,
             type_id,
-            reply: reply.map(|tx| {
-                Arc::new(ReplyCell(
-                    Mutex::new(Some(tx)),
-                    OnceLock::new(),
-                    Mutex::new(None),
-                ))
-            }),
+            reply: reply.map(ReplyCell::new),
             acked_tell: false,
             trace: None,
             priority,
         }
+    }
+
+    /// Where its answer goes (shared), if anybody waits for it.
+    pub(crate) fn reply_cell(&self) -> Option<Arc<ReplyCell>> {
+        self.reply.clone()
     }
 
     /// The lane the request was sent in.
@@ -297,12 +327,11 @@ impl ErasedResponder {
     /// its future), or at once if nobody waited: the moment to give the work up.
     pub async fn closed(&mut self) {
         let Some(reply) = &self.reply else { return };
-        poll_fn(|cx| {
-            let mut tx = reply.0.lock().unwrap_or_else(|e| e.into_inner());
-            match tx.as_mut() {
-                Some(tx) => tx.poll_closed(cx),
-                None => std::task::Poll::Ready(()),
-            }
+        poll_fn(|cx| match reply.reply().as_mut() {
+            Some(Reply::Channel(tx)) => tx.poll_closed(cx),
+            // Given up through its handle: seen at the next message of the actor.
+            Some(Reply::Callback(_)) => std::task::Poll::Pending,
+            None => std::task::Poll::Ready(()),
         })
         .await;
     }

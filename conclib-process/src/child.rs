@@ -11,15 +11,16 @@ use std::time::Duration;
 
 use conclib_codec::{Bincode, Codec};
 use conclib_core::{
-    Actor, ActorSystem, AskError, DynActorRef, ErasedResult, PanicPolicy, Priority, RemoteMessage,
-    RemoteReply, StopReason,
+    Actor, ActorSystem, AskError, AskHandle, DynActorRef, ErasedRequest, ErasedResult, PanicPolicy,
+    Priority, RemoteMessage, RemoteReply, StopReason,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::ProcessError;
+use crate::lock;
+use crate::outbox::{Outbox, write_frames};
 use crate::process_ref::decode_answer;
 use crate::wire::{self, Frame, status};
 
@@ -186,7 +187,7 @@ fn answer_heartbeats(mut control: std::os::unix::net::UnixStream) {
 }
 
 async fn run(data: i32, registry: Registry) -> i32 {
-    let Some((reader, mut writer)) = socket(data) else {
+    let Some((reader, writer)) = socket(data) else {
         return 2;
     };
     // Buffered: a burst of frames costs a few reads, not two per frame.
@@ -220,25 +221,10 @@ async fn run(data: i32, registry: Registry) -> i32 {
         }
     };
     // One writer: the answers of all requests, written in batches.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let writer_task = tokio::spawn(async move {
-        let mut frames = Vec::with_capacity(64);
-        let mut out = Vec::with_capacity(4096);
-        while rx.recv_many(&mut frames, 256).await > 0 {
-            out.clear();
-            // An empty frame asks the writer to finish after what came before it.
-            let mut finish = false;
-            for f in frames.drain(..) {
-                finish |= f.is_empty();
-                out.extend_from_slice(&f);
-            }
-            if writer.write_all(&out).await.is_err() || finish {
-                return;
-            }
-        }
-    });
+    let out = Arc::new(Outbox::default());
+    let writer_task = tokio::spawn(write_frames(writer, out.clone()));
     let _ = PARENT.set(ParentLink {
-        out: tx.clone(),
+        out: out.clone(),
         pending: Mutex::new(HashMap::new()),
         next: AtomicU64::new(1),
     });
@@ -251,7 +237,7 @@ async fn run(data: i32, registry: Registry) -> i32 {
         let read = tokio::select! {
             read = wire::read(&mut reader, &mut buf) => read,
             reason = &mut stopped => {
-                return finish(Some(&reason), &asks, &tx, writer_task).await;
+                return finish(Some(&reason), &asks, &out, writer_task).await;
             }
         };
         match read {
@@ -261,12 +247,12 @@ async fn run(data: i32, registry: Registry) -> i32 {
                     high,
                     message,
                     body,
-                }) => serve(&actor, &tx, &asks, id, high, message, body).await,
+                }) => serve(&actor, &out, &asks, id, high, message, body).await,
                 Some(Frame::Cancel(id)) => asks.cancel(id),
                 Some(Frame::Stop) => {
                     actor.stop();
                     actor.wait_for_stop().await;
-                    return finish(None, &asks, &tx, writer_task).await;
+                    return finish(None, &asks, &out, writer_task).await;
                 }
                 Some(Frame::Answer {
                     id,
@@ -290,48 +276,90 @@ async fn run(data: i32, registry: Registry) -> i32 {
     }
 }
 
-/// The asks waiting for their answers, by id: what a `Cancel` aborts, and what the end of
+/// The asks waiting for their answers, by id: what a `Cancel` gives up, and what the end of
 /// the process waits for.
 #[derive(Default)]
 struct Asks {
-    tasks: Mutex<HashMap<u64, tokio::task::AbortHandle>>,
+    waiting: Mutex<HashMap<u64, Waiting>>,
     /// Woken when the last one is done.
     idle: tokio::sync::Notify,
 }
 
+/// One ask waiting for its answer.
+enum Waiting {
+    /// Being queued in the actor's mailbox.
+    Queuing,
+    /// In the actor's mailbox or being handled; answered from the actor's task.
+    Queued(AskHandle),
+    /// A heartbeat, waited for by a task of its own.
+    Heartbeat(tokio::task::AbortHandle),
+}
+
 impl Asks {
-    /// Runs `answer` as a task under `id`; the frame it yields goes to `tx`, then the task
-    /// leaves (so once none is left, every answer is on its way).
-    fn spawn(
+    /// Queues `request` under `id`; once its handler is done, its reply goes to `out` and the
+    /// ask leaves (so once none is left, every answer is on its way). No task per ask: the
+    /// reply is written from the actor's task.
+    async fn queue(
         self: &Arc<Self>,
         id: u64,
-        tx: &mpsc::UnboundedSender<Vec<u8>>,
-        answer: impl Future<Output = Vec<u8>> + Send + 'static,
+        out: &Arc<Outbox>,
+        rm: &'static RemoteMessage,
+        request: ErasedRequest<'_>,
     ) {
-        let (asks, tx) = (self.clone(), tx.clone());
-        // Registered under the lock the task takes to leave: it cannot leave first.
-        let mut tasks = lock(&self.tasks);
+        let (asks, answers) = (self.clone(), out.clone());
+        let answered = move |result: ErasedResult| {
+            reply(&answers, id, reply_for(rm, result));
+            asks.leave(id);
+        };
+        // Registered first: on a runtime of several threads the answer may come (and leave)
+        // before `queue_with` returns.
+        lock(&self.waiting).insert(id, Waiting::Queuing);
+        match request.queue_with(answered).await {
+            Ok(handle) => {
+                if let Some(ask) = lock(&self.waiting).get_mut(&id) {
+                    *ask = Waiting::Queued(handle);
+                }
+            }
+            Err(e) => {
+                self.leave(id);
+                reply(out, id, reply_for(rm, Err(e)));
+            }
+        }
+    }
+
+    /// Runs `heartbeat` as a task under `id`; its reply goes to `out`, then it leaves.
+    fn heartbeat(
+        self: &Arc<Self>,
+        id: u64,
+        out: &Arc<Outbox>,
+        heartbeat: impl Future<Output = u8> + Send + 'static,
+    ) {
+        let (asks, out) = (self.clone(), out.clone());
+        let mut waiting = lock(&self.waiting);
         let task = tokio::spawn(async move {
-            let _ = tx.send(answer.await);
+            reply(&out, id, (heartbeat.await, Vec::new()));
             asks.leave(id);
         });
-        tasks.insert(id, task.abort_handle());
+        waiting.insert(id, Waiting::Heartbeat(task.abort_handle()));
     }
 
-    fn leave(&self, id: u64) -> Option<tokio::task::AbortHandle> {
-        let mut tasks = lock(&self.tasks);
-        let task = tasks.remove(&id);
-        if tasks.is_empty() {
+    fn leave(&self, id: u64) -> Option<Waiting> {
+        let mut waiting = lock(&self.waiting);
+        let ask = waiting.remove(&id);
+        if waiting.is_empty() {
             self.idle.notify_waiters();
         }
-        task
+        ask
     }
 
-    /// Gives an ask up: dropping its task drops its place in the actor's mailbox, so the
-    /// actor never starts it if it is still queued.
+    /// Gives an ask up: the actor never starts it if it is still queued, and its answer is
+    /// not sent.
     fn cancel(&self, id: u64) {
-        if let Some(task) = self.leave(id) {
-            task.abort();
+        match self.leave(id) {
+            Some(Waiting::Queued(handle)) => handle.give_up(),
+            Some(Waiting::Heartbeat(task)) => task.abort(),
+            // A cancel comes from the reader, which queues: never while queuing.
+            Some(Waiting::Queuing) | None => {}
         }
     }
 
@@ -342,7 +370,7 @@ impl Asks {
             let idle = self.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
-            if lock(&self.tasks).is_empty()
+            if lock(&self.waiting).is_empty()
                 || tokio::time::timeout_at(deadline, idle).await.is_err()
             {
                 return;
@@ -357,7 +385,7 @@ impl Asks {
 async fn finish(
     reason: Option<&StopReason>,
     asks: &Asks,
-    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    out: &Outbox,
     writer_task: tokio::task::JoinHandle<()>,
 ) -> i32 {
     asks.drained(Duration::from_secs(5)).await;
@@ -367,20 +395,23 @@ async fn finish(
             StopReason::Panicked(p) => (true, p.clone()),
             other => (false, other.to_string()),
         };
-        let mut frame = Vec::new();
-        wire::encode(
-            &Frame::Ended {
-                panicked,
-                reason: &text,
-            },
-            &mut frame,
-        );
-        let _ = tx.send(frame);
+        out.push(&Frame::Ended {
+            panicked,
+            reason: &text,
+        });
     }
-    // An empty frame asks the writer to finish after what came before it.
-    let _ = tx.send(Vec::new());
+    out.close();
     let _ = writer_task.await;
     0
+}
+
+/// Sends the reply to request `id`.
+fn reply(out: &Outbox, id: u64, (status, payload): (u8, Vec<u8>)) {
+    out.push(&Frame::Reply {
+        id,
+        status,
+        payload: &payload,
+    });
 }
 
 /// Queues one request in the actor's mailbox, in arrival order (waiting for room: the
@@ -388,43 +419,28 @@ async fn finish(
 /// done.
 async fn serve(
     actor: &DynActorRef,
-    tx: &mpsc::UnboundedSender<Vec<u8>>,
+    out: &Arc<Outbox>,
     asks: &Arc<Asks>,
     id: u64,
     high: bool,
     message: &str,
     body: &[u8],
 ) {
-    let reply = move |status: u8, payload: Vec<u8>| {
-        let mut out = Vec::with_capacity(payload.len() + 18);
-        wire::encode(
-            &Frame::Reply {
-                id,
-                status,
-                payload: &payload,
-            },
-            &mut out,
-        );
-        out
-    };
     if message == crate::relay::HEARTBEAT && id != 0 {
         // Answered by the actor between its messages (a stuck handler holds it up).
         let actor = actor.clone();
-        asks.spawn(id, tx, async move {
-            let status = match actor.ping(Duration::from_secs(24 * 3600)).await {
+        asks.heartbeat(id, out, async move {
+            match actor.ping(Duration::from_secs(24 * 3600)).await {
                 Ok(()) => status::ALIVE,
                 Err(_) => status::ACTOR_STOPPED,
-            };
-            reply(status, Vec::new())
+            }
         });
         return;
     }
     let Some(rm) = actor.remote_message(message) else {
         if id != 0 {
-            let _ = tx.send(reply(
-                status::UNKNOWN_MESSAGE,
-                format!("the actor does not expose {message}").into_bytes(),
-            ));
+            let text = format!("the actor does not expose {message}");
+            reply(out, id, (status::UNKNOWN_MESSAGE, text.into_bytes()));
         }
         return;
     };
@@ -434,7 +450,7 @@ async fn serve(
         Ok(())
     }) {
         if id != 0 {
-            let _ = tx.send(reply(status::CODEC_ERROR, e.to_string().into_bytes()));
+            reply(out, id, (status::CODEC_ERROR, e.to_string().into_bytes()));
         }
         return;
     }
@@ -453,19 +469,10 @@ async fn serve(
         }
         return;
     }
-    let queued = actor
+    let request = actor
         .erased(rm.name(), rm.type_id(), msg)
-        .priority(priority)
-        .queue()
-        .await;
-    asks.spawn(id, tx, async move {
-        let result: ErasedResult = match queued {
-            Ok(queued) => queued.answer().await,
-            Err(e) => Err(e),
-        };
-        let (status, payload) = reply_for(rm, result);
-        reply(status, payload)
-    });
+        .priority(priority);
+    asks.queue(id, out, rm, request).await;
 }
 
 /// The status and payload answering an ask's result (child to parent, and back).
@@ -523,7 +530,7 @@ pub fn parent() -> Option<&'static ParentLink> {
 
 /// Asks and tells actors of the parent's system by URN; from [`parent`].
 pub struct ParentLink {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: Arc<Outbox>,
     pending: Mutex<HashMap<u64, AnswerTx>>,
     next: AtomicU64,
 }
@@ -557,17 +564,12 @@ impl ParentLink {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        let mut frame = Vec::new();
-        wire::encode(
-            &Frame::Ask {
-                id,
-                urn,
-                message: M::name(),
-                body: &body,
-            },
-            &mut frame,
-        );
-        let _ = self.out.send(frame);
+        self.out.push(&Frame::Ask {
+            id,
+            urn,
+            message: M::name(),
+            body: &body,
+        });
         let answer = tokio::time::timeout(timeout, rx).await;
         lock(&self.pending).remove(&id);
         match answer {
@@ -587,21 +589,12 @@ impl ParentLink {
         msg: M,
     ) -> Result<(), ProcessError> {
         let body = wire::encode_body(&msg).map_err(ProcessError::Codec)?;
-        let mut frame = Vec::new();
-        wire::encode(
-            &Frame::Ask {
-                id: 0,
-                urn,
-                message: M::name(),
-                body: &body,
-            },
-            &mut frame,
-        );
-        let _ = self.out.send(frame);
+        self.out.push(&Frame::Ask {
+            id: 0,
+            urn,
+            message: M::name(),
+            body: &body,
+        });
         Ok(())
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

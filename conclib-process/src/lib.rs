@@ -140,11 +140,18 @@
 mod child;
 mod error;
 mod link;
+mod outbox;
 mod parent;
 mod process_ref;
 mod relay;
 mod socket;
 mod wire;
+
+/// Locks, taking a poisoned lock anyway (what it guards stays consistent: plain maps and
+/// buffers, each updated in one step).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 pub use child::{ParentLink, Registry, init, parent};
 pub use error::{ProcessError, ProcessExit, SpawnError};

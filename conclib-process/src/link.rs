@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use conclib_codec::Bincode;
 use conclib_core::{ActorSystem, Priority, StopReason};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::ProcessExit;
+use crate::lock;
+use crate::outbox::{Outbox, write_frames};
 use crate::parent::Inner;
-use crate::socket::{ReadHalf, WriteHalf};
+use crate::socket::ReadHalf;
 use crate::wire::{self, Frame, status};
 
 /// What a process actor's snapshot shows, across its restarts.
@@ -70,8 +71,8 @@ pub(crate) struct Link {
 impl Link {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
-        (reader, writer): (ReadHalf, WriteHalf),
-        (control_reader, control_writer): (ReadHalf, WriteHalf),
+        (reader, writer): (ReadHalf, crate::socket::WriteHalf),
+        (control_reader, control_writer): (ReadHalf, crate::socket::WriteHalf),
         child: std::process::Child,
         heartbeat: Option<Duration>,
         owner: std::sync::Weak<Inner>,
@@ -236,53 +237,6 @@ impl Link {
     }
 }
 
-/// Frames waiting to be written: senders append to one buffer, the writer takes it whole
-/// (frames queued meanwhile leave in one write; no allocation per frame).
-#[derive(Default)]
-pub(crate) struct Outbox {
-    buf: Mutex<Vec<u8>>,
-    ready: tokio::sync::Notify,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl Outbox {
-    fn push(&self, frame: &Frame<'_>) {
-        let was_empty = {
-            let mut buf = lock(&self.buf);
-            let was_empty = buf.is_empty();
-            wire::encode(frame, &mut buf);
-            was_empty
-        };
-        if was_empty {
-            self.ready.notify_one();
-        }
-    }
-
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.ready.notify_one();
-    }
-}
-
-/// Writes what the outbox holds, until it is closed and empty.
-async fn write_frames(mut writer: WriteHalf, outbox: Arc<Outbox>) {
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        out.clear();
-        std::mem::swap(&mut out, &mut *lock(&outbox.buf));
-        if out.is_empty() {
-            if outbox.closed.load(Ordering::Acquire) {
-                return;
-            }
-            outbox.ready.notified().await;
-            continue;
-        }
-        if writer.write_all(&out).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Hands the answers and heartbeats it reads to their waiters.
 async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Option<ActorSystem>) {
     // Buffered: a burst of answers costs a few reads, not two per frame.
@@ -430,8 +384,4 @@ impl Drop for Forget {
             self.link.send(&Frame::Cancel(self.id));
         }
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -16,7 +16,8 @@ use tokio::sync::watch;
 
 use crate::child::{FD_VAR, THREADS_VAR};
 use crate::error::{ProcessExit, SpawnError};
-use crate::link::{Link, ProcessStats, lock};
+use crate::link::{Link, ProcessStats};
+use crate::lock;
 use crate::process_ref::ProcessRef;
 use crate::relay::ProcessActor;
 use crate::wire::Frame;
