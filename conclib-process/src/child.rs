@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::error::ProcessError;
-use crate::lock;
+use crate::{ById, lock};
 use crate::outbox::{Outbox, write_frames};
 use crate::process_ref::decode_answer;
 use crate::wire::{self, Frame, status};
@@ -225,7 +225,7 @@ async fn run(data: i32, registry: Registry) -> i32 {
     let writer_task = tokio::spawn(write_frames(writer, out.clone()));
     let _ = PARENT.set(ParentLink {
         out: out.clone(),
-        pending: Mutex::new(HashMap::new()),
+        pending: Mutex::new(ById::default()),
         next: AtomicU64::new(1),
     });
     let asks = Arc::new(Asks::default());
@@ -280,7 +280,7 @@ async fn run(data: i32, registry: Registry) -> i32 {
 /// the process waits for.
 #[derive(Default)]
 struct Asks {
-    waiting: Mutex<HashMap<u64, Waiting>>,
+    waiting: Mutex<ById<Waiting>>,
     /// Woken when the last one is done.
     idle: tokio::sync::Notify,
 }
@@ -531,7 +531,7 @@ pub fn parent() -> Option<&'static ParentLink> {
 /// Asks and tells actors of the parent's system by URN; from [`parent`].
 pub struct ParentLink {
     out: Arc<Outbox>,
-    pending: Mutex<HashMap<u64, AnswerTx>>,
+    pending: Mutex<ById<AnswerTx>>,
     next: AtomicU64,
 }
 

@@ -147,6 +147,30 @@ mod relay;
 mod socket;
 mod wire;
 
+/// What waits for an answer, by the id its side gave the request: sequential numbers of
+/// ours, hashed by one multiplication (SipHash guards against keys an attacker picks; these
+/// are not).
+type ById<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Locks, taking a poisoned lock anyway (what it guards stays consistent: plain maps and
 /// buffers, each updated in one step).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

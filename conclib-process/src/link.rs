@@ -1,7 +1,6 @@
 //! The link to one child process: its request and control sockets, the writer and reader
 //! tasks, the reaper, the heartbeat, and the requests waiting for answers.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +10,7 @@ use conclib_core::{ActorSystem, Priority, StopReason};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::ProcessExit;
-use crate::lock;
+use crate::{ById, lock};
 use crate::outbox::{Outbox, write_frames};
 use crate::parent::Inner;
 use crate::socket::ReadHalf;
@@ -58,8 +57,8 @@ pub(crate) struct Link {
     pub(crate) out: Arc<Outbox>,
     /// The control lane (heartbeats).
     pub(crate) control: Arc<Outbox>,
-    pub(crate) pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    pub(crate) pings: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    pub(crate) pending: Mutex<ById<oneshot::Sender<Answer>>>,
+    pub(crate) pings: Mutex<ById<oneshot::Sender<Answer>>>,
     pub(crate) next: AtomicU64,
     pub(crate) pid: u32,
     pub(crate) exit: watch::Receiver<Option<ProcessExit>>,
@@ -86,8 +85,8 @@ impl Link {
         let link = Arc::new(Link {
             out: out.clone(),
             control: control_out.clone(),
-            pending: Mutex::new(HashMap::new()),
-            pings: Mutex::new(HashMap::new()),
+            pending: Mutex::new(ById::default()),
+            pings: Mutex::new(ById::default()),
             next: AtomicU64::new(1),
             pid: child.id(),
             exit,
@@ -187,13 +186,21 @@ impl Link {
                 body,
             });
         }
-        let guard = Forget { link: self, id };
+        let guard = Forget {
+            link: self,
+            id,
+            answered: exited.is_some(),
+        };
         async move {
+            // The whole guard, not just the field written below: it must live as long as
+            // the wait.
+            let mut guard = guard;
             if let Some(exit) = exited {
                 return Err(exit);
             }
             let answer = rx.await.unwrap_or_else(|_| Err(ProcessExit::unknown()));
-            drop(guard);
+            // Whoever answered (or dropped the sender) took it out of the map.
+            guard.answered = true;
             answer
         }
     }
@@ -373,13 +380,16 @@ impl Drop for Link {
 struct Forget {
     link: Arc<Link>,
     id: u64,
+    answered: bool,
 }
 
 impl Drop for Forget {
     fn drop(&mut self) {
         // Still pending: the asker gave up (timeout, dropped future). Tell the child, so that
         // the request is never started if it is still queued there.
-        if lock(&self.link.pending).remove(&self.id).is_some() && self.link.exit.borrow().is_none()
+        if !self.answered
+            && lock(&self.link.pending).remove(&self.id).is_some()
+            && self.link.exit.borrow().is_none()
         {
             self.link.send(&Frame::Cancel(self.id));
         }
