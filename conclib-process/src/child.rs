@@ -19,10 +19,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::error::ProcessError;
-use crate::{ById, lock};
 use crate::outbox::{Outbox, write_frames};
 use crate::process_ref::decode_answer;
 use crate::wire::{self, Frame, status};
+use crate::{ById, lock};
 
 /// The environment variable that marks a process actor's process, and names its two
 /// sockets: `<data>,<control>`.
@@ -190,11 +190,9 @@ async fn run(data: i32, registry: Registry) -> i32 {
     let Some((reader, writer)) = socket(data) else {
         return 2;
     };
-    // Buffered: a burst of frames costs a few reads, not two per frame.
-    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
-    let mut buf = Vec::new();
-    let init = match wire::read(&mut reader, &mut buf).await {
-        Ok(true) => wire::decode(&buf),
+    let mut frames = wire::FrameReader::new(reader);
+    let init = match frames.next().await {
+        Ok(Some(frame)) => wire::decode(frame),
         _ => None,
     };
     let Some(Frame::Init {
@@ -235,13 +233,13 @@ async fn run(data: i32, registry: Registry) -> i32 {
     tokio::pin!(stopped);
     loop {
         let read = tokio::select! {
-            read = wire::read(&mut reader, &mut buf) => read,
+            read = frames.next() => read,
             reason = &mut stopped => {
                 return finish(Some(&reason), &asks, &out, writer_task).await;
             }
         };
         match read {
-            Ok(true) => match wire::decode(&buf) {
+            Ok(Some(frame)) => match wire::decode(frame) {
                 Some(Frame::Request {
                     id,
                     high,
@@ -271,7 +269,7 @@ async fn run(data: i32, registry: Registry) -> i32 {
                 }
             },
             // The parent is gone: nothing is left to serve.
-            Ok(false) | Err(_) => return 1,
+            Ok(None) | Err(_) => return 1,
         }
     }
 }

@@ -10,11 +10,11 @@ use conclib_core::{ActorSystem, Priority, StopReason};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::ProcessExit;
-use crate::{ById, lock};
 use crate::outbox::{Outbox, write_frames};
 use crate::parent::Inner;
 use crate::socket::ReadHalf;
 use crate::wire::{self, Frame, status};
+use crate::{ById, lock};
 
 /// What a process actor's snapshot shows, across its restarts.
 #[derive(Default)]
@@ -246,13 +246,11 @@ impl Link {
 
 /// Hands the answers and heartbeats it reads to their waiters.
 async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Option<ActorSystem>) {
-    // Buffered: a burst of answers costs a few reads, not two per frame.
-    let mut reader = tokio::io::BufReader::with_capacity(64 * 1024, reader);
-    let mut buf = Vec::new();
+    let mut frames = wire::FrameReader::new(reader);
     loop {
-        match wire::read(&mut reader, &mut buf).await {
-            Ok(true) => {}
-            Ok(false) => return,
+        let frame = match frames.next().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
             Err(e) => {
                 // A broken link (a corrupt or oversized frame): nothing more can be read,
                 // so the process is treated as dead.
@@ -262,9 +260,9 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
                 }
                 return;
             }
-        }
+        };
         let Some(link) = link.upgrade() else { return };
-        match wire::decode(&buf) {
+        match wire::decode(frame) {
             Some(Frame::Reply {
                 id,
                 status,

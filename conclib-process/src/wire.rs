@@ -270,27 +270,85 @@ pub(crate) fn decode(body: &[u8]) -> Option<Frame<'_>> {
     f.0.is_empty().then_some(frame)
 }
 
-/// Reads one frame body into `buf`; `false` at the end of the stream.
-pub(crate) async fn read<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<bool> {
-    let mut len = [0u8; 4];
-    match reader.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e),
+/// Reads frames from a stream through one buffer, handing each frame's bytes (after its
+/// length) out of it: a burst of frames costs one read, and a frame is never copied.
+/// [`next`](Self::next) is cancel-safe: a frame is consumed only when it is returned.
+pub(crate) struct FrameReader<R> {
+    reader: R,
+    buf: Vec<u8>,
+    /// The unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+/// What the buffer holds when no frame larger than it came (and what it shrinks back to).
+const READ_BUFFER: usize = 64 * 1024;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub(crate) fn new(reader: R) -> Self {
+        FrameReader {
+            reader,
+            buf: vec![0; READ_BUFFER],
+            start: 0,
+            end: 0,
+        }
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes (the limit is {MAX_FRAME})"),
-        ));
+
+    /// The next frame's bytes; `None` at the end of the stream (between frames).
+    ///
+    /// # Errors
+    /// The stream's errors, a frame over [`MAX_FRAME`], a stream that ends inside a frame.
+    pub(crate) async fn next(&mut self) -> std::io::Result<Option<&[u8]>> {
+        use std::io::{Error, ErrorKind};
+        loop {
+            let unread = &self.buf[self.start..self.end];
+            let wanted = match unread.first_chunk::<4>() {
+                Some(len) => {
+                    let len = u32::from_be_bytes(*len) as usize;
+                    if len > MAX_FRAME {
+                        return Err(Error::new(
+                            ErrorKind::InvalidData,
+                            format!("a frame of {len} bytes (the limit is {MAX_FRAME})"),
+                        ));
+                    }
+                    if unread.len() >= 4 + len {
+                        let frame = self.start + 4..self.start + 4 + len;
+                        self.start = frame.end;
+                        return Ok(Some(&self.buf[frame]));
+                    }
+                    4 + len
+                }
+                None => 4,
+            };
+            // Room for the whole frame after what is unread: move it to the front, and grow
+            // for a frame larger than the buffer (shrinking back once it is read).
+            if self.start == self.end {
+                (self.start, self.end) = (0, 0);
+                if self.buf.len() > READ_BUFFER && wanted <= READ_BUFFER {
+                    self.buf.truncate(READ_BUFFER);
+                    self.buf.shrink_to_fit();
+                }
+            }
+            if self.buf.len() - self.start < wanted {
+                self.buf.copy_within(self.start..self.end, 0);
+                (self.start, self.end) = (0, self.end - self.start);
+                if self.buf.len() < wanted {
+                    self.buf.resize(wanted, 0);
+                }
+            }
+            let n = self.reader.read(&mut self.buf[self.end..]).await?;
+            if n == 0 {
+                if self.start == self.end {
+                    return Ok(None);
+                }
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the stream ended inside a frame",
+                ));
+            }
+            self.end += n;
+        }
     }
-    buf.resize(len, 0);
-    reader.read_exact(buf).await?;
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -347,5 +405,88 @@ mod tests {
         assert_eq!(decode(&[9]), None);
         assert_eq!(decode(&[2, 1, 2]), None);
         assert_eq!(decode(&[4, 0, 0, 0, 0, 0, 0, 0, 0, 99]), None);
+    }
+
+    /// Hands out at most `step` bytes per read: frames arrive cut anywhere.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl AsyncRead for Trickle<'_> {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let n = self.step.min(self.data.len()).min(buf.remaining());
+            buf.put_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn read_all(data: &[u8], step: usize) -> std::io::Result<Vec<Vec<u8>>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut frames = FrameReader::new(Trickle { data, step });
+            let mut read = Vec::new();
+            while let Some(frame) = frames.next().await? {
+                read.push(frame.to_vec());
+            }
+            Ok(read)
+        })
+    }
+
+    #[test]
+    fn frames_are_read_whole_however_the_stream_cuts_them() {
+        let big = vec![7u8; 3 * READ_BUFFER + 5];
+        let bodies: [&[u8]; 5] = [b"a", &[], &big, b"after the big one", &big[..10]];
+        let mut stream = Vec::new();
+        for body in bodies {
+            encode(
+                &Frame::Reply {
+                    id: 1,
+                    status: 0,
+                    payload: body,
+                },
+                &mut stream,
+            );
+        }
+        let expected: Vec<Vec<u8>> = bodies
+            .iter()
+            .map(|body| {
+                let mut frame = Vec::new();
+                encode(
+                    &Frame::Reply {
+                        id: 1,
+                        status: 0,
+                        payload: body,
+                    },
+                    &mut frame,
+                );
+                frame[4..].to_vec()
+            })
+            .collect();
+        for step in [1, 3, 4, 5, 4096, usize::MAX] {
+            assert!(read_all(&stream, step).unwrap() == expected, "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_stream_cut_inside_a_frame_or_a_frame_over_the_limit_is_an_error() {
+        let mut stream = Vec::new();
+        encode(&Frame::Ping(1), &mut stream);
+        let cut = &stream[..stream.len() - 1];
+        let err = read_all(cut, usize::MAX).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        let err = read_all(&stream[..2], usize::MAX).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+        let too_big = u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes();
+        let err = read_all(&too_big, usize::MAX).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert_eq!(read_all(&[], 1).unwrap(), Vec::<Vec<u8>>::new());
     }
 }
