@@ -62,7 +62,10 @@
 //!   that cannot be read (corrupt, oversized) breaks the link, and the process is killed. Message bodies and answers are encoded with [`conclib_codec::Bincode`] by
 //!   the message's wire name, so a message must be exposed by the actor
 //!   ([`Actor::REMOTE`](conclib_core::Actor::REMOTE), `#[handle(remote)]`). Frames queued
-//!   together are written together and read through a buffer. Asks pipeline: many can be in
+//!   together are written together and read through a buffer. The sockets are registered
+//!   with the runtime for reading only (a socket registered for writing too would wake each
+//!   side once more per round trip, when the other reads); a writer that finds its socket
+//!   full waits on a duplicate registered for writing. Asks pipeline: many can be in
 //!   flight; the messages of one sender enter the actor's mailbox in the order sent.
 //!   `Stop` travels with the requests, so a graceful stop comes after what was sent before it.
 //! - **Failure semantics.** A handler's error or panic comes back to the asker as
