@@ -220,7 +220,15 @@ async fn run(data: i32, registry: Registry) -> i32 {
     };
     // One writer: the answers of all requests, written in batches.
     let out = Arc::new(Outbox::default());
-    let writer_task = tokio::spawn(write_frames(writer, out.clone()));
+    let writer_task = tokio::spawn({
+        let out = out.clone();
+        async move {
+            // Nothing can reach the parent any more: end, as when it is gone.
+            if write_frames(writer, out).await.is_err() {
+                std::process::exit(1);
+            }
+        }
+    });
     let _ = PARENT.set(ParentLink {
         out: out.clone(),
         pending: Mutex::new(ById::default()),

@@ -93,8 +93,24 @@ impl Link {
             stats,
             ended: Mutex::new(None),
         });
-        tokio::spawn(write_frames(writer, out));
-        tokio::spawn(write_frames(control_writer, control_out));
+        // A link that cannot be written is broken, as one that cannot be read: the process
+        // is treated as dead (killed; its death fails what waits on it).
+        for (writer, outbox) in [(writer, out), (control_writer, control_out)] {
+            let link = Arc::downgrade(&link);
+            tokio::spawn(async move {
+                // A peer gone (the process exiting or dead) is the reaper's to report.
+                if let Err(e) = write_frames(writer, outbox).await
+                    && !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                    )
+                    && let Some(link) = link.upgrade()
+                {
+                    tracing::error!(pid = link.pid, error = %e, "process actor's link broken: killed");
+                    link.kill();
+                }
+            });
+        }
         let reading = tokio::spawn(read_frames(reader, Arc::downgrade(&link), system));
         tokio::spawn(read_frames(control_reader, Arc::downgrade(&link), None));
         // Reaper: the exit status ends every pending request at once — after what the

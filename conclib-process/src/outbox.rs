@@ -42,21 +42,25 @@ impl Outbox {
     }
 }
 
-/// Writes what the outbox holds, until it is closed and empty (or the socket fails).
-pub(crate) async fn write_frames(mut writer: WriteHalf, outbox: Arc<Outbox>) {
+/// Writes what the outbox holds, until it is closed and empty.
+///
+/// # Errors
+/// The socket's: the link is broken.
+pub(crate) async fn write_frames(
+    mut writer: WriteHalf,
+    outbox: Arc<Outbox>,
+) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(4096);
     loop {
         out.clear();
         std::mem::swap(&mut out, &mut *lock(&outbox.buf));
         if out.is_empty() {
             if outbox.closed.load(Ordering::Acquire) {
-                return;
+                return Ok(());
             }
             outbox.ready.notified().await;
             continue;
         }
-        if writer.write_all(&out).await.is_err() {
-            return;
-        }
+        writer.write_all(&out).await?;
     }
 }
