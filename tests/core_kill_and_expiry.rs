@@ -459,3 +459,42 @@ async fn an_ask_queued_with_a_callback_is_answered_once_or_given_up() {
     assert!(matches!(refused, Err(AskError::ActorStopped)));
     assert!(refused_rx.await.is_err());
 }
+
+/// Takes each request's responder and waits until nobody waits for the answer, as a relay to
+/// another process does before cancelling the work there.
+struct Relay {
+    gave_up: mpsc::UnboundedSender<&'static str>,
+}
+impl Actor for Relay {
+    async fn handle_request(&mut self, request: RequestEnvelope, _: &mut Context<Self>) {
+        let name = request.message_name();
+        let (_message, mut responder) = request.into_erased();
+        responder.closed().await;
+        let _ = self.gave_up.send(name);
+    }
+}
+
+#[tokio::test]
+async fn giving_up_a_callback_ask_wakes_the_responder_waiting_for_it() {
+    let system = ActorSystem::new("t");
+    let (tx, mut gave_up) = mpsc::unbounded_channel();
+    let relay = system.spawn(Relay { gave_up: tx }).await.unwrap().to_dyn();
+    let (called_tx, called) = oneshot::channel::<()>();
+    let handle = relay
+        .erased("job", std::any::TypeId::of::<u64>(), Box::new(1u64))
+        .queue_with(move |_| {
+            let _ = called_tx.send(());
+        })
+        .await
+        .unwrap();
+    // The handler is waiting in `closed()` once the actor took the request: give it up then.
+    while relay.mailbox_len() > 0 {
+        tokio::task::yield_now().await;
+    }
+    handle.give_up();
+    assert_eq!(promptly(gave_up.recv()).await, Some("job"));
+    assert!(
+        called.await.is_err(),
+        "a given-up ask's function is never called"
+    );
+}

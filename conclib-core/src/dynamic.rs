@@ -426,7 +426,7 @@ impl<'a> ErasedRequest<'a> {
             });
         };
         let (_, reply) = self
-            .push(Reply::Callback(Box::new(on_answer)), false)
+            .push(Reply::Callback(Box::new(on_answer), None), false)
             .await?;
         Ok(AskHandle { reply })
     }

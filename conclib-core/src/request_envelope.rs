@@ -37,8 +37,12 @@ pub(crate) struct ReplyCell(
 /// Who waits for the answer: an asker's future, or a function called with it.
 pub(crate) enum Reply {
     Channel(oneshot::Sender<ErasedResult>),
-    /// Called on the actor's task ([`ErasedRequest::queue_with`](crate::ErasedRequest::queue_with)).
-    Callback(Box<dyn FnOnce(ErasedResult) + Send>),
+    /// Called on the actor's task ([`ErasedRequest::queue_with`](crate::ErasedRequest::queue_with));
+    /// with the task waiting in [`ErasedResponder::closed`], woken when the asker gives up.
+    Callback(
+        Box<dyn FnOnce(ErasedResult) + Send>,
+        Option<std::task::Waker>,
+    ),
 }
 
 impl ReplyCell {
@@ -60,7 +64,7 @@ impl ReplyCell {
         match &*self.reply() {
             None => true,
             Some(Reply::Channel(tx)) => tx.is_closed(),
-            Some(Reply::Callback(_)) => false,
+            Some(Reply::Callback(..)) => false,
         }
     }
 
@@ -70,7 +74,7 @@ impl ReplyCell {
             Some(Reply::Channel(tx)) => {
                 let _ = tx.send(result);
             }
-            Some(Reply::Callback(answer)) => answer(result),
+            Some(Reply::Callback(answer, _)) => answer(result),
             None => {}
         }
         drop(self.2.lock().unwrap_or_else(|e| e.into_inner()).take());
@@ -80,7 +84,12 @@ impl ReplyCell {
     /// been yet.
     pub(crate) fn give_up(&self) {
         let reply = self.reply().take();
-        drop(reply);
+        if let Some(Reply::Callback(answer, closed)) = reply {
+            drop(answer);
+            if let Some(closed) = closed {
+                closed.wake();
+            }
+        }
     }
 }
 
@@ -329,8 +338,10 @@ impl ErasedResponder {
         let Some(reply) = &self.reply else { return };
         poll_fn(|cx| match reply.reply().as_mut() {
             Some(Reply::Channel(tx)) => tx.poll_closed(cx),
-            // Given up through its handle: seen at the next message of the actor.
-            Some(Reply::Callback(_)) => std::task::Poll::Pending,
+            Some(Reply::Callback(_, closed)) => {
+                *closed = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            }
             None => std::task::Poll::Ready(()),
         })
         .await;
