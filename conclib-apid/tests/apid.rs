@@ -1,5 +1,5 @@
-//! Integration tests with real processes: the `conclib-apid-testserver`
-//! binary of this crate plays the API server.
+//! Integration tests with real processes: this test binary, started again in the server's
+//! role (`testserver/mod.rs`), plays the API server.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -8,7 +8,44 @@ use std::time::{Duration, Instant};
 
 use conclib_apid::{ApiConfig, ApiError, HealthAttempt, OutputStream, ShutdownOutcome, start_api};
 
-const SERVER: &str = env!("CARGO_BIN_EXE_conclib-apid-testserver");
+mod testserver;
+
+/// Set in the environment of this binary started again as the test server.
+const SERVER_ROLE: &str = "CONCLIB_APID_TESTSERVER";
+/// Set in the environment of this binary started again as a parent that dies with a server.
+const PARENT_ROLE: &str = "CONCLIB_APID_PARENT_DEATH_HELPER";
+
+fn main() {
+    // The helper roles first, before anything else runs.
+    if std::env::var_os(SERVER_ROLE).is_some() {
+        testserver::run();
+    }
+    if std::env::var_os(PARENT_ROLE).is_some() {
+        return parent_death_helper();
+    }
+    conclib_testkit::run(conclib_testkit::tests![
+        healthy_start_serves_and_shuts_down,
+        early_exit_reports_status_and_stderr,
+        never_healthy_times_out_with_last_status,
+        connection_refused_is_named,
+        program_not_found_is_typed,
+        shutdown_takes_the_whole_process_group,
+        sigterm_ignored_means_killed_after_grace,
+        drop_kills_the_server,
+        recent_output_keeps_the_servers_lines,
+        output_ring_is_bounded,
+        shell_config_runs_a_script,
+        wait_returns_the_exit_status,
+        invalid_url_is_a_config_error,
+        server_outlives_the_thread_that_started_it,
+        server_dies_with_its_parent_process,
+    ]);
+}
+
+/// This test binary, which plays the server with `SERVER_ROLE` set.
+fn server_exe() -> std::path::PathBuf {
+    std::env::current_exe().unwrap()
+}
 
 /// A port that was free a moment ago.
 fn free_port() -> u16 {
@@ -22,12 +59,17 @@ fn free_port() -> u16 {
 /// A config for the test server on a fresh port, with short timeouts.
 fn server(name: &str, args: &[&str]) -> (ApiConfig, u16) {
     let port = free_port();
-    let config = ApiConfig::new(name, SERVER, format!("http://127.0.0.1:{port}/healthz"))
-        .args(["--port", &port.to_string()])
-        .args(args)
-        .startup_timeout(Duration::from_secs(20))
-        .poll_interval(Duration::from_millis(20))
-        .shutdown_grace(Duration::from_secs(5));
+    let config = ApiConfig::new(
+        name,
+        server_exe(),
+        format!("http://127.0.0.1:{port}/healthz"),
+    )
+    .env(SERVER_ROLE, "1")
+    .args(["--port", &port.to_string()])
+    .args(args)
+    .startup_timeout(Duration::from_secs(20))
+    .poll_interval(Duration::from_millis(20))
+    .shutdown_grace(Duration::from_secs(5));
     (config, port)
 }
 
@@ -69,7 +111,6 @@ async fn get(port: u16, path: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
-#[tokio::test]
 async fn healthy_start_serves_and_shuts_down() {
     let (config, port) = server("healthy", &["--delay-ms", "300"]);
     let mut daemon = start_api(config).await.expect("server starts");
@@ -84,7 +125,7 @@ async fn healthy_start_serves_and_shuts_down() {
 
     let (status, body) = get(port, "/").await;
     assert_eq!(status, 200);
-    assert_eq!(body, "hello from conclib-apid-testserver");
+    assert_eq!(body, "hello from the testserver");
     assert_eq!(get(port, "/pid").await.1, pid.to_string());
 
     let outcome = daemon.shutdown().await.unwrap();
@@ -103,7 +144,6 @@ async fn healthy_start_serves_and_shuts_down() {
     );
 }
 
-#[tokio::test]
 async fn early_exit_reports_status_and_stderr() {
     // A long startup timeout: the error must come from the exit, not the clock.
     let (config, _) = server("early", &["--mode", "exit"]);
@@ -128,7 +168,6 @@ async fn early_exit_reports_status_and_stderr() {
     assert_eq!(error.exit_status().and_then(|s| s.code()), Some(3));
 }
 
-#[tokio::test]
 async fn never_healthy_times_out_with_last_status() {
     let (config, port) = server("unhealthy", &["--mode", "fail"]);
     let timeout = Duration::from_millis(800);
@@ -160,7 +199,6 @@ async fn never_healthy_times_out_with_last_status() {
     assert!(gone_within_5s(*pid));
 }
 
-#[tokio::test]
 async fn connection_refused_is_named() {
     let (config, _) = server("silent", &["--mode", "no-listen"]);
     let error = start_api(config.startup_timeout(Duration::from_millis(500)))
@@ -177,7 +215,6 @@ async fn connection_refused_is_named() {
     assert!(gone_within_5s(*pid));
 }
 
-#[tokio::test]
 async fn program_not_found_is_typed() {
     for program in [
         "/nonexistent/conclib-apid-no-such-program",
@@ -200,7 +237,6 @@ async fn program_not_found_is_typed() {
     }
 }
 
-#[tokio::test]
 async fn shutdown_takes_the_whole_process_group() {
     let (config, port) = server("forking", &["--workers", "2"]);
     let daemon = start_api(config).await.unwrap();
@@ -236,7 +272,6 @@ async fn shutdown_takes_the_whole_process_group() {
     assert_eq!(printed.join(" "), workers);
 }
 
-#[tokio::test]
 async fn sigterm_ignored_means_killed_after_grace() {
     let (config, _) = server("stubborn", &["--ignore-term"]);
     let grace = Duration::from_millis(300);
@@ -251,7 +286,6 @@ async fn sigterm_ignored_means_killed_after_grace() {
     assert!(!alive(pid));
 }
 
-#[tokio::test]
 async fn drop_kills_the_server() {
     let (config, port) = server("dropped", &["--workers", "1"]);
     let daemon = start_api(config).await.unwrap();
@@ -263,7 +297,6 @@ async fn drop_kills_the_server() {
     assert!(gone_within_5s(worker), "worker survived drop");
 }
 
-#[tokio::test]
 async fn recent_output_keeps_the_servers_lines() {
     let (config, port) = server("chatty", &["--say", "first line", "--say", "second line"]);
     let daemon = start_api(config.output_capacity(50)).await.unwrap();
@@ -281,7 +314,6 @@ async fn recent_output_keeps_the_servers_lines() {
     assert!(lines.iter().all(|l| l.stream == OutputStream::Stdout));
 }
 
-#[tokio::test]
 async fn output_ring_is_bounded() {
     let says: Vec<String> = (0..10).map(|i| format!("line {i}")).collect();
     let mut args = Vec::new();
@@ -298,14 +330,17 @@ async fn output_ring_is_bounded() {
     assert!(log.lines().iter().all(|l| l.line != "line 0"));
 }
 
-#[tokio::test]
 async fn shell_config_runs_a_script() {
     let port = free_port();
     let config = ApiConfig::shell(
         "shell",
-        format!("echo from-the-shell; exec '{SERVER}' --port {port}"),
+        format!(
+            "echo from-the-shell; exec '{}' --port {port}",
+            server_exe().display()
+        ),
         format!("http://127.0.0.1:{port}/healthz"),
     )
+    .env(SERVER_ROLE, "1")
     .poll_interval(Duration::from_millis(20));
     let daemon = start_api(config).await.unwrap();
     let log = daemon.output_log();
@@ -314,7 +349,6 @@ async fn shell_config_runs_a_script() {
     assert_eq!(log.lines()[0].line, "from-the-shell");
 }
 
-#[tokio::test]
 async fn wait_returns_the_exit_status() {
     let (config, port) = server("waited", &[]);
     let mut daemon = start_api(config).await.unwrap();
@@ -329,14 +363,12 @@ async fn wait_returns_the_exit_status() {
     assert_eq!(outcome, ShutdownOutcome::AlreadyExited(status));
 }
 
-#[tokio::test]
 async fn invalid_url_is_a_config_error() {
-    let config = ApiConfig::new("bad-url", SERVER, "not a url");
+    let config = ApiConfig::new("bad-url", server_exe(), "not a url");
     let error = start_api(config).await.unwrap_err();
     assert!(matches!(error, ApiError::InvalidConfig { .. }), "{error:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_outlives_the_thread_that_started_it() {
     // PR_SET_PDEATHSIG fires when the forking *thread* exits. Start the
     // server from a short-lived thread and check it is still serving after
@@ -357,32 +389,27 @@ async fn server_outlives_the_thread_that_started_it() {
     assert!(daemon.shutdown().await.is_ok());
 }
 
-/// Not a test on its own: run by `server_dies_with_its_parent_process` in a
-/// child process of the test binary, where it starts a server, prints its
-/// pid, and blocks until killed (or 60 s pass, should the parent test fail).
-#[tokio::test]
-async fn parent_death_helper() {
-    if std::env::var_os("CONCLIB_APID_PARENT_DEATH_HELPER").is_none() {
-        return;
-    }
-    let (config, _) = server("orphan", &[]);
-    let daemon = start_api(config).await.unwrap();
-    println!("APID_PID={}", daemon.pid());
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    drop(daemon);
+/// Not a test: this binary's role with `PARENT_ROLE` set, started by
+/// `server_dies_with_its_parent_process`: it starts a server, prints its pid, and blocks
+/// until killed (or 60 s pass, should the parent test fail).
+fn parent_death_helper() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let (config, _) = server("orphan", &[]);
+        let daemon = start_api(config).await.unwrap();
+        println!("APID_PID={}", daemon.pid());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(daemon);
+    });
 }
 
-#[test]
-fn server_dies_with_its_parent_process() {
+async fn server_dies_with_its_parent_process() {
+    tokio::task::spawn_blocking(parent_dies).await.unwrap();
+}
+
+fn parent_dies() {
     let mut helper = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "parent_death_helper",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("CONCLIB_APID_PARENT_DEATH_HELPER", "1")
+        .env(PARENT_ROLE, "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -391,7 +418,6 @@ fn server_dies_with_its_parent_process() {
     let mut server_pid = None;
     for line in stdout.lines() {
         let line = line.unwrap();
-        // libtest prints "test parent_death_helper ... " before it.
         if let Some((_, pid)) = line.split_once("APID_PID=") {
             server_pid = Some(pid.trim().parse::<u32>().unwrap());
             break;

@@ -15,7 +15,7 @@ use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, RedisDaemon, start_pro
 
 fn main() {
     conclib_process::init(Registry::new().actor::<Worker>());
-    common::run(&[
+    conclib_testkit::run(&[
         (
             "a_named_process_actor_is_looked_up_and_asked_like_any_actor",
             || Box::pin(named()),

@@ -111,7 +111,7 @@ fn main() {
     if std::env::var("CONCLIB_TEST_ROLE").as_deref() == Ok("parent") {
         return doomed_parent();
     }
-    let tests: &[(&str, Test)] = &[
+    let tests: &[(&str, conclib_testkit::Test)] = &[
         ("asks_tells_errors_and_priorities_cross_the_process", || {
             Box::pin(round_trip())
         }),
@@ -174,7 +174,7 @@ fn main() {
             || Box::pin(over_the_limit()),
         ),
     ];
-    common::run(tests);
+    conclib_testkit::run(tests);
 }
 
 /// A local actor whose child is a process actor; it records what it hears of it.

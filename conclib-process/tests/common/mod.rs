@@ -1,10 +1,8 @@
 //! What the process-actor test binaries share: the worker actor they run in child
-//! processes, and a runner for `harness = false` binaries (their `main` must call
-//! `conclib_process::init` before anything else).
+//! processes, and helpers (their `main` must call `conclib_process::init` before anything
+//! else, then run the tests with `conclib_testkit::run`).
 #![allow(dead_code, missing_docs)]
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use conclib::{actor, message};
@@ -200,49 +198,4 @@ pub fn alive(pid: u32) -> bool {
 pub fn sigkill(pid: u32) {
     // SAFETY: the pid of a child of this process, not reaped yet.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
-pub type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Runs the tests whose names contain one of the command line's words (all without any),
-/// each within 60 s, one after another; prints libtest-like lines; exits 1 if any failed.
-pub fn run(tests: &[(&str, Test)]) -> ! {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (mut passed, mut failed) = (0, 0);
-    for &(name, test) in tests {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let outcome = runtime.block_on(async {
-            let handle =
-                tokio::spawn(
-                    async move { tokio::time::timeout(Duration::from_secs(60), test()).await },
-                );
-            handle.await
-        });
-        match outcome {
-            Ok(Ok(())) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Ok(Err(_)) => {
-                println!("test {name} ... FAILED (timed out)");
-                failed += 1;
-            }
-            Err(e) => {
-                println!("test {name} ... FAILED ({e})");
-                failed += 1;
-            }
-        }
-    }
-    println!("{passed} passed, {failed} failed");
-    std::process::exit(i32::from(failed > 0));
 }

@@ -1,7 +1,8 @@
-//! A tiny HTTP server for conclib-apid's own tests (std only).
+//! A tiny HTTP server for conclib-apid's own tests (std only): the test binary itself,
+//! started again with `CONCLIB_APID_TESTSERVER` set (see `main` in `apid.rs`).
 //!
 //! ```text
-//! conclib-apid-testserver --port N [--mode healthy|fail|exit|no-listen]
+//! <test binary> --port N [--mode healthy|fail|exit|no-listen]
 //!     [--delay-ms N] [--ignore-term] [--workers N] [--say TEXT]...
 //! ```
 //!
@@ -13,7 +14,7 @@
 //!
 //! `GET /` answers a greeting, `GET /pid` the server's pid, `GET /workers`
 //! the worker pids, space-separated. `--workers N` forks N copies of this
-//! program with `--worker`, which sleep forever in the server's process
+//! program with `--worker` (the role's variable is inherited), which sleep forever in the server's process
 //! group; their pids are also printed to stdout as `worker-pid: N`.
 //! `--ignore-term` ignores `SIGTERM`. `--say TEXT` prints TEXT to stdout.
 
@@ -82,7 +83,7 @@ fn parse() -> Options {
 }
 
 fn usage(problem: &str) -> ! {
-    eprintln!("conclib-apid-testserver: {problem}");
+    eprintln!("testserver: {problem}");
     std::process::exit(2);
 }
 
@@ -92,7 +93,8 @@ fn sleep_forever() -> ! {
     }
 }
 
-fn main() {
+/// Plays the server with this process's arguments, until killed.
+pub fn run() -> ! {
     let options = parse();
     if options.worker {
         sleep_forever();
@@ -139,9 +141,10 @@ fn main() {
         .map(|w| w.id().to_string())
         .collect::<Vec<_>>()
         .join(" ");
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let _ = serve(stream, &options.mode, &workers);
+    loop {
+        if let Ok((stream, _)) = listener.accept() {
+            let _ = serve(stream, &options.mode, &workers);
+        }
     }
 }
 
@@ -165,7 +168,7 @@ fn serve(mut stream: TcpStream, mode: &Mode, workers: &str) -> std::io::Result<(
             ("500 Internal Server Error", "unhealthy".to_owned())
         }
         ("GET", "/healthz") => ("200 OK", "ok".to_owned()),
-        ("GET", "/") => ("200 OK", "hello from conclib-apid-testserver".to_owned()),
+        ("GET", "/") => ("200 OK", "hello from the testserver".to_owned()),
         ("GET", "/pid") => ("200 OK", std::process::id().to_string()),
         ("GET", "/workers") => ("200 OK", workers.to_owned()),
         _ => ("404 Not Found", "not found".to_owned()),

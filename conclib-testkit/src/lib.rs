@@ -1,0 +1,82 @@
+//! What conclib's test binaries share.
+//!
+//! A test binary that plays a helper process too (a web server for `conclib-apid`, a Redis
+//! peer for `conclib-redis`, a process actor for `conclib-process`) is built with
+//! `harness = false`: its `main` first checks whether it was started in a helper role (as
+//! `procspawn` does), and only then runs its tests through [`run`]. The helper needs no
+//! binary target of its own in the library crate, and the tests find it as
+//! [`std::env::current_exe`].
+//!
+//! ```no_run
+//! async fn adds() {
+//!     assert_eq!(1 + 1, 2);
+//! }
+//!
+//! fn main() {
+//!     if std::env::var_os("MY_HELPER_ROLE").is_some() {
+//!         return; // ... play the helper, then exit.
+//!     }
+//!     conclib_testkit::run(conclib_testkit::tests![adds]);
+//! }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// One test: starts its future.
+pub type Test = fn() -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The `(name, test)` list [`run`] takes, from the names of `async fn`s.
+#[macro_export]
+macro_rules! tests {
+    ($($test:ident),* $(,)?) => {
+        &[$((
+            ::std::stringify!($test),
+            (|| ::std::boxed::Box::pin($test())) as $crate::Test,
+        )),*]
+    };
+}
+
+/// How long one test may take before it counts as failed.
+const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the tests whose names contain one of the command line's words (all without any),
+/// one after another, each on a 2-worker runtime within a minute; prints a line per test
+/// and `N passed, M failed` as libtest does; exits 1 if any failed.
+pub fn run(tests: &[(&str, Test)]) -> ! {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime for the tests");
+    let (mut passed, mut failed) = (0, 0);
+    for &(name, test) in tests {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        let outcome = runtime.block_on(async {
+            tokio::spawn(async move { tokio::time::timeout(TEST_TIMEOUT, test()).await }).await
+        });
+        match outcome {
+            Ok(Ok(())) => {
+                println!("test {name} ... ok");
+                passed += 1;
+            }
+            Ok(Err(_)) => {
+                println!("test {name} ... FAILED (timed out)");
+                failed += 1;
+            }
+            Err(e) => {
+                println!("test {name} ... FAILED ({e})");
+                failed += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    std::process::exit(i32::from(failed > 0));
+}
