@@ -1,9 +1,10 @@
 //! Fault injection against the proxy's guarantees: a serving process killed (SIGKILL) or
 //! frozen (SIGSTOP) past its lease, a flood of asks on a slow actor, entry ids a hostile
 //! client chose, a proxy restarted after a crash, clients dropped by the hundred. Real
-//! redis-server, real child processes (the peer binary), every wait bounded, every child
-//! killed and reaped by PID.
+//! redis-server, real child processes (this test binary in the peer's role), every wait
+//! bounded, every child killed and reaped by PID.
 mod common;
+mod peer;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -21,9 +22,22 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-const PEER: &str = env!("CARGO_BIN_EXE_conclib-redis-peer");
+fn main() {
+    // The peer's role first, before anything else runs.
+    peer::run_if_started_as_one();
+    conclib_testkit::run(conclib_testkit::tests![
+        accepted_tells_survive_a_sigkill_of_the_serving_process,
+        a_tell_in_the_wrong_stream_is_forwarded_to_the_urns_holder,
+        a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over,
+        a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run,
+        an_entry_id_from_the_future_does_not_poison_the_stream,
+        a_restarted_proxy_takes_over_at_once_when_its_predecessor_provably_died,
+        dropped_clients_close_their_connections_at_once,
+        start_redis_refuses_entries_larger_than_any_proxy_accepts,
+    ]);
+}
 
-/// A serving process: the peer binary with counters at some URNs.
+/// A serving process: this test binary in the peer's role, with counters at some URNs.
 struct Peer {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
@@ -39,7 +53,7 @@ impl Peer {
         notes: &Path,
         lease_ms: u64,
     ) -> Peer {
-        let mut child = tokio::process::Command::new(PEER)
+        let mut child = peer::command()
             .args(["serve", &config.url, &config.namespace, system])
             .args(urns)
             .env("CONCLIB_TEST_NOTES", notes)
@@ -125,7 +139,6 @@ async fn raw(client: &Client, args: Vec<&str>) -> Result<Value, fred::error::Err
 }
 
 /// Item 1: a tell is acknowledged only once handled, so a SIGKILL loses none.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_tells_survive_a_sigkill_of_the_serving_process() {
     let config = config("sigkill-tells");
     let path = temp_file("sigkill");
@@ -170,7 +183,6 @@ async fn accepted_tells_survive_a_sigkill_of_the_serving_process() {
 /// Item 2, deterministically: a tell that reaches a system which knows another system holds
 /// the URN (a stale client wrote it into the wrong stream) is forwarded to the holder, never
 /// dropped; an ask there is answered `NotOwner`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tell_in_the_wrong_stream_is_forwarded_to_the_urns_holder() {
     let config = config("wrong-stream");
     let first = ActorSystem::new("first");
@@ -228,7 +240,6 @@ async fn a_tell_in_the_wrong_stream_is_forwarded_to_the_urns_holder() {
 }
 
 /// Item 2: a process frozen past its lease must not serve the URN another system took.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over() {
     let lease = Duration::from_millis(1_500);
     let mut config = config("sigstop");
@@ -366,7 +377,6 @@ impl Actor for Slow {
 
 /// Item 3: under a flood, a full mailbox answers MailboxFull at once, and asks whose
 /// deadline passed in the mailbox are never started.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
     let config = config("flood");
     let system = ActorSystem::new("flood");
@@ -447,7 +457,6 @@ async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
 
 /// Item 5: an entry id a client chose far in the future neither disables deadlines nor
 /// stops later requests; the stream is reset once drained.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_id_from_the_future_does_not_poison_the_stream() {
     let mut config = config("poison");
     config.lease_ttl = Duration::from_millis(900);
@@ -523,7 +532,6 @@ async fn an_entry_id_from_the_future_does_not_poison_the_stream() {
 
 /// Item 8: a proxy restarted after its predecessor died on this host serves at once, not
 /// after the dead one's lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_proxy_takes_over_at_once_when_its_predecessor_provably_died() {
     let config = config("takeover");
     let path = temp_file("takeover");
@@ -547,7 +555,6 @@ async fn a_restarted_proxy_takes_over_at_once_when_its_predecessor_provably_died
 }
 
 /// Item 9: dropping a client closes its connections at once, not after its blocking read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_clients_close_their_connections_at_once() {
     // A Redis of its own: the other tests' connections come and go on the shared one.
     let daemon = conclib_redis::start_redis(&ProxyConfig::default())
@@ -583,7 +590,6 @@ async fn dropped_clients_close_their_connections_at_once() {
 
 /// Item 6: a Redis from `start_redis` refuses entries no proxy would accept, so a hostile
 /// client cannot make a proxy read (and hold) them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_redis_refuses_entries_larger_than_any_proxy_accepts() {
     let base = ProxyConfig::default()
         .with_namespace("huge")

@@ -1,5 +1,6 @@
 //! End-to-end tests of the proxy and the client against a real redis-server.
 mod common;
+mod peer;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -12,9 +13,32 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-const PEER: &str = env!("CARGO_BIN_EXE_conclib-redis-peer");
+fn main() {
+    // The peer's role first, before anything else runs.
+    peer::run_if_started_as_one();
+    let mut tests = conclib_testkit::tests![
+        ask_and_tell_end_to_end,
+        every_error_kind_is_distinct,
+        another_process_asks_actors_here,
+        five_processes_with_200_concurrent_asks_each,
+        requests_queued_while_the_proxy_restarts_are_not_lost,
+        requests_taken_by_a_crashed_proxy_are_handled_by_the_next,
+        shutdown_finishes_requests_in_flight,
+        expired_requests_are_dropped_unprocessed,
+        namespaces_are_isolated,
+        a_urn_claimed_by_two_systems_is_served_by_one,
+        actors_spawned_and_stopped_later_are_tracked,
+        a_second_proxy_for_a_live_system_is_refused,
+        the_test_daemon_answers,
+    ]
+    .to_vec();
+    #[cfg(feature = "msgpack")]
+    tests.extend_from_slice(conclib_testkit::tests![
+        msgpack_and_bincode_clients_share_a_proxy
+    ]);
+    conclib_testkit::run(&tests);
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ask_and_tell_end_to_end() {
     let config = config("e2e");
     let system = system_with("e2e", &["counter"]).await;
@@ -97,7 +121,6 @@ impl conclib_core::MessageDecl for GetAsText {
     type WireError = String;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_kind_is_distinct() {
     let mut config = config("errors");
     config.max_payload = 64 * 1024;
@@ -250,12 +273,11 @@ async fn every_error_kind_is_distinct() {
     proxy.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_process_asks_actors_here() {
     let config = config("peer-asks");
     let system = system_with("peer-asks", &["echo"]).await;
     let proxy = start_proxy(&system, &config).await.unwrap();
-    let out = tokio::process::Command::new(PEER)
+    let out = peer::command()
         .args([
             "ask",
             &config.url,
@@ -277,7 +299,6 @@ async fn another_process_asks_actors_here() {
     proxy.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_processes_with_200_concurrent_asks_each() {
     let config = config("five");
     let system = system_with("five", &["echo"]).await;
@@ -285,7 +306,7 @@ async fn five_processes_with_200_concurrent_asks_each() {
     let mut children = Vec::new();
     for p in 0..5 {
         children.push(
-            tokio::process::Command::new(PEER)
+            peer::command()
                 .args([
                     "ask",
                     &config.url,
@@ -325,7 +346,7 @@ struct Peer {
 
 impl Peer {
     async fn serve(config: &ProxyConfig, system: &str, urns: &[&str]) -> Peer {
-        let mut child = tokio::process::Command::new(PEER)
+        let mut child = peer::command()
             .args(["serve", &config.url, &config.namespace, system])
             .args(urns)
             .stdin(Stdio::piped())
@@ -353,7 +374,6 @@ impl Peer {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_queued_while_the_proxy_restarts_are_not_lost() {
     let config = config("restart");
     let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(20)))
@@ -399,7 +419,6 @@ async fn requests_queued_while_the_proxy_restarts_are_not_lost() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_taken_by_a_crashed_proxy_are_handled_by_the_next() {
     let mut config = config("crash");
     config.lease_ttl = Duration::from_millis(600);
@@ -423,7 +442,6 @@ async fn requests_taken_by_a_crashed_proxy_are_handled_by_the_next() {
     next.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight() {
     let config = config("graceful");
     let system = system_with("graceful", &["c"]).await;
@@ -443,7 +461,6 @@ async fn shutdown_finishes_requests_in_flight() {
     assert_eq!(ask.await.unwrap().unwrap(), 300);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_requests_are_dropped_unprocessed() {
     let mut config = config("expired");
     config.tell_ttl = Duration::from_millis(50);
@@ -474,7 +491,6 @@ async fn expired_requests_are_dropped_unprocessed() {
     proxy.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces_are_isolated() {
     let a = config("ns-a");
     let b = config("ns-b");
@@ -496,7 +512,6 @@ async fn namespaces_are_isolated() {
     pb.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_urn_claimed_by_two_systems_is_served_by_one() {
     let mut config = config("conflict");
     config.lease_ttl = Duration::from_millis(600);
@@ -532,7 +547,6 @@ async fn a_urn_claimed_by_two_systems_is_served_by_one() {
     p2.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actors_spawned_and_stopped_later_are_tracked() {
     let config = config("later");
     let system = system_with("later", &[]).await;
@@ -576,7 +590,6 @@ async fn actors_spawned_and_stopped_later_are_tracked() {
     proxy.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_proxy_for_a_live_system_is_refused() {
     let mut config = config("twice");
     config.lease_ttl = Duration::from_millis(300);
@@ -596,7 +609,6 @@ async fn a_second_proxy_for_a_live_system_is_refused() {
 }
 
 #[cfg(feature = "msgpack")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msgpack_and_bincode_clients_share_a_proxy() {
     let config = config("msgpack");
     let system = system_with("msgpack", &["c"]).await;
@@ -616,7 +628,6 @@ async fn msgpack_and_bincode_clients_share_a_proxy() {
     proxy.shutdown().await.unwrap();
 }
 
-#[test]
-fn the_test_daemon_answers() {
+async fn the_test_daemon_answers() {
     assert!(daemon().port() > 0);
 }

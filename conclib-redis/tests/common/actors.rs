@@ -1,4 +1,4 @@
-//! Actors and messages shared by the tests, the peer binary and the bench.
+//! Actors and messages shared by the tests, the peer (a test binary in that role) and the bench.
 #![allow(dead_code, missing_docs)]
 
 use std::time::Duration;

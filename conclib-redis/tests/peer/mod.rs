@@ -1,15 +1,13 @@
-//! A second process for the tests and the bench of conclib-redis; not a stable tool.
+//! A second process for the tests of conclib-redis: the test binary itself, started again
+//! with `CONCLIB_REDIS_PEER` set (see [`command`]).
 //!
-//! - `conclib-redis-peer serve <url> <namespace> <system-id> <urn>...`: spawns a test
+//! - `<test binary> serve <url> <namespace> <system-id> <urn>...`: spawns a test
 //!   counter at each URN, starts a proxy, prints `READY`; then on stdin `stop` (or end of
 //!   input) shuts the proxy down gracefully and prints `STOPPED`, `crash` exits at once.
 //!   `CONCLIB_TEST_LEASE_MS` sets the proxy's lease; `CONCLIB_TEST_NOTES` is where the
 //!   counters record the `Note`s they handle.
-//! - `conclib-redis-peer ask <url> <namespace> <urn> <total> <concurrency> <tag>`: asks
+//! - `<test binary> ask <url> <namespace> <urn> <total> <concurrency> <tag>`: asks
 //!   `total` echoes, `concurrency` at a time, checks every answer, prints `OK <total>`.
-
-#[path = "../../tests/common/actors.rs"]
-mod actors;
 
 use std::io::BufRead;
 use std::sync::Arc;
@@ -19,7 +17,26 @@ use std::time::Duration;
 use conclib_core::{ActorSystem, PanicPolicy};
 use conclib_redis::{ProxyClient, ProxyConfig, start_proxy};
 
-fn main() {
+use crate::common::actors;
+
+/// Set in the environment of the test binary started again as the peer.
+const ROLE: &str = "CONCLIB_REDIS_PEER";
+
+/// The peer's command: this test binary in the peer's role; add the arguments.
+pub fn command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+    command.env(ROLE, "1");
+    command
+}
+
+/// Plays the peer if this process was started as one (the first thing `main` does).
+pub fn run_if_started_as_one() {
+    if std::env::var_os(ROLE).is_some() {
+        run();
+    }
+}
+
+fn run() -> ! {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -34,7 +51,7 @@ fn main() {
         )),
         _ => {
             eprintln!(
-                "usage: conclib-redis-peer serve URL NS SYSTEM URN... | ask URL NS URN TOTAL CONCURRENCY TAG"
+                "usage: peer serve URL NS SYSTEM URN... | ask URL NS URN TOTAL CONCURRENCY TAG"
             );
             2
         }
