@@ -42,23 +42,10 @@ impl Meter {
 }
 
 /// The recorder's values by (name, labels sorted as "k=v").
-type Values = HashMap<(String, Vec<String>), DebugValue>;
+type Values = HashMap<conclib_testkit::MetricKey, DebugValue>;
 
 fn read(snapshotter: &Snapshotter) -> Values {
-    snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| {
-            let (_, key) = key.into_parts();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            labels.sort();
-            ((key.name().to_owned(), labels), value)
-        })
-        .collect()
+    conclib_testkit::recorded(snapshotter)
 }
 
 fn labels(urn: &str, message: Option<&str>) -> Vec<String> {

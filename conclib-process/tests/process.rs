@@ -20,27 +20,17 @@ static METRICS: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
 
 /// The process metrics recorded since the last call: (name, labels "k=v" sorted) → counter
 /// value or number of histogram samples.
-fn process_metrics() -> std::collections::HashMap<(String, Vec<String>), u64> {
+fn process_metrics() -> std::collections::HashMap<conclib_testkit::MetricKey, u64> {
     use metrics_util::debugging::DebugValue;
-    METRICS
-        .get()
-        .unwrap()
-        .snapshot()
-        .into_vec()
+    conclib_testkit::recorded(METRICS.get().unwrap())
         .into_iter()
-        .filter_map(|(key, _, _, value)| {
-            let (_, key) = key.into_parts();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            labels.sort();
+        .filter_map(|(key, value)| {
             let n = match value {
                 DebugValue::Counter(n) => n,
                 DebugValue::Histogram(v) => v.len() as u64,
                 DebugValue::Gauge(_) => return None,
             };
-            Some(((key.name().to_owned(), labels), n))
+            Some((key, n))
         })
         .collect()
 }

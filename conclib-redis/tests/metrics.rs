@@ -18,14 +18,8 @@ struct Seen(HashMap<(String, Vec<String>), Vec<f64>>);
 
 impl Seen {
     fn read(&mut self, snapshotter: &Snapshotter) {
-        for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-            let (_, key) = key.into_parts();
-            let mut labels: Vec<String> = key
-                .labels()
-                .map(|l| format!("{}={}", l.key(), l.value()))
-                .collect();
-            labels.sort();
-            let entry = self.0.entry((key.name().to_owned(), labels)).or_default();
+        for (key, value) in conclib_testkit::recorded(snapshotter) {
+            let entry = self.0.entry(key).or_default();
             match value {
                 DebugValue::Counter(n) => {
                     if entry.is_empty() {

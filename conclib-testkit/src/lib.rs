@@ -1,4 +1,5 @@
-//! What conclib's test binaries share.
+//! What conclib's test binaries share: [`run`] for test binaries that play a helper process
+//! too, and [`recorded`] to read the metrics a test recorded.
 //!
 //! A test binary that plays a helper process too (a web server for `conclib-apid`, a Redis
 //! peer for `conclib-redis`, a process actor for `conclib-process`) is built with
@@ -79,4 +80,28 @@ pub fn run(tests: &[(&str, Test)]) -> ! {
     }
     println!("{passed} passed, {failed} failed");
     std::process::exit(i32::from(failed > 0));
+}
+
+/// A recorded metric's name and labels (`"key=value"`, sorted).
+pub type MetricKey = (String, Vec<String>);
+
+/// What `snapshotter` holds (since its last read: counters and histograms are drained), by
+/// name and sorted labels.
+pub fn recorded(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+) -> std::collections::HashMap<MetricKey, metrics_util::debugging::DebugValue> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let (_, key) = key.into_parts();
+            let mut labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            labels.sort();
+            ((key.name().to_owned(), labels), value)
+        })
+        .collect()
 }
