@@ -335,16 +335,25 @@ impl ErasedResponder {
     /// Resolves once nobody waits for the answer any more (the asker timed out or dropped
     /// its future), or at once if nobody waited: the moment to give the work up.
     pub async fn closed(&mut self) {
-        let Some(reply) = &self.reply else { return };
-        poll_fn(|cx| match reply.reply().as_mut() {
+        poll_fn(|cx| self.poll_closed(cx)).await;
+    }
+
+    /// [`closed`](Self::closed) as a poll: `Ready` once nobody waits for the answer any
+    /// more; otherwise `cx`'s waker is woken when that happens. The waker need not be a
+    /// task's: one that gives the work up when woken watches an ask without a task of its
+    /// own (a relay to another process does this).
+    pub fn poll_closed(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let Some(reply) = &self.reply else {
+            return std::task::Poll::Ready(());
+        };
+        match reply.reply().as_mut() {
             Some(Reply::Channel(tx)) => tx.poll_closed(cx),
             Some(Reply::Callback(_, closed)) => {
                 *closed = Some(cx.waker().clone());
                 std::task::Poll::Pending
             }
             None => std::task::Poll::Ready(()),
-        })
-        .await;
+        }
     }
 }
 

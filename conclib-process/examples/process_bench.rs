@@ -7,9 +7,12 @@
 //! - **ask p50**: sequential asks to a process actor, measured from a task; floor and asks
 //!   alternate in blocks of 1,000, so both see the same machine;
 //! - **tells/s**: one-way tells through one process actor, until the last one is handled;
-//! - **spawn**: from `spawn()` to the actor's first answer.
+//! - **spawn**: from `spawn()` to the actor's first answer;
+//! - **ask by URN**: then the same asks through `system.lookup(urn)` (the local actor that
+//!   relays to the process), alternated with the floor again.
 //!
-//! Last line: `RESULT ask_p50_us=.. floor_p50_us=.. ratio=.. tells_per_s=.. spawn_ms=..`.
+//! Last line: `RESULT ask_p50_us=.. floor_p50_us=.. ratio=.. tells_per_s=.. spawn_ms=..
+//! urn_ask_p50_us=..`.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -134,6 +137,7 @@ fn main() {
             .await
             .unwrap()
     });
+
     // The floor and the asks alternate in blocks, so that both see the same machine (its
     // load drifts within seconds): the floor on this thread with blocking sockets, the asks
     // from a task of the runtime.
@@ -152,8 +156,31 @@ fn main() {
         );
         block_ratios.push(us(p50(&mut a.to_vec())) / us(p50(&mut f.to_vec())));
     }
+    let (floor_p50, ask_p50) = (p50(&mut floor_times), p50(&mut ask_times));
+
+    // Then the same actor in a system, asked by its URN: through the local actor that relays
+    // to its process (what the Redis proxy, pools and `system.lookup` reach), alternated
+    // with the floor again.
+    let system = conclib_core::ActorSystem::new("bench");
+    let by_urn = runtime.block_on(async {
+        conclib_process::build(Bench { count: 0 })
+            .system(&system)
+            .urn("bench")
+            .spawn()
+            .await
+            .unwrap()
+    });
+    let relay = system.lookup("bench").unwrap();
+    runtime.block_on(urn_block(&relay, 1_000));
+    let (mut urn_floor_times, mut urn_times) = (Vec::new(), Vec::with_capacity(asks));
+    while urn_times.len() < asks {
+        urn_floor_times.extend(floor.round_trips(block));
+        urn_times.extend(runtime.block_on(urn_block(&relay, block)));
+    }
     drop(floor);
-    let (floor, ask_p50) = (p50(&mut floor_times), p50(&mut ask_times));
+    let (urn_floor, urn_p50) = (p50(&mut urn_floor_times), p50(&mut urn_times));
+    by_urn.stop();
+    runtime.block_on(by_urn.wait_for_stop());
 
     let tells_per_s = runtime.block_on(async {
         let bench = bench.clone();
@@ -181,12 +208,18 @@ fn main() {
     block_ratios.sort_by(f64::total_cmp);
     println!(
         "floor (blocking socket pair ping-pong, {REQUEST_BYTES}/{REPLY_BYTES} bytes) p50: {:.1} µs",
-        us(floor)
+        us(floor_p50)
     );
     println!(
         "process actor ask p50: {:.1} µs ({:.2}x the floor)",
         us(ask_p50),
-        us(ask_p50) / us(floor)
+        us(ask_p50) / us(floor_p50)
+    );
+    println!(
+        "ask by URN (through its relay) p50: {:.1} µs ({:.2}x the floor of its phase, {:.1} µs)",
+        us(urn_p50),
+        us(urn_p50) / us(urn_floor),
+        us(urn_floor)
     );
     println!(
         "ask/floor by block of {block}: min {:.2}x, median {:.2}x, max {:.2}x",
@@ -200,12 +233,13 @@ fn main() {
         spawn.as_secs_f64() * 1e3
     );
     println!(
-        "RESULT ask_p50_us={:.1} floor_p50_us={:.1} ratio={:.2} tells_per_s={:.0} spawn_ms={:.1}",
+        "RESULT ask_p50_us={:.1} floor_p50_us={:.1} ratio={:.2} tells_per_s={:.0} spawn_ms={:.1} urn_ask_p50_us={:.1}",
         us(ask_p50),
-        us(floor),
-        us(ask_p50) / us(floor),
+        us(floor_p50),
+        us(ask_p50) / us(floor_p50),
         tells_per_s,
-        spawn.as_secs_f64() * 1e3
+        spawn.as_secs_f64() * 1e3,
+        us(urn_p50)
     );
 }
 
@@ -217,6 +251,22 @@ async fn ask_block(bench: &conclib_process::ProcessRef<Bench>, n: usize) -> Vec<
         for _ in 0..n {
             let t = Instant::now();
             bench.ask(Echo(0)).await.unwrap();
+            times.push(t.elapsed());
+        }
+        times
+    })
+    .await
+    .unwrap()
+}
+
+/// `n` sequential asks by URN (a `DynActorRef`), timed one by one, from a task.
+async fn urn_block(relay: &conclib_core::DynActorRef, n: usize) -> Vec<Duration> {
+    let relay = relay.clone();
+    tokio::spawn(async move {
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            relay.ask(Echo(0)).await.unwrap();
             times.push(t.elapsed());
         }
         times

@@ -57,7 +57,7 @@ pub(crate) struct Link {
     pub(crate) out: Arc<Outbox>,
     /// The control lane (heartbeats).
     pub(crate) control: Arc<Outbox>,
-    pub(crate) pending: Mutex<ById<oneshot::Sender<Answer>>>,
+    pub(crate) pending: Mutex<ById<Waiter>>,
     pub(crate) pings: Mutex<ById<oneshot::Sender<Answer>>>,
     pub(crate) next: AtomicU64,
     pub(crate) pid: u32,
@@ -189,7 +189,7 @@ impl Link {
     ) -> impl Future<Output = Answer> + Send + 'static {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
+        lock(&self.pending).insert(id, Waiter::Asker(tx));
         // Checked after registering: an exit in between fails it through `fail_all`.
         let exited = self.exit.borrow().clone();
         if exited.is_some() {
@@ -252,9 +252,12 @@ impl Link {
     }
 
     pub(crate) fn fail_all(&self, exit: &ProcessExit) {
-        let pending: Vec<_> = lock(&self.pending).drain().map(|(_, tx)| tx).collect();
+        let pending: Vec<_> = lock(&self.pending).drain().map(|(_, w)| w).collect();
         let pings: Vec<_> = lock(&self.pings).drain().map(|(_, tx)| tx).collect();
-        for tx in pending.into_iter().chain(pings) {
+        for waiter in pending {
+            waiter.answer(Err(exit.clone()));
+        }
+        for tx in pings {
             let _ = tx.send(Err(exit.clone()));
         }
     }
@@ -285,8 +288,9 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
                 payload,
             }) => {
                 link.stats.answered(status, payload);
-                if let Some(tx) = lock(&link.pending).remove(&id) {
-                    let _ = tx.send(Ok((status, payload.to_vec())));
+                let waiter = lock(&link.pending).remove(&id);
+                if let Some(waiter) = waiter {
+                    waiter.answer(Ok((status, payload.to_vec())));
                 }
             }
             Some(Frame::Pong(n)) => {
@@ -390,6 +394,64 @@ impl Drop for Link {
     }
 }
 
+/// What waits for a request's answer.
+pub(crate) enum Waiter {
+    /// An asker's future.
+    Asker(oneshot::Sender<Answer>),
+    /// A relayed ask, answered from the reader task.
+    Relayed(Box<dyn FnOnce(Answer) + Send>),
+}
+
+impl Waiter {
+    fn answer(self, answer: Answer) {
+        match self {
+            Waiter::Asker(tx) => {
+                let _ = tx.send(answer);
+            }
+            Waiter::Relayed(answered) => answered(answer),
+        }
+    }
+}
+
+impl Link {
+    /// Sends a request now (in order with what was sent before it); `answered` is called
+    /// with its answer (or the process's end) from the link's reader. Returns its id, for
+    /// [`cancel`](Self::cancel).
+    pub(crate) fn relay(
+        &self,
+        message: &'static str,
+        body: &[u8],
+        priority: Priority,
+        answered: impl FnOnce(Answer) + Send + 'static,
+    ) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.pending).insert(id, Waiter::Relayed(Box::new(answered)));
+        // Checked after registering: an exit in between fails it through `fail_all`.
+        let exited = self.exit.borrow().clone();
+        if let Some(exit) = exited {
+            if let Some(waiter) = lock(&self.pending).remove(&id) {
+                waiter.answer(Err(exit));
+            }
+        } else {
+            self.send(&Frame::Request {
+                id,
+                high: priority == Priority::High,
+                message,
+                body,
+            });
+        }
+        id
+    }
+
+    /// Gives up request `id` if it is still waiting: its answer is not delivered, and the
+    /// child never starts it if it has not yet.
+    pub(crate) fn cancel(&self, id: u64) {
+        if lock(&self.pending).remove(&id).is_some() && self.exit.borrow().is_none() {
+            self.send(&Frame::Cancel(id));
+        }
+    }
+}
+
 /// Takes an abandoned request out of the pending map.
 struct Forget {
     link: Arc<Link>,
@@ -401,11 +463,8 @@ impl Drop for Forget {
     fn drop(&mut self) {
         // Still pending: the asker gave up (timeout, dropped future). Tell the child, so that
         // the request is never started if it is still queued there.
-        if !self.answered
-            && lock(&self.link.pending).remove(&self.id).is_some()
-            && self.link.exit.borrow().is_none()
-        {
-            self.link.send(&Frame::Cancel(self.id));
+        if !self.answered {
+            self.link.cancel(self.id);
         }
     }
 }

@@ -194,16 +194,47 @@ impl<A: Actor> Actor for ProcessActor<A> {
             });
             return;
         }
-        // Queued on the link now (in order); answered when the process answers. Dropping the
-        // request's future when the asker gives up cancels it in the process.
-        let answer = link.request(name, &body, priority);
-        tokio::spawn(async move {
-            let answer = tokio::select! {
-                answer = answer => answer,
-                () = responder.closed() => return,
-            };
+        // Queued on the link now (in order); answered from the link's reader when the process
+        // answers. Its asker giving up is watched by a waker that cancels it in the process,
+        // registered with the responder: no task per relayed ask (one per ask, parked in
+        // `select!` over the answer and `closed()`, made a relayed ask 3-4 times slower than
+        // a direct one: BENCHMARKS.md, "Process actors"). A give-up in the few instructions
+        // between the waker's registration and the id's is missed: the process then runs
+        // the ask, as one it already started.
+        let watch = Arc::new(GiveUp {
+            link: Arc::downgrade(&link),
+            id: OnceLock::new(),
+        });
+        let waker = std::task::Waker::from(watch.clone());
+        if responder
+            .poll_closed(&mut std::task::Context::from_waker(&waker))
+            .is_ready()
+        {
+            return;
+        }
+        let id = link.relay(name, &body, priority, move |answer| {
             responder.respond(erased_answer(rm, answer));
         });
+        let _ = watch.id.set(id);
+    }
+}
+
+/// Cancels a relayed ask in the process when woken: its asker gave up.
+struct GiveUp {
+    link: std::sync::Weak<crate::link::Link>,
+    /// The request's id on the link, once it was sent.
+    id: OnceLock<u64>,
+}
+
+impl std::task::Wake for GiveUp {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let (Some(link), Some(id)) = (self.link.upgrade(), self.id.get()) {
+            link.cancel(*id);
+        }
     }
 }
 
