@@ -5,7 +5,7 @@
 //! - **floor**: a ping-pong of the same frame sizes over a Unix socket pair between two
 //!   processes, with blocking sockets and no runtime (this binary, re-executed);
 //! - **ask p50**: sequential asks to a process actor, measured from a task; floor and asks
-//!   alternate in blocks of 1,000, so both see the same machine;
+//!   alternate in blocks of 1,000 (`--block N`), so both see the same machine;
 //! - **tells/s**: one-way tells through one process actor, until the last one is handled;
 //! - **spawn**: from `spawn()` to the actor's first answer;
 //! - **ask by URN**: then the same asks through `system.lookup(urn)` (the local actor that
@@ -146,7 +146,7 @@ fn main() {
     runtime.block_on(ask_block(&bench, 1_000));
     let (mut floor_times, mut ask_times) = (Vec::with_capacity(asks), Vec::with_capacity(asks));
     let mut block_ratios = Vec::new();
-    let block = 1_000.min(asks.max(1));
+    let block = arg("--block").unwrap_or(1_000usize).clamp(1, asks.max(1));
     while ask_times.len() < asks {
         floor_times.extend(floor.round_trips(block));
         ask_times.extend(runtime.block_on(ask_block(&bench, block)));
