@@ -187,21 +187,9 @@ impl Link {
         body: &[u8],
         priority: Priority,
     ) -> impl Future<Output = Answer> + Send + 'static {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, Waiter::Asker(tx));
-        // Checked after registering: an exit in between fails it through `fail_all`.
-        let exited = self.exit.borrow().clone();
-        if exited.is_some() {
-            lock(&self.pending).remove(&id);
-        } else {
-            self.send(&Frame::Request {
-                id,
-                high: priority == Priority::High,
-                message,
-                body,
-            });
-        }
+        let (id, sent) = self.register(Waiter::Asker(tx), message, body, priority);
+        let exited = sent.err().map(|(_, exit)| exit);
         let guard = Forget {
             link: self,
             id,
@@ -424,23 +412,41 @@ impl Link {
         priority: Priority,
         answered: impl FnOnce(Answer) + Send + 'static,
     ) -> u64 {
+        let waiter = Waiter::Relayed(Box::new(answered));
+        let (id, sent) = self.register(waiter, message, body, priority);
+        if let Err((waiter, exit)) = sent {
+            waiter.answer(Err(exit));
+        }
+        id
+    }
+
+    /// Registers `waiter` under a new id and sends the request; if the process has exited,
+    /// takes the waiter back (unless `fail_all` answered it meanwhile) with the exit.
+    fn register(
+        &self,
+        waiter: Waiter,
+        message: &'static str,
+        body: &[u8],
+        priority: Priority,
+    ) -> (u64, Result<(), (Waiter, ProcessExit)>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.pending).insert(id, Waiter::Relayed(Box::new(answered)));
+        lock(&self.pending).insert(id, waiter);
         // Checked after registering: an exit in between fails it through `fail_all`.
         let exited = self.exit.borrow().clone();
-        if let Some(exit) = exited {
-            if let Some(waiter) = lock(&self.pending).remove(&id) {
-                waiter.answer(Err(exit));
-            }
-        } else {
+        let Some(exit) = exited else {
             self.send(&Frame::Request {
                 id,
                 high: priority == Priority::High,
                 message,
                 body,
             });
+            return (id, Ok(()));
+        };
+        match lock(&self.pending).remove(&id) {
+            Some(waiter) => (id, Err((waiter, exit))),
+            // Answered by `fail_all` already.
+            None => (id, Ok(())),
         }
-        id
     }
 
     /// Gives up request `id` if it is still waiting: its answer is not delivered, and the
