@@ -4,10 +4,13 @@
 //! Why not `tokio::net::UnixStream`: it registers its socket for reading and writing, and a
 //! Unix socket reports "writable again" (an edge of `EPOLLOUT`) each time the other process
 //! reads what was written. On a request/reply link that wakes each side's thread once more per
-//! round trip, for nothing: the writes are small and almost never find the socket full. Here
-//! the reader alone is registered; the writer writes straight to the non-blocking socket, and
+//! round trip, though the writes are small and almost never find the socket full. Here the
+//! reader alone is registered; the writer writes straight to the non-blocking socket, and
 //! only when that would block does it register a duplicate of the descriptor for
-//! writability, until the write goes through (measured in BENCHMARKS.md, "Process actors").
+//! writability, until the write goes through. Measured in BENCHMARKS.md, "Process actors":
+//! faster where the two processes share a CPU and for sporadic asks; slower in a tight loop
+//! of asks with the processes on two CPUs of a VM whose wake-ups are dear (there the extra
+//! wake-up woke the asker's CPU early).
 
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
