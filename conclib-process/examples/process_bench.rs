@@ -4,15 +4,18 @@
 //!
 //! - **floor**: a ping-pong of the same frame sizes over a Unix socket pair between two
 //!   processes, with blocking sockets and no runtime (this binary, re-executed);
-//! - **ask p50**: sequential asks to a process actor, measured from a task; floor and asks
-//!   alternate in blocks of 1,000 (`--block N`), so both see the same machine;
+//! - **evented floor**: the same ping-pong with non-blocking sockets, each side waiting in
+//!   `epoll_wait` before it reads, as an event loop (tokio's included) does: what waiting
+//!   for several things at once costs by itself, with no runtime around it;
+//! - **ask p50**: sequential asks to a process actor, measured from a task; the floors and
+//!   the asks alternate in blocks of 1,000 (`--block N`), so all see the same machine;
 //! - **tells/s**: one-way tells through one process actor, until the last one is handled;
 //! - **spawn**: from `spawn()` to the actor's first answer;
 //! - **ask by URN**: then the same asks through `system.lookup(urn)` (the local actor that
 //!   relays to the process), alternated with the floor again.
 //!
 //! Last line: `RESULT ask_p50_us=.. floor_p50_us=.. ratio=.. tells_per_s=.. spawn_ms=..
-//! urn_ask_p50_us=..`.
+//! urn_ask_p50_us=.. evented_floor_p50_us=..`.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -102,7 +105,8 @@ const REPLY_BYTES: usize = 19;
 fn main() {
     conclib_process::init(conclib_process::Registry::new().actor::<Bench>());
     if let Ok(fd) = std::env::var("BENCH_FLOOR_FD") {
-        return floor_echo(fd.parse().expect("a descriptor"));
+        let evented = std::env::var_os("BENCH_FLOOR_EVENTED").is_some();
+        return floor_echo(fd.parse().expect("a descriptor"), evented);
     }
     let asks: usize = arg("--asks").unwrap_or(20_000);
     let tells: u64 = arg("--tells").unwrap_or(1_000_000);
@@ -138,17 +142,21 @@ fn main() {
             .unwrap()
     });
 
-    // The floor and the asks alternate in blocks, so that both see the same machine (its
-    // load drifts within seconds): the floor on this thread with blocking sockets, the asks
-    // from a task of the runtime.
-    let mut floor = Floor::start();
+    // The floors and the asks alternate in blocks, so that all see the same machine (its
+    // load drifts within seconds): the floors on this thread, the asks from a task of the
+    // runtime.
+    let mut floor = Floor::start(false);
+    let mut evented_floor = Floor::start(true);
     floor.round_trips(1_000);
+    evented_floor.round_trips(1_000);
     runtime.block_on(ask_block(&bench, 1_000));
     let (mut floor_times, mut ask_times) = (Vec::with_capacity(asks), Vec::with_capacity(asks));
+    let mut evented_times = Vec::with_capacity(asks);
     let mut block_ratios = Vec::new();
     let block = arg("--block").unwrap_or(1_000usize).clamp(1, asks.max(1));
     while ask_times.len() < asks {
         floor_times.extend(floor.round_trips(block));
+        evented_times.extend(evented_floor.round_trips(block));
         ask_times.extend(runtime.block_on(ask_block(&bench, block)));
         let (f, a) = (
             &floor_times[floor_times.len() - block..],
@@ -157,6 +165,8 @@ fn main() {
         block_ratios.push(us(p50(&mut a.to_vec())) / us(p50(&mut f.to_vec())));
     }
     let (floor_p50, ask_p50) = (p50(&mut floor_times), p50(&mut ask_times));
+    let evented_p50 = p50(&mut evented_times);
+    drop(evented_floor);
 
     // Then the same actor in a system, asked by its URN: through the local actor that relays
     // to its process (what the Redis proxy, pools and `system.lookup` reach), alternated
@@ -211,9 +221,15 @@ fn main() {
         us(floor_p50)
     );
     println!(
-        "process actor ask p50: {:.1} µs ({:.2}x the floor)",
+        "evented floor (the same, each side waiting in epoll_wait) p50: {:.1} µs ({:.2}x the floor)",
+        us(evented_p50),
+        us(evented_p50) / us(floor_p50)
+    );
+    println!(
+        "process actor ask p50: {:.1} µs ({:.2}x the floor, {:.2}x the evented floor)",
         us(ask_p50),
-        us(ask_p50) / us(floor_p50)
+        us(ask_p50) / us(floor_p50),
+        us(ask_p50) / us(evented_p50)
     );
     println!(
         "ask by URN (through its relay) p50: {:.1} µs ({:.2}x the floor of its phase, {:.1} µs)",
@@ -233,13 +249,14 @@ fn main() {
         spawn.as_secs_f64() * 1e3
     );
     println!(
-        "RESULT ask_p50_us={:.1} floor_p50_us={:.1} ratio={:.2} tells_per_s={:.0} spawn_ms={:.1} urn_ask_p50_us={:.1}",
+        "RESULT ask_p50_us={:.1} floor_p50_us={:.1} ratio={:.2} tells_per_s={:.0} spawn_ms={:.1} urn_ask_p50_us={:.1} evented_floor_p50_us={:.1}",
         us(ask_p50),
         us(floor_p50),
         us(ask_p50) / us(floor_p50),
         tells_per_s,
         spawn.as_secs_f64() * 1e3,
-        us(urn_p50)
+        us(urn_p50),
+        us(evented_p50)
     );
 }
 
@@ -292,27 +309,85 @@ fn arg<T: std::str::FromStr>(name: &str) -> Option<T> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The floor's child: answers each request frame with a reply frame, blocking, no runtime.
-fn floor_echo(fd: i32) {
+/// The floor's child: answers each request frame with a reply frame, with no runtime;
+/// `evented`: waiting in `epoll_wait` before each read, else in a blocking read.
+fn floor_echo(fd: i32, evented: bool) {
     // SAFETY: the parent passed this descriptor for us alone.
-    let mut sock = unsafe { UnixStream::from_raw_fd(fd) };
+    let sock = unsafe { UnixStream::from_raw_fd(fd) };
+    let mut side = Side::new(sock, evented);
     let mut request = [0u8; REQUEST_BYTES];
     let reply = [1u8; REPLY_BYTES];
-    while sock.read_exact(&mut request).is_ok() {
-        if sock.write_all(&reply).is_err() {
+    while side.read_exact(&mut request).is_ok() {
+        if side.sock.write_all(&reply).is_err() {
             return;
         }
     }
 }
 
-/// The floor: this process and an echo child (this binary, re-executed) on a socket pair.
-struct Floor {
+/// One side of a floor's socket pair.
+struct Side {
     sock: UnixStream,
+    /// The epoll instance an evented side waits in (edge-triggered, as tokio registers).
+    epoll: Option<std::os::fd::OwnedFd>,
+}
+
+impl Side {
+    fn new(sock: UnixStream, evented: bool) -> Side {
+        let epoll = evented.then(|| {
+            sock.set_nonblocking(true).unwrap();
+            // SAFETY: plain system calls on descriptors we own; the event outlives the call.
+            unsafe {
+                let epoll = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+                assert!(epoll >= 0, "epoll_create1");
+                let mut event = libc::epoll_event {
+                    events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                    u64: 0,
+                };
+                let added =
+                    libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, sock.as_raw_fd(), &mut event);
+                assert!(added == 0, "epoll_ctl");
+                std::os::fd::OwnedFd::from_raw_fd(epoll)
+            }
+        });
+        Side { sock, epoll }
+    }
+
+    /// Reads a whole frame. Evented: waits for readiness first (the last read took all there
+    /// was, as an event loop knows from a short read), then reads.
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        let Some(epoll) = &self.epoll else {
+            return self.sock.read_exact(buf);
+        };
+        let mut got = 0;
+        while got < buf.len() {
+            let mut event = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: one event's room, for the kernel to fill.
+            if unsafe { libc::epoll_wait(epoll.as_raw_fd(), &mut event, 1, -1) } < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            match self.sock.read(&mut buf[got..]) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A floor: this process and an echo child (this binary, re-executed) on a socket pair.
+struct Floor {
+    side: Side,
     echo: std::process::Child,
 }
 
 impl Floor {
-    fn start() -> Floor {
+    fn start(evented: bool) -> Floor {
         let (sock, child) = UnixStream::pair().unwrap();
         let fd = child.as_raw_fd();
         // SAFETY: fcntl on a descriptor we own: let it survive exec.
@@ -320,11 +395,16 @@ impl Floor {
             let flags = libc::fcntl(fd, libc::F_GETFD);
             libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
         }
-        let echo = std::process::Command::new(std::env::current_exe().unwrap())
-            .env("BENCH_FLOOR_FD", fd.to_string())
-            .spawn()
-            .unwrap();
-        Floor { sock, echo }
+        let mut echo = std::process::Command::new(std::env::current_exe().unwrap());
+        echo.env("BENCH_FLOOR_FD", fd.to_string());
+        if evented {
+            echo.env("BENCH_FLOOR_EVENTED", "1");
+        }
+        let echo = echo.spawn().unwrap();
+        Floor {
+            side: Side::new(sock, evented),
+            echo,
+        }
     }
 
     /// `n` round trips, timed one by one.
@@ -334,8 +414,8 @@ impl Floor {
         (0..n)
             .map(|_| {
                 let t = Instant::now();
-                self.sock.write_all(&request).unwrap();
-                self.sock.read_exact(&mut reply).unwrap();
+                self.side.sock.write_all(&request).unwrap();
+                self.side.read_exact(&mut reply).unwrap();
                 t.elapsed()
             })
             .collect()
@@ -345,7 +425,7 @@ impl Floor {
 impl Drop for Floor {
     fn drop(&mut self) {
         // The echo child ends at the end of its stream.
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let _ = self.side.sock.shutdown(std::net::Shutdown::Both);
         let _ = self.echo.wait();
     }
 }
