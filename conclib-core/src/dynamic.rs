@@ -224,19 +224,10 @@ impl DynActorRef {
         msg: ErasedMessage,
         priority: Priority,
     ) -> Result<(), SendError<ErasedMessage>> {
-        if !self.cell.accepts(type_id) {
-            return Err(self.unknown_send(name));
-        }
-        if poll_fn(|cx| self.cell.capacity().poll_reserve(cx))
+        self.erased(name, type_id, msg)
+            .priority(priority)
+            .send()
             .await
-            .is_err()
-        {
-            return Err(SendError::ActorStopped(msg));
-        }
-        let req = RequestEnvelope::new(name, type_id, msg, None, priority);
-        self.cell
-            .push_request(req, priority)
-            .map_err(|mut req| SendError::ActorStopped(req.message.take().expect("not taken")))
     }
 
     /// Asks with a message already decoded into an [`ErasedMessage`] (what a proxy does).
@@ -296,7 +287,7 @@ impl DynActorRef {
 }
 
 /// A request whose message was decoded at run time; from [`DynActorRef::erased`].
-#[must_use = "a request does nothing until `.ask()` or `.tell()` is awaited"]
+#[must_use = "a request does nothing until `.ask()`, `.tell()` or `.send()` is awaited"]
 pub struct ErasedRequest<'a> {
     target: &'a DynActorRef,
     name: &'static str,
@@ -456,6 +447,42 @@ impl<'a> ErasedRequest<'a> {
             Ok(Err(AskError::Timeout(d))) => Err(AskError::Timeout(d)),
             Ok(Err(AskError::ActorStopped)) | Err(_) => Err(AskError::ActorStopped),
         }
+    }
+
+    /// Tells without waiting for the handler: resolves once the message is queued, as
+    /// [`DynActorRef::tell_erased`] does, with this request's priority, room timeout and
+    /// trace (what a process actor's link does with a traced tell).
+    ///
+    /// # Errors
+    /// [`SendError::UnknownMessage`] if the actor does not take the message;
+    /// [`SendError::MailboxFull`] if there was no room within the room timeout (none set:
+    /// it waits); [`SendError::ActorStopped`] if the actor stopped. Both give the message
+    /// back.
+    pub async fn send(self) -> Result<(), SendError<ErasedMessage>> {
+        let ErasedRequest {
+            target,
+            name,
+            type_id,
+            msg,
+            room_timeout,
+            priority,
+            trace,
+            ..
+        } = self;
+        if !target.cell.accepts(type_id) {
+            return Err(target.unknown_send(name));
+        }
+        match target.reserve::<()>(room_timeout).await {
+            Ok(()) => {}
+            Err(AskError::MailboxFull) => return Err(SendError::MailboxFull(msg)),
+            Err(_) => return Err(SendError::ActorStopped(msg)),
+        }
+        let mut req = RequestEnvelope::new(name, type_id, msg, None, priority);
+        req.trace = trace;
+        target
+            .cell
+            .push_request(req, priority)
+            .map_err(|mut req| SendError::ActorStopped(req.message.take().expect("not taken")))
     }
 
     /// Takes a place (as the room timeout allows) and queues the request; `reply` gets its

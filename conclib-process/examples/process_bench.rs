@@ -98,8 +98,9 @@ impl Handler<Count> for Bench {
 }
 
 /// Bytes of a request and of a reply frame on the link (length prefix included): what an
-/// ask of `Echo` and its answer take (tag, id, lane, name, body; tag, id, status, payload).
-const REQUEST_BYTES: usize = 33;
+/// ask of `Echo` and its answer take (tag, id, lane, trace, name, body; tag, id, status,
+/// payload).
+const REQUEST_BYTES: usize = 34;
 const REPLY_BYTES: usize = 19;
 
 fn main() {

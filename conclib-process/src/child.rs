@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use conclib_codec::{Bincode, Codec};
+use conclib_core::trace::TraceContext;
 use conclib_core::{
     Actor, ActorSystem, AskError, AskHandle, DynActorRef, ErasedRequest, ErasedResult, PanicPolicy,
     Priority, RemoteMessage, RemoteReply, StopReason,
@@ -93,6 +94,22 @@ fn start<A: Actor + DeserializeOwned>(
             .map_err(|e| e.to_string())?;
         Ok(actor.to_dyn())
     })
+}
+
+/// Whether this process was started as a process actor, i.e. whether [`init`] will run an
+/// actor here and exit. For what `main` sets up before `init` for the child alone, such as
+/// a `tracing` subscriber writing to stderr (which the parent turns into its own events).
+///
+/// ```no_run
+/// // The first lines of `main`:
+/// if conclib_process::is_process_actor() {
+///     // e.g. tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+/// }
+/// conclib_process::init(conclib_process::Registry::new());
+/// ```
+#[must_use]
+pub fn is_process_actor() -> bool {
+    std::env::var_os(FD_VAR).is_some()
 }
 
 /// Call first thing in `main`, before any runtime starts: in a process started as a process
@@ -251,9 +268,19 @@ async fn run(data: i32, registry: Registry) -> i32 {
                 Some(Frame::Request {
                     id,
                     high,
+                    trace,
                     message,
                     body,
-                }) => serve(&actor, &out, &asks, id, high, message, body).await,
+                }) => {
+                    let request = Request {
+                        id,
+                        high,
+                        trace,
+                        message,
+                        body,
+                    };
+                    serve(&actor, &out, &asks, request).await;
+                }
                 Some(Frame::Cancel(id)) => asks.cancel(id),
                 Some(Frame::Stop) => {
                     actor.stop();
@@ -420,18 +447,26 @@ fn reply(out: &Outbox, id: u64, (status, payload): (u8, Vec<u8>)) {
     });
 }
 
-/// Queues one request in the actor's mailbox, in arrival order (waiting for room: the
-/// parent's further requests wait too); its answer goes to the writer when the handler is
-/// done.
-async fn serve(
-    actor: &DynActorRef,
-    out: &Arc<Outbox>,
-    asks: &Arc<Asks>,
+/// A request (or tell, id 0) from the parent: a `Request` frame.
+struct Request<'a> {
     id: u64,
     high: bool,
-    message: &str,
-    body: &[u8],
-) {
+    trace: Option<TraceContext>,
+    message: &'a str,
+    body: &'a [u8],
+}
+
+/// Queues one request in the actor's mailbox, in arrival order (waiting for room: the
+/// parent's further requests wait too); its answer goes to the writer when the handler is
+/// done. Its trace, if it has one, is the actor's `handle` span's parent.
+async fn serve(actor: &DynActorRef, out: &Arc<Outbox>, asks: &Arc<Asks>, request: Request<'_>) {
+    let Request {
+        id,
+        high,
+        trace,
+        message,
+        body,
+    } = request;
     if message == crate::relay::HEARTBEAT && id != 0 {
         // Answered by the actor between its messages (a stuck handler holds it up).
         let actor = actor.clone();
@@ -466,18 +501,16 @@ async fn serve(
     } else {
         Priority::Normal
     };
+    let request = actor
+        .erased(rm.name(), rm.type_id(), msg)
+        .priority(priority)
+        .trace(trace);
     if id == 0 {
-        if let Err(e) = actor
-            .tell_erased(rm.name(), rm.type_id(), msg, priority)
-            .await
-        {
+        if let Err(e) = request.send().await {
             tracing::warn!(error = %e, "a told message was refused");
         }
         return;
     }
-    let request = actor
-        .erased(rm.name(), rm.type_id(), msg)
-        .priority(priority);
     asks.queue(id, out, rm, request).await;
 }
 
@@ -572,6 +605,7 @@ impl ParentLink {
         lock(&self.pending).insert(id, tx);
         self.out.push(&Frame::Ask {
             id,
+            trace: TraceContext::current().map(|t| t.child()),
             urn,
             message: M::name(),
             body: &body,
@@ -597,6 +631,7 @@ impl ParentLink {
         let body = wire::encode_body(&msg).map_err(ProcessError::Codec)?;
         self.out.push(&Frame::Ask {
             id: 0,
+            trace: TraceContext::current().map(|t| t.child()),
             urn,
             message: M::name(),
             body: &body,

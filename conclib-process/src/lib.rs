@@ -54,8 +54,8 @@
 //!   ([`ProcessBuilder::worker_threads`]), where the link's tasks and the actor hand
 //!   messages over without waking other threads.
 //!   Frames are length-delimited: a 4-byte big-endian length, a tag byte, then the fields
-//!   (`Init { kind, state, resume }`, `Request { id, high, message, body }` where id 0 is
-//!   a tell, `Reply { id, status, payload }`, `Ping`/`Pong`, `Stop`, `Cancel { id }`,
+//!   (`Init { kind, state, resume }`, `Request { id, high, trace, message, body }` where id
+//!   0 is a tell, `Reply { id, status, payload }`, `Ping`/`Pong`, `Stop`, `Cancel { id }`,
 //!   `Ask`/`Answer` for the child's asks to the parent's system, `Ended { panicked, reason }`;
 //!   the table is in the source of `wire.rs`). A frame is at most 64 MiB: a message or an
 //!   answer that does not fit fails alone with [`ProcessError::Codec`] saying so; a frame
@@ -117,7 +117,18 @@
 //! - **Output.** The child's stdout and stderr lines become `tracing` events of target
 //!   `conclib_process::child` with the fields `actor` and `pid` (stdout at `INFO`, stderr at
 //!   `WARN`); [`ProcessBuilder::output`]`(`[`ChildOutput::Inherit`]`)` leaves them on the
-//!   parent's own stdout and stderr.
+//!   parent's own stdout and stderr. The child runs no `tracing` subscriber of its own
+//!   unless `main` installs one before [`init`] (code before `init` runs in both roles;
+//!   [`is_process_actor`] tells them apart): a `fmt` subscriber writing to stderr there puts
+//!   the child's spans and events into the parent's log this way.
+//! - **Traces.** An ask or tell sent inside a trace
+//!   ([`TraceContext::scope`](conclib_core::trace::TraceContext::scope), or with the core's
+//!   feature `otel` the current OpenTelemetry span) carries a child of it to the process,
+//!   as asks through the Redis proxy do: the actor's `handle` span there records `trace_id`
+//!   and `parent_span_id` (with `otel`, it is exported as a child of the asking span), and
+//!   [`RequestEnvelope::trace`](conclib_core::RequestEnvelope::trace) gives it to a
+//!   handler. Asks by URN pass on the trace their request came with (from the Redis proxy,
+//!   say), and the child's [`ParentLink`] asks carry the child's current trace back.
 //! - **In the snapshot.** With [`ProcessBuilder::system`], the actor is listed in that
 //!   system's [`snapshot`](conclib_core::ActorSystem::snapshot) (so in the live view) under
 //!   its id, URN and parent, with its own type, its process id, requests waiting, answers,
@@ -180,7 +191,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub use child::{ParentLink, Registry, init, parent};
+pub use child::{ParentLink, Registry, init, is_process_actor, parent};
 pub use error::{ProcessError, ProcessExit, SpawnError};
 pub use parent::{ChildOutput, ProcessBuilder, SpawnProcess, build};
 pub use process_ref::{ProcessAsk, ProcessRef, ProcessTell};

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclib_codec::Bincode;
+use conclib_core::trace::TraceContext;
 use conclib_core::{ActorSystem, Priority, StopReason};
 use tokio::sync::{oneshot, watch};
 
@@ -186,9 +187,10 @@ impl Link {
         message: &'static str,
         body: &[u8],
         priority: Priority,
+        trace: Option<TraceContext>,
     ) -> impl Future<Output = Answer> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let (id, sent) = self.register(Waiter::Asker(tx), message, body, priority);
+        let (id, sent) = self.register(Waiter::Asker(tx), message, body, priority, trace);
         let exited = sent.err().map(|(_, exit)| exit);
         let guard = Forget {
             link: self,
@@ -288,10 +290,20 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
             }
             Some(Frame::Ask {
                 id,
+                trace,
                 urn,
                 message,
                 body,
-            }) => answer_child(&link, system.as_ref(), id, urn, message, body).await,
+            }) => {
+                let asked = Asked {
+                    id,
+                    trace,
+                    urn,
+                    message,
+                    body,
+                };
+                answer_child(&link, system.as_ref(), asked).await;
+            }
             Some(Frame::Ended { panicked, reason }) => {
                 *lock(&link.ended) = Some(if panicked {
                     StopReason::Panicked(reason.to_owned())
@@ -306,16 +318,25 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
     }
 }
 
+/// An ask (or tell, id 0) of the child to an actor of the parent's system: an `Ask` frame.
+struct Asked<'a> {
+    id: u64,
+    trace: Option<TraceContext>,
+    urn: &'a str,
+    message: &'a str,
+    body: &'a [u8],
+}
+
 /// The child asks (or tells, id 0) an actor of the parent's system by URN: decoded here,
 /// queued in arrival order (so one child's messages keep their order), answered on the link.
-async fn answer_child(
-    link: &Arc<Link>,
-    system: Option<&ActorSystem>,
-    id: u64,
-    urn: &str,
-    message: &str,
-    body: &[u8],
-) {
+async fn answer_child(link: &Arc<Link>, system: Option<&ActorSystem>, asked: Asked<'_>) {
+    let Asked {
+        id,
+        trace,
+        urn,
+        message,
+        body,
+    } = asked;
     let answer = |status: u8, payload: &[u8]| {
         link.send(&Frame::Answer {
             id,
@@ -346,16 +367,14 @@ async fn answer_child(
         return;
     }
     let Some(msg) = decoded else { return };
+    let request = target.erased(rm.name(), rm.type_id(), msg).trace(trace);
     if id == 0 {
-        if let Err(e) = target
-            .tell_erased(rm.name(), rm.type_id(), msg, Priority::Normal)
-            .await
-        {
+        if let Err(e) = request.send().await {
             tracing::warn!(%urn, error = %e, "a process actor's tell was refused");
         }
         return;
     }
-    let queued = target.erased(rm.name(), rm.type_id(), msg).queue().await;
+    let queued = request.queue().await;
     let link = Arc::downgrade(link);
     tokio::spawn(async move {
         let result = match queued {
@@ -410,10 +429,11 @@ impl Link {
         message: &'static str,
         body: &[u8],
         priority: Priority,
+        trace: Option<TraceContext>,
         answered: impl FnOnce(Answer) + Send + 'static,
     ) -> u64 {
         let waiter = Waiter::Relayed(Box::new(answered));
-        let (id, sent) = self.register(waiter, message, body, priority);
+        let (id, sent) = self.register(waiter, message, body, priority, trace);
         if let Err((waiter, exit)) = sent {
             waiter.answer(Err(exit));
         }
@@ -428,6 +448,7 @@ impl Link {
         message: &'static str,
         body: &[u8],
         priority: Priority,
+        trace: Option<TraceContext>,
     ) -> (u64, Result<(), (Waiter, ProcessExit)>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         lock(&self.pending).insert(id, waiter);
@@ -437,6 +458,7 @@ impl Link {
             self.send(&Frame::Request {
                 id,
                 high: priority == Priority::High,
+                trace,
                 message,
                 body,
             });

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use conclib_codec::{Bincode, decode_value};
+use conclib_core::trace::TraceContext;
 use conclib_core::{Actor, DynActorRef, Handler, Priority, RemoteReply, Urn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -114,7 +115,9 @@ impl<A: Actor> ProcessRef<A> {
         self.inner.restarted.load(Ordering::Relaxed)
     }
 
-    /// Asks the actor; `.await` it, after `.timeout(..)` or `.priority(..)` if needed.
+    /// Asks the actor; `.await` it, after `.timeout(..)` or `.priority(..)` if needed. Sent
+    /// inside a trace ([`TraceContext::scope`]), it carries a child of it to the process (the
+    /// crate docs, "Traces").
     pub fn ask<M>(&self, msg: M) -> ProcessAsk<'_, A, M>
     where
         A: Handler<M>,
@@ -169,6 +172,7 @@ impl<A: Actor> ProcessRef<A> {
         link.send(&Frame::Request {
             id: 0,
             high: priority == Priority::High,
+            trace: TraceContext::current().map(|t| t.child()),
             message: M::name(),
             body: &body,
         });
@@ -316,10 +320,11 @@ where
             } = self;
             let body = crate::wire::encode_body(&msg).map_err(ProcessError::Codec)?;
             drop(msg);
+            let trace = TraceContext::current().map(|t| t.child());
             // One timeout for the whole exchange, a wait for a restarting process included.
             let exchange = async {
                 let link = target.inner.live_link(timeout).await;
-                link.request(M::name(), &body, priority).await
+                link.request(M::name(), &body, priority, trace).await
             };
             let (status, payload) = tokio::time::timeout(timeout, exchange)
                 .await

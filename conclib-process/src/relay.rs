@@ -142,7 +142,7 @@ impl<A: Actor> Actor for ProcessActor<A> {
         if let Some(inner) = self.started.get() {
             let _ = inner
                 .link()
-                .request(HEARTBEAT, &[], conclib_core::Priority::High)
+                .request(HEARTBEAT, &[], conclib_core::Priority::High, None)
                 .await;
         }
     }
@@ -162,6 +162,7 @@ impl<A: Actor> Actor for ProcessActor<A> {
             return;
         };
         let priority = request.priority();
+        let trace = request.trace();
         let (message, mut responder) = request.into_erased();
         let body = rm.message(&*message).map_or_else(
             || Err("a message of the wrong type".to_owned()),
@@ -189,6 +190,7 @@ impl<A: Actor> Actor for ProcessActor<A> {
             link.send(&Frame::Request {
                 id: 0,
                 high: priority == conclib_core::Priority::High,
+                trace,
                 message: name,
                 body: &body,
             });
@@ -212,7 +214,7 @@ impl<A: Actor> Actor for ProcessActor<A> {
         {
             return;
         }
-        let id = link.relay(name, &body, priority, move |answer| {
+        let id = link.relay(name, &body, priority, trace, move |answer| {
             responder.respond(erased_answer(rm, answer));
         });
         let _ = watch.id.set(id);

@@ -8,15 +8,19 @@
 //! | tag | frame | fields |
 //! |---|---|---|
 //! | 1 | `Init` (parent to child, first) | kind (the actor type's name), state (bincode), resume (u8: 1 = resume after a panic) |
-//! | 2 | `Request` | id (u64; 0 for a tell), high (u8: 1 = high-priority lane), message name, body (bincode) |
+//! | 2 | `Request` | id (u64; 0 for a tell), high (u8: 1 = high-priority lane), trace, message name, body (bincode) |
 //! | 3 | `Reply` | id (u64), status (u8), payload |
 //! | 4 | `Ping` | n (u64) |
 //! | 5 | `Pong` | n (u64) |
 //! | 6 | `Stop` (parent to child: stop gracefully, then exit) | |
-//! | 7 | `Ask` (child to parent: to an actor of the parent's system) | id (u64; 0 for a tell), urn, message name, body |
+//! | 7 | `Ask` (child to parent: to an actor of the parent's system) | id (u64; 0 for a tell), trace, urn, message name, body |
 //! | 8 | `Answer` (parent to child) | id (u64), status (u8), payload |
 //! | 9 | `Cancel` (parent to child: the asker gave up; not started yet, it never will be) | id (u64) |
 //! | 10 | `Ended` (child to parent, last: the actor stopped on its own; the process exits) | panicked (u8), reason |
+//!
+//! `trace` is the sender's position in a trace: a u8 length, then that many bytes of a W3C
+//! `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); length 0 when the
+//! message is not part of a trace. A malformed one is ignored, as the W3C says.
 //!
 //! Message bodies and answers are encoded with [`conclib_codec::Bincode`], by the message's
 //! wire name ([`conclib_core::Message::name`]).
@@ -25,6 +29,7 @@
 //! the actor itself between its messages, with a `Reply` of status 100: how a pool's
 //! dead-man's switch reaches the actor, where `Ping` only reaches the process.
 
+use conclib_core::trace::TraceContext;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The largest frame either side accepts (a corrupt length must not allocate gigabytes).
@@ -64,6 +69,7 @@ pub(crate) enum Frame<'a> {
     Request {
         id: u64,
         high: bool,
+        trace: Option<TraceContext>,
         message: &'a str,
         body: &'a [u8],
     },
@@ -77,6 +83,7 @@ pub(crate) enum Frame<'a> {
     Stop,
     Ask {
         id: u64,
+        trace: Option<TraceContext>,
         urn: &'a str,
         message: &'a str,
         body: &'a [u8],
@@ -109,6 +116,17 @@ pub(crate) mod status {
     pub(crate) const ALIVE: u8 = 100;
 }
 
+/// A `trace` field: the traceparent behind a u8 length (0: none).
+fn trace_field(out: &mut Vec<u8>, trace: Option<&TraceContext>) {
+    use std::io::Write;
+    let at = out.len();
+    out.push(0);
+    if let Some(trace) = trace {
+        let _ = write!(out, "{trace}");
+        out[at] = u8::try_from(out.len() - at - 1).expect("a traceparent is 55 bytes");
+    }
+}
+
 fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     let len = u32::try_from(b.len()).expect("fields are under 4 GiB");
     out.extend_from_slice(&len.to_le_bytes());
@@ -133,12 +151,14 @@ pub(crate) fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
         Frame::Request {
             id,
             high,
+            trace,
             message,
             body,
         } => {
             out.push(2);
             out.extend_from_slice(&id.to_le_bytes());
             out.push(u8::from(*high));
+            trace_field(out, trace.as_ref());
             bytes(out, message.as_bytes());
             bytes(out, body);
         }
@@ -163,12 +183,14 @@ pub(crate) fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
         Frame::Stop => out.push(6),
         Frame::Ask {
             id,
+            trace,
             urn,
             message,
             body,
         } => {
             out.push(7);
             out.extend_from_slice(&id.to_le_bytes());
+            trace_field(out, trace.as_ref());
             bytes(out, urn.as_bytes());
             bytes(out, message.as_bytes());
             bytes(out, body);
@@ -223,6 +245,12 @@ impl<'a> Fields<'a> {
     fn str(&mut self) -> Option<&'a str> {
         std::str::from_utf8(self.bytes()?).ok()
     }
+    /// A `trace` field: `Some(None)` when it is empty or malformed (ignored).
+    fn trace(&mut self) -> Option<Option<TraceContext>> {
+        let len = usize::from(self.u8()?);
+        let text = self.take(len)?;
+        Some(std::str::from_utf8(text).ok().and_then(TraceContext::parse))
+    }
 }
 
 /// Parses one frame body (without its length).
@@ -237,6 +265,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Frame<'_>> {
         2 => Frame::Request {
             id: f.u64()?,
             high: f.u8()? != 0,
+            trace: f.trace()?,
             message: f.str()?,
             body: f.bytes()?,
         },
@@ -255,6 +284,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Frame<'_>> {
         },
         7 => Frame::Ask {
             id: f.u64()?,
+            trace: f.trace()?,
             urn: f.str()?,
             message: f.str()?,
             body: f.bytes()?,
@@ -366,6 +396,14 @@ mod tests {
             Frame::Request {
                 id: 7,
                 high: true,
+                trace: None,
+                message: "Add",
+                body: &[5],
+            },
+            Frame::Request {
+                id: 8,
+                high: false,
+                trace: TraceContext::parse(TRACEPARENT),
                 message: "Add",
                 body: &[5],
             },
@@ -379,6 +417,7 @@ mod tests {
             Frame::Stop,
             Frame::Ask {
                 id: 1,
+                trace: TraceContext::parse(TRACEPARENT),
                 urn: "collector",
                 message: "Add",
                 body: &[3],
@@ -405,6 +444,52 @@ mod tests {
         assert_eq!(decode(&[9]), None);
         assert_eq!(decode(&[2, 1, 2]), None);
         assert_eq!(decode(&[4, 0, 0, 0, 0, 0, 0, 0, 0, 99]), None);
+    }
+
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// A request whose trace field holds `trace` (bytes as they came).
+    fn request_with_trace(trace: &[u8]) -> Vec<u8> {
+        let mut body = vec![2];
+        body.extend_from_slice(&7u64.to_le_bytes());
+        body.push(0);
+        body.push(u8::try_from(trace.len()).unwrap());
+        body.extend_from_slice(trace);
+        bytes(&mut body, b"Add");
+        bytes(&mut body, &[5]);
+        body
+    }
+
+    /// A trace field that is not a traceparent is ignored (the request stands); one that
+    /// claims more bytes than the frame has breaks the frame.
+    #[test]
+    fn a_malformed_trace_is_ignored() {
+        let request = |trace: Option<TraceContext>| Frame::Request {
+            id: 7,
+            high: false,
+            trace,
+            message: "Add",
+            body: &[5],
+        };
+        let good = request_with_trace(TRACEPARENT.as_bytes());
+        assert_eq!(
+            decode(&good),
+            Some(request(TraceContext::parse(TRACEPARENT)))
+        );
+        for bad in [
+            &b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"[..],
+            b"not a traceparent",
+            &[0xff, 0xfe, 0x00],
+        ] {
+            assert_eq!(
+                decode(&request_with_trace(bad)),
+                Some(request(None)),
+                "{bad:?}"
+            );
+        }
+        let mut cut = request_with_trace(TRACEPARENT.as_bytes());
+        cut[10] = 200;
+        assert_eq!(decode(&cut), None);
     }
 
     /// Hands out at most `step` bytes per read: frames arrive cut anywhere.

@@ -14,8 +14,14 @@ use conclib_process::{ProcessPool, ProcessRef, Registry, SpawnError, SpawnProces
 use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, RedisDaemon, start_proxy, start_redis};
 
 fn main() {
+    child_tracing();
     conclib_process::init(Registry::new().actor::<Worker>());
+    tracing::subscriber::set_global_default(ChildLines).unwrap();
     conclib_testkit::run(&[
+        (
+            "traces_cross_the_relay_the_redis_proxy_and_the_childs_asks_to_its_parent",
+            || Box::pin(traced_in_system()),
+        ),
         (
             "a_named_process_actor_is_looked_up_and_asked_like_any_actor",
             || Box::pin(named()),
@@ -536,4 +542,78 @@ async fn pool_of_processes() {
     assert!(!after.contains(&stuck[0]), "{after:?}");
     pool.stop();
     pool.wait_for_stop().await;
+}
+
+/// A local actor that answers the trace its request came with.
+struct TraceProbe;
+
+impl conclib::Actor for TraceProbe {
+    const REMOTE: &'static [conclib::RemoteMessage] =
+        &[conclib::RemoteMessage::of_infallible::<SeenTrace>()];
+    async fn handle_request(
+        &mut self,
+        req: conclib::RequestEnvelope,
+        _: &mut conclib::Context<Self>,
+    ) {
+        let seen = req.trace().map(|t| t.to_string()).unwrap_or_default();
+        match req.extract::<SeenTrace>() {
+            Ok((SeenTrace, r)) => r.respond(Ok(seen)),
+            Err(req) => req.reject(),
+        }
+    }
+}
+
+async fn traced_in_system() {
+    use conclib::trace::TraceContext;
+    let config = redis("traced");
+    let system = ActorSystem::new("traced");
+    system.build(TraceProbe).urn("probe").spawn().await.unwrap();
+    let worker = system
+        .process(Worker { total: 0 })
+        .urn("traced-worker")
+        .spawn()
+        .await
+        .unwrap();
+    let pid = worker.pid().to_string();
+    // By URN: the relay passes on the trace its request came with.
+    let relay = system.lookup("traced-worker").unwrap();
+    let by_urn = TraceContext::new_root();
+    let request = relay
+        .erased(
+            <Add as conclib::Message>::name(),
+            std::any::TypeId::of::<Add>(),
+            Box::new(Add(1)),
+        )
+        .trace(Some(by_urn));
+    request.ask().await.unwrap();
+    child_line(&[&format!("trace_id={}", by_urn.trace_id()), &pid]).await;
+    // Through the Redis proxy: a client asking inside a trace.
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let through_redis = TraceContext::new_root();
+    through_redis
+        .scope(async { client.ask("traced-worker", Add(1)).await })
+        .await
+        .unwrap();
+    child_line(&[&format!("trace_id={}", through_redis.trace_id()), &pid]).await;
+    // The child asks the parent's actor inside a trace: that actor's request is part of it.
+    let in_child = TraceContext::new_root();
+    let seen = worker
+        .ask(AskParentTraced {
+            urn: "probe".to_owned(),
+            traceparent: in_child.to_string(),
+        })
+        .await
+        .unwrap();
+    let seen = TraceContext::parse(&seen).expect("the parent's actor saw a trace");
+    assert_eq!(seen.trace_id(), in_child.trace_id());
+    assert_ne!(
+        seen.span_id(),
+        in_child.span_id(),
+        "a child of the child's span"
+    );
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+    worker.stop();
+    worker.wait_for_stop().await;
 }

@@ -10,11 +10,6 @@ use common::*;
 use conclib::message;
 use conclib_process::{ProcessError, ProcessExit, Registry};
 
-/// The lines of the children's output that reached this process's `tracing`, as
-/// `<level> <actor> <pid> <message>`; and a wake-up for each new one.
-static CHILD_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-static CHILD_LINE: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
 static METRICS: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
     std::sync::OnceLock::new();
 
@@ -35,62 +30,8 @@ fn process_metrics() -> std::collections::HashMap<conclib_testkit::MetricKey, u6
         .collect()
 }
 
-/// A `tracing` subscriber that keeps the events of target `conclib_process::child`.
-struct ChildLines;
-
-impl tracing::Subscriber for ChildLines {
-    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
-        meta.target() == "conclib_process::child"
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!(" {value:?}"));
-            }
-            fn record_str(&mut self, _: &tracing::field::Field, value: &str) {
-                self.0.push(' ');
-                self.0.push_str(value);
-            }
-        }
-        let mut fields = Fields(event.metadata().level().to_string());
-        event.record(&mut fields);
-        CHILD_LINES.lock().unwrap().push(fields.0);
-        CHILD_LINE.notify_waiters();
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-/// Waits (at most 10 s) until a line of the children's output contains all of `parts`.
-async fn child_line(parts: &[&str]) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let notified = CHILD_LINE.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if let Some(line) = CHILD_LINES
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| parts.iter().all(|p| l.contains(p)))
-        {
-            return line.clone();
-        }
-        assert!(
-            tokio::time::timeout_at(deadline, notified).await.is_ok(),
-            "no child output line with {parts:?}; got {:?}",
-            CHILD_LINES.lock().unwrap()
-        );
-    }
-}
-
 fn main() {
+    child_tracing();
     conclib_process::init(Registry::new().actor::<Worker>());
     tracing::subscriber::set_global_default(ChildLines).unwrap();
     // The process-actor metrics, read by `restarts` (tests run one after another).
@@ -133,6 +74,10 @@ fn main() {
         ("a_process_actor_asks_its_parents_actors_by_urn", || {
             Box::pin(asks_parent())
         }),
+        (
+            "asks_and_tells_sent_in_a_trace_continue_it_in_the_child",
+            || Box::pin(traced()),
+        ),
         ("the_method_call_api_works_on_process_refs", || {
             Box::pin(method_call_api())
         }),
@@ -823,4 +768,39 @@ async fn parent_killed() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+async fn traced() {
+    use conclib::trace::TraceContext;
+    let worker = conclib_process::build(Worker { total: 0 })
+        .spawn()
+        .await
+        .unwrap();
+    let pid = worker.pid().to_string();
+    let recorded = || child_lines_with(&["handle span trace_id=", &pid]);
+    // Outside any trace: the child's `handle` span records no trace.
+    worker.ask(Add(1)).await.unwrap();
+    // An ask and a tell inside traces: the child's spans are part of them.
+    let asked = TraceContext::new_root();
+    asked
+        .scope(async { worker.ask(Add(1)).await })
+        .await
+        .unwrap();
+    let line = child_line(&[&format!("trace_id={}", asked.trace_id()), &pid]).await;
+    assert!(line.starts_with("WARN"), "{line}");
+    let told = TraceContext::new_root();
+    told.scope(async { worker.tell(Add(1)).await.unwrap() })
+        .await;
+    child_line(&[&format!("trace_id={}", told.trace_id()), &pid]).await;
+    // One stream, in order: had the untraced ask recorded a trace, its line came first.
+    assert_eq!(recorded(), 2, "{:?}", CHILD_LINES.lock().unwrap());
+    // The span's parent is a span of the asking side: a child of the scope, not the scope.
+    let parents = child_lines_with(&["handle span parent_span_id=", &pid]);
+    assert_eq!(parents, 2);
+    assert_eq!(
+        child_lines_with(&[&format!("parent_span_id={}", asked.span_id())]),
+        0
+    );
+    worker.stop();
+    worker.wait_for_stop().await;
 }

@@ -40,6 +40,20 @@ pub struct AskParent {
     pub n: u64,
 }
 
+/// Answers the `traceparent` its request came with (empty: none).
+#[message(response = String)]
+#[derive(Serialize, Deserialize)]
+pub struct SeenTrace;
+
+/// Asks the parent's actor `urn` for [`SeenTrace`] inside the trace `traceparent` and
+/// answers what that actor saw.
+#[message(response = String, error = String)]
+#[derive(Serialize, Deserialize)]
+pub struct AskParentTraced {
+    pub urn: String,
+    pub traceparent: String,
+}
+
 /// Keeps the CPU busy for this many milliseconds (a handler that never awaits).
 #[message(response = u64)]
 #[derive(Serialize, Deserialize)]
@@ -115,6 +129,19 @@ impl Worker {
         parent.tell(&urn, Add(100)).map_err(|e| e.to_string())?;
         parent
             .ask(&urn, Add(n), Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    #[handle(remote)]
+    pub async fn ask_parent_traced(
+        &mut self,
+        AskParentTraced { urn, traceparent }: AskParentTraced,
+    ) -> Result<String, String> {
+        let parent = conclib_process::parent().ok_or("not in a process actor")?;
+        let trace = conclib::trace::TraceContext::parse(&traceparent).ok_or("not a traceparent")?;
+        trace
+            .scope(parent.ask(&urn, SeenTrace, Duration::from_secs(5)))
             .await
             .map_err(|e| e.to_string())
     }
@@ -198,4 +225,112 @@ pub fn alive(pid: u32) -> bool {
 pub fn sigkill(pid: u32) {
     // SAFETY: the pid of a child of this process, not reaped yet.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// The lines of the children's output that reached this process's `tracing`, as
+/// `<level> <actor> <pid> <message>`; and a wake-up for each new one.
+pub static CHILD_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+static CHILD_LINE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A `tracing` subscriber that keeps the events of target `conclib_process::child`.
+pub struct ChildLines;
+
+impl tracing::Subscriber for ChildLines {
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        meta.target() == "conclib_process::child"
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, _: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {value:?}"));
+            }
+            fn record_str(&mut self, _: &tracing::field::Field, value: &str) {
+                self.0.push(' ');
+                self.0.push_str(value);
+            }
+        }
+        let mut fields = Fields(event.metadata().level().to_string());
+        event.record(&mut fields);
+        CHILD_LINES.lock().unwrap().push(fields.0);
+        CHILD_LINE.notify_waiters();
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Waits (at most 10 s) until a line of the children's output contains all of `parts`.
+pub async fn child_line(parts: &[&str]) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let notified = CHILD_LINE.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(line) = CHILD_LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| parts.iter().all(|p| l.contains(p)))
+        {
+            return line.clone();
+        }
+        assert!(
+            tokio::time::timeout_at(deadline, notified).await.is_ok(),
+            "no child output line with {parts:?}; got {:?}",
+            CHILD_LINES.lock().unwrap()
+        );
+    }
+}
+
+/// In a process actor's process (checked before `init`): the trace fields the actor's
+/// `handle` spans record, printed to stderr as `handle span <field>=<value>`, so they reach
+/// the parent's `tracing` as lines of the child's output.
+pub fn child_tracing() {
+    if conclib_process::is_process_actor() {
+        tracing::subscriber::set_global_default(HandleSpans).unwrap();
+    }
+}
+
+struct HandleSpans;
+
+impl tracing::Subscriber for HandleSpans {
+    fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
+        meta.is_span() && meta.name() == "handle"
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {field}={value:?}"));
+            }
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                self.0.push_str(&format!(" {field}={value}"));
+            }
+        }
+        let mut fields = Fields(String::new());
+        values.record(&mut fields);
+        eprintln!("handle span{}", fields.0);
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// How many lines of the children's output so far contain all of `parts`.
+pub fn child_lines_with(parts: &[&str]) -> usize {
+    CHILD_LINES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .count()
 }
