@@ -498,3 +498,43 @@ async fn giving_up_a_callback_ask_wakes_the_responder_waiting_for_it() {
         "a given-up ask's function is never called"
     );
 }
+
+/// Reports the trace each request it takes came with.
+struct TraceLog(mpsc::UnboundedSender<Option<String>>);
+
+impl Actor for TraceLog {
+    async fn handle_request(&mut self, request: RequestEnvelope, _: &mut Context<Self>) {
+        let _ = self.0.send(request.trace().map(|t| t.to_string()));
+    }
+}
+
+/// `ErasedRequest::send` tells with the request's options: its trace reaches the handler;
+/// a stopped actor gives the message back.
+#[tokio::test]
+async fn an_erased_send_carries_its_trace_and_gives_the_message_back_when_stopped() {
+    let system = ActorSystem::new("t");
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let log = system.spawn(TraceLog(tx)).await.unwrap().to_dyn();
+    let job = || Box::new(7u64) as ErasedMessage;
+    let traced = trace::TraceContext::new_root();
+    log.erased("job", std::any::TypeId::of::<u64>(), job())
+        .trace(Some(traced))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(promptly(seen.recv()).await, Some(Some(traced.to_string())));
+    log.tell_erased("job", std::any::TypeId::of::<u64>(), job(), Priority::High)
+        .await
+        .unwrap();
+    assert_eq!(promptly(seen.recv()).await, Some(None));
+    log.stop();
+    log.wait_for_stop().await;
+    let refused = log
+        .erased("job", std::any::TypeId::of::<u64>(), job())
+        .send()
+        .await;
+    match refused {
+        Err(SendError::ActorStopped(msg)) => assert_eq!(*msg.downcast::<u64>().unwrap(), 7),
+        other => panic!("{other:?}"),
+    }
+}
