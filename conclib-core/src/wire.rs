@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 
-use crate::message::Message;
+use crate::message::{Handler, Message};
 
 /// What `#[message]` declares about a message beyond [`Message`]: how its error travels to
 /// other processes. `WireError` is [`NoError`] for a message that cannot fail, else its error.
@@ -72,6 +72,41 @@ impl IntoHandlerError<Infallible> for NoError {
         match self {}
     }
 }
+
+/// An actor that handles `M` for other processes: it lists `M` in
+/// [`Actor::REMOTE`](crate::Actor::REMOTE). What a process actor's ref, a pool of process
+/// actors and the Redis client's typed handle require of their actor for `M`, so that
+/// sending a message the actor does not expose fails to compile instead of failing at run
+/// time. `#[handle(remote)]` implements it; an actor written by hand lists the message in
+/// `REMOTE` and adds one line:
+///
+/// ```
+/// use conclib_core::{Actor, Context, Handler, Message, MessageDecl, NoError, RemoteHandler, RemoteMessage};
+/// use std::convert::Infallible;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Ping;
+/// impl Message for Ping { type Response = u8; type Error = Infallible; }
+/// impl MessageDecl for Ping { type WireError = NoError; }
+///
+/// struct Pong;
+/// impl Actor for Pong {
+///     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of_infallible::<Ping>()];
+///     # async fn handle_request(&mut self, req: conclib_core::RequestEnvelope, ctx: &mut Context<Self>) {
+///     #     match req.extract::<Ping>() { Ok((m, r)) => r.respond(self.handle(m, ctx).await), Err(req) => req.reject() }
+///     # }
+/// }
+/// impl Handler<Ping> for Pong {
+///     async fn handle(&mut self, _: Ping, _: &mut Context<Self>) -> Result<u8, Infallible> { Ok(1) }
+/// }
+/// impl RemoteHandler<Ping> for Pong {}
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not expose `{M}` to other processes",
+    label = "`{M}` is not a remote message of `{Self}`",
+    note = "mark the handler of `{M}` `#[handle(remote)]` (an actor written by hand lists `{M}` in `Actor::REMOTE` and implements `RemoteHandler<{M}>`)"
+)]
+pub trait RemoteHandler<M: Message>: Handler<M> {}
 
 /// A message whose answer another process can decode, handler error included: every
 /// [`MessageDecl`] whose wire error is deserializable. What the Redis proxy's client needs of

@@ -23,7 +23,8 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use conclib_core::{
-    Actor, Context, Handler, Message, MessageDecl, NoError, RemoteMessage, RequestEnvelope,
+    Actor, Context, Handler, Message, MessageDecl, NoError, RemoteHandler, RemoteMessage,
+    RequestEnvelope,
 };
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +87,8 @@ impl Handler<Echo> for Bench {
         Ok(self.count)
     }
 }
+impl RemoteHandler<Echo> for Bench {}
+impl RemoteHandler<Count> for Bench {}
 impl Handler<Count> for Bench {
     async fn handle(
         &mut self,

@@ -2,7 +2,7 @@
 //! CPU-bound work, and a crash, leak or hang that takes down one worker, not the service.
 //!
 //! ```no_run
-//! use conclib_core::{Actor, Context, Handler, Message, MessageDecl, NoError, RemoteMessage};
+//! use conclib_core::{Actor, Context, Handler, Message, MessageDecl, NoError, RemoteHandler, RemoteMessage};
 //! use serde::{Deserialize, Serialize};
 //! use std::convert::Infallible;
 //!
@@ -28,6 +28,7 @@
 //!         Ok((0..self.rounds).fold(n, |h, _| h.wrapping_mul(31).wrapping_add(7)))
 //!     }
 //! }
+//! impl RemoteHandler<Hash> for Hasher {} // `#[handle(remote)]` writes this
 //!
 //! fn main() {
 //!     // First line: in a process started as a process actor, this runs the actor and exits.
@@ -59,9 +60,12 @@
 //!   `Ask`/`Answer` for the child's asks to the parent's system, `Ended { panicked, reason }`;
 //!   the table is in the source of `wire.rs`). A frame is at most 64 MiB: a message or an
 //!   answer that does not fit fails alone with [`ProcessError::Codec`] saying so; a frame
-//!   that cannot be read (corrupt, oversized) breaks the link, and the process is killed. Message bodies and answers are encoded with [`conclib_codec::Bincode`] by
-//!   the message's wire name, so a message must be exposed by the actor
-//!   ([`Actor::REMOTE`](conclib_core::Actor::REMOTE), `#[handle(remote)]`). Frames queued
+//!   that cannot be read (corrupt, oversized) breaks the link, and the process is killed.
+//!   Message bodies and answers are encoded with [`conclib_codec::Bincode`] by the
+//!   message's wire name, so a message must be exposed by the actor (`#[handle(remote)]`;
+//!   by hand, [`Actor::REMOTE`](conclib_core::Actor::REMOTE) and
+//!   [`RemoteHandler`](conclib_core::RemoteHandler)): a [`ProcessRef`] does not compile a
+//!   send of one that is not. Frames queued
 //!   together are written together and read through a buffer. The sockets are registered
 //!   with the runtime for reading only (a socket registered for writing too would wake each
 //!   side once more per round trip, when the other reads); a writer that finds its socket

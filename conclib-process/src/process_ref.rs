@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use conclib_codec::{Bincode, decode_value};
 use conclib_core::trace::TraceContext;
-use conclib_core::{Actor, DynActorRef, Handler, Priority, RemoteReply, Urn};
+use conclib_core::{Actor, DynActorRef, Priority, RemoteHandler, RemoteReply, Urn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -25,8 +25,9 @@ use crate::wire::{Frame, status};
 ///
 /// It asks and tells like an [`ActorRef`](conclib_core::ActorRef): typed, checked at compile
 /// time against `A`'s handlers, with timeouts and priorities. Messages cross the process
-/// boundary: they must be exposed by `A` ([`Actor::REMOTE`], `#[handle(remote)]`), serde
-/// types, declared with `#[message]` (or [`MessageDecl`](conclib_core::MessageDecl)).
+/// boundary: they must be exposed by `A` (`#[handle(remote)]`, or [`Actor::REMOTE`] and
+/// [`RemoteHandler`] by hand; sending one it does not expose fails to compile), serde types,
+/// declared with `#[message]` (or [`MessageDecl`](conclib_core::MessageDecl)).
 pub struct ProcessRef<A> {
     inner: Arc<Inner>,
     /// The local actor that stands for it in its system, if it has one.
@@ -120,9 +121,8 @@ impl<A: Actor> ProcessRef<A> {
     /// crate docs, "Traces").
     pub fn ask<M>(&self, msg: M) -> ProcessAsk<'_, A, M>
     where
-        A: Handler<M>,
         M: RemoteReply + Serialize,
-        M::Response: DeserializeOwned,
+        A: RemoteHandler<M>,
     {
         ProcessAsk {
             target: self,
@@ -138,7 +138,7 @@ impl<A: Actor> ProcessRef<A> {
     /// queues what the process has not read yet.
     pub fn tell<M>(&self, msg: M) -> ProcessTell<'_, A, M>
     where
-        A: Handler<M>,
+        A: RemoteHandler<M>,
         M: conclib_core::Message + Serialize,
     {
         ProcessTell {
@@ -154,7 +154,7 @@ impl<A: Actor> ProcessRef<A> {
     /// [`ProcessError::Exited`] if the process has exited; [`ProcessError::Codec`].
     pub fn try_tell<M>(&self, msg: M) -> Result<(), ProcessError>
     where
-        A: Handler<M>,
+        A: RemoteHandler<M>,
         M: conclib_core::Message + Serialize,
     {
         self.send_tell(&msg, Priority::Normal)
@@ -238,7 +238,7 @@ impl<'a, A: Actor, M> ProcessAsk<'a, A, M> {
     /// method-call API reads `worker.reset().tell().await?`.
     pub fn tell(self) -> ProcessTell<'a, A, M>
     where
-        A: Handler<M>,
+        A: RemoteHandler<M>,
         M: conclib_core::Message + Serialize,
     {
         ProcessTell {
@@ -290,7 +290,7 @@ impl<A: Actor> conclib_core::Address for ProcessRef<A> {
 
 impl<A, M> conclib_core::Requester<M> for ProcessRef<A>
 where
-    A: Handler<M>,
+    A: RemoteHandler<M>,
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {

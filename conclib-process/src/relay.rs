@@ -336,7 +336,7 @@ impl<A: Actor> ProcessPool<A> {
     /// process fails `Panicked` with the exit in its text.
     pub fn ask<M>(&self, msg: M) -> conclib_core::DynAsk<'_, M>
     where
-        A: conclib_core::Handler<M>,
+        A: conclib_core::RemoteHandler<M>,
         M: conclib_core::RemoteReply + serde::Serialize,
     {
         self.target.ask(msg)
@@ -345,7 +345,7 @@ impl<A: Actor> ProcessPool<A> {
     /// Tells one member, chosen by the pool's routing. `.await` it.
     pub fn tell<M>(&self, msg: M) -> conclib_core::DynTell<'_, M>
     where
-        A: conclib_core::Handler<M>,
+        A: conclib_core::RemoteHandler<M>,
         M: conclib_core::Message + serde::Serialize,
     {
         self.target.tell(msg)

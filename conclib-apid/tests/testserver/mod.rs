@@ -173,12 +173,14 @@ fn serve(mut stream: TcpStream, mode: &Mode, workers: &str) -> std::io::Result<(
         ("GET", "/workers") => ("200 OK", workers.to_owned()),
         _ => ("404 Not Found", "not found".to_owned()),
     };
+    // Logged before the answer: a client that has its answer knows the line is written (a
+    // `SIGTERM` right after the answer would otherwise end the server before it logs).
+    println!("request: {method} {path} -> {status}");
     write!(
         stream,
         "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()?;
-    println!("request: {method} {path} -> {status}");
     Ok(())
 }

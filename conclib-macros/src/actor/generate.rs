@@ -131,6 +131,14 @@ pub fn generate_impl(item: &ItemImpl, model: &ImplModel, krate: &Path) -> TokenS
         let convert = respan(quote!(#krate::__private::#helper), span);
         let convert = quote_spanned!(span=> #convert::<#message, #returned>(output));
         let span = message.span();
+        if h.remote {
+            let remote_handler = respan(quote!(#krate::RemoteHandler<#message>), span);
+            out.extend(quote! {
+                #(#cfgs)*
+                #[automatically_derived]
+                impl #impl_generics #remote_handler for #self_ty #where_clause {}
+            });
+        }
         let handler = respan(quote!(#krate::Handler<#message>), span);
         let response = respan(quote!(<#message as #krate::Message>::Response), span);
         let error = respan(quote!(<#message as #krate::Message>::Error), span);

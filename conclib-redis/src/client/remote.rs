@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
-use conclib_core::{Actor, Address, Handler, Message, Priority, RemoteReply, Requester};
+use conclib_core::{Actor, Address, Message, Priority, RemoteHandler, RemoteReply, Requester};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -128,7 +128,8 @@ where
 ///
 /// It is an [`Address`] of `A`, so the `{Actor}Api` trait that `#[actor]` generates works on
 /// it: `client.actor::<Counter>("counter").add(5).await`. Only messages that cross processes
-/// can be sent (serde types the actor exposes with `#[handle(remote)]`). The process holding
+/// can be sent (serde types the actor exposes with `#[handle(remote)]`: sending another fails
+/// to compile, see [`RemoteHandler`](conclib_core::RemoteHandler)). The process holding
 /// the handle compiles `A`'s type and message declarations but never runs the actor.
 pub struct RemoteActor<A> {
     client: ProxyClient,
@@ -179,7 +180,7 @@ impl<A: Actor> RemoteActor<A> {
     /// Asks the actor, as [`ProxyClient::ask`] with this URN.
     pub fn ask<M>(&self, msg: M) -> RemoteAsk<'_, M>
     where
-        A: Handler<M>,
+        A: RemoteHandler<M>,
         M: Message + Serialize,
         M::Response: DeserializeOwned,
     {
@@ -189,7 +190,7 @@ impl<A: Actor> RemoteActor<A> {
     /// Tells the actor, as [`ProxyClient::tell`] with this URN.
     pub fn tell<M>(&self, msg: M) -> RemoteTell<'_, M>
     where
-        A: Handler<M>,
+        A: RemoteHandler<M>,
         M: Message + Serialize,
     {
         self.client.tell(&self.urn, msg)
@@ -202,7 +203,7 @@ impl<A: Actor> Address for RemoteActor<A> {
 
 impl<A, M> Requester<M> for RemoteActor<A>
 where
-    A: Handler<M>,
+    A: RemoteHandler<M>,
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
