@@ -248,6 +248,9 @@ impl<'a> Fields<'a> {
     /// A `trace` field: `Some(None)` when it is empty or malformed (ignored).
     fn trace(&mut self) -> Option<Option<TraceContext>> {
         let len = usize::from(self.u8()?);
+        if len == 0 {
+            return Some(None);
+        }
         let text = self.take(len)?;
         Some(std::str::from_utf8(text).ok().and_then(TraceContext::parse))
     }
