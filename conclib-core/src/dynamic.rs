@@ -459,6 +459,20 @@ impl<'a> ErasedRequest<'a> {
     /// it waits); [`SendError::ActorStopped`] if the actor stopped. Both give the message
     /// back.
     pub async fn send(self) -> Result<(), SendError<ErasedMessage>> {
+        let (target, req) = self.admit(None).await?;
+        let priority = req.priority();
+        target
+            .cell
+            .push_request(req, priority)
+            .map_err(|mut req| SendError::ActorStopped(req.message.take().expect("not taken")))
+    }
+
+    /// What `send` and `push` share: the actor takes the message and has room for it (as the
+    /// room timeout allows). The envelope to push, or why not (with the message).
+    async fn admit(
+        self,
+        reply: Option<Reply>,
+    ) -> Result<(&'a DynActorRef, RequestEnvelope), SendError<ErasedMessage>> {
         let ErasedRequest {
             target,
             name,
@@ -477,12 +491,9 @@ impl<'a> ErasedRequest<'a> {
             Err(AskError::MailboxFull) => return Err(SendError::MailboxFull(msg)),
             Err(_) => return Err(SendError::ActorStopped(msg)),
         }
-        let mut req = RequestEnvelope::new(name, type_id, msg, None, priority);
+        let mut req = RequestEnvelope::new(name, type_id, msg, reply, priority);
         req.trace = trace;
-        target
-            .cell
-            .push_request(req, priority)
-            .map_err(|mut req| SendError::ActorStopped(req.message.take().expect("not taken")))
+        Ok((target, req))
     }
 
     /// Takes a place (as the room timeout allows) and queues the request; `reply` gets its
@@ -492,24 +503,16 @@ impl<'a> ErasedRequest<'a> {
         reply: Reply,
         acked_tell: bool,
     ) -> Result<(&'a DynActorRef, Arc<ReplyCell>), AskError<ErasedMessage>> {
-        let ErasedRequest {
-            target,
-            name,
-            type_id,
-            msg,
-            room_timeout,
-            priority,
-            trace,
-            ..
-        } = self;
-        if !target.cell.accepts(type_id) {
-            return Err(target.unknown(name));
-        }
-        target.reserve(room_timeout).await?;
-        let mut req = RequestEnvelope::new(name, type_id, msg, Some(reply), priority);
+        let (target, mut req) = self.admit(Some(reply)).await.map_err(|e| match e {
+            SendError::UnknownMessage { actor, message } => {
+                AskError::UnknownMessage { actor, message }
+            }
+            SendError::MailboxFull(_) => AskError::MailboxFull,
+            SendError::ActorStopped(_) => AskError::ActorStopped,
+        })?;
+        let priority = req.priority();
         let cell = req.reply_cell().expect("a request with a reply");
         req.acked_tell = acked_tell;
-        req.trace = trace;
         if target.cell.push_request(req, priority).is_err() {
             // The envelope comes back unqueued: its reply must not hear of it (the caller
             // learns it from this error).
