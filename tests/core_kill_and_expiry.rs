@@ -499,12 +499,17 @@ async fn giving_up_a_callback_ask_wakes_the_responder_waiting_for_it() {
     );
 }
 
-/// Reports the trace each request it takes came with.
+/// Reports the trace each request it takes came with, and the current trace its handler
+/// runs in (after an `.await`, to see it kept across polls).
 struct TraceLog(mpsc::UnboundedSender<Option<String>>);
 
 impl Actor for TraceLog {
     async fn handle_request(&mut self, request: RequestEnvelope, _: &mut Context<Self>) {
         let _ = self.0.send(request.trace().map(|t| t.to_string()));
+        tokio::task::yield_now().await;
+        let _ = self
+            .0
+            .send(trace::TraceContext::current().map(|t| t.to_string()));
     }
 }
 
@@ -523,9 +528,13 @@ async fn an_erased_send_carries_its_trace_and_gives_the_message_back_when_stoppe
         .await
         .unwrap();
     assert_eq!(promptly(seen.recv()).await, Some(Some(traced.to_string())));
+    // The handler runs in the message's trace: what it asks of other processes continues it.
+    assert_eq!(promptly(seen.recv()).await, Some(Some(traced.to_string())));
     log.tell_erased("job", std::any::TypeId::of::<u64>(), job(), Priority::High)
         .await
         .unwrap();
+    assert_eq!(promptly(seen.recv()).await, Some(None));
+    // ...and only that message's handler.
     assert_eq!(promptly(seen.recv()).await, Some(None));
     log.stop();
     log.wait_for_stop().await;

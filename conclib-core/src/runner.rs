@@ -73,13 +73,15 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                 // The capacity counts queued messages: this one leaves the queue now.
                 cell.mailbox.capacity.unreserve();
                 let (span, measure) = start_message(&env, &mut metrics, &cell.core);
+                // What the handler asks of other processes continues the message's trace.
+                let trace = env.trace();
                 let mut handling = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span);
                 // A kill drops the handler at its next `.await` (one atomic load per poll).
                 let outcome = poll_fn(|cx| {
                     if cell.mailbox.is_killed() {
                         return Poll::Ready(None);
                     }
-                    match Pin::new(&mut handling).poll(cx) {
+                    match crate::trace::in_scope(trace, || Pin::new(&mut handling).poll(cx)) {
                         Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
                         Poll::Pending if cell.mailbox.park_handler(cx.waker()) => Poll::Ready(None),
                         Poll::Pending => Poll::Pending,

@@ -4,7 +4,9 @@
 //!
 //! With plain `tracing`, the actor's `handle` span records the fields `trace_id` and
 //! `parent_span_id` (the asking side's span), and the client's ask span records `trace_id`
-//! and `span_id`: search your logs by trace id to follow a request across processes.
+//! and `span_id`: search your logs by trace id to follow a request across processes. A
+//! handler runs in the trace of the message it handles ([`TraceContext::current`]), so the
+//! asks it sends on to other processes continue the chain.
 //!
 //! With the feature `otel` and a `tracing-opentelemetry` layer installed, the actor's
 //! `handle` span is exported as a child of the asking side's span, and
@@ -144,8 +146,11 @@ impl TraceContext {
         self.sampled
     }
 
-    /// The context the current task runs in, set by [`scope`](Self::scope); with the
-    /// feature `otel`, else the OpenTelemetry context of the current `tracing` span.
+    /// The context the current task runs in, set by [`scope`](Self::scope) — and, inside an
+    /// actor's handler, the trace of the message being handled, if it came with one (from
+    /// the Redis proxy or a process actor's link), so that what the handler asks of other
+    /// processes continues it; with the feature `otel`, else the OpenTelemetry context of
+    /// the current `tracing` span.
     #[must_use]
     pub fn current() -> Option<Self> {
         let scoped = CURRENT.try_with(|c| *c).ok();
@@ -197,6 +202,15 @@ impl TraceContext {
     /// Runs `fut` with this as the [`current`](Self::current) context.
     pub async fn scope<F: Future>(self, fut: F) -> F::Output {
         CURRENT.scope(self, fut).await
+    }
+}
+
+/// Runs `f` (one poll of a handler) with `trace`, if any, as the current context.
+#[inline]
+pub(crate) fn in_scope<R>(trace: Option<TraceContext>, f: impl FnOnce() -> R) -> R {
+    match trace {
+        Some(trace) => CURRENT.sync_scope(trace, f),
+        None => f(),
     }
 }
 

@@ -132,7 +132,8 @@
 //!   and `parent_span_id` (with `otel`, it is exported as a child of the asking span), and
 //!   [`RequestEnvelope::trace`](conclib_core::RequestEnvelope::trace) gives it to a
 //!   handler. Asks by URN pass on the trace their request came with (from the Redis proxy,
-//!   say), and the child's [`ParentLink`] asks carry the child's current trace back.
+//!   say), and the child's [`ParentLink`] asks carry the child's current trace back: inside
+//!   a handler, the trace of the message it handles.
 //! - **In the snapshot.** With [`ProcessBuilder::system`], the actor is listed in that
 //!   system's [`snapshot`](conclib_core::ActorSystem::snapshot) (so in the live view) under
 //!   its id, URN and parent, with its own type, its process id, requests waiting, answers,

@@ -596,22 +596,24 @@ async fn traced_in_system() {
         .await
         .unwrap();
     child_line(&[&format!("trace_id={}", through_redis.trace_id()), &pid]).await;
-    // The child asks the parent's actor inside a trace: that actor's request is part of it.
-    let in_child = TraceContext::new_root();
-    let seen = worker
-        .ask(AskParentTraced {
+    // A traced ask whose handler in the child asks the parent's actor: that request is part
+    // of the same trace (the handler runs in its message's trace), as a span of its own.
+    let chain = TraceContext::new_root();
+    let ask_parent = || {
+        worker.ask(AskParentTrace {
             urn: "probe".to_owned(),
-            traceparent: in_child.to_string(),
         })
-        .await
-        .unwrap();
+    };
+    let seen = chain.scope(async { ask_parent().await }).await.unwrap();
     let seen = TraceContext::parse(&seen).expect("the parent's actor saw a trace");
-    assert_eq!(seen.trace_id(), in_child.trace_id());
+    assert_eq!(seen.trace_id(), chain.trace_id());
     assert_ne!(
         seen.span_id(),
-        in_child.span_id(),
-        "a child of the child's span"
+        chain.span_id(),
+        "a span further down the chain"
     );
+    // Untraced, the chain carries none.
+    assert_eq!(ask_parent().await.unwrap(), "");
     client.shutdown().await;
     proxy.shutdown().await.unwrap();
     worker.stop();

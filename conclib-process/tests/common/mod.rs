@@ -45,13 +45,11 @@ pub struct AskParent {
 #[derive(Serialize, Deserialize)]
 pub struct SeenTrace;
 
-/// Asks the parent's actor `urn` for [`SeenTrace`] inside the trace `traceparent` and
-/// answers what that actor saw.
+/// Asks the parent's actor `urn` for [`SeenTrace`] and answers what that actor saw.
 #[message(response = String, error = String)]
 #[derive(Serialize, Deserialize)]
-pub struct AskParentTraced {
+pub struct AskParentTrace {
     pub urn: String,
-    pub traceparent: String,
 }
 
 /// Keeps the CPU busy for this many milliseconds (a handler that never awaits).
@@ -134,14 +132,13 @@ impl Worker {
     }
 
     #[handle(remote)]
-    pub async fn ask_parent_traced(
+    pub async fn ask_parent_trace(
         &mut self,
-        AskParentTraced { urn, traceparent }: AskParentTraced,
+        AskParentTrace { urn }: AskParentTrace,
     ) -> Result<String, String> {
         let parent = conclib_process::parent().ok_or("not in a process actor")?;
-        let trace = conclib::trace::TraceContext::parse(&traceparent).ok_or("not a traceparent")?;
-        trace
-            .scope(parent.ask(&urn, SeenTrace, Duration::from_secs(5)))
+        parent
+            .ask(&urn, SeenTrace, Duration::from_secs(5))
             .await
             .map_err(|e| e.to_string())
     }
