@@ -313,7 +313,14 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
                     StopReason::Failed(reason.to_owned())
                 });
             }
-            _ => {}
+            // Bytes that are no frame, or a frame only a parent sends: something other than
+            // the link wrote to the socket (a stray write in the child), and what follows
+            // cannot be trusted. The link is broken, as for a frame that cannot be read.
+            other => {
+                tracing::error!(pid = link.pid, frame = ?other, "process actor's link broken (an unreadable frame): killed");
+                link.kill();
+                return;
+            }
         }
     }
 }

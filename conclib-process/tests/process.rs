@@ -78,6 +78,9 @@ fn main() {
             "asks_and_tells_sent_in_a_trace_continue_it_in_the_child",
             || Box::pin(traced()),
         ),
+        ("an_unreadable_frame_from_the_child_breaks_the_link", || {
+            Box::pin(corrupt_link())
+        }),
         ("the_method_call_api_works_on_process_refs", || {
             Box::pin(method_call_api())
         }),
@@ -803,4 +806,22 @@ async fn traced() {
     );
     worker.stop();
     worker.wait_for_stop().await;
+}
+
+async fn corrupt_link() {
+    let worker = conclib_process::build(Worker { total: 0 })
+        .spawn()
+        .await
+        .unwrap();
+    // The garbage reaches the parent before the answer: the link is broken, the process
+    // killed, and the ask fails with the signal (not after its timeout).
+    let broken = worker
+        .ask(CorruptLink)
+        .timeout(Duration::from_secs(600))
+        .await;
+    assert!(
+        matches!(&broken, Err(ProcessError::Exited(exit)) if exit.signal == Some(9)),
+        "{broken:?}"
+    );
+    assert_eq!(worker.wait_for_stop().await.signal, Some(9));
 }

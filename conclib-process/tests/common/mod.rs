@@ -52,6 +52,11 @@ pub struct AskParentTrace {
     pub urn: String,
 }
 
+/// Writes bytes that are no frame to the link, as a stray write to its socket would.
+#[message]
+#[derive(Serialize, Deserialize)]
+pub struct CorruptLink;
+
 /// Keeps the CPU busy for this many milliseconds (a handler that never awaits).
 #[message(response = u64)]
 #[derive(Serialize, Deserialize)]
@@ -141,6 +146,23 @@ impl Worker {
             .ask(&urn, SeenTrace, Duration::from_secs(5))
             .await
             .map_err(|e| e.to_string())
+    }
+
+    #[handle(remote)]
+    pub fn corrupt_link(&mut self, _: CorruptLink) {
+        // `init` took the variable out of the environment, not out of the process's
+        // original environment block.
+        let environ = std::fs::read("/proc/self/environ").unwrap();
+        let fd = environ
+            .split(|b| *b == 0)
+            .find_map(|kv| kv.strip_prefix(b"CONCLIB_PROCESS_FD="))
+            .and_then(|v| std::str::from_utf8(v).ok()?.split(',').next()?.parse().ok())
+            .expect("the link's descriptor");
+        // A length of 3, then a tag no frame has.
+        let garbage = [0u8, 0, 0, 3, 0xee, 1, 2];
+        // SAFETY: writing a buffer of ours to a descriptor this process holds.
+        let written = unsafe { libc::write(fd, garbage.as_ptr().cast(), garbage.len()) };
+        assert_eq!(written, garbage.len() as isize);
     }
 
     /// The method-call form: the arguments become the generated message `Scale`.
