@@ -317,7 +317,12 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
             // the link wrote to the socket (a stray write in the child), and what follows
             // cannot be trusted. The link is broken, as for a frame that cannot be read.
             other => {
-                tracing::error!(pid = link.pid, frame = ?other, "process actor's link broken (an unreadable frame): killed");
+                let what = if other.is_some() {
+                    "a frame only a parent sends"
+                } else {
+                    "bytes that are no frame"
+                };
+                tracing::error!(pid = link.pid, %what, "process actor's link broken: killed");
                 link.kill();
                 return;
             }
