@@ -299,7 +299,12 @@ async fn run(data: i32, registry: Registry) -> i32 {
                     }
                 }
                 other => {
-                    eprintln!("conclib-process: unexpected frame {other:?}");
+                    let what = if other.is_some() {
+                        "a frame only a child sends"
+                    } else {
+                        "bytes that are no frame"
+                    };
+                    eprintln!("conclib-process: the link is broken ({what}): exiting");
                     return 2;
                 }
             },
