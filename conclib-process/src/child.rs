@@ -300,7 +300,7 @@ async fn run(data: i32, registry: Registry) -> i32 {
                 }
                 other => {
                     let what = if other.is_some() {
-                        "a frame only a child sends"
+                        "a frame out of place"
                     } else {
                         "bytes that are no frame"
                     };

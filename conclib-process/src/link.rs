@@ -313,12 +313,12 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
                     StopReason::Failed(reason.to_owned())
                 });
             }
-            // Bytes that are no frame, or a frame only a parent sends: something other than
+            // Bytes that are no frame, or a frame out of place: something other than
             // the link wrote to the socket (a stray write in the child), and what follows
             // cannot be trusted. The link is broken, as for a frame that cannot be read.
             other => {
                 let what = if other.is_some() {
-                    "a frame only a parent sends"
+                    "a frame out of place"
                 } else {
                     "bytes that are no frame"
                 };
