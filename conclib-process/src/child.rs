@@ -610,7 +610,7 @@ impl ParentLink {
         lock(&self.pending).insert(id, tx);
         self.out.push(&Frame::Ask {
             id,
-            trace: TraceContext::current().map(|t| t.child()),
+            trace: crate::passed_on_trace(),
             urn,
             message: M::name(),
             body: &body,
@@ -636,7 +636,7 @@ impl ParentLink {
         let body = wire::encode_body(&msg).map_err(ProcessError::Codec)?;
         self.out.push(&Frame::Ask {
             id: 0,
-            trace: TraceContext::current().map(|t| t.child()),
+            trace: crate::passed_on_trace(),
             urn,
             message: M::name(),
             body: &body,

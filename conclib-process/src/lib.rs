@@ -190,6 +190,12 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
+/// The trace a message sent now carries to the other side: a child of the current one, if
+/// the sender runs in one (no new trace per message: most are not traced).
+fn passed_on_trace() -> Option<conclib_core::trace::TraceContext> {
+    conclib_core::trace::TraceContext::current().map(|t| t.child())
+}
+
 /// Locks, taking a poisoned lock anyway (what it guards stays consistent: plain maps and
 /// buffers, each updated in one step).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use conclib_codec::{Bincode, decode_value};
-use conclib_core::trace::TraceContext;
 use conclib_core::{Actor, DynActorRef, Priority, RemoteHandler, RemoteReply, Urn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -117,8 +116,8 @@ impl<A: Actor> ProcessRef<A> {
     }
 
     /// Asks the actor; `.await` it, after `.timeout(..)` or `.priority(..)` if needed. Sent
-    /// inside a trace ([`TraceContext::scope`]), it carries a child of it to the process (the
-    /// crate docs, "Traces").
+    /// inside a trace ([`TraceContext::scope`](conclib_core::trace::TraceContext::scope)), it
+    /// carries a child of it to the process (the crate docs, "Traces").
     pub fn ask<M>(&self, msg: M) -> ProcessAsk<'_, A, M>
     where
         M: RemoteReply + Serialize,
@@ -172,7 +171,7 @@ impl<A: Actor> ProcessRef<A> {
         link.send(&Frame::Request {
             id: 0,
             high: priority == Priority::High,
-            trace: TraceContext::current().map(|t| t.child()),
+            trace: crate::passed_on_trace(),
             message: M::name(),
             body: &body,
         });
@@ -320,7 +319,7 @@ where
             } = self;
             let body = crate::wire::encode_body(&msg).map_err(ProcessError::Codec)?;
             drop(msg);
-            let trace = TraceContext::current().map(|t| t.child());
+            let trace = crate::passed_on_trace();
             // One timeout for the whole exchange, a wait for a restarting process included.
             let exchange = async {
                 let link = target.inner.live_link(timeout).await;

@@ -798,11 +798,10 @@ async fn traced() {
     // One stream, in order: had the untraced ask recorded a trace, its line came first.
     assert_eq!(recorded(), 2, "{:?}", CHILD_LINES.lock().unwrap());
     // The span's parent is a span of the asking side: a child of the scope, not the scope.
-    let parents = child_lines_with(&["handle span parent_span_id=", &pid]);
-    assert_eq!(parents, 2);
-    assert_eq!(
-        child_lines_with(&[&format!("parent_span_id={}", asked.span_id())]),
-        0
+    assert!(line.contains("parent_span_id="), "{line}");
+    assert!(
+        !line.contains(&format!("parent_span_id={}", asked.span_id())),
+        "{line}"
     );
     worker.stop();
     worker.wait_for_stop().await;

@@ -307,15 +307,18 @@ pub async fn child_line(parts: &[&str]) -> String {
 }
 
 /// In a process actor's process (checked before `init`): the trace fields the actor's
-/// `handle` spans record, printed to stderr as `handle span <field>=<value>`, so they reach
-/// the parent's `tracing` as lines of the child's output.
+/// `handle` spans record, printed to stderr as one line
+/// `handle span trace_id=<id> parent_span_id=<id>` each, so they reach the parent's
+/// `tracing` as lines of the child's output.
 pub fn child_tracing() {
     if conclib_process::is_process_actor() {
-        tracing::subscriber::set_global_default(HandleSpans).unwrap();
+        tracing::subscriber::set_global_default(HandleSpans(Default::default())).unwrap();
     }
 }
 
-struct HandleSpans;
+/// The fields recorded so far of the span being handled (the runner records `trace_id`, then
+/// `parent_span_id`: the line is printed at the last).
+struct HandleSpans(std::sync::Mutex<String>);
 
 impl tracing::Subscriber for HandleSpans {
     fn enabled(&self, meta: &tracing::Metadata<'_>) -> bool {
@@ -336,7 +339,11 @@ impl tracing::Subscriber for HandleSpans {
         }
         let mut fields = Fields(String::new());
         values.record(&mut fields);
-        eprintln!("handle span{}", fields.0);
+        let mut line = self.0.lock().unwrap();
+        line.push_str(&fields.0);
+        if fields.0.contains("parent_span_id=") {
+            eprintln!("handle span{}", std::mem::take(&mut *line));
+        }
     }
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, _: &tracing::Event<'_>) {}
