@@ -547,3 +547,26 @@ async fn an_erased_send_carries_its_trace_and_gives_the_message_back_when_stoppe
         other => panic!("{other:?}"),
     }
 }
+
+/// A full mailbox: `send` with a room timeout gives the message back as `MailboxFull`.
+#[tokio::test]
+async fn an_erased_send_into_a_full_mailbox_gives_the_message_back() {
+    let system = ActorSystem::new("t");
+    // The handler is blocked: the one place of the mailbox stays taken once filled.
+    let (r, gate) = blocked_recorder(&system, MailboxConfig::Bounded(1)).await;
+    let dynamic = r.to_dyn();
+    let record = |n: u64| {
+        dynamic.erased(
+            <Record as Message>::name(),
+            std::any::TypeId::of::<Record>(),
+            Box::new(Record(n)) as ErasedMessage,
+        )
+    };
+    record(1).send().await.unwrap();
+    let full = promptly(record(2).room_timeout(Duration::from_millis(20)).send()).await;
+    match full {
+        Err(SendError::MailboxFull(msg)) => assert_eq!(msg.downcast::<Record>().unwrap().0, 2),
+        other => panic!("{other:?}"),
+    }
+    gate.notify_one();
+}
