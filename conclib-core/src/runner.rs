@@ -72,9 +72,9 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
             Next::Message(env) => {
                 // The capacity counts queued messages: this one leaves the queue now.
                 cell.mailbox.capacity.unreserve();
-                let (span, measure) = start_message(&env, &mut metrics, &cell.core);
                 // What the handler asks of other processes continues the message's trace.
                 let trace = env.trace();
+                let (span, measure) = start_message(&env, trace, &mut metrics, &cell.core);
                 let mut handling = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span);
                 // A kill drops the handler at its next `.await` (one atomic load per poll).
                 let outcome = poll_fn(|cx| {
@@ -182,6 +182,7 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
 #[inline(always)]
 fn start_message<A: Actor>(
     env: &crate::envelope::Envelope<A>,
+    trace: Option<crate::trace::TraceContext>,
     metrics: &mut Option<Box<ActorMetrics>>,
     core: &crate::cell::CellCore,
 ) -> (tracing::Span, bool) {
@@ -199,7 +200,7 @@ fn start_message<A: Actor>(
         parent_span_id = tracing::field::Empty,
     );
     if !span.is_disabled()
-        && let Some(trace) = env.trace()
+        && let Some(trace) = trace
     {
         span.record("trace_id", trace.trace_id());
         span.record("parent_span_id", trace.span_id());
