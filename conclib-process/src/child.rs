@@ -22,15 +22,8 @@ use tokio::sync::oneshot;
 use crate::error::ProcessError;
 use crate::outbox::{Outbox, write_frames};
 use crate::process_ref::decode_answer;
-use crate::wire::{self, Frame, status};
+use crate::wire::{self, FD_VAR, Frame, THREADS_VAR, status};
 use crate::{ById, lock};
-
-/// The environment variable that marks a process actor's process, and names its two
-/// sockets: `<data>,<control>`.
-pub(crate) const FD_VAR: &str = "CONCLIB_PROCESS_FD";
-
-/// The environment variable that gives a process actor's runtime its number of threads.
-pub(crate) const THREADS_VAR: &str = "CONCLIB_PROCESS_THREADS";
 
 type Start =
     fn(ActorSystem, Vec<u8>, bool) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>>;
@@ -223,18 +216,6 @@ async fn run(data: i32, registry: Registry) -> i32 {
     };
     let kind = kind.to_owned();
     let state = state.to_vec();
-    let Some(start) = registry.kinds.get(kind.as_str()) else {
-        eprintln!("conclib-process: actor type {kind} is not in this executable's Registry");
-        return 2;
-    };
-    let system = ActorSystem::new(format!("process:{kind}"));
-    let actor = match start(system.clone(), state, resume).await {
-        Ok(actor) => actor,
-        Err(e) => {
-            eprintln!("conclib-process: {kind} did not start: {e}");
-            return 3;
-        }
-    };
     // One writer: the answers of all requests, written in batches.
     let out = Arc::new(Outbox::default());
     let writer_task = tokio::spawn({
@@ -246,6 +227,23 @@ async fn run(data: i32, registry: Registry) -> i32 {
             }
         }
     });
+    let Some(start) = registry.kinds.get(kind.as_str()) else {
+        let why = format!(
+            "actor type {kind} is not in this executable's Registry: add `.actor::<{kind}>()` \
+             to the Registry that `main` passes to `conclib::process::init`"
+        );
+        return not_started(&out, writer_task, &why, wire::EXIT_NOT_REGISTERED).await;
+    };
+    let system = ActorSystem::new(format!("process:{kind}"));
+    let actor = match start(system.clone(), state, resume).await {
+        Ok(actor) => actor,
+        Err(e) => {
+            let why = format!("{kind} did not start: {e}");
+            return not_started(&out, writer_task, &why, wire::EXIT_START_FAILED).await;
+        }
+    };
+    // The actor runs: now the parent's spawn succeeds.
+    out.push(&Frame::Pong(wire::STARTED));
     let _ = PARENT.set(ParentLink {
         out: out.clone(),
         pending: Mutex::new(ById::default()),
@@ -420,6 +418,24 @@ impl Asks {
 /// The actor has stopped (asked to, or on its own: then `reason` says why): the answers
 /// still on their way are sent (the asks it had queued were failed at its stop), then why it
 /// stopped on its own (the `Ended` frame), then the writer finishes and the process exits.
+/// A start that failed: said to the parent (its spawn fails with why) and to stderr; the
+/// exit code says which failure it was.
+async fn not_started(
+    out: &Outbox,
+    writer_task: tokio::task::JoinHandle<()>,
+    why: &str,
+    code: i32,
+) -> i32 {
+    eprintln!("conclib-process: {why}");
+    out.push(&Frame::Ended {
+        panicked: false,
+        reason: why,
+    });
+    out.close();
+    let _ = writer_task.await;
+    code
+}
+
 async fn finish(
     reason: Option<&StopReason>,
     asks: &Asks,

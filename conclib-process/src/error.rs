@@ -6,12 +6,15 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 /// How a process actor's process ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProcessExit {
     /// Its exit code, if it exited.
     pub code: Option<i32>,
     /// The signal that ended it, if one did (`9`: `SIGKILL`, also the kernel's OOM killer).
     pub signal: Option<i32>,
+    /// The panic message, when the process exited because its actor panicked (under the
+    /// default [`PanicPolicy::Stop`](conclib_core::PanicPolicy::Stop)).
+    pub panic: Option<String>,
 }
 
 impl ProcessExit {
@@ -19,19 +22,20 @@ impl ProcessExit {
         ProcessExit {
             code: status.code(),
             signal: status.signal(),
+            panic: None,
         }
     }
 
     pub(crate) fn unknown() -> Self {
-        ProcessExit {
-            code: None,
-            signal: None,
-        }
+        ProcessExit::default()
     }
 }
 
 impl fmt::Display for ProcessExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(panic) = &self.panic {
+            return write!(f, "ended: its actor panicked: {panic}");
+        }
         match (self.code, self.signal) {
             (Some(code), _) => write!(f, "exited with code {code}"),
             (None, Some(signal)) => write!(f, "killed by signal {signal}"),
@@ -84,9 +88,25 @@ pub enum SpawnError {
     /// The process could not be started.
     #[error("the process could not be started: {0}")]
     Io(#[from] std::io::Error),
-    /// The process ended before its actor answered (not in the executable's `Registry`,
-    /// `init` not called first in `main`, a failing start).
-    #[error("the process {0} before its actor answered")]
+    /// The actor type is not in the child's `Registry`: add `.actor::<A>()` to the
+    /// `Registry` that `main` passes to `init` first thing.
+    #[error(
+        "the actor type {0} is not in this executable's Registry: add `.actor::<{0}>()` to the \
+         Registry that `main` passes to `conclib::process::init` first thing"
+    )]
+    NotRegistered(&'static str),
+    /// The actor did not start in its process (its state did not decode, its `on_start`
+    /// failed or panicked); `reason` is what the child said.
+    #[error("the process actor {kind} did not start: {reason}")]
+    StartFailed {
+        /// The actor type.
+        kind: &'static str,
+        /// Why, in the child's words.
+        reason: String,
+    },
+    /// The process ended before its actor ran, without saying why (killed, out of memory,
+    /// its memory limit too small to start, `init` not called first in `main`).
+    #[error("the process {0} before its actor ran")]
     Exited(ProcessExit),
     /// The process did not answer in time; it was killed.
     #[error("the process did not answer within {0:?}; it was killed")]

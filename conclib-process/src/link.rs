@@ -130,11 +130,16 @@ impl Link {
                 // The socket ends with the process (unless a process it started holds its
                 // end: then the wait is bounded).
                 let _ = tokio::time::timeout(READ_REST, reading).await;
-                if let Some(link) = weak.upgrade() {
-                    link.fail_all(&exit);
+                let Some(link) = weak.upgrade() else { return };
+                // A process that exited after its actor panicked says so, with the panic.
+                let mut exit = exit;
+                if let Some(StopReason::Panicked(panic)) = &*lock(&link.ended) {
+                    exit.panic = Some(panic.clone());
+                    exit_tx.send_replace(Some(exit.clone()));
                 }
+                link.fail_all(&exit);
                 if let Some(owner) = owner.upgrade() {
-                    owner.died(exit).await;
+                    owner.died(&link, exit).await;
                 }
             });
         });
@@ -208,6 +213,20 @@ impl Link {
             // Whoever answered (or dropped the sender) took it out of the map.
             guard.answered = true;
             answer
+        }
+    }
+
+    /// Resolves when the child says its actor runs ([`wire::STARTED`]), or with its exit.
+    /// Call before sending `Init`.
+    pub(crate) fn started(&self) -> impl Future<Output = Result<(), ProcessExit>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pings).insert(wire::STARTED, tx);
+        async move {
+            match rx.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(exit)) => Err(exit),
+                Err(_) => Err(ProcessExit::unknown()),
+            }
         }
     }
 

@@ -14,13 +14,12 @@ use conclib_core::{
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::child::{FD_VAR, THREADS_VAR};
 use crate::error::{ProcessExit, SpawnError};
 use crate::link::{Link, ProcessStats};
 use crate::lock;
 use crate::process_ref::ProcessRef;
 use crate::relay::ProcessActor;
-use crate::wire::Frame;
+use crate::wire::{self, FD_VAR, Frame, THREADS_VAR};
 
 /// Starts building a process actor: `actor` is sent (serialized) to a new process of this
 /// executable, which runs it. The executable's `main` must call [`init`](crate::init) first
@@ -411,22 +410,36 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
         spec.kind,
         spec.stats.clone(),
     );
+    // Started once the child says its actor runs (not when its heartbeat thread answers).
+    let started = link.started();
     link.send(&Frame::Init {
         kind: spec.kind,
         state: &spec.state,
         resume: spec.resume,
     });
-    // Started once it answers.
-    let first = link.ping();
     let sent = std::time::Instant::now();
-    match tokio::time::timeout(spec.start_timeout, first).await {
+    match tokio::time::timeout(spec.start_timeout, started).await {
         Ok(Ok(())) => {
             if conclib_core::metrics::is_enabled() {
                 metrics::histogram!("conclib_process_link_round_trip_seconds", "actor" => spec.kind)
                     .record(sent.elapsed().as_secs_f64());
             }
         }
-        Ok(Err(exit)) => return Err(SpawnError::Exited(exit)),
+        Ok(Err(exit)) => {
+            // Read before the start failed: the child's own words, if it said any.
+            let reason = match lock(&link.ended).take() {
+                Some(StopReason::Failed(why) | StopReason::Panicked(why)) => Some(why),
+                _ => None,
+            };
+            return Err(match (exit.code, reason) {
+                (Some(wire::EXIT_NOT_REGISTERED), _) => SpawnError::NotRegistered(spec.kind),
+                (_, Some(reason)) => SpawnError::StartFailed {
+                    kind: spec.kind,
+                    reason,
+                },
+                _ => SpawnError::Exited(exit),
+            });
+        }
         Err(_) => {
             link.kill();
             return Err(SpawnError::NoAnswer(spec.start_timeout));
@@ -554,8 +567,14 @@ impl Inner {
         }
     }
 
-    /// The current process died: restart it if the policy allows, else end for good.
-    pub(crate) async fn died(&self, exit: ProcessExit) {
+    /// The process behind `dead` died: restart it if the policy allows, else end for good.
+    /// Nothing to do unless `dead` is the current process's link: a process that died
+    /// while it started is its launch's to report (the spawn or restart fails).
+    pub(crate) async fn died(&self, dead: &Arc<Link>, exit: ProcessExit) {
+        let current = self.link.borrow().clone();
+        if !current.is_some_and(|link| Arc::ptr_eq(&link, dead)) {
+            return;
+        }
         let allowed = !self.ending.load(Ordering::Acquire)
             && self.spec.restart.is_some_and(|limit| {
                 let now = std::time::Instant::now();
@@ -584,7 +603,7 @@ impl Inner {
                 .increment(1);
         }
         // What the child said of its actor's end, if it said anything before exiting.
-        let said = lock(&self.link().ended).take();
+        let said = lock(&dead.ended).take();
         let death = match &said {
             Some(StopReason::Panicked(p)) => format!("its actor panicked: {p}"),
             Some(StopReason::Failed(why)) => format!("its actor failed: {why}"),

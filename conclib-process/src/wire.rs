@@ -18,6 +18,13 @@
 //! | 9 | `Cancel` (parent to child: the asker gave up; not started yet, it never will be) | id (u64) |
 //! | 10 | `Ended` (child to parent, last: the actor stopped on its own; the process exits) | panicked (u8), reason |
 //!
+//! **Starting.** The parent sends `Init` first. Once the actor runs, the child sends
+//! `Pong(0)` on the data socket ([`STARTED`]): only then is the spawn a success (the control
+//! socket's heartbeats are answered by a thread of their own from the first moment, so they
+//! say nothing about the actor). A child that cannot start its actor sends `Ended` with why
+//! and exits with [`EXIT_NOT_REGISTERED`] (the type is not in the executable's `Registry`)
+//! or [`EXIT_START_FAILED`] (its state did not decode, its `on_start` failed).
+//!
 //! `trace` is the sender's position in a trace: a u8 length, then that many bytes of a W3C
 //! `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); length 0 when the
 //! message is not part of a trace. A malformed one is ignored, as the W3C says.
@@ -31,6 +38,23 @@
 
 use conclib_core::trace::TraceContext;
 use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The environment variable that marks a process actor's process, and names its two
+/// sockets: `<data>,<control>`.
+pub(crate) const FD_VAR: &str = "CONCLIB_PROCESS_FD";
+
+/// The environment variable that gives a process actor's runtime its number of threads.
+pub(crate) const THREADS_VAR: &str = "CONCLIB_PROCESS_THREADS";
+
+/// The `Pong` the child sends on the data socket once its actor runs (heartbeat numbers
+/// start at 1).
+pub(crate) const STARTED: u64 = 0;
+
+/// The child's exit code when the actor type it was asked to run is not in its `Registry`.
+pub(crate) const EXIT_NOT_REGISTERED: i32 = 64;
+
+/// The child's exit code when its actor did not start (state, `on_start`).
+pub(crate) const EXIT_START_FAILED: i32 = 65;
 
 /// The largest frame either side accepts (a corrupt length must not allocate gigabytes).
 pub(crate) const MAX_FRAME: usize = 64 * 1024 * 1024;

@@ -532,6 +532,7 @@ async fn sigkill_under_asks() {
     let killed = ProcessExit {
         code: None,
         signal: Some(libc::SIGKILL),
+        panic: None,
     };
     for a in asks {
         assert_eq!(a.await.unwrap(), Err(ProcessError::Exited(killed.clone())));
@@ -569,6 +570,7 @@ async fn exit_code() {
     let exited = ProcessExit {
         code: Some(3),
         signal: None,
+        panic: None,
     };
     assert_eq!(pending, Err(ProcessError::Exited(exited.clone())));
     assert_eq!(worker.wait_for_stop().await, exited);
@@ -616,7 +618,8 @@ async fn graceful_stop() {
         worker.wait_for_stop().await,
         ProcessExit {
             code: Some(0),
-            signal: None
+            signal: None,
+            panic: None,
         }
     );
 }

@@ -209,8 +209,10 @@ const VALUE_TYPES: &[&str] = &[
     "SocketAddr",
 ];
 
-/// Names a method of the generated API cannot have: the refs' and the request builders' own
-/// methods, which would shadow it.
+/// Names a method of the generated API cannot have: the own methods of the refs it is
+/// implemented for (`ActorRef`, `Pool`, `ProcessRef`, `RemoteActor`), which would hide it
+/// without a word, and of the request builders. A test below reads those types' sources and
+/// fails when one gains a method this list lacks; the facade's `#[actor]` docs list it too.
 const RESERVED: &[&str] = &[
     "ask",
     "tell",
@@ -230,6 +232,11 @@ const RESERVED: &[&str] = &[
     "to_dyn",
     "pid",
     "restarts",
+    "stats",
+    "members",
+    "resize",
+    "broadcast",
+    "client",
     "clone",
     "into_future",
     "poll",
@@ -577,4 +584,92 @@ pub(super) fn parse_hook(f: &ImplItemFn, hook: Hook, errors: &mut Errors) -> Opt
         output_span,
         cfgs: cfgs(&f.attrs),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RESERVED;
+
+    /// The `pub fn` names of the inherent impl blocks of `ty` in a source file (a plain
+    /// reading of the source: impl headers at depth 0, methods at depth 1).
+    fn inherent_methods(source: &str, ty: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let (mut depth, mut inside) = (0i32, false);
+        for line in source.lines() {
+            let s = line.trim();
+            if depth == 0 && s.starts_with("impl") && !s.contains(" for ") {
+                let header = s.split('{').next().unwrap_or_default();
+                inside = header
+                    .split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .any(|word| word == ty);
+            }
+            if inside && depth == 1 {
+                let rest = s
+                    .strip_prefix("pub fn ")
+                    .or_else(|| s.strip_prefix("pub async fn "))
+                    .or_else(|| s.strip_prefix("pub const fn "));
+                if let Some(rest) = rest {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    names.push(name);
+                }
+            }
+            depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+            if depth == 0 {
+                inside = false;
+            }
+        }
+        names
+    }
+
+    /// Every method of a ref the generated API is implemented for is reserved: a handler of
+    /// that name would be hidden by it (a `#[handle] fn stats` on a `Pool`).
+    #[test]
+    fn every_method_of_the_refs_is_reserved() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let refs = [
+            ("conclib-core/src/actor_ref.rs", "ActorRef"),
+            ("conclib-core/src/pool/mod.rs", "Pool"),
+            ("conclib-process/src/process_ref.rs", "ProcessRef"),
+            ("conclib-redis/src/client/remote.rs", "RemoteActor"),
+        ];
+        let mut seen = 0;
+        for (file, ty) in refs {
+            let source = std::fs::read_to_string(root.join(file)).expect(file);
+            let methods = inherent_methods(&source, ty);
+            assert!(!methods.is_empty(), "no methods of {ty} found in {file}");
+            seen += methods.len();
+            for method in methods {
+                assert!(
+                    RESERVED.contains(&method.as_str()),
+                    "{ty}::{method} ({file}) is not in RESERVED: a handler named `{method}` would be hidden by it"
+                );
+            }
+        }
+        assert!(
+            seen > 20,
+            "only {seen} methods found: the reading of the sources broke"
+        );
+    }
+
+    /// The facade's `#[actor]` docs name every reserved method.
+    #[test]
+    fn the_docs_list_every_reserved_name() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let docs = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
+        for name in RESERVED {
+            assert!(
+                docs.contains(&format!("`{name}`")),
+                "src/lib.rs's #[actor] docs do not name the reserved method `{name}`"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_methods_of_inherent_impls_only() {
+        let source = "impl<A> Pool<A> {\n    pub fn stats(&self) {}\n    fn hidden() {}\n}\nimpl Clone for Pool<A> {\n    pub fn nope() {}\n}\n";
+        assert_eq!(inherent_methods(source, "Pool"), ["stats"]);
+    }
 }

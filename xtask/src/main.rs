@@ -1,0 +1,276 @@
+//! The project's two commands, with the set-up a fresh machine needs:
+//!
+//! - `cargo xtask demo [ARGS]`: the demo (a release build), after making sure `redis-server`
+//!   is there.
+//! - `cargo xtask test [CARGO TEST ARGS]`: every test — the Rust workspace
+//!   (`cargo test --workspace --all-features --no-fail-fast`) and the Python client's
+//!   (`python/run_tests.sh`) — after installing what is missing: `redis-server` and Chromium
+//!   (the live view's browser test), from Debian's packages when this is Debian and we are
+//!   root; otherwise one line says what to install, and nothing runs.
+//!
+//! Ends with one line `total: N passed, N failed` over every test runner it started.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf();
+    let result = match command.as_str() {
+        "test" => ensure(&[Need::RedisServer, Need::Chromium, Need::Python])
+            .and_then(|()| test(&root, &rest)),
+        "demo" => ensure(&[Need::RedisServer]).and_then(|()| demo(&root, &rest)),
+        _ => Err(
+            "usage: cargo xtask test [cargo test args] | cargo xtask demo [demo args]".to_owned(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("cargo xtask {command}: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Something the tests or the demo need from the machine.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Need {
+    RedisServer,
+    Chromium,
+    Python,
+}
+
+impl Need {
+    /// Debian's packages that provide it.
+    fn packages(self) -> &'static [&'static str] {
+        match self {
+            Need::RedisServer => &["redis-server"],
+            Need::Chromium => &["chromium"],
+            Need::Python => &["python3", "python3-venv", "python3-pip"],
+        }
+    }
+
+    /// Whether the machine has it (or an environment variable names it).
+    fn present(self) -> bool {
+        match self {
+            Need::RedisServer => {
+                env_path("CONCLIB_REDIS_SERVER").is_some() || on_path("redis-server").is_some()
+            }
+            Need::Chromium => {
+                env_path("CONCLIB_CHROMIUM").is_some()
+                    || ["chromium", "chromium-browser", "google-chrome"]
+                        .iter()
+                        .any(|name| on_path(name).is_some())
+            }
+            // The Python tests make a virtual environment: python3 with its venv module.
+            Need::Python => Command::new("python3")
+                .args(["-c", "import venv, ensurepip"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
+    }
+
+    /// What to set instead of installing, if anything.
+    fn variable(self) -> Option<&'static str> {
+        match self {
+            Need::RedisServer => Some("CONCLIB_REDIS_SERVER"),
+            Need::Chromium => Some("CONCLIB_CHROMIUM"),
+            Need::Python => None,
+        }
+    }
+}
+
+/// An executable named by an environment variable, if it exists.
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+}
+
+/// `name` on `PATH` (or in the usual system directories, which a minimal `PATH` may lack).
+fn on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/local/bin", "/usr/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Installs what is missing from Debian's packages when it can; otherwise says in one line
+/// what to install.
+fn ensure(needs: &[Need]) -> Result<(), String> {
+    let missing: Vec<Need> = needs.iter().copied().filter(|n| !n.present()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().flat_map(|n| n.packages()).copied().collect();
+    let can_install = on_path("apt-get").is_some() && is_root();
+    if !can_install {
+        let variables: Vec<&str> = missing.iter().filter_map(|n| n.variable()).collect();
+        let instead = if variables.is_empty() {
+            String::new()
+        } else {
+            format!(" (or set {} to its executable)", variables.join(" / "))
+        };
+        return Err(format!(
+            "missing {}: install them (Debian: `sudo apt-get install {}`){instead}, then run this again",
+            packages.join(", "),
+            packages.join(" "),
+        ));
+    }
+    eprintln!(
+        "cargo xtask: installing Debian's packages: {}",
+        packages.join(" ")
+    );
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&packages))?;
+    match missing.iter().find(|n| !n.present()) {
+        Some(still) => Err(format!("{still:?} is still missing after apt-get install")),
+        None => Ok(()),
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed: {status}"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn demo(root: &Path, args: &[String]) -> Result<(), String> {
+    run(cargo()
+        .current_dir(root)
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "conclib-examples",
+            "--bin",
+            "demo",
+            "--",
+        ])
+        .args(args))
+}
+
+/// Passed and failed tests, added up over the runners' summary lines.
+#[derive(Default, Debug)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+impl Tally {
+    /// Reads one line of a runner's output: cargo's `test result: ok. 12 passed; 0 failed; ...`
+    /// or pytest's `==== 3 failed, 40 passed, 1 skipped in 9.1s ====`.
+    fn read(&mut self, line: &str) {
+        let cargo = line.starts_with("test result:");
+        let pytest = line.starts_with('=') && line.contains(" in ") && line.ends_with('=');
+        if !cargo && !pytest {
+            return;
+        }
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ';' || c == ',' || c == '.')
+            .filter(|w| !w.is_empty())
+            .collect();
+        for pair in words.windows(2) {
+            if let Ok(n) = pair[0].parse::<u64>() {
+                match pair[1] {
+                    "passed" => self.passed += n,
+                    "failed" | "errors" | "error" => self.failed += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs `command`, echoing its standard output while counting its tests.
+fn run_counted(command: &mut Command, tally: &mut Tally) -> Result<bool, String> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        println!("{line}");
+        tally.read(line.trim());
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for {command:?}: {e}"))?;
+    Ok(status.success())
+}
+
+fn test(root: &Path, args: &[String]) -> Result<(), String> {
+    let mut tally = Tally::default();
+    let mut failures = Vec::new();
+    // --no-fail-fast: one failing test binary must not hide the results of the others.
+    let rust = run_counted(
+        cargo()
+            .current_dir(root)
+            .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
+            .args(args),
+        &mut tally,
+    )?;
+    if !rust {
+        failures.push("cargo test");
+    }
+    let python = root.join("python").join("run_tests.sh");
+    if python.is_file() {
+        if !run_counted(
+            Command::new("bash").arg(&python).current_dir(root),
+            &mut tally,
+        )? {
+            failures.push("the Python client's tests");
+        }
+    }
+    println!("total: {} passed, {} failed", tally.passed, tally.failed);
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {}", failures.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn counts_cargo_and_pytest_summaries() {
+        let mut t = Tally::default();
+        t.read("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        t.read("test result: FAILED. 3 passed; 2 failed; 0 ignored");
+        t.read("===== 1 failed, 40 passed, 2 skipped in 9.12s =====");
+        t.read("running 12 tests");
+        assert_eq!((t.passed, t.failed), (55, 3));
+    }
+}
