@@ -120,8 +120,10 @@ impl<A: Actor> ProcessRef<A> {
     /// carries a child of it to the process (the crate docs, "Traces").
     pub fn ask<M>(&self, msg: M) -> ProcessAsk<'_, A, M>
     where
-        M: RemoteReply + Serialize,
+        // First: when both fail (a message the actor does not expose), rustc reports the
+        // bounds in this order, and this one says what to change.
         A: RemoteHandler<M>,
+        M: RemoteReply + Serialize,
     {
         ProcessAsk {
             target: self,
