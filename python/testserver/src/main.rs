@@ -36,7 +36,8 @@ struct Args {
 
 /// Reads the command line; `Err` holds the usage message.
 fn parse_args() -> Result<Args, String> {
-    let usage = "usage: conclib-pyserver --redis URL --namespace NS [--system ID] | --export-schema";
+    let usage =
+        "usage: conclib-pyserver --redis URL --namespace NS [--system ID] | --export-schema";
     let mut args = Args {
         redis: String::new(),
         namespace: "conclib".to_owned(),
@@ -45,7 +46,10 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value\n{usage}"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{arg} needs a value\n{usage}"))
+        };
         match arg.as_str() {
             "--redis" => args.redis = value()?,
             "--namespace" => args.namespace = value()?,

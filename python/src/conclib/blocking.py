@@ -1,0 +1,189 @@
+"""The blocking client, for scripts and WSGI workers: ``conclib.Client(url, namespace=...)``.
+
+It runs an :class:`~conclib.client.AsyncClient` on an event loop in a daemon thread of its
+own, started on first use; any number of threads may call it at once (their asks run
+concurrently on that loop). After ``os.fork()`` the child starts a thread, a loop and
+connections of its own on its first call; the parent's are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .client import _ABANDONED, DEFAULT_URL, AsyncClient, Message, Priority, _NOTHING
+from .errors import Closed, Timeout
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+# How long past an ask's own deadline the calling thread waits for the loop thread before
+# giving up (the ask is bounded by its deadline; this only guards against a stuck loop).
+_GRACE = 5.0
+
+
+class _Runner:
+    """An event loop running in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="conclib-client", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                pending = asyncio.all_tasks(self.loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            finally:
+                self.loop.close()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(timeout=5)
+
+
+class Client:
+    """Asks and tells actors by URN through Redis, blocking the calling thread.
+
+    Same arguments and methods as :class:`~conclib.client.AsyncClient`, without ``await``;
+    ``with conclib.Client(url) as client:`` closes it at the end.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, **options: Any) -> None:
+        self._client = AsyncClient(url, **options)
+        self._lock = threading.Lock()
+        self._runner: _Runner | None = None
+        self._closed = False
+        _BLOCKING.add(self)
+
+    def __repr__(self) -> str:
+        return repr(self._client).replace("AsyncClient", "Client", 1)
+
+    @property
+    def namespace(self) -> str:
+        return self._client.namespace
+
+    @property
+    def reply_key(self) -> str | None:
+        """The key of this process's reply list (``None`` before connecting)."""
+        return self._client.reply_key
+
+    def _forget_after_fork(self) -> None:
+        runner, self._runner = self._runner, None
+        self._lock = threading.Lock()
+        if runner is not None:
+            _ABANDONED.append(runner)
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._closed:
+            raise Closed()
+        with self._lock:
+            runner = self._runner
+            if runner is None or runner.pid != os.getpid():
+                if runner is not None:
+                    _ABANDONED.append(runner)
+                runner = self._runner = _Runner()
+            return runner.loop
+
+    def _run(self, coro: Coroutine[Any, Any, T], limit: float) -> T:
+        try:
+            loop = self._loop()
+        except BaseException:
+            coro.close()
+            raise
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout=limit + _GRACE)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise Timeout(limit, "the client's event loop did not answer") from None
+
+    def connect(self) -> Client:
+        """Connects now (else the first call does)."""
+        self._run(self._client.connect(), self._client.connect_timeout)
+        return self
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ask(
+        self,
+        urn: str,
+        message: str | Message,
+        payload: Any = _NOTHING,
+        *,
+        timeout: float | None = None,
+        priority: Priority = "normal",
+        traceparent: str | None = None,
+    ) -> Any:
+        """As :meth:`AsyncClient.ask <conclib.client.AsyncClient.ask>`, blocking."""
+        limit = self._client.timeout if timeout is None else float(timeout)
+        return self._run(
+            self._client.ask(urn, message, payload, timeout=timeout, priority=priority, traceparent=traceparent),
+            limit,
+        )
+
+    def tell(
+        self,
+        urn: str,
+        message: str | Message,
+        payload: Any = _NOTHING,
+        *,
+        priority: Priority = "normal",
+        traceparent: str | None = None,
+    ) -> None:
+        """As :meth:`AsyncClient.tell <conclib.client.AsyncClient.tell>`, blocking."""
+        self._run(
+            self._client.tell(urn, message, payload, priority=priority, traceparent=traceparent),
+            self._client.command_timeout,
+        )
+
+    def resolve(self, urn: str) -> str | None:
+        """Which system serves this URN now, if any."""
+        return self._run(self._client.resolve(urn), self._client.command_timeout)
+
+    def close(self) -> None:
+        """Closes the client and stops its thread."""
+        if self._closed:
+            return
+        with self._lock:
+            runner = self._runner
+            self._runner = None
+        if runner is not None and runner.pid == os.getpid():
+            try:
+                asyncio.run_coroutine_threadsafe(self._client.close(), runner.loop).result(timeout=5)
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+            runner.stop()
+        self._closed = True
+
+
+import weakref  # noqa: E402
+
+_BLOCKING: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_BLOCKING):
+        client._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,873 @@
+"""The asyncio client: ``client = await conclib.connect(url, namespace=...)``.
+
+One client serves any number of concurrent asks from any number of tasks. Like the Rust
+``ProxyClient`` it has one reply list (``{ns}:reply:{128 random bits}``) read by one reader
+task (``BLMPOP``), dispatching each frame by request id; requests to one stream made together
+leave in one pipeline; a URN's resolution is cached for ``resolve_cache_ttl``; a reply
+``NotOwner``/``UnknownUrn`` drops the cache entry, resolves again and, if the URN moved to
+another system, sends once more; after a Redis restart a URN the client knew is looked up
+again until it reappears or the deadline passes (then ``Unavailable``, not ``UnknownUrn``).
+
+Fork safety: the connections, the reader task and the reply list belong to the process and
+event loop that made them. After ``os.fork()`` (gunicorn ``--preload``, uvicorn/multiprocessing
+workers) the child never touches them (not even to close them: that could unregister the
+parent's sockets from an epoll set both share); its first call connects anew, with a reply
+list of its own. The same happens when the client is used from another event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+import weakref
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+from . import codec
+from .errors import (
+    ActorStopped,
+    BadRequest,
+    Closed,
+    CodecError,
+    ConclibError,
+    ConfigError,
+    HandlerError,
+    MailboxFull,
+    NoResponse,
+    NotExposed,
+    Panicked,
+    ProtocolError,
+    RedisError,
+    Timeout,
+    TooLarge,
+    Unavailable,
+    UnknownUrn,
+)
+from .metrics import AskEvent, AskHook
+from .protocol import (
+    DEFAULT_NAMESPACE,
+    REPLY_HEADER_LEN,
+    Keys,
+    Status,
+    check_name,
+    request_fields,
+    ttl_ms,
+    valid_urn,
+)
+from .trace import current_traceparent, valid_traceparent
+from .url import RedisTarget, build_client, parse_url, redact
+
+__all__ = ["DEFAULT_URL", "AsyncClient", "Message", "Priority", "connect"]
+
+log = logging.getLogger("conclib")
+
+DEFAULT_URL = "redis://127.0.0.1:6379"
+"""The URL when none is given (as ``ProxyConfig``'s)."""
+
+Priority = Literal["normal", "high"]
+"""The actor's mailbox lane: ``high`` overtakes its queued normal messages."""
+
+REPLY_BLOCK_SECS = 2
+"""How long the reply reader blocks in one ``BLMPOP``."""
+REPLY_BATCH = 1024
+"""The most replies taken by one ``BLMPOP``."""
+SEND_BATCH = 32
+"""The most requests appended by one pipeline (as the Rust client)."""
+SEND_BATCH_BYTES = 1 << 20
+"""The most body bytes appended by one pipeline (a single larger request goes alone)."""
+
+
+class Message(Protocol):
+    """A typed message: any object whose class names its wire name.
+
+    Dataclasses are encoded as maps of their fields; define ``__conclib_encode__`` for any
+    other shape (a Rust newtype struct is its bare value, a tuple struct a list).
+    """
+
+    __conclib_name__: str
+
+
+_NOTHING: Any = object()
+
+T = TypeVar("T")
+
+
+# Every live client, for the fork hook.
+_CLIENTS: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
+# What forked children inherited and must never touch (nor let the garbage collector close).
+_ABANDONED: list[object] = []
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _is_connection_error(e: BaseException) -> bool:
+    import redis.exceptions as rexc
+
+    kinds: tuple[type[BaseException], ...] = (rexc.ConnectionError, rexc.TimeoutError, OSError, EOFError)
+    for optional in ("ClusterDownError", "MasterDownError", "TryAgainError"):
+        kind = getattr(rexc, optional, None)
+        if isinstance(kind, type) and issubclass(kind, BaseException):
+            kinds += (kind,)
+    return isinstance(e, kinds)
+
+
+def _map_redis_error(e: BaseException) -> ConclibError:
+    if isinstance(e, ConclibError):
+        return e
+    if _is_connection_error(e):
+        return Unavailable(f"{type(e).__name__}: {e}")
+    return RedisError(f"{type(e).__name__}: {e}")
+
+
+@dataclass
+class _Route:
+    system: str
+    requests_key: str
+    until: float
+
+
+@dataclass
+class _Outgoing:
+    fields: list[bytes | str | int]
+    size: int
+    future: asyncio.Future[bool]
+
+
+class _Session:
+    """The connections, reply list and reader of one client in one process and event loop."""
+
+    def __init__(self, client: AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.pid = os.getpid()
+        self.loop = loop
+        self.keys = client._keys
+        self.redis: Any = build_client(
+            client._target,
+            connect_timeout=client.connect_timeout,
+            command_timeout=client.command_timeout + REPLY_BLOCK_SECS,
+            tls_ca_file=client._tls_ca_file,
+        )
+        # The reply reader blocks in BLMPOP: a connection of its own.
+        self.reader_redis: Any = build_client(
+            client._target,
+            connect_timeout=client.connect_timeout,
+            command_timeout=client.command_timeout + REPLY_BLOCK_SECS,
+            tls_ca_file=client._tls_ca_file,
+            max_connections=2,
+        )
+        self.reply_key = self.keys.reply(secrets.token_hex(16))
+        self.resolving: dict[str, asyncio.Future[_Route]] = {}
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.next_id = 1
+        self.cache: dict[str, _Route] = {}
+        self.known: set[str] = set()
+        self.run_id: str | None = None
+        self.outbox: dict[str, list[_Outgoing]] = {}
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.disconnects = 0
+        self.closed = False
+        self.reader: asyncio.Task[None] | None = None
+        self.started: asyncio.Task[None] = loop.create_task(self._start())
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        try:
+            info = await asyncio.wait_for(self.redis.execute_command("INFO", "server"), self.client.connect_timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(
+                f"could not connect to {redact(self.client.url)} within {self.client.connect_timeout} s"
+            ) from None
+        except Exception as e:
+            raise _map_redis_error(e) from e
+        self.run_id, _ = _server_fields(info)
+        self.reader = self.loop.create_task(self._read_replies())
+
+    async def aclose(self) -> None:
+        """Stops the reader, fails pending asks with ``Closed``, deletes the reply list and
+        closes the connections."""
+        if self.closed:
+            return
+        self.closed = True
+        for task in [self.reader, self.started, *self.tasks]:
+            if task is not None and not task.done():
+                task.cancel()
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(Closed())
+                fut.exception()  # retrieved: no "never retrieved" warning if nobody waits
+        self.pending.clear()
+        try:
+            await asyncio.wait_for(self.redis.execute_command("DEL", self.reply_key), 1.0)
+        except BaseException as e:  # noqa: BLE001 - best effort; CancelledError re-raised below
+            if isinstance(e, asyncio.CancelledError):
+                raise
+        try:
+            await asyncio.wait_for(self._close_connections(), 2.0)
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def _close_connections(self) -> None:
+        for redis in (self.redis, self.reader_redis):
+            close = getattr(redis, "aclose", None) or redis.close
+            await close()
+            pool = getattr(redis, "connection_pool", None)
+            if pool is not None:
+                await pool.disconnect()
+
+    # -- resolving ---------------------------------------------------------------------------
+
+    def forget(self, urn: str) -> None:
+        self.cache.pop(urn, None)
+
+    async def resolve(self, urn: str, deadline: float, fresh: bool) -> _Route:
+        """The system serving ``urn`` and its request stream, from the cache unless ``fresh``."""
+        now = time.monotonic()
+        if not fresh:
+            cached = self.cache.get(urn)
+            if cached is not None and cached.until > now:
+                return cached
+        if not valid_urn(urn):
+            raise UnknownUrn(urn, "not a valid URN")
+        # Concurrent lookups of one URN share one GET.
+        shared = self.resolving.get(urn)
+        if shared is not None and not fresh:
+            left = deadline - time.monotonic()
+            try:
+                return await asyncio.wait_for(asyncio.shield(shared), max(left, 0.0))
+            except asyncio.TimeoutError:
+                raise Timeout(0) from None
+            except Timeout:
+                if time.monotonic() >= deadline:
+                    raise
+                # The shared lookup's own deadline passed, not ours: look up ourselves.
+        lookup: asyncio.Future[_Route] = self.loop.create_future()
+        self.resolving[urn] = lookup
+        try:
+            route = await self._lookup(urn, deadline)
+        except BaseException as e:
+            if not lookup.done():
+                lookup.set_exception(e if isinstance(e, Exception) else Closed())
+                lookup.exception()
+            raise
+        else:
+            if not lookup.done():
+                lookup.set_result(route)
+            return route
+        finally:
+            if self.resolving.get(urn) is lookup:
+                del self.resolving[urn]
+
+    async def _lookup(self, urn: str, deadline: float) -> _Route:
+        while True:
+            value = await self.command(deadline, "GET", self.keys.urn(urn))
+            if value is not None:
+                break
+            self.forget(urn)
+            await self.wait_if_redis_lost_it(urn, deadline)
+        system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        route = _Route(system, self.keys.requests(system), time.monotonic() + self.client.resolve_cache_ttl)
+        if len(self.cache) > 100_000:
+            now = time.monotonic()
+            self.cache = {k: r for k, r in self.cache.items() if r.until > now}
+        self.cache[urn] = route
+        if len(self.known) >= 100_000:
+            self.known.clear()
+        self.known.add(urn)
+        return route
+
+    async def wait_if_redis_lost_it(self, urn: str, deadline: float) -> None:
+        """Redis does not know ``urn`` (or its system's stream). That is ``UnknownUrn``,
+        unless Redis restarted less than one lease ago and this client knew the URN: then
+        wait a little (return: look again) until the deadline, then ``Unavailable``."""
+        if urn not in self.known or not await self.redis_restarted_within(self.client.lease_ttl, deadline):
+            raise UnknownUrn(urn)
+        wait = 0.025
+        if time.monotonic() + wait >= deadline:
+            raise Unavailable(f"Redis restarted moments ago and {urn} is not registered again yet")
+        await asyncio.sleep(wait)
+
+    async def redis_restarted_within(self, window: float, deadline: float) -> bool:
+        try:
+            info = await self.command(deadline, "INFO", "server")
+        except ConclibError:
+            return False
+        run_id, uptime = _server_fields(info)
+        return run_id is not None and run_id != self.run_id and uptime is not None and uptime < window + 1
+
+    async def command(self, deadline: float, *args: Any) -> Any:
+        """One command, given up at the deadline (``Timeout``; the caller turns it into
+        ``Unavailable`` when the connection was lost meanwhile)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout(0)
+        try:
+            return await asyncio.wait_for(self.redis.execute_command(*args), left)
+        except asyncio.TimeoutError:
+            raise Timeout(0) from None
+        except ConclibError:
+            raise
+        except Exception as e:
+            if _is_connection_error(e):
+                self.disconnects += 1
+            raise _map_redis_error(e) from e
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        route: _Route,
+        urn: str,
+        build: Any,
+        deadline: float,
+    ) -> None:
+        """Appends one request (``build(route)`` makes its fields) to the serving system's
+        stream. Requests to one stream queued before the writer runs leave in one pipeline."""
+        while True:
+            fields, size = build()
+            fut: asyncio.Future[bool] = self.loop.create_future()
+            queue = self.outbox.get(route.requests_key)
+            if queue is None:
+                queue = self.outbox[route.requests_key] = []
+                task = self.loop.create_task(self._flush(route.requests_key))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            queue.append(_Outgoing(fields, size, fut))
+            left = deadline - time.monotonic()
+            try:
+                appended = await asyncio.wait_for(fut, max(left, 0.0))
+            except asyncio.TimeoutError:
+                raise Timeout(0) from None
+            if appended:
+                return
+            # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its data
+            # moments ago: then resolve and send again.
+            self.forget(urn)
+            await self.wait_if_redis_lost_it(urn, deadline)
+            route = await self.resolve(urn, deadline, True)
+
+    async def _flush(self, key: str) -> None:
+        queued = self.outbox.pop(key, [])
+        batches: list[list[_Outgoing]] = []
+        size = 0
+        for request in queued:
+            if batches and len(batches[-1]) < SEND_BATCH and size + request.size <= SEND_BATCH_BYTES:
+                size += request.size
+                batches[-1].append(request)
+            else:
+                size = request.size
+                batches.append([request])
+        await asyncio.gather(*(self._send_batch(key, batch) for batch in batches))
+
+    async def _send_batch(self, key: str, batch: list[_Outgoing]) -> None:
+        results: list[Any]
+        try:
+            if len(batch) == 1:
+                results = [await self.redis.execute_command("XADD", key, "NOMKSTREAM", "*", *batch[0].fields)]
+            else:
+                pipe = self.redis.pipeline(transaction=False)
+                for request in batch:
+                    pipe.execute_command("XADD", key, "NOMKSTREAM", "*", *request.fields)
+                results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            for request in batch:
+                if not request.future.done():
+                    request.future.set_exception(Closed())
+                    request.future.exception()
+            raise
+        except Exception as e:  # the whole batch failed
+            if _is_connection_error(e):
+                self.disconnects += 1
+            results = [e] * len(batch)
+        for request, result in zip(batch, results):
+            if request.future.done():  # its asker gave up
+                continue
+            if isinstance(result, BaseException):
+                if _is_connection_error(result):
+                    self.disconnects += 1
+                request.future.set_exception(_map_redis_error(result))
+                request.future.exception()
+            else:
+                request.future.set_result(result is not None)
+
+    # -- reading replies ---------------------------------------------------------------------
+
+    async def _read_replies(self) -> None:
+        backoff = 0.01
+        while not self.closed:
+            try:
+                answer = await self.reader_redis.execute_command(
+                    "BLMPOP", REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if self.closed:
+                    return
+                if _is_connection_error(e):
+                    self.disconnects += 1
+                    log.debug("reading replies failed (%s); retrying", e)
+                elif "WRONGTYPE" in str(e):
+                    await self._reply_list_clobbered(str(e))
+                else:
+                    log.warning("reading replies failed: %s", e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 0.5)
+                continue
+            backoff = 0.01
+            if answer is None:
+                continue
+            if not (isinstance(answer, (list, tuple)) and len(answer) == 2 and isinstance(answer[1], (list, tuple))):
+                log.warning("malformed BLMPOP answer: %r", answer)
+                continue
+            for frame in answer[1]:
+                self._deliver(frame)
+
+    def _deliver(self, frame: Any) -> None:
+        if not isinstance(frame, bytes) or len(frame) < REPLY_HEADER_LEN:
+            log.warning("dropped a malformed reply frame (%d bytes)", len(frame) if isinstance(frame, bytes) else -1)
+            return
+        request_id = int.from_bytes(frame[:8], "big")
+        fut = self.pending.pop(request_id, None)
+        # No waiter: the ask timed out or was cancelled; the reply is discarded.
+        if fut is not None and not fut.done():
+            fut.set_result(frame)
+
+    async def _reply_list_clobbered(self, error: str) -> None:
+        """Something else than a list sits at our reply list's key: answers pushed there are
+        lost (the proxy skips a reply list of the wrong type). Fail the waiting asks now
+        rather than at their deadlines, and take the key back."""
+        log.warning("the reply list %s holds something else than a list (%s); failing %d asks",
+                    self.reply_key, error, len(self.pending))
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ProtocolError(f"the reply list {self.reply_key} was overwritten: {error}"))
+                fut.exception()
+        self.pending.clear()
+        try:
+            await asyncio.wait_for(self.redis.execute_command("DEL", self.reply_key), self.client.command_timeout)
+        except Exception as e:  # noqa: BLE001
+            log.debug("could not delete the clobbered reply list: %s", e)
+
+    # -- outcome -----------------------------------------------------------------------------
+
+    def timed_out(self, timeout: float, disconnects: int) -> ConclibError:
+        if self.disconnects != disconnects:
+            return Unavailable(f"the connection to Redis was lost; no answer within {timeout:.3f} s")
+        return Timeout(timeout)
+
+    def at_deadline(self, e: ConclibError, timeout: float, disconnects: int) -> ConclibError:
+        if isinstance(e, Timeout):
+            return self.timed_out(timeout, disconnects)
+        return e
+
+
+def _server_fields(info: Any) -> tuple[str | None, float | None]:
+    """``run_id`` and ``uptime_in_seconds`` of an ``INFO server`` answer."""
+    if isinstance(info, dict):
+        run_id = info.get("run_id")
+        uptime = info.get("uptime_in_seconds")
+        return (str(run_id) if run_id is not None else None, float(uptime) if uptime is not None else None)
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    run_id = None
+    uptime = None
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            run_id = line[7:].strip()
+        elif line.startswith("uptime_in_seconds:"):
+            try:
+                uptime = float(line[18:].strip())
+            except ValueError:
+                pass
+    return run_id, uptime
+
+
+class AsyncClient:
+    """Asks and tells actors by URN through Redis (asyncio).
+
+    ``url``: see :mod:`conclib.url`. ``namespace``: the key prefix the proxies serve under.
+    ``timeout``: the default ask timeout (seconds; it is also the request's ``ttl``).
+    ``tell_ttl``: how long a told message may wait for its proxy. ``max_payload``: the largest
+    message (encoded) sent, in bytes. ``on_ask``: a metrics hook called after every ask.
+
+    Connects on first use, or with ``await client.connect()``; ``async with`` closes it.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        timeout: float = 5.0,
+        tell_ttl: float = 60.0,
+        command_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        resolve_cache_ttl: float = 1.0,
+        lease_ttl: float = 15.0,
+        max_payload: int = 8 * 1024 * 1024,
+        tls_ca_file: str | None = None,
+        on_ask: AskHook | None = None,
+    ) -> None:
+        problem = check_name("namespace", namespace)
+        if problem:
+            raise ConfigError(problem)
+        for name, value in [("timeout", timeout), ("tell_ttl", tell_ttl), ("command_timeout", command_timeout),
+                            ("connect_timeout", connect_timeout)]:
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value!r}")
+        self.url = url
+        self.namespace = namespace
+        self.timeout = float(timeout)
+        self.tell_ttl = float(tell_ttl)
+        self.command_timeout = float(command_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.resolve_cache_ttl = float(resolve_cache_ttl)
+        self.lease_ttl = float(lease_ttl)
+        self.max_payload = int(max_payload)
+        self.on_ask = on_ask
+        self._tls_ca_file = tls_ca_file
+        self._target: RedisTarget = parse_url(url)
+        self._keys = Keys(namespace)
+        self._session: _Session | None = None
+        self._closed = False
+        _CLIENTS.add(self)
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({redact(self.url)!r}, namespace={self.namespace!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def connect(self) -> AsyncClient:
+        """Connects now (else the first call does). ``Unavailable`` if Redis cannot be reached."""
+        await self._current()
+        return self
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the client: pending asks fail with ``Closed``, later calls too; deletes the
+        reply list and closes the connections."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and session.pid == os.getpid():
+            await self._close_session(session)
+
+    @property
+    def reply_key(self) -> str | None:
+        """The key of this process's reply list (``None`` before connecting)."""
+        s = self._session
+        return s.reply_key if s is not None and s.pid == os.getpid() else None
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop everything the parent's connection owned, untouched."""
+        session, self._session = self._session, None
+        if session is not None:
+            _ABANDONED.append(session)
+
+    async def _close_session(self, session: _Session) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover
+            running = None
+        if session.loop is running:
+            await session.aclose()
+        elif not session.loop.is_closed() and session.loop.is_running():
+            # Its loop runs in another thread: close it there.
+            asyncio.run_coroutine_threadsafe(session.aclose(), session.loop)
+        else:
+            # Its loop is gone: nothing can be awaited there; let the sockets be collected.
+            session.closed = True
+
+    async def _current(self) -> _Session:
+        """This process's and loop's session, connecting if needed."""
+        if self._closed:
+            raise Closed()
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is not None and (session.pid != os.getpid() or session.loop is not loop):
+            self._session = None
+            if session.pid != os.getpid():
+                _ABANDONED.append(session)
+            else:
+                await self._close_session(session)
+            session = None
+        if session is None:
+            session = _Session(self, loop)
+            self._session = session
+        try:
+            await asyncio.shield(session.started)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            if self._session is session:
+                self._session = None
+                await session.aclose()
+            if isinstance(e, ConclibError):
+                raise
+            raise _map_redis_error(e) from e
+        return session
+
+    # -- asking ------------------------------------------------------------------------------
+
+    def _encode(self, message: str | Message, payload: Any) -> tuple[str, bytes]:
+        if isinstance(message, str):
+            name = message
+            body = codec.encode(None if payload is _NOTHING else payload)
+        else:
+            found: Any = getattr(type(message), "__conclib_name__", None) or getattr(message, "__conclib_name__", None)
+            if not isinstance(found, str):
+                raise TypeError(
+                    f"a message is a wire name (str) and a payload, or an object whose class has "
+                    f"__conclib_name__; got {type(message).__name__}"
+                )
+            if payload is not _NOTHING:
+                raise TypeError("a typed message carries its own payload: pass no payload")
+            name = found
+            body = codec.encode(message)
+        if len(body) > self.max_payload:
+            raise TooLarge(f"the message is {len(body)} bytes, the limit is {self.max_payload}")
+        return name, body
+
+    async def ask(
+        self,
+        urn: str,
+        message: str | Message,
+        payload: Any = _NOTHING,
+        *,
+        timeout: float | None = None,
+        priority: Priority = "normal",
+        traceparent: str | None = None,
+    ) -> Any:
+        """Asks the actor with this URN and returns its response, decoded from MessagePack.
+
+        ``message`` is the message's wire name with ``payload`` its content (any
+        MessagePack-able value, a dataclass, or ``codec.Encoded`` bytes; none: nil, a unit
+        message), or a typed message object (its class has ``__conclib_name__``).
+        ``timeout`` (default: the client's) bounds the whole ask and is the request's ``ttl``.
+        ``priority="high"`` uses the actor's high-priority lane. ``traceparent``: the W3C
+        trace context to send (default: the current OpenTelemetry span's, else a new trace).
+
+        Raises ``HandlerError`` (the handler's error decoded in ``.error``), ``UnknownUrn``,
+        ``NotExposed``, ``Panicked``, ``Timeout``, ``ActorStopped``, ``NoResponse``,
+        ``MailboxFull``, ``CodecError``, ``TooLarge``, ``BadRequest``, ``Unavailable``,
+        ``RedisError``, ``ProtocolError``, ``Closed``: all ``ConclibError``.
+        """
+        started = time.monotonic()
+        label = "ok"
+        name = message if isinstance(message, str) else str(getattr(message, "__conclib_name__", "?"))
+        try:
+            timeout = self.timeout if timeout is None else float(timeout)
+            if not timeout > 0:
+                raise ValueError(f"timeout must be positive, got {timeout!r}")
+            high = _priority(priority)
+            name, body = self._encode(message, payload)
+            tp = _traceparent(traceparent)
+            status, reply = await self._exchange(urn, name, body, timeout, high, tp, started)
+            return _interpret(urn, name, timeout, status, reply)
+        except ConclibError as e:
+            label = e.label
+            raise
+        except asyncio.CancelledError:
+            label = "cancelled"
+            raise
+        except BaseException:
+            label = "error"
+            raise
+        finally:
+            if self.on_ask is not None:
+                try:
+                    self.on_ask(AskEvent(urn, name, label, time.monotonic() - started))
+                except Exception:  # noqa: BLE001 - a broken hook must not break asks
+                    log.exception("the on_ask hook failed")
+
+    async def _exchange(
+        self, urn: str, name: str, body: bytes, timeout: float, high: bool, tp: str, started: float
+    ) -> tuple[int, bytes]:
+        deadline = started + timeout
+        try:
+            session = await asyncio.wait_for(self._current(), max(deadline - time.monotonic(), 0.0))
+        except asyncio.TimeoutError:
+            raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
+        disconnects = session.disconnects
+        try:
+            route = await session.resolve(urn, deadline, False)
+        except ConclibError as e:
+            raise session.at_deadline(e, timeout, disconnects) from None
+        retried = False
+        while True:
+            request_id = session.next_id
+            session.next_id += 1
+            waiter: asyncio.Future[bytes] = session.loop.create_future()
+            session.pending[request_id] = waiter
+
+            def build(request_id: int = request_id) -> tuple[list[bytes | str | int], int]:
+                fields = request_fields(
+                    request_id=request_id,
+                    urn=urn,
+                    message=name,
+                    ttl=ttl_ms(deadline - time.monotonic()),
+                    reply=session.reply_key,
+                    priority_high=high,
+                    traceparent=tp,
+                    codec="msgpack",
+                    body=body,
+                )
+                return fields, len(body)
+
+            try:
+                try:
+                    await session.send(route, urn, build, deadline)
+                except ConclibError as e:
+                    raise session.at_deadline(e, timeout, disconnects) from None
+                try:
+                    frame = await asyncio.wait_for(waiter, max(deadline - time.monotonic(), 0.0))
+                except asyncio.TimeoutError:
+                    raise session.timed_out(timeout, disconnects) from None
+            finally:
+                session.pending.pop(request_id, None)
+            status = frame[8]
+            if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
+                # The URN moved to another system since we resolved it: resolve again, once.
+                retried = True
+                session.forget(urn)
+                try:
+                    fresh: _Route | None = await session.resolve(urn, deadline, True)
+                except ConclibError:
+                    fresh = None
+                if fresh is not None and fresh.system != route.system:
+                    route = fresh
+                    continue
+            return status, frame[REPLY_HEADER_LEN:]
+
+    async def tell(
+        self,
+        urn: str,
+        message: str | Message,
+        payload: Any = _NOTHING,
+        *,
+        priority: Priority = "normal",
+        traceparent: str | None = None,
+    ) -> None:
+        """Tells the actor with this URN; returns once Redis holds the message. It is handled
+        if the actor's system takes it within ``tell_ttl``; nothing is answered. Raises
+        ``UnknownUrn`` if no system serves the URN, codec, size and Redis errors."""
+        high = _priority(priority)
+        name, body = self._encode(message, payload)
+        tp = _traceparent(traceparent)
+        timeout = self.command_timeout
+        deadline = time.monotonic() + timeout
+        try:
+            session = await asyncio.wait_for(self._current(), timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
+        disconnects = session.disconnects
+        ttl = ttl_ms(self.tell_ttl)
+
+        def build() -> tuple[list[bytes | str | int], int]:
+            fields = request_fields(
+                request_id=0,
+                urn=urn,
+                message=name,
+                ttl=ttl,
+                reply=None,
+                priority_high=high,
+                traceparent=tp,
+                codec="msgpack",
+                body=body,
+            )
+            return fields, len(body)
+
+        try:
+            route = await session.resolve(urn, deadline, False)
+            await session.send(route, urn, build, deadline)
+        except ConclibError as e:
+            raise session.at_deadline(e, timeout, disconnects) from None
+
+    async def resolve(self, urn: str) -> str | None:
+        """Which system serves this URN now, if any (asks Redis, not the cache)."""
+        session = await self._current()
+        try:
+            route = await session.resolve(urn, time.monotonic() + self.command_timeout, True)
+        except UnknownUrn:
+            return None
+        return route.system
+
+
+def _priority(priority: str) -> bool:
+    if priority == "high":
+        return True
+    if priority == "normal":
+        return False
+    raise ValueError(f"priority must be 'normal' or 'high', got {priority!r}")
+
+
+def _traceparent(traceparent: str | None) -> str:
+    if traceparent is None:
+        return current_traceparent()
+    if not valid_traceparent(traceparent):
+        raise ValueError(f"not a W3C traceparent: {traceparent!r}")
+    return traceparent
+
+
+def _text(payload: bytes) -> str:
+    return payload.decode("utf-8", "replace")
+
+
+def _interpret(urn: str, message: str, timeout: float, status: int, payload: bytes) -> Any:
+    """The ask's result for a reply's status and payload, or the error it means."""
+    if status == Status.OK:
+        try:
+            return codec.decode(payload)
+        except CodecError as e:
+            raise CodecError(f"cannot decode the response: {e}") from None
+    if status == Status.HANDLER_ERROR:
+        try:
+            error = codec.decode(payload)
+        except CodecError as e:
+            raise CodecError(f"cannot decode the handler's error: {e}") from None
+        raise HandlerError(error, urn, message)
+    if status in (Status.UNKNOWN_URN, Status.NOT_OWNER):
+        raise UnknownUrn(urn, _text(payload))
+    if status == Status.UNKNOWN_MESSAGE:
+        raise NotExposed(urn, message)
+    if status == Status.PANICKED:
+        raise Panicked(_text(payload))
+    if status == Status.TIMEOUT:
+        raise Timeout(timeout, _text(payload))
+    if status == Status.ACTOR_STOPPED:
+        raise ActorStopped(urn)
+    if status == Status.NO_RESPONSE:
+        raise NoResponse(urn)
+    if status == Status.MAILBOX_FULL:
+        raise MailboxFull(urn)
+    if status == Status.BAD_REQUEST:
+        raise BadRequest(_text(payload))
+    if status == Status.CODEC_ERROR:
+        raise CodecError(_text(payload))
+    if status == Status.TOO_LARGE:
+        raise TooLarge(_text(payload))
+    raise ProtocolError(f"unknown reply status {status}")
+
+
+async def connect(url: str = DEFAULT_URL, **options: Any) -> AsyncClient:
+    """An :class:`AsyncClient`, connected: ``client = await conclib.connect(url, namespace="shop")``."""
+    return await AsyncClient(url, **options).connect()
+
+
+async def _bounded(awaitable: Awaitable[T], seconds: float) -> T:
+    return await asyncio.wait_for(awaitable, seconds)

@@ -1,0 +1,182 @@
+"""Errors of the conclib client: one base class, one subclass per way an ask can fail.
+
+They mirror the Rust client's ``ProxyError`` (``conclib-redis/src/error.rs``) and the reply
+statuses of the protocol (``conclib-redis/src/protocol.rs``). Each has a ``label``: the
+``status`` label of the metrics hook (``timeout``, ``unavailable``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ActorStopped",
+    "BadRequest",
+    "Closed",
+    "CodecError",
+    "ConclibError",
+    "ConfigError",
+    "HandlerError",
+    "MailboxFull",
+    "NoResponse",
+    "NotExposed",
+    "Panicked",
+    "ProtocolError",
+    "RedisError",
+    "Timeout",
+    "TooLarge",
+    "Unavailable",
+    "UnknownMessage",
+    "UnknownUrn",
+]
+
+
+class ConclibError(Exception):
+    """Base of every error the client raises for an ask or a tell."""
+
+    label = "error"
+
+
+class UnknownUrn(ConclibError):
+    """No live actor has this URN in any system serving the namespace (answered at once)."""
+
+    label = "unknown_urn"
+
+    def __init__(self, urn: str, detail: str = "") -> None:
+        self.urn = urn
+        super().__init__(f"no actor with URN {urn} is reachable through the proxy" + (f": {detail}" if detail else ""))
+
+
+class NotExposed(ConclibError):
+    """The actor does not expose this message to other processes, or does not handle it
+    (reply status 3, ``UnknownMessage``)."""
+
+    label = "unknown_message"
+
+    def __init__(self, urn: str, message: str) -> None:
+        self.urn = urn
+        self.message = message
+        super().__init__(f"actor {urn} does not expose message {message}")
+
+
+UnknownMessage = NotExposed
+"""The protocol's name for :class:`NotExposed`."""
+
+
+class HandlerError(ConclibError):
+    """The handler returned an error: ``error`` holds it, decoded from MessagePack (a Rust
+    unit enum variant is its name, ``"Busy"``; others a one-entry dict, ``{"NotAllowed":
+    {"reason": "..."}}``; a ``String`` error a ``str``)."""
+
+    label = "handler_error"
+
+    def __init__(self, error: Any, urn: str = "", message: str = "") -> None:
+        self.error = error
+        self.urn = urn
+        self.message = message
+        super().__init__(f"the handler returned an error: {error!r}")
+
+
+class Panicked(ConclibError):
+    """The handler panicked; ``text`` is the panic message."""
+
+    label = "panicked"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        super().__init__(f"the handler panicked: {text}")
+
+
+class Timeout(ConclibError, TimeoutError):
+    """No answer within the ask's timeout. The request may still be handled before its
+    deadline, or was dropped as expired. Also a ``TimeoutError``."""
+
+    label = "timeout"
+
+    def __init__(self, timeout: float, detail: str = "") -> None:
+        self.timeout = timeout
+        super().__init__(f"no answer within {timeout:.3f} s" + (f": {detail}" if detail else ""))
+
+
+class ActorStopped(ConclibError):
+    """The actor stopped before answering."""
+
+    label = "actor_stopped"
+
+    def __init__(self, urn: str) -> None:
+        self.urn = urn
+        super().__init__(f"actor {urn} stopped before answering")
+
+
+class NoResponse(ConclibError):
+    """The actor dropped the request without answering."""
+
+    label = "no_response"
+
+    def __init__(self, urn: str) -> None:
+        self.urn = urn
+        super().__init__(f"actor {urn} dropped the request without answering")
+
+
+class MailboxFull(ConclibError):
+    """The actor's mailbox stayed full (a web server answers 503)."""
+
+    label = "mailbox_full"
+
+    def __init__(self, urn: str) -> None:
+        self.urn = urn
+        super().__init__(f"actor {urn} has a full mailbox")
+
+
+class CodecError(ConclibError):
+    """A payload could not be encoded or decoded (here or at the proxy)."""
+
+    label = "codec_error"
+
+
+class TooLarge(ConclibError):
+    """The message or its answer is larger than the limit (here or at the proxy)."""
+
+    label = "too_large"
+
+
+class BadRequest(ConclibError):
+    """The proxy could not read the request (bad version, unknown codec, ...)."""
+
+    label = "bad_request"
+
+
+class Unavailable(ConclibError, ConnectionError):
+    """Redis could not be reached, or the connection was lost while waiting. An ask that
+    fails this way after its request was written may still be handled. Also a
+    ``ConnectionError``."""
+
+    label = "unavailable"
+
+
+class RedisError(ConclibError):
+    """Redis answered a command with an error (permissions, wrong key type, ...)."""
+
+    label = "redis"
+
+
+class ProtocolError(ConclibError):
+    """A reply did not follow the protocol (an unknown status, a reply list that is not a
+    list)."""
+
+    label = "protocol"
+
+
+class ConfigError(ConclibError, ValueError):
+    """The URL or another setting is unusable. Also a ``ValueError``."""
+
+    label = "config"
+
+
+class Closed(ConclibError):
+    """The client was closed."""
+
+    label = "closed"
+
+    def __init__(self) -> None:
+        super().__init__("the client is closed")

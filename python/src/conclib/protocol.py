@@ -1,0 +1,155 @@
+"""The wire protocol, version 1: key names, request fields, reply frames, status codes.
+
+The reference is the crate documentation of ``conclib-redis`` ("Protocol (version 1)") and
+``conclib-redis/src/protocol.rs``; this module follows it byte for byte.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import Final
+
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "MAX_URN_LEN",
+    "PROTOCOL_VERSION",
+    "REPLY_HEADER_LEN",
+    "Keys",
+    "Status",
+    "check_name",
+    "decode_reply",
+    "encode_reply",
+    "request_fields",
+    "ttl_ms",
+    "valid_urn",
+]
+
+PROTOCOL_VERSION: Final = "1"
+"""The ``v`` field of every request."""
+
+DEFAULT_NAMESPACE: Final = "conclib"
+"""The namespace when none is given (as ``ProxyConfig``'s)."""
+
+REPLY_HEADER_LEN: Final = 9
+"""A reply frame's header: request id (8 bytes, big-endian) and status (1 byte)."""
+
+MAX_URN_LEN: Final = 256
+"""The longest URN, in bytes."""
+
+MAX_TTL_MS: Final = 4_294_967_295
+
+
+class Status(enum.IntEnum):
+    """The status byte of a reply frame."""
+
+    OK = 0
+    HANDLER_ERROR = 1
+    UNKNOWN_URN = 2
+    UNKNOWN_MESSAGE = 3
+    PANICKED = 4
+    TIMEOUT = 5
+    ACTOR_STOPPED = 6
+    NO_RESPONSE = 7
+    BAD_REQUEST = 8
+    CODEC_ERROR = 9
+    NOT_OWNER = 10
+    TOO_LARGE = 11
+    MAILBOX_FULL = 12
+
+    @property
+    def label(self) -> str:
+        """Its name in snake case (``ok``, ``handler_error``, ...), as the Rust metrics."""
+        return self.name.lower()
+
+
+class Keys:
+    """The Redis keys of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def urn(self, urn: str) -> str:
+        """``{ns}:urn:{urn}``: the id of the system serving the URN."""
+        return f"{self.namespace}:urn:{urn}"
+
+    def requests(self, system: str) -> str:
+        """``{ns}:sys:{system}:req``: the system's request stream."""
+        return f"{self.namespace}:sys:{system}:req"
+
+    def reply_prefix(self) -> str:
+        """``{ns}:reply:``: every reply list starts with this."""
+        return f"{self.namespace}:reply:"
+
+    def reply(self, client: str) -> str:
+        """``{ns}:reply:{client}``: a client's reply list."""
+        return f"{self.namespace}:reply:{client}"
+
+
+def encode_reply(request_id: int, status: int, payload: bytes) -> bytes:
+    """A reply frame: id (u64 big-endian), status (one byte), payload."""
+    return request_id.to_bytes(8, "big") + bytes([status]) + payload
+
+
+def decode_reply(frame: bytes) -> tuple[int, int, bytes] | None:
+    """Id, status byte and payload of a frame; ``None`` if shorter than the header."""
+    if len(frame) < REPLY_HEADER_LEN:
+        return None
+    return int.from_bytes(frame[:8], "big"), frame[8], frame[REPLY_HEADER_LEN:]
+
+
+def valid_urn(urn: str) -> bool:
+    """Whether ``urn`` can name an actor: 1 to 256 bytes, no whitespace or control
+    characters (as ``conclib_core::validate_urn``)."""
+    n = len(urn.encode("utf-8", "surrogatepass"))
+    if n == 0 or n > MAX_URN_LEN:
+        return False
+    return not any(c.isspace() or not c.isprintable() for c in urn)
+
+
+def check_name(what: str, name: str) -> str | None:
+    """Why ``name`` cannot be a namespace or system id (``None`` if it can): 1 to 128 bytes,
+    no whitespace, control characters or braces."""
+    if not name or len(name.encode()) > 128:
+        return f"the {what} must be 1 to 128 bytes long, got {name!r}"
+    for c in name:
+        if c.isspace() or not c.isprintable() or c in "{}":
+            return f"the {what} {name!r} contains {c!r}: no whitespace, control characters or braces"
+    return None
+
+
+def ttl_ms(seconds: float) -> int:
+    """A ``ttl`` field: milliseconds, rounded up, clamped to 1..4294967295."""
+    if seconds != seconds:  # NaN
+        return 1
+    return max(1, min(MAX_TTL_MS, math.ceil(seconds * 1000)))
+
+
+def request_fields(
+    *,
+    request_id: int,
+    urn: str,
+    message: str,
+    ttl: int,
+    reply: str | None,
+    priority_high: bool,
+    traceparent: str | None,
+    codec: str,
+    body: bytes,
+) -> list[bytes | str | int]:
+    """The field/value list of one request entry, in the Rust client's order."""
+    fields: list[bytes | str | int] = [
+        "v", PROTOCOL_VERSION,
+        "id", str(request_id),
+        "urn", urn,
+        "msg", message,
+        "ttl", str(ttl),
+    ]
+    if reply is not None:
+        fields += ["reply", reply]
+    if priority_high:
+        fields += ["prio", "high"]
+    if traceparent:
+        fields += ["tp", traceparent]
+    fields += ["codec", codec, "body", body]
+    return fields

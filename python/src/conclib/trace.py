@@ -1,0 +1,52 @@
+"""W3C ``traceparent`` for the request field ``tp``.
+
+With ``opentelemetry-api`` importable and a valid current span, the request continues that
+span's trace: the Rust handler's span records its trace id and, as its parent, the current
+span's id. Otherwise every request starts a new trace (random ids, sampled).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+__all__ = ["current_traceparent", "new_traceparent", "valid_traceparent"]
+
+_PATTERN = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+_trace: Any
+try:  # Optional: continue the current OpenTelemetry span.
+    from opentelemetry import trace as _trace
+except ImportError:  # pragma: no cover - depends on the environment
+    _trace = None
+
+
+def _nonzero_hex(n: int) -> str:
+    while True:
+        b = os.urandom(n)
+        if any(b):
+            return b.hex()
+
+
+def new_traceparent() -> str:
+    """A traceparent of a new, sampled trace."""
+    return f"00-{_nonzero_hex(16)}-{_nonzero_hex(8)}-01"
+
+
+def valid_traceparent(value: str) -> bool:
+    """Whether ``value`` is a version-00 traceparent with non-zero ids."""
+    m = _PATTERN.match(value)
+    return bool(m) and set(m.group(1)) != {"0"} and set(m.group(2)) != {"0"}  # type: ignore[union-attr]
+
+
+def current_traceparent() -> str:
+    """The current OpenTelemetry span's traceparent if there is one, else a new trace's."""
+    if _trace is not None:
+        try:
+            ctx = _trace.get_current_span().get_span_context()
+            if ctx.is_valid:
+                return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+        except Exception:  # a broken SDK must not break asks
+            pass
+    return new_traceparent()

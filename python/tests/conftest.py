@@ -1,0 +1,220 @@
+"""Fixtures: a real redis-server on a free port and the real Rust serving process.
+
+Every process started here is killed by its PID at the end (also when a test fails), and
+every wait has a deadline. The Rust server (``conclib-pyserver``) is built by
+``run_tests.sh``; if its binary is missing it is built here (``cargo build -p
+conclib-pyserver``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON_DIR = ROOT / "python"
+T = TypeVar("T")
+
+
+def target_dir() -> Path:
+    return Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+
+
+def server_binary() -> Path:
+    """The Rust test server's binary, built if missing."""
+    explicit = os.environ.get("CONCLIB_PYSERVER")
+    if explicit:
+        return Path(explicit)
+    path = target_dir() / "debug" / "conclib-pyserver"
+    if not path.exists():
+        subprocess.run(["cargo", "build", "-q", "-p", "conclib-pyserver"], cwd=ROOT, check=True, timeout=1800)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(cond: Callable[[], bool], timeout: float, what: str, every: float = 0.01) -> None:
+    """Polls ``cond`` (for states only observable by polling: a port accepting connections)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+class RedisServer:
+    """One ``redis-server`` without persistence; ``kill()`` and ``start()`` it at will."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="conclib-py-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        assert self.port != 6379
+        binary = os.environ.get("CONCLIB_REDIS_SERVER", "redis-server")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_until(self.ping, 10, f"redis-server on port {self.port}")
+
+    def ping(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"redis-server exited with {self.proc.returncode}: {self.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL, and wait for it: its data is gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_tail(self) -> str:
+        try:
+            return Path(self.dir, "redis.log").read_text()[-2000:]
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RustServer:
+    """The ``conclib-pyserver`` process, serving a namespace on a Redis."""
+
+    def __init__(self, url: str, namespace: str, system: str | None = None) -> None:
+        self.url = url
+        self.namespace = namespace
+        args = [str(server_binary()), "--redis", url, "--namespace", namespace]
+        if system:
+            args += ["--system", system]
+        self.log = tempfile.NamedTemporaryFile(prefix="conclib-pyserver-", suffix=".log", delete=False)
+        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env)
+        self._wait_ready(60)
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        buf = b""
+        try:
+            while b"READY\n" not in buf:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    self.stop()
+                    raise AssertionError(f"conclib-pyserver did not print READY in {timeout} s: {self.stderr()}")
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    self.stop()
+                    raise AssertionError(f"conclib-pyserver exited before READY: {self.stderr()}")
+                buf += chunk
+        finally:
+            sel.close()
+
+    def stderr(self) -> str:
+        try:
+            return Path(self.log.name).read_text()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 10 s; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        return self.proc.returncode
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def namespace() -> str:
+    return f"py{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
+def rust_server(redis_server: RedisServer, namespace: str) -> Iterator[RustServer]:
+    server = RustServer(redis_server.url, namespace)
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def url(redis_server: RedisServer, rust_server: RustServer) -> str:
+    """The URL of the shared Redis, with the Rust server serving ``namespace`` on it."""
+    return redis_server.url
+
+
+@pytest.fixture()
+def fresh_ns() -> str:
+    """A namespace no server serves."""
+    return f"empty-{uuid.uuid4().hex[:8]}"
+
+
+def run(coro: Awaitable[T], timeout: float = 60) -> T:
+    """Runs a coroutine in a new event loop, bounded."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+@pytest.fixture()
+def raw_redis(redis_server: RedisServer) -> Iterator[Any]:
+    """A plain blocking redis-py client of the shared Redis (an operator, or a hostile client)."""
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=redis_server.port, socket_timeout=10)
+    yield r
+    r.close()
