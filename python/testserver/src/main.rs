@@ -177,7 +177,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    match runtime.block_on(serve(args)) {
+    let served = runtime.block_on(serve(args));
+    // The task reading standard input sits in a blocking read: do not wait for it.
+    runtime.shutdown_background();
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("conclib-pyserver: {e}");

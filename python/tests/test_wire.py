@@ -1,0 +1,224 @@
+"""The client's side of the wire, checked against a fake system played by the test: the
+request entries it writes, trace context, re-routing after ``NotOwner``, and hostile or
+garbage reply frames (typed errors, never a hang)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import msgpack
+import pytest
+
+import conclib
+from conclib.protocol import encode_reply
+from conclib.trace import valid_traceparent
+from conftest import run
+
+
+class FakeSystem:
+    """A system id with a request stream and URNs, answered by hand (no proxy)."""
+
+    def __init__(self, raw: Any, namespace: str, system: str, urns: list[str]) -> None:
+        self.raw = raw
+        self.ns = namespace
+        self.system = system
+        self.key = f"{namespace}:sys:{system}:req"
+        raw.xgroup_create(self.key, "fake", id="$", mkstream=True)
+        for urn in urns:
+            raw.set(f"{namespace}:urn:{urn}", system, px=60_000)
+
+    def next_request(self, timeout: float = 5) -> dict[str, bytes]:
+        answer = self.raw.xreadgroup("fake", "fake", {self.key: ">"}, count=1, block=int(timeout * 1000))
+        assert answer, f"no request reached {self.key} within {timeout} s"
+        [(_, [(_, fields)])] = answer
+        return {k.decode(): v for k, v in fields.items()}
+
+    def reply(self, request: dict[str, bytes], status: int, payload: bytes) -> None:
+        self.raw.rpush(request["reply"], encode_reply(int(request["id"]), status, payload))
+
+
+def namespace_() -> str:
+    return f"wire-{uuid.uuid4().hex[:8]}"
+
+
+def test_request_entries_follow_the_protocol(raw_redis: Any, redis_server: Any) -> None:
+    ns = namespace_()
+    fake = FakeSystem(raw_redis, ns, "fake", ["svc"])
+
+    async def main() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            ask = asyncio.create_task(client.ask("svc", "Add", {"n": 5}, timeout=3, priority="high"))
+            request = await asyncio.to_thread(fake.next_request)
+            assert set(request) == {"v", "id", "urn", "msg", "ttl", "reply", "prio", "tp", "codec", "body"}
+            assert request["v"] == b"1"
+            assert request["urn"] == b"svc" and request["msg"] == b"Add"
+            assert request["codec"] == b"msgpack" and request["prio"] == b"high"
+            assert msgpack.unpackb(request["body"]) == {"n": 5}
+            assert 2000 < int(request["ttl"]) <= 3000
+            assert request["reply"].decode() == client.reply_key
+            assert request["reply"].startswith(f"{ns}:reply:".encode())
+            assert int(request["id"]) > 0
+            tp = request["tp"].decode()
+            assert valid_traceparent(tp)
+            fake.reply(request, 0, msgpack.packb(6))
+            assert await ask == 6
+
+            # A tell: no reply field, id 0, the tell TTL; returns once Redis holds it.
+            await client.tell("svc", "Record", 7)
+            told = await asyncio.to_thread(fake.next_request)
+            assert "reply" not in told and "prio" not in told
+            assert told["id"] == b"0" and told["ttl"] == b"60000"
+            assert msgpack.unpackb(told["body"]) == 7
+
+    run(main())
+
+
+def test_traceparent_continues_the_current_opentelemetry_span(raw_redis: Any, redis_server: Any) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    ns = namespace_()
+    fake = FakeSystem(raw_redis, ns, "fake", ["svc"])
+    trace_id, span_id = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+    span = NonRecordingSpan(SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1)))
+
+    async def main() -> list[str]:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            with trace.use_span(span):
+                await client.tell("svc", "Record", 1)
+            await client.tell("svc", "Record", 2)
+            explicit = "00-11111111111111111111111111111111-2222222222222222-00"
+            await client.tell("svc", "Record", 3, traceparent=explicit)
+            return [(await asyncio.to_thread(fake.next_request))["tp"].decode() for _ in range(3)]
+
+    inside, outside, explicit = run(main())
+    assert inside == "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert outside.split("-")[1] != "0af7651916cd43dd8448eb211c80319c"
+    assert explicit == "00-11111111111111111111111111111111-2222222222222222-00"
+
+
+def test_not_owner_resolves_again_and_resends_once(raw_redis: Any, redis_server: Any) -> None:
+    ns = namespace_()
+    old = FakeSystem(raw_redis, ns, "old", ["svc"])
+    new = FakeSystem(raw_redis, ns, "new", [])
+
+    async def main() -> Any:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+            first = await asyncio.to_thread(old.next_request)
+            # The URN moved to "new" meanwhile: the old owner answers NotOwner.
+            raw_redis.set(f"{ns}:urn:svc", "new", px=60_000)
+            old.reply(first, 10, b"URN svc is served by system new")
+            second = await asyncio.to_thread(new.next_request)
+            assert second["id"] != first["id"]
+            new.reply(second, 0, msgpack.packb("hi"))
+            return await ask
+
+    assert run(main()) == "hi"
+
+
+def test_hostile_reply_frames_give_typed_errors_and_no_hang(raw_redis: Any, redis_server: Any) -> None:
+    ns = namespace_()
+    fake = FakeSystem(raw_redis, ns, "fake", ["svc"])
+
+    async def main() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            # Garbage pushed to the reply list: short frames, unknown ids, non-frames. The
+            # reader drops them and goes on.
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+            request = await asyncio.to_thread(fake.next_request)
+            reply_key = request["reply"]
+            raw_redis.rpush(reply_key, b"", b"\x01", b"short", encode_reply(999_999, 0, b"\xc0"), b"x" * 100)
+            # An unknown status for the waiting ask: ProtocolError.
+            fake.reply(request, 99, b"")
+            with pytest.raises(conclib.ProtocolError):
+                await ask
+
+            # An Ok frame whose payload is not MessagePack: CodecError.
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+            request = await asyncio.to_thread(fake.next_request)
+            fake.reply(request, 0, b"\xc1")
+            with pytest.raises(conclib.CodecError):
+                await ask
+            # Trailing bytes are refused too.
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+            request = await asyncio.to_thread(fake.next_request)
+            fake.reply(request, 0, b"\x01\x02")
+            with pytest.raises(conclib.CodecError):
+                await ask
+            # A handler error that is not MessagePack: CodecError.
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+            request = await asyncio.to_thread(fake.next_request)
+            fake.reply(request, 1, b"\xc1")
+            with pytest.raises(conclib.CodecError):
+                await ask
+
+            # Someone replaces the reply list with a string: the waiting ask fails at once
+            # (its answer can never come), the client takes the key back and goes on.
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=30))
+            request = await asyncio.to_thread(fake.next_request)
+            started = time.monotonic()
+            raw_redis.set(reply_key, "not a list")
+            with pytest.raises(conclib.ProtocolError):
+                await ask
+            assert time.monotonic() - started < 5
+
+            # Every other status maps to its error.
+            expected = {
+                2: conclib.UnknownUrn, 3: conclib.NotExposed, 4: conclib.Panicked, 5: conclib.Timeout,
+                6: conclib.ActorStopped, 7: conclib.NoResponse, 8: conclib.BadRequest, 9: conclib.CodecError,
+                11: conclib.TooLarge, 12: conclib.MailboxFull,
+            }
+            for status, error in expected.items():
+                ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+                request = await asyncio.to_thread(fake.next_request)
+                fake.reply(request, status, b"detail")
+                with pytest.raises(error):
+                    await ask
+            # And the client still works.
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+            request = await asyncio.to_thread(fake.next_request)
+            fake.reply(request, 0, msgpack.packb("still here"))
+            assert await ask == "still here"
+
+    run(main())
+
+
+def test_an_unanswered_ask_times_out_and_a_late_reply_is_dropped(raw_redis: Any, redis_server: Any) -> None:
+    ns = namespace_()
+    fake = FakeSystem(raw_redis, ns, "fake", ["svc"])
+
+    async def main() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            started = time.monotonic()
+            with pytest.raises(conclib.Timeout) as e:
+                await client.ask("svc", "Hello", timeout=0.3)
+            took = time.monotonic() - started
+            assert 0.29 <= took < 1.5, took
+            assert isinstance(e.value, TimeoutError)
+            late = await asyncio.to_thread(fake.next_request)
+            fake.reply(late, 0, msgpack.packb("late"))
+            # The late reply is discarded; the next ask gets its own answer.
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+            request = await asyncio.to_thread(fake.next_request)
+            fake.reply(request, 0, msgpack.packb("mine"))
+            assert await ask == "mine"
+
+    run(main())
+
+
+def test_a_stream_gone_means_unknown_urn(raw_redis: Any, redis_server: Any) -> None:
+    ns = namespace_()
+    raw_redis.set(f"{ns}:urn:svc", "vanished", px=60_000)
+
+    async def main() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            with pytest.raises(conclib.UnknownUrn):
+                await client.ask("svc", "Hello", timeout=2)
+            with pytest.raises(conclib.UnknownUrn):
+                await client.tell("svc", "Hello")
+
+    run(main())
