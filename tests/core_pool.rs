@@ -146,6 +146,38 @@ async fn least_loaded_avoids_a_busy_member() {
     assert_eq!(promptly(queued).await.unwrap().unwrap(), busy.id());
 }
 
+/// Many senders routing at the same moment (on two worker threads) each see what the others
+/// routed: a burst of asks to held members splits evenly, asks and tells alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_loaded_counts_what_concurrent_senders_routed() {
+    let (_system, pool) = pool_of(2, Routing::LeastLoaded).await;
+    let members = pool.members();
+    let gates = [hold(&members[0]).await, hold(&members[1]).await];
+    let asks: Vec<_> = (0..40)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.ask(Who).timeout(Duration::from_secs(60)).await })
+        })
+        .collect();
+    let queued = || members.iter().map(|m| m.mailbox_len()).collect::<Vec<_>>();
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while queued().iter().sum::<usize>() < 40 {
+        assert!(std::time::Instant::now() < give_up, "queued {:?}", queued());
+        tokio::task::yield_now().await;
+    }
+    let split = queued();
+    assert!(split[0].abs_diff(split[1]) <= 2, "uneven split {split:?}");
+    for stats in pool.stats().members {
+        assert_eq!(stats.load(), stats.queued.max(stats.in_flight));
+    }
+    for gate in &gates {
+        gate.notify_one();
+    }
+    for ask in asks {
+        promptly(ask).await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_key_always_reaches_the_same_member() {
     let (_system, pool) = pool_of(4, Routing::KeyHash).await;

@@ -51,6 +51,13 @@ pub trait Actor: Sized + Send + 'static {
     /// The mailbox used when the spawn builder sets none.
     const MAILBOX: MailboxConfig = MailboxConfig::Bounded(crate::mailbox::DEFAULT_MAILBOX_CAPACITY);
 
+    /// Whether the actor hands its requests on and is answered later (a process actor's
+    /// relay): then an ask it took keeps its place in the mailbox until answered, so the
+    /// mailbox's bound counts what it handed on and is not done yet. Support for
+    /// `conclib-process`; leave it `false`.
+    #[doc(hidden)]
+    const HANDS_ON: bool = false;
+
     /// The messages other processes may send this actor through a proxy (see
     /// [`RemoteMessage`]). Empty by default: nothing is exposed unless listed.
     const REMOTE: &'static [RemoteMessage] = &[];

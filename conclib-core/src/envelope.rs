@@ -74,6 +74,15 @@ pub(crate) struct VTable<A: Actor> {
     trace: unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>,
     /// Drops the payload unhandled, answering an ask `MailboxFull` (evicted to make room).
     reject: unsafe fn(*mut Inline),
+    /// Keeps `guard` until the ask inside is answered; gives it back for anything else.
+    keep: unsafe fn(*const Inline, Kept) -> Option<Kept>,
+}
+
+/// Something kept alive until an ask is answered (see [`Envelope::keep_until_answered`]).
+pub(crate) type Kept = Box<dyn std::any::Any + Send>;
+
+unsafe fn keep_nothing(_: *const Inline, guard: Kept) -> Option<Kept> {
+    Some(guard)
 }
 
 /// Whether a `T` fits in an envelope's inline storage.
@@ -119,6 +128,7 @@ impl<A: Handler<M>, M: Message> TypedVTable<A, M> {
         name: typed_name::<M>,
         trace: no_trace,
         reject: reject_typed::<M>,
+        keep: keep_nothing,
     };
 }
 
@@ -206,6 +216,13 @@ impl<A: Actor> Envelope<A> {
         self.sent
     }
 
+    /// Keeps `guard` until the ask inside is answered (a dynamic ask: its answer may come
+    /// long after its handler returned, from a relay); gives it back for anything else.
+    pub(crate) fn keep_until_answered(&self, guard: Kept) -> Option<Kept> {
+        // SAFETY: the envelope still owns its payload.
+        unsafe { (self.vtable.keep)(&raw const self.data, guard) }
+    }
+
     /// Drops the message unhandled to make room for another: an ask fails with
     /// `MailboxFull`, a tell is dropped.
     pub(crate) fn reject(self) {
@@ -256,6 +273,7 @@ impl<A: Actor> VTable<A> {
         name: unsafe fn(*const Inline) -> &'static str,
         trace: unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>,
         reject: unsafe fn(*mut Inline),
+        keep: unsafe fn(*const Inline, Kept) -> Option<Kept>,
     ) -> Self {
         VTable {
             handle,
@@ -263,6 +281,7 @@ impl<A: Actor> VTable<A> {
             name,
             trace,
             reject,
+            keep,
         }
     }
 }

@@ -30,8 +30,9 @@ pub(crate) struct ReplyCell(
     Mutex<Option<Reply>>,
     /// The handler's error, when it answered with one (for the actor's statistics).
     OnceLock<String>,
-    /// Kept until the answer is sent (a pool's count of the asks in flight at a member).
-    Mutex<Option<Box<dyn std::any::Any + Send>>>,
+    /// Kept until the answer is sent (a pool's count of the asks in flight at a member, a
+    /// relay's place in its mailbox).
+    Mutex<Vec<crate::envelope::Kept>>,
 );
 
 /// Who waits for the answer: an asker's future, or a function called with it.
@@ -50,7 +51,7 @@ impl ReplyCell {
         Arc::new(ReplyCell(
             Mutex::new(Some(reply)),
             OnceLock::new(),
-            Mutex::new(None),
+            Mutex::new(Vec::new()),
         ))
     }
 
@@ -77,7 +78,9 @@ impl ReplyCell {
             Some(Reply::Callback(answer, _)) => answer(result),
             None => {}
         }
-        drop(self.2.lock().unwrap_or_else(|e| e.into_inner()).take());
+        drop(std::mem::take(
+            &mut *self.2.lock().unwrap_or_else(|e| e.into_inner()),
+        ));
     }
 
     /// The asker gives up: nothing is called, and the request is not started if it has not
@@ -193,11 +196,31 @@ impl RequestEnvelope {
         self.type_id == TypeId::of::<M>()
     }
 
-    /// Keeps `guard` until the request is answered (or given up, or dropped); replaces the
-    /// one kept before. Nothing is kept for a tell nobody waits for.
-    pub(crate) fn keep_until_answered(&self, guard: Option<Box<dyn std::any::Any + Send>>) {
+    /// Keeps `guard` until the request is answered (or given up, or dropped), beside what
+    /// was kept before. Gives it back for a tell nobody waits for.
+    pub(crate) fn keep_until_answered(
+        &self,
+        guard: crate::envelope::Kept,
+    ) -> Option<crate::envelope::Kept> {
+        match &self.reply {
+            Some(reply) if !self.acked_tell => {
+                reply
+                    .2
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(guard);
+                None
+            }
+            _ => Some(guard),
+        }
+    }
+
+    /// Drops what [`keep_until_answered`](Self::keep_until_answered) kept.
+    pub(crate) fn drop_kept(&self) {
         if let Some(reply) = &self.reply {
-            *reply.2.lock().unwrap_or_else(|e| e.into_inner()) = guard;
+            drop(std::mem::take(
+                &mut *reply.2.lock().unwrap_or_else(|e| e.into_inner()),
+            ));
         }
     }
 
@@ -430,7 +453,16 @@ impl<A: Actor> RequestVTable<A> {
         request_name,
         request_trace,
         reject_request,
+        keep_request,
     );
+}
+
+unsafe fn keep_request(
+    data: *const Inline,
+    guard: crate::envelope::Kept,
+) -> Option<crate::envelope::Kept> {
+    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
+    unsafe { payload_ref::<RequestEnvelope>(data) }.keep_until_answered(guard)
 }
 
 unsafe fn reject_request(data: *mut Inline) {

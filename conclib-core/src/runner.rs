@@ -70,8 +70,15 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
         let next = poll_fn(|cx| cell.mailbox.poll_next(&mut batch, cx)).await;
         let panic = match next {
             Next::Message(env) => {
-                // The capacity counts queued messages: this one leaves the queue now.
-                cell.mailbox.capacity.unreserve();
+                // The capacity counts queued messages: this one leaves the queue now — or, at
+                // an actor that hands its asks on, when it is answered.
+                if A::HANDS_ON {
+                    // Kept until answered; anything else (a tell) gives the place back now,
+                    // as the guard drops.
+                    drop(env.keep_until_answered(Box::new(Place(cell.clone()))));
+                } else {
+                    cell.mailbox.capacity.unreserve();
+                }
                 // What the handler asks of other processes continues the message's trace.
                 let trace = env.trace();
                 let (span, measure) = start_message(&env, trace, &mut metrics, &cell.core);
@@ -353,5 +360,15 @@ mod tests {
             std::mem::size_of_val(&fut),
             std::mem::size_of::<crate::cell::ActorCell<Idle>>()
         );
+    }
+}
+
+/// A place in an actor's mailbox held by an ask it handed on ([`Actor::HANDS_ON`]): given back
+/// when the ask is answered (or dropped).
+struct Place<A: Actor>(Arc<crate::cell::ActorCell<A>>);
+
+impl<A: Actor> Drop for Place<A> {
+    fn drop(&mut self) {
+        self.0.mailbox.capacity.unreserve();
     }
 }

@@ -81,6 +81,11 @@ impl Message for Ended {
 
 impl<A: Actor> Actor for ProcessActor<A> {
     const REMOTE: &'static [RemoteMessage] = A::REMOTE;
+    // The process's actor's bound: an ask relayed to the process keeps its place in this
+    // mailbox until answered, so the bound counts what waits in the process too (a pool of
+    // process actors rejects, waits or drops by it, and least-loaded routing sees it).
+    const MAILBOX: conclib_core::MailboxConfig = A::MAILBOX;
+    const HANDS_ON: bool = true;
 
     async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
         let mut spec = self

@@ -47,7 +47,97 @@ fn main() {
             "a_pool_of_process_actors_routes_replaces_and_resizes",
             || Box::pin(pool_of_processes()),
         ),
+        (
+            "least_loaded_spreads_a_burst_of_equal_jobs_evenly_over_process_members",
+            || Box::pin(least_loaded_burst()),
+        ),
+        (
+            "a_process_members_bound_counts_the_asks_its_process_holds",
+            || Box::pin(process_member_bound()),
+        ),
     ]);
+}
+
+/// 40 equal jobs sent at once to a least-loaded pool of 2 process actors: each member gets
+/// half (the load a sender reads counts what was routed to a member and not answered yet).
+async fn least_loaded_burst() {
+    let system = ActorSystem::new("least-loaded");
+    let pool = ProcessPool::new(
+        system
+            .pool(|| conclib_process::build(Worker { total: 0 }).into_actor())
+            .size(2)
+            .routing(Routing::LeastLoaded)
+            .spawn()
+            .await
+            .unwrap(),
+    );
+    for round in 0..3 {
+        let jobs: Vec<_> = (0..40)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.ask(BurnThenPid(20))
+                        .timeout(Duration::from_secs(60))
+                        .await
+                })
+            })
+            .collect();
+        let mut per_pid = std::collections::HashMap::<u32, usize>::new();
+        for job in jobs {
+            *per_pid.entry(job.await.unwrap().unwrap()).or_default() += 1;
+        }
+        let counts: Vec<usize> = per_pid.values().copied().collect();
+        assert_eq!(counts.len(), 2, "round {round}: {per_pid:?}");
+        assert!(
+            counts[0].abs_diff(counts[1]) <= 4,
+            "round {round}: uneven split {per_pid:?}"
+        );
+    }
+    // Nothing left in flight.
+    assert!(pool.pool().stats().members.iter().all(|m| m.load() == 0));
+    pool.pool().kill();
+    pool.pool().wait_for_stop().await;
+}
+
+/// A pool of one process actor with a bound of 4 and `WhenFull::Reject`: of 50 concurrent
+/// slow asks, exactly 4 are taken (they wait in the process), the rest fail `MailboxFull`.
+async fn process_member_bound() {
+    let system = ActorSystem::new("bound");
+    let pool = system
+        .pool(|| conclib_process::build(Worker { total: 0 }).into_actor())
+        .size(1)
+        .member_mailbox(conclib::MailboxConfig::Bounded(4))
+        .when_full(conclib::WhenFull::Reject)
+        .spawn()
+        .await
+        .unwrap();
+    let pool_ref = pool.to_dyn();
+    let asks: Vec<_> = (0..50)
+        .map(|_| {
+            let pool_ref = pool_ref.clone();
+            tokio::spawn(async move {
+                pool_ref
+                    .ask(SleepMs(1_500))
+                    .timeout(Duration::from_secs(60))
+                    .await
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    let mut full = 0;
+    for ask in asks {
+        match ask.await.unwrap() {
+            Ok(1_500) => answered += 1,
+            Err(conclib::AskError::MailboxFull) => full += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((answered, full), (4, 46));
+    // Once answered, the places are free again.
+    assert_eq!(pool.members()[0].mailbox_len(), 0);
+    assert_eq!(pool_ref.ask(Add(1)).await, Ok(1));
+    pool.kill();
+    pool.wait_for_stop().await;
 }
 
 /// Waits (at most 10 s) for `cond`, checking every 5 ms: for states seen only by polling.

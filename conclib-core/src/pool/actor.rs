@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{InFlight, Member, Shared, SharedFactory, make, make_room};
+use super::{Member, Shared, SharedFactory, make, make_room};
 use crate::actor::Actor;
 use crate::cell::ActorCell;
 use crate::context::Context;
@@ -173,7 +173,7 @@ impl<A: Actor> Actor for PoolActor<A> {
         let key = Self::request_key(&request);
         let mut request = request;
         loop {
-            let Ok(member) = self.shared.route(key) else {
+            let Ok((member, routed)) = self.shared.route(key) else {
                 request.fail(AskError::ActorStopped);
                 return;
             };
@@ -190,12 +190,13 @@ impl<A: Actor> Actor for PoolActor<A> {
                 let priority = request.priority();
                 // Counted in the member's load until answered: what least-loaded routing
                 // sees of a member that hands its work on at once (a process actor's relay).
-                request.keep_until_answered(Some(Box::new(InFlight::enter(&member.in_flight))));
+                // A tell gives the guard back: it counts until queued (then `queued` does).
+                let _tell = request.keep_until_answered(Box::new(routed));
                 match crate::cell::ErasedCell::push_request(cell, request, priority) {
                     Ok(()) => return,
                     Err(back) => {
                         request = back;
-                        request.keep_until_answered(None);
+                        request.drop_kept();
                     }
                 }
             }

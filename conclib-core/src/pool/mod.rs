@@ -33,7 +33,10 @@ pub enum Routing {
     /// Each member in turn.
     #[default]
     RoundRobin,
-    /// The member with the fewest messages queued plus asks in flight through the pool.
+    /// The member with the smallest [`MemberLoad::load`]: what is queued at it, or what
+    /// was sent to it through the pool and is not done yet, whichever is larger. A message
+    /// counts from the moment it is routed, so senders routing at once spread their
+    /// messages.
     LeastLoaded,
     /// The member chosen by the message's key (hash modulo size); messages without a key go
     /// round-robin.
@@ -111,8 +114,20 @@ pub struct MemberLoad {
     pub id: ActorId,
     /// Messages queued in its mailbox.
     pub queued: usize,
-    /// Asks sent through the pool and not yet answered.
+    /// Messages sent through the pool and not yet done with: asks until answered, tells
+    /// until queued.
     pub in_flight: usize,
+}
+
+impl MemberLoad {
+    /// The load least-loaded routing compares: the larger of the two counts, as each
+    /// counts what the other may not have seen yet (an ask queued at a member is in both;
+    /// a tell only in `queued`; an ask routed but not queued yet, or handed on to a process
+    /// and not answered, only in `in_flight`).
+    #[must_use]
+    pub fn load(&self) -> usize {
+        self.queued.max(self.in_flight)
+    }
 }
 
 /// A pool's state at one moment.
@@ -173,7 +188,9 @@ impl<A: Actor> Shared<A> {
             .clone()
     }
 
-    fn route(&self, key: Option<u64>) -> Result<Member<A>, RouteError> {
+    /// Picks a member and counts the message in its load at once (the returned guard), so
+    /// that senders routing at the same moment see it.
+    fn route(&self, key: Option<u64>) -> Result<(Member<A>, InFlight), RouteError> {
         let members = self.snapshot();
         if members.is_empty() {
             return Err(RouteError::Empty);
@@ -188,10 +205,7 @@ impl<A: Actor> Shared<A> {
                 let start = round_robin();
                 (0..n)
                     .map(|i| (start + i) % n)
-                    .min_by_key(|&i| {
-                        let load = members[i].load();
-                        load.queued + load.in_flight
-                    })
+                    .min_by_key(|&i| members[i].load().load())
                     .expect("non-empty")
             }
             Routing::Custom(pick) => {
@@ -199,7 +213,9 @@ impl<A: Actor> Shared<A> {
                 pick(key, &loads) % n
             }
         };
-        Ok(members[index].clone())
+        let member = members[index].clone();
+        let routed = InFlight::enter(&member.in_flight);
+        Ok((member, routed))
     }
 
     fn replace_members(&self, f: impl FnOnce(&mut Vec<Member<A>>)) {
@@ -268,7 +284,7 @@ fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
 ///
 /// # Semantics
 /// - **Routing** ([`Routing`]) picks one member per message: round-robin, least loaded
-///   (fewest queued plus asks in flight through the pool), by key hash (the key given with
+///   ([`MemberLoad::load`]: queued, or routed and not done yet), by key hash (the key given with
 ///   [`PoolAsk::key`], or [`Message::routing_key`]), or a function of yours. Messages sent
 ///   through the pool's URN or [`Pool::to_dyn`] are routed the same way (a keyed message
 ///   must be listed in [`Actor::REMOTE`] for its key to be found there).
@@ -276,7 +292,10 @@ fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
 ///   When the chosen member is full, [`WhenFull::Wait`] waits for room (within the ask's
 ///   timeout), [`WhenFull::Reject`] fails at once with `MailboxFull`, and
 ///   [`WhenFull::DropOldest`] drops the member's oldest waiting message (its ask fails with
-///   `MailboxFull`) to queue the new one. An ask whose asker
+///   `MailboxFull`) to queue the new one. A member in a process of its own counts the asks
+///   it handed to its process and that are not answered yet in its mailbox: its bound caps
+///   what waits in the process, queued or being handled (a local member's caps what is
+///   queued, besides the one it handles). An ask whose asker
 ///   gave up while it was queued is never handed to the member's handler (the core's rule).
 /// - **Replacement.** Members restart in place after a panic under the pool's
 ///   [`RestartLimit`]; a member that stops anyway (restart limit, killed) is replaced by a
@@ -466,7 +485,7 @@ impl<A: Actor> Pool<A> {
     {
         let mut attempts = 0u32;
         loop {
-            let Ok(member) = self.shared.route(key) else {
+            let Ok((member, routed)) = self.shared.route(key) else {
                 return Err(SendError::ActorStopped(msg));
             };
             let cell: &ActorCell<A> = &member.actor.cell;
@@ -478,9 +497,8 @@ impl<A: Actor> Pool<A> {
             if reserved {
                 if ask {
                     let (tx, rx) = oneshot::channel();
-                    let guard = InFlight::enter(&member.in_flight);
                     match cell.push(msg, Some(tx), priority) {
-                        Ok(()) => return Ok(Some(Pending { rx, _guard: guard })),
+                        Ok(()) => return Ok(Some(Pending { rx, _guard: routed })),
                         Err(m) => msg = m,
                     }
                 } else {

@@ -62,6 +62,12 @@ pub struct CorruptLink;
 #[derive(Serialize, Deserialize)]
 pub struct Burn(pub u64);
 
+/// Keeps the CPU busy for this many milliseconds, then answers the process's id (which
+/// member of a pool ran it).
+#[message(response = u32)]
+#[derive(Serialize, Deserialize)]
+pub struct BurnThenPid(pub u64);
+
 /// Answers the length of what it carries (a string: encoded in one copy, even unoptimized).
 #[message(response = u64)]
 #[derive(Serialize, Deserialize)]
@@ -201,6 +207,12 @@ impl Worker {
             std::hint::spin_loop();
         }
         ms
+    }
+
+    #[handle(remote)]
+    pub fn burn_then_pid(&mut self, BurnThenPid(ms): BurnThenPid) -> u32 {
+        self.burn(Burn(ms));
+        std::process::id()
     }
 
     #[handle(remote)]
