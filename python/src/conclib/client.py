@@ -299,9 +299,16 @@ class _Session:
         await asyncio.sleep(wait)
 
     async def redis_restarted_within(self, window: float, deadline: float) -> bool:
-        try:
-            info = await self.command(deadline, "INFO", "server")
-        except ConclibError:
+        info = None
+        for _ in range(3):  # a pooled connection may still be the one the restart broke
+            try:
+                info = await self.command(deadline, "INFO", "server")
+                break
+            except Unavailable:
+                continue
+            except ConclibError:
+                return False
+        if info is None:
             return False
         run_id, uptime = _server_fields(info)
         return run_id is not None and run_id != self.run_id and uptime is not None and uptime < window + 1
