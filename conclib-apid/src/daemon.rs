@@ -149,6 +149,20 @@ pub async fn start_api(config: ApiConfig) -> Result<ApiDaemon, ApiError> {
     }
     // Its own process group (the whole tree is signalled at shutdown), killed if we die.
     conclib_core::process::bind_to_parent(command.as_std_mut(), true);
+    // Default dispositions for the signals that stop a server, whatever this process
+    // ignores: a process started in the background by a non-interactive shell (or under
+    // `nohup`) ignores SIGINT and SIGQUIT (or SIGHUP), and exec keeps what is ignored, so
+    // its server would survive a Ctrl-C or `kill -INT` meant for it.
+    // SAFETY: runs in the forked child before exec; `signal` is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.as_std_mut().pre_exec(|| {
+            for signal in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
     let spawn = move || {
         // The child's pipes and reaper belong to the caller's runtime.
         let _entered = runtime.enter();

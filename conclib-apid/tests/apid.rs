@@ -351,7 +351,14 @@ async fn shell_config_runs_a_script() {
 
 async fn wait_returns_the_exit_status() {
     let (config, port) = server("waited", &[]);
-    let mut daemon = start_api(config).await.unwrap();
+    // As when this process was started in the background by a non-interactive shell: it
+    // ignores SIGINT, which exec would pass on to the server (the cause of a flaky run).
+    // SAFETY: setting a disposition installs no handler; restored below.
+    let previous = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    let started = start_api(config).await;
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGINT, previous) };
+    let mut daemon = started.unwrap();
     // Someone else stops the server; `wait` reports how it ended.
     assert_eq!(get(port, "/healthz").await.0, 200);
     unsafe { libc::kill(daemon.pid() as libc::pid_t, libc::SIGINT) };
