@@ -44,6 +44,10 @@
 //!   `SIGKILL` if this process dies (`PR_SET_PDEATHSIG`); children are
 //!   forked from one long-lived internal thread so that the signal does not
 //!   fire when a short-lived runtime thread exits.
+//! - **Signals as by default**: the server starts with the default
+//!   dispositions of `SIGINT`, `SIGQUIT`, `SIGHUP` and `SIGTERM`, even when
+//!   this process ignores them (started in the background by a shell, or
+//!   under `nohup`), so a signal meant for the server stops it.
 //!
 //! # Requirements
 //!
