@@ -89,8 +89,18 @@
 //!   requests are trimmed from their stream; a request stream whose proxy is gone for good
 //!   expires; ownership keys are leases; a dropped [`ProxyClient`] closes its connections at
 //!   once.
-//! - **Reconnects.** Proxy and client reconnect by themselves after Redis restarts; asks
-//!   during an outage fail with [`ProxyError::Unavailable`] (or succeed) within their timeout.
+//! - **Reconnects.** Proxy and client reconnect by themselves after Redis restarts. While
+//!   the client knows Redis is down, an ask or tell fails [`ProxyError::Unavailable`] at once
+//!   (nothing is written later). An ask whose request Redis took and then lost in a restart
+//!   fails `Unavailable` as soon as the client has reconnected and seen the new Redis (a new
+//!   `run_id` in `INFO`), not at its deadline: the client takes a Redis to have started
+//!   empty unless `INFO` shows it loaded or appends to a persistence file, or is a replica
+//!   that took over (in a cluster, every ask pending when a node restarted empty fails).
+//!   After a restart that may have kept the data, the ask waits for its answer. An ask
+//!   that reaches its deadline while Redis is down, or after a connection to Redis was lost
+//!   during it, fails `Unavailable`, not `Timeout`. An ask failed this way may still have
+//!   been handled (a proxy that held the request answers into the new Redis). A tell
+//!   returns once Redis holds it: a restart without persistence loses it.
 //!   A live actor is not reported unknown because a restarted Redis lost its keys: while
 //!   Redis is younger than one lease, a client that knew the URN looks it up again until it
 //!   reappears or the ask's deadline passes (then `Unavailable`). (A client that never resolved the URN before the

@@ -1,11 +1,13 @@
-//! The client's I/O: requests written in batches per stream, replies read by one reader.
+//! The client's I/O: requests written in batches per stream, replies read by one reader,
+//! connections and Redis restarts watched.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{REPLY_BATCH, REPLY_BLOCK_SECS, Shared};
 use crate::conn::{self, keyed_at, owned, s};
@@ -18,8 +20,9 @@ pub(super) struct Outgoing {
     /// The body's size in bytes.
     pub(super) size: usize,
     pub(super) deadline: Instant,
-    /// Whether Redis took it: `UnknownUrn` when the stream does not exist.
-    pub(super) done: oneshot::Sender<Result<(), ProxyError>>,
+    /// Whether Redis took it (with the count of Redis losses read before the write, see
+    /// `Shared::taken`): `UnknownUrn` when the stream does not exist.
+    pub(super) done: oneshot::Sender<Result<u64, ProxyError>>,
 }
 
 /// The most requests appended by one command. Small enough that a burst leaves as several
@@ -69,9 +72,17 @@ pub(super) async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>)
     // Waited for until the last request's deadline and no less: a request that fred still
     // holds when its asker gives up must be expired by the time it could reach the proxy.
     let left = deadline.saturating_duration_since(Instant::now());
-    let client = shared
-        .connection()
-        .with_options(&Shared::command_options(left));
+    // Read before the write: a loss counted after this may have taken the requests.
+    let losses = shared.losses.load(Ordering::Acquire);
+    let client = match shared.connection() {
+        Ok(client) => client.with_options(&Shared::command_options(left)),
+        Err(down) => {
+            for request in batch {
+                let _ = request.done.send(Err(down.clone()));
+            }
+            return;
+        }
+    };
     let mut dones = Vec::with_capacity(batch.len());
     let written = if batch.len() == 1 {
         let Outgoing { fields, done, .. } = batch.into_iter().next().expect("one request");
@@ -105,7 +116,7 @@ pub(super) async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>)
         result.map(|appended| appended.as_i64() != Some(0))
     };
     let outcome = match written {
-        Ok(true) => Ok(()),
+        Ok(true) => Ok(losses),
         // The urn is filled in by each asker.
         Ok(false) => Err(ProxyError::UnknownUrn { urn: String::new() }),
         Err(e) => Err(redis_error(&e)),
@@ -186,6 +197,98 @@ pub(super) async fn read_replies(shared: Arc<Shared>, reader: Client) {
                 tracing::debug!(error = %e, "reading replies failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+/// Follows the events fred reports for one connection: marks its link (`Shared::links`; the
+/// reply reader has none) down when fred lost the connection and up when it reconnected,
+/// counts the loss in `disconnects`, and has `watch_restarts` identify the server of each
+/// reconnection.
+pub(super) async fn watch_link(
+    shared: Arc<Shared>,
+    link: Option<usize>,
+    mut errors: broadcast::Receiver<(fred::error::Error, Option<Server>)>,
+    mut reconnects: broadcast::Receiver<Server>,
+    checks: mpsc::UnboundedSender<Option<Server>>,
+) {
+    let mark = |up: bool| {
+        if let Some(link) = link {
+            shared.links[link].store(up, Ordering::Release);
+        }
+    };
+    loop {
+        tokio::select! {
+            // Fred reports a loss before the reconnection that follows it: when both wait,
+            // the loss goes first, so the link ends up up.
+            biased;
+            error = errors.recv() => match error {
+                // A connection lost (fred names its server; a failed reconnection attempt
+                // names none: nothing new).
+                Ok((_, Some(_))) => {
+                    mark(false);
+                    shared.disconnects.fetch_add(1, Ordering::AcqRel);
+                }
+                Ok((_, None)) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            server = reconnects.recv() => {
+                let server = match server {
+                    Ok(server) => Some(server),
+                    // Which server is unknown: all are looked at.
+                    Err(RecvError::Lagged(_)) => None,
+                    Err(RecvError::Closed) => return,
+                };
+                mark(true);
+                if checks.send(server).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Identifies the Redis server of each reconnection (`Shared::identified`): a Redis that
+/// restarted empty fails the asks whose requests it lost, at once.
+pub(super) async fn watch_restarts(
+    shared: Arc<Shared>,
+    mut checks: mpsc::UnboundedReceiver<Option<Server>>,
+) {
+    while let Some(first) = checks.recv().await {
+        // Reconnections come in bursts (each connection of the pool, the reader): one look
+        // per server. Outside a cluster there is one server, whatever its address.
+        let mut nodes = vec![first];
+        while let Ok(next) = checks.try_recv() {
+            nodes.push(next);
+        }
+        if !shared.clustered {
+            nodes = vec![None];
+        } else if nodes.contains(&None) {
+            nodes = shared
+                .run_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .keys()
+                .cloned()
+                .collect();
+        }
+        nodes.sort();
+        nodes.dedup();
+        for node in nodes {
+            // Right after fred's report the connection may not take commands yet: a few
+            // tries (a later reconnection brings another look anyway).
+            let mut pause = Duration::from_millis(20);
+            for _ in 0..5 {
+                if shared.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Some(id) = shared.identify(node.as_ref()).await {
+                    shared.identified(node.clone(), &id);
+                    break;
+                }
+                tokio::time::sleep(pause).await;
+                pause *= 2;
             }
         }
     }

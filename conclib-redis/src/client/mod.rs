@@ -6,14 +6,14 @@
 mod io;
 mod remote;
 
-use io::{Outgoing, close_reader, flush, read_replies};
+use io::{Outgoing, close_reader, flush, read_replies, watch_link, watch_restarts};
 pub use remote::{RemoteActor, RemoteAsk, RemoteTell};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use fred::clients::Pool;
 use fred::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::config::ProxyConfig;
@@ -79,7 +79,7 @@ struct Shared {
     reply_key: String,
     pool: Pool,
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
     send_sha: String,
     cache: RwLock<HashMap<String, Resolved>>,
     /// URNs this client has resolved before (bounded): a URN it knew that Redis no longer
@@ -90,8 +90,35 @@ struct Shared {
     /// Requests waiting to be written, by request stream.
     outbox: Mutex<HashMap<Arc<str>, Vec<Outgoing>>>,
     closed: AtomicBool,
-    /// Bumped each time the reply reader loses its connection.
+    /// Bumped each time a connection to Redis is lost (fred says so, or the reply reader
+    /// fails) and each time Redis turns out to have restarted: an ask that began before and
+    /// then runs out of time reports [`ProxyError::Unavailable`], not a timeout.
     disconnects: AtomicU64,
+    /// Whether each command connection (`pool.clients()`, same order) is usable: false from
+    /// fred's report that it lost the connection until it reports the reconnection. Fred's
+    /// own state says "connected" until its first reconnection attempt; a command handed to
+    /// it meanwhile waits (queued, unwritten) for the reconnection, however long Redis stays
+    /// down. With this, a request that cannot be written fails `Unavailable` at once.
+    links: Vec<AtomicBool>,
+    /// Where the search for a usable command connection starts next (round robin).
+    next_link: AtomicUsize,
+    /// Whether Redis is a cluster: then run ids are kept per node.
+    clustered: bool,
+    /// The `run_id` each Redis server had when this client last looked, under `None` unless
+    /// Redis is a cluster (then by node). A different one after a reconnection means that
+    /// Redis restarted, or that a replica took over (see `io::watch_restarts`).
+    run_ids: Mutex<HashMap<Option<Server>, String>>,
+    /// How many times this client found a Redis that restarted without its predecessor's data
+    /// (see [`Shared::restarted`]). Read just before each request is written, and stored
+    /// under the `pending` lock.
+    losses: AtomicU64,
+}
+
+/// An ask waiting for its reply frame (or for the error that ends it before one comes).
+struct Waiter {
+    reply: oneshot::Sender<Result<Bytes, ProxyError>>,
+    /// Whether Redis took its request (it waits in a stream, or with the proxy, for its answer).
+    written: bool,
 }
 
 #[derive(Clone)]
@@ -101,17 +128,27 @@ struct Resolved {
     until: Instant,
 }
 
-/// Stops the reply reader and closes the connections when the last clone is dropped.
+/// Stops the reply reader and the connection watchers, and closes the connections, when the
+/// last clone is dropped.
 struct Guard {
     shared: Arc<Shared>,
     reader: Client,
-    task: tokio::task::JoinHandle<()>,
+    /// The reply reader, the restart watcher and one watcher per connection.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Guard {
+    fn stop_tasks(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
-        self.task.abort();
+        self.stop_tasks();
         let pool = self.shared.pool.clone();
         let reader = self.reader.clone();
         let reply_key = self.shared.reply_key.clone();
@@ -179,6 +216,13 @@ impl ProxyClient {
         let reader = reader_builder
             .build()
             .map_err(|e| ProxyError::Config(e.to_string()))?;
+        // Subscribed before connecting, so that no reconnection goes unseen.
+        let events: Vec<_> = pool
+            .clients()
+            .iter()
+            .chain([&reader])
+            .map(|c| (c.error_rx(), c.reconnect_rx()))
+            .collect();
         let connect = async {
             pool.init().await?;
             reader.init().await?;
@@ -201,6 +245,12 @@ impl ProxyClient {
             }
         }
         let keys = Keys::new(&config.namespace);
+        let links = pool
+            .clients()
+            .iter()
+            .map(|_| AtomicBool::new(true))
+            .collect();
+        let clustered = reader.is_clustered();
         let shared = Arc::new(Shared {
             config: config.clone(),
             reply_key: keys.reply(&random_id()),
@@ -215,15 +265,43 @@ impl ProxyClient {
             outbox: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             disconnects: AtomicU64::new(0),
+            links,
+            next_link: AtomicUsize::new(0),
+            clustered,
+            run_ids: Mutex::new(HashMap::new()),
+            losses: AtomicU64::new(0),
         });
         let (run_id, _) = shared.server_info().await;
+        if let Some(run_id) = &run_id
+            && !clustered
+        {
+            shared
+                .run_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(None, run_id.clone());
+        }
         *shared.run_id.lock().unwrap_or_else(|e| e.into_inner()) = run_id;
-        let task = tokio::spawn(read_replies(shared.clone(), reader.clone()));
+        let mut tasks = vec![tokio::spawn(read_replies(shared.clone(), reader.clone()))];
+        let (checks, to_check) = mpsc::unbounded_channel();
+        let count = shared.links.len();
+        for (i, (errors, reconnects)) in events.into_iter().enumerate() {
+            // The last events are the reply reader's: its losses count, it has no link.
+            let link = (i < count).then_some(i);
+            tasks.push(tokio::spawn(watch_link(
+                shared.clone(),
+                link,
+                errors,
+                reconnects,
+                checks.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(watch_restarts(shared.clone(), to_check)));
         Ok(ProxyClient {
             _guard: Arc::new(Guard {
                 shared: shared.clone(),
                 reader,
-                task,
+                tasks,
             }),
             shared,
         })
@@ -282,6 +360,8 @@ impl ProxyClient {
     /// It is handled if the actor's system takes it within [`ProxyConfig::tell_ttl`]; what
     /// the handler returns is not reported back (a message the actor does not expose is
     /// logged by the proxy). `.priority(Priority::High)` sends it in the high-priority lane.
+    /// Nothing waits for the proxy: a Redis that restarts without persistence loses the
+    /// tells it held.
     ///
     /// Resolves to [`ProxyError::UnknownUrn`] if no system serves the URN; codec, size and
     /// Redis errors.
@@ -336,6 +416,7 @@ impl ProxyClient {
         };
         sent.instrument(span)
             .await
+            .map(|_| ())
             .map_err(|e| self.shared.at_deadline(e, timeout, disconnects))
     }
 
@@ -356,7 +437,7 @@ impl ProxyClient {
     /// Dropping the last clone does the same.
     pub async fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        self._guard.task.abort();
+        self._guard.stop_tasks();
         self.shared
             .pending
             .lock()
@@ -449,11 +530,17 @@ impl ProxyClient {
                 .pending
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id, tx);
+                .insert(
+                    id,
+                    Waiter {
+                        reply: tx,
+                        written: false,
+                    },
+                );
             let pending = PendingGuard { shared, id };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let reply_key = shared.reply_key.clone();
-            shared
+            let losses = shared
                 .send(
                     &route,
                     id,
@@ -468,8 +555,15 @@ impl ProxyClient {
                 )
                 .await
                 .map_err(|e| shared.at_deadline(e, timeout, disconnects))?;
+            if !shared.taken(id, losses) {
+                return Err(ProxyError::Unavailable(
+                    "Redis restarted without its data just as the request was written".into(),
+                ));
+            }
             let frame = match tokio::time::timeout_at(deadline.into(), rx).await {
-                Ok(Ok(frame)) => frame,
+                Ok(Ok(Ok(frame))) => frame,
+                // Redis restarted without the request (`Shared::restarted`).
+                Ok(Ok(Err(e))) => return Err(e),
                 Ok(Err(_)) => return Err(ProxyError::Closed),
                 Err(_) => return Err(shared.timed_out(timeout, disconnects)),
             };
@@ -512,18 +606,21 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Shared {
-    /// A connected command connection if there is one (after an outage they reconnect one by
-    /// one), else the next one.
-    fn connection(&self) -> &Client {
-        let first = self.pool.next();
-        if first.is_connected() {
-            return first;
-        }
-        self.pool
-            .clients()
-            .iter()
-            .find(|c| c.is_connected())
-            .unwrap_or(first)
+    /// A usable command connection, the next in turn (after an outage they reconnect one by
+    /// one), or `Unavailable` if none is: Redis is down, and a command would only wait in
+    /// fred's queue for its return (see `links`).
+    fn connection(&self) -> Result<&Client, ProxyError> {
+        let clients = self.pool.clients();
+        let start = self.next_link.fetch_add(1, Ordering::Relaxed);
+        (0..clients.len())
+            .map(|i| (start + i) % clients.len())
+            // In a cluster a lost link is one node's: the others still take commands.
+            .find(|&i| {
+                clients[i].is_connected()
+                    && (self.clustered || self.links[i].load(Ordering::Acquire))
+            })
+            .map(|i| &clients[i])
+            .ok_or_else(|| ProxyError::Unavailable("not connected to Redis".into()))
     }
 
     /// The system serving `urn` and its request stream, from the cache unless `fresh`.
@@ -549,7 +646,7 @@ impl Shared {
         let value = loop {
             // A GET has no effect: it may be given up at the command timeout.
             let left = deadline.saturating_duration_since(Instant::now());
-            let client = self.connection().with_options(&Self::command_options(
+            let client = self.connection()?.with_options(&Self::command_options(
                 left.min(self.config.command_timeout),
             ));
             let get = conn::call(&client, keyed("GET"), vec![owned(self.keys.urn(urn))]);
@@ -630,25 +727,27 @@ impl Shared {
             && uptime.is_some_and(|up| up < window + Duration::from_secs(1))
     }
 
-    /// Redis's `run_id` and uptime, from `INFO server` (`None`s if it does not answer).
+    /// Redis's `run_id` and uptime (`None`s if it does not answer).
     async fn server_info(&self) -> (Option<String>, Option<Duration>) {
-        let info = conn::call(self.connection(), conn::unkeyed("INFO"), vec![s("server")]).await;
-        let text = match &info {
-            Ok(v) => as_bytes(v).map(|b| String::from_utf8_lossy(b).into_owned()),
-            Err(_) => None,
+        match self.identify(None).await {
+            Some(id) => (Some(id.run_id), Some(id.uptime)),
+            None => (None, None),
+        }
+    }
+
+    /// Who Redis is (`node`: which node of a cluster), from `INFO server persistence
+    /// replication`; `None` if it does not answer.
+    async fn identify(&self, node: Option<&Server>) -> Option<Identity> {
+        let options = Options {
+            cluster_node: node.cloned(),
+            ..Self::command_options(self.config.command_timeout)
         };
-        let Some(text) = text else {
-            return (None, None);
-        };
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_owned())
-        };
-        let uptime = field("uptime_in_seconds:")
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        (field("run_id:"), uptime)
+        let client = self.connection().ok()?.with_options(&options);
+        let args = vec![s("server"), s("persistence"), s("replication")];
+        let info = conn::call(&client, conn::unkeyed("INFO"), args)
+            .await
+            .ok()?;
+        Identity::parse(&String::from_utf8_lossy(as_bytes(&info)?))
     }
 
     fn forget(&self, urn: &str) {
@@ -672,6 +771,7 @@ impl Shared {
 
     /// Appends one request to the serving system's stream. Requests to one stream queued
     /// while its writer waits to run (those of asks made together) leave in one command.
+    /// Returns the count of [`losses`](Self::losses) read just before the write.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         self: &Arc<Self>,
@@ -685,7 +785,7 @@ impl Shared {
         body: impl Into<Bytes>,
         deadline: Instant,
         trace: TraceContext,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<u64, ProxyError> {
         let body = body.into();
         let traceparent = trace.to_string();
         let started = Instant::now();
@@ -762,6 +862,136 @@ impl Shared {
     }
 }
 
+/// What `INFO` says of a Redis server's identity and of the data it started with.
+#[derive(Debug)]
+struct Identity {
+    /// Random, new at each start of the server.
+    run_id: String,
+    uptime: Duration,
+    /// Whether it may hold data written before it started: it loads (or loaded keys from) a
+    /// persistence file, appends to one (AOF), or is a replica that took over from its
+    /// primary (it carries the primary's replication id as its second one). Otherwise it
+    /// started empty.
+    kept_data: bool,
+}
+
+impl Identity {
+    fn parse(text: &str) -> Option<Identity> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+        let kept_data = field("loading:") == Some("1")
+            || field("aof_enabled:") == Some("1")
+            || number("rdb_last_load_keys_loaded:").is_some_and(|n| n > 0)
+            || field("master_replid2:").is_some_and(|id| id.bytes().any(|b| b != b'0'));
+        Some(Identity {
+            run_id: field("run_id:")?.to_owned(),
+            uptime: Duration::from_secs(number("uptime_in_seconds:")?),
+            kept_data,
+        })
+    }
+}
+
+/// Redis restarts, and the asks whose requests they took away.
+///
+/// An ask's request lives in Redis (in a stream, then as its answer in the client's reply
+/// list) until its answer is read. A Redis without persistence that restarts loses it, and
+/// no answer will ever come: waiting for the ask's deadline only to report `Timeout` helps
+/// nobody (a web server wants its 503 now). So the client identifies each Redis it
+/// reconnects to (`io::watch_restarts`): a new `run_id` means a new Redis process. If that
+/// one started empty (no persistence file loaded, not a promoted replica: see
+/// [`Identity::kept_data`]), every request Redis took before is gone, and its ask fails
+/// `Unavailable` at once, here. If it may have kept its data, the request may still be
+/// there and be answered: its ask waits, and if its deadline passes first it reports
+/// `Unavailable` (the client saw the connection drop), not `Timeout`. A lost connection
+/// alone fails no ask: a Redis that comes back with its data (or never went away: a network
+/// blip) still answers them.
+///
+/// Which asks lost their requests: a waiter is marked `written` under the `pending` lock
+/// once its request was taken, with the count of losses read just before the write
+/// (`taken`); a loss is counted under the same lock. So an ask is failed either here
+/// (written before) or by `taken` (a loss counted since it read the count), never missed. A
+/// request written to the new Redis between the reconnection and the client's `INFO`
+/// (milliseconds) is failed too: the client cannot tell it from one written to the old
+/// Redis. An ask failed here may still have been handled (a proxy that held the request
+/// answers it into the new Redis, after the ask gave up): `Unavailable` says the outcome is
+/// unknown, as a timeout would.
+///
+/// Why "may have kept its data" and not "still holds the entry": the client cannot look for
+/// its entries: its ACL role (`client_acl`) may not read streams, and the batching script
+/// does not return the ids. A Redis that loaded an older snapshot may lack a recent entry:
+/// that ask ends `Unavailable` at its deadline. In a cluster, the node that restarted may
+/// not hold all the streams the pending asks wrote to; without the slot map at hand the
+/// client fails them all, erring on the side of a prompt 503.
+impl Shared {
+    /// Notes what the client found after reconnecting to `node` (`None` unless Redis is a
+    /// cluster); fails the asks whose requests a Redis that restarted empty lost.
+    fn identified(&self, node: Option<Server>, id: &Identity) {
+        let before = self
+            .run_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.clone(), id.run_id.clone());
+        if before.is_none_or(|before| before == id.run_id) {
+            return;
+        }
+        self.restarted(node.as_ref(), id);
+    }
+
+    fn restarted(&self, node: Option<&Server>, id: &Identity) {
+        // Asks that run out of time from now on report Unavailable, whatever became of
+        // their requests.
+        self.disconnects.fetch_add(1, Ordering::AcqRel);
+        if id.kept_data {
+            tracing::info!(
+                node = ?node,
+                run_id = %id.run_id,
+                "Redis restarted (or a replica took over) with data: pending asks wait for their answers"
+            );
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.losses.fetch_add(1, Ordering::AcqRel);
+        let lost: Vec<u64> = pending
+            .iter()
+            .filter(|(_, waiter)| waiter.written)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in &lost {
+            if let Some(waiter) = pending.remove(request) {
+                let _ = waiter.reply.send(Err(ProxyError::Unavailable(
+                    "Redis restarted without its data; the request was lost".into(),
+                )));
+            }
+        }
+        drop(pending);
+        tracing::warn!(
+            node = ?node,
+            run_id = %id.run_id,
+            lost = lost.len(),
+            "Redis restarted empty: asks whose requests it held failed Unavailable"
+        );
+    }
+
+    /// Marks ask `id` as taken by Redis, which `send` wrote after reading `losses`; false if
+    /// a Redis that restarted empty was found since: the request may have gone with it.
+    fn taken(&self, id: u64, losses: u64) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // No waiter: its answer already came.
+        let Some(waiter) = pending.get_mut(&id) else {
+            return true;
+        };
+        if self.losses.load(Ordering::Acquire) != losses {
+            return false;
+        }
+        waiter.written = true;
+        true
+    }
+}
+
 impl Shared {
     /// Hands each reply frame to the ask waiting for it.
     fn deliver(&self, frames: Vec<Value>) {
@@ -775,8 +1005,8 @@ impl Shared {
                 continue;
             };
             // No waiter: the ask timed out or was dropped; the reply is discarded.
-            if let Some(tx) = pending.remove(&id) {
-                let _ = tx.send(frame);
+            if let Some(waiter) = pending.remove(&id) {
+                let _ = waiter.reply.send(Ok(frame));
             }
         }
     }

@@ -28,7 +28,9 @@ pub struct RemoteAsk<'a, M> {
 
 impl<'a, M> RemoteAsk<'a, M> {
     /// Fails with [`ProxyError::Timeout`] if no answer arrives within `timeout` (the request
-    /// carries the same deadline: the proxy drops it once expired).
+    /// carries the same deadline: the proxy drops it once expired), or with
+    /// [`ProxyError::Unavailable`] if a connection to Redis was lost meanwhile; at once if
+    /// Redis restarted without the request (see the crate docs, Guarantees).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
