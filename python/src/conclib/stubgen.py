@@ -1,0 +1,498 @@
+"""Typed Python stubs from the Rust declarations of what each actor exposes.
+
+    python -m conclib.stubgen schema.json -o api.py
+
+``schema.json`` lists actors, their URNs and exposed messages with JSON Schemas of each
+message, response and error (as ``conclib-pyserver --export-schema`` writes it: schemars,
+draft 2020-12, named types under ``$defs``). The module written has
+
+- a dataclass per Rust struct (fields typed; ``Option`` fields default to ``None``);
+- per Rust enum a type alias: ``Literal`` names for unit variants, a dataclass per other
+  variant (``ShapeRect(width=.., height=..)``, ``SizeSmall(value=..)``);
+- one typed handle per actor, one ``async`` method per message (and ``tell_...``)::
+
+      counter = api.Counter(client, "py:counter")
+      total: int = await counter.add(n=5)
+
+  A struct message's fields are keyword arguments, a newtype's content or an enum one
+  positional argument, a tuple struct's items positional arguments, a unit message none.
+  Responses are decoded into these types (``CodecError`` if the answer does not fit), and a
+  ``HandlerError``'s ``error`` into the message's error type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import keyword
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["generate", "main"]
+
+Expr = Callable[[str], str]
+
+
+def _snake(name: str) -> str:
+    name = name.rsplit(".", 1)[-1]
+    name = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+    if not name or name[0].isdigit():
+        name = "m_" + name
+    return name + "_" if keyword.iskeyword(name) else name
+
+
+def _ident(name: str) -> str:
+    name = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    if not name or name[0].isdigit():
+        name = "T_" + name
+    return name + "_" if keyword.iskeyword(name) else name
+
+
+def _field_name(name: str) -> str:
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    if not ident or ident[0].isdigit():
+        ident = "f_" + ident
+    return ident + "_" if keyword.iskeyword(ident) else ident
+
+
+@dataclass
+class _Type:
+    annotation: str
+    encode: Expr
+    decode: Expr
+
+
+@dataclass
+class _Struct:
+    name: str
+    doc: str
+    fields: list[tuple[str, str, _Type, bool]]  # wire name, python name, type, required
+
+
+@dataclass
+class _Gen:
+    defs: dict[str, Any]
+    classes: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    functions: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)  # def name -> struct, enum, alias
+    structs: dict[str, _Struct] = field(default_factory=dict)
+    done: set[str] = field(default_factory=set)
+    depth: int = 0
+
+    def var(self) -> str:
+        self.depth += 1
+        return f"_v{self.depth}"
+
+    # -- inline schemas ----------------------------------------------------------------------
+
+    def type_of(self, schema: Any) -> _Type:
+        if schema is True or schema == {}:
+            return _Type("Any", lambda x: x, lambda o: o)
+        if not isinstance(schema, dict):
+            raise ValueError(f"unsupported schema {schema!r}")
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            self.define(name)
+            py = _ident(name)
+            return _Type(py, lambda x: f"_enc_{py}({x})", lambda o: f"_dec_{py}({o})")
+        if schema.get("x-conclib-bin"):
+            return _Type("bytes", lambda x: x, lambda o: f"_bytes({o})")
+        for key in ("anyOf", "oneOf"):
+            options = schema.get(key)
+            if isinstance(options, list) and len(options) == 2 and {"type": "null"} in options:
+                inner = self.type_of(next(o for o in options if o != {"type": "null"}))
+                return self.optional(inner)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            rest = [k for k in kind if k != "null"]
+            inner = self.type_of({**schema, "type": rest[0] if len(rest) == 1 else rest})
+            return self.optional(inner) if "null" in kind else inner
+        if "const" in schema or "enum" in schema:
+            values = [schema["const"]] if "const" in schema else list(schema["enum"])
+            literal = "Literal[" + ", ".join(json.dumps(v) for v in values) + "]"
+            return _Type(literal, lambda x: x, lambda o: f"_literal({o}, {tuple(values)!r})")
+        if kind == "integer":
+            return _Type("int", lambda x: x, lambda o: f"_int({o})")
+        if kind == "number":
+            return _Type("float", lambda x: x, lambda o: f"_float({o})")
+        if kind == "string":
+            return _Type("str", lambda x: x, lambda o: f"_str({o})")
+        if kind == "boolean":
+            return _Type("bool", lambda x: x, lambda o: f"_bool({o})")
+        if kind == "null":
+            return _Type("None", lambda x: "None", lambda o: f"_none({o})")
+        if kind == "array" and "prefixItems" in schema:
+            items = [self.type_of(s) for s in schema["prefixItems"]]
+            n = len(items)
+            ann = "tuple[" + ", ".join(t.annotation for t in items) + "]" if items else "tuple[()]"
+            return _Type(
+                ann,
+                lambda x: "[" + ", ".join(t.encode(f"{x}[{i}]") for i, t in enumerate(items)) + "]",
+                lambda o: f"(lambda _t: (" + "".join(f"{t.decode(f'_t[{i}]')}, " for i, t in enumerate(items))
+                + f"))(_array({o}, {n}))",
+            )
+        if kind == "array":
+            item = self.type_of(schema.get("items", {}))
+            v = self.var()
+            return _Type(
+                f"list[{item.annotation}]",
+                lambda x: f"[{item.encode(v)} for {v} in {x}]",
+                lambda o: f"[{item.decode(v)} for {v} in _array({o})]",
+            )
+        if kind == "object" and "properties" not in schema:
+            value = self.type_of(schema.get("additionalProperties", {}))
+            k, v = self.var(), self.var()
+            return _Type(
+                f"dict[str, {value.annotation}]",
+                lambda x: f"{{{k}: {value.encode(v)} for {k}, {v} in {x}.items()}}",
+                lambda o: f"{{_str({k}): {value.decode(v)} for {k}, {v} in _map({o}).items()}}",
+            )
+        raise ValueError(f"unsupported schema {json.dumps(schema)[:200]}")
+
+    def optional(self, inner: _Type) -> _Type:
+        if inner.annotation.endswith("| None") or inner.annotation == "None":
+            return inner
+        return _Type(
+            f"{inner.annotation} | None",
+            lambda x: f"(None if {x} is None else {inner.encode(x)})",
+            lambda o: f"(None if {o} is None else {inner.decode(o)})",
+        )
+
+    # -- named types -------------------------------------------------------------------------
+
+    def struct_fields(self, schema: dict[str, Any]) -> list[tuple[str, str, _Type, bool]]:
+        props: dict[str, Any] = schema.get("properties", {})
+        required = [r for r in schema.get("required", []) if r in props]
+        order = required + sorted(p for p in props if p not in required)
+        return [(p, _field_name(p), self.type_of(props[p]), p in required) for p in order]
+
+    def dataclass(self, name: str, doc: str, fields: list[tuple[str, str, _Type, bool]]) -> None:
+        lines = ["@dataclass", f"class {name}:"]
+        lines.append(f"    {json.dumps(doc or name)}")
+        for _, py, t, required in fields:
+            if required:
+                lines.append(f"    {py}: {t.annotation}")
+        for _, py, t, required in fields:
+            if not required:
+                ann = t.annotation if t.annotation.endswith("None") else f"{t.annotation} | None"
+                lines.append(f"    {py}: {ann} = None")
+        if not fields:
+            lines.append("    pass")
+        self.classes.append("\n".join(lines))
+        enc = ", ".join(f"{json.dumps(wire)}: {t.encode(f'x.{py}')}" for wire, py, t, _ in fields)
+        dec = ", ".join(
+            f"{py}={t.decode(f'o[{json.dumps(wire)}]') if req else t.decode(f'o.get({json.dumps(wire)})')}"
+            for wire, py, t, req in fields
+        )
+        self.functions.append(
+            f"def _enc_{name}(x: {name}) -> Any:\n    return {{{enc}}}\n\n\n"
+            f"def _dec_{name}(o: Any) -> {name}:\n"
+            f"    o = _map(o)\n"
+            f"    try:\n        return {name}({dec})\n"
+            f"    except KeyError as e:\n        raise CodecError(f\"{name} lacks field {{e}}\") from None"
+        )
+
+    def define(self, name: str) -> None:
+        if name in self.done:
+            return
+        self.done.add(name)
+        schema = self.defs[name]
+        py = _ident(name)
+        doc = schema.get("description", "")
+        if schema.get("type") == "object" and "properties" in schema:
+            self.kinds[name] = "struct"
+            fields = self.struct_fields(schema)
+            self.structs[name] = _Struct(py, doc, fields)
+            self.dataclass(py, doc, fields)
+            return
+        variants = schema.get("oneOf") or schema.get("anyOf")
+        if isinstance(variants, list) and all(isinstance(v, dict) for v in variants) and not (
+            len(variants) == 2 and {"type": "null"} in variants
+        ):
+            self.kinds[name] = "enum"
+            self.enum(py, doc, variants)
+            return
+        if schema.get("type") == "string" and "enum" in schema:
+            self.kinds[name] = "enum"
+            self.enum(py, doc, [{"const": v} for v in schema["enum"]])
+            return
+        # Anything else (a newtype, a tuple or unit struct): an alias of its content.
+        self.kinds[name] = "alias"
+        body = {k: v for k, v in schema.items() if k not in ("description", "title")}
+        t = self.type_of(body)
+        self.aliases[py] = f"{py}: TypeAlias = {_quote(t.annotation)}\n{json.dumps(doc or name)}"
+        self.functions.append(
+            f"def _enc_{py}(x: {py}) -> Any:\n    return {t.encode('x')}\n\n\n"
+            f"def _dec_{py}(o: Any) -> {py}:\n    return {t.decode('o')}"
+        )
+
+    def enum(self, py: str, doc: str, variants: list[dict[str, Any]]) -> None:
+        units: list[str] = []
+        data: list[tuple[str, str, str]] = []  # wire name, class, kind (struct | value)
+        enc_lines: list[str] = []
+        dec_lines: list[str] = []
+        for variant in variants:
+            if "const" in variant or "enum" in variant:
+                units += [variant["const"]] if "const" in variant else list(variant["enum"])
+                continue
+            props = variant.get("properties", {})
+            if len(props) != 1:
+                raise ValueError(f"unsupported enum variant {json.dumps(variant)[:200]}")
+            (wire, content), = props.items()
+            cls = _ident(f"{py}{wire}")
+            vdoc = variant.get("description", "") or f"{py}::{wire}"
+            if isinstance(content, dict) and content.get("type") == "object" and "properties" in content:
+                fields = self.struct_fields(content)
+                self.dataclass(cls, vdoc, fields)
+                enc_lines.append(f"    if isinstance(x, {cls}):\n        return {{{json.dumps(wire)}: _enc_{cls}(x)}}")
+                dec_lines.append(f"    if key == {json.dumps(wire)}:\n        return _dec_{cls}(value)")
+            else:
+                t = self.type_of(content)
+                self.classes.append(
+                    f"@dataclass\nclass {cls}:\n    {json.dumps(vdoc)}\n    value: {t.annotation}"
+                )
+                enc_lines.append(
+                    f"    if isinstance(x, {cls}):\n        return {{{json.dumps(wire)}: {t.encode('x.value')}}}"
+                )
+                dec_lines.append(f"    if key == {json.dumps(wire)}:\n        return {cls}({t.decode('value')})")
+            data.append((wire, cls, "data"))
+        members = []
+        if units:
+            members.append("Literal[" + ", ".join(json.dumps(u) for u in units) + "]")
+        members += [cls for _, cls, _ in data]
+        ann = members[0] if len(members) == 1 else "Union[" + ", ".join(members) + "]"
+        self.aliases[py] = f"{py}: TypeAlias = {_quote(ann)}\n{json.dumps(doc or py)}"
+        unit_check = (
+            f"    if isinstance(x, str) and x in {tuple(units)!r}:\n        return x\n" if units else ""
+        )
+        self.functions.append(
+            f"def _enc_{py}(x: {py}) -> Any:\n{unit_check}"
+            + "".join(line + "\n" for line in enc_lines)
+            + f"    raise CodecError(f\"not a {py}: {{x!r}}\")\n\n\n"
+            f"def _dec_{py}(o: Any) -> {py}:\n"
+            + "".join(f"    if o == {json.dumps(u)}:\n        return {json.dumps(u)}\n" for u in units)
+            + (
+                "    if isinstance(o, dict) and len(o) == 1:\n"
+                "        ((key, value),) = o.items()\n" + "".join("    " + line.replace("\n", "\n    ") + "\n" for line in dec_lines)
+                if dec_lines
+                else ""
+            )
+            + f"    raise CodecError(f\"not a {py}: {{o!r}}\")"
+        )
+
+
+def _quote(annotation: str) -> str:
+    """A type alias's value, quoted so that it may name classes defined later."""
+    return json.dumps(annotation)
+
+
+_HEADER = '''"""Typed handles of the actors in {source}: generated by ``python -m conclib.stubgen``.
+
+Do not edit: regenerate from the Rust declarations instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias, Union
+
+import conclib
+from conclib.errors import CodecError, HandlerError
+
+__all__ = {exports!r}
+
+
+def _int(o: Any) -> int:
+    if isinstance(o, int) and not isinstance(o, bool):
+        return o
+    raise CodecError(f"expected an integer, got {{o!r}}")
+
+
+def _float(o: Any) -> float:
+    if isinstance(o, (int, float)) and not isinstance(o, bool):
+        return float(o)
+    raise CodecError(f"expected a number, got {{o!r}}")
+
+
+def _str(o: Any) -> str:
+    if isinstance(o, str):
+        return o
+    raise CodecError(f"expected a string, got {{o!r}}")
+
+
+def _bool(o: Any) -> bool:
+    if isinstance(o, bool):
+        return o
+    raise CodecError(f"expected a boolean, got {{o!r}}")
+
+
+def _bytes(o: Any) -> bytes:
+    if isinstance(o, bytes):
+        return o
+    if isinstance(o, list) and all(isinstance(b, int) for b in o):
+        return bytes(o)
+    raise CodecError(f"expected bytes, got {{o!r}}")
+
+
+def _none(o: Any) -> None:
+    if o is None or o == []:
+        return None
+    raise CodecError(f"expected nil, got {{o!r}}")
+
+
+def _array(o: Any, n: int | None = None) -> list[Any]:
+    if isinstance(o, list) and (n is None or len(o) == n):
+        return o
+    raise CodecError(f"expected an array{{'' if n is None else f' of {{n}}'}}, got {{o!r}}")
+
+
+def _map(o: Any) -> dict[Any, Any]:
+    if isinstance(o, dict):
+        return o
+    raise CodecError(f"expected a map, got {{o!r}}")
+
+
+def _literal(o: Any, allowed: tuple[str, ...]) -> Any:
+    if o in allowed:
+        return o
+    raise CodecError(f"expected one of {{allowed}}, got {{o!r}}")
+
+
+class _Handle:
+    def __init__(self, client: conclib.AsyncClient, urn: str) -> None:
+        self.client = client
+        self.urn = urn
+
+    def __repr__(self) -> str:
+        return f"{{type(self).__name__}}({{self.urn!r}})"
+
+    async def _ask(
+        self, name: str, payload: Any, timeout: float | None, priority: conclib.Priority, error: Any
+    ) -> Any:
+        try:
+            return await self.client.ask(self.urn, name, payload, timeout=timeout, priority=priority)
+        except HandlerError as e:
+            if error is not None:
+                e.error = error(e.error)
+            raise
+'''
+
+
+def generate(schema: dict[str, Any], source: str = "schema.json") -> str:
+    """The module's source for a schema document."""
+    if schema.get("conclib_schema") != 1:
+        raise ValueError("not a conclib schema (conclib_schema: 1)")
+    gen = _Gen(defs=schema.get("$defs", {}))
+    handles: list[str] = []
+    for actor in schema["actors"]:
+        cls = _ident(actor["name"])
+        methods: list[str] = []
+        used: set[str] = set()
+        for message in actor["messages"]:
+            wire = message["name"]
+            method = _snake(wire)
+            while method in used or method in ("client", "urn"):
+                method += "_"
+            used.add(method)
+            request = message["request"]
+            params, payload = _parameters(gen, request)
+            response = gen.type_of(message["response"])
+            error = message.get("error")
+            error_decoder = "None"
+            error_doc = "cannot fail"
+            if error is not None:
+                et = gen.type_of(error)
+                error_decoder = f"lambda _e: {et.decode('_e')}"
+                error_doc = f"fails with ``HandlerError`` whose ``error`` is ``{et.annotation}``"
+            sig = ", ".join(["self", *params[0], "*", *params[1],
+                             "timeout: float | None = None", 'priority: conclib.Priority = "normal"'])
+            doc = f"Asks ``{wire}``; answers ``{response.annotation}``; {error_doc}."
+            methods.append(
+                f"    async def {method}({sig}) -> {response.annotation}:\n"
+                f"        {json.dumps(doc)}\n"
+                f"        answer = await self._ask({json.dumps(wire)}, {payload}, timeout, priority, {error_decoder})\n"
+                f"        return {response.decode('answer')}"
+            )
+            tell_sig = ", ".join(["self", *params[0], "*", *params[1], 'priority: conclib.Priority = "normal"'])
+            methods.append(
+                f"    async def tell_{method}({tell_sig}) -> None:\n"
+                f"        {json.dumps(f'Tells ``{wire}``.')}\n"
+                f"        await self.client.tell(self.urn, {json.dumps(wire)}, {payload}, priority=priority)"
+            )
+        urn = actor.get("urn")
+        default = f" = {json.dumps(urn)}" if urn else ""
+        actor_doc = f"The actor ``{actor['name']}``" + (f" (served at ``{urn}``)" if urn else "") + "."
+        handles.append(
+            f"class {cls}(_Handle):\n"
+            f"    {json.dumps(actor_doc)}\n\n"
+            f"    def __init__(self, client: conclib.AsyncClient, urn: str{default}) -> None:\n"
+            f"        super().__init__(client, urn)\n\n" + "\n\n".join(methods)
+        )
+    exports = sorted(
+        [_ident(a["name"]) for a in schema["actors"]]
+        + [c.split("class ", 1)[1].split(":", 1)[0] for c in gen.classes]
+        + list(gen.aliases)
+    )
+    parts = [_HEADER.format(source=source, exports=exports)]
+    parts += gen.classes
+    parts += list(gen.aliases.values())
+    parts += gen.functions
+    parts += handles
+    return "\n\n\n".join(p.rstrip() for p in parts) + "\n"
+
+
+def _parameters(gen: _Gen, request: Any) -> tuple[tuple[list[str], list[str]], str]:
+    """The method's (positional, keyword-only) parameters and the payload expression."""
+    schema = request
+    name = None
+    if isinstance(request, dict) and "$ref" in request:
+        name = request["$ref"].rsplit("/", 1)[-1]
+        gen.define(name)
+        schema = gen.defs[name]
+    kind = gen.kinds.get(name or "")
+    if kind == "struct" and name is not None:
+        struct = gen.structs[name]
+        keyword_params = []
+        for _, py, t, required in struct.fields:
+            if required:
+                keyword_params.append(f"{py}: {t.annotation}")
+        for _, py, t, required in struct.fields:
+            if not required:
+                ann = t.annotation if t.annotation.endswith("None") else f"{t.annotation} | None"
+                keyword_params.append(f"{py}: {ann} = None")
+        args = ", ".join(f"{py}={py}" for _, py, _, _ in struct.fields)
+        return ([], keyword_params), f"_enc_{struct.name}({struct.name}({args}))"
+    if isinstance(schema, dict) and schema.get("type") == "null":
+        return ([], []), "None"
+    if isinstance(schema, dict) and schema.get("type") == "array" and "prefixItems" in schema:
+        items = [gen.type_of(s) for s in schema["prefixItems"]]
+        params = [f"item{i}: {t.annotation}" for i, t in enumerate(items)]
+        return (params, []), "[" + ", ".join(t.encode(f"item{i}") for i, t in enumerate(items)) + "]"
+    t = gen.type_of(request)
+    return ([f"value: {t.annotation}"], []), t.encode("value")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m conclib.stubgen", description="Typed Python handles from an actor schema."
+    )
+    parser.add_argument("schema", help="the schema JSON (conclib-pyserver --export-schema)")
+    parser.add_argument("-o", "--output", help="the module to write (default: standard output)")
+    args = parser.parse_args(argv)
+    schema = json.loads(Path(args.schema).read_text())
+    source = generate(schema, Path(args.schema).name)
+    if args.output:
+        Path(args.output).write_text(source)
+    else:
+        sys.stdout.write(source)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
