@@ -196,3 +196,177 @@ mod tests {
             .unwrap();
     }
 }
+
+/// The URN of the pool of [`Hasher`] process actors (when the cluster runs one).
+pub const HASHERS_URN: &str = "hashers";
+
+/// The URN of the [`Tracker`], the root of a small supervised tree.
+pub const TRACKER_URN: &str = "tracker";
+
+/// The most rounds one [`Hash`] may ask for.
+pub const MAX_ROUNDS: u32 = 1_000_000;
+
+/// Hashes `seed` `rounds` times (CPU-bound work for a pool of process actors); answered with
+/// the hash and the id of the process that computed it.
+#[message(response = Hashed, error = HashError, name = "demo.Hash")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hash {
+    /// Where to start.
+    pub seed: u64,
+    /// How many rounds: 1 to [`MAX_ROUNDS`].
+    pub rounds: u32,
+}
+
+/// The answer to a [`Hash`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hashed {
+    /// The final hash.
+    pub hash: u64,
+    /// The process that computed it (a member of the pool).
+    pub pid: u32,
+}
+
+/// Why a [`Hasher`] refused a [`Hash`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashError {
+    /// 0 rounds, or more than [`MAX_ROUNDS`].
+    RoundsOutOfRange {
+        /// The rounds asked for.
+        rounds: u32,
+        /// The most allowed.
+        max: u32,
+    },
+}
+
+/// Hashes in a process of its own: the demo runs a pool of them behind [`HASHERS_URN`].
+#[actor]
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Hasher;
+
+#[actor]
+impl Hasher {
+    /// FNV-1a over the eight bytes of the previous hash, `rounds` times.
+    #[handle(remote)]
+    fn hash(&mut self, Hash { seed, rounds }: Hash) -> Result<Hashed, HashError> {
+        if rounds == 0 || rounds > MAX_ROUNDS {
+            return Err(HashError::RoundsOutOfRange {
+                rounds,
+                max: MAX_ROUNDS,
+            });
+        }
+        let mut h = seed;
+        for _ in 0..rounds {
+            let mut next: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in h.to_le_bytes() {
+                next = (next ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            h = next;
+        }
+        Ok(Hashed {
+            hash: h,
+            pid: std::process::id(),
+        })
+    }
+}
+
+/// Counts a visit of `page`; a tell, handled by one of the [`Tracker`]'s shards.
+#[message(name = "demo.Visit")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Visit {
+    /// The page visited.
+    pub page: String,
+}
+
+/// Visits counted so far by each shard of the [`Tracker`], in shard order.
+#[message(response = Vec<u64>, error = CounterError, name = "demo.ShardCounts")]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardCounts;
+
+/// The root of a small supervised tree: it spawns [`Shard`] children (URNs
+/// `tracker:shard:N`) and hands each [`Visit`] to one of them by page. A shard that panics
+/// is restarted by its parent; the live view shows the tree.
+#[actor(urn = "tracker")]
+#[derive(Debug)]
+pub struct Tracker {
+    shards: Vec<conclib::ActorRef<Shard>>,
+    count: usize,
+}
+
+impl Tracker {
+    /// A tracker with `count` shards (at least one).
+    #[must_use]
+    pub fn new(count: usize) -> Self {
+        Tracker {
+            shards: Vec::new(),
+            count: count.max(1),
+        }
+    }
+}
+
+#[actor]
+impl Tracker {
+    #[on_start]
+    async fn start(&mut self, ctx: &mut conclib::Context<Self>) -> Result<(), conclib::SpawnError> {
+        for i in 0..self.count {
+            let shard = ctx
+                .build_child(Shard::default())
+                .urn(format!("{TRACKER_URN}:shard:{i}"))
+                .spawn()
+                .await?;
+            self.shards.push(shard);
+        }
+        Ok(())
+    }
+
+    /// Hands the visit to the shard of its page.
+    #[handle(remote)]
+    async fn visit(&mut self, visit: Visit) {
+        let shard = &self.shards[shard_of(&visit.page, self.shards.len())];
+        // A shard that stopped for good is not replaced here: the visit is dropped.
+        let _ = shard.tell(visit).await;
+    }
+
+    /// What each shard counted.
+    #[handle(remote)]
+    async fn shard_counts(&mut self, _: ShardCounts) -> Result<Vec<u64>, CounterError> {
+        let mut counts = Vec::with_capacity(self.shards.len());
+        for shard in &self.shards {
+            // A shard that stopped counts nothing.
+            counts.push(shard.ask(ShardCount).await.unwrap_or(0));
+        }
+        Ok(counts)
+    }
+}
+
+/// The shard of `page` among `shards`.
+fn shard_of(page: &str, shards: usize) -> usize {
+    let sum = page.bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    sum % shards
+}
+
+/// One shard of the [`Tracker`]: counts visits.
+#[actor]
+#[derive(Debug, Default)]
+pub struct Shard {
+    visits: u64,
+}
+
+#[actor]
+impl Shard {
+    #[handle]
+    fn visit(&mut self, _: Visit) {
+        self.visits += 1;
+    }
+
+    #[handle]
+    fn count(&mut self, _: ShardCount) -> u64 {
+        self.visits
+    }
+}
+
+/// A shard's count of visits (asked by its [`Tracker`]).
+#[message(response = u64)]
+struct ShardCount;

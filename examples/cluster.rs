@@ -12,7 +12,7 @@ use conclib::apid::{ApiConfig, ApiDaemon, ApiError, ShutdownOutcome, start_api};
 use conclib::redis::{ProxyConfig, ProxyHandle, RedisDaemon, start_proxy, start_redis};
 
 use crate::BoxError;
-use crate::actors::{Counter, KvStore, counter_urn};
+use crate::actors::{Counter, HASHERS_URN, Hasher, KvStore, Tracker, counter_urn};
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -29,6 +29,9 @@ pub struct ClusterOptions {
     pub ask_timeout: Duration,
     /// Extra environment variables for the web processes.
     pub web_env: Vec<(OsString, OsString)>,
+    /// The size of a pool of [`Hasher`] process actors at [`HASHERS_URN`] (none when 0:
+    /// a program that runs one must call `conclib::process::init` first in `main`).
+    pub hashers: usize,
 }
 
 impl ClusterOptions {
@@ -41,6 +44,7 @@ impl ClusterOptions {
             namespace: format!("demo-{}", std::process::id()),
             ask_timeout: Duration::from_secs(5),
             web_env: Vec::new(),
+            hashers: 0,
         }
     }
 }
@@ -154,6 +158,17 @@ impl Cluster {
                 .await?;
         }
         self.system.spawn(KvStore::default()).await?;
+        // A small supervised tree: the tracker and its shards.
+        self.system.spawn(Tracker::new(3)).await?;
+        if options.hashers > 0 {
+            self.system
+                .pool(|| conclib::process::build(Hasher).into_actor())
+                .size(options.hashers)
+                .routing(conclib::Routing::LeastLoaded)
+                .urn(HASHERS_URN)
+                .spawn()
+                .await?;
+        }
         self.proxy = Some(start_proxy(&self.system, &self.config).await?);
 
         let mut starting = tokio::task::JoinSet::new();

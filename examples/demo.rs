@@ -2,8 +2,14 @@
 //! three web API processes asking its actors, real HTTP traffic, a summary, a clean shutdown.
 //!
 //! ```text
-//! cargo run -p conclib-examples --bin demo [-- --requests N --concurrency N --web N --hold SECS]
+//! cargo xtask demo [--requests N --concurrency N --web N --hold SECS]
 //! ```
+//!
+//! (`cargo xtask demo` is `cargo run --release -p conclib-examples --bin demo --` once
+//! `redis-server` is there.) Besides the counter and the key-value store, the backend runs
+//! a pool of process actors (one per core) behind the URN `hashers`, which the web API's
+//! `POST /hash` asks, and a small supervised tree (`tracker` and its shards), told by
+//! `POST /visits/{page}`: the live view shows their pids, the pool's load and the tree.
 //!
 //! While it runs, the demo serves the live view of every system on its Redis and the
 //! Prometheus metrics of its actor system, and prints both addresses. `--hold SECS` keeps
@@ -17,6 +23,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use conclib_examples::actors::Hasher;
 use conclib_examples::cluster::{Cluster, ClusterOptions};
 use conclib_examples::load::{self, Summary};
 use conclib_examples::{BoxError, init_tracing};
@@ -66,8 +73,20 @@ impl Options {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // First: in a process started as one of the pool's process actors, this runs the actor
+    // and never returns (which is why `main` builds its runtime by hand).
+    conclib::process::init(conclib::process::Registry::new().actor::<Hasher>());
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("demo: no runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     init_tracing();
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("web") {
@@ -103,7 +122,14 @@ async fn demo(options: &Options) -> Result<bool, BoxError> {
         options.web_processes
     );
 
-    let cluster = Cluster::start(&ClusterOptions::new(program, options.web_processes)).await?;
+    if cfg!(debug_assertions) {
+        println!(
+            "  (a debug build: `cargo xtask demo` runs a release build, several times faster)\n"
+        );
+    }
+    let mut cluster_options = ClusterOptions::new(program, options.web_processes);
+    cluster_options.hashers = std::thread::available_parallelism().map_or(2, usize::from);
+    let cluster = Cluster::start(&cluster_options).await?;
     let redis = cluster.redis.as_ref().expect("started");
     println!(
         "  redis         pid {:<7} 127.0.0.1:{}",
@@ -302,6 +328,89 @@ async fn traffic(cluster: &Cluster, options: &Options) -> Result<bool, BoxError>
             if ok { "" } else { "  UNEXPECTED" }
         );
     }
+    passed &= pool_and_tree(&http, &bases).await?;
+    Ok(passed)
+}
+
+/// CPU-bound requests spread over the pool of process actors, and tells to the tree;
+/// `Ok(false)` if a check failed.
+async fn pool_and_tree(http: &reqwest::Client, bases: &[String]) -> Result<bool, BoxError> {
+    const JOBS: usize = 64;
+    const ROUNDS: u32 = 200_000;
+    println!(
+        "\n{JOBS} CPU-bound requests (POST /hash, {ROUNDS} rounds each) through a pool of process actors:"
+    );
+    let start = Instant::now();
+    let mut jobs = tokio::task::JoinSet::new();
+    for seed in 0..JOBS {
+        let url = format!(
+            "{}/hash?seed={seed}&rounds={ROUNDS}",
+            bases[seed % bases.len()]
+        );
+        let http = http.clone();
+        jobs.spawn(async move {
+            let response = http
+                .post(url)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await?
+                .error_for_status()?;
+            let body: serde_json::Value = response.json().await?;
+            Ok::<_, BoxError>(body.get("pid").and_then(serde_json::Value::as_u64))
+        });
+    }
+    let mut per_pid = std::collections::BTreeMap::<u64, usize>::new();
+    let mut failed = 0;
+    while let Some(job) = jobs.join_next().await {
+        match job? {
+            Ok(Some(pid)) => *per_pid.entry(pid).or_default() += 1,
+            _ => failed += 1,
+        }
+    }
+    for (pid, count) in &per_pid {
+        println!("  process actor pid {pid:<7} {count} requests");
+    }
+    println!(
+        "  {} answered in {:.2} s, {failed} failed",
+        JOBS - failed,
+        start.elapsed().as_secs_f64()
+    );
+    let mut passed = failed == 0;
+
+    let pages = ["home", "pricing", "docs", "blog", "about", "careers"];
+    for i in 0..60 {
+        let base = &bases[i % bases.len()];
+        let page = pages[i % pages.len()];
+        http.post(format!("{base}/visits/{page}"))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
+    // Tells are handled soon after Redis holds them: wait (bounded) for all 60.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let counts = loop {
+        let body: serde_json::Value = http
+            .get(format!("{}/visits", bases[0]))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let counts: Vec<u64> = body
+            .get("shards")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default();
+        if counts.iter().sum::<u64>() >= 60 || Instant::now() > give_up {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ok = counts.iter().sum::<u64>() == 60;
+    passed &= ok;
+    println!(
+        "\n60 visits told to the tracker (POST /visits/{{page}}), counted by its shards: {counts:?}: {}",
+        if ok { "OK" } else { "MISMATCH" }
+    );
     Ok(passed)
 }
 

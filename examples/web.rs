@@ -9,6 +9,9 @@
 //! | `GET /counters/{name}` | [`ReadCounter`] at `counter:{name}` | `{"counter":..,"value":..}` |
 //! | `PUT /kv/{key}` with `{"value":".."}` | [`Put`] at `kv` | `{"key":..,"previous":..}` |
 //! | `GET /kv/{key}` | [`Get`] at `kv` | `{"key":..,"value":..}`, or 404 `key_not_found` |
+//! | `POST /hash?seed=S&rounds=N` | [`Hash`] at `hashers` (a pool of process actors) | `{"hash":..,"pid":..}` |
+//! | `POST /visits/{page}` | tells [`Visit`] to `tracker` | 202 `{"page":..}` |
+//! | `GET /visits` | [`ShardCounts`] at `tracker` | `{"shards":[..]}` |
 //!
 //! Errors are JSON too: `{"error": code, "message": text}`, plus `"detail"` holding the
 //! actor's own error for `actor_error`. See [`status_of`] for the mapping.
@@ -36,7 +39,10 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use crate::BoxError;
-use crate::actors::{Get, Increment, KV_URN, Put, ReadCounter, counter_urn};
+use crate::actors::{
+    Get, HASHERS_URN, Hash, Hashed, Increment, KV_URN, Put, ReadCounter, ShardCounts, TRACKER_URN,
+    Visit, counter_urn,
+};
 
 /// How a web process is configured: from its arguments and environment ([`WebConfig::parse`]).
 #[derive(Debug, Clone)]
@@ -111,6 +117,9 @@ pub fn router(client: ProxyClient, name: &str) -> Router {
         .route("/counters/{name}", get(read_counter))
         .route("/counters/{name}/increment", post(increment))
         .route("/kv/{key}", get(kv_get).put(kv_put))
+        .route("/hash", post(hash))
+        .route("/visits/{page}", post(visit))
+        .route("/visits", get(visits))
         .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "no_route", "no such route") })
         .layer(axum::middleware::from_fn(continue_trace))
         .with_state(App {
@@ -397,6 +406,49 @@ async fn kv_get(State(app): State<App>, Path(key): Path<String>) -> Result<Json<
             format!("no value under {key:?}"),
         )),
     }
+}
+
+/// The parameters of `POST /hash`.
+#[derive(Debug, Deserialize)]
+struct HashParams {
+    seed: u64,
+    rounds: u32,
+}
+
+/// `POST /hash?seed=S&rounds=N`: CPU-bound work, done by a member of a pool of process
+/// actors.
+async fn hash(
+    State(app): State<App>,
+    params: Result<Query<HashParams>, QueryRejection>,
+) -> Result<Json<Hashed>, HttpError> {
+    let Query(HashParams { seed, rounds }) = params?;
+    Ok(Json(
+        app.client.ask(HASHERS_URN, Hash { seed, rounds }).await?,
+    ))
+}
+
+/// `POST /visits/{page}`: a tell (accepted once Redis holds it).
+async fn visit(
+    State(app): State<App>,
+    Path(page): Path<String>,
+) -> Result<(StatusCode, Json<Value>), HttpError> {
+    app.client
+        .tell(TRACKER_URN, Visit { page: page.clone() })
+        .await
+        .map_err(|e| {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+        })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "page": page }))))
+}
+
+/// `GET /visits`: what each shard of the tracker counted.
+async fn visits(State(app): State<App>) -> Result<Json<Value>, HttpError> {
+    let shards = app.client.ask(TRACKER_URN, ShardCounts).await?;
+    Ok(Json(json!({ "shards": shards })))
 }
 
 #[cfg(test)]
