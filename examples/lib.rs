@@ -1,6 +1,6 @@
 //! Shared code of the conclib examples and demo.
 //!
-//! The end-to-end demo (`cargo run -p conclib-examples --bin demo`) runs:
+//! The end-to-end demo (`cargo xtask demo`) runs:
 //!
 //! - a private Redis ([`conclib::redis::start_redis`]);
 //! - an actor system with a [`Counter`](actors::Counter) and a [`KvStore`](actors::KvStore),

@@ -2,7 +2,7 @@
 //! the demo's system and every actor URN it serves, and its figures change between two
 //! reads. A screenshot is left in the test's temp dir for a person to look at.
 //!
-//! Needs Debian's `chromium` (`.ci/run` installs it), or `CONCLIB_CHROMIUM` naming another
+//! Needs Debian's `chromium` (`cargo xtask test` installs it), or `CONCLIB_CHROMIUM` naming another
 //! Chromium or Chrome executable.
 
 use std::io::{BufRead, BufReader};
@@ -27,7 +27,7 @@ fn chromium() -> PathBuf {
         }
     }
     panic!(
-        "no Chromium found: install Debian's `chromium` package (.ci/run does), or set \
+        "no Chromium found: install Debian's `chromium` package (`cargo xtask test` does), or set \
          CONCLIB_CHROMIUM to a Chromium or Chrome executable"
     );
 }
