@@ -178,6 +178,25 @@ async fn least_loaded_counts_what_concurrent_senders_routed() {
     }
 }
 
+/// A pool's entry in the system's snapshot bookkeeping goes with the pool, snapshots or not.
+#[tokio::test]
+async fn stopped_pools_leave_no_snapshot_entry() {
+    let system = ActorSystem::new("t");
+    let log = Arc::default();
+    for _ in 0..20 {
+        let pool = system
+            .pool(worker_factory(&log))
+            .size(2)
+            .spawn()
+            .await
+            .unwrap();
+        assert_eq!(system.snapshot_side_entries(), 1);
+        pool.stop();
+        promptly(pool.wait_for_stop()).await;
+        assert_eq!(system.snapshot_side_entries(), 0);
+    }
+}
+
 #[tokio::test]
 async fn a_key_always_reaches_the_same_member() {
     let (_system, pool) = pool_of(4, Routing::KeyHash).await;

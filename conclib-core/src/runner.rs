@@ -345,6 +345,16 @@ async fn finish<A: Actor>(
     ctx.system().forget(&cell.core);
 }
 
+/// A place in an actor's mailbox held by an ask it handed on ([`Actor::HANDS_ON`]): given back
+/// when the ask is answered (or dropped).
+struct Place<A: Actor>(Arc<crate::cell::ActorCell<A>>);
+
+impl<A: Actor> Drop for Place<A> {
+    fn drop(&mut self) {
+        self.0.mailbox.capacity.unreserve();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]
@@ -360,15 +370,5 @@ mod tests {
             std::mem::size_of_val(&fut),
             std::mem::size_of::<crate::cell::ActorCell<Idle>>()
         );
-    }
-}
-
-/// A place in an actor's mailbox held by an ask it handed on ([`Actor::HANDS_ON`]): given back
-/// when the ask is answered (or dropped).
-struct Place<A: Actor>(Arc<crate::cell::ActorCell<A>>);
-
-impl<A: Actor> Drop for Place<A> {
-    fn drop(&mut self) {
-        self.0.mailbox.capacity.unreserve();
     }
 }

@@ -242,6 +242,7 @@ impl ActorSystem {
     /// answers `Some`.
     pub fn report_external(&self, id: ActorId, probe: Weak<ExternalProbe>) {
         self.with_externals(|externals| externals.push(External::new(id, probe)));
+        self.count_side_entries(1, 0);
     }
 
     /// Every live actor with its state and statistics: id, URN, type, parent, mailbox
@@ -268,7 +269,9 @@ impl ActorSystem {
             .map(|cell| actor_snapshot(&**cell, now))
             .collect();
         // Pools: their members' load, on the pool's own entry.
+        let mut pruned = 0;
         self.with_pool_probes(|probes| {
+            let before = probes.len();
             probes.retain(|(id, probe)| {
                 let Some(probe) = probe.upgrade() else {
                     return false;
@@ -278,14 +281,18 @@ impl ActorSystem {
                 }
                 true
             });
+            pruned += before - probes.len();
         });
         // Actors in other processes, reported by their relays' probes.
         self.with_externals(|externals| {
+            let before = externals.len();
             externals.retain_mut(|entry| {
                 let actor = actors.iter_mut().find(|a| a.id == entry.id.as_u64());
                 apply_external(entry, actor, now)
             });
+            pruned += before - externals.len();
         });
+        self.count_side_entries(0, pruned);
         SystemSnapshot {
             system: self.name().to_owned(),
             pid: std::process::id(),

@@ -87,6 +87,9 @@ struct SystemInner {
     externals: Mutex<Vec<crate::snapshot::External>>,
     /// Pools' member reports, by the pool actor's id.
     pool_probes: Mutex<Vec<(ActorId, std::sync::Weak<crate::snapshot::PoolProbe>)>>,
+    /// How many entries `externals` and `pool_probes` hold together: an actor's end looks
+    /// for its own only when there are some (most systems have none).
+    side_entries: std::sync::atomic::AtomicUsize,
 }
 
 /// What [`ActorSystem::actors`] reports about one actor.
@@ -146,6 +149,7 @@ impl ActorSystem {
                 emptied: Notify::new(),
                 externals: Mutex::new(Vec::new()),
                 pool_probes: Mutex::new(Vec::new()),
+                side_entries: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
@@ -332,6 +336,20 @@ impl ActorSystem {
         self.inner.actors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Counts entries `added` to and `removed` from `externals` and `pool_probes`.
+    pub(crate) fn count_side_entries(&self, added: usize, removed: usize) {
+        use std::sync::atomic::Ordering;
+        self.inner.side_entries.fetch_add(added, Ordering::AcqRel);
+        self.inner.side_entries.fetch_sub(removed, Ordering::AcqRel);
+    }
+
+    /// How many entries `externals` and `pool_probes` hold (for tests of what grows).
+    #[doc(hidden)]
+    #[must_use]
+    pub fn snapshot_side_entries(&self) -> usize {
+        self.with_externals(|e| e.len()) + self.with_pool_probes(|p| p.len())
+    }
+
     pub(crate) fn with_externals<T>(
         &self,
         f: impl FnOnce(&mut Vec<crate::snapshot::External>) -> T,
@@ -387,6 +405,30 @@ impl ActorSystem {
 
     /// Forgets a stopped actor; wakes `shutdown` when none is left. Idempotent.
     pub(crate) fn forget(&self, core: &CellCore) {
+        // Its snapshot entries (an external actor's report, a pool's members) go with it,
+        // whether or not anyone ever takes a snapshot.
+        if self
+            .inner
+            .side_entries
+            .load(std::sync::atomic::Ordering::Acquire)
+            > 0
+        {
+            let id = core.id;
+            let mut removed = 0;
+            self.with_externals(|e| {
+                let before = e.len();
+                e.retain(|entry| entry.id != id);
+                removed += before - e.len();
+            });
+            self.with_pool_probes(|p| {
+                let before = p.len();
+                p.retain(|(entry, _)| *entry != id);
+                removed += before - p.len();
+            });
+            self.inner
+                .side_entries
+                .fetch_sub(removed, std::sync::atomic::Ordering::AcqRel);
+        }
         let mut actors = self.lock_actors();
         actors.remove(&core.id);
         if actors.is_empty() {

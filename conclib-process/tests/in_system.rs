@@ -55,7 +55,31 @@ fn main() {
             "a_process_members_bound_counts_the_asks_its_process_holds",
             || Box::pin(process_member_bound()),
         ),
+        (
+            "spawned_and_stopped_process_actors_leave_no_snapshot_entry",
+            || Box::pin(no_entry_left()),
+        ),
     ]);
+}
+
+/// The system's list of actors in other processes (what snapshots show of them) forgets
+/// each one when it ends, whether or not a snapshot is ever taken (issue: one entry per
+/// in-system process actor ever spawned was kept until the next snapshot).
+async fn no_entry_left() {
+    let system = ActorSystem::new("churn");
+    assert_eq!(system.snapshot_side_entries(), 0);
+    for i in 0..20 {
+        let worker = system.process(Worker { total: i }).spawn().await.unwrap();
+        assert_eq!(worker.ask(Add(1)).await, Ok(i + 1));
+        assert_eq!(system.snapshot_side_entries(), 1);
+        if i % 2 == 0 {
+            worker.stop();
+        } else {
+            worker.kill();
+        }
+        worker.wait_for_stop().await;
+        assert_eq!(system.snapshot_side_entries(), 0, "after {} cycles", i + 1);
+    }
 }
 
 /// 40 equal jobs sent at once to a least-loaded pool of 2 process actors: each member gets

@@ -124,6 +124,7 @@ impl<A: Actor> Actor for PoolActor<A> {
         let id = ctx.myself().id();
         ctx.system()
             .with_pool_probes(|probes| probes.push((id, Arc::downgrade(&probe))));
+        ctx.system().count_side_entries(1, 0);
         // The pool's gauges, sampled by a task of their own (a tick in the mailbox would
         // count as a message handled every second); it ends with the probe, at the stop.
         let sampled = Arc::downgrade(&probe);
