@@ -5,6 +5,9 @@ again once the Rust proxy has registered its actors anew."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import os
+import signal
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -110,3 +113,81 @@ def test_blocking_client_recovers_too(stack: tuple[RedisServer, RustServer]) -> 
                 break
             except conclib.Unavailable:
                 assert time.monotonic() < deadline, "no recovery within 30 s"
+
+
+def test_asks_lost_in_a_restart_fail_unavailable_at_once(stack: tuple[RedisServer, RustServer]) -> None:
+    """As the Rust client since 89d1bf7: Redis SIGKILLed (no persistence) and restarted while
+    asks with 5 s timeouts wait for their answers. The proxy is frozen (SIGSTOP) meanwhile, so
+    their requests sit in its stream and die with Redis. None ends ``Timeout``; each lost one
+    ends ``Unavailable`` within ~3 s of the restart (not at its 5 s deadline); asks made while
+    Redis is down fail at once; the client recovers."""
+    redis, server = stack
+    timeout = 5.0
+    ends: list[tuple[str, float]] = []  # (outcome, when it ended)
+
+    async def ask(client: conclib.AsyncClient, n: int) -> None:
+        try:
+            assert await client.ask("py:shapes", "Double", n, timeout=timeout) == 2 * n
+            outcome = "ok"
+        except conclib.ConclibError as e:
+            outcome = type(e).__name__
+        ends.append((outcome, time.monotonic()))
+
+    async def main() -> tuple[float, float]:
+        async with conclib.AsyncClient(redis.url, namespace="restart") as client:
+            assert await client.ask("py:shapes", "Double", 1, timeout=5) == 2
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                asks = [asyncio.create_task(ask(client, n)) for n in range(64)]
+                await asyncio.sleep(0.3)  # all written, none answered
+                assert not ends, ends
+                redis.kill()
+                await asyncio.sleep(0.3)
+                # While Redis is down, an ask fails at once.
+                started = time.monotonic()
+                with pytest.raises(conclib.Unavailable):
+                    await client.ask("py:shapes", "Double", 1, timeout=timeout)
+                assert time.monotonic() - started < 0.5
+                redis.start()
+                restarted = time.monotonic()
+                await asyncio.wait_for(asyncio.gather(*asks), timeout + 2)
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            # The client recovers once the proxy registered its actors again.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    assert await client.ask("py:shapes", "Double", 21, timeout=1) == 42
+                    break
+                except conclib.Unavailable:
+                    assert time.monotonic() < deadline, "no recovery within 30 s"
+                    await asyncio.sleep(0.05)
+            return started, restarted
+
+    _, restarted = run(main(), timeout=60)
+    outcomes = {o for o, _ in ends}
+    assert len(ends) == 64 and outcomes <= {"ok", "Unavailable"}, outcomes
+    assert "Unavailable" in outcomes
+    late = max(t for o, t in ends if o == "Unavailable") - restarted
+    assert late < 3.0, f"lost asks ended {late:.2f} s after the restart"
+
+
+def test_blocking_client_fails_lost_asks_at_once(stack: tuple[RedisServer, RustServer]) -> None:
+    redis, server = stack
+    with conclib.Client(redis.url, namespace="restart") as client:
+        assert client.ask("py:shapes", "Double", 1, timeout=5) == 2
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(8) as pool:
+                futures = [pool.submit(client.ask, "py:shapes", "Double", n, timeout=5.0) for n in range(8)]
+                time.sleep(0.3)
+                redis.kill()
+                time.sleep(0.3)
+                redis.start()
+                restarted = time.monotonic()
+                for f in futures:
+                    with pytest.raises(conclib.Unavailable):
+                        f.result(timeout=10)
+                assert time.monotonic() - restarted < 3.0
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)

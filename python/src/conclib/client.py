@@ -141,7 +141,9 @@ class _Route:
 class _Outgoing:
     fields: list[bytes | str | int]
     size: int
-    future: asyncio.Future[bool]
+    # The count of Redis losses read just before the write (see ``_Session.identified``),
+    # or None: the stream is gone (NOMKSTREAM).
+    future: asyncio.Future[int | None]
 
 
 class _Session:
@@ -176,6 +178,14 @@ class _Session:
         self.outbox: dict[str, list[_Outgoing]] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.disconnects = 0
+        # Redis restarts: the run_id last seen, whether a connection is known lost (writes
+        # fail at once until Redis answers again), how many times Redis came back empty, and
+        # the asks whose requests Redis took (they die with an empty restart).
+        self.seen_run_id: str | None = None
+        self.down = False
+        self.losses = 0
+        self.written: set[int] = set()
+        self.watcher: asyncio.Task[None] | None = None
         self.closed = False
         self.reader: asyncio.Task[None] | None = None
         self.started: asyncio.Task[None] = loop.create_task(self._start())
@@ -192,6 +202,7 @@ class _Session:
         except Exception as e:
             raise _map_redis_error(e) from e
         self.run_id, _ = _server_fields(info)
+        self.seen_run_id = self.run_id
         self.reader = self.loop.create_task(self._read_replies())
 
     async def aclose(self) -> None:
@@ -200,7 +211,7 @@ class _Session:
         if self.closed:
             return
         self.closed = True
-        for task in [self.reader, self.started, *self.tasks]:
+        for task in [self.reader, self.started, self.watcher, *self.tasks]:
             if task is not None and not task.done():
                 task.cancel()
         for fut in self.pending.values():
@@ -300,12 +311,14 @@ class _Session:
 
     async def redis_restarted_within(self, window: float, deadline: float) -> bool:
         info = None
-        for _ in range(3):  # a pooled connection may still be the one the restart broke
+        for attempt in range(3):  # a pooled connection may still be the one the restart broke
             try:
                 info = await self.command(deadline, "INFO", "server")
                 break
             except Unavailable:
-                continue
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.02)  # the watcher looks at Redis meanwhile
             except ConclibError:
                 return False
         if info is None:
@@ -319,6 +332,8 @@ class _Session:
         left = deadline - time.monotonic()
         if left <= 0:
             raise Timeout(0)
+        if self.down:
+            raise Unavailable("the connection to Redis is lost")
         try:
             return await asyncio.wait_for(self.redis.execute_command(*args), left)
         except asyncio.TimeoutError:
@@ -327,7 +342,7 @@ class _Session:
             raise
         except Exception as e:
             if _is_connection_error(e):
-                self.disconnects += 1
+                self.link_lost()
             raise _map_redis_error(e) from e
 
     # -- sending -----------------------------------------------------------------------------
@@ -338,12 +353,16 @@ class _Session:
         urn: str,
         build: Any,
         deadline: float,
-    ) -> None:
+    ) -> int:
         """Appends one request (``build(route)`` makes its fields) to the serving system's
-        stream. Requests to one stream queued before the writer runs leave in one pipeline."""
+        stream. Requests to one stream queued before the writer runs leave in one pipeline.
+        Returns the count of Redis losses read just before the write. ``Unavailable`` at
+        once while the connection is known lost."""
         while True:
+            if self.down:
+                raise Unavailable("the connection to Redis is lost")
             fields, size = build()
-            fut: asyncio.Future[bool] = self.loop.create_future()
+            fut: asyncio.Future[int | None] = self.loop.create_future()
             queue = self.outbox.get(route.requests_key)
             if queue is None:
                 queue = self.outbox[route.requests_key] = []
@@ -356,8 +375,8 @@ class _Session:
                 appended = await asyncio.wait_for(fut, max(left, 0.0))
             except asyncio.TimeoutError:
                 raise Timeout(0) from None
-            if appended:
-                return
+            if appended is not None:
+                return appended
             # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its data
             # moments ago: then resolve and send again.
             self.forget(urn)
@@ -379,7 +398,10 @@ class _Session:
 
     async def _send_batch(self, key: str, batch: list[_Outgoing]) -> None:
         results: list[Any]
+        losses = self.losses
         try:
+            if self.down:
+                raise Unavailable("the connection to Redis is lost")
             if len(batch) == 1:
                 results = [await self.redis.execute_command("XADD", key, "NOMKSTREAM", "*", *batch[0].fields)]
             else:
@@ -395,18 +417,18 @@ class _Session:
             raise
         except Exception as e:  # the whole batch failed
             if _is_connection_error(e):
-                self.disconnects += 1
+                self.link_lost()
             results = [e] * len(batch)
         for request, result in zip(batch, results):
             if request.future.done():  # its asker gave up
                 continue
             if isinstance(result, BaseException):
-                if _is_connection_error(result):
-                    self.disconnects += 1
+                if _is_connection_error(result) and not isinstance(result, ConclibError):
+                    self.link_lost()
                 request.future.set_exception(_map_redis_error(result))
                 request.future.exception()
             else:
-                request.future.set_result(result is not None)
+                request.future.set_result(losses if result is not None else None)
 
     # -- reading replies ---------------------------------------------------------------------
 
@@ -423,7 +445,7 @@ class _Session:
                 if self.closed:
                     return
                 if _is_connection_error(e):
-                    self.disconnects += 1
+                    self.link_lost()
                     log.debug("reading replies failed (%s); retrying", e)
                 elif "WRONGTYPE" in str(e):
                     await self._reply_list_clobbered(str(e))
@@ -467,6 +489,64 @@ class _Session:
         except Exception as e:  # noqa: BLE001
             log.debug("could not delete the clobbered reply list: %s", e)
 
+    # -- Redis restarts ----------------------------------------------------------------------
+
+    def link_lost(self) -> None:
+        """A connection to Redis was lost: until Redis answers again, writes fail at once;
+        asks that run out of time report ``Unavailable``; once it answers, ``_watch``
+        identifies it (``identified``)."""
+        self.disconnects += 1
+        self.down = True
+        if not self.closed and (self.watcher is None or self.watcher.done()):
+            self.watcher = self.loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        pause = 0.01
+        while not self.closed:
+            try:
+                info = await asyncio.wait_for(
+                    self.redis.execute_command("INFO", "server", "persistence", "replication"),
+                    min(self.client.connect_timeout, 1.0),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - still down (or INFO refused: look no further)
+                if not (_is_connection_error(e) or isinstance(e, asyncio.TimeoutError)):
+                    self.down = False
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.2)
+                continue
+            self.down = False
+            identity = _identity(info)
+            if identity is not None:
+                self.identified(*identity)
+            return
+
+    def identified(self, run_id: str, kept_data: bool) -> None:
+        """Redis answered after a lost connection. A new ``run_id`` is a new Redis process;
+        one that started empty (no persistence file loaded or appended to, not a promoted
+        replica) lost every request it held: their asks fail ``Unavailable`` now, not at
+        their deadlines. (As the Rust client; a proxy that held such a request may still
+        have handled it.)"""
+        before, self.seen_run_id = self.seen_run_id, run_id
+        if before is None or before == run_id:
+            return
+        self.disconnects += 1
+        if kept_data:
+            log.info("Redis restarted (run_id %s) with its data: pending asks wait for their answers", run_id)
+            return
+        self.losses += 1
+        lost = [rid for rid in self.written if rid in self.pending]
+        for rid in lost:
+            fut = self.pending.pop(rid)
+            if not fut.done():
+                fut.set_exception(Unavailable("Redis restarted without its data; the request was lost"))
+                fut.exception()
+        self.written.clear()
+        log.warning("Redis restarted empty (run_id %s): %d asks whose requests it held failed Unavailable",
+                    run_id, len(lost))
+
     # -- outcome -----------------------------------------------------------------------------
 
     def timed_out(self, timeout: float, disconnects: int) -> ConclibError:
@@ -478,6 +558,36 @@ class _Session:
         if isinstance(e, Timeout):
             return self.timed_out(timeout, disconnects)
         return e
+
+
+def _info_fields(info: Any) -> dict[str, str]:
+    if isinstance(info, dict):
+        return {str(k): str(v) for k, v in info.items()}
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    fields = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip()] = value.strip()
+    return fields
+
+
+def _identity(info: Any) -> tuple[str, bool] | None:
+    """``run_id`` and whether Redis may hold data from before it started (it loads, loaded
+    keys from, or appends to a persistence file, or is a replica that took over), from an
+    ``INFO server persistence replication`` answer."""
+    f = _info_fields(info)
+    run_id = f.get("run_id")
+    if not run_id:
+        return None
+    loaded = f.get("rdb_last_load_keys_loaded", "0")
+    kept = (
+        f.get("loading") in ("1", "True")
+        or f.get("aof_enabled") in ("1", "True")
+        or (loaded.isdigit() and int(loaded) > 0)
+        or any(c != "0" for c in f.get("master_replid2", "0"))
+    )
+    return run_id, kept
 
 
 def _server_fields(info: Any) -> tuple[str | None, float | None]:
@@ -738,15 +848,20 @@ class AsyncClient:
 
             try:
                 try:
-                    await session.send(route, urn, build, deadline)
+                    losses = await session.send(route, urn, build, deadline)
                 except ConclibError as e:
                     raise session.at_deadline(e, timeout, disconnects) from None
+                if request_id in session.pending:  # else its answer already came
+                    if session.losses != losses:
+                        raise Unavailable("Redis restarted without its data just as the request was written")
+                    session.written.add(request_id)
                 try:
                     frame = await asyncio.wait_for(waiter, max(deadline - time.monotonic(), 0.0))
                 except asyncio.TimeoutError:
                     raise session.timed_out(timeout, disconnects) from None
             finally:
                 session.pending.pop(request_id, None)
+                session.written.discard(request_id)
             status = frame[8]
             if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
                 # The URN moved to another system since we resolved it: resolve again, once.
