@@ -152,7 +152,7 @@ async fn demo(options: &Options) -> Result<bool, BoxError> {
     let view = match view::start(&cluster.config).await {
         Ok(view) => {
             println!("  live view: {}", view.url);
-            println!("  metrics: {}metrics\n", view.url);
+            println!("  metrics: {}\n", view.metrics_url);
             Some(view)
         }
         Err(error) => {
@@ -456,7 +456,9 @@ mod view {
     use tokio::sync::oneshot;
 
     pub struct View {
+        /// The live view's page: mounted under `/conclib`, as the README shows.
         pub url: String,
+        pub metrics_url: String,
         stop: oneshot::Sender<()>,
         task: tokio::task::JoinHandle<std::io::Result<()>>,
     }
@@ -465,15 +467,22 @@ mod view {
     pub async fn start(config: &ProxyConfig) -> Result<View, BoxError> {
         let metrics = conclib::view::prometheus::install()?;
         let reader = SnapshotReader::connect(config).await?;
-        let router =
-            conclib::view::router(reader).merge(conclib::view::prometheus::router(metrics));
+        let router = conclib::view::mount("/conclib", reader)
+            .merge(conclib::view::prometheus::router(metrics));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}/", listener.local_addr()?);
+        let address = listener.local_addr()?;
+        let url = format!("http://{address}/conclib");
+        let metrics_url = format!("http://{address}/metrics");
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(conclib::view::serve(listener, router, async {
             let _ = stopped.await;
         }));
-        Ok(View { url, stop, task })
+        Ok(View {
+            url,
+            metrics_url,
+            stop,
+            task,
+        })
     }
 
     impl View {

@@ -15,13 +15,16 @@
 //! let config = ProxyConfig::new("redis://127.0.0.1:6379");
 //! let reader = SnapshotReader::connect(&config).await?;
 //! // Mounted under /conclib in your own router:
-//! let app: axum::Router = axum::Router::new().nest("/conclib", conclib_view::router(reader));
+//! let app: axum::Router = axum::Router::new().merge(conclib_view::mount("/conclib", reader));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(()) }
 //! ```
 //!
 //! # Routes
+//! Routes are relative to where the view is mounted ([`mount`], or [`router`] nested by
+//! hand, or served alone at `/`); the page finds its API wherever that is.
+//!
 //! | route | what |
 //! |---|---|
 //! | `GET /` | the page |
@@ -143,15 +146,55 @@ pub fn router(reader: SnapshotReader) -> Router {
         .with_state(state)
 }
 
-async fn page() -> Response {
+/// The page, with a `<base>` that points its requests (the relative `api/systems` and
+/// `api/history`) at this router wherever it is mounted: `nest("/conclib", ..)` serves it
+/// at `/conclib`, where a relative path alone would resolve against `/`.
+/// The view mounted under `prefix` (e.g. `/conclib`), ready to [`merge`](Router::merge)
+/// into your own router: the page answers at `prefix` and, redirected there, at `prefix/`
+/// (a router [`nest`](Router::nest)ed by hand answers at `prefix` only).
+///
+/// ```no_run
+/// # async fn demo(reader: conclib_redis::SnapshotReader) {
+/// let app: axum::Router = axum::Router::new().merge(conclib_view::mount("/conclib", reader));
+/// # }
+/// ```
+pub fn mount(prefix: &str, reader: SnapshotReader) -> Router {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return router(reader);
+    }
+    let to = prefix.to_owned();
+    Router::new().nest(prefix, router(reader)).route(
+        &format!("{prefix}/"),
+        get(move || async move { axum::response::Redirect::permanent(&to) }),
+    )
+}
+
+async fn page(original: axum::extract::OriginalUri, uri: axum::http::Uri) -> Response {
+    let (full, nested) = (original.0.path().to_owned(), uri.path().to_owned());
+    // What the mount added in front of this router's own path ("" when not nested).
+    let prefix = full
+        .strip_suffix(nested.as_str())
+        .unwrap_or(full.trim_end_matches('/'))
+        .trim_end_matches('/');
+    let base = format!("<base href=\"{}/\">", html_escape(prefix));
+    let page = PAGE.replacen("<head>", &format!("<head>\n{base}"), 1);
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        PAGE,
+        page,
     )
         .into_response()
+}
+
+/// Escapes text for an HTML attribute.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 async fn systems(State(state): State<Arc<ViewState>>) -> Response {

@@ -145,3 +145,72 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// Mounted as the README shows (`mount("/conclib", ..)`): the page at `/conclib` and
+/// `/conclib/` points its requests at `/conclib/api/...` (a `<base>`), and those answer;
+/// nested by hand, `/conclib` works too; unmounted, the base is `/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_works_under_a_prefix() {
+    let base = ProxyConfig::default().with_namespace("view-prefix");
+    let daemon = start_redis(&base).await.unwrap();
+    let config = daemon.config(&base);
+    for (mount, page_paths) in [
+        ("/conclib", &["/conclib", "/conclib/"][..]),
+        ("/ops/view", &["/ops/view", "/ops/view/"][..]),
+    ] {
+        let reader = SnapshotReader::connect(&config).await.unwrap();
+        let app = axum::Router::new().merge(conclib_view::mount(mount, reader));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(conclib_view::serve(listener, app, async {
+            let _ = stopped.await;
+        }));
+        for path in page_paths {
+            let (status, page) = get(&format!("{url}{path}")).await;
+            assert_eq!(status, 200, "GET {path}");
+            assert!(
+                page.contains(&format!("<base href=\"{mount}/\">")),
+                "GET {path}: no base for {mount}"
+            );
+        }
+        let (status, body) = get(&format!("{url}{mount}/api/systems")).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, _) = get(&format!("{url}{mount}/api/history")).await;
+        assert_eq!(status, 200);
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+    // Nested by hand (axum's `nest`): the page at the prefix, with the same base.
+    let reader = SnapshotReader::connect(&config).await.unwrap();
+    let app = axum::Router::new().nest("/conclib", conclib_view::router(reader));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(conclib_view::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    let (status, page) = get(&format!("{url}/conclib")).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<base href=\"/conclib/\">"));
+    assert_eq!(get(&format!("{url}/conclib/api/systems")).await.0, 200);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    // Not nested: the base is the root.
+    let reader = SnapshotReader::connect(&config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(conclib_view::serve(
+        listener,
+        conclib_view::router(reader),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let (_, page) = get(&format!("{url}/")).await;
+    assert!(page.contains("<base href=\"/\">"));
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}
