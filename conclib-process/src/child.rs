@@ -12,16 +12,16 @@ use std::time::Duration;
 use conclib_codec::{Bincode, Codec};
 use conclib_core::trace::TraceContext;
 use conclib_core::{
-    Actor, ActorSystem, AskError, AskHandle, DynActorRef, ErasedRequest, ErasedResult, PanicPolicy,
-    Priority, RemoteMessage, RemoteReply, StopReason,
+    Actor, ActorSystem, AskHandle, DynActorRef, ErasedRequest, ErasedResult, PanicPolicy, Priority,
+    RemoteMessage, RemoteReply, StopReason,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use crate::answer::{decode_answer, reply_for};
 use crate::error::ProcessError;
 use crate::outbox::{Outbox, write_frames};
-use crate::process_ref::decode_answer;
 use crate::wire::{self, FD_VAR, Frame, THREADS_VAR, status};
 use crate::{ById, lock};
 
@@ -488,7 +488,7 @@ async fn serve(actor: &DynActorRef, out: &Arc<Outbox>, asks: &Arc<Asks>, request
         message,
         body,
     } = request;
-    if message == crate::relay::HEARTBEAT && id != 0 {
+    if message == wire::HEARTBEAT && id != 0 {
         // Answered by the actor between its messages (a stuck handler holds it up).
         let actor = actor.clone();
         asks.heartbeat(id, out, async move {
@@ -533,35 +533,6 @@ async fn serve(actor: &DynActorRef, out: &Arc<Outbox>, asks: &Arc<Asks>, request
         return;
     }
     asks.queue(id, out, rm, request).await;
-}
-
-/// The status and payload answering an ask's result (child to parent, and back).
-pub(crate) fn reply_for(rm: &RemoteMessage, result: ErasedResult) -> (u8, Vec<u8>) {
-    match result {
-        Ok(response) => encoded(status::OK, rm.response(&*response)),
-        Err(AskError::Handler(error)) => encoded(status::HANDLER_ERROR, rm.error(&*error)),
-        Err(AskError::Panicked(p)) => (status::PANICKED, p.into_bytes()),
-        Err(AskError::MailboxFull) => (status::MAILBOX_FULL, Vec::new()),
-        Err(AskError::NoResponse) => (status::NO_RESPONSE, Vec::new()),
-        Err(AskError::UnknownMessage { message, .. }) => {
-            (status::UNKNOWN_MESSAGE, message.into_bytes())
-        }
-        Err(AskError::ActorStopped | AskError::Timeout(_)) => (status::ACTOR_STOPPED, Vec::new()),
-    }
-}
-
-fn encoded(ok: u8, value: Option<&dyn erased_serde::Serialize>) -> (u8, Vec<u8>) {
-    match value.map(|v| Bincode.encode(v)) {
-        Some(Ok(bytes)) => match wire::fits(bytes) {
-            Ok(bytes) => (ok, bytes),
-            Err(e) => (
-                status::CODEC_ERROR,
-                format!("the answer is {e}").into_bytes(),
-            ),
-        },
-        Some(Err(e)) => (status::CODEC_ERROR, e.to_string().into_bytes()),
-        None => (status::CODEC_ERROR, b"an answer of the wrong type".to_vec()),
-    }
 }
 
 /// The link to the parent process, in a process actor's process; see [`parent`].

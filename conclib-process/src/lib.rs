@@ -156,6 +156,7 @@
 //! `cargo run --release -p conclib-examples --example process_actors` spreads CPU-bound
 //! work over one process actor per core, crashes one on purpose and shows it restarted.
 
+mod answer;
 mod child;
 mod error;
 mod link;

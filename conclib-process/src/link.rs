@@ -412,7 +412,7 @@ async fn answer_child(link: &Arc<Link>, system: Option<&ActorSystem>, asked: Ask
             Ok(queued) => queued.answer().await,
             Err(e) => Err(e),
         };
-        let (status, payload) = crate::child::reply_for(rm, result);
+        let (status, payload) = crate::answer::reply_for(rm, result);
         if let Some(link) = link.upgrade() {
             link.send(&Frame::Answer {
                 id,

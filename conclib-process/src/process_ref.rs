@@ -8,14 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use conclib_codec::{Bincode, decode_value};
 use conclib_core::{Actor, DynActorRef, Priority, RemoteHandler, RemoteReply, Urn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ProcessError, ProcessExit};
 use crate::parent::Inner;
-use crate::wire::{Frame, status};
+use crate::wire::Frame;
 
 /// A ref to an actor of type `A` running in a process of its own; from
 /// [`build`](crate::build). Cloning is cheap. A process actor built without a system stops
@@ -331,36 +330,7 @@ where
                 .await
                 .map_err(|_| ProcessError::Timeout(timeout))?
                 .map_err(ProcessError::Exited)?;
-            decode_answer::<M>("", status, &payload)
+            crate::answer::decode_answer::<M>("", status, &payload)
         })
-    }
-}
-
-/// Decodes an answer's status and payload into an ask's result (`urn`: whom it was for).
-pub(crate) fn decode_answer<M>(
-    urn: &str,
-    status: u8,
-    payload: &[u8],
-) -> Result<M::Response, ProcessError<M::Error>>
-where
-    M: RemoteReply,
-    M::Response: DeserializeOwned,
-{
-    let text = || String::from_utf8_lossy(payload).into_owned();
-    match status {
-        status::OK => {
-            decode_value(&Bincode, payload).map_err(|e| ProcessError::Codec(e.to_string()))
-        }
-        status::HANDLER_ERROR => match decode_value::<M::WireError>(&Bincode, payload) {
-            Ok(e) => Err(ProcessError::Handler(M::handler_error(e))),
-            Err(e) => Err(ProcessError::Codec(e.to_string())),
-        },
-        status::UNKNOWN_URN => Err(ProcessError::UnknownUrn(urn.to_owned())),
-        status::PANICKED => Err(ProcessError::Panicked(text())),
-        status::UNKNOWN_MESSAGE => Err(ProcessError::UnknownMessage(M::name().to_owned())),
-        status::MAILBOX_FULL => Err(ProcessError::MailboxFull),
-        status::NO_RESPONSE => Err(ProcessError::NoResponse),
-        status::CODEC_ERROR => Err(ProcessError::Codec(text())),
-        _ => Err(ProcessError::ActorStopped),
     }
 }

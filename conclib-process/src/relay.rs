@@ -17,11 +17,7 @@ use conclib_core::{
 use crate::error::SpawnError;
 use crate::link::Answer;
 use crate::parent::{Inner, Spec};
-use crate::wire::{Frame, status};
-
-/// The wire name of a heartbeat for the process's actor (answered by the actor itself,
-/// between its messages, unlike the link's `Ping`, answered by the process's heartbeat thread).
-pub(crate) const HEARTBEAT: &str = "conclib::Heartbeat";
+use crate::wire::{self, Frame, status};
 
 /// How long a relay that is stopping waits for its process to finish what it has queued
 /// before killing it.
@@ -147,7 +143,7 @@ impl<A: Actor> Actor for ProcessActor<A> {
         if let Some(inner) = self.started.get() {
             let _ = inner
                 .link()
-                .request(HEARTBEAT, &[], conclib_core::Priority::High, None)
+                .request(wire::HEARTBEAT, &[], conclib_core::Priority::High, None)
                 .await;
         }
     }

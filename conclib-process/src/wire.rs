@@ -46,6 +46,10 @@ pub(crate) const FD_VAR: &str = "CONCLIB_PROCESS_FD";
 /// The environment variable that gives a process actor's runtime its number of threads.
 pub(crate) const THREADS_VAR: &str = "CONCLIB_PROCESS_THREADS";
 
+/// The wire name of a heartbeat for the process's actor (answered by the actor itself,
+/// between its messages, unlike the link's `Ping`, answered by the process's heartbeat thread).
+pub(crate) const HEARTBEAT: &str = "conclib::Heartbeat";
+
 /// The `Pong` the child sends on the data socket once its actor runs (heartbeat numbers
 /// start at 1).
 pub(crate) const STARTED: u64 = 0;
