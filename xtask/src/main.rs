@@ -188,11 +188,17 @@ struct Tally {
 
 impl Tally {
     /// Reads one line of a runner's output: cargo's `test result: ok. 12 passed; 0 failed; ...`
-    /// or pytest's `==== 3 failed, 40 passed, 1 skipped in 9.1s ====`.
+    /// pytest's `==== 3 failed, 40 passed, 1 skipped in 9.1s ====`, or a plain
+    /// `15 passed, 0 failed` (the project's `harness = false` test binaries).
     fn read(&mut self, line: &str) {
         let cargo = line.starts_with("test result:");
         let pytest = line.starts_with('=') && line.contains(" in ") && line.ends_with('=');
-        if !cargo && !pytest {
+        // The project's `harness = false` test binaries (conclib-testkit) end so.
+        let plain = line.ends_with(" failed")
+            && line.split(", ").count() == 2
+            && line.split_whitespace().count() == 4
+            && line.split_whitespace().next().is_some_and(|n| n.parse::<u64>().is_ok());
+        if !cargo && !pytest && !plain {
             return;
         }
         let words: Vec<&str> = line
@@ -271,6 +277,8 @@ mod tests {
         t.read("test result: FAILED. 3 passed; 2 failed; 0 ignored");
         t.read("===== 1 failed, 40 passed, 2 skipped in 9.12s =====");
         t.read("running 12 tests");
-        assert_eq!((t.passed, t.failed), (55, 3));
+        t.read("15 passed, 1 failed");
+        t.read("test foo ... ok");
+        assert_eq!((t.passed, t.failed), (70, 4));
     }
 }

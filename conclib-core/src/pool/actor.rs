@@ -174,7 +174,7 @@ impl<A: Actor> Actor for PoolActor<A> {
         let key = Self::request_key(&request);
         let mut request = request;
         loop {
-            let Ok((member, routed)) = self.shared.route(key) else {
+            let Ok((member, routed)) = self.shared.route(key, request.expects_response()) else {
                 request.fail(AskError::ActorStopped);
                 return;
             };
@@ -192,7 +192,7 @@ impl<A: Actor> Actor for PoolActor<A> {
                 // Counted in the member's load until answered: what least-loaded routing
                 // sees of a member that hands its work on at once (a process actor's relay).
                 // A tell gives the guard back: it counts until queued (then `queued` does).
-                let _tell = request.keep_until_answered(Box::new(routed));
+                let _tell = routed.and_then(|routed| request.keep_until_answered(Box::new(routed)));
                 match crate::cell::ErasedCell::push_request(cell, request, priority) {
                     Ok(()) => return,
                     Err(back) => {

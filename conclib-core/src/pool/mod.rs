@@ -190,7 +190,13 @@ impl<A: Actor> Shared<A> {
 
     /// Picks a member and counts the message in its load at once (the returned guard), so
     /// that senders routing at the same moment see it.
-    fn route(&self, key: Option<u64>) -> Result<(Member<A>, InFlight), RouteError> {
+    /// A tell is counted only while routing reads loads (least-loaded, custom): the other
+    /// routings never look, and a tell's count is two atomic operations on its hot path.
+    fn route(
+        &self,
+        key: Option<u64>,
+        ask: bool,
+    ) -> Result<(Member<A>, Option<InFlight>), RouteError> {
         let members = self.snapshot();
         if members.is_empty() {
             return Err(RouteError::Empty);
@@ -214,7 +220,8 @@ impl<A: Actor> Shared<A> {
             }
         };
         let member = members[index].clone();
-        let routed = InFlight::enter(&member.in_flight);
+        let counted = ask || matches!(self.routing, Routing::LeastLoaded | Routing::Custom(_));
+        let routed = counted.then(|| InFlight::enter(&member.in_flight));
         Ok((member, routed))
     }
 
@@ -485,7 +492,7 @@ impl<A: Actor> Pool<A> {
     {
         let mut attempts = 0u32;
         loop {
-            let Ok((member, routed)) = self.shared.route(key) else {
+            let Ok((member, routed)) = self.shared.route(key, ask) else {
                 return Err(SendError::ActorStopped(msg));
             };
             let cell: &ActorCell<A> = &member.actor.cell;
@@ -526,7 +533,7 @@ impl<A: Actor> Pool<A> {
 /// An ask queued at a member: its answer, and its place in the member's in-flight count.
 struct Pending<M: Message> {
     rx: oneshot::Receiver<Result<M::Response, AskError<M::Error>>>,
-    _guard: InFlight,
+    _guard: Option<InFlight>,
 }
 
 /// Counts an ask in its member's in-flight number until the ask ends (answered, failed,
