@@ -40,6 +40,39 @@ pub(crate) fn snapshot_ttl(interval: Duration) -> Duration {
     (interval * 3).max(Duration::from_secs(1))
 }
 
+/// The largest snapshot published, in bytes of JSON: well under what a Redis accepts in one
+/// value by default (`proto-max-bulk-len` 512 MiB, but `start_redis` and many managed
+/// Redis set far less), and what a viewer fetches every second.
+pub const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024;
+
+/// `published` as JSON, shrunk to [`MAX_SNAPSHOT_BYTES`] if it is larger: the actors at the
+/// end of its list are left out and counted in `omitted_actors` (a snapshot never fails
+/// for its size).
+fn fitted_json(published: &PublishedSystem) -> Result<String, serde_json::Error> {
+    let json = serde_json::to_string(published)?;
+    if json.len() <= MAX_SNAPSHOT_BYTES || published.snapshot.actors.is_empty() {
+        return Ok(json);
+    }
+    let mut shrunk = published.clone();
+    let mut json = json;
+    while json.len() > MAX_SNAPSHOT_BYTES && !shrunk.snapshot.actors.is_empty() {
+        // Keep the share of actors that fits, with a margin: one or two rounds.
+        let n = shrunk.snapshot.actors.len();
+        let keep = ((n as f64) * (MAX_SNAPSHOT_BYTES as f64 * 0.9) / json.len() as f64) as usize;
+        let keep = keep.min(n - 1);
+        shrunk.snapshot.omitted_actors += n - keep;
+        shrunk.snapshot.actors.truncate(keep);
+        json = serde_json::to_string(&shrunk)?;
+    }
+    tracing::warn!(
+        system = %published.system_id,
+        listed = shrunk.snapshot.actors.len(),
+        omitted = shrunk.snapshot.omitted_actors,
+        "the system's snapshot was over {MAX_SNAPSHOT_BYTES} bytes: published with fewer actors"
+    );
+    Ok(json)
+}
+
 /// Writes one snapshot and its index entry; prunes index entries long expired. `now` is
 /// Redis's clock in ms (so that publishers on machines whose clocks differ agree).
 pub(crate) async fn publish(
@@ -49,7 +82,7 @@ pub(crate) async fn publish(
     ttl: Duration,
     now: u64,
 ) -> Result<(), fred::error::Error> {
-    let json = serde_json::to_string(published)
+    let json = fitted_json(published)
         .map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Parse, e.to_string()))?;
     let key = keys.snapshot(&published.system_id);
     let ttl_ms = ttl.as_millis() as u64;
@@ -197,5 +230,50 @@ impl SnapshotReader {
         }
         systems.sort_by(|a, b| a.system_id.cmp(&b.system_id));
         Ok(systems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot too big for one value is published shrunk, saying what it left out.
+    #[tokio::test]
+    async fn a_snapshot_over_the_limit_is_shrunk_to_fit() {
+        struct Idle;
+        impl conclib_core::Actor for Idle {}
+        let system = conclib_core::ActorSystem::new("big");
+        system.spawn(Idle).await.unwrap();
+        let mut snapshot = system.snapshot();
+        let mut actor = snapshot.actors[0].clone();
+        actor.last_error = Some("x".repeat(1_000));
+        snapshot.actors = vec![actor; 10_000]; // about 10 MB of JSON
+        let published = PublishedSystem {
+            system_id: "big".into(),
+            interval_ms: 1_000,
+            proxy: Default::default(),
+            snapshot,
+        };
+        let json = fitted_json(&published).unwrap();
+        assert!(json.len() <= MAX_SNAPSHOT_BYTES, "{} bytes", json.len());
+        let back: PublishedSystem = serde_json::from_str(&json).unwrap();
+        assert!(
+            back.snapshot.actors.len() > 1_000,
+            "{}",
+            back.snapshot.actors.len()
+        );
+        assert_eq!(
+            back.snapshot.actors.len() + back.snapshot.omitted_actors,
+            10_000
+        );
+        // Small enough: as it was.
+        let small = PublishedSystem {
+            snapshot: system.snapshot(),
+            ..published
+        };
+        assert_eq!(
+            fitted_json(&small).unwrap(),
+            serde_json::to_string(&small).unwrap()
+        );
     }
 }

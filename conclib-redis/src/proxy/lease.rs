@@ -373,11 +373,19 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
             .max(Duration::from_millis(10)),
     );
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A failed publish is a warning the first time (the system vanishes from every view),
+    // then quiet until one succeeds again.
+    let mut publish_failing = false;
     loop {
         tokio::select! {
             _ = publish.tick(), if shared.config.snapshot_interval.is_some() => {
-                if let Err(e) = shared.publish_snapshot().await {
-                    tracing::debug!(error = %e, "could not publish the system's snapshot");
+                match shared.publish_snapshot().await {
+                    Err(e) if !publish_failing => {
+                        publish_failing = true;
+                        tracing::warn!(system = %shared.system_id, error = %e, "could not publish the system's snapshot: live views do not show it");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not publish the system's snapshot"),
+                    Ok(()) => publish_failing = false,
                 }
             }
             Ok(()) = urn_changes.changed() => shared.scan().await,
