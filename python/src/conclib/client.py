@@ -130,6 +130,32 @@ def _map_redis_error(e: BaseException) -> ConclibError:
     return RedisError(f"{type(e).__name__}: {e}")
 
 
+def _bulk(value: bytes | str | int) -> bytes:
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogatepass")
+    elif isinstance(value, int):
+        value = str(value).encode()
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def _pack(*args: bytes | str | int) -> bytes:
+    """One command in RESP (what redis-py's ``pack_command`` makes, without its per-argument
+    overhead)."""
+    return b"*%d\r\n%b" % (len(args), b"".join([_bulk(a) for a in args]))
+
+
+def _cancelling() -> bool:
+    """Whether the current task is being cancelled (Python 3.11+; False before)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
+
+
+async def _until(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[T], deadline: float) -> T:
+    """``fut``'s result, ``asyncio.TimeoutError`` at ``deadline`` (``time.monotonic()``)."""
+    return await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0.0))
+
+
 @dataclass
 class _Route:
     system: str
@@ -176,6 +202,15 @@ class _Session:
         self.known: set[str] = set()
         self.run_id: str | None = None
         self.outbox: dict[str, list[_Outgoing]] = {}
+        # Outside a cluster, requests leave from one writer task on a connection of its own
+        # (packed here; every queued request in one write) and replies are read on another.
+        self.direct = client._target.kind != "cluster"
+        self.queue: list[tuple[str, _Outgoing]] = []
+        self.wakeup = asyncio.Event()
+        self.writer: asyncio.Task[None] | None = None
+        self.write_conn: Any = None
+        self.read_conn: Any = None
+        self.blmpop = _pack("BLMPOP", REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.disconnects = 0
         # Redis restarts: the run_id last seen, whether a connection is known lost (writes
@@ -203,6 +238,13 @@ class _Session:
             raise _map_redis_error(e) from e
         self.run_id, _ = _server_fields(info)
         self.seen_run_id = self.run_id
+        if self.direct:
+            self.write_conn = await self.redis.connection_pool.get_connection()
+            self.read_conn = await self.reader_redis.connection_pool.get_connection()
+            # The first BLMPOP leaves here: a reader cancelled (its loop closing) right after
+            # it starts is then in a read, which redis-py lets a cancellation end.
+            await self.read_conn.send_packed_command(self.blmpop, check_health=False)
+            self.writer = self.loop.create_task(self._write_requests())
         self.reader = self.loop.create_task(self._read_replies())
 
     async def aclose(self) -> None:
@@ -211,7 +253,7 @@ class _Session:
         if self.closed:
             return
         self.closed = True
-        for task in [self.reader, self.started, self.watcher, *self.tasks]:
+        for task in [self.reader, self.started, self.watcher, self.writer, *self.tasks]:
             if task is not None and not task.done():
                 task.cancel()
         for fut in self.pending.values():
@@ -230,6 +272,10 @@ class _Session:
             pass
 
     async def _close_connections(self) -> None:
+        for conn, redis in ((self.write_conn, self.redis), (self.read_conn, self.reader_redis)):
+            if conn is not None:
+                await conn.disconnect()
+                await redis.connection_pool.release(conn)
         for redis in (self.redis, self.reader_redis):
             close = getattr(redis, "aclose", None) or redis.close
             await close()
@@ -363,16 +409,19 @@ class _Session:
                 raise Unavailable("the connection to Redis is lost")
             fields, size = build()
             fut: asyncio.Future[int | None] = self.loop.create_future()
-            queue = self.outbox.get(route.requests_key)
-            if queue is None:
-                queue = self.outbox[route.requests_key] = []
-                task = self.loop.create_task(self._flush(route.requests_key))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-            queue.append(_Outgoing(fields, size, fut))
-            left = deadline - time.monotonic()
+            if self.direct:
+                self.queue.append((route.requests_key, _Outgoing(fields, size, fut)))
+                self.wakeup.set()
+            else:
+                queue = self.outbox.get(route.requests_key)
+                if queue is None:
+                    queue = self.outbox[route.requests_key] = []
+                    task = self.loop.create_task(self._flush(route.requests_key))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                queue.append(_Outgoing(fields, size, fut))
             try:
-                appended = await asyncio.wait_for(fut, max(left, 0.0))
+                appended = await _until(self.loop, fut, deadline)
             except asyncio.TimeoutError:
                 raise Timeout(0) from None
             if appended is not None:
@@ -382,6 +431,70 @@ class _Session:
             self.forget(urn)
             await self.wait_if_redis_lost_it(urn, deadline)
             route = await self.resolve(urn, deadline, True)
+
+    async def _write_requests(self) -> None:
+        """The writer (outside a cluster): whatever was queued while it wrote the last batch
+        leaves in one write, of ``XADD``s to any streams; then their answers are read."""
+        conn = self.write_conn
+        while not _cancelling():
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            queued, self.queue = self.queue, []
+            start = 0
+            while start < len(queued):
+                end, size = start + 1, queued[start][1].size
+                while end < len(queued) and end - start < 8 * SEND_BATCH and size + queued[end][1].size <= SEND_BATCH_BYTES:
+                    size += queued[end][1].size
+                    end += 1
+                await self._write_batch(conn, queued[start:end])
+                start = end
+
+    async def _write_batch(self, conn: Any, batch: list[tuple[str, _Outgoing]]) -> None:
+        import redis.exceptions as rexc
+
+        batch = [(key, r) for key, r in batch if not r.future.done()]  # their askers gave up
+        if not batch:
+            return
+        losses = self.losses
+        results: list[Any] = []
+        try:
+            if self.down:
+                raise Unavailable("the connection to Redis is lost")
+            packed = b"".join([_pack("XADD", key, "NOMKSTREAM", "*", *r.fields) for key, r in batch])
+            await conn.send_packed_command(packed, check_health=False)
+            for _ in batch:
+                try:
+                    results.append(await conn.read_response())
+                except rexc.ResponseError as e:
+                    results.append(e)
+        except asyncio.CancelledError:
+            for _, request in batch:
+                if not request.future.done():
+                    request.future.set_exception(Closed())
+                    request.future.exception()
+            raise
+        except Exception as e:  # the rest of the batch failed
+            if _cancelling():  # (redis-py may replace a cancellation by the error of its disconnect)
+                for _, request in batch:
+                    if not request.future.done():
+                        request.future.set_exception(Closed())
+                        request.future.exception()
+                raise asyncio.CancelledError() from e
+            if _is_connection_error(e) and not isinstance(e, ConclibError):
+                self.link_lost()
+                try:
+                    await conn.disconnect(nowait=True)  # reconnects on the next write
+                except Exception:  # noqa: BLE001
+                    pass
+            results += [e] * (len(batch) - len(results))
+        for (_, request), result in zip(batch, results):
+            if request.future.done():
+                continue
+            if isinstance(result, BaseException):
+                request.future.set_exception(_map_redis_error(result))
+                request.future.exception()
+            else:
+                request.future.set_result(losses if result is not None else None)
 
     async def _flush(self, key: str) -> None:
         queued = self.outbox.pop(key, [])
@@ -434,18 +547,32 @@ class _Session:
 
     async def _read_replies(self) -> None:
         backoff = 0.01
-        while not self.closed:
+        sent = False  # the first BLMPOP was sent by _start
+        # (``_cancelling()``: redis-py may swallow a cancellation while it disconnects)
+        while not self.closed and not _cancelling():
             try:
-                answer = await self.reader_redis.execute_command(
-                    "BLMPOP", REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH
-                )
+                if self.read_conn is not None:
+                    if sent:
+                        await self.read_conn.send_packed_command(self.blmpop, check_health=False)
+                    sent = True
+                    answer = await self.read_conn.read_response()
+                else:
+                    answer = await self.reader_redis.execute_command(
+                        "BLMPOP", REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                if self.closed:
+                if self.closed or _cancelling():
+                    # (redis-py may replace a cancellation by the error of its disconnect)
                     return
                 if _is_connection_error(e):
                     self.link_lost()
+                    if self.read_conn is not None:
+                        try:
+                            await self.read_conn.disconnect(nowait=True)
+                        except Exception:  # noqa: BLE001
+                            pass
                     log.debug("reading replies failed (%s); retrying", e)
                 elif "WRONGTYPE" in str(e):
                     await self._reply_list_clobbered(str(e))
@@ -710,6 +837,21 @@ class AsyncClient:
             # Its loop is gone: nothing can be awaited there; let the sockets be collected.
             session.closed = True
 
+    def _ready(self) -> _Session | None:
+        """This process's and loop's session if it is connected (the fast path of ``_current``)."""
+        s = self._session
+        if (
+            s is not None
+            and not self._closed
+            and s.started.done()
+            and not s.started.cancelled()
+            and s.started.exception() is None
+            and s.pid == os.getpid()
+            and s.loop is asyncio.get_running_loop()
+        ):
+            return s
+        return None
+
     async def _current(self) -> _Session:
         """This process's and loop's session, connecting if needed."""
         if self._closed:
@@ -816,10 +958,12 @@ class AsyncClient:
         self, urn: str, name: str, body: bytes, timeout: float, high: bool, tp: str, started: float
     ) -> tuple[int, bytes]:
         deadline = started + timeout
-        try:
-            session = await asyncio.wait_for(self._current(), max(deadline - time.monotonic(), 0.0))
-        except asyncio.TimeoutError:
-            raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
+        session = self._ready()
+        if session is None:
+            try:
+                session = await asyncio.wait_for(self._current(), max(deadline - time.monotonic(), 0.0))
+            except asyncio.TimeoutError:
+                raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
         disconnects = session.disconnects
         try:
             route = await session.resolve(urn, deadline, False)
@@ -856,7 +1000,7 @@ class AsyncClient:
                         raise Unavailable("Redis restarted without its data just as the request was written")
                     session.written.add(request_id)
                 try:
-                    frame = await asyncio.wait_for(waiter, max(deadline - time.monotonic(), 0.0))
+                    frame = await _until(session.loop, waiter, deadline)
                 except asyncio.TimeoutError:
                     raise session.timed_out(timeout, disconnects) from None
             finally:
