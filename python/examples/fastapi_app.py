@@ -1,0 +1,62 @@
+"""A FastAPI app asking the test server's actors through conclib (see python/README.md).
+
+    uvicorn python.examples.fastapi_app:app --workers 3     # from the repository root
+
+Environment: ``CONCLIB_URL`` (default ``redis://127.0.0.1:6379``), ``CONCLIB_NAMESPACE``
+(default ``conclib``). Endpoints:
+
+- ``GET /health``: 200 once the app runs (it does not touch Redis);
+- ``GET /double/{n}``: asks ``py:shapes`` ``Double(n)`` and answers ``{"n": n, "double": 2n}``;
+  a failed ask is a 503 (``Unavailable``, ``MailboxFull``, ``Timeout``) or a 502;
+- ``GET /plain/{n}``: answers ``{"n": n, "double": 2n}`` from memory (the baseline).
+
+One ``AsyncClient`` per worker process, made at import: it connects on its first ask, in the
+worker (a client belongs to the process and event loop that connected it, so the forks of
+``--workers`` each get their own), and is closed at shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException
+
+import conclib
+
+client = conclib.AsyncClient(
+    os.environ.get("CONCLIB_URL", "redis://127.0.0.1:6379"),
+    namespace=os.environ.get("CONCLIB_NAMESPACE", "conclib"),
+    timeout=float(os.environ.get("CONCLIB_TIMEOUT", "5")),
+)
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    await client.close()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/double/{n}")
+async def double(n: int) -> dict[str, int]:
+    try:
+        result = await client.ask("py:shapes", "Double", n)
+    except (conclib.Unavailable, conclib.MailboxFull, conclib.Timeout) as e:
+        raise HTTPException(503, f"{e.label}: {e}") from None
+    except conclib.ConclibError as e:
+        raise HTTPException(502, f"{e.label}: {e}") from None
+    return {"n": n, "double": int(result)}
+
+
+@app.get("/plain/{n}")
+async def plain(n: int) -> dict[str, int]:
+    return {"n": n, "double": 2 * n}
