@@ -13,37 +13,11 @@
 use std::time::{Duration, Instant};
 
 use conclib::process::Registry;
-use conclib::{ActorSystem, DynActorRef, Routing, actor, message};
-use serde::{Deserialize, Serialize};
+use conclib::{ActorSystem, DynActorRef, Routing};
 
-/// Hashes `rounds` times, starting from `seed`; answers the final hash.
-#[message(response = u64)]
-#[derive(Serialize, Deserialize)]
-struct Job {
-    seed: u64,
-    rounds: u32,
-}
-
-#[actor]
-#[derive(Serialize, Deserialize)]
-struct Hasher;
-
-#[actor]
-impl Hasher {
-    #[handle(remote)]
-    fn job(&mut self, Job { seed, rounds }: Job) -> u64 {
-        let mut h = seed;
-        for _ in 0..rounds {
-            // FNV-1a over the eight bytes of the previous hash.
-            let mut next: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in h.to_le_bytes() {
-                next = (next ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            h = next;
-        }
-        h
-    }
-}
+// The demo's hasher: `Hash { seed, rounds }` answered with the hash and the pid of the
+// process that computed it.
+use conclib_examples::actors::{Hash, Hasher};
 
 const JOBS: u64 = 64;
 const ROUNDS: u32 = 1_000_000;
@@ -56,7 +30,7 @@ async fn run(target: &DynActorRef, timeout: Duration) -> Result<(Duration, u64),
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
             target
-                .ask(Job {
+                .ask(Hash {
                     seed,
                     rounds: ROUNDS,
                 })
@@ -69,7 +43,8 @@ async fn run(target: &DynActorRef, timeout: Duration) -> Result<(Duration, u64),
         checksum ^= t
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{e:?}"))?
+            .hash;
     }
     Ok((start.elapsed(), checksum))
 }
