@@ -197,7 +197,10 @@ impl Tally {
         let plain = line.ends_with(" failed")
             && line.split(", ").count() == 2
             && line.split_whitespace().count() == 4
-            && line.split_whitespace().next().is_some_and(|n| n.parse::<u64>().is_ok());
+            && line
+                .split_whitespace()
+                .next()
+                .is_some_and(|n| n.parse::<u64>().is_ok());
         if !cargo && !pytest && !plain {
             return;
         }

@@ -51,24 +51,39 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    let python = python.ok_or("usage: fastapi_demo PYTHON [--requests N] [--concurrency C] [--workers W]")?;
-    Ok(Args { python, requests, concurrency, workers })
+    let python = python
+        .ok_or("usage: fastapi_demo PYTHON [--requests N] [--concurrency C] [--workers W]")?;
+    Ok(Args {
+        python,
+        requests,
+        concurrency,
+        workers,
+    })
 }
 
 /// One HTTP/1.1 GET on a kept-alive connection; the status and body.
-async fn get(stream: &mut TcpStream, buf: &mut Vec<u8>, path: &str) -> Result<(u16, String), Error> {
+async fn get(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    path: &str,
+) -> Result<(u16, String), Error> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     buf.clear();
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-            let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
+            let status: u16 = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or("bad status line")?;
             let length: usize = head
                 .lines()
                 .find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
                 })
                 .ok_or("no content-length")?;
             while buf.len() < end + 4 + length {
@@ -92,7 +107,12 @@ async fn get(stream: &mut TcpStream, buf: &mut Vec<u8>, path: &str) -> Result<(u
 }
 
 /// `requests` GETs of `/{route}/{n}` from `concurrency` connections; every answer checked.
-async fn load(port: u16, route: &'static str, requests: usize, concurrency: usize) -> Result<f64, Error> {
+async fn load(
+    port: u16,
+    route: &'static str,
+    requests: usize,
+    concurrency: usize,
+) -> Result<f64, Error> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..concurrency {
@@ -119,7 +139,9 @@ async fn load(port: u16, route: &'static str, requests: usize, concurrency: usiz
 }
 
 fn free_port() -> Result<u16, Error> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn run(args: Args) -> Result<(), Error> {
@@ -130,20 +152,39 @@ async fn run(args: Args) -> Result<(), Error> {
         .with_codec(MsgPack)
         .with_snapshot_interval(None);
     let system = ActorSystem::new("fastapi-demo");
-    system.build(shapes::Shapes::default()).on_panic(PanicPolicy::Resume).spawn().await?;
+    system
+        .build(shapes::Shapes::default())
+        .on_panic(PanicPolicy::Resume)
+        .spawn()
+        .await?;
     let proxy = start_proxy(&system, &config).await?;
     let root: PathBuf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let port = free_port()?;
     let api = start_api(
-        ApiConfig::new("fastapi", &args.python, format!("http://127.0.0.1:{port}/health"))
-            .args(["-m", "uvicorn", "python.examples.fastapi_app:app", "--host", "127.0.0.1"])
-            .args(["--port".to_owned(), port.to_string(), "--workers".to_owned(), args.workers.to_string()])
-            .args(["--log-level", "warning"])
-            .env("CONCLIB_URL", redis.url())
-            .env("CONCLIB_NAMESPACE", "fastapi")
-            .cwd(root)
-            .startup_timeout(Duration::from_secs(60))
-            .shutdown_grace(Duration::from_secs(10)),
+        ApiConfig::new(
+            "fastapi",
+            &args.python,
+            format!("http://127.0.0.1:{port}/health"),
+        )
+        .args([
+            "-m",
+            "uvicorn",
+            "python.examples.fastapi_app:app",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args([
+            "--port".to_owned(),
+            port.to_string(),
+            "--workers".to_owned(),
+            args.workers.to_string(),
+        ])
+        .args(["--log-level", "warning"])
+        .env("CONCLIB_URL", redis.url())
+        .env("CONCLIB_NAMESPACE", "fastapi")
+        .cwd(root)
+        .startup_timeout(Duration::from_secs(60))
+        .shutdown_grace(Duration::from_secs(10)),
     )
     .await?;
     let pid = api.pid();
@@ -192,7 +233,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
