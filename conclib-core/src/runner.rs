@@ -338,6 +338,7 @@ async fn finish<A: Actor>(
     // (The registry lists only live actors, so it agrees before the actor leaves it; leaving
     // it last takes its lock once.)
     ctx.system().release_urn(&cell.core);
+    ctx.system().drop_side_entries(&cell.core);
     leave_parent(&cell.core);
     cell.core.mark_stopped(reason.clone());
     tracing::debug!(%reason, "actor stopped");

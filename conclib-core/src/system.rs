@@ -308,6 +308,7 @@ impl ActorSystem {
         // Aborted tasks never run their end; clean their registrations up here.
         for cell in &left {
             self.release_urn(cell.core());
+            self.drop_side_entries(cell.core());
             crate::cell::leave_parent(cell.core());
             cell.core().mark_stopped(StopReason::Killed);
             self.forget(cell.core());
@@ -405,8 +406,17 @@ impl ActorSystem {
 
     /// Forgets a stopped actor; wakes `shutdown` when none is left. Idempotent.
     pub(crate) fn forget(&self, core: &CellCore) {
-        // Its snapshot entries (an external actor's report, a pool's members) go with it,
-        // whether or not anyone ever takes a snapshot.
+        let mut actors = self.lock_actors();
+        actors.remove(&core.id);
+        if actors.is_empty() {
+            drop(actors);
+            self.inner.emptied.notify_waiters();
+        }
+    }
+
+    /// Removes the actor's snapshot entries (an external actor's report, a pool's members),
+    /// whether or not anyone ever takes a snapshot. Before its stop is seen, as its URN.
+    pub(crate) fn drop_side_entries(&self, core: &CellCore) {
         if self
             .inner
             .side_entries
@@ -429,17 +439,12 @@ impl ActorSystem {
                 .side_entries
                 .fetch_sub(removed, std::sync::atomic::Ordering::AcqRel);
         }
-        let mut actors = self.lock_actors();
-        actors.remove(&core.id);
-        if actors.is_empty() {
-            drop(actors);
-            self.inner.emptied.notify_waiters();
-        }
     }
 
     /// Frees the URN and forgets the actor.
     pub(crate) fn unregister(&self, core: &CellCore) {
         self.release_urn(core);
+        self.drop_side_entries(core);
         self.forget(core);
     }
 }
