@@ -8,6 +8,8 @@
 //!   messages and handlers.
 //! - **Redis proxy** (feature `redis`): code outside the actor system — another process,
 //!   another machine — asks actors by URN through Redis and gets the typed answer back.
+//!   Feature `msgpack` adds its MessagePack codec, what clients in other languages speak
+//!   (the Python package in `python/`).
 //! - **API daemons** (feature `apid`): launch a web server as a child process and wait until
 //!   its health check answers.
 //! - **Process actors** (feature `process`): an actor in an OS process of its own behind a
