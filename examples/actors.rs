@@ -239,6 +239,21 @@ pub enum HashError {
     },
 }
 
+/// FNV-1a over the eight bytes of the previous hash, `rounds` times from `seed`: the
+/// CPU-bound work of the examples' hashers.
+#[must_use]
+pub fn hash_rounds(seed: u64, rounds: u32) -> u64 {
+    let mut h = seed;
+    for _ in 0..rounds {
+        let mut next: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in h.to_le_bytes() {
+            next = (next ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h = next;
+    }
+    h
+}
+
 /// Hashes in a process of its own: the demo runs a pool of them behind [`HASHERS_URN`].
 #[actor]
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -246,7 +261,7 @@ pub struct Hasher;
 
 #[actor]
 impl Hasher {
-    /// FNV-1a over the eight bytes of the previous hash, `rounds` times.
+    /// [`hash_rounds`] of the message, with the pid of the process that ran it.
     #[handle(remote)]
     fn hash(&mut self, Hash { seed, rounds }: Hash) -> Result<Hashed, HashError> {
         if rounds == 0 || rounds > MAX_ROUNDS {
@@ -255,16 +270,8 @@ impl Hasher {
                 max: MAX_ROUNDS,
             });
         }
-        let mut h = seed;
-        for _ in 0..rounds {
-            let mut next: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in h.to_le_bytes() {
-                next = (next ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            h = next;
-        }
         Ok(Hashed {
-            hash: h,
+            hash: hash_rounds(seed, rounds),
             pid: std::process::id(),
         })
     }

@@ -30,15 +30,7 @@ struct Hasher;
 impl Hasher {
     #[handle(remote)]
     fn job(&mut self, Job { seed, rounds }: Job) -> u64 {
-        let mut h = seed;
-        for _ in 0..rounds {
-            let mut next: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in h.to_le_bytes() {
-                next = (next ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            h = next;
-        }
-        h
+        conclib_examples::actors::hash_rounds(seed, rounds)
     }
 
     #[handle(remote)]

@@ -29,6 +29,30 @@ async fn get(url: &str) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// A router served on a free port until the returned handle is stopped.
+struct Served {
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    async fn start(app: axum::Router) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(conclib_view::serve(listener, app, async {
+            let _ = stopped.await;
+        }));
+        Served { url, stop, server }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.server.await.unwrap().unwrap();
+    }
+}
+
 /// Polls `probe` until it returns `Some` (at most 20 s).
 async fn eventually<T, F: Future<Output = Option<T>>>(
     what: &str,
@@ -159,13 +183,9 @@ async fn the_page_works_under_a_prefix() {
         ("/ops/view", &["/ops/view", "/ops/view/"][..]),
     ] {
         let reader = SnapshotReader::connect(&config).await.unwrap();
-        let app = axum::Router::new().merge(conclib_view::mount(mount, reader));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(conclib_view::serve(listener, app, async {
-            let _ = stopped.await;
-        }));
+        let served =
+            Served::start(axum::Router::new().merge(conclib_view::mount(mount, reader))).await;
+        let url = served.url.clone();
         for path in page_paths {
             let (status, page) = get(&format!("{url}{path}")).await;
             assert_eq!(status, 200, "GET {path}");
@@ -178,39 +198,23 @@ async fn the_page_works_under_a_prefix() {
         assert_eq!(status, 200, "{body}");
         let (status, _) = get(&format!("{url}{mount}/api/history")).await;
         assert_eq!(status, 200);
-        let _ = stop.send(());
-        server.await.unwrap().unwrap();
+        served.stop().await;
     }
     // Nested by hand (axum's `nest`): the page at the prefix, with the same base.
     let reader = SnapshotReader::connect(&config).await.unwrap();
-    let app = axum::Router::new().nest("/conclib", conclib_view::router(reader));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(conclib_view::serve(listener, app, async {
-        let _ = stopped.await;
-    }));
+    let served =
+        Served::start(axum::Router::new().nest("/conclib", conclib_view::router(reader))).await;
+    let url = served.url.clone();
     let (status, page) = get(&format!("{url}/conclib")).await;
     assert_eq!(status, 200);
     assert!(page.contains("<base href=\"/conclib/\">"));
     assert_eq!(get(&format!("{url}/conclib/api/systems")).await.0, 200);
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
 
     // Not nested: the base is the root.
     let reader = SnapshotReader::connect(&config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(conclib_view::serve(
-        listener,
-        conclib_view::router(reader),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let (_, page) = get(&format!("{url}/")).await;
+    let served = Served::start(conclib_view::router(reader)).await;
+    let (_, page) = get(&format!("{}/", served.url)).await;
     assert!(page.contains("<base href=\"/\">"));
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
 }
