@@ -36,6 +36,7 @@ fn main() {
         output_ring_is_bounded,
         shell_config_runs_a_script,
         wait_returns_the_exit_status,
+        signals_this_process_ignores_still_stop_the_server,
         invalid_url_is_a_config_error,
         server_outlives_the_thread_that_started_it,
         server_dies_with_its_parent_process,
@@ -368,6 +369,26 @@ async fn wait_returns_the_exit_status() {
     assert!(!daemon.is_alive());
     let outcome = daemon.shutdown().await.unwrap();
     assert_eq!(outcome, ShutdownOutcome::AlreadyExited(status));
+}
+
+/// The server starts with the default dispositions of SIGQUIT and SIGHUP too (a process
+/// under `nohup`, or started in the background, ignores them), so each still stops it.
+async fn signals_this_process_ignores_still_stop_the_server() {
+    use std::os::unix::process::ExitStatusExt;
+    for signal in [libc::SIGQUIT, libc::SIGHUP] {
+        let (config, port) = server("ignoring", &[]);
+        // SAFETY: setting a disposition installs no handler; restored below.
+        let previous = unsafe { libc::signal(signal, libc::SIG_IGN) };
+        let started = start_api(config).await;
+        // SAFETY: as above.
+        unsafe { libc::signal(signal, previous) };
+        let mut daemon = started.unwrap();
+        assert_eq!(get(port, "/healthz").await.0, 200);
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(daemon.pid() as libc::pid_t, signal) };
+        let status = daemon.wait().await.unwrap();
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+    }
 }
 
 async fn invalid_url_is_a_config_error() {
