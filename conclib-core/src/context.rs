@@ -58,6 +58,10 @@ pub struct Context<A: Actor> {
     system: ActorSystem,
     /// Timers and stream forwarders; they die with the actor (or its restart).
     tasks: Vec<AbortHandle>,
+    /// The actors this one watches, until they stop or it unwatches them: its entries in
+    /// their watcher lists are taken out when it stops (a long-lived actor watched by many
+    /// short-lived ones would otherwise keep every one of them).
+    watching: std::sync::Mutex<Vec<(ActorId, std::sync::Weak<dyn ErasedCell>)>>,
     /// A stop the actor asked for that takes effect after the current message.
     pub(crate) pending_stop: Option<StopReason>,
     pub(crate) strategy: SupervisionStrategy,
@@ -98,6 +102,7 @@ impl<A: Actor> Context<A> {
             myself,
             system,
             tasks: Vec::new(),
+            watching: std::sync::Mutex::new(Vec::new()),
             pending_stop: None,
             strategy,
         }
@@ -279,14 +284,24 @@ impl<A: Actor> Context<A> {
 
     /// Watches `other`: when it stops, this actor receives
     /// [`SupervisionEvent::Terminated`] in [`Actor::on_event`]. Watching an actor that
-    /// already stopped delivers the event at once.
+    /// already stopped delivers the event at once; watching it again while watching it
+    /// changes nothing (one event). When this actor stops first, `other` forgets it.
     pub fn watch(&self, other: impl Into<DynActorRef>) {
         let other = other.into();
         let me: Arc<dyn ErasedCell> = self.myself.erased();
+        let my_id = self.id();
         let core = other.cell.core();
         let mut watchers = core.lock_watchers();
         if core.is_alive() {
+            if watchers.iter().any(|w| w.core().id == my_id) {
+                return;
+            }
             watchers.push(me);
+            drop(watchers);
+            // The ones that stopped since leave first (their `Terminated` may still be queued).
+            let mut watching = self.lock_watching();
+            watching.retain(|(_, w)| w.strong_count() > 0);
+            watching.push((other.id(), Arc::downgrade(&other.cell)));
         } else {
             drop(watchers);
             let reason = other
@@ -311,6 +326,44 @@ impl<A: Actor> Context<A> {
             .core()
             .lock_watchers()
             .retain(|w| w.core().id != my_id);
+        self.forget_watched(other.id());
+    }
+
+    /// `id` stopped (its `Terminated` came) or is unwatched: no longer watched.
+    pub(crate) fn forget_watched(&self, id: ActorId) {
+        self.lock_watching().retain(|(watched, _)| *watched != id);
+    }
+
+    fn lock_watching(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(ActorId, std::sync::Weak<dyn ErasedCell>)>> {
+        self.watching.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This actor stops: the actors it watches forget it.
+    pub(crate) fn unwatch_all(&self) {
+        let my_id = self.id();
+        let watching = std::mem::take(&mut *self.lock_watching());
+        for (_, watched) in watching {
+            if let Some(watched) = watched.upgrade() {
+                watched
+                    .core()
+                    .lock_watchers()
+                    .retain(|w| w.core().id != my_id);
+            }
+        }
+    }
+
+    /// How many actors this one watches (for tests of what grows).
+    #[cfg(test)]
+    pub(crate) fn watching_len(&self) -> usize {
+        self.lock_watching().len()
+    }
+
+    /// How many timers and stream forwarders are tracked (for tests of what grows).
+    #[cfg(test)]
+    pub(crate) fn tracked_tasks(&self) -> usize {
+        self.tasks.len()
     }
 
     /// Sets how this actor reacts to its children's failures.

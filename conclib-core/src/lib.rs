@@ -85,6 +85,8 @@ mod snapshot;
 mod supervision;
 mod system;
 pub mod trace;
+#[cfg(test)]
+mod uptime_tests;
 mod urn;
 mod wire;
 
@@ -101,12 +103,13 @@ pub use remote::{ErasedMessage, RemoteMessage};
 pub use request::{Address, Requester};
 pub use request_envelope::{ErasedResponder, ErasedResult, RequestEnvelope, Responder};
 pub use snapshot::{
-    ActorSnapshot, ActorState, ExternalProbe, ExternalReport, PoolMemberSnapshot, PoolSnapshot,
-    SystemSnapshot,
+    ActorBrief, ActorSnapshot, ActorState, ExternalProbe, ExternalReport, HANDLING_BUCKETS,
+    MAX_BRIEF_ACTORS, MessageTotals, PoolMemberSnapshot, PoolSnapshot, SystemSnapshot,
 };
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 pub use system::{
     ActorId, ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut, SpawnBuilder,
+    URN_JOURNAL_CAPACITY, UrnChanges,
 };
 pub use urn::{
     MAX_URN_LEN, Urn, UrnError, validate as validate_urn, validate_const as validate_urn_const,

@@ -14,8 +14,19 @@
 //!
 //! # Names and labels
 //! Every actor metric has the labels `actor` (the Rust type name) and `urn` (the URN, or
-//! `""` for an actor without one: unnamed actors of one type aggregate, which keeps the
-//! label set bounded); the per-message ones add `message` (the message's wire name).
+//! `""` for an actor without one: unnamed actors of one type aggregate); the per-message
+//! ones add `message` (the message's wire name).
+//!
+//! # Cardinality
+//! A recorder keeps every label set it was ever given: the `metrics` facade cannot remove
+//! a series, so a series per URN would grow with every short-lived named actor a service
+//! ever ran (`session:<id>`, `job:<uuid>`), for as long as the process lives — in the
+//! exporter's memory and in Prometheus. So the first [`urn_label_limit`] distinct URNs
+//! (default [`DEFAULT_URN_LABEL_LIMIT`], set with [`set_urn_label_limit`]) get a `urn`
+//! label of their own; later URNs are labelled `""`, aggregated with the unnamed actors
+//! of their type (a one-time warning says so). An actor that comes back under a URN
+//! already labelled (a restarted singleton) keeps its series. Spawn the long-lived named
+//! actors first, or raise the limit; `0` labels by actor type only.
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
@@ -34,9 +45,17 @@
 //! | `conclib_pool_replaced_total` | counter | actor, urn | members replaced (dead or unresponsive) |
 //!
 //! The Redis proxy and process actors add their own (see their crates' docs).
+//!
+//! While recording is on, each actor also counts, per message type, what it handled, the
+//! errors and its handling times (plain counters in its own task, passed on to its
+//! statistics when it finishes its first message, then a message a second or more after it
+//! last did, or 100 ms or more when that message leaves its mailbox empty):
+//! [`ActorSystem::snapshot`](crate::ActorSystem::snapshot) sums them per actor type and
+//! message in [`SystemSnapshot::messages`](crate::SystemSnapshot::messages).
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use metrics::{Counter, Gauge, Histogram, Label};
@@ -83,11 +102,76 @@ fn since(stamp: u64) -> Duration {
     Duration::from_nanos(now.saturating_sub(stamp))
 }
 
-/// The `actor` and `urn` labels (`""` for an actor without a URN).
+/// How many distinct URNs get a `urn` label of their own by default (see the module's
+/// docs, "Cardinality").
+pub const DEFAULT_URN_LABEL_LIMIT: usize = 256;
+
+static URN_LABEL_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_URN_LABEL_LIMIT);
+
+/// The URNs that have a `urn` label of their own: at most the limit, kept for the life of
+/// the process (as the recorder keeps their series).
+static URN_LABELS: Mutex<Option<HashSet<crate::Urn>>> = Mutex::new(None);
+
+static URN_LABELS_FULL: AtomicBool = AtomicBool::new(false);
+
+/// Sets how many distinct URNs get a `urn` label of their own, for every actor system of
+/// this process (see the module's docs, "Cardinality"). URNs labelled already keep their
+/// label; lowering the limit only stops new ones. `0`: every metric is labelled by actor
+/// type only (`urn=""`); `usize::MAX`: one series per URN ever seen (unbounded).
+pub fn set_urn_label_limit(limit: usize) {
+    URN_LABEL_LIMIT.store(limit, Ordering::Relaxed);
+}
+
+/// How many distinct URNs may get a `urn` label of their own ([`set_urn_label_limit`]).
+#[must_use]
+pub fn urn_label_limit() -> usize {
+    URN_LABEL_LIMIT.load(Ordering::Relaxed)
+}
+
+/// How many distinct URNs have a `urn` label of their own so far (at most
+/// [`urn_label_limit`]): what a long-running service watches to see that its metrics'
+/// cardinality stays bounded.
+#[must_use]
+pub fn urn_labels_in_use() -> usize {
+    URN_LABELS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .map_or(0, HashSet::len)
+}
+
+/// The `urn` label's value for `urn`: the URN while it is one of the first
+/// [`urn_label_limit`] distinct ones, else `""`. Called when an actor's handles are made
+/// and on rare events, never per message.
+fn urn_label(urn: Option<&crate::Urn>) -> String {
+    let Some(urn) = urn else {
+        return String::new();
+    };
+    let mut labelled = URN_LABELS.lock().unwrap_or_else(PoisonError::into_inner);
+    let labelled = labelled.get_or_insert_with(HashSet::new);
+    if labelled.contains(urn) {
+        return urn.to_string();
+    }
+    if labelled.len() < urn_label_limit() {
+        labelled.insert(urn.clone());
+        return urn.to_string();
+    }
+    if !URN_LABELS_FULL.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            limit = urn_label_limit(),
+            %urn,
+            "conclib metrics: the URN label limit is reached; actors with new URNs are \
+             labelled urn=\"\" (conclib_core::metrics::set_urn_label_limit raises it)"
+        );
+    }
+    String::new()
+}
+
+/// The `actor` and `urn` labels (`""` for an actor without a URN, or past the limit).
 fn labels(actor: &'static str, urn: Option<&crate::Urn>) -> [Label; 2] {
     [
         Label::new("actor", actor),
-        Label::new("urn", urn.map_or_else(String::new, |u| u.to_string())),
+        Label::new("urn", urn_label(urn)),
     ]
 }
 
@@ -95,14 +179,22 @@ fn actor_labels(core: &CellCore) -> [Label; 2] {
     labels(core.type_name, core.urn.as_ref())
 }
 
-/// One message type's handles.
+/// One message type's handles, and what the actor handled of it since it last passed its
+/// figures on to its snapshot statistics.
 struct PerMessage {
     name: &'static str,
     handled: Counter,
     in_mailbox: Histogram,
     handling: Histogram,
     errors: Counter,
+    unflushed: crate::snapshot::Tally,
 }
+
+/// How long after it last did an actor passes its per-message figures on to its snapshot
+/// statistics (one lock), at the end of a message: with messages still queued, and with
+/// none.
+const FLUSH_BUSY: Duration = Duration::from_secs(1);
+const FLUSH_IDLE: Duration = Duration::from_millis(100);
 
 /// An actor's metric handles, created on its first message after [`enable`] and kept in
 /// its run loop.
@@ -114,6 +206,8 @@ pub(crate) struct ActorMetrics {
     messages: Vec<PerMessage>,
     /// The message being handled: its name, send stamp and start.
     current: (&'static str, u64, Instant),
+    /// When the per-message figures were last passed on.
+    flushed: Instant,
 }
 
 impl ActorMetrics {
@@ -125,10 +219,14 @@ impl ActorMetrics {
             labels,
             messages: Vec::new(),
             current: ("", 0, Instant::now()),
+            // Long ago: the first message is passed on at once (an actor asked once is seen).
+            flushed: Instant::now()
+                .checked_sub(FLUSH_BUSY)
+                .unwrap_or_else(Instant::now),
         })
     }
 
-    fn message(&mut self, name: &'static str) -> &PerMessage {
+    fn message(&mut self, name: &'static str) -> &mut PerMessage {
         let at = match self
             .messages
             .iter()
@@ -147,11 +245,12 @@ impl ActorMetrics {
                     in_mailbox: metrics::histogram!("conclib_actor_mailbox_seconds", labels.iter()),
                     handling: metrics::histogram!("conclib_actor_handling_seconds", labels.iter()),
                     errors: metrics::counter!("conclib_actor_handler_errors_total", labels.iter()),
+                    unflushed: crate::snapshot::Tally::new(name),
                 });
                 self.messages.len() - 1
             }
         };
-        &self.messages[at]
+        &mut self.messages[at]
     }
 
     /// A message starts being handled: `stamp` is when it was sent (0: unknown).
@@ -159,11 +258,14 @@ impl ActorMetrics {
         self.current = (name, stamp, Instant::now());
     }
 
-    /// The message [`start`](Self::start)ed was handled.
-    pub(crate) fn handled(&mut self, failed: bool, depth: usize) {
+    /// The message [`start`](Self::start)ed was handled; `stats` are the actor's snapshot
+    /// statistics, which get the per-message figures now and then (no lock per message).
+    pub(crate) fn handled(&mut self, failed: bool, depth: usize, stats: &crate::cell::Stats) {
         let (name, stamp, started) = self.current;
-        let handling = started.elapsed();
+        let now = Instant::now();
+        let handling = now.duration_since(started);
         let m = self.message(name);
+        m.unflushed.count(handling, failed);
         if stamp != 0 {
             m.in_mailbox
                 .record(since(stamp).saturating_sub(handling).as_secs_f64());
@@ -174,6 +276,14 @@ impl ActorMetrics {
             m.errors.increment(1);
         }
         self.depth.set(depth as f64);
+        let since = now.duration_since(self.flushed);
+        if since >= FLUSH_BUSY || (depth == 0 && since >= FLUSH_IDLE) {
+            self.flushed = now;
+            crate::snapshot::add_message_totals(
+                stats,
+                self.messages.iter_mut().map(|m| &mut m.unflushed),
+            );
+        }
     }
 
     pub(crate) fn skipped(&self) {

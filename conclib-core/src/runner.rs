@@ -105,9 +105,9 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                     match &outcome {
                         Outcome::Skipped => m.skipped(),
                         Outcome::Panicked(_) => {}
-                        Outcome::Done => m.handled(false, cell.mailbox.capacity.len()),
+                        Outcome::Done => m.handled(false, cell.mailbox.capacity.len(), stats),
                         Outcome::Failed(_) | Outcome::Refused(_) => {
-                            m.handled(true, cell.mailbox.capacity.len());
+                            m.handled(true, cell.mailbox.capacity.len(), stats);
                         }
                     }
                 }
@@ -226,6 +226,9 @@ fn start_message<A: Actor>(
 
 /// One-for-all: a child restarted, so restart its restartable siblings.
 fn supervise<A: Actor>(ctx: &mut Context<A>, event: &SupervisionEvent) {
+    if let SupervisionEvent::Terminated { id, .. } = event {
+        ctx.forget_watched(*id);
+    }
     if let (SupervisionStrategy::OneForAll, SupervisionEvent::ChildRestarted { id, panic, .. }) =
         (ctx.strategy, event)
     {
@@ -339,6 +342,7 @@ async fn finish<A: Actor>(
     // it last takes its lock once.)
     ctx.system().release_urn(&cell.core);
     ctx.system().drop_side_entries(&cell.core);
+    ctx.unwatch_all();
     leave_parent(&cell.core);
     cell.core.mark_stopped(reason.clone());
     tracing::debug!(%reason, "actor stopped");

@@ -1,8 +1,10 @@
 //! [`ActorSystem::snapshot`]: every actor of a system at one moment, as plain serde data
 //! (what the Redis proxy publishes and the live view draws).
 
-use std::sync::Weak;
+use std::borrow::Cow;
+use std::cmp::Ordering as Order;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -32,14 +34,174 @@ pub struct SystemSnapshot {
     pub system: String,
     /// The OS process the system runs in.
     pub pid: u32,
-    /// When the snapshot was taken, in milliseconds since the Unix epoch.
+    /// When the snapshot was taken (its actors' figures read from then on), in milliseconds
+    /// since the Unix epoch.
     pub taken_at_ms: u64,
-    /// Every actor that has not stopped, by id (the first ones, with
-    /// [`ActorSystem::snapshot_first`]).
+    /// Every actor that has not stopped, by id ([`ActorSystem::snapshot`]); or the most
+    /// telling ones, most telling first ([`ActorSystem::snapshot_first`]).
     pub actors: Vec<ActorSnapshot>,
-    /// Actors left out of `actors` by [`ActorSystem::snapshot_first`].
+    /// Actors left out of `actors` by [`ActorSystem::snapshot_first`] (those in `others`
+    /// included).
     #[serde(default)]
     pub omitted_actors: usize,
+    /// Actors left out of `actors` by [`ActorSystem::snapshot_first`], in brief and by id:
+    /// the first [`MAX_BRIEF_ACTORS`] of them (the rest are only counted in
+    /// `omitted_actors`). Empty from [`ActorSystem::snapshot`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<ActorBrief>,
+    /// Per actor type and message type, what the system's live actors handled while
+    /// [metrics](crate::metrics) were on, since each started (empty with metrics off), by
+    /// actor type and message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<MessageTotals>,
+}
+
+/// How many buckets [`MessageTotals::handling_us`] has.
+pub const HANDLING_BUCKETS: usize = 24;
+
+/// In a [`SystemSnapshot`]: what the live actors of one type handled of one message type,
+/// since each started, while [metrics](crate::metrics) were on. Each actor counts in its own
+/// task and passes its counts on (one lock) when it finishes its first message, then a
+/// message a second or more after it last did, or 100 ms or more when that message leaves
+/// its mailbox empty: the messages an actor handled since are counted at a later one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageTotals {
+    /// The actors' Rust type.
+    pub actor_type: Cow<'static, str>,
+    /// The message's name (its wire name).
+    pub message: Cow<'static, str>,
+    /// Messages handled.
+    pub handled: u64,
+    /// Handlers that returned an error.
+    pub errors: u64,
+    /// Handling times, in [`HANDLING_BUCKETS`] power-of-two buckets of microseconds: bucket
+    /// 0 counts the times under 1 µs, bucket `i` those from 2^(i-1) µs to under 2^i µs, the
+    /// last one also every longer time.
+    pub handling_us: Vec<u64>,
+}
+
+/// One message type's figures kept by an actor (in its task, then in its statistics).
+pub(crate) struct Tally {
+    name: &'static str,
+    handled: u64,
+    errors: u64,
+    buckets: [u64; HANDLING_BUCKETS],
+}
+
+impl Tally {
+    pub(crate) fn new(name: &'static str) -> Tally {
+        Tally {
+            name,
+            handled: 0,
+            errors: 0,
+            buckets: [0; HANDLING_BUCKETS],
+        }
+    }
+
+    /// One message handled in `handling`.
+    #[inline]
+    pub(crate) fn count(&mut self, handling: Duration, failed: bool) {
+        let us = handling.as_micros().min(u128::from(u64::MAX)) as u64;
+        let bucket = (64 - us.leading_zeros() as usize).min(HANDLING_BUCKETS - 1);
+        self.handled += 1;
+        self.errors += u64::from(failed);
+        self.buckets[bucket] += 1;
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.handled += other.handled;
+        self.errors += other.errors;
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+    }
+}
+
+/// Adds an actor's `unflushed` figures to its statistics (one lock) and zeroes them.
+pub(crate) fn add_message_totals<'a>(
+    stats: &crate::cell::Stats,
+    unflushed: impl Iterator<Item = &'a mut Tally>,
+) {
+    let mut rare = None;
+    for tally in unflushed {
+        if tally.handled == 0 {
+            continue;
+        }
+        let rare = rare.get_or_insert_with(|| stats.rare());
+        let kept = rare.messages.get_or_insert_with(Default::default);
+        match kept
+            .iter_mut()
+            .find(|t| std::ptr::eq(t.name, tally.name) || t.name == tally.name)
+        {
+            Some(kept) => kept.add(tally),
+            None => {
+                let mut new = Tally::new(tally.name);
+                new.add(tally);
+                kept.push(new);
+            }
+        }
+        *tally = Tally::new(tally.name);
+    }
+}
+
+/// The most actors [`ActorSystem::snapshot_first`] lists in brief in
+/// [`SystemSnapshot::others`]: enough for a system of this many actors to be searched
+/// whole, while a system of millions does not make a snapshot of hundreds of megabytes.
+pub const MAX_BRIEF_ACTORS: usize = 200_000;
+
+/// An actor in brief, in [`SystemSnapshot::others`]: its figures without its last error
+/// or pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorBrief {
+    /// Its id (unique in its system).
+    pub id: u64,
+    /// Its URN, if it has one.
+    pub urn: Option<String>,
+    /// Its Rust type.
+    #[serde(rename = "type")]
+    pub type_name: Cow<'static, str>,
+    /// Its parent's id, if it is a child.
+    pub parent: Option<u64>,
+    /// Running or stopping.
+    pub state: ActorState,
+    /// User messages queued.
+    pub mailbox_len: usize,
+    /// Messages handled since it started.
+    pub handled: u64,
+    /// Messages handled per second since the previous snapshot of this system.
+    pub rate: f64,
+    /// Handlers that returned an error.
+    pub errors: u64,
+    /// Handlers and hooks that panicked.
+    pub panics: u64,
+    /// Restarts.
+    pub restarts: u64,
+    /// Asks not started because their asker had given up.
+    pub asks_skipped: u64,
+}
+
+impl ActorBrief {
+    /// The same actor as an [`ActorSnapshot`] (no last error, pool or process id).
+    #[must_use]
+    pub fn to_snapshot(&self) -> ActorSnapshot {
+        ActorSnapshot {
+            id: self.id,
+            urn: self.urn.clone(),
+            type_name: self.type_name.clone().into_owned(),
+            parent: self.parent,
+            state: self.state,
+            mailbox_len: self.mailbox_len,
+            handled: self.handled,
+            rate: self.rate,
+            errors: self.errors,
+            panics: self.panics,
+            restarts: self.restarts,
+            asks_skipped: self.asks_skipped,
+            last_error: None,
+            pid: None,
+            pool: None,
+        }
+    }
 }
 
 /// One actor in a [`SystemSnapshot`].
@@ -137,7 +299,7 @@ pub type ExternalProbe = dyn Fn() -> Option<ExternalReport> + Send + Sync;
 pub(crate) struct External {
     pub(crate) id: ActorId,
     pub(crate) probe: Weak<ExternalProbe>,
-    sample: Option<Box<(Instant, u64, f64)>>,
+    sample: Option<Box<Sample>>,
 }
 
 impl External {
@@ -150,19 +312,51 @@ impl External {
     }
 }
 
-/// Messages per second since the previous sample (kept in `sample`).
-fn rate(sample: &mut Option<Box<(Instant, u64, f64)>>, handled: u64, now: Instant) -> f64 {
+/// What the previous snapshot saw of an actor: for the next one's rate and recent failures.
+pub(crate) struct Sample {
+    at: Instant,
+    handled: u64,
+    rate: f64,
+    /// Errors, panics and restarts when this sample was taken.
+    failures: u64,
+    /// The same when the sample before it was taken (0 before any).
+    base_failures: u64,
+}
+
+/// Messages per second since the previous sample, and the failures (errors, panics,
+/// restarts) since the sample before it: those of the last interval and any since.
+/// Samples closer together than [`MIN_RATE_WINDOW`] reuse the previous one.
+fn sample(
+    sample: &mut Option<Box<Sample>>,
+    handled: u64,
+    failures: u64,
+    now: Instant,
+) -> (f64, u64) {
     match sample.as_deref_mut() {
-        Some((at, _, rate)) if now.duration_since(*at) < MIN_RATE_WINDOW => *rate,
+        Some(last) if now.duration_since(last.at) < MIN_RATE_WINDOW => {
+            (last.rate, failures.saturating_sub(last.base_failures))
+        }
         Some(last) => {
-            let rate =
-                handled.saturating_sub(last.1) as f64 / now.duration_since(last.0).as_secs_f64();
-            *last = (now, handled, rate);
-            rate
+            let rate = handled.saturating_sub(last.handled) as f64
+                / now.duration_since(last.at).as_secs_f64();
+            *last = Sample {
+                at: now,
+                handled,
+                rate,
+                failures,
+                base_failures: last.failures,
+            };
+            (rate, failures.saturating_sub(last.base_failures))
         }
         None => {
-            *sample = Some(Box::new((now, handled, 0.0)));
-            0.0
+            *sample = Some(Box::new(Sample {
+                at: now,
+                handled,
+                rate: 0.0,
+                failures,
+                base_failures: 0,
+            }));
+            (0.0, failures)
         }
     }
 }
@@ -181,32 +375,109 @@ pub enum ActorState {
 /// milliseconds says nothing).
 const MIN_RATE_WINDOW: Duration = Duration::from_millis(250);
 
-fn actor_snapshot(cell: &dyn ErasedCell, now: Instant) -> ActorSnapshot {
-    let core: &CellCore = cell.core();
-    let stats = core.stats();
-    let handled = stats.handled.load(Ordering::Relaxed);
-    let mut rare = stats.rare();
-    let rate = rate(&mut rare.sampled, handled, now);
-    ActorSnapshot {
-        id: core.id.as_u64(),
-        urn: core.urn.as_ref().map(|u| u.to_string()),
-        type_name: core.type_name.to_owned(),
-        parent: core.parent.as_ref().map(|p| p.core().id.as_u64()),
-        state: if cell.is_closed() {
+/// Per-message figures by actor type and message name.
+type MessageTable = std::collections::HashMap<(&'static str, &'static str), Tally>;
+
+/// An actor's figures read for a snapshot, and what ranks it.
+struct Ranked {
+    cell: Arc<dyn ErasedCell>,
+    id: u64,
+    /// Errors, panics and restarts in the last interval.
+    recent_failures: u64,
+    mailbox_len: usize,
+    rate: f64,
+    handled: u64,
+    errors: u64,
+    panics: u64,
+    restarts: u64,
+}
+
+impl Ranked {
+    /// Reads an actor's figures, adding its per-message ones to `messages`.
+    fn read(cell: Arc<dyn ErasedCell>, now: Instant, messages: &mut MessageTable) -> Ranked {
+        let core: &CellCore = cell.core();
+        let stats = core.stats();
+        let handled = stats.handled.load(Ordering::Relaxed);
+        let mut rare = stats.rare();
+        let (errors, panics, restarts) = (rare.errors, rare.panics, rare.restarts);
+        let (rate, recent_failures) =
+            sample(&mut rare.sampled, handled, errors + panics + restarts, now);
+        for tally in rare.messages.iter().flat_map(|m| m.iter()) {
+            messages
+                .entry((core.type_name, tally.name))
+                .or_insert_with(|| Tally::new(tally.name))
+                .add(tally);
+        }
+        drop(rare);
+        Ranked {
+            id: core.id.as_u64(),
+            mailbox_len: cell.capacity().len(),
+            cell,
+            recent_failures,
+            rate,
+            handled,
+            errors,
+            panics,
+            restarts,
+        }
+    }
+
+    /// Most telling first: failures in the last interval, then a deeper mailbox, then a
+    /// higher rate, then failures ever, then the lower id.
+    fn telling_order(a: &Ranked, b: &Ranked) -> Order {
+        b.recent_failures
+            .cmp(&a.recent_failures)
+            .then(b.mailbox_len.cmp(&a.mailbox_len))
+            .then(b.rate.total_cmp(&a.rate))
+            .then((b.errors + b.panics + b.restarts).cmp(&(a.errors + a.panics + a.restarts)))
+            .then(a.id.cmp(&b.id))
+    }
+
+    fn state(&self) -> ActorState {
+        if self.cell.is_closed() {
             ActorState::Stopping
         } else {
             ActorState::Running
-        },
-        mailbox_len: cell.capacity().len(),
-        handled,
-        rate,
-        errors: rare.errors,
-        panics: rare.panics,
-        restarts: rare.restarts,
-        asks_skipped: core.skipped_asks(),
-        last_error: rare.last_error.as_deref().map(str::to_owned),
-        pid: None,
-        pool: None,
+        }
+    }
+
+    fn snapshot(&self) -> ActorSnapshot {
+        let core = self.cell.core();
+        ActorSnapshot {
+            id: self.id,
+            urn: core.urn.as_ref().map(|u| u.to_string()),
+            type_name: core.type_name.to_owned(),
+            parent: core.parent.as_ref().map(|p| p.core().id.as_u64()),
+            state: self.state(),
+            mailbox_len: self.mailbox_len,
+            handled: self.handled,
+            rate: self.rate,
+            errors: self.errors,
+            panics: self.panics,
+            restarts: self.restarts,
+            asks_skipped: core.skipped_asks(),
+            last_error: core.stats().rare().last_error.as_deref().map(str::to_owned),
+            pid: None,
+            pool: None,
+        }
+    }
+
+    fn brief(&self) -> ActorBrief {
+        let core = self.cell.core();
+        ActorBrief {
+            id: self.id,
+            urn: core.urn.as_ref().map(|u| u.as_str().to_owned()),
+            type_name: Cow::Borrowed(core.type_name),
+            parent: core.parent.as_ref().map(|p| p.core().id.as_u64()),
+            state: self.state(),
+            mailbox_len: self.mailbox_len,
+            handled: self.handled,
+            rate: self.rate,
+            errors: self.errors,
+            panics: self.panics,
+            restarts: self.restarts,
+            asks_skipped: core.skipped_asks(),
+        }
     }
 }
 
@@ -227,7 +498,8 @@ fn apply_external(entry: &mut External, actor: Option<&mut ActorSnapshot>, now: 
     actor.pid = report.pid;
     actor.mailbox_len = report.mailbox_len;
     actor.handled = report.handled;
-    actor.rate = rate(&mut entry.sample, report.handled, now);
+    let failures = report.errors + report.panics + report.restarts;
+    actor.rate = sample(&mut entry.sample, report.handled, failures, now).0;
     actor.errors = report.errors;
     actor.panics = report.panics;
     actor.restarts = report.restarts;
@@ -246,28 +518,62 @@ impl ActorSystem {
     }
 
     /// Every live actor with its state and statistics: id, URN, type, parent, mailbox
-    /// depth, messages handled and their rate, errors, panics, restarts, the last error.
-    /// Serde data: the Redis proxy publishes it for the live view.
+    /// depth, messages handled and their rate, errors, panics, restarts, the last error;
+    /// by id. Serde data: the Redis proxy publishes it for the live view.
     #[must_use]
     pub fn snapshot(&self) -> SystemSnapshot {
-        self.snapshot_first(usize::MAX)
+        let mut snapshot = self.snapshot_first(usize::MAX);
+        snapshot.actors.sort_unstable_by_key(|a| a.id);
+        snapshot
     }
 
-    /// A [`snapshot`](Self::snapshot) of the first `max_actors` actors by id (the rest are
-    /// counted in [`SystemSnapshot::omitted_actors`]): what a system of a million actors can
-    /// afford every few seconds, since only the listed ones are looked at.
+    /// A [`snapshot`](Self::snapshot) of the `max_actors` most telling actors, most telling
+    /// first: those with errors, panics or restarts since the snapshot before the previous
+    /// one (the last interval, when snapshots are taken at regular intervals), most first;
+    /// then the deepest mailboxes; then the highest rates; then those that ever failed;
+    /// then by id. The rest are counted in [`SystemSnapshot::omitted_actors`] and listed in
+    /// brief, by id, in [`SystemSnapshot::others`] (at most [`MAX_BRIEF_ACTORS`]).
+    ///
+    /// Ranking reads every live actor's counters (one uncontended lock each, never a cost
+    /// on the actors' messages); the snapshot's rate and recent failures count from the
+    /// previous call of either method.
     #[must_use]
     pub fn snapshot_first(&self, max_actors: usize) -> SystemSnapshot {
         let now = Instant::now();
-        let mut cells = self.live_cells();
-        cells.retain(|cell| cell.core().is_alive());
-        cells.sort_unstable_by_key(|cell| cell.core().id);
-        let omitted_actors = cells.len().saturating_sub(max_actors);
-        cells.truncate(max_actors);
-        let mut actors: Vec<ActorSnapshot> = cells
-            .iter()
-            .map(|cell| actor_snapshot(&**cell, now))
+        // When the counters are read (not when the snapshot is done): a reader comparing
+        // it with its own clock sees nothing that happened after it.
+        let taken_at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut messages = MessageTable::new();
+        let mut ranked: Vec<Ranked> = self
+            .live_cells()
+            .into_iter()
+            .filter(|cell| cell.core().is_alive())
+            .map(|cell| Ranked::read(cell, now, &mut messages))
             .collect();
+        let mut messages: Vec<MessageTotals> = messages
+            .into_iter()
+            .map(|((actor_type, message), tally)| MessageTotals {
+                actor_type: Cow::Borrowed(actor_type),
+                message: Cow::Borrowed(message),
+                handled: tally.handled,
+                errors: tally.errors,
+                handling_us: tally.buckets.to_vec(),
+            })
+            .collect();
+        messages
+            .sort_unstable_by(|a, b| (&a.actor_type, &a.message).cmp(&(&b.actor_type, &b.message)));
+        let omitted_actors = ranked.len().saturating_sub(max_actors);
+        if omitted_actors > 0 && max_actors > 0 {
+            ranked.select_nth_unstable_by(max_actors - 1, Ranked::telling_order);
+        }
+        let mut rest = ranked.split_off(max_actors.min(ranked.len()));
+        ranked.sort_unstable_by(Ranked::telling_order);
+        let mut actors: Vec<ActorSnapshot> = ranked.iter().map(Ranked::snapshot).collect();
+        rest.sort_unstable_by_key(|r| r.id);
+        rest.truncate(MAX_BRIEF_ACTORS);
+        let others: Vec<ActorBrief> = rest.iter().map(Ranked::brief).collect();
         // Pools: their members' load, on the pool's own entry.
         let mut pruned = 0;
         self.with_pool_probes(|probes| {
@@ -296,11 +602,198 @@ impl ActorSystem {
         SystemSnapshot {
             system: self.name().to_owned(),
             pid: std::process::id(),
-            taken_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            taken_at_ms,
             actors,
             omitted_actors,
+            others,
+            messages,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+
+    use crate::{Actor, ActorRef, ActorSystem, Context, Handler, Message};
+
+    use super::{MAX_BRIEF_ACTORS, MIN_RATE_WINDOW};
+
+    struct Probe;
+    impl Actor for Probe {}
+
+    enum Work {
+        Fine,
+        Fail,
+        Hold(Arc<Notify>, Arc<Notify>),
+    }
+    impl Message for Work {
+        type Response = ();
+        type Error = String;
+    }
+    impl Handler<Work> for Probe {
+        async fn handle(&mut self, work: Work, _: &mut Context<Self>) -> Result<(), String> {
+            match work {
+                Work::Fine => Ok(()),
+                Work::Fail => Err("failed on purpose".into()),
+                Work::Hold(started, gate) => {
+                    started.notify_one();
+                    gate.notified().await;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn ids(actors: &[super::ActorSnapshot]) -> Vec<u64> {
+        actors.iter().map(|a| a.id).collect()
+    }
+
+    /// The rate and the recent failures count over the time between snapshots, and
+    /// snapshots closer than `MIN_RATE_WINDOW` reuse the previous figures: the test waits
+    /// that long between the snapshots it compares (time is what is measured).
+    async fn next_window() {
+        tokio::time::sleep(MIN_RATE_WINDOW + Duration::from_millis(20)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_most_telling_actors_come_first_and_the_rest_in_brief() {
+        let system = ActorSystem::new("telling");
+        let mut actors: Vec<ActorRef<Probe>> = Vec::new();
+        for n in 0..40 {
+            let actor = system
+                .build(Probe)
+                .urn(format!("probe:{n}"))
+                .spawn()
+                .await
+                .unwrap();
+            actors.push(actor);
+        }
+        let (failing, queued, busy) = (&actors[30], &actors[20], &actors[10]);
+        // Every actor sampled once: the rates count from here.
+        let first = system.snapshot_first(5);
+        assert_eq!(
+            ids(&first.actors),
+            ids(&system.snapshot().actors)[..5],
+            "idle actors: by id"
+        );
+
+        failing.ask(Work::Fail).await.unwrap_err();
+        for _ in 0..50 {
+            busy.ask(Work::Fine).await.unwrap();
+        }
+        let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        queued
+            .tell(Work::Hold(started.clone(), gate.clone()))
+            .await
+            .unwrap();
+        started.notified().await;
+        for _ in 0..7 {
+            queued.tell(Work::Fine).await.unwrap();
+        }
+        next_window().await;
+
+        let snapshot = system.snapshot_first(5);
+        let top = ids(&snapshot.actors);
+        assert_eq!(
+            top[..3],
+            [
+                failing.id().as_u64(),
+                queued.id().as_u64(),
+                busy.id().as_u64()
+            ],
+            "{snapshot:#?}"
+        );
+        assert_eq!(snapshot.actors[0].errors, 1);
+        assert_eq!(snapshot.actors[1].mailbox_len, 7);
+        assert!(snapshot.actors[2].rate > 0.0);
+        // Then the idle ones, by id.
+        assert!(top[3] < top[4]);
+        // The rest: counted, and listed in brief by id, with their figures.
+        assert_eq!(snapshot.omitted_actors, 35);
+        assert_eq!(snapshot.others.len(), 35);
+        let brief_ids: Vec<u64> = snapshot.others.iter().map(|a| a.id).collect();
+        let mut sorted = brief_ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(brief_ids, sorted);
+        assert!(top.iter().all(|id| !brief_ids.contains(id)));
+        let other = &snapshot.others[0];
+        assert_eq!(other.type_name, std::any::type_name::<Probe>());
+        assert!(other.urn.as_deref().unwrap().starts_with("probe:"));
+        assert_eq!(other.to_snapshot().id, other.id);
+
+        // Two windows without failing: the failure is no longer recent; the actor still
+        // ranks before the idle ones that never failed, after the queued and the busy.
+        next_window().await;
+        let _ = system.snapshot_first(5);
+        next_window().await;
+        for _ in 0..50 {
+            busy.ask(Work::Fine).await.unwrap();
+        }
+        let snapshot = system.snapshot_first(5);
+        assert_eq!(
+            ids(&snapshot.actors)[..3],
+            [
+                queued.id().as_u64(),
+                busy.id().as_u64(),
+                failing.id().as_u64()
+            ],
+            "{snapshot:#?}"
+        );
+
+        // A full snapshot: every actor, by id, nothing in brief.
+        let full = system.snapshot();
+        assert_eq!(full.actors.len(), 40);
+        assert!(full.actors.windows(2).all(|w| w[0].id < w[1].id));
+        assert!(full.others.is_empty());
+        assert_eq!(full.omitted_actors, 0);
+        gate.notify_one();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_recent_failure_is_listed_among_many_idle_actors() {
+        let system = ActorSystem::new("failures");
+        let mut failing = Vec::new();
+        for n in 0..2_000u64 {
+            let actor = system.spawn(Probe).await.unwrap();
+            if n % 400 == 399 {
+                failing.push(actor);
+            }
+        }
+        let _ = system.snapshot_first(10);
+        for actor in &failing {
+            actor.ask(Work::Fail).await.unwrap_err();
+        }
+        // The asker has its error before the actor's runner counts the failure (right
+        // after the handler answered): look until the counts are in, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let snapshot = loop {
+            let snapshot = system.snapshot_first(10);
+            let listed = ids(&snapshot.actors);
+            if failing
+                .iter()
+                .all(|a| listed[..failing.len()].contains(&a.id().as_u64()))
+            {
+                break snapshot;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the failing actors are not listed first: {listed:?}"
+            );
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(snapshot.omitted_actors, 1_990);
+        assert_eq!(
+            snapshot.others.len(),
+            1_990.min(MAX_BRIEF_ACTORS),
+            "the rest in brief"
+        );
+        // Listing none in full still lists every actor in brief.
+        let none = system.snapshot_first(0);
+        assert!(none.actors.is_empty());
+        assert_eq!(none.others.len(), 2_000);
     }
 }

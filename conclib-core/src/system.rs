@@ -79,8 +79,11 @@ struct SystemInner {
     /// Every actor that has not finished stopping.
     actors: Mutex<HashMap<ActorId, Arc<dyn ErasedCell>>>,
     names: RwLock<HashMap<Urn, Arc<dyn ErasedCell>>>,
-    /// Bumped whenever a URN is taken or freed (see [`ActorSystem::urn_changes`]).
+    /// Bumped whenever a URN is taken or freed (see [`ActorSystem::urn_changes`]): the
+    /// journal's position after the change.
     urn_generation: tokio::sync::watch::Sender<u64>,
+    /// The last URN changes, for readers that follow them ([`ActorSystem::urn_changes_since`]).
+    urn_journal: Mutex<UrnJournal>,
     shutting_down: AtomicBool,
     emptied: Notify,
     /// Actors in other processes listed in snapshots ([`ActorSystem::report_external`]).
@@ -90,6 +93,34 @@ struct SystemInner {
     /// How many entries `externals` and `pool_probes` hold together: an actor's end looks
     /// for its own only when there are some (most systems have none).
     side_entries: std::sync::atomic::AtomicUsize,
+}
+
+/// How many URN changes [`ActorSystem::urn_changes_since`] can look back.
+pub const URN_JOURNAL_CAPACITY: usize = 16_384;
+
+#[derive(Default)]
+struct UrnJournal {
+    /// The position after the newest entry.
+    next: u64,
+    entries: std::collections::VecDeque<(Urn, bool)>,
+}
+
+/// What changed since a position: from [`ActorSystem::urn_changes_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrnChanges {
+    /// URNs taken (`true`) or freed (`false`), oldest first; read on from `next`.
+    Since {
+        /// The changes.
+        changes: Vec<(Urn, bool)>,
+        /// The position after them.
+        next: u64,
+    },
+    /// The journal no longer reaches back that far: look at
+    /// [`ActorSystem::named_actors`] afresh, then read on from `next`.
+    Lost {
+        /// The position now.
+        next: u64,
+    },
 }
 
 /// What [`ActorSystem::actors`] reports about one actor.
@@ -145,6 +176,7 @@ impl ActorSystem {
                 actors: Mutex::new(HashMap::new()),
                 names: RwLock::new(HashMap::new()),
                 urn_generation: tokio::sync::watch::Sender::new(0),
+                urn_journal: Mutex::new(UrnJournal::default()),
                 shutting_down: AtomicBool::new(false),
                 emptied: Notify::new(),
                 externals: Mutex::new(Vec::new()),
@@ -243,6 +275,64 @@ impl ActorSystem {
     #[must_use]
     pub fn urn_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.urn_generation.subscribe()
+    }
+
+    /// The URNs taken (`true`) and freed (`false`) since `position` (a value seen on
+    /// [`urn_changes`](Self::urn_changes), or a [`UrnChanges`]' `next`), oldest first: what a
+    /// proxy reads to follow a system of any size at the cost of its changes, not its size.
+    /// The last [`URN_JOURNAL_CAPACITY`] changes are kept; a reader further behind gets
+    /// [`UrnChanges::Lost`] and looks at [`named_actors`](Self::named_actors) afresh.
+    ///
+    /// ```
+    /// # use conclib_core::*;
+    /// # struct Idle; impl Actor for Idle {}
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let system = ActorSystem::new("docs");
+    /// let seen = *system.urn_changes().borrow();
+    /// let idle = system.build(Idle).urn("idle").spawn().await.unwrap();
+    /// idle.stop();
+    /// idle.wait_for_stop().await;
+    /// let UrnChanges::Since { changes, .. } = system.urn_changes_since(seen) else { panic!() };
+    /// let changes: Vec<(&str, bool)> = changes.iter().map(|(u, t)| (u.as_str(), *t)).collect();
+    /// assert_eq!(changes, [("idle", true), ("idle", false)]);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn urn_changes_since(&self, position: u64) -> UrnChanges {
+        let journal = self
+            .inner
+            .urn_journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let first = journal.next - journal.entries.len() as u64;
+        if position < first || position > journal.next {
+            return UrnChanges::Lost { next: journal.next };
+        }
+        UrnChanges::Since {
+            changes: journal
+                .entries
+                .iter()
+                .skip((position - first) as usize)
+                .cloned()
+                .collect(),
+            next: journal.next,
+        }
+    }
+
+    /// Records a URN change; returns the journal's position after it.
+    fn journal_urn(&self, urn: &Urn, taken: bool) -> u64 {
+        let mut journal = self
+            .inner
+            .urn_journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if journal.entries.len() == URN_JOURNAL_CAPACITY {
+            journal.entries.pop_front();
+        }
+        journal.entries.push_back((urn.clone(), taken));
+        journal.next += 1;
+        journal.next
     }
 
     /// What runs now: every actor that has not stopped, by id.
@@ -351,6 +441,48 @@ impl ActorSystem {
         self.with_externals(|e| e.len()) + self.with_pool_probes(|p| p.len())
     }
 
+    /// The sizes of the system's own tables, by name: what a long-running service (or a
+    /// soak test) watches to see that nothing grows with what the system has done, only with
+    /// what it holds. `actors`: the registry (actors that have not finished stopping);
+    /// `urns`: URNs taken; `side_entries`: snapshot entries of pools and process actors;
+    /// `children`, `watchers`: the entries of every actor's lists of children and watchers,
+    /// summed. Each is back to its earlier value once the actors spawned since have
+    /// stopped. Takes each lock in turn (not for a hot path).
+    ///
+    /// ```
+    /// # use conclib_core::*;
+    /// # struct Idle; impl Actor for Idle {}
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let system = ActorSystem::new("docs");
+    /// let before = system.table_sizes();
+    /// let idle = system.build(Idle).urn("idle").spawn().await.unwrap();
+    /// idle.stop();
+    /// idle.wait_for_stop().await;
+    /// # while system.table_sizes() != before { tokio::task::yield_now().await; }
+    /// assert_eq!(system.table_sizes(), before);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn table_sizes(&self) -> Vec<(&'static str, usize)> {
+        let cells = self.live_cells();
+        let urns = self
+            .inner
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let children = cells.iter().map(|c| c.core().lock_children().len()).sum();
+        let watchers = cells.iter().map(|c| c.core().lock_watchers().len()).sum();
+        vec![
+            ("actors", cells.len()),
+            ("urns", urns),
+            ("side_entries", self.snapshot_side_entries()),
+            ("children", children),
+            ("watchers", watchers),
+        ]
+    }
+
     pub(crate) fn with_externals<T>(
         &self,
         f: impl FnOnce(&mut Vec<crate::snapshot::External>) -> T,
@@ -385,8 +517,12 @@ impl ActorSystem {
                 return Err(SpawnError::UrnTaken(urn.clone()));
             }
             names.insert(urn.clone(), cell.clone());
+            // Journaled under the names' lock: readers see a URN's changes in order.
+            let position = self.journal_urn(urn, true);
             drop(names);
-            self.inner.urn_generation.send_modify(|g| *g += 1);
+            self.inner
+                .urn_generation
+                .send_modify(|g| *g = (*g).max(position));
         }
         self.lock_actors().insert(core.id, cell);
         Ok(())
@@ -398,8 +534,11 @@ impl ActorSystem {
             let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
             if names.get(urn).is_some_and(|c| c.core().id == core.id) {
                 names.remove(urn);
+                let position = self.journal_urn(urn, false);
                 drop(names);
-                self.inner.urn_generation.send_modify(|g| *g += 1);
+                self.inner
+                    .urn_generation
+                    .send_modify(|g| *g = (*g).max(position));
             }
         }
     }

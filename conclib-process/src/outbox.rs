@@ -35,6 +35,18 @@ impl Outbox {
         }
     }
 
+    /// Swaps the frames appended so far into `out` (emptied first). A buffer that a large
+    /// frame grew past [`KEEP_AT_MOST`] is replaced by a small one before it goes back to the
+    /// senders: the two buffers take turns, so a link that once carried a 64 MiB frame would
+    /// otherwise keep twice that for its life.
+    pub(crate) fn take_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        if out.capacity() > KEEP_AT_MOST {
+            *out = Vec::with_capacity(WRITE_BUFFER);
+        }
+        std::mem::swap(out, &mut *lock(&self.buf));
+    }
+
     /// Asks the writer to finish once it wrote what was appended before.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -50,10 +62,9 @@ pub(crate) async fn write_frames(
     mut writer: WriteHalf,
     outbox: Arc<Outbox>,
 ) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(4096);
+    let mut out = Vec::with_capacity(WRITE_BUFFER);
     loop {
-        out.clear();
-        std::mem::swap(&mut out, &mut *lock(&outbox.buf));
+        outbox.take_into(&mut out);
         if out.is_empty() {
             if outbox.closed.load(Ordering::Acquire) {
                 return Ok(());
@@ -62,5 +73,39 @@ pub(crate) async fn write_frames(
             continue;
         }
         writer.write_all(&out).await?;
+    }
+}
+
+/// What a write buffer starts with.
+const WRITE_BUFFER: usize = 4096;
+/// The most capacity a write buffer keeps once what it held was written.
+const KEEP_AT_MOST: usize = 1 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A link that carried one large frame does not keep a buffer of its size for its life.
+    #[test]
+    fn a_large_frame_leaves_no_large_buffer_behind() {
+        let outbox = Outbox::default();
+        let mut out = Vec::new();
+        let big = vec![7u8; 8 << 20];
+        outbox.push(&Frame::Reply {
+            id: 1,
+            status: 0,
+            payload: &big,
+        });
+        outbox.take_into(&mut out);
+        assert!(out.len() > big.len());
+        // Written; the writer comes back for more: nothing queued.
+        outbox.take_into(&mut out);
+        assert!(out.is_empty());
+        assert!(out.capacity() <= KEEP_AT_MOST);
+        assert!(lock(&outbox.buf).capacity() <= KEEP_AT_MOST);
+        // Small frames still go through the buffers as before.
+        outbox.push(&Frame::Pong(3));
+        outbox.take_into(&mut out);
+        assert!(!out.is_empty());
     }
 }

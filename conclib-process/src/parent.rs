@@ -459,6 +459,8 @@ pub(crate) struct Inner {
     pub(crate) restarted: AtomicU64,
     /// Killed or stopped on purpose: no restart.
     pub(crate) ending: std::sync::atomic::AtomicBool,
+    /// Killed on purpose (with `ending`): a process started meanwhile is killed too.
+    pub(crate) killing: std::sync::atomic::AtomicBool,
     /// Set once the process ended for good.
     pub(crate) final_exit: watch::Sender<Option<ProcessExit>>,
     /// Why it ended for good, as its relay stops with it.
@@ -505,6 +507,7 @@ impl Inner {
             restarts: Mutex::new(std::collections::VecDeque::new()),
             restarted: AtomicU64::new(0),
             ending: std::sync::atomic::AtomicBool::new(false),
+            killing: std::sync::atomic::AtomicBool::new(false),
             final_exit,
             end_reason: std::sync::OnceLock::new(),
             me: weak.clone(),
@@ -615,7 +618,17 @@ impl Inner {
             match launch(&self.spec, self.me.clone()).await {
                 Ok(link) => {
                     self.restarted.fetch_add(1, Ordering::Relaxed);
-                    self.link.send_replace(Some(link));
+                    self.link.send_replace(Some(link.clone()));
+                    // A stop or kill asked for while the process was being replaced went to
+                    // the dead one (its relay would wait its grace period, then kill): the
+                    // new one gets it. One asked for from now on finds the new link.
+                    if self.ending.load(Ordering::SeqCst) {
+                        if self.killing.load(Ordering::SeqCst) {
+                            link.kill();
+                        } else {
+                            link.send(&Frame::Stop);
+                        }
+                    }
                     if conclib_core::metrics::is_enabled() {
                         metrics::counter!("conclib_process_restarts_total", "actor" => self.spec.kind)
                             .increment(1);

@@ -182,7 +182,7 @@ impl<A: Actor> ProcessRef<A> {
     /// Stops the actor gracefully (what it has queued is handled), then its process exits;
     /// it is not restarted.
     pub fn stop(&self) {
-        self.inner.ending.store(true, Ordering::Release);
+        self.inner.ending.store(true, Ordering::SeqCst);
         match &self.relay {
             // Its `on_stop` stops the process, after what the relay had queued.
             Some(relay) => relay.stop(),
@@ -193,7 +193,8 @@ impl<A: Actor> ProcessRef<A> {
     /// Kills the process at once (`SIGKILL`): pending asks fail with
     /// [`ProcessError::Exited`].
     pub fn kill(&self) {
-        self.inner.ending.store(true, Ordering::Release);
+        self.inner.killing.store(true, Ordering::SeqCst);
+        self.inner.ending.store(true, Ordering::SeqCst);
         self.inner.link().kill();
         if let Some(relay) = &self.relay {
             relay.kill();

@@ -117,7 +117,10 @@ impl<A: Actor> Actor for ProcessActor<A> {
         if inner.final_exit.borrow().is_some() {
             return Ok(());
         }
-        inner.ending.store(true, Ordering::Release);
+        if *reason == StopReason::Killed {
+            inner.killing.store(true, Ordering::SeqCst);
+        }
+        inner.ending.store(true, Ordering::SeqCst);
         if *reason == StopReason::Killed {
             inner.link().kill();
         } else {

@@ -59,6 +59,10 @@ fn main() {
             "spawned_and_stopped_process_actors_leave_no_snapshot_entry",
             || Box::pin(no_entry_left()),
         ),
+        (
+            "a_process_actor_stopped_or_killed_while_its_process_restarts_ends_at_once",
+            || Box::pin(stopped_while_restarting()),
+        ),
     ]);
 }
 
@@ -79,6 +83,46 @@ async fn no_entry_left() {
         }
         worker.wait_for_stop().await;
         assert_eq!(system.snapshot_side_entries(), 0, "after {} cycles", i + 1);
+    }
+}
+
+/// A stop or kill that comes while a dead process is being replaced reaches the new process
+/// (it went to the dead one: the relay then waited its 10 s grace and killed the new one,
+/// which also kept a child process and its threads that long).
+async fn stopped_while_restarting() {
+    let system = ActorSystem::new("stopped-while-restarting");
+    for kill in [false, true] {
+        let worker = system
+            .process(Worker { total: 0 })
+            .urn("restarting")
+            .restart(conclib::RestartLimit::new(3, Duration::from_secs(60)))
+            .spawn()
+            .await
+            .unwrap();
+        let first = worker.pid();
+        worker.tell(Exit(3)).await.unwrap();
+        // Now its successor is being started (on a busy machine the poll may only see it
+        // started: then the stop reaches it directly).
+        eventually("the death to be seen", || {
+            !worker.is_alive() || worker.restarts() > 0
+        })
+        .await;
+        if kill {
+            worker.kill();
+        } else {
+            worker.stop();
+        }
+        let exit = tokio::time::timeout(Duration::from_secs(5), worker.wait_for_stop())
+            .await
+            .expect("ended well before the relay's grace period");
+        if kill {
+            assert_eq!(exit.signal, Some(9), "{exit}");
+        } else {
+            assert_eq!(exit.code, Some(0), "{exit}");
+        }
+        assert!(!alive(first));
+        assert!(!alive(worker.pid()));
+        assert!(system.lookup("restarting").is_err());
     }
 }
 

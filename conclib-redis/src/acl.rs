@@ -84,7 +84,7 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
 }
 
 /// The rules of a reader of the published snapshots (the live view): it may read them,
-/// nothing else.
+/// and say that it watches them (`SET {ns}:snapshots:watched`), nothing else.
 ///
 /// ```
 /// let rules = conclib_redis::viewer_acl("shop");
@@ -93,8 +93,10 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
 #[must_use]
 pub fn viewer_acl(namespace: &str) -> Vec<String> {
     let mut rules = base();
-    rules.extend(["+get", "+zrangebyscore"].map(str::to_owned));
+    rules.extend(["+get", "+zrangebyscore", "+set"].map(str::to_owned));
     rules.push(format!("%R~{namespace}:snapshot*"));
+    // Says a viewer is watching: proxies then publish in full every interval.
+    rules.push(format!("%W~{namespace}:snapshots:watched"));
     rules
 }
 

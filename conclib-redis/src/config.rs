@@ -75,6 +75,11 @@ pub struct ProxyConfig {
     /// told message counts until its handler has finished (it is acknowledged only then).
     /// Default 8192.
     pub max_in_flight: usize,
+    /// The most requests a proxy takes at once from one group's shared stream (a URN served
+    /// by several systems, or a URN pattern: see [`ProxyHandle::join`](crate::ProxyHandle::join)).
+    /// Small, so that a busy member leaves the rest of the group's requests to the others.
+    /// Default 16.
+    pub group_in_flight: usize,
     /// How long a request waits for room in its actor's full mailbox before the proxy
     /// refuses it: an ask is answered [`ProxyError::MailboxFull`](crate::ProxyError::MailboxFull)
     /// (status 12) at once instead of running into its timeout (a web server turns that into
@@ -89,11 +94,15 @@ pub struct ProxyConfig {
     pub scan_interval: Duration,
     /// How often a proxy publishes its system's [snapshot](conclib_core::ActorSystem::snapshot)
     /// to Redis for the live view ([`SnapshotReader`](crate::SnapshotReader)); `None`: never.
-    /// Default 2 s.
+    /// While no reader has read the snapshots for 10 s, only every tenth interval and without
+    /// the actors listed in brief (a system of 100,000 actors then costs little). Default 2 s.
     pub snapshot_interval: Option<Duration>,
-    /// The most actors a published snapshot lists (the first by id; the rest are counted in
-    /// [`SystemSnapshot::omitted_actors`](conclib_core::SystemSnapshot::omitted_actors)), so that
-    /// a system of a million actors publishes kilobytes, not megabytes. Default 1000.
+    /// The most actors a published snapshot lists in full: the most telling (failures in the
+    /// last interval, deep mailboxes, high rates; see
+    /// [`ActorSystem::snapshot_first`](conclib_core::ActorSystem::snapshot_first)); the rest are
+    /// counted in [`SystemSnapshot::omitted_actors`](conclib_core::SystemSnapshot::omitted_actors)
+    /// and published in brief beside it (at most
+    /// [`MAX_BRIEF_ACTORS`](conclib_core::MAX_BRIEF_ACTORS)). Default 1000.
     pub snapshot_max_actors: usize,
     /// How long a client remembers which system serves a URN. Default 1 s.
     pub resolve_cache_ttl: Duration,
@@ -182,6 +191,7 @@ impl ProxyConfig {
             pool_size: 2,
             batch_size: 256,
             max_in_flight: 8192,
+            group_in_flight: 16,
             full_mailbox_wait: Duration::from_millis(100),
             lease_ttl: Duration::from_secs(15),
             scan_interval: Duration::from_millis(250),
@@ -435,7 +445,13 @@ fn check_name(what: &str, s: &str) -> Result<(), String> {
 }
 
 pub(crate) fn check_system_id(id: &str) -> Result<(), String> {
-    check_name("system id", id)
+    check_name("system id", id)?;
+    if id.starts_with(crate::protocol::GROUP_MARK) {
+        return Err(format!(
+            "the system id {id:?} starts with '~': such ids name groups of systems"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -170,6 +170,17 @@ pub enum ServeError {
         /// The contested system id.
         system_id: String,
     },
+    /// A URN or URN pattern could not be served by a group: one system serves it alone.
+    #[error("{urn} is served by system {owner} alone: it cannot be served by a group")]
+    UrnInUse {
+        /// The URN, or the pattern's prefix.
+        urn: String,
+        /// What its key names: the system id serving it.
+        owner: String,
+    },
+    /// The URN or pattern is unusable, or the actor to serve is not there.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<ProxyError> for ServeError {

@@ -76,7 +76,8 @@
 //!   or it was refused. A proxy that stops or crashes before that leaves it in Redis, and the
 //!   next proxy of the same system id handles it if its deadline has not passed: a crash
 //!   between handling and acknowledging means it is handled again (exactly once otherwise).
-//! - **Traffic is never split.** A URN is served by one system: a proxy hands a request to
+//! - **Traffic is never split.** A URN is served by one system (unless its systems serve it
+//!   as a group, below): a proxy hands a request to
 //!   an actor only while its leases are surely held by its own monotonic clock (their TTL,
 //!   less a tenth for clock drift, from before their last renewal). After a pause longer than
 //!   that (SIGSTOP, a frozen VM), it re-checks first; if another system took the URN
@@ -106,6 +107,30 @@
 //!   reappears or the ask's deadline passes (then `Unavailable`). (A client that never resolved the URN before the
 //!   restart cannot tell, and answers `UnknownUrn` until the owner registers again, which a
 //!   proxy does as soon as it has reconnected.)
+//! - **Groups** ([`ProxyHandle::join`], `tests/scale_out.rs`). A URN served by several
+//!   systems is asked like any URN. Each member takes from the group's stream only what it
+//!   has room for ([`group_in_flight`](ProxyConfig::group_in_flight)), so requests go to
+//!   whoever is free. Requests taken by a member that dies (SIGKILL) are handled by the
+//!   others once its member lease lapses, or at once when its death is provable (same host,
+//!   pid gone): at least once, as for a single system's crash; a member paused past its
+//!   lease may likewise handle again what it had already handed to its actor. A graceful
+//!   leave finishes what the member took first. With no member left, the group's URN
+//!   lapses after a lease and its stream after [`queue_ttl`](ProxyConfig::queue_ttl).
+//! - **One activation** ([`ProxyHandle::activate`], `tests/scale_out.rs`). A URN of a
+//!   pattern is activated by one system of the pattern's group at a time: the claim is the
+//!   URN's lease (set only if absent), a system hands a request to its activation only
+//!   while that lease is surely held, and an activation whose URN another system took
+//!   (this process was paused past its lease) is stopped. Its [`StateStore`] refuses the
+//!   writes of any activation but the latest ([`StoreError::Fenced`]), and a told message
+//!   whose write was refused goes to the latest activation: with state kept in the store,
+//!   a pause past the lease neither loses nor repeats a message sent to the system holding
+//!   the URN (a request that a paused member had taken from the pattern group's stream, sent
+//!   while no system held the URN, may be handled again, as in any group). A request reaching a
+//!   system that does not hold the URN is passed to the one that does. When the holder
+//!   dies, the first request after its lease lapsed activates the URN on another member
+//!   (the `scale_out` example measures about a lease); requests already queued in the dead
+//!   system's own stream wait there for that system id to come back, as for any system, and
+//!   asks among them fail at their deadline.
 //! - **Hostile input.** Malformed entries, unknown wire names, undecodable or oversized
 //!   payloads are answered with an error when a reply address can be read, logged, and the
 //!   proxy goes on. A stream whose ids a client pushed into the future is replaced by an
@@ -130,6 +155,9 @@
 //! | `conclib_proxy_answer_seconds` | histogram | system, status | from the request entering Redis to its answer (ms resolution) |
 //! | `conclib_proxy_read_batch_size` | histogram | system | requests per read from the stream |
 //! | `conclib_proxy_reconnects_total` | counter | system | reconnections to Redis |
+//! | `conclib_group_joins_total` | counter | system, group | this system joined a group |
+//! | `conclib_group_claimed_total` | counter | system, group | requests pending on a member that is gone, taken over |
+//! | `conclib_activations_total` | counter | system, pattern (its prefix: `user:`), event | `activated`, `passivated`, `refused` (the constructor failed), `forwarded` (to the system holding the URN) |
 //! | `conclib_client_ask_seconds` | histogram | status | a `ProxyClient` ask's round trip, by reply status or error (`timeout`, `unavailable`, ...) |
 //! | `conclib_client_asks_in_flight` | gauge | | asks a process's `ProxyClient`s are waiting for |
 //!
@@ -155,9 +183,14 @@
 //! |---|---|---|---|
 //! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (15 s), renewed every third of it by the serving proxy; deleted when the actor stops |
 //! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal |
+//! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | lease renewed by each member, like URN keys |
+//! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease like URN keys; deleted when the member leaves |
+//! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data` | until cleared; without `data`, a day |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 32 hex digits, random) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
-//! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval; deleted at shutdown |
+//! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
+//! | `{ns}:snapshot-others:{k}:{system}` | string | chunk `k` of the JSON of the actors that snapshot lists only in brief ([`SnapshotReader::others`]) | as the snapshot; chunk 0 deleted at shutdown |
+//! | `{ns}:snapshots:watched` | string | set by every [`SnapshotReader::systems`] read: someone watches | `PX` 10 s |
 //! | `{ns}:snapshots` | sorted set | system ids publishing snapshots, scored by when their snapshot expires (ms since the Unix epoch) | entries removed at shutdown, or an hour after they expired |
 //!
 //! ## Asking
@@ -193,6 +226,16 @@
 //!    dispatching each frame by its request id. Frames for ids no longer waited for (timed
 //!    out) are discarded. Wait for `ttl` plus a little for Redis round trips (ours: none; the
 //!    ask's timeout is the `ttl`); past the deadline no answer comes.
+//!
+//!    **Groups and patterns.** The value of `{ns}:urn:{urn}` may be a group id (it starts
+//!    with `~`, which no system id does): it is used exactly as a system id, so the request
+//!    goes to `{ns}:sys:~{urn}:req`, the stream all members of the URN's group read. If
+//!    `{ns}:urn:{urn}` does not exist and the URN has a `:` followed by at least one
+//!    character, take the URN up to and including its last `:` as `prefix` and `GET
+//!    {ns}:pattern:{prefix}`: a value there is the group id of the systems that activate
+//!    such URNs on demand (`~{prefix}*`); send to its stream like any system's. Only when
+//!    both are nil is the URN unknown. Once the actor is activated, `{ns}:urn:{urn}` names
+//!    the system holding it, and later resolutions go straight there.
 //! 4. **Status 2 or 10** (`UnknownUrn`, `NotOwner`) means the cached resolution is stale:
 //!    drop it, resolve again, and if the URN now names another system, send once more.
 //!
@@ -270,9 +313,11 @@
 //! - Every third of the lease time: renews its lease, its URN keys (re-creating them after a
 //!   Redis restart) and the stream's TTL, and trims the stream exactly (`XTRIM key MINID
 //!   <id>`, as at shutdown). Whenever the system takes or frees a URN
-//!   (`ActorSystem::urn_changes`), and every [`scan_interval`](ProxyConfig::scan_interval) as
-//!   a safety net, it registers actors spawned since and releases (compare-and-delete) the
-//!   URNs of stopped ones. If the stream's ids ran ahead of the clock, it replaces the
+//!   (`ActorSystem::urn_changes`), and every [`scan_interval`](ProxyConfig::scan_interval),
+//!   it reads the system's URN journal (`ActorSystem::urn_changes_since`: a cost per change,
+//!   not per actor), registers actors spawned since and releases (compare-and-delete) the
+//!   URNs of stopped ones; every 30 s, and when the journal no longer reaches back to its
+//!   last look, it looks at every actor instead. If the stream's ids ran ahead of the clock, it replaces the
 //!   stream by an empty one with the same group once every entry was delivered and
 //!   acknowledged (one script: `XINFO`, `DEL`, `XGROUP CREATE ... $ MKSTREAM`).
 //!
@@ -307,6 +352,10 @@ pub use daemon::{RedisDaemon, start_redis};
 pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
 pub use protocol::{
     CONSUMER_GROUP, PROTOCOL_VERSION, REPLY_HEADER_LEN, Status, decode_reply, encode_reply,
+    pattern_prefix,
 };
-pub use proxy::{ProxyHandle, ProxyStats, start_proxy};
-pub use snapshots::{PublishedSystem, SnapshotReader};
+pub use proxy::{
+    Activation, Activator, DEFAULT_PASSIVATE_AFTER, ProxyHandle, ProxyStats, StateStore,
+    StoreError, start_proxy,
+};
+pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};

@@ -101,3 +101,28 @@ pub(crate) fn error_label<E>(error: &ProxyError<E>) -> &'static str {
         ProxyError::Closed => "closed",
     }
 }
+
+/// A system joined a group (a shared URN or a URN pattern).
+pub(crate) fn group_joined(system: &str, group: &str) {
+    if is_enabled() {
+        metrics::counter!("conclib_group_joins_total", "system" => system.to_owned(), "group" => group.to_owned())
+            .increment(1);
+    }
+}
+
+/// Requests pending on a member that is gone, taken over by this one.
+pub(crate) fn group_claimed(system: &str, group: &str, entries: usize) {
+    if is_enabled() {
+        metrics::counter!("conclib_group_claimed_total", "system" => system.to_owned(), "group" => group.to_owned())
+            .increment(entries as u64);
+    }
+}
+
+/// What happened to an activation: `activated`, `passivated`, `refused` (its constructor
+/// failed), `forwarded` (a request for it went to the system holding it).
+pub(crate) fn activation(system: &str, pattern: &str, event: &'static str) {
+    if is_enabled() {
+        metrics::counter!("conclib_activations_total", "system" => system.to_owned(), "pattern" => pattern.to_owned(), "event" => event)
+            .increment(1);
+    }
+}

@@ -9,6 +9,26 @@ pub const PROTOCOL_VERSION: &str = "1";
 /// The consumer group (and consumer name) a proxy reads its request stream with.
 pub const CONSUMER_GROUP: &str = "proxy";
 
+/// The first character of a group id (no system id may start with it).
+pub(crate) const GROUP_MARK: char = '~';
+
+/// The group id of the systems serving `urn` together: `~{urn}`.
+pub(crate) fn shared_group(urn: &str) -> String {
+    format!("{GROUP_MARK}{urn}")
+}
+
+/// The group id of the systems activating URNs `{prefix}{id}`: `~{prefix}*`.
+pub(crate) fn pattern_group(prefix: &str) -> String {
+    format!("{GROUP_MARK}{prefix}*")
+}
+
+/// The pattern prefix a client looks up when `{ns}:urn:{urn}` does not exist: the URN up to
+/// and including its last `:`, if at least one character follows it.
+pub fn pattern_prefix(urn: &str) -> Option<&str> {
+    let colon = urn.rfind(':')?;
+    (colon + 1 < urn.len()).then(|| &urn[..=colon])
+}
+
 /// Request stream field names.
 pub(crate) mod field {
     pub const VERSION: &str = "v";
@@ -47,6 +67,23 @@ impl Keys {
         format!("{}:sys:{system}:req", self.ns)
     }
 
+    /// `{ns}:pattern:{prefix}` → the group id of the systems that activate actors for URNs
+    /// `{prefix}{id}` (a lease renewed by each of them).
+    pub fn pattern(&self, prefix: &str) -> String {
+        format!("{}:pattern:{prefix}", self.ns)
+    }
+
+    /// `{ns}:sys:{group}:member:{system}` → the token of the proxy instance through which
+    /// `system` is a member of `group` (a lease).
+    pub fn member(&self, group: &str, system: &str) -> String {
+        format!("{}:sys:{group}:member:{system}", self.ns)
+    }
+
+    /// `{ns}:state:{urn}` → an activated actor's stored state (a hash: `owner`, `data`).
+    pub fn state(&self, urn: &str) -> String {
+        format!("{}:state:{urn}", self.ns)
+    }
+
     /// `{ns}:sys:{system}:lease` → the token of the proxy instance serving the system.
     pub fn lease(&self, system: &str) -> String {
         format!("{}:sys:{system}:lease", self.ns)
@@ -61,6 +98,12 @@ impl Keys {
     /// their snapshot expires (ms since the Unix epoch).
     pub fn snapshot_index(&self) -> String {
         format!("{}:snapshots", self.ns)
+    }
+
+    /// `{ns}:snapshots:watched` → set (with a short TTL) by every snapshot reader: while it
+    /// exists, proxies publish their snapshots in full every interval.
+    pub fn watched(&self) -> String {
+        format!("{}:snapshots:watched", self.ns)
     }
 
     /// `{ns}:reply:` — every reply list starts with this.
@@ -189,6 +232,21 @@ if v == false or v == ARGV[1] then
 end
 return v";
 
+/// `KEYS` = URN keys, `ARGV[1]` = system id, `ARGV[2]` = lease in ms: [`CLAIM_SCRIPT`] for
+/// each key in one call (a server that is not a cluster: the keys may be in any slot);
+/// returns one answer per key.
+pub(crate) const CLAIM_MANY_SCRIPT: &str = r"local out = {}
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v == false or v == ARGV[1] then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    out[i] = 1
+  else
+    out[i] = v
+  end
+end
+return out";
+
 /// `KEYS[1]` = a key, `ARGV[1]` = expected value: deletes the key if it holds that value.
 pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -273,6 +331,62 @@ if ARGV[#ARGV] ~= '' then
   redis.pcall('XTRIM', KEYS[1], 'MINID', '~', ARGV[#ARGV])
 end
 return 1";
+
+/// `KEYS[1]` = a group's request stream, `ARGV[1]` = its consumer group. Trims the entries
+/// every member has finished with: below the oldest entry pending on any member, or, with
+/// none pending, up to the last one delivered. Returns the number of entries trimmed.
+pub(crate) const GROUP_TRIM_SCRIPT: &str = r"local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return 0 end
+local delivered, pending
+for _, g in ipairs(groups) do
+  local name, p, d
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'pending' then p = g[i + 1] end
+    if g[i] == 'last-delivered-id' then d = g[i + 1] end
+  end
+  if name == ARGV[1] then delivered = d; pending = p end
+end
+if delivered == nil then return 0 end
+local minid
+if pending > 0 then
+  minid = redis.call('XPENDING', KEYS[1], ARGV[1])[2]
+else
+  local ms, seq = string.match(delivered, '^(%d+)-(%d+)$')
+  if ms == nil then return 0 end
+  minid = ms .. '-' .. tostring(tonumber(seq) + 1)
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', minid)";
+
+/// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
+/// `ARGV[2]` = how long a key without data lives (ms). Makes this activation the key's
+/// owner, so that an earlier activation's writes are refused from now on, and returns the
+/// stored data (nil: none).
+pub(crate) const STATE_OPEN_SCRIPT: &str = r"redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+local data = redis.call('HGET', KEYS[1], 'data')
+if data == false then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return data";
+
+/// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
+/// `ARGV[2]` = `set` (then `ARGV[3]` = the data) or `clear` (then `ARGV[3]` = how long the
+/// key without data lives, ms). Writes only while the token owns the key (returns 1), else
+/// refuses (returns 0): a fenced write.
+pub(crate) const STATE_SAVE_SCRIPT: &str = r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if ARGV[2] == 'set' then
+  redis.call('HSET', KEYS[1], 'data', ARGV[3])
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('HDEL', KEYS[1], 'data')
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1";
+
+/// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token. At
+/// passivation: deletes the key if this activation owns it and it holds no data.
+pub(crate) const STATE_CLOSE_SCRIPT: &str = r"if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'data') == 0 then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
 
 /// SHA1 of a script, as EVALSHA wants it.
 pub(crate) fn sha1_hex(script: &str) -> String {

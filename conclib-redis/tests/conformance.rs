@@ -168,8 +168,10 @@ async fn run_case(redis: &Client, ns: &str, id: u64, case: &Json) -> Result<(), 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_cases() {
     let config = config("conformance");
-    let system = system_with("backend", &["conf:counter"]).await;
+    let system = system_with("backend", &["conf:counter", "conf:shared"]).await;
     let proxy = start_proxy(&system, &config).await.unwrap();
+    // Served by a group (of one here): requests go to the group's stream.
+    proxy.join("conf:shared").await.unwrap();
     let redis = raw_client(&config).await;
     let files = case_files();
     assert!(files.len() >= 20, "only {} cases", files.len());

@@ -225,6 +225,114 @@ async fn every_proxy_and_client_metric_is_recorded() {
         ) >= 4
     );
 
+    // Groups and activations. A request pending on a member that is gone (a consumer with
+    // no member lease) before this system joins: taken over and answered.
+    let group_stream = "metrics:sys:~g:req";
+    let group_reply = "metrics:reply:0123456789abcdef0123456789abcdee";
+    command(
+        &redis,
+        &["XGROUP", "CREATE", group_stream, "proxy", "0", "MKSTREAM"],
+    )
+    .await
+    .unwrap();
+    command(
+        &redis,
+        &[
+            "XADD",
+            group_stream,
+            "*",
+            "v",
+            "1",
+            "id",
+            "3",
+            "urn",
+            "g",
+            "msg",
+            "test.Add",
+            "ttl",
+            "20000",
+            "reply",
+            group_reply,
+            "codec",
+            "bincode",
+            "body",
+            "\x01",
+        ],
+    )
+    .await
+    .unwrap();
+    command(
+        &redis,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "proxy",
+            "ghost",
+            "COUNT",
+            "1",
+            "STREAMS",
+            group_stream,
+            ">",
+        ],
+    )
+    .await
+    .unwrap();
+    let grp = ActorSystem::new("grp");
+    grp.build(Counter::default())
+        .urn("g")
+        .spawn()
+        .await
+        .unwrap();
+    let grp_proxy = start_proxy(&grp, &config).await.unwrap();
+    grp_proxy.join("g").await.unwrap();
+    let frame = command(&redis, &["BLMPOP", "10", "1", group_reply, "LEFT"])
+        .await
+        .unwrap();
+    assert!(
+        !matches!(frame, fred::prelude::Value::Null),
+        "the request the gone member had taken was not answered"
+    );
+    grp_proxy
+        .activate("m:{id}", |_a: conclib_redis::Activation| async move {
+            Ok::<_, String>(Counter::default())
+        })
+        .passivate_after(Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(client.ask("m:1", Add(2)).await.unwrap(), 2);
+    // Counted once the passivation is done (its URN released): read until it is.
+    let passivated = (
+        "conclib_activations_total".to_owned(),
+        vec![
+            "event=passivated".to_owned(),
+            "pattern=m:".to_owned(),
+            "system=grp".to_owned(),
+        ],
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    seen.read(&snapshotter);
+    while !seen.0.contains_key(&passivated) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the activation was not passivated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        seen.read(&snapshotter);
+    }
+    assert!(grp_proxy.activations().is_empty());
+    let grp_labels = ["system=grp", "group=~g"];
+    assert_eq!(seen.counter("conclib_group_joins_total", &grp_labels), 1);
+    assert_eq!(seen.counter("conclib_group_claimed_total", &grp_labels), 1);
+    for event in ["activated", "passivated"] {
+        let labels = ["system=grp", "pattern=m:", &format!("event={event}")];
+        assert_eq!(
+            seen.counter("conclib_activations_total", &labels),
+            1,
+            "{event}"
+        );
+    }
+    grp_proxy.shutdown().await.unwrap();
+
     client.shutdown().await;
     proxy.shutdown().await.unwrap();
     daemon.shutdown().unwrap();

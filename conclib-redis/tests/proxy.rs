@@ -28,6 +28,7 @@ fn main() {
         namespaces_are_isolated,
         a_urn_claimed_by_two_systems_is_served_by_one,
         actors_spawned_and_stopped_later_are_tracked,
+        a_burst_of_urns_past_the_journal_is_served,
         a_second_proxy_for_a_live_system_is_refused,
         the_test_daemon_answers,
     ]
@@ -587,6 +588,53 @@ async fn actors_spawned_and_stopped_later_are_tracked() {
     })
     .await;
     assert_eq!(client.ask("later", Add(1)).await.unwrap(), 1);
+    proxy.shutdown().await.unwrap();
+}
+
+/// More URN changes at once than the system's journal keeps: the proxy serves them all
+/// (following the journal, or looking at every actor when it ran past it), and releases them
+/// all when they stop.
+async fn a_burst_of_urns_past_the_journal_is_served() {
+    let config = config("burst");
+    let system = system_with("burst", &[]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let n = conclib_core::URN_JOURNAL_CAPACITY + 1000;
+    let mut refs = Vec::with_capacity(n);
+    for i in 0..n {
+        refs.push(
+            system
+                .build(Counter::default())
+                .urn(format!("burst:{i}"))
+                .spawn()
+                .await
+                .unwrap(),
+        );
+    }
+    eventually(60, "every URN served", || {
+        let served = proxy.served_urns().len();
+        async move { served == n }
+    })
+    .await;
+    let client = ProxyClient::connect(&config).await.unwrap();
+    assert_eq!(
+        client
+            .ask(format!("burst:{}", n - 1), Add(2))
+            .await
+            .unwrap(),
+        2
+    );
+    for r in &refs {
+        r.stop();
+    }
+    for r in &refs {
+        r.wait_for_stop().await;
+    }
+    eventually(60, "every URN released", || {
+        let served = proxy.served_urns().len();
+        async move { served == 0 }
+    })
+    .await;
+    assert_eq!(client.resolve("burst:0").await.unwrap(), None);
     proxy.shutdown().await.unwrap();
 }
 

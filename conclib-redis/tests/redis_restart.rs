@@ -677,3 +677,101 @@ async fn asks_whose_requests_a_durable_redis_kept_are_answered_after_its_restart
     proxy.shutdown().await.unwrap();
     drop(redis);
 }
+
+/// A group and an activation across a Redis restart that lost everything: the members
+/// register the group and pattern again, the holder its activation's URN, and both are
+/// asked again; one activation of the URN remains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_and_activations_recover_after_a_redis_restart() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut base = ProxyConfig::default().with_namespace("restart-groups");
+    base.server_port = Some(port);
+    base.command_timeout = Duration::from_secs(1);
+    base.lease_ttl = Duration::from_secs(3);
+    let daemon = start_redis(&base).await.unwrap();
+    let config = daemon
+        .config(&base)
+        .with_ask_timeout(Duration::from_secs(2));
+    let mut running = Vec::new();
+    for id in ["r-1", "r-2"] {
+        let system = ActorSystem::new(id);
+        system
+            .build(Counter::default())
+            .urn("shared")
+            .spawn()
+            .await
+            .unwrap();
+        let proxy = start_proxy(&system, &config.clone().with_system_id(id))
+            .await
+            .unwrap();
+        proxy.join("shared").await.unwrap();
+        proxy
+            .activate("acct:{id}", |_a: conclib_redis::Activation| async move {
+                Ok::<_, String>(Counter::default())
+            })
+            .await
+            .unwrap();
+        running.push((system, proxy));
+    }
+    let client = ProxyClient::connect(&config).await.unwrap();
+    assert_eq!(client.ask("shared", Echo("a".into())).await.unwrap(), "a");
+    assert_eq!(client.ask("acct:1", Add(1)).await.unwrap(), 1);
+
+    daemon.shutdown().unwrap();
+    let daemon = start_redis(&base).await.unwrap();
+    let started = Instant::now();
+    for (urn, shared) in [("shared", true), ("acct:1", false)] {
+        loop {
+            let result = if shared {
+                client
+                    .ask(urn, Echo("b".into()))
+                    .timeout(Duration::from_millis(500))
+                    .await
+                    .map(|_| ())
+            } else {
+                client
+                    .ask(urn, Get)
+                    .timeout(Duration::from_millis(500))
+                    .await
+                    .map(|_| ())
+            };
+            match result {
+                Ok(()) => break,
+                Err(
+                    ProxyError::Unavailable(_)
+                    | ProxyError::Timeout(_)
+                    | ProxyError::UnknownUrn { .. },
+                ) => {}
+                Err(other) => panic!("unexpected error after the restart: {other:?}"),
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no recovery of {urn}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // At most one activation of acct:1 stays (the holder re-claimed it, or lost it to the
+    // other system and stopped its own).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let live: usize = running
+            .iter()
+            .map(|(_, p)| p.activations().iter().filter(|u| *u == "acct:1").count())
+            .sum();
+        if live == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{live} activations of acct:1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (system, proxy) in running {
+        proxy.shutdown().await.unwrap();
+        system.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+    daemon.shutdown().unwrap();
+}

@@ -9,6 +9,7 @@ use common::actors::{Add, Counter};
 use common::{command, config, eventually, plain_client};
 use conclib_core::ActorSystem;
 use conclib_redis::{ProxyClient, SnapshotReader, start_proxy};
+use futures_util::FutureExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_sees_every_system_and_its_actors() {
@@ -165,5 +166,55 @@ async fn a_large_system_publishes_its_first_actors_and_counts_the_rest() {
         published.snapshot.actors[0].urn.as_deref(),
         Some("counter:0")
     );
+    proxy.shutdown().await.unwrap();
+}
+
+/// Nobody reads the snapshots: a proxy publishes every tenth interval, without the actors
+/// listed in brief. Once a reader reads, it publishes every interval, in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_nobody_reads_are_published_rarely_and_in_short() {
+    let mut base = config("watched").with_snapshot_interval(Some(Duration::from_millis(200)));
+    base.snapshot_max_actors = 10;
+    let system = ActorSystem::new("quiet");
+    for i in 0..30 {
+        system
+            .build(Counter::default())
+            .urn(format!("q:{i}"))
+            .spawn()
+            .await
+            .unwrap();
+    }
+    let proxy = start_proxy(&system, &base).await.unwrap();
+    let redis = plain_client(&base.url).await;
+    let key = format!("{}:snapshot:quiet", base.namespace);
+    let pttl = |redis: fred::prelude::Client, key: String| async move {
+        match command(&redis, &["PTTL", &key]).await.unwrap() {
+            fred::prelude::Value::Integer(ms) => ms,
+            other => panic!("PTTL: {other:?}"),
+        }
+    };
+    // Unwatched: published to live ten intervals' worth (3 x 10 x 200 ms).
+    eventually(10, "the first publish", || {
+        pttl(redis.clone(), key.clone()).map(|ms| ms > 0)
+    })
+    .await;
+    assert!(pttl(redis.clone(), key.clone()).await > 1_000);
+    // A reader: from the next interval on, every interval and in full.
+    let reader = SnapshotReader::connect(&base).await.unwrap();
+    eventually(10, "a publish in full", || {
+        let (reader, redis, key) = (&reader, redis.clone(), key.clone());
+        async move {
+            let systems = reader.systems().await.unwrap();
+            let Some(quiet) = systems.first() else {
+                return false;
+            };
+            let others = reader
+                .others("quiet", quiet.snapshot.taken_at_ms)
+                .await
+                .unwrap();
+            others.is_some_and(|o| o.len() == 20) && pttl(redis, key).await <= 1_000
+        }
+    })
+    .await;
     proxy.shutdown().await.unwrap();
 }

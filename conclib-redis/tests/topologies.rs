@@ -487,3 +487,44 @@ async fn cluster_commands_go_straight_to_the_owning_node() {
         "commands were sent to nodes that do not own their keys: {moved:?}; slow asks: {slow:?}"
     );
 }
+
+/// A group and activations on `redis-cluster://`: the shared URN's key, its stream, the
+/// pattern key and the activated actors' keys land on different nodes; every command the
+/// members and clients send names one key, so each goes to its node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_groups_and_activations() {
+    let cluster = servers::start_cluster(3).await;
+    let config = config("cluster-groups", cluster.url());
+    let mut running = Vec::new();
+    for id in ["g-1", "g-2"] {
+        let system = system_with(id, &["shared"]).await;
+        let proxy = start_proxy(&system, &config).await.unwrap();
+        proxy.join("shared").await.unwrap();
+        proxy
+            .activate("item:{id}", |_a: conclib_redis::Activation| async move {
+                Ok::<_, String>(Counter::default())
+            })
+            .await
+            .unwrap();
+        running.push((system, proxy));
+    }
+    let client = ProxyClient::connect(&config).await.unwrap();
+    for i in 0..40u64 {
+        assert_eq!(
+            client.ask("shared", Echo(format!("e{i}"))).await.unwrap(),
+            format!("e{i}")
+        );
+    }
+    // Twelve activations, spread over keys on every node.
+    for i in 0..12u64 {
+        let urn = format!("item:{i}");
+        assert_eq!(client.ask(urn.as_str(), Add(i + 1)).await.unwrap(), i + 1);
+        assert_eq!(client.ask(urn.as_str(), Get).await.unwrap(), i + 1);
+    }
+    let active: usize = running.iter().map(|(_, p)| p.activations().len()).sum();
+    assert_eq!(active, 12, "each URN activated once");
+    for (system, proxy) in running {
+        proxy.shutdown().await.unwrap();
+        system.shutdown(Duration::from_secs(5)).await.unwrap();
+    }
+}

@@ -57,10 +57,12 @@ def test_high_priority_overtakes_queued_messages(url: str, namespace: str) -> No
         async with conclib.AsyncClient(url, namespace=namespace) as client:
             await client.ask(COUNTER, "Reset")
             # The counter holds until three messages are queued behind it, so the three tells
-            # below are surely queued together before it takes any.
-            # All four leave together, in this order (one pipeline).
+            # below are surely queued together before it takes any. All four leave together,
+            # in this order (one write), and enter the mailbox in this order: the hold is in
+            # the high-priority lane too, so that the actor takes it first whether or not the
+            # tells are in the mailbox by then (else the high tell would overtake it).
             held, *_ = await asyncio.gather(
-                client.ask(COUNTER, "HoldUntilQueued", {"n": 3, "max_ms": 5000}),
+                client.ask(COUNTER, "HoldUntilQueued", {"n": 3, "max_ms": 5000}, priority="high"),
                 client.tell(COUNTER, "Record", 1),
                 client.tell(COUNTER, "Record", 2),
                 client.tell(COUNTER, "Record", 3, priority="high"),

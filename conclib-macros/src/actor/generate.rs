@@ -71,100 +71,130 @@ pub fn fallback_impl(item: &ItemImpl, krate: &Path) -> TokenStream {
 }
 
 pub fn generate_impl(item: &ItemImpl, model: &ImplModel, krate: &Path) -> TokenStream {
+    let mut out = TokenStream::new();
+    for h in &model.handlers {
+        out.extend(handler_impl(item, h, krate));
+    }
+    out.extend(actor_impl(item, model, krate));
+    out
+}
+
+/// One `Handler` impl for a #[handle] method (and its `RemoteHandler` impl if remote).
+fn handler_impl(item: &ItemImpl, h: &HandlerFn, krate: &Path) -> TokenStream {
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let mut out = TokenStream::new();
-
-    // One `Handler` impl per #[handle] method.
-    for h in &model.handlers {
-        let HandlerFn {
-            method,
-            message,
-            args,
-            is_async,
-            fallible,
-            output,
-            output_span,
-            cfgs,
-            generated,
-            ..
-        } = h;
-        // A generated message is taken apart into the method's arguments.
-        let unpack = generated.as_ref().map(|g| {
-            let ident = &g.ident;
-            let fields = g.fields.iter().map(|(name, _)| name);
-            // What an argument must be to travel in a message, said at its type.
-            let checks = g.fields.iter().map(|(_, ty)| {
-                let span = ty.span();
-                let send = respan(quote!(#krate::__private::message_argument::<#ty>), span);
-                let serde = h
-                    .remote
-                    .then(|| respan(quote!(#krate::__private::remote_argument::<#ty>), span))
-                    .map(|check| quote!(#check();));
-                quote!(#send(); #serde)
-            });
-            quote! {
-                #(#checks)*
-                let #ident { #(#fields,)* .. } = msg;
-            }
+    let HandlerFn {
+        method,
+        message,
+        args,
+        is_async,
+        fallible,
+        output,
+        output_span,
+        cfgs,
+        generated,
+        ..
+    } = h;
+    // A generated message is taken apart into the method's arguments.
+    let unpack = generated.as_ref().map(|g| {
+        let ident = &g.ident;
+        let fields = g.fields.iter().map(|(name, _)| name);
+        // What an argument must be to travel in a message, said at its type.
+        let checks = g.fields.iter().map(|(_, ty)| {
+            let span = ty.span();
+            let send = respan(quote!(#krate::__private::message_argument::<#ty>), span);
+            let serde = h
+                .remote
+                .then(|| respan(quote!(#krate::__private::remote_argument::<#ty>), span))
+                .map(|check| quote!(#check();));
+            quote!(#send(); #serde)
         });
-        let uses_ctx = args.iter().any(|a| matches!(a, Arg::Ctx(_)));
-        let ctx = param(uses_ctx, "ctx");
-        let call = call(
-            krate,
-            method,
-            &call_args(krate, args, "msg", None),
-            *is_async,
-        );
-        // What the method returns, checked against the message's response (or result).
-        let returned = match output {
-            Some(ty) if !has_impl_trait(ty) => ty.to_token_stream(),
-            Some(_) => quote!(_),
-            None => quote_spanned!(*output_span=> ()),
-        };
-        let helper = if *fallible {
-            quote!(result)
-        } else {
-            quote!(response)
-        };
-        let span = *output_span;
-        let convert = respan(quote!(#krate::__private::#helper), span);
-        let convert = quote_spanned!(span=> #convert::<#message, #returned>(output));
-        let span = message.span();
-        if h.remote {
-            let remote_handler = respan(quote!(#krate::RemoteHandler<#message>), span);
-            out.extend(quote! {
-                #(#cfgs)*
-                #[automatically_derived]
-                impl #impl_generics #remote_handler for #self_ty #where_clause {}
-            });
+        quote! {
+            #(#checks)*
+            let #ident { #(#fields,)* .. } = msg;
         }
-        let handler = respan(quote!(#krate::Handler<#message>), span);
-        let response = respan(quote!(<#message as #krate::Message>::Response), span);
-        let error = respan(quote!(<#message as #krate::Message>::Error), span);
-        let result_ty = respan(quote!(::core::result::Result<#response, #error>), span);
+    });
+    let uses_ctx = args.iter().any(|a| matches!(a, Arg::Ctx(_)));
+    let ctx = param(uses_ctx, "ctx");
+    let call = call(
+        krate,
+        method,
+        &call_args(krate, args, "msg", None),
+        *is_async,
+    );
+    // What the method returns, checked against the message's response (or result).
+    let returned = match output {
+        Some(ty) if !has_impl_trait(ty) => ty.to_token_stream(),
+        Some(_) => quote!(_),
+        None => quote_spanned!(*output_span=> ()),
+    };
+    let helper = if *fallible {
+        quote!(result)
+    } else {
+        quote!(response)
+    };
+    let span = *output_span;
+    let convert = respan(quote!(#krate::__private::#helper), span);
+    let convert = quote_spanned!(span=> #convert::<#message, #returned>(output));
+    let span = message.span();
+    if h.remote {
+        let remote_handler = respan(quote!(#krate::RemoteHandler<#message>), span);
         out.extend(quote! {
             #(#cfgs)*
             #[automatically_derived]
-            impl #impl_generics #handler for #self_ty #where_clause {
-                async fn handle(
-                    &mut self,
-                    msg: #message,
-                    #ctx: &mut #krate::Context<Self>,
-                ) -> #result_ty {
-                    #unpack
-                    let output = #call;
-                    #convert
-                }
-            }
+            impl #impl_generics #remote_handler for #self_ty #where_clause {}
         });
     }
+    let handler = respan(quote!(#krate::Handler<#message>), span);
+    let response = respan(quote!(<#message as #krate::Message>::Response), span);
+    let error = respan(quote!(<#message as #krate::Message>::Error), span);
+    let result_ty = respan(quote!(::core::result::Result<#response, #error>), span);
+    out.extend(quote! {
+        #(#cfgs)*
+        #[automatically_derived]
+        impl #impl_generics #handler for #self_ty #where_clause {
+            async fn handle(
+                &mut self,
+                msg: #message,
+                #ctx: &mut #krate::Context<Self>,
+            ) -> #result_ty {
+                #unpack
+                let output = #call;
+                #convert
+            }
+        }
+    });
+    out
+}
 
-    // The `Actor` impl: options, exposed messages, hooks, dynamic dispatch.
+/// The `Actor` impl: options, exposed messages, hooks, dynamic dispatch.
+fn actor_impl(item: &ItemImpl, model: &ImplModel, krate: &Path) -> TokenStream {
+    let self_ty = &item.self_ty;
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let options = respan(
         quote!(<Self as #krate::__private::ActorOptions>),
         self_ty.span(),
     );
+    let remote = remote_table(model, krate);
+    let hooks = model.hooks.iter().map(|hook| generate_hook(hook, krate));
+    let dispatch = dispatch(model, krate);
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::Actor for #self_ty #where_clause {
+            const URN: ::core::option::Option<&'static str> = #options::URN;
+            const MAILBOX: #krate::MailboxConfig = #options::MAILBOX;
+            #remote
+
+            #(#hooks)*
+
+            #dispatch
+        }
+    }
+}
+
+/// `Actor::REMOTE`: the messages exposed to other processes (nothing when none is).
+fn remote_table(model: &ImplModel, krate: &Path) -> TokenStream {
     let remote: Vec<TokenStream> = model
         .handlers
         .iter()
@@ -178,15 +208,16 @@ pub fn generate_impl(item: &ItemImpl, model: &ImplModel, krate: &Path) -> TokenS
             quote!(#(#cfgs)* #entry)
         })
         .collect();
-    let remote = if remote.is_empty() {
+    if remote.is_empty() {
         TokenStream::new()
     } else {
         quote!(const REMOTE: &'static [#krate::RemoteMessage] = &[#(#remote),*];)
-    };
+    }
+}
 
-    let hooks = model.hooks.iter().map(|hook| generate_hook(hook, krate));
-
-    let dispatch = if model.handlers.is_empty() {
+/// `accepts` and `handle_request`: a request tried against each handler's message in turn.
+fn dispatch(model: &ImplModel, krate: &Path) -> TokenStream {
+    if model.handlers.is_empty() {
         quote! {
             fn accepts(_: ::core::any::TypeId) -> bool {
                 false
@@ -244,21 +275,7 @@ pub fn generate_impl(item: &ItemImpl, model: &ImplModel, krate: &Path) -> TokenS
                 request.reject();
             }
         }
-    };
-
-    out.extend(quote! {
-        #[automatically_derived]
-        impl #impl_generics #krate::Actor for #self_ty #where_clause {
-            const URN: ::core::option::Option<&'static str> = #options::URN;
-            const MAILBOX: #krate::MailboxConfig = #options::MAILBOX;
-            #remote
-
-            #(#hooks)*
-
-            #dispatch
-        }
-    });
-    out
+    }
 }
 
 fn generate_hook(hook: &HookFn, krate: &Path) -> TokenStream {

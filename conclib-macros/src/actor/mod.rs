@@ -13,6 +13,7 @@ use options::expand_options;
 
 mod api;
 mod generate;
+mod generated;
 mod model;
 mod options;
 mod signature;

@@ -658,6 +658,20 @@ impl Shared {
             if as_bytes(&value).is_some() {
                 break value;
             }
+            // Not active: a URN pattern's group may activate it (`{ns}:pattern:{prefix}`).
+            if let Some(prefix) = crate::protocol::pattern_prefix(urn) {
+                let get = conn::call(
+                    &client,
+                    keyed("GET"),
+                    vec![owned(self.keys.pattern(prefix))],
+                );
+                match tokio::time::timeout_at(deadline.into(), get).await {
+                    Ok(Ok(v)) if as_bytes(&v).is_some() => break v,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(redis_error(&e)),
+                    Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
+                }
+            }
             self.forget(urn);
             self.wait_if_redis_lost_it(urn, deadline).await?;
         };

@@ -5,17 +5,32 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use conclib_core::{AskError, DynActorRef, ErasedResult, RemoteMessage};
+use conclib_core::trace::TraceContext;
+use conclib_core::{AskError, DynActorRef, ErasedMessage, ErasedResult, RemoteMessage};
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::activation::{Activated, Pattern, Standing};
 use super::read::{RawEnvelope, Request};
-use super::{Completion, FUTURE_ID_TOLERANCE_MS, Handling, Shared};
+use super::{Completion, FUTURE_ID_TOLERANCE_MS, Handling, Role, Shared};
 use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::{self, PROTOCOL_VERSION, Status, field};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
+
+/// A decoded request, ready for its actor.
+struct HandOff {
+    /// The stream entry it came in.
+    entry: EntryId,
+    req: Request,
+    reply_to: Option<(String, u64)>,
+    rm: &'static RemoteMessage,
+    msg: ErasedMessage,
+    codec: Arc<dyn Codec>,
+    timeout: Duration,
+    sent_ms: i64,
+}
 
 impl Shared {
     /// Decodes, checks and starts one request: its completion at once when it cannot be
@@ -100,34 +115,71 @@ impl Shared {
                 format!("unknown codec {:?}", String::from_utf8_lossy(&req.codec)),
             );
         };
-        let owner = self.registry().conflicts.get(&req.urn).cloned();
-        if let Some(owner) = owner {
-            if reply_to.is_none() {
-                // A tell for a URN another system took goes to that system, as one found
-                // stale at dispatch does (`not_ours`): an accepted tell is never dropped.
-                let shared = self.clone();
-                let remaining = Duration::from_millis(remaining_ms as u64);
-                return Ok(Box::pin(async move {
-                    let (reply, requeue) =
-                        shared.not_ours(&req, Some(owner), &None, remaining).await;
-                    Completion {
-                        id,
-                        reply,
-                        requeue,
-                        _permit: Some(permit),
-                    }
-                }));
+        // Which requests this instance takes: a group member only its group's.
+        let mut pattern = None;
+        match &self.role {
+            Role::Member(m) if !m.serves(&req.urn) => {
+                return reject(
+                    Status::UnknownUrn,
+                    format!("URN {} is not served by group {}", req.urn, m.group),
+                );
             }
-            return reject(
-                Status::NotOwner,
-                format!("URN {} is served by system {owner}", req.urn),
-            );
+            Role::Member(m) if m.pattern => {
+                pattern = self
+                    .system_proxy()
+                    .and_then(|sys| sys.activations.pattern_for(&req.urn));
+                if pattern.is_none() {
+                    return reject(
+                        Status::UnknownUrn,
+                        format!("this system no longer activates {}", req.urn),
+                    );
+                }
+            }
+            Role::Member(_) => {}
+            Role::System => pattern = self.activations.pattern_for(&req.urn),
         }
-        let target = match self.system.lookup(&req.urn) {
-            Ok(t) => t,
-            Err(_) => return reject(Status::UnknownUrn, format!("no actor with URN {}", req.urn)),
+        if pattern.is_none() {
+            let owner = self.registry().conflicts.get(&req.urn).cloned();
+            if let Some(owner) = owner {
+                if reply_to.is_none() {
+                    // A tell for a URN another system took goes to that system, as one found
+                    // stale at dispatch does (`not_ours`): an accepted tell is never dropped.
+                    let shared = self.clone();
+                    let remaining = Duration::from_millis(remaining_ms as u64);
+                    return Ok(Box::pin(async move {
+                        let (reply, requeue) =
+                            shared.not_ours(&req, Some(owner), &None, remaining).await;
+                        Completion {
+                            id,
+                            reply,
+                            requeue,
+                            _permit: Some(permit),
+                        }
+                    }));
+                }
+                return reject(
+                    Status::NotOwner,
+                    format!("URN {} is served by system {owner}", req.urn),
+                );
+            }
+        }
+        // The actor, or for a patterned URN the messages its actor type exposes (it may not
+        // be active yet).
+        let target = match &pattern {
+            Some(_) => None,
+            None => match self.system.lookup(&req.urn) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    return reject(Status::UnknownUrn, format!("no actor with URN {}", req.urn));
+                }
+            },
         };
-        let Some(rm) = target.remote_message(&req.message) else {
+        let exposed = match (&target, &pattern) {
+            (Some(t), _) => t.remote_message(&req.message),
+            (None, Some(p)) => p.remote.iter().find(|m| m.name() == req.message),
+            (None, None) => None,
+        };
+        let Some(rm) = exposed else {
             return reject(
                 Status::UnknownMessage,
                 format!("actor {} does not expose message {}", req.urn, req.message),
@@ -147,62 +199,208 @@ impl Shared {
             return reject(Status::CodecError, "the codec produced no message".into());
         };
         let timeout = Duration::from_millis(remaining_ms as u64);
-        let room_wait = self.config.full_mailbox_wait.min(timeout);
         let shared = self.clone();
+        let handoff = HandOff {
+            entry: id,
+            req,
+            reply_to,
+            rm,
+            msg,
+            codec,
+            timeout,
+            sent_ms,
+        };
         Ok(Box::pin(async move {
-            // Never hand a request to the actor without a lease surely still held: after a
-            // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
-            if !shared.lease_fresh() {
-                shared.recheck_lease().await;
-                let owner = shared.registry().conflicts.get(&req.urn).cloned();
-                if owner.is_some() || !shared.lease_fresh() {
-                    let (reply, requeue) = shared.not_ours(&req, owner, &reply_to, timeout).await;
-                    return Completion {
-                        id,
-                        reply,
-                        requeue,
-                        _permit: Some(permit),
-                    };
-                }
-            }
-            let request = target
-                .erased(rm.name(), rm.type_id(), msg)
-                .priority(req.priority)
-                .room_timeout(room_wait)
-                .trace(req.trace);
-            let reply = match &reply_to {
-                Some((key, id)) => {
-                    // At the deadline the ask is dropped, and the actor never starts a
-                    // request still queued then (nobody waits for it).
-                    let result = request.timeout(timeout).ask().await;
-                    let (status, payload) = shared.outcome(rm, &*codec, &target, result);
-                    let since_entry = shared.redis_now_ms().saturating_sub(sent_ms).max(0);
-                    crate::metrics::answered(
-                        &shared.system_id,
-                        status.label(),
-                        Duration::from_millis(since_entry as u64),
-                    );
-                    Some((
-                        key.clone(),
-                        Bytes::from(protocol::encode_reply(*id, status, &payload)),
-                    ))
-                }
-                None => {
-                    // A tell is acknowledged once its handler has finished (or it was
-                    // refused), so a crash before that leaves it in Redis for the next proxy.
-                    if let Err(e) = request.tell().await {
-                        tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
-                    }
-                    None
-                }
+            let (reply, requeue) = match (target, pattern) {
+                (Some(target), _) => shared.hand_off(target, handoff, None, &shared).await,
+                (None, Some(pattern)) => shared.activated(pattern, handoff).await,
+                (None, None) => unreachable!("a request without target is refused above"),
             };
             Completion {
                 id,
                 reply,
-                requeue: false,
+                requeue,
                 _permit: Some(permit),
             }
         }))
+    }
+
+    /// Serves a request for a patterned URN: activates it here if nobody holds it, passes it
+    /// to the system holding it otherwise.
+    async fn activated(
+        self: Arc<Self>,
+        pattern: Arc<Pattern>,
+        h: HandOff,
+    ) -> (Option<(String, Bytes)>, bool) {
+        let Some(sys) = self.system_proxy() else {
+            return (None, true);
+        };
+        // A member paused past its lease may have had this request claimed by another.
+        if !self.lease_fresh() {
+            self.recheck_lease().await;
+            if !self.lease_fresh() || !self.still_mine(h.entry).await {
+                return (None, true);
+            }
+        }
+        match sys.activate(&h.req.urn, &pattern).await {
+            Activated::Here(target, standing) => {
+                sys.hand_off(target, h, Some(standing), &self).await
+            }
+            Activated::HeldBy(owner) => {
+                crate::metrics::activation(&sys.system_id, &pattern.prefix, "forwarded");
+                match self.forward(&h.req, &owner, &h.reply_to, h.timeout).await {
+                    Ok(_) => (None, false),
+                    Err(e) => {
+                        tracing::warn!(urn = %h.req.urn, %owner, error = %e, "could not pass a request to the system holding its URN; it stays pending");
+                        (None, true)
+                    }
+                }
+            }
+            Activated::Refused(text) => {
+                let text = format!("{} could not be activated: {text}", h.req.urn);
+                tracing::warn!(urn = %h.req.urn, "{text}");
+                let reply = h.reply_to.as_ref().map(|(key, id)| {
+                    let frame = protocol::encode_reply(*id, Status::UnknownUrn, text.as_bytes());
+                    (key.clone(), Bytes::from(frame))
+                });
+                (reply, false)
+            }
+            Activated::Unavailable(e) => {
+                tracing::warn!(urn = %h.req.urn, error = %e, "could not claim a URN to activate it; the request stays pending");
+                (None, true)
+            }
+        }
+    }
+
+    /// Hands a decoded request to its actor, and turns the outcome into its reply; `true`:
+    /// leave the request pending. `standing`: an activation's; when its handling was refused
+    /// a write (a later activation owns the state) or never ran because another system took
+    /// the URN, the request goes to that system instead. `origin`: the instance whose stream
+    /// the request came in.
+    async fn hand_off(
+        self: &Arc<Self>,
+        target: DynActorRef,
+        h: HandOff,
+        standing: Option<Arc<Standing>>,
+        origin: &Shared,
+    ) -> (Option<(String, Bytes)>, bool) {
+        let HandOff {
+            entry,
+            req,
+            reply_to,
+            rm,
+            msg,
+            codec,
+            timeout,
+            sent_ms,
+        } = h;
+        // Never hand a request to the actor without a lease surely still held: after a
+        // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
+        if !self.lease_fresh() {
+            self.recheck_lease().await;
+            let owner = self.registry().conflicts.get(&req.urn).cloned();
+            if owner.is_some() || !self.lease_fresh() {
+                return self.not_ours(&req, owner, &reply_to, timeout).await;
+            }
+            if !origin.still_mine(entry).await {
+                return (None, true);
+            }
+        }
+        let room_wait = self.config.full_mailbox_wait.min(timeout);
+        // An activation's message is handled in a trace context of its own, by which its
+        // store tells whether a write of this very handling was refused.
+        let trace = match &standing {
+            Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
+            None => req.trace,
+        };
+        let request = target
+            .erased(rm.name(), rm.type_id(), msg)
+            .priority(req.priority)
+            .room_timeout(room_wait)
+            .trace(trace);
+        // Not to be handled here after all: a write of its handling was refused, or it
+        // never ran because the activation was taken away.
+        let redeliver = |ran: bool| {
+            standing.as_ref().is_some_and(|s| {
+                trace.is_some_and(|t| s.take_refusal(&t)) || (!ran && s.is_taken())
+            })
+        };
+        match &reply_to {
+            Some((key, id)) => {
+                // At the deadline the ask is dropped, and the actor never starts a
+                // request still queued then (nobody waits for it).
+                let result = request.timeout(timeout).ask().await;
+                let ran = !matches!(result, Err(AskError::ActorStopped));
+                if redeliver(ran) {
+                    self.activations.taken_away(&req.urn);
+                    return self.not_ours(&req, None, &reply_to, timeout).await;
+                }
+                let (status, payload) = self.outcome(rm, &*codec, &target, result);
+                let since_entry = self.redis_now_ms().saturating_sub(sent_ms).max(0);
+                crate::metrics::answered(
+                    &self.system_id,
+                    status.label(),
+                    Duration::from_millis(since_entry as u64),
+                );
+                let frame = protocol::encode_reply(*id, status, &payload);
+                (Some((key.clone(), Bytes::from(frame))), false)
+            }
+            None => {
+                // A tell is acknowledged once its handler has finished (or it was
+                // refused), so a crash before that leaves it in Redis for the next proxy.
+                let told = request.tell().await;
+                if redeliver(told.is_ok()) {
+                    // The URN's current activation handles it (unless another member of
+                    // its group took the request meanwhile).
+                    self.activations.taken_away(&req.urn);
+                    if !origin.still_mine(entry).await {
+                        return (None, true);
+                    }
+                    let owner = self.current_owner(&req.urn).await;
+                    return self.not_ours(&req, owner, &None, timeout).await;
+                }
+                if let Err(e) = told {
+                    tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
+                }
+                (None, false)
+            }
+        }
+    }
+
+    /// Whether a group's entry is still pending on this member (another member claims the
+    /// entries of one paused past its lease). Always true in a system's own stream.
+    async fn still_mine(&self, entry: EntryId) -> bool {
+        if matches!(self.role, Role::System) {
+            return true;
+        }
+        let id = entry.to_string();
+        let pending = conn::call(
+            &self.cmd,
+            keyed("XPENDING"),
+            vec![
+                owned(self.requests_key.clone()),
+                s(crate::protocol::CONSUMER_GROUP),
+                owned(id.clone()),
+                owned(id),
+                Value::Integer(1),
+                owned(self.consumer.clone()),
+            ],
+        )
+        .await;
+        match pending {
+            Ok(Value::Array(list)) => !list.is_empty(),
+            // Redis did not say: leave it pending, it is read again.
+            _ => false,
+        }
+    }
+
+    /// The system a URN key names now, unless it is this one.
+    async fn current_owner(&self, urn: &str) -> Option<String> {
+        let v = conn::call(&self.cmd, keyed("GET"), vec![owned(self.keys.urn(urn))])
+            .await
+            .ok()?;
+        let owner = String::from_utf8_lossy(conn::as_bytes(&v)?).into_owned();
+        (owner != self.system_id).then_some(owner)
     }
 
     /// A request for a URN this proxy cannot confirm it still serves. An ask is answered
@@ -228,8 +426,34 @@ impl Shared {
         let Some(owner) = owner else {
             return (None, true);
         };
+        match self.forward(req, &owner, &None, remaining).await {
+            Ok(false) => {
+                tracing::warn!(urn = %req.urn, %owner, "dropped a told message: its URN's new owner has no request stream");
+                (None, false)
+            }
+            Ok(true) => {
+                tracing::info!(urn = %req.urn, %owner, "forwarded a told message to the URN's new owner");
+                (None, false)
+            }
+            Err(e) => {
+                tracing::warn!(urn = %req.urn, error = %e, "could not forward a told message; it stays pending");
+                (None, true)
+            }
+        }
+    }
+
+    /// Appends a request to the stream of system `owner`, with what is left of its time and,
+    /// for an ask, its reply address (the answer goes straight to the client). `false`: that
+    /// system has no request stream.
+    async fn forward(
+        &self,
+        req: &Request,
+        owner: &str,
+        reply_to: &Option<(String, u64)>,
+        remaining: Duration,
+    ) -> Result<bool, fred::error::Error> {
         let mut args = vec![
-            owned(self.keys.requests(&owner)),
+            owned(self.keys.requests(owner)),
             s("NOMKSTREAM"),
             s("*"),
             s(field::VERSION),
@@ -245,24 +469,22 @@ impl Shared {
             s(field::BODY),
             bytes(req.body.clone()),
         ];
+        if let Some((key, id)) = reply_to {
+            args.extend([
+                s(field::REPLY),
+                owned(key.clone()),
+                s(field::ID),
+                owned(id.to_string()),
+            ]);
+        }
+        if req.priority == conclib_core::Priority::High {
+            args.extend([s(field::PRIORITY), s("high")]);
+        }
         if let Some(trace) = req.trace {
             args.extend([s(field::TRACEPARENT), owned(trace.to_string())]);
         }
-        let forwarded = conn::call(&self.cmd, keyed("XADD"), args).await;
-        match forwarded {
-            Ok(Value::Null) => {
-                tracing::warn!(urn = %req.urn, %owner, "dropped a told message: its URN's new owner has no request stream");
-                (None, false)
-            }
-            Ok(_) => {
-                tracing::info!(urn = %req.urn, %owner, "forwarded a told message to the URN's new owner");
-                (None, false)
-            }
-            Err(e) => {
-                tracing::warn!(urn = %req.urn, error = %e, "could not forward a told message; it stays pending");
-                (None, true)
-            }
-        }
+        let added = conn::call(&self.cmd, keyed("XADD"), args).await?;
+        Ok(!added.is_null())
     }
 
     /// The status and payload answering an ask's result.

@@ -146,15 +146,23 @@ impl Shared {
         .await;
     }
 
-    /// Looks at the system's actors: claims the URNs of new exposed actors, releases those
-    /// of stopped ones.
+    /// Looks at all the system's actors: claims the URNs of new exposed actors, releases
+    /// those of stopped ones. O(actors): at start, when the URN journal ran past this proxy,
+    /// and now and then as a safety net; otherwise [`catch_up`](Self::catch_up) follows the
+    /// changes.
     pub(super) async fn scan(&self) {
-        let _guard = self.scan_lock.lock().await;
+        let mut position = self.scan_lock.lock().await;
+        // Read before the list: changes after it are read again by the next catch-up.
+        *position = *self.system.urn_changes().borrow();
         let mut now: HashMap<String, bool> = HashMap::new();
         let known: HashMap<String, bool> = self.registry().local.clone();
+        let (shared, activating) = {
+            let reg = self.registry();
+            (reg.shared.clone(), reg.activating.clone())
+        };
         for actor in self.system.named_actors() {
             let Some(urn) = actor.urn() else { continue };
-            if !actor.is_alive() {
+            if !actor.is_alive() || shared.contains(urn.as_str()) {
                 continue;
             }
             let urn = urn.as_str().to_owned();
@@ -163,6 +171,10 @@ impl Shared {
                 None => !actor.remote_messages().is_empty(),
             };
             now.insert(urn, exposes);
+        }
+        // Claimed for an activation whose actor is not spawned yet: keep it.
+        for urn in activating {
+            now.entry(urn).or_insert(true);
         }
         let added: Vec<String> = now
             .iter()
@@ -186,15 +198,78 @@ impl Shared {
                 .filter(|u| reg.owned.remove(u))
                 .collect()
         };
-        if !removed.is_empty() {
-            let calls = removed
-                .iter()
-                .map(|u| (self.keys.urn(u), vec![owned(self.system_id.clone())]))
-                .collect();
-            self.eval_many(&self.release, calls).await;
-            tracing::debug!(count = removed.len(), "released URNs of stopped actors");
-        }
+        self.release_urns(removed).await;
         let _ = self.claim_urns(added).await;
+    }
+
+    /// Follows the URNs taken and freed since the last look (the system's URN journal), at
+    /// the cost of the changes, whatever the number of actors; a full [`scan`](Self::scan)
+    /// when the journal no longer reaches back that far.
+    pub(super) async fn catch_up(&self) {
+        let mut position = self.scan_lock.lock().await;
+        let changes = match self.system.urn_changes_since(*position) {
+            conclib_core::UrnChanges::Since { changes, next } => {
+                *position = next;
+                changes
+            }
+            conclib_core::UrnChanges::Lost { .. } => {
+                drop(position);
+                return self.scan().await;
+            }
+        };
+        if changes.is_empty() {
+            return;
+        }
+        // Each URN changed once or more: its actor as it is now decides.
+        let last: std::collections::HashSet<String> = changes
+            .into_iter()
+            .map(|(urn, _)| urn.as_str().to_owned())
+            .collect();
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        {
+            let mut reg = self.registry();
+            for urn in last {
+                if reg.shared.contains(&urn) || reg.activating.contains(&urn) {
+                    continue;
+                }
+                match self.system.lookup(&urn) {
+                    Ok(actor) if actor.is_alive() => {
+                        if !reg.local.contains_key(&urn) {
+                            let exposes = !actor.remote_messages().is_empty();
+                            reg.local.insert(urn.clone(), exposes);
+                            if exposes {
+                                added.push(urn);
+                            }
+                        }
+                    }
+                    _ => {
+                        if reg.local.remove(&urn).is_some() {
+                            reg.conflicts.remove(&urn);
+                            if reg.owned.remove(&urn) {
+                                removed.push(urn);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.release_urns(removed).await;
+        let _ = self.claim_urns(added).await;
+    }
+
+    /// Releases URN keys this instance holds (compare-and-delete): of stopped actors, of a
+    /// passivated or refused activation, of a URN handed to its group.
+    pub(super) async fn release_urns(&self, urns: Vec<String>) {
+        if urns.is_empty() {
+            return;
+        }
+        let calls = urns
+            .iter()
+            .map(|u| (self.claim_key(u), vec![owned(self.claim_value.clone())]))
+            .collect();
+        self.eval_many(&self.release, calls).await;
+        tracing::debug!(count = urns.len(), "released URN keys");
     }
 
     /// Claims (or renews) these URNs and records which we own and which another system does.
@@ -204,17 +279,35 @@ impl Shared {
             return true;
         }
         let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
-        let calls = urns
-            .iter()
-            .map(|u| {
-                (
-                    self.keys.urn(u),
-                    vec![owned(self.system_id.clone()), ttl.clone()],
+        let results: Vec<Result<Value, fred::error::Error>> = if self.cmd.is_clustered() {
+            // One key per command: each goes to its slot's node.
+            let calls = urns
+                .iter()
+                .map(|u| {
+                    (
+                        self.claim_key(u),
+                        vec![owned(self.claim_value.clone()), ttl.clone()],
+                    )
+                })
+                .collect();
+            self.eval_many(&self.claim, calls).await
+        } else {
+            // Hundreds of keys per command: renewing 100,000 URNs is 200 commands.
+            let keys: Vec<String> = urns.iter().map(|u| self.claim_key(u)).collect();
+            match self
+                .eval_keys(
+                    &self.claim_many,
+                    &keys,
+                    &[owned(self.claim_value.clone()), ttl],
                 )
-            })
-            .collect();
-        let results = self.eval_many(&self.claim, calls).await;
+                .await
+            {
+                Ok(values) => values.into_iter().map(Ok).collect(),
+                Err(e) => urns.iter().map(|_| Err(e.clone())).collect(),
+            }
+        };
         let mut answered = true;
+        let mut taken_away = Vec::new();
         let mut reg = self.registry();
         for (urn, result) in urns.into_iter().zip(results) {
             if !reg.local.contains_key(&urn) {
@@ -232,6 +325,9 @@ impl Shared {
                         .map(|b| String::from_utf8_lossy(b).into_owned())
                         .unwrap_or_else(|| format!("{other:?}"));
                     let was_owned = reg.owned.remove(&urn);
+                    if was_owned {
+                        taken_away.push(urn.clone());
+                    }
                     let known = reg.conflicts.insert(urn.clone(), owner.clone());
                     if known.as_deref() != Some(owner.as_str()) {
                         tracing::error!(
@@ -248,6 +344,12 @@ impl Shared {
                     tracing::warn!(%urn, error = %e, "could not claim URN; will retry");
                 }
             }
+        }
+        drop(reg);
+        // An activation whose URN another system took (this process was paused past its
+        // lease) must not run beside the new one.
+        for urn in taken_away {
+            self.activations.taken_away(&urn);
         }
         answered
     }
@@ -319,7 +421,9 @@ impl Shared {
         self.renew_queue().await;
         self.trim_exact().await;
         self.sync_clock().await;
-        self.reset_poisoned().await;
+        if matches!(self.role, super::Role::System) {
+            self.reset_poisoned().await;
+        }
     }
 
     /// Replaces a request stream whose ids run ahead of the clock (a client added an entry
@@ -350,12 +454,19 @@ impl Shared {
     }
 }
 
+/// How often a proxy looks at every actor, besides following the URN journal.
+const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(30);
+
 pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
     let mut scan = tokio::time::interval(shared.config.scan_interval);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew =
         tokio::time::interval((shared.config.lease_ttl / 3).max(Duration::from_millis(10)));
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The safety net behind following the URN journal: a look at every actor.
+    let mut full_scan = tokio::time::interval(FULL_SCAN_INTERVAL);
+    full_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    full_scan.tick().await;
     // Both were just done by start_proxy.
     scan.tick().await;
     renew.tick().await;
@@ -373,13 +484,23 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
             .max(Duration::from_millis(10)),
     );
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle = tokio::time::interval(Duration::from_millis(250));
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A failed publish is a warning the first time (the system vanishes from every view),
     // then quiet until one succeeds again.
     let mut publish_failing = false;
+    let mut unwatched_ticks = crate::snapshots::UNWATCHED_EVERY;
     loop {
         tokio::select! {
             _ = publish.tick(), if shared.config.snapshot_interval.is_some() => {
-                match shared.publish_snapshot().await {
+                // Unwatched, every UNWATCHED_EVERY intervals and without the brief list.
+                let watched = shared.watched().await;
+                unwatched_ticks += 1;
+                if !watched && unwatched_ticks < crate::snapshots::UNWATCHED_EVERY {
+                    continue;
+                }
+                unwatched_ticks = 0;
+                match shared.publish_snapshot(watched).await {
                     Err(e) if !publish_failing => {
                         publish_failing = true;
                         tracing::warn!(system = %shared.system_id, error = %e, "could not publish the system's snapshot: live views do not show it");
@@ -388,8 +509,10 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
                     Ok(()) => publish_failing = false,
                 }
             }
-            Ok(()) = urn_changes.changed() => shared.scan().await,
-            _ = scan.tick() => shared.scan().await,
+            Ok(()) = urn_changes.changed() => shared.catch_up().await,
+            _ = full_scan.tick() => shared.scan().await,
+            _ = idle.tick() => shared.passivate_idle().await,
+            _ = scan.tick() => shared.catch_up().await,
             _ = renew.tick() => shared.renew().await,
             event = reconnects.recv(), if events => match event {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {

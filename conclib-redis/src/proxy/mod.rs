@@ -3,10 +3,14 @@
 //! This module starts and stops a proxy; its children read requests (`read`), turn each
 //! into its handling (`dispatch`), write answers (`write`) and keep the leases (`lease`).
 
+mod activation;
 mod dispatch;
+mod group;
 mod lease;
 mod read;
 mod write;
+
+pub use activation::{Activation, Activator, DEFAULT_PASSIVATE_AFTER, StateStore, StoreError};
 
 use lease::{heartbeat_loop, lease_token};
 use read::read_loop;
@@ -27,10 +31,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{ProxyConfig, check_system_id};
-use crate::conn::{self, as_bytes, keyed_at, owned, s};
+use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{
-    self, ANSWER_SCRIPT, CLAIM_SCRIPT, Keys, PUSH_SCRIPT, RELEASE_SCRIPT, RESET_SCRIPT,
+    self, ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_SCRIPT, Keys, PUSH_SCRIPT, RELEASE_SCRIPT,
+    RESET_SCRIPT,
 };
 use crate::unacked::{EntryId, Unacked};
 use conclib_codec::{Codec, builtin_codec};
@@ -78,16 +83,38 @@ impl Script {
 struct Registry {
     /// Live local URNs, and whether the actor exposes any message.
     local: HashMap<String, bool>,
+    /// Local URNs served by a group ([`ProxyHandle::join`]): not claimed for this system.
+    shared: HashSet<String>,
+    /// URNs being activated: claimed, their actor not spawned yet (a scan keeps them).
+    activating: HashSet<String>,
     /// URNs whose ownership key names this system.
     owned: HashSet<String>,
     /// URNs another system owns: URN → that system's id.
     conflicts: HashMap<String, String>,
 }
 
+/// What one proxy instance serves.
+enum Role {
+    /// The system's own request stream and the URNs of its actors.
+    System,
+    /// One group's shared stream, as one of its members.
+    Member(group::Member),
+}
+
 struct Shared {
     system: ActorSystem,
     config: ProxyConfig,
     system_id: String,
+    role: Role,
+    /// The consumer this instance reads its stream as: `proxy` for a system's own stream,
+    /// the system id in a group's.
+    consumer: String,
+    /// What the URN keys this instance claims hold: the system id, or the group id.
+    claim_value: String,
+    /// The groups this system's proxy is a member of, by URN or pattern prefix.
+    groups: Mutex<HashMap<String, group::MemberHandle>>,
+    /// URN patterns this system activates actors for, and the activations alive.
+    activations: activation::Activations,
     keys: Keys,
     requests_key: String,
     lease_key: String,
@@ -99,7 +126,9 @@ struct Shared {
     /// Redis's clock minus ours, in ms.
     clock_offset_ms: AtomicI64,
     registry: Mutex<Registry>,
-    scan_lock: tokio::sync::Mutex<()>,
+    /// One look at the system's URNs at a time; holds the position in the system's URN
+    /// journal read up to ([`ActorSystem::urn_changes_since`]).
+    scan_lock: tokio::sync::Mutex<u64>,
     in_flight: Arc<Semaphore>,
     /// Stream entries read and not yet acknowledged (re-reading the pending list skips
     /// them; the stream is trimmed below them).
@@ -108,6 +137,8 @@ struct Shared {
     reread: AtomicBool,
     counters: Counters,
     claim: Script,
+    /// `claim` for many keys in one call (not in a cluster).
+    claim_many: Script,
     release: Script,
     push: Script,
     answer: Script,
@@ -184,47 +215,14 @@ pub async fn start_proxy(
     conn::init_within(&[&cmd, &reader], config.connect_timeout)
         .await
         .map_err(ServeError::Unavailable)?;
-    let keys = Keys::new(&config.namespace);
-    let mut codecs: Vec<Arc<dyn Codec>> = vec![config.codec.clone()];
-    for name in ["bincode", "msgpack"] {
-        if name != config.codec.name()
-            && let Some(c) = builtin_codec(name.as_bytes())
-        {
-            codecs.push(c);
-        }
-    }
-    let (stop, _) = watch::channel(false);
-    let shared = Arc::new(Shared {
-        system: system.clone(),
-        requests_key: keys.requests(&system_id),
-        lease_key: keys.lease(&system_id),
-        reply_prefix: keys.reply_prefix(),
-        keys,
-        token: lease_token(),
-        system_id,
-        config: config.clone(),
-        cmd,
-        reader,
-        codecs,
-        clock_offset_ms: AtomicI64::new(0),
-        registry: Mutex::new(Registry::default()),
-        scan_lock: tokio::sync::Mutex::new(()),
-        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
-        unacked: Mutex::new(Unacked::default()),
-        reread: AtomicBool::new(false),
-        counters: Counters::default(),
-        claim: Script::new(CLAIM_SCRIPT),
-        release: Script::new(RELEASE_SCRIPT),
-        push: Script::new(PUSH_SCRIPT),
-        answer: Script::new(ANSWER_SCRIPT),
-        serving: AtomicBool::new(true),
-        stop,
-        fresh_until: AtomicU64::new(0),
-        clock_base: std::time::Instant::now(),
-        recheck: tokio::sync::Mutex::new(()),
-        poisoned: AtomicBool::new(false),
-        reset: Script::new(RESET_SCRIPT),
-    });
+    let shared = Arc::new(Shared::new(
+        system,
+        config,
+        system_id.clone(),
+        Role::System,
+        (cmd, reader),
+        config.max_in_flight,
+    ));
     let started = async {
         let since = std::time::Instant::now();
         shared.acquire_lease().await?;
@@ -243,9 +241,7 @@ pub async fn start_proxy(
         let _ = shared.reader.quit().await;
         return Err(e);
     }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(shared.clone(), rx));
-    let reader = tokio::spawn(read_loop(shared.clone(), tx, block));
+    let (reader, writer) = shared.start_reading(block);
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
     tracing::info!(
         system = %shared.system_id,
@@ -312,9 +308,98 @@ impl ProxyHandle {
     /// [`ServeError::Redis`] if Redis refused the write.
     pub async fn publish_snapshot(&self) -> Result<(), ServeError> {
         self.shared
-            .publish_snapshot()
+            .publish_snapshot(true)
             .await
             .map_err(|e| ServeError::Redis(e.to_string()))
+    }
+
+    /// Serves the local actor `urn` as one member of its URN's group: several systems (in
+    /// other processes, on other machines) serve one URN together, each with its own actor
+    /// or pool under it, and clients ask it like any URN. Requests wait in the group's one
+    /// stream and each member takes what it has room for
+    /// ([`ProxyConfig::group_in_flight`](crate::ProxyConfig::group_in_flight)), so a busy
+    /// member takes less. Requests taken by a member that dies are handled by the others
+    /// once its member lease lapses (at once when it provably died on the same host).
+    /// Returns once this system reads the group's stream.
+    ///
+    /// ```no_run
+    /// # async fn demo(proxy: conclib_redis::ProxyHandle) -> Result<(), conclib_redis::ServeError> {
+    /// proxy.join("resize").await?;     // this system's actor `resize` serves in its group
+    /// // ...
+    /// proxy.leave("resize").await;     // finishes what it took, then leaves
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServeError::Invalid`] if no local actor has this URN; [`ServeError::UrnInUse`] if
+    /// one system serves the URN alone; [`ServeError::Unavailable`].
+    pub async fn join(&self, urn: &str) -> Result<(), ServeError> {
+        if self.shared.system.lookup(urn).is_err() {
+            return Err(ServeError::Invalid(format!(
+                "no actor of system {} has the URN {urn}: spawn it before joining its group",
+                self.shared.system_id
+            )));
+        }
+        self.shared.join_group(group::GroupOf::Urn(urn)).await
+    }
+
+    /// Leaves the group of a URN or pattern prefix gracefully: this system takes no more of
+    /// its requests, finishes and acknowledges those it took, and gives up its place (the
+    /// group goes on with its other members; with none left, its URN lapses after a lease).
+    /// The local actor stays, no longer served through Redis. Activations of a pattern left
+    /// stay until passivated. `false` if this system was not a member.
+    pub async fn leave(&self, urn_or_prefix: &str) -> bool {
+        self.shared.leave_group(urn_or_prefix).await
+    }
+
+    /// The groups this system is a member of: shared URNs and pattern prefixes, sorted.
+    #[must_use]
+    pub fn groups(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.groups().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Activates actors on demand for the URNs of a pattern (`user:{id}`): the first request
+    /// for `user:42` through Redis makes one system of the pattern's group claim the URN and
+    /// construct the actor with `make` (which may load its state, e.g. from the
+    /// [`Activation::store`]); later requests go straight to it; after
+    /// [`passivate_after`](Activator::passivate_after) without requests it is stopped
+    /// gracefully (its `on_stop` may save) and its URN released, to be activated again,
+    /// anywhere in the group, by the next request. Every system declaring the pattern joins
+    /// its group. Never two live activations of a URN handle messages at once: a system
+    /// hands a request to an activation only while its lease on the URN is surely held, and
+    /// an activation whose URN another system took is stopped.
+    ///
+    /// ```no_run
+    /// # use conclib_core::Actor;
+    /// # struct User { name: String }
+    /// # impl Actor for User {}
+    /// # async fn demo(proxy: conclib_redis::ProxyHandle) -> Result<(), conclib_redis::ServeError> {
+    /// use std::time::Duration;
+    /// proxy
+    ///     .activate("user:{id}", |a: conclib_redis::Activation| async move {
+    ///         let name = a.store().load::<String>().await?.unwrap_or_default();
+    ///         Ok::<_, conclib_redis::StoreError>(User { name })
+    ///     })
+    ///     .passivate_after(Duration::from_secs(300))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn activate<A, F, Fut, E>(&self, pattern: &str, make: F) -> Activator<'_>
+    where
+        A: conclib_core::Actor,
+        F: Fn(Activation) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<A, E>> + Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        Activator::new(self, pattern, make)
+    }
+
+    /// The URNs activated in this system now, sorted.
+    #[must_use]
+    pub fn activations(&self) -> Vec<String> {
+        self.shared.activations.active()
     }
 
     /// Registers actors spawned (and releases those stopped) since the last scan, now rather
@@ -332,6 +417,8 @@ impl ProxyHandle {
     /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let shared = self.shared.clone();
+        let mut result = shared.leave_all().await;
+        shared.passivate_all().await;
         shared.serving.store(false, Ordering::Release);
         let _ = shared.stop.send_replace(true);
         if let Some(reader) = self.reader.take() {
@@ -345,7 +432,6 @@ impl ProxyHandle {
             let _ = heartbeat.await;
         }
         shared.trim_exact().await;
-        let mut result = Ok(());
         if shared.config.snapshot_interval.is_some()
             && let Err(e) =
                 crate::snapshots::withdraw(&shared.cmd, &shared.keys, &shared.system_id).await
@@ -412,6 +498,104 @@ fn now_ms() -> i64 {
 }
 
 impl Shared {
+    /// A proxy instance in `role`, with its command and (blocking) reading connections.
+    fn new(
+        system: &ActorSystem,
+        config: &ProxyConfig,
+        system_id: String,
+        role: Role,
+        (cmd, reader): (Client, Client),
+        in_flight: usize,
+    ) -> Self {
+        let keys = Keys::new(&config.namespace);
+        let mut codecs: Vec<Arc<dyn Codec>> = vec![config.codec.clone()];
+        for name in ["bincode", "msgpack"] {
+            if name != config.codec.name()
+                && let Some(c) = builtin_codec(name.as_bytes())
+            {
+                codecs.push(c);
+            }
+        }
+        let (stop, _) = watch::channel(false);
+        let (requests_key, lease_key, consumer, claim_value) = match &role {
+            Role::System => (
+                keys.requests(&system_id),
+                keys.lease(&system_id),
+                protocol::CONSUMER_GROUP.to_owned(),
+                system_id.clone(),
+            ),
+            Role::Member(m) => (
+                keys.requests(&m.group),
+                keys.member(&m.group, &system_id),
+                system_id.clone(),
+                m.group.clone(),
+            ),
+        };
+        Shared {
+            system: system.clone(),
+            requests_key,
+            lease_key,
+            consumer,
+            claim_value,
+            role,
+            groups: Mutex::new(HashMap::new()),
+            activations: activation::Activations::default(),
+            reply_prefix: keys.reply_prefix(),
+            keys,
+            token: lease_token(),
+            system_id,
+            config: config.clone(),
+            cmd,
+            reader,
+            codecs,
+            clock_offset_ms: AtomicI64::new(0),
+            registry: Mutex::new(Registry::default()),
+            scan_lock: tokio::sync::Mutex::new(0),
+            in_flight: Arc::new(Semaphore::new(in_flight)),
+            unacked: Mutex::new(Unacked::default()),
+            reread: AtomicBool::new(false),
+            counters: Counters::default(),
+            claim: Script::new(CLAIM_SCRIPT),
+            claim_many: Script::new(CLAIM_MANY_SCRIPT),
+            release: Script::new(RELEASE_SCRIPT),
+            push: Script::new(PUSH_SCRIPT),
+            answer: Script::new(ANSWER_SCRIPT),
+            serving: AtomicBool::new(true),
+            stop,
+            fresh_until: AtomicU64::new(0),
+            clock_base: std::time::Instant::now(),
+            recheck: tokio::sync::Mutex::new(()),
+            poisoned: AtomicBool::new(false),
+            reset: Script::new(RESET_SCRIPT),
+        }
+    }
+
+    /// Starts the read loop and the writer: (reader, writer).
+    fn start_reading(self: &Arc<Self>, block: Duration) -> (JoinHandle<()>, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_loop(self.clone(), rx));
+        let reader = tokio::spawn(read_loop(self.clone(), tx, block));
+        (reader, writer)
+    }
+
+    /// The system's own proxy: this one, or the one a group member belongs to (`None` once
+    /// that one is gone).
+    fn system_proxy(self: &Arc<Self>) -> Option<Arc<Shared>> {
+        match &self.role {
+            Role::System => Some(self.clone()),
+            Role::Member(m) => m.system.upgrade(),
+        }
+    }
+
+    /// The Redis key a claimed name stands for: a URN key, or for a pattern group its
+    /// pattern key.
+    fn claim_key(&self, name: &str) -> String {
+        match &self.role {
+            Role::Member(m) => m.claim_key.clone(),
+            Role::System => self.keys.urn(name),
+        }
+    }
+
     fn stats(&self) -> ProxyStats {
         let c = &self.counters;
         ProxyStats {
@@ -422,25 +606,73 @@ impl Shared {
         }
     }
 
-    async fn publish_snapshot(&self) -> Result<(), fred::error::Error> {
+    /// Publishes the system's snapshot; `watched`: someone reads the snapshots, so it lists
+    /// every actor (the rest in brief) and lives three intervals, else only those listed in
+    /// full, living as long as the next unwatched publish takes.
+    async fn publish_snapshot(&self, watched: bool) -> Result<(), fred::error::Error> {
         let interval = self
             .config
             .snapshot_interval
             .unwrap_or(crate::config::DEFAULT_SNAPSHOT_INTERVAL);
+        let mut snapshot = self.system.snapshot_first(self.config.snapshot_max_actors);
+        let lives = if watched {
+            interval
+        } else {
+            snapshot.others.clear();
+            interval * crate::snapshots::UNWATCHED_EVERY
+        };
         let published = crate::snapshots::PublishedSystem {
             system_id: self.system_id.clone(),
             interval_ms: interval.as_millis() as u64,
             proxy: self.stats(),
-            snapshot: self.system.snapshot_first(self.config.snapshot_max_actors),
+            snapshot,
+            groups: self.published_groups(),
         };
         crate::snapshots::publish(
             &self.cmd,
             &self.keys,
             &published,
-            crate::snapshots::snapshot_ttl(interval),
+            crate::snapshots::snapshot_ttl(lives),
             self.redis_now_ms().max(0) as u64,
         )
         .await
+    }
+
+    /// Whether someone read the snapshots lately (`{ns}:snapshots:watched`).
+    async fn watched(&self) -> bool {
+        matches!(
+            conn::call(&self.cmd, keyed("EXISTS"), vec![owned(self.keys.watched())]).await,
+            Ok(Value::Integer(1))
+        )
+    }
+
+    /// The groups this system is a member of, for its snapshot.
+    fn published_groups(&self) -> Vec<crate::snapshots::PublishedGroup> {
+        let members: Vec<Arc<Shared>> = self.groups().values().map(|h| h.shared()).collect();
+        let mut groups: Vec<crate::snapshots::PublishedGroup> = members
+            .iter()
+            .filter_map(|m| {
+                let Role::Member(member) = &m.role else {
+                    return None;
+                };
+                let (name, activations) = if member.pattern {
+                    (
+                        format!("{}{{id}}", member.name),
+                        self.activations.count_under(&member.name),
+                    )
+                } else {
+                    (member.name.clone(), 0)
+                };
+                Some(crate::snapshots::PublishedGroup {
+                    name,
+                    group: member.group.clone(),
+                    received: m.counters.received.load(Ordering::Relaxed),
+                    activations,
+                })
+            })
+            .collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        groups
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -472,6 +704,63 @@ impl Shared {
             self.clock_offset_ms
                 .store(redis - (before + after) / 2, Ordering::Relaxed);
         }
+    }
+
+    /// Runs a script over many keys with the same arguments, in calls of at most
+    /// [`KEYS_PER_CALL`] keys pipelined together; its answer (one per key, in order), or
+    /// the first error. Not in a cluster (a call's keys may be in any slot).
+    async fn eval_keys(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[Value],
+    ) -> Result<Vec<Value>, fred::error::Error> {
+        let call = |first: Value, chunk: &[String]| {
+            let mut a = Vec::with_capacity(chunk.len() + args.len() + 2);
+            a.push(first);
+            a.push(Value::Integer(chunk.len() as i64));
+            a.extend(chunk.iter().map(|k| owned(k.clone())));
+            a.extend(args.iter().cloned());
+            a
+        };
+        let pipeline = self.cmd.pipeline();
+        let chunks: Vec<&[String]> = keys.chunks(KEYS_PER_CALL).collect();
+        for chunk in &chunks {
+            let _ = conn::call(
+                &pipeline,
+                keyed_at("EVALSHA", 2, false),
+                call(owned(script.sha.clone()), chunk),
+            )
+            .await;
+        }
+        let results = pipeline.try_all::<Value>().await;
+        let mut out = Vec::with_capacity(keys.len());
+        for (chunk, result) in chunks.iter().zip(results) {
+            let answered = match result {
+                Err(e) if conn::error_code_is(&e, "NOSCRIPT") => {
+                    conn::call(
+                        &self.cmd,
+                        keyed_at("EVAL", 2, false),
+                        call(s(script.text), chunk),
+                    )
+                    .await?
+                }
+                other => other?,
+            };
+            match answered {
+                Value::Array(values) if values.len() == chunk.len() => out.extend(values),
+                other => {
+                    return Err(fred::error::Error::new(
+                        fred::error::ErrorKind::Protocol,
+                        format!(
+                            "unexpected answer to a claim of {} keys: {other:?}",
+                            chunk.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Runs one script per (key, args) in a pipeline; re-runs with EVAL the calls that met
@@ -527,6 +816,9 @@ struct Completion {
 
 /// A request being handled: resolves to its completion.
 type Handling = Pin<Box<dyn Future<Output = Completion> + Send>>;
+
+/// The most keys one call of a many-key script names.
+const KEYS_PER_CALL: usize = 500;
 
 /// How far ahead of Redis's clock a request's entry id may be and still date the request.
 const FUTURE_ID_TOLERANCE_MS: i64 = 2_000;

@@ -234,7 +234,7 @@ pub(super) async fn read_loop(
         let mut args = vec![
             s("GROUP"),
             s(CONSUMER_GROUP),
-            s(CONSUMER_GROUP),
+            owned(shared.consumer.clone()),
             s("COUNT"),
             Value::Integer(count as i64),
         ];

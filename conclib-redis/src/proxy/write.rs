@@ -238,6 +238,10 @@ impl Shared {
 
     /// The id below which the stream may be trimmed once `batch` is acknowledged.
     pub(super) fn trim_below(&self, batch: &[Completion]) -> Option<EntryId> {
+        // A group's stream has entries pending on other members: `trim_exact` trims it.
+        if !matches!(self.role, super::Role::System) {
+            return None;
+        }
         let mut ids: Vec<EntryId> = batch.iter().map(|c| c.id).collect();
         ids.sort_unstable();
         self.sane_trim(self.unacked().trim_below(&ids))
@@ -255,6 +259,9 @@ impl Shared {
     /// Trims the request stream exactly below the oldest entry still pending (the answer
     /// script trims only whole stream nodes, which is cheaper but leaves up to a node).
     pub(super) async fn trim_exact(&self) {
+        if !matches!(self.role, super::Role::System) {
+            return self.trim_group().await;
+        }
         let Some(below) = self.sane_trim(self.unacked().trim_below(&[])) else {
             return;
         };

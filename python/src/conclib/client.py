@@ -3,7 +3,8 @@
 One client serves any number of concurrent asks from any number of tasks. Like the Rust
 ``ProxyClient`` it has one reply list (``{ns}:reply:{128 random bits}``) read by one reader
 task (``BLMPOP``), dispatching each frame by request id; requests to one stream made together
-leave in one pipeline; a URN's resolution is cached for ``resolve_cache_ttl``; a reply
+leave in one pipeline; a URN is resolved by its URN key, else by its pattern key (the group
+activating ``user:*`` for ``user:42``), and cached for ``resolve_cache_ttl``; a reply
 ``NotOwner``/``UnknownUrn`` drops the cache entry, resolves again and, if the URN moved to
 another system, sends once more; after a Redis restart a URN the client knew is looked up
 again until it reappears or the deadline passes (then ``Unavailable``, not ``UnknownUrn``).
@@ -18,7 +19,9 @@ list of its own. The same happens when the client is used from another event loo
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import os
 import secrets
 import time
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
 from . import codec
+from ._raw import RawConnection, RespError, open_raw
 from .errors import (
     ActorStopped,
     BadRequest,
@@ -54,6 +58,7 @@ from .protocol import (
     Keys,
     Status,
     check_name,
+    pattern_prefix,
     request_fields,
     ttl_ms,
     valid_urn,
@@ -79,6 +84,15 @@ SEND_BATCH = 32
 """The most requests appended by one pipeline (as the Rust client)."""
 SEND_BATCH_BYTES = 1 << 20
 """The most body bytes appended by one pipeline (a single larger request goes alone)."""
+RAW_UNANSWERED = 4096
+"""On a raw connection: the most requests written whose ``XADD`` answers have not come."""
+RAW_BUFFERED = 8 << 20
+"""On a raw connection: the most bytes written and not yet taken by the kernel before the
+next write waits."""
+EXPIRY_TICK = 0.005
+"""Asks time out at most this much after their deadline (their timers are shared)."""
+WATCHDOG_EVERY = 1.0
+"""How often a raw connection is checked for a Redis that stopped answering."""
 
 
 class Message(Protocol):
@@ -161,6 +175,116 @@ class _Route:
     system: str
     requests_key: str
     until: float
+    # ``requests_key`` as a RESP bulk string (the raw writer's XADD).
+    packed_key: bytes = b""
+
+
+# What an ask's waiter holds instead of a reply frame (raw connections).
+_GONE: Any = object()  # XADD answered nil: the stream does not exist (NOMKSTREAM)
+_EXPIRED: Any = object()  # the ask's deadline passed
+
+
+_XADD_HEAD = (
+    b"*%d\r\n$4\r\nXADD\r\n%b$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n"
+    b"$2\r\nid\r\n$%d\r\n%b\r\n$3\r\nurn\r\n%b$3\r\nmsg\r\n%b$3\r\nttl\r\n$%d\r\n%b\r\n"
+)
+_PRIO_HIGH = b"$4\r\nprio\r\n$4\r\nhigh\r\n"
+_XADD_TAIL = b"$2\r\ntp\r\n$%d\r\n%b\r\n$5\r\ncodec\r\n$7\r\nmsgpack\r\n$4\r\nbody\r\n$%d\r\n%b\r\n"
+
+
+def _pack_request(
+    packed_key: bytes, request_id: int, urn: bytes, msg: bytes, ttl: int, reply: bytes, high: bool, tp: bytes,
+    body: bytes,
+) -> bytes:
+    """``XADD key NOMKSTREAM * <fields>`` of one request in RESP, the fields in the order of
+    ``protocol.request_fields`` (``urn``, ``msg`` and ``reply`` given packed as whole
+    name/value pairs' values: ``$n\\r\\n...\\r\\n``; ``reply`` empty for a tell)."""
+    rid = b"%d" % request_id
+    ttl_b = b"%d" % ttl
+    n = 20 + (2 if reply else 0) + (2 if high else 0)
+    head = _XADD_HEAD % (n, packed_key, len(rid), rid, urn, msg, len(ttl_b), ttl_b)
+    tail = _XADD_TAIL % (len(tp), tp, len(body), body)
+    if reply:
+        head += reply
+    if high:
+        head += _PRIO_HIGH
+    return head + tail
+
+
+class _Entry:
+    """One request queued for, or written to, the raw writer connection; ``answer`` takes
+    its ``XADD``'s reply. An ask's ``future`` is its reply waiter (it gets the reply frame
+    later, or ``_GONE``, or the write's error); a tell's gets the count of Redis losses read
+    just before the write, or ``None`` (the stream is gone), as ``_Session.send``'s."""
+
+    __slots__ = ("session", "data", "size", "request_id", "future", "losses")
+
+    def __init__(self, session: _Session, data: bytes, size: int, request_id: int, future: asyncio.Future[Any]) -> None:
+        self.session = session
+        self.data = data
+        self.size = size
+        self.request_id = request_id
+        self.future = future
+        self.losses = 0
+
+    def answer(self, reply: Any) -> None:
+        s = self.session
+        if s.wqueue and not s.flush_scheduled:  # a write that waited for answers may go now
+            s.schedule_flush()
+        fut = self.future
+        if fut.done():  # its asker gave up, or (an ask) its answer came first
+            return
+        if type(reply) is bytes:
+            if not self.request_id:
+                fut.set_result(self.losses)
+            elif s.losses != self.losses:
+                fut.set_exception(Unavailable("Redis restarted without its data just as the request was written"))
+            else:
+                s.written.add(self.request_id)
+        elif reply is None:
+            fut.set_result(_GONE if self.request_id else None)
+        elif isinstance(reply, ConnectionError):
+            fut.set_exception(Closed() if s.closed else Unavailable(f"ConnectionError: {reply}"))
+        elif isinstance(reply, RespError):
+            fut.set_exception(RedisError(f"ResponseError: {reply.message}"))
+        else:
+            fut.set_exception(ProtocolError(f"unexpected answer to XADD: {reply!r}"))
+
+    def fail(self, error: ConclibError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+            self.future.exception()
+
+
+class _ReaderTurn:
+    """The reply reader on a raw connection: takes each ``BLMPOP``'s answer, hands the
+    frames to their asks and sends the next ``BLMPOP`` at once (no task)."""
+
+    __slots__ = ("session",)
+
+    def __init__(self, session: _Session) -> None:
+        self.session = session
+
+    def answer(self, reply: Any) -> None:
+        s = self.session
+        if s.closed:
+            return
+        if type(reply) is list and len(reply) == 2 and type(reply[1]) is list:
+            deliver = s._deliver
+            for frame in reply[1]:
+                deliver(frame)
+        elif isinstance(reply, ConnectionError):
+            return  # the connection's on_lost reconnects
+        elif isinstance(reply, RespError):
+            task = s.loop.create_task(s._reader_refused(reply.message))
+            s.tasks.add(task)
+            task.add_done_callback(s.tasks.discard)
+            return
+        elif reply is not None:
+            log.warning("malformed BLMPOP answer: %r", reply)
+        conn = s.rconn
+        if conn is not None and not conn.closed:
+            conn.send(s.blmpop, (self,))
 
 
 @dataclass
@@ -186,8 +310,13 @@ class _Session:
             command_timeout=client.command_timeout + REPLY_BLOCK_SECS,
             tls_ca_file=client._tls_ca_file,
         )
+        # One server (redis://, rediss://, unix): requests are written and replies read on
+        # raw connections of the client's own (``_raw``), commands off the hot path go
+        # through redis-py. Else (Sentinel) redis-py connections, or (Cluster) redis-py's
+        # pipelines.
+        self.raw = client._target.kind in ("standalone", "unix")
         # The reply reader blocks in BLMPOP: a connection of its own.
-        self.reader_redis: Any = build_client(
+        self.reader_redis: Any = None if self.raw else build_client(
             client._target,
             connect_timeout=client.connect_timeout,
             command_timeout=client.command_timeout + REPLY_BLOCK_SECS,
@@ -211,6 +340,17 @@ class _Session:
         self.write_conn: Any = None
         self.read_conn: Any = None
         self.blmpop = _pack("BLMPOP", REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH)
+        # The raw path: the writer and reader connections, the requests waiting for the
+        # next write, the reader's turn object, a watchdog timer.
+        self.wconn: RawConnection | None = None
+        self.rconn: RawConnection | None = None
+        self.wqueue: list[_Entry] = []
+        self.flush_scheduled = False
+        self.wconnecting: asyncio.Task[None] | None = None
+        self.turn = _ReaderTurn(self)
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.packed_reply = b"$5\r\nreply\r\n" + _bulk(self.reply_key)
+        self.packed: dict[str, bytes] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         self.disconnects = 0
         # Redis restarts: the run_id last seen, whether a connection is known lost (writes
@@ -223,6 +363,9 @@ class _Session:
         self.watcher: asyncio.Task[None] | None = None
         self.closed = False
         self.reader: asyncio.Task[None] | None = None
+        # Asks whose deadlines fall in one tick of ``EXPIRY_TICK`` share one timer (raw path).
+        self.expiry: dict[int, list[int]] = {}
+        self.ready = False  # connected: ``_start`` is done
         self.started: asyncio.Task[None] = loop.create_task(self._start())
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -238,6 +381,13 @@ class _Session:
             raise _map_redis_error(e) from e
         self.run_id, _ = _server_fields(info)
         self.seen_run_id = self.run_id
+        if self.raw:
+            self.wconn = await self._open_raw(self._writer_lost)
+            self.rconn = await self._open_raw(self._reader_lost)
+            self.rconn.send(self.blmpop, (self.turn,))
+            self.watchdog = self.loop.call_later(WATCHDOG_EVERY, self._watch_connections)
+            self.ready = True
+            return
         if self.direct:
             self.write_conn = await self.redis.connection_pool.get_connection()
             self.read_conn = await self.reader_redis.connection_pool.get_connection()
@@ -246,6 +396,7 @@ class _Session:
             await self.read_conn.send_packed_command(self.blmpop, check_health=False)
             self.writer = self.loop.create_task(self._write_requests())
         self.reader = self.loop.create_task(self._read_replies())
+        self.ready = True
 
     async def aclose(self) -> None:
         """Stops the reader, fails pending asks with ``Closed``, deletes the reply list and
@@ -253,9 +404,11 @@ class _Session:
         if self.closed:
             return
         self.closed = True
-        for task in [self.reader, self.started, self.watcher, self.writer, *self.tasks]:
+        for task in [self.reader, self.started, self.watcher, self.writer, self.wconnecting, *self.tasks]:
             if task is not None and not task.done():
                 task.cancel()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(Closed())
@@ -272,11 +425,19 @@ class _Session:
             pass
 
     async def _close_connections(self) -> None:
+        for raw in (self.wconn, self.rconn):
+            if raw is not None:
+                raw.close()
+        for entry in self.wqueue:
+            entry.fail(Closed())
+        self.wqueue = []
         for conn, redis in ((self.write_conn, self.redis), (self.read_conn, self.reader_redis)):
             if conn is not None:
                 await conn.disconnect()
                 await redis.connection_pool.release(conn)
         for redis in (self.redis, self.reader_redis):
+            if redis is None:
+                continue
             close = getattr(redis, "aclose", None) or redis.close
             await close()
             pool = getattr(redis, "connection_pool", None)
@@ -289,7 +450,9 @@ class _Session:
         self.cache.pop(urn, None)
 
     async def resolve(self, urn: str, deadline: float, fresh: bool) -> _Route:
-        """The system serving ``urn`` and its request stream, from the cache unless ``fresh``."""
+        """The system serving ``urn`` and its request stream, from the cache unless ``fresh``:
+        ``GET {ns}:urn:{urn}``, else (nil) ``GET {ns}:pattern:{prefix}`` for a URN with a
+        pattern prefix (its value, a group id such as ``~user:*``, is used as a system id)."""
         now = time.monotonic()
         if not fresh:
             cached = self.cache.get(urn)
@@ -327,14 +490,20 @@ class _Session:
                 del self.resolving[urn]
 
     async def _lookup(self, urn: str, deadline: float) -> _Route:
+        prefix = pattern_prefix(urn)
         while True:
             value = await self.command(deadline, "GET", self.keys.urn(urn))
+            if value is None and prefix is not None:
+                # No actor registered under the URN: the group activating its pattern, if
+                # any, is sent to like a system.
+                value = await self.command(deadline, "GET", self.keys.pattern(prefix))
             if value is not None:
                 break
             self.forget(urn)
             await self.wait_if_redis_lost_it(urn, deadline)
         system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        route = _Route(system, self.keys.requests(system), time.monotonic() + self.client.resolve_cache_ttl)
+        key = self.keys.requests(system)
+        route = _Route(system, key, time.monotonic() + self.client.resolve_cache_ttl, _bulk(key))
         if len(self.cache) > 100_000:
             now = time.monotonic()
             self.cache = {k: r for k, r in self.cache.items() if r.until > now}
@@ -409,7 +578,9 @@ class _Session:
                 raise Unavailable("the connection to Redis is lost")
             fields, size = build()
             fut: asyncio.Future[int | None] = self.loop.create_future()
-            if self.direct:
+            if self.raw:
+                self.enqueue(_Entry(self, _pack("XADD", route.requests_key, "NOMKSTREAM", "*", *fields), size, 0, fut))
+            elif self.direct:
                 self.queue.append((route.requests_key, _Outgoing(fields, size, fut)))
                 self.wakeup.set()
             else:
@@ -431,6 +602,156 @@ class _Session:
             self.forget(urn)
             await self.wait_if_redis_lost_it(urn, deadline)
             route = await self.resolve(urn, deadline, True)
+
+    # -- the raw connections (one server) ----------------------------------------------------
+
+    async def _open_raw(self, on_lost: Any) -> RawConnection:
+        conn = await open_raw(
+            self.client._target, connect_timeout=self.client.connect_timeout, tls_ca_file=self.client._tls_ca_file
+        )
+        if self.closed:
+            conn.close()
+            raise Closed()
+        conn.on_lost = functools.partial(on_lost, conn)
+        return conn
+
+    def expire_at(self, deadline: float, request_id: int) -> None:
+        """The ask ``request_id`` (in ``pending``) gets ``_EXPIRED`` at ``deadline`` (at most
+        ``EXPIRY_TICK`` later): one timer per tick, not per ask."""
+        tick = math.ceil(deadline / EXPIRY_TICK)
+        ids = self.expiry.get(tick)
+        if ids is None:
+            ids = self.expiry[tick] = []
+            self.loop.call_later(max(tick * EXPIRY_TICK - time.monotonic(), 0.0), self._expire_tick, tick)
+        ids.append(request_id)
+
+    def _expire_tick(self, tick: int) -> None:
+        pending = self.pending
+        for request_id in self.expiry.pop(tick, ()):
+            fut = pending.get(request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(_EXPIRED)
+
+    def enqueue(self, entry: _Entry) -> None:
+        """Queues a request for the next write (at the end of this turn of the event loop:
+        whatever is queued meanwhile leaves in the same write)."""
+        self.wqueue.append(entry)
+        if not self.flush_scheduled:
+            self.schedule_flush()
+
+    def schedule_flush(self) -> None:
+        self.flush_scheduled = True
+        self.loop.call_soon(self._write_raw)
+
+    def _write_raw(self) -> None:
+        self.flush_scheduled = False
+        if not self.wqueue:
+            return
+        if self.closed:
+            return
+        if self.down:
+            queue, self.wqueue = self.wqueue, []
+            for entry in queue:
+                entry.fail(Unavailable("the connection to Redis is lost"))
+            return
+        conn = self.wconn
+        if conn is None or conn.closed:
+            if self.wconnecting is None:
+                self.wconnecting = self.loop.create_task(self._connect_writer())
+            return
+        # Bounded: the rest waits for answers (``_Entry.answer`` schedules the next write).
+        room = RAW_UNANSWERED - len(conn.waiting)
+        if room <= 0 or conn.buffered() >= RAW_BUFFERED:
+            return
+        queue = self.wqueue
+        if len(queue) > room:
+            queue, self.wqueue = queue[:room], queue[room:]
+        else:
+            self.wqueue = []
+        queue = [e for e in queue if not e.future.done()]  # their askers gave up
+        if not queue:
+            return
+        losses = self.losses
+        for entry in queue:
+            entry.losses = losses
+        conn.send(b"".join([e.data for e in queue]), queue)
+
+    async def _connect_writer(self) -> None:
+        try:
+            conn = await self._open_raw(self._writer_lost)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            queue, self.wqueue = self.wqueue, []
+            error = _map_redis_error(e) if isinstance(e, Exception) else Closed()
+            if isinstance(error, Unavailable) and not self.closed:
+                self.link_lost()
+            for entry in queue:
+                entry.fail(error)
+            return
+        finally:
+            self.wconnecting = None
+        self.wconn = conn
+        self._write_raw()
+
+    def _writer_lost(self, conn: RawConnection, error: ConnectionError) -> None:
+        if self.wconn is conn:
+            self.wconn = None
+        if not self.closed:
+            log.debug("the request connection was lost (%s)", error)
+            self.link_lost()
+
+    def _reader_lost(self, conn: RawConnection, error: ConnectionError) -> None:
+        if self.rconn is conn:
+            self.rconn = None
+        if self.closed:
+            return
+        log.debug("reading replies failed (%s); reconnecting", error)
+        self.link_lost()
+        if self.reader is None or self.reader.done():
+            self.reader = self.loop.create_task(self._reconnect_reader())
+
+    async def _reconnect_reader(self) -> None:
+        backoff = 0.01
+        while not self.closed:
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 0.5)
+            try:
+                conn = await self._open_raw(self._reader_lost)
+            except (asyncio.CancelledError, Closed):
+                raise
+            except Exception as e:  # noqa: BLE001 - still unreachable: try again
+                if _is_connection_error(e) or isinstance(e, asyncio.TimeoutError):
+                    self.link_lost()
+                log.debug("reconnecting the reply reader failed (%s); retrying", e)
+                continue
+            self.rconn = conn
+            conn.send(self.blmpop, (self.turn,))
+            return
+
+    async def _reader_refused(self, error: str) -> None:
+        """Redis refused the ``BLMPOP``: the reply list was overwritten, or something else
+        (logged); the next one leaves a moment later."""
+        if "WRONGTYPE" in error:
+            await self._reply_list_clobbered(error)
+        else:
+            log.warning("reading replies failed: %s", error)
+        await asyncio.sleep(0.01)
+        conn = self.rconn
+        if conn is not None and not conn.closed and not self.closed:
+            conn.send(self.blmpop, (self.turn,))
+
+    def _watch_connections(self) -> None:
+        """Every second: a raw connection waiting longer than the command timeout (plus the
+        ``BLMPOP`` block time) for Redis to answer is dropped (as redis-py's socket timeout
+        would): the writer reconnects on the next write, the reader at once."""
+        if self.closed:
+            return
+        limit = self.client.command_timeout + REPLY_BLOCK_SECS
+        for conn in (self.wconn, self.rconn):
+            if conn is not None and not conn.closed and conn.silent_for() > limit:
+                conn.abort(ConnectionError(f"Redis did not answer within {limit:.0f} s"))
+        self.watchdog = self.loop.call_later(WATCHDOG_EVERY, self._watch_connections)
 
     async def _write_requests(self) -> None:
         """The writer (outside a cluster): whatever was queued while it wrote the last batch
@@ -842,10 +1163,8 @@ class AsyncClient:
         s = self._session
         if (
             s is not None
+            and s.ready
             and not self._closed
-            and s.started.done()
-            and not s.started.cancelled()
-            and s.started.exception() is None
             and s.pid == os.getpid()
             and s.loop is asyncio.get_running_loop()
         ):
@@ -954,7 +1273,20 @@ class AsyncClient:
                 except Exception:  # noqa: BLE001 - a broken hook must not break asks
                     log.exception("the on_ask hook failed")
 
-    async def _exchange(
+    def _exchange(
+        self, urn: str, name: str, body: bytes, timeout: float, high: bool, tp: str, started: float
+    ) -> Awaitable[tuple[int, bytes]]:
+        session = self._ready()
+        if session is not None and session.raw:
+            route = session.cache.get(urn)
+            if route is not None and route.until > time.monotonic():
+                # The hot path: connected, resolved.
+                return self._exchange_raw(
+                    session, route, urn, name, body, timeout, high, tp, started + timeout, session.disconnects
+                )
+        return self._exchange_slow(urn, name, body, timeout, high, tp, started)
+
+    async def _exchange_slow(
         self, urn: str, name: str, body: bytes, timeout: float, high: bool, tp: str, started: float
     ) -> tuple[int, bytes]:
         deadline = started + timeout
@@ -965,10 +1297,14 @@ class AsyncClient:
             except asyncio.TimeoutError:
                 raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
         disconnects = session.disconnects
-        try:
-            route = await session.resolve(urn, deadline, False)
-        except ConclibError as e:
-            raise session.at_deadline(e, timeout, disconnects) from None
+        route = session.cache.get(urn)
+        if route is None or route.until <= time.monotonic():
+            try:
+                route = await session.resolve(urn, deadline, False)
+            except ConclibError as e:
+                raise session.at_deadline(e, timeout, disconnects) from None
+        if session.raw:
+            return await self._exchange_raw(session, route, urn, name, body, timeout, high, tp, deadline, disconnects)
         retried = False
         while True:
             request_id = session.next_id
@@ -1020,6 +1356,73 @@ class AsyncClient:
                     continue
             return status, frame[REPLY_HEADER_LEN:]
 
+    async def _exchange_raw(
+        self, session: _Session, route: _Route, urn: str, name: str, body: bytes, timeout: float, high: bool,
+        tp: str, deadline: float, disconnects: int,
+    ) -> tuple[int, bytes]:
+        """``_exchange`` on raw connections: per ask one future (its reply waiter, which also
+        learns the fate of its ``XADD``) and one timer; no task, no ``wait_for``."""
+        loop = session.loop
+        packed = session.packed
+        urn_p = packed.get(urn)
+        if urn_p is None:
+            if len(packed) > 10_000:
+                packed.clear()
+            urn_p = packed[urn] = _bulk(urn)
+        name_p = packed.get(name)
+        if name_p is None:
+            name_p = packed[name] = _bulk(name)
+        tp_b = tp.encode()
+        retried = False
+        while True:
+            if session.down:
+                raise Unavailable("the connection to Redis is lost")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise session.timed_out(timeout, disconnects)
+            request_id = session.next_id
+            session.next_id = request_id + 1
+            waiter: asyncio.Future[Any] = loop.create_future()
+            session.pending[request_id] = waiter
+            data = _pack_request(
+                route.packed_key, request_id, urn_p, name_p, ttl_ms(left), session.packed_reply, high, tp_b, body
+            )
+            session.enqueue(_Entry(session, data, len(body), request_id, waiter))
+            session.expire_at(deadline, request_id)
+            try:
+                frame = await waiter
+            except ConclibError as e:
+                raise session.at_deadline(e, timeout, disconnects) from None
+            finally:
+                session.pending.pop(request_id, None)
+                session.written.discard(request_id)
+            if frame is _EXPIRED:
+                raise session.timed_out(timeout, disconnects)
+            if frame is _GONE:
+                # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its
+                # data moments ago: then resolve and send again.
+                session.forget(urn)
+                try:
+                    await session.wait_if_redis_lost_it(urn, deadline)
+                    route = await session.resolve(urn, deadline, True)
+                except ConclibError as e:
+                    raise session.at_deadline(e, timeout, disconnects) from None
+                continue
+            status = frame[8]
+            if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
+                # The URN moved since we resolved it: resolve again (URN key, then pattern
+                # key), and if it leads elsewhere now, send once more.
+                retried = True
+                session.forget(urn)
+                try:
+                    fresh: _Route | None = await session.resolve(urn, deadline, True)
+                except ConclibError:
+                    fresh = None
+                if fresh is not None and fresh.system != route.system:
+                    route = fresh
+                    continue
+            return status, frame[REPLY_HEADER_LEN:]
+
     async def tell(
         self,
         urn: str,
@@ -1037,10 +1440,14 @@ class AsyncClient:
         tp = _traceparent(traceparent)
         timeout = self.command_timeout
         deadline = time.monotonic() + timeout
-        try:
-            session = await asyncio.wait_for(self._current(), timeout)
-        except asyncio.TimeoutError:
-            raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
+        # Connected and resolved: queued for the next write before this awaits anything (so
+        # asks and tells made together leave together, in order).
+        session = self._ready()
+        if session is None:
+            try:
+                session = await asyncio.wait_for(self._current(), timeout)
+            except asyncio.TimeoutError:
+                raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
         disconnects = session.disconnects
         ttl = ttl_ms(self.tell_ttl)
 
@@ -1059,13 +1466,16 @@ class AsyncClient:
             return fields, len(body)
 
         try:
-            route = await session.resolve(urn, deadline, False)
+            route = session.cache.get(urn)
+            if route is None or route.until <= time.monotonic():
+                route = await session.resolve(urn, deadline, False)
             await session.send(route, urn, build, deadline)
         except ConclibError as e:
             raise session.at_deadline(e, timeout, disconnects) from None
 
     async def resolve(self, urn: str) -> str | None:
-        """Which system serves this URN now, if any (asks Redis, not the cache)."""
+        """Which system serves this URN now, if any (asks Redis, not the cache): the id in
+        its URN key, else in its pattern key (a group id, ``~user:*``)."""
         session = await self._current()
         try:
             route = await session.resolve(urn, time.monotonic() + self.command_timeout, True)

@@ -20,6 +20,7 @@ __all__ = [
     "check_name",
     "decode_reply",
     "encode_reply",
+    "pattern_prefix",
     "request_fields",
     "ttl_ms",
     "valid_urn",
@@ -73,6 +74,11 @@ class Keys:
         """``{ns}:urn:{urn}``: the id of the system serving the URN."""
         return f"{self.namespace}:urn:{urn}"
 
+    def pattern(self, prefix: str) -> str:
+        """``{ns}:pattern:{prefix}``: the id of the group of systems that activate actors
+        for the URNs ``{prefix}{id}`` (used like a system id)."""
+        return f"{self.namespace}:pattern:{prefix}"
+
     def requests(self, system: str) -> str:
         """``{ns}:sys:{system}:req``: the system's request stream."""
         return f"{self.namespace}:sys:{system}:req"
@@ -105,6 +111,16 @@ def valid_urn(urn: str) -> bool:
     if n == 0 or n > MAX_URN_LEN:
         return False
     return not any(c.isspace() or not c.isprintable() for c in urn)
+
+
+def pattern_prefix(urn: str) -> str | None:
+    """The pattern prefix looked up when ``{ns}:urn:{urn}`` does not exist: the URN up to and
+    including its last ``:``, if at least one character follows it (``user:42`` ->
+    ``user:``, ``a:b:c`` -> ``a:b:``); ``None`` for a URN without ``:`` or ending in one."""
+    colon = urn.rfind(":")
+    if colon < 0 or colon + 1 >= len(urn):
+        return None
+    return urn[: colon + 1]
 
 
 def check_name(what: str, name: str) -> str | None:

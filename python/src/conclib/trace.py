@@ -7,11 +7,13 @@ span's id. Otherwise every request starts a new trace (random ids, sampled).
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from typing import Any
 
 __all__ = ["current_traceparent", "new_traceparent", "valid_traceparent"]
+
+_getrandbits = random.getrandbits
 
 _PATTERN = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -22,16 +24,16 @@ except ImportError:  # pragma: no cover - depends on the environment
     _trace = None
 
 
-def _nonzero_hex(n: int) -> str:
-    while True:
-        b = os.urandom(n)
-        if any(b):
-            return b.hex()
-
-
 def new_traceparent() -> str:
-    """A traceparent of a new, sampled trace."""
-    return f"00-{_nonzero_hex(16)}-{_nonzero_hex(8)}-01"
+    """A traceparent of a new, sampled trace (random non-zero ids, as OpenTelemetry's SDK
+    makes them: ``random.getrandbits``, reseeded in a forked child)."""
+    trace_id = _getrandbits(128)
+    span_id = _getrandbits(64)
+    while not trace_id:
+        trace_id = _getrandbits(128)
+    while not span_id:
+        span_id = _getrandbits(64)
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
 
 
 def valid_traceparent(value: str) -> bool:

@@ -1,14 +1,16 @@
 //! The Rust serving process of the Python client's tests.
 //!
 //! ```text
-//! conclib-pyserver --redis redis://127.0.0.1:PORT --namespace NS [--system ID]
+//! conclib-pyserver --redis redis://127.0.0.1:PORT --namespace NS [--system ID] [--lease-ttl-ms MS]
 //! conclib-pyserver --export-schema
 //! ```
 //!
 //! Serving: spawns the actors of [`shapes`] (URNs `py:shapes`, `py:counter`, `py:narrow`)
-//! and the conformance actor of [`mirror`] (`conf:counter`), starts the Redis proxy (the
+//! and the conformance actor of [`mirror`] (`conf:counter`, and a second one at `pytest:echo`
+//! for the pattern tests), starts the Redis proxy (the
 //! client side of its configuration uses MessagePack; the proxy answers each request in the
-//! codec it came in), prints `READY` on stdout, and runs until SIGTERM, SIGINT or the end of
+//! codec it came in; `--lease-ttl-ms` sets its lease time, 15 s by default: the URN keys are
+//! renewed every third of it), prints `READY` on stdout, and runs until SIGTERM, SIGINT or the end of
 //! its standard input, then shuts the proxy and the actors down and exits 0.
 //!
 //! `--export-schema` prints what each actor exposes as JSON ([`schema`]) and exits.
@@ -31,17 +33,18 @@ struct Args {
     redis: String,
     namespace: String,
     system: Option<String>,
+    lease_ttl: Option<Duration>,
     export_schema: bool,
 }
 
 /// Reads the command line; `Err` holds the usage message.
 fn parse_args() -> Result<Args, String> {
-    let usage =
-        "usage: conclib-pyserver --redis URL --namespace NS [--system ID] | --export-schema";
+    let usage = "usage: conclib-pyserver --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS] | --export-schema";
     let mut args = Args {
         redis: String::new(),
         namespace: "conclib".to_owned(),
         system: None,
+        lease_ttl: None,
         export_schema: false,
     };
     let mut it = std::env::args().skip(1);
@@ -54,6 +57,13 @@ fn parse_args() -> Result<Args, String> {
             "--redis" => args.redis = value()?,
             "--namespace" => args.namespace = value()?,
             "--system" => args.system = Some(value()?),
+            "--lease-ttl-ms" => {
+                let ms = value()?;
+                let ms: u64 = ms
+                    .parse()
+                    .map_err(|_| format!("--lease-ttl-ms needs milliseconds, got {ms:?}"))?;
+                args.lease_ttl = Some(Duration::from_millis(ms));
+            }
             "--export-schema" => args.export_schema = true,
             _ => return Err(format!("unknown argument {arg:?}\n{usage}")),
         }
@@ -128,6 +138,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(system) = args.system {
         config = config.with_system_id(system);
     }
+    if let Some(ttl) = args.lease_ttl {
+        config.lease_ttl = ttl;
+    }
     // A stopped server frees its URNs at once: clients get `UnknownUrn`, not a timeout.
     config.release_on_shutdown = true;
     let system = ActorSystem::new("pyserver");
@@ -144,7 +157,30 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .on_panic(PanicPolicy::Resume)
         .spawn()
         .await?;
+    // Found through a pattern key by the tests that delete its URN key.
+    system
+        .build(mirror::Mirror::default())
+        .urn("pytest:echo")
+        .spawn()
+        .await?;
+    // Served as groups by every test server of the namespace (`test_groups.py`, and the
+    // conformance cases' `conf:shared`).
+    for urn in ["py:shared", "conf:shared"] {
+        system
+            .build(mirror::Mirror::default())
+            .urn(urn)
+            .spawn()
+            .await?;
+    }
     let proxy = start_proxy(&system, &config).await?;
+    proxy.join("py:shared").await?;
+    proxy.join("conf:shared").await?;
+    // Activated on demand by URN (`py:item:7`).
+    proxy
+        .activate("py:item:{id}", |_a: conclib::redis::Activation| async move {
+            Ok::<_, String>(shapes::Counter::default())
+        })
+        .await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "READY")?;

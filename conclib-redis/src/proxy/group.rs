@@ -1,0 +1,447 @@
+//! Groups: one URN (or one URN pattern) served by several systems through one shared
+//! stream, which each member reads as its own consumer of the stream's consumer group.
+//!
+//! A member is a proxy instance of its own ([`Shared`] in the role [`Role::Member`]): the
+//! read loop, dispatch and writer are the system proxy's, pointed at the group's stream.
+//! What only a group has is here: joining and leaving, the member lease, claiming the
+//! entries of members that died, and trimming what every member has finished with.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use fred::prelude::*;
+use tokio::task::JoinHandle;
+
+use super::lease::{lease_holder, process_exists, this_host};
+use super::read::stopped;
+use super::{Role, Script, Shared};
+use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
+use crate::error::ServeError;
+use crate::protocol::{self, CONSUMER_GROUP, GROUP_TRIM_SCRIPT};
+
+/// What a member instance serves.
+pub(super) struct Member {
+    /// The group id: `~{urn}` or `~{prefix}*`.
+    pub(super) group: String,
+    /// The key naming the group: `{ns}:urn:{urn}` or `{ns}:pattern:{prefix}`.
+    pub(super) claim_key: String,
+    /// The URN served, or the pattern's prefix.
+    pub(super) name: String,
+    /// Whether `name` is a pattern prefix.
+    pub(super) pattern: bool,
+    /// The system's own proxy.
+    pub(super) system: Weak<Shared>,
+    pub(super) trim: Script,
+}
+
+impl Member {
+    /// Whether a request for `urn` belongs in this group's stream.
+    pub(super) fn serves(&self, urn: &str) -> bool {
+        if self.pattern {
+            protocol::pattern_prefix(urn) == Some(self.name.as_str())
+        } else {
+            urn == self.name
+        }
+    }
+}
+
+/// A running membership, held by the system's proxy.
+pub(super) struct MemberHandle {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl MemberHandle {
+    pub(super) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+}
+
+impl Drop for MemberHandle {
+    /// Dropped without leaving (the proxy handle was dropped): stops at once, as the
+    /// system's proxy does; what it took is claimed by the others once its lease lapses.
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if !self.tasks.is_empty()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let reader = self.shared.reader.clone();
+            rt.spawn(async move {
+                let _ = reader.quit().await;
+            });
+        }
+    }
+}
+
+/// What a group is formed around.
+pub(super) enum GroupOf<'a> {
+    /// One URN, served by a local actor in each member.
+    Urn(&'a str),
+    /// URNs `{prefix}{id}`, activated on demand.
+    Pattern(&'a str),
+}
+
+impl Shared {
+    /// Makes this system (`self`: its own proxy) a member of a group, and returns once the
+    /// member reads the group's stream.
+    pub(super) async fn join_group(self: &Arc<Self>, of: GroupOf<'_>) -> Result<(), ServeError> {
+        let (name, pattern) = match of {
+            GroupOf::Urn(urn) => (urn, false),
+            GroupOf::Pattern(prefix) => (prefix, true),
+        };
+        if self.groups().contains_key(name) {
+            return Ok(());
+        }
+        let (group, claim_key) = if pattern {
+            (protocol::pattern_group(name), self.keys.pattern(name))
+        } else {
+            (protocol::shared_group(name), self.keys.urn(name))
+        };
+        if !pattern {
+            // The URN is the group's now, not this system's alone.
+            let was_owned = {
+                let mut reg = self.registry();
+                reg.shared.insert(name.to_owned());
+                reg.local.remove(name);
+                reg.conflicts.remove(name);
+                reg.owned.remove(name)
+            };
+            if was_owned {
+                self.release_urns(vec![name.to_owned()]).await;
+            }
+        }
+        let block = Duration::from_secs(1);
+        let reader = self
+            .config
+            .builder::<()>(self.config.command_timeout + block)
+            .map_err(|e| ServeError::Config(e.to_string()))?
+            .build()
+            .map_err(|e| ServeError::Config(e.to_string()))?;
+        conn::init_within(&[&reader], self.config.connect_timeout)
+            .await
+            .map_err(ServeError::Unavailable)?;
+        let member = Arc::new(Shared::new(
+            &self.system,
+            &self.config,
+            self.system_id.clone(),
+            Role::Member(Member {
+                group,
+                claim_key,
+                name: name.to_owned(),
+                pattern,
+                system: Arc::downgrade(self),
+                trim: Script::new(GROUP_TRIM_SCRIPT),
+            }),
+            (self.cmd.clone(), reader),
+            self.config.group_in_flight.max(1),
+        ));
+        let started = async {
+            let since = std::time::Instant::now();
+            member.acquire_lease().await?;
+            member.sync_clock().await;
+            member
+                .ensure_group()
+                .await
+                .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
+            member.renew_queue().await;
+            member.registry().local.insert(name.to_owned(), true);
+            if !member.claim_urns(vec![name.to_owned()]).await {
+                return Err(ServeError::Unavailable(format!(
+                    "could not claim {}",
+                    member.claim_key(name)
+                )));
+            }
+            if let Some(owner) = member.registry().conflicts.get(name).cloned() {
+                return Err(ServeError::UrnInUse {
+                    urn: name.to_owned(),
+                    owner,
+                });
+            }
+            member.mark_fresh(since);
+            Ok::<_, ServeError>(())
+        };
+        if let Err(e) = started.await {
+            member.release_member_lease().await;
+            let _ = member.reader.quit().await;
+            return Err(e);
+        }
+        let (reader_task, writer_task) = member.start_reading(block);
+        let heartbeat = tokio::spawn(member_loop(member.clone()));
+        tracing::info!(system = %self.system_id, group = %member.claim_value, "joined a group");
+        crate::metrics::group_joined(&self.system_id, &member.claim_value);
+        self.groups().insert(
+            name.to_owned(),
+            MemberHandle {
+                shared: member,
+                tasks: vec![reader_task, writer_task, heartbeat],
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn groups(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, MemberHandle>> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves a group gracefully: stops reading its stream, finishes and acknowledges what
+    /// it took, then gives up its place (its consumer, if nothing is pending on it, and its
+    /// member lease, so that the others claim at once whatever is left). `false`: not a member.
+    pub(super) async fn leave_group(&self, name: &str) -> bool {
+        let Some(mut handle) = self.groups().remove(name) else {
+            return false;
+        };
+        let member = handle.shared.clone();
+        member.serving.store(false, Ordering::Release);
+        let _ = member.stop.send_replace(true);
+        let mut tasks = std::mem::take(&mut handle.tasks);
+        let heartbeat = tasks.pop();
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Some(h) = heartbeat {
+            h.abort();
+            let _ = h.await;
+        }
+        member.trim_group().await;
+        if member.pending_of(&member.consumer).await == Some(0) {
+            let _ = conn::call(
+                &member.cmd,
+                keyed_at("XGROUP", 1, false),
+                vec![
+                    s("DELCONSUMER"),
+                    owned(member.requests_key.clone()),
+                    s(CONSUMER_GROUP),
+                    owned(member.consumer.clone()),
+                ],
+            )
+            .await;
+        }
+        member.release_member_lease().await;
+        let _ = member.reader.quit().await;
+        if let Role::Member(m) = &member.role
+            && m.pattern
+        {
+            self.activations.remove_pattern(&m.name);
+        }
+        tracing::info!(system = %self.system_id, group = %member.claim_value, "left a group");
+        true
+    }
+
+    /// Leaves every group (at shutdown).
+    pub(super) async fn leave_all(&self) -> Result<(), ServeError> {
+        let names: Vec<String> = self.groups().keys().cloned().collect();
+        for name in names {
+            self.leave_group(&name).await;
+        }
+        Ok(())
+    }
+
+    async fn release_member_lease(&self) {
+        self.eval_many(
+            &self.release,
+            vec![(self.lease_key.clone(), vec![owned(self.token.clone())])],
+        )
+        .await;
+    }
+
+    /// How many entries are pending on `consumer` (`None`: Redis did not say).
+    async fn pending_of(&self, consumer: &str) -> Option<i64> {
+        let v = conn::call(
+            &self.cmd,
+            keyed("XPENDING"),
+            vec![
+                owned(self.requests_key.clone()),
+                s(CONSUMER_GROUP),
+                s("-"),
+                s("+"),
+                Value::Integer(1),
+                owned(consumer),
+            ],
+        )
+        .await
+        .ok()?;
+        match v {
+            Value::Array(a) => Some(a.len() as i64),
+            Value::Null => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Trims the group's stream below what every member has finished with.
+    pub(super) async fn trim_group(&self) {
+        let Role::Member(m) = &self.role else { return };
+        let r = self
+            .eval_many(
+                &m.trim,
+                vec![(self.requests_key.clone(), vec![s(CONSUMER_GROUP)])],
+            )
+            .await;
+        if let Some(Err(e)) = r.first() {
+            tracing::debug!(error = %e, "could not trim a group's stream");
+        }
+    }
+
+    /// Takes over the entries pending on members that are gone: their member lease lapsed,
+    /// or they ran on this host under a pid that no longer exists. Returns how many.
+    pub(super) async fn claim_from_dead(&self) -> usize {
+        let Role::Member(m) = &self.role else {
+            return 0;
+        };
+        let Ok(Value::Array(summary)) = conn::call(
+            &self.cmd,
+            keyed("XPENDING"),
+            vec![owned(self.requests_key.clone()), s(CONSUMER_GROUP)],
+        )
+        .await
+        else {
+            return 0;
+        };
+        let Some(Value::Array(consumers)) = summary.get(3).cloned() else {
+            return 0;
+        };
+        let mut claimed = 0;
+        for c in consumers {
+            let Value::Array(pair) = c else { continue };
+            let Some(name) = pair.first().and_then(as_bytes) else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(name).into_owned();
+            if name == self.consumer || !self.member_gone(&m.group, &name).await {
+                continue;
+            }
+            claimed += self.claim_entries_of(&name).await;
+            if self.pending_of(&name).await == Some(0) {
+                let _ = conn::call(
+                    &self.cmd,
+                    keyed_at("XGROUP", 1, false),
+                    vec![
+                        s("DELCONSUMER"),
+                        owned(self.requests_key.clone()),
+                        s(CONSUMER_GROUP),
+                        owned(name.clone()),
+                    ],
+                )
+                .await;
+            }
+        }
+        if claimed > 0 {
+            tracing::info!(system = %self.system_id, group = %m.group, claimed, "took over the requests of a member that is gone");
+            crate::metrics::group_claimed(&self.system_id, &m.group, claimed);
+            // The read loop reads our pending list again, where they are now.
+            self.reread.store(true, Ordering::Release);
+        }
+        claimed
+    }
+
+    /// Whether the member `system` of `group` is gone: no member lease, or a lease of a
+    /// process on this host that no longer exists (then the lease is freed).
+    async fn member_gone(&self, group: &str, system: &str) -> bool {
+        let key = self.keys.member(group, system);
+        let Ok(holder) = conn::call(&self.cmd, keyed("GET"), vec![owned(key.clone())]).await else {
+            return false;
+        };
+        let Some(holder) = as_bytes(&holder).map(|b| String::from_utf8_lossy(b).into_owned())
+        else {
+            return true; // no lease: lapsed, or released when it left
+        };
+        let Some((host, pid)) = lease_holder(&holder) else {
+            return false;
+        };
+        if host != this_host() || pid == std::process::id() || process_exists(pid) {
+            return false;
+        }
+        self.eval_many(&self.release, vec![(key, vec![owned(holder)])])
+            .await;
+        true
+    }
+
+    /// Claims every entry pending on `consumer` for this member (those idle for a while, so
+    /// that two members claiming at once do not take them from each other).
+    async fn claim_entries_of(&self, consumer: &str) -> usize {
+        let min_idle = Value::Integer(500);
+        let mut claimed = 0;
+        for _ in 0..1000 {
+            let Ok(Value::Array(list)) = conn::call(
+                &self.cmd,
+                keyed("XPENDING"),
+                vec![
+                    owned(self.requests_key.clone()),
+                    s(CONSUMER_GROUP),
+                    s("IDLE"),
+                    min_idle.clone(),
+                    s("-"),
+                    s("+"),
+                    Value::Integer(100),
+                    owned(consumer),
+                ],
+            )
+            .await
+            else {
+                break;
+            };
+            let ids: Vec<Value> = list
+                .into_iter()
+                .filter_map(|e| match e {
+                    Value::Array(mut parts) if !parts.is_empty() => Some(parts.swap_remove(0)),
+                    _ => None,
+                })
+                .collect();
+            if ids.is_empty() {
+                break;
+            }
+            let n = ids.len();
+            let mut args = vec![
+                owned(self.requests_key.clone()),
+                s(CONSUMER_GROUP),
+                owned(self.consumer.clone()),
+                min_idle.clone(),
+            ];
+            args.extend(ids);
+            args.push(s("JUSTID"));
+            match conn::call(&self.cmd, keyed("XCLAIM"), args).await {
+                Ok(Value::Array(got)) => claimed += got.len(),
+                _ => break,
+            }
+            if n < 100 {
+                break;
+            }
+        }
+        claimed
+    }
+}
+
+/// A member's upkeep: its leases and the group key renewed every third of the lease, the
+/// entries of gone members claimed every second at most.
+async fn member_loop(shared: Arc<Shared>) {
+    let lease = shared.config.lease_ttl;
+    let mut renew = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check =
+        tokio::time::interval((lease / 3).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    renew.tick().await;
+    let mut reconnects = shared.cmd.reconnect_rx();
+    let mut events = true;
+    let mut stop = shared.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = renew.tick() => shared.renew().await,
+            _ = check.tick() => { shared.claim_from_dead().await; }
+            event = reconnects.recv(), if events => match event {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if let Err(e) = shared.ensure_group().await {
+                        tracing::warn!(error = %e, "could not recreate a group's consumer group");
+                    }
+                    shared.renew().await;
+                }
+                Err(_) => events = false,
+            },
+            _ = stopped(&mut stop) => break,
+        }
+    }
+}

@@ -1,0 +1,321 @@
+"""The raw connections of the hot path (one server: ``redis://``, ``rediss://``,
+``redis+unix://``): the RESP parser, split anywhere; and asks against live servers through
+a password, a database number, TLS and a Unix socket; a Redis that stops answering."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import conclib
+from conclib._raw import RawConnection, RespError, pack
+from conftest import RustServer, free_port, run, wait_until
+
+BINARY = os.environ.get("CONCLIB_REDIS_SERVER", "redis-server")
+
+
+class _Collect:
+    def __init__(self, into: list[Any]) -> None:
+        self.into = into
+
+    def answer(self, reply: Any) -> None:
+        self.into.append(reply)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+REPLIES = (
+    b"$15\r\n1700000000000-0\r\n"  # an XADD's entry id
+    b"$-1\r\n"  # nil bulk (XADD NOMKSTREAM, stream gone)
+    b"*2\r\n$7\r\nns:r:ab\r\n*3\r\n$10\r\n\x00\x00\x00\x00\x00\x00\x00\x07\x00\x06\r\n$0\r\n\r\n$3\r\na\r\n\r\n"
+    b"*-1\r\n"  # BLMPOP timed out
+    b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
+    b"+OK\r\n"
+    b":42\r\n"
+    b"*4\r\n$-1\r\n:5\r\n$1\r\nx\r\n*1\r\n+y\r\n"  # mixed items
+)
+EXPECTED: list[Any] = [
+    b"1700000000000-0",
+    None,
+    [b"ns:r:ab", [b"\x00\x00\x00\x00\x00\x00\x00\x07\x00\x06", b"", b"a\r\n"]],
+    None,
+    "WRONGTYPE Operation against a key holding the wrong kind of value",
+    b"OK",
+    42,
+    [None, 5, b"x", [b"y"]],
+]
+
+
+def _connection(replies: list[Any], n: int) -> RawConnection:
+    conn = RawConnection()
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    conn.send(b"", [_Collect(replies) for _ in range(n)])
+    return conn
+
+
+def _plain(replies: list[Any]) -> list[Any]:
+    return [r.message if isinstance(r, RespError) else r for r in replies]
+
+
+def test_replies_are_parsed_whole_or_split_anywhere() -> None:
+    for cut in range(len(REPLIES) + 1):
+        replies: list[Any] = []
+        conn = _connection(replies, len(EXPECTED))
+        conn.data_received(REPLIES[:cut])
+        conn.data_received(REPLIES[cut:])
+        assert _plain(replies) == EXPECTED, cut
+        assert not conn.waiting and not conn.buf
+    replies = []
+    conn = _connection(replies, len(EXPECTED))
+    for i in range(len(REPLIES)):
+        conn.data_received(REPLIES[i : i + 1])
+    assert _plain(replies) == EXPECTED
+
+
+def test_a_large_bulk_string_arrives_in_pieces() -> None:
+    body = os.urandom(3 << 20)
+    data = b"*2\r\n$3\r\nkey\r\n*1\r\n$%d\r\n%b\r\n" % (len(body), body)
+    replies: list[Any] = []
+    conn = _connection(replies, 1)
+    for i in range(0, len(data), 65536):
+        conn.data_received(data[i : i + 65536])
+    assert replies == [[b"key", [body]]]
+
+
+def test_garbage_drops_the_connection_and_fails_the_waiting() -> None:
+    replies: list[Any] = []
+    conn = _connection(replies, 2)
+    conn.data_received(b"?what\r\n")
+    assert conn.closed and conn.transport.aborted  # type: ignore[union-attr]
+    assert len(replies) == 2 and all(isinstance(r, ConnectionError) for r in replies)
+    # A reply nobody asked for, likewise.
+    conn = _connection([], 0)
+    conn.data_received(b"+OK\r\n")
+    assert conn.closed
+
+
+def test_commands_are_packed_in_resp() -> None:
+    assert pack("XADD", "ns:sys:s:req", "*", b"\x00\xff", 7, "ünï") == (
+        b"*6\r\n$4\r\nXADD\r\n$12\r\nns:sys:s:req\r\n$1\r\n*\r\n$2\r\n\x00\xff\r\n$1\r\n7\r\n"
+        b"$5\r\n\xc3\xbcn\xc3\xaf\r\n"
+    )
+
+
+# -- live servers -------------------------------------------------------------------------------
+
+
+class Server:
+    """One redis-server with extra arguments, killed by PID at the end."""
+
+    def __init__(self, *args: str) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="conclib-py-raw-"))
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [BINARY, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+    def wait(self, *auth: str) -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError((self.dir / "redis.log").read_text()[-2000:])
+            done = subprocess.run(["redis-cli", "-p", str(self.port), *auth, "PING"], capture_output=True,
+                                  text=True, timeout=10)
+            return "PONG" in done.stdout
+
+        wait_until(up, 10, f"redis-server on {self.port}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ask_through(client_url: str, server_url: str, namespace: str, **options: Any) -> None:
+    """The Rust server serves through ``server_url``; the Python clients ask through
+    ``client_url`` (the raw path)."""
+    server = RustServer(server_url, namespace)
+    try:
+
+        async def main() -> None:
+            async with conclib.AsyncClient(client_url, namespace=namespace, **options) as client:
+                assert await client.ask("py:shapes", "Double", 21, timeout=5) == 42
+                assert await asyncio.gather(*(client.ask("py:shapes", "Double", n) for n in range(50))) == [
+                    2 * n for n in range(50)
+                ]
+                await client.tell("py:counter", "Record", 3)
+                with pytest.raises(conclib.UnknownUrn):
+                    await client.ask("py:nobody", "Hello")
+
+        run(main())
+        with conclib.Client(client_url, namespace=namespace, **options) as blocking:
+            assert blocking.ask("conf:counter", "test.Echo", "hi") == "hi"
+    finally:
+        server.close()
+
+
+def test_password_and_database() -> None:
+    server = Server("--requirepass", "s3cret")
+    try:
+        server.wait("-a", "s3cret", "--no-auth-warning")
+        url = f"redis://:s3cret@127.0.0.1:{server.port}/3"
+        ask_through(url, url, "rawdb")
+        # The keys are in database 3.
+        keys = subprocess.run(["redis-cli", "-p", str(server.port), "-a", "s3cret", "--no-auth-warning", "-n", "3",
+                               "KEYS", "rawdb:*"], capture_output=True, text=True, timeout=10).stdout
+        assert "rawdb:sys:" in keys
+        # A wrong password: Unavailable, typed.
+        with pytest.raises(conclib.Unavailable):
+            run(conclib.connect(f"redis://:wrong@127.0.0.1:{server.port}", connect_timeout=2))
+    finally:
+        server.close()
+
+
+def test_unix_socket() -> None:
+    sock = Path(tempfile.mkdtemp(prefix="conclib-py-sock-")) / "redis.sock"
+    server = Server("--unixsocket", str(sock), "--unixsocketperm", "700")
+    try:
+        server.wait()
+        ask_through(f"redis+unix://{sock}", f"redis://127.0.0.1:{server.port}", "rawunix")
+    finally:
+        server.close()
+        shutil.rmtree(sock.parent, ignore_errors=True)
+
+
+@pytest.fixture()
+def tls_files() -> Iterator[Path]:
+    """A CA and a server certificate for 127.0.0.1 (openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = Path(tempfile.mkdtemp(prefix="conclib-py-tls-"))
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=conclib test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf")
+    # Another CA, which did not sign the server's certificate.
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.crt", "-days", "2",
+        "-subj", "/CN=another CA")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_tls(tls_files: Path) -> None:
+    tls_port = free_port()
+    server = Server("--tls-port", str(tls_port), "--tls-cert-file", str(tls_files / "server.crt"),
+                    "--tls-key-file", str(tls_files / "server.key"), "--tls-ca-cert-file", str(tls_files / "ca.crt"),
+                    "--tls-auth-clients", "no")
+    try:
+        server.wait()
+        # The Rust server on the plain port, the Python client through TLS.
+        ask_through(f"rediss://127.0.0.1:{tls_port}", f"redis://127.0.0.1:{server.port}", "rawtls",
+                    tls_ca_file=str(tls_files / "ca.crt"))
+        # A certificate the CA given did not sign: refused.
+        with pytest.raises(conclib.Unavailable):
+            run(conclib.connect(f"rediss://127.0.0.1:{tls_port}", tls_ca_file=str(tls_files / "other.crt"),
+                                connect_timeout=2))
+    finally:
+        server.close()
+
+
+def test_a_redis_that_stops_answering_is_dropped_after_the_command_timeout(raw_redis: Any, redis_server: Any) -> None:
+    """Redis frozen (SIGSTOP): an ask waiting for its request's XADD answer fails
+    ``Unavailable`` once the connection stayed silent ``command_timeout`` + 2 s (the
+    watchdog; redis-py's socket timeout before), not at its deadline; after SIGCONT the
+    client works again."""
+    server = Server()
+    try:
+        server.wait()
+        import redis
+
+        r = redis.Redis(port=server.port)
+        ns = f"frozen-{uuid.uuid4().hex[:6]}"
+        r.set(f"{ns}:urn:svc", "fake")
+        r.xgroup_create(f"{ns}:sys:fake:req", "g", id="$", mkstream=True)
+
+        async def main() -> None:
+            async with conclib.AsyncClient(f"redis://127.0.0.1:{server.port}", namespace=ns,
+                                           command_timeout=0.5) as client:
+                await client.resolve("svc")
+                os.kill(server.proc.pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    with pytest.raises(conclib.Unavailable):
+                        await client.ask("svc", "Hello", timeout=8)
+                    took = time.monotonic() - started
+                    assert 2.4 < took < 4.5, took
+                finally:
+                    os.kill(server.proc.pid, signal.SIGCONT)
+                # Back: the request reaches the stream again.
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        await client.tell("svc", "Hello")
+                        break
+                    except conclib.Unavailable:
+                        assert time.monotonic() < deadline
+                        await asyncio.sleep(0.05)
+
+        run(main())
+        assert r.xlen(f"{ns}:sys:fake:req") >= 1
+        r.close()
+    finally:
+        server.close()
+
+
+def test_a_refused_xadd_fails_its_own_request_only(raw_redis: Any, redis_server: Any) -> None:
+    """Redis refuses one request's XADD (its stream key holds a string): that ask or tell
+    fails ``RedisError``; requests written with it to a good stream go through."""
+    ns = f"refused-{uuid.uuid4().hex[:6]}"
+    raw_redis.set(f"{ns}:urn:bad", "bad")
+    raw_redis.set(f"{ns}:sys:bad:req", "not a stream")
+    raw_redis.set(f"{ns}:urn:good", "good")
+    raw_redis.xgroup_create(f"{ns}:sys:good:req", "g", id="$", mkstream=True)
+
+    async def main() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            await client.resolve("bad")
+            await client.resolve("good")
+            bad_ask, bad_tell, good_tell = await asyncio.gather(
+                client.ask("bad", "Hello", timeout=5), client.tell("bad", "Hello"), client.tell("good", "Hello"),
+                return_exceptions=True,
+            )
+            assert isinstance(bad_ask, conclib.RedisError) and "WRONGTYPE" in str(bad_ask), bad_ask
+            assert isinstance(bad_tell, conclib.RedisError), bad_tell
+            assert good_tell is None
+
+    run(main())
+    assert raw_redis.xlen(f"{ns}:sys:good:req") == 1
