@@ -522,7 +522,7 @@ pub use conclib_macros::message;
 ///     }
 ///     // ...
 /// }
-/// // For `ActorRef<Counter>`, `Request<'_>` is `AskFuture<'_, Add, ..>`: the builder `ask` returns.
+/// // For `ActorRef<Counter>`, `Request<'_>` is `AskRequest<&'_ ActorRef<Counter>, Add>`: what `ask` returns.
 /// ```
 /// </details>
 pub use conclib_macros::actor;

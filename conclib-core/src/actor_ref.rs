@@ -16,6 +16,7 @@ use crate::cell::{ActorCell, ErasedCell, Target};
 use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Handler, Message, Priority};
+use crate::request::{AskRequest, DeliverAsk, DeliverTell, SendOptions, TellRequest};
 use crate::system::ActorId;
 use crate::urn::Urn;
 
@@ -114,11 +115,11 @@ impl<A: Actor> ActorRef<A> {
     /// normal messages.
     ///
     /// The message comes back in the error if the actor has stopped.
-    pub fn tell<M: Message>(&self, msg: M) -> TellFuture<'_, M, ActorCell<A>>
+    pub fn tell<M: Message>(&self, msg: M) -> TellRequest<&ActorRef<A>, M>
     where
         A: Handler<M>,
     {
-        TellFuture::new(&*self.cell, msg)
+        TellRequest::new(self, msg)
     }
 
     /// Sends `msg` if there is room right now; never waits.
@@ -141,22 +142,20 @@ impl<A: Actor> ActorRef<A> {
     /// is never started: the message is dropped, counted in
     /// [`asks_skipped`](Self::asks_skipped) and traced at `debug`. Once started, a handler
     /// runs to its end even if the asker gives up meanwhile. Tells are always handled.
-    pub fn ask<M: Message>(&self, msg: M) -> AskFuture<'_, M, ActorCell<A>>
+    pub fn ask<M: Message>(&self, msg: M) -> AskRequest<&ActorRef<A>, M>
     where
         A: Handler<M>,
     {
-        AskFuture::new(&*self.cell, msg)
+        AskRequest::new(self, msg)
     }
 
     /// Sends `msg` if there is room right now, then waits for the response as [`ask`](Self::ask).
     /// Fails with [`AskError::MailboxFull`] instead of waiting for room.
-    pub fn try_ask<M: Message>(&self, msg: M) -> AskFuture<'_, M, ActorCell<A>>
+    pub fn try_ask<M: Message>(&self, msg: M) -> AskRequest<&ActorRef<A>, M>
     where
         A: Handler<M>,
     {
-        let mut ask = AskFuture::new(&*self.cell, msg);
-        ask.no_wait = true;
-        ask
+        AskRequest::new(self, msg).no_wait()
     }
 
     /// Graceful stop: messages queued before this call are handled, later sends are refused,
@@ -254,8 +253,8 @@ impl<M: Message> Recipient<M> {
     }
 
     /// As [`ActorRef::tell`].
-    pub fn tell(&self, msg: M) -> TellFuture<'_, M, dyn Target<M>> {
-        TellFuture::new(&*self.target, msg)
+    pub fn tell(&self, msg: M) -> TellRequest<&Recipient<M>, M> {
+        TellRequest::new(self, msg)
     }
 
     /// As [`ActorRef::try_tell`].
@@ -267,8 +266,8 @@ impl<M: Message> Recipient<M> {
     }
 
     /// As [`ActorRef::ask`].
-    pub fn ask(&self, msg: M) -> AskFuture<'_, M, dyn Target<M>> {
-        AskFuture::new(&*self.target, msg)
+    pub fn ask(&self, msg: M) -> AskRequest<&Recipient<M>, M> {
+        AskRequest::new(self, msg)
     }
 
     /// Waits until the actor has stopped and returns why.
@@ -292,7 +291,8 @@ fn try_send<M: Message, T: Target<M> + ?Sized>(
     }
 }
 
-/// The future of a [`tell`](ActorRef::tell): resolves once the message is queued.
+/// A tell to a local actor on its way: what a [`TellRequest`] to an [`ActorRef`] or a
+/// [`Recipient`] becomes when awaited. Resolves once the message is queued.
 #[must_use = "a tell does nothing until awaited"]
 pub struct TellFuture<'a, M: Message, T: ?Sized> {
     target: &'a T,
@@ -301,18 +301,12 @@ pub struct TellFuture<'a, M: Message, T: ?Sized> {
 }
 
 impl<'a, M: Message, T: Target<M> + ?Sized> TellFuture<'a, M, T> {
-    fn new(target: &'a T, msg: M) -> Self {
+    fn new(target: &'a T, msg: M, options: SendOptions) -> Self {
         TellFuture {
             target,
             msg: Some(msg),
-            priority: Priority::Normal,
+            priority: options.priority(),
         }
-    }
-
-    /// Sends in the given lane; `High` overtakes queued normal messages.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
     }
 }
 
@@ -334,8 +328,9 @@ impl<M: Message, T: Target<M> + ?Sized> Future for TellFuture<'_, M, T> {
     }
 }
 
-/// The future of an [`ask`](ActorRef::ask): resolves to the handler's response or an
-/// [`AskError`]. Never hangs: it ends at the timeout at the latest.
+/// An ask to a local actor on its way: what an [`AskRequest`] to an [`ActorRef`] or a
+/// [`Recipient`] becomes when awaited. Resolves to the handler's response or an
+/// [`AskError`]; never hangs: it ends at the timeout at the latest.
 #[must_use = "an ask does nothing until awaited"]
 pub struct AskFuture<'a, M: Message, T: ?Sized> {
     target: &'a T,
@@ -357,47 +352,53 @@ enum AskState<M: Message> {
 }
 
 impl<'a, M: Message, T: Target<M> + ?Sized> AskFuture<'a, M, T> {
-    fn new(target: &'a T, msg: M) -> Self {
+    fn new(target: &'a T, msg: M, options: SendOptions) -> Self {
         AskFuture {
             target,
             state: AskState::Sending(msg),
-            timeout: target.core().ask_timeout,
-            priority: Priority::Normal,
-            no_wait: false,
+            timeout: options.timeout_or(target.core().ask_timeout),
+            priority: options.priority(),
+            no_wait: options.no_wait(),
             yielded: false,
             sleep: None,
             _pin: PhantomData,
         }
     }
+}
 
-    /// Fails with [`AskError::Timeout`] if no answer arrives within `timeout` (counting any
-    /// wait for room in the mailbox).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+impl<'a, A: Handler<M>, M: Message> DeliverAsk<M> for &'a ActorRef<A> {
+    type Ask = AskFuture<'a, M, ActorCell<A>>;
+
+    #[inline]
+    fn deliver_ask(self, message: M, options: SendOptions) -> Self::Ask {
+        AskFuture::new(&*self.cell, message, options)
     }
+}
 
-    /// Sends in the given lane; `High` overtakes queued normal messages.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
+impl<'a, A: Handler<M>, M: Message> DeliverTell<M> for &'a ActorRef<A> {
+    type Tell = TellFuture<'a, M, ActorCell<A>>;
+
+    #[inline]
+    fn deliver_tell(self, message: M, options: SendOptions) -> Self::Tell {
+        TellFuture::new(&*self.cell, message, options)
     }
+}
 
-    /// Sends the message as a tell instead (in the lane chosen with
-    /// [`priority`](Self::priority)): `.await` it to queue the message, waiting only while
-    /// the mailbox is full; no answer is awaited. The timeout does not apply to tells.
-    ///
-    /// The method-call API reads `counter.reset().tell().await?`.
-    pub fn tell(self) -> TellFuture<'a, M, T> {
-        let AskState::Sending(msg) = self.state else {
-            // `tell` takes the builder by value: it cannot have been polled.
-            unreachable!("AskFuture::tell after the ask was sent")
-        };
-        TellFuture {
-            target: self.target,
-            msg: Some(msg),
-            priority: self.priority,
-        }
+impl<'a, M: Message> DeliverAsk<M> for &'a Recipient<M> {
+    type Ask = AskFuture<'a, M, dyn Target<M>>;
+
+    #[inline]
+    fn deliver_ask(self, message: M, options: SendOptions) -> Self::Ask {
+        AskFuture::new(&*self.target, message, options)
+    }
+}
+
+impl<'a, M: Message> DeliverTell<M> for &'a Recipient<M> {
+    type Tell = TellFuture<'a, M, dyn Target<M>>;
+
+    #[inline]
+    fn deliver_tell(self, message: M, options: SendOptions) -> Self::Tell {
+        TellFuture::new(&*self.target, message, options)
     }
 }
 

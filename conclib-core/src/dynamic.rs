@@ -3,7 +3,7 @@
 
 use std::any::TypeId;
 use std::fmt;
-use std::future::{Future, IntoFuture, poll_fn};
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +17,7 @@ use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Message, Priority};
 use crate::remote::{ErasedMessage, RemoteMessage};
+use crate::request::{AskRequest, DeliverAsk, DeliverTell, SendOptions, TellRequest};
 use crate::request_envelope::{ErasedResult, Reply, ReplyCell, RequestEnvelope};
 use crate::system::ActorId;
 use crate::trace::TraceContext;
@@ -154,13 +155,8 @@ impl DynActorRef {
 
     /// Asks with any message type; the answer is checked at run time.
     /// Finish with `.await`; set `.timeout(..)` or `.priority(..)` first if needed.
-    pub fn ask<M: Message>(&self, msg: M) -> DynAsk<'_, M> {
-        DynAsk {
-            target: self,
-            msg,
-            timeout: self.cell.core().ask_timeout,
-            priority: Priority::Normal,
-        }
+    pub fn ask<M: Message>(&self, msg: M) -> AskRequest<&DynActorRef, M> {
+        AskRequest::new(self, msg)
     }
 
     /// Tells with any message type, waiting for room in a full mailbox. Finish with
@@ -168,12 +164,8 @@ impl DynActorRef {
     ///
     /// Resolves to [`SendError::UnknownMessage`] if the actor does not accept `M`, or
     /// [`SendError::ActorStopped`] (with the message) if it stopped.
-    pub fn tell<M: Message>(&self, msg: M) -> DynTell<'_, M> {
-        DynTell {
-            target: self,
-            msg,
-            priority: Priority::Normal,
-        }
+    pub fn tell<M: Message>(&self, msg: M) -> TellRequest<&DynActorRef, M> {
+        TellRequest::new(self, msg)
     }
 
     /// Tells if there is room right now; never waits.
@@ -597,45 +589,18 @@ impl<A: Actor> From<&ActorRef<A>> for DynActorRef {
     }
 }
 
-/// An ask through a [`DynActorRef`]; `.await` it.
-#[must_use = "an ask does nothing until awaited"]
-pub struct DynAsk<'a, M: Message> {
-    target: &'a DynActorRef,
-    msg: M,
-    timeout: Duration,
-    priority: Priority,
-}
+/// The exchange of an ask or a tell through a [`DynActorRef`].
+type DynExchange<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-impl<'a, M: Message> DynAsk<'a, M> {
-    /// Fails with [`AskError::Timeout`] if no answer arrives within `timeout`.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
+impl<'a, M: Message> DeliverAsk<M> for &'a DynActorRef {
+    type Ask = DynExchange<'a, Result<M::Response, AskError<M::Error>>>;
 
-    /// Sends in the given lane.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-}
-
-impl<'a, M: Message> IntoFuture for DynAsk<'a, M> {
-    type Output = Result<M::Response, AskError<M::Error>>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
-
-    fn into_future(self) -> Self::IntoFuture {
+    fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
         Box::pin(async move {
-            let DynAsk {
-                target,
-                msg,
-                timeout,
-                priority,
-            } = self;
-            let result = target
+            let result = self
                 .erased(M::name(), TypeId::of::<M>(), Box::new(msg))
-                .timeout(timeout)
-                .priority(priority)
+                .timeout(options.timeout_or(self.cell.core().ask_timeout))
+                .priority(options.priority())
                 .ask()
                 .await;
             match result {
@@ -652,43 +617,25 @@ impl<'a, M: Message> IntoFuture for DynAsk<'a, M> {
     }
 }
 
-/// A tell through a [`DynActorRef`]; `.await` it.
-#[must_use = "a tell does nothing until awaited"]
-pub struct DynTell<'a, M: Message> {
-    target: &'a DynActorRef,
-    msg: M,
-    priority: Priority,
-}
+impl<'a, M: Message> DeliverTell<M> for &'a DynActorRef {
+    type Tell = DynExchange<'a, Result<(), SendError<M>>>;
 
-impl<M: Message> DynTell<'_, M> {
-    /// Sends in the given lane; `High` overtakes queued normal messages.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-}
-
-impl<'a, M: Message> IntoFuture for DynTell<'a, M> {
-    type Output = Result<(), SendError<M>>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
-
-    fn into_future(self) -> Self::IntoFuture {
+    fn deliver_tell(self, msg: M, options: SendOptions) -> Self::Tell {
         Box::pin(async move {
-            let DynTell {
-                target,
-                msg,
-                priority,
-            } = self;
-            target
-                .tell_erased(M::name(), TypeId::of::<M>(), Box::new(msg), priority)
-                .await
-                .map_err(|e| match e {
-                    SendError::ActorStopped(msg) => SendError::ActorStopped(unbox::<M>(msg)),
-                    SendError::MailboxFull(msg) => SendError::MailboxFull(unbox::<M>(msg)),
-                    SendError::UnknownMessage { actor, message } => {
-                        SendError::UnknownMessage { actor, message }
-                    }
-                })
+            self.tell_erased(
+                M::name(),
+                TypeId::of::<M>(),
+                Box::new(msg),
+                options.priority(),
+            )
+            .await
+            .map_err(|e| match e {
+                SendError::ActorStopped(msg) => SendError::ActorStopped(unbox::<M>(msg)),
+                SendError::MailboxFull(msg) => SendError::MailboxFull(unbox::<M>(msg)),
+                SendError::UnknownMessage { actor, message } => {
+                    SendError::UnknownMessage { actor, message }
+                }
+            })
         })
     }
 }

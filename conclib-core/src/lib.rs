@@ -94,13 +94,15 @@ pub use actor::Actor;
 pub use actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
 pub use broadcast::{BroadcastOutcome, Delivery};
 pub use context::{Context, StreamId, TimerHandle};
-pub use dynamic::{AskHandle, DynActorRef, DynAsk, DynTell, ErasedRequest, QueuedAsk};
+pub use dynamic::{AskHandle, DynActorRef, ErasedRequest, QueuedAsk};
 pub use error::{AskError, BoxError, LookupError, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};
-pub use pool::{MemberLoad, Pool, PoolActor, PoolAsk, PoolBuilder, PoolStats, Routing, WhenFull};
+pub use pool::{MemberLoad, Pool, PoolActor, PoolBuilder, PoolStats, Routing, WhenFull};
 pub use remote::{ErasedMessage, RemoteMessage};
-pub use request::{Address, Requester};
+pub use request::{
+    Address, AskRequest, DeliverAsk, DeliverTell, KeyRouted, Requester, SendOptions, TellRequest,
+};
 pub use request_envelope::{ErasedResponder, ErasedResult, RequestEnvelope, Responder};
 pub use snapshot::{
     ActorBrief, ActorSnapshot, ActorState, ExternalProbe, ExternalReport, HANDLING_BUCKETS,

@@ -206,5 +206,5 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub use child::{ParentLink, Registry, init, is_process_actor, parent};
 pub use error::{ProcessError, ProcessExit, SpawnError};
 pub use parent::{ChildOutput, ProcessBuilder, SpawnProcess, build};
-pub use process_ref::{ProcessAsk, ProcessRef, ProcessTell};
+pub use process_ref::ProcessRef;
 pub use relay::{ProcessActor, ProcessPool};

@@ -1,14 +1,17 @@
 //! The ref to a process actor, and its asks.
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use conclib_core::{Actor, DynActorRef, Priority, RemoteHandler, RemoteReply, Urn};
+use conclib_core::{
+    Actor, AskRequest, DeliverAsk, DeliverTell, DynActorRef, Priority, RemoteHandler, RemoteReply,
+    SendOptions, TellRequest, Urn,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -117,35 +120,27 @@ impl<A: Actor> ProcessRef<A> {
     /// Asks the actor; `.await` it, after `.timeout(..)` or `.priority(..)` if needed. Sent
     /// inside a trace ([`TraceContext::scope`](conclib_core::trace::TraceContext::scope)), it
     /// carries a child of it to the process (the crate docs, "Traces").
-    pub fn ask<M>(&self, msg: M) -> ProcessAsk<'_, A, M>
+    pub fn ask<M>(&self, msg: M) -> AskRequest<&ProcessRef<A>, M>
     where
         // First: when both fail (a message the actor does not expose), rustc reports the
         // bounds in this order, and this one says what to change.
         A: RemoteHandler<M>,
         M: RemoteReply + Serialize,
+        M::Response: DeserializeOwned,
     {
-        ProcessAsk {
-            target: self,
-            msg,
-            timeout: self.ask_timeout,
-            priority: Priority::Normal,
-        }
+        AskRequest::new(self, msg)
     }
 
     /// Tells the actor, as [`ActorRef::tell`](conclib_core::ActorRef::tell) does: `.await`
     /// it (after `.priority(..)` if needed); it resolves once the message is on its way
     /// (its process may still die before handling it). It never waits for room: the link
     /// queues what the process has not read yet.
-    pub fn tell<M>(&self, msg: M) -> ProcessTell<'_, A, M>
+    pub fn tell<M>(&self, msg: M) -> TellRequest<&ProcessRef<A>, M>
     where
         A: RemoteHandler<M>,
         M: conclib_core::Message + Serialize,
     {
-        ProcessTell {
-            target: self,
-            msg,
-            priority: Priority::Normal,
-        }
+        TellRequest::new(self, msg)
     }
 
     /// Tells the actor now, without a future to await; see [`tell`](Self::tell).
@@ -212,75 +207,23 @@ impl<A: Actor> ProcessRef<A> {
     }
 }
 
-/// An ask to a process actor; `.await` it. From [`ProcessRef::ask`].
-#[must_use = "an ask does nothing until awaited"]
-pub struct ProcessAsk<'a, A, M> {
-    target: &'a ProcessRef<A>,
-    msg: M,
-    timeout: Duration,
-    priority: Priority,
-}
+/// The exchange of an ask or a tell with a process actor.
+type ProcessExchange<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-impl<'a, A: Actor, M> ProcessAsk<'a, A, M> {
-    /// Fails with [`ProcessError::Timeout`] if no answer arrives within `timeout`.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sends in the actor's given lane.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// Sends the message as a tell instead (in the lane chosen with
-    /// [`priority`](Self::priority)); see [`ProcessRef::tell`]. `.await` it. The
-    /// method-call API reads `worker.reset().tell().await?`.
-    pub fn tell(self) -> ProcessTell<'a, A, M>
-    where
-        A: RemoteHandler<M>,
-        M: conclib_core::Message + Serialize,
-    {
-        ProcessTell {
-            target: self.target,
-            msg: self.msg,
-            priority: self.priority,
-        }
-    }
-}
-
-/// A tell to a process actor; `.await` it. From [`ProcessRef::tell`].
-#[must_use = "a tell does nothing until awaited"]
-pub struct ProcessTell<'a, A, M> {
-    target: &'a ProcessRef<A>,
-    msg: M,
-    priority: Priority,
-}
-
-impl<A, M> ProcessTell<'_, A, M> {
-    /// Sends in the actor's given lane; `High` overtakes queued normal messages.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-}
-
-impl<'a, A: Actor, M> IntoFuture for ProcessTell<'a, A, M>
+impl<'a, A, M> DeliverTell<M> for &'a ProcessRef<A>
 where
-    M: conclib_core::Message + Serialize + Send + 'a,
+    A: RemoteHandler<M>,
+    M: conclib_core::Message + Serialize,
 {
-    type Output = Result<(), ProcessError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    type Tell = ProcessExchange<'a, Result<(), ProcessError>>;
 
-    /// # Errors
     /// As [`ProcessRef::try_tell`]; while the process is being restarted, the tell waits
     /// for the new one.
-    fn into_future(self) -> Self::IntoFuture {
+    fn deliver_tell(self, msg: M, options: SendOptions) -> Self::Tell {
         Box::pin(async move {
-            let inner = &self.target.inner;
+            let inner = &self.inner;
             inner.live_link(inner.relaunch_wait()).await;
-            self.target.send_tell(&self.msg, self.priority)
+            self.send_tell(&msg, options.priority())
         })
     }
 }
@@ -295,37 +238,32 @@ where
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
-    type Request<'a> = ProcessAsk<'a, A, M>;
+    type Request<'a> = AskRequest<&'a ProcessRef<A>, M>;
 
-    fn request(&self, message: M) -> ProcessAsk<'_, A, M> {
+    fn request(&self, message: M) -> Self::Request<'_> {
         self.ask(message)
     }
 }
 
-impl<'a, A, M> IntoFuture for ProcessAsk<'a, A, M>
+impl<'a, A, M> DeliverAsk<M> for &'a ProcessRef<A>
 where
     A: Actor,
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
-    type Output = Result<M::Response, ProcessError<M::Error>>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    type Ask = ProcessExchange<'a, Result<M::Response, ProcessError<M::Error>>>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
         Box::pin(async move {
-            let ProcessAsk {
-                target,
-                msg,
-                timeout,
-                priority,
-            } = self;
+            let timeout = options.timeout_or(self.ask_timeout);
             let body = crate::wire::encode_body(&msg).map_err(ProcessError::Codec)?;
             drop(msg);
             let trace = crate::passed_on_trace();
             // One timeout for the whole exchange, a wait for a restarting process included.
             let exchange = async {
-                let link = target.inner.live_link(timeout).await;
-                link.request(M::name(), &body, priority, trace).await
+                let link = self.inner.live_link(timeout).await;
+                link.request(M::name(), &body, options.priority(), trace)
+                    .await
             };
             let (status, payload) = tokio::time::timeout(timeout, exchange)
                 .await

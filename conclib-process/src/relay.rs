@@ -338,7 +338,7 @@ impl<A: Actor> ProcessPool<A> {
     /// [`routing_key`](conclib_core::Message::routing_key) for key-hash routing). `.await`
     /// it, after `.timeout(..)` or `.priority(..)` if needed. An ask lost with a member's
     /// process fails `Panicked` with the exit in its text.
-    pub fn ask<M>(&self, msg: M) -> conclib_core::DynAsk<'_, M>
+    pub fn ask<M>(&self, msg: M) -> conclib_core::AskRequest<&conclib_core::DynActorRef, M>
     where
         A: conclib_core::RemoteHandler<M>,
         M: conclib_core::RemoteReply + serde::Serialize,
@@ -347,7 +347,7 @@ impl<A: Actor> ProcessPool<A> {
     }
 
     /// Tells one member, chosen by the pool's routing. `.await` it.
-    pub fn tell<M>(&self, msg: M) -> conclib_core::DynTell<'_, M>
+    pub fn tell<M>(&self, msg: M) -> conclib_core::TellRequest<&conclib_core::DynActorRef, M>
     where
         A: conclib_core::RemoteHandler<M>,
         M: conclib_core::Message + serde::Serialize,

@@ -340,7 +340,7 @@ mod snapshots;
 mod unacked;
 
 pub use acl::{client_acl, proxy_acl, viewer_acl};
-pub use client::{ProxyClient, RemoteActor, RemoteAsk, RemoteTell};
+pub use client::{ByUrn, ProxyClient, RemoteActor};
 #[cfg(feature = "msgpack")]
 pub use conclib_codec::MsgPack;
 pub use conclib_codec::{

@@ -1013,10 +1013,32 @@ async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken() {
         .await
         .expect("the tells are sent")
         .unwrap();
-    eventually(40, "every told number handled", || async {
-        noted(&notes).len() as u64 == told
+    let all_handled = tokio::time::timeout(Duration::from_secs(40), async {
+        while (noted(&notes).len() as u64) < told {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     })
     .await;
+    if all_handled.is_err() {
+        let seen = noted(&notes);
+        let missing: Vec<u64> = (0..told).filter(|n| !seen.contains_key(n)).collect();
+        let pending: Value = redis
+            .custom(
+                fred::cmd!("XPENDING"),
+                vec![
+                    format!("{}:sys:~crop:req", config.namespace),
+                    "proxy".to_owned(),
+                ],
+            )
+            .await
+            .unwrap();
+        panic!(
+            "{} of {told} told numbers never handled (first: {:?}); the group's pending \
+             entries: {pending:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
     let duplicates: usize = noted(&notes).values().map(|c| c - 1).sum();
     // group_in_flight is 4: what it had handed to its actor, at most.
     assert!(duplicates <= 4, "{duplicates} handled twice");

@@ -8,8 +8,8 @@ use actor::Resize;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::{Future, IntoFuture, poll_fn};
-use std::hash::{Hash, Hasher};
+use std::future::{Future, poll_fn};
+
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,6 +24,7 @@ use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError, SpawnError, StopReason};
 use crate::mailbox::MailboxConfig;
 use crate::message::{Handler, Message, Priority};
+use crate::request::{AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest};
 use crate::supervision::RestartLimit;
 use crate::system::{ActorId, ActorSystem};
 
@@ -237,13 +238,6 @@ impl<A: Actor> Shared<A> {
     }
 }
 
-/// The key of a keyed message, as a hash.
-fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
-}
-
 /// A pool of actors of type `A` behind one ref and one URN; from [`ActorSystem::pool`].
 /// Cloning is cheap.
 ///
@@ -292,7 +286,7 @@ fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
 /// # Semantics
 /// - **Routing** ([`Routing`]) picks one member per message: round-robin, least loaded
 ///   ([`MemberLoad::load`]: queued, or routed and not done yet), by key hash (the key given with
-///   [`PoolAsk::key`], or [`Message::routing_key`]), or a function of yours. Messages sent
+///   [`AskRequest::key`], or [`Message::routing_key`]), or a function of yours. Messages sent
 ///   through the pool's URN or [`Pool::to_dyn`] are routed the same way (a keyed message
 ///   must be listed in [`Actor::REMOTE`] for its key to be found there).
 /// - **Back-pressure.** Each member has a bounded mailbox (the pool's queue is their sum).
@@ -342,33 +336,23 @@ impl<A: Actor> fmt::Debug for Pool<A> {
 impl<A: Actor> Pool<A> {
     /// Asks one member, chosen by the pool's routing. Finish with `.await`; set
     /// `.timeout(..)`, `.priority(..)` or `.key(..)` first if needed.
-    pub fn ask<M: Message>(&self, msg: M) -> PoolAsk<'_, A, M>
+    pub fn ask<M: Message>(&self, msg: M) -> AskRequest<&Pool<A>, M>
     where
         A: Handler<M>,
     {
-        PoolAsk {
-            pool: self,
-            key: msg.routing_key(),
-            msg,
-            timeout: self.shared.ask_timeout,
-            priority: Priority::Normal,
-        }
+        AskRequest::new(self, msg)
     }
 
-    /// Tells one member, chosen by the pool's routing; waits for room unless the pool
-    /// rejects when full.
+    /// Tells one member, chosen by the pool's routing; `.await` it (after `.priority(..)` or
+    /// `.key(..)` if needed). It waits for room unless the pool rejects when full.
     ///
-    /// # Errors
-    /// [`SendError::MailboxFull`] (with [`WhenFull::Reject`]) or
+    /// Resolves to [`SendError::MailboxFull`] (with [`WhenFull::Reject`]) or
     /// [`SendError::ActorStopped`] (the pool has stopped), with the message.
-    pub async fn tell<M: Message>(&self, msg: M) -> Result<(), SendError<M>>
+    pub fn tell<M: Message>(&self, msg: M) -> TellRequest<&Pool<A>, M>
     where
         A: Handler<M>,
     {
-        let key = msg.routing_key();
-        self.send(msg, key, false, Priority::Normal)
-            .await
-            .map(|_| ())
+        TellRequest::new(self, msg)
     }
 
     /// Asks every member (a copy of `msg` each) and returns each member's outcome.
@@ -553,77 +537,32 @@ impl Drop for InFlight {
     }
 }
 
-/// An ask through a [`Pool`]; `.await` it.
-#[must_use = "an ask does nothing until awaited"]
-pub struct PoolAsk<'a, A: Actor, M: Message> {
-    pool: &'a Pool<A>,
-    msg: M,
-    key: Option<u64>,
-    timeout: Duration,
-    priority: Priority,
-}
-
-impl<A: Actor, M: Message> PoolAsk<'_, A, M> {
-    /// Fails with [`AskError::Timeout`] if no answer arrives within `timeout` (counting any
-    /// wait for room).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Sends in the given lane.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// Routes by this key ([`Routing::KeyHash`]): one key always reaches the same member
-    /// while the pool's size is unchanged.
-    pub fn key<K: Hash + ?Sized>(mut self, key: &K) -> Self {
-        self.key = Some(hash_key(key));
-        self
-    }
-
-    /// Sends the message as a tell instead (routed the same way, in the lane chosen with
-    /// [`priority`](Self::priority)); `.await` it. See [`Pool::tell`].
-    pub async fn tell(self) -> Result<(), SendError<M>>
-    where
-        A: Handler<M>,
-    {
-        self.pool
-            .send(self.msg, self.key, false, self.priority)
-            .await
-            .map(|_| ())
-    }
-}
-
 impl<A: Actor> crate::Address for Pool<A> {
     type Actor = A;
 }
 
 impl<A: Handler<M>, M: Message> crate::Requester<M> for Pool<A> {
-    type Request<'a> = PoolAsk<'a, A, M>;
+    type Request<'a> = AskRequest<&'a Pool<A>, M>;
 
-    fn request(&self, message: M) -> PoolAsk<'_, A, M> {
+    fn request(&self, message: M) -> Self::Request<'_> {
         self.ask(message)
     }
 }
 
-impl<'a, A: Handler<M>, M: Message> IntoFuture for PoolAsk<'a, A, M> {
-    type Output = Result<M::Response, AskError<M::Error>>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+impl<A: Actor> KeyRouted for &Pool<A> {}
 
-    fn into_future(self) -> Self::IntoFuture {
+/// The exchange of an ask or a tell through a [`Pool`].
+type PoolExchange<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+impl<'a, A: Handler<M>, M: Message> DeliverAsk<M> for &'a Pool<A> {
+    type Ask = PoolExchange<'a, Result<M::Response, AskError<M::Error>>>;
+
+    fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
         Box::pin(async move {
-            let PoolAsk {
-                pool,
-                msg,
-                key,
-                timeout,
-                priority,
-            } = self;
+            let timeout = options.timeout_or(self.shared.ask_timeout);
+            let key = options.key().or_else(|| msg.routing_key());
             let exchange = async {
-                let pending = match pool.send(msg, key, true, priority).await {
+                let pending = match self.send(msg, key, true, options.priority()).await {
                     Ok(pending) => pending.expect("an ask is queued with its reply"),
                     Err(SendError::MailboxFull(_)) => return Err(AskError::MailboxFull),
                     Err(_) => return Err(AskError::ActorStopped),
@@ -634,6 +573,19 @@ impl<'a, A: Handler<M>, M: Message> IntoFuture for PoolAsk<'a, A, M> {
                 Ok(result) => result,
                 Err(_) => Err(AskError::Timeout(timeout)),
             }
+        })
+    }
+}
+
+impl<'a, A: Handler<M>, M: Message> DeliverTell<M> for &'a Pool<A> {
+    type Tell = PoolExchange<'a, Result<(), SendError<M>>>;
+
+    fn deliver_tell(self, msg: M, options: SendOptions) -> Self::Tell {
+        Box::pin(async move {
+            let key = options.key().or_else(|| msg.routing_key());
+            self.send(msg, key, false, options.priority())
+                .await
+                .map(|_| ())
         })
     }
 }

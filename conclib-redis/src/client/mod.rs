@@ -7,18 +7,18 @@ mod io;
 mod remote;
 
 use io::{Outgoing, close_reader, flush, read_replies, watch_link, watch_restarts};
-pub use remote::{RemoteActor, RemoteAsk, RemoteTell};
+pub use remote::{ByUrn, RemoteActor};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use std::marker::PhantomData;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use conclib_core::trace::TraceContext;
-use conclib_core::{Message, Priority};
+use conclib_core::{AskRequest, Message, Priority, RemoteReply, TellRequest};
 use fred::bytes::Bytes;
 use fred::clients::Pool;
 use fred::prelude::*;
@@ -325,19 +325,18 @@ impl ProxyClient {
     /// The response comes back typed; the handler's own error as [`ProxyError::Handler`]
     /// (never, for a message that cannot fail). `.priority(Priority::High)` sends it in the
     /// actor's high-priority lane, as a local ask would.
-    pub fn ask<M>(&self, urn: impl Into<String>, msg: M) -> RemoteAsk<'_, M>
+    pub fn ask<'a, M>(&'a self, urn: impl Into<Cow<'a, str>>, msg: M) -> AskRequest<ByUrn<'a>, M>
     where
-        M: Message + Serialize,
+        M: RemoteReply + Serialize,
         M::Response: DeserializeOwned,
     {
-        RemoteAsk {
-            client: self,
-            urn: urn.into(),
+        AskRequest::new(
+            ByUrn {
+                client: self,
+                urn: urn.into(),
+            },
             msg,
-            timeout: self.shared.config.ask_timeout,
-            priority: Priority::Normal,
-            _m: PhantomData,
-        }
+        )
     }
 
     /// A typed handle to the actor of type `A` with this URN: the method-call API generated
@@ -365,16 +364,17 @@ impl ProxyClient {
     ///
     /// Resolves to [`ProxyError::UnknownUrn`] if no system serves the URN; codec, size and
     /// Redis errors.
-    pub fn tell<'a, M>(&'a self, urn: &'a str, msg: M) -> RemoteTell<'a, M>
+    pub fn tell<'a, M>(&'a self, urn: impl Into<Cow<'a, str>>, msg: M) -> TellRequest<ByUrn<'a>, M>
     where
         M: Message + Serialize,
     {
-        RemoteTell {
-            client: self,
-            urn: urn.into(),
+        TellRequest::new(
+            ByUrn {
+                client: self,
+                urn: urn.into(),
+            },
             msg,
-            priority: Priority::Normal,
-        }
+        )
     }
 
     async fn tell_now<M>(&self, urn: &str, msg: M, priority: Priority) -> Result<(), ProxyError>

@@ -1,12 +1,16 @@
-//! The typed ask and tell builders, and how a reply becomes a result.
+//! How asks and tells go through the proxy ([`ByUrn`], [`RemoteActor`]), and how a reply
+//! becomes a result.
 
 use std::borrow::Cow;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::time::Duration;
 
-use conclib_core::{Actor, Address, Message, Priority, RemoteHandler, RemoteReply, Requester};
+use conclib_core::{
+    Actor, Address, AskRequest, DeliverAsk, DeliverTell, Message, RemoteHandler, RemoteReply,
+    Requester, SendOptions, TellRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -15,68 +19,37 @@ use crate::error::ProxyError;
 use crate::protocol::Status;
 use conclib_codec::{Codec, decode_value};
 
-/// A remote ask; `.await` it. From [`ProxyClient::ask`].
-#[must_use = "an ask does nothing until awaited"]
-pub struct RemoteAsk<'a, M> {
+/// What a request by URN goes through: a client and the URN. The target of the
+/// [`AskRequest`] and [`TellRequest`] that [`ProxyClient::ask`] and [`ProxyClient::tell`]
+/// return.
+#[derive(Debug, Clone)]
+pub struct ByUrn<'a> {
     pub(super) client: &'a ProxyClient,
-    pub(super) urn: String,
-    pub(super) msg: M,
-    pub(super) timeout: Duration,
-    pub(super) priority: Priority,
-    pub(super) _m: PhantomData<fn() -> M>,
+    pub(super) urn: Cow<'a, str>,
 }
 
-impl<'a, M> RemoteAsk<'a, M> {
-    /// Fails with [`ProxyError::Timeout`] if no answer arrives within `timeout` (the request
-    /// carries the same deadline: the proxy drops it once expired), or with
-    /// [`ProxyError::Unavailable`] if a connection to Redis was lost meanwhile; at once if
-    /// Redis restarted without the request (see the crate docs, Guarantees).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
+/// The exchange of an ask or a tell through the Redis proxy.
+type RemoteExchange<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-    /// Sends in the actor's given lane; `High` overtakes its queued normal messages.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// Sends the message as a tell instead (in the lane chosen with
-    /// [`priority`](Self::priority)); see [`ProxyClient::tell`]. The method-call API reads
-    /// `counter.reset().tell().await?`.
-    pub fn tell(self) -> RemoteTell<'a, M> {
-        RemoteTell {
-            client: self.client,
-            urn: Cow::Owned(self.urn),
-            msg: self.msg,
-            priority: self.priority,
-        }
-    }
-}
-
-impl<'a, M> IntoFuture for RemoteAsk<'a, M>
+impl<'a, M> DeliverAsk<M> for ByUrn<'a>
 where
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
-    type Output = Result<M::Response, ProxyError<M::Error>>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    type Ask = RemoteExchange<'a, Result<M::Response, ProxyError<M::Error>>>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    /// The timeout is [`ProxyConfig::ask_timeout`](crate::ProxyConfig::ask_timeout) unless
+    /// set; the request carries the same deadline (the proxy drops it once expired). Fails
+    /// with [`ProxyError::Unavailable`] if a connection to Redis was lost meanwhile, at once
+    /// if Redis restarted without the request (see the crate docs, Guarantees).
+    fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
         Box::pin(async move {
-            let RemoteAsk {
-                client,
-                urn,
-                msg,
-                timeout,
-                priority,
-                ..
-            } = self;
+            let ByUrn { client, urn } = self;
+            let timeout = options.timeout_or(client.shared.config.ask_timeout);
             let body = client.encode(&msg)?;
             drop(msg);
             let (status, payload) = client
-                .ask_raw(&urn, M::name(), body, timeout, priority)
+                .ask_raw(&urn, M::name(), body, timeout, options.priority())
                 .await
                 .map_err(ProxyError::widen)?;
             interpret::<M::Response, M::WireError>(
@@ -92,34 +65,16 @@ where
     }
 }
 
-/// A remote tell; `.await` it. From [`ProxyClient::tell`].
-#[must_use = "a tell does nothing until awaited"]
-pub struct RemoteTell<'a, M> {
-    pub(super) client: &'a ProxyClient,
-    pub(super) urn: Cow<'a, str>,
-    pub(super) msg: M,
-    pub(super) priority: Priority,
-}
-
-impl<M> RemoteTell<'_, M> {
-    /// Sends in the actor's given lane; `High` overtakes its queued normal messages.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-}
-
-impl<'a, M> IntoFuture for RemoteTell<'a, M>
+impl<'a, M> DeliverTell<M> for ByUrn<'a>
 where
     M: Message + Serialize,
 {
-    type Output = Result<(), ProxyError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    type Tell = RemoteExchange<'a, Result<(), ProxyError>>;
 
-    fn into_future(self) -> Self::IntoFuture {
+    fn deliver_tell(self, msg: M, options: SendOptions) -> Self::Tell {
         Box::pin(async move {
             self.client
-                .tell_now(&self.urn, self.msg, self.priority)
+                .tell_now(&self.urn, msg, options.priority())
                 .await
         })
     }
@@ -180,22 +135,29 @@ impl<A: Actor> RemoteActor<A> {
     }
 
     /// Asks the actor, as [`ProxyClient::ask`] with this URN.
-    pub fn ask<M>(&self, msg: M) -> RemoteAsk<'_, M>
+    pub fn ask<M>(&self, msg: M) -> AskRequest<&RemoteActor<A>, M>
     where
         A: RemoteHandler<M>,
-        M: Message + Serialize,
+        M: RemoteReply + Serialize,
         M::Response: DeserializeOwned,
     {
-        self.client.ask(self.urn.as_str(), msg)
+        AskRequest::new(self, msg)
     }
 
     /// Tells the actor, as [`ProxyClient::tell`] with this URN.
-    pub fn tell<M>(&self, msg: M) -> RemoteTell<'_, M>
+    pub fn tell<M>(&self, msg: M) -> TellRequest<&RemoteActor<A>, M>
     where
         A: RemoteHandler<M>,
         M: Message + Serialize,
     {
-        self.client.tell(&self.urn, msg)
+        TellRequest::new(self, msg)
+    }
+
+    fn by_urn(&self) -> ByUrn<'_> {
+        ByUrn {
+            client: &self.client,
+            urn: Cow::Borrowed(&self.urn),
+        }
     }
 }
 
@@ -209,10 +171,35 @@ where
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
-    type Request<'a> = RemoteAsk<'a, M>;
+    type Request<'a> = AskRequest<&'a RemoteActor<A>, M>;
 
-    fn request(&self, message: M) -> RemoteAsk<'_, M> {
+    fn request(&self, message: M) -> Self::Request<'_> {
         self.ask(message)
+    }
+}
+
+impl<'a, A, M> DeliverAsk<M> for &'a RemoteActor<A>
+where
+    A: RemoteHandler<M>,
+    M: RemoteReply + Serialize,
+    M::Response: DeserializeOwned,
+{
+    type Ask = <ByUrn<'a> as DeliverAsk<M>>::Ask;
+
+    fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
+        self.by_urn().deliver_ask(msg, options)
+    }
+}
+
+impl<'a, A, M> DeliverTell<M> for &'a RemoteActor<A>
+where
+    A: RemoteHandler<M>,
+    M: Message + Serialize,
+{
+    type Tell = <ByUrn<'a> as DeliverTell<M>>::Tell;
+
+    fn deliver_tell(self, msg: M, options: SendOptions) -> Self::Tell {
+        self.by_urn().deliver_tell(msg, options)
     }
 }
 
