@@ -27,9 +27,9 @@
 //! prints `RESULT ...`, and cleans everything up. `rss_growth_kib_per_kop` is the slope of
 //! RSS against operations over the last half of the run (least squares).
 //!
-//! Histograms are recorded with buckets (`--summaries`: as the facade's
-//! `view::prometheus::install` does, as summaries, whose sketches take minutes to fill:
-//! BENCHMARKS.md, "Reliability / soak").
+//! The recorder is the facade's (`view::prometheus::install`): histograms with buckets, a
+//! fixed few counters per series (it made them summaries until their sketches were seen
+//! to grow for minutes: BENCHMARKS.md, "Reliability / soak").
 //!
 //! `--skip sessions,processes,pools,clients,proxy,metrics` leaves parts out, to find which
 //! one grows (`metrics`: no recorder at all). The proxy restarts under two system ids in
@@ -133,7 +133,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 fn main() -> Result<(), BoxError> {
     // First: in a process actor's process, this runs the worker and never returns.
     conclib::process::init(Registry::new().actor::<Worker>());
-    let (minutes, skip, fresh_ids, summaries) = args()?;
+    let (minutes, skip, fresh_ids) = args()?;
     conclib_examples::init_tracing();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -143,7 +143,6 @@ fn main() -> Result<(), BoxError> {
             Duration::from_secs_f64(minutes * 60.0),
             skip,
             fresh_ids,
-            summaries,
         ))
 }
 
@@ -158,20 +157,15 @@ const PARTS: [&str; 6] = [
 ];
 
 /// `--minutes X` (default 10), `--skip part,part` (to find what grows),
-/// `--fresh-system-ids`, `--summaries`.
-fn args() -> Result<(f64, Vec<String>, bool, bool), BoxError> {
+/// `--fresh-system-ids`.
+fn args() -> Result<(f64, Vec<String>, bool), BoxError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut minutes = 10.0;
     let mut skip = Vec::new();
     let mut fresh_ids = false;
-    let mut summaries = false;
     let mut i = 0;
     while i < args.len() {
         match args[i].as_str() {
-            "--summaries" => {
-                summaries = true;
-                i += 1;
-            }
             "--fresh-system-ids" => {
                 fresh_ids = true;
                 i += 1;
@@ -196,7 +190,7 @@ fn args() -> Result<(f64, Vec<String>, bool, bool), BoxError> {
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (usage: soak [--minutes X] [--skip part,part] [--fresh-system-ids] [--summaries])"
+                    "unknown argument {other:?} (usage: soak [--minutes X] [--skip part,part] [--fresh-system-ids])"
                 )
                 .into());
             }
@@ -205,7 +199,7 @@ fn args() -> Result<(f64, Vec<String>, bool, bool), BoxError> {
     if !(minutes > 0.0 && minutes.is_finite()) {
         return Err("--minutes must be a positive number".into());
     }
-    Ok((minutes, skip, fresh_ids, summaries))
+    Ok((minutes, skip, fresh_ids))
 }
 
 /// What every load task shares.
@@ -238,17 +232,12 @@ impl Load {
     }
 }
 
-async fn run(
-    duration: Duration,
-    skip: Vec<String>,
-    fresh_ids: bool,
-    summaries: bool,
-) -> Result<(), BoxError> {
+async fn run(duration: Duration, skip: Vec<String>, fresh_ids: bool) -> Result<(), BoxError> {
     let runs = |part: &str| !skip.iter().any(|s| s == part);
-    let prometheus = match (runs("metrics"), summaries) {
-        (false, _) => None,
-        (true, true) => Some(conclib::view::prometheus::install()?),
-        (true, false) => Some(install_bucketed()?),
+    let prometheus = if runs("metrics") {
+        Some(conclib::view::prometheus::install()?)
+    } else {
+        None
     };
     let redis = start_redis(&ProxyConfig::default()).await?;
     let mut probe = RedisProbe::connect(redis.port()).await?;
@@ -429,31 +418,6 @@ async fn run(
         load.errors.load(Ordering::Relaxed),
     );
     Ok(())
-}
-
-/// A Prometheus recorder whose histograms have buckets (a fixed few counters per series),
-/// installed, with conclib's metrics on and its upkeep every 5 s. The facade's
-/// `view::prometheus::install` renders histograms as summaries, whose sketches keep filling
-/// bins for minutes (up to hundreds of KiB per busy series and time bucket); `--summaries`
-/// uses it instead.
-fn install_bucketed() -> Result<PrometheusHandle, BoxError> {
-    const SECONDS: [f64; 12] = [
-        1e-6, 5e-6, 2.5e-5, 1e-4, 5e-4, 2.5e-3, 0.01, 0.05, 0.25, 1.0, 5.0, 25.0,
-    ];
-    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .set_buckets(&SECONDS)?
-        .install_recorder()?;
-    let upkeep = handle.clone();
-    std::thread::Builder::new()
-        .name("prometheus-upkeep".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_secs(5));
-                upkeep.run_upkeep();
-            }
-        })?;
-    conclib::metrics::enable();
-    Ok(handle)
 }
 
 /// The proxy's configuration for its `n`th start: the other of two system ids (the
