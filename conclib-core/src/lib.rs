@@ -106,7 +106,8 @@ pub use request::{
 pub use request_envelope::{ErasedResponder, ErasedResult, RequestEnvelope, Responder};
 pub use snapshot::{
     ActorBrief, ActorSnapshot, ActorState, ExternalProbe, ExternalReport, HANDLING_BUCKETS,
-    MAX_BRIEF_ACTORS, MessageTotals, PoolMemberSnapshot, PoolSnapshot, SystemSnapshot,
+    MAX_BRIEF_ACTORS, MessageTotals, PoolMemberSnapshot, PoolSnapshot, SnapshotChanges,
+    SystemSnapshot,
 };
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 pub use system::{

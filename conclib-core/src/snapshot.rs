@@ -184,10 +184,17 @@ impl ActorBrief {
     /// The same actor as an [`ActorSnapshot`] (no last error, pool or process id).
     #[must_use]
     pub fn to_snapshot(&self) -> ActorSnapshot {
+        self.clone().into_snapshot()
+    }
+
+    /// The same actor as an [`ActorSnapshot`] (no last error, pool or process id), without
+    /// copying its URN.
+    #[must_use]
+    pub fn into_snapshot(self) -> ActorSnapshot {
         ActorSnapshot {
             id: self.id,
-            urn: self.urn.clone(),
-            type_name: self.type_name.clone().into_owned(),
+            urn: self.urn,
+            type_name: self.type_name.into_owned(),
             parent: self.parent,
             state: self.state,
             mailbox_len: self.mailbox_len,
@@ -312,7 +319,8 @@ impl External {
     }
 }
 
-/// What the previous snapshot saw of an actor: for the next one's rate and recent failures.
+/// What the previous snapshot saw of an actor: for the next one's rate and recent failures,
+/// and for [`ActorSystem::snapshot_changes`].
 pub(crate) struct Sample {
     at: Instant,
     handled: u64,
@@ -321,32 +329,92 @@ pub(crate) struct Sample {
     failures: u64,
     /// The same when the sample before it was taken (0 before any).
     base_failures: u64,
+    /// The rest of what an actor in brief shows (mailbox depth, asks skipped, stopping),
+    /// mixed into one number: a change of any of them changes it.
+    rest: u64,
+    /// The last look ([`next_look`]) that saw the figures differ from the sample before.
+    changed: u64,
 }
 
-/// Messages per second since the previous sample, and the failures (errors, panics,
-/// restarts) since the sample before it: those of the last interval and any since.
-/// Samples closer together than [`MIN_RATE_WINDOW`] reuse the previous one.
-fn sample(
-    sample: &mut Option<Box<Sample>>,
+/// What a look reads of an actor, to sample it.
+#[derive(Clone, Copy)]
+struct Seen {
     handled: u64,
+    /// Errors, panics and restarts.
     failures: u64,
-    now: Instant,
-) -> (f64, u64) {
+    /// [`Sample::rest`].
+    rest: u64,
+    /// This look's number.
+    look: u64,
+}
+
+/// Looks at the systems' actors taken so far (any system): numbers that only grow, so that
+/// "changed since look N" holds across every caller of the snapshot methods.
+static LOOKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// One look at a time, in every system: a look that started earlier never marks a change
+/// it saw with its number after a later look read the actor (the later look's caller
+/// would not count that change as coming after it).
+static LOOKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A new look's number (1 or more).
+fn next_look() -> u64 {
+    LOOKS.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// [`Sample::rest`] of these figures (a 64-bit mix: two different ones collide with a
+/// chance of about 2^-64).
+fn mix_rest(mailbox_len: usize, asks_skipped: u64, stopping: bool) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    for v in [mailbox_len as u64, asks_skipped, u64::from(stopping)] {
+        h = (h ^ v).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 31;
+    }
+    h
+}
+
+/// Messages per second since the previous sample, the failures (errors, panics,
+/// restarts) since the sample before it (those of the last interval and any since), and
+/// the last look that saw the figures change. Samples closer together than
+/// [`MIN_RATE_WINDOW`] reuse the previous one.
+fn sample(sample: &mut Option<Box<Sample>>, seen: Seen, now: Instant) -> (f64, u64, u64) {
+    let Seen {
+        handled,
+        failures,
+        rest,
+        look,
+    } = seen;
     match sample.as_deref_mut() {
         Some(last) if now.duration_since(last.at) < MIN_RATE_WINDOW => {
-            (last.rate, failures.saturating_sub(last.base_failures))
+            if (handled, failures, rest) != (last.handled, last.failures, last.rest) {
+                last.changed = look;
+            }
+            (
+                last.rate,
+                failures.saturating_sub(last.base_failures),
+                last.changed,
+            )
         }
         Some(last) => {
             let rate = handled.saturating_sub(last.handled) as f64
                 / now.duration_since(last.at).as_secs_f64();
+            let changed = if (handled, failures, rest) != (last.handled, last.failures, last.rest)
+                || rate.to_bits() != last.rate.to_bits()
+            {
+                look
+            } else {
+                last.changed
+            };
             *last = Sample {
                 at: now,
                 handled,
                 rate,
                 failures,
                 base_failures: last.failures,
+                rest,
+                changed,
             };
-            (rate, failures.saturating_sub(last.base_failures))
+            (rate, failures.saturating_sub(last.base_failures), changed)
         }
         None => {
             *sample = Some(Box::new(Sample {
@@ -355,8 +423,10 @@ fn sample(
                 rate: 0.0,
                 failures,
                 base_failures: 0,
+                rest,
+                changed: look,
             }));
-            (0.0, failures)
+            (0.0, failures, look)
         }
     }
 }
@@ -384,24 +454,41 @@ struct Ranked {
     id: u64,
     /// Errors, panics and restarts in the last interval.
     recent_failures: u64,
+    /// The last look that saw its figures change.
+    changed: u64,
     mailbox_len: usize,
     rate: f64,
     handled: u64,
     errors: u64,
     panics: u64,
     restarts: u64,
+    asks_skipped: u64,
+    stopping: bool,
 }
 
 impl Ranked {
-    /// Reads an actor's figures, adding its per-message ones to `messages`.
-    fn read(cell: Arc<dyn ErasedCell>, now: Instant, messages: &mut MessageTable) -> Ranked {
+    /// Reads an actor's figures in look `look`, adding its per-message ones to `messages`.
+    fn read(
+        cell: Arc<dyn ErasedCell>,
+        look: u64,
+        now: Instant,
+        messages: &mut MessageTable,
+    ) -> Ranked {
         let core: &CellCore = cell.core();
         let stats = core.stats();
         let handled = stats.handled.load(Ordering::Relaxed);
+        let mailbox_len = cell.capacity().len();
+        let asks_skipped = core.skipped_asks();
+        let stopping = cell.is_closed();
         let mut rare = stats.rare();
         let (errors, panics, restarts) = (rare.errors, rare.panics, rare.restarts);
-        let (rate, recent_failures) =
-            sample(&mut rare.sampled, handled, errors + panics + restarts, now);
+        let seen = Seen {
+            handled,
+            failures: errors + panics + restarts,
+            rest: mix_rest(mailbox_len, asks_skipped, stopping),
+            look,
+        };
+        let (rate, recent_failures, changed) = sample(&mut rare.sampled, seen, now);
         for tally in rare.messages.iter().flat_map(|m| m.iter()) {
             messages
                 .entry((core.type_name, tally.name))
@@ -411,14 +498,17 @@ impl Ranked {
         drop(rare);
         Ranked {
             id: core.id.as_u64(),
-            mailbox_len: cell.capacity().len(),
+            mailbox_len,
             cell,
             recent_failures,
+            changed,
             rate,
             handled,
             errors,
             panics,
             restarts,
+            asks_skipped,
+            stopping,
         }
     }
 
@@ -433,32 +523,12 @@ impl Ranked {
             .then(a.id.cmp(&b.id))
     }
 
-    fn state(&self) -> ActorState {
-        if self.cell.is_closed() {
-            ActorState::Stopping
-        } else {
-            ActorState::Running
-        }
-    }
-
     fn snapshot(&self) -> ActorSnapshot {
-        let core = self.cell.core();
         ActorSnapshot {
-            id: self.id,
-            urn: core.urn.as_ref().map(|u| u.to_string()),
-            type_name: core.type_name.to_owned(),
-            parent: core.parent.as_ref().map(|p| p.core().id.as_u64()),
-            state: self.state(),
-            mailbox_len: self.mailbox_len,
-            handled: self.handled,
-            rate: self.rate,
-            errors: self.errors,
-            panics: self.panics,
-            restarts: self.restarts,
-            asks_skipped: core.skipped_asks(),
-            last_error: core.stats().rare().last_error.as_deref().map(str::to_owned),
-            pid: None,
-            pool: None,
+            last_error: (self.cell.core().stats().rare().last_error)
+                .as_deref()
+                .map(str::to_owned),
+            ..self.brief().into_snapshot()
         }
     }
 
@@ -469,14 +539,18 @@ impl Ranked {
             urn: core.urn.as_ref().map(|u| u.as_str().to_owned()),
             type_name: Cow::Borrowed(core.type_name),
             parent: core.parent.as_ref().map(|p| p.core().id.as_u64()),
-            state: self.state(),
+            state: if self.stopping {
+                ActorState::Stopping
+            } else {
+                ActorState::Running
+            },
             mailbox_len: self.mailbox_len,
             handled: self.handled,
             rate: self.rate,
             errors: self.errors,
             panics: self.panics,
             restarts: self.restarts,
-            asks_skipped: core.skipped_asks(),
+            asks_skipped: self.asks_skipped,
         }
     }
 }
@@ -498,8 +572,13 @@ fn apply_external(entry: &mut External, actor: Option<&mut ActorSnapshot>, now: 
     actor.pid = report.pid;
     actor.mailbox_len = report.mailbox_len;
     actor.handled = report.handled;
-    let failures = report.errors + report.panics + report.restarts;
-    actor.rate = sample(&mut entry.sample, report.handled, failures, now).0;
+    let seen = Seen {
+        handled: report.handled,
+        failures: report.errors + report.panics + report.restarts,
+        rest: 0,
+        look: 0,
+    };
+    actor.rate = sample(&mut entry.sample, seen, now).0;
     actor.errors = report.errors;
     actor.panics = report.panics;
     actor.restarts = report.restarts;
@@ -539,7 +618,61 @@ impl ActorSystem {
     /// previous call of either method.
     #[must_use]
     pub fn snapshot_first(&self, max_actors: usize) -> SystemSnapshot {
+        self.look(max_actors, None).0
+    }
+
+    /// A [`snapshot_first`](Self::snapshot_first) without [`SystemSnapshot::others`], and
+    /// what changed among the actors in brief since an earlier call: every actor (among
+    /// those listed in full too) whose figures in brief changed since the call that answered
+    /// [`SnapshotChanges::look`] `since` (every actor for `since` 0), and the ids of the
+    /// actors it lists in brief, so that whoever kept a list in brief from then can bring it
+    /// up to date: what the Redis proxy publishes for the live view (the figures of actors
+    /// that handle nothing do not change).
+    ///
+    /// A change seen by any snapshot method in between counts: the figures are compared
+    /// with what the previous call of any of them saw.
+    ///
+    /// ```
+    /// # use conclib_core::*;
+    /// # struct Idle;
+    /// # impl Actor for Idle {}
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let system = ActorSystem::new("docs");
+    /// for _ in 0..3 {
+    ///     system.spawn(Idle).await.unwrap();
+    /// }
+    /// let first = system.snapshot_changes(1, 0);
+    /// assert_eq!((first.snapshot.actors.len(), first.changed.len()), (1, 3));
+    /// // Nothing happened since.
+    /// let later = system.snapshot_changes(1, first.look);
+    /// assert!(later.changed.is_empty());
+    /// assert_eq!(later.ids, first.ids);
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn snapshot_changes(&self, max_actors: usize, since: u64) -> SnapshotChanges {
+        let (snapshot, (changed, ids), look) = self.look(max_actors, Some(since));
+        SnapshotChanges {
+            snapshot,
+            changed,
+            ids,
+            look,
+        }
+    }
+
+    /// Reads every live actor: the snapshot of the `max_actors` most telling, with the rest
+    /// in brief (`since` `None`: no changes), or with the changes since look `since` (its
+    /// `others` empty): those changed in brief, by id, and the ids listed in brief; and this
+    /// look's number.
+    fn look(
+        &self,
+        max_actors: usize,
+        since: Option<u64>,
+    ) -> (SystemSnapshot, (Vec<ActorBrief>, Vec<u64>), u64) {
+        let looking = LOOKING.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        let look = next_look();
         // When the counters are read (not when the snapshot is done): a reader comparing
         // it with its own clock sees nothing that happened after it.
         let taken_at_ms = SystemTime::now()
@@ -550,8 +683,9 @@ impl ActorSystem {
             .live_cells()
             .into_iter()
             .filter(|cell| cell.core().is_alive())
-            .map(|cell| Ranked::read(cell, now, &mut messages))
+            .map(|cell| Ranked::read(cell, look, now, &mut messages))
             .collect();
+        drop(looking);
         let mut messages: Vec<MessageTotals> = messages
             .into_iter()
             .map(|((actor_type, message), tally)| MessageTotals {
@@ -564,6 +698,20 @@ impl ActorSystem {
             .collect();
         messages
             .sort_unstable_by(|a, b| (&a.actor_type, &a.message).cmp(&(&b.actor_type, &b.message)));
+        // The changes: among every actor (before the most telling are taken out).
+        let changes = since.map(|since| {
+            let mut ids: Vec<u64> = ranked.iter().map(|r| r.id).collect();
+            ids.sort_unstable();
+            ids.truncate(MAX_BRIEF_ACTORS);
+            let last = ids.last().copied().unwrap_or(0);
+            let mut changed: Vec<ActorBrief> = ranked
+                .iter()
+                .filter(|r| r.changed > since && r.id <= last)
+                .map(Ranked::brief)
+                .collect();
+            changed.sort_unstable_by_key(|b| b.id);
+            (changed, ids)
+        });
         let omitted_actors = ranked.len().saturating_sub(max_actors);
         if omitted_actors > 0 && max_actors > 0 {
             ranked.select_nth_unstable_by(max_actors - 1, Ranked::telling_order);
@@ -571,9 +719,13 @@ impl ActorSystem {
         let mut rest = ranked.split_off(max_actors.min(ranked.len()));
         ranked.sort_unstable_by(Ranked::telling_order);
         let mut actors: Vec<ActorSnapshot> = ranked.iter().map(Ranked::snapshot).collect();
-        rest.sort_unstable_by_key(|r| r.id);
-        rest.truncate(MAX_BRIEF_ACTORS);
-        let others: Vec<ActorBrief> = rest.iter().map(Ranked::brief).collect();
+        let others: Vec<ActorBrief> = if since.is_some() {
+            Vec::new()
+        } else {
+            rest.sort_unstable_by_key(|r| r.id);
+            rest.truncate(MAX_BRIEF_ACTORS);
+            rest.iter().map(Ranked::brief).collect()
+        };
         // Pools: their members' load, on the pool's own entry.
         let mut pruned = 0;
         self.with_pool_probes(|probes| {
@@ -599,7 +751,7 @@ impl ActorSystem {
             pruned += before - externals.len();
         });
         self.count_side_entries(0, pruned);
-        SystemSnapshot {
+        let snapshot = SystemSnapshot {
             system: self.name().to_owned(),
             pid: std::process::id(),
             taken_at_ms,
@@ -607,8 +759,27 @@ impl ActorSystem {
             omitted_actors,
             others,
             messages,
-        }
+        };
+        (snapshot, changes.unwrap_or_default(), look)
     }
+}
+
+/// A snapshot and what changed in brief since an earlier one: from
+/// [`ActorSystem::snapshot_changes`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotChanges {
+    /// The most telling actors in full, as from
+    /// [`snapshot_first`](ActorSystem::snapshot_first), with no
+    /// [`others`](SystemSnapshot::others).
+    pub snapshot: SystemSnapshot,
+    /// In brief, by id: every actor among `ids` whose figures changed since the look asked
+    /// about (actors started since included), whether listed in full or not.
+    pub changed: Vec<ActorBrief>,
+    /// The ids of every live actor, ascending: the first [`MAX_BRIEF_ACTORS`] of them (an
+    /// actor that stopped since the earlier look is not among them).
+    pub ids: Vec<u64>,
+    /// This call's look: pass it as `since` to a later call for what changed from now on.
+    pub look: u64,
 }
 
 #[cfg(test)]
@@ -751,6 +922,53 @@ mod tests {
         assert!(full.others.is_empty());
         assert_eq!(full.omitted_actors, 0);
         gate.notify_one();
+    }
+
+    /// What changed since a look: nothing while idle; an actor that handled a message, one
+    /// started since; one stopped leaves the ids. A look by another caller in between does
+    /// not hide a change.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn changes_since_a_look_list_only_the_actors_that_changed() {
+        let system = ActorSystem::new("changes");
+        let mut actors: Vec<ActorRef<Probe>> = Vec::new();
+        for _ in 0..20 {
+            actors.push(system.spawn(Probe).await.unwrap());
+        }
+        let first = system.snapshot_changes(3, 0);
+        assert_eq!(first.snapshot.actors.len(), 3);
+        assert!(first.snapshot.others.is_empty());
+        assert_eq!(first.changed.len(), 20, "every actor is new");
+        assert_eq!(first.ids.len(), 20);
+        let idle = system.snapshot_changes(3, first.look);
+        assert!(idle.changed.is_empty(), "{:?}", idle.changed);
+        assert!(idle.look > first.look);
+
+        actors[4].ask(Work::Fine).await.unwrap();
+        actors[6].stop();
+        actors[6].wait_for_stop().await;
+        let new = system.spawn(Probe).await.unwrap();
+        // The handled count is in once the runner counted it, right after the answer: look
+        // again, bounded (each look by someone else too, which must not hide the change).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let later = loop {
+            let _ = system.snapshot();
+            let later = system.snapshot_changes(3, first.look);
+            if later
+                .changed
+                .iter()
+                .any(|b| b.id == actors[4].id().as_u64())
+            {
+                break later;
+            }
+            assert!(std::time::Instant::now() < deadline, "{later:?}");
+            tokio::task::yield_now().await;
+        };
+        let changed: Vec<u64> = later.changed.iter().map(|b| b.id).collect();
+        assert_eq!(changed, [actors[4].id().as_u64(), new.id().as_u64()]);
+        assert_eq!(later.changed[0].handled, 1);
+        assert_eq!(later.ids.len(), 20);
+        assert!(!later.ids.contains(&actors[6].id().as_u64()));
+        assert!(later.ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

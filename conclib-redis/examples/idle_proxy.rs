@@ -5,15 +5,24 @@
 //! ```
 //!
 //! Spawns N named actors, starts a private redis-server and a proxy serving them (snapshots
-//! off, or published every 2 s with `--snapshots`, nobody reading them), waits until every
+//! off, or published at the default interval, 2 s, with `--snapshots`), waits until every
 //! URN is registered, then measures this process's CPU time over `--secs` seconds with no
 //! traffic: lease renewals (every third of the 15 s lease), the URN journal's upkeep and
-//! the snapshots. Prints `RESULT actors=.. snapshots=.. idle_cpu_pct=.. register_ms=..`.
+//! the snapshots. Prints `RESULT actors=.. snapshots=.. watched=false idle_cpu_pct=..
+//! register_ms=.. redis_in_kib_s=..` (`redis_in_kib_s`: what Redis received a second, all
+//! clients).
+//!
+//! With `--snapshots`, a second measurement follows with a viewer watching: a process of
+//! its own (this program again) that reads the snapshots every second as the live view
+//! does (`SnapshotReader::systems`, then `SnapshotReader::others` for each new snapshot),
+//! started, given 5 s to settle, and measured over `--secs` more: a second line
+//! `RESULT ... watched=true ...` (this process's CPU only, not the viewer's).
 
 use std::time::{Duration, Instant};
 
 use conclib_core::{Actor, ActorSystem, Context, RemoteMessage, RequestEnvelope};
-use conclib_redis::{ProxyConfig, start_proxy, start_redis};
+use conclib_redis::{ProxyConfig, SnapshotReader, start_proxy, start_redis};
+use fred::prelude::*;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Ping;
@@ -58,6 +67,58 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
+/// What Redis received from all its clients so far, in bytes (`INFO stats`).
+async fn redis_input_bytes(redis: &Client) -> u64 {
+    let info: String = redis
+        .info(Some(fred::types::InfoKind::Stats))
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The viewer's process: reads the snapshots every second as the live view does, until
+/// killed (or for at most ten minutes).
+async fn viewer(url: String, namespace: String) -> Result<(), Box<dyn std::error::Error>> {
+    let reader = SnapshotReader::connect(&ProxyConfig::new(url).with_namespace(namespace)).await?;
+    let mut seen = std::collections::HashMap::new();
+    let mut reported = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    for _ in 0..600 {
+        tick.tick().await;
+        for system in reader.systems().await? {
+            let taken_at = system.snapshot.taken_at_ms;
+            if seen.get(&system.system_id) == Some(&taken_at) {
+                continue;
+            }
+            if system.snapshot.omitted_actors > 0 {
+                let others = reader.others(&system.system_id, taken_at).await?;
+                if let Some(others) = others.filter(|_| !reported) {
+                    eprintln!("viewer: {} actors in brief", others.len());
+                    reported = true;
+                }
+            }
+            seen.insert(system.system_id, taken_at);
+        }
+    }
+    Ok(())
+}
+
+/// This process's CPU share (one core = 100) and Redis's input a second over `secs`.
+async fn measure(redis: &Client, secs: u64) -> (f64, f64) {
+    let (cpu0, in0, t0) = (cpu_time(), redis_input_bytes(redis).await, Instant::now());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let cpu = cpu_time().saturating_sub(cpu0);
+    let input = redis_input_bytes(redis).await.saturating_sub(in0);
+    let elapsed = t0.elapsed().as_secs_f64();
+    (
+        cpu.as_secs_f64() / elapsed * 100.0,
+        input as f64 / 1024.0 / elapsed,
+    )
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut actors = 100_000usize;
     let mut secs = 20u64;
@@ -65,6 +126,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--viewer" => {
+                let (url, namespace) = (args.next().expect("url"), args.next().expect("ns"));
+                return tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+                    .block_on(viewer(url, namespace));
+            }
             "--actors" => {
                 actors = args
                     .next()
@@ -89,6 +157,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for i in 0..actors {
             system.build(Idle).urn(format!("idle:{i}")).spawn().await?;
         }
+        let stats = Builder::from_config(Config::from_url(&redis.url())?).build()?;
+        stats.init().await?;
         let started = Instant::now();
         let proxy = start_proxy(&system, &config).await?;
         while proxy.served_urns().len() < actors {
@@ -97,14 +167,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let register = started.elapsed();
         // Let the start settle, then measure a quiet stretch.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (cpu0, t0) = (cpu_time(), Instant::now());
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        let cpu = cpu_time().saturating_sub(cpu0);
-        let pct = cpu.as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
+        let (pct, input) = measure(&stats, secs).await;
+        let register_ms = register.as_millis();
         println!(
-            "RESULT actors={actors} snapshots={snapshots} idle_cpu_pct={pct:.1} register_ms={}",
-            register.as_millis()
+            "RESULT actors={actors} snapshots={snapshots} watched=false idle_cpu_pct={pct:.1} \
+             register_ms={register_ms} redis_in_kib_s={input:.1}"
         );
+        if snapshots {
+            let mut viewer = std::process::Command::new(std::env::current_exe()?)
+                .args(["--viewer", &config.url, &config.namespace])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()?;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let (pct, input) = measure(&stats, secs).await;
+            let _ = viewer.kill();
+            let _ = viewer.wait();
+            println!(
+                "RESULT actors={actors} snapshots=true watched=true idle_cpu_pct={pct:.1} \
+                 register_ms={register_ms} redis_in_kib_s={input:.1}"
+            );
+        }
+        stats.quit().await?;
         proxy.shutdown().await?;
         system.shutdown(Duration::from_secs(30)).await?;
         Ok::<_, Box<dyn std::error::Error>>(())

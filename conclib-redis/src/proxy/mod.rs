@@ -155,6 +155,8 @@ struct Shared {
     /// drained.
     poisoned: AtomicBool,
     reset: Script,
+    /// What the snapshots published of the actors in brief; one publish at a time.
+    briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
 }
 
 /// A running proxy; from [`start_proxy`].
@@ -567,6 +569,7 @@ impl Shared {
             recheck: tokio::sync::Mutex::new(()),
             poisoned: AtomicBool::new(false),
             reset: Script::new(RESET_SCRIPT),
+            briefs: tokio::sync::Mutex::default(),
         }
     }
 
@@ -607,19 +610,24 @@ impl Shared {
     }
 
     /// Publishes the system's snapshot; `watched`: someone reads the snapshots, so it lists
-    /// every actor (the rest in brief) and lives three intervals, else only those listed in
-    /// full, living as long as the next unwatched publish takes.
+    /// every actor in brief too (what changed since the last base, and now and then a new
+    /// base) and lives three intervals, else only those listed in full, living as long as
+    /// the next unwatched publish takes.
     async fn publish_snapshot(&self, watched: bool) -> Result<(), fred::error::Error> {
         let interval = self
             .config
             .snapshot_interval
             .unwrap_or(crate::config::DEFAULT_SNAPSHOT_INTERVAL);
-        let mut snapshot = self.system.snapshot_first(self.config.snapshot_max_actors);
-        let lives = if watched {
-            interval
+        let max_actors = self.config.snapshot_max_actors;
+        let mut briefs = self.briefs.lock().await;
+        let (snapshot, out, lives) = if watched {
+            let (snapshot, out) = briefs.take(&self.system, max_actors).map_err(|e| {
+                fred::error::Error::new(fred::error::ErrorKind::Parse, e.to_string())
+            })?;
+            (snapshot, out, interval)
         } else {
-            snapshot.others.clear();
-            interval * crate::snapshots::UNWATCHED_EVERY
+            let snapshot = crate::snapshots::Briefs::take_unwatched(&self.system, max_actors);
+            (snapshot, None, interval * crate::snapshots::UNWATCHED_EVERY)
         };
         let published = crate::snapshots::PublishedSystem {
             system_id: self.system_id.clone(),
@@ -632,6 +640,7 @@ impl Shared {
             &self.cmd,
             &self.keys,
             &published,
+            out,
             crate::snapshots::snapshot_ttl(lives),
             self.redis_now_ms().max(0) as u64,
         )
