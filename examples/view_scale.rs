@@ -205,6 +205,20 @@ async fn viewer(url: String, kind: usize, stop: Arc<AtomicBool>) -> Seen {
     seen
 }
 
+/// The first system of the view's `/api/systems` with one row (`None` if it did not answer
+/// JSON).
+async fn first_system(client: &reqwest::Client, url: &str) -> Option<Value> {
+    let systems: Value = client
+        .get(format!("{url}/api/systems?limit=1"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(systems[0].clone())
+}
+
 /// `value` percent-encoded for a query string.
 fn encode(value: &str) -> String {
     value
@@ -321,18 +335,9 @@ async fn main() -> Result<(), BoxError> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let listed = async {
-            let body: Value = client
-                .get(format!("{url}/api/systems?limit=1"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            body[0]["page"]["listed"].as_u64()
-        }
-        .await;
+        let listed = first_system(&client, &url)
+            .await
+            .and_then(|system| system["page"]["listed"].as_u64());
         if listed == Some(options.actors as u64) {
             break;
         }
@@ -416,15 +421,7 @@ async fn main() -> Result<(), BoxError> {
     }
     // The view's per-message figures, traffic still running.
     let increment = async {
-        let systems: Value = client
-            .get(format!("{url}/api/systems?limit=1"))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        systems[0]["messages"]
+        first_system(&client, &url).await?["messages"]
             .as_array()?
             .iter()
             .find(|m| {

@@ -1,0 +1,217 @@
+//! `/api/systems`: one page of each system's actors, searched, sorted and paged by the
+//! server.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::messages::MessageView;
+use crate::sampler::ViewState;
+use crate::table::{Row, Search, Sort, Table};
+
+/// Rows per system in one answer of `/api/systems`: by default, and at most.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// The query of `/api/systems`.
+struct PageQuery {
+    query: String,
+    id: Option<u64>,
+    sort: Sort,
+    descending: bool,
+    limit: usize,
+    offset: usize,
+    offsets: HashMap<String, usize>,
+}
+
+impl PageQuery {
+    fn parse(raw: Option<&str>) -> Result<PageQuery, String> {
+        let mut page = PageQuery {
+            query: String::new(),
+            id: None,
+            sort: Sort::Telling,
+            descending: false,
+            limit: DEFAULT_LIMIT,
+            offset: 0,
+            offsets: HashMap::new(),
+        };
+        let mut order = None;
+        let number = |name: &str, value: &str| {
+            value
+                .parse::<usize>()
+                .map_err(|_| format!("{name}: expected a number, got {value:?}"))
+        };
+        for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+            match &*name {
+                "q" => {
+                    page.query = value.trim().to_ascii_lowercase();
+                    page.id = page.query.trim_start_matches('#').parse().ok();
+                }
+                "sort" => {
+                    page.sort =
+                        Sort::parse(&value).ok_or_else(|| format!("sort: unknown {value:?}"))?
+                }
+                "order" => match &*value {
+                    "asc" => order = Some(false),
+                    "desc" => order = Some(true),
+                    other => return Err(format!("order: expected asc or desc, got {other:?}")),
+                },
+                "limit" => page.limit = number("limit", &value)?.min(MAX_LIMIT),
+                "offset" => page.offset = number("offset", &value)?,
+                other => {
+                    if let Some(system) = other.strip_prefix("offset.") {
+                        page.offsets
+                            .insert(system.to_owned(), number(other, &value)?);
+                    }
+                }
+            }
+        }
+        page.descending = order.unwrap_or(page.sort.descending_by_default());
+        Ok(page)
+    }
+}
+
+#[derive(Serialize)]
+struct SystemOut<'a> {
+    system_id: &'a str,
+    interval_ms: u64,
+    proxy: &'a conclib_redis::ProxyStats,
+    snapshot: SnapshotOut<'a>,
+    groups: &'a [conclib_redis::PublishedGroup],
+    page: PageOut,
+    messages: &'a [MessageView],
+}
+
+#[derive(Serialize)]
+struct SnapshotOut<'a> {
+    system: &'a str,
+    pid: u32,
+    taken_at_ms: u64,
+    actors: Vec<Row<'a>>,
+    omitted_actors: usize,
+}
+
+#[derive(Serialize)]
+struct PageOut {
+    total: usize,
+    listed: usize,
+    unlisted: usize,
+    matched: usize,
+    failing: usize,
+    offset: usize,
+    limit: usize,
+    sort: &'static str,
+    order: &'static str,
+}
+
+/// One page of `table`'s actors.
+fn page_of<'a>(table: &'a Table, query: &PageQuery) -> SystemOut<'a> {
+    let order = table.order(query.sort, query.descending);
+    let order: &[u32] = order.as_deref().map_or(&table.telling, |o| o.as_slice());
+    let offset = query
+        .offsets
+        .get(&table.published.system_id)
+        .copied()
+        .unwrap_or(query.offset);
+    let mut rows = Vec::with_capacity(query.limit.min(order.len()));
+    let matched = if query.query.is_empty() {
+        rows.extend(
+            order
+                .iter()
+                .skip(offset)
+                .take(query.limit)
+                .map(|&i| table.row(i)),
+        );
+        order.len()
+    } else {
+        let mut search = Search {
+            text: query.query.clone(),
+            id: query.id,
+            types: HashMap::new(),
+        };
+        let mut matched = 0;
+        for &i in order {
+            let row = table.row(i);
+            if !search.matches(row) {
+                continue;
+            }
+            if matched >= offset && rows.len() < query.limit {
+                rows.push(row);
+            }
+            matched += 1;
+        }
+        matched
+    };
+    let published = &table.published;
+    SystemOut {
+        system_id: &published.system_id,
+        interval_ms: published.interval_ms,
+        proxy: &published.proxy,
+        snapshot: SnapshotOut {
+            system: &published.snapshot.system,
+            pid: published.snapshot.pid,
+            taken_at_ms: published.snapshot.taken_at_ms,
+            actors: rows,
+            omitted_actors: published.snapshot.omitted_actors,
+        },
+        groups: &published.groups,
+        page: PageOut {
+            total: table.telling.len() + table.unlisted,
+            listed: table.telling.len(),
+            unlisted: table.unlisted,
+            matched,
+            failing: table.failing,
+            offset,
+            limit: query.limit,
+            sort: query.sort.name(),
+            order: if query.descending { "desc" } else { "asc" },
+        },
+        messages: &table.messages,
+    }
+}
+
+pub(crate) async fn systems(
+    State(state): State<Arc<ViewState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let query = match PageQuery::parse(raw.as_deref()) {
+        Ok(query) => query,
+        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let tables = match state.latest().await {
+        Ok(tables) => tables,
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the snapshots: {e}"),
+            )
+                .into_response();
+        }
+    };
+    let now = Instant::now();
+    if query.sort != Sort::Telling || query.descending {
+        state
+            .wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((query.sort, query.descending), now);
+    }
+    let pages: Vec<SystemOut<'_>> = tables.iter().map(|t| page_of(t, &query)).collect();
+    // The actors shown keep their plots sampled (those published in full always are).
+    {
+        let mut history = state.history.lock().unwrap_or_else(|e| e.into_inner());
+        for page in &pages {
+            for row in &page.snapshot.actors {
+                if let Row::Brief(actor) = row {
+                    history.shown(page.system_id, actor.id, now);
+                }
+            }
+        }
+    }
+    axum::Json(pages).into_response()
+}
