@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use conclib::process::{ProcessError, Registry};
+use conclib::AskError;
+use conclib::process::Registry;
 use conclib::{RestartLimit, actor, message};
 use serde::{Deserialize, Serialize};
 
@@ -107,7 +108,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let victim = workers[0].clone();
     let pid = victim.pid();
     match victim.ask(Crash).await {
-        Err(ProcessError::Exited(exit)) => println!("worker {pid} crashed: {exit}"),
+        Err(AskError::Exited(exit)) => println!("worker {pid} crashed: {exit}"),
         other => return Err(format!("expected a crash, got {other:?}").into()),
     }
     let deadline = Instant::now() + Duration::from_secs(10);

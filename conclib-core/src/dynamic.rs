@@ -434,10 +434,8 @@ impl<'a> ErasedRequest<'a> {
         match done {
             Ok(Ok(_) | Err(AskError::Handler(_) | AskError::NoResponse)) => Ok(()),
             Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
-            Ok(Err(AskError::Panicked(p))) => Err(AskError::Panicked(p)),
-            Ok(Err(AskError::MailboxFull)) => Err(AskError::MailboxFull),
-            Ok(Err(AskError::Timeout(d))) => Err(AskError::Timeout(d)),
-            Ok(Err(AskError::ActorStopped)) | Err(_) => Err(AskError::ActorStopped),
+            Ok(Err(other)) => Err(other.map_handler(|_| unreachable!("matched above"))),
+            Err(_) => Err(AskError::ActorStopped),
         }
     }
 

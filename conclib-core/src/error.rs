@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use crate::urn::{Urn, UrnError};
 
-/// Why an ask did not produce the handler's response.
+/// Why an ask did not produce the handler's response: the same type from a local ref, a
+/// dynamic ref, a pool and a process actor's ref.
 ///
 /// `E` is the message's own error type ([`Message::Error`](crate::Message::Error)): a handler
-/// that returns `Err(e)` reaches the asker as [`AskError::Handler`]`(e)`.
+/// that returns `Err(e)` reaches the asker as [`AskError::Handler`]`(e)`. Some variants only
+/// a ref that crosses processes can report ([`UnknownUrn`](Self::UnknownUrn),
+/// [`Exited`](Self::Exited), [`Codec`](Self::Codec)); more may come with new kinds of ref,
+/// so a `match` ends with a `_` arm.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AskError<E = Infallible> {
     /// The handler returned this error. The actor goes on.
     #[error("the handler returned an error: {0}")]
@@ -30,7 +35,8 @@ pub enum AskError<E = Infallible> {
     /// The actor received the request but dropped it without responding.
     #[error("the actor dropped the request without responding")]
     NoResponse,
-    /// The actor does not handle this message type (dynamic refs only).
+    /// The actor does not handle this message type (dynamic refs), or does not expose it to
+    /// other processes (a process actor).
     #[error("actor {actor} does not handle message {message}")]
     UnknownMessage {
         /// The actor's type name, or URN when it has one.
@@ -38,6 +44,46 @@ pub enum AskError<E = Infallible> {
         /// The message's wire name.
         message: String,
     },
+    /// No actor has this URN where the request was sent (a process actor asking its
+    /// parent's system by URN).
+    #[error("no actor with URN {urn}")]
+    UnknownUrn {
+        /// The URN asked for.
+        urn: String,
+    },
+    /// The process the actor runs in ended before answering (a process actor).
+    #[error("the actor's process {0}")]
+    Exited(ProcessExit),
+    /// The message or its answer could not be encoded or decoded (or did not fit the
+    /// link's frame limit) on its way between processes.
+    #[error("codec error: {0}")]
+    Codec(String),
+}
+
+/// How the process of a process actor ended: in [`AskError::Exited`], and what its ref's
+/// `wait_for_stop` returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessExit {
+    /// Its exit code, if it exited.
+    pub code: Option<i32>,
+    /// The signal that ended it, if one did (`9`: `SIGKILL`, also the kernel's OOM killer).
+    pub signal: Option<i32>,
+    /// The panic message, when the process exited because its actor panicked (under the
+    /// default [`PanicPolicy::Stop`](crate::PanicPolicy::Stop)).
+    pub panic: Option<String>,
+}
+
+impl fmt::Display for ProcessExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(panic) = &self.panic {
+            return write!(f, "ended: its actor panicked: {panic}");
+        }
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exited with code {code}"),
+            (None, Some(signal)) => write!(f, "killed by signal {signal}"),
+            (None, None) => f.write_str("ended"),
+        }
+    }
 }
 
 impl<E> AskError<E> {
@@ -50,6 +96,9 @@ impl<E> AskError<E> {
             AskError::ActorStopped => AskError::ActorStopped,
             AskError::MailboxFull => AskError::MailboxFull,
             AskError::NoResponse => AskError::NoResponse,
+            AskError::UnknownUrn { urn } => AskError::UnknownUrn { urn },
+            AskError::Exited(exit) => AskError::Exited(exit),
+            AskError::Codec(e) => AskError::Codec(e),
             AskError::UnknownMessage { actor, message } => {
                 AskError::UnknownMessage { actor, message }
             }

@@ -95,7 +95,7 @@ pub use actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
 pub use broadcast::{BroadcastOutcome, Delivery};
 pub use context::{Context, StreamId, TimerHandle};
 pub use dynamic::{AskHandle, DynActorRef, ErasedRequest, QueuedAsk};
-pub use error::{AskError, BoxError, LookupError, SendError, SpawnError, StopReason};
+pub use error::{AskError, BoxError, LookupError, ProcessExit, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};
 pub use pool::{MemberLoad, Pool, PoolActor, PoolBuilder, PoolStats, Routing, WhenFull};

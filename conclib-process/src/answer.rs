@@ -6,7 +6,6 @@ use conclib_codec::{Bincode, Codec, decode_value};
 use conclib_core::{AskError, ErasedResult, RemoteMessage, RemoteReply};
 use serde::de::DeserializeOwned;
 
-use crate::error::ProcessError;
 use crate::wire::{self, status};
 
 /// The status and payload answering an ask's result (child to parent, and back).
@@ -20,7 +19,10 @@ pub(crate) fn reply_for(rm: &RemoteMessage, result: ErasedResult) -> (u8, Vec<u8
         Err(AskError::UnknownMessage { message, .. }) => {
             (status::UNKNOWN_MESSAGE, message.into_bytes())
         }
-        Err(AskError::ActorStopped | AskError::Timeout(_)) => (status::ACTOR_STOPPED, Vec::new()),
+        Err(AskError::UnknownUrn { urn }) => (status::UNKNOWN_URN, urn.into_bytes()),
+        Err(AskError::Codec(e)) => (status::CODEC_ERROR, e.into_bytes()),
+        // Stopped, timed out, its own process gone: for the asker, the actor stopped.
+        Err(_) => (status::ACTOR_STOPPED, Vec::new()),
     }
 }
 
@@ -38,31 +40,35 @@ fn encoded(ok: u8, value: Option<&dyn erased_serde::Serialize>) -> (u8, Vec<u8>)
     }
 }
 
-/// Decodes an answer's status and payload into an ask's result (`urn`: whom it was for).
+/// Decodes an answer's status and payload into an ask's result (`urn`: whom it was for, its
+/// URN or its actor's type).
 pub(crate) fn decode_answer<M>(
     urn: &str,
     status: u8,
     payload: &[u8],
-) -> Result<M::Response, ProcessError<M::Error>>
+) -> Result<M::Response, AskError<M::Error>>
 where
     M: RemoteReply,
     M::Response: DeserializeOwned,
 {
     let text = || String::from_utf8_lossy(payload).into_owned();
     match status {
-        status::OK => {
-            decode_value(&Bincode, payload).map_err(|e| ProcessError::Codec(e.to_string()))
-        }
+        status::OK => decode_value(&Bincode, payload).map_err(|e| AskError::Codec(e.to_string())),
         status::HANDLER_ERROR => match decode_value::<M::WireError>(&Bincode, payload) {
-            Ok(e) => Err(ProcessError::Handler(M::handler_error(e))),
-            Err(e) => Err(ProcessError::Codec(e.to_string())),
+            Ok(e) => Err(AskError::Handler(M::handler_error(e))),
+            Err(e) => Err(AskError::Codec(e.to_string())),
         },
-        status::UNKNOWN_URN => Err(ProcessError::UnknownUrn(urn.to_owned())),
-        status::PANICKED => Err(ProcessError::Panicked(text())),
-        status::UNKNOWN_MESSAGE => Err(ProcessError::UnknownMessage(M::name().to_owned())),
-        status::MAILBOX_FULL => Err(ProcessError::MailboxFull),
-        status::NO_RESPONSE => Err(ProcessError::NoResponse),
-        status::CODEC_ERROR => Err(ProcessError::Codec(text())),
-        _ => Err(ProcessError::ActorStopped),
+        status::UNKNOWN_URN => Err(AskError::UnknownUrn {
+            urn: urn.to_owned(),
+        }),
+        status::PANICKED => Err(AskError::Panicked(text())),
+        status::UNKNOWN_MESSAGE => Err(AskError::UnknownMessage {
+            actor: urn.to_owned(),
+            message: M::name().to_owned(),
+        }),
+        status::MAILBOX_FULL => Err(AskError::MailboxFull),
+        status::NO_RESPONSE => Err(AskError::NoResponse),
+        status::CODEC_ERROR => Err(AskError::Codec(text())),
+        _ => Err(AskError::ActorStopped),
     }
 }

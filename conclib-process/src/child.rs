@@ -20,10 +20,10 @@ use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
 use crate::answer::{decode_answer, reply_for};
-use crate::error::ProcessError;
 use crate::outbox::{Outbox, write_frames};
 use crate::wire::{self, FD_VAR, Frame, THREADS_VAR, status};
 use crate::{ById, lock};
+use conclib_core::AskError;
 
 type Start =
     fn(ActorSystem, Vec<u8>, bool) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>>;
@@ -579,19 +579,19 @@ impl ParentLink {
     /// Asks the parent's actor with this URN, waiting at most `timeout`.
     ///
     /// # Errors
-    /// As for an ask to a process actor: [`ProcessError::UnknownUrn`] if the parent has no
+    /// As for an ask to a process actor: [`AskError::UnknownUrn`](conclib_core::AskError::UnknownUrn) if the parent has no
     /// such actor (or gave no system), the handler's error, a panic, a timeout.
     pub async fn ask<M>(
         &self,
         urn: &str,
         msg: M,
         timeout: Duration,
-    ) -> Result<M::Response, ProcessError<M::Error>>
+    ) -> Result<M::Response, AskError<M::Error>>
     where
         M: RemoteReply + Serialize,
         M::Response: DeserializeOwned,
     {
-        let body = wire::encode_body(&msg).map_err(ProcessError::Codec)?;
+        let body = wire::encode_body(&msg).map_err(AskError::Codec)?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
@@ -606,21 +606,21 @@ impl ParentLink {
         lock(&self.pending).remove(&id);
         match answer {
             Ok(Ok((status, payload))) => decode_answer::<M>(urn, status, &payload),
-            Ok(Err(_)) => Err(ProcessError::ActorStopped),
-            Err(_) => Err(ProcessError::Timeout(timeout)),
+            Ok(Err(_)) => Err(AskError::ActorStopped),
+            Err(_) => Err(AskError::Timeout(timeout)),
         }
     }
 
     /// Tells the parent's actor with this URN (what becomes of it is not reported).
     ///
     /// # Errors
-    /// [`ProcessError::Codec`] if the message cannot be encoded.
+    /// [`AskError::Codec`](conclib_core::AskError::Codec) if the message cannot be encoded.
     pub fn tell<M: conclib_core::Message + Serialize>(
         &self,
         urn: &str,
         msg: M,
-    ) -> Result<(), ProcessError> {
-        let body = wire::encode_body(&msg).map_err(ProcessError::Codec)?;
+    ) -> Result<(), AskError> {
+        let body = wire::encode_body(&msg).map_err(AskError::Codec)?;
         self.out.push(&Frame::Ask {
             id: 0,
             trace: crate::passed_on_trace(),

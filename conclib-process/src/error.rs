@@ -1,82 +1,17 @@
 //! What can go wrong with a process actor.
 
-use std::convert::Infallible;
-use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-/// How a process actor's process ended.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ProcessExit {
-    /// Its exit code, if it exited.
-    pub code: Option<i32>,
-    /// The signal that ended it, if one did (`9`: `SIGKILL`, also the kernel's OOM killer).
-    pub signal: Option<i32>,
-    /// The panic message, when the process exited because its actor panicked (under the
-    /// default [`PanicPolicy::Stop`](conclib_core::PanicPolicy::Stop)).
-    pub panic: Option<String>,
-}
+pub use conclib_core::ProcessExit;
 
-impl ProcessExit {
-    pub(crate) fn from_status(status: std::process::ExitStatus) -> Self {
-        ProcessExit {
-            code: status.code(),
-            signal: status.signal(),
-            panic: None,
-        }
+/// The exit of a process from its status.
+pub(crate) fn exit_from_status(status: std::process::ExitStatus) -> ProcessExit {
+    ProcessExit {
+        code: status.code(),
+        signal: status.signal(),
+        panic: None,
     }
-
-    pub(crate) fn unknown() -> Self {
-        ProcessExit::default()
-    }
-}
-
-impl fmt::Display for ProcessExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(panic) = &self.panic {
-            return write!(f, "ended: its actor panicked: {panic}");
-        }
-        match (self.code, self.signal) {
-            (Some(code), _) => write!(f, "exited with code {code}"),
-            (None, Some(signal)) => write!(f, "killed by signal {signal}"),
-            (None, None) => f.write_str("ended"),
-        }
-    }
-}
-
-/// Why an ask or tell to a process actor did not produce the handler's response.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProcessError<E = Infallible> {
-    /// The handler returned this error.
-    #[error("the handler returned an error: {0:?}")]
-    Handler(E),
-    /// The handler panicked (in the child); the message is the panic's.
-    #[error("the handler panicked: {0}")]
-    Panicked(String),
-    /// No answer within the timeout.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// The process ended (crashed, was killed, exited) before answering.
-    #[error("the actor's process {0}")]
-    Exited(ProcessExit),
-    /// The actor stopped before answering.
-    #[error("the actor has stopped")]
-    ActorStopped,
-    /// The actor's mailbox was full.
-    #[error("the mailbox is full")]
-    MailboxFull,
-    /// The actor dropped the request without answering.
-    #[error("the actor dropped the request")]
-    NoResponse,
-    /// The actor does not expose this message.
-    #[error("the actor does not expose {0}")]
-    UnknownMessage(String),
-    /// No actor with this URN (asks from a process actor to its parent's system).
-    #[error("no actor with URN {0}")]
-    UnknownUrn(String),
-    /// A message or answer could not be encoded or decoded.
-    #[error("codec: {0}")]
-    Codec(String),
 }
 
 /// Why a process actor could not be started.

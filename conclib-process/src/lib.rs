@@ -59,7 +59,7 @@
 //!   0 is a tell, `Reply { id, status, payload }`, `Ping`/`Pong`, `Stop`, `Cancel { id }`,
 //!   `Ask`/`Answer` for the child's asks to the parent's system, `Ended { panicked, reason }`;
 //!   the table is in the source of `wire.rs`). A frame is at most 64 MiB: a message or an
-//!   answer that does not fit fails alone with [`ProcessError::Codec`] saying so; a frame
+//!   answer that does not fit fails alone with [`AskError::Codec`](conclib_core::AskError::Codec) saying so; a frame
 //!   that cannot be read (corrupt, oversized) breaks the link, and the process is killed.
 //!   Message bodies and answers are encoded with [`conclib_codec::Bincode`] by the
 //!   message's wire name, so a message must be exposed by the actor (`#[handle(remote)]`;
@@ -73,11 +73,11 @@
 //!   flight; the messages of one sender enter the actor's mailbox in the order sent.
 //!   `Stop` travels with the requests, so a graceful stop comes after what was sent before it.
 //! - **Failure semantics.** A handler's error or panic comes back to the asker as
-//!   [`ProcessError::Handler`] or [`ProcessError::Panicked`], as locally; after a panic the
+//!   [`AskError::Handler`](conclib_core::AskError::Handler) or [`AskError::Panicked`](conclib_core::AskError::Panicked), as locally; after a panic the
 //!   actor stops (the default [`ProcessBuilder::on_panic`] policy: its process sends why and
 //!   exits, a death like any other) or resumes (`PanicPolicy::Resume`). A process that
 //!   dies (abort, `SIGKILL`, OOM kill, exit) fails every pending ask at once with
-//!   [`ProcessError::Exited`], which carries the exit code or signal;
+//!   [`AskError::Exited`](conclib_core::AskError::Exited), which carries the exit code or signal;
 //!   [`ProcessRef::wait_for_stop`] says the same. A process that misses its heartbeat
 //!   ([`ProcessBuilder::heartbeat`], default 2 s) is killed and treated as dead. With
 //!   [`ProcessBuilder::restart`], a dead process is replaced by a fresh one (the actor's
@@ -88,7 +88,7 @@
 //!   reaped: no zombie is left. Asks and tells sent once a death is seen, while the restart
 //!   policy may still replace the process, wait for the new process (at most its start
 //!   timeout) and reach it in order; [`ProcessRef::try_tell`] does not wait and fails
-//!   [`ProcessError::Exited`]. What was sent to the process before it died is lost with it
+//!   [`AskError::Exited`](conclib_core::AskError::Exited). What was sent to the process before it died is lost with it
 //!   (its asks fail at once, as above).
 //!
 //! - **Asks given up.** An ask whose asker gave up (its timeout passed, or its future was
@@ -104,8 +104,8 @@
 //!   So it has an id and, with [`ProcessBuilder::urn`], a URN: `system.lookup(urn)`,
 //!   [`ProcessRef::to_dyn`], other processes through the Redis proxy and pools reach it like
 //!   any actor. Through such a [`DynActorRef`](conclib_core::DynActorRef) the errors are the
-//!   core's `AskError`s: an ask lost with its process fails `Panicked` with the exit in its
-//!   text. It lives as a local actor does: until stopped or killed (by its ref or by URN),
+//!   same `AskError`s as through its `ProcessRef`: an ask lost with its process fails
+//!   [`AskError::Exited`](conclib_core::AskError::Exited). It lives as a local actor does: until stopped or killed (by its ref or by URN),
 //!   until its parent stops, or until the system shuts down; when its process ends for good,
 //!   its local actor stops with it (`Normal`, `Killed`, `Panicked`, `RestartLimit` or
 //!   `Failed`) and its URN is free.
@@ -204,7 +204,7 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub use child::{ParentLink, Registry, init, is_process_actor, parent};
-pub use error::{ProcessError, ProcessExit, SpawnError};
+pub use error::{ProcessExit, SpawnError};
 pub use parent::{ChildOutput, ProcessBuilder, SpawnProcess, build};
 pub use process_ref::ProcessRef;
 pub use relay::{ProcessActor, ProcessPool};

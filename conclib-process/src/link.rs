@@ -121,8 +121,8 @@ impl Link {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let exit = match child.wait() {
-                Ok(status) => ProcessExit::from_status(status),
-                Err(_) => ProcessExit::unknown(),
+                Ok(status) => crate::error::exit_from_status(status),
+                Err(_) => ProcessExit::default(),
             };
             tracing::debug!(pid = child.id(), %exit, "process actor exited");
             exit_tx.send_replace(Some(exit.clone()));
@@ -209,7 +209,7 @@ impl Link {
             if let Some(exit) = exited {
                 return Err(exit);
             }
-            let answer = rx.await.unwrap_or_else(|_| Err(ProcessExit::unknown()));
+            let answer = rx.await.unwrap_or_else(|_| Err(ProcessExit::default()));
             // Whoever answered (or dropped the sender) took it out of the map.
             guard.answered = true;
             answer
@@ -225,7 +225,7 @@ impl Link {
             match rx.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(exit)) => Err(exit),
-                Err(_) => Err(ProcessExit::unknown()),
+                Err(_) => Err(ProcessExit::default()),
             }
         }
     }
@@ -246,7 +246,7 @@ impl Link {
             match rx.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(exit)) => Err(exit),
-                Err(_) => Err(ProcessExit::unknown()),
+                Err(_) => Err(ProcessExit::default()),
             }
         }
     }

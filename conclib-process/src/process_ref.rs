@@ -15,9 +15,9 @@ use conclib_core::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ProcessError, ProcessExit};
 use crate::parent::Inner;
 use crate::wire::Frame;
+use conclib_core::{AskError, ProcessExit};
 
 /// A ref to an actor of type `A` running in a process of its own; from
 /// [`build`](crate::build). Cloning is cheap. A process actor built without a system stops
@@ -90,10 +90,10 @@ impl<A: Actor> ProcessRef<A> {
 
     /// The actor as a [`DynActorRef`], when it has a system: what
     /// [`ActorSystem::lookup`](conclib_core::ActorSystem::lookup) of its URN returns. Asks
-    /// through it reach the process like asks through this ref; their errors are the core's
+    /// through it reach the process like asks through this ref, with the same
     /// [`AskError`](conclib_core::AskError)s: an ask lost with its process fails
-    /// `Panicked` with the exit in its text (`"the process died: killed by signal 9"`), one
-    /// sent after the actor ended for good `ActorStopped`.
+    /// [`Exited`](conclib_core::AskError::Exited), one sent after the actor ended for good
+    /// `ActorStopped`.
     #[must_use]
     pub fn to_dyn(&self) -> Option<DynActorRef> {
         self.relay.clone()
@@ -146,8 +146,8 @@ impl<A: Actor> ProcessRef<A> {
     /// Tells the actor now, without a future to await; see [`tell`](Self::tell).
     ///
     /// # Errors
-    /// [`ProcessError::Exited`] if the process has exited; [`ProcessError::Codec`].
-    pub fn try_tell<M>(&self, msg: M) -> Result<(), ProcessError>
+    /// [`AskError::Exited`](conclib_core::AskError::Exited) if the process has exited; [`AskError::Codec`](conclib_core::AskError::Codec).
+    pub fn try_tell<M>(&self, msg: M) -> Result<(), AskError>
     where
         A: RemoteHandler<M>,
         M: conclib_core::Message + Serialize,
@@ -155,15 +155,15 @@ impl<A: Actor> ProcessRef<A> {
         self.send_tell(&msg, Priority::Normal)
     }
 
-    fn send_tell<M>(&self, msg: &M, priority: Priority) -> Result<(), ProcessError>
+    fn send_tell<M>(&self, msg: &M, priority: Priority) -> Result<(), AskError>
     where
         M: conclib_core::Message + Serialize,
     {
         let link = self.inner.link();
         if let Some(exit) = link.exit.borrow().clone() {
-            return Err(ProcessError::Exited(exit));
+            return Err(AskError::Exited(exit));
         }
-        let body = crate::wire::encode_body(msg).map_err(ProcessError::Codec)?;
+        let body = crate::wire::encode_body(msg).map_err(AskError::Codec)?;
         link.send(&Frame::Request {
             id: 0,
             high: priority == Priority::High,
@@ -186,7 +186,7 @@ impl<A: Actor> ProcessRef<A> {
     }
 
     /// Kills the process at once (`SIGKILL`): pending asks fail with
-    /// [`ProcessError::Exited`].
+    /// [`AskError::Exited`](conclib_core::AskError::Exited).
     pub fn kill(&self) {
         self.inner.killing.store(true, Ordering::SeqCst);
         self.inner.ending.store(true, Ordering::SeqCst);
@@ -215,7 +215,7 @@ where
     A: RemoteHandler<M>,
     M: conclib_core::Message + Serialize,
 {
-    type Tell = ProcessExchange<'a, Result<(), ProcessError>>;
+    type Tell = ProcessExchange<'a, Result<(), AskError>>;
 
     /// As [`ProcessRef::try_tell`]; while the process is being restarted, the tell waits
     /// for the new one.
@@ -251,12 +251,12 @@ where
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
-    type Ask = ProcessExchange<'a, Result<M::Response, ProcessError<M::Error>>>;
+    type Ask = ProcessExchange<'a, Result<M::Response, AskError<M::Error>>>;
 
     fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
         Box::pin(async move {
             let timeout = options.timeout_or(self.ask_timeout);
-            let body = crate::wire::encode_body(&msg).map_err(ProcessError::Codec)?;
+            let body = crate::wire::encode_body(&msg).map_err(AskError::Codec)?;
             drop(msg);
             let trace = crate::passed_on_trace();
             // One timeout for the whole exchange, a wait for a restarting process included.
@@ -267,9 +267,9 @@ where
             };
             let (status, payload) = tokio::time::timeout(timeout, exchange)
                 .await
-                .map_err(|_| ProcessError::Timeout(timeout))?
-                .map_err(ProcessError::Exited)?;
-            crate::answer::decode_answer::<M>("", status, &payload)
+                .map_err(|_| AskError::Timeout(timeout))?
+                .map_err(AskError::Exited)?;
+            crate::answer::decode_answer::<M>(std::any::type_name::<A>(), status, &payload)
         })
     }
 }

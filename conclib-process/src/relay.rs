@@ -264,7 +264,7 @@ impl<A: Actor> Handler<Ended> for ProcessActor<A> {
 fn erased_answer(rm: &'static RemoteMessage, answer: Answer) -> ErasedResult {
     let (status, payload) = match answer {
         Ok(answer) => answer,
-        Err(exit) => return Err(AskError::Panicked(format!("the process died: {exit}"))),
+        Err(exit) => return Err(AskError::Exited(exit)),
     };
     let text = || String::from_utf8_lossy(&payload).into_owned();
     let decode = |decode: fn(
@@ -296,7 +296,8 @@ fn erased_answer(rm: &'static RemoteMessage, answer: Answer) -> ErasedResult {
             message: rm.name().to_owned(),
         }),
         status::MAILBOX_FULL => Err(AskError::MailboxFull),
-        status::NO_RESPONSE | status::CODEC_ERROR => Err(AskError::NoResponse),
+        status::CODEC_ERROR => Err(AskError::Codec(text())),
+        status::NO_RESPONSE => Err(AskError::NoResponse),
         _ => Err(AskError::ActorStopped),
     }
 }
@@ -337,7 +338,7 @@ impl<A: Actor> ProcessPool<A> {
     /// Asks one member, chosen by the pool's routing (a message's
     /// [`routing_key`](conclib_core::Message::routing_key) for key-hash routing). `.await`
     /// it, after `.timeout(..)` or `.priority(..)` if needed. An ask lost with a member's
-    /// process fails `Panicked` with the exit in its text.
+    /// process fails [`AskError::Exited`](conclib_core::AskError::Exited).
     pub fn ask<M>(&self, msg: M) -> conclib_core::AskRequest<&conclib_core::DynActorRef, M>
     where
         A: conclib_core::RemoteHandler<M>,

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::*;
+use conclib::AskError;
 use conclib::message;
-use conclib_process::{ProcessError, ProcessExit, Registry};
+use conclib_process::{ProcessExit, Registry};
 
 static METRICS: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
     std::sync::OnceLock::new();
@@ -231,12 +232,12 @@ async fn over_the_limit() {
     // 65 MiB each way: refused with a codec error that says why; nothing else breaks.
     let sent = worker.ask(Blob("x".repeat(65 << 20))).await;
     assert!(
-        matches!(&sent, Err(ProcessError::Codec(why)) if why.contains("over the link's limit")),
+        matches!(&sent, Err(AskError::Codec(why)) if why.contains("over the link's limit")),
         "{sent:?}"
     );
     let answered = worker.ask(Big(65 << 20)).await;
     assert!(
-        matches!(&answered, Err(ProcessError::Codec(why)) if why.contains("the answer is")),
+        matches!(&answered, Err(AskError::Codec(why)) if why.contains("the answer is")),
         "{:?}",
         answered.map(|b| b.len())
     );
@@ -303,7 +304,7 @@ async fn given_up() {
     tokio::task::yield_now().await;
     assert!(matches!(
         worker.ask(Add(5)).timeout(Duration::from_millis(50)).await,
-        Err(ProcessError::Timeout(_))
+        Err(AskError::Timeout(_))
     ));
     assert_eq!(busy.await.unwrap(), Ok(1_500));
     // The 5 was never added: the child dropped the ask before the actor reached it.
@@ -333,7 +334,7 @@ async fn in_snapshot() {
     assert_eq!(worker.ask(Add(1)).await, Ok(2));
     assert!(matches!(
         worker.ask(Take(100)).await,
-        Err(ProcessError::Handler(_))
+        Err(AskError::Handler(_))
     ));
     let snapshot = system.snapshot();
     let listed = snapshot
@@ -402,7 +403,7 @@ async fn method_call_api() {
     assert_eq!(worker.withdraw(1).await, Ok(3));
     assert_eq!(
         worker.withdraw(10).await,
-        Err(ProcessError::Handler("overdrawn".to_owned()))
+        Err(AskError::Handler("overdrawn".to_owned()))
     );
     // A tell, then an ask from the same sender in the same lane: handled in that order.
     worker.reset().tell().await.unwrap();
@@ -413,7 +414,7 @@ async fn method_call_api() {
     );
     assert_eq!(
         worker.nap(5_000).timeout(Duration::from_millis(50)).await,
-        Err(ProcessError::Timeout(Duration::from_millis(50)))
+        Err(AskError::Timeout(Duration::from_millis(50)))
     );
     // The message-struct form gets a method too.
     assert_eq!(worker.add(Add(1)).await, Ok(6));
@@ -433,7 +434,7 @@ async fn round_trip() {
     assert_eq!(worker.ask(Take(4)).await, Ok(9));
     assert_eq!(
         worker.ask(Take(100)).await,
-        Err(ProcessError::Handler("only 9 left".to_owned()))
+        Err(AskError::Handler("only 9 left".to_owned()))
     );
     // Many asks in flight at once (pipelined), answered to the right askers.
     let mut asks = Vec::new();
@@ -455,7 +456,7 @@ async fn round_trip() {
             .ask(SleepMs(300))
             .timeout(Duration::from_millis(50))
             .await,
-        Err(ProcessError::Timeout(Duration::from_millis(50)))
+        Err(AskError::Timeout(Duration::from_millis(50)))
     );
     // Messages from one sender enter the mailbox in the order sent, tells and asks alike.
     for _ in 0..1_000 {
@@ -485,15 +486,12 @@ async fn panic_reaches_asker() {
         .await
         .unwrap();
     match worker.ask(Boom).await {
-        Err(ProcessError::Panicked(m)) => assert!(m.contains("boom in the child"), "{m}"),
+        Err(AskError::Panicked(m)) => assert!(m.contains("boom in the child"), "{m}"),
         other => panic!("unexpected {other:?}"),
     }
     // The actor stopped (the default policy), as a local one does, and its process with it.
     assert_eq!(worker.wait_for_stop().await.code, Some(0));
-    assert!(matches!(
-        worker.ask(Add(1)).await,
-        Err(ProcessError::Exited(_))
-    ));
+    assert!(matches!(worker.ask(Add(1)).await, Err(AskError::Exited(_))));
     // With `Resume`, the actor goes on with the state the panic left.
     let resilient = conclib_process::build(Worker { total: 0 })
         .on_panic(conclib::PanicPolicy::Resume)
@@ -503,7 +501,7 @@ async fn panic_reaches_asker() {
     assert_eq!(resilient.ask(Add(2)).await, Ok(2));
     assert!(matches!(
         resilient.ask(Boom).await,
-        Err(ProcessError::Panicked(_))
+        Err(AskError::Panicked(_))
     ));
     assert_eq!(resilient.ask(Add(1)).await, Ok(3));
     resilient.stop();
@@ -535,23 +533,20 @@ async fn sigkill_under_asks() {
         panic: None,
     };
     for a in asks {
-        assert_eq!(a.await.unwrap(), Err(ProcessError::Exited(killed.clone())));
+        assert_eq!(a.await.unwrap(), Err(AskError::Exited(killed.clone())));
     }
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(worker.wait_for_stop().await, killed);
     assert!(!worker.is_alive());
     assert_eq!(
         worker.ask(Add(1)).await,
-        Err(ProcessError::Exited(killed.clone()))
+        Err(AskError::Exited(killed.clone()))
     );
     assert!(matches!(
         worker.tell(Add(1)).await,
-        Err(ProcessError::Exited(_))
+        Err(AskError::Exited(_))
     ));
-    assert!(matches!(
-        worker.try_tell(Add(1)),
-        Err(ProcessError::Exited(_))
-    ));
+    assert!(matches!(worker.try_tell(Add(1)), Err(AskError::Exited(_))));
     // Reaped: no zombie.
     assert!(!std::path::Path::new(&format!("/proc/{}", worker.pid())).exists());
 }
@@ -572,7 +567,7 @@ async fn exit_code() {
         signal: None,
         panic: None,
     };
-    assert_eq!(pending, Err(ProcessError::Exited(exited.clone())));
+    assert_eq!(pending, Err(AskError::Exited(exited.clone())));
     assert_eq!(worker.wait_for_stop().await, exited);
 }
 
@@ -594,10 +589,7 @@ async fn hang() {
         .await
         .expect("the dead-man's switch kills a hung process");
     assert_eq!(exit.signal, Some(libc::SIGKILL));
-    assert!(matches!(
-        pending.await.unwrap(),
-        Err(ProcessError::Exited(_))
-    ));
+    assert!(matches!(pending.await.unwrap(), Err(AskError::Exited(_))));
 }
 
 async fn graceful_stop() {
@@ -632,7 +624,7 @@ async fn memory_hog() {
         .unwrap();
     assert_eq!(worker.ask(Add(1)).await, Ok(1));
     match worker.ask(Hog).timeout(Duration::from_secs(60)).await {
-        Err(ProcessError::Exited(exit)) => assert_eq!(exit.signal, Some(libc::SIGABRT), "{exit}"),
+        Err(AskError::Exited(exit)) => assert_eq!(exit.signal, Some(libc::SIGABRT), "{exit}"),
         other => panic!("unexpected {other:?}"),
     }
     // The parent is unharmed, and another process actor starts.
@@ -673,10 +665,7 @@ async fn restarts() {
         .expect("ends for good past the limit");
     assert_eq!(exit.signal, Some(libc::SIGKILL));
     assert_eq!(worker.restarts(), 2);
-    assert!(matches!(
-        worker.ask(Add(1)).await,
-        Err(ProcessError::Exited(_))
-    ));
+    assert!(matches!(worker.ask(Add(1)).await, Err(AskError::Exited(_))));
     // The same story in the metrics: two restarts, three deaths by SIGKILL, and the link's
     // round trips (one per start).
     let actor = format!("actor={}", std::any::type_name::<Worker>());
@@ -733,7 +722,7 @@ async fn asks_parent() {
         })
         .await
     {
-        Err(ProcessError::Handler(e)) => assert!(e.contains("nobody"), "{e}"),
+        Err(AskError::Handler(e)) => assert!(e.contains("nobody"), "{e}"),
         other => panic!("unexpected {other:?}"),
     }
     worker.kill();
@@ -822,7 +811,7 @@ async fn corrupt_link() {
         .timeout(Duration::from_secs(600))
         .await;
     assert!(
-        matches!(&broken, Err(ProcessError::Exited(exit)) if exit.signal == Some(9)),
+        matches!(&broken, Err(AskError::Exited(exit)) if exit.signal == Some(9)),
         "{broken:?}"
     );
     assert_eq!(worker.wait_for_stop().await.signal, Some(9));

@@ -8,8 +8,8 @@ use std::time::Duration;
 mod common;
 
 use common::*;
-use conclib::{ActorSystem, RestartLimit, actor};
-use conclib_process::{ProcessError, Registry, SpawnError, SpawnProcess};
+use conclib::{ActorSystem, AskError, RestartLimit, actor};
+use conclib_process::{Registry, SpawnError, SpawnProcess};
 use serde::{Deserialize, Serialize};
 
 /// Panics seen on any thread of this process since it started.
@@ -232,7 +232,7 @@ async fn restart_fails() {
         .await
         .expect("a process actor whose restart fails ends");
     assert_eq!(exit.signal, Some(libc::SIGKILL), "{exit}");
-    assert!(matches!(picky.ask(Pid).await, Err(ProcessError::Exited(_))));
+    assert!(matches!(picky.ask(Pid).await, Err(AskError::Exited(_))));
     no_children_left().await;
     assert_no_panics();
     let _ = std::fs::remove_dir_all(dir);
@@ -248,7 +248,7 @@ async fn panic_reported() {
     .unwrap();
     assert!(matches!(
         picky.ask(Boom).await,
-        Err(ProcessError::Panicked(p)) if p.contains("picky went boom")
+        Err(AskError::Panicked(p)) if p.contains("picky went boom")
     ));
     let exit = tokio::time::timeout(Duration::from_secs(10), picky.wait_for_stop())
         .await
@@ -261,7 +261,7 @@ async fn panic_reported() {
     );
     // An ask after the end says so too.
     match picky.ask(Pid).await {
-        Err(ProcessError::Exited(after)) => assert!(after.panic.is_some(), "{after}"),
+        Err(AskError::Exited(after)) => assert!(after.panic.is_some(), "{after}"),
         other => panic!("unexpected {other:?}"),
     }
     // The panic was the child's, not the parent's.

@@ -547,6 +547,14 @@ impl Shared {
                 Status::UnknownMessage,
                 format!("{urn} does not handle {message}").into_bytes(),
             ),
+            // A process actor's process died under the ask: as the protocol has no status
+            // of its own for it, a panic with the exit in its text (what it always said).
+            Err(AskError::Exited(exit)) => (
+                Status::Panicked,
+                format!("the process died: {exit}").into_bytes(),
+            ),
+            Err(AskError::Codec(e)) => (Status::CodecError, e.into_bytes()),
+            Err(_) => (Status::ActorStopped, format!("{urn} stopped").into_bytes()),
         }
     }
 }
