@@ -417,6 +417,13 @@ fn rand_suffix() -> u64 {
 }
 
 /// The numbers recorded in notes files, with how often each was.
+/// `XPENDING stream proxy ARGS..`: the proxy's consumer group's pending entries.
+async fn xpending(redis: &fred::prelude::Client, stream: &str, args: &[&str]) -> Value {
+    let mut command = vec![stream.to_owned(), "proxy".to_owned()];
+    command.extend(args.iter().map(|a| (*a).to_owned()));
+    redis.custom(fred::cmd!("XPENDING"), command).await.unwrap()
+}
+
 fn noted(paths: &[PathBuf]) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
     for p in paths {
@@ -982,6 +989,7 @@ async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken() {
     // Past its lease: the other member takes over what the paused one had taken.
     let redis = plain_client(&config.url).await;
     let lease_key = format!("{}:sys:~crop:member:p1", config.namespace);
+    let stream = format!("{}:sys:~crop:req", config.namespace);
     eventually(30, "the paused member's lease lapsed", || async {
         !redis.exists::<bool, _>(&lease_key).await.unwrap()
     })
@@ -990,20 +998,7 @@ async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken() {
         30,
         "the other member took the paused one's requests",
         || async {
-            let pending: Value = redis
-                .custom(
-                    fred::cmd!("XPENDING"),
-                    vec![
-                        format!("{}:sys:~crop:req", config.namespace),
-                        "proxy".to_owned(),
-                        "-".to_owned(),
-                        "+".to_owned(),
-                        "10".to_owned(),
-                        "p1".to_owned(),
-                    ],
-                )
-                .await
-                .unwrap();
+            let pending = xpending(&redis, &stream, &["-", "+", "10", "p1"]).await;
             matches!(pending, Value::Array(a) if a.is_empty())
         },
     )
@@ -1022,16 +1017,7 @@ async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken() {
     if all_handled.is_err() {
         let seen = noted(&notes);
         let missing: Vec<u64> = (0..told).filter(|n| !seen.contains_key(n)).collect();
-        let pending: Value = redis
-            .custom(
-                fred::cmd!("XPENDING"),
-                vec![
-                    format!("{}:sys:~crop:req", config.namespace),
-                    "proxy".to_owned(),
-                ],
-            )
-            .await
-            .unwrap();
+        let pending = xpending(&redis, &stream, &[]).await;
         panic!(
             "{} of {told} told numbers never handled (first: {:?}); the group's pending \
              entries: {pending:?}",
