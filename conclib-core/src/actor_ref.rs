@@ -483,6 +483,11 @@ fn futures_are_send<A: Handler<M>, M: Message>() {
     assert_send::<AskFuture<'static, M, ActorCell<A>>>();
     assert_send::<TellFuture<'static, M, ActorCell<A>>>();
     assert_send::<AskFuture<'static, M, dyn Target<M>>>();
+    assert_send::<AskRequest<&'static ActorRef<A>, M>>();
+    assert_send::<TellRequest<&'static ActorRef<A>, M>>();
+    assert_send::<AskRequest<&'static Recipient<M>, M>>();
+    assert_send::<AskRequest<&'static crate::DynActorRef, M>>();
+    assert_send::<AskRequest<&'static crate::Pool<A>, M>>();
 }
 
 impl<A: Actor> ActorRef<A> {
