@@ -44,8 +44,9 @@
 //! `state`, `mailbox`, `rate`, `handled`, `errors`, `panics`, `restarts`, `skipped`), `order`
 //! (`asc` or `desc`; by default descending for figures, ascending otherwise), `limit` (rows
 //! per system, default 50, at most 500) and `offset` (the first row; `offset.<system_id>`
-//! for one system). Each system is shaped like a [`PublishedSystem`] whose `snapshot.actors`
-//! is that page (an actor listed only in brief has no `last_error`, `pid` or `pool`), with
+//! for one system). Each system is shaped like a
+//! [`PublishedSystem`](conclib_redis::PublishedSystem) whose `snapshot.actors` is that page
+//! (an actor listed only in brief has no `last_error`, `pid` or `pool`), with
 //! `page`: `{"total", "listed", "unlisted", "matched", "failing", "offset",
 //! "limit", "sort", "order"}` (`listed`: actors the view can search, in full or in brief;
 //! `unlisted`: counted by the snapshot but listed in neither; `failing`: listed actors with
