@@ -306,6 +306,15 @@ fn erased_answer(rm: &'static RemoteMessage, answer: Answer) -> ErasedResult {
 /// against `A`'s handlers at compile time, as an in-process pool's `ask` is. From
 /// [`ProcessPool::new`] on a spawned pool of [`ProcessActor`]s.
 ///
+/// Its `ask` and `tell` return the same [`AskRequest`](conclib_core::AskRequest) and
+/// [`TellRequest`](conclib_core::TellRequest) as every ref. Why a wrapper rather than
+/// `Pool<ProcessActor<A>>::ask` itself: that would need `ProcessActor<A>: Handler<M>` for
+/// every `M` that `A` exposes, a blanket impl over `A: RemoteHandler<M>`, which Rust's
+/// coherence rejects (E0119): it overlaps the core's `Handler<StreamFinished>` that every
+/// actor has, since `StreamFinished` could implement `RemoteReply` some day. So the typed
+/// check lives here, and the request goes through the pool's
+/// [`DynActorRef`](conclib_core::DynActorRef).
+///
 /// ```no_run
 /// # use conclib_core::{Actor, ActorSystem};
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct Worker;
