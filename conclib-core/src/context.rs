@@ -56,15 +56,22 @@ use crate::urn::Urn;
 pub struct Context<A: Actor> {
     myself: ActorRef<A>,
     system: ActorSystem,
-    /// Timers and stream forwarders; they die with the actor (or its restart).
-    tasks: Vec<AbortHandle>,
-    /// The actors this one watches, until they stop or it unwatches them: its entries in
-    /// their watcher lists are taken out when it stops (a long-lived actor watched by many
-    /// short-lived ones would otherwise keep every one of them).
-    watching: std::sync::Mutex<Vec<(ActorId, std::sync::Weak<dyn ErasedCell>)>>,
+    /// Its timers, stream forwarders and watched actors, allocated on first use: most actors
+    /// have none, and every actor's task holds its context (16 bytes here, not 56).
+    links: std::sync::Mutex<Option<Box<Links>>>,
     /// A stop the actor asked for that takes effect after the current message.
     pub(crate) pending_stop: Option<StopReason>,
     pub(crate) strategy: SupervisionStrategy,
+}
+
+/// What few actors have: timers and stream forwarders, which die with the actor (or its
+/// restart), and the actors it watches, until they stop or it unwatches them (its entries in
+/// their watcher lists are taken out when it stops: a long-lived actor watched by many
+/// short-lived ones would otherwise keep every one of them).
+#[derive(Default)]
+struct Links {
+    tasks: Vec<AbortHandle>,
+    watching: Vec<(ActorId, std::sync::Weak<dyn ErasedCell>)>,
 }
 
 /// Identifies a stream attached with [`Context::attach_stream`].
@@ -101,8 +108,7 @@ impl<A: Actor> Context<A> {
         Context {
             myself,
             system,
-            tasks: Vec::new(),
-            watching: std::sync::Mutex::new(Vec::new()),
+            links: std::sync::Mutex::new(None),
             pending_stop: None,
             strategy,
         }
@@ -210,8 +216,13 @@ impl<A: Actor> Context<A> {
     }
 
     fn track(&mut self, handle: AbortHandle) {
-        self.tasks.retain(|t| !t.is_finished());
-        self.tasks.push(handle);
+        let links = self
+            .links
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Box::default);
+        links.tasks.retain(|t| !t.is_finished());
+        links.tasks.push(handle);
     }
 
     /// Sends this actor `msg` after `delay`. The timer dies with the actor.
@@ -299,7 +310,8 @@ impl<A: Actor> Context<A> {
             watchers.push(me);
             drop(watchers);
             // The ones that stopped since leave first (their `Terminated` may still be queued).
-            let mut watching = self.lock_watching();
+            let mut links = self.lock_links();
+            let watching = &mut links.get_or_insert_with(Box::default).watching;
             watching.retain(|(_, w)| w.strong_count() > 0);
             watching.push((other.id(), Arc::downgrade(&other.cell)));
         } else {
@@ -331,19 +343,23 @@ impl<A: Actor> Context<A> {
 
     /// `id` stopped (its `Terminated` came) or is unwatched: no longer watched.
     pub(crate) fn forget_watched(&self, id: ActorId) {
-        self.lock_watching().retain(|(watched, _)| *watched != id);
+        if let Some(links) = self.lock_links().as_mut() {
+            links.watching.retain(|(watched, _)| *watched != id);
+        }
     }
 
-    fn lock_watching(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Vec<(ActorId, std::sync::Weak<dyn ErasedCell>)>> {
-        self.watching.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_links(&self) -> std::sync::MutexGuard<'_, Option<Box<Links>>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// This actor stops: the actors it watches forget it.
     pub(crate) fn unwatch_all(&self) {
         let my_id = self.id();
-        let watching = std::mem::take(&mut *self.lock_watching());
+        let watching = self
+            .lock_links()
+            .as_mut()
+            .map(|links| std::mem::take(&mut links.watching))
+            .unwrap_or_default();
         for (_, watched) in watching {
             if let Some(watched) = watched.upgrade() {
                 watched
@@ -357,13 +373,13 @@ impl<A: Actor> Context<A> {
     /// How many actors this one watches (for tests of what grows).
     #[cfg(test)]
     pub(crate) fn watching_len(&self) -> usize {
-        self.lock_watching().len()
+        self.lock_links().as_ref().map_or(0, |l| l.watching.len())
     }
 
     /// How many timers and stream forwarders are tracked (for tests of what grows).
     #[cfg(test)]
     pub(crate) fn tracked_tasks(&self) -> usize {
-        self.tasks.len()
+        self.lock_links().as_ref().map_or(0, |l| l.tasks.len())
     }
 
     /// Sets how this actor reacts to its children's failures.
@@ -380,8 +396,10 @@ impl<A: Actor> Context<A> {
 
     /// Aborts timers and stream forwarders.
     pub(crate) fn cancel_tasks(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
+        if let Some(links) = self.links.get_mut().unwrap_or_else(|e| e.into_inner()) {
+            for t in links.tasks.drain(..) {
+                t.abort();
+            }
         }
     }
 }

@@ -181,8 +181,9 @@ impl Capacity {
 pub(crate) struct Closed;
 
 struct Lanes<A: Actor> {
-    control: VecDeque<Control>,
-    high: VecDeque<Envelope<A>>,
+    /// The control and high lanes, allocated at their first message: most actors never
+    /// get one (8 bytes in every actor's cell, not 64).
+    priority: Option<Box<PriorityLanes<A>>>,
     normal: VecDeque<Envelope<A>>,
     /// The run loop, when it waits for mail.
     receiver: Option<Waker>,
@@ -192,6 +193,20 @@ struct Lanes<A: Actor> {
     dead: bool,
     /// The run loop, while a handler is pending: a kill wakes it.
     handler: Option<Waker>,
+}
+
+struct PriorityLanes<A: Actor> {
+    control: VecDeque<Control>,
+    high: VecDeque<Envelope<A>>,
+}
+
+impl<A: Actor> PriorityLanes<A> {
+    fn new() -> Box<Self> {
+        Box::new(PriorityLanes {
+            control: VecDeque::new(),
+            high: VecDeque::new(),
+        })
+    }
 }
 
 /// What the receiver got.
@@ -215,8 +230,7 @@ impl<A: Actor> Mailbox<A> {
     pub(crate) fn new(config: MailboxConfig) -> Self {
         Mailbox {
             lanes: Mutex::new(Lanes {
-                control: VecDeque::new(),
-                high: VecDeque::new(),
+                priority: None,
                 normal: VecDeque::new(),
                 receiver: None,
                 closed: false,
@@ -264,7 +278,11 @@ impl<A: Actor> Mailbox<A> {
         match priority {
             Priority::Normal => lanes.normal.push_back(env),
             Priority::High => {
-                lanes.high.push_back(env);
+                lanes
+                    .priority
+                    .get_or_insert_with(PriorityLanes::new)
+                    .high
+                    .push_back(env);
                 self.priority_pending.store(true, Ordering::Release);
             }
         }
@@ -315,7 +333,11 @@ impl<A: Actor> Mailbox<A> {
         } else {
             None
         };
-        lanes.control.push_back(c);
+        lanes
+            .priority
+            .get_or_insert_with(PriorityLanes::new)
+            .control
+            .push_back(c);
         self.priority_pending.store(true, Ordering::Release);
         let receiver = lanes.receiver.take();
         drop(lanes);
@@ -352,9 +374,11 @@ impl<A: Actor> Mailbox<A> {
         lanes.closed = true;
         lanes.dead = true;
         let mut left: Vec<Envelope<A>> = batch.drain(..).collect();
-        left.extend(lanes.high.drain(..));
+        if let Some(priority) = lanes.priority.as_deref_mut() {
+            left.extend(priority.high.drain(..));
+            priority.control.clear();
+        }
         left.extend(lanes.normal.drain(..));
-        lanes.control.clear();
         lanes.receiver = None;
         drop(lanes);
         self.capacity.close();
@@ -374,17 +398,19 @@ impl<A: Actor> Mailbox<A> {
             return Poll::Ready(Next::Message(env));
         }
         let mut lanes = self.lock();
-        if let Some(c) = lanes.control.pop_front() {
-            self.priority_pending.store(
-                !lanes.control.is_empty() || !lanes.high.is_empty(),
-                Ordering::Release,
-            );
-            return Poll::Ready(Next::Control(c));
-        }
-        if let Some(env) = lanes.high.pop_front() {
-            self.priority_pending
-                .store(!lanes.high.is_empty(), Ordering::Release);
-            return Poll::Ready(Next::Message(env));
+        if let Some(priority) = lanes.priority.as_deref_mut() {
+            if let Some(c) = priority.control.pop_front() {
+                self.priority_pending.store(
+                    !priority.control.is_empty() || !priority.high.is_empty(),
+                    Ordering::Release,
+                );
+                return Poll::Ready(Next::Control(c));
+            }
+            if let Some(env) = priority.high.pop_front() {
+                self.priority_pending
+                    .store(!priority.high.is_empty(), Ordering::Release);
+                return Poll::Ready(Next::Message(env));
+            }
         }
         self.priority_pending.store(false, Ordering::Release);
         if let Some(env) = batch.pop_front() {

@@ -4,7 +4,12 @@
 //! Recording is off until [`enable`] is called (after installing a recorder; the facade's
 //! `prometheus` feature does both). Off, an actor pays one relaxed atomic load per message
 //! and per send; on, it keeps its metric handles in its own task, so a message costs three
-//! clock reads and a few handle updates, never a map lookup by name.
+//! clock reads and an entry in a buffer of the actor's, never a map lookup by name. The
+//! recorder gets the buffer's samples and counts in one go when the actor finishes the batch
+//! of messages it took from its mailbox (before it waits for more or on a handler's
+//! `.await`, after at most 64 messages, and when it stops): an asker that got its answer
+//! finds every message handled before its ask's batch recorded — asking one at a time, every
+//! earlier message.
 //!
 //! ```
 //! // Install your recorder (metrics-exporter-prometheus, metrics-util, ...), then:
@@ -30,7 +35,7 @@
 //!
 //! | name | kind | labels | what |
 //! |---|---|---|---|
-//! | `conclib_actor_mailbox_depth` | gauge | actor, urn | user messages queued, after each message handled |
+//! | `conclib_actor_mailbox_depth` | gauge | actor, urn | user messages queued, after each batch of messages handled |
 //! | `conclib_actor_messages_handled_total` | counter | actor, urn, message | messages handled (asks skipped excluded) |
 //! | `conclib_actor_mailbox_seconds` | histogram | actor, urn, message | time from send to the start of handling |
 //! | `conclib_actor_handling_seconds` | histogram | actor, urn, message | time in the handler |
@@ -48,8 +53,8 @@
 //!
 //! While recording is on, each actor also counts, per message type, what it handled, the
 //! errors and its handling times (plain counters in its own task, passed on to its
-//! statistics when it finishes its first message, then a message a second or more after it
-//! last did, or 100 ms or more when that message leaves its mailbox empty):
+//! statistics when it finishes its first batch, then a batch a second or more after it
+//! last did, or 100 ms or more when that batch leaves its mailbox empty):
 //! [`ActorSystem::snapshot`](crate::ActorSystem::snapshot) sums them per actor type and
 //! message in [`SystemSnapshot::messages`](crate::SystemSnapshot::messages).
 
@@ -84,22 +89,39 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-/// A send time for an envelope: nanoseconds since the process's metrics epoch, or 0 when
-/// metrics are off (then nothing is measured for that message).
+/// Now, in nanoseconds of the monotonic clock that [`Instant`] reads too, never 0.
+///
+/// Read three times per message while recording is on (the send stamp, the start and the end
+/// of handling): one `clock_gettime` (a vDSO call) and an integer, where `Instant` arithmetic
+/// (`elapsed`, `duration_since`: checked `Timespec` subtraction, `u128` nanoseconds) cost
+/// about 150 instructions per message more (callgrind, BENCHMARKS.md).
 #[inline]
-pub(crate) fn stamp() -> u64 {
-    if is_enabled() {
-        // +1: a message sent at the epoch itself must not read as unstamped.
+pub(crate) fn now_ns() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+        // +1: a reading of exactly 0 (the clock's origin) must not read as unstamped.
+        (ts.tv_sec as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(ts.tv_nsec as u64)
+            .wrapping_add(1)
+    }
+    #[cfg(not(unix))]
+    {
         epoch().elapsed().as_nanos() as u64 + 1
-    } else {
-        0
     }
 }
 
-/// The time since a [`stamp`].
-fn since(stamp: u64) -> Duration {
-    let now = epoch().elapsed().as_nanos() as u64 + 1;
-    Duration::from_nanos(now.saturating_sub(stamp))
+/// A send time for an envelope: [`now_ns`], or 0 when metrics are off (then nothing is
+/// measured for that message).
+#[inline]
+pub(crate) fn stamp() -> u64 {
+    if is_enabled() { now_ns() } else { 0 }
 }
 
 /// How many distinct URNs get a `urn` label of their own by default (see the module's
@@ -180,34 +202,69 @@ fn actor_labels(core: &CellCore) -> [Label; 2] {
 }
 
 /// One message type's handles, and what the actor handled of it since it last passed its
-/// figures on to its snapshot statistics.
+/// figures on: to the recorder (`unrecorded`, `unrecorded_errors`) and to its snapshot
+/// statistics (`unflushed`).
 struct PerMessage {
     name: &'static str,
     handled: Counter,
     in_mailbox: Histogram,
     handling: Histogram,
     errors: Counter,
+    unrecorded: u64,
+    unrecorded_errors: u64,
     unflushed: crate::snapshot::Tally,
 }
 
+/// One message's measurements, kept until the actor's batch ends.
+#[derive(Clone, Copy)]
+struct Measured {
+    /// Its index in [`ActorMetrics::messages`].
+    at: u32,
+    /// From send to the start of handling, in nanoseconds; [`UNSTAMPED`] if it was sent
+    /// before recording was on.
+    in_mailbox: u64,
+    /// Handling time, in nanoseconds.
+    handling: u64,
+}
+
+const UNSTAMPED: u64 = u64::MAX;
+
+/// At most this many messages' measurements wait for the end of their batch: a batch of a
+/// thousand messages still reaches the recorder in steps, and the buffer (24 bytes a
+/// message) stays in the actor's cache.
+const MAX_UNRECORDED: usize = 64;
+
 /// How long after it last did an actor passes its per-message figures on to its snapshot
-/// statistics (one lock), at the end of a message: with messages still queued, and with
-/// none.
-const FLUSH_BUSY: Duration = Duration::from_secs(1);
-const FLUSH_IDLE: Duration = Duration::from_millis(100);
+/// statistics (one lock), at the end of a batch: with messages still queued, and with
+/// none (in nanoseconds).
+const FLUSH_BUSY: u64 = 1_000_000_000;
+const FLUSH_IDLE: u64 = 100_000_000;
 
 /// An actor's metric handles, created on its first message after [`enable`] and kept in
 /// its run loop.
+///
+/// Per message it only reads the clock twice and appends to a buffer; what goes to the
+/// recorder (histogram samples, counter increments, the depth gauge) goes there in one go
+/// when the run loop finishes a batch ([`record`](Self::record)): before it waits for mail,
+/// before it waits on a handler's `.await`, after [`MAX_UNRECORDED`] messages, and when it
+/// stops. So an asker that got its answer finds the metrics of every message the actor
+/// handled before its ask's batch recorded (one ask at a time: all of them); handles
+/// updated per message cost a tell about three times its time without recording.
 pub(crate) struct ActorMetrics {
     labels: [Label; 2],
     depth: Gauge,
     skipped: Counter,
     /// Few message types per actor: a short list searched by the name's address.
     messages: Vec<PerMessage>,
-    /// The message being handled: its name, send stamp and start.
-    current: (&'static str, u64, Instant),
-    /// When the per-message figures were last passed on.
-    flushed: Instant,
+    /// The message being handled: its index in `messages`, send stamp and start.
+    current: (u32, u64, u64),
+    /// When the last message measured ended: the batch's end, for [`record`](Self::record)
+    /// (no clock read of its own).
+    ended: u64,
+    /// Measured, not recorded yet (at most [`MAX_UNRECORDED`]).
+    unrecorded: Vec<Measured>,
+    /// When the per-message figures were last passed on to the snapshot statistics.
+    flushed: u64,
 }
 
 impl ActorMetrics {
@@ -218,15 +275,24 @@ impl ActorMetrics {
             skipped: metrics::counter!("conclib_actor_asks_skipped_total", labels.iter()),
             labels,
             messages: Vec::new(),
-            current: ("", 0, Instant::now()),
-            // Long ago: the first message is passed on at once (an actor asked once is seen).
-            flushed: Instant::now()
-                .checked_sub(FLUSH_BUSY)
-                .unwrap_or_else(Instant::now),
+            current: (0, 0, 0),
+            ended: 0,
+            unrecorded: Vec::with_capacity(MAX_UNRECORDED),
+            // Long ago: the first batch is passed on at once (an actor asked once is seen).
+            flushed: 0,
         })
     }
 
-    fn message(&mut self, name: &'static str) -> &mut PerMessage {
+    fn message(&mut self, name: &'static str) -> u32 {
+        // Most actors handle one message type at a time, in runs.
+        let last = self.current.0 as usize;
+        if self
+            .messages
+            .get(last)
+            .is_some_and(|m| std::ptr::eq(m.name, name))
+        {
+            return last as u32;
+        }
         let at = match self
             .messages
             .iter()
@@ -245,38 +311,77 @@ impl ActorMetrics {
                     in_mailbox: metrics::histogram!("conclib_actor_mailbox_seconds", labels.iter()),
                     handling: metrics::histogram!("conclib_actor_handling_seconds", labels.iter()),
                     errors: metrics::counter!("conclib_actor_handler_errors_total", labels.iter()),
+                    unrecorded: 0,
+                    unrecorded_errors: 0,
                     unflushed: crate::snapshot::Tally::new(name),
                 });
                 self.messages.len() - 1
             }
         };
-        &mut self.messages[at]
+        at as u32
     }
 
     /// A message starts being handled: `stamp` is when it was sent (0: unknown).
+    #[inline]
     pub(crate) fn start(&mut self, name: &'static str, stamp: u64) {
-        self.current = (name, stamp, Instant::now());
+        let at = self.message(name);
+        self.current = (at, stamp, now_ns());
     }
 
-    /// The message [`start`](Self::start)ed was handled; `stats` are the actor's snapshot
-    /// statistics, which get the per-message figures now and then (no lock per message).
-    pub(crate) fn handled(&mut self, failed: bool, depth: usize, stats: &crate::cell::Stats) {
-        let (name, stamp, started) = self.current;
-        let now = Instant::now();
-        let handling = now.duration_since(started);
-        let m = self.message(name);
-        m.unflushed.count(handling, failed);
-        if stamp != 0 {
-            m.in_mailbox
-                .record(since(stamp).saturating_sub(handling).as_secs_f64());
+    /// The message [`start`](Self::start)ed was handled. Kept until the batch ends
+    /// ([`record`](Self::record)); `true` when the buffer is full and the caller must record
+    /// now.
+    #[inline]
+    pub(crate) fn handled(&mut self, failed: bool) -> bool {
+        let (at, stamp, started) = self.current;
+        self.ended = now_ns();
+        let handling = self.ended.saturating_sub(started);
+        let m = &mut self.messages[at as usize];
+        m.unflushed.count(Duration::from_nanos(handling), failed);
+        m.unrecorded += 1;
+        m.unrecorded_errors += u64::from(failed);
+        self.unrecorded.push(Measured {
+            at,
+            in_mailbox: if stamp == 0 {
+                UNSTAMPED
+            } else {
+                started.saturating_sub(stamp)
+            },
+            handling,
+        });
+        self.unrecorded.len() >= MAX_UNRECORDED
+    }
+
+    /// Whether messages were handled since the last [`record`](Self::record).
+    #[inline]
+    pub(crate) fn has_unrecorded(&self) -> bool {
+        !self.unrecorded.is_empty()
+    }
+
+    /// The batch ended: gives the recorder what the actor measured since it last did
+    /// (`depth`: the user messages queued now), and its snapshot statistics the
+    /// per-message figures now and then (no lock per batch).
+    pub(crate) fn record(&mut self, depth: usize, stats: &crate::cell::Stats) {
+        for measured in self.unrecorded.drain(..) {
+            let m = &self.messages[measured.at as usize];
+            if measured.in_mailbox != UNSTAMPED {
+                m.in_mailbox.record(seconds(measured.in_mailbox));
+            }
+            m.handling.record(seconds(measured.handling));
         }
-        m.handling.record(handling.as_secs_f64());
-        m.handled.increment(1);
-        if failed {
-            m.errors.increment(1);
+        for m in &mut self.messages {
+            if m.unrecorded > 0 {
+                m.handled.increment(m.unrecorded);
+                m.unrecorded = 0;
+            }
+            if m.unrecorded_errors > 0 {
+                m.errors.increment(m.unrecorded_errors);
+                m.unrecorded_errors = 0;
+            }
         }
         self.depth.set(depth as f64);
-        let since = now.duration_since(self.flushed);
+        let now = self.ended;
+        let since = now.saturating_sub(self.flushed);
         if since >= FLUSH_BUSY || (depth == 0 && since >= FLUSH_IDLE) {
             self.flushed = now;
             crate::snapshot::add_message_totals(
@@ -289,6 +394,12 @@ impl ActorMetrics {
     pub(crate) fn skipped(&self) {
         self.skipped.increment(1);
     }
+}
+
+/// Nanoseconds as the seconds the histograms are in.
+#[inline]
+fn seconds(ns: u64) -> f64 {
+    ns as f64 * 1e-9
 }
 
 /// Rare events, counted without keeping a handle: `metric` is one of the actor counters.

@@ -26,8 +26,10 @@ pub(crate) type Factory<A> = Box<dyn FnMut() -> A + Send>;
 pub(crate) struct RunOptions<A> {
     policy: PanicPolicy,
     factory: Option<Factory<A>>,
-    /// Recent restarts, to enforce the restart limit.
-    restarts: VecDeque<Instant>,
+    /// Recent restarts, to enforce the restart limit (allocated at the first restart: 8
+    /// bytes in every actor's task, not 32).
+    #[allow(clippy::box_collection)] // on purpose: the box is the point
+    restarts: Option<Box<VecDeque<Instant>>>,
 }
 
 impl<A> RunOptions<A> {
@@ -35,54 +37,95 @@ impl<A> RunOptions<A> {
         RunOptions {
             policy,
             factory,
-            restarts: VecDeque::new(),
+            restarts: None,
         }
     }
 
     /// Records a restart; `false` if it exceeds `limit`.
     fn allow_restart(&mut self, limit: RestartLimit) -> bool {
         let now = Instant::now();
-        while self
-            .restarts
+        let restarts = self.restarts.get_or_insert_with(Box::default);
+        while restarts
             .front()
             .is_some_and(|t| now.duration_since(*t) > limit.within)
         {
-            self.restarts.pop_front();
+            restarts.pop_front();
         }
-        if self.restarts.len() >= limit.max_restarts as usize {
+        if restarts.len() >= limit.max_restarts as usize {
             return false;
         }
-        self.restarts.push_back(now);
+        restarts.push_back(now);
         true
     }
 }
 
-pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options: RunOptions<A>) {
-    let cell = ctx.myself().cell.clone();
-    let mut batch = VecDeque::new();
-    let mut slot = FutureSlot::new();
-    // Created on the first message measured (boxed: most actors never need it).
-    let mut metrics: Option<Box<ActorMetrics>> = None;
-    let reason = loop {
-        if let Some(reason) = ctx.pending_stop.take() {
-            break reason;
-        }
-        let next = poll_fn(|cx| cell.mailbox.poll_next(&mut batch, cx)).await;
-        let panic = match next {
-            Next::Message(env) => {
-                // The capacity counts queued messages: this one leaves the queue now — or, at
-                // an actor that hands its asks on, when it is answered.
-                if A::HANDS_ON {
-                    // Kept until answered; anything else (a tell) gives the place back now,
-                    // as the guard drops.
-                    drop(env.keep_until_answered(Box::new(Place(cell.clone()))));
-                } else {
-                    cell.mailbox.capacity.unreserve();
-                }
-                // What the handler asks of other processes continues the message's trace.
-                let trace = env.trace();
-                let (span, measure) = start_message(&env, trace, &mut metrics, &cell.core);
-                let mut handling = env.handle(&mut actor, &mut ctx, &mut slot).instrument(span);
+/// The actor's task.
+///
+/// A plain function returning an `async move` block rather than an `async fn`: an async fn
+/// keeps its arguments twice in its future (as captured arguments, and as the locals they
+/// are moved into), 184 bytes of every actor's task for the context and the options.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub(crate) fn run<A: Actor>(
+    mut actor: A,
+    mut ctx: Context<A>,
+    mut options: RunOptions<A>,
+) -> impl Future<Output = ()> {
+    async move {
+        let cell = ctx.myself().cell.clone();
+        let mut batch = VecDeque::new();
+        let mut slot = FutureSlot::new();
+        // Created on the first message measured (boxed: most actors never need it).
+        let mut metrics: Option<Box<ActorMetrics>> = None;
+        let reason = 'run: loop {
+            if let Some(reason) = ctx.pending_stop.take() {
+                break reason;
+            }
+            // The batch taken from the mailbox is done: what it measured goes to the recorder
+            // before the actor looks for more (one branch when metrics are off).
+            if batch.is_empty()
+                && let Some(m) = metrics.as_deref_mut()
+                && m.has_unrecorded()
+            {
+                record(m, &cell);
+            }
+            let panic = 'message: {
+                // What comes out of the mailbox is matched in place and consumed inside its
+                // arm: neither the envelope nor a control message takes room in the task
+                // while the handler (or a control message's hook) runs.
+                let (mut handling, trace, measure) = 'handle: {
+                    let control = match poll_fn(|cx| cell.mailbox.poll_next(&mut batch, cx)).await {
+                        Next::Message(env) => {
+                            // The capacity counts queued messages: this one leaves the queue
+                            // now — or, at an actor that hands its asks on, when it is
+                            // answered.
+                            if A::HANDS_ON {
+                                // Kept until answered; anything else (a tell) gives the place
+                                // back now, as the guard drops.
+                                drop(env.keep_until_answered(Box::new(Place(cell.clone()))));
+                            } else {
+                                cell.mailbox.capacity.unreserve();
+                            }
+                            // What the handler asks of other processes continues the
+                            // message's trace.
+                            let trace = env.trace();
+                            let (span, measure) =
+                                start_message(&env, trace, &mut metrics, &cell.core);
+                            let handling =
+                                env.handle(&mut actor, &mut ctx, &mut slot).instrument(span);
+                            break 'handle (handling, trace, measure);
+                        }
+                        Next::Drained => break 'run StopReason::Normal,
+                        Next::Control(Control::Kill) => break 'run StopReason::Killed,
+                        Next::Control(control) => control,
+                    };
+                    // Rare: in a boxed future of its own, which takes the control message
+                    // with it.
+                    match Box::pin(on_control(&mut actor, &mut ctx, &mut options, control)).await {
+                        Flow::Continue => continue 'run,
+                        Flow::Stop(reason) => break 'run reason,
+                        Flow::Panicked(panic) => break 'message panic,
+                    }
+                };
                 // A kill drops the handler at its next `.await` (one atomic load per poll).
                 let outcome = poll_fn(|cx| {
                     if cell.mailbox.is_killed() {
@@ -91,24 +134,37 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                     match crate::trace::in_scope(trace, || Pin::new(&mut handling).poll(cx)) {
                         Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
                         Poll::Pending if cell.mailbox.park_handler(cx.waker()) => Poll::Ready(None),
-                        Poll::Pending => Poll::Pending,
+                        Poll::Pending => {
+                            // The handler waits: record what earlier messages measured now,
+                            // not after however long it takes.
+                            if let Some(m) = metrics.as_deref_mut()
+                                && m.has_unrecorded()
+                            {
+                                record(m, &cell);
+                            }
+                            Poll::Pending
+                        }
                     }
                 })
                 .await;
                 drop(handling);
                 let Some(outcome) = outcome else {
                     tracing::debug!("killed while handling a message");
-                    break StopReason::Killed;
+                    break 'run StopReason::Killed;
                 };
                 let stats = cell.core.stats();
                 if measure && let Some(m) = metrics.as_deref_mut() {
-                    match &outcome {
-                        Outcome::Skipped => m.skipped(),
-                        Outcome::Panicked(_) => {}
-                        Outcome::Done => m.handled(false, cell.mailbox.capacity.len(), stats),
-                        Outcome::Failed(_) | Outcome::Refused(_) => {
-                            m.handled(true, cell.mailbox.capacity.len(), stats);
+                    let full = match &outcome {
+                        Outcome::Skipped => {
+                            m.skipped();
+                            false
                         }
+                        Outcome::Panicked(_) => false,
+                        Outcome::Done => m.handled(false),
+                        Outcome::Failed(_) | Outcome::Refused(_) => m.handled(true),
+                    };
+                    if full {
+                        record(m, &cell);
                     }
                 }
                 // Every message that reached its handler counts, whatever it came to.
@@ -116,71 +172,65 @@ pub(crate) async fn run<A: Actor>(mut actor: A, mut ctx: Context<A>, mut options
                     stats.count_handled();
                 }
                 match outcome {
-                    Outcome::Done => continue,
+                    Outcome::Done => continue 'run,
                     Outcome::Skipped => {
                         cell.core.count_skipped_ask();
                         tracing::debug!("skipped an ask whose asker had given up");
-                        continue;
+                        continue 'run;
                     }
                     Outcome::Failed(error) => {
                         tracing::warn!(%error, "a told message's handler returned an error");
                         stats.failed(error);
-                        continue;
+                        continue 'run;
                     }
                     Outcome::Refused(error) => {
                         stats.failed(error);
-                        continue;
+                        continue 'run;
                     }
                     Outcome::Panicked(panic) => panic,
                 }
+            };
+            // A handler or hook panicked.
+            tracing::error!(%panic, "actor panicked");
+            cell.core.stats().panicked(&panic);
+            crate::metrics::count(&cell.core, "conclib_actor_panics_total");
+            if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic)))
+                .await
+                .is_err()
+            {
+                tracing::error!("on_panic panicked too");
             }
-            Next::Drained => break StopReason::Normal,
-            Next::Control(Control::Kill) => break StopReason::Killed,
-            Next::Control(Control::Restart(why)) => {
-                if options.factory.is_some()
-                    && let Err(reason) =
-                        Box::pin(restart(&mut actor, &mut ctx, &mut options, &why, false)).await
-                {
-                    break reason;
+            // The parent's declaration for its children, if any, overrides the spawner's choice.
+            match cell.core.panic_policy(options.policy) {
+                PanicPolicy::Resume => {}
+                PanicPolicy::Restart(limit) if options.factory.is_some() => {
+                    if !options.allow_restart(limit) {
+                        break StopReason::RestartLimit(panic);
+                    }
+                    if let Err(reason) =
+                        Box::pin(restart(&mut actor, &mut ctx, &mut options, &panic, true)).await
+                    {
+                        break reason;
+                    }
                 }
-                continue;
-            }
-            Next::Control(Control::Event(event)) => {
-                supervise(&mut ctx, &event);
-                // Rare paths are boxed: their futures would otherwise swell every actor's task.
-                match Box::pin(CatchUnwind(actor.on_event(&mut ctx, event))).await {
-                    Ok(()) => continue,
-                    Err(panic) => panic,
-                }
+                PanicPolicy::Stop | PanicPolicy::Restart(_) => break StopReason::Panicked(panic),
             }
         };
-        // A handler or hook panicked.
-        tracing::error!(%panic, "actor panicked");
-        cell.core.stats().panicked(&panic);
-        crate::metrics::count(&cell.core, "conclib_actor_panics_total");
-        if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic)))
-            .await
-            .is_err()
+        // What the last batch measured (a kill or a stop may end it early).
+        if let Some(m) = metrics.as_deref_mut()
+            && m.has_unrecorded()
         {
-            tracing::error!("on_panic panicked too");
+            record(m, &cell);
         }
-        // The parent's declaration for its children, if any, overrides the spawner's choice.
-        match cell.core.panic_policy(options.policy) {
-            PanicPolicy::Resume => {}
-            PanicPolicy::Restart(limit) if options.factory.is_some() => {
-                if !options.allow_restart(limit) {
-                    break StopReason::RestartLimit(panic);
-                }
-                if let Err(reason) =
-                    Box::pin(restart(&mut actor, &mut ctx, &mut options, &panic, true)).await
-                {
-                    break reason;
-                }
-            }
-            PanicPolicy::Stop | PanicPolicy::Restart(_) => break StopReason::Panicked(panic),
-        }
-    };
-    Box::pin(finish(actor, ctx, reason, batch)).await;
+        drop(metrics);
+        Box::pin(finish(actor, ctx, reason, batch)).await;
+    }
+}
+
+/// Gives the recorder what `m` measured (out of line: rare next to the messages it covers).
+#[inline(never)]
+fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
+    m.record(cell.mailbox.capacity.len(), cell.core.stats());
 }
 
 /// Before a message is handled: its span (with the trace it is part of, if any) and,
@@ -222,6 +272,41 @@ fn start_message<A: Actor>(
         }
     }
     (span, measure)
+}
+
+/// What the run loop does after a control message.
+enum Flow {
+    Continue,
+    Stop(StopReason),
+    /// A hook panicked (the panic policy applies).
+    Panicked(String),
+}
+
+/// A restart or a supervision event (a kill never gets here).
+async fn on_control<A: Actor>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    options: &mut RunOptions<A>,
+    control: Control,
+) -> Flow {
+    match control {
+        Control::Kill => Flow::Stop(StopReason::Killed),
+        Control::Restart(why) => {
+            if options.factory.is_some()
+                && let Err(reason) = Box::pin(restart(actor, ctx, options, &why, false)).await
+            {
+                return Flow::Stop(reason);
+            }
+            Flow::Continue
+        }
+        Control::Event(event) => {
+            supervise(ctx, &event);
+            match CatchUnwind(actor.on_event(ctx, event)).await {
+                Ok(()) => Flow::Continue,
+                Err(panic) => Flow::Panicked(panic),
+            }
+        }
+    }
 }
 
 /// One-for-all: a child restarted, so restart its restartable siblings.
@@ -370,10 +455,20 @@ mod tests {
         let r = system.spawn(Idle).await.unwrap();
         let ctx = super::Context::new(r.clone(), system.clone(), Default::default());
         let fut = super::run(Idle, ctx, super::RunOptions::new(Default::default(), None));
+        // Where an idle actor's bytes go (BENCHMARKS.md, "Bytes per idle actor").
+        use std::mem::size_of;
         println!(
-            "run future: {} bytes; cell: {} bytes",
+            "run future: {} bytes; cell: {} bytes (core {}, mailbox {}: capacity {}); \
+             stats box: {} bytes; context: {} bytes; stop reason: {} bytes; notify: {} bytes",
             std::mem::size_of_val(&fut),
-            std::mem::size_of::<crate::cell::ActorCell<Idle>>()
+            size_of::<crate::cell::ActorCell<Idle>>(),
+            size_of::<crate::cell::CellCore>(),
+            size_of::<crate::mailbox::Mailbox<Idle>>(),
+            size_of::<crate::mailbox::Capacity>(),
+            size_of::<crate::cell::Stats>(),
+            size_of::<super::Context<Idle>>(),
+            size_of::<crate::error::StopReason>(),
+            size_of::<tokio::sync::Notify>(),
         );
     }
 }
