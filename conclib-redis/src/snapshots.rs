@@ -613,17 +613,8 @@ impl SnapshotReader {
     /// [`ServeError::Redis`] if Redis fails the read.
     pub async fn systems(&self) -> Result<Vec<PublishedSystem>, ServeError> {
         // Someone is watching: proxies publish in full every interval for a while.
-        let _ = conn::call(
-            &self.client,
-            keyed("SET"),
-            vec![
-                owned(self.keys.watched()),
-                conn::s("1"),
-                conn::s("PX"),
-                Value::Integer(WATCHED_FOR.as_millis() as i64),
-            ],
-        )
-        .await;
+        let watched_ms = WATCHED_FOR.as_millis() as u64;
+        let _ = set_px(&self.client, self.keys.watched(), "1".into(), watched_ms).await;
         let ids = conn::call(
             &self.client,
             keyed("ZRANGEBYSCORE"),
