@@ -189,7 +189,8 @@
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 32 hex digits, random) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
 //! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
-//! | `{ns}:snapshot-others:{k}:{system}` | string | chunk `k` of the JSON of the actors that snapshot lists only in brief ([`SnapshotReader::others`]) | as the snapshot; chunk 0 deleted at shutdown |
+//! | `{ns}:snapshot-others:{k}:{system}` | string | chunk `k` of the base: the JSON of every actor in brief, published whole now and then (see [`SnapshotReader::others`]) | `PX` 5 minutes and three intervals; a new base every 5 minutes at most, sooner when the changes grow; deleted at shutdown |
+//! | `{ns}:snapshot-others:changes:{system}` | string | what changed since the base, published with each snapshot while `{ns}:snapshots:watched` exists: the actors whose figures changed, those gone | as the snapshot; deleted at shutdown |
 //! | `{ns}:snapshots:watched` | string | set by every [`SnapshotReader::systems`] read: someone watches | `PX` 10 s |
 //! | `{ns}:snapshots` | sorted set | system ids publishing snapshots, scored by when their snapshot expires (ms since the Unix epoch) | entries removed at shutdown, or an hour after they expired |
 //!
