@@ -35,7 +35,8 @@ use common::{Metrics, Params};
 
 /// How a framework's scenarios are run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-// The one-thread runtimes serve only the actix rows.
+// The one-thread runtimes serve the rows next to actix (raw tokio and conclib on one thread,
+// and actix's own `System`).
 #[cfg_attr(not(feature = "actix"), allow(dead_code))]
 enum Runtime {
     /// tokio multi-threaded, 2 workers.
@@ -126,9 +127,16 @@ const FRAMEWORKS: &[Framework] = &[
         baseline: "tokio-bounded",
         peer: true,
     },
-    #[cfg(feature = "actix")]
     Framework {
         name: "tokio-unbounded-1t",
+        runtime: Runtime::CurrentThread,
+        mailbox: "unbounded",
+        baseline: "tokio-unbounded-1t",
+        peer: false,
+    },
+    // conclib on one thread: the fair row next to actix (whose recommended runtime has one).
+    Framework {
+        name: "conclib-unbounded-1t",
         runtime: Runtime::CurrentThread,
         mailbox: "unbounded",
         baseline: "tokio-unbounded-1t",
@@ -296,19 +304,20 @@ fn run_child(fw: &str, sc: &str, p: Params) -> Metrics {
                 _ => panic!("unknown scenario {sc}"),
             }
         }
-        "conclib-bounded" | "conclib-unbounded" | "conclib-metrics" => {
+        "conclib-bounded" | "conclib-unbounded" | "conclib-metrics" | "conclib-unbounded-1t" => {
             if fw == "conclib-metrics" {
                 // What a user gets from the `prometheus` feature: the recorder, its upkeep
                 // thread, and conclib's metrics on.
                 let _handle = conclib_view::prometheus::install().expect("the recorder installs");
             }
-            let bounded = fw != "conclib-unbounded";
+            let bounded = !fw.starts_with("conclib-unbounded");
+            let rt = framework.expect("listed").runtime;
             match sc {
-                "tell" => on_tokio(Runtime::Multi, conclib_bench::tell(bounded, p)),
-                "ask" => on_tokio(Runtime::Multi, conclib_bench::ask(bounded, p)),
-                "spawn" => on_tokio(Runtime::Multi, conclib_bench::spawn(bounded, p)),
-                "fanin" => on_tokio(Runtime::Multi, conclib_bench::fanin(bounded, p)),
-                "ring" => on_tokio(Runtime::Multi, conclib_bench::ring(bounded, p)),
+                "tell" => on_tokio(rt, conclib_bench::tell(bounded, p)),
+                "ask" => on_tokio(rt, conclib_bench::ask(bounded, p)),
+                "spawn" => on_tokio(rt, conclib_bench::spawn(bounded, p)),
+                "fanin" => on_tokio(rt, conclib_bench::fanin(bounded, p)),
+                "ring" => on_tokio(rt, conclib_bench::ring(bounded, p)),
                 _ => panic!("unknown scenario {sc}"),
             }
         }

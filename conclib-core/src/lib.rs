@@ -98,7 +98,9 @@ pub use dynamic::{AskHandle, DynActorRef, ErasedRequest, QueuedAsk};
 pub use error::{AskError, BoxError, LookupError, ProcessExit, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};
-pub use pool::{MemberLoad, Pool, PoolActor, PoolBuilder, PoolStats, Routing, WhenFull};
+#[allow(deprecated)]
+pub use pool::PoolActor;
+pub use pool::{MemberLoad, Pool, PoolBuilder, PoolStats, PoolSupervisor, Routing, WhenFull};
 pub use remote::{ErasedMessage, RemoteMessage};
 pub use request::{
     Address, AskRequest, DeliverAsk, DeliverTell, KeyRouted, Requester, SendOptions, TellRequest,

@@ -100,7 +100,7 @@
 //! - **In a system, by URN.** Built with [`ProcessBuilder::system`] (or
 //!   [`child_of`](ProcessBuilder::child_of); [`SpawnProcess`] writes them
 //!   `system.process(actor)` and `ctx.process(actor)`), a process actor is a member of that system as a
-//!   local actor is: a local [`ProcessActor`] stands for it there and relays to its process.
+//!   local actor is: a local [`ProcessRelay`] stands for it there and relays to its process.
 //!   So it has an id and, with [`ProcessBuilder::urn`], a URN: `system.lookup(urn)`,
 //!   [`ProcessRef::to_dyn`], other processes through the Redis proxy and pools reach it like
 //!   any actor. Through such a [`DynActorRef`](conclib_core::DynActorRef) the errors are the
@@ -207,4 +207,6 @@ pub use child::{ParentLink, Registry, init, is_process_actor, parent};
 pub use error::{ProcessExit, SpawnError};
 pub use parent::{ChildOutput, ProcessBuilder, SpawnProcess, build};
 pub use process_ref::ProcessRef;
-pub use relay::{ProcessActor, ProcessPool};
+#[allow(deprecated)]
+pub use relay::ProcessActor;
+pub use relay::{ProcessPool, ProcessRelay};

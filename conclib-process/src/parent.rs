@@ -18,7 +18,7 @@ use crate::error::{ProcessExit, SpawnError};
 use crate::link::{Link, ProcessStats};
 use crate::lock;
 use crate::process_ref::ProcessRef;
-use crate::relay::ProcessActor;
+use crate::relay::ProcessRelay;
 use crate::wire::{self, FD_VAR, Frame, THREADS_VAR};
 
 /// Starts building a process actor: `actor` is sent (serialized) to a new process of this
@@ -133,7 +133,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     }
 
     /// Makes the process actor a member of `system`, as a local actor is: a local actor (a
-    /// [`ProcessActor`](crate::ProcessActor)) stands for it there and relays to its process,
+    /// [`ProcessRelay`](crate::ProcessRelay)) stands for it there and relays to its process,
     /// so it has an id, can have a URN ([`urn`](Self::urn)), is reached by
     /// [`ActorSystem::lookup`], [`ProcessRef::to_dyn`] and the Redis proxy like any actor,
     /// and is listed in the system's [`snapshot`](conclib_core::ActorSystem::snapshot) with
@@ -237,7 +237,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         };
         let urn = self.urn.clone();
         let parent = self.parent.clone();
-        let (actor, started) = ProcessActor::<A>::new(self.spec());
+        let (actor, started) = ProcessRelay::<A>::new(self.spec());
         let mut builder = system.build(actor).ask_timeout(ask_timeout);
         if let Some(urn) = urn {
             builder = builder.urn(urn);
@@ -255,8 +255,8 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// `system.pool(move || conclib_process::build(Worker::new()).into_actor())`. The
     /// builder's [`system`](Self::system), [`urn`](Self::urn) and
     /// [`child_of`](Self::child_of) do not apply (the pool decides); the others do.
-    pub fn into_actor(self) -> ProcessActor<A> {
-        ProcessActor::<A>::new(self.spec()).0
+    pub fn into_actor(self) -> ProcessRelay<A> {
+        ProcessRelay::<A>::new(self.spec()).0
     }
 
     fn spec(&self) -> Result<Spec, SpawnError> {

@@ -23,6 +23,10 @@ use crate::wire::{self, Frame, status};
 /// before killing it.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// The former name of [`ProcessRelay`].
+#[deprecated(note = "renamed `ProcessRelay`: it relays to the process, the actor runs there")]
+pub type ProcessActor<A> = ProcessRelay<A>;
+
 /// A local actor that runs an `A` in a process of its own and relays to it: what a process
 /// actor is in its system. From
 /// [`ProcessBuilder::into_actor`](crate::ProcessBuilder::into_actor) (for pools);
@@ -36,27 +40,27 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// (with [`StopReason::Normal`], `Killed`, `RestartLimit` or `Failed`, as
 /// [`ProcessBuilder::child_of`](crate::ProcessBuilder::child_of) describes), and stopping it
 /// stops the process (gracefully, killed after 10 s; killing it kills the process).
-pub struct ProcessActor<A> {
+pub struct ProcessRelay<A> {
     spec: Option<Result<Spec, SpawnError>>,
     /// The process actor, once `on_start` started it.
     started: Arc<OnceLock<Arc<Inner>>>,
     _actor: PhantomData<fn() -> A>,
 }
 
-impl<A> std::fmt::Debug for ProcessActor<A> {
+impl<A> std::fmt::Debug for ProcessRelay<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessActor")
+        f.debug_struct("ProcessRelay")
             .field("actor", &std::any::type_name::<A>())
             .field("pid", &self.started.get().map(|i| i.link().pid))
             .finish()
     }
 }
 
-impl<A> ProcessActor<A> {
+impl<A> ProcessRelay<A> {
     /// A relay for `spec`, and where it puts the started process.
     pub(crate) fn new(spec: Result<Spec, SpawnError>) -> (Self, Arc<OnceLock<Arc<Inner>>>) {
         let started = Arc::new(OnceLock::new());
-        let actor = ProcessActor {
+        let actor = ProcessRelay {
             spec: Some(spec),
             started: started.clone(),
             _actor: PhantomData,
@@ -75,7 +79,7 @@ impl Message for Ended {
     }
 }
 
-impl<A: Actor> Actor for ProcessActor<A> {
+impl<A: Actor> Actor for ProcessRelay<A> {
     const REMOTE: &'static [RemoteMessage] = A::REMOTE;
     // The process's actor's bound: an ask relayed to the process keeps its place in this
     // mailbox until answered, so the bound counts what waits in the process too (a pool of
@@ -244,7 +248,7 @@ impl std::task::Wake for GiveUp {
     }
 }
 
-impl<A: Actor> Handler<Ended> for ProcessActor<A> {
+impl<A: Actor> Handler<Ended> for ProcessRelay<A> {
     async fn handle(
         &mut self,
         _: Ended,
@@ -304,11 +308,11 @@ fn erased_answer(rm: &'static RemoteMessage, answer: Answer) -> ErasedResult {
 
 /// A [`Pool`](conclib_core::Pool) of process actors asked with typed messages, checked
 /// against `A`'s handlers at compile time, as an in-process pool's `ask` is. From
-/// [`ProcessPool::new`] on a spawned pool of [`ProcessActor`]s.
+/// [`ProcessPool::new`] on a spawned pool of [`ProcessRelay`]s.
 ///
 /// Its `ask` and `tell` return the same [`AskRequest`](conclib_core::AskRequest) and
 /// [`TellRequest`](conclib_core::TellRequest) as every ref. Why a wrapper rather than
-/// `Pool<ProcessActor<A>>::ask` itself: that would need `ProcessActor<A>: Handler<M>` for
+/// `Pool<ProcessRelay<A>>::ask` itself: that would need `ProcessRelay<A>: Handler<M>` for
 /// every `M` that `A` exposes, a blanket impl over `A: RemoteHandler<M>`, which Rust's
 /// coherence rejects (E0119): it overlaps the core's `Handler<StreamFinished>` that every
 /// actor has, since `StreamFinished` could implement `RemoteReply` some day. So the typed
@@ -332,14 +336,14 @@ fn erased_answer(rm: &'static RemoteMessage, answer: Answer) -> ErasedResult {
 /// # Ok(()) }
 /// ```
 pub struct ProcessPool<A: Actor> {
-    pool: conclib_core::Pool<ProcessActor<A>>,
+    pool: conclib_core::Pool<ProcessRelay<A>>,
     target: conclib_core::DynActorRef,
 }
 
 impl<A: Actor> ProcessPool<A> {
     /// Wraps a spawned pool of process actors.
     #[must_use]
-    pub fn new(pool: conclib_core::Pool<ProcessActor<A>>) -> Self {
+    pub fn new(pool: conclib_core::Pool<ProcessRelay<A>>) -> Self {
         let target = pool.to_dyn();
         ProcessPool { pool, target }
     }
@@ -367,7 +371,7 @@ impl<A: Actor> ProcessPool<A> {
 
     /// The pool itself: its members, stats, resizing, URN, stopping.
     #[must_use]
-    pub fn pool(&self) -> &conclib_core::Pool<ProcessActor<A>> {
+    pub fn pool(&self) -> &conclib_core::Pool<ProcessRelay<A>> {
         &self.pool
     }
 }

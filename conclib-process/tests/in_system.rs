@@ -569,7 +569,7 @@ async fn pool_of_processes() {
         .await
         .unwrap();
     let pool_ref = pool.to_dyn();
-    let pids = |pool: &conclib::Pool<conclib_process::ProcessActor<Worker>>| {
+    let pids = |pool: &conclib::Pool<conclib_process::ProcessRelay<Worker>>| {
         let members = pool.members();
         async move {
             let mut pids = Vec::new();

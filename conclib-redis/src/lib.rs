@@ -341,7 +341,9 @@ mod snapshots;
 mod unacked;
 
 pub use acl::{client_acl, proxy_acl, viewer_acl};
-pub use client::{ByUrn, ProxyClient, RemoteActor};
+#[allow(deprecated)]
+pub use client::RemoteActor;
+pub use client::{ByUrn, ProxyClient, RemoteRef};
 #[cfg(feature = "msgpack")]
 pub use conclib_codec::MsgPack;
 pub use conclib_codec::{

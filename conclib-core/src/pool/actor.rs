@@ -18,9 +18,13 @@ use crate::request_envelope::RequestEnvelope;
 use crate::supervision::{RestartLimit, SupervisionEvent};
 use crate::system::ActorId;
 
+/// The former name of [`PoolSupervisor`].
+#[deprecated(note = "renamed `PoolSupervisor`: it supervises the members and routes to them")]
+pub type PoolActor<A> = PoolSupervisor<A>;
+
 /// The actor behind a [`Pool`](crate::Pool): it owns the members (its children), routes requests that
 /// come by URN or dynamic ref, replaces dead members and runs the dead-man's switch.
-pub struct PoolActor<A: Actor> {
+pub struct PoolSupervisor<A: Actor> {
     pub(super) shared: Arc<Shared<A>>,
     pub(super) factory: SharedFactory<A>,
     pub(super) size: usize,
@@ -33,7 +37,7 @@ pub struct PoolActor<A: Actor> {
     pub(super) probe: Option<Arc<crate::snapshot::PoolProbe>>,
 }
 
-impl<A: Actor> PoolActor<A> {
+impl<A: Actor> PoolSupervisor<A> {
     async fn spawn_member(&self, ctx: &Context<Self>) -> Result<Member<A>, SpawnError> {
         let factory = self.factory.clone();
         let actor = ctx
@@ -95,7 +99,7 @@ impl<A: Actor> PoolActor<A> {
     }
 }
 
-impl<A: Actor> Actor for PoolActor<A> {
+impl<A: Actor> Actor for PoolSupervisor<A> {
     const REMOTE: &'static [RemoteMessage] = A::REMOTE;
 
     async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
@@ -216,7 +220,7 @@ impl Message for Resize {
     }
 }
 
-impl<A: Actor> Handler<Resize> for PoolActor<A> {
+impl<A: Actor> Handler<Resize> for PoolSupervisor<A> {
     async fn handle(
         &mut self,
         Resize(size): Resize,
@@ -254,7 +258,7 @@ impl Message for CheckMembers {
     }
 }
 
-impl<A: Actor> Handler<CheckMembers> for PoolActor<A> {
+impl<A: Actor> Handler<CheckMembers> for PoolSupervisor<A> {
     async fn handle(
         &mut self,
         _: CheckMembers,
@@ -291,7 +295,7 @@ impl Message for Unresponsive {
     }
 }
 
-impl<A: Actor> Handler<Unresponsive> for PoolActor<A> {
+impl<A: Actor> Handler<Unresponsive> for PoolSupervisor<A> {
     async fn handle(
         &mut self,
         Unresponsive(id): Unresponsive,

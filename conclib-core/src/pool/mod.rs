@@ -3,7 +3,9 @@
 mod actor;
 
 pub(crate) use actor::Heartbeat;
+#[allow(deprecated)]
 pub use actor::PoolActor;
+pub use actor::PoolSupervisor;
 use actor::Resize;
 
 use std::collections::VecDeque;
@@ -279,7 +281,7 @@ impl<A: Actor> Shared<A> {
 /// ```
 ///
 /// Members can run in processes of their own: with feature `process`, a member is the
-/// local actor that stands for a process actor (`conclib::process::ProcessActor`, from
+/// local actor that stands for a process actor (`conclib::process::ProcessRelay`, from
 /// `build(..).into_actor()`), and the pool is asked through `conclib::process::ProcessPool`
 /// (typed), [`Pool::to_dyn`] or its URN.
 ///
@@ -309,7 +311,7 @@ impl<A: Actor> Shared<A> {
 ///   stops them gracefully: what they had queued is still handled; nothing is lost. A send
 ///   that raced with the removal is routed again.
 pub struct Pool<A: Actor> {
-    actor: ActorRef<PoolActor<A>>,
+    actor: ActorRef<PoolSupervisor<A>>,
     shared: Arc<Shared<A>>,
 }
 
@@ -716,7 +718,7 @@ impl<A: Actor> PoolBuilder<A> {
             ask_timeout: self.ask_timeout,
             replaced: AtomicUsize::new(0),
         });
-        let pool = PoolActor {
+        let pool = PoolSupervisor {
             shared: shared.clone(),
             factory: self.factory,
             size: self.size,

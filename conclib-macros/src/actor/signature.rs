@@ -211,7 +211,7 @@ const VALUE_TYPES: &[&str] = &[
 ];
 
 /// Names a method of the generated API cannot have: the own methods of the refs it is
-/// implemented for (`ActorRef`, `Pool`, `ProcessRef`, `RemoteActor`), which would hide it
+/// implemented for (`ActorRef`, `Pool`, `ProcessRef`, `RemoteRef`), which would hide it
 /// without a word, and of the request builders. A test below reads those types' sources and
 /// fails when one gains a method this list lacks; the facade's `#[actor]` docs list it too.
 const RESERVED: &[&str] = &[
@@ -509,7 +509,7 @@ mod tests {
             ("conclib-core/src/actor_ref.rs", "ActorRef"),
             ("conclib-core/src/pool/mod.rs", "Pool"),
             ("conclib-process/src/process_ref.rs", "ProcessRef"),
-            ("conclib-redis/src/client/remote.rs", "RemoteActor"),
+            ("conclib-redis/src/client/remote.rs", "RemoteRef"),
         ];
         let mut seen = 0;
         for (file, ty) in refs {

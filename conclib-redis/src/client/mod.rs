@@ -7,7 +7,9 @@ mod io;
 mod remote;
 
 use io::{Outgoing, close_reader, flush, read_replies, watch_link, watch_restarts};
-pub use remote::{ByUrn, RemoteActor};
+#[allow(deprecated)]
+pub use remote::RemoteActor;
+pub use remote::{ByUrn, RemoteRef};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -351,8 +353,8 @@ impl ProxyClient {
     /// assert_eq!(counter.urn(), "counter");
     /// # }
     /// ```
-    pub fn actor<A: conclib_core::Actor>(&self, urn: impl Into<String>) -> RemoteActor<A> {
-        RemoteActor::new(self.clone(), urn.into())
+    pub fn actor<A: conclib_core::Actor>(&self, urn: impl Into<String>) -> RemoteRef<A> {
+        RemoteRef::new(self.clone(), urn.into())
     }
 
     /// Tells the actor with this URN; `.await` it: it returns once Redis holds the message.

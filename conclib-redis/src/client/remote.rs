@@ -1,4 +1,4 @@
-//! How asks and tells go through the proxy ([`ByUrn`], [`RemoteActor`]), and how a reply
+//! How asks and tells go through the proxy ([`ByUrn`], [`RemoteRef`]), and how a reply
 //! becomes a result.
 
 use std::borrow::Cow;
@@ -80,6 +80,10 @@ where
     }
 }
 
+/// The former name of [`RemoteRef`].
+#[deprecated(note = "renamed `RemoteRef`: it is a ref to a remote actor")]
+pub type RemoteActor<A> = RemoteRef<A>;
+
 /// A typed handle to the actor of type `A` with a URN, through the Redis proxy; from
 /// [`ProxyClient::actor`]. Cloning is cheap.
 ///
@@ -88,15 +92,15 @@ where
 /// can be sent (serde types the actor exposes with `#[handle(remote)]`: sending another fails
 /// to compile, see [`RemoteHandler`](conclib_core::RemoteHandler)). The process holding
 /// the handle compiles `A`'s type and message declarations but never runs the actor.
-pub struct RemoteActor<A> {
+pub struct RemoteRef<A> {
     client: ProxyClient,
     urn: String,
     _actor: PhantomData<fn() -> A>,
 }
 
-impl<A> Clone for RemoteActor<A> {
+impl<A> Clone for RemoteRef<A> {
     fn clone(&self) -> Self {
-        RemoteActor {
+        RemoteRef {
             client: self.client.clone(),
             urn: self.urn.clone(),
             _actor: PhantomData,
@@ -104,18 +108,18 @@ impl<A> Clone for RemoteActor<A> {
     }
 }
 
-impl<A> std::fmt::Debug for RemoteActor<A> {
+impl<A> std::fmt::Debug for RemoteRef<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteActor")
+        f.debug_struct("RemoteRef")
             .field("actor", &std::any::type_name::<A>())
             .field("urn", &self.urn)
             .finish()
     }
 }
 
-impl<A: Actor> RemoteActor<A> {
+impl<A: Actor> RemoteRef<A> {
     pub(super) fn new(client: ProxyClient, urn: String) -> Self {
-        RemoteActor {
+        RemoteRef {
             client,
             urn,
             _actor: PhantomData,
@@ -135,7 +139,7 @@ impl<A: Actor> RemoteActor<A> {
     }
 
     /// Asks the actor, as [`ProxyClient::ask`] with this URN.
-    pub fn ask<M>(&self, msg: M) -> AskRequest<&RemoteActor<A>, M>
+    pub fn ask<M>(&self, msg: M) -> AskRequest<&RemoteRef<A>, M>
     where
         A: RemoteHandler<M>,
         M: RemoteReply + Serialize,
@@ -145,7 +149,7 @@ impl<A: Actor> RemoteActor<A> {
     }
 
     /// Tells the actor, as [`ProxyClient::tell`] with this URN.
-    pub fn tell<M>(&self, msg: M) -> TellRequest<&RemoteActor<A>, M>
+    pub fn tell<M>(&self, msg: M) -> TellRequest<&RemoteRef<A>, M>
     where
         A: RemoteHandler<M>,
         M: Message + Serialize,
@@ -161,24 +165,24 @@ impl<A: Actor> RemoteActor<A> {
     }
 }
 
-impl<A: Actor> Address for RemoteActor<A> {
+impl<A: Actor> Address for RemoteRef<A> {
     type Actor = A;
 }
 
-impl<A, M> Requester<M> for RemoteActor<A>
+impl<A, M> Requester<M> for RemoteRef<A>
 where
     A: RemoteHandler<M>,
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
-    type Request<'a> = AskRequest<&'a RemoteActor<A>, M>;
+    type Request<'a> = AskRequest<&'a RemoteRef<A>, M>;
 
     fn request(&self, message: M) -> Self::Request<'_> {
         self.ask(message)
     }
 }
 
-impl<'a, A, M> DeliverAsk<M> for &'a RemoteActor<A>
+impl<'a, A, M> DeliverAsk<M> for &'a RemoteRef<A>
 where
     A: RemoteHandler<M>,
     M: RemoteReply + Serialize,
@@ -191,7 +195,7 @@ where
     }
 }
 
-impl<'a, A, M> DeliverTell<M> for &'a RemoteActor<A>
+impl<'a, A, M> DeliverTell<M> for &'a RemoteRef<A>
 where
     A: RemoteHandler<M>,
     M: Message + Serialize,
