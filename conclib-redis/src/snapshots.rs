@@ -939,10 +939,8 @@ mod tests {
             .await
             .unwrap();
         // (Compared with `==`: a difference would print 30,000 actors.)
-        let read = reader
-            .others("many", later.snapshot.taken_at_ms)
-            .await
-            .unwrap();
+        let now = later.snapshot.taken_at_ms;
+        let read = reader.others("many", now).await.unwrap();
         assert!(read.as_ref() == Some(&expected), "changes not applied");
         assert_eq!(reader.others("many", taken_at).await.unwrap(), None);
 
@@ -953,10 +951,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let read = reader
-            .others("many", later.snapshot.taken_at_ms)
-            .await
-            .unwrap();
+        let read = reader.others("many", now).await.unwrap();
         assert!(read == Some(expected), "the base kept");
         let fresh = SnapshotReader::connect(&config).await.unwrap();
         assert_eq!(
