@@ -61,9 +61,10 @@ pub const HANDLING_BUCKETS: usize = 24;
 
 /// In a [`SystemSnapshot`]: what the live actors of one type handled of one message type,
 /// since each started, while [metrics](crate::metrics) were on. Each actor counts in its own
-/// task and passes its counts on (one lock) when it finishes its first message, then a
-/// message a second or more after it last did, or 100 ms or more when that message leaves
-/// its mailbox empty: the messages an actor handled since are counted at a later one.
+/// task and passes its counts on (one lock) at the end of a batch of messages (what it
+/// handled before waiting for mail or awaiting in a handler, at most 64): its first batch,
+/// then a batch that ends a second or more after it last did, or 100 ms or more when the
+/// batch leaves its mailbox empty. What an actor handled since is counted at a later one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageTotals {
     /// The actors' Rust type.
