@@ -14,9 +14,13 @@ pub(crate) fn exit_from_status(status: std::process::ExitStatus) -> ProcessExit 
     }
 }
 
+/// The former name of [`ProcessSpawnError`].
+#[deprecated(note = "renamed `ProcessSpawnError`: `conclib::SpawnError` is the core's")]
+pub type SpawnError = ProcessSpawnError;
+
 /// Why a process actor could not be started.
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
+pub enum ProcessSpawnError {
     /// The initial state could not be encoded.
     #[error("the actor's state cannot be encoded: {0}")]
     Codec(String),
@@ -55,16 +59,16 @@ pub enum SpawnError {
     NoSystem,
 }
 
-impl SpawnError {
+impl ProcessSpawnError {
     /// The error of spawning a process actor's relay: the process's own error when its
     /// start failed, else the system's.
     pub(crate) fn from_relay(error: conclib_core::SpawnError) -> Self {
         match error {
-            conclib_core::SpawnError::StartFailed(e) => match e.downcast::<SpawnError>() {
+            conclib_core::SpawnError::StartFailed(e) => match e.downcast::<ProcessSpawnError>() {
                 Ok(e) => *e,
-                Err(e) => SpawnError::System(conclib_core::SpawnError::StartFailed(e)),
+                Err(e) => ProcessSpawnError::System(conclib_core::SpawnError::StartFailed(e)),
             },
-            other => SpawnError::System(other),
+            other => ProcessSpawnError::System(other),
         }
     }
 }

@@ -204,7 +204,9 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub use child::{ParentLink, Registry, init, is_process_actor, parent};
-pub use error::{ProcessExit, SpawnError};
+#[allow(deprecated)]
+pub use error::SpawnError;
+pub use error::{ProcessExit, ProcessSpawnError};
 pub use parent::{ChildOutput, ProcessBuilder, SpawnProcess, build};
 pub use process_ref::ProcessRef;
 #[allow(deprecated)]

@@ -14,7 +14,7 @@ use conclib_core::{
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::error::{ProcessExit, SpawnError};
+use crate::error::{ProcessExit, ProcessSpawnError};
 use crate::link::{Link, ProcessStats};
 use crate::lock;
 use crate::process_ref::ProcessRef;
@@ -52,7 +52,7 @@ pub fn build<A: Actor + Serialize>(actor: A) -> ProcessBuilder<A> {
 /// # use conclib_core::{Actor, ActorSystem};
 /// # #[derive(serde::Serialize, serde::Deserialize)] struct Worker;
 /// # impl Actor for Worker {}
-/// # async fn demo(system: ActorSystem) -> Result<(), conclib_process::SpawnError> {
+/// # async fn demo(system: ActorSystem) -> Result<(), conclib_process::ProcessSpawnError> {
 /// let worker = system.process(Worker).urn("worker").spawn().await?;
 /// # Ok(()) }
 /// ```
@@ -151,7 +151,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
 
     /// Names the process actor in its system ([`system`](Self::system) or
     /// [`child_of`](Self::child_of); without either, `spawn` fails with
-    /// [`SpawnError::NoSystem`]). Checked at spawn as a local actor's URN is.
+    /// [`ProcessSpawnError::NoSystem`]). Checked at spawn as a local actor's URN is.
     pub fn urn(mut self, urn: impl Into<String>) -> Self {
         self.urn = Some(urn.into());
         self
@@ -223,14 +223,14 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// Starts the process and returns once its actor answered (a first heartbeat).
     ///
     /// # Errors
-    /// [`SpawnError`]: the state cannot be encoded, the process cannot be started, or it
+    /// [`ProcessSpawnError`]: the state cannot be encoded, the process cannot be started, or it
     /// exited (or did not answer) within the start timeout, with its exit status; with a
     /// system, the URN is invalid or taken, or the system (or parent) is stopping.
-    pub async fn spawn(self) -> Result<ProcessRef<A>, SpawnError> {
+    pub async fn spawn(self) -> Result<ProcessRef<A>, ProcessSpawnError> {
         let ask_timeout = self.ask_timeout;
         let Some(system) = self.system.clone() else {
             if self.urn.is_some() {
-                return Err(SpawnError::NoSystem);
+                return Err(ProcessSpawnError::NoSystem);
             }
             let inner = Inner::start(self.spec()?, None).await?;
             return Ok(ProcessRef::new(inner, None, ask_timeout));
@@ -245,7 +245,10 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         if let Some(parent) = &parent {
             builder = builder.child_of(parent);
         }
-        let relay = builder.spawn().await.map_err(SpawnError::from_relay)?;
+        let relay = builder
+            .spawn()
+            .await
+            .map_err(ProcessSpawnError::from_relay)?;
         let inner = started.get().cloned().expect("set by the relay's on_start");
         Ok(ProcessRef::new(inner, Some(relay.to_dyn()), ask_timeout))
     }
@@ -259,9 +262,9 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         ProcessRelay::<A>::new(self.spec()).0
     }
 
-    fn spec(&self) -> Result<Spec, SpawnError> {
-        let state =
-            encode_value(&Bincode, &self.actor).map_err(|e| SpawnError::Codec(e.to_string()))?;
+    fn spec(&self) -> Result<Spec, ProcessSpawnError> {
+        let state = encode_value(&Bincode, &self.actor)
+            .map_err(|e| ProcessSpawnError::Codec(e.to_string()))?;
         Ok(Spec {
             kind: std::any::type_name::<A>(),
             state,
@@ -335,23 +338,27 @@ fn forward_lines(
 }
 
 /// Starts a process for `spec` and returns its link once the actor answered.
-async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>, SpawnError> {
+async fn launch(
+    spec: &Spec,
+    owner: std::sync::Weak<Inner>,
+) -> Result<Arc<Link>, ProcessSpawnError> {
     // Two socket pairs: requests and answers, in order; and the control lane, where a
     // heartbeat never waits behind queued requests.
-    let (parent_end, child_end) = std::os::unix::net::UnixStream::pair().map_err(SpawnError::Io)?;
+    let (parent_end, child_end) =
+        std::os::unix::net::UnixStream::pair().map_err(ProcessSpawnError::Io)?;
     let (parent_control, child_control) =
-        std::os::unix::net::UnixStream::pair().map_err(SpawnError::Io)?;
+        std::os::unix::net::UnixStream::pair().map_err(ProcessSpawnError::Io)?;
     for fd in [child_end.as_raw_fd(), child_control.as_raw_fd()] {
         // The child's ends must survive exec: clear their close-on-exec flag.
         // SAFETY: fcntl on descriptors we own.
         unsafe {
             let flags = libc::fcntl(fd, libc::F_GETFD);
             if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(SpawnError::Io(std::io::Error::last_os_error()));
+                return Err(ProcessSpawnError::Io(std::io::Error::last_os_error()));
             }
         }
     }
-    let exe = std::env::current_exe().map_err(SpawnError::Io)?;
+    let exe = std::env::current_exe().map_err(ProcessSpawnError::Io)?;
     let mut command = std::process::Command::new(exe);
     command.env(
         FD_VAR,
@@ -388,7 +395,7 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
         },
     )
     .await
-    .map_err(SpawnError::Io)?;
+    .map_err(ProcessSpawnError::Io)?;
     let mut child = child;
     if let Some(out) = child.stdout.take() {
         forward_lines(out, spec.kind, child.id(), false);
@@ -398,8 +405,8 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
     }
     drop(child_end);
     drop(child_control);
-    let stream = crate::socket::split(parent_end).map_err(SpawnError::Io)?;
-    let control = crate::socket::split(parent_control).map_err(SpawnError::Io)?;
+    let stream = crate::socket::split(parent_end).map_err(ProcessSpawnError::Io)?;
+    let control = crate::socket::split(parent_control).map_err(ProcessSpawnError::Io)?;
     let link = Link::start(
         stream,
         control,
@@ -432,17 +439,17 @@ async fn launch(spec: &Spec, owner: std::sync::Weak<Inner>) -> Result<Arc<Link>,
                 _ => None,
             };
             return Err(match (exit.code, reason) {
-                (Some(wire::EXIT_NOT_REGISTERED), _) => SpawnError::NotRegistered(spec.kind),
-                (_, Some(reason)) => SpawnError::StartFailed {
+                (Some(wire::EXIT_NOT_REGISTERED), _) => ProcessSpawnError::NotRegistered(spec.kind),
+                (_, Some(reason)) => ProcessSpawnError::StartFailed {
                     kind: spec.kind,
                     reason,
                 },
-                _ => SpawnError::Exited(exit),
+                _ => ProcessSpawnError::Exited(exit),
             });
         }
         Err(_) => {
             link.kill();
-            return Err(SpawnError::NoAnswer(spec.start_timeout));
+            return Err(ProcessSpawnError::NoAnswer(spec.start_timeout));
         }
     }
     Ok(link)
@@ -499,7 +506,7 @@ impl Inner {
     pub(crate) async fn start(
         spec: Spec,
         id: Option<conclib_core::ActorId>,
-    ) -> Result<Arc<Inner>, SpawnError> {
+    ) -> Result<Arc<Inner>, ProcessSpawnError> {
         let (final_exit, _) = watch::channel(None);
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| Inner {
             link: watch::channel(None).0,

@@ -14,7 +14,7 @@ use conclib_core::{
     RequestEnvelope, StopReason,
 };
 
-use crate::error::SpawnError;
+use crate::error::ProcessSpawnError;
 use crate::link::Answer;
 use crate::parent::{Inner, Spec};
 use crate::wire::{self, Frame, status};
@@ -41,7 +41,7 @@ pub type ProcessActor<A> = ProcessRelay<A>;
 /// [`ProcessBuilder::child_of`](crate::ProcessBuilder::child_of) describes), and stopping it
 /// stops the process (gracefully, killed after 10 s; killing it kills the process).
 pub struct ProcessRelay<A> {
-    spec: Option<Result<Spec, SpawnError>>,
+    spec: Option<Result<Spec, ProcessSpawnError>>,
     /// The process actor, once `on_start` started it.
     started: Arc<OnceLock<Arc<Inner>>>,
     _actor: PhantomData<fn() -> A>,
@@ -58,7 +58,7 @@ impl<A> std::fmt::Debug for ProcessRelay<A> {
 
 impl<A> ProcessRelay<A> {
     /// A relay for `spec`, and where it puts the started process.
-    pub(crate) fn new(spec: Result<Spec, SpawnError>) -> (Self, Arc<OnceLock<Arc<Inner>>>) {
+    pub(crate) fn new(spec: Result<Spec, ProcessSpawnError>) -> (Self, Arc<OnceLock<Arc<Inner>>>) {
         let started = Arc::new(OnceLock::new());
         let actor = ProcessRelay {
             spec: Some(spec),

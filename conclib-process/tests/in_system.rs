@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use conclib::{ActorSystem, AskError, PanicPolicy, Priority, Routing, StopReason};
-use conclib_process::{ProcessPool, ProcessRef, Registry, SpawnError, SpawnProcess};
+use conclib_process::{ProcessPool, ProcessRef, ProcessSpawnError, Registry, SpawnProcess};
 use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, RedisDaemon, start_proxy, start_redis};
 
 fn main() {
@@ -287,7 +287,10 @@ async fn named() {
         .await
         .unwrap_err();
     assert!(
-        matches!(taken, SpawnError::System(conclib::SpawnError::UrnTaken(_))),
+        matches!(
+            taken,
+            ProcessSpawnError::System(conclib::SpawnError::UrnTaken(_))
+        ),
         "{taken}"
     );
     let no_system = conclib_process::build(Worker { total: 0 })
@@ -295,7 +298,10 @@ async fn named() {
         .spawn()
         .await
         .unwrap_err();
-    assert!(matches!(no_system, SpawnError::NoSystem), "{no_system}");
+    assert!(
+        matches!(no_system, ProcessSpawnError::NoSystem),
+        "{no_system}"
+    );
     worker.stop();
     assert_eq!(worker.wait_for_stop().await.code, Some(0));
     assert!(system.lookup("worker").is_err());

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use conclib::{ActorSystem, AskError, RestartLimit, actor};
-use conclib_process::{Registry, SpawnError, SpawnProcess};
+use conclib_process::{ProcessSpawnError, Registry, SpawnProcess};
 use serde::{Deserialize, Serialize};
 
 /// Panics seen on any thread of this process since it started.
@@ -136,7 +136,7 @@ async fn unregistered() {
             .spawn()
             .await
             .expect_err("an unregistered type must not start");
-        let SpawnError::NotRegistered(kind) = &error else {
+        let ProcessSpawnError::NotRegistered(kind) = &error else {
             panic!("expected NotRegistered, got {error:?}");
         };
         assert!(kind.ends_with("Unregistered"), "{kind}");
@@ -155,7 +155,7 @@ async fn unregistered() {
         .await
         .expect_err("an unregistered type must not start");
     assert!(
-        matches!(error, SpawnError::NotRegistered(_)),
+        matches!(error, ProcessSpawnError::NotRegistered(_)),
         "{error:?}: {error}"
     );
     assert!(system.lookup("unregistered").is_err());
@@ -174,7 +174,7 @@ async fn failing_start() {
     .await
     .expect_err("on_start fails");
     match &error {
-        SpawnError::StartFailed { kind, reason } => {
+        ProcessSpawnError::StartFailed { kind, reason } => {
             assert!(kind.ends_with("Picky"), "{kind}");
             assert!(reason.contains("says no"), "{reason}");
         }
@@ -195,10 +195,10 @@ async fn too_little_memory() {
             // NoAnswer: a child that could not even fail in time (seen once in a full
             // workspace run on a loaded machine) is killed; still an error, not a panic.
             Err(
-                SpawnError::Exited(_)
-                | SpawnError::StartFailed { .. }
-                | SpawnError::Io(_)
-                | SpawnError::NoAnswer(_),
+                ProcessSpawnError::Exited(_)
+                | ProcessSpawnError::StartFailed { .. }
+                | ProcessSpawnError::Io(_)
+                | ProcessSpawnError::NoAnswer(_),
             ) => {}
             Err(other) => panic!("unexpected error for a {limit}-byte limit: {other:?}"),
             // Enough after all on some machine: then it must work.
