@@ -176,7 +176,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// Restarts the process when it dies (a crash, a kill from outside, a missed heartbeat,
     /// an exit it did not ask for): a fresh process with the actor's initial state, at most
     /// as often as `limit` allows; past it the process stays dead. The asks pending at the
-    /// death fail with [`AskError::Exited`](crate::AskError::Exited) all the same. [`ProcessRef::kill`] and
+    /// death fail with [`AskError::Exited`](conclib_core::AskError::Exited) all the same. [`ProcessRef::kill`] and
     /// [`ProcessRef::stop`] end it for good.
     pub fn restart(mut self, limit: RestartLimit) -> Self {
         self.restart = Some(limit);
@@ -184,7 +184,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     }
 
     /// What a panic in a handler does, as for a local actor: the asker gets
-    /// [`AskError::Panicked`](crate::AskError::Panicked) either way; then with
+    /// [`AskError::Panicked`](conclib_core::AskError::Panicked) either way; then with
     /// [`PanicPolicy::Stop`] (the default) the actor stops with
     /// [`StopReason::Panicked`] and its process exits — a death like any other, so
     /// [`restart`](Self::restart) replaces it within its limit; with
