@@ -226,7 +226,7 @@ fn the_live_view_shows_every_system_and_actor_and_updates() {
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "a real picture"
     );
-    println!("screenshot: {}", screenshot.display());
+    println!("screenshot: {} (removed when the test passes)", screenshot.display());
 
     // The demo's metrics endpoint names the same actors.
     let metrics = tokio::runtime::Builder::new_current_thread()
@@ -265,4 +265,6 @@ fn the_live_view_shows_every_system_and_actor_and_updates() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+    // Chromium's profiles and the screenshot (kept when the test fails, to look at).
+    let _ = std::fs::remove_dir_all(&dir);
 }
