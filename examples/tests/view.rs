@@ -226,7 +226,10 @@ fn the_live_view_shows_every_system_and_actor_and_updates() {
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "a real picture"
     );
-    println!("screenshot: {} (removed when the test passes)", screenshot.display());
+    println!(
+        "screenshot: {} (removed when the test passes)",
+        screenshot.display()
+    );
 
     // The demo's metrics endpoint names the same actors.
     let metrics = tokio::runtime::Builder::new_current_thread()
