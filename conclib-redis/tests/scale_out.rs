@@ -424,6 +424,21 @@ async fn xpending(redis: &fred::prelude::Client, stream: &str, args: &[&str]) ->
     redis.custom(fred::cmd!("XPENDING"), command).await.unwrap()
 }
 
+/// An activator peer (`system` hosts the `acct:{id}` pattern with this lease; its actors are
+/// not passivated within a test).
+async fn start_activator(config: &ProxyConfig, system: &str, lease_ms: u64) -> Peer {
+    let lease = lease_ms.to_string();
+    Peer::start(&[
+        "activator",
+        &config.url,
+        &config.namespace,
+        system,
+        &lease,
+        "600000",
+    ])
+    .await
+}
+
 fn noted(paths: &[PathBuf]) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
     for p in paths {
@@ -635,24 +650,8 @@ async fn activations(redis: &Client, ns: &str) -> i64 {
 
 async fn eight_clients_racing_activate_a_urn_once() {
     let config = config("race");
-    let a = Peer::start(&[
-        "activator",
-        &config.url,
-        &config.namespace,
-        "s1",
-        "3000",
-        "600000",
-    ])
-    .await;
-    let b = Peer::start(&[
-        "activator",
-        &config.url,
-        &config.namespace,
-        "s2",
-        "3000",
-        "600000",
-    ])
-    .await;
+    let a = start_activator(&config, "s1", 3000).await;
+    let b = start_activator(&config, "s2", 3000).await;
     let mut clients = Vec::new();
     for _ in 0..8 {
         clients.push(Peer::start(&["client", &config.url, &config.namespace, "acct:1"]).await);
@@ -679,24 +678,8 @@ async fn eight_clients_racing_activate_a_urn_once() {
 async fn a_holder_paused_past_its_lease_never_runs_beside_its_successor() {
     let config = config("pause");
     let lease_ms = 1500u64;
-    let a = Peer::start(&[
-        "activator",
-        &config.url,
-        &config.namespace,
-        "s1",
-        &lease_ms.to_string(),
-        "600000",
-    ])
-    .await;
-    let b = Peer::start(&[
-        "activator",
-        &config.url,
-        &config.namespace,
-        "s2",
-        &lease_ms.to_string(),
-        "600000",
-    ])
-    .await;
+    let a = start_activator(&config, "s1", lease_ms).await;
+    let b = start_activator(&config, "s2", lease_ms).await;
     let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(20)))
         .await
         .unwrap();
