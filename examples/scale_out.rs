@@ -9,15 +9,14 @@
 //! `RESULT group_speedup=..`. It starts
 //! its own Redis and leaves nothing behind (the systems are killed and reaped by pid).
 
+use conclib::AskError;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use conclib::redis::{
-    Activation, ProxyClient, ProxyConfig, ProxyError, StateStore, start_proxy, start_redis,
-};
+use conclib::redis::{Activation, ProxyClient, ProxyConfig, StateStore, start_proxy, start_redis};
 use conclib::{ActorSystem, actor};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -211,7 +210,7 @@ async fn drive() -> Result<(), BoxError> {
                         .map(|system| {
                             *tally.by_member.lock().unwrap().entry(system).or_default() += 1;
                         })
-                        .map_err(|e| (matches!(e, ProxyError::Timeout(_)), e.to_string()))
+                        .map_err(|e| (matches!(e, AskError::Timeout(_)), e.to_string()))
                 } else {
                     let page = (w as u64 * 7 + i as u64) % pages;
                     client
@@ -219,7 +218,7 @@ async fn drive() -> Result<(), BoxError> {
                         .visit()
                         .await
                         .map(|_| ())
-                        .map_err(|e| (matches!(e, ProxyError::Timeout(_)), e.to_string()))
+                        .map_err(|e| (matches!(e, AskError::Timeout(_)), e.to_string()))
                 };
                 match outcome {
                     Ok(()) => tally.ok.fetch_add(1, Ordering::Relaxed),

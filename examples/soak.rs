@@ -36,6 +36,7 @@
 //! turn; `--fresh-system-ids` gives it a new one each time, as a service whose proxies come
 //! and go under ids never used again.
 
+use conclib::AskError;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -626,10 +627,7 @@ async fn client_round(load: &Load, n: u64) {
     if let Some(urn) = urn {
         match client.ask(urn, Touch).timeout(Duration::from_secs(5)).await {
             Ok(_) => load.op(1),
-            Err(
-                conclib::redis::ProxyError::UnknownUrn { .. }
-                | conclib::redis::ProxyError::ActorStopped { .. },
-            ) => {}
+            Err(AskError::UnknownUrn { .. } | AskError::ActorStopped) => {}
             Err(e) => load.error("client ask of a session", e),
         }
     }

@@ -1,6 +1,6 @@
 //! The example web API: an axum server whose routes ask the demo's actors
 //! ([`crate::actors`]) through a [`ProxyClient`], answering JSON and mapping every
-//! [`ProxyError`] to an HTTP status.
+//! [`AskError`] to an HTTP status.
 //!
 //! | route | asks | answer |
 //! |---|---|---|
@@ -32,7 +32,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use conclib::redis::{ProxyClient, ProxyConfig, ProxyError};
+use conclib::AskError;
+use conclib::redis::{ProxyClient, ProxyConfig};
 use conclib::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -256,7 +257,7 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// The status and code a [`ProxyError`] is answered with:
+/// The status and code an [`AskError`] is answered with:
 ///
 /// | error | status | code |
 /// |---|---|---|
@@ -265,38 +266,34 @@ impl IntoResponse for HttpError {
 /// | `Handler` (the actor's own error) | 502 Bad Gateway | `actor_error` |
 /// | `Panicked` | 502 Bad Gateway | `actor_panicked` |
 /// | `NoResponse` | 502 Bad Gateway | `no_response` |
-/// | `Protocol`, `Redis` | 502 Bad Gateway | `proxy_error` |
+/// | `Transport` (the proxy refused, Redis errors, a closed client) | 502 Bad Gateway | `proxy_error` |
 /// | `ActorStopped` | 503 Service Unavailable | `actor_stopped` |
 /// | `MailboxFull` | 503 Service Unavailable | `overloaded` |
-/// | `Unavailable`, `Closed` | 503 Service Unavailable | `redis_unavailable` |
+/// | `Unavailable` | 503 Service Unavailable | `redis_unavailable` |
 /// | `Timeout` | 504 Gateway Timeout | `timeout` |
-/// | `Codec`, `BadRequest` | 400 Bad Request | `bad_request` |
+/// | `Codec` | 400 Bad Request | `bad_request` |
 /// | `TooLarge` | 413 Content Too Large | `too_large` |
-/// | `Config`, anything else | 500 Internal Server Error | `internal` |
-pub fn status_of<E>(error: &ProxyError<E>) -> (StatusCode, &'static str) {
+/// | anything else | 500 Internal Server Error | `internal` |
+pub fn status_of<E>(error: &AskError<E>) -> (StatusCode, &'static str) {
     match error {
-        ProxyError::UnknownUrn { .. } => (StatusCode::NOT_FOUND, "unknown_actor"),
-        ProxyError::UnknownMessage { .. } => (StatusCode::NOT_IMPLEMENTED, "unknown_message"),
-        ProxyError::Handler(_) => (StatusCode::BAD_GATEWAY, "actor_error"),
-        ProxyError::Panicked(_) => (StatusCode::BAD_GATEWAY, "actor_panicked"),
-        ProxyError::NoResponse { .. } => (StatusCode::BAD_GATEWAY, "no_response"),
-        ProxyError::Protocol(_) | ProxyError::Redis(_) => (StatusCode::BAD_GATEWAY, "proxy_error"),
-        ProxyError::ActorStopped { .. } => (StatusCode::SERVICE_UNAVAILABLE, "actor_stopped"),
-        ProxyError::MailboxFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-        ProxyError::Unavailable(_) | ProxyError::Closed => {
-            (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable")
-        }
-        ProxyError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        ProxyError::Codec(_) | ProxyError::BadRequest(_) => {
-            (StatusCode::BAD_REQUEST, "bad_request")
-        }
-        ProxyError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        AskError::UnknownUrn { .. } => (StatusCode::NOT_FOUND, "unknown_actor"),
+        AskError::UnknownMessage { .. } => (StatusCode::NOT_IMPLEMENTED, "unknown_message"),
+        AskError::Handler(_) => (StatusCode::BAD_GATEWAY, "actor_error"),
+        AskError::Panicked(_) => (StatusCode::BAD_GATEWAY, "actor_panicked"),
+        AskError::NoResponse => (StatusCode::BAD_GATEWAY, "no_response"),
+        AskError::Transport(_) => (StatusCode::BAD_GATEWAY, "proxy_error"),
+        AskError::ActorStopped => (StatusCode::SERVICE_UNAVAILABLE, "actor_stopped"),
+        AskError::MailboxFull => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+        AskError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "redis_unavailable"),
+        AskError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        AskError::Codec(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+        AskError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 
-impl<E: Serialize + Debug> From<ProxyError<E>> for HttpError {
-    fn from(error: ProxyError<E>) -> Self {
+impl<E: Serialize + Debug> From<AskError<E>> for HttpError {
+    fn from(error: AskError<E>) -> Self {
         let (status, code) = status_of(&error);
         let detail = error
             .handler_error()
@@ -458,28 +455,29 @@ mod tests {
 
     #[test]
     fn proxy_errors_map_to_statuses() {
-        let cases: Vec<(ProxyError<CounterError>, u16)> = vec![
+        let cases: Vec<(AskError<CounterError>, u16)> = vec![
             (
-                ProxyError::UnknownUrn {
+                AskError::UnknownUrn {
                     urn: "counter:x".into(),
                 },
                 404,
             ),
-            (ProxyError::Timeout(Duration::from_secs(1)), 504),
+            (AskError::Timeout(Duration::from_secs(1)), 504),
             (
-                ProxyError::Handler(CounterError::StepOutOfRange { by: 0, max: 1 }),
+                AskError::Handler(CounterError::StepOutOfRange { by: 0, max: 1 }),
                 502,
             ),
-            (ProxyError::Unavailable("gone".into()), 503),
-            (ProxyError::Codec("bad".into()), 400),
-            (ProxyError::TooLarge("big".into()), 413),
-            (ProxyError::Panicked("boom".into()), 502),
-            (ProxyError::Config("no".into()), 500),
+            (AskError::Unavailable("gone".into()), 503),
+            (AskError::Codec("bad".into()), 400),
+            (AskError::TooLarge("big".into()), 413),
+            (AskError::Panicked("boom".into()), 502),
+            (AskError::Transport("closed".into()), 502),
+            (AskError::MailboxFull, 503),
         ];
         for (error, status) in cases {
             assert_eq!(status_of(&error).0.as_u16(), status, "{error:?}");
         }
-        let http = HttpError::from(ProxyError::Handler(CounterError::StepOutOfRange {
+        let http = HttpError::from(AskError::Handler(CounterError::StepOutOfRange {
             by: 0,
             max: 1,
         }));

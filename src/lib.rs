@@ -24,7 +24,9 @@
 //!   back-pressure, replacement and resizing. **Whole-system queries**:
 //!   [`ActorSystem::all_actors`], [`ActorSystem::broadcast`].
 //!
-//! This crate re-exports [`conclib_core`] (the runtime) and [`conclib_macros`].
+//! This crate re-exports [`conclib_core`] (the runtime) and [`conclib_macros`]: the names most
+//! programs use at its root (or `use conclib::prelude::*`), the rest in modules by topic
+//! ([`request`], [`error`], [`system`], [`pool`], [`snapshot`], [`remote`], ...).
 //!
 //! ```
 //! use conclib::{ActorSystem, Context, Handler, Actor, Message};
@@ -80,7 +82,147 @@
 //! # }
 //! ```
 
-pub use conclib_core::*;
+// The root: what almost every program names. Everything else is in a module by topic below
+// (`conclib::pool`, `conclib::snapshot`, ...); `prelude` is the usual import.
+pub use conclib_core::{
+    Actor, ActorId, ActorRef, ActorSystem, Address, AskError, AskRequest, BoxError, Context,
+    DynActorRef, Handler, LookupError, MailboxConfig, Message, PanicPolicy, Pool, Priority,
+    ProcessExit, Recipient, RequestEnvelope, Requester, RestartLimit, Routing, SendError,
+    SpawnError, StopReason, SupervisionEvent, SupervisionStrategy, TellRequest, Urn,
+};
+pub use conclib_core::{metrics, trace};
+
+#[doc(hidden)]
+pub use conclib_core::__private;
+
+/// What a typical program imports: `use conclib::prelude::*;`.
+///
+/// ```
+/// use conclib::prelude::*;
+///
+/// #[message(response = u64)]
+/// struct Add(u64);
+///
+/// #[actor]
+/// struct Counter(u64);
+///
+/// #[actor]
+/// impl Counter {
+///     #[handle]
+///     fn add(&mut self, Add(n): Add) -> u64 {
+///         self.0 += n;
+///         self.0
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let system = ActorSystem::new("app");
+/// let counter: ActorRef<Counter> = system.spawn(Counter(0)).await.unwrap();
+/// assert_eq!(counter.add(2).await, Ok(2));
+/// assert!(matches!(counter.ask(Add(1)).await, Ok(3) | Err(AskError::Timeout(_))));
+/// # }
+/// ```
+pub mod prelude {
+    pub use crate::{actor, message};
+    pub use conclib_core::{
+        Actor, ActorRef, ActorSystem, AskError, Context, Handler, Message, Priority, Requester,
+        StopReason,
+    };
+}
+
+/// Asks and tells, whatever the ref: the one request shape ([`AskRequest`], [`TellRequest`])
+/// and what a kind of ref implements to be asked ([`DeliverAsk`](request::DeliverAsk),
+/// [`DeliverTell`](request::DeliverTell)).
+pub mod request {
+    pub use conclib_core::{
+        Address, AskFuture, AskRequest, DeliverAsk, DeliverTell, KeyRouted, Priority, Recipient,
+        Requester, SendOptions, TellFuture, TellRequest,
+    };
+}
+
+/// The errors of sending, asking, spawning and looking up actors.
+pub mod error {
+    pub use conclib_core::{
+        AskError, BoxError, LookupError, ProcessExit, SendError, ShutdownTimedOut, SpawnError,
+        StopReason, UrnError,
+    };
+}
+
+/// The actor system and spawning: [`ActorSystem`], its spawn builder, what it reports about
+/// its actors and its URN journal, whole-system broadcasts.
+pub mod system {
+    pub use conclib_core::{
+        ActorId, ActorInfo, ActorSystem, BroadcastOutcome, DEFAULT_ASK_TIMEOUT, Delivery,
+        SpawnBuilder, URN_JOURNAL_CAPACITY, UrnChanges,
+    };
+}
+
+/// What an actor's handler gets besides its message: the [`Context`], its timers and streams.
+pub mod context {
+    pub use conclib_core::{Context, StreamId, TimerHandle};
+}
+
+/// Mailboxes: bounded (the default) or unbounded.
+pub mod mailbox {
+    pub use conclib_core::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
+}
+
+/// Supervision: what a panic does, restart limits, what parents hear.
+pub mod supervision {
+    pub use conclib_core::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
+}
+
+/// Pools: N actors behind one ref and one URN ([`ActorSystem::pool`]).
+pub mod pool {
+    #[allow(deprecated)]
+    pub use conclib_core::PoolActor;
+    pub use conclib_core::{
+        MemberLoad, Pool, PoolBuilder, PoolStats, PoolSupervisor, Routing, WhenFull,
+    };
+}
+
+/// URNs: the names actors are reached by from anywhere.
+pub mod urn {
+    pub use conclib_core::{MAX_URN_LEN, Urn, UrnError, validate_urn, validate_urn_const};
+}
+
+/// Sending without the actor's type: refs by URN ([`DynActorRef`]), the requests they carry
+/// ([`RequestEnvelope`]) and how they are answered.
+pub mod dynamic {
+    pub use conclib_core::{
+        AskHandle, DynActorRef, ErasedRequest, ErasedResponder, ErasedResult, QueuedAsk,
+        RequestEnvelope, Responder,
+    };
+}
+
+/// Messages that cross processes: how a message declares its wire error
+/// ([`MessageDecl`](remote::MessageDecl)), the messages an actor exposes
+/// ([`RemoteHandler`](remote::RemoteHandler), [`RemoteMessage`](remote::RemoteMessage): an
+/// entry of an actor's codec table) and what an ask from another process can answer
+/// ([`RemoteReply`](remote::RemoteReply)).
+pub mod remote {
+    pub use conclib_core::{
+        ErasedMessage, IntoHandlerError, MessageDecl, NoError, RemoteHandler, RemoteMessage,
+        RemoteReply,
+    };
+}
+
+/// What [`ActorSystem::snapshot`] reports: every actor's figures, pools, external actors.
+pub mod snapshot {
+    pub use conclib_core::{
+        ActorBrief, ActorSnapshot, ActorState, ExternalProbe, ExternalReport, HANDLING_BUCKETS,
+        MAX_BRIEF_ACTORS, MessageTotals, PoolMemberSnapshot, PoolSnapshot, SnapshotChanges,
+        SystemSnapshot,
+    };
+}
+
+/// Child processes that die with this process (Unix): what the Redis and API daemons start
+/// their servers with.
+#[cfg(unix)]
+pub mod child {
+    pub use conclib_core::child::*;
+}
 
 /// Makes a struct or an enum a message: implements [`Message`] for it.
 ///
@@ -153,7 +295,7 @@ pub use conclib_core::*;
 /// ```ignore
 /// struct Withdraw { amount: u64 }
 ///
-/// impl ::conclib::Message for Withdraw {
+/// impl ::conclib::__private::Message for Withdraw {
 ///     type Response = u64;
 ///     type Error = Overdrawn;
 ///     fn name() -> &'static str { "Withdraw" }
@@ -404,7 +546,7 @@ pub use conclib_macros::message;
 ///
 /// impl ::conclib::__private::ActorOptions for Account {
 ///     const URN: Option<&'static str> = Some("bank:account");
-///     const MAILBOX: ::conclib::MailboxConfig = ::conclib::MailboxConfig::Bounded(64);
+///     const MAILBOX: ::conclib::__private::MailboxConfig = ::conclib::__private::MailboxConfig::Bounded(64);
 /// }
 ///
 /// impl Account {
@@ -416,8 +558,8 @@ pub use conclib_macros::message;
 ///     fn is_empty(&self) -> bool { .. }
 /// }
 ///
-/// impl ::conclib::Handler<Withdraw> for Account {
-///     async fn handle(&mut self, msg: Withdraw, _: &mut ::conclib::Context<Self>)
+/// impl ::conclib::__private::Handler<Withdraw> for Account {
+///     async fn handle(&mut self, msg: Withdraw, _: &mut ::conclib::__private::Context<Self>)
 ///         -> Result<<Withdraw as Message>::Response, <Withdraw as Message>::Error>
 ///     {
 ///         let output = Self::withdraw(self, msg);
@@ -426,8 +568,8 @@ pub use conclib_macros::message;
 ///     }
 /// }
 ///
-/// impl ::conclib::Handler<Deposit> for Account {
-///     async fn handle(&mut self, msg: Deposit, ctx: &mut ::conclib::Context<Self>)
+/// impl ::conclib::__private::Handler<Deposit> for Account {
+///     async fn handle(&mut self, msg: Deposit, ctx: &mut ::conclib::__private::Context<Self>)
 ///         -> Result<<Deposit as Message>::Response, <Deposit as Message>::Error>
 ///     {
 ///         // Checks that the future is `Send`, at the method.
@@ -438,17 +580,17 @@ pub use conclib_macros::message;
 ///
 /// // ... and the same for `Balance`.
 ///
-/// impl ::conclib::Actor for Account {
+/// impl ::conclib::__private::Actor for Account {
 ///     const URN: Option<&'static str> = <Self as ::conclib::__private::ActorOptions>::URN;
-///     const MAILBOX: ::conclib::MailboxConfig = <Self as ::conclib::__private::ActorOptions>::MAILBOX;
-///     const REMOTE: &'static [::conclib::RemoteMessage] =
+///     const MAILBOX: ::conclib::__private::MailboxConfig = <Self as ::conclib::__private::ActorOptions>::MAILBOX;
+///     const REMOTE: &'static [::conclib::__private::RemoteMessage] =
 ///         &[::conclib::__private::remote_entry::<Withdraw>()]; // `RemoteMessage::of::<Withdraw>()`
 ///
 ///     async fn on_stop(
 ///         &mut self,
-///         _: &mut ::conclib::Context<Self>,
-///         reason: &::conclib::StopReason,
-///     ) -> ::core::result::Result<(), ::conclib::BoxError> {
+///         _: &mut ::conclib::__private::Context<Self>,
+///         reason: &::conclib::__private::StopReason,
+///     ) -> ::core::result::Result<(), ::conclib::__private::BoxError> {
 ///         Self::closed(self, reason);
 ///         ::core::result::Result::Ok(())
 ///     }
@@ -458,7 +600,7 @@ pub use conclib_macros::message;
 ///             || message == TypeId::of::<Balance>()
 ///     }
 ///
-///     async fn handle_request(&mut self, request: ::conclib::RequestEnvelope, ctx: &mut ::conclib::Context<Self>) {
+///     async fn handle_request(&mut self, request: ::conclib::__private::RequestEnvelope, ctx: &mut ::conclib::__private::Context<Self>) {
 ///         // Each step: `request.extract::<M>()`, then `responder.respond(self.handle(msg, ctx).await)`.
 ///         let Some(request) = ::conclib::__private::dispatch::<Self, Withdraw>(self, request, ctx).await else { return };
 ///         let Some(request) = ::conclib::__private::dispatch::<Self, Deposit>(self, request, ctx).await else { return };
@@ -479,17 +621,17 @@ pub use conclib_macros::message;
 ///     /// The argument `n` of `Counter::add`.
 ///     n: u64,
 /// }
-/// impl ::conclib::Message for Add { type Response = u64; type Error = Infallible; fn name() -> &'static str { "Add" } }
+/// impl ::conclib::__private::Message for Add { type Response = u64; type Error = Infallible; fn name() -> &'static str { "Add" } }
 ///
 /// /// The message of `Counter::reset`, generated by `#[actor]` from the method's arguments.
 /// struct Reset;
-/// impl ::conclib::Message for Reset { type Response = (); type Error = Infallible; /* .. */ }
+/// impl ::conclib::__private::Message for Reset { type Response = (); type Error = Infallible; /* .. */ }
 ///
 /// struct Withdraw { n: u64 }
-/// impl ::conclib::Message for Withdraw { type Response = u64; type Error = String; /* .. */ }
+/// impl ::conclib::__private::Message for Withdraw { type Response = u64; type Error = String; /* .. */ }
 ///
-/// impl ::conclib::Handler<Add> for Counter {
-///     async fn handle(&mut self, msg: Add, _: &mut ::conclib::Context<Self>) -> Result<u64, Infallible> {
+/// impl ::conclib::__private::Handler<Add> for Counter {
+///     async fn handle(&mut self, msg: Add, _: &mut ::conclib::__private::Context<Self>) -> Result<u64, Infallible> {
 ///         ::conclib::__private::message_argument::<u64>();  // `Send + 'static`, said at the type
 ///         ::conclib::__private::remote_argument::<u64>();   // serde, for `remote`
 ///         let Add { n, .. } = msg;
@@ -500,25 +642,25 @@ pub use conclib_macros::message;
 /// // ... `Handler<Reset>`, `Handler<Withdraw>`, and `Actor` as above.
 ///
 /// /// The method-call API of `Counter`, generated by `#[actor]`: ...
-/// trait CounterApi: ::conclib::Address<Actor = Counter> {
+/// trait CounterApi: ::conclib::__private::Address<Actor = Counter> {
 ///     /// Adds `n`; returns the new total.
-///     fn add(&self, n: u64) -> <Self as ::conclib::Requester<Add>>::Request<'_>
+///     fn add(&self, n: u64) -> <Self as ::conclib::__private::Requester<Add>>::Request<'_>
 ///     where
-///         Self: ::conclib::Requester<Add>;
-///     fn reset(&self) -> <Self as ::conclib::Requester<Reset>>::Request<'_>
+///         Self: ::conclib::__private::Requester<Add>;
+///     fn reset(&self) -> <Self as ::conclib::__private::Requester<Reset>>::Request<'_>
 ///     where
-///         Self: ::conclib::Requester<Reset>;
-///     fn withdraw(&self, n: u64) -> <Self as ::conclib::Requester<Withdraw>>::Request<'_>
+///         Self: ::conclib::__private::Requester<Reset>;
+///     fn withdraw(&self, n: u64) -> <Self as ::conclib::__private::Requester<Withdraw>>::Request<'_>
 ///     where
-///         Self: ::conclib::Requester<Withdraw>;
+///         Self: ::conclib::__private::Requester<Withdraw>;
 /// }
 ///
-/// impl<__Ref: ?Sized + ::conclib::Address<Actor = Counter>> CounterApi for __Ref {
-///     fn add(&self, n: u64) -> <Self as ::conclib::Requester<Add>>::Request<'_>
+/// impl<__Ref: ?Sized + ::conclib::__private::Address<Actor = Counter>> CounterApi for __Ref {
+///     fn add(&self, n: u64) -> <Self as ::conclib::__private::Requester<Add>>::Request<'_>
 ///     where
-///         Self: ::conclib::Requester<Add>,
+///         Self: ::conclib::__private::Requester<Add>,
 ///     {
-///         <Self as ::conclib::Requester<Add>>::request(self, Add { n })
+///         <Self as ::conclib::__private::Requester<Add>>::request(self, Add { n })
 ///     }
 ///     // ...
 /// }

@@ -2,9 +2,10 @@
 //! through a real redis-server and the proxy.
 #![cfg(feature = "redis")]
 
+use conclib::AskError;
 use std::time::Duration;
 
-use conclib::redis::{ProxyClient, ProxyConfig, ProxyError, start_proxy, start_redis};
+use conclib::redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
 use conclib::{ActorSystem, Priority, actor};
 
 /// The counter a web process calls.
@@ -60,20 +61,20 @@ async fn the_generated_api_works_on_a_remote_handle() {
     assert_eq!(counter.add(1).priority(Priority::High).await.unwrap(), 6);
     assert_eq!(counter.withdraw(2).await.unwrap(), 4);
     match counter.withdraw(10).await {
-        Err(ProxyError::Handler(e)) => assert_eq!(e, "overdrawn"),
+        Err(AskError::Handler(e)) => assert_eq!(e, "overdrawn"),
         other => panic!("{other:?}"),
     }
     // A tell returns once Redis holds it; the next ask from this client comes after it.
     counter.reset().tell().await.unwrap();
     assert_eq!(counter.add(1).await.unwrap(), 1);
     match counter.nap(1_000).timeout(Duration::from_millis(100)).await {
-        Err(ProxyError::Timeout(_)) => {}
+        Err(AskError::Timeout(_)) => {}
         other => panic!("{other:?}"),
     }
     // A URN nobody serves is a typed error, not a hang.
     let nobody = client.actor::<Counter>("api:nobody");
     match nobody.add(1).timeout(Duration::from_secs(5)).await {
-        Err(ProxyError::UnknownUrn { urn }) => assert_eq!(urn, "api:nobody"),
+        Err(AskError::UnknownUrn { urn }) => assert_eq!(urn, "api:nobody"),
         other => panic!("{other:?}"),
     }
 

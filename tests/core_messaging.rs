@@ -4,6 +4,11 @@ mod common;
 
 use common::*;
 use conclib::*;
+#[allow(unused_imports)]
+use conclib::{
+    context::*, dynamic::*, error::*, mailbox::*, pool::*, remote::*, request::*, snapshot::*,
+    supervision::*, system::*, urn::*,
+};
 use std::convert::Infallible;
 use std::time::Duration;
 

@@ -3,6 +3,11 @@
 //! resizing under load with nothing lost, and a pool reached by URN.
 
 use conclib::*;
+#[allow(unused_imports)]
+use conclib::{
+    context::*, dynamic::*, error::*, mailbox::*, pool::*, remote::*, request::*, snapshot::*,
+    supervision::*, system::*, urn::*,
+};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,11 @@ mod common;
 
 use common::*;
 use conclib::*;
+#[allow(unused_imports)]
+use conclib::{
+    context::*, dynamic::*, error::*, mailbox::*, pool::*, remote::*, request::*, snapshot::*,
+    supervision::*, system::*, urn::*,
+};
 use std::time::Duration;
 
 #[message]

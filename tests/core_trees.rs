@@ -2,6 +2,11 @@
 //! handlers, with no boxing by the user), and a parent's panic policy for its children.
 
 use conclib::*;
+#[allow(unused_imports)]
+use conclib::{
+    context::*, dynamic::*, error::*, mailbox::*, pool::*, remote::*, request::*, snapshot::*,
+    supervision::*, system::*, urn::*,
+};
 use std::time::Duration;
 
 #[message(response = usize)]

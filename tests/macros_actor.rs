@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
+use conclib::context::StreamId;
 use conclib::{
     Actor, ActorSystem, AskError, Context, MailboxConfig, Message, PanicPolicy, SendError,
-    StopReason, StreamId, SupervisionEvent, actor, message,
+    StopReason, SupervisionEvent, actor, message,
 };
 use serde::de::IntoDeserializer;
 use serde::de::value::U64Deserializer;
@@ -288,7 +289,7 @@ async fn erased_requests_go_through_the_remote_table() {
 fn remote_lists_exactly_the_remote_handlers() {
     let names: Vec<&str> = Example::REMOTE
         .iter()
-        .map(conclib::RemoteMessage::name)
+        .map(conclib::remote::RemoteMessage::name)
         .collect();
     assert_eq!(names, ["Ping", "Add", "example.get"]);
     assert_eq!(Example::REMOTE[0].type_id(), TypeId::of::<Ping>());

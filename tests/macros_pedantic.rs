@@ -5,7 +5,8 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use conclib::{ActorSystem, Context, StopReason, StreamId, SupervisionEvent, actor, message};
+use conclib::context::StreamId;
+use conclib::{ActorSystem, Context, StopReason, SupervisionEvent, actor, message};
 use serde::{Deserialize, Serialize};
 
 /// A request exposed to other processes.

@@ -1,6 +1,11 @@
 //! `ActorSystem::snapshot`: every actor with its tree, state and statistics.
 
 use conclib::*;
+#[allow(unused_imports)]
+use conclib::{
+    context::*, dynamic::*, error::*, mailbox::*, pool::*, remote::*, request::*, snapshot::*,
+    supervision::*, system::*, urn::*,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;

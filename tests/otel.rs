@@ -7,6 +7,11 @@ use std::any::TypeId;
 
 use conclib::trace::TraceContext;
 use conclib::*;
+#[allow(unused_imports)]
+use conclib::{
+    context::*, dynamic::*, error::*, mailbox::*, pool::*, remote::*, request::*, snapshot::*,
+    supervision::*, system::*, urn::*,
+};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;

@@ -1,5 +1,10 @@
 //! Smoke test of the core runtime through the facade.
 use conclib::*;
+#[allow(unused_imports)]
+use conclib::{
+    context::*, dynamic::*, error::*, mailbox::*, pool::*, remote::*, request::*, snapshot::*,
+    supervision::*, system::*, urn::*,
+};
 use std::convert::Infallible;
 use std::time::Duration;
 

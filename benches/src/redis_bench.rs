@@ -6,7 +6,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use conclib::{Actor, ActorSystem, Context, Message, RemoteMessage, RequestEnvelope};
+use conclib::remote::RemoteMessage;
+use conclib::{Actor, ActorSystem, Context, Message, RequestEnvelope};
 use conclib_redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,7 @@ impl Message for Add {
         "bench.Add"
     }
 }
-impl conclib::MessageDecl for Add {
+impl conclib::remote::MessageDecl for Add {
     type WireError = String;
 }
 

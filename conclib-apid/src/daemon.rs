@@ -148,7 +148,7 @@ pub async fn start_api(config: ApiConfig) -> Result<ApiDaemon, ApiError> {
         command.current_dir(dir);
     }
     // Its own process group (the whole tree is signalled at shutdown), killed if we die.
-    conclib_core::process::bind_to_parent(command.as_std_mut(), true);
+    conclib_core::child::bind_to_parent(command.as_std_mut(), true);
     // Default dispositions for the signals that stop a server, whatever this process
     // ignores: a process started in the background by a non-interactive shell (or under
     // `nohup`) ignores SIGINT and SIGQUIT (or SIGHUP), and exec keeps what is ignored, so
@@ -168,7 +168,7 @@ pub async fn start_api(config: ApiConfig) -> Result<ApiDaemon, ApiError> {
         let _entered = runtime.enter();
         command.spawn()
     };
-    let mut child = conclib_core::process::spawn_bound(spawn, |mut orphan: Child| {
+    let mut child = conclib_core::child::spawn_bound(spawn, |mut orphan: Child| {
         // The caller gave up while we were forking: leave nothing behind.
         if let Some(pid) = orphan.id() {
             // SAFETY: plain system call; the child leads its own group.

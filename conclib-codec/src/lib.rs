@@ -16,6 +16,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+mod status;
+pub use status::Status;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -331,7 +331,7 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     {
         Box::pin(async move {
             crate::ActorRef { cell: self }
-                .ask(crate::pool::Heartbeat)
+                .ask(crate::messages::Heartbeat)
                 .priority(Priority::High)
                 .timeout(timeout)
                 .await

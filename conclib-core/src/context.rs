@@ -18,6 +18,7 @@ use crate::envelope::Envelope;
 use crate::error::{SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Handler, Message, Priority};
+use crate::messages::StreamFinished;
 use crate::supervision::{SupervisionEvent, SupervisionStrategy};
 use crate::system::{ActorId, ActorSystem, SpawnBuilder};
 use crate::urn::Urn;
@@ -401,27 +402,5 @@ impl<A: Actor> Context<A> {
                 t.abort();
             }
         }
-    }
-}
-
-/// The internal message that says a stream ended; handled by calling the hook.
-pub(crate) struct StreamFinished(pub(crate) StreamId);
-
-impl Message for StreamFinished {
-    type Response = ();
-    type Error = std::convert::Infallible;
-    fn name() -> &'static str {
-        "conclib::StreamFinished"
-    }
-}
-
-impl<A: Actor> Handler<StreamFinished> for A {
-    async fn handle(
-        &mut self,
-        msg: StreamFinished,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), std::convert::Infallible> {
-        self.on_stream_finished(ctx, msg.0).await;
-        Ok(())
     }
 }

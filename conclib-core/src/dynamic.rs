@@ -8,19 +8,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, ErasedCell};
+use crate::erased_request::ErasedRequest;
 use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Message, Priority};
 use crate::remote::{ErasedMessage, RemoteMessage};
 use crate::request::{AskRequest, DeliverAsk, DeliverTell, SendOptions, TellRequest};
-use crate::request_envelope::{ErasedResult, Reply, ReplyCell, RequestEnvelope};
+use crate::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::system::ActorId;
-use crate::trace::TraceContext;
 use crate::urn::Urn;
 
 /// A ref to an actor of any type, as returned by
@@ -146,7 +144,7 @@ impl DynActorRef {
             .map(|cell| ActorRef { cell })
     }
 
-    fn unknown<E>(&self, message: &str) -> AskError<E> {
+    pub(crate) fn unknown<E>(&self, message: &str) -> AskError<E> {
         AskError::UnknownMessage {
             actor: self.cell.core().label(),
             message: message.to_owned(),
@@ -196,7 +194,7 @@ impl DynActorRef {
             .map_err(|mut req| SendError::ActorStopped(take_message::<M>(&mut req)))
     }
 
-    fn unknown_send<M>(&self, message: &str) -> SendError<M> {
+    pub(crate) fn unknown_send<M>(&self, message: &str) -> SendError<M> {
         SendError::UnknownMessage {
             actor: self.cell.core().label(),
             message: message.to_owned(),
@@ -246,20 +244,14 @@ impl DynActorRef {
         type_id: TypeId,
         msg: ErasedMessage,
     ) -> ErasedRequest<'_> {
-        ErasedRequest {
-            target: self,
-            name,
-            type_id,
-            msg,
-            timeout: self.cell.core().ask_timeout,
-            room_timeout: None,
-            priority: Priority::Normal,
-            trace: None,
-        }
+        ErasedRequest::new(self, name, type_id, msg)
     }
 
     /// Takes a place in the mailbox, waiting at most `room_timeout` (forever if `None`).
-    async fn reserve<E>(&self, room_timeout: Option<Duration>) -> Result<(), AskError<E>> {
+    pub(crate) async fn reserve<E>(
+        &self,
+        room_timeout: Option<Duration>,
+    ) -> Result<(), AskError<E>> {
         // Room now (the usual case): no timer.
         match self.cell.capacity().try_reserve() {
             Some(true) => return Ok(()),
@@ -275,284 +267,6 @@ impl DynActorRef {
             },
         };
         reserved.map_err(|_| AskError::ActorStopped)
-    }
-}
-
-/// A request whose message was decoded at run time; from [`DynActorRef::erased`].
-#[must_use = "a request does nothing until `.ask()`, `.tell()` or `.send()` is awaited"]
-pub struct ErasedRequest<'a> {
-    target: &'a DynActorRef,
-    name: &'static str,
-    type_id: TypeId,
-    msg: ErasedMessage,
-    timeout: Duration,
-    room_timeout: Option<Duration>,
-    priority: Priority,
-    trace: Option<TraceContext>,
-}
-
-impl fmt::Debug for ErasedRequest<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ErasedRequest")
-            .field("message", &self.name)
-            .field("timeout", &self.timeout)
-            .field("room_timeout", &self.room_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'a> ErasedRequest<'a> {
-    /// How long [`ask`](Self::ask) waits for the answer in all (default: the actor's ask
-    /// timeout). When it passes, the asker has given up: a request still queued is then
-    /// never handled.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Fails with [`AskError::MailboxFull`] if the mailbox has no room within `wait`
-    /// (default: wait for room as long as the timeout allows).
-    pub fn room_timeout(mut self, wait: Duration) -> Self {
-        self.room_timeout = Some(wait);
-        self
-    }
-
-    /// Sends in the given lane.
-    pub fn priority(mut self, priority: Priority) -> Self {
-        self.priority = priority;
-        self
-    }
-
-    /// Makes the request part of `trace`: the actor's `handle` span records its trace id and
-    /// span id (as `parent_span_id`).
-    pub fn trace(mut self, trace: Option<TraceContext>) -> Self {
-        self.trace = trace;
-        self
-    }
-
-    /// Asks and waits for the answer.
-    ///
-    /// # Errors
-    /// Any [`AskError`]; the handler's error stays erased.
-    pub async fn ask(self) -> ErasedResult {
-        let timeout = self.timeout;
-        let cell = self.target.cell.clone();
-        let exchange = async { self.queue().await?.answer().await };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => {
-                crate::metrics::count(cell.core(), "conclib_ask_timeouts_total");
-                Err(AskError::Timeout(timeout))
-            }
-        }
-    }
-
-    /// Queues the ask now (waiting for room as the room timeout allows) and returns its
-    /// answer, to await later: requests queued one after another enter the mailbox in that
-    /// order even when their answers are awaited concurrently. The timeout does not apply;
-    /// dropping the answer gives the ask up (it is then not started).
-    ///
-    /// # Errors
-    /// [`AskError::MailboxFull`], [`AskError::ActorStopped`], [`AskError::UnknownMessage`].
-    pub async fn queue(self) -> Result<QueuedAsk, AskError<ErasedMessage>> {
-        let (tx, rx) = oneshot::channel();
-        let (target, _) = self.push(Reply::Channel(tx), false).await?;
-        Ok(QueuedAsk {
-            target: target.clone(),
-            rx,
-        })
-    }
-
-    /// Queues the ask now, as [`queue`](Self::queue) does, and calls `on_answer` with its
-    /// result once the handler is done (or the actor stopped without handling it): no
-    /// future to await, for a caller that serves many asks at once without a task for
-    /// each (a process actor's process). `on_answer` runs on the actor's task: it must not
-    /// block. The returned handle gives the ask up.
-    ///
-    /// ```
-    /// # use conclib_core::{Actor, ActorSystem, Message, RemoteMessage};
-    /// # struct Double(u64);
-    /// # impl Message for Double { type Response = u64; type Error = std::convert::Infallible; }
-    /// # #[derive(Default)] struct Calc;
-    /// # impl Actor for Calc {
-    /// #     async fn handle_request(&mut self, req: conclib_core::RequestEnvelope, _: &mut conclib_core::Context<Self>) {
-    /// #         if let Ok((Double(n), r)) = req.extract::<Double>() { r.respond(Ok(n * 2)) }
-    /// #     }
-    /// # }
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// # let system = ActorSystem::new("doc");
-    /// # let calc = system.spawn(Calc).await.unwrap().to_dyn();
-    /// let (tx, rx) = tokio::sync::oneshot::channel();
-    /// let msg = Box::new(Double(21));
-    /// let _ask = calc
-    ///     .erased("Double", std::any::TypeId::of::<Double>(), msg)
-    ///     .queue_with(move |answer| {
-    ///         let _ = tx.send(answer.map(|r| *r.downcast::<u64>().unwrap()));
-    ///     })
-    ///     .await
-    ///     .unwrap();
-    /// assert_eq!(rx.await.unwrap().unwrap(), 42);
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// As [`queue`](Self::queue); then `on_answer` is not called.
-    pub async fn queue_with(
-        self,
-        on_answer: impl FnOnce(ErasedResult) + Send + 'static,
-    ) -> Result<AskHandle, AskError<ErasedMessage>> {
-        let target = self.target.clone();
-        let on_answer = move |answer: ErasedResult| {
-            on_answer(match answer {
-                Err(AskError::UnknownMessage { message, .. }) => Err(target.unknown(&message)),
-                answer => answer,
-            });
-        };
-        let (_, reply) = self
-            .push(Reply::Callback(Box::new(on_answer), None), false)
-            .await?;
-        Ok(AskHandle { reply })
-    }
-
-    /// Tells, and resolves once the actor has handled the message (whatever the handler
-    /// returned), so that the sender can acknowledge it only then. The timeout does not
-    /// apply: a told message is always handled once queued. The actor sees a tell
-    /// ([`RequestEnvelope::expects_response`] is false); a handler error is logged.
-    ///
-    /// # Errors
-    /// [`AskError::MailboxFull`] if there was no room within the room timeout,
-    /// [`AskError::ActorStopped`] if the actor stopped before handling it (or was killed
-    /// while handling it), [`AskError::UnknownMessage`] if it does not take this message,
-    /// [`AskError::Panicked`] if the handler panicked.
-    pub async fn tell(self) -> Result<(), AskError> {
-        let target = self.target;
-        let (tx, rx) = oneshot::channel();
-        let done = match self.push(Reply::Channel(tx), true).await {
-            Ok(_) => rx.await,
-            Err(e) => Ok(Err(e)),
-        };
-        match done {
-            Ok(Ok(_) | Err(AskError::Handler(_) | AskError::NoResponse)) => Ok(()),
-            Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
-            Ok(Err(other)) => Err(other.map_handler(|_| unreachable!("matched above"))),
-            Err(_) => Err(AskError::ActorStopped),
-        }
-    }
-
-    /// Tells without waiting for the handler: resolves once the message is queued, as
-    /// [`DynActorRef::tell_erased`] does, with this request's priority, room timeout and
-    /// trace (what a process actor's link does with a traced tell).
-    ///
-    /// # Errors
-    /// [`SendError::UnknownMessage`] if the actor does not take the message;
-    /// [`SendError::MailboxFull`] if there was no room within the room timeout (none set:
-    /// it waits); [`SendError::ActorStopped`] if the actor stopped. Both give the message
-    /// back.
-    pub async fn send(self) -> Result<(), SendError<ErasedMessage>> {
-        let (target, req) = self.admit(None).await?;
-        let priority = req.priority();
-        target
-            .cell
-            .push_request(req, priority)
-            .map_err(|mut req| SendError::ActorStopped(req.message.take().expect("not taken")))
-    }
-
-    /// What `send` and `push` share: the actor takes the message and has room for it (as the
-    /// room timeout allows). The envelope to push, or why not (with the message).
-    async fn admit(
-        self,
-        reply: Option<Reply>,
-    ) -> Result<(&'a DynActorRef, RequestEnvelope), SendError<ErasedMessage>> {
-        let ErasedRequest {
-            target,
-            name,
-            type_id,
-            msg,
-            room_timeout,
-            priority,
-            trace,
-            ..
-        } = self;
-        if !target.cell.accepts(type_id) {
-            return Err(target.unknown_send(name));
-        }
-        match target.reserve::<()>(room_timeout).await {
-            Ok(()) => {}
-            Err(AskError::MailboxFull) => return Err(SendError::MailboxFull(msg)),
-            Err(_) => return Err(SendError::ActorStopped(msg)),
-        }
-        let mut req = RequestEnvelope::new(name, type_id, msg, reply, priority);
-        req.trace = trace;
-        Ok((target, req))
-    }
-
-    /// Takes a place (as the room timeout allows) and queues the request; `reply` gets its
-    /// answer (for an acknowledged tell: that it was handled).
-    async fn push(
-        self,
-        reply: Reply,
-        acked_tell: bool,
-    ) -> Result<(&'a DynActorRef, Arc<ReplyCell>), AskError<ErasedMessage>> {
-        let (target, mut req) = self.admit(Some(reply)).await.map_err(|e| match e {
-            SendError::UnknownMessage { actor, message } => {
-                AskError::UnknownMessage { actor, message }
-            }
-            SendError::MailboxFull(_) => AskError::MailboxFull,
-            SendError::ActorStopped(_) => AskError::ActorStopped,
-        })?;
-        let priority = req.priority();
-        let cell = req.reply_cell().expect("a request with a reply");
-        req.acked_tell = acked_tell;
-        if target.cell.push_request(req, priority).is_err() {
-            // The envelope comes back unqueued: its reply must not hear of it (the caller
-            // learns it from this error).
-            cell.give_up();
-            return Err(AskError::ActorStopped);
-        }
-        Ok((target, cell))
-    }
-}
-
-/// An ask queued with [`ErasedRequest::queue_with`], whose answer goes to the function given
-/// there; [`give_up`](Self::give_up) takes it back.
-pub struct AskHandle {
-    reply: Arc<ReplyCell>,
-}
-
-impl AskHandle {
-    /// Gives the ask up: its function is dropped without being called, and the actor does
-    /// not start the request if it has not yet. Nothing happens once it was answered.
-    pub fn give_up(&self) {
-        self.reply.give_up();
-    }
-}
-
-impl fmt::Debug for AskHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AskHandle").finish_non_exhaustive()
-    }
-}
-
-/// An ask already in the actor's mailbox; from [`ErasedRequest::queue`]. Its
-/// [`answer`](Self::answer) resolves when the handler is done.
-#[derive(Debug)]
-#[must_use = "dropping a queued ask gives it up"]
-pub struct QueuedAsk {
-    target: DynActorRef,
-    rx: oneshot::Receiver<ErasedResult>,
-}
-
-impl QueuedAsk {
-    /// Waits for the handler's answer.
-    ///
-    /// # Errors
-    /// Any [`AskError`] but `Timeout`; the handler's error stays erased.
-    pub async fn answer(self) -> ErasedResult {
-        match self.rx.await {
-            Ok(Err(AskError::UnknownMessage { message, .. })) => Err(self.target.unknown(&message)),
-            Ok(result) => result,
-            Err(_) => Err(AskError::ActorStopped),
-        }
     }
 }
 

@@ -6,19 +6,35 @@ use std::time::Duration;
 
 use crate::urn::{Urn, UrnError};
 
-/// Why an ask did not produce the handler's response: the same type from a local ref, a
-/// dynamic ref, a pool and a process actor's ref.
+/// Why an ask did not produce the handler's response: the same type from every kind of ref
+/// (local, dynamic, pool, process actor, and an actor asked by URN through Redis).
 ///
 /// `E` is the message's own error type ([`Message::Error`](crate::Message::Error)): a handler
 /// that returns `Err(e)` reaches the asker as [`AskError::Handler`]`(e)`. Some variants only
 /// a ref that crosses processes can report ([`UnknownUrn`](Self::UnknownUrn),
-/// [`Exited`](Self::Exited), [`Codec`](Self::Codec)); more may come with new kinds of ref,
-/// so a `match` ends with a `_` arm.
+/// [`Exited`](Self::Exited), [`Codec`](Self::Codec), [`TooLarge`](Self::TooLarge),
+/// [`Unavailable`](Self::Unavailable), [`Transport`](Self::Transport)); more may come with
+/// new kinds of ref, so a `match` ends with a `_` arm.
+///
+/// ```
+/// use conclib_core::AskError;
+///
+/// fn http_status<E>(error: &AskError<E>) -> u16 {
+///     match error {
+///         AskError::Handler(_) => 422,
+///         AskError::Timeout(_) => 504,
+///         AskError::MailboxFull | AskError::Unavailable(_) => 503,
+///         AskError::UnknownUrn { .. } => 404,
+///         _ => 500,
+///     }
+/// }
+/// assert_eq!(http_status(&AskError::<String>::MailboxFull), 503);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AskError<E = Infallible> {
     /// The handler returned this error. The actor goes on.
-    #[error("the handler returned an error: {0}")]
+    #[error("the handler returned an error: {0:?}")]
     Handler(E),
     /// The handler panicked; the message is the panic's payload.
     #[error("the handler panicked: {0}")]
@@ -58,6 +74,19 @@ pub enum AskError<E = Infallible> {
     /// link's frame limit) on its way between processes.
     #[error("codec error: {0}")]
     Codec(String),
+    /// The message or its answer is larger than the transport's limit (the Redis proxy's
+    /// `max_payload`).
+    #[error("payload too large: {0}")]
+    TooLarge(String),
+    /// The transport between asker and actor could not be reached, or was lost while waiting
+    /// (Redis, for an ask by URN). Like a timeout, an ask that fails this way after its
+    /// request was written may still be handled.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The transport failed otherwise: the proxy rejected the request, Redis answered an
+    /// error, a reply broke the protocol, or the client was closed. The text says which.
+    #[error("transport error: {0}")]
+    Transport(String),
 }
 
 /// How the process of a process actor ended: in [`AskError::Exited`], and what its ref's
@@ -99,6 +128,9 @@ impl<E> AskError<E> {
             AskError::UnknownUrn { urn } => AskError::UnknownUrn { urn },
             AskError::Exited(exit) => AskError::Exited(exit),
             AskError::Codec(e) => AskError::Codec(e),
+            AskError::TooLarge(e) => AskError::TooLarge(e),
+            AskError::Unavailable(e) => AskError::Unavailable(e),
+            AskError::Transport(e) => AskError::Transport(e),
             AskError::UnknownMessage { actor, message } => {
                 AskError::UnknownMessage { actor, message }
             }

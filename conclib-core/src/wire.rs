@@ -115,7 +115,7 @@ pub trait RemoteHandler<M: Message>: Handler<M> {}
     message = "`{Self}` cannot be asked from another process: its handler error cannot be decoded",
     label = "its error type is not known to be decodable",
     note = "declare `{Self}` with `#[message(...)]` (an error type that implements `serde::Deserialize`), \\
-            or implement `conclib::MessageDecl` for it: `type WireError = <its error>;` (`conclib::NoError` when it cannot fail)"
+            or implement `conclib::remote::MessageDecl` for it: `type WireError = <its error>;` (`conclib::remote::NoError` when it cannot fail)"
 )]
 pub trait RemoteReply: Message {
     /// What is decoded from the wire.

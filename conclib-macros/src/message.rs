@@ -236,7 +236,7 @@ pub fn generate(model: &Model) -> TokenStream {
 
     quote! {
         #[automatically_derived]
-        impl #impl_generics #krate::Message for #ident #type_generics #where_clause {
+        impl #impl_generics #krate::__private::Message for #ident #type_generics #where_clause {
             #response_item
             #error_item
             #[inline]

@@ -84,7 +84,7 @@
 //!   initial state) within a restart limit, behind the same ref. An address-space limit
 //!   ([`ProcessBuilder::memory_limit`]) makes a process that eats memory abort alone. A child
 //!   never outlives the parent: it is bound to the parent's life (`PR_SET_PDEATHSIG`, see
-//!   `conclib_core::process`), and exits on its own when the link closes. Children are
+//!   `conclib_core::child`), and exits on its own when the link closes. Children are
 //!   reaped: no zombie is left. Asks and tells sent once a death is seen, while the restart
 //!   policy may still replace the process, wait for the new process (at most its start
 //!   timeout) and reach it in order; [`ProcessRef::try_tell`] does not wait and fails

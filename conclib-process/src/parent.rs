@@ -365,7 +365,7 @@ async fn launch(
         format!("{},{}", child_end.as_raw_fd(), child_control.as_raw_fd()),
     );
     command.env(THREADS_VAR, spec.threads.to_string());
-    conclib_core::process::bind_to_parent(&mut command, false);
+    conclib_core::child::bind_to_parent(&mut command, false);
     if spec.output == ChildOutput::Tracing {
         command
             .stdout(std::process::Stdio::piped())
@@ -387,7 +387,7 @@ async fn launch(
             });
         }
     }
-    let child = conclib_core::process::spawn_bound(
+    let child = conclib_core::child::spawn_bound(
         move || command.spawn(),
         |mut orphan| {
             let _ = orphan.kill();

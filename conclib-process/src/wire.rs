@@ -128,20 +128,23 @@ pub(crate) enum Frame<'a> {
     },
 }
 
-/// Reply statuses (the Redis proxy's numbers, where they exist).
+/// Reply statuses: the numbers of the one [`Status`](conclib_codec::Status) enum both wires
+/// use, as the bytes the link's frames carry.
 pub(crate) mod status {
-    pub(crate) const OK: u8 = 0;
-    pub(crate) const HANDLER_ERROR: u8 = 1;
-    pub(crate) const UNKNOWN_URN: u8 = 2;
-    pub(crate) const UNKNOWN_MESSAGE: u8 = 3;
-    pub(crate) const PANICKED: u8 = 4;
-    pub(crate) const ACTOR_STOPPED: u8 = 6;
-    pub(crate) const NO_RESPONSE: u8 = 7;
-    pub(crate) const CODEC_ERROR: u8 = 9;
-    pub(crate) const MAILBOX_FULL: u8 = 12;
+    use conclib_codec::Status;
+
+    pub(crate) const OK: u8 = Status::Ok as u8;
+    pub(crate) const HANDLER_ERROR: u8 = Status::HandlerError as u8;
+    pub(crate) const UNKNOWN_URN: u8 = Status::UnknownUrn as u8;
+    pub(crate) const UNKNOWN_MESSAGE: u8 = Status::UnknownMessage as u8;
+    pub(crate) const PANICKED: u8 = Status::Panicked as u8;
+    pub(crate) const ACTOR_STOPPED: u8 = Status::ActorStopped as u8;
+    pub(crate) const NO_RESPONSE: u8 = Status::NoResponse as u8;
+    pub(crate) const CODEC_ERROR: u8 = Status::CodecError as u8;
+    pub(crate) const MAILBOX_FULL: u8 = Status::MailboxFull as u8;
     /// The answer to a heartbeat request (`conclib::Heartbeat`): the actor is responsive.
     /// Not counted as an answer in the actor's statistics.
-    pub(crate) const ALIVE: u8 = 100;
+    pub(crate) const ALIVE: u8 = Status::Alive as u8;
 }
 
 /// A `trace` field: the traceparent behind a u8 length (0: none).

@@ -11,7 +11,11 @@ use std::time::Duration;
 use common::*;
 use conclib::{ActorSystem, AskError, PanicPolicy, Priority, Routing, StopReason};
 use conclib_process::{ProcessPool, ProcessRef, ProcessSpawnError, Registry, SpawnProcess};
-use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, RedisDaemon, start_proxy, start_redis};
+use conclib_redis::{ProxyClient, ProxyConfig, RedisDaemon, start_proxy, start_redis};
+use conclib_testkit::eventually;
+
+/// How long a test waits for a state it can only poll.
+const TEN_SECONDS: Duration = Duration::from_secs(10);
 
 fn main() {
     child_tracing();
@@ -103,7 +107,7 @@ async fn stopped_while_restarting() {
         worker.tell(Exit(3)).await.unwrap();
         // Now its successor is being started (on a busy machine the poll may only see it
         // started: then the stop reaches it directly).
-        eventually("the death to be seen", || {
+        eventually(TEN_SECONDS, "the death to be seen", || async {
             !worker.is_alive() || worker.restarts() > 0
         })
         .await;
@@ -175,7 +179,7 @@ async fn process_member_bound() {
         .pool(|| conclib_process::build(Worker { total: 0 }).into_actor())
         .size(1)
         .member_mailbox(conclib::MailboxConfig::Bounded(4))
-        .when_full(conclib::WhenFull::Reject)
+        .when_full(conclib::pool::WhenFull::Reject)
         .spawn()
         .await
         .unwrap();
@@ -206,18 +210,6 @@ async fn process_member_bound() {
     assert_eq!(pool_ref.ask(Add(1)).await, Ok(1));
     pool.kill();
     pool.wait_for_stop().await;
-}
-
-/// Waits (at most 10 s) for `cond`, checking every 5 ms: for states seen only by polling.
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Requests sent to the process actor with this pid and not answered yet, from the
@@ -341,7 +333,7 @@ async fn dies_under_dyn_ask() {
         let found = found.clone();
         async move { found.ask(SleepMs(30_000)).await }
     });
-    eventually("the slow ask to reach the process", || {
+    eventually(TEN_SECONDS, "the slow ask to reach the process", || async {
         pending(&system, pid) == 1
     })
     .await;
@@ -379,7 +371,7 @@ async fn stop_and_kill_by_urn() {
         let found = found.clone();
         async move { found.ask(SleepMs(200)).await }
     });
-    eventually("the ask to reach the process", || {
+    eventually(TEN_SECONDS, "the ask to reach the process", || async {
         pending(&system, pid) == 1
     })
     .await;
@@ -468,7 +460,7 @@ async fn given_up_through_dyn() {
         let found = found.clone();
         async move { found.ask(SleepMs(1_500)).await }
     });
-    eventually("the sleep to reach the process", || {
+    eventually(TEN_SECONDS, "the sleep to reach the process", || async {
         pending(&system, worker.pid()) == 1
     })
     .await;
@@ -514,17 +506,17 @@ async fn through_redis() {
     assert_eq!(client.ask("remote-worker", Add(2)).await.unwrap(), 2);
     let refused = client.ask("remote-worker", Take(5)).await;
     assert!(
-        matches!(&refused, Err(ProxyError::Handler(e)) if e == "only 2 left"),
+        matches!(&refused, Err(AskError::Handler(e)) if e == "only 2 left"),
         "{refused:?}"
     );
     let panicked = client.ask("remote-worker", Boom).await;
     assert!(
-        matches!(&panicked, Err(ProxyError::Panicked(p)) if p.contains("boom in the child")),
+        matches!(&panicked, Err(AskError::Panicked(p)) if p.contains("boom in the child")),
         "{panicked:?}"
     );
     // The panic stopped the actor (the default policy) and so ended its process: it is
     // restarted, with the actor's initial state.
-    eventually("the restart after the panic", || {
+    eventually(TEN_SECONDS, "the restart after the panic", || async {
         worker.restarts() == 1 && worker.is_alive()
     })
     .await;
@@ -541,17 +533,17 @@ async fn through_redis() {
         let client = client.clone();
         async move { client.ask("remote-worker", SleepMs(30_000)).await }
     });
-    eventually("the slow ask to reach the process", || {
+    eventually(TEN_SECONDS, "the slow ask to reach the process", || async {
         pending(&system, first) == 1
     })
     .await;
     sigkill(first);
     let lost = slow.await.unwrap();
     assert!(
-        matches!(&lost, Err(ProxyError::Panicked(why)) if why.contains("signal 9")),
+        matches!(&lost, Err(AskError::Panicked(why)) if why.contains("signal 9")),
         "{lost:?}"
     );
-    eventually("the restart", || {
+    eventually(TEN_SECONDS, "the restart", || async {
         worker.restarts() == 2 && worker.is_alive()
     })
     .await;
@@ -609,7 +601,10 @@ async fn pool_of_processes() {
     // A member's process SIGKILLed: the member ends, and the pool replaces it with a fresh
     // process.
     sigkill(before[0]);
-    eventually("the replacement", || pool.stats().replaced == 1).await;
+    eventually(TEN_SECONDS, "the replacement", || async {
+        pool.stats().replaced == 1
+    })
+    .await;
     let after = pids(&pool).await;
     assert_eq!(after.len(), 2);
     assert!(!after.contains(&before[0]), "{after:?}");
@@ -628,16 +623,21 @@ async fn pool_of_processes() {
     for ask in asks {
         ask.await.unwrap().unwrap();
     }
-    eventually("the removed members' processes to end", || {
-        grown.iter().filter(|&&p| alive(p)).count() == 1
-    })
+    eventually(
+        TEN_SECONDS,
+        "the removed members' processes to end",
+        || async { grown.iter().filter(|&&p| alive(p)).count() == 1 },
+    )
     .await;
     client.shutdown().await;
     proxy.shutdown().await.unwrap();
     let last = pids(&pool).await;
     pool.stop();
     pool.wait_for_stop().await;
-    eventually("the last member's process to end", || !alive(last[0])).await;
+    eventually(TEN_SECONDS, "the last member's process to end", || async {
+        !alive(last[0])
+    })
+    .await;
 
     // Least-loaded: a member's asks in flight count as its load (its local actor hands
     // them on at once, so its mailbox says nothing).
@@ -653,7 +653,7 @@ async fn pool_of_processes() {
         let pool_ref = pool_ref.clone();
         async move { pool_ref.ask(SleepMs(30_000)).await }
     });
-    eventually("the slow ask in flight", || {
+    eventually(TEN_SECONDS, "the slow ask in flight", || async {
         pool.stats()
             .members
             .iter()
@@ -691,13 +691,15 @@ async fn pool_of_processes() {
         .unwrap();
     let before = pids(&pool).await;
     ProcessPool::new(pool.clone()).tell(Spin).await.unwrap();
-    eventually("the stuck member's replacement", || {
+    eventually(TEN_SECONDS, "the stuck member's replacement", || async {
         pool.stats().replaced == 1
     })
     .await;
-    eventually("the stuck member's process to be killed", || {
-        before.iter().any(|&p| !alive(p))
-    })
+    eventually(
+        TEN_SECONDS,
+        "the stuck member's process to be killed",
+        || async { before.iter().any(|&p| !alive(p)) },
+    )
     .await;
     let stuck: Vec<u32> = before.iter().copied().filter(|&p| !alive(p)).collect();
     assert_eq!(stuck.len(), 1, "{before:?}");
@@ -712,8 +714,8 @@ async fn pool_of_processes() {
 struct TraceProbe;
 
 impl conclib::Actor for TraceProbe {
-    const REMOTE: &'static [conclib::RemoteMessage] =
-        &[conclib::RemoteMessage::of_infallible::<SeenTrace>()];
+    const REMOTE: &'static [conclib::remote::RemoteMessage] =
+        &[conclib::remote::RemoteMessage::of_infallible::<SeenTrace>()];
     async fn handle_request(
         &mut self,
         req: conclib::RequestEnvelope,

@@ -347,7 +347,7 @@ async fn in_snapshot() {
     assert_ne!(listed.pid, Some(std::process::id()));
     assert_eq!((listed.handled, listed.errors, listed.panics), (2, 1, 0));
     assert_eq!(listed.mailbox_len, 0);
-    assert_eq!(listed.state, conclib::ActorState::Running);
+    assert_eq!(listed.state, conclib::snapshot::ActorState::Running);
     // Once it has ended for good, it leaves the snapshot.
     worker.kill();
     tokio::time::timeout(Duration::from_secs(20), worker.wait_for_stop())

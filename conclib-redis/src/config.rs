@@ -81,7 +81,7 @@ pub struct ProxyConfig {
     /// Default 16.
     pub group_in_flight: usize,
     /// How long a request waits for room in its actor's full mailbox before the proxy
-    /// refuses it: an ask is answered [`ProxyError::MailboxFull`](crate::ProxyError::MailboxFull)
+    /// refuses it: an ask is answered [`AskError::MailboxFull`](conclib_core::AskError::MailboxFull)
     /// (status 12) at once instead of running into its timeout (a web server turns that into
     /// a 503), a tell is dropped with a warning. Default 100 ms.
     pub full_mailbox_wait: Duration,

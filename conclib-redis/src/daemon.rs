@@ -292,13 +292,13 @@ async fn start_once(
     if let Some(pw) = &password {
         command.arg("--requirepass").arg(pw);
     }
-    conclib_core::process::bind_to_parent(&mut command, false);
+    conclib_core::child::bind_to_parent(&mut command, false);
     let spawn = move || command.spawn();
     let abandoned = |mut orphan: Child| {
         let _ = orphan.kill();
         let _ = orphan.wait();
     };
-    let spawned = conclib_core::process::spawn_bound(spawn, abandoned).await;
+    let spawned = conclib_core::child::spawn_bound(spawn, abandoned).await;
     let child = spawned.map_err(|source| DaemonError::Spawn {
         binary: binary.to_owned(),
         source,

@@ -4,11 +4,15 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Why a remote ask or tell did not produce the handler's response.
+use conclib_core::AskError;
+
+/// Why connecting a [`ProxyClient`](crate::ProxyClient) or resolving a URN failed, and the
+/// client's own account of a failed ask or tell.
 ///
-/// `E` is the message's own error type (`Message::Error`): a handler returning `Err(e)` reaches
-/// the client as [`ProxyError::Handler`]`(e)`, decoded from the wire. Every other variant is
-/// one distinct failure of the path between client and actor.
+/// Asks and tells themselves answer the core's [`AskError`], as every other kind of ref
+/// does (converted with `From`, below): `E` is the message's own error type, and a handler
+/// returning `Err(e)` reaches the client as [`AskError::Handler`]`(e)`, decoded from the wire.
+/// Every other variant is one distinct failure of the path between client and actor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProxyError<E = Infallible> {
@@ -124,6 +128,43 @@ impl ProxyError<Infallible> {
     pub fn widen<E>(self) -> ProxyError<E> {
         self.map_handler(|never| match never {})
     }
+}
+
+/// An ask or tell through the proxy answers the core's [`AskError`], like every other kind of
+/// ref: what only this transport reports keeps its own variant where the core has one
+/// ([`UnknownUrn`](AskError::UnknownUrn), [`Codec`](AskError::Codec),
+/// [`TooLarge`](AskError::TooLarge), [`Unavailable`](AskError::Unavailable)); the proxy's
+/// rejections, Redis errors, protocol breaches, an unusable configuration and a closed client
+/// become [`AskError::Transport`] with this error's text.
+impl<E> From<ProxyError<E>> for AskError<E> {
+    fn from(error: ProxyError<E>) -> Self {
+        match error {
+            ProxyError::Handler(e) => AskError::Handler(e),
+            ProxyError::UnknownUrn { urn } => AskError::UnknownUrn { urn },
+            ProxyError::UnknownMessage { urn, message } => AskError::UnknownMessage {
+                actor: urn,
+                message,
+            },
+            ProxyError::Panicked(p) => AskError::Panicked(p),
+            ProxyError::Timeout(d) => AskError::Timeout(d),
+            ProxyError::ActorStopped { .. } => AskError::ActorStopped,
+            ProxyError::NoResponse { .. } => AskError::NoResponse,
+            ProxyError::MailboxFull { .. } => AskError::MailboxFull,
+            ProxyError::Codec(m) => AskError::Codec(m),
+            ProxyError::TooLarge(m) => AskError::TooLarge(m),
+            ProxyError::Unavailable(m) => AskError::Unavailable(m),
+            ProxyError::BadRequest(m) => transport(ProxyError::BadRequest(m)),
+            ProxyError::Redis(m) => transport(ProxyError::Redis(m)),
+            ProxyError::Protocol(m) => transport(ProxyError::Protocol(m)),
+            ProxyError::Config(m) => transport(ProxyError::Config(m)),
+            ProxyError::Closed => transport(ProxyError::Closed),
+        }
+    }
+}
+
+/// [`AskError::Transport`] with the text of a proxy error that holds no handler error.
+fn transport<E>(error: ProxyError) -> AskError<E> {
+    AskError::Transport(error.to_string())
 }
 
 /// Classifies a fred error: connection trouble is [`ProxyError::Unavailable`], anything Redis
@@ -253,4 +294,81 @@ pub struct ConfigError {
     pub var: &'static str,
     /// What is wrong with it.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ask_through_redis_answers_the_cores_ask_error() {
+        let cases: Vec<(ProxyError<String>, AskError<String>)> = vec![
+            (
+                ProxyError::Handler("no".into()),
+                AskError::Handler("no".into()),
+            ),
+            (
+                ProxyError::UnknownUrn { urn: "u".into() },
+                AskError::UnknownUrn { urn: "u".into() },
+            ),
+            (
+                ProxyError::UnknownMessage {
+                    urn: "u".into(),
+                    message: "m".into(),
+                },
+                AskError::UnknownMessage {
+                    actor: "u".into(),
+                    message: "m".into(),
+                },
+            ),
+            (
+                ProxyError::ActorStopped { urn: "u".into() },
+                AskError::ActorStopped,
+            ),
+            (
+                ProxyError::MailboxFull { urn: "u".into() },
+                AskError::MailboxFull,
+            ),
+            (
+                ProxyError::Timeout(Duration::from_secs(1)),
+                AskError::Timeout(Duration::from_secs(1)),
+            ),
+            (
+                ProxyError::TooLarge("big".into()),
+                AskError::TooLarge("big".into()),
+            ),
+            (
+                ProxyError::Unavailable("down".into()),
+                AskError::Unavailable("down".into()),
+            ),
+            (
+                ProxyError::BadRequest("v9".into()),
+                AskError::Transport("the proxy rejected the request: v9".into()),
+            ),
+            (
+                ProxyError::Redis("NOPERM".into()),
+                AskError::Transport("Redis error: NOPERM".into()),
+            ),
+            (
+                ProxyError::Closed,
+                AskError::Transport("the client is closed".into()),
+            ),
+        ];
+        for (proxy, ask) in cases {
+            assert_eq!(AskError::from(proxy), ask);
+        }
+    }
+
+    #[test]
+    fn an_ask_error_displays_for_any_handler_error() {
+        #[derive(Debug)]
+        struct OnlyDebug;
+        let error: AskError<OnlyDebug> = AskError::Handler(OnlyDebug);
+        assert_eq!(
+            error.to_string(),
+            "the handler returned an error: OnlyDebug"
+        );
+        let boxed: Box<dyn std::error::Error> = Box::new(AskError::<String>::MailboxFull);
+        assert_eq!(boxed.to_string(), "the mailbox is full");
+    }
 }

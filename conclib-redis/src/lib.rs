@@ -5,7 +5,8 @@
 //! - [`start_proxy`] serves an [`ActorSystem`](conclib_core::ActorSystem)'s exposed actors
 //!   (those listing messages in [`Actor::REMOTE`](conclib_core::Actor::REMOTE)).
 //! - [`ProxyClient`] asks ([`ProxyClient::ask`]) and tells ([`ProxyClient::tell`]) them from
-//!   anywhere that reaches the same Redis, with per-call timeouts and [`ProxyError`].
+//!   anywhere that reaches the same Redis, with per-call timeouts and the core's
+//!   [`AskError`](conclib_core::AskError), as from every other kind of ref.
 //! - [`start_redis`] runs a private `redis-server` child, for tests and single-host setups.
 //! - [`ProxyConfig`] holds the URL (password, ACL user, `rediss://` with the `tls` feature and
 //!   optionally a private CA in [`tls_ca_file`](ProxyConfig::tls_ca_file),
@@ -14,7 +15,8 @@
 //!
 //! ```no_run
 //! use conclib_core::{Actor, ActorSystem, Context, Message, RemoteMessage, RequestEnvelope};
-//! use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, start_proxy, start_redis};
+//! use conclib_core::AskError;
+//! use conclib_redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Serialize, Deserialize)]
@@ -48,8 +50,8 @@
 //! // Any other process.
 //! let client = ProxyClient::connect(&config).await?;
 //! assert_eq!(client.ask("counter", Add(2)).await?, 2);
-//! assert_eq!(client.ask("counter", Add(u64::MAX)).await, Err(ProxyError::Handler("overflow".into())));
-//! assert!(matches!(client.ask("nobody", Add(1)).await, Err(ProxyError::UnknownUrn { .. })));
+//! assert_eq!(client.ask("counter", Add(u64::MAX)).await, Err(AskError::Handler("overflow".into())));
+//! assert!(matches!(client.ask("nobody", Add(1)).await, Err(AskError::UnknownUrn { .. })));
 //!
 //! proxy.shutdown().await?;
 //! # Ok(()) }
@@ -61,7 +63,9 @@
 //! SIGSTOP).
 //! - **Typed errors.** Unknown URN (answered at once), message not exposed, the handler's
 //!   own error (decoded to `M::Error`), panic, timeout, actor stopped, mailbox full, codec
-//!   error, payload too large, Redis unavailable: each is its own [`ProxyError`] variant.
+//!   error, payload too large, Redis unavailable: each is its own
+//!   [`AskError`](conclib_core::AskError) variant (the proxy's rejections, Redis errors and
+//!   protocol breaches are `AskError::Transport`).
 //! - **Deadlines.** Every request carries one, counted from when Redis took it (its entry
 //!   id; an id a client chose in the future does not count: the proxy's reading time stands
 //!   in). The proxy drops a request whose deadline passed without handling it, and bounds
@@ -69,7 +73,7 @@
 //!   deadline is never started (nobody waits for it).
 //! - **Overload.** A request waits at most [`full_mailbox_wait`](ProxyConfig::full_mailbox_wait)
 //!   (100 ms) for room in a full mailbox; then an ask is answered
-//!   [`ProxyError::MailboxFull`] at once (a web server answers 503) and a tell is dropped
+//!   `AskError::MailboxFull` at once (a web server answers 503) and a tell is dropped
 //!   with a warning.
 //! - **At least once across crashes, for asks and tells.** A request stays in its Redis
 //!   stream until the proxy has answered it (an ask) or its handler has finished (a tell),
@@ -91,7 +95,7 @@
 //!   expires; ownership keys are leases; a dropped [`ProxyClient`] closes its connections at
 //!   once.
 //! - **Reconnects.** Proxy and client reconnect by themselves after Redis restarts. While
-//!   the client knows Redis is down, an ask or tell fails [`ProxyError::Unavailable`] at once
+//!   the client knows Redis is down, an ask or tell fails `AskError::Unavailable` at once
 //!   (nothing is written later). An ask whose request Redis took and then lost in a restart
 //!   fails `Unavailable` as soon as the client has reconnected and seen the new Redis (a new
 //!   `run_id` in `INFO`), not at its deadline: the client takes a Redis to have started

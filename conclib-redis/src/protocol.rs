@@ -1,8 +1,6 @@
 //! The wire protocol: key names, request fields, reply frames, status codes and the Lua
 //! scripts. The crate docs describe it for implementers of other clients.
 
-use std::fmt;
-
 /// Protocol version carried in each request's `v` field.
 pub const PROTOCOL_VERSION: &str = "1";
 
@@ -117,88 +115,9 @@ impl Keys {
     }
 }
 
-/// The status byte of a reply frame: what the payload after it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Status {
-    /// The handler's response, encoded with the request's codec.
-    Ok = 0,
-    /// The handler's error (`Message::Error`), encoded with the request's codec.
-    HandlerError = 1,
-    /// No actor with this URN lives in the serving system. UTF-8 detail.
-    UnknownUrn = 2,
-    /// The actor does not expose or does not handle this message. UTF-8 detail.
-    UnknownMessage = 3,
-    /// The handler panicked. UTF-8 panic message.
-    Panicked = 4,
-    /// The actor did not answer before the request's deadline. UTF-8 detail.
-    Timeout = 5,
-    /// The actor stopped before answering. UTF-8 detail.
-    ActorStopped = 6,
-    /// The actor dropped the request without answering. UTF-8 detail.
-    NoResponse = 7,
-    /// The request was malformed (missing field, bad version, unknown codec). UTF-8 detail.
-    BadRequest = 8,
-    /// The body could not be decoded as the message, or the answer could not be encoded. UTF-8 detail.
-    CodecError = 9,
-    /// This system does not serve the URN (another one owns it). Resolve the URN again. UTF-8 detail.
-    NotOwner = 10,
-    /// The body or the encoded answer exceeds the proxy's size limit. UTF-8 detail.
-    TooLarge = 11,
-    /// The actor's mailbox was full. UTF-8 detail.
-    MailboxFull = 12,
-}
-
-impl Status {
-    /// Its name in snake case (`ok`, `handler_error`, ...): the `status` label of metrics.
-    #[must_use]
-    pub fn label(self) -> &'static str {
-        use Status::*;
-        match self {
-            Ok => "ok",
-            HandlerError => "handler_error",
-            UnknownUrn => "unknown_urn",
-            UnknownMessage => "unknown_message",
-            Panicked => "panicked",
-            Timeout => "timeout",
-            ActorStopped => "actor_stopped",
-            NoResponse => "no_response",
-            BadRequest => "bad_request",
-            CodecError => "codec_error",
-            NotOwner => "not_owner",
-            TooLarge => "too_large",
-            MailboxFull => "mailbox_full",
-        }
-    }
-
-    /// The status with this byte.
-    #[must_use]
-    pub fn from_byte(b: u8) -> Option<Status> {
-        use Status::*;
-        Some(match b {
-            0 => Ok,
-            1 => HandlerError,
-            2 => UnknownUrn,
-            3 => UnknownMessage,
-            4 => Panicked,
-            5 => Timeout,
-            6 => ActorStopped,
-            7 => NoResponse,
-            8 => BadRequest,
-            9 => CodecError,
-            10 => NotOwner,
-            11 => TooLarge,
-            12 => MailboxFull,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+/// The status byte of a reply frame: one enum for both wires (the Redis protocol and the
+/// process actors' link), defined in `conclib-codec`.
+pub use conclib_codec::Status;
 
 /// Length of a reply frame's header: request id (8 bytes, big-endian) and status (1 byte).
 pub const REPLY_HEADER_LEN: usize = 9;

@@ -4,6 +4,7 @@ mod common;
 
 use common::actors::*;
 use conclib_core::ActorSystem;
+use conclib_core::AskError;
 use conclib_redis::{
     ProxyClient, ProxyConfig, SnapshotReader, client_acl, proxy_acl, start_proxy, start_redis,
     viewer_acl,
@@ -57,7 +58,7 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
     assert_eq!(client.ask("c", History).await, Ok(vec![3]));
     assert_eq!(
         client.ask("nobody", Add(1)).await,
-        Err(conclib_redis::ProxyError::UnknownUrn {
+        Err(AskError::UnknownUrn {
             urn: "nobody".into()
         })
     );

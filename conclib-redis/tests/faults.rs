@@ -6,6 +6,8 @@
 mod common;
 mod peer;
 
+use conclib_core::AskError;
+use conclib_macros::message;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::process::Stdio;
@@ -14,10 +16,8 @@ use std::time::{Duration, Instant};
 
 use common::actors::*;
 use common::{config, eventually};
-use conclib_core::{
-    Actor, ActorSystem, Context, MailboxConfig, Message, RemoteMessage, RequestEnvelope,
-};
-use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, start_proxy};
+use conclib_core::{Actor, ActorSystem, Context, MailboxConfig, RemoteMessage, RequestEnvelope};
+use conclib_redis::{ProxyClient, ProxyConfig, start_proxy};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -149,7 +149,7 @@ async fn accepted_tells_survive_a_sigkill_of_the_serving_process() {
         client.tell("notes", Note(i)).await.unwrap();
     }
     // Every tell is in Redis now; kill the server while it is part way through them.
-    eventually(20, "some notes handled", || {
+    eventually(Duration::from_secs(20), "some notes handled", || {
         let path = path.clone();
         async move { notes(&path).len() >= 100 }
     })
@@ -163,10 +163,14 @@ async fn accepted_tells_survive_a_sigkill_of_the_serving_process() {
 
     // The next process of the same system handles what the dead one had not finished.
     let peer = Peer::serve(&config, "svc", &["notes"], &path, 2_000).await;
-    eventually(30, "every accepted tell handled", || {
-        let path = path.clone();
-        async move { notes(&path).len() as u64 == TOTAL }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every accepted tell handled",
+        || {
+            let path = path.clone();
+            async move { notes(&path).len() as u64 == TOTAL }
+        },
+    )
     .await;
     let seen = notes(&path);
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
@@ -229,10 +233,14 @@ async fn a_tell_in_the_wrong_stream_is_forwarded_to_the_urns_holder() {
     .await;
     assert!(added.is_ok_and(|id| !id.is_null()));
     let holder_dyn = holder.to_dyn();
-    eventually(10, "the holder to handle the forwarded tell", || {
-        let holder = holder_dyn.clone();
-        async move { holder.ask(Get).await == Ok(1) }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the holder to handle the forwarded tell",
+        || {
+            let holder = holder_dyn.clone();
+            async move { holder.ask(Get).await == Ok(1) }
+        },
+    )
     .await;
     assert_eq!(loser.to_dyn().ask(Get).await, Ok(0));
     p2.shutdown().await.unwrap();
@@ -262,10 +270,14 @@ async fn a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over() {
     for i in 0..20 {
         stale.tell("dup", Note(i)).await.unwrap();
     }
-    eventually(10, "the old owner handled the first tells", || {
-        let path = old_notes.clone();
-        async move { notes(&path).len() == 20 }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the old owner handled the first tells",
+        || {
+            let path = old_notes.clone();
+            async move { notes(&path).len() == 20 }
+        },
+    )
     .await;
 
     // A second system wants the URN; it gets it only once the old owner's lease lapses.
@@ -281,11 +293,15 @@ async fn a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over() {
     old.signal(libc::SIGSTOP);
     let redis = raw_client(&config).await;
     let urn_key = format!("{}:urn:dup", config.namespace);
-    eventually(15, "the new system to own the URN", || {
-        let redis = redis.clone();
-        let key = urn_key.clone();
-        async move { raw(&redis, vec!["GET", &key]).await.ok() == Some(Value::from("new")) }
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the new system to own the URN",
+        || {
+            let redis = redis.clone();
+            let key = urn_key.clone();
+            async move { raw(&redis, vec!["GET", &key]).await.ok() == Some(Value::from("new")) }
+        },
+    )
     .await;
     // Tells sent while the old owner is frozen: into its stream (a stale resolution) and
     // into the new owner's.
@@ -347,18 +363,9 @@ struct Slow {
     started: Arc<std::sync::atomic::AtomicU64>,
 }
 
+#[message(error = String, name = "faults.Work")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Work;
-impl Message for Work {
-    type Response = ();
-    type Error = String;
-    fn name() -> &'static str {
-        "faults.Work"
-    }
-}
-impl conclib_core::MessageDecl for Work {
-    type WireError = String;
-}
 
 impl Actor for Slow {
     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Work>()];
@@ -408,14 +415,14 @@ async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
     for ask in asks {
         let (result, took) = ask.await.unwrap();
         match result {
-            Err(ProxyError::MailboxFull { .. }) => {
+            Err(AskError::MailboxFull) => {
                 full += 1;
                 assert!(
                     took < timeout,
                     "MailboxFull only at the deadline ({took:?})"
                 );
             }
-            Err(ProxyError::Timeout(_)) => timed_out += 1,
+            Err(AskError::Timeout(_)) => timed_out += 1,
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -423,10 +430,14 @@ async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
     assert!(full >= 50, "{full} MailboxFull, {timed_out} timeouts");
     assert_eq!(full + timed_out, 60);
     // The proxy has answered all but the running one (refused, or timed out in the mailbox).
-    eventually(10, "the proxy to answer 59 requests", || {
-        let completed = proxy.stats().completed;
-        async move { completed >= 59 }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the proxy to answer 59 requests",
+        || {
+            let completed = proxy.stats().completed;
+            async move { completed >= 59 }
+        },
+    )
     .await;
     // Release the actor: the queued asks' askers have all given up; none is started.
     let started_before = started.load(std::sync::atomic::Ordering::SeqCst);
@@ -439,7 +450,7 @@ async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
     let probe = client.ask("slow", Work).timeout(Duration::from_secs(30));
     let release = async {
         // The probe's own handler waits at the gate too: open it again once it started.
-        eventually(30, "the probe to start", || {
+        eventually(Duration::from_secs(30), "the probe to start", || {
             let started = started.clone();
             async move { started.load(std::sync::atomic::Ordering::SeqCst) >= 2 }
         })
@@ -514,7 +525,7 @@ async fn an_entry_id_from_the_future_does_not_poison_the_stream() {
         );
     }
     // Once drained, the stream is replaced: ids follow the clock again.
-    eventually(15, "the stream to be reset", || {
+    eventually(Duration::from_secs(15), "the stream to be reset", || {
         let redis = redis.clone();
         let stream = stream.clone();
         async move {
@@ -640,7 +651,7 @@ async fn start_redis_refuses_entries_larger_than_any_proxy_accepts() {
     let client = ProxyClient::connect(&config).await.unwrap();
     assert!(matches!(
         client.ask("c", Echo("y".repeat(300 * 1024))).await,
-        Err(ProxyError::TooLarge(_))
+        Err(AskError::TooLarge(_))
     ));
     assert_eq!(
         client.ask("c", Echo("ok".into())).await,

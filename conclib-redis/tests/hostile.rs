@@ -3,11 +3,12 @@
 //! go, requests to a system with no stream — against a real redis-server.
 mod common;
 
+use conclib_core::AskError;
 use std::time::Duration;
 
 use common::actors::*;
 use common::{config, eventually, raw, raw_client, system_with, v};
-use conclib_redis::{ProxyClient, ProxyError, Status, decode_reply, start_proxy};
+use conclib_redis::{ProxyClient, Status, decode_reply, start_proxy};
 use fred::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +129,7 @@ async fn malformed_entries_are_rejected_and_the_proxy_goes_on() {
         matches!(ttl, Value::Integer(-2) | Value::Integer(1..)),
         "{ttl:?}"
     );
-    eventually(5, "every entry handled", || {
+    eventually(Duration::from_secs(5), "every entry handled", || {
         let stats = proxy.stats();
         async move { stats.completed == 13 }
     })
@@ -196,7 +197,7 @@ async fn an_unusable_reply_list_does_not_block_the_others() {
             })
         })
         .collect();
-    eventually(5, "21 requests queued", || async {
+    eventually(Duration::from_secs(5), "21 requests queued", || async {
         raw(&redis, vec![v("XLEN"), v(&queue)])
             .await
             .unwrap()
@@ -208,9 +209,11 @@ async fn an_unusable_reply_list_does_not_block_the_others() {
     for (i, ask) in asks.into_iter().enumerate() {
         assert_eq!(ask.await.unwrap().unwrap(), format!("{i}"));
     }
-    eventually(5, "every request acknowledged", || async {
-        pending_count(&redis, &queue).await == 0
-    })
+    eventually(
+        Duration::from_secs(5),
+        "every request acknowledged",
+        || async { pending_count(&redis, &queue).await == 0 },
+    )
     .await;
     // The string is untouched and the proxy still serves.
     let kept = raw(&redis, vec![v("GET"), v(&broken)]).await.unwrap();
@@ -263,10 +266,14 @@ async fn the_stream_is_trimmed_but_never_past_a_request_in_flight() {
         let client = client.clone();
         async move { client.ask("slow", Sleep(2000)).await }
     });
-    eventually(5, "the slow request to be taken", || {
-        let received = proxy.stats().received;
-        async move { received == 1 }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the slow request to be taken",
+        || {
+            let received = proxy.stats().received;
+            async move { received == 1 }
+        },
+    )
     .await;
     for i in 1..=150 {
         assert_eq!(client.ask("fast", Add(1)).await.unwrap(), i);
@@ -341,7 +348,7 @@ async fn asks_to_a_system_without_a_stream_fail_as_unknown() {
     // Alone: one XADD with NOMKSTREAM.
     assert_eq!(
         client.ask("ghost", Add(1)).await,
-        Err(ProxyError::UnknownUrn {
+        Err(AskError::UnknownUrn {
             urn: "ghost".into()
         })
     );
@@ -355,7 +362,7 @@ async fn asks_to_a_system_without_a_stream_fail_as_unknown() {
     for ask in asks {
         assert_eq!(
             ask.await.unwrap(),
-            Err(ProxyError::UnknownUrn {
+            Err(AskError::UnknownUrn {
                 urn: "ghost".into()
             })
         );

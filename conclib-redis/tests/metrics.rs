@@ -1,6 +1,7 @@
 //! Every proxy and client metric, read back through a test recorder, against a real Redis
 //! that is restarted once. One test in its own binary: the recorder is global.
 
+use conclib_core::AskError;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ mod common;
 use common::actors::*;
 use common::command;
 use conclib_core::ActorSystem;
-use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, start_proxy, start_redis};
+use conclib_redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 /// Accumulated values by (name, sorted "k=v" labels); counters add up across reads.
@@ -81,13 +82,13 @@ async fn every_proxy_and_client_metric_is_recorded() {
     }
     assert!(matches!(
         client.ask("c", Forbidden("no".into())).await,
-        Err(ProxyError::Handler(_))
+        Err(AskError::Handler(_))
     ));
     // Refused by the client before Redis (no such URN) and by the proxy (a URN it never
     // served, written straight into its stream).
     assert!(matches!(
         client.ask("nobody", Add(1)).await,
-        Err(ProxyError::UnknownUrn { .. })
+        Err(AskError::UnknownUrn { .. })
     ));
     let redis = common::plain_client(&config.url).await;
     let stream = "metrics:sys:svc:req";
@@ -113,9 +114,11 @@ async fn every_proxy_and_client_metric_is_recorded() {
     // Redis restarts: the proxy reconnects.
     daemon.shutdown().unwrap();
     let daemon = start_redis(&base).await.unwrap();
-    common::eventually(30, "an ask through the restarted Redis", || async {
-        client.ask("c", Add(1)).await.is_ok()
-    })
+    common::eventually(
+        Duration::from_secs(30),
+        "an ask through the restarted Redis",
+        || async { client.ask("c", Add(1)).await.is_ok() },
+    )
     .await;
 
     let mut seen = Seen::default();

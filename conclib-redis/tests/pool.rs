@@ -5,6 +5,7 @@ use common::actors::*;
 use common::config;
 use conclib_core::{ActorSystem, Routing};
 use conclib_redis::{ProxyClient, start_proxy};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_urn_is_asked_through_redis_like_any_actor() {
@@ -34,7 +35,7 @@ async fn a_pool_urn_is_asked_through_redis_like_any_actor() {
     for _ in 0..3 {
         client.tell("counters", Add(10)).await.unwrap();
     }
-    common::eventually(5, "the told adds", || {
+    common::eventually(Duration::from_secs(5), "the told adds", || {
         let members = pool.members();
         async move {
             let mut sum = 0;

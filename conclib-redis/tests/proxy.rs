@@ -2,12 +2,13 @@
 mod common;
 mod peer;
 
+use conclib_core::AskError;
+use conclib_macros::message;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::actors::*;
 use common::{config, daemon, eventually, raw, raw_client, system_with, v};
-use conclib_core::Message;
 use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, ServeError, start_proxy};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ async fn ask_and_tell_end_to_end() {
     assert_eq!(client.ask("counter", Ping).await.unwrap(), "pong");
     assert!(matches!(
         client.ask("nobody", Ping).await,
-        Err(ProxyError::UnknownUrn { .. })
+        Err(AskError::UnknownUrn { .. })
     ));
     assert_eq!(
         client.resolve("counter").await.unwrap().as_deref(),
@@ -83,7 +84,7 @@ async fn ask_and_tell_end_to_end() {
     }
     assert!(matches!(
         client.tell("nobody", Record(1)).await,
-        Err(ProxyError::UnknownUrn { .. })
+        Err(AskError::UnknownUrn { .. })
     ));
 
     proxy.shutdown().await.unwrap();
@@ -91,36 +92,21 @@ async fn ask_and_tell_end_to_end() {
     tokio::time::timeout(Duration::from_secs(1), client.shutdown())
         .await
         .expect("client shutdown waited behind the blocking reply read");
-    assert_eq!(client.ask("counter", Get).await, Err(ProxyError::Closed));
+    assert_eq!(
+        client.ask("counter", Get).await,
+        Err(AskError::Transport("the client is closed".into()))
+    );
 }
 
 /// A message with a wire name the actor knows but another shape.
+#[message(response = u64, error = String, name = "test.Add")]
 #[derive(Serialize, Deserialize)]
 struct FakeAdd(String);
-impl Message for FakeAdd {
-    type Response = u64;
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Add"
-    }
-}
-impl conclib_core::MessageDecl for FakeAdd {
-    type WireError = String;
-}
 
 /// `test.Get` expecting a response of another type.
+#[message(response = Vec<String>, error = String, name = "test.Get")]
 #[derive(Serialize, Deserialize)]
 struct GetAsText;
-impl Message for GetAsText {
-    type Response = Vec<String>;
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Get"
-    }
-}
-impl conclib_core::MessageDecl for GetAsText {
-    type WireError = String;
-}
 
 async fn every_error_kind_is_distinct() {
     let mut config = config("errors");
@@ -137,7 +123,7 @@ async fn every_error_kind_is_distinct() {
     let started = Instant::now();
     assert_eq!(
         client.ask("nobody", Get).await,
-        Err(ProxyError::UnknownUrn {
+        Err(AskError::UnknownUrn {
             urn: "nobody".into()
         })
     );
@@ -145,40 +131,38 @@ async fn every_error_kind_is_distinct() {
     // An actor that exposes nothing is not reachable at all.
     assert!(matches!(
         client.ask("hidden", Get).await,
-        Err(ProxyError::UnknownUrn { .. })
+        Err(AskError::UnknownUrn { .. })
     ));
     // Handled but not exposed.
     assert_eq!(
         client.ask("counter", Secret).await,
-        Err(ProxyError::UnknownMessage {
-            urn: "counter".into(),
+        Err(AskError::UnknownMessage {
+            actor: "counter".into(),
             message: "test.Secret".into()
         })
     );
     // The handler's own errors, typed.
     assert_eq!(
         client.ask("counter", Forbidden("no".into())).await,
-        Err(ProxyError::Handler(Refusal::NotAllowed {
+        Err(AskError::Handler(Refusal::NotAllowed {
             reason: "no".into()
         }))
     );
     client.ask("counter", Add(1)).await.unwrap();
     assert_eq!(
         client.ask("counter", Add(u64::MAX)).await,
-        Err(ProxyError::Handler("overflow".into()))
+        Err(AskError::Handler("overflow".into()))
     );
     // A panic; the actor resumes.
     assert_eq!(
         client.ask("counter", Boom).await,
-        Err(ProxyError::Panicked("boom".into()))
+        Err(AskError::Panicked("boom".into()))
     );
     assert_eq!(client.ask("counter", Get).await.unwrap(), 1);
     // Dropped without an answer.
     assert_eq!(
         client.ask("counter", Ignore).await,
-        Err(ProxyError::NoResponse {
-            urn: "counter".into()
-        })
+        Err(AskError::NoResponse)
     );
     // Timeout: the client's, reported with the ask's own duration.
     let started = Instant::now();
@@ -187,25 +171,25 @@ async fn every_error_kind_is_distinct() {
             .ask("sleepy", Sleep(1500))
             .timeout(Duration::from_millis(200))
             .await,
-        Err(ProxyError::Timeout(Duration::from_millis(200)))
+        Err(AskError::Timeout(Duration::from_millis(200)))
     );
     assert!(started.elapsed() < Duration::from_millis(1000));
     // Codec errors: a body that is not the message, a response that is not what we expect.
     assert!(
-        matches!(client.ask("counter", FakeAdd("x".into())).await, Err(ProxyError::Codec(m)) if m.contains("test.Add"))
+        matches!(client.ask("counter", FakeAdd("x".into())).await, Err(AskError::Codec(m)) if m.contains("test.Add"))
     );
     assert!(matches!(
         client.ask("counter", GetAsText).await,
-        Err(ProxyError::Codec(_))
+        Err(AskError::Codec(_))
     ));
     // Too large: refused by the proxy (message), and an answer over the proxy's limit.
     assert!(matches!(
         client.ask("counter", Echo("x".repeat(100_000))).await,
-        Err(ProxyError::TooLarge(_))
+        Err(AskError::TooLarge(_))
     ));
     assert!(matches!(
         client.ask("counter", Blob(100_000)).await,
-        Err(ProxyError::TooLarge(_))
+        Err(AskError::TooLarge(_))
     ));
     assert_eq!(
         client.ask("counter", Blob(10)).await.unwrap(),
@@ -217,7 +201,7 @@ async fn every_error_kind_is_distinct() {
         .unwrap();
     assert!(matches!(
         small.ask("counter", Echo("x".repeat(100))).await,
-        Err(ProxyError::TooLarge(_))
+        Err(AskError::TooLarge(_))
     ));
 
     // The actor is killed while handling one request, with another in its mailbox.
@@ -226,7 +210,7 @@ async fn every_error_kind_is_distinct() {
         let client = client.clone();
         async move { client.ask("victim", Sleep(301)).await }
     });
-    eventually(5, "the sleep to start", || async {
+    eventually(Duration::from_secs(5), "the sleep to start", || async {
         SLEEP_301_STARTED.load(std::sync::atomic::Ordering::SeqCst)
     })
     .await;
@@ -234,25 +218,15 @@ async fn every_error_kind_is_distinct() {
         let client = client.clone();
         async move { client.ask("victim", Get).await }
     });
-    eventually(5, "the get to be queued", || {
+    eventually(Duration::from_secs(5), "the get to be queued", || {
         let victim = victim.clone();
         async move { victim.mailbox_len() == 1 }
     })
     .await;
     victim.kill();
     // The kill interrupts the running handler too.
-    assert_eq!(
-        slow.await.unwrap(),
-        Err(ProxyError::ActorStopped {
-            urn: "victim".into()
-        })
-    );
-    assert_eq!(
-        queued.await.unwrap(),
-        Err(ProxyError::ActorStopped {
-            urn: "victim".into()
-        })
-    );
+    assert_eq!(slow.await.unwrap(), Err(AskError::ActorStopped));
+    assert_eq!(queued.await.unwrap(), Err(AskError::ActorStopped));
 
     // Redis unavailable: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -397,7 +371,7 @@ async fn requests_queued_while_the_proxy_restarts_are_not_lost() {
     }
     let redis = raw_client(&config).await;
     let queue = format!("{}:sys:svc:req", config.namespace);
-    eventually(10, "100 queued requests", || {
+    eventually(Duration::from_secs(10), "100 queued requests", || {
         let redis = redis.clone();
         let queue = queue.clone();
         async move { raw(&redis, vec![v("XLEN"), v(&queue)]).await.ok() == Some(Value::Integer(100)) }
@@ -432,7 +406,7 @@ async fn requests_taken_by_a_crashed_proxy_are_handled_by_the_next() {
         let client = client.clone();
         async move { client.ask("c", Sleep(200)).await }
     });
-    eventually(5, "the request to be taken", || {
+    eventually(Duration::from_secs(5), "the request to be taken", || {
         let received = proxy.stats().received;
         async move { received == 1 }
     })
@@ -452,7 +426,7 @@ async fn shutdown_finishes_requests_in_flight() {
         let client = client.clone();
         async move { client.ask("c", Sleep(300)).await }
     });
-    eventually(5, "the request to be taken", || {
+    eventually(Duration::from_secs(5), "the request to be taken", || {
         let received = proxy.stats().received;
         async move { received == 1 }
     })
@@ -478,13 +452,13 @@ async fn expired_requests_are_dropped_unprocessed() {
             .ask("c", Get)
             .timeout(Duration::from_millis(50))
             .await,
-        Err(ProxyError::Timeout(Duration::from_millis(50)))
+        Err(AskError::Timeout(Duration::from_millis(50)))
     );
     // Let both deadlines pass: this is the behaviour under test.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let proxy = start_proxy(&system, &config).await.unwrap();
     assert_eq!(client.ask("c", History).await.unwrap(), vec![1]);
-    eventually(5, "two expired requests", || {
+    eventually(Duration::from_secs(5), "two expired requests", || {
         let expired = proxy.stats().expired;
         async move { expired == 2 }
     })
@@ -507,7 +481,7 @@ async fn namespaces_are_isolated() {
     let cc = ProxyClient::connect(&config("ns-c")).await.unwrap();
     assert!(matches!(
         cc.ask("counter", Get).await,
-        Err(ProxyError::UnknownUrn { .. })
+        Err(AskError::UnknownUrn { .. })
     ));
     pa.shutdown().await.unwrap();
     pb.shutdown().await.unwrap();
@@ -535,10 +509,14 @@ async fn a_urn_claimed_by_two_systems_is_served_by_one() {
 
     // The first goes away and releases its URNs: the second takes over.
     p1.shutdown().await.unwrap();
-    eventually(5, "the second system to take over", || {
-        let urns = p2.served_urns();
-        async move { urns.contains(&"dup".to_owned()) }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the second system to take over",
+        || {
+            let urns = p2.served_urns();
+            async move { urns.contains(&"dup".to_owned()) }
+        },
+    )
     .await;
     assert!(p2.conflicts().is_empty());
     assert_eq!(
@@ -555,7 +533,7 @@ async fn actors_spawned_and_stopped_later_are_tracked() {
     let client = ProxyClient::connect(&config).await.unwrap();
     assert!(matches!(
         client.ask("late", Get).await,
-        Err(ProxyError::UnknownUrn { .. })
+        Err(AskError::UnknownUrn { .. })
     ));
     let late = system
         .build(Counter::default())
@@ -570,7 +548,7 @@ async fn actors_spawned_and_stopped_later_are_tracked() {
     // Stopped: the proxy answers UnknownUrn at once, and releases the URN.
     assert!(matches!(
         client.ask("late", Get).await,
-        Err(ProxyError::UnknownUrn { .. })
+        Err(AskError::UnknownUrn { .. })
     ));
     proxy.refresh().await;
     assert!(proxy.served_urns().is_empty());
@@ -582,10 +560,14 @@ async fn actors_spawned_and_stopped_later_are_tracked() {
         .spawn()
         .await
         .unwrap();
-    eventually(5, "the URN change notification", || {
-        let urns = proxy.served_urns();
-        async move { urns == vec!["later".to_owned()] }
-    })
+    eventually(
+        Duration::from_secs(5),
+        "the URN change notification",
+        || {
+            let urns = proxy.served_urns();
+            async move { urns == vec!["later".to_owned()] }
+        },
+    )
     .await;
     assert_eq!(client.ask("later", Add(1)).await.unwrap(), 1);
     proxy.shutdown().await.unwrap();
@@ -610,7 +592,7 @@ async fn a_burst_of_urns_past_the_journal_is_served() {
                 .unwrap(),
         );
     }
-    eventually(60, "every URN served", || {
+    eventually(Duration::from_secs(60), "every URN served", || {
         let served = proxy.served_urns().len();
         async move { served == n }
     })
@@ -629,7 +611,7 @@ async fn a_burst_of_urns_past_the_journal_is_served() {
     for r in &refs {
         r.wait_for_stop().await;
     }
-    eventually(60, "every URN released", || {
+    eventually(Duration::from_secs(60), "every URN released", || {
         let served = proxy.served_urns().len();
         async move { served == 0 }
     })
@@ -669,7 +651,7 @@ async fn msgpack_and_bincode_clients_share_a_proxy() {
     assert_eq!(bc.ask("c", Add(2)).await.unwrap(), 4);
     assert_eq!(
         mp.ask("c", Forbidden("why".into())).await,
-        Err(ProxyError::Handler(Refusal::NotAllowed {
+        Err(AskError::Handler(Refusal::NotAllowed {
             reason: "why".into()
         }))
     );

@@ -3,12 +3,13 @@ mod common;
 #[path = "common/servers.rs"]
 mod servers;
 
+use conclib_core::AskError;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::actors::*;
 use conclib_core::ActorSystem;
-use conclib_redis::{ProxyClient, ProxyConfig, ProxyError, ProxyHandle, start_proxy, start_redis};
+use conclib_redis::{ProxyClient, ProxyConfig, ProxyHandle, start_proxy, start_redis};
 
 /// A system serving a `Counter` as `c` through a proxy, and a client.
 async fn serve_counter(
@@ -67,7 +68,7 @@ async fn proxy_and_client_survive_a_redis_restart() {
             .timeout(Duration::from_millis(300))
             .await;
         assert!(
-            matches!(result, Err(ProxyError::Unavailable(_))),
+            matches!(result, Err(AskError::Unavailable(_))),
             "{result:?}"
         );
         assert!(
@@ -79,7 +80,7 @@ async fn proxy_and_client_survive_a_redis_restart() {
     let started = Instant::now();
     assert!(matches!(
         client.tell("c", Record(1)).await,
-        Err(ProxyError::Unavailable(_))
+        Err(AskError::Unavailable(_))
     ));
     assert!(started.elapsed() < Duration::from_secs(3));
 
@@ -97,7 +98,7 @@ async fn proxy_and_client_survive_a_redis_restart() {
             .await
         {
             Ok(total) => break total,
-            Err(ProxyError::Unavailable(_) | ProxyError::Timeout(_)) => {
+            Err(AskError::Unavailable(_) | AskError::Timeout(_)) => {
                 assert!(attempt.elapsed() < Duration::from_secs(2));
             }
             Err(other) => panic!("unexpected error after the restart: {other:?}"),
@@ -159,7 +160,7 @@ async fn replies_survive_a_script_flush() {
         assert_eq!(ask.await.unwrap().unwrap(), format!("{i}"));
     }
     // Booked once Redis confirmed the writes, which may come after the client's answer.
-    common::eventually(5, "31 requests completed", || async {
+    common::eventually(Duration::from_secs(5), "31 requests completed", || async {
         proxy.stats().completed == 31
     })
     .await;
@@ -206,14 +207,18 @@ async fn an_answer_refused_by_redis_is_written_again() {
         let client = client.clone();
         async move { client.ask("c", Sleep(300)).await }
     });
-    common::eventually(5, "the request to be taken", || async {
-        proxy.stats().received == 1
-    })
+    common::eventually(
+        Duration::from_secs(5),
+        "the request to be taken",
+        || async { proxy.stats().received == 1 },
+    )
     .await;
     command(vec!["CONFIG", "SET", "maxmemory", "1"]).await;
-    common::eventually(5, "Redis to refuse the answer", || async {
-        oom_errors().await > 0
-    })
+    common::eventually(
+        Duration::from_secs(5),
+        "Redis to refuse the answer",
+        || async { oom_errors().await > 0 },
+    )
     .await;
     command(vec!["CONFIG", "SET", "maxmemory", "0"]).await;
     assert_eq!(ask.await.unwrap().unwrap(), 300);
@@ -226,7 +231,7 @@ async fn an_answer_refused_by_redis_is_written_again() {
 struct Outcome {
     started: Instant,
     ended: Instant,
-    result: Result<u64, ProxyError<String>>,
+    result: Result<u64, AskError<String>>,
 }
 
 /// Issue 24, item 12: Redis (no persistence) is killed with SIGKILL and restarted on the same
@@ -341,9 +346,11 @@ async fn asks_in_flight_when_redis_restarts_fail_unavailable_at_once() {
             })
         })
         .collect();
-    common::eventually(5, "the parked requests in their stream", || async {
-        queued().await == queued_before + 8
-    })
+    common::eventually(
+        Duration::from_secs(5),
+        "the parked requests in their stream",
+        || async { queued().await == queued_before + 8 },
+    )
     .await;
     fred::prelude::ClientLike::quit(&redis).await.unwrap();
     // And the client read Redis's answers to those writes (one command on each connection of
@@ -444,7 +451,7 @@ async fn asks_in_flight_when_redis_restarts_fail_unavailable_at_once() {
     // after the restart (here the old client waited for the deadline, then said `Timeout`).
     for o in &parked_outcomes {
         assert!(
-            matches!(o.result, Err(ProxyError::Unavailable(_))),
+            matches!(o.result, Err(AskError::Unavailable(_))),
             "a parked ask ended {:?} {:?} after the restart",
             o.result,
             after(o.ended)
@@ -457,7 +464,7 @@ async fn asks_in_flight_when_redis_restarts_fail_unavailable_at_once() {
     }
     for o in &seen {
         assert!(
-            matches!(o.result, Ok(_) | Err(ProxyError::Unavailable(_))),
+            matches!(o.result, Ok(_) | Err(AskError::Unavailable(_))),
             "an ask ended {:?} after {:?} ({:?} after the restart)",
             o.result,
             o.ended - o.started,
@@ -526,8 +533,8 @@ impl DurableRedis {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        conclib_core::process::bind_to_parent(&mut command, false);
-        let child = conclib_core::process::spawn_bound(
+        conclib_core::child::bind_to_parent(&mut command, false);
+        let child = conclib_core::child::spawn_bound(
             move || command.spawn(),
             |mut orphan: Child| {
                 let _ = orphan.kill();
@@ -636,9 +643,11 @@ async fn asks_whose_requests_a_durable_redis_kept_are_answered_after_its_restart
             })
         })
         .collect();
-    common::eventually(5, "the requests in their stream", || async {
-        queued().await == queued_before + 8
-    })
+    common::eventually(
+        Duration::from_secs(5),
+        "the requests in their stream",
+        || async { queued().await == queued_before + 8 },
+    )
     .await;
     fred::prelude::ClientLike::quit(&raw).await.unwrap();
     // Redis may have answered the writes without the client having read the answers yet: a
@@ -742,9 +751,7 @@ async fn groups_and_activations_recover_after_a_redis_restart() {
             match result {
                 Ok(()) => break,
                 Err(
-                    ProxyError::Unavailable(_)
-                    | ProxyError::Timeout(_)
-                    | ProxyError::UnknownUrn { .. },
+                    AskError::Unavailable(_) | AskError::Timeout(_) | AskError::UnknownUrn { .. },
                 ) => {}
                 Err(other) => panic!("unexpected error after the restart: {other:?}"),
             }

@@ -2,10 +2,11 @@
 //! plain `.await` for messages that cannot fail.
 mod common;
 
+use conclib_macros::message;
 use std::time::Duration;
 
 use common::{config, eventually};
-use conclib_core::{ActorSystem, Message};
+use conclib_core::ActorSystem;
 use conclib_redis::{ProxyClient, start_proxy};
 use serde::{Deserialize, Serialize};
 
@@ -16,44 +17,17 @@ struct Gated {
     log: Vec<u64>,
 }
 
+#[message(name = "gated.Hold")]
 #[derive(Debug, Serialize, Deserialize)]
 struct Hold;
-impl Message for Hold {
-    type Response = ();
-    type Error = std::convert::Infallible;
-    fn name() -> &'static str {
-        "gated.Hold"
-    }
-}
-impl conclib_core::MessageDecl for Hold {
-    type WireError = conclib_core::NoError;
-}
 
+#[message(name = "gated.Log")]
 #[derive(Debug, Serialize, Deserialize)]
 struct Log(u64);
-impl Message for Log {
-    type Response = ();
-    type Error = std::convert::Infallible;
-    fn name() -> &'static str {
-        "gated.Log"
-    }
-}
-impl conclib_core::MessageDecl for Log {
-    type WireError = conclib_core::NoError;
-}
 
+#[message(response = Vec<u64>, name = "gated.Logged")]
 #[derive(Debug, Serialize, Deserialize)]
 struct Logged;
-impl Message for Logged {
-    type Response = Vec<u64>;
-    type Error = std::convert::Infallible;
-    fn name() -> &'static str {
-        "gated.Logged"
-    }
-}
-impl conclib_core::MessageDecl for Logged {
-    type WireError = conclib_core::NoError;
-}
 
 impl conclib_core::Actor for Gated {
     const REMOTE: &'static [conclib_core::RemoteMessage] = &[
@@ -127,7 +101,7 @@ async fn remote_priority_overtakes_and_infallible_asks_need_no_extra_call() {
         .priority(conclib_core::Priority::High)
         .await
         .unwrap();
-    eventually(10, "three tells queued", || {
+    eventually(Duration::from_secs(10), "three tells queued", || {
         let gated = gated.clone();
         async move { gated.mailbox_len() == 3 }
     })

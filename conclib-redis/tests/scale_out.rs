@@ -6,6 +6,7 @@
 //! peer role; every wait is bounded and every child is killed and reaped by PID.
 mod common;
 
+use conclib_core::AskError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,9 +16,7 @@ use std::time::Duration;
 
 use common::{config, eventually, plain_client};
 use conclib_core::{Actor, ActorSystem, Context, Message, RemoteMessage, RequestEnvelope};
-use conclib_redis::{
-    Activation, ProxyClient, ProxyConfig, ProxyError, StateStore, StoreError, start_proxy,
-};
+use conclib_redis::{Activation, ProxyClient, ProxyConfig, StateStore, StoreError, start_proxy};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -504,7 +503,7 @@ async fn ask_spread(
                     .await
                 {
                     Ok(s) => *by.entry(s).or_default() += 1,
-                    Err(ProxyError::Timeout(_)) => failed += 1,
+                    Err(AskError::Timeout(_)) => failed += 1,
                     Err(e) => panic!("an ask to a group failed: {e}"),
                 }
             }
@@ -553,7 +552,7 @@ async fn a_shared_urn_spreads_over_its_members_and_survives_one_killed() {
             }
         })
     };
-    eventually(30, "some tells handled", || async {
+    eventually(Duration::from_secs(30), "some tells handled", || async {
         noted(&notes).len() > 300
     })
     .await;
@@ -564,7 +563,7 @@ async fn a_shared_urn_spreads_over_its_members_and_survives_one_killed() {
         .expect("the tells are sent")
         .unwrap();
     eventually(
-        (lease_ms / 1000) + 20,
+        Duration::from_secs((lease_ms / 1000) + 20),
         "every told number handled, the killed member's pending ones by the others",
         || async { noted(&notes).len() as u64 == told },
     )
@@ -706,20 +705,26 @@ async fn a_holder_paused_past_its_lease_never_runs_beside_its_successor() {
             }
         }));
     }
-    eventually(60, "a quarter of the tells sent", || async {
-        sent.load(Ordering::Relaxed) > total as usize / 4
-    })
+    eventually(
+        Duration::from_secs(60),
+        "a quarter of the tells sent",
+        || async { sent.load(Ordering::Relaxed) > total as usize / 4 },
+    )
     .await;
     holder.signal(libc::SIGSTOP);
     // Past its lease: the other system activates the account meanwhile.
-    eventually(30, "the other system holds the URN", || async {
-        redis
-            .get::<Option<String>, _>(format!("{}:urn:acct:7", config.namespace))
-            .await
-            .unwrap()
-            .as_deref()
-            == Some(other_name)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the other system holds the URN",
+        || async {
+            redis
+                .get::<Option<String>, _>(format!("{}:urn:acct:7", config.namespace))
+                .await
+                .unwrap()
+                .as_deref()
+                == Some(other_name)
+        },
+    )
     .await;
     holder.signal(libc::SIGCONT);
     for s in senders {
@@ -728,7 +733,7 @@ async fn a_holder_paused_past_its_lease_never_runs_beside_its_successor() {
             .expect("tells sent")
             .unwrap();
     }
-    eventually(60, "every tell counted", || async {
+    eventually(Duration::from_secs(60), "every tell counted", || async {
         client.ask("acct:7", Total).await.is_ok_and(|n| n >= total)
     })
     .await;
@@ -792,7 +797,7 @@ async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {
     );
     let key = format!("{}:urn:acct:9", config.namespace);
     eventually(
-        20,
+        Duration::from_secs(20),
         "the idle account passivated and its URN released",
         || async {
             proxy.activations().is_empty() && !redis.exists::<bool, _>(&key).await.unwrap()
@@ -823,7 +828,7 @@ async fn a_constructor_that_refuses_answers_unknown_urn() {
         .unwrap();
     let client = ProxyClient::connect(&config).await.unwrap();
     match client.ask("acct:refused", Total).await {
-        Err(ProxyError::UnknownUrn { .. }) => {}
+        Err(AskError::UnknownUrn { .. }) => {}
         other => panic!("expected UnknownUrn, got {other:?}"),
     }
     // An activation that stops by itself is forgotten; the next request activates it
@@ -831,16 +836,18 @@ async fn a_constructor_that_refuses_answers_unknown_urn() {
     client.tell("acct:2", Incr).await.unwrap();
     assert_eq!(client.ask("acct:2", Total).await.unwrap(), 1);
     client.tell("acct:2", Quit).await.unwrap();
-    eventually(10, "the stopped activation forgotten", || async {
-        proxy.activations().is_empty()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the stopped activation forgotten",
+        || async { proxy.activations().is_empty() },
+    )
     .await;
     assert_eq!(client.ask("acct:2", Total).await.unwrap(), 1);
     assert_eq!(proxy.activations(), ["acct:2"]);
     // A URN of no pattern is unknown at once, as before.
     assert!(matches!(
         client.ask("nothing:1", Total).await,
-        Err(ProxyError::UnknownUrn { .. })
+        Err(AskError::UnknownUrn { .. })
     ));
     // Invalid patterns are refused with a message saying how to write one.
     let never = plain_client(&config.url).await;
@@ -963,7 +970,7 @@ async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken() {
             }
         })
     };
-    eventually(30, "some tells handled", || async {
+    eventually(Duration::from_secs(30), "some tells handled", || async {
         noted(&notes).len() > 500
     })
     .await;
@@ -973,12 +980,14 @@ async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken() {
     let redis = plain_client(&config.url).await;
     let lease_key = format!("{}:sys:~crop:member:p1", config.namespace);
     let stream = format!("{}:sys:~crop:req", config.namespace);
-    eventually(30, "the paused member's lease lapsed", || async {
-        !redis.exists::<bool, _>(&lease_key).await.unwrap()
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the paused member's lease lapsed",
+        || async { !redis.exists::<bool, _>(&lease_key).await.unwrap() },
+    )
     .await;
     eventually(
-        30,
+        Duration::from_secs(30),
         "the other member took the paused one's requests",
         || async {
             let pending = xpending(&redis, &stream, &["-", "+", "10", "p1"]).await;
@@ -1042,7 +1051,7 @@ async fn a_group_whose_last_member_left_leaves_nothing_behind() {
     assert!(proxy.leave("g").await);
     let redis = plain_client(&config.url).await;
     let ns = &config.namespace;
-    eventually(20, "the group's keys gone", || async {
+    eventually(Duration::from_secs(20), "the group's keys gone", || async {
         let mut left = Vec::new();
         for key in [
             format!("{ns}:urn:g"),
@@ -1059,7 +1068,7 @@ async fn a_group_whose_last_member_left_leaves_nothing_behind() {
     // Unknown now (its system serves it no more, as the docs of leave say).
     assert!(matches!(
         client.ask("g", Whoami(1)).await,
-        Err(ProxyError::UnknownUrn { .. })
+        Err(AskError::UnknownUrn { .. })
     ));
     proxy.shutdown().await.unwrap();
 }

@@ -31,18 +31,22 @@ async fn a_reader_sees_every_system_and_its_actors() {
         client.ask("counter:orders", Add(1)).await.unwrap();
     }
     let reader = SnapshotReader::connect(&base).await.unwrap();
-    eventually(10, "both systems, with the asks counted", || async {
-        let systems = reader.systems().await.unwrap();
-        systems.len() == 2
-            && systems.iter().any(|s| {
-                s.system_id == "orders"
-                    && s.proxy.received >= 3
-                    && s.snapshot
-                        .actors
-                        .iter()
-                        .any(|a| a.urn.as_deref() == Some("counter:orders") && a.handled >= 3)
-            })
-    })
+    eventually(
+        Duration::from_secs(10),
+        "both systems, with the asks counted",
+        || async {
+            let systems = reader.systems().await.unwrap();
+            systems.len() == 2
+                && systems.iter().any(|s| {
+                    s.system_id == "orders"
+                        && s.proxy.received >= 3
+                        && s.snapshot
+                            .actors
+                            .iter()
+                            .any(|a| a.urn.as_deref() == Some("counter:orders") && a.handled >= 3)
+                })
+        },
+    )
     .await;
     let systems = reader.systems().await.unwrap();
     assert_eq!(
@@ -77,9 +81,11 @@ async fn a_reader_sees_every_system_and_its_actors() {
     // its snapshot expires after three intervals (at least 1 s).
     let (_, orders_proxy) = proxies.remove(0);
     drop(orders_proxy);
-    eventually(10, "the dead system's snapshot to expire", || async {
-        reader.systems().await.unwrap().is_empty()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the dead system's snapshot to expire",
+        || async { reader.systems().await.unwrap().is_empty() },
+    )
     .await;
 }
 
@@ -194,14 +200,14 @@ async fn snapshots_nobody_reads_are_published_rarely_and_in_short() {
         }
     };
     // Unwatched: published to live ten intervals' worth (3 x 10 x 200 ms).
-    eventually(10, "the first publish", || {
+    eventually(Duration::from_secs(10), "the first publish", || {
         pttl(redis.clone(), key.clone()).map(|ms| ms > 0)
     })
     .await;
     assert!(pttl(redis.clone(), key.clone()).await > 1_000);
     // A reader: from the next interval on, every interval and in full.
     let reader = SnapshotReader::connect(&base).await.unwrap();
-    eventually(10, "a publish in full", || {
+    eventually(Duration::from_secs(10), "a publish in full", || {
         let (reader, redis, key) = (&reader, redis.clone(), key.clone());
         async move {
             let systems = reader.systems().await.unwrap();

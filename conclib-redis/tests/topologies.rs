@@ -6,6 +6,7 @@ mod common;
 #[path = "common/servers.rs"]
 mod servers;
 
+use conclib_core::AskError;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -55,7 +56,7 @@ async fn serve_and_ask(
     assert_eq!(client.ask("counter", Get).await, Ok(5));
     assert_eq!(
         client.ask("counter", Forbidden("no".into())).await,
-        Err(ProxyError::Handler(Refusal::NotAllowed {
+        Err(AskError::Handler(Refusal::NotAllowed {
             reason: "no".into()
         }))
     );
@@ -69,7 +70,7 @@ async fn serve_and_ask(
     let started = Instant::now();
     assert_eq!(
         client.ask("nobody", Get).await,
-        Err(ProxyError::UnknownUrn {
+        Err(AskError::UnknownUrn {
             urn: "nobody".into()
         })
     );
@@ -84,7 +85,10 @@ async fn serve_and_ask(
 async fn finish(system: ActorSystem, proxy: ProxyHandle, client: ProxyClient) {
     proxy.shutdown().await.unwrap();
     client.shutdown().await;
-    assert_eq!(client.ask("counter", Get).await, Err(ProxyError::Closed));
+    assert_eq!(
+        client.ask("counter", Get).await,
+        Err(AskError::Transport("the client is closed".into()))
+    );
     system.shutdown(Duration::from_secs(2)).await.unwrap();
 }
 
@@ -362,7 +366,7 @@ async fn cluster_end_to_end() {
         for client in &clients {
             assert_eq!(
                 client.ask(urns[0].as_str(), Get).await,
-                Err(ProxyError::UnknownUrn {
+                Err(AskError::UnknownUrn {
                     urn: urns[0].clone()
                 })
             );
@@ -386,7 +390,7 @@ async fn cluster_end_to_end() {
     for urn in served.keys() {
         assert_eq!(
             late.ask(urn.as_str(), Get).await,
-            Err(ProxyError::UnknownUrn { urn: urn.clone() })
+            Err(AskError::UnknownUrn { urn: urn.clone() })
         );
     }
     late.shutdown().await;

@@ -1,5 +1,6 @@
 //! What conclib's test binaries share: [`run`] for test binaries that play a helper process
-//! too, and [`recorded`] to read the metrics a test recorded.
+//! too, [`recorded`] to read the metrics a test recorded, and [`eventually`] to wait for a
+//! state seen only by polling.
 //!
 //! A test binary that plays a helper process too (a web server for `conclib-apid`, a Redis
 //! peer for `conclib-redis`, a process actor for `conclib-process`) is built with
@@ -104,4 +105,65 @@ pub fn recorded(
             ((key.name().to_owned(), labels), value)
         })
         .collect()
+}
+
+/// What [`eventually`]'s probe answers: `true`/`false`, or `Some(value)`/`None`.
+pub trait Outcome {
+    /// What `eventually` returns once the probe succeeds.
+    type Value;
+    /// The value if the wait is over.
+    fn done(self) -> Option<Self::Value>;
+}
+
+impl Outcome for bool {
+    type Value = ();
+    fn done(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Outcome for Option<T> {
+    type Value = T;
+    fn done(self) -> Option<T> {
+        self
+    }
+}
+
+/// Waits for a state seen only by polling (Redis keys, counters, a process's death): runs
+/// `probe` every 5 ms until it answers `true` or `Some(value)` (returned), and panics with
+/// "timed out waiting for {what}" after `within`. For anything that can be awaited as an
+/// event, await the event instead.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let polls = AtomicU32::new(0);
+/// let n = conclib_testkit::eventually(Duration::from_secs(5), "the third poll", || async {
+///     let n = polls.fetch_add(1, Ordering::Relaxed) + 1;
+///     (n == 3).then_some(n)
+/// })
+/// .await;
+/// assert_eq!(n, 3);
+/// # }
+/// ```
+pub async fn eventually<O, F, Fut>(within: Duration, what: &str, mut probe: F) -> O::Value
+where
+    O: Outcome,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = O>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await.done() {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

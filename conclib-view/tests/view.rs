@@ -3,11 +3,15 @@
 //! vanished Redis is reported, not hidden; with many actors, the most telling come first,
 //! any actor can be found, sorted and paged to, and the plots' samples come as deltas.
 
+use conclib_testkit::eventually;
 use std::time::Duration;
 
 use conclib_core::{Actor, ActorSystem, Context};
 use conclib_redis::{ProxyConfig, SnapshotReader, start_proxy, start_redis};
 use serde_json::Value;
+
+/// How long a test waits for a state it can only poll.
+const TWENTY_SECONDS: Duration = Duration::from_secs(20);
 
 struct Parent;
 impl Actor for Parent {
@@ -51,24 +55,6 @@ impl Served {
     async fn stop(self) {
         let _ = self.stop.send(());
         self.server.await.unwrap().unwrap();
-    }
-}
-
-/// Polls `probe` until it returns `Some` (at most 20 s).
-async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -126,18 +112,22 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
     }
 
     // Both systems, their actors and the tree.
-    let systems: Vec<Value> = eventually("both systems with their child actors", || async {
-        let (status, body) = get(&format!("{url}/api/systems")).await;
-        let systems: Vec<Value> = serde_json::from_str(&body).ok()?;
-        (status == 200
+    let systems: Vec<Value> = eventually(
+        TWENTY_SECONDS,
+        "both systems with their child actors",
+        || async {
+            let (status, body) = get(&format!("{url}/api/systems")).await;
+            let systems: Vec<Value> = serde_json::from_str(&body).ok()?;
+            (status == 200
             && systems.len() == 2
             && systems
                 .iter()
                 .all(|s| s["snapshot"]["actors"].as_array().unwrap().len() == 2)
             // Published after beta joined its group.
             && systems[1]["groups"].as_array().is_some_and(|g| !g.is_empty()))
-        .then_some(systems)
-    })
+            .then_some(systems)
+        },
+    )
     .await;
     assert_eq!(systems[0]["system_id"], "alpha");
     assert_eq!(systems[0]["groups"], serde_json::json!([]), "as published");
@@ -153,13 +143,17 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
 
     // The history the plots draw: a series per actor, growing a sample a second.
     let key = format!("alpha/{}", parent["id"]);
-    eventually("three samples of the parent's history", || async {
-        let (_, body) = get(&format!("{url}/api/history")).await;
-        let history: Value = serde_json::from_str(&body).ok()?;
-        let series = &history["series"][&key];
-        (series["mailbox"].as_array()?.len() >= 3 && series["rate"].as_array()?.len() >= 3)
-            .then_some(())
-    })
+    eventually(
+        TWENTY_SECONDS,
+        "three samples of the parent's history",
+        || async {
+            let (_, body) = get(&format!("{url}/api/history")).await;
+            let history: Value = serde_json::from_str(&body).ok()?;
+            let series = &history["series"][&key];
+            (series["mailbox"].as_array()?.len() >= 3 && series["rate"].as_array()?.len() >= 3)
+                .then_some(())
+        },
+    )
     .await;
 
     // Redis gone: the API says so (503 with the reason), the page shows it.
@@ -167,7 +161,7 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
         drop(proxy);
     }
     daemon.shutdown().unwrap();
-    let body = eventually("a 503 once Redis is gone", || async {
+    let body = eventually(TWENTY_SECONDS, "a 503 once Redis is gone", || async {
         let (status, body) = get(&format!("{url}/api/systems")).await;
         (status == 503).then_some(body)
     })
@@ -323,13 +317,17 @@ async fn many_actors_the_telling_first_search_sort_page_and_history_deltas() {
     // The most telling first, although 20 of 600 are published in full: the failing
     // actor (first while its failure is recent, after the full mailbox later) and the one
     // with the full mailbox.
-    let first = eventually("the failing and the queued actor first", || async {
-        let page = many(json(&format!("{url}/api/systems")).await)?;
-        let mut top = urns(&page);
-        top.truncate(2);
-        top.sort();
-        (top == ["worker:400", "worker:500"] && page["page"]["listed"] == 600).then_some(page)
-    })
+    let first = eventually(
+        TWENTY_SECONDS,
+        "the failing and the queued actor first",
+        || async {
+            let page = many(json(&format!("{url}/api/systems")).await)?;
+            let mut top = urns(&page);
+            top.truncate(2);
+            top.sort();
+            (top == ["worker:400", "worker:500"] && page["page"]["listed"] == 600).then_some(page)
+        },
+    )
     .await;
     let page = &first["page"];
     assert_eq!(page["total"], 600);
@@ -404,7 +402,7 @@ async fn many_actors_the_telling_first_search_sort_page_and_history_deltas() {
         1,
         "only what was asked"
     );
-    let later = eventually("two more samples", || async {
+    let later = eventually(TWENTY_SECONDS, "two more samples", || async {
         let later = json(&format!("{url}/api/history?key={key}&since={seq}")).await;
         (later["seq"].as_u64()? >= seq + 2).then_some(later)
     })
@@ -434,11 +432,15 @@ async fn many_actors_the_telling_first_search_sort_page_and_history_deltas() {
     );
     // An actor listed only in brief gets samples once a page has shown it.
     let brief_key = format!("many/{id}");
-    eventually("samples of an actor a search showed", || async {
-        let _ = get(&format!("{url}/api/systems?q=worker:123")).await;
-        let history = json(&format!("{url}/api/history?full={brief_key}")).await;
-        (history["series"][&brief_key]["mailbox"].as_array()?.len() >= 2).then_some(())
-    })
+    eventually(
+        TWENTY_SECONDS,
+        "samples of an actor a search showed",
+        || async {
+            let _ = get(&format!("{url}/api/systems?q=worker:123")).await;
+            let history = json(&format!("{url}/api/history?full={brief_key}")).await;
+            (history["series"][&brief_key]["mailbox"].as_array()?.len() >= 2).then_some(())
+        },
+    )
     .await;
 
     gate.notify_one();
@@ -465,6 +467,7 @@ async fn per_message_figures_over_the_last_interval() {
     let served = Served::start(conclib_view::router(reader)).await;
     let url = served.url.clone();
     let work = eventually(
+        TWENTY_SECONDS,
         "the Work message's figures with calls and errors",
         || async {
             // Traffic all along: 4 handled, 1 failed, each round.

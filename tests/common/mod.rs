@@ -2,6 +2,11 @@
 #![allow(dead_code)]
 
 use conclib::*;
+#[allow(unused_imports)]
+use conclib::{
+    context::*, dynamic::*, error::*, mailbox::*, pool::*, remote::*, request::*, snapshot::*,
+    supervision::*, system::*, urn::*,
+};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, oneshot};

@@ -6,13 +6,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Member, Shared, SharedFactory, make, make_room};
+use super::builder::{SharedFactory, make};
+use super::routing::make_room;
+use super::{Member, Shared};
 use crate::actor::Actor;
 use crate::cell::ActorCell;
 use crate::context::Context;
 use crate::error::{AskError, BoxError, SpawnError, StopReason};
 use crate::mailbox::MailboxConfig;
 use crate::message::{Handler, Message, Priority};
+use crate::messages::Heartbeat;
 use crate::remote::RemoteMessage;
 use crate::request_envelope::RequestEnvelope;
 use crate::supervision::{RestartLimit, SupervisionEvent};
@@ -313,32 +316,6 @@ impl<A: Actor> Handler<Unresponsive> for PoolSupervisor<A> {
             self.replace(ctx, &format!("member {id} did not answer its heartbeat"))
                 .await;
         }
-        Ok(())
-    }
-}
-
-/// The dead-man's switch's question; every actor answers it (between messages).
-pub(crate) struct Heartbeat;
-impl Message for Heartbeat {
-    type Response = ();
-    type Error = std::convert::Infallible;
-    fn name() -> &'static str {
-        "conclib::Heartbeat"
-    }
-}
-
-/// A heartbeat crosses processes too (a process actor's link answers it from the actor). This
-/// impl also keeps the compiler from taking an actor's only `#[handle(remote)]` message for
-/// the one meant when another is sent: the error then names the message that is not exposed.
-impl<A: Actor> crate::RemoteHandler<Heartbeat> for A {}
-
-impl<A: Actor> Handler<Heartbeat> for A {
-    async fn handle(
-        &mut self,
-        _: Heartbeat,
-        _: &mut Context<Self>,
-    ) -> Result<(), std::convert::Infallible> {
-        self.heartbeat().await;
         Ok(())
     }
 }

@@ -1,20 +1,24 @@
 //! Pools: N actors of one type behind one ref and one URN (see [`Pool`]).
 
 mod actor;
+mod builder;
+mod routing;
 
-pub(crate) use actor::Heartbeat;
 #[allow(deprecated)]
 pub use actor::PoolActor;
 pub use actor::PoolSupervisor;
 use actor::Resize;
+pub use builder::PoolBuilder;
 
-use std::collections::VecDeque;
+use routing::make_room;
+pub use routing::{AskOutcome, MemberLoad, PoolStats, Routing, WhenFull};
+
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -24,123 +28,9 @@ use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, Target};
 use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError, SpawnError, StopReason};
-use crate::mailbox::MailboxConfig;
 use crate::message::{Handler, Message, Priority};
 use crate::request::{AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest};
-use crate::supervision::RestartLimit;
-use crate::system::{ActorId, ActorSystem};
-
-/// How a pool picks the member for a message.
-#[derive(Clone, Default)]
-pub enum Routing {
-    /// Each member in turn.
-    #[default]
-    RoundRobin,
-    /// The member with the smallest [`MemberLoad::load`]: what is queued at it, or what
-    /// was sent to it through the pool and is not done yet, whichever is larger. A message
-    /// counts from the moment it is routed, so senders routing at once spread their
-    /// messages.
-    LeastLoaded,
-    /// The member chosen by the message's key (hash modulo size); messages without a key go
-    /// round-robin.
-    KeyHash,
-    /// Your function: it gets the key (if any) and each member's load, and returns an index
-    /// (taken modulo the number of members).
-    Custom(Router),
-}
-
-/// A routing function: the message's key (if any) and each member's load in, an index out.
-pub type Router = Arc<dyn Fn(Option<u64>, &[MemberLoad]) -> usize + Send + Sync>;
-
-/// What one member answered to a broadcast ask.
-pub type AskOutcome<M> = Result<<M as Message>::Response, AskError<<M as Message>::Error>>;
-
-impl fmt::Debug for Routing {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Routing::RoundRobin => "RoundRobin",
-            Routing::LeastLoaded => "LeastLoaded",
-            Routing::KeyHash => "KeyHash",
-            Routing::Custom(_) => "Custom",
-        })
-    }
-}
-
-/// What a send does when the chosen member's mailbox is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WhenFull {
-    /// Wait for room (an ask counts the wait in its timeout).
-    #[default]
-    Wait,
-    /// Fail at once: `SendError::MailboxFull` / `AskError::MailboxFull`.
-    Reject,
-    /// Make room by dropping the oldest normal-priority message still waiting in the
-    /// member's mailbox: its ask fails with `AskError::MailboxFull` (a tell is dropped), and
-    /// the new message takes its place. A member takes its queue in batches; messages it
-    /// has taken are its own, and high-priority messages are never dropped: when nothing
-    /// can be dropped, the send fails with `MailboxFull`, as with [`WhenFull::Reject`].
-    DropOldest,
-}
-
-/// Takes a place in `cell`'s mailbox under `when_full`: `Some(true)` reserved, `Some(false)`
-/// full (the send fails with `MailboxFull`), `None` the member stopped (route again).
-async fn make_room<A: Actor>(cell: &ActorCell<A>, when_full: WhenFull) -> Option<bool> {
-    let capacity = &cell.mailbox.capacity;
-    match when_full {
-        WhenFull::Wait => poll_fn(|cx| capacity.poll_reserve(cx))
-            .await
-            .is_ok()
-            .then_some(true),
-        WhenFull::Reject => capacity.try_reserve(),
-        WhenFull::DropOldest => match capacity.try_reserve() {
-            Some(false) => match cell.mailbox.evict_oldest() {
-                Some(oldest) => {
-                    // Its place in the capacity passes to the new message.
-                    tracing::debug!(
-                        message = oldest.name(),
-                        "pool member full: dropped its oldest message"
-                    );
-                    oldest.reject();
-                    Some(true)
-                }
-                None => Some(false),
-            },
-            other => other,
-        },
-    }
-}
-
-/// One member's load, as routing and [`Pool::stats`] see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemberLoad {
-    /// The member's id.
-    pub id: ActorId,
-    /// Messages queued in its mailbox.
-    pub queued: usize,
-    /// Messages sent through the pool and not yet done with: asks until answered, tells
-    /// until queued.
-    pub in_flight: usize,
-}
-
-impl MemberLoad {
-    /// The load least-loaded routing compares: the larger of the two counts, as each
-    /// counts what the other may not have seen yet (an ask queued at a member is in both;
-    /// a tell only in `queued`; an ask routed but not queued yet, or handed on to a process
-    /// and not answered, only in `in_flight`).
-    #[must_use]
-    pub fn load(&self) -> usize {
-        self.queued.max(self.in_flight)
-    }
-}
-
-/// A pool's state at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolStats {
-    /// The members now in the routing table, in order.
-    pub members: Vec<MemberLoad>,
-    /// Members replaced since the pool started (dead or unresponsive).
-    pub replaced: u64,
-}
+use crate::system::ActorId;
 
 struct Member<A: Actor> {
     actor: ActorRef<A>,
@@ -589,151 +479,5 @@ impl<'a, A: Handler<M>, M: Message> DeliverTell<M> for &'a Pool<A> {
                 .await
                 .map(|_| ())
         })
-    }
-}
-
-// ---- building and supervising ----
-
-type SharedFactory<A> = Arc<Mutex<Box<dyn FnMut() -> A + Send>>>;
-
-fn make<A>(factory: &SharedFactory<A>) -> A {
-    (factory.lock().unwrap_or_else(|e| e.into_inner()))()
-}
-
-/// Builds a pool; from [`ActorSystem::pool`]. Finish with `.spawn().await`.
-#[must_use = "a builder does nothing until `.spawn().await`"]
-pub struct PoolBuilder<A: Actor> {
-    system: ActorSystem,
-    factory: SharedFactory<A>,
-    size: usize,
-    routing: Routing,
-    urn: Option<String>,
-    mailbox: MailboxConfig,
-    when_full: WhenFull,
-    restart: RestartLimit,
-    replacements: RestartLimit,
-    unresponsive_after: Option<Duration>,
-    ask_timeout: Duration,
-}
-
-impl<A: Actor> fmt::Debug for PoolBuilder<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PoolBuilder")
-            .field("size", &self.size)
-            .field("routing", &self.routing)
-            .field("urn", &self.urn)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ActorSystem {
-    /// Starts building a pool of actors made by `factory` (called once per member, and
-    /// again for each restart or replacement). See [`Pool`].
-    pub fn pool<A: Actor>(&self, factory: impl FnMut() -> A + Send + 'static) -> PoolBuilder<A> {
-        PoolBuilder {
-            system: self.clone(),
-            factory: Arc::new(Mutex::new(Box::new(factory))),
-            size: std::thread::available_parallelism().map_or(2, usize::from),
-            routing: Routing::RoundRobin,
-            urn: None,
-            mailbox: A::MAILBOX,
-            when_full: WhenFull::Wait,
-            restart: RestartLimit::default(),
-            replacements: RestartLimit::new(10, Duration::from_secs(10)),
-            unresponsive_after: None,
-            ask_timeout: self.default_ask_timeout(),
-        }
-    }
-}
-
-impl<A: Actor> PoolBuilder<A> {
-    /// The number of members (default: the machine's cores).
-    pub fn size(mut self, size: usize) -> Self {
-        self.size = size;
-        self
-    }
-
-    /// How a member is chosen (default round-robin).
-    pub fn routing(mut self, routing: Routing) -> Self {
-        self.routing = routing;
-        self
-    }
-
-    /// The pool's URN: lookups and the Redis proxy reach the pool by it. Default: the URN
-    /// the member type declares ([`Actor::URN`], `#[actor(urn = ..)]`); members never have one.
-    pub fn urn(mut self, urn: impl Into<String>) -> Self {
-        self.urn = Some(urn.into());
-        self
-    }
-
-    /// Each member's mailbox (default: the actor type's [`Actor::MAILBOX`]).
-    pub fn member_mailbox(mut self, mailbox: MailboxConfig) -> Self {
-        self.mailbox = mailbox;
-        self
-    }
-
-    /// What a send does when the chosen member is full (default: wait).
-    pub fn when_full(mut self, when_full: WhenFull) -> Self {
-        self.when_full = when_full;
-        self
-    }
-
-    /// How often a member may restart in place after a panic (default: 3 in 5 s).
-    pub fn restart_limit(mut self, limit: RestartLimit) -> Self {
-        self.restart = limit;
-        self
-    }
-
-    /// How often members may be replaced (dead or unresponsive) before the pool gives up
-    /// and stops with [`StopReason::RestartLimit`] (default: 10 in 10 s).
-    pub fn replacements_limit(mut self, limit: RestartLimit) -> Self {
-        self.replacements = limit;
-        self
-    }
-
-    /// Turns on the dead-man's switch: every `after`, each member must answer a
-    /// high-priority heartbeat within `after`, or it is killed and replaced.
-    pub fn unresponsive_after(mut self, after: Duration) -> Self {
-        self.unresponsive_after = Some(after);
-        self
-    }
-
-    /// The default timeout of asks through the pool.
-    pub fn ask_timeout(mut self, timeout: Duration) -> Self {
-        self.ask_timeout = timeout;
-        self
-    }
-
-    /// Spawns the pool and its members.
-    ///
-    /// # Errors
-    /// [`SpawnError`]: the URN is invalid or taken, a member failed to start, or the system
-    /// is stopping.
-    pub async fn spawn(self) -> Result<Pool<A>, SpawnError> {
-        let shared = Arc::new(Shared {
-            members: RwLock::new(Arc::new(Vec::new())),
-            next: AtomicUsize::new(0),
-            routing: self.routing,
-            when_full: self.when_full,
-            ask_timeout: self.ask_timeout,
-            replaced: AtomicUsize::new(0),
-        });
-        let pool = PoolSupervisor {
-            shared: shared.clone(),
-            factory: self.factory,
-            size: self.size,
-            mailbox: self.mailbox,
-            restart: self.restart,
-            replacements: self.replacements,
-            replaced_at: VecDeque::new(),
-            unresponsive_after: self.unresponsive_after,
-            probe: None,
-        };
-        let mut builder = self.system.build(pool).ask_timeout(self.ask_timeout);
-        if let Some(urn) = self.urn.or_else(|| A::URN.map(str::to_owned)) {
-            builder = builder.urn(urn);
-        }
-        let actor = builder.spawn().await?;
-        Ok(Pool { actor, shared })
     }
 }

@@ -157,9 +157,12 @@ fn api_trait(
     let mut with_ref = generics.clone();
     with_ref
         .params
-        .push(syn::parse_quote!(__Ref: ?::core::marker::Sized + #krate::Address<Actor = #self_ty>));
+        .push(syn::parse_quote!(__Ref: ?::core::marker::Sized + #krate::__private::Address<Actor = #self_ty>));
     let (impl_params, _, _) = with_ref.split_for_impl();
-    let address = respan(quote!(#krate::Address<Actor = #self_ty>), self_ty.span());
+    let address = respan(
+        quote!(#krate::__private::Address<Actor = #self_ty>),
+        self_ty.span(),
+    );
 
     let mut declarations = Vec::new();
     let mut definitions = Vec::new();
@@ -175,7 +178,7 @@ fn api_trait(
         };
         let (args, value) = request_value(h);
         let span = method.span();
-        let requester = quote_spanned!(span=> #krate::Requester<#message>);
+        let requester = quote_spanned!(span=> #krate::__private::Requester<#message>);
         let signature = quote_spanned! {span=>
             fn #method(&self, #(#args),*) -> <Self as #requester>::Request<'_>
             where

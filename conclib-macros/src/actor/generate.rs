@@ -66,7 +66,7 @@ pub fn fallback_impl(item: &ItemImpl, krate: &Path) -> TokenStream {
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     quote! {
-        impl #impl_generics #krate::Actor for #self_ty #where_clause {}
+        impl #impl_generics #krate::__private::Actor for #self_ty #where_clause {}
     }
 }
 
@@ -139,16 +139,22 @@ fn handler_impl(item: &ItemImpl, h: &HandlerFn, krate: &Path) -> TokenStream {
     let convert = quote_spanned!(span=> #convert::<#message, #returned>(output));
     let span = message.span();
     if h.remote {
-        let remote_handler = respan(quote!(#krate::RemoteHandler<#message>), span);
+        let remote_handler = respan(quote!(#krate::__private::RemoteHandler<#message>), span);
         out.extend(quote! {
             #(#cfgs)*
             #[automatically_derived]
             impl #impl_generics #remote_handler for #self_ty #where_clause {}
         });
     }
-    let handler = respan(quote!(#krate::Handler<#message>), span);
-    let response = respan(quote!(<#message as #krate::Message>::Response), span);
-    let error = respan(quote!(<#message as #krate::Message>::Error), span);
+    let handler = respan(quote!(#krate::__private::Handler<#message>), span);
+    let response = respan(
+        quote!(<#message as #krate::__private::Message>::Response),
+        span,
+    );
+    let error = respan(
+        quote!(<#message as #krate::__private::Message>::Error),
+        span,
+    );
     let result_ty = respan(quote!(::core::result::Result<#response, #error>), span);
     out.extend(quote! {
         #(#cfgs)*
@@ -157,7 +163,7 @@ fn handler_impl(item: &ItemImpl, h: &HandlerFn, krate: &Path) -> TokenStream {
             async fn handle(
                 &mut self,
                 msg: #message,
-                #ctx: &mut #krate::Context<Self>,
+                #ctx: &mut #krate::__private::Context<Self>,
             ) -> #result_ty {
                 #unpack
                 let output = #call;
@@ -181,9 +187,9 @@ fn actor_impl(item: &ItemImpl, model: &ImplModel, krate: &Path) -> TokenStream {
     let dispatch = dispatch(model, krate);
     quote! {
         #[automatically_derived]
-        impl #impl_generics #krate::Actor for #self_ty #where_clause {
+        impl #impl_generics #krate::__private::Actor for #self_ty #where_clause {
             const URN: ::core::option::Option<&'static str> = #options::URN;
-            const MAILBOX: #krate::MailboxConfig = #options::MAILBOX;
+            const MAILBOX: #krate::__private::MailboxConfig = #options::MAILBOX;
             #remote
 
             #(#hooks)*
@@ -211,7 +217,7 @@ fn remote_table(model: &ImplModel, krate: &Path) -> TokenStream {
     if remote.is_empty() {
         TokenStream::new()
     } else {
-        quote!(const REMOTE: &'static [#krate::RemoteMessage] = &[#(#remote),*];)
+        quote!(const REMOTE: &'static [#krate::__private::RemoteMessage] = &[#(#remote),*];)
     }
 }
 
@@ -225,8 +231,8 @@ fn dispatch(model: &ImplModel, krate: &Path) -> TokenStream {
 
             async fn handle_request(
                 &mut self,
-                request: #krate::RequestEnvelope,
-                _: &mut #krate::Context<Self>,
+                request: #krate::__private::RequestEnvelope,
+                _: &mut #krate::__private::Context<Self>,
             ) {
                 request.reject();
             }
@@ -268,8 +274,8 @@ fn dispatch(model: &ImplModel, krate: &Path) -> TokenStream {
 
             async fn handle_request(
                 &mut self,
-                request: #krate::RequestEnvelope,
-                ctx: &mut #krate::Context<Self>,
+                request: #krate::__private::RequestEnvelope,
+                ctx: &mut #krate::__private::Context<Self>,
             ) {
                 #(#steps)*
                 request.reject();
@@ -295,10 +301,10 @@ fn generate_hook(hook: &HookFn, krate: &Path) -> TokenStream {
     let payload = param(uses_payload, payload_name);
     let given = match kind {
         Hook::Start => None,
-        Hook::Stop => Some(quote!(&#krate::StopReason)),
+        Hook::Stop => Some(quote!(&#krate::__private::StopReason)),
         Hook::Panic => Some(quote!(&str)),
-        Hook::Event => Some(quote!(#krate::SupervisionEvent)),
-        Hook::StreamFinished => Some(quote!(#krate::StreamId)),
+        Hook::Event => Some(quote!(#krate::__private::SupervisionEvent)),
+        Hook::StreamFinished => Some(quote!(#krate::__private::StreamId)),
     };
     let call = call(
         krate,
@@ -329,8 +335,8 @@ fn generate_hook(hook: &HookFn, krate: &Path) -> TokenStream {
                 #(#cfgs)*
                 async fn on_start(
                     &mut self,
-                    #ctx: &mut #krate::Context<Self>,
-                ) -> ::core::result::Result<(), #krate::BoxError> {
+                    #ctx: &mut #krate::__private::Context<Self>,
+                ) -> ::core::result::Result<(), #krate::__private::BoxError> {
                     #body
                 }
             }
@@ -339,27 +345,27 @@ fn generate_hook(hook: &HookFn, krate: &Path) -> TokenStream {
             #(#cfgs)*
             async fn on_stop(
                 &mut self,
-                #ctx: &mut #krate::Context<Self>,
-                #payload: &#krate::StopReason,
-            ) -> ::core::result::Result<(), #krate::BoxError> {
+                #ctx: &mut #krate::__private::Context<Self>,
+                #payload: &#krate::__private::StopReason,
+            ) -> ::core::result::Result<(), #krate::__private::BoxError> {
                 #fallible_body
             }
         },
         Hook::Panic => quote! {
             #(#cfgs)*
-            async fn on_panic(&mut self, #ctx: &mut #krate::Context<Self>, #payload: &str) {
+            async fn on_panic(&mut self, #ctx: &mut #krate::__private::Context<Self>, #payload: &str) {
                 #call;
             }
         },
         Hook::Event => quote! {
             #(#cfgs)*
-            async fn on_event(&mut self, #ctx: &mut #krate::Context<Self>, #payload: #krate::SupervisionEvent) {
+            async fn on_event(&mut self, #ctx: &mut #krate::__private::Context<Self>, #payload: #krate::__private::SupervisionEvent) {
                 #call;
             }
         },
         Hook::StreamFinished => quote! {
             #(#cfgs)*
-            async fn on_stream_finished(&mut self, #ctx: &mut #krate::Context<Self>, #payload: #krate::StreamId) {
+            async fn on_stream_finished(&mut self, #ctx: &mut #krate::__private::Context<Self>, #payload: #krate::__private::StreamId) {
                 #call;
             }
         },

@@ -123,7 +123,7 @@ pub fn expand_options(
     let urn = match &options.urn {
         // The runtime's own check, as a backstop should its rules change.
         Some(urn) => quote! {{
-            ::core::assert!(#krate::validate_urn_const(#urn), "invalid URN in #[actor(urn = ...)]");
+            ::core::assert!(#krate::__private::validate_urn_const(#urn), "invalid URN in #[actor(urn = ...)]");
             ::core::option::Option::Some(#urn)
         }},
         None => quote!(::core::option::Option::None),
@@ -131,10 +131,12 @@ pub fn expand_options(
     let mailbox = match &options.mailbox {
         Some(Mailbox::Bounded(n)) => {
             let n = LitInt::new(n.base10_digits(), n.span());
-            quote!(#krate::MailboxConfig::Bounded(#n))
+            quote!(#krate::__private::MailboxConfig::Bounded(#n))
         }
-        Some(Mailbox::Unbounded) => quote!(#krate::MailboxConfig::Unbounded),
-        None => quote!(#krate::MailboxConfig::Bounded(#krate::DEFAULT_MAILBOX_CAPACITY)),
+        Some(Mailbox::Unbounded) => quote!(#krate::__private::MailboxConfig::Unbounded),
+        None => {
+            quote!(#krate::__private::MailboxConfig::Bounded(#krate::__private::DEFAULT_MAILBOX_CAPACITY))
+        }
     };
     quote! {
         #item
@@ -142,7 +144,7 @@ pub fn expand_options(
         #[automatically_derived]
         impl #impl_generics #krate::__private::ActorOptions for #ident #type_generics #where_clause {
             const URN: ::core::option::Option<&'static str> = #urn;
-            const MAILBOX: #krate::MailboxConfig = #mailbox;
+            const MAILBOX: #krate::__private::MailboxConfig = #mailbox;
         }
     }
 }

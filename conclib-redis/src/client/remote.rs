@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use conclib_core::{
-    Actor, Address, AskRequest, DeliverAsk, DeliverTell, Message, RemoteHandler, RemoteReply,
-    Requester, SendOptions, TellRequest,
+    Actor, Address, AskError, AskRequest, DeliverAsk, DeliverTell, Message, RemoteHandler,
+    RemoteReply, Requester, SendOptions, TellRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -36,46 +36,59 @@ where
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
-    type Ask = RemoteExchange<'a, Result<M::Response, ProxyError<M::Error>>>;
+    type Ask = RemoteExchange<'a, Result<M::Response, AskError<M::Error>>>;
 
     /// The timeout is [`ProxyConfig::ask_timeout`](crate::ProxyConfig::ask_timeout) unless
     /// set; the request carries the same deadline (the proxy drops it once expired). Fails
-    /// with [`ProxyError::Unavailable`] if a connection to Redis was lost meanwhile, at once
+    /// with [`AskError::Unavailable`] if a connection to Redis was lost meanwhile, at once
     /// if Redis restarted without the request (see the crate docs, Guarantees).
     fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
-        Box::pin(async move {
-            let ByUrn { client, urn } = self;
-            let timeout = options.timeout_or(client.shared.config.ask_timeout);
-            let body = client.encode(&msg)?;
-            drop(msg);
-            let (status, payload) = client
-                .ask_raw(&urn, M::name(), body, timeout, options.priority())
-                .await
-                .map_err(ProxyError::widen)?;
-            interpret::<M::Response, M::WireError>(
-                &*client.shared.config.codec,
-                &urn,
-                M::name(),
-                timeout,
-                status,
-                &payload,
-            )
-            .map_err(|e| e.map_handler(M::handler_error))
-        })
+        Box::pin(async move { ask(self, msg, options).await.map_err(AskError::from) })
     }
+}
+
+/// An ask by URN, failing with the client's own error (which `deliver_ask` turns into an
+/// [`AskError`]).
+async fn ask<M>(
+    by: ByUrn<'_>,
+    msg: M,
+    options: SendOptions,
+) -> Result<M::Response, ProxyError<M::Error>>
+where
+    M: RemoteReply + Serialize,
+    M::Response: DeserializeOwned,
+{
+    let ByUrn { client, urn } = by;
+    let timeout = options.timeout_or(client.shared.config.ask_timeout);
+    let body = client.encode(&msg)?;
+    drop(msg);
+    let (status, payload) = client
+        .ask_raw(&urn, M::name(), body, timeout, options.priority())
+        .await
+        .map_err(ProxyError::widen)?;
+    interpret::<M::Response, M::WireError>(
+        &*client.shared.config.codec,
+        &urn,
+        M::name(),
+        timeout,
+        status,
+        &payload,
+    )
+    .map_err(|e| e.map_handler(M::handler_error))
 }
 
 impl<'a, M> DeliverTell<M> for ByUrn<'a>
 where
     M: Message + Serialize,
 {
-    type Tell = RemoteExchange<'a, Result<(), ProxyError>>;
+    type Tell = RemoteExchange<'a, Result<(), AskError>>;
 
     fn deliver_tell(self, msg: M, options: SendOptions) -> Self::Tell {
         Box::pin(async move {
             self.client
                 .tell_now(&self.urn, msg, options.priority())
                 .await
+                .map_err(AskError::from)
         })
     }
 }
@@ -240,5 +253,6 @@ fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
         Status::BadRequest => ProxyError::BadRequest(text()),
         Status::CodecError => ProxyError::Codec(text()),
         Status::TooLarge => ProxyError::TooLarge(text()),
+        Status::Alive => ProxyError::Protocol("a heartbeat's status in a reply".into()),
     })
 }

@@ -532,9 +532,6 @@ impl Shared {
                 Status::Timeout,
                 format!("{urn} did not answer within {d:?}").into_bytes(),
             ),
-            Err(AskError::ActorStopped) => {
-                (Status::ActorStopped, format!("{urn} stopped").into_bytes())
-            }
             Err(AskError::NoResponse) => (
                 Status::NoResponse,
                 format!("{urn} dropped the request").into_bytes(),
@@ -554,6 +551,9 @@ impl Shared {
                 format!("the process died: {exit}").into_bytes(),
             ),
             Err(AskError::Codec(e)) => (Status::CodecError, e.into_bytes()),
+            Err(AskError::TooLarge(e)) => (Status::TooLarge, e.into_bytes()),
+            // `ActorStopped`, and what only another transport reports (an actor relayed to
+            // elsewhere that cannot be reached): the actor is gone for this ask.
             Err(_) => (Status::ActorStopped, format!("{urn} stopped").into_bytes()),
         }
     }

@@ -275,7 +275,7 @@ impl ProxyHandle {
     }
 
     /// Local URNs another system owns, with that system's id: this proxy refuses their
-    /// requests ([`ProxyError::UnknownUrn`](crate::ProxyError::UnknownUrn) for clients routed here by
+    /// requests ([`AskError::UnknownUrn`](conclib_core::AskError::UnknownUrn) for clients routed here by
     /// stale information) until the other system releases them.
     #[must_use]
     pub fn conflicts(&self) -> Vec<(String, String)> {

@@ -1,38 +1,21 @@
 //! Actors and messages shared by the tests, the peer (a test binary in that role) and the bench.
 #![allow(dead_code, missing_docs)]
 
+use conclib_macros::message;
 use std::time::Duration;
 
-use conclib_core::{Actor, Context, Message, RemoteMessage, RequestEnvelope};
+use conclib_core::{Actor, Context, RemoteMessage, RequestEnvelope};
 use serde::{Deserialize, Serialize};
 
 /// Adds to the counter; fails on overflow.
+#[message(response = u64, error = String, name = "test.Add")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Add(pub u64);
-impl Message for Add {
-    type Response = u64;
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Add"
-    }
-}
-impl conclib_core::MessageDecl for Add {
-    type WireError = String;
-}
 
 /// Reads the counter.
+#[message(response = u64, error = String, name = "test.Get")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Get;
-impl Message for Get {
-    type Response = u64;
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Get"
-    }
-}
-impl conclib_core::MessageDecl for Get {
-    type WireError = String;
-}
 
 /// The handler's own error type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,164 +25,65 @@ pub enum Refusal {
 }
 
 /// Always refused with `Refusal::NotAllowed`.
+#[message(error = Refusal, name = "test.Forbidden")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Forbidden(pub String);
-impl Message for Forbidden {
-    type Response = ();
-    type Error = Refusal;
-    fn name() -> &'static str {
-        "test.Forbidden"
-    }
-}
-impl conclib_core::MessageDecl for Forbidden {
-    type WireError = Refusal;
-}
 
 /// Panics in the handler.
+#[message(error = String, name = "test.Boom")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Boom;
-impl Message for Boom {
-    type Response = ();
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Boom"
-    }
-}
-impl conclib_core::MessageDecl for Boom {
-    type WireError = String;
-}
 
 /// Sleeps, then answers.
+#[message(response = u64, error = String, name = "test.Sleep")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Sleep(pub u64);
-impl Message for Sleep {
-    type Response = u64;
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Sleep"
-    }
-}
-impl conclib_core::MessageDecl for Sleep {
-    type WireError = String;
-}
 
 /// Set when a `Sleep(301)` handler starts: lets a test wait for it.
 pub static SLEEP_301_STARTED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 /// Answers its payload.
+#[message(response = String, error = String, name = "test.Echo")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Echo(pub String);
-impl Message for Echo {
-    type Response = String;
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Echo"
-    }
-}
-impl conclib_core::MessageDecl for Echo {
-    type WireError = String;
-}
 
 /// Answers a byte buffer of the given size.
+#[message(response = Vec<u8>, error = String, name = "test.Blob")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Blob(pub usize);
-impl Message for Blob {
-    type Response = Vec<u8>;
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Blob"
-    }
-}
-impl conclib_core::MessageDecl for Blob {
-    type WireError = String;
-}
 
 /// Appended to the actor's log (meant for tells).
+#[message(error = String, name = "test.Record")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record(pub u64);
-impl Message for Record {
-    type Response = ();
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Record"
-    }
-}
-impl conclib_core::MessageDecl for Record {
-    type WireError = String;
-}
 
 /// The log of recorded values.
+#[message(response = Vec<u64>, error = String, name = "test.History")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct History;
-impl Message for History {
-    type Response = Vec<u64>;
-    type Error = String;
-    fn name() -> &'static str {
-        "test.History"
-    }
-}
-impl conclib_core::MessageDecl for History {
-    type WireError = String;
-}
 
 /// Cannot fail.
+#[message(response = String, name = "test.Ping")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ping;
-impl Message for Ping {
-    type Response = String;
-    type Error = std::convert::Infallible;
-    fn name() -> &'static str {
-        "test.Ping"
-    }
-}
-impl conclib_core::MessageDecl for Ping {
-    type WireError = conclib_core::NoError;
-}
 
 /// Handled, but not exposed to the proxy.
+#[message(response = u64, error = String, name = "test.Secret")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Secret;
-impl Message for Secret {
-    type Response = u64;
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Secret"
-    }
-}
-impl conclib_core::MessageDecl for Secret {
-    type WireError = String;
-}
 
 /// Dropped without an answer.
+#[message(error = String, name = "test.Ignore")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ignore;
-impl Message for Ignore {
-    type Response = ();
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Ignore"
-    }
-}
-impl conclib_core::MessageDecl for Ignore {
-    type WireError = String;
-}
 
 /// Handled slowly (2 ms), then recorded: its number is appended (one line) to the file named
 /// by the environment variable `CONCLIB_TEST_NOTES`, if set, so that a test can see which
 /// were handled by a process it killed.
+#[message(error = String, name = "test.Note")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Note(pub u64);
-impl Message for Note {
-    type Response = ();
-    type Error = String;
-    fn name() -> &'static str {
-        "test.Note"
-    }
-}
-impl conclib_core::MessageDecl for Note {
-    type WireError = String;
-}
 
 /// Appends `n` to the notes file, if any.
 fn write_note(n: u64) {

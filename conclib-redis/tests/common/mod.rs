@@ -42,22 +42,8 @@ pub fn config(test: &str) -> ProxyConfig {
     daemon().config(&ProxyConfig::default().with_namespace(ns))
 }
 
-/// Waits for `cond` to hold, checking after each yield of the given async probe; panics
-/// after `secs` seconds. For states only observable by polling (Redis keys, counters).
-pub async fn eventually<F, Fut>(secs: u64, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-}
+#[allow(unused_imports)]
+pub use conclib_testkit::eventually;
 
 /// A plain fred client of the Redis at `url`: a client in another language, or an operator.
 pub async fn plain_client(url: &str) -> fred::prelude::Client {

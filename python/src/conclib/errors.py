@@ -1,6 +1,7 @@
 """Errors of the conclib client: one base class, one subclass per way an ask can fail.
 
-They mirror the Rust client's ``ProxyError`` (``conclib-redis/src/error.rs``) and the reply
+They mirror the Rust client's ``ProxyError`` (``conclib-redis/src/error.rs``; a Rust ask
+reports the same failures as the core's ``AskError``) and the reply
 statuses of the protocol (``conclib-redis/src/protocol.rs``). Each has a ``label``: the
 ``status`` label of the metrics hook (``timeout``, ``unavailable``, ...).
 """

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use conclib::{Actor, Context, Message, RemoteMessage, RequestEnvelope};
+use conclib::remote::RemoteMessage;
+use conclib::{Actor, Context, Message, RequestEnvelope};
 use serde::{Deserialize, Serialize};
 
 /// Declares a message with a wire name, a response and a `String` error.
@@ -22,7 +23,7 @@ macro_rules! test_message {
                 $name
             }
         }
-        impl conclib::MessageDecl for $ty {
+        impl conclib::remote::MessageDecl for $ty {
             type WireError = String;
         }
     };
@@ -91,7 +92,7 @@ impl Message for Forbidden {
         "test.Forbidden"
     }
 }
-impl conclib::MessageDecl for Forbidden {
+impl conclib::remote::MessageDecl for Forbidden {
     type WireError = Refusal;
 }
 
@@ -105,8 +106,8 @@ impl Message for Ping {
         "test.Ping"
     }
 }
-impl conclib::MessageDecl for Ping {
-    type WireError = conclib::NoError;
+impl conclib::remote::MessageDecl for Ping {
+    type WireError = conclib::remote::NoError;
 }
 
 /// The conformance actor: a counter with extras.

@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use conclib_core::process::{bind_to_parent, spawn_bound};
+//! use conclib_core::child::{bind_to_parent, spawn_bound};
 //!
 //! let mut command = std::process::Command::new("sleep");
 //! command.arg("60");

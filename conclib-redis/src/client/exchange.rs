@@ -1,0 +1,313 @@
+//! An ask's walk through Redis: encode, resolve, write its request, wait for its reply frame
+//! (`deliver` hands frames from the reply reader to the asks waiting for them).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use conclib_codec::encode_value;
+use conclib_core::Priority;
+use conclib_core::trace::TraceContext;
+use fred::bytes::Bytes;
+use fred::prelude::*;
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use super::io::{Outgoing, flush};
+use super::route::Resolved;
+use super::{ProxyClient, Shared};
+use crate::conn::{bytes, owned, s};
+use crate::error::ProxyError;
+use crate::protocol::{self, PROTOCOL_VERSION, Status, field};
+
+/// An ask waiting for its reply frame (or for the error that ends it before one comes).
+pub(super) struct Waiter {
+    pub(super) reply: oneshot::Sender<Result<Bytes, ProxyError>>,
+    /// Whether Redis took its request (it waits in a stream, or with the proxy, for its answer).
+    pub(super) written: bool,
+}
+
+impl ProxyClient {
+    pub(super) fn encode<M: Serialize, E>(&self, msg: &M) -> Result<Vec<u8>, ProxyError<E>> {
+        let body = encode_value(&*self.shared.config.codec, msg)
+            .map_err(|e| ProxyError::Codec(e.to_string()))?;
+        if body.len() > self.shared.config.max_payload {
+            return Err(ProxyError::TooLarge(format!(
+                "the message is {} bytes, the limit is {}",
+                body.len(),
+                self.shared.config.max_payload
+            )));
+        }
+        Ok(body)
+    }
+
+    /// Sends an encoded ask and waits for its reply frame's status and payload.
+    pub(super) async fn ask_raw(
+        &self,
+        urn: &str,
+        name: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+        priority: Priority,
+    ) -> Result<(Status, Bytes), ProxyError> {
+        let _in_flight = crate::metrics::InFlight::start();
+        let started = Instant::now();
+        let trace = TraceContext::next_hop();
+        let span = tracing::debug_span!(
+            "conclib.ask",
+            urn,
+            message = name,
+            trace_id = %trace.trace_id(),
+            span_id = %trace.span_id(),
+        );
+        let result = self
+            .exchange(urn, name, body, timeout, priority, started, trace)
+            .instrument(span)
+            .await;
+        crate::metrics::client_ask(
+            match &result {
+                Ok((status, _)) => status.label(),
+                Err(e) => crate::metrics::error_label(e),
+            },
+            started.elapsed(),
+        );
+        result
+    }
+
+    /// Resolves, sends and waits for the reply (once more after a stale route).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn exchange(
+        &self,
+        urn: &str,
+        name: &'static str,
+        body: Vec<u8>,
+        timeout: Duration,
+        priority: Priority,
+        started: Instant,
+        trace: TraceContext,
+    ) -> Result<(Status, Bytes), ProxyError> {
+        let shared = &self.shared;
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(ProxyError::Closed);
+        }
+        let deadline = started + timeout;
+        let disconnects = shared.disconnects.load(Ordering::Acquire);
+        let body = Bytes::from(body);
+        let mut route = shared
+            .resolve(urn, deadline, false)
+            .await
+            .map_err(|e| shared.at_deadline(e, timeout, disconnects))?;
+        let mut retried = false;
+        loop {
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    id,
+                    Waiter {
+                        reply: tx,
+                        written: false,
+                    },
+                );
+            let pending = PendingGuard { shared, id };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let reply_key = shared.reply_key.clone();
+            let losses = shared
+                .send(
+                    &route,
+                    id,
+                    urn,
+                    name,
+                    remaining,
+                    Some(reply_key),
+                    priority,
+                    body.clone(),
+                    deadline,
+                    trace,
+                )
+                .await
+                .map_err(|e| shared.at_deadline(e, timeout, disconnects))?;
+            if !shared.taken(id, losses) {
+                return Err(ProxyError::Unavailable(
+                    "Redis restarted without its data just as the request was written".into(),
+                ));
+            }
+            let frame = match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(Ok(frame))) => frame,
+                // Redis restarted without the request (`Shared::restarted`).
+                Ok(Ok(Err(e))) => return Err(e),
+                Ok(Err(_)) => return Err(ProxyError::Closed),
+                Err(_) => return Err(shared.timed_out(timeout, disconnects)),
+            };
+            drop(pending);
+            let (_, status, _) = protocol::decode_reply(&frame)
+                .ok_or_else(|| ProxyError::Protocol("short reply frame".into()))?;
+            // `Alive` belongs to the process actors' link: no proxy answers it.
+            let status = Status::from_byte(status)
+                .filter(|s| *s != Status::Alive)
+                .ok_or_else(|| ProxyError::Protocol(format!("unknown reply status {status}")))?;
+            // The URN moved to another system since we resolved it: resolve again, once.
+            if matches!(status, Status::NotOwner | Status::UnknownUrn) && !retried {
+                retried = true;
+                shared.forget(urn);
+                match shared.resolve(urn, deadline, true).await {
+                    Ok(fresh) if fresh.system != route.system => {
+                        route = fresh;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let payload = frame.slice(protocol::REPLY_HEADER_LEN..);
+            return Ok((status, payload));
+        }
+    }
+}
+
+struct PendingGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Shared {
+    /// Options of an ask's commands: fail at once while disconnected, and write a command
+    /// once at most (a connection lost after the write fails it at once, instead of keeping
+    /// it for a rewrite after reconnecting). `timeout` is how long the caller waits for it.
+    pub(super) fn command_options(timeout: Duration) -> Options {
+        Options {
+            fail_fast: true,
+            max_attempts: Some(1),
+            timeout: Some(timeout.max(Duration::from_millis(1))),
+            ..Options::default()
+        }
+    }
+
+    /// Appends one request to the serving system's stream. Requests to one stream queued
+    /// while its writer waits to run (those of asks made together) leave in one command.
+    /// Returns the count of [`losses`](Self::losses) read just before the write.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send(
+        self: &Arc<Self>,
+        route: &Resolved,
+        id: u64,
+        urn: &str,
+        name: &'static str,
+        ttl: Duration,
+        reply: Option<String>,
+        priority: Priority,
+        body: impl Into<Bytes>,
+        deadline: Instant,
+        trace: TraceContext,
+    ) -> Result<u64, ProxyError> {
+        let body = body.into();
+        let traceparent = trace.to_string();
+        let started = Instant::now();
+        let mut route = route.clone();
+        loop {
+            let ttl = ttl.saturating_sub(started.elapsed());
+            let ttl_ms = ttl.as_millis().clamp(1, u128::from(u32::MAX)) as i64;
+            let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(9);
+            fields.push((field::VERSION, s(PROTOCOL_VERSION)));
+            fields.push((field::ID, owned(id.to_string())));
+            fields.push((field::URN, owned(urn)));
+            fields.push((field::MESSAGE, s(name)));
+            fields.push((field::TTL, Value::Integer(ttl_ms)));
+            if let Some(reply) = &reply {
+                fields.push((field::REPLY, owned(reply.clone())));
+            }
+            if priority == Priority::High {
+                fields.push((field::PRIORITY, s("high")));
+            }
+            fields.push((field::TRACEPARENT, owned(traceparent.clone())));
+            fields.push((field::CODEC, s(self.config.codec.name())));
+            let size = body.len();
+            fields.push((field::BODY, bytes(body.clone())));
+            let (tx, rx) = oneshot::channel();
+            let first = {
+                let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+                let queue = outbox.entry(route.requests_key.clone()).or_default();
+                queue.push(Outgoing {
+                    fields,
+                    size,
+                    deadline,
+                    done: tx,
+                });
+                queue.len() == 1
+            };
+            if first {
+                // The requests queued until this task runs (those of the asks woken with this
+                // one, typically) leave together, in one command.
+                tokio::spawn(flush(self.clone(), route.requests_key.clone()));
+            }
+            let sent = match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(sent)) => sent,
+                Ok(Err(_)) => Err(ProxyError::Closed),
+                Err(_) => Err(ProxyError::Timeout(Duration::ZERO)),
+            };
+            if !matches!(sent, Err(ProxyError::UnknownUrn { .. })) {
+                return sent;
+            }
+            // The stream is gone (NOMKSTREAM, or the script found no stream), so is its
+            // system, unless Redis lost its data moments ago: then resolve and send again.
+            self.forget(urn);
+            self.wait_if_redis_lost_it(urn, deadline).await?;
+            route = self.resolve(urn, deadline, true).await?;
+        }
+    }
+
+    /// An error met before the reply: a command timeout becomes the ask's timeout, or
+    /// `Unavailable` when the connection is down.
+    pub(super) fn at_deadline(
+        &self,
+        e: ProxyError,
+        timeout: Duration,
+        disconnects: u64,
+    ) -> ProxyError {
+        match e {
+            ProxyError::Timeout(_) => self.timed_out(timeout, disconnects),
+            other => other,
+        }
+    }
+
+    pub(super) fn timed_out(&self, timeout: Duration, disconnects: u64) -> ProxyError {
+        if !self.pool.is_connected() || self.disconnects.load(Ordering::Acquire) != disconnects {
+            ProxyError::Unavailable(format!(
+                "the connection to Redis was lost; no answer within {timeout:?}"
+            ))
+        } else {
+            ProxyError::Timeout(timeout)
+        }
+    }
+
+    /// Hands each reply frame to the ask waiting for it.
+    pub(super) fn deliver(&self, frames: Vec<Value>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for frame in frames {
+            let Some(frame) = frame.into_bytes() else {
+                continue;
+            };
+            let Some((id, _, _)) = protocol::decode_reply(&frame) else {
+                tracing::warn!(len = frame.len(), "dropped a malformed reply frame");
+                continue;
+            };
+            // No waiter: the ask timed out or was dropped; the reply is discarded.
+            if let Some(waiter) = pending.remove(&id) {
+                let _ = waiter.reply.send(Ok(frame));
+            }
+        }
+    }
+}

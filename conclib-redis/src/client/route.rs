@@ -1,0 +1,122 @@
+//! Which system serves a URN, and through which connection to write to it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+
+use super::Shared;
+use crate::conn::{self, as_bytes, keyed, owned};
+use crate::error::{ProxyError, redis_error};
+
+#[derive(Clone)]
+pub(super) struct Resolved {
+    pub(super) requests_key: Arc<str>,
+    pub(super) system: Arc<str>,
+    pub(super) until: Instant,
+}
+
+impl Shared {
+    /// A usable command connection, the next in turn (after an outage they reconnect one by
+    /// one), or `Unavailable` if none is: Redis is down, and a command would only wait in
+    /// fred's queue for its return (see `links`).
+    pub(super) fn connection(&self) -> Result<&Client, ProxyError> {
+        let clients = self.pool.clients();
+        let start = self.next_link.fetch_add(1, Ordering::Relaxed);
+        (0..clients.len())
+            .map(|i| (start + i) % clients.len())
+            // In a cluster a lost link is one node's: the others still take commands.
+            .find(|&i| {
+                clients[i].is_connected()
+                    && (self.clustered || self.links[i].load(Ordering::Acquire))
+            })
+            .map(|i| &clients[i])
+            .ok_or_else(|| ProxyError::Unavailable("not connected to Redis".into()))
+    }
+
+    /// The system serving `urn` and its request stream, from the cache unless `fresh`.
+    pub(super) async fn resolve(
+        &self,
+        urn: &str,
+        deadline: Instant,
+        fresh: bool,
+    ) -> Result<Resolved, ProxyError> {
+        if !fresh {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = cache.get(urn)
+                && r.until > Instant::now()
+            {
+                return Ok(r.clone());
+            }
+        }
+        if conclib_core::validate_urn(urn).is_err() {
+            return Err(ProxyError::UnknownUrn {
+                urn: urn.to_owned(),
+            });
+        }
+        let value = loop {
+            // A GET has no effect: it may be given up at the command timeout.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let client = self.connection()?.with_options(&Self::command_options(
+                left.min(self.config.command_timeout),
+            ));
+            let get = conn::call(&client, keyed("GET"), vec![owned(self.keys.urn(urn))]);
+            let value = match tokio::time::timeout_at(deadline.into(), get).await {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => return Err(redis_error(&e)),
+                Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
+            };
+            if as_bytes(&value).is_some() {
+                break value;
+            }
+            // Not active: a URN pattern's group may activate it (`{ns}:pattern:{prefix}`).
+            if let Some(prefix) = crate::protocol::pattern_prefix(urn) {
+                let get = conn::call(
+                    &client,
+                    keyed("GET"),
+                    vec![owned(self.keys.pattern(prefix))],
+                );
+                match tokio::time::timeout_at(deadline.into(), get).await {
+                    Ok(Ok(v)) if as_bytes(&v).is_some() => break v,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(redis_error(&e)),
+                    Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
+                }
+            }
+            self.forget(urn);
+            self.wait_if_redis_lost_it(urn, deadline).await?;
+        };
+        let Some(system) = as_bytes(&value) else {
+            unreachable!("the loop ends with a value")
+        };
+        let system = String::from_utf8_lossy(system).into_owned();
+        let resolved = Resolved {
+            requests_key: self.keys.requests(&system).into(),
+            system: system.into(),
+            until: Instant::now() + self.config.resolve_cache_ttl,
+        };
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() > 100_000 {
+            let now = Instant::now();
+            cache.retain(|_, r| r.until > now);
+        }
+        cache.insert(urn.to_owned(), resolved.clone());
+        drop(cache);
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= 100_000 {
+            known.clear();
+        }
+        if !known.contains(urn) {
+            known.insert(urn.to_owned());
+        }
+        Ok(resolved)
+    }
+
+    pub(super) fn forget(&self, urn: &str) {
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(urn);
+    }
+}
