@@ -100,16 +100,13 @@ pub use conclib_core::__private;
 /// ```
 /// use conclib::prelude::*;
 ///
-/// #[message(response = u64)]
-/// struct Add(u64);
-///
 /// #[actor]
 /// struct Counter(u64);
 ///
 /// #[actor]
 /// impl Counter {
 ///     #[handle]
-///     fn add(&mut self, Add(n): Add) -> u64 {
+///     fn add(&mut self, n: u64) -> u64 {
 ///         self.0 += n;
 ///         self.0
 ///     }
@@ -120,7 +117,8 @@ pub use conclib_core::__private;
 /// let system = ActorSystem::new("app");
 /// let counter: ActorRef<Counter> = system.spawn(Counter(0)).await.unwrap();
 /// assert_eq!(counter.add(2).await, Ok(2));
-/// assert!(matches!(counter.ask(Add(1)).await, Ok(3) | Err(AskError::Timeout(_))));
+/// assert_eq!(counter.ask(Add { n: 1 }).priority(Priority::High).await, Ok(3));
+/// assert!(matches!(counter.add(1).await, Ok(4) | Err(AskError::Timeout(_))));
 /// # }
 /// ```
 pub mod prelude {
@@ -196,14 +194,19 @@ pub mod dynamic {
     };
 }
 
-/// Messages that cross processes: how a message declares its wire error
-/// ([`MessageDecl`](remote::MessageDecl)), the messages an actor exposes
-/// ([`RemoteHandler`](remote::RemoteHandler), [`RemoteMessage`](remote::RemoteMessage): an
-/// entry of an actor's codec table) and what an ask from another process can answer
-/// ([`RemoteReply`](remote::RemoteReply)).
+/// Messages that cross processes. Four names, four questions:
+///
+/// | name | kind | says |
+/// |---|---|---|
+/// | [`MessageDecl`](remote::MessageDecl) | trait of a message | what its error is on the wire (`type WireError`; [`NoError`](remote::NoError) when it cannot fail); `#[message]` implements it |
+/// | [`RemoteReply`](remote::RemoteReply) | trait of a message (blanket) | its response and wire error are serde types both ways: an ask from another process can be answered |
+/// | [`RemoteHandler<M>`](remote::RemoteHandler) | trait of an actor | the actor exposes `M` to other processes (`#[handle(remote)]`): a remote ref may send it |
+/// | [`ExposedMessage`](remote::ExposedMessage) | value | one entry of [`Actor::REMOTE`], the actor's table of exposed messages with their codec functions |
 pub mod remote {
+    #[allow(deprecated)]
+    pub use conclib_core::RemoteMessage;
     pub use conclib_core::{
-        ErasedMessage, IntoHandlerError, MessageDecl, NoError, RemoteHandler, RemoteMessage,
+        ErasedMessage, ExposedMessage, IntoHandlerError, MessageDecl, NoError, RemoteHandler,
         RemoteReply,
     };
 }
@@ -583,8 +586,8 @@ pub use conclib_macros::message;
 /// impl ::conclib::__private::Actor for Account {
 ///     const URN: Option<&'static str> = <Self as ::conclib::__private::ActorOptions>::URN;
 ///     const MAILBOX: ::conclib::__private::MailboxConfig = <Self as ::conclib::__private::ActorOptions>::MAILBOX;
-///     const REMOTE: &'static [::conclib::__private::RemoteMessage] =
-///         &[::conclib::__private::remote_entry::<Withdraw>()]; // `RemoteMessage::of::<Withdraw>()`
+///     const REMOTE: &'static [::conclib::__private::ExposedMessage] =
+///         &[::conclib::__private::remote_entry::<Withdraw>()]; // `ExposedMessage::of::<Withdraw>()`
 ///
 ///     async fn on_stop(
 ///         &mut self,

@@ -289,7 +289,7 @@ async fn erased_requests_go_through_the_remote_table() {
 fn remote_lists_exactly_the_remote_handlers() {
     let names: Vec<&str> = Example::REMOTE
         .iter()
-        .map(conclib::remote::RemoteMessage::name)
+        .map(conclib::remote::ExposedMessage::name)
         .collect();
     assert_eq!(names, ["Ping", "Add", "example.get"]);
     assert_eq!(Example::REMOTE[0].type_id(), TypeId::of::<Ping>());

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use conclib::remote::RemoteMessage;
+use conclib::remote::ExposedMessage;
 use conclib::{Actor, ActorSystem, Context, Message, RequestEnvelope};
 use conclib_redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
 use fred::prelude::*;
@@ -33,7 +33,7 @@ impl conclib::remote::MessageDecl for Add {
 
 struct Counter(u64);
 impl Actor for Counter {
-    const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Add>()];
+    const REMOTE: &'static [ExposedMessage] = &[ExposedMessage::of::<Add>()];
     async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
         match req.extract::<Add>() {
             Ok((Add(n), r)) => {

@@ -6,7 +6,7 @@ use std::future::Future;
 use crate::context::{Context, StreamId};
 use crate::error::{BoxError, StopReason};
 use crate::mailbox::MailboxConfig;
-use crate::remote::RemoteMessage;
+use crate::remote::ExposedMessage;
 use crate::request_envelope::RequestEnvelope;
 use crate::supervision::SupervisionEvent;
 
@@ -59,8 +59,8 @@ pub trait Actor: Sized + Send + 'static {
     const HANDS_ON: bool = false;
 
     /// The messages other processes may send this actor through a proxy (see
-    /// [`RemoteMessage`]). Empty by default: nothing is exposed unless listed.
-    const REMOTE: &'static [RemoteMessage] = &[];
+    /// [`ExposedMessage`]). Empty by default: nothing is exposed unless listed.
+    const REMOTE: &'static [ExposedMessage] = &[];
 
     /// Runs before the first message. An error stops the actor and is returned by `spawn`.
     fn on_start(

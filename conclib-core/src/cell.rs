@@ -12,7 +12,7 @@ use crate::envelope::{Envelope, ReplyTx};
 use crate::error::StopReason;
 use crate::mailbox::{Capacity, Control, Mailbox};
 use crate::message::{Handler, Message, Priority};
-use crate::remote::RemoteMessage;
+use crate::remote::ExposedMessage;
 use crate::request_envelope::RequestEnvelope;
 use crate::supervision::SupervisionEvent;
 use crate::system::ActorId;
@@ -292,7 +292,7 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn close(&self);
     fn is_closed(&self) -> bool;
     fn accepts(&self, message: TypeId) -> bool;
-    fn remote(&self) -> &'static [RemoteMessage];
+    fn remote(&self) -> &'static [ExposedMessage];
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
@@ -347,7 +347,7 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     fn accepts(&self, message: TypeId) -> bool {
         A::accepts(message)
     }
-    fn remote(&self) -> &'static [RemoteMessage] {
+    fn remote(&self) -> &'static [ExposedMessage] {
         A::REMOTE
     }
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {

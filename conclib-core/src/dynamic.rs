@@ -15,7 +15,7 @@ use crate::erased_request::ErasedRequest;
 use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Message, Priority};
-use crate::remote::{ErasedMessage, RemoteMessage};
+use crate::remote::{ErasedMessage, ExposedMessage};
 use crate::request::{AskRequest, DeliverAsk, DeliverTell, SendOptions, TellRequest};
 use crate::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::system::ActorId;
@@ -123,13 +123,13 @@ impl DynActorRef {
 
     /// The messages this actor exposes to other processes.
     #[must_use]
-    pub fn remote_messages(&self) -> &'static [RemoteMessage] {
+    pub fn remote_messages(&self) -> &'static [ExposedMessage] {
         self.cell.remote()
     }
 
     /// The exposed message with this wire name.
     #[must_use]
-    pub fn remote_message(&self, name: &str) -> Option<&'static RemoteMessage> {
+    pub fn remote_message(&self, name: &str) -> Option<&'static ExposedMessage> {
         self.cell.remote().iter().find(|m| m.name() == name)
     }
 
@@ -221,7 +221,7 @@ impl DynActorRef {
     }
 
     /// Asks with a message already decoded into an [`ErasedMessage`] (what a proxy does).
-    /// `name` and `type_id` are the message's, e.g. from a [`RemoteMessage`].
+    /// `name` and `type_id` are the message's, e.g. from a [`ExposedMessage`].
     ///
     /// # Errors
     /// Any [`AskError`]; the handler's error stays erased.

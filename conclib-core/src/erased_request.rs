@@ -126,7 +126,7 @@ impl<'a> ErasedRequest<'a> {
     /// block. The returned handle gives the ask up.
     ///
     /// ```
-    /// # use conclib_core::{Actor, ActorSystem, Message, RemoteMessage};
+    /// # use conclib_core::{Actor, ActorSystem, Message, ExposedMessage};
     /// # struct Double(u64);
     /// # impl Message for Double { type Response = u64; type Error = std::convert::Infallible; }
     /// # #[derive(Default)] struct Calc;

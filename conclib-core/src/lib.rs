@@ -104,7 +104,9 @@ pub use message::{Handler, Message, Priority};
 #[allow(deprecated)]
 pub use pool::PoolActor;
 pub use pool::{MemberLoad, Pool, PoolBuilder, PoolStats, PoolSupervisor, Routing, WhenFull};
-pub use remote::{ErasedMessage, RemoteMessage};
+#[allow(deprecated)]
+pub use remote::RemoteMessage;
+pub use remote::{ErasedMessage, ExposedMessage};
 pub use request::{
     Address, AskRequest, DeliverAsk, DeliverTell, KeyRouted, Requester, SendOptions, TellRequest,
 };

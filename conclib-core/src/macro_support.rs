@@ -6,8 +6,8 @@
 // What generated code names, reached through here so that the facade's root can stay small
 // (the paths below never change with the facade's layout).
 pub use crate::{
-    Actor, Address, BoxError, Context, DEFAULT_MAILBOX_CAPACITY, Handler, MailboxConfig, Message,
-    RemoteHandler, RemoteMessage, RequestEnvelope, Requester, StopReason, StreamId,
+    Actor, Address, BoxError, Context, DEFAULT_MAILBOX_CAPACITY, ExposedMessage, Handler,
+    MailboxConfig, Message, RemoteHandler, RequestEnvelope, Requester, StopReason, StreamId,
     SupervisionEvent, validate_urn_const,
 };
 
@@ -67,7 +67,7 @@ impl<M, T: Serialize + DeserializeOwned> RemoteResponse<M> for T {}
 )]
 pub trait RemoteError<M> {
     /// The entry of `M` in `Actor::REMOTE`.
-    const ENTRY: RemoteMessage;
+    const ENTRY: ExposedMessage;
 }
 impl<M, E> RemoteError<M> for E
 where
@@ -75,20 +75,20 @@ where
     M::Response: Serialize + DeserializeOwned,
     E: Serialize + DeserializeOwned,
 {
-    const ENTRY: RemoteMessage = RemoteMessage::of::<M>();
+    const ENTRY: ExposedMessage = ExposedMessage::of::<M>();
 }
 impl<M> RemoteError<M> for NoError
 where
     M: Message<Error = std::convert::Infallible> + Serialize + DeserializeOwned,
     M::Response: Serialize + DeserializeOwned,
 {
-    const ENTRY: RemoteMessage = RemoteMessage::of_infallible::<M>();
+    const ENTRY: ExposedMessage = ExposedMessage::of_infallible::<M>();
 }
 
 /// The entry of `M` in `Actor::REMOTE`; the bounds say what is missing, one by one.
 #[doc(hidden)]
 #[must_use]
-pub const fn remote_entry<M>() -> RemoteMessage
+pub const fn remote_entry<M>() -> ExposedMessage
 where
     M: MessageDecl + RemoteRequest,
     M::Response: RemoteResponse<M>,

@@ -24,7 +24,7 @@ pub type ErasedMessage = Box<dyn Any + Send>;
 /// side the actor runs on).
 ///
 /// ```
-/// use conclib_core::{Actor, Message, RemoteMessage};
+/// use conclib_core::{Actor, Message, ExposedMessage};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize)]
@@ -37,12 +37,12 @@ pub type ErasedMessage = Box<dyn Any + Send>;
 ///
 /// struct Counter(u64);
 /// impl Actor for Counter {
-///     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Get>()];
+///     const REMOTE: &'static [ExposedMessage] = &[ExposedMessage::of::<Get>()];
 /// }
 /// assert_eq!(Counter::REMOTE[0].name(), "Get");
 /// ```
 #[derive(Clone, Copy)]
-pub struct RemoteMessage {
+pub struct ExposedMessage {
     name: fn() -> &'static str,
     type_id: fn() -> TypeId,
     decode: Decode,
@@ -61,7 +61,7 @@ type ToSerialize = for<'a> fn(&'a (dyn Any + Send)) -> Option<&'a dyn erased_ser
 type Decode =
     fn(&mut dyn erased_serde::Deserializer<'_>) -> Result<ErasedMessage, erased_serde::Error>;
 
-impl RemoteMessage {
+impl ExposedMessage {
     /// The entry for message type `M`.
     #[must_use]
     pub const fn of<M>() -> Self
@@ -70,7 +70,7 @@ impl RemoteMessage {
         M::Response: Serialize + DeserializeOwned,
         M::Error: Serialize + DeserializeOwned,
     {
-        RemoteMessage {
+        ExposedMessage {
             name: M::name,
             type_id: TypeId::of::<M>,
             decode: decode::<M>,
@@ -91,7 +91,7 @@ impl RemoteMessage {
         M: Message<Error = std::convert::Infallible> + Serialize + DeserializeOwned,
         M::Response: Serialize + DeserializeOwned,
     {
-        RemoteMessage {
+        ExposedMessage {
             name: M::name,
             type_id: TypeId::of::<M>,
             decode: decode::<M>,
@@ -181,7 +181,7 @@ impl RemoteMessage {
     }
 }
 
-impl RemoteMessage {
+impl ExposedMessage {
     /// The message's [`Message::routing_key`], if `message` is of this type.
     #[must_use]
     pub fn routing_key(&self, message: &(dyn Any + Send)) -> Option<u64> {
@@ -189,9 +189,9 @@ impl RemoteMessage {
     }
 }
 
-impl fmt::Debug for RemoteMessage {
+impl fmt::Debug for ExposedMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RemoteMessage").field(&self.name()).finish()
+        f.debug_tuple("ExposedMessage").field(&self.name()).finish()
     }
 }
 
@@ -225,3 +225,9 @@ fn as_serialize<T: Serialize + 'static>(
         .downcast_ref::<T>()
         .map(|v| v as &dyn erased_serde::Serialize)
 }
+
+/// The former name of [`ExposedMessage`].
+#[deprecated(
+    note = "renamed `ExposedMessage`: an entry of an actor's table of the messages it exposes to other processes"
+)]
+pub type RemoteMessage = ExposedMessage;

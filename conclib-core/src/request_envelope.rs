@@ -165,7 +165,7 @@ impl RequestEnvelope {
     /// Takes the message out, still erased, with the responder to answer it: for an actor
     /// that forwards requests elsewhere without knowing their types (a relay to an actor in
     /// another process), which encodes the message and decodes the answer through the
-    /// [`RemoteMessage`](crate::RemoteMessage) of its [`message_name`](Self::message_name).
+    /// [`ExposedMessage`](crate::ExposedMessage) of its [`message_name`](Self::message_name).
     pub fn into_erased(mut self) -> (ErasedMessage, ErasedResponder) {
         let message = self
             .message
@@ -332,8 +332,8 @@ impl fmt::Debug for ErasedResponder {
 
 impl ErasedResponder {
     /// Sends the result to the asker: the response or handler error must be of the
-    /// message's types (boxed), as [`RemoteMessage::decode_response`](crate::RemoteMessage::decode_response) and
-    /// [`RemoteMessage::decode_error`](crate::RemoteMessage::decode_error) give them. For a tell it only says it was handled.
+    /// message's types (boxed), as [`ExposedMessage::decode_response`](crate::ExposedMessage::decode_response) and
+    /// [`ExposedMessage::decode_error`](crate::ExposedMessage::decode_error) give them. For a tell it only says it was handled.
     pub fn respond(mut self, result: ErasedResult) {
         if let Some(reply) = self.reply.take() {
             if let Err(AskError::Handler(_)) = &result {

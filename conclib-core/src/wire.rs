@@ -28,7 +28,7 @@ use crate::message::{Handler, Message};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is exposed with `#[handle(remote)]` but is not declared with `#[message]`",
     label = "declared without `#[message]`",
-    note = "declare `{Self}` with `#[message(...)]`, or list it in a hand-written `Actor::REMOTE` with `RemoteMessage::of`"
+    note = "declare `{Self}` with `#[message(...)]`, or list it in a hand-written `Actor::REMOTE` with `ExposedMessage::of`"
 )]
 pub trait MessageDecl: Message {
     /// The error as sent to other processes: [`NoError`] when `Error` is `Infallible`, else
@@ -81,7 +81,7 @@ impl IntoHandlerError<Infallible> for NoError {
 /// `REMOTE` and adds one line:
 ///
 /// ```
-/// use conclib_core::{Actor, Context, Handler, Message, MessageDecl, NoError, RemoteHandler, RemoteMessage};
+/// use conclib_core::{Actor, Context, Handler, Message, MessageDecl, NoError, RemoteHandler, ExposedMessage};
 /// use std::convert::Infallible;
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
@@ -91,7 +91,7 @@ impl IntoHandlerError<Infallible> for NoError {
 ///
 /// struct Pong;
 /// impl Actor for Pong {
-///     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of_infallible::<Ping>()];
+///     const REMOTE: &'static [ExposedMessage] = &[ExposedMessage::of_infallible::<Ping>()];
 ///     # async fn handle_request(&mut self, req: conclib_core::RequestEnvelope, ctx: &mut Context<Self>) {
 ///     #     match req.extract::<Ping>() { Ok((m, r)) => r.respond(self.handle(m, ctx).await), Err(req) => req.reject() }
 ///     # }

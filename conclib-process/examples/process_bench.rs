@@ -23,7 +23,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use conclib_core::{
-    Actor, Context, Handler, Message, MessageDecl, NoError, RemoteHandler, RemoteMessage,
+    Actor, Context, ExposedMessage, Handler, Message, MessageDecl, NoError, RemoteHandler,
     RequestEnvelope,
 };
 use serde::{Deserialize, Serialize};
@@ -60,9 +60,9 @@ impl MessageDecl for Count {
 }
 
 impl Actor for Bench {
-    const REMOTE: &'static [RemoteMessage] = &[
-        RemoteMessage::of_infallible::<Echo>(),
-        RemoteMessage::of_infallible::<Count>(),
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of_infallible::<Echo>(),
+        ExposedMessage::of_infallible::<Count>(),
     ];
     async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
         let req = match req.extract::<Echo>() {

@@ -3,13 +3,13 @@
 //! parent's and the child's sides both use it; neither imports the other.
 
 use conclib_codec::{Bincode, Codec, decode_value};
-use conclib_core::{AskError, ErasedResult, RemoteMessage, RemoteReply};
+use conclib_core::{AskError, ErasedResult, ExposedMessage, RemoteReply};
 use serde::de::DeserializeOwned;
 
 use crate::wire::{self, status};
 
 /// The status and payload answering an ask's result (child to parent, and back).
-pub(crate) fn reply_for(rm: &RemoteMessage, result: ErasedResult) -> (u8, Vec<u8>) {
+pub(crate) fn reply_for(rm: &ExposedMessage, result: ErasedResult) -> (u8, Vec<u8>) {
     match result {
         Ok(response) => encoded(status::OK, rm.response(&*response)),
         Err(AskError::Handler(error)) => encoded(status::HANDLER_ERROR, rm.error(&*error)),

@@ -12,8 +12,8 @@ use std::time::Duration;
 use conclib_codec::{Bincode, Codec};
 use conclib_core::trace::TraceContext;
 use conclib_core::{
-    Actor, ActorSystem, AskHandle, DynActorRef, ErasedRequest, ErasedResult, PanicPolicy, Priority,
-    RemoteMessage, RemoteReply, StopReason,
+    Actor, ActorSystem, AskHandle, DynActorRef, ErasedRequest, ErasedResult, ExposedMessage,
+    PanicPolicy, Priority, RemoteReply, StopReason,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -339,7 +339,7 @@ impl Asks {
         self: &Arc<Self>,
         id: u64,
         out: &Arc<Outbox>,
-        rm: &'static RemoteMessage,
+        rm: &'static ExposedMessage,
         request: ErasedRequest<'_>,
     ) {
         let (asks, answers) = (self.clone(), out.clone());

@@ -2,7 +2,7 @@
 //! CPU-bound work, and a crash, leak or hang that takes down one worker, not the service.
 //!
 //! ```no_run
-//! use conclib_core::{Actor, Context, Handler, Message, MessageDecl, NoError, RemoteHandler, RemoteMessage};
+//! use conclib_core::{Actor, Context, Handler, Message, MessageDecl, NoError, RemoteHandler, ExposedMessage};
 //! use serde::{Deserialize, Serialize};
 //! use std::convert::Infallible;
 //!
@@ -15,7 +15,7 @@
 //! impl MessageDecl for Hash { type WireError = NoError; } // `#[message]` writes this
 //!
 //! impl Actor for Hasher {
-//!     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of_infallible::<Hash>()];
+//!     const REMOTE: &'static [ExposedMessage] = &[ExposedMessage::of_infallible::<Hash>()];
 //!     async fn handle_request(&mut self, req: conclib_core::RequestEnvelope, ctx: &mut Context<Self>) {
 //!         match req.extract::<Hash>() {
 //!             Ok((msg, r)) => r.respond(self.handle(msg, ctx).await),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use conclib_codec::{Bincode, Codec};
 use conclib_core::{
-    Actor, AskError, BoxError, Context, ErasedResult, Handler, Message, RemoteMessage,
+    Actor, AskError, BoxError, Context, ErasedResult, ExposedMessage, Handler, Message,
     RequestEnvelope, StopReason,
 };
 
@@ -80,7 +80,7 @@ impl Message for Ended {
 }
 
 impl<A: Actor> Actor for ProcessRelay<A> {
-    const REMOTE: &'static [RemoteMessage] = A::REMOTE;
+    const REMOTE: &'static [ExposedMessage] = A::REMOTE;
     // The process's actor's bound: an ask relayed to the process keeps its place in this
     // mailbox until answered, so the bound counts what waits in the process too (a pool of
     // process actors rejects, waits or drops by it, and least-loaded routing sees it).
@@ -265,14 +265,14 @@ impl<A: Actor> Handler<Ended> for ProcessRelay<A> {
 }
 
 /// A process's answer as the core's erased result.
-fn erased_answer(rm: &'static RemoteMessage, answer: Answer) -> ErasedResult {
+fn erased_answer(rm: &'static ExposedMessage, answer: Answer) -> ErasedResult {
     let (status, payload) = match answer {
         Ok(answer) => answer,
         Err(exit) => return Err(AskError::Exited(exit)),
     };
     let text = || String::from_utf8_lossy(&payload).into_owned();
     let decode = |decode: fn(
-        &RemoteMessage,
+        &ExposedMessage,
         &mut dyn erased_serde::Deserializer<'_>,
     ) -> Result<conclib_core::ErasedMessage, erased_serde::Error>| {
         let mut value = None;
@@ -289,8 +289,8 @@ fn erased_answer(rm: &'static RemoteMessage, answer: Answer) -> ErasedResult {
         }
     };
     match status {
-        status::OK => decode(RemoteMessage::decode_response).ok_or(AskError::NoResponse),
-        status::HANDLER_ERROR => match decode(RemoteMessage::decode_error) {
+        status::OK => decode(ExposedMessage::decode_response).ok_or(AskError::NoResponse),
+        status::HANDLER_ERROR => match decode(ExposedMessage::decode_error) {
             Some(error) => Err(AskError::Handler(error)),
             None => Err(AskError::NoResponse),
         },

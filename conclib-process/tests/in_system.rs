@@ -714,8 +714,8 @@ async fn pool_of_processes() {
 struct TraceProbe;
 
 impl conclib::Actor for TraceProbe {
-    const REMOTE: &'static [conclib::remote::RemoteMessage] =
-        &[conclib::remote::RemoteMessage::of_infallible::<SeenTrace>()];
+    const REMOTE: &'static [conclib::remote::ExposedMessage] =
+        &[conclib::remote::ExposedMessage::of_infallible::<SeenTrace>()];
     async fn handle_request(
         &mut self,
         req: conclib::RequestEnvelope,

@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use conclib_core::{Actor, ActorSystem, Context, RemoteMessage, RequestEnvelope};
+use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, RequestEnvelope};
 use conclib_redis::{ProxyConfig, SnapshotReader, start_proxy, start_redis};
 use fred::prelude::*;
 
@@ -39,7 +39,7 @@ impl conclib_core::Message for Ping {
 
 struct Idle;
 impl Actor for Idle {
-    const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Ping>()];
+    const REMOTE: &'static [ExposedMessage] = &[ExposedMessage::of::<Ping>()];
     async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
         match req.extract::<Ping>() {
             Ok((Ping, r)) => r.respond(Ok(())),

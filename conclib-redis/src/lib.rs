@@ -14,7 +14,7 @@
 //!   `CONCLIB_REDIS_URL` and friends.
 //!
 //! ```no_run
-//! use conclib_core::{Actor, ActorSystem, Context, Message, RemoteMessage, RequestEnvelope};
+//! use conclib_core::{Actor, ActorSystem, Context, Message, ExposedMessage, RequestEnvelope};
 //! use conclib_core::AskError;
 //! use conclib_redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
 //! use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@
 //!
 //! struct Counter(u64);
 //! impl Actor for Counter {
-//!     const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Add>()];
+//!     const REMOTE: &'static [ExposedMessage] = &[ExposedMessage::of::<Add>()];
 //!     async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
 //!         match req.extract::<Add>() {
 //!             Ok((Add(n), r)) => r.respond(self.0.checked_add(n).map(|t| { self.0 = t; t }).ok_or("overflow".into())),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::actors::*;
 use common::{config, eventually};
-use conclib_core::{Actor, ActorSystem, Context, MailboxConfig, RemoteMessage, RequestEnvelope};
+use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, MailboxConfig, RequestEnvelope};
 use conclib_redis::{ProxyClient, ProxyConfig, start_proxy};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -368,7 +368,7 @@ struct Slow {
 struct Work;
 
 impl Actor for Slow {
-    const REMOTE: &'static [RemoteMessage] = &[RemoteMessage::of::<Work>()];
+    const REMOTE: &'static [ExposedMessage] = &[ExposedMessage::of::<Work>()];
     async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
         match req.extract::<Work>() {
             Ok((Work, r)) => {

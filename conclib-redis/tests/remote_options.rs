@@ -30,10 +30,10 @@ struct Log(u64);
 struct Logged;
 
 impl conclib_core::Actor for Gated {
-    const REMOTE: &'static [conclib_core::RemoteMessage] = &[
-        conclib_core::RemoteMessage::of_infallible::<Hold>(),
-        conclib_core::RemoteMessage::of_infallible::<Log>(),
-        conclib_core::RemoteMessage::of_infallible::<Logged>(),
+    const REMOTE: &'static [conclib_core::ExposedMessage] = &[
+        conclib_core::ExposedMessage::of_infallible::<Hold>(),
+        conclib_core::ExposedMessage::of_infallible::<Log>(),
+        conclib_core::ExposedMessage::of_infallible::<Logged>(),
     ];
     async fn handle_request(
         &mut self,

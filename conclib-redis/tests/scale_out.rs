@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{config, eventually, plain_client};
-use conclib_core::{Actor, ActorSystem, Context, Message, RemoteMessage, RequestEnvelope};
+use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, Message, RequestEnvelope};
 use conclib_redis::{Activation, ProxyClient, ProxyConfig, StateStore, StoreError, start_proxy};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -79,8 +79,8 @@ struct Worker {
 }
 
 impl Actor for Worker {
-    const REMOTE: &'static [RemoteMessage] =
-        &[RemoteMessage::of::<Whoami>(), RemoteMessage::of::<Tick>()];
+    const REMOTE: &'static [ExposedMessage] =
+        &[ExposedMessage::of::<Whoami>(), ExposedMessage::of::<Tick>()];
 
     async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
         let req = match req.extract::<Whoami>() {
@@ -136,10 +136,10 @@ impl Actor for Account {
     // answer (a tell finding a full mailbox for 100 ms is dropped): this test is about
     // single activation, not overload.
     const MAILBOX: conclib_core::MailboxConfig = conclib_core::MailboxConfig::Unbounded;
-    const REMOTE: &'static [RemoteMessage] = &[
-        RemoteMessage::of::<Incr>(),
-        RemoteMessage::of::<Total>(),
-        RemoteMessage::of::<Quit>(),
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<Incr>(),
+        ExposedMessage::of::<Total>(),
+        ExposedMessage::of::<Quit>(),
     ];
 
     async fn handle_request(&mut self, req: RequestEnvelope, ctx: &mut Context<Self>) {

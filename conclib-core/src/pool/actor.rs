@@ -16,7 +16,7 @@ use crate::error::{AskError, BoxError, SpawnError, StopReason};
 use crate::mailbox::MailboxConfig;
 use crate::message::{Handler, Message, Priority};
 use crate::messages::Heartbeat;
-use crate::remote::RemoteMessage;
+use crate::remote::ExposedMessage;
 use crate::request_envelope::RequestEnvelope;
 use crate::supervision::{RestartLimit, SupervisionEvent};
 use crate::system::ActorId;
@@ -98,12 +98,12 @@ impl<A: Actor> PoolSupervisor<A> {
         A::REMOTE
             .iter()
             .find(|m| request.matches_type(m.type_id()))
-            .and_then(|m: &RemoteMessage| m.routing_key(message))
+            .and_then(|m: &ExposedMessage| m.routing_key(message))
     }
 }
 
 impl<A: Actor> Actor for PoolSupervisor<A> {
-    const REMOTE: &'static [RemoteMessage] = A::REMOTE;
+    const REMOTE: &'static [ExposedMessage] = A::REMOTE;
 
     async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
         let mut members = Vec::with_capacity(self.size);

@@ -217,7 +217,7 @@ fn remote_table(model: &ImplModel, krate: &Path) -> TokenStream {
     if remote.is_empty() {
         TokenStream::new()
     } else {
-        quote!(const REMOTE: &'static [#krate::__private::RemoteMessage] = &[#(#remote),*];)
+        quote!(const REMOTE: &'static [#krate::__private::ExposedMessage] = &[#(#remote),*];)
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use conclib_codec::{Codec, decode_value, encode_value};
 use conclib_core::trace::TraceContext;
-use conclib_core::{Actor, ActorSystem, DynActorRef, RemoteMessage};
+use conclib_core::{Actor, ActorSystem, DynActorRef, ExposedMessage};
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use serde::Serialize;
@@ -42,7 +42,7 @@ type MakeFn = Box<dyn Fn(ActorSystem, Activation) -> Spawned + Send + Sync>;
 pub(super) struct Pattern {
     pub(super) prefix: String,
     /// The messages the pattern's actor type exposes.
-    pub(super) remote: &'static [RemoteMessage],
+    pub(super) remote: &'static [ExposedMessage],
     make: MakeFn,
     idle: Option<Duration>,
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use conclib_core::trace::TraceContext;
-use conclib_core::{AskError, DynActorRef, ErasedMessage, ErasedResult, RemoteMessage};
+use conclib_core::{AskError, DynActorRef, ErasedMessage, ErasedResult, ExposedMessage};
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
@@ -25,7 +25,7 @@ struct HandOff {
     entry: EntryId,
     req: Request,
     reply_to: Option<(String, u64)>,
-    rm: &'static RemoteMessage,
+    rm: &'static ExposedMessage,
     msg: ErasedMessage,
     codec: Arc<dyn Codec>,
     timeout: Duration,
@@ -490,7 +490,7 @@ impl Shared {
     /// The status and payload answering an ask's result.
     fn outcome(
         &self,
-        rm: &RemoteMessage,
+        rm: &ExposedMessage,
         codec: &dyn Codec,
         target: &DynActorRef,
         result: ErasedResult,

@@ -4,7 +4,7 @@
 use conclib_macros::message;
 use std::time::Duration;
 
-use conclib_core::{Actor, Context, RemoteMessage, RequestEnvelope};
+use conclib_core::{Actor, Context, ExposedMessage, RequestEnvelope};
 use serde::{Deserialize, Serialize};
 
 /// Adds to the counter; fails on overflow.
@@ -108,19 +108,19 @@ pub struct Counter {
 }
 
 impl Actor for Counter {
-    const REMOTE: &'static [RemoteMessage] = &[
-        RemoteMessage::of::<Add>(),
-        RemoteMessage::of::<Get>(),
-        RemoteMessage::of::<Forbidden>(),
-        RemoteMessage::of::<Boom>(),
-        RemoteMessage::of::<Sleep>(),
-        RemoteMessage::of::<Echo>(),
-        RemoteMessage::of::<Blob>(),
-        RemoteMessage::of::<Record>(),
-        RemoteMessage::of::<History>(),
-        RemoteMessage::of::<Ignore>(),
-        RemoteMessage::of_infallible::<Ping>(),
-        RemoteMessage::of::<Note>(),
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<Add>(),
+        ExposedMessage::of::<Get>(),
+        ExposedMessage::of::<Forbidden>(),
+        ExposedMessage::of::<Boom>(),
+        ExposedMessage::of::<Sleep>(),
+        ExposedMessage::of::<Echo>(),
+        ExposedMessage::of::<Blob>(),
+        ExposedMessage::of::<Record>(),
+        ExposedMessage::of::<History>(),
+        ExposedMessage::of::<Ignore>(),
+        ExposedMessage::of_infallible::<Ping>(),
+        ExposedMessage::of::<Note>(),
     ];
 
     async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use conclib::remote::RemoteMessage;
+use conclib::remote::ExposedMessage;
 use conclib::{Actor, Context, Message, RequestEnvelope};
 use serde::{Deserialize, Serialize};
 
@@ -118,18 +118,18 @@ pub struct Mirror {
 }
 
 impl Actor for Mirror {
-    const REMOTE: &'static [RemoteMessage] = &[
-        RemoteMessage::of::<Add>(),
-        RemoteMessage::of::<Get>(),
-        RemoteMessage::of::<Forbidden>(),
-        RemoteMessage::of::<Boom>(),
-        RemoteMessage::of::<Sleep>(),
-        RemoteMessage::of::<Echo>(),
-        RemoteMessage::of::<Blob>(),
-        RemoteMessage::of::<Record>(),
-        RemoteMessage::of::<History>(),
-        RemoteMessage::of::<Ignore>(),
-        RemoteMessage::of_infallible::<Ping>(),
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<Add>(),
+        ExposedMessage::of::<Get>(),
+        ExposedMessage::of::<Forbidden>(),
+        ExposedMessage::of::<Boom>(),
+        ExposedMessage::of::<Sleep>(),
+        ExposedMessage::of::<Echo>(),
+        ExposedMessage::of::<Blob>(),
+        ExposedMessage::of::<Record>(),
+        ExposedMessage::of::<History>(),
+        ExposedMessage::of::<Ignore>(),
+        ExposedMessage::of_infallible::<Ping>(),
     ];
 
     async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
