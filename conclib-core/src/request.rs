@@ -147,81 +147,64 @@ pub struct TellRequest<T: DeliverTell<M>, M> {
     stage: Stage<T, M, T::Tell>,
 }
 
-/// A request before and after it is sent. Two slots rather than one enum: sending moves only
-/// the target, the message and the options out, and builds the exchange in its own slot
-/// (an enum would be moved whole, the exchange's size included, at least twice).
-struct Stage<T, M, F> {
-    built: Option<Built<T, M>>,
-    sent: Option<F>,
-}
-
-struct Built<T, M> {
-    target: T,
-    message: M,
-    options: SendOptions,
+enum Stage<T, M, F> {
+    Built {
+        target: T,
+        message: M,
+        options: SendOptions,
+    },
+    Sent(F),
+    Taken,
 }
 
 impl<T, M, F: Future> Stage<T, M, F> {
     fn new(target: T, message: M) -> Self {
-        Stage::built(target, message, SendOptions::DEFAULT)
-    }
-
-    fn built(target: T, message: M, options: SendOptions) -> Self {
-        Stage {
-            built: Some(Built {
-                target,
-                message,
-                options,
-            }),
-            sent: None,
+        Stage::Built {
+            target,
+            message,
+            options: SendOptions::DEFAULT,
         }
     }
 
     fn options(&mut self) -> &mut SendOptions {
-        match &mut self.built {
-            Some(built) => &mut built.options,
+        match self {
+            Stage::Built { options, .. } => options,
             // The builders take `self` by value: a sent request cannot be configured.
-            None => unreachable!("a request is configured before it is sent"),
+            _ => unreachable!("a request is configured before it is sent"),
         }
     }
 
     fn into_parts(self) -> (T, M, SendOptions) {
-        match self.built {
-            Some(Built {
+        match self {
+            Stage::Built {
                 target,
                 message,
                 options,
-            }) => (target, message, options),
-            None => unreachable!("a request is configured before it is sent"),
+            } => (target, message, options),
+            _ => unreachable!("a request is configured before it is sent"),
         }
     }
 
     /// Polls the exchange, starting it with `start` on the first poll.
-    #[inline]
     fn poll_with(
         self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         start: impl FnOnce(T, M, SendOptions) -> F,
     ) -> Poll<F::Output> {
-        // SAFETY: `sent` is structurally pinned: the exchange is written once, in place, and
-        // never moved until it is dropped (when it finished, or with the request); `built`
-        // is not pinned (it is only moved out).
+        // SAFETY: the exchange future is never moved once in `Sent`: the stage is only
+        // replaced while `Built` (not yet pinned content) or after the exchange finished.
         let this = unsafe { self.get_unchecked_mut() };
-        if let Some(Built {
-            target,
-            message,
-            options,
-        }) = this.built.take()
-        {
-            this.sent = Some(start(target, message, options));
+        if let Stage::Built { .. } = this {
+            let (target, message, options) = std::mem::replace(this, Stage::Taken).into_parts();
+            *this = Stage::Sent(start(target, message, options));
         }
-        let Some(exchange) = this.sent.as_mut() else {
+        let Stage::Sent(exchange) = this else {
             panic!("a request polled after it completed");
         };
-        // SAFETY: see above.
+        // SAFETY: see above; `exchange` stays where it is until it is dropped.
         let poll = unsafe { Pin::new_unchecked(exchange) }.poll(cx);
         if poll.is_ready() {
-            this.sent = None;
+            *this = Stage::Taken;
         }
         poll
     }
@@ -265,7 +248,11 @@ impl<T: DeliverAsk<M>, M> AskRequest<T, M> {
     {
         let (target, message, options) = self.stage.into_parts();
         TellRequest {
-            stage: Stage::built(target, message, options),
+            stage: Stage::Built {
+                target,
+                message,
+                options,
+            },
         }
     }
 }
