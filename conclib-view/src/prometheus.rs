@@ -24,7 +24,9 @@
 //! bucket, and the sum, so a sample is a search among the bounds and two relaxed atomic
 //! adds — no allocation, no clock read, nothing to drain later (the exporter's histograms
 //! keep every sample until the next render, about 165 instructions each; an actor records
-//! two per message). A NaN sample is dropped.
+//! two per message). A NaN sample is dropped. [`install`] also tells conclib's actors the
+//! buckets ([`conclib_core::metrics::set_seconds_buckets`]): an actor then adds up a batch
+//! of messages' durations per bucket and hands each bucket over in one call.
 
 use axum::Router;
 use axum::http::header;
@@ -58,6 +60,10 @@ pub fn install() -> Result<PrometheusHandle, InstallError> {
     let recorder = PrometheusRecorder::new();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| InstallError::RecorderAlreadyInstalled)?;
+    // The recorder keeps only buckets, so actors may add up a batch's samples per bucket
+    // and hand each bucket over at once. Refused only if set already (by the caller, who
+    // then said what the buckets are): the samples still land in ours, one by one or not.
+    let _ = conclib_core::metrics::set_seconds_buckets(&SECONDS_BUCKETS);
     conclib_core::metrics::enable();
     Ok(handle)
 }
