@@ -64,7 +64,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Label};
 
@@ -75,8 +75,8 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Turns recording on for every actor system of this process, from the next message on.
 /// Call it once a recorder is installed; without one the metrics go nowhere.
 pub fn enable() {
-    // Fix the epoch before any stamp is taken.
-    epoch();
+    // Calibrate the clock (a few milliseconds, once) before any stamp is taken.
+    clock();
     ENABLED.store(true, Ordering::Relaxed);
 }
 
@@ -87,44 +87,40 @@ pub fn is_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Now, in nanoseconds of the monotonic clock that [`Instant`] reads too, never 0.
+/// The clock of the send stamps and of the handling times: the CPU's time-stamp counter
+/// where it is invariant (x86-64's TSC, AArch64's system counter), calibrated once against
+/// the monotonic clock, else the monotonic clock itself (`quanta`).
 ///
-/// Read three times per message while recording is on (the send stamp, the start and the end
-/// of handling): one `clock_gettime` (a vDSO call) and an integer, where `Instant` arithmetic
-/// (`elapsed`, `duration_since`: checked `Timespec` subtraction, `u128` nanoseconds) cost
-/// about 150 instructions per message more (callgrind, BENCHMARKS.md).
-#[inline]
-pub(crate) fn now_ns() -> u64 {
-    #[cfg(unix)]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-        // +1: a reading of exactly 0 (the clock's origin) must not read as unstamped.
-        (ts.tv_sec as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(ts.tv_nsec as u64)
-            .wrapping_add(1)
-    }
-    #[cfg(not(unix))]
-    {
-        epoch().elapsed().as_nanos() as u64 + 1
-    }
+/// Read up to three times per message while recording is on (the send stamp, the start and
+/// the end of handling). On this project's 2-core KVM machine a `clock_gettime`
+/// (`CLOCK_MONOTONIC`, vDSO) took about 80 ns and the counter about 35 ns: with three
+/// readings, the clock alone cost more than a whole message without recording
+/// (BENCHMARKS.md, issue #28).
+fn clock() -> &'static quanta::Clock {
+    static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
 }
 
-/// A send time for an envelope: [`now_ns`], or 0 when metrics are off (then nothing is
+/// Now, in the [`clock`]'s own units (its ticks), never 0; differences in nanoseconds with
+/// [`nanos_between`].
+#[inline]
+pub(crate) fn now() -> u64 {
+    // A reading of exactly 0 must not read as unstamped.
+    clock().raw().max(1)
+}
+
+/// Nanoseconds from the reading `earlier` to the reading `later` of [`now`]; 0 if `later`
+/// is not after it (two cores' counters may differ by a few ticks).
+#[inline]
+fn nanos_between(earlier: u64, later: u64) -> u64 {
+    clock().delta_as_nanos(earlier, later)
+}
+
+/// A send time for an envelope: [`now`], or 0 when metrics are off (then nothing is
 /// measured for that message).
 #[inline]
 pub(crate) fn stamp() -> u64 {
-    if is_enabled() { now_ns() } else { 0 }
+    if is_enabled() { now() } else { 0 }
 }
 
 /// How many distinct URNs get a `urn` label of their own by default (see the module's
@@ -418,11 +414,15 @@ pub(crate) struct ActorMetrics {
     skipped: Counter,
     /// Few message types per actor: a short list searched by the name's address.
     messages: Vec<PerMessage>,
-    /// The message being handled: its index in `messages`, send stamp and start.
+    /// The message being handled: its index in `messages`, send stamp and start ([`now`]).
     current: (u32, u64, u64),
-    /// When the last message measured ended: the batch's end, for [`record`](Self::record)
-    /// (no clock read of its own).
+    /// When the last message measured ended ([`now`]): the next one's start when it
+    /// follows at once, the batch's end for [`record`](Self::record) (no clock read of its
+    /// own).
     ended: u64,
+    /// Whether the last call was [`handled`](Self::handled): then the message starting now
+    /// follows the one that ended at `ended` in the same batch.
+    chained: bool,
     /// Measured, not recorded yet, when the recorder's buckets are not known (at most
     /// [`MAX_UNRECORDED`]).
     unrecorded: Vec<Measured>,
@@ -446,6 +446,7 @@ impl ActorMetrics {
             messages: Vec::new(),
             current: (0, 0, 0),
             ended: 0,
+            chained: false,
             // Not needed when samples are added up per bucket.
             unrecorded: Vec::with_capacity(if thresholds.is_some() {
                 0
@@ -504,10 +505,18 @@ impl ActorMetrics {
     }
 
     /// A message starts being handled: `stamp` is when it was sent (0: unknown).
+    ///
+    /// Within a batch, it starts when the message before it ended: one clock reading a
+    /// message instead of two, the actor's side of a tell being the bottleneck with
+    /// recording on. So a handling time includes the run loop's step from one message to
+    /// the next (taking it from the batch, tens of nanoseconds), and the time in the
+    /// mailbox leaves it out.
     #[inline]
     pub(crate) fn start(&mut self, name: &'static str, stamp: u64) {
         let at = self.message(name);
-        self.current = (at, stamp, now_ns());
+        let started = if self.chained { self.ended } else { now() };
+        self.chained = false;
+        self.current = (at, stamp, started);
     }
 
     /// The message [`start`](Self::start)ed was handled. Kept until the batch ends
@@ -516,8 +525,9 @@ impl ActorMetrics {
     #[inline]
     pub(crate) fn handled(&mut self, failed: bool) -> bool {
         let (at, stamp, started) = self.current;
-        self.ended = now_ns();
-        let handling = self.ended.saturating_sub(started);
+        self.ended = now();
+        self.chained = true;
+        let handling = nanos_between(started, self.ended);
         let m = &mut self.messages[at as usize];
         m.unflushed.count(Duration::from_nanos(handling), failed);
         m.unrecorded += 1;
@@ -527,7 +537,7 @@ impl ActorMetrics {
                 if stamp != 0 {
                     binned
                         .in_mailbox
-                        .add(thresholds, started.saturating_sub(stamp));
+                        .add(thresholds, nanos_between(stamp, started));
                 }
                 binned.handling.add(thresholds, handling);
             }
@@ -536,7 +546,7 @@ impl ActorMetrics {
                 in_mailbox: if stamp == 0 {
                     UNSTAMPED
                 } else {
-                    started.saturating_sub(stamp)
+                    nanos_between(stamp, started)
                 },
                 handling,
             }),
@@ -578,8 +588,10 @@ impl ActorMetrics {
             }
         }
         self.depth.set(depth as f64);
+        // The batch is over: the next message starts with a reading of its own.
+        self.chained = false;
         let now = self.ended;
-        let since = now.saturating_sub(self.flushed);
+        let since = nanos_between(self.flushed, now);
         if since >= FLUSH_BUSY || (depth == 0 && since >= FLUSH_IDLE) {
             self.flushed = now;
             crate::snapshot::add_message_totals(
