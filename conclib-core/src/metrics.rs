@@ -10,6 +10,9 @@
 //! `.await`, after at most 64 messages, and when it stops): an asker that got its answer
 //! finds every message handled before its ask's batch recorded — asking one at a time, every
 //! earlier message.
+//! When the recorder's histograms keep only fixed buckets and it says which
+//! ([`set_seconds_buckets`], as the facade's Prometheus recorder does), the actor adds up a
+//! batch's durations per bucket itself and hands each bucket over as one `record_many`.
 //!
 //! ```
 //! // Install your recorder (metrics-exporter-prometheus, metrics-util, ...), then:
@@ -61,7 +64,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Label};
 
@@ -72,8 +75,8 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Turns recording on for every actor system of this process, from the next message on.
 /// Call it once a recorder is installed; without one the metrics go nowhere.
 pub fn enable() {
-    // Fix the epoch before any stamp is taken.
-    epoch();
+    // Calibrate the clock (a few milliseconds, once) before any stamp is taken.
+    clock();
     ENABLED.store(true, Ordering::Relaxed);
 }
 
@@ -84,44 +87,40 @@ pub fn is_enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Now, in nanoseconds of the monotonic clock that [`Instant`] reads too, never 0.
+/// The clock of the send stamps and of the handling times: the CPU's time-stamp counter
+/// where it is invariant (x86-64's TSC, AArch64's system counter), calibrated once against
+/// the monotonic clock, else the monotonic clock itself (`quanta`).
 ///
-/// Read three times per message while recording is on (the send stamp, the start and the end
-/// of handling): one `clock_gettime` (a vDSO call) and an integer, where `Instant` arithmetic
-/// (`elapsed`, `duration_since`: checked `Timespec` subtraction, `u128` nanoseconds) cost
-/// about 150 instructions per message more (callgrind, BENCHMARKS.md).
-#[inline]
-pub(crate) fn now_ns() -> u64 {
-    #[cfg(unix)]
-    {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-        // +1: a reading of exactly 0 (the clock's origin) must not read as unstamped.
-        (ts.tv_sec as u64)
-            .wrapping_mul(1_000_000_000)
-            .wrapping_add(ts.tv_nsec as u64)
-            .wrapping_add(1)
-    }
-    #[cfg(not(unix))]
-    {
-        epoch().elapsed().as_nanos() as u64 + 1
-    }
+/// Read up to three times per message while recording is on (the send stamp, the start and
+/// the end of handling). On this project's 2-core KVM machine a `clock_gettime`
+/// (`CLOCK_MONOTONIC`, vDSO) took about 80 ns and the counter about 35 ns: with three
+/// readings, the clock alone cost more than a whole message without recording
+/// (BENCHMARKS.md, issue #28).
+fn clock() -> &'static quanta::Clock {
+    static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new)
 }
 
-/// A send time for an envelope: [`now_ns`], or 0 when metrics are off (then nothing is
+/// Now, in the [`clock`]'s own units (its ticks), never 0; differences in nanoseconds with
+/// [`nanos_between`].
+#[inline]
+pub(crate) fn now() -> u64 {
+    // A reading of exactly 0 must not read as unstamped.
+    clock().raw().max(1)
+}
+
+/// Nanoseconds from the reading `earlier` to the reading `later` of [`now`]; 0 if `later`
+/// is not after it (two cores' counters may differ by a few ticks).
+#[inline]
+fn nanos_between(earlier: u64, later: u64) -> u64 {
+    clock().delta_as_nanos(earlier, later)
+}
+
+/// A send time for an envelope: [`now`], or 0 when metrics are off (then nothing is
 /// measured for that message).
 #[inline]
 pub(crate) fn stamp() -> u64 {
-    if is_enabled() { now_ns() } else { 0 }
+    if is_enabled() { now() } else { 0 }
 }
 
 /// How many distinct URNs get a `urn` label of their own by default (see the module's
@@ -160,6 +159,90 @@ pub fn urn_labels_in_use() -> usize {
         .unwrap_or_else(PoisonError::into_inner)
         .as_ref()
         .map_or(0, HashSet::len)
+}
+
+/// The recorder's bucket bounds for conclib's histograms of durations, in nanoseconds: for
+/// each bound, the largest duration recorded at or below it (see [`set_seconds_buckets`]).
+static SECONDS_THRESHOLDS: OnceLock<Box<[u64]>> = OnceLock::new();
+
+/// At most this many bounds in [`set_seconds_buckets`] (a batch marks the buckets it used
+/// in one `u64`, the `+Inf` one included).
+pub const MAX_SECONDS_BUCKETS: usize = 63;
+
+/// Why [`set_seconds_buckets`] refused its bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BucketsError {
+    /// No bounds, or more than [`MAX_SECONDS_BUCKETS`].
+    #[error("between 1 and {MAX_SECONDS_BUCKETS} bucket bounds are needed, not {0}")]
+    Count(usize),
+    /// A bound is not a positive, finite number of seconds, or not above the one before.
+    #[error("bucket bounds must be positive, finite and ascending: bound {0} is not")]
+    NotAscending(usize),
+    /// Bounds were set already (once per process, before the first actor records).
+    #[error("the bucket bounds were set already")]
+    AlreadySet,
+}
+
+/// Tells conclib that the installed recorder's histograms `conclib_actor_mailbox_seconds`
+/// and `conclib_actor_handling_seconds` have buckets with these upper bounds (`le`, in
+/// seconds, ascending) and keep nothing of a sample but its bucket's count and the sum —
+/// as a Prometheus histogram with fixed buckets does. Then an actor adds up the samples of
+/// a batch per bucket itself and hands each bucket to the recorder as one
+/// [`record_many`](metrics::Histogram::record_many) of the bucket's mean (which falls in
+/// the same bucket): the same counts, the same sum (to the last bits of an `f64`), one
+/// call per bucket used instead of one per message. The facade's
+/// `conclib_view::prometheus::install` calls it.
+///
+/// Do not call it for a recorder that keeps the samples themselves (a summary, a
+/// debugging recorder): it would see means. Set once per process, before [`enable`].
+///
+/// ```
+/// use conclib_core::metrics::{set_seconds_buckets, BucketsError};
+///
+/// assert_eq!(set_seconds_buckets(&[0.5, 0.1]), Err(BucketsError::NotAscending(1)));
+/// set_seconds_buckets(&[1e-6, 1e-3, 1.0]).unwrap();
+/// assert_eq!(set_seconds_buckets(&[1.0]), Err(BucketsError::AlreadySet));
+/// ```
+///
+/// # Errors
+/// [`BucketsError`]: no bounds or too many, bounds not positive, finite and ascending, or
+/// bounds set already.
+pub fn set_seconds_buckets(bounds: &[f64]) -> Result<(), BucketsError> {
+    if bounds.is_empty() || bounds.len() > MAX_SECONDS_BUCKETS {
+        return Err(BucketsError::Count(bounds.len()));
+    }
+    let mut before = 0.0;
+    for (at, &bound) in bounds.iter().enumerate() {
+        if !(bound.is_finite() && bound > before) {
+            return Err(BucketsError::NotAscending(at));
+        }
+        before = bound;
+    }
+    let thresholds = bounds.iter().map(|&b| threshold_ns(b)).collect();
+    SECONDS_THRESHOLDS
+        .set(thresholds)
+        .map_err(|_| BucketsError::AlreadySet)
+}
+
+/// The largest number of nanoseconds whose [`seconds`] are at or below `bound` (a positive
+/// number of seconds): a duration in nanoseconds falls in the bucket of the first bound
+/// whose threshold it does not exceed, exactly as its `seconds` would in the recorder
+/// (`seconds` never decreases as the nanoseconds grow).
+fn threshold_ns(bound: f64) -> u64 {
+    // Past 2^62 ns (146 years) every measured duration is below.
+    if bound * 1e9 >= 4.6e18 {
+        return 1 << 62;
+    }
+    // Within a nanosecond or two of the answer: `bound * 1e9` is off by rounding only.
+    let mut t = (bound * 1e9) as u64;
+    while t > 0 && seconds(t) > bound {
+        t -= 1;
+    }
+    while seconds(t + 1) <= bound {
+        t += 1;
+    }
+    t
 }
 
 /// The `urn` label's value for `urn`: the URN while it is one of the first
@@ -213,6 +296,81 @@ struct PerMessage {
     unrecorded: u64,
     unrecorded_errors: u64,
     unflushed: crate::snapshot::Tally,
+    /// With the recorder's buckets known ([`set_seconds_buckets`]): this batch's samples,
+    /// added up per bucket (else they wait in [`ActorMetrics::unrecorded`]).
+    binned: Option<Box<Binned>>,
+}
+
+/// A batch's samples of one message type, added up per bucket of the recorder's.
+struct Binned {
+    in_mailbox: Bins,
+    handling: Bins,
+}
+
+/// One histogram's samples of a batch, per bucket.
+struct Bins {
+    /// The buckets with samples (bit `i`: bucket `i`, the last one `+Inf`).
+    used: u64,
+    bins: Box<[Bin]>,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Bin {
+    count: u64,
+    sum_ns: u64,
+}
+
+impl Bins {
+    fn new(thresholds: &[u64]) -> Self {
+        Bins {
+            used: 0,
+            bins: vec![Bin::default(); thresholds.len() + 1].into_boxed_slice(),
+        }
+    }
+
+    /// A sample of `ns` nanoseconds: into its bucket, where the recorder would put its
+    /// [`seconds`].
+    #[inline]
+    fn add(&mut self, thresholds: &[u64], ns: u64) {
+        // Most samples are microseconds: found among the first few bounds.
+        let at = thresholds
+            .iter()
+            .position(|&t| ns <= t)
+            .unwrap_or(thresholds.len());
+        if let Some(bin) = self.bins.get_mut(at) {
+            bin.count += 1;
+            bin.sum_ns = bin.sum_ns.saturating_add(ns);
+            self.used |= 1 << at;
+        }
+    }
+
+    /// Each bucket used as one `record_many` of its mean, then empty again.
+    fn hand_over(&mut self, thresholds: &[u64], histogram: &Histogram) {
+        let mut used = std::mem::take(&mut self.used);
+        while used != 0 {
+            let at = used.trailing_zeros() as usize;
+            used &= used - 1;
+            if let Some(bin) = self.bins.get_mut(at) {
+                let bin = std::mem::take(bin);
+                histogram.record_many(bin_mean(thresholds, at, bin), bin.count as usize);
+            }
+        }
+    }
+}
+
+/// The mean of a bucket's samples, in seconds: in that bucket (between the seconds of
+/// its smallest and largest durations in nanoseconds), where rounding could otherwise
+/// take the mean of samples all on a bound across it. Times its count, it is the
+/// samples' sum to the last bits of an `f64`.
+fn bin_mean(thresholds: &[u64], at: usize, bin: Bin) -> f64 {
+    let mean = bin.sum_ns as f64 / bin.count.max(1) as f64 * 1e-9;
+    let low = match at.checked_sub(1).and_then(|below| thresholds.get(below)) {
+        Some(&below) => seconds(below + 1),
+        None => 0.0,
+    };
+    let high = thresholds.get(at).map_or(f64::INFINITY, |&t| seconds(t));
+    // `max` then `min`, not `clamp`: no panic whatever the bounds.
+    mean.max(low).min(high)
 }
 
 /// One message's measurements, kept until the actor's batch ends.
@@ -256,13 +414,23 @@ pub(crate) struct ActorMetrics {
     skipped: Counter,
     /// Few message types per actor: a short list searched by the name's address.
     messages: Vec<PerMessage>,
-    /// The message being handled: its index in `messages`, send stamp and start.
+    /// The message being handled: its index in `messages`, send stamp and start ([`now`]).
     current: (u32, u64, u64),
-    /// When the last message measured ended: the batch's end, for [`record`](Self::record)
-    /// (no clock read of its own).
+    /// When the last message measured ended ([`now`]): the next one's start when it
+    /// follows at once, the batch's end for [`record`](Self::record) (no clock read of its
+    /// own).
     ended: u64,
-    /// Measured, not recorded yet (at most [`MAX_UNRECORDED`]).
+    /// Whether the last call was [`handled`](Self::handled): then the message starting now
+    /// follows the one that ended at `ended` in the same batch.
+    chained: bool,
+    /// Measured, not recorded yet, when the recorder's buckets are not known (at most
+    /// [`MAX_UNRECORDED`]).
     unrecorded: Vec<Measured>,
+    /// Messages measured since the last [`record`](Self::record), in `unrecorded` or
+    /// added up in their message type's [`Binned`].
+    pending: usize,
+    /// The recorder's bucket bounds in nanoseconds ([`set_seconds_buckets`]), if known.
+    thresholds: Option<&'static [u64]>,
     /// When the per-message figures were last passed on to the snapshot statistics.
     flushed: u64,
 }
@@ -270,6 +438,7 @@ pub(crate) struct ActorMetrics {
 impl ActorMetrics {
     pub(crate) fn new(core: &CellCore) -> Box<Self> {
         let labels = actor_labels(core);
+        let thresholds = SECONDS_THRESHOLDS.get().map(|t| &t[..]);
         Box::new(ActorMetrics {
             depth: metrics::gauge!("conclib_actor_mailbox_depth", labels.iter()),
             skipped: metrics::counter!("conclib_actor_asks_skipped_total", labels.iter()),
@@ -277,7 +446,15 @@ impl ActorMetrics {
             messages: Vec::new(),
             current: (0, 0, 0),
             ended: 0,
-            unrecorded: Vec::with_capacity(MAX_UNRECORDED),
+            chained: false,
+            // Not needed when samples are added up per bucket.
+            unrecorded: Vec::with_capacity(if thresholds.is_some() {
+                0
+            } else {
+                MAX_UNRECORDED
+            }),
+            pending: 0,
+            thresholds,
             // Long ago: the first batch is passed on at once (an actor asked once is seen).
             flushed: 0,
         })
@@ -314,6 +491,12 @@ impl ActorMetrics {
                     unrecorded: 0,
                     unrecorded_errors: 0,
                     unflushed: crate::snapshot::Tally::new(name),
+                    binned: self.thresholds.map(|t| {
+                        Box::new(Binned {
+                            in_mailbox: Bins::new(t),
+                            handling: Bins::new(t),
+                        })
+                    }),
                 });
                 self.messages.len() - 1
             }
@@ -322,10 +505,18 @@ impl ActorMetrics {
     }
 
     /// A message starts being handled: `stamp` is when it was sent (0: unknown).
+    ///
+    /// Within a batch, it starts when the message before it ended: one clock reading a
+    /// message instead of two, the actor's side of a tell being the bottleneck with
+    /// recording on. So a handling time includes the run loop's step from one message to
+    /// the next (taking it from the batch, tens of nanoseconds), and the time in the
+    /// mailbox leaves it out.
     #[inline]
     pub(crate) fn start(&mut self, name: &'static str, stamp: u64) {
         let at = self.message(name);
-        self.current = (at, stamp, now_ns());
+        let started = if self.chained { self.ended } else { now() };
+        self.chained = false;
+        self.current = (at, stamp, started);
     }
 
     /// The message [`start`](Self::start)ed was handled. Kept until the batch ends
@@ -334,28 +525,40 @@ impl ActorMetrics {
     #[inline]
     pub(crate) fn handled(&mut self, failed: bool) -> bool {
         let (at, stamp, started) = self.current;
-        self.ended = now_ns();
-        let handling = self.ended.saturating_sub(started);
+        self.ended = now();
+        self.chained = true;
+        let handling = nanos_between(started, self.ended);
         let m = &mut self.messages[at as usize];
         m.unflushed.count(Duration::from_nanos(handling), failed);
         m.unrecorded += 1;
         m.unrecorded_errors += u64::from(failed);
-        self.unrecorded.push(Measured {
-            at,
-            in_mailbox: if stamp == 0 {
-                UNSTAMPED
-            } else {
-                started.saturating_sub(stamp)
-            },
-            handling,
-        });
-        self.unrecorded.len() >= MAX_UNRECORDED
+        match (&mut m.binned, self.thresholds) {
+            (Some(binned), Some(thresholds)) => {
+                if stamp != 0 {
+                    binned
+                        .in_mailbox
+                        .add(thresholds, nanos_between(stamp, started));
+                }
+                binned.handling.add(thresholds, handling);
+            }
+            _ => self.unrecorded.push(Measured {
+                at,
+                in_mailbox: if stamp == 0 {
+                    UNSTAMPED
+                } else {
+                    nanos_between(stamp, started)
+                },
+                handling,
+            }),
+        }
+        self.pending += 1;
+        self.pending >= MAX_UNRECORDED
     }
 
     /// Whether messages were handled since the last [`record`](Self::record).
     #[inline]
     pub(crate) fn has_unrecorded(&self) -> bool {
-        !self.unrecorded.is_empty()
+        self.pending > 0
     }
 
     /// The batch ended: gives the recorder what the actor measured since it last did
@@ -369,8 +572,13 @@ impl ActorMetrics {
             }
             m.handling.record(seconds(measured.handling));
         }
+        self.pending = 0;
         for m in &mut self.messages {
             if m.unrecorded > 0 {
+                if let (Some(binned), Some(thresholds)) = (&mut m.binned, self.thresholds) {
+                    binned.in_mailbox.hand_over(thresholds, &m.in_mailbox);
+                    binned.handling.hand_over(thresholds, &m.handling);
+                }
                 m.handled.increment(m.unrecorded);
                 m.unrecorded = 0;
             }
@@ -380,8 +588,10 @@ impl ActorMetrics {
             }
         }
         self.depth.set(depth as f64);
+        // The batch is over: the next message starts with a reading of its own.
+        self.chained = false;
         let now = self.ended;
-        let since = now.saturating_sub(self.flushed);
+        let since = nanos_between(self.flushed, now);
         if since >= FLUSH_BUSY || (depth == 0 && since >= FLUSH_IDLE) {
             self.flushed = now;
             crate::snapshot::add_message_totals(
@@ -428,4 +638,136 @@ pub(crate) fn pool_gauges(
     metrics::gauge!("conclib_pool_members", labels.iter()).set(members as f64);
     metrics::gauge!("conclib_pool_queued", labels.iter()).set(queued as f64);
     metrics::gauge!("conclib_pool_in_flight", labels.iter()).set(in_flight as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::Mutex;
+
+    /// Every `record_many` call, as `(value, count)`.
+    #[derive(Default)]
+    struct Calls(Mutex<Vec<(f64, usize)>>);
+
+    impl metrics::HistogramFn for Calls {
+        fn record(&self, value: f64) {
+            self.record_many(value, 1);
+        }
+        fn record_many(&self, value: f64, count: usize) {
+            self.0.lock().unwrap().push((value, count));
+        }
+    }
+
+    const BOUNDS: [f64; 4] = [1e-6, 2.5e-5, 0.01, 1.0];
+
+    fn bucket_of(bounds: &[f64], seconds: f64) -> usize {
+        bounds
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(bounds.len())
+    }
+
+    #[test]
+    fn thresholds_put_nanoseconds_where_the_recorder_puts_their_seconds() {
+        for bound in BOUNDS.iter().chain(&[1e-9, 3e-9, 0.3, 25.0, 1e12]) {
+            let t = threshold_ns(*bound);
+            assert!(seconds(t) <= *bound, "{bound}: {t}");
+            if t < 1 << 62 {
+                assert!(seconds(t + 1) > *bound, "{bound}: {t}");
+            }
+        }
+        // 1000 ns is a little over 1e-6 s once multiplied out: the recorder puts it
+        // above the first bound, and so does the threshold.
+        assert_eq!(threshold_ns(1e-6), 999);
+    }
+
+    #[test]
+    fn a_batch_per_bucket_gives_the_recorder_the_same_counts_and_sum() {
+        let thresholds: Vec<u64> = BOUNDS.iter().map(|&b| threshold_ns(b)).collect();
+        // Durations on and around every bound, and far past the last.
+        let samples: Vec<u64> = [0u64, 1, 999, 1000, 1001, 24_999, 25_000, 25_001]
+            .into_iter()
+            .chain([
+                9_999_999,
+                10_000_000,
+                10_000_001,
+                999_999_999,
+                1_000_000_000,
+            ])
+            .chain([1_000_000_001, 7_000_000_000, 7_000_000_000])
+            .collect();
+        let mut bins = Bins::new(&thresholds);
+        for &ns in &samples {
+            bins.add(&thresholds, ns);
+        }
+        let calls = Arc::new(Calls::default());
+        let histogram = Histogram::from_arc(calls.clone());
+        bins.hand_over(&thresholds, &histogram);
+
+        // What the recorder would have had from the samples one by one.
+        let mut want = vec![0usize; BOUNDS.len() + 1];
+        let mut want_sum = 0.0;
+        for &ns in &samples {
+            want[bucket_of(&BOUNDS, seconds(ns))] += 1;
+            want_sum += seconds(ns);
+        }
+        let mut got = vec![0usize; BOUNDS.len() + 1];
+        let mut got_sum = 0.0;
+        let calls = calls.0.lock().unwrap();
+        for &(value, count) in calls.iter() {
+            got[bucket_of(&BOUNDS, value)] += count;
+            got_sum += value * count as f64;
+        }
+        assert_eq!(got, want, "{calls:?}");
+        assert!(
+            (got_sum - want_sum).abs() <= want_sum * 1e-12,
+            "{got_sum} vs {want_sum}"
+        );
+        // One call per bucket used, and the bins are empty for the next batch.
+        assert_eq!(calls.len(), want.iter().filter(|n| **n > 0).count());
+        drop(calls);
+        bins.hand_over(&thresholds, &histogram);
+        assert_eq!(bins.used, 0);
+    }
+
+    #[test]
+    fn a_mean_stays_in_its_bucket() {
+        let thresholds: Vec<u64> = BOUNDS.iter().map(|&b| threshold_ns(b)).collect();
+        // Every sample on the bucket's top: the mean, rounded, must not cross it.
+        for (at, &t) in thresholds.iter().enumerate() {
+            let bin = Bin {
+                count: 3,
+                sum_ns: 3 * t,
+            };
+            assert_eq!(bucket_of(&BOUNDS, bin_mean(&thresholds, at, bin)), at);
+        }
+        // A bin claiming an impossible sum is still put in its bucket, without a panic.
+        let bin = Bin {
+            count: 0,
+            sum_ns: u64::MAX,
+        };
+        assert_eq!(bucket_of(&BOUNDS, bin_mean(&thresholds, 1, bin)), 1);
+    }
+
+    #[test]
+    fn bad_bounds_are_refused() {
+        assert_eq!(set_seconds_buckets(&[]), Err(BucketsError::Count(0)));
+        assert_eq!(
+            set_seconds_buckets(&[1.0; 64]),
+            Err(BucketsError::Count(64))
+        );
+        assert_eq!(
+            set_seconds_buckets(&[0.0, 1.0]),
+            Err(BucketsError::NotAscending(0))
+        );
+        assert_eq!(
+            set_seconds_buckets(&[1.0, f64::NAN]),
+            Err(BucketsError::NotAscending(1))
+        );
+        assert_eq!(
+            set_seconds_buckets(&[1.0, f64::INFINITY]),
+            Err(BucketsError::NotAscending(1))
+        );
+    }
 }

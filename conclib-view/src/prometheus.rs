@@ -17,15 +17,26 @@
 //! Durations (the names ending in `_seconds`) use [`SECONDS_BUCKETS`], counts (the proxy's
 //! `conclib_proxy_read_batch_size`) use [`COUNT_BUCKETS`]. Quantiles are read with
 //! `histogram_quantile()` on the server.
-
-use std::time::Duration;
+//!
+//! # What a sample costs
+//! Counters and gauges are `metrics-exporter-prometheus`'s; the histograms are this
+//! module's own ([`PrometheusRecorder`]): per series an array of atomic counters, one per
+//! bucket, and the sum, so a sample is a search among the bounds and two relaxed atomic
+//! adds — no allocation, no clock read, nothing to drain later (the exporter's histograms
+//! keep every sample until the next render, about 165 instructions each; an actor records
+//! two per message). A NaN sample is dropped. [`install`] also tells conclib's actors the
+//! buckets ([`conclib_core::metrics::set_seconds_buckets`]): an actor then adds up a batch
+//! of messages' durations per bucket and hands each bucket over in one call.
 
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-pub use metrics_exporter_prometheus::{BuildError, PrometheusHandle};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+mod histogram;
+mod recorder;
+
+pub use recorder::{PrometheusHandle, PrometheusRecorder};
 
 /// The upper bounds (`le`) of the buckets of every histogram of durations, in seconds: from
 /// a microsecond (a handler that does little) to 25 s (past the default ask timeout), each
@@ -38,34 +49,52 @@ pub const SECONDS_BUCKETS: [f64; 12] = [
 /// (`conclib_proxy_read_batch_size`: requests read from Redis at once).
 pub const COUNT_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
-/// Installs a Prometheus recorder as the process's global `metrics` recorder, its
-/// histograms with buckets (see [the module's docs](self)), turns conclib's metrics on
-/// ([`conclib_core::metrics::enable`]), and keeps the recorder's histograms drained (a
-/// thread runs its upkeep every 5 s).
+/// Installs a [`PrometheusRecorder`] as the process's global `metrics` recorder (its
+/// histograms with buckets, see [the module's docs](self)) and turns conclib's metrics on
+/// ([`conclib_core::metrics::enable`]).
 ///
 /// # Errors
-/// [`BuildError`], e.g. when another global recorder is already installed.
-pub fn install() -> Result<PrometheusHandle, BuildError> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&SECONDS_BUCKETS)?
-        .set_buckets_for_metric(
-            Matcher::Full("conclib_proxy_read_batch_size".into()),
-            &COUNT_BUCKETS,
-        )?
-        .install_recorder()?;
-    let upkeep = handle.clone();
-    std::thread::Builder::new()
-        .name("prometheus-upkeep".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(Duration::from_secs(5));
-                upkeep.run_upkeep();
-            }
-        })
-        .map_err(|e| BuildError::FailedToCreateRuntime(e.to_string()))?;
+/// [`InstallError::RecorderAlreadyInstalled`] when the process has a global recorder
+/// already (then conclib's metrics stay as they were).
+pub fn install() -> Result<PrometheusHandle, InstallError> {
+    let recorder = PrometheusRecorder::new();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|_| InstallError::RecorderAlreadyInstalled)?;
+    // The recorder keeps only buckets, so actors may add up a batch's samples per bucket
+    // and hand each bucket over at once. Refused only if set already (by the caller, who
+    // then said what the buckets are): the samples still land in ours, one by one or not.
+    let _ = conclib_core::metrics::set_seconds_buckets(&SECONDS_BUCKETS);
     conclib_core::metrics::enable();
     Ok(handle)
 }
+
+/// Why [`install`] did not install its recorder.
+///
+/// ```
+/// use conclib_view::prometheus::{InstallError, install};
+///
+/// install().expect("the first recorder installs");
+/// assert!(matches!(install(), Err(InstallError::RecorderAlreadyInstalled)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InstallError {
+    /// The process has a global `metrics` recorder already: the `metrics` facade takes
+    /// one, once.
+    RecorderAlreadyInstalled,
+}
+
+impl std::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InstallError::RecorderAlreadyInstalled => {
+                f.write_str("a global metrics recorder is installed already")
+            }
+        }
+    }
+}
+
+impl std::error::Error for InstallError {}
 
 /// `GET /metrics`: what `handle` recorded, in the Prometheus text format.
 pub fn router(handle: PrometheusHandle) -> Router {

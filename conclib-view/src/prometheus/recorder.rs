@@ -1,0 +1,283 @@
+//! The facade's recorder: the exporter's counters and gauges, and histograms of its own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::formatting::{sanitize_label_key, sanitize_metric_name};
+
+use super::histogram::BucketHistogram;
+use super::{COUNT_BUCKETS, SECONDS_BUCKETS};
+
+/// A `metrics` recorder that exports in the Prometheus text format: counters and gauges
+/// kept by `metrics-exporter-prometheus`'s recorder, histograms with the fixed buckets of
+/// [the module's docs](super) kept here, an array of atomic counters per series.
+///
+/// [`install`](super::install) makes one the global recorder; build one yourself to use it
+/// as a local recorder (tests) or behind a recorder layer of your own.
+///
+/// ```
+/// use conclib_view::prometheus::PrometheusRecorder;
+///
+/// let recorder = PrometheusRecorder::new();
+/// let handle = recorder.handle();
+/// metrics::with_local_recorder(&recorder, || {
+///     metrics::histogram!("job_seconds", "queue" => "mail").record(0.003);
+///     metrics::counter!("jobs_total").increment(2);
+/// });
+/// let text = handle.render();
+/// assert!(text.contains("job_seconds_bucket{queue=\"mail\",le=\"0.01\"} 1"));
+/// assert!(text.contains("job_seconds_count{queue=\"mail\"} 1"));
+/// assert!(text.contains("jobs_total 2"));
+/// ```
+#[derive(Debug)]
+pub struct PrometheusRecorder {
+    exporter: metrics_exporter_prometheus::PrometheusRecorder,
+    histograms: Arc<Histograms>,
+}
+
+impl PrometheusRecorder {
+    /// A recorder with nothing recorded yet.
+    #[must_use]
+    pub fn new() -> Self {
+        PrometheusRecorder {
+            // Its histogram settings would not be used: it never sees a histogram.
+            exporter: PrometheusBuilder::new().build_recorder(),
+            histograms: Arc::default(),
+        }
+    }
+
+    /// A handle that renders what this recorder records, for as long as either lives.
+    #[must_use]
+    pub fn handle(&self) -> PrometheusHandle {
+        PrometheusHandle {
+            exporter: self.exporter.handle(),
+            histograms: self.histograms.clone(),
+        }
+    }
+}
+
+impl Default for PrometheusRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl metrics::Recorder for PrometheusRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.exporter.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.exporter.describe_gauge(key, unit, description);
+    }
+
+    /// Kept for the histogram's `# HELP` line (the first description given wins, as with
+    /// the exporter's); the unit is not added to the name (nor is it for counters and
+    /// gauges: the exporter's default).
+    fn describe_histogram(&self, key: KeyName, _unit: Option<Unit>, description: SharedString) {
+        self.histograms.describe(key.as_str(), &description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.exporter.register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.exporter.register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.histograms.register(key))
+    }
+}
+
+/// Renders what a [`PrometheusRecorder`] recorded (from [`install`](super::install) or
+/// [`PrometheusRecorder::handle`]). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PrometheusHandle {
+    exporter: metrics_exporter_prometheus::PrometheusHandle,
+    histograms: Arc<Histograms>,
+}
+
+impl PrometheusHandle {
+    /// Everything recorded so far, in the Prometheus text format (version 0.0.4): the
+    /// counters, the gauges, then the histograms, each metric's series together under
+    /// one `# TYPE` line.
+    ///
+    /// ```
+    /// let recorder = conclib_view::prometheus::PrometheusRecorder::new();
+    /// let handle = recorder.handle();
+    /// metrics::with_local_recorder(&recorder, || {
+    ///     metrics::histogram!("conclib_proxy_read_batch_size").record(3.0);
+    /// });
+    /// assert!(handle.render().contains("conclib_proxy_read_batch_size_bucket{le=\"4\"} 1"));
+    /// ```
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut text = self.exporter.render();
+        self.histograms.render(&mut text);
+        text
+    }
+
+    /// [`render`](Self::render), written to `output`.
+    ///
+    /// # Errors
+    /// Those of `output`.
+    pub fn render_to_write(&self, output: &mut impl io::Write) -> io::Result<()> {
+        self.exporter.render_to_write(output)?;
+        let mut text = String::new();
+        self.histograms.render(&mut text);
+        output.write_all(text.as_bytes())
+    }
+}
+
+/// Every histogram series registered, by key.
+#[derive(Debug, Default)]
+struct Histograms {
+    /// Registration is rare (an actor registers its two per message type once), rendering
+    /// rarer still, and recording never comes here: a plain lock is enough.
+    series: RwLock<HashMap<Key, Series>>,
+    /// `# HELP` text by sanitized name, already escaped.
+    descriptions: Mutex<HashMap<String, String>>,
+}
+
+/// One series: its histogram and what its lines start with, computed once.
+struct Series {
+    histogram: Arc<BucketHistogram>,
+    /// The metric's name, sanitized.
+    name: String,
+    /// Its labels as `k="v"` pairs joined by commas, sanitized and escaped.
+    labels: String,
+}
+
+impl std::fmt::Debug for Series {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Series")
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Histograms {
+    fn describe(&self, name: &str, description: &str) {
+        self.descriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(sanitize_metric_name(name))
+            .or_insert_with(|| escape(description, false));
+    }
+
+    fn register(&self, key: &Key) -> Arc<BucketHistogram> {
+        if let Some(series) = self
+            .series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return series.histogram.clone();
+        }
+        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        series
+            .entry(key.clone())
+            .or_insert_with(|| Series::new(key))
+            .histogram
+            .clone()
+    }
+
+    /// Appends every series, grouped by name (the text format wants a metric's series
+    /// together), names and label sets in order so that renders compare line by line.
+    fn render(&self, out: &mut String) {
+        let mut by_name: BTreeMap<&str, Vec<&Series>> = BTreeMap::new();
+        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        for s in series.values() {
+            by_name.entry(&s.name).or_default().push(s);
+        }
+        let descriptions = self
+            .descriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (name, mut family) in by_name {
+            family.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if let Some(help) = descriptions.get(name) {
+                out.push_str("# HELP ");
+                out.push_str(name);
+                out.push(' ');
+                out.push_str(help);
+                out.push('\n');
+            }
+            out.push_str("# TYPE ");
+            out.push_str(name);
+            out.push_str(" histogram\n");
+            for s in family {
+                s.histogram.snapshot().write_text(out, name, &s.labels);
+            }
+            out.push('\n');
+        }
+    }
+}
+
+impl Series {
+    fn new(key: &Key) -> Self {
+        let name = sanitize_metric_name(key.name());
+        let bounds: &'static [f64] = if name == "conclib_proxy_read_batch_size" {
+            &COUNT_BUCKETS
+        } else {
+            &SECONDS_BUCKETS
+        };
+        // A label given twice keeps its last value, in the place of its first (as the
+        // exporter does): Prometheus rejects a series with a label twice.
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for label in key.labels() {
+            let k = sanitize_label_key(label.key());
+            let v = escape(label.value(), true);
+            match pairs.iter_mut().find(|(existing, _)| *existing == k) {
+                Some(pair) => pair.1 = v,
+                None => pairs.push((k, v)),
+            }
+        }
+        let labels = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        Series {
+            histogram: Arc::new(BucketHistogram::new(bounds)),
+            name,
+            labels,
+        }
+    }
+}
+
+/// `text` escaped as the text format wants a label value (`quoted`: `\\`, `\"` and `\n`)
+/// or a `# HELP` text (`\\` and `\n`). Not the exporter's `sanitize_label_value`: that
+/// one takes a backslash before a quote or a line feed for an escape already made and
+/// drops it.
+fn escape(text: &str, quoted: bool) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '\n' => escaped.push_str("\\n"),
+            '"' if quoted => escaped.push_str("\\\""),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn label_values_and_help_texts_are_escaped_as_the_text_format_says() {
+        assert_eq!(escape("a\\b\"c\nd", true), "a\\\\b\\\"c\\nd");
+        assert_eq!(escape("a\\b\"c\nd", false), "a\\\\b\"c\\nd");
+        // A backslash before a quote or a line feed is the user's, kept.
+        assert_eq!(escape("\\\"\\\n", true), "\\\\\\\"\\\\\\n");
+    }
+}
