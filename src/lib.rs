@@ -472,8 +472,8 @@ pub use conclib_macros::message;
 ///
 /// | option | default | meaning |
 /// |---|---|---|
-/// | `urn = "..."` | none | [`Actor::URN`]: the URN `spawn` gives the actor. A string literal, checked at compile time like [`validate_urn`] (1 to [`MAX_URN_LEN`] bytes, no whitespace or control characters) |
-/// | `mailbox = 64` / `mailbox = unbounded` | `Bounded(`[`DEFAULT_MAILBOX_CAPACITY`]`)` | [`Actor::MAILBOX`]: an integer literal of at least 1, or `unbounded` |
+/// | `urn = "..."` | none | [`Actor::URN`]: the URN `spawn` gives the actor. A string literal, checked at compile time like [`validate_urn`](urn::validate_urn) (1 to [`MAX_URN_LEN`](urn::MAX_URN_LEN) bytes, no whitespace or control characters) |
+/// | `mailbox = 64` / `mailbox = unbounded` | `Bounded(`[`DEFAULT_MAILBOX_CAPACITY`](mailbox::DEFAULT_MAILBOX_CAPACITY)`)` | [`Actor::MAILBOX`]: an integer literal of at least 1, or `unbounded` |
 /// | `crate = path` | from `Cargo.toml` | where the `conclib` crate is |
 ///
 /// The options go on the type so that they sit with its definition; the impl block reads them,

@@ -105,7 +105,7 @@ impl<A: Actor> PoolBuilder<A> {
     }
 
     /// How often members may be replaced (dead or unresponsive) before the pool gives up
-    /// and stops with [`StopReason::RestartLimit`] (default: 10 in 10 s).
+    /// and stops with [`StopReason::RestartLimit`](crate::StopReason::RestartLimit) (default: 10 in 10 s).
     pub fn replacements_limit(mut self, limit: RestartLimit) -> Self {
         self.replacements = limit;
         self

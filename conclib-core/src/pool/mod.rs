@@ -130,7 +130,7 @@ impl<A: Actor> Shared<A> {
     }
 }
 
-/// A pool of actors of type `A` behind one ref and one URN; from [`ActorSystem::pool`].
+/// A pool of actors of type `A` behind one ref and one URN; from [`ActorSystem::pool`](crate::ActorSystem::pool).
 /// Cloning is cheap.
 ///
 ///
@@ -191,7 +191,7 @@ impl<A: Actor> Shared<A> {
 ///   queued, besides the one it handles). An ask whose asker
 ///   gave up while it was queued is never handed to the member's handler (the core's rule).
 /// - **Replacement.** Members restart in place after a panic under the pool's
-///   [`RestartLimit`]; a member that stops anyway (restart limit, killed) is replaced by a
+///   [`RestartLimit`](crate::RestartLimit); a member that stops anyway (restart limit, killed) is replaced by a
 ///   fresh one. With [`PoolBuilder::unresponsive_after`], a member that does not answer a
 ///   high-priority heartbeat in time is killed and replaced (a dead-man's switch); a handler
 ///   stuck in a CPU loop is taken out of the routing at once even though its task runs on.

@@ -91,7 +91,7 @@ pub(super) async fn make_room<A: Actor>(cell: &ActorCell<A>, when_full: WhenFull
     }
 }
 
-/// One member's load, as routing and [`Pool::stats`] see it.
+/// One member's load, as routing and [`Pool::stats`](crate::Pool::stats) see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberLoad {
     /// The member's id.
