@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use crate::actor::Actor;
+use crate::changes::Mark;
 use crate::envelope::Envelope;
 use crate::message::Priority;
 use crate::supervision::SupervisionEvent;
@@ -75,10 +76,13 @@ pub struct Capacity {
     waiting: AtomicUsize,
     waiters: Mutex<Vec<Waker>>,
     closed: AtomicBool,
+    /// Set when the count changes or the mailbox closes (and by the run loop when the
+    /// actor's figures change): what a snapshot's look reads of this actor changed.
+    pub(crate) mark: Mark,
 }
 
 impl Capacity {
-    fn new(config: MailboxConfig) -> Self {
+    fn new(config: MailboxConfig, mark: Mark) -> Self {
         let limit = config.capacity().unwrap_or(usize::MAX).max(1);
         Capacity {
             len: AtomicUsize::new(0),
@@ -87,6 +91,7 @@ impl Capacity {
             waiting: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            mark,
         }
     }
 
@@ -97,6 +102,7 @@ impl Capacity {
         }
         if self.limit == usize::MAX {
             self.len.fetch_add(1, Ordering::Relaxed);
+            self.mark.set();
             return Some(true);
         }
         // A CAS loop rather than add-then-undo: a temporary overshoot would make other
@@ -110,7 +116,10 @@ impl Capacity {
                 .len
                 .compare_exchange_weak(len, len + 1, Ordering::SeqCst, Ordering::SeqCst)
             {
-                Ok(_) => return Some(true),
+                Ok(_) => {
+                    self.mark.set();
+                    return Some(true);
+                }
                 Err(now) => len = now,
             }
         }
@@ -145,6 +154,7 @@ impl Capacity {
     /// bursts instead of paying a wake-up per message.
     pub(crate) fn unreserve(&self) {
         let prev = self.len.fetch_sub(1, Ordering::SeqCst);
+        self.mark.set();
         if self.waiting.load(Ordering::SeqCst) > 0 && prev - 1 <= self.low_water {
             self.wake_all();
         }
@@ -153,6 +163,7 @@ impl Capacity {
     /// Counts a message that bypasses the limit (an actor's message to itself).
     fn force_reserve(&self) {
         self.len.fetch_add(1, Ordering::Relaxed);
+        self.mark.set();
     }
 
     fn wake_all(&self) {
@@ -168,6 +179,7 @@ impl Capacity {
 
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.mark.set();
         self.wake_all();
     }
 
@@ -227,7 +239,8 @@ pub(crate) struct Mailbox<A: Actor> {
 }
 
 impl<A: Actor> Mailbox<A> {
-    pub(crate) fn new(config: MailboxConfig) -> Self {
+    /// `mark`: where the actor lists itself when it changes (see [`crate::changes`]).
+    pub(crate) fn new(config: MailboxConfig, mark: Mark) -> Self {
         Mailbox {
             lanes: Mutex::new(Lanes {
                 priority: None,
@@ -238,7 +251,7 @@ impl<A: Actor> Mailbox<A> {
                 handler: None,
             }),
             priority_pending: AtomicBool::new(false),
-            capacity: Capacity::new(config),
+            capacity: Capacity::new(config, mark),
             killed: AtomicBool::new(false),
         }
     }
