@@ -278,14 +278,24 @@ impl Shared {
         if urns.is_empty() {
             return true;
         }
+        let keys: Vec<Value> = urns.iter().map(|u| owned(self.claim_key(u))).collect();
+        self.claim_keys(&urns, &keys).await
+    }
+
+    /// [`claim_urns`](Self::claim_urns) with the URNs' claim keys made already (`keys[i]`
+    /// is the key of `urns[i]`).
+    async fn claim_keys(&self, urns: &[String], keys: &[Value]) -> bool {
+        if urns.is_empty() {
+            return true;
+        }
         let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let results: Vec<Result<Value, fred::error::Error>> = if self.cmd.is_clustered() {
             // One key per command: each goes to its slot's node.
-            let calls = urns
+            let calls = keys
                 .iter()
-                .map(|u| {
+                .map(|k| {
                     (
-                        self.claim_key(u),
+                        k.as_string().unwrap_or_default(),
                         vec![owned(self.claim_value.clone()), ttl.clone()],
                     )
                 })
@@ -293,11 +303,10 @@ impl Shared {
             self.eval_many(&self.claim, calls).await
         } else {
             // Hundreds of keys per command: renewing 100,000 URNs is 200 commands.
-            let keys: Vec<String> = urns.iter().map(|u| self.claim_key(u)).collect();
             match self
                 .eval_keys(
                     &self.claim_many,
-                    &keys,
+                    keys,
                     &[owned(self.claim_value.clone()), ttl],
                 )
                 .await
@@ -309,22 +318,26 @@ impl Shared {
         let mut answered = true;
         let mut taken_away = Vec::new();
         let mut reg = self.registry();
-        for (urn, result) in urns.into_iter().zip(results) {
-            if !reg.local.contains_key(&urn) {
+        for (urn, result) in urns.iter().zip(results) {
+            if !reg.local.contains_key(urn) {
                 continue; // stopped meanwhile; the next scan releases it
             }
             match result {
                 Ok(Value::Integer(1)) => {
-                    if reg.conflicts.remove(&urn).is_some() {
+                    // Most often a renewal of a URN owned already, without a conflict: no
+                    // copy of the URN, no change to the set (its renewal stays prepared).
+                    if !reg.conflicts.is_empty() && reg.conflicts.remove(urn).is_some() {
                         tracing::info!(%urn, "took over a URN whose previous owner's lease lapsed");
                     }
-                    reg.owned.insert(urn);
+                    if !reg.owned.contains(urn) {
+                        reg.owned.insert(urn.clone());
+                    }
                 }
                 Ok(other) => {
                     let owner = as_bytes(&other)
                         .map(|b| String::from_utf8_lossy(b).into_owned())
                         .unwrap_or_else(|| format!("{other:?}"));
-                    let was_owned = reg.owned.remove(&urn);
+                    let was_owned = reg.owned.remove(urn);
                     if was_owned {
                         taken_away.push(urn.clone());
                     }
@@ -406,16 +419,17 @@ impl Shared {
             }
             _ => return, // Redis unreachable: try again next time
         }
-        let urns: Vec<String> = {
-            let reg = self.registry();
-            reg.owned
-                .iter()
-                .chain(reg.conflicts.keys())
-                .cloned()
-                .collect()
-        };
         let _guard = self.scan_lock.lock().await;
-        if self.claim_urns(urns).await {
+        // The owned URNs' keys as prepared at an earlier renewal, unless the set changed.
+        let (renewal, conflicts) = {
+            let mut reg = self.registry();
+            let renewal = reg.owned.renewal(|u| self.claim_key(u));
+            let conflicts: Vec<String> = reg.conflicts.keys().cloned().collect();
+            (renewal, conflicts)
+        };
+        let renewed = self.claim_keys(&renewal.urns, &renewal.keys).await;
+        drop(renewal);
+        if self.claim_urns(conflicts).await && renewed {
             self.mark_fresh(since);
         }
         self.renew_queue().await;
