@@ -665,9 +665,12 @@ impl ActorSystem {
     /// then by id. The rest are counted in [`SystemSnapshot::omitted_actors`] and listed in
     /// brief, by id, in [`SystemSnapshot::others`] (at most [`MAX_BRIEF_ACTORS`]).
     ///
-    /// Ranking reads every live actor's counters (one uncontended lock each, never a cost
-    /// on the actors' messages); the snapshot's rate and recent failures count from the
-    /// previous call of either method.
+    /// A look reads the counters (one uncontended lock each, never a cost on the actors'
+    /// messages) of the actors that marked themselves changed since the previous look, and
+    /// keeps what it saw of every actor for the next: the first look of a system reads
+    /// every live actor, later ones only the changed (an idle system of 100,000 actors
+    /// costs a walk of what was kept, not 100,000 reads). The snapshot's rate and recent
+    /// failures count from the previous call of any of the snapshot methods.
     #[must_use]
     pub fn snapshot_first(&self, max_actors: usize) -> SystemSnapshot {
         self.look(max_actors, None).0
