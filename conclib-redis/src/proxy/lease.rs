@@ -154,50 +154,59 @@ impl Shared {
         let mut position = self.scan_lock.lock().await;
         // Read before the list: changes after it are read again by the next catch-up.
         *position = *self.system.urn_changes().borrow();
-        let mut now: HashMap<String, bool> = HashMap::new();
-        let known: HashMap<String, bool> = self.registry().local.clone();
         let (shared, activating) = {
             let reg = self.registry();
             (reg.shared.clone(), reg.activating.clone())
         };
-        for actor in self.system.named_actors() {
+        let actors = self.system.named_actors();
+        // The live URNs, borrowed from the actors' refs: at 100,000 actors, a scan every
+        // 30 s copies no URN it already knows (only those added or removed).
+        let mut live: HashMap<&str, &conclib_core::DynActorRef> =
+            HashMap::with_capacity(actors.len());
+        for actor in &actors {
             let Some(urn) = actor.urn() else { continue };
             if !actor.is_alive() || shared.contains(urn.as_str()) {
                 continue;
             }
-            let urn = urn.as_str().to_owned();
-            let exposes = match known.get(&urn) {
-                Some(e) => *e,
-                None => !actor.remote_messages().is_empty(),
-            };
-            now.insert(urn, exposes);
+            live.insert(urn.as_str(), actor);
         }
-        // Claimed for an activation whose actor is not spawned yet: keep it.
-        for urn in activating {
-            now.entry(urn).or_insert(true);
-        }
-        let added: Vec<String> = now
-            .iter()
-            .filter(|(u, e)| **e && !known.contains_key(*u))
-            .map(|(u, _)| u.clone())
-            .collect();
-        let removed: Vec<String> = {
+        let (added, removed) = {
             let mut reg = self.registry();
+            // Claimed for an activation whose actor is not spawned yet: kept.
             let removed: Vec<String> = reg
                 .local
                 .keys()
-                .filter(|u| !now.contains_key(*u))
+                .filter(|u| !live.contains_key(u.as_str()) && !activating.contains(*u))
                 .cloned()
                 .collect();
             for u in &removed {
+                reg.local.remove(u);
                 reg.conflicts.remove(u);
             }
-            reg.local = now;
-            removed
+            let mut added = Vec::new();
+            for (urn, actor) in &live {
+                if !reg.local.contains_key(*urn) {
+                    let exposes = !actor.remote_messages().is_empty();
+                    reg.local.insert((*urn).to_owned(), exposes);
+                    if exposes {
+                        added.push((*urn).to_owned());
+                    }
+                }
+            }
+            for urn in activating {
+                if !reg.local.contains_key(&urn) {
+                    reg.local.insert(urn.clone(), true);
+                    added.push(urn);
+                }
+            }
+            let removed: Vec<String> = removed
                 .into_iter()
                 .filter(|u| reg.owned.remove(u))
-                .collect()
+                .collect();
+            (added, removed)
         };
+        drop(live);
+        drop(actors);
         self.release_urns(removed).await;
         let _ = self.claim_urns(added).await;
     }
@@ -279,12 +288,18 @@ impl Shared {
             return true;
         }
         let keys: Vec<Value> = urns.iter().map(|u| owned(self.claim_key(u))).collect();
-        self.claim_keys(&urns, &keys).await
+        self.claim_keys(&urns, &keys, None).await
     }
 
     /// [`claim_urns`](Self::claim_urns) with the URNs' claim keys made already (`keys[i]`
-    /// is the key of `urns[i]`).
-    async fn claim_keys(&self, urns: &[String], keys: &[Value]) -> bool {
+    /// is the key of `urns[i]`), or `renewal`'s (the owned URNs: `urns` and `keys` are its
+    /// own).
+    async fn claim_keys(
+        &self,
+        urns: &[String],
+        keys: &[Value],
+        renewal: Option<&Arc<super::owned::Renewal>>,
+    ) -> bool {
         if urns.is_empty() {
             return true;
         }
@@ -318,7 +333,13 @@ impl Shared {
         let mut answered = true;
         let mut taken_away = Vec::new();
         let mut reg = self.registry();
+        // A renewal of the owned URNs, the set unchanged since (the usual case): a URN
+        // claimed again, without a conflict, changes nothing; no need to look it up.
+        let unchanged = renewal.is_some_and(|r| reg.owned.is_current(r));
         for (urn, result) in urns.iter().zip(results) {
+            if unchanged && reg.conflicts.is_empty() && matches!(result, Ok(Value::Integer(1))) {
+                continue;
+            }
             if !reg.local.contains_key(urn) {
                 continue; // stopped meanwhile; the next scan releases it
             }
@@ -427,7 +448,9 @@ impl Shared {
             let conflicts: Vec<String> = reg.conflicts.keys().cloned().collect();
             (renewal, conflicts)
         };
-        let renewed = self.claim_keys(&renewal.urns, &renewal.keys).await;
+        let renewed = self
+            .claim_keys(&renewal.urns, &renewal.keys, Some(&renewal))
+            .await;
         drop(renewal);
         if self.claim_urns(conflicts).await && renewed {
             self.mark_fresh(since);

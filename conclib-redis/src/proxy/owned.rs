@@ -59,6 +59,13 @@ impl OwnedUrns {
         self.urns.drain()
     }
 
+    /// Whether `renewal` is the one prepared for the set as it is (it did not change since).
+    pub(super) fn is_current(&self, renewal: &Arc<Renewal>) -> bool {
+        self.renewal
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, renewal))
+    }
+
     /// Every URN owned and its claim key (`key` makes one: called only when the set changed
     /// since the last call).
     pub(super) fn renewal(&mut self, key: impl Fn(&str) -> String) -> Arc<Renewal> {
@@ -90,7 +97,9 @@ mod tests {
         // Inserting one owned already changes nothing.
         owned.insert("a".into());
         assert!(Arc::ptr_eq(&first, &owned.renewal(|_| unreachable!())));
+        assert!(owned.is_current(&first));
         owned.insert("b".into());
+        assert!(!owned.is_current(&first));
         let mut urns = owned.renewal(|u| format!("key:{u}")).urns.clone();
         urns.sort();
         assert_eq!(urns, ["a", "b"]);
