@@ -84,6 +84,7 @@ impl Changes {
 
 /// An actor's mark: in its mailbox's [`Capacity`](crate::mailbox::Capacity), on the cache
 /// line its senders and its own task touch anyway.
+#[repr(C)] // the flag first, next to the count
 pub(crate) struct Mark {
     changed: AtomicBool,
     /// Where the actor lists itself: `None` for a mailbox outside a system (tests).
@@ -110,9 +111,14 @@ impl Mark {
     #[cold]
     #[inline(never)]
     fn set_slow(&self) {
-        if !self.changed.swap(true, Ordering::SeqCst)
-            && let Some((changes, id)) = &self.changes
-        {
+        if !self.changed.swap(true, Ordering::SeqCst) {
+            self.list();
+        }
+    }
+
+    /// Lists the actor: one of its flags was just set from clear.
+    fn list(&self) {
+        if let Some((changes, id)) = &self.changes {
             changes.push(*id);
         }
     }
@@ -120,6 +126,37 @@ impl Mark {
     /// For a look, before it reads the actor: whether it was marked, now cleared.
     pub(crate) fn take(&self) -> bool {
         self.changed.load(Ordering::Relaxed) && self.changed.swap(false, Ordering::SeqCst)
+    }
+}
+
+/// An actor's second flag, in its statistics (a line only its own task writes, with the
+/// count of messages it handled): what its run loop sets after each message. The mailbox's
+/// line moves between the senders' cores and the actor's; a load of it after the handler
+/// cost tells about 20% (BENCHMARKS.md, issue #31).
+#[derive(Default)]
+pub(crate) struct TaskMark(AtomicBool);
+
+impl TaskMark {
+    /// Something a snapshot shows of the actor changed: after the change is written.
+    /// `mark`: the actor's [`Mark`], which lists it.
+    #[inline]
+    pub(crate) fn set(&self, mark: &Mark) {
+        if !self.0.load(Ordering::Relaxed) {
+            self.set_slow(mark);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn set_slow(&self, mark: &Mark) {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            mark.list();
+        }
+    }
+
+    /// For a look, before it reads the actor: whether it was marked, now cleared.
+    pub(crate) fn take(&self) -> bool {
+        self.0.load(Ordering::Relaxed) && self.0.swap(false, Ordering::SeqCst)
     }
 }
 

@@ -66,9 +66,15 @@ pub(crate) enum Control {
 
 /// The capacity of the user lanes and the senders waiting for room. Not generic, so that
 /// type-erased refs can wait for room too.
+// In this order (`repr(C)`): the mark's flag beside the count, on the line every send and
+// every message taken writes anyway, so that reading it costs no other line.
+#[repr(C)]
 pub struct Capacity {
     /// User messages queued (including the receiver's local batch), not yet taken for handling.
     len: AtomicUsize,
+    /// Set when the count changes or the mailbox closes: what a snapshot's look reads of
+    /// this actor changed.
+    pub(crate) mark: Mark,
     limit: usize,
     /// Waiting senders are woken when `len` falls to this.
     low_water: usize,
@@ -76,9 +82,6 @@ pub struct Capacity {
     waiting: AtomicUsize,
     waiters: Mutex<Vec<Waker>>,
     closed: AtomicBool,
-    /// Set when the count changes or the mailbox closes (and by the run loop when the
-    /// actor's figures change): what a snapshot's look reads of this actor changed.
-    pub(crate) mark: Mark,
 }
 
 impl Capacity {
@@ -86,12 +89,12 @@ impl Capacity {
         let limit = config.capacity().unwrap_or(usize::MAX).max(1);
         Capacity {
             len: AtomicUsize::new(0),
+            mark,
             limit,
             low_water: limit - (limit / 4).max(1),
             waiting: AtomicUsize::new(0),
             waiters: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
-            mark,
         }
     }
 

@@ -189,9 +189,9 @@ pub(crate) fn run<A: Actor>(
                     }
                     Outcome::Panicked(panic) => Some(panic),
                 };
-                // What the message changed, for the next snapshot's look (a relaxed load; a
-                // write once between two looks).
-                cell.mailbox.capacity.mark.set();
+                // What the message changed, for the next snapshot's look (a relaxed load of
+                // the line just written; a write once between two looks).
+                stats.mark.set(&cell.mailbox.capacity.mark);
                 match panic {
                     None => continue 'run,
                     Some(panic) => panic,
@@ -200,7 +200,7 @@ pub(crate) fn run<A: Actor>(
             // A handler or hook panicked.
             tracing::error!(%panic, "actor panicked");
             cell.core.stats().panicked(&panic);
-            cell.mailbox.capacity.mark.set();
+            (cell.core.stats().mark).set(&cell.mailbox.capacity.mark);
             crate::metrics::count(&cell.core, "conclib_actor_panics_total");
             if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic)))
                 .await
@@ -240,7 +240,7 @@ pub(crate) fn run<A: Actor>(
 fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
     m.record(cell.mailbox.capacity.len(), cell.core.stats());
     // Its per-message figures changed.
-    cell.mailbox.capacity.mark.set();
+    (cell.core.stats().mark).set(&cell.mailbox.capacity.mark);
 }
 
 /// Before a message is handled: its span (with the trace it is part of, if any) and,
@@ -375,7 +375,7 @@ async fn restart<A: Actor>(
     tracing::info!(reason = why, "actor restarted");
     let core = &ctx.myself().cell.core;
     core.stats().rare().restarts += 1;
-    ctx.myself().cell.mailbox.capacity.mark.set();
+    (core.stats().mark).set(&ctx.myself().cell.mailbox.capacity.mark);
     crate::metrics::count(core, "conclib_actor_restarts_total");
     if tell_parent && let Some(parent) = &core.parent {
         parent.push_control(Control::Event(SupervisionEvent::ChildRestarted {

@@ -860,7 +860,7 @@ impl ActorSystem {
                         continue;
                     }
                     let id = cell.core().id.as_u64();
-                    let marked = cell.capacity().mark.take();
+                    let marked = cell.capacity().mark.take() | cell.core().stats().mark.take();
                     let floor = floor(looked.actors.get(&id), marked);
                     let read = Ranked::read(cell, look, now, floor);
                     if marked || !read.at_rest() {
@@ -880,7 +880,7 @@ impl ActorSystem {
                         looked.actors.remove(&id);
                         continue;
                     };
-                    let marked = cell.capacity().mark.take();
+                    let marked = cell.capacity().mark.take() | cell.core().stats().mark.take();
                     // Not read by the last look: not listed before it took the list, so
                     // unchanged at its start, marked or not.
                     let floor = floor(looked.actors.get(&id), false);
