@@ -1,11 +1,12 @@
 //! Actors that mark themselves changed, so that a snapshot's look reads only those (and
 //! not every actor of a system of 100,000 every time).
 //!
-//! Each actor has a flag ([`Mark`], next to its mailbox's count, which every sender and the
-//! actor's own task already touch): set when anything a snapshot shows of it changes — a
-//! message queued or taken, handled, failed, skipped; a panic, a restart; its mailbox
-//! closed — and cleared by the look that reads it. Setting it from clear (once between two
-//! looks, whatever the number of messages) puts the actor's id on its system's list
+//! Each actor has two flags, set when something a snapshot shows of it changes and cleared
+//! by the look that reads it: [`Mark`], next to its mailbox's count (which every send and
+//! every message taken writes anyway), for a message queued or taken and its mailbox
+//! closed; [`TaskMark`], in its statistics (a line only its own task writes), for a message
+//! handled, failed or skipped, a panic, a restart. Setting either from clear (once between
+//! two looks, whatever the number of messages) puts the actor's id on its system's list
 //! ([`Changes`]); the look takes the list. Actors that start or finish stopping are put on
 //! the list by the system itself.
 //!
@@ -132,7 +133,7 @@ impl Mark {
 /// An actor's second flag, in its statistics (a line only its own task writes, with the
 /// count of messages it handled): what its run loop sets after each message. The mailbox's
 /// line moves between the senders' cores and the actor's; a load of it after the handler
-/// cost tells about 20% (BENCHMARKS.md, issue #31).
+/// cost tells 4-23% (BENCHMARKS.md, issue #31).
 #[derive(Default)]
 pub(crate) struct TaskMark(AtomicBool);
 
