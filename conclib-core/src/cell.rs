@@ -231,6 +231,8 @@ impl std::ops::DerefMut for CellListGuard<'_> {
 #[derive(Default)]
 pub(crate) struct Stats {
     pub(crate) handled: AtomicU64,
+    /// Set by the actor's task after each message (see [`crate::changes::TaskMark`]).
+    pub(crate) mark: crate::changes::TaskMark,
     pub(crate) rare: Mutex<RareStats>,
 }
 

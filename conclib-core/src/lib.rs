@@ -67,6 +67,7 @@ mod actor;
 mod actor_ref;
 mod broadcast;
 mod cell;
+mod changes;
 #[cfg(unix)]
 pub mod child;
 mod context;

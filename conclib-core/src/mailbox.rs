@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Waker};
 
 use crate::actor::Actor;
+use crate::changes::Mark;
 use crate::envelope::Envelope;
 use crate::message::Priority;
 use crate::supervision::SupervisionEvent;
@@ -65,9 +66,15 @@ pub(crate) enum Control {
 
 /// The capacity of the user lanes and the senders waiting for room. Not generic, so that
 /// type-erased refs can wait for room too.
+// In this order (`repr(C)`): the mark's flag beside the count, on the line every send and
+// every message taken writes anyway, so that reading it costs no other line.
+#[repr(C)]
 pub struct Capacity {
     /// User messages queued (including the receiver's local batch), not yet taken for handling.
     len: AtomicUsize,
+    /// Set when the count changes or the mailbox closes: what a snapshot's look reads of
+    /// this actor changed.
+    pub(crate) mark: Mark,
     limit: usize,
     /// Waiting senders are woken when `len` falls to this.
     low_water: usize,
@@ -78,10 +85,11 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    fn new(config: MailboxConfig) -> Self {
+    fn new(config: MailboxConfig, mark: Mark) -> Self {
         let limit = config.capacity().unwrap_or(usize::MAX).max(1);
         Capacity {
             len: AtomicUsize::new(0),
+            mark,
             limit,
             low_water: limit - (limit / 4).max(1),
             waiting: AtomicUsize::new(0),
@@ -97,6 +105,7 @@ impl Capacity {
         }
         if self.limit == usize::MAX {
             self.len.fetch_add(1, Ordering::Relaxed);
+            self.mark.set();
             return Some(true);
         }
         // A CAS loop rather than add-then-undo: a temporary overshoot would make other
@@ -110,7 +119,10 @@ impl Capacity {
                 .len
                 .compare_exchange_weak(len, len + 1, Ordering::SeqCst, Ordering::SeqCst)
             {
-                Ok(_) => return Some(true),
+                Ok(_) => {
+                    self.mark.set();
+                    return Some(true);
+                }
                 Err(now) => len = now,
             }
         }
@@ -145,6 +157,7 @@ impl Capacity {
     /// bursts instead of paying a wake-up per message.
     pub(crate) fn unreserve(&self) {
         let prev = self.len.fetch_sub(1, Ordering::SeqCst);
+        self.mark.set();
         if self.waiting.load(Ordering::SeqCst) > 0 && prev - 1 <= self.low_water {
             self.wake_all();
         }
@@ -153,6 +166,7 @@ impl Capacity {
     /// Counts a message that bypasses the limit (an actor's message to itself).
     fn force_reserve(&self) {
         self.len.fetch_add(1, Ordering::Relaxed);
+        self.mark.set();
     }
 
     fn wake_all(&self) {
@@ -168,6 +182,7 @@ impl Capacity {
 
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.mark.set();
         self.wake_all();
     }
 
@@ -227,7 +242,8 @@ pub(crate) struct Mailbox<A: Actor> {
 }
 
 impl<A: Actor> Mailbox<A> {
-    pub(crate) fn new(config: MailboxConfig) -> Self {
+    /// `mark`: where the actor lists itself when it changes (see [`crate::changes`]).
+    pub(crate) fn new(config: MailboxConfig, mark: Mark) -> Self {
         Mailbox {
             lanes: Mutex::new(Lanes {
                 priority: None,
@@ -238,7 +254,7 @@ impl<A: Actor> Mailbox<A> {
                 handler: None,
             }),
             priority_pending: AtomicBool::new(false),
-            capacity: Capacity::new(config),
+            capacity: Capacity::new(config, mark),
             killed: AtomicBool::new(false),
         }
     }

@@ -171,28 +171,36 @@ pub(crate) fn run<A: Actor>(
                 if !matches!(outcome, Outcome::Skipped) {
                     stats.count_handled();
                 }
-                match outcome {
-                    Outcome::Done => continue 'run,
+                let panic = match outcome {
+                    Outcome::Done => None,
                     Outcome::Skipped => {
                         cell.core.count_skipped_ask();
                         tracing::debug!("skipped an ask whose asker had given up");
-                        continue 'run;
+                        None
                     }
                     Outcome::Failed(error) => {
                         tracing::warn!(%error, "a told message's handler returned an error");
                         stats.failed(error);
-                        continue 'run;
+                        None
                     }
                     Outcome::Refused(error) => {
                         stats.failed(error);
-                        continue 'run;
+                        None
                     }
-                    Outcome::Panicked(panic) => panic,
+                    Outcome::Panicked(panic) => Some(panic),
+                };
+                // What the message changed, for the next snapshot's look (a relaxed load of
+                // the line just written; a write once between two looks).
+                stats.mark.set(&cell.mailbox.capacity.mark);
+                match panic {
+                    None => continue 'run,
+                    Some(panic) => panic,
                 }
             };
             // A handler or hook panicked.
             tracing::error!(%panic, "actor panicked");
             cell.core.stats().panicked(&panic);
+            (cell.core.stats().mark).set(&cell.mailbox.capacity.mark);
             crate::metrics::count(&cell.core, "conclib_actor_panics_total");
             if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic)))
                 .await
@@ -231,6 +239,8 @@ pub(crate) fn run<A: Actor>(
 #[inline(never)]
 fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
     m.record(cell.mailbox.capacity.len(), cell.core.stats());
+    // Its per-message figures changed.
+    (cell.core.stats().mark).set(&cell.mailbox.capacity.mark);
 }
 
 /// Before a message is handled: its span (with the trace it is part of, if any) and,
@@ -365,6 +375,7 @@ async fn restart<A: Actor>(
     tracing::info!(reason = why, "actor restarted");
     let core = &ctx.myself().cell.core;
     core.stats().rare().restarts += 1;
+    (core.stats().mark).set(&ctx.myself().cell.mailbox.capacity.mark);
     crate::metrics::count(core, "conclib_actor_restarts_total");
     if tell_parent && let Some(parent) = &core.parent {
         parent.push_control(Control::Event(SupervisionEvent::ChildRestarted {
@@ -430,6 +441,8 @@ async fn finish<A: Actor>(
     ctx.unwatch_all();
     leave_parent(&cell.core);
     cell.core.mark_stopped(reason.clone());
+    // The next snapshot's look finds it stopped (as it will when it leaves the registry).
+    cell.mailbox.capacity.mark.set();
     tracing::debug!(%reason, "actor stopped");
     notify_stopped(&cell.core, &reason);
     ctx.system().forget(&cell.core);

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering as Order;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -82,6 +83,7 @@ pub struct MessageTotals {
 }
 
 /// One message type's figures kept by an actor (in its task, then in its statistics).
+#[derive(Clone)]
 pub(crate) struct Tally {
     name: &'static str,
     handled: u64,
@@ -377,14 +379,24 @@ fn mix_rest(mailbox_len: usize, asks_skipped: u64, stopping: bool) -> u64 {
 /// Messages per second since the previous sample, the failures (errors, panics,
 /// restarts) since the sample before it (those of the last interval and any since), and
 /// the last look that saw the figures change. Samples closer together than
-/// [`MIN_RATE_WINDOW`] reuse the previous one.
-fn sample(sample: &mut Option<Box<Sample>>, seen: Seen, now: Instant) -> (f64, u64, u64) {
+/// [`MIN_RATE_WINDOW`] reuse the previous one. `floor`: a time at which the figures were
+/// still those of the sample (the previous look, which did not read an unchanged actor):
+/// the sample counts as taken then, as if that look had read it.
+fn sample(
+    sample: &mut Option<Box<Sample>>,
+    seen: Seen,
+    now: Instant,
+    floor: Option<Instant>,
+) -> (f64, u64, u64) {
     let Seen {
         handled,
         failures,
         rest,
         look,
     } = seen;
+    if let (Some(last), Some(floor)) = (sample.as_deref_mut(), floor) {
+        last.at = last.at.max(floor);
+    }
     match sample.as_deref_mut() {
         Some(last) if now.duration_since(last.at) < MIN_RATE_WINDOW => {
             if (handled, failures, rest) != (last.handled, last.failures, last.rest) {
@@ -449,10 +461,42 @@ const MIN_RATE_WINDOW: Duration = Duration::from_millis(250);
 /// Per-message figures by actor type and message name.
 type MessageTable = std::collections::HashMap<(&'static str, &'static str), Tally>;
 
+/// What the last look saw of a system's actors, kept from one look to the next so that a
+/// look reads only the actors marked changed since ([`crate::changes`]).
+#[derive(Default)]
+pub(crate) struct Looked {
+    /// Every live actor as last read, by id.
+    actors: BTreeMap<u64, Ranked>,
+    /// Actors the next look reads whether marked or not: those this look found marked (a
+    /// figure written just as it cleared the mark may have been missed) and those whose
+    /// rate or recent failures are not back to 0 (they change with time alone).
+    again: Vec<u64>,
+    /// The last look's number, and when it read.
+    pub(crate) look: u64,
+    at: Option<Instant>,
+}
+
+#[cfg(test)]
+impl Looked {
+    /// The ids of the actors look `look` read.
+    pub(crate) fn read_in(&self, look: u64) -> Vec<u64> {
+        self.actors
+            .values()
+            .filter(|r| r.look == look)
+            .map(|r| r.id)
+            .collect()
+    }
+}
+
 /// An actor's figures read for a snapshot, and what ranks it.
 struct Ranked {
     cell: Arc<dyn ErasedCell>,
     id: u64,
+    /// The look that read these figures.
+    look: u64,
+    /// Its per-message figures, if it keeps any.
+    #[allow(clippy::box_collection)] // boxed: 8 bytes for the many that keep none
+    messages: Option<Box<Vec<Tally>>>,
     /// Errors, panics and restarts in the last interval.
     recent_failures: u64,
     /// The last look that saw its figures change.
@@ -468,13 +512,8 @@ struct Ranked {
 }
 
 impl Ranked {
-    /// Reads an actor's figures in look `look`, adding its per-message ones to `messages`.
-    fn read(
-        cell: Arc<dyn ErasedCell>,
-        look: u64,
-        now: Instant,
-        messages: &mut MessageTable,
-    ) -> Ranked {
+    /// Reads an actor's figures in look `look` (`floor`: see [`sample`]).
+    fn read(cell: Arc<dyn ErasedCell>, look: u64, now: Instant, floor: Option<Instant>) -> Ranked {
         let core: &CellCore = cell.core();
         let stats = core.stats();
         let handled = stats.handled.load(Ordering::Relaxed);
@@ -489,16 +528,13 @@ impl Ranked {
             rest: mix_rest(mailbox_len, asks_skipped, stopping),
             look,
         };
-        let (rate, recent_failures, changed) = sample(&mut rare.sampled, seen, now);
-        for tally in rare.messages.iter().flat_map(|m| m.iter()) {
-            messages
-                .entry((core.type_name, tally.name))
-                .or_insert_with(|| Tally::new(tally.name))
-                .add(tally);
-        }
+        let (rate, recent_failures, changed) = sample(&mut rare.sampled, seen, now, floor);
+        let messages = rare.messages.clone();
         drop(rare);
         Ranked {
             id: core.id.as_u64(),
+            look,
+            messages,
             mailbox_len,
             cell,
             recent_failures,
@@ -511,6 +547,21 @@ impl Ranked {
             asks_skipped,
             stopping,
         }
+    }
+
+    /// Whether it ranks before an actor with no figure worth showing first: one that ranks
+    /// only by its id.
+    fn telling(&self) -> bool {
+        self.recent_failures > 0
+            || self.mailbox_len > 0
+            || self.rate != 0.0
+            || self.errors + self.panics + self.restarts > 0
+    }
+
+    /// Whether its figures change only when it does (not with time alone, as a rate or
+    /// recent failures do until they are back to 0).
+    fn at_rest(&self) -> bool {
+        self.rate == 0.0 && self.recent_failures == 0
     }
 
     /// Most telling first: failures in the last interval, then a deeper mailbox, then a
@@ -579,7 +630,7 @@ fn apply_external(entry: &mut External, actor: Option<&mut ActorSnapshot>, now: 
         rest: 0,
         look: 0,
     };
-    actor.rate = sample(&mut entry.sample, seen, now).0;
+    actor.rate = sample(&mut entry.sample, seen, now, None).0;
     actor.errors = report.errors;
     actor.panics = report.panics;
     actor.restarts = report.restarts;
@@ -614,9 +665,12 @@ impl ActorSystem {
     /// then by id. The rest are counted in [`SystemSnapshot::omitted_actors`] and listed in
     /// brief, by id, in [`SystemSnapshot::others`] (at most [`MAX_BRIEF_ACTORS`]).
     ///
-    /// Ranking reads every live actor's counters (one uncontended lock each, never a cost
-    /// on the actors' messages); the snapshot's rate and recent failures count from the
-    /// previous call of either method.
+    /// A look reads the counters (one uncontended lock each, never a cost on the actors'
+    /// messages) of the actors that marked themselves changed since the previous look, and
+    /// keeps what it saw of every actor for the next: the first look of a system reads
+    /// every live actor, later ones only the changed (an idle system of 100,000 actors
+    /// costs a walk of what was kept, not 100,000 reads). The snapshot's rate and recent
+    /// failures count from the previous call of any of the snapshot methods.
     #[must_use]
     pub fn snapshot_first(&self, max_actors: usize) -> SystemSnapshot {
         self.look(max_actors, None).0
@@ -662,15 +716,18 @@ impl ActorSystem {
         }
     }
 
-    /// Reads every live actor: the snapshot of the `max_actors` most telling, with the rest
-    /// in brief (`since` `None`: no changes), or with the changes since look `since` (its
-    /// `others` empty): those changed in brief, by id, and the ids listed in brief; and this
-    /// look's number.
+    /// The snapshot of the `max_actors` most telling actors, with the rest in brief (`since`
+    /// `None`: no changes), or with the changes since look `since` (its `others` empty):
+    /// those changed in brief, by id, and the ids listed in brief; and this look's number.
+    /// Reads the actors marked changed since the last look and those it must read again
+    /// ([`Looked::again`]); every actor at the first look (or when the marks were not
+    /// listed).
     fn look(
         &self,
         max_actors: usize,
         since: Option<u64>,
     ) -> (SystemSnapshot, (Vec<ActorBrief>, Vec<u64>), u64) {
+        let mut looked = self.lock_looked();
         let looking = LOOKING.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         let look = next_look();
@@ -679,14 +736,33 @@ impl ActorSystem {
         let taken_at_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let mut messages = MessageTable::new();
-        let mut ranked: Vec<Ranked> = self
-            .live_cells()
-            .into_iter()
-            .filter(|cell| cell.core().is_alive())
-            .map(|cell| Ranked::read(cell, look, now, &mut messages))
-            .collect();
+        self.read_changed(&mut looked, look, now);
         drop(looking);
+        let looked = &*looked;
+        // One pass by id: the per-message totals, the changes, the actors worth ranking.
+        let mut messages = MessageTable::new();
+        let mut ids = Vec::new();
+        let mut changed = Vec::new();
+        let mut telling: Vec<&Ranked> = Vec::new();
+        for r in looked.actors.values() {
+            for tally in r.messages.iter().flat_map(|m| m.iter()) {
+                messages
+                    .entry((r.cell.core().type_name, tally.name))
+                    .or_insert_with(|| Tally::new(tally.name))
+                    .add(tally);
+            }
+            if let Some(since) = since
+                && ids.len() < MAX_BRIEF_ACTORS
+            {
+                ids.push(r.id);
+                if r.changed > since {
+                    changed.push(r.brief());
+                }
+            }
+            if r.telling() {
+                telling.push(r);
+            }
+        }
         let mut messages: Vec<MessageTotals> = messages
             .into_iter()
             .map(|((actor_type, message), tally)| MessageTotals {
@@ -699,34 +775,33 @@ impl ActorSystem {
             .collect();
         messages
             .sort_unstable_by(|a, b| (&a.actor_type, &a.message).cmp(&(&b.actor_type, &b.message)));
-        // The changes: among every actor (before the most telling are taken out).
-        let changes = since.map(|since| {
-            let mut ids: Vec<u64> = ranked.iter().map(|r| r.id).collect();
-            ids.sort_unstable();
-            ids.truncate(MAX_BRIEF_ACTORS);
-            let last = ids.last().copied().unwrap_or(0);
-            let mut changed: Vec<ActorBrief> = ranked
-                .iter()
-                .filter(|r| r.changed > since && r.id <= last)
-                .map(Ranked::brief)
-                .collect();
-            changed.sort_unstable_by_key(|b| b.id);
-            (changed, ids)
-        });
-        let omitted_actors = ranked.len().saturating_sub(max_actors);
-        if omitted_actors > 0 && max_actors > 0 {
-            ranked.select_nth_unstable_by(max_actors - 1, Ranked::telling_order);
+        // The most telling: those with a figure worth showing first, ranked; then the others
+        // by id (they rank by id alone).
+        if telling.len() > max_actors && max_actors > 0 {
+            telling.select_nth_unstable_by(max_actors - 1, |a, b| Ranked::telling_order(a, b));
         }
-        let mut rest = ranked.split_off(max_actors.min(ranked.len()));
-        ranked.sort_unstable_by(Ranked::telling_order);
-        let mut actors: Vec<ActorSnapshot> = ranked.iter().map(Ranked::snapshot).collect();
-        let others: Vec<ActorBrief> = if since.is_some() {
+        telling.truncate(max_actors);
+        telling.sort_unstable_by(|a, b| Ranked::telling_order(a, b));
+        let mut top = telling;
+        if top.len() < max_actors {
+            let more = max_actors - top.len();
+            top.extend(looked.actors.values().filter(|r| !r.telling()).take(more));
+        }
+        let omitted_actors = looked.actors.len().saturating_sub(max_actors);
+        let mut actors: Vec<ActorSnapshot> = top.iter().map(|r| r.snapshot()).collect();
+        let others: Vec<ActorBrief> = if since.is_some() || omitted_actors == 0 {
             Vec::new()
         } else {
-            rest.sort_unstable_by_key(|r| r.id);
-            rest.truncate(MAX_BRIEF_ACTORS);
-            rest.iter().map(Ranked::brief).collect()
+            let listed: std::collections::HashSet<u64> = top.iter().map(|r| r.id).collect();
+            looked
+                .actors
+                .values()
+                .filter(|r| !listed.contains(&r.id))
+                .take(MAX_BRIEF_ACTORS)
+                .map(Ranked::brief)
+                .collect()
         };
+        let changes = since.map(|_| (changed, ids));
         // Pools: their members' load, on the pool's own entry.
         let mut pruned = 0;
         self.with_pool_probes(|probes| {
@@ -762,6 +837,64 @@ impl ActorSystem {
             messages,
         };
         (snapshot, changes.unwrap_or_default(), look)
+    }
+
+    /// Brings `looked` up to date in look `look`: reads the actors marked changed since the
+    /// last look and those [`Looked::again`] names (every actor when the marks were not
+    /// listed), drops those gone.
+    fn read_changed(&self, looked: &mut Looked, look: u64, now: Instant) {
+        let (last_look, last_at) = (looked.look, looked.at);
+        // An actor the last look did not read, unchanged then: its figures at that look were
+        // those of its sample, which counts from then (for its rate over the last interval).
+        let floor = |before: Option<&Ranked>, marked: bool| {
+            before
+                .filter(|r| r.look != last_look && !marked)
+                .and(last_at)
+        };
+        let mut again = Vec::new();
+        match self.changes().take(self.count_cells()) {
+            None => {
+                let mut actors = BTreeMap::new();
+                for cell in self.live_cells() {
+                    if !cell.core().is_alive() {
+                        continue;
+                    }
+                    let id = cell.core().id.as_u64();
+                    let marked = cell.capacity().mark.take() | cell.core().stats().mark.take();
+                    let floor = floor(looked.actors.get(&id), marked);
+                    let read = Ranked::read(cell, look, now, floor);
+                    if marked || !read.at_rest() {
+                        again.push(id);
+                    }
+                    actors.insert(id, read);
+                }
+                looked.actors = actors;
+            }
+            Some(mut ids) => {
+                ids.append(&mut looked.again);
+                ids.sort_unstable();
+                ids.dedup();
+                let cells = self.cells_of(&ids);
+                for (id, cell) in ids.into_iter().zip(cells) {
+                    let Some(cell) = cell.filter(|c| c.core().is_alive()) else {
+                        looked.actors.remove(&id);
+                        continue;
+                    };
+                    let marked = cell.capacity().mark.take() | cell.core().stats().mark.take();
+                    // Not read by the last look: not listed before it took the list, so
+                    // unchanged at its start, marked or not.
+                    let floor = floor(looked.actors.get(&id), false);
+                    let read = Ranked::read(cell, look, now, floor);
+                    if marked || !read.at_rest() {
+                        again.push(id);
+                    }
+                    looked.actors.insert(id, read);
+                }
+            }
+        }
+        looked.again = again;
+        looked.look = look;
+        looked.at = Some(now);
     }
 }
 

@@ -28,7 +28,7 @@ pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// An actor's id: unique within its system for the system's lifetime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ActorId(u64);
+pub struct ActorId(pub(crate) u64);
 
 impl ActorId {
     /// The number behind the id.
@@ -93,6 +93,10 @@ struct SystemInner {
     /// How many entries `externals` and `pool_probes` hold together: an actor's end looks
     /// for its own only when there are some (most systems have none).
     side_entries: std::sync::atomic::AtomicUsize,
+    /// Actors marked changed since the last snapshot's look ([`crate::changes`]).
+    changes: Arc<crate::changes::Changes>,
+    /// What the last look saw of every actor, for the next one to read only the changed.
+    looked: Mutex<crate::snapshot::Looked>,
 }
 
 /// How many URN changes [`ActorSystem::urn_changes_since`] can look back.
@@ -182,6 +186,8 @@ impl ActorSystem {
                 externals: Mutex::new(Vec::new()),
                 pool_probes: Mutex::new(Vec::new()),
                 side_entries: std::sync::atomic::AtomicUsize::new(0),
+                changes: Arc::new(crate::changes::Changes::new()),
+                looked: Mutex::new(crate::snapshot::Looked::default()),
             }),
         }
     }
@@ -401,6 +407,7 @@ impl ActorSystem {
             self.drop_side_entries(cell.core());
             crate::cell::leave_parent(cell.core());
             cell.core().mark_stopped(StopReason::Killed);
+            cell.capacity().mark.set();
             self.forget(cell.core());
         }
         Err(ShutdownTimedOut { remaining })
@@ -421,6 +428,29 @@ impl ActorSystem {
     /// Every actor that has not finished stopping.
     pub(crate) fn live_cells(&self) -> Vec<Arc<dyn ErasedCell>> {
         self.lock_actors().values().cloned().collect()
+    }
+
+    /// How many actors have not finished stopping.
+    pub(crate) fn count_cells(&self) -> usize {
+        self.lock_actors().len()
+    }
+
+    /// These actors, those that have not finished stopping (`None`: gone), in their order.
+    pub(crate) fn cells_of(&self, ids: &[u64]) -> Vec<Option<Arc<dyn ErasedCell>>> {
+        let actors = self.lock_actors();
+        ids.iter()
+            .map(|id| actors.get(&ActorId(*id)).cloned())
+            .collect()
+    }
+
+    /// The actors marked changed since the last look ([`crate::changes`]).
+    pub(crate) fn changes(&self) -> &crate::changes::Changes {
+        &self.inner.changes
+    }
+
+    /// What the last look saw (one look at a time per system holds it).
+    pub(crate) fn lock_looked(&self) -> std::sync::MutexGuard<'_, crate::snapshot::Looked> {
+        self.inner.looked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_actors(&self) -> std::sync::MutexGuard<'_, HashMap<ActorId, Arc<dyn ErasedCell>>> {
@@ -524,7 +554,10 @@ impl ActorSystem {
                 .urn_generation
                 .send_modify(|g| *g = (*g).max(position));
         }
-        self.lock_actors().insert(core.id, cell);
+        let id = core.id;
+        self.lock_actors().insert(id, cell);
+        // After it is in the registry, where the look finds it.
+        self.inner.changes.push(id);
         Ok(())
     }
 
@@ -547,6 +580,8 @@ impl ActorSystem {
     pub(crate) fn forget(&self, core: &CellCore) {
         let mut actors = self.lock_actors();
         actors.remove(&core.id);
+        // The next look finds it gone and drops what it saw of it.
+        self.inner.changes.push(core.id);
         if actors.is_empty() {
             drop(actors);
             self.inner.emptied.notify_waiters();
@@ -733,15 +768,17 @@ impl<A: Actor> SpawnBuilder<A> {
             return Err(SpawnError::NoRestartFactory);
         }
         let urn = urn.map(Urn::try_from).transpose()?;
+        let id = system.next_id();
+        let mark = crate::changes::Mark::new(Some((system.inner.changes.clone(), id)));
         let cell = Arc::new(ActorCell {
             core: CellCore::new(
-                system.next_id(),
+                id,
                 urn,
                 parent.clone(),
                 std::any::type_name::<A>(),
                 ask_timeout,
             ),
-            mailbox: Mailbox::<A>::new(mailbox),
+            mailbox: Mailbox::<A>::new(mailbox, mark),
         });
         cell.core
             .restartable
@@ -780,6 +817,7 @@ impl<A: Actor> SpawnBuilder<A> {
             system.unregister(&cell.core);
             cell.core
                 .mark_stopped(StopReason::Failed(failure.to_string()));
+            cell.mailbox.capacity.mark.set();
             return Err(failure);
         }
         if let Some(parent) = &parent {

@@ -154,50 +154,59 @@ impl Shared {
         let mut position = self.scan_lock.lock().await;
         // Read before the list: changes after it are read again by the next catch-up.
         *position = *self.system.urn_changes().borrow();
-        let mut now: HashMap<String, bool> = HashMap::new();
-        let known: HashMap<String, bool> = self.registry().local.clone();
         let (shared, activating) = {
             let reg = self.registry();
             (reg.shared.clone(), reg.activating.clone())
         };
-        for actor in self.system.named_actors() {
+        let actors = self.system.named_actors();
+        // The live URNs, borrowed from the actors' refs: at 100,000 actors, a scan every
+        // 30 s copies no URN it already knows (only those added or removed).
+        let mut live: HashMap<&str, &conclib_core::DynActorRef> =
+            HashMap::with_capacity(actors.len());
+        for actor in &actors {
             let Some(urn) = actor.urn() else { continue };
             if !actor.is_alive() || shared.contains(urn.as_str()) {
                 continue;
             }
-            let urn = urn.as_str().to_owned();
-            let exposes = match known.get(&urn) {
-                Some(e) => *e,
-                None => !actor.remote_messages().is_empty(),
-            };
-            now.insert(urn, exposes);
+            live.insert(urn.as_str(), actor);
         }
-        // Claimed for an activation whose actor is not spawned yet: keep it.
-        for urn in activating {
-            now.entry(urn).or_insert(true);
-        }
-        let added: Vec<String> = now
-            .iter()
-            .filter(|(u, e)| **e && !known.contains_key(*u))
-            .map(|(u, _)| u.clone())
-            .collect();
-        let removed: Vec<String> = {
+        let (added, removed) = {
             let mut reg = self.registry();
+            // Claimed for an activation whose actor is not spawned yet: kept.
             let removed: Vec<String> = reg
                 .local
                 .keys()
-                .filter(|u| !now.contains_key(*u))
+                .filter(|u| !live.contains_key(u.as_str()) && !activating.contains(*u))
                 .cloned()
                 .collect();
             for u in &removed {
+                reg.local.remove(u);
                 reg.conflicts.remove(u);
             }
-            reg.local = now;
-            removed
+            let mut added = Vec::new();
+            for (urn, actor) in &live {
+                if !reg.local.contains_key(*urn) {
+                    let exposes = !actor.remote_messages().is_empty();
+                    reg.local.insert((*urn).to_owned(), exposes);
+                    if exposes {
+                        added.push((*urn).to_owned());
+                    }
+                }
+            }
+            for urn in activating {
+                if !reg.local.contains_key(&urn) {
+                    reg.local.insert(urn.clone(), true);
+                    added.push(urn);
+                }
+            }
+            let removed: Vec<String> = removed
                 .into_iter()
                 .filter(|u| reg.owned.remove(u))
-                .collect()
+                .collect();
+            (added, removed)
         };
+        drop(live);
+        drop(actors);
         self.release_urns(removed).await;
         let _ = self.claim_urns(added).await;
     }
@@ -278,14 +287,30 @@ impl Shared {
         if urns.is_empty() {
             return true;
         }
+        let keys: Vec<Value> = urns.iter().map(|u| owned(self.claim_key(u))).collect();
+        self.claim_keys(&urns, &keys, None).await
+    }
+
+    /// [`claim_urns`](Self::claim_urns) with the URNs' claim keys made already (`keys[i]`
+    /// is the key of `urns[i]`), or `renewal`'s (the owned URNs: `urns` and `keys` are its
+    /// own).
+    async fn claim_keys(
+        &self,
+        urns: &[String],
+        keys: &[Value],
+        renewal: Option<&Arc<super::owned::Renewal>>,
+    ) -> bool {
+        if urns.is_empty() {
+            return true;
+        }
         let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let results: Vec<Result<Value, fred::error::Error>> = if self.cmd.is_clustered() {
             // One key per command: each goes to its slot's node.
-            let calls = urns
+            let calls = keys
                 .iter()
-                .map(|u| {
+                .map(|k| {
                     (
-                        self.claim_key(u),
+                        k.as_string().unwrap_or_default(),
                         vec![owned(self.claim_value.clone()), ttl.clone()],
                     )
                 })
@@ -293,11 +318,10 @@ impl Shared {
             self.eval_many(&self.claim, calls).await
         } else {
             // Hundreds of keys per command: renewing 100,000 URNs is 200 commands.
-            let keys: Vec<String> = urns.iter().map(|u| self.claim_key(u)).collect();
             match self
                 .eval_keys(
                     &self.claim_many,
-                    &keys,
+                    keys,
                     &[owned(self.claim_value.clone()), ttl],
                 )
                 .await
@@ -309,22 +333,32 @@ impl Shared {
         let mut answered = true;
         let mut taken_away = Vec::new();
         let mut reg = self.registry();
-        for (urn, result) in urns.into_iter().zip(results) {
-            if !reg.local.contains_key(&urn) {
+        // A renewal of the owned URNs, the set unchanged since (the usual case): a URN
+        // claimed again, without a conflict, changes nothing; no need to look it up.
+        let unchanged = renewal.is_some_and(|r| reg.owned.is_current(r));
+        for (urn, result) in urns.iter().zip(results) {
+            if unchanged && reg.conflicts.is_empty() && matches!(result, Ok(Value::Integer(1))) {
+                continue;
+            }
+            if !reg.local.contains_key(urn) {
                 continue; // stopped meanwhile; the next scan releases it
             }
             match result {
                 Ok(Value::Integer(1)) => {
-                    if reg.conflicts.remove(&urn).is_some() {
+                    // Most often a renewal of a URN owned already, without a conflict: no
+                    // copy of the URN, no change to the set (its renewal stays prepared).
+                    if !reg.conflicts.is_empty() && reg.conflicts.remove(urn).is_some() {
                         tracing::info!(%urn, "took over a URN whose previous owner's lease lapsed");
                     }
-                    reg.owned.insert(urn);
+                    if !reg.owned.contains(urn) {
+                        reg.owned.insert(urn.clone());
+                    }
                 }
                 Ok(other) => {
                     let owner = as_bytes(&other)
                         .map(|b| String::from_utf8_lossy(b).into_owned())
                         .unwrap_or_else(|| format!("{other:?}"));
-                    let was_owned = reg.owned.remove(&urn);
+                    let was_owned = reg.owned.remove(urn);
                     if was_owned {
                         taken_away.push(urn.clone());
                     }
@@ -406,16 +440,19 @@ impl Shared {
             }
             _ => return, // Redis unreachable: try again next time
         }
-        let urns: Vec<String> = {
-            let reg = self.registry();
-            reg.owned
-                .iter()
-                .chain(reg.conflicts.keys())
-                .cloned()
-                .collect()
-        };
         let _guard = self.scan_lock.lock().await;
-        if self.claim_urns(urns).await {
+        // The owned URNs' keys as prepared at an earlier renewal, unless the set changed.
+        let (renewal, conflicts) = {
+            let mut reg = self.registry();
+            let renewal = reg.owned.renewal(|u| self.claim_key(u));
+            let conflicts: Vec<String> = reg.conflicts.keys().cloned().collect();
+            (renewal, conflicts)
+        };
+        let renewed = self
+            .claim_keys(&renewal.urns, &renewal.keys, Some(&renewal))
+            .await;
+        drop(renewal);
+        if self.claim_urns(conflicts).await && renewed {
             self.mark_fresh(since);
         }
         self.renew_queue().await;

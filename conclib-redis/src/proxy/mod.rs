@@ -7,6 +7,7 @@ mod activation;
 mod dispatch;
 mod group;
 mod lease;
+mod owned;
 mod read;
 mod write;
 
@@ -88,7 +89,7 @@ struct Registry {
     /// URNs being activated: claimed, their actor not spawned yet (a scan keeps them).
     activating: HashSet<String>,
     /// URNs whose ownership key names this system.
-    owned: HashSet<String>,
+    owned: owned::OwnedUrns,
     /// URNs another system owns: URN → that system's id.
     conflicts: HashMap<String, String>,
 }
@@ -721,19 +722,19 @@ impl Shared {
     async fn eval_keys(
         &self,
         script: &Script,
-        keys: &[String],
+        keys: &[Value],
         args: &[Value],
     ) -> Result<Vec<Value>, fred::error::Error> {
-        let call = |first: Value, chunk: &[String]| {
+        let call = |first: Value, chunk: &[Value]| {
             let mut a = Vec::with_capacity(chunk.len() + args.len() + 2);
             a.push(first);
             a.push(Value::Integer(chunk.len() as i64));
-            a.extend(chunk.iter().map(|k| owned(k.clone())));
+            a.extend(chunk.iter().cloned());
             a.extend(args.iter().cloned());
             a
         };
         let pipeline = self.cmd.pipeline();
-        let chunks: Vec<&[String]> = keys.chunks(KEYS_PER_CALL).collect();
+        let chunks: Vec<&[Value]> = keys.chunks(KEYS_PER_CALL).collect();
         for chunk in &chunks {
             let _ = conn::call(
                 &pipeline,
