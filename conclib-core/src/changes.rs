@@ -208,33 +208,9 @@ mod tests {
 
     use tokio::sync::Notify;
 
-    use crate::{Actor, ActorSystem, Context, Handler, Message, RestartLimit};
+    use crate::{ActorSystem, RestartLimit};
 
-    struct Probe;
-    impl Actor for Probe {}
-
-    enum Work {
-        Fine,
-        Panic,
-        Hold(Arc<Notify>, Arc<Notify>),
-    }
-    impl Message for Work {
-        type Response = ();
-        type Error = String;
-    }
-    impl Handler<Work> for Probe {
-        async fn handle(&mut self, work: Work, _: &mut Context<Self>) -> Result<(), String> {
-            match work {
-                Work::Fine => Ok(()),
-                Work::Panic => panic!("on purpose"),
-                Work::Hold(started, gate) => {
-                    started.notify_one();
-                    gate.notified().await;
-                    Ok(())
-                }
-            }
-        }
-    }
+    use crate::test_probe::{Probe, Work};
 
     /// The ids the last look read.
     fn read_last(system: &ActorSystem) -> Vec<u64> {

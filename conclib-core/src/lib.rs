@@ -87,6 +87,8 @@ mod runner;
 mod snapshot;
 mod supervision;
 mod system;
+#[cfg(test)]
+mod test_probe;
 pub mod trace;
 #[cfg(test)]
 mod uptime_tests;

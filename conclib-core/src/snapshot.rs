@@ -923,35 +923,11 @@ mod tests {
 
     use tokio::sync::Notify;
 
-    use crate::{Actor, ActorRef, ActorSystem, Context, Handler, Message};
+    use crate::{ActorRef, ActorSystem};
 
     use super::{MAX_BRIEF_ACTORS, MIN_RATE_WINDOW};
 
-    struct Probe;
-    impl Actor for Probe {}
-
-    enum Work {
-        Fine,
-        Fail,
-        Hold(Arc<Notify>, Arc<Notify>),
-    }
-    impl Message for Work {
-        type Response = ();
-        type Error = String;
-    }
-    impl Handler<Work> for Probe {
-        async fn handle(&mut self, work: Work, _: &mut Context<Self>) -> Result<(), String> {
-            match work {
-                Work::Fine => Ok(()),
-                Work::Fail => Err("failed on purpose".into()),
-                Work::Hold(started, gate) => {
-                    started.notify_one();
-                    gate.notified().await;
-                    Ok(())
-                }
-            }
-        }
-    }
+    use crate::test_probe::{Probe, Work};
 
     fn ids(actors: &[super::ActorSnapshot]) -> Vec<u64> {
         actors.iter().map(|a| a.id).collect()
