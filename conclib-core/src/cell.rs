@@ -304,6 +304,15 @@ pub struct ActorCell<A: Actor> {
     pub(crate) mailbox: Mailbox<A>,
 }
 
+impl<A: Actor> ActorCell<A> {
+    /// Something its task changed that a snapshot shows (a message handled, a failure, a
+    /// panic, a restart, figures passed on): marks it for the next look.
+    #[inline]
+    pub(crate) fn mark_task_changed(&self) {
+        self.core.stats().mark.set(&self.mailbox.capacity.mark);
+    }
+}
+
 impl<A: Actor> ErasedCell for ActorCell<A> {
     fn core(&self) -> &CellCore {
         &self.core

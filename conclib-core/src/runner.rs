@@ -191,7 +191,7 @@ pub(crate) fn run<A: Actor>(
                 };
                 // What the message changed, for the next snapshot's look (a relaxed load of
                 // the line just written; a write once between two looks).
-                stats.mark.set(&cell.mailbox.capacity.mark);
+                cell.mark_task_changed();
                 match panic {
                     None => continue 'run,
                     Some(panic) => panic,
@@ -200,7 +200,7 @@ pub(crate) fn run<A: Actor>(
             // A handler or hook panicked.
             tracing::error!(%panic, "actor panicked");
             cell.core.stats().panicked(&panic);
-            (cell.core.stats().mark).set(&cell.mailbox.capacity.mark);
+            cell.mark_task_changed();
             crate::metrics::count(&cell.core, "conclib_actor_panics_total");
             if Box::pin(CatchUnwind(actor.on_panic(&mut ctx, &panic)))
                 .await
@@ -240,7 +240,7 @@ pub(crate) fn run<A: Actor>(
 fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
     m.record(cell.mailbox.capacity.len(), cell.core.stats());
     // Its per-message figures changed.
-    (cell.core.stats().mark).set(&cell.mailbox.capacity.mark);
+    cell.mark_task_changed();
 }
 
 /// Before a message is handled: its span (with the trace it is part of, if any) and,
@@ -375,7 +375,7 @@ async fn restart<A: Actor>(
     tracing::info!(reason = why, "actor restarted");
     let core = &ctx.myself().cell.core;
     core.stats().rare().restarts += 1;
-    (core.stats().mark).set(&ctx.myself().cell.mailbox.capacity.mark);
+    ctx.myself().cell.mark_task_changed();
     crate::metrics::count(core, "conclib_actor_restarts_total");
     if tell_parent && let Some(parent) = &core.parent {
         parent.push_control(Control::Event(SupervisionEvent::ChildRestarted {

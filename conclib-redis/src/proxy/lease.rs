@@ -284,9 +284,6 @@ impl Shared {
     /// Claims (or renews) these URNs and records which we own and which another system does.
     /// `false` if Redis did not answer for some of them.
     pub(super) async fn claim_urns(&self, urns: Vec<String>) -> bool {
-        if urns.is_empty() {
-            return true;
-        }
         let keys: Vec<Value> = urns.iter().map(|u| owned(self.claim_key(u))).collect();
         self.claim_keys(&urns, &keys, None).await
     }
