@@ -729,6 +729,15 @@ async fn sample(
         (0, 0)
     });
     let rendered = prometheus.as_ref().map(|p| p.render()).unwrap_or_default();
+    // To see which series appear over a run: `SOAK_PROMETHEUS_DUMP=<dir>` keeps every
+    // sample's text there (`<seconds>.prom`), for a `diff` of two of them.
+    if let Some(dir) = std::env::var_os("SOAK_PROMETHEUS_DUMP") {
+        let path =
+            std::path::Path::new(&dir).join(format!("{:06}.prom", started.elapsed().as_secs()));
+        if let Err(e) = std::fs::write(&path, &rendered) {
+            load.error("prometheus dump", e);
+        }
+    }
     Sample {
         at: started.elapsed().as_secs_f64(),
         ops: load.ops.load(Ordering::Relaxed),

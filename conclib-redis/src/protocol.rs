@@ -277,6 +277,16 @@ else
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', minid)";
 
+/// `KEYS[1]` = a group's request stream, `ARGV[1]` = its consumer group, `ARGV[2]` = a
+/// consumer. Deletes the consumer if nothing is pending on it, and returns 1 (0: kept).
+/// One script, because `XGROUP DELCONSUMER` drops whatever is pending on the consumer: a
+/// member back from a pause can read entries between a separate count and the delete, and
+/// they would be lost (pending nowhere, handled by nobody).
+pub(crate) const GROUP_FORGET_SCRIPT: &str = r"local ok, p = pcall(redis.call, 'XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if not ok or #p > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1";
+
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
 /// `ARGV[2]` = how long a key without data lives (ms). Makes this activation the key's
 /// owner, so that an earlier activation's writes are refused from now on, and returns the

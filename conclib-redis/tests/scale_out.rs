@@ -2,7 +2,7 @@
 //! a member SIGKILLed under load, a member joining, a graceful leave), and actors activated
 //! on demand by URN pattern (one activation under a race of 8 client processes, a holder
 //! SIGSTOPped past its lease under 10,000 tells with an exact final count, passivation that
-//! saves and frees the URN). The member systems are this test binary started again in a
+//! saves and frees the URN, a member reading again as its entries are claimed). The member systems are this test binary started again in a
 //! peer role; every wait is bounded and every child is killed and reaped by PID.
 mod common;
 
@@ -36,6 +36,7 @@ fn main() {
         a_constructor_that_refuses_answers_unknown_urn,
         joins_that_cannot_be_and_requests_for_other_urns_are_refused,
         a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken,
+        a_member_reading_again_as_its_entries_are_claimed_loses_none,
         a_group_whose_last_member_left_leaves_nothing_behind,
     ]);
 }
@@ -1022,6 +1023,74 @@ async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken() {
     assert!(duplicates <= 4, "{duplicates} handled twice");
     members.push(paused);
     for m in members {
+        m.stop().await;
+    }
+    for p in notes {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// A member whose lease lapsed (paused, then back) reads again just as another member has
+/// claimed what it had: what it reads then stays pending on it (it is not forgotten with the
+/// consumer the claimer deletes), so it is claimed and handled in turn. The "member" here is
+/// this test, reading the group's stream as consumer `ghost` with no lease, each read right
+/// after its last entry was claimed from it: the moment the claimer decides whether the
+/// consumer it emptied can be deleted.
+async fn a_member_reading_again_as_its_entries_are_claimed_loses_none() {
+    let config = config("ghost");
+    let (mut members, notes) = start_members(&config, "haunt", &["live"], 300).await;
+    let redis = plain_client(&config.url).await;
+    let stream = format!("{}:sys:~haunt:req", config.namespace);
+    // A tell of `Tick(n)` (bincode: the varint n, n < 251) added and read by `ghost` in one
+    // script, so that the live member, blocked reading the stream, never gets it first.
+    let add_and_take = "redis.call('XADD', KEYS[1], '*', 'v', '1', 'urn', 'haunt', \
+        'msg', 'scale.Tick', 'ttl', '60000', 'codec', 'bincode', 'body', ARGV[1]) \
+        return redis.call('XREADGROUP', 'GROUP', 'proxy', 'ghost', 'COUNT', 1, 'STREAMS', KEYS[1], '>')";
+    let rounds = 16u8;
+    for n in 0..rounds {
+        let body = Value::Bytes(vec![n].into());
+        let taken: Value = redis
+            .custom(
+                fred::cmd!("EVAL"),
+                vec![
+                    Value::from(add_and_take),
+                    Value::from(1),
+                    Value::from(stream.as_str()),
+                    body,
+                ],
+            )
+            .await
+            .unwrap();
+        assert!(!taken.is_null(), "the ghost read entry {n}");
+        // Until the live member claimed it (idle 500 ms, checked every 100 ms); then at
+        // once the next round's read.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let pending = xpending(&redis, &stream, &["-", "+", "1", "ghost"]).await;
+                if matches!(pending, Value::Array(a) if a.is_empty()) {
+                    break;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("entry {n} was never claimed from the ghost"));
+    }
+    let all_handled = tokio::time::timeout(Duration::from_secs(30), async {
+        while (noted(&notes).len() as u64) < u64::from(rounds) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let seen = noted(&notes);
+    let missing: Vec<u8> = (0..rounds)
+        .filter(|n| !seen.contains_key(&u64::from(*n)))
+        .collect();
+    assert!(
+        all_handled.is_ok(),
+        "entries read by the ghost never handled: {missing:?}; the group's pending entries: {:?}",
+        xpending(&redis, &stream, &[]).await
+    );
+    for m in members.drain(..) {
         m.stop().await;
     }
     for p in notes {

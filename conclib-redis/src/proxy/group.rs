@@ -16,9 +16,9 @@ use tokio::task::JoinHandle;
 use super::lease::{lease_holder, process_exists, this_host};
 use super::read::stopped;
 use super::{Role, Script, Shared};
-use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
+use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
-use crate::protocol::{self, CONSUMER_GROUP, GROUP_TRIM_SCRIPT};
+use crate::protocol::{self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT};
 
 /// What a member instance serves.
 pub(super) struct Member {
@@ -33,6 +33,8 @@ pub(super) struct Member {
     /// The system's own proxy.
     pub(super) system: Weak<Shared>,
     pub(super) trim: Script,
+    /// Deletes a consumer with nothing pending ([`GROUP_FORGET_SCRIPT`]).
+    pub(super) forget: Script,
 }
 
 impl Member {
@@ -134,6 +136,7 @@ impl Shared {
                 pattern,
                 system: Arc::downgrade(self),
                 trim: Script::new(GROUP_TRIM_SCRIPT),
+                forget: Script::new(GROUP_FORGET_SCRIPT),
             }),
             (self.cmd.clone(), reader),
             self.config.group_in_flight.max(1),
@@ -208,19 +211,7 @@ impl Shared {
             let _ = h.await;
         }
         member.trim_group().await;
-        if member.pending_of(&member.consumer).await == Some(0) {
-            let _ = conn::call(
-                &member.cmd,
-                keyed_at("XGROUP", 1, false),
-                vec![
-                    s("DELCONSUMER"),
-                    owned(member.requests_key.clone()),
-                    s(CONSUMER_GROUP),
-                    owned(member.consumer.clone()),
-                ],
-            )
-            .await;
-        }
+        member.forget_consumer(&member.consumer).await;
         member.release_member_lease().await;
         let _ = member.reader.quit().await;
         if let Role::Member(m) = &member.role
@@ -249,26 +240,21 @@ impl Shared {
         .await;
     }
 
-    /// How many entries are pending on `consumer` (`None`: Redis did not say).
-    async fn pending_of(&self, consumer: &str) -> Option<i64> {
-        let v = conn::call(
-            &self.cmd,
-            keyed("XPENDING"),
-            vec![
-                owned(self.requests_key.clone()),
-                s(CONSUMER_GROUP),
-                s("-"),
-                s("+"),
-                Value::Integer(1),
-                owned(consumer),
-            ],
-        )
-        .await
-        .ok()?;
-        match v {
-            Value::Array(a) => Some(a.len() as i64),
-            Value::Null => Some(0),
-            _ => None,
+    /// Deletes `consumer` from the group if nothing is pending on it (checked and deleted
+    /// at once: a consumer that reads meanwhile keeps what it read).
+    async fn forget_consumer(&self, consumer: &str) {
+        let Role::Member(m) = &self.role else { return };
+        let r = self
+            .eval_many(
+                &m.forget,
+                vec![(
+                    self.requests_key.clone(),
+                    vec![s(CONSUMER_GROUP), owned(consumer)],
+                )],
+            )
+            .await;
+        if let Some(Err(e)) = r.first() {
+            tracing::debug!(error = %e, consumer, "could not delete a group's consumer");
         }
     }
 
@@ -315,19 +301,7 @@ impl Shared {
                 continue;
             }
             claimed += self.claim_entries_of(&name).await;
-            if self.pending_of(&name).await == Some(0) {
-                let _ = conn::call(
-                    &self.cmd,
-                    keyed_at("XGROUP", 1, false),
-                    vec![
-                        s("DELCONSUMER"),
-                        owned(self.requests_key.clone()),
-                        s(CONSUMER_GROUP),
-                        owned(name.clone()),
-                    ],
-                )
-                .await;
-            }
+            self.forget_consumer(&name).await;
         }
         if claimed > 0 {
             tracing::info!(system = %self.system_id, group = %m.group, claimed, "took over the requests of a member that is gone");
