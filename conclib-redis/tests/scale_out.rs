@@ -1,9 +1,10 @@
 //! Scale-out on Redis, with real processes: one URN served by a group of systems (spread,
-//! a member SIGKILLed under load, a member joining, a graceful leave), and actors activated
-//! on demand by URN pattern (one activation under a race of 8 client processes, a holder
-//! SIGSTOPped past its lease under 10,000 tells with an exact final count, passivation that
-//! saves and frees the URN, a member reading again as its entries are claimed). The member systems are this test binary started again in a
-//! peer role; every wait is bounded and every child is killed and reaped by PID.
+//! a member SIGKILLed under load, a member joining, a graceful leave, a member reading again
+//! as its entries are claimed), and actors activated on demand by URN pattern (one
+//! activation under a race of 8 client processes, a holder SIGSTOPped past its lease under
+//! 10,000 tells with an exact final count, passivation that saves and frees the URN). The
+//! member systems are this test binary started again in a peer role; every wait is bounded
+//! and every child is killed and reaped by PID.
 mod common;
 
 use conclib_core::AskError;
