@@ -25,7 +25,10 @@
 //! and the URN labels in use. When the load stops, it waits (at most a minute) for fds,
 //! threads, children and Redis keys to come back to their baseline (taken after set-up),
 //! prints `RESULT ...`, and cleans everything up. `rss_growth_kib_per_kop` is the slope of
-//! RSS against operations over the last half of the run (least squares).
+//! RSS against operations over the last half of the run (least squares);
+//! `heap_growth_kib_per_kop` the same of the bytes the allocator has handed out and not had
+//! back (glibc's `mallinfo2`), which tells what the program holds from what the allocator
+//! keeps in its free lists.
 //!
 //! The recorder is the facade's (`view::prometheus::install`): histograms with buckets, a
 //! fixed few counters per series (it made them summaries until their sketches were seen
@@ -289,31 +292,50 @@ async fn run(duration: Duration, skip: Vec<String>, fresh_ids: bool) -> Result<(
     );
 
     let proxy = Arc::new(tokio::sync::Mutex::new(Some(proxy)));
-    let mut tasks = Vec::new();
-    if runs("sessions") {
-        tasks.push(tokio::spawn(sessions_loop(load.clone(), monitor.clone())));
-    }
-    if runs("processes") {
-        tasks.push(tokio::spawn(processes_loop(load.clone())));
-    }
-    if runs("pools") {
-        tasks.push(tokio::spawn(pools_loop(
-            load.clone(),
-            sessions.clone(),
-            workers.clone(),
-        )));
-    }
-    if runs("clients") {
-        tasks.push(tokio::spawn(clients_loop(load.clone())));
-    }
-    if runs("proxy") {
-        tasks.push(tokio::spawn(proxy_loop(load.clone(), proxy.clone())));
-    }
+    // The load's tasks; started again after the quiet pause at half time.
+    let start_load = || {
+        load.stop.store(false, Ordering::Relaxed);
+        let mut tasks = Vec::new();
+        if runs("sessions") {
+            tasks.push(tokio::spawn(sessions_loop(load.clone(), monitor.clone())));
+        }
+        if runs("processes") {
+            tasks.push(tokio::spawn(processes_loop(load.clone())));
+        }
+        if runs("pools") {
+            tasks.push(tokio::spawn(pools_loop(
+                load.clone(),
+                sessions.clone(),
+                workers.clone(),
+            )));
+        }
+        if runs("clients") {
+            tasks.push(tokio::spawn(clients_loop(load.clone())));
+        }
+        if runs("proxy") {
+            tasks.push(tokio::spawn(proxy_loop(load.clone(), proxy.clone())));
+        }
+        tasks
+    };
+    let mut tasks = start_load();
 
     let every = (duration / 40).clamp(Duration::from_secs(1), Duration::from_secs(10));
     let mut samples = vec![baseline.clone()];
     let mut next_snapshot = Instant::now();
+    // At half time the load stops until everything is back to the baseline, as at the end:
+    // what the heap holds then against what it holds at the end is the growth of the second
+    // half with nothing in flight (the samples under load swing by hundreds of KiB).
+    let mut quiet_mid: Option<Sample> = None;
     while started.elapsed() < duration {
+        if quiet_mid.is_none() && started.elapsed() >= duration / 2 {
+            stop_load(&load, std::mem::take(&mut tasks)).await;
+            sessions.resize(2).await?;
+            workers.pool().resize(2).await?;
+            let quiet = settle(&load, &mut probe, &prometheus, started, &baseline).await;
+            println!("quiet   {}", quiet.line());
+            quiet_mid = Some(quiet);
+            tasks = start_load();
+        }
         let wait = every.min(duration.saturating_sub(started.elapsed()));
         let deadline = Instant::now() + wait;
         // The live view's work: a snapshot of the system every second.
@@ -334,33 +356,11 @@ async fn run(duration: Duration, skip: Vec<String>, fresh_ids: bool) -> Result<(
     }
 
     // The load stops; every task cleans up what it started.
-    load.stop.store(true, Ordering::Relaxed);
-    for task in tasks {
-        if tokio::time::timeout(Duration::from_secs(60), task)
-            .await
-            .is_err()
-        {
-            load.error("stopping", "a load task did not end within a minute");
-        }
-    }
+    stop_load(&load, tasks).await;
     let ops = load.ops.load(Ordering::Relaxed);
     sessions.resize(2).await?;
     workers.pool().resize(2).await?;
-    // Back to the baseline: child processes reaped, idle blocking threads retired (10 s),
-    // leases of released URNs gone.
-    let settle = Instant::now();
-    let end = loop {
-        let s = sample(&load, &mut probe, &prometheus, started).await;
-        let back = s.fds <= baseline.fds
-            && s.threads <= baseline.threads
-            && s.children <= baseline.children
-            && s.redis_keys <= baseline.redis_keys
-            && s.tables == baseline.tables;
-        if back || settle.elapsed() > Duration::from_secs(60) {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let end = settle(&load, &mut probe, &prometheus, started, &baseline).await;
     println!("after   {}", end.line());
     let end_keys = probe.keys().await?;
     let new_keys: Vec<&String> = end_keys
@@ -379,11 +379,21 @@ async fn run(duration: Duration, skip: Vec<String>, fresh_ids: bool) -> Result<(
         .iter()
         .filter(|s| s.at >= duration.as_secs_f64() / 2.0)
         .collect();
-    let slope = slope_kib_per_kop(&last_half);
+    let slope = slope_kib_per_kop(&last_half, |s| s.rss_kib);
+    let heap_slope = slope_kib_per_kop(&last_half, |s| s.heap_kib);
     let prom_growth = match (last_half.first(), samples.last()) {
         (Some(first), Some(last)) => last.prom_series as i64 - first.prom_series as i64,
         _ => 0,
     };
+    // KiB per thousand operations between the two quiet points.
+    let quiet_heap = quiet_mid.as_ref().map_or(0.0, |mid| {
+        let kops = (end.ops - mid.ops) as f64 / 1000.0;
+        if kops > 0.0 {
+            (end.heap_kib as f64 - mid.heap_kib as f64) / kops
+        } else {
+            0.0
+        }
+    });
     let growth = |f: fn(&Sample) -> usize| f(&end) as i64 - f(&baseline) as i64;
     let table_growth: Vec<String> = end
         .tables
@@ -404,7 +414,9 @@ async fn run(duration: Duration, skip: Vec<String>, fresh_ids: bool) -> Result<(
     let children_left = children(std::process::id());
 
     println!(
-        "RESULT minutes={:.2} ops={ops} rss_growth_kib_per_kop={slope:.3} fds_growth={} \
+        "RESULT minutes={:.2} ops={ops} rss_growth_kib_per_kop={slope:.3} \
+         heap_growth_kib_per_kop={heap_slope:.3} quiet_heap_growth_kib_per_kop={quiet_heap:.3} \
+         fds_growth={} \
          threads_growth={} children_growth={} redis_keys_growth={} redis_mem_growth_kib={} \
          {} prom_series_growth_last_half={prom_growth} urn_labels={} errors={} \
          children_after_cleanup={children_left}",
@@ -666,6 +678,45 @@ async fn proxy_loop(load: Arc<Load>, proxy: Arc<tokio::sync::Mutex<Option<ProxyH
     }
 }
 
+/// Stops the load and waits (a minute at most) for its tasks, which clean up what they
+/// started.
+async fn stop_load(load: &Load, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    load.stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        if tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .is_err()
+        {
+            load.error("stopping", "a load task did not end within a minute");
+        }
+    }
+}
+
+/// Samples until fds, threads, children, Redis keys and conclib's tables are back to the
+/// baseline (child processes reaped, idle blocking threads retired after 10 s, leases of
+/// released URNs gone), a minute at most; the last sample.
+async fn settle(
+    load: &Load,
+    probe: &mut RedisProbe,
+    prometheus: &Option<PrometheusHandle>,
+    started: Instant,
+    baseline: &Sample,
+) -> Sample {
+    let settle = Instant::now();
+    loop {
+        let s = sample(load, probe, prometheus, started).await;
+        let back = s.fds <= baseline.fds
+            && s.threads <= baseline.threads
+            && s.children <= baseline.children
+            && s.redis_keys <= baseline.redis_keys
+            && s.tables == baseline.tables;
+        if back || settle.elapsed() > Duration::from_secs(60) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// One sample of the process and of Redis.
 #[derive(Clone)]
 struct Sample {
@@ -673,6 +724,9 @@ struct Sample {
     at: f64,
     ops: u64,
     rss_kib: usize,
+    /// Bytes the allocator has handed out and not had back (KiB): RSS without the
+    /// allocator's free lists and fragmentation.
+    heap_kib: usize,
     fds: usize,
     threads: usize,
     children: usize,
@@ -691,11 +745,12 @@ impl Sample {
             .map(|(n, v)| format!("{n}={v}"))
             .collect();
         format!(
-            "t={:.0}s ops={} rss_kib={} fds={} threads={} children={} redis_keys={} \
+            "t={:.0}s ops={} rss_kib={} heap_kib={} fds={} threads={} children={} redis_keys={} \
              redis_mem_kib={} {} prom_series={} urn_labels={}",
             self.at,
             self.ops,
             self.rss_kib,
+            self.heap_kib,
             self.fds,
             self.threads,
             self.children,
@@ -742,6 +797,7 @@ async fn sample(
         at: started.elapsed().as_secs_f64(),
         ops: load.ops.load(Ordering::Relaxed),
         rss_kib: field("VmRSS:"),
+        heap_kib: heap_in_use() / 1024,
         fds,
         threads: field("Threads:"),
         children: children(me),
@@ -778,14 +834,29 @@ fn children(pid: u32) -> usize {
         .count()
 }
 
-/// Least-squares slope of RSS (KiB) against operations (thousands).
-fn slope_kib_per_kop(samples: &[&Sample]) -> f64 {
+/// The bytes glibc's allocator has handed out and not had back, in every arena and in
+/// mapped chunks (`mallinfo2`): what the program holds, whatever RSS the allocator keeps.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap_in_use() -> usize {
+    // SAFETY: `mallinfo2` only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    info.uordblks + info.hblkhd
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_in_use() -> usize {
+    0
+}
+
+/// Least-squares slope of a size in KiB (`kib`: RSS or heap) against operations
+/// (thousands).
+fn slope_kib_per_kop(samples: &[&Sample], kib: fn(&Sample) -> usize) -> f64 {
     if samples.len() < 2 {
         return 0.0;
     }
     let n = samples.len() as f64;
     let xs: Vec<f64> = samples.iter().map(|s| s.ops as f64 / 1000.0).collect();
-    let ys: Vec<f64> = samples.iter().map(|s| s.rss_kib as f64).collect();
+    let ys: Vec<f64> = samples.iter().map(|s| kib(s) as f64).collect();
     let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
     let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
     let sxy: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
