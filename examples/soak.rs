@@ -34,6 +34,12 @@
 //! fixed few counters per series (it made them summaries until their sketches were seen
 //! to grow for minutes: BENCHMARKS.md, "Reliability / soak").
 //!
+//! At half time the load stops until everything is back to the baseline (as at the end),
+//! then starts again: `quiet_heap_growth_kib_per_kop` is the heap's growth between those
+//! two quiet points, per thousand operations of the second half: what the program came to
+//! hold, with nothing in flight. `SOAK_PROMETHEUS_DUMP=<dir>` keeps the rendered Prometheus
+//! text of every sample there, to `diff` the series of two samples.
+//!
 //! `--skip sessions,processes,pools,clients,proxy,metrics` leaves parts out, to find which
 //! one grows (`metrics`: no recorder at all). The proxy restarts under two system ids in
 //! turn; `--fresh-system-ids` gives it a new one each time, as a service whose proxies come
