@@ -158,6 +158,7 @@
 
 mod answer;
 mod child;
+mod deadlines;
 mod error;
 mod link;
 mod outbox;

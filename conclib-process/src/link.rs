@@ -10,6 +10,7 @@ use conclib_core::trace::TraceContext;
 use conclib_core::{ActorSystem, Priority, StopReason};
 use tokio::sync::{oneshot, watch};
 
+use crate::deadlines::Deadlines;
 use crate::error::ProcessExit;
 use crate::outbox::{Outbox, write_frames};
 use crate::parent::Inner;
@@ -59,6 +60,8 @@ pub(crate) struct Link {
     /// The control lane (heartbeats).
     pub(crate) control: Arc<Outbox>,
     pub(crate) pending: Mutex<ById<Waiter>>,
+    /// The askers' deadlines, kept by one sweeper task.
+    pub(crate) deadlines: Arc<Deadlines>,
     pub(crate) pings: Mutex<ById<oneshot::Sender<Answer>>>,
     pub(crate) next: AtomicU64,
     pub(crate) pid: u32,
@@ -87,6 +90,7 @@ impl Link {
             out: out.clone(),
             control: control_out.clone(),
             pending: Mutex::new(ById::default()),
+            deadlines: Arc::new(Deadlines::new()),
             pings: Mutex::new(ById::default()),
             next: AtomicU64::new(1),
             pid: child.id(),
@@ -112,6 +116,7 @@ impl Link {
                 }
             });
         }
+        tokio::spawn(crate::deadlines::sweep(Arc::downgrade(&link)));
         let reading = tokio::spawn(read_frames(reader, Arc::downgrade(&link), system));
         tokio::spawn(read_frames(control_reader, Arc::downgrade(&link), None));
         // Reaper: the exit status ends every pending request at once — after what the
@@ -185,17 +190,21 @@ impl Link {
     }
 
     /// Sends a request now (in order with what was sent before it) and returns its answer
-    /// (or the process's end), to await. Dropping the answer before it came cancels the
-    /// request in the child.
+    /// (or the process's end), to await: `None` once `timeout` passed first (the request is
+    /// cancelled in the child then; `None` as timeout: no deadline). Dropping the answer
+    /// before it came cancels the request in the child too.
     pub(crate) fn request(
         self: Arc<Self>,
         message: &'static str,
         body: &[u8],
         priority: Priority,
         trace: Option<TraceContext>,
-    ) -> impl Future<Output = Answer> + Send + 'static {
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Option<Answer>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let (id, sent) = self.register(Waiter::Asker(tx), message, body, priority, trace);
+        let deadline = timeout.map_or(u64::MAX, |t| self.deadlines.after(t));
+        let waiter = Waiter::Asker { tx, deadline };
+        let (id, sent) = self.register(waiter, message, body, priority, trace);
         let exited = sent.err().map(|(_, exit)| exit);
         let guard = Forget {
             link: self,
@@ -207,10 +216,13 @@ impl Link {
             // the wait.
             let mut guard = guard;
             if let Some(exit) = exited {
-                return Err(exit);
+                return Some(Err(exit));
             }
-            let answer = rx.await.unwrap_or_else(|_| Err(ProcessExit::default()));
-            // Whoever answered (or dropped the sender) took it out of the map.
+            let answer = rx
+                .await
+                .unwrap_or_else(|_| Some(Err(ProcessExit::default())));
+            // Whoever answered, timed it out (and cancelled it) or dropped the sender took it
+            // out of the map.
             guard.answered = true;
             answer
         }
@@ -434,8 +446,12 @@ impl Drop for Link {
 
 /// What waits for a request's answer.
 pub(crate) enum Waiter {
-    /// An asker's future.
-    Asker(oneshot::Sender<Answer>),
+    /// An asker's future, sent `None` when its deadline (as [`Deadlines`] counts;
+    /// `u64::MAX`: none) passed first.
+    Asker {
+        tx: oneshot::Sender<Option<Answer>>,
+        deadline: u64,
+    },
     /// A relayed ask, answered from the reader task.
     Relayed(Box<dyn FnOnce(Answer) + Send>),
 }
@@ -443,8 +459,8 @@ pub(crate) enum Waiter {
 impl Waiter {
     fn answer(self, answer: Answer) {
         match self {
-            Waiter::Asker(tx) => {
-                let _ = tx.send(answer);
+            Waiter::Asker { tx, .. } => {
+                let _ = tx.send(Some(answer));
             }
             Waiter::Relayed(answered) => answered(answer),
         }
@@ -482,7 +498,15 @@ impl Link {
         trace: Option<TraceContext>,
     ) -> (u64, Result<(), (Waiter, ProcessExit)>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.pending).insert(id, waiter);
+        {
+            let mut pending = lock(&self.pending);
+            if let Waiter::Asker { deadline, .. } = &waiter
+                && *deadline != u64::MAX
+            {
+                self.deadlines.note(*deadline);
+            }
+            pending.insert(id, waiter);
+        }
         // Checked after registering: an exit in between fails it through `fail_all`.
         let exited = self.exit.borrow().clone();
         let Some(exit) = exited else {
@@ -499,6 +523,36 @@ impl Link {
             Some(waiter) => (id, Err((waiter, exit))),
             // Answered by `fail_all` already.
             None => (id, Ok(())),
+        }
+    }
+
+    /// Fails the asks whose deadline is `now` or earlier (cancelled in the child, as given
+    /// up), and sets the sweeper's next deadline: the earliest still pending.
+    pub(crate) fn time_out(&self, now: u64) {
+        let mut expired = Vec::new();
+        {
+            let mut pending = lock(&self.pending);
+            let mut next = u64::MAX;
+            for (&id, waiter) in pending.iter() {
+                if let Waiter::Asker { deadline, .. } = waiter {
+                    if *deadline <= now {
+                        expired.push(id);
+                    } else {
+                        next = next.min(*deadline);
+                    }
+                }
+            }
+            for id in &expired {
+                if let Some(Waiter::Asker { tx, .. }) = pending.remove(id) {
+                    let _ = tx.send(None);
+                }
+            }
+            self.deadlines.arm(next);
+        }
+        if self.exit.borrow().is_none() {
+            for id in expired {
+                self.send(&Frame::Cancel(id));
+            }
         }
     }
 

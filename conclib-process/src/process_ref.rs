@@ -256,18 +256,22 @@ where
     fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
         Box::pin(async move {
             let timeout = options.timeout_or(self.ask_timeout);
+            let started = std::time::Instant::now();
             let body = crate::wire::encode_body(&msg).map_err(AskError::Codec)?;
             drop(msg);
             let trace = crate::passed_on_trace();
-            // One timeout for the whole exchange, a wait for a restarting process included.
-            let exchange = async {
-                let link = self.inner.live_link(timeout).await;
-                link.request(M::name(), &body, options.priority(), trace)
-                    .await
-            };
-            let (status, payload) = tokio::time::timeout(timeout, exchange)
+            // One timeout for the whole exchange, a wait for a restarting process included
+            // (`live_link` waits at most `timeout`): what is left of it is the request's
+            // deadline, kept by the link's sweeper rather than a timer per ask.
+            let link = self.inner.live_link(timeout).await;
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(AskError::Timeout(timeout));
+            }
+            let (status, payload) = link
+                .request(M::name(), &body, options.priority(), trace, Some(left))
                 .await
-                .map_err(|_| AskError::Timeout(timeout))?
+                .ok_or(AskError::Timeout(timeout))?
                 .map_err(AskError::Exited)?;
             crate::answer::decode_answer::<M>(std::any::type_name::<A>(), status, &payload)
         })

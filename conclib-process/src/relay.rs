@@ -150,7 +150,13 @@ impl<A: Actor> Actor for ProcessRelay<A> {
         if let Some(inner) = self.started.get() {
             let _ = inner
                 .link()
-                .request(wire::HEARTBEAT, &[], conclib_core::Priority::High, None)
+                .request(
+                    wire::HEARTBEAT,
+                    &[],
+                    conclib_core::Priority::High,
+                    None,
+                    None,
+                )
                 .await;
         }
     }

@@ -97,6 +97,10 @@ fn main() {
             || Box::pin(given_up()),
         ),
         (
+            "asks_time_out_in_the_order_of_their_deadlines_whatever_was_sent_first",
+            || Box::pin(deadlines_in_order()),
+        ),
+        (
             "a_process_child_reports_restarts_and_its_end_to_its_supervisor",
             || Box::pin(supervised()),
         ),
@@ -322,6 +326,47 @@ async fn given_up() {
     );
     assert_eq!(busy.await.unwrap(), Ok(1_000));
     assert_eq!(worker.ask(Add(0)).await, Ok(0));
+}
+
+/// The link keeps every ask's deadline with one timer (the earliest it was told of): an
+/// ask sent after others with a later deadline still times out at its own, and each at its
+/// own, in the order of the deadlines; every one is given up in the child.
+async fn deadlines_in_order() {
+    let worker = conclib_process::build(Worker { total: 0 })
+        .spawn()
+        .await
+        .unwrap();
+    let busy = tokio::spawn({
+        let worker = worker.clone();
+        async move { worker.ask(SleepMs(1_500)).await }
+    });
+    tokio::task::yield_now().await;
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let sent = std::time::Instant::now();
+    for (n, ms) in [(1u64, 600u64), (2, 200), (3, 400)] {
+        let worker = worker.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let r = worker.ask(Add(n)).timeout(Duration::from_millis(ms)).await;
+            let _ = done.send((ms, r, sent.elapsed()));
+        });
+    }
+    drop(done_tx);
+    let mut order = Vec::new();
+    while let Some((ms, result, took)) = done_rx.recv().await {
+        assert_eq!(result, Err(AskError::Timeout(Duration::from_millis(ms))));
+        assert!(
+            took >= Duration::from_millis(ms),
+            "{ms} ms timed out after {took:?}"
+        );
+        order.push(ms);
+    }
+    assert_eq!(order, [200, 400, 600]);
+    assert_eq!(busy.await.unwrap(), Ok(1_500));
+    // None of the three was added: each was given up in the child before its turn.
+    assert_eq!(worker.ask(Add(0)).await, Ok(0));
+    worker.kill();
+    let _ = worker.wait_for_stop().await;
 }
 
 async fn in_snapshot() {
