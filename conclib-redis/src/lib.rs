@@ -117,7 +117,9 @@
 //!   whoever is free. Requests taken by a member that dies (SIGKILL) are handled by the
 //!   others once its member lease lapses, or at once when its death is provable (same host,
 //!   pid gone): at least once, as for a single system's crash; a member paused past its
-//!   lease may likewise handle again what it had already handed to its actor. A graceful
+//!   lease may likewise handle again what it had already handed to its actor, and what it
+//!   reads once it is back stays pending on it until handled (a gone member's consumer is
+//!   deleted only with nothing pending on it, checked and deleted in one script). A graceful
 //!   leave finishes what the member took first. With no member left, the group's URN
 //!   lapses after a lease and its stream after [`queue_ttl`](ProxyConfig::queue_ttl).
 //! - **One activation** ([`ProxyHandle::activate`], `tests/scale_out.rs`). A URN of a
