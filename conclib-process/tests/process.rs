@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use conclib::AskError;
 use conclib::message;
-use conclib_process::{ProcessExit, Registry};
+use conclib_process::{ProcessExit, ProcessRef, Registry};
 
 static METRICS: std::sync::OnceLock<metrics_util::debugging::Snapshotter> =
     std::sync::OnceLock::new();
@@ -122,7 +122,7 @@ fn main() {
 
 /// A local actor whose child is a process actor; it records what it hears of it.
 struct Supervisor {
-    child: Option<conclib_process::ProcessRef<Worker>>,
+    child: Option<ProcessRef<Worker>>,
     events: std::sync::Arc<std::sync::Mutex<Vec<conclib::SupervisionEvent>>>,
     heard: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -294,18 +294,29 @@ async fn busy_not_dead() {
     }
 }
 
-async fn given_up() {
+/// A new worker, and an ask that keeps it busy for `ms` (sent first: requests enter the
+/// child's mailbox in the order sent).
+async fn busy_worker(
+    ms: u64,
+) -> (
+    ProcessRef<Worker>,
+    tokio::task::JoinHandle<Result<u64, AskError<std::convert::Infallible>>>,
+) {
     let worker = conclib_process::build(Worker { total: 0 })
         .spawn()
         .await
         .unwrap();
-    // The actor is busy for 1.5 s; an ask queued behind that is given up after 50 ms.
     let busy = tokio::spawn({
         let worker = worker.clone();
-        async move { worker.ask(SleepMs(1_500)).await }
+        async move { worker.ask(SleepMs(ms)).await }
     });
-    // Requests enter the child's mailbox in the order sent: let the sleep go first.
     tokio::task::yield_now().await;
+    (worker, busy)
+}
+
+async fn given_up() {
+    // The actor is busy for 1.5 s; an ask queued behind that is given up after 50 ms.
+    let (worker, busy) = busy_worker(1_500).await;
     assert!(matches!(
         worker.ask(Add(5)).timeout(Duration::from_millis(50)).await,
         Err(AskError::Timeout(_))
@@ -332,15 +343,7 @@ async fn given_up() {
 /// ask sent after others with a later deadline still times out at its own, and each at its
 /// own, in the order of the deadlines; every one is given up in the child.
 async fn deadlines_in_order() {
-    let worker = conclib_process::build(Worker { total: 0 })
-        .spawn()
-        .await
-        .unwrap();
-    let busy = tokio::spawn({
-        let worker = worker.clone();
-        async move { worker.ask(SleepMs(1_500)).await }
-    });
-    tokio::task::yield_now().await;
+    let (worker, busy) = busy_worker(1_500).await;
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let sent = std::time::Instant::now();
     for (n, ms) in [(1u64, 600u64), (2, 200), (3, 400)] {
