@@ -19,30 +19,39 @@ use crate::system::ActorId;
 use crate::urn::Urn;
 
 /// What every actor cell has, whatever the actor's type. (Opaque: not nameable outside the crate.)
+// In this order (`repr(C)`; the cell puts the mailbox right after): the count the actor's
+// task writes per message (`stats.handled`) has 128 bytes of fields nobody writes per
+// message between it and the mailbox, and 128 bytes between it and the allocation's start,
+// so that neither its cache line nor the line fetched with it (x86 fetches aligned pairs)
+// holds what senders write; boxed apart, it sat beside whatever malloc put there. Where the
+// cell falls against 128-byte boundaries still moves one actor's fan-in by 2x (malloc
+// aligns to 16 bytes; 64-byte-aligned cells cost 214 bytes each): BENCHMARKS.md, "Field
+// layout". The test `the_task_line_is_apart` keeps the distances.
+#[repr(C)]
 pub struct CellCore {
     pub(crate) id: ActorId,
     pub(crate) urn: Option<Urn>,
     pub(crate) parent: Option<Arc<dyn ErasedCell>>,
     pub(crate) type_name: &'static str,
-    pub(crate) ask_timeout: Duration,
-    alive: AtomicBool,
     reason: OnceLock<StopReason>,
+    task: OnceLock<tokio::task::AbortHandle>,
+    alive: AtomicBool,
+    /// Restartable actors answer a sibling restart (one-for-all).
+    pub(crate) restartable: AtomicBool,
+    /// What the snapshot shows: counters written by the actor's own task only.
+    stats: Stats,
+    /// Asks not started because their asker had given up.
+    skipped_asks: AtomicU64,
     stopped: Notify,
     /// Children that have not stopped yet.
     children: CellList,
     /// Actors to tell when this one stops.
     watchers: CellList,
-    /// Restartable actors answer a sibling restart (one-for-all).
-    pub(crate) restartable: AtomicBool,
-    task: OnceLock<tokio::task::AbortHandle>,
-    /// Asks not started because their asker had given up.
-    skipped_asks: AtomicU64,
-    /// What the snapshot shows: counters written by the actor's own task only.
-    /// Allocated on the first message (an actor that never handles one pays nothing).
-    stats: Box<Stats>,
     /// The panic policy this actor imposes on its children, if it declared one (boxed:
     /// rare, and every actor pays for the field).
     children_policy: Mutex<Option<Box<crate::supervision::PanicPolicy>>>,
+    /// Read by every ask: beside the mailbox its asker touches anyway.
+    pub(crate) ask_timeout: Duration,
 }
 
 impl CellCore {
@@ -67,7 +76,7 @@ impl CellCore {
             restartable: AtomicBool::new(false),
             task: OnceLock::new(),
             skipped_asks: AtomicU64::new(0),
-            stats: Box::default(),
+            stats: Stats::default(),
             children_policy: Mutex::new(None),
         }
     }
@@ -98,7 +107,7 @@ impl CellCore {
             .unwrap_or(own)
     }
 
-    /// The actor's statistics (allocated on first use).
+    /// The actor's statistics.
     pub(crate) fn stats(&self) -> &Stats {
         &self.stats
     }
@@ -223,17 +232,19 @@ impl std::ops::DerefMut for CellListGuard<'_> {
     }
 }
 
-/// An actor's running totals, for [`ActorSystem::snapshot`](crate::ActorSystem::snapshot).
-/// Boxed apart from the cell, allocated with it: the count written per message must not
-/// share a cache line with what senders touch (that cost tells 30%). Allocating it lazily,
-/// from the actor's own task, measured 25% slower on tells again (BENCHMARKS.md). Only the actor's task writes `handled` (a
-/// plain load and store, no read-modify-write); the rest changes only on failures.
+/// An actor's running totals, for [`ActorSystem::snapshot`](crate::ActorSystem::snapshot),
+/// in its cell (see [`CellCore`]'s layout). Only the actor's task writes `handled` (a plain
+/// load and store, no read-modify-write); the rest changes only on failures, boxed and
+/// allocated with the cell: it keeps the cell small enough for the task's line to keep its
+/// distances, and allocated at first use instead, idle actors measured 53 bytes more each,
+/// not 80 less (glibc fills the gap before tokio's 128-byte-aligned task with the box).
 #[derive(Default)]
+#[repr(C)] // the per-message fields first, on the line `CellCore` keeps for them
 pub(crate) struct Stats {
     pub(crate) handled: AtomicU64,
     /// Set by the actor's task after each message (see [`crate::changes::TaskMark`]).
     pub(crate) mark: crate::changes::TaskMark,
-    pub(crate) rare: Mutex<RareStats>,
+    pub(crate) rare: Box<Mutex<RareStats>>,
 }
 
 /// What changes only when something goes wrong, or when a snapshot is taken.
@@ -299,6 +310,7 @@ pub trait ErasedCell: Send + Sync + 'static {
 }
 
 /// The shared state behind every ref to one actor (opaque).
+#[repr(C)] // the mailbox after the core (see `CellCore`'s layout)
 pub struct ActorCell<A: Actor> {
     pub(crate) core: CellCore,
     pub(crate) mailbox: Mailbox<A>,
@@ -416,5 +428,32 @@ pub(crate) fn notify_stopped(core: &CellCore, reason: &StopReason) {
             urn: core.urn.clone(),
             reason: reason.clone(),
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::offset_of;
+
+    use super::{ActorCell, CellCore, Stats};
+
+    struct Idle;
+    impl crate::actor::Actor for Idle {}
+
+    /// The layout `CellCore` promises: 128 bytes between what the actor's task writes per
+    /// message and the mailbox, and between it and the allocation's start (`Arc`'s 16 bytes of
+    /// counts and malloc's 8 bytes of size come before the cell).
+    #[test]
+    fn the_task_line_is_apart() {
+        let task_line = offset_of!(CellCore, stats) + offset_of!(Stats, handled);
+        let task_line_end = offset_of!(CellCore, stats) + offset_of!(Stats, rare);
+        let mailbox = offset_of!(ActorCell<Idle>, mailbox);
+        assert_eq!(offset_of!(ActorCell<Idle>, core), 0);
+        assert!(
+            mailbox - task_line >= 128,
+            "the task's line at {task_line}, the mailbox at {mailbox}"
+        );
+        assert!(task_line_end - task_line <= 16);
+        assert!(task_line + 16 + 8 >= 128, "the task's line at {task_line}");
     }
 }

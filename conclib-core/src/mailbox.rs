@@ -66,22 +66,24 @@ pub(crate) enum Control {
 
 /// The capacity of the user lanes and the senders waiting for room. Not generic, so that
 /// type-erased refs can wait for room too.
-// In this order (`repr(C)`): the mark's flag beside the count, on the line every send and
-// every message taken writes anyway, so that reading it costs no other line.
+// In this order (`repr(C)`): the waiters' lock (touched only when the mailbox is full)
+// first, then everything a send and a take touch, the count, the limits and the closed
+// flag, within 40 bytes; then the mark's flag, the mark's list last (read when the flag is
+// set from clear, once between two looks). See BENCHMARKS.md ("Field layout").
 #[repr(C)]
 pub struct Capacity {
+    /// Senders waiting for room; `waiting` mirrors `waiters.len()` so the receiver can skip the lock.
+    waiters: Mutex<Vec<Waker>>,
     /// User messages queued (including the receiver's local batch), not yet taken for handling.
     len: AtomicUsize,
-    /// Set when the count changes or the mailbox closes: what a snapshot's look reads of
-    /// this actor changed.
-    pub(crate) mark: Mark,
     limit: usize,
     /// Waiting senders are woken when `len` falls to this.
     low_water: usize,
-    /// Senders waiting for room; `waiting` mirrors `waiters.len()` so the receiver can skip the lock.
     waiting: AtomicUsize,
-    waiters: Mutex<Vec<Waker>>,
     closed: AtomicBool,
+    /// Set when the count changes or the mailbox closes: what a snapshot's look reads of
+    /// this actor changed.
+    pub(crate) mark: Mark,
 }
 
 impl Capacity {
@@ -232,11 +234,15 @@ pub(crate) enum Next<A: Actor> {
     Drained,
 }
 
+// In this order (`repr(C)`): the lanes and the capacity's count, which every send and take
+// touch, next to each other, the rarely written flags after them. Left to the compiler, the
+// order changed whenever `Capacity` changed size (BENCHMARKS.md, "Field layout").
+#[repr(C)]
 pub(crate) struct Mailbox<A: Actor> {
     lanes: Mutex<Lanes<A>>,
+    pub(crate) capacity: Capacity,
     /// The control or high lane may be non-empty: the receiver must look under the lock.
     priority_pending: AtomicBool,
-    pub(crate) capacity: Capacity,
     /// A kill was asked for: the running handler is dropped at its next poll.
     killed: AtomicBool,
 }
