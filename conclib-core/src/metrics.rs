@@ -363,6 +363,10 @@ impl Bins {
 /// take the mean of samples all on a bound across it. Times its count, it is the
 /// samples' sum to the last bits of an `f64`.
 fn bin_mean(thresholds: &[u64], at: usize, bin: Bin) -> f64 {
+    if bin.count == 1 {
+        // In its bucket already (most batches of asks hold one message).
+        return seconds(bin.sum_ns);
+    }
     let mean = bin.sum_ns as f64 / bin.count.max(1) as f64 * 1e-9;
     let low = match at.checked_sub(1).and_then(|below| thresholds.get(below)) {
         Some(&below) => seconds(below + 1),
