@@ -389,7 +389,7 @@ async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
     let system = ActorSystem::new("flood");
     let gate = Arc::new(tokio::sync::Notify::new());
     let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    system
+    let slow = system
         .build(Slow {
             gate: gate.clone(),
             started: started.clone(),
@@ -443,8 +443,19 @@ async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
     let started_before = started.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(started_before, 1);
     gate.notify_one();
-    // A tell through the proxy is acknowledged once handled: when it returns from a
-    // fresh ask, the actor has drained its mailbox.
+    // The probe below must find room: until the actor has taken (and skipped) the four
+    // expired asks, its mailbox is full and would refuse it.
+    eventually(
+        Duration::from_secs(30),
+        "the actor to drain its mailbox",
+        || {
+            let queued = slow.mailbox_len();
+            async move { queued == 0 }
+        },
+    )
+    .await;
+    // A fresh ask through the proxy is answered once handled: when it returns, the
+    // actor has drained its mailbox.
     // Generous bounds: a loaded CI machine once took more than 5 s here; a skipped ask that
     // was started anyway would hold the gate and fail the probe however long it waits.
     let probe = client.ask("slow", Work).timeout(Duration::from_secs(30));
