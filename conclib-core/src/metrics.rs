@@ -92,10 +92,10 @@ pub fn is_enabled() -> bool {
 /// the monotonic clock, else the monotonic clock itself (`quanta`).
 ///
 /// Read up to three times per message while recording is on (the send stamp, the start and
-/// the end of handling). On this project's 2-core KVM machine a `clock_gettime`
-/// (`CLOCK_MONOTONIC`, vDSO) took about 80 ns and the counter about 35 ns: with three
-/// readings, the clock alone cost more than a whole message without recording
-/// (BENCHMARKS.md, issue #28).
+/// the end of handling). On this project's 2-core KVM machines a `clock_gettime`
+/// (`CLOCK_MONOTONIC`, vDSO) took 28-80 ns and the counter 10-35 ns, depending on the day
+/// (the `clock` bin of `benches/`): with three readings, the monotonic clock alone could
+/// cost more than a whole message without recording (BENCHMARKS.md, issue #28).
 fn clock() -> &'static quanta::Clock {
     static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
     CLOCK.get_or_init(quanta::Clock::new)
