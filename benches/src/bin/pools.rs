@@ -75,7 +75,11 @@ mod conclib_side {
         type Error = Infallible;
     }
     impl Handler<Echo> for Worker {
-        async fn handle(&mut self, Echo(n): Echo, _: &mut Context<Self>) -> Result<u64, Infallible> {
+        async fn handle(
+            &mut self,
+            Echo(n): Echo,
+            _: &mut Context<Self>,
+        ) -> Result<u64, Infallible> {
             Ok(n)
         }
     }
@@ -445,7 +449,10 @@ fn main() {
     let overhead = |single: usize, pool: usize| {
         let (rs, ls) = med(single);
         let (rp, lp) = med(pool);
-        (1e9 / rp - 1e9 / rs, (lp.as_secs_f64() - ls.as_secs_f64()) * 1e6)
+        (
+            1e9 / rp - 1e9 / rs,
+            (lp.as_secs_f64() - ls.as_secs_f64()) * 1e6,
+        )
     };
     let (ct, ca) = overhead(0, 1);
     let (rt, ra) = overhead(2, 3);
