@@ -81,4 +81,36 @@ async fn a_carried_trace_makes_the_handler_span_a_child_in_the_export() {
     let web = spans.iter().find(|s| s.name == "web request").unwrap();
     assert_eq!(inside.trace_id(), web.span_context.trace_id().to_string());
     assert_eq!(inside.span_id(), web.span_context.span_id().to_string());
+
+    // The run loop runs inside the actor's span (it ends when the actor's task is dropped,
+    // just after `wait_for_stop` returns): a message without a carried trace is handled in
+    // a child of it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let spans = loop {
+        let _ = provider.force_flush();
+        let spans = exporter.get_finished_spans().unwrap();
+        if spans.iter().any(|s| s.name == "actor") {
+            break spans;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no actor span: {spans:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let actor = spans
+        .iter()
+        .find(|s| {
+            s.name == "actor"
+                && s.attributes
+                    .iter()
+                    .any(|kv| kv.key.as_str() == "urn" && kv.value.as_str() == "echo")
+        })
+        .unwrap_or_else(|| panic!("no actor span with urn echo: {spans:#?}"));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "handle" && s.parent_span_id == actor.span_context.span_id()),
+        "no handle span under the actor's span: {spans:#?}"
+    );
 }

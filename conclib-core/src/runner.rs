@@ -472,13 +472,15 @@ mod tests {
         use std::mem::size_of;
         println!(
             "run future: {} bytes; cell: {} bytes (core {}, mailbox {}: capacity {}); \
-             stats box: {} bytes; context: {} bytes; stop reason: {} bytes; notify: {} bytes",
+             statistics in the core: {} bytes, their rare part's box: {} bytes; context: {} bytes; \
+             stop reason: {} bytes; notify: {} bytes",
             std::mem::size_of_val(&fut),
             size_of::<crate::cell::ActorCell<Idle>>(),
             size_of::<crate::cell::CellCore>(),
             size_of::<crate::mailbox::Mailbox<Idle>>(),
             size_of::<crate::mailbox::Capacity>(),
             size_of::<crate::cell::Stats>(),
+            size_of::<std::sync::Mutex<crate::cell::RareStats>>(),
             size_of::<super::Context<Idle>>(),
             size_of::<crate::error::StopReason>(),
             size_of::<tokio::sync::Notify>(),

@@ -823,12 +823,14 @@ impl<A: Actor> SpawnBuilder<A> {
         if let Some(parent) = &parent {
             parent.core().lock_children().push(cell.clone());
         }
-        // Boxed: tokio moves a spawned future several times, and the run loop is large.
-        let run = Box::pin(run(actor, ctx, RunOptions::new(policy, factory)));
+        // Boxed: tokio moves a spawned future several times, and the run loop is large. The
+        // span goes inside the box: around it, tokio's task (128-byte aligned) would grow
+        // from 128 to 256 bytes.
+        let run = run(actor, ctx, RunOptions::new(policy, factory));
         let task = if span.is_disabled() {
-            tokio::spawn(run)
+            tokio::spawn(Box::pin(run))
         } else {
-            tokio::spawn(run.instrument(span))
+            tokio::spawn(Box::pin(run.instrument(span)))
         };
         cell.core.set_abort(task.abort_handle());
         Ok(myself)
