@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 mod common;
+#[path = "common/servers.rs"]
+mod servers;
 
 use common::actors::*;
 use common::command;
@@ -55,11 +57,7 @@ async fn every_proxy_and_client_metric_is_recorded() {
     recorder.install().unwrap();
     conclib_core::metrics::enable();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = servers::free_ports(1)[0];
     let mut base = ProxyConfig::default().with_namespace("metrics");
     base.server_port = Some(port);
     base.command_timeout = Duration::from_secs(1);

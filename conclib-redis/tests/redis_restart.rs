@@ -39,11 +39,7 @@ async fn raw_client(url: &str) -> fred::prelude::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_and_client_survive_a_redis_restart() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = servers::free_ports(1)[0];
     let mut base = ProxyConfig::default().with_namespace("restart");
     base.server_port = Some(port);
     base.command_timeout = Duration::from_secs(1);
@@ -248,11 +244,7 @@ struct Outcome {
 async fn asks_in_flight_when_redis_restarts_fail_unavailable_at_once() {
     const ASKERS: usize = 64;
     const TIMEOUT: Duration = Duration::from_secs(5);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = servers::free_ports(1)[0];
     assert_ne!(port, 6379, "never the default Redis port");
     let mut base = ProxyConfig::default().with_namespace("kill9");
     base.server_port = Some(port);
@@ -692,11 +684,7 @@ async fn asks_whose_requests_a_durable_redis_kept_are_answered_after_its_restart
 /// asked again; one activation of the URN remains.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_and_activations_recover_after_a_redis_restart() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = servers::free_ports(1)[0];
     let mut base = ProxyConfig::default().with_namespace("restart-groups");
     base.server_port = Some(port);
     base.command_timeout = Duration::from_secs(1);
