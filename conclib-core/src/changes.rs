@@ -2,9 +2,10 @@
 //! not every actor of a system of 100,000 every time).
 //!
 //! Each actor has two flags, set when something a snapshot shows of it changes and cleared
-//! by the look that reads it: [`Mark`], next to its mailbox's count (which every send and
+//! by the look that reads it: [`Mark`], near its mailbox's count (which every send and
 //! every message taken writes anyway), for a message queued or taken and its mailbox
-//! closed; [`TaskMark`], in its statistics (a line only its own task writes), for a message
+//! closed; [`TaskMark`], in its statistics (a line only its own task writes, 128 bytes from
+//! the mailbox: see `CellCore`'s layout), for a message
 //! handled, failed or skipped, a panic, a restart. Setting either from clear (once between
 //! two looks, whatever the number of messages) puts the actor's id on its system's list
 //! ([`Changes`]); the look takes the list. Actors that start or finish stopping are put on
@@ -83,9 +84,10 @@ impl Changes {
     }
 }
 
-/// An actor's mark: in its mailbox's [`Capacity`](crate::mailbox::Capacity), on the cache
-/// line its senders and its own task touch anyway.
-#[repr(C)] // the flag first, next to the count
+/// An actor's mark: in its mailbox's [`Capacity`](crate::mailbox::Capacity), 40 bytes after
+/// the count its senders and its own task write anyway (read with a relaxed load, written
+/// once between two looks).
+#[repr(C)] // the flag first, nearest the count
 pub(crate) struct Mark {
     changed: AtomicBool,
     /// Where the actor lists itself: `None` for a mailbox outside a system (tests).
