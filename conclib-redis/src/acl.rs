@@ -2,15 +2,17 @@
 //! ask and tell) and proxies (which serve).
 //!
 //! Who can do what on a shared Redis, with these rules:
-//! - A **client** may resolve URNs (`GET {ns}:urn:*`), append requests to request streams
+//! - A **client** may resolve URNs (`GET {ns}:urn:*`, and `GET {ns}:pattern:*` for URNs
+//!   activated on demand), append requests to request streams
 //!   (`XADD`, or the batching script: `EXISTS` + `XADD` on `{ns}:sys:*:req`), and pop and
 //!   delete reply lists (`BLMPOP`, `DEL` on `{ns}:reply:*`). It cannot list keys (`SCAN`,
 //!   `KEYS`), so it cannot find another client's reply list (its name holds 128 random bits),
 //!   and it cannot push to any list (`RPUSH`, `LPUSH`), so it cannot forge an answer. It
 //!   cannot read or write anything else: leases, other namespaces, other data.
 //! - A **proxy** may do everything its protocol needs in its namespace (`{ns}:*`): claim
-//!   URNs and its lease, read, acknowledge and trim request streams, push replies, publish
-//!   its system's snapshot.
+//!   URNs and its lease, read, acknowledge and trim request streams, take over a gone group
+//!   member's requests, keep activations' state, push replies, publish its system's
+//!   snapshot.
 //! - A **viewer** (the live view) may read the published snapshots, nothing else.
 //!
 //! What remains possible for a client, by design of the protocol: to send any request to
@@ -44,6 +46,7 @@ pub fn client_acl(namespace: &str) -> Vec<String> {
         .map(str::to_owned),
     );
     rules.push(format!("%R~{namespace}:urn:*"));
+    rules.push(format!("%R~{namespace}:pattern:*"));
     rules.push(format!("~{namespace}:sys:*:req"));
     rules.push(format!("~{namespace}:reply:*"));
     rules
@@ -69,7 +72,15 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
             "+xreadgroup",
             "+xack",
             "+xtrim",
+            "+xpending",
+            "+xclaim",
             "+xgroup|create",
+            "+xgroup|delconsumer",
+            "+hget",
+            "+hset",
+            "+hdel",
+            "+hexists",
+            "+persist",
             "+xinfo|stream",
             "+xinfo|groups",
             "+zadd",

@@ -132,7 +132,11 @@
 //!   a pause past the lease neither loses nor repeats a message sent to the system holding
 //!   the URN (a request that a paused member had taken from the pattern group's stream, sent
 //!   while no system held the URN, may be handled again, as in any group). A request reaching a
-//!   system that does not hold the URN is passed to the one that does. When the holder
+//!   system that does not hold the URN is passed to the one that does, at most once: the new
+//!   entry is appended and the old one acknowledged in one script, only while the old one is
+//!   still pending on the system passing it (not one another member claimed meanwhile, not
+//!   again after an attempt whose answer was lost); in a cluster, where the two streams may
+//!   be on different nodes, a lost answer can pass it twice. When the holder
 //!   dies, the first request after its lease lapsed activates the URN on another member
 //!   (the `scale_out` example measures about a lease); requests already queued in the dead
 //!   system's own stream wait there for that system id to come back, as for any system, and

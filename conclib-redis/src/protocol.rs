@@ -216,6 +216,20 @@ while i <= #ARGV do
 end
 return 1";
 
+/// `KEYS[1]` = the request stream an entry came in, `KEYS[2]` = the request stream of the
+/// system to pass it to; `ARGV[1]` = consumer group, `ARGV[2]` = consumer, `ARGV[3]` = the
+/// entry's id, `ARGV[4..]` = the new entry's fields. Appends the new entry and acknowledges
+/// the old one, in one step, only while the old one is pending on this consumer: returns 1
+/// (passed on), 0 (no stream to pass it to; nothing done) or -1 (not pending on this
+/// consumer: another member claimed it, or an earlier call whose answer was lost passed it
+/// on already; nothing done). A request is so passed on at most once.
+pub(crate) const FORWARD_SCRIPT: &str = r"local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #p == 0 then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+return 1";
+
 /// `KEYS[1]` = a reply list, `ARGV[1]` = TTL in ms, `ARGV[2..]` = frames: appends the
 /// frames and sets the list's TTL, atomically (so no reply list outlives its TTL).
 pub(crate) const PUSH_SCRIPT: &str = r"redis.call('RPUSH', KEYS[1], unpack(ARGV, 2))

@@ -1,5 +1,7 @@
 //! The least-privilege roles, against a real Redis with real ACL users: a client with the
-//! client role asks and tells; it cannot forge an answer, list keys or read other keys.
+//! client role asks and tells (a single actor, a group's URN, a URN activated on demand); it
+//! cannot forge an answer, list keys or read other keys. A proxy with the proxy role serves
+//! all three.
 mod common;
 
 use common::actors::*;
@@ -118,7 +120,52 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
         "send a request"
     );
 
+    // The proxy role serves a group and activates actors with a fenced store.
+    let member = ActorSystem::new("svc2");
+    member
+        .build(Counter::default())
+        .urn("shared")
+        .spawn()
+        .await
+        .unwrap();
+    let member_proxy = start_proxy(&member, &base.clone().with_url(url_as("svc")))
+        .await
+        .unwrap();
+    member_proxy.join("shared").await.unwrap();
+    assert_eq!(client.ask("shared", Add(5)).await, Ok(5));
+    proxy
+        .activate("acct:{id}", |a: conclib_redis::Activation| async move {
+            let store = a.store();
+            let opened = store.load::<u64>().await?.unwrap_or(0) + 1;
+            store.save(&opened).await?;
+            Ok::<_, conclib_redis::StoreError>(Counter {
+                count: opened * 100,
+                log: Vec::new(),
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(client.ask("acct:1", Get).await, Ok(100));
+    let saved = raw(&admin, &["HGET", &format!("{ns}:state:acct:1"), "owner"])
+        .await
+        .unwrap();
+    assert!(!saved.is_null(), "the activation's store was written");
+    // What a member does when another is gone or paused past its lease: read the group's
+    // pending lists, claim entries.
+    let svc = connect(&url_as("svc")).await;
+    let group_stream = format!("{ns}:sys:~shared:req");
+    raw(&svc, &["XPENDING", &group_stream, "proxy"])
+        .await
+        .unwrap();
+    raw(
+        &svc,
+        &["XCLAIM", &group_stream, "proxy", "svc2", "0", "0-1"],
+    )
+    .await
+    .unwrap();
+
     client.shutdown().await;
+    member_proxy.shutdown().await.unwrap();
     proxy.shutdown().await.unwrap();
     daemon.shutdown().unwrap();
 }

@@ -111,8 +111,9 @@ impl Actor for Worker {
 }
 
 wire_message! {
-    /// Adds one to an account (a tell); its count is saved on every change.
-    Incr, "scale.Incr", ()
+    /// Adds one to an account (a tell; the number names the tell in the notes); its count is
+    /// saved on every change.
+    Incr(u64), "scale.Incr", ()
 }
 
 wire_message! {
@@ -131,6 +132,9 @@ struct Account {
     store: StateStore,
     /// Saved by `on_stop` (passivation) rather than on every change.
     save_on_stop: bool,
+    /// Where the numbers of the tells whose count this activation saved are written, one a
+    /// line.
+    notes: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 }
 
 impl Actor for Account {
@@ -153,7 +157,7 @@ impl Actor for Account {
             Err(req) => req,
         };
         let req = match req.extract::<Incr>() {
-            Ok((Incr, r)) => {
+            Ok((Incr(n), r)) => {
                 let next = self.count + 1;
                 if !self.save_on_stop
                     && let Err(e) = self.store.save(&next).await
@@ -161,6 +165,11 @@ impl Actor for Account {
                     return r.respond(Err(e.to_string()));
                 }
                 self.count = next;
+                if let Some(notes) = &self.notes {
+                    use std::io::Write;
+                    let mut f = notes.lock().unwrap();
+                    let _ = writeln!(f, "{n}");
+                }
                 return r.respond(Ok(()));
             }
             Err(req) => req,
@@ -189,6 +198,7 @@ async fn open_account(
     redis: Client,
     ns: String,
     save_on_stop: bool,
+    notes: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 ) -> Result<Account, StoreError> {
     if a.id() == "refused" {
         return Err(StoreError::Codec("no such account".into()));
@@ -202,6 +212,7 @@ async fn open_account(
         count,
         store: a.store(),
         save_on_stop,
+        notes,
     })
 }
 
@@ -288,11 +299,18 @@ async fn member(args: &[String]) -> i32 {
     0
 }
 
-/// `activator URL NS SYSTEM LEASE_MS IDLE_MS`: activates `acct:{id}` Accounts.
+/// `activator URL NS SYSTEM LEASE_MS IDLE_MS NOTES`: activates `acct:{id}` Accounts, which
+/// note the tells they counted in the file NOTES.
 async fn activator(args: &[String]) -> i32 {
-    let [url, ns, system_id, lease_ms, idle_ms] = args else {
+    let [url, ns, system_id, lease_ms, idle_ms, notes] = args else {
         return 2;
     };
+    let notes = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(notes)
+        .unwrap();
+    let notes = Arc::new(std::sync::Mutex::new(notes));
     let config = peer_config(url, ns, system_id, lease_ms);
     let system = ActorSystem::new(system_id);
     let proxy = start_proxy(&system, &config).await.unwrap();
@@ -300,7 +318,7 @@ async fn activator(args: &[String]) -> i32 {
     let ns2 = ns.clone();
     proxy
         .activate("acct:{id}", move |a| {
-            open_account(a, redis.clone(), ns2.clone(), false)
+            open_account(a, redis.clone(), ns2.clone(), false, Some(notes.clone()))
         })
         .passivate_after(Duration::from_millis(idle_ms.parse().unwrap()))
         .await
@@ -417,7 +435,6 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed) as u64
 }
 
-/// The numbers recorded in notes files, with how often each was.
 /// `XPENDING stream proxy ARGS..`: the proxy's consumer group's pending entries.
 async fn xpending(redis: &fred::prelude::Client, stream: &str, args: &[&str]) -> Value {
     let mut command = vec![stream.to_owned(), "proxy".to_owned()];
@@ -426,20 +443,24 @@ async fn xpending(redis: &fred::prelude::Client, stream: &str, args: &[&str]) ->
 }
 
 /// An activator peer (`system` hosts the `acct:{id}` pattern with this lease; its actors are
-/// not passivated within a test).
-async fn start_activator(config: &ProxyConfig, system: &str, lease_ms: u64) -> Peer {
+/// not passivated within a test), and its notes file.
+async fn start_activator(config: &ProxyConfig, system: &str, lease_ms: u64) -> (Peer, PathBuf) {
     let lease = lease_ms.to_string();
-    Peer::start(&[
+    let notes = temp_notes(system);
+    let peer = Peer::start(&[
         "activator",
         &config.url,
         &config.namespace,
         system,
         &lease,
         "600000",
+        notes.to_str().unwrap(),
     ])
-    .await
+    .await;
+    (peer, notes)
 }
 
+/// The numbers recorded in notes files, with how often each was.
 fn noted(paths: &[PathBuf]) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
     for p in paths {
@@ -651,8 +672,8 @@ async fn activations(redis: &Client, ns: &str) -> i64 {
 
 async fn eight_clients_racing_activate_a_urn_once() {
     let config = config("race");
-    let a = start_activator(&config, "s1", 3000).await;
-    let b = start_activator(&config, "s2", 3000).await;
+    let (a, _) = start_activator(&config, "s1", 3000).await;
+    let (b, _) = start_activator(&config, "s2", 3000).await;
     let mut clients = Vec::new();
     for _ in 0..8 {
         clients.push(Peer::start(&["client", &config.url, &config.namespace, "acct:1"]).await);
@@ -679,8 +700,8 @@ async fn eight_clients_racing_activate_a_urn_once() {
 async fn a_holder_paused_past_its_lease_never_runs_beside_its_successor() {
     let config = config("pause");
     let lease_ms = 1500u64;
-    let a = start_activator(&config, "s1", lease_ms).await;
-    let b = start_activator(&config, "s2", lease_ms).await;
+    let (a, a_notes) = start_activator(&config, "s1", lease_ms).await;
+    let (b, b_notes) = start_activator(&config, "s2", lease_ms).await;
     let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(20)))
         .await
         .unwrap();
@@ -702,8 +723,12 @@ async fn a_holder_paused_past_its_lease_never_runs_beside_its_successor() {
         let client = client.clone();
         let sent = sent.clone();
         senders.push(tokio::spawn(async move {
-            while sent.fetch_add(1, Ordering::Relaxed) < total as usize {
-                client.tell("acct:7", Incr).await.unwrap();
+            loop {
+                let n = sent.fetch_add(1, Ordering::Relaxed) as u64;
+                if n >= total {
+                    break;
+                }
+                client.tell("acct:7", Incr(n)).await.unwrap();
             }
         }));
     }
@@ -739,17 +764,34 @@ async fn a_holder_paused_past_its_lease_never_runs_beside_its_successor() {
         client.ask("acct:7", Total).await.is_ok_and(|n| n >= total)
     })
     .await;
-    assert_eq!(
-        client.ask("acct:7", Total).await.unwrap(),
-        total,
-        "exactly once: nothing lost, nothing twice"
-    );
+    let counted = client.ask("acct:7", Total).await.unwrap();
+    if counted != total {
+        // Which tells were counted twice, and by which system (the tells whose count a
+        // system saved, from each one's notes).
+        let (on_a, on_b) = (noted(&[a_notes.clone()]), noted(&[b_notes.clone()]));
+        let twice: Vec<_> = (0..total)
+            .filter_map(|n| {
+                let (x, y) = (
+                    on_a.get(&n).copied().unwrap_or(0),
+                    on_b.get(&n).copied().unwrap_or(0),
+                );
+                (x + y != 1).then_some((n, x, y))
+            })
+            .take(20)
+            .collect();
+        panic!(
+            "exactly once: nothing lost, nothing twice; counted {counted} of {total}; \
+             (tell, times on s1, times on s2) not noted once: {twice:?}"
+        );
+    }
     assert!(
         activations(&redis, &config.namespace).await >= 2,
         "the account moved"
     );
     holder.stop().await;
     other.stop().await;
+    let _ = std::fs::remove_file(a_notes);
+    let _ = std::fs::remove_file(b_notes);
 }
 
 async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {
@@ -761,14 +803,14 @@ async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {
     let r2 = redis.clone();
     proxy
         .activate("acct:{id}", move |a| {
-            open_account(a, r2.clone(), ns.clone(), true)
+            open_account(a, r2.clone(), ns.clone(), true, None)
         })
         .passivate_after(Duration::from_millis(300))
         .await
         .unwrap();
     let client = ProxyClient::connect(&config).await.unwrap();
     for _ in 0..5 {
-        client.tell("acct:9", Incr).await.unwrap();
+        client.tell("acct:9", Incr(0)).await.unwrap();
     }
     assert_eq!(client.ask("acct:9", Total).await.unwrap(), 5);
     assert_eq!(proxy.activations(), vec!["acct:9".to_owned()]);
@@ -824,7 +866,7 @@ async fn a_constructor_that_refuses_answers_unknown_urn() {
     let ns = config.namespace.clone();
     proxy
         .activate("acct:{id}", move |a| {
-            open_account(a, redis.clone(), ns.clone(), false)
+            open_account(a, redis.clone(), ns.clone(), false, None)
         })
         .await
         .unwrap();
@@ -835,7 +877,7 @@ async fn a_constructor_that_refuses_answers_unknown_urn() {
     }
     // An activation that stops by itself is forgotten; the next request activates it
     // again, with its saved state.
-    client.tell("acct:2", Incr).await.unwrap();
+    client.tell("acct:2", Incr(0)).await.unwrap();
     assert_eq!(client.ask("acct:2", Total).await.unwrap(), 1);
     client.tell("acct:2", Quit).await.unwrap();
     eventually(
@@ -855,7 +897,7 @@ async fn a_constructor_that_refuses_answers_unknown_urn() {
     let never = plain_client(&config.url).await;
     let err = proxy
         .activate("acct", move |a| {
-            open_account(a, never.clone(), String::new(), false)
+            open_account(a, never.clone(), String::new(), false, None)
         })
         .await
         .unwrap_err();

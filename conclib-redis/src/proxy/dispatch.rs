@@ -12,10 +12,11 @@ use fred::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::activation::{Activated, Pattern, Standing};
+use super::forward::{Forwarded, Origin};
 use super::read::{RawEnvelope, Request};
 use super::{Completion, FUTURE_ID_TOLERANCE_MS, Handling, Role, Shared};
-use crate::conn::{self, bytes, keyed, owned, s};
-use crate::protocol::{self, PROTOCOL_VERSION, Status, field};
+use crate::conn::{self, keyed, owned, s};
+use crate::protocol::{self, Status};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
 
@@ -147,8 +148,9 @@ impl Shared {
                     let shared = self.clone();
                     let remaining = Duration::from_millis(remaining_ms as u64);
                     return Ok(Box::pin(async move {
-                        let (reply, requeue) =
-                            shared.not_ours(&req, Some(owner), &None, remaining).await;
+                        let (reply, requeue) = shared
+                            .not_ours(shared.origin(id), &req, Some(owner), &None, remaining)
+                            .await;
                         Completion {
                             id,
                             reply,
@@ -248,8 +250,18 @@ impl Shared {
             }
             Activated::HeldBy(owner) => {
                 crate::metrics::activation(&sys.system_id, &pattern.prefix, "forwarded");
-                match self.forward(&h.req, &owner, &h.reply_to, h.timeout).await {
-                    Ok(_) => (None, false),
+                let origin = self.origin(h.entry);
+                match sys
+                    .forward(origin, &h.req, &owner, &h.reply_to, h.timeout)
+                    .await
+                {
+                    Ok(Forwarded::Added) => (None, false),
+                    Ok(Forwarded::NoStream) => {
+                        tracing::warn!(urn = %h.req.urn, %owner, "dropped a request: the system holding its URN has no request stream");
+                        (None, false)
+                    }
+                    // Another member of the group took it: not ours to acknowledge.
+                    Ok(Forwarded::NotPending) => (None, true),
                     Err(e) => {
                         tracing::warn!(urn = %h.req.urn, %owner, error = %e, "could not pass a request to the system holding its URN; it stays pending");
                         (None, true)
@@ -300,7 +312,9 @@ impl Shared {
             self.recheck_lease().await;
             let owner = self.registry().conflicts.get(&req.urn).cloned();
             if owner.is_some() || !self.lease_fresh() {
-                return self.not_ours(&req, owner, &reply_to, timeout).await;
+                return self
+                    .not_ours(origin.origin(entry), &req, owner, &reply_to, timeout)
+                    .await;
             }
             if !origin.still_mine(entry).await {
                 return (None, true);
@@ -333,7 +347,9 @@ impl Shared {
                 let ran = !matches!(result, Err(AskError::ActorStopped));
                 if redeliver(ran) {
                     self.activations.taken_away(&req.urn);
-                    return self.not_ours(&req, None, &reply_to, timeout).await;
+                    return self
+                        .not_ours(origin.origin(entry), &req, None, &reply_to, timeout)
+                        .await;
                 }
                 let (status, payload) = self.outcome(rm, &*codec, &target, result);
                 let since_entry = self.redis_now_ms().saturating_sub(sent_ms).max(0);
@@ -357,7 +373,9 @@ impl Shared {
                         return (None, true);
                     }
                     let owner = self.current_owner(&req.urn).await;
-                    return self.not_ours(&req, owner, &None, timeout).await;
+                    return self
+                        .not_ours(origin.origin(entry), &req, owner, &None, timeout)
+                        .await;
                 }
                 if let Err(e) = told {
                     tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
@@ -367,9 +385,17 @@ impl Shared {
         }
     }
 
+    /// Entry `entry` of this instance's stream, as the origin of a request passed on.
+    fn origin(&self, entry: EntryId) -> Origin<'_> {
+        Origin {
+            shared: self,
+            entry,
+        }
+    }
+
     /// Whether a group's entry is still pending on this member (another member claims the
     /// entries of one paused past its lease). Always true in a system's own stream.
-    async fn still_mine(&self, entry: EntryId) -> bool {
+    pub(super) async fn still_mine(&self, entry: EntryId) -> bool {
         if matches!(self.role, Role::System) {
             return true;
         }
@@ -392,99 +418,6 @@ impl Shared {
             // Redis did not say: leave it pending, it is read again.
             _ => false,
         }
-    }
-
-    /// The system a URN key names now, unless it is this one.
-    async fn current_owner(&self, urn: &str) -> Option<String> {
-        let v = conn::call(&self.cmd, keyed("GET"), vec![owned(self.keys.urn(urn))])
-            .await
-            .ok()?;
-        let owner = String::from_utf8_lossy(conn::as_bytes(&v)?).into_owned();
-        (owner != self.system_id).then_some(owner)
-    }
-
-    /// A request for a URN this proxy cannot confirm it still serves. An ask is answered
-    /// `NotOwner` (its client resolves the URN again); a tell goes to the URN's new owner's
-    /// stream, or stays pending here when the owner is not known yet. Returns the reply and
-    /// whether to leave the request pending.
-    async fn not_ours(
-        &self,
-        req: &Request,
-        owner: Option<String>,
-        reply_to: &Option<(String, u64)>,
-        remaining: Duration,
-    ) -> (Option<(String, Bytes)>, bool) {
-        if let Some((key, id)) = reply_to {
-            let text = match &owner {
-                Some(owner) => format!("URN {} is served by system {owner}", req.urn),
-                None => format!("this proxy cannot confirm it still serves {}", req.urn),
-            };
-            tracing::info!(urn = %req.urn, "{text}");
-            let frame = protocol::encode_reply(*id, Status::NotOwner, text.as_bytes());
-            return (Some((key.clone(), Bytes::from(frame))), false);
-        }
-        let Some(owner) = owner else {
-            return (None, true);
-        };
-        match self.forward(req, &owner, &None, remaining).await {
-            Ok(false) => {
-                tracing::warn!(urn = %req.urn, %owner, "dropped a told message: its URN's new owner has no request stream");
-                (None, false)
-            }
-            Ok(true) => {
-                tracing::info!(urn = %req.urn, %owner, "forwarded a told message to the URN's new owner");
-                (None, false)
-            }
-            Err(e) => {
-                tracing::warn!(urn = %req.urn, error = %e, "could not forward a told message; it stays pending");
-                (None, true)
-            }
-        }
-    }
-
-    /// Appends a request to the stream of system `owner`, with what is left of its time and,
-    /// for an ask, its reply address (the answer goes straight to the client). `false`: that
-    /// system has no request stream.
-    async fn forward(
-        &self,
-        req: &Request,
-        owner: &str,
-        reply_to: &Option<(String, u64)>,
-        remaining: Duration,
-    ) -> Result<bool, fred::error::Error> {
-        let mut args = vec![
-            owned(self.keys.requests(owner)),
-            s("NOMKSTREAM"),
-            s("*"),
-            s(field::VERSION),
-            s(PROTOCOL_VERSION),
-            s(field::URN),
-            owned(req.urn.clone()),
-            s(field::MESSAGE),
-            owned(req.message.clone()),
-            s(field::TTL),
-            Value::Integer(remaining.as_millis().max(1) as i64),
-            s(field::CODEC),
-            bytes(req.codec.clone()),
-            s(field::BODY),
-            bytes(req.body.clone()),
-        ];
-        if let Some((key, id)) = reply_to {
-            args.extend([
-                s(field::REPLY),
-                owned(key.clone()),
-                s(field::ID),
-                owned(id.to_string()),
-            ]);
-        }
-        if req.priority == conclib_core::Priority::High {
-            args.extend([s(field::PRIORITY), s("high")]);
-        }
-        if let Some(trace) = req.trace {
-            args.extend([s(field::TRACEPARENT), owned(trace.to_string())]);
-        }
-        let added = conn::call(&self.cmd, keyed("XADD"), args).await?;
-        Ok(!added.is_null())
     }
 
     /// The status and payload answering an ask's result.

@@ -5,6 +5,7 @@
 
 mod activation;
 mod dispatch;
+mod forward;
 mod group;
 mod lease;
 mod owned;
@@ -35,8 +36,8 @@ use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{
-    self, ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_SCRIPT, Keys, PUSH_SCRIPT, RELEASE_SCRIPT,
-    RESET_SCRIPT,
+    self, ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_SCRIPT, FORWARD_SCRIPT, Keys, PUSH_SCRIPT,
+    RELEASE_SCRIPT, RESET_SCRIPT,
 };
 use crate::unacked::{EntryId, Unacked};
 use conclib_codec::{Codec, builtin_codec};
@@ -143,6 +144,8 @@ struct Shared {
     release: Script,
     push: Script,
     answer: Script,
+    /// Passes a request on to another system's stream ([`FORWARD_SCRIPT`]).
+    pass_on: Script,
     serving: AtomicBool,
     stop: watch::Sender<bool>,
     /// Until when, by this process's monotonic clock, the leases renewed last are surely
@@ -563,6 +566,7 @@ impl Shared {
             release: Script::new(RELEASE_SCRIPT),
             push: Script::new(PUSH_SCRIPT),
             answer: Script::new(ANSWER_SCRIPT),
+            pass_on: Script::new(FORWARD_SCRIPT),
             serving: AtomicBool::new(true),
             stop,
             fresh_until: AtomicU64::new(0),

@@ -1,0 +1,317 @@
+//! Passing a request on to the system that holds its URN: a tell for a URN another system
+//! took while this one was paused, or a request for a URN activated elsewhere.
+//!
+//! A request is passed on at most once. Its new entry is appended and its old one
+//! acknowledged in one script ([`FORWARD_SCRIPT`]), and only while the old one is still
+//! pending on this instance's consumer: a member of a group that another member took the
+//! entry from (it was paused past its lease) passes nothing on, and an attempt whose answer
+//! was lost (a command timeout right after a pause, a dropped connection) finds the entry
+//! acknowledged when the request is read again. In a cluster the two streams may live on
+//! different nodes, where no script reaches both: there it is a plain `XADD` after the
+//! pending check, and a request may be passed on twice when an answer is lost.
+
+use std::time::Duration;
+
+use fred::bytes::Bytes;
+use fred::prelude::*;
+
+use super::read::Request;
+use super::{Script, Shared};
+use crate::conn::{self, bytes, keyed, keyed_at, owned, s};
+use crate::protocol::{self, CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
+use crate::unacked::EntryId;
+
+/// What became of a request to pass on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Forwarded {
+    /// Appended to the owner's stream (and, but in a cluster, acknowledged here).
+    Added,
+    /// The owner has no request stream: nothing was appended.
+    NoStream,
+    /// No longer pending on this instance: another member of its group took it, or an
+    /// earlier attempt passed it on. Nothing was appended.
+    NotPending,
+}
+
+/// Where a request to pass on came in: the stream, and the entry pending there.
+pub(super) struct Origin<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) entry: EntryId,
+}
+
+impl Shared {
+    /// The system a URN key names now, unless it is this one.
+    pub(super) async fn current_owner(&self, urn: &str) -> Option<String> {
+        let v = conn::call(&self.cmd, keyed("GET"), vec![owned(self.keys.urn(urn))])
+            .await
+            .ok()?;
+        let owner = String::from_utf8_lossy(conn::as_bytes(&v)?).into_owned();
+        (owner != self.system_id).then_some(owner)
+    }
+
+    /// A request for a URN this proxy cannot confirm it still serves. An ask is answered
+    /// `NotOwner` (its client resolves the URN again); a tell goes to the URN's new owner's
+    /// stream, or stays pending here when the owner is not known yet. Returns the reply and
+    /// whether to leave the request pending.
+    pub(super) async fn not_ours(
+        &self,
+        origin: Origin<'_>,
+        req: &Request,
+        owner: Option<String>,
+        reply_to: &Option<(String, u64)>,
+        remaining: Duration,
+    ) -> (Option<(String, Bytes)>, bool) {
+        if let Some((key, id)) = reply_to {
+            let text = match &owner {
+                Some(owner) => format!("URN {} is served by system {owner}", req.urn),
+                None => format!("this proxy cannot confirm it still serves {}", req.urn),
+            };
+            tracing::info!(urn = %req.urn, "{text}");
+            let frame = protocol::encode_reply(*id, Status::NotOwner, text.as_bytes());
+            return (Some((key.clone(), Bytes::from(frame))), false);
+        }
+        let Some(owner) = owner else {
+            return (None, true);
+        };
+        match self.forward(origin, req, &owner, &None, remaining).await {
+            Ok(Forwarded::NoStream) => {
+                tracing::warn!(urn = %req.urn, %owner, "dropped a told message: its URN's new owner has no request stream");
+                (None, false)
+            }
+            Ok(Forwarded::Added) => {
+                tracing::info!(urn = %req.urn, %owner, "forwarded a told message to the URN's new owner");
+                (None, false)
+            }
+            // Not ours to acknowledge either: it may be pending on another member.
+            Ok(Forwarded::NotPending) => (None, true),
+            Err(e) => {
+                tracing::warn!(urn = %req.urn, error = %e, "could not forward a told message; it stays pending");
+                (None, true)
+            }
+        }
+    }
+
+    /// Appends a request to the stream of system `owner`, with what is left of its time and,
+    /// for an ask, its reply address (the answer goes straight to the client), and
+    /// acknowledges it at `origin`: at most once (the module docs).
+    pub(super) async fn forward(
+        &self,
+        origin: Origin<'_>,
+        req: &Request,
+        owner: &str,
+        reply_to: &Option<(String, u64)>,
+        remaining: Duration,
+    ) -> Result<Forwarded, fred::error::Error> {
+        let fields = entry_fields(req, reply_to, remaining);
+        let target = self.keys.requests(owner);
+        if self.cmd.is_clustered() {
+            if !origin.shared.still_mine(origin.entry).await {
+                return Ok(Forwarded::NotPending);
+            }
+            let mut args = vec![owned(target), s("NOMKSTREAM"), s("*")];
+            args.extend(fields);
+            let added = conn::call(&self.cmd, keyed("XADD"), args).await?;
+            return Ok(if added.is_null() {
+                Forwarded::NoStream
+            } else {
+                Forwarded::Added
+            });
+        }
+        let mut args = vec![
+            owned(origin.shared.requests_key.clone()),
+            owned(target),
+            s(CONSUMER_GROUP),
+            owned(origin.shared.consumer.clone()),
+            owned(origin.entry.to_string()),
+        ];
+        args.extend(fields);
+        let answer = self.eval_two_keys(&self.pass_on, args).await?;
+        Ok(match answer.as_i64() {
+            Some(1) => Forwarded::Added,
+            Some(0) => Forwarded::NoStream,
+            _ => Forwarded::NotPending,
+        })
+    }
+
+    /// Runs a script over two keys (`args`: the keys, then its arguments), loading it if
+    /// Redis lost it.
+    async fn eval_two_keys(
+        &self,
+        script: &Script,
+        args: Vec<Value>,
+    ) -> Result<Value, fred::error::Error> {
+        let call = |first: Value| {
+            let mut a = Vec::with_capacity(args.len() + 2);
+            a.push(first);
+            a.push(Value::Integer(2));
+            a.extend(args.iter().cloned());
+            a
+        };
+        match conn::call(
+            &self.cmd,
+            keyed_at("EVALSHA", 2, false),
+            call(owned(script.sha.clone())),
+        )
+        .await
+        {
+            Err(e) if conn::error_code_is(&e, "NOSCRIPT") => {
+                conn::call(&self.cmd, keyed_at("EVAL", 2, false), call(s(script.text))).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The fields of a request's entry in another system's stream.
+fn entry_fields(
+    req: &Request,
+    reply_to: &Option<(String, u64)>,
+    remaining: Duration,
+) -> Vec<Value> {
+    let mut fields = vec![
+        s(field::VERSION),
+        s(PROTOCOL_VERSION),
+        s(field::URN),
+        owned(req.urn.clone()),
+        s(field::MESSAGE),
+        owned(req.message.clone()),
+        s(field::TTL),
+        Value::Integer(remaining.as_millis().max(1) as i64),
+        s(field::CODEC),
+        bytes(req.codec.clone()),
+        s(field::BODY),
+        bytes(req.body.clone()),
+    ];
+    if let Some((key, id)) = reply_to {
+        fields.extend([
+            s(field::REPLY),
+            owned(key.clone()),
+            s(field::ID),
+            owned(id.to_string()),
+        ]);
+    }
+    if req.priority == conclib_core::Priority::High {
+        fields.extend([s(field::PRIORITY), s("high")]);
+    }
+    if let Some(trace) = req.trace {
+        fields.extend([s(field::TRACEPARENT), owned(trace.to_string())]);
+    }
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProxyConfig;
+    use crate::protocol::FORWARD_SCRIPT;
+
+    async fn cmd(client: &Client, args: &[&str]) -> Value {
+        let (name, rest) = args.split_first().unwrap();
+        let rest: Vec<Value> = rest.iter().map(|a| owned(*a)).collect();
+        client
+            .custom::<Value, Value>(
+                fred::types::CustomCommand::new(
+                    name.to_string(),
+                    fred::types::ClusterHash::FirstKey,
+                    false,
+                ),
+                rest,
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Passes entry `id` of `from` on to `to` as consumer `consumer`: the script's answer.
+    async fn pass_on(client: &Client, consumer: &str, id: &str) -> i64 {
+        let args = [
+            "EVAL",
+            FORWARD_SCRIPT,
+            "2",
+            "from",
+            "to",
+            CONSUMER_GROUP,
+            consumer,
+            id,
+            "urn",
+            "x",
+        ];
+        cmd(client, &args).await.as_i64().unwrap()
+    }
+
+    async fn len(client: &Client, key: &str) -> i64 {
+        cmd(client, &["XLEN", key]).await.as_i64().unwrap()
+    }
+
+    async fn pending_on(client: &Client, consumer: &str) -> usize {
+        match cmd(
+            client,
+            &["XPENDING", "from", CONSUMER_GROUP, "-", "+", "10", consumer],
+        )
+        .await
+        {
+            Value::Array(list) => list.len(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The script passes an entry on once, acknowledging it in the same step, and never one
+    /// that is pending on another consumer: the two ways a told message was handled twice
+    /// after a holder's pause (an attempt whose answer was lost, then repeated; an entry
+    /// another member claimed meanwhile).
+    #[tokio::test]
+    async fn an_entry_is_passed_on_at_most_once_and_only_by_its_holder() {
+        let daemon = crate::start_redis(&ProxyConfig::default()).await.unwrap();
+        let client = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        for key in ["from", "to"] {
+            cmd(
+                &client,
+                &["XGROUP", "CREATE", key, CONSUMER_GROUP, "$", "MKSTREAM"],
+            )
+            .await;
+        }
+        for n in ["1", "2", "3"] {
+            cmd(&client, &["XADD", "from", &format!("{n}-0"), "n", n]).await;
+        }
+        let read = [
+            "XREADGROUP",
+            "GROUP",
+            CONSUMER_GROUP,
+            "s1",
+            "STREAMS",
+            "from",
+            ">",
+        ];
+        cmd(&client, &read).await;
+        assert_eq!(pending_on(&client, "s1").await, 3);
+
+        // Passed on once, acknowledged with it; a repeat finds it gone and adds nothing.
+        assert_eq!(pass_on(&client, "s1", "1-0").await, 1);
+        assert_eq!(
+            (len(&client, "to").await, pending_on(&client, "s1").await),
+            (1, 2)
+        );
+        assert_eq!(pass_on(&client, "s1", "1-0").await, -1);
+        assert_eq!(len(&client, "to").await, 1);
+
+        // Claimed by another member: its old holder passes nothing on, acknowledges nothing.
+        cmd(
+            &client,
+            &["XCLAIM", "from", CONSUMER_GROUP, "s2", "0", "2-0"],
+        )
+        .await;
+        assert_eq!(pass_on(&client, "s1", "2-0").await, -1);
+        assert_eq!(len(&client, "to").await, 1);
+        assert_eq!(pending_on(&client, "s2").await, 1);
+
+        // No stream to pass it to: nothing done, still pending here.
+        cmd(&client, &["DEL", "to"]).await;
+        assert_eq!(pass_on(&client, "s1", "3-0").await, 0);
+        assert_eq!(pending_on(&client, "s1").await, 1);
+
+        client.quit().await.unwrap();
+        daemon.shutdown().unwrap();
+    }
+}
