@@ -768,7 +768,10 @@ async fn a_holder_paused_past_its_lease_never_runs_beside_its_successor() {
     if counted != total {
         // Which tells were counted twice, and by which system (the tells whose count a
         // system saved, from each one's notes).
-        let (on_a, on_b) = (noted(&[a_notes.clone()]), noted(&[b_notes.clone()]));
+        let (on_a, on_b) = (
+            noted(std::slice::from_ref(&a_notes)),
+            noted(std::slice::from_ref(&b_notes)),
+        );
         let twice: Vec<_> = (0..total)
             .filter_map(|n| {
                 let (x, y) = (
