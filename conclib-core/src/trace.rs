@@ -40,7 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// (`00-<32 hex>-<16 hex>-<2 hex>`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceContext {
-    trace_id: u128,
+    /// Big-endian bytes rather than a `u128`: 8-byte alignment, not 16, for every future
+    /// that holds a context (an actor's run loop does, while a handler runs).
+    trace_id: [u8; 16],
     span_id: u64,
     sampled: bool,
 }
@@ -78,7 +80,7 @@ impl TraceContext {
     pub fn new_root() -> Self {
         let trace_id = (u128::from(nonzero_u64()) << 64) | u128::from(random_u64());
         TraceContext {
-            trace_id,
+            trace_id: trace_id.to_be_bytes(),
             span_id: nonzero_u64(),
             sampled: true,
         }
@@ -122,7 +124,7 @@ impl TraceContext {
         }
         let flags = u8::from_str_radix(flags, 16).ok()?;
         Some(TraceContext {
-            trace_id,
+            trace_id: trace_id.to_be_bytes(),
             span_id,
             sampled: flags & 1 == 1,
         })
@@ -131,7 +133,7 @@ impl TraceContext {
     /// The trace id, as 32 lowercase hex digits.
     #[must_use]
     pub fn trace_id(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        format!("{:032x}", u128::from_be_bytes(self.trace_id))
     }
 
     /// The span id, as 16 lowercase hex digits.
@@ -176,7 +178,7 @@ impl TraceContext {
     pub fn to_otel(&self) -> opentelemetry::trace::SpanContext {
         use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
         SpanContext::new(
-            TraceId::from_bytes(self.trace_id.to_be_bytes()),
+            TraceId::from_bytes(self.trace_id),
             SpanId::from_bytes(self.span_id.to_be_bytes()),
             if self.sampled {
                 TraceFlags::SAMPLED
@@ -193,7 +195,7 @@ impl TraceContext {
     #[must_use]
     pub fn from_otel(context: &opentelemetry::trace::SpanContext) -> Option<Self> {
         context.is_valid().then(|| TraceContext {
-            trace_id: u128::from_be_bytes(context.trace_id().to_bytes()),
+            trace_id: context.trace_id().to_bytes(),
             span_id: u64::from_be_bytes(context.span_id().to_bytes()),
             sampled: context.is_sampled(),
         })
@@ -220,7 +222,7 @@ impl fmt::Display for TraceContext {
         write!(
             f,
             "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id,
+            u128::from_be_bytes(self.trace_id),
             self.span_id,
             u8::from(self.sampled)
         )
