@@ -21,28 +21,51 @@ use crate::supervision::{PanicPolicy, RestartLimit, SupervisionEvent, Supervisio
 /// Makes a fresh actor for a restart.
 pub(crate) type Factory<A> = Box<dyn FnMut() -> A + Send>;
 
-pub(crate) struct RunOptions<A> {
+/// How an actor meets a panic: its policy and the factory of fresh states for a restart.
+/// Boxed, and only when not the default (stop, no factory): 8 bytes of every actor's task,
+/// not 48; most actors have neither.
+pub(crate) struct RunOptions<A>(Option<Box<Restarting<A>>>);
+
+struct Restarting<A> {
     policy: PanicPolicy,
     factory: Option<Factory<A>>,
-    /// Recent restarts, to enforce the restart limit (allocated at the first restart: 8
-    /// bytes in every actor's task, not 32).
-    #[allow(clippy::box_collection)] // on purpose: the box is the point
-    restarts: Option<Box<VecDeque<Instant>>>,
+    /// Recent restarts, to enforce the restart limit.
+    restarts: VecDeque<Instant>,
 }
 
 impl<A> RunOptions<A> {
     pub(crate) fn new(policy: PanicPolicy, factory: Option<Factory<A>>) -> Self {
-        RunOptions {
+        if policy == PanicPolicy::default() && factory.is_none() {
+            return RunOptions(None);
+        }
+        RunOptions(Some(Box::new(Restarting {
             policy,
             factory,
-            restarts: None,
-        }
+            restarts: VecDeque::new(),
+        })))
+    }
+
+    fn policy(&self) -> PanicPolicy {
+        self.0
+            .as_ref()
+            .map_or_else(PanicPolicy::default, |r| r.policy)
+    }
+
+    fn has_factory(&self) -> bool {
+        self.0.as_ref().is_some_and(|r| r.factory.is_some())
+    }
+
+    fn factory(&mut self) -> Option<&mut Factory<A>> {
+        self.0.as_mut()?.factory.as_mut()
     }
 
     /// Records a restart; `false` if it exceeds `limit`.
     fn allow_restart(&mut self, limit: RestartLimit) -> bool {
         let now = Instant::now();
-        let restarts = self.restarts.get_or_insert_with(Box::default);
+        let Some(options) = self.0.as_deref_mut() else {
+            return false;
+        };
+        let restarts = &mut options.restarts;
         while restarts
             .front()
             .is_some_and(|t| now.duration_since(*t) > limit.within)
@@ -76,7 +99,7 @@ pub(crate) fn run<A: Actor>(
         let mut metrics: Option<Box<ActorMetrics>> = None;
         let reason = 'run: loop {
             if let Some(reason) = ctx.pending_stop.take() {
-                break reason;
+                break *reason;
             }
             // The batch taken from the mailbox is done: what it measured goes to the recorder
             // before the actor looks for more (one branch when metrics are off).
@@ -211,9 +234,9 @@ pub(crate) fn run<A: Actor>(
                 tracing::error!("on_panic panicked too");
             }
             // The parent's declaration for its children, if any, overrides the spawner's choice.
-            match cell.core.panic_policy(options.policy) {
+            match cell.core.panic_policy(options.policy()) {
                 PanicPolicy::Resume => {}
-                PanicPolicy::Restart(limit) if options.factory.is_some() => {
+                PanicPolicy::Restart(limit) if options.has_factory() => {
                     if !options.allow_restart(limit) {
                         break StopReason::RestartLimit(panic);
                     }
@@ -306,7 +329,7 @@ async fn on_control<A: Actor>(
     match control {
         Control::Kill => Flow::Stop(StopReason::Killed),
         Control::Restart(why) => {
-            if options.factory.is_some()
+            if options.has_factory()
                 && let Err(reason) = Box::pin(restart(actor, ctx, options, &why, false)).await
             {
                 return Flow::Stop(reason);
@@ -351,7 +374,7 @@ async fn restart<A: Actor>(
     why: &str,
     tell_parent: bool,
 ) -> Result<(), StopReason> {
-    let factory = options.factory.as_mut().expect("restart needs a factory");
+    let factory = options.factory().expect("restart needs a factory");
     ctx.cancel_tasks();
     stop_children(ctx).await;
     let fresh = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(factory)) {

@@ -72,9 +72,9 @@ impl<A: Actor> PoolSupervisor<A> {
             self.replaced_at.pop_front();
         }
         if self.replaced_at.len() >= self.replacements.max_restarts as usize {
-            ctx.pending_stop = Some(StopReason::RestartLimit(format!(
+            ctx.pending_stop = Some(Box::new(StopReason::RestartLimit(format!(
                 "pool members replaced too often; last: {why}"
-            )));
+            ))));
             return;
         }
         self.replaced_at.push_back(now);
