@@ -64,7 +64,6 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
-use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Label};
 
@@ -102,18 +101,22 @@ fn clock() -> &'static quanta::Clock {
 }
 
 /// Now, in the [`clock`]'s own units (its ticks), never 0; differences in nanoseconds with
-/// [`nanos_between`].
+/// the clock's `delta_as_nanos` (0 when the later reading is not after the earlier: two
+/// cores' counters may differ by a few ticks).
 #[inline]
 pub(crate) fn now() -> u64 {
     // A reading of exactly 0 must not read as unstamped.
     clock().raw().max(1)
 }
 
-/// Nanoseconds from the reading `earlier` to the reading `later` of [`now`]; 0 if `later`
-/// is not after it (two cores' counters may differ by a few ticks).
-#[inline]
-fn nanos_between(earlier: u64, later: u64) -> u64 {
-    clock().delta_as_nanos(earlier, later)
+/// `ns` nanoseconds in `clock`'s ticks (at least 1).
+fn ticks(clock: &quanta::Clock, ns: u64) -> u64 {
+    // The clock converts ticks to nanoseconds only: scale by its conversion of a long span.
+    const SPAN: u64 = 1 << 40;
+    let span_ns = clock.delta_as_nanos(0, SPAN).max(1);
+    u64::try_from(u128::from(ns) * u128::from(SPAN) / u128::from(span_ns))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// A send time for an envelope: [`now`], or 0 when metrics are off (then nothing is
@@ -413,6 +416,9 @@ const FLUSH_IDLE: u64 = 100_000_000;
 /// handled before its ask's batch recorded (one ask at a time: all of them); handles
 /// updated per message cost a tell about three times its time without recording.
 pub(crate) struct ActorMetrics {
+    /// The clock, held here: no check that it is initialised at each of a message's
+    /// readings.
+    clock: &'static quanta::Clock,
     labels: [Label; 2],
     depth: Gauge,
     skipped: Counter,
@@ -437,13 +443,23 @@ pub(crate) struct ActorMetrics {
     thresholds: Option<&'static [u64]>,
     /// When the per-message figures were last passed on to the snapshot statistics.
     flushed: u64,
+    /// The depth last given to the gauge (`usize::MAX`: none yet): a batch that leaves it
+    /// unchanged (an ask at a time: 0 after each) sets nothing.
+    depth_set: usize,
+    /// [`FLUSH_BUSY`] and [`FLUSH_IDLE`] in the clock's ticks: the check at each batch's end
+    /// compares readings, with no conversion.
+    flush_ticks: (u64, u64),
 }
 
 impl ActorMetrics {
     pub(crate) fn new(core: &CellCore) -> Box<Self> {
         let labels = actor_labels(core);
         let thresholds = SECONDS_THRESHOLDS.get().map(|t| &t[..]);
+        let clock = clock();
         Box::new(ActorMetrics {
+            clock,
+            depth_set: usize::MAX,
+            flush_ticks: (ticks(clock, FLUSH_BUSY), ticks(clock, FLUSH_IDLE)),
             depth: metrics::gauge!("conclib_actor_mailbox_depth", labels.iter()),
             skipped: metrics::counter!("conclib_actor_asks_skipped_total", labels.iter()),
             labels,
@@ -464,6 +480,7 @@ impl ActorMetrics {
         })
     }
 
+    #[inline]
     fn message(&mut self, name: &'static str) -> u32 {
         // Most actors handle one message type at a time, in runs.
         let last = self.current.0 as usize;
@@ -474,6 +491,12 @@ impl ActorMetrics {
         {
             return last as u32;
         }
+        self.other_message(name)
+    }
+
+    /// [`message`](Self::message) when it is not the last one's type (out of line).
+    #[inline(never)]
+    fn other_message(&mut self, name: &'static str) -> u32 {
         let at = match self
             .messages
             .iter()
@@ -518,7 +541,11 @@ impl ActorMetrics {
     #[inline]
     pub(crate) fn start(&mut self, name: &'static str, stamp: u64) {
         let at = self.message(name);
-        let started = if self.chained { self.ended } else { now() };
+        let started = if self.chained {
+            self.ended
+        } else {
+            self.clock.raw().max(1)
+        };
         self.chained = false;
         self.current = (at, stamp, started);
     }
@@ -529,11 +556,12 @@ impl ActorMetrics {
     #[inline]
     pub(crate) fn handled(&mut self, failed: bool) -> bool {
         let (at, stamp, started) = self.current;
-        self.ended = now();
+        let clock = self.clock;
+        self.ended = clock.raw().max(1);
         self.chained = true;
-        let handling = nanos_between(started, self.ended);
+        let handling = clock.delta_as_nanos(started, self.ended);
         let m = &mut self.messages[at as usize];
-        m.unflushed.count(Duration::from_nanos(handling), failed);
+        m.unflushed.count_ns(handling, failed);
         m.unrecorded += 1;
         m.unrecorded_errors += u64::from(failed);
         match (&mut m.binned, self.thresholds) {
@@ -541,7 +569,7 @@ impl ActorMetrics {
                 if stamp != 0 {
                     binned
                         .in_mailbox
-                        .add(thresholds, nanos_between(stamp, started));
+                        .add(thresholds, clock.delta_as_nanos(stamp, started));
                 }
                 binned.handling.add(thresholds, handling);
             }
@@ -550,7 +578,7 @@ impl ActorMetrics {
                 in_mailbox: if stamp == 0 {
                     UNSTAMPED
                 } else {
-                    nanos_between(stamp, started)
+                    clock.delta_as_nanos(stamp, started)
                 },
                 handling,
             }),
@@ -591,12 +619,17 @@ impl ActorMetrics {
                 m.unrecorded_errors = 0;
             }
         }
-        self.depth.set(depth as f64);
+        if depth != self.depth_set {
+            self.depth_set = depth;
+            self.depth.set(depth as f64);
+        }
         // The batch is over: the next message starts with a reading of its own.
         self.chained = false;
         let now = self.ended;
-        let since = nanos_between(self.flushed, now);
-        if since >= FLUSH_BUSY || (depth == 0 && since >= FLUSH_IDLE) {
+        // Ticks (two cores' counters may differ by a few: a reading before `flushed` is 0).
+        let since = now.saturating_sub(self.flushed);
+        let (busy, idle) = self.flush_ticks;
+        if since >= busy || (depth == 0 && since >= idle) {
             self.flushed = now;
             crate::snapshot::add_message_totals(
                 stats,

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::sync::Weak;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -105,10 +105,10 @@ impl Tally {
         }
     }
 
-    /// One message handled in `handling`.
+    /// One message handled in `handling_ns` nanoseconds.
     #[inline]
-    pub(crate) fn count(&mut self, handling: Duration, failed: bool) {
-        let us = handling.as_micros().min(u128::from(u64::MAX)) as u64;
+    pub(crate) fn count_ns(&mut self, handling_ns: u64, failed: bool) {
+        let us = handling_ns / 1000;
         let bucket = (64 - us.leading_zeros() as usize).min(HANDLING_BUCKETS - 1);
         self.handled += 1;
         self.errors += u64::from(failed);
