@@ -40,10 +40,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// (`00-<32 hex>-<16 hex>-<2 hex>`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceContext {
-    /// Big-endian bytes rather than a `u128`: 8-byte alignment, not 16, for every future
-    /// that holds a context (an actor's run loop does, while a handler runs).
+    /// Big-endian bytes rather than a `u128` and a `u64`: a context is 25 bytes aligned to
+    /// 1, and packs with what is beside it in every future that holds one (an actor's run
+    /// loop does, while a handler runs).
     trace_id: [u8; 16],
-    span_id: u64,
+    span_id: [u8; 8],
     sampled: bool,
 }
 
@@ -81,7 +82,7 @@ impl TraceContext {
         let trace_id = (u128::from(nonzero_u64()) << 64) | u128::from(random_u64());
         TraceContext {
             trace_id: trace_id.to_be_bytes(),
-            span_id: nonzero_u64(),
+            span_id: nonzero_u64().to_be_bytes(),
             sampled: true,
         }
     }
@@ -90,7 +91,7 @@ impl TraceContext {
     #[must_use]
     pub fn child(&self) -> Self {
         TraceContext {
-            span_id: nonzero_u64(),
+            span_id: nonzero_u64().to_be_bytes(),
             ..*self
         }
     }
@@ -125,7 +126,7 @@ impl TraceContext {
         let flags = u8::from_str_radix(flags, 16).ok()?;
         Some(TraceContext {
             trace_id: trace_id.to_be_bytes(),
-            span_id,
+            span_id: span_id.to_be_bytes(),
             sampled: flags & 1 == 1,
         })
     }
@@ -139,7 +140,7 @@ impl TraceContext {
     /// The span id, as 16 lowercase hex digits.
     #[must_use]
     pub fn span_id(&self) -> String {
-        format!("{:016x}", self.span_id)
+        format!("{:016x}", u64::from_be_bytes(self.span_id))
     }
 
     /// Whether the trace is sampled (flag `01`).
@@ -179,7 +180,7 @@ impl TraceContext {
         use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
         SpanContext::new(
             TraceId::from_bytes(self.trace_id),
-            SpanId::from_bytes(self.span_id.to_be_bytes()),
+            SpanId::from_bytes(self.span_id),
             if self.sampled {
                 TraceFlags::SAMPLED
             } else {
@@ -196,7 +197,7 @@ impl TraceContext {
     pub fn from_otel(context: &opentelemetry::trace::SpanContext) -> Option<Self> {
         context.is_valid().then(|| TraceContext {
             trace_id: context.trace_id().to_bytes(),
-            span_id: u64::from_be_bytes(context.span_id().to_bytes()),
+            span_id: context.span_id().to_bytes(),
             sampled: context.is_sampled(),
         })
     }
@@ -223,7 +224,7 @@ impl fmt::Display for TraceContext {
             f,
             "00-{:032x}-{:016x}-{:02x}",
             u128::from_be_bytes(self.trace_id),
-            self.span_id,
+            u64::from_be_bytes(self.span_id),
             u8::from(self.sampled)
         )
     }
