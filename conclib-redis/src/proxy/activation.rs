@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use super::group::GroupOf;
 use super::{ProxyHandle, Script, Shared};
 use crate::client::random_token;
-use crate::conn::{self, as_bytes, bytes, owned, s};
+use crate::conn::{as_bytes, bytes, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{STATE_CLOSE_SCRIPT, STATE_OPEN_SCRIPT, STATE_SAVE_SCRIPT};
 
@@ -546,23 +546,11 @@ impl StateStore {
     }
 
     async fn eval(&self, script: &Script, args: Vec<Value>) -> Result<Value, StoreError> {
-        let run = |first: Value| {
-            let mut a = Vec::with_capacity(args.len() + 3);
-            a.extend([first, Value::Integer(1), owned(self.inner.key.clone())]);
-            a.extend(args.iter().cloned());
-            a
-        };
-        let cmd = conn::keyed_at("EVALSHA", 2, false);
-        match conn::call(&self.inner.cmd, cmd, run(owned(script.sha.clone()))).await {
-            Err(e) if conn::error_code_is(&e, "NOSCRIPT") => conn::call(
-                &self.inner.cmd,
-                conn::keyed_at("EVAL", 2, false),
-                run(s(script.text)),
-            )
+        let key = vec![owned(self.inner.key.clone())];
+        script
+            .eval(&self.inner.cmd, key, args)
             .await
-            .map_err(|e| StoreError::Redis(e.to_string())),
-            other => other.map_err(|e| StoreError::Redis(e.to_string())),
-        }
+            .map_err(|e| StoreError::Redis(e.to_string()))
     }
 }
 

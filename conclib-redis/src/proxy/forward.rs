@@ -15,9 +15,9 @@ use std::time::Duration;
 use fred::bytes::Bytes;
 use fred::prelude::*;
 
+use super::Shared;
 use super::read::Request;
-use super::{Script, Shared};
-use crate::conn::{self, bytes, keyed, keyed_at, owned, s};
+use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
 use crate::unacked::EntryId;
 
@@ -117,48 +117,19 @@ impl Shared {
                 Forwarded::Added
             });
         }
+        let keys = vec![owned(origin.shared.requests_key.clone()), owned(target)];
         let mut args = vec![
-            owned(origin.shared.requests_key.clone()),
-            owned(target),
             s(CONSUMER_GROUP),
             owned(origin.shared.consumer.clone()),
             owned(origin.entry.to_string()),
         ];
         args.extend(fields);
-        let answer = self.eval_two_keys(&self.pass_on, args).await?;
+        let answer = self.pass_on.eval(&self.cmd, keys, args).await?;
         Ok(match answer.as_i64() {
             Some(1) => Forwarded::Added,
             Some(0) => Forwarded::NoStream,
             _ => Forwarded::NotPending,
         })
-    }
-
-    /// Runs a script over two keys (`args`: the keys, then its arguments), loading it if
-    /// Redis lost it.
-    async fn eval_two_keys(
-        &self,
-        script: &Script,
-        args: Vec<Value>,
-    ) -> Result<Value, fred::error::Error> {
-        let call = |first: Value| {
-            let mut a = Vec::with_capacity(args.len() + 2);
-            a.push(first);
-            a.push(Value::Integer(2));
-            a.extend(args.iter().cloned());
-            a
-        };
-        match conn::call(
-            &self.cmd,
-            keyed_at("EVALSHA", 2, false),
-            call(owned(script.sha.clone())),
-        )
-        .await
-        {
-            Err(e) if conn::error_code_is(&e, "NOSCRIPT") => {
-                conn::call(&self.cmd, keyed_at("EVAL", 2, false), call(s(script.text))).await
-            }
-            other => other,
-        }
     }
 }
 

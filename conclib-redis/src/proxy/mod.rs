@@ -78,6 +78,31 @@ impl Script {
             sha: protocol::sha1_hex(text),
         }
     }
+
+    /// Runs the script once (`keys`, then `args`), by its SHA, sending its text when Redis
+    /// does not have it (restarted, or its script cache flushed). Routed by its first key.
+    async fn eval(
+        &self,
+        cmd: &Client,
+        keys: Vec<Value>,
+        args: Vec<Value>,
+    ) -> Result<Value, fred::error::Error> {
+        let call = |first: Value| {
+            let mut a = Vec::with_capacity(keys.len() + args.len() + 2);
+            a.push(first);
+            a.push(Value::Integer(keys.len() as i64));
+            a.extend(keys.iter().cloned());
+            a.extend(args.iter().cloned());
+            a
+        };
+        let sha = call(owned(self.sha.clone()));
+        match conn::call(cmd, keyed_at("EVALSHA", 2, false), sha).await {
+            Err(e) if conn::error_code_is(&e, "NOSCRIPT") => {
+                conn::call(cmd, keyed_at("EVAL", 2, false), call(s(self.text))).await
+            }
+            other => other,
+        }
+    }
 }
 
 /// URNs this proxy knows about.
