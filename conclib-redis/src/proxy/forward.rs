@@ -176,26 +176,15 @@ mod tests {
     use crate::ProxyConfig;
     use crate::protocol::FORWARD_SCRIPT;
 
-    async fn cmd(client: &Client, args: &[&str]) -> Value {
-        let (name, rest) = args.split_first().unwrap();
-        let rest: Vec<Value> = rest.iter().map(|a| owned(*a)).collect();
-        client
-            .custom::<Value, Value>(
-                fred::types::CustomCommand::new(
-                    name.to_string(),
-                    fred::types::ClusterHash::FirstKey,
-                    false,
-                ),
-                rest,
-            )
-            .await
-            .unwrap()
+    /// Runs one command given as words (the crate's own raw call).
+    async fn cmd(client: &Client, name: &'static str, args: &[&str]) -> Value {
+        let args = args.iter().map(|a| owned(*a)).collect();
+        conn::call(client, keyed(name), args).await.unwrap()
     }
 
     /// Passes entry `id` of `from` on to `to` as consumer `consumer`: the script's answer.
     async fn pass_on(client: &Client, consumer: &str, id: &str) -> i64 {
         let args = [
-            "EVAL",
             FORWARD_SCRIPT,
             "2",
             "from",
@@ -206,17 +195,18 @@ mod tests {
             "urn",
             "x",
         ];
-        cmd(client, &args).await.as_i64().unwrap()
+        cmd(client, "EVAL", &args).await.as_i64().unwrap()
     }
 
     async fn len(client: &Client, key: &str) -> i64 {
-        cmd(client, &["XLEN", key]).await.as_i64().unwrap()
+        cmd(client, "XLEN", &[key]).await.as_i64().unwrap()
     }
 
     async fn pending_on(client: &Client, consumer: &str) -> usize {
         match cmd(
             client,
-            &["XPENDING", "from", CONSUMER_GROUP, "-", "+", "10", consumer],
+            "XPENDING",
+            &["from", CONSUMER_GROUP, "-", "+", "10", consumer],
         )
         .await
         {
@@ -239,23 +229,16 @@ mod tests {
         for key in ["from", "to"] {
             cmd(
                 &client,
-                &["XGROUP", "CREATE", key, CONSUMER_GROUP, "$", "MKSTREAM"],
+                "XGROUP",
+                &["CREATE", key, CONSUMER_GROUP, "$", "MKSTREAM"],
             )
             .await;
         }
         for n in ["1", "2", "3"] {
-            cmd(&client, &["XADD", "from", &format!("{n}-0"), "n", n]).await;
+            cmd(&client, "XADD", &["from", &format!("{n}-0"), "n", n]).await;
         }
-        let read = [
-            "XREADGROUP",
-            "GROUP",
-            CONSUMER_GROUP,
-            "s1",
-            "STREAMS",
-            "from",
-            ">",
-        ];
-        cmd(&client, &read).await;
+        let read = ["GROUP", CONSUMER_GROUP, "s1", "STREAMS", "from", ">"];
+        cmd(&client, "XREADGROUP", &read).await;
         assert_eq!(pending_on(&client, "s1").await, 3);
 
         // Passed on once, acknowledged with it; a repeat finds it gone and adds nothing.
@@ -270,7 +253,8 @@ mod tests {
         // Claimed by another member: its old holder passes nothing on, acknowledges nothing.
         cmd(
             &client,
-            &["XCLAIM", "from", CONSUMER_GROUP, "s2", "0", "2-0"],
+            "XCLAIM",
+            &["from", CONSUMER_GROUP, "s2", "0", "2-0"],
         )
         .await;
         assert_eq!(pass_on(&client, "s1", "2-0").await, -1);
@@ -278,7 +262,7 @@ mod tests {
         assert_eq!(pending_on(&client, "s2").await, 1);
 
         // No stream to pass it to: nothing done, still pending here.
-        cmd(&client, &["DEL", "to"]).await;
+        cmd(&client, "DEL", &["to"]).await;
         assert_eq!(pass_on(&client, "s1", "3-0").await, 0);
         assert_eq!(pending_on(&client, "s1").await, 1);
 
