@@ -111,7 +111,7 @@
 //!   reappears or the ask's deadline passes (then `Unavailable`). (A client that never resolved the URN before the
 //!   restart cannot tell, and answers `UnknownUrn` until the owner registers again, which a
 //!   proxy does as soon as it has reconnected.)
-//! - **Groups** ([`ProxyHandle::join`], `tests/scale_out.rs`). A URN served by several
+//! - **Groups** ([`ProxyHandle::join`], `tests/scale_out/groups.rs`). A URN served by several
 //!   systems is asked like any URN. Each member takes from the group's stream only what it
 //!   has room for ([`group_in_flight`](ProxyConfig::group_in_flight)), so requests go to
 //!   whoever is free. Requests taken by a member that dies (SIGKILL) are handled by the
@@ -122,9 +122,9 @@
 //!   deleted only with nothing pending on it, checked and deleted in one script). A graceful
 //!   leave finishes what the member took first. With no member left, the group's URN
 //!   lapses after a lease and its stream after [`queue_ttl`](ProxyConfig::queue_ttl).
-//! - **One activation** ([`ProxyHandle::activate`], `tests/scale_out.rs`). A URN of a
-//!   pattern is activated by one system of the pattern's group at a time: the claim is the
-//!   URN's lease (set only if absent), a system hands a request to its activation only
+//! - **One activation** ([`ProxyHandle::activate`], `tests/scale_out/activation.rs`). A URN
+//!   of a pattern is activated by one system of the pattern's group at a time: the claim is
+//!   the URN's lease (set only if absent), a system hands a request to its activation only
 //!   while that lease is surely held, and an activation whose URN another system took
 //!   (this process was paused past its lease) is stopped. Its [`StateStore`] refuses the
 //!   writes of any activation but the latest ([`StoreError::Fenced`]), and a told message

@@ -1,0 +1,440 @@
+//! Actors activated on demand by URN pattern: one activation under a race of 8 client
+//! processes, a holder SIGSTOPped past its lease under 10,000 tells with an exact final count,
+//! passivation that saves and frees the URN, a constructor that refuses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use conclib_core::AskError;
+use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, Message, RequestEnvelope};
+use conclib_redis::{Activation, ProxyClient, ProxyConfig, StateStore, StoreError, start_proxy};
+use fred::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{config, eventually, plain_client};
+use crate::peers::{Peer, noted, peer_config, temp_notes, wait_for_orders};
+
+wire_message! {
+    /// Adds one to an account (a tell; the number names the tell in the notes); its count is
+    /// saved on every change.
+    Incr(u64), "scale.Incr", ()
+}
+
+wire_message! {
+    /// The account's count (an ask).
+    Total, "scale.Total", u64
+}
+
+wire_message! {
+    /// Stops the account by itself (a tell).
+    Quit, "scale.Quit", ()
+}
+
+/// An activated actor: its count lives in its fenced store.
+struct Account {
+    count: u64,
+    store: StateStore,
+    /// Saved by `on_stop` (passivation) rather than on every change.
+    save_on_stop: bool,
+    /// Where the numbers of the tells whose count this activation saved are written, one a
+    /// line.
+    notes: Option<Arc<std::sync::Mutex<std::fs::File>>>,
+}
+
+impl Actor for Account {
+    // A burst of 10,000 tells waits in the mailbox rather than meeting the proxy's overload
+    // answer (a tell finding a full mailbox for 100 ms is dropped): this test is about
+    // single activation, not overload.
+    const MAILBOX: conclib_core::MailboxConfig = conclib_core::MailboxConfig::Unbounded;
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<Incr>(),
+        ExposedMessage::of::<Total>(),
+        ExposedMessage::of::<Quit>(),
+    ];
+
+    async fn handle_request(&mut self, req: RequestEnvelope, ctx: &mut Context<Self>) {
+        let req = match req.extract::<Quit>() {
+            Ok((Quit, r)) => {
+                ctx.stop();
+                return r.respond(Ok(()));
+            }
+            Err(req) => req,
+        };
+        let req = match req.extract::<Incr>() {
+            Ok((Incr(n), r)) => {
+                let next = self.count + 1;
+                if !self.save_on_stop
+                    && let Err(e) = self.store.save(&next).await
+                {
+                    return r.respond(Err(e.to_string()));
+                }
+                self.count = next;
+                if let Some(notes) = &self.notes {
+                    use std::io::Write;
+                    let mut f = notes.lock().unwrap();
+                    let _ = writeln!(f, "{n}");
+                }
+                return r.respond(Ok(()));
+            }
+            Err(req) => req,
+        };
+        match req.extract::<Total>() {
+            Ok((Total, r)) => r.respond(Ok(self.count)),
+            Err(req) => req.reject(),
+        }
+    }
+
+    async fn on_stop(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _reason: &conclib_core::StopReason,
+    ) -> Result<(), conclib_core::BoxError> {
+        if self.save_on_stop {
+            let _ = self.store.save(&self.count).await;
+        }
+        Ok(())
+    }
+}
+
+/// The constructor: counts activations in Redis (`{ns}:test:activations`), loads the count.
+async fn open_account(
+    a: Activation,
+    redis: Client,
+    ns: String,
+    save_on_stop: bool,
+    notes: Option<Arc<std::sync::Mutex<std::fs::File>>>,
+) -> Result<Account, StoreError> {
+    if a.id() == "refused" {
+        return Err(StoreError::Codec("no such account".into()));
+    }
+    let _: i64 = redis
+        .incr(format!("{ns}:test:activations"))
+        .await
+        .map_err(|e| StoreError::Redis(e.to_string()))?;
+    let count = a.store().load::<u64>().await?.unwrap_or(0);
+    Ok(Account {
+        count,
+        store: a.store(),
+        save_on_stop,
+        notes,
+    })
+}
+
+/// `activator URL NS SYSTEM LEASE_MS IDLE_MS NOTES`: activates `acct:{id}` Accounts, which
+/// note the tells they counted in the file NOTES.
+pub(crate) async fn activator(args: &[String]) -> i32 {
+    let [url, ns, system_id, lease_ms, idle_ms, notes] = args else {
+        return 2;
+    };
+    let notes = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(notes)
+        .unwrap();
+    let notes = Arc::new(std::sync::Mutex::new(notes));
+    let config = peer_config(url, ns, system_id, lease_ms);
+    let system = ActorSystem::new(system_id);
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let redis = plain_client(url).await;
+    let ns2 = ns.clone();
+    proxy
+        .activate("acct:{id}", move |a| {
+            open_account(a, redis.clone(), ns2.clone(), false, Some(notes.clone()))
+        })
+        .passivate_after(Duration::from_millis(idle_ms.parse().unwrap()))
+        .await
+        .unwrap();
+    println!("READY");
+    wait_for_orders(&proxy).await;
+    proxy.shutdown().await.unwrap();
+    println!("STOPPED");
+    0
+}
+
+/// `client URL NS URN`: connects, prints READY, asks `Total` once `go` comes on stdin,
+/// prints `OK <total>` or `ERR <error>`.
+pub(crate) async fn client(args: &[String]) -> i32 {
+    let [url, ns, urn] = args else { return 2 };
+    let client = ProxyClient::connect(&ProxyConfig::new(url).with_namespace(ns))
+        .await
+        .unwrap();
+    println!("READY");
+    // Blocks this thread until `go`: the runtime has its own worker.
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    })
+    .await;
+    match client.ask(urn.as_str(), Total).await {
+        Ok(n) => println!("OK {n}"),
+        Err(e) => println!("ERR {e}"),
+    }
+    0
+}
+
+/// An activator peer (`system` hosts the `acct:{id}` pattern with this lease; its actors are
+/// not passivated within a test), and its notes file.
+async fn start_activator(config: &ProxyConfig, system: &str, lease_ms: u64) -> (Peer, PathBuf) {
+    let lease = lease_ms.to_string();
+    let notes = temp_notes(system);
+    let peer = Peer::start(&[
+        "activator",
+        &config.url,
+        &config.namespace,
+        system,
+        &lease,
+        "600000",
+        notes.to_str().unwrap(),
+    ])
+    .await;
+    (peer, notes)
+}
+
+async fn activations(redis: &Client, ns: &str) -> i64 {
+    redis
+        .get::<Option<i64>, _>(format!("{ns}:test:activations"))
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+pub(crate) async fn eight_clients_racing_activate_a_urn_once() {
+    let config = config("race");
+    let (a, _) = start_activator(&config, "s1", 3000).await;
+    let (b, _) = start_activator(&config, "s2", 3000).await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(Peer::start(&["client", &config.url, &config.namespace, "acct:1"]).await);
+    }
+    for c in &mut clients {
+        c.say("go").await;
+    }
+    for c in &mut clients {
+        assert_eq!(c.line(30).await, "OK 0");
+    }
+    let redis = plain_client(&config.url).await;
+    assert_eq!(
+        activations(&redis, &config.namespace).await,
+        1,
+        "exactly one activation"
+    );
+    for c in clients {
+        c.kill().await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+pub(crate) async fn a_holder_paused_past_its_lease_never_runs_beside_its_successor() {
+    let config = config("pause");
+    let lease_ms = 1500u64;
+    let (a, a_notes) = start_activator(&config, "s1", lease_ms).await;
+    let (b, b_notes) = start_activator(&config, "s2", lease_ms).await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert_eq!(client.ask("acct:7", Total).await.unwrap(), 0);
+    let redis = plain_client(&config.url).await;
+    let holder_name: String = redis
+        .get(format!("{}:urn:acct:7", config.namespace))
+        .await
+        .unwrap();
+    let (holder, other, other_name) = if holder_name == "s1" {
+        (a, b, "s2")
+    } else {
+        (b, a, "s1")
+    };
+    let total = 10_000u64;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        let client = client.clone();
+        let sent = sent.clone();
+        senders.push(tokio::spawn(async move {
+            loop {
+                let n = sent.fetch_add(1, Ordering::Relaxed) as u64;
+                if n >= total {
+                    break;
+                }
+                client.tell("acct:7", Incr(n)).await.unwrap();
+            }
+        }));
+    }
+    eventually(
+        Duration::from_secs(60),
+        "a quarter of the tells sent",
+        || async { sent.load(Ordering::Relaxed) > total as usize / 4 },
+    )
+    .await;
+    holder.signal(libc::SIGSTOP);
+    // Past its lease: the other system activates the account meanwhile.
+    eventually(
+        Duration::from_secs(30),
+        "the other system holds the URN",
+        || async {
+            redis
+                .get::<Option<String>, _>(format!("{}:urn:acct:7", config.namespace))
+                .await
+                .unwrap()
+                .as_deref()
+                == Some(other_name)
+        },
+    )
+    .await;
+    holder.signal(libc::SIGCONT);
+    for s in senders {
+        tokio::time::timeout(Duration::from_secs(120), s)
+            .await
+            .expect("tells sent")
+            .unwrap();
+    }
+    eventually(Duration::from_secs(60), "every tell counted", || async {
+        client.ask("acct:7", Total).await.is_ok_and(|n| n >= total)
+    })
+    .await;
+    let counted = client.ask("acct:7", Total).await.unwrap();
+    if counted != total {
+        // Which tells were counted twice, and by which system (the tells whose count a
+        // system saved, from each one's notes).
+        let (on_a, on_b) = (
+            noted(std::slice::from_ref(&a_notes)),
+            noted(std::slice::from_ref(&b_notes)),
+        );
+        let twice: Vec<_> = (0..total)
+            .filter_map(|n| {
+                let (x, y) = (
+                    on_a.get(&n).copied().unwrap_or(0),
+                    on_b.get(&n).copied().unwrap_or(0),
+                );
+                (x + y != 1).then_some((n, x, y))
+            })
+            .take(20)
+            .collect();
+        panic!(
+            "exactly once: nothing lost, nothing twice; counted {counted} of {total}; \
+             (tell, times on s1, times on s2) not noted once: {twice:?}"
+        );
+    }
+    assert!(
+        activations(&redis, &config.namespace).await >= 2,
+        "the account moved"
+    );
+    holder.stop().await;
+    other.stop().await;
+    let _ = std::fs::remove_file(a_notes);
+    let _ = std::fs::remove_file(b_notes);
+}
+
+pub(crate) async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {
+    let config = config("idle");
+    let system = ActorSystem::new("idle-sys");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let redis = plain_client(&config.url).await;
+    let ns = config.namespace.clone();
+    let r2 = redis.clone();
+    proxy
+        .activate("acct:{id}", move |a| {
+            open_account(a, r2.clone(), ns.clone(), true, None)
+        })
+        .passivate_after(Duration::from_millis(300))
+        .await
+        .unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    for _ in 0..5 {
+        client.tell("acct:9", Incr(0)).await.unwrap();
+    }
+    assert_eq!(client.ask("acct:9", Total).await.unwrap(), 5);
+    assert_eq!(proxy.activations(), vec!["acct:9".to_owned()]);
+    // The snapshot shows the group and the activation, which lives in this system.
+    proxy.publish_snapshot().await.unwrap();
+    let reader = conclib_redis::SnapshotReader::connect(&config)
+        .await
+        .unwrap();
+    let published = reader.systems().await.unwrap();
+    let me = published
+        .iter()
+        .find(|p| p.system_id == "idle-sys")
+        .unwrap();
+    assert_eq!(me.groups.len(), 1);
+    assert_eq!(
+        (
+            me.groups[0].name.as_str(),
+            me.groups[0].group.as_str(),
+            me.groups[0].activations
+        ),
+        ("acct:{id}", "~acct:*", 1)
+    );
+    assert!(
+        me.snapshot
+            .actors
+            .iter()
+            .any(|a| a.urn.as_deref() == Some("acct:9"))
+    );
+    let key = format!("{}:urn:acct:9", config.namespace);
+    eventually(
+        Duration::from_secs(20),
+        "the idle account passivated and its URN released",
+        || async {
+            proxy.activations().is_empty() && !redis.exists::<bool, _>(&key).await.unwrap()
+        },
+    )
+    .await;
+    assert!(system.lookup("acct:9").is_err());
+    // Activated again by the next request, with what on_stop saved.
+    assert_eq!(client.ask("acct:9", Total).await.unwrap(), 5);
+    assert_eq!(activations(&redis, &config.namespace).await, 2);
+    proxy.shutdown().await.unwrap();
+    // Shutdown passivates (and saves) too, releasing the URN for the group.
+    assert!(!redis.exists::<bool, _>(&key).await.unwrap());
+    system.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+pub(crate) async fn a_constructor_that_refuses_answers_unknown_urn() {
+    let config = config("refuse");
+    let system = ActorSystem::new("refuse-sys");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let redis = plain_client(&config.url).await;
+    let ns = config.namespace.clone();
+    proxy
+        .activate("acct:{id}", move |a| {
+            open_account(a, redis.clone(), ns.clone(), false, None)
+        })
+        .await
+        .unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    match client.ask("acct:refused", Total).await {
+        Err(AskError::UnknownUrn { .. }) => {}
+        other => panic!("expected UnknownUrn, got {other:?}"),
+    }
+    // An activation that stops by itself is forgotten; the next request activates it
+    // again, with its saved state.
+    client.tell("acct:2", Incr(0)).await.unwrap();
+    assert_eq!(client.ask("acct:2", Total).await.unwrap(), 1);
+    client.tell("acct:2", Quit).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the stopped activation forgotten",
+        || async { proxy.activations().is_empty() },
+    )
+    .await;
+    assert_eq!(client.ask("acct:2", Total).await.unwrap(), 1);
+    assert_eq!(proxy.activations(), ["acct:2"]);
+    // A URN of no pattern is unknown at once, as before.
+    assert!(matches!(
+        client.ask("nothing:1", Total).await,
+        Err(AskError::UnknownUrn { .. })
+    ));
+    // Invalid patterns are refused with a message saying how to write one.
+    let never = plain_client(&config.url).await;
+    let err = proxy
+        .activate("acct", move |a| {
+            open_account(a, never.clone(), String::new(), false, None)
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("prefix:{id}"), "{err}");
+    proxy.shutdown().await.unwrap();
+    system.shutdown(Duration::from_secs(5)).await.unwrap();
+}

@@ -1,0 +1,70 @@
+//! Scale-out on Redis, with real processes: one URN served by a group of systems
+//! (`groups.rs`), and actors activated on demand by URN pattern (`activation.rs`). The member
+//! systems are this test binary started again in a peer role (`peers.rs`); every wait is
+//! bounded and every child is killed and reaped by PID.
+
+/// A message with a wire name, a response and a `String` error (what `#[message]` writes;
+/// these tests stay on the core crate).
+macro_rules! wire_message {
+    ($(#[$doc:meta])* $ty:ident $(($field:ty))?, $name:literal, $response:ty) => {
+        $(#[$doc])*
+        #[derive(Serialize, Deserialize)]
+        struct $ty $(($field))?;
+        impl conclib_core::MessageDecl for $ty {
+            type WireError = String;
+        }
+        impl Message for $ty {
+            type Response = $response;
+            type Error = String;
+            fn name() -> &'static str {
+                $name
+            }
+        }
+    };
+}
+
+mod activation;
+#[path = "../common/mod.rs"]
+mod common;
+mod groups;
+mod peers;
+
+use activation::*;
+use groups::*;
+
+fn main() {
+    if std::env::var_os(peers::ROLE).is_some() {
+        peer_main();
+    }
+    conclib_testkit::run(conclib_testkit::tests![
+        a_shared_urn_spreads_over_its_members_and_survives_one_killed,
+        a_member_leaves_gracefully_and_a_new_one_takes_a_share,
+        eight_clients_racing_activate_a_urn_once,
+        a_holder_paused_past_its_lease_never_runs_beside_its_successor,
+        an_idle_activation_saves_frees_its_urn_and_comes_back,
+        a_constructor_that_refuses_answers_unknown_urn,
+        joins_that_cannot_be_and_requests_for_other_urns_are_refused,
+        a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken,
+        a_member_reading_again_as_its_entries_are_claimed_loses_none,
+        a_group_whose_last_member_left_leaves_nothing_behind,
+    ]);
+}
+
+/// This binary in a peer's role: `member` (groups), `activator` and `client` (activation).
+fn peer_main() -> ! {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let code = rt.block_on(async {
+        match args.get(1).map(String::as_str) {
+            Some("member") => member(&args[2..]).await,
+            Some("activator") => activator(&args[2..]).await,
+            Some("client") => client(&args[2..]).await,
+            _ => 2,
+        }
+    });
+    std::process::exit(code);
+}
