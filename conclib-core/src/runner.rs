@@ -226,8 +226,14 @@ pub(crate) fn run<A: Actor>(
             };
             // A handler or hook panicked: in a boxed future of its own, which takes the
             // panic's text with it (else 24 bytes of every actor's run future).
-            if let Some(reason) =
-                Box::pin(after_panic(&mut actor, &mut ctx, &mut options, panic)).await
+            if let Some(reason) = Box::pin(after_panic(
+                &mut actor,
+                &mut ctx,
+                &mut options,
+                &cell,
+                panic,
+            ))
+            .await
             {
                 break reason;
             }
@@ -248,9 +254,9 @@ async fn after_panic<A: Actor>(
     actor: &mut A,
     ctx: &mut Context<A>,
     options: &mut RunOptions<A>,
+    cell: &crate::cell::ActorCell<A>,
     panic: String,
 ) -> Option<StopReason> {
-    let cell = ctx.myself().cell.clone();
     tracing::error!(%panic, "actor panicked");
     cell.core.stats().panicked(&panic);
     cell.mark_task_changed();
@@ -265,9 +271,8 @@ async fn after_panic<A: Actor>(
             if !options.allow_restart(limit) {
                 return Some(StopReason::RestartLimit(panic));
             }
-            Box::pin(restart(actor, ctx, options, &panic, true))
-                .await
-                .err()
+            // In this future's box already: no box of its own.
+            restart(actor, ctx, options, &panic, true).await.err()
         }
         PanicPolicy::Stop | PanicPolicy::Restart(_) => Some(StopReason::Panicked(panic)),
     }

@@ -12,7 +12,7 @@ use fred::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::activation::{Activated, Pattern, Standing};
-use super::forward::{Forwarded, Origin};
+use super::forward::Origin;
 use super::read::{RawEnvelope, Request};
 use super::{Completion, FUTURE_ID_TOLERANCE_MS, Handling, Role, Shared};
 use crate::conn::{self, keyed, owned, s};
@@ -250,23 +250,8 @@ impl Shared {
             }
             Activated::HeldBy(owner) => {
                 crate::metrics::activation(&sys.system_id, &pattern.prefix, "forwarded");
-                let origin = self.origin(h.entry);
-                match sys
-                    .forward(origin, &h.req, &owner, &h.reply_to, h.timeout)
+                sys.forward(self.origin(h.entry), &h.req, &owner, &h.reply_to, h.timeout)
                     .await
-                {
-                    Ok(Forwarded::Added) => (None, false),
-                    Ok(Forwarded::NoStream) => {
-                        tracing::warn!(urn = %h.req.urn, %owner, "dropped a request: the system holding its URN has no request stream");
-                        (None, false)
-                    }
-                    // Another member of the group took it: not ours to acknowledge.
-                    Ok(Forwarded::NotPending) => (None, true),
-                    Err(e) => {
-                        tracing::warn!(urn = %h.req.urn, %owner, error = %e, "could not pass a request to the system holding its URN; it stays pending");
-                        (None, true)
-                    }
-                }
             }
             Activated::Refused(text) => {
                 let text = format!("{} could not be activated: {text}", h.req.urn);
@@ -367,11 +352,8 @@ impl Shared {
                 let told = request.tell().await;
                 if redeliver(told.is_ok()) {
                     // The URN's current activation handles it (unless another member of
-                    // its group took the request meanwhile).
+                    // its group took the request meanwhile: `forward` checks).
                     self.activations.taken_away(&req.urn);
-                    if !origin.still_mine(entry).await {
-                        return (None, true);
-                    }
                     let owner = self.current_owner(&req.urn).await;
                     return self
                         .not_ours(origin.origin(entry), &req, owner, &None, timeout)

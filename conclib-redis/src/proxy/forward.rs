@@ -23,7 +23,7 @@ use crate::unacked::EntryId;
 
 /// What became of a request to pass on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Forwarded {
+enum Forwarded {
     /// Appended to the owner's stream (and, but in a cluster, acknowledged here).
     Added,
     /// The owner has no request stream: nothing was appended.
@@ -73,19 +73,36 @@ impl Shared {
         let Some(owner) = owner else {
             return (None, true);
         };
-        match self.forward(origin, req, &owner, &None, remaining).await {
-            Ok(Forwarded::NoStream) => {
-                tracing::warn!(urn = %req.urn, %owner, "dropped a told message: its URN's new owner has no request stream");
+        self.forward(origin, req, &owner, &None, remaining).await
+    }
+
+    /// Passes a request on to system `owner` ([`append_to`](Self::append_to)), and says
+    /// what to do with it here: the reply to write (none: the owner answers) and whether
+    /// to leave it pending (it could not be passed on, or is not this instance's any more).
+    pub(super) async fn forward(
+        &self,
+        origin: Origin<'_>,
+        req: &Request,
+        owner: &str,
+        reply_to: &Option<(String, u64)>,
+        remaining: Duration,
+    ) -> (Option<(String, Bytes)>, bool) {
+        match self
+            .append_to(origin, req, owner, reply_to, remaining)
+            .await
+        {
+            Ok(Forwarded::Added) => {
+                tracing::debug!(urn = %req.urn, %owner, "passed a request on to the system holding its URN");
                 (None, false)
             }
-            Ok(Forwarded::Added) => {
-                tracing::info!(urn = %req.urn, %owner, "forwarded a told message to the URN's new owner");
+            Ok(Forwarded::NoStream) => {
+                tracing::warn!(urn = %req.urn, %owner, "dropped a request: the system holding its URN has no request stream");
                 (None, false)
             }
             // Not ours to acknowledge either: it may be pending on another member.
             Ok(Forwarded::NotPending) => (None, true),
             Err(e) => {
-                tracing::warn!(urn = %req.urn, error = %e, "could not forward a told message; it stays pending");
+                tracing::warn!(urn = %req.urn, %owner, error = %e, "could not pass a request on to the system holding its URN; it stays pending");
                 (None, true)
             }
         }
@@ -94,7 +111,7 @@ impl Shared {
     /// Appends a request to the stream of system `owner`, with what is left of its time and,
     /// for an ask, its reply address (the answer goes straight to the client), and
     /// acknowledges it at `origin`: at most once (the module docs).
-    pub(super) async fn forward(
+    async fn append_to(
         &self,
         origin: Origin<'_>,
         req: &Request,
