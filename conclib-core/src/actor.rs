@@ -68,7 +68,7 @@ pub trait Actor: Sized + Send + 'static {
         ctx: &mut Context<Self>,
     ) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = ctx;
-        async { Ok(()) }
+        NothingToStart
     }
 
     /// Runs once when the actor stops, after its children stopped. An error (or a panic)
@@ -167,5 +167,20 @@ pub trait Actor: Sized + Send + 'static {
         let _ = ctx;
         request.reject();
         async {}
+    }
+}
+
+/// What the default [`Actor::on_start`] returns: ready at once and zero-sized, so that
+/// `spawn`'s box of the start future allocates nothing for an actor without a start of its
+/// own (an `async {}` block is one byte: an allocation in every such spawn).
+struct NothingToStart;
+
+impl Future for NothingToStart {
+    type Output = Result<(), BoxError>;
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(()))
     }
 }

@@ -245,6 +245,10 @@ pub(crate) struct Mailbox<A: Actor> {
     priority_pending: AtomicBool,
     /// A kill was asked for: the running handler is dropped at its next poll.
     killed: AtomicBool,
+    /// The receiver's waker is registered and nothing was queued since: its next empty
+    /// look returns without the lock (see [`Mailbox::poll_next`]). Set by the receiver
+    /// under the lock, cleared under the lock by whoever takes the waker.
+    armed: AtomicBool,
 }
 
 impl<A: Actor> Mailbox<A> {
@@ -262,6 +266,7 @@ impl<A: Actor> Mailbox<A> {
             priority_pending: AtomicBool::new(false),
             capacity: Capacity::new(config, mark),
             killed: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
         }
     }
 
@@ -283,6 +288,25 @@ impl<A: Actor> Mailbox<A> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Lanes<A>> {
         // A panic never happens while the lock is held, but do not let poisoning spread if it did.
         self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the receiver's waker out, to wake it once the lock is released.
+    fn take_receiver(&self, lanes: &mut Lanes<A>) -> Option<Waker> {
+        let receiver = lanes.receiver.take();
+        if receiver.is_some() {
+            self.armed.store(false, Ordering::Release);
+        }
+        receiver
+    }
+
+    /// Registers the receiver's waker (a clone only if another is there) and arms the
+    /// empty look.
+    fn register_receiver(&self, lanes: &mut Lanes<A>, waker: &Waker) {
+        match &mut lanes.receiver {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+        self.armed.store(true, Ordering::Release);
     }
 
     /// Queues a user message whose place was reserved. Gives it back if the mailbox closed.
@@ -308,7 +332,7 @@ impl<A: Actor> Mailbox<A> {
                 self.priority_pending.store(true, Ordering::Release);
             }
         }
-        let receiver = lanes.receiver.take();
+        let receiver = self.take_receiver(&mut lanes);
         drop(lanes);
         if let Some(w) = receiver {
             w.wake();
@@ -361,7 +385,7 @@ impl<A: Actor> Mailbox<A> {
             .control
             .push_back(c);
         self.priority_pending.store(true, Ordering::Release);
-        let receiver = lanes.receiver.take();
+        let receiver = self.take_receiver(&mut lanes);
         drop(lanes);
         for w in [receiver, handler].into_iter().flatten() {
             w.wake();
@@ -377,7 +401,7 @@ impl<A: Actor> Mailbox<A> {
                 return;
             }
             lanes.closed = true;
-            lanes.receiver.take()
+            self.take_receiver(&mut lanes)
         };
         self.capacity.close();
         if let Some(w) = receiver {
@@ -401,7 +425,7 @@ impl<A: Actor> Mailbox<A> {
             priority.control.clear();
         }
         left.extend(lanes.normal.drain(..));
-        lanes.receiver = None;
+        drop(self.take_receiver(&mut lanes));
         drop(lanes);
         self.capacity.close();
         left
@@ -409,15 +433,27 @@ impl<A: Actor> Mailbox<A> {
 
     /// The receiver's side: the next control message, then high, then normal.
     /// `batch` is the run loop's local queue of normal messages taken in one go.
+    ///
+    /// One task polls this, always with its own waker: the empty look that finds the
+    /// mailbox armed returns without the lock, relying on the waker registered earlier.
+    /// The receiver registers when it finds nothing, and also when it takes a lane that
+    /// held one message (a request and its answer, a token passed around a ring: the
+    /// next look is most likely empty, and registering now, under the lock it holds
+    /// anyway, saves taking it again). A sender that queues anything takes the waker and
+    /// disarms the look under the same lock, so no message is missed: either the look
+    /// sees the flag cleared, or the sender's wake-up follows and the task polls again.
     pub(crate) fn poll_next(
         &self,
         batch: &mut VecDeque<Envelope<A>>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Next<A>> {
-        if !self.priority_pending.load(Ordering::Acquire)
-            && let Some(env) = batch.pop_front()
-        {
-            return Poll::Ready(Next::Message(env));
+        if !self.priority_pending.load(Ordering::Acquire) {
+            if let Some(env) = batch.pop_front() {
+                return Poll::Ready(Next::Message(env));
+            }
+            if self.armed.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
         }
         let mut lanes = self.lock();
         if let Some(priority) = lanes.priority.as_deref_mut() {
@@ -433,13 +469,17 @@ impl<A: Actor> Mailbox<A> {
                     .store(!priority.high.is_empty(), Ordering::Release);
                 return Poll::Ready(Next::Message(env));
             }
+            // Only set with a priority lane there (which is never freed).
+            self.priority_pending.store(false, Ordering::Release);
         }
-        self.priority_pending.store(false, Ordering::Release);
         if let Some(env) = batch.pop_front() {
             return Poll::Ready(Next::Message(env));
         }
         if !lanes.normal.is_empty() {
             std::mem::swap(batch, &mut lanes.normal);
+            if batch.len() == 1 {
+                self.register_receiver(&mut lanes, cx.waker());
+            }
             drop(lanes);
             let env = batch.pop_front().expect("swapped a non-empty lane");
             return Poll::Ready(Next::Message(env));
@@ -447,10 +487,118 @@ impl<A: Actor> Mailbox<A> {
         if lanes.closed {
             return Poll::Ready(Next::Drained);
         }
-        match &mut lanes.receiver {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
+        self.register_receiver(&mut lanes, cx.waker());
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+    use super::{Control, Mailbox, MailboxConfig, Next};
+    use crate::changes::Mark;
+    use crate::envelope::Envelope;
+    use crate::message::Priority;
+    use crate::test_probe::{Probe, Work};
+
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Receiver {
+        mailbox: Mailbox<Probe>,
+        batch: VecDeque<Envelope<Probe>>,
+        woken: Arc<Count>,
+        waker: Waker,
+    }
+
+    impl Receiver {
+        fn new() -> Self {
+            let woken = Arc::new(Count(AtomicUsize::new(0)));
+            Receiver {
+                mailbox: Mailbox::new(MailboxConfig::Unbounded, Mark::new(None)),
+                batch: VecDeque::new(),
+                waker: Waker::from(woken.clone()),
+                woken,
+            }
+        }
+        fn poll(&mut self) -> Poll<Next<Probe>> {
+            self.mailbox
+                .poll_next(&mut self.batch, &mut TaskContext::from_waker(&self.waker))
+        }
+        fn tell(&self) {
+            assert_eq!(self.mailbox.capacity.try_reserve(), Some(true));
+            assert!(
+                self.mailbox
+                    .push_reserved(Envelope::typed(Work::Fine, None), Priority::Normal)
+                    .is_ok()
+            );
+        }
+        fn wakes(&self) -> usize {
+            self.woken.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A receiver that took a lane of one message looks again without the lock; whatever
+    /// comes next (a message, a kill, a close) still wakes it, and it finds it.
+    #[test]
+    fn an_armed_empty_look_misses_nothing() {
+        let mut rx = Receiver::new();
+        rx.tell();
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        assert!(rx.poll().is_pending());
+        assert!(rx.poll().is_pending(), "an empty look again");
+        assert_eq!(rx.wakes(), 0);
+
+        rx.tell();
+        assert_eq!(rx.wakes(), 1, "the registered waker was woken");
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        assert!(rx.poll().is_pending());
+
+        // Two messages in one lane: registered at the empty look instead, woken the same.
+        rx.tell();
+        rx.tell();
+        assert_eq!(rx.wakes(), 2);
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        assert!(rx.poll().is_pending());
+        rx.tell();
+        assert_eq!(rx.wakes(), 3);
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        assert!(rx.poll().is_pending());
+
+        assert!(rx.mailbox.push_control(Control::Kill).is_ok());
+        assert_eq!(rx.wakes(), 4, "a kill wakes an armed receiver");
+        assert!(matches!(
+            rx.poll(),
+            Poll::Ready(Next::Control(Control::Kill))
+        ));
+        assert!(rx.poll().is_pending());
+
+        rx.mailbox.close();
+        assert_eq!(rx.wakes(), 5, "a close wakes an armed receiver");
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Drained)));
+    }
+
+    /// A message queued while the receiver handles the one it took wakes it (it armed
+    /// when it took the lane), and it is taken at the next look.
+    #[test]
+    fn a_message_queued_during_handling_is_taken_next() {
+        let mut rx = Receiver::new();
+        rx.tell();
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        rx.tell();
+        assert_eq!(rx.wakes(), 1);
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        assert!(rx.poll().is_pending());
+        assert_eq!(rx.mailbox.capacity.len(), 2, "nothing given back here");
     }
 }

@@ -304,6 +304,19 @@ struct PerMessage {
     binned: Option<Box<Binned>>,
 }
 
+impl PerMessage {
+    /// A message's samples, added up in their buckets (the recorder's buckets known).
+    #[inline]
+    fn bin(&mut self, thresholds: &[u64], measured: Measured) {
+        if let Some(binned) = &mut self.binned {
+            if measured.in_mailbox != UNSTAMPED {
+                binned.in_mailbox.add(thresholds, measured.in_mailbox);
+            }
+            binned.handling.add(thresholds, measured.handling);
+        }
+    }
+}
+
 /// A batch's samples of one message type, added up per bucket of the recorder's.
 struct Binned {
     in_mailbox: Bins,
@@ -436,9 +449,14 @@ pub(crate) struct ActorMetrics {
     /// Measured, not recorded yet, when the recorder's buckets are not known (at most
     /// [`MAX_UNRECORDED`]).
     unrecorded: Vec<Measured>,
-    /// Messages measured since the last [`record`](Self::record), in `unrecorded` or
-    /// added up in their message type's [`Binned`].
+    /// Messages measured since the last [`record`](Self::record), in `unrecorded`, in
+    /// `first` or added up in their message type's [`Binned`].
     pending: usize,
+    /// A batch's first message, when the recorder's buckets are known: added up in its
+    /// bucket only if a second one follows in the batch. A batch of one (an ask at a time)
+    /// goes to the recorder as it is, without searching its buckets twice (here, then
+    /// in the recorder).
+    first: Option<Measured>,
     /// The recorder's bucket bounds in nanoseconds ([`set_seconds_buckets`]), if known.
     thresholds: Option<&'static [u64]>,
     /// When the per-message figures were last passed on to the snapshot statistics.
@@ -474,6 +492,7 @@ impl ActorMetrics {
                 MAX_UNRECORDED
             }),
             pending: 0,
+            first: None,
             thresholds,
             // Long ago: the first batch is passed on at once (an actor asked once is seen).
             flushed: 0,
@@ -564,24 +583,27 @@ impl ActorMetrics {
         m.unflushed.count_ns(handling, failed);
         m.unrecorded += 1;
         m.unrecorded_errors += u64::from(failed);
-        match (&mut m.binned, self.thresholds) {
-            (Some(binned), Some(thresholds)) => {
-                if stamp != 0 {
-                    binned
-                        .in_mailbox
-                        .add(thresholds, clock.delta_as_nanos(stamp, started));
-                }
-                binned.handling.add(thresholds, handling);
-            }
-            _ => self.unrecorded.push(Measured {
-                at,
-                in_mailbox: if stamp == 0 {
-                    UNSTAMPED
+        let measured = Measured {
+            at,
+            in_mailbox: if stamp == 0 {
+                UNSTAMPED
+            } else {
+                clock.delta_as_nanos(stamp, started)
+            },
+            handling,
+        };
+        match self.thresholds {
+            Some(thresholds) => {
+                if self.pending == 0 {
+                    self.first = Some(measured);
                 } else {
-                    clock.delta_as_nanos(stamp, started)
-                },
-                handling,
-            }),
+                    if let Some(first) = self.first.take() {
+                        self.messages[first.at as usize].bin(thresholds, first);
+                    }
+                    self.messages[at as usize].bin(thresholds, measured);
+                }
+            }
+            None => self.unrecorded.push(measured),
         }
         self.pending += 1;
         self.pending >= MAX_UNRECORDED
@@ -597,15 +619,22 @@ impl ActorMetrics {
     /// (`depth`: the user messages queued now), and its snapshot statistics the
     /// per-message figures now and then (no lock per batch).
     pub(crate) fn record(&mut self, depth: usize, stats: &crate::cell::Stats) {
-        for measured in self.unrecorded.drain(..) {
+        // A batch of one: only its message type has counts to pass on.
+        let mut only = None;
+        for measured in self.unrecorded.drain(..).chain(self.first.take()) {
             let m = &self.messages[measured.at as usize];
             if measured.in_mailbox != UNSTAMPED {
                 m.in_mailbox.record(seconds(measured.in_mailbox));
             }
             m.handling.record(seconds(measured.handling));
+            only = Some(measured.at as usize);
         }
-        self.pending = 0;
-        for m in &mut self.messages {
+        let pending = std::mem::take(&mut self.pending);
+        let batch = match only {
+            Some(at) if pending == 1 => &mut self.messages[at..=at],
+            _ => &mut self.messages[..],
+        };
+        for m in batch {
             if m.unrecorded > 0 {
                 if let (Some(binned), Some(thresholds)) = (&mut m.binned, self.thresholds) {
                     binned.in_mailbox.hand_over(thresholds, &m.in_mailbox);
