@@ -73,7 +73,7 @@ impl<A: Actor> fmt::Debug for ActorRef<A> {
         f.debug_struct("ActorRef")
             .field("id", &self.cell.core.id)
             .field("urn", &self.cell.core.urn)
-            .field("type", &self.cell.core.type_name)
+            .field("type", &self.cell.core.type_name())
             .finish()
     }
 }

@@ -32,12 +32,13 @@ pub struct CellCore {
     pub(crate) id: ActorId,
     pub(crate) urn: Option<Urn>,
     pub(crate) parent: Option<Arc<dyn ErasedCell>>,
-    pub(crate) type_name: &'static str,
+    /// `std::any::type_name` of the actor's type, called when needed: 8 bytes, not a
+    /// `&str`'s 16 (with the stop reason standing for the alive flag, the fields before the
+    /// statistics take exactly the 104 bytes the layout needs).
+    type_name: fn() -> &'static str,
+    /// Set once, when the actor stopped (it is alive until then).
     reason: OnceLock<StopReason>,
     task: OnceLock<tokio::task::AbortHandle>,
-    alive: AtomicBool,
-    /// Restartable actors answer a sibling restart (one-for-all).
-    pub(crate) restartable: AtomicBool,
     /// What the snapshot shows: counters written by the actor's own task only.
     stats: Stats,
     /// Asks not started because their asker had given up.
@@ -59,7 +60,7 @@ impl CellCore {
         id: ActorId,
         urn: Option<Urn>,
         parent: Option<Arc<dyn ErasedCell>>,
-        type_name: &'static str,
+        type_name: fn() -> &'static str,
         ask_timeout: Duration,
     ) -> Self {
         CellCore {
@@ -68,12 +69,10 @@ impl CellCore {
             parent,
             type_name,
             ask_timeout,
-            alive: AtomicBool::new(true),
             reason: OnceLock::new(),
             stopped: Notify::new(),
             children: CellList::new(),
             watchers: CellList::new(),
-            restartable: AtomicBool::new(false),
             task: OnceLock::new(),
             skipped_asks: AtomicU64::new(0),
             stats: Stats::default(),
@@ -122,13 +121,22 @@ impl CellCore {
     }
 
     pub(crate) fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+        self.reason.get().is_none()
+    }
+
+    /// The actor's type, as `std::any::type_name` gives it.
+    pub(crate) fn type_name(&self) -> &'static str {
+        (self.type_name)()
+    }
+
+    /// Restartable actors answer a sibling restart (one-for-all).
+    pub(crate) fn restartable(&self) -> &AtomicBool {
+        &self.stats.restartable
     }
 
     /// Records the end and wakes everyone in `wait_for_stop`.
     pub(crate) fn mark_stopped(&self, reason: StopReason) {
         let _ = self.reason.set(reason);
-        self.alive.store(false, Ordering::Release);
         self.stopped.notify_waiters();
     }
 
@@ -152,9 +160,7 @@ impl CellCore {
             let notified = self.stopped.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(reason) = self.reason.get()
-                && !self.is_alive()
-            {
+            if let Some(reason) = self.reason.get() {
                 return reason.clone();
             }
             notified.await;
@@ -165,7 +171,7 @@ impl CellCore {
     pub(crate) fn label(&self) -> String {
         match &self.urn {
             Some(urn) => urn.to_string(),
-            None => format!("{}{}", self.type_name, self.id),
+            None => format!("{}{}", self.type_name(), self.id),
         }
     }
 
@@ -244,6 +250,9 @@ pub(crate) struct Stats {
     pub(crate) handled: AtomicU64,
     /// Set by the actor's task after each message (see [`crate::changes::TaskMark`]).
     pub(crate) mark: crate::changes::TaskMark,
+    /// Whether the actor restarts with a sibling (one-for-all): set at spawn, read on a
+    /// sibling's restart. In the mark's padding: no room taken.
+    pub(crate) restartable: AtomicBool,
     pub(crate) rare: Box<Mutex<RareStats>>,
 }
 

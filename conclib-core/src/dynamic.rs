@@ -64,7 +64,7 @@ impl DynActorRef {
     /// The actor's Rust type name.
     #[must_use]
     pub fn type_name(&self) -> &'static str {
-        self.cell.core().type_name
+        self.cell.core().type_name()
     }
 
     /// Whether the actor has not stopped yet.

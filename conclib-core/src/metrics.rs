@@ -284,7 +284,7 @@ fn labels(actor: &'static str, urn: Option<&crate::Urn>) -> [Label; 2] {
 }
 
 fn actor_labels(core: &CellCore) -> [Label; 2] {
-    labels(core.type_name, core.urn.as_ref())
+    labels(core.type_name(), core.urn.as_ref())
 }
 
 /// One message type's handles, and what the actor handled of it since it last passed its

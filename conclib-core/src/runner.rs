@@ -374,7 +374,7 @@ fn supervise<A: Actor>(ctx: &mut Context<A>, event: &SupervisionEvent) {
     {
         let siblings: Vec<Arc<dyn ErasedCell>> = ctx.myself().cell.core.lock_children().clone();
         for child in siblings {
-            if child.core().id != *id && child.core().restartable.load(Ordering::Relaxed) {
+            if child.core().id != *id && child.core().restartable().load(Ordering::Relaxed) {
                 child.push_control(Control::Restart(format!(
                     "sibling {id} restarted after: {panic}"
                 )));

@@ -354,7 +354,7 @@ impl ActorSystem {
                 ActorInfo {
                     id: core.id,
                     urn: core.urn.clone(),
-                    type_name: core.type_name,
+                    type_name: core.type_name(),
                     parent: core.parent.as_ref().map(|p| p.core().id),
                     mailbox_len: cell.capacity().len(),
                     stopping: cell.is_closed(),
@@ -775,13 +775,13 @@ impl<A: Actor> SpawnBuilder<A> {
                 id,
                 urn,
                 parent.clone(),
-                std::any::type_name::<A>(),
+                std::any::type_name::<A>,
                 ask_timeout,
             ),
             mailbox: Mailbox::<A>::new(mailbox, mark),
         });
         cell.core
-            .restartable
+            .restartable()
             .store(factory.is_some(), Ordering::Relaxed);
         cell.core.set_children_policy(children_policy);
         system.register(cell.clone())?;
@@ -792,7 +792,7 @@ impl<A: Actor> SpawnBuilder<A> {
             system = %system.inner.name,
             id = cell.core.id.0,
             urn = cell.core.urn.as_ref().map(Urn::as_str),
-            actor = cell.core.type_name,
+            actor = cell.core.type_name(),
         );
         // Boxed as a trait object so that this future's type does not contain the type of
         // `A::on_start`'s future: an actor whose `on_start` (or handler) spawns a child of its

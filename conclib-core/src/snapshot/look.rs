@@ -270,7 +270,7 @@ impl Ranked {
         ActorBrief {
             id: self.id,
             urn: core.urn.as_ref().map(|u| u.as_str().to_owned()),
-            type_name: Cow::Borrowed(core.type_name),
+            type_name: Cow::Borrowed(core.type_name()),
             parent: core.parent.as_ref().map(|p| p.core().id.as_u64()),
             state: if self.stopping {
                 ActorState::Stopping
@@ -428,7 +428,7 @@ impl ActorSystem {
         for r in looked.actors.values() {
             for tally in r.messages.iter().flat_map(|m| m.iter()) {
                 messages
-                    .entry((r.cell.core().type_name, tally.name))
+                    .entry((r.cell.core().type_name(), tally.name))
                     .or_insert_with(|| Tally::new(tally.name))
                     .add(tally);
             }
