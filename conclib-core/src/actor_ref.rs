@@ -356,7 +356,7 @@ impl<'a, M: Message, T: Target<M> + ?Sized> AskFuture<'a, M, T> {
         AskFuture {
             target,
             state: AskState::Sending(msg),
-            timeout: options.timeout_or(target.core().ask_timeout),
+            timeout: options.timeout_or(target.core().ask_timeout()),
             priority: options.priority(),
             no_wait: options.no_wait(),
             yielded: false,

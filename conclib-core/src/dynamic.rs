@@ -311,7 +311,7 @@ impl<'a, M: Message> DeliverAsk<M> for &'a DynActorRef {
         Box::pin(async move {
             let result = self
                 .erased(M::name(), TypeId::of::<M>(), Box::new(msg))
-                .timeout(options.timeout_or(self.cell.core().ask_timeout))
+                .timeout(options.timeout_or(self.cell.core().ask_timeout()))
                 .priority(options.priority())
                 .ask()
                 .await;

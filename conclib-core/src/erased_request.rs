@@ -51,7 +51,7 @@ impl<'a> ErasedRequest<'a> {
             name,
             type_id,
             msg,
-            timeout: target.cell.core().ask_timeout,
+            timeout: target.cell.core().ask_timeout(),
             room_timeout: None,
             priority: Priority::Normal,
             trace: None,

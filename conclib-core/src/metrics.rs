@@ -618,7 +618,7 @@ impl ActorMetrics {
     /// The batch ended: gives the recorder what the actor measured since it last did
     /// (`depth`: the user messages queued now), and its snapshot statistics the
     /// per-message figures now and then (no lock per batch).
-    pub(crate) fn record(&mut self, depth: usize, stats: &crate::cell::Stats) {
+    pub(crate) fn record(&mut self, depth: usize, core: &CellCore) {
         // A batch of one: only its message type has counts to pass on.
         let mut only = None;
         for measured in self.unrecorded.drain(..).chain(self.first.take()) {
@@ -661,7 +661,7 @@ impl ActorMetrics {
         if since >= busy || (depth == 0 && since >= idle) {
             self.flushed = now;
             crate::snapshot::add_message_totals(
-                stats,
+                core,
                 self.messages.iter_mut().map(|m| &mut m.unflushed),
             );
         }

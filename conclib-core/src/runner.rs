@@ -207,11 +207,11 @@ pub(crate) fn run<A: Actor>(
                     }
                     Outcome::Failed(error) => {
                         tracing::warn!(%error, "a told message's handler returned an error");
-                        stats.failed(error);
+                        cell.core.failed(error);
                         None
                     }
                     Outcome::Refused(error) => {
-                        stats.failed(error);
+                        cell.core.failed(error);
                         None
                     }
                     Outcome::Panicked(panic) => Some(panic),
@@ -258,7 +258,7 @@ async fn after_panic<A: Actor>(
     panic: String,
 ) -> Option<StopReason> {
     tracing::error!(%panic, "actor panicked");
-    cell.core.stats().panicked(&panic);
+    cell.core.panicked(&panic);
     cell.mark_task_changed();
     crate::metrics::count(&cell.core, "conclib_actor_panics_total");
     if CatchUnwind(actor.on_panic(ctx, &panic)).await.is_err() {
@@ -281,7 +281,7 @@ async fn after_panic<A: Actor>(
 /// Gives the recorder what `m` measured (out of line: rare next to the messages it covers).
 #[inline(never)]
 fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
-    m.record(cell.mailbox.capacity.len(), cell.core.stats());
+    m.record(cell.mailbox.capacity.len(), &cell.core);
     // Its per-message figures changed.
     cell.mark_task_changed();
 }
@@ -419,7 +419,7 @@ async fn restart<A: Actor>(
     }
     tracing::info!(reason = why, "actor restarted");
     let core = &ctx.myself().cell.core;
-    core.stats().rare().restarts += 1;
+    core.rare().restarts += 1;
     ctx.myself().cell.mark_task_changed();
     crate::metrics::count(core, "conclib_actor_restarts_total");
     if tell_parent && let Some(parent) = &core.parent {
@@ -517,7 +517,7 @@ mod tests {
         use std::mem::size_of;
         println!(
             "run future: {} bytes; cell: {} bytes (core {}, mailbox {}: capacity {}); \
-             statistics in the core: {} bytes, their rare part's box: {} bytes; context: {} bytes; \
+             statistics in the core: {} bytes, their rare part: {} bytes; context: {} bytes; \
              stop reason: {} bytes; notify: {} bytes",
             std::mem::size_of_val(&fut),
             size_of::<crate::cell::ActorCell<Idle>>(),

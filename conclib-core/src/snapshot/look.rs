@@ -201,7 +201,7 @@ impl Ranked {
         let mailbox_len = cell.capacity().len();
         let asks_skipped = core.skipped_asks();
         let stopping = cell.is_closed();
-        let mut rare = stats.rare();
+        let mut rare = core.rare();
         let (errors, panics, restarts) = (rare.errors, rare.panics, rare.restarts);
         let seen = Seen {
             handled,
@@ -258,7 +258,7 @@ impl Ranked {
 
     fn snapshot(&self) -> ActorSnapshot {
         ActorSnapshot {
-            last_error: (self.cell.core().stats().rare().last_error)
+            last_error: (self.cell.core().rare().last_error)
                 .as_deref()
                 .map(str::to_owned),
             ..self.brief().into_snapshot()

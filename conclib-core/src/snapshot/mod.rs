@@ -126,7 +126,7 @@ impl Tally {
 
 /// Adds an actor's `unflushed` figures to its statistics (one lock) and zeroes them.
 pub(crate) fn add_message_totals<'a>(
-    stats: &crate::cell::Stats,
+    core: &crate::cell::CellCore,
     unflushed: impl Iterator<Item = &'a mut Tally>,
 ) {
     let mut rare = None;
@@ -134,7 +134,7 @@ pub(crate) fn add_message_totals<'a>(
         if tally.handled == 0 {
             continue;
         }
-        let rare = rare.get_or_insert_with(|| stats.rare());
+        let rare = rare.get_or_insert_with(|| core.rare());
         let kept = rare.messages.get_or_insert_with(Default::default);
         match kept
             .iter_mut()
