@@ -823,13 +823,12 @@ impl<A: Actor> SpawnBuilder<A> {
         if let Some(parent) = &parent {
             parent.core().lock_children().push(cell.clone());
         }
-        // In tokio's task, not boxed: one allocation less per spawn, and no more memory
-        // (glibc's rounding around the task's 128-byte alignment takes as much for a box
-        // beside it: BENCHMARKS.md, "One allocation less"). With a span, boxed: the span
-        // would grow every actor's task.
+        // Boxed: tokio moves a spawned future several times, and the run loop is large. The
+        // span goes inside the box: around it, tokio's task (128-byte aligned) would grow
+        // from 128 to 256 bytes.
         let run = run(actor, ctx, RunOptions::new(policy, factory));
         let task = if span.is_disabled() {
-            tokio::spawn(run)
+            tokio::spawn(Box::pin(run))
         } else {
             tokio::spawn(Box::pin(run.instrument(span)))
         };
