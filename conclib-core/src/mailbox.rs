@@ -477,7 +477,8 @@ impl<A: Actor> Mailbox<A> {
         }
         if !lanes.normal.is_empty() {
             std::mem::swap(batch, &mut lanes.normal);
-            if batch.len() == 1 {
+            // Not once closed: the next look must find the mailbox drained.
+            if batch.len() == 1 && !lanes.closed {
                 self.register_receiver(&mut lanes, cx.waker());
             }
             drop(lanes);
@@ -585,6 +586,17 @@ mod tests {
 
         rx.mailbox.close();
         assert_eq!(rx.wakes(), 5, "a close wakes an armed receiver");
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Drained)));
+    }
+
+    /// A mailbox closed before the receiver took its last message: the look after it finds
+    /// the mailbox drained (an armed look would wait for ever: no close is left to wake it).
+    #[test]
+    fn a_lane_taken_after_the_close_is_followed_by_drained() {
+        let mut rx = Receiver::new();
+        rx.tell();
+        rx.mailbox.close();
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
         assert!(matches!(rx.poll(), Poll::Ready(Next::Drained)));
     }
 

@@ -13,53 +13,27 @@ use tokio::sync::Notify;
 struct Meter;
 impl Actor for Meter {}
 
-/// An ask, answered at once.
-struct Ping;
-impl Message for Ping {
-    type Response = ();
-    type Error = std::convert::Infallible;
+/// Messages the actor answers at once: `Ping` (asked, and told in batches), `Tick` (told)
+/// and `Sync` (asked last; not counted here: its own batch is recorded after its answer).
+macro_rules! answered_at_once {
+    ($($name:ident),*) => {$(
+        struct $name;
+        impl Message for $name {
+            type Response = ();
+            type Error = std::convert::Infallible;
+        }
+        impl Handler<$name> for Meter {
+            async fn handle(
+                &mut self,
+                _: $name,
+                _: &mut Context<Self>,
+            ) -> Result<(), std::convert::Infallible> {
+                Ok(())
+            }
+        }
+    )*};
 }
-impl Handler<Ping> for Meter {
-    async fn handle(
-        &mut self,
-        _: Ping,
-        _: &mut Context<Self>,
-    ) -> Result<(), std::convert::Infallible> {
-        Ok(())
-    }
-}
-
-/// A tell.
-struct Tick;
-impl Message for Tick {
-    type Response = ();
-    type Error = std::convert::Infallible;
-}
-impl Handler<Tick> for Meter {
-    async fn handle(
-        &mut self,
-        _: Tick,
-        _: &mut Context<Self>,
-    ) -> Result<(), std::convert::Infallible> {
-        Ok(())
-    }
-}
-
-/// Asked last (not counted here: its own batch is recorded after its answer).
-struct Sync;
-impl Message for Sync {
-    type Response = ();
-    type Error = std::convert::Infallible;
-}
-impl Handler<Sync> for Meter {
-    async fn handle(
-        &mut self,
-        _: Sync,
-        _: &mut Context<Self>,
-    ) -> Result<(), std::convert::Infallible> {
-        Ok(())
-    }
-}
+answered_at_once!(Ping, Tick, Sync);
 
 /// Holds the actor until the gate opens, so that what is sent meanwhile queues up.
 struct Hold(Arc<Notify>, Arc<Notify>);
