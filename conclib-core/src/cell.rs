@@ -51,8 +51,9 @@ pub struct CellCore {
     /// The panic policy this actor imposes on its children, if it declared one (boxed:
     /// rare, and every actor pays for the field).
     children_policy: Mutex<Option<Box<crate::supervision::PanicPolicy>>>,
-    /// The default ask timeout in nanoseconds (8 bytes, not a `Duration`'s 16: they keep
-    /// the cell within 472 bytes, see `rare`). Read by every ask.
+    /// The default ask timeout in nanoseconds, read by every ask: 8 bytes, not a
+    /// `Duration`'s 16, which keeps the cell at 472 bytes with `rare` in it (a size glibc
+    /// places well beside tokio's task: BENCHMARKS.md, "One allocation less").
     ask_timeout_ns: u64,
     /// What changes only when something goes wrong, or when a snapshot is taken. In the
     /// cell rather than a box of its own: one allocation less per spawn, and 932 bytes per
