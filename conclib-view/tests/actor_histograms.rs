@@ -53,6 +53,17 @@ impl Handler<Hold> for Meter {
     }
 }
 
+/// Holds the actor in a handler; what is sent until the returned gate opens queues up.
+async fn hold(meter: &conclib_core::ActorRef<Meter>) -> Arc<Notify> {
+    let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    meter
+        .tell(Hold(started.clone(), gate.clone()))
+        .await
+        .expect("tell");
+    started.notified().await;
+    gate
+}
+
 /// The value of the sample `name{labels}` in the rendered text (0 if absent).
 fn value(text: &str, name: &str, message: &str) -> f64 {
     let wanted = format!("message=\"{message}\"");
@@ -79,12 +90,7 @@ async fn every_message_is_counted_once_in_every_batch_shape() {
     }
     // Batches of many, mixing types: queued while the actor is held.
     for round in 0..3 {
-        let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        meter
-            .tell(Hold(started.clone(), gate.clone()))
-            .await
-            .expect("tell");
-        started.notified().await;
+        let gate = hold(&meter).await;
         for i in 0..50 {
             meter.tell(Tick).await.expect("tell");
             if i % (10 + round) == 0 {
@@ -94,12 +100,7 @@ async fn every_message_is_counted_once_in_every_batch_shape() {
         gate.notify_one();
     }
     // A batch whose first message is of another type than the rest.
-    let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    meter
-        .tell(Hold(started.clone(), gate.clone()))
-        .await
-        .expect("tell");
-    started.notified().await;
+    let gate = hold(&meter).await;
     meter.tell(Ping).await.expect("tell");
     for _ in 0..5 {
         meter.tell(Tick).await.expect("tell");
