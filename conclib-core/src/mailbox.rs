@@ -182,8 +182,14 @@ impl Capacity {
         }
     }
 
+    /// Closes the capacity and wakes the senders waiting for room, once: a sender that
+    /// registers after the first close finds it closed on its second look (under the
+    /// waiters' lock the close took), so a stop that closes again (the seal after a
+    /// graceful stop) has no one to wake.
     fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
         self.mark.set();
         self.wake_all();
     }
