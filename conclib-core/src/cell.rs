@@ -1,7 +1,7 @@
 //! The shared state behind every ref to one actor.
 
 use std::any::{Any, TypeId};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -21,7 +21,8 @@ use crate::urn::Urn;
 /// What every actor cell has, whatever the actor's type. (Opaque: not nameable outside the crate.)
 // In this order (`repr(C)`; the cell puts the mailbox right after): the count the actor's
 // task writes per message (`stats.handled`) has 128 bytes of fields nobody writes per
-// message between it and the mailbox, and 128 bytes between it and the allocation's start,
+// message between it and what senders touch in the mailbox (which opens with its waiters'
+// lock, touched only when it is full), and 128 bytes between it and the allocation's start,
 // so that neither its cache line nor the line fetched with it (x86 fetches aligned pairs)
 // holds what senders write; boxed apart, it sat beside whatever malloc put there. Where the
 // cell falls against 128-byte boundaries still moves one actor's fan-in by 2x (malloc
@@ -29,37 +30,33 @@ use crate::urn::Urn;
 // layout". The test `the_task_line_is_apart` keeps the distances.
 #[repr(C)]
 pub struct CellCore {
+    /// The default ask timeout in nanoseconds, read by every ask: 8 bytes, not a
+    /// `Duration`'s 16 (with it, the fields before the statistics take exactly the 104
+    /// bytes the layout needs). First: as far from the task's line as the cell allows
+    /// (askers read it, the task writes its line).
+    ask_timeout_ns: u64,
     pub(crate) id: ActorId,
     pub(crate) urn: Option<Urn>,
     pub(crate) parent: Option<Arc<dyn ErasedCell>>,
     /// `std::any::type_name` of the actor's type, called when needed: 8 bytes, not a
-    /// `&str`'s 16 (with the stop reason standing for the alive flag, the fields before the
-    /// statistics take exactly the 104 bytes the layout needs).
+    /// `&str`'s 16.
     type_name: fn() -> &'static str,
-    /// Set once, when the actor stopped (it is alive until then).
-    reason: OnceLock<StopReason>,
+    /// Set once, when the actor stopped (it is alive until then): 8 bytes, not a
+    /// `OnceLock<StopReason>`'s 40.
+    reason: ReasonCell,
     task: OnceLock<tokio::task::AbortHandle>,
-    /// What the snapshot shows: counters written by the actor's own task only.
-    stats: Stats,
+    /// Children, watchers and the policy for children: what most actors never have, in a
+    /// box allocated at the first (16 bytes in every cell, not 48).
+    relations: Relations,
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
+    /// What the snapshot shows: counters written by the actor's own task only.
+    stats: Stats,
     stopped: Notify,
-    /// Children that have not stopped yet.
-    children: CellList,
-    /// Actors to tell when this one stops.
-    watchers: CellList,
-    /// The panic policy this actor imposes on its children, if it declared one (boxed:
-    /// rare, and every actor pays for the field).
-    children_policy: Mutex<Option<Box<crate::supervision::PanicPolicy>>>,
-    /// The default ask timeout in nanoseconds, read by every ask: 8 bytes, not a
-    /// `Duration`'s 16, which keeps the cell at 472 bytes with `rare` in it (a size glibc
-    /// places well beside tokio's task: BENCHMARKS.md, "One allocation less").
-    ask_timeout_ns: u64,
     /// What changes only when something goes wrong, or when a snapshot is taken. In the
-    /// cell rather than a box of its own: one allocation less per spawn, and 932 bytes per
-    /// idle actor instead of 1,011, once glibc has placed the cell around tokio's
-    /// 128-byte-aligned task (BENCHMARKS.md, "One allocation less"). After the fields
-    /// nobody writes per message: it is written on failures and snapshots only.
+    /// cell rather than a box of its own: one allocation less per spawn (BENCHMARKS.md,
+    /// "One allocation less"). After the fields nobody writes per message: it is written
+    /// on failures and snapshots only; the mailbox's quiet waiters' lock follows it.
     rare: Mutex<RareStats>,
 }
 
@@ -77,23 +74,25 @@ impl CellCore {
             parent,
             type_name,
             ask_timeout_ns: u64::try_from(ask_timeout.as_nanos()).unwrap_or(u64::MAX),
-            reason: OnceLock::new(),
+            reason: ReasonCell::new(),
             stopped: Notify::new(),
-            children: CellList::new(),
-            watchers: CellList::new(),
+            relations: Relations::new(),
             task: OnceLock::new(),
             skipped_asks: AtomicU64::new(0),
             stats: Stats::default(),
-            children_policy: Mutex::new(None),
             rare: Mutex::new(RareStats::default()),
         }
     }
 
     pub(crate) fn set_children_policy(&self, policy: Option<crate::supervision::PanicPolicy>) {
-        *self
-            .children_policy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = policy.map(Box::new);
+        let mut relations = self.relations.lock();
+        match (relations.as_deref_mut(), policy) {
+            (Some(r), policy) => r.children_policy = policy,
+            (None, None) => {}
+            (None, Some(policy)) => {
+                relations.get_or_insert_with(Box::default).children_policy = Some(policy);
+            }
+        }
     }
 
     /// The panic policy that applies to this actor: its parent's declaration for its
@@ -106,11 +105,10 @@ impl CellCore {
             .as_ref()
             .and_then(|p| {
                 p.core()
-                    .children_policy
+                    .relations
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
                     .as_deref()
-                    .copied()
+                    .and_then(|r| r.children_policy)
             })
             .unwrap_or(own)
     }
@@ -167,7 +165,7 @@ impl CellCore {
 
     /// Records the end and wakes everyone in `wait_for_stop`.
     pub(crate) fn mark_stopped(&self, reason: StopReason) {
-        let _ = self.reason.set(reason);
+        self.reason.set(reason);
         self.stopped.notify_waiters();
     }
 
@@ -207,51 +205,91 @@ impl CellCore {
     }
 
     pub(crate) fn lock_children(&self) -> CellListGuard<'_> {
-        self.children.lock()
+        CellListGuard {
+            relations: self.relations.lock(),
+            list: List::Children,
+        }
     }
 
     pub(crate) fn lock_watchers(&self) -> CellListGuard<'_> {
-        self.watchers.lock()
+        CellListGuard {
+            relations: self.relations.lock(),
+            list: List::Watchers,
+        }
     }
 }
 
-/// A list of cells most actors never fill (their children, their watchers), allocated at
-/// its first entry: 16 bytes in every cell instead of 32.
-struct CellList(Mutex<LazyCells>);
+/// What an actor is related to, which most actors never are: allocated at the first entry.
+struct Relations(Mutex<Option<Box<Related>>>);
 
-/// Boxed on purpose: the box is what most actors never allocate.
-#[allow(clippy::box_collection)]
-type LazyCells = Option<Box<Vec<Arc<dyn ErasedCell>>>>;
+#[derive(Default)]
+struct Related {
+    /// Children that have not stopped yet.
+    children: Vec<Arc<dyn ErasedCell>>,
+    /// Actors to tell when this one stops.
+    watchers: Vec<Arc<dyn ErasedCell>>,
+    /// The panic policy this actor imposes on its children, if it declared one.
+    children_policy: Option<crate::supervision::PanicPolicy>,
+}
 
-/// Read through an empty list that was never allocated.
+/// Read through a list that was never allocated.
 static NO_CELLS: Vec<Arc<dyn ErasedCell>> = Vec::new();
 
-impl CellList {
+impl Relations {
     const fn new() -> Self {
-        CellList(Mutex::new(None))
+        Relations(Mutex::new(None))
     }
 
-    fn lock(&self) -> CellListGuard<'_> {
-        CellListGuard(self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<Related>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// A locked [`CellList`]: reads as its `Vec` (empty if never allocated); writing allocates it.
-pub(crate) struct CellListGuard<'a>(std::sync::MutexGuard<'a, LazyCells>);
+/// Which list of [`Related`] a guard reads.
+#[derive(Clone, Copy)]
+enum List {
+    Children,
+    Watchers,
+}
+
+impl List {
+    fn of(self, related: &Related) -> &Vec<Arc<dyn ErasedCell>> {
+        match self {
+            List::Children => &related.children,
+            List::Watchers => &related.watchers,
+        }
+    }
+
+    fn of_mut(self, related: &mut Related) -> &mut Vec<Arc<dyn ErasedCell>> {
+        match self {
+            List::Children => &mut related.children,
+            List::Watchers => &mut related.watchers,
+        }
+    }
+}
+
+/// A cell's children or watchers, locked (one lock for both: take one guard at a time):
+/// reads as a `Vec` (empty if never allocated); writing allocates it.
+pub(crate) struct CellListGuard<'a> {
+    relations: std::sync::MutexGuard<'a, Option<Box<Related>>>,
+    list: List,
+}
 
 impl CellListGuard<'_> {
     /// Takes every entry out, leaving the list empty (without allocating it).
     pub(crate) fn take(&mut self) -> Vec<Arc<dyn ErasedCell>> {
-        self.0
+        let list = self.list;
+        self.relations
             .as_deref_mut()
-            .map(std::mem::take)
+            .map(|r| std::mem::take(list.of_mut(r)))
             .unwrap_or_default()
     }
 
     /// Keeps the entries for which `keep` holds (without allocating the list).
     pub(crate) fn retain(&mut self, keep: impl FnMut(&Arc<dyn ErasedCell>) -> bool) {
-        if let Some(list) = self.0.as_deref_mut() {
-            list.retain(keep);
+        let list = self.list;
+        if let Some(r) = self.relations.as_deref_mut() {
+            list.of_mut(r).retain(keep);
         }
     }
 }
@@ -259,13 +297,72 @@ impl CellListGuard<'_> {
 impl std::ops::Deref for CellListGuard<'_> {
     type Target = Vec<Arc<dyn ErasedCell>>;
     fn deref(&self) -> &Self::Target {
-        self.0.as_deref().unwrap_or(&NO_CELLS)
+        self.relations
+            .as_deref()
+            .map_or(&NO_CELLS, |r| self.list.of(r))
     }
 }
 
 impl std::ops::DerefMut for CellListGuard<'_> {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0.get_or_insert_with(Box::default)
+        let list = self.list;
+        list.of_mut(self.relations.get_or_insert_with(Box::default))
+    }
+}
+
+/// Why the actor stopped, set once: a pointer, to a static for the two reasons without
+/// text (no allocation for a normal stop or a kill), else to a box.
+struct ReasonCell(AtomicPtr<StopReason>);
+
+static NORMAL: StopReason = StopReason::Normal;
+static KILLED: StopReason = StopReason::Killed;
+
+impl ReasonCell {
+    const fn new() -> Self {
+        ReasonCell(AtomicPtr::new(std::ptr::null_mut()))
+    }
+
+    fn is_static(p: *mut StopReason) -> bool {
+        std::ptr::eq(p, &NORMAL) || std::ptr::eq(p, &KILLED)
+    }
+
+    /// Sets the reason unless one is set already (the first stays).
+    fn set(&self, reason: StopReason) {
+        if !self.0.load(Ordering::Acquire).is_null() {
+            return;
+        }
+        let p = match reason {
+            StopReason::Normal => std::ptr::from_ref(&NORMAL).cast_mut(),
+            StopReason::Killed => std::ptr::from_ref(&KILLED).cast_mut(),
+            other => Box::into_raw(Box::new(other)),
+        };
+        if self
+            .0
+            .compare_exchange(std::ptr::null_mut(), p, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+            && !Self::is_static(p)
+        {
+            // SAFETY: `p` came from `Box::into_raw` above and was never shared.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+
+    fn get(&self) -> Option<&StopReason> {
+        let p = self.0.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer is a static or a box this cell owns, which lives as long
+        // as the cell (it is never replaced once set).
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+}
+
+impl Drop for ReasonCell {
+    fn drop(&mut self) {
+        let p = *self.0.get_mut();
+        if !p.is_null() && !Self::is_static(p) {
+            // SAFETY: a non-static pointer came from `Box::into_raw` in `set`, and the cell
+            // is its only owner.
+            drop(unsafe { Box::from_raw(p) });
+        }
     }
 }
 
@@ -463,17 +560,19 @@ mod tests {
     impl crate::actor::Actor for Idle {}
 
     /// The layout `CellCore` promises: 128 bytes between what the actor's task writes per
-    /// message and the mailbox, and between it and the allocation's start (`Arc`'s 16 bytes of
+    /// message and what senders touch in the mailbox, and between it and the allocation's start (`Arc`'s 16 bytes of
     /// counts and malloc's 8 bytes of size come before the cell).
     #[test]
     fn the_task_line_is_apart() {
         let task_line = offset_of!(CellCore, stats) + offset_of!(Stats, handled);
         let task_line_end = offset_of!(CellCore, stats) + size_of::<Stats>();
-        let mailbox = offset_of!(ActorCell<Idle>, mailbox);
+        // The mailbox's first field senders touch (its waiters' lock before it is quiet).
+        let mailbox =
+            offset_of!(ActorCell<Idle>, mailbox) + crate::mailbox::Mailbox::<Idle>::first_shared();
         assert_eq!(offset_of!(ActorCell<Idle>, core), 0);
         assert!(
             mailbox - task_line >= 128,
-            "the task's line at {task_line}, the mailbox at {mailbox}"
+            "the task's line at {task_line}, the mailbox's shared fields at {mailbox}"
         );
         assert!(task_line_end - task_line <= 16);
         assert!(task_line + 16 + 8 >= 128, "the task's line at {task_line}");

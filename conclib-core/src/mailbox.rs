@@ -72,8 +72,10 @@ pub(crate) enum Control {
 // set from clear, once between two looks). See BENCHMARKS.md ("Field layout").
 #[repr(C)]
 pub struct Capacity {
-    /// Senders waiting for room; `waiting` mirrors `waiters.len()` so the receiver can skip the lock.
-    waiters: Mutex<Vec<Waker>>,
+    /// Senders waiting for room; `waiting` mirrors their number so the receiver can skip
+    /// the lock. Allocated when a sender first waits (16 bytes in every cell, not 32).
+    #[allow(clippy::box_collection)] // on purpose: the box is what most actors never allocate
+    waiters: Mutex<Option<Box<Vec<Waker>>>>,
     /// User messages queued (including the receiver's local batch), not yet taken for handling.
     len: AtomicUsize,
     limit: usize,
@@ -95,7 +97,7 @@ impl Capacity {
             limit,
             low_water: limit - (limit / 4).max(1),
             waiting: AtomicUsize::new(0),
-            waiters: Mutex::new(Vec::new()),
+            waiters: Mutex::new(None),
             closed: AtomicBool::new(false),
         }
     }
@@ -139,6 +141,7 @@ impl Capacity {
         }
         {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            let waiters = waiters.get_or_insert_with(Box::default);
             if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
                 waiters.push(cx.waker().clone());
                 self.waiting.store(waiters.len(), Ordering::SeqCst);
@@ -175,7 +178,10 @@ impl Capacity {
         let waiters = {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
             self.waiting.store(0, Ordering::SeqCst);
-            std::mem::take(&mut *waiters)
+            waiters
+                .as_deref_mut()
+                .map(std::mem::take)
+                .unwrap_or_default()
         };
         for w in waiters {
             w.wake();
@@ -208,14 +214,16 @@ struct Lanes<A: Actor> {
     /// get one (8 bytes in every actor's cell, not 64).
     priority: Option<Box<PriorityLanes<A>>>,
     normal: VecDeque<Envelope<A>>,
-    /// The run loop, when it waits for mail.
-    receiver: Option<Waker>,
+    /// The run loop's waker, registered when it waits for mail (`for_mail`) or while a
+    /// handler is pending (a kill wakes it). One slot for both: the run loop is never in
+    /// the two at once, and a waker left from waiting for mail does for a handler too.
+    waker: Option<Waker>,
+    /// The waker is there for mail: a sender takes it. (Without it, only a kill does.)
+    for_mail: bool,
     /// No more user messages (stop was asked for); control still flows.
     closed: bool,
     /// The actor is gone: nothing is taken any more.
     dead: bool,
-    /// The run loop, while a handler is pending: a kill wakes it.
-    handler: Option<Waker>,
 }
 
 struct PriorityLanes<A: Actor> {
@@ -240,13 +248,15 @@ pub(crate) enum Next<A: Actor> {
     Drained,
 }
 
-// In this order (`repr(C)`): the lanes and the capacity's count, which every send and take
-// touch, next to each other, the rarely written flags after them. Left to the compiler, the
-// order changed whenever `Capacity` changed size (BENCHMARKS.md, "Field layout").
+// In this order (`repr(C)`): the capacity, which opens with its waiters' lock (touched only
+// when the mailbox is full: the cell's quiet fields run on into it), then the capacity's
+// count and the lanes, which every send and take touch, next to each other, the rarely
+// written flags after them. Left to the compiler, the order changed whenever `Capacity`
+// changed size (BENCHMARKS.md, "Field layout").
 #[repr(C)]
 pub(crate) struct Mailbox<A: Actor> {
-    lanes: Mutex<Lanes<A>>,
     pub(crate) capacity: Capacity,
+    lanes: Mutex<Lanes<A>>,
     /// The control or high lane may be non-empty: the receiver must look under the lock.
     priority_pending: AtomicBool,
     /// A kill was asked for: the running handler is dropped at its next poll.
@@ -264,16 +274,22 @@ impl<A: Actor> Mailbox<A> {
             lanes: Mutex::new(Lanes {
                 priority: None,
                 normal: VecDeque::new(),
-                receiver: None,
+                waker: None,
+                for_mail: false,
                 closed: false,
                 dead: false,
-                handler: None,
             }),
             priority_pending: AtomicBool::new(false),
             capacity: Capacity::new(config, mark),
             killed: AtomicBool::new(false),
             armed: AtomicBool::new(false),
         }
+    }
+
+    /// Where the first field senders touch lies in the mailbox (the cell's layout test).
+    #[cfg(test)]
+    pub(crate) fn first_shared() -> usize {
+        std::mem::offset_of!(Mailbox<A>, capacity) + std::mem::offset_of!(Capacity, len)
     }
 
     /// Whether a kill was asked for (checked at every poll of a running handler).
@@ -284,7 +300,9 @@ impl<A: Actor> Mailbox<A> {
     /// Registers the run loop's waker while a handler is pending; returns whether a kill
     /// came in meanwhile (checked after registering, so none is missed).
     pub(crate) fn park_handler(&self, waker: &Waker) -> bool {
-        match &mut self.lock().handler {
+        // A waker still there for mail stays so: a sender wakes the task once (the handler
+        // is polled again, and registers again), as a kill would.
+        match &mut self.lock().waker {
             Some(w) if w.will_wake(waker) => {}
             slot => *slot = Some(waker.clone()),
         }
@@ -298,20 +316,30 @@ impl<A: Actor> Mailbox<A> {
 
     /// Takes the receiver's waker out, to wake it once the lock is released.
     fn take_receiver(&self, lanes: &mut Lanes<A>) -> Option<Waker> {
-        let receiver = lanes.receiver.take();
-        if receiver.is_some() {
-            self.armed.store(false, Ordering::Release);
+        if !lanes.for_mail {
+            return None;
         }
-        receiver
+        lanes.for_mail = false;
+        self.armed.store(false, Ordering::Release);
+        lanes.waker.take()
+    }
+
+    /// Takes the run loop's waker out, whatever it waits for (a kill).
+    fn take_waker(&self, lanes: &mut Lanes<A>) -> Option<Waker> {
+        if lanes.for_mail {
+            return self.take_receiver(lanes);
+        }
+        lanes.waker.take()
     }
 
     /// Registers the receiver's waker (a clone only if another is there) and arms the
     /// empty look.
     fn register_receiver(&self, lanes: &mut Lanes<A>, waker: &Waker) {
-        match &mut lanes.receiver {
+        match &mut lanes.waker {
             Some(w) if w.will_wake(waker) => {}
             slot => *slot = Some(waker.clone()),
         }
+        lanes.for_mail = true;
         self.armed.store(true, Ordering::Release);
     }
 
@@ -379,11 +407,11 @@ impl<A: Actor> Mailbox<A> {
         if lanes.dead {
             return Err(c);
         }
-        let handler = if matches!(c, Control::Kill) {
+        let waker = if matches!(c, Control::Kill) {
             self.killed.store(true, Ordering::SeqCst);
-            lanes.handler.take()
+            self.take_waker(&mut lanes)
         } else {
-            None
+            self.take_receiver(&mut lanes)
         };
         lanes
             .priority
@@ -391,9 +419,8 @@ impl<A: Actor> Mailbox<A> {
             .control
             .push_back(c);
         self.priority_pending.store(true, Ordering::Release);
-        let receiver = self.take_receiver(&mut lanes);
         drop(lanes);
-        for w in [receiver, handler].into_iter().flatten() {
+        if let Some(w) = waker {
             w.wake();
         }
         Ok(())
