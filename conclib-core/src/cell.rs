@@ -21,26 +21,23 @@ use crate::urn::Urn;
 /// What every actor cell has, whatever the actor's type. (Opaque: not nameable outside the crate.)
 // In this order (`repr(C)`; the cell puts the mailbox right after): the count the actor's
 // task writes per message (`stats.handled`) has 128 bytes of fields nobody writes per
-// message between it and what senders touch in the mailbox (which opens with its waiters'
-// lock, touched only when it is full), and 128 bytes between it and the allocation's start,
-// so that neither its cache line nor the line fetched with it (x86 fetches aligned pairs)
-// holds what senders write; boxed apart, it sat beside whatever malloc put there. Where the
+// message between it and the mailbox, so that neither its cache line nor the line fetched
+// with it (x86 fetches aligned pairs) holds what senders write, and 112 bytes between it and
+// the allocation's start (more than a line: the pair's other line may hold the `Arc`'s
+// counts; 128 there too would cost 136 bytes an actor, "Every actor 138 bytes smaller" in
+// BENCHMARKS.md); boxed apart, it sat beside whatever malloc put there. Where the
 // cell falls against 128-byte boundaries still moves one actor's fan-in by 2x (malloc
 // aligns to 16 bytes; 64-byte-aligned cells cost 214 bytes each): BENCHMARKS.md, "Field
 // layout". The test `the_task_line_is_apart` keeps the distances.
 #[repr(C)]
 pub struct CellCore {
     /// The default ask timeout in nanoseconds, read by every ask: 8 bytes, not a
-    /// `Duration`'s 16 (with it, the fields before the statistics take exactly the 104
-    /// bytes the layout needs). First: as far from the task's line as the cell allows
-    /// (askers read it, the task writes its line).
+    /// `Duration`'s 16. First: as far from the task's line as the cell allows (askers read
+    /// it, the task writes its line).
     ask_timeout_ns: u64,
     pub(crate) id: ActorId,
     pub(crate) urn: Option<Urn>,
     pub(crate) parent: Option<Arc<dyn ErasedCell>>,
-    /// `std::any::type_name` of the actor's type, called when needed: 8 bytes, not a
-    /// `&str`'s 16.
-    type_name: fn() -> &'static str,
     /// Set once, when the actor stopped (it is alive until then): 8 bytes, not a
     /// `OnceLock<StopReason>`'s 40.
     reason: ReasonCell,
@@ -48,15 +45,18 @@ pub struct CellCore {
     /// Children, watchers and the policy for children: what most actors never have, in a
     /// box allocated at the first (16 bytes in every cell, not 48).
     relations: Relations,
-    /// Asks not started because their asker had given up.
-    skipped_asks: AtomicU64,
     /// What the snapshot shows: counters written by the actor's own task only.
     stats: Stats,
+    /// Asks not started because their asker had given up.
+    skipped_asks: AtomicU64,
+    /// `std::any::type_name` of the actor's type, called when needed: 8 bytes, not a
+    /// `&str`'s 16.
+    type_name: fn() -> &'static str,
     stopped: Notify,
     /// What changes only when something goes wrong, or when a snapshot is taken. In the
     /// cell rather than a box of its own: one allocation less per spawn (BENCHMARKS.md,
     /// "One allocation less"). After the fields nobody writes per message: it is written
-    /// on failures and snapshots only; the mailbox's quiet waiters' lock follows it.
+    /// on failures and snapshots only.
     rare: Mutex<RareStats>,
 }
 
@@ -560,21 +560,19 @@ mod tests {
     impl crate::actor::Actor for Idle {}
 
     /// The layout `CellCore` promises: 128 bytes between what the actor's task writes per
-    /// message and what senders touch in the mailbox, and between it and the allocation's start (`Arc`'s 16 bytes of
-    /// counts and malloc's 8 bytes of size come before the cell).
+    /// message and the mailbox, 112 between it and the allocation's start (`Arc`'s 16
+    /// bytes of counts and malloc's 8 bytes of size come before the cell).
     #[test]
     fn the_task_line_is_apart() {
         let task_line = offset_of!(CellCore, stats) + offset_of!(Stats, handled);
         let task_line_end = offset_of!(CellCore, stats) + size_of::<Stats>();
-        // The mailbox's first field senders touch (its waiters' lock before it is quiet).
-        let mailbox =
-            offset_of!(ActorCell<Idle>, mailbox) + crate::mailbox::Mailbox::<Idle>::first_shared();
+        let mailbox = offset_of!(ActorCell<Idle>, mailbox);
         assert_eq!(offset_of!(ActorCell<Idle>, core), 0);
         assert!(
             mailbox - task_line >= 128,
-            "the task's line at {task_line}, the mailbox's shared fields at {mailbox}"
+            "the task's line at {task_line}, the mailbox at {mailbox}"
         );
         assert!(task_line_end - task_line <= 16);
-        assert!(task_line + 16 + 8 >= 128, "the task's line at {task_line}");
+        assert!(task_line + 16 + 8 >= 112, "the task's line at {task_line}");
     }
 }
