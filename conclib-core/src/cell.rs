@@ -559,6 +559,23 @@ mod tests {
     struct Idle;
     impl crate::actor::Actor for Idle {}
 
+    /// The first reason stays; the two without text point to statics, the others are boxed
+    /// and freed with the cell.
+    #[test]
+    fn a_stop_reason_is_set_once() {
+        use super::ReasonCell;
+        use crate::error::StopReason;
+        let reason = ReasonCell::new();
+        assert!(reason.get().is_none());
+        reason.set(StopReason::Panicked("boom".into()));
+        reason.set(StopReason::Normal);
+        assert_eq!(reason.get(), Some(&StopReason::Panicked("boom".into())));
+        let killed = ReasonCell::new();
+        killed.set(StopReason::Killed);
+        killed.set(StopReason::Failed("later".into()));
+        assert_eq!(killed.get(), Some(&StopReason::Killed));
+    }
+
     /// The layout `CellCore` promises: 128 bytes between what the actor's task writes per
     /// message and the mailbox, 112 between it and the allocation's start (`Arc`'s 16
     /// bytes of counts and malloc's 8 bytes of size come before the cell).

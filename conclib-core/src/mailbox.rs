@@ -617,6 +617,35 @@ mod tests {
         assert!(matches!(rx.poll(), Poll::Ready(Next::Drained)));
     }
 
+    /// The run loop's one waker slot, while a handler is pending: a waker left from waiting
+    /// for mail wakes the task at the next message (once), then the handler's own
+    /// registration is woken by a kill only, never by the messages that follow.
+    #[test]
+    fn a_pending_handler_is_woken_by_a_kill_not_by_every_message() {
+        let mut rx = Receiver::new();
+        rx.tell();
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        // The lane held one message: registered for mail. The handler parks on the same waker.
+        assert!(!rx.mailbox.park_handler(&rx.waker));
+        rx.tell();
+        assert_eq!(
+            rx.wakes(),
+            1,
+            "the waker left for mail is woken by a message"
+        );
+        // Polled again, the handler registers its own.
+        assert!(!rx.mailbox.park_handler(&rx.waker));
+        rx.tell();
+        rx.tell();
+        assert_eq!(rx.wakes(), 1, "messages do not wake a pending handler");
+        assert!(rx.mailbox.push_control(Control::Kill).is_ok());
+        assert_eq!(rx.wakes(), 2, "a kill does");
+        assert!(
+            rx.mailbox.park_handler(&rx.waker),
+            "and the handler sees it"
+        );
+    }
+
     /// A mailbox closed before the receiver took its last message: the look after it finds
     /// the mailbox drained (an armed look would wait for ever: no close is left to wake it).
     #[test]
