@@ -15,9 +15,11 @@
 //!
 //! Each argument is the sizes in bytes as requested, in the order allocated, separated by
 //! `:`: the cell (the `Arc`'s 16 bytes of counts included), any boxes, and last tokio's
-//! task (128-aligned). With no arguments it prints the layouts BENCHMARKS.md ("One
-//! allocation less") compares. Each prints `RESULT layout=.. bytes_per_actor=..`. The registry's table (about
-//! 33 bytes an actor) is not in these figures; the `spawn` scenario's are.
+//! task (128-aligned); a size written `128a` is the aligned one wherever it stands. With no
+//! arguments it prints the layouts BENCHMARKS.md compares ("One allocation less", "Every
+//! actor 138 bytes smaller"). Each prints `RESULT layout=.. bytes_per_actor=..`. The
+//! registry's table (about 26 bytes an actor) is not in these figures; the `spawn`
+//! scenario's are.
 use std::alloc::{Layout, alloc, dealloc};
 
 const ACTORS: usize = 100_000;
@@ -42,14 +44,12 @@ fn touch(layout: Layout) -> *mut u8 {
     p
 }
 
-/// Bytes per actor for one layout (the last size 128-aligned, the others 8-aligned).
-fn measure(sizes: &[usize]) -> f64 {
-    let last = sizes.len() - 1;
+/// Bytes per actor for one layout: each size with whether it is 128-aligned.
+fn measure(sizes: &[(usize, bool)]) -> f64 {
     let layouts: Vec<Layout> = sizes
         .iter()
-        .enumerate()
-        .map(|(i, &size)| {
-            Layout::from_size_align(size, if i == last { 128 } else { 8 }).expect("a layout")
+        .map(|&(size, aligned)| {
+            Layout::from_size_align(size, if aligned { 128 } else { 8 }).expect("a layout")
         })
         .collect();
     let mut kept: Vec<(*mut u8, Layout)> = Vec::with_capacity(ACTORS * layouts.len());
@@ -71,12 +71,19 @@ fn measure(sizes: &[usize]) -> f64 {
     per_actor
 }
 
-/// `cell:..:task`, every size above zero.
-fn parse(arg: &str) -> Option<Vec<usize>> {
-    let sizes: Vec<usize> = arg
+/// `cell:..:task`, every size above zero; a size ending in `a` is the 128-aligned one (by
+/// default the last).
+fn parse(arg: &str) -> Option<Vec<(usize, bool)>> {
+    let mut sizes: Vec<(usize, bool)> = arg
         .split(':')
-        .map(|p| p.parse().ok().filter(|&n: &usize| n > 0))
+        .map(|p| {
+            let (n, aligned) = p.strip_suffix('a').map_or((p, false), |n| (n, true));
+            n.parse().ok().filter(|&n: &usize| n > 0).map(|n| (n, aligned))
+        })
         .collect::<Option<_>>()?;
+    if !sizes.iter().any(|&(_, aligned)| aligned) {
+        sizes.last_mut()?.1 = true;
+    }
     (sizes.len() >= 2).then_some(sizes)
 }
 
@@ -106,8 +113,19 @@ fn main() {
             // ... and the run loop inside tokio's task (384), its box gone: the same bytes
             // (not done: it slows the actor's side of a tell, see BENCHMARKS.md).
             "488:384",
-            // A run loop of at most 144 bytes would make the task 256: the way to 800.
+            // A run loop of at most 144 bytes would make the task 256: one way to 800.
             "488:256",
+            // The way taken: the cell 96 bytes smaller (392 with the counts), the rest as it
+            // was; its three chunks (400, 224, 144) fill six 128-byte blocks exactly.
+            "392:216:128",
+            // 16 bytes fewer, worse: a 16-byte gap glibc cannot use.
+            "376:216:128",
+            // The same cell for an actor with 8, 24, 48 or 96 bytes of state (its run loop
+            // grows by as much): the steps (BENCHMARKS.md, "Every actor 138 bytes smaller").
+            "392:224:128",
+            "392:240:128",
+            "392:264:128",
+            "392:312:128",
         ]
         .map(String::from)
         .to_vec()
