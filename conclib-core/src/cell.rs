@@ -185,6 +185,10 @@ impl CellCore {
     }
 
     pub(crate) async fn wait_for_stop(&self) -> StopReason {
+        // Stopped already: no waiter to register and drop (about 380 instructions).
+        if let Some(reason) = self.reason.get() {
+            return reason.clone();
+        }
         loop {
             let notified = self.stopped.notified();
             tokio::pin!(notified);
