@@ -104,7 +104,8 @@ impl Capacity {
 
     /// Takes a place without waiting. `None`: closed.
     pub(crate) fn try_reserve(&self) -> Option<bool> {
-        if self.closed.load(Ordering::Acquire) {
+        // SeqCst: see `close` (on x86 the same plain load as Acquire).
+        if self.closed.load(Ordering::SeqCst) {
             return None;
         }
         if self.limit == usize::MAX {
@@ -189,15 +190,20 @@ impl Capacity {
     }
 
     /// Closes the capacity and wakes the senders waiting for room, once: a sender that
-    /// registers after the first close finds it closed on its second look (under the
-    /// waiters' lock the close took), so a stop that closes again (the seal after a
-    /// graceful stop) has no one to wake.
+    /// registers after the first close finds it closed on its second look, so a stop that
+    /// closes again (the seal after a graceful stop) has no one to wake. With no sender
+    /// waiting, the waiters' lock is not taken (most actors stop so): a sender counts itself
+    /// in `waiting` before its second look at `closed`, and the close sets `closed` before
+    /// it reads `waiting`, all four `SeqCst`, so either the sender sees the mailbox closed
+    /// or the close sees the sender waiting.
     fn close(&self) {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         self.mark.set();
-        self.wake_all();
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.wake_all();
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -447,12 +453,18 @@ impl<A: Actor> Mailbox<A> {
         let mut lanes = self.lock();
         lanes.closed = true;
         lanes.dead = true;
-        let mut left: Vec<Envelope<A>> = batch.drain(..).collect();
+        // Most actors stop with nothing queued: no draining then (about 130 instructions).
+        let mut left: Vec<Envelope<A>> = Vec::new();
+        if !batch.is_empty() {
+            left.extend(batch.drain(..));
+        }
         if let Some(priority) = lanes.priority.as_deref_mut() {
             left.extend(priority.high.drain(..));
             priority.control.clear();
         }
-        left.extend(lanes.normal.drain(..));
+        if !lanes.normal.is_empty() {
+            left.extend(lanes.normal.drain(..));
+        }
         drop(self.take_receiver(&mut lanes));
         drop(lanes);
         self.capacity.close();
@@ -644,6 +656,69 @@ mod tests {
             rx.mailbox.park_handler(&rx.waker),
             "and the handler sees it"
         );
+    }
+
+    /// A sender waiting for room is woken by the close and finds the mailbox closed; a close
+    /// with nobody waiting (which skips the waiters' lock) leaves a later sender refused at
+    /// once, never waiting.
+    #[test]
+    fn a_close_wakes_a_sender_waiting_for_room() {
+        let mailbox: Mailbox<Probe> = Mailbox::new(MailboxConfig::Bounded(1), Mark::new(None));
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = TaskContext::from_waker(&waker);
+        assert!(
+            mailbox.capacity.poll_reserve(&mut cx).is_ready(),
+            "room for one"
+        );
+        assert!(
+            mailbox.capacity.poll_reserve(&mut cx).is_pending(),
+            "full: waits"
+        );
+        mailbox.close();
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the close woke it");
+        assert!(matches!(
+            mailbox.capacity.poll_reserve(&mut cx),
+            Poll::Ready(Err(super::Closed))
+        ));
+
+        let quiet: Mailbox<Probe> = Mailbox::new(MailboxConfig::Bounded(1), Mark::new(None));
+        quiet.close();
+        assert!(matches!(
+            quiet.capacity.poll_reserve(&mut cx),
+            Poll::Ready(Err(super::Closed))
+        ));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+    }
+
+    /// Senders racing for room on other threads while the mailbox closes: every one of them
+    /// returns (none is left waiting for a wake-up the close skipped).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn senders_racing_a_close_all_return() {
+        for _ in 0..200 {
+            let mailbox: Arc<Mailbox<Probe>> =
+                Arc::new(Mailbox::new(MailboxConfig::Bounded(1), Mark::new(None)));
+            let senders: Vec<_> = (0..4)
+                .map(|_| {
+                    let mailbox = mailbox.clone();
+                    tokio::spawn(async move {
+                        // Take a place until refused; never give one back: the others wait.
+                        while std::future::poll_fn(|cx| mailbox.capacity.poll_reserve(cx))
+                            .await
+                            .is_ok()
+                        {}
+                    })
+                })
+                .collect();
+            tokio::task::yield_now().await;
+            mailbox.close();
+            for sender in senders {
+                tokio::time::timeout(std::time::Duration::from_secs(10), sender)
+                    .await
+                    .expect("a sender still waits after the close")
+                    .expect("the sender panicked");
+            }
+        }
     }
 
     /// A mailbox closed before the receiver took its last message: the look after it finds
