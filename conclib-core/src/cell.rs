@@ -86,12 +86,9 @@ impl CellCore {
 
     pub(crate) fn set_children_policy(&self, policy: Option<crate::supervision::PanicPolicy>) {
         let mut relations = self.relations.lock();
-        match (relations.as_deref_mut(), policy) {
-            (Some(r), policy) => r.children_policy = policy,
-            (None, None) => {}
-            (None, Some(policy)) => {
-                relations.get_or_insert_with(Box::default).children_policy = Some(policy);
-            }
+        // No box for the default (no policy) where there is none yet.
+        if policy.is_some() || relations.is_some() {
+            relations.get_or_insert_with(Box::default).children_policy = policy;
         }
     }
 

@@ -327,10 +327,7 @@ impl<A: Actor> Mailbox<A> {
 
     /// Takes the run loop's waker out, whatever it waits for (a kill).
     fn take_waker(&self, lanes: &mut Lanes<A>) -> Option<Waker> {
-        if lanes.for_mail {
-            return self.take_receiver(lanes);
-        }
-        lanes.waker.take()
+        self.take_receiver(lanes).or_else(|| lanes.waker.take())
     }
 
     /// Registers the receiver's waker (a clone only if another is there) and arms the
