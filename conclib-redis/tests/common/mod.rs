@@ -115,3 +115,20 @@ pub async fn raw(client: &Client, args: Vec<Value>) -> Result<Value, fred::error
 pub fn v(s: &str) -> Value {
     Value::from(s.to_owned())
 }
+
+/// A peer process's orders: the lines of its stdin, trimmed, read on a thread of their own
+/// (stdin blocks); `stop` when the input ends (the parent closed it, or died).
+pub fn orders() -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line.trim().to_owned()).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send("stop".to_owned());
+    });
+    rx
+}

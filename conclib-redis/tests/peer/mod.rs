@@ -9,7 +9,6 @@
 //! - `<test binary> ask <url> <namespace> <urn> <total> <concurrency> <tag>`: asks
 //!   `total` echoes, `concurrency` at a time, checks every answer, prints `OK <total>`.
 
-use std::io::BufRead;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -90,17 +89,8 @@ async fn serve(url: &str, ns: &str, system_id: &str, urns: &[String]) -> i32 {
         }
     };
     println!("READY");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line.trim().to_owned()).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send("stop".to_owned());
-    });
-    while let Some(cmd) = rx.recv().await {
+    let mut orders = crate::common::orders();
+    while let Some(cmd) = orders.recv().await {
         match cmd.as_str() {
             "crash" => std::process::exit(0),
             "stop" => break,

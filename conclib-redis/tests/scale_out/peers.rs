@@ -26,18 +26,8 @@ pub(crate) fn peer_config(url: &str, ns: &str, system: &str, lease_ms: &str) -> 
 
 /// Waits for `stop` (graceful), `leave URN` (prints LEFT) or `crash` on stdin.
 pub(crate) async fn wait_for_orders(proxy: &conclib_redis::ProxyHandle) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line.trim().to_owned()).is_err() {
-                return;
-            }
-        }
-        let _ = tx.send("stop".to_owned());
-    });
-    while let Some(cmd) = rx.recv().await {
+    let mut orders = crate::common::orders();
+    while let Some(cmd) = orders.recv().await {
         if let Some(urn) = cmd.strip_prefix("leave ") {
             assert!(proxy.leave(urn).await);
             println!("LEFT");
