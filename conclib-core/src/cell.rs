@@ -206,17 +206,11 @@ impl CellCore {
     }
 
     pub(crate) fn lock_children(&self) -> CellListGuard<'_> {
-        CellListGuard {
-            relations: self.relations.lock(),
-            list: List::Children,
-        }
+        self.relations.list(List::Children)
     }
 
     pub(crate) fn lock_watchers(&self) -> CellListGuard<'_> {
-        CellListGuard {
-            relations: self.relations.lock(),
-            list: List::Watchers,
-        }
+        self.relations.list(List::Watchers)
     }
 }
 
@@ -243,6 +237,14 @@ impl Relations {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<Related>>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One of the lists, locked.
+    fn list(&self, list: List) -> CellListGuard<'_> {
+        CellListGuard {
+            relations: self.lock(),
+            list,
+        }
     }
 }
 
