@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::io::{Outgoing, flush};
+use super::outbox::{self, Outgoing};
 use super::route::Resolved;
 use super::{ProxyClient, Shared};
 use crate::conn::{bytes, owned, s};
@@ -196,8 +196,8 @@ impl Shared {
         }
     }
 
-    /// Appends one request to the serving system's stream. Requests to one stream queued
-    /// while its writer waits to run (those of asks made together) leave in one command.
+    /// Appends one request to the serving system's stream (through the stream's outbox:
+    /// requests queued together leave together).
     /// Returns the count of [`losses`](Self::losses) read just before the write.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn send(
@@ -237,22 +237,14 @@ impl Shared {
             let size = body.len();
             fields.push((field::BODY, bytes(body.clone())));
             let (tx, rx) = oneshot::channel();
-            let first = {
-                let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-                let queue = outbox.entry(route.requests_key.clone()).or_default();
-                queue.push(Outgoing {
-                    fields,
-                    size,
-                    deadline,
-                    done: tx,
-                });
-                queue.len() == 1
+            let request = Outgoing {
+                fields,
+                size,
+                deadline,
+                expires: Instant::now() + ttl,
+                done: tx,
             };
-            if first {
-                // The requests queued until this task runs (those of the asks woken with this
-                // one, typically) leave together, in one command.
-                tokio::spawn(flush(self.clone(), route.requests_key.clone()));
-            }
+            outbox::queue(self, &route.requests_key, request);
             let sent = match tokio::time::timeout_at(deadline.into(), rx).await {
                 Ok(Ok(sent)) => sent,
                 Ok(Err(_)) => Err(ProxyError::Closed),

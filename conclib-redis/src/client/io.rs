@@ -1,130 +1,17 @@
-//! The client's I/O: requests written in batches per stream, replies read by one reader,
+//! The client's I/O besides writing requests (`outbox`): replies read by one reader,
 //! connections and Redis restarts watched.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fred::prelude::*;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{REPLY_BATCH, REPLY_BLOCK_SECS, Shared};
 use crate::conn::{self, keyed_at, owned, s};
-use crate::error::{ProxyError, is_connection_error, redis_error};
-use crate::protocol::SEND_SCRIPT;
-
-/// A request waiting to be written.
-pub(super) struct Outgoing {
-    pub(super) fields: Vec<(&'static str, Value)>,
-    /// The body's size in bytes.
-    pub(super) size: usize,
-    pub(super) deadline: Instant,
-    /// Whether Redis took it (with the count of Redis losses read before the write, see
-    /// `Shared::taken`): `UnknownUrn` when the stream does not exist.
-    pub(super) done: oneshot::Sender<Result<u64, ProxyError>>,
-}
-
-/// The most requests appended by one command. Small enough that a burst leaves as several
-/// commands, so Redis hands the proxy the first requests while it still appends the rest
-/// and the three processes work at once (with 64 asks in flight, 32 did about 15% more
-/// asks/s than 16 or 256 in `proxy_bench` runs); large enough to spare most per-command work.
-pub(super) const SEND_BATCH: usize = 32;
-/// The most body bytes appended by one command (a single larger request goes alone).
-pub(super) const SEND_BATCH_BYTES: usize = 1 << 20;
-
-/// Writes the requests queued for one stream, in commands of at most [`SEND_BATCH`]
-/// requests and [`SEND_BATCH_BYTES`], all sent at once.
-pub(super) async fn flush(shared: Arc<Shared>, key: Arc<str>) {
-    let queued = shared
-        .outbox
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&key)
-        .unwrap_or_default();
-    let mut batches: Vec<Vec<Outgoing>> = Vec::new();
-    let mut bytes = 0;
-    for request in queued {
-        match batches.last_mut() {
-            Some(batch) if batch.len() < SEND_BATCH && bytes + request.size <= SEND_BATCH_BYTES => {
-                bytes += request.size;
-                batch.push(request);
-            }
-            _ => {
-                bytes = request.size;
-                batches.push(vec![request]);
-            }
-        }
-    }
-    let sends = batches
-        .into_iter()
-        .map(|batch| send_batch(&shared, &key, batch));
-    futures_util::future::join_all(sends).await;
-}
-
-/// Appends a batch of requests to a stream and tells each asker the outcome: a single
-/// request with `XADD`, several with one script call (one command, which Redis runs at
-/// once and then hands the proxy all its entries together).
-pub(super) async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
-    let Some(deadline) = batch.iter().map(|o| o.deadline).max() else {
-        return;
-    };
-    // Waited for until the last request's deadline and no less: a request that fred still
-    // holds when its asker gives up must be expired by the time it could reach the proxy.
-    let left = deadline.saturating_duration_since(Instant::now());
-    // Read before the write: a loss counted after this may have taken the requests.
-    let losses = shared.losses.load(Ordering::Acquire);
-    let client = match shared.connection() {
-        Ok(client) => client.with_options(&Shared::command_options(left)),
-        Err(down) => {
-            for request in batch {
-                let _ = request.done.send(Err(down.clone()));
-            }
-            return;
-        }
-    };
-    let mut dones = Vec::with_capacity(batch.len());
-    let written = if batch.len() == 1 {
-        let Outgoing { fields, done, .. } = batch.into_iter().next().expect("one request");
-        dones.push(done);
-        // NOMKSTREAM: nil if the stream is gone.
-        let xadd = client.xadd::<Value, _, _, _, _>(key, true, None::<()>, "*", fields);
-        xadd.await.map(|id| !id.is_null())
-    } else {
-        let mut args = Vec::with_capacity(3 + batch.len() * 17);
-        args.extend([
-            owned(shared.send_sha.clone()),
-            Value::Integer(1),
-            owned(key),
-        ]);
-        for Outgoing { fields, done, .. } in batch {
-            dones.push(done);
-            args.push(Value::Integer(2 * fields.len() as i64));
-            for (name, value) in fields {
-                args.extend([s(name), value]);
-            }
-        }
-        // Values are reference-counted: keeping a copy for a retry copies no payload.
-        let mut result = conn::call(&client, keyed_at("EVALSHA", 2, false), args.clone()).await;
-        if let Err(e) = &result
-            && conn::error_code_is(e, "NOSCRIPT")
-        {
-            // Redis lost its scripts (restarted, or SCRIPT FLUSH): nothing was appended.
-            args[0] = s(SEND_SCRIPT);
-            result = conn::call(&client, keyed_at("EVAL", 2, false), args).await;
-        }
-        result.map(|appended| appended.as_i64() != Some(0))
-    };
-    let outcome = match written {
-        Ok(true) => Ok(losses),
-        // The urn is filled in by each asker.
-        Ok(false) => Err(ProxyError::UnknownUrn { urn: String::new() }),
-        Err(e) => Err(redis_error(&e)),
-    };
-    for done in dones {
-        let _ = done.send(outcome.clone());
-    }
-}
+use crate::error::is_connection_error;
 
 /// Goes to the back of the runtime's queue of ready tasks. Unlike `yield_now`, which also
 /// waits for the runtime's next poll of its I/O driver (a system call, and the replies of

@@ -1,10 +1,11 @@
 //! [`ProxyClient`]: asks and tells actors of other processes through Redis.
 //!
-//! This module resolves URNs and sends requests; `io` writes them in batches and reads the
-//! replies; `remote` holds the typed ask and tell builders.
+//! This module resolves URNs and sends requests; `outbox` writes them in batches, `io`
+//! reads the replies; `remote` holds the typed ask and tell builders.
 
 mod exchange;
 mod io;
+mod outbox;
 mod remote;
 mod restart;
 mod route;
@@ -12,7 +13,7 @@ mod route;
 use exchange::Waiter;
 use route::Resolved;
 
-use io::{Outgoing, close_reader, read_replies, watch_link, watch_restarts};
+use io::{close_reader, read_replies, watch_link, watch_restarts};
 #[allow(deprecated)]
 pub use remote::RemoteActor;
 pub use remote::{ByUrn, RemoteRef};
@@ -50,8 +51,9 @@ const REPLY_BATCH: i64 = 1024;
 /// Cloning is cheap and clones share everything: one client serves any number of concurrent
 /// asks from any number of tasks over [`ProxyConfig::pool_size`] command connections plus one
 /// connection that reads all replies (one reply list per client, dispatched by request id).
-/// The requests of asks made together (woken by the same replies, say) leave in one command
-/// per 32; a lone ask's request leaves at once.
+/// A lone ask's request leaves at once; requests made while the client's writes to that
+/// system wait for Redis (two at most) leave together when one is back, in commands of up
+/// to 32, on any runtime.
 ///
 /// ```no_run
 /// # use conclib_core::Message;
@@ -95,7 +97,7 @@ struct Shared {
     /// The `run_id` of the Redis this client connected to (changes when Redis restarts).
     run_id: Mutex<Option<String>>,
     /// Requests waiting to be written, by request stream.
-    outbox: Mutex<HashMap<Arc<str>, Vec<Outgoing>>>,
+    outbox: Mutex<HashMap<Arc<str>, outbox::StreamOutbox>>,
     closed: AtomicBool,
     /// Bumped each time a connection to Redis is lost (fred says so, or the reply reader
     /// fails) and each time Redis turns out to have restarted: an ask that began before and

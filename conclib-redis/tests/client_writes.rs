@@ -1,0 +1,125 @@
+//! How the client writes its requests into Redis on a multi-threaded runtime: requests
+//! queued while Redis holds the writers' commands leave together, and the time they waited
+//! comes off their TTL. A binary of its own: the test pauses Redis's writes, which would
+//! stall the tests beside it.
+mod common;
+
+use std::time::Duration;
+
+use common::actors::Add;
+use common::{config, raw, raw_client, v};
+use conclib_redis::ProxyClient;
+use fred::prelude::*;
+
+/// The commands clients sent (not those scripts ran) that write requests, from the slow
+/// log, which records every command here (`slowlog-log-slower-than 0`). A script's own
+/// commands are logged from the client `?:0`.
+async fn request_writes(redis: &Client) -> Vec<String> {
+    let Value::Array(entries) = raw(redis, vec![v("SLOWLOG"), v("GET"), v("-1")])
+        .await
+        .unwrap()
+    else {
+        panic!("SLOWLOG GET answers an array");
+    };
+    let mut writes = Vec::new();
+    for entry in entries {
+        let Value::Array(entry) = entry else {
+            panic!("a slow log entry is an array")
+        };
+        let (Some(Value::Array(args)), Some(addr)) = (entry.get(3), entry.get(4)) else {
+            panic!("a slow log entry has its arguments and client")
+        };
+        let command = args[0].as_str().unwrap_or_default().to_lowercase();
+        if addr.as_str().as_deref() != Some("?:0")
+            && matches!(command.as_str(), "xadd" | "evalsha" | "eval")
+        {
+            writes.push(command);
+        }
+    }
+    writes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_shortened() {
+    let config = config("writes");
+    let redis = raw_client(&config).await;
+    let ns = config.namespace.clone();
+    // A URN whose system has a request stream and no proxy: requests are written, not read.
+    raw(&redis, vec![v("SET"), v(&format!("{ns}:urn:quiet")), v("quiet")])
+        .await
+        .unwrap();
+    let stream = format!("{ns}:sys:quiet:req");
+    let create = vec![v("XGROUP"), v("CREATE"), v(&stream), v("g"), v("$"), v("MKSTREAM")];
+    raw(&redis, create).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    // Resolved before the pause.
+    client.tell("quiet", Add(0)).await.unwrap();
+
+    let log_all = vec![v("CONFIG"), v("SET"), v("slowlog-log-slower-than"), v("0")];
+    raw(&redis, log_all).await.unwrap();
+    let log_len = vec![v("CONFIG"), v("SET"), v("slowlog-max-len"), v("10000")];
+    raw(&redis, log_len).await.unwrap();
+    raw(&redis, vec![v("SLOWLOG"), v("RESET")]).await.unwrap();
+    let pause = Duration::from_millis(600);
+    let pause_ms = pause.as_millis().to_string();
+    raw(&redis, vec![v("CLIENT"), v("PAUSE"), v(&pause_ms), v("WRITE")])
+        .await
+        .unwrap();
+    // The first requests find the writers free and wait in Redis; the rest queue behind.
+    let tells: Vec<_> = (1..=64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.tell("quiet", Add(i)).await })
+        })
+        .collect();
+    for tell in tells {
+        tell.await.unwrap().unwrap();
+    }
+
+    let writes = request_writes(&redis).await;
+    // One command per request before the writers were bounded (an idle worker took each
+    // write as it was spawned); now two at most wait in Redis, then the queue leaves in
+    // commands of up to 32 (an `EVALSHA` refused before the script is loaded is followed
+    // by its `EVAL`).
+    assert!(
+        writes.len() <= 12,
+        "{} commands for 64 requests: {writes:?}",
+        writes.len()
+    );
+    let Value::Integer(len) = raw(&redis, vec![v("XLEN"), v(&stream)]).await.unwrap() else {
+        panic!("XLEN answers an integer");
+    };
+    assert_eq!(len, 65);
+
+    // Each entry's TTL counts from its write: the requests that waited for a writer
+    // through the pause were granted less.
+    let Value::Array(entries) = raw(&redis, vec![v("XRANGE"), v(&stream), v("-"), v("+")])
+        .await
+        .unwrap()
+    else {
+        panic!("XRANGE answers an array");
+    };
+    let mut ttls = Vec::new();
+    for entry in entries {
+        let Value::Array(mut entry) = entry else {
+            panic!("an entry is an array")
+        };
+        let Some(Value::Array(fields)) = entry.pop() else {
+            panic!("an entry ends with its fields")
+        };
+        let ttl = fields
+            .chunks(2)
+            .find(|pair| pair[0].as_str().as_deref() == Some("ttl"))
+            .and_then(|pair| pair[1].as_str()?.parse::<u128>().ok())
+            .expect("every request has a TTL");
+        ttls.push(ttl);
+    }
+    let granted = config.tell_ttl.as_millis();
+    assert!(ttls.iter().all(|ttl| *ttl <= granted), "{ttls:?}");
+    let least = ttls.iter().min().copied().unwrap();
+    assert!(
+        least <= granted - pause.as_millis() / 2,
+        "no request was granted less for waiting through the pause: {ttls:?}"
+    );
+    client.shutdown().await;
+}
