@@ -11,7 +11,8 @@
 //! - the floor: the same commands (PING, a naive list request/reply, the proxy's own stream
 //!   protocol) from the thinnest possible blocking client, which no async client can beat;
 //! - sequential ask p50/p99 (one ask at a time);
-//! - asks/s with 1, 16 and 64 asks in flight from one client.
+//! - asks/s with 1, 16 and 64 asks in flight from one client, and at 64 the CPU time per
+//!   ask of each process (client, proxy, Redis when started here; `/proc/<pid>/stat`).
 //!
 //! The last line is machine-readable: `RESULT key=value ...`.
 
@@ -300,10 +301,27 @@ async fn bench(a: Args) {
             ));
         }
     }
+    // Whose CPU time the asks take: this process, the proxy's, Redis's (when started here).
+    let mut processes = vec![("client", std::process::id()), ("proxy", child.id())];
+    if let Some(pid) = daemon.as_ref().and_then(|d| d.pid()) {
+        processes.push(("redis", pid));
+    }
     for concurrency in [1usize, 16, 64] {
-        let rate = throughput(&client, concurrency, Duration::from_secs_f64(a.secs)).await;
+        let (rate, cpu) = throughput(
+            &client,
+            concurrency,
+            Duration::from_secs_f64(a.secs),
+            &processes,
+        )
+        .await;
         println!("{concurrency:>2} concurrent: {rate:.0} asks/s");
         result.push_str(&format!(" asks_per_s_c{concurrency}={rate:.0}"));
+        if concurrency == 64 {
+            for ((name, _), us) in processes.iter().zip(cpu) {
+                println!("   CPU per ask, {name}: {us:.1} µs");
+                result.push_str(&format!(" cpu_us_per_ask_c64_{name}={us:.1}"));
+            }
+        }
     }
     println!("{result}");
 
@@ -326,7 +344,26 @@ fn redis_benchmark_p50(port: u16) -> Option<Duration> {
     Some(Duration::from_secs_f64(p50_ms / 1000.0))
 }
 
-async fn throughput(client: &ProxyClient, concurrency: usize, duration: Duration) -> f64 {
+/// CPU time (user and system) a process used so far, from `/proc/<pid>/stat`, in µs.
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces), from the third on:
+    // utime and stime are the 14th and 15th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / per_second * 1e6
+}
+
+/// Asks/s with `concurrency` asks in flight, and the CPU time per ask of each process.
+async fn throughput(
+    client: &ProxyClient,
+    concurrency: usize,
+    duration: Duration,
+    processes: &[(&str, u32)],
+) -> (f64, Vec<f64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -352,14 +389,20 @@ async fn throughput(client: &ProxyClient, concurrency: usize, duration: Duration
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start_count = done.load(Ordering::Relaxed);
     let start = Instant::now();
+    let cpu_before: Vec<f64> = processes.iter().map(|(_, pid)| cpu_us(*pid)).collect();
     tokio::time::sleep(duration).await;
     let count = done.load(Ordering::Relaxed) - start_count;
     let elapsed = start.elapsed();
+    let cpu: Vec<f64> = processes
+        .iter()
+        .zip(cpu_before)
+        .map(|((_, pid), before)| (cpu_us(*pid) - before) / count.max(1) as f64)
+        .collect();
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
     }
-    count as f64 / elapsed.as_secs_f64()
+    (count as f64 / elapsed.as_secs_f64(), cpu)
 }
 
 /// The floor under any client of these protocols on this machine: the same Redis commands
