@@ -45,11 +45,21 @@ async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_short
     let redis = raw_client(&config).await;
     let ns = config.namespace.clone();
     // A URN whose system has a request stream and no proxy: requests are written, not read.
-    raw(&redis, vec![v("SET"), v(&format!("{ns}:urn:quiet")), v("quiet")])
-        .await
-        .unwrap();
+    raw(
+        &redis,
+        vec![v("SET"), v(&format!("{ns}:urn:quiet")), v("quiet")],
+    )
+    .await
+    .unwrap();
     let stream = format!("{ns}:sys:quiet:req");
-    let create = vec![v("XGROUP"), v("CREATE"), v(&stream), v("g"), v("$"), v("MKSTREAM")];
+    let create = vec![
+        v("XGROUP"),
+        v("CREATE"),
+        v(&stream),
+        v("g"),
+        v("$"),
+        v("MKSTREAM"),
+    ];
     raw(&redis, create).await.unwrap();
     let client = ProxyClient::connect(&config).await.unwrap();
     // Resolved before the pause.
@@ -62,9 +72,12 @@ async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_short
     raw(&redis, vec![v("SLOWLOG"), v("RESET")]).await.unwrap();
     let pause = Duration::from_millis(600);
     let pause_ms = pause.as_millis().to_string();
-    raw(&redis, vec![v("CLIENT"), v("PAUSE"), v(&pause_ms), v("WRITE")])
-        .await
-        .unwrap();
+    raw(
+        &redis,
+        vec![v("CLIENT"), v("PAUSE"), v(&pause_ms), v("WRITE")],
+    )
+    .await
+    .unwrap();
     // The first requests find the writers free and wait in Redis; the rest queue behind.
     let tells: Vec<_> = (1..=64)
         .map(|i| {

@@ -101,7 +101,6 @@ impl Writer {
             write(&self.shared, &self.key, queued).await;
         }
     }
-
 }
 
 impl Drop for Writer {
@@ -296,7 +295,10 @@ mod tests {
         let made = batches(queued, now);
         assert_eq!(
             sizes(&made),
-            vec![(0..SEND_BATCH).collect::<Vec<_>>(), (SEND_BATCH..SEND_BATCH + 3).collect()]
+            vec![
+                (0..SEND_BATCH).collect::<Vec<_>>(),
+                (SEND_BATCH..SEND_BATCH + 3).collect()
+            ]
         );
 
         // Bytes: a request that would take a command past the limit starts the next one;
@@ -312,7 +314,12 @@ mod tests {
             .collect();
         assert_eq!(
             sizes(&batches(queued, now)),
-            vec![vec![half, half], vec![1], vec![SEND_BATCH_BYTES + 1], vec![1]]
+            vec![
+                vec![half, half],
+                vec![1],
+                vec![SEND_BATCH_BYTES + 1],
+                vec![1]
+            ]
         );
     }
 
