@@ -50,6 +50,13 @@ impl Shared {
                 return Ok(r.clone());
             }
         }
+        // Boxed: the lookup's commands make a future of about 6 KB, which every ask's future
+        // would hold (and copy as it is built and moved) for a path most asks never take.
+        Box::pin(self.look_up(urn, deadline)).await
+    }
+
+    /// Asks Redis which system serves `urn` (waiting out a Redis restart), and caches it.
+    async fn look_up(&self, urn: &str, deadline: Instant) -> Result<Resolved, ProxyError> {
         if conclib_core::validate_urn(urn).is_err() {
             return Err(ProxyError::UnknownUrn {
                 urn: urn.to_owned(),
