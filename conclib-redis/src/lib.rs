@@ -344,6 +344,8 @@ mod config;
 mod conn;
 mod daemon;
 mod error;
+#[cfg(test)]
+mod future_size;
 mod metrics;
 mod protocol;
 mod proxy;

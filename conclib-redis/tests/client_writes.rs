@@ -11,18 +11,20 @@ use common::{config, raw, raw_client, v};
 use conclib_redis::ProxyClient;
 use fred::prelude::*;
 
+/// The answer of a command that answers an array.
+async fn array(redis: &Client, command: Vec<Value>) -> Vec<Value> {
+    match raw(redis, command).await.unwrap() {
+        Value::Array(items) => items,
+        other => panic!("an array expected, not {other:?}"),
+    }
+}
+
 /// The commands clients sent (not those scripts ran) that write requests, from the slow
 /// log, which records every command here (`slowlog-log-slower-than 0`). A script's own
 /// commands are logged from the client `?:0`.
 async fn request_writes(redis: &Client) -> Vec<String> {
-    let Value::Array(entries) = raw(redis, vec![v("SLOWLOG"), v("GET"), v("-1")])
-        .await
-        .unwrap()
-    else {
-        panic!("SLOWLOG GET answers an array");
-    };
     let mut writes = Vec::new();
-    for entry in entries {
+    for entry in array(redis, vec![v("SLOWLOG"), v("GET"), v("-1")]).await {
         let Value::Array(entry) = entry else {
             panic!("a slow log entry is an array")
         };
@@ -106,14 +108,8 @@ async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_short
 
     // Each entry's TTL counts from its write: the requests that waited for a writer
     // through the pause were granted less.
-    let Value::Array(entries) = raw(&redis, vec![v("XRANGE"), v(&stream), v("-"), v("+")])
-        .await
-        .unwrap()
-    else {
-        panic!("XRANGE answers an array");
-    };
     let mut ttls = Vec::new();
-    for entry in entries {
+    for entry in array(&redis, vec![v("XRANGE"), v(&stream), v("-"), v("+")]).await {
         let Value::Array(mut entry) = entry else {
             panic!("an entry is an array")
         };

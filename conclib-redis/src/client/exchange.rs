@@ -310,18 +310,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::super::{ProxyClient, Shared};
     use conclib_core::Priority;
 
-    /// The size of the future `f` would return (`f` is never called).
-    fn future_size<R>(_: impl FnOnce() -> R) -> usize {
-        std::mem::size_of::<R>()
-    }
-
-    /// Stands for an argument of a call that is never made.
-    fn never<T>() -> T {
-        unreachable!("never called")
-    }
+    use super::super::{ProxyClient, Shared};
+    use crate::future_size::{future_size, never};
 
     /// An ask's future holds what its common path needs: a URN lookup in Redis and the wait
     /// for a restarted Redis are boxed (6,952 bytes an ask before, every byte copied as the

@@ -483,16 +483,7 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The size of the future `f` would return (`f` is never called).
-    fn future_size<R>(_: impl FnOnce() -> R) -> usize {
-        std::mem::size_of::<R>()
-    }
-
-    /// Stands for an argument of a call that is never made.
-    fn never<T>() -> T {
-        unreachable!("never called")
-    }
+    use crate::future_size::{future_size, never};
 
     /// Every request's future is as large as the largest of its paths: the rare ones (a
     /// lease to check again, a request to pass on, a URN to claim for an activation) are
