@@ -238,16 +238,15 @@ impl Shared {
             return (None, true);
         };
         // A member paused past its lease may have had this request claimed by another.
-        // The rare paths' futures are boxed, each several kilobytes of Redis commands that
-        // every request's future would otherwise hold (and copy as it is built).
         if !self.lease_fresh() {
-            Box::pin(self.recheck_lease()).await;
-            if !self.lease_fresh() || !Box::pin(self.still_mine(h.entry)).await {
+            self.recheck_lease().await;
+            if !self.lease_fresh() || !self.still_mine(h.entry).await {
                 return (None, true);
             }
         }
-        // Boxed too: it holds Redis commands (the claim of the URN), and this future shares
-        // its size with every request's.
+        // The rare paths' futures are boxed (here, and inside `recheck_lease`, `still_mine`
+        // and `not_ours`): each holds Redis commands, several kilobytes that every request's
+        // future would otherwise hold, and copy as it is built. Claiming a URN is one.
         match Box::pin(sys.activate(&h.req.urn, &pattern)).await {
             Activated::Here(target, standing) => {
                 sys.hand_off(target, h, Some(standing), &self).await
@@ -298,16 +297,15 @@ impl Shared {
         } = h;
         // Never hand a request to the actor without a lease surely still held: after a
         // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
-        // (The rare paths' futures are boxed, as in `activated`.)
         if !self.lease_fresh() {
-            Box::pin(self.recheck_lease()).await;
+            self.recheck_lease().await;
             let owner = self.registry().conflicts.get(&req.urn).cloned();
             if owner.is_some() || !self.lease_fresh() {
-                let elsewhere =
-                    self.not_ours(origin.origin(entry), &req, owner, &reply_to, timeout);
-                return Box::pin(elsewhere).await;
+                return self
+                    .not_ours(origin.origin(entry), &req, owner, &reply_to, timeout)
+                    .await;
             }
-            if !Box::pin(origin.still_mine(entry)).await {
+            if !origin.still_mine(entry).await {
                 return (None, true);
             }
         }
@@ -338,9 +336,9 @@ impl Shared {
                 let ran = !matches!(result, Err(AskError::ActorStopped));
                 if redeliver(ran) {
                     self.activations.taken_away(&req.urn);
-                    let elsewhere =
-                        self.not_ours(origin.origin(entry), &req, None, &reply_to, timeout);
-                    return Box::pin(elsewhere).await;
+                    return self
+                        .not_ours(origin.origin(entry), &req, None, &reply_to, timeout)
+                        .await;
                 }
                 let (status, payload) = self.outcome(rm, &*codec, &target, result);
                 let since_entry = self.redis_now_ms().saturating_sub(sent_ms).max(0);
@@ -360,10 +358,11 @@ impl Shared {
                     // The URN's current activation handles it (unless another member of
                     // its group took the request meanwhile: `forward` checks).
                     self.activations.taken_away(&req.urn);
+                    // Boxed, as the rare paths in `activated` are.
                     let owner = Box::pin(self.current_owner(&req.urn)).await;
-                    let elsewhere =
-                        self.not_ours(origin.origin(entry), &req, owner, &None, timeout);
-                    return Box::pin(elsewhere).await;
+                    return self
+                        .not_ours(origin.origin(entry), &req, owner, &None, timeout)
+                        .await;
                 }
                 if let Err(e) = told {
                     tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
@@ -388,7 +387,8 @@ impl Shared {
             return true;
         }
         let id = entry.to_string();
-        let pending = conn::call(
+        // Boxed: the command would otherwise sit in every request's future.
+        let pending = Box::pin(conn::call(
             &self.cmd,
             keyed("XPENDING"),
             vec![
@@ -399,7 +399,7 @@ impl Shared {
                 Value::Integer(1),
                 owned(self.consumer.clone()),
             ],
-        )
+        ))
         .await;
         match pending {
             Ok(Value::Array(list)) => !list.is_empty(),

@@ -73,7 +73,9 @@ impl Shared {
         let Some(owner) = owner else {
             return (None, true);
         };
-        self.forward(origin, req, &owner, &None, remaining).await
+        // Boxed: a rare path holding Redis commands, which every request's future (that
+        // awaits this one) would otherwise hold too.
+        Box::pin(self.forward(origin, req, &owner, &None, remaining)).await
     }
 
     /// Passes a request on to system `owner` ([`append_to`](Self::append_to)), and says

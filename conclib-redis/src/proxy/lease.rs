@@ -413,7 +413,8 @@ impl Shared {
     pub(super) async fn recheck_lease(&self) {
         let _one_at_a_time = self.recheck.lock().await;
         if !self.lease_fresh() {
-            self.renew().await;
+            // Boxed: the renewal's commands would otherwise sit in every request's future.
+            Box::pin(self.renew()).await;
         }
     }
 
