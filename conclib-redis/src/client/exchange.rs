@@ -215,17 +215,15 @@ impl Shared {
     ) -> Result<u64, ProxyError> {
         let body = body.into();
         let traceparent = trace.to_string();
-        let started = Instant::now();
+        // The TTL counts from here, through any retry; its field is added as it is written.
+        let expires = Instant::now() + ttl;
         let mut route = route.clone();
         loop {
-            let ttl = ttl.saturating_sub(started.elapsed());
-            let ttl_ms = ttl.as_millis().clamp(1, u128::from(u32::MAX)) as i64;
-            let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(9);
+            let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(10);
             fields.push((field::VERSION, s(PROTOCOL_VERSION)));
             fields.push((field::ID, owned(id.to_string())));
             fields.push((field::URN, owned(urn)));
             fields.push((field::MESSAGE, s(name)));
-            fields.push((field::TTL, Value::Integer(ttl_ms)));
             if let Some(reply) = &reply {
                 fields.push((field::REPLY, owned(reply.clone())));
             }
@@ -241,7 +239,7 @@ impl Shared {
                 fields,
                 size,
                 deadline,
-                expires: Instant::now() + ttl,
+                expires,
                 done: tx,
             };
             outbox::queue(self, &route.requests_key, request);

@@ -36,7 +36,7 @@ const WRITERS: usize = 2;
 
 /// A request waiting to be written.
 pub(super) struct Outgoing {
-    /// The entry's fields, its TTL among them (set again as it is written).
+    /// The entry's fields but its TTL, which is added as it is written.
     pub(super) fields: Vec<(&'static str, Value)>,
     /// The body's size in bytes.
     pub(super) size: usize,
@@ -197,7 +197,7 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
             expires,
             ..
         } = batch.into_iter().next().expect("one request");
-        set_ttl(&mut fields, ttl_ms(expires));
+        fields.push((field::TTL, ttl_ms(expires)));
         dones.push(done);
         // NOMKSTREAM: nil if the stream is gone.
         let xadd = client.xadd::<Value, _, _, _, _>(key, true, None::<()>, "*", fields);
@@ -216,7 +216,7 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
             ..
         } in batch
         {
-            set_ttl(&mut fields, ttl_ms(expires));
+            fields.push((field::TTL, ttl_ms(expires)));
             dones.push(done);
             args.push(Value::Integer(2 * fields.len() as i64));
             for (name, value) in fields {
@@ -242,12 +242,6 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
     };
     for done in dones {
         let _ = done.send(outcome.clone());
-    }
-}
-
-fn set_ttl(fields: &mut [(&'static str, Value)], ttl: Value) {
-    if let Some((_, value)) = fields.iter_mut().find(|(name, _)| *name == field::TTL) {
-        *value = ttl;
     }
 }
 
