@@ -10,7 +10,9 @@ use conclib::{
     supervision::*, system::*, urn::*,
 };
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_from_one_sender_arrive_in_order() {
@@ -79,6 +81,144 @@ async fn full_mailbox_makes_try_tell_fail_and_tell_wait() {
     gate.notify_one();
     waiting.await.unwrap().unwrap();
     assert_eq!(r.ask(Seen).await.unwrap(), vec![1, 2, 3]);
+}
+
+/// Notes, at each message, how many user messages its mailbox counts; at message `wait_at`
+/// it says so and waits at the gate.
+struct Counting {
+    seen: Vec<usize>,
+    wait_at: u64,
+    entered: Option<oneshot::Sender<()>>,
+    gate: Arc<Notify>,
+}
+impl Actor for Counting {}
+
+struct Note(u64);
+impl Message for Note {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<Note> for Counting {
+    async fn handle(&mut self, Note(i): Note, ctx: &mut Context<Self>) -> Result<(), Infallible> {
+        self.seen.push(ctx.myself().mailbox_len());
+        if i == self.wait_at {
+            if let Some(entered) = self.entered.take() {
+                let _ = entered.send(());
+            }
+            self.gate.notified().await;
+        }
+        Ok(())
+    }
+}
+
+struct Counts;
+impl Message for Counts {
+    type Response = Vec<usize>;
+    type Error = Infallible;
+}
+impl Handler<Counts> for Counting {
+    async fn handle(&mut self, _: Counts, _: &mut Context<Self>) -> Result<Vec<usize>, Infallible> {
+        Ok(std::mem::take(&mut self.seen))
+    }
+}
+
+/// An actor gives the places of the messages it took back in groups while it runs through a
+/// batch (so that it and the senders do not trade the count's cache line at every message),
+/// and all of them before it waits: what a waiting actor's mailbox counts is exact, what a
+/// running one's counts is at most 64 over (a sixteenth of its capacity at most).
+// One thread: the test runs only once the actor's task has returned from its poll, so it
+// looks at a waiting actor, not one on its way to wait.
+#[tokio::test]
+async fn places_come_back_in_groups_while_running_and_all_before_waiting() {
+    for (capacity, most) in [(1024usize, 64usize), (160, 10), (8, 1)] {
+        let system = ActorSystem::new("t");
+        let queued = capacity as u64 - 1;
+        let (entered, entered_rx) = oneshot::channel();
+        let gate = Arc::new(Notify::new());
+        let r = system
+            .build(Counting {
+                seen: Vec::new(),
+                wait_at: 0,
+                entered: Some(entered),
+                gate: gate.clone(),
+            })
+            .mailbox(MailboxConfig::Bounded(capacity))
+            .spawn()
+            .await
+            .unwrap();
+        // Message 0 holds the actor at its gate while the others queue: one batch of them.
+        r.try_tell(Note(0)).unwrap();
+        entered_rx.await.unwrap();
+        for i in 1..=queued {
+            r.try_tell(Note(i)).unwrap();
+        }
+        assert_eq!(r.mailbox_len(), queued as usize, "capacity {capacity}");
+        // At message `wait_at` (two thirds through) it waits again, having given back every
+        // place it took: the count is exact.
+        let wait_at = queued * 2 / 3;
+        let (entered, entered_rx) = oneshot::channel();
+        r.tell(SetWait(wait_at, entered))
+            .priority(Priority::High)
+            .await
+            .unwrap();
+        gate.notify_one();
+        tokio::time::timeout(Duration::from_secs(10), entered_rx)
+            .await
+            .expect("the actor reached its second gate")
+            .unwrap();
+        assert_eq!(
+            r.mailbox_len(),
+            (queued - wait_at) as usize,
+            "capacity {capacity}: a waiting actor owes no places"
+        );
+        // Senders find exactly the room that is free.
+        let free = capacity - (queued - wait_at) as usize;
+        for _ in 0..free {
+            r.try_tell(Note(u64::MAX)).unwrap();
+        }
+        assert!(
+            matches!(r.try_tell(Note(u64::MAX)), Err(SendError::MailboxFull(_))),
+            "capacity {capacity}: full"
+        );
+        gate.notify_one();
+        let seen = r.ask(Counts).await.unwrap();
+        assert_eq!(
+            r.mailbox_len(),
+            0,
+            "capacity {capacity}: everything given back"
+        );
+        assert_eq!(seen.len(), queued as usize + 1 + free);
+        // `seen[0]` was taken alone; then message i of the batch saw the messages after it
+        // queued, plus those it took and had not given back yet: fewer than `most`.
+        for (i, &counted) in seen.iter().enumerate().take(queued as usize + 1).skip(1) {
+            let mut still_queued = (queued - i as u64) as usize;
+            if i as u64 > wait_at {
+                still_queued += free;
+            }
+            assert!(
+                counted >= still_queued && counted < still_queued + most,
+                "capacity {capacity}: message {i} saw {counted}, {still_queued} queued after it"
+            );
+        }
+    }
+}
+
+/// Moves the gate of a [`Counting`] actor (sent ahead of its queue, as a high-priority tell).
+struct SetWait(u64, oneshot::Sender<()>);
+impl Message for SetWait {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<SetWait> for Counting {
+    async fn handle(
+        &mut self,
+        SetWait(at, entered): SetWait,
+        _: &mut Context<Self>,
+    ) -> Result<(), Infallible> {
+        self.wait_at = at;
+        self.entered = Some(entered);
+        Ok(())
+    }
 }
 
 #[tokio::test]

@@ -97,7 +97,10 @@ impl<A: Actor> ActorRef<A> {
         self.cell.core.is_alive()
     }
 
-    /// User messages queued and not yet handled.
+    /// User messages queued and not yet handled: exact while the actor waits (for mail, or
+    /// at a handler's `.await`); while it runs through a batch of messages, up to 64 of
+    /// those it took already (a sixteenth of a bounded mailbox's capacity at most) may still
+    /// count (see [`MailboxConfig`](crate::MailboxConfig)).
     #[must_use]
     pub fn mailbox_len(&self) -> usize {
         self.cell.mailbox.capacity.len()

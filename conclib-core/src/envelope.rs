@@ -320,7 +320,10 @@ impl<A: Actor> Drop for Envelope<A> {
 /// seen and reused for every message after that.
 pub(crate) struct FutureSlot {
     ptr: NonNull<u8>,
-    layout: Layout,
+    /// The buffer's size and alignment: 8 bytes, not a `Layout`'s 16 (the slot lives in
+    /// every actor's run future).
+    size: u32,
+    align: u32,
 }
 
 // SAFETY: the slot only ever holds `Send` futures, and `SlotFuture` borrows it mutably.
@@ -332,8 +335,14 @@ impl FutureSlot {
     pub(crate) const fn new() -> Self {
         FutureSlot {
             ptr: NonNull::dangling(),
-            layout: Layout::new::<()>(),
+            size: 0,
+            align: 1,
         }
+    }
+
+    fn layout(&self) -> Layout {
+        // SAFETY: built from a valid layout's size and alignment in `put`.
+        unsafe { Layout::from_size_align_unchecked(self.size as usize, self.align as usize) }
     }
 
     /// Places `fut` in the slot; the returned guard polls it and drops it in place.
@@ -345,12 +354,18 @@ impl FutureSlot {
         let at: *mut F = if need.size() == 0 {
             NonNull::<F>::dangling().as_ptr()
         } else {
-            if need.size() > self.layout.size() || need.align() > self.layout.align() {
+            let have = self.layout();
+            if need.size() > have.size() || need.align() > have.align() {
                 let layout = Layout::from_size_align(
-                    need.size().max(self.layout.size()),
-                    need.align().max(self.layout.align()),
+                    need.size().max(have.size()),
+                    need.align().max(have.align()),
                 )
                 .expect("future layout overflow");
+                let (Ok(size), Ok(align)) =
+                    (u32::try_from(layout.size()), u32::try_from(layout.align()))
+                else {
+                    panic!("a handler's future of {} bytes", layout.size())
+                };
                 self.release();
                 // SAFETY: `layout` has a non-zero size.
                 let ptr = unsafe { alloc::alloc(layout) };
@@ -358,7 +373,8 @@ impl FutureSlot {
                     alloc::handle_alloc_error(layout)
                 };
                 self.ptr = ptr;
-                self.layout = layout;
+                self.size = size;
+                self.align = align;
             }
             self.ptr.as_ptr().cast::<F>()
         };
@@ -372,11 +388,13 @@ impl FutureSlot {
     }
 
     fn release(&mut self) {
-        if self.layout.size() != 0 {
+        if self.size != 0 {
             // SAFETY: allocated in `put` with this layout.
-            unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+            unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout()) };
+            // Field by field: assigning a whole slot would drop (and release) this one.
             self.ptr = NonNull::dangling();
-            self.layout = Layout::new::<()>();
+            self.size = 0;
+            self.align = 1;
         }
     }
 }
@@ -543,7 +561,7 @@ mod tests {
             Outcome::Done
         });
         drop(f);
-        assert!(slot.layout.size() >= 4096);
+        assert!(slot.size >= 4096);
         let before = slot.ptr;
         drop(slot.put(async { Outcome::Done }));
         assert_eq!(before, slot.ptr, "a smaller future reuses the buffer");

@@ -23,6 +23,14 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
 
 /// How big an actor's mailbox is.
 ///
+/// A message takes a place when it is sent and gives it back when the actor takes it for
+/// handling. An actor working through a batch of messages gives the places back in groups
+/// (at most 64, or a sixteenth of a bounded mailbox's capacity) and all of them before it
+/// waits for anything (more mail, a handler's `.await`): while it runs, a sender may find
+/// the mailbox full that many messages early; while it waits, the count is exact. (One
+/// give-back per message made the actor's core and the senders' trade the count's cache line
+/// at every message: bounded tell at a third of the speed; BENCHMARKS.md.)
+///
 /// ```
 /// use conclib_core::MailboxConfig;
 /// let m = MailboxConfig::Bounded(64);
@@ -162,9 +170,15 @@ impl Capacity {
     /// once, rather than one per freed place: a sender that outpaces its actor then sends in
     /// bursts instead of paying a wake-up per message.
     pub(crate) fn unreserve(&self) {
-        let prev = self.len.fetch_sub(1, Ordering::SeqCst);
+        self.give_back(1);
+    }
+
+    /// Gives back `n` places at once (the run loop's, see `runner::Ledger`), waking waiting
+    /// senders as [`unreserve`](Self::unreserve) does.
+    pub(crate) fn give_back(&self, n: usize) {
+        let prev = self.len.fetch_sub(n, Ordering::SeqCst);
         self.mark.set();
-        if self.waiting.load(Ordering::SeqCst) > 0 && prev - 1 <= self.low_water {
+        if self.waiting.load(Ordering::SeqCst) > 0 && prev - n <= self.low_water {
             self.wake_all();
         }
     }
@@ -208,6 +222,11 @@ impl Capacity {
 
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
+    }
+
+    /// The most user messages queued (`usize::MAX`: unbounded).
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
     }
 }
 

@@ -95,8 +95,7 @@ pub(crate) fn run<A: Actor>(
         let cell = ctx.myself().cell.clone();
         let mut batch = VecDeque::new();
         let mut slot = FutureSlot::new();
-        // Created on the first message measured (boxed: most actors never need it).
-        let mut metrics: Option<Box<ActorMetrics>> = None;
+        let mut ledger = Ledger::new(&cell.mailbox.capacity);
         let reason = 'run: loop {
             if let Some(reason) = ctx.pending_stop.take() {
                 break *reason;
@@ -104,7 +103,7 @@ pub(crate) fn run<A: Actor>(
             // The batch taken from the mailbox is done: what it measured goes to the recorder
             // before the actor looks for more (one branch when metrics are off).
             if batch.is_empty()
-                && let Some(m) = metrics.as_deref_mut()
+                && let Some(m) = ledger.metrics.as_deref_mut()
                 && m.has_unrecorded()
             {
                 record(m, &cell);
@@ -117,20 +116,20 @@ pub(crate) fn run<A: Actor>(
                     let control = match poll_fn(|cx| cell.mailbox.poll_next(&mut batch, cx)).await {
                         Next::Message(env) => {
                             // The capacity counts queued messages: this one leaves the queue
-                            // now — or, at an actor that hands its asks on, when it is
-                            // answered.
+                            // now (its place given back with the batch's, see `Ledger`) — or,
+                            // at an actor that hands its asks on, when it is answered.
                             if A::HANDS_ON {
                                 // Kept until answered; anything else (a tell) gives the place
                                 // back now, as the guard drops.
                                 drop(env.keep_until_answered(Box::new(Place(cell.clone()))));
                             } else {
-                                cell.mailbox.capacity.unreserve();
+                                ledger.took(&cell, batch.is_empty());
                             }
                             // What the handler asks of other processes continues the
                             // message's trace.
                             let trace = env.trace();
                             let (span, measure) =
-                                start_message(&env, trace, &mut metrics, &cell.core);
+                                start_message(&env, trace, &mut ledger.metrics, &cell.core);
                             let handling = env.handle(&mut actor, &mut ctx, &mut slot);
                             break 'handle (handling, span, trace, measure);
                         }
@@ -138,6 +137,8 @@ pub(crate) fn run<A: Actor>(
                         Next::Control(Control::Kill) => break 'run StopReason::Killed,
                         Next::Control(control) => control,
                     };
+                    // A control message's hook may wait: nothing is owed meanwhile.
+                    ledger.give_back(&cell);
                     // Rare: in a boxed future of its own, which takes the control message
                     // with it.
                     match Box::pin(on_control(&mut actor, &mut ctx, &mut options, control)).await {
@@ -149,7 +150,7 @@ pub(crate) fn run<A: Actor>(
                 // A kill drops the handler at its next `.await` (one atomic load per poll).
                 // The closure owns the handling, its span and its trace (`move`): held by
                 // reference, they would take 16 more bytes of every actor's run future.
-                let (cell_now, metrics_now) = (&cell, &mut metrics);
+                let (cell_now, ledger_now) = (&cell, &mut ledger);
                 // `measure` goes with it, and comes back with the outcome: it packs beside
                 // the trace there, where on its own it takes 8 bytes of the run future.
                 let outcome = poll_fn(move |cx| {
@@ -163,9 +164,10 @@ pub(crate) fn run<A: Actor>(
                             Poll::Ready(None)
                         }
                         Poll::Pending => {
-                            // The handler waits: record what earlier messages measured now,
-                            // not after however long it takes.
-                            if let Some(m) = metrics_now.as_deref_mut()
+                            // The handler waits: give back the places taken and record what
+                            // earlier messages measured now, not after however long it takes.
+                            ledger_now.give_back(cell_now);
+                            if let Some(m) = ledger_now.metrics.as_deref_mut()
                                 && m.has_unrecorded()
                             {
                                 record(m, cell_now);
@@ -180,7 +182,7 @@ pub(crate) fn run<A: Actor>(
                     break 'run StopReason::Killed;
                 };
                 let stats = cell.core.stats();
-                if measure && let Some(m) = metrics.as_deref_mut() {
+                if measure && let Some(m) = ledger.metrics.as_deref_mut() {
                     let full = match &outcome {
                         Outcome::Skipped => {
                             m.skipped();
@@ -191,6 +193,11 @@ pub(crate) fn run<A: Actor>(
                         Outcome::Failed(_) | Outcome::Refused(_) => m.handled(true),
                     };
                     if full {
+                        // The depth it records is exact once nothing is owed.
+                        if ledger.owed > 0 {
+                            let owed = std::mem::take(&mut ledger.owed);
+                            cell.mailbox.capacity.give_back(owed as usize);
+                        }
                         record(m, &cell);
                     }
                 }
@@ -225,7 +232,9 @@ pub(crate) fn run<A: Actor>(
                 }
             };
             // A handler or hook panicked: in a boxed future of its own, which takes the
-            // panic's text with it (else 24 bytes of every actor's run future).
+            // panic's text with it (else 24 bytes of every actor's run future). Its hook may
+            // wait: nothing is owed meanwhile.
+            ledger.give_back(&cell);
             if let Some(reason) = Box::pin(after_panic(
                 &mut actor,
                 &mut ctx,
@@ -238,14 +247,69 @@ pub(crate) fn run<A: Actor>(
                 break reason;
             }
         };
-        // What the last batch measured (a kill or a stop may end it early).
-        if let Some(m) = metrics.as_deref_mut()
+        // What the last batch took and measured (a kill or a stop may end it early).
+        ledger.give_back(&cell);
+        if let Some(m) = ledger.metrics.as_deref_mut()
             && m.has_unrecorded()
         {
             record(m, &cell);
         }
-        drop(metrics);
+        drop(ledger);
         Box::pin(finish(actor, ctx, reason, batch)).await;
+    }
+}
+
+/// What the run loop owes others between two messages: the places in the mailbox's capacity
+/// of the messages it took, and (metrics on) what they measured.
+///
+/// A place is given back as its message is taken for handling, but not one at a time: the
+/// count is shared with every sender (who reserves a place with a compare-and-swap on it), so
+/// a give-back per message made the actor's core and the senders' fight for its cache line
+/// at every message (bounded tell 0.56-0.99x raw tokio's; BENCHMARKS.md, "Places given back
+/// by the batch"). The loop gives them back when the batch it took from the mailbox is done,
+/// after every [`GIVE_BACK_MAX`] messages (at most a sixteenth of a bounded mailbox's
+/// capacity), and before it waits for anything (a handler's `.await`, a control message's
+/// hook, a panic's, the stop): an actor that waits owes nothing, so what senders and
+/// snapshots see of a waiting actor is exact; a running one counts up to that many of the
+/// messages it handled as queued.
+struct Ledger {
+    /// Created on the first message measured (boxed: most actors never need it).
+    metrics: Option<Box<ActorMetrics>>,
+    /// Places of messages taken for handling, not given back yet.
+    owed: u32,
+    /// How many it may owe while it runs: read once, not at every message, from the line of
+    /// the capacity's count, which the senders write.
+    most: u32,
+}
+
+/// The most places the run loop owes while it runs through a batch.
+pub(crate) const GIVE_BACK_MAX: usize = 64;
+
+impl Ledger {
+    fn new(capacity: &crate::mailbox::Capacity) -> Self {
+        Ledger {
+            metrics: None,
+            owed: 0,
+            most: (capacity.limit() / 16).clamp(1, GIVE_BACK_MAX) as u32,
+        }
+    }
+
+    /// A message was taken for handling; `last`: it was the last of its batch.
+    #[inline]
+    fn took<A: Actor>(&mut self, cell: &crate::cell::ActorCell<A>, last: bool) {
+        self.owed += 1;
+        if last || self.owed >= self.most {
+            self.give_back(cell);
+        }
+    }
+
+    /// Gives back every place owed.
+    #[inline]
+    fn give_back<A: Actor>(&mut self, cell: &crate::cell::ActorCell<A>) {
+        if self.owed > 0 {
+            let owed = std::mem::take(&mut self.owed);
+            cell.mailbox.capacity.give_back(owed as usize);
+        }
     }
 }
 

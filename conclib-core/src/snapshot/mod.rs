@@ -171,7 +171,8 @@ pub struct ActorBrief {
     pub parent: Option<u64>,
     /// Running or stopping.
     pub state: ActorState,
-    /// User messages queued.
+    /// User messages queued (as [`ActorRef::mailbox_len`](crate::ActorRef::mailbox_len)
+    /// counts them).
     pub mailbox_len: usize,
     /// Messages handled since it started.
     pub handled: u64,
@@ -232,7 +233,8 @@ pub struct ActorSnapshot {
     pub parent: Option<u64>,
     /// Running, or stopping (handles what is queued, takes nothing new).
     pub state: ActorState,
-    /// User messages queued.
+    /// User messages queued (as [`ActorRef::mailbox_len`](crate::ActorRef::mailbox_len)
+    /// counts them).
     pub mailbox_len: usize,
     /// Messages handled since it started (including those whose handler failed or panicked).
     pub handled: u64,
