@@ -109,7 +109,8 @@ impl DynActorRef {
         self.cell.core().wait_for_stop().await
     }
 
-    /// User messages queued and not yet handled.
+    /// User messages queued and not yet handled, as
+    /// [`ActorRef::mailbox_len`](crate::ActorRef::mailbox_len) counts them.
     #[must_use]
     pub fn mailbox_len(&self) -> usize {
         self.cell.capacity().len()
