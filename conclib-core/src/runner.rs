@@ -164,14 +164,8 @@ pub(crate) fn run<A: Actor>(
                             Poll::Ready(None)
                         }
                         Poll::Pending => {
-                            // The handler waits: give back the places taken and record what
-                            // earlier messages measured now, not after however long it takes.
-                            ledger_now.give_back(cell_now);
-                            if let Some(m) = ledger_now.metrics.as_deref_mut()
-                                && m.has_unrecorded()
-                            {
-                                record(m, cell_now);
-                            }
+                            // The handler waits: settle now, not after however long it takes.
+                            ledger_now.settle(cell_now);
                             Poll::Pending
                         }
                     }
@@ -193,12 +187,7 @@ pub(crate) fn run<A: Actor>(
                         Outcome::Failed(_) | Outcome::Refused(_) => m.handled(true),
                     };
                     if full {
-                        // The depth it records is exact once nothing is owed.
-                        if ledger.owed > 0 {
-                            let owed = std::mem::take(&mut ledger.owed);
-                            cell.mailbox.capacity.give_back(owed as usize);
-                        }
-                        record(m, &cell);
+                        ledger.settle(&cell);
                     }
                 }
                 // Every message that reached its handler counts, whatever it came to.
@@ -248,12 +237,7 @@ pub(crate) fn run<A: Actor>(
             }
         };
         // What the last batch took and measured (a kill or a stop may end it early).
-        ledger.give_back(&cell);
-        if let Some(m) = ledger.metrics.as_deref_mut()
-            && m.has_unrecorded()
-        {
-            record(m, &cell);
-        }
+        ledger.settle(&cell);
         drop(ledger);
         Box::pin(finish(actor, ctx, reason, batch)).await;
     }
@@ -265,8 +249,8 @@ pub(crate) fn run<A: Actor>(
 /// A place is given back as its message is taken for handling, but not one at a time: the
 /// count is shared with every sender (who reserves a place with a compare-and-swap on it), so
 /// a give-back per message made the actor's core and the senders' fight for its cache line
-/// at every message (bounded tell 0.56-0.99x raw tokio's; BENCHMARKS.md, "Places given back
-/// by the batch"). The loop gives them back when the batch it took from the mailbox is done,
+/// at every message (bounded tell at a third of the rate it has now; BENCHMARKS.md, "Places
+/// given back by the batch"). The loop gives them back when the batch it took from the mailbox is done,
 /// after every [`GIVE_BACK_MAX`] messages (at most a sixteenth of a bounded mailbox's
 /// capacity), and before it waits for anything (a handler's `.await`, a control message's
 /// hook, a panic's, the stop): an actor that waits owes nothing, so what senders and
@@ -283,7 +267,7 @@ struct Ledger {
 }
 
 /// The most places the run loop owes while it runs through a batch.
-pub(crate) const GIVE_BACK_MAX: usize = 64;
+const GIVE_BACK_MAX: usize = 64;
 
 impl Ledger {
     fn new(capacity: &crate::mailbox::Capacity) -> Self {
@@ -309,6 +293,17 @@ impl Ledger {
         if self.owed > 0 {
             let owed = std::mem::take(&mut self.owed);
             cell.mailbox.capacity.give_back(owed as usize);
+        }
+    }
+
+    /// Gives back every place owed, then passes on what the messages measured (with the
+    /// mailbox's depth exact, nothing owed).
+    fn settle<A: Actor>(&mut self, cell: &crate::cell::ActorCell<A>) {
+        self.give_back(cell);
+        if let Some(m) = self.metrics.as_deref_mut()
+            && m.has_unrecorded()
+        {
+            record(m, cell);
         }
     }
 }
