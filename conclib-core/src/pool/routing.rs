@@ -48,6 +48,10 @@ impl fmt::Debug for Routing {
 }
 
 /// What a send does when the chosen member's mailbox is full.
+///
+/// Full as the member's mailbox counts it: a member running through a batch of messages may
+/// still count up to 64 of those it took (a sixteenth of its capacity at most) until it gives
+/// their places back, at the latest before it waits ([`MailboxConfig`](crate::MailboxConfig)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WhenFull {
     /// Wait for room (an ask counts the wait in its timeout).
