@@ -164,17 +164,12 @@ impl Capacity {
         }
     }
 
-    /// Gives back a place (a message taken for handling, or a reservation that was not used).
+    /// Gives back `n` places (messages taken for handling, in groups: see `runner::Ledger`;
+    /// messages dropped unhandled; a reservation that was not used).
     ///
     /// Waiting senders are woken once the queue has drained to the low-water mark, all at
     /// once, rather than one per freed place: a sender that outpaces its actor then sends in
     /// bursts instead of paying a wake-up per message.
-    pub(crate) fn unreserve(&self) {
-        self.give_back(1);
-    }
-
-    /// Gives back `n` places at once (the run loop's, see `runner::Ledger`), waking waiting
-    /// senders as [`unreserve`](Self::unreserve) does.
     pub(crate) fn give_back(&self, n: usize) {
         let prev = self.len.fetch_sub(n, Ordering::SeqCst);
         self.mark.set();
@@ -369,7 +364,7 @@ impl<A: Actor> Mailbox<A> {
         let mut lanes = self.lock();
         if lanes.closed {
             drop(lanes);
-            self.capacity.unreserve();
+            self.capacity.give_back(1);
             return Err(env);
         }
         match priority {

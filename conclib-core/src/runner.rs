@@ -250,9 +250,9 @@ pub(crate) fn run<A: Actor>(
 /// count is shared with every sender (who reserves a place with a compare-and-swap on it), so
 /// a give-back per message made the actor's core and the senders' fight for its cache line
 /// at every message (bounded tell at a third of the rate it has now; BENCHMARKS.md, "Places
-/// given back by the batch"). The loop gives them back when the batch it took from the mailbox is done,
-/// after every [`GIVE_BACK_MAX`] messages (at most a sixteenth of a bounded mailbox's
-/// capacity), and before it waits for anything (a handler's `.await`, a control message's
+/// given back by the batch"). The loop gives them back when the batch it took from the
+/// mailbox is done, after every [`GIVE_BACK_MAX`] messages (at most a sixteenth of a bounded
+/// mailbox's capacity), and before it waits for anything (a handler's `.await`, a control message's
 /// hook, a panic's, the stop): an actor that waits owes nothing, so what senders and
 /// snapshots see of a waiting actor is exact; a running one counts up to that many of the
 /// messages it handled as queued.
@@ -515,8 +515,8 @@ async fn finish<A: Actor>(
     let left = cell.mailbox.seal(&mut batch);
     let dropped = left.len();
     drop(left);
-    for _ in 0..dropped {
-        cell.mailbox.capacity.unreserve();
+    if dropped > 0 {
+        cell.mailbox.capacity.give_back(dropped);
     }
     stop_children(&ctx).await;
     let failure = match CatchUnwind(actor.on_stop(&mut ctx, &reason)).await {
@@ -558,7 +558,7 @@ struct Place<A: Actor>(Arc<crate::cell::ActorCell<A>>);
 
 impl<A: Actor> Drop for Place<A> {
     fn drop(&mut self) {
-        self.0.mailbox.capacity.unreserve();
+        self.0.mailbox.capacity.give_back(1);
     }
 }
 
