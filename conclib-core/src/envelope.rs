@@ -70,8 +70,12 @@ pub(crate) struct VTable<A: Actor> {
     drop: unsafe fn(*mut Inline),
     /// The message's wire name, read from the payload (a dynamic request carries its own).
     pub(crate) name: unsafe fn(*const Inline) -> &'static str,
-    /// The trace the message is part of (dynamic requests from another process).
-    trace: unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>,
+    /// The trace the message is part of (dynamic requests from another process; `None`:
+    /// never part of one, so no call per message to say so).
+    trace: Option<unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>>,
+    /// The message's type says its name (`name` does not read the payload): the vtable's
+    /// address stands for the name ([`Envelope::type_key`]).
+    named_by_type: bool,
     /// Drops the payload unhandled, answering an ask `MailboxFull` (evicted to make room).
     reject: unsafe fn(*mut Inline),
     /// Keeps `guard` until the ask inside is answered; gives it back for anything else.
@@ -126,7 +130,8 @@ impl<A: Handler<M>, M: Message> TypedVTable<A, M> {
         handle: handle_typed::<A, M>,
         drop: drop_payload::<(M, Option<ReplyTx<M>>)>,
         name: typed_name::<M>,
-        trace: no_trace,
+        trace: None,
+        named_by_type: true,
         reject: reject_typed::<M>,
         keep: keep_nothing,
     };
@@ -139,10 +144,6 @@ unsafe fn reject_typed<M: Message>(data: *mut Inline) {
     if let Some(reply) = reply {
         let _ = reply.send(Err(AskError::MailboxFull));
     }
-}
-
-unsafe fn no_trace(_: *const Inline) -> Option<crate::trace::TraceContext> {
-    None
 }
 
 unsafe fn typed_name<M: Message>(_: *const Inline) -> &'static str {
@@ -234,7 +235,22 @@ impl<A: Actor> Envelope<A> {
     /// The trace the message is part of, if any.
     pub(crate) fn trace(&self) -> Option<crate::trace::TraceContext> {
         // SAFETY: the envelope still owns its payload.
-        unsafe { (self.vtable.trace)(&raw const self.data) }
+        self.vtable
+            .trace
+            .and_then(|trace| unsafe { trace(&raw const self.data) })
+    }
+
+    /// What stands for the message's type in an actor's metrics without asking its name:
+    /// the vtable's address when the type alone names the message, else 0. Two envelopes
+    /// with the same key hold messages of the same name (the vtable holds the function
+    /// that names them; merged vtables are identical ones).
+    #[inline]
+    pub(crate) fn type_key(&self) -> usize {
+        if self.vtable.named_by_type {
+            std::ptr::from_ref(self.vtable) as usize
+        } else {
+            0
+        }
     }
 
     /// The wire name of the message inside.
@@ -279,7 +295,8 @@ impl<A: Actor> VTable<A> {
             handle,
             drop,
             name,
-            trace,
+            trace: Some(trace),
+            named_by_type: false,
             reject,
             keep,
         }

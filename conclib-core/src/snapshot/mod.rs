@@ -105,14 +105,21 @@ impl Tally {
         }
     }
 
-    /// One message handled in `handling_ns` nanoseconds.
+    /// The bucket of a handling time of `handling_ns` nanoseconds.
     #[inline]
-    pub(crate) fn count_ns(&mut self, handling_ns: u64, failed: bool) {
+    pub(crate) fn bucket_of(handling_ns: u64) -> usize {
         let us = handling_ns / 1000;
-        let bucket = (64 - us.leading_zeros() as usize).min(HANDLING_BUCKETS - 1);
+        (64 - us.leading_zeros() as usize).min(HANDLING_BUCKETS - 1)
+    }
+
+    /// One message handled, its handling time in `bucket` ([`Tally::bucket_of`]).
+    #[inline]
+    pub(crate) fn count(&mut self, bucket: usize, failed: bool) {
         self.handled += 1;
         self.errors += u64::from(failed);
-        self.buckets[bucket] += 1;
+        if let Some(n) = self.buckets.get_mut(bucket) {
+            *n += 1;
+        }
     }
 
     fn add(&mut self, other: &Tally) {

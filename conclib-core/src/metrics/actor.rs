@@ -1,0 +1,583 @@
+//! What one actor measures of its messages while recording is on: kept in its own task, in
+//! the clock's ticks, and handed to the recorder a batch at a time.
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge, Histogram, Label};
+
+use super::clock::{Clock, clock};
+use super::{SECONDS_THRESHOLDS, actor_labels, seconds};
+use crate::cell::CellCore;
+use crate::snapshot::Tally;
+
+/// One message type's handles, and what the actor handled of it since it last passed its
+/// figures on: to the recorder (`unrecorded`, `unrecorded_errors`) and to its snapshot
+/// statistics (`unflushed`).
+struct PerMessage {
+    name: &'static str,
+    /// The address of the envelope vtable of the last message of this type that came with
+    /// one naming its type ([`Envelope::type_key`](crate::envelope::Envelope::type_key)),
+    /// else 0: the next message with that vtable is found without asking its name.
+    key: usize,
+    handled: Counter,
+    in_mailbox: Histogram,
+    handling: Histogram,
+    errors: Counter,
+    unrecorded: u64,
+    unrecorded_errors: u64,
+    unflushed: Tally,
+    /// With the recorder's buckets known ([`set_seconds_buckets`](super::set_seconds_buckets)):
+    /// this batch's samples, added up per bucket (else they wait in
+    /// [`ActorMetrics::unrecorded`]).
+    binned: Option<Box<Binned>>,
+}
+
+impl PerMessage {
+    /// A message's samples, added up in their buckets (the recorder's buckets known).
+    #[inline]
+    fn bin(&mut self, thresholds: &[u64], measured: Measured) {
+        if let Some(binned) = &mut self.binned {
+            if measured.in_mailbox != UNSTAMPED {
+                binned.in_mailbox.add(thresholds, measured.in_mailbox);
+            }
+            binned.handling.add(thresholds, measured.handling);
+        }
+    }
+
+    /// A message's samples to the recorder as they are.
+    fn record(&self, clock: Clock, measured: Measured) {
+        if measured.in_mailbox != UNSTAMPED {
+            self.in_mailbox
+                .record(seconds(clock.nanos(measured.in_mailbox)));
+        }
+        self.handling
+            .record(seconds(clock.nanos(measured.handling)));
+    }
+
+    /// The counts of the messages recorded to the recorder's counters.
+    fn pass_counts(&mut self) {
+        if self.unrecorded > 0 {
+            self.handled.increment(std::mem::take(&mut self.unrecorded));
+        }
+        if self.unrecorded_errors > 0 {
+            self.errors
+                .increment(std::mem::take(&mut self.unrecorded_errors));
+        }
+    }
+}
+
+/// A batch's samples of one message type, added up per bucket of the recorder's.
+struct Binned {
+    in_mailbox: Bins,
+    handling: Bins,
+}
+
+/// One histogram's samples of a batch, per bucket, in the clock's ticks.
+struct Bins {
+    /// The buckets with samples (bit `i`: bucket `i`, the last one `+Inf`).
+    used: u64,
+    bins: Box<[Bin]>,
+}
+
+/// A bucket's samples: how many, and their sum (in ticks while the actor adds them up, in
+/// nanoseconds when handed over).
+#[derive(Clone, Copy, Default)]
+struct Bin {
+    count: u64,
+    sum: u64,
+}
+
+impl Bins {
+    fn new(thresholds: &[u64]) -> Self {
+        Bins {
+            used: 0,
+            bins: vec![Bin::default(); thresholds.len() + 1].into_boxed_slice(),
+        }
+    }
+
+    /// A sample of `ticks`: into its bucket, where the recorder would put its seconds
+    /// (`thresholds`: each bucket's most ticks, see [`Buckets`]).
+    #[inline]
+    fn add(&mut self, thresholds: &[u64], ticks: u64) {
+        // Most samples are microseconds: found among the first few bounds.
+        let at = thresholds
+            .iter()
+            .position(|&t| ticks <= t)
+            .unwrap_or(thresholds.len());
+        if let Some(bin) = self.bins.get_mut(at) {
+            bin.count += 1;
+            bin.sum = bin.sum.saturating_add(ticks);
+            self.used |= 1 << at;
+        }
+    }
+
+    /// Each bucket used as one `record_many` of its mean, then empty again.
+    fn hand_over(&mut self, buckets: &Buckets, clock: Clock, histogram: &Histogram) {
+        let mut used = std::mem::take(&mut self.used);
+        while used != 0 {
+            let at = used.trailing_zeros() as usize;
+            used &= used - 1;
+            if let Some(bin) = self.bins.get_mut(at) {
+                let bin = std::mem::take(bin);
+                let in_ns = Bin {
+                    count: bin.count,
+                    sum: clock.nanos(bin.sum),
+                };
+                histogram.record_many(bin_mean(buckets.ns, at, in_ns), bin.count as usize);
+            }
+        }
+    }
+}
+
+/// The mean of a bucket's samples (`bin.sum` in nanoseconds), in seconds: in that bucket
+/// (between the seconds of its smallest and largest durations in nanoseconds), where
+/// rounding could otherwise take the mean of samples all on a bound across it. Times its
+/// count, it is `bin.sum` to the last bits of an `f64`.
+fn bin_mean(thresholds: &[u64], at: usize, bin: Bin) -> f64 {
+    if bin.count == 1 {
+        // In its bucket already.
+        return seconds(bin.sum);
+    }
+    let mean = bin.sum as f64 / bin.count.max(1) as f64 * 1e-9;
+    let low = match at.checked_sub(1).and_then(|below| thresholds.get(below)) {
+        Some(&below) => seconds(below + 1),
+        None => 0.0,
+    };
+    let high = thresholds.get(at).map_or(f64::INFINITY, |&t| seconds(t));
+    // `max` then `min`, not `clamp`: no panic whatever the bounds.
+    mean.max(low).min(high)
+}
+
+/// The recorder's bucket bounds: for each, the largest duration at or below it in
+/// nanoseconds ([`set_seconds_buckets`](super::set_seconds_buckets)) and in the clock's
+/// ticks. A duration of `t` ticks falls in the first bucket whose tick threshold it does not
+/// exceed exactly when its nanoseconds fall in the first whose nanosecond threshold they do
+/// not exceed (converting never decreases): the actor compares ticks, with no conversion
+/// per sample.
+pub(crate) struct Buckets {
+    ns: &'static [u64],
+    ticks: Box<[u64]>,
+}
+
+impl Buckets {
+    fn new(ns: &'static [u64], clock: Clock) -> Self {
+        Buckets {
+            ns,
+            ticks: ns.iter().map(|&t| clock.ticks_within(t)).collect(),
+        }
+    }
+
+    /// The recorder's buckets, once they are known.
+    fn get(clock: Clock) -> Option<&'static Buckets> {
+        static BUCKETS: OnceLock<Buckets> = OnceLock::new();
+        let ns = SECONDS_THRESHOLDS.get()?;
+        Some(BUCKETS.get_or_init(|| Buckets::new(ns, clock)))
+    }
+}
+
+/// One message's measurements, in ticks, kept until the actor's batch ends.
+#[derive(Clone, Copy)]
+struct Measured {
+    /// Its index in [`ActorMetrics::messages`].
+    at: u32,
+    /// From send to the start of handling; [`UNSTAMPED`] if it was sent before recording
+    /// was on.
+    in_mailbox: u64,
+    /// Handling time.
+    handling: u64,
+}
+
+const UNSTAMPED: u64 = u64::MAX;
+
+/// At most this many messages' measurements wait for the end of their batch: a batch of a
+/// thousand messages still reaches the recorder in steps, and the buffer (24 bytes a
+/// message) stays in the actor's cache.
+const MAX_UNRECORDED: usize = 64;
+
+/// How long after it last did an actor passes its per-message figures on to its snapshot
+/// statistics (one lock), at the end of a batch: with messages still queued, and with
+/// none (in nanoseconds).
+const FLUSH_BUSY: u64 = 1_000_000_000;
+const FLUSH_IDLE: u64 = 100_000_000;
+
+/// An actor's metric handles, created on its first message after
+/// [`enable`](super::enable) and kept in its run loop.
+///
+/// Per message it only reads the clock once or twice and adds up in its own memory; what
+/// goes to the recorder (histogram samples, counter increments, the depth gauge) goes there
+/// in one go when the run loop finishes a batch ([`record`](Self::record)): before it waits
+/// for mail, before it waits on a handler's `.await`, after [`MAX_UNRECORDED`] messages, and
+/// when it stops. So an asker that got its answer finds the metrics of every message the
+/// actor handled before its ask's batch recorded (one ask at a time: all of them); handles
+/// updated per message cost a tell about three times its time without recording.
+pub(crate) struct ActorMetrics {
+    clock: Clock,
+    labels: [Label; 2],
+    depth: Gauge,
+    skipped: Counter,
+    /// Few message types per actor: a short list searched by the vtable's or the name's
+    /// address.
+    messages: Vec<PerMessage>,
+    /// The message being handled: its index in `messages`, send stamp and start (ticks).
+    current: (u32, u64, u64),
+    /// When the last message measured ended: the next one's start when it follows at
+    /// once, the batch's end for [`record`](Self::record) (no clock read of its own).
+    ended: u64,
+    /// Whether the last call was [`handled`](Self::handled): then the message starting now
+    /// follows the one that ended at `ended` in the same batch.
+    chained: bool,
+    /// Measured, not recorded yet, when the recorder's buckets are not known (at most
+    /// [`MAX_UNRECORDED`]).
+    unrecorded: Vec<Measured>,
+    /// Messages measured since the last [`record`](Self::record), in `unrecorded`, in
+    /// `first` or added up in their message type's [`Binned`].
+    pending: usize,
+    /// A batch's first message, when the recorder's buckets are known: added up in its
+    /// bucket only if a second one follows in the batch. A batch of one (an ask at a time)
+    /// goes to the recorder as it is, without searching its buckets twice (here, then
+    /// in the recorder).
+    first: Option<Measured>,
+    /// The recorder's buckets, if known.
+    buckets: Option<&'static Buckets>,
+    /// The most ticks under a microsecond: a handling time counted in the first bucket of
+    /// the snapshot statistics without a conversion to nanoseconds.
+    under_us: u64,
+    /// When the per-message figures were last passed on to the snapshot statistics.
+    flushed: u64,
+    /// The depth last given to the gauge (`usize::MAX`: none yet): a batch that leaves it
+    /// unchanged (an ask at a time: 0 after each) sets nothing.
+    depth_set: usize,
+    /// [`FLUSH_BUSY`] and [`FLUSH_IDLE`] in ticks: the check at each batch's end compares
+    /// readings, with no conversion.
+    flush_ticks: (u64, u64),
+}
+
+impl ActorMetrics {
+    pub(crate) fn new(core: &CellCore) -> Box<Self> {
+        let labels = actor_labels(core);
+        let clock = clock();
+        let buckets = Buckets::get(clock);
+        Box::new(ActorMetrics {
+            clock,
+            depth_set: usize::MAX,
+            flush_ticks: (clock.ticks(FLUSH_BUSY), clock.ticks(FLUSH_IDLE)),
+            under_us: clock.ticks_within(999),
+            depth: metrics::gauge!("conclib_actor_mailbox_depth", labels.iter()),
+            skipped: metrics::counter!("conclib_actor_asks_skipped_total", labels.iter()),
+            labels,
+            messages: Vec::new(),
+            current: (0, 0, 0),
+            ended: 0,
+            chained: false,
+            // Not needed when samples are added up per bucket.
+            unrecorded: Vec::with_capacity(if buckets.is_some() { 0 } else { MAX_UNRECORDED }),
+            pending: 0,
+            first: None,
+            buckets,
+            // Long ago: the first batch is passed on at once (an actor asked once is seen).
+            flushed: 0,
+        })
+    }
+
+    /// The index of the message type with this key (0: none) and this name.
+    #[inline]
+    fn message(&mut self, key: usize, name: impl FnOnce() -> &'static str) -> u32 {
+        // Most actors handle one message type at a time, in runs.
+        let last = self.current.0 as usize;
+        if let Some(m) = self.messages.get(last) {
+            if key != 0 && m.key == key {
+                return last as u32;
+            }
+            let name = name();
+            if key == 0 && std::ptr::eq(m.name, name) {
+                return last as u32;
+            }
+            return self.other_message(key, name);
+        }
+        self.other_message(key, name())
+    }
+
+    /// [`message`](Self::message) when it is not the last one's type (out of line).
+    #[inline(never)]
+    fn other_message(&mut self, key: usize, name: &'static str) -> u32 {
+        let at = match self
+            .messages
+            .iter()
+            .position(|m| std::ptr::eq(m.name, name) || m.name == name)
+        {
+            Some(at) => at,
+            None => {
+                let [actor, urn] = self.labels.clone();
+                let labels = [actor, urn, Label::new("message", name)];
+                self.messages.push(PerMessage {
+                    name,
+                    key: 0,
+                    handled: metrics::counter!(
+                        "conclib_actor_messages_handled_total",
+                        labels.iter()
+                    ),
+                    in_mailbox: metrics::histogram!("conclib_actor_mailbox_seconds", labels.iter()),
+                    handling: metrics::histogram!("conclib_actor_handling_seconds", labels.iter()),
+                    errors: metrics::counter!("conclib_actor_handler_errors_total", labels.iter()),
+                    unrecorded: 0,
+                    unrecorded_errors: 0,
+                    unflushed: Tally::new(name),
+                    binned: self.buckets.map(|b| {
+                        Box::new(Binned {
+                            in_mailbox: Bins::new(&b.ticks),
+                            handling: Bins::new(&b.ticks),
+                        })
+                    }),
+                });
+                self.messages.len() - 1
+            }
+        };
+        if key != 0 {
+            self.messages[at].key = key;
+        }
+        at as u32
+    }
+
+    /// A message starts being handled: `key` and `name` say its type
+    /// ([`Envelope::type_key`](crate::envelope::Envelope::type_key) and its name, asked
+    /// for only when the key does not say), `stamp` when it was sent (0: unknown).
+    ///
+    /// Within a batch, it starts when the message before it ended: one clock reading a
+    /// message instead of two, the actor's side of a tell being the bottleneck with
+    /// recording on. So a handling time includes the run loop's step from one message to
+    /// the next (taking it from the batch, tens of nanoseconds), and the time in the
+    /// mailbox leaves it out.
+    #[inline]
+    pub(crate) fn start(&mut self, key: usize, name: impl FnOnce() -> &'static str, stamp: u64) {
+        let at = self.message(key, name);
+        let started = if self.chained {
+            self.ended
+        } else {
+            self.clock.now()
+        };
+        self.chained = false;
+        self.current = (at, stamp, started);
+    }
+
+    /// The message [`start`](Self::start)ed was handled. Kept until the batch ends
+    /// ([`record`](Self::record)); `true` when the buffer is full and the caller must record
+    /// now.
+    #[inline]
+    pub(crate) fn handled(&mut self, failed: bool) -> bool {
+        let ended = self.clock.now();
+        let (at, stamp, started) = self.current;
+        self.ended = ended;
+        self.chained = true;
+        // Two cores' counters may differ by a few ticks: a reading before another is 0.
+        let measured = Measured {
+            at,
+            in_mailbox: if stamp == 0 {
+                UNSTAMPED
+            } else {
+                started.saturating_sub(stamp)
+            },
+            handling: ended.saturating_sub(started),
+        };
+        let bucket = if measured.handling <= self.under_us {
+            0
+        } else {
+            Tally::bucket_of(self.clock.nanos(measured.handling))
+        };
+        let m = &mut self.messages[at as usize];
+        m.unflushed.count(bucket, failed);
+        m.unrecorded += 1;
+        m.unrecorded_errors += u64::from(failed);
+        match self.buckets {
+            Some(buckets) => {
+                if self.pending == 0 {
+                    self.first = Some(measured);
+                } else {
+                    if let Some(first) = self.first.take() {
+                        self.messages[first.at as usize].bin(&buckets.ticks, first);
+                    }
+                    self.messages[at as usize].bin(&buckets.ticks, measured);
+                }
+            }
+            None => self.unrecorded.push(measured),
+        }
+        self.pending += 1;
+        self.pending >= MAX_UNRECORDED
+    }
+
+    /// Whether messages were handled since the last [`record`](Self::record).
+    #[inline]
+    pub(crate) fn has_unrecorded(&self) -> bool {
+        self.pending > 0
+    }
+
+    /// The batch ended: gives the recorder what the actor measured since it last did
+    /// (`depth`: the user messages queued now), and its snapshot statistics the
+    /// per-message figures now and then (no lock per batch).
+    pub(crate) fn record(&mut self, depth: usize, core: &CellCore) {
+        let clock = self.clock;
+        if let Some(first) = self.first.take() {
+            // A batch of one (the recorder's buckets known): only its message type has
+            // anything to pass on.
+            let m = &mut self.messages[first.at as usize];
+            m.record(clock, first);
+            m.pass_counts();
+        } else {
+            for measured in self.unrecorded.drain(..) {
+                self.messages[measured.at as usize].record(clock, measured);
+            }
+            for m in &mut self.messages {
+                if m.unrecorded > 0
+                    && let (Some(binned), Some(buckets)) = (&mut m.binned, self.buckets)
+                {
+                    binned.in_mailbox.hand_over(buckets, clock, &m.in_mailbox);
+                    binned.handling.hand_over(buckets, clock, &m.handling);
+                }
+                m.pass_counts();
+            }
+        }
+        self.pending = 0;
+        if depth != self.depth_set {
+            self.depth_set = depth;
+            self.depth.set(depth as f64);
+        }
+        // The batch is over: the next message starts with a reading of its own.
+        self.chained = false;
+        let now = self.ended;
+        // Ticks (two cores' counters may differ by a few: a reading before `flushed` is 0).
+        let since = now.saturating_sub(self.flushed);
+        let (busy, idle) = self.flush_ticks;
+        if since >= busy || (depth == 0 && since >= idle) {
+            self.flushed = now;
+            crate::snapshot::add_message_totals(
+                core,
+                self.messages.iter_mut().map(|m| &mut m.unflushed),
+            );
+        }
+    }
+
+    pub(crate) fn skipped(&self) {
+        self.skipped.increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::Mutex;
+
+    use super::super::threshold_ns;
+
+    /// Every `record_many` call, as `(value, count)`.
+    #[derive(Default)]
+    struct Calls(Mutex<Vec<(f64, usize)>>);
+
+    impl metrics::HistogramFn for Calls {
+        fn record(&self, value: f64) {
+            self.record_many(value, 1);
+        }
+        fn record_many(&self, value: f64, count: usize) {
+            self.0.lock().unwrap().push((value, count));
+        }
+    }
+
+    const BOUNDS: [f64; 4] = [1e-6, 2.5e-5, 0.01, 1.0];
+
+    fn bucket_of(bounds: &[f64], seconds: f64) -> usize {
+        bounds
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(bounds.len())
+    }
+
+    /// A clock whose ticks are nanoseconds (`quanta`'s mock), or the real one.
+    fn clocks() -> [Clock; 2] {
+        let (mock, _) = quanta::Clock::mock();
+        let mock = Clock::with(Box::leak(Box::new(mock)));
+        [mock, clock()]
+    }
+
+    fn buckets(clock: Clock) -> Buckets {
+        let ns: Vec<u64> = BOUNDS.iter().map(|&b| threshold_ns(b)).collect();
+        Buckets::new(Vec::leak(ns), clock)
+    }
+
+    #[test]
+    fn a_batch_per_bucket_gives_the_recorder_the_same_counts_and_sum() {
+        for clock in clocks() {
+            let buckets = buckets(clock);
+            // Durations on and around every bound (in ticks: each bound's tick threshold),
+            // and far past the last.
+            let mut samples: Vec<u64> = vec![0, 1, 7_000_000_000, 7_000_000_000];
+            for &t in buckets.ticks.iter() {
+                samples.extend([t.saturating_sub(1), t, t + 1]);
+            }
+            let mut bins = Bins::new(&buckets.ticks);
+            for &ticks in &samples {
+                bins.add(&buckets.ticks, ticks);
+            }
+            let calls = Arc::new(Calls::default());
+            let histogram = Histogram::from_arc(calls.clone());
+            bins.hand_over(&buckets, clock, &histogram);
+
+            // What the recorder would have had from the samples one by one.
+            let mut want = vec![0usize; BOUNDS.len() + 1];
+            let mut want_sum = 0.0;
+            for &ticks in &samples {
+                let s = seconds(clock.nanos(ticks));
+                want[bucket_of(&BOUNDS, s)] += 1;
+                want_sum += s;
+            }
+            let mut got = vec![0usize; BOUNDS.len() + 1];
+            let mut got_sum = 0.0;
+            let calls = calls.0.lock().unwrap();
+            for &(value, count) in calls.iter() {
+                got[bucket_of(&BOUNDS, value)] += count;
+                got_sum += value * count as f64;
+            }
+            assert_eq!(got, want, "{calls:?}");
+            // Each sample converted alone rounds down by under a nanosecond; the sum of
+            // the ticks converted at once does not.
+            let slack = samples.len() as f64 * 1e-9 + want_sum * 1e-12;
+            assert!(
+                (got_sum - want_sum).abs() <= slack,
+                "{got_sum} vs {want_sum}"
+            );
+            // One call per bucket used, and the bins are empty for the next batch.
+            assert_eq!(calls.len(), want.iter().filter(|n| **n > 0).count());
+            drop(calls);
+            bins.hand_over(&buckets, clock, &histogram);
+            assert_eq!(bins.used, 0);
+        }
+    }
+
+    #[test]
+    fn tick_thresholds_put_ticks_where_the_recorder_puts_their_seconds() {
+        for clock in clocks() {
+            let buckets = buckets(clock);
+            for (at, &t) in buckets.ticks.iter().enumerate() {
+                assert_eq!(bucket_of(&BOUNDS, seconds(clock.nanos(t))), at);
+                assert_eq!(bucket_of(&BOUNDS, seconds(clock.nanos(t + 1))), at + 1);
+            }
+        }
+    }
+
+    #[test]
+    fn a_mean_stays_in_its_bucket() {
+        let thresholds: Vec<u64> = BOUNDS.iter().map(|&b| threshold_ns(b)).collect();
+        // Every sample on the bucket's top: the mean, rounded, must not cross it.
+        for (at, &t) in thresholds.iter().enumerate() {
+            let bin = Bin {
+                count: 3,
+                sum: 3 * t,
+            };
+            assert_eq!(bucket_of(&BOUNDS, bin_mean(&thresholds, at, bin)), at);
+        }
+        // A bin claiming an impossible sum is still put in its bucket, without a panic.
+        let bin = Bin {
+            count: 0,
+            sum: u64::MAX,
+        };
+        assert_eq!(bucket_of(&BOUNDS, bin_mean(&thresholds, 1, bin)), 1);
+    }
+}
