@@ -111,6 +111,7 @@ impl Capacity {
     }
 
     /// Takes a place without waiting. `None`: closed.
+    #[inline]
     pub(crate) fn try_reserve(&self) -> Option<bool> {
         // SeqCst: see `close` (on x86 the same plain load as Acquire).
         if self.closed.load(Ordering::SeqCst) {
@@ -142,12 +143,19 @@ impl Capacity {
     }
 
     /// Takes a place, registering `cx` to be woken when one frees up.
+    #[inline]
     pub(crate) fn poll_reserve(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Closed>> {
         match self.try_reserve() {
-            None => return Poll::Ready(Err(Closed)),
-            Some(true) => return Poll::Ready(Ok(())),
-            Some(false) => {}
+            None => Poll::Ready(Err(Closed)),
+            Some(true) => Poll::Ready(Ok(())),
+            Some(false) => self.wait_for_room(cx),
         }
+    }
+
+    /// [`poll_reserve`](Self::poll_reserve) found the mailbox full: registers `cx`, then
+    /// looks again (out of line: the rare path).
+    #[inline(never)]
+    fn wait_for_room(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Closed>> {
         {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
             let waiters = waiters.get_or_insert_with(Box::default);
@@ -356,6 +364,7 @@ impl<A: Actor> Mailbox<A> {
     }
 
     /// Queues a user message whose place was reserved. Gives it back if the mailbox closed.
+    #[inline]
     pub(crate) fn push_reserved(
         &self,
         env: Envelope<A>,
@@ -493,6 +502,7 @@ impl<A: Actor> Mailbox<A> {
     /// anyway, saves taking it again). A sender that queues anything takes the waker and
     /// disarms the look under the same lock, so no message is missed: either the look
     /// sees the flag cleared, or the sender's wake-up follows and the task polls again.
+    #[inline]
     pub(crate) fn poll_next(
         &self,
         batch: &mut VecDeque<Envelope<A>>,
@@ -506,6 +516,17 @@ impl<A: Actor> Mailbox<A> {
                 return Poll::Pending;
             }
         }
+        self.poll_lanes(batch, cx)
+    }
+
+    /// [`poll_next`](Self::poll_next) under the lock: priority traffic, or the batch is
+    /// done (out of line: once a batch, where the fast path runs once a message).
+    #[inline(never)]
+    fn poll_lanes(
+        &self,
+        batch: &mut VecDeque<Envelope<A>>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Next<A>> {
         let mut lanes = self.lock();
         if let Some(priority) = lanes.priority.as_deref_mut() {
             if let Some(c) = priority.control.pop_front() {
