@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::actor::Actor;
 use crate::cell::{ErasedCell, leave_parent, notify_stopped};
 use crate::context::Context;
-use crate::envelope::{CatchUnwind, FutureSlot, Outcome};
+use crate::envelope::{CatchUnwind, FutureSlot, Outcome, SlotFuture};
 use crate::error::StopReason;
 use crate::mailbox::{Control, Next};
 use crate::metrics::ActorMetrics;
@@ -84,163 +84,319 @@ impl<A> RunOptions<A> {
 ///
 /// A plain function returning an `async move` block rather than an `async fn`: an async fn
 /// keeps its arguments twice in its future (as captured arguments, and as the locals they
-/// are moved into): the context and the options (56 bytes) twice in every actor's task.
+/// are moved into): the context and the options (56 bytes) twice in every actor's task. For
+/// the same reason what the loop keeps ([`Run`]) is built here and captured whole.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
 pub(crate) fn run<A: Actor>(
-    mut actor: A,
-    mut ctx: Context<A>,
+    actor: A,
+    ctx: Context<A>,
     mut options: RunOptions<A>,
 ) -> impl Future<Output = ()> {
+    let cell = ctx.myself().cell.clone();
+    let mut run = Run {
+        waiting: None,
+        ledger: Ledger::new(&cell.mailbox.capacity),
+        actor,
+        ctx,
+        batch: VecDeque::new(),
+        slot: FutureSlot::new(),
+    };
     async move {
-        let cell = ctx.myself().cell.clone();
-        let mut batch = VecDeque::new();
-        let mut slot = FutureSlot::new();
-        let mut ledger = Ledger::new(&cell.mailbox.capacity);
+        // Everything below reaches `run` through this one pointer, taken once: a handler
+        // that waits keeps borrowing the actor, its context and the slot between polls (see
+        // `Run`), and no reference to the whole of `run` may be made meanwhile.
+        let at = RunAt(&raw mut run);
         let reason = 'run: loop {
-            if let Some(reason) = ctx.pending_stop.take() {
-                break *reason;
-            }
-            // The batch taken from the mailbox is done: what it measured goes to the recorder
-            // before the actor looks for more (one branch when metrics are off).
-            if batch.is_empty()
-                && let Some(m) = ledger.metrics.as_deref_mut()
-                && m.has_unrecorded()
-            {
-                record(m, &cell);
-            }
             let panic = 'message: {
-                // What comes out of the mailbox is matched in place and consumed inside its
-                // arm: neither the envelope nor a control message takes room in the task
-                // while the handler (or a control message's hook) runs.
-                let (mut handling, span, trace, measure) = 'handle: {
-                    let control = match poll_fn(|cx| cell.mailbox.poll_next(&mut batch, cx)).await {
-                        Next::Message(env) => {
-                            // The capacity counts queued messages: this one leaves the queue
-                            // now (its place given back with the batch's, see `Ledger`) — or,
-                            // at an actor that hands its asks on, when it is answered.
-                            if A::HANDS_ON {
-                                // Kept until answered; anything else (a tell) gives the place
-                                // back now, as the guard drops.
-                                drop(env.keep_until_answered(Box::new(Place(cell.clone()))));
-                            } else {
-                                ledger.took(&cell, batch.is_empty());
-                            }
-                            // What the handler asks of other processes continues the
-                            // message's trace.
-                            let trace = env.trace();
-                            let (span, measure) =
-                                start_message(&env, trace, &mut ledger.metrics, &cell.core);
-                            let handling = env.handle(&mut actor, &mut ctx, &mut slot);
-                            break 'handle (handling, span, trace, measure);
-                        }
-                        Next::Drained => break 'run StopReason::Normal,
-                        Next::Control(Control::Kill) => break 'run StopReason::Killed,
-                        Next::Control(control) => control,
-                    };
-                    // A control message's hook may wait: nothing is owed meanwhile.
-                    ledger.give_back(&cell);
-                    // Rare: in a boxed future of its own, which takes the control message
-                    // with it.
-                    match Box::pin(on_control(&mut actor, &mut ctx, &mut options, control)).await {
-                        Flow::Continue => continue 'run,
-                        Flow::Stop(reason) => break 'run reason,
-                        Flow::Panicked(panic) => break 'message panic,
-                    }
+                // The messages, as many as come without waiting, in one poll: a plain loop,
+                // without the cost of an `.await` per message (the task's state written and
+                // read back around each). It returns at a control message, a panic or a
+                // stop. What it returns is matched in place: the control message moves into
+                // its hook's box, and takes no room in the task.
+                let cell_now = &cell;
+                // SAFETY: `at` points to `run`, which stays where it is (the task is
+                // pinned); nothing else uses it while `poll_run` runs.
+                let control = match poll_fn(move |cx| unsafe { poll_run(at, cell_now, cx) }).await {
+                    Step::Stop(reason) => break 'run reason,
+                    Step::Panicked(panic) => break 'message panic,
+                    Step::Control(control) => control,
                 };
-                // A kill drops the handler at its next `.await` (one atomic load per poll).
-                // The closure owns the handling, its span and its trace (`move`): held by
-                // reference, they would take 16 more bytes of every actor's run future.
-                let (cell_now, ledger_now) = (&cell, &mut ledger);
-                // `measure` goes with it, and comes back with the outcome: it packs beside
-                // the trace there, where on its own it takes 8 bytes of the run future.
-                let outcome = poll_fn(move |cx| {
-                    if cell_now.mailbox.is_killed() {
-                        return Poll::Ready(None);
-                    }
-                    let _entered = span.as_deref().map(tracing::Span::enter);
-                    match crate::trace::in_scope(trace, || Pin::new(&mut handling).poll(cx)) {
-                        Poll::Ready(outcome) => Poll::Ready(Some((outcome, measure))),
-                        Poll::Pending if cell_now.mailbox.park_handler(cx.waker()) => {
-                            Poll::Ready(None)
-                        }
-                        Poll::Pending => {
-                            // The handler waits: settle now, not after however long it takes.
-                            ledger_now.settle(cell_now);
-                            Poll::Pending
-                        }
-                    }
-                })
-                .await;
-                let Some((outcome, measure)) = outcome else {
-                    tracing::debug!("killed while handling a message");
-                    break 'run StopReason::Killed;
-                };
-                let stats = cell.core.stats();
-                if measure && let Some(m) = ledger.metrics.as_deref_mut() {
-                    let full = match &outcome {
-                        Outcome::Skipped => {
-                            m.skipped();
-                            false
-                        }
-                        Outcome::Panicked(_) => false,
-                        Outcome::Done => m.handled(false),
-                        Outcome::Failed(_) | Outcome::Refused(_) => m.handled(true),
-                    };
-                    if full {
-                        ledger.settle(&cell);
-                    }
-                }
-                // Every message that reached its handler counts, whatever it came to.
-                if !matches!(outcome, Outcome::Skipped) {
-                    stats.count_handled();
-                }
-                let panic = match outcome {
-                    Outcome::Done => None,
-                    Outcome::Skipped => {
-                        cell.core.count_skipped_ask();
-                        tracing::debug!("skipped an ask whose asker had given up");
-                        None
-                    }
-                    Outcome::Failed(error) => {
-                        tracing::warn!(%error, "a told message's handler returned an error");
-                        cell.core.failed(error);
-                        None
-                    }
-                    Outcome::Refused(error) => {
-                        cell.core.failed(error);
-                        None
-                    }
-                    Outcome::Panicked(panic) => Some(panic),
-                };
-                // What the message changed, for the next snapshot's look (a relaxed load of
-                // the line just written; a write once between two looks).
-                cell.mark_task_changed();
-                match panic {
-                    None => continue 'run,
-                    Some(panic) => panic,
+                // SAFETY: no handler waits when `poll_run` returns a step: nothing borrows the
+                // actor or its context.
+                let (actor, ctx, ledger) =
+                    unsafe { (&mut (*at.0).actor, &mut (*at.0).ctx, &mut (*at.0).ledger) };
+                // A control message's hook may wait: nothing is owed meanwhile.
+                ledger.give_back(&cell);
+                // Rare: in a boxed future of its own, which takes the control message with it.
+                match Box::pin(on_control(actor, ctx, &mut options, control)).await {
+                    Flow::Continue => continue 'run,
+                    Flow::Stop(reason) => break 'run reason,
+                    Flow::Panicked(panic) => panic,
                 }
             };
+            // SAFETY: as above.
+            let (actor, ctx, ledger) =
+                unsafe { (&mut (*at.0).actor, &mut (*at.0).ctx, &mut (*at.0).ledger) };
             // A handler or hook panicked: in a boxed future of its own, which takes the
             // panic's text with it (else 24 bytes of every actor's run future). Its hook may
             // wait: nothing is owed meanwhile.
             ledger.give_back(&cell);
-            if let Some(reason) = Box::pin(after_panic(
-                &mut actor,
-                &mut ctx,
-                &mut options,
-                &cell,
-                panic,
-            ))
-            .await
+            if let Some(reason) =
+                Box::pin(after_panic(actor, ctx, &mut options, &cell, panic)).await
             {
                 break reason;
             }
         };
+        // `at` is not used again: `run` is taken apart (no handler waits), its fields moved
+        // straight into the last steps (bound to locals first, they would take room of
+        // their own in every actor's task).
+        debug_assert!(
+            run.waiting.is_none(),
+            "the run loop ended with a handler waiting"
+        );
         // What the last batch took and measured (a kill or a stop may end it early).
-        ledger.settle(&cell);
-        drop(ledger);
-        Box::pin(finish(actor, ctx, reason, batch)).await;
+        run.ledger.settle(&cell);
+        Box::pin(finish(run.actor, run.ctx, reason, run.batch)).await;
     }
+}
+
+/// What the run loop keeps between polls.
+///
+/// A handler that waits borrows the actor, its context and the slot its future runs in,
+/// from one poll of the task to the next: `waiting` holds it (declared first, so dropped
+/// first if the task is dropped). The run loop reaches the fields one by one through a
+/// pointer ([`RunAt`]), and never makes a reference to the whole, which would claim the
+/// fields the handler borrows.
+struct Run<A: Actor> {
+    waiting: Option<Waiting>,
+    actor: A,
+    ctx: Context<A>,
+    /// The messages taken from the mailbox in one go (see [`Mailbox::poll_next`](crate::mailbox::Mailbox::poll_next)).
+    batch: VecDeque<crate::envelope::Envelope<A>>,
+    slot: FutureSlot,
+    ledger: Ledger,
+}
+
+/// A handler that waits, with what its polls need: its span (entered at each), its trace
+/// (in scope at each), and whether its message is measured.
+struct Waiting {
+    /// Borrows the actor, its context and the slot (in the same [`Run`]) until dropped.
+    handling: SlotFuture<'static>,
+    span: Option<Box<tracing::Span>>,
+    trace: Option<crate::trace::TraceContext>,
+    measure: bool,
+}
+
+/// The address of the task's [`Run`].
+struct RunAt<A: Actor>(*mut Run<A>);
+
+impl<A: Actor> Clone for RunAt<A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A: Actor> Copy for RunAt<A> {}
+
+// SAFETY: it points into the task's own state (`Run`, which is `Send`) and goes wherever the
+// task goes.
+unsafe impl<A: Actor> Send for RunAt<A> {}
+
+/// Why [`poll_run`] returned.
+enum Step {
+    /// A control message other than a kill.
+    Control(Control),
+    /// A handler panicked.
+    Panicked(String),
+    /// The actor stops.
+    Stop(StopReason),
+}
+
+/// Polls the handler that waits, if any, then takes messages and handles them for as long
+/// as each handler is done at its first poll. `Pending`: the mailbox is empty, or a handler
+/// waits (kept in `run.waiting`, polled first next time).
+///
+/// # Safety
+/// `run` points to the task's [`Run`], in place for as long as the task lives, and nothing
+/// else uses it during the call.
+unsafe fn poll_run<A: Actor>(
+    run: RunAt<A>,
+    cell: &Arc<crate::cell::ActorCell<A>>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Step> {
+    let run = run.0;
+    // SAFETY (for every field reached below): each is reached on its own, never the whole
+    // of `run`: a waiting handler borrows the actor, the context and the slot, and they are
+    // reached only when none waits.
+    let (waiting, batch, ledger) =
+        unsafe { (&mut (*run).waiting, &mut (*run).batch, &mut (*run).ledger) };
+    if let Some(Waiting {
+        handling,
+        span,
+        trace,
+        measure,
+    }) = waiting
+    {
+        let measure = *measure;
+        match poll_handling(handling, span.as_deref(), *trace, cell, cx) {
+            Poll::Pending => {
+                // What was taken or measured meanwhile is settled before it waits on.
+                ledger.settle(cell);
+                return Poll::Pending;
+            }
+            Poll::Ready(None) => {
+                *waiting = None;
+                tracing::debug!("killed while handling a message");
+                return Poll::Ready(Step::Stop(StopReason::Killed));
+            }
+            Poll::Ready(Some(outcome)) => {
+                // Done: the actor, its context and the slot are free again.
+                *waiting = None;
+                if let Some(panic) = after_message(cell, ledger, outcome, measure) {
+                    return Poll::Ready(Step::Panicked(panic));
+                }
+            }
+        }
+    }
+    loop {
+        // SAFETY: no handler waits: nothing borrows the context.
+        if let Some(reason) = unsafe { &mut (*run).ctx }.pending_stop.take() {
+            return Poll::Ready(Step::Stop(*reason));
+        }
+        // The batch taken from the mailbox is done: what it measured goes to the recorder
+        // before the actor looks for more (one branch when metrics are off).
+        if batch.is_empty()
+            && let Some(m) = ledger.metrics.as_deref_mut()
+            && m.has_unrecorded()
+        {
+            record(m, cell);
+        }
+        let env = match cell.mailbox.poll_next(batch, cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Next::Message(env)) => env,
+            Poll::Ready(Next::Drained) => return Poll::Ready(Step::Stop(StopReason::Normal)),
+            Poll::Ready(Next::Control(Control::Kill)) => {
+                return Poll::Ready(Step::Stop(StopReason::Killed));
+            }
+            Poll::Ready(Next::Control(control)) => return Poll::Ready(Step::Control(control)),
+        };
+        // The capacity counts queued messages: this one leaves the queue now (its place
+        // given back with the batch's, see `Ledger`) — or, at an actor that hands its asks
+        // on, when it is answered.
+        if A::HANDS_ON {
+            // Kept until answered; anything else (a tell) gives the place back now, as the
+            // guard drops.
+            drop(env.keep_until_answered(Box::new(Place(cell.clone()))));
+        } else {
+            ledger.took(cell, batch.is_empty());
+        }
+        // What the handler asks of other processes continues the message's trace.
+        let trace = env.trace();
+        let (span, measure) = start_message(&env, trace, &mut ledger.metrics, &cell.core);
+        // SAFETY: no handler waits, so nothing borrows the actor, the context or the slot;
+        // the future made here does until it is dropped, here or (if it waits) from
+        // `run.waiting`, before they are reached again.
+        let mut handling: SlotFuture<'static> =
+            unsafe { env.handle(&mut (*run).actor, &mut (*run).ctx, &mut (*run).slot) };
+        match poll_handling(&mut handling, span.as_deref(), trace, cell, cx) {
+            Poll::Ready(Some(outcome)) => {
+                drop(handling);
+                drop(span);
+                if let Some(panic) = after_message(cell, ledger, outcome, measure) {
+                    return Poll::Ready(Step::Panicked(panic));
+                }
+            }
+            Poll::Ready(None) => {
+                drop(handling);
+                tracing::debug!("killed while handling a message");
+                return Poll::Ready(Step::Stop(StopReason::Killed));
+            }
+            Poll::Pending => {
+                // The handler waits: settle now, not after however long it takes.
+                ledger.settle(cell);
+                *waiting = Some(Waiting {
+                    handling,
+                    span,
+                    trace,
+                    measure,
+                });
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// One poll of a handler, in its span and its trace. `None`: a kill came, before the poll
+/// (the handler is not polled) or while it waits (it is dropped at its next `.await`: one
+/// atomic load a poll).
+#[inline(always)]
+fn poll_handling<A: Actor>(
+    handling: &mut SlotFuture<'_>,
+    span: Option<&tracing::Span>,
+    trace: Option<crate::trace::TraceContext>,
+    cell: &crate::cell::ActorCell<A>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Option<Outcome>> {
+    if cell.mailbox.is_killed() {
+        return Poll::Ready(None);
+    }
+    let _entered = span.map(tracing::Span::enter);
+    match crate::trace::in_scope(trace, || Pin::new(handling).poll(cx)) {
+        Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
+        Poll::Pending if cell.mailbox.park_handler(cx.waker()) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// A handler is done: what it came to, counted and measured. `Some`: it panicked.
+#[inline(always)]
+fn after_message<A: Actor>(
+    cell: &crate::cell::ActorCell<A>,
+    ledger: &mut Ledger,
+    outcome: Outcome,
+    measure: bool,
+) -> Option<String> {
+    let stats = cell.core.stats();
+    if measure && let Some(m) = ledger.metrics.as_deref_mut() {
+        let full = match &outcome {
+            Outcome::Skipped => {
+                m.skipped();
+                false
+            }
+            Outcome::Panicked(_) => false,
+            Outcome::Done => m.handled(false),
+            Outcome::Failed(_) | Outcome::Refused(_) => m.handled(true),
+        };
+        if full {
+            ledger.settle(cell);
+        }
+    }
+    // Every message that reached its handler counts, whatever it came to.
+    if !matches!(outcome, Outcome::Skipped) {
+        stats.count_handled();
+    }
+    let panic = match outcome {
+        Outcome::Done => None,
+        Outcome::Skipped => {
+            cell.core.count_skipped_ask();
+            tracing::debug!("skipped an ask whose asker had given up");
+            None
+        }
+        Outcome::Failed(error) => {
+            tracing::warn!(%error, "a told message's handler returned an error");
+            cell.core.failed(error);
+            None
+        }
+        Outcome::Refused(error) => {
+            cell.core.failed(error);
+            None
+        }
+        Outcome::Panicked(panic) => Some(panic),
+    };
+    // What the message changed, for the next snapshot's look (a relaxed load of the line
+    // just written; a write once between two looks).
+    cell.mark_task_changed();
+    panic
 }
 
 /// What the run loop owes others between two messages: the places in the mailbox's capacity
