@@ -516,6 +516,7 @@ impl<A: Handler<M>, M: Message> Target<M> for ActorCell<A> {
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity
     }
+    #[inline]
     fn push(&self, msg: M, reply: Option<ReplyTx<M>>, priority: Priority) -> Result<(), M> {
         self.mailbox
             .push_reserved(Envelope::typed(msg, reply), priority)

@@ -3,9 +3,10 @@
 //!
 //! Why this exists: a mailbox holds messages of many types, so they must be erased; the
 //! obvious `Box<dyn ...>` costs an allocation per message and another per handler future.
-//! Here a message of up to [`INLINE_WORDS`] words (with its reply sender) lives inside the
-//! envelope, and handler futures are placed in one buffer per actor that is reused message
-//! after message (an actor runs one handler at a time).
+//! Here a message lives inside the envelope when it is small: a tell's message of up to 24
+//! bytes, an ask's of up to 16 (beside its reply sender); 8 bytes less each while metrics are
+//! on, the send stamp taking the last word. Handler futures are placed in one buffer per
+//! actor that is reused message after message (an actor runs one handler at a time).
 
 use std::alloc::{self, Layout};
 use std::future::Future;
@@ -23,10 +24,11 @@ use crate::context::Context;
 use crate::error::{AskError, panic_message};
 use crate::message::{Handler, Message};
 
-/// How many machine words of message data an envelope stores inline.
+/// How many 8-byte words of message data an envelope holds: the payload in all three, or
+/// in the first two and the send stamp in the last (recording on), or a box of it.
 pub(crate) const INLINE_WORDS: usize = 3;
 
-pub(crate) type Inline = [MaybeUninit<usize>; INLINE_WORDS];
+pub(crate) type Inline = [MaybeUninit<u64>; INLINE_WORDS];
 
 /// The sender half of an ask's reply.
 pub(crate) type ReplyTx<M> =
@@ -47,122 +49,169 @@ pub(crate) enum Outcome {
     Skipped,
 }
 
-/// A message for actor `A`, of any type `A` handles.
+/// A message for actor `A`, of any type `A` handles: 32 bytes, so that a mailbox's queue
+/// holds two in a cache line (40 bytes with a stamp field of its own: unbounded tell about
+/// 12% slower, the backlog's memory being the cost there; BENCHMARKS.md).
 pub(crate) struct Envelope<A: Actor> {
     data: Inline,
-    vtable: &'static VTable<A>,
-    /// When it was sent, for the time-in-mailbox metric (0 when metrics are off).
-    sent: u64,
+    /// The vtable's address, its lowest bit set when the last word of `data` holds the send
+    /// stamp (recording was on when it was sent): the payload then has two words, not three.
+    vtable: NonNull<VTable<A>>,
 }
 
-// SAFETY: the payload is a `(M, Option<ReplyTx<M>>)` with `M: Send`, or a box of one.
+// SAFETY: the payload is an `M: Send` (a tell), an `(M, ReplyTx<M>)` (an ask) or a hand-made
+// vtable's `Send` payload, or a box of one; the vtable is `'static` and only read.
 unsafe impl<A: Actor> Send for Envelope<A> {}
+
+/// Where an envelope's payload is, for its vtable's functions: inline in its first `words`
+/// words (2 or 3), or boxed.
+#[derive(Clone, Copy)]
+pub(crate) struct Payload {
+    data: *mut Inline,
+    words: usize,
+}
+
+impl Payload {
+    /// Whether a `T` lies inline in `words` words (else a box of it does). Known when
+    /// compiled for every `T` but those of 17 to 24 bytes, which need all three.
+    #[inline(always)]
+    const fn inline<T>(words: usize) -> bool {
+        const WORD: usize = mem::size_of::<u64>();
+        if mem::align_of::<T>() > mem::align_of::<Inline>()
+            || mem::size_of::<T>() > INLINE_WORDS * WORD
+        {
+            false
+        } else if mem::size_of::<T>() <= (INLINE_WORDS - 1) * WORD {
+            true
+        } else {
+            words == INLINE_WORDS
+        }
+    }
+}
 
 pub(crate) struct VTable<A: Actor> {
     /// Moves the payload out and places the handling future in the slot.
-    handle: for<'a> unsafe fn(
-        *const Inline,
-        &'a mut A,
-        &'a mut Context<A>,
-        &'a mut FutureSlot,
-    ) -> SlotFuture<'a>,
+    handle: HandleFn<A>,
     /// Drops the payload unhandled.
-    drop: unsafe fn(*mut Inline),
+    drop: unsafe fn(Payload),
     /// The message's wire name, read from the payload (a dynamic request carries its own).
-    pub(crate) name: unsafe fn(*const Inline) -> &'static str,
+    name: unsafe fn(Payload) -> &'static str,
     /// The trace the message is part of (dynamic requests from another process; `None`:
     /// never part of one, so no call per message to say so).
-    trace: Option<unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>>,
+    trace: Option<unsafe fn(Payload) -> Option<crate::trace::TraceContext>>,
     /// The message's type says its name (`name` does not read the payload): the vtable's
     /// address stands for the name ([`Envelope::type_key`]).
     named_by_type: bool,
+    /// The payload is an `(M, ReplyTx<M>)`, not an `M` (typed vtables).
+    asks: bool,
     /// Drops the payload unhandled, answering an ask `MailboxFull` (evicted to make room).
-    reject: unsafe fn(*mut Inline),
+    reject: unsafe fn(Payload),
     /// Keeps `guard` until the ask inside is answered; gives it back for anything else.
-    keep: unsafe fn(*const Inline, Kept) -> Option<Kept>,
+    keep: unsafe fn(Payload, Kept) -> Option<Kept>,
 }
 
 /// Something kept alive until an ask is answered (see [`Envelope::keep_until_answered`]).
 pub(crate) type Kept = Box<dyn std::any::Any + Send>;
 
-unsafe fn keep_nothing(_: *const Inline, guard: Kept) -> Option<Kept> {
+unsafe fn keep_nothing(_: Payload, guard: Kept) -> Option<Kept> {
     Some(guard)
 }
 
-/// Whether a `T` fits in an envelope's inline storage.
-const fn fits_inline<T>() -> bool {
-    mem::size_of::<T>() <= mem::size_of::<Inline>()
-        && mem::align_of::<T>() <= mem::align_of::<Inline>()
-}
-
-/// Writes `value` into inline storage, boxing it first when it does not fit.
-fn store<T>(value: T) -> Inline {
-    let mut data: Inline = [MaybeUninit::uninit(); INLINE_WORDS];
-    if fits_inline::<T>() {
+/// Writes `value` into the first `words` words of `data`, boxing it first when it does not
+/// fit.
+fn store<T>(data: &mut Inline, words: usize, value: T) {
+    if Payload::inline::<T>(words) {
         // SAFETY: size and alignment checked just above.
         unsafe { ptr::write(data.as_mut_ptr().cast::<T>(), value) };
     } else {
         let boxed = Box::into_raw(Box::new(value));
-        // SAFETY: a pointer always fits in one word.
+        // SAFETY: a pointer always fits in one 8-byte word.
         unsafe { ptr::write(data.as_mut_ptr().cast::<*mut T>(), boxed) };
     }
-    data
 }
 
-/// Moves the `T` that [`store`] wrote out of `data`.
+/// Moves the `T` that [`store`] wrote out of `at`.
 ///
 /// # Safety
-/// `data` must hold a `T` written by [`store`] and not yet taken.
-unsafe fn take<T>(data: *const Inline) -> T {
-    if fits_inline::<T>() {
+/// `at` must hold a `T` written by [`store`] with its number of words, not yet taken.
+unsafe fn take<T>(at: Payload) -> T {
+    if Payload::inline::<T>(at.words) {
         // SAFETY: the caller guarantees a `T` is stored inline.
-        unsafe { ptr::read(data.cast::<T>()) }
+        unsafe { ptr::read(at.data.cast::<T>()) }
     } else {
         // SAFETY: the caller guarantees a boxed `T` is stored.
-        unsafe { *Box::from_raw(ptr::read(data.cast::<*mut T>())) }
+        unsafe { *Box::from_raw(ptr::read(at.data.cast::<*mut T>())) }
     }
 }
 
-struct TypedVTable<A, M>(PhantomData<(A, M)>);
+/// What a typed envelope carries: a tell's message, or an ask's message and reply sender.
+trait Kind<M: Message> {
+    type Payload: Send;
+    const ASKS: bool;
+    fn split(payload: Self::Payload) -> (M, Option<ReplyTx<M>>);
+}
 
-impl<A: Handler<M>, M: Message> TypedVTable<A, M> {
+struct Tell;
+struct Ask;
+
+impl<M: Message> Kind<M> for Tell {
+    type Payload = M;
+    const ASKS: bool = false;
+    fn split(msg: M) -> (M, Option<ReplyTx<M>>) {
+        (msg, None)
+    }
+}
+
+impl<M: Message> Kind<M> for Ask {
+    type Payload = (M, ReplyTx<M>);
+    const ASKS: bool = true;
+    fn split((msg, reply): (M, ReplyTx<M>)) -> (M, Option<ReplyTx<M>>) {
+        (msg, Some(reply))
+    }
+}
+
+struct TypedVTable<A, M, K>(PhantomData<(A, M, K)>);
+
+impl<A: Handler<M>, M: Message, K: Kind<M>> TypedVTable<A, M, K> {
     const VTABLE: VTable<A> = VTable {
-        handle: handle_typed::<A, M>,
-        drop: drop_payload::<(M, Option<ReplyTx<M>>)>,
+        handle: handle_typed::<A, M, K>,
+        drop: drop_payload::<K::Payload>,
         name: typed_name::<M>,
         trace: None,
         named_by_type: true,
-        reject: reject_typed::<M>,
+        asks: K::ASKS,
+        reject: reject_typed::<M, K>,
         keep: keep_nothing,
     };
 }
 
-unsafe fn reject_typed<M: Message>(data: *mut Inline) {
-    // SAFETY: forwarded from `Envelope::reject`: the payload is an `(M, reply)` not yet taken.
-    let (msg, reply) = unsafe { take::<(M, Option<ReplyTx<M>>)>(data) };
+unsafe fn reject_typed<M: Message, K: Kind<M>>(at: Payload) {
+    // SAFETY: forwarded from `Envelope::reject`: the payload is a `K::Payload` not yet taken.
+    let (msg, reply) = K::split(unsafe { take::<K::Payload>(at) });
     drop(msg);
     if let Some(reply) = reply {
         let _ = reply.send(Err(AskError::MailboxFull));
     }
 }
 
-unsafe fn typed_name<M: Message>(_: *const Inline) -> &'static str {
+unsafe fn typed_name<M: Message>(_: Payload) -> &'static str {
     M::name()
 }
 
-unsafe fn drop_payload<T>(data: *mut Inline) {
+unsafe fn drop_payload<T>(at: Payload) {
     // SAFETY: forwarded from `Envelope::drop`: the payload is a `T` not yet taken.
-    drop(unsafe { take::<T>(data) });
+    drop(unsafe { take::<T>(at) });
 }
 
-unsafe fn handle_typed<'a, A: Handler<M>, M: Message>(
-    data: *const Inline,
+unsafe fn handle_typed<'a, A: Handler<M>, M: Message, K: Kind<M>>(
+    at: Payload,
     actor: &'a mut A,
     ctx: &'a mut Context<A>,
     slot: &'a mut FutureSlot,
 ) -> SlotFuture<'a> {
-    // SAFETY: this function is only in the vtable of envelopes built by `Envelope::typed::<M>`.
-    let (msg, reply) = unsafe { take::<(M, Option<ReplyTx<M>>)>(data) };
+    // SAFETY: this function is only in the vtable of envelopes built by `Envelope::typed::<M>`
+    // with a `K::Payload`.
+    let (msg, reply) = K::split(unsafe { take::<K::Payload>(at) });
     slot.put(Handling::<_, _, M> {
         inner: CatchUnwind(Lazy::Start(move || actor.handle(msg, ctx))),
         reply,
@@ -171,23 +220,77 @@ unsafe fn handle_typed<'a, A: Handler<M>, M: Message>(
 
 impl<A: Actor> Envelope<A> {
     /// Wraps a message and, for an ask, its reply sender.
+    #[inline]
     pub(crate) fn typed<M: Message>(msg: M, reply: Option<ReplyTx<M>>) -> Self
     where
         A: Handler<M>,
     {
-        Envelope {
-            data: store((msg, reply)),
-            vtable: &TypedVTable::<A, M>::VTABLE,
-            sent: crate::metrics::stamp(),
+        Self::typed_at(msg, reply, crate::metrics::stamp())
+    }
+
+    /// [`typed`](Self::typed), with this send stamp (0: none).
+    #[inline]
+    fn typed_at<M: Message>(msg: M, reply: Option<ReplyTx<M>>, stamp: u64) -> Self
+    where
+        A: Handler<M>,
+    {
+        match reply {
+            None => Self::build(msg, &TypedVTable::<A, M, Tell>::VTABLE, stamp),
+            Some(reply) => Self::build((msg, reply), &TypedVTable::<A, M, Ask>::VTABLE, stamp),
         }
     }
 
     /// Wraps a payload of type `T` with a hand-made vtable (dynamic requests).
     pub(crate) fn with_vtable<T>(payload: T, vtable: &'static VTable<A>) -> Self {
-        Envelope {
-            data: store(payload),
-            vtable,
-            sent: crate::metrics::stamp(),
+        Self::build(payload, vtable, crate::metrics::stamp())
+    }
+
+    /// A payload with its vtable and the send stamp (0: none, recording was off): in three
+    /// words without one, in two beside one.
+    #[inline]
+    fn build<T>(payload: T, vtable: &'static VTable<A>, stamp: u64) -> Self {
+        let mut data: Inline = [MaybeUninit::uninit(); INLINE_WORDS];
+        let vtable = NonNull::from(vtable);
+        let vtable = if stamp == 0 {
+            store(&mut data, INLINE_WORDS, payload);
+            vtable
+        } else {
+            store(&mut data, INLINE_WORDS - 1, payload);
+            data[INLINE_WORDS - 1] = MaybeUninit::new(stamp);
+            vtable.map_addr(|a| a | 1)
+        };
+        Envelope { data, vtable }
+    }
+
+    /// The vtable.
+    #[inline]
+    fn vtable(&self) -> &'static VTable<A> {
+        // SAFETY: built from a `&'static VTable<A>` (its address aligned, so the tag bit
+        // was 0).
+        unsafe { &*self.vtable.as_ptr().map_addr(|a| a & !1) }
+    }
+
+    /// Whether the last word holds the send stamp.
+    #[inline]
+    fn stamped(&self) -> bool {
+        self.vtable.addr().get() & 1 != 0
+    }
+
+    /// Where the payload is.
+    #[inline]
+    fn payload(&mut self) -> Payload {
+        Payload {
+            data: &raw mut self.data,
+            words: INLINE_WORDS - usize::from(self.stamped()),
+        }
+    }
+
+    /// [`payload`](Self::payload), for the functions that only read it.
+    #[inline]
+    fn payload_for_reading(&self) -> Payload {
+        Payload {
+            data: (&raw const self.data).cast_mut(),
+            words: INLINE_WORDS - usize::from(self.stamped()),
         }
     }
 
@@ -196,10 +299,15 @@ impl<A: Actor> Envelope<A> {
     where
         A: Handler<M>,
     {
-        let this = ManuallyDrop::new(self);
-        // SAFETY: only called on envelopes just built by `typed::<M>`; `this` is never dropped.
-        let (msg, _reply) = unsafe { take::<(M, Option<ReplyTx<M>>)>(&raw const this.data) };
-        msg
+        let mut this = ManuallyDrop::new(self);
+        let at = this.payload();
+        // SAFETY: only called on envelopes built by `typed::<M>`, whose payload is an `M` or
+        // an `(M, reply)` as `asks` says; `this` is never dropped.
+        if this.vtable().asks {
+            unsafe { take::<(M, ReplyTx<M>)>(at) }.0
+        } else {
+            unsafe { take::<M>(at) }
+        }
     }
 
     /// Takes the payload back out of an envelope built by [`Envelope::with_vtable`] with a `T`.
@@ -207,37 +315,46 @@ impl<A: Actor> Envelope<A> {
     /// # Safety
     /// The envelope must hold a `T`.
     pub(crate) unsafe fn into_payload<T>(self) -> T {
-        let this = ManuallyDrop::new(self);
+        let mut this = ManuallyDrop::new(self);
+        let at = this.payload();
         // SAFETY: the caller guarantees the type; `this` is never dropped.
-        unsafe { take::<T>(&raw const this.data) }
+        unsafe { take::<T>(at) }
     }
 
     /// When it was sent ([`crate::metrics`]' stamp; 0 when metrics were off).
+    #[inline]
     pub(crate) fn sent(&self) -> u64 {
-        self.sent
+        if self.stamped() {
+            // SAFETY: a stamped envelope's last word was written with the stamp.
+            unsafe { self.data[INLINE_WORDS - 1].assume_init() }
+        } else {
+            0
+        }
     }
 
     /// Keeps `guard` until the ask inside is answered (a dynamic ask: its answer may come
     /// long after its handler returned, from a relay); gives it back for anything else.
     pub(crate) fn keep_until_answered(&self, guard: Kept) -> Option<Kept> {
         // SAFETY: the envelope still owns its payload.
-        unsafe { (self.vtable.keep)(&raw const self.data, guard) }
+        unsafe { (self.vtable().keep)(self.payload_for_reading(), guard) }
     }
 
     /// Drops the message unhandled to make room for another: an ask fails with
     /// `MailboxFull`, a tell is dropped.
     pub(crate) fn reject(self) {
         let mut this = ManuallyDrop::new(self);
+        let at = this.payload();
         // SAFETY: the payload is taken exactly once: `this` is never dropped.
-        unsafe { (this.vtable.reject)(&raw mut this.data) }
+        unsafe { (this.vtable().reject)(at) }
     }
 
     /// The trace the message is part of, if any.
+    #[inline]
     pub(crate) fn trace(&self) -> Option<crate::trace::TraceContext> {
         // SAFETY: the envelope still owns its payload.
-        self.vtable
+        self.vtable()
             .trace
-            .and_then(|trace| unsafe { trace(&raw const self.data) })
+            .and_then(|trace| unsafe { trace(self.payload_for_reading()) })
     }
 
     /// What stands for the message's type in an actor's metrics without asking its name:
@@ -246,8 +363,9 @@ impl<A: Actor> Envelope<A> {
     /// that names them; merged vtables are identical ones).
     #[inline]
     pub(crate) fn type_key(&self) -> usize {
-        if self.vtable.named_by_type {
-            std::ptr::from_ref(self.vtable) as usize
+        let vtable = self.vtable();
+        if vtable.named_by_type {
+            std::ptr::from_ref(vtable) as usize
         } else {
             0
         }
@@ -256,40 +374,38 @@ impl<A: Actor> Envelope<A> {
     /// The wire name of the message inside.
     pub(crate) fn name(&self) -> &'static str {
         // SAFETY: the envelope still owns its payload.
-        unsafe { (self.vtable.name)(&raw const self.data) }
+        unsafe { (self.vtable().name)(self.payload_for_reading()) }
     }
 
     /// Starts handling the message: the returned future runs the handler in `slot`.
+    #[inline]
     pub(crate) fn handle<'a>(
         self,
         actor: &'a mut A,
         ctx: &'a mut Context<A>,
         slot: &'a mut FutureSlot,
     ) -> SlotFuture<'a> {
-        let this = ManuallyDrop::new(self);
+        let mut this = ManuallyDrop::new(self);
+        let at = this.payload();
         // SAFETY: the payload is taken exactly once: `this` is never dropped.
-        unsafe { (this.vtable.handle)(&raw const this.data, actor, ctx, slot) }
+        unsafe { (this.vtable().handle)(at, actor, ctx, slot) }
     }
 }
 
 /// The signature of a vtable's handle function.
-pub(crate) type HandleFn<A> = for<'a> unsafe fn(
-    *const Inline,
-    &'a mut A,
-    &'a mut Context<A>,
-    &'a mut FutureSlot,
-) -> SlotFuture<'a>;
+pub(crate) type HandleFn<A> =
+    for<'a> unsafe fn(Payload, &'a mut A, &'a mut Context<A>, &'a mut FutureSlot) -> SlotFuture<'a>;
 
 impl<A: Actor> VTable<A> {
     /// A vtable for payloads of type `T`, handled by `handle`, dropped by `drop` (which must
     /// take the `T` out with [`take_payload`]).
     pub(crate) const fn new(
         handle: HandleFn<A>,
-        drop: unsafe fn(*mut Inline),
-        name: unsafe fn(*const Inline) -> &'static str,
-        trace: unsafe fn(*const Inline) -> Option<crate::trace::TraceContext>,
-        reject: unsafe fn(*mut Inline),
-        keep: unsafe fn(*const Inline, Kept) -> Option<Kept>,
+        drop: unsafe fn(Payload),
+        name: unsafe fn(Payload) -> &'static str,
+        trace: unsafe fn(Payload) -> Option<crate::trace::TraceContext>,
+        reject: unsafe fn(Payload),
+        keep: unsafe fn(Payload, Kept) -> Option<Kept>,
     ) -> Self {
         VTable {
             handle,
@@ -297,6 +413,7 @@ impl<A: Actor> VTable<A> {
             name,
             trace: Some(trace),
             named_by_type: false,
+            asks: false,
             reject,
             keep,
         }
@@ -307,13 +424,13 @@ impl<A: Actor> VTable<A> {
 ///
 /// # Safety
 /// `data` must hold a `T` written by [`store`] and not yet taken, and outlive the borrow.
-pub(crate) unsafe fn payload_ref<'a, T>(data: *const Inline) -> &'a T {
-    if fits_inline::<T>() {
+pub(crate) unsafe fn payload_ref<'a, T>(at: Payload) -> &'a T {
+    if Payload::inline::<T>(at.words) {
         // SAFETY: the caller guarantees a `T` is stored inline.
-        unsafe { &*data.cast::<T>() }
+        unsafe { &*at.data.cast::<T>() }
     } else {
         // SAFETY: the caller guarantees a boxed `T` is stored.
-        unsafe { &**data.cast::<*const T>() }
+        unsafe { &**at.data.cast::<*const T>() }
     }
 }
 
@@ -321,15 +438,16 @@ pub(crate) unsafe fn payload_ref<'a, T>(data: *const Inline) -> &'a T {
 ///
 /// # Safety
 /// As for [`take`].
-pub(crate) unsafe fn take_payload<T>(data: *const Inline) -> T {
+pub(crate) unsafe fn take_payload<T>(at: Payload) -> T {
     // SAFETY: forwarded.
-    unsafe { take::<T>(data) }
+    unsafe { take::<T>(at) }
 }
 
 impl<A: Actor> Drop for Envelope<A> {
     fn drop(&mut self) {
+        let at = self.payload();
         // SAFETY: an envelope that was not handled still owns its payload.
-        unsafe { (self.vtable.drop)(&raw mut self.data) }
+        unsafe { (self.vtable().drop)(at) }
     }
 }
 
@@ -554,17 +672,101 @@ impl<F: Future> Future for CatchUnwind<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::test_probe::Probe;
+
+    /// A 24-byte message that counts its drops.
+    struct Big([u64; 2], Arc<AtomicUsize>);
+
+    impl Drop for Big {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Message for Big {
+        type Response = u64;
+        type Error = String;
+    }
+
+    impl Handler<Big> for Probe {
+        async fn handle(&mut self, big: Big, _: &mut Context<Self>) -> Result<u64, String> {
+            Ok(big.0[0] + big.0[1])
+        }
+    }
 
     #[test]
-    fn small_payloads_are_inline_and_large_are_boxed() {
-        assert!(fits_inline::<(u64, Option<oneshot::Sender<u64>>)>());
-        assert!(!fits_inline::<[u64; 8]>());
-        let data = store([7u64; 8]);
-        // SAFETY: just stored.
-        assert_eq!(unsafe { take::<[u64; 8]>(&raw const data) }, [7u64; 8]);
-        let data = store(String::from("x"));
-        // SAFETY: just stored.
-        assert_eq!(unsafe { take::<String>(&raw const data) }, "x");
+    fn payloads_are_inline_or_boxed_by_their_size_and_the_stamp() {
+        // Three words without a stamp, two beside one.
+        assert!(Payload::inline::<[u64; 3]>(3));
+        assert!(!Payload::inline::<[u64; 3]>(2));
+        assert!(Payload::inline::<(u64, oneshot::Sender<u64>)>(2));
+        assert!(!Payload::inline::<[u64; 4]>(3));
+        for words in [2, 3] {
+            let mut data: Inline = [MaybeUninit::uninit(); INLINE_WORDS];
+            let at = Payload {
+                data: &raw mut data,
+                words,
+            };
+            store(&mut data, words, [7u64; 8]);
+            // SAFETY: just stored.
+            assert_eq!(unsafe { take::<[u64; 8]>(at) }, [7u64; 8]);
+            // 24 bytes: inline in three words, boxed in two.
+            store(&mut data, words, String::from("x"));
+            // SAFETY: just stored.
+            assert_eq!(unsafe { take::<String>(at) }, "x");
+        }
+    }
+
+    #[test]
+    fn an_envelope_is_32_bytes_and_keeps_its_message_with_or_without_a_stamp() {
+        assert_eq!(mem::size_of::<Envelope<Probe>>(), 32);
+        let drops = Arc::new(AtomicUsize::new(0));
+        let big = || Big([1, 2], drops.clone());
+        for stamp in [0, 12_345] {
+            // A tell of 24 bytes: in three words unstamped, boxed beside a stamp.
+            let env = Envelope::<Probe>::typed_at(big(), None, stamp);
+            assert_eq!(env.sent(), stamp);
+            assert_eq!(env.name(), Big::name());
+            assert_eq!(env.into_message::<Big>().0, [1, 2]);
+            // An ask: rejected, its asker hears `MailboxFull`.
+            let (tx, mut rx) = oneshot::channel();
+            let env = Envelope::<Probe>::typed_at(big(), Some(tx), stamp);
+            assert_eq!(env.sent(), stamp);
+            env.reject();
+            assert!(matches!(rx.try_recv(), Ok(Err(AskError::MailboxFull))));
+            // Taken back, and dropped unhandled.
+            let (tx, _rx) = oneshot::channel();
+            assert_eq!(
+                Envelope::<Probe>::typed_at(big(), Some(tx), stamp)
+                    .into_message::<Big>()
+                    .0,
+                [1, 2]
+            );
+            drop(Envelope::<Probe>::typed_at(big(), None, stamp));
+        }
+        // Each message dropped once: four a round.
+        assert_eq!(drops.load(Ordering::SeqCst), 8);
+    }
+
+    #[tokio::test]
+    async fn a_stamped_ask_is_handled_and_answered() {
+        let mut actor = Probe;
+        let system = crate::ActorSystem::new("envelope");
+        let r = system.spawn(Probe).await.unwrap();
+        let mut ctx = Context::new(r, system, Default::default());
+        let mut slot = FutureSlot::new();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = oneshot::channel();
+        let env = Envelope::<Probe>::typed_at(Big([20, 22], drops.clone()), Some(tx), 99);
+        assert!(matches!(
+            env.handle(&mut actor, &mut ctx, &mut slot).await,
+            Outcome::Done
+        ));
+        assert_eq!(rx.await.unwrap().unwrap(), 42);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::actor::Actor;
 use crate::context::Context;
 use crate::envelope::{
-    CatchUnwind, Envelope, FutureSlot, Inline, Lazy, Outcome, SlotFuture, VTable, payload_ref,
+    CatchUnwind, Envelope, FutureSlot, Lazy, Outcome, Payload, SlotFuture, VTable, payload_ref,
     take_payload,
 };
 use crate::error::AskError;
@@ -457,45 +457,42 @@ impl<A: Actor> RequestVTable<A> {
     );
 }
 
-unsafe fn keep_request(
-    data: *const Inline,
-    guard: crate::envelope::Kept,
-) -> Option<crate::envelope::Kept> {
+unsafe fn keep_request(at: Payload, guard: crate::envelope::Kept) -> Option<crate::envelope::Kept> {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    unsafe { payload_ref::<RequestEnvelope>(data) }.keep_until_answered(guard)
+    unsafe { payload_ref::<RequestEnvelope>(at) }.keep_until_answered(guard)
 }
 
-unsafe fn reject_request(data: *mut Inline) {
+unsafe fn reject_request(at: Payload) {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    let req: RequestEnvelope = unsafe { take_payload(data) };
+    let req: RequestEnvelope = unsafe { take_payload(at) };
     req.fail(AskError::MailboxFull);
 }
 
-unsafe fn request_trace(data: *const Inline) -> Option<TraceContext> {
+unsafe fn request_trace(at: Payload) -> Option<TraceContext> {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    unsafe { payload_ref::<RequestEnvelope>(data) }.trace
+    unsafe { payload_ref::<RequestEnvelope>(at) }.trace
 }
 
-unsafe fn request_name(data: *const Inline) -> &'static str {
+unsafe fn request_name(at: Payload) -> &'static str {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    unsafe { payload_ref::<RequestEnvelope>(data) }.name
+    unsafe { payload_ref::<RequestEnvelope>(at) }.name
 }
 
-unsafe fn drop_request(data: *mut Inline) {
+unsafe fn drop_request(at: Payload) {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope`.
-    let req: RequestEnvelope = unsafe { take_payload(data) };
+    let req: RequestEnvelope = unsafe { take_payload(at) };
     // Dropped unhandled: the actor is gone.
     req.fail(AskError::ActorStopped);
 }
 
 unsafe fn handle_request<'a, A: Actor>(
-    data: *const Inline,
+    at: Payload,
     actor: &'a mut A,
     ctx: &'a mut Context<A>,
     slot: &'a mut FutureSlot,
 ) -> SlotFuture<'a> {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope`.
-    let req: RequestEnvelope = unsafe { take_payload(data) };
+    let req: RequestEnvelope = unsafe { take_payload(at) };
     let reply = req.reply.clone();
     slot.put(GuardedRequest {
         inner: CatchUnwind(Lazy::Start(move || actor.handle_request(req, ctx))),
