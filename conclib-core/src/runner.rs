@@ -301,7 +301,10 @@ unsafe fn poll_run<A: Actor>(
         match poll_handling(&mut handling, span.as_deref(), trace, cell, cx) {
             Poll::Ready(Some(outcome)) => {
                 drop(handling);
-                drop(span);
+                // Most messages have no span: no call to drop the `None`.
+                if let Some(span) = span {
+                    drop(span);
+                }
                 if let Some(panic) = after_message(cell, ledger, outcome, measure) {
                     return Poll::Ready(Step::Panicked(panic));
                 }
