@@ -208,14 +208,18 @@ unsafe fn handle_typed<'a, A: Handler<M>, M: Message, K: Kind<M>>(
     actor: &'a mut A,
     ctx: &'a mut Context<A>,
     slot: &'a mut FutureSlot,
-) -> SlotFuture<'a> {
+    cx: &mut TaskContext<'_>,
+) -> Started<'a> {
     // SAFETY: this function is only in the vtable of envelopes built by `Envelope::typed::<M>`
     // with a `K::Payload`.
     let (msg, reply) = K::split(unsafe { take::<K::Payload>(at) });
-    slot.put(Handling::<_, _, M> {
-        inner: CatchUnwind(Lazy::Start(move || actor.handle(msg, ctx))),
-        reply,
-    })
+    slot.start(
+        Handling::<_, _, M> {
+            inner: CatchUnwind(Lazy::Start(move || actor.handle(msg, ctx))),
+            reply,
+        },
+        cx,
+    )
 }
 
 impl<A: Actor> Envelope<A> {
@@ -377,24 +381,31 @@ impl<A: Actor> Envelope<A> {
         unsafe { (self.vtable().name)(self.payload_for_reading()) }
     }
 
-    /// Starts handling the message: the returned future runs the handler in `slot`.
+    /// Starts handling the message: its handler runs in `slot`, polled once here with `cx`
+    /// (see [`FutureSlot::start`]).
     #[inline]
     pub(crate) fn handle<'a>(
         self,
         actor: &'a mut A,
         ctx: &'a mut Context<A>,
         slot: &'a mut FutureSlot,
-    ) -> SlotFuture<'a> {
+        cx: &mut TaskContext<'_>,
+    ) -> Started<'a> {
         let mut this = ManuallyDrop::new(self);
         let at = this.payload();
         // SAFETY: the payload is taken exactly once: `this` is never dropped.
-        unsafe { (this.vtable().handle)(at, actor, ctx, slot) }
+        unsafe { (this.vtable().handle)(at, actor, ctx, slot, cx) }
     }
 }
 
 /// The signature of a vtable's handle function.
-pub(crate) type HandleFn<A> =
-    for<'a> unsafe fn(Payload, &'a mut A, &'a mut Context<A>, &'a mut FutureSlot) -> SlotFuture<'a>;
+pub(crate) type HandleFn<A> = for<'a, 'c, 'w> unsafe fn(
+    Payload,
+    &'a mut A,
+    &'a mut Context<A>,
+    &'a mut FutureSlot,
+    &'c mut TaskContext<'w>,
+) -> Started<'a>;
 
 impl<A: Actor> VTable<A> {
     /// A vtable for payloads of type `T`, handled by `handle`, dropped by `drop` (which must
@@ -480,46 +491,81 @@ impl FutureSlot {
         unsafe { Layout::from_size_align_unchecked(self.size as usize, self.align as usize) }
     }
 
-    /// Places `fut` in the slot; the returned guard polls it and drops it in place.
-    pub(crate) fn put<'a, F>(&'a mut self, fut: F) -> SlotFuture<'a>
+    /// Places `fut` in the slot and polls it once. A handler done at its first poll (most
+    /// are) is dropped in place at once, where its type is known: no call through a vtable
+    /// to poll it or to drop it. One that waits stays in the slot, polled and dropped through
+    /// the returned [`SlotFuture`].
+    #[inline]
+    pub(crate) fn start<'a, F>(&'a mut self, fut: F, cx: &mut TaskContext<'_>) -> Started<'a>
     where
         F: Future<Output = Outcome> + Send + 'a,
     {
-        let need = Layout::new::<F>();
-        let at: *mut F = if need.size() == 0 {
-            NonNull::<F>::dangling().as_ptr()
-        } else {
-            let have = self.layout();
-            if need.size() > have.size() || need.align() > have.align() {
-                let layout = Layout::from_size_align(
-                    need.size().max(have.size()),
-                    need.align().max(have.align()),
-                )
-                .expect("future layout overflow");
-                let (Ok(size), Ok(align)) =
-                    (u32::try_from(layout.size()), u32::try_from(layout.align()))
-                else {
-                    panic!("a handler's future of {} bytes", layout.size())
-                };
-                self.release();
-                // SAFETY: `layout` has a non-zero size.
-                let ptr = unsafe { alloc::alloc(layout) };
-                let Some(ptr) = NonNull::new(ptr) else {
-                    alloc::handle_alloc_error(layout)
-                };
-                self.ptr = ptr;
-                self.size = size;
-                self.align = align;
-            }
-            self.ptr.as_ptr().cast::<F>()
-        };
-        // SAFETY: `at` is valid for a write of `F`: big and aligned enough, or dangling for a ZST.
+        let at = self.place::<F>();
+        // SAFETY: `at` is valid for a write of `F`: big and aligned enough, or dangling for a
+        // ZST.
         unsafe { ptr::write(at, fut) };
-        let fut: *mut (dyn Future<Output = Outcome> + Send + 'a) = at;
-        SlotFuture {
-            fut,
-            _slot: PhantomData,
+        // SAFETY: the future stays where it is until it is dropped, here or by the guard.
+        match unsafe { Pin::new_unchecked(&mut *at) }.poll(cx) {
+            Poll::Ready(outcome) => {
+                if matches!(outcome, Outcome::Panicked(_)) {
+                    // What the panic left may panic again as it drops: not through the run
+                    // loop.
+                    // SAFETY: written above, done, and dropped only here.
+                    let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ptr::drop_in_place(at) }));
+                } else {
+                    // A handler done without a panic holds nothing whose drop runs user code
+                    // (`Handling` and `GuardedRequest` have dropped the handler's future and
+                    // sent or dropped the reply).
+                    // SAFETY: as above.
+                    unsafe { ptr::drop_in_place(at) };
+                }
+                Started::Done(outcome)
+            }
+            Poll::Pending => {
+                let fut: *mut (dyn Future<Output = Outcome> + Send + 'a) = at;
+                Started::Waiting(SlotFuture {
+                    fut,
+                    _slot: PhantomData,
+                })
+            }
         }
+    }
+
+    /// Where an `F` goes: the buffer, grown first if `F` does not fit (dangling for a ZST).
+    #[inline]
+    fn place<F>(&mut self) -> *mut F {
+        let need = Layout::new::<F>();
+        if need.size() == 0 {
+            return NonNull::<F>::dangling().as_ptr();
+        }
+        let have = self.layout();
+        if need.size() > have.size() || need.align() > have.align() {
+            self.grow(need);
+        }
+        self.ptr.as_ptr().cast::<F>()
+    }
+
+    /// Makes the buffer big and aligned enough for `need` (out of line: once per actor and
+    /// size of future, not once per message).
+    #[inline(never)]
+    fn grow(&mut self, need: Layout) {
+        let have = self.layout();
+        let layout =
+            Layout::from_size_align(need.size().max(have.size()), need.align().max(have.align()))
+                .expect("future layout overflow");
+        let (Ok(size), Ok(align)) = (u32::try_from(layout.size()), u32::try_from(layout.align()))
+        else {
+            panic!("a handler's future of {} bytes", layout.size())
+        };
+        self.release();
+        // SAFETY: `layout` has a non-zero size.
+        let ptr = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            alloc::handle_alloc_error(layout)
+        };
+        self.ptr = ptr;
+        self.size = size;
+        self.align = align;
     }
 
     fn release(&mut self) {
@@ -540,6 +586,14 @@ impl Drop for FutureSlot {
     }
 }
 
+/// What a handler's first poll came to ([`FutureSlot::start`]).
+pub(crate) enum Started<'a> {
+    /// Done at its first poll, and dropped already.
+    Done(Outcome),
+    /// It waits, in the slot.
+    Waiting(SlotFuture<'a>),
+}
+
 /// A handler future running in a [`FutureSlot`]; dropped in place when done or cancelled.
 pub(crate) struct SlotFuture<'a> {
     fut: *mut (dyn Future<Output = Outcome> + Send + 'a),
@@ -548,6 +602,24 @@ pub(crate) struct SlotFuture<'a> {
 
 // SAFETY: the future inside is `Send` and owned by this guard.
 unsafe impl Send for SlotFuture<'_> {}
+
+impl SlotFuture<'_> {
+    /// The same guard, with its borrows no longer tracked.
+    ///
+    /// # Safety
+    /// What the future borrows (the actor, its context, the slot) must stay in place and go
+    /// unused by anything else until the guard is dropped.
+    pub(crate) unsafe fn erase(self) -> SlotFuture<'static> {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: the caller keeps the borrows valid; only the lifetime changes.
+        let fut: *mut (dyn Future<Output = Outcome> + Send + 'static) =
+            unsafe { mem::transmute(this.fut) };
+        SlotFuture {
+            fut,
+            _slot: PhantomData,
+        }
+    }
+}
 
 impl Future for SlotFuture<'_> {
     type Output = Outcome;
@@ -761,28 +833,83 @@ mod tests {
         let drops = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = oneshot::channel();
         let env = Envelope::<Probe>::typed_at(Big([20, 22], drops.clone()), Some(tx), 99);
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
         assert!(matches!(
-            env.handle(&mut actor, &mut ctx, &mut slot).await,
-            Outcome::Done
+            env.handle(&mut actor, &mut ctx, &mut slot, &mut cx),
+            Started::Done(Outcome::Done)
         ));
         assert_eq!(rx.await.unwrap().unwrap(), 42);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
     }
 
+    /// Counts its drops.
+    struct Count(Arc<AtomicUsize>);
+
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn slot_grows_and_reuses() {
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
         let mut slot = FutureSlot::new();
-        let small = slot.put(async { Outcome::Done });
-        drop(small);
+        assert!(matches!(
+            slot.start(async { Outcome::Done }, &mut cx),
+            Started::Done(Outcome::Done)
+        ));
         let big = [0u8; 4096];
-        let f = slot.put(async move {
-            let _keep = big;
-            Outcome::Done
-        });
-        drop(f);
+        let started = slot.start(
+            async move {
+                let _keep = big;
+                std::future::pending::<()>().await;
+                Outcome::Done
+            },
+            &mut cx,
+        );
+        assert!(matches!(started, Started::Waiting(_)));
+        drop(started);
         assert!(slot.size >= 4096);
         let before = slot.ptr;
-        drop(slot.put(async { Outcome::Done }));
+        assert!(matches!(
+            slot.start(async { Outcome::Done }, &mut cx),
+            Started::Done(_)
+        ));
         assert_eq!(before, slot.ptr, "a smaller future reuses the buffer");
+    }
+
+    #[test]
+    fn a_handler_done_at_once_is_dropped_at_once_one_that_waits_by_its_guard() {
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        let mut slot = FutureSlot::new();
+        let drops = Arc::new(AtomicUsize::new(0));
+        let count = Count(drops.clone());
+        let started = slot.start(
+            async move {
+                let _count = count;
+                Outcome::Done
+            },
+            &mut cx,
+        );
+        assert!(matches!(started, Started::Done(Outcome::Done)));
+        drop(started);
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        let count = Count(drops.clone());
+        let started = slot.start(
+            async move {
+                let _count = count;
+                std::future::pending::<()>().await;
+                Outcome::Done
+            },
+            &mut cx,
+        );
+        let Started::Waiting(mut waiting) = started else {
+            panic!("a pending future is done")
+        };
+        assert!(Pin::new(&mut waiting).poll(&mut cx).is_pending());
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        drop(waiting);
+        assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
 }

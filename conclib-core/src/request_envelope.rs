@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use crate::actor::Actor;
 use crate::context::Context;
 use crate::envelope::{
-    CatchUnwind, Envelope, FutureSlot, Lazy, Outcome, Payload, SlotFuture, VTable, payload_ref,
+    CatchUnwind, Envelope, FutureSlot, Lazy, Outcome, Payload, Started, VTable, payload_ref,
     take_payload,
 };
 use crate::error::AskError;
@@ -490,14 +490,18 @@ unsafe fn handle_request<'a, A: Actor>(
     actor: &'a mut A,
     ctx: &'a mut Context<A>,
     slot: &'a mut FutureSlot,
-) -> SlotFuture<'a> {
+    cx: &mut std::task::Context<'_>,
+) -> Started<'a> {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope`.
     let req: RequestEnvelope = unsafe { take_payload(at) };
     let reply = req.reply.clone();
-    slot.put(GuardedRequest {
-        inner: CatchUnwind(Lazy::Start(move || actor.handle_request(req, ctx))),
-        reply,
-    })
+    slot.start(
+        GuardedRequest {
+            inner: CatchUnwind(Lazy::Start(move || actor.handle_request(req, ctx))),
+            reply,
+        },
+        cx,
+    )
 }
 
 struct GuardedRequest<C, F> {

@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::actor::Actor;
 use crate::cell::{ErasedCell, leave_parent, notify_stopped};
 use crate::context::Context;
-use crate::envelope::{CatchUnwind, FutureSlot, Outcome, SlotFuture};
+use crate::envelope::{CatchUnwind, FutureSlot, Outcome, SlotFuture, Started};
 use crate::error::StopReason;
 use crate::mailbox::{Control, Next};
 use crate::metrics::ActorMetrics;
@@ -293,14 +293,23 @@ unsafe fn poll_run<A: Actor>(
         // What the handler asks of other processes continues the message's trace.
         let trace = env.trace();
         let (span, measure) = start_message(&env, trace, &mut ledger.metrics, &cell.core);
-        // SAFETY: no handler waits, so nothing borrows the actor, the context or the slot;
-        // the future made here does until it is dropped, here or (if it waits) from
-        // `run.waiting`, before they are reached again.
-        let mut handling: SlotFuture<'static> =
-            unsafe { env.handle(&mut (*run).actor, &mut (*run).ctx, &mut (*run).slot) };
-        match poll_handling(&mut handling, span.as_deref(), trace, cell, cx) {
-            Poll::Ready(Some(outcome)) => {
-                drop(handling);
+        // A kill drops the handler before it starts (as it would at its next `.await`).
+        if cell.mailbox.is_killed() {
+            drop(env);
+            tracing::debug!("killed while handling a message");
+            return Poll::Ready(Step::Stop(StopReason::Killed));
+        }
+        let started = {
+            let _entered = span.as_deref().map(tracing::Span::enter);
+            // SAFETY: no handler waits, so nothing borrows the actor, the context or the
+            // slot; the handler started here does until it is done (at once, or dropped from
+            // `run.waiting`), before they are reached again.
+            crate::trace::in_scope(trace, || unsafe {
+                env.handle(&mut (*run).actor, &mut (*run).ctx, &mut (*run).slot, cx)
+            })
+        };
+        match started {
+            Started::Done(outcome) => {
                 // Most messages have no span: no call to drop the `None`.
                 if let Some(span) = span {
                     drop(span);
@@ -309,16 +318,18 @@ unsafe fn poll_run<A: Actor>(
                     return Poll::Ready(Step::Panicked(panic));
                 }
             }
-            Poll::Ready(None) => {
-                drop(handling);
-                tracing::debug!("killed while handling a message");
-                return Poll::Ready(Step::Stop(StopReason::Killed));
-            }
-            Poll::Pending => {
+            Started::Waiting(handling) => {
+                if cell.mailbox.park_handler(cx.waker()) {
+                    drop(handling);
+                    tracing::debug!("killed while handling a message");
+                    return Poll::Ready(Step::Stop(StopReason::Killed));
+                }
                 // The handler waits: settle now, not after however long it takes.
                 ledger.settle(cell);
                 *waiting = Some(Waiting {
-                    handling,
+                    // SAFETY: its borrows of the actor, the context and the slot end when it
+                    // is dropped, from `run.waiting`, before they are reached again.
+                    handling: unsafe { handling.erase() },
                     span,
                     trace,
                     measure,
