@@ -41,7 +41,8 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
 pub enum MailboxConfig {
     /// At most this many user messages queued: `tell` waits for room, `try_tell` fails.
     Bounded(usize),
-    /// No limit: sends never wait. Memory grows with the backlog.
+    /// No limit: sends never wait. Memory grows with the backlog, and goes back (but for
+    /// room for 64 messages) once the actor has nothing left to do.
     Unbounded,
 }
 
@@ -266,6 +267,18 @@ impl<A: Actor> PriorityLanes<A> {
             high: VecDeque::new(),
         })
     }
+}
+
+/// The most messages an empty queue keeps room for: a burst grows both buffers (the lane
+/// senders fill and the batch the actor works through) to its size, and they would keep it
+/// for as long as the actor lives (a mailbox that once held a million 32-byte envelopes:
+/// 64 MB). A buffer over this is freed when its actor finds nothing more to do, or handed
+/// back to the senders only while it is at most four times what the actor takes now.
+const KEPT_IDLE: usize = 64;
+
+/// An empty queue's buffer, taken out to be freed if it is over [`KEPT_IDLE`].
+fn shrunk<T>(queue: &mut VecDeque<T>) -> Option<VecDeque<T>> {
+    (queue.capacity() > KEPT_IDLE).then(|| std::mem::take(queue))
 }
 
 /// What the receiver got.
@@ -548,12 +561,17 @@ impl<A: Actor> Mailbox<A> {
             return Poll::Ready(Next::Message(env));
         }
         if !lanes.normal.is_empty() {
+            // The batch's buffer goes to the senders: not one a burst grew far past what
+            // comes now (see `KEPT_IDLE`).
+            let spare = (batch.capacity() > KEPT_IDLE.max(4 * lanes.normal.len()))
+                .then(|| std::mem::take(batch));
             std::mem::swap(batch, &mut lanes.normal);
             // Not once closed: the next look must find the mailbox drained.
             if batch.len() == 1 && !lanes.closed {
                 self.register_receiver(&mut lanes, cx.waker());
             }
             drop(lanes);
+            drop(spare);
             let env = batch.pop_front().expect("swapped a non-empty lane");
             return Poll::Ready(Next::Message(env));
         }
@@ -561,6 +579,10 @@ impl<A: Actor> Mailbox<A> {
             return Poll::Ready(Next::Drained);
         }
         self.register_receiver(&mut lanes, cx.waker());
+        // Nothing to do: what a burst grew goes back, freed outside the lock.
+        let spare = (shrunk(batch), shrunk(&mut lanes.normal));
+        drop(lanes);
+        drop(spare);
         Poll::Pending
     }
 }
@@ -622,6 +644,60 @@ mod tests {
 
     /// A receiver that took a lane of one message looks again without the lock; whatever
     /// comes next (a message, a kill, a close) still wakes it, and it finds it.
+    /// What a burst grew is freed once the actor has nothing to do: a mailbox that held
+    /// 10,000 messages keeps room for at most `KEPT_IDLE` in each buffer.
+    #[test]
+    fn a_burst_s_buffers_go_back_once_the_actor_is_idle() {
+        let mut rx = Receiver::new();
+        for _ in 0..10_000 {
+            rx.tell();
+        }
+        let mut taken = 0;
+        while let Poll::Ready(Next::Message(_)) = rx.poll() {
+            taken += 1;
+            // Senders keep coming while the actor works: a second, smaller wave.
+            if taken == 5_000 {
+                for _ in 0..2_000 {
+                    rx.tell();
+                }
+            }
+        }
+        assert_eq!(taken, 12_000);
+        assert!(rx.batch.capacity() <= super::KEPT_IDLE, "{}", rx.batch.capacity());
+        let lane = rx.mailbox.lock().normal.capacity();
+        assert!(lane <= super::KEPT_IDLE, "{lane}");
+        // And the mailbox still works: the next message wakes the actor and is taken.
+        let woken = rx.wakes();
+        rx.tell();
+        assert_eq!(rx.wakes(), woken + 1);
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+    }
+
+    /// An actor that keeps up keeps its buffers: a batch of about the same size as the last
+    /// gets the last one's buffer back, with no allocation.
+    #[test]
+    fn steady_batches_keep_their_buffers() {
+        let mut rx = Receiver::new();
+        for _ in 0..200 {
+            rx.tell();
+        }
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        let grown = rx.batch.capacity();
+        assert!(grown >= 200);
+        for _ in 0..199 {
+            assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        }
+        // The next batch, of the same size, comes while the last is done.
+        for _ in 0..200 {
+            rx.tell();
+        }
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        // The lane that had been filled is the batch now; the batch's buffer went back to
+        // the senders, still as big.
+        assert!(rx.batch.capacity() >= 200);
+        assert_eq!(rx.mailbox.lock().normal.capacity(), grown);
+    }
+
     #[test]
     fn an_armed_empty_look_misses_nothing() {
         let mut rx = Receiver::new();
