@@ -18,16 +18,24 @@
 //! once more at the next look, which sees it.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use crate::system::ActorId;
+
+/// An actor as the list names it: its id, and its slot in its system's registry, where a
+/// look finds it at once (the id tells the actor listed from a later one in the same slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Listed {
+    pub(crate) id: u64,
+    pub(crate) slot: u32,
+}
 
 /// The actors of one system marked changed since the last look took them.
 pub(crate) struct Changes {
     /// Whether marks are listed: off until the first look (a system nobody looks at lists
     /// nothing), and after the list outgrew `limit` (the next look reads every actor).
     tracking: AtomicBool,
-    pending: Mutex<Vec<u64>>,
+    pending: Mutex<Vec<Listed>>,
     /// The most ids the list holds between two looks before it is dropped: set by each look
     /// from the number of actors (an actor is listed at most once between two looks unless
     /// it stops and another starts, so only churn with nobody looking fills it).
@@ -46,12 +54,12 @@ impl Changes {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Listed>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Lists an actor for the next look (it started, changed, or finished stopping).
-    pub(crate) fn push(&self, id: ActorId) {
+    pub(crate) fn push(&self, id: ActorId, slot: u32) {
         // SeqCst, with the flag's swap before it and the look's store in `take`: a mark
         // that sees tracking off was set before the look that turns it on read the actor.
         if !self.tracking.load(Ordering::SeqCst) {
@@ -65,13 +73,16 @@ impl Changes {
             *pending = Vec::new();
             return;
         }
-        pending.push(id.as_u64());
+        pending.push(Listed {
+            id: id.as_u64(),
+            slot,
+        });
     }
 
     /// For a look: the ids listed since the last one (unsorted, maybe repeated), or `None`
     /// when the look must read every actor (the first look, or the list was dropped);
     /// listing is on from here. `actors`: how many the system has, for the list's limit.
-    pub(crate) fn take(&self, actors: usize) -> Option<Vec<u64>> {
+    pub(crate) fn take(&self, actors: usize) -> Option<Vec<Listed>> {
         self.limit
             .store(actors.saturating_mul(2).max(MIN_LIMIT), Ordering::Relaxed);
         let mut pending = self.lock();
@@ -90,6 +101,9 @@ impl Changes {
 #[repr(C)] // the flag first, nearest the count
 pub(crate) struct Mark {
     changed: AtomicBool,
+    /// The actor's slot in its system's registry, set as it registers (in the padding
+    /// after the flag: no byte more).
+    slot: AtomicU32,
     /// Where the actor lists itself: `None` for a mailbox outside a system (tests).
     changes: Option<(std::sync::Arc<Changes>, ActorId)>,
 }
@@ -98,8 +112,20 @@ impl Mark {
     pub(crate) fn new(changes: Option<(std::sync::Arc<Changes>, ActorId)>) -> Self {
         Mark {
             changed: AtomicBool::new(false),
+            slot: AtomicU32::new(0),
             changes,
         }
+    }
+
+    /// The actor's slot in its system's registry.
+    pub(crate) fn slot(&self) -> u32 {
+        self.slot.load(Ordering::Relaxed)
+    }
+
+    /// Its actor registered in `slot` (under the registry's lock, before anyone can mark
+    /// it).
+    pub(crate) fn set_slot(&self, slot: u32) {
+        self.slot.store(slot, Ordering::Relaxed);
     }
 
     /// Something a snapshot shows of the actor changed: after the change is written.
@@ -122,7 +148,7 @@ impl Mark {
     /// Lists the actor: one of its flags was just set from clear.
     fn list(&self) {
         if let Some((changes, id)) = &self.changes {
-            changes.push(*id);
+            changes.push(*id, self.slot());
         }
     }
 
@@ -167,26 +193,28 @@ impl TaskMark {
 mod tests {
     use std::sync::Arc;
 
-    use super::{Changes, MIN_LIMIT, Mark};
+    use super::{Changes, Listed, MIN_LIMIT, Mark};
     use crate::system::ActorId;
 
     #[test]
     fn a_mark_lists_its_actor_once_between_two_looks() {
         let changes = Arc::new(Changes::new());
         let mark = Mark::new(Some((changes.clone(), ActorId(7))));
+        mark.set_slot(3);
         mark.set();
         assert_eq!(changes.take(1), None, "the first look reads every actor");
         assert!(mark.take(), "set before the first look");
         mark.set();
         mark.set();
-        assert_eq!(changes.take(1), Some(vec![7]));
+        let seven = Listed { id: 7, slot: 3 };
+        assert_eq!(changes.take(1), Some(vec![seven]));
         // Not cleared by a look: not listed again.
         mark.set();
         assert_eq!(changes.take(1), Some(vec![]));
         assert!(mark.take());
         assert!(!mark.take());
         mark.set();
-        assert_eq!(changes.take(1), Some(vec![7]));
+        assert_eq!(changes.take(1), Some(vec![seven]));
     }
 
     #[test]
@@ -194,14 +222,14 @@ mod tests {
         let changes = Changes::new();
         assert_eq!(changes.take(0), None);
         for id in 0..=MIN_LIMIT as u64 {
-            changes.push(ActorId(id));
+            changes.push(ActorId(id), 0);
         }
         assert!(changes.lock().is_empty(), "dropped past its limit");
-        changes.push(ActorId(1));
+        changes.push(ActorId(1), 0);
         assert!(changes.lock().is_empty(), "and no longer listing");
         assert_eq!(changes.take(0), None, "the next look reads every actor");
-        changes.push(ActorId(2));
-        assert_eq!(changes.take(0), Some(vec![2]));
+        changes.push(ActorId(2), 5);
+        assert_eq!(changes.take(0), Some(vec![Listed { id: 2, slot: 5 }]));
     }
 
     // What a look reads, with actors (the snapshot methods over the marks).

@@ -663,7 +663,11 @@ mod tests {
             }
         }
         assert_eq!(taken, 12_000);
-        assert!(rx.batch.capacity() <= super::KEPT_IDLE, "{}", rx.batch.capacity());
+        assert!(
+            rx.batch.capacity() <= super::KEPT_IDLE,
+            "{}",
+            rx.batch.capacity()
+        );
         let lane = rx.mailbox.lock().normal.capacity();
         assert!(lane <= super::KEPT_IDLE, "{lane}");
         // And the mailbox still works: the next message wakes the actor and is taken.

@@ -719,7 +719,7 @@ async fn finish<A: Actor>(
     cell.mailbox.capacity.mark.set();
     tracing::debug!(%reason, "actor stopped");
     notify_stopped(&cell.core, &reason);
-    ctx.system().forget(&cell.core);
+    ctx.system().forget(&*cell);
 }
 
 /// A place in an actor's mailbox held by an ask it handed on ([`Actor::HANDS_ON`]): given back

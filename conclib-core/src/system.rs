@@ -1,6 +1,6 @@
 //! [`ActorSystem`]: spawning, the URN registry, listing and shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -77,7 +77,7 @@ struct SystemInner {
     next_id: AtomicU64,
     ask_timeout: Duration,
     /// Every actor that has not finished stopping.
-    actors: Mutex<HashSet<Registered, IdHashing>>,
+    actors: Mutex<Registry>,
     names: RwLock<HashMap<Urn, Arc<dyn ErasedCell>>>,
     /// Bumped whenever a URN is taken or freed (see [`ActorSystem::urn_changes`]): the
     /// journal's position after the change.
@@ -99,57 +99,61 @@ struct SystemInner {
     looked: Mutex<crate::snapshot::Looked>,
 }
 
-/// An actor in the registry, found by its id, which its cell holds: 16 bytes an entry, not
-/// a map's 24 with the id beside the cell (about 26 bytes an actor with the table's slack in
-/// the `spawn` scenario, not 36). A lookup reads the cell it compares.
-struct Registered(Arc<dyn ErasedCell>);
-
-impl std::borrow::Borrow<ActorId> for Registered {
-    fn borrow(&self) -> &ActorId {
-        &self.0.core().id
-    }
-}
-
-// By the id alone, as `Borrow` requires.
-impl std::hash::Hash for Registered {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.core().id.hash(state);
-    }
-}
-
-impl PartialEq for Registered {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.core().id == other.0.core().id
-    }
-}
-
-impl Eq for Registered {}
-
-/// How the registry hashes ids: one multiplication, not SipHash (about 470 instructions per
-/// actor across its insert, its removal and the table's growths; BENCHMARKS.md, "Every actor
-/// 138 bytes smaller"). The system hands ids out in sequence, so no one can choose them to
-/// collide; URNs, which clients choose, keep the standard hasher.
-type IdHashing = std::hash::BuildHasherDefault<IdHasher>;
-
+/// Every actor of a system that has not finished stopping, each in a slot its mark remembers
+/// ([`Mark::slot`](crate::changes::Mark::slot)): registered and forgotten without hashing,
+/// found by a look at once. It grows by copying slots: the set of cells found by the id each
+/// holds that it replaces read every cell again as it grew (about a sixth of a spawn's time;
+/// BENCHMARKS.md, "A registry of slots").
 #[derive(Default)]
-struct IdHasher(u64);
+struct Registry {
+    slots: Vec<Option<Arc<dyn ErasedCell>>>,
+    /// Slots left by actors that stopped, taken first.
+    free: Vec<u32>,
+    len: usize,
+}
 
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
+impl Registry {
+    /// Puts `cell` in a slot, which its mark remembers.
+    fn insert(&mut self, cell: Arc<dyn ErasedCell>) {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 actors at once")
+            }
+        };
+        cell.capacity().mark.set_slot(slot);
+        self.slots[slot as usize] = Some(cell);
+        self.len += 1;
     }
 
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: an odd multiplier spreads a run of ids over the low bits
-        // (the bucket) and mixes them into the high ones (hashbrown's tag).
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    /// The actor `id` in `slot`, if it is still there.
+    fn get(&self, slot: u32, id: ActorId) -> Option<&Arc<dyn ErasedCell>> {
+        self.slots
+            .get(slot as usize)?
+            .as_ref()
+            .filter(|c| c.core().id == id)
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        // Not reached (an id hashes as one `u64`); correct for anything else all the same.
-        for &b in bytes {
-            self.write_u64(u64::from(b));
+    /// Takes the actor `id` out of `slot`, if it is still there.
+    fn remove(&mut self, slot: u32, id: ActorId) {
+        if self.get(slot, id).is_some() {
+            self.slots[slot as usize] = None;
+            self.free.push(slot);
+            self.len -= 1;
         }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<dyn ErasedCell>> {
+        self.slots.iter().flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
@@ -231,7 +235,7 @@ impl ActorSystem {
                 name: name.into(),
                 next_id: AtomicU64::new(1),
                 ask_timeout,
-                actors: Mutex::new(HashSet::default()),
+                actors: Mutex::new(Registry::default()),
                 names: RwLock::new(HashMap::new()),
                 urn_generation: tokio::sync::watch::Sender::new(0),
                 urn_journal: Mutex::new(UrnJournal::default()),
@@ -401,7 +405,6 @@ impl ActorSystem {
         let actors = self.lock_actors();
         let mut list: Vec<ActorInfo> = actors
             .iter()
-            .map(|r| &r.0)
             // A stopped actor stays in the registry until its task's last step: hide it.
             .filter(|cell| cell.core().is_alive())
             .map(|cell| {
@@ -438,8 +441,8 @@ impl ActorSystem {
         let top: Vec<Arc<dyn ErasedCell>> = self
             .lock_actors()
             .iter()
-            .filter(|r| r.0.core().parent.is_none())
-            .map(|r| r.0.clone())
+            .filter(|c| c.core().parent.is_none())
+            .cloned()
             .collect();
         for cell in &top {
             cell.close();
@@ -450,8 +453,7 @@ impl ActorSystem {
         {
             return Ok(());
         }
-        let left: Vec<Arc<dyn ErasedCell>> =
-            self.lock_actors().iter().map(|r| r.0.clone()).collect();
+        let left: Vec<Arc<dyn ErasedCell>> = self.lock_actors().iter().cloned().collect();
         let remaining = left.len();
         for cell in &left {
             cell.push_control(crate::mailbox::Control::Kill);
@@ -464,7 +466,7 @@ impl ActorSystem {
             crate::cell::leave_parent(cell.core());
             cell.core().mark_stopped(StopReason::Killed);
             cell.capacity().mark.set();
-            self.forget(cell.core());
+            self.forget(&**cell);
         }
         Err(ShutdownTimedOut { remaining })
     }
@@ -483,7 +485,7 @@ impl ActorSystem {
 
     /// Every actor that has not finished stopping.
     pub(crate) fn live_cells(&self) -> Vec<Arc<dyn ErasedCell>> {
-        self.lock_actors().iter().map(|r| r.0.clone()).collect()
+        self.lock_actors().iter().cloned().collect()
     }
 
     /// How many actors have not finished stopping.
@@ -492,10 +494,14 @@ impl ActorSystem {
     }
 
     /// These actors, those that have not finished stopping (`None`: gone), in their order.
-    pub(crate) fn cells_of(&self, ids: &[u64]) -> Vec<Option<Arc<dyn ErasedCell>>> {
+    pub(crate) fn cells_of(
+        &self,
+        listed: &[crate::changes::Listed],
+    ) -> Vec<Option<Arc<dyn ErasedCell>>> {
         let actors = self.lock_actors();
-        ids.iter()
-            .map(|id| actors.get(&ActorId(*id)).map(|r| r.0.clone()))
+        listed
+            .iter()
+            .map(|l| actors.get(l.slot, ActorId(l.id)).cloned())
             .collect()
     }
 
@@ -509,7 +515,7 @@ impl ActorSystem {
         self.inner.looked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_actors(&self) -> std::sync::MutexGuard<'_, HashSet<Registered, IdHashing>> {
+    fn lock_actors(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.inner.actors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -611,9 +617,10 @@ impl ActorSystem {
                 .send_modify(|g| *g = (*g).max(position));
         }
         let id = core.id;
-        self.lock_actors().insert(Registered(cell));
+        let mark = &cell.capacity().mark;
+        self.lock_actors().insert(cell.clone());
         // After it is in the registry, where the look finds it.
-        self.inner.changes.push(id);
+        self.inner.changes.push(id, mark.slot());
         Ok(())
     }
 
@@ -633,11 +640,12 @@ impl ActorSystem {
     }
 
     /// Forgets a stopped actor; wakes `shutdown` when none is left. Idempotent.
-    pub(crate) fn forget(&self, core: &CellCore) {
+    pub(crate) fn forget(&self, cell: &dyn ErasedCell) {
+        let (id, slot) = (cell.core().id, cell.capacity().mark.slot());
         let mut actors = self.lock_actors();
-        actors.remove(&core.id);
+        actors.remove(slot, id);
         // The next look finds it gone and drops what it saw of it.
-        self.inner.changes.push(core.id);
+        self.inner.changes.push(id, slot);
         if actors.is_empty() {
             drop(actors);
             self.inner.emptied.notify_waiters();
@@ -672,10 +680,10 @@ impl ActorSystem {
     }
 
     /// Frees the URN and forgets the actor.
-    pub(crate) fn unregister(&self, core: &CellCore) {
-        self.release_urn(core);
-        self.drop_side_entries(core);
-        self.forget(core);
+    pub(crate) fn unregister(&self, cell: &dyn ErasedCell) {
+        self.release_urn(cell.core());
+        self.drop_side_entries(cell.core());
+        self.forget(cell);
     }
 }
 
@@ -870,7 +878,7 @@ impl<A: Actor> SpawnBuilder<A> {
         if let Some(failure) = failure {
             ctx.cancel_tasks();
             drop(cell.mailbox.seal(&mut Default::default()));
-            system.unregister(&cell.core);
+            system.unregister(&*cell);
             cell.core
                 .mark_stopped(StopReason::Failed(failure.to_string()));
             cell.mailbox.capacity.mark.set();
@@ -898,22 +906,60 @@ impl<A: Actor> SpawnBuilder<A> {
 
 #[cfg(test)]
 mod tests {
-    use std::hash::BuildHasher;
+    use std::sync::Arc;
+    use std::time::Duration;
 
-    use super::{ActorId, IdHashing};
+    use super::{ActorId, Registry};
+    use crate::Actor;
+    use crate::cell::{ActorCell, CellCore, ErasedCell};
+    use crate::changes::Mark;
+    use crate::mailbox::{Mailbox, MailboxConfig};
 
-    /// A run of ids (as the system hands them out) fills distinct buckets and spreads over
-    /// hashbrown's tags (the hash's top 7 bits): an identity hash would put every tag at 0
-    /// and make each probe compare ids inside the cells.
+    struct Idle;
+    impl Actor for Idle {}
+
+    fn cell(id: u64) -> Arc<dyn ErasedCell> {
+        Arc::new(ActorCell::<Idle> {
+            core: CellCore::new(
+                ActorId(id),
+                None,
+                None,
+                std::any::type_name::<Idle>,
+                Duration::from_secs(1),
+            ),
+            mailbox: Mailbox::new(MailboxConfig::default(), Mark::new(None)),
+        })
+    }
+
+    /// A slot freed by an actor that stopped is taken by the next; the slot alone does not
+    /// find the new actor under the old one's id, and forgetting twice frees nothing more.
     #[test]
-    fn ids_in_sequence_hash_apart() {
-        let hashing = IdHashing::default();
-        let hashes: Vec<u64> = (1..=1024u64)
-            .map(|id| hashing.hash_one(ActorId(id)))
-            .collect();
-        let buckets: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 1023).collect();
-        assert_eq!(buckets.len(), 1024);
-        let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
-        assert!(tags.len() >= 120, "{} tags of 128", tags.len());
+    fn slots_are_reused_and_found_by_id() {
+        let mut registry = Registry::default();
+        let (a, b) = (cell(1), cell(2));
+        registry.insert(a.clone());
+        registry.insert(b.clone());
+        let (a_slot, b_slot) = (a.capacity().mark.slot(), b.capacity().mark.slot());
+        assert_ne!(a_slot, b_slot);
+        assert_eq!(registry.len(), 2);
+        registry.remove(a_slot, ActorId(1));
+        registry.remove(a_slot, ActorId(1));
+        registry.remove(b_slot, ActorId(1));
+        assert_eq!(registry.len(), 1);
+        assert!(registry.get(b_slot, ActorId(2)).is_some());
+        let c = cell(3);
+        registry.insert(c.clone());
+        assert_eq!(
+            c.capacity().mark.slot(),
+            a_slot,
+            "the freed slot, taken first"
+        );
+        assert!(registry.get(a_slot, ActorId(1)).is_none());
+        assert!(registry.get(a_slot, ActorId(3)).is_some());
+        assert_eq!(registry.iter().count(), 2);
+        registry.remove(b_slot, ActorId(2));
+        registry.remove(a_slot, ActorId(3));
+        assert!(registry.is_empty());
+        assert_eq!(registry.iter().count(), 0);
     }
 }

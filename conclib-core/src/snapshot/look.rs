@@ -2,6 +2,7 @@
 //! look saw of each one is kept (`Looked`), and a look reads again only the actors marked
 //! changed since ([`crate::changes`]), ranks them and fills in the most telling ones.
 
+use crate::changes::Listed;
 use std::borrow::Cow;
 use std::cmp::Ordering as Order;
 use std::collections::BTreeMap;
@@ -151,7 +152,7 @@ pub(crate) struct Looked {
     /// Actors the next look reads whether marked or not: those this look found marked (a
     /// figure written just as it cleared the mark may have been missed) and those whose
     /// rate or recent failures are not back to 0 (they change with time alone).
-    again: Vec<u64>,
+    again: Vec<crate::changes::Listed>,
     /// The last look's number, and when it read.
     pub(crate) look: u64,
     at: Option<Instant>,
@@ -541,11 +542,13 @@ impl ActorSystem {
                         continue;
                     }
                     let id = cell.core().id.as_u64();
-                    let marked = cell.capacity().mark.take() | cell.core().stats().mark.take();
+                    let mark = &cell.capacity().mark;
+                    let slot = mark.slot();
+                    let marked = mark.take() | cell.core().stats().mark.take();
                     let floor = floor(looked.actors.get(&id), marked);
                     let read = Ranked::read(cell, look, now, floor);
                     if marked || !read.at_rest() {
-                        again.push(id);
+                        again.push(Listed { id, slot });
                     }
                     actors.insert(id, read);
                 }
@@ -556,7 +559,8 @@ impl ActorSystem {
                 ids.sort_unstable();
                 ids.dedup();
                 let cells = self.cells_of(&ids);
-                for (id, cell) in ids.into_iter().zip(cells) {
+                for (listed, cell) in ids.into_iter().zip(cells) {
+                    let id = listed.id;
                     let Some(cell) = cell.filter(|c| c.core().is_alive()) else {
                         looked.actors.remove(&id);
                         continue;
@@ -567,7 +571,7 @@ impl ActorSystem {
                     let floor = floor(looked.actors.get(&id), false);
                     let read = Ranked::read(cell, look, now, floor);
                     if marked || !read.at_rest() {
-                        again.push(id);
+                        again.push(listed);
                     }
                     looked.actors.insert(id, read);
                 }
