@@ -64,10 +64,10 @@ pub(crate) struct Envelope<A: Actor> {
 unsafe impl<A: Actor> Send for Envelope<A> {}
 
 /// Where an envelope's payload is, for its vtable's functions: inline in its first `words`
-/// words (2 or 3), or boxed.
+/// words (2 or 3), or boxed. Only read through (a payload is moved out with `ptr::read`).
 #[derive(Clone, Copy)]
 pub(crate) struct Payload {
-    data: *mut Inline,
+    data: *const Inline,
     words: usize,
 }
 
@@ -282,18 +282,9 @@ impl<A: Actor> Envelope<A> {
 
     /// Where the payload is.
     #[inline]
-    fn payload(&mut self) -> Payload {
+    fn payload(&self) -> Payload {
         Payload {
-            data: &raw mut self.data,
-            words: INLINE_WORDS - usize::from(self.stamped()),
-        }
-    }
-
-    /// [`payload`](Self::payload), for the functions that only read it.
-    #[inline]
-    fn payload_for_reading(&self) -> Payload {
-        Payload {
-            data: (&raw const self.data).cast_mut(),
+            data: &raw const self.data,
             words: INLINE_WORDS - usize::from(self.stamped()),
         }
     }
@@ -303,7 +294,7 @@ impl<A: Actor> Envelope<A> {
     where
         A: Handler<M>,
     {
-        let mut this = ManuallyDrop::new(self);
+        let this = ManuallyDrop::new(self);
         let at = this.payload();
         // SAFETY: only called on envelopes built by `typed::<M>`, whose payload is an `M` or
         // an `(M, reply)` as `asks` says; `this` is never dropped.
@@ -319,7 +310,7 @@ impl<A: Actor> Envelope<A> {
     /// # Safety
     /// The envelope must hold a `T`.
     pub(crate) unsafe fn into_payload<T>(self) -> T {
-        let mut this = ManuallyDrop::new(self);
+        let this = ManuallyDrop::new(self);
         let at = this.payload();
         // SAFETY: the caller guarantees the type; `this` is never dropped.
         unsafe { take::<T>(at) }
@@ -340,13 +331,13 @@ impl<A: Actor> Envelope<A> {
     /// long after its handler returned, from a relay); gives it back for anything else.
     pub(crate) fn keep_until_answered(&self, guard: Kept) -> Option<Kept> {
         // SAFETY: the envelope still owns its payload.
-        unsafe { (self.vtable().keep)(self.payload_for_reading(), guard) }
+        unsafe { (self.vtable().keep)(self.payload(), guard) }
     }
 
     /// Drops the message unhandled to make room for another: an ask fails with
     /// `MailboxFull`, a tell is dropped.
     pub(crate) fn reject(self) {
-        let mut this = ManuallyDrop::new(self);
+        let this = ManuallyDrop::new(self);
         let at = this.payload();
         // SAFETY: the payload is taken exactly once: `this` is never dropped.
         unsafe { (this.vtable().reject)(at) }
@@ -358,7 +349,7 @@ impl<A: Actor> Envelope<A> {
         // SAFETY: the envelope still owns its payload.
         self.vtable()
             .trace
-            .and_then(|trace| unsafe { trace(self.payload_for_reading()) })
+            .and_then(|trace| unsafe { trace(self.payload()) })
     }
 
     /// What stands for the message's type in an actor's metrics without asking its name:
@@ -378,7 +369,7 @@ impl<A: Actor> Envelope<A> {
     /// The wire name of the message inside.
     pub(crate) fn name(&self) -> &'static str {
         // SAFETY: the envelope still owns its payload.
-        unsafe { (self.vtable().name)(self.payload_for_reading()) }
+        unsafe { (self.vtable().name)(self.payload()) }
     }
 
     /// Starts handling the message: its handler runs in `slot`, polled once here with `cx`
@@ -391,7 +382,7 @@ impl<A: Actor> Envelope<A> {
         slot: &'a mut FutureSlot,
         cx: &mut TaskContext<'_>,
     ) -> Started<'a> {
-        let mut this = ManuallyDrop::new(self);
+        let this = ManuallyDrop::new(self);
         let at = this.payload();
         // SAFETY: the payload is taken exactly once: `this` is never dropped.
         unsafe { (this.vtable().handle)(at, actor, ctx, slot, cx) }
@@ -487,7 +478,7 @@ impl FutureSlot {
     }
 
     fn layout(&self) -> Layout {
-        // SAFETY: built from a valid layout's size and alignment in `put`.
+        // SAFETY: built from a valid layout's size and alignment in `grow`.
         unsafe { Layout::from_size_align_unchecked(self.size as usize, self.align as usize) }
     }
 
@@ -570,7 +561,7 @@ impl FutureSlot {
 
     fn release(&mut self) {
         if self.size != 0 {
-            // SAFETY: allocated in `put` with this layout.
+            // SAFETY: allocated in `grow` with this layout.
             unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout()) };
             // Field by field: assigning a whole slot would drop (and release) this one.
             self.ptr = NonNull::dangling();
@@ -634,7 +625,7 @@ impl Drop for SlotFuture<'_> {
     fn drop(&mut self) {
         // A panic in a future's destructor must not unwind through the run loop.
         let fut = self.fut;
-        // SAFETY: the future was written in `put` and is dropped only here.
+        // SAFETY: the future was written in `start`, has not finished, and is dropped only here.
         let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ptr::drop_in_place(fut) }));
     }
 }

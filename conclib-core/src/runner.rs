@@ -121,10 +121,8 @@ pub(crate) fn run<A: Actor>(
                     Step::Panicked(panic) => break 'message panic,
                     Step::Control(control) => control,
                 };
-                // SAFETY: no handler waits when `poll_run` returns a step: nothing borrows the
-                // actor or its context.
-                let (actor, ctx, ledger) =
-                    unsafe { (&mut (*at.0).actor, &mut (*at.0).ctx, &mut (*at.0).ledger) };
+                // SAFETY: no handler waits when `poll_run` returns a step.
+                let (actor, ctx, ledger) = unsafe { at.idle() };
                 // A control message's hook may wait: nothing is owed meanwhile.
                 ledger.give_back(&cell);
                 // Rare: in a boxed future of its own, which takes the control message with it.
@@ -135,8 +133,7 @@ pub(crate) fn run<A: Actor>(
                 }
             };
             // SAFETY: as above.
-            let (actor, ctx, ledger) =
-                unsafe { (&mut (*at.0).actor, &mut (*at.0).ctx, &mut (*at.0).ledger) };
+            let (actor, ctx, ledger) = unsafe { at.idle() };
             // A handler or hook panicked: in a boxed future of its own, which takes the
             // panic's text with it (else 24 bytes of every actor's run future). Its hook may
             // wait: nothing is owed meanwhile.
@@ -202,6 +199,25 @@ impl<A: Actor> Copy for RunAt<A> {}
 // task goes.
 unsafe impl<A: Actor> Send for RunAt<A> {}
 
+impl<A: Actor> RunAt<A> {
+    /// The actor, its context and the ledger, for the run loop's rare steps (a control
+    /// message's hook, a panic's).
+    ///
+    /// # Safety
+    /// No handler waits (nothing borrows the actor or its context), and nothing else
+    /// reaches them while the references live.
+    unsafe fn idle<'a>(self) -> (&'a mut A, &'a mut Context<A>, &'a mut Ledger) {
+        // SAFETY: the caller's promise; each field on its own, never the whole `Run`.
+        unsafe {
+            (
+                &mut (*self.0).actor,
+                &mut (*self.0).ctx,
+                &mut (*self.0).ledger,
+            )
+        }
+    }
+}
+
 /// Why [`poll_run`] returned.
 enum Step {
     /// A control message other than a kill.
@@ -246,8 +262,7 @@ unsafe fn poll_run<A: Actor>(
             }
             Poll::Ready(None) => {
                 *waiting = None;
-                tracing::debug!("killed while handling a message");
-                return Poll::Ready(Step::Stop(StopReason::Killed));
+                return killed();
             }
             Poll::Ready(Some(outcome)) => {
                 // Done: the actor, its context and the slot are free again.
@@ -296,8 +311,7 @@ unsafe fn poll_run<A: Actor>(
         // A kill drops the handler before it starts (as it would at its next `.await`).
         if cell.mailbox.is_killed() {
             drop(env);
-            tracing::debug!("killed while handling a message");
-            return Poll::Ready(Step::Stop(StopReason::Killed));
+            return killed();
         }
         let started = {
             let _entered = span.as_deref().map(tracing::Span::enter);
@@ -321,8 +335,7 @@ unsafe fn poll_run<A: Actor>(
             Started::Waiting(handling) => {
                 if cell.mailbox.park_handler(cx.waker()) {
                     drop(handling);
-                    tracing::debug!("killed while handling a message");
-                    return Poll::Ready(Step::Stop(StopReason::Killed));
+                    return killed();
                 }
                 // The handler waits: settle now, not after however long it takes.
                 ledger.settle(cell);
@@ -338,6 +351,12 @@ unsafe fn poll_run<A: Actor>(
             }
         }
     }
+}
+
+/// A kill came while a message was being handled (its handler dropped already).
+fn killed() -> Poll<Step> {
+    tracing::debug!("killed while handling a message");
+    Poll::Ready(Step::Stop(StopReason::Killed))
 }
 
 /// One poll of a handler, in its span and its trace. `None`: a kill came, before the poll
