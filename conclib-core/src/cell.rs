@@ -429,6 +429,8 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn accepts(&self, message: TypeId) -> bool;
     fn remote(&self) -> &'static [ExposedMessage];
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    /// A dormant actor's run loop ([`crate::dormant`]), taken out unwoken, to be dropped.
+    fn take_dormant(&self) -> Option<std::task::Waker>;
 }
 
 /// The shared state behind every ref to one actor (opaque).
@@ -450,6 +452,9 @@ impl<A: Actor> ActorCell<A> {
 impl<A: Actor> ErasedCell for ActorCell<A> {
     fn core(&self) -> &CellCore {
         &self.core
+    }
+    fn take_dormant(&self) -> Option<std::task::Waker> {
+        self.mailbox.take_dormant()
     }
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity

@@ -71,6 +71,7 @@ mod changes;
 #[cfg(unix)]
 pub mod child;
 mod context;
+mod dormant;
 mod dynamic;
 mod envelope;
 mod erased_request;

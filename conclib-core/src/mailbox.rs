@@ -249,6 +249,8 @@ struct Lanes<A: Actor> {
     waker: Option<Waker>,
     /// The waker is there for mail: a sender takes it. (Without it, only a kill does.)
     for_mail: bool,
+    /// The waker is a dormant actor's ([`crate::dormant`]): waking it spawns the task.
+    dormant: bool,
     /// No more user messages (stop was asked for); control still flows.
     closed: bool,
     /// The actor is gone: nothing is taken any more.
@@ -318,6 +320,7 @@ impl<A: Actor> Mailbox<A> {
                 normal: VecDeque::new(),
                 waker: None,
                 for_mail: false,
+                dormant: false,
                 closed: false,
                 dead: false,
             }),
@@ -356,8 +359,41 @@ impl<A: Actor> Mailbox<A> {
             return None;
         }
         lanes.for_mail = false;
+        lanes.dormant = false;
         self.armed.store(false, Ordering::Release);
         lanes.waker.take()
+    }
+
+    /// Leaves a dormant actor's waker ([`crate::dormant`]) where the run loop's would be, for
+    /// the first sender (or stop, or kill) to take. Gives it back if the actor has something
+    /// to do already (its `on_start` sent it a message, or it was asked to stop): it must
+    /// start now.
+    pub(crate) fn register_dormant(&self, waker: Waker) -> Result<(), Waker> {
+        let mut lanes = self.lock();
+        if lanes.closed
+            || lanes.waker.is_some()
+            || !lanes.normal.is_empty()
+            || self.priority_pending.load(Ordering::Acquire)
+            || self.killed.load(Ordering::Acquire)
+        {
+            return Err(waker);
+        }
+        lanes.waker = Some(waker);
+        lanes.for_mail = true;
+        lanes.dormant = true;
+        // Not armed: the task's first look takes the lock and registers its own waker.
+        Ok(())
+    }
+
+    /// Takes a dormant actor's waker out, unwoken (its runtime shut down): dropped, it drops
+    /// the run loop.
+    pub(crate) fn take_dormant(&self) -> Option<Waker> {
+        let mut lanes = self.lock();
+        if lanes.dormant {
+            self.take_receiver(&mut lanes)
+        } else {
+            None
+        }
     }
 
     /// Takes the run loop's waker out, whatever it waits for (a kill).

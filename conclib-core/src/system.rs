@@ -15,6 +15,7 @@ use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, CellCore, ErasedCell};
 use crate::context::Context;
+use crate::dormant::{Dormant, Keeper, RunFuture};
 use crate::dynamic::DynActorRef;
 use crate::envelope::CatchUnwind;
 use crate::error::{BoxError, LookupError, SpawnError, StopReason};
@@ -97,6 +98,8 @@ struct SystemInner {
     changes: Arc<crate::changes::Changes>,
     /// What the last look saw of every actor, for the next one to read only the changed.
     looked: Mutex<crate::snapshot::Looked>,
+    /// A [`Keeper`] task is there to drop the dormant actors' run loops with its runtime.
+    keeper: AtomicBool,
 }
 
 /// Every actor of a system that has not finished stopping, each in a slot its mark remembers
@@ -246,6 +249,7 @@ impl ActorSystem {
                 side_entries: std::sync::atomic::AtomicUsize::new(0),
                 changes: Arc::new(crate::changes::Changes::new()),
                 looked: Mutex::new(crate::snapshot::Looked::default()),
+                keeper: AtomicBool::new(false),
             }),
         }
     }
@@ -601,6 +605,31 @@ impl ActorSystem {
         ActorId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Makes sure a [`Keeper`] task runs on the current runtime (one a system): when the
+    /// runtime shuts down and drops it, the dormant actors' run loops are dropped too, as the
+    /// runtime drops its tasks'. The first runtime the system spawns on keeps them all; a
+    /// later one gets a keeper of its own once that one is gone.
+    fn keep_dormant(&self) {
+        let inner = &self.inner;
+        if inner.keeper.load(Ordering::Acquire) || inner.keeper.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(inner);
+        tokio::spawn(Keeper {
+            on_drop: Some(Box::new(move || {
+                let Some(inner) = weak.upgrade() else { return };
+                inner.keeper.store(false, Ordering::Release);
+                let cells: Vec<Arc<dyn ErasedCell>> = {
+                    let actors = inner.actors.lock().unwrap_or_else(|e| e.into_inner());
+                    actors.iter().cloned().collect()
+                };
+                // Dropped outside every lock: a run loop's drop drops its actor and context.
+                let runs: Vec<_> = cells.iter().filter_map(|c| c.take_dormant()).collect();
+                drop(runs);
+            })),
+        });
+    }
+
     fn register(&self, cell: Arc<dyn ErasedCell>) -> Result<(), SpawnError> {
         let core = cell.core();
         if let Some(urn) = &core.urn {
@@ -807,7 +836,10 @@ impl<A: Actor> SpawnBuilder<A> {
         self
     }
 
-    /// Registers the actor, runs [`Actor::on_start`], and starts its task.
+    /// Registers the actor, runs [`Actor::on_start`], and readies its run loop. The actor's
+    /// tokio task starts with the first thing it has to do (a message, a stop, a kill, what
+    /// `on_start` left it): until then an idle actor costs no task, no place in the runtime's
+    /// queues and no worker woken.
     ///
     /// # Errors
     /// [`SpawnError`]: the URN is invalid or taken, `on_start` failed or panicked, or the
@@ -887,6 +919,9 @@ impl<A: Actor> SpawnBuilder<A> {
         if let Some(parent) = &parent {
             parent.core().lock_children().push(cell.clone());
         }
+        // A stop asked for in `on_start` is in the context, not the mailbox: that actor
+        // starts as a task at once. Any other starts dormant (see `crate::dormant`).
+        let starts_now = ctx.pending_stop.is_some();
         // Boxed, not inside tokio's task: there, the run loop's first fields (the batch the
         // actor takes its messages from) would share cache lines with the task's state,
         // which every sender that wakes the actor writes: unbounded tell lost 20% in an
@@ -894,12 +929,22 @@ impl<A: Actor> SpawnBuilder<A> {
         // and no memory. The span goes inside the box: around it, tokio's task (128-byte
         // aligned) would grow from 128 to 256 bytes.
         let run = run(actor, ctx, RunOptions::new(policy, factory));
-        let task = if span.is_disabled() {
-            tokio::spawn(Box::pin(run))
+        let run: RunFuture = if span.is_disabled() {
+            Box::pin(run)
         } else {
-            tokio::spawn(Box::pin(run.instrument(span)))
+            Box::pin(run.instrument(span))
         };
-        cell.core.set_abort(task.abort_handle());
+        if starts_now {
+            let task = tokio::spawn(run);
+            cell.core.set_abort(task.abort_handle());
+            return Ok(myself);
+        }
+        system.keep_dormant();
+        let weak: std::sync::Weak<dyn ErasedCell> = Arc::downgrade(&cell) as _;
+        if let Err(waker) = cell.mailbox.register_dormant(Dormant::waker(run, weak)) {
+            // Something to do already (`on_start` sent the actor a message): start it now.
+            waker.wake();
+        }
         Ok(myself)
     }
 }

@@ -1,0 +1,216 @@
+//! Core runtime: an actor with nothing to do has no task yet (it starts dormant); whatever
+//! its mailbox gets (a message, a stop, a kill, its own notice from `on_start`) starts it,
+//! and a runtime that shuts down drops the dormant actors' state as it drops its tasks'.
+
+use conclib::error::{BoxError, StopReason};
+use conclib::prelude::*;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Sets its flag when dropped (its state went with its run loop).
+struct Dropped(Arc<AtomicBool>);
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct Counter {
+    seen: usize,
+    stopped: Option<Arc<AtomicUsize>>,
+    handled: Option<Arc<AtomicUsize>>,
+    #[allow(dead_code)] // held for its drop
+    guard: Option<Dropped>,
+}
+
+impl Actor for Counter {
+    async fn on_stop(&mut self, _: &mut Context<Self>, _: &StopReason) -> Result<(), BoxError> {
+        if let Some(s) = &self.stopped {
+            s.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+struct Get;
+impl Message for Get {
+    type Response = usize;
+    type Error = Infallible;
+}
+impl Handler<Get> for Counter {
+    async fn handle(&mut self, _: Get, _: &mut Context<Self>) -> Result<usize, Infallible> {
+        self.seen += 1;
+        if let Some(h) = &self.handled {
+            h.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(self.seen)
+    }
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_actor_has_no_task_until_it_has_something_to_do() {
+    let system = ActorSystem::new("t");
+    // The first spawn of a system also starts its one keeper task.
+    let first = system.spawn(Counter::default()).await.unwrap();
+    let before = alive_tasks();
+    let mut actors = Vec::new();
+    for _ in 0..100 {
+        actors.push(system.spawn(Counter::default()).await.unwrap());
+    }
+    assert_eq!(alive_tasks(), before, "100 idle actors, no task");
+    assert_eq!(actors[7].ask(Get).await.unwrap(), 1);
+    assert_eq!(alive_tasks(), before + 1, "the asked one has its task");
+    assert_eq!(actors[7].ask(Get).await.unwrap(), 2);
+    assert_eq!(first.ask(Get).await.unwrap(), 1);
+    assert_eq!(alive_tasks(), before + 2);
+    system.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dormant_actor_stops_and_is_killed_like_any_other() {
+    let system = ActorSystem::new("t");
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let make = || Counter {
+        stopped: Some(stopped.clone()),
+        ..Counter::default()
+    };
+    let a = system.spawn(make()).await.unwrap();
+    a.stop();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), a.wait_for_stop())
+            .await
+            .unwrap(),
+        StopReason::Normal
+    );
+    assert_eq!(stopped.load(Ordering::SeqCst), 1, "on_stop ran");
+    let b = system.spawn(make()).await.unwrap();
+    b.kill();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), b.wait_for_stop())
+            .await
+            .unwrap(),
+        StopReason::Killed
+    );
+    // Told, then stopped (its task may not have run yet): the message is handled first.
+    let handled = Arc::new(AtomicUsize::new(0));
+    let c = system
+        .spawn(Counter {
+            handled: Some(handled.clone()),
+            ..make()
+        })
+        .await
+        .unwrap();
+    c.tell(Get).await.unwrap();
+    c.stop();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), c.wait_for_stop())
+            .await
+            .unwrap(),
+        StopReason::Normal
+    );
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    assert_eq!(stopped.load(Ordering::SeqCst), 3);
+    system.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+/// Sends itself a message in `on_start`: it has something to do before anyone else writes.
+struct Greeter(Option<tokio::sync::oneshot::Sender<()>>);
+struct Hello;
+impl Message for Hello {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Actor for Greeter {
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+        ctx.notify(Hello).map_err(|_| "stopping")?;
+        Ok(())
+    }
+}
+impl Handler<Hello> for Greeter {
+    async fn handle(&mut self, _: Hello, _: &mut Context<Self>) -> Result<(), Infallible> {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
+}
+
+/// Asks to stop in `on_start` (not through its mailbox).
+struct Quitter;
+impl Actor for Quitter {
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+        ctx.stop_with(StopReason::Escalated("done at once".into()));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_on_start_leaves_to_do_starts_the_actor() {
+    let system = ActorSystem::new("t");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let _greeter = system.spawn(Greeter(Some(tx))).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("the message it sent itself in on_start was handled")
+        .unwrap();
+    let quitter = system.spawn(Quitter).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), quitter.wait_for_stop())
+            .await
+            .unwrap(),
+        StopReason::Escalated("done at once".into())
+    );
+}
+
+#[test]
+fn a_runtime_that_shuts_down_drops_its_dormant_actors() {
+    let system = ActorSystem::new("t");
+    for round in 0..2 {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (idle, woken) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        runtime.block_on(async {
+            let a = system
+                .spawn(Counter {
+                    guard: Some(Dropped(idle.clone())),
+                    ..Counter::default()
+                })
+                .await
+                .unwrap();
+            let b = system
+                .spawn(Counter {
+                    guard: Some(Dropped(woken.clone())),
+                    ..Counter::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(b.ask(Get).await.unwrap(), 1);
+            drop(a);
+        });
+        assert!(!idle.load(Ordering::SeqCst) && !woken.load(Ordering::SeqCst));
+        drop(runtime);
+        assert!(
+            woken.load(Ordering::SeqCst),
+            "round {round}: the task's actor was dropped"
+        );
+        assert!(
+            idle.load(Ordering::SeqCst),
+            "round {round}: the dormant actor was dropped with its runtime"
+        );
+    }
+}
