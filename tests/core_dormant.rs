@@ -214,3 +214,43 @@ fn a_runtime_that_shuts_down_drops_its_dormant_actors() {
         );
     }
 }
+
+/// One system, two runtimes alive at once (a system shared by tests, each with its runtime):
+/// the end of one drops its own dormant actors and leaves the other's alone.
+#[test]
+fn a_runtime_s_end_leaves_another_runtime_s_dormant_actors_alone() {
+    let system = ActorSystem::new("t");
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (first, second) = (runtime(), runtime());
+    let spawn_on = |rt: &tokio::runtime::Runtime, flag: &Arc<AtomicBool>| {
+        rt.block_on(system.spawn(Counter {
+            guard: Some(Dropped(flag.clone())),
+            ..Counter::default()
+        }))
+        .unwrap()
+    };
+    let (on_first, on_second) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let _a = spawn_on(&first, &on_first);
+    let b = spawn_on(&second, &on_second);
+    drop(first);
+    assert!(
+        on_first.load(Ordering::SeqCst),
+        "the first runtime's dormant actor went with it"
+    );
+    assert!(
+        !on_second.load(Ordering::SeqCst),
+        "the second runtime's is still there"
+    );
+    assert_eq!(second.block_on(b.ask(Get)).unwrap(), 1, "and answers");
+    drop(second);
+    assert!(on_second.load(Ordering::SeqCst));
+}

@@ -429,8 +429,9 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn accepts(&self, message: TypeId) -> bool;
     fn remote(&self) -> &'static [ExposedMessage];
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    /// A dormant actor's run loop ([`crate::dormant`]), taken out unwoken, to be dropped.
-    fn take_dormant(&self) -> Option<std::task::Waker>;
+    /// A dormant actor's run loop ([`crate::dormant`]) on `runtime`, taken out unwoken, to be
+    /// dropped.
+    fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<std::task::Waker>;
 }
 
 /// The shared state behind every ref to one actor (opaque).
@@ -453,8 +454,8 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     fn core(&self) -> &CellCore {
         &self.core
     }
-    fn take_dormant(&self) -> Option<std::task::Waker> {
-        self.mailbox.take_dormant()
+    fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<std::task::Waker> {
+        self.mailbox.take_dormant(runtime)
     }
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity

@@ -12,12 +12,14 @@
 //!
 //! Every way into a run loop goes through its mailbox (a stop asked for in `on_start` does
 //! not: such an actor starts as a task at once). A runtime that shuts down drops the run
-//! loops of its actors' tasks; a [`Keeper`] task does the same for the dormant ones.
+//! loops of its actors' tasks; a [`Keeper`] task (one a system and runtime) does the same
+//! for the dormant ones spawned on that runtime, and leaves the other runtimes' alone.
 
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use crate::cell::ErasedCell;
 
@@ -33,26 +35,30 @@ pub(crate) struct Dormant {
 }
 
 impl Dormant {
-    /// A waker that spawns `run` on the current runtime when woken; dropped unwoken, it
-    /// drops `run`.
-    ///
-    /// # Panics
-    /// Outside a tokio runtime (as `tokio::spawn` does).
-    pub(crate) fn waker(run: RunFuture, cell: Weak<dyn ErasedCell>) -> Waker {
-        Waker::from(Arc::new(Dormant {
+    /// A waker that spawns `run` on `runtime` when woken; dropped unwoken, it drops `run`.
+    pub(crate) fn waker(
+        run: RunFuture,
+        runtime: tokio::runtime::Handle,
+        cell: Weak<dyn ErasedCell>,
+    ) -> Waker {
+        let dormant = Arc::new(Dormant {
             run: Mutex::new(Some(run)),
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
             cell,
-        }))
-    }
-}
-
-impl Wake for Dormant {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
+        });
+        let raw = RawWaker::new(Arc::into_raw(dormant).cast(), &VTABLE);
+        // SAFETY: `VTABLE`'s functions treat the pointer as the `Arc` it came from.
+        unsafe { Waker::from_raw(raw) }
     }
 
-    fn wake_by_ref(self: &Arc<Self>) {
+    /// Whether `waker` is a dormant actor's whose runtime is `runtime`.
+    pub(crate) fn runs_on(waker: &Waker, runtime: tokio::runtime::Id) -> bool {
+        std::ptr::eq(waker.vtable(), &VTABLE)
+            // SAFETY: a waker with this vtable holds an `Arc<Dormant>` (see `waker`).
+            && unsafe { &*waker.data().cast::<Dormant>() }.runtime.id() == runtime
+    }
+
+    fn start(&self) {
         let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(run) = run {
             // On a runtime that shut down, tokio drops `run` at once (as it did the tasks).
@@ -64,11 +70,59 @@ impl Wake for Dormant {
     }
 }
 
+// A vtable of our own (not `Wake`'s), so that a keeper can tell a dormant actor's waker from
+// a task's and see its runtime (`Dormant::runs_on`).
+static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+
+unsafe fn clone(data: *const ()) -> RawWaker {
+    // SAFETY: `data` is an `Arc<Dormant>`'s (see `Dormant::waker`); the clone owns one count.
+    unsafe { Arc::increment_strong_count(data.cast::<Dormant>()) };
+    RawWaker::new(data, &VTABLE)
+}
+
+unsafe fn wake(data: *const ()) {
+    // SAFETY: as in `clone`; waking consumes the waker's count.
+    let dormant = unsafe { Arc::from_raw(data.cast::<Dormant>()) };
+    dormant.start();
+}
+
+unsafe fn wake_by_ref(data: *const ()) {
+    // SAFETY: as in `clone`; the waker keeps its count.
+    unsafe { &*data.cast::<Dormant>() }.start();
+}
+
+unsafe fn drop_waker(data: *const ()) {
+    // SAFETY: as in `clone`; dropping the waker gives its count back.
+    drop(unsafe { Arc::from_raw(data.cast::<Dormant>()) });
+}
+
+/// A number for a runtime's id, for a quick comparison in an atomic: the id's own (tokio's
+/// `Id` hashes as the `u64` it holds).
+pub(crate) fn runtime_number(id: tokio::runtime::Id) -> u64 {
+    struct Number(u64);
+    impl Hasher for Number {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+    let mut number = Number(0);
+    id.hash(&mut number);
+    number.0
+}
+
 /// A task that never completes, whose drop (its runtime shutting down) drops the run loops
-/// of the system's dormant actors, as the runtime drops those of its tasks: an actor's state
-/// (its sockets, files, children) goes with the runtime, woken or not.
+/// of the system's dormant actors on that runtime, as the runtime drops those of its tasks:
+/// an actor's state (its sockets, files, children) goes with its runtime, woken or not.
 pub(crate) struct Keeper {
-    /// Called with the system's dormant actors when the runtime drops this task.
+    /// Called when the runtime drops this task.
     pub(crate) on_drop: Option<Box<dyn FnOnce() + Send>>,
 }
 

@@ -385,11 +385,16 @@ impl<A: Actor> Mailbox<A> {
         Ok(())
     }
 
-    /// Takes a dormant actor's waker out, unwoken (its runtime shut down): dropped, it drops
-    /// the run loop.
-    pub(crate) fn take_dormant(&self) -> Option<Waker> {
+    /// Takes a dormant actor's waker out, unwoken, if it runs on `runtime` (which shut
+    /// down): dropped, it drops the run loop.
+    pub(crate) fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<Waker> {
         let mut lanes = self.lock();
-        if lanes.dormant {
+        if lanes.dormant
+            && lanes
+                .waker
+                .as_ref()
+                .is_some_and(|w| crate::dormant::Dormant::runs_on(w, runtime))
+        {
             self.take_receiver(&mut lanes)
         } else {
             None

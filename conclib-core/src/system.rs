@@ -15,7 +15,7 @@ use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, CellCore, ErasedCell};
 use crate::context::Context;
-use crate::dormant::{Dormant, Keeper, RunFuture};
+use crate::dormant::{Dormant, Keeper, RunFuture, runtime_number};
 use crate::dynamic::DynActorRef;
 use crate::envelope::CatchUnwind;
 use crate::error::{BoxError, LookupError, SpawnError, StopReason};
@@ -98,8 +98,10 @@ struct SystemInner {
     changes: Arc<crate::changes::Changes>,
     /// What the last look saw of every actor, for the next one to read only the changed.
     looked: Mutex<crate::snapshot::Looked>,
-    /// A [`Keeper`] task is there to drop the dormant actors' run loops with its runtime.
-    keeper: AtomicBool,
+    /// The runtimes with a [`Keeper`] task of this system, to drop the dormant actors' run
+    /// loops with them (by [`runtime_number`]), and the last one given a keeper.
+    keepers: Mutex<Vec<u64>>,
+    last_kept: AtomicU64,
 }
 
 /// Every actor of a system that has not finished stopping, each in a slot its mark remembers
@@ -249,7 +251,8 @@ impl ActorSystem {
                 side_entries: std::sync::atomic::AtomicUsize::new(0),
                 changes: Arc::new(crate::changes::Changes::new()),
                 looked: Mutex::new(crate::snapshot::Looked::default()),
-                keeper: AtomicBool::new(false),
+                keepers: Mutex::new(Vec::new()),
+                last_kept: AtomicU64::new(0),
             }),
         }
     }
@@ -605,26 +608,42 @@ impl ActorSystem {
         ActorId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Makes sure a [`Keeper`] task runs on the current runtime (one a system): when the
-    /// runtime shuts down and drops it, the dormant actors' run loops are dropped too, as the
-    /// runtime drops its tasks'. The first runtime the system spawns on keeps them all; a
-    /// later one gets a keeper of its own once that one is gone.
-    fn keep_dormant(&self) {
+    /// Makes sure a [`Keeper`] task of this system runs on `runtime`: when the runtime shuts
+    /// down and drops it, the run loops of the system's dormant actors on that runtime are
+    /// dropped too, as the runtime drops its tasks'. (A system used from several runtimes,
+    /// one a test say, keeps each one's dormant actors apart.)
+    fn keep_dormant(&self, runtime: &tokio::runtime::Handle) {
         let inner = &self.inner;
-        if inner.keeper.load(Ordering::Acquire) || inner.keeper.swap(true, Ordering::AcqRel) {
+        let id = runtime.id();
+        let number = runtime_number(id);
+        // Runtime ids are never reused: the last runtime given a keeper still has it while
+        // it runs.
+        if inner.last_kept.load(Ordering::Acquire) == number {
             return;
         }
+        {
+            let mut keepers = inner.keepers.lock().unwrap_or_else(|e| e.into_inner());
+            inner.last_kept.store(number, Ordering::Release);
+            if keepers.contains(&number) {
+                return;
+            }
+            keepers.push(number);
+        }
         let weak = Arc::downgrade(inner);
-        tokio::spawn(Keeper {
+        runtime.spawn(Keeper {
             on_drop: Some(Box::new(move || {
                 let Some(inner) = weak.upgrade() else { return };
-                inner.keeper.store(false, Ordering::Release);
+                inner
+                    .keepers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|&n| n != number);
                 let cells: Vec<Arc<dyn ErasedCell>> = {
                     let actors = inner.actors.lock().unwrap_or_else(|e| e.into_inner());
                     actors.iter().cloned().collect()
                 };
                 // Dropped outside every lock: a run loop's drop drops its actor and context.
-                let runs: Vec<_> = cells.iter().filter_map(|c| c.take_dormant()).collect();
+                let runs: Vec<_> = cells.iter().filter_map(|c| c.take_dormant(id)).collect();
                 drop(runs);
             })),
         });
@@ -939,9 +958,13 @@ impl<A: Actor> SpawnBuilder<A> {
             cell.core.set_abort(task.abort_handle());
             return Ok(myself);
         }
-        system.keep_dormant();
+        let runtime = tokio::runtime::Handle::current();
+        system.keep_dormant(&runtime);
         let weak: std::sync::Weak<dyn ErasedCell> = Arc::downgrade(&cell) as _;
-        if let Err(waker) = cell.mailbox.register_dormant(Dormant::waker(run, weak)) {
+        if let Err(waker) = cell
+            .mailbox
+            .register_dormant(Dormant::waker(run, runtime, weak))
+        {
             // Something to do already (`on_start` sent the actor a message): start it now.
             waker.wake();
         }
