@@ -22,6 +22,8 @@ struct Counter {
     seen: usize,
     stopped: Option<Arc<AtomicUsize>>,
     handled: Option<Arc<AtomicUsize>>,
+    /// The task each `on_stop` ran in.
+    stop_tasks: Option<Arc<std::sync::Mutex<Vec<Option<tokio::task::Id>>>>>,
     #[allow(dead_code)] // held for its drop
     guard: Option<Dropped>,
 }
@@ -30,6 +32,9 @@ impl Actor for Counter {
     async fn on_stop(&mut self, _: &mut Context<Self>, _: &StopReason) -> Result<(), BoxError> {
         if let Some(s) = &self.stopped {
             s.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(t) = &self.stop_tasks {
+            t.lock().unwrap().push(tokio::task::try_id());
         }
         Ok(())
     }
@@ -253,4 +258,88 @@ fn a_runtime_s_end_leaves_another_runtime_s_dormant_actors_alone() {
     assert_eq!(second.block_on(b.ask(Get)).unwrap(), 1, "and answers");
     drop(second);
     assert!(on_second.load(Ordering::SeqCst));
+}
+
+/// Its `on_stop` waits (a timer) before it counts.
+struct SlowStop(Arc<AtomicUsize>);
+impl Actor for SlowStop {
+    async fn on_stop(&mut self, _: &mut Context<Self>, _: &StopReason) -> Result<(), BoxError> {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Spawns a child in `on_start` (and shows it): its stop waits for the child's.
+struct Parent(Arc<std::sync::Mutex<Option<ActorRef<Counter>>>>);
+impl Actor for Parent {
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+        let child = ctx.spawn_child(Counter::default()).await?;
+        *self.0.lock().unwrap() = Some(child);
+        Ok(())
+    }
+}
+
+/// Its `on_stop` panics.
+struct PanicOnStop;
+impl Actor for PanicOnStop {
+    async fn on_stop(&mut self, _: &mut Context<Self>, _: &StopReason) -> Result<(), BoxError> {
+        panic!("on_stop went wrong");
+    }
+}
+
+/// On one thread, a dormant actor's stop runs in the system's keeper task (no task of its
+/// own); what waits there (a timer in `on_stop`, children to stop) moves to a task and
+/// finishes; a panic in `on_stop` is the actor's stop reason, as anywhere.
+#[tokio::test]
+async fn on_one_thread_a_dormant_actor_s_stop_needs_no_task() {
+    let system = ActorSystem::new("t");
+    let stopped = Arc::new(AtomicUsize::new(0));
+    async fn promptly(stop: impl std::future::Future<Output = StopReason>) -> StopReason {
+        tokio::time::timeout(Duration::from_secs(10), stop)
+            .await
+            .expect("stopped in time")
+    }
+    let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let make = || Counter {
+        stopped: Some(stopped.clone()),
+        stop_tasks: Some(tasks.clone()),
+        ..Counter::default()
+    };
+    let (one, two) = (
+        system.spawn(make()).await.unwrap(),
+        system.spawn(make()).await.unwrap(),
+    );
+    one.stop();
+    two.kill();
+    assert_eq!(promptly(one.wait_for_stop()).await, StopReason::Normal);
+    assert_eq!(promptly(two.wait_for_stop()).await, StopReason::Killed);
+    assert_eq!(stopped.load(Ordering::SeqCst), 2, "both on_stop ran");
+    let tasks = tasks.lock().unwrap().clone();
+    assert!(tasks[0].is_some(), "in a task");
+    assert_eq!(tasks[0], tasks[1], "the same one: the keeper");
+
+    let slow = system.spawn(SlowStop(stopped.clone())).await.unwrap();
+    slow.stop();
+    assert_eq!(promptly(slow.wait_for_stop()).await, StopReason::Normal);
+    assert_eq!(
+        stopped.load(Ordering::SeqCst),
+        3,
+        "the waiting on_stop finished"
+    );
+
+    let shown = Arc::new(std::sync::Mutex::new(None));
+    let parent = system.spawn(Parent(shown.clone())).await.unwrap();
+    let child = shown.lock().unwrap().take().expect("its child");
+    parent.stop();
+    assert_eq!(promptly(parent.wait_for_stop()).await, StopReason::Normal);
+    assert!(!child.is_alive(), "the child stopped first");
+
+    let panicky = system.spawn(PanicOnStop).await.unwrap();
+    panicky.kill();
+    assert!(matches!(
+        promptly(panicky.wait_for_stop()).await,
+        StopReason::StopFailed { .. }
+    ));
+    system.shutdown(Duration::from_secs(10)).await.unwrap();
 }

@@ -432,6 +432,8 @@ pub trait ErasedCell: Send + Sync + 'static {
     /// A dormant actor's run loop ([`crate::dormant`]) on `runtime`, taken out unwoken, to be
     /// dropped.
     fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<std::task::Waker>;
+    /// Woken while dormant, the actor only has to stop (see [`crate::dormant`]).
+    fn stops_at_once(&self) -> bool;
 }
 
 /// The shared state behind every ref to one actor (opaque).
@@ -456,6 +458,9 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     }
     fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<std::task::Waker> {
         self.mailbox.take_dormant(runtime)
+    }
+    fn stops_at_once(&self) -> bool {
+        self.mailbox.stops_at_once()
     }
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity

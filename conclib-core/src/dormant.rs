@@ -11,12 +11,17 @@
 //! spawns the task there and then, on the runtime the actor was spawned on.
 //!
 //! Every way into a run loop goes through its mailbox (a stop asked for in `on_start` does
-//! not: such an actor starts as a task at once). A runtime that shuts down drops the run
-//! loops of its actors' tasks; a [`Keeper`] task (one a system and runtime) does the same
-//! for the dormant ones spawned on that runtime, and leaves the other runtimes' alone.
+//! not: such an actor starts as a task at once). On a current-thread runtime, a dormant
+//! actor woken to stop with nothing left to handle (stopped or killed before any message)
+//! gets no task of its own either: its last steps (`on_stop`, leaving the registry) run in
+//! the [`Keeper`] task, one a system and runtime, and only if they wait (children to stop,
+//! an `on_stop` that awaits) do they move to a task. A runtime that shuts down drops the run loops of its actors' tasks; the keeper
+//! does the same for the dormant ones spawned on that runtime, and leaves the other
+//! runtimes' alone.
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
@@ -26,24 +31,26 @@ use crate::cell::ErasedCell;
 /// A run loop, boxed, as it waits to become a task.
 pub(crate) type RunFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// A dormant actor's run loop and where it will run; woken, it spawns the task.
+/// A dormant actor's run loop and where it will run; woken, it spawns the task (or hands
+/// a stop to the keeper).
 pub(crate) struct Dormant {
     run: Mutex<Option<RunFuture>>,
-    runtime: tokio::runtime::Handle,
-    /// For the task's abort handle (weak: the cell holds this waker).
+    keeping: Arc<Keeping>,
+    /// For the task's abort handle and the mailbox's state (weak: the cell holds this waker).
     cell: Weak<dyn ErasedCell>,
 }
 
 impl Dormant {
-    /// A waker that spawns `run` on `runtime` when woken; dropped unwoken, it drops `run`.
+    /// A waker that starts `run` on the keeper's runtime when woken; dropped unwoken, it
+    /// drops `run`.
     pub(crate) fn waker(
         run: RunFuture,
-        runtime: tokio::runtime::Handle,
+        keeping: Arc<Keeping>,
         cell: Weak<dyn ErasedCell>,
     ) -> Waker {
         let dormant = Arc::new(Dormant {
             run: Mutex::new(Some(run)),
-            runtime,
+            keeping,
             cell,
         });
         let raw = RawWaker::new(Arc::into_raw(dormant).cast(), &VTABLE);
@@ -55,17 +62,27 @@ impl Dormant {
     pub(crate) fn runs_on(waker: &Waker, runtime: tokio::runtime::Id) -> bool {
         std::ptr::eq(waker.vtable(), &VTABLE)
             // SAFETY: a waker with this vtable holds an `Arc<Dormant>` (see `waker`).
-            && unsafe { &*waker.data().cast::<Dormant>() }.runtime.id() == runtime
+            && unsafe { &*waker.data().cast::<Dormant>() }.keeping.runtime.id() == runtime
     }
 
     fn start(&self) {
         let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(run) = run {
-            // On a runtime that shut down, tokio drops `run` at once (as it did the tasks).
-            let task = self.runtime.spawn(run);
-            if let Some(cell) = self.cell.upgrade() {
-                cell.core().set_abort(task.abort_handle());
+        let Some(run) = run else { return };
+        let cell = self.cell.upgrade();
+        // Stopping with nothing to handle, on one thread: the last steps, in the keeper.
+        let run = match &cell {
+            Some(cell) if self.keeping.one_thread && cell.stops_at_once() => {
+                match self.keeping.finish(run, &self.cell) {
+                    Ok(()) => return,
+                    Err(run) => run,
+                }
             }
+            _ => run,
+        };
+        // On a runtime that shut down, tokio drops `run` at once (as it did the tasks).
+        let task = self.keeping.runtime.spawn(run);
+        if let Some(cell) = cell {
+            cell.core().set_abort(task.abort_handle());
         }
     }
 }
@@ -96,8 +113,8 @@ unsafe fn drop_waker(data: *const ()) {
     drop(unsafe { Arc::from_raw(data.cast::<Dormant>()) });
 }
 
-/// A number for a runtime's id, for a quick comparison in an atomic: the id's own (tokio's
-/// `Id` hashes as the `u64` it holds).
+/// A number for a runtime's id, for a quick comparison: the id's own (tokio's `Id` hashes as
+/// the `u64` it holds).
 pub(crate) fn runtime_number(id: tokio::runtime::Id) -> u64 {
     struct Number(u64);
     impl Hasher for Number {
@@ -118,23 +135,126 @@ pub(crate) fn runtime_number(id: tokio::runtime::Id) -> u64 {
     number.0
 }
 
-/// A task that never completes, whose drop (its runtime shutting down) drops the run loops
-/// of the system's dormant actors on that runtime, as the runtime drops those of its tasks:
-/// an actor's state (its sockets, files, children) goes with its runtime, woken or not.
+/// What a system's dormant actors on one runtime share: the runtime, and the stops its
+/// [`Keeper`] task runs.
+pub(crate) struct Keeping {
+    runtime: tokio::runtime::Handle,
+    /// A current-thread runtime: the keeper runs the stops of dormant actors. (Not on
+    /// several workers: there, a task for each spreads the stops over the workers, and
+    /// stopping 100,000 dormant actors went 1.27M -> 1.00-1.10M/s through one keeper, while
+    /// on one thread it went 0.78-0.81M -> 1.15-1.19M/s; BENCHMARKS.md, "Actors start
+    /// dormant".)
+    one_thread: bool,
+    queue: Mutex<Queue>,
+}
+
+#[derive(Default)]
+struct Queue {
+    stops: Vec<(RunFuture, Weak<dyn ErasedCell>)>,
+    /// The keeper task's waker, while it waits for stops.
+    waker: Option<Waker>,
+    /// The keeper is gone (its runtime shut down): stops go to `runtime.spawn`, which drops
+    /// them.
+    closed: bool,
+}
+
+/// The most stops a keeper runs in one poll before it lets the runtime's other tasks run.
+const STOPS_A_POLL: usize = 64;
+
+impl Keeping {
+    pub(crate) fn new(runtime: tokio::runtime::Handle) -> Arc<Keeping> {
+        Arc::new(Keeping {
+            one_thread: runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread,
+            runtime,
+            queue: Mutex::new(Queue::default()),
+        })
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Queues a run loop that only has its last steps to run; gives it back if the keeper
+    /// is gone.
+    fn finish(&self, run: RunFuture, cell: &Weak<dyn ErasedCell>) -> Result<(), RunFuture> {
+        let mut queue = self.lock();
+        if queue.closed {
+            return Err(run);
+        }
+        queue.stops.push((run, cell.clone()));
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The task, one a system and runtime, that runs the last steps of actors stopped while
+/// dormant, and whose drop (its runtime shutting down) drops the run loops of the system's
+/// dormant actors on that runtime, as the runtime drops those of its tasks: an actor's state
+/// (its sockets, files, children) goes with its runtime, woken or not.
 pub(crate) struct Keeper {
+    pub(crate) keeping: Arc<Keeping>,
     /// Called when the runtime drops this task.
     pub(crate) on_drop: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Future for Keeper {
     type Output = ();
-    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let stops = {
+            let mut queue = self.keeping.lock();
+            if queue.stops.is_empty() {
+                match &mut queue.waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
+                }
+                return Poll::Pending;
+            }
+            let from = queue.stops.len().saturating_sub(STOPS_A_POLL);
+            queue.stops.split_off(from)
+        };
+        // Polled with a waker that does nothing: a run loop that waits goes to a task of its
+        // own, whose first poll looks at everything again and registers the task's waker.
+        let mut noop = Context::from_waker(Waker::noop());
+        for (mut run, cell) in stops {
+            let poll = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let mut unconstrained = tokio::task::coop::unconstrained(run.as_mut());
+                Pin::new(&mut unconstrained).poll(&mut noop)
+            }));
+            match poll {
+                Ok(Poll::Pending) => {
+                    let task = self.keeping.runtime.spawn(run);
+                    if let Some(cell) = cell.upgrade() {
+                        cell.core().set_abort(task.abort_handle());
+                    }
+                }
+                // Done, or it panicked (the run loop catches the actor's panics; one that got
+                // out ends this actor as it would have ended its task).
+                Ok(Poll::Ready(())) | Err(_) => {}
+            }
+        }
+        // More may have come: look again after the runtime's other tasks.
+        cx.waker().wake_by_ref();
         Poll::Pending
     }
 }
 
 impl Drop for Keeper {
     fn drop(&mut self) {
+        let stops = {
+            let mut queue = self.keeping.lock();
+            queue.closed = true;
+            queue.waker = None;
+            std::mem::take(&mut queue.stops)
+        };
+        drop(stops);
         if let Some(f) = self.on_drop.take() {
             f();
         }

@@ -385,6 +385,22 @@ impl<A: Actor> Mailbox<A> {
         Ok(())
     }
 
+    /// A dormant actor was woken to stop with nothing left to handle: killed, or closed
+    /// with no message queued (a closed mailbox takes none). Its run loop only has its last
+    /// steps to run ([`crate::dormant`]).
+    pub(crate) fn stops_at_once(&self) -> bool {
+        if self.killed.load(Ordering::Acquire) {
+            return true;
+        }
+        let lanes = self.lock();
+        lanes.closed
+            && lanes.normal.is_empty()
+            && lanes
+                .priority
+                .as_deref()
+                .is_none_or(|p| p.high.is_empty() && p.control.is_empty())
+    }
+
     /// Takes a dormant actor's waker out, unwoken, if it runs on `runtime` (which shut
     /// down): dropped, it drops the run loop.
     pub(crate) fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<Waker> {

@@ -15,7 +15,7 @@ use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, CellCore, ErasedCell};
 use crate::context::Context;
-use crate::dormant::{Dormant, Keeper, RunFuture, runtime_number};
+use crate::dormant::{Dormant, Keeper, Keeping, RunFuture, runtime_number};
 use crate::dynamic::DynActorRef;
 use crate::envelope::CatchUnwind;
 use crate::error::{BoxError, LookupError, SpawnError, StopReason};
@@ -98,10 +98,9 @@ struct SystemInner {
     changes: Arc<crate::changes::Changes>,
     /// What the last look saw of every actor, for the next one to read only the changed.
     looked: Mutex<crate::snapshot::Looked>,
-    /// The runtimes with a [`Keeper`] task of this system, to drop the dormant actors' run
-    /// loops with them (by [`runtime_number`]), and the last one given a keeper.
-    keepers: Mutex<Vec<u64>>,
-    last_kept: AtomicU64,
+    /// What this system's dormant actors share on each runtime with a [`Keeper`] task of
+    /// the system (by [`runtime_number`]).
+    keepers: RwLock<Vec<(u64, Arc<Keeping>)>>,
 }
 
 /// Every actor of a system that has not finished stopping, each in a slot its mark remembers
@@ -251,8 +250,7 @@ impl ActorSystem {
                 side_entries: std::sync::atomic::AtomicUsize::new(0),
                 changes: Arc::new(crate::changes::Changes::new()),
                 looked: Mutex::new(crate::snapshot::Looked::default()),
-                keepers: Mutex::new(Vec::new()),
-                last_kept: AtomicU64::new(0),
+                keepers: RwLock::new(Vec::new()),
             }),
         }
     }
@@ -608,36 +606,42 @@ impl ActorSystem {
         ActorId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Makes sure a [`Keeper`] task of this system runs on `runtime`: when the runtime shuts
-    /// down and drops it, the run loops of the system's dormant actors on that runtime are
-    /// dropped too, as the runtime drops its tasks'. (A system used from several runtimes,
-    /// one a test say, keeps each one's dormant actors apart.)
-    fn keep_dormant(&self, runtime: &tokio::runtime::Handle) {
-        let inner = &self.inner;
+    /// What the system's dormant actors on the current runtime share, with a [`Keeper`] task
+    /// there: it runs the last steps of those stopped while dormant, and when the runtime
+    /// shuts down and drops it, their run loops are dropped too, as the runtime drops its
+    /// tasks'. (A system used from several runtimes, one a test say, keeps each one's
+    /// dormant actors apart.)
+    fn keeping(&self) -> Arc<Keeping> {
+        let runtime = tokio::runtime::Handle::current();
         let id = runtime.id();
         let number = runtime_number(id);
-        // Runtime ids are never reused: the last runtime given a keeper still has it while
-        // it runs.
-        if inner.last_kept.load(Ordering::Acquire) == number {
-            return;
+        let inner = &self.inner;
+        let found = |keepers: &[(u64, Arc<Keeping>)]| {
+            keepers
+                .iter()
+                .find(|(n, _)| *n == number)
+                .map(|(_, k)| k.clone())
+        };
+        if let Some(k) = found(&inner.keepers.read().unwrap_or_else(|e| e.into_inner())) {
+            return k;
         }
-        {
-            let mut keepers = inner.keepers.lock().unwrap_or_else(|e| e.into_inner());
-            inner.last_kept.store(number, Ordering::Release);
-            if keepers.contains(&number) {
-                return;
-            }
-            keepers.push(number);
+        let mut keepers = inner.keepers.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = found(&keepers) {
+            return k;
         }
+        let keeping = Keeping::new(runtime);
+        keepers.push((number, keeping.clone()));
+        drop(keepers);
         let weak = Arc::downgrade(inner);
-        runtime.spawn(Keeper {
+        keeping.runtime().spawn(Keeper {
+            keeping: keeping.clone(),
             on_drop: Some(Box::new(move || {
                 let Some(inner) = weak.upgrade() else { return };
                 inner
                     .keepers
-                    .lock()
+                    .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .retain(|&n| n != number);
+                    .retain(|(n, _)| *n != number);
                 let cells: Vec<Arc<dyn ErasedCell>> = {
                     let actors = inner.actors.lock().unwrap_or_else(|e| e.into_inner());
                     actors.iter().cloned().collect()
@@ -647,6 +651,7 @@ impl ActorSystem {
                 drop(runs);
             })),
         });
+        keeping
     }
 
     fn register(&self, cell: Arc<dyn ErasedCell>) -> Result<(), SpawnError> {
@@ -858,7 +863,9 @@ impl<A: Actor> SpawnBuilder<A> {
     /// Registers the actor, runs [`Actor::on_start`], and readies its run loop. The actor's
     /// tokio task starts with the first thing it has to do (a message, a stop, a kill, what
     /// `on_start` left it): until then an idle actor costs no task, no place in the runtime's
-    /// queues and no worker woken.
+    /// queues and no worker woken. On a current-thread runtime, an actor stopped or killed
+    /// before that, with nothing queued, runs its last steps (children, `on_stop`) in a task
+    /// the system keeps there, and moves to a task of its own only if they wait.
     ///
     /// # Errors
     /// [`SpawnError`]: the URN is invalid or taken, `on_start` failed or panicked, or the
@@ -958,12 +965,11 @@ impl<A: Actor> SpawnBuilder<A> {
             cell.core.set_abort(task.abort_handle());
             return Ok(myself);
         }
-        let runtime = tokio::runtime::Handle::current();
-        system.keep_dormant(&runtime);
+        let keeping = system.keeping();
         let weak: std::sync::Weak<dyn ErasedCell> = Arc::downgrade(&cell) as _;
         if let Err(waker) = cell
             .mailbox
-            .register_dormant(Dormant::waker(run, runtime, weak))
+            .register_dormant(Dormant::waker(run, keeping, weak))
         {
             // Something to do already (`on_start` sent the actor a message): start it now.
             waker.wake();
