@@ -55,6 +55,13 @@ impl Handler<Get> for Counter {
     }
 }
 
+/// Waits for an actor's stop, ten seconds at most.
+async fn promptly(stop: impl std::future::Future<Output = StopReason>) -> StopReason {
+    tokio::time::timeout(Duration::from_secs(10), stop)
+        .await
+        .expect("stopped in time")
+}
+
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()
         .metrics()
@@ -90,21 +97,11 @@ async fn a_dormant_actor_stops_and_is_killed_like_any_other() {
     };
     let a = system.spawn(make()).await.unwrap();
     a.stop();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), a.wait_for_stop())
-            .await
-            .unwrap(),
-        StopReason::Normal
-    );
+    assert_eq!(promptly(a.wait_for_stop()).await, StopReason::Normal);
     assert_eq!(stopped.load(Ordering::SeqCst), 1, "on_stop ran");
     let b = system.spawn(make()).await.unwrap();
     b.kill();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), b.wait_for_stop())
-            .await
-            .unwrap(),
-        StopReason::Killed
-    );
+    assert_eq!(promptly(b.wait_for_stop()).await, StopReason::Killed);
     // Told, then stopped (its task may not have run yet): the message is handled first.
     let handled = Arc::new(AtomicUsize::new(0));
     let c = system
@@ -116,12 +113,7 @@ async fn a_dormant_actor_stops_and_is_killed_like_any_other() {
         .unwrap();
     c.tell(Get).await.unwrap();
     c.stop();
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), c.wait_for_stop())
-            .await
-            .unwrap(),
-        StopReason::Normal
-    );
+    assert_eq!(promptly(c.wait_for_stop()).await, StopReason::Normal);
     assert_eq!(handled.load(Ordering::SeqCst), 1);
     assert_eq!(stopped.load(Ordering::SeqCst), 3);
     system.shutdown(Duration::from_secs(10)).await.unwrap();
@@ -169,9 +161,7 @@ async fn what_on_start_leaves_to_do_starts_the_actor() {
         .unwrap();
     let quitter = system.spawn(Quitter).await.unwrap();
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(10), quitter.wait_for_stop())
-            .await
-            .unwrap(),
+        promptly(quitter.wait_for_stop()).await,
         StopReason::Escalated("done at once".into())
     );
 }
@@ -295,11 +285,6 @@ impl Actor for PanicOnStop {
 async fn on_one_thread_a_dormant_actor_s_stop_needs_no_task() {
     let system = ActorSystem::new("t");
     let stopped = Arc::new(AtomicUsize::new(0));
-    async fn promptly(stop: impl std::future::Future<Output = StopReason>) -> StopReason {
-        tokio::time::timeout(Duration::from_secs(10), stop)
-            .await
-            .expect("stopped in time")
-    }
     let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
     let make = || Counter {
         stopped: Some(stopped.clone()),
