@@ -127,7 +127,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--viewer" => {
-                let (url, namespace) = (args.next().expect("url"), args.next().expect("ns"));
+                let (url, namespace) = (
+                    args.next().ok_or("--viewer takes a URL and a namespace")?,
+                    args.next().ok_or("--viewer takes a URL and a namespace")?,
+                );
                 return tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?
@@ -137,11 +140,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 actors = args
                     .next()
                     .and_then(|v| v.parse().ok())
-                    .expect("--actors N")
+                    .ok_or("--actors takes a number")?
             }
-            "--secs" => secs = args.next().and_then(|v| v.parse().ok()).expect("--secs N"),
+            "--secs" => {
+                secs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--secs takes a number")?
+            }
             "--snapshots" => snapshots = true,
-            _ => panic!("usage: idle_proxy [--actors N] [--secs S] [--snapshots]"),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (usage: idle_proxy [--actors N] [--secs S] [--snapshots])"
+                )
+                .into());
+            }
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

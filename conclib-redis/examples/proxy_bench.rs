@@ -39,7 +39,21 @@ struct Args {
     client_threads: usize,
 }
 
+const USAGE: &str = "usage: proxy_bench [--secs N] [--seq N] [--proxy-threads N] \
+[--client-threads N] [--url redis://..] [--namespace NAME]";
+
+/// The command line, or a one-line reason and the usage (exit status 2).
 fn args() -> Args {
+    match parse(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("proxy_bench: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         serve: false,
         url: None,
@@ -49,31 +63,29 @@ fn args() -> Args {
         proxy_threads: 1,
         client_threads: 1,
     };
-    let mut it = std::env::args().skip(1);
+    fn number<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
+        v.as_deref()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("{flag} takes a number"))
+    }
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--serve" => a.serve = true,
-            "--url" => a.url = it.next(),
-            "--namespace" => a.namespace = it.next().expect("--namespace NAME"),
-            "--secs" => a.secs = it.next().and_then(|s| s.parse().ok()).expect("--secs N"),
-            "--seq" => a.seq = it.next().and_then(|s| s.parse().ok()).expect("--seq N"),
-            "--proxy-threads" => {
-                a.proxy_threads = it
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .expect("--proxy-threads N")
-            }
-            "--client-threads" => {
-                a.client_threads = it
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .expect("--client-threads N")
-            }
+            "--url" => a.url = Some(it.next().ok_or("--url takes a URL")?),
+            "--namespace" => a.namespace = it.next().ok_or("--namespace takes a name")?,
+            "--secs" => a.secs = number("--secs", it.next())?,
+            "--seq" => a.seq = number("--seq", it.next())?,
+            "--proxy-threads" => a.proxy_threads = number("--proxy-threads", it.next())?,
+            "--client-threads" => a.client_threads = number("--client-threads", it.next())?,
             "--bench" => {} // passed by `cargo bench`
-            other => panic!("unknown argument {other}"),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
         }
     }
-    a
+    Ok(a)
 }
 
 fn main() {
