@@ -434,6 +434,8 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<std::task::Waker>;
     /// Woken while dormant, the actor only has to stop (see [`crate::dormant`]).
     fn stops_at_once(&self) -> bool;
+    /// The run loop moves from the keeper to a task of its own (see [`crate::dormant`]).
+    fn forget_waker(&self);
 }
 
 /// The shared state behind every ref to one actor (opaque).
@@ -461,6 +463,9 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     }
     fn stops_at_once(&self) -> bool {
         self.mailbox.stops_at_once()
+    }
+    fn forget_waker(&self) {
+        self.mailbox.forget_waker();
     }
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity

@@ -230,8 +230,12 @@ impl Future for Keeper {
             }));
             match poll {
                 Ok(Poll::Pending) => {
+                    let cell = cell.upgrade();
+                    if let Some(cell) = &cell {
+                        cell.forget_waker();
+                    }
                     let task = self.keeping.runtime.spawn(run);
-                    if let Some(cell) = cell.upgrade() {
+                    if let Some(cell) = cell {
                         cell.core().set_abort(task.abort_handle());
                     }
                 }

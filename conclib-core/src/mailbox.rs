@@ -401,6 +401,16 @@ impl<A: Actor> Mailbox<A> {
                 .is_none_or(|p| p.high.is_empty() && p.control.is_empty())
     }
 
+    /// Drops whatever waker the run loop left (the keeper's, which does nothing) as it
+    /// moves to a task of its own: that task's first look then takes the lock and registers
+    /// its waker, rather than finding the mailbox armed for the old one.
+    pub(crate) fn forget_waker(&self) {
+        let mut lanes = self.lock();
+        let waker = self.take_waker(&mut lanes);
+        drop(lanes);
+        drop(waker);
+    }
+
     /// Takes a dormant actor's waker out, unwoken, if it runs on `runtime` (which shut
     /// down): dropped, it drops the run loop.
     pub(crate) fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<Waker> {
