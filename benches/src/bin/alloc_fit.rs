@@ -15,7 +15,8 @@
 //!
 //! Each argument is the sizes in bytes as requested, in the order allocated, separated by
 //! `:`: the cell (the `Arc`'s 16 bytes of counts included), any boxes, and last tokio's
-//! task (128-aligned); a size written `128a` is the aligned one wherever it stands. With no
+//! task (128-aligned); a size written `128a` is the aligned one wherever it stands, and a
+//! size written `72u` says no allocation is aligned (a dormant actor has no task). With no
 //! arguments it prints the layouts BENCHMARKS.md compares ("One allocation less", "Every
 //! actor 138 bytes smaller"). Each prints `RESULT layout=.. bytes_per_actor=..`. The
 //! registry's table (about 26 bytes an actor) is not in these figures; the `spawn`
@@ -72,16 +73,21 @@ fn measure(sizes: &[(usize, bool)]) -> f64 {
 }
 
 /// `cell:..:task`, every size above zero; a size ending in `a` is the 128-aligned one (by
-/// default the last).
+/// default the last); one ending in `u` says none is (a dormant actor, which has no task).
 fn parse(arg: &str) -> Option<Vec<(usize, bool)>> {
+    let none_aligned = arg.split(':').any(|p| p.ends_with('u'));
     let mut sizes: Vec<(usize, bool)> = arg
         .split(':')
         .map(|p| {
+            let p = p.strip_suffix('u').unwrap_or(p);
             let (n, aligned) = p.strip_suffix('a').map_or((p, false), |n| (n, true));
-            n.parse().ok().filter(|&n: &usize| n > 0).map(|n| (n, aligned))
+            n.parse()
+                .ok()
+                .filter(|&n: &usize| n > 0)
+                .map(|n| (n, aligned))
         })
         .collect::<Option<_>>()?;
-    if !sizes.iter().any(|&(_, aligned)| aligned) {
+    if !none_aligned && !sizes.iter().any(|&(_, aligned)| aligned) {
         sizes.last_mut()?.1 = true;
     }
     (sizes.len() >= 2).then_some(sizes)
