@@ -3,7 +3,7 @@
 //! Most actors of a large system sit idle most of the time: spawned, named, asked later or
 //! never. A tokio task from the first moment costs the task's allocation, its entry in the
 //! runtime's list of tasks, a schedule that may wake an idle worker through the kernel, and a
-//! first poll that only finds the mailbox empty (on a 2-worker runtime, about half of a
+//! first poll that only finds the mailbox empty (on a 2-worker runtime, more than half of a
 //! spawn's time went to that hand-over; BENCHMARKS.md, "Actors start dormant"). So an actor
 //! that has nothing to do when [`spawn`](crate::SpawnBuilder::spawn) returns starts dormant:
 //! its run loop waits, boxed, as the waker in its mailbox's slot. Whatever the mailbox would
@@ -15,9 +15,10 @@
 //! actor woken to stop with nothing left to handle (stopped or killed before any message)
 //! gets no task of its own either: its last steps (`on_stop`, leaving the registry) run in
 //! the [`Keeper`] task, one a system and runtime, and only if they wait (children to stop,
-//! an `on_stop` that awaits) do they move to a task. A runtime that shuts down drops the run loops of its actors' tasks; the keeper
-//! does the same for the dormant ones spawned on that runtime, and leaves the other
-//! runtimes' alone.
+//! an `on_stop` that awaits) do they move to a task.
+//!
+//! A runtime that shuts down drops the run loops of its actors' tasks; the keeper does the
+//! same for the dormant ones spawned on that runtime, and leaves the other runtimes' alone.
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
