@@ -328,3 +328,28 @@ async fn on_one_thread_a_dormant_actor_s_stop_needs_no_task() {
     ));
     system.shutdown(Duration::from_secs(10)).await.unwrap();
 }
+
+/// Awaited outside any tokio runtime, `spawn` says so (a typed error, no panic) and leaves
+/// nothing behind: the URN stays free.
+#[test]
+fn spawn_outside_a_runtime_is_a_typed_error() {
+    let system = ActorSystem::new("t");
+    let mut spawn = std::pin::pin!(system.build(Counter::default()).urn("counter:1").spawn());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match spawn.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(Err(conclib::error::SpawnError::NoRuntime)) => {}
+        other => panic!("expected NoRuntime, got {:?}", other.map(|r| r.map(|_| ()))),
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let again = system
+            .build(Counter::default())
+            .urn("counter:1")
+            .spawn()
+            .await;
+        assert!(again.is_ok(), "the URN was not taken by the failed spawn");
+    });
+}

@@ -214,6 +214,10 @@ pub enum SpawnError {
     /// The system (or the parent actor) is shutting down.
     #[error("the actor system is shutting down")]
     ShuttingDown,
+    /// `spawn` was awaited outside a tokio runtime, where the actor could not run: await it
+    /// from a task of one (`#[tokio::main]`, `Runtime::block_on`).
+    #[error("spawn needs a tokio runtime: await it inside one (#[tokio::main], Runtime::block_on)")]
+    NoRuntime,
 }
 
 /// Why a URN lookup failed.

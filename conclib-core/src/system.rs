@@ -606,13 +606,12 @@ impl ActorSystem {
         ActorId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// What the system's dormant actors on the current runtime share, with a [`Keeper`] task
+    /// What the system's dormant actors on `runtime` share, with a [`Keeper`] task
     /// there: it runs the last steps of those stopped while dormant, and when the runtime
     /// shuts down and drops it, their run loops are dropped too, as the runtime drops its
     /// tasks'. (A system used from several runtimes, one a test say, keeps each one's
     /// dormant actors apart.)
-    fn keeping(&self) -> Arc<Keeping> {
-        let runtime = tokio::runtime::Handle::current();
+    fn keeping(&self, runtime: tokio::runtime::Handle) -> Arc<Keeping> {
         let id = runtime.id();
         let number = runtime_number(id);
         let inner = &self.inner;
@@ -868,8 +867,8 @@ impl<A: Actor> SpawnBuilder<A> {
     /// the system keeps there, and moves to a task of its own only if they wait.
     ///
     /// # Errors
-    /// [`SpawnError`]: the URN is invalid or taken, `on_start` failed or panicked, or the
-    /// system (or the parent) is stopping.
+    /// [`SpawnError`]: the URN is invalid or taken, `on_start` failed or panicked, the
+    /// system (or the parent) is stopping, or no tokio runtime runs this (`NoRuntime`).
     pub async fn spawn(self) -> Result<ActorRef<A>, SpawnError> {
         let SpawnBuilder {
             system,
@@ -889,6 +888,7 @@ impl<A: Actor> SpawnBuilder<A> {
         if matches!(policy, PanicPolicy::Restart(_)) && factory.is_none() {
             return Err(SpawnError::NoRestartFactory);
         }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
         let urn = urn.map(Urn::try_from).transpose()?;
         let id = system.next_id();
         let mark = crate::changes::Mark::new(Some((system.inner.changes.clone(), id)));
@@ -961,11 +961,11 @@ impl<A: Actor> SpawnBuilder<A> {
             Box::pin(run.instrument(span))
         };
         if starts_now {
-            let task = tokio::spawn(run);
+            let task = runtime.spawn(run);
             cell.core.set_abort(task.abort_handle());
             return Ok(myself);
         }
-        let keeping = system.keeping();
+        let keeping = system.keeping(runtime);
         let weak: std::sync::Weak<dyn ErasedCell> = Arc::downgrade(&cell) as _;
         if let Err(waker) = cell
             .mailbox
