@@ -21,7 +21,6 @@
 //! same for the dormant ones spawned on that runtime, and leaves the other runtimes' alone.
 
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -112,28 +111,6 @@ unsafe fn wake_by_ref(data: *const ()) {
 unsafe fn drop_waker(data: *const ()) {
     // SAFETY: as in `clone`; dropping the waker gives its count back.
     drop(unsafe { Arc::from_raw(data.cast::<Dormant>()) });
-}
-
-/// A number for a runtime's id, for a quick comparison: the id's own (tokio's `Id` hashes as
-/// the `u64` it holds).
-pub(crate) fn runtime_number(id: tokio::runtime::Id) -> u64 {
-    struct Number(u64);
-    impl Hasher for Number {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for &b in bytes {
-                self.0 = self.0.rotate_left(8) ^ u64::from(b);
-            }
-        }
-        fn write_u64(&mut self, n: u64) {
-            self.0 = n;
-        }
-    }
-    let mut number = Number(0);
-    id.hash(&mut number);
-    number.0
 }
 
 /// What a system's dormant actors on one runtime share: the runtime, and the stops its

@@ -248,9 +248,8 @@ struct Lanes<A: Actor> {
     /// the two at once, and a waker left from waiting for mail does for a handler too.
     waker: Option<Waker>,
     /// The waker is there for mail: a sender takes it. (Without it, only a kill does.)
+    /// A dormant actor's ([`crate::dormant`]) is, and waking it spawns the task.
     for_mail: bool,
-    /// The waker is a dormant actor's ([`crate::dormant`]): waking it spawns the task.
-    dormant: bool,
     /// No more user messages (stop was asked for); control still flows.
     closed: bool,
     /// The actor is gone: nothing is taken any more.
@@ -320,7 +319,6 @@ impl<A: Actor> Mailbox<A> {
                 normal: VecDeque::new(),
                 waker: None,
                 for_mail: false,
-                dormant: false,
                 closed: false,
                 dead: false,
             }),
@@ -359,7 +357,6 @@ impl<A: Actor> Mailbox<A> {
             return None;
         }
         lanes.for_mail = false;
-        lanes.dormant = false;
         self.armed.store(false, Ordering::Release);
         lanes.waker.take()
     }
@@ -380,7 +377,6 @@ impl<A: Actor> Mailbox<A> {
         }
         lanes.waker = Some(waker);
         lanes.for_mail = true;
-        lanes.dormant = true;
         // Not armed: the task's first look takes the lock and registers its own waker.
         Ok(())
     }
@@ -415,11 +411,10 @@ impl<A: Actor> Mailbox<A> {
     /// down): dropped, it drops the run loop.
     pub(crate) fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<Waker> {
         let mut lanes = self.lock();
-        if lanes.dormant
-            && lanes
-                .waker
-                .as_ref()
-                .is_some_and(|w| crate::dormant::Dormant::runs_on(w, runtime))
+        if lanes
+            .waker
+            .as_ref()
+            .is_some_and(|w| crate::dormant::Dormant::runs_on(w, runtime))
         {
             self.take_receiver(&mut lanes)
         } else {

@@ -15,7 +15,7 @@ use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, CellCore, ErasedCell};
 use crate::context::Context;
-use crate::dormant::{Dormant, Keeper, Keeping, RunFuture, runtime_number};
+use crate::dormant::{Dormant, Keeper, Keeping, RunFuture};
 use crate::dynamic::DynActorRef;
 use crate::envelope::CatchUnwind;
 use crate::error::{BoxError, LookupError, SpawnError, StopReason};
@@ -99,8 +99,8 @@ struct SystemInner {
     /// What the last look saw of every actor, for the next one to read only the changed.
     looked: Mutex<crate::snapshot::Looked>,
     /// What this system's dormant actors share on each runtime with a [`Keeper`] task of
-    /// the system (by [`runtime_number`]).
-    keepers: RwLock<Vec<(u64, Arc<Keeping>)>>,
+    /// the system, by the runtime's id.
+    keepers: RwLock<Vec<(tokio::runtime::Id, Arc<Keeping>)>>,
 }
 
 /// Every actor of a system that has not finished stopping, each in a slot its mark remembers
@@ -613,12 +613,11 @@ impl ActorSystem {
     /// dormant actors apart.)
     fn keeping(&self, runtime: tokio::runtime::Handle) -> Arc<Keeping> {
         let id = runtime.id();
-        let number = runtime_number(id);
         let inner = &self.inner;
-        let found = |keepers: &[(u64, Arc<Keeping>)]| {
+        let found = |keepers: &[(tokio::runtime::Id, Arc<Keeping>)]| {
             keepers
                 .iter()
-                .find(|(n, _)| *n == number)
+                .find(|(on, _)| *on == id)
                 .map(|(_, k)| k.clone())
         };
         if let Some(k) = found(&inner.keepers.read().unwrap_or_else(|e| e.into_inner())) {
@@ -629,7 +628,7 @@ impl ActorSystem {
             return k;
         }
         let keeping = Keeping::new(runtime);
-        keepers.push((number, keeping.clone()));
+        keepers.push((id, keeping.clone()));
         drop(keepers);
         let weak = Arc::downgrade(inner);
         keeping.runtime().spawn(Keeper {
@@ -640,7 +639,7 @@ impl ActorSystem {
                     .keepers
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
-                    .retain(|(n, _)| *n != number);
+                    .retain(|(on, _)| *on != id);
                 let cells: Vec<Arc<dyn ErasedCell>> = {
                     let actors = inner.actors.lock().unwrap_or_else(|e| e.into_inner());
                     actors.iter().cloned().collect()
