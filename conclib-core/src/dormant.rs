@@ -79,11 +79,7 @@ impl Dormant {
             }
             _ => run,
         };
-        // On a runtime that shut down, tokio drops `run` at once (as it did the tasks).
-        let task = self.keeping.runtime.spawn(run);
-        if let Some(cell) = cell {
-            cell.core().set_abort(task.abort_handle());
-        }
+        self.keeping.spawn(run, cell.as_deref());
     }
 }
 
@@ -152,6 +148,16 @@ impl Keeping {
         &self.runtime
     }
 
+    /// Spawns a run loop's task, whose abort handle its cell keeps (for a shutdown that
+    /// times out). On a runtime that shut down, tokio drops `run` at once (as it did the
+    /// tasks).
+    fn spawn(&self, run: RunFuture, cell: Option<&dyn ErasedCell>) {
+        let task = self.runtime.spawn(run);
+        if let Some(cell) = cell {
+            cell.core().set_abort(task.abort_handle());
+        }
+    }
+
     /// Queues a run loop that only has its last steps to run; gives it back if the keeper
     /// is gone.
     fn finish(&self, run: RunFuture, cell: &Weak<dyn ErasedCell>) -> Result<(), RunFuture> {
@@ -212,10 +218,7 @@ impl Future for Keeper {
                     if let Some(cell) = &cell {
                         cell.forget_waker();
                     }
-                    let task = self.keeping.runtime.spawn(run);
-                    if let Some(cell) = cell {
-                        cell.core().set_abort(task.abort_handle());
-                    }
+                    self.keeping.spawn(run, cell.as_deref());
                 }
                 // Done, or it panicked (the run loop catches the actor's panics; one that got
                 // out ends this actor as it would have ended its task).

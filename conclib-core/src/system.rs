@@ -945,7 +945,8 @@ impl<A: Actor> SpawnBuilder<A> {
             parent.core().lock_children().push(cell.clone());
         }
         // A stop asked for in `on_start` is in the context, not the mailbox: that actor
-        // starts as a task at once. Any other starts dormant (see `crate::dormant`).
+        // starts at once (its dormant waker woken here). Any other starts dormant (see
+        // `crate::dormant`).
         let starts_now = ctx.pending_stop.is_some();
         // Boxed, not inside tokio's task: there, the run loop's first fields (the batch the
         // actor takes its messages from) would share cache lines with the task's state,
@@ -959,17 +960,11 @@ impl<A: Actor> SpawnBuilder<A> {
         } else {
             Box::pin(run.instrument(span))
         };
-        if starts_now {
-            let task = runtime.spawn(run);
-            cell.core.set_abort(task.abort_handle());
-            return Ok(myself);
-        }
-        let keeping = system.keeping(runtime);
         let weak: std::sync::Weak<dyn ErasedCell> = Arc::downgrade(&cell) as _;
-        if let Err(waker) = cell
-            .mailbox
-            .register_dormant(Dormant::waker(run, keeping, weak))
-        {
+        let waker = Dormant::waker(run, system.keeping(runtime), weak);
+        if starts_now {
+            waker.wake();
+        } else if let Err(waker) = cell.mailbox.register_dormant(waker) {
             // Something to do already (`on_start` sent the actor a message): start it now.
             waker.wake();
         }
