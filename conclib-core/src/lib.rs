@@ -81,6 +81,7 @@ mod message;
 mod messages;
 pub mod metrics;
 mod pool;
+mod registry;
 mod remote;
 mod request;
 mod request_envelope;
