@@ -28,6 +28,16 @@ struct Counter {
     guard: Option<Dropped>,
 }
 
+impl Counter {
+    /// One whose drop sets `flag`.
+    fn guarded(flag: &Arc<AtomicBool>) -> Counter {
+        Counter {
+            guard: Some(Dropped(flag.clone())),
+            ..Counter::default()
+        }
+    }
+}
+
 impl Actor for Counter {
     async fn on_stop(&mut self, _: &mut Context<Self>, _: &StopReason) -> Result<(), BoxError> {
         if let Some(s) = &self.stopped {
@@ -180,20 +190,8 @@ fn a_runtime_that_shuts_down_drops_its_dormant_actors() {
             Arc::new(AtomicBool::new(false)),
         );
         runtime.block_on(async {
-            let a = system
-                .spawn(Counter {
-                    guard: Some(Dropped(idle.clone())),
-                    ..Counter::default()
-                })
-                .await
-                .unwrap();
-            let b = system
-                .spawn(Counter {
-                    guard: Some(Dropped(woken.clone())),
-                    ..Counter::default()
-                })
-                .await
-                .unwrap();
+            let a = system.spawn(Counter::guarded(&idle)).await.unwrap();
+            let b = system.spawn(Counter::guarded(&woken)).await.unwrap();
             assert_eq!(b.ask(Get).await.unwrap(), 1);
             drop(a);
         });
@@ -224,11 +222,7 @@ fn a_runtime_s_end_leaves_another_runtime_s_dormant_actors_alone() {
     };
     let (first, second) = (runtime(), runtime());
     let spawn_on = |rt: &tokio::runtime::Runtime, flag: &Arc<AtomicBool>| {
-        rt.block_on(system.spawn(Counter {
-            guard: Some(Dropped(flag.clone())),
-            ..Counter::default()
-        }))
-        .unwrap()
+        rt.block_on(system.spawn(Counter::guarded(flag))).unwrap()
     };
     let (on_first, on_second) = (
         Arc::new(AtomicBool::new(false)),
