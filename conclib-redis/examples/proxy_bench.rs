@@ -335,6 +335,13 @@ async fn bench(a: Args) {
             }
         }
     }
+    // The runtime's own share, without conclib: fred's INCR with 64 in flight, its CPU per
+    // command in this process (a 2-worker runtime's hand-overs cost every client library).
+    let (rate, cpu) = fred_incr(&raw, Duration::from_secs_f64(a.secs)).await;
+    println!("fred INCR, 64 concurrent: {rate:.0}/s, CPU per command in this process {cpu:.1} µs");
+    result.push_str(&format!(
+        " fred_incr_per_s_c64={rate:.0} fred_incr_cpu_us_client={cpu:.1}"
+    ));
     println!("{result}");
 
     drop(child.stdin.take());
@@ -372,6 +379,35 @@ fn cpu_us(pid: u32) -> f64 {
     // SAFETY: sysconf reads a constant of the system.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / per_second * 1e6
+}
+
+/// fred's `INCR` with 64 commands in flight from 64 tasks: commands/s, and this process's
+/// CPU time per command.
+async fn fred_incr(raw: &Client, duration: Duration) -> (f64, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (raw, stop, done) = (raw.clone(), stop.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _: i64 = raw.incr("bench:incr").await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (count_before, cpu_before) = (done.load(Ordering::Relaxed), cpu_us(std::process::id()));
+    let start = Instant::now();
+    tokio::time::sleep(duration).await;
+    let count = (done.load(Ordering::Relaxed) - count_before).max(1);
+    let cpu = (cpu_us(std::process::id()) - cpu_before) / count as f64;
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (count as f64 / elapsed.as_secs_f64(), cpu)
 }
 
 /// Asks/s with `concurrency` asks in flight, and the CPU time per ask of each process.

@@ -88,6 +88,10 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self) {
+        // A task spawned on a worker of a multi-threaded runtime runs next there, before
+        // the asks woken with the one that spawned it (tokio's LIFO slot): behind them, it
+        // finds their requests queued too. (On one thread it runs after them anyway.)
+        super::io::behind_ready_tasks().await;
         loop {
             let queued = {
                 let mut outbox = self.shared.outbox.lock().unwrap_or_else(|e| e.into_inner());
