@@ -78,6 +78,11 @@ impl Peer {
         }
     }
 
+    /// SIGSTOP, returning once every thread of it stopped.
+    async fn freeze(&self) {
+        conclib_testkit::freeze(self.pid.unsigned_abs()).await;
+    }
+
     fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the pid of a child we have not reaped yet.
         assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0);
@@ -290,7 +295,7 @@ async fn a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over() {
         lease.as_millis() as u64,
     )
     .await;
-    old.signal(libc::SIGSTOP);
+    old.freeze().await;
     let redis = raw_client(&config).await;
     let urn_key = format!("{}:urn:dup", config.namespace);
     eventually(

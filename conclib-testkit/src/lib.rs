@@ -1,6 +1,6 @@
 //! What conclib's test binaries share: [`run`] for test binaries that play a helper process
-//! too, [`recorded`] to read the metrics a test recorded, and [`eventually`] to wait for a
-//! state seen only by polling.
+//! too, [`recorded`] to read the metrics a test recorded, [`eventually`] to wait for a
+//! state seen only by polling, and [`freeze`] to stop a process for good measure.
 //!
 //! A test binary that plays a helper process too (a web server for `conclib-apid`, a Redis
 //! peer for `conclib-redis`, a process actor for `conclib-process`) is built with
@@ -166,4 +166,41 @@ where
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Stops process `pid` (SIGSTOP) and returns once every thread of it is stopped, as
+/// `/proc/<pid>/task/*/stat` shows; panics if that takes over 10 s, or if `pid` is not a
+/// process this test may signal.
+///
+/// `kill(2)` returns before the process stops: one of its threads takes the signal and then
+/// stops the others, and on a loaded machine they run on for milliseconds meanwhile (a
+/// "frozen" proxy answered an ask 7 ms after `kill` had returned). A test that asserts what
+/// a frozen process does not do freezes it with this.
+pub async fn freeze(pid: u32) {
+    let raw = i32::try_from(pid).expect("a pid fits an i32");
+    // SAFETY: kill(2) has no memory effects; the caller names a process of its own.
+    assert_eq!(
+        unsafe { libc::kill(raw, libc::SIGSTOP) },
+        0,
+        "SIGSTOP to {pid}"
+    );
+    eventually(Duration::from_secs(10), "the process to stop", || async {
+        all_threads_stopped(pid)
+    })
+    .await;
+}
+
+/// Whether every thread of `pid` is stopped (state `T` or `t` in its `stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.flatten().all(|thread| {
+        // A thread that ended meanwhile runs no more either.
+        std::fs::read_to_string(thread.path().join("stat")).map_or(true, |stat| {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }

@@ -44,6 +44,27 @@ def server_binary() -> Path:
     return path
 
 
+def freeze(pid: int, timeout: float = 10) -> None:
+    """SIGSTOPs a process and returns once every thread of it is stopped. ``kill`` returns
+    before that: one thread takes the signal and stops the others, and on a loaded machine
+    the others run on for milliseconds meanwhile (a frozen proxy answered an ask 7 ms after
+    ``kill`` had returned). The state is seen only in ``/proc``."""
+    os.kill(pid, signal.SIGSTOP)
+
+    def stopped() -> bool:
+        task = Path(f"/proc/{pid}/task")
+        for tid in os.listdir(task):
+            try:
+                stat = (task / tid / "stat").read_text()
+            except OSError:
+                continue  # the thread ended
+            if stat.rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+                return False
+        return True
+
+    wait_until(stopped, timeout, f"process {pid} to stop", every=0.001)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

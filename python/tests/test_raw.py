@@ -20,7 +20,7 @@ import pytest
 
 import conclib
 from conclib._raw import RawConnection, RespError, pack
-from conftest import RustServer, free_port, run, wait_until
+from conftest import RustServer, free_port, freeze, run, wait_until
 
 BINARY = os.environ.get("CONCLIB_REDIS_SERVER", "redis-server")
 
@@ -270,7 +270,7 @@ def test_a_redis_that_stops_answering_is_dropped_after_the_command_timeout(raw_r
             async with conclib.AsyncClient(f"redis://127.0.0.1:{server.port}", namespace=ns,
                                            command_timeout=0.5) as client:
                 await client.resolve("svc")
-                os.kill(server.proc.pid, signal.SIGSTOP)
+                freeze(server.proc.pid)
                 try:
                     started = time.monotonic()
                     with pytest.raises(conclib.Unavailable):

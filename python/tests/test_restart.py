@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import conclib
-from conftest import RedisServer, RustServer, run
+from conftest import RedisServer, RustServer, freeze, run
 
 
 @pytest.fixture()
@@ -136,7 +136,7 @@ def test_asks_lost_in_a_restart_fail_unavailable_at_once(stack: tuple[RedisServe
     async def main() -> tuple[float, float]:
         async with conclib.AsyncClient(redis.url, namespace="restart") as client:
             assert await client.ask("py:shapes", "Double", 1, timeout=5) == 2
-            os.kill(server.proc.pid, signal.SIGSTOP)
+            freeze(server.proc.pid)
             try:
                 asks = [asyncio.create_task(ask(client, n)) for n in range(64)]
                 await asyncio.sleep(0.3)  # all written, none answered
@@ -176,7 +176,7 @@ def test_blocking_client_fails_lost_asks_at_once(stack: tuple[RedisServer, RustS
     redis, server = stack
     with conclib.Client(redis.url, namespace="restart") as client:
         assert client.ask("py:shapes", "Double", 1, timeout=5) == 2
-        os.kill(server.proc.pid, signal.SIGSTOP)
+        freeze(server.proc.pid)
         try:
             with concurrent.futures.ThreadPoolExecutor(8) as pool:
                 futures = [pool.submit(client.ask, "py:shapes", "Double", n, timeout=5.0) for n in range(8)]

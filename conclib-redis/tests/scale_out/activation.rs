@@ -268,7 +268,7 @@ pub(crate) async fn a_holder_paused_past_its_lease_never_runs_beside_its_success
         || async { sent.load(Ordering::Relaxed) > total as usize / 4 },
     )
     .await;
-    holder.signal(libc::SIGSTOP);
+    holder.freeze().await;
     // Past its lease: the other system activates the account meanwhile.
     eventually(
         Duration::from_secs(30),

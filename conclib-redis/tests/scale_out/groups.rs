@@ -396,7 +396,7 @@ pub(crate) async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_t
     })
     .await;
     let paused = members.remove(0);
-    paused.signal(libc::SIGSTOP);
+    paused.freeze().await;
     // Past its lease: the other member takes over what the paused one had taken.
     let redis = plain_client(&config.url).await;
     let lease_key = format!("{}:sys:~crop:member:p1", config.namespace);

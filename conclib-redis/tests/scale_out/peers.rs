@@ -83,6 +83,11 @@ impl Peer {
             .unwrap();
     }
 
+    /// SIGSTOP, returning once every thread of it stopped.
+    pub(crate) async fn freeze(&self) {
+        conclib_testkit::freeze(self.pid.unsigned_abs()).await;
+    }
+
     pub(crate) fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on the pid of a child not reaped yet.
         assert_eq!(unsafe { libc::kill(self.pid, signal) }, 0);
