@@ -626,9 +626,9 @@ async fn hang() {
         .await
         .unwrap();
     assert_eq!(worker.ask(Add(1)).await, Ok(1));
-    // The whole process stops running (a hang no handler code can cause or cure).
-    // SAFETY: our child's pid.
-    unsafe { libc::kill(worker.pid() as i32, libc::SIGSTOP) };
+    // The whole process stops running (a hang no handler code can cause or cure): every
+    // thread of it, before the ask below is made (else it might still be answered).
+    conclib_testkit::freeze(worker.pid()).await;
     let pending = {
         let worker = worker.clone();
         tokio::spawn(async move { worker.ask(Add(1)).timeout(Duration::from_secs(600)).await })

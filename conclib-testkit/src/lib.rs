@@ -1,6 +1,6 @@
 //! What conclib's test binaries share: [`run`] for test binaries that play a helper process
 //! too, [`recorded`] to read the metrics a test recorded, [`eventually`] to wait for a
-//! state seen only by polling, and [`freeze`] to stop a process for good measure.
+//! state seen only by polling, and [`freeze`] to stop a process and wait until all of it has stopped.
 //!
 //! A test binary that plays a helper process too (a web server for `conclib-apid`, a Redis
 //! peer for `conclib-redis`, a process actor for `conclib-process`) is built with
