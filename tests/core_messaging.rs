@@ -221,6 +221,80 @@ impl Handler<SetWait> for Counting {
     }
 }
 
+/// An unbounded mailbox counts without atomic read-modify-writes: its senders count what
+/// they queue under the lanes' lock, its task what it takes (see `mailbox::Capacity`). The
+/// count stays exact with senders on two workers at once, a refused send (closed) counts
+/// nothing, and messages dropped unhandled by a kill leave nothing counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_mailbox_counts_what_it_holds() {
+    const SENDERS: u64 = 4;
+    const EACH: u64 = 2_500;
+    let total = (SENDERS * EACH) as usize;
+    let system = ActorSystem::new("t");
+    let (entered, entered_rx) = oneshot::channel();
+    let gate = Arc::new(Notify::new());
+    let r = system
+        .build(Counting {
+            seen: Vec::new(),
+            wait_at: 0,
+            entered: Some(entered),
+            gate: gate.clone(),
+        })
+        .mailbox(MailboxConfig::Unbounded)
+        .spawn()
+        .await
+        .unwrap();
+    r.try_tell(Note(0)).unwrap();
+    entered_rx.await.unwrap();
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|s| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    r.try_tell(Note(1 + s * EACH + i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    assert_eq!(r.mailbox_len(), total, "every message counted, none twice");
+    gate.notify_one();
+    let seen = r.ask(Counts).await.unwrap();
+    assert_eq!(seen.len(), total + 1);
+    assert_eq!(r.mailbox_len(), 0, "a waiting actor owes nothing");
+    // Message p of the batch saw the messages after it, plus those it took and had not
+    // counted as taken yet (fewer than 64), plus the ask above once it was queued.
+    for (p, &counted) in seen.iter().enumerate().skip(1) {
+        let after = total - p;
+        assert!(
+            counted >= after && counted <= after + 64,
+            "message {p} saw {counted}, {after} queued after it"
+        );
+    }
+
+    // A stopping actor refuses new messages and counts none of them; what it holds is
+    // still counted until handled.
+    let (entered, entered_rx) = oneshot::channel();
+    r.tell(SetWait(u64::MAX - 1, entered)).await.unwrap();
+    r.try_tell(Note(u64::MAX - 1)).unwrap();
+    entered_rx.await.unwrap();
+    for i in 0..10 {
+        r.try_tell(Note(i)).unwrap();
+    }
+    r.stop();
+    assert!(matches!(
+        r.try_tell(Note(0)),
+        Err(SendError::ActorStopped(_))
+    ));
+    assert_eq!(r.mailbox_len(), 10);
+    // Killed with them queued: dropped unhandled, no longer counted.
+    r.kill();
+    assert_eq!(r.wait_for_stop().await, StopReason::Killed);
+    assert_eq!(r.mailbox_len(), 0);
+}
+
 #[tokio::test]
 async fn unbounded_mailbox_never_refuses() {
     let system = ActorSystem::new("t");

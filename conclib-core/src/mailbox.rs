@@ -75,40 +75,60 @@ pub(crate) enum Control {
 
 /// The capacity of the user lanes and the senders waiting for room. Not generic, so that
 /// type-erased refs can wait for room too.
+///
+/// How the queued messages are counted depends on the mailbox. A bounded one counts a
+/// message as its place is reserved (a compare-and-swap against the limit) and uncounts it
+/// as it is taken (a `fetch_sub`). An unbounded one has no limit to check, so it counts
+/// without read-modify-write instructions: the senders count what they queue under the
+/// lanes' lock they take anyway (a plain load and store), the actor's task counts what it
+/// takes, alone; the number queued is the difference (two locked instructions less per
+/// message; BENCHMARKS.md, "Counting an unbounded mailbox"). An unbounded actor that hands its
+/// asks on ([`Actor::HANDS_ON`](crate::Actor::HANDS_ON)) counts as a bounded one does: its
+/// places are given back wherever its asks are answered, not by its task.
 // In this order (`repr(C)`): the waiters' lock (touched only when the mailbox is full)
-// first, then everything a send and a take touch, the count, the limits and the closed
-// flag, within 40 bytes; then the mark's flag, the mark's list last (read when the flag is
-// set from clear, once between two looks). See BENCHMARKS.md ("Field layout").
+// first, then everything a send and a take touch, the counts, the limit and the flags,
+// within 40 bytes; then the mark's flag, the mark's list last (read when the flag is set
+// from clear, once between two looks). See BENCHMARKS.md ("Field layout").
 #[repr(C)]
 pub struct Capacity {
     /// Senders waiting for room; `waiting` mirrors their number so the receiver can skip
     /// the lock. Allocated when a sender first waits (16 bytes in every cell, not 32).
     #[allow(clippy::box_collection)] // on purpose: the box is what most actors never allocate
     waiters: Mutex<Option<Box<Vec<Waker>>>>,
-    /// User messages queued (including the receiver's local batch), not yet taken for handling.
+    /// Counted at reservation: user messages queued (including the receiver's local batch),
+    /// not yet taken for handling. Counted at push: messages ever queued.
     len: AtomicUsize,
+    /// Counted at push only: messages ever taken for handling or dropped unhandled, written
+    /// by the actor's task alone.
+    taken: AtomicUsize,
     limit: usize,
-    /// Waiting senders are woken when `len` falls to this.
-    low_water: usize,
     waiting: AtomicUsize,
     closed: AtomicBool,
+    /// Unbounded, and not [`Actor::HANDS_ON`](crate::Actor::HANDS_ON): see above.
+    counted_at_push: bool,
     /// Set when the count changes or the mailbox closes: what a snapshot's look reads of
     /// this actor changed.
     pub(crate) mark: Mark,
 }
 
 impl Capacity {
-    fn new(config: MailboxConfig, mark: Mark) -> Self {
+    fn new(config: MailboxConfig, mark: Mark, hands_on: bool) -> Self {
         let limit = config.capacity().unwrap_or(usize::MAX).max(1);
         Capacity {
             len: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
             mark,
             limit,
-            low_water: limit - (limit / 4).max(1),
             waiting: AtomicUsize::new(0),
             waiters: Mutex::new(None),
             closed: AtomicBool::new(false),
+            counted_at_push: config == MailboxConfig::Unbounded && !hands_on,
         }
+    }
+
+    /// Waiting senders are woken when the count falls to this.
+    fn low_water(&self) -> usize {
+        self.limit - (self.limit / 4).max(1)
     }
 
     /// Takes a place without waiting. `None`: closed.
@@ -119,8 +139,10 @@ impl Capacity {
             return None;
         }
         if self.limit == usize::MAX {
-            self.len.fetch_add(1, Ordering::Relaxed);
-            self.mark.set();
+            if !self.counted_at_push {
+                self.len.fetch_add(1, Ordering::Relaxed);
+                self.mark.set();
+            }
             return Some(true);
         }
         // A CAS loop rather than add-then-undo: a temporary overshoot would make other
@@ -173,8 +195,9 @@ impl Capacity {
         }
     }
 
-    /// Gives back `n` places (messages taken for handling, in groups: see `runner::Ledger`;
-    /// messages dropped unhandled; a reservation that was not used).
+    /// Gives back `n` places counted at reservation (messages taken for handling, in groups:
+    /// see `runner::Ledger`; messages dropped unhandled; a reservation that was not used;
+    /// an ask handed on, answered).
     ///
     /// Waiting senders are woken once the queue has drained to the low-water mark, all at
     /// once, rather than one per freed place: a sender that outpaces its actor then sends in
@@ -182,15 +205,41 @@ impl Capacity {
     pub(crate) fn give_back(&self, n: usize) {
         let prev = self.len.fetch_sub(n, Ordering::SeqCst);
         self.mark.set();
-        if self.waiting.load(Ordering::SeqCst) > 0 && prev - n <= self.low_water {
+        if self.waiting.load(Ordering::SeqCst) > 0 && prev - n <= self.low_water() {
             self.wake_all();
+        }
+    }
+
+    /// The actor's task took `n` messages for handling or dropped them unhandled (its run
+    /// loop only: counted at push, it is the one writer of `taken`).
+    #[inline]
+    pub(crate) fn taken_by_actor(&self, n: usize) {
+        if self.counted_at_push {
+            let taken = self.taken.load(Ordering::Relaxed) + n;
+            // Release: a reader that sees this count sees the pushes of what it counts.
+            self.taken.store(taken, Ordering::Release);
+            self.mark.set();
+        } else {
+            self.give_back(n);
+        }
+    }
+
+    /// A message was queued: counted now if counted at push. Under the lanes' lock, which
+    /// orders the senders: a plain load and store.
+    #[inline]
+    fn count_push(&self) {
+        if self.counted_at_push {
+            let len = self.len.load(Ordering::Relaxed) + 1;
+            self.len.store(len, Ordering::Release);
         }
     }
 
     /// Counts a message that bypasses the limit (an actor's message to itself).
     fn force_reserve(&self) {
-        self.len.fetch_add(1, Ordering::Relaxed);
-        self.mark.set();
+        if !self.counted_at_push {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            self.mark.set();
+        }
     }
 
     fn wake_all(&self) {
@@ -224,8 +273,16 @@ impl Capacity {
         }
     }
 
+    /// User messages queued (including the receiver's local batch), not yet taken.
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        if self.counted_at_push {
+            // `taken` first: what it counts was queued before it was taken, so the count of
+            // pushes read after it is at least as large.
+            let taken = self.taken.load(Ordering::Acquire);
+            self.len.load(Ordering::Acquire).saturating_sub(taken)
+        } else {
+            self.len.load(Ordering::Relaxed)
+        }
     }
 
     /// The most user messages queued (`usize::MAX`: unbounded).
@@ -323,7 +380,7 @@ impl<A: Actor> Mailbox<A> {
                 dead: false,
             }),
             priority_pending: AtomicBool::new(false),
-            capacity: Capacity::new(config, mark),
+            capacity: Capacity::new(config, mark, A::HANDS_ON),
             killed: AtomicBool::new(false),
             armed: AtomicBool::new(false),
         }
@@ -448,9 +505,12 @@ impl<A: Actor> Mailbox<A> {
         let mut lanes = self.lock();
         if lanes.closed {
             drop(lanes);
-            self.capacity.give_back(1);
+            if !self.capacity.counted_at_push {
+                self.capacity.give_back(1);
+            }
             return Err(env);
         }
+        self.capacity.count_push();
         match priority {
             Priority::Normal => lanes.normal.push_back(env),
             Priority::High => {
@@ -464,6 +524,9 @@ impl<A: Actor> Mailbox<A> {
         }
         let receiver = self.take_receiver(&mut lanes);
         drop(lanes);
+        if self.capacity.counted_at_push {
+            self.capacity.mark.set();
+        }
         if let Some(w) = receiver {
             w.wake();
         }

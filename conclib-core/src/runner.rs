@@ -481,7 +481,7 @@ impl Ledger {
     fn give_back<A: Actor>(&mut self, cell: &crate::cell::ActorCell<A>) {
         if self.owed > 0 {
             let owed = std::mem::take(&mut self.owed);
-            cell.mailbox.capacity.give_back(owed as usize);
+            cell.mailbox.capacity.taken_by_actor(owed as usize);
         }
     }
 
@@ -705,7 +705,7 @@ async fn finish<A: Actor>(
     let dropped = left.len();
     drop(left);
     if dropped > 0 {
-        cell.mailbox.capacity.give_back(dropped);
+        cell.mailbox.capacity.taken_by_actor(dropped);
     }
     stop_children(&ctx).await;
     let failure = match CatchUnwind(actor.on_stop(&mut ctx, &reason)).await {
