@@ -111,6 +111,30 @@ impl Handler<Note> for Counting {
     }
 }
 
+/// A `Counting` actor with this mailbox, holding message 0 at its gate (open it with the
+/// gate returned).
+async fn counting_at_its_gate(
+    system: &ActorSystem,
+    mailbox: MailboxConfig,
+) -> (ActorRef<Counting>, Arc<Notify>) {
+    let (entered, entered_rx) = oneshot::channel();
+    let gate = Arc::new(Notify::new());
+    let r = system
+        .build(Counting {
+            seen: Vec::new(),
+            wait_at: 0,
+            entered: Some(entered),
+            gate: gate.clone(),
+        })
+        .mailbox(mailbox)
+        .spawn()
+        .await
+        .unwrap();
+    r.try_tell(Note(0)).unwrap();
+    entered_rx.await.unwrap();
+    (r, gate)
+}
+
 struct Counts;
 impl Message for Counts {
     type Response = Vec<usize>;
@@ -133,22 +157,8 @@ async fn places_come_back_in_groups_while_running_and_all_before_waiting() {
     for (capacity, most) in [(1024usize, 64usize), (160, 10), (8, 1)] {
         let system = ActorSystem::new("t");
         let queued = capacity as u64 - 1;
-        let (entered, entered_rx) = oneshot::channel();
-        let gate = Arc::new(Notify::new());
-        let r = system
-            .build(Counting {
-                seen: Vec::new(),
-                wait_at: 0,
-                entered: Some(entered),
-                gate: gate.clone(),
-            })
-            .mailbox(MailboxConfig::Bounded(capacity))
-            .spawn()
-            .await
-            .unwrap();
         // Message 0 holds the actor at its gate while the others queue: one batch of them.
-        r.try_tell(Note(0)).unwrap();
-        entered_rx.await.unwrap();
+        let (r, gate) = counting_at_its_gate(&system, MailboxConfig::Bounded(capacity)).await;
         for i in 1..=queued {
             r.try_tell(Note(i)).unwrap();
         }
@@ -231,21 +241,7 @@ async fn an_unbounded_mailbox_counts_what_it_holds() {
     const EACH: u64 = 2_500;
     let total = (SENDERS * EACH) as usize;
     let system = ActorSystem::new("t");
-    let (entered, entered_rx) = oneshot::channel();
-    let gate = Arc::new(Notify::new());
-    let r = system
-        .build(Counting {
-            seen: Vec::new(),
-            wait_at: 0,
-            entered: Some(entered),
-            gate: gate.clone(),
-        })
-        .mailbox(MailboxConfig::Unbounded)
-        .spawn()
-        .await
-        .unwrap();
-    r.try_tell(Note(0)).unwrap();
-    entered_rx.await.unwrap();
+    let (r, gate) = counting_at_its_gate(&system, MailboxConfig::Unbounded).await;
     let senders: Vec<_> = (0..SENDERS)
         .map(|s| {
             let r = r.clone();
