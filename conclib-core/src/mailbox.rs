@@ -139,10 +139,7 @@ impl Capacity {
             return None;
         }
         if self.limit == usize::MAX {
-            if !self.counted_at_push {
-                self.len.fetch_add(1, Ordering::Relaxed);
-                self.mark.set();
-            }
+            self.reserve_past_limit();
             return Some(true);
         }
         // A CAS loop rather than add-then-undo: a temporary overshoot would make other
@@ -224,6 +221,14 @@ impl Capacity {
         }
     }
 
+    /// A reserved place was not used (the mailbox closed before the push): given back, if
+    /// it was counted.
+    fn unreserve(&self) {
+        if !self.counted_at_push {
+            self.give_back(1);
+        }
+    }
+
     /// A message was queued: counted now if counted at push. Under the lanes' lock, which
     /// orders the senders: a plain load and store.
     #[inline]
@@ -234,8 +239,10 @@ impl Capacity {
         }
     }
 
-    /// Counts a message that bypasses the limit (an actor's message to itself).
-    fn force_reserve(&self) {
+    /// Takes a place whatever the limit (an unbounded mailbox; an actor's message to itself,
+    /// which bypasses it): counted now, unless counted at push.
+    #[inline]
+    fn reserve_past_limit(&self) {
         if !self.counted_at_push {
             self.len.fetch_add(1, Ordering::Relaxed);
             self.mark.set();
@@ -505,9 +512,7 @@ impl<A: Actor> Mailbox<A> {
         let mut lanes = self.lock();
         if lanes.closed {
             drop(lanes);
-            if !self.capacity.counted_at_push {
-                self.capacity.give_back(1);
-            }
+            self.capacity.unreserve();
             return Err(env);
         }
         self.capacity.count_push();
@@ -555,7 +560,7 @@ impl<A: Actor> Mailbox<A> {
         if self.capacity.closed.load(Ordering::Acquire) {
             return Err(env);
         }
-        self.capacity.force_reserve();
+        self.capacity.reserve_past_limit();
         self.push_reserved(env, priority)
     }
 
