@@ -81,7 +81,7 @@ fn alive_tasks() -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_actor_has_no_task_until_it_has_something_to_do() {
     let system = ActorSystem::new("t");
-    // The first spawn of a system also starts its one keeper task.
+    // The first spawn of a system also starts its keeper tasks (one a worker).
     let first = system.spawn(Counter::default()).await.unwrap();
     let before = alive_tasks();
     let mut actors = Vec::new();
@@ -277,6 +277,16 @@ impl Actor for PanicOnStop {
 /// finishes; a panic in `on_stop` is the actor's stop reason, as anywhere.
 #[tokio::test]
 async fn on_one_thread_a_dormant_actor_s_stop_needs_no_task() {
+    a_dormant_actor_s_stop_needs_no_task(1).await;
+}
+
+/// On two workers, the stops run in the system's two keepers (one a worker), in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_two_workers_a_dormant_actor_s_stop_needs_no_task() {
+    a_dormant_actor_s_stop_needs_no_task(2).await;
+}
+
+async fn a_dormant_actor_s_stop_needs_no_task(workers: usize) {
     let system = ActorSystem::new("t");
     let stopped = Arc::new(AtomicUsize::new(0));
     let tasks = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -285,25 +295,37 @@ async fn on_one_thread_a_dormant_actor_s_stop_needs_no_task() {
         stop_tasks: Some(tasks.clone()),
         ..Counter::default()
     };
-    let (one, two) = (
-        system.spawn(make()).await.unwrap(),
-        system.spawn(make()).await.unwrap(),
-    );
-    one.stop();
-    two.kill();
-    assert_eq!(promptly(one.wait_for_stop()).await, StopReason::Normal);
-    assert_eq!(promptly(two.wait_for_stop()).await, StopReason::Killed);
-    assert_eq!(stopped.load(Ordering::SeqCst), 2, "both on_stop ran");
+    let mut actors = Vec::new();
+    for _ in 0..8 {
+        actors.push(system.spawn(make()).await.unwrap());
+    }
+    for (i, a) in actors.iter().enumerate() {
+        if i % 2 == 0 { a.stop() } else { a.kill() }
+    }
+    for (i, a) in actors.iter().enumerate() {
+        let expected = if i % 2 == 0 {
+            StopReason::Normal
+        } else {
+            StopReason::Killed
+        };
+        assert_eq!(promptly(a.wait_for_stop()).await, expected);
+    }
+    assert_eq!(stopped.load(Ordering::SeqCst), 8, "every on_stop ran");
     let tasks = tasks.lock().unwrap().clone();
-    assert!(tasks[0].is_some(), "in a task");
-    assert_eq!(tasks[0], tasks[1], "the same one: the keeper");
+    assert!(tasks.iter().all(Option::is_some), "in a task");
+    let distinct: std::collections::HashSet<_> = tasks.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        workers,
+        "eight stops in the keepers, one a worker: {tasks:?}"
+    );
 
     let slow = system.spawn(SlowStop(stopped.clone())).await.unwrap();
     slow.stop();
     assert_eq!(promptly(slow.wait_for_stop()).await, StopReason::Normal);
     assert_eq!(
         stopped.load(Ordering::SeqCst),
-        3,
+        9,
         "the waiting on_stop finished"
     );
 

@@ -15,9 +15,9 @@ use crate::supervision::SupervisionEvent;
 /// Every item has a default, so `impl Actor for MyState {}` is a complete actor; add a
 /// [`Handler`](crate::Handler) per message type. The hooks run between messages, never
 /// beside a handler, with the same `&mut self` and [`Context`]: `on_start` in the task that
-/// spawns the actor, the others in its run loop (the actor's own task; on a current-thread
-/// runtime, the last steps of an actor stopped before it ever ran share the system's keeper
-/// task, see [`SpawnBuilder::spawn`](crate::SpawnBuilder::spawn)).
+/// spawns the actor, the others in its run loop (the actor's own task; the last steps of an
+/// actor stopped before it ever ran share one of the system's keeper tasks, see
+/// [`SpawnBuilder::spawn`](crate::SpawnBuilder::spawn)).
 ///
 /// Lifecycle: [`on_start`](Actor::on_start) runs before the first message (an error there
 /// makes `spawn` fail); [`on_stop`](Actor::on_stop) runs once, after the children stopped

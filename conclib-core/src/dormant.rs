@@ -11,18 +11,21 @@
 //! spawns the task there and then, on the runtime the actor was spawned on.
 //!
 //! Every way into a run loop goes through its mailbox (a stop asked for in `on_start` does
-//! not: such an actor starts as a task at once). On a current-thread runtime, a dormant
-//! actor woken to stop with nothing left to handle (stopped or killed before any message)
-//! gets no task of its own either: its last steps (`on_stop`, leaving the registry) run in
-//! the [`Keeper`] task, one a system and runtime, and only if they wait (children to stop,
-//! an `on_stop` that awaits) do they move to a task.
+//! not: such an actor starts as a task at once). A dormant actor woken to stop with nothing
+//! left to handle (stopped or killed before any message) gets no task of its own either: its
+//! last steps (`on_stop`, leaving the registry) run in a [`Keeper`] task, one a worker of
+//! the runtime for each system, and only if they wait (children to stop, an `on_stop` that
+//! awaits) do they move to a task. (One keeper for a runtime of several workers ran every
+//! stop on one worker, where a task for each spread them over all: one a worker, taken in
+//! turn, spreads them again; BENCHMARKS.md, "Stops without a task, on every runtime".)
 //!
-//! A runtime that shuts down drops the run loops of its actors' tasks; the keeper does the
-//! same for the dormant ones spawned on that runtime, and leaves the other runtimes' alone.
+//! A runtime that shuts down drops the run loops of its actors' tasks; its keepers do the
+//! same for the dormant ones spawned on that runtime, and leave the other runtimes' alone.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
@@ -69,14 +72,12 @@ impl Dormant {
         let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(run) = run else { return };
         let cell = self.cell.upgrade();
-        // Stopping with nothing to handle, on one thread: the last steps, in the keeper.
+        // Stopping with nothing to handle: the last steps, in a keeper.
         let run = match &cell {
-            Some(cell) if self.keeping.one_thread && cell.stops_at_once() => {
-                match self.keeping.finish(run, &self.cell) {
-                    Ok(()) => return,
-                    Err(run) => run,
-                }
-            }
+            Some(cell) if cell.stops_at_once() => match self.keeping.finish(run, &self.cell) {
+                Ok(()) => return,
+                Err(run) => run,
+            },
             _ => run,
         };
         self.keeping.spawn(run, cell.as_deref());
@@ -110,16 +111,13 @@ unsafe fn drop_waker(data: *const ()) {
 }
 
 /// What a system's dormant actors on one runtime share: the runtime, and the stops its
-/// [`Keeper`] task runs.
+/// [`Keeper`] tasks run.
 pub(crate) struct Keeping {
     runtime: tokio::runtime::Handle,
-    /// A current-thread runtime: the keeper runs the stops of dormant actors. (Not on
-    /// several workers: there, a task for each spreads the stops over the workers, and
-    /// stopping 100,000 dormant actors went 1.27M -> 1.00-1.10M/s through one keeper, while
-    /// on one thread it went 0.78-0.81M -> 1.15-1.19M/s; BENCHMARKS.md, "Actors start
-    /// dormant".)
-    one_thread: bool,
-    queue: Mutex<Queue>,
+    /// A queue of stops for each keeper, one a worker.
+    queues: Box<[Mutex<Queue>]>,
+    /// The queue the next stop goes to, taken in turn.
+    next: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -136,16 +134,27 @@ struct Queue {
 const STOPS_A_POLL: usize = 64;
 
 impl Keeping {
-    pub(crate) fn new(runtime: tokio::runtime::Handle) -> Arc<Keeping> {
-        Arc::new(Keeping {
-            one_thread: runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread,
+    /// Starts the keepers of a system's dormant actors on `runtime`, one a worker; when the
+    /// runtime has dropped them all (it shut down), `on_drop` runs.
+    pub(crate) fn start(
+        runtime: tokio::runtime::Handle,
+        on_drop: Box<dyn FnOnce() + Send + Sync>,
+    ) -> Arc<Keeping> {
+        let workers = runtime.metrics().num_workers().max(1);
+        let keeping = Arc::new(Keeping {
             runtime,
-            queue: Mutex::new(Queue::default()),
-        })
-    }
-
-    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
-        &self.runtime
+            queues: (0..workers).map(|_| Mutex::default()).collect(),
+            next: AtomicUsize::new(0),
+        });
+        let dropped = Arc::new(OnDrop(Some(on_drop)));
+        for queue in 0..workers {
+            keeping.runtime.spawn(Keeper {
+                keeping: keeping.clone(),
+                queue,
+                _dropped: dropped.clone(),
+            });
+        }
+        keeping
     }
 
     /// Spawns a run loop's task, whose abort handle its cell keeps (for a shutdown that
@@ -158,10 +167,14 @@ impl Keeping {
         }
     }
 
-    /// Queues a run loop that only has its last steps to run; gives it back if the keeper
-    /// is gone.
+    /// Queues a run loop that only has its last steps to run, for the keepers in turn;
+    /// gives it back if that keeper is gone.
     fn finish(&self, run: RunFuture, cell: &Weak<dyn ErasedCell>) -> Result<(), RunFuture> {
-        let mut queue = self.lock();
+        let at = match self.queues.len() {
+            1 => 0,
+            n => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let mut queue = self.lock(at);
         if queue.closed {
             return Err(run);
         }
@@ -174,26 +187,40 @@ impl Keeping {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self, queue: usize) -> std::sync::MutexGuard<'_, Queue> {
+        self.queues[queue].lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The task, one a system and runtime, that runs the last steps of actors stopped while
-/// dormant, and whose drop (its runtime shutting down) drops the run loops of the system's
-/// dormant actors on that runtime, as the runtime drops those of its tasks: an actor's state
-/// (its sockets, files, children) goes with its runtime, woken or not.
-pub(crate) struct Keeper {
-    pub(crate) keeping: Arc<Keeping>,
-    /// Called when the runtime drops this task.
-    pub(crate) on_drop: Option<Box<dyn FnOnce() + Send>>,
+/// Runs its function when dropped: what the last of a runtime's keepers to go does.
+struct OnDrop(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// A task, one a worker for each system and runtime, that runs the last steps of actors
+/// stopped while dormant; when the runtime (shutting down) has dropped them all, the run
+/// loops of the system's dormant actors on that runtime are dropped, as the runtime drops
+/// those of its tasks: an actor's state (its sockets, files, children) goes with its
+/// runtime, woken or not.
+struct Keeper {
+    keeping: Arc<Keeping>,
+    /// Its queue in `keeping.queues`.
+    queue: usize,
+    /// Shared by the runtime's keepers: the last one dropped runs it.
+    _dropped: Arc<OnDrop>,
 }
 
 impl Future for Keeper {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let stops = {
-            let mut queue = self.keeping.lock();
+            let mut queue = self.keeping.lock(self.queue);
             if queue.stops.is_empty() {
                 match &mut queue.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
@@ -234,14 +261,11 @@ impl Future for Keeper {
 impl Drop for Keeper {
     fn drop(&mut self) {
         let stops = {
-            let mut queue = self.keeping.lock();
+            let mut queue = self.keeping.lock(self.queue);
             queue.closed = true;
             queue.waker = None;
             std::mem::take(&mut queue.stops)
         };
         drop(stops);
-        if let Some(f) = self.on_drop.take() {
-            f();
-        }
     }
 }

@@ -15,7 +15,7 @@ use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, CellCore, ErasedCell};
 use crate::context::Context;
-use crate::dormant::{Dormant, Keeper, Keeping, RunFuture};
+use crate::dormant::{Dormant, Keeping, RunFuture};
 use crate::dynamic::DynActorRef;
 use crate::envelope::CatchUnwind;
 use crate::error::{BoxError, LookupError, SpawnError, StopReason};
@@ -99,8 +99,8 @@ struct SystemInner {
     changes: Arc<crate::changes::Changes>,
     /// What the last look saw of every actor, for the next one to read only the changed.
     looked: Mutex<crate::snapshot::Looked>,
-    /// What this system's dormant actors share on each runtime with a [`Keeper`] task of
-    /// the system, by the runtime's id.
+    /// What this system's dormant actors share on each runtime with the system's keeper
+    /// tasks there ([`crate::dormant`]), by the runtime's id.
     keepers: RwLock<Vec<(tokio::runtime::Id, Arc<Keeping>)>>,
 }
 
@@ -549,10 +549,9 @@ impl ActorSystem {
         ActorId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// What the system's dormant actors on `runtime` share, with a [`Keeper`] task
-    /// there: it runs the last steps of those stopped while dormant, and when the runtime
-    /// shuts down and drops it, their run loops are dropped too, as the runtime drops its
-    /// tasks'. (A system used from several runtimes, one a test say, keeps each one's
+    /// What the system's dormant actors on `runtime` share, with keeper tasks there: they
+    /// run the last steps of those stopped while dormant, and when the runtime shuts down
+    /// and drops them, their run loops are dropped too, as the runtime drops its tasks'. (A system used from several runtimes, one a test say, keeps each one's
     /// dormant actors apart.)
     fn keeping(&self, runtime: tokio::runtime::Handle) -> Arc<Keeping> {
         let id = runtime.id();
@@ -570,13 +569,10 @@ impl ActorSystem {
         if let Some(k) = found(&keepers) {
             return k;
         }
-        let keeping = Keeping::new(runtime);
-        keepers.push((id, keeping.clone()));
-        drop(keepers);
         let weak = Arc::downgrade(inner);
-        keeping.runtime().spawn(Keeper {
-            keeping: keeping.clone(),
-            on_drop: Some(Box::new(move || {
+        let keeping = Keeping::start(
+            runtime,
+            Box::new(move || {
                 let Some(inner) = weak.upgrade() else { return };
                 inner
                     .keepers
@@ -590,8 +586,10 @@ impl ActorSystem {
                 // Dropped outside every lock: a run loop's drop drops its actor and context.
                 let runs: Vec<_> = cells.iter().filter_map(|c| c.take_dormant(id)).collect();
                 drop(runs);
-            })),
-        });
+            }),
+        );
+        keepers.push((id, keeping.clone()));
+        drop(keepers);
         keeping
     }
 
@@ -804,9 +802,10 @@ impl<A: Actor> SpawnBuilder<A> {
     /// Registers the actor, runs [`Actor::on_start`], and readies its run loop. The actor's
     /// tokio task starts with the first thing it has to do (a message, a stop, a kill, what
     /// `on_start` left it): until then an idle actor costs no task, no place in the runtime's
-    /// queues and no worker woken. On a current-thread runtime, an actor stopped or killed
-    /// before that, with nothing queued, runs its last steps (children, `on_stop`) in a task
-    /// the system keeps there, and moves to a task of its own only if they wait.
+    /// queues and no worker woken. An actor stopped or killed before that, with nothing
+    /// queued, runs its last steps (children, `on_stop`) in one of the tasks the system
+    /// keeps on its runtime (one a worker), and moves to a task of its own only if they
+    /// wait.
     ///
     /// # Errors
     /// [`SpawnError`]: the URN is invalid or taken, `on_start` failed or panicked, the
