@@ -690,6 +690,15 @@ impl<A: Actor> Mailbox<A> {
         if let Some(env) = batch.pop_front() {
             return Poll::Ready(Next::Message(env));
         }
+        if lanes.normal.len() == 1 {
+            // One message (an actor that keeps up): taken straight from the lane, whose
+            // buffer the senders write; the batch's stays as it is.
+            let env = lanes.normal.pop_front().expect("one message queued");
+            if !lanes.closed {
+                self.register_receiver(&mut lanes, cx.waker());
+            }
+            return Poll::Ready(Next::Message(env));
+        }
         if !lanes.normal.is_empty() {
             // The batch's buffer goes to the senders: not one a burst grew far past what
             // comes now (see `KEPT_IDLE`).
