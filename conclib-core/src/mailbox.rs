@@ -5,7 +5,8 @@
 //! Why not three tokio channels: each would allocate its first block eagerly (memory per
 //! idle actor) and the receiver would poll all three for every message. Here senders take
 //! the lock once per message; the receiver takes it once per *batch*: it swaps the whole
-//! normal lane out and checks one atomic flag per message for priority traffic.
+//! normal lane out (or pops the one message there) and checks one atomic flag per message
+//! for priority traffic.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
