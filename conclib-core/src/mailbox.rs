@@ -984,6 +984,30 @@ mod tests {
         assert!(matches!(rx.poll(), Poll::Ready(Next::Drained)));
     }
 
+    /// A lone message is taken straight from the lane: the lane keeps its buffer, the batch
+    /// is not touched (in a ring of actors, every hop is such a message).
+    #[test]
+    fn a_lone_message_is_popped_from_the_lane() {
+        let mut rx = Receiver::new();
+        for _ in 0..3 {
+            rx.tell();
+            let lane = rx.mailbox.lock().normal.capacity();
+            assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+            assert_eq!(rx.batch.capacity(), 0, "the batch never got a buffer");
+            assert_eq!(
+                rx.mailbox.lock().normal.capacity(),
+                lane,
+                "the lane kept its own"
+            );
+            assert!(rx.poll().is_pending());
+        }
+        assert_eq!(
+            rx.wakes(),
+            2,
+            "each later message woke the waiting receiver"
+        );
+    }
+
     /// A message queued while the receiver handles the one it took wakes it (it armed
     /// when it took the lane), and it is taken at the next look.
     #[test]
