@@ -295,7 +295,9 @@ impl ProxyHandle {
         &self.shared.system_id
     }
 
-    /// The URNs this proxy owns in Redis (and so serves), sorted.
+    /// The URNs this proxy owns in Redis (and so serves), sorted. A URN leaves the list as
+    /// the proxy sees its actor stopped, just before its key in Redis is deleted (a burst
+    /// of stops: one batch of deletes, on its way meanwhile).
     #[must_use]
     pub fn served_urns(&self) -> Vec<String> {
         let mut urns: Vec<String> = self.shared.registry().owned.iter().cloned().collect();
