@@ -345,6 +345,37 @@ async fn a_dormant_actor_s_stop_needs_no_task(workers: usize) {
     system.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 
+/// A system made, used and dropped on a runtime that lives on leaves no task there: its
+/// keepers (one a worker) end with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_system_leaves_no_keeper_behind() {
+    let before = alive_tasks();
+    for _ in 0..5 {
+        let system = ActorSystem::new("t");
+        let a = system.spawn(Counter::default()).await.unwrap();
+        assert_eq!(a.ask(Get).await.unwrap(), 1);
+        let b = system.spawn(Counter::default()).await.unwrap();
+        assert!(
+            alive_tasks() >= before + 3,
+            "two keepers and the asked actor's task"
+        );
+        a.stop();
+        b.stop();
+        promptly(a.wait_for_stop()).await;
+        promptly(b.wait_for_stop()).await;
+        drop((a, b, system));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive_tasks() > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} tasks left behind",
+            alive_tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Awaited outside any tokio runtime, `spawn` says so (a typed error, no panic) and leaves
 /// nothing behind: the URN stays free.
 #[test]

@@ -125,8 +125,8 @@ struct Queue {
     stops: Vec<(RunFuture, Weak<dyn ErasedCell>)>,
     /// The keeper task's waker, while it waits for stops.
     waker: Option<Waker>,
-    /// The keeper is gone (its runtime shut down): stops go to `runtime.spawn`, which drops
-    /// them.
+    /// The keeper is gone (its runtime shut down; stops go to `runtime.spawn`, which drops
+    /// them), or going (its system is gone).
     closed: bool,
 }
 
@@ -187,6 +187,22 @@ impl Keeping {
         Ok(())
     }
 
+    /// Ends the keepers: their system is gone. (No stop can come any more: every actor,
+    /// dormant or queued here, holds its system.) Without this, a system made and dropped
+    /// on a runtime that lives on would leave its keepers there for as long as it does.
+    pub(crate) fn end(&self) {
+        for at in 0..self.queues.len() {
+            let waker = {
+                let mut queue = self.lock(at);
+                queue.closed = true;
+                queue.waker.take()
+            };
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+    }
+
     fn lock(&self, queue: usize) -> std::sync::MutexGuard<'_, Queue> {
         self.queues[queue].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -222,6 +238,10 @@ impl Future for Keeper {
         let stops = {
             let mut queue = self.keeping.lock(self.queue);
             if queue.stops.is_empty() {
+                if queue.closed {
+                    // Its system is gone (`Keeping::end`): the task ends.
+                    return Poll::Ready(());
+                }
                 match &mut queue.waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     slot => *slot = Some(cx.waker().clone()),

@@ -104,6 +104,16 @@ struct SystemInner {
     keepers: RwLock<Vec<(tokio::runtime::Id, Arc<Keeping>)>>,
 }
 
+impl Drop for SystemInner {
+    fn drop(&mut self) {
+        // The system's keeper tasks end with it, on runtimes that live on.
+        let keepers = self.keepers.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, keeping) in keepers.drain(..) {
+            keeping.end();
+        }
+    }
+}
+
 /// How many URN changes [`ActorSystem::urn_changes_since`] can look back.
 pub const URN_JOURNAL_CAPACITY: usize = 16_384;
 
