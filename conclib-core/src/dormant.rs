@@ -21,6 +21,7 @@
 //!
 //! A runtime that shuts down drops the run loops of its actors' tasks; its keepers do the
 //! same for the dormant ones spawned on that runtime, and leave the other runtimes' alone.
+//! A system that is dropped (no actor left, no handle) ends its keepers on every runtime.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
