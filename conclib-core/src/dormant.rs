@@ -135,8 +135,9 @@ struct Queue {
 const STOPS_A_POLL: usize = 64;
 
 impl Keeping {
-    /// Starts the keepers of a system's dormant actors on `runtime`, one a worker; when the
-    /// runtime has dropped them all (it shut down), `on_drop` runs.
+    /// Starts the keepers of a system's dormant actors on `runtime`, one a worker; once all
+    /// of them are gone (the runtime shut down, or [`end`](Self::end) ended them), `on_drop`
+    /// runs.
     pub(crate) fn start(
         runtime: tokio::runtime::Handle,
         on_drop: Box<dyn FnOnce() + Send + Sync>,

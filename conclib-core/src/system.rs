@@ -561,8 +561,9 @@ impl ActorSystem {
 
     /// What the system's dormant actors on `runtime` share, with keeper tasks there: they
     /// run the last steps of those stopped while dormant, and when the runtime shuts down
-    /// and drops them, their run loops are dropped too, as the runtime drops its tasks'. (A system used from several runtimes, one a test say, keeps each one's
-    /// dormant actors apart.)
+    /// and drops them, their run loops are dropped too, as the runtime drops its tasks'.
+    /// (A system used from several runtimes, one a test say, keeps each one's dormant
+    /// actors apart.)
     fn keeping(&self, runtime: tokio::runtime::Handle) -> Arc<Keeping> {
         let id = runtime.id();
         let inner = &self.inner;
