@@ -41,6 +41,29 @@ async fn request_writes(redis: &Client) -> Vec<String> {
     writes
 }
 
+/// Waits (at most 10 s) until Redis holds a client's command (`blocked_clients`: a write
+/// held by `CLIENT PAUSE ... WRITE` counts). Redis says so only when asked: polled.
+async fn until_a_command_is_held(redis: &Client) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = raw(redis, vec![v("INFO"), v("clients")]).await.unwrap();
+        let info = info.as_str().map(|s| s.to_string()).unwrap_or_default();
+        let held = info
+            .lines()
+            .find_map(|line| line.strip_prefix("blocked_clients:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if held > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write held by the pause within 10 s: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_shortened() {
     let config = config("writes");
@@ -72,7 +95,7 @@ async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_short
     let log_len = vec![v("CONFIG"), v("SET"), v("slowlog-max-len"), v("10000")];
     raw(&redis, log_len).await.unwrap();
     raw(&redis, vec![v("SLOWLOG"), v("RESET")]).await.unwrap();
-    let pause = Duration::from_millis(600);
+    let pause = Duration::from_millis(2_000);
     let pause_ms = pause.as_millis().to_string();
     raw(
         &redis,
@@ -80,13 +103,17 @@ async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_short
     )
     .await
     .unwrap();
-    // The first requests find the writers free and wait in Redis; the rest queue behind.
-    let tells: Vec<_> = (1..=64)
-        .map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { client.tell("quiet", Add(i)).await })
-        })
-        .collect();
+    let tell = |i| {
+        let client = client.clone();
+        tokio::spawn(async move { client.tell("quiet", Add(i)).await })
+    };
+    // The first requests find a writer free and wait in Redis, held by the pause; only
+    // then come the rest, which queue behind it (the other writer, if free, takes up to 32
+    // of them to Redis as well). Spawned all at once, the 64 could all find the two writers
+    // free, 32 each, and none would wait.
+    let mut tells: Vec<_> = (1..=2).map(tell).collect();
+    until_a_command_is_held(&redis).await;
+    tells.extend((3..=64).map(tell));
     for tell in tells {
         tell.await.unwrap().unwrap();
     }
