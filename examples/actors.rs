@@ -203,7 +203,7 @@ pub const HASHERS_URN: &str = "hashers";
 /// The URN of the [`Tracker`], the root of a small supervised tree.
 pub const TRACKER_URN: &str = "tracker";
 
-/// The most rounds one [`Hash`] may ask for.
+/// The most rounds one [`struct@Hash`] may ask for.
 pub const MAX_ROUNDS: u32 = 1_000_000;
 
 /// Hashes `seed` `rounds` times (CPU-bound work for a pool of process actors); answered with
@@ -217,7 +217,7 @@ pub struct Hash {
     pub rounds: u32,
 }
 
-/// The answer to a [`Hash`].
+/// The answer to a [`struct@Hash`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hashed {
     /// The final hash.
@@ -226,7 +226,7 @@ pub struct Hashed {
     pub pid: u32,
 }
 
-/// Why a [`Hasher`] refused a [`Hash`].
+/// Why a [`Hasher`] refused a [`struct@Hash`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashError {

@@ -9,7 +9,7 @@
 //! | `GET /counters/{name}` | [`ReadCounter`] at `counter:{name}` | `{"counter":..,"value":..}` |
 //! | `PUT /kv/{key}` with `{"value":".."}` | [`Put`] at `kv` | `{"key":..,"previous":..}` |
 //! | `GET /kv/{key}` | [`Get`] at `kv` | `{"key":..,"value":..}`, or 404 `key_not_found` |
-//! | `POST /hash?seed=S&rounds=N` | [`Hash`] at `hashers` (a pool of process actors) | `{"hash":..,"pid":..}` |
+//! | `POST /hash?seed=S&rounds=N` | [`struct@Hash`] at `hashers` (a pool of process actors) | `{"hash":..,"pid":..}` |
 //! | `POST /visits/{page}` | tells [`Visit`] to `tracker` | 202 `{"page":..}` |
 //! | `GET /visits` | [`ShardCounts`] at `tracker` | `{"shards":[..]}` |
 //!
