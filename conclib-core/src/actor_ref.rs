@@ -6,12 +6,11 @@ use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
-use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::time::Sleep;
 
 use crate::actor::Actor;
+use crate::ask_timer::AskTimer;
 use crate::cell::{ActorCell, ErasedCell, Target};
 use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
@@ -338,13 +337,10 @@ impl<M: Message, T: Target<M> + ?Sized> Future for TellFuture<'_, M, T> {
 pub struct AskFuture<'a, M: Message, T: ?Sized> {
     target: &'a T,
     state: AskState<M>,
-    timeout: Duration,
     priority: Priority,
     no_wait: bool,
-    /// Whether the ask already yielded once without a timer (see `poll`).
-    yielded: bool,
-    /// Started the second time the ask has to wait.
-    sleep: Option<Sleep>,
+    /// Armed only if the answer does not come at once (see [`AskTimer`]).
+    timer: AskTimer,
     _pin: PhantomData<std::marker::PhantomPinned>,
 }
 
@@ -359,11 +355,9 @@ impl<'a, M: Message, T: Target<M> + ?Sized> AskFuture<'a, M, T> {
         AskFuture {
             target,
             state: AskState::Sending(msg),
-            timeout: options.timeout_or(target.core().ask_timeout()),
             priority: options.priority(),
             no_wait: options.no_wait(),
-            yielded: false,
-            sleep: None,
+            timer: AskTimer::new(options.timeout_or(target.core().ask_timeout())),
             _pin: PhantomData,
         }
     }
@@ -409,7 +403,7 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
     type Output = Result<M::Response, AskError<M::Error>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        // SAFETY: only `sleep` is structurally pinned; it is never moved out while set.
+        // SAFETY: only `timer` is structurally pinned; it is never moved out.
         let this = unsafe { self.get_unchecked_mut() };
         loop {
             match &mut this.state {
@@ -456,20 +450,11 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
                 AskState::Done => panic!("AskFuture polled after completion"),
             }
         }
-        // Pending. Most answers come within one turn of the scheduler (the actor runs next
-        // on this worker), and arming a timer costs more than the whole exchange: yield once
-        // first, and arm the timeout only if the answer has not come by the next poll.
-        if !this.yielded && this.sleep.is_none() {
-            this.yielded = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        let timeout = this.timeout;
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| tokio::time::sleep(timeout));
-        // SAFETY: `sleep` lives in this pinned future and is never moved.
-        if unsafe { Pin::new_unchecked(sleep) }.poll(cx).is_ready() {
+        // Pending: the timeout, armed only at the second wait (see `AskTimer`).
+        // SAFETY: `timer` lives in this pinned future and is never moved.
+        let timer = unsafe { Pin::new_unchecked(&mut this.timer) };
+        let timeout = timer.timeout();
+        if timer.poll_expired(cx).is_ready() {
             this.state = AskState::Done;
             crate::metrics::count(this.target.core(), "conclib_ask_timeouts_total");
             return Poll::Ready(Err(AskError::Timeout(timeout)));

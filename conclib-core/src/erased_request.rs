@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::ask_timer::Timed;
 use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError};
 use crate::message::Priority;
@@ -94,7 +95,8 @@ impl<'a> ErasedRequest<'a> {
         let timeout = self.timeout;
         let cell = self.target.cell.clone();
         let exchange = async { self.queue().await?.answer().await };
-        match tokio::time::timeout(timeout, exchange).await {
+        // The timer armed only if the answer does not come at once (see `AskTimer`).
+        match Timed::new(exchange, timeout).await {
             Ok(result) => result,
             Err(_) => {
                 crate::metrics::count(cell.core(), "conclib_ask_timeouts_total");

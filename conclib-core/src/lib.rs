@@ -65,6 +65,7 @@
 
 mod actor;
 mod actor_ref;
+mod ask_timer;
 mod broadcast;
 mod cell;
 mod changes;
