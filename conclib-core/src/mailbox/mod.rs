@@ -97,6 +97,13 @@ struct Lanes<A: Actor> {
     dead: bool,
 }
 
+impl<A: Actor> Lanes<A> {
+    /// The control and high lanes, allocated at their first message.
+    fn priority_lanes(&mut self) -> &mut PriorityLanes<A> {
+        self.priority.get_or_insert_with(PriorityLanes::new)
+    }
+}
+
 struct PriorityLanes<A: Actor> {
     control: VecDeque<Control>,
     high: VecDeque<Envelope<A>>,
@@ -296,11 +303,7 @@ impl<A: Actor> Mailbox<A> {
         match priority {
             Priority::Normal => lanes.normal.push_back(env),
             Priority::High => {
-                lanes
-                    .priority
-                    .get_or_insert_with(PriorityLanes::new)
-                    .high
-                    .push_back(env);
+                lanes.priority_lanes().high.push_back(env);
                 self.priority_pending.store(true, Ordering::Release);
             }
         }
@@ -352,11 +355,7 @@ impl<A: Actor> Mailbox<A> {
         } else {
             self.take_receiver(&mut lanes)
         };
-        lanes
-            .priority
-            .get_or_insert_with(PriorityLanes::new)
-            .control
-            .push_back(c);
+        lanes.priority_lanes().control.push_back(c);
         self.priority_pending.store(true, Ordering::Release);
         drop(lanes);
         if let Some(w) = waker {
