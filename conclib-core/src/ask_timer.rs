@@ -42,7 +42,7 @@ impl AskTimer {
     pub(crate) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         // SAFETY: only `sleep` is structurally pinned; it is never moved out while set.
         let this = unsafe { self.get_unchecked_mut() };
-        if !this.yielded && this.sleep.is_none() {
+        if !this.yielded {
             this.yielded = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;

@@ -46,12 +46,12 @@ impl Outbox {
 
     /// For the writer: swaps the frames appended so far into `out` (emptied first) and
     /// returns `Ready(true)`; `Ready(false)` when the outbox is closed and empty; else
-    /// `Pending`, with `waker` (if given) registered for the next frame or the close.
+    /// `Pending`, with `waker` registered for the next frame or the close.
     ///
     /// A buffer that a large frame grew past [`KEEP_AT_MOST`] is replaced by a small one
     /// before it goes back to the senders: the two buffers take turns, so a link that once
     /// carried a 64 MiB frame would otherwise keep twice that for its life.
-    fn poll_take(&self, out: &mut Vec<u8>, waker: Option<&Waker>) -> Poll<bool> {
+    fn poll_take(&self, out: &mut Vec<u8>, waker: &Waker) -> Poll<bool> {
         out.clear();
         if out.capacity() > KEEP_AT_MOST {
             *out = Vec::with_capacity(WRITE_BUFFER);
@@ -64,11 +64,9 @@ impl Outbox {
         if queued.closed {
             return Poll::Ready(false);
         }
-        if let Some(waker) = waker {
-            match &mut queued.writer {
-                Some(w) if w.will_wake(waker) => {}
-                slot => *slot = Some(waker.clone()),
-            }
+        match &mut queued.writer {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
         }
         Poll::Pending
     }
@@ -95,7 +93,7 @@ pub(crate) async fn write_frames(
     outbox: Arc<Outbox>,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(WRITE_BUFFER);
-    while poll_fn(|cx| outbox.poll_take(&mut out, Some(cx.waker()))).await {
+    while poll_fn(|cx| outbox.poll_take(&mut out, cx.waker())).await {
         writer.write_all(&out).await?;
     }
     Ok(())
@@ -164,16 +162,16 @@ mod tests {
             status: 0,
             payload: &big,
         });
-        assert!(outbox.poll_take(&mut out, None).is_ready());
+        assert!(outbox.poll_take(&mut out, Waker::noop()).is_ready());
         assert!(out.len() > big.len());
         // Written; the writer comes back for more: nothing queued.
-        assert!(outbox.poll_take(&mut out, None).is_pending());
+        assert!(outbox.poll_take(&mut out, Waker::noop()).is_pending());
         assert!(out.is_empty());
         assert!(out.capacity() <= KEEP_AT_MOST);
         assert!(lock(&outbox.queued).buf.capacity() <= KEEP_AT_MOST);
         // Small frames still go through the buffers as before.
         outbox.push(&Frame::Pong(3));
-        assert!(outbox.poll_take(&mut out, None).is_ready());
+        assert!(outbox.poll_take(&mut out, Waker::noop()).is_ready());
         assert!(!out.is_empty());
     }
 }

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::actors::Add;
-use common::{config, raw, raw_client, v};
+use common::{config, eventually, raw, raw_client, v};
 use conclib_redis::ProxyClient;
 use fred::prelude::*;
 
@@ -44,24 +44,19 @@ async fn request_writes(redis: &Client) -> Vec<String> {
 /// Waits (at most 10 s) until Redis holds a client's command (`blocked_clients`: a write
 /// held by `CLIENT PAUSE ... WRITE` counts). Redis says so only when asked: polled.
 async fn until_a_command_is_held(redis: &Client) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let info = raw(redis, vec![v("INFO"), v("clients")]).await.unwrap();
-        let info = info.as_str().map(|s| s.to_string()).unwrap_or_default();
-        let held = info
-            .lines()
-            .find_map(|line| line.strip_prefix("blocked_clients:"))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if held > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no write held by the pause within 10 s: {info}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "a write held by the pause",
+        || async {
+            let info = raw(redis, vec![v("INFO"), v("clients")]).await.unwrap();
+            let info = info.as_str().map(|s| s.to_string()).unwrap_or_default();
+            info.lines()
+                .find_map(|line| line.strip_prefix("blocked_clients:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .is_some_and(|held| held > 0)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
