@@ -1,18 +1,15 @@
-//! Type-erased messages in a mailbox, stored without a heap allocation when small,
-//! and the reusable slot their handler futures run in.
+//! Type-erased messages in a mailbox, stored without a heap allocation when small, and
+//! how one is handled (its future runs in the actor's [`FutureSlot`]).
 //!
 //! Why this exists: a mailbox holds messages of many types, so they must be erased; the
 //! obvious `Box<dyn ...>` costs an allocation per message and another per handler future.
 //! Here a message lives inside the envelope when it is small: a tell's message of up to 24
 //! bytes, an ask's of up to 16 (beside its reply sender); 8 bytes less each while metrics are
-//! on, the send stamp taking the last word. Handler futures are placed in one buffer per
-//! actor that is reused message after message (an actor runs one handler at a time).
+//! on, the send stamp taking the last word.
 
-use std::alloc::{self, Layout};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop, MaybeUninit};
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::task::{Context as TaskContext, Poll};
@@ -21,7 +18,9 @@ use tokio::sync::oneshot;
 
 use crate::actor::Actor;
 use crate::context::Context;
-use crate::error::{AskError, panic_message};
+use crate::error::AskError;
+use crate::future_slot::{FutureSlot, Started};
+use crate::guarded::{CatchUnwind, Lazy};
 use crate::message::{Handler, Message};
 
 /// How many 8-byte words of message data an envelope holds: the payload in all three, or
@@ -453,183 +452,6 @@ impl<A: Actor> Drop for Envelope<A> {
     }
 }
 
-/// Where an actor's handler futures live: one heap buffer, grown to the largest future
-/// seen and reused for every message after that.
-pub(crate) struct FutureSlot {
-    ptr: NonNull<u8>,
-    /// The buffer's size and alignment: 8 bytes, not a `Layout`'s 16 (the slot lives in
-    /// every actor's run future).
-    size: u32,
-    align: u32,
-}
-
-// SAFETY: the slot only ever holds `Send` futures, and `SlotFuture` borrows it mutably.
-unsafe impl Send for FutureSlot {}
-// SAFETY: no shared access to the contents is ever given out.
-unsafe impl Sync for FutureSlot {}
-
-impl FutureSlot {
-    pub(crate) const fn new() -> Self {
-        FutureSlot {
-            ptr: NonNull::dangling(),
-            size: 0,
-            align: 1,
-        }
-    }
-
-    fn layout(&self) -> Layout {
-        // SAFETY: built from a valid layout's size and alignment in `grow`.
-        unsafe { Layout::from_size_align_unchecked(self.size as usize, self.align as usize) }
-    }
-
-    /// Places `fut` in the slot and polls it once. A handler done at its first poll (most
-    /// are) is dropped in place at once, where its type is known: no call through a vtable
-    /// to poll it or to drop it. One that waits stays in the slot, polled and dropped through
-    /// the returned [`SlotFuture`].
-    #[inline]
-    pub(crate) fn start<'a, F>(&'a mut self, fut: F, cx: &mut TaskContext<'_>) -> Started<'a>
-    where
-        F: Future<Output = Outcome> + Send + 'a,
-    {
-        let at = self.place::<F>();
-        // SAFETY: `at` is valid for a write of `F`: big and aligned enough, or dangling for a
-        // ZST.
-        unsafe { ptr::write(at, fut) };
-        // SAFETY: the future stays where it is until it is dropped, here or by the guard.
-        match unsafe { Pin::new_unchecked(&mut *at) }.poll(cx) {
-            Poll::Ready(outcome) => {
-                if matches!(outcome, Outcome::Panicked(_)) {
-                    // What the panic left may panic again as it drops: not through the run
-                    // loop.
-                    // SAFETY: written above, done, and dropped only here.
-                    let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ptr::drop_in_place(at) }));
-                } else {
-                    // A handler done without a panic holds nothing whose drop runs user code
-                    // (`Handling` and `GuardedRequest` have dropped the handler's future and
-                    // sent or dropped the reply).
-                    // SAFETY: as above.
-                    unsafe { ptr::drop_in_place(at) };
-                }
-                Started::Done(outcome)
-            }
-            Poll::Pending => {
-                let fut: *mut (dyn Future<Output = Outcome> + Send + 'a) = at;
-                Started::Waiting(SlotFuture {
-                    fut,
-                    _slot: PhantomData,
-                })
-            }
-        }
-    }
-
-    /// Where an `F` goes: the buffer, grown first if `F` does not fit (dangling for a ZST).
-    #[inline]
-    fn place<F>(&mut self) -> *mut F {
-        let need = Layout::new::<F>();
-        if need.size() == 0 {
-            return NonNull::<F>::dangling().as_ptr();
-        }
-        let have = self.layout();
-        if need.size() > have.size() || need.align() > have.align() {
-            self.grow(need);
-        }
-        self.ptr.as_ptr().cast::<F>()
-    }
-
-    /// Makes the buffer big and aligned enough for `need` (out of line: once per actor and
-    /// size of future, not once per message).
-    #[inline(never)]
-    fn grow(&mut self, need: Layout) {
-        let have = self.layout();
-        let layout =
-            Layout::from_size_align(need.size().max(have.size()), need.align().max(have.align()))
-                .expect("future layout overflow");
-        let (Ok(size), Ok(align)) = (u32::try_from(layout.size()), u32::try_from(layout.align()))
-        else {
-            panic!("a handler's future of {} bytes", layout.size())
-        };
-        self.release();
-        // SAFETY: `layout` has a non-zero size.
-        let ptr = unsafe { alloc::alloc(layout) };
-        let Some(ptr) = NonNull::new(ptr) else {
-            alloc::handle_alloc_error(layout)
-        };
-        self.ptr = ptr;
-        self.size = size;
-        self.align = align;
-    }
-
-    fn release(&mut self) {
-        if self.size != 0 {
-            // SAFETY: allocated in `grow` with this layout.
-            unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout()) };
-            // Field by field: assigning a whole slot would drop (and release) this one.
-            self.ptr = NonNull::dangling();
-            self.size = 0;
-            self.align = 1;
-        }
-    }
-}
-
-impl Drop for FutureSlot {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
-/// What a handler's first poll came to ([`FutureSlot::start`]).
-pub(crate) enum Started<'a> {
-    /// Done at its first poll, and dropped already.
-    Done(Outcome),
-    /// It waits, in the slot.
-    Waiting(SlotFuture<'a>),
-}
-
-/// A handler future running in a [`FutureSlot`]; dropped in place when done or cancelled.
-pub(crate) struct SlotFuture<'a> {
-    fut: *mut (dyn Future<Output = Outcome> + Send + 'a),
-    _slot: PhantomData<&'a mut FutureSlot>,
-}
-
-// SAFETY: the future inside is `Send` and owned by this guard.
-unsafe impl Send for SlotFuture<'_> {}
-
-impl SlotFuture<'_> {
-    /// The same guard, with its borrows no longer tracked.
-    ///
-    /// # Safety
-    /// What the future borrows (the actor, its context, the slot) must stay in place and go
-    /// unused by anything else until the guard is dropped.
-    pub(crate) unsafe fn erase(self) -> SlotFuture<'static> {
-        let this = ManuallyDrop::new(self);
-        // SAFETY: the caller keeps the borrows valid; only the lifetime changes.
-        let fut: *mut (dyn Future<Output = Outcome> + Send + 'static) =
-            unsafe { mem::transmute(this.fut) };
-        SlotFuture {
-            fut,
-            _slot: PhantomData,
-        }
-    }
-}
-
-impl Future for SlotFuture<'_> {
-    type Output = Outcome;
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Outcome> {
-        // SAFETY: the future never moves: it stays in the slot until this guard drops it.
-        let fut = self.fut;
-        unsafe { Pin::new_unchecked(&mut *fut) }.poll(cx)
-    }
-}
-
-impl Drop for SlotFuture<'_> {
-    fn drop(&mut self) {
-        // A panic in a future's destructor must not unwind through the run loop.
-        let fut = self.fut;
-        // SAFETY: the future was written in `start`, has not finished, and is dropped only here.
-        let _ = catch_unwind(AssertUnwindSafe(|| unsafe { ptr::drop_in_place(fut) }));
-    }
-}
-
 /// Runs one handler: creates its future on the first poll and polls it, catching panics,
 /// then sends the result to the asker.
 struct Handling<C, F, M: Message> {
@@ -677,58 +499,6 @@ where
             (None, Ok(_)) => Outcome::Done,
             (None, Err(e)) => Outcome::Failed(format!("{e:?}")),
         })
-    }
-}
-
-/// A future created from `C` on its first poll, so that creating it (running the
-/// synchronous part of a hook) happens inside the panic guard too.
-pub(crate) enum Lazy<C, F> {
-    Start(C),
-    Running(F),
-    Finished,
-}
-
-impl<C, F> Lazy<C, F> {
-    /// Whether the future has not been created yet.
-    pub(crate) fn is_unstarted(&self) -> bool {
-        matches!(self, Lazy::Start(_))
-    }
-}
-
-impl<C: FnOnce() -> F, F: Future> Future for Lazy<C, F> {
-    type Output = F::Output;
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `Running(F)` is structurally pinned and never moved out; the closure is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        if let Lazy::Start(_) = this {
-            let Lazy::Start(create) = mem::replace(this, Lazy::Finished) else {
-                unreachable!()
-            };
-            *this = Lazy::Running(create());
-        }
-        let Lazy::Running(fut) = this else {
-            panic!("Lazy polled after completion")
-        };
-        // SAFETY: see above.
-        let out = std::task::ready!(unsafe { Pin::new_unchecked(fut) }.poll(cx));
-        *this = Lazy::Finished;
-        Poll::Ready(out)
-    }
-}
-
-/// A future that catches panics of `F`, for lifecycle hooks.
-pub(crate) struct CatchUnwind<F>(pub(crate) F);
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, String>;
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        // SAFETY: structural pinning of the only field.
-        let fut = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
-        match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Err(payload) => Poll::Ready(Err(panic_message(&*payload))),
-        }
     }
 }
 
@@ -831,76 +601,5 @@ mod tests {
         ));
         assert_eq!(rx.await.unwrap().unwrap(), 42);
         assert_eq!(drops.load(Ordering::SeqCst), 1);
-    }
-
-    /// Counts its drops.
-    struct Count(Arc<AtomicUsize>);
-
-    impl Drop for Count {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn slot_grows_and_reuses() {
-        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
-        let mut slot = FutureSlot::new();
-        assert!(matches!(
-            slot.start(async { Outcome::Done }, &mut cx),
-            Started::Done(Outcome::Done)
-        ));
-        let big = [0u8; 4096];
-        let started = slot.start(
-            async move {
-                let _keep = big;
-                std::future::pending::<()>().await;
-                Outcome::Done
-            },
-            &mut cx,
-        );
-        assert!(matches!(started, Started::Waiting(_)));
-        drop(started);
-        assert!(slot.size >= 4096);
-        let before = slot.ptr;
-        assert!(matches!(
-            slot.start(async { Outcome::Done }, &mut cx),
-            Started::Done(_)
-        ));
-        assert_eq!(before, slot.ptr, "a smaller future reuses the buffer");
-    }
-
-    #[test]
-    fn a_handler_done_at_once_is_dropped_at_once_one_that_waits_by_its_guard() {
-        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
-        let mut slot = FutureSlot::new();
-        let drops = Arc::new(AtomicUsize::new(0));
-        let count = Count(drops.clone());
-        let started = slot.start(
-            async move {
-                let _count = count;
-                Outcome::Done
-            },
-            &mut cx,
-        );
-        assert!(matches!(started, Started::Done(Outcome::Done)));
-        drop(started);
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
-        let count = Count(drops.clone());
-        let started = slot.start(
-            async move {
-                let _count = count;
-                std::future::pending::<()>().await;
-                Outcome::Done
-            },
-            &mut cx,
-        );
-        let Started::Waiting(mut waiting) = started else {
-            panic!("a pending future is done")
-        };
-        assert!(Pin::new(&mut waiting).poll(&mut cx).is_pending());
-        assert_eq!(drops.load(Ordering::SeqCst), 1);
-        drop(waiting);
-        assert_eq!(drops.load(Ordering::SeqCst), 2);
     }
 }

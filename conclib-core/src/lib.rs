@@ -77,6 +77,8 @@ mod dynamic;
 mod envelope;
 mod erased_request;
 mod error;
+mod future_slot;
+mod guarded;
 mod mailbox;
 mod message;
 mod messages;

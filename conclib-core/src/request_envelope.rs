@@ -12,11 +12,10 @@ use tokio::sync::oneshot;
 
 use crate::actor::Actor;
 use crate::context::Context;
-use crate::envelope::{
-    CatchUnwind, Envelope, FutureSlot, Lazy, Outcome, Payload, Started, VTable, payload_ref,
-    take_payload,
-};
+use crate::envelope::{Envelope, Outcome, Payload, VTable, payload_ref, take_payload};
 use crate::error::AskError;
+use crate::future_slot::{FutureSlot, Started};
+use crate::guarded::{CatchUnwind, Lazy};
 use crate::message::{Message, Priority};
 use crate::remote::ErasedMessage;
 use crate::trace::TraceContext;
