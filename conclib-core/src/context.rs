@@ -19,8 +19,9 @@ use crate::error::{SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Handler, Message, Priority};
 use crate::messages::StreamFinished;
+use crate::spawn::SpawnBuilder;
 use crate::supervision::{SupervisionEvent, SupervisionStrategy};
-use crate::system::{ActorId, ActorSystem, SpawnBuilder};
+use crate::system::{ActorId, ActorSystem};
 use crate::urn::Urn;
 
 /// The handle to a running actor's own runtime, passed to every handler and hook.

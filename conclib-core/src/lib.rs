@@ -90,6 +90,7 @@ mod request;
 mod request_envelope;
 mod runner;
 mod snapshot;
+mod spawn;
 mod supervision;
 mod system;
 #[cfg(test)]
@@ -124,10 +125,11 @@ pub use snapshot::{
     MAX_BRIEF_ACTORS, MessageTotals, PoolMemberSnapshot, PoolSnapshot, SnapshotChanges,
     SystemSnapshot,
 };
+pub use spawn::SpawnBuilder;
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 pub use system::{
-    ActorId, ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut, SpawnBuilder,
-    URN_JOURNAL_CAPACITY, UrnChanges,
+    ActorId, ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut, URN_JOURNAL_CAPACITY,
+    UrnChanges,
 };
 pub use urn::{
     MAX_URN_LEN, Urn, UrnError, validate as validate_urn, validate_const as validate_urn_const,
