@@ -1,25 +1,27 @@
 //! [`start_proxy`]: serves an actor system's exposed actors to other processes.
 //!
-//! This module starts and stops a proxy; its children read requests (`read`), turn each
-//! into its handling (`dispatch`), write answers (`write`) and keep the leases (`lease`).
+//! This module holds what a proxy's parts share; `handle` starts and stops a proxy, and
+//! the parts read requests (`read`), turn each into its handling (`dispatch`), write answers
+//! (`write`) and keep the leases (`lease`).
 
 mod activation;
 mod dispatch;
 mod forward;
 mod group;
+mod handle;
 mod lease;
 mod owned;
 mod read;
 mod write;
 
 pub use activation::{Activation, Activator, DEFAULT_PASSIVATE_AFTER, StateStore, StoreError};
+pub use handle::{ProxyHandle, start_proxy};
 
-use lease::{heartbeat_loop, lease_token};
+use lease::lease_token;
 use read::read_loop;
 use write::write_loop;
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -32,9 +34,8 @@ use fred::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{ProxyConfig, check_system_id};
+use crate::config::ProxyConfig;
 use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
-use crate::error::ServeError;
 use crate::protocol::{
     self, ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_SCRIPT, FORWARD_SCRIPT, Keys, PUSH_SCRIPT,
     RELEASE_SCRIPT, RESET_SCRIPT,
@@ -186,341 +187,6 @@ struct Shared {
     reset: Script,
     /// What the snapshots published of the actors in brief; one publish at a time.
     briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
-}
-
-/// A running proxy; from [`start_proxy`].
-///
-/// [`shutdown`](Self::shutdown) stops it gracefully. Dropping the handle without it aborts
-/// the proxy at once: requests it had taken and not answered are handled again by the next
-/// proxy of the same system id (they stay in Redis until acknowledged).
-pub struct ProxyHandle {
-    shared: Arc<Shared>,
-    reader: Option<JoinHandle<()>>,
-    writer: Option<JoinHandle<()>>,
-    heartbeat: Option<JoinHandle<()>>,
-}
-
-impl fmt::Debug for ProxyHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProxyHandle")
-            .field("system_id", &self.shared.system_id)
-            .field("namespace", &self.shared.config.namespace)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Makes the actors of `system` that expose messages ([`Actor::REMOTE`](conclib_core::Actor::REMOTE))
-/// reachable through Redis by [`ProxyClient`](crate::ProxyClient)s, and returns once the
-/// actors alive now are reachable.
-///
-/// The proxy serves the system under [`ProxyConfig::system_id`] (default: the system's name).
-/// It claims each exposed actor's URN in Redis, and publishes actors spawned or stopped later
-/// as soon as the system reports a URN change (also every [`ProxyConfig::scan_interval`], and
-/// at once with [`ProxyHandle::refresh`]). A URN
-/// another live system already owns is not served here: it is logged as an error and listed
-/// by [`ProxyHandle::conflicts`], and taken over only if the other system's ownership lapses.
-/// Requests are looked up by URN when they arrive, so a restarted actor is served at once.
-///
-/// # Errors
-/// [`ServeError::Config`], [`ServeError::Unavailable`] if Redis cannot be reached,
-/// [`ServeError::SystemInUse`] if another live proxy serves the same system id.
-pub async fn start_proxy(
-    system: &ActorSystem,
-    config: &ProxyConfig,
-) -> Result<ProxyHandle, ServeError> {
-    let system_id = config
-        .system_id
-        .clone()
-        .unwrap_or_else(|| system.name().to_owned());
-    check_system_id(&system_id).map_err(ServeError::Config)?;
-    let block = Duration::from_secs(1);
-    let cmd = config
-        .builder::<()>(config.command_timeout)
-        .map_err(|e| ServeError::Config(e.to_string()))?;
-    let cmd = cmd.build().map_err(|e| ServeError::Config(e.to_string()))?;
-    let reader = config
-        .builder::<()>(config.command_timeout + block)
-        .map_err(|e| ServeError::Config(e.to_string()))?
-        .build()
-        .map_err(|e| ServeError::Config(e.to_string()))?;
-    conn::init_within(&[&cmd, &reader], config.connect_timeout)
-        .await
-        .map_err(ServeError::Unavailable)?;
-    let shared = Arc::new(Shared::new(
-        system,
-        config,
-        system_id.clone(),
-        Role::System,
-        (cmd, reader),
-        config.max_in_flight,
-    ));
-    let started = async {
-        let since = std::time::Instant::now();
-        shared.acquire_lease().await?;
-        shared.sync_clock().await;
-        shared
-            .ensure_group()
-            .await
-            .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
-        shared.renew_queue().await;
-        shared.scan().await;
-        shared.mark_fresh(since);
-        Ok::<_, ServeError>(())
-    };
-    if let Err(e) = started.await {
-        let _ = shared.cmd.quit().await;
-        let _ = shared.reader.quit().await;
-        return Err(e);
-    }
-    let (reader, writer) = shared.start_reading(block);
-    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
-    tracing::info!(
-        system = %shared.system_id,
-        namespace = %shared.config.namespace,
-        urns = shared.registry.lock().unwrap_or_else(|e| e.into_inner()).owned.len(),
-        "Redis proxy started"
-    );
-    Ok(ProxyHandle {
-        shared,
-        reader: Some(reader),
-        writer: Some(writer),
-        heartbeat: Some(heartbeat),
-    })
-}
-
-impl ProxyHandle {
-    /// The system id served.
-    #[must_use]
-    pub fn system_id(&self) -> &str {
-        &self.shared.system_id
-    }
-
-    /// The URNs this proxy owns in Redis (and so serves), sorted. A URN leaves the list as
-    /// the proxy sees its actor stopped, just before its key in Redis is deleted (a burst
-    /// of stops: one batch of deletes, on its way meanwhile).
-    #[must_use]
-    pub fn served_urns(&self) -> Vec<String> {
-        let mut urns: Vec<String> = self.shared.registry().owned.iter().cloned().collect();
-        urns.sort();
-        urns
-    }
-
-    /// Local URNs another system owns, with that system's id: this proxy refuses their
-    /// requests ([`AskError::UnknownUrn`](conclib_core::AskError::UnknownUrn) for clients routed here by
-    /// stale information) until the other system releases them.
-    #[must_use]
-    pub fn conflicts(&self) -> Vec<(String, String)> {
-        let mut list: Vec<(String, String)> = self
-            .shared
-            .registry()
-            .conflicts
-            .iter()
-            .map(|(u, o)| (u.clone(), o.clone()))
-            .collect();
-        list.sort();
-        list
-    }
-
-    /// Whether the proxy still reads requests (false after shutdown began, or after another
-    /// instance took the system's lease).
-    #[must_use]
-    pub fn is_serving(&self) -> bool {
-        self.shared.serving.load(Ordering::Acquire)
-    }
-
-    /// What the proxy did so far.
-    #[must_use]
-    pub fn stats(&self) -> ProxyStats {
-        self.shared.stats()
-    }
-
-    /// Publishes the system's snapshot now rather than at the next
-    /// [`ProxyConfig::snapshot_interval`] (see [`SnapshotReader`](crate::SnapshotReader)).
-    ///
-    /// # Errors
-    /// [`ServeError::Redis`] if Redis refused the write.
-    pub async fn publish_snapshot(&self) -> Result<(), ServeError> {
-        self.shared
-            .publish_snapshot(true)
-            .await
-            .map_err(|e| ServeError::Redis(e.to_string()))
-    }
-
-    /// Serves the local actor `urn` as one member of its URN's group: several systems (in
-    /// other processes, on other machines) serve one URN together, each with its own actor
-    /// or pool under it, and clients ask it like any URN. Requests wait in the group's one
-    /// stream and each member takes what it has room for
-    /// ([`ProxyConfig::group_in_flight`](crate::ProxyConfig::group_in_flight)), so a busy
-    /// member takes less. Requests taken by a member that dies are handled by the others
-    /// once its member lease lapses (at once when it provably died on the same host).
-    /// Returns once this system reads the group's stream.
-    ///
-    /// ```no_run
-    /// # async fn demo(proxy: conclib_redis::ProxyHandle) -> Result<(), conclib_redis::ServeError> {
-    /// proxy.join("resize").await?;     // this system's actor `resize` serves in its group
-    /// // ...
-    /// proxy.leave("resize").await;     // finishes what it took, then leaves
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// [`ServeError::Invalid`] if no local actor has this URN; [`ServeError::UrnInUse`] if
-    /// one system serves the URN alone; [`ServeError::Unavailable`].
-    pub async fn join(&self, urn: &str) -> Result<(), ServeError> {
-        if self.shared.system.lookup(urn).is_err() {
-            return Err(ServeError::Invalid(format!(
-                "no actor of system {} has the URN {urn}: spawn it before joining its group",
-                self.shared.system_id
-            )));
-        }
-        self.shared.join_group(group::GroupOf::Urn(urn)).await
-    }
-
-    /// Leaves the group of a URN or pattern prefix gracefully: this system takes no more of
-    /// its requests, finishes and acknowledges those it took, and gives up its place (the
-    /// group goes on with its other members; with none left, its URN lapses after a lease).
-    /// The local actor stays, no longer served through Redis. Activations of a pattern left
-    /// stay until passivated. `false` if this system was not a member.
-    pub async fn leave(&self, urn_or_prefix: &str) -> bool {
-        self.shared.leave_group(urn_or_prefix).await
-    }
-
-    /// The groups this system is a member of: shared URNs and pattern prefixes, sorted.
-    #[must_use]
-    pub fn groups(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.shared.groups().keys().cloned().collect();
-        names.sort();
-        names
-    }
-
-    /// Activates actors on demand for the URNs of a pattern (`user:{id}`): the first request
-    /// for `user:42` through Redis makes one system of the pattern's group claim the URN and
-    /// construct the actor with `make` (which may load its state, e.g. from the
-    /// [`Activation::store`]); later requests go straight to it; after
-    /// [`passivate_after`](Activator::passivate_after) without requests it is stopped
-    /// gracefully (its `on_stop` may save) and its URN released, to be activated again,
-    /// anywhere in the group, by the next request. Every system declaring the pattern joins
-    /// its group. Never two live activations of a URN handle messages at once: a system
-    /// hands a request to an activation only while its lease on the URN is surely held, and
-    /// an activation whose URN another system took is stopped.
-    ///
-    /// ```no_run
-    /// # use conclib_core::Actor;
-    /// # struct User { name: String }
-    /// # impl Actor for User {}
-    /// # async fn demo(proxy: conclib_redis::ProxyHandle) -> Result<(), conclib_redis::ServeError> {
-    /// use std::time::Duration;
-    /// proxy
-    ///     .activate("user:{id}", |a: conclib_redis::Activation| async move {
-    ///         let name = a.store().load::<String>().await?.unwrap_or_default();
-    ///         Ok::<_, conclib_redis::StoreError>(User { name })
-    ///     })
-    ///     .passivate_after(Duration::from_secs(300))
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn activate<A, F, Fut, E>(&self, pattern: &str, make: F) -> Activator<'_>
-    where
-        A: conclib_core::Actor,
-        F: Fn(Activation) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<A, E>> + Send + 'static,
-        E: fmt::Display + Send + 'static,
-    {
-        Activator::new(self, pattern, make)
-    }
-
-    /// The URNs activated in this system now, sorted.
-    #[must_use]
-    pub fn activations(&self) -> Vec<String> {
-        self.shared.activations.active()
-    }
-
-    /// Registers actors spawned (and releases those stopped) since the last scan, now rather
-    /// than at the next [`ProxyConfig::scan_interval`].
-    pub async fn refresh(&self) {
-        self.shared.scan().await;
-    }
-
-    /// Stops taking requests, finishes the ones taken (their replies are written and
-    /// acknowledged), releases the system's lease, and returns. Requests still queued stay in
-    /// Redis for the next proxy of this system id. URN ownerships lapse after
-    /// [`ProxyConfig::lease_ttl`] unless [`ProxyConfig::release_on_shutdown`] is set.
-    ///
-    /// # Errors
-    /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
-    pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        let shared = self.shared.clone();
-        let mut result = shared.leave_all().await;
-        shared.passivate_all().await;
-        shared.serving.store(false, Ordering::Release);
-        let _ = shared.stop.send_replace(true);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.await;
-        }
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.await;
-        }
-        if let Some(heartbeat) = self.heartbeat.take() {
-            heartbeat.abort();
-            let _ = heartbeat.await;
-        }
-        shared.trim_exact().await;
-        if shared.config.snapshot_interval.is_some()
-            && let Err(e) =
-                crate::snapshots::withdraw(&shared.cmd, &shared.keys, &shared.system_id).await
-        {
-            result = Err(ServeError::Unavailable(e.to_string()));
-        }
-        if shared.config.release_on_shutdown {
-            let urns: Vec<String> = shared.registry().owned.drain().collect();
-            let calls = urns
-                .iter()
-                .map(|u| (shared.keys.urn(u), vec![owned(shared.system_id.clone())]))
-                .collect();
-            for r in shared.eval_many(&shared.release, calls).await {
-                if let Err(e) = r {
-                    result = Err(ServeError::Unavailable(e.to_string()));
-                }
-            }
-        }
-        let release = shared
-            .eval_many(
-                &shared.release,
-                vec![(shared.lease_key.clone(), vec![owned(shared.token.clone())])],
-            )
-            .await;
-        if let Some(Err(e)) = release.into_iter().next() {
-            result = Err(ServeError::Unavailable(e.to_string()));
-        }
-        let _ = shared.cmd.quit().await;
-        let _ = shared.reader.quit().await;
-        tracing::info!(system = %shared.system_id, "Redis proxy stopped");
-        result
-    }
-}
-
-impl Drop for ProxyHandle {
-    fn drop(&mut self) {
-        for task in [
-            self.reader.take(),
-            self.writer.take(),
-            self.heartbeat.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            task.abort();
-        }
-        if self.shared.serving.swap(false, Ordering::AcqRel) {
-            let shared = self.shared.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = shared.cmd.quit().await;
-                    let _ = shared.reader.quit().await;
-                });
-            }
-        }
-    }
 }
 
 fn now_ms() -> i64 {
