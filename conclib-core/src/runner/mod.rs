@@ -1,86 +1,30 @@
 //! The run loop of one actor: take the next message, handle it, apply the panic policy,
 //! and stop in order (children first, then `on_stop`, then the URN is freed).
+//!
+//! Here the loop over messages; in `ledger` what it owes between two (places in the
+//! mailbox, measurements); in `lifecycle` what happens around the messages (control
+//! messages, panics, restarts, the stop).
+
+mod ledger;
+mod lifecycle;
+
+use ledger::Ledger;
+pub(crate) use lifecycle::{Factory, RunOptions};
+use lifecycle::{Flow, after_panic, finish, on_control};
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::Poll;
-use std::time::Instant;
 
 use crate::actor::Actor;
-use crate::cell::{ErasedCell, leave_parent, notify_stopped};
 use crate::context::Context;
 use crate::envelope::Outcome;
 use crate::error::StopReason;
 use crate::future_slot::{FutureSlot, SlotFuture, Started};
-use crate::guarded::CatchUnwind;
 use crate::mailbox::{Control, Next};
 use crate::metrics::ActorMetrics;
-use crate::supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
-
-/// Makes a fresh actor for a restart.
-pub(crate) type Factory<A> = Box<dyn FnMut() -> A + Send>;
-
-/// How an actor meets a panic: its policy and the factory of fresh states for a restart.
-/// Boxed, and only when not the default (stop, no factory): 8 bytes of every actor's task,
-/// not 48; most actors have neither.
-pub(crate) struct RunOptions<A>(Option<Box<Restarting<A>>>);
-
-struct Restarting<A> {
-    policy: PanicPolicy,
-    factory: Option<Factory<A>>,
-    /// Recent restarts, to enforce the restart limit.
-    restarts: VecDeque<Instant>,
-}
-
-impl<A> RunOptions<A> {
-    pub(crate) fn new(policy: PanicPolicy, factory: Option<Factory<A>>) -> Self {
-        if policy == PanicPolicy::default() && factory.is_none() {
-            return RunOptions(None);
-        }
-        RunOptions(Some(Box::new(Restarting {
-            policy,
-            factory,
-            restarts: VecDeque::new(),
-        })))
-    }
-
-    fn policy(&self) -> PanicPolicy {
-        self.0
-            .as_ref()
-            .map_or_else(PanicPolicy::default, |r| r.policy)
-    }
-
-    fn has_factory(&self) -> bool {
-        self.0.as_ref().is_some_and(|r| r.factory.is_some())
-    }
-
-    fn factory(&mut self) -> Option<&mut Factory<A>> {
-        self.0.as_mut()?.factory.as_mut()
-    }
-
-    /// Records a restart; `false` if it exceeds `limit`.
-    fn allow_restart(&mut self, limit: RestartLimit) -> bool {
-        let now = Instant::now();
-        let Some(options) = self.0.as_deref_mut() else {
-            return false;
-        };
-        let restarts = &mut options.restarts;
-        while restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > limit.within)
-        {
-            restarts.pop_front();
-        }
-        if restarts.len() >= limit.max_restarts as usize {
-            return false;
-        }
-        restarts.push_back(now);
-        true
-    }
-}
 
 /// The actor's task.
 ///
@@ -434,103 +378,9 @@ fn after_message<A: Actor>(
     panic
 }
 
-/// What the run loop owes others between two messages: the places in the mailbox's capacity
-/// of the messages it took, and (metrics on) what they measured.
-///
-/// A place is given back as its message is taken for handling, but not one at a time: the
-/// count is shared with every sender (who reserves a place with a compare-and-swap on it), so
-/// a give-back per message made the actor's core and the senders' fight for its cache line
-/// at every message (bounded tell at a third of the rate it has now; BENCHMARKS.md, "Places
-/// given back by the batch"). The loop gives them back when the batch it took from the
-/// mailbox is done, after every [`GIVE_BACK_MAX`] messages (at most a sixteenth of a bounded
-/// mailbox's capacity), and before it waits for anything (a handler's `.await`, a control message's
-/// hook, a panic's, the stop): an actor that waits owes nothing, so what senders and
-/// snapshots see of a waiting actor is exact; a running one counts up to that many of the
-/// messages it handled as queued.
-struct Ledger {
-    /// Created on the first message measured (boxed: most actors never need it).
-    metrics: Option<Box<ActorMetrics>>,
-    /// Places of messages taken for handling, not given back yet.
-    owed: u32,
-    /// How many it may owe while it runs: read once, not at every message, from the line of
-    /// the capacity's count, which the senders write.
-    most: u32,
-}
-
-/// The most places the run loop owes while it runs through a batch.
-const GIVE_BACK_MAX: usize = 64;
-
-impl Ledger {
-    fn new(capacity: &crate::mailbox::Capacity) -> Self {
-        Ledger {
-            metrics: None,
-            owed: 0,
-            most: (capacity.limit() / 16).clamp(1, GIVE_BACK_MAX) as u32,
-        }
-    }
-
-    /// A message was taken for handling; `last`: it was the last of its batch.
-    #[inline]
-    fn took<A: Actor>(&mut self, cell: &crate::cell::ActorCell<A>, last: bool) {
-        self.owed += 1;
-        if last || self.owed >= self.most {
-            self.give_back(cell);
-        }
-    }
-
-    /// Gives back every place owed.
-    #[inline]
-    fn give_back<A: Actor>(&mut self, cell: &crate::cell::ActorCell<A>) {
-        if self.owed > 0 {
-            let owed = std::mem::take(&mut self.owed);
-            cell.mailbox.capacity.taken_by_actor(owed as usize);
-        }
-    }
-
-    /// Gives back every place owed, then passes on what the messages measured (with the
-    /// mailbox's depth exact, nothing owed).
-    fn settle<A: Actor>(&mut self, cell: &crate::cell::ActorCell<A>) {
-        self.give_back(cell);
-        if let Some(m) = self.metrics.as_deref_mut()
-            && m.has_unrecorded()
-        {
-            record(m, cell);
-        }
-    }
-}
-
-/// A handler or hook panicked: its hook, then the panic policy. `Some`: the actor stops.
-async fn after_panic<A: Actor>(
-    actor: &mut A,
-    ctx: &mut Context<A>,
-    options: &mut RunOptions<A>,
-    cell: &crate::cell::ActorCell<A>,
-    panic: String,
-) -> Option<StopReason> {
-    tracing::error!(%panic, "actor panicked");
-    cell.core.panicked(&panic);
-    cell.mark_task_changed();
-    crate::metrics::count(&cell.core, "conclib_actor_panics_total");
-    if CatchUnwind(actor.on_panic(ctx, &panic)).await.is_err() {
-        tracing::error!("on_panic panicked too");
-    }
-    // The parent's declaration for its children, if any, overrides the spawner's choice.
-    match cell.core.panic_policy(options.policy()) {
-        PanicPolicy::Resume => None,
-        PanicPolicy::Restart(limit) if options.has_factory() => {
-            if !options.allow_restart(limit) {
-                return Some(StopReason::RestartLimit(panic));
-            }
-            // In this future's box already: no box of its own.
-            restart(actor, ctx, options, &panic, true).await.err()
-        }
-        PanicPolicy::Stop | PanicPolicy::Restart(_) => Some(StopReason::Panicked(panic)),
-    }
-}
-
 /// Gives the recorder what `m` measured (out of line: rare next to the messages it covers).
 #[inline(never)]
-fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
+pub(super) fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
     m.record(cell.mailbox.capacity.len(), &cell.core);
     // Its per-message figures changed.
     cell.mark_task_changed();
@@ -577,170 +427,6 @@ fn start_message<A: Actor>(
         }
     }
     (Some(Box::new(span)), measure)
-}
-
-/// What the run loop does after a control message.
-enum Flow {
-    Continue,
-    Stop(StopReason),
-    /// A hook panicked (the panic policy applies).
-    Panicked(String),
-}
-
-/// A restart or a supervision event (a kill never gets here).
-async fn on_control<A: Actor>(
-    actor: &mut A,
-    ctx: &mut Context<A>,
-    options: &mut RunOptions<A>,
-    control: Control,
-) -> Flow {
-    match control {
-        Control::Kill => Flow::Stop(StopReason::Killed),
-        Control::Restart(why) => {
-            if options.has_factory()
-                && let Err(reason) = Box::pin(restart(actor, ctx, options, &why, false)).await
-            {
-                return Flow::Stop(reason);
-            }
-            Flow::Continue
-        }
-        Control::Event(event) => {
-            supervise(ctx, &event);
-            match CatchUnwind(actor.on_event(ctx, event)).await {
-                Ok(()) => Flow::Continue,
-                Err(panic) => Flow::Panicked(panic),
-            }
-        }
-    }
-}
-
-/// One-for-all: a child restarted, so restart its restartable siblings.
-fn supervise<A: Actor>(ctx: &mut Context<A>, event: &SupervisionEvent) {
-    if let SupervisionEvent::Terminated { id, .. } = event {
-        ctx.forget_watched(*id);
-    }
-    if let (SupervisionStrategy::OneForAll, SupervisionEvent::ChildRestarted { id, panic, .. }) =
-        (ctx.strategy, event)
-    {
-        let siblings: Vec<Arc<dyn ErasedCell>> = ctx.myself().cell.core.lock_children().clone();
-        for child in siblings {
-            if child.core().id != *id && child.core().restartable().load(Ordering::Relaxed) {
-                child.push_control(Control::Restart(format!(
-                    "sibling {id} restarted after: {panic}"
-                )));
-            }
-        }
-    }
-}
-
-/// Replaces the actor with a fresh one from the factory, keeping the mailbox: children and
-/// timers of the old state stop, then the new state's `on_start` runs.
-async fn restart<A: Actor>(
-    actor: &mut A,
-    ctx: &mut Context<A>,
-    options: &mut RunOptions<A>,
-    why: &str,
-    tell_parent: bool,
-) -> Result<(), StopReason> {
-    let factory = options.factory().expect("restart needs a factory");
-    ctx.cancel_tasks();
-    stop_children(ctx).await;
-    let fresh = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(factory)) {
-        Ok(fresh) => fresh,
-        Err(_) => {
-            return Err(StopReason::Failed(
-                "the restart factory panicked".to_owned(),
-            ));
-        }
-    };
-    drop(std::mem::replace(actor, fresh));
-    match CatchUnwind(actor.on_start(ctx)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            return Err(StopReason::Failed(format!(
-                "on_start failed on restart: {e}"
-            )));
-        }
-        Err(panic) => {
-            return Err(StopReason::Failed(format!(
-                "on_start panicked on restart: {panic}"
-            )));
-        }
-    }
-    tracing::info!(reason = why, "actor restarted");
-    let core = &ctx.myself().cell.core;
-    core.rare().restarts += 1;
-    ctx.myself().cell.mark_task_changed();
-    crate::metrics::count(core, "conclib_actor_restarts_total");
-    if tell_parent && let Some(parent) = &core.parent {
-        parent.push_control(Control::Event(SupervisionEvent::ChildRestarted {
-            id: core.id,
-            urn: core.urn.clone(),
-            panic: why.to_owned(),
-        }));
-    }
-    Ok(())
-}
-
-/// Gracefully stops every child and waits until they have all stopped.
-async fn stop_children<A: Actor>(ctx: &Context<A>) {
-    let children: Vec<Arc<dyn ErasedCell>> = ctx.myself().cell.core.lock_children().clone();
-    for child in &children {
-        child.close();
-    }
-    for child in &children {
-        child.core().wait_for_stop().await;
-    }
-}
-
-async fn finish<A: Actor>(
-    mut actor: A,
-    mut ctx: Context<A>,
-    reason: StopReason,
-    mut batch: VecDeque<crate::envelope::Envelope<A>>,
-) {
-    let cell = ctx.myself().cell.clone();
-    ctx.cancel_tasks();
-    cell.mailbox.close();
-    // What is still queued now will not be handled (kill, panic): fail those asks at once.
-    let left = cell.mailbox.seal(&mut batch);
-    let dropped = left.len();
-    drop(left);
-    if dropped > 0 {
-        cell.mailbox.capacity.taken_by_actor(dropped);
-    }
-    stop_children(&ctx).await;
-    let failure = match CatchUnwind(actor.on_stop(&mut ctx, &reason)).await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(panic) => Some(format!("panicked: {panic}")),
-    };
-    let reason = match failure {
-        None => reason,
-        Some(error) => {
-            tracing::error!(%error, "on_stop failed");
-            StopReason::StopFailed {
-                reason: Box::new(reason),
-                error,
-            }
-        }
-    };
-    drop(actor);
-    // In this order: whoever sees the actor stopped (`wait_for_stop`) finds it gone from
-    // every view (URN, registry, its parent's children), and whoever sees the system empty
-    // (shutdown) finds every actor stopped and every parent told.
-    // (The registry lists only live actors, so it agrees before the actor leaves it; leaving
-    // it last takes its lock once.)
-    ctx.system().release_urn(&cell.core);
-    ctx.system().drop_side_entries(&cell.core);
-    ctx.unwatch_all();
-    leave_parent(&cell.core);
-    cell.core.mark_stopped(reason.clone());
-    // The next snapshot's look finds it stopped (as it will when it leaves the registry).
-    cell.mailbox.capacity.mark.set();
-    tracing::debug!(%reason, "actor stopped");
-    notify_stopped(&cell.core, &reason);
-    ctx.system().forget(&*cell);
 }
 
 /// A place in an actor's mailbox held by an ask it handed on ([`Actor::HANDS_ON`]): given back
