@@ -1,8 +1,8 @@
 //! Actors activated on demand by URN pattern: the first request for `user:42` makes one
 //! system of the pattern's group claim the URN (the fenced lease every URN has), construct
 //! the actor and serve it; an idle activation is passivated (stopped gracefully, so its
-//! `on_stop` can save, then its URN released); and [`StateStore`], a small fenced store
-//! for an activation's state on the same Redis.
+//! `on_stop` can save, then its URN released). An activation's state lives in its
+//! [`StateStore`] (`store`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,24 +12,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclib_codec::{Codec, decode_value, encode_value};
 use conclib_core::trace::TraceContext;
 use conclib_core::{Actor, ActorSystem, DynActorRef, ExposedMessage};
-use fred::bytes::Bytes;
 use fred::prelude::*;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::group::GroupOf;
-use super::{ProxyHandle, Script, Shared};
+use super::{ProxyHandle, Script, Shared, StateStore};
 use crate::client::random_token;
-use crate::conn::{as_bytes, bytes, owned, s};
+use crate::conn::{as_bytes, owned};
 use crate::error::ServeError;
-use crate::protocol::{STATE_CLOSE_SCRIPT, STATE_OPEN_SCRIPT, STATE_SAVE_SCRIPT};
-
-/// How long a state key without data lives (one left by a crashed activation that never
-/// saved).
-const EMPTY_STATE_TTL: Duration = Duration::from_secs(24 * 3600);
+use crate::protocol::STATE_CLOSE_SCRIPT;
 
 /// How long passivation waits for an actor's graceful stop (its `on_stop` saving) before it
 /// kills it.
@@ -68,9 +60,14 @@ impl Standing {
         self.taken.load(Ordering::Acquire)
     }
 
+    /// Not taken, and no write of its store refused.
+    pub(super) fn is_current(&self) -> bool {
+        !self.is_taken() && self.refused.load(Ordering::Acquire) == 0
+    }
+
     /// A write was refused, in the handling of the message being handled now (the handler
     /// runs in the trace context the proxy gave that message).
-    fn refused(&self) {
+    pub(super) fn refused(&self) {
         self.refused.fetch_add(1, Ordering::AcqRel);
         if let Some(trace) = TraceContext::current() {
             let mut list = self.refused_in.lock().unwrap_or_else(|e| e.into_inner());
@@ -282,18 +279,13 @@ impl Shared {
         let activation = Activation {
             urn: urn.to_owned(),
             id: urn[pattern.prefix.len()..].to_owned(),
-            store: StateStore {
-                inner: Arc::new(StoreInner {
-                    cmd: self.cmd.clone(),
-                    key: state_key.clone(),
-                    token: token.clone(),
-                    standing: standing.clone(),
-                    opened: AtomicBool::new(false),
-                    codec: self.config.codec.clone(),
-                    open: Script::new(STATE_OPEN_SCRIPT),
-                    save: Script::new(STATE_SAVE_SCRIPT),
-                }),
-            },
+            store: StateStore::new(
+                self.cmd.clone(),
+                state_key.clone(),
+                token.clone(),
+                standing.clone(),
+                self.config.codec.clone(),
+            ),
         };
         let made = (pattern.make)(self.system.clone(), activation).await;
         match made {
@@ -424,133 +416,6 @@ impl fmt::Debug for Activation {
             .field("urn", &self.urn)
             .field("id", &self.id)
             .finish_non_exhaustive()
-    }
-}
-
-/// Why a [`StateStore`] call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// A later activation of the same URN owns the state now (this process was paused past
-    /// its lease and another system activated the URN): nothing was written. The proxy stops
-    /// this activation and sends the message being handled to the new one.
-    #[error("a later activation owns this state now; nothing was written")]
-    Fenced,
-    /// Redis did not answer, or refused.
-    #[error("Redis: {0}")]
-    Redis(String),
-    /// The state could not be encoded or decoded with the proxy's codec.
-    #[error("codec: {0}")]
-    Codec(String),
-}
-
-/// An activation's state in Redis (`{ns}:state:{urn}`), written only while the activation
-/// is the URN's latest: a fenced store.
-///
-/// The first [`load`](Self::load) or [`save`](Self::save) makes this activation the state's
-/// owner; from then on writes of any earlier activation of the URN (a process that was
-/// paused past its lease while another system took over) are refused with
-/// [`StoreError::Fenced`], and the proxy re-delivers the message they were handling to the
-/// current activation (a write from the handler itself, not from a task it spawned: the
-/// proxy tells its messages apart by the trace context each is handled in). Values are encoded with the proxy's codec
-/// ([`ProxyConfig::codec`](crate::ProxyConfig::codec)). State lives until [`clear`](Self::clear)ed
-/// (a key without data expires after a day).
-#[derive(Clone)]
-pub struct StateStore {
-    inner: Arc<StoreInner>,
-}
-
-struct StoreInner {
-    cmd: Client,
-    key: String,
-    token: String,
-    standing: Arc<Standing>,
-    opened: AtomicBool,
-    codec: Arc<dyn Codec>,
-    open: Script,
-    save: Script,
-}
-
-impl fmt::Debug for StateStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StateStore")
-            .field("key", &self.inner.key)
-            .finish_non_exhaustive()
-    }
-}
-
-impl StateStore {
-    /// The stored state, if any (and makes this activation its owner).
-    ///
-    /// # Errors
-    /// [`StoreError::Redis`], [`StoreError::Codec`].
-    pub async fn load<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
-        let data = self.open().await?;
-        match data {
-            None => Ok(None),
-            Some(b) => decode_value(&*self.inner.codec, &b)
-                .map(Some)
-                .map_err(|e| StoreError::Codec(e.to_string())),
-        }
-    }
-
-    /// Writes the state, if this activation is still the URN's latest.
-    ///
-    /// # Errors
-    /// [`StoreError::Fenced`] (nothing written), [`StoreError::Redis`], [`StoreError::Codec`].
-    pub async fn save<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), StoreError> {
-        let data = encode_value(&*self.inner.codec, value)
-            .map_err(|e| StoreError::Codec(e.to_string()))?;
-        self.write(vec![s("set"), bytes(Bytes::from(data))]).await
-    }
-
-    /// Deletes the state, if this activation is still the URN's latest.
-    ///
-    /// # Errors
-    /// [`StoreError::Fenced`], [`StoreError::Redis`].
-    pub async fn clear(&self) -> Result<(), StoreError> {
-        let ttl = Value::Integer(EMPTY_STATE_TTL.as_millis() as i64);
-        self.write(vec![s("clear"), ttl]).await
-    }
-
-    /// Whether this activation still owns its URN as far as the store has seen (false once
-    /// a write was fenced, or the proxy saw another system take the URN).
-    #[must_use]
-    pub fn is_current(&self) -> bool {
-        !self.inner.standing.is_taken() && self.inner.standing.refused.load(Ordering::Acquire) == 0
-    }
-
-    async fn open(&self) -> Result<Option<Bytes>, StoreError> {
-        let args = vec![
-            owned(self.inner.token.clone()),
-            Value::Integer(EMPTY_STATE_TTL.as_millis() as i64),
-        ];
-        let v = self.eval(&self.inner.open, args).await?;
-        self.inner.opened.store(true, Ordering::Release);
-        Ok(v.into_bytes())
-    }
-
-    async fn write(&self, mut rest: Vec<Value>) -> Result<(), StoreError> {
-        if !self.inner.opened.load(Ordering::Acquire) {
-            self.open().await?;
-        }
-        let mut args = vec![owned(self.inner.token.clone())];
-        args.append(&mut rest);
-        match self.eval(&self.inner.save, args).await? {
-            Value::Integer(1) => Ok(()),
-            _ => {
-                self.inner.standing.refused();
-                Err(StoreError::Fenced)
-            }
-        }
-    }
-
-    async fn eval(&self, script: &Script, args: Vec<Value>) -> Result<Value, StoreError> {
-        let key = vec![owned(self.inner.key.clone())];
-        script
-            .eval(&self.inner.cmd, key, args)
-            .await
-            .map_err(|e| StoreError::Redis(e.to_string()))
     }
 }
 

@@ -12,10 +12,12 @@ mod handle;
 mod lease;
 mod owned;
 mod read;
+mod store;
 mod write;
 
-pub use activation::{Activation, Activator, DEFAULT_PASSIVATE_AFTER, StateStore, StoreError};
+pub use activation::{Activation, Activator, DEFAULT_PASSIVATE_AFTER};
 pub use handle::{ProxyHandle, start_proxy};
+pub use store::{StateStore, StoreError};
 
 use lease::lease_token;
 use read::read_loop;
