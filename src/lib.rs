@@ -134,8 +134,8 @@ pub mod prelude {
 /// [`DeliverTell`](request::DeliverTell)).
 pub mod request {
     pub use conclib_core::{
-        Address, AskFuture, AskRequest, DeliverAsk, DeliverTell, KeyRouted, Priority, Recipient,
-        Requester, SendOptions, TellFuture, TellRequest,
+        Address, AskFuture, AskRequest, DeliverAsk, DeliverTell, DynAskFuture, DynTellFuture,
+        KeyRouted, Priority, Recipient, Requester, SendOptions, TellFuture, TellRequest,
     };
 }
 

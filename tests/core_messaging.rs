@@ -450,6 +450,101 @@ async fn dynamic_refs_check_messages_at_run_time() {
     ));
 }
 
+/// Holds the actor (a handler that waits) until the gate opens.
+struct Gate(Arc<Notify>, Option<oneshot::Sender<()>>);
+impl Message for Gate {
+    type Response = ();
+    type Error = Infallible;
+}
+
+/// Takes `Gate` and `Check` by URN only; answers a `Check` with the sum so far.
+#[derive(Default)]
+struct DynSum {
+    seen: Vec<u64>,
+}
+impl Actor for DynSum {
+    fn accepts(message: std::any::TypeId) -> bool {
+        message == std::any::TypeId::of::<Gate>() || message == std::any::TypeId::of::<Check>()
+    }
+    async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
+        let req = match req.extract::<Gate>() {
+            Ok((Gate(gate, entered), responder)) => {
+                if let Some(entered) = entered {
+                    let _ = entered.send(());
+                }
+                gate.notified().await;
+                return responder.respond(Ok(()));
+            }
+            Err(req) => req,
+        };
+        match req.extract::<Check>() {
+            Ok((Check(n), responder)) => {
+                self.seen.push(n);
+                responder.respond(Ok(self.seen.iter().sum()));
+            }
+            Err(req) => req.reject(),
+        }
+    }
+}
+
+/// A full mailbox: an ask by URN waits for room as long as its timeout allows (and is never
+/// queued if none comes), a tell by URN waits for room; once the actor stopped, a tell gives
+/// its message back and an ask ends at once.
+#[tokio::test]
+async fn requests_by_urn_wait_for_room_and_end_when_the_actor_stops() {
+    let system = ActorSystem::new("t");
+    system
+        .build(DynSum::default())
+        .urn("sum")
+        .mailbox(MailboxConfig::Bounded(1))
+        .spawn()
+        .await
+        .unwrap();
+    let d = system.lookup("sum").unwrap();
+    let gate = Arc::new(Notify::new());
+    let (entered, is_in) = oneshot::channel();
+    d.tell(Gate(gate.clone(), Some(entered))).await.unwrap();
+    is_in.await.unwrap();
+    d.tell(Check(2)).await.unwrap();
+    assert_eq!(d.mailbox_len(), 1, "the one place is taken");
+    assert_eq!(
+        d.ask(Check(100)).timeout(Duration::from_millis(20)).await,
+        Err(AskError::Timeout(Duration::from_millis(20)))
+    );
+    let ask = tokio::spawn({
+        let d = d.clone();
+        async move { d.ask(Check(4)).timeout(Duration::from_secs(3600)).await }
+    });
+    let tell = tokio::spawn({
+        let d = d.clone();
+        async move { d.tell(Check(8)).await }
+    });
+    // Both run up to their wait for room (one thread: they run when this test yields).
+    tokio::task::yield_now().await;
+    assert!(
+        !ask.is_finished() && !tell.is_finished(),
+        "no room: both wait"
+    );
+    gate.notify_one();
+    let answered = tokio::time::timeout(Duration::from_secs(10), ask).await;
+    assert!(matches!(answered, Ok(Ok(Ok(6 | 14)))), "{answered:?}");
+    tokio::time::timeout(Duration::from_secs(10), tell)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // The ask that found no room was never queued: 2 + 4 + 8.
+    assert_eq!(d.ask(Check(0)).await, Ok(14));
+    assert_eq!(d.asks_skipped(), 0);
+    d.stop();
+    d.wait_for_stop().await;
+    match d.tell(Check(16)).await {
+        Err(SendError::ActorStopped(Check(16))) => {}
+        other => panic!("expected the message back, got {other:?}"),
+    }
+    assert_eq!(d.ask(Check(32)).await, Err(AskError::ActorStopped));
+}
+
 #[tokio::test]
 async fn hand_written_actor_without_dispatch_rejects_dynamic_asks() {
     let system = ActorSystem::new("t");

@@ -475,6 +475,7 @@ fn futures_are_send<A: Handler<M>, M: Message>() {
     assert_send::<TellRequest<&'static ActorRef<A>, M>>();
     assert_send::<AskRequest<&'static Recipient<M>, M>>();
     assert_send::<AskRequest<&'static crate::DynActorRef, M>>();
+    assert_send::<TellRequest<&'static crate::DynActorRef, M>>();
     assert_send::<AskRequest<&'static crate::Pool<A>, M>>();
 }
 

@@ -105,7 +105,7 @@ pub use actor::Actor;
 pub use actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
 pub use broadcast::{BroadcastOutcome, Delivery};
 pub use context::{Context, StreamId, TimerHandle};
-pub use dynamic::DynActorRef;
+pub use dynamic::{DynActorRef, DynAskFuture, DynTellFuture};
 pub use erased_request::{AskHandle, ErasedRequest, QueuedAsk};
 pub use error::{AskError, BoxError, LookupError, ProcessExit, SendError, SpawnError, StopReason};
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};

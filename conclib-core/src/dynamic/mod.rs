@@ -1,10 +1,14 @@
 //! Addressing actors whose type is not known at compile time: [`DynActorRef`] (what a URN
-//! lookup returns) and the requests it sends.
+//! lookup returns) and the requests it sends (`exchange`: its asks and tells of typed
+//! messages, [`DynAskFuture`] and [`DynTellFuture`]).
+
+mod exchange;
+
+pub use exchange::{DynAskFuture, DynTellFuture};
 
 use std::any::TypeId;
 use std::fmt;
-use std::future::{Future, poll_fn};
-use std::pin::Pin;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +20,7 @@ use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Message, Priority};
 use crate::remote::{ErasedMessage, ExposedMessage};
-use crate::request::{AskRequest, DeliverAsk, DeliverTell, SendOptions, TellRequest};
+use crate::request::{AskRequest, TellRequest};
 use crate::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::system::ActorId;
 use crate::urn::Urn;
@@ -302,58 +306,7 @@ impl<A: Actor> From<&ActorRef<A>> for DynActorRef {
     }
 }
 
-/// The exchange of an ask or a tell through a [`DynActorRef`].
-type DynExchange<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-impl<'a, M: Message> DeliverAsk<M> for &'a DynActorRef {
-    type Ask = DynExchange<'a, Result<M::Response, AskError<M::Error>>>;
-
-    fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
-        Box::pin(async move {
-            let result = self
-                .erased(M::name(), TypeId::of::<M>(), Box::new(msg))
-                .timeout(options.timeout_or(self.cell.core().ask_timeout()))
-                .priority(options.priority())
-                .ask()
-                .await;
-            match result {
-                Ok(response) => response.downcast::<M::Response>().map(|r| *r).map_err(|_| {
-                    tracing::error!(
-                        message = M::name(),
-                        "a dynamic request was answered with the wrong type"
-                    );
-                    AskError::NoResponse
-                }),
-                Err(e) => Err(downcast_error::<M>(e)),
-            }
-        })
-    }
-}
-
-impl<'a, M: Message> DeliverTell<M> for &'a DynActorRef {
-    type Tell = DynExchange<'a, Result<(), SendError<M>>>;
-
-    fn deliver_tell(self, msg: M, options: SendOptions) -> Self::Tell {
-        Box::pin(async move {
-            self.tell_erased(
-                M::name(),
-                TypeId::of::<M>(),
-                Box::new(msg),
-                options.priority(),
-            )
-            .await
-            .map_err(|e| match e {
-                SendError::ActorStopped(msg) => SendError::ActorStopped(unbox::<M>(msg)),
-                SendError::MailboxFull(msg) => SendError::MailboxFull(unbox::<M>(msg)),
-                SendError::UnknownMessage { actor, message } => {
-                    SendError::UnknownMessage { actor, message }
-                }
-            })
-        })
-    }
-}
-
-fn unbox<M: Message>(msg: ErasedMessage) -> M {
+pub(super) fn unbox<M: Message>(msg: ErasedMessage) -> M {
     *msg.downcast::<M>().expect("the message we sent")
 }
 
@@ -361,7 +314,7 @@ fn take_message<M: Message>(req: &mut RequestEnvelope) -> M {
     unbox::<M>(req.message.take().expect("not taken"))
 }
 
-fn downcast_error<M: Message>(e: AskError<ErasedMessage>) -> AskError<M::Error> {
+pub(super) fn downcast_error<M: Message>(e: AskError<ErasedMessage>) -> AskError<M::Error> {
     match e {
         AskError::Handler(err) => match err.downcast::<M::Error>() {
             Ok(err) => AskError::Handler(*err),

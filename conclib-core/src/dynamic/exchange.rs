@@ -1,0 +1,220 @@
+//! A [`DynActorRef`]'s asks and tells of typed messages: [`DynAskFuture`] and
+//! [`DynTellFuture`], what its [`AskRequest`](crate::AskRequest)s and
+//! [`TellRequest`](crate::TellRequest)s become when awaited.
+//!
+//! Plain futures, as a typed ref's are ([`AskFuture`](crate::AskFuture)): the message goes
+//! boxed in a [`RequestEnvelope`] (the actor's type is not known here), but the exchange
+//! itself is not boxed, and an ask arms its timeout only at its second wait
+//! ([`AskTimer`]). (A boxed `async` exchange cost an allocation and a copy of the whole
+//! future per request: BENCHMARKS.md, "Asks by URN without a box".)
+
+use std::any::TypeId;
+use std::future::Future;
+use std::marker::{PhantomData, PhantomPinned};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll, ready};
+
+use tokio::sync::oneshot;
+
+use super::{DynActorRef, downcast_error, unbox};
+use crate::ask_timer::AskTimer;
+use crate::error::{AskError, SendError};
+use crate::message::{Message, Priority};
+use crate::request::{DeliverAsk, DeliverTell, SendOptions};
+use crate::request_envelope::{ErasedResult, Reply, RequestEnvelope};
+
+/// An ask through a [`DynActorRef`] on its way: resolves to the handler's response, checked
+/// against `M::Response` at run time, or an [`AskError`] ([`AskError::UnknownMessage`] if
+/// the actor does not take `M`); never hangs: it ends at the timeout at the latest.
+#[must_use = "an ask does nothing until awaited"]
+pub struct DynAskFuture<'a, M: Message> {
+    target: &'a DynActorRef,
+    state: AskState<M>,
+    priority: Priority,
+    no_wait: bool,
+    /// Armed only if the answer does not come at once (see [`AskTimer`]).
+    timer: AskTimer,
+    _pin: PhantomPinned,
+}
+
+enum AskState<M> {
+    Sending(M),
+    Waiting(oneshot::Receiver<ErasedResult>),
+    Done,
+}
+
+impl<'a, M: Message> DeliverAsk<M> for &'a DynActorRef {
+    type Ask = DynAskFuture<'a, M>;
+
+    fn deliver_ask(self, message: M, options: SendOptions) -> Self::Ask {
+        DynAskFuture {
+            target: self,
+            state: AskState::Sending(message),
+            priority: options.priority(),
+            no_wait: options.no_wait(),
+            timer: AskTimer::new(options.timeout_or(self.cell.core().ask_timeout())),
+            _pin: PhantomPinned,
+        }
+    }
+}
+
+impl<M: Message> Future for DynAskFuture<'_, M> {
+    type Output = Result<M::Response, AskError<M::Error>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        // SAFETY: only `timer` is structurally pinned; it is never moved out.
+        let this = unsafe { self.get_unchecked_mut() };
+        let target = this.target;
+        loop {
+            match &mut this.state {
+                AskState::Sending(_) => {
+                    if !target.cell.accepts(TypeId::of::<M>()) {
+                        this.state = AskState::Done;
+                        return Poll::Ready(Err(target.unknown(M::name())));
+                    }
+                    let capacity = target.cell.capacity();
+                    let reserved = if this.no_wait {
+                        match capacity.try_reserve() {
+                            None => Poll::Ready(Err(crate::mailbox::Closed)),
+                            Some(true) => Poll::Ready(Ok(())),
+                            Some(false) => {
+                                this.state = AskState::Done;
+                                return Poll::Ready(Err(AskError::MailboxFull));
+                            }
+                        }
+                    } else {
+                        capacity.poll_reserve(cx)
+                    };
+                    match reserved {
+                        Poll::Pending => break,
+                        Poll::Ready(Err(_)) => {
+                            this.state = AskState::Done;
+                            return Poll::Ready(Err(AskError::ActorStopped));
+                        }
+                        Poll::Ready(Ok(())) => {
+                            let AskState::Sending(msg) =
+                                std::mem::replace(&mut this.state, AskState::Done)
+                            else {
+                                unreachable!()
+                            };
+                            let (tx, rx) = oneshot::channel();
+                            let req = RequestEnvelope::new(
+                                M::name(),
+                                TypeId::of::<M>(),
+                                Box::new(msg),
+                                Some(Reply::Channel(tx)),
+                                this.priority,
+                            );
+                            if target.cell.push_request(req, this.priority).is_err() {
+                                return Poll::Ready(Err(AskError::ActorStopped));
+                            }
+                            this.state = AskState::Waiting(rx);
+                        }
+                    }
+                }
+                AskState::Waiting(rx) => match Pin::new(rx).poll(cx) {
+                    Poll::Ready(answer) => {
+                        this.state = AskState::Done;
+                        return Poll::Ready(match answer {
+                            Ok(answer) => typed_answer::<M>(target, answer),
+                            Err(_) => Err(AskError::ActorStopped),
+                        });
+                    }
+                    Poll::Pending => break,
+                },
+                AskState::Done => panic!("DynAskFuture polled after completion"),
+            }
+        }
+        // Pending: the timeout, armed only at the second wait (see `AskTimer`). Dropping the
+        // receiver then gives the ask up: the actor does not start it if it has not yet.
+        // SAFETY: `timer` lives in this pinned future and is never moved.
+        let timer = unsafe { Pin::new_unchecked(&mut this.timer) };
+        let timeout = timer.timeout();
+        if timer.poll_expired(cx).is_ready() {
+            this.state = AskState::Done;
+            crate::metrics::count(target.cell.core(), "conclib_ask_timeouts_total");
+            return Poll::Ready(Err(AskError::Timeout(timeout)));
+        }
+        Poll::Pending
+    }
+}
+
+/// An erased answer as the typed ask's result.
+fn typed_answer<M: Message>(
+    target: &DynActorRef,
+    answer: ErasedResult,
+) -> Result<M::Response, AskError<M::Error>> {
+    match answer {
+        Ok(response) => response.downcast::<M::Response>().map(|r| *r).map_err(|_| {
+            tracing::error!(
+                message = M::name(),
+                "a dynamic request was answered with the wrong type"
+            );
+            AskError::NoResponse
+        }),
+        // Named after this ref's actor, whoever refused it (a relay passes refusals on).
+        Err(AskError::UnknownMessage { message, .. }) => Err(target.unknown(&message)),
+        Err(e) => Err(downcast_error::<M>(e)),
+    }
+}
+
+/// A tell through a [`DynActorRef`] on its way: resolves once the message is queued, or to
+/// a [`SendError`] with the message ([`SendError::UnknownMessage`] if the actor does not
+/// take `M`).
+#[must_use = "a tell does nothing until awaited"]
+pub struct DynTellFuture<'a, M: Message> {
+    target: &'a DynActorRef,
+    msg: Option<M>,
+    priority: Priority,
+    _message: PhantomData<fn(M)>,
+}
+
+impl<M: Message> Unpin for DynTellFuture<'_, M> {}
+
+impl<'a, M: Message> DeliverTell<M> for &'a DynActorRef {
+    type Tell = DynTellFuture<'a, M>;
+
+    fn deliver_tell(self, message: M, options: SendOptions) -> Self::Tell {
+        DynTellFuture {
+            target: self,
+            msg: Some(message),
+            priority: options.priority(),
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<M: Message> Future for DynTellFuture<'_, M> {
+    type Output = Result<(), SendError<M>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let target = self.target;
+        if !target.cell.accepts(TypeId::of::<M>()) {
+            self.msg = None;
+            return Poll::Ready(Err(target.unknown_send(M::name())));
+        }
+        let reserved = ready!(target.cell.capacity().poll_reserve(cx));
+        let msg = self
+            .msg
+            .take()
+            .expect("DynTellFuture polled after completion");
+        if reserved.is_err() {
+            return Poll::Ready(Err(SendError::ActorStopped(msg)));
+        }
+        let req = RequestEnvelope::new(
+            M::name(),
+            TypeId::of::<M>(),
+            Box::new(msg),
+            None,
+            self.priority,
+        );
+        Poll::Ready(
+            target
+                .cell
+                .push_request(req, self.priority)
+                .map_err(|mut req| {
+                    SendError::ActorStopped(unbox::<M>(req.message.take().expect("not taken")))
+                }),
+        )
+    }
+}
