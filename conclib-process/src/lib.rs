@@ -157,6 +157,7 @@
 //! work over one process actor per core, crashes one on purpose and shows it restarted.
 
 mod answer;
+mod builder;
 mod child;
 mod deadlines;
 mod error;
@@ -204,11 +205,11 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+pub use builder::{ChildOutput, ProcessBuilder, SpawnProcess, build};
 pub use child::{ParentLink, Registry, init, is_process_actor, parent};
 #[allow(deprecated)]
 pub use error::SpawnError;
 pub use error::{ProcessExit, ProcessSpawnError};
-pub use parent::{ChildOutput, ProcessBuilder, SpawnProcess, build};
 pub use process_ref::ProcessRef;
 #[allow(deprecated)]
 pub use relay::ProcessActor;
