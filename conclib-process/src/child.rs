@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::FromRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -14,17 +13,15 @@ use conclib_codec::{Bincode, Codec};
 use conclib_core::trace::TraceContext;
 use conclib_core::{
     Actor, ActorSystem, AskHandle, DynActorRef, ErasedRequest, ErasedResult, ExposedMessage,
-    PanicPolicy, Priority, RemoteReply, StopReason,
+    PanicPolicy, Priority, StopReason,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
 
-use crate::answer::{decode_answer, reply_for};
+use crate::answer::reply_for;
 use crate::outbox::{Outbox, write_frames};
 use crate::wire::{self, FD_VAR, Frame, THREADS_VAR, status};
 use crate::{ById, lock};
-use conclib_core::AskError;
 
 type Start =
     fn(ActorSystem, Vec<u8>, bool) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>>;
@@ -245,11 +242,7 @@ async fn run(data: i32, registry: Registry) -> i32 {
     };
     // The actor runs: now the parent's spawn succeeds.
     out.push(&Frame::Pong(wire::STARTED));
-    let _ = PARENT.set(ParentLink {
-        out: out.clone(),
-        pending: Mutex::new(ById::default()),
-        next: AtomicU64::new(1),
-    });
+    crate::parent_link::connect(out.clone());
     let asks = Arc::new(Asks::default());
     // The actor stopping on its own (a panic, its own `stop`) ends the process, as a local
     // actor's end ends it: the parent hears why.
@@ -291,11 +284,7 @@ async fn run(data: i32, registry: Registry) -> i32 {
                     status,
                     payload,
                 }) => {
-                    if let Some(parent) = PARENT.get()
-                        && let Some(waiter) = lock(&parent.pending).remove(&id)
-                    {
-                        let _ = waiter.send((status, payload.to_vec()));
-                    }
+                    crate::parent_link::answered(id, status, payload);
                 }
                 other => {
                     let what = if other.is_some() {
@@ -549,103 +538,6 @@ async fn serve(actor: &DynActorRef, out: &Arc<Outbox>, asks: &Arc<Asks>, request
         return;
     }
     asks.queue(id, out, rm, request).await;
-}
-
-/// The link to the parent process, in a process actor's process; see [`parent`].
-static PARENT: OnceLock<ParentLink> = OnceLock::new();
-
-/// In a process actor's process: the link to the parent, whose actor system's actors it can
-/// ask and tell by URN (the parent gives its system with
-/// [`ProcessBuilder::system`](crate::ProcessBuilder::system)). `None` anywhere else.
-///
-/// ```no_run
-/// # use conclib_core::{Message, MessageDecl};
-/// # #[derive(serde::Serialize, serde::Deserialize)] struct Report(u64);
-/// # impl Message for Report { type Response = u64; type Error = String; }
-/// # impl MessageDecl for Report { type WireError = String; }
-/// # async fn handler() {
-/// // In a handler of the process actor:
-/// if let Some(parent) = conclib_process::parent() {
-///     let total = parent.ask("aggregator", Report(3), std::time::Duration::from_secs(1)).await;
-/// }
-/// # }
-/// ```
-#[must_use]
-pub fn parent() -> Option<&'static ParentLink> {
-    PARENT.get()
-}
-
-/// Asks and tells actors of the parent's system by URN; from [`parent`].
-pub struct ParentLink {
-    out: Arc<Outbox>,
-    pending: Mutex<ById<AnswerTx>>,
-    next: AtomicU64,
-}
-
-/// Where the parent's answer (status, payload) to one of the child's asks goes.
-type AnswerTx = oneshot::Sender<(u8, Vec<u8>)>;
-
-impl std::fmt::Debug for ParentLink {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ParentLink").finish_non_exhaustive()
-    }
-}
-
-impl ParentLink {
-    /// Asks the parent's actor with this URN, waiting at most `timeout`.
-    ///
-    /// # Errors
-    /// As for an ask to a process actor: [`AskError::UnknownUrn`](conclib_core::AskError::UnknownUrn) if the parent has no
-    /// such actor (or gave no system), the handler's error, a panic, a timeout.
-    pub async fn ask<M>(
-        &self,
-        urn: &str,
-        msg: M,
-        timeout: Duration,
-    ) -> Result<M::Response, AskError<M::Error>>
-    where
-        M: RemoteReply + Serialize,
-        M::Response: DeserializeOwned,
-    {
-        let body = wire::encode_body(&msg).map_err(AskError::Codec)?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        lock(&self.pending).insert(id, tx);
-        self.out.push(&Frame::Ask {
-            id,
-            trace: crate::passed_on_trace(),
-            urn,
-            message: M::name(),
-            body: &body,
-        });
-        let answer = tokio::time::timeout(timeout, rx).await;
-        lock(&self.pending).remove(&id);
-        match answer {
-            Ok(Ok((status, payload))) => decode_answer::<M>(urn, status, &payload),
-            Ok(Err(_)) => Err(AskError::ActorStopped),
-            Err(_) => Err(AskError::Timeout(timeout)),
-        }
-    }
-
-    /// Tells the parent's actor with this URN (what becomes of it is not reported).
-    ///
-    /// # Errors
-    /// [`AskError::Codec`](conclib_core::AskError::Codec) if the message cannot be encoded.
-    pub fn tell<M: conclib_core::Message + Serialize>(
-        &self,
-        urn: &str,
-        msg: M,
-    ) -> Result<(), AskError> {
-        let body = wire::encode_body(&msg).map_err(AskError::Codec)?;
-        self.out.push(&Frame::Ask {
-            id: 0,
-            trace: crate::passed_on_trace(),
-            urn,
-            message: M::name(),
-            body: &body,
-        });
-        Ok(())
-    }
 }
 
 #[cfg(test)]

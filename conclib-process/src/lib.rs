@@ -164,6 +164,7 @@ mod error;
 mod link;
 mod outbox;
 mod parent;
+mod parent_link;
 mod process_ref;
 mod relay;
 mod socket;
@@ -206,10 +207,11 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub use builder::{ChildOutput, ProcessBuilder, SpawnProcess, build};
-pub use child::{ParentLink, Registry, init, is_process_actor, parent};
+pub use child::{Registry, init, is_process_actor};
 #[allow(deprecated)]
 pub use error::SpawnError;
 pub use error::{ProcessExit, ProcessSpawnError};
+pub use parent_link::{ParentLink, parent};
 pub use process_ref::ProcessRef;
 #[allow(deprecated)]
 pub use relay::ProcessActor;
