@@ -179,8 +179,9 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// What a panic in a handler does, as for a local actor: the asker gets
     /// [`AskError::Panicked`](conclib_core::AskError::Panicked) either way; then with
     /// [`PanicPolicy::Stop`] (the default) the actor stops with
-    /// [`StopReason::Panicked`] and its process exits — a death like any other, so
-    /// [`restart`](Self::restart) replaces it within its limit; with
+    /// [`StopReason::Panicked`](conclib_core::StopReason::Panicked) and its process exits —
+    /// a death like any other, so [`restart`](Self::restart) replaces it within its limit;
+    /// with
     /// [`PanicPolicy::Resume`] the actor keeps its state and handles the next message.
     /// [`PanicPolicy::Restart`]`(limit)` is `Stop` with [`restart`](Self::restart)`(limit)`.
     pub fn on_panic(mut self, policy: PanicPolicy) -> Self {
