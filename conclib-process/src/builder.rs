@@ -181,8 +181,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// [`PanicPolicy::Stop`] (the default) the actor stops with
     /// [`StopReason::Panicked`](conclib_core::StopReason::Panicked) and its process exits —
     /// a death like any other, so [`restart`](Self::restart) replaces it within its limit;
-    /// with
-    /// [`PanicPolicy::Resume`] the actor keeps its state and handles the next message.
+    /// with [`PanicPolicy::Resume`] the actor keeps its state and handles the next message.
     /// [`PanicPolicy::Restart`]`(limit)` is `Stop` with [`restart`](Self::restart)`(limit)`.
     pub fn on_panic(mut self, policy: PanicPolicy) -> Self {
         self.resume = policy == PanicPolicy::Resume;
