@@ -407,39 +407,25 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
         let this = unsafe { self.get_unchecked_mut() };
         loop {
             match &mut this.state {
-                AskState::Sending(_) => {
-                    let reserved = if this.no_wait {
-                        match this.target.capacity().try_reserve() {
-                            None => Poll::Ready(Err(crate::mailbox::Closed)),
-                            Some(true) => Poll::Ready(Ok(())),
-                            Some(false) => {
-                                this.state = AskState::Done;
-                                return Poll::Ready(Err(AskError::MailboxFull));
-                            }
-                        }
-                    } else {
-                        this.target.capacity().poll_reserve(cx)
-                    };
-                    match reserved {
-                        Poll::Pending => break,
-                        Poll::Ready(Err(_)) => {
-                            this.state = AskState::Done;
+                AskState::Sending(_) => match poll_room(this.target.capacity(), this.no_wait, cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(e)) => {
+                        this.state = AskState::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Ready(Ok(())) => {
+                        let AskState::Sending(msg) =
+                            std::mem::replace(&mut this.state, AskState::Done)
+                        else {
+                            unreachable!()
+                        };
+                        let (tx, rx) = oneshot::channel();
+                        if this.target.push(msg, Some(tx), this.priority).is_err() {
                             return Poll::Ready(Err(AskError::ActorStopped));
                         }
-                        Poll::Ready(Ok(())) => {
-                            let AskState::Sending(msg) =
-                                std::mem::replace(&mut this.state, AskState::Done)
-                            else {
-                                unreachable!()
-                            };
-                            let (tx, rx) = oneshot::channel();
-                            if this.target.push(msg, Some(tx), this.priority).is_err() {
-                                return Poll::Ready(Err(AskError::ActorStopped));
-                            }
-                            this.state = AskState::Waiting(rx);
-                        }
+                        this.state = AskState::Waiting(rx);
                     }
-                }
+                },
                 AskState::Waiting(rx) => match Pin::new(rx).poll(cx) {
                     Poll::Ready(result) => {
                         this.state = AskState::Done;
@@ -453,14 +439,30 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
         // Pending: the timeout, armed only at the second wait (see `AskTimer`).
         // SAFETY: `timer` lives in this pinned future and is never moved.
         let timer = unsafe { Pin::new_unchecked(&mut this.timer) };
-        let timeout = timer.timeout();
-        if timer.poll_expired(cx).is_ready() {
-            this.state = AskState::Done;
-            crate::metrics::count(this.target.core(), "conclib_ask_timeouts_total");
-            return Poll::Ready(Err(AskError::Timeout(timeout)));
-        }
-        Poll::Pending
+        let timed_out = ready!(timer.poll_timeout(this.target.core(), cx));
+        this.state = AskState::Done;
+        Poll::Ready(Err(timed_out))
     }
+}
+
+/// Room in `capacity` for an ask's message: waited for, or (`no_wait`) refused at once
+/// with [`AskError::MailboxFull`] when there is none.
+#[inline]
+pub(crate) fn poll_room<E>(
+    capacity: &crate::mailbox::Capacity,
+    no_wait: bool,
+    cx: &mut TaskContext<'_>,
+) -> Poll<Result<(), AskError<E>>> {
+    if !no_wait {
+        return capacity
+            .poll_reserve(cx)
+            .map(|reserved| reserved.map_err(|_| AskError::ActorStopped));
+    }
+    Poll::Ready(match capacity.try_reserve() {
+        None => Err(AskError::ActorStopped),
+        Some(true) => Ok(()),
+        Some(false) => Err(AskError::MailboxFull),
+    })
 }
 
 // SAFETY-free marker: the futures hold only `&T` (Sync targets), the message and a receiver.

@@ -9,10 +9,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use tokio::time::Sleep;
+
+use crate::cell::CellCore;
+use crate::error::AskError;
 
 /// The timeout of one ask: see the [module](self).
 pub(crate) struct AskTimer {
@@ -53,6 +56,21 @@ impl AskTimer {
             .get_or_insert_with(|| tokio::time::sleep(timeout));
         // SAFETY: `sleep` lives in this pinned timer and is never moved.
         unsafe { Pin::new_unchecked(sleep) }.poll(cx)
+    }
+}
+
+impl AskTimer {
+    /// [`poll_expired`](Self::poll_expired) for an ask to the actor of `core`: its
+    /// [`AskError::Timeout`] once expired, counted in the actor's metrics.
+    pub(crate) fn poll_timeout<E>(
+        self: Pin<&mut Self>,
+        core: &CellCore,
+        cx: &mut Context<'_>,
+    ) -> Poll<AskError<E>> {
+        let timeout = self.timeout;
+        ready!(self.poll_expired(cx));
+        crate::metrics::count(core, "conclib_ask_timeouts_total");
+        Poll::Ready(AskError::Timeout(timeout))
     }
 }
 

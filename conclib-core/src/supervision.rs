@@ -1,6 +1,7 @@
 //! Supervision: what happens when a handler panics, and what parents and watchers are told.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crate::error::StopReason;
 use crate::system::ActorId;
@@ -56,6 +57,38 @@ impl RestartLimit {
             max_restarts,
             within,
         }
+    }
+
+    /// Counts one more restart at `now` against the limit, given when the recent ones were
+    /// (kept up to date: those out of the window dropped, `now` added when allowed). `false`:
+    /// the limit is reached, and nothing is added. What actors, pools (replacing members)
+    /// and process actors (restarting their process) all count with.
+    ///
+    /// ```
+    /// use conclib_core::RestartLimit;
+    /// use std::collections::VecDeque;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let limit = RestartLimit::new(2, Duration::from_secs(60));
+    /// let (mut recent, now) = (VecDeque::new(), Instant::now());
+    /// assert!(limit.admit(&mut recent, now));
+    /// assert!(limit.admit(&mut recent, now));
+    /// assert!(!limit.admit(&mut recent, now), "a third within the minute");
+    /// assert!(limit.admit(&mut recent, now + Duration::from_secs(61)));
+    /// assert_eq!(recent.len(), 1, "the two older ones left the window");
+    /// ```
+    pub fn admit(&self, recent: &mut VecDeque<Instant>, now: Instant) -> bool {
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.within)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= self.max_restarts as usize {
+            return false;
+        }
+        recent.push_back(now);
+        true
     }
 }
 

@@ -324,19 +324,7 @@ impl Inner {
         }
         let allowed = !self.ending.load(Ordering::Acquire)
             && self.spec.restart.is_some_and(|limit| {
-                let now = std::time::Instant::now();
-                let mut recent = lock(&self.restarts);
-                while recent
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > limit.within)
-                {
-                    recent.pop_front();
-                }
-                if recent.len() >= limit.max_restarts as usize {
-                    return false;
-                }
-                recent.push_back(now);
-                true
+                limit.admit(&mut lock(&self.restarts), std::time::Instant::now())
             });
         if conclib_core::metrics::is_enabled() {
             let reason = match (exit.code, exit.signal) {

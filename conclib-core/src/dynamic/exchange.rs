@@ -17,6 +17,7 @@ use std::task::{Context as TaskContext, Poll, ready};
 use tokio::sync::oneshot;
 
 use super::{DynActorRef, downcast_error, unbox};
+use crate::actor_ref::poll_room;
 use crate::ask_timer::AskTimer;
 use crate::error::{AskError, SendError};
 use crate::message::{Message, Priority};
@@ -72,24 +73,11 @@ impl<M: Message> Future for DynAskFuture<'_, M> {
                         this.state = AskState::Done;
                         return Poll::Ready(Err(target.unknown(M::name())));
                     }
-                    let capacity = target.cell.capacity();
-                    let reserved = if this.no_wait {
-                        match capacity.try_reserve() {
-                            None => Poll::Ready(Err(crate::mailbox::Closed)),
-                            Some(true) => Poll::Ready(Ok(())),
-                            Some(false) => {
-                                this.state = AskState::Done;
-                                return Poll::Ready(Err(AskError::MailboxFull));
-                            }
-                        }
-                    } else {
-                        capacity.poll_reserve(cx)
-                    };
-                    match reserved {
+                    match poll_room(target.cell.capacity(), this.no_wait, cx) {
                         Poll::Pending => break,
-                        Poll::Ready(Err(_)) => {
+                        Poll::Ready(Err(e)) => {
                             this.state = AskState::Done;
-                            return Poll::Ready(Err(AskError::ActorStopped));
+                            return Poll::Ready(Err(e));
                         }
                         Poll::Ready(Ok(())) => {
                             let AskState::Sending(msg) =
@@ -129,13 +117,9 @@ impl<M: Message> Future for DynAskFuture<'_, M> {
         // receiver then gives the ask up: the actor does not start it if it has not yet.
         // SAFETY: `timer` lives in this pinned future and is never moved.
         let timer = unsafe { Pin::new_unchecked(&mut this.timer) };
-        let timeout = timer.timeout();
-        if timer.poll_expired(cx).is_ready() {
-            this.state = AskState::Done;
-            crate::metrics::count(target.cell.core(), "conclib_ask_timeouts_total");
-            return Poll::Ready(Err(AskError::Timeout(timeout)));
-        }
-        Poll::Pending
+        let timed_out = ready!(timer.poll_timeout(target.cell.core(), cx));
+        this.state = AskState::Done;
+        Poll::Ready(Err(timed_out))
     }
 }
 

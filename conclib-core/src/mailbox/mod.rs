@@ -22,7 +22,6 @@ use crate::supervision::SupervisionEvent;
 mod capacity;
 
 pub use capacity::Capacity;
-pub(crate) use capacity::Closed;
 
 /// The default capacity of a bounded mailbox.
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
@@ -704,14 +703,14 @@ mod tests {
         assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the close woke it");
         assert!(matches!(
             mailbox.capacity.poll_reserve(&mut cx),
-            Poll::Ready(Err(super::Closed))
+            Poll::Ready(Err(super::capacity::Closed))
         ));
 
         let quiet: Mailbox<Probe> = Mailbox::new(MailboxConfig::Bounded(1), Mark::new(None));
         quiet.close();
         assert!(matches!(
             quiet.capacity.poll_reserve(&mut cx),
-            Poll::Ready(Err(super::Closed))
+            Poll::Ready(Err(super::capacity::Closed))
         ));
         assert_eq!(woken.0.load(Ordering::SeqCst), 1);
     }

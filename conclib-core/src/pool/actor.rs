@@ -62,22 +62,15 @@ impl<A: Actor> PoolSupervisor<A> {
         if ctx.myself().cell.mailbox.is_closed() {
             return; // the pool is stopping: its members go with it
         }
-        let now = Instant::now();
-        let within = self.replacements.within;
-        while self
-            .replaced_at
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > within)
+        if !self
+            .replacements
+            .admit(&mut self.replaced_at, Instant::now())
         {
-            self.replaced_at.pop_front();
-        }
-        if self.replaced_at.len() >= self.replacements.max_restarts as usize {
             ctx.pending_stop = Some(Box::new(StopReason::RestartLimit(format!(
                 "pool members replaced too often; last: {why}"
             ))));
             return;
         }
-        self.replaced_at.push_back(now);
         match self.spawn_member(ctx).await {
             Ok(member) => {
                 self.shared.replaced.fetch_add(1, Ordering::Relaxed);

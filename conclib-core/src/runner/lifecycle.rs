@@ -57,22 +57,9 @@ impl<A> RunOptions<A> {
 
     /// Records a restart; `false` if it exceeds `limit`.
     fn allow_restart(&mut self, limit: RestartLimit) -> bool {
-        let now = Instant::now();
-        let Some(options) = self.0.as_deref_mut() else {
-            return false;
-        };
-        let restarts = &mut options.restarts;
-        while restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > limit.within)
-        {
-            restarts.pop_front();
-        }
-        if restarts.len() >= limit.max_restarts as usize {
-            return false;
-        }
-        restarts.push_back(now);
-        true
+        self.0
+            .as_deref_mut()
+            .is_some_and(|options| limit.admit(&mut options.restarts, Instant::now()))
     }
 }
 
