@@ -10,7 +10,7 @@
 
 use std::any::TypeId;
 use std::future::Future;
-use std::marker::{PhantomData, PhantomPinned};
+use std::marker::PhantomPinned;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 
@@ -136,7 +136,7 @@ fn typed_answer<M: Message>(
             );
             AskError::NoResponse
         }),
-        // Named after this ref's actor, whoever refused it (a relay passes refusals on).
+        // A rejecting envelope does not know its actor's name (`RequestEnvelope::reject`).
         Err(AskError::UnknownMessage { message, .. }) => Err(target.unknown(&message)),
         Err(e) => Err(downcast_error::<M>(e)),
     }
@@ -150,7 +150,6 @@ pub struct DynTellFuture<'a, M: Message> {
     target: &'a DynActorRef,
     msg: Option<M>,
     priority: Priority,
-    _message: PhantomData<fn(M)>,
 }
 
 impl<M: Message> Unpin for DynTellFuture<'_, M> {}
@@ -163,7 +162,6 @@ impl<'a, M: Message> DeliverTell<M> for &'a DynActorRef {
             target: self,
             msg: Some(message),
             priority: options.priority(),
-            _message: PhantomData,
         }
     }
 }
