@@ -18,6 +18,7 @@ use crate::error::{LookupError, SpawnError, StopReason};
 use crate::registry::Registry;
 use crate::spawn::SpawnBuilder;
 use crate::urn::Urn;
+use crate::urn_journal::{UrnChanges, UrnJournal};
 
 /// The default time an ask waits for its answer.
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -106,34 +107,6 @@ impl Drop for SystemInner {
             keeping.end();
         }
     }
-}
-
-/// How many URN changes [`ActorSystem::urn_changes_since`] can look back.
-pub const URN_JOURNAL_CAPACITY: usize = 16_384;
-
-#[derive(Default)]
-struct UrnJournal {
-    /// The position after the newest entry.
-    next: u64,
-    entries: std::collections::VecDeque<(Urn, bool)>,
-}
-
-/// What changed since a position: from [`ActorSystem::urn_changes_since`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UrnChanges {
-    /// URNs taken (`true`) or freed (`false`), oldest first; read on from `next`.
-    Since {
-        /// The changes.
-        changes: Vec<(Urn, bool)>,
-        /// The position after them.
-        next: u64,
-    },
-    /// The journal no longer reaches back that far: look at
-    /// [`ActorSystem::named_actors`] afresh, then read on from `next`.
-    Lost {
-        /// The position now.
-        next: u64,
-    },
 }
 
 /// What [`ActorSystem::actors`] reports about one actor.
@@ -285,7 +258,7 @@ impl ActorSystem {
     /// The URNs taken (`true`) and freed (`false`) since `position` (a value seen on
     /// [`urn_changes`](Self::urn_changes), or a [`UrnChanges`]' `next`), oldest first: what a
     /// proxy reads to follow a system of any size at the cost of its changes, not its size.
-    /// The last [`URN_JOURNAL_CAPACITY`] changes are kept; a reader further behind gets
+    /// The last [`URN_JOURNAL_CAPACITY`](crate::URN_JOURNAL_CAPACITY) changes are kept; a reader further behind gets
     /// [`UrnChanges::Lost`] and looks at [`named_actors`](Self::named_actors) afresh.
     ///
     /// ```
@@ -305,39 +278,19 @@ impl ActorSystem {
     /// ```
     #[must_use]
     pub fn urn_changes_since(&self, position: u64) -> UrnChanges {
-        let journal = self
-            .inner
-            .urn_journal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let first = journal.next - journal.entries.len() as u64;
-        if position < first || position > journal.next {
-            return UrnChanges::Lost { next: journal.next };
-        }
-        UrnChanges::Since {
-            changes: journal
-                .entries
-                .iter()
-                .skip((position - first) as usize)
-                .cloned()
-                .collect(),
-            next: journal.next,
-        }
+        self.lock_journal().since(position)
     }
 
     /// Records a URN change; returns the journal's position after it.
     fn journal_urn(&self, urn: &Urn, taken: bool) -> u64 {
-        let mut journal = self
-            .inner
+        self.lock_journal().record(urn, taken)
+    }
+
+    fn lock_journal(&self) -> std::sync::MutexGuard<'_, UrnJournal> {
+        self.inner
             .urn_journal
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if journal.entries.len() == URN_JOURNAL_CAPACITY {
-            journal.entries.pop_front();
-        }
-        journal.entries.push_back((urn.clone(), taken));
-        journal.next += 1;
-        journal.next
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// What runs now: every actor that has not stopped, by id.
