@@ -40,6 +40,7 @@ impl FutureSlot {
         }
     }
 
+    #[inline]
     fn layout(&self) -> Layout {
         // SAFETY: built from a valid layout's size and alignment in `grow`.
         unsafe { Layout::from_size_align_unchecked(self.size as usize, self.align as usize) }

@@ -1,5 +1,10 @@
 //! Futures that run user code (handlers, lifecycle hooks) under a panic guard: created
 //! lazily, inside the guard, so that the synchronous part of a hook is guarded too.
+//!
+//! Their `poll`s are `#[inline]`: every handled message goes through them, and without it
+//! the compiler placed them in a codegen unit of their own, apart from the handling that
+//! calls them: 47 instructions more a ring hop (BENCHMARKS.md, "Moving code costs
+//! instructions").
 
 use std::future::Future;
 use std::mem;
@@ -19,6 +24,7 @@ pub(crate) enum Lazy<C, F> {
 
 impl<C, F> Lazy<C, F> {
     /// Whether the future has not been created yet.
+    #[inline]
     pub(crate) fn is_unstarted(&self) -> bool {
         matches!(self, Lazy::Start(_))
     }
@@ -26,6 +32,7 @@ impl<C, F> Lazy<C, F> {
 
 impl<C: FnOnce() -> F, F: Future> Future for Lazy<C, F> {
     type Output = F::Output;
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
         // SAFETY: `Running(F)` is structurally pinned and never moved out; the closure is not pinned.
         let this = unsafe { self.get_unchecked_mut() };
@@ -50,6 +57,7 @@ pub(crate) struct CatchUnwind<F>(pub(crate) F);
 
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         // SAFETY: structural pinning of the only field.
         let fut = unsafe { self.map_unchecked_mut(|s| &mut s.0) };

@@ -31,6 +31,7 @@ pub(super) struct Ledger {
 const GIVE_BACK_MAX: usize = 64;
 
 impl Ledger {
+    #[inline]
     pub(super) fn new(capacity: &crate::mailbox::Capacity) -> Self {
         Ledger {
             metrics: None,
@@ -59,6 +60,7 @@ impl Ledger {
 
     /// Gives back every place owed, then passes on what the messages measured (with the
     /// mailbox's depth exact, nothing owed).
+    #[inline]
     pub(super) fn settle<A: Actor>(&mut self, cell: &crate::cell::ActorCell<A>) {
         self.give_back(cell);
         if let Some(m) = self.metrics.as_deref_mut()
