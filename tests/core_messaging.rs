@@ -488,8 +488,8 @@ impl Actor for DynSum {
 }
 
 /// A full mailbox: an ask by URN waits for room as long as its timeout allows (and is never
-/// queued if none comes), a tell by URN waits for room; once the actor stopped, a tell gives
-/// its message back and an ask ends at once.
+/// queued if none comes), `try_ask` does not wait, a tell by URN waits for room; once the
+/// actor stopped, a tell gives its message back and an ask ends at once.
 #[tokio::test]
 async fn requests_by_urn_wait_for_room_and_end_when_the_actor_stops() {
     let system = ActorSystem::new("t");
@@ -511,6 +511,8 @@ async fn requests_by_urn_wait_for_room_and_end_when_the_actor_stops() {
         d.ask(Check(100)).timeout(Duration::from_millis(20)).await,
         Err(AskError::Timeout(Duration::from_millis(20)))
     );
+    let refused = tokio::time::timeout(Duration::from_secs(10), d.try_ask(Check(200))).await;
+    assert_eq!(refused, Ok(Err(AskError::MailboxFull)), "refused at once");
     let ask = tokio::spawn({
         let d = d.clone();
         async move { d.ask(Check(4)).timeout(Duration::from_secs(3600)).await }
@@ -533,7 +535,7 @@ async fn requests_by_urn_wait_for_room_and_end_when_the_actor_stops() {
         .unwrap()
         .unwrap()
         .unwrap();
-    // The ask that found no room was never queued: 2 + 4 + 8.
+    // The asks that found no room were never queued: 2 + 4 + 8.
     assert_eq!(d.ask(Check(0)).await, Ok(14));
     assert_eq!(d.asks_skipped(), 0);
     d.stop();

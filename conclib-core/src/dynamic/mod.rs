@@ -162,6 +162,13 @@ impl DynActorRef {
         AskRequest::new(self, msg)
     }
 
+    /// Sends `msg` if there is room right now, then waits for the response as
+    /// [`ask`](Self::ask). Fails with [`AskError::MailboxFull`] instead of waiting for room
+    /// (as [`ActorRef::try_ask`]).
+    pub fn try_ask<M: Message>(&self, msg: M) -> AskRequest<&DynActorRef, M> {
+        AskRequest::new(self, msg).no_wait()
+    }
+
     /// Tells with any message type, waiting for room in a full mailbox. Finish with
     /// `.await`; `.priority(Priority::High)` first to overtake queued normal messages.
     ///
