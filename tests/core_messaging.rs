@@ -67,6 +67,11 @@ async fn full_mailbox_makes_try_tell_fail_and_tell_wait() {
         other => panic!("expected MailboxFull with the message back, got {other:?}"),
     }
     assert!(matches!(r.try_ask(Seen).await, Err(AskError::MailboxFull)));
+    let seen = r.recipient::<Seen>();
+    assert!(matches!(
+        seen.try_ask(Seen).await,
+        Err(AskError::MailboxFull)
+    ));
     // A waiting tell completes once the actor makes room.
     let waiting = tokio::spawn({
         let r = r.clone();

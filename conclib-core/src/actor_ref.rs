@@ -272,6 +272,12 @@ impl<M: Message> Recipient<M> {
         AskRequest::new(self, msg)
     }
 
+    /// As [`ActorRef::try_ask`]: fails with [`AskError::MailboxFull`] instead of waiting for
+    /// room.
+    pub fn try_ask(&self, msg: M) -> AskRequest<&Recipient<M>, M> {
+        AskRequest::new(self, msg).no_wait()
+    }
+
     /// Waits until the actor has stopped and returns why.
     pub async fn wait_for_stop(&self) -> StopReason {
         self.target.core().wait_for_stop().await
