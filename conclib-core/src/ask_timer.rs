@@ -57,9 +57,7 @@ impl AskTimer {
         // SAFETY: `sleep` lives in this pinned timer and is never moved.
         unsafe { Pin::new_unchecked(sleep) }.poll(cx)
     }
-}
 
-impl AskTimer {
     /// [`poll_expired`](Self::poll_expired) for an ask to the actor of `core`: its
     /// [`AskError::Timeout`] once expired, counted in the actor's metrics.
     pub(crate) fn poll_timeout<E>(
