@@ -92,14 +92,18 @@ impl<'a> ErasedRequest<'a> {
     /// # Errors
     /// Any [`AskError`]; the handler's error stays erased.
     pub async fn ask(self) -> ErasedResult {
-        let timeout = self.timeout;
-        let cell = self.target.cell.clone();
-        let exchange = async { self.queue().await?.answer().await };
+        let (target, timeout) = (self.target, self.timeout);
+        // As `queue` and `answer`, without the owned ref a queued ask keeps.
+        let exchange = async move {
+            let (tx, rx) = oneshot::channel();
+            self.push(Reply::Channel(tx), false).await?;
+            answered(target, rx.await)
+        };
         // The timer armed only if the answer does not come at once (see `AskTimer`).
         match Timed::new(exchange, timeout).await {
             Ok(result) => result,
             Err(_) => {
-                crate::metrics::count(cell.core(), "conclib_ask_timeouts_total");
+                crate::metrics::count(target.cell.core(), "conclib_ask_timeouts_total");
                 Err(AskError::Timeout(timeout))
             }
         }
@@ -306,10 +310,19 @@ impl QueuedAsk {
     /// # Errors
     /// Any [`AskError`] but `Timeout`; the handler's error stays erased.
     pub async fn answer(self) -> ErasedResult {
-        match self.rx.await {
-            Ok(Err(AskError::UnknownMessage { message, .. })) => Err(self.target.unknown(&message)),
-            Ok(result) => result,
-            Err(_) => Err(AskError::ActorStopped),
-        }
+        answered(&self.target, self.rx.await)
+    }
+}
+
+/// An erased ask's answer as its asker gets it: a refusal named after `target` (a rejecting
+/// envelope does not know its actor's name), a reply dropped unsent as the actor stopped.
+fn answered(
+    target: &DynActorRef,
+    received: Result<ErasedResult, oneshot::error::RecvError>,
+) -> ErasedResult {
+    match received {
+        Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
+        Ok(result) => result,
+        Err(_) => Err(AskError::ActorStopped),
     }
 }
