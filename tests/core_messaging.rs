@@ -552,6 +552,29 @@ async fn requests_by_urn_wait_for_room_and_end_when_the_actor_stops() {
     assert_eq!(d.ask(Check(32)).await, Err(AskError::ActorStopped));
 }
 
+/// Answers every `Check` with a `String`, not the `u64` the message promises.
+struct WrongType;
+impl Actor for WrongType {
+    fn accepts(message: std::any::TypeId) -> bool {
+        message == std::any::TypeId::of::<Check>()
+    }
+    async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
+        let (_, responder) = req.into_erased();
+        responder.respond(Ok(Box::new(String::from("not a number"))));
+    }
+}
+
+/// The answer to an ask by URN is checked against the message's response type: a wrong one
+/// is `NoResponse` for the asker (and logged), and the actor goes on.
+#[tokio::test]
+async fn an_answer_of_the_wrong_type_is_no_response() {
+    let system = ActorSystem::new("t");
+    let liar = system.spawn(WrongType).await.unwrap().to_dyn();
+    assert_eq!(liar.ask(Check(2)).await, Err(AskError::NoResponse));
+    assert_eq!(liar.ask(Check(4)).await, Err(AskError::NoResponse));
+    assert!(liar.is_alive());
+}
+
 #[tokio::test]
 async fn hand_written_actor_without_dispatch_rejects_dynamic_asks() {
     let system = ActorSystem::new("t");
