@@ -35,11 +35,6 @@ impl AskTimer {
         }
     }
 
-    /// The timeout it was made with.
-    pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Called when the ask found no answer: `Ready` once its timeout has passed. The first
     /// call only asks to be polled again (one turn of the scheduler, no timer).
     pub(crate) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -72,75 +67,26 @@ impl AskTimer {
     }
 }
 
-/// `future`, or `Err(timeout)` once its [`AskTimer`] expired.
-pub(crate) struct Timed<F> {
-    future: F,
-    timer: AskTimer,
-}
-
-impl<F: Future> Timed<F> {
-    pub(crate) fn new(future: F, timeout: Duration) -> Self {
-        Timed {
-            future,
-            timer: AskTimer::new(timeout),
-        }
-    }
-}
-
-impl<F: Future> Future for Timed<F> {
-    type Output = Result<F::Output, Duration>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: both fields are structurally pinned and never moved out.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: as above.
-        if let Poll::Ready(out) = unsafe { Pin::new_unchecked(&mut this.future) }.poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        // SAFETY: as above.
-        let timer = unsafe { Pin::new_unchecked(&mut this.timer) };
-        let timeout = timer.timeout();
-        timer.poll_expired(cx).map(|()| Err(timeout))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The first wait yields without a timer (the future is polled again at once); the
-    /// second arms it; an answer by the second poll never needs one; with none, the ask
-    /// ends at its timeout, counted from the second poll.
+    /// The first wait yields without a timer (the ask is polled again at once: an answer by
+    /// then never needs one); the second arms it; the ask ends at its timeout, counted from
+    /// the second wait.
     #[tokio::test(start_paused = true)]
     async fn the_timer_is_armed_only_at_the_second_wait() {
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut timed = std::pin::pin!(Timed::new(
-            std::future::pending::<()>(),
-            Duration::from_secs(5)
-        ));
-        assert!(timed.as_mut().poll(&mut cx).is_pending());
-        assert!(timed.timer.sleep.is_none(), "no timer at the first wait");
-        assert!(timed.as_mut().poll(&mut cx).is_pending());
-        assert!(timed.timer.sleep.is_some(), "a timer at the second");
+        let mut timer = std::pin::pin!(AskTimer::new(Duration::from_secs(5)));
+        assert!(timer.as_mut().poll_expired(&mut cx).is_pending());
+        assert!(timer.sleep.is_none(), "no timer at the first wait");
+        assert!(timer.as_mut().poll_expired(&mut cx).is_pending());
+        assert!(timer.sleep.is_some(), "a timer at the second");
 
-        let mut polls = 0;
-        let answered_at_second_poll = std::future::poll_fn(|_| {
-            polls += 1;
-            if polls == 2 {
-                Poll::Ready(7)
-            } else {
-                Poll::Pending
-            }
-        });
-        let mut answered =
-            std::pin::pin!(Timed::new(answered_at_second_poll, Duration::from_secs(5)));
-        assert!(answered.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(answered.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
-        assert!(answered.timer.sleep.is_none());
-
-        let started = tokio::time::Instant::now();
-        let never = Timed::new(std::future::pending::<()>(), Duration::from_secs(5));
-        assert_eq!(never.await, Err(Duration::from_secs(5)));
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        let mut timer = std::pin::pin!(AskTimer::new(Duration::from_secs(5)));
+        assert!(timer.as_mut().poll_expired(&mut cx).is_pending());
+        let second_wait = tokio::time::Instant::now();
+        std::future::poll_fn(|cx| timer.as_mut().poll_expired(cx)).await;
+        assert_eq!(second_wait.elapsed(), Duration::from_secs(5));
     }
 }

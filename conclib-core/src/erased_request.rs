@@ -4,12 +4,15 @@
 
 use std::any::TypeId;
 use std::fmt;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::ask_timer::Timed;
+use crate::ask_timer::AskTimer;
 use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError};
 use crate::message::Priority;
@@ -92,21 +95,20 @@ impl<'a> ErasedRequest<'a> {
     /// # Errors
     /// Any [`AskError`]; the handler's error stays erased.
     pub async fn ask(self) -> ErasedResult {
-        let (target, timeout) = (self.target, self.timeout);
+        let target = self.target;
+        let mut timer = pin!(AskTimer::new(self.timeout));
         // As `queue` and `answer`, without the owned ref a queued ask keeps.
-        let exchange = async move {
+        let mut exchange = pin!(async move {
             let (tx, rx) = oneshot::channel();
             self.push(Reply::Channel(tx), false).await?;
             answered(target, rx.await)
-        };
+        });
         // The timer armed only if the answer does not come at once (see `AskTimer`).
-        match Timed::new(exchange, timeout).await {
-            Ok(result) => result,
-            Err(_) => {
-                crate::metrics::count(target.cell.core(), "conclib_ask_timeouts_total");
-                Err(AskError::Timeout(timeout))
-            }
-        }
+        poll_fn(|cx| match exchange.as_mut().poll(cx) {
+            Poll::Ready(answer) => Poll::Ready(answer),
+            Poll::Pending => timer.as_mut().poll_timeout(target.cell.core(), cx).map(Err),
+        })
+        .await
     }
 
     /// Queues the ask now (waiting for room as the room timeout allows) and returns its
