@@ -318,7 +318,7 @@ impl QueuedAsk {
 
 /// An erased ask's answer as its asker gets it: a refusal named after `target` (a rejecting
 /// envelope does not know its actor's name), a reply dropped unsent as the actor stopped.
-fn answered(
+pub(crate) fn answered(
     target: &DynActorRef,
     received: Result<ErasedResult, oneshot::error::RecvError>,
 ) -> ErasedResult {

@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use super::{DynActorRef, downcast_error, unbox};
 use crate::actor_ref::poll_room;
 use crate::ask_timer::AskTimer;
+use crate::erased_request::answered;
 use crate::error::{AskError, SendError};
 use crate::message::{Message, Priority};
 use crate::request::{DeliverAsk, DeliverTell, SendOptions};
@@ -103,10 +104,7 @@ impl<M: Message> Future for DynAskFuture<'_, M> {
                 AskState::Waiting(rx) => match Pin::new(rx).poll(cx) {
                     Poll::Ready(answer) => {
                         this.state = AskState::Done;
-                        return Poll::Ready(match answer {
-                            Ok(answer) => typed_answer::<M>(target, answer),
-                            Err(_) => Err(AskError::ActorStopped),
-                        });
+                        return Poll::Ready(typed_answer::<M>(answered(target, answer)));
                     }
                     Poll::Pending => break,
                 },
@@ -124,10 +122,7 @@ impl<M: Message> Future for DynAskFuture<'_, M> {
 }
 
 /// An erased answer as the typed ask's result.
-fn typed_answer<M: Message>(
-    target: &DynActorRef,
-    answer: ErasedResult,
-) -> Result<M::Response, AskError<M::Error>> {
+fn typed_answer<M: Message>(answer: ErasedResult) -> Result<M::Response, AskError<M::Error>> {
     match answer {
         Ok(response) => response.downcast::<M::Response>().map(|r| *r).map_err(|_| {
             tracing::error!(
@@ -136,8 +131,6 @@ fn typed_answer<M: Message>(
             );
             AskError::NoResponse
         }),
-        // A rejecting envelope does not know its actor's name (`RequestEnvelope::reject`).
-        Err(AskError::UnknownMessage { message, .. }) => Err(target.unknown(&message)),
         Err(e) => Err(downcast_error::<M>(e)),
     }
 }
