@@ -575,6 +575,50 @@ async fn an_answer_of_the_wrong_type_is_no_response() {
     assert!(liar.is_alive());
 }
 
+/// Hands each request's responder to a thread that panics holding it: dropped while its
+/// thread unwinds, the responder sends nothing.
+struct LosesResponders;
+impl Actor for LosesResponders {
+    fn accepts(message: std::any::TypeId) -> bool {
+        message == std::any::TypeId::of::<Check>()
+    }
+    async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
+        let (_, responder) = req.into_erased();
+        let lost = std::thread::spawn(move || {
+            let _held = responder;
+            panic!("a thread lost with the responder");
+        });
+        assert!(lost.join().is_err());
+    }
+}
+
+/// Once the actor's side of an ask by URN is gone without answering (its responder dropped
+/// while unwinding sends nothing, and the handler returned), the asker learns at once that
+/// the actor is gone, rather than at its timeout: a typed ask by URN and an erased one (what
+/// the Redis proxy sends) alike; the actor goes on.
+#[tokio::test]
+async fn an_ask_whose_responder_is_lost_ends_at_once() {
+    let system = ActorSystem::new("t");
+    let d = system.spawn(LosesResponders).await.unwrap().to_dyn();
+    let hour = Duration::from_secs(3600);
+    let asked = tokio::time::timeout(Duration::from_secs(10), d.ask(Check(1)).timeout(hour)).await;
+    assert_eq!(asked, Ok(Err(AskError::ActorStopped)));
+    let erased = d
+        .erased(
+            <Check as Message>::name(),
+            std::any::TypeId::of::<Check>(),
+            Box::new(Check(2)),
+        )
+        .timeout(hour)
+        .ask();
+    let asked = tokio::time::timeout(Duration::from_secs(10), erased).await;
+    assert!(
+        matches!(asked, Ok(Err(AskError::ActorStopped))),
+        "{asked:?}"
+    );
+    assert!(d.is_alive());
+}
+
 #[tokio::test]
 async fn hand_written_actor_without_dispatch_rejects_dynamic_asks() {
     let system = ActorSystem::new("t");

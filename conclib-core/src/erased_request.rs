@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-
 use crate::ask_timer::AskTimer;
 use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError};
 use crate::message::Priority;
 use crate::remote::ErasedMessage;
-use crate::request_envelope::{ErasedResult, Reply, ReplyCell, RequestEnvelope};
+use crate::request_cell::{Asking, RequestCell, RequestHead, Waiter};
+use crate::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::trace::TraceContext;
 
 /// A request whose message was decoded at run time; from [`DynActorRef::erased`].
@@ -99,9 +98,8 @@ impl<'a> ErasedRequest<'a> {
         let mut timer = pin!(AskTimer::new(self.timeout));
         // As `queue` and `answer`, without the owned ref a queued ask keeps.
         let mut exchange = pin!(async move {
-            let (tx, rx) = oneshot::channel();
-            self.push(Reply::Channel(tx), false).await?;
-            answered(target, rx.await)
+            let (_, cell) = self.push(Waiter::Asker, false).await?;
+            answered(target, Asking::new(cell).await)
         });
         // The timer armed only if the answer does not come at once (see `AskTimer`).
         poll_fn(|cx| match exchange.as_mut().poll(cx) {
@@ -119,11 +117,10 @@ impl<'a> ErasedRequest<'a> {
     /// # Errors
     /// [`AskError::MailboxFull`], [`AskError::ActorStopped`], [`AskError::UnknownMessage`].
     pub async fn queue(self) -> Result<QueuedAsk, AskError<ErasedMessage>> {
-        let (tx, rx) = oneshot::channel();
-        let (target, _) = self.push(Reply::Channel(tx), false).await?;
+        let (target, cell) = self.push(Waiter::Asker, false).await?;
         Ok(QueuedAsk {
             target: target.clone(),
-            rx,
+            asking: Asking::new(cell),
         })
     }
 
@@ -173,7 +170,7 @@ impl<'a> ErasedRequest<'a> {
             });
         };
         let (_, reply) = self
-            .push(Reply::Callback(Box::new(on_answer), None), false)
+            .push(Waiter::Callback(Box::new(on_answer)), false)
             .await?;
         Ok(AskHandle { reply })
     }
@@ -190,16 +187,15 @@ impl<'a> ErasedRequest<'a> {
     /// [`AskError::Panicked`] if the handler panicked.
     pub async fn tell(self) -> Result<(), AskError> {
         let target = self.target;
-        let (tx, rx) = oneshot::channel();
-        let done = match self.push(Reply::Channel(tx), true).await {
-            Ok(_) => rx.await,
-            Err(e) => Ok(Err(e)),
+        let done = match self.push(Waiter::Asker, true).await {
+            Ok((_, cell)) => Asking::new(cell).await,
+            Err(e) => Some(Err(e)),
         };
         match done {
-            Ok(Ok(_) | Err(AskError::Handler(_) | AskError::NoResponse)) => Ok(()),
-            Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
-            Ok(Err(other)) => Err(other.map_handler(|_| unreachable!("matched above"))),
-            Err(_) => Err(AskError::ActorStopped),
+            Some(Ok(_) | Err(AskError::Handler(_) | AskError::NoResponse)) => Ok(()),
+            Some(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
+            Some(Err(other)) => Err(other.map_handler(|_| unreachable!("matched above"))),
+            None => Err(AskError::ActorStopped),
         }
     }
 
@@ -213,19 +209,20 @@ impl<'a> ErasedRequest<'a> {
     /// it waits); [`SendError::ActorStopped`] if the actor stopped. Both give the message
     /// back.
     pub async fn send(self) -> Result<(), SendError<ErasedMessage>> {
-        let (target, req) = self.admit(None).await?;
+        let (target, req) = self.admit(Waiter::Nobody, false).await?;
         let priority = req.priority();
         target
             .cell
             .push_request(req, priority)
-            .map_err(|mut req| SendError::ActorStopped(req.message.take().expect("not taken")))
+            .map_err(|mut req| SendError::ActorStopped(req.take_message().expect("not taken")))
     }
 
     /// What `send` and `push` share: the actor takes the message and has room for it (as the
     /// room timeout allows). The envelope to push, or why not (with the message).
     async fn admit(
         self,
-        reply: Option<Reply>,
+        waiter: Waiter,
+        acked_tell: bool,
     ) -> Result<(&'a DynActorRef, RequestEnvelope), SendError<ErasedMessage>> {
         let ErasedRequest {
             target,
@@ -245,19 +242,25 @@ impl<'a> ErasedRequest<'a> {
             Err(AskError::MailboxFull) => return Err(SendError::MailboxFull(msg)),
             Err(_) => return Err(SendError::ActorStopped(msg)),
         }
-        let mut req = RequestEnvelope::new(name, type_id, msg, reply, priority);
-        req.trace = trace;
-        Ok((target, req))
+        let head = RequestHead {
+            name,
+            type_id,
+            priority,
+            trace,
+            acked_tell,
+        };
+        Ok((target, RequestEnvelope::new(head, msg, waiter)))
     }
 
-    /// Takes a place (as the room timeout allows) and queues the request; `reply` gets its
-    /// answer (for an acknowledged tell: that it was handled).
+    /// Takes a place (as the room timeout allows) and queues the request; `waiter` gets its
+    /// answer (for an acknowledged tell: that it was handled). The request's cell, for the
+    /// asker's side of it.
     async fn push(
         self,
-        reply: Reply,
+        waiter: Waiter,
         acked_tell: bool,
-    ) -> Result<(&'a DynActorRef, Arc<ReplyCell>), AskError<ErasedMessage>> {
-        let (target, mut req) = self.admit(Some(reply)).await.map_err(|e| match e {
+    ) -> Result<(&'a DynActorRef, Arc<RequestCell>), AskError<ErasedMessage>> {
+        let (target, req) = self.admit(waiter, acked_tell).await.map_err(|e| match e {
             SendError::UnknownMessage { actor, message } => {
                 AskError::UnknownMessage { actor, message }
             }
@@ -265,12 +268,11 @@ impl<'a> ErasedRequest<'a> {
             SendError::ActorStopped(_) => AskError::ActorStopped,
         })?;
         let priority = req.priority();
-        let cell = req.reply_cell().expect("a request with a reply");
-        req.acked_tell = acked_tell;
-        if target.cell.push_request(req, priority).is_err() {
-            // The envelope comes back unqueued: its reply must not hear of it (the caller
+        let cell = req.cell().clone();
+        if let Err(mut req) = target.cell.push_request(req, priority) {
+            // The envelope comes back unqueued: its waiter must not hear of it (the caller
             // learns it from this error).
-            cell.give_up();
+            req.disarm();
             return Err(AskError::ActorStopped);
         }
         Ok((target, cell))
@@ -280,7 +282,7 @@ impl<'a> ErasedRequest<'a> {
 /// An ask queued with [`ErasedRequest::queue_with`], whose answer goes to the function given
 /// there; [`give_up`](Self::give_up) takes it back.
 pub struct AskHandle {
-    reply: Arc<ReplyCell>,
+    reply: Arc<RequestCell>,
 }
 
 impl AskHandle {
@@ -303,7 +305,7 @@ impl fmt::Debug for AskHandle {
 #[must_use = "dropping a queued ask gives it up"]
 pub struct QueuedAsk {
     target: DynActorRef,
-    rx: oneshot::Receiver<ErasedResult>,
+    asking: Asking,
 }
 
 impl QueuedAsk {
@@ -312,19 +314,17 @@ impl QueuedAsk {
     /// # Errors
     /// Any [`AskError`] but `Timeout`; the handler's error stays erased.
     pub async fn answer(self) -> ErasedResult {
-        answered(&self.target, self.rx.await)
+        answered(&self.target, self.asking.await)
     }
 }
 
 /// An erased ask's answer as its asker gets it: a refusal named after `target` (a rejecting
-/// envelope does not know its actor's name), a reply dropped unsent as the actor stopped.
-pub(crate) fn answered(
-    target: &DynActorRef,
-    received: Result<ErasedResult, oneshot::error::RecvError>,
-) -> ErasedResult {
+/// envelope does not know its actor's name), none (the actor's side went without
+/// answering) as the actor stopped.
+pub(crate) fn answered(target: &DynActorRef, received: Option<ErasedResult>) -> ErasedResult {
     match received {
-        Ok(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
-        Ok(result) => result,
-        Err(_) => Err(AskError::ActorStopped),
+        Some(Err(AskError::UnknownMessage { message, .. })) => Err(target.unknown(&message)),
+        Some(result) => result,
+        None => Err(AskError::ActorStopped),
     }
 }

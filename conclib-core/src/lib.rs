@@ -87,6 +87,7 @@ mod pool;
 mod registry;
 mod remote;
 mod request;
+mod request_cell;
 mod request_envelope;
 mod runner;
 mod snapshot;

@@ -1,14 +1,11 @@
 //! What a dynamic request is on the actor's side: [`RequestEnvelope`] (what
 //! [`Actor::handle_request`] receives), its responders, and the envelope it travels in.
 
-use std::any::TypeId;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
-
-use tokio::sync::oneshot;
+use std::sync::Arc;
 
 use crate::actor::Actor;
 use crate::context::Context;
@@ -18,82 +15,11 @@ use crate::future_slot::{FutureSlot, Started};
 use crate::guarded::{CatchUnwind, Lazy};
 use crate::message::{Message, Priority};
 use crate::remote::ErasedMessage;
+use crate::request_cell::{Answerer, Asking, RequestCell, RequestHead, Waiter};
 use crate::trace::TraceContext;
 
 /// The result of a type-erased ask: the response, or an error whose handler error is erased.
 pub type ErasedResult = Result<ErasedMessage, AskError<ErasedMessage>>;
-
-/// Where the answer to a dynamic request goes. Shared by the envelope (or its responder) and
-/// the run loop, so a panic after `extract` still reaches the asker as `Panicked`.
-pub(crate) struct ReplyCell(
-    Mutex<Option<Reply>>,
-    /// The handler's error, when it answered with one (for the actor's statistics).
-    OnceLock<String>,
-    /// Kept until the answer is sent (a pool's count of the asks in flight at a member, a
-    /// relay's place in its mailbox).
-    Mutex<Vec<crate::envelope::Kept>>,
-);
-
-/// Who waits for the answer: an asker's future, or a function called with it.
-pub(crate) enum Reply {
-    Channel(oneshot::Sender<ErasedResult>),
-    /// Called on the actor's task ([`ErasedRequest::queue_with`](crate::ErasedRequest::queue_with));
-    /// with the task waiting in [`ErasedResponder::closed`], woken when the asker gives up.
-    Callback(
-        Box<dyn FnOnce(ErasedResult) + Send>,
-        Option<std::task::Waker>,
-    ),
-}
-
-impl ReplyCell {
-    pub(crate) fn new(reply: Reply) -> Arc<Self> {
-        Arc::new(ReplyCell(
-            Mutex::new(Some(reply)),
-            OnceLock::new(),
-            Mutex::new(Vec::new()),
-        ))
-    }
-
-    fn reply(&self) -> std::sync::MutexGuard<'_, Option<Reply>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Whether the asker has given up (its receiver is gone, or it took its callback
-    /// back), or the answer was sent.
-    fn is_closed(&self) -> bool {
-        match &*self.reply() {
-            None => true,
-            Some(Reply::Channel(tx)) => tx.is_closed(),
-            Some(Reply::Callback(..)) => false,
-        }
-    }
-
-    pub(crate) fn send(&self, result: ErasedResult) {
-        let reply = self.reply().take();
-        match reply {
-            Some(Reply::Channel(tx)) => {
-                let _ = tx.send(result);
-            }
-            Some(Reply::Callback(answer, _)) => answer(result),
-            None => {}
-        }
-        drop(std::mem::take(
-            &mut *self.2.lock().unwrap_or_else(|e| e.into_inner()),
-        ));
-    }
-
-    /// The asker gives up: nothing is called, and the request is not started if it has not
-    /// been yet.
-    pub(crate) fn give_up(&self) {
-        let reply = self.reply().take();
-        if let Some(Reply::Callback(answer, closed)) = reply {
-            drop(answer);
-            if let Some(closed) = closed {
-                closed.wake();
-            }
-        }
-    }
-}
 
 /// A request that arrived through a [`DynActorRef`](crate::DynActorRef) or a proxy: a message of a type known
 /// only at run time, and where to send the answer.
@@ -119,46 +45,67 @@ impl ReplyCell {
 /// }
 /// ```
 pub struct RequestEnvelope {
-    pub(crate) message: Option<ErasedMessage>,
-    name: &'static str,
-    type_id: TypeId,
-    reply: Option<Arc<ReplyCell>>,
-    /// A tell whose sender learns when it was handled (`reply` then carries only that).
-    pub(crate) acked_tell: bool,
-    /// The trace the request is part of (from another process's `traceparent`).
-    pub(crate) trace: Option<TraceContext>,
-    /// The lane it was sent in.
-    priority: Priority,
+    /// What the request is, its message and its answer, shared with the asker.
+    cell: Arc<RequestCell>,
+    /// Answers the request, until a responder takes it; `None` for a tell nobody waits for.
+    reply: Option<Answerer>,
+    /// Not `Sync`: the message in the cell is this envelope's alone (see `RequestCell`).
+    _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
 impl RequestEnvelope {
-    pub(crate) fn new(
-        name: &'static str,
-        type_id: TypeId,
-        message: ErasedMessage,
-        reply: Option<Reply>,
-        priority: Priority,
-    ) -> Self {
+    pub(crate) fn new(head: RequestHead, message: ErasedMessage, waiter: Waiter) -> Self {
+        let (cell, reply) = RequestCell::new(head, message, waiter);
         RequestEnvelope {
-            message: Some(message),
-            name,
-            type_id,
-            reply: reply.map(ReplyCell::new),
-            acked_tell: false,
-            trace: None,
-            priority,
+            cell,
+            reply,
+            _not_sync: PhantomData,
         }
     }
 
-    /// Where its answer goes (shared), if anybody waits for it.
-    pub(crate) fn reply_cell(&self) -> Option<Arc<ReplyCell>> {
-        self.reply.clone()
+    /// An ask, with the asker's side of it.
+    pub(crate) fn ask(head: RequestHead, message: ErasedMessage) -> (Self, Asking) {
+        let req = Self::new(head, message, Waiter::Asker);
+        let asking = Asking::new(req.cell.clone());
+        (req, asking)
+    }
+
+    /// The request's shared state (for an asker's handle on it).
+    pub(crate) fn cell(&self) -> &Arc<RequestCell> {
+        &self.cell
+    }
+
+    /// The message, unless taken.
+    fn message(&self) -> Option<&ErasedMessage> {
+        // SAFETY: this envelope is the only one of its cell and the only user of its message
+        // (see `RequestCell`); `&self` forbids an exclusive borrow meanwhile.
+        unsafe { &*self.cell.message.get() }.as_ref()
+    }
+
+    /// Takes the message out (`None` once taken).
+    pub(crate) fn take_message(&mut self) -> Option<ErasedMessage> {
+        // SAFETY: as in `message`; `&mut self` makes this borrow the only one.
+        unsafe { &mut *self.cell.message.get() }.take()
+    }
+
+    /// Stops answering: the request goes back to its sender unqueued, who learns it from the
+    /// error it gets (its waiter must not hear of it).
+    pub(crate) fn disarm(&mut self) {
+        if let Some(reply) = self.reply.take() {
+            self.cell.give_up();
+            // The asker gave up above: the last answerer's drop has nothing to tell.
+            drop(reply);
+        }
+    }
+
+    fn acked_tell(&self) -> bool {
+        self.cell.head.acked_tell
     }
 
     /// The lane the request was sent in.
     #[must_use]
     pub fn priority(&self) -> Priority {
-        self.priority
+        self.cell.head.priority
     }
 
     /// Takes the message out, still erased, with the responder to answer it: for an actor
@@ -167,12 +114,11 @@ impl RequestEnvelope {
     /// [`ExposedMessage`](crate::ExposedMessage) of its [`message_name`](Self::message_name).
     pub fn into_erased(mut self) -> (ErasedMessage, ErasedResponder) {
         let message = self
-            .message
-            .take()
+            .take_message()
             .expect("an envelope's message is taken once");
         let responder = ErasedResponder {
             reply: self.reply.take(),
-            acked_tell: self.acked_tell,
+            acked_tell: self.acked_tell(),
         };
         (message, responder)
     }
@@ -180,19 +126,19 @@ impl RequestEnvelope {
     /// The trace the request is part of, if its sender passed one on.
     #[must_use]
     pub fn trace(&self) -> Option<TraceContext> {
-        self.trace
+        self.cell.head.trace
     }
 
     /// The message's wire name ([`Message::name`]).
     #[must_use]
     pub fn message_name(&self) -> &'static str {
-        self.name
+        self.cell.head.name
     }
 
     /// Whether the request holds an `M`.
     #[must_use]
     pub fn matches<M: Message>(&self) -> bool {
-        self.type_id == TypeId::of::<M>()
+        self.matches_type(std::any::TypeId::of::<M>())
     }
 
     /// Keeps `guard` until the request is answered (or given up, or dropped), beside what
@@ -202,12 +148,8 @@ impl RequestEnvelope {
         guard: crate::envelope::Kept,
     ) -> Option<crate::envelope::Kept> {
         match &self.reply {
-            Some(reply) if !self.acked_tell => {
-                reply
-                    .2
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(guard);
+            Some(reply) if !self.acked_tell() => {
+                reply.keep(guard);
                 None
             }
             _ => Some(guard),
@@ -217,26 +159,24 @@ impl RequestEnvelope {
     /// Drops what [`keep_until_answered`](Self::keep_until_answered) kept.
     pub(crate) fn drop_kept(&self) {
         if let Some(reply) = &self.reply {
-            drop(std::mem::take(
-                &mut *reply.2.lock().unwrap_or_else(|e| e.into_inner()),
-            ));
+            reply.drop_kept();
         }
     }
 
     /// The message, still erased (for routing by key).
     pub(crate) fn message_ref(&self) -> Option<&(dyn std::any::Any + Send)> {
-        self.message.as_deref()
+        self.message().map(|m| &**m)
     }
 
     /// Whether the request holds a message of this type.
-    pub(crate) fn matches_type(&self, type_id: TypeId) -> bool {
-        self.type_id == type_id
+    pub(crate) fn matches_type(&self, type_id: std::any::TypeId) -> bool {
+        self.cell.head.type_id == type_id
     }
 
     /// Whether the sender waits for an answer (an ask rather than a tell).
     #[must_use]
     pub fn expects_response(&self) -> bool {
-        self.reply.is_some() && !self.acked_tell
+        self.reply.is_some() && !self.acked_tell()
     }
 
     /// Takes the message out if it is an `M`, with the responder to answer it; otherwise
@@ -249,13 +189,12 @@ impl RequestEnvelope {
             return Err(self);
         }
         let message = self
-            .message
-            .take()
+            .take_message()
             .expect("an envelope's message is taken once");
         let msg = *message.downcast::<M>().expect("type id checked above");
         let responder = Responder {
             reply: self.reply.take(),
-            acked_tell: self.acked_tell,
+            acked_tell: self.acked_tell(),
             _message: PhantomData,
         };
         Ok((msg, responder))
@@ -264,21 +203,20 @@ impl RequestEnvelope {
     /// Answers that the actor does not handle this message
     /// ([`AskError::UnknownMessage`]); a tell is logged and dropped.
     pub fn reject(mut self) {
+        let name = self.message_name();
+        let unknown = || AskError::UnknownMessage {
+            actor: String::new(),
+            message: name.to_owned(),
+        };
         match self.reply.take() {
-            Some(reply) if !self.acked_tell => reply.send(Err(AskError::UnknownMessage {
-                actor: String::new(),
-                message: self.name.to_owned(),
-            })),
+            Some(reply) if !self.acked_tell() => reply.send(Err(unknown())),
             reply => {
                 tracing::warn!(
-                    message = self.name,
+                    message = name,
                     "dropped a told message the actor does not handle"
                 );
                 if let Some(reply) = reply {
-                    reply.send(Err(AskError::UnknownMessage {
-                        actor: String::new(),
-                        message: self.name.to_owned(),
-                    }));
+                    reply.send(Err(unknown()));
                 }
             }
         }
@@ -294,7 +232,7 @@ impl RequestEnvelope {
 impl fmt::Debug for RequestEnvelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestEnvelope")
-            .field("message", &self.name)
+            .field("message", &self.message_name())
             .field("expects_response", &self.reply.is_some())
             .finish()
     }
@@ -308,6 +246,8 @@ impl Drop for RequestEnvelope {
         {
             reply.send(Err(AskError::NoResponse));
         }
+        // Dropped here, with the envelope, not with the cell's last handle (the asker's).
+        drop(self.take_message());
     }
 }
 
@@ -316,7 +256,7 @@ impl Drop for RequestEnvelope {
 /// [`AskError::NoResponse`].
 #[must_use = "dropping a responder answers NoResponse"]
 pub struct ErasedResponder {
-    reply: Option<Arc<ReplyCell>>,
+    reply: Option<Answerer>,
     acked_tell: bool,
 }
 
@@ -336,7 +276,7 @@ impl ErasedResponder {
     pub fn respond(mut self, result: ErasedResult) {
         if let Some(reply) = self.reply.take() {
             if let Err(AskError::Handler(_)) = &result {
-                let _ = reply.1.set("the handler returned an error".to_owned());
+                reply.set_error(|| "the handler returned an error".to_owned());
             }
             reply.send(result);
         }
@@ -365,15 +305,8 @@ impl ErasedResponder {
     /// task's: one that gives the work up when woken watches an ask without a task of its
     /// own (a relay to another process does this).
     pub fn poll_closed(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        let Some(reply) = &self.reply else {
-            return std::task::Poll::Ready(());
-        };
-        match reply.reply().as_mut() {
-            Some(Reply::Channel(tx)) => tx.poll_closed(cx),
-            Some(Reply::Callback(_, closed)) => {
-                *closed = Some(cx.waker().clone());
-                std::task::Poll::Pending
-            }
+        match &self.reply {
+            Some(reply) => reply.poll_closed(cx),
             None => std::task::Poll::Ready(()),
         }
     }
@@ -392,7 +325,7 @@ impl Drop for ErasedResponder {
 /// Answers one dynamic request of message type `M`; from [`RequestEnvelope::extract`].
 #[must_use = "dropping a responder answers NoResponse"]
 pub struct Responder<M: Message> {
-    reply: Option<Arc<ReplyCell>>,
+    reply: Option<Answerer>,
     acked_tell: bool,
     _message: PhantomData<fn(M)>,
 }
@@ -409,7 +342,7 @@ impl<M: Message> Responder<M> {
             reply.send(match result {
                 Ok(r) => Ok(Box::new(r)),
                 Err(e) => {
-                    let _ = reply.1.set(format!("{e:?}"));
+                    reply.set_error(|| format!("{e:?}"));
                     Err(AskError::Handler(Box::new(e)))
                 }
             });
@@ -469,12 +402,12 @@ unsafe fn reject_request(at: Payload) {
 
 unsafe fn request_trace(at: Payload) -> Option<TraceContext> {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    unsafe { payload_ref::<RequestEnvelope>(at) }.trace
+    unsafe { payload_ref::<RequestEnvelope>(at) }.trace()
 }
 
 unsafe fn request_name(at: Payload) -> &'static str {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    unsafe { payload_ref::<RequestEnvelope>(at) }.name
+    unsafe { payload_ref::<RequestEnvelope>(at) }.message_name()
 }
 
 unsafe fn drop_request(at: Payload) {
@@ -505,7 +438,7 @@ unsafe fn handle_request<'a, A: Actor>(
 
 struct GuardedRequest<C, F> {
     inner: CatchUnwind<Lazy<C, F>>,
-    reply: Option<Arc<ReplyCell>>,
+    reply: Option<Answerer>,
 }
 
 impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
@@ -523,7 +456,7 @@ impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
         match std::task::ready!(inner.poll(cx)) {
             Ok(()) => {
                 // The handler may have kept its responder to answer later: not ours to touch.
-                let error = this.reply.take().and_then(|r| r.1.get().cloned());
+                let error = this.reply.take().and_then(|r| r.error());
                 std::task::Poll::Ready(error.map_or(Outcome::Done, Outcome::Refused))
             }
             Err(panic) => {

@@ -14,8 +14,6 @@ use std::marker::PhantomPinned;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 
-use tokio::sync::oneshot;
-
 use super::{DynActorRef, downcast_error, unbox};
 use crate::actor_ref::poll_room;
 use crate::ask_timer::AskTimer;
@@ -23,7 +21,8 @@ use crate::erased_request::answered;
 use crate::error::{AskError, SendError};
 use crate::message::{Message, Priority};
 use crate::request::{DeliverAsk, DeliverTell, SendOptions};
-use crate::request_envelope::{ErasedResult, Reply, RequestEnvelope};
+use crate::request_cell::{Asking, RequestHead, Waiter};
+use crate::request_envelope::{ErasedResult, RequestEnvelope};
 
 /// An ask through a [`DynActorRef`] on its way: resolves to the handler's response, checked
 /// against `M::Response` at run time, or an [`AskError`] ([`AskError::UnknownMessage`] if
@@ -41,7 +40,7 @@ pub struct DynAskFuture<'a, M: Message> {
 
 enum AskState<M> {
     Sending(M),
-    Waiting(oneshot::Receiver<ErasedResult>),
+    Waiting(Asking),
     Done,
 }
 
@@ -86,18 +85,14 @@ impl<M: Message> Future for DynAskFuture<'_, M> {
                             else {
                                 unreachable!()
                             };
-                            let (tx, rx) = oneshot::channel();
-                            let req = RequestEnvelope::new(
-                                M::name(),
-                                TypeId::of::<M>(),
+                            let (req, asking) = RequestEnvelope::ask(
+                                RequestHead::of::<M>(this.priority),
                                 Box::new(msg),
-                                Some(Reply::Channel(tx)),
-                                this.priority,
                             );
                             if target.cell.push_request(req, this.priority).is_err() {
                                 return Poll::Ready(Err(AskError::ActorStopped));
                             }
-                            this.state = AskState::Waiting(rx);
+                            this.state = AskState::Waiting(asking);
                         }
                     }
                 }
@@ -177,18 +172,16 @@ impl<M: Message> Future for DynTellFuture<'_, M> {
             return Poll::Ready(Err(SendError::ActorStopped(msg)));
         }
         let req = RequestEnvelope::new(
-            M::name(),
-            TypeId::of::<M>(),
+            RequestHead::of::<M>(self.priority),
             Box::new(msg),
-            None,
-            self.priority,
+            Waiter::Nobody,
         );
         Poll::Ready(
             target
                 .cell
                 .push_request(req, self.priority)
                 .map_err(|mut req| {
-                    SendError::ActorStopped(unbox::<M>(req.message.take().expect("not taken")))
+                    SendError::ActorStopped(unbox::<M>(req.take_message().expect("not taken")))
                 }),
         )
     }

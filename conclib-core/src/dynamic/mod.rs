@@ -21,6 +21,7 @@ use crate::mailbox::Control;
 use crate::message::{Message, Priority};
 use crate::remote::{ErasedMessage, ExposedMessage};
 use crate::request::{AskRequest, TellRequest};
+use crate::request_cell::{RequestHead, Waiter};
 use crate::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::system::ActorId;
 use crate::urn::Urn;
@@ -200,7 +201,11 @@ impl DynActorRef {
             Some(false) => return Err(SendError::MailboxFull(msg)),
             Some(true) => {}
         }
-        let req = RequestEnvelope::new(M::name(), TypeId::of::<M>(), Box::new(msg), None, priority);
+        let req = RequestEnvelope::new(
+            RequestHead::of::<M>(priority),
+            Box::new(msg),
+            Waiter::Nobody,
+        );
         self.cell
             .push_request(req, priority)
             .map_err(|mut req| SendError::ActorStopped(take_message::<M>(&mut req)))
@@ -318,7 +323,7 @@ pub(super) fn unbox<M: Message>(msg: ErasedMessage) -> M {
 }
 
 fn take_message<M: Message>(req: &mut RequestEnvelope) -> M {
-    unbox::<M>(req.message.take().expect("not taken"))
+    unbox::<M>(req.take_message().expect("not taken"))
 }
 
 pub(super) fn downcast_error<M: Message>(e: AskError<ErasedMessage>) -> AskError<M::Error> {
