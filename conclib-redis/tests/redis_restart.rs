@@ -79,6 +79,22 @@ async fn proxy_and_client_survive_a_redis_restart() {
         Err(AskError::Unavailable(_))
     ));
     assert!(started.elapsed() < Duration::from_secs(3));
+    // The client knows it is disconnected by now: an ask whose request cannot be written
+    // ends with that, not with its (long) timeout.
+    let started = Instant::now();
+    let result = client
+        .ask("c", Add(1))
+        .timeout(Duration::from_secs(30))
+        .await;
+    assert!(
+        matches!(result, Err(AskError::Unavailable(_))),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Redis is back (empty: persistence is off) on the same port.
     let daemon = start_redis(&base).await.unwrap();

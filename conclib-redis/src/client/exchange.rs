@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::outbox::{self, Outgoing};
+use super::outbox::{self, Done, Outgoing};
 use super::route::Resolved;
 use super::{ProxyClient, Shared};
 use crate::conn::{bytes, owned, s};
@@ -114,32 +114,45 @@ impl ProxyClient {
                     },
                 );
             let pending = PendingGuard { shared, id };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let reply_key = shared.reply_key.clone();
-            let losses = shared
-                .send(
-                    &route,
-                    id,
-                    urn,
-                    name,
-                    remaining,
-                    Some(reply_key),
-                    priority,
-                    body.clone(),
+            let fields = shared.request_fields(
+                id,
+                urn,
+                name,
+                Some(&shared.reply_key),
+                priority,
+                &trace.to_string(),
+                &body,
+            );
+            // The writer marks the ask written once Redis took its request, or ends it
+            // through its reply if the write fails: it waits for one thing, its reply.
+            outbox::queue(
+                shared,
+                &route.requests_key,
+                Outgoing {
+                    fields,
+                    size: body.len(),
                     deadline,
-                    trace,
-                )
-                .await
-                .map_err(|e| shared.at_deadline(e, timeout, disconnects))?;
-            if !shared.taken(id, losses) {
-                return Err(ProxyError::Unavailable(
-                    "Redis restarted without its data just as the request was written".into(),
-                ));
-            }
+                    // The TTL counts from here: it ends with the ask.
+                    expires: deadline,
+                    done: Done::Ask(id),
+                },
+            );
             let frame = match tokio::time::timeout_at(deadline.into(), rx).await {
                 Ok(Ok(Ok(frame))) => frame,
-                // Redis restarted without the request (`Shared::restarted`).
-                Ok(Ok(Err(e))) => return Err(e),
+                // The stream is gone (NOMKSTREAM, or the script found no stream), so is its
+                // system, unless Redis lost its data moments ago: then resolve and send
+                // again.
+                Ok(Ok(Err(ProxyError::UnknownUrn { .. }))) => {
+                    drop(pending);
+                    route = shared
+                        .resolve_again(urn, deadline)
+                        .await
+                        .map_err(|e| shared.at_deadline(e, timeout, disconnects))?;
+                    continue;
+                }
+                // The write failed, or Redis restarted without the request (`Shared::restarted`,
+                // `Shared::mark_written`).
+                Ok(Ok(Err(e))) => return Err(shared.at_deadline(e, timeout, disconnects)),
                 Ok(Err(_)) => return Err(ProxyError::Closed),
                 Err(_) => return Err(shared.timed_out(timeout, disconnects)),
             };
@@ -196,51 +209,64 @@ impl Shared {
         }
     }
 
-    /// Appends one request to the serving system's stream (through the stream's outbox:
-    /// requests queued together leave together).
-    /// Returns the count of [`losses`](Self::losses) read just before the write.
+    /// A request's stream entry but its TTL (added as it is written).
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn send(
-        self: &Arc<Self>,
-        route: &Resolved,
+    fn request_fields(
+        &self,
         id: u64,
         urn: &str,
         name: &'static str,
-        ttl: Duration,
-        reply: Option<String>,
+        reply: Option<&str>,
         priority: Priority,
-        body: impl Into<Bytes>,
+        traceparent: &str,
+        body: &Bytes,
+    ) -> Vec<(&'static str, Value)> {
+        let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(10);
+        fields.push((field::VERSION, s(PROTOCOL_VERSION)));
+        fields.push((field::ID, owned(id.to_string())));
+        fields.push((field::URN, owned(urn)));
+        fields.push((field::MESSAGE, s(name)));
+        if let Some(reply) = reply {
+            fields.push((field::REPLY, owned(reply)));
+        }
+        if priority == Priority::High {
+            fields.push((field::PRIORITY, s("high")));
+        }
+        fields.push((field::TRACEPARENT, owned(traceparent)));
+        fields.push((field::CODEC, s(self.config.codec.name())));
+        fields.push((field::BODY, bytes(body.clone())));
+        fields
+    }
+
+    /// Appends a tell's request to the serving system's stream (through the stream's outbox:
+    /// requests queued together leave together), and waits until Redis took it.
+    /// Returns the count of [`losses`](Self::losses) read just before the write.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_tell(
+        self: &Arc<Self>,
+        route: &Resolved,
+        urn: &str,
+        name: &'static str,
+        ttl: Duration,
+        priority: Priority,
+        body: Bytes,
         deadline: Instant,
         trace: TraceContext,
     ) -> Result<u64, ProxyError> {
-        let body = body.into();
         let traceparent = trace.to_string();
-        // The TTL counts from here, through any retry; its field is added as it is written.
+        // The TTL counts from here, through any retry.
         let expires = Instant::now() + ttl;
         let mut route = route.clone();
         loop {
-            let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(10);
-            fields.push((field::VERSION, s(PROTOCOL_VERSION)));
-            fields.push((field::ID, owned(id.to_string())));
-            fields.push((field::URN, owned(urn)));
-            fields.push((field::MESSAGE, s(name)));
-            if let Some(reply) = &reply {
-                fields.push((field::REPLY, owned(reply.clone())));
-            }
-            if priority == Priority::High {
-                fields.push((field::PRIORITY, s("high")));
-            }
-            fields.push((field::TRACEPARENT, owned(traceparent.clone())));
-            fields.push((field::CODEC, s(self.config.codec.name())));
-            let size = body.len();
-            fields.push((field::BODY, bytes(body.clone())));
+            // A tell's id is 0: nobody waits for its reply.
+            let fields = self.request_fields(0, urn, name, None, priority, &traceparent, &body);
             let (tx, rx) = oneshot::channel();
             let request = Outgoing {
                 fields,
-                size,
+                size: body.len(),
                 deadline,
                 expires,
-                done: tx,
+                done: Done::Tell(tx),
             };
             outbox::queue(self, &route.requests_key, request);
             let sent = match tokio::time::timeout_at(deadline.into(), rx).await {
@@ -251,13 +277,17 @@ impl Shared {
             if !matches!(sent, Err(ProxyError::UnknownUrn { .. })) {
                 return sent;
             }
-            // The stream is gone (NOMKSTREAM, or the script found no stream), so is its
-            // system, unless Redis lost its data moments ago: then resolve and send again.
-            self.forget(urn);
-            // Boxed: rare, and a large future (see `resolve`).
-            Box::pin(self.wait_if_redis_lost_it(urn, deadline)).await?;
-            route = self.resolve(urn, deadline, true).await?;
+            route = self.resolve_again(urn, deadline).await?;
         }
+    }
+
+    /// A request found its stream gone (NOMKSTREAM, or the script found no stream), so is
+    /// its system, unless Redis lost its data moments ago: the URN's route now, or why not.
+    async fn resolve_again(&self, urn: &str, deadline: Instant) -> Result<Resolved, ProxyError> {
+        self.forget(urn);
+        // Boxed: rare, and a large future (see `resolve`).
+        Box::pin(self.wait_if_redis_lost_it(urn, deadline)).await?;
+        self.resolve(urn, deadline, true).await
     }
 
     /// An error met before the reply: a command timeout becomes the ask's timeout, or

@@ -396,15 +396,13 @@ impl ProxyClient {
         let sent = async {
             let route = self.shared.resolve(urn, deadline, false).await?;
             self.shared
-                .send(
+                .send_tell(
                     &route,
-                    0,
                     urn,
                     M::name(),
                     ttl,
-                    None,
                     priority,
-                    body,
+                    body.into(),
                     deadline,
                     trace,
                 )

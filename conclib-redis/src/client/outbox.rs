@@ -18,6 +18,7 @@ use fred::prelude::*;
 use tokio::sync::oneshot;
 
 use super::Shared;
+use super::exchange::Waiter;
 use crate::conn::{self, keyed_at, owned, s};
 use crate::error::{ProxyError, redis_error};
 use crate::protocol::{SEND_SCRIPT, field};
@@ -45,9 +46,57 @@ pub(super) struct Outgoing {
     /// When the request expires: its TTL counts from the moment it is written, so that the
     /// time it waited here is not granted twice.
     pub(super) expires: Instant,
-    /// Whether Redis took it (with the count of Redis losses read before the write, see
-    /// `Shared::taken`): `UnknownUrn` when the stream does not exist.
-    pub(super) done: oneshot::Sender<Result<u64, ProxyError>>,
+    /// Who learns how the write went.
+    pub(super) done: Done,
+}
+
+/// Who waits for a request's write.
+pub(super) enum Done {
+    /// A tell's sender: whether Redis took it (with the count of Redis losses read before
+    /// the write), `UnknownUrn` when the stream does not exist.
+    Tell(oneshot::Sender<Result<u64, ProxyError>>),
+    /// An ask, waiting for its reply under this id in `Shared::pending`: a write that
+    /// succeeds marks it written there (`Shared::mark_written`); one that fails ends it
+    /// through its reply. So an ask is woken once, by its reply, not by its write too.
+    Ask(u64),
+}
+
+impl Done {
+    /// Whether nobody waits any more (a tell's sender or an ask gave up).
+    fn given_up(&self, pending: &HashMap<u64, Waiter>) -> bool {
+        match self {
+            Done::Tell(tx) => tx.is_closed(),
+            Done::Ask(id) => !pending.contains_key(id),
+        }
+    }
+}
+
+/// Tells each request's waiter how its write went: the tells' senders, and the asks through
+/// `pending` (one lock for the batch).
+fn report(shared: &Shared, dones: Vec<Done>, outcome: Result<u64, ProxyError>) {
+    let mut asks = Vec::new();
+    for done in dones {
+        match done {
+            Done::Tell(tx) => {
+                let _ = tx.send(outcome.clone());
+            }
+            Done::Ask(id) => asks.push(id),
+        }
+    }
+    if asks.is_empty() {
+        return;
+    }
+    match outcome {
+        Ok(losses) => shared.mark_written(&asks, losses),
+        Err(e) => {
+            let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for id in asks {
+                if let Some(waiter) = pending.remove(&id) {
+                    let _ = waiter.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// The requests queued for one stream, and how many writers are at work on it.
@@ -132,7 +181,14 @@ fn leave(counted: &mut bool, key: &Arc<str>, outbox: &mut HashMap<Arc<str>, Stre
 /// Writes requests taken from a stream's queue, all at once in the commands [`batches`]
 /// makes of them.
 async fn write(shared: &Shared, key: &str, queued: Vec<Outgoing>) {
-    let sends = batches(queued, Instant::now())
+    let (batches, expired) = {
+        let pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        batches(queued, Instant::now(), &pending)
+    };
+    if !expired.is_empty() {
+        report(shared, expired, Err(ProxyError::Timeout(Duration::ZERO)));
+    }
+    let sends = batches
         .into_iter()
         .map(|batch| send_batch(shared, key, batch));
     futures_util::future::join_all(sends).await;
@@ -140,17 +196,22 @@ async fn write(shared: &Shared, key: &str, queued: Vec<Outgoing>) {
 
 /// Splits requests taken from a stream's queue into commands of at most [`SEND_BATCH`]
 /// requests and [`SEND_BATCH_BYTES`], in their order. A request whose sender gave up while
-/// it waited (its future was dropped) is left out, one that expired is answered `Timeout`:
-/// neither is written.
-fn batches(queued: Vec<Outgoing>, now: Instant) -> Vec<Vec<Outgoing>> {
+/// it waited (its future was dropped, or its ask is no longer in `pending`) is left out;
+/// one that expired is returned apart, to be answered `Timeout`: neither is written.
+fn batches(
+    queued: Vec<Outgoing>,
+    now: Instant,
+    pending: &HashMap<u64, Waiter>,
+) -> (Vec<Vec<Outgoing>>, Vec<Done>) {
     let mut batches: Vec<Vec<Outgoing>> = Vec::new();
+    let mut expired = Vec::new();
     let mut bytes = 0;
     for request in queued {
-        if request.done.is_closed() {
+        if request.done.given_up(pending) {
             continue;
         }
         if request.expires <= now {
-            let _ = request.done.send(Err(ProxyError::Timeout(Duration::ZERO)));
+            expired.push(request.done);
             continue;
         }
         match batches.last_mut() {
@@ -164,7 +225,7 @@ fn batches(queued: Vec<Outgoing>, now: Instant) -> Vec<Vec<Outgoing>> {
             }
         }
     }
-    batches
+    (batches, expired)
 }
 
 /// Appends a batch of requests to a stream and tells each asker the outcome: a single
@@ -183,9 +244,8 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
     let client = match shared.connection() {
         Ok(client) => client.with_options(&Shared::command_options(left)),
         Err(down) => {
-            for request in batch {
-                let _ = request.done.send(Err(down.clone()));
-            }
+            let dones = batch.into_iter().map(|request| request.done).collect();
+            report(shared, dones, Err(down));
             return;
         }
     };
@@ -244,9 +304,7 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
         Ok(false) => Err(ProxyError::UnknownUrn { urn: String::new() }),
         Err(e) => Err(redis_error(&e)),
     };
-    for done in dones {
-        let _ = done.send(outcome.clone());
-    }
+    report(shared, dones, outcome);
 }
 
 #[cfg(test)]
@@ -255,21 +313,34 @@ mod tests {
 
     use tokio::sync::oneshot;
 
-    use super::{Outgoing, SEND_BATCH, SEND_BATCH_BYTES, batches};
+    use std::collections::HashMap;
+
+    use super::super::exchange::Waiter;
+    use super::{Done, Outgoing, SEND_BATCH, SEND_BATCH_BYTES};
     use crate::error::ProxyError;
 
-    type Done = oneshot::Receiver<Result<u64, ProxyError>>;
+    type Written = oneshot::Receiver<Result<u64, ProxyError>>;
 
-    fn request(size: usize, expires: Instant) -> (Outgoing, Done) {
+    fn request(size: usize, expires: Instant) -> (Outgoing, Written) {
         let (done, rx) = oneshot::channel();
-        let request = Outgoing {
+        (outgoing(size, expires, Done::Tell(done)), rx)
+    }
+
+    fn outgoing(size: usize, expires: Instant, done: Done) -> Outgoing {
+        Outgoing {
             fields: Vec::new(),
             size,
             deadline: expires,
             expires,
             done,
-        };
-        (request, rx)
+        }
+    }
+
+    /// The commands made of `queued`, none expired, with no ask waiting.
+    fn batches(queued: Vec<Outgoing>, now: Instant) -> Vec<Vec<Outgoing>> {
+        let (made, expired) = super::batches(queued, now, &HashMap::new());
+        assert!(expired.is_empty());
+        made
     }
 
     fn sizes(batches: &[Vec<Outgoing>]) -> Vec<Vec<usize>> {
@@ -328,12 +399,23 @@ mod tests {
         let (live, _live_rx) = request(1, later);
         let (dropped, dropped_rx) = request(2, later);
         drop(dropped_rx);
-        let (expired, mut expired_rx) = request(3, now);
-        let made = batches(vec![live, dropped, expired], now);
-        assert_eq!(sizes(&made), vec![vec![1]]);
-        assert!(matches!(
-            expired_rx.try_recv(),
-            Ok(Err(ProxyError::Timeout(_)))
-        ));
+        let (expired, _expired_rx) = request(3, now);
+        // Asks: one still waiting for its reply, one that gave up (no longer pending), one
+        // expired.
+        let waiter = || Waiter {
+            reply: oneshot::channel().0,
+            written: false,
+        };
+        let pending = HashMap::from([(7, waiter()), (9, waiter())]);
+        let asked = outgoing(4, later, Done::Ask(7));
+        let gone = outgoing(5, later, Done::Ask(8));
+        let late = outgoing(6, now, Done::Ask(9));
+        let (made, expired) = super::batches(
+            vec![live, dropped, expired, asked, gone, late],
+            now,
+            &pending,
+        );
+        assert_eq!(sizes(&made), vec![vec![1, 4]]);
+        assert!(matches!(expired.as_slice(), [Done::Tell(_), Done::Ask(9)]));
     }
 }

@@ -128,8 +128,8 @@ impl Identity {
 ///
 /// Which asks lost their requests: a waiter is marked `written` under the `pending` lock
 /// once its request was taken, with the count of losses read just before the write
-/// (`taken`); a loss is counted under the same lock. So an ask is failed either here
-/// (written before) or by `taken` (a loss counted since it read the count), never missed. A
+/// (`mark_written`); a loss is counted under the same lock. So an ask is failed either here
+/// (written before) or by `mark_written` (a loss counted since it read the count), never missed. A
 /// request written to the new Redis between the reconnection and the client's `INFO`
 /// (milliseconds) is failed too: the client cannot tell it from one written to the old
 /// Redis. An ask failed here may still have been handled (a proxy that held the request
@@ -192,18 +192,22 @@ impl Shared {
         );
     }
 
-    /// Marks ask `id` as taken by Redis, which `send` wrote after reading `losses`; false if
-    /// a Redis that restarted empty was found since: the request may have gone with it.
-    pub(super) fn taken(&self, id: u64, losses: u64) -> bool {
+    /// Marks the asks `ids` as taken by Redis, whose requests the writer wrote after reading
+    /// `losses`; fails them `Unavailable` if a Redis that restarted empty was found since:
+    /// their requests may have gone with it. An ask no longer pending was answered already.
+    pub(super) fn mark_written(&self, ids: &[u64], losses: u64) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        // No waiter: its answer already came.
-        let Some(waiter) = pending.get_mut(&id) else {
-            return true;
-        };
-        if self.losses.load(Ordering::Acquire) != losses {
-            return false;
+        let lost = self.losses.load(Ordering::Acquire) != losses;
+        for id in ids {
+            if lost {
+                if let Some(waiter) = pending.remove(id) {
+                    let _ = waiter.reply.send(Err(ProxyError::Unavailable(
+                        "Redis restarted without its data just as the request was written".into(),
+                    )));
+                }
+            } else if let Some(waiter) = pending.get_mut(id) {
+                waiter.written = true;
+            }
         }
-        waiter.written = true;
-        true
     }
 }
