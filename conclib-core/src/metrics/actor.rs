@@ -230,8 +230,8 @@ const FLUSH_IDLE: u64 = 100_000_000;
 /// On cache lines of its own (aligned to 128 bytes: two lines, as the CPU prefetches them in
 /// pairs), as is all the actor writes at every message: placed by the allocator beside a
 /// block another thread writes, it lost its line to that thread's core at every message,
-/// in some runs and not others (the metrics-on tell at 0.41-0.63x metrics off in those
-/// runs; BENCHMARKS.md, "Metrics on its own cache lines").
+/// in some runs and not others (the metrics-on tell at 0.46-0.65x of metrics off over 16
+/// alternated rounds, 0.56-0.80x since; BENCHMARKS.md, "Metrics on its own cache lines").
 #[repr(align(128))]
 pub(crate) struct ActorMetrics {
     clock: Clock,
