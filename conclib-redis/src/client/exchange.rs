@@ -151,7 +151,7 @@ impl ProxyClient {
                     continue;
                 }
                 // The write failed, or Redis restarted without the request (`Shared::restarted`,
-                // `Shared::mark_written`).
+                // `Shared::writes_done`).
                 Ok(Ok(Err(e))) => return Err(shared.at_deadline(e, timeout, disconnects)),
                 Ok(Err(_)) => return Err(ProxyError::Closed),
                 Err(_) => return Err(shared.timed_out(timeout, disconnects)),

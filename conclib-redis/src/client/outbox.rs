@@ -56,7 +56,7 @@ pub(super) enum Done {
     /// the write), `UnknownUrn` when the stream does not exist.
     Tell(oneshot::Sender<Result<u64, ProxyError>>),
     /// An ask, waiting for its reply under this id in `Shared::pending`: a write that
-    /// succeeds marks it written there (`Shared::mark_written`); one that fails ends it
+    /// succeeds marks it written there (`Shared::writes_done`); one that fails ends it
     /// through its reply. So an ask is woken once, by its reply, not by its write too.
     Ask(u64),
 }
@@ -83,19 +83,8 @@ fn report(shared: &Shared, dones: Vec<Done>, outcome: Result<u64, ProxyError>) {
             Done::Ask(id) => asks.push(id),
         }
     }
-    if asks.is_empty() {
-        return;
-    }
-    match outcome {
-        Ok(losses) => shared.mark_written(&asks, losses),
-        Err(e) => {
-            let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-            for id in asks {
-                if let Some(waiter) = pending.remove(&id) {
-                    let _ = waiter.reply.send(Err(e.clone()));
-                }
-            }
-        }
+    if !asks.is_empty() {
+        shared.writes_done(&asks, outcome);
     }
 }
 

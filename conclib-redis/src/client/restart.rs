@@ -128,8 +128,8 @@ impl Identity {
 ///
 /// Which asks lost their requests: a waiter is marked `written` under the `pending` lock
 /// once its request was taken, with the count of losses read just before the write
-/// (`mark_written`); a loss is counted under the same lock. So an ask is failed either here
-/// (written before) or by `mark_written` (a loss counted since it read the count), never missed. A
+/// (`writes_done`); a loss is counted under the same lock. So an ask is failed either here
+/// (written before) or by `writes_done` (a loss counted since it read the count), never missed. A
 /// request written to the new Redis between the reconnection and the client's `INFO`
 /// (milliseconds) is failed too: the client cannot tell it from one written to the old
 /// Redis. An ask failed here may still have been handled (a proxy that held the request
@@ -192,21 +192,31 @@ impl Shared {
         );
     }
 
-    /// Marks the asks `ids` as taken by Redis, whose requests the writer wrote after reading
-    /// `losses`; fails them `Unavailable` if a Redis that restarted empty was found since:
-    /// their requests may have gone with it. An ask no longer pending was answered already.
-    pub(super) fn mark_written(&self, ids: &[u64], losses: u64) {
+    /// The writes of the asks `ids` are done: with `Ok(losses)` (Redis took them, the writer
+    /// having read `losses` before the write) each is marked written, unless a Redis that
+    /// restarted empty was found since (their requests may have gone with it: each fails
+    /// `Unavailable`); with an error each fails with it. An ask no longer pending was answered
+    /// (or gave up) already.
+    pub(super) fn writes_done(&self, ids: &[u64], outcome: Result<u64, ProxyError>) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let lost = self.losses.load(Ordering::Acquire) != losses;
-        for id in ids {
-            if lost {
-                if let Some(waiter) = pending.remove(id) {
-                    let _ = waiter.reply.send(Err(ProxyError::Unavailable(
-                        "Redis restarted without its data just as the request was written".into(),
-                    )));
+        let failed = match outcome {
+            // Compared under the lock a loss is counted under (see `restarted`).
+            Ok(losses) if self.losses.load(Ordering::Acquire) == losses => {
+                for id in ids {
+                    if let Some(waiter) = pending.get_mut(id) {
+                        waiter.written = true;
+                    }
                 }
-            } else if let Some(waiter) = pending.get_mut(id) {
-                waiter.written = true;
+                return;
+            }
+            Ok(_) => ProxyError::Unavailable(
+                "Redis restarted without its data just as the request was written".into(),
+            ),
+            Err(e) => e,
+        };
+        for id in ids {
+            if let Some(waiter) = pending.remove(id) {
+                let _ = waiter.reply.send(Err(failed.clone()));
             }
         }
     }
