@@ -129,6 +129,19 @@ fn shrunk<T>(queue: &mut VecDeque<T>) -> Option<VecDeque<T>> {
     (queue.capacity() > KEPT_IDLE).then(|| std::mem::take(queue))
 }
 
+/// Queues `env` at the back of the normal lane. A lane with no buffer yet gets room for
+/// exactly one: most actors are sent a message at a time for most of their lives, and the
+/// first buffer `VecDeque` would make (four envelopes, 128 bytes) stays with every actor
+/// that ever had a message (BENCHMARKS.md, "An actor that has run"). A second message
+/// queued behind the first grows it as usual.
+#[inline]
+fn queue<A: Actor>(lane: &mut VecDeque<Envelope<A>>, env: Envelope<A>) {
+    if lane.capacity() == 0 {
+        lane.reserve_exact(1);
+    }
+    lane.push_back(env);
+}
+
 /// What the receiver got.
 pub(crate) enum Next<A: Actor> {
     Control(Control),
@@ -300,7 +313,7 @@ impl<A: Actor> Mailbox<A> {
         }
         self.capacity.count_push();
         match priority {
-            Priority::Normal => lanes.normal.push_back(env),
+            Priority::Normal => queue(&mut lanes.normal, env),
             Priority::High => {
                 lanes.priority_lanes().high.push_back(env);
                 self.priority_pending.store(true, Ordering::Release);
@@ -778,6 +791,26 @@ mod tests {
             2,
             "each later message woke the waiting receiver"
         );
+    }
+
+    /// An actor sent a message at a time keeps room for one (32 bytes), not the four a
+    /// `VecDeque` makes room for at its first push; a second message queued behind the
+    /// first grows the lane as usual, and both come out in order.
+    #[test]
+    fn a_lane_sent_one_at_a_time_keeps_room_for_one() {
+        let mut rx = Receiver::new();
+        for _ in 0..3 {
+            rx.tell();
+            assert_eq!(rx.mailbox.lock().normal.capacity(), 1);
+            assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+            assert!(rx.poll().is_pending());
+        }
+        rx.tell();
+        rx.tell();
+        assert!(rx.mailbox.lock().normal.capacity() >= 2);
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        assert!(rx.poll().is_pending());
     }
 
     /// A message queued while the receiver handles the one it took wakes it (it armed
