@@ -12,9 +12,12 @@
 //!
 //! Last line: `RESULT idle_bytes_per_actor=.. ran_bytes_per_actor=..` (both against the
 //! memory before the first spawn; the registry's table included).
-use std::time::Duration;
-
 use conclib::{ActorSystem, actor};
+
+// The suite's memory helpers (`rss_bytes`, `resident_vec`, `settle`); the rest unused here.
+#[allow(dead_code)]
+#[path = "../common.rs"]
+mod common;
 
 const ACTORS: usize = 100_000;
 
@@ -32,33 +35,6 @@ impl Counter {
     }
 }
 
-fn resident() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * page.max(1) as u64
-}
-
-/// The resident memory once it stopped growing (equal over two readings 20 ms apart, at
-/// most a second).
-async fn settled() -> u64 {
-    let mut last = resident();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = resident();
-        if now == last {
-            return now;
-        }
-        last = now;
-    }
-    last
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -68,19 +44,17 @@ fn main() {
     runtime.block_on(async {
         tokio::spawn(async {
             let system = ActorSystem::new("ran-bytes");
-            let mut refs = Vec::with_capacity(ACTORS);
             // The vector's pages resident before the first reading: not counted as actors'.
-            // SAFETY: bytes written into spare capacity; the length stays 0.
-            unsafe { std::ptr::write_bytes(refs.as_mut_ptr(), 0u8, ACTORS) };
-            let before = settled().await;
+            let mut refs = common::resident_vec(ACTORS);
+            let before = common::settle().await;
             for _ in 0..ACTORS {
                 refs.push(system.spawn(Counter { total: 0 }).await.expect("spawn"));
             }
-            let idle = settled().await;
+            let idle = common::settle().await;
             for r in &refs {
                 assert_eq!(r.add(1).await.expect("ask"), 1);
             }
-            let ran = settled().await;
+            let ran = common::settle().await;
             let per_actor = |after: u64| after.saturating_sub(before) as f64 / ACTORS as f64;
             println!(
                 "RESULT idle_bytes_per_actor={:.0} ran_bytes_per_actor={:.0}",
