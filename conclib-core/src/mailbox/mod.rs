@@ -795,7 +795,7 @@ mod tests {
 
     /// An actor sent a message at a time keeps room for one (32 bytes), not the four a
     /// `VecDeque` makes room for at its first push; a second message queued behind the
-    /// first grows the lane as usual, and both come out in order.
+    /// first grows the lane as usual, and both are taken.
     #[test]
     fn a_lane_sent_one_at_a_time_keeps_room_for_one() {
         let mut rx = Receiver::new();
