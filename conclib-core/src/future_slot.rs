@@ -16,8 +16,16 @@ use std::task::{Context as TaskContext, Poll};
 
 use crate::envelope::Outcome;
 
+/// The largest buffer an idle actor keeps: most handlers' futures fit (a handler done at
+/// once, or waiting on a reply or two), and are placed with no allocation message after
+/// message; a larger one (a kilobyte held across an `.await`) costs an allocation each time
+/// its actor wakes from idle, and no memory while it sleeps (BENCHMARKS.md, "An actor that
+/// has run").
+const KEPT_IDLE: usize = 256;
+
 /// Where an actor's handler futures live: one heap buffer, grown to the largest future
-/// seen and reused for every message after that.
+/// seen and reused for every message after that, until the actor is idle
+/// ([`shrink_idle`](FutureSlot::shrink_idle)).
 pub(crate) struct FutureSlot {
     ptr: NonNull<u8>,
     /// The buffer's size and alignment: 8 bytes, not a `Layout`'s 16 (the slot lives in
@@ -121,6 +129,16 @@ impl FutureSlot {
         self.ptr = ptr;
         self.size = size;
         self.align = align;
+    }
+
+    /// The actor has nothing to do: a buffer grown past [`KEPT_IDLE`] goes back (the next
+    /// handler that large makes a new one). Without this, an actor that once ran one large
+    /// handler would keep its buffer for life.
+    #[inline]
+    pub(crate) fn shrink_idle(&mut self) {
+        if self.size as usize > KEPT_IDLE {
+            self.release();
+        }
     }
 
     fn release(&mut self) {
@@ -235,6 +253,47 @@ mod tests {
             Started::Done(_)
         ));
         assert_eq!(before, slot.ptr, "a smaller future reuses the buffer");
+    }
+
+    /// An idle actor keeps a small buffer and gives back one a large future grew.
+    #[test]
+    fn an_idle_slot_keeps_a_small_buffer_and_gives_back_a_large_one() {
+        let mut cx = TaskContext::from_waker(std::task::Waker::noop());
+        let mut slot = FutureSlot::new();
+        let small = [1u8; 64];
+        assert!(matches!(
+            slot.start(
+                async move {
+                    let _keep = small;
+                    Outcome::Done
+                },
+                &mut cx,
+            ),
+            Started::Done(Outcome::Done)
+        ));
+        let kept = slot.ptr;
+        slot.shrink_idle();
+        assert!(slot.size >= 64);
+        assert_eq!(slot.ptr, kept, "a small buffer stays");
+        let big = [2u8; 4096];
+        assert!(matches!(
+            slot.start(
+                async move {
+                    let _keep = big;
+                    Outcome::Done
+                },
+                &mut cx,
+            ),
+            Started::Done(Outcome::Done)
+        ));
+        assert!(slot.size >= 4096);
+        slot.shrink_idle();
+        assert_eq!(slot.size, 0, "a large buffer goes back");
+        // And the slot still works.
+        assert!(matches!(
+            slot.start(async { Outcome::Done }, &mut cx),
+            Started::Done(Outcome::Done)
+        ));
     }
 
     #[test]

@@ -2,16 +2,21 @@
 //!
 //! The suite's `spawn` scenario measures actors that never had a message: they are
 //! dormant, with no tokio task ("Actors start dormant" in BENCHMARKS.md). An actor woken
-//! once has a task from then on, and keeps the buffers its messages used: its lane's
-//! and the one its handlers' futures run in. This spawns 100,000 actors on a 2-worker
+//! once has a task from then on, and keeps buffers its messages used: its lane's, and the
+//! one its handlers' futures run in unless that grew large. This spawns 100,000 actors on a 2-worker
 //! runtime, asks each once, and prints the resident memory per actor at both points:
 //!
 //! ```text
 //! cargo run --release --manifest-path benches/Cargo.toml --no-default-features --bin ran_bytes
 //! ```
 //!
-//! Last line: `RESULT idle_bytes_per_actor=.. ran_bytes_per_actor=..` (both against the
-//! memory before the first spawn; the registry's table included).
+//! Then the same with actors whose handler's future is a kilobyte (it holds an array
+//! across an `.await`). Last line: `RESULT idle_bytes_per_actor=.. ran_bytes_per_actor=..
+//! big_future_ran_bytes_per_actor=.. big_future_ask_p50_ns=..` (the bytes each against the
+//! memory before that kind's first spawn, the registry's table included; the last, the
+//! median of sequential asks to one actor of the second kind).
+use std::time::Instant;
+
 use conclib::{ActorSystem, actor};
 
 // The suite's memory helpers (`rss_bytes`, `resident_vec`, `settle`); the rest unused here.
@@ -20,6 +25,8 @@ use conclib::{ActorSystem, actor};
 mod common;
 
 const ACTORS: usize = 100_000;
+/// Sequential asks to one actor with a large handler future.
+const ASKS: usize = 200_000;
 
 #[actor]
 struct Counter {
@@ -35,6 +42,43 @@ impl Counter {
     }
 }
 
+/// An actor whose handler's future is large (a kilobyte held across an `.await`).
+#[actor]
+struct Worker {
+    done: u64,
+}
+
+#[actor]
+impl Worker {
+    #[handle]
+    async fn work(&mut self, n: u64) -> u64 {
+        let scratch = [n; 128];
+        tokio::task::yield_now().await;
+        self.done += 1;
+        scratch.iter().sum()
+    }
+}
+
+/// Resident bytes per actor after spawning `ACTORS` with `$spawn`, and after `$ask` of each
+/// (`$r`, a ref): `(f64, f64)`.
+macro_rules! measure {
+    ($spawn:expr, |$r:ident| $ask:expr) => {{
+        // The vector's pages resident before the first reading: not counted as actors'.
+        let mut refs = common::resident_vec(ACTORS);
+        let before = common::settle().await;
+        for _ in 0..ACTORS {
+            refs.push($spawn.await.expect("spawn"));
+        }
+        let idle = common::settle().await;
+        for $r in &refs {
+            $ask;
+        }
+        let ran = common::settle().await;
+        let per_actor = |after: u64| after.saturating_sub(before) as f64 / ACTORS as f64;
+        (per_actor(idle), per_actor(ran))
+    }};
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -44,22 +88,28 @@ fn main() {
     runtime.block_on(async {
         tokio::spawn(async {
             let system = ActorSystem::new("ran-bytes");
-            // The vector's pages resident before the first reading: not counted as actors'.
-            let mut refs = common::resident_vec(ACTORS);
-            let before = common::settle().await;
-            for _ in 0..ACTORS {
-                refs.push(system.spawn(Counter { total: 0 }).await.expect("spawn"));
+            let (idle, ran) = measure!(system.spawn(Counter { total: 0 }), |r| assert_eq!(
+                r.add(1).await.expect("ask"),
+                1
+            ));
+            let (_, big_ran) = measure!(system.spawn(Worker { done: 0 }), |r| assert_eq!(
+                r.work(1).await.expect("ask"),
+                128
+            ));
+            // What giving that buffer back costs: sequential asks to one such actor, each
+            // of which finds it idle (its buffer made again and given back).
+            let worker = system.spawn(Worker { done: 0 }).await.expect("spawn");
+            let mut took = Vec::with_capacity(ASKS);
+            for _ in 0..ASKS {
+                let start = Instant::now();
+                worker.work(1).await.expect("ask");
+                took.push(start.elapsed());
             }
-            let idle = common::settle().await;
-            for r in &refs {
-                assert_eq!(r.add(1).await.expect("ask"), 1);
-            }
-            let ran = common::settle().await;
-            let per_actor = |after: u64| after.saturating_sub(before) as f64 / ACTORS as f64;
+            took.sort();
             println!(
-                "RESULT idle_bytes_per_actor={:.0} ran_bytes_per_actor={:.0}",
-                per_actor(idle),
-                per_actor(ran)
+                "RESULT idle_bytes_per_actor={idle:.0} ran_bytes_per_actor={ran:.0} \
+                 big_future_ran_bytes_per_actor={big_ran:.0} big_future_ask_p50_ns={}",
+                took[ASKS / 2].as_nanos()
             );
         })
         .await

@@ -233,7 +233,11 @@ unsafe fn poll_run<A: Actor>(
             record(m, cell);
         }
         let env = match cell.mailbox.poll_next(batch, cx) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                // Idle: what a large handler grew goes back. SAFETY: no handler waits.
+                unsafe { &mut (*run).slot }.shrink_idle();
+                return Poll::Pending;
+            }
             Poll::Ready(Next::Message(env)) => env,
             Poll::Ready(Next::Drained) => return Poll::Ready(Step::Stop(StopReason::Normal)),
             Poll::Ready(Next::Control(Control::Kill)) => {
