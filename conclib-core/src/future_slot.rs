@@ -23,6 +23,10 @@ use crate::envelope::Outcome;
 /// has run").
 const KEPT_IDLE: usize = 256;
 
+/// Bytes held by every slot's buffer in this process (tests only: what an idle actor keeps).
+#[cfg(test)]
+pub(crate) static HELD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Where an actor's handler futures live: one heap buffer, grown to the largest future
 /// seen and reused for every message after that, until the actor is idle
 /// ([`shrink_idle`](FutureSlot::shrink_idle)).
@@ -129,6 +133,8 @@ impl FutureSlot {
         self.ptr = ptr;
         self.size = size;
         self.align = align;
+        #[cfg(test)]
+        HELD.fetch_add(size as usize, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The actor has nothing to do: a buffer grown past [`KEPT_IDLE`] goes back (the next
@@ -145,6 +151,8 @@ impl FutureSlot {
         if self.size != 0 {
             // SAFETY: allocated in `grow` with this layout.
             unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout()) };
+            #[cfg(test)]
+            HELD.fetch_sub(self.size as usize, std::sync::atomic::Ordering::Relaxed);
             // Field by field: assigning a whole slot would drop (and release) this one.
             self.ptr = NonNull::dangling();
             self.size = 0;
