@@ -10,11 +10,14 @@
 //! cargo run --release --manifest-path benches/Cargo.toml --no-default-features --bin ran_bytes
 //! ```
 //!
-//! Then the same with actors whose handler's future is a kilobyte (it holds an array
-//! across an `.await`). Last line: `RESULT idle_bytes_per_actor=.. ran_bytes_per_actor=..
-//! big_future_ran_bytes_per_actor=.. big_future_ask_p50_ns=..` (the bytes each against the
-//! memory before that kind's first spawn, the registry's table included; the last, the
-//! median of sequential asks to one actor of the second kind).
+//! Then the same with 47 tells before the ask (a burst, which grows the mailbox's buffers),
+//! and with actors whose handler's future is a kilobyte (it holds an array across an
+//! `.await`). Last line: `RESULT idle_bytes_per_actor=.. ran_bytes_per_actor=..
+//! burst_ran_bytes_per_actor=.. burst_p50_ns=.. big_future_ran_bytes_per_actor=..
+//! big_future_ask_p50_ns=..` (the bytes each against the memory before that kind's first
+//! spawn, the registry's table included; `burst_p50_ns`, the median time of a burst to one
+//! actor; the last, the median of sequential asks to one actor of the large-future kind:
+//! what giving an idle actor's buffers back costs the next time it is busy).
 use std::time::Instant;
 
 use conclib::{ActorSystem, actor};
@@ -27,6 +30,8 @@ mod common;
 const ACTORS: usize = 100_000;
 /// Sequential asks to one actor with a large handler future.
 const ASKS: usize = 200_000;
+/// Bursts (47 tells, then an ask) to one actor.
+const BURSTS: usize = 20_000;
 
 #[actor]
 struct Counter {
@@ -92,10 +97,29 @@ fn main() {
                 r.add(1).await.expect("ask"),
                 1
             ));
+            let (_, burst_ran) = measure!(system.spawn(Counter { total: 0 }), |r| {
+                for _ in 0..47 {
+                    r.add(1).tell().await.expect("tell");
+                }
+                assert_eq!(r.add(1).await.expect("ask"), 48)
+            });
             let (_, big_ran) = measure!(system.spawn(Worker { done: 0 }), |r| assert_eq!(
                 r.work(1).await.expect("ask"),
                 128
             ));
+            // What giving the lane's buffers back costs: bursts of 47 tells and an ask to
+            // one actor, each finding it idle (its buffers grown again and given back).
+            let counter = system.spawn(Counter { total: 0 }).await.expect("spawn");
+            let mut bursts = Vec::with_capacity(BURSTS);
+            for _ in 0..BURSTS {
+                let start = Instant::now();
+                for _ in 0..47 {
+                    counter.add(1).tell().await.expect("tell");
+                }
+                counter.add(1).await.expect("ask");
+                bursts.push(start.elapsed());
+            }
+            bursts.sort();
             // What giving that buffer back costs: sequential asks to one such actor, each
             // of which finds it idle (its buffer made again and given back).
             let worker = system.spawn(Worker { done: 0 }).await.expect("spawn");
@@ -108,7 +132,9 @@ fn main() {
             took.sort();
             println!(
                 "RESULT idle_bytes_per_actor={idle:.0} ran_bytes_per_actor={ran:.0} \
+                 burst_ran_bytes_per_actor={burst_ran:.0} burst_p50_ns={} \
                  big_future_ran_bytes_per_actor={big_ran:.0} big_future_ask_p50_ns={}",
+                bursts[BURSTS / 2].as_nanos(),
                 took[ASKS / 2].as_nanos()
             );
         })

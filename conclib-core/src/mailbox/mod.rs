@@ -47,7 +47,7 @@ pub enum MailboxConfig {
     /// At most this many user messages queued: `tell` waits for room, `try_tell` fails.
     Bounded(usize),
     /// No limit: sends never wait. Memory grows with the backlog, and goes back (but for
-    /// room for 64 messages) once the actor has nothing left to do.
+    /// room for 16 messages) once the actor has nothing left to do.
     Unbounded,
 }
 
@@ -117,12 +117,18 @@ impl<A: Actor> PriorityLanes<A> {
     }
 }
 
-/// The most messages an empty queue keeps room for: a burst grows both buffers (the lane
-/// senders fill and the batch the actor works through) to its size, and they would keep it
-/// for as long as the actor lives (a mailbox that once held a million 32-byte envelopes:
-/// 64 MB). A buffer over this is freed when its actor finds nothing more to do, or handed
-/// back to the senders only while it is at most four times what the actor takes now.
-const KEPT_IDLE: usize = 64;
+/// The most messages an empty queue keeps room for once its actor has nothing to do: a
+/// burst grows both buffers (the lane senders fill and the batch the actor works through)
+/// to its size, and they would keep it for as long as the actor lives (a mailbox that once
+/// held a million 32-byte envelopes: 64 MB; one that held 48: 2 KB in every actor that
+/// ever had such a burst; BENCHMARKS.md, "An actor that has run"). A buffer over this is
+/// freed when its actor finds nothing more to do: the next burst grows a new one.
+const KEPT_IDLE: usize = 16;
+
+/// The most messages a batch's buffer keeps room for when it goes back to the senders while
+/// the actor works, beyond four times what the actor takes now: an actor that keeps up
+/// with batches of about the same size swaps the same two buffers, with no allocation.
+const KEPT_BUSY: usize = 64;
 
 /// An empty queue's buffer, taken out to be freed if it is over [`KEPT_IDLE`].
 fn shrunk<T>(queue: &mut VecDeque<T>) -> Option<VecDeque<T>> {
@@ -487,8 +493,8 @@ impl<A: Actor> Mailbox<A> {
         }
         if !lanes.normal.is_empty() {
             // The batch's buffer goes to the senders: not one a burst grew far past what
-            // comes now (see `KEPT_IDLE`).
-            let spare = (batch.capacity() > KEPT_IDLE.max(4 * lanes.normal.len()))
+            // comes now (see `KEPT_BUSY`).
+            let spare = (batch.capacity() > KEPT_BUSY.max(4 * lanes.normal.len()))
                 .then(|| std::mem::take(batch));
             std::mem::swap(batch, &mut lanes.normal);
             // Not once closed: the next look must find the mailbox drained.
@@ -600,6 +606,24 @@ mod tests {
         rx.tell();
         assert_eq!(rx.wakes(), woken + 1);
         assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+    }
+
+    /// A burst of 48 (what an actor slower than its senders for a moment gets) leaves room
+    /// for at most 16 in each buffer once the actor is idle: 512 bytes each, where
+    /// `VecDeque`s of 64 would keep 2 KB in every actor that ever had such a burst.
+    #[test]
+    fn a_burst_of_48_leaves_room_for_at_most_16_when_idle() {
+        let mut rx = Receiver::new();
+        for _ in 0..48 {
+            rx.tell();
+        }
+        for _ in 0..48 {
+            assert!(matches!(rx.poll(), Poll::Ready(Next::Message(_))));
+        }
+        assert!(rx.poll().is_pending());
+        assert!(rx.batch.capacity() <= 16, "{}", rx.batch.capacity());
+        let lane = rx.mailbox.lock().normal.capacity();
+        assert!(lane <= 16, "{lane}");
     }
 
     /// An actor that keeps up keeps its buffers: a batch of about the same size as the last
