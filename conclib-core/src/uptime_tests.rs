@@ -485,3 +485,36 @@ fn idle_actors_do_not_keep_what_a_large_handler_grew() {
         }
     });
 }
+
+#[test]
+fn recording_keeps_room_for_the_message_types_an_actor_handled() {
+    serial(async {
+        // Process-wide, as in the test of the label sets above.
+        crate::metrics::enable();
+        let system = ActorSystem::new("uptime");
+        let actor = system.spawn(Idle).await.unwrap();
+        actor.ask(Ping).await.unwrap();
+        // Passed on to its statistics as its first batch ends; no event says when.
+        let kept = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let kept = actor
+                    .cell
+                    .core
+                    .rare()
+                    .messages
+                    .as_ref()
+                    .map(|m| m.capacity());
+                if let Some(kept) = kept {
+                    break kept;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the statistics got the message's figures");
+        // One message type: room for one (224 bytes), not the four a `Vec` makes.
+        assert_eq!(kept, 1);
+        actor.stop();
+        actor.wait_for_stop().await;
+    });
+}

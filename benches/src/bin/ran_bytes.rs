@@ -10,6 +10,9 @@
 //! cargo run --release --manifest-path benches/Cargo.toml --no-default-features --bin ran_bytes
 //! ```
 //!
+//! With `-- --metrics`, the same with conclib's Prometheus recorder installed (what each
+//! actor keeps for its metrics and statistics while recording).
+//!
 //! Then the same with 47 tells before the ask (a burst, which grows the mailbox's buffers),
 //! and with actors whose handler's future is a kilobyte (it holds an array across an
 //! `.await`). Last line: `RESULT idle_bytes_per_actor=.. ran_bytes_per_actor=..
@@ -92,6 +95,9 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         tokio::spawn(async {
+            if std::env::args().any(|a| a == "--metrics") {
+                conclib_view::prometheus::install().expect("the only recorder of this process");
+            }
             let system = ActorSystem::new("ran-bytes");
             let (idle, ran) = measure!(system.spawn(Counter { total: 0 }), |r| assert_eq!(
                 r.add(1).await.expect("ask"),

@@ -292,8 +292,9 @@ impl ActorMetrics {
             current: (0, 0, 0),
             ended: 0,
             chained: false,
-            // Not needed when samples are added up per bucket.
-            unrecorded: Vec::with_capacity(if buckets.is_some() { 0 } else { MAX_UNRECORDED }),
+            // Not needed when samples are added up per bucket; else grown as a batch needs
+            // (an actor asked one at a time keeps room for a few, not 64: 1.5 KB).
+            unrecorded: Vec::new(),
             pending: 0,
             first: None,
             buckets,
@@ -332,6 +333,11 @@ impl ActorMetrics {
             None => {
                 let [actor, urn] = self.labels.clone();
                 let labels = [actor, urn, Label::new("message", name)];
+                // Room for one at first, not the four a `Vec` makes (384 bytes each, in
+                // every actor recording): most actors handle one or two message types.
+                if self.messages.capacity() == 0 {
+                    self.messages.reserve_exact(1);
+                }
                 self.messages.push(PerMessage {
                     name,
                     key: 0,
