@@ -96,6 +96,7 @@ mod supervision;
 mod system;
 #[cfg(test)]
 mod test_probe;
+mod tight;
 pub mod trace;
 #[cfg(test)]
 mod uptime_tests;

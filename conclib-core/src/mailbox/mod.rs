@@ -135,19 +135,6 @@ fn shrunk<T>(queue: &mut VecDeque<T>) -> Option<VecDeque<T>> {
     (queue.capacity() > KEPT_IDLE).then(|| std::mem::take(queue))
 }
 
-/// Queues `env` at the back of the normal lane. A lane with no buffer yet gets room for
-/// exactly one: most actors are sent a message at a time for most of their lives, and the
-/// first buffer `VecDeque` would make (four envelopes, 128 bytes) stays with every actor
-/// that ever had a message (BENCHMARKS.md, "An actor that has run"). A second message
-/// queued behind the first grows it as usual.
-#[inline]
-fn queue<A: Actor>(lane: &mut VecDeque<Envelope<A>>, env: Envelope<A>) {
-    if lane.capacity() == 0 {
-        lane.reserve_exact(1);
-    }
-    lane.push_back(env);
-}
-
 /// What the receiver got.
 pub(crate) enum Next<A: Actor> {
     Control(Control),
@@ -319,7 +306,8 @@ impl<A: Actor> Mailbox<A> {
         }
         self.capacity.count_push();
         match priority {
-            Priority::Normal => queue(&mut lanes.normal, env),
+            // Room for one at first (see `tight`).
+            Priority::Normal => crate::tight::push_back(&mut lanes.normal, env),
             Priority::High => {
                 lanes.priority_lanes().high.push_back(env);
                 self.priority_pending.store(true, Ordering::Release);

@@ -333,31 +333,39 @@ impl ActorMetrics {
             None => {
                 let [actor, urn] = self.labels.clone();
                 let labels = [actor, urn, Label::new("message", name)];
-                // Room for one at first, not the four a `Vec` makes (384 bytes each, in
-                // every actor recording): most actors handle one or two message types.
-                if self.messages.capacity() == 0 {
-                    self.messages.reserve_exact(1);
-                }
-                self.messages.push(PerMessage {
-                    name,
-                    key: 0,
-                    handled: metrics::counter!(
-                        "conclib_actor_messages_handled_total",
-                        labels.iter()
-                    ),
-                    in_mailbox: metrics::histogram!("conclib_actor_mailbox_seconds", labels.iter()),
-                    handling: metrics::histogram!("conclib_actor_handling_seconds", labels.iter()),
-                    errors: metrics::counter!("conclib_actor_handler_errors_total", labels.iter()),
-                    unrecorded: 0,
-                    unrecorded_errors: 0,
-                    unflushed: Tally::new(name),
-                    binned: self.buckets.map(|b| {
-                        Box::new(Binned {
-                            in_mailbox: Bins::new(&b.ticks),
-                            handling: Bins::new(&b.ticks),
-                        })
-                    }),
-                });
+                // Room for one at first (384 bytes an entry, in every actor recording).
+                crate::tight::push(
+                    &mut self.messages,
+                    PerMessage {
+                        name,
+                        key: 0,
+                        handled: metrics::counter!(
+                            "conclib_actor_messages_handled_total",
+                            labels.iter()
+                        ),
+                        in_mailbox: metrics::histogram!(
+                            "conclib_actor_mailbox_seconds",
+                            labels.iter()
+                        ),
+                        handling: metrics::histogram!(
+                            "conclib_actor_handling_seconds",
+                            labels.iter()
+                        ),
+                        errors: metrics::counter!(
+                            "conclib_actor_handler_errors_total",
+                            labels.iter()
+                        ),
+                        unrecorded: 0,
+                        unrecorded_errors: 0,
+                        unflushed: Tally::new(name),
+                        binned: self.buckets.map(|b| {
+                            Box::new(Binned {
+                                in_mailbox: Bins::new(&b.ticks),
+                                handling: Bins::new(&b.ticks),
+                            })
+                        }),
+                    },
+                );
                 self.messages.len() - 1
             }
         };

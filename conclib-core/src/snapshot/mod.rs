@@ -151,12 +151,9 @@ pub(crate) fn add_message_totals<'a>(
             None => {
                 let mut new = Tally::new(tally.name);
                 new.add(tally);
-                // Room for one at first, not the four a `Vec` makes (224 bytes each, in
-                // every actor that ran while recording): most handle one or two types.
-                if kept.capacity() == 0 {
-                    kept.reserve_exact(1);
-                }
-                kept.push(new);
+                // Room for one at first (224 bytes a `Tally`, in every actor that ran while
+                // recording).
+                crate::tight::push(kept, new);
             }
         }
         *tally = Tally::new(tally.name);
