@@ -2,7 +2,7 @@
 
 use std::any::{Any, TypeId};
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -41,7 +41,9 @@ pub struct CellCore {
     /// Set once, when the actor stopped (it is alive until then): 8 bytes, not a
     /// `OnceLock<StopReason>`'s 40.
     reason: ReasonCell,
-    task: OnceLock<tokio::task::AbortHandle>,
+    /// The abort handle of the actor's task, while it has one (not while dormant: it would
+    /// keep the ended task's memory).
+    task: Mutex<Option<tokio::task::AbortHandle>>,
     /// Children, watchers and the policy for children: what most actors never have, in a
     /// box allocated at the first (16 bytes in every cell, not 48).
     relations: Relations,
@@ -77,7 +79,7 @@ impl CellCore {
             reason: ReasonCell::new(),
             stopped: Notify::new(),
             relations: Relations::new(),
-            task: OnceLock::new(),
+            task: Mutex::new(None),
             skipped_asks: AtomicU64::new(0),
             stats: Stats::default(),
             rare: Mutex::new(RareStats::default()),
@@ -167,14 +169,29 @@ impl CellCore {
     }
 
     pub(crate) fn set_abort(&self, handle: tokio::task::AbortHandle) {
-        let _ = self.task.set(handle);
+        *self.lock_task() = Some(handle);
+    }
+
+    /// The task's abort handle, taken out as the task ends to hibernate.
+    pub(crate) fn take_abort(&self) -> Option<tokio::task::AbortHandle> {
+        self.lock_task().take()
     }
 
     /// Aborts the actor's task (shutdown after its timeout).
     pub(crate) fn abort(&self) {
-        if let Some(t) = self.task.get() {
+        if let Some(t) = self.lock_task().as_ref() {
             t.abort();
         }
+    }
+
+    /// The id of the actor's task, while it has one.
+    #[cfg(test)]
+    pub(crate) fn task_id(&self) -> Option<tokio::task::Id> {
+        self.lock_task().as_ref().map(tokio::task::AbortHandle::id)
+    }
+
+    fn lock_task(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::AbortHandle>> {
+        self.task.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn stop_reason(&self) -> Option<StopReason> {
@@ -436,6 +453,16 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn stops_at_once(&self) -> bool;
     /// The run loop moves from the keeper to a task of its own (see [`crate::dormant`]).
     fn forget_waker(&self);
+    /// A hibernation sweep's look at the actor ([`crate::hibernation`]); whether it was
+    /// asked to hibernate.
+    fn sweep(&self) -> bool;
+    /// Its task hands the run loop to `dormant` and ends, if `task` still waits for mail
+    /// (see [`crate::hibernation`]).
+    fn hibernate(
+        &self,
+        dormant: std::task::Waker,
+        task: &std::task::Waker,
+    ) -> Result<(), std::task::Waker>;
 }
 
 /// The shared state behind every ref to one actor (opaque).
@@ -466,6 +493,16 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     }
     fn forget_waker(&self) {
         self.mailbox.forget_waker();
+    }
+    fn sweep(&self) -> bool {
+        self.mailbox.sweep()
+    }
+    fn hibernate(
+        &self,
+        dormant: std::task::Waker,
+        task: &std::task::Waker,
+    ) -> Result<(), std::task::Waker> {
+        self.mailbox.hibernate(dormant, task)
     }
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity

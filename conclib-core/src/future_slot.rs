@@ -147,7 +147,8 @@ impl FutureSlot {
         }
     }
 
-    fn release(&mut self) {
+    /// Frees the buffer, whatever its size (an actor that hibernates).
+    pub(crate) fn release(&mut self) {
         if self.size != 0 {
             // SAFETY: allocated in `grow` with this layout.
             unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout()) };

@@ -79,6 +79,7 @@ mod erased_request;
 mod error;
 mod future_slot;
 mod guarded;
+mod hibernation;
 mod mailbox;
 mod message;
 mod messages;
@@ -111,6 +112,7 @@ pub use context::{Context, StreamId, TimerHandle};
 pub use dynamic::{DynActorRef, DynAskFuture, DynTellFuture};
 pub use erased_request::{AskHandle, ErasedRequest, QueuedAsk};
 pub use error::{AskError, BoxError, LookupError, ProcessExit, SendError, SpawnError, StopReason};
+pub use hibernation::DEFAULT_HIBERNATE_AFTER;
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};
 #[allow(deprecated)]

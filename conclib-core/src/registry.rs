@@ -54,6 +54,19 @@ impl Registry {
         self.slots.iter().flatten()
     }
 
+    /// Up to `n` actors from slot `from` on, and the slot after the last one looked at.
+    pub(crate) fn cells_from(&self, from: usize, n: usize) -> (Vec<Arc<dyn ErasedCell>>, usize) {
+        let mut cells = Vec::new();
+        let mut at = from;
+        while at < self.slots.len() && cells.len() < n {
+            if let Some(cell) = &self.slots[at] {
+                cells.push(cell.clone());
+            }
+            at += 1;
+        }
+        (cells, at)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -15,6 +15,7 @@ use crate::cell::{CellCore, ErasedCell};
 use crate::dormant::Keeping;
 use crate::dynamic::DynActorRef;
 use crate::error::{LookupError, SpawnError, StopReason};
+use crate::hibernation::Hibernation;
 use crate::registry::Registry;
 use crate::spawn::SpawnBuilder;
 use crate::urn::Urn;
@@ -97,10 +98,22 @@ struct SystemInner {
     /// What this system's dormant actors share on each runtime with the system's keeper
     /// tasks there ([`crate::dormant`]), by the runtime's id.
     keepers: RwLock<Vec<(tokio::runtime::Id, Arc<Keeping>)>>,
+    /// When idle actors hibernate, and the task that sweeps for them ([`crate::hibernation`]).
+    hibernation: Arc<Hibernation>,
+}
+
+/// A system that may be gone: what its sweeper holds ([`crate::hibernation`]).
+pub(crate) struct WeakSystem(std::sync::Weak<SystemInner>);
+
+impl WeakSystem {
+    pub(crate) fn upgrade(&self) -> Option<ActorSystem> {
+        self.0.upgrade().map(|inner| ActorSystem { inner })
+    }
 }
 
 impl Drop for SystemInner {
     fn drop(&mut self) {
+        self.hibernation.end();
         // The system's keeper tasks end with it, on runtimes that live on.
         let keepers = self.keepers.get_mut().unwrap_or_else(|e| e.into_inner());
         for (_, keeping) in keepers.drain(..) {
@@ -171,8 +184,40 @@ impl ActorSystem {
                 changes: Arc::new(crate::changes::Changes::new()),
                 looked: Mutex::new(crate::snapshot::Looked::default()),
                 keepers: RwLock::new(Vec::new()),
+                hibernation: Hibernation::new(),
             }),
         }
+    }
+
+    /// Sets how long an actor waits for mail before it hibernates: gives back its task and
+    /// the buffers its messages grew, and costs what an actor never sent a message does,
+    /// until its next message spawns a task again (a few microseconds, once). `None`: never.
+    /// By default [`DEFAULT_HIBERNATE_AFTER`](crate::DEFAULT_HIBERNATE_AFTER).
+    ///
+    /// A sweep every `after` looks at every actor: one that waits for mail and was sent
+    /// nothing since the sweep before hibernates, so an actor hibernates after `after` to
+    /// twice `after` without mail. Not while a handler of its waits, nor while it stops;
+    /// its state, context and statistics stay as they are, and nothing sent to it is lost.
+    ///
+    /// ```
+    /// use conclib_core::ActorSystem;
+    /// use std::time::Duration;
+    ///
+    /// let system = ActorSystem::new("app");
+    /// system.set_hibernate_after(Some(Duration::from_secs(600)));
+    /// assert_eq!(system.hibernate_after(), Some(Duration::from_secs(600)));
+    /// system.set_hibernate_after(None);
+    /// assert_eq!(system.hibernate_after(), None);
+    /// ```
+    pub fn set_hibernate_after(&self, after: Option<Duration>) {
+        self.inner.hibernation.set(after);
+    }
+
+    /// How long an actor waits for mail before it hibernates (see
+    /// [`set_hibernate_after`](Self::set_hibernate_after)); `None`: never.
+    #[must_use]
+    pub fn hibernate_after(&self) -> Option<Duration> {
+        self.inner.hibernation.after()
     }
 
     /// The default timeout of asks to this system's actors.
@@ -382,6 +427,12 @@ impl ActorSystem {
         self.lock_actors().iter().cloned().collect()
     }
 
+    /// Up to `n` of the actors that have not finished stopping, from the registry's slot
+    /// `from` on, and the slot to go on from.
+    pub(crate) fn cells_from(&self, from: usize, n: usize) -> (Vec<Arc<dyn ErasedCell>>, usize) {
+        self.lock_actors().cells_from(from, n)
+    }
+
     /// How many actors have not finished stopping.
     pub(crate) fn count_cells(&self) -> usize {
         self.lock_actors().len()
@@ -522,6 +573,9 @@ impl ActorSystem {
             return k;
         }
         let weak = Arc::downgrade(inner);
+        inner
+            .hibernation
+            .start(&runtime, WeakSystem(Arc::downgrade(inner)));
         let keeping = Keeping::start(
             runtime,
             Box::new(move || {

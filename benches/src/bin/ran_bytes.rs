@@ -13,15 +13,22 @@
 //! With `-- --metrics`, the same with conclib's Prometheus recorder installed (what each
 //! actor keeps for its metrics and statistics while recording).
 //!
+//! Then the actors asked once hibernate (`ActorSystem::set_hibernate_after`: they gave back
+//! their tasks and buffers), and the heap bytes each holds are read at the three points from
+//! glibc's count of bytes in use (`mallinfo2`: resident memory does not fall when memory is
+//! freed between blocks still in use); then each is asked once more, timed (its task spawned
+//! again), and once more after that (awake), timed.
+//!
 //! Then the same with 47 tells before the ask (a burst, which grows the mailbox's buffers),
 //! and with actors whose handler's future is a kilobyte (it holds an array across an
 //! `.await`). Last line: `RESULT idle_bytes_per_actor=.. ran_bytes_per_actor=..
-//! burst_ran_bytes_per_actor=.. burst_p50_ns=.. big_future_ran_bytes_per_actor=..
+//! heap_idle_bytes_per_actor=.. heap_ran_bytes_per_actor=.. heap_hibernated_bytes_per_actor=..
+//! woken_ask_p50_ns=.. awake_ask_p50_ns=.. burst_ran_bytes_per_actor=.. burst_p50_ns=.. big_future_ran_bytes_per_actor=..
 //! big_future_ask_p50_ns=..` (the bytes each against the memory before that kind's first
 //! spawn, the registry's table included; `burst_p50_ns`, the median time of a burst to one
 //! actor; the last, the median of sequential asks to one actor of the large-future kind:
 //! what giving an idle actor's buffers back costs the next time it is busy).
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use conclib::{ActorSystem, actor};
 
@@ -99,10 +106,13 @@ fn main() {
                 conclib_view::prometheus::install().expect("the only recorder of this process");
             }
             let system = ActorSystem::new("ran-bytes");
+            // No hibernation but where this asks for it.
+            system.set_hibernate_after(None);
             let (idle, ran) = measure!(system.spawn(Counter { total: 0 }), |r| assert_eq!(
                 r.add(1).await.expect("ask"),
                 1
             ));
+            let hibernated = hibernated(&system).await;
             let (_, burst_ran) = measure!(system.spawn(Counter { total: 0 }), |r| {
                 for _ in 0..47 {
                     r.add(1).tell().await.expect("tell");
@@ -136,10 +146,20 @@ fn main() {
                 took.push(start.elapsed());
             }
             took.sort();
+            let Hibernated {
+                heap: (heap_idle, heap_ran, heap_hibernated),
+                woken_p50,
+                awake_p50,
+            } = hibernated;
             println!(
                 "RESULT idle_bytes_per_actor={idle:.0} ran_bytes_per_actor={ran:.0} \
+                 heap_idle_bytes_per_actor={heap_idle:.0} heap_ran_bytes_per_actor={heap_ran:.0} \
+                 heap_hibernated_bytes_per_actor={heap_hibernated:.0} \
+                 woken_ask_p50_ns={} awake_ask_p50_ns={} \
                  burst_ran_bytes_per_actor={burst_ran:.0} burst_p50_ns={} \
                  big_future_ran_bytes_per_actor={big_ran:.0} big_future_ask_p50_ns={}",
+                woken_p50.as_nanos(),
+                awake_p50.as_nanos(),
                 bursts[BURSTS / 2].as_nanos(),
                 took[ASKS / 2].as_nanos()
             );
@@ -147,4 +167,71 @@ fn main() {
         .await
         .expect("bench task");
     });
+}
+
+/// Bytes in use on glibc's heap (not resident memory: freed blocks between blocks in use stay
+/// resident).
+fn heap_bytes() -> u64 {
+    // SAFETY: mallinfo2 has no preconditions.
+    unsafe { libc::mallinfo2() }.uordblks as u64
+}
+
+/// What [`hibernated`] measured.
+struct Hibernated {
+    /// Heap bytes per actor: spawned, asked once, hibernated.
+    heap: (f64, f64, f64),
+    /// The median ask to a hibernated actor (its task spawned again).
+    woken_p50: Duration,
+    /// The median ask to the same actors, awake and idle.
+    awake_p50: Duration,
+}
+
+/// Spawns `ACTORS` counters, asks each once, lets them hibernate, and asks each twice more,
+/// timed: heap bytes per actor at each step, and what the first ask after hibernating costs.
+async fn hibernated(system: &ActorSystem) -> Hibernated {
+    let mut refs = common::resident_vec(ACTORS);
+    let before = heap_bytes();
+    for _ in 0..ACTORS {
+        refs.push(system.spawn(Counter { total: 0 }).await.expect("spawn"));
+    }
+    common::settle().await;
+    let idle = heap_bytes();
+    for r in &refs {
+        assert_eq!(r.add(1).await.expect("ask"), 1);
+    }
+    common::settle().await;
+    let ran = heap_bytes();
+    // A sweep every 50 ms: two find each actor sent nothing since the one before.
+    system.set_hibernate_after(Some(Duration::from_millis(50)));
+    let mut hibernated = heap_bytes();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = heap_bytes();
+        if now == hibernated {
+            break;
+        }
+        hibernated = now;
+    }
+    system.set_hibernate_after(None);
+    let timed = |n: u64| {
+        let refs = &refs;
+        async move {
+            let mut took = Vec::with_capacity(ACTORS);
+            for r in refs {
+                let start = Instant::now();
+                assert_eq!(r.add(1).await.expect("ask"), n);
+                took.push(start.elapsed());
+            }
+            took.sort();
+            took[ACTORS / 2]
+        }
+    };
+    let woken_p50 = timed(2).await;
+    let awake_p50 = timed(3).await;
+    let per_actor = |after: u64| after.saturating_sub(before) as f64 / ACTORS as f64;
+    Hibernated {
+        heap: (per_actor(idle), per_actor(ran), per_actor(hibernated)),
+        woken_p50,
+        awake_p50,
+    }
 }

@@ -94,7 +94,18 @@ struct Lanes<A: Actor> {
     closed: bool,
     /// The actor is gone: nothing is taken any more.
     dead: bool,
+    /// What the hibernation sweeps saw ([`crate::hibernation`]): [`USED`], [`UNUSED`] or
+    /// [`ASKED`].
+    idle: u8,
 }
+
+/// Something was queued since the last sweep (every push sets it).
+const USED: u8 = 0;
+/// Nothing was queued since the last sweep.
+const UNUSED: u8 = 1;
+/// Nothing was queued for a whole sweep period: the run loop hibernates at its next empty
+/// look ([`Next::Hibernate`]).
+const ASKED: u8 = 2;
 
 impl<A: Actor> Lanes<A> {
     /// The control and high lanes, allocated at their first message.
@@ -141,6 +152,9 @@ pub(crate) enum Next<A: Actor> {
     Message(Envelope<A>),
     /// Closed and empty: a graceful stop is due.
     Drained,
+    /// Empty, its waker registered, and asked to hibernate ([`crate::hibernation`]): the
+    /// run loop gives back what it can and its task hands it to a dormant waker.
+    Hibernate,
 }
 
 // In this order (`repr(C)`): the lanes and the capacity's count, which every send and take
@@ -174,6 +188,7 @@ impl<A: Actor> Mailbox<A> {
                 for_mail: false,
                 closed: false,
                 dead: false,
+                idle: USED,
             }),
             priority_pending: AtomicBool::new(false),
             capacity: Capacity::new(config, mark, A::HANDS_ON),
@@ -260,6 +275,65 @@ impl<A: Actor> Mailbox<A> {
         drop(waker);
     }
 
+    /// A hibernation sweep's look ([`crate::hibernation`]): asks a run loop that waits for
+    /// mail, and was sent nothing since the last sweep, to hibernate (it is woken to do
+    /// so); marks the others unused for the next sweep. Returns whether it asked.
+    pub(crate) fn sweep(&self) -> bool {
+        let mut lanes = self.lock();
+        let unused = std::mem::replace(&mut lanes.idle, UNUSED) != USED;
+        let waits = lanes.for_mail
+            && !lanes.closed
+            && lanes.normal.is_empty()
+            && !self.priority_pending.load(Ordering::Acquire)
+            && !self.killed.load(Ordering::Acquire)
+            && lanes
+                .waker
+                .as_ref()
+                .is_some_and(|w| !crate::dormant::Dormant::is(w));
+        if !(unused && waits) {
+            return false;
+        }
+        lanes.idle = ASKED;
+        let receiver = self.take_receiver(&mut lanes);
+        drop(lanes);
+        if let Some(w) = receiver {
+            w.wake();
+        }
+        true
+    }
+
+    /// Puts a dormant actor's waker ([`crate::dormant`]) in place of its task's, `task`,
+    /// if that is still there waiting for mail with nothing queued: the task may end, and
+    /// the next message spawns another. Gives `dormant` back otherwise (something came
+    /// since the run loop looked: it runs on).
+    pub(crate) fn hibernate(&self, dormant: Waker, task: &Waker) -> Result<(), Waker> {
+        let mut lanes = self.lock();
+        if !lanes.for_mail
+            || lanes.closed
+            || !lanes.normal.is_empty()
+            || self.priority_pending.load(Ordering::Acquire)
+            || self.killed.load(Ordering::Acquire)
+            || !lanes.waker.as_ref().is_some_and(|w| w.will_wake(task))
+        {
+            return Err(dormant);
+        }
+        let old = lanes.waker.replace(dormant);
+        // Not armed: the next task's first look takes the lock and registers its own waker.
+        self.armed.store(false, Ordering::Release);
+        drop(lanes);
+        drop(old);
+        Ok(())
+    }
+
+    /// Whether the actor is dormant: its run loop waits in a dormant waker, with no task.
+    #[cfg(test)]
+    pub(crate) fn is_dormant(&self) -> bool {
+        self.lock()
+            .waker
+            .as_ref()
+            .is_some_and(crate::dormant::Dormant::is)
+    }
+
     /// Takes a dormant actor's waker out, unwoken, if it runs on `runtime` (which shut
     /// down): dropped, it drops the run loop.
     pub(crate) fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<Waker> {
@@ -305,6 +379,7 @@ impl<A: Actor> Mailbox<A> {
             return Err(env);
         }
         self.capacity.count_push();
+        lanes.idle = USED;
         match priority {
             // Room for one at first (see `tight`).
             Priority::Normal => crate::tight::push_back(&mut lanes.normal, env),
@@ -362,6 +437,7 @@ impl<A: Actor> Mailbox<A> {
             self.take_receiver(&mut lanes)
         };
         lanes.priority_lanes().control.push_back(c);
+        lanes.idle = USED;
         self.priority_pending.store(true, Ordering::Release);
         drop(lanes);
         if let Some(w) = waker {
@@ -498,6 +574,14 @@ impl<A: Actor> Mailbox<A> {
             return Poll::Ready(Next::Drained);
         }
         self.register_receiver(&mut lanes, cx.waker());
+        if lanes.idle == ASKED {
+            // Hibernating: both buffers go back, whatever their size.
+            lanes.idle = UNUSED;
+            let spare = (std::mem::take(batch), std::mem::take(&mut lanes.normal));
+            drop(lanes);
+            drop(spare);
+            return Poll::Ready(Next::Hibernate);
+        }
         // Nothing to do: what a burst grew goes back, freed outside the lock.
         let spare = (shrunk(batch), shrunk(&mut lanes.normal));
         drop(lanes);

@@ -492,6 +492,20 @@ impl ActorMetrics {
         }
     }
 
+    /// Passes on everything measured, to the recorder and to the snapshot statistics, before
+    /// these metrics are dropped (an actor that hibernates; the next message measured makes
+    /// them again).
+    pub(crate) fn flush(&mut self, core: &CellCore) {
+        if self.has_unrecorded() {
+            self.record(0, core);
+        }
+        self.flushed = self.ended;
+        crate::snapshot::add_message_totals(
+            core,
+            self.messages.iter_mut().map(|m| &mut m.unflushed),
+        );
+    }
+
     pub(crate) fn skipped(&self) {
         self.skipped.increment(1);
     }

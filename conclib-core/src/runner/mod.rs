@@ -192,6 +192,11 @@ unsafe fn poll_run<A: Actor>(
     // reached only when none waits.
     let (waiting, batch, ledger) =
         unsafe { (&mut (*run).waiting, &mut (*run).batch, &mut (*run).ledger) };
+    // Whether this poll had something to do (a handler to resume, a message to handle): a
+    // sweep that asked to hibernate meanwhile found the actor busy (its waker registered
+    // for mail as it took a lone message, or a handler waiting), not idle; it hibernates
+    // only in a poll that finds nothing to do, once a later sweep asks again.
+    let mut busy = waiting.is_some();
     if let Some(Waiting {
         handling,
         span,
@@ -239,12 +244,23 @@ unsafe fn poll_run<A: Actor>(
                 return Poll::Pending;
             }
             Poll::Ready(Next::Message(env)) => env,
+            Poll::Ready(Next::Hibernate) => {
+                // SAFETY: no handler waits.
+                let (slot, ctx) = unsafe { (&mut (*run).slot, &(*run).ctx) };
+                if busy {
+                    slot.shrink_idle();
+                } else {
+                    hibernate(slot, ledger, cell, ctx.system());
+                }
+                return Poll::Pending;
+            }
             Poll::Ready(Next::Drained) => return Poll::Ready(Step::Stop(StopReason::Normal)),
             Poll::Ready(Next::Control(Control::Kill)) => {
                 return Poll::Ready(Step::Stop(StopReason::Killed));
             }
             Poll::Ready(Next::Control(control)) => return Poll::Ready(Step::Control(control)),
         };
+        busy = true;
         // The capacity counts queued messages: this one leaves the queue now (its place
         // given back with the batch's, see `Ledger`) — or, at an actor that hands its asks
         // on, when it is answered.
@@ -301,6 +317,28 @@ unsafe fn poll_run<A: Actor>(
             }
         }
     }
+}
+
+/// The actor waits for mail and was asked to hibernate ([`crate::hibernation`]): what its
+/// messages grew goes back (the buffer its handlers' futures ran in, what metrics keep for
+/// it, passed on first), and its task is told to hand the run loop to a dormant waker as
+/// this poll returns (out of line: once in a long idle time).
+#[inline(never)]
+fn hibernate<A: Actor>(
+    slot: &mut FutureSlot,
+    ledger: &mut Ledger,
+    cell: &Arc<crate::cell::ActorCell<A>>,
+    system: &crate::ActorSystem,
+) {
+    slot.release();
+    if let Some(mut m) = ledger.metrics.take() {
+        m.flush(&cell.core);
+        cell.mark_task_changed();
+    }
+    let weak: std::sync::Weak<dyn crate::cell::ErasedCell> = Arc::downgrade(cell) as _;
+    // The runtime it runs on, where the next message will spawn its task.
+    let keeping = system.keeping(tokio::runtime::Handle::current());
+    crate::dormant::fall_asleep(weak, keeping);
 }
 
 /// A kill came while a message was being handled (its handler dropped already).

@@ -1,0 +1,423 @@
+//! Hibernation: an actor sent nothing for a while goes back to being dormant.
+//!
+//! An actor starts dormant ([`crate::dormant`]): its run loop boxed, no tokio task. Its first
+//! message spawns the task, which then waits for mail for as long as the actor lives, with
+//! what its messages grew: tokio's task (128 bytes, 128-aligned), the buffer its handlers'
+//! futures run in, its mailbox's buffers, and (metrics on) what it measures with. Most actors
+//! of a large system handle a message now and then and wait in between: an actor asked once
+//! cost about 1,060 bytes against 744 for one never asked (BENCHMARKS.md, "An actor that has
+//! run"). So a sweep, every [`ActorSystem::set_hibernate_after`] period (by default
+//! [`DEFAULT_HIBERNATE_AFTER`]), looks at every actor of the system: one that waits for mail
+//! and was sent nothing since the sweep before is woken to hibernate. Its run loop gives
+//! those buffers back (and passes on what its metrics measured), its task hands the run loop
+//! to a dormant waker in the mailbox and ends, and the actor costs what a dormant one does
+//! again. The next message (or stop, or kill, or child's news) spawns a task, as the first
+//! one did: a few microseconds once, against a message to an awake actor.
+//!
+//! An actor hibernates only while it waits for mail with nothing queued: not while a
+//! handler waits (on a timer, on another actor), not while it stops. A message that comes as
+//! it hibernates is not lost: the task hands over the run loop only if its waker is still in
+//! the mailbox, waiting for mail, with nothing queued, all under the mailbox's lock (a sender
+//! takes the waker under that lock); otherwise the run loop runs on in the same task. Its
+//! state, its context (timers, streams, children) and its statistics stay as they were.
+//!
+//! [`ActorSystem::set_hibernate_after`]: crate::ActorSystem::set_hibernate_after
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::system::WeakSystem;
+
+/// How long an actor waits for mail before it hibernates, by default: at least this, at most
+/// twice this (see [`ActorSystem::set_hibernate_after`](crate::ActorSystem::set_hibernate_after)).
+pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(30);
+
+/// The actors a sweep looks at under one hold of the system's registry lock.
+const SWEPT_AT_ONCE: usize = 256;
+
+/// A system's hibernation setting and its sweeper task.
+pub(crate) struct Hibernation {
+    /// The sweep period in nanoseconds; 0: never.
+    after_ns: AtomicU64,
+    /// The setting changed: the sweeper starts its wait again.
+    changed: Notify,
+    /// The sweeper task, started on the first runtime the system's actors run on (again on
+    /// another if that one shut down); aborted when the system is dropped.
+    sweeper: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Hibernation {
+    pub(crate) fn new() -> Arc<Self> {
+        let hibernation = Hibernation {
+            after_ns: AtomicU64::new(0),
+            changed: Notify::new(),
+            sweeper: Mutex::new(None),
+        };
+        hibernation.set(Some(DEFAULT_HIBERNATE_AFTER));
+        Arc::new(hibernation)
+    }
+
+    pub(crate) fn set(&self, after: Option<Duration>) {
+        let ns = after.map_or(0, |d| {
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+        });
+        self.after_ns.store(ns, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    pub(crate) fn after(&self) -> Option<Duration> {
+        match self.after_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Starts the sweeper on `runtime` if it is not running (the system's first actor there,
+    /// or the runtime it ran on shut down).
+    pub(crate) fn start(self: &Arc<Self>, runtime: &tokio::runtime::Handle, system: WeakSystem) {
+        let mut sweeper = self.lock();
+        if sweeper.as_ref().is_some_and(|s| !s.is_finished()) {
+            return;
+        }
+        let task = runtime.spawn(sweep_every(self.clone(), system));
+        *sweeper = Some(task.abort_handle());
+    }
+
+    /// Ends the sweeper: its system is gone.
+    pub(crate) fn end(&self) {
+        if let Some(sweeper) = self.lock().take() {
+            sweeper.abort();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::AbortHandle>> {
+        self.sweeper.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sweeper: a sweep every period, for as long as the system lives.
+async fn sweep_every(hibernation: Arc<Hibernation>, system: WeakSystem) {
+    loop {
+        let changed = hibernation.changed.notified();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
+        let Some(after) = hibernation.after() else {
+            changed.await;
+            continue;
+        };
+        if tokio::time::timeout(after, changed).await.is_ok() {
+            // A new period: wait for it from now.
+            continue;
+        }
+        let Some(system) = system.upgrade() else {
+            return;
+        };
+        sweep(&system).await;
+    }
+}
+
+/// One sweep over the system's actors, a few hundred at a time (the registry's lock is not
+/// held across them, nor while the woken actors run). Returns how many were asked to
+/// hibernate.
+pub(crate) async fn sweep(system: &crate::ActorSystem) -> usize {
+    let mut from = 0;
+    let mut asked = 0;
+    loop {
+        let (cells, next) = system.cells_from(from, SWEPT_AT_ONCE);
+        if cells.is_empty() {
+            return asked;
+        }
+        asked += cells.iter().filter(|c| c.sweep()).count();
+        drop(cells);
+        from = next;
+        tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::sweep;
+    use crate::{Actor, ActorRef, ActorSystem, Context, Handler, Message, StopReason};
+
+    /// Adds to its total and answers it.
+    struct Counter {
+        total: u64,
+        stopped: Arc<AtomicBool>,
+    }
+    impl Actor for Counter {
+        async fn on_stop(
+            &mut self,
+            _: &mut Context<Self>,
+            _: &StopReason,
+        ) -> Result<(), crate::BoxError> {
+            self.stopped.store(true, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    struct Add(u64);
+    impl Message for Add {
+        type Response = u64;
+        type Error = Infallible;
+    }
+    impl Handler<Add> for Counter {
+        async fn handle(&mut self, msg: Add, _: &mut Context<Self>) -> Result<u64, Infallible> {
+            self.total += msg.0;
+            Ok(self.total)
+        }
+    }
+
+    /// Says it started, then waits in its handler for the sender it is given.
+    struct Wait(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    );
+    impl Message for Wait {
+        type Response = u64;
+        type Error = Infallible;
+    }
+    impl Handler<Wait> for Counter {
+        async fn handle(&mut self, msg: Wait, _: &mut Context<Self>) -> Result<u64, Infallible> {
+            let _ = msg.0.send(());
+            let _ = msg.1.await;
+            Ok(self.total)
+        }
+    }
+
+    /// A system whose own sweeper never runs: the tests sweep.
+    async fn counter() -> (ActorSystem, ActorRef<Counter>, Arc<AtomicBool>) {
+        let system = ActorSystem::new("hibernation");
+        system.set_hibernate_after(None);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let counter = Counter {
+            total: 0,
+            stopped: stopped.clone(),
+        };
+        let actor = system.spawn(counter).await.unwrap();
+        (system, actor, stopped)
+    }
+
+    /// Waits (bounded) until `actor` is dormant or not, as `dormant` says: the task that
+    /// hibernates ends in a poll of its own after the sweep woke it, and no event says when.
+    async fn until_dormant(actor: &ActorRef<Counter>, dormant: bool) {
+        let reached = tokio::time::timeout(Duration::from_secs(5), async {
+            while actor.cell.mailbox.is_dormant() != dormant {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(reached.is_ok(), "the actor never became dormant={dormant}");
+    }
+
+    /// Sweeps until `actor` hibernates (bounded). An ask's answer reaches the asker before
+    /// the actor's task has looked for more mail: a sweep that comes in between finds it
+    /// busy, and it waits for the next sweep, as it would for the next period.
+    async fn sweep_until_dormant(system: &ActorSystem, actor: &ActorRef<Counter>) {
+        let reached = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                sweep(system).await;
+                for _ in 0..64 {
+                    if actor.cell.mailbox.is_dormant() {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+        .await;
+        assert!(reached.is_ok(), "the actor never hibernated");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_actor_hibernates_and_wakes_with_its_state() {
+        let (system, actor, _) = counter().await;
+        // Dormant until its first message, awake after it.
+        assert!(actor.cell.mailbox.is_dormant());
+        assert_eq!(actor.ask(Add(1)).await.unwrap(), 1);
+        until_dormant(&actor, false).await;
+        let first = actor.cell.core.task_id();
+        assert!(first.is_some());
+        // The first sweep finds the ask sent since the sweep before: nothing to do.
+        assert_eq!(sweep(&system).await, 0);
+        assert!(!actor.cell.mailbox.is_dormant());
+        // A later one finds nothing sent since the one before.
+        sweep_until_dormant(&system, &actor).await;
+        assert_eq!(
+            actor.cell.core.task_id(),
+            None,
+            "the ended task's handle was kept"
+        );
+        // Its next message spawns a task again, and finds its state.
+        assert_eq!(actor.ask(Add(2)).await.unwrap(), 3);
+        assert_ne!(actor.cell.core.task_id(), first);
+        until_dormant(&actor, false).await;
+        // And it hibernates again.
+        assert_eq!(sweep(&system).await, 0);
+        sweep_until_dormant(&system, &actor).await;
+        assert_eq!(actor.ask(Add(3)).await.unwrap(), 6);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_actor_sent_mail_between_sweeps_stays_awake() {
+        let (system, actor, _) = counter().await;
+        for i in 1..=20 {
+            assert_eq!(actor.ask(Add(1)).await.unwrap(), i);
+            assert_eq!(sweep(&system).await, 0);
+        }
+        assert!(!actor.cell.mailbox.is_dormant());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_actor_whose_handler_waits_does_not_hibernate() {
+        let (system, actor, _) = counter().await;
+        actor.ask(Add(5)).await.unwrap();
+        let task = actor.cell.core.task_id();
+        assert!(task.is_some());
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let (started, handling) = tokio::sync::oneshot::channel();
+        let answer = tokio::spawn({
+            let actor = actor.clone();
+            async move { actor.ask(Wait(started, wait)).await }
+        });
+        handling.await.unwrap();
+        // The handler took the message from a lane of one, with the mailbox's waker
+        // registered for mail: the second sweep asks (and wakes the waiting handler).
+        assert_eq!(sweep(&system).await, 0);
+        assert_eq!(sweep(&system).await, 1);
+        assert!(!actor.cell.mailbox.is_dormant());
+        go.send(()).unwrap();
+        assert_eq!(answer.await.unwrap().unwrap(), 5);
+        // Done waiting, it hibernates only once a sweep finds it waiting for mail: the same
+        // task handles the next message.
+        assert_eq!(actor.ask(Add(1)).await.unwrap(), 6);
+        assert_eq!(
+            actor.cell.core.task_id(),
+            task,
+            "it hibernated after the handler"
+        );
+        sweep_until_dormant(&system, &actor).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hibernated_actor_stops_and_is_killed_as_a_dormant_one() {
+        for kill in [false, true] {
+            let (system, actor, stopped) = counter().await;
+            actor.ask(Add(1)).await.unwrap();
+            sweep_until_dormant(&system, &actor).await;
+            if kill {
+                actor.kill();
+                assert_eq!(actor.wait_for_stop().await, StopReason::Killed);
+            } else {
+                actor.stop();
+                assert_eq!(actor.wait_for_stop().await, StopReason::Normal);
+            }
+            assert!(stopped.load(Ordering::SeqCst), "on_stop ran");
+            system.shutdown(Duration::from_secs(5)).await.unwrap();
+        }
+    }
+
+    /// Messages sent from another thread as the actor hibernates: each is handled, whether
+    /// it comes before the sweep, between the sweep and the task's end, or after.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_racing_a_hibernation_are_all_handled() {
+        let (system, actor, _) = counter().await;
+        let before = crate::dormant::HIBERNATED.load(Ordering::Relaxed);
+        let mut expected = 0;
+        for round in 0..300u64 {
+            expected += 1;
+            assert_eq!(actor.ask(Add(1)).await.unwrap(), expected);
+            sweep(&system).await;
+            // The second sweep asks it to hibernate; a tell races it from another worker,
+            // after a number of yields that moves with the round.
+            let sender = tokio::spawn({
+                let actor = actor.clone();
+                async move {
+                    for _ in 0..round % 7 {
+                        tokio::task::yield_now().await;
+                    }
+                    actor.tell(Add(1)).await.unwrap();
+                }
+            });
+            sweep(&system).await;
+            sender.await.unwrap();
+            expected += 1;
+        }
+        assert_eq!(actor.ask(Add(0)).await.unwrap(), expected);
+        let hibernated = crate::dormant::HIBERNATED.load(Ordering::Relaxed) - before;
+        assert!(hibernated > 0, "no round hibernated");
+    }
+
+    /// A message sent just as the task is about to hand its run loop over (the task has seen
+    /// the mailbox empty and been asked to hibernate): the hand-over is refused, and the
+    /// message is handled with nothing else sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_message_sent_as_the_task_hands_over_is_handled() {
+        let (system, actor, _) = counter().await;
+        actor.ask(Add(1)).await.unwrap();
+        let task = actor.cell.core.task_id();
+        let at = Arc::as_ptr(&actor.cell).cast::<()>() as usize;
+        let sender = actor.clone();
+        let raced = Arc::new(AtomicBool::new(false));
+        let sent = raced.clone();
+        *crate::dormant::BEFORE_HIBERNATING.lock().unwrap() = Some((
+            at,
+            Box::new(move || {
+                if !sent.swap(true, Ordering::SeqCst) {
+                    sender.try_tell(Add(10)).expect("room in the mailbox");
+                }
+            }),
+        ));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                sweep(&system).await;
+                for _ in 0..64 {
+                    if raced.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        })
+        .await
+        .expect("the task never came to hand over");
+        let handled = tokio::time::timeout(Duration::from_secs(5), async {
+            while actor.cell.core.stats().handled.load(Ordering::Relaxed) < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        *crate::dormant::BEFORE_HIBERNATING.lock().unwrap() = None;
+        assert!(
+            handled.is_ok(),
+            "the message sent during the hand-over waits"
+        );
+        assert_eq!(actor.ask(Add(0)).await.unwrap(), 11);
+        assert_eq!(
+            actor.cell.core.task_id(),
+            task,
+            "the run loop left its task"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_sweeper_runs_every_period() {
+        let system = ActorSystem::new("hibernation");
+        system.set_hibernate_after(Some(Duration::from_millis(5)));
+        let counter = Counter {
+            total: 0,
+            stopped: Arc::default(),
+        };
+        let actor = system.spawn(counter).await.unwrap();
+        actor.ask(Add(1)).await.unwrap();
+        until_dormant(&actor, true).await;
+        assert_eq!(actor.ask(Add(1)).await.unwrap(), 2);
+    }
+}
