@@ -151,8 +151,8 @@ pub mod error {
 /// its actors and its URN journal, whole-system broadcasts.
 pub mod system {
     pub use conclib_core::{
-        ActorId, ActorInfo, ActorSystem, BroadcastOutcome, DEFAULT_ASK_TIMEOUT, Delivery,
-        SpawnBuilder, URN_JOURNAL_CAPACITY, UrnChanges,
+        ActorId, ActorInfo, ActorSystem, BroadcastOutcome, DEFAULT_ASK_TIMEOUT,
+        DEFAULT_HIBERNATE_AFTER, Delivery, SpawnBuilder, URN_JOURNAL_CAPACITY, UrnChanges,
     };
 }
 

@@ -456,13 +456,9 @@ pub trait ErasedCell: Send + Sync + 'static {
     /// A hibernation sweep's look at the actor ([`crate::hibernation`]); whether it was
     /// asked to hibernate.
     fn sweep(&self) -> bool;
-    /// Its task hands the run loop to `dormant` and ends, if `task` still waits for mail
-    /// (see [`crate::hibernation`]).
-    fn hibernate(
-        &self,
-        dormant: std::task::Waker,
-        task: &std::task::Waker,
-    ) -> Result<(), std::task::Waker>;
+    /// Its run loop, hibernating, waits in `dormant` from now on, if nothing came since it
+    /// looked (see [`crate::hibernation`]).
+    fn hibernate(&self, dormant: std::task::Waker) -> Result<(), std::task::Waker>;
 }
 
 /// The shared state behind every ref to one actor (opaque).
@@ -497,12 +493,8 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     fn sweep(&self) -> bool {
         self.mailbox.sweep()
     }
-    fn hibernate(
-        &self,
-        dormant: std::task::Waker,
-        task: &std::task::Waker,
-    ) -> Result<(), std::task::Waker> {
-        self.mailbox.hibernate(dormant, task)
+    fn hibernate(&self, dormant: std::task::Waker) -> Result<(), std::task::Waker> {
+        self.mailbox.hibernate(dormant)
     }
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity

@@ -122,19 +122,7 @@ unsafe fn drop_waker(data: *const ()) {
     drop(unsafe { Arc::from_raw(data.cast::<Dormant>()) });
 }
 
-/// An actor's task: its run loop, which goes back to being dormant when it hibernates
-/// ([`crate::hibernation`]). The same 16 bytes as the boxed run loop alone: tokio's task
-/// stays 128 bytes.
-struct Awake(Option<RunFuture>);
-
-/// What a run loop that hibernates leaves for its task, which hands it to a dormant waker
-/// as the poll returns (see [`fall_asleep`]).
-struct Asleep {
-    cell: Weak<dyn ErasedCell>,
-    keeping: Arc<Keeping>,
-}
-
-/// How many tasks ended to hibernate (the tests' count).
+/// How many run loops were handed to a dormant waker (the tests' count).
 #[cfg(test)]
 pub(crate) static HIBERNATED: AtomicUsize = AtomicUsize::new(0);
 
@@ -156,72 +144,33 @@ fn before_hibernating(cell: &Arc<dyn ErasedCell>) {
     }
 }
 
-thread_local! {
-    /// A run loop polled on this thread is hibernating: its task is to end (the flag first:
-    /// one load of it at each of a task's polls, the rest only when it is set).
-    static FALLING_ASLEEP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    static ASLEEP: std::cell::RefCell<Option<Asleep>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Called by a run loop, as it returns `Pending` from its task's poll waiting for mail:
-/// the task hands the run loop to a dormant waker in its mailbox (if nothing came
-/// meanwhile), and ends.
-pub(crate) fn fall_asleep(cell: Weak<dyn ErasedCell>, keeping: Arc<Keeping>) {
-    ASLEEP.with_borrow_mut(|a| *a = Some(Asleep { cell, keeping }));
-    FALLING_ASLEEP.set(true);
-}
-
-impl Future for Awake {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(run) = self.0.as_mut() else {
-            return Poll::Ready(());
-        };
-        let poll = run.as_mut().poll(cx);
-        if poll.is_ready() || !FALLING_ASLEEP.get() {
-            return poll;
+/// Hands a run loop that hibernates ([`crate::hibernation`]) to a dormant waker in its
+/// mailbox, in place of the waker of the task it ran in (which ends). If something came
+/// since the run loop looked, the mailbox refuses, and the dormant waker is woken at once:
+/// the run loop goes on in a task of its own, as it would at that message.
+pub(crate) fn hibernate(run: RunFuture, keeping: Arc<Keeping>, cell: &Arc<dyn ErasedCell>) {
+    let dormant = Arc::new(Dormant {
+        run: Mutex::new(Some(run)),
+        keeping,
+        cell: Arc::downgrade(cell),
+    });
+    // The ending task's abort handle goes first: kept in the cell, it would keep the task's
+    // memory. The next task's is set when the dormant waker spawns it, which can only be
+    // once the waker is in the mailbox (or woken below).
+    let abort = cell.core().take_abort();
+    #[cfg(test)]
+    before_hibernating(cell);
+    match cell.hibernate(Dormant::waker_of(dormant.clone())) {
+        Ok(()) => {
+            #[cfg(test)]
+            HIBERNATED.fetch_add(1, Ordering::Relaxed);
         }
-        FALLING_ASLEEP.set(false);
-        let Some(asleep) = ASLEEP.with_borrow_mut(Option::take) else {
-            return Poll::Pending;
-        };
-        // The run loop's cell lives as long as the run loop (which holds it).
-        let Some(cell) = asleep.cell.upgrade() else {
-            return Poll::Pending;
-        };
-        let run = self.0.take().expect("polled above");
-        let dormant = Arc::new(Dormant {
-            run: Mutex::new(Some(run)),
-            keeping: asleep.keeping,
-            cell: asleep.cell,
-        });
-        // This task's abort handle goes first: kept in the cell, it would keep the task's
-        // memory. The next task's is set when the dormant waker spawns it, which can only
-        // be once the waker is in the mailbox.
-        let abort = cell.core().take_abort();
-        #[cfg(test)]
-        before_hibernating(&cell);
-        match cell.hibernate(Dormant::waker_of(dormant.clone()), cx.waker()) {
-            Ok(()) => {
-                drop(abort);
-                #[cfg(test)]
-                HIBERNATED.fetch_add(1, Ordering::Relaxed);
-                Poll::Ready(())
-            }
-            Err(waker) => {
-                // Something came since the run loop looked: it runs on, in this task.
-                drop(waker);
-                self.0 = dormant.take_run();
-                if let Some(abort) = abort {
-                    cell.core().set_abort(abort);
-                }
-                // Whatever it was woke this task already; once more costs a poll, and
-                // nothing can be missed.
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
+        Err(waker) => {
+            drop(waker);
+            dormant.start();
         }
     }
+    drop(abort);
 }
 
 /// What a system's dormant actors on one runtime share: the runtime, and the stops its
@@ -276,7 +225,7 @@ impl Keeping {
     /// times out). On a runtime that shut down, tokio drops `run` at once (as it did the
     /// tasks).
     fn spawn(&self, run: RunFuture, cell: Option<&dyn ErasedCell>) {
-        let task = self.runtime.spawn(Awake(Some(run)));
+        let task = self.runtime.spawn(run);
         if let Some(cell) = cell {
             cell.core().set_abort(task.abort_handle());
         }

@@ -58,6 +58,9 @@
 //! - A panic in a handler reaches the asker as [`AskError::Panicked`]; the actor then
 //!   follows its [`PanicPolicy`]: stop, resume, or restart with fresh state.
 //! - Parents hear about their children ([`SupervisionEvent`]) and stop after them.
+//! - An actor sent nothing for a while hibernates: its task and the buffers its messages
+//!   grew are freed until its next message ([`ActorSystem::set_hibernate_after`]); its state
+//!   stays.
 //!
 //! # Tracing
 //! Each actor runs in a `debug` span named `actor` (system, id, URN, type); each message in

@@ -302,18 +302,22 @@ impl<A: Actor> Mailbox<A> {
         true
     }
 
-    /// Puts a dormant actor's waker ([`crate::dormant`]) in place of its task's, `task`,
-    /// if that is still there waiting for mail with nothing queued: the task may end, and
-    /// the next message spawns another. Gives `dormant` back otherwise (something came
-    /// since the run loop looked: it runs on).
-    pub(crate) fn hibernate(&self, dormant: Waker, task: &Waker) -> Result<(), Waker> {
+    /// Puts a dormant actor's waker ([`crate::dormant`]) in place of its task's, if that is
+    /// still there waiting for mail with nothing queued (registered by the run loop's last
+    /// look, which found the mailbox empty; whoever queues anything takes it): the task may
+    /// end, and the next message spawns another. Gives `dormant` back otherwise (something
+    /// came since the run loop looked).
+    pub(crate) fn hibernate(&self, dormant: Waker) -> Result<(), Waker> {
         let mut lanes = self.lock();
         if !lanes.for_mail
             || lanes.closed
             || !lanes.normal.is_empty()
             || self.priority_pending.load(Ordering::Acquire)
             || self.killed.load(Ordering::Acquire)
-            || !lanes.waker.as_ref().is_some_and(|w| w.will_wake(task))
+            || !lanes
+                .waker
+                .as_ref()
+                .is_some_and(|w| !crate::dormant::Dormant::is(w))
         {
             return Err(dormant);
         }

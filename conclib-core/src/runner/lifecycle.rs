@@ -41,6 +41,12 @@ impl<A> RunOptions<A> {
         })))
     }
 
+    /// The options, taken out (by a run loop that hands them to another as it hibernates:
+    /// taken from behind a reference, they take no second place in the run loop's future).
+    pub(crate) fn take(&mut self) -> Self {
+        RunOptions(self.0.take())
+    }
+
     fn policy(&self) -> PanicPolicy {
         self.0
             .as_ref()

@@ -66,6 +66,13 @@ pub(crate) fn run<A: Actor>(
                     Step::Stop(reason) => break 'run reason,
                     Step::Panicked(panic) => break 'message panic,
                     Step::Control(control) => control,
+                    Step::Hibernate => {
+                        // The actor, its context and its options go into a run loop of their
+                        // own, which waits as a dormant actor's does; this task ends (nothing
+                        // is owed: the mailbox was found empty, every place given back).
+                        hibernate(run.actor, run.ctx, options.take(), cell);
+                        return;
+                    }
                 };
                 // SAFETY: no handler waits when `poll_run` returns a step.
                 let (actor, ctx, ledger) = unsafe { at.idle() };
@@ -101,6 +108,30 @@ pub(crate) fn run<A: Actor>(
         run.ledger.settle(&cell);
         Box::pin(finish(run.actor, run.ctx, reason, run.batch)).await;
     }
+}
+
+/// Hands the actor to a new run loop, dormant in its mailbox ([`crate::hibernation`]): the
+/// task this runs in ends, and the next message spawns another. (No `.await` in the run loop
+/// for it: one more would take room in every actor's run loop.)
+fn hibernate<A: Actor>(
+    actor: A,
+    ctx: Context<A>,
+    options: RunOptions<A>,
+    cell: Arc<crate::cell::ActorCell<A>>,
+) {
+    // The actor's span, if its run loop is in one (see `spawn`): the new one is too.
+    let span = tracing::Span::current();
+    let keeping = ctx.system().keeping(tokio::runtime::Handle::current());
+    let next: crate::dormant::RunFuture = if span.metadata().is_some_and(|m| m.name() == "actor") {
+        Box::pin(tracing::Instrument::instrument(
+            run(actor, ctx, options),
+            span,
+        ))
+    } else {
+        Box::pin(run(actor, ctx, options))
+    };
+    let cell: Arc<dyn crate::cell::ErasedCell> = cell;
+    crate::dormant::hibernate(next, keeping, &cell);
 }
 
 /// What the run loop keeps between polls.
@@ -172,6 +203,9 @@ enum Step {
     Panicked(String),
     /// The actor stops.
     Stop(StopReason),
+    /// The actor hibernates: it waits for mail, nothing waits in it, and it has given back
+    /// what its messages grew.
+    Hibernate,
 }
 
 /// Polls the handler that waits, if any, then takes messages and handles them for as long
@@ -246,13 +280,13 @@ unsafe fn poll_run<A: Actor>(
             Poll::Ready(Next::Message(env)) => env,
             Poll::Ready(Next::Hibernate) => {
                 // SAFETY: no handler waits.
-                let (slot, ctx) = unsafe { (&mut (*run).slot, &(*run).ctx) };
+                let slot = unsafe { &mut (*run).slot };
                 if busy {
                     slot.shrink_idle();
-                } else {
-                    hibernate(slot, ledger, cell, ctx.system());
+                    return Poll::Pending;
                 }
-                return Poll::Pending;
+                give_back_all(slot, ledger, cell);
+                return Poll::Ready(Step::Hibernate);
             }
             Poll::Ready(Next::Drained) => return Poll::Ready(Step::Stop(StopReason::Normal)),
             Poll::Ready(Next::Control(Control::Kill)) => {
@@ -319,26 +353,20 @@ unsafe fn poll_run<A: Actor>(
     }
 }
 
-/// The actor waits for mail and was asked to hibernate ([`crate::hibernation`]): what its
-/// messages grew goes back (the buffer its handlers' futures ran in, what metrics keep for
-/// it, passed on first), and its task is told to hand the run loop to a dormant waker as
-/// this poll returns (out of line: once in a long idle time).
+/// The actor waits for mail and hibernates ([`crate::hibernation`]): what its messages grew
+/// goes back (the buffer its handlers' futures ran in, what metrics keep for it, passed on
+/// first; its mailbox gave back its buffers already). Out of line: once in a long idle time.
 #[inline(never)]
-fn hibernate<A: Actor>(
+fn give_back_all<A: Actor>(
     slot: &mut FutureSlot,
     ledger: &mut Ledger,
     cell: &Arc<crate::cell::ActorCell<A>>,
-    system: &crate::ActorSystem,
 ) {
     slot.release();
     if let Some(mut m) = ledger.metrics.take() {
         m.flush(&cell.core);
         cell.mark_task_changed();
     }
-    let weak: std::sync::Weak<dyn crate::cell::ErasedCell> = Arc::downgrade(cell) as _;
-    // The runtime it runs on, where the next message will spawn its task.
-    let keeping = system.keeping(tokio::runtime::Handle::current());
-    crate::dormant::fall_asleep(weak, keeping);
 }
 
 /// A kill came while a message was being handled (its handler dropped already).
