@@ -137,6 +137,29 @@ pub(crate) async fn sweep(system: &crate::ActorSystem) -> usize {
     }
 }
 
+/// Sweeps `system` until `actor` hibernates (bounded; the tests'). An ask's answer reaches
+/// the asker before the actor's task has looked for more mail: a sweep that comes in between
+/// finds it busy, and it waits for the next sweep, as it would for the next period.
+#[cfg(test)]
+pub(crate) async fn sweep_until_dormant<A: crate::Actor>(
+    system: &crate::ActorSystem,
+    actor: &crate::ActorRef<A>,
+) {
+    let reached = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            sweep(system).await;
+            for _ in 0..64 {
+                if actor.cell.mailbox.is_dormant() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "the actor never hibernated");
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -144,7 +167,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use super::sweep;
+    use super::{sweep, sweep_until_dormant};
     use crate::{Actor, ActorRef, ActorSystem, Context, Handler, Message, StopReason};
 
     /// Adds to its total and answers it.
@@ -215,25 +238,6 @@ mod tests {
         })
         .await;
         assert!(reached.is_ok(), "the actor never became dormant={dormant}");
-    }
-
-    /// Sweeps until `actor` hibernates (bounded). An ask's answer reaches the asker before
-    /// the actor's task has looked for more mail: a sweep that comes in between finds it
-    /// busy, and it waits for the next sweep, as it would for the next period.
-    async fn sweep_until_dormant(system: &ActorSystem, actor: &ActorRef<Counter>) {
-        let reached = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                sweep(system).await;
-                for _ in 0..64 {
-                    if actor.cell.mailbox.is_dormant() {
-                        return;
-                    }
-                    tokio::task::yield_now().await;
-                }
-            }
-        })
-        .await;
-        assert!(reached.is_ok(), "the actor never hibernated");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

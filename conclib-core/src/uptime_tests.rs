@@ -518,3 +518,36 @@ fn recording_keeps_room_for_the_message_types_an_actor_handled() {
         actor.wait_for_stop().await;
     });
 }
+
+#[test]
+fn a_hibernating_actor_passes_on_what_it_measured() {
+    serial(async {
+        // Process-wide, as in the tests above.
+        crate::metrics::enable();
+        let system = ActorSystem::new("uptime");
+        system.set_hibernate_after(None);
+        let actor = system.spawn(Idle).await.unwrap();
+        let handled = |system: &ActorSystem| -> u64 {
+            system.snapshot().messages.iter().map(|m| m.handled).sum()
+        };
+        // The first batch's figures are passed on at once; the next two, handled within
+        // 100 ms of it, are kept by the actor for a later batch.
+        for _ in 0..3 {
+            actor.ask(Ping).await.unwrap();
+        }
+        crate::hibernation::sweep_until_dormant(&system, &actor).await;
+        // Hibernating, it passed on what it kept, with what it measured with.
+        assert_eq!(handled(&system), 3);
+        // Woken, it measures again from scratch, and passes on its first batch at once.
+        actor.ask(Ping).await.unwrap();
+        let counted = tokio::time::timeout(Duration::from_secs(5), async {
+            while handled(&system) < 4 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(counted.is_ok(), "the woken actor's message was not counted");
+        actor.stop();
+        actor.wait_for_stop().await;
+    });
+}

@@ -112,7 +112,8 @@ fn main() {
                 r.add(1).await.expect("ask"),
                 1
             ));
-            let hibernated = hibernated(&system).await;
+            // In a system of its own: only its actors hibernate.
+            let hibernated = hibernated(&ActorSystem::new("hibernated")).await;
             let (_, burst_ran) = measure!(system.spawn(Counter { total: 0 }), |r| {
                 for _ in 0..47 {
                     r.add(1).tell().await.expect("tell");
@@ -189,6 +190,7 @@ struct Hibernated {
 /// Spawns `ACTORS` counters, asks each once, lets them hibernate, and asks each twice more,
 /// timed: heap bytes per actor at each step, and what the first ask after hibernating costs.
 async fn hibernated(system: &ActorSystem) -> Hibernated {
+    system.set_hibernate_after(None);
     let mut refs = common::resident_vec(ACTORS);
     let before = heap_bytes();
     for _ in 0..ACTORS {
@@ -201,8 +203,10 @@ async fn hibernated(system: &ActorSystem) -> Hibernated {
     }
     common::settle().await;
     let ran = heap_bytes();
-    // A sweep every 50 ms: two find each actor sent nothing since the one before.
+    // A sweep every 50 ms: the first finds each actor asked since the one before, the
+    // second asks it to hibernate; then until the heap stops shrinking.
     system.set_hibernate_after(Some(Duration::from_millis(50)));
+    tokio::time::sleep(Duration::from_millis(150)).await;
     let mut hibernated = heap_bytes();
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -314,10 +314,10 @@ impl<A: Actor> Mailbox<A> {
             || !lanes.normal.is_empty()
             || self.priority_pending.load(Ordering::Acquire)
             || self.killed.load(Ordering::Acquire)
-            || !lanes
+            || lanes
                 .waker
                 .as_ref()
-                .is_some_and(|w| !crate::dormant::Dormant::is(w))
+                .is_none_or(crate::dormant::Dormant::is)
         {
             return Err(dormant);
         }

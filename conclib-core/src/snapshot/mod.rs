@@ -69,7 +69,8 @@ pub const HANDLING_BUCKETS: usize = 24;
 /// task and passes its counts on (one lock) at the end of a batch of messages (what it
 /// handled before waiting for mail or awaiting in a handler, at most 64): its first batch,
 /// then a batch that ends a second or more after it last did, or 100 ms or more when the
-/// batch leaves its mailbox empty. What an actor handled since is counted at a later one.
+/// batch leaves its mailbox empty. What an actor handled since is counted at a later one,
+/// or when it hibernates ([`ActorSystem::set_hibernate_after`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageTotals {
     /// The actors' Rust type.
