@@ -191,7 +191,8 @@ impl ActorSystem {
 
     /// Sets how long an actor waits for mail before it hibernates: gives back its task and
     /// the buffers its messages grew, and costs what an actor never sent a message does,
-    /// until its next message spawns a task again (a few microseconds, once). `None`: never.
+    /// until its next message spawns a task again (under a microsecond, once; a few with
+    /// metrics on). `None`: never.
     /// By default [`DEFAULT_HIBERNATE_AFTER`](crate::DEFAULT_HIBERNATE_AFTER).
     ///
     /// A sweep every `after` looks at every actor: one that waits for mail and was sent

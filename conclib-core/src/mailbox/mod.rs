@@ -314,10 +314,7 @@ impl<A: Actor> Mailbox<A> {
             || !lanes.normal.is_empty()
             || self.priority_pending.load(Ordering::Acquire)
             || self.killed.load(Ordering::Acquire)
-            || lanes
-                .waker
-                .as_ref()
-                .is_none_or(crate::dormant::Dormant::is)
+            || lanes.waker.as_ref().is_none_or(crate::dormant::Dormant::is)
         {
             return Err(dormant);
         }
