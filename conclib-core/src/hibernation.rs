@@ -189,6 +189,32 @@ mod tests {
         }
     }
 
+    /// Panics in its handler.
+    struct Panic;
+    impl Message for Panic {
+        type Response = ();
+        type Error = Infallible;
+    }
+    impl Handler<Panic> for Counter {
+        async fn handle(&mut self, _: Panic, _: &mut Context<Self>) -> Result<(), Infallible> {
+            panic!("asked to");
+        }
+    }
+
+    /// Says when it is dropped.
+    struct Held(Arc<AtomicBool>);
+    impl Actor for Held {}
+    impl Handler<Add> for Held {
+        async fn handle(&mut self, msg: Add, _: &mut Context<Self>) -> Result<u64, Infallible> {
+            Ok(msg.0)
+        }
+    }
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
     struct Add(u64);
     impl Message for Add {
         type Response = u64;
@@ -407,6 +433,63 @@ mod tests {
             "the message sent during the hand-over waits"
         );
         assert_eq!(actor.ask(Add(0)).await.unwrap(), 11);
+    }
+
+    /// What the run loop keeps besides the actor and its context (its panic policy and
+    /// restart factory) goes with it into hibernation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hibernated_actor_restarts_with_its_factory() {
+        let system = ActorSystem::new("hibernation");
+        system.set_hibernate_after(None);
+        let fresh = || Counter {
+            total: 100,
+            stopped: Arc::default(),
+        };
+        let actor = system
+            .build(Counter {
+                total: 0,
+                stopped: Arc::default(),
+            })
+            .restart_with(fresh, crate::RestartLimit::default())
+            .spawn()
+            .await
+            .unwrap();
+        assert_eq!(actor.ask(Add(1)).await.unwrap(), 1);
+        sweep_until_dormant(&system, &actor).await;
+        assert!(matches!(
+            actor.ask(Panic).await,
+            Err(crate::AskError::Panicked(_))
+        ));
+        assert_eq!(
+            actor.ask(Add(1)).await.unwrap(),
+            101,
+            "restarted from its factory"
+        );
+    }
+
+    /// A hibernated actor on a runtime that shuts down goes with it, as its task would have
+    /// (and as a dormant one does): its state is dropped, though its system lives on.
+    #[test]
+    fn a_hibernated_actor_is_dropped_with_its_runtime() {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let system = ActorSystem::new("hibernation");
+        system.set_hibernate_after(None);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let actor = system.spawn(Held(dropped.clone())).await.unwrap();
+            assert_eq!(actor.ask(Add(7)).await.unwrap(), 7);
+            sweep_until_dormant(&system, &actor).await;
+        });
+        assert!(!dropped.load(Ordering::SeqCst));
+        drop(runtime);
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the hibernated actor outlived its runtime"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
