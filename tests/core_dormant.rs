@@ -1,6 +1,7 @@
 //! Core runtime: an actor with nothing to do has no task yet (it starts dormant); whatever
 //! its mailbox gets (a message, a stop, a kill, its own notice from `on_start`) starts it,
-//! and a runtime that shuts down drops the dormant actors' state as it drops its tasks'.
+//! and a runtime that shuts down drops the dormant actors' state as it drops its tasks'. An
+//! actor sent nothing for a while hibernates: it has no task again until its next message.
 
 use conclib::error::{BoxError, StopReason};
 use conclib::prelude::*;
@@ -347,6 +348,39 @@ async fn a_dormant_actor_s_stop_needs_no_task(workers: usize) {
 
 /// A system made, used and dropped on a runtime that lives on leaves no task there: its
 /// keepers (one a worker) end with it.
+/// With the system's sweeper every 20 ms, actors asked and then left alone give their tasks
+/// back (within two periods and the sweep), and come back with their state when asked again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actors_left_alone_hibernate_and_come_back_with_their_state() {
+    let system = ActorSystem::new("t");
+    let first = system.spawn(Counter::default()).await.unwrap();
+    let before = alive_tasks();
+    let mut actors = Vec::new();
+    for _ in 0..50 {
+        let actor = system.spawn(Counter::default()).await.unwrap();
+        assert_eq!(actor.ask(Get).await.unwrap(), 1);
+        actors.push(actor);
+    }
+    assert_eq!(alive_tasks(), before + 50, "each asked actor has its task");
+    system.set_hibernate_after(Some(Duration::from_millis(20)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive_tasks() > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 50 idle actors kept their tasks",
+            alive_tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    system.set_hibernate_after(None);
+    for actor in &actors {
+        assert_eq!(actor.ask(Get).await.unwrap(), 2, "its state stayed");
+    }
+    assert_eq!(alive_tasks(), before + 50);
+    assert_eq!(first.ask(Get).await.unwrap(), 1);
+    system.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_system_leaves_no_keeper_behind() {
     let before = alive_tasks();
