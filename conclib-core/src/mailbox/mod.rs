@@ -153,7 +153,8 @@ pub(crate) enum Next<A: Actor> {
     /// Closed and empty: a graceful stop is due.
     Drained,
     /// Empty, its waker registered, and asked to hibernate ([`crate::hibernation`]): the
-    /// run loop gives back what it can and its task hands it to a dormant waker.
+    /// run loop gives back what it can, and its parts go into a new run loop that waits in
+    /// a dormant waker.
     Hibernate,
 }
 
@@ -281,16 +282,7 @@ impl<A: Actor> Mailbox<A> {
     pub(crate) fn sweep(&self) -> bool {
         let mut lanes = self.lock();
         let unused = std::mem::replace(&mut lanes.idle, UNUSED) != USED;
-        let waits = lanes.for_mail
-            && !lanes.closed
-            && lanes.normal.is_empty()
-            && !self.priority_pending.load(Ordering::Acquire)
-            && !self.killed.load(Ordering::Acquire)
-            && lanes
-                .waker
-                .as_ref()
-                .is_some_and(|w| !crate::dormant::Dormant::is(w));
-        if !(unused && waits) {
+        if !(unused && self.task_waits_for_mail(&lanes)) {
             return false;
         }
         lanes.idle = ASKED;
@@ -302,6 +294,20 @@ impl<A: Actor> Mailbox<A> {
         true
     }
 
+    /// Whether the actor's task waits for mail with nothing queued: its waker (not a
+    /// dormant actor's) registered for mail, which whoever queues anything takes.
+    fn task_waits_for_mail(&self, lanes: &Lanes<A>) -> bool {
+        lanes.for_mail
+            && !lanes.closed
+            && lanes.normal.is_empty()
+            && !self.priority_pending.load(Ordering::Acquire)
+            && !self.killed.load(Ordering::Acquire)
+            && lanes
+                .waker
+                .as_ref()
+                .is_some_and(|w| !crate::dormant::Dormant::is(w))
+    }
+
     /// Puts a dormant actor's waker ([`crate::dormant`]) in place of its task's, if that is
     /// still there waiting for mail with nothing queued (registered by the run loop's last
     /// look, which found the mailbox empty; whoever queues anything takes it): the task may
@@ -309,13 +315,7 @@ impl<A: Actor> Mailbox<A> {
     /// came since the run loop looked).
     pub(crate) fn hibernate(&self, dormant: Waker) -> Result<(), Waker> {
         let mut lanes = self.lock();
-        if !lanes.for_mail
-            || lanes.closed
-            || !lanes.normal.is_empty()
-            || self.priority_pending.load(Ordering::Acquire)
-            || self.killed.load(Ordering::Acquire)
-            || lanes.waker.as_ref().is_none_or(crate::dormant::Dormant::is)
-        {
+        if !self.task_waits_for_mail(&lanes) {
             return Err(dormant);
         }
         let old = lanes.waker.replace(dormant);
