@@ -47,8 +47,9 @@ pub(crate) struct Hibernation {
     after_ns: AtomicU64,
     /// The setting changed: the sweeper starts its wait again.
     changed: Notify,
-    /// The sweeper task, started on the first runtime the system's actors run on (again on
-    /// another if that one shut down); aborted when the system is dropped.
+    /// The sweeper task, started with the system's keepers on the first runtime its actors
+    /// run on (and again with those of the next runtime it starts keepers on, if that one
+    /// has shut down by then); aborted when the system is dropped.
     sweeper: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -78,8 +79,8 @@ impl Hibernation {
         }
     }
 
-    /// Starts the sweeper on `runtime` if it is not running (the system's first actor there,
-    /// or the runtime it ran on shut down).
+    /// Starts the sweeper on `runtime` if it is not running (the system's first keepers, or
+    /// the runtime it ran on shut down).
     pub(crate) fn start(self: &Arc<Self>, runtime: &tokio::runtime::Handle, system: WeakSystem) {
         let mut sweeper = self.lock();
         if sweeper.as_ref().is_some_and(|s| !s.is_finished()) {
