@@ -381,6 +381,78 @@ async fn actors_left_alone_hibernate_and_come_back_with_their_state() {
     system.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 
+/// Senders on both workers tell and ask 40 actors in bursts with pauses, while the system
+/// sweeps every millisecond: actors hibernate and wake again many times, hand-overs race
+/// sends, and every message is handled once (each actor's count is what was sent to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_to_actors_hibernating_all_the_time_are_all_handled() {
+    const ACTORS: usize = 40;
+    const SENDERS: u64 = 4;
+    const MESSAGES: usize = 1_500;
+    let system = ActorSystem::new("t");
+    let mut actors = Vec::new();
+    for _ in 0..ACTORS {
+        actors.push(system.spawn(Counter::default()).await.unwrap());
+    }
+    let actors = Arc::new(actors);
+    let before = alive_tasks();
+    system.set_hibernate_after(Some(Duration::from_millis(1)));
+    let sent: Arc<Vec<AtomicUsize>> = Arc::new((0..ACTORS).map(|_| AtomicUsize::new(0)).collect());
+    let mut senders = Vec::new();
+    for seed in 1..=SENDERS {
+        let (actors, sent) = (actors.clone(), sent.clone());
+        senders.push(tokio::spawn(async move {
+            // xorshift: a different, fixed sequence for each sender.
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut next = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            for _ in 0..MESSAGES {
+                let r = next();
+                let at = (r % ACTORS as u64) as usize;
+                if r & 0x100 == 0 {
+                    actors[at].tell(Get).await.unwrap();
+                } else {
+                    actors[at].ask(Get).await.unwrap();
+                }
+                sent[at].fetch_add(1, Ordering::SeqCst);
+                match r >> 60 {
+                    // Now and then a pause of a few sweeps: idle actors hibernate.
+                    0 => tokio::time::sleep(Duration::from_millis(3)).await,
+                    1..=4 => tokio::task::yield_now().await,
+                    _ => {}
+                }
+            }
+        }));
+    }
+    // Meanwhile, while every sender runs, the actors' tasks (the runtime's, less the
+    // senders' and those before): their number falls only when actors hibernate.
+    let mut last = 0usize;
+    let mut fell = 0usize;
+    while senders.iter().all(|s| !s.is_finished()) {
+        let awake = alive_tasks().saturating_sub(before + senders.len());
+        fell += last.saturating_sub(awake);
+        last = awake;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    system.set_hibernate_after(None);
+    for (actor, sent) in actors.iter().zip(sent.iter()) {
+        // This ask is one more message.
+        assert_eq!(
+            actor.ask(Get).await.unwrap(),
+            sent.load(Ordering::SeqCst) + 1
+        );
+    }
+    assert!(fell > 0, "no actor hibernated while the senders ran");
+    system.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_system_leaves_no_keeper_behind() {
     let before = alive_tasks();
