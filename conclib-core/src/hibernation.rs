@@ -34,8 +34,9 @@ use tokio::sync::Notify;
 
 use crate::system::WeakSystem;
 
-/// How long an actor waits for mail before it hibernates, by default: at least this, at most
-/// twice this (see [`ActorSystem::set_hibernate_after`](crate::ActorSystem::set_hibernate_after)).
+/// How long an actor waits for mail before it hibernates, by default: from this to twice this
+/// after its last message (see
+/// [`ActorSystem::set_hibernate_after`](crate::ActorSystem::set_hibernate_after)).
 pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(30);
 
 /// The actors a sweep looks at under one hold of the system's registry lock.

@@ -196,9 +196,10 @@ impl ActorSystem {
     /// By default [`DEFAULT_HIBERNATE_AFTER`](crate::DEFAULT_HIBERNATE_AFTER).
     ///
     /// A sweep every `after` looks at every actor: one that waits for mail and was sent
-    /// nothing since the sweep before hibernates, so an actor hibernates after `after` to
-    /// twice `after` without mail. Not while a handler of its waits, nor while it stops;
-    /// its state, context and statistics stay as they are, and nothing sent to it is lost.
+    /// nothing since the sweep before hibernates, so an actor hibernates `after` to twice
+    /// `after` after its last message (later if it was still handling it when a sweep came).
+    /// Not while a handler of its waits, nor while it stops; its state, context and
+    /// statistics stay as they are, and nothing sent to it is lost.
     ///
     /// ```
     /// use conclib_core::ActorSystem;
