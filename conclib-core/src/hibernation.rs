@@ -494,6 +494,101 @@ mod tests {
         );
     }
 
+    /// Keeps a total, sets timers and spawns children; counts what it hears of them.
+    struct Parent {
+        total: u64,
+        heard: Arc<std::sync::atomic::AtomicUsize>,
+    }
+    impl Actor for Parent {
+        async fn on_event(&mut self, _: &mut Context<Self>, _: crate::SupervisionEvent) {
+            self.heard.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    impl Handler<Add> for Parent {
+        async fn handle(&mut self, msg: Add, _: &mut Context<Self>) -> Result<u64, Infallible> {
+            self.total += msg.0;
+            Ok(self.total)
+        }
+    }
+    /// Sends the parent `Add(n)` after the delay given.
+    struct Later(u64, Duration);
+    impl Message for Later {
+        type Response = ();
+        type Error = Infallible;
+    }
+    impl Handler<Later> for Parent {
+        async fn handle(&mut self, msg: Later, ctx: &mut Context<Self>) -> Result<(), Infallible> {
+            ctx.send_after(Add(msg.0), msg.1);
+            Ok(())
+        }
+    }
+    /// Spawns a child.
+    struct Child;
+    impl Message for Child {
+        type Response = ActorRef<Counter>;
+        type Error = crate::SpawnError;
+    }
+    impl Handler<Child> for Parent {
+        async fn handle(
+            &mut self,
+            _: Child,
+            ctx: &mut Context<Self>,
+        ) -> Result<ActorRef<Counter>, crate::SpawnError> {
+            let counter = Counter {
+                total: 0,
+                stopped: Arc::default(),
+            };
+            ctx.spawn_child(counter).await
+        }
+    }
+
+    /// Its context goes with a hibernating actor: a timer it set fires into it, and it hears
+    /// of its child's stop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hibernated_actor_keeps_its_timers_and_hears_its_children() {
+        let system = ActorSystem::new("hibernation");
+        system.set_hibernate_after(None);
+        let heard = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let parent = system
+            .spawn(Parent {
+                total: 0,
+                heard: heard.clone(),
+            })
+            .await
+            .unwrap();
+        let child = parent.ask(Child).await.unwrap();
+        parent
+            .ask(Later(5, Duration::from_millis(500)))
+            .await
+            .unwrap();
+        sweep_until_dormant(&system, &parent).await;
+        // The timer's message wakes it.
+        let fired = tokio::time::timeout(Duration::from_secs(5), async {
+            while parent.cell.core.stats().handled.load(Ordering::Relaxed) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            fired.is_ok(),
+            "the timer set before hibernating never fired"
+        );
+        assert_eq!(parent.ask(Add(0)).await.unwrap(), 5);
+        // Hibernated again, it hears its child stop.
+        sweep_until_dormant(&system, &parent).await;
+        child.kill();
+        let told = tokio::time::timeout(Duration::from_secs(5), async {
+            while heard.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(
+            told.is_ok(),
+            "the hibernated parent never heard of its child's stop"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_sweeper_runs_every_period() {
         let system = ActorSystem::new("hibernation");
