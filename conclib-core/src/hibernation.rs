@@ -24,6 +24,9 @@
 //! sweep that found it inside a handler is ignored until the next). Its state, its context
 //! (timers, streams, children) and its statistics stay as they were.
 //!
+//! A sweep costs about 75 ns of CPU an actor (its mailbox's lock and a look): 7.5 ms over
+//! 100,000 actors, every 30 s by default (BENCHMARKS.md, `ran_bytes`).
+//!
 //! [`ActorSystem::set_hibernate_after`]: crate::ActorSystem::set_hibernate_after
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -16,14 +16,15 @@
 //! Then the actors asked once hibernate (`ActorSystem::set_hibernate_after`: they gave back
 //! their tasks and buffers), and the heap bytes each holds are read at the three points from
 //! glibc's count of bytes in use (`mallinfo2`: resident memory does not fall when memory is
-//! freed between blocks still in use); then each is asked once more, timed (its task spawned
-//! again), and once more after that (awake), timed.
+//! freed between blocks still in use), the CPU time of a sweep over them all is read (a
+//! second of sweeps every 50 ms, nothing else running); then each is asked once more, timed
+//! (its task spawned again), and once more after that (awake), timed.
 //!
 //! Then the same with 47 tells before the ask (a burst, which grows the mailbox's buffers),
 //! and with actors whose handler's future is a kilobyte (it holds an array across an
 //! `.await`). Last line: `RESULT idle_bytes_per_actor=.. ran_bytes_per_actor=..
 //! heap_idle_bytes_per_actor=.. heap_ran_bytes_per_actor=.. heap_hibernated_bytes_per_actor=..
-//! woken_ask_p50_ns=.. awake_ask_p50_ns=.. burst_ran_bytes_per_actor=.. burst_p50_ns=.. big_future_ran_bytes_per_actor=..
+//! sweep_cpu_us_100k=.. woken_ask_p50_ns=.. awake_ask_p50_ns=.. burst_ran_bytes_per_actor=.. burst_p50_ns=.. big_future_ran_bytes_per_actor=..
 //! big_future_ask_p50_ns=..` (the bytes each against the memory before that kind's first
 //! spawn, the registry's table included; `burst_p50_ns`, the median time of a burst to one
 //! actor; the last, the median of sequential asks to one actor of the large-future kind:
@@ -149,6 +150,7 @@ fn main() {
             took.sort();
             let Hibernated {
                 heap: (heap_idle, heap_ran, heap_hibernated),
+                sweep_cpu,
                 woken_p50,
                 awake_p50,
             } = hibernated;
@@ -156,9 +158,10 @@ fn main() {
                 "RESULT idle_bytes_per_actor={idle:.0} ran_bytes_per_actor={ran:.0} \
                  heap_idle_bytes_per_actor={heap_idle:.0} heap_ran_bytes_per_actor={heap_ran:.0} \
                  heap_hibernated_bytes_per_actor={heap_hibernated:.0} \
-                 woken_ask_p50_ns={} awake_ask_p50_ns={} \
+                 sweep_cpu_us_100k={:.0} woken_ask_p50_ns={} awake_ask_p50_ns={} \
                  burst_ran_bytes_per_actor={burst_ran:.0} burst_p50_ns={} \
                  big_future_ran_bytes_per_actor={big_ran:.0} big_future_ask_p50_ns={}",
+                sweep_cpu.as_secs_f64() * 1e6,
                 woken_p50.as_nanos(),
                 awake_p50.as_nanos(),
                 bursts[BURSTS / 2].as_nanos(),
@@ -181,6 +184,8 @@ fn heap_bytes() -> u64 {
 struct Hibernated {
     /// Heap bytes per actor: spawned, asked once, hibernated.
     heap: (f64, f64, f64),
+    /// The CPU time of one sweep over the 100,000, all hibernated.
+    sweep_cpu: Duration,
     /// The median ask to a hibernated actor (its task spawned again).
     woken_p50: Duration,
     /// The median ask to the same actors, awake and idle.
@@ -216,6 +221,13 @@ async fn hibernated(system: &ActorSystem) -> Hibernated {
         }
         hibernated = now;
     }
+    // What the sweeps cost when none of the 100,000 has anything to give back: this
+    // process's CPU time over a second of sweeps every 50 ms (nothing else runs).
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sweeps = started.elapsed().as_secs_f64() / 0.05;
+    let sweep_cpu = (cpu_time() - cpu_before).div_f64(sweeps);
     system.set_hibernate_after(None);
     let timed = |n: u64| {
         let refs = &refs;
@@ -235,7 +247,22 @@ async fn hibernated(system: &ActorSystem) -> Hibernated {
     let per_actor = |after: u64| after.saturating_sub(before) as f64 / ACTORS as f64;
     Hibernated {
         heap: (per_actor(idle), per_actor(ran), per_actor(hibernated)),
+        sweep_cpu,
         woken_p50,
         awake_p50,
     }
+}
+
+/// This process's CPU time (user and system) so far.
+fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
