@@ -79,6 +79,20 @@ fn alive_tasks() -> usize {
         .num_alive_tasks()
 }
 
+/// Waits (ten seconds at most) until the runtime has no more tasks than `before`: tasks end
+/// in polls of their own, and no event says when. Fails with how many are over, and `what`.
+async fn tasks_back_to(before: usize, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while alive_tasks() > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} {what}",
+            alive_tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_actor_has_no_task_until_it_has_something_to_do() {
     let system = ActorSystem::new("t");
@@ -363,15 +377,7 @@ async fn actors_left_alone_hibernate_and_come_back_with_their_state() {
     }
     assert_eq!(alive_tasks(), before + 50, "each asked actor has its task");
     system.set_hibernate_after(Some(Duration::from_millis(20)));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while alive_tasks() > before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} of 50 idle actors kept their tasks",
-            alive_tasks() - before
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    tasks_back_to(before, "idle actors kept their tasks").await;
     system.set_hibernate_after(None);
     for actor in &actors {
         assert_eq!(actor.ask(Get).await.unwrap(), 2, "its state stayed");
@@ -471,15 +477,7 @@ async fn a_dropped_system_leaves_no_keeper_behind() {
         promptly(b.wait_for_stop()).await;
         drop((a, b, system));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while alive_tasks() > before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{} tasks left behind",
-            alive_tasks() - before
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    tasks_back_to(before, "tasks left behind").await;
 }
 
 /// Awaited outside any tokio runtime, `spawn` says so (a typed error, no panic) and leaves

@@ -52,11 +52,15 @@ impl Dormant {
         keeping: Arc<Keeping>,
         cell: Weak<dyn ErasedCell>,
     ) -> Waker {
-        Self::waker_of(Arc::new(Dormant {
+        Self::waker_of(Self::new(run, keeping, cell))
+    }
+
+    fn new(run: RunFuture, keeping: Arc<Keeping>, cell: Weak<dyn ErasedCell>) -> Arc<Dormant> {
+        Arc::new(Dormant {
             run: Mutex::new(Some(run)),
             keeping,
             cell,
-        }))
+        })
     }
 
     fn waker_of(dormant: Arc<Dormant>) -> Waker {
@@ -149,11 +153,7 @@ fn before_hibernating(cell: &Arc<dyn ErasedCell>) {
 /// since the run loop looked, the mailbox refuses, and the dormant waker is woken at once:
 /// the run loop goes on in a task of its own, as it would at that message.
 pub(crate) fn hibernate(run: RunFuture, keeping: Arc<Keeping>, cell: &Arc<dyn ErasedCell>) {
-    let dormant = Arc::new(Dormant {
-        run: Mutex::new(Some(run)),
-        keeping,
-        cell: Arc::downgrade(cell),
-    });
+    let dormant = Dormant::new(run, keeping, Arc::downgrade(cell));
     // The ending task's abort handle goes first: kept in the cell, it would keep the task's
     // memory. The next task's is set when the dormant waker spawns it, which can only be
     // once the waker is in the mailbox (or woken below).

@@ -145,19 +145,34 @@ pub(crate) async fn sweep(system: &crate::ActorSystem) -> usize {
     }
 }
 
-/// Sweeps `system` until `actor` hibernates (bounded; the tests'). An ask's answer reaches
-/// the asker before the actor's task has looked for more mail: a sweep that comes in between
+/// Waits (bounded: five seconds) until `done` holds, yielding between looks, for what no
+/// event announces (a task's end, a count another task keeps); the test fails with `what`
+/// if it never does. The tests'.
+#[cfg(test)]
+pub(crate) async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let reached = tokio::time::timeout(Duration::from_secs(5), async {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "{what}");
+}
+
+/// Sweeps `system` until `done` holds (bounded, as [`until`]). An ask's answer reaches the
+/// asker before the actor's task has looked for more mail: a sweep that comes in between
 /// finds it busy, and it waits for the next sweep, as it would for the next period.
 #[cfg(test)]
-pub(crate) async fn sweep_until_dormant<A: crate::Actor>(
+pub(crate) async fn sweep_until(
     system: &crate::ActorSystem,
-    actor: &crate::ActorRef<A>,
+    what: &str,
+    mut done: impl FnMut() -> bool,
 ) {
     let reached = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             sweep(system).await;
             for _ in 0..64 {
-                if actor.cell.mailbox.is_dormant() {
+                if done() {
                     return;
                 }
                 tokio::task::yield_now().await;
@@ -165,7 +180,19 @@ pub(crate) async fn sweep_until_dormant<A: crate::Actor>(
         }
     })
     .await;
-    assert!(reached.is_ok(), "the actor never hibernated");
+    assert!(reached.is_ok(), "{what}");
+}
+
+/// Sweeps `system` until `actor` hibernates (the tests').
+#[cfg(test)]
+pub(crate) async fn sweep_until_dormant<A: crate::Actor>(
+    system: &crate::ActorSystem,
+    actor: &crate::ActorRef<A>,
+) {
+    sweep_until(system, "the actor never hibernated", || {
+        actor.cell.mailbox.is_dormant()
+    })
+    .await;
 }
 
 #[cfg(test)]
@@ -175,7 +202,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use super::{sweep, sweep_until_dormant};
+    use super::{sweep, sweep_until, sweep_until_dormant, until};
     use crate::{Actor, ActorRef, ActorSystem, Context, Handler, Message, StopReason};
 
     /// Adds to its total and answers it.
@@ -265,13 +292,8 @@ mod tests {
     /// Waits (bounded) until `actor` is dormant or not, as `dormant` says: the task that
     /// hibernates ends in a poll of its own after the sweep woke it, and no event says when.
     async fn until_dormant(actor: &ActorRef<Counter>, dormant: bool) {
-        let reached = tokio::time::timeout(Duration::from_secs(5), async {
-            while actor.cell.mailbox.is_dormant() != dormant {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await;
-        assert!(reached.is_ok(), "the actor never became dormant={dormant}");
+        let what = format!("the actor never became dormant={dormant}");
+        until(&what, || actor.cell.mailbox.is_dormant() == dormant).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,19 +435,10 @@ mod tests {
                 }
             }),
         ));
-        tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                sweep(&system).await;
-                for _ in 0..64 {
-                    if raced.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    tokio::task::yield_now().await;
-                }
-            }
+        sweep_until(&system, "the task never came to hand over", || {
+            raced.load(Ordering::SeqCst)
         })
-        .await
-        .expect("the task never came to hand over");
+        .await;
         let handled = tokio::time::timeout(Duration::from_secs(5), async {
             while actor.cell.core.stats().handled.load(Ordering::Relaxed) < 2 {
                 tokio::task::yield_now().await;
@@ -566,30 +579,19 @@ mod tests {
             .unwrap();
         sweep_until_dormant(&system, &parent).await;
         // The timer's message wakes it.
-        let fired = tokio::time::timeout(Duration::from_secs(5), async {
-            while parent.cell.core.stats().handled.load(Ordering::Relaxed) < 3 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        until("the timer set before hibernating never fired", || {
+            parent.cell.core.stats().handled.load(Ordering::Relaxed) >= 3
         })
         .await;
-        assert!(
-            fired.is_ok(),
-            "the timer set before hibernating never fired"
-        );
         assert_eq!(parent.ask(Add(0)).await.unwrap(), 5);
         // Hibernated again, it hears its child stop.
         sweep_until_dormant(&system, &parent).await;
         child.kill();
-        let told = tokio::time::timeout(Duration::from_secs(5), async {
-            while heard.load(Ordering::SeqCst) == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
+        until(
+            "the hibernated parent never heard of its child's stop",
+            || heard.load(Ordering::SeqCst) > 0,
+        )
         .await;
-        assert!(
-            told.is_ok(),
-            "the hibernated parent never heard of its child's stop"
-        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -540,13 +540,10 @@ fn a_hibernating_actor_passes_on_what_it_measured() {
         assert_eq!(handled(&system), 3);
         // Woken, it measures again from scratch, and passes on its first batch at once.
         actor.ask(Ping).await.unwrap();
-        let counted = tokio::time::timeout(Duration::from_secs(5), async {
-            while handled(&system) < 4 {
-                tokio::task::yield_now().await;
-            }
+        crate::hibernation::until("the woken actor's message was not counted", || {
+            handled(&system) >= 4
         })
         .await;
-        assert!(counted.is_ok(), "the woken actor's message was not counted");
         actor.stop();
         actor.wait_for_stop().await;
     });
