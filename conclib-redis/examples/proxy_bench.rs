@@ -12,7 +12,10 @@
 //!   protocol) from the thinnest possible blocking client, which no async client can beat;
 //! - sequential ask p50/p99 (one ask at a time);
 //! - asks/s with 1, 16 and 64 asks in flight from one client, and at 64 the CPU time per
-//!   ask of each process (client, proxy, Redis when started here; `/proc/<pid>/stat`).
+//!   ask of each process (client, proxy, Redis when started here; `/proc/<pid>/stat`);
+//! - what the runtimes cost without conclib: fred's `INCR` from 64 tasks, and `plain`, the
+//!   plainest batched request/reply through Redis lists written with fred alone (a
+//!   responder in the proxy's process, on its runtime), 64 requests in flight.
 //!
 //! The last line is machine-readable: `RESULT key=value ...`.
 
@@ -144,6 +147,7 @@ async fn serve(a: &Args) {
             }
         }
     });
+    plain::respond(a.url.as_ref().unwrap(), &a.namespace).await;
     println!("READY");
     std::io::stdout().flush().unwrap();
     // Until stdin closes.
@@ -342,6 +346,14 @@ async fn bench(a: Args) {
     result.push_str(&format!(
         " fred_incr_per_s_c64={rate:.0} fred_incr_cpu_us_client={cpu:.1}"
     ));
+    // The same without conclib: request/reply through Redis lists, batched on both sides.
+    let (rate, cpu) = plain::throughput(&url, &a.namespace, &processes, a.secs).await;
+    println!("plain fred request/reply, 64 concurrent: {rate:.0}/s");
+    result.push_str(&format!(" plain_per_s_c64={rate:.0}"));
+    for ((name, _), us) in processes.iter().zip(cpu) {
+        println!("   CPU per request, {name}: {us:.1} µs");
+        result.push_str(&format!(" plain_cpu_us_{name}={us:.1}"));
+    }
     println!("{result}");
 
     drop(child.stdin.take());
@@ -456,6 +468,134 @@ async fn throughput(
         t.await.unwrap();
     }
     (count as f64 / elapsed.as_secs_f64(), cpu)
+}
+
+/// What a two-worker runtime costs a request/reply through Redis without conclib: the
+/// plainest batched protocol with fred. The responder (in the proxy's process, on its
+/// runtime) pops up to 64 requests at a time from a list and pushes them back in one
+/// `RPUSH`; the client's 64 tasks each push a request id and wait for it on a oneshot,
+/// which one reader task (`BLMPOP`, up to 64 at a time) completes.
+mod plain {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use fred::prelude::*;
+    use fred::types::{ClusterHash, CustomCommand};
+    use tokio::sync::oneshot;
+
+    type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>;
+
+    fn keys(ns: &str) -> (String, String) {
+        (format!("{ns}:plain:req"), format!("{ns}:plain:rep"))
+    }
+
+    async fn connect(url: &str) -> Client {
+        let client = Builder::from_config(Config::from_url(url).unwrap())
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        client
+    }
+
+    /// Up to 64 items of a list, waiting up to a second for the first.
+    async fn pop(client: &Client, key: &str) -> Vec<Value> {
+        let cmd = CustomCommand::new_static("BLMPOP", ClusterHash::FirstKey, true);
+        let args: Vec<Value> = vec![
+            1.into(),
+            1.into(),
+            key.into(),
+            "LEFT".into(),
+            "COUNT".into(),
+            64.into(),
+        ];
+        match client.custom::<Value, Value>(cmd, args).await {
+            Ok(Value::Array(mut parts)) if parts.len() == 2 => match parts.pop() {
+                Some(Value::Array(items)) => items,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// Starts the responder.
+    pub async fn respond(url: &str, ns: &str) {
+        let (req, rep) = keys(ns);
+        let (reader, writer) = (connect(url).await, connect(url).await);
+        tokio::spawn(async move {
+            loop {
+                let items = pop(&reader, &req).await;
+                if !items.is_empty() {
+                    let _: i64 = writer.rpush(&rep, items).await.unwrap();
+                }
+            }
+        });
+    }
+
+    /// Requests/s with 64 in flight, and the CPU time per request of each process.
+    pub async fn throughput(
+        url: &str,
+        ns: &str,
+        processes: &[(&str, u32)],
+        secs: f64,
+    ) -> (f64, Vec<f64>) {
+        let (req, rep) = keys(ns);
+        let (sender, reader) = (connect(url).await, connect(url).await);
+        let waiting: Waiting = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let reading = {
+            let (waiting, stop) = (waiting.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let items = pop(&reader, &rep).await;
+                    let mut waiting = waiting.lock().unwrap();
+                    for item in items {
+                        if let Some(tx) = item.as_u64().and_then(|id| waiting.remove(&id)) {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+            })
+        };
+        let (next, done) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (sender, req, waiting) = (sender.clone(), req.clone(), waiting.clone());
+            let (stop, next, done) = (stop.clone(), next.clone(), done.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let id = next.fetch_add(1, Ordering::Relaxed);
+                    let (tx, rx) = oneshot::channel();
+                    waiting.lock().unwrap().insert(id, tx);
+                    let _: i64 = sender.rpush(&req, id).await.unwrap();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let start_count = done.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let cpu_before: Vec<f64> = processes
+            .iter()
+            .map(|(_, pid)| super::cpu_us(*pid))
+            .collect();
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        let count = (done.load(Ordering::Relaxed) - start_count).max(1);
+        let elapsed = start.elapsed();
+        let cpu = processes
+            .iter()
+            .zip(cpu_before)
+            .map(|((_, pid), before)| (super::cpu_us(*pid) - before) / count as f64)
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        reading.await.unwrap();
+        (count as f64 / elapsed.as_secs_f64(), cpu)
+    }
 }
 
 /// The floor under any client of these protocols on this machine: the same Redis commands
