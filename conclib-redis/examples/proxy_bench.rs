@@ -22,6 +22,7 @@
 #[path = "../tests/common/actors.rs"]
 mod actors;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -31,6 +32,41 @@ use std::time::{Duration, Instant};
 use conclib_core::ActorSystem;
 use conclib_redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
 use fred::prelude::*;
+
+/// The heap allocations of this process while [`COUNTING`] is on (otherwise one load of a
+/// flag no thread writes): the client's allocations per ask.
+struct CountingAllocator;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn count_allocation() {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 struct Args {
     serve: bool,
@@ -339,6 +375,11 @@ async fn bench(a: Args) {
             }
         }
     }
+    // Heap allocations (and reallocations) of this process per ask at 64 in flight, the
+    // bench's own three among them (the text sent, its copy, the answer).
+    let allocations = allocations_per_ask(&client).await;
+    println!("allocations per ask at 64 in flight, client: {allocations:.1}");
+    result.push_str(&format!(" allocs_per_ask_c64_client={allocations:.1}"));
     // The runtime's own share, without conclib: fred's INCR with 64 in flight, its CPU per
     // command in this process (a 2-worker runtime's hand-overs cost every client library).
     let (rate, cpu) = fred_incr(&raw, Duration::from_secs_f64(a.secs)).await;
@@ -422,6 +463,45 @@ async fn fred_incr(raw: &Client, duration: Duration) -> (f64, f64) {
     (count as f64 / elapsed.as_secs_f64(), cpu)
 }
 
+/// Heap allocations of this process per ask, 64 asks in flight for half a second.
+async fn allocations_per_ask(client: &ProxyClient) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|w| tokio::spawn(ask_until(client.clone(), w, stop.clone(), done.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (asks, allocations) = (
+        done.load(Ordering::Relaxed),
+        ALLOCATIONS.load(Ordering::Relaxed),
+    );
+    COUNTING.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    COUNTING.store(false, Ordering::Relaxed);
+    let asks = (done.load(Ordering::Relaxed) - asks).max(1);
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    allocations as f64 / asks as f64
+}
+
+/// One of the bench's askers: asks an echo of a text of its own until `stop`.
+async fn ask_until(client: ProxyClient, w: usize, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let text = format!("{w}-{i}");
+        let answer = client
+            .ask("bench:counter", actors::Echo(text.clone()))
+            .await
+            .unwrap();
+        assert_eq!(answer, text);
+        done.fetch_add(1, Ordering::Relaxed);
+        i += 1;
+    }
+}
+
 /// Asks/s with `concurrency` asks in flight, and the CPU time per ask of each process.
 async fn throughput(
     client: &ProxyClient,
@@ -433,22 +513,12 @@ async fn throughput(
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for w in 0..concurrency {
-        let client = client.clone();
-        let stop = stop.clone();
-        let done = done.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let text = format!("{w}-{i}");
-                let answer = client
-                    .ask("bench:counter", actors::Echo(text.clone()))
-                    .await
-                    .unwrap();
-                assert_eq!(answer, text);
-                done.fetch_add(1, Ordering::Relaxed);
-                i += 1;
-            }
-        }));
+        tasks.push(tokio::spawn(ask_until(
+            client.clone(),
+            w,
+            stop.clone(),
+            done.clone(),
+        )));
     }
     // Warm up, then measure.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -48,6 +48,15 @@ pub(crate) fn bytes(v: impl Into<bytes::Bytes>) -> Value {
     Value::Bytes(v.into())
 }
 
+/// Bytes whose clones only count a reference: the first clone of bytes made from a `Vec`
+/// allocates the header they share, which is done here, once, rather than by each later
+/// clone's caller.
+pub(crate) fn shared_bytes(from: impl Into<Vec<u8>>) -> bytes::Bytes {
+    let shared = bytes::Bytes::from(from.into());
+    drop(shared.clone());
+    shared
+}
+
 /// The bytes of a string value.
 pub(crate) fn as_bytes(v: &Value) -> Option<&[u8]> {
     match v {

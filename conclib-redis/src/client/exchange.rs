@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::outbox::{self, Done, Outgoing};
 use super::route::Resolved;
 use super::{ProxyClient, Shared};
-use crate::conn::{bytes, owned, s};
+use crate::conn::{bytes, s, shared_bytes};
 use crate::error::ProxyError;
 use crate::protocol::{self, PROTOCOL_VERSION, Status, field};
 
@@ -114,15 +114,7 @@ impl ProxyClient {
                     },
                 );
             let pending = PendingGuard { shared, id };
-            let fields = shared.request_fields(
-                id,
-                urn,
-                name,
-                Some(&shared.reply_key),
-                priority,
-                &trace.to_string(),
-                &body,
-            );
+            let fields = shared.request_fields(id, urn, name, true, priority, &trace, &body);
             // The writer marks the ask written once Redis took its request, or ends it
             // through its reply if the write fails: it waits for one thing, its reply.
             outbox::queue(
@@ -209,30 +201,46 @@ impl Shared {
         }
     }
 
-    /// A request's stream entry but its TTL (added as it is written).
+    /// A request's stream entry but its TTL (added as it is written); `ask`: with this
+    /// client's reply list.
+    ///
+    /// Its own text (the id, the URN, the traceparent) is written into one buffer that the
+    /// three fields share, and the reply list's name is shared by every ask: the fields,
+    /// and the copy of a batch's arguments kept for a retry (`outbox::send_batch`), take
+    /// references to them. (Each in a string of its own took seven allocations a request:
+    /// three strings, a copy of the traceparent, and four shared headers for the copy.)
     #[allow(clippy::too_many_arguments)]
     fn request_fields(
         &self,
         id: u64,
         urn: &str,
         name: &'static str,
-        reply: Option<&str>,
+        ask: bool,
         priority: Priority,
-        traceparent: &str,
+        trace: &TraceContext,
         body: &Bytes,
     ) -> Vec<(&'static str, Value)> {
+        use std::io::Write;
+        // A decimal u64 is at most 20 digits, a traceparent 55 characters.
+        let mut text = Vec::with_capacity(20 + urn.len() + 55);
+        let _ = write!(text, "{id}");
+        let id_end = text.len();
+        text.extend_from_slice(urn.as_bytes());
+        let urn_end = text.len();
+        let _ = write!(text, "{trace}");
+        let text = shared_bytes(text);
         let mut fields: Vec<(&'static str, Value)> = Vec::with_capacity(10);
         fields.push((field::VERSION, s(PROTOCOL_VERSION)));
-        fields.push((field::ID, owned(id.to_string())));
-        fields.push((field::URN, owned(urn)));
+        fields.push((field::ID, bytes(text.slice(..id_end))));
+        fields.push((field::URN, bytes(text.slice(id_end..urn_end))));
         fields.push((field::MESSAGE, s(name)));
-        if let Some(reply) = reply {
-            fields.push((field::REPLY, owned(reply)));
+        if ask {
+            fields.push((field::REPLY, bytes(self.reply_field.clone())));
         }
         if priority == Priority::High {
             fields.push((field::PRIORITY, s("high")));
         }
-        fields.push((field::TRACEPARENT, owned(traceparent)));
+        fields.push((field::TRACEPARENT, bytes(text.slice(urn_end..))));
         fields.push((field::CODEC, s(self.config.codec.name())));
         fields.push((field::BODY, bytes(body.clone())));
         fields
@@ -253,13 +261,12 @@ impl Shared {
         deadline: Instant,
         trace: TraceContext,
     ) -> Result<u64, ProxyError> {
-        let traceparent = trace.to_string();
         // The TTL counts from here, through any retry.
         let expires = Instant::now() + ttl;
         let mut route = route.clone();
         loop {
             // A tell's id is 0: nobody waits for its reply.
-            let fields = self.request_fields(0, urn, name, None, priority, &traceparent, &body);
+            let fields = self.request_fields(0, urn, name, false, priority, &trace, &body);
             let (tx, rx) = oneshot::channel();
             let request = Outgoing {
                 fields,

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use conclib_core::trace::TraceContext;
 use conclib_core::{AskRequest, Message, Priority, RemoteReply, TellRequest};
+use fred::bytes::Bytes;
 use fred::clients::Pool;
 use fred::prelude::*;
 use serde::Serialize;
@@ -36,7 +37,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::config::ProxyConfig;
-use crate::conn::{self, keyed, owned};
+use crate::conn::{self, keyed, owned, shared_bytes};
 use crate::error::ProxyError;
 use crate::protocol::{self, Keys, SEND_SCRIPT};
 
@@ -86,6 +87,9 @@ struct Shared {
     config: ProxyConfig,
     keys: Keys,
     reply_key: String,
+    /// `reply_key` as every ask's `reply` field: shared, so that each request (and the copy of
+    /// its batch's arguments kept for a retry) takes a reference, not a copy.
+    reply_field: Bytes,
     pool: Pool,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, Waiter>>,
@@ -246,9 +250,11 @@ impl ProxyClient {
             .map(|_| AtomicBool::new(true))
             .collect();
         let clustered = reader.is_clustered();
+        let reply_key = keys.reply(&random_id());
         let shared = Arc::new(Shared {
             config: config.clone(),
-            reply_key: keys.reply(&random_id()),
+            reply_field: shared_bytes(reply_key.as_bytes()),
+            reply_key,
             keys,
             pool,
             next_id: AtomicU64::new(1),

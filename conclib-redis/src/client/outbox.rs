@@ -195,7 +195,9 @@ fn batches(
     let mut batches: Vec<Vec<Outgoing>> = Vec::new();
     let mut expired = Vec::new();
     let mut bytes = 0;
+    let mut left = queued.len();
     for request in queued {
+        left -= 1;
         if request.done.given_up(pending) {
             continue;
         }
@@ -210,7 +212,10 @@ fn batches(
             }
             _ => {
                 bytes = request.size;
-                batches.push(vec![request]);
+                // Room for the requests left, as far as a command takes them.
+                let mut batch = Vec::with_capacity(SEND_BATCH.min(left + 1));
+                batch.push(request);
+                batches.push(batch);
             }
         }
     }

@@ -230,7 +230,8 @@ fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
     payload: &[u8],
 ) -> Result<R, ProxyError<E>> {
     let text = || String::from_utf8_lossy(payload).into_owned();
-    let urn = urn.to_owned();
+    // Copied for an error only: an answer takes no allocation of its own.
+    let urn = || urn.to_owned();
     Err(match status {
         Status::Ok => {
             return decode_value::<R>(codec, payload)
@@ -240,16 +241,16 @@ fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
             Ok(e) => ProxyError::Handler(e),
             Err(e) => ProxyError::Codec(format!("cannot decode the handler's error: {e}")),
         },
-        Status::UnknownUrn | Status::NotOwner => ProxyError::UnknownUrn { urn },
+        Status::UnknownUrn | Status::NotOwner => ProxyError::UnknownUrn { urn: urn() },
         Status::UnknownMessage => ProxyError::UnknownMessage {
-            urn,
+            urn: urn(),
             message: message.to_owned(),
         },
         Status::Panicked => ProxyError::Panicked(text()),
         Status::Timeout => ProxyError::Timeout(timeout),
-        Status::ActorStopped => ProxyError::ActorStopped { urn },
-        Status::NoResponse => ProxyError::NoResponse { urn },
-        Status::MailboxFull => ProxyError::MailboxFull { urn },
+        Status::ActorStopped => ProxyError::ActorStopped { urn: urn() },
+        Status::NoResponse => ProxyError::NoResponse { urn: urn() },
+        Status::MailboxFull => ProxyError::MailboxFull { urn: urn() },
         Status::BadRequest => ProxyError::BadRequest(text()),
         Status::CodecError => ProxyError::Codec(text()),
         Status::TooLarge => ProxyError::TooLarge(text()),
