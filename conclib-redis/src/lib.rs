@@ -130,17 +130,26 @@
 //!   writes of any activation but the latest ([`StoreError::Fenced`]), and a told message
 //!   whose write was refused goes to the latest activation: with state kept in the store,
 //!   a pause past the lease neither loses nor repeats a message sent to the system holding
-//!   the URN (a request that a paused member had taken from the pattern group's stream, sent
-//!   while no system held the URN, may be handled again, as in any group). A request reaching a
+//!   the URN. A request whose handling wrote the store before its system acknowledged it
+//!   (the system was paused or killed, or its acknowledgement failed) is not handled again
+//!   when it is read again or another member claims it from the pattern group's stream: each
+//!   write records, with the state, the requests whose handling wrote it and that are not
+//!   acknowledged yet, the next activation reads that record as it loads the state, and such
+//!   a request is acknowledged without being handed to the actor (an ask is answered
+//!   `NoResponse`: its effect is in the state, its answer was lost). This holds for an
+//!   activation that loads its state in its constructor and writes it from its handler, not
+//!   from a task the handler spawned. A request reaching a
 //!   system that does not hold the URN is passed to the one that does, at most once: the new
 //!   entry is appended and the old one acknowledged in one script, only while the old one is
 //!   still pending on the system passing it (not one another member claimed meanwhile, not
 //!   again after an attempt whose answer was lost); in a cluster, where the two streams may
 //!   be on different nodes, a lost answer can pass it twice. When the holder
 //!   dies, the first request after its lease lapsed activates the URN on another member
-//!   (the `scale_out` example measures about a lease); requests already queued in the dead
-//!   system's own stream wait there for that system id to come back, as for any system, and
-//!   asks among them fail at their deadline.
+//!   (the `scale_out` example measures about a lease); requests the dead system had taken
+//!   from the pattern group's stream stay pending on the member that claimed them until
+//!   then, and are served there; requests already queued in the dead system's own stream
+//!   wait there for that system id to come back, as for any system, and asks among them
+//!   fail at their deadline.
 //! - **Hostile input.** Malformed entries, unknown wire names, undecodable or oversized
 //!   payloads are answered with an error when a reply address can be read, logged, and the
 //!   proxy goes on. A stream whose ids a client pushed into the future is replaced by an
@@ -195,7 +204,7 @@
 //! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal |
 //! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | lease renewed by each member, like URN keys |
 //! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease like URN keys; deleted when the member leaves |
-//! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data` | until cleared; without `data`, a day |
+//! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data`, a day |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 32 hex digits, random) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
 //! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |

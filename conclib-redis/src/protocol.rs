@@ -304,16 +304,18 @@ return 1";
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
 /// `ARGV[2]` = how long a key without data lives (ms). Makes this activation the key's
 /// owner, so that an earlier activation's writes are refused from now on, and returns the
-/// stored data (nil: none).
+/// stored data and the requests the last writer had applied but not acknowledged (each nil:
+/// none; see `proxy/applied.rs`).
 pub(crate) const STATE_OPEN_SCRIPT: &str = r"redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 local data = redis.call('HGET', KEYS[1], 'data')
 if data == false then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return data";
+return {data, redis.call('HGET', KEYS[1], 'applied')}";
 
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
 /// `ARGV[2]` = `set` (then `ARGV[3]` = the data) or `clear` (then `ARGV[3]` = how long the
-/// key without data lives, ms). Writes only while the token owns the key (returns 1), else
-/// refuses (returns 0): a fenced write.
+/// key without data lives, ms), `ARGV[4]` = the requests whose handling wrote the state and
+/// that are not acknowledged yet (empty: none). Writes only while the token owns the key
+/// (returns 1), else refuses (returns 0): a fenced write.
 pub(crate) const STATE_SAVE_SCRIPT: &str = r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if ARGV[2] == 'set' then
   redis.call('HSET', KEYS[1], 'data', ARGV[3])
@@ -321,6 +323,11 @@ if ARGV[2] == 'set' then
 else
   redis.call('HDEL', KEYS[1], 'data')
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+if ARGV[4] == '' then
+  redis.call('HDEL', KEYS[1], 'applied')
+else
+  redis.call('HSET', KEYS[1], 'applied', ARGV[4])
 end
 return 1";
 

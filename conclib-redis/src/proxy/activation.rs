@@ -16,6 +16,7 @@ use conclib_core::trace::TraceContext;
 use conclib_core::{Actor, ActorSystem, DynActorRef, ExposedMessage};
 use fred::prelude::*;
 
+use super::applied::Applied;
 use super::group::GroupOf;
 use super::{ProxyHandle, Script, Shared, StateStore};
 use crate::client::random_token;
@@ -49,6 +50,8 @@ pub(super) struct Standing {
     /// The messages (by the trace context each was handled in) whose handling had a write
     /// refused, until the proxy looks: those go to the URN's current activation.
     refused_in: Mutex<std::collections::VecDeque<TraceContext>>,
+    /// The requests whose handling wrote the state, not acknowledged yet.
+    pub(super) applied: Applied,
 }
 
 /// How many refused messages a standing remembers until the proxy looks (one per message

@@ -237,6 +237,9 @@ impl Shared {
         let Some(sys) = self.system_proxy() else {
             return (None, true);
         };
+        if let Some(answered) = self.answered_already(h.entry, None, &h.req.urn, &h.reply_to) {
+            return answered;
+        }
         // A member paused past its lease may have had this request claimed by another.
         if !self.lease_fresh() {
             self.recheck_lease().await;
@@ -252,6 +255,14 @@ impl Shared {
                 sys.hand_off(target, h, Some(standing), &self).await
             }
             Activated::HeldBy(owner) => {
+                // Held by a member that is gone (this request was claimed from it, or it died
+                // since): nobody reads its own stream, and its URN lease lapses soon; the
+                // request stays pending here until then, to be activated here.
+                if let super::Role::Member(m) = &self.role
+                    && Box::pin(self.member_gone(&m.group, &owner)).await
+                {
+                    return (None, true);
+                }
                 crate::metrics::activation(&sys.system_id, &pattern.prefix, "forwarded");
                 let forward =
                     sys.forward(self.origin(h.entry), &h.req, &owner, &h.reply_to, h.timeout);
@@ -295,6 +306,11 @@ impl Shared {
             timeout,
             sent_ms,
         } = h;
+        if let Some(answered) =
+            origin.answered_already(entry, standing.as_ref(), &req.urn, &reply_to)
+        {
+            return answered;
+        }
         // Never hand a request to the actor without a lease surely still held: after a
         // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
         if !self.lease_fresh() {
@@ -311,10 +327,32 @@ impl Shared {
         }
         let room_wait = self.config.full_mailbox_wait.min(timeout);
         // An activation's message is handled in a trace context of its own, by which its
-        // store tells whether a write of this very handling was refused.
+        // store tells whether a write of this very handling was refused, and records the
+        // request with what it wrote (`applied.rs`).
         let trace = match &standing {
             Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
             None => req.trace,
+        };
+        let applied = standing.as_ref().zip(trace).map(|(s, t)| {
+            (
+                s,
+                t,
+                super::applied::request_key(&origin.requests_key, entry),
+            )
+        });
+        if let Some((standing, trace, key)) = &applied {
+            standing.applied.begin(*trace, key.clone());
+        }
+        // The handling is over: `true` if it wrote the state (its request then waits for
+        // its acknowledgement in the records, here and with the state).
+        let ended = || {
+            let wrote = applied
+                .as_ref()
+                .is_some_and(|(standing, trace, _)| standing.applied.end(trace));
+            if let (true, Some((standing, _, _))) = (wrote, &applied) {
+                origin.await_ack(entry, standing);
+            }
+            wrote
         };
         let request = target
             .erased(rm.name(), rm.type_id(), msg)
@@ -322,10 +360,10 @@ impl Shared {
             .room_timeout(room_wait)
             .trace(trace);
         // Not to be handled here after all: a write of its handling was refused, or it
-        // never ran because the activation was taken away.
-        let redeliver = |ran: bool| {
+        // never ran (nor wrote the state) because the activation was taken away.
+        let redeliver = |ran: bool, wrote: bool| {
             standing.as_ref().is_some_and(|s| {
-                trace.is_some_and(|t| s.take_refusal(&t)) || (!ran && s.is_taken())
+                trace.is_some_and(|t| s.take_refusal(&t)) || (!ran && !wrote && s.is_taken())
             })
         };
         match &reply_to {
@@ -333,8 +371,9 @@ impl Shared {
                 // At the deadline the ask is dropped, and the actor never starts a
                 // request still queued then (nobody waits for it).
                 let result = request.timeout(timeout).ask().await;
+                let wrote = ended();
                 let ran = !matches!(result, Err(AskError::ActorStopped));
-                if redeliver(ran) {
+                if redeliver(ran, wrote) {
                     self.activations.taken_away(&req.urn);
                     return self
                         .not_ours(origin.origin(entry), &req, None, &reply_to, timeout)
@@ -354,7 +393,8 @@ impl Shared {
                 // A tell is acknowledged once its handler has finished (or it was
                 // refused), so a crash before that leaves it in Redis for the next proxy.
                 let told = request.tell().await;
-                if redeliver(told.is_ok()) {
+                let wrote = ended();
+                if redeliver(told.is_ok(), wrote) {
                     // The URN's current activation handles it (unless another member of
                     // its group took the request meanwhile: `forward` checks).
                     self.activations.taken_away(&req.urn);
@@ -378,6 +418,49 @@ impl Shared {
             shared: self,
             entry,
         }
+    }
+
+    /// The answer to a request whose handling wrote an activation's state already and that
+    /// is not acknowledged yet (`applied.rs`): read again here after its acknowledgement
+    /// failed, or recorded by an earlier activation of the URN (`standing` is the current
+    /// one's), paused or killed before it. Its effect is in the state: it is acknowledged
+    /// without being handled again, and an ask is answered `NoResponse` (the first
+    /// handling's answer was lost). `None`: not such a request.
+    fn answered_already(
+        &self,
+        entry: EntryId,
+        standing: Option<&Arc<super::activation::Standing>>,
+        urn: &str,
+        reply_to: &Option<(String, u64)>,
+    ) -> Option<(Option<(String, Bytes)>, bool)> {
+        let here = {
+            let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+            !applied.is_empty() && applied.contains_key(&entry)
+        };
+        let earlier = || {
+            standing.is_some_and(|s| {
+                s.applied
+                    .already(&super::applied::request_key(&self.requests_key, entry))
+            })
+        };
+        if !here && !earlier() {
+            return None;
+        }
+        let reply = reply_to.as_ref().map(|(key, id)| {
+            let text = format!("{urn} handled this request already, and its answer was lost");
+            let frame = protocol::encode_reply(*id, Status::NoResponse, text.as_bytes());
+            (key.clone(), Bytes::from(frame))
+        });
+        Some((reply, false))
+    }
+
+    /// The handling of entry `entry`, read here, wrote the state of the activation with
+    /// `standing`: it learns when the entry is acknowledged (`applied.rs`).
+    fn await_ack(&self, entry: EntryId, standing: &Arc<super::activation::Standing>) {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(entry, standing.clone());
     }
 
     /// Whether a group's entry is still pending on this member (another member claims the

@@ -314,7 +314,7 @@ impl Shared {
 
     /// Whether the member `system` of `group` is gone: no member lease, or a lease of a
     /// process on this host that no longer exists (then the lease is freed).
-    async fn member_gone(&self, group: &str, system: &str) -> bool {
+    pub(super) async fn member_gone(&self, group: &str, system: &str) -> bool {
         let key = self.keys.member(group, system);
         let Ok(holder) = conn::call(&self.cmd, keyed("GET"), vec![owned(key.clone())]).await else {
             return false;

@@ -5,6 +5,7 @@
 //! (`write`) and keep the leases (`lease`).
 
 mod activation;
+mod applied;
 mod dispatch;
 mod forward;
 mod group;
@@ -163,6 +164,9 @@ struct Shared {
     /// Stream entries read and not yet acknowledged (re-reading the pending list skips
     /// them; the stream is trimmed below them).
     unacked: Mutex<Unacked>,
+    /// Requests read here whose handling wrote an activation's state, with the activation's
+    /// standing: told when the request is acknowledged (`applied.rs`).
+    applied: Mutex<HashMap<EntryId, Arc<activation::Standing>>>,
     /// An answer was given up on: the read loop re-reads the pending list to handle it again.
     reread: AtomicBool,
     counters: Counters,
@@ -254,6 +258,7 @@ impl Shared {
             scan_lock: tokio::sync::Mutex::new(0),
             in_flight: Arc::new(Semaphore::new(in_flight)),
             unacked: Mutex::new(Unacked::default()),
+            applied: Mutex::new(HashMap::new()),
             reread: AtomicBool::new(false),
             counters: Counters::default(),
             claim: Script::new(CLAIM_SCRIPT),

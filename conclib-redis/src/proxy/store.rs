@@ -45,7 +45,10 @@ pub enum StoreError {
 /// paused past its lease while another system took over) are refused with
 /// [`StoreError::Fenced`], and the proxy re-delivers the message they were handling to the
 /// current activation (a write from the handler itself, not from a task it spawned: the
-/// proxy tells its messages apart by the trace context each is handled in). Values are encoded with the proxy's codec
+/// proxy tells its messages apart by the trace context each is handled in). Each write also
+/// records the requests whose handling wrote the state and that are not acknowledged yet, so
+/// that the next activation does not handle them again (see the crate docs, One activation).
+/// Values are encoded with the proxy's codec
 /// ([`ProxyConfig::codec`](crate::ProxyConfig::codec)). State lives until [`clear`](Self::clear)ed
 /// (a key without data expires after a day).
 #[derive(Clone)]
@@ -135,24 +138,44 @@ impl StateStore {
         self.inner.standing.is_current()
     }
 
+    /// Makes this activation the state's owner: the stored data, and the requests the last
+    /// writer applied but had not acknowledged (see `applied.rs`) passed to the standing.
     async fn open(&self) -> Result<Option<Bytes>, StoreError> {
         let args = vec![
             owned(self.inner.token.clone()),
             Value::Integer(EMPTY_STATE_TTL.as_millis() as i64),
         ];
         let v = self.eval(&self.inner.open, args).await?;
+        let (data, applied) = match v {
+            Value::Array(got) => {
+                let mut got = got.into_iter().map(Value::into_bytes);
+                (got.next().flatten(), got.next().flatten())
+            }
+            other => (other.into_bytes(), None),
+        };
+        if let Some(applied) = applied {
+            self.inner.standing.applied.opened(&applied);
+        }
         self.inner.opened.store(true, Ordering::Release);
-        Ok(v.into_bytes())
+        Ok(data)
     }
 
     async fn write(&self, mut rest: Vec<Value>) -> Result<(), StoreError> {
         if !self.inner.opened.load(Ordering::Acquire) {
             self.open().await?;
         }
+        let applied = &self.inner.standing.applied;
+        let (handling, record) = applied.writing();
         let mut args = vec![owned(self.inner.token.clone())];
         args.append(&mut rest);
+        args.push(owned(record));
         match self.eval(&self.inner.save, args).await? {
-            Value::Integer(1) => Ok(()),
+            Value::Integer(1) => {
+                if let Some(request) = handling {
+                    applied.wrote(request);
+                }
+                Ok(())
+            }
             _ => {
                 self.inner.standing.refused();
                 Err(StoreError::Fenced)

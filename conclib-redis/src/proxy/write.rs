@@ -212,10 +212,27 @@ impl Shared {
     /// Books a written batch as done and releases its in-flight permits.
     pub(super) fn finish(&self, batch: &mut Vec<Completion>) {
         self.unacked().remove(batch.iter().map(|c| c.id), true);
+        self.acknowledged_applied(batch);
         self.counters
             .completed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
+    }
+
+    /// Tells the activations whose state the handling of a request of `batch` wrote that
+    /// it is acknowledged (`applied.rs`).
+    fn acknowledged_applied(&self, batch: &[Completion]) {
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if applied.is_empty() {
+            return;
+        }
+        for c in batch {
+            if let Some(standing) = applied.remove(&c.id) {
+                standing
+                    .applied
+                    .acked(&super::applied::request_key(&self.requests_key, c.id));
+            }
+        }
     }
 
     /// Takes the completions to leave pending out of `batch`: they are read again.

@@ -1,5 +1,6 @@
 //! Actors activated on demand by URN pattern: one activation under a race of 8 client
 //! processes, a holder SIGSTOPped past its lease under 10,000 tells with an exact final count,
+//! a holder killed between saving a request's effect and acknowledging it (counted once),
 //! passivation that saves and frees the URN, a constructor that refuses.
 
 use std::path::PathBuf;
@@ -23,6 +24,12 @@ wire_message! {
 }
 
 wire_message! {
+    /// Adds one and saves as `Incr` does, then holds its handler for a minute (a tell): the
+    /// request is handled and its effect saved, but not acknowledged until then.
+    IncrAndHold(u64), "scale.IncrAndHold", ()
+}
+
+wire_message! {
     /// The account's count (an ask).
     Total, "scale.Total", u64
 }
@@ -43,6 +50,23 @@ struct Account {
     notes: Option<Arc<std::sync::Mutex<std::fs::File>>>,
 }
 
+impl Account {
+    /// Adds one, saved (unless saved at stop) before it counts, and notes tell `n`.
+    async fn incr(&mut self, n: u64) -> Result<(), String> {
+        let next = self.count + 1;
+        if !self.save_on_stop {
+            self.store.save(&next).await.map_err(|e| e.to_string())?;
+        }
+        self.count = next;
+        if let Some(notes) = &self.notes {
+            use std::io::Write;
+            let mut f = notes.lock().unwrap();
+            let _ = writeln!(f, "{n}");
+        }
+        Ok(())
+    }
+}
+
 impl Actor for Account {
     // A burst of 10,000 tells waits in the mailbox rather than meeting the proxy's overload
     // answer (a tell finding a full mailbox for 100 ms is dropped): this test is about
@@ -50,6 +74,7 @@ impl Actor for Account {
     const MAILBOX: conclib_core::MailboxConfig = conclib_core::MailboxConfig::Unbounded;
     const REMOTE: &'static [ExposedMessage] = &[
         ExposedMessage::of::<Incr>(),
+        ExposedMessage::of::<IncrAndHold>(),
         ExposedMessage::of::<Total>(),
         ExposedMessage::of::<Quit>(),
     ];
@@ -63,20 +88,14 @@ impl Actor for Account {
             Err(req) => req,
         };
         let req = match req.extract::<Incr>() {
-            Ok((Incr(n), r)) => {
-                let next = self.count + 1;
-                if !self.save_on_stop
-                    && let Err(e) = self.store.save(&next).await
-                {
-                    return r.respond(Err(e.to_string()));
-                }
-                self.count = next;
-                if let Some(notes) = &self.notes {
-                    use std::io::Write;
-                    let mut f = notes.lock().unwrap();
-                    let _ = writeln!(f, "{n}");
-                }
-                return r.respond(Ok(()));
+            Ok((Incr(n), r)) => return r.respond(self.incr(n).await),
+            Err(req) => req,
+        };
+        let req = match req.extract::<IncrAndHold>() {
+            Ok((IncrAndHold(n), r)) => {
+                let done = self.incr(n).await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return r.respond(done);
             }
             Err(req) => req,
         };
@@ -325,6 +344,70 @@ pub(crate) async fn a_holder_paused_past_its_lease_never_runs_beside_its_success
     other.stop().await;
     let _ = std::fs::remove_file(a_notes);
     let _ = std::fs::remove_file(b_notes);
+}
+
+pub(crate) async fn a_request_saved_by_a_holder_killed_before_its_acknowledgement_counts_once() {
+    let config = config("saved");
+    let (a, a_notes) = start_activator(&config, "s1", 1500).await;
+    let (b, b_notes) = start_activator(&config, "s2", 1500).await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    // The account's first message goes to the pattern group's stream; the member that reads
+    // it activates the account, saves the count and holds the handler: the request stays
+    // pending on that member, its effect saved.
+    client.tell("acct:9", IncrAndHold(1)).await.unwrap();
+    let holder = eventually(
+        Duration::from_secs(30),
+        "a member saved the tell",
+        || async {
+            let on = |notes: &PathBuf| noted(std::slice::from_ref(notes)).contains_key(&1);
+            (on(&a_notes) || on(&b_notes)).then(|| on(&a_notes))
+        },
+    )
+    .await;
+    let ((holder, holder_notes), (other, other_notes), other_name) = if holder {
+        ((a, a_notes), (b, b_notes), "s2")
+    } else {
+        ((b, b_notes), (a, a_notes), "s1")
+    };
+    holder.kill().await;
+    // Once the holder's leases lapse, the other member claims the request and activates
+    // the account with the saved count: the request is acknowledged, not handled again.
+    let redis = plain_client(&config.url).await;
+    let urn_key = format!("{}:urn:acct:9", config.namespace);
+    let stream = format!("{}:sys:~acct:*:req", config.namespace);
+    let handled_again = || noted(std::slice::from_ref(&other_notes)).contains_key(&1);
+    eventually(
+        Duration::from_secs(30),
+        "the other member took the account and the request over",
+        || async {
+            let owner: Option<String> = redis.get(&urn_key).await.unwrap();
+            let pending: Value = redis
+                .custom(
+                    fred::cmd!("XPENDING"),
+                    vec![stream.clone(), "proxy".to_owned()],
+                )
+                .await
+                .unwrap();
+            let none_pending =
+                matches!(&pending, Value::Array(p) if p.first().and_then(Value::as_i64) == Some(0));
+            (owner.as_deref() == Some(other_name) && none_pending) || handled_again()
+        },
+    )
+    .await;
+    assert!(
+        !handled_again(),
+        "the other member handled the request again"
+    );
+    assert_eq!(
+        client.ask("acct:9", Total).await.unwrap(),
+        1,
+        "a request whose effect was saved is not applied again"
+    );
+    other.stop().await;
+    let _ = std::fs::remove_file(holder_notes);
+    let _ = std::fs::remove_file(other_notes);
 }
 
 pub(crate) async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {

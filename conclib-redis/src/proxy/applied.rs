@@ -1,0 +1,180 @@
+//! Exactly once across activations: the requests whose handling wrote an activation's state
+//! and that are not acknowledged yet, recorded with the state.
+//!
+//! A request is acknowledged once handled, in the proxy's next answer batch. A process
+//! paused (or killed) between a handler's write to its [`StateStore`](super::StateStore)
+//! and that acknowledgement leaves the request pending: another member of the group claims
+//! it, and the URN's next activation would handle it again on a state that already holds
+//! its effect (an increment counted twice). So every write of the store records, in the
+//! same script as the state itself, the requests whose handling wrote it and that are not
+//! acknowledged yet; the next activation reads that record when it opens the state, and the
+//! proxy does not hand such a request to the actor again: a tell is acknowledged, an ask is
+//! answered `NoResponse` (the first handling's answer was lost with its process). A request
+//! read again after its acknowledgement failed is treated the same way.
+//!
+//! A request is told apart by its stream and entry id; a handling by the trace context the
+//! proxy gives it (the store's write finds it with [`TraceContext::current`], as a refused
+//! write is found): a write from a task the handler spawned is not recorded.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use conclib_core::trace::TraceContext;
+
+use crate::unacked::EntryId;
+
+/// A request: its entry id and stream (`<ms>-<seq> <stream key>`).
+pub(super) type RequestKey = String;
+
+/// The key of entry `entry` of stream `stream`.
+pub(super) fn request_key(stream: &str, entry: EntryId) -> RequestKey {
+    format!("{entry} {stream}")
+}
+
+/// What one activation knows of the requests whose handling wrote its state.
+#[derive(Default)]
+pub(super) struct Applied {
+    /// The requests being handled now, by the trace context each is handled in.
+    handling: Mutex<Vec<(TraceContext, RequestKey)>>,
+    /// Requests whose handling wrote the state and that are not acknowledged yet.
+    unacked: Mutex<Vec<RequestKey>>,
+    /// Requests an earlier activation recorded so (read when the state was opened).
+    earlier: Mutex<HashSet<RequestKey>>,
+}
+
+impl Applied {
+    /// The request `key` is handled now, in the trace context `trace`.
+    pub(super) fn begin(&self, trace: TraceContext, key: RequestKey) {
+        lock(&self.handling).push((trace, key));
+    }
+
+    /// The handling in `trace` is over; `true` if a write of it is not acknowledged yet (the
+    /// proxy then says when it is, [`acked`](Self::acked)).
+    pub(super) fn end(&self, trace: &TraceContext) -> bool {
+        let mut handling = lock(&self.handling);
+        let Some(at) = handling.iter().position(|(t, _)| t == trace) else {
+            return false;
+        };
+        let (_, key) = handling.swap_remove(at);
+        drop(handling);
+        lock(&self.unacked).contains(&key)
+    }
+
+    /// The store is about to write, in the handling of the current trace context (if it is
+    /// one of the proxy's): that handling's request, and the record to write with the state
+    /// (one request a line: those not acknowledged yet, and this one).
+    pub(super) fn writing(&self) -> (Option<RequestKey>, String) {
+        let current = TraceContext::current().and_then(|trace| {
+            lock(&self.handling)
+                .iter()
+                .find(|(t, _)| *t == trace)
+                .map(|(_, key)| key.clone())
+        });
+        let unacked = lock(&self.unacked);
+        let mut record = unacked.join("\n");
+        if let Some(key) = &current
+            && !unacked.contains(key)
+        {
+            if !record.is_empty() {
+                record.push('\n');
+            }
+            record.push_str(key);
+        }
+        (current, record)
+    }
+
+    /// The write [`writing`](Self::writing) prepared went through: its request's effect is
+    /// in the state.
+    pub(super) fn wrote(&self, key: RequestKey) {
+        let mut unacked = lock(&self.unacked);
+        if !unacked.contains(&key) {
+            unacked.push(key);
+        }
+    }
+
+    /// The request `key` was acknowledged: no later activation can be given it again.
+    pub(super) fn acked(&self, key: &str) {
+        lock(&self.unacked).retain(|k| k != key);
+    }
+
+    /// The record an earlier activation left with the state, read as this one opened it.
+    pub(super) fn opened(&self, record: &[u8]) {
+        let record = String::from_utf8_lossy(record);
+        lock(&self.earlier).extend(
+            record
+                .split('\n')
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned),
+        );
+    }
+
+    /// Whether the handling of `key` wrote the state already, in an earlier activation or
+    /// in this one (then it is not handed to the actor again).
+    pub(super) fn already(&self, key: &str) -> bool {
+        lock(&self.earlier).remove(key) || lock(&self.unacked).iter().any(|k| k == key)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write of the store in the trace context `trace` that goes through: the record
+    /// it writes.
+    fn write_in(applied: &Applied, trace: TraceContext) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (current, record) = runtime.block_on(trace.scope(async { applied.writing() }));
+        if let Some(key) = current {
+            applied.wrote(key);
+        }
+        record
+    }
+
+    #[test]
+    fn a_write_records_the_request_handled_in_its_trace_until_acknowledged() {
+        let applied = Applied::default();
+        let (a, b) = (TraceContext::new_root(), TraceContext::new_root());
+        let entry = |ms| EntryId { ms, seq: 0 };
+        applied.begin(a, request_key("s", entry(1)));
+        applied.begin(b, request_key("s", entry(2)));
+        // Outside any handling: nothing new recorded.
+        assert_eq!(applied.writing(), (None, String::new()));
+        // A write refused (fenced) is prepared but never reported written.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (refused, _) = runtime.block_on(b.scope(async { applied.writing() }));
+        assert_eq!(refused.as_deref(), Some("2-0 s"));
+        assert_eq!(write_in(&applied, a), "1-0 s");
+        assert_eq!(write_in(&applied, a), "1-0 s", "recorded once");
+        assert!(
+            applied.end(&a),
+            "a write of it waits for its acknowledgement"
+        );
+        assert!(!applied.end(&b), "no write of b's handling went through");
+        assert!(
+            applied.already("1-0 s"),
+            "read again before it was acknowledged"
+        );
+        assert!(!applied.already("2-0 s"));
+        applied.acked("1-0 s");
+        assert!(!applied.already("1-0 s"));
+        assert_eq!(applied.writing(), (None, String::new()));
+    }
+
+    #[test]
+    fn what_an_earlier_activation_recorded_is_not_handled_again() {
+        let applied = Applied::default();
+        applied.opened(b"1-0 s\n2-5 s");
+        assert!(applied.already("2-5 s"));
+        assert!(!applied.already("2-5 s"), "once");
+        assert!(!applied.already("3-0 s"));
+        assert!(applied.already("1-0 s"));
+    }
+}
