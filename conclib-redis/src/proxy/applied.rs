@@ -17,7 +17,7 @@
 //! write is found): a write from a task the handler spawned is not recorded. The record is
 //! short: a request leaves it once acknowledged, and a request holds its place among those
 //! the proxy has in flight until its answer is written, so the record never holds more than
-//! that limit (in `proxy_bench`'s and the tests' bursts, a few lines).
+//! that limit.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
