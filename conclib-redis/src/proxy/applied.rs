@@ -14,10 +14,9 @@
 //!
 //! A request is told apart by its stream and entry id; a handling by the trace context the
 //! proxy gives it (the store's write finds it with [`TraceContext::current`], as a refused
-//! write is found): a write from a task the handler spawned is not recorded. The record is
-//! short: a request leaves it once acknowledged, and a request holds its place among those
-//! the proxy has in flight until its answer is written, so the record never holds more than
-//! that limit.
+//! write is found): a write from a task the handler spawned is not recorded. A request
+//! leaves the record once acknowledged, so the record holds at most the activation's
+//! requests this proxy has taken and not acknowledged.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
