@@ -237,8 +237,10 @@ impl Shared {
         let Some(sys) = self.system_proxy() else {
             return (None, true);
         };
-        if let Some(answered) = self.answered_already(h.entry, None, &h.req.urn, &h.reply_to) {
-            return answered;
+        // Its handling here wrote the state already; read again after its acknowledgement
+        // failed (`applied.rs`).
+        if self.handled_here(h.entry) {
+            return answered_already(&h.req.urn, &h.reply_to);
         }
         // A member paused past its lease may have had this request claimed by another.
         if !self.lease_fresh() {
@@ -306,10 +308,24 @@ impl Shared {
             timeout,
             sent_ms,
         } = h;
-        if let Some(answered) =
-            origin.answered_already(entry, standing.as_ref(), &req.urn, &reply_to)
+        // An activation's message is handled in a trace context of its own, by which its
+        // store tells whether a write of this very handling was refused, and records the
+        // request with what it wrote (`applied.rs`).
+        let trace = match &standing {
+            Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
+            None => req.trace,
+        };
+        let applied = standing.as_ref().zip(trace).map(|(s, t)| {
+            (
+                s,
+                t,
+                super::applied::request_key(&origin.requests_key, entry),
+            )
+        });
+        if let Some((standing, _, key)) = &applied
+            && standing.applied.already(key)
         {
-            return answered;
+            return answered_already(&req.urn, &reply_to);
         }
         // Never hand a request to the actor without a lease surely still held: after a
         // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
@@ -326,20 +342,6 @@ impl Shared {
             }
         }
         let room_wait = self.config.full_mailbox_wait.min(timeout);
-        // An activation's message is handled in a trace context of its own, by which its
-        // store tells whether a write of this very handling was refused, and records the
-        // request with what it wrote (`applied.rs`).
-        let trace = match &standing {
-            Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
-            None => req.trace,
-        };
-        let applied = standing.as_ref().zip(trace).map(|(s, t)| {
-            (
-                s,
-                t,
-                super::applied::request_key(&origin.requests_key, entry),
-            )
-        });
         if let Some((standing, trace, key)) = &applied {
             standing.applied.begin(*trace, key.clone());
         }
@@ -349,8 +351,8 @@ impl Shared {
             let wrote = applied
                 .as_ref()
                 .is_some_and(|(standing, trace, _)| standing.applied.end(trace));
-            if let (true, Some((standing, _, _))) = (wrote, &applied) {
-                origin.await_ack(entry, standing);
+            if let (true, Some((standing, _, key))) = (wrote, &applied) {
+                origin.await_ack(entry, standing, key);
             }
             wrote
         };
@@ -420,47 +422,25 @@ impl Shared {
         }
     }
 
-    /// The answer to a request whose handling wrote an activation's state already and that
-    /// is not acknowledged yet (`applied.rs`): read again here after its acknowledgement
-    /// failed, or recorded by an earlier activation of the URN (`standing` is the current
-    /// one's), paused or killed before it. Its effect is in the state: it is acknowledged
-    /// without being handled again, and an ask is answered `NoResponse` (the first
-    /// handling's answer was lost). `None`: not such a request.
-    fn answered_already(
-        &self,
-        entry: EntryId,
-        standing: Option<&Arc<super::activation::Standing>>,
-        urn: &str,
-        reply_to: &Option<(String, u64)>,
-    ) -> Option<(Option<(String, Bytes)>, bool)> {
-        let here = {
-            let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-            !applied.is_empty() && applied.contains_key(&entry)
-        };
-        let earlier = || {
-            standing.is_some_and(|s| {
-                s.applied
-                    .already(&super::applied::request_key(&self.requests_key, entry))
-            })
-        };
-        if !here && !earlier() {
-            return None;
-        }
-        let reply = reply_to.as_ref().map(|(key, id)| {
-            let text = format!("{urn} handled this request already, and its answer was lost");
-            let frame = protocol::encode_reply(*id, Status::NoResponse, text.as_bytes());
-            (key.clone(), Bytes::from(frame))
-        });
-        Some((reply, false))
+    /// Whether the handling of entry `entry`, read here, wrote an activation's state and
+    /// the entry is not acknowledged yet (`applied.rs`).
+    fn handled_here(&self, entry: EntryId) -> bool {
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        !applied.is_empty() && applied.contains_key(&entry)
     }
 
-    /// The handling of entry `entry`, read here, wrote the state of the activation with
-    /// `standing`: it learns when the entry is acknowledged (`applied.rs`).
-    fn await_ack(&self, entry: EntryId, standing: &Arc<super::activation::Standing>) {
+    /// The handling of entry `entry` (request `key`), read here, wrote the state of the
+    /// activation with `standing`: it learns when the entry is acknowledged (`applied.rs`).
+    fn await_ack(
+        &self,
+        entry: EntryId,
+        standing: &Arc<super::activation::Standing>,
+        key: &super::applied::RequestKey,
+    ) {
         self.applied
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(entry, standing.clone());
+            .insert(entry, (standing.clone(), key.clone()));
     }
 
     /// Whether a group's entry is still pending on this member (another member claims the
@@ -561,6 +541,23 @@ impl Shared {
             Err(_) => (Status::ActorStopped, format!("{urn} stopped").into_bytes()),
         }
     }
+}
+
+/// The answer to a request whose handling wrote an activation's state already and that is
+/// not acknowledged yet (`applied.rs`): read again after its acknowledgement failed, or
+/// recorded by an earlier activation of the URN, paused or killed before it. Its effect is in
+/// the state: it is acknowledged without being handled again, and an ask is answered
+/// `NoResponse` (the first handling's answer was lost).
+fn answered_already(
+    urn: &str,
+    reply_to: &Option<(String, u64)>,
+) -> (Option<(String, Bytes)>, bool) {
+    let reply = reply_to.as_ref().map(|(key, id)| {
+        let text = format!("{urn} handled this request already, and its answer was lost");
+        let frame = protocol::encode_reply(*id, Status::NoResponse, text.as_bytes());
+        (key.clone(), Bytes::from(frame))
+    });
+    (reply, false)
 }
 
 #[cfg(test)]

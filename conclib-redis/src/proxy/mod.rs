@@ -166,7 +166,7 @@ struct Shared {
     unacked: Mutex<Unacked>,
     /// Requests read here whose handling wrote an activation's state, with the activation's
     /// standing: told when the request is acknowledged (`applied.rs`).
-    applied: Mutex<HashMap<EntryId, Arc<activation::Standing>>>,
+    applied: Mutex<HashMap<EntryId, (Arc<activation::Standing>, applied::RequestKey)>>,
     /// An answer was given up on: the read loop re-reads the pending list to handle it again.
     reread: AtomicBool,
     counters: Counters,

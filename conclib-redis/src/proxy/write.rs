@@ -227,10 +227,8 @@ impl Shared {
             return;
         }
         for c in batch {
-            if let Some(standing) = applied.remove(&c.id) {
-                standing
-                    .applied
-                    .acked(&super::applied::request_key(&self.requests_key, c.id));
+            if let Some((standing, key)) = applied.remove(&c.id) {
+                standing.applied.acked(&key);
             }
         }
     }
