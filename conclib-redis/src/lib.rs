@@ -131,10 +131,11 @@
 //!   whose write was refused goes to the latest activation: with state kept in the store,
 //!   a pause past the lease neither loses nor repeats a message sent to the system holding
 //!   the URN. A request whose handling wrote the store before its system acknowledged it
-//!   (the system was paused or killed) is not handled again when another member claims it
-//!   from the pattern group's stream: each
-//!   write records, with the state, the requests whose handling wrote it and that are not
-//!   acknowledged yet, the next activation reads that record as it loads the state, and such
+//!   (the system was paused or killed, or Redis refused its answer) is not handled again
+//!   when another member claims it from the pattern group's stream or its own system reads
+//!   it again: each write records, with the state, the requests whose handling wrote it
+//!   and that are not acknowledged yet, the next activation reads that record as it loads
+//!   the state, the system keeps its own until they are acknowledged, and such
 //!   a request is acknowledged without being handed to the actor (an ask is answered
 //!   `NoResponse`: its effect is in the state, its answer was lost). This holds for an
 //!   activation that loads its state in its constructor and writes it from its handler, not

@@ -17,6 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 fn main() {
     // The peer's role first, before anything else runs.
     peer::run_if_started_as_one();
+    #[cfg_attr(not(feature = "msgpack"), allow(unused_mut))]
     let mut tests = conclib_testkit::tests![
         ask_and_tell_end_to_end,
         every_error_kind_is_distinct,

@@ -1,6 +1,7 @@
 //! Actors activated on demand by URN pattern: one activation under a race of 8 client
 //! processes, a holder SIGSTOPped past its lease under 10,000 tells with an exact final count,
-//! a holder killed between saving a request's effect and acknowledging it (counted once),
+//! a holder killed between saving a request's effect and acknowledging it (counted once), a
+//! request read again after Redis refused its answer (counted once),
 //! passivation that saves and frees the URN, a constructor that refuses.
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use conclib_redis::{Activation, ProxyClient, ProxyConfig, StateStore, StoreError
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{config, eventually, plain_client};
+use crate::common::{command, config, eventually, plain_client};
 use crate::peers::{Peer, noted, peer_config, temp_notes, wait_for_orders};
 
 wire_message! {
@@ -408,6 +409,101 @@ pub(crate) async fn a_request_saved_by_a_holder_killed_before_its_acknowledgemen
     other.stop().await;
     let _ = std::fs::remove_file(holder_notes);
     let _ = std::fs::remove_file(other_notes);
+}
+
+pub(crate) async fn a_request_read_again_after_its_answer_failed_counts_once() {
+    let config = config("reread");
+    let ns = config.namespace.clone();
+    let admin = plain_client(&config.url).await;
+    // The proxy runs as a user with the proxy role, so that the test can take one right away
+    // from it and give it back.
+    let user = format!("{ns}-proxy");
+    let mut words = vec![
+        "ACL".to_owned(),
+        "SETUSER".into(),
+        user.clone(),
+        "on".into(),
+    ];
+    words.push(">secret".into());
+    words.extend(conclib_redis::proxy_acl(&ns));
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    command(&admin, &words).await.unwrap();
+    let port = crate::common::daemon().port();
+    let proxy_config = config
+        .clone()
+        .with_url(format!("redis://{user}:secret@127.0.0.1:{port}"));
+    let system = ActorSystem::new("reread-sys");
+    let proxy = start_proxy(&system, &proxy_config).await.unwrap();
+    let (r2, ns2) = (admin.clone(), ns.clone());
+    proxy
+        .activate("acct:{id}", move |a| {
+            open_account(a, r2.clone(), ns2.clone(), false, None)
+        })
+        .await
+        .unwrap();
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(client.ask("acct:1", Total).await, Ok(0));
+
+    // The proxy may no longer write reply lists (every other key of its namespace stays
+    // writable: its leases hold). An ask is handled and its count saved; its answer is
+    // refused, so its request is never acknowledged and the proxy reads it again.
+    command(
+        &admin,
+        &[
+            "ACL",
+            "SETUSER",
+            &user,
+            "resetkeys",
+            &format!("~{ns}:[^r]*"),
+            &format!("%R~{ns}:reply:*"),
+        ],
+    )
+    .await
+    .unwrap();
+    let asking = {
+        let client = client.clone();
+        tokio::spawn(async move { client.ask("acct:1", Incr(1)).await })
+    };
+    // The client sends it to the pattern's stream, which this proxy reads as a member.
+    let stream = format!("{ns}:sys:~acct:*:req");
+    eventually(
+        Duration::from_secs(30),
+        "the request is read again after its answer failed",
+        || async {
+            let pending = command(&admin, &["XPENDING", &stream, "proxy", "-", "+", "10"])
+                .await
+                .unwrap();
+            // Each pending entry: [id, consumer, idle ms, delivery count].
+            matches!(&pending, Value::Array(entries) if entries.iter().any(|e| matches!(
+                e, Value::Array(f) if f.get(3).and_then(Value::as_i64).is_some_and(|n| n >= 2)
+            )))
+        },
+    )
+    .await;
+    command(
+        &admin,
+        &["ACL", "SETUSER", &user, "resetkeys", &format!("~{ns}:*")],
+    )
+    .await
+    .unwrap();
+    // Read again, the request is not handed to the actor: its effect is in the state.
+    let answer = tokio::time::timeout(Duration::from_secs(40), asking)
+        .await
+        .expect("the ask is answered")
+        .unwrap();
+    assert!(
+        matches!(answer, Err(AskError::NoResponse)),
+        "the ask read again is answered NoResponse, not handled again: {answer:?}"
+    );
+    assert_eq!(
+        client.ask("acct:1", Total).await,
+        Ok(1),
+        "a request whose effect was saved is not applied again"
+    );
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
 }
 
 pub(crate) async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {
