@@ -466,19 +466,27 @@ pub(crate) async fn a_request_read_again_after_its_answer_failed_counts_once() {
         let client = client.clone();
         tokio::spawn(async move { client.ask("acct:1", Incr(1)).await })
     };
-    // The client sends it to the pattern's stream, which this proxy reads as a member.
-    let stream = format!("{ns}:sys:~acct:*:req");
+    // The client sends it to the pattern's stream, which this proxy reads as a member, or
+    // (its route cached for a second only) to the stream of the system holding the URN.
+    let streams = [
+        format!("{ns}:sys:~acct:*:req"),
+        format!("{ns}:sys:reread-sys:req"),
+    ];
     eventually(
         Duration::from_secs(30),
         "the request is read again after its answer failed",
         || async {
-            let pending = command(&admin, &["XPENDING", &stream, "proxy", "-", "+", "10"])
-                .await
-                .unwrap();
-            // Each pending entry: [id, consumer, idle ms, delivery count].
-            matches!(&pending, Value::Array(entries) if entries.iter().any(|e| matches!(
-                e, Value::Array(f) if f.get(3).and_then(Value::as_i64).is_some_and(|n| n >= 2)
-            )))
+            let mut read_again = false;
+            for stream in &streams {
+                let pending = command(&admin, &["XPENDING", stream, "proxy", "-", "+", "10"])
+                    .await
+                    .unwrap();
+                // Each pending entry: [id, consumer, idle ms, delivery count].
+                read_again |= matches!(&pending, Value::Array(entries) if entries.iter().any(|e| matches!(
+                    e, Value::Array(f) if f.get(3).and_then(Value::as_i64).is_some_and(|n| n >= 2)
+                )));
+            }
+            read_again
         },
     )
     .await;
