@@ -363,7 +363,10 @@ impl<'a, M: Message, T: Target<M> + ?Sized> AskFuture<'a, M, T> {
             state: AskState::Sending(msg),
             priority: options.priority(),
             no_wait: options.no_wait(),
-            timer: AskTimer::new(options.timeout_or(target.core().ask_timeout())),
+            timer: AskTimer::new(
+                options.timeout_or(target.core().ask_timeout()),
+                target.core(),
+            ),
             _pin: PhantomData,
         }
     }

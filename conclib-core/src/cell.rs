@@ -29,11 +29,16 @@ use crate::urn::Urn;
 // cell falls against 128-byte boundaries still moves one actor's fan-in by 2x (malloc
 // aligns to 16 bytes; 64-byte-aligned cells cost 214 bytes each): BENCHMARKS.md, "Field
 // layout". The test `the_task_line_is_apart` keeps the distances.
+/// The bit of [`CellCore::ask_timeout_ns`] that says the actor hands its asks on.
+const HANDS_ON_BIT: u64 = 1 << 63;
+
 #[repr(C)]
 pub struct CellCore {
-    /// The default ask timeout in nanoseconds, read by every ask: 8 bytes, not a
-    /// `Duration`'s 16. First: as far from the task's line as the cell allows (askers read
-    /// it, the task writes its line).
+    /// The default ask timeout in nanoseconds (the low 63 bits: 292 years at most), read
+    /// by every ask: 8 bytes, not a `Duration`'s 16; the top bit says the actor hands its
+    /// asks on ([`Actor::HANDS_ON`](crate::Actor::HANDS_ON)), which every ask reads too.
+    /// First: as far from the task's line as the cell allows (askers read it, the task
+    /// writes its line).
     ask_timeout_ns: u64,
     pub(crate) id: ActorId,
     pub(crate) urn: Option<Urn>,
@@ -69,13 +74,17 @@ impl CellCore {
         parent: Option<Arc<dyn ErasedCell>>,
         type_name: fn() -> &'static str,
         ask_timeout: Duration,
+        hands_on: bool,
     ) -> Self {
         CellCore {
             id,
             urn,
             parent,
             type_name,
-            ask_timeout_ns: u64::try_from(ask_timeout.as_nanos()).unwrap_or(u64::MAX),
+            ask_timeout_ns: u64::try_from(ask_timeout.as_nanos())
+                .unwrap_or(u64::MAX)
+                .min(!HANDS_ON_BIT)
+                | if hands_on { HANDS_ON_BIT } else { 0 },
             reason: ReasonCell::new(),
             stopped: Notify::new(),
             relations: Relations::new(),
@@ -119,7 +128,14 @@ impl CellCore {
 
     /// The timeout of an ask that does not set one.
     pub(crate) fn ask_timeout(&self) -> Duration {
-        Duration::from_nanos(self.ask_timeout_ns)
+        Duration::from_nanos(self.ask_timeout_ns & !HANDS_ON_BIT)
+    }
+
+    /// Whether the actor hands its asks on, to be answered later
+    /// ([`Actor::HANDS_ON`](crate::Actor::HANDS_ON)): no answer comes within the turn of
+    /// the scheduler that delivered the ask.
+    pub(crate) fn hands_on(&self) -> bool {
+        self.ask_timeout_ns & HANDS_ON_BIT != 0
     }
 
     /// What changes only on failures and snapshots.

@@ -99,6 +99,7 @@ mod tests {
                 None,
                 std::any::type_name::<Idle>,
                 Duration::from_secs(1),
+                false,
             ),
             mailbox: Mailbox::new(MailboxConfig::default(), Mark::new(None)),
         })

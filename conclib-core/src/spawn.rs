@@ -202,6 +202,7 @@ impl<A: Actor> SpawnBuilder<A> {
                 parent.clone(),
                 std::any::type_name::<A>,
                 ask_timeout,
+                A::HANDS_ON,
             ),
             mailbox: Mailbox::<A>::new(mailbox, mark),
         });

@@ -189,7 +189,11 @@
 //! on >password <rules...>`). A client with the client role resolves URNs, appends requests
 //! and pops its replies; it cannot list keys, push to any list (so it cannot forge another
 //! client's answers), or read leases and other data. Reply lists are named by 128 random
-//! bits.
+//! bits. The client role allows `PING`, `HELLO`, `AUTH`, `QUIT`, `CLIENT SETNAME`, `CLIENT
+//! ID`, `CLIENT UNBLOCK`, `INFO`, `GET` and `EXISTS` (reading `{ns}:urn:*` and
+//! `{ns}:pattern:*`), `XADD`, `EVAL` and `EVALSHA` (on `{ns}:sys:*:req`), and `BLMPOP` and
+//! `DEL` (on `{ns}:reply:*`): a client in another language under it pops its replies with
+//! `BLMPOP`, not `LPOP` or `BLPOP`, and takes the time from its own clock (no `TIME`).
 
 //! # Protocol (version 1)
 //!
@@ -202,12 +206,12 @@
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
 //! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (15 s), renewed every third of it by the serving proxy; deleted when the actor stops |
-//! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal |
+//! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); a group's stream (`{system}` a group id, below) is trimmed at each renewal, below the oldest entry still pending on any member; the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal |
 //! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | lease renewed by each member, like URN keys |
 //! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease like URN keys; deleted when the member leaves |
 //! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data`, a day |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
-//! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 32 hex digits, random) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
+//! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 1 to 256 bytes; ours are 32 random hex digits, and the name is what keeps other clients from reading the list: make it unguessable) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
 //! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
 //! | `{ns}:snapshot-others:{k}:{system}` | string | chunk `k` of the base: the JSON of every actor in brief, published whole now and then (see [`SnapshotReader::others`]) | `PX` 5 minutes and three intervals; a new base every 5 minutes at most, sooner when the changes grow; deleted at shutdown |
 //! | `{ns}:snapshot-others:changes:{system}` | string | what changed since the base, published with each snapshot while `{ns}:snapshots:watched` exists: the actors whose figures changed, those gone | as the snapshot; deleted at shutdown |
@@ -220,6 +224,9 @@
 //!    A URN key outlives a graceful shutdown of its proxy by up to a lease (unless
 //!    [`release_on_shutdown`](ProxyConfig::release_on_shutdown)): requests sent meanwhile
 //!    wait in the stream for the next proxy of that system, and expire at their deadline.
+//!    The keys of a group (a shared URN's, a pattern's) are never released by a member,
+//!    which cannot know it is the last: after the last member left they lapse within a
+//!    lease, and requests sent to the group meanwhile expire at their deadline unanswered.
 //! 2. **Send**: `XADD {ns}:sys:{system}:req NOMKSTREAM * v 1 id <id> urn <urn> msg <name> ttl <ms> reply <reply-key> codec <codec> body <bytes>`.
 //!    A nil answer means the stream does not exist: the system is gone (treat as unknown URN).
 //!    Always add with id `*`: Redis dates the request (an explicit id in the future only
@@ -228,25 +235,31 @@
 //!    | field | value |
 //!    |---|---|
 //!    | `v` | protocol version, `1` |
-//!    | `id` | request id, decimal u64: the reply frame carries it. Unique among this client's asks for as long as its reply list lives (reuse one only after its answer came or its deadline passed), and required for an ask: an ask without a numeric `id` is dropped unanswered |
+//!    | `id` | request id, decimal u64 (read as a number: send it without sign or leading zeros): the reply frame carries it. Unique among this client's asks for as long as its reply list lives (ours counts up from 1 and never reuses one; see **Wait** for why a late frame can still come for an id), and required for an ask: an ask without a numeric `id` is dropped unanswered |
 //!    | `urn` | the actor's URN (UTF-8) |
-//!    | `msg` | the message's wire name ([`Message::name`](conclib_core::Message::name)) |
+//!    | `msg` | the message's wire name ([`Message::name`](conclib_core::Message::name)): for a `#[message]` type, its `name = "..."` option, else the type's name as written, without its module path (`Add`; a generic one `Wrap<u32>`, its arguments as `std::any::type_name` spells them) |
 //!    | `ttl` | decimal milliseconds, 1 to 4294967295: the request expires `ttl` after Redis took it (its entry id's millisecond part), on Redis's clock |
-//!    | `reply` | the client's reply list key; absent for a tell. A key that does not start with `{ns}:reply:` (or is longer than 256 bytes after it) gets no answer: the request is dropped unanswered |
+//!    | `reply` | the client's reply list key; absent for a tell. A key that does not start with `{ns}:reply:`, or has nothing or more than 256 bytes after it, gets no answer: the request is dropped unanswered (an empty `reply` field is such a key, not a tell) |
 //!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
 //!    | `prio` | optional: `high` puts the request in the actor's high-priority lane (it overtakes queued normal messages); absent or anything else: the normal lane |
-//!    | `tp` | optional: the sender's W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); the actor's `handle` span records its trace id as `trace_id` and its span id as `parent_span_id`, so one trace follows the request across processes. `ProxyClient` sends a child of the task's [`TraceContext`](conclib_core::trace::TraceContext) (or a new trace); a malformed value is ignored |
+//!    | `tp` | optional: the sender's W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); the actor's `handle` span records its trace id as `trace_id` and its span id as `parent_span_id`, so one trace follows the request across processes. `ProxyClient` sends a child of the task's [`TraceContext`](conclib_core::trace::TraceContext) (or a new trace); a value the proxy cannot read as one is ignored: the request is handled in a trace of its own |
 //!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes (default 8 MiB; the same limit applies to answers: a larger response or error is answered `TooLarge`) |
 //!
 //!    Field order does not matter; unknown fields are ignored; a field given twice counts
-//!    with its last value. A client may append several
-//!    requests to one stream in one command; ours does so for asks made together, with a
-//!    script that appends them all if the stream exists (`EXISTS`, then one `XADD` each, no
-//!    `NOMKSTREAM` needed inside the script) and returns 0 if it does not.
+//!    with its last value. An entry is one request: to send several in one round trip, use
+//!    a script (ours does so for asks made together: `EVAL` of a script that appends them
+//!    all if the stream exists — `EXISTS`, then one `XADD` each, no `NOMKSTREAM` needed
+//!    inside the script — and returns 0 if it does not), or pipeline the `XADD`s.
 //! 3. **Wait**: one reader per client, `BLMPOP <secs> 1 {ns}:reply:{client} LEFT COUNT <n>`,
 //!    dispatching each frame by its request id. Frames for ids no longer waited for (timed
-//!    out) are discarded. Wait for `ttl` plus a little for Redis round trips (ours: none; the
-//!    ask's timeout is the `ttl`); past the deadline no answer comes.
+//!    out) are discarded. The proxy counts a request's deadline from its entry id on
+//!    Redis's clock, which is later than the moment the client sent it from: an answer
+//!    can arrive a few milliseconds after the deadline as the client counts it, and a
+//!    `Timeout` (status 5) always does (it is sent once the deadline has passed). To see
+//!    every answer, wait `ttl` plus a grace for the round trips. Ours waits exactly its
+//!    timeout (the `ttl` it sends is the time its ask has left) and reports `Timeout` for
+//!    an answer that comes later: such a request may have been handled. So never give a
+//!    later ask the id of one whose frame may still come.
 //!
 //!    **Groups and patterns.** The value of `{ns}:urn:{urn}` may be a group id (it starts
 //!    with `~`, which no system id does): it is used exactly as a system id, so the request
@@ -255,10 +268,16 @@
 //!    character, take the URN up to and including its last `:` as `prefix` and `GET
 //!    {ns}:pattern:{prefix}`: a value there is the group id of the systems that activate
 //!    such URNs on demand (`~{prefix}*`); send to its stream like any system's. Only when
-//!    both are nil is the URN unknown. Once the actor is activated, `{ns}:urn:{urn}` names
-//!    the system holding it, and later resolutions go straight there.
+//!    both are nil is the URN unknown (so a pattern's `{id}` never contains `:`: the last
+//!    `:` of `acct:7:8` makes the prefix `acct:7:`). Once the actor is activated,
+//!    `{ns}:urn:{urn}` names the system holding it, and later resolutions go straight
+//!    there; a request sent to the pattern's stream meanwhile (a cached resolution) is
+//!    passed on to the holder by the member that reads it, so caching a group id like a
+//!    system id is safe.
 //! 4. **Status 2 or 10** (`UnknownUrn`, `NotOwner`) means the cached resolution is stale:
-//!    drop it, resolve again, and if the URN now names another system, send once more.
+//!    drop it, resolve again, and if the URN now names another system, send once more
+//!    (ours: once, with a new id and the first send's deadline; when the URN names the
+//!    same system or none, the answer received stands).
 //!
 //! ### One ask in raw Redis commands
 //! The actor `counter` (at 1) of system `backend` in namespace `shop`, asked `Add(5)` with the
@@ -278,8 +297,12 @@
 //! bare value; a unit struct is an empty array (nil is accepted too); `()` and `None` are
 //! nil, `Some(x)` is `x`; a struct is a map of field names (an array of the fields in order
 //! is accepted too); an enum is externally tagged: a unit variant is its name as a string,
-//! any other variant a one-entry map from its name to its content; `Vec<u8>` is an array of
-//! integers (use `serde_bytes` for bin); strings are str. Trailing bytes are refused.
+//! any other variant a one-entry map from its name to its content (a tuple variant's
+//! content an array); a tuple or tuple struct is an array; a map (`HashMap`, `BTreeMap`) is
+//! a map; `Vec<u8>` is an array of integers (use `serde_bytes` for bin); strings are str.
+//! Reading, an integer of any width is accepted where its value fits the field (a negative
+//! or a float for a `u64` is refused), a struct's unknown fields are ignored and its
+//! missing `Option` fields are `None`. Trailing bytes are refused.
 
 //! A **reply frame** is binary: request id (8 bytes, unsigned big-endian), status (1 byte),
 //! payload (the rest).
@@ -300,8 +323,18 @@
 //! | 11 | TooLarge | UTF-8 text: body or answer over the size limit |
 //! | 12 | MailboxFull | UTF-8 text |
 //!
+//! A status not in this table is a broken reply: ours fails the ask with
+//! [`ProxyError::Protocol`] (an `AskError::Transport` through the typed API); a version 1
+//! proxy sends no other.
+//!
 //! A **tell** is the same entry without `reply` (and without need of an `id`); nothing is
-//! answered. It stays pending until the actor has handled it.
+//! answered. It stays pending until the actor has handled it. A tell refused for any of
+//! the reasons an ask would be answered with a status above (a missing field, a body that
+//! does not decode, an unknown URN or message, a full mailbox) or expired is dropped, as
+//! there is nobody to answer: the proxy logs it (`warn`; `debug` for an expired one), and
+//! counts one it refused before handing it to the actor in
+//! `conclib_proxy_requests_rejected_total` (by status) and an expired one in
+//! `conclib_proxy_requests_expired_total`.
 //!
 //! ## Serving (what a proxy does)
 //! - At start: takes `{ns}:sys:{system}:lease` (value `<random>@<host>:<pid>`) with `SET NX

@@ -91,6 +91,13 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
         "read other data"
     );
     assert!(denied(raw(&web, &["FLUSHALL"]).await), "flush");
+    // What the protocol docs tell a client in another language to do without: replies
+    // are popped with BLMPOP (the ProxyClient above did), the time is the client's own.
+    assert!(
+        denied(raw(&web, &["LPOP", &other_reply]).await),
+        "pop with LPOP"
+    );
+    assert!(denied(raw(&web, &["TIME"]).await), "read Redis's clock");
 
     // The proxy role publishes the snapshot; the viewer role reads it and nothing else.
     proxy.publish_snapshot().await.unwrap();

@@ -1,6 +1,7 @@
 //! What other clients can write to Redis that the proxy did not ask for — malformed
 //! request entries, unusable reply lists, a stream trimmed under it, a burst written in one
-//! go, requests to a system with no stream — against a real redis-server.
+//! go, requests to a system with no stream, a reply of a status outside the protocol —
+//! against a real redis-server.
 mod common;
 
 use conclib_core::AskError;
@@ -372,4 +373,73 @@ async fn asks_to_a_system_without_a_stream_fail_as_unknown() {
         raw(&redis, vec![v("EXISTS"), v(&stream)]).await.unwrap(),
         Value::Integer(0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_with_a_status_outside_the_protocol_fails_its_ask() {
+    // No proxy: the test answers in its place, with a frame of status 13.
+    let config = config("badstatus");
+    let redis = raw_client(&config).await;
+    let ns = config.namespace.clone();
+    let stream = format!("{ns}:sys:fake:req");
+    raw(&redis, vec![v("SET"), v(&format!("{ns}:urn:x")), v("fake")])
+        .await
+        .unwrap();
+    raw(
+        &redis,
+        vec![
+            v("XGROUP"),
+            v("CREATE"),
+            v(&stream),
+            v("proxy"),
+            v("0"),
+            v("MKSTREAM"),
+        ],
+    )
+    .await
+    .unwrap();
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    let ask = {
+        let client = client.clone();
+        tokio::spawn(async move { client.ask("x", Add(1)).await })
+    };
+    let request_id = eventually(Duration::from_secs(10), "the ask is sent", || async {
+        let entries = raw(&redis, vec![v("XRANGE"), v(&stream), v("-"), v("+")])
+            .await
+            .unwrap();
+        let Value::Array(entries) = entries else {
+            return None;
+        };
+        let Some(Value::Array(entry)) = entries.first() else {
+            return None;
+        };
+        let Some(Value::Array(fields)) = entry.get(1) else {
+            return None;
+        };
+        fields
+            .chunks(2)
+            .find(|f| f[0].as_str().as_deref() == Some("id"))
+            .and_then(|f| f[1].as_str()?.parse::<u64>().ok())
+    })
+    .await;
+    let mut frame = request_id.to_be_bytes().to_vec();
+    frame.push(13);
+    frame.extend_from_slice(b"from a newer protocol");
+    raw(
+        &redis,
+        vec![v("RPUSH"), v(client.reply_key()), Value::Bytes(frame.into())],
+    )
+    .await
+    .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), ask)
+        .await
+        .expect("the ask ends")
+        .unwrap();
+    assert!(
+        matches!(&answer, Err(AskError::Transport(text)) if text.contains("unknown reply status 13")),
+        "{answer:?}"
+    );
+    client.shutdown().await;
 }

@@ -19,6 +19,14 @@ enum Refusal {
     NotAllowed { reason: String },
     Busy,
     Code(u8),
+    Span(u8, u8),
+}
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Pair(String, u8);
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+struct Greeting {
+    to: String,
+    times: Option<u8>,
 }
 
 fn bytes<T: Serialize>(v: &T) -> Vec<u8> {
@@ -52,6 +60,16 @@ fn rust_types_map_to_msgpack_as_documented() {
             b'r', b'e', b'a', b's', b'o', b'n', 0xa1, b'x'
         ]
     );
+    // A tuple variant's content is an array; tuples and tuple structs are arrays.
+    assert_eq!(
+        bytes(&Refusal::Span(1, 2)),
+        [0x81, 0xa4, b'S', b'p', b'a', b'n', 0x92, 0x01, 0x02]
+    );
+    assert_eq!(bytes(&(1u8, "a")), [0x92, 0x01, 0xa1, b'a']);
+    assert_eq!(bytes(&Pair("a".into(), 1)), [0x92, 0xa1, b'a', 0x01]);
+    // Maps are maps.
+    let map = std::collections::BTreeMap::from([("k", 1u8)]);
+    assert_eq!(bytes(&map), [0x81, 0xa1, b'k', 0x01]);
     // `Vec<u8>` is an array of integers (serde's default; use `serde_bytes` for bin).
     assert_eq!(bytes(&vec![1u8, 2]), [0x92, 0x01, 0x02]);
     // Strings are str.
@@ -75,4 +93,38 @@ fn structs_are_accepted_as_maps_or_arrays() {
     assert_eq!(decode_value::<Unit>(&MsgPack, &[0xc0]).unwrap(), Unit);
     // Trailing bytes are refused.
     assert!(decode_value::<Point>(&MsgPack, &[0x92, 0x01, 0x02, 0x00]).is_err());
+}
+
+#[test]
+fn what_a_reader_accepts_of_other_writers() {
+    // An integer of any width, where its value fits: 5 as uint64 and as int64.
+    let wide = [0xcf, 0, 0, 0, 0, 0, 0, 0, 5];
+    let signed = [0xd3, 0, 0, 0, 0, 0, 0, 0, 5];
+    assert_eq!(decode_value::<u64>(&MsgPack, &wide).unwrap(), 5);
+    assert_eq!(decode_value::<u64>(&MsgPack, &signed).unwrap(), 5);
+    assert_eq!(decode_value::<u8>(&MsgPack, &wide).unwrap(), 5);
+    // A negative number, a float, or a value too large for the field are refused.
+    assert!(decode_value::<u64>(&MsgPack, &[0xff]).is_err());
+    assert!(decode_value::<u64>(&MsgPack, &[0xcb, 0x40, 0x14, 0, 0, 0, 0, 0, 0]).is_err());
+    assert!(decode_value::<u8>(&MsgPack, &[0xcd, 0x01, 0x00]).is_err());
+    // A struct's unknown fields are ignored, its missing `Option` fields are `None`.
+    let with_extra = [
+        0x82, 0xa2, b't', b'o', 0xa1, b'x', 0xa5, b'e', b'x', b't', b'r', b'a', 0x01,
+    ];
+    assert_eq!(
+        decode_value::<Greeting>(&MsgPack, &with_extra).unwrap(),
+        Greeting {
+            to: "x".into(),
+            times: None
+        }
+    );
+    // A tuple variant and a map read back from what the docs say they are.
+    assert_eq!(
+        decode_value::<Refusal>(
+            &MsgPack,
+            &[0x81, 0xa4, b'S', b'p', b'a', b'n', 0x92, 0x01, 0x02]
+        )
+        .unwrap(),
+        Refusal::Span(1, 2)
+    );
 }

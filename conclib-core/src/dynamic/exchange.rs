@@ -53,7 +53,10 @@ impl<'a, M: Message> DeliverAsk<M> for &'a DynActorRef {
             state: AskState::Sending(message),
             priority: options.priority(),
             no_wait: options.no_wait(),
-            timer: AskTimer::new(options.timeout_or(self.cell.core().ask_timeout())),
+            timer: AskTimer::new(
+                options.timeout_or(self.cell.core().ask_timeout()),
+                self.cell.core(),
+            ),
             _pin: PhantomPinned,
         }
     }
