@@ -429,7 +429,11 @@ async fn a_reply_with_a_status_outside_the_protocol_fails_its_ask() {
     frame.extend_from_slice(b"from a newer protocol");
     raw(
         &redis,
-        vec![v("RPUSH"), v(client.reply_key()), Value::Bytes(frame.into())],
+        vec![
+            v("RPUSH"),
+            v(client.reply_key()),
+            Value::Bytes(frame.into()),
+        ],
     )
     .await
     .unwrap();
