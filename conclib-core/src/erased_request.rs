@@ -268,7 +268,9 @@ impl<'a> ErasedRequest<'a> {
             SendError::ActorStopped(_) => AskError::ActorStopped,
         })?;
         let priority = req.priority();
-        let cell = req.cell().clone();
+        let Some(cell) = req.cell().cloned() else {
+            unreachable!("a request somebody waits for has a cell")
+        };
         if let Err(mut req) = target.cell.push_request(req, priority) {
             // The envelope comes back unqueued: its waiter must not hear of it (the caller
             // learns it from this error).

@@ -115,17 +115,32 @@ enum Answer {
 
 impl RequestCell {
     /// A request, with one [`Answerer`] for the actor's side unless nobody waits.
+    #[cfg(test)]
     pub(crate) fn new(
         head: RequestHead,
         message: ErasedMessage,
         waiter: Waiter,
     ) -> (Arc<Self>, Option<Answerer>) {
+        let cell = Self::make(head, message, waiter);
+        let answerer =
+            (cell.answerers.load(Ordering::Relaxed) == 1).then(|| Answerer(cell.clone()));
+        (cell, answerer)
+    }
+
+    /// A request somebody waits for (`waiter` is not [`Waiter::Nobody`]): its one
+    /// [`Answerer`], which holds the cell ([`Answerer::cell`]).
+    pub(crate) fn answerer(head: RequestHead, message: ErasedMessage, waiter: Waiter) -> Answerer {
+        debug_assert!(!matches!(waiter, Waiter::Nobody), "nobody would answer");
+        Answerer(Self::make(head, message, waiter))
+    }
+
+    fn make(head: RequestHead, message: ErasedMessage, waiter: Waiter) -> Arc<Self> {
         let (answer, answerers) = match waiter {
             Waiter::Nobody => (Answer::Closed, 0),
             Waiter::Asker => (Answer::Awaited(None), 1),
             Waiter::Callback(answer) => (Answer::Callback(answer), 1),
         };
-        let cell = Arc::new(RequestCell {
+        Arc::new(RequestCell {
             head,
             message: UnsafeCell::new(Some(message)),
             answer: Mutex::new(AnswerState {
@@ -135,9 +150,7 @@ impl RequestCell {
                 kept: Vec::new(),
             }),
             answerers: AtomicUsize::new(answerers),
-        });
-        let answerer = (answerers == 1).then(|| Answerer(cell.clone()));
-        (cell, answerer)
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, AnswerState> {
@@ -235,6 +248,11 @@ impl RequestCell {
 pub(crate) struct Answerer(Arc<RequestCell>);
 
 impl Answerer {
+    /// The request's cell.
+    pub(crate) fn cell(&self) -> &Arc<RequestCell> {
+        &self.0
+    }
+
     /// Sends the answer to whoever waits (nothing happens if nobody does any more).
     pub(crate) fn send(&self, result: ErasedResult) {
         self.0.send(result);

@@ -45,67 +45,138 @@ pub type ErasedResult = Result<ErasedMessage, AskError<ErasedMessage>>;
 /// }
 /// ```
 pub struct RequestEnvelope {
-    /// What the request is, its message and its answer, shared with the asker.
-    cell: Arc<RequestCell>,
-    /// Answers the request, until a responder takes it; `None` for a tell nobody waits for.
-    reply: Option<Answerer>,
+    body: Body,
     /// Not `Sync`: the message in the cell is this envelope's alone (see `RequestCell`).
     _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
+/// Where a request's head and message are, and what answers it. Two words, as one `Arc`
+/// and one answerer were: the envelope stays within a mailbox slot's inline payload.
+enum Body {
+    /// In the cell shared with whoever waits for the answer, answered through this answerer
+    /// until a responder takes it.
+    Answering(Answerer),
+    /// In the shared cell, its answerer taken (by a responder, or given up).
+    Shared(Arc<RequestCell>),
+    /// A tell nobody waits for: what it is and its message, in a box of the envelope's own
+    /// (80 bytes, where a cell with its answer's state takes 224 and its initialisation and
+    /// drop: BENCHMARKS.md, "A second regression").
+    Told(Box<Told>),
+}
+
+/// A tell nobody waits for.
+struct Told {
+    head: RequestHead,
+    message: Option<ErasedMessage>,
+}
+
 impl RequestEnvelope {
     pub(crate) fn new(head: RequestHead, message: ErasedMessage, waiter: Waiter) -> Self {
-        let (cell, reply) = RequestCell::new(head, message, waiter);
+        let body = match waiter {
+            Waiter::Nobody => Body::Told(Box::new(Told {
+                head,
+                message: Some(message),
+            })),
+            waiter => Body::Answering(RequestCell::answerer(head, message, waiter)),
+        };
         RequestEnvelope {
-            cell,
-            reply,
+            body,
             _not_sync: PhantomData,
         }
     }
 
     /// An ask, with the asker's side of it.
     pub(crate) fn ask(head: RequestHead, message: ErasedMessage) -> (Self, Asking) {
-        let req = Self::new(head, message, Waiter::Asker);
-        let asking = Asking::new(req.cell.clone());
+        let answerer = RequestCell::answerer(head, message, Waiter::Asker);
+        let asking = Asking::new(answerer.cell().clone());
+        let req = RequestEnvelope {
+            body: Body::Answering(answerer),
+            _not_sync: PhantomData,
+        };
         (req, asking)
     }
 
-    /// The request's shared state (for an asker's handle on it).
-    pub(crate) fn cell(&self) -> &Arc<RequestCell> {
-        &self.cell
+    /// The request's shared state (for an asker's handle on it): none for a tell nobody
+    /// waits for.
+    pub(crate) fn cell(&self) -> Option<&Arc<RequestCell>> {
+        match &self.body {
+            Body::Answering(answerer) => Some(answerer.cell()),
+            Body::Shared(cell) => Some(cell),
+            Body::Told(_) => None,
+        }
+    }
+
+    /// What the request is.
+    fn head(&self) -> &RequestHead {
+        match &self.body {
+            Body::Answering(answerer) => &answerer.cell().head,
+            Body::Shared(cell) => &cell.head,
+            Body::Told(told) => &told.head,
+        }
+    }
+
+    /// What answers the request, until a responder takes it; `None` for a tell nobody
+    /// waits for.
+    fn answerer(&self) -> Option<&Answerer> {
+        match &self.body {
+            Body::Answering(answerer) => Some(answerer),
+            _ => None,
+        }
+    }
+
+    /// Takes the answerer out (the cell stays, for the head and the message).
+    fn take_answerer(&mut self) -> Option<Answerer> {
+        let Body::Answering(answerer) = &self.body else {
+            return None;
+        };
+        let cell = answerer.cell().clone();
+        match std::mem::replace(&mut self.body, Body::Shared(cell)) {
+            Body::Answering(answerer) => Some(answerer),
+            _ => unreachable!("matched above"),
+        }
     }
 
     /// The message, unless taken.
     fn message(&self) -> Option<&ErasedMessage> {
+        let cell = match &self.body {
+            Body::Answering(answerer) => answerer.cell(),
+            Body::Shared(cell) => cell,
+            Body::Told(told) => return told.message.as_ref(),
+        };
         // SAFETY: this envelope is the only one of its cell and the only user of its message
         // (see `RequestCell`); `&self` forbids an exclusive borrow meanwhile.
-        unsafe { &*self.cell.message.get() }.as_ref()
+        unsafe { &*cell.message.get() }.as_ref()
     }
 
     /// Takes the message out (`None` once taken).
     pub(crate) fn take_message(&mut self) -> Option<ErasedMessage> {
+        let cell = match &mut self.body {
+            Body::Answering(answerer) => answerer.cell(),
+            Body::Shared(cell) => &*cell,
+            Body::Told(told) => return told.message.take(),
+        };
         // SAFETY: as in `message`; `&mut self` makes this borrow the only one.
-        unsafe { &mut *self.cell.message.get() }.take()
+        unsafe { &mut *cell.message.get() }.take()
     }
 
     /// Stops answering: the request goes back to its sender unqueued, who learns it from the
     /// error it gets (its waiter must not hear of it).
     pub(crate) fn disarm(&mut self) {
-        if let Some(reply) = self.reply.take() {
-            self.cell.give_up();
+        if let Some(reply) = self.take_answerer() {
+            reply.cell().give_up();
             // The asker gave up above: the last answerer's drop has nothing to tell.
             drop(reply);
         }
     }
 
     fn acked_tell(&self) -> bool {
-        self.cell.head.acked_tell
+        self.head().acked_tell
     }
 
     /// The lane the request was sent in.
     #[must_use]
     pub fn priority(&self) -> Priority {
-        self.cell.head.priority
+        self.head().priority
     }
 
     /// Takes the message out, still erased, with the responder to answer it: for an actor
@@ -117,7 +188,7 @@ impl RequestEnvelope {
             .take_message()
             .expect("an envelope's message is taken once");
         let responder = ErasedResponder {
-            reply: self.reply.take(),
+            reply: self.take_answerer(),
             acked_tell: self.acked_tell(),
         };
         (message, responder)
@@ -126,13 +197,13 @@ impl RequestEnvelope {
     /// The trace the request is part of, if its sender passed one on.
     #[must_use]
     pub fn trace(&self) -> Option<TraceContext> {
-        self.cell.head.trace
+        self.head().trace
     }
 
     /// The message's wire name ([`Message::name`]).
     #[must_use]
     pub fn message_name(&self) -> &'static str {
-        self.cell.head.name
+        self.head().name
     }
 
     /// Whether the request holds an `M`.
@@ -147,7 +218,7 @@ impl RequestEnvelope {
         &self,
         guard: crate::envelope::Kept,
     ) -> Option<crate::envelope::Kept> {
-        match &self.reply {
+        match self.answerer() {
             Some(reply) if !self.acked_tell() => {
                 reply.keep(guard);
                 None
@@ -158,7 +229,7 @@ impl RequestEnvelope {
 
     /// Drops what [`keep_until_answered`](Self::keep_until_answered) kept.
     pub(crate) fn drop_kept(&self) {
-        if let Some(reply) = &self.reply {
+        if let Some(reply) = self.answerer() {
             reply.drop_kept();
         }
     }
@@ -170,13 +241,13 @@ impl RequestEnvelope {
 
     /// Whether the request holds a message of this type.
     pub(crate) fn matches_type(&self, type_id: std::any::TypeId) -> bool {
-        self.cell.head.type_id == type_id
+        self.head().type_id == type_id
     }
 
     /// Whether the sender waits for an answer (an ask rather than a tell).
     #[must_use]
     pub fn expects_response(&self) -> bool {
-        self.reply.is_some() && !self.acked_tell()
+        self.answerer().is_some() && !self.acked_tell()
     }
 
     /// Takes the message out if it is an `M`, with the responder to answer it; otherwise
@@ -193,7 +264,7 @@ impl RequestEnvelope {
             .expect("an envelope's message is taken once");
         let msg = *message.downcast::<M>().expect("type id checked above");
         let responder = Responder {
-            reply: self.reply.take(),
+            reply: self.take_answerer(),
             acked_tell: self.acked_tell(),
             _message: PhantomData,
         };
@@ -208,7 +279,7 @@ impl RequestEnvelope {
             actor: String::new(),
             message: name.to_owned(),
         };
-        match self.reply.take() {
+        match self.take_answerer() {
             Some(reply) if !self.acked_tell() => reply.send(Err(unknown())),
             reply => {
                 tracing::warn!(
@@ -223,7 +294,7 @@ impl RequestEnvelope {
     }
 
     pub(crate) fn fail(mut self, error: AskError<ErasedMessage>) {
-        if let Some(reply) = self.reply.take() {
+        if let Some(reply) = self.take_answerer() {
             reply.send(Err(error));
         }
     }
@@ -233,7 +304,7 @@ impl fmt::Debug for RequestEnvelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequestEnvelope")
             .field("message", &self.message_name())
-            .field("expects_response", &self.reply.is_some())
+            .field("expects_response", &self.answerer().is_some())
             .finish()
     }
 }
@@ -241,7 +312,7 @@ impl fmt::Debug for RequestEnvelope {
 impl Drop for RequestEnvelope {
     fn drop(&mut self) {
         // While unwinding, the run loop answers `Panicked` with the panic's message.
-        if let Some(reply) = self.reply.take()
+        if let Some(reply) = self.take_answerer()
             && !std::thread::panicking()
         {
             reply.send(Err(AskError::NoResponse));
@@ -426,7 +497,7 @@ unsafe fn handle_request<'a, A: Actor>(
 ) -> Started<'a> {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope`.
     let req: RequestEnvelope = unsafe { take_payload(at) };
-    let reply = req.reply.clone();
+    let reply = req.answerer().cloned();
     slot.start(
         GuardedRequest {
             inner: CatchUnwind(Lazy::Start(move || actor.handle_request(req, ctx))),
@@ -486,4 +557,38 @@ pub(crate) fn request_envelope<A: Actor>(req: RequestEnvelope) -> Envelope<A> {
 pub(crate) fn take_request<A: Actor>(env: Envelope<A>) -> RequestEnvelope {
     // SAFETY: only called on envelopes built by `request_envelope`.
     unsafe { env.into_payload::<RequestEnvelope>() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two words: within a mailbox slot's inline payload with a send stamp beside it
+    /// (metrics on), so that no dynamic request needs a box for its envelope.
+    #[test]
+    fn an_envelope_is_two_words() {
+        assert_eq!(
+            std::mem::size_of::<RequestEnvelope>(),
+            2 * std::mem::size_of::<usize>()
+        );
+    }
+
+    /// A tell nobody waits for keeps its head and message in a box of its own (no cell);
+    /// taken apart as an ask's, it has no answerer and counts as a tell.
+    #[test]
+    fn a_tell_nobody_waits_for_has_no_cell() {
+        let head = RequestHead::of::<crate::messages::Heartbeat>(Priority::High);
+        let mut told = RequestEnvelope::new(head, Box::new(5u32), Waiter::Nobody);
+        assert!(told.cell().is_none());
+        assert!(!told.expects_response());
+        assert_eq!(told.priority(), Priority::High);
+        assert!(told.matches::<crate::messages::Heartbeat>());
+        assert_eq!(*told.take_message().unwrap().downcast::<u32>().unwrap(), 5);
+        assert!(told.take_message().is_none(), "taken once");
+
+        let head = RequestHead::of::<crate::messages::Heartbeat>(Priority::Normal);
+        let (asked, _asking) = RequestEnvelope::ask(head, Box::new(6u32));
+        assert!(asked.cell().is_some());
+        assert!(asked.expects_response());
+    }
 }

@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .client import _ABANDONED, DEFAULT_URL, AsyncClient, Message, Priority, _NOTHING
-from .errors import Closed, Timeout
+from .errors import Closed, ConclibError, Timeout
 
 __all__ = ["Client"]
 
@@ -108,7 +108,11 @@ class Client:
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result(timeout=limit + _GRACE)
-        except concurrent.futures.TimeoutError:
+        except concurrent.futures.TimeoutError as e:
+            # The ask's own `Timeout` is a `TimeoutError` too (so is `concurrent.futures`'
+            # since Python 3.11): passed on as it is, with its detail.
+            if isinstance(e, ConclibError):
+                raise
             future.cancel()
             raise Timeout(limit, "the client's event loop did not answer") from None
 

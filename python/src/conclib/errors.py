@@ -33,9 +33,23 @@ __all__ = [
 
 
 class ConclibError(Exception):
-    """Base of every error the client raises for an ask or a tell."""
+    """Base of every error the client raises for an ask or a tell. Errors pickle (a
+    worker of a process pool hands them to its parent) with their message and attributes."""
 
     label = "error"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the message and attributes, not by calling `__init__` again: the
+        # subclasses' constructors take other arguments than the message they make.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[ConclibError], args: tuple[Any, ...], state: dict[str, Any]) -> ConclibError:
+    """An error of class ``cls`` with ``args`` and attributes ``state`` (see ``__reduce__``)."""
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class UnknownUrn(ConclibError):

@@ -1,0 +1,69 @@
+"""Errors as a process pool's workers hand them to their parent (pickled), and the blocking
+client's timeout: against the real Rust server."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import pickle
+import time
+
+import pytest
+
+import conclib
+from conclib import errors
+
+SHAPES = "py:shapes"
+
+EVERY_ERROR = [
+    errors.UnknownUrn("u", "why"),
+    errors.NotExposed("u", "Msg"),
+    errors.HandlerError({"NotAllowed": {"reason": "no"}}, "u", "Msg"),
+    errors.Panicked("boom"),
+    errors.Timeout(1.5, "detail"),
+    errors.ActorStopped("u"),
+    errors.NoResponse("u"),
+    errors.MailboxFull("u"),
+    errors.CodecError("c"),
+    errors.TooLarge("t"),
+    errors.BadRequest("b"),
+    errors.Unavailable("x"),
+    errors.RedisError("r"),
+    errors.ProtocolError("p"),
+    errors.ConfigError("c"),
+    errors.Closed(),
+]
+
+
+@pytest.mark.parametrize("error", EVERY_ERROR, ids=lambda e: type(e).__name__)
+def test_every_error_pickles_with_its_message_and_attributes(error: conclib.ConclibError) -> None:
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error)
+    assert str(back) == str(error)
+    assert back.__dict__ == error.__dict__
+
+
+def _ask_too_long(url: str, namespace: str) -> int:
+    with conclib.Client(url, namespace=namespace) as client:
+        return client.ask(SHAPES, "Nap", {"ms": 800}, timeout=0.2)
+
+
+def test_a_workers_timeout_reaches_its_parent_and_the_pool_goes_on(url: str, namespace: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        with pytest.raises(conclib.Timeout) as e:
+            pool.submit(_ask_too_long, url, namespace).result(timeout=60)
+        assert e.value.timeout == pytest.approx(0.2)
+        # The pool is not broken: its worker takes the next job.
+        with pytest.raises(conclib.Timeout):
+            pool.submit(_ask_too_long, url, namespace).result(timeout=60)
+
+
+def test_the_blocking_clients_timeout_is_the_asks_own(url: str, namespace: str) -> None:
+    with conclib.Client(url, namespace=namespace) as client:
+        started = time.monotonic()
+        with pytest.raises(conclib.Timeout) as e:
+            client.ask(SHAPES, "Nap", {"ms": 800}, timeout=0.2)
+        assert time.monotonic() - started < 0.7
+        assert e.value.timeout == pytest.approx(0.2)
+        assert "event loop did not answer" not in str(e.value), str(e.value)
