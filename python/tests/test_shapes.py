@@ -270,6 +270,8 @@ def test_closed_client_and_bad_arguments(url: str, namespace: str) -> None:
         conclib.AsyncClient(url, namespace="has space")
     with pytest.raises(conclib.ConfigError):
         conclib.AsyncClient("http://localhost", namespace=namespace)
+    with pytest.raises(conclib.ConfigError):
+        conclib.AsyncClient(url, namespace=namespace, max_payload=-1)
 
 
 def test_unreachable_redis_is_unavailable() -> None:

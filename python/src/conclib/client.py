@@ -1088,7 +1088,7 @@ class AsyncClient:
         if problem:
             raise ConfigError(problem)
         for name, value in [("timeout", timeout), ("tell_ttl", tell_ttl), ("command_timeout", command_timeout),
-                            ("connect_timeout", connect_timeout)]:
+                            ("connect_timeout", connect_timeout), ("max_payload", max_payload)]:
             if not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
         self.url = url
@@ -1434,7 +1434,8 @@ class AsyncClient:
     ) -> None:
         """Tells the actor with this URN; returns once Redis holds the message. It is handled
         if the actor's system takes it within ``tell_ttl``; nothing is answered. Raises
-        ``UnknownUrn`` if no system serves the URN, codec, size and Redis errors."""
+        ``UnknownUrn`` if no system serves the URN, codec, size and Redis errors, and
+        ``Timeout`` if Redis does not answer within ``command_timeout`` (a frozen server)."""
         high = _priority(priority)
         name, body = self._encode(message, payload)
         tp = _traceparent(traceparent)

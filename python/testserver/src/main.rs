@@ -141,7 +141,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(ttl) = args.lease_ttl {
         config.lease_ttl = ttl;
     }
-    // A stopped server frees its URNs at once: clients get `UnknownUrn`, not a timeout.
+    // A stopped server frees its URNs at once: clients get `UnknownUrn`, not a timeout (once
+    // the route they cached, for `resolve_cache_ttl`, lapsed).
     config.release_on_shutdown = true;
     let system = ActorSystem::new("pyserver");
     system
