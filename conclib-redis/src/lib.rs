@@ -346,7 +346,9 @@
 //!   refused, logged, and listed by [`ProxyHandle::conflicts`]: traffic is never split).
 //! - Reads with `XREADGROUP GROUP proxy proxy COUNT <n> [BLOCK <ms>] STREAMS <key> <id>`:
 //!   first id `0` (entries delivered before and never acknowledged — a crash, a lost
-//!   answer), then `>`.
+//!   answer), then `>`. The pending list is read again the same way after an answer could
+//!   not be written; an entry still being handled, or acknowledged while that read was on
+//!   its way (the reply can still list it), is not handed to the actor again.
 //! - For each entry: checks the fields, drops it unanswered if expired, looks the URN up in
 //!   the actor system, checks the message is exposed, decodes, checks its leases are fresh
 //!   (else renews them first), asks the actor with the remaining time (a tell: waits for its

@@ -64,12 +64,30 @@ pub(crate) struct Unacked {
     complete: bool,
     /// The greatest id acknowledged so far.
     max_acked: Option<EntryId>,
+    /// While a re-read of the pending list is under way: the entries acknowledged since it
+    /// was sent. Its reply may still list them (pending when Redis read them), and they must
+    /// not be handled again.
+    acked_during_reread: Option<BTreeSet<EntryId>>,
 }
 
 impl Unacked {
-    /// Records an entry just read; false if it was already recorded (being handled).
+    /// Records an entry just read; false if it was already recorded (being handled), or
+    /// acknowledged since the re-read of the pending list that listed it was sent.
     pub(crate) fn insert(&mut self, id: EntryId) -> bool {
+        if self
+            .acked_during_reread
+            .as_ref()
+            .is_some_and(|acked| acked.contains(&id))
+        {
+            return false;
+        }
         self.ids.insert(id)
+    }
+
+    /// A re-read of the pending list is sent (`true`), or the re-reading is over (`false`):
+    /// see [`insert`](Self::insert).
+    pub(crate) fn rereading(&mut self, rereading: bool) {
+        self.acked_during_reread = rereading.then(BTreeSet::new);
     }
 
     /// Forgets entries whose answers were written (`acked`) or given up on.
@@ -78,6 +96,9 @@ impl Unacked {
             self.ids.remove(&id);
             if acked {
                 self.max_acked = self.max_acked.max(Some(id));
+                if let Some(during) = &mut self.acked_during_reread {
+                    during.insert(id);
+                }
             }
         }
         if !acked {
@@ -91,6 +112,9 @@ impl Unacked {
     pub(crate) fn reset(&mut self) {
         self.ids.clear();
         self.max_acked = None;
+        if let Some(during) = &mut self.acked_during_reread {
+            during.clear();
+        }
     }
 
     /// The pending list was re-read to its end (or will be re-read: `false`).
@@ -134,6 +158,26 @@ mod tests {
         }
         assert!(id(1, 9) < id(2, 0));
         assert_eq!(id(1, u64::MAX).successor(), id(2, 0));
+    }
+
+    /// An entry acknowledged while a re-read of the pending list was under way is not taken
+    /// again from that read's reply (it was pending when Redis read it); once the re-reading
+    /// is over, ids are recorded as before.
+    #[test]
+    fn an_entry_acknowledged_during_a_reread_is_not_taken_again() {
+        let mut u = Unacked::default();
+        assert!(u.insert(id(5, 0)));
+        u.rereading(true);
+        u.remove([id(5, 0)], true);
+        assert!(
+            !u.insert(id(5, 0)),
+            "listed by the re-read, acknowledged since"
+        );
+        assert!(u.insert(id(6, 0)), "another pending entry is taken");
+        assert!(!u.insert(id(6, 0)), "being handled");
+        u.rereading(false);
+        u.remove([id(6, 0)], true);
+        assert!(u.insert(id(5, 0)), "no re-read under way: recorded as read");
     }
 
     #[test]

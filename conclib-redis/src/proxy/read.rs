@@ -251,6 +251,8 @@ pub(super) async fn read_loop(
         });
         // XREADGROUP's key is after GROUP g c COUNT n [BLOCK ms] STREAMS.
         let offset = args.len() - 2;
+        // What is acknowledged from here on may still be listed by a re-read's reply.
+        shared.unacked().rereading(pending_phase);
         let mut read_cmd = cmd.clone();
         read_cmd.cluster_hash = fred::types::ClusterHash::Offset(offset);
         let read = conn::call(&shared.reader, read_cmd, args);
