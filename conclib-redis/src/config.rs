@@ -119,7 +119,10 @@ pub struct ProxyConfig {
     /// Whether [`ProxyHandle::shutdown`](crate::ProxyHandle::shutdown) deletes the system's URN
     /// ownerships at once (clients then get `UnknownUrn`), rather than letting them lapse after
     /// [`lease_ttl`](Self::lease_ttl) so that a restarting proxy finds the requests queued
-    /// meanwhile. Default `false`.
+    /// meanwhile. With it, the system's request stream is deleted too if nothing waits in it,
+    /// so that a client still holding the route (cached for
+    /// [`resolve_cache_ttl`](Self::resolve_cache_ttl)) gets `UnknownUrn` at once as well.
+    /// Default `false`.
     pub release_on_shutdown: bool,
     /// The `redis-server` executable for [`start_redis`](crate::start_redis). Env
     /// `CONCLIB_REDIS_SERVER`; default: looked up on `PATH`, `/usr/bin`, `/usr/local/bin`.

@@ -206,7 +206,7 @@
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
 //! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (15 s), renewed every third of it by the serving proxy; deleted when the actor stops |
-//! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); a group's stream (`{system}` a group id, below) is trimmed at each renewal, below the oldest entry still pending on any member; the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal |
+//! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); a group's stream (`{system}` a group id, below) is trimmed at each renewal, below the oldest entry still pending on any member; the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal; deleted at a shutdown with [`release_on_shutdown`](ProxyConfig::release_on_shutdown) if nothing waits in it |
 //! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | lease renewed by each member, like URN keys |
 //! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease like URN keys; deleted when the member leaves |
 //! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data`, a day |
@@ -224,6 +224,9 @@
 //!    A URN key outlives a graceful shutdown of its proxy by up to a lease (unless
 //!    [`release_on_shutdown`](ProxyConfig::release_on_shutdown)): requests sent meanwhile
 //!    wait in the stream for the next proxy of that system, and expire at their deadline.
+//!    With `release_on_shutdown`, the proxy also deletes its request stream at shutdown if
+//!    nothing waits in it (one script: every entry delivered and acknowledged), so that a
+//!    client still holding the route gets nil from its `XADD NOMKSTREAM` (below).
 //!    The keys of a group (a shared URN's, a pattern's) are never released by a member,
 //!    which cannot know it is the last: after the last member left they lapse within a
 //!    lease, and requests sent to the group meanwhile expire at their deadline unanswered.

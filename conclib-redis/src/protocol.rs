@@ -172,6 +172,36 @@ pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[
 end
 return 0";
 
+/// `KEYS[1]` = a system's request stream, `ARGV[1]` = its consumer group. Deletes the
+/// stream if every entry in it was delivered and acknowledged (returns 1), else leaves it
+/// (0): at a shutdown that releases the system's URNs, so that a client still holding the
+/// route appends nothing (`XADD NOMKSTREAM` answers nil) and learns at once that the URN is
+/// gone, while a request that came in after the proxy stopped reading stays for the next
+/// proxy of the system. One script: a request appended between a check and the delete
+/// would be lost.
+pub(crate) const CLOSE_SCRIPT: &str = r"local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+if not ok then return 0 end
+local last
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then last = info[i + 1] end
+end
+local found = false
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, pending, delivered
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'pending' then pending = g[i + 1] end
+    if g[i] == 'last-delivered-id' then delivered = g[i + 1] end
+  end
+  if name == ARGV[1] then
+    if pending ~= 0 or delivered ~= last then return 0 end
+    found = true
+  end
+end
+if not found then return 0 end
+redis.call('DEL', KEYS[1])
+return 1";
+
 /// `KEYS[1]` = a request stream, `ARGV[1]` = its consumer group, `ARGV[2]` = how far ahead
 /// of Redis's clock (ms) an id may be, `ARGV[3]` = the stream's TTL (ms). A client may add
 /// an entry with an id far in the future (up to the largest id there is); every later `*` id

@@ -29,6 +29,7 @@ fn main() {
         expired_requests_are_dropped_unprocessed,
         namespaces_are_isolated,
         a_urn_claimed_by_two_systems_is_served_by_one,
+        a_released_system_is_unknown_at_once_to_a_client_holding_its_route,
         actors_spawned_and_stopped_later_are_tracked,
         a_burst_of_urns_past_the_journal_is_served,
         a_second_proxy_for_a_live_system_is_refused,
@@ -525,6 +526,33 @@ async fn a_urn_claimed_by_two_systems_is_served_by_one() {
         Some("second")
     );
     p2.shutdown().await.unwrap();
+}
+
+async fn a_released_system_is_unknown_at_once_to_a_client_holding_its_route() {
+    let mut config = config("closing");
+    config.release_on_shutdown = true;
+    let system = system_with("closing", &["c"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let mut client_config = config.clone().with_ask_timeout(Duration::from_secs(30));
+    // The client keeps the route it resolved all through the test.
+    client_config.resolve_cache_ttl = Duration::from_secs(120);
+    let client = ProxyClient::connect(&client_config).await.unwrap();
+    assert_eq!(client.ask("c", Add(1)).await.unwrap(), 1);
+    proxy.shutdown().await.unwrap();
+    // Its stream is gone with its URNs (nothing waited in it): the cached route's request
+    // is refused by Redis, and the URN found unknown, long before the ask's 30 s timeout.
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.ask("c", Add(1)))
+        .await
+        .expect("answered before the ask's timeout");
+    assert!(
+        matches!(answer, Err(AskError::UnknownUrn { .. })),
+        "{answer:?}"
+    );
+    let redis = common::plain_client(&config.url).await;
+    let stream = format!("{}:sys:closing:req", config.namespace);
+    let exists: i64 = redis.exists(&stream).await.unwrap();
+    assert_eq!(exists, 0, "the stream was deleted");
+    client.shutdown().await;
 }
 
 async fn actors_spawned_and_stopped_later_are_tracked() {

@@ -309,6 +309,16 @@ impl ProxyHandle {
                     result = Err(ServeError::Unavailable(e.to_string()));
                 }
             }
+            // Nothing waits in the stream: deleted, so that a client that cached the route
+            // learns at once that its URN is gone rather than at its deadline.
+            let close = super::Script::new(crate::protocol::CLOSE_SCRIPT);
+            let calls = vec![(
+                shared.requests_key.clone(),
+                vec![conn::s(crate::protocol::CONSUMER_GROUP)],
+            )];
+            if let Some(Err(e)) = shared.eval_many(&close, calls).await.into_iter().next() {
+                result = Err(ServeError::Unavailable(e.to_string()));
+            }
         }
         let release = shared
             .eval_many(
