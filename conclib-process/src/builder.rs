@@ -106,9 +106,11 @@ impl<A> fmt::Debug for ProcessBuilder<A> {
 }
 
 impl<A: Actor + Serialize> ProcessBuilder<A> {
-    /// The dead-man's switch: the child must answer a heartbeat within `every`, sent every
-    /// `every`, or it is killed (`SIGKILL`) and treated as dead. `None` turns it off.
-    /// Default 2 s. (The heartbeat is answered by a thread of the child of its own, not by
+    /// The dead-man's switch: once its actor runs, the child must answer a heartbeat within
+    /// `every`, sent every `every`, or it is killed (`SIGKILL`) and treated as dead: a
+    /// process that stops running is found within two periods. Until its actor runs, the
+    /// start timeout (10 s, see [`spawn`](Self::spawn)) applies instead, so a child slow to
+    /// start is not killed by its heartbeat. `None` turns it off. Default 2 s. (The heartbeat is answered by a thread of the child of its own, not by
     /// the actor or its runtime: a handler that keeps the CPU busy does not miss it; a
     /// process that stops running does. A pool's dead-man's switch, which goes through the
     /// actor, is the one that sees a stuck handler.)
@@ -213,11 +215,12 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
         self
     }
 
-    /// Starts the process and returns once its actor answered (a first heartbeat).
+    /// Starts the process and returns once its actor runs (the child says so).
     ///
     /// # Errors
     /// [`ProcessSpawnError`]: the state cannot be encoded, the process cannot be started, or it
-    /// exited (or did not answer) within the start timeout, with its exit status; with a
+    /// exited (or did not answer) within the start timeout (10 s: then
+    /// [`ProcessSpawnError::NoAnswer`], the process killed), with its exit status; with a
     /// system, the URN is invalid or taken, or the system (or parent) is stopping.
     pub async fn spawn(self) -> Result<ProcessRef<A>, ProcessSpawnError> {
         let ask_timeout = self.ask_timeout;

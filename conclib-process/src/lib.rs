@@ -87,7 +87,7 @@
 //!   `conclib_core::child`), and exits on its own when the link closes. Children are
 //!   reaped: no zombie is left. Asks and tells sent once a death is seen, while the restart
 //!   policy may still replace the process, wait for the new process (at most its start
-//!   timeout) and reach it in order; [`ProcessRef::try_tell`] does not wait and fails
+//!   timeout, 10 s) and reach it in order; [`ProcessRef::try_tell`] does not wait and fails
 //!   [`AskError::Exited`](conclib_core::AskError::Exited). What was sent to the process before it died is lost with it
 //!   (its asks fail at once, as above).
 //!

@@ -77,10 +77,8 @@ impl Link {
         (reader, writer): (ReadHalf, crate::socket::WriteHalf),
         (control_reader, control_writer): (ReadHalf, crate::socket::WriteHalf),
         child: std::process::Child,
-        heartbeat: Option<Duration>,
         owner: std::sync::Weak<Inner>,
         system: Option<ActorSystem>,
-        kind: &'static str,
         stats: Arc<ProcessStats>,
     ) -> Arc<Link> {
         let out = Arc::new(Outbox::default());
@@ -148,41 +146,45 @@ impl Link {
                 }
             });
         });
-        if let Some(every) = heartbeat {
-            let weak = Arc::downgrade(&link);
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(every);
-                ticks.tick().await;
-                loop {
-                    ticks.tick().await;
-                    let Some(link) = weak.upgrade() else { return };
-                    if link.exit.borrow().is_some() {
-                        return;
-                    }
-                    let ping = link.ping();
-                    drop(link);
-                    let sent = std::time::Instant::now();
-                    let answered = matches!(tokio::time::timeout(every, ping).await, Ok(Ok(())));
-                    if answered && conclib_core::metrics::is_enabled() {
-                        metrics::histogram!("conclib_process_link_round_trip_seconds", "actor" => kind)
-                            .record(sent.elapsed().as_secs_f64());
-                    }
-                    if !answered {
-                        if let Some(link) = weak.upgrade()
-                            && link.exit.borrow().is_none()
-                        {
-                            tracing::warn!(
-                                pid = link.pid,
-                                "process actor missed its heartbeat: killed"
-                            );
-                            link.kill();
-                        }
-                        return;
-                    }
-                }
-            });
-        }
         link
+    }
+
+    /// Sends a heartbeat every `every` from now on and kills the process when one is not
+    /// answered within `every`. Started once the child said its actor runs: until then the
+    /// start timeout decides (a child slow to reach `init` is not killed by its heartbeat).
+    pub(crate) fn keep_alive(self: &Arc<Self>, every: Duration, kind: &'static str) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(link) = weak.upgrade() else { return };
+                if link.exit.borrow().is_some() {
+                    return;
+                }
+                let ping = link.ping();
+                drop(link);
+                let sent = std::time::Instant::now();
+                let answered = matches!(tokio::time::timeout(every, ping).await, Ok(Ok(())));
+                if answered && conclib_core::metrics::is_enabled() {
+                    metrics::histogram!("conclib_process_link_round_trip_seconds", "actor" => kind)
+                        .record(sent.elapsed().as_secs_f64());
+                }
+                if !answered {
+                    if let Some(link) = weak.upgrade()
+                        && link.exit.borrow().is_none()
+                    {
+                        tracing::warn!(
+                            pid = link.pid,
+                            "process actor missed its heartbeat: killed"
+                        );
+                        link.kill();
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     pub(crate) fn send(&self, frame: &Frame<'_>) {

@@ -148,10 +148,8 @@ async fn launch(
         stream,
         control,
         child,
-        spec.heartbeat,
         owner,
         spec.system.clone(),
-        spec.kind,
         spec.stats.clone(),
     );
     // Started once the child says its actor runs (not when its heartbeat thread answers).
@@ -164,6 +162,9 @@ async fn launch(
     let sent = std::time::Instant::now();
     match tokio::time::timeout(spec.start_timeout, started).await {
         Ok(Ok(())) => {
+            if let Some(every) = spec.heartbeat {
+                link.keep_alive(every, spec.kind);
+            }
             if conclib_core::metrics::is_enabled() {
                 metrics::histogram!("conclib_process_link_round_trip_seconds", "actor" => spec.kind)
                     .record(sent.elapsed().as_secs_f64());

@@ -56,7 +56,17 @@ impl Picky {
     }
 }
 
+/// Where a child of process `parent` looks, before `init`, for how long to wait first (ms):
+/// a child slow to start (a slow disk, a loaded machine).
+fn slow_start_marker(parent: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("conclib-slow-start-{parent}"))
+}
+
 fn main() {
+    if let Ok(ms) = std::fs::read_to_string(slow_start_marker(std::os::unix::process::parent_id()))
+    {
+        std::thread::sleep(Duration::from_millis(ms.trim().parse().unwrap_or(0)));
+    }
     conclib_process::init(Registry::new().actor::<Worker>().actor::<Picky>());
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -82,6 +92,10 @@ fn main() {
         ("a_panic_under_stop_is_reported_as_a_panic", || {
             Box::pin(panic_reported())
         }),
+        (
+            "a_child_slow_to_start_is_given_its_start_timeout_not_its_heartbeat",
+            || Box::pin(slow_start()),
+        ),
     ];
     conclib_testkit::run(tests);
 }
@@ -273,4 +287,23 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("conclib-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A child that takes longer than two heartbeats to reach `init` starts: until its actor
+/// runs, the start timeout decides, not the heartbeat (which killed it before, reported as
+/// `Exited` by signal 9).
+async fn slow_start() {
+    let marker = slow_start_marker(std::process::id());
+    std::fs::write(&marker, "1500").unwrap();
+    let started = conclib_process::build(Worker { total: 0 })
+        .heartbeat(Some(Duration::from_millis(300)))
+        .spawn()
+        .await;
+    let _ = std::fs::remove_file(&marker);
+    let worker = started.expect("a child slow to start, within its start timeout, starts");
+    assert_eq!(worker.ask(Add(2)).await, Ok(2));
+    worker.stop();
+    worker.wait_for_stop().await;
+    no_children_left().await;
+    assert_no_panics();
 }
