@@ -85,9 +85,11 @@
 //!   ([`ProcessBuilder::memory_limit`]) makes a process that eats memory abort alone. A child
 //!   never outlives the parent: it is bound to the parent's life (`PR_SET_PDEATHSIG`, see
 //!   `conclib_core::child`), and exits on its own when the link closes. Children are
-//!   reaped: no zombie is left. Asks and tells sent once a death is seen, while the restart
-//!   policy may still replace the process, wait for the new process (at most its start
-//!   timeout, 10 s) and reach it in order; [`ProcessRef::try_tell`] does not wait and fails
+//!   reaped: no zombie is left. Asks and tells sent once a death is seen (the parent saw the
+//!   process exit: an ask sent the moment a `Panicked` answer came, before the process is
+//!   gone, may still reach it and fail `Exited`), while the restart policy may still replace
+//!   the process, wait for the new process (at most its start timeout, 10 s) and reach it in
+//!   order; [`ProcessRef::try_tell`] does not wait and fails
 //!   [`AskError::Exited`](conclib_core::AskError::Exited). What was sent to the process before it died is lost with it
 //!   (its asks fail at once, as above).
 //!
