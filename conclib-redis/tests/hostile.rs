@@ -88,7 +88,8 @@ async fn malformed_entries_are_rejected_and_the_proxy_goes_on() {
         (10, entry("10", &[], &[]), Status::Ok),
     ];
     // Entries no reply can be sent for: no fields we know, a reply key outside the
-    // namespace, an unreadable id.
+    // namespace, one with nothing after the prefix, an empty reply field (not a tell), an
+    // unreadable id.
     raw(
         &redis,
         vec![v("XADD"), v(&queue), v("*"), v("junk"), v("x")],
@@ -96,6 +97,13 @@ async fn malformed_entries_are_rejected_and_the_proxy_goes_on() {
     .await
     .unwrap();
     raw(&redis, entry("11", &[("reply", v("elsewhere:list"))], &[]))
+        .await
+        .unwrap();
+    let bare_prefix = format!("{ns}:reply:");
+    raw(&redis, entry("12", &[("reply", v(&bare_prefix))], &[]))
+        .await
+        .unwrap();
+    raw(&redis, entry("13", &[("reply", v(""))], &[]))
         .await
         .unwrap();
     raw(&redis, entry("x", &[], &[])).await.unwrap();
@@ -132,10 +140,15 @@ async fn malformed_entries_are_rejected_and_the_proxy_goes_on() {
     );
     eventually(Duration::from_secs(5), "every entry handled", || {
         let stats = proxy.stats();
-        async move { stats.completed == 13 }
+        async move { stats.completed == 15 }
     })
     .await;
-    assert_eq!(proxy.stats().rejected, 12);
+    assert_eq!(proxy.stats().rejected, 14);
+    assert_eq!(
+        raw(&redis, vec![v("EXISTS"), v(&bare_prefix)]).await.unwrap(),
+        Value::Integer(0),
+        "nothing answered to a reply key with nothing after the prefix"
+    );
     // Still serving.
     let client = ProxyClient::connect(&config).await.unwrap();
     assert_eq!(client.ask("c", Add(4)).await.unwrap(), 4);
