@@ -145,7 +145,9 @@ async fn malformed_entries_are_rejected_and_the_proxy_goes_on() {
     .await;
     assert_eq!(proxy.stats().rejected, 14);
     assert_eq!(
-        raw(&redis, vec![v("EXISTS"), v(&bare_prefix)]).await.unwrap(),
+        raw(&redis, vec![v("EXISTS"), v(&bare_prefix)])
+            .await
+            .unwrap(),
         Value::Integer(0),
         "nothing answered to a reply key with nothing after the prefix"
     );
