@@ -109,13 +109,23 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// The dead-man's switch: once its actor runs, the child must answer a heartbeat within
     /// `every`, sent every `every`, or it is killed (`SIGKILL`) and treated as dead: a
     /// process that stops running is found within two periods. Until its actor runs, the
-    /// start timeout (10 s, see [`spawn`](Self::spawn)) applies instead, so a child slow to
-    /// start is not killed by its heartbeat. `None` turns it off. Default 2 s. (The heartbeat is answered by a thread of the child of its own, not by
-    /// the actor or its runtime: a handler that keeps the CPU busy does not miss it; a
-    /// process that stops running does. A pool's dead-man's switch, which goes through the
+    /// [start timeout](Self::start_timeout) applies instead, so a child slow to start is not
+    /// killed by its heartbeat. `None` turns it off. Default 2 s. (The heartbeat is answered
+    /// by a thread of the child of its own, not by the actor or its runtime: a handler that
+    /// keeps the CPU busy does not miss it; a process that stops running does. A pool's dead-man's switch, which goes through the
     /// actor, is the one that sees a stuck handler.)
     pub fn heartbeat(mut self, every: Option<Duration>) -> Self {
         self.heartbeat = every;
+        self
+    }
+
+    /// How long the child has to start its actor (from its launch to its `on_start` done),
+    /// at its spawn and at each restart: past it, the process is killed and the spawn fails
+    /// with [`ProcessSpawnError::NoAnswer`] (a restart that fails so ends the actor). Asks
+    /// and tells sent while the process is being restarted wait for it as long (plus 2 s).
+    /// Default 10 s; raise it for an actor that loads much in `on_start`.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
         self
     }
 
@@ -161,7 +171,8 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// it ended for good: `Normal` (stopped, or exit code 0), `Killed` (by
     /// [`ProcessRef::kill`]), `RestartLimit` (it died more often than
     /// [`restart`](Self::restart) allows: the default `on_event` escalates it, as for a local
-    /// child) or `Failed` (it died without a restart policy).
+    /// child), or, without a restart policy, `Panicked` (its actor panicked: the panic's text)
+    /// or `Failed` (its actor failed, or its process died).
     pub fn child_of<P: Actor>(mut self, ctx: &conclib_core::Context<P>) -> Self {
         self.system = Some(ctx.system().clone());
         self.parent = Some(ctx.myself().to_dyn());
@@ -219,7 +230,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     ///
     /// # Errors
     /// [`ProcessSpawnError`]: the state cannot be encoded, the process cannot be started, or it
-    /// exited (or did not answer) within the start timeout (10 s: then
+    /// exited (or did not answer) within the [start timeout](Self::start_timeout) (then
     /// [`ProcessSpawnError::NoAnswer`], the process killed), with its exit status; with a
     /// system, the URN is invalid or taken, or the system (or parent) is stopping.
     pub async fn spawn(self) -> Result<ProcessRef<A>, ProcessSpawnError> {

@@ -71,7 +71,8 @@ fn start<A: Actor + DeserializeOwned>(
     resume: bool,
 ) -> Pin<Box<dyn Future<Output = Result<DynActorRef, String>>>> {
     Box::pin(async move {
-        let actor: A = conclib_codec::decode_value(&Bincode, &state).map_err(|e| e.to_string())?;
+        let actor: A = conclib_codec::decode_value(&Bincode, &state)
+            .map_err(|e| format!("its state did not decode: {e}"))?;
         let policy = if resume {
             PanicPolicy::Resume
         } else {
@@ -235,8 +236,8 @@ async fn run(data: i32, registry: Registry) -> i32 {
     let system = ActorSystem::new(format!("process:{kind}"));
     let actor = match start(system.clone(), state, resume).await {
         Ok(actor) => actor,
-        Err(e) => {
-            let why = format!("{kind} did not start: {e}");
+        // The parent's error names the actor type: the reason is said once, without it.
+        Err(why) => {
             return not_started(&out, writer_task, &why, wire::EXIT_START_FAILED).await;
         }
     };
@@ -420,9 +421,6 @@ impl Asks {
     }
 }
 
-/// The actor has stopped (asked to, or on its own: then `reason` says why): the answers
-/// still on their way are sent (the asks it had queued were failed at its stop), then why it
-/// stopped on its own (the `Ended` frame), then the writer finishes and the process exits.
 /// A start that failed: said to the parent (its spawn fails with why) and to stderr; the
 /// exit code says which failure it was.
 async fn not_started(
@@ -441,6 +439,9 @@ async fn not_started(
     code
 }
 
+/// The actor has stopped (asked to, or on its own: then `reason` says why): the answers
+/// still on their way are sent (the asks it had queued were failed at its stop), then why it
+/// stopped on its own (the `Ended` frame), then the writer finishes and the process exits.
 async fn finish(
     reason: Option<&StopReason>,
     asks: &Asks,

@@ -86,10 +86,10 @@
 //!   never outlives the parent: it is bound to the parent's life (`PR_SET_PDEATHSIG`, see
 //!   `conclib_core::child`), and exits on its own when the link closes. Children are
 //!   reaped: no zombie is left. Asks and tells sent once a death is seen (the parent saw the
-//!   process exit: an ask sent the moment a `Panicked` answer came, before the process is
-//!   gone, may still reach it and fail `Exited`), while the restart policy may still replace
-//!   the process, wait for the new process (at most its start timeout, 10 s) and reach it in
-//!   order; [`ProcessRef::try_tell`] does not wait and fails
+//!   process exit, or its actor stop: an ask sent once a `Panicked` answer came, under the
+//!   default `Stop` policy, is sent after that death), while the restart policy may still
+//!   replace the process, wait for the new process (at most its start timeout, 10 s by default) and
+//!   reach it in order; [`ProcessRef::try_tell`] does not wait and fails
 //!   [`AskError::Exited`](conclib_core::AskError::Exited). What was sent to the process before it died is lost with it
 //!   (its asks fail at once, as above).
 //!

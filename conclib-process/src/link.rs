@@ -69,6 +69,14 @@ pub(crate) struct Link {
     pub(crate) stats: Arc<ProcessStats>,
     /// Why the child's actor stopped on its own, if it said so before exiting.
     pub(crate) ended: Mutex<Option<StopReason>>,
+    /// Whether a panic ends the child's actor (no `Resume` policy): then a `Panicked` answer
+    /// means the process is on its way out.
+    panic_ends: bool,
+    /// Set when the child's actor is known to have stopped (a `Panicked` answer that ends
+    /// it, or its `Ended` frame) before its exit is seen: set before that answer reaches
+    /// its asker, so what the asker sends next waits for a restart instead of reaching the
+    /// dying process.
+    dying: std::sync::atomic::AtomicBool,
 }
 
 impl Link {
@@ -80,6 +88,7 @@ impl Link {
         owner: std::sync::Weak<Inner>,
         system: Option<ActorSystem>,
         stats: Arc<ProcessStats>,
+        panic_ends: bool,
     ) -> Arc<Link> {
         let out = Arc::new(Outbox::default());
         let control_out = Arc::new(Outbox::default());
@@ -95,6 +104,8 @@ impl Link {
             exit,
             stats,
             ended: Mutex::new(None),
+            panic_ends,
+            dying: std::sync::atomic::AtomicBool::new(false),
         });
         // A link that cannot be written is broken, as one that cannot be read: the process
         // is treated as dead (killed; its death fails what waits on it).
@@ -185,6 +196,12 @@ impl Link {
                 }
             }
         });
+    }
+
+    /// Whether the process has exited, or its actor is known to have stopped (it is
+    /// exiting): what is sent on this link now fails with its exit.
+    pub(crate) fn is_done(&self) -> bool {
+        self.dying.load(Ordering::Acquire) || self.exit.borrow().is_some()
     }
 
     pub(crate) fn send(&self, frame: &Frame<'_>) {
@@ -311,6 +328,9 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
                 payload,
             }) => {
                 link.stats.answered(status, payload);
+                if status == status::PANICKED && link.panic_ends {
+                    link.dying.store(true, Ordering::Release);
+                }
                 let waiter = lock(&link.pending).remove(&id);
                 if let Some(waiter) = waiter {
                     waiter.answer(Ok((status, payload.to_vec())));
@@ -338,6 +358,7 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
                 answer_child(&link, system.as_ref(), asked).await;
             }
             Some(Frame::Ended { panicked, reason }) => {
+                link.dying.store(true, Ordering::Release);
                 *lock(&link.ended) = Some(if panicked {
                     StopReason::Panicked(reason.to_owned())
                 } else if reason.is_empty() {

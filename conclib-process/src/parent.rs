@@ -151,6 +151,7 @@ async fn launch(
         owner,
         spec.system.clone(),
         spec.stats.clone(),
+        !spec.resume,
     );
     // Started once the child says its actor runs (not when its heartbeat thread answers).
     let started = link.started();
@@ -279,13 +280,13 @@ impl Inner {
                 && !self.ending.load(Ordering::Acquire)
                 && self.final_exit.borrow().is_none()
         };
-        if link.exit.borrow().is_none() || !replaceable() {
+        if !link.is_done() || !replaceable() {
             return link;
         }
         let mut relaunched = self.link.subscribe();
         let mut ended = self.final_exit.subscribe();
         let _ = tokio::time::timeout(wait, async {
-            while self.link().exit.borrow().is_some() && replaceable() {
+            while self.link().is_done() && replaceable() {
                 tokio::select! {
                     changed = relaunched.changed() => if changed.is_err() { return },
                     changed = ended.changed() => if changed.is_err() { return },

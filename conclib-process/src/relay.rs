@@ -195,7 +195,7 @@ impl<A: Actor> Actor for ProcessRelay<A> {
         // the order of what it relays).
         let link = inner.live_link(inner.relaunch_wait()).await;
         if !responder.expects_response() && !responder.wants_ack() {
-            if link.exit.borrow().is_some() {
+            if link.is_done() {
                 tracing::warn!(
                     message = name,
                     "a tell to a process actor whose process has died was dropped"

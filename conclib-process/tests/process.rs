@@ -113,6 +113,10 @@ fn main() {
             || Box::pin(held_during_restart()),
         ),
         (
+            "an_ask_sent_as_a_panic_answer_arrives_goes_to_the_restarted_process",
+            || Box::pin(asked_right_after_a_panic()),
+        ),
+        (
             "a_message_or_answer_over_the_links_limit_fails_alone",
             || Box::pin(over_the_limit()),
         ),
@@ -123,6 +127,7 @@ fn main() {
 /// A local actor whose child is a process actor; it records what it hears of it.
 struct Supervisor {
     child: Option<ProcessRef<Worker>>,
+    restart: Option<conclib::RestartLimit>,
     events: std::sync::Arc<std::sync::Mutex<Vec<conclib::SupervisionEvent>>>,
     heard: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -132,13 +137,11 @@ impl conclib::Actor for Supervisor {
         &mut self,
         ctx: &mut conclib::Context<Self>,
     ) -> Result<(), conclib::BoxError> {
-        self.child = Some(
-            conclib_process::build(Worker { total: 0 })
-                .child_of(ctx)
-                .restart(conclib::RestartLimit::new(1, Duration::from_secs(60)))
-                .spawn()
-                .await?,
-        );
+        let mut child = conclib_process::build(Worker { total: 0 }).child_of(ctx);
+        if let Some(limit) = self.restart {
+            child = child.restart(limit);
+        }
+        self.child = Some(child.spawn().await?);
         Ok(())
     }
 
@@ -171,6 +174,19 @@ impl conclib::Handler<ChildInfo> for Supervisor {
     }
 }
 
+#[message(response = ProcessRef<Worker>)]
+struct Child;
+
+impl conclib::Handler<Child> for Supervisor {
+    async fn handle(
+        &mut self,
+        _: Child,
+        _: &mut conclib::Context<Self>,
+    ) -> Result<ProcessRef<Worker>, std::convert::Infallible> {
+        Ok(self.child.clone().unwrap())
+    }
+}
+
 async fn supervised() {
     let events = std::sync::Arc::default();
     let heard = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -178,6 +194,7 @@ async fn supervised() {
     let supervisor = system
         .spawn(Supervisor {
             child: None,
+            restart: Some(conclib::RestartLimit::new(1, Duration::from_secs(60))),
             events: std::sync::Arc::clone(&events),
             heard: heard.clone(),
         })
@@ -220,6 +237,34 @@ async fn supervised() {
             ..
         } if child.as_u64() == id && why.contains("signal 9")),
         "{last:?}"
+    );
+    supervisor.stop();
+    supervisor.wait_for_stop().await;
+    // Without a restart policy, a child whose actor panicked (its process exits 0) stops
+    // with `Panicked` and the panic's text, as a local child does.
+    events.lock().unwrap().clear();
+    let supervisor = system
+        .spawn(Supervisor {
+            child: None,
+            restart: None,
+            events: std::sync::Arc::clone(&events),
+            heard: heard.clone(),
+        })
+        .await
+        .unwrap();
+    let (_, id) = supervisor.ask(ChildInfo).await.unwrap();
+    let child = supervisor.ask(Child).await.unwrap();
+    assert!(matches!(child.ask(Boom).await, Err(AskError::Panicked(_))));
+    assert_eq!(child.wait_for_stop().await.code, Some(0));
+    wait_for(1).await;
+    let stopped = events.lock().unwrap()[0].clone();
+    assert!(
+        matches!(&stopped, conclib::SupervisionEvent::ChildStopped {
+            id: child,
+            reason: conclib::StopReason::Panicked(why),
+            ..
+        } if child.as_u64() == id && why.contains("boom in the child")),
+        "{stopped:?}"
     );
     supervisor.stop();
     supervisor.wait_for_stop().await;
@@ -272,6 +317,67 @@ async fn held_during_restart() {
     assert_eq!(worker.restarts(), 1);
     worker.kill();
     worker.wait_for_stop().await;
+}
+
+async fn asked_right_after_a_panic() {
+    use conclib_process::SpawnProcess;
+    // Through the ref and through its relay (a URN in a system): the `Panicked` answer means
+    // the process is on its way out, so what the asker sends next waits for its successor.
+    let system = conclib::ActorSystem::new("after-panic");
+    let limit = conclib::RestartLimit::new(3, Duration::from_secs(60));
+    let direct = conclib_process::build(Worker { total: 10 })
+        .restart(limit)
+        .spawn()
+        .await
+        .unwrap();
+    let named = system
+        .process(Worker { total: 10 })
+        .urn("after-panic-worker")
+        .restart(limit)
+        .spawn()
+        .await
+        .unwrap();
+    let by_urn = system.lookup("after-panic-worker").unwrap();
+    for round in 1..=3 {
+        let pid = direct.pid();
+        assert!(matches!(direct.ask(Boom).await, Err(AskError::Panicked(_))));
+        assert_eq!(direct.ask(Add(1)).await, Ok(11), "round {round}");
+        assert_ne!(direct.pid(), pid);
+        assert_eq!(direct.restarts(), round);
+        let pid = named.pid();
+        assert!(matches!(by_urn.ask(Boom).await, Err(AskError::Panicked(_))));
+        assert_eq!(by_urn.ask(Add(1)).await.unwrap(), 11, "round {round}");
+        assert_ne!(named.pid(), pid);
+        assert_eq!(named.restarts(), round);
+    }
+    // Under `Resume` a panic ends nothing: the next ask goes to the same process at once
+    // (were it taken for a death, the ask would wait for a restart that never comes and
+    // time out).
+    let resumes = conclib_process::build(Worker { total: 10 })
+        .restart(limit)
+        .on_panic(conclib::PanicPolicy::Resume)
+        .spawn()
+        .await
+        .unwrap();
+    let pid = resumes.pid();
+    assert!(matches!(
+        resumes.ask(Boom).await,
+        Err(AskError::Panicked(_))
+    ));
+    assert_eq!(
+        resumes.ask(Add(1)).timeout(Duration::from_secs(5)).await,
+        Ok(11)
+    );
+    assert_eq!((resumes.pid(), resumes.restarts()), (pid, 0));
+    resumes.stop();
+    resumes.wait_for_stop().await;
+    // Past its limit the next panic is the end: the next ask fails with the exit.
+    assert!(matches!(direct.ask(Boom).await, Err(AskError::Panicked(_))));
+    assert!(matches!(direct.ask(Add(1)).await, Err(AskError::Exited(_))));
+    direct.wait_for_stop().await;
+    named.kill();
+    named.wait_for_stop().await;
+    system.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 
 async fn busy_not_dead() {

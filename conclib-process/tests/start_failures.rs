@@ -190,7 +190,15 @@ async fn failing_start() {
     match &error {
         ProcessSpawnError::StartFailed { kind, reason } => {
             assert!(kind.ends_with("Picky"), "{kind}");
-            assert!(reason.contains("says no"), "{reason}");
+            // The child's words, once: the actor type is the error's to say.
+            assert_eq!(
+                reason,
+                &format!("on_start failed: {} says no", marker.display())
+            );
+            assert_eq!(
+                error.to_string(),
+                format!("the process actor {kind} did not start: {reason}")
+            );
         }
         other => panic!("expected StartFailed, got {other:?}"),
     }
@@ -304,6 +312,18 @@ async fn slow_start() {
     assert_eq!(worker.ask(Add(2)).await, Ok(2));
     worker.stop();
     worker.wait_for_stop().await;
+    no_children_left().await;
+    // A start timeout shorter than the child's start: the spawn fails, the child is killed.
+    std::fs::write(&marker, "1500").unwrap();
+    let started = conclib_process::build(Worker { total: 0 })
+        .start_timeout(Duration::from_millis(300))
+        .spawn()
+        .await;
+    let _ = std::fs::remove_file(&marker);
+    assert!(
+        matches!(started, Err(ProcessSpawnError::NoAnswer(t)) if t == Duration::from_millis(300)),
+        "{started:?}"
+    );
     no_children_left().await;
     assert_no_panics();
 }
