@@ -112,8 +112,9 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
     /// [start timeout](Self::start_timeout) applies instead, so a child slow to start is not
     /// killed by its heartbeat. `None` turns it off. Default 2 s. (The heartbeat is answered
     /// by a thread of the child of its own, not by the actor or its runtime: a handler that
-    /// keeps the CPU busy does not miss it; a process that stops running does. A pool's dead-man's switch, which goes through the
-    /// actor, is the one that sees a stuck handler.)
+    /// keeps the CPU busy does not miss it; a process that stops running does. A pool's
+    /// dead-man's switch, which goes through the actor, is the one that sees a stuck
+    /// handler.)
     pub fn heartbeat(mut self, every: Option<Duration>) -> Self {
         self.heartbeat = every;
         self

@@ -88,8 +88,8 @@
 //!   reaped: no zombie is left. Asks and tells sent once a death is seen (the parent saw the
 //!   process exit, or its actor stop: an ask sent once a `Panicked` answer came, under the
 //!   default `Stop` policy, is sent after that death), while the restart policy may still
-//!   replace the process, wait for the new process (at most its start timeout, 10 s by default) and
-//!   reach it in order; [`ProcessRef::try_tell`] does not wait and fails
+//!   replace the process, wait for the new process (at most its start timeout, 10 s by
+//!   default) and reach it in order; [`ProcessRef::try_tell`] does not wait and fails
 //!   [`AskError::Exited`](conclib_core::AskError::Exited). What was sent to the process before it died is lost with it
 //!   (its asks fail at once, as above).
 //!
