@@ -151,6 +151,85 @@ async fn least_loaded_avoids_a_busy_member() {
     assert_eq!(promptly(queued).await.unwrap().unwrap(), busy.id());
 }
 
+/// A member at work counts as loaded whatever put it to work: a tell, or an ask whose asker
+/// gave up (neither is in the pool's in-flight count any more, nor in the queue).
+#[tokio::test]
+async fn least_loaded_avoids_a_member_at_work_on_a_tell_or_a_given_up_ask() {
+    let (_system, pool) = pool_of(3, Routing::LeastLoaded).await;
+    let members = pool.members();
+    let idle_everywhere = |pool: &Pool<Worker>| {
+        pool.stats()
+            .members
+            .iter()
+            .all(|m| (m.queued, m.in_flight, m.working) == (0, 0, false))
+    };
+    promptly(async {
+        while !idle_everywhere(&pool) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // A tell through the pool holds one member (its handler waits at the gate).
+    let gate = Arc::new(Notify::new());
+    let (entered, is_in) = oneshot::channel();
+    pool.tell(Hold(gate.clone(), Some(entered))).await.unwrap();
+    promptly(is_in).await.unwrap();
+    let at_work: Vec<_> = pool
+        .stats()
+        .members
+        .into_iter()
+        .filter(|m| m.working)
+        .collect();
+    assert_eq!(at_work.len(), 1, "{:?}", pool.stats());
+    assert_eq!(
+        (at_work[0].queued, at_work[0].in_flight, at_work[0].load()),
+        (0, 0, 1)
+    );
+    let held = at_work[0].id;
+    for _ in 0..20 {
+        assert_ne!(promptly(pool.ask(Who)).await.unwrap(), held);
+    }
+    // An ask whose asker gives up while its handler runs: the member still works on it.
+    let gate2 = Arc::new(Notify::new());
+    let (entered2, is_in2) = oneshot::channel();
+    let given_up = tokio::spawn({
+        let pool = pool.clone();
+        let gate2 = gate2.clone();
+        async move { pool.ask(Hold(gate2, Some(entered2))).await }
+    });
+    promptly(is_in2).await.unwrap();
+    given_up.abort();
+    let _ = given_up.await;
+    let second = pool
+        .stats()
+        .members
+        .into_iter()
+        .find(|m| m.working && m.id != held)
+        .expect("the given-up ask's member is at work");
+    assert_eq!((second.in_flight, second.load()), (0, 1));
+    for _ in 0..20 {
+        let who = promptly(pool.ask(Who)).await.unwrap();
+        assert!(
+            who != held && who != second.id,
+            "routed to a member at work"
+        );
+    }
+    // Done with their work, both are idle again and routed to.
+    gate.notify_one();
+    gate2.notify_one();
+    promptly(async {
+        while !idle_everywhere(&pool) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let mut seen = HashSet::new();
+    for _ in 0..30 {
+        seen.insert(promptly(pool.ask(Who)).await.unwrap());
+    }
+    assert_eq!(seen.len(), members.len());
+}
+
 /// Many senders routing at the same moment (on two worker threads) each see what the others
 /// routed: a burst of asks to held members splits evenly, asks and tells alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,7 +252,8 @@ async fn least_loaded_counts_what_concurrent_senders_routed() {
     let split = queued();
     assert!(split[0].abs_diff(split[1]) <= 2, "uneven split {split:?}");
     for stats in pool.stats().members {
-        assert_eq!(stats.load(), stats.queued.max(stats.in_flight));
+        assert!(stats.working, "a held member is at work: {stats:?}");
+        assert_eq!(stats.load(), (stats.queued + 1).max(stats.in_flight));
     }
     for gate in &gates {
         gate.notify_one();

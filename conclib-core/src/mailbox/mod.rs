@@ -176,6 +176,12 @@ pub(crate) struct Mailbox<A: Actor> {
     /// look returns without the lock (see [`Mailbox::poll_next`]). Set by the receiver
     /// under the lock, cleared under the lock by whoever takes the waker.
     armed: AtomicBool,
+    /// The actor is at work: it took a message and has not waited for mail since (a
+    /// handler runs or waits, or a batch is under way). Written by the run loop when it
+    /// starts on mail and when it waits for more; read by a pool's least-loaded routing,
+    /// which counts a member at work as loaded (a long handler, a tell, or an ask whose
+    /// asker gave up is in neither the queue nor the pool's own count).
+    working: AtomicBool,
 }
 
 impl<A: Actor> Mailbox<A> {
@@ -195,7 +201,20 @@ impl<A: Actor> Mailbox<A> {
             capacity: Capacity::new(config, mark, A::HANDS_ON),
             killed: AtomicBool::new(false),
             armed: AtomicBool::new(false),
+            working: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the actor is at work (see the field); read from other threads, so only a
+    /// hint of the moment.
+    pub(crate) fn is_working(&self) -> bool {
+        self.working.load(Ordering::Relaxed)
+    }
+
+    /// The run loop: it starts on mail (`true`) or waits for more (`false`).
+    #[inline]
+    pub(crate) fn set_working(&self, working: bool) {
+        self.working.store(working, Ordering::Relaxed);
     }
 
     /// Whether a kill was asked for (checked at every poll of a running handler).

@@ -52,6 +52,7 @@ impl<A: Actor> Member<A> {
             id: self.actor.id(),
             queued: self.actor.mailbox_len(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            working: self.actor.cell.mailbox.is_working(),
         }
     }
 }
@@ -177,7 +178,7 @@ impl<A: Actor> Shared<A> {
 ///
 /// # Semantics
 /// - **Routing** ([`Routing`]) picks one member per message: round-robin, least loaded
-///   ([`MemberLoad::load`]: queued, or routed and not done yet), by key hash (the key given with
+///   ([`MemberLoad::load`]: queued or at work, or routed and not done yet), by key hash (the key given with
 ///   [`AskRequest::key`], or [`Message::routing_key`]), or a function of yours. Messages sent
 ///   through the pool's URN or [`Pool::to_dyn`] are routed the same way (a keyed message
 ///   must be listed in [`Actor::REMOTE`] for its key to be found there).
@@ -413,7 +414,8 @@ struct Pending<M: Message> {
 }
 
 /// Counts an ask in its member's in-flight number until the ask ends (answered, failed,
-/// timed out or dropped).
+/// timed out or dropped; one still handled after its asker gave up counts as the member's
+/// work, [`MemberLoad::working`]).
 pub(super) struct InFlight(Arc<AtomicUsize>);
 
 impl InFlight {

@@ -17,10 +17,11 @@ pub enum Routing {
     /// Each member in turn.
     #[default]
     RoundRobin,
-    /// The member with the smallest [`MemberLoad::load`]: what is queued at it, or what
-    /// was sent to it through the pool and is not done yet, whichever is larger. A message
-    /// counts from the moment it is routed, so senders routing at once spread their
-    /// messages.
+    /// The member with the smallest [`MemberLoad::load`]: what is queued at it (and the
+    /// message it is at work on), or what was sent to it through the pool and is not done
+    /// yet, whichever is larger. A message counts from the moment it is routed, so senders
+    /// routing at once spread their messages; a member at work on a long handler counts as
+    /// loaded whether its message was an ask or a tell, and whether its asker still waits.
     LeastLoaded,
     /// The member chosen by the message's key (hash modulo size); messages without a key go
     /// round-robin.
@@ -102,19 +103,24 @@ pub struct MemberLoad {
     pub id: ActorId,
     /// Messages queued in its mailbox.
     pub queued: usize,
-    /// Messages sent through the pool and not yet done with: asks until answered, tells
-    /// until queued.
+    /// Messages sent through the pool and not yet done with: asks until answered or given
+    /// up by their asker (a process member's, until its process answers), tells until
+    /// queued (under least-loaded or custom routing; not counted otherwise).
     pub in_flight: usize,
+    /// The member is at work: it took a message and has not waited for mail since (a
+    /// handler runs or waits, or it runs through a batch).
+    pub working: bool,
 }
 
 impl MemberLoad {
-    /// The load least-loaded routing compares: the larger of the two counts, as each
-    /// counts what the other may not have seen yet (an ask queued at a member is in both;
-    /// a tell only in `queued`; an ask routed but not queued yet, or handed on to a process
-    /// and not answered, only in `in_flight`).
+    /// The load least-loaded routing compares: the queue and the message at work, or
+    /// `in_flight`, whichever is larger, as each counts what the other may not have seen
+    /// yet (an ask queued or at work at a member is in both; a tell only in the first; an
+    /// ask routed but not queued yet, or handed on to a process and not answered, only in
+    /// `in_flight`).
     #[must_use]
     pub fn load(&self) -> usize {
-        self.queued.max(self.in_flight)
+        (self.queued + usize::from(self.working)).max(self.in_flight)
     }
 }
 

@@ -273,6 +273,7 @@ unsafe fn poll_run<A: Actor>(
         }
         let env = match cell.mailbox.poll_next(batch, cx) {
             Poll::Pending => {
+                cell.mailbox.set_working(false);
                 // Idle: what a large handler grew goes back. SAFETY: no handler waits.
                 unsafe { &mut (*run).slot }.shrink_idle();
                 return Poll::Pending;
@@ -281,6 +282,7 @@ unsafe fn poll_run<A: Actor>(
             Poll::Ready(Next::Hibernate) => {
                 // SAFETY: no handler waits.
                 let slot = unsafe { &mut (*run).slot };
+                cell.mailbox.set_working(false);
                 if busy {
                     slot.shrink_idle();
                     return Poll::Pending;
@@ -294,6 +296,11 @@ unsafe fn poll_run<A: Actor>(
             }
             Poll::Ready(Next::Control(control)) => return Poll::Ready(Step::Control(control)),
         };
+        // At work from its first message of a poll to its next wait for mail (one store a
+        // wake-up, none a message).
+        if !busy {
+            cell.mailbox.set_working(true);
+        }
         busy = true;
         // The capacity counts queued messages: this one leaves the queue now (its place
         // given back with the batch's, see `Ledger`) — or, at an actor that hands its asks
