@@ -576,3 +576,46 @@ async fn a_pool_is_reached_by_its_urn() {
         Some("workers")
     );
 }
+
+#[actor]
+struct Refuses;
+
+#[actor]
+impl Refuses {
+    #[on_start]
+    fn start(&mut self) -> Result<(), String> {
+        Err("no room here".to_owned())
+    }
+}
+
+/// A member that cannot start fails the pool's spawn with the member's own error, said once.
+#[tokio::test]
+async fn a_member_that_cannot_start_fails_the_spawn_with_its_own_error() {
+    let system = ActorSystem::new("t");
+    let error = system
+        .pool(|| Refuses)
+        .size(2)
+        .spawn()
+        .await
+        .expect_err("no member starts");
+    assert!(matches!(error, SpawnError::StartFailed(_)), "{error:?}");
+    assert_eq!(error.to_string(), "on_start failed: no room here");
+}
+
+/// A pool of size 0 fails asks and tells with `ActorStopped` (nothing waits for a member that
+/// may never come), stays alive, and routes again once resized.
+#[tokio::test]
+async fn a_pool_of_no_member_fails_sends_until_resized() {
+    let (_system, pool) = pool_of(0, Routing::RoundRobin).await;
+    assert!(matches!(
+        promptly(pool.ask(Who)).await,
+        Err(AskError::ActorStopped)
+    ));
+    assert!(matches!(
+        promptly(pool.tell(Work(1))).await,
+        Err(SendError::ActorStopped(Work(1)))
+    ));
+    assert!(pool.is_alive());
+    promptly(pool.resize(2)).await.unwrap();
+    promptly(pool.ask(Who)).await.unwrap();
+}

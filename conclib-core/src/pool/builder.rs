@@ -67,7 +67,9 @@ impl ActorSystem {
 }
 
 impl<A: Actor> PoolBuilder<A> {
-    /// The number of members (default: the machine's cores).
+    /// The number of members (default: the machine's cores). A pool of size 0 has no member
+    /// to route to: its asks and tells fail with `ActorStopped` until a
+    /// [`resize`](crate::Pool::resize) gives it some.
     pub fn size(mut self, size: usize) -> Self {
         self.size = size;
         self
@@ -153,7 +155,15 @@ impl<A: Actor> PoolBuilder<A> {
         if let Some(urn) = self.urn.or_else(|| A::URN.map(str::to_owned)) {
             builder = builder.urn(urn);
         }
-        let actor = builder.spawn().await?;
+        // A member that failed to start failed the pool's own start: its error, not one
+        // wrapped in another "on_start failed".
+        let actor = builder.spawn().await.map_err(|e| match e {
+            SpawnError::StartFailed(e) => match e.downcast::<SpawnError>() {
+                Ok(member) => *member,
+                Err(e) => SpawnError::StartFailed(e),
+            },
+            other => other,
+        })?;
         Ok(Pool { actor, shared })
     }
 }

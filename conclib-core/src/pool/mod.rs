@@ -229,6 +229,10 @@ impl<A: Actor> fmt::Debug for Pool<A> {
 impl<A: Actor> Pool<A> {
     /// Asks one member, chosen by the pool's routing. Finish with `.await`; set
     /// `.timeout(..)`, `.priority(..)` or `.key(..)` first if needed.
+    ///
+    /// Resolves to the member's answer, or [`AskError::MailboxFull`] (with
+    /// [`WhenFull::Reject`] or [`WhenFull::DropOldest`]), [`AskError::Timeout`], or
+    /// [`AskError::ActorStopped`]: the pool has stopped, or has no member (size 0).
     pub fn ask<M: Message>(&self, msg: M) -> AskRequest<&Pool<A>, M>
     where
         A: Handler<M>,
@@ -240,7 +244,8 @@ impl<A: Actor> Pool<A> {
     /// `.key(..)` if needed). It waits for room unless the pool rejects when full.
     ///
     /// Resolves to [`SendError::MailboxFull`] (with [`WhenFull::Reject`]) or
-    /// [`SendError::ActorStopped`] (the pool has stopped), with the message.
+    /// [`SendError::ActorStopped`] (the pool has stopped, or has no member: size 0), with
+    /// the message.
     pub fn tell<M: Message>(&self, msg: M) -> TellRequest<&Pool<A>, M>
     where
         A: Handler<M>,
