@@ -88,7 +88,8 @@ pub struct ApiDaemon {
 ///
 /// The health-check URL is polled with HTTP `GET` every
 /// [`poll_interval`](ApiConfig::poll_interval), bypassing any proxy, until
-/// it answers exactly `200`. Polling stops at once if the child exits.
+/// it answers exactly `200` (a redirect is not followed: it counts as its
+/// status). Polling stops at once if the child exits.
 ///
 /// Must be called within a Tokio runtime with I/O and time enabled.
 ///
@@ -101,7 +102,8 @@ pub struct ApiDaemon {
 /// - [`ApiError::HealthTimeout`] if it does not answer 200 within
 ///   [`startup_timeout`](ApiConfig::startup_timeout) (with the URL, the last
 ///   status or request error, and the last output lines);
-/// - [`ApiError::InvalidConfig`] for an unusable URL or name.
+/// - [`ApiError::InvalidConfig`] for an unusable URL (not `http://`) or an
+///   empty program.
 ///
 /// On every error, the child's process group has been killed. If the
 /// returned future is dropped before it finishes, the group is killed too.
@@ -119,16 +121,20 @@ pub async fn start_api(config: ApiConfig) -> Result<ApiDaemon, ApiError> {
             config.healthcheck_url
         ))
     })?;
-    if !matches!(url.scheme(), "http" | "https") {
+    // The client is built without TLS: an https:// URL would fail every request until the
+    // startup timeout, so it is refused here.
+    if url.scheme() != "http" {
         return Err(invalid(format!(
-            "health-check URL `{url}` must use http:// or https://"
+            "health-check URL `{url}` must use http:// (the health check speaks plain HTTP/1.1)"
         )));
     }
     if config.command.is_empty() {
         return Err(invalid("the program to run is empty".to_owned()));
     }
+    // A redirect is not a 200: the health URL itself must answer it.
     let client = reqwest::Client::builder()
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| invalid(format!("cannot build the HTTP client: {}", error_chain(&e))))?;
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| ApiError::Spawn {
@@ -390,7 +396,8 @@ impl ApiDaemon {
         Ok(status)
     }
 
-    /// The last lines the server printed, oldest first (both streams).
+    /// The last lines the server printed, oldest first (both streams, in the order read:
+    /// see [`OutputLog`]).
     ///
     /// Lines are read in the background, so a line printed a moment ago may
     /// not be here yet; after [`shutdown`](ApiDaemon::shutdown) an
@@ -547,6 +554,8 @@ async fn poll_until_ok(
         match client.get(url.clone()).timeout(timeout).send().await {
             Ok(response) if response.status() == StatusCode::OK => return,
             Ok(response) => *last = HealthAttempt::Status(response.status().as_u16()),
+            // Connected (or not) but no answer in time: the server is up and silent.
+            Err(error) if error.is_timeout() => *last = HealthAttempt::NoResponse,
             Err(error) => *last = HealthAttempt::Error(error_chain(&error)),
         }
         tracing::trace!(url = %url, last = %last, "health check not passing yet");

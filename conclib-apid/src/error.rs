@@ -14,11 +14,13 @@ const LINES_IN_MESSAGE: usize = 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HealthAttempt {
-    /// No request finished before the deadline.
+    /// The request got no answer within its timeout (the request timeout, or
+    /// what was left of the startup timeout): the server took no connection in
+    /// time or answered nothing. Also what is reported if no request was made.
     NoResponse,
     /// The server answered with this HTTP status (not 200).
     Status(u16),
-    /// The request failed: connection refused, timed out, bad response...
+    /// The request failed: connection refused, bad response...
     /// The text is the error with all its causes.
     Error(String),
 }
@@ -26,7 +28,7 @@ pub enum HealthAttempt {
 impl fmt::Display for HealthAttempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HealthAttempt::NoResponse => f.write_str("no request finished"),
+            HealthAttempt::NoResponse => f.write_str("no answer in time"),
             HealthAttempt::Status(code) => write!(f, "HTTP status {code}"),
             HealthAttempt::Error(e) => write!(f, "request failed: {e}"),
         }
@@ -37,7 +39,8 @@ impl fmt::Display for HealthAttempt {
 /// [`ApiDaemon`](crate::ApiDaemon) failed.
 ///
 /// Errors about a child that ran carry its last output lines (both streams,
-/// oldest first); their message shows the last few of them.
+/// oldest first in the order read, see [`OutputLog`](crate::OutputLog));
+/// their message shows the last few of them.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApiError {

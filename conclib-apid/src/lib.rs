@@ -43,7 +43,10 @@
 //!   the group with `SIGKILL` synchronously. On Linux the server also gets
 //!   `SIGKILL` if this process dies (`PR_SET_PDEATHSIG`); children are
 //!   forked from one long-lived internal thread so that the signal does not
-//!   fire when a short-lived runtime thread exits.
+//!   fire when a short-lived runtime thread exits. That signal reaches the
+//!   server alone, not the workers it forked: if this process is killed
+//!   (`SIGKILL`, so nothing of it runs to signal the group), workers that do
+//!   not watch their own parent outlive it.
 //! - **Signals as by default**: the server starts with the default
 //!   dispositions of `SIGINT`, `SIGQUIT`, `SIGHUP` and `SIGTERM`, even when
 //!   this process ignores them (started in the background by a shell, or

@@ -50,6 +50,11 @@ impl fmt::Display for OutputLine {
 /// readable after the [`ApiDaemon`](crate::ApiDaemon) is gone — after
 /// [`ApiDaemon::shutdown`](crate::ApiDaemon::shutdown) it holds everything
 /// the process group printed last.
+///
+/// Lines are kept in the order they were read: each stream's in the order
+/// printed, the two streams interleaved as their pipes were read, which may
+/// differ from the order printed when the server writes to both at once (a
+/// pipe each, read by a task each; nothing tells which write came first).
 #[derive(Debug, Clone)]
 pub struct OutputLog {
     inner: Arc<Mutex<Ring>>,
@@ -87,7 +92,7 @@ impl OutputLog {
         ring.lines.push_back(line);
     }
 
-    /// A copy of the kept lines, oldest first.
+    /// A copy of the kept lines, oldest first (in the order read: see [`OutputLog`]).
     pub fn lines(&self) -> Vec<OutputLine> {
         self.lock().lines.iter().cloned().collect()
     }

@@ -38,6 +38,9 @@ fn main() {
         wait_returns_the_exit_status,
         signals_this_process_ignores_still_stop_the_server,
         invalid_url_is_a_config_error,
+        an_https_url_is_a_config_error_at_once,
+        a_redirect_is_not_healthy,
+        a_server_that_never_answers_is_no_response,
         server_outlives_the_thread_that_started_it,
         server_dies_with_its_parent_process,
     ]);
@@ -395,6 +398,51 @@ async fn invalid_url_is_a_config_error() {
     let config = ApiConfig::new("bad-url", server_exe(), "not a url");
     let error = start_api(config).await.unwrap_err();
     assert!(matches!(error, ApiError::InvalidConfig { .. }), "{error:?}");
+}
+
+async fn an_https_url_is_a_config_error_at_once() {
+    // The health check speaks plain HTTP: refused before anything starts, not after the
+    // whole startup timeout of failed requests.
+    let (mut config, port) = server("tls", &[]);
+    config.healthcheck_url = format!("https://127.0.0.1:{port}/healthz");
+    let error = start_api(config.startup_timeout(Duration::from_secs(600)))
+        .await
+        .unwrap_err();
+    let ApiError::InvalidConfig { reason, .. } = &error else {
+        panic!("expected InvalidConfig, got {error:?}");
+    };
+    assert!(reason.contains("http://"), "{reason}");
+}
+
+async fn a_redirect_is_not_healthy() {
+    // The health URL answers 302 to a page that answers 200: only the URL's own answer
+    // counts, so the start times out with the 302.
+    let (config, _) = server("moved", &["--mode", "redirect"]);
+    let error = start_api(config.startup_timeout(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    let ApiError::HealthTimeout { last, pid, .. } = &error else {
+        panic!("expected HealthTimeout, got {error:?}");
+    };
+    assert_eq!(last, &HealthAttempt::Status(302));
+    assert!(
+        !error.output().iter().any(|l| l.line.contains("GET / ->")),
+        "the redirect was followed: {error}"
+    );
+    assert!(gone_within_5s(*pid));
+}
+
+async fn a_server_that_never_answers_is_no_response() {
+    let (config, _) = server("mute", &["--mode", "mute"]);
+    let error = start_api(config.startup_timeout(Duration::from_millis(500)))
+        .await
+        .unwrap_err();
+    let ApiError::HealthTimeout { last, pid, .. } = &error else {
+        panic!("expected HealthTimeout, got {error:?}");
+    };
+    assert_eq!(last, &HealthAttempt::NoResponse);
+    assert!(error.to_string().contains("no answer in time"), "{error}");
+    assert!(gone_within_5s(*pid));
 }
 
 async fn server_outlives_the_thread_that_started_it() {

@@ -2,7 +2,7 @@
 //! started again with `CONCLIB_APID_TESTSERVER` set (see `main` in `apid.rs`).
 //!
 //! ```text
-//! <test binary> --port N [--mode healthy|fail|exit|no-listen]
+//! <test binary> --port N [--mode healthy|fail|exit|no-listen|redirect|mute]
 //!     [--delay-ms N] [--ignore-term] [--workers N] [--say TEXT]...
 //! ```
 //!
@@ -10,7 +10,9 @@
 //!   waited before listening);
 //! - `fail`: `GET /healthz` answers 500;
 //! - `exit`: prints a line to stderr and exits with code 3;
-//! - `no-listen`: never listens, sleeps forever.
+//! - `no-listen`: never listens, sleeps forever;
+//! - `redirect`: `GET /healthz` answers 302 to `/` (which answers 200);
+//! - `mute`: listens and takes connections, never answers.
 //!
 //! `GET /` answers a greeting, `GET /pid` the server's pid, `GET /workers`
 //! the worker pids, space-separated. `--workers N` forks N copies of this
@@ -29,6 +31,8 @@ enum Mode {
     Fail,
     Exit,
     NoListen,
+    Redirect,
+    Mute,
 }
 
 struct Options {
@@ -65,6 +69,8 @@ fn parse() -> Options {
                     "fail" => Mode::Fail,
                     "exit" => Mode::Exit,
                     "no-listen" => Mode::NoListen,
+                    "redirect" => Mode::Redirect,
+                    "mute" => Mode::Mute,
                     other => usage(&format!("unknown mode {other}")),
                 }
             }
@@ -141,8 +147,13 @@ pub fn run() -> ! {
         .map(|w| w.id().to_string())
         .collect::<Vec<_>>()
         .join(" ");
+    let mut held = Vec::new();
     loop {
         if let Ok((stream, _)) = listener.accept() {
+            if options.mode == Mode::Mute {
+                held.push(stream);
+                continue;
+            }
             let _ = serve(stream, &options.mode, &workers);
         }
     }
@@ -167,6 +178,7 @@ fn serve(mut stream: TcpStream, mode: &Mode, workers: &str) -> std::io::Result<(
         ("GET", "/healthz") if *mode == Mode::Fail => {
             ("500 Internal Server Error", "unhealthy".to_owned())
         }
+        ("GET", "/healthz") if *mode == Mode::Redirect => ("302 Found", String::new()),
         ("GET", "/healthz") => ("200 OK", "ok".to_owned()),
         ("GET", "/") => ("200 OK", "hello from the testserver".to_owned()),
         ("GET", "/pid") => ("200 OK", std::process::id().to_string()),
@@ -178,7 +190,7 @@ fn serve(mut stream: TcpStream, mode: &Mode, workers: &str) -> std::io::Result<(
     println!("request: {method} {path} -> {status}");
     write!(
         stream,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nLocation: /\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     stream.flush()?;
