@@ -115,6 +115,11 @@ impl<A: Actor> PoolBuilder<A> {
 
     /// Turns on the dead-man's switch: every `after`, each member must answer a
     /// high-priority heartbeat within `after`, or it is killed and replaced.
+    ///
+    /// A member answers the heartbeat between two messages, as it handles any message:
+    /// one whose handler takes longer than `after` (waiting on I/O as much as computing)
+    /// misses it and is killed, its ask failing `ActorStopped`. Set `after` above the
+    /// longest a handler may take.
     pub fn unresponsive_after(mut self, after: Duration) -> Self {
         self.unresponsive_after = Some(after);
         self
