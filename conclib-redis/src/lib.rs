@@ -90,6 +90,10 @@
 //! - **Takeover.** A proxy started for a system whose previous proxy crashed serves at once
 //!   when the crash is provable (the previous one ran on this host, by host name, and its
 //!   pid is gone), else after that one's lease ([`lease_ttl`](ProxyConfig::lease_ttl), 15 s).
+//!   A previous proxy that was only paused past its lease stops reading once it runs again
+//!   and sees the new one's lease; what it read in between goes back into the system's
+//!   stream, asks with their reply address, for the new one to handle (a request it had
+//!   handed to its actor before the pause may then be handled by both: at least once).
 //! - **Nothing grows without bound.** Replies live in per-client lists that expire; handled
 //!   requests are trimmed from their stream; a request stream whose proxy is gone for good
 //!   expires; ownership keys are leases; a dropped [`ProxyClient`] closes its connections at

@@ -29,6 +29,7 @@ fn main() {
         accepted_tells_survive_a_sigkill_of_the_serving_process,
         a_tell_in_the_wrong_stream_is_forwarded_to_the_urns_holder,
         a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over,
+        a_paused_process_replaced_by_its_own_system_hands_on_what_it_reads,
         a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run,
         an_entry_id_from_the_future_does_not_poison_the_stream,
         a_restarted_proxy_takes_over_at_once_when_its_predecessor_provably_died,
@@ -250,6 +251,97 @@ async fn a_tell_in_the_wrong_stream_is_forwarded_to_the_urns_holder() {
     assert_eq!(loser.to_dyn().ask(Get).await, Ok(0));
     p2.shutdown().await.unwrap();
     p1.shutdown().await.unwrap();
+}
+
+/// A serving process frozen past its lease, and replaced meanwhile by a new process of the
+/// same system id (a restart by a supervisor that took it for dead): once it runs again, what
+/// it reads before it sees it was replaced goes on to the new process. No tell accepted is
+/// lost (neither left pending where nobody reads) and no ask fails (the URN still names the
+/// system, so an ask answered "not the owner" would end `UnknownUrn`).
+async fn a_paused_process_replaced_by_its_own_system_hands_on_what_it_reads() {
+    let lease = Duration::from_millis(1_500);
+    let mut config = config("same-system");
+    config.lease_ttl = lease;
+    config.ask_timeout = Duration::from_secs(20);
+    let old_notes = temp_file("same-old");
+    let new_notes = temp_file("same-new");
+    let ms = lease.as_millis() as u64;
+    let old = Peer::serve(&config, "alpha", &["counter"], &old_notes, ms).await;
+    let client = ProxyClient::connect(&config).await.unwrap();
+    client.ask("counter", Note(0)).await.unwrap();
+    old.freeze().await;
+    // Starts once the frozen one's lease lapsed.
+    let new = Peer::serve(&config, "alpha", &["counter"], &new_notes, ms).await;
+    // Four senders at full speed, a tell and an ask in turn, while the old process runs
+    // again: it reads some of them before its next renewal tells it it was replaced.
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, next, stop) = (client.clone(), next.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let sent = if n % 2 == 0 {
+                        client
+                            .tell("counter", Note(n))
+                            .await
+                            .map_err(|e| e.to_string())
+                    } else {
+                        client
+                            .ask("counter", Note(n))
+                            .await
+                            .map_err(|e| e.to_string())
+                    };
+                    if let Err(e) = sent {
+                        failed.push((n, e));
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let sent = |n: u64| {
+        let next = next.clone();
+        move || {
+            let next = next.clone();
+            async move { next.load(std::sync::atomic::Ordering::Relaxed) > n }
+        }
+    };
+    eventually(Duration::from_secs(20), "some sent", sent(200)).await;
+    old.signal(libc::SIGCONT);
+    // Past a lease and a half of sending after it woke (it renews every third of a lease).
+    let woke = next.load(std::sync::atomic::Ordering::Relaxed);
+    eventually(Duration::from_secs(30), "more sent", sent(woke + 1_500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut failed = Vec::new();
+    for sender in senders {
+        failed.extend(
+            tokio::time::timeout(Duration::from_secs(30), sender)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert!(failed.is_empty(), "sends failed: {failed:?}");
+    let total = next.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut all: HashSet<u64> = notes(&old_notes).into_keys().collect();
+        all.extend(notes(&new_notes).into_keys());
+        let missing: Vec<u64> = (0..total).filter(|n| !all.contains(n)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never handled: {missing:?} (even numbers are tells)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    old.kill().await;
+    new.stop().await;
 }
 
 /// Item 2: a process frozen past its lease must not serve the URN another system took.

@@ -51,6 +51,8 @@ impl<A: Actor> PoolSupervisor<A> {
             .restart_with(move || make(&factory), self.restart)
             .spawn()
             .await?;
+        // Least-loaded routing reads whether it is at work (`MemberLoad::working`).
+        actor.cell.mailbox.track_work();
         Ok(Member {
             actor,
             in_flight: Arc::default(),

@@ -296,8 +296,8 @@ unsafe fn poll_run<A: Actor>(
             }
             Poll::Ready(Next::Control(control)) => return Poll::Ready(Step::Control(control)),
         };
-        // At work from its first message of a poll to its next wait for mail (one store a
-        // wake-up, none a message).
+        // At work from its first message of a poll to its next wait for mail (a pool's
+        // member: a store a wake-up, none a message; any other actor: a load).
         if !busy {
             cell.mailbox.set_working(true);
         }

@@ -332,6 +332,23 @@ impl Shared {
         if !self.lease_fresh() {
             self.recheck_lease().await;
             let owner = self.registry().conflicts.get(&req.urn).cloned();
+            // Another process of this very system took its lease meanwhile (this one was
+            // taken for dead and restarted): it serves the URN now and reads the system's
+            // stream, so the request goes back into the stream for it, with its reply
+            // address. Not answered `NotOwner` (the URN still names this system: the client
+            // would end with `UnknownUrn`), nor left pending here (the new process reads
+            // the pending list at its start only). An activation's request stays pending
+            // (a copy with a new entry id would escape its applied record).
+            if owner.is_none() && standing.is_none() && self.replaced.load(Ordering::Acquire) {
+                return Box::pin(self.forward(
+                    origin.origin(entry),
+                    &req,
+                    &self.system_id,
+                    &reply_to,
+                    timeout,
+                ))
+                .await;
+            }
             if owner.is_some() || !self.lease_fresh() {
                 return self
                     .not_ours(origin.origin(entry), &req, owner, &reply_to, timeout)

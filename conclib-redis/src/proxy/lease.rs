@@ -432,6 +432,7 @@ impl Shared {
             Some(Ok(Value::Integer(1))) => {}
             Some(Ok(other)) => {
                 tracing::error!(system = %self.system_id, holder = ?other, "another proxy instance took this system's lease; this one stops reading");
+                self.replaced.store(true, Ordering::Release);
                 self.serving.store(false, Ordering::Release);
                 let _ = self.stop.send_replace(true);
                 return;

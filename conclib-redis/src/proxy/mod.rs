@@ -179,6 +179,9 @@ struct Shared {
     /// Passes a request on to another system's stream ([`FORWARD_SCRIPT`]).
     pass_on: Script,
     serving: AtomicBool,
+    /// Another process of this system took its lease (this one was paused past it, and
+    /// taken for dead): what this one reads before it stops is that one's to handle.
+    replaced: AtomicBool,
     stop: watch::Sender<bool>,
     /// Until when, by this process's monotonic clock, the leases renewed last are surely
     /// still held (their TTL, less a margin for clock drift, from before the renewal).
@@ -268,6 +271,7 @@ impl Shared {
             answer: Script::new(ANSWER_SCRIPT),
             pass_on: Script::new(FORWARD_SCRIPT),
             serving: AtomicBool::new(true),
+            replaced: AtomicBool::new(false),
             stop,
             fresh_until: AtomicU64::new(0),
             clock_base: std::time::Instant::now(),
