@@ -158,7 +158,9 @@
 //! - **Hostile input.** Malformed entries, unknown wire names, undecodable or oversized
 //!   payloads are answered with an error when a reply address can be read, logged, and the
 //!   proxy goes on. A stream whose ids a client pushed into the future is replaced by an
-//!   empty one once drained.
+//!   empty one once drained. A URN key that holds something other than a string (written by
+//!   something other than a proxy) spoils its own URN alone: the proxy refuses that URN,
+//!   logs why, and claims it again once the key is deleted (a server that is not a cluster).
 //! - **Memory.** A proxy holds at most [`batch_size`](ProxyConfig::batch_size) (256) entries
 //!   read at once, each as large as Redis accepts. A Redis from [`start_redis`] refuses a
 //!   value over [`max_payload`](ProxyConfig::max_payload) + 64 KiB and a command over twice

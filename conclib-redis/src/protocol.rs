@@ -153,11 +153,15 @@ return v";
 
 /// `KEYS` = URN keys, `ARGV[1]` = system id, `ARGV[2]` = lease in ms: [`CLAIM_SCRIPT`] for
 /// each key in one call (a server that is not a cluster: the keys may be in any slot);
-/// returns one answer per key.
+/// returns one answer per key. A key that holds something else than a string (written by
+/// something other than a proxy) is answered [`FOREIGN_KEY`], as a URN some other owner
+/// holds, rather than failing the claim of every key with it.
 pub(crate) const CLAIM_MANY_SCRIPT: &str = r"local out = {}
 for i = 1, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if v == false or v == ARGV[1] then
+  local v = redis.pcall('GET', KEYS[i])
+  if type(v) == 'table' then
+    out[i] = '(a key of another type)'
+  elseif v == false or v == ARGV[1] then
     redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
     out[i] = 1
   else
@@ -165,6 +169,9 @@ for i = 1, #KEYS do
   end
 end
 return out";
+
+/// What [`CLAIM_MANY_SCRIPT`] answers for a URN key that is not a string.
+pub(crate) const FOREIGN_KEY: &str = "(a key of another type)";
 
 /// `KEYS[1]` = a key, `ARGV[1]` = expected value: deletes the key if it holds that value.
 pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -462,3 +462,42 @@ async fn a_reply_with_a_status_outside_the_protocol_fails_its_ask() {
     );
     client.shutdown().await;
 }
+
+/// A URN key overwritten with another type than a string (something other than a proxy
+/// wrote it): that URN is refused until the key is deleted, and every other URN of the
+/// system stays claimed and served (their keys were renewed in the same script, which the
+/// bad key failed as a whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_urn_key_of_another_type_spoils_only_its_own_urn() {
+    let lease = Duration::from_millis(900);
+    let mut config = config("foreign-key");
+    config.lease_ttl = lease;
+    config.resolve_cache_ttl = Duration::from_millis(100);
+    let system = system_with("foreign", &["a", "b"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let redis = raw_client(&config).await;
+    let key_a = format!("{}:urn:a", config.namespace);
+    let key_b = format!("{}:urn:b", config.namespace);
+    raw(&redis, vec![v("DEL"), v(&key_a)]).await.unwrap();
+    raw(&redis, vec![v("HSET"), v(&key_a), v("x"), v("y")])
+        .await
+        .unwrap();
+    // Four leases: b's key is renewed all along, and b answers every ask.
+    let until = std::time::Instant::now() + lease * 4;
+    while std::time::Instant::now() < until {
+        assert_eq!(client.ask("b", Get).await, Ok(0));
+        let ttl = raw(&redis, vec![v("PTTL"), v(&key_b)]).await.unwrap();
+        assert!(ttl.as_i64().is_some_and(|ms| ms > 0), "b's key: {ttl:?}");
+        // Paced: this checks what holds over time, not an event.
+        tokio::time::sleep(lease / 10).await;
+    }
+    // Deleted, a's key is claimed again at the next renewal, and a is served.
+    raw(&redis, vec![v("DEL"), v(&key_a)]).await.unwrap();
+    eventually(Duration::from_secs(10), "a served again", || {
+        let client = client.clone();
+        async move { client.ask("a", Get).await == Ok(0) }
+    })
+    .await;
+    proxy.shutdown().await.unwrap();
+}

@@ -360,7 +360,15 @@ impl Shared {
                         taken_away.push(urn.clone());
                     }
                     let known = reg.conflicts.insert(urn.clone(), owner.clone());
-                    if known.as_deref() != Some(owner.as_str()) {
+                    if known.as_deref() == Some(owner.as_str()) {
+                        // Known already: said once.
+                    } else if owner == crate::protocol::FOREIGN_KEY {
+                        tracing::error!(
+                            %urn,
+                            system = %self.system_id,
+                            "URN key holds something other than a string (written by something other than a proxy); this proxy refuses the URN until the key is deleted"
+                        );
+                    } else {
                         tracing::error!(
                             %urn,
                             %owner,
