@@ -68,9 +68,10 @@
 //!   protocol breaches are `AskError::Transport`).
 //! - **Deadlines.** Every request carries one, counted from when Redis took it (its entry
 //!   id; an id a client chose in the future does not count: the proxy's reading time stands
-//!   in). The proxy drops a request whose deadline passed without handling it, and bounds
-//!   the actor's handling by what is left; an ask still in the actor's mailbox at its
-//!   deadline is never started (nobody waits for it).
+//!   in). The proxy drops a request whose deadline passed without handling it, and gives
+//!   the ask to the actor with what is left as its timeout: an ask still in the actor's
+//!   mailbox at its deadline is never started (nobody waits for it); a handler that started
+//!   runs to its end (nothing cancels it), its late answer dropped.
 //! - **Overload.** A request waits at most [`full_mailbox_wait`](ProxyConfig::full_mailbox_wait)
 //!   (100 ms) for room in a full mailbox; then an ask is answered
 //!   `AskError::MailboxFull` at once (a web server answers 503) and a tell is dropped
