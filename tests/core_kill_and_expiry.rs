@@ -575,3 +575,205 @@ async fn an_erased_send_into_a_full_mailbox_gives_the_message_back() {
     }
     gate.notify_one();
 }
+
+/// An actor whose `on_start` spawns a `Stuck` child (and, with `fail`, then fails); it hands
+/// the child's ref out.
+struct ParentOfStuck {
+    log: Log,
+    child: Option<oneshot::Sender<ActorRef<Stuck>>>,
+    fail: bool,
+}
+impl Actor for ParentOfStuck {
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+        let child = ctx
+            .spawn_child(Stuck {
+                log: self.log.clone(),
+            })
+            .await?;
+        let _ = self.child.take().unwrap().send(child);
+        if self.fail {
+            return Err("refused after spawning a child".into());
+        }
+        Ok(())
+    }
+}
+
+/// `kill` stops now for the whole tree below: a child stuck at an `.await` is killed with
+/// its parent, not waited for.
+#[tokio::test]
+async fn killing_a_parent_kills_its_children_stuck_or_not() {
+    let system = ActorSystem::new("t");
+    let log = Log::default();
+    let (tx, rx) = oneshot::channel();
+    let parent = system
+        .spawn(ParentOfStuck {
+            log: log.clone(),
+            child: Some(tx),
+            fail: false,
+        })
+        .await
+        .unwrap();
+    let child = rx.await.unwrap();
+    let (entered, is_in) = oneshot::channel();
+    child.tell(Hang(Some(entered))).await.unwrap();
+    is_in.await.unwrap();
+    parent.kill();
+    assert_eq!(promptly(parent.wait_for_stop()).await, StopReason::Killed);
+    assert_eq!(promptly(child.wait_for_stop()).await, StopReason::Killed);
+    assert_eq!(log_entries(&log), vec!["on_stop killed".to_owned()]);
+}
+
+/// A parent whose `on_start` fails after spawning a child: the child stops with it, and a
+/// shutdown has nothing left to wait for.
+#[tokio::test]
+async fn a_child_spawned_in_a_failed_on_start_does_not_outlive_it() {
+    let system = ActorSystem::new("t");
+    let log = Log::default();
+    let (tx, rx) = oneshot::channel();
+    let failed = system
+        .spawn(ParentOfStuck {
+            log: log.clone(),
+            child: Some(tx),
+            fail: true,
+        })
+        .await;
+    assert!(
+        matches!(failed, Err(SpawnError::StartFailed(_))),
+        "{failed:?}"
+    );
+    let child = rx.await.unwrap();
+    assert!(!child.is_alive());
+    assert_eq!(promptly(child.wait_for_stop()).await, StopReason::Killed);
+    assert!(system.actors().is_empty(), "{:?}", system.actors());
+    promptly(system.shutdown(Duration::from_secs(5)))
+        .await
+        .unwrap();
+}
+
+/// Past its timeout, a shutdown kills as `kill` does: the handler waiting is dropped, a
+/// queued ask fails at once, `on_stop` runs, a watcher in another system is told.
+#[tokio::test]
+async fn a_shutdown_past_its_timeout_kills_as_kill_does() {
+    let system = ActorSystem::new("t");
+    let (stuck, log, _) = stuck_and_watched(&system).await;
+    let elsewhere = ActorSystem::new("elsewhere");
+    let (events, mut watched) = mpsc::unbounded_channel();
+    elsewhere
+        .spawn(Watcher {
+            target: stuck.to_dyn(),
+            events,
+        })
+        .await
+        .unwrap();
+    let (entered, is_in) = oneshot::channel();
+    stuck.tell(Hang(Some(entered))).await.unwrap();
+    is_in.await.unwrap();
+    let queued = tokio::spawn({
+        let stuck = stuck.clone();
+        async move {
+            stuck
+                .ask(Hang(None))
+                .timeout(Duration::from_secs(3600))
+                .await
+        }
+    });
+    while stuck.mailbox_len() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let timed_out = promptly(system.shutdown(Duration::from_millis(100)))
+        .await
+        .unwrap_err();
+    assert!(timed_out.remaining >= 1, "{timed_out}");
+    assert_eq!(promptly(queued).await.unwrap(), Err(AskError::ActorStopped));
+    assert_eq!(promptly(stuck.wait_for_stop()).await, StopReason::Killed);
+    assert_eq!(log_entries(&log), vec!["on_stop killed".to_owned()]);
+    match promptly(watched.recv()).await.unwrap() {
+        SupervisionEvent::Terminated { id, reason, .. } => {
+            assert_eq!((id, reason), (stuck.id(), StopReason::Killed));
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    assert!(system.actors().is_empty());
+}
+
+/// Blocks its thread (no `.await`) until the gate's flag is set: what a kill cannot reach.
+struct Spinning;
+impl Actor for Spinning {}
+struct Spin(
+    Arc<std::sync::atomic::AtomicBool>,
+    Option<oneshot::Sender<()>>,
+);
+impl Message for Spin {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<Spin> for Spinning {
+    async fn handle(&mut self, mut msg: Spin, _: &mut Context<Self>) -> Result<(), Infallible> {
+        if let Some(entered) = msg.1.take() {
+            let _ = entered.send(());
+        }
+        while !msg.0.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+}
+
+/// An actor a kill cannot reach (a handler that never awaits) is aborted a moment after the
+/// shutdown's timeout: its queued ask fails, its watcher is told, the system is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_aborts_what_a_kill_cannot_reach_and_fails_its_queued_asks() {
+    let system = ActorSystem::new("t");
+    let spinning = system.spawn(Spinning).await.unwrap();
+    let elsewhere = ActorSystem::new("elsewhere");
+    let (events, mut watched) = mpsc::unbounded_channel();
+    elsewhere
+        .spawn(Watcher {
+            target: spinning.to_dyn(),
+            events,
+        })
+        .await
+        .unwrap();
+    let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Frees the spinning thread however the test ends (a failed assertion too): the
+    // runtime's end waits for it.
+    struct Release(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+    let _release = Release(release.clone());
+    let (entered, is_in) = oneshot::channel();
+    spinning
+        .tell(Spin(release.clone(), Some(entered)))
+        .await
+        .unwrap();
+    is_in.await.unwrap();
+    let queued = tokio::spawn({
+        let spinning = spinning.clone();
+        let release = release.clone();
+        async move {
+            spinning
+                .ask(Spin(release, None))
+                .timeout(Duration::from_secs(3600))
+                .await
+        }
+    });
+    while spinning.mailbox_len() < 1 {
+        tokio::task::yield_now().await;
+    }
+    let timed_out = promptly(system.shutdown(Duration::from_millis(100)))
+        .await
+        .unwrap_err();
+    assert_eq!(timed_out.remaining, 1);
+    assert_eq!(promptly(queued).await.unwrap(), Err(AskError::ActorStopped));
+    match promptly(watched.recv()).await.unwrap() {
+        SupervisionEvent::Terminated { id, reason, .. } => {
+            assert_eq!((id, reason), (spinning.id(), StopReason::Killed));
+        }
+        other => panic!("unexpected event {other:?}"),
+    }
+    assert!(system.actors().is_empty());
+    assert_eq!(promptly(spinning.wait_for_stop()).await, StopReason::Killed);
+}

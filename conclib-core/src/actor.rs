@@ -65,7 +65,8 @@ pub trait Actor: Sized + Send + 'static {
     /// [`ExposedMessage`]). Empty by default: nothing is exposed unless listed.
     const REMOTE: &'static [ExposedMessage] = &[];
 
-    /// Runs before the first message. An error stops the actor and is returned by `spawn`.
+    /// Runs before the first message. An error (or a panic) stops the actor and is returned
+    /// by `spawn`; children it spawned here are killed with it.
     fn on_start(
         &mut self,
         ctx: &mut Context<Self>,

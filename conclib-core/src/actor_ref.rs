@@ -168,8 +168,8 @@ impl<A: Actor> ActorRef<A> {
 
     /// Stops now: the running handler is dropped at its next `.await` (its ask fails with
     /// [`AskError::ActorStopped`]), queued messages are dropped and their asks fail with
-    /// [`AskError::ActorStopped`], then children stop and [`Actor::on_stop`] runs with
-    /// [`StopReason::Killed`]; the parent and watchers are told.
+    /// [`AskError::ActorStopped`], then its children are killed (and theirs) and
+    /// [`Actor::on_stop`] runs with [`StopReason::Killed`]; the parent and watchers are told.
     ///
     /// A handler that never reaches an `.await` (a CPU loop) cannot be interrupted inside the
     /// process: the kill takes effect when it returns. Run such work in a process actor,

@@ -458,6 +458,9 @@ pub trait ErasedCell: Send + Sync + 'static {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::AskError>> + Send>>;
     /// Graceful stop: refuse new user messages, handle the queued ones, stop.
     fn close(&self);
+    /// Refuses every message from now on and drops what is queued (its asks fail
+    /// `ActorStopped`): for an actor whose task was aborted, which never runs its end.
+    fn seal(&self);
     fn is_closed(&self) -> bool;
     fn accepts(&self, message: TypeId) -> bool;
     fn remote(&self) -> &'static [ExposedMessage];
@@ -546,6 +549,9 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     }
     fn close(&self) {
         self.mailbox.close();
+    }
+    fn seal(&self) {
+        drop(self.mailbox.seal(&mut std::collections::VecDeque::new()));
     }
     fn is_closed(&self) -> bool {
         self.mailbox.is_closed()

@@ -240,6 +240,9 @@ impl<A: Actor> SpawnBuilder<A> {
         if let Some(failure) = failure {
             ctx.cancel_tasks();
             drop(cell.mailbox.seal(&mut Default::default()));
+            // Children it spawned before it failed go with it (they would outlive it, with
+            // a parent that never ran, and no shutdown would stop them).
+            crate::runner::lifecycle::stop_children(&ctx, true).await;
             system.unregister(&*cell);
             cell.core
                 .mark_stopped(StopReason::Failed(failure.to_string()));

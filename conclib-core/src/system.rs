@@ -141,9 +141,13 @@ pub struct ActorInfo {
     pub asks_skipped: u64,
 }
 
+/// How long [`ActorSystem::shutdown`] gives the actors it kills past its timeout to run
+/// their end (`on_stop`) before it aborts their tasks.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
 /// [`ActorSystem::shutdown`] did not finish in time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{remaining} actors were still running after the shutdown timeout; they were killed")]
+#[error("actors still running after the shutdown timeout were killed: {remaining}")]
 pub struct ShutdownTimedOut {
     /// How many actors had not stopped.
     pub remaining: usize,
@@ -373,7 +377,11 @@ impl ActorSystem {
 
     /// Stops every actor gracefully: top-level actors stop their children first, and every
     /// actor handles what is already in its mailbox. New spawns are refused. Actors still
-    /// running after `timeout` are killed.
+    /// running after `timeout` are killed, as [`ActorRef::kill`](crate::ActorRef::kill)
+    /// kills (queued asks fail, `on_stop` runs with [`StopReason::Killed`], watchers are
+    /// told); one that a kill does not stop within a second more (a handler that never
+    /// reaches an `.await`, an `on_stop` that does not return) has its task aborted, its
+    /// queued asks failed and its watchers told, without its `on_stop`.
     ///
     /// # Errors
     /// [`ShutdownTimedOut`] if some actors had to be killed.
@@ -396,16 +404,31 @@ impl ActorSystem {
         }
         let left: Vec<Arc<dyn ErasedCell>> = self.lock_actors().iter().cloned().collect();
         let remaining = left.len();
+        // Killed as `ActorRef::kill` kills: a handler waiting at an `.await` is dropped,
+        // queued asks fail, `on_stop` runs with `Killed`, parents and watchers are told.
         for cell in &left {
             cell.push_control(crate::mailbox::Control::Kill);
-            cell.core().abort();
         }
-        // Aborted tasks never run their end; clean their registrations up here.
+        if tokio::time::timeout(KILL_GRACE, self.wait_empty())
+            .await
+            .is_ok()
+        {
+            return Err(ShutdownTimedOut { remaining });
+        }
+        // What a kill does not reach in time (a handler that never reaches an `.await`, an
+        // `on_stop` that does not return): its task is aborted. Aborted tasks never run their
+        // end; it is done here: queued asks fail, registrations go, watchers are told.
+        let left: Vec<Arc<dyn ErasedCell>> = self.lock_actors().iter().cloned().collect();
+        for cell in &left {
+            cell.core().abort();
+            cell.seal();
+        }
         for cell in &left {
             self.release_urn(cell.core());
             self.drop_side_entries(cell.core());
             crate::cell::leave_parent(cell.core());
             cell.core().mark_stopped(StopReason::Killed);
+            crate::cell::notify_stopped(cell.core(), &StopReason::Killed);
             cell.capacity().mark.set();
             self.forget(&**cell);
         }

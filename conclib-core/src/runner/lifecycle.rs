@@ -163,7 +163,7 @@ async fn restart<A: Actor>(
 ) -> Result<(), StopReason> {
     let factory = options.factory().expect("restart needs a factory");
     ctx.cancel_tasks();
-    stop_children(ctx).await;
+    stop_children(ctx, false).await;
     let fresh = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(factory)) {
         Ok(fresh) => fresh,
         Err(_) => {
@@ -201,11 +201,17 @@ async fn restart<A: Actor>(
     Ok(())
 }
 
-/// Gracefully stops every child and waits until they have all stopped.
-async fn stop_children<A: Actor>(ctx: &Context<A>) {
+/// Stops every child and waits until they have all stopped: gracefully (each handles what
+/// it has queued), or killed (an actor killed kills its children: "stops now" holds for the
+/// whole tree below it, which a child busy at an `.await` would otherwise hold up).
+pub(crate) async fn stop_children<A: Actor>(ctx: &Context<A>, kill: bool) {
     let children: Vec<Arc<dyn ErasedCell>> = ctx.myself().cell.core.lock_children().clone();
     for child in &children {
-        child.close();
+        if kill {
+            child.push_control(Control::Kill);
+        } else {
+            child.close();
+        }
     }
     for child in &children {
         child.core().wait_for_stop().await;
@@ -228,7 +234,7 @@ pub(super) async fn finish<A: Actor>(
     if dropped > 0 {
         cell.mailbox.capacity.taken_by_actor(dropped);
     }
-    stop_children(&ctx).await;
+    stop_children(&ctx, reason == StopReason::Killed).await;
     let failure = match CatchUnwind(actor.on_stop(&mut ctx, &reason)).await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),

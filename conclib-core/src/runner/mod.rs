@@ -6,7 +6,7 @@
 //! messages, panics, restarts, the stop).
 
 mod ledger;
-mod lifecycle;
+pub(crate) mod lifecycle;
 
 use ledger::Ledger;
 pub(crate) use lifecycle::{Factory, RunOptions};
