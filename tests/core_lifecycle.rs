@@ -374,6 +374,68 @@ async fn timers_deliver_and_die_with_the_actor() {
     );
 }
 
+/// Ticks of an interval whose first tick's handler takes 15 periods, with the time each
+/// was handled.
+struct SlowTicks(Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>);
+impl Message for SlowTicks {
+    type Response = ();
+    type Error = Infallible;
+}
+struct SlowTick(Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>);
+impl Message for SlowTick {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<SlowTicks> for Ticker {
+    async fn handle(
+        &mut self,
+        SlowTicks(log): SlowTicks,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), Infallible> {
+        ctx.interval(Duration::from_millis(20), move || SlowTick(log.clone()));
+        Ok(())
+    }
+}
+impl Handler<SlowTick> for Ticker {
+    async fn handle(
+        &mut self,
+        SlowTick(log): SlowTick,
+        _: &mut Context<Self>,
+    ) -> Result<(), Infallible> {
+        let first = {
+            let mut log = log.lock().unwrap();
+            log.push(tokio::time::Instant::now());
+            log.len() == 1
+        };
+        if first {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        Ok(())
+    }
+}
+
+/// A tick missed while the actor was busy is skipped: after a handler that took 15 periods,
+/// the ticks go on one period apart, not 15 handled back to back.
+#[tokio::test(start_paused = true)]
+async fn missed_ticks_are_skipped_not_handled_in_a_bunch() {
+    let system = ActorSystem::new("t");
+    let t = system.spawn(Ticker::default()).await.unwrap();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    t.ask(SlowTicks(log.clone())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // paused clock: advances instantly
+    let times = log.lock().unwrap().clone();
+    assert!(times.len() >= 3, "{times:?}");
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(10),
+            "two ticks {gap:?} apart: {times:?}"
+        );
+    }
+    t.stop();
+    t.wait_for_stop().await;
+}
+
 #[tokio::test]
 async fn notify_is_handled_after_what_is_already_queued() {
     let system = ActorSystem::new("t");

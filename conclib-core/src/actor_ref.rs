@@ -99,7 +99,9 @@ impl<A: Actor> ActorRef<A> {
     /// User messages queued and not yet handled: exact while the actor waits (for mail, or
     /// at a handler's `.await`); while it runs through a batch of messages, up to 64 of
     /// those it took already (a sixteenth of a bounded mailbox's capacity at most) may still
-    /// count (see [`MailboxConfig`](crate::MailboxConfig)).
+    /// count (see [`MailboxConfig`](crate::MailboxConfig)). A message counts from the moment
+    /// its sender reserved its place, a moment before it is queued: a [`stop`](Self::stop)
+    /// in between refuses it (its send fails `ActorStopped`), though it was counted.
     #[must_use]
     pub fn mailbox_len(&self) -> usize {
         self.cell.mailbox.capacity.len()

@@ -10,6 +10,10 @@ use std::time::Duration;
 use futures_core::Stream;
 use tokio::task::AbortHandle;
 
+/// How long an interval's tick waits for its handling before the next may be sent (bounded
+/// only so that the wait is finite; a handler that long is not expected).
+const TICK_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 use crate::actor::Actor;
 use crate::actor_ref::ActorRef;
 use crate::cell::ErasedCell;
@@ -243,9 +247,10 @@ impl<A: Actor> Context<A> {
         TimerHandle(handle)
     }
 
-    /// Sends this actor `make()` every `period`, the first after one period. A tick waits
-    /// while the mailbox is full, and missed ticks are skipped, not bunched. The timer dies
-    /// with the actor.
+    /// Sends this actor `make()` every `period`, the first after one period. A tick is sent
+    /// once the one before it was handled: a tick that finds the mailbox full waits for
+    /// room, and ticks missed meanwhile (a handler that took longer than a period) are
+    /// skipped, not queued and handled in a bunch. The timer dies with the actor.
     pub fn interval<M: Message>(
         &mut self,
         period: Duration,
@@ -260,7 +265,10 @@ impl<A: Actor> Context<A> {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 ticks.tick().await;
-                if myself.tell(make()).await.is_err() {
+                // Waits for its handling (an ask: its answer comes once handled), so that a
+                // busy actor does not find ticks piled up in its mailbox.
+                let handled = myself.ask(make()).timeout(TICK_WAIT).await;
+                if matches!(handled, Err(crate::AskError::ActorStopped)) {
                     return;
                 }
             }

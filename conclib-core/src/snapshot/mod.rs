@@ -230,6 +230,10 @@ impl ActorBrief {
 }
 
 /// One actor in a [`SystemSnapshot`].
+///
+/// Its counts are the actor's own bookkeeping, kept after a message's answer was sent
+/// (batched between messages, and a panic's once its panic policy ran): a snapshot taken
+/// the moment an ask returns may not count that message yet; the next look does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActorSnapshot {
     /// Its id (unique in its system).
