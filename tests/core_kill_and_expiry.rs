@@ -777,3 +777,80 @@ async fn a_shutdown_aborts_what_a_kill_cannot_reach_and_fails_its_queued_asks() 
     assert!(system.actors().is_empty());
     assert_eq!(promptly(spinning.wait_for_stop()).await, StopReason::Killed);
 }
+
+/// Spawns a `Stuck` child in `on_start` (handing it out), and panics on `Explode`.
+struct Restarting {
+    log: Log,
+    children: mpsc::UnboundedSender<ActorRef<Stuck>>,
+}
+impl Actor for Restarting {
+    async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
+        let child = ctx
+            .spawn_child(Stuck {
+                log: self.log.clone(),
+            })
+            .await?;
+        let _ = self.children.send(child);
+        Ok(())
+    }
+}
+struct Explode;
+impl Message for Explode {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<Explode> for Restarting {
+    async fn handle(&mut self, _: Explode, _: &mut Context<Self>) -> Result<(), Infallible> {
+        panic!("exploded");
+    }
+}
+struct Alive;
+impl Message for Alive {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<Alive> for Restarting {
+    async fn handle(&mut self, _: Alive, _: &mut Context<Self>) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+
+/// A restart stops the old state's children gracefully, but not for ever: one stuck at an
+/// `.await` is killed after the grace period, and the fresh state serves again.
+#[tokio::test(start_paused = true)]
+async fn a_restart_kills_a_child_that_does_not_stop_in_time() {
+    let system = ActorSystem::new("t");
+    let log = Log::default();
+    let (tx, mut children) = mpsc::unbounded_channel();
+    let make = {
+        let (log, tx) = (log.clone(), tx.clone());
+        move || Restarting {
+            log: log.clone(),
+            children: tx.clone(),
+        }
+    };
+    let parent = system
+        .build(make())
+        .restart_with(make, RestartLimit::new(3, Duration::from_secs(60)))
+        .spawn()
+        .await
+        .unwrap();
+    let first = children.recv().await.unwrap();
+    let (entered, is_in) = oneshot::channel();
+    first.tell(Hang(Some(entered))).await.unwrap();
+    is_in.await.unwrap();
+    assert!(matches!(
+        parent.ask(Explode).await,
+        Err(AskError::Panicked(_))
+    ));
+    // Served again once the stuck child was killed (the paused clock runs through the
+    // grace period).
+    assert_eq!(
+        parent.ask(Alive).timeout(Duration::from_secs(60)).await,
+        Ok(())
+    );
+    assert_eq!(promptly(first.wait_for_stop()).await, StopReason::Killed);
+    let second = promptly(children.recv()).await.unwrap();
+    assert!(second.is_alive());
+    assert_eq!(log_entries(&log), vec!["on_stop killed".to_owned()]);
+}

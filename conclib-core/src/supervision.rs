@@ -29,6 +29,8 @@ pub enum PanicPolicy {
     Resume,
     /// Replace the state with a fresh one from the actor's factory, keeping its URN, refs and
     /// mailbox. Set with [`SpawnBuilder::restart_with`](crate::SpawnBuilder::restart_with).
+    /// The old state's children and timers stop first: the children gracefully (each
+    /// handles what it has queued), killed if they have not stopped within 5 s.
     Restart(RestartLimit),
 }
 

@@ -152,6 +152,10 @@ fn supervise<A: Actor>(ctx: &mut Context<A>, event: &SupervisionEvent) {
     }
 }
 
+/// How long a restart waits for the old state's children to stop gracefully before it kills
+/// them.
+const RESTART_CHILDREN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Replaces the actor with a fresh one from the factory, keeping the mailbox: children and
 /// timers of the old state stop, then the new state's `on_start` runs.
 async fn restart<A: Actor>(
@@ -163,7 +167,14 @@ async fn restart<A: Actor>(
 ) -> Result<(), StopReason> {
     let factory = options.factory().expect("restart needs a factory");
     ctx.cancel_tasks();
-    stop_children(ctx, false).await;
+    // The old state's children stop gracefully, within a bound: one stuck at an `.await`
+    // would hold the restart (and every message after it) for ever. Then they are killed.
+    if tokio::time::timeout(RESTART_CHILDREN_GRACE, stop_children(ctx, false))
+        .await
+        .is_err()
+    {
+        stop_children(ctx, true).await;
+    }
     let fresh = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(factory)) {
         Ok(fresh) => fresh,
         Err(_) => {
