@@ -58,6 +58,8 @@ pub struct SpawnBuilder<A: Actor> {
     strategy: SupervisionStrategy,
     children_policy: Option<PanicPolicy>,
     parent: Option<Arc<dyn ErasedCell>>,
+    /// Keeps whether the actor is at work (a pool's member: see `Mailbox::work`).
+    track_work: bool,
 }
 
 impl<A: Actor> fmt::Debug for SpawnBuilder<A> {
@@ -86,12 +88,19 @@ impl<A: Actor> SpawnBuilder<A> {
             strategy: SupervisionStrategy::OneForOne,
             children_policy: None,
             parent: None,
+            track_work: false,
         }
     }
 
     /// Names the actor. Checked at spawn: [`SpawnError::InvalidUrn`] or [`SpawnError::UrnTaken`].
     pub fn urn(mut self, urn: impl Into<String>) -> Self {
         self.urn = Some(urn.into());
+        self
+    }
+
+    /// Keeps whether the actor is at work, for least-loaded routing (pool members).
+    pub(crate) fn track_work(mut self) -> Self {
+        self.track_work = true;
         self
     }
 
@@ -184,6 +193,7 @@ impl<A: Actor> SpawnBuilder<A> {
             strategy,
             children_policy,
             parent,
+            track_work,
         } = self;
         if system.is_shutting_down() || parent.as_ref().is_some_and(|p| p.is_closed()) {
             return Err(SpawnError::ShuttingDown);
@@ -209,6 +219,9 @@ impl<A: Actor> SpawnBuilder<A> {
         cell.core
             .restartable()
             .store(factory.is_some(), Ordering::Relaxed);
+        if track_work {
+            cell.mailbox.track_work();
+        }
         cell.core.set_children_policy(children_policy);
         system.register(cell.clone())?;
         let myself = ActorRef { cell: cell.clone() };

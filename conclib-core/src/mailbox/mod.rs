@@ -181,9 +181,8 @@ pub(crate) struct Mailbox<A: Actor> {
     /// starts on mail and when it waits for more; read by a pool's least-loaded routing,
     /// which counts a member at work as loaded (a long handler, a tell, or an ask whose
     /// asker gave up is in neither the queue nor the pool's own count). Kept for a pool's
-    /// members alone ([`WORK_UNTRACKED`] otherwise): other actors pay a load a wake-up,
-    /// not two stores to a line their senders write too (a ring of actors measured 5%
-    /// slower with them).
+    /// members alone ([`WORK_UNTRACKED`] otherwise, which the run loop reads once into its
+    /// ledger): other actors pay a branch on a field of their own task a wake-up.
     work: AtomicU8,
 }
 
@@ -213,15 +212,14 @@ impl<A: Actor> Mailbox<A> {
         }
     }
 
-    /// Keeps track of whether the actor is at work from now on (a pool's member, from its
-    /// spawn, when it is idle).
+    /// Keeps track of whether the actor is at work (a pool's member, from its spawn).
     pub(crate) fn track_work(&self) {
-        let _ = self.work.compare_exchange(
-            WORK_UNTRACKED,
-            WORK_IDLE,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        self.work.store(WORK_IDLE, Ordering::Relaxed);
+    }
+
+    /// Whether [`track_work`](Self::track_work) was called: read once by the run loop.
+    pub(crate) fn tracks_work(&self) -> bool {
+        self.work.load(Ordering::Relaxed) != WORK_UNTRACKED
     }
 
     /// Whether the actor is at work (see the field; `false` where untracked); read from
@@ -230,13 +228,12 @@ impl<A: Actor> Mailbox<A> {
         self.work.load(Ordering::Relaxed) == WORK_BUSY
     }
 
-    /// The run loop: it starts on mail (`true`) or waits for more (`false`).
+    /// The run loop of an actor whose work is tracked: it starts on mail (`true`) or waits
+    /// for more (`false`).
     #[inline]
     pub(crate) fn set_working(&self, working: bool) {
-        if self.work.load(Ordering::Relaxed) != WORK_UNTRACKED {
-            let state = if working { WORK_BUSY } else { WORK_IDLE };
-            self.work.store(state, Ordering::Relaxed);
-        }
+        let state = if working { WORK_BUSY } else { WORK_IDLE };
+        self.work.store(state, Ordering::Relaxed);
     }
 
     /// Whether a kill was asked for (checked at every poll of a running handler).

@@ -47,12 +47,12 @@ impl<A: Actor> PoolSupervisor<A> {
             .build_child(make(&self.factory))
             // The URN an actor type declares belongs to the pool, not to each member.
             .unnamed()
+            // Least-loaded routing reads whether it is at work (`MemberLoad::working`).
+            .track_work()
             .mailbox(self.mailbox)
             .restart_with(move || make(&factory), self.restart)
             .spawn()
             .await?;
-        // Least-loaded routing reads whether it is at work (`MemberLoad::working`).
-        actor.cell.mailbox.track_work();
         Ok(Member {
             actor,
             in_flight: Arc::default(),

@@ -21,10 +21,12 @@ pub(super) struct Ledger {
     /// Created on the first message measured (boxed: most actors never need it).
     pub(super) metrics: Option<Box<ActorMetrics>>,
     /// Places of messages taken for handling, not given back yet.
-    owed: u32,
+    owed: u16,
     /// How many it may owe while it runs: read once, not at every message, from the line of
     /// the capacity's count, which the senders write.
-    most: u32,
+    most: u16,
+    /// The actor's work is tracked (a pool's member, `Mailbox::work`): read once, as `most`.
+    pub(super) tracks_work: bool,
 }
 
 /// The most places the run loop owes while it runs through a batch.
@@ -32,11 +34,12 @@ const GIVE_BACK_MAX: usize = 64;
 
 impl Ledger {
     #[inline]
-    pub(super) fn new(capacity: &crate::mailbox::Capacity) -> Self {
+    pub(super) fn new<A: Actor>(mailbox: &crate::mailbox::Mailbox<A>) -> Self {
         Ledger {
             metrics: None,
             owed: 0,
-            most: (capacity.limit() / 16).clamp(1, GIVE_BACK_MAX) as u32,
+            most: (mailbox.capacity.limit() / 16).clamp(1, GIVE_BACK_MAX) as u16,
+            tracks_work: mailbox.tracks_work(),
         }
     }
 

@@ -41,7 +41,7 @@ pub(crate) fn run<A: Actor>(
     let cell = ctx.myself().cell.clone();
     let mut run = Run {
         waiting: None,
-        ledger: Ledger::new(&cell.mailbox.capacity),
+        ledger: Ledger::new(&cell.mailbox),
         actor,
         ctx,
         batch: VecDeque::new(),
@@ -273,7 +273,9 @@ unsafe fn poll_run<A: Actor>(
         }
         let env = match cell.mailbox.poll_next(batch, cx) {
             Poll::Pending => {
-                cell.mailbox.set_working(false);
+                if ledger.tracks_work {
+                    cell.mailbox.set_working(false);
+                }
                 // Idle: what a large handler grew goes back. SAFETY: no handler waits.
                 unsafe { &mut (*run).slot }.shrink_idle();
                 return Poll::Pending;
@@ -282,7 +284,9 @@ unsafe fn poll_run<A: Actor>(
             Poll::Ready(Next::Hibernate) => {
                 // SAFETY: no handler waits.
                 let slot = unsafe { &mut (*run).slot };
-                cell.mailbox.set_working(false);
+                if ledger.tracks_work {
+                    cell.mailbox.set_working(false);
+                }
                 if busy {
                     slot.shrink_idle();
                     return Poll::Pending;
@@ -297,8 +301,9 @@ unsafe fn poll_run<A: Actor>(
             Poll::Ready(Next::Control(control)) => return Poll::Ready(Step::Control(control)),
         };
         // At work from its first message of a poll to its next wait for mail (a pool's
-        // member: a store a wake-up, none a message; any other actor: a load).
-        if !busy {
+        // member: a store a wake-up, none a message; any other actor: a branch on its
+        // ledger's flag).
+        if !busy && ledger.tracks_work {
             cell.mailbox.set_working(true);
         }
         busy = true;
