@@ -55,6 +55,16 @@ impl RequestHead {
             acked_tell: false,
         }
     }
+
+    /// A request of a typed `M` sent now through a dynamic ref: part of the trace its sender
+    /// runs in, if any (a span of its own in it), so that what it reaches by URN (a process
+    /// actor's relay, a pool, a handler that asks further) continues the chain.
+    pub(crate) fn sent<M: crate::Message>(priority: Priority) -> Self {
+        RequestHead {
+            trace: TraceContext::current().map(|t| t.child()),
+            ..Self::of::<M>(priority)
+        }
+    }
 }
 
 /// Who waits for a request's answer, when it is made.

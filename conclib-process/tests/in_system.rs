@@ -757,6 +757,35 @@ async fn traced_in_system() {
         .trace(Some(by_urn));
     request.ask().await.unwrap();
     child_line(&[&format!("trace_id={}", by_urn.trace_id()), &pid]).await;
+    // By URN, asked inside a trace: the request takes the trace it was sent in.
+    let looked_up = TraceContext::new_root();
+    looked_up.scope(relay.ask(Add(1))).await.unwrap();
+    child_line(&[&format!("trace_id={}", looked_up.trace_id()), &pid]).await;
+    // Through a pool of process actors (typed, and by the pool's URN), inside a trace.
+    let pool = ProcessPool::new(
+        system
+            .pool(|| conclib_process::build(Worker { total: 0 }).into_actor())
+            .size(1)
+            .urn("traced-pool")
+            .spawn()
+            .await
+            .unwrap(),
+    );
+    let member_pid = pool.ask(Pid).await.unwrap().to_string();
+    let pooled = TraceContext::new_root();
+    pooled.scope(pool.ask(Add(1))).await.unwrap();
+    child_line(&[&format!("trace_id={}", pooled.trace_id()), &member_pid]).await;
+    let pooled_tell = TraceContext::new_root();
+    pooled_tell.scope(pool.tell(Add(1))).await.unwrap();
+    child_line(&[&format!("trace_id={}", pooled_tell.trace_id()), &member_pid]).await;
+    let by_pool_urn = TraceContext::new_root();
+    by_pool_urn
+        .scope(system.lookup("traced-pool").unwrap().ask(Add(1)))
+        .await
+        .unwrap();
+    child_line(&[&format!("trace_id={}", by_pool_urn.trace_id()), &member_pid]).await;
+    pool.pool().stop();
+    pool.pool().wait_for_stop().await;
     // Through the Redis proxy: a client asking inside a trace.
     let proxy = start_proxy(&system, &config).await.unwrap();
     let client = ProxyClient::connect(&config).await.unwrap();

@@ -89,7 +89,7 @@ impl<M: Message> Future for DynAskFuture<'_, M> {
                                 unreachable!()
                             };
                             let (req, asking) = RequestEnvelope::ask(
-                                RequestHead::of::<M>(this.priority),
+                                RequestHead::sent::<M>(this.priority),
                                 Box::new(msg),
                             );
                             if target.cell.push_request(req, this.priority).is_err() {
@@ -175,7 +175,7 @@ impl<M: Message> Future for DynTellFuture<'_, M> {
             return Poll::Ready(Err(SendError::ActorStopped(msg)));
         }
         let req = RequestEnvelope::new(
-            RequestHead::of::<M>(self.priority),
+            RequestHead::sent::<M>(self.priority),
             Box::new(msg),
             Waiter::Nobody,
         );

@@ -202,7 +202,7 @@ impl DynActorRef {
             Some(true) => {}
         }
         let req = RequestEnvelope::new(
-            RequestHead::of::<M>(priority),
+            RequestHead::sent::<M>(priority),
             Box::new(msg),
             Waiter::Nobody,
         );
