@@ -342,7 +342,7 @@
 //! the reasons an ask would be answered with a status above (a missing field, a body that
 //! does not decode, an unknown URN or message, a full mailbox) or expired is dropped, as
 //! there is nobody to answer: the proxy logs it (`warn`; `debug` for an expired one), and
-//! counts one it refused before handing it to the actor in
+//! counts one it refused before handing it to the actor (a full mailbox included) in
 //! `conclib_proxy_requests_rejected_total` (by status) and an expired one in
 //! `conclib_proxy_requests_expired_total`.
 //!

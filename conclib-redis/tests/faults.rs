@@ -31,6 +31,7 @@ fn main() {
         a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over,
         a_paused_process_replaced_by_its_own_system_hands_on_what_it_reads,
         a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run,
+        a_tell_refused_for_a_full_mailbox_is_counted_as_rejected,
         an_entry_id_from_the_future_does_not_poison_the_stream,
         a_restarted_proxy_takes_over_at_once_when_its_predecessor_provably_died,
         dropped_clients_close_their_connections_at_once,
@@ -477,6 +478,58 @@ impl Actor for Slow {
             Err(req) => req.reject(),
         }
     }
+}
+
+/// A tell the proxy drops because the actor's mailbox stayed full is counted as a rejected
+/// request (`ProxyStats::rejected`; the metric by status), as an ask refused so is answered.
+async fn a_tell_refused_for_a_full_mailbox_is_counted_as_rejected() {
+    let config = config("full-tells");
+    let system = ActorSystem::new("full-tells");
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    system
+        .build(Slow {
+            gate: gate.clone(),
+            started: started.clone(),
+        })
+        .urn("slow")
+        .mailbox(MailboxConfig::Bounded(1))
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    client.tell("slow", Work).await.unwrap();
+    eventually(Duration::from_secs(10), "the first tell to start", || {
+        let started = started.clone();
+        async move { started.load(std::sync::atomic::Ordering::SeqCst) == 1 }
+    })
+    .await;
+    let before = proxy.stats().rejected;
+    // The actor holds the first; one more finds room in its mailbox, five do not.
+    for _ in 0..6 {
+        client.tell("slow", Work).await.unwrap();
+    }
+    eventually(
+        Duration::from_secs(10),
+        "five refused tells counted",
+        || {
+            let rejected = proxy.stats().rejected - before;
+            async move { rejected == 5 }
+        },
+    )
+    .await;
+    // The first and the queued one go through; nothing more is refused.
+    for handled in 1..=2 {
+        eventually(Duration::from_secs(10), "the next tell to start", || {
+            let started = started.clone();
+            async move { started.load(std::sync::atomic::Ordering::SeqCst) == handled }
+        })
+        .await;
+        gate.notify_one();
+    }
+    assert_eq!(proxy.stats().rejected - before, 5);
+    proxy.shutdown().await.unwrap();
 }
 
 /// Item 3: under a flood, a full mailbox answers MailboxFull at once, and asks whose

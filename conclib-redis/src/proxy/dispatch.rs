@@ -424,6 +424,12 @@ impl Shared {
                         .await;
                 }
                 if let Err(e) = told {
+                    // No room within `full_mailbox_wait`: refused before the actor had it,
+                    // counted as a rejected request (the protocol docs).
+                    if matches!(e, AskError::MailboxFull) {
+                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                        crate::metrics::rejected(&self.system_id, Status::MailboxFull.label());
+                    }
                     tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
                 }
                 (None, false)
