@@ -223,6 +223,26 @@ async fn every_actor_metric_is_recorded_with_its_labels() {
         .await
         .unwrap();
     pool.ask(Work { n: 1 }).await.unwrap();
+    // An ask to the pool that times out (its members held): counted with the pool's labels.
+    let gate = Arc::new(Notify::new());
+    for member in pool.members() {
+        let started = Arc::new(Notify::new());
+        member
+            .hold(started.clone(), gate.clone())
+            .tell()
+            .await
+            .unwrap();
+        started.notified().await;
+    }
+    let timed_out = pool
+        .ask(Work { n: 1 })
+        .timeout(Duration::from_millis(50))
+        .await;
+    assert!(
+        matches!(timed_out, Err(AskError::Timeout(_))),
+        "{timed_out:?}"
+    );
+    gate.notify_waiters();
     pool.members()[0].stop();
     let pool_labels = vec![
         format!("actor={}", std::any::type_name::<Meter>()),
@@ -253,7 +273,12 @@ async fn every_actor_metric_is_recorded_with_its_labels() {
         };
         // Gauges are sampled every second: the first sample may have caught the ask above
         // in flight; a later one shows it answered.
+        let timeouts = matches!(
+            pool_values.get(&("conclib_ask_timeouts_total".to_owned(), pool_labels.clone())),
+            Some(DebugValue::Counter(1))
+        );
         if replaced
+            && timeouts
             && gauge("conclib_pool_members", 2.0)
             && gauge("conclib_pool_queued", 0.0)
             && gauge("conclib_pool_in_flight", 0.0)
@@ -262,7 +287,7 @@ async fn every_actor_metric_is_recorded_with_its_labels() {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the pool's metrics never showed 2 members, 1 replaced, nothing queued or in flight: {pool_values:#?}"
+            "the pool's metrics never showed 2 members, 1 replaced, 1 ask timed out, nothing queued or in flight: {pool_values:#?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -266,10 +266,11 @@ pub(crate) fn count(core: &CellCore, metric: &'static str) {
     }
 }
 
-/// A pool replaced a member.
-pub(crate) fn count_pool(urn: Option<&crate::Urn>, actor: &'static str) {
+/// A pool's counter (a member replaced, an ask to it that timed out), labelled as its other
+/// metrics are: its members' type and its URN.
+pub(crate) fn count_pool(metric: &'static str, urn: Option<&crate::Urn>, actor: &'static str) {
     if is_enabled() {
-        metrics::counter!("conclib_pool_replaced_total", labels(actor, urn).iter()).increment(1);
+        metrics::counter!(metric, labels(actor, urn).iter()).increment(1);
     }
 }
 

@@ -77,6 +77,7 @@ impl<A: Actor> PoolSupervisor<A> {
             Ok(member) => {
                 self.shared.replaced.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::count_pool(
+                    "conclib_pool_replaced_total",
                     ctx.myself().cell.core.urn.as_ref(),
                     std::any::type_name::<A>(),
                 );

@@ -470,7 +470,15 @@ impl<'a, A: Handler<M>, M: Message> DeliverAsk<M> for &'a Pool<A> {
             };
             match tokio::time::timeout(timeout, exchange).await {
                 Ok(result) => result,
-                Err(_) => Err(AskError::Timeout(timeout)),
+                Err(_) => {
+                    // Labelled as the pool's other metrics: its members' type, its URN.
+                    crate::metrics::count_pool(
+                        "conclib_ask_timeouts_total",
+                        self.actor.cell.core.urn.as_ref(),
+                        std::any::type_name::<A>(),
+                    );
+                    Err(AskError::Timeout(timeout))
+                }
             }
         })
     }
