@@ -224,15 +224,16 @@ async fn every_actor_metric_is_recorded_with_its_labels() {
         .unwrap();
     pool.ask(Work { n: 1 }).await.unwrap();
     // An ask to the pool that times out (its members held): counted with the pool's labels.
-    let gate = Arc::new(Notify::new());
+    let mut gates = Vec::new();
     for member in pool.members() {
-        let started = Arc::new(Notify::new());
+        let (started, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
         member
             .hold(started.clone(), gate.clone())
             .tell()
             .await
             .unwrap();
         started.notified().await;
+        gates.push(gate);
     }
     let timed_out = pool
         .ask(Work { n: 1 })
@@ -242,7 +243,10 @@ async fn every_actor_metric_is_recorded_with_its_labels() {
         matches!(timed_out, Err(AskError::Timeout(_))),
         "{timed_out:?}"
     );
-    gate.notify_waiters();
+    // A permit each: a member not yet waiting at its gate finds it open.
+    for gate in gates {
+        gate.notify_one();
+    }
     pool.members()[0].stop();
     let pool_labels = vec![
         format!("actor={}", std::any::type_name::<Meter>()),
