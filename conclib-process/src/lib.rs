@@ -142,7 +142,8 @@
 //!   errors, panics and restarts, until it ends for good.
 //! - **Metrics** (once [`conclib_core::metrics::enable`] was called), label `actor` (the
 //!   type name): `conclib_process_restarts_total` (counter), `conclib_process_exits_total`
-//!   (counter, label `reason`: `exit_ok`, `exit_error`, `sigkill`, `signal`, `unknown`), and
+//!   (counter, label `reason`: `panicked` (its actor panicked; the process exits 0 then),
+//!   `exit_ok`, `exit_error`, `sigkill`, `signal`, `unknown`), and
 //!   `conclib_process_link_round_trip_seconds` (histogram: a heartbeat's round trip through
 //!   the child's heartbeat thread, and the first one at each start).
 //! - **Method calls.** [`ProcessRef`] is an [`Address`](conclib_core::Address): the

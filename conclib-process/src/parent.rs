@@ -329,7 +329,10 @@ impl Inner {
                 limit.admit(&mut lock(&self.restarts), std::time::Instant::now())
             });
         if conclib_core::metrics::is_enabled() {
+            // Its actor panicked (it exits 0 then): a crash, not a clean exit.
+            let panicked = matches!(&*lock(&dead.ended), Some(StopReason::Panicked(_)));
             let reason = match (exit.code, exit.signal) {
+                _ if panicked => "panicked",
                 (Some(0), _) => "exit_ok",
                 (Some(_), _) => "exit_error",
                 (None, Some(9)) => "sigkill",

@@ -843,6 +843,22 @@ async fn restarts() {
         get("conclib_process_link_round_trip_seconds", &[&actor]).is_some_and(|n| n >= 3),
         "{seen:?}"
     );
+    // A panic ends the process with code 0: counted as a panic, not a clean exit.
+    let panics = conclib_process::build(Worker { total: 0 })
+        .spawn()
+        .await
+        .unwrap();
+    assert!(matches!(panics.ask(Boom).await, Err(AskError::Panicked(_))));
+    panics.wait_for_stop().await;
+    let seen = process_metrics();
+    let get = |labels: &[&str]| {
+        let mut labels: Vec<String> = labels.iter().map(|l| (*l).to_owned()).collect();
+        labels.sort();
+        seen.get(&("conclib_process_exits_total".to_owned(), labels))
+            .copied()
+    };
+    assert_eq!(get(&[&actor, "reason=panicked"]), Some(1), "{seen:?}");
+    assert_eq!(get(&[&actor, "reason=exit_ok"]), None, "{seen:?}");
 }
 
 async fn asks_parent() {
