@@ -46,6 +46,20 @@ impl Meter {
     }
 }
 
+/// Panics in a hook: `on_start` with `at_start`, else `on_stop`.
+struct Fragile {
+    at_start: bool,
+}
+impl Actor for Fragile {
+    async fn on_start(&mut self, _: &mut Context<Self>) -> Result<(), BoxError> {
+        assert!(!self.at_start, "on_start panics on purpose");
+        Ok(())
+    }
+    async fn on_stop(&mut self, _: &mut Context<Self>, _: &StopReason) -> Result<(), BoxError> {
+        panic!("on_stop panics on purpose");
+    }
+}
+
 /// The recorder's values by (name, labels sorted as "k=v").
 type Values = HashMap<conclib_testkit::MetricKey, DebugValue>;
 
@@ -214,6 +228,43 @@ async fn every_actor_metric_is_recorded_with_its_labels() {
         Some(DebugValue::Gauge(depth)) => assert!(depth.into_inner() <= 1.0, "{depth}"),
         other => panic!("mailbox depth: {other:?}"),
     }
+    // Panics in hooks count as panics of the actor.
+    let fragile = system
+        .build(Fragile { at_start: false })
+        .urn("fragile:stop")
+        .spawn()
+        .await
+        .unwrap();
+    fragile.stop();
+    assert!(matches!(
+        fragile.wait_for_stop().await,
+        StopReason::StopFailed { .. }
+    ));
+    assert!(matches!(
+        system
+            .build(Fragile { at_start: true })
+            .urn("fragile:start")
+            .spawn()
+            .await,
+        Err(SpawnError::StartPanicked(_))
+    ));
+    let values = read(&snapshotter);
+    let panics = |urn: &str| {
+        let mut labels = vec![
+            format!("actor={}", std::any::type_name::<Fragile>()),
+            format!("urn={urn}"),
+        ];
+        labels.sort();
+        values.get(&("conclib_actor_panics_total".to_owned(), labels))
+    };
+    assert!(
+        matches!(panics("fragile:stop"), Some(DebugValue::Counter(1))),
+        "{values:#?}"
+    );
+    assert!(
+        matches!(panics("fragile:start"), Some(DebugValue::Counter(1))),
+        "{values:#?}"
+    );
     // A pool: its gauges every second, its replacements as they happen.
     let pool = system
         .pool(|| Meter)

@@ -248,7 +248,10 @@ impl<A: Actor> SpawnBuilder<A> {
         let failure = match started {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(SpawnError::StartFailed(e)),
-            Err(panic) => Some(SpawnError::StartPanicked(panic)),
+            Err(panic) => {
+                crate::runner::lifecycle::hook_panicked(&cell.core, &panic);
+                Some(SpawnError::StartPanicked(panic))
+            }
         };
         if let Some(failure) = failure {
             ctx.cancel_tasks();

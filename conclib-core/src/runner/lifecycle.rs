@@ -69,6 +69,13 @@ impl<A> RunOptions<A> {
     }
 }
 
+/// A hook panicked (`on_start`, `on_stop`, `on_panic`): counted as a handler's panic is, in
+/// the actor's statistics and `conclib_actor_panics_total`.
+pub(crate) fn hook_panicked(core: &crate::cell::CellCore, panic: &str) {
+    core.panicked(panic);
+    crate::metrics::count(core, "conclib_actor_panics_total");
+}
+
 /// A handler or hook panicked: its hook, then the panic policy. `Some`: the actor stops.
 pub(super) async fn after_panic<A: Actor>(
     actor: &mut A,
@@ -81,8 +88,9 @@ pub(super) async fn after_panic<A: Actor>(
     cell.core.panicked(&panic);
     cell.mark_task_changed();
     crate::metrics::count(&cell.core, "conclib_actor_panics_total");
-    if CatchUnwind(actor.on_panic(ctx, &panic)).await.is_err() {
+    if let Err(again) = CatchUnwind(actor.on_panic(ctx, &panic)).await {
         tracing::error!("on_panic panicked too");
+        hook_panicked(&cell.core, &again);
     }
     // The parent's declaration for its children, if any, overrides the spawner's choice.
     match cell.core.panic_policy(options.policy()) {
@@ -249,7 +257,10 @@ pub(super) async fn finish<A: Actor>(
     let failure = match CatchUnwind(actor.on_stop(&mut ctx, &reason)).await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
-        Err(panic) => Some(format!("panicked: {panic}")),
+        Err(panic) => {
+            hook_panicked(&cell.core, &panic);
+            Some(format!("panicked: {panic}"))
+        }
     };
     let reason = match failure {
         None => reason,
