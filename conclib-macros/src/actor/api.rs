@@ -114,8 +114,9 @@ fn message_type(
         #serde
         #definition
 
+        // In a block of its own: a `#[cfg]` covers one item, and these are two impls.
         #(#cfgs)*
-        #implementation
+        const _: () = { #implementation };
     }
 }
 

@@ -28,6 +28,27 @@ impl Configured {
         "off"
     }
 
+    /// A generated message, under the test cfg on: neither the message nor its impls exist.
+    #[cfg(any())]
+    #[handle]
+    pub fn gone(&mut self, n: u64) -> u64 {
+        n
+    }
+
+    /// A generated message, one method a cfg: not a duplicate.
+    #[cfg(not(any()))]
+    #[handle(remote)]
+    pub fn pick(&mut self) -> u8 {
+        1
+    }
+
+    /// The same generated message under the opposite cfg.
+    #[cfg(any())]
+    #[handle(remote)]
+    pub fn pick(&mut self) -> u8 {
+        2
+    }
+
     /// Kept, documented, deprecated: callable directly.
     #[deprecated = "only to check that attributes stay"]
     #[must_use]
@@ -41,5 +62,8 @@ fn main() {
     assert_eq!(Configured.old(), 1);
     assert!(<Configured as conclib::Actor>::accepts(
         std::any::TypeId::of::<Which>()
+    ));
+    assert!(<Configured as conclib::Actor>::accepts(
+        std::any::TypeId::of::<Pick>()
     ));
 }
