@@ -285,7 +285,8 @@ pub mod child {
 /// use it. A generic message is named per instantiation: the identifier, then the type
 /// arguments by [`std::any::type_name`] and the const arguments by value (`"Replace<u32>"`);
 /// `name = "..."` on a generic message names all its instantiations alike. Names must be
-/// unique among the messages one actor exposes.
+/// unique among the messages one actor exposes: an actor with a URN whose exposed messages
+/// share one is refused at its spawn (`SpawnError::DuplicateWireName`).
 ///
 /// # Requirements
 ///

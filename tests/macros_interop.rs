@@ -147,3 +147,48 @@ async fn macro_and_hand_written_actors_interoperate() {
     assert!(ledger_dyn.downcast::<Ledger>().is_some());
     system.shutdown(Duration::from_secs(1)).await.unwrap();
 }
+
+// ---- two exposed messages of one wire name ----
+
+mod clash {
+    use conclib::{actor, message};
+
+    /// Named like the generated `Add` below.
+    #[message(name = "Add", response = u64)]
+    #[derive(serde::Serialize, serde::Deserialize)]
+    pub struct Plus(pub u64);
+
+    #[actor]
+    pub struct Twice;
+
+    #[actor]
+    impl Twice {
+        #[handle(remote)]
+        fn plus(&mut self, Plus(n): Plus) -> u64 {
+            n
+        }
+
+        #[handle(remote)]
+        fn add(&mut self, n: u64) -> u64 {
+            n + 1
+        }
+    }
+}
+
+/// One of two exposed messages of one wire name could not be reached by name: an actor with a
+/// URN (reachable by name) is refused at its spawn, with what to change; without one, it runs.
+#[tokio::test]
+async fn two_exposed_messages_of_one_wire_name_are_refused_for_a_named_actor() {
+    let system = ActorSystem::new("clash");
+    let named = system.build(clash::Twice).urn("twice").spawn().await;
+    match named {
+        Err(conclib::SpawnError::DuplicateWireName { actor, name }) => {
+            assert!(actor.ends_with("Twice"), "{actor}");
+            assert_eq!(name, "Add");
+        }
+        other => panic!("expected DuplicateWireName, got {:?}", other.map(|_| ())),
+    }
+    assert!(system.lookup("twice").is_err());
+    let unnamed = system.spawn(clash::Twice).await.unwrap();
+    assert_eq!(unnamed.ask(clash::Plus(2)).await, Ok(2));
+}

@@ -218,6 +218,19 @@ pub enum SpawnError {
     /// from a task of one (`#[tokio::main]`, `Runtime::block_on`).
     #[error("spawn needs a tokio runtime: await it inside one (#[tokio::main], Runtime::block_on)")]
     NoRuntime,
+    /// Two messages the actor exposes ([`Actor::REMOTE`](crate::Actor::REMOTE)) have one
+    /// wire name, so one of them could not be reached by name (through a proxy, a process
+    /// actor's link): checked when an actor with a URN is spawned.
+    #[error(
+        "two messages exposed by {actor} have the wire name {name:?}: give one of them \
+         another (`#[message(name = \"...\")]`, or `#[handle(name = \"...\")]`)"
+    )]
+    DuplicateWireName {
+        /// The actor type.
+        actor: &'static str,
+        /// The wire name two messages share.
+        name: &'static str,
+    },
 }
 
 /// Why a URN lookup failed.

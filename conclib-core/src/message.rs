@@ -40,7 +40,9 @@ pub trait Message: Send + 'static {
     /// What a failing handler returns; [`std::convert::Infallible`] when it cannot fail.
     type Error: std::fmt::Debug + Send + 'static;
 
-    /// The message's wire name: stable across processes, unique among the messages an actor handles.
+    /// The message's wire name: stable across processes, unique among the messages an actor
+    /// exposes (an actor with a URN whose [`Actor::REMOTE`](crate::Actor::REMOTE) lists two of
+    /// one name is refused at its spawn: [`SpawnError::DuplicateWireName`](crate::SpawnError::DuplicateWireName)).
     #[must_use]
     fn name() -> &'static str {
         std::any::type_name::<Self>()

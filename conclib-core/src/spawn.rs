@@ -203,6 +203,15 @@ impl<A: Actor> SpawnBuilder<A> {
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
         let urn = urn.map(Urn::try_from).transpose()?;
+        // Reached by name only through its URN: checked there (a few comparisons a spawn).
+        if urn.is_some()
+            && let Some(name) = duplicate_wire_name(A::REMOTE)
+        {
+            return Err(SpawnError::DuplicateWireName {
+                actor: std::any::type_name::<A>(),
+                name,
+            });
+        }
         let id = system.next_id();
         let mark = system.change_mark(id);
         let cell = Arc::new(ActorCell {
@@ -294,4 +303,15 @@ impl<A: Actor> SpawnBuilder<A> {
         }
         Ok(myself)
     }
+}
+
+/// The first wire name two of `exposed` share, if any.
+fn duplicate_wire_name(exposed: &[crate::ExposedMessage]) -> Option<&'static str> {
+    exposed.iter().enumerate().find_map(|(i, m)| {
+        let name = m.name();
+        exposed[..i]
+            .iter()
+            .any(|e| e.name() == name)
+            .then_some(name)
+    })
 }
