@@ -241,6 +241,17 @@ const RESERVED: &[&str] = &[
     "clone",
     "into_future",
     "poll",
+    // Methods of traits in scope wherever the refs are used (the std prelude's `PartialEq`,
+    // `Into`, `TryInto`, `ToOwned`, `Clone`; conclib's prelude's `Requester`): a call is
+    // ambiguous, or resolves to the trait's method without a word.
+    "eq",
+    "ne",
+    "into",
+    "try_into",
+    "to_owned",
+    "clone_into",
+    "clone_from",
+    "request",
 ];
 
 /// Whether the only argument of a `#[handle]` method is its message (`msg: Ping`), not a plain
@@ -335,8 +346,8 @@ pub(super) fn parse_handler(
         errors.spanned(
             &method,
             format!(
-                "a #[handle] method cannot be named `{method}`: `counter.{method}(..)` already means the ref's or the \
-                 request builder's own `{method}`, which would hide this method in the generated API; rename it"
+                "a #[handle] method cannot be named `{method}`: `counter.{method}(..)` already means the ref's, the \
+                 request builder's or a trait's own `{method}`, which would hide this method in the generated API; rename it"
             ),
         );
     }

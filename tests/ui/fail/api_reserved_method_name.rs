@@ -16,6 +16,12 @@ impl Machine {
     fn timeout(&mut self, ms: u64) {
         self.0 = ms > 0;
     }
+
+    // `machine.eq(..)` is `PartialEq`'s, in every scope.
+    #[handle]
+    fn eq(&mut self, other: bool) -> bool {
+        self.0 == other
+    }
 }
 
 fn main() {}
