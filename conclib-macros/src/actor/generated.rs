@@ -52,8 +52,9 @@ pub(super) fn generated_form(
         }
         match &*payload.pat {
             Pat::Ident(p) if p.by_ref.is_none() && p.subpat.is_none() => {
-                let name = Ident::new(p.ident.to_string().trim_start_matches("r#"), p.ident.span());
-                fields.push((name, ty.clone()));
+                // As written, raw (`r#in`) or not: a keyword is a field only as a raw
+                // identifier (serde names it without the `r#`).
+                fields.push((p.ident.clone(), ty.clone()));
             }
             other => errors.spanned(
                 other,

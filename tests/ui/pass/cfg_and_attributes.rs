@@ -49,6 +49,12 @@ impl Configured {
         2
     }
 
+    /// An argument named by a raw identifier (a keyword).
+    #[handle(remote)]
+    pub fn within(&mut self, r#in: u64) -> u64 {
+        r#in
+    }
+
     /// Kept, documented, deprecated: callable directly.
     #[deprecated = "only to check that attributes stay"]
     #[must_use]
