@@ -96,7 +96,12 @@ fn is_misused_ctx(ty: &Type) -> bool {
         Type::Reference(r) => &*r.elem,
         other => other,
     };
-    last_segment(inner).is_some_and(|s| s.ident == "Context")
+    // The actor's context always has its actor as argument (`Context<Self>`): a type of
+    // another crate that is merely named `Context` (a template's, `opentelemetry::Context`)
+    // is a plain argument.
+    last_segment(inner).is_some_and(|s| {
+        s.ident == "Context" && matches!(s.arguments, syn::PathArguments::AngleBracketed(_))
+    })
 }
 
 fn is_self_mut(ty: &Type) -> bool {

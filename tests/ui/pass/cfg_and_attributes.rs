@@ -7,6 +7,12 @@ use conclib::{actor, message};
 #[message(response = &'static str)]
 pub struct Which;
 
+/// A template engine's context, say.
+pub mod template {
+    /// Variables.
+    pub struct Context(pub Vec<String>);
+}
+
 /// An actor.
 #[actor]
 pub struct Configured;
@@ -53,6 +59,13 @@ impl Configured {
     #[handle(remote)]
     pub fn within(&mut self, r#in: u64) -> u64 {
         r#in
+    }
+
+    /// A plain argument whose type is merely named `Context` (not the actor's context); its
+    /// message is generated (`name`), as the argument is not one.
+    #[handle(name = "Render")]
+    pub fn render(&mut self, vars: template::Context) -> usize {
+        vars.0.len()
     }
 
     /// Kept, documented, deprecated: callable directly.
