@@ -85,11 +85,19 @@ fn message_type(
             #vis __marker: ::core::marker::PhantomData<fn() -> (#(#types,)*)>,
         }
     });
+    // A generic message whose impl block bounds its parameters (`T: Serialize +
+    // DeserializeOwned`, copied onto the struct): serde's derive must take those bounds, not
+    // add its own beside them (`T: Deserialize<'de>` next to `DeserializeOwned` is ambiguous,
+    // E0283).
+    let bounded =
+        generics.where_clause.is_some() || generics.type_params().any(|t| !t.bounds.is_empty());
     let serde = h.remote.then(|| {
         let serde_path = format!("{}::__private::serde", krate.to_token_stream()).replace(' ', "");
+        let bound = bounded.then(|| quote!(#[serde(bound = "")]));
         quote! {
             #[derive(#krate::__private::serde::Serialize, #krate::__private::serde::Deserialize)]
             #[serde(crate = #serde_path)]
+            #bound
         }
     });
     let body = if g.fields.is_empty() && marker.is_none() {
