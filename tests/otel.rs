@@ -113,4 +113,49 @@ async fn a_carried_trace_makes_the_handler_span_a_child_in_the_export() {
             .any(|s| s.name == "handle" && s.parent_span_id == actor.span_context.span_id()),
         "no handle span under the actor's span: {spans:#?}"
     );
+    #[cfg(feature = "redis")]
+    through_the_proxy(&provider, &exporter).await;
+}
+
+/// A `ProxyClient` ask inside an OpenTelemetry span: the actor's `handle` span is a child
+/// of the client's exported `conclib.ask` span (not of a span no one exported).
+#[cfg(feature = "redis")]
+async fn through_the_proxy(provider: &SdkTracerProvider, exporter: &InMemorySpanExporter) {
+    use conclib::redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
+    use tracing::Instrument;
+    let redis = start_redis(&ProxyConfig::default()).await.unwrap();
+    let config = redis.config(&ProxyConfig::default().with_namespace("otel"));
+    let system = ActorSystem::new("otel-proxied");
+    system
+        .build(Echo)
+        .urn("echo-proxied")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let answer: u64 = client
+        .ask("echo-proxied", Ping(3))
+        .instrument(tracing::info_span!("proxied web request"))
+        .await
+        .unwrap();
+    assert_eq!(answer, 3);
+    let _ = provider.force_flush();
+    let spans = exporter.get_finished_spans().unwrap();
+    let web = spans
+        .iter()
+        .find(|s| s.name == "proxied web request")
+        .unwrap_or_else(|| panic!("no web request span: {spans:#?}"));
+    let ask = spans
+        .iter()
+        .find(|s| s.name == "conclib.ask" && s.parent_span_id == web.span_context.span_id())
+        .unwrap_or_else(|| panic!("no conclib.ask span under the web request: {spans:#?}"));
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "handle" && s.parent_span_id == ask.span_context.span_id()),
+        "no handle span under the client's conclib.ask span: {spans:#?}"
+    );
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
 }

@@ -173,6 +173,29 @@ impl TraceContext {
         Self::current().map_or_else(Self::new_root, |c| c.child())
     }
 
+    /// What a request sent from inside `span` (the sender's span of the request: a
+    /// client's `conclib.ask`) passes on: with feature `otel` and an OpenTelemetry layer,
+    /// `span`'s own position when it continues the [`current`](Self::current) trace (or there
+    /// is none), so that the receiving side's span is a child of an exported span; else
+    /// [`next_hop`](Self::next_hop).
+    #[must_use]
+    pub fn next_hop_from(span: &tracing::Span) -> Self {
+        let hop = Self::current();
+        #[cfg(feature = "otel")]
+        {
+            use opentelemetry::trace::TraceContextExt;
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            if let Some(own) = Self::from_otel(span.context().span().span_context())
+                && hop.is_none_or(|h| h.trace_id == own.trace_id)
+            {
+                return own;
+            }
+        }
+        #[cfg(not(feature = "otel"))]
+        let _ = span;
+        hop.map_or_else(Self::new_root, |c| c.child())
+    }
+
     /// This position as an OpenTelemetry remote span context (feature `otel`).
     #[cfg(feature = "otel")]
     #[must_use]

@@ -53,14 +53,18 @@ impl ProxyClient {
     ) -> Result<(Status, Bytes), ProxyError> {
         let _in_flight = crate::metrics::InFlight::start();
         let started = Instant::now();
-        let trace = TraceContext::next_hop();
         let span = tracing::debug_span!(
             "conclib.ask",
             urn,
             message = name,
-            trace_id = %trace.trace_id(),
-            span_id = %trace.span_id(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
+        // The span's own OpenTelemetry position where one is exported (feature `otel`): the
+        // actor's `handle` span is then a child of this very span.
+        let trace = TraceContext::next_hop_from(&span);
+        span.record("trace_id", tracing::field::display(trace.trace_id()));
+        span.record("span_id", tracing::field::display(trace.span_id()));
         let result = self
             .exchange(urn, name, body, timeout, priority, started, trace)
             .instrument(span)
