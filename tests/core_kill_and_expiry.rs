@@ -96,6 +96,36 @@ async fn stuck_and_watched(
     (stuck, log, rx)
 }
 
+/// Queues an ask of `msg` behind what `actor` is busy with (a timeout no test reaches);
+/// returns once it is in the mailbox.
+async fn queue_behind<A, M>(
+    actor: &ActorRef<A>,
+    msg: M,
+) -> tokio::task::JoinHandle<Result<M::Response, AskError<M::Error>>>
+where
+    A: Handler<M>,
+    M: Message,
+{
+    let queued = tokio::spawn({
+        let actor = actor.clone();
+        async move { actor.ask(msg).timeout(Duration::from_secs(3600)).await }
+    });
+    while actor.mailbox_len() < 1 {
+        tokio::task::yield_now().await;
+    }
+    queued
+}
+
+/// A watcher of `target` in a system of its own (which outlives a shutdown of `target`'s).
+async fn watched_from_elsewhere(
+    target: DynActorRef,
+) -> (ActorSystem, mpsc::UnboundedReceiver<SupervisionEvent>) {
+    let elsewhere = ActorSystem::new("elsewhere");
+    let (events, watched) = mpsc::unbounded_channel();
+    elsewhere.spawn(Watcher { target, events }).await.unwrap();
+    (elsewhere, watched)
+}
+
 #[tokio::test]
 async fn kill_interrupts_a_handler_stuck_in_an_await() {
     let system = ActorSystem::new("t");
@@ -112,18 +142,7 @@ async fn kill_interrupts_a_handler_stuck_in_an_await() {
     });
     is_in.await.unwrap();
     // Queued behind the stuck handler: dropped by the kill, its asker told at once.
-    let queued = tokio::spawn({
-        let stuck = stuck.clone();
-        async move {
-            stuck
-                .ask(Hang(None))
-                .timeout(Duration::from_secs(3600))
-                .await
-        }
-    });
-    while stuck.mailbox_len() < 1 {
-        tokio::task::yield_now().await;
-    }
+    let queued = queue_behind(&stuck, Hang(None)).await;
     stuck.kill();
     assert_eq!(promptly(ask).await.unwrap(), Err(AskError::ActorStopped));
     assert_eq!(promptly(queued).await.unwrap(), Err(AskError::ActorStopped));
@@ -656,30 +675,11 @@ async fn a_child_spawned_in_a_failed_on_start_does_not_outlive_it() {
 async fn a_shutdown_past_its_timeout_kills_as_kill_does() {
     let system = ActorSystem::new("t");
     let (stuck, log, _) = stuck_and_watched(&system).await;
-    let elsewhere = ActorSystem::new("elsewhere");
-    let (events, mut watched) = mpsc::unbounded_channel();
-    elsewhere
-        .spawn(Watcher {
-            target: stuck.to_dyn(),
-            events,
-        })
-        .await
-        .unwrap();
+    let (_elsewhere, mut watched) = watched_from_elsewhere(stuck.to_dyn()).await;
     let (entered, is_in) = oneshot::channel();
     stuck.tell(Hang(Some(entered))).await.unwrap();
     is_in.await.unwrap();
-    let queued = tokio::spawn({
-        let stuck = stuck.clone();
-        async move {
-            stuck
-                .ask(Hang(None))
-                .timeout(Duration::from_secs(3600))
-                .await
-        }
-    });
-    while stuck.mailbox_len() < 1 {
-        tokio::task::yield_now().await;
-    }
+    let queued = queue_behind(&stuck, Hang(None)).await;
     let timed_out = promptly(system.shutdown(Duration::from_millis(100)))
         .await
         .unwrap_err();
@@ -725,15 +725,7 @@ impl Handler<Spin> for Spinning {
 async fn a_shutdown_aborts_what_a_kill_cannot_reach_and_fails_its_queued_asks() {
     let system = ActorSystem::new("t");
     let spinning = system.spawn(Spinning).await.unwrap();
-    let elsewhere = ActorSystem::new("elsewhere");
-    let (events, mut watched) = mpsc::unbounded_channel();
-    elsewhere
-        .spawn(Watcher {
-            target: spinning.to_dyn(),
-            events,
-        })
-        .await
-        .unwrap();
+    let (_elsewhere, mut watched) = watched_from_elsewhere(spinning.to_dyn()).await;
     let release = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Frees the spinning thread however the test ends (a failed assertion too): the
     // runtime's end waits for it.
@@ -750,19 +742,7 @@ async fn a_shutdown_aborts_what_a_kill_cannot_reach_and_fails_its_queued_asks() 
         .await
         .unwrap();
     is_in.await.unwrap();
-    let queued = tokio::spawn({
-        let spinning = spinning.clone();
-        let release = release.clone();
-        async move {
-            spinning
-                .ask(Spin(release, None))
-                .timeout(Duration::from_secs(3600))
-                .await
-        }
-    });
-    while spinning.mailbox_len() < 1 {
-        tokio::task::yield_now().await;
-    }
+    let queued = queue_behind(&spinning, Spin(release.clone(), None)).await;
     let timed_out = promptly(system.shutdown(Duration::from_millis(100)))
         .await
         .unwrap_err();
