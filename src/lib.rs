@@ -461,10 +461,12 @@ pub use conclib_macros::message;
 ///   already have (`ask`, `tell`, `try_ask`, `try_tell`, `timeout`, `priority`, `stop`, `kill`,
 ///   `wait_for_stop`, `id`, `urn`, `is_alive`, `mailbox_len`, `asks_skipped`, `recipient`,
 ///   `to_dyn`, `pid`, `restarts`, a pool's `stats`, `members`, `resize` and `broadcast`, a
-///   remote handle's `client`, `clone`, `into_future`, `poll`, and the methods of traits in
-///   scope wherever refs are used: `eq`, `ne`, `into`, `try_into`, `to_owned`, `clone_into`,
-///   `clone_from`, `request`): the ref's own method would hide it. Two methods cannot
-///   generate the same message name.
+///   remote handle's `client`, `clone`, `into_future`, `poll`, and the methods of the std
+///   prelude's traits: `eq`, `ne`, `into`, `try_into`, `to_owned`, `clone_into`,
+///   `clone_from`): the ref's own method would hide it. (A method named `request` is allowed;
+///   where `conclib::prelude` is imported, call it as `{Actor}Api::request(&actor, ..)`, as its
+///   `Requester::request` makes `actor.request(..)` ambiguous.) Two methods cannot generate
+///   the same message name.
 /// - **On a remote handle or a process ref** only serde messages (the `remote` ones) can be
 ///   sent; calling another method there is a compile error naming [`Requester`].
 ///

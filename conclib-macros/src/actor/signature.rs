@@ -246,9 +246,10 @@ const RESERVED: &[&str] = &[
     "clone",
     "into_future",
     "poll",
-    // Methods of traits in scope wherever the refs are used (the std prelude's `PartialEq`,
-    // `Into`, `TryInto`, `ToOwned`, `Clone`; conclib's prelude's `Requester`): a call is
-    // ambiguous, or resolves to the trait's method without a word.
+    // Methods of the std prelude's traits, in scope wherever the refs are used (`PartialEq`,
+    // `Into`, `TryInto`, `ToOwned`, `Clone`): a call is ambiguous, or resolves to the trait's
+    // method without a word. (`Requester::request` is in scope only where conclib's prelude
+    // is imported, and a call there is an explicit ambiguity error: `request` stays allowed.)
     "eq",
     "ne",
     "into",
@@ -256,7 +257,6 @@ const RESERVED: &[&str] = &[
     "to_owned",
     "clone_into",
     "clone_from",
-    "request",
 ];
 
 /// Whether the only argument of a `#[handle]` method is its message (`msg: Ping`), not a plain
