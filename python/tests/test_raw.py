@@ -296,6 +296,41 @@ def test_a_redis_that_stops_answering_is_dropped_after_the_command_timeout(raw_r
         server.close()
 
 
+def test_a_shorter_ask_sharing_a_lookup_does_not_end_a_longer_one(raw_redis: Any, redis_server: Any) -> None:
+    """Two asks of one URN not yet resolved share its lookup; Redis is frozen. The ask with
+    the shorter timeout ends at its deadline; the other goes on looking up until its own,
+    not ending at the first one's."""
+    server = Server()
+    try:
+        server.wait()
+        ns = f"shared-{uuid.uuid4().hex[:6]}"
+
+        async def main() -> None:
+            async with conclib.AsyncClient(f"redis://127.0.0.1:{server.port}", namespace=ns,
+                                           command_timeout=10) as client:
+                await client.connect()
+                freeze(server.proc.pid)
+                try:
+                    async def timed(timeout: float) -> tuple[BaseException | None, float]:
+                        started = time.monotonic()
+                        try:
+                            await client.ask("svc", "Hello", timeout=timeout)
+                            return None, time.monotonic() - started
+                        except conclib.ConclibError as e:
+                            return e, time.monotonic() - started
+
+                    (short_err, short), (long_err, long) = await asyncio.gather(timed(0.5), timed(3))
+                finally:
+                    os.kill(server.proc.pid, signal.SIGCONT)
+                assert isinstance(short_err, conclib.Timeout), short_err
+                assert isinstance(long_err, (conclib.Timeout, conclib.Unavailable)), long_err
+                assert long >= 2.5, f"the 3 s ask ended after {long:.3f} s ({long_err!r})"
+
+        run(main())
+    finally:
+        server.close()
+
+
 def test_a_refused_xadd_fails_its_own_request_only(raw_redis: Any, redis_server: Any) -> None:
     """Redis refuses one request's XADD (its stream key holds a string): that ask or tell
     fails ``RedisError``; requests written with it to a good stream go through."""

@@ -466,12 +466,14 @@ class _Session:
             left = deadline - time.monotonic()
             try:
                 return await asyncio.wait_for(asyncio.shield(shared), max(left, 0.0))
-            except asyncio.TimeoutError:
-                raise Timeout(0) from None
-            except Timeout:
+            except (Timeout, Unavailable):
+                # First: ``Timeout`` is an ``asyncio.TimeoutError`` too (3.11). The shared
+                # lookup gave up at its own asker's deadline (a shorter one), not ours:
+                # look up ourselves.
                 if time.monotonic() >= deadline:
                     raise
-                # The shared lookup's own deadline passed, not ours: look up ourselves.
+            except asyncio.TimeoutError:
+                raise Timeout(0) from None
         lookup: asyncio.Future[_Route] = self.loop.create_future()
         self.resolving[urn] = lookup
         try:
