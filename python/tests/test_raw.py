@@ -331,6 +331,53 @@ def test_a_shorter_ask_sharing_a_lookup_does_not_end_a_longer_one(raw_redis: Any
         server.close()
 
 
+def test_closing_while_asks_connect_or_resolve_fails_them_closed(raw_redis: Any, redis_server: Any) -> None:
+    """Redis frozen (SIGSTOP) so that asks hang where they are: connecting (the client's
+    first use) or resolving their URN. Closing the client ends every one of them ``Closed``
+    (not a ``CancelledError`` in tasks nobody cancelled, nor ``Unavailable``)."""
+    server = Server()
+    try:
+        server.wait()
+        ns = f"closing-{uuid.uuid4().hex[:6]}"
+        url = f"redis://127.0.0.1:{server.port}"
+
+        async def asks_then_close(client: conclib.AsyncClient) -> list[BaseException | None]:
+            async def one() -> BaseException | None:
+                try:
+                    await client.ask("svc", "Hello", timeout=20)
+                    return None
+                except BaseException as e:  # noqa: BLE001 - what it raises is the point
+                    return e
+
+            tasks = [asyncio.ensure_future(one()) for _ in range(3)]
+            await asyncio.sleep(0.2)  # they are waiting on the frozen Redis by now
+            await client.close()
+            return list(await asyncio.wait_for(asyncio.gather(*tasks), 10))
+
+        async def main() -> None:
+            # Connecting: the first use of the client.
+            connecting = conclib.AsyncClient(url, namespace=ns, command_timeout=10)
+            freeze(server.proc.pid)
+            try:
+                ended = await asks_then_close(connecting)
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            assert all(isinstance(e, conclib.Closed) for e in ended), ended
+            # Resolving: connected, then Redis frozen while the asks look their URN up.
+            resolving = conclib.AsyncClient(url, namespace=ns, command_timeout=10)
+            await resolving.connect()
+            freeze(server.proc.pid)
+            try:
+                ended = await asks_then_close(resolving)
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            assert all(isinstance(e, conclib.Closed) for e in ended), ended
+
+        run(main())
+    finally:
+        server.close()
+
+
 def test_a_refused_xadd_fails_its_own_request_only(raw_redis: Any, redis_server: Any) -> None:
     """Redis refuses one request's XADD (its stream key holds a string): that ask or tell
     fails ``RedisError``; requests written with it to a good stream go through."""

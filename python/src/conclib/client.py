@@ -546,6 +546,10 @@ class _Session:
     async def command(self, deadline: float, *args: Any) -> Any:
         """One command, given up at the deadline (``Timeout``; the caller turns it into
         ``Unavailable`` when the connection was lost meanwhile)."""
+        # A closed session sends nothing more (an ask resolving or waiting for its URN's
+        # return when the client was closed ends ``Closed``, not on a closed connection).
+        if self.closed:
+            raise Closed()
         left = deadline - time.monotonic()
         if left <= 0:
             raise Timeout(0)
@@ -558,6 +562,8 @@ class _Session:
         except ConclibError:
             raise
         except Exception as e:
+            if self.closed:
+                raise Closed() from None
             if _is_connection_error(e):
                 self.link_lost()
             raise _map_redis_error(e) from e
@@ -1192,6 +1198,12 @@ class AsyncClient:
         try:
             await asyncio.shield(session.started)
         except asyncio.CancelledError:
+            # The client was closed while connecting (its start cancelled), not this task:
+            # the ask ends ``Closed``, as every ask pending at a close does.
+            task = asyncio.current_task()
+            cancelling = getattr(task, "cancelling", None)  # 3.11+
+            if session.closed and not (cancelling is not None and cancelling()):
+                raise Closed() from None
             raise
         except BaseException as e:
             if self._session is session:
