@@ -67,3 +67,38 @@ def test_the_blocking_clients_timeout_is_the_asks_own(url: str, namespace: str) 
         assert time.monotonic() - started < 0.7
         assert e.value.timeout == pytest.approx(0.2)
         assert "event loop did not answer" not in str(e.value), str(e.value)
+
+
+def test_closing_a_blocking_client_while_threads_ask_leaves_no_thread(url: str, namespace: str) -> None:
+    """Threads ask while another closes the client: each ask answers or ends ``Closed``,
+    and no client thread outlives the close (an ask racing it started a new one)."""
+    import threading
+
+    def client_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "conclib-client" and t.is_alive()}
+
+    before = client_threads()
+    for _ in range(20):
+        client = conclib.Client(url, namespace=namespace)
+        client.resolve(SHAPES)
+        outcomes: list[BaseException | None] = []
+
+        def ask_until_closed() -> None:
+            while True:
+                try:
+                    client.resolve(SHAPES)
+                except conclib.Closed:
+                    outcomes.append(None)
+                    return
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    outcomes.append(e)
+                    return
+
+        askers = [threading.Thread(target=ask_until_closed) for _ in range(4)]
+        for t in askers:
+            t.start()
+        client.close()
+        for t in askers:
+            t.join(timeout=10)
+        assert outcomes == [None] * 4, outcomes
+    assert client_threads() <= before, client_threads() - before

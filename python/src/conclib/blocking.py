@@ -89,9 +89,11 @@ class Client:
             _ABANDONED.append(runner)
 
     def _loop(self) -> asyncio.AbstractEventLoop:
-        if self._closed:
-            raise Closed()
         with self._lock:
+            # Under the lock that `close` marks the client closed under: an ask racing a
+            # close never starts a runner (a thread) that nobody would stop.
+            if self._closed:
+                raise Closed()
             runner = self._runner
             if runner is None or runner.pid != os.getpid():
                 if runner is not None:
@@ -165,9 +167,10 @@ class Client:
 
     def close(self) -> None:
         """Closes the client and stops its thread."""
-        if self._closed:
-            return
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             runner = self._runner
             self._runner = None
         if runner is not None and runner.pid == os.getpid():
@@ -176,7 +179,6 @@ class Client:
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
             runner.stop()
-        self._closed = True
 
 
 import weakref  # noqa: E402
