@@ -113,3 +113,21 @@ def test_cluster(servers: Servers) -> None:
     )
     url = f"redis-cluster://127.0.0.1:{ports[0]}?" + "&".join(f"node=127.0.0.1:{p}" for p in ports[1:])
     exercise(url, "cluster")
+
+
+def test_a_cluster_that_cannot_be_reached_is_unavailable() -> None:
+    """No node of the cluster answers: ``Unavailable`` (the client reconnects by itself), not
+    a ``RedisError`` as for a command Redis refused."""
+    url = f"redis-cluster://127.0.0.1:{free_port()}"
+
+    async def main() -> None:
+        client = conclib.AsyncClient(url, namespace="nowhere", connect_timeout=2)
+        try:
+            with pytest.raises(conclib.Unavailable):
+                await client.connect()
+            with pytest.raises(conclib.Unavailable):
+                await client.ask("py:shapes", "Double", 1, timeout=2)
+        finally:
+            await client.close()
+
+    run(main())

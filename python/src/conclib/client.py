@@ -133,7 +133,11 @@ def _is_connection_error(e: BaseException) -> bool:
         kind = getattr(rexc, optional, None)
         if isinstance(kind, type) and issubclass(kind, BaseException):
             kinds += (kind,)
-    return isinstance(e, kinds)
+    if isinstance(e, kinds):
+        return True
+    # A cluster client that reaches no node says so with its generic exception.
+    cluster = getattr(rexc, "RedisClusterException", None)
+    return isinstance(cluster, type) and isinstance(e, cluster) and "cannot be connected" in str(e)
 
 
 def _map_redis_error(e: BaseException) -> ConclibError:
