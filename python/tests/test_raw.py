@@ -401,3 +401,42 @@ def test_a_refused_xadd_fails_its_own_request_only(raw_redis: Any, redis_server:
 
     run(main())
     assert raw_redis.xlen(f"{ns}:sys:good:req") == 1
+
+
+def test_a_deadline_answer_after_a_lost_connection_is_unavailable(raw_redis: Any, redis_server: Any) -> None:
+    """The connection is lost while an ask waits; then the proxy's own deadline answer
+    (status 5, which it sends a moment before the client's deadline) comes: the ask ends
+    ``Unavailable``, as one that reached its deadline after a loss does, not ``Timeout``. On
+    a Redis of its own: every client connection of it is killed."""
+    import redis
+    from conclib.protocol import encode_reply
+
+    server = Server()
+    try:
+        server.wait()
+        raw = redis.Redis(port=server.port)
+        ns = f"lost-{uuid.uuid4().hex[:6]}"
+        key = f"{ns}:sys:fake:req"
+        raw.xgroup_create(key, "fake", id="$", mkstream=True)
+        raw.set(f"{ns}:urn:svc", "fake", px=60_000)
+
+        def next_request() -> dict[str, bytes]:
+            answer = raw.xreadgroup("fake", "fake", {key: ">"}, count=1, block=5000)
+            assert answer, f"no request reached {key}"
+            [(_, [(_, fields)])] = answer
+            return {k.decode(): v for k, v in fields.items()}
+
+        async def main() -> None:
+            async with conclib.AsyncClient(f"redis://127.0.0.1:{server.port}", namespace=ns) as client:
+                ask = asyncio.create_task(client.ask("svc", "Hello", timeout=10))
+                request = await asyncio.to_thread(next_request)
+                # Every client connection but this one: the client's reader and writer.
+                raw.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+                raw.rpush(request["reply"], encode_reply(int(request["id"]), 5, b"no answer in time"))
+                with pytest.raises(conclib.Unavailable):
+                    await asyncio.wait_for(ask, 15)
+
+        run(main())
+        raw.close()
+    finally:
+        server.close()

@@ -1361,6 +1361,11 @@ class AsyncClient:
                 session.pending.pop(request_id, None)
                 session.written.discard(request_id)
             status = frame[8]
+            if status == Status.TIMEOUT and session.disconnects != disconnects:
+                # The proxy's own deadline answer, which may come a moment before ours: the
+                # connection was lost during the ask, so it ends as one that reached its
+                # deadline after a loss does (the README's restart rules).
+                raise session.timed_out(timeout, disconnects)
             if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
                 # The URN moved to another system since we resolved it: resolve again, once.
                 retried = True
@@ -1427,6 +1432,11 @@ class AsyncClient:
                     raise session.at_deadline(e, timeout, disconnects) from None
                 continue
             status = frame[8]
+            if status == Status.TIMEOUT and session.disconnects != disconnects:
+                # The proxy's own deadline answer, which may come a moment before ours: the
+                # connection was lost during the ask, so it ends as one that reached its
+                # deadline after a loss does (the README's restart rules).
+                raise session.timed_out(timeout, disconnects)
             if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
                 # The URN moved since we resolved it: resolve again (URN key, then pattern
                 # key), and if it leads elsewhere now, send once more.
