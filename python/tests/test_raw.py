@@ -440,3 +440,29 @@ def test_a_deadline_answer_after_a_lost_connection_is_unavailable(raw_redis: Any
         raw.close()
     finally:
         server.close()
+
+
+def test_connecting_to_a_frozen_redis_fails_within_the_connect_timeout(raw_redis: Any, redis_server: Any) -> None:
+    """Redis frozen (SIGSTOP): ``connect`` fails ``Unavailable`` at its ``connect_timeout``,
+    not a second later (nothing to clean up in Redis from a session that never connected)."""
+    server = Server()
+    try:
+        server.wait()
+
+        async def main() -> float:
+            client = conclib.AsyncClient(f"redis://127.0.0.1:{server.port}", namespace="frozen",
+                                         connect_timeout=0.5)
+            freeze(server.proc.pid)
+            try:
+                started = time.monotonic()
+                with pytest.raises(conclib.Unavailable):
+                    await client.connect()
+                return time.monotonic() - started
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+                await client.close()
+
+        took = run(main())
+        assert took < 0.9, f"connect failed after {took:.3f} s with a 0.5 s connect_timeout"
+    finally:
+        server.close()

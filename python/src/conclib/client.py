@@ -418,11 +418,14 @@ class _Session:
                 fut.set_exception(Closed())
                 fut.exception()  # retrieved: no "never retrieved" warning if nobody waits
         self.pending.clear()
-        try:
-            await asyncio.wait_for(self.redis.execute_command("DEL", self.reply_key), 1.0)
-        except BaseException as e:  # noqa: BLE001 - best effort; CancelledError re-raised below
-            if isinstance(e, asyncio.CancelledError):
-                raise
+        # A session that never connected sent nothing, so no reply list of it exists: no
+        # DEL, which a Redis that did not answer the connection would hold for its second.
+        if self.ready:
+            try:
+                await asyncio.wait_for(self.redis.execute_command("DEL", self.reply_key), 1.0)
+            except BaseException as e:  # noqa: BLE001 - best effort; CancelledError re-raised
+                if isinstance(e, asyncio.CancelledError):
+                    raise
         try:
             await asyncio.wait_for(self._close_connections(), 2.0)
         except Exception:  # noqa: BLE001
