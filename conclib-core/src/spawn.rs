@@ -258,7 +258,7 @@ impl<A: Actor> SpawnBuilder<A> {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(SpawnError::StartFailed(e)),
             Err(panic) => {
-                crate::runner::lifecycle::hook_panicked(&cell.core, &panic);
+                crate::runner::lifecycle::count_panic(&cell.core, &panic);
                 Some(SpawnError::StartPanicked(panic))
             }
         };

@@ -69,9 +69,9 @@ impl<A> RunOptions<A> {
     }
 }
 
-/// A hook panicked (`on_start`, `on_stop`, `on_panic`): counted as a handler's panic is, in
-/// the actor's statistics and `conclib_actor_panics_total`.
-pub(crate) fn hook_panicked(core: &crate::cell::CellCore, panic: &str) {
+/// A handler or hook (`on_start`, `on_stop`, `on_panic`) panicked: counted in the actor's
+/// statistics and `conclib_actor_panics_total`.
+pub(crate) fn count_panic(core: &crate::cell::CellCore, panic: &str) {
     core.panicked(panic);
     crate::metrics::count(core, "conclib_actor_panics_total");
 }
@@ -85,12 +85,11 @@ pub(super) async fn after_panic<A: Actor>(
     panic: String,
 ) -> Option<StopReason> {
     tracing::error!(%panic, "actor panicked");
-    cell.core.panicked(&panic);
+    count_panic(&cell.core, &panic);
     cell.mark_task_changed();
-    crate::metrics::count(&cell.core, "conclib_actor_panics_total");
     if let Err(again) = CatchUnwind(actor.on_panic(ctx, &panic)).await {
         tracing::error!("on_panic panicked too");
-        hook_panicked(&cell.core, &again);
+        count_panic(&cell.core, &again);
     }
     // The parent's declaration for its children, if any, overrides the spawner's choice.
     match cell.core.panic_policy(options.policy()) {
@@ -258,7 +257,7 @@ pub(super) async fn finish<A: Actor>(
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(panic) => {
-            hook_panicked(&cell.core, &panic);
+            count_panic(&cell.core, &panic);
             Some(format!("panicked: {panic}"))
         }
     };
