@@ -417,8 +417,9 @@ async fn an_https_url_is_a_config_error_at_once() {
 async fn a_redirect_is_not_healthy() {
     // The health URL answers 302 to a page that answers 200: only the URL's own answer
     // counts, so the start times out with the 302.
+    // Long enough for the server to be listening by the last attempt on a loaded machine.
     let (config, _) = server("moved", &["--mode", "redirect"]);
-    let error = start_api(config.startup_timeout(Duration::from_millis(500)))
+    let error = start_api(config.startup_timeout(Duration::from_secs(5)))
         .await
         .unwrap_err();
     let ApiError::HealthTimeout { last, pid, .. } = &error else {
@@ -433,10 +434,13 @@ async fn a_redirect_is_not_healthy() {
 }
 
 async fn a_server_that_never_answers_is_no_response() {
+    // Long enough for the server to be listening by the last attempt on a loaded machine
+    // (before it listens, an attempt is refused); each attempt gives up after 300 ms.
     let (config, _) = server("mute", &["--mode", "mute"]);
-    let error = start_api(config.startup_timeout(Duration::from_millis(500)))
-        .await
-        .unwrap_err();
+    let config = config
+        .startup_timeout(Duration::from_secs(5))
+        .request_timeout(Duration::from_millis(300));
+    let error = start_api(config).await.unwrap_err();
     let ApiError::HealthTimeout { last, pid, .. } = &error else {
         panic!("expected HealthTimeout, got {error:?}");
     };
