@@ -531,7 +531,8 @@ fn a_hibernating_actor_passes_on_what_it_measured() {
             system.snapshot().messages.iter().map(|m| m.handled).sum()
         };
         // The first batch's figures are passed on at once; the next two, handled within
-        // 100 ms of it, are kept by the actor for a later batch.
+        // 100 ms of it, are held back by the actor (until it has waited 100 ms, or
+        // hibernates: whichever comes first; either passes on all three).
         for _ in 0..3 {
             actor.ask(Ping).await.unwrap();
         }

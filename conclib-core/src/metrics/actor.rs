@@ -212,7 +212,7 @@ const MAX_UNRECORDED: usize = 64;
 
 /// How long after it last did an actor passes its per-message figures on to its snapshot
 /// statistics (one lock), at the end of a batch: with messages still queued, and with
-/// none (in nanoseconds).
+/// none, or waiting for mail (in nanoseconds).
 const FLUSH_BUSY: u64 = 1_000_000_000;
 const FLUSH_IDLE: u64 = 100_000_000;
 
@@ -273,6 +273,14 @@ pub(crate) struct ActorMetrics {
     /// [`FLUSH_BUSY`] and [`FLUSH_IDLE`] in ticks: the check at each batch's end compares
     /// readings, with no conversion.
     flush_ticks: (u64, u64),
+    /// Figures held back at a batch's end (the last passed on too recently): the run loop,
+    /// waiting for mail, passes them on [`FLUSH_IDLE`] after the last time
+    /// ([`pass_on_owed`](Self::pass_on_owed)), so that a snapshot counts what an actor
+    /// handled a moment before it went idle without waiting for its next message or its
+    /// hibernation.
+    owes: bool,
+    /// The timer of that wait (armed only while the actor owes figures and waits for mail).
+    owed_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ActorMetrics {
@@ -300,6 +308,8 @@ impl ActorMetrics {
             buckets,
             // Long ago: the first batch is passed on at once (an actor asked once is seen).
             flushed: 0,
+            owes: false,
+            owed_timer: None,
         })
     }
 
@@ -484,12 +494,65 @@ impl ActorMetrics {
         let since = now.saturating_sub(self.flushed);
         let (busy, idle) = self.flush_ticks;
         if since >= busy || (depth == 0 && since >= idle) {
-            self.flushed = now;
-            crate::snapshot::add_message_totals(
-                core,
-                self.messages.iter_mut().map(|m| &mut m.unflushed),
-            );
+            self.pass_on(now, core);
+        } else {
+            self.owes = true;
         }
+    }
+
+    /// Passes the per-message figures on to the snapshot statistics (one lock), `now` being
+    /// the last reading.
+    fn pass_on(&mut self, now: u64, core: &CellCore) {
+        self.flushed = now;
+        self.owes = false;
+        self.owed_timer = None;
+        crate::snapshot::add_message_totals(
+            core,
+            self.messages.iter_mut().map(|m| &mut m.unflushed),
+        );
+    }
+
+    /// Whether figures were held back at a batch's end ([`pass_on_owed`](Self::pass_on_owed)).
+    #[inline]
+    pub(crate) fn owes(&self) -> bool {
+        self.owes
+    }
+
+    /// The run loop waits for mail while it [`owes`](Self::owes) figures: passes them on
+    /// if [`FLUSH_IDLE`] went by since it last did (returns true), or else arms a timer
+    /// that wakes the run loop when it has. Out of line: at most once a [`FLUSH_IDLE`] an
+    /// actor that goes idle.
+    #[inline(never)]
+    pub(crate) fn pass_on_owed(
+        &mut self,
+        core: &CellCore,
+        cx: &mut std::task::Context<'_>,
+    ) -> bool {
+        // Armed: an actor asked one message at a time comes here after every answer, and
+        // looks at the timer (no reading of the clock, no new timer, no poll: the task's
+        // waker it was polled with stays registered) until it fires.
+        if let Some(timer) = &self.owed_timer {
+            if !timer.is_elapsed() {
+                return false;
+            }
+            self.pass_on(self.clock.now(), core);
+            return true;
+        }
+        let now = self.clock.now();
+        let since = now.saturating_sub(self.flushed);
+        let idle = self.flush_ticks.1;
+        if since >= idle {
+            self.pass_on(now, core);
+            return true;
+        }
+        let left = self.clock.nanos(idle - since).clamp(1_000_000, FLUSH_IDLE);
+        let mut timer = Box::pin(tokio::time::sleep(std::time::Duration::from_nanos(left)));
+        if timer.as_mut().poll(cx).is_ready() {
+            self.pass_on(now, core);
+            return true;
+        }
+        self.owed_timer = Some(timer);
+        false
     }
 
     /// Passes on everything measured, to the recorder and to the snapshot statistics, before
@@ -499,11 +562,7 @@ impl ActorMetrics {
         if self.has_unrecorded() {
             self.record(0, core);
         }
-        self.flushed = self.ended;
-        crate::snapshot::add_message_totals(
-            core,
-            self.messages.iter_mut().map(|m| &mut m.unflushed),
-        );
+        self.pass_on(self.ended, core);
     }
 
     pub(crate) fn skipped(&self) {

@@ -276,6 +276,14 @@ unsafe fn poll_run<A: Actor>(
                 if ledger.tracks_work {
                     cell.mailbox.set_working(false);
                 }
+                // Figures held back at the batch's end: passed on a moment from now, so
+                // that a snapshot does not wait for the next message to count them.
+                if let Some(m) = ledger.metrics.as_deref_mut()
+                    && m.owes()
+                    && m.pass_on_owed(&cell.core, cx)
+                {
+                    cell.mark_task_changed();
+                }
                 // Idle: what a large handler grew goes back. SAFETY: no handler waits.
                 unsafe { &mut (*run).slot }.shrink_idle();
                 return Poll::Pending;

@@ -69,8 +69,10 @@ pub const HANDLING_BUCKETS: usize = 24;
 /// task and passes its counts on (one lock) at the end of a batch of messages (what it
 /// handled before waiting for mail or awaiting in a handler, at most 64): its first batch,
 /// then a batch that ends a second or more after it last did, or 100 ms or more when the
-/// batch leaves its mailbox empty. What an actor handled since is counted at a later one,
-/// or when it hibernates ([`ActorSystem::set_hibernate_after`]).
+/// batch leaves its mailbox empty. What a batch holds back is passed on by a later one, or,
+/// once the actor waits for mail, 100 ms after it last passed figures on (or when it
+/// hibernates, [`ActorSystem::set_hibernate_after`]): a snapshot counts what an idle actor
+/// handled about 100 ms after its last message at the latest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageTotals {
     /// The actors' Rust type.
