@@ -466,3 +466,31 @@ def test_connecting_to_a_frozen_redis_fails_within_the_connect_timeout(raw_redis
         assert took < 0.9, f"connect failed after {took:.3f} s with a 0.5 s connect_timeout"
     finally:
         server.close()
+
+
+def test_a_lookup_redis_does_not_answer_says_the_command_timeout(raw_redis: Any, redis_server: Any) -> None:
+    """Redis frozen (SIGSTOP): ``resolve`` fails ``Timeout`` at the client's
+    ``command_timeout``, and says that timeout (it said 0.000 s)."""
+    server = Server()
+    try:
+        server.wait()
+
+        async def main() -> tuple[conclib.Timeout, float]:
+            async with conclib.AsyncClient(f"redis://127.0.0.1:{server.port}", namespace="frozen",
+                                           command_timeout=0.5) as client:
+                await client.connect()
+                freeze(server.proc.pid)
+                try:
+                    started = time.monotonic()
+                    with pytest.raises(conclib.Timeout) as raised:
+                        await client.resolve("svc")
+                    return raised.value, time.monotonic() - started
+                finally:
+                    os.kill(server.proc.pid, signal.SIGCONT)
+
+        error, took = run(main())
+        assert error.timeout == 0.5, error
+        assert "0.500 s" in str(error) and "svc" in str(error), str(error)
+        assert 0.4 < took < 1.5, took
+    finally:
+        server.close()

@@ -1507,12 +1507,16 @@ class AsyncClient:
 
     async def resolve(self, urn: str) -> str | None:
         """Which system serves this URN now, if any (asks Redis, not the cache): the id in
-        its URN key, else in its pattern key (a group id, ``~user:*``)."""
+        its URN key, else in its pattern key (a group id, ``~user:*``). Raises ``Timeout``
+        (its ``timeout`` the client's ``command_timeout``) if Redis does not answer within
+        ``command_timeout``."""
         session = await self._current()
         try:
             route = await session.resolve(urn, time.monotonic() + self.command_timeout, True)
         except UnknownUrn:
             return None
+        except Timeout:
+            raise Timeout(self.command_timeout, f"looking up {urn}") from None
         return route.system
 
 
