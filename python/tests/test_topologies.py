@@ -4,10 +4,12 @@ URL, the Python client asks, tells and gets typed errors through redis-py's ``Se
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,26 +95,83 @@ def test_sentinel(servers: Servers) -> None:
     exercise(f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster", "sentinel")
 
 
-def test_cluster(servers: Servers) -> None:
+def spawn_node(servers: Servers, port: int, bus: int) -> None:
+    # An explicit bus port: the default (port + 10000) may not exist for a high port.
+    servers.spawn(f"node{port}", "--port", str(port), "--cluster-enabled", "yes",
+                  "--cluster-port", str(bus), "--cluster-config-file",
+                  str(servers.dir / f"nodes-{port}.conf"), "--cluster-node-timeout", "5000")
+
+
+def cluster_ok(ports: list[int]) -> bool:
+    return all("cluster_state:ok" in cli(p, "CLUSTER", "INFO") and "cluster_known_nodes:3" in cli(p, "CLUSTER", "INFO")
+               for p in ports)
+
+
+def start_cluster(servers: Servers) -> tuple[list[int], list[int], str]:
+    """Three masters; returns their ports, bus ports and the URL naming them."""
     ports = [free_port() for _ in range(3)]
-    for port in ports:
-        # An explicit bus port: the default (port + 10000) may not exist for a high port.
-        servers.spawn(f"node{port}", "--port", str(port), "--cluster-enabled", "yes",
-                      "--cluster-port", str(free_port()), "--cluster-config-file",
-                      str(servers.dir / f"nodes-{port}.conf"), "--cluster-node-timeout", "5000")
+    buses = [free_port() for _ in ports]
+    for port, bus in zip(ports, buses):
+        spawn_node(servers, port, bus)
     wait_until(lambda: all(cli(p, "PING").strip() == "PONG" for p in ports), 10, "the nodes")
     subprocess.run(
         ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
          "--cluster-yes"],
         check=True, capture_output=True, timeout=30,
     )
-    wait_until(
-        lambda: all("cluster_state:ok" in cli(p, "CLUSTER", "INFO") and "cluster_known_nodes:3" in cli(p, "CLUSTER", "INFO")
-                    for p in ports),
-        20, "cluster_state:ok",
-    )
+    wait_until(lambda: cluster_ok(ports), 20, "cluster_state:ok")
     url = f"redis-cluster://127.0.0.1:{ports[0]}?" + "&".join(f"node=127.0.0.1:{p}" for p in ports[1:])
+    return ports, buses, url
+
+
+def test_cluster(servers: Servers) -> None:
+    _, _, url = start_cluster(servers)
     exercise(url, "cluster")
+
+
+def test_a_cluster_node_restarted_empty_is_recovered_from(servers: Servers) -> None:
+    """A node of the cluster SIGKILLed and restarted (no persistence: its keys are gone, its
+    slots kept in its nodes file): asks meanwhile fail with a typed error within their
+    timeout (no hang), and once the proxy registered its URNs again the same client answers
+    again, on every node, without being made anew."""
+    ports, buses, url = start_cluster(servers)
+    server = RustServer(url, "restart", lease_ttl_ms=1000)
+    try:
+
+        async def main() -> None:
+            async with conclib.AsyncClient(url, namespace="restart", timeout=1) as client:
+                urns = ("py:shapes", "py:counter", "py:narrow", "conf:counter")
+                assert await client.ask("py:shapes", "Double", 21) == 42
+                victim = servers.procs[0]
+                victim.kill()
+                victim.wait(timeout=10)
+                spawn_node(servers, ports[0], buses[0])
+                wait_until(lambda: cluster_ok(ports), 30, "cluster_state:ok after the restart")
+                # Until the proxy renewed its keys on the restarted node and the client's
+                # connections were made anew: typed errors, each within its timeout.
+                deadline = time.monotonic() + 30
+                answered: set[str] = set()
+                while answered != set(urns):
+                    assert time.monotonic() < deadline, f"only {answered} answered again"
+                    for urn in urns:
+                        started = time.monotonic()
+                        try:
+                            if urn == "py:shapes":
+                                assert await client.ask(urn, "Double", 2) == 4
+                            elif urn == "conf:counter":
+                                assert await client.ask(urn, "test.Echo", "hi") == "hi"
+                            elif await client.resolve(urn) != "pyserver":
+                                continue
+                            answered.add(urn)
+                        except conclib.ConclibError:
+                            pass
+                        took = time.monotonic() - started
+                        assert took < 4, f"{urn}: an ask of 1 s took {took:.1f} s"
+                    await asyncio.sleep(0.05)
+
+        run(main())
+    finally:
+        server.close()
 
 
 def test_a_cluster_that_cannot_be_reached_is_unavailable() -> None:
