@@ -108,12 +108,59 @@ fn parse(args: TokenStream, item: &Item) -> syn::Result<Model> {
             );
         }
     }
+    for (key, ty) in [("response", &options.response), ("error", &options.error)] {
+        if let Some(borrowed) = ty.as_ref().and_then(borrowing) {
+            let owned = match &*borrowed.elem {
+                Type::Path(p) if p.path.is_ident("str") => "`String`".to_owned(),
+                Type::Slice(s) => format!("`Vec<{}>`", s.elem.to_token_stream()),
+                _ => "an owned value or an `Arc<T>`".to_owned(),
+            };
+            errors.spanned(
+                borrowed,
+                format!(
+                    "a message's {key} cannot borrow: it is sent back to the asker from the actor's task \
+                     (or another process), so it must be `'static`; use {owned} instead of `{}`",
+                    borrowed.to_token_stream().to_string().replace("& ", "&")
+                ),
+            );
+        }
+    }
     errors.finish()?;
     Ok(Model {
         ident: ident.clone(),
         generics: generics.clone(),
         options,
     })
+}
+
+/// The first reference in `ty` that is not `&'static` (in the type itself, its generic
+/// arguments, tuples, slices and arrays).
+fn borrowing(ty: &Type) -> Option<&syn::TypeReference> {
+    match ty {
+        Type::Reference(r) => match &r.lifetime {
+            Some(l) if l.ident == "static" => borrowing(&r.elem),
+            _ => Some(r),
+        },
+        Type::Path(p) => p
+            .path
+            .segments
+            .iter()
+            .find_map(|segment| match &segment.arguments {
+                syn::PathArguments::AngleBracketed(args) => {
+                    args.args.iter().find_map(|arg| match arg {
+                        syn::GenericArgument::Type(t) => borrowing(t),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            }),
+        Type::Tuple(t) => t.elems.iter().find_map(borrowing),
+        Type::Slice(s) => borrowing(&s.elem),
+        Type::Array(a) => borrowing(&a.elem),
+        Type::Paren(p) => borrowing(&p.elem),
+        Type::Group(g) => borrowing(&g.elem),
+        _ => None,
+    }
 }
 
 /// The tokens to point at, and how to call an item that cannot be a message.
