@@ -1022,6 +1022,24 @@ class _Session:
             return self.timed_out(timeout, disconnects)
         return e
 
+    def check_deadline_answer(self, status: int, timeout: float, disconnects: int) -> None:
+        """A reply of status ``TIMEOUT`` is the proxy's own deadline answer, which may come a
+        moment before ours: if the connection was lost during the ask, it ends as one that
+        reached its deadline after a loss does (the README's restart rules)."""
+        if status == Status.TIMEOUT and self.disconnects != disconnects:
+            raise self.timed_out(timeout, disconnects)
+
+    async def moved(self, urn: str, route: _Route, deadline: float) -> _Route | None:
+        """A ``NOT_OWNER`` or ``UNKNOWN_URN`` answer: the URN may have moved to another
+        system since it was resolved. Resolves it again (URN key, then pattern key): the new
+        route if it leads elsewhere now (send once more), else ``None``."""
+        self.forget(urn)
+        try:
+            fresh = await self.resolve(urn, deadline, True)
+        except ConclibError:
+            return None
+        return fresh if fresh.system != route.system else None
+
 
 def _info_fields(info: Any) -> dict[str, str]:
     if isinstance(info, dict):
@@ -1364,21 +1382,12 @@ class AsyncClient:
                 session.pending.pop(request_id, None)
                 session.written.discard(request_id)
             status = frame[8]
-            if status == Status.TIMEOUT and session.disconnects != disconnects:
-                # The proxy's own deadline answer, which may come a moment before ours: the
-                # connection was lost during the ask, so it ends as one that reached its
-                # deadline after a loss does (the README's restart rules).
-                raise session.timed_out(timeout, disconnects)
+            session.check_deadline_answer(status, timeout, disconnects)
             if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
-                # The URN moved to another system since we resolved it: resolve again, once.
                 retried = True
-                session.forget(urn)
-                try:
-                    fresh: _Route | None = await session.resolve(urn, deadline, True)
-                except ConclibError:
-                    fresh = None
-                if fresh is not None and fresh.system != route.system:
-                    route = fresh
+                moved = await session.moved(urn, route, deadline)
+                if moved is not None:
+                    route = moved
                     continue
             return status, frame[REPLY_HEADER_LEN:]
 
@@ -1435,22 +1444,12 @@ class AsyncClient:
                     raise session.at_deadline(e, timeout, disconnects) from None
                 continue
             status = frame[8]
-            if status == Status.TIMEOUT and session.disconnects != disconnects:
-                # The proxy's own deadline answer, which may come a moment before ours: the
-                # connection was lost during the ask, so it ends as one that reached its
-                # deadline after a loss does (the README's restart rules).
-                raise session.timed_out(timeout, disconnects)
+            session.check_deadline_answer(status, timeout, disconnects)
             if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
-                # The URN moved since we resolved it: resolve again (URN key, then pattern
-                # key), and if it leads elsewhere now, send once more.
                 retried = True
-                session.forget(urn)
-                try:
-                    fresh: _Route | None = await session.resolve(urn, deadline, True)
-                except ConclibError:
-                    fresh = None
-                if fresh is not None and fresh.system != route.system:
-                    route = fresh
+                moved = await session.moved(urn, route, deadline)
+                if moved is not None:
+                    route = moved
                     continue
             return status, frame[REPLY_HEADER_LEN:]
 
