@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from .errors import ProtocolError
 from .url import RedisTarget
 
-__all__ = ["Awaiting", "RawConnection", "RespError", "open_raw", "pack"]
+__all__ = ["Awaiting", "RawConnection", "RespError", "bulk", "open_raw", "pack"]
 
 
 class RespError:
@@ -83,7 +83,8 @@ def _parse(buf: Any, pos: int) -> tuple[Any, int]:
     raise ProtocolError(f"unexpected RESP type byte {kind!r} from Redis")
 
 
-def _bulk(value: bytes | str | int) -> bytes:
+def bulk(value: bytes | str | int) -> bytes:
+    """One bulk string in RESP: ``$<length>\r\n<bytes>\r\n`` (text as UTF-8)."""
     if isinstance(value, str):
         value = value.encode("utf-8", "surrogatepass")
     elif isinstance(value, int):
@@ -93,7 +94,7 @@ def _bulk(value: bytes | str | int) -> bytes:
 
 def pack(*args: bytes | str | int) -> bytes:
     """One command in RESP."""
-    return b"*%d\r\n%b" % (len(args), b"".join([_bulk(a) for a in args]))
+    return b"*%d\r\n%b" % (len(args), b"".join([bulk(a) for a in args]))
 
 
 class Awaiting(Protocol):

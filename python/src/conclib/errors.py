@@ -195,3 +195,30 @@ class Closed(ConclibError):
 
     def __init__(self) -> None:
         super().__init__("the client is closed")
+
+
+def is_connection_error(e: BaseException) -> bool:
+    """Whether a redis-py (or socket) error means the connection to Redis is lost or
+    unusable for now (not that Redis refused the command)."""
+    import redis.exceptions as rexc
+
+    kinds: tuple[type[BaseException], ...] = (rexc.ConnectionError, rexc.TimeoutError, OSError, EOFError)
+    for optional in ("ClusterDownError", "MasterDownError", "TryAgainError"):
+        kind = getattr(rexc, optional, None)
+        if isinstance(kind, type) and issubclass(kind, BaseException):
+            kinds += (kind,)
+    if isinstance(e, kinds):
+        return True
+    # A cluster client that reaches no node says so with its generic exception.
+    cluster = getattr(rexc, "RedisClusterException", None)
+    return isinstance(cluster, type) and isinstance(e, cluster) and "cannot be connected" in str(e)
+
+
+def from_redis_error(e: BaseException) -> ConclibError:
+    """The client's error for a redis-py error: ``Unavailable`` for a lost connection,
+    else ``RedisError``."""
+    if isinstance(e, ConclibError):
+        return e
+    if is_connection_error(e):
+        return Unavailable(f"{type(e).__name__}: {e}")
+    return RedisError(f"{type(e).__name__}: {e}")

@@ -1,0 +1,357 @@
+"""The one-server path (``redis://``, ``rediss://``, ``redis+unix://``): requests written and
+replies read on two raw connections of the client's own (``_raw``), with no task per ask.
+
+Requests queued in one turn of the event loop leave in one write (at most
+``RAW_UNANSWERED`` whose ``XADD`` answers have not come, and ``RAW_BUFFERED`` bytes the
+kernel has not taken); the reader sends its next ``BLMPOP`` from the read callback of the
+last one's answer; asks whose deadlines fall in one tick of ``EXPIRY_TICK`` share a timer;
+a watchdog drops a connection Redis stopped answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._raw import RawConnection, RespError, bulk, open_raw, pack
+from .errors import (
+    Closed,
+    ConclibError,
+    ProtocolError,
+    RedisError,
+    Unavailable,
+    from_redis_error,
+    is_connection_error,
+)
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+log = logging.getLogger("conclib")
+
+RAW_UNANSWERED = 4096
+"""The most requests written whose ``XADD`` answers have not come."""
+RAW_BUFFERED = 8 << 20
+"""The most bytes written and not yet taken by the kernel before the next write waits."""
+EXPIRY_TICK = 0.005
+"""Asks time out at most this much after their deadline (their timers are shared)."""
+WATCHDOG_EVERY = 1.0
+"""How often the connections are checked for a Redis that stopped answering."""
+
+# What an ask's waiter holds instead of a reply frame.
+GONE: Any = object()  # XADD answered nil: the stream does not exist (NOMKSTREAM)
+EXPIRED: Any = object()  # the ask's deadline passed
+
+_XADD_HEAD = (
+    b"*%d\r\n$4\r\nXADD\r\n%b$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n"
+    b"$2\r\nid\r\n$%d\r\n%b\r\n$3\r\nurn\r\n%b$3\r\nmsg\r\n%b$3\r\nttl\r\n$%d\r\n%b\r\n"
+)
+_PRIO_HIGH = b"$4\r\nprio\r\n$4\r\nhigh\r\n"
+_XADD_TAIL = b"$2\r\ntp\r\n$%d\r\n%b\r\n$5\r\ncodec\r\n$7\r\nmsgpack\r\n$4\r\nbody\r\n$%d\r\n%b\r\n"
+
+
+def pack_request(
+    packed_key: bytes, request_id: int, urn: bytes, msg: bytes, ttl: int, reply: bytes, high: bool, tp: bytes,
+    body: bytes,
+) -> bytes:
+    """``XADD key NOMKSTREAM * <fields>`` of one request in RESP, the fields in the order of
+    ``protocol.request_fields`` (``urn``, ``msg`` and ``reply`` given packed as whole
+    name/value pairs' values: ``$n\\r\\n...\\r\\n``; ``reply`` empty for a tell)."""
+    rid = b"%d" % request_id
+    ttl_b = b"%d" % ttl
+    n = 20 + (2 if reply else 0) + (2 if high else 0)
+    head = _XADD_HEAD % (n, packed_key, len(rid), rid, urn, msg, len(ttl_b), ttl_b)
+    tail = _XADD_TAIL % (len(tp), tp, len(body), body)
+    if reply:
+        head += reply
+    if high:
+        head += _PRIO_HIGH
+    return head + tail
+
+
+class Entry:
+    """One request queued for, or written to, the writer connection; ``answer`` takes its
+    ``XADD``'s reply. An ask's ``future`` is its reply waiter (it gets the reply frame
+    later, or ``GONE``, or the write's error); a tell's gets the count of Redis losses read
+    just before the write, or ``None`` (the stream is gone), as ``Session.send``'s."""
+
+    __slots__ = ("path", "data", "size", "request_id", "future", "losses")
+
+    def __init__(self, path: RawPath, data: bytes, size: int, request_id: int, future: asyncio.Future[Any]) -> None:
+        self.path = path
+        self.data = data
+        self.size = size
+        self.request_id = request_id
+        self.future = future
+        self.losses = 0
+
+    def answer(self, reply: Any) -> None:
+        path = self.path
+        if path.wqueue and not path.flush_scheduled:  # a write that waited for answers may go now
+            path.schedule_flush()
+        fut = self.future
+        if fut.done():  # its asker gave up, or (an ask) its answer came first
+            return
+        s = path.session
+        if type(reply) is bytes:
+            if not self.request_id:
+                fut.set_result(self.losses)
+            elif s.losses != self.losses:
+                fut.set_exception(Unavailable("Redis restarted without its data just as the request was written"))
+            else:
+                s.written.add(self.request_id)
+        elif reply is None:
+            fut.set_result(GONE if self.request_id else None)
+        elif isinstance(reply, ConnectionError):
+            fut.set_exception(Closed() if s.closed else Unavailable(f"ConnectionError: {reply}"))
+        elif isinstance(reply, RespError):
+            fut.set_exception(RedisError(f"ResponseError: {reply.message}"))
+        else:
+            fut.set_exception(ProtocolError(f"unexpected answer to XADD: {reply!r}"))
+
+    def fail(self, error: ConclibError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+            self.future.exception()
+
+
+class _ReaderTurn:
+    """The reply reader: takes each ``BLMPOP``'s answer, hands the frames to their asks and
+    sends the next ``BLMPOP`` at once (no task)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: RawPath) -> None:
+        self.path = path
+
+    def answer(self, reply: Any) -> None:
+        path = self.path
+        s = path.session
+        if s.closed:
+            return
+        if type(reply) is list and len(reply) == 2 and type(reply[1]) is list:
+            deliver = s.deliver
+            for frame in reply[1]:
+                deliver(frame)
+        elif isinstance(reply, ConnectionError):
+            return  # the connection's on_lost reconnects
+        elif isinstance(reply, RespError):
+            s.spawn(path.reader_refused(reply.message))
+            return
+        elif reply is not None:
+            log.warning("malformed BLMPOP answer: %r", reply)
+        conn = path.rconn
+        if conn is not None and not conn.closed:
+            conn.send(path.blmpop, (self,))
+
+
+class RawPath:
+    """The writer and reader connections of one session, the requests waiting for the next
+    write, the asks' shared deadline timers and the watchdog."""
+
+    def __init__(self, session: Session, blmpop: bytes) -> None:
+        self.session = session
+        self.loop = session.loop
+        self.blmpop = blmpop
+        self.wconn: RawConnection | None = None
+        self.rconn: RawConnection | None = None
+        self.wqueue: list[Entry] = []
+        self.flush_scheduled = False
+        self.wconnecting: asyncio.Task[None] | None = None
+        self.reconnecting: asyncio.Task[None] | None = None
+        self.turn = _ReaderTurn(self)
+        self.watchdog: asyncio.TimerHandle | None = None
+        # What every ask's request holds packed: the reply pair, URNs and message names seen.
+        self.packed_reply = b"$5\r\nreply\r\n" + bulk(session.reply_key)
+        self.packed: dict[str, bytes] = {}
+        # Asks whose deadlines fall in one tick of ``EXPIRY_TICK`` share one timer.
+        self.expiry: dict[int, list[int]] = {}
+
+    async def start(self) -> None:
+        self.wconn = await self._open(self._writer_lost)
+        self.rconn = await self._open(self._reader_lost)
+        self.rconn.send(self.blmpop, (self.turn,))
+        self.watchdog = self.loop.call_later(WATCHDOG_EVERY, self._watch_connections)
+
+    def cancel(self) -> None:
+        """Stops its tasks and timers (the session is closing)."""
+        for task in (self.reconnecting, self.wconnecting):
+            if task is not None and not task.done():
+                task.cancel()
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+
+    async def close(self) -> None:
+        for raw in (self.wconn, self.rconn):
+            if raw is not None:
+                raw.close()
+        for entry in self.wqueue:
+            entry.fail(Closed())
+        self.wqueue = []
+
+    def append(self, requests_key: str, fields: list[bytes | str | int], size: int, fut: asyncio.Future[Any]) -> None:
+        """Queues a tell (``Session.send``)."""
+        self.enqueue(Entry(self, pack("XADD", requests_key, "NOMKSTREAM", "*", *fields), size, 0, fut))
+
+    async def _open(self, on_lost: Any) -> RawConnection:
+        client = self.session.client
+        conn = await open_raw(client._target, connect_timeout=client.connect_timeout, tls_ca_file=client._tls_ca_file)
+        if self.session.closed:
+            conn.close()
+            raise Closed()
+        conn.on_lost = functools.partial(on_lost, conn)
+        return conn
+
+    def packed_name(self, name: str) -> bytes:
+        """``name`` (a URN or a message name) packed as a bulk string, kept for its next ask."""
+        packed = self.packed
+        found = packed.get(name)
+        if found is None:
+            if len(packed) > 10_000:
+                packed.clear()
+            found = packed[name] = bulk(name)
+        return found
+
+    def expire_at(self, deadline: float, request_id: int) -> None:
+        """The ask ``request_id`` (in ``pending``) gets ``EXPIRED`` at ``deadline`` (at most
+        ``EXPIRY_TICK`` later): one timer per tick, not per ask."""
+        tick = math.ceil(deadline / EXPIRY_TICK)
+        ids = self.expiry.get(tick)
+        if ids is None:
+            ids = self.expiry[tick] = []
+            self.loop.call_later(max(tick * EXPIRY_TICK - time.monotonic(), 0.0), self._expire_tick, tick)
+        ids.append(request_id)
+
+    def _expire_tick(self, tick: int) -> None:
+        pending = self.session.pending
+        for request_id in self.expiry.pop(tick, ()):
+            fut = pending.get(request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(EXPIRED)
+
+    def enqueue(self, entry: Entry) -> None:
+        """Queues a request for the next write (at the end of this turn of the event loop:
+        whatever is queued meanwhile leaves in the same write)."""
+        self.wqueue.append(entry)
+        if not self.flush_scheduled:
+            self.schedule_flush()
+
+    def schedule_flush(self) -> None:
+        self.flush_scheduled = True
+        self.loop.call_soon(self._write)
+
+    def _write(self) -> None:
+        self.flush_scheduled = False
+        if not self.wqueue:
+            return
+        s = self.session
+        if s.closed:
+            return
+        if s.down:
+            queue, self.wqueue = self.wqueue, []
+            for entry in queue:
+                entry.fail(Unavailable("the connection to Redis is lost"))
+            return
+        conn = self.wconn
+        if conn is None or conn.closed:
+            if self.wconnecting is None:
+                self.wconnecting = self.loop.create_task(self._connect_writer())
+            return
+        # Bounded: the rest waits for answers (``Entry.answer`` schedules the next write).
+        room = RAW_UNANSWERED - len(conn.waiting)
+        if room <= 0 or conn.buffered() >= RAW_BUFFERED:
+            return
+        queue = self.wqueue
+        if len(queue) > room:
+            queue, self.wqueue = queue[:room], queue[room:]
+        else:
+            self.wqueue = []
+        queue = [e for e in queue if not e.future.done()]  # their askers gave up
+        if not queue:
+            return
+        losses = s.losses
+        for entry in queue:
+            entry.losses = losses
+        conn.send(b"".join([e.data for e in queue]), queue)
+
+    async def _connect_writer(self) -> None:
+        try:
+            conn = await self._open(self._writer_lost)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:
+            queue, self.wqueue = self.wqueue, []
+            error = from_redis_error(e) if isinstance(e, Exception) else Closed()
+            if isinstance(error, Unavailable) and not self.session.closed:
+                self.session.link_lost()
+            for entry in queue:
+                entry.fail(error)
+            return
+        finally:
+            self.wconnecting = None
+        self.wconn = conn
+        self._write()
+
+    def _writer_lost(self, conn: RawConnection, error: ConnectionError) -> None:
+        if self.wconn is conn:
+            self.wconn = None
+        if not self.session.closed:
+            log.debug("the request connection was lost (%s)", error)
+            self.session.link_lost()
+
+    def _reader_lost(self, conn: RawConnection, error: ConnectionError) -> None:
+        if self.rconn is conn:
+            self.rconn = None
+        if self.session.closed:
+            return
+        log.debug("reading replies failed (%s); reconnecting", error)
+        self.session.link_lost()
+        if self.reconnecting is None or self.reconnecting.done():
+            self.reconnecting = self.loop.create_task(self._reconnect_reader())
+
+    async def _reconnect_reader(self) -> None:
+        backoff = 0.01
+        while not self.session.closed:
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 0.5)
+            try:
+                conn = await self._open(self._reader_lost)
+            except (asyncio.CancelledError, Closed):
+                raise
+            except Exception as e:  # noqa: BLE001 - still unreachable: try again
+                if is_connection_error(e) or isinstance(e, asyncio.TimeoutError):
+                    self.session.link_lost()
+                log.debug("reconnecting the reply reader failed (%s); retrying", e)
+                continue
+            self.rconn = conn
+            conn.send(self.blmpop, (self.turn,))
+            return
+
+    async def reader_refused(self, error: str) -> None:
+        """Redis refused the ``BLMPOP``: the reply list was overwritten, or something else
+        (logged); the next one leaves a moment later."""
+        if "WRONGTYPE" in error:
+            await self.session.reply_list_clobbered(error)
+        else:
+            log.warning("reading replies failed: %s", error)
+        await asyncio.sleep(0.01)
+        conn = self.rconn
+        if conn is not None and not conn.closed and not self.session.closed:
+            conn.send(self.blmpop, (self.turn,))
+
+    def _watch_connections(self) -> None:
+        """Every second: a connection waiting longer than the command timeout (plus the
+        ``BLMPOP`` block time) for Redis to answer is dropped (as redis-py's socket timeout
+        would): the writer reconnects on the next write, the reader at once."""
+        s = self.session
+        if s.closed:
+            return
+        limit = s.reply_wait_limit
+        for conn in (self.wconn, self.rconn):
+            if conn is not None and not conn.closed and conn.silent_for() > limit:
+                conn.abort(ConnectionError(f"Redis did not answer within {limit:.0f} s"))
+        self.watchdog = self.loop.call_later(WATCHDOG_EVERY, self._watch_connections)

@@ -1,0 +1,268 @@
+"""The Sentinel and Cluster path: requests and replies through redis-py's connections.
+
+Outside a cluster (Sentinel), requests leave from one writer task on a connection of its
+own, whatever was queued while it wrote the last batch in one write, and replies are read
+by a reader task on another. In a cluster, the requests to one stream queued together
+leave in one pipeline (a task per batch), and the reader uses redis-py's client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._raw import pack
+from .errors import Closed, ConclibError, Unavailable, from_redis_error, is_connection_error
+from .url import build_client
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+log = logging.getLogger("conclib")
+
+SEND_BATCH = 32
+"""The most requests appended by one pipeline (as the Rust client)."""
+SEND_BATCH_BYTES = 1 << 20
+"""The most body bytes appended by one pipeline (a single larger request goes alone)."""
+
+
+def cancelling() -> bool:
+    """Whether the current task is being cancelled (Python 3.11+; False before). redis-py
+    may replace a cancellation by the error of its disconnect."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
+
+
+@dataclass
+class Outgoing:
+    fields: list[bytes | str | int]
+    size: int
+    # The count of Redis losses read just before the write (see ``Session.identified``),
+    # or None: the stream is gone (NOMKSTREAM).
+    future: asyncio.Future[int | None]
+
+
+class RedisPyPath:
+    """The writer and reader of one session on redis-py's connections."""
+
+    def __init__(self, session: Session, blmpop: bytes) -> None:
+        client = session.client
+        self.session = session
+        self.loop = session.loop
+        self.blmpop = blmpop
+        # The reply reader blocks in BLMPOP: a connection of its own.
+        self.reader_redis: Any = build_client(
+            client._target,
+            connect_timeout=client.connect_timeout,
+            command_timeout=session.reply_wait_limit,
+            tls_ca_file=client._tls_ca_file,
+            max_connections=2,
+        )
+        self.direct = client._target.kind != "cluster"
+        self.queue: list[tuple[str, Outgoing]] = []
+        self.wakeup = asyncio.Event()
+        self.outbox: dict[str, list[Outgoing]] = {}
+        self.writer: asyncio.Task[None] | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.write_conn: Any = None
+        self.read_conn: Any = None
+
+    async def start(self) -> None:
+        if self.direct:
+            self.write_conn = await self.session.redis.connection_pool.get_connection()
+            self.read_conn = await self.reader_redis.connection_pool.get_connection()
+            # The first BLMPOP leaves here: a reader cancelled (its loop closing) right after
+            # it starts is then in a read, which redis-py lets a cancellation end.
+            await self.read_conn.send_packed_command(self.blmpop, check_health=False)
+            self.writer = self.loop.create_task(self._write_requests())
+        self.reader = self.loop.create_task(self._read_replies())
+
+    def cancel(self) -> None:
+        """Stops its tasks (the session is closing)."""
+        for task in (self.reader, self.writer):
+            if task is not None and not task.done():
+                task.cancel()
+
+    async def close(self) -> None:
+        s = self.session
+        for conn, redis in ((self.write_conn, s.redis), (self.read_conn, self.reader_redis)):
+            if conn is not None:
+                await conn.disconnect()
+                await redis.connection_pool.release(conn)
+        close = getattr(self.reader_redis, "aclose", None) or self.reader_redis.close
+        await close()
+        pool = getattr(self.reader_redis, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
+
+    def append(self, requests_key: str, fields: list[bytes | str | int], size: int, fut: asyncio.Future[Any]) -> None:
+        """Queues a request (``Session.send``): for the writer task, or (in a cluster) for
+        its stream's next pipeline."""
+        if self.direct:
+            self.queue.append((requests_key, Outgoing(fields, size, fut)))
+            self.wakeup.set()
+            return
+        queue = self.outbox.get(requests_key)
+        if queue is None:
+            queue = self.outbox[requests_key] = []
+            self.session.spawn(self._flush(requests_key))
+        queue.append(Outgoing(fields, size, fut))
+
+    async def _write_requests(self) -> None:
+        """The writer (outside a cluster): whatever was queued while it wrote the last batch
+        leaves in one write, of ``XADD``s to any streams; then their answers are read."""
+        conn = self.write_conn
+        while not cancelling():
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            queued, self.queue = self.queue, []
+            start = 0
+            while start < len(queued):
+                end, size = start + 1, queued[start][1].size
+                while end < len(queued) and end - start < 8 * SEND_BATCH and size + queued[end][1].size <= SEND_BATCH_BYTES:
+                    size += queued[end][1].size
+                    end += 1
+                await self._write_batch(conn, queued[start:end])
+                start = end
+
+    async def _write_batch(self, conn: Any, batch: list[tuple[str, Outgoing]]) -> None:
+        import redis.exceptions as rexc
+
+        batch = [(key, r) for key, r in batch if not r.future.done()]  # their askers gave up
+        if not batch:
+            return
+        s = self.session
+        losses = s.losses
+        results: list[Any] = []
+        try:
+            if s.down:
+                raise Unavailable("the connection to Redis is lost")
+            packed = b"".join([pack("XADD", key, "NOMKSTREAM", "*", *r.fields) for key, r in batch])
+            await conn.send_packed_command(packed, check_health=False)
+            for _ in batch:
+                try:
+                    results.append(await conn.read_response())
+                except rexc.ResponseError as e:
+                    results.append(e)
+        except asyncio.CancelledError:
+            _fail_closed([r for _, r in batch])
+            raise
+        except Exception as e:  # the rest of the batch failed
+            if cancelling():
+                _fail_closed([r for _, r in batch])
+                raise asyncio.CancelledError() from e
+            if is_connection_error(e) and not isinstance(e, ConclibError):
+                s.link_lost()
+                try:
+                    await conn.disconnect(nowait=True)  # reconnects on the next write
+                except Exception:  # noqa: BLE001
+                    pass
+            results += [e] * (len(batch) - len(results))
+        for (_, request), result in zip(batch, results):
+            if request.future.done():
+                continue
+            if isinstance(result, BaseException):
+                request.future.set_exception(from_redis_error(result))
+                request.future.exception()
+            else:
+                request.future.set_result(losses if result is not None else None)
+
+    async def _flush(self, key: str) -> None:
+        queued = self.outbox.pop(key, [])
+        batches: list[list[Outgoing]] = []
+        size = 0
+        for request in queued:
+            if batches and len(batches[-1]) < SEND_BATCH and size + request.size <= SEND_BATCH_BYTES:
+                size += request.size
+                batches[-1].append(request)
+            else:
+                size = request.size
+                batches.append([request])
+        await asyncio.gather(*(self._send_batch(key, batch) for batch in batches))
+
+    async def _send_batch(self, key: str, batch: list[Outgoing]) -> None:
+        s = self.session
+        results: list[Any]
+        losses = s.losses
+        try:
+            if s.down:
+                raise Unavailable("the connection to Redis is lost")
+            if len(batch) == 1:
+                results = [await s.redis.execute_command("XADD", key, "NOMKSTREAM", "*", *batch[0].fields)]
+            else:
+                pipe = s.redis.pipeline(transaction=False)
+                for request in batch:
+                    pipe.execute_command("XADD", key, "NOMKSTREAM", "*", *request.fields)
+                results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            _fail_closed(batch)
+            raise
+        except Exception as e:  # the whole batch failed
+            if is_connection_error(e):
+                s.link_lost()
+            results = [e] * len(batch)
+        for request, result in zip(batch, results):
+            if request.future.done():  # its asker gave up
+                continue
+            if isinstance(result, BaseException):
+                if is_connection_error(result) and not isinstance(result, ConclibError):
+                    s.link_lost()
+                request.future.set_exception(from_redis_error(result))
+                request.future.exception()
+            else:
+                request.future.set_result(losses if result is not None else None)
+
+    async def _read_replies(self) -> None:
+        s = self.session
+        backoff = 0.01
+        sent = False  # the first BLMPOP was sent by start
+        while not s.closed and not cancelling():
+            try:
+                if self.read_conn is not None:
+                    if sent:
+                        await self.read_conn.send_packed_command(self.blmpop, check_health=False)
+                    sent = True
+                    answer = await self.read_conn.read_response()
+                else:
+                    answer = await self.reader_redis.execute_command(
+                        "BLMPOP", *self.session.blmpop_args
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if s.closed or cancelling():
+                    return
+                if is_connection_error(e):
+                    s.link_lost()
+                    if self.read_conn is not None:
+                        try:
+                            await self.read_conn.disconnect(nowait=True)
+                        except Exception:  # noqa: BLE001
+                            pass
+                    log.debug("reading replies failed (%s); retrying", e)
+                elif "WRONGTYPE" in str(e):
+                    await s.reply_list_clobbered(str(e))
+                else:
+                    log.warning("reading replies failed: %s", e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 0.5)
+                continue
+            backoff = 0.01
+            if answer is None:
+                continue
+            if not (isinstance(answer, (list, tuple)) and len(answer) == 2 and isinstance(answer[1], (list, tuple))):
+                log.warning("malformed BLMPOP answer: %r", answer)
+                continue
+            for frame in answer[1]:
+                s.deliver(frame)
+
+
+def _fail_closed(batch: list[Outgoing]) -> None:
+    """The writer was cancelled (the client is closing): the batch's requests end ``Closed``."""
+    for request in batch:
+        if not request.future.done():
+            request.future.set_exception(Closed())
+            request.future.exception()

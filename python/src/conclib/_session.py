@@ -1,0 +1,493 @@
+"""One client's session: its connections, reply list and reader in one process and event
+loop (``AsyncClient`` makes a new one after a fork or on another loop).
+
+The session resolves URNs (cached), appends requests through its path (``RawPath`` on one
+server, ``RedisPyPath`` for Sentinel and Cluster), hands reply frames to their asks by
+request id, and watches for Redis restarts: after a lost connection it identifies Redis
+again, and a Redis that came back empty fails the asks whose requests it held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ._raw import bulk, pack
+from ._raw_path import RawPath
+from ._redispy_path import RedisPyPath
+from .errors import (
+    Closed,
+    ConclibError,
+    ProtocolError,
+    Timeout,
+    Unavailable,
+    UnknownUrn,
+    from_redis_error,
+    is_connection_error,
+)
+from .protocol import REPLY_HEADER_LEN, Status, pattern_prefix, valid_urn
+from .url import build_client, redact
+
+if TYPE_CHECKING:
+    from .client import AsyncClient
+
+log = logging.getLogger("conclib")
+
+T = TypeVar("T")
+
+REPLY_BLOCK_SECS = 2
+"""How long the reply reader blocks in one ``BLMPOP``."""
+REPLY_BATCH = 1024
+"""The most replies taken by one ``BLMPOP``."""
+
+
+async def until(fut: asyncio.Future[T], deadline: float) -> T:
+    """``fut``'s result, ``asyncio.TimeoutError`` at ``deadline`` (``time.monotonic()``)."""
+    return await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0.0))
+
+
+@dataclass
+class Route:
+    """Where requests for a URN go: the system serving it and its request stream, until
+    ``until`` (``time.monotonic()``)."""
+
+    system: str
+    requests_key: str
+    until: float
+    # ``requests_key`` as a RESP bulk string (the raw writer's XADD).
+    packed_key: bytes = b""
+
+
+class Session:
+    """The connections, reply list and reader of one client in one process and event loop."""
+
+    def __init__(self, client: AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.pid = os.getpid()
+        self.loop = loop
+        self.keys = client._keys
+        # How long a command or a BLMPOP may go unanswered before its connection is dropped.
+        self.reply_wait_limit = client.command_timeout + REPLY_BLOCK_SECS
+        # Commands off the hot path (lookups, INFO, DEL) go through redis-py.
+        self.redis: Any = build_client(
+            client._target,
+            connect_timeout=client.connect_timeout,
+            command_timeout=self.reply_wait_limit,
+            tls_ca_file=client._tls_ca_file,
+        )
+        self.reply_key = self.keys.reply(secrets.token_hex(16))
+        self.blmpop_args = (REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH)
+        blmpop = pack("BLMPOP", *self.blmpop_args)
+        self.resolving: dict[str, asyncio.Future[Route]] = {}
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.next_id = 1
+        self.cache: dict[str, Route] = {}
+        self.known: set[str] = set()
+        self.run_id: str | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.disconnects = 0
+        # Redis restarts: the run_id last seen, whether a connection is known lost (writes
+        # fail at once until Redis answers again), how many times Redis came back empty, and
+        # the asks whose requests Redis took (they die with an empty restart).
+        self.seen_run_id: str | None = None
+        self.down = False
+        self.losses = 0
+        self.written: set[int] = set()
+        self.watcher: asyncio.Task[None] | None = None
+        self.closed = False
+        # One server (redis://, rediss://, unix): requests are written and replies read on
+        # raw connections of the client's own. Else (Sentinel, Cluster) through redis-py.
+        self.raw: RawPath | None = None
+        self.path: RawPath | RedisPyPath
+        if client._target.kind in ("standalone", "unix"):
+            self.path = self.raw = RawPath(self, blmpop)
+        else:
+            self.path = RedisPyPath(self, blmpop)
+        self.ready = False  # connected: ``_start`` is done
+        self.started: asyncio.Task[None] = loop.create_task(self._start())
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Runs ``work`` as a task the session cancels when it closes."""
+        task = self.loop.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        try:
+            info = await asyncio.wait_for(self.redis.execute_command("INFO", "server"), self.client.connect_timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(
+                f"could not connect to {redact(self.client.url)} within {self.client.connect_timeout} s"
+            ) from None
+        except Exception as e:
+            raise from_redis_error(e) from e
+        self.run_id, _ = server_fields(info)
+        self.seen_run_id = self.run_id
+        await self.path.start()
+        self.ready = True
+
+    async def aclose(self) -> None:
+        """Stops the reader, fails pending asks with ``Closed``, deletes the reply list and
+        closes the connections."""
+        if self.closed:
+            return
+        self.closed = True
+        for task in [self.started, self.watcher, *self.tasks]:
+            if task is not None and not task.done():
+                task.cancel()
+        self.path.cancel()
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(Closed())
+                fut.exception()  # retrieved: no "never retrieved" warning if nobody waits
+        self.pending.clear()
+        # A session that never connected sent nothing, so no reply list of it exists: no
+        # DEL, which a Redis that did not answer the connection would hold for its second.
+        if self.ready:
+            try:
+                await asyncio.wait_for(self.redis.execute_command("DEL", self.reply_key), 1.0)
+            except BaseException as e:  # noqa: BLE001 - best effort; CancelledError re-raised
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+        try:
+            await asyncio.wait_for(self._close_connections(), 2.0)
+        except Exception:  # noqa: BLE001
+            pass
+
+    async def _close_connections(self) -> None:
+        await self.path.close()
+        close = getattr(self.redis, "aclose", None) or self.redis.close
+        await close()
+        pool = getattr(self.redis, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect()
+
+    # -- resolving ---------------------------------------------------------------------------
+
+    def forget(self, urn: str) -> None:
+        self.cache.pop(urn, None)
+
+    async def resolve(self, urn: str, deadline: float, fresh: bool) -> Route:
+        """The system serving ``urn`` and its request stream, from the cache unless ``fresh``:
+        ``GET {ns}:urn:{urn}``, else (nil) ``GET {ns}:pattern:{prefix}`` for a URN with a
+        pattern prefix (its value, a group id such as ``~user:*``, is used as a system id)."""
+        now = time.monotonic()
+        if not fresh:
+            cached = self.cache.get(urn)
+            if cached is not None and cached.until > now:
+                return cached
+        if not valid_urn(urn):
+            raise UnknownUrn(urn, "not a valid URN")
+        # Concurrent lookups of one URN share one GET.
+        shared = self.resolving.get(urn)
+        if shared is not None and not fresh:
+            left = deadline - time.monotonic()
+            try:
+                return await asyncio.wait_for(asyncio.shield(shared), max(left, 0.0))
+            except (Timeout, Unavailable):
+                # First: ``Timeout`` is an ``asyncio.TimeoutError`` too (3.11). The shared
+                # lookup gave up at its own asker's deadline (a shorter one), not ours:
+                # look up ourselves.
+                if time.monotonic() >= deadline:
+                    raise
+            except asyncio.TimeoutError:
+                raise Timeout(0) from None
+        lookup: asyncio.Future[Route] = self.loop.create_future()
+        self.resolving[urn] = lookup
+        try:
+            route = await self._lookup(urn, deadline)
+        except BaseException as e:
+            if not lookup.done():
+                lookup.set_exception(e if isinstance(e, Exception) else Closed())
+                lookup.exception()
+            raise
+        else:
+            if not lookup.done():
+                lookup.set_result(route)
+            return route
+        finally:
+            if self.resolving.get(urn) is lookup:
+                del self.resolving[urn]
+
+    async def _lookup(self, urn: str, deadline: float) -> Route:
+        prefix = pattern_prefix(urn)
+        while True:
+            value = await self.command(deadline, "GET", self.keys.urn(urn))
+            if value is None and prefix is not None:
+                # No actor registered under the URN: the group activating its pattern, if
+                # any, is sent to like a system.
+                value = await self.command(deadline, "GET", self.keys.pattern(prefix))
+            if value is not None:
+                break
+            self.forget(urn)
+            await self.wait_if_redis_lost_it(urn, deadline)
+        system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        key = self.keys.requests(system)
+        route = Route(system, key, time.monotonic() + self.client.resolve_cache_ttl, bulk(key))
+        if len(self.cache) > 100_000:
+            now = time.monotonic()
+            self.cache = {k: r for k, r in self.cache.items() if r.until > now}
+        self.cache[urn] = route
+        if len(self.known) >= 100_000:
+            self.known.clear()
+        self.known.add(urn)
+        return route
+
+    async def wait_if_redis_lost_it(self, urn: str, deadline: float) -> None:
+        """Redis does not know ``urn`` (or its system's stream). That is ``UnknownUrn``,
+        unless Redis restarted less than one lease ago and this client knew the URN: then
+        wait a little (return: look again) until the deadline, then ``Unavailable``."""
+        if urn not in self.known or not await self.redis_restarted_within(self.client.lease_ttl, deadline):
+            raise UnknownUrn(urn)
+        wait = 0.025
+        if time.monotonic() + wait >= deadline:
+            raise Unavailable(f"Redis restarted moments ago and {urn} is not registered again yet")
+        await asyncio.sleep(wait)
+
+    async def redis_restarted_within(self, window: float, deadline: float) -> bool:
+        info = None
+        for attempt in range(3):  # a pooled connection may still be the one the restart broke
+            try:
+                info = await self.command(deadline, "INFO", "server")
+                break
+            except Unavailable:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.02)  # the watcher looks at Redis meanwhile
+            except ConclibError:
+                return False
+        if info is None:
+            return False
+        run_id, uptime = server_fields(info)
+        return run_id is not None and run_id != self.run_id and uptime is not None and uptime < window + 1
+
+    async def command(self, deadline: float, *args: Any) -> Any:
+        """One command, given up at the deadline (``Timeout``; the caller turns it into
+        ``Unavailable`` when the connection was lost meanwhile)."""
+        # A closed session sends nothing more (an ask resolving or waiting for its URN's
+        # return when the client was closed ends ``Closed``, not on a closed connection).
+        if self.closed:
+            raise Closed()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Timeout(0)
+        if self.down:
+            raise Unavailable("the connection to Redis is lost")
+        try:
+            return await asyncio.wait_for(self.redis.execute_command(*args), left)
+        except asyncio.TimeoutError:
+            raise Timeout(0) from None
+        except ConclibError:
+            raise
+        except Exception as e:
+            if self.closed:
+                raise Closed() from None
+            if is_connection_error(e):
+                self.link_lost()
+            raise from_redis_error(e) from e
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send(
+        self,
+        route: Route,
+        urn: str,
+        build: Any,
+        deadline: float,
+    ) -> int:
+        """Appends one request (``build()`` makes its fields and body size) to the serving
+        system's stream. Requests to one stream queued before the writer runs leave in one
+        write. Returns the count of Redis losses read just before the write. ``Unavailable``
+        at once while the connection is known lost."""
+        while True:
+            if self.down:
+                raise Unavailable("the connection to Redis is lost")
+            fields, size = build()
+            fut: asyncio.Future[int | None] = self.loop.create_future()
+            self.path.append(route.requests_key, fields, size, fut)
+            try:
+                appended = await until(fut, deadline)
+            except asyncio.TimeoutError:
+                raise Timeout(0) from None
+            if appended is not None:
+                return appended
+            # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its data
+            # moments ago: then resolve and send again.
+            self.forget(urn)
+            await self.wait_if_redis_lost_it(urn, deadline)
+            route = await self.resolve(urn, deadline, True)
+
+    # -- replies -----------------------------------------------------------------------------
+
+    def deliver(self, frame: Any) -> None:
+        if not isinstance(frame, bytes) or len(frame) < REPLY_HEADER_LEN:
+            log.warning("dropped a malformed reply frame (%d bytes)", len(frame) if isinstance(frame, bytes) else -1)
+            return
+        request_id = int.from_bytes(frame[:8], "big")
+        fut = self.pending.pop(request_id, None)
+        # No waiter: the ask timed out or was cancelled; the reply is discarded.
+        if fut is not None and not fut.done():
+            fut.set_result(frame)
+
+    async def reply_list_clobbered(self, error: str) -> None:
+        """Something else than a list sits at our reply list's key: answers pushed there are
+        lost (the proxy skips a reply list of the wrong type). Fail the waiting asks now
+        rather than at their deadlines, and take the key back."""
+        log.warning("the reply list %s holds something else than a list (%s); failing %d asks",
+                    self.reply_key, error, len(self.pending))
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ProtocolError(f"the reply list {self.reply_key} was overwritten: {error}"))
+                fut.exception()
+        self.pending.clear()
+        try:
+            await asyncio.wait_for(self.redis.execute_command("DEL", self.reply_key), self.client.command_timeout)
+        except Exception as e:  # noqa: BLE001
+            log.debug("could not delete the clobbered reply list: %s", e)
+
+    # -- Redis restarts ----------------------------------------------------------------------
+
+    def link_lost(self) -> None:
+        """A connection to Redis was lost: until Redis answers again, writes fail at once;
+        asks that run out of time report ``Unavailable``; once it answers, ``_watch``
+        identifies it (``identified``)."""
+        self.disconnects += 1
+        self.down = True
+        if not self.closed and (self.watcher is None or self.watcher.done()):
+            self.watcher = self.loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        pause = 0.01
+        while not self.closed:
+            try:
+                info = await asyncio.wait_for(
+                    self.redis.execute_command("INFO", "server", "persistence", "replication"),
+                    min(self.client.connect_timeout, 1.0),
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - still down (or INFO refused: look no further)
+                if not (is_connection_error(e) or isinstance(e, asyncio.TimeoutError)):
+                    self.down = False
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.2)
+                continue
+            self.down = False
+            identity = redis_identity(info)
+            if identity is not None:
+                self.identified(*identity)
+            return
+
+    def identified(self, run_id: str, kept_data: bool) -> None:
+        """Redis answered after a lost connection. A new ``run_id`` is a new Redis process;
+        one that started empty (no persistence file loaded or appended to, not a promoted
+        replica) lost every request it held: their asks fail ``Unavailable`` now, not at
+        their deadlines. (As the Rust client; a proxy that held such a request may still
+        have handled it.)"""
+        before, self.seen_run_id = self.seen_run_id, run_id
+        if before is None or before == run_id:
+            return
+        self.disconnects += 1
+        if kept_data:
+            log.info("Redis restarted (run_id %s) with its data: pending asks wait for their answers", run_id)
+            return
+        self.losses += 1
+        lost = [rid for rid in self.written if rid in self.pending]
+        for rid in lost:
+            fut = self.pending.pop(rid)
+            if not fut.done():
+                fut.set_exception(Unavailable("Redis restarted without its data; the request was lost"))
+                fut.exception()
+        self.written.clear()
+        log.warning("Redis restarted empty (run_id %s): %d asks whose requests it held failed Unavailable",
+                    run_id, len(lost))
+
+    # -- outcome -----------------------------------------------------------------------------
+
+    def timed_out(self, timeout: float, disconnects: int) -> ConclibError:
+        if self.disconnects != disconnects:
+            return Unavailable(f"the connection to Redis was lost; no answer within {timeout:.3f} s")
+        return Timeout(timeout)
+
+    def at_deadline(self, e: ConclibError, timeout: float, disconnects: int) -> ConclibError:
+        if isinstance(e, Timeout):
+            return self.timed_out(timeout, disconnects)
+        return e
+
+    def check_deadline_answer(self, status: int, timeout: float, disconnects: int) -> None:
+        """A reply of status ``TIMEOUT`` is the proxy's own deadline answer, which may come a
+        moment before ours: if the connection was lost during the ask, it ends as one that
+        reached its deadline after a loss does (the README's restart rules)."""
+        if status == Status.TIMEOUT and self.disconnects != disconnects:
+            raise self.timed_out(timeout, disconnects)
+
+    async def moved(self, urn: str, route: Route, deadline: float) -> Route | None:
+        """A ``NOT_OWNER`` or ``UNKNOWN_URN`` answer: the URN may have moved to another
+        system since it was resolved. Resolves it again (URN key, then pattern key): the new
+        route if it leads elsewhere now (send once more), else ``None``."""
+        self.forget(urn)
+        try:
+            fresh = await self.resolve(urn, deadline, True)
+        except ConclibError:
+            return None
+        return fresh if fresh.system != route.system else None
+
+
+
+def _info_fields(info: Any) -> dict[str, str]:
+    if isinstance(info, dict):
+        return {str(k): str(v) for k, v in info.items()}
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    fields = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name.strip()] = value.strip()
+    return fields
+
+
+def redis_identity(info: Any) -> tuple[str, bool] | None:
+    """``run_id`` and whether Redis may hold data from before it started (it loads, loaded
+    keys from, or appends to a persistence file, or is a replica that took over), from an
+    ``INFO server persistence replication`` answer."""
+    f = _info_fields(info)
+    run_id = f.get("run_id")
+    if not run_id:
+        return None
+    loaded = f.get("rdb_last_load_keys_loaded", "0")
+    kept = (
+        f.get("loading") in ("1", "True")
+        or f.get("aof_enabled") in ("1", "True")
+        or (loaded.isdigit() and int(loaded) > 0)
+        or any(c != "0" for c in f.get("master_replid2", "0"))
+    )
+    return run_id, kept
+
+
+def server_fields(info: Any) -> tuple[str | None, float | None]:
+    """``run_id`` and ``uptime_in_seconds`` of an ``INFO server`` answer."""
+    if isinstance(info, dict):
+        run_id = info.get("run_id")
+        uptime = info.get("uptime_in_seconds")
+        return (str(run_id) if run_id is not None else None, float(uptime) if uptime is not None else None)
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    run_id = None
+    uptime = None
+    for line in text.splitlines():
+        if line.startswith("run_id:"):
+            run_id = line[7:].strip()
+        elif line.startswith("uptime_in_seconds:"):
+            try:
+                uptime = float(line[18:].strip())
+            except ValueError:
+                pass
+    return run_id, uptime
+
