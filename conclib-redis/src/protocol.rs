@@ -179,6 +179,36 @@ pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[
 end
 return 0";
 
+/// Lua functions [`CLOSE_SCRIPT`] and [`RESET_SCRIPT`] share: `last_id(key)`, the id of the
+/// last entry ever added to a stream (`nil` when there is no such stream), and
+/// `group_done(key, group, last)`, whether a consumer group took every entry up to `last`
+/// and acknowledged them all (`nil` when the stream has no such group).
+macro_rules! stream_drained_lua {
+    () => {
+        r"local function last_id(key)
+  local ok, info = pcall(redis.call, 'XINFO', 'STREAM', key)
+  if not ok then return nil end
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then return info[i + 1] end
+  end
+  return nil
+end
+local function group_done(key, group, last)
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local name, pending, delivered
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1] end
+      if g[i] == 'pending' then pending = g[i + 1] end
+      if g[i] == 'last-delivered-id' then delivered = g[i + 1] end
+    end
+    if name == group then return pending == 0 and delivered == last end
+  end
+  return nil
+end
+"
+    };
+}
+
 /// `KEYS[1]` = a system's request stream, `ARGV[1]` = its consumer group. Deletes the
 /// stream if every entry in it was delivered and acknowledged (returns 1), else leaves it
 /// (0): at a shutdown that releases the system's URNs, so that a client still holding the
@@ -186,28 +216,14 @@ return 0";
 /// gone, while a request that came in after the proxy stopped reading stays for the next
 /// proxy of the system. One script: a request appended between a check and the delete
 /// would be lost.
-pub(crate) const CLOSE_SCRIPT: &str = r"local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
-if not ok then return 0 end
-local last
-for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then last = info[i + 1] end
-end
-local found = false
-for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
-  local name, pending, delivered
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1] end
-    if g[i] == 'pending' then pending = g[i + 1] end
-    if g[i] == 'last-delivered-id' then delivered = g[i + 1] end
-  end
-  if name == ARGV[1] then
-    if pending ~= 0 or delivered ~= last then return 0 end
-    found = true
-  end
-end
-if not found then return 0 end
+pub(crate) const CLOSE_SCRIPT: &str = concat!(
+    stream_drained_lua!(),
+    r"local last = last_id(KEYS[1])
+if last == nil then return 0 end
+if group_done(KEYS[1], ARGV[1], last) ~= true then return 0 end
 redis.call('DEL', KEYS[1])
-return 1";
+return 1"
+);
 
 /// `KEYS[1]` = a request stream, `ARGV[1]` = its consumer group, `ARGV[2]` = how far ahead
 /// of Redis's clock (ms) an id may be, `ARGV[3]` = the stream's TTL (ms). A client may add
@@ -216,30 +232,20 @@ return 1";
 /// stream with an empty one (same group), atomically, so that ids follow the clock again.
 /// Returns 1 when it reset the stream, 0 when the stream's ids are sane, -1 when entries are
 /// still to be handled (try again later).
-pub(crate) const RESET_SCRIPT: &str = r"local t = redis.call('TIME')
+pub(crate) const RESET_SCRIPT: &str = concat!(
+    stream_drained_lua!(),
+    r"local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
-if not ok then return 0 end
-local last
-for i = 1, #info, 2 do
-  if info[i] == 'last-generated-id' then last = info[i + 1] end
-end
-local ms = tonumber(string.match(last or '0-0', '^(%d+)'))
+local last = last_id(KEYS[1])
+if last == nil then return 0 end
+local ms = tonumber(string.match(last, '^(%d+)'))
 if ms == nil or ms <= now + tonumber(ARGV[2]) then return 0 end
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
-for _, g in ipairs(groups) do
-  local name, pending, delivered
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1] end
-    if g[i] == 'pending' then pending = g[i + 1] end
-    if g[i] == 'last-delivered-id' then delivered = g[i + 1] end
-  end
-  if name == ARGV[1] and (pending ~= 0 or delivered ~= last) then return -1 end
-end
+if group_done(KEYS[1], ARGV[1], last) == false then return -1 end
 redis.call('DEL', KEYS[1])
 redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM')
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return 1";
+return 1"
+);
 
 /// `KEYS[1]` = a request stream; `ARGV` = for each request, its field count (names and
 /// values) then its fields. Appends them all if the stream exists (returns 1), else none
