@@ -424,13 +424,7 @@ impl ActorSystem {
             cell.seal();
         }
         for cell in &left {
-            self.release_urn(cell.core());
-            self.drop_side_entries(cell.core());
-            crate::cell::leave_parent(cell.core());
-            cell.core().mark_stopped(StopReason::Killed);
-            crate::cell::notify_stopped(cell.core(), &StopReason::Killed);
-            cell.capacity().mark.set();
-            self.forget(&**cell);
+            self.retire(&**cell, &StopReason::Killed);
         }
         Err(ShutdownTimedOut { remaining })
     }
@@ -663,7 +657,27 @@ impl ActorSystem {
     }
 
     /// Forgets a stopped actor; wakes `shutdown` when none is left. Idempotent.
-    pub(crate) fn forget(&self, cell: &dyn ErasedCell) {
+    /// The last step of an actor's stop (its run loop's end, or a shutdown that aborted its
+    /// task): it leaves its URN, the system's side tables and its parent's children, is marked
+    /// stopped with `reason`, its watchers are told, and it leaves the registry. In this
+    /// order: whoever sees it stopped (`wait_for_stop`) finds it gone from every view, and
+    /// whoever sees the system empty (shutdown) finds every actor stopped and every parent
+    /// told. (The registry lists only live actors, so it agrees before the actor leaves it;
+    /// leaving it last takes its lock once.)
+    pub(crate) fn retire(&self, cell: &dyn ErasedCell, reason: &StopReason) {
+        let core = cell.core();
+        self.release_urn(core);
+        self.drop_side_entries(core);
+        crate::cell::leave_parent(core);
+        core.mark_stopped(reason.clone());
+        // The next snapshot's look finds it stopped (as it will when it leaves the registry).
+        cell.capacity().mark.set();
+        tracing::debug!(%reason, "actor stopped");
+        crate::cell::notify_stopped(core, reason);
+        self.forget(cell);
+    }
+
+    fn forget(&self, cell: &dyn ErasedCell) {
         let (id, slot) = (cell.core().id, cell.capacity().mark.slot());
         let mut actors = self.lock_actors();
         actors.remove(slot, id);

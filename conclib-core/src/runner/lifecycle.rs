@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::actor::Actor;
-use crate::cell::{ErasedCell, leave_parent, notify_stopped};
+use crate::cell::ErasedCell;
 use crate::context::Context;
 use crate::error::StopReason;
 use crate::guarded::CatchUnwind;
@@ -272,19 +272,6 @@ pub(super) async fn finish<A: Actor>(
         }
     };
     drop(actor);
-    // In this order: whoever sees the actor stopped (`wait_for_stop`) finds it gone from
-    // every view (URN, registry, its parent's children), and whoever sees the system empty
-    // (shutdown) finds every actor stopped and every parent told.
-    // (The registry lists only live actors, so it agrees before the actor leaves it; leaving
-    // it last takes its lock once.)
-    ctx.system().release_urn(&cell.core);
-    ctx.system().drop_side_entries(&cell.core);
     ctx.unwatch_all();
-    leave_parent(&cell.core);
-    cell.core.mark_stopped(reason.clone());
-    // The next snapshot's look finds it stopped (as it will when it leaves the registry).
-    cell.mailbox.capacity.mark.set();
-    tracing::debug!(%reason, "actor stopped");
-    notify_stopped(&cell.core, &reason);
-    ctx.system().forget(&*cell);
+    ctx.system().retire(&*cell, &reason);
 }
