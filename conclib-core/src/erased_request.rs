@@ -290,8 +290,12 @@ pub struct AskHandle {
 impl AskHandle {
     /// Gives the ask up: its function is dropped without being called, and the actor does
     /// not start the request if it has not yet. Nothing happens once it was answered.
-    pub fn give_up(&self) {
-        self.reply.give_up();
+    ///
+    /// Returns whether the actor had not started it: it never will (it skips it, or drops
+    /// it if it stops first). `false` once the handler started, or the ask was answered or
+    /// given up before.
+    pub fn give_up(&self) -> bool {
+        self.reply.give_up()
     }
 }
 

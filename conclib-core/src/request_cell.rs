@@ -108,6 +108,9 @@ struct AnswerState {
     /// Kept until the answer is sent (a pool's count of the asks in flight at a member, a
     /// relay's place in its mailbox).
     kept: Vec<Kept>,
+    /// The actor took the request for handling ([`RequestCell::begin`]): an asker giving
+    /// up from now on does not stop it.
+    started: bool,
 }
 
 enum Answer {
@@ -158,6 +161,7 @@ impl RequestCell {
                 closed: None,
                 error: None,
                 kept: Vec::new(),
+                started: false,
             }),
             answerers: AtomicUsize::new(answerers),
         })
@@ -168,6 +172,7 @@ impl RequestCell {
     }
 
     /// Whether nobody waits for the answer any more (the asker gave up, or it was sent).
+    #[cfg(test)]
     fn is_closed(&self) -> bool {
         !matches!(self.lock().answer, Answer::Awaited(_) | Answer::Callback(_))
     }
@@ -200,19 +205,34 @@ impl RequestCell {
     }
 
     /// The asker gives up: nothing is called, and the request is not started if it has not
-    /// been yet (the actor side waiting in `poll_closed` is woken).
-    pub(crate) fn give_up(&self) {
+    /// been yet (the actor side waiting in `poll_closed` is woken). Returns whether it had
+    /// not: the actor will skip it (or drop it, if it stops first).
+    pub(crate) fn give_up(&self) -> bool {
         let mut state = self.lock();
         let given_up = match &state.answer {
-            Answer::Closed => return,
+            Answer::Closed => return false,
             _ => mem::replace(&mut state.answer, Answer::Closed),
         };
+        // Answered, or abandoned by the actor: not started now, but not skipped either.
+        let unstarted =
+            matches!(given_up, Answer::Awaited(_) | Answer::Callback(_)) && !state.started;
         let closed = state.closed.take();
         drop(state);
         drop(given_up);
         if let Some(closed) = closed {
             closed.wake();
         }
+        unstarted
+    }
+
+    /// The actor takes the request for handling: `false` if nobody waits for its answer any
+    /// more (the actor skips it), else it is marked started, under the lock
+    /// [`give_up`](Self::give_up) takes, so that the two agree on which came first.
+    fn begin(&self) -> bool {
+        let mut state = self.lock();
+        let waited_for = matches!(state.answer, Answer::Awaited(_) | Answer::Callback(_));
+        state.started |= waited_for;
+        waited_for
     }
 
     /// `Ready` once nobody waits for the answer any more; otherwise `cx` is woken when the
@@ -269,8 +289,15 @@ impl Answerer {
     }
 
     /// Whether nobody waits for the answer any more (see [`RequestCell::is_closed`]).
+    #[cfg(test)]
     pub(crate) fn is_closed(&self) -> bool {
         self.0.is_closed()
+    }
+
+    /// The actor takes the request for handling; `false`: nobody waits for the answer any
+    /// more, skip it (see [`RequestCell::begin`]).
+    pub(crate) fn begin(&self) -> bool {
+        self.0.begin()
     }
 
     /// See [`RequestCell::poll_closed`].
@@ -493,5 +520,22 @@ mod tests {
         cell.give_up();
         answerer.send(answer(3));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn giving_up_says_whether_the_actor_had_begun() {
+        // Given up first: the actor does not begin it, and the asker learns it never will.
+        let (cell, answerer) = request(Waiter::Callback(Box::new(|_| {})));
+        assert!(cell.give_up(), "given up before the actor began: skipped");
+        assert!(!answerer.begin(), "the actor skips it");
+        assert!(!cell.give_up(), "given up twice: said once");
+        // Begun first: giving up does not stop it, and says so.
+        let (cell, answerer) = request(Waiter::Callback(Box::new(|_| {})));
+        assert!(answerer.begin());
+        assert!(!cell.give_up(), "the handler runs already");
+        // Answered first: nothing to skip.
+        let (cell, answerer) = request(Waiter::Asker);
+        answerer.send(answer(1));
+        assert!(!cell.give_up());
     }
 }

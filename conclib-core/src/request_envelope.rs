@@ -518,7 +518,7 @@ impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
         // SAFETY: `inner` is structurally pinned; `reply` is not.
         let this = unsafe { self.get_unchecked_mut() };
         // Nobody waits for the answer any more: do not start the work.
-        if this.inner.0.is_unstarted() && this.reply.as_ref().is_some_and(|r| r.is_closed()) {
+        if this.inner.0.is_unstarted() && this.reply.as_ref().is_some_and(|r| !r.begin()) {
             this.inner.0 = Lazy::Finished;
             this.reply = None;
             return std::task::Poll::Ready(Outcome::Skipped);

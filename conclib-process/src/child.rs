@@ -274,7 +274,12 @@ async fn run(data: i32, registry: Registry) -> i32 {
                     };
                     serve(&actor, &out, &asks, request).await;
                 }
-                Some(Frame::Cancel(id)) => asks.cancel(id),
+                Some(Frame::Cancel(id)) => {
+                    // Skipped: the parent counts it in the actor's snapshot.
+                    if asks.cancel(id) {
+                        out.push(&Frame::Skipped(id));
+                    }
+                }
                 Some(Frame::Stop) => {
                     actor.stop();
                     actor.wait_for_stop().await;
@@ -397,13 +402,16 @@ impl Asks {
     }
 
     /// Gives an ask up: the actor never starts it if it is still queued, and its answer is
-    /// not sent.
-    fn cancel(&self, id: u64) {
+    /// not sent. Returns whether it was still queued (the actor skips it).
+    fn cancel(&self, id: u64) -> bool {
         match self.leave(id) {
             Some(Waiting::Queued(handle)) => handle.give_up(),
-            Some(Waiting::Heartbeat(task)) => task.abort(),
+            Some(Waiting::Heartbeat(task)) => {
+                task.abort();
+                false
+            }
             // A cancel comes from the reader, which queues: never while queuing.
-            Some(Waiting::Queuing) | None => {}
+            Some(Waiting::Queuing) | None => false,
         }
     }
 

@@ -95,7 +95,8 @@
 //!
 //! - **Asks given up.** An ask whose asker gave up (its timeout passed, or its future was
 //!   dropped) is cancelled in the child (a `Cancel` frame): if the actor has not started it
-//!   yet, it never does, as locally. One already running runs to its end.
+//!   yet, it never does, as locally, and the skip is counted in the snapshot (below). One
+//!   already running runs to its end.
 //! - **Asking the parent.** Inside the child, [`parent`] gives a [`ParentLink`] that asks and
 //!   tells the actors of the parent's system by URN ([`ProcessBuilder::system`] names that
 //!   system), in order, with typed answers and errors.
@@ -139,7 +140,8 @@
 //! - **In the snapshot.** With [`ProcessBuilder::system`], the actor is listed in that
 //!   system's [`snapshot`](conclib_core::ActorSystem::snapshot) (so in the live view) under
 //!   its id, URN and parent, with its own type, its process id, requests waiting, answers,
-//!   errors, panics and restarts, until it ends for good.
+//!   errors, panics, restarts and asks skipped (given up before its actor started them, in
+//!   its process or before its local actor handed them on), until it ends for good.
 //! - **Metrics** (once [`conclib_core::metrics::enable`] was called), label `actor` (the
 //!   type name): `conclib_process_restarts_total` (counter), `conclib_process_exits_total`
 //!   (counter, label `reason`: `panicked` (its actor panicked; the process exits 0 then),

@@ -24,6 +24,8 @@ pub(crate) struct ProcessStats {
     pub(crate) answered: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) panics: AtomicU64,
+    /// Asks given up before the actor started them (the child's `Skipped` frames).
+    pub(crate) skipped: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
 }
 
@@ -335,6 +337,9 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
                 if let Some(waiter) = waiter {
                     waiter.answer(Ok((status, payload.to_vec())));
                 }
+            }
+            Some(Frame::Skipped(_)) => {
+                link.stats.skipped.fetch_add(1, Ordering::Relaxed);
             }
             Some(Frame::Pong(n)) => {
                 if let Some(tx) = lock(&link.pings).remove(&n) {

@@ -234,6 +234,7 @@ fn probe(inner: std::sync::Weak<Inner>) -> impl Fn() -> Option<ExternalReport> +
             handled: stats.answered.load(Ordering::Relaxed),
             errors: stats.errors.load(Ordering::Relaxed),
             panics: stats.panics.load(Ordering::Relaxed),
+            asks_skipped: stats.skipped.load(Ordering::Relaxed),
             restarts: inner.restarted.load(Ordering::Relaxed),
             last_error: lock(&stats.last_error).clone(),
         })

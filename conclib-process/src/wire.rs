@@ -17,6 +17,7 @@
 //! | 8 | `Answer` (parent to child) | id (u64), status (u8), payload |
 //! | 9 | `Cancel` (parent to child: the asker gave up; not started yet, it never will be) | id (u64) |
 //! | 10 | `Ended` (child to parent, last: the actor stopped on its own; the process exits) | panicked (u8), reason |
+//! | 11 | `Skipped` (child to parent: a `Cancel` came before the actor started that request; it never will) | id (u64) |
 //!
 //! **Starting.** The parent sends `Init` first. Once the actor runs, the child sends
 //! `Pong(0)` on the data socket ([`STARTED`]): only then is the spawn a success (the control
@@ -122,6 +123,7 @@ pub(crate) enum Frame<'a> {
         payload: &'a [u8],
     },
     Cancel(u64),
+    Skipped(u64),
     Ended {
         panicked: bool,
         reason: &'a str,
@@ -240,6 +242,10 @@ pub(crate) fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) {
             out.push(9);
             out.extend_from_slice(&id.to_le_bytes());
         }
+        Frame::Skipped(id) => {
+            out.push(11);
+            out.extend_from_slice(&id.to_le_bytes());
+        }
         Frame::Ended { panicked, reason } => {
             out.push(10);
             out.push(u8::from(*panicked));
@@ -312,6 +318,7 @@ pub(crate) fn decode(body: &[u8]) -> Option<Frame<'_>> {
         5 => Frame::Pong(f.u64()?),
         6 => Frame::Stop,
         9 => Frame::Cancel(f.u64()?),
+        11 => Frame::Skipped(f.u64()?),
         10 => Frame::Ended {
             panicked: f.u8()? != 0,
             reason: f.str()?,
@@ -462,6 +469,7 @@ mod tests {
                 payload: &[3],
             },
             Frame::Cancel(4),
+            Frame::Skipped(4),
             Frame::Ended {
                 panicked: true,
                 reason: "boom",

@@ -502,6 +502,34 @@ async fn in_snapshot() {
     assert_eq!((listed.handled, listed.errors, listed.panics), (2, 1, 0));
     assert_eq!(listed.mailbox_len, 0);
     assert_eq!(listed.state, conclib::snapshot::ActorState::Running);
+    assert_eq!(listed.asks_skipped, 0);
+    // An ask given up while queued behind a running handler is skipped in the process, and
+    // counted here (`join!` sends the two in this order); one given up while its handler
+    // runs is not skipped.
+    let (busy, queued) = tokio::join!(
+        worker.ask(SleepMs(400)),
+        worker.ask(Add(5)).timeout(Duration::from_millis(50)),
+    );
+    assert_eq!(busy, Ok(400));
+    assert!(matches!(queued, Err(AskError::Timeout(_))), "{queued:?}");
+    assert!(matches!(
+        worker
+            .ask(SleepMs(300))
+            .timeout(Duration::from_millis(50))
+            .await,
+        Err(AskError::Timeout(_))
+    ));
+    // Answered after the sleeper: the child's frames before this answer were read, its
+    // `Skipped` among them.
+    assert_eq!(worker.ask(Add(0)).await, Ok(2), "the 5 was never added");
+    let skipped = |snapshot: conclib::snapshot::SystemSnapshot| {
+        snapshot
+            .actors
+            .iter()
+            .find(|a| a.pid == Some(worker.pid()))
+            .map(|a| a.asks_skipped)
+    };
+    assert_eq!(skipped(system.snapshot()), Some(1));
     // Once it has ended for good, it leaves the snapshot.
     worker.kill();
     tokio::time::timeout(Duration::from_secs(20), worker.wait_for_stop())

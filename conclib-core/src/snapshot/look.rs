@@ -316,6 +316,9 @@ fn apply_external(entry: &mut External, actor: Option<&mut ActorSnapshot>, now: 
     actor.errors = report.errors;
     actor.panics = report.panics;
     actor.restarts = report.restarts;
+    // Those its local actor skipped (given up before it handed them on) and those its
+    // process skipped.
+    actor.asks_skipped = actor.asks_skipped.saturating_add(report.asks_skipped);
     actor.last_error = report.last_error;
     true
 }

@@ -318,6 +318,8 @@ pub struct ExternalReport {
     pub errors: u64,
     /// Answers that were a panic.
     pub panics: u64,
+    /// Asks given up before it started them (it never will).
+    pub asks_skipped: u64,
     /// Restarts (of its process).
     pub restarts: u64,
     /// The last error, panic or death, as text.
