@@ -179,11 +179,13 @@ pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[
 end
 return 0";
 
-/// Lua functions [`CLOSE_SCRIPT`] and [`RESET_SCRIPT`] share: `last_id(key)`, the id of the
-/// last entry ever added to a stream (`nil` when there is no such stream), and
-/// `group_done(key, group, last)`, whether a consumer group took every entry up to `last`
-/// and acknowledged them all (`nil` when the stream has no such group).
-macro_rules! stream_drained_lua {
+/// Lua functions the scripts that look at a stream's consumer group share ([`CLOSE_SCRIPT`],
+/// [`RESET_SCRIPT`], [`GROUP_TRIM_SCRIPT`]): `last_id(key)`, the id of the last entry ever
+/// added to a stream (`nil` when there is no such stream); `group_state(key, group)`, a
+/// consumer group's count of entries pending and the last id delivered (`nil` when there is
+/// no such stream or group); `group_done(key, group, last)`, whether the group took every
+/// entry up to `last` and acknowledged them all (`nil` when there is no such group).
+macro_rules! stream_group_lua {
     () => {
         r"local function last_id(key)
   local ok, info = pcall(redis.call, 'XINFO', 'STREAM', key)
@@ -193,17 +195,24 @@ macro_rules! stream_drained_lua {
   end
   return nil
 end
-local function group_done(key, group, last)
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+local function group_state(key, group)
+  local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', key)
+  if not ok then return nil end
+  for _, g in ipairs(groups) do
     local name, pending, delivered
     for i = 1, #g, 2 do
       if g[i] == 'name' then name = g[i + 1] end
       if g[i] == 'pending' then pending = g[i + 1] end
       if g[i] == 'last-delivered-id' then delivered = g[i + 1] end
     end
-    if name == group then return pending == 0 and delivered == last end
+    if name == group then return pending, delivered end
   end
   return nil
+end
+local function group_done(key, group, last)
+  local pending, delivered = group_state(key, group)
+  if pending == nil then return nil end
+  return pending == 0 and delivered == last
 end
 "
     };
@@ -217,7 +226,7 @@ end
 /// proxy of the system. One script: a request appended between a check and the delete
 /// would be lost.
 pub(crate) const CLOSE_SCRIPT: &str = concat!(
-    stream_drained_lua!(),
+    stream_group_lua!(),
     r"local last = last_id(KEYS[1])
 if last == nil then return 0 end
 if group_done(KEYS[1], ARGV[1], last) ~= true then return 0 end
@@ -233,7 +242,7 @@ return 1"
 /// Returns 1 when it reset the stream, 0 when the stream's ids are sane, -1 when entries are
 /// still to be handled (try again later).
 pub(crate) const RESET_SCRIPT: &str = concat!(
-    stream_drained_lua!(),
+    stream_group_lua!(),
     r"local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local last = last_id(KEYS[1])
@@ -311,18 +320,9 @@ return 1";
 /// `KEYS[1]` = a group's request stream, `ARGV[1]` = its consumer group. Trims the entries
 /// every member has finished with: below the oldest entry pending on any member, or, with
 /// none pending, up to the last one delivered. Returns the number of entries trimmed.
-pub(crate) const GROUP_TRIM_SCRIPT: &str = r"local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if not ok then return 0 end
-local delivered, pending
-for _, g in ipairs(groups) do
-  local name, p, d
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1] end
-    if g[i] == 'pending' then p = g[i + 1] end
-    if g[i] == 'last-delivered-id' then d = g[i + 1] end
-  end
-  if name == ARGV[1] then delivered = d; pending = p end
-end
+pub(crate) const GROUP_TRIM_SCRIPT: &str = concat!(
+    stream_group_lua!(),
+    r"local pending, delivered = group_state(KEYS[1], ARGV[1])
 if delivered == nil then return 0 end
 local minid
 if pending > 0 then
@@ -332,7 +332,8 @@ else
   if ms == nil then return 0 end
   minid = ms .. '-' .. tostring(tonumber(seq) + 1)
 end
-return redis.call('XTRIM', KEYS[1], 'MINID', minid)";
+return redis.call('XTRIM', KEYS[1], 'MINID', minid)"
+);
 
 /// `KEYS[1]` = a group's request stream, `ARGV[1]` = its consumer group, `ARGV[2]` = a
 /// consumer. Deletes the consumer if nothing is pending on it, and returns 1 (0: kept).

@@ -1,6 +1,7 @@
 //! One URN served by a group of systems: spread, a member SIGKILLed under load, a member
 //! joining, a graceful leave, refusals, a member paused past its lease, a member reading
-//! again as its entries are claimed, the last member leaving.
+//! again as its entries are claimed, the last member leaving, the group's stream trimmed below
+//! what is pending.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -559,5 +560,83 @@ pub(crate) async fn a_group_whose_last_member_left_leaves_nothing_behind() {
         client.ask("g", Whoami(1)).await,
         Err(AskError::UnknownUrn { .. })
     ));
+    proxy.shutdown().await.unwrap();
+}
+
+/// A group's request stream is trimmed once its members acknowledged what they read (at
+/// each lease renewal: `GROUP_TRIM_SCRIPT`), and never past an entry still pending.
+pub(crate) async fn a_groups_stream_is_trimmed_below_what_is_pending() {
+    let mut config = config("trimmed");
+    config.lease_ttl = Duration::from_millis(600);
+    config.queue_ttl = Duration::from_secs(60);
+    config.snapshot_interval = None;
+    let system = ActorSystem::new("trimmer");
+    system
+        .build(Worker {
+            system: "trimmer".into(),
+            notes: None,
+        })
+        .urn("g")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    proxy.join("g").await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    for n in 0..200 {
+        client.tell("g", Tick(n)).await.unwrap();
+    }
+    // In order: once this is answered, every tell before it was handled.
+    assert_eq!(client.ask("g", Whoami(1)).await.unwrap(), "trimmer");
+    let redis = plain_client(&config.url).await;
+    let ns = &config.namespace;
+    let stream = format!("{ns}:sys:~g:req");
+    eventually(
+        Duration::from_secs(20),
+        "the group's stream trimmed",
+        || async { redis.xlen::<u64, _>(&stream).await.unwrap() == 0 },
+    )
+    .await;
+    // An entry read by another member that has not acknowledged it yet (`busy`, alive: its
+    // member lease is there) holds the trim at its id.
+    let _: () = redis
+        .set(
+            format!("{ns}:sys:~g:member:busy"),
+            "a member elsewhere",
+            Some(Expiration::EX(600)),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    // Added and read in one step: the member, blocked in its own read, would take it first.
+    let read: Value = redis
+        .eval(
+            "redis.call('XADD', KEYS[1], '*', 'v', '1') \
+             return redis.call('XREADGROUP', 'GROUP', ARGV[1], 'busy', 'COUNT', '1', 'STREAMS', KEYS[1], '>')",
+            vec![stream.clone()],
+            vec![conclib_redis::CONSUMER_GROUP],
+        )
+        .await
+        .unwrap();
+    assert!(!matches!(read, Value::Null), "busy read it");
+    for n in 200..210 {
+        client.tell("g", Tick(n)).await.unwrap();
+    }
+    assert_eq!(client.ask("g", Whoami(1)).await.unwrap(), "trimmer");
+    // Two renewals seen (each renews the stream's TTL, which is set far above it here, then
+    // trims): the first one after these entries was done before the second began.
+    for _ in 0..2 {
+        let _: bool = redis.pexpire(&stream, 3_600_000, None).await.unwrap();
+        eventually(Duration::from_secs(20), "a lease renewal", || async {
+            redis.pttl::<i64, _>(&stream).await.unwrap() <= 60_000
+        })
+        .await;
+    }
+    assert_eq!(
+        redis.xlen::<u64, _>(&stream).await.unwrap(),
+        12,
+        "busy's entry and the 11 after it stay"
+    );
     proxy.shutdown().await.unwrap();
 }
