@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -168,6 +169,46 @@ def test_a_cluster_node_restarted_empty_is_recovered_from(servers: Servers) -> N
                         took = time.monotonic() - started
                         assert took < 4, f"{urn}: an ask of 1 s took {took:.1f} s"
                     await asyncio.sleep(0.05)
+
+        run(main())
+    finally:
+        server.close()
+
+
+def test_asks_whose_requests_a_cluster_node_lost_fail_at_once(servers: Servers) -> None:
+    """The node holding the serving system's request stream SIGKILLed and restarted empty,
+    with asks' requests in it (the server paused, so they wait there unread): those asks fail
+    ``Unavailable`` once the node is back, long before their deadlines (the client asks each
+    node it wrote to who it is while their asks wait)."""
+    ports, buses, url = start_cluster(servers)
+    server = RustServer(url, "lost", lease_ttl_ms=1000)
+    try:
+
+        async def main() -> None:
+            async with conclib.AsyncClient(url, namespace="lost", timeout=20) as client:
+                assert await client.ask("py:shapes", "Double", 21) == 42
+                stream = f"lost:sys:{await client.resolve('py:shapes')}:req"
+                index = next(i for i, p in enumerate(ports) if cli(p, "XLEN", stream).strip().isdigit())
+                before = int(cli(ports[index], "XLEN", stream))
+                os.kill(server.proc.pid, signal.SIGSTOP)
+                try:
+                    asks = [asyncio.ensure_future(client.ask("py:shapes", "Double", n)) for n in range(8)]
+                    deadline = time.monotonic() + 10
+                    while int(cli(ports[index], "XLEN", stream) or 0) < before + 8:
+                        assert time.monotonic() < deadline, "the requests never reached the stream"
+                        await asyncio.sleep(0.02)
+                    victim = servers.procs[index]
+                    victim.kill()
+                    victim.wait(timeout=10)
+                    spawn_node(servers, ports[index], buses[index])
+                    restarted = time.monotonic()
+                    results = await asyncio.gather(*asks, return_exceptions=True)
+                    took = time.monotonic() - restarted
+                finally:
+                    os.kill(server.proc.pid, signal.SIGCONT)
+                assert all(isinstance(r, conclib.Unavailable) for r in results), results
+                assert "restarted without its data" in str(results[0]), results[0]
+                assert took < 8, f"asks of 20 s ended {took:.1f} s after the node restarted"
 
         run(main())
     finally:

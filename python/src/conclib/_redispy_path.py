@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._raw import pack
 from .errors import Closed, ConclibError, Unavailable, from_redis_error, is_connection_error
+from ._info import redis_identity
 from .url import build_client
 
 if TYPE_CHECKING:
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("conclib")
 
+NODE_WATCH_EVERY = 0.25
+"""In a cluster, how often the nodes holding requests of waiting asks are asked who they are."""
 SEND_BATCH = 32
 """The most requests appended by one pipeline (as the Rust client)."""
 SEND_BATCH_BYTES = 1 << 20
@@ -69,6 +72,11 @@ class RedisPyPath:
         self.reader: asyncio.Task[None] | None = None
         self.write_conn: Any = None
         self.read_conn: Any = None
+        # In a cluster, each node is a Redis of its own that may restart empty: the node each
+        # waiting ask's request went to, and each node's run_id last seen.
+        self.written_on: dict[int, str] = {}
+        self.run_ids: dict[str, str] = {}
+        self.node_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.direct:
@@ -78,11 +86,13 @@ class RedisPyPath:
             # it starts is then in a read, which redis-py lets a cancellation end.
             await self.read_conn.send_packed_command(self.blmpop, check_health=False)
             self.writer = self.loop.create_task(self._write_requests())
+        else:
+            await self._identify_primaries()
         self.reader = self.loop.create_task(self._read_replies())
 
     def cancel(self) -> None:
         """Stops its tasks (the session is closing)."""
-        for task in (self.reader, self.writer):
+        for task in (self.reader, self.writer, self.node_watch):
             if task is not None and not task.done():
                 task.cancel()
 
@@ -110,6 +120,90 @@ class RedisPyPath:
             queue = self.outbox[requests_key] = []
             self.session.spawn(self._flush(requests_key))
         queue.append(Outgoing(fields, size, fut))
+
+    # -- nodes restarted empty (a cluster) ---------------------------------------------------
+
+    def wrote(self, request_id: int, requests_key: str) -> None:
+        """Redis holds the ask ``request_id``'s request, in ``requests_key``: in a cluster,
+        its node is watched until the ask ends (``done``)."""
+        if self.direct:
+            return
+        try:
+            node = self.session.redis.get_node_from_key(requests_key)
+        except Exception:  # noqa: BLE001 - the slot map is being rebuilt: not watched
+            return
+        if node is None:
+            return
+        self.written_on[request_id] = node.name
+        if self.node_watch is None or self.node_watch.done():
+            self.node_watch = self.loop.create_task(self._watch_nodes())
+
+    def done(self, request_id: int) -> None:
+        self.written_on.pop(request_id, None)
+
+    async def _identify_primaries(self) -> None:
+        """Each primary's run_id, before any request is written (a node that restarts later
+        is then told apart from one seen for the first time)."""
+        from redis.asyncio.cluster import RedisCluster
+
+        try:
+            infos = await asyncio.wait_for(
+                self.session.redis.execute_command(
+                    "INFO", "server", "persistence", "replication", target_nodes=RedisCluster.PRIMARIES
+                ),
+                self.session.client.connect_timeout,
+            )
+        except Exception as e:  # noqa: BLE001 - learnt node by node later
+            log.debug("could not identify the cluster's nodes: %s", e)
+            return
+        if isinstance(infos, dict):
+            for name, info in infos.items():
+                identity = redis_identity(info)
+                if identity is not None:
+                    self.run_ids[str(name)] = identity[0]
+
+    async def _watch_nodes(self) -> None:
+        """While asks wait whose requests sit on some nodes: asks each such node who it is.
+        A node with a new run_id that started empty lost the requests it held: their asks
+        fail ``Unavailable`` now, not at their deadlines (as one server's restart does)."""
+        s = self.session
+        redis = s.redis
+        while self.written_on and not s.closed:
+            await asyncio.sleep(NODE_WATCH_EVERY)
+            for name in set(self.written_on.values()):
+                node = redis.get_node(node_name=name)
+                if node is None:
+                    continue
+                try:
+                    info = await asyncio.wait_for(
+                        redis.execute_command("INFO", "server", "persistence", "replication", target_nodes=node),
+                        min(s.client.connect_timeout, 1.0),
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - down, or restarting: asked again next time
+                    continue
+                if isinstance(info, dict) and name in info and isinstance(info[name], dict):
+                    info = info[name]
+                identity = redis_identity(info)
+                if identity is None:
+                    continue
+                run_id, kept_data = identity
+                before = self.run_ids.get(name)
+                self.run_ids[name] = run_id
+                if before is None or before == run_id or kept_data:
+                    continue
+                lost = [rid for rid, on in self.written_on.items() if on == name]
+                for rid in lost:
+                    del self.written_on[rid]
+                    fut = s.pending.pop(rid, None)
+                    if fut is not None and not fut.done():
+                        fut.set_exception(
+                            Unavailable(f"the Redis node {name} restarted without its data; the request was lost")
+                        )
+                        fut.exception()
+                log.warning("Redis node %s restarted empty (run_id %s): %d asks whose requests it held failed "
+                            "Unavailable", name, run_id, len(lost))
 
     async def _write_requests(self) -> None:
         """The writer (outside a cluster): whatever was queued while it wrote the last batch

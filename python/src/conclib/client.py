@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 from . import codec
 from ._raw_path import EXPIRED, GONE, Entry, RawPath, pack_request
+from ._redispy_path import RedisPyPath
 from ._session import Route, Session, until
 from .errors import (
     ActorStopped,
@@ -356,6 +357,8 @@ class AsyncClient:
             return await self._exchange_raw(
                 session, session.raw, route, urn, name, body, timeout, high, tp, deadline, disconnects
             )
+        path = session.path
+        assert isinstance(path, RedisPyPath)  # not one server: Sentinel or Cluster
         retried = False
         while True:
             request_id = session.next_id
@@ -386,6 +389,7 @@ class AsyncClient:
                     if session.losses != losses:
                         raise Unavailable("Redis restarted without its data just as the request was written")
                     session.written.add(request_id)
+                    path.wrote(request_id, route.requests_key)
                 try:
                     frame = await until(waiter, deadline)
                 except asyncio.TimeoutError:
@@ -393,6 +397,7 @@ class AsyncClient:
             finally:
                 session.pending.pop(request_id, None)
                 session.written.discard(request_id)
+                path.done(request_id)
             status = frame[8]
             session.check_deadline_answer(status, timeout, disconnects)
             if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
