@@ -519,24 +519,34 @@ pub(crate) async fn a_member_reading_again_as_its_entries_are_claimed_loses_none
     }
 }
 
-pub(crate) async fn a_group_whose_last_member_left_leaves_nothing_behind() {
-    let mut config = config("expire");
-    config.lease_ttl = Duration::from_millis(600);
-    config.queue_ttl = Duration::from_secs(2);
-    config.snapshot_interval = None;
-    let system = ActorSystem::new("lonely");
-    system
+/// A system `system` whose Worker at URN `g` is the one member of `g`'s group, and a
+/// client.
+async fn lone_member(
+    config: &ProxyConfig,
+    system: &str,
+) -> (ActorSystem, conclib_redis::ProxyHandle, ProxyClient) {
+    let actors = ActorSystem::new(system);
+    actors
         .build(Worker {
-            system: "lonely".into(),
+            system: system.into(),
             notes: None,
         })
         .urn("g")
         .spawn()
         .await
         .unwrap();
-    let proxy = start_proxy(&system, &config).await.unwrap();
+    let proxy = start_proxy(&actors, config).await.unwrap();
     proxy.join("g").await.unwrap();
-    let client = ProxyClient::connect(&config).await.unwrap();
+    let client = ProxyClient::connect(config).await.unwrap();
+    (actors, proxy, client)
+}
+
+pub(crate) async fn a_group_whose_last_member_left_leaves_nothing_behind() {
+    let mut config = config("expire");
+    config.lease_ttl = Duration::from_millis(600);
+    config.queue_ttl = Duration::from_secs(2);
+    config.snapshot_interval = None;
+    let (_system, proxy, client) = lone_member(&config, "lonely").await;
     assert_eq!(client.ask("g", Whoami(1)).await.unwrap(), "lonely");
     assert!(proxy.leave("g").await);
     let redis = plain_client(&config.url).await;
@@ -570,19 +580,7 @@ pub(crate) async fn a_groups_stream_is_trimmed_below_what_is_pending() {
     config.lease_ttl = Duration::from_millis(600);
     config.queue_ttl = Duration::from_secs(60);
     config.snapshot_interval = None;
-    let system = ActorSystem::new("trimmer");
-    system
-        .build(Worker {
-            system: "trimmer".into(),
-            notes: None,
-        })
-        .urn("g")
-        .spawn()
-        .await
-        .unwrap();
-    let proxy = start_proxy(&system, &config).await.unwrap();
-    proxy.join("g").await.unwrap();
-    let client = ProxyClient::connect(&config).await.unwrap();
+    let (_system, proxy, client) = lone_member(&config, "trimmer").await;
     for n in 0..200 {
         client.tell("g", Tick(n)).await.unwrap();
     }
