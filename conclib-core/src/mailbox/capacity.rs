@@ -98,8 +98,19 @@ impl Capacity {
     }
 
     /// Takes a place, registering `cx` to be woken when one frees up.
+    ///
+    /// An unbounded mailbox never makes its sender wait for room: a send to one spends a unit
+    /// of the sending task's cooperative budget instead (tokio's, as its own channels' sends
+    /// and receives do), so that a task sending in a loop yields now and then. Without it,
+    /// such a loop kept its worker until it ended: the actor, woken into that worker's slot
+    /// for the next task, which no other worker takes, ran only after it, with the whole
+    /// backlog queued (two million messages, 64 MB; BENCHMARKS.md, "An unbounded mailbox's
+    /// sends yield").
     #[inline]
     pub(crate) fn poll_reserve(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Closed>> {
+        if self.limit == usize::MAX {
+            std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
+        }
         match self.try_reserve() {
             None => Poll::Ready(Err(Closed)),
             Some(true) => Poll::Ready(Ok(())),

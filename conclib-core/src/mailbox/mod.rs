@@ -46,8 +46,11 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
 pub enum MailboxConfig {
     /// At most this many user messages queued: `tell` waits for room, `try_tell` fails.
     Bounded(usize),
-    /// No limit: sends never wait. Memory grows with the backlog, and goes back (but for
-    /// room for 16 messages) once the actor has nothing left to do.
+    /// No limit: sends never wait for room. Each spends a unit of the sending task's
+    /// cooperative budget instead (tokio's, as its channels' operations do), so a task
+    /// sending in a loop yields now and then and lets the actor and other tasks on its
+    /// thread run. Memory grows with the backlog, and goes back (but for room for 16
+    /// messages) once the actor has nothing left to do.
     Unbounded,
 }
 
