@@ -110,6 +110,12 @@ class Client:
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result(timeout=limit + _GRACE)
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):
+            # The client was closed while this call ran: stopping its loop cancelled what
+            # was still running there. It ends as every call pending at a close does.
+            if self._closed:
+                raise Closed() from None
+            raise
         except concurrent.futures.TimeoutError as e:
             # The ask's own `Timeout` is a `TimeoutError` too (so is `concurrent.futures`'
             # since Python 3.11): passed on as it is, with its detail.
