@@ -14,18 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// loop, with all 20,000 messages queued, and the other task after that).
 #[tokio::test(flavor = "current_thread")]
 async fn a_loop_of_tells_to_an_unbounded_mailbox_lets_the_actor_and_others_run() {
-    let system = ActorSystem::new("t");
-    let r = system
-        .build(Recorder::default())
-        .mailbox(MailboxConfig::Unbounded)
-        .spawn()
-        .await
-        .unwrap();
-    let other_ran = Arc::new(AtomicBool::new(false));
-    tokio::spawn({
-        let other_ran = other_ran.clone();
-        async move { other_ran.store(true, Ordering::SeqCst) }
-    });
+    let (_system, r, other_ran) = recorder_and_another_task(MailboxConfig::Unbounded).await;
     let mut most_queued = 0;
     for i in 0..20_000u64 {
         r.tell(Record(i)).await.unwrap();
@@ -44,18 +33,7 @@ async fn a_loop_of_tells_to_an_unbounded_mailbox_lets_the_actor_and_others_run()
 /// is full (its capacity is the backpressure).
 #[tokio::test(flavor = "current_thread")]
 async fn a_bounded_mailbox_with_room_takes_a_loop_of_tells_without_a_yield() {
-    let system = ActorSystem::new("t");
-    let r = system
-        .build(Recorder::default())
-        .mailbox(MailboxConfig::Bounded(1_000))
-        .spawn()
-        .await
-        .unwrap();
-    let other_ran = Arc::new(AtomicBool::new(false));
-    tokio::spawn({
-        let other_ran = other_ran.clone();
-        async move { other_ran.store(true, Ordering::SeqCst) }
-    });
+    let (_system, r, other_ran) = recorder_and_another_task(MailboxConfig::Bounded(1_000)).await;
     for i in 0..500u64 {
         r.tell(Record(i)).await.unwrap();
     }
@@ -65,4 +43,24 @@ async fn a_bounded_mailbox_with_room_takes_a_loop_of_tells_without_a_yield() {
     );
     assert_eq!(r.mailbox_len(), 500);
     assert_eq!(r.ask(Seen).await.unwrap().len(), 500);
+}
+
+/// A recorder with this mailbox, and a task spawned beside the test's that only marks that
+/// it ran (it runs once the test's task yields: the runtime has one thread).
+async fn recorder_and_another_task(
+    mailbox: MailboxConfig,
+) -> (ActorSystem, ActorRef<Recorder>, Arc<AtomicBool>) {
+    let system = ActorSystem::new("t");
+    let r = system
+        .build(Recorder::default())
+        .mailbox(mailbox)
+        .spawn()
+        .await
+        .unwrap();
+    let other_ran = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let other_ran = other_ran.clone();
+        async move { other_ran.store(true, Ordering::SeqCst) }
+    });
+    (system, r, other_ran)
 }

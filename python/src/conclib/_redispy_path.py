@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._info import redis_identity
 from ._raw import pack
 from .errors import Closed, ConclibError, Unavailable, from_redis_error, is_connection_error
-from ._info import redis_identity
-from .url import build_client
+from .url import build_client, close_client
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -102,11 +102,7 @@ class RedisPyPath:
             if conn is not None:
                 await conn.disconnect()
                 await redis.connection_pool.release(conn)
-        close = getattr(self.reader_redis, "aclose", None) or self.reader_redis.close
-        await close()
-        pool = getattr(self.reader_redis, "connection_pool", None)
-        if pool is not None:
-            await pool.disconnect()
+        await close_client(self.reader_redis)
 
     def append(self, requests_key: str, fields: list[bytes | str | int], size: int, fut: asyncio.Future[Any]) -> None:
         """Queues a request (``Session.send``): for the writer task, or (in a cluster) for

@@ -33,7 +33,7 @@ from .errors import (
 )
 from .protocol import REPLY_HEADER_LEN, Status, pattern_prefix, valid_urn
 from ._info import redis_identity, server_fields
-from .url import build_client, redact
+from .url import build_client, close_client, redact
 
 if TYPE_CHECKING:
     from .client import AsyncClient
@@ -166,11 +166,7 @@ class Session:
 
     async def _close_connections(self) -> None:
         await self.path.close()
-        close = getattr(self.redis, "aclose", None) or self.redis.close
-        await close()
-        pool = getattr(self.redis, "connection_pool", None)
-        if pool is not None:
-            await pool.disconnect()
+        await close_client(self.redis)
 
     # -- resolving ---------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 from . import codec
 from ._raw_path import EXPIRED, GONE, Entry, RawPath, pack_request
-from ._redispy_path import RedisPyPath
+from ._redispy_path import RedisPyPath, cancelling
 from ._session import Route, Session, until
 from .errors import (
     ActorStopped,
@@ -235,9 +235,7 @@ class AsyncClient:
         except asyncio.CancelledError:
             # The client was closed while connecting (its start cancelled), not this task:
             # the ask ends ``Closed``, as every ask pending at a close does.
-            task = asyncio.current_task()
-            cancelling = getattr(task, "cancelling", None)  # 3.11+
-            if session.closed and not (cancelling is not None and cancelling()):
+            if session.closed and not cancelling():
                 raise Closed() from None
             raise
         except BaseException as e:

@@ -192,3 +192,12 @@ def build_client(
         sentinel_kwargs["password"] = target.sentinel_password
     sentinel = sentinel_class(list(target.nodes), sentinel_kwargs=sentinel_kwargs)
     return sentinel.master_for(target.service_name or "", redis_class=Redis, db=target.db, **common, **tls)
+
+
+async def close_client(redis: Any) -> None:
+    """Closes a client ``build_client`` made, and its connection pool."""
+    close = getattr(redis, "aclose", None) or redis.close
+    await close()
+    pool = getattr(redis, "connection_pool", None)
+    if pool is not None:
+        await pool.disconnect()
