@@ -24,6 +24,7 @@ from .errors import (
     ProtocolError,
     RedisError,
     Unavailable,
+    fail,
     from_redis_error,
     is_connection_error,
 )
@@ -101,22 +102,20 @@ class Entry:
             if not self.request_id:
                 fut.set_result(self.losses)
             elif s.losses != self.losses:
-                fut.set_exception(Unavailable("Redis restarted without its data just as the request was written"))
+                fail(fut, Unavailable("Redis restarted without its data just as the request was written"))
             else:
                 s.written.add(self.request_id)
         elif reply is None:
             fut.set_result(GONE if self.request_id else None)
         elif isinstance(reply, ConnectionError):
-            fut.set_exception(Closed() if s.closed else Unavailable(f"ConnectionError: {reply}"))
+            fail(fut, Closed() if s.closed else Unavailable(f"ConnectionError: {reply}"))
         elif isinstance(reply, RespError):
-            fut.set_exception(RedisError(f"ResponseError: {reply.message}"))
+            fail(fut, RedisError(f"ResponseError: {reply.message}"))
         else:
-            fut.set_exception(ProtocolError(f"unexpected answer to XADD: {reply!r}"))
+            fail(fut, ProtocolError(f"unexpected answer to XADD: {reply!r}"))
 
     def fail(self, error: ConclibError) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
-            self.future.exception()
+        fail(self.future, error)
 
 
 class _ReaderTurn:

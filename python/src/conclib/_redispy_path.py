@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._info import redis_identity
 from ._raw import pack
-from .errors import Closed, ConclibError, Unavailable, from_redis_error, is_connection_error
+from .errors import Closed, ConclibError, Unavailable, fail, from_redis_error, is_connection_error
 from .url import build_client, close_client
 
 if TYPE_CHECKING:
@@ -193,11 +193,8 @@ class RedisPyPath:
                 for rid in lost:
                     del self.written_on[rid]
                     fut = s.pending.pop(rid, None)
-                    if fut is not None and not fut.done():
-                        fut.set_exception(
-                            Unavailable(f"the Redis node {name} restarted without its data; the request was lost")
-                        )
-                        fut.exception()
+                    if fut is not None:
+                        fail(fut, Unavailable(f"the Redis node {name} restarted without its data; the request was lost"))
                 log.warning("Redis node %s restarted empty (run_id %s): %d asks whose requests it held failed "
                             "Unavailable", name, run_id, len(lost))
 
@@ -255,8 +252,7 @@ class RedisPyPath:
             if request.future.done():
                 continue
             if isinstance(result, BaseException):
-                request.future.set_exception(from_redis_error(result))
-                request.future.exception()
+                fail(request.future, from_redis_error(result))
             else:
                 request.future.set_result(losses if result is not None else None)
 
@@ -300,8 +296,7 @@ class RedisPyPath:
             if isinstance(result, BaseException):
                 if is_connection_error(result) and not isinstance(result, ConclibError):
                     s.link_lost()
-                request.future.set_exception(from_redis_error(result))
-                request.future.exception()
+                fail(request.future, from_redis_error(result))
             else:
                 request.future.set_result(losses if result is not None else None)
 
@@ -353,6 +348,4 @@ class RedisPyPath:
 def _fail_closed(batch: list[Outgoing]) -> None:
     """The writer was cancelled (the client is closing): the batch's requests end ``Closed``."""
     for request in batch:
-        if not request.future.done():
-            request.future.set_exception(Closed())
-            request.future.exception()
+        fail(request.future, Closed())

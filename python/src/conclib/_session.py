@@ -28,6 +28,7 @@ from .errors import (
     Timeout,
     Unavailable,
     UnknownUrn,
+    fail,
     from_redis_error,
     is_connection_error,
 )
@@ -147,9 +148,7 @@ class Session:
                 task.cancel()
         self.path.cancel()
         for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(Closed())
-                fut.exception()  # retrieved: no "never retrieved" warning if nobody waits
+            fail(fut, Closed())
         self.pending.clear()
         # A session that never connected sent nothing, so no reply list of it exists: no
         # DEL, which a Redis that did not answer the connection would hold for its second.
@@ -203,9 +202,7 @@ class Session:
         try:
             route = await self._lookup(urn, deadline)
         except BaseException as e:
-            if not lookup.done():
-                lookup.set_exception(e if isinstance(e, Exception) else Closed())
-                lookup.exception()
+            fail(lookup, e if isinstance(e, Exception) else Closed())
             raise
         else:
             if not lookup.done():
@@ -341,9 +338,7 @@ class Session:
         log.warning("the reply list %s holds something else than a list (%s); failing %d asks",
                     self.reply_key, error, len(self.pending))
         for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(ProtocolError(f"the reply list {self.reply_key} was overwritten: {error}"))
-                fut.exception()
+            fail(fut, ProtocolError(f"the reply list {self.reply_key} was overwritten: {error}"))
         self.pending.clear()
         try:
             await asyncio.wait_for(self.redis.execute_command("DEL", self.reply_key), self.client.command_timeout)
@@ -402,10 +397,7 @@ class Session:
         self.losses += 1
         lost = [rid for rid in self.written if rid in self.pending]
         for rid in lost:
-            fut = self.pending.pop(rid)
-            if not fut.done():
-                fut.set_exception(Unavailable("Redis restarted without its data; the request was lost"))
-                fut.exception()
+            fail(self.pending.pop(rid), Unavailable("Redis restarted without its data; the request was lost"))
         self.written.clear()
         log.warning("Redis restarted empty (run_id %s): %d asks whose requests it held failed Unavailable",
                     run_id, len(lost))

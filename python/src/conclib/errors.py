@@ -8,6 +8,7 @@ statuses of the protocol (``conclib-redis/src/protocol.rs``). Each has a ``label
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 __all__ = [
@@ -222,3 +223,12 @@ def from_redis_error(e: BaseException) -> ConclibError:
     if is_connection_error(e):
         return Unavailable(f"{type(e).__name__}: {e}")
     return RedisError(f"{type(e).__name__}: {e}")
+
+
+def fail(fut: asyncio.Future[Any], error: BaseException) -> None:
+    """Ends ``fut`` with ``error`` unless it is done, the error marked as retrieved: a
+    waiter that gave up (its task cancelled) leaves no "exception was never retrieved"
+    warning, and one still waiting gets the error when it awaits."""
+    if not fut.done():
+        fut.set_exception(error)
+        fut.exception()
