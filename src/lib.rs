@@ -485,6 +485,12 @@ pub use conclib_macros::message;
 /// and forgetting `#[actor]` on the type is a compile error that says so. The spawn builder
 /// ([`ActorSystem::build`]) can still override both.
 ///
+/// One impl block per type carries `#[actor]`: every handler and hook goes in it (other
+/// methods may live in impl blocks without the attribute). A second `#[actor]` impl block
+/// for the same type fails to compile, first with "the name `CounterApi` is defined
+/// multiple times" at both attributes for a type `Counter` (its generated API trait; see
+/// `tests/ui/fail/two_actor_impl_blocks.rs`): merge the two blocks.
+///
 /// # On the impl block: handlers
 ///
 /// Each `#[handle]` method handles one message type: the type of its message argument, or the
