@@ -1,17 +1,52 @@
-//! A histogram with fixed buckets that records a sample in a few relaxed atomic adds.
+//! A histogram with fixed buckets that records a sample in a few plain loads and stores.
 //!
 //! The exporter's own histograms (`metrics-exporter-prometheus`) keep every sample until
 //! the next render or upkeep, behind a generation counter, a clock read and a crossbeam
 //! epoch pin: about 165 instructions a sample, two samples per message an actor handles
 //! (BENCHMARKS.md, issue #28). What Prometheus reads of a histogram with fixed buckets is
 //! only a count per bucket, the sum and the count, so that is all this one keeps: a
-//! sample is a search among a dozen bounds, one atomic add to its bucket and one to the
-//! sum; [`record_many`](BucketHistogram::record_many) costs the same.
+//! sample is a search among a dozen bounds, an add to its bucket and one to the sum;
+//! [`record_many`](BucketHistogram::record_many) costs the same.
+//!
+//! Each thread that records gets cells of its own in each histogram it records into (up
+//! to [`SLOTS`] threads at a time; a thread's slot is given back when it ends), which only
+//! it writes: its adds are plain loads and stores, where adds to cells shared between
+//! threads need locked instructions (an ask with metrics on made four: its two samples'
+//! buckets and sums). A render adds up every thread's cells. Threads beyond [`SLOTS`]
+//! share one set of cells, with locked adds.
 
+use std::cell::Cell;
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use metrics::HistogramFn;
+
+/// How many threads at a time record into a histogram with cells of their own: a
+/// runtime's workers, and a few more. 8 bytes a histogram each; a thread's cells (128
+/// bytes) are made at its first sample in that histogram.
+const SLOTS: usize = 16;
+
+/// The cells of a set: one count per bucket (at most [`SUM`] buckets: the bounds and
+/// `+Inf`), then the sum of the samples as the bits of an `f64`.
+const CELLS: usize = 16;
+const SUM: usize = CELLS - 1;
+
+/// One thread's counts and sum, on cache lines of their own: two threads' cells never
+/// share a line, so one thread's adds never take a line from another's core.
+#[repr(align(128))]
+struct Cells([AtomicU64; CELLS]);
+
+impl Cells {
+    fn new() -> Self {
+        Cells(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    /// The sum, as added so far.
+    fn sum(&self) -> f64 {
+        f64::from_bits(self.0[SUM].load(Ordering::Relaxed))
+    }
+}
 
 /// Counts per bucket, and the sum, of what was recorded: one series of a Prometheus
 /// histogram.
@@ -21,25 +56,33 @@ use metrics::HistogramFn;
 /// the way Prometheus wants them. The total count is the sum of the buckets, so a render
 /// always shows `_count` equal to the `+Inf` bucket, even while samples are coming in.
 pub(crate) struct BucketHistogram {
-    /// Upper bounds (`le`), ascending and finite.
+    /// Upper bounds (`le`), ascending and finite: fewer than [`SUM`].
     bounds: &'static [f64],
-    /// One per bound, then the `+Inf` bucket.
-    counts: Box<[AtomicU64]>,
-    /// The sum of the samples, as the bits of an `f64`.
-    sum: AtomicU64,
+    /// Per thread slot ([`slot`]): the cells of the thread holding it, written by that
+    /// thread alone (and by a thread that holds the slot after it ended); null until its
+    /// first sample here.
+    own: [AtomicPtr<Cells>; SLOTS],
+    /// The cells of threads without a slot, added to with locked instructions.
+    shared: Cells,
 }
 
 impl BucketHistogram {
-    /// An empty histogram with these upper bounds (ascending, finite).
+    /// An empty histogram with these upper bounds (ascending, finite, fewer than 15).
     pub(crate) fn new(bounds: &'static [f64]) -> Self {
+        assert!(
+            bounds.len() < SUM,
+            "at most {} bucket bounds, not {}",
+            SUM - 1,
+            bounds.len()
+        );
         debug_assert!(
             bounds.windows(2).all(|w| w[0] < w[1]) && bounds.iter().all(|b| b.is_finite()),
             "bucket bounds must be finite and ascending: {bounds:?}"
         );
         BucketHistogram {
             bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0f64.to_bits()),
+            own: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            shared: Cells::new(),
         }
     }
 
@@ -58,43 +101,109 @@ impl BucketHistogram {
             .iter()
             .position(|&bound| value <= bound)
             .unwrap_or(self.bounds.len());
-        self.counts[at].fetch_add(count, Ordering::Relaxed);
         let add = if count == 1 {
             value
         } else {
             value * count as f64
         };
+        match self.own.get(slot()) {
+            Some(own) => {
+                let cells = self.cells(own);
+                // This thread alone writes these cells: a load and a store, no lock.
+                let c = &cells.0[at];
+                c.store(
+                    c.load(Ordering::Relaxed).wrapping_add(count),
+                    Ordering::Relaxed,
+                );
+                let sum = &cells.0[SUM];
+                sum.store((cells.sum() + add).to_bits(), Ordering::Relaxed);
+            }
+            None => self.add_shared(at, add, count),
+        }
+    }
+
+    /// The cells of the slot `own` (this thread's), made at its first sample here.
+    #[inline]
+    fn cells<'a>(&'a self, own: &'a AtomicPtr<Cells>) -> &'a Cells {
+        let cells = own.load(Ordering::Acquire);
+        if cells.is_null() {
+            return Self::make_cells(own);
+        }
+        // SAFETY: a non-null pointer in `own` came from `Box::into_raw` in `make_cells`
+        // and is freed only when the histogram drops, after this borrow of it.
+        unsafe { &*cells }
+    }
+
+    #[cold]
+    fn make_cells(own: &AtomicPtr<Cells>) -> &Cells {
+        let cells = Box::into_raw(Box::new(Cells::new()));
+        // Only the slot's holder writes its pointer: no other store can race this one.
+        own.store(cells, Ordering::Release);
+        // SAFETY: just made, freed only when the histogram drops.
+        unsafe { &*cells }
+    }
+
+    /// An add from a thread without a slot: locked, other such threads adding too.
+    #[cold]
+    fn add_shared(&self, at: usize, add: f64, count: u64) {
+        self.shared.0[at].fetch_add(count, Ordering::Relaxed);
         // No atomic add for `f64`: a compare-and-swap loop, which succeeds at once unless
-        // another thread records into the same series at the same instant.
-        let mut current = self.sum.load(Ordering::Relaxed);
+        // another thread without a slot records into the same series at the same instant.
+        let sum = &self.shared.0[SUM];
+        let mut current = sum.load(Ordering::Relaxed);
         loop {
             let next = (f64::from_bits(current) + add).to_bits();
-            match self.sum.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match sum.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => break,
                 Err(actual) => current = actual,
             }
         }
     }
 
+    /// Every set of cells: the shared one, then each thread's.
+    fn every_cells(&self) -> impl Iterator<Item = &Cells> {
+        std::iter::once(&self.shared).chain(self.own.iter().filter_map(|own| {
+            let cells = own.load(Ordering::Acquire);
+            // SAFETY: as in `cells`: made by `make_cells`, freed only when the histogram
+            // drops.
+            (!cells.is_null()).then(|| unsafe { &*cells })
+        }))
+    }
+
     /// What was recorded so far. Read bucket by bucket while others may record: each
     /// bucket's count is exact as read, and `_count` is their total.
     pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut counts = [0u64; SUM];
+        let mut sum = 0.0;
+        for cells in self.every_cells() {
+            for (total, cell) in counts.iter_mut().zip(&cells.0[..=self.bounds.len()]) {
+                *total = total.wrapping_add(cell.load(Ordering::Relaxed));
+            }
+            sum += cells.sum();
+        }
         let mut cumulative = 0u64;
         let mut buckets = Vec::with_capacity(self.bounds.len());
-        for (bound, count) in self.bounds.iter().zip(self.counts.iter()) {
-            cumulative = cumulative.wrapping_add(count.load(Ordering::Relaxed));
+        for (bound, count) in self.bounds.iter().zip(counts) {
+            cumulative = cumulative.wrapping_add(count);
             buckets.push((*bound, cumulative));
         }
-        let count = cumulative.wrapping_add(self.counts[self.bounds.len()].load(Ordering::Relaxed));
         Snapshot {
             buckets,
-            count,
-            sum: f64::from_bits(self.sum.load(Ordering::Relaxed)),
+            count: cumulative.wrapping_add(counts[self.bounds.len()]),
+            sum,
+        }
+    }
+}
+
+impl Drop for BucketHistogram {
+    fn drop(&mut self) {
+        for own in &mut self.own {
+            let cells = *own.get_mut();
+            if !cells.is_null() {
+                // SAFETY: made by `Box::into_raw` in `make_cells`, and nothing else can
+                // reach the histogram any more.
+                drop(unsafe { Box::from_raw(cells) });
+            }
         }
     }
 }
@@ -111,6 +220,71 @@ impl HistogramFn for BucketHistogram {
     fn record_many(&self, value: f64, count: usize) {
         self.add(value, count as u64);
     }
+}
+
+/// The next slot never held (past [`SLOTS`]: none left).
+static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+/// Slots given back by threads that ended. Its lock orders an ended thread's last adds
+/// before the adds of the next thread to hold its slot, which go on from its counts.
+static FREE_SLOTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// [`SLOT`] before the thread's first sample.
+const UNTAKEN: usize = usize::MAX;
+thread_local! {
+    /// This thread's slot: [`UNTAKEN`], none ([`SLOTS`]: none was free, or it was given
+    /// back as the thread ends), or its index. Read at every sample: a plain thread-local,
+    /// with no destructor.
+    static SLOT: Cell<usize> = const { Cell::new(UNTAKEN) };
+    /// Gives the slot back when the thread ends (made when it takes one).
+    static GIVE_BACK: GiveBack = const { GiveBack };
+}
+
+struct GiveBack;
+
+impl Drop for GiveBack {
+    fn drop(&mut self) {
+        // Later samples of this thread (other destructors') go to the shared cells.
+        let slot = SLOT.with(|slot| slot.replace(SLOTS));
+        give_back(slot);
+    }
+}
+
+fn give_back(slot: usize) {
+    if slot < SLOTS {
+        FREE_SLOTS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(slot);
+    }
+}
+
+/// This thread's slot; [`SLOTS`] or more when it has none.
+#[inline]
+fn slot() -> usize {
+    match SLOT.try_with(Cell::get) {
+        Ok(UNTAKEN) => take_slot(),
+        Ok(slot) => slot,
+        Err(_) => SLOTS,
+    }
+}
+
+/// The thread's first sample: a slot given back by an ended thread, else the next never
+/// held.
+#[cold]
+fn take_slot() -> usize {
+    let free = FREE_SLOTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pop();
+    let slot = free.unwrap_or_else(|| NEXT_SLOT.fetch_add(1, Ordering::Relaxed).min(SLOTS));
+    // Registers the destructor that gives it back; a thread ending already (its
+    // thread-locals being destroyed) gives it back at once.
+    if GIVE_BACK.try_with(|_| ()).is_err() {
+        give_back(slot);
+        return SLOTS;
+    }
+    SLOT.with(|s| s.set(slot));
+    slot
 }
 
 /// A [`BucketHistogram`] as read at one moment.
@@ -248,10 +422,88 @@ mod tests {
         assert_eq!(Value(f64::NAN).to_string(), "NaN");
     }
 
+    /// `threads` threads, `at_once` of them at a time, each recording `samples` quarters
+    /// into `h`; then the snapshot must hold exactly what they recorded.
+    fn record_from_threads(h: &Arc<BucketHistogram>, threads: u64, at_once: u64, samples: u64) {
+        let before = h.snapshot();
+        for wave in 0..threads.div_ceil(at_once) {
+            let started = std::sync::Arc::new(std::sync::Barrier::new(at_once as usize));
+            let handles: Vec<_> = (0..at_once)
+                .map(|t| {
+                    let (h, started) = (h.clone(), started.clone());
+                    std::thread::spawn(move || {
+                        // All of a wave's threads hold their slots (or have none) at once,
+                        // from before the first sample to after the last.
+                        let _ = slot();
+                        started.wait();
+                        for i in 0..samples {
+                            h.record(((i + t + wave) % 12) as f64 * 0.25);
+                        }
+                        started.wait();
+                    })
+                })
+                .collect();
+            for t in handles {
+                t.join().expect("a recording thread panicked");
+            }
+        }
+        let after = h.snapshot();
+        let waves = threads.div_ceil(at_once);
+        assert_eq!(after.count - before.count, waves * at_once * samples);
+        let mut sum = 0.0;
+        let mut want = [0u64; 4];
+        for wave in 0..waves {
+            for t in 0..at_once {
+                for i in 0..samples {
+                    let v = ((i + t + wave) % 12) as f64 * 0.25;
+                    sum += v;
+                    want[BOUNDS.iter().position(|&b| v <= b).unwrap_or(3)] += 1;
+                }
+            }
+        }
+        let mut cumulative = 0;
+        for (k, (_, n)) in after.buckets.iter().enumerate() {
+            cumulative += want[k];
+            assert_eq!(n - before.buckets[k].1, cumulative, "bucket {k}");
+        }
+        assert_eq!(after.sum - before.sum, sum);
+    }
+
+    #[test]
+    fn more_threads_than_slots_lose_nothing() {
+        // Some of them share the cells of threads without a slot (other tests' threads
+        // may hold slots too).
+        let _serial = serial();
+        let h = Arc::new(BucketHistogram::new(&BOUNDS));
+        record_from_threads(&h, 2 * SLOTS as u64, 2 * SLOTS as u64, 20_000);
+    }
+
+    #[test]
+    fn threads_that_end_hand_their_slots_on_and_nothing_is_lost() {
+        // Many more threads than slots, a few at a time: each takes a slot an ended
+        // thread gave back, and goes on from that thread's counts.
+        let _serial = serial();
+        let h = Arc::new(BucketHistogram::new(&BOUNDS));
+        record_from_threads(&h, 8 * SLOTS as u64, 4, 5_000);
+        // Slots are given back: a new thread still gets one (without, the 128 threads
+        // above would have taken every slot there is).
+        let slot = std::thread::spawn(slot).join().unwrap();
+        assert!(slot < SLOTS, "slot {slot}");
+        record_from_threads(&h, 2 * SLOTS as u64, 4, 5_000);
+    }
+
+    /// Tests whose threads take many slots run one at a time, so that the one that looks
+    /// at slots being given back sees a free one.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     #[test]
     fn threads_recording_at_once_lose_nothing() {
         const THREADS: u64 = 4;
         const SAMPLES: u64 = 100_000;
+        let _serial = serial();
         let h = Arc::new(BucketHistogram::new(&BOUNDS));
         let threads: Vec<_> = (0..THREADS)
             .map(|t| {

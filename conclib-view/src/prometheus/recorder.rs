@@ -13,7 +13,7 @@ use super::{COUNT_BUCKETS, SECONDS_BUCKETS};
 
 /// A `metrics` recorder that exports in the Prometheus text format: counters and gauges
 /// kept by `metrics-exporter-prometheus`'s recorder, histograms with the fixed buckets of
-/// [the module's docs](super) kept here, an array of atomic counters per series.
+/// [the module's docs](super) kept here, counts per bucket and a sum per series and thread.
 ///
 /// [`install`](super::install) makes one the global recorder; build one yourself to use it
 /// as a local recorder (tests) or behind a recorder layer of your own.
