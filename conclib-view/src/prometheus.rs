@@ -19,14 +19,17 @@
 //! `histogram_quantile()` on the server.
 //!
 //! # What a sample costs
-//! Counters and gauges are `metrics-exporter-prometheus`'s; the histograms are this
-//! module's own ([`PrometheusRecorder`]): per series a count per bucket and the sum, kept
-//! per thread (each of up to 16 threads at a time that record into a series has cells of
-//! its own there, 128 bytes, which only it writes; a render adds them up), so a sample is
-//! a search among the bounds and two adds made of plain loads and stores — no locked
-//! instruction, no allocation after a thread's first sample in a series, no clock read,
-//! nothing to drain later (the exporter's histograms keep every sample until the next
-//! render, about 165 instructions each; an actor records two per message). A NaN sample is dropped. [`install`] also tells conclib's actors the
+//! Gauges are `metrics-exporter-prometheus`'s; counters and histograms are this module's
+//! own ([`PrometheusRecorder`]), kept per thread: each of up to 16 threads at a time that
+//! adds to a series has cells of its own there (128 bytes, which only it writes; a render
+//! adds them up), so an increment is a plain load and store, and a histogram sample a
+//! search among the bounds and two such adds — no locked instruction, no allocation after
+//! a thread's first add to a series, no clock read, nothing to drain later (the exporter's
+//! histograms keep every sample until the next render, about 165 instructions each; an
+//! actor records two per message; its counters make two locked adds an increment, on a
+//! line all the actors of a type share). A counter given absolute values
+//! ([`metrics::Counter::absolute`]) shows the largest, or its increments added up if they
+//! are more. A NaN sample is dropped. [`install`] also tells conclib's actors the
 //! buckets ([`conclib_core::metrics::set_seconds_buckets`]): an actor then adds up a batch
 //! of messages' durations per bucket and hands each bucket over in one call.
 
@@ -35,6 +38,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+mod cells;
+mod counter;
 mod histogram;
 mod recorder;
 

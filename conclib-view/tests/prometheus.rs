@@ -143,7 +143,11 @@ fn rendered_text_parses_with_every_bucket_sum_and_count() {
         a.record(3.0);
         a.record(100.0);
         metrics::histogram!("job_seconds", "queue" => odd).record(0.02);
+        metrics::describe_counter!("jobs_total", "Jobs done.");
         metrics::counter!("jobs_total", "queue" => "a").increment(5);
+        metrics::counter!("jobs_total", "queue" => "b").increment(1);
+        metrics::counter!("jobs_total", "queue" => "b").increment(2);
+        metrics::counter!("jobs_seen_total").absolute(9);
         metrics::gauge!("jobs_queued").set(3.0);
     });
     let text = handle.render();
@@ -152,6 +156,7 @@ fn rendered_text_parses_with_every_bucket_sum_and_count() {
     assert_eq!(types["jobs_total"], "counter", "{text}");
     assert_eq!(types["jobs_queued"], "gauge", "{text}");
     assert!(text.contains("# HELP job_seconds Time a job"), "{text}");
+    assert!(text.contains("# HELP jobs_total Jobs done.\n"), "{text}");
 
     let a = [("queue", "a")];
     let mut previous = 0.0;
@@ -182,11 +187,13 @@ fn rendered_text_parses_with_every_bucket_sum_and_count() {
         1.0
     );
     assert_eq!(find(&samples, "jobs_total", &a).value, 5.0);
+    assert_eq!(find(&samples, "jobs_total", &[("queue", "b")]).value, 3.0);
+    assert_eq!(find(&samples, "jobs_seen_total", &[]).value, 9.0);
     assert_eq!(find(&samples, "jobs_queued", &[]).value, 3.0);
 }
 
 #[test]
-fn threads_recording_into_one_series_lose_no_sample() {
+fn threads_recording_into_one_series_lose_no_sample_nor_count() {
     const THREADS: usize = 4;
     const SAMPLES: usize = 50_000;
     const TINY: f64 = 1.0 / (1u64 << 20) as f64;
@@ -198,16 +205,20 @@ fn threads_recording_into_one_series_lose_no_sample() {
             let recorder = recorder.clone();
             std::thread::spawn(move || {
                 // Each thread registers the series itself: one series all the same.
-                let h = metrics::with_local_recorder(
-                    &*recorder,
-                    || metrics::histogram!("work_seconds", "actor" => "w"),
-                );
+                let (h, c) = metrics::with_local_recorder(&*recorder, || {
+                    (
+                        metrics::histogram!("work_seconds", "actor" => "w"),
+                        metrics::counter!("work_total", "actor" => "w"),
+                    )
+                });
                 for i in 0..SAMPLES {
                     // 2^-20 s (under 1 µs) and 2^-10 s (in the 0.0025 bucket): exact in
                     // binary, so the sum is exact whatever the order.
                     h.record(if i % 2 == 0 { TINY } else { SMALL });
+                    c.increment(1);
                 }
                 h.record_many(0.5, 1_000);
+                c.increment(1_000);
             })
         })
         .collect();
@@ -219,6 +230,7 @@ fn threads_recording_into_one_series_lose_no_sample() {
     let labels = [("actor", "w")];
     let total = (THREADS * (SAMPLES + 1_000)) as f64;
     assert_eq!(find(&samples, "work_seconds_count", &labels).value, total);
+    assert_eq!(find(&samples, "work_total", &labels).value, total);
     let bucket = |le: &str| find(&samples, "work_seconds_bucket", &[labels[0], ("le", le)]).value;
     let half = (THREADS * SAMPLES / 2) as f64;
     assert_eq!(bucket("0.000001"), half);

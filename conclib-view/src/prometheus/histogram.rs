@@ -8,45 +8,18 @@
 //! sample is a search among a dozen bounds, an add to its bucket and one to the sum;
 //! [`record_many`](BucketHistogram::record_many) costs the same.
 //!
-//! Each thread that records gets cells of its own in each histogram it records into (up
-//! to [`SLOTS`] threads at a time; a thread's slot is given back when it ends), which only
-//! it writes: its adds are plain loads and stores, where adds to cells shared between
-//! threads need locked instructions (an ask with metrics on made four: its two samples'
-//! buckets and sums). A render adds up every thread's cells. Threads beyond [`SLOTS`]
-//! share one set of cells, with locked adds.
+//! Each thread that records has cells of its own in the series ([`super::cells`]): its
+//! adds are plain loads and stores, and a render adds up every thread's cells.
 
-use std::cell::Cell;
 use std::fmt::{self, Write as _};
-use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
 
 use metrics::HistogramFn;
 
-/// How many threads at a time record into a histogram with cells of their own: a
-/// runtime's workers, and a few more. 8 bytes a histogram each; a thread's cells (128
-/// bytes) are made at its first sample in that histogram.
-const SLOTS: usize = 16;
+use super::cells::{CELLS, PerThread};
 
-/// The cells of a set: one count per bucket (at most [`SUM`] buckets: the bounds and
-/// `+Inf`), then the sum of the samples as the bits of an `f64`.
-const CELLS: usize = 16;
+/// The cell of the sum (the bits of an `f64`); the counts are in the cells before it, one
+/// per bucket (at most [`SUM`] buckets: the bounds and `+Inf`).
 const SUM: usize = CELLS - 1;
-
-/// One thread's counts and sum, on cache lines of their own: two threads' cells never
-/// share a line, so one thread's adds never take a line from another's core.
-#[repr(align(128))]
-struct Cells([AtomicU64; CELLS]);
-
-impl Cells {
-    fn new() -> Self {
-        Cells(std::array::from_fn(|_| AtomicU64::new(0)))
-    }
-
-    /// The sum, as added so far.
-    fn sum(&self) -> f64 {
-        f64::from_bits(self.0[SUM].load(Ordering::Relaxed))
-    }
-}
 
 /// Counts per bucket, and the sum, of what was recorded: one series of a Prometheus
 /// histogram.
@@ -58,12 +31,7 @@ impl Cells {
 pub(crate) struct BucketHistogram {
     /// Upper bounds (`le`), ascending and finite: fewer than [`SUM`].
     bounds: &'static [f64],
-    /// Per thread slot ([`slot`]): the cells of the thread holding it, written by that
-    /// thread alone (and by a thread that holds the slot after it ended); null until its
-    /// first sample here.
-    own: [AtomicPtr<Cells>; SLOTS],
-    /// The cells of threads without a slot, added to with locked instructions.
-    shared: Cells,
+    cells: PerThread,
 }
 
 impl BucketHistogram {
@@ -81,8 +49,7 @@ impl BucketHistogram {
         );
         BucketHistogram {
             bounds,
-            own: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
-            shared: Cells::new(),
+            cells: PerThread::new(),
         }
     }
 
@@ -106,68 +73,9 @@ impl BucketHistogram {
         } else {
             value * count as f64
         };
-        match self.own.get(slot()) {
-            Some(own) => {
-                let cells = self.cells(own);
-                // This thread alone writes these cells: a load and a store, no lock.
-                let c = &cells.0[at];
-                c.store(
-                    c.load(Ordering::Relaxed).wrapping_add(count),
-                    Ordering::Relaxed,
-                );
-                let sum = &cells.0[SUM];
-                sum.store((cells.sum() + add).to_bits(), Ordering::Relaxed);
-            }
-            None => self.add_shared(at, add, count),
-        }
-    }
-
-    /// The cells of the slot `own` (this thread's), made at its first sample here.
-    #[inline]
-    fn cells<'a>(&'a self, own: &'a AtomicPtr<Cells>) -> &'a Cells {
-        let cells = own.load(Ordering::Acquire);
-        if cells.is_null() {
-            return Self::make_cells(own);
-        }
-        // SAFETY: a non-null pointer in `own` came from `Box::into_raw` in `make_cells`
-        // and is freed only when the histogram drops, after this borrow of it.
-        unsafe { &*cells }
-    }
-
-    #[cold]
-    fn make_cells(own: &AtomicPtr<Cells>) -> &Cells {
-        let cells = Box::into_raw(Box::new(Cells::new()));
-        // Only the slot's holder writes its pointer: no other store can race this one.
-        own.store(cells, Ordering::Release);
-        // SAFETY: just made, freed only when the histogram drops.
-        unsafe { &*cells }
-    }
-
-    /// An add from a thread without a slot: locked, other such threads adding too.
-    #[cold]
-    fn add_shared(&self, at: usize, add: f64, count: u64) {
-        self.shared.0[at].fetch_add(count, Ordering::Relaxed);
-        // No atomic add for `f64`: a compare-and-swap loop, which succeeds at once unless
-        // another thread without a slot records into the same series at the same instant.
-        let sum = &self.shared.0[SUM];
-        let mut current = sum.load(Ordering::Relaxed);
-        loop {
-            let next = (f64::from_bits(current) + add).to_bits();
-            match sum.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
-        }
-    }
-
-    /// Every set of cells: the shared one, then each thread's.
-    fn every_cells(&self) -> impl Iterator<Item = &Cells> {
-        std::iter::once(&self.shared).chain(self.own.iter().filter_map(|own| {
-            let cells = own.load(Ordering::Acquire);
-            // SAFETY: as in `cells`: made by `make_cells`, freed only when the histogram
-            // drops.
-            (!cells.is_null()).then(|| unsafe { &*cells })
-        }))
+        let cells = self.cells.adder();
+        cells.add(at, count);
+        cells.add_f64(SUM, add);
     }
 
     /// What was recorded so far. Read bucket by bucket while others may record: each
@@ -175,11 +83,11 @@ impl BucketHistogram {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let mut counts = [0u64; SUM];
         let mut sum = 0.0;
-        for cells in self.every_cells() {
-            for (total, cell) in counts.iter_mut().zip(&cells.0[..=self.bounds.len()]) {
-                *total = total.wrapping_add(cell.load(Ordering::Relaxed));
+        for cells in self.cells.every() {
+            for (at, total) in counts.iter_mut().enumerate().take(self.bounds.len() + 1) {
+                *total = total.wrapping_add(cells.get(at));
             }
-            sum += cells.sum();
+            sum += cells.get_f64(SUM);
         }
         let mut cumulative = 0u64;
         let mut buckets = Vec::with_capacity(self.bounds.len());
@@ -191,19 +99,6 @@ impl BucketHistogram {
             buckets,
             count: cumulative.wrapping_add(counts[self.bounds.len()]),
             sum,
-        }
-    }
-}
-
-impl Drop for BucketHistogram {
-    fn drop(&mut self) {
-        for own in &mut self.own {
-            let cells = *own.get_mut();
-            if !cells.is_null() {
-                // SAFETY: made by `Box::into_raw` in `make_cells`, and nothing else can
-                // reach the histogram any more.
-                drop(unsafe { Box::from_raw(cells) });
-            }
         }
     }
 }
@@ -220,71 +115,6 @@ impl HistogramFn for BucketHistogram {
     fn record_many(&self, value: f64, count: usize) {
         self.add(value, count as u64);
     }
-}
-
-/// The next slot never held (past [`SLOTS`]: none left).
-static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-/// Slots given back by threads that ended. Its lock orders an ended thread's last adds
-/// before the adds of the next thread to hold its slot, which go on from its counts.
-static FREE_SLOTS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
-
-/// [`SLOT`] before the thread's first sample.
-const UNTAKEN: usize = usize::MAX;
-thread_local! {
-    /// This thread's slot: [`UNTAKEN`], none ([`SLOTS`]: none was free, or it was given
-    /// back as the thread ends), or its index. Read at every sample: a plain thread-local,
-    /// with no destructor.
-    static SLOT: Cell<usize> = const { Cell::new(UNTAKEN) };
-    /// Gives the slot back when the thread ends (made when it takes one).
-    static GIVE_BACK: GiveBack = const { GiveBack };
-}
-
-struct GiveBack;
-
-impl Drop for GiveBack {
-    fn drop(&mut self) {
-        // Later samples of this thread (other destructors') go to the shared cells.
-        let slot = SLOT.with(|slot| slot.replace(SLOTS));
-        give_back(slot);
-    }
-}
-
-fn give_back(slot: usize) {
-    if slot < SLOTS {
-        FREE_SLOTS
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(slot);
-    }
-}
-
-/// This thread's slot; [`SLOTS`] or more when it has none.
-#[inline]
-fn slot() -> usize {
-    match SLOT.try_with(Cell::get) {
-        Ok(UNTAKEN) => take_slot(),
-        Ok(slot) => slot,
-        Err(_) => SLOTS,
-    }
-}
-
-/// The thread's first sample: a slot given back by an ended thread, else the next never
-/// held.
-#[cold]
-fn take_slot() -> usize {
-    let free = FREE_SLOTS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .pop();
-    let slot = free.unwrap_or_else(|| NEXT_SLOT.fetch_add(1, Ordering::Relaxed).min(SLOTS));
-    // Registers the destructor that gives it back; a thread ending already (its
-    // thread-locals being destroyed) gives it back at once.
-    if GIVE_BACK.try_with(|_| ()).is_err() {
-        give_back(slot);
-        return SLOTS;
-    }
-    SLOT.with(|s| s.set(slot));
-    slot
 }
 
 /// A [`BucketHistogram`] as read at one moment.
@@ -357,8 +187,9 @@ impl fmt::Display for Value {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cells::{SLOTS, slot};
     use super::*;
-    use std::sync::Arc;
+    use std::sync::{Arc, PoisonError};
 
     static BOUNDS: [f64; 3] = [0.5, 1.0, 2.0];
 

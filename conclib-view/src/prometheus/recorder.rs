@@ -1,6 +1,7 @@
-//! The facade's recorder: the exporter's counters and gauges, and histograms of its own.
+//! The facade's recorder: the exporter's gauges, and counters and histograms of its own.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -8,12 +9,13 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, U
 use metrics_exporter_prometheus::PrometheusBuilder;
 use metrics_exporter_prometheus::formatting::{sanitize_label_key, sanitize_metric_name};
 
+use super::counter::ThreadCounter;
 use super::histogram::BucketHistogram;
 use super::{COUNT_BUCKETS, SECONDS_BUCKETS};
 
-/// A `metrics` recorder that exports in the Prometheus text format: counters and gauges
-/// kept by `metrics-exporter-prometheus`'s recorder, histograms with the fixed buckets of
-/// [the module's docs](super) kept here, counts per bucket and a sum per series and thread.
+/// A `metrics` recorder that exports in the Prometheus text format: gauges kept by
+/// `metrics-exporter-prometheus`'s recorder; counters, and histograms with the fixed
+/// buckets of [the module's docs](super), kept here per series and thread.
 ///
 /// [`install`](super::install) makes one the global recorder; build one yourself to use it
 /// as a local recorder (tests) or behind a recorder layer of your own.
@@ -35,7 +37,8 @@ use super::{COUNT_BUCKETS, SECONDS_BUCKETS};
 #[derive(Debug)]
 pub struct PrometheusRecorder {
     exporter: metrics_exporter_prometheus::PrometheusRecorder,
-    histograms: Arc<Histograms>,
+    counters: Arc<Family<ThreadCounter>>,
+    histograms: Arc<Family<BucketHistogram>>,
 }
 
 impl PrometheusRecorder {
@@ -43,8 +46,9 @@ impl PrometheusRecorder {
     #[must_use]
     pub fn new() -> Self {
         PrometheusRecorder {
-            // Its histogram settings would not be used: it never sees a histogram.
+            // Its histogram settings would not be used: it sees only gauges.
             exporter: PrometheusBuilder::new().build_recorder(),
+            counters: Arc::default(),
             histograms: Arc::default(),
         }
     }
@@ -54,6 +58,7 @@ impl PrometheusRecorder {
     pub fn handle(&self) -> PrometheusHandle {
         PrometheusHandle {
             exporter: self.exporter.handle(),
+            counters: self.counters.clone(),
             histograms: self.histograms.clone(),
         }
     }
@@ -66,8 +71,9 @@ impl Default for PrometheusRecorder {
 }
 
 impl metrics::Recorder for PrometheusRecorder {
-    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        self.exporter.describe_counter(key, unit, description);
+    /// Kept for the counter's `# HELP` line, as a histogram's.
+    fn describe_counter(&self, key: KeyName, _unit: Option<Unit>, description: SharedString) {
+        self.counters.describe(key.as_str(), &description);
     }
 
     fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
@@ -81,8 +87,8 @@ impl metrics::Recorder for PrometheusRecorder {
         self.histograms.describe(key.as_str(), &description);
     }
 
-    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        self.exporter.register_counter(key, metadata)
+    fn register_counter(&self, key: &Key, _metadata: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.counters.register(key, |_| ThreadCounter::new()))
     }
 
     fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
@@ -90,7 +96,13 @@ impl metrics::Recorder for PrometheusRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _metadata: &Metadata<'_>) -> Histogram {
-        Histogram::from_arc(self.histograms.register(key))
+        Histogram::from_arc(self.histograms.register(key, |name| {
+            BucketHistogram::new(if name == "conclib_proxy_read_batch_size" {
+                &COUNT_BUCKETS
+            } else {
+                &SECONDS_BUCKETS
+            })
+        }))
     }
 }
 
@@ -99,7 +111,8 @@ impl metrics::Recorder for PrometheusRecorder {
 #[derive(Debug, Clone)]
 pub struct PrometheusHandle {
     exporter: metrics_exporter_prometheus::PrometheusHandle,
-    histograms: Arc<Histograms>,
+    counters: Arc<Family<ThreadCounter>>,
+    histograms: Arc<Family<BucketHistogram>>,
 }
 
 impl PrometheusHandle {
@@ -117,8 +130,10 @@ impl PrometheusHandle {
     /// ```
     #[must_use]
     pub fn render(&self) -> String {
-        let mut text = self.exporter.render();
-        self.histograms.render(&mut text);
+        let mut text = String::new();
+        self.render_counters(&mut text);
+        text.push_str(&self.exporter.render());
+        self.render_histograms(&mut text);
         text
     }
 
@@ -127,42 +142,73 @@ impl PrometheusHandle {
     /// # Errors
     /// Those of `output`.
     pub fn render_to_write(&self, output: &mut impl io::Write) -> io::Result<()> {
-        self.exporter.render_to_write(output)?;
         let mut text = String::new();
-        self.histograms.render(&mut text);
+        self.render_counters(&mut text);
+        output.write_all(text.as_bytes())?;
+        self.exporter.render_to_write(output)?;
+        text.clear();
+        self.render_histograms(&mut text);
         output.write_all(text.as_bytes())
+    }
+
+    fn render_counters(&self, out: &mut String) {
+        self.counters
+            .render(out, "counter", |counter, out, name, labels| {
+                out.push_str(name);
+                if !labels.is_empty() {
+                    out.push('{');
+                    out.push_str(labels);
+                    out.push('}');
+                }
+                let _ = writeln!(out, " {}", counter.value());
+            });
+    }
+
+    fn render_histograms(&self, out: &mut String) {
+        self.histograms
+            .render(out, "histogram", |histogram, out, name, labels| {
+                histogram.snapshot().write_text(out, name, labels);
+            });
     }
 }
 
-/// Every histogram series registered, by key.
-#[derive(Debug, Default)]
-struct Histograms {
-    /// Registration is rare (an actor registers its two per message type once), rendering
-    /// rarer still, and recording never comes here: a plain lock is enough.
-    series: RwLock<HashMap<Key, Series>>,
+/// Every series of one kind of metric (counters, histograms) registered, by key.
+struct Family<M> {
+    /// Registration is rare (an actor registers its series per message type once),
+    /// rendering rarer still, and adding never comes here: a plain lock is enough.
+    series: RwLock<HashMap<Key, Series<M>>>,
     /// `# HELP` text by sanitized name, already escaped.
     descriptions: Mutex<HashMap<String, String>>,
 }
 
-/// One series: its histogram and what its lines start with, computed once.
-struct Series {
-    histogram: Arc<BucketHistogram>,
+impl<M> Default for Family<M> {
+    fn default() -> Self {
+        Family {
+            series: RwLock::default(),
+            descriptions: Mutex::default(),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Family<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("Family")
+            .field("series", &series.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One series: its metric and what its lines start with, computed once.
+struct Series<M> {
+    metric: Arc<M>,
     /// The metric's name, sanitized.
     name: String,
     /// Its labels as `k="v"` pairs joined by commas, sanitized and escaped.
     labels: String,
 }
 
-impl std::fmt::Debug for Series {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Series")
-            .field("name", &self.name)
-            .field("labels", &self.labels)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Histograms {
+impl<M> Family<M> {
     fn describe(&self, name: &str, description: &str) {
         self.descriptions
             .lock()
@@ -171,27 +217,36 @@ impl Histograms {
             .or_insert_with(|| escape(description, false));
     }
 
-    fn register(&self, key: &Key) -> Arc<BucketHistogram> {
+    /// The series of `key`, made by `make` (given its sanitized name) the first time.
+    fn register(&self, key: &Key, make: impl FnOnce(&str) -> M) -> Arc<M> {
         if let Some(series) = self
             .series
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
         {
-            return series.histogram.clone();
+            return series.metric.clone();
         }
         let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
         series
             .entry(key.clone())
-            .or_insert_with(|| Series::new(key))
-            .histogram
+            .or_insert_with(|| {
+                let (name, labels) = name_and_labels(key);
+                Series {
+                    metric: Arc::new(make(&name)),
+                    name,
+                    labels,
+                }
+            })
+            .metric
             .clone()
     }
 
     /// Appends every series, grouped by name (the text format wants a metric's series
-    /// together), names and label sets in order so that renders compare line by line.
-    fn render(&self, out: &mut String) {
-        let mut by_name: BTreeMap<&str, Vec<&Series>> = BTreeMap::new();
+    /// together) under `# TYPE {name} {kind}`, names and label sets in order so that
+    /// renders compare line by line; `write` appends one series' lines.
+    fn render(&self, out: &mut String, kind: &str, write: impl Fn(&M, &mut String, &str, &str)) {
+        let mut by_name: BTreeMap<&str, Vec<&Series<M>>> = BTreeMap::new();
         let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
         for s in series.values() {
             by_name.entry(&s.name).or_default().push(s);
@@ -211,45 +266,37 @@ impl Histograms {
             }
             out.push_str("# TYPE ");
             out.push_str(name);
-            out.push_str(" histogram\n");
+            out.push(' ');
+            out.push_str(kind);
+            out.push('\n');
             for s in family {
-                s.histogram.snapshot().write_text(out, name, &s.labels);
+                write(&s.metric, out, name, &s.labels);
             }
             out.push('\n');
         }
     }
 }
 
-impl Series {
-    fn new(key: &Key) -> Self {
-        let name = sanitize_metric_name(key.name());
-        let bounds: &'static [f64] = if name == "conclib_proxy_read_batch_size" {
-            &COUNT_BUCKETS
-        } else {
-            &SECONDS_BUCKETS
-        };
-        // A label given twice keeps its last value, in the place of its first (as the
-        // exporter does): Prometheus rejects a series with a label twice.
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for label in key.labels() {
-            let k = sanitize_label_key(label.key());
-            let v = escape(label.value(), true);
-            match pairs.iter_mut().find(|(existing, _)| *existing == k) {
-                Some(pair) => pair.1 = v,
-                None => pairs.push((k, v)),
-            }
-        }
-        let labels = pairs
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
-            .collect::<Vec<_>>()
-            .join(",");
-        Series {
-            histogram: Arc::new(BucketHistogram::new(bounds)),
-            name,
-            labels,
+/// A key's name, sanitized, and its labels as `k="v"` pairs joined by commas, sanitized
+/// and escaped. A label given twice keeps its last value, in the place of its first (as
+/// the exporter does): Prometheus rejects a series with a label twice.
+fn name_and_labels(key: &Key) -> (String, String) {
+    let name = sanitize_metric_name(key.name());
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for label in key.labels() {
+        let k = sanitize_label_key(label.key());
+        let v = escape(label.value(), true);
+        match pairs.iter_mut().find(|(existing, _)| *existing == k) {
+            Some(pair) => pair.1 = v,
+            None => pairs.push((k, v)),
         }
     }
+    let labels = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    (name, labels)
 }
 
 /// `text` escaped as the text format wants a label value (`quoted`: `\\`, `\"` and `\n`)
