@@ -230,3 +230,11 @@ fn take_slot() -> usize {
     SLOT.with(|s| s.set(slot));
     slot
 }
+
+/// Tests whose threads take many slots run one at a time, so that the one that looks at
+/// slots being given back sees a free one.
+#[cfg(test)]
+pub(super) fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}

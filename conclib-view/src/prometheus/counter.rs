@@ -51,12 +51,13 @@ impl CounterFn for ThreadCounter {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cells::slot;
+    use super::super::cells::{serial, slot};
     use super::*;
     use std::sync::Arc;
 
     #[test]
     fn increments_from_many_threads_add_up() {
+        let _serial = serial();
         let c = Arc::new(ThreadCounter::new());
         // More threads than slots, holding them (or none) all at once: some add to the
         // shared cells.

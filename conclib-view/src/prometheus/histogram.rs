@@ -187,9 +187,9 @@ impl fmt::Display for Value {
 
 #[cfg(test)]
 mod tests {
-    use super::super::cells::{SLOTS, slot};
+    use super::super::cells::{SLOTS, serial, slot};
     use super::*;
-    use std::sync::{Arc, PoisonError};
+    use std::sync::Arc;
 
     static BOUNDS: [f64; 3] = [0.5, 1.0, 2.0];
 
@@ -321,13 +321,6 @@ mod tests {
         let slot = std::thread::spawn(slot).join().unwrap();
         assert!(slot < SLOTS, "slot {slot}");
         record_from_threads(&h, 2 * SLOTS as u64, 4, 5_000);
-    }
-
-    /// Tests whose threads take many slots run one at a time, so that the one that looks
-    /// at slots being given back sees a free one.
-    fn serial() -> std::sync::MutexGuard<'static, ()> {
-        static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     #[test]
