@@ -189,6 +189,11 @@ fn rendered_text_parses_with_every_bucket_sum_and_count() {
     assert_eq!(find(&samples, "jobs_total", &a).value, 5.0);
     assert_eq!(find(&samples, "jobs_total", &[("queue", "b")]).value, 3.0);
     assert_eq!(find(&samples, "jobs_seen_total", &[]).value, 9.0);
+
+    // Written to an `io::Write`: the same text.
+    let mut written = Vec::new();
+    handle.render_to_write(&mut written).unwrap();
+    assert_eq!(String::from_utf8(written).unwrap(), text);
     assert_eq!(find(&samples, "jobs_queued", &[]).value, 3.0);
 }
 
