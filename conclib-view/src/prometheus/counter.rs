@@ -90,5 +90,10 @@ mod tests {
         assert_eq!(c.value(), 7);
         c.absolute(12);
         assert_eq!(c.value(), 12);
+        // Incremented too: whichever is more.
+        c.increment(5);
+        assert_eq!(c.value(), 12);
+        c.increment(15);
+        assert_eq!(c.value(), 20);
     }
 }
