@@ -147,22 +147,27 @@ impl Snapshot {
             "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
             self.count
         );
-        let braces = |out: &mut String| {
-            if !labels.is_empty() {
-                out.push('{');
-                out.push_str(labels);
-                out.push('}');
-            }
-        };
-        out.push_str(name);
-        out.push_str("_sum");
-        braces(out);
-        let _ = writeln!(out, " {}", Value(self.sum));
-        out.push_str(name);
-        out.push_str("_count");
-        braces(out);
-        let _ = writeln!(out, " {}", self.count);
+        write_sample(out, name, "_sum", labels, Value(self.sum));
+        write_sample(out, name, "_count", labels, self.count);
     }
+}
+
+/// Appends one sample line: `{name}{suffix}{{labels}} {value}` (no braces without labels).
+pub(super) fn write_sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &str,
+    value: impl fmt::Display,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() {
+        out.push('{');
+        out.push_str(labels);
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
 }
 
 /// An `f64` as the Prometheus text format spells it: Rust's shortest decimal form

@@ -1,7 +1,6 @@
 //! The facade's recorder: the exporter's gauges, and counters and histograms of its own.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -10,7 +9,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use metrics_exporter_prometheus::formatting::{sanitize_label_key, sanitize_metric_name};
 
 use super::counter::ThreadCounter;
-use super::histogram::BucketHistogram;
+use super::histogram::{BucketHistogram, write_sample};
 use super::{COUNT_BUCKETS, SECONDS_BUCKETS};
 
 /// A `metrics` recorder that exports in the Prometheus text format: gauges kept by
@@ -154,13 +153,7 @@ impl PrometheusHandle {
     fn render_counters(&self, out: &mut String) {
         self.counters
             .render(out, "counter", |counter, out, name, labels| {
-                out.push_str(name);
-                if !labels.is_empty() {
-                    out.push('{');
-                    out.push_str(labels);
-                    out.push('}');
-                }
-                let _ = writeln!(out, " {}", counter.value());
+                write_sample(out, name, "", labels, counter.value());
             });
     }
 
