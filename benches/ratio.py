@@ -10,12 +10,14 @@ round). Peers need not be built (`cargo build --release --no-default-features` i
 `benches/`).
 
     python3 benches/ratio.py <rounds> <scenario> <key> <numerator> <denominator> [binary...]
+        [-- argument...]
 
     # metrics on against metrics off, tell rate, 40 rounds, the work tree's build:
     python3 benches/ratio.py 40 tell rate conclib-metrics conclib-bounded
     # bounded ask p99 against raw tokio's, two builds alternated:
     python3 benches/ratio.py 20 ask p99_ns conclib-bounded tokio-bounded /tmp/a /tmp/b
 
+Arguments after `--` go to every run (`-- --ring-actors 10000`: the ring's size).
 `key` is a field of the suite's `BENCH-RESULT` line (`rate`, `p50_ns`, `p99_ns`, ...).
 Prints, per binary: the median ratio, its quartiles and range, and each row's median.
 Last line: `RESULT binary=.. median=.. q1=.. q3=..` for each binary.
@@ -30,9 +32,9 @@ from pathlib import Path
 DEFAULT = Path(__file__).resolve().parent / "target" / "release" / "conclib-benches"
 
 
-def run(binary: str, framework: str, scenario: str, key: str) -> float:
+def run(binary: str, framework: str, scenario: str, key: str, extra: list[str]) -> float:
     out = subprocess.run(
-        [binary, "--framework", framework, "--scenario", scenario],
+        [binary, "--framework", framework, "--scenario", scenario, *extra],
         capture_output=True,
         text=True,
         timeout=600,
@@ -47,13 +49,20 @@ def run(binary: str, framework: str, scenario: str, key: str) -> float:
 def main() -> None:
     if len(sys.argv) < 6:
         sys.exit(__doc__)
-    rounds, scenario, key, numerator, denominator = sys.argv[1:6]
-    binaries = sys.argv[6:] or [str(DEFAULT)]
+    args = sys.argv[1:]
+    extra: list[str] = []
+    if "--" in args:
+        extra = args[args.index("--") + 1 :]
+        args = args[: args.index("--")]
+    if len(args) < 5:
+        sys.exit(__doc__)
+    rounds, scenario, key, numerator, denominator = args[:5]
+    binaries = args[5:] or [str(DEFAULT)]
     pairs: dict[str, list[tuple[float, float]]] = {b: [] for b in binaries}
     for _ in range(int(rounds)):
         for binary in binaries:
-            den = run(binary, denominator, scenario, key)
-            num = run(binary, numerator, scenario, key)
+            den = run(binary, denominator, scenario, key, extra)
+            num = run(binary, numerator, scenario, key, extra)
             pairs[binary].append((num, den))
     results = []
     for binary, seen in pairs.items():

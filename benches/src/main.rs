@@ -165,7 +165,7 @@ fn main() {
     let flag = |name: &str| args.iter().any(|a| a == name);
     if args.iter().any(|a| a == "--help" || a == "-h") {
         eprintln!(
-            "usage: conclib-benches [--quick] [--runs N] [--frameworks a,b] [--scenarios tell,ask,spawn,fanin,ring] [--no-redis]\n\
+            "usage: conclib-benches [--quick] [--runs N] [--frameworks a,b] [--scenarios tell,ask,spawn,fanin,ring] [--ring-actors N] [--no-redis]\n\
              frameworks: {}",
             FRAMEWORKS
                 .iter()
@@ -175,11 +175,17 @@ fn main() {
         );
         return;
     }
-    let params = if flag("--quick") {
+    let mut params = if flag("--quick") {
         Params::QUICK
     } else {
         Params::FULL
     };
+    // The ring's size: what an actor's per-message state costs once thousands take turns
+    // (BENCHMARKS.md, "The metrics-on ring by the number of actors").
+    let ring_actors = opt("--ring-actors").and_then(|s| s.parse::<usize>().ok());
+    if let Some(n) = ring_actors {
+        params.ring_actors = n.max(2);
+    }
     if let (Some(fw), Some(sc)) = (opt("--framework"), opt("--scenario")) {
         let metrics = run_child(&fw, &sc, params);
         let line: Vec<String> = metrics.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -225,7 +231,7 @@ fn main() {
         for fw in &frameworks {
             for sc in &scenarios {
                 eprint!("run {}/{runs} {:<20} {:<6} ", run + 1, fw.name, sc);
-                match spawn_child(fw.name, sc, quick) {
+                match spawn_child(fw.name, sc, quick, ring_actors) {
                     Ok(m) => {
                         eprintln!(
                             "{}",
@@ -248,7 +254,7 @@ fn main() {
         }
         if redis {
             eprint!("run {}/{runs} redis proxy ", run + 1);
-            match spawn_child("redis", "proxy", quick) {
+            match spawn_child("redis", "proxy", quick, None) {
                 Ok(m) => {
                     eprintln!("ok");
                     results
@@ -376,13 +382,21 @@ where
 }
 
 /// Re-executes this binary for one scenario and parses its result line.
-fn spawn_child(fw: &str, sc: &str, quick: bool) -> Result<Metrics, String> {
+fn spawn_child(
+    fw: &str,
+    sc: &str,
+    quick: bool,
+    ring_actors: Option<usize>,
+) -> Result<Metrics, String> {
     const LIMIT: Duration = Duration::from_secs(300);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut cmd = Command::new(exe);
     cmd.args(["--framework", fw, "--scenario", sc]);
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(n) = ring_actors {
+        cmd.args(["--ring-actors", &n.to_string()]);
     }
     let mut child = cmd
         .stdout(Stdio::piped())

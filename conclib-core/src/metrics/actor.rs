@@ -281,6 +281,12 @@ pub(crate) struct ActorMetrics {
     owes: bool,
     /// The timer of that wait (armed only while the actor owes figures and waits for mail).
     owed_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// A reading before which that timer has surely not fired (ticks): a poll that handled
+    /// messages compares its last reading ([`ended`](Self::ended)) with it instead of
+    /// looking at the timer, whose entry is memory of its own, cold at every message once
+    /// thousands of actors take turns (BENCHMARKS.md, "The metrics-on ring by the number
+    /// of actors").
+    owed_before: u64,
 }
 
 impl ActorMetrics {
@@ -310,6 +316,7 @@ impl ActorMetrics {
             flushed: 0,
             owes: false,
             owed_timer: None,
+            owed_before: 0,
         })
     }
 
@@ -520,18 +527,25 @@ impl ActorMetrics {
 
     /// The run loop waits for mail while it [`owes`](Self::owes) figures: passes them on
     /// if [`FLUSH_IDLE`] went by since it last did (returns true), or else arms a timer
-    /// that wakes the run loop when it has. Out of line: at most once a [`FLUSH_IDLE`] an
-    /// actor that goes idle.
+    /// that wakes the run loop when it has. `handled`: the run loop handled messages in
+    /// this poll (so [`ended`](Self::ended) is a reading of a moment ago). Out of line: at
+    /// most once a [`FLUSH_IDLE`] an actor that goes idle.
     #[inline(never)]
     pub(crate) fn pass_on_owed(
         &mut self,
         core: &CellCore,
+        handled: bool,
         cx: &mut std::task::Context<'_>,
     ) -> bool {
         // Armed: an actor asked one message at a time comes here after every answer, and
-        // looks at the timer (no reading of the clock, no new timer, no poll: the task's
-        // waker it was polled with stays registered) until it fires.
+        // finds the timer not due by the reading its last message ended with (no reading
+        // of the clock, no look at the timer, no new timer, no poll: the task's waker it
+        // was polled with stays registered) until it fires. A poll with no message (the
+        // timer's own wake-up) looks at the timer.
         if let Some(timer) = &self.owed_timer {
+            if handled && self.ended < self.owed_before {
+                return false;
+            }
             if !timer.is_elapsed() {
                 return false;
             }
@@ -552,6 +566,10 @@ impl ActorMetrics {
             return true;
         }
         self.owed_timer = Some(timer);
+        // The timer fires no sooner than `left` from now (tokio rounds its deadline up to
+        // its next millisecond); a millisecond less, in ticks, leaves room for the two
+        // clocks to differ.
+        self.owed_before = now.saturating_add(self.clock.ticks(left.saturating_sub(1_000_000)));
         false
     }
 

@@ -280,7 +280,7 @@ unsafe fn poll_run<A: Actor>(
                 // that a snapshot does not wait for the next message to count them.
                 if let Some(m) = ledger.metrics.as_deref_mut()
                     && m.owes()
-                    && m.pass_on_owed(&cell.core, cx)
+                    && m.pass_on_owed(&cell.core, busy, cx)
                 {
                     cell.mark_task_changed();
                 }
