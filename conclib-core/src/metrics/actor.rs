@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use metrics::{Counter, Gauge, Histogram, Label};
 
 use super::clock::{Clock, clock};
+use super::series::{self, MessageSeries};
 use super::{SECONDS_THRESHOLDS, actor_labels, seconds};
 use crate::cell::CellCore;
 use crate::snapshot::Tally;
@@ -20,16 +21,18 @@ struct PerMessage {
     /// one naming its type ([`Envelope::type_key`](crate::envelope::Envelope::type_key)),
     /// else 0: the next message with that vtable is found without asking its name.
     key: usize,
-    handled: Counter,
-    in_mailbox: Histogram,
-    handling: Histogram,
-    errors: Counter,
+    /// Its series' handles: `handled`, `in_mailbox`, `handling`, `errors`.
+    series: MessageSeries,
     unrecorded: u64,
     unrecorded_errors: u64,
     unflushed: Tally,
     /// With the recorder's buckets known ([`set_seconds_buckets`](super::set_seconds_buckets)):
     /// this batch's samples, added up per bucket (else they wait in
-    /// [`ActorMetrics::unrecorded`]).
+    /// [`ActorMetrics::unrecorded`]). Made at the first batch of more than one message: a
+    /// batch of one goes to the recorder as it is, and most actors (asked one message at a
+    /// time) never need one (640 bytes in three blocks aligned to 128, which cost an
+    /// actor's first message of a type more than its series' handles; BENCHMARKS.md, "An
+    /// actor's first message with metrics on").
     binned: Option<Box<Binned>>,
 }
 
@@ -37,31 +40,38 @@ impl PerMessage {
     /// A message's samples, added up in their buckets (the recorder's buckets known).
     #[inline]
     fn bin(&mut self, thresholds: &[u64], measured: Measured) {
-        if let Some(binned) = &mut self.binned {
-            if measured.in_mailbox != UNSTAMPED {
-                binned.in_mailbox.add(thresholds, measured.in_mailbox);
-            }
-            binned.handling.add(thresholds, measured.handling);
+        let binned = match &mut self.binned {
+            Some(binned) => binned,
+            None => self.binned.insert(Binned::new(thresholds)),
+        };
+        if measured.in_mailbox != UNSTAMPED {
+            binned.in_mailbox.add(thresholds, measured.in_mailbox);
         }
+        binned.handling.add(thresholds, measured.handling);
     }
 
     /// A message's samples to the recorder as they are.
     fn record(&self, clock: Clock, measured: Measured) {
         if measured.in_mailbox != UNSTAMPED {
-            self.in_mailbox
+            self.series
+                .in_mailbox
                 .record(seconds(clock.nanos(measured.in_mailbox)));
         }
-        self.handling
+        self.series
+            .handling
             .record(seconds(clock.nanos(measured.handling)));
     }
 
     /// The counts of the messages recorded to the recorder's counters.
     fn pass_counts(&mut self) {
         if self.unrecorded > 0 {
-            self.handled.increment(std::mem::take(&mut self.unrecorded));
+            self.series
+                .handled
+                .increment(std::mem::take(&mut self.unrecorded));
         }
         if self.unrecorded_errors > 0 {
-            self.errors
+            self.series
+                .errors
                 .increment(std::mem::take(&mut self.unrecorded_errors));
         }
     }
@@ -73,6 +83,18 @@ impl PerMessage {
 struct Binned {
     in_mailbox: Bins,
     handling: Bins,
+}
+
+impl Binned {
+    /// Out of line: once a message type, at its first batch of more than one.
+    #[cold]
+    #[inline(never)]
+    fn new(thresholds: &[u64]) -> Box<Binned> {
+        Box::new(Binned {
+            in_mailbox: Bins::new(thresholds),
+            handling: Bins::new(thresholds),
+        })
+    }
 }
 
 /// One histogram's samples of a batch, per bucket, in the clock's ticks.
@@ -235,6 +257,9 @@ const FLUSH_IDLE: u64 = 100_000_000;
 #[repr(align(128))]
 pub(crate) struct ActorMetrics {
     clock: Clock,
+    /// Its type's name and its `actor` and `urn` labels: what its series are found by
+    /// ([`series`]).
+    actor: &'static str,
     labels: [Label; 2],
     depth: Gauge,
     skipped: Counter,
@@ -291,16 +316,19 @@ pub(crate) struct ActorMetrics {
 
 impl ActorMetrics {
     pub(crate) fn new(core: &CellCore) -> Box<Self> {
+        let actor = core.type_name();
         let labels = actor_labels(core);
         let clock = clock();
         let buckets = Buckets::get(clock);
+        let series::ActorSeries { depth, skipped } = series::actor(actor, &labels);
         Box::new(ActorMetrics {
             clock,
             depth_set: usize::MAX,
             flush_ticks: (clock.ticks(FLUSH_BUSY), clock.ticks(FLUSH_IDLE)),
             under_us: clock.ticks_within(999),
-            depth: metrics::gauge!("conclib_actor_mailbox_depth", labels.iter()),
-            skipped: metrics::counter!("conclib_actor_asks_skipped_total", labels.iter()),
+            depth,
+            skipped,
+            actor,
             labels,
             messages: Vec::new(),
             current: (0, 0, 0),
@@ -348,39 +376,17 @@ impl ActorMetrics {
         {
             Some(at) => at,
             None => {
-                let [actor, urn] = self.labels.clone();
-                let labels = [actor, urn, Label::new("message", name)];
                 // Room for one at first (384 bytes an entry, in every actor recording).
                 crate::tight::push(
                     &mut self.messages,
                     PerMessage {
                         name,
                         key: 0,
-                        handled: metrics::counter!(
-                            "conclib_actor_messages_handled_total",
-                            labels.iter()
-                        ),
-                        in_mailbox: metrics::histogram!(
-                            "conclib_actor_mailbox_seconds",
-                            labels.iter()
-                        ),
-                        handling: metrics::histogram!(
-                            "conclib_actor_handling_seconds",
-                            labels.iter()
-                        ),
-                        errors: metrics::counter!(
-                            "conclib_actor_handler_errors_total",
-                            labels.iter()
-                        ),
+                        series: series::message(self.actor, &self.labels, name),
                         unrecorded: 0,
                         unrecorded_errors: 0,
                         unflushed: Tally::new(name),
-                        binned: self.buckets.map(|b| {
-                            Box::new(Binned {
-                                in_mailbox: Bins::new(&b.ticks),
-                                handling: Bins::new(&b.ticks),
-                            })
-                        }),
+                        binned: None,
                     },
                 );
                 self.messages.len() - 1
@@ -483,8 +489,12 @@ impl ActorMetrics {
                 if m.unrecorded > 0
                     && let (Some(binned), Some(buckets)) = (&mut m.binned, self.buckets)
                 {
-                    binned.in_mailbox.hand_over(buckets, clock, &m.in_mailbox);
-                    binned.handling.hand_over(buckets, clock, &m.handling);
+                    binned
+                        .in_mailbox
+                        .hand_over(buckets, clock, &m.series.in_mailbox);
+                    binned
+                        .handling
+                        .hand_over(buckets, clock, &m.series.handling);
                 }
                 m.pass_counts();
             }

@@ -11,6 +11,9 @@
 //! `.await`, after at most 64 messages, and when it stops): an asker that got its answer
 //! finds every message handled before its ask's batch recorded — asking one at a time, every
 //! earlier message.
+//! An actor's handles are asked of the recorder once per label set and recorder in the
+//! process, then kept (the recorder keeps the series as long): an actor's first message,
+//! and its first of each message type, clone them instead of registering them again.
 //! When the recorder's histograms keep only fixed buckets and it says which
 //! ([`set_seconds_buckets`], as the facade's Prometheus recorder does), the actor adds up a
 //! batch's durations per bucket itself and hands each bucket over as one `record_many`.
@@ -65,6 +68,7 @@
 
 mod actor;
 mod clock;
+mod series;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
