@@ -519,24 +519,33 @@ fn recording_keeps_room_for_the_message_types_an_actor_handled() {
     });
 }
 
+/// A system that does not hibernate its actors on its own, recording, with an idle actor in
+/// it asked three times: the first batch's figures passed on at once, the next two held
+/// back (within 100 ms of the first).
+async fn an_idle_actor_asked_three_times() -> (ActorSystem, ActorRef<Idle>) {
+    // Process-wide, as in the tests above.
+    crate::metrics::enable();
+    let system = ActorSystem::new("uptime");
+    system.set_hibernate_after(None);
+    let actor = system.spawn(Idle).await.unwrap();
+    for _ in 0..3 {
+        actor.ask(Ping).await.unwrap();
+    }
+    (system, actor)
+}
+
+/// The messages the system's snapshot counts as handled.
+fn handled(system: &ActorSystem) -> u64 {
+    system.snapshot().messages.iter().map(|m| m.handled).sum()
+}
+
 #[test]
 fn an_idle_actor_passes_on_what_it_held_back_by_itself() {
     serial(async {
-        // Process-wide, as in the tests above.
-        crate::metrics::enable();
-        let system = ActorSystem::new("uptime");
-        system.set_hibernate_after(None);
-        let actor = system.spawn(Idle).await.unwrap();
-        let handled = |system: &ActorSystem| -> u64 {
-            system.snapshot().messages.iter().map(|m| m.handled).sum()
-        };
-        // The first batch's figures are passed on at once; the second's are held back and
-        // arm the actor's timer; the third comes while it is armed (the run loop then
-        // does not look at it). With no message after them and no hibernation, the timer's
-        // wake-up passes all three on, 100 ms after the first.
-        for _ in 0..3 {
-            actor.ask(Ping).await.unwrap();
-        }
+        // The second batch's figures arm the actor's timer; the third comes while it is
+        // armed (the run loop then does not look at it). With no message after them and no
+        // hibernation, the timer's wake-up passes all three on, 100 ms after the first.
+        let (system, actor) = an_idle_actor_asked_three_times().await;
         crate::hibernation::until("the held-back figures never reached the snapshot", || {
             handled(&system) >= 3
         })
@@ -550,20 +559,9 @@ fn an_idle_actor_passes_on_what_it_held_back_by_itself() {
 #[test]
 fn a_hibernating_actor_passes_on_what_it_measured() {
     serial(async {
-        // Process-wide, as in the tests above.
-        crate::metrics::enable();
-        let system = ActorSystem::new("uptime");
-        system.set_hibernate_after(None);
-        let actor = system.spawn(Idle).await.unwrap();
-        let handled = |system: &ActorSystem| -> u64 {
-            system.snapshot().messages.iter().map(|m| m.handled).sum()
-        };
-        // The first batch's figures are passed on at once; the next two, handled within
-        // 100 ms of it, are held back by the actor (until it has waited 100 ms, or
-        // hibernates: whichever comes first; either passes on all three).
-        for _ in 0..3 {
-            actor.ask(Ping).await.unwrap();
-        }
+        // Held back until the actor has waited 100 ms, or hibernates: whichever comes
+        // first; either passes on all three.
+        let (system, actor) = an_idle_actor_asked_three_times().await;
         crate::hibernation::sweep_until_dormant(&system, &actor).await;
         // Hibernating, it passed on what it kept, with what it measured with.
         assert_eq!(handled(&system), 3);
