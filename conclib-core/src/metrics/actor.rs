@@ -3,13 +3,13 @@
 
 use std::sync::OnceLock;
 
-use metrics::{Counter, Gauge, Histogram, Label};
+use metrics::{Counter, Gauge, Histogram};
 
 use super::clock::{Clock, clock};
 use super::series::{self, MessageSeries};
 use super::{SECONDS_THRESHOLDS, actor_labels, seconds};
 use crate::cell::CellCore;
-use crate::snapshot::Tally;
+use crate::snapshot::{Counts, Tally};
 
 /// One message type's handles, and what the actor handled of it since it last passed its
 /// figures on: to the recorder (`unrecorded`, `unrecorded_errors`) and to its snapshot
@@ -25,7 +25,8 @@ struct PerMessage {
     series: MessageSeries,
     unrecorded: u64,
     unrecorded_errors: u64,
-    unflushed: Tally,
+    /// What it handled since the actor last passed its figures on to its statistics.
+    unflushed: Counts,
     /// With the recorder's buckets known ([`set_seconds_buckets`](super::set_seconds_buckets)):
     /// this batch's samples, added up per bucket (else they wait in
     /// [`ActorMetrics::unrecorded`]). Made at the first batch of more than one message: a
@@ -257,10 +258,6 @@ const FLUSH_IDLE: u64 = 100_000_000;
 #[repr(align(128))]
 pub(crate) struct ActorMetrics {
     clock: Clock,
-    /// Its type's name and its `actor` and `urn` labels: what its series are found by
-    /// ([`series`]).
-    actor: &'static str,
-    labels: [Label; 2],
     depth: Gauge,
     skipped: Counter,
     /// Few message types per actor: a short list searched by the vtable's or the name's
@@ -328,8 +325,6 @@ impl ActorMetrics {
             under_us: clock.ticks_within(999),
             depth,
             skipped,
-            actor,
-            labels,
             messages: Vec::new(),
             current: (0, 0, 0),
             ended: 0,
@@ -350,7 +345,7 @@ impl ActorMetrics {
 
     /// The index of the message type with this key (0: none) and this name.
     #[inline]
-    fn message(&mut self, key: usize, name: impl FnOnce() -> &'static str) -> u32 {
+    fn message(&mut self, key: usize, name: impl FnOnce() -> &'static str, core: &CellCore) -> u32 {
         // Most actors handle one message type at a time, in runs.
         let last = self.current.0 as usize;
         if let Some(m) = self.messages.get(last) {
@@ -361,14 +356,14 @@ impl ActorMetrics {
             if key == 0 && std::ptr::eq(m.name, name) {
                 return last as u32;
             }
-            return self.other_message(key, name);
+            return self.other_message(key, name, core);
         }
-        self.other_message(key, name())
+        self.other_message(key, name(), core)
     }
 
     /// [`message`](Self::message) when it is not the last one's type (out of line).
     #[inline(never)]
-    fn other_message(&mut self, key: usize, name: &'static str) -> u32 {
+    fn other_message(&mut self, key: usize, name: &'static str, core: &CellCore) -> u32 {
         let at = match self
             .messages
             .iter()
@@ -376,16 +371,16 @@ impl ActorMetrics {
         {
             Some(at) => at,
             None => {
-                // Room for one at first (384 bytes an entry, in every actor recording).
+                // Room for one at first (256 bytes an entry, in every actor recording).
                 crate::tight::push(
                     &mut self.messages,
                     PerMessage {
                         name,
                         key: 0,
-                        series: series::message(self.actor, &self.labels, name),
+                        series: series::message(core.type_name(), &actor_labels(core), name),
                         unrecorded: 0,
                         unrecorded_errors: 0,
-                        unflushed: Tally::new(name),
+                        unflushed: Counts::default(),
                         binned: None,
                     },
                 );
@@ -400,7 +395,7 @@ impl ActorMetrics {
 
     /// A message starts being handled: `key` and `name` say its type
     /// ([`Envelope::type_key`](crate::envelope::Envelope::type_key) and its name, asked
-    /// for only when the key does not say), `stamp` when it was sent (0: unknown).
+    /// for only when the key does not say), `stamp` when it was sent (0: unknown), `core` the actor's (for the labels of a type seen for the first time).
     ///
     /// Within a batch, it starts when the message before it ended: one clock reading a
     /// message instead of two, the actor's side of a tell being the bottleneck with
@@ -408,8 +403,14 @@ impl ActorMetrics {
     /// the next (taking it from the batch, tens of nanoseconds), and the time in the
     /// mailbox leaves it out.
     #[inline]
-    pub(crate) fn start(&mut self, key: usize, name: impl FnOnce() -> &'static str, stamp: u64) {
-        let at = self.message(key, name);
+    pub(crate) fn start(
+        &mut self,
+        key: usize,
+        name: impl FnOnce() -> &'static str,
+        stamp: u64,
+        core: &CellCore,
+    ) {
+        let at = self.message(key, name, core);
         let started = if self.chained {
             self.ended
         } else {
@@ -525,7 +526,7 @@ impl ActorMetrics {
         self.owed_timer = None;
         crate::snapshot::add_message_totals(
             core,
-            self.messages.iter_mut().map(|m| &mut m.unflushed),
+            self.messages.iter_mut().map(|m| (m.name, &mut m.unflushed)),
         );
     }
 

@@ -492,7 +492,7 @@ fn start_message<A: Actor>(
     if measure {
         metrics
             .get_or_insert_with(|| ActorMetrics::new(core))
-            .start(env.type_key(), || env.name(), env.sent());
+            .start(env.type_key(), || env.name(), env.sent(), core);
     }
     let span = tracing::trace_span!(
         "handle",

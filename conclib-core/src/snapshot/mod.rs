@@ -115,16 +115,6 @@ impl Tally {
         (64 - us.leading_zeros() as usize).min(HANDLING_BUCKETS - 1)
     }
 
-    /// One message handled, its handling time in `bucket` ([`Tally::bucket_of`]).
-    #[inline]
-    pub(crate) fn count(&mut self, bucket: usize, failed: bool) {
-        self.handled += 1;
-        self.errors += u64::from(failed);
-        if let Some(n) = self.buckets.get_mut(bucket) {
-            *n += 1;
-        }
-    }
-
     fn add(&mut self, other: &Tally) {
         self.handled += other.handled;
         self.errors += other.errors;
@@ -132,34 +122,67 @@ impl Tally {
             *a += b;
         }
     }
+
+    fn add_counts(&mut self, counts: &Counts) {
+        self.handled += u64::from(counts.handled);
+        self.errors += u64::from(counts.errors);
+        for (a, b) in self.buckets.iter_mut().zip(&counts.buckets) {
+            *a += u64::from(*b);
+        }
+    }
 }
 
-/// Adds an actor's `unflushed` figures to its statistics (one lock) and zeroes them.
+/// What an actor counted of one message type since it last passed its figures on
+/// ([`add_message_totals`]), kept in its task beside the type's other metrics: in 32-bit
+/// counts (104 bytes, not a [`Tally`]'s 224), as it passes them on at least once a second
+/// while it handles messages (far from 2^32 of them; the counts stop at the most rather
+/// than wrap).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Counts {
+    handled: u32,
+    errors: u32,
+    buckets: [u32; HANDLING_BUCKETS],
+}
+
+impl Counts {
+    /// One message handled, its handling time in `bucket` ([`Tally::bucket_of`]).
+    #[inline]
+    pub(crate) fn count(&mut self, bucket: usize, failed: bool) {
+        self.handled = self.handled.saturating_add(1);
+        self.errors = self.errors.saturating_add(u32::from(failed));
+        if let Some(n) = self.buckets.get_mut(bucket) {
+            *n = n.saturating_add(1);
+        }
+    }
+}
+
+/// Adds an actor's `unflushed` counts (per message type, by name) to its statistics (one
+/// lock) and zeroes them.
 pub(crate) fn add_message_totals<'a>(
     core: &crate::cell::CellCore,
-    unflushed: impl Iterator<Item = &'a mut Tally>,
+    unflushed: impl Iterator<Item = (&'static str, &'a mut Counts)>,
 ) {
     let mut rare = None;
-    for tally in unflushed {
-        if tally.handled == 0 {
+    for (name, counts) in unflushed {
+        if counts.handled == 0 {
             continue;
         }
         let rare = rare.get_or_insert_with(|| core.rare());
         let kept = rare.messages.get_or_insert_with(Default::default);
         match kept
             .iter_mut()
-            .find(|t| std::ptr::eq(t.name, tally.name) || t.name == tally.name)
+            .find(|t| std::ptr::eq(t.name, name) || t.name == name)
         {
-            Some(kept) => kept.add(tally),
+            Some(kept) => kept.add_counts(counts),
             None => {
-                let mut new = Tally::new(tally.name);
-                new.add(tally);
+                let mut new = Tally::new(name);
+                new.add_counts(counts);
                 // Room for one at first (224 bytes a `Tally`, in every actor that ran while
                 // recording).
                 crate::tight::push(kept, new);
             }
         }
-        *tally = Tally::new(tally.name);
+        *counts = Counts::default();
     }
 }
 
