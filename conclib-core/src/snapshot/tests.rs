@@ -209,10 +209,13 @@ async fn every_recent_failure_is_listed_among_many_idle_actors() {
 
 #[test]
 fn an_actors_counts_stop_at_the_most_and_add_up_in_64_bits() {
-    let mut counts = super::Counts::default();
-    counts.handled = u32::MAX - 1;
-    counts.errors = u32::MAX;
-    counts.buckets[3] = u32::MAX;
+    let mut buckets = [0; super::HANDLING_BUCKETS];
+    buckets[3] = u32::MAX;
+    let mut counts = super::Counts {
+        handled: u32::MAX - 1,
+        errors: u32::MAX,
+        buckets,
+    };
     counts.count(3, true);
     counts.count(3, true);
     assert_eq!(counts.handled, u32::MAX);
