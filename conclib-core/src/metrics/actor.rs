@@ -395,7 +395,8 @@ impl ActorMetrics {
 
     /// A message starts being handled: `key` and `name` say its type
     /// ([`Envelope::type_key`](crate::envelope::Envelope::type_key) and its name, asked
-    /// for only when the key does not say), `stamp` when it was sent (0: unknown), `core` the actor's (for the labels of a type seen for the first time).
+    /// for only when the key does not say), `stamp` when it was sent (0: unknown), `core`
+    /// the actor's (its labels, for a type seen for the first time).
     ///
     /// Within a batch, it starts when the message before it ended: one clock reading a
     /// message instead of two, the actor's side of a tell being the bottleneck with
