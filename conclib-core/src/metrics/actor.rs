@@ -14,7 +14,9 @@ use crate::snapshot::{Counts, Tally};
 /// One message type's handles, and what the actor handled of it since it last passed its
 /// figures on: to the recorder (`unrecorded`, `unrecorded_errors`) and to its snapshot
 /// statistics (`unflushed`).
-#[repr(align(128))] // written at every message: see `ActorMetrics`
+///
+/// Written at every message: on cache lines of its own, as [`ActorMetrics`] is (the first
+/// type's inside the actor's block, the others' each in a [`Lined`]).
 struct PerMessage {
     name: &'static str,
     /// The address of the envelope vtable of the last message of this type that came with
@@ -74,6 +76,71 @@ impl PerMessage {
             self.series
                 .errors
                 .increment(std::mem::take(&mut self.unrecorded_errors));
+        }
+    }
+}
+
+/// An actor's message types' entries, in the order it first handled them: the first one
+/// inside the actor's own block ([`ActorMetrics`]; most actors handle one message type:
+/// one block to touch a message, one allocation to make), the others in a list.
+struct Entries {
+    first: Option<PerMessage>,
+    more: Vec<Lined>,
+}
+
+/// An entry after the first, on cache lines of its own (aligned to 128 bytes, see
+/// [`ActorMetrics`]).
+#[repr(align(128))]
+struct Lined(PerMessage);
+
+impl Entries {
+    fn get(&self, at: usize) -> Option<&PerMessage> {
+        match at.checked_sub(1) {
+            None => self.first.as_ref(),
+            Some(more) => self.more.get(more).map(|m| &m.0),
+        }
+    }
+
+    /// Adds `entry`; its index.
+    fn push(&mut self, entry: PerMessage) -> usize {
+        if self.first.is_none() {
+            self.first = Some(entry);
+            return 0;
+        }
+        // Room for one at first (256 bytes an entry).
+        crate::tight::push(&mut self.more, Lined(entry));
+        self.more.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &PerMessage> {
+        self.first.iter().chain(self.more.iter().map(|m| &m.0))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut PerMessage> {
+        self.first
+            .iter_mut()
+            .chain(self.more.iter_mut().map(|m| &mut m.0))
+    }
+}
+
+/// An index given out by [`Entries::push`] (always one of its entries).
+impl std::ops::Index<usize> for Entries {
+    type Output = PerMessage;
+    #[inline]
+    fn index(&self, at: usize) -> &PerMessage {
+        match at.checked_sub(1) {
+            None => self.first.as_ref().expect("an entry's index"),
+            Some(more) => &self.more[more].0,
+        }
+    }
+}
+
+impl std::ops::IndexMut<usize> for Entries {
+    #[inline]
+    fn index_mut(&mut self, at: usize) -> &mut PerMessage {
+        match at.checked_sub(1) {
+            None => self.first.as_mut().expect("an entry's index"),
+            Some(more) => &mut self.more[more].0,
         }
     }
 }
@@ -262,7 +329,7 @@ pub(crate) struct ActorMetrics {
     skipped: Counter,
     /// Few message types per actor: a short list searched by the vtable's or the name's
     /// address.
-    messages: Vec<PerMessage>,
+    messages: Entries,
     /// The message being handled: its index in `messages`, send stamp and start (ticks).
     current: (u32, u64, u64),
     /// When the last message measured ended: the next one's start when it follows at
@@ -325,7 +392,10 @@ impl ActorMetrics {
             under_us: clock.ticks_within(999),
             depth,
             skipped,
-            messages: Vec::new(),
+            messages: Entries {
+                first: None,
+                more: Vec::new(),
+            },
             current: (0, 0, 0),
             ended: 0,
             chained: false,
@@ -364,28 +434,21 @@ impl ActorMetrics {
     /// [`message`](Self::message) when it is not the last one's type (out of line).
     #[inline(never)]
     fn other_message(&mut self, key: usize, name: &'static str, core: &CellCore) -> u32 {
-        let at = match self
+        let found = self
             .messages
             .iter()
-            .position(|m| std::ptr::eq(m.name, name) || m.name == name)
-        {
+            .position(|m| std::ptr::eq(m.name, name) || m.name == name);
+        let at = match found {
             Some(at) => at,
-            None => {
-                // Room for one at first (256 bytes an entry, in every actor recording).
-                crate::tight::push(
-                    &mut self.messages,
-                    PerMessage {
-                        name,
-                        key: 0,
-                        series: series::message(core.type_name(), &actor_labels(core), name),
-                        unrecorded: 0,
-                        unrecorded_errors: 0,
-                        unflushed: Counts::default(),
-                        binned: None,
-                    },
-                );
-                self.messages.len() - 1
-            }
+            None => self.messages.push(PerMessage {
+                name,
+                key: 0,
+                series: series::message(core.type_name(), &actor_labels(core), name),
+                unrecorded: 0,
+                unrecorded_errors: 0,
+                unflushed: Counts::default(),
+                binned: None,
+            }),
         };
         if key != 0 {
             self.messages[at].key = key;
@@ -487,7 +550,7 @@ impl ActorMetrics {
             for measured in self.unrecorded.drain(..) {
                 self.messages[measured.at as usize].record(clock, measured);
             }
-            for m in &mut self.messages {
+            for m in self.messages.iter_mut() {
                 if m.unrecorded > 0
                     && let (Some(binned), Some(buckets)) = (&mut m.binned, self.buckets)
                 {
@@ -700,6 +763,36 @@ mod tests {
                 assert_eq!(bucket_of(&BOUNDS, seconds(clock.nanos(t + 1))), at + 1);
             }
         }
+    }
+
+    #[test]
+    fn entries_are_found_at_the_index_they_were_given() {
+        let labels = super::super::labels("actor::tests::Entries", None);
+        let mut entries = Entries {
+            first: None,
+            more: Vec::new(),
+        };
+        let names = ["A", "B", "C", "D"];
+        for (i, name) in names.into_iter().enumerate() {
+            let at = entries.push(PerMessage {
+                name,
+                key: i,
+                series: series::message("actor::tests::Entries", &labels, name),
+                unrecorded: 0,
+                unrecorded_errors: 0,
+                unflushed: Counts::default(),
+                binned: None,
+            });
+            assert_eq!(at, i);
+        }
+        for (i, name) in names.into_iter().enumerate() {
+            assert_eq!(entries[i].name, name);
+            assert_eq!(entries.get(i).map(|m| m.key), Some(i));
+            entries[i].unrecorded = i as u64 + 10;
+        }
+        assert!(entries.get(names.len()).is_none());
+        let seen: Vec<(&str, u64)> = entries.iter_mut().map(|m| (m.name, m.unrecorded)).collect();
+        assert_eq!(seen, [("A", 10), ("B", 11), ("C", 12), ("D", 13)]);
     }
 
     #[test]
