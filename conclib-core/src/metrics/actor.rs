@@ -101,6 +101,13 @@ impl Entries {
         }
     }
 
+    fn get_mut(&mut self, at: usize) -> Option<&mut PerMessage> {
+        match at.checked_sub(1) {
+            None => self.first.as_mut(),
+            Some(more) => self.more.get_mut(more).map(|m| &mut m.0),
+        }
+    }
+
     /// Adds `entry`; its index.
     fn push(&mut self, entry: PerMessage) -> usize {
         if self.first.is_none() {
@@ -128,20 +135,14 @@ impl std::ops::Index<usize> for Entries {
     type Output = PerMessage;
     #[inline]
     fn index(&self, at: usize) -> &PerMessage {
-        match at.checked_sub(1) {
-            None => self.first.as_ref().expect("an entry's index"),
-            Some(more) => &self.more[more].0,
-        }
+        self.get(at).expect("an entry's index")
     }
 }
 
 impl std::ops::IndexMut<usize> for Entries {
     #[inline]
     fn index_mut(&mut self, at: usize) -> &mut PerMessage {
-        match at.checked_sub(1) {
-            None => self.first.as_mut().expect("an entry's index"),
-            Some(more) => &mut self.more[more].0,
-        }
+        self.get_mut(at).expect("an entry's index")
     }
 }
 
