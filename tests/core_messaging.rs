@@ -339,6 +339,47 @@ async fn ask_times_out_with_the_given_timeout() {
     );
 }
 
+/// A handler that blocks its thread (`std::thread::sleep`: a bug, but one that happens).
+struct Stuck(Duration);
+impl Message for Stuck {
+    type Response = ();
+    type Error = Infallible;
+}
+impl Handler<Stuck> for Recorder {
+    async fn handle(&mut self, Stuck(d): Stuck, _: &mut Context<Self>) -> Result<(), Infallible> {
+        std::thread::sleep(d);
+        Ok(())
+    }
+}
+
+/// An ask to an actor whose handler blocks the asker's own worker still ends at its
+/// timeout on a runtime with another worker: the asker waits where that worker can take
+/// it (an ask that first waits for the answer is polled again from the runtime's queue,
+/// not from a list only its own, blocked, worker reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ask_ends_at_its_timeout_while_the_handler_blocks_the_thread() {
+    let system = ActorSystem::new("t");
+    let r = system.spawn(Recorder::default()).await.unwrap();
+    let blocked = Duration::from_secs(2);
+    // Asked from a task of the runtime's (a test's own body runs outside its workers): the
+    // actor, woken by the ask, runs next on the asker's worker.
+    let (answer, took) = tokio::spawn(async move {
+        let asked = std::time::Instant::now();
+        let answer = r
+            .ask(Stuck(blocked))
+            .timeout(Duration::from_millis(100))
+            .await;
+        (answer, asked.elapsed())
+    })
+    .await
+    .unwrap();
+    assert_eq!(answer, Err(AskError::Timeout(Duration::from_millis(100))));
+    assert!(
+        took < blocked,
+        "the ask ended after {took:?}, with the handler"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn ask_timeout_counts_the_wait_for_room() {
     let system = ActorSystem::new("t");

@@ -7,6 +7,13 @@
 //! answer has not come by its next poll. The deadline is then the timeout from that poll,
 //! one scheduler turn after the ask started.
 //!
+//! The yield wakes the ask's own task, which puts it back in its worker's queue, where
+//! another worker can take it. Deferring it instead (as `tokio::task::yield_now` does: polled
+//! again when its worker runs out of tasks) was cheaper (bench ask p50 1.12x → 1.05x raw
+//! tokio's, BENCHMARKS.md), but an ask whose actor then blocked that worker in its handler
+//! waited for the handler instead of ending at its timeout (test
+//! `an_ask_ends_at_its_timeout_while_the_handler_blocks_the_thread`).
+//!
 //! Not for an actor that hands its asks on ([`Actor::HANDS_ON`](crate::Actor::HANDS_ON), a
 //! process actor's relay): its answer comes from another process, never within the turn,
 //! and on a multi-thread runtime the yield made each ask by URN to a process actor pass
