@@ -220,7 +220,11 @@ impl<T: DeliverAsk<M>, M> AskRequest<T, M> {
     }
 
     /// Fails with a timeout if no answer arrives within `timeout` (counting any wait for
-    /// room in the mailbox, or for a restarting process).
+    /// room in the mailbox, or for a restarting process). On a runtime of more than one
+    /// worker this holds even when the actor's handler blocks the asker's thread (a
+    /// `std::thread::sleep` or a long computation in `handle`): another worker ends the
+    /// ask at its timeout. On a current-thread runtime a blocked thread holds up
+    /// everything, the ask's timer included.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.stage.options().timeout = Some(timeout);
         self
