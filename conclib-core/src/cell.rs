@@ -54,6 +54,9 @@ pub struct CellCore {
     relations: Relations,
     /// What the snapshot shows: counters written by the actor's own task only.
     stats: Stats,
+    /// Per message type, what the actor handled while metrics were on: counted in place by
+    /// its task, read by snapshots.
+    tallies: crate::snapshot::Tallies,
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
     /// `std::any::type_name` of the actor's type, called when needed: 8 bytes, not a
@@ -91,6 +94,7 @@ impl CellCore {
             task: Mutex::new(None),
             skipped_asks: AtomicU64::new(0),
             stats: Stats::default(),
+            tallies: crate::snapshot::Tallies::default(),
             rare: Mutex::new(RareStats::default()),
         }
     }
@@ -124,6 +128,11 @@ impl CellCore {
     /// The actor's statistics.
     pub(crate) fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Its per-message-type figures.
+    pub(crate) fn tallies(&self) -> &crate::snapshot::Tallies {
+        &self.tallies
     }
 
     /// The timeout of an ask that does not set one.
@@ -427,11 +436,6 @@ pub(crate) struct RareStats {
     pub(crate) last_error: Option<Box<str>>,
     /// What the previous snapshot saw: for the next rate and recent failures.
     pub(crate) sampled: Option<Box<crate::snapshot::Sample>>,
-    /// Per message type, what the actor handled while metrics were on (passed on from its
-    /// task now and then). Boxed: 8 bytes in every actor's statistics, not 24, for the many
-    /// that never record.
-    #[allow(clippy::box_collection)]
-    pub(crate) messages: Option<Box<Vec<crate::snapshot::Tally>>>,
 }
 
 impl Stats {
@@ -489,7 +493,7 @@ pub struct ActorCell<A: Actor> {
 
 impl<A: Actor> ActorCell<A> {
     /// Something its task changed that a snapshot shows (a message handled, a failure, a
-    /// panic, a restart, figures passed on): marks it for the next look.
+    /// panic, a restart): marks it for the next look.
     #[inline]
     pub(crate) fn mark_task_changed(&self) {
         self.core.stats().mark.set(&self.mailbox.capacity.mark);

@@ -9,7 +9,7 @@
 //! run"). So a sweep, every [`ActorSystem::set_hibernate_after`] period (by default
 //! [`DEFAULT_HIBERNATE_AFTER`]), looks at every actor of the system: one that waits for mail
 //! and was sent nothing since the sweep before is woken to hibernate. Its run loop gives
-//! those buffers back (and passes on what its metrics measured), the actor, its context and
+//! those buffers back (and gives the recorder what its metrics measured), the actor, its context and
 //! its options go into a new run loop that waits in a dormant waker in the mailbox, the task
 //! ends, and the actor costs what a dormant one does again. The next message (or stop, or kill, or child's news) spawns a task, as the first
 //! one did: about 0.3 µs more on that one message than on one to an awake actor (2.4 µs with

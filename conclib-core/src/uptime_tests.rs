@@ -486,42 +486,8 @@ fn idle_actors_do_not_keep_what_a_large_handler_grew() {
     });
 }
 
-#[test]
-fn recording_keeps_room_for_the_message_types_an_actor_handled() {
-    serial(async {
-        // Process-wide, as in the test of the label sets above.
-        crate::metrics::enable();
-        let system = ActorSystem::new("uptime");
-        let actor = system.spawn(Idle).await.unwrap();
-        actor.ask(Ping).await.unwrap();
-        // Passed on to its statistics as its first batch ends; no event says when.
-        let kept = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                let kept = actor
-                    .cell
-                    .core
-                    .rare()
-                    .messages
-                    .as_ref()
-                    .map(|m| m.capacity());
-                if let Some(kept) = kept {
-                    break kept;
-                }
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("the statistics got the message's figures");
-        // One message type: room for one (224 bytes), not the four a `Vec` makes.
-        assert_eq!(kept, 1);
-        actor.stop();
-        actor.wait_for_stop().await;
-    });
-}
-
 /// A system that does not hibernate its actors on its own, recording, with an idle actor in
-/// it asked three times: the first batch's figures passed on at once, the next two held
-/// back (within 100 ms of the first).
+/// it asked three times.
 async fn an_idle_actor_asked_three_times() -> (ActorSystem, ActorRef<Idle>) {
     // Process-wide, as in the tests above.
     crate::metrics::enable();
@@ -539,38 +505,48 @@ fn handled(system: &ActorSystem) -> u64 {
     system.snapshot().messages.iter().map(|m| m.handled).sum()
 }
 
+/// The per-message-type tallies the actor keeps.
+fn tallies(actor: &ActorRef<Idle>) -> usize {
+    actor.cell.core.tallies().read().map_or(0, |t| t.len())
+}
+
 #[test]
-fn an_idle_actor_passes_on_what_it_held_back_by_itself() {
+fn an_idle_actors_messages_are_counted_without_another_message() {
     serial(async {
-        // The second batch's figures arm the actor's timer; the third comes while it is
-        // armed (the run loop then does not look at it). With no message after them and no
-        // hibernation, the timer's wake-up passes all three on, 100 ms after the first.
+        // Counted as each handler is done (just after its answer left: no event says when),
+        // nothing held back for a later message, a timer or hibernation.
         let (system, actor) = an_idle_actor_asked_three_times().await;
-        crate::hibernation::until("the held-back figures never reached the snapshot", || {
+        crate::hibernation::until("the actor's messages never reached the snapshot", || {
             handled(&system) >= 3
         })
         .await;
         assert_eq!(handled(&system), 3);
+        // One message type: one tally (224 bytes) for all three.
+        assert_eq!(tallies(&actor), 1);
         actor.stop();
         actor.wait_for_stop().await;
     });
 }
 
 #[test]
-fn a_hibernating_actor_passes_on_what_it_measured() {
+fn a_hibernating_actor_keeps_its_counts_and_counts_on_when_woken() {
     serial(async {
-        // Held back until the actor has waited 100 ms, or hibernates: whichever comes
-        // first; either passes on all three.
         let (system, actor) = an_idle_actor_asked_three_times().await;
         crate::hibernation::sweep_until_dormant(&system, &actor).await;
-        // Hibernating, it passed on what it kept, with what it measured with.
+        // Its metrics went with hibernation; its counts are in its statistics.
         assert_eq!(handled(&system), 3);
-        // Woken, it measures again from scratch, and passes on its first batch at once.
+        // Woken, it measures with new metrics, which find the same tally.
         actor.ask(Ping).await.unwrap();
         crate::hibernation::until("the woken actor's message was not counted", || {
             handled(&system) >= 4
         })
         .await;
+        assert_eq!(handled(&system), 4);
+        assert_eq!(
+            tallies(&actor),
+            1,
+            "one tally for the type, after waking too"
+        );
         actor.stop();
         actor.wait_for_stop().await;
     });

@@ -13,7 +13,8 @@ use conclib_core::ActorSystem;
 async fn what_an_actor_handled_before_it_went_idle_is_counted_without_another_message() {
     conclib_core::metrics::enable();
     let system = ActorSystem::new("idle-totals");
-    // Not rescued by hibernation (which passes everything on): the idle actor itself must.
+    // No hibernation (which drops the actor's metrics): what it counted must be in the
+    // snapshot without it.
     system.set_hibernate_after(None);
     // Resumes after a panic: a stopped actor's figures leave the totals.
     let actor = system
@@ -27,9 +28,8 @@ async fn what_an_actor_handled_before_it_went_idle_is_counted_without_another_me
         let work = snapshot.messages.iter().find(|m| m.message == "test.Work");
         work.map_or((0, 0), |w| (w.handled, w.errors))
     };
-    // The first batch is passed on at once; the rest come within 100 ms of it, so the
-    // actor holds them back at their batches' ends: one that waited at an `.await`, one
-    // that failed, and a batch ending in a panic.
+    // Batches of every ending: one that waited at an `.await`, one that failed, a tell,
+    // and a batch ending in a panic (not counted as handled).
     let ok = Work {
         fail: false,
         slow_ms: 0,
@@ -57,8 +57,8 @@ async fn what_an_actor_handled_before_it_went_idle_is_counted_without_another_me
         .await
         .unwrap();
     actor.ask(Boom).await.unwrap_err();
-    // Nothing more is sent: the idle actor passes on what it held back about 100 ms after
-    // it last did (polled, bounded well past that, far below a hibernation's period).
+    // Nothing more is sent: each was counted just after its handler was done (polled,
+    // bounded, far below a hibernation's period).
     let deadline = Instant::now() + Duration::from_secs(5);
     while handled(&system) != (4, 1) {
         assert!(

@@ -9,11 +9,11 @@ use super::clock::{Clock, clock};
 use super::series::{self, MessageSeries};
 use super::{SECONDS_THRESHOLDS, actor_labels, seconds};
 use crate::cell::CellCore;
-use crate::snapshot::{Counts, Tally};
+use crate::snapshot::{LiveTally, Tally};
 
-/// One message type's handles, and what the actor handled of it since it last passed its
-/// figures on: to the recorder (`unrecorded`, `unrecorded_errors`) and to its snapshot
-/// statistics (`unflushed`).
+/// One message type's handles, what the actor handled of it since it last gave the
+/// recorder its figures (`unrecorded`, `unrecorded_errors`), and its tally in the actor's
+/// statistics (counted at each message, read by snapshots).
 ///
 /// Written at every message: on cache lines of its own, as [`ActorMetrics`] is (the first
 /// type's inside the actor's block, the others' each in a [`Lined`]).
@@ -27,8 +27,7 @@ struct PerMessage {
     series: MessageSeries,
     unrecorded: u64,
     unrecorded_errors: u64,
-    /// What it handled since the actor last passed its figures on to its statistics.
-    unflushed: Counts,
+    tally: TallyRef,
     /// With the recorder's buckets known ([`set_seconds_buckets`](super::set_seconds_buckets)):
     /// this batch's samples, added up per bucket (else they wait in
     /// [`ActorMetrics::unrecorded`]). Made at the first batch of more than one message: a
@@ -77,6 +76,28 @@ impl PerMessage {
                 .errors
                 .increment(std::mem::take(&mut self.unrecorded_errors));
         }
+    }
+}
+
+/// A message type's [`LiveTally`] in the actor's statistics, kept by its metrics so that
+/// a message finds it without searching the list.
+///
+/// A tally lives as long as the actor's cell ([`Tallies`](crate::snapshot::Tallies) frees
+/// them when dropped), and these metrics are used only by the cell's run loop, which holds
+/// the cell while it runs.
+struct TallyRef(std::ptr::NonNull<LiveTally>);
+
+// SAFETY: a `LiveTally` is atomics and data written before it was shared; the pointer is
+// used only by the run loop of the cell that owns it (see above), on whatever thread it runs.
+unsafe impl Send for TallyRef {}
+unsafe impl Sync for TallyRef {}
+
+impl TallyRef {
+    /// The tally (see [`TallyRef`] for why it is alive).
+    #[inline]
+    fn get(&self) -> &LiveTally {
+        // SAFETY: see the type's docs: the cell owning the tally outlives every use.
+        unsafe { self.0.as_ref() }
     }
 }
 
@@ -301,12 +322,6 @@ const UNSTAMPED: u64 = u64::MAX;
 /// message) stays in the actor's cache.
 const MAX_UNRECORDED: usize = 64;
 
-/// How long after it last did an actor passes its per-message figures on to its snapshot
-/// statistics (one lock), at the end of a batch: with messages still queued, and with
-/// none, or waiting for mail (in nanoseconds).
-const FLUSH_BUSY: u64 = 1_000_000_000;
-const FLUSH_IDLE: u64 = 100_000_000;
-
 /// An actor's metric handles, created on its first message after
 /// [`enable`](super::enable) and kept in its run loop.
 ///
@@ -355,28 +370,9 @@ pub(crate) struct ActorMetrics {
     /// The most ticks under a microsecond: a handling time counted in the first bucket of
     /// the snapshot statistics without a conversion to nanoseconds.
     under_us: u64,
-    /// When the per-message figures were last passed on to the snapshot statistics.
-    flushed: u64,
     /// The depth last given to the gauge (`usize::MAX`: none yet): a batch that leaves it
     /// unchanged (an ask at a time: 0 after each) sets nothing.
     depth_set: usize,
-    /// [`FLUSH_BUSY`] and [`FLUSH_IDLE`] in ticks: the check at each batch's end compares
-    /// readings, with no conversion.
-    flush_ticks: (u64, u64),
-    /// Figures held back at a batch's end (the last passed on too recently): the run loop,
-    /// waiting for mail, passes them on [`FLUSH_IDLE`] after the last time
-    /// ([`pass_on_owed`](Self::pass_on_owed)), so that a snapshot counts what an actor
-    /// handled a moment before it went idle without waiting for its next message or its
-    /// hibernation.
-    owes: bool,
-    /// The timer of that wait (armed only while the actor owes figures and waits for mail).
-    owed_timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    /// A reading before which that timer has surely not fired (ticks): a poll that handled
-    /// messages compares its last reading ([`ended`](Self::ended)) with it instead of
-    /// looking at the timer, whose entry is memory of its own, cold at every message once
-    /// thousands of actors take turns (BENCHMARKS.md, "The metrics-on ring by the number
-    /// of actors").
-    owed_before: u64,
 }
 
 impl ActorMetrics {
@@ -389,7 +385,6 @@ impl ActorMetrics {
         Box::new(ActorMetrics {
             clock,
             depth_set: usize::MAX,
-            flush_ticks: (clock.ticks(FLUSH_BUSY), clock.ticks(FLUSH_IDLE)),
             under_us: clock.ticks_within(999),
             depth,
             skipped,
@@ -406,11 +401,6 @@ impl ActorMetrics {
             pending: 0,
             first: None,
             buckets,
-            // Long ago: the first batch is passed on at once (an actor asked once is seen).
-            flushed: 0,
-            owes: false,
-            owed_timer: None,
-            owed_before: 0,
         })
     }
 
@@ -447,7 +437,7 @@ impl ActorMetrics {
                 series: series::message(core.type_name(), &actor_labels(core), name),
                 unrecorded: 0,
                 unrecorded_errors: 0,
-                unflushed: Counts::default(),
+                tally: TallyRef(core.tallies().of(name)),
                 binned: None,
             }),
         };
@@ -510,7 +500,7 @@ impl ActorMetrics {
             Tally::bucket_of(self.clock.nanos(measured.handling))
         };
         let m = &mut self.messages[at as usize];
-        m.unflushed.count(bucket, failed);
+        m.tally.get().count(bucket, failed);
         m.unrecorded += 1;
         m.unrecorded_errors += u64::from(failed);
         match self.buckets {
@@ -537,9 +527,8 @@ impl ActorMetrics {
     }
 
     /// The batch ended: gives the recorder what the actor measured since it last did
-    /// (`depth`: the user messages queued now), and its snapshot statistics the
-    /// per-message figures now and then (no lock per batch).
-    pub(crate) fn record(&mut self, depth: usize, core: &CellCore) {
+    /// (`depth`: the user messages queued now).
+    pub(crate) fn record(&mut self, depth: usize) {
         let clock = self.clock;
         if let Some(first) = self.first.take() {
             // A batch of one (the recorder's buckets known): only its message type has
@@ -572,91 +561,14 @@ impl ActorMetrics {
         }
         // The batch is over: the next message starts with a reading of its own.
         self.chained = false;
-        let now = self.ended;
-        // Ticks (two cores' counters may differ by a few: a reading before `flushed` is 0).
-        let since = now.saturating_sub(self.flushed);
-        let (busy, idle) = self.flush_ticks;
-        if since >= busy || (depth == 0 && since >= idle) {
-            self.pass_on(now, core);
-        } else {
-            self.owes = true;
-        }
     }
 
-    /// Passes the per-message figures on to the snapshot statistics (one lock), `now` being
-    /// the last reading.
-    fn pass_on(&mut self, now: u64, core: &CellCore) {
-        self.flushed = now;
-        self.owes = false;
-        self.owed_timer = None;
-        crate::snapshot::add_message_totals(
-            core,
-            self.messages.iter_mut().map(|m| (m.name, &mut m.unflushed)),
-        );
-    }
-
-    /// Whether figures were held back at a batch's end ([`pass_on_owed`](Self::pass_on_owed)).
-    #[inline]
-    pub(crate) fn owes(&self) -> bool {
-        self.owes
-    }
-
-    /// The run loop waits for mail while it [`owes`](Self::owes) figures: passes them on
-    /// if [`FLUSH_IDLE`] went by since it last did (returns true), or else arms a timer
-    /// that wakes the run loop when it has. `handled`: the run loop handled messages in
-    /// this poll (so [`ended`](Self::ended) is a reading of a moment ago). Out of line: at
-    /// most once a [`FLUSH_IDLE`] an actor that goes idle.
-    #[inline(never)]
-    pub(crate) fn pass_on_owed(
-        &mut self,
-        core: &CellCore,
-        handled: bool,
-        cx: &mut std::task::Context<'_>,
-    ) -> bool {
-        // Armed: an actor asked one message at a time comes here after every answer, and
-        // finds the timer not due by the reading its last message ended with (no reading
-        // of the clock, no look at the timer, no new timer, no poll: the task's waker it
-        // was polled with stays registered) until it fires. A poll with no message (the
-        // timer's own wake-up) looks at the timer.
-        if let Some(timer) = &self.owed_timer {
-            if handled && self.ended < self.owed_before {
-                return false;
-            }
-            if !timer.is_elapsed() {
-                return false;
-            }
-            self.pass_on(self.clock.now(), core);
-            return true;
-        }
-        let now = self.clock.now();
-        let since = now.saturating_sub(self.flushed);
-        let idle = self.flush_ticks.1;
-        if since >= idle {
-            self.pass_on(now, core);
-            return true;
-        }
-        let left = self.clock.nanos(idle - since).clamp(1_000_000, FLUSH_IDLE);
-        let mut timer = Box::pin(tokio::time::sleep(std::time::Duration::from_nanos(left)));
-        if timer.as_mut().poll(cx).is_ready() {
-            self.pass_on(now, core);
-            return true;
-        }
-        self.owed_timer = Some(timer);
-        // The timer fires no sooner than `left` from now (tokio rounds its deadline up to
-        // its next millisecond); a millisecond less, in ticks, leaves room for the two
-        // clocks to differ.
-        self.owed_before = now.saturating_add(self.clock.ticks(left.saturating_sub(1_000_000)));
-        false
-    }
-
-    /// Passes on everything measured, to the recorder and to the snapshot statistics, before
-    /// these metrics are dropped (an actor that hibernates; the next message measured makes
-    /// them again).
-    pub(crate) fn flush(&mut self, core: &CellCore) {
+    /// Gives the recorder everything measured, before these metrics are dropped (an actor
+    /// that hibernates; the next message measured makes them again).
+    pub(crate) fn flush(&mut self) {
         if self.has_unrecorded() {
-            self.record(0, core);
+            self.record(0);
         }
-        self.pass_on(self.ended, core);
     }
 
     pub(crate) fn skipped(&self) {
@@ -769,6 +681,8 @@ mod tests {
     #[test]
     fn entries_are_found_at_the_index_they_were_given() {
         let labels = super::super::labels("actor::tests::Entries", None);
+        // Outlives the entries that point into it (declared first, dropped last).
+        let tallies = crate::snapshot::Tallies::default();
         let mut entries = Entries {
             first: None,
             more: Vec::new(),
@@ -781,7 +695,7 @@ mod tests {
                 series: series::message("actor::tests::Entries", &labels, name),
                 unrecorded: 0,
                 unrecorded_errors: 0,
-                unflushed: Counts::default(),
+                tally: TallyRef(tallies.of(name)),
                 binned: None,
             });
             assert_eq!(at, i);

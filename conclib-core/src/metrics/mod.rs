@@ -59,10 +59,8 @@
 //! The Redis proxy and process actors add their own (see their crates' docs).
 //!
 //! While recording is on, each actor also counts, per message type, what it handled, the
-//! errors and its handling times (plain counters in its own task, passed on to its
-//! statistics when it finishes its first batch, then a batch a second or more after it
-//! last did, or 100 ms or more when that batch leaves its mailbox empty; what a batch
-//! holds back an idle actor passes on 100 ms after it last passed figures on):
+//! errors and its handling times (counters that its task writes as each handler is done,
+//! in its statistics, where snapshots read them: no lock, nothing held back):
 //! [`ActorSystem::snapshot`](crate::ActorSystem::snapshot) sums them per actor type and
 //! message in [`SystemSnapshot::messages`](crate::SystemSnapshot::messages).
 

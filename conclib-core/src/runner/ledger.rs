@@ -61,8 +61,8 @@ impl Ledger {
         }
     }
 
-    /// Gives back every place owed, then passes on what the messages measured (with the
-    /// mailbox's depth exact, nothing owed).
+    /// Gives back every place owed, then gives the recorder what the messages measured
+    /// (with the mailbox's depth exact, nothing owed).
     #[inline]
     pub(super) fn settle<A: Actor>(&mut self, cell: &crate::cell::ActorCell<A>) {
         self.give_back(cell);

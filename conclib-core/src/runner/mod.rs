@@ -276,14 +276,6 @@ unsafe fn poll_run<A: Actor>(
                 if ledger.tracks_work {
                     cell.mailbox.set_working(false);
                 }
-                // Figures held back at the batch's end: passed on a moment from now, so
-                // that a snapshot does not wait for the next message to count them.
-                if let Some(m) = ledger.metrics.as_deref_mut()
-                    && m.owes()
-                    && m.pass_on_owed(&cell.core, busy, cx)
-                {
-                    cell.mark_task_changed();
-                }
                 // Idle: what a large handler grew goes back. SAFETY: no handler waits.
                 unsafe { &mut (*run).slot }.shrink_idle();
                 return Poll::Pending;
@@ -299,7 +291,7 @@ unsafe fn poll_run<A: Actor>(
                     slot.shrink_idle();
                     return Poll::Pending;
                 }
-                give_back_all(slot, ledger, cell);
+                give_back_all(slot, ledger);
                 return Poll::Ready(Step::Hibernate);
             }
             Poll::Ready(Next::Drained) => return Poll::Ready(Step::Stop(StopReason::Normal)),
@@ -374,18 +366,13 @@ unsafe fn poll_run<A: Actor>(
 }
 
 /// The actor waits for mail and hibernates ([`crate::hibernation`]): what its messages grew
-/// goes back (the buffer its handlers' futures ran in, what metrics keep for it, passed on
-/// first; its mailbox gave back its buffers already). Out of line: once in a long idle time.
+/// goes back (the buffer its handlers' futures ran in, what metrics keep for it, given to
+/// the recorder first; its mailbox gave back its buffers already). Out of line: once in a long idle time.
 #[inline(never)]
-fn give_back_all<A: Actor>(
-    slot: &mut FutureSlot,
-    ledger: &mut Ledger,
-    cell: &Arc<crate::cell::ActorCell<A>>,
-) {
+fn give_back_all(slot: &mut FutureSlot, ledger: &mut Ledger) {
     slot.release();
     if let Some(mut m) = ledger.metrics.take() {
-        m.flush(&cell.core);
-        cell.mark_task_changed();
+        m.flush();
     }
 }
 
@@ -471,9 +458,7 @@ fn after_message<A: Actor>(
 /// Gives the recorder what `m` measured (out of line: rare next to the messages it covers).
 #[inline(never)]
 pub(super) fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
-    m.record(cell.mailbox.capacity.len(), &cell.core);
-    // Its per-message figures changed.
-    cell.mark_task_changed();
+    m.record(cell.mailbox.capacity.len());
 }
 
 /// Before a message is handled: its span (with the trace it is part of, if any; boxed,

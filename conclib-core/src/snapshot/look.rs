@@ -211,8 +211,8 @@ impl Ranked {
             look,
         };
         let (rate, recent_failures, changed) = sample(&mut rare.sampled, seen, now, floor);
-        let messages = rare.messages.clone();
         drop(rare);
+        let messages = core.tallies().read();
         Ranked {
             id: core.id.as_u64(),
             look,

@@ -12,10 +12,12 @@ use crate::system::ActorId;
 use crate::system::ActorSystem;
 
 mod look;
+mod tallies;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use look::{Looked, Sample};
+pub(crate) use tallies::{LiveTally, Tallies};
 
 /// A system at one moment: from [`ActorSystem::snapshot`].
 ///
@@ -65,14 +67,9 @@ pub struct SystemSnapshot {
 pub const HANDLING_BUCKETS: usize = 24;
 
 /// In a [`SystemSnapshot`]: what the live actors of one type handled of one message type,
-/// since each started, while [metrics](crate::metrics) were on. Each actor counts in its own
-/// task and passes its counts on (one lock) at the end of a batch of messages (what it
-/// handled before waiting for mail or awaiting in a handler, at most 64): its first batch,
-/// then a batch that ends a second or more after it last did, or 100 ms or more when the
-/// batch leaves its mailbox empty. What a batch holds back is passed on by a later one, or,
-/// once the actor waits for mail, 100 ms after it last passed figures on (or when it
-/// hibernates, [`ActorSystem::set_hibernate_after`]): a snapshot counts what an idle actor
-/// handled about 100 ms after its last message at the latest.
+/// since each started, while [metrics](crate::metrics) were on. Each actor counts a message
+/// right after its handler is done (an asker may have its answer a moment before), where
+/// snapshots read it: no lock, and nothing held back for later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageTotals {
     /// The actors' Rust type.
@@ -89,7 +86,7 @@ pub struct MessageTotals {
     pub handling_us: Vec<u64>,
 }
 
-/// One message type's figures kept by an actor (in its task, then in its statistics).
+/// One message type's figures as a snapshot read them ([`LiveTally::read`]), and their sums.
 #[derive(Clone)]
 pub(crate) struct Tally {
     name: &'static str,
@@ -121,68 +118,6 @@ impl Tally {
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
             *a += b;
         }
-    }
-
-    fn add_counts(&mut self, counts: &Counts) {
-        self.handled += u64::from(counts.handled);
-        self.errors += u64::from(counts.errors);
-        for (a, b) in self.buckets.iter_mut().zip(&counts.buckets) {
-            *a += u64::from(*b);
-        }
-    }
-}
-
-/// What an actor counted of one message type since it last passed its figures on
-/// ([`add_message_totals`]), kept in its task beside the type's other metrics: in 32-bit
-/// counts (104 bytes, not a [`Tally`]'s 224), as it passes them on at least once a second
-/// while it handles messages (far from 2^32 of them; the counts stop at the most rather
-/// than wrap).
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Counts {
-    handled: u32,
-    errors: u32,
-    buckets: [u32; HANDLING_BUCKETS],
-}
-
-impl Counts {
-    /// One message handled, its handling time in `bucket` ([`Tally::bucket_of`]).
-    #[inline]
-    pub(crate) fn count(&mut self, bucket: usize, failed: bool) {
-        self.handled = self.handled.saturating_add(1);
-        self.errors = self.errors.saturating_add(u32::from(failed));
-        if let Some(n) = self.buckets.get_mut(bucket) {
-            *n = n.saturating_add(1);
-        }
-    }
-}
-
-/// Adds an actor's `unflushed` counts (per message type, by name) to its statistics (one
-/// lock) and zeroes them.
-pub(crate) fn add_message_totals<'a>(
-    core: &crate::cell::CellCore,
-    unflushed: impl Iterator<Item = (&'static str, &'a mut Counts)>,
-) {
-    let mut rare = None;
-    for (name, counts) in unflushed {
-        if counts.handled == 0 {
-            continue;
-        }
-        let rare = rare.get_or_insert_with(|| core.rare());
-        let kept = rare.messages.get_or_insert_with(Default::default);
-        match kept
-            .iter_mut()
-            .find(|t| std::ptr::eq(t.name, name) || t.name == name)
-        {
-            Some(kept) => kept.add_counts(counts),
-            None => {
-                let mut new = Tally::new(name);
-                new.add_counts(counts);
-                // Room for one at first (224 bytes a `Tally`, in every actor that ran while
-                // recording).
-                crate::tight::push(kept, new);
-            }
-        }
-        *counts = Counts::default();
     }
 }
 

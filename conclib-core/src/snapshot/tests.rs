@@ -206,29 +206,3 @@ async fn every_recent_failure_is_listed_among_many_idle_actors() {
     assert!(none.actors.is_empty());
     assert_eq!(none.others.len(), 2_000);
 }
-
-#[test]
-fn an_actors_counts_stop_at_the_most_and_add_up_in_64_bits() {
-    let mut buckets = [0; super::HANDLING_BUCKETS];
-    buckets[3] = u32::MAX;
-    let mut counts = super::Counts {
-        handled: u32::MAX - 1,
-        errors: u32::MAX,
-        buckets,
-    };
-    counts.count(3, true);
-    counts.count(3, true);
-    assert_eq!(counts.handled, u32::MAX);
-    assert_eq!(counts.errors, u32::MAX);
-    assert_eq!(counts.buckets[3], u32::MAX);
-    // A bucket past the last is not counted in any (nor does it panic).
-    counts.count(super::HANDLING_BUCKETS, false);
-    // Twice into one tally: past what 32 bits hold.
-    let mut tally = super::Tally::new("Ping");
-    tally.add_counts(&counts);
-    tally.add_counts(&counts);
-    assert_eq!(tally.handled, 2 * u64::from(u32::MAX));
-    assert_eq!(tally.errors, 2 * u64::from(u32::MAX));
-    assert_eq!(tally.buckets[3], 2 * u64::from(u32::MAX));
-    assert_eq!(tally.buckets.iter().sum::<u64>(), 2 * u64::from(u32::MAX));
-}
