@@ -135,7 +135,7 @@ impl Entries {
             self.first = Some(entry);
             return 0;
         }
-        // Room for one at first (256 bytes an entry).
+        // Room for one at first (128 bytes an entry).
         crate::tight::push(&mut self.more, Lined(entry));
         self.more.len()
     }
