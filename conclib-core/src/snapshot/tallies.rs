@@ -64,7 +64,8 @@ pub(crate) struct Tallies {
 
 impl Tallies {
     /// The tally of message type `name` (compared by address, then by text), added if it
-    /// has none. For the actor's task alone (the one writer of `head`).
+    /// has none. Meant for the actor's task alone; were two threads to add one at once,
+    /// both tallies would stay in the list (a snapshot sums tallies of one name).
     pub(crate) fn of(&self, name: &'static str) -> NonNull<LiveTally> {
         if let Some(found) = self
             .iter()
@@ -72,13 +73,22 @@ impl Tallies {
         {
             return NonNull::from(found);
         }
+        let mut head = self.head.load(Ordering::Acquire);
         let added = Box::into_raw(Box::new(LiveTally {
             name,
             errors: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            next: self.head.load(Ordering::Relaxed),
+            next: head,
         }));
-        self.head.store(added, Ordering::Release);
+        // Published whole (a release), after the tally it points to.
+        while let Err(now) =
+            self.head
+                .compare_exchange_weak(head, added, Ordering::Release, Ordering::Acquire)
+        {
+            head = now;
+            // SAFETY: `added` is not published yet: this thread alone holds it.
+            unsafe { (*added).next = head };
+        }
         // SAFETY: just allocated, never null.
         unsafe { NonNull::new_unchecked(added) }
     }
@@ -185,5 +195,33 @@ mod tests {
         assert_eq!(read.iter().map(|t| t.handled).sum::<u64>(), 20_000);
         assert_eq!(read.iter().map(|t| t.errors).sum::<u64>(), 6_667);
         assert_eq!(read.len(), 2);
+    }
+
+    /// Tallies added from two threads at once all stay in the list (none lost to the
+    /// other thread's addition), each with its count.
+    #[test]
+    fn tallies_added_from_two_threads_at_once_all_stay() {
+        let tallies = std::sync::Arc::new(Tallies::default());
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let adders: Vec<_> = (0..2)
+            .map(|t| {
+                let (tallies, start) = (tallies.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let names: Vec<&'static str> =
+                        (0..500).map(|i| &*format!("T{t}-{i}").leak()).collect();
+                    start.wait();
+                    for name in names {
+                        // SAFETY: `tallies` lives while this thread holds it.
+                        unsafe { tallies.of(name).as_ref() }.count(1, false);
+                    }
+                })
+            })
+            .collect();
+        for adder in adders {
+            adder.join().unwrap();
+        }
+        let read = tallies.read().unwrap();
+        assert_eq!(read.len(), 1_000);
+        assert!(read.iter().all(|t| t.handled == 1 && t.buckets[1] == 1));
     }
 }
