@@ -325,8 +325,9 @@ const MAX_UNRECORDED: usize = 64;
 /// An actor's metric handles, created on its first message after
 /// [`enable`](super::enable) and kept in its run loop.
 ///
-/// Per message it only reads the clock once or twice and adds up in its own memory; what
-/// goes to the recorder (histogram samples, counter increments, the depth gauge) goes there
+/// Per message it only reads the clock once or twice, adds up in its own memory and counts
+/// the message in its type's tally (in the actor's statistics, where snapshots read it);
+/// what goes to the recorder (histogram samples, counter increments, the depth gauge) goes there
 /// in one go when the run loop finishes a batch ([`record`](Self::record)): before it waits
 /// for mail, before it waits on a handler's `.await`, after [`MAX_UNRECORDED`] messages, and
 /// when it stops. So an asker that got its answer finds the metrics of every message the
@@ -532,7 +533,7 @@ impl ActorMetrics {
         let clock = self.clock;
         if let Some(first) = self.first.take() {
             // A batch of one (the recorder's buckets known): only its message type has
-            // anything to pass on.
+            // anything to give the recorder.
             let m = &mut self.messages[first.at as usize];
             m.record(clock, first);
             m.pass_counts();
