@@ -367,7 +367,8 @@ unsafe fn poll_run<A: Actor>(
 
 /// The actor waits for mail and hibernates ([`crate::hibernation`]): what its messages grew
 /// goes back (the buffer its handlers' futures ran in, what metrics keep for it, given to
-/// the recorder first; its mailbox gave back its buffers already). Out of line: once in a long idle time.
+/// the recorder first; its mailbox gave back its buffers already). Out of line: once in a
+/// long idle time.
 #[inline(never)]
 fn give_back_all(slot: &mut FutureSlot, ledger: &mut Ledger) {
     slot.release();
