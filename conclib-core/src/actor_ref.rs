@@ -325,6 +325,7 @@ impl<M: Message, T: ?Sized> Unpin for TellFuture<'_, M, T> {}
 impl<M: Message, T: Target<M> + ?Sized> Future for TellFuture<'_, M, T> {
     type Output = Result<(), SendError<M>>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let reserved = ready!(self.target.capacity().poll_reserve(cx));
         let msg = self.msg.take().expect("TellFuture polled after completion");

@@ -467,6 +467,9 @@ where
 {
     type Output = Outcome;
 
+    // Always inlined into the first poll (`FutureSlot::start`), where most handlers finish:
+    // a handler that waits is polled later through the slot's vtable, a copy of its own.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Outcome> {
         // SAFETY: `inner` is structurally pinned; `reply` is not.
         let this = unsafe { self.get_unchecked_mut() };

@@ -106,7 +106,10 @@ impl Capacity {
     /// for the next task, which no other worker takes, ran only after it, with the whole
     /// backlog queued (two million messages, 64 MB; BENCHMARKS.md, "An unbounded mailbox's
     /// sends yield").
-    #[inline]
+    ///
+    /// Always inlined into the tell or ask that reserves (a call of its own cost about 17
+    /// instructions a message: BENCHMARKS.md, "Calls the compiler kept apart").
+    #[inline(always)]
     pub(crate) fn poll_reserve(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Closed>> {
         if self.limit == usize::MAX {
             std::task::ready!(tokio::task::coop::poll_proceed(cx)).made_progress();
