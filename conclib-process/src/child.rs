@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::FromRawFd;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 

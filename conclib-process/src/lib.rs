@@ -205,10 +205,11 @@ fn passed_on_trace() -> Option<conclib_core::trace::TraceContext> {
     conclib_core::trace::TraceContext::current().map(|t| t.child())
 }
 
-/// Locks, taking a poisoned lock anyway (what it guards stays consistent: plain maps and
-/// buffers, each updated in one step).
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Locks. `parking_lot`'s lock: no poisoning (what it guards stays consistent: plain maps
+/// and buffers, each updated in one step), and none of the standard lock's checks for a
+/// panic in progress at each lock and unlock (BENCHMARKS.md, "Process actors' locks").
+fn lock<T>(m: &parking_lot::Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }
 
 pub use builder::{ChildOutput, ProcessBuilder, SpawnProcess, build};

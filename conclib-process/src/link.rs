@@ -1,8 +1,10 @@
 //! The link to one child process: its request and control sockets, the writer and reader
 //! tasks, the reaper, the heartbeat, and the requests waiting for answers.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use conclib_codec::Bincode;

@@ -3,8 +3,10 @@
 //! through [`ProcessRef`](crate::ProcessRef).
 
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use conclib_core::{

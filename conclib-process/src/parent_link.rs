@@ -2,7 +2,9 @@
 //! ask and tell the parent's actors by URN.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use conclib_core::{AskError, RemoteReply};
