@@ -12,7 +12,8 @@
 //!   protocol) from the thinnest possible blocking client, which no async client can beat;
 //! - sequential ask p50/p99 (one ask at a time);
 //! - asks/s with 1, 16 and 64 asks in flight from one client, and at 64 the CPU time per
-//!   ask of each process (client, proxy, Redis when started here; `/proc/<pid>/stat`);
+//!   ask of each process (client, proxy, Redis when started here; `/proc/<pid>/stat`) and
+//!   the commands Redis ran per ask (`INFO stats`: how well both sides batch);
 //! - what the runtimes cost without conclib: fred's `INCR` from 64 tasks, and `plain`, the
 //!   plainest batched request/reply through Redis lists written with fred alone (a
 //!   responder in the proxy's process, on its runtime), 64 requests in flight.
@@ -359,6 +360,7 @@ async fn bench(a: Args) {
         processes.push(("redis", pid));
     }
     for concurrency in [1usize, 16, 64] {
+        let commands_before = commands_processed(&raw).await;
         let (rate, cpu) = throughput(
             &client,
             concurrency,
@@ -366,6 +368,9 @@ async fn bench(a: Args) {
             &processes,
         )
         .await;
+        let commands = commands_processed(&raw)
+            .await
+            .saturating_sub(commands_before);
         println!("{concurrency:>2} concurrent: {rate:.0} asks/s");
         result.push_str(&format!(" asks_per_s_c{concurrency}={rate:.0}"));
         if concurrency == 64 {
@@ -373,6 +378,12 @@ async fn bench(a: Args) {
                 println!("   CPU per ask, {name}: {us:.1} µs");
                 result.push_str(&format!(" cpu_us_per_ask_c64_{name}={us:.1}"));
             }
+            // How well both sides batch: the commands Redis ran an ask (the proxy's reads,
+            // writes and acknowledgements, the client's sends and reply reads; the two
+            // `INFO`s around the run among them, and whatever asks were still in flight).
+            let per_ask = commands as f64 / (rate * a.secs).max(1.0);
+            println!("   Redis commands per ask: {per_ask:.2}");
+            result.push_str(&format!(" redis_commands_per_ask_c64={per_ask:.2}"));
         }
     }
     // Heap allocations (and reallocations) of this process per ask at 64 in flight, the
@@ -400,6 +411,19 @@ async fn bench(a: Args) {
     drop(child.stdin.take());
     let _ = child.wait();
     drop(daemon);
+}
+
+/// The commands Redis has run since it started (`INFO stats`: `total_commands_processed`).
+/// 0 if the server refuses `INFO` (then the per-ask figure reads 0).
+async fn commands_processed(raw: &Client) -> u64 {
+    let info: String = raw
+        .info(Some(fred::types::InfoKind::Stats))
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// `redis-benchmark -c 1 -t ping` against the port: its PING_MBULK p50, if the tool is here.
