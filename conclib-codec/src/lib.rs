@@ -167,13 +167,31 @@ impl bincode::de::read::Reader for Slice<'_> {
     }
 }
 
+/// A bincode writer into a vector that the caller sizes.
+struct VecOut(Vec<u8>);
+
+impl bincode::enc::write::Writer for VecOut {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
 impl Codec for Bincode {
     fn name(&self) -> &'static str {
         "bincode"
     }
 
     fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError> {
-        bincode::serde::encode_to_vec(value, BINCODE).map_err(|e| CodecError::new("bincode", e))
+        // Into room for 64 bytes from the start (as MessagePack's): `encode_to_vec` starts
+        // from an empty vector, and a small message's first write went through the vector's
+        // growth path, 125 instructions of every process actor's answer (BENCHMARKS.md,
+        // "Process actors' locks").
+        let mut out = VecOut(Vec::with_capacity(64));
+        bincode::serde::encode_into_writer(value, &mut out, BINCODE)
+            .map_err(|e| CodecError::new("bincode", e))?;
+        Ok(out.0)
     }
 
     fn decode_with(&self, bytes: &[u8], visit: &mut DecodeVisitor<'_>) -> Result<(), CodecError> {
