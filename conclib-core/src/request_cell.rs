@@ -23,9 +23,9 @@ use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use parking_lot::{Mutex, MutexGuard};
-use std::task::{Context as TaskContext, Poll, Waker};
 
 use crate::envelope::Kept;
 use crate::message::Priority;

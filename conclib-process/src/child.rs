@@ -6,8 +6,6 @@ use std::future::Future;
 use std::os::fd::FromRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-
-use parking_lot::Mutex;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -17,6 +15,7 @@ use conclib_core::{
     Actor, ActorSystem, AskHandle, DynActorRef, ErasedRequest, ErasedResult, ExposedMessage,
     PanicPolicy, Priority, StopReason,
 };
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

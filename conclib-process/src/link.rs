@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use conclib_codec::Bincode;
 use conclib_core::trace::TraceContext;
 use conclib_core::{ActorSystem, Priority, StopReason};
+use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 
 use crate::deadlines::Deadlines;

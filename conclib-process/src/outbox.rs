@@ -2,11 +2,11 @@
 //! one task in as few writes as possible. Both sides use it: the parent for requests,
 //! control frames and answers to its child; the child for replies and its own asks.
 
-use parking_lot::Mutex;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
+use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 
 use crate::lock;

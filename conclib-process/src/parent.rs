@@ -5,14 +5,13 @@
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use parking_lot::Mutex;
 use std::time::Duration;
 
 use conclib_core::{
     ActorSystem, DynActorRef, ExternalProbe, ExternalReport, RestartLimit, StopReason,
     SupervisionEvent,
 };
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::builder::ChildOutput;

@@ -8,10 +8,11 @@
 //! normal lane out (or pops the one message there) and checks one atomic flag per message
 //! for priority traffic.
 
-use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context as TaskContext, Poll, Waker};
+
+use parking_lot::Mutex;
 
 use crate::actor::Actor;
 use crate::changes::Mark;
