@@ -458,8 +458,9 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
 }
 
 /// Room in `capacity` for an ask's message: waited for, or (`no_wait`) refused at once
-/// with [`AskError::MailboxFull`] when there is none.
-#[inline]
+/// with [`AskError::MailboxFull`] when there is none. Always inlined into the ask: a call of
+/// its own cost 38 instructions an ask (BENCHMARKS.md, "Calls the compiler kept apart").
+#[inline(always)]
 pub(crate) fn poll_room<E>(
     capacity: &crate::mailbox::Capacity,
     no_wait: bool,
