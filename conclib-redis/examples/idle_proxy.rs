@@ -24,6 +24,9 @@ use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, RequestEnvelope}
 use conclib_redis::{ProxyConfig, SnapshotReader, start_proxy, start_redis};
 use fred::prelude::*;
 
+#[path = "support/redis_stats.rs"]
+mod redis_stats;
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Ping;
 impl conclib_core::MessageDecl for Ping {
@@ -67,18 +70,6 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 1000 / hz)
 }
 
-/// What Redis received from all its clients so far, in bytes (`INFO stats`).
-async fn redis_input_bytes(redis: &Client) -> u64 {
-    let info: String = redis
-        .info(Some(fred::types::InfoKind::Stats))
-        .await
-        .unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// The viewer's process: reads the snapshots every second as the live view does, until
 /// killed (or for at most ten minutes).
 async fn viewer(url: String, namespace: String) -> Result<(), Box<dyn std::error::Error>> {
@@ -108,10 +99,16 @@ async fn viewer(url: String, namespace: String) -> Result<(), Box<dyn std::error
 
 /// This process's CPU share (one core = 100) and Redis's input a second over `secs`.
 async fn measure(redis: &Client, secs: u64) -> (f64, f64) {
-    let (cpu0, in0, t0) = (cpu_time(), redis_input_bytes(redis).await, Instant::now());
+    let (cpu0, in0, t0) = (
+        cpu_time(),
+        redis_stats::stat(redis, "total_net_input_bytes").await,
+        Instant::now(),
+    );
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let cpu = cpu_time().saturating_sub(cpu0);
-    let input = redis_input_bytes(redis).await.saturating_sub(in0);
+    let input = redis_stats::stat(redis, "total_net_input_bytes")
+        .await
+        .saturating_sub(in0);
     let elapsed = t0.elapsed().as_secs_f64();
     (
         cpu.as_secs_f64() / elapsed * 100.0,

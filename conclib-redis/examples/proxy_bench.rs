@@ -22,6 +22,8 @@
 
 #[path = "../tests/common/actors.rs"]
 mod actors;
+#[path = "support/redis_stats.rs"]
+mod redis_stats;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, Write};
@@ -361,7 +363,7 @@ async fn bench(a: Args) {
     }
     for concurrency in [1usize, 16, 64] {
         let commands_before = if concurrency == 64 {
-            commands_processed(&raw).await
+            redis_stats::stat(&raw, "total_commands_processed").await
         } else {
             0
         };
@@ -382,7 +384,7 @@ async fn bench(a: Args) {
             // How well both sides batch: the commands Redis ran an ask (the proxy's reads,
             // writes and acknowledgements, the client's sends and reply reads; the two
             // `INFO`s around the run among them, and whatever asks were still in flight).
-            let commands = commands_processed(&raw)
+            let commands = redis_stats::stat(&raw, "total_commands_processed")
                 .await
                 .saturating_sub(commands_before);
             let per_ask = commands as f64 / (rate * a.secs).max(1.0);
@@ -415,19 +417,6 @@ async fn bench(a: Args) {
     drop(child.stdin.take());
     let _ = child.wait();
     drop(daemon);
-}
-
-/// The commands Redis has run since it started (`INFO stats`: `total_commands_processed`).
-/// 0 if the server refuses `INFO` (then the per-ask figure reads 0).
-async fn commands_processed(raw: &Client) -> u64 {
-    let info: String = raw
-        .info(Some(fred::types::InfoKind::Stats))
-        .await
-        .unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// `redis-benchmark -c 1 -t ping` against the port: its PING_MBULK p50, if the tool is here.
