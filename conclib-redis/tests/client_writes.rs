@@ -41,19 +41,27 @@ async fn request_writes(redis: &Client) -> Vec<String> {
     writes
 }
 
-/// Waits (at most 10 s) until Redis holds a client's command (`blocked_clients`: a write
-/// held by `CLIENT PAUSE ... WRITE` counts). Redis says so only when asked: polled.
+/// Waits (at most 10 s) until Redis holds a client's write of requests: a client blocked
+/// (`flags=b` in `CLIENT LIST`) in one of the commands that write them. Not `INFO`'s
+/// `blocked_clients`: the client's reply reader sits in a blocking `BLMPOP`, which counts
+/// there too, and the rest of the requests would be spawned before any write was held.
+/// Redis says so only when asked: polled.
 async fn until_a_command_is_held(redis: &Client) {
     eventually(
         Duration::from_secs(10),
         "a write held by the pause",
         || async {
-            let info = raw(redis, vec![v("INFO"), v("clients")]).await.unwrap();
-            let info = info.as_str().map(|s| s.to_string()).unwrap_or_default();
-            info.lines()
-                .find_map(|line| line.strip_prefix("blocked_clients:"))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .is_some_and(|held| held > 0)
+            let list = raw(redis, vec![v("CLIENT"), v("LIST")]).await.unwrap();
+            let list = list.as_str().map(|s| s.to_string()).unwrap_or_default();
+            list.lines().any(|client| {
+                let field = |name: &str| {
+                    client
+                        .split(' ')
+                        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                };
+                field("flags").is_some_and(|flags| flags.contains('b'))
+                    && field("cmd").is_some_and(|cmd| matches!(cmd, "xadd" | "evalsha" | "eval"))
+            })
         },
     )
     .await;
