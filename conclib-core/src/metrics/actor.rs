@@ -40,7 +40,8 @@ struct PerMessage {
 
 impl PerMessage {
     /// A message's samples, added up in their buckets (the recorder's buckets known).
-    #[inline]
+    /// Always inlined: called at every message of a batch but its first.
+    #[inline(always)]
     fn bin(&mut self, thresholds: &[u64], measured: Measured) {
         let binned = match &mut self.binned {
             Some(binned) => binned,
@@ -225,7 +226,7 @@ impl Bins {
 
     /// A sample of `ticks`: into its bucket, where the recorder would put its seconds
     /// (`thresholds`: each bucket's most ticks, see [`Buckets`]).
-    #[inline]
+    #[inline(always)]
     fn add(&mut self, thresholds: &[u64], ticks: u64) {
         // Most samples are microseconds: found among the first few bounds.
         let at = thresholds
@@ -500,21 +501,20 @@ impl ActorMetrics {
         } else {
             Tally::bucket_of(self.clock.nanos(measured.handling))
         };
+        // The batch's first message is added up in its bucket now that a second follows
+        // (once a batch), before this one's entry is taken.
+        if self.pending == 1
+            && let (Some(buckets), Some(first)) = (self.buckets, self.first.take())
+        {
+            self.messages[first.at as usize].bin(&buckets.ticks, first);
+        }
         let m = &mut self.messages[at as usize];
         m.tally.get().count(bucket, failed);
         m.unrecorded += 1;
         m.unrecorded_errors += u64::from(failed);
         match self.buckets {
-            Some(buckets) => {
-                if self.pending == 0 {
-                    self.first = Some(measured);
-                } else {
-                    if let Some(first) = self.first.take() {
-                        self.messages[first.at as usize].bin(&buckets.ticks, first);
-                    }
-                    self.messages[at as usize].bin(&buckets.ticks, measured);
-                }
-            }
+            Some(_) if self.pending == 0 => self.first = Some(measured),
+            Some(buckets) => m.bin(&buckets.ticks, measured),
             None => self.unrecorded.push(measured),
         }
         self.pending += 1;
