@@ -576,8 +576,16 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
 pub trait Target<M: Message>: Send + Sync {
     fn core(&self) -> &CellCore;
     fn capacity(&self) -> &Capacity;
-    /// Queues a message whose place was reserved; gives it back if the actor stopped.
-    fn push(&self, msg: M, reply: Option<ReplyTx<M>>, priority: Priority) -> Result<(), M>;
+    /// Queues a message whose place was reserved, with its send stamp (`sent`:
+    /// [`crate::metrics::stamp`], read before the place was reserved); gives it back if the
+    /// actor stopped.
+    fn push(
+        &self,
+        msg: M,
+        reply: Option<ReplyTx<M>>,
+        priority: Priority,
+        sent: u64,
+    ) -> Result<(), M>;
 }
 
 impl<A: Handler<M>, M: Message> Target<M> for ActorCell<A> {
@@ -588,9 +596,15 @@ impl<A: Handler<M>, M: Message> Target<M> for ActorCell<A> {
         &self.mailbox.capacity
     }
     #[inline]
-    fn push(&self, msg: M, reply: Option<ReplyTx<M>>, priority: Priority) -> Result<(), M> {
+    fn push(
+        &self,
+        msg: M,
+        reply: Option<ReplyTx<M>>,
+        priority: Priority,
+        sent: u64,
+    ) -> Result<(), M> {
         self.mailbox
-            .push_reserved(Envelope::typed(msg, reply), priority)
+            .push_reserved(Envelope::typed_at(msg, reply, sent), priority)
             .map_err(|env| env.into_message::<M>())
     }
 }

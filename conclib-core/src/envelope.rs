@@ -233,7 +233,7 @@ impl<A: Actor> Envelope<A> {
 
     /// [`typed`](Self::typed), with this send stamp (0: none).
     #[inline]
-    fn typed_at<M: Message>(msg: M, reply: Option<ReplyTx<M>>, stamp: u64) -> Self
+    pub(crate) fn typed_at<M: Message>(msg: M, reply: Option<ReplyTx<M>>, stamp: u64) -> Self
     where
         A: Handler<M>,
     {

@@ -386,12 +386,12 @@ impl<A: Actor> Pool<A> {
             if reserved {
                 if ask {
                     let (tx, rx) = oneshot::channel();
-                    match cell.push(msg, Some(tx), priority) {
+                    match cell.push(msg, Some(tx), priority, crate::metrics::stamp()) {
                         Ok(()) => return Ok(Some(Pending { rx, _guard: routed })),
                         Err(m) => msg = m,
                     }
                 } else {
-                    match cell.push(msg, None, priority) {
+                    match cell.push(msg, None, priority, crate::metrics::stamp()) {
                         Ok(()) => return Ok(None),
                         Err(m) => msg = m,
                     }
