@@ -576,9 +576,9 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
 pub trait Target<M: Message>: Send + Sync {
     fn core(&self) -> &CellCore;
     fn capacity(&self) -> &Capacity;
-    /// Queues a message whose place was reserved, with its send stamp (`sent`:
-    /// [`crate::metrics::stamp`], read before the place was reserved); gives it back if the
-    /// actor stopped.
+    /// Queues a message whose place was reserved, with its send stamp (`sent`: a
+    /// [`crate::metrics::stamp`] read as the place was reserved: just before it, by tells
+    /// and asks); gives it back if the actor stopped.
     fn push(
         &self,
         msg: M,
