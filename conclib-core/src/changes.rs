@@ -286,18 +286,16 @@ mod tests {
         // Once its rate is back to 0 (a change too), nothing is read nor listed as changed.
         // The second ask is counted after its answer: on a loaded machine the actor's task
         // may count (and mark) it only after looks that read nothing. Waited for first.
-        let counted = Instant::now() + Duration::from_secs(10);
-        while actors[3]
-            .cell
-            .core
-            .stats()
-            .handled
-            .load(std::sync::atomic::Ordering::Relaxed)
-            < 2
-        {
-            assert!(Instant::now() < counted, "the second ask was never counted");
-            tokio::task::yield_now().await;
-        }
+        crate::hibernation::until("the second ask counted", || {
+            actors[3]
+                .cell
+                .core
+                .stats()
+                .handled
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 2
+        })
+        .await;
         let quiet = settle(&system);
         assert!(system.snapshot_changes(5, quiet).changed.is_empty());
         assert!(read_last(&system).is_empty());
