@@ -7,6 +7,13 @@
 //! - **evented floor**: the same ping-pong with non-blocking sockets, each side waiting in
 //!   `epoll_wait` before it reads, as an event loop (tokio's included) does: what waiting
 //!   for several things at once costs by itself, with no runtime around it;
+//! - **runtime floor**: the same ping-pong between tokio runtimes (the child's of one
+//!   thread, as a process actor's; the asks from a task of this process's runtime), one task
+//!   a side reading and writing, nothing of conclib: what the runtimes cost by themselves;
+//! - **hops floor**: the same with a link's tasks: in the child a reader, a handler and a
+//!   writer task joined by channels; here the asks handed to a writer task and the replies
+//!   handed back by a reader task. The least a link that multiplexes asks to an actor in a
+//!   task of its own pays on tokio, with nothing of conclib;
 //! - **ask p50**: sequential asks to a process actor, measured from a task; the floors and
 //!   the asks alternate in blocks of 1,000 (`--block N`), so all see the same machine;
 //! - **tells/s**: one-way tells through one process actor, until the last one is handled;
@@ -15,7 +22,9 @@
 //!   relays to the process), alternated with the floor again.
 //!
 //! Last line: `RESULT ask_p50_us=.. floor_p50_us=.. ratio=.. tells_per_s=.. spawn_ms=..
-//! urn_ask_p50_us=.. evented_floor_p50_us=..`.
+//! urn_ask_p50_us=.. evented_floor_p50_us=.. runtime_floor_p50_us=.. hops_floor_p50_us=..
+//! hops_ratio=..` (`ratio` and `hops_ratio`: the ask's and the hops floor's p50 over the
+//! floor's).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -109,8 +118,12 @@ const REPLY_BYTES: usize = 19;
 fn main() {
     conclib_process::init(conclib_process::Registry::new().actor::<Bench>());
     if let Ok(fd) = std::env::var("BENCH_FLOOR_FD") {
+        let fd = fd.parse().expect("a descriptor");
+        if let Ok(kind) = std::env::var("BENCH_FLOOR_RUNTIME") {
+            return runtime_echo(fd, kind == "hops");
+        }
         let evented = std::env::var_os("BENCH_FLOOR_EVENTED").is_some();
-        return floor_echo(fd.parse().expect("a descriptor"), evented);
+        return floor_echo(fd, evented);
     }
     let asks: usize = arg("--asks").unwrap_or(20_000);
     let tells: u64 = arg("--tells").unwrap_or(1_000_000);
@@ -151,16 +164,23 @@ fn main() {
     // runtime.
     let mut floor = Floor::start(false);
     let mut evented_floor = Floor::start(true);
+    let (runtime_floor, hops_floor) =
+        runtime.block_on(async { (RuntimeFloor::start(false), RuntimeFloor::start(true)) });
     floor.round_trips(1_000);
     evented_floor.round_trips(1_000);
+    runtime.block_on(runtime_floor.round_trips(1_000));
+    runtime.block_on(hops_floor.round_trips(1_000));
     runtime.block_on(ask_block(&bench, 1_000));
     let (mut floor_times, mut ask_times) = (Vec::with_capacity(asks), Vec::with_capacity(asks));
     let mut evented_times = Vec::with_capacity(asks);
+    let (mut runtime_times, mut hops_times) = (Vec::with_capacity(asks), Vec::with_capacity(asks));
     let mut block_ratios = Vec::new();
     let block = arg("--block").unwrap_or(1_000usize).clamp(1, asks.max(1));
     while ask_times.len() < asks {
         floor_times.extend(floor.round_trips(block));
         evented_times.extend(evented_floor.round_trips(block));
+        runtime_times.extend(runtime.block_on(runtime_floor.round_trips(block)));
+        hops_times.extend(runtime.block_on(hops_floor.round_trips(block)));
         ask_times.extend(runtime.block_on(ask_block(&bench, block)));
         let (f, a) = (
             &floor_times[floor_times.len() - block..],
@@ -170,7 +190,12 @@ fn main() {
     }
     let (floor_p50, ask_p50) = (p50(&mut floor_times), p50(&mut ask_times));
     let evented_p50 = p50(&mut evented_times);
+    let (runtime_p50, hops_p50) = (p50(&mut runtime_times), p50(&mut hops_times));
     drop(evented_floor);
+    runtime.block_on(async {
+        runtime_floor.stop().await;
+        hops_floor.stop().await;
+    });
 
     // Then the same actor in a system, asked by its URN: through the local actor that relays
     // to its process (what the Redis proxy, pools and `system.lookup` reach), alternated
@@ -230,6 +255,16 @@ fn main() {
         us(evented_p50) / us(floor_p50)
     );
     println!(
+        "runtime floor (the same between tokio runtimes, one task a side) p50: {:.1} µs ({:.2}x the floor)",
+        us(runtime_p50),
+        us(runtime_p50) / us(floor_p50)
+    );
+    println!(
+        "runtime floor with a link's hops (three tasks a side, joined by channels) p50: {:.1} µs ({:.2}x the floor)",
+        us(hops_p50),
+        us(hops_p50) / us(floor_p50)
+    );
+    println!(
         "process actor ask p50: {:.1} µs ({:.2}x the floor, {:.2}x the evented floor)",
         us(ask_p50),
         us(ask_p50) / us(floor_p50),
@@ -253,14 +288,17 @@ fn main() {
         spawn.as_secs_f64() * 1e3
     );
     println!(
-        "RESULT ask_p50_us={:.1} floor_p50_us={:.1} ratio={:.2} tells_per_s={:.0} spawn_ms={:.1} urn_ask_p50_us={:.1} evented_floor_p50_us={:.1}",
+        "RESULT ask_p50_us={:.1} floor_p50_us={:.1} ratio={:.2} tells_per_s={:.0} spawn_ms={:.1} urn_ask_p50_us={:.1} evented_floor_p50_us={:.1} runtime_floor_p50_us={:.1} hops_floor_p50_us={:.1} hops_ratio={:.2}",
         us(ask_p50),
         us(floor_p50),
         us(ask_p50) / us(floor_p50),
         tells_per_s,
         spawn.as_secs_f64() * 1e3,
         us(urn_p50),
-        us(evented_p50)
+        us(evented_p50),
+        us(runtime_p50),
+        us(hops_p50),
+        us(hops_p50) / us(floor_p50)
     );
 }
 
@@ -430,6 +468,228 @@ impl Drop for Floor {
     fn drop(&mut self) {
         // The echo child ends at the end of its stream.
         let _ = self.side.sock.shutdown(std::net::Shutdown::Both);
+        let _ = self.echo.wait();
+    }
+}
+
+/// One end of a runtime floor's socket: registered with the runtime for reading only (as a
+/// process actor's link is), written straight to the non-blocking socket (its small frames
+/// never find it full in a ping-pong).
+struct RuntimeSide {
+    sock: tokio::io::unix::AsyncFd<UnixStream>,
+    /// Bytes read past the last frame taken.
+    buf: Vec<u8>,
+}
+
+impl RuntimeSide {
+    fn new(sock: UnixStream) -> RuntimeSide {
+        sock.set_nonblocking(true).unwrap();
+        // SAFETY: the stream owns its descriptor, open until the `AsyncFd` drops it.
+        let sock = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(sock, tokio::io::Interest::READABLE)
+        };
+        RuntimeSide {
+            sock: sock.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads `len` bytes, into room for more: a short read drains the socket, so the next
+    /// read waits for the runtime's word first (as tokio's own sockets and the link do).
+    async fn read(&mut self, len: usize) -> std::io::Result<()> {
+        let mut room = [0u8; 256];
+        while self.buf.len() < len {
+            let mut ready = self.sock.readable().await?;
+            match ready.try_io(|sock| sock.get_ref().read(&mut room)) {
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(n)) => {
+                    if n < room.len() {
+                        ready.clear_ready();
+                    }
+                    self.buf.extend_from_slice(&room[..n]);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
+        self.buf.drain(..len);
+        Ok(())
+    }
+
+    fn write(&self, data: &[u8]) -> std::io::Result<()> {
+        self.sock.get_ref().write_all(data)
+    }
+
+    /// A handle for writing from another task: the same socket, not registered (a
+    /// second registration would wake the runtime twice for each reply).
+    fn writer(&self) -> UnixStream {
+        self.sock.get_ref().try_clone().unwrap()
+    }
+}
+
+/// The runtime floor's child: a one-thread runtime, as a process actor's. Plain: one task
+/// reads each request and writes its reply. `hops`: a reader task hands each request to a
+/// handler task, which hands the reply to a writer task (unbounded channels): a process
+/// actor's reader, actor and writer, with nothing of conclib in between.
+fn runtime_echo(fd: i32, hops: bool) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        // SAFETY: the parent passed this descriptor for us alone.
+        let mut side = RuntimeSide::new(unsafe { UnixStream::from_raw_fd(fd) });
+        let reply = [1u8; REPLY_BYTES];
+        if !hops {
+            while side.read(REQUEST_BYTES).await.is_ok() {
+                if side.write(&reply).is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        let mut writing = side.writer();
+        let (to_handler, mut requests) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (to_writer, mut replies) = tokio::sync::mpsc::unbounded_channel::<[u8; REPLY_BYTES]>();
+        let handler = tokio::spawn(async move {
+            while requests.recv().await.is_some() {
+                if to_writer.send(reply).is_err() {
+                    return;
+                }
+            }
+        });
+        let writer = tokio::spawn(async move {
+            while let Some(reply) = replies.recv().await {
+                if writing.write_all(&reply).is_err() {
+                    return;
+                }
+            }
+        });
+        while side.read(REQUEST_BYTES).await.is_ok() {
+            if to_handler.send(()).is_err() {
+                break;
+            }
+        }
+        drop(to_handler);
+        let _ = handler.await;
+        let _ = writer.await;
+    });
+}
+
+/// A runtime floor: asks from a task of this process's runtime to an echo child on a
+/// runtime of its own (this binary, re-executed). Plain: the asking task writes and reads
+/// the socket itself. `hops`: a writer task writes what askers hand it, a reader task
+/// hands each reply to its asker (oneshot channels, in order): a link's structure.
+struct RuntimeFloor {
+    /// Plain: the socket, taken by each block's task.
+    side: Option<std::sync::Arc<tokio::sync::Mutex<RuntimeSide>>>,
+    /// `hops`: what the writer task writes, and the askers waiting for their replies.
+    requests: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    echo: std::process::Child,
+}
+
+impl RuntimeFloor {
+    /// Needs the runtime (its socket is registered with it).
+    fn start(hops: bool) -> RuntimeFloor {
+        let (sock, child) = UnixStream::pair().unwrap();
+        let fd = child.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own: let it survive exec.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+        }
+        let echo = std::process::Command::new(std::env::current_exe().unwrap())
+            .env("BENCH_FLOOR_FD", fd.to_string())
+            .env("BENCH_FLOOR_RUNTIME", if hops { "hops" } else { "plain" })
+            .spawn()
+            .unwrap();
+        drop(child);
+        let reading = RuntimeSide::new(sock);
+        if !hops {
+            return RuntimeFloor {
+                side: Some(std::sync::Arc::new(tokio::sync::Mutex::new(reading))),
+                requests: None,
+                tasks: Vec::new(),
+                echo,
+            };
+        }
+        let waiting = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<
+            tokio::sync::oneshot::Sender<()>,
+        >::new()));
+        let (requests, mut to_write) =
+            tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
+        let mut writing = reading.writer();
+        let writer = tokio::spawn({
+            let waiting = waiting.clone();
+            async move {
+                let request = [2u8; REQUEST_BYTES];
+                while let Some(asker) = to_write.recv().await {
+                    waiting.lock().unwrap().push_back(asker);
+                    if writing.write_all(&request).is_err() {
+                        return;
+                    }
+                }
+                // The echo child ends at the end of its stream.
+                let _ = writing.shutdown(std::net::Shutdown::Write);
+            }
+        });
+        let reader = tokio::spawn(async move {
+            let mut reading = reading;
+            while reading.read(REPLY_BYTES).await.is_ok() {
+                let asker = waiting.lock().unwrap().pop_front();
+                if let Some(asker) = asker {
+                    let _ = asker.send(());
+                }
+            }
+        });
+        RuntimeFloor {
+            side: None,
+            requests: Some(requests),
+            tasks: vec![writer, reader],
+            echo,
+        }
+    }
+
+    /// `n` round trips from a task of the runtime, timed one by one.
+    async fn round_trips(&self, n: usize) -> Vec<Duration> {
+        let (side, requests) = (self.side.clone(), self.requests.clone());
+        tokio::spawn(async move {
+            let request = [2u8; REQUEST_BYTES];
+            let mut times = Vec::with_capacity(n);
+            if let Some(side) = side {
+                let mut side = side.lock().await;
+                for _ in 0..n {
+                    let t = Instant::now();
+                    side.write(&request).unwrap();
+                    side.read(REPLY_BYTES).await.unwrap();
+                    times.push(t.elapsed());
+                }
+            } else if let Some(requests) = requests {
+                for _ in 0..n {
+                    let t = Instant::now();
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    requests.send(tx).unwrap();
+                    rx.await.unwrap();
+                    times.push(t.elapsed());
+                }
+            }
+            times
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Ends the echo child (the end of its stream) and waits for it.
+    async fn stop(mut self) {
+        if let Some(side) = self.side.take() {
+            let side = side.lock().await;
+            let _ = side.sock.get_ref().shutdown(std::net::Shutdown::Write);
+        }
+        drop(self.requests.take());
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
         let _ = self.echo.wait();
     }
 }

@@ -217,7 +217,7 @@ async fn run(data: i32, registry: Registry) -> i32 {
     let kind = kind.to_owned();
     let state = state.to_vec();
     // One writer: the answers of all requests, written in batches.
-    let out = Arc::new(Outbox::default());
+    let out = Arc::new(Outbox::new(&writer));
     let writer_task = tokio::spawn({
         let out = out.clone();
         async move {
@@ -257,6 +257,9 @@ async fn run(data: i32, registry: Registry) -> i32 {
                 return finish(Some(&reason), &asks, &out, writer_task).await;
             }
         };
+        if let Ok(Some(_)) = read {
+            out.heard();
+        }
         match read {
             Ok(Some(frame)) => match wire::decode(frame) {
                 Some(Frame::Request {

@@ -93,7 +93,7 @@ impl Link {
         stats: Arc<ProcessStats>,
         panic_ends: bool,
     ) -> Arc<Link> {
-        let out = Arc::new(Outbox::default());
+        let out = Arc::new(Outbox::new(&writer));
         let control_out = Arc::new(Outbox::default());
         let (exit_tx, exit) = watch::channel(None);
         let link = Arc::new(Link {
@@ -324,6 +324,7 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
             }
         };
         let Some(link) = link.upgrade() else { return };
+        link.out.heard();
         match wire::decode(frame) {
             Some(Frame::Reply {
                 id,

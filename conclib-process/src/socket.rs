@@ -79,8 +79,17 @@ pub(crate) struct WriteHalf {
     full: Option<AsyncFd<UnixStream>>,
 }
 
-/// `send` with MSG_NOSIGNAL: a peer gone is an error, never a SIGPIPE.
-fn send(stream: &UnixStream, data: &[u8]) -> io::Result<usize> {
+impl WriteHalf {
+    /// The socket, for an [`Outbox`](crate::outbox::Outbox) whose pushes may write a frame
+    /// themselves (with [`send`]) while this half's writer has nothing in flight.
+    pub(crate) fn socket(&self) -> Arc<AsyncFd<UnixStream>> {
+        self.stream.clone()
+    }
+}
+
+/// `send` with MSG_NOSIGNAL: a peer gone is an error, never a SIGPIPE. Never blocks (the
+/// socket is non-blocking): a full socket is `WouldBlock`.
+pub(crate) fn send(stream: &UnixStream, data: &[u8]) -> io::Result<usize> {
     // SAFETY: `data` is valid for `data.len()` bytes; `stream` keeps the descriptor open.
     let n = unsafe {
         libc::send(
