@@ -422,6 +422,26 @@ impl Side {
     }
 }
 
+/// Starts an echo child (this binary, re-executed with `env` set) on a socket pair; returns
+/// this process's end.
+fn echo_child(env: (&str, &str)) -> (UnixStream, std::process::Child) {
+    let (sock, child) = UnixStream::pair().unwrap();
+    let fd = child.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own: let it survive exec.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+    }
+    let echo = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("BENCH_FLOOR_FD", fd.to_string())
+        .env(env.0, env.1)
+        .spawn()
+        .unwrap();
+    // The child has its copy of its end.
+    drop(child);
+    (sock, echo)
+}
+
 /// A floor: this process and an echo child (this binary, re-executed) on a socket pair.
 struct Floor {
     side: Side,
@@ -430,19 +450,11 @@ struct Floor {
 
 impl Floor {
     fn start(evented: bool) -> Floor {
-        let (sock, child) = UnixStream::pair().unwrap();
-        let fd = child.as_raw_fd();
-        // SAFETY: fcntl on a descriptor we own: let it survive exec.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-        }
-        let mut echo = std::process::Command::new(std::env::current_exe().unwrap());
-        echo.env("BENCH_FLOOR_FD", fd.to_string());
-        if evented {
-            echo.env("BENCH_FLOOR_EVENTED", "1");
-        }
-        let echo = echo.spawn().unwrap();
+        let (sock, echo) = echo_child(if evented {
+            ("BENCH_FLOOR_EVENTED", "1")
+        } else {
+            ("BENCH_FLOOR_BLOCKING", "1")
+        });
         Floor {
             side: Side::new(sock, evented),
             echo,
@@ -592,19 +604,7 @@ struct RuntimeFloor {
 impl RuntimeFloor {
     /// Needs the runtime (its socket is registered with it).
     fn start(hops: bool) -> RuntimeFloor {
-        let (sock, child) = UnixStream::pair().unwrap();
-        let fd = child.as_raw_fd();
-        // SAFETY: fcntl on a descriptor we own: let it survive exec.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-        }
-        let echo = std::process::Command::new(std::env::current_exe().unwrap())
-            .env("BENCH_FLOOR_FD", fd.to_string())
-            .env("BENCH_FLOOR_RUNTIME", if hops { "hops" } else { "plain" })
-            .spawn()
-            .unwrap();
-        drop(child);
+        let (sock, echo) = echo_child(("BENCH_FLOOR_RUNTIME", if hops { "hops" } else { "plain" }));
         let reading = RuntimeSide::new(sock);
         if !hops {
             return RuntimeFloor {

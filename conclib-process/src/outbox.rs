@@ -204,40 +204,21 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_writer_wakes_for_each_push_and_finishes_after_what_came_before_close() {
         use tokio::io::AsyncReadExt;
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-        let ((_a_read, a_write), (mut b_read, _b_write)) = (
-            crate::socket::split(a).unwrap(),
-            crate::socket::split(b).unwrap(),
-        );
+        let (_a_read, a_write, mut peer) = pair();
+        // No socket to write to itself: every frame goes through the writer.
         let outbox = Arc::new(Outbox::default());
         let writer = tokio::spawn(write_frames(a_write, outbox.clone()));
-        let mut want = Vec::new();
         for n in 0..200u8 {
             let frame = Frame::Pong(u64::from(n));
-            wire::encode(&frame, &mut want);
             outbox.push(&frame);
             // Each frame read before the next is pushed: the writer waited for it.
-            let mut got = vec![0; want.len()];
-            tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                b_read.read_exact(&mut got),
-            )
-            .await
-            .expect("the writer was woken")
-            .unwrap();
-            assert_eq!(got, want);
-            want.clear();
+            expect(&mut peer, &[frame]).await;
         }
         outbox.push(&Frame::Pong(7));
-        outbox.close();
-        tokio::time::timeout(std::time::Duration::from_secs(10), writer)
-            .await
-            .expect("the writer finished")
-            .unwrap()
-            .unwrap();
-        let mut last = Vec::new();
+        finish(&outbox, writer).await;
+        let (mut want, mut last) = (Vec::new(), Vec::new());
         wire::encode(&Frame::Pong(7), &mut want);
-        b_read.read_to_end(&mut last).await.unwrap();
+        peer.read_to_end(&mut last).await.unwrap();
         assert_eq!(last, want);
     }
 
@@ -293,6 +274,16 @@ mod tests {
         assert!(got == want, "the frames arrive whole and in order");
     }
 
+    /// Closes the outbox and waits (bounded) for its writer to finish without error.
+    async fn finish(outbox: &Outbox, writer: tokio::task::JoinHandle<std::io::Result<()>>) {
+        outbox.close();
+        tokio::time::timeout(std::time::Duration::from_secs(30), writer)
+            .await
+            .expect("the writer finished")
+            .unwrap()
+            .unwrap();
+    }
+
     /// On an idle link a push writes its frame itself (no writer task exists here); a
     /// push right after it queues, as does every push while frames are queued, until the
     /// writer writes them in order. Once the writer ran dry, or the other side was heard
@@ -330,12 +321,7 @@ mod tests {
         outbox.push(&Frame::Pong(6));
         assert!(lock(&outbox.queued).buf.is_empty());
         expect(&mut peer, &[Frame::Pong(6)]).await;
-        outbox.close();
-        tokio::time::timeout(std::time::Duration::from_secs(10), writer)
-            .await
-            .expect("the writer finished")
-            .unwrap()
-            .unwrap();
+        finish(&outbox, writer).await;
     }
 
     /// Pushes that write themselves until the socket is full: the part a push could not
@@ -361,12 +347,7 @@ mod tests {
         assert!(!lock(&outbox.queued).buf.is_empty());
         let writer = tokio::spawn(write_frames(a_write, outbox.clone()));
         expect(&mut peer, &frames).await;
-        outbox.close();
-        tokio::time::timeout(std::time::Duration::from_secs(10), writer)
-            .await
-            .expect("the writer finished")
-            .unwrap()
-            .unwrap();
+        finish(&outbox, writer).await;
     }
 
     /// Many tasks on several threads push at once while the writer runs and the other side
@@ -403,12 +384,7 @@ mod tests {
         for pusher in pushers {
             pusher.await.unwrap();
         }
-        outbox.close();
-        tokio::time::timeout(std::time::Duration::from_secs(30), writer)
-            .await
-            .expect("the writer finished")
-            .unwrap()
-            .unwrap();
+        finish(&outbox, writer).await;
         let got = tokio::time::timeout(std::time::Duration::from_secs(30), reading)
             .await
             .expect("the end of the stream")
