@@ -10,6 +10,10 @@
 //! - **runtime floor**: the same ping-pong between tokio runtimes (the child's of one
 //!   thread, as a process actor's; the asks from a task of this process's runtime), one task
 //!   a side reading and writing, nothing of conclib: what the runtimes cost by themselves;
+//! - **handoff floor**: the same with the hand-overs an actor in a task of its own needs at
+//!   least: in the child a reader task hands each request to a handler task, which writes
+//!   the reply itself; here the asking task writes its request itself and a reader task
+//!   hands the reply back;
 //! - **hops floor**: the same with a link's tasks: in the child a reader, a handler and a
 //!   writer task joined by channels; here the asks handed to a writer task and the replies
 //!   handed back by a reader task. The least a link that multiplexes asks to an actor in a
@@ -22,9 +26,9 @@
 //!   relays to the process), alternated with the floor again.
 //!
 //! Last line: `RESULT ask_p50_us=.. floor_p50_us=.. ratio=.. tells_per_s=.. spawn_ms=..
-//! urn_ask_p50_us=.. evented_floor_p50_us=.. runtime_floor_p50_us=.. hops_floor_p50_us=..
-//! hops_ratio=..` (`ratio` and `hops_ratio`: the ask's and the hops floor's p50 over the
-//! floor's).
+//! urn_ask_p50_us=.. evented_floor_p50_us=.. runtime_floor_p50_us=.. handoff_floor_p50_us=..
+//! hops_floor_p50_us=.. hops_ratio=..` (`ratio` and `hops_ratio`: the ask's and the hops
+//! floor's p50 over the floor's).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -36,6 +40,7 @@ use conclib_core::{
     RequestEnvelope,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 #[derive(Serialize, Deserialize)]
 struct Bench {
@@ -120,7 +125,7 @@ fn main() {
     if let Ok(fd) = std::env::var("BENCH_FLOOR_FD") {
         let fd = fd.parse().expect("a descriptor");
         if let Ok(kind) = std::env::var("BENCH_FLOOR_RUNTIME") {
-            return runtime_echo(fd, kind == "hops");
+            return runtime_echo(fd, Shape::named(&kind));
         }
         let evented = std::env::var_os("BENCH_FLOOR_EVENTED").is_some();
         return floor_echo(fd, evented);
@@ -164,22 +169,30 @@ fn main() {
     // runtime.
     let mut floor = Floor::start(false);
     let mut evented_floor = Floor::start(true);
-    let (runtime_floor, hops_floor) =
-        runtime.block_on(async { (RuntimeFloor::start(false), RuntimeFloor::start(true)) });
+    let (runtime_floor, handoff_floor, hops_floor) = runtime.block_on(async {
+        (
+            RuntimeFloor::start(Shape::Plain),
+            RuntimeFloor::start(Shape::Handoff),
+            RuntimeFloor::start(Shape::Hops),
+        )
+    });
     floor.round_trips(1_000);
     evented_floor.round_trips(1_000);
     runtime.block_on(runtime_floor.round_trips(1_000));
+    runtime.block_on(handoff_floor.round_trips(1_000));
     runtime.block_on(hops_floor.round_trips(1_000));
     runtime.block_on(ask_block(&bench, 1_000));
     let (mut floor_times, mut ask_times) = (Vec::with_capacity(asks), Vec::with_capacity(asks));
     let mut evented_times = Vec::with_capacity(asks);
     let (mut runtime_times, mut hops_times) = (Vec::with_capacity(asks), Vec::with_capacity(asks));
+    let mut handoff_times = Vec::with_capacity(asks);
     let mut block_ratios = Vec::new();
     let block = arg("--block").unwrap_or(1_000usize).clamp(1, asks.max(1));
     while ask_times.len() < asks {
         floor_times.extend(floor.round_trips(block));
         evented_times.extend(evented_floor.round_trips(block));
         runtime_times.extend(runtime.block_on(runtime_floor.round_trips(block)));
+        handoff_times.extend(runtime.block_on(handoff_floor.round_trips(block)));
         hops_times.extend(runtime.block_on(hops_floor.round_trips(block)));
         ask_times.extend(runtime.block_on(ask_block(&bench, block)));
         let (f, a) = (
@@ -191,9 +204,11 @@ fn main() {
     let (floor_p50, ask_p50) = (p50(&mut floor_times), p50(&mut ask_times));
     let evented_p50 = p50(&mut evented_times);
     let (runtime_p50, hops_p50) = (p50(&mut runtime_times), p50(&mut hops_times));
+    let handoff_p50 = p50(&mut handoff_times);
     drop(evented_floor);
     runtime.block_on(async {
         runtime_floor.stop().await;
+        handoff_floor.stop().await;
         hops_floor.stop().await;
     });
 
@@ -260,6 +275,11 @@ fn main() {
         us(runtime_p50) / us(floor_p50)
     );
     println!(
+        "runtime floor with an actor's hand-overs (a reader task and a handler task in the child, the replies handed back here) p50: {:.1} µs ({:.2}x the floor)",
+        us(handoff_p50),
+        us(handoff_p50) / us(floor_p50)
+    );
+    println!(
         "runtime floor with a link's hops (three tasks a side, joined by channels) p50: {:.1} µs ({:.2}x the floor)",
         us(hops_p50),
         us(hops_p50) / us(floor_p50)
@@ -288,7 +308,7 @@ fn main() {
         spawn.as_secs_f64() * 1e3
     );
     println!(
-        "RESULT ask_p50_us={:.1} floor_p50_us={:.1} ratio={:.2} tells_per_s={:.0} spawn_ms={:.1} urn_ask_p50_us={:.1} evented_floor_p50_us={:.1} runtime_floor_p50_us={:.1} hops_floor_p50_us={:.1} hops_ratio={:.2}",
+        "RESULT ask_p50_us={:.1} floor_p50_us={:.1} ratio={:.2} tells_per_s={:.0} spawn_ms={:.1} urn_ask_p50_us={:.1} evented_floor_p50_us={:.1} runtime_floor_p50_us={:.1} handoff_floor_p50_us={:.1} hops_floor_p50_us={:.1} hops_ratio={:.2}",
         us(ask_p50),
         us(floor_p50),
         us(ask_p50) / us(floor_p50),
@@ -297,6 +317,7 @@ fn main() {
         us(urn_p50),
         us(evented_p50),
         us(runtime_p50),
+        us(handoff_p50),
         us(hops_p50),
         us(hops_p50) / us(floor_p50)
     );
@@ -539,11 +560,41 @@ impl RuntimeSide {
     }
 }
 
-/// The runtime floor's child: a one-thread runtime, as a process actor's. Plain: one task
-/// reads each request and writes its reply. `hops`: a reader task hands each request to a
-/// handler task, which hands the reply to a writer task (unbounded channels): a process
-/// actor's reader, actor and writer, with nothing of conclib in between.
-fn runtime_echo(fd: i32, hops: bool) {
+/// How a runtime floor's two sides are built of tasks.
+#[derive(Clone, Copy, PartialEq)]
+enum Shape {
+    /// One task a side reads and writes the socket.
+    Plain,
+    /// The hand-overs an actor in a task of its own needs at least: in the child a reader
+    /// task hands each request to a handler task, which writes the reply itself; here the
+    /// asking task writes its request itself and a reader task hands each reply back.
+    Handoff,
+    /// A link's tasks: the same with a writer task on each side that the handler and the
+    /// askers hand their frames to.
+    Hops,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Plain => "plain",
+            Shape::Handoff => "handoff",
+            Shape::Hops => "hops",
+        }
+    }
+
+    fn named(name: &str) -> Shape {
+        [Shape::Plain, Shape::Handoff, Shape::Hops]
+            .into_iter()
+            .find(|shape| shape.name() == name)
+            .expect("a floor's shape")
+    }
+}
+
+/// The runtime floor's child: a one-thread runtime, as a process actor's, its tasks as
+/// `shape` says (unbounded channels between them): a process actor's reader, actor and
+/// writer, with nothing of conclib in between.
+fn runtime_echo(fd: i32, shape: Shape) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -552,7 +603,7 @@ fn runtime_echo(fd: i32, hops: bool) {
         // SAFETY: the parent passed this descriptor for us alone.
         let mut side = RuntimeSide::new(unsafe { UnixStream::from_raw_fd(fd) });
         let reply = [1u8; REPLY_BYTES];
-        if !hops {
+        if shape == Shape::Plain {
             while side.read(REQUEST_BYTES).await.is_ok() {
                 if side.write(&reply).is_err() {
                     return;
@@ -563,89 +614,115 @@ fn runtime_echo(fd: i32, hops: bool) {
         let mut writing = side.writer();
         let (to_handler, mut requests) = tokio::sync::mpsc::unbounded_channel::<()>();
         let (to_writer, mut replies) = tokio::sync::mpsc::unbounded_channel::<[u8; REPLY_BYTES]>();
-        let handler = tokio::spawn(async move {
-            while requests.recv().await.is_some() {
-                if to_writer.send(reply).is_err() {
-                    return;
+        let mut tasks = Vec::new();
+        if shape == Shape::Hops {
+            tasks.push(tokio::spawn(async move {
+                while requests.recv().await.is_some() {
+                    if to_writer.send(reply).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
-        let writer = tokio::spawn(async move {
-            while let Some(reply) = replies.recv().await {
-                if writing.write_all(&reply).is_err() {
-                    return;
+            }));
+            tasks.push(tokio::spawn(async move {
+                while let Some(reply) = replies.recv().await {
+                    if writing.write_all(&reply).is_err() {
+                        return;
+                    }
                 }
-            }
-        });
+            }));
+        } else {
+            drop((to_writer, replies));
+            tasks.push(tokio::spawn(async move {
+                while requests.recv().await.is_some() {
+                    if writing.write_all(&reply).is_err() {
+                        return;
+                    }
+                }
+            }));
+        }
         while side.read(REQUEST_BYTES).await.is_ok() {
             if to_handler.send(()).is_err() {
                 break;
             }
         }
         drop(to_handler);
-        let _ = handler.await;
-        let _ = writer.await;
+        for task in tasks {
+            let _ = task.await;
+        }
     });
 }
 
+/// The askers waiting for their replies, in order.
+type Waiting = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<oneshot::Sender<()>>>>;
+
 /// A runtime floor: asks from a task of this process's runtime to an echo child on a
-/// runtime of its own (this binary, re-executed). Plain: the asking task writes and reads
-/// the socket itself. `hops`: a writer task writes what askers hand it, a reader task
-/// hands each reply to its asker (oneshot channels, in order): a link's structure.
+/// runtime of its own (this binary, re-executed), both sides' tasks as its [`Shape`] says.
 struct RuntimeFloor {
-    /// Plain: the socket, taken by each block's task.
-    side: Option<std::sync::Arc<tokio::sync::Mutex<RuntimeSide>>>,
-    /// `hops`: what the writer task writes, and the askers waiting for their replies.
-    requests: Option<tokio::sync::mpsc::UnboundedSender<tokio::sync::oneshot::Sender<()>>>,
+    asking: Asking,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     echo: std::process::Child,
 }
 
+/// How a runtime floor's asks go out.
+#[derive(Clone)]
+enum Asking {
+    /// The asking task writes and reads the socket itself.
+    Plain(std::sync::Arc<tokio::sync::Mutex<RuntimeSide>>),
+    /// The asking task writes its request itself; a reader task answers it.
+    Handoff(Waiting, std::sync::Arc<UnixStream>),
+    /// A writer task writes what the askers hand it; a reader task answers them.
+    Hops(tokio::sync::mpsc::UnboundedSender<oneshot::Sender<()>>),
+}
+
 impl RuntimeFloor {
     /// Needs the runtime (its socket is registered with it).
-    fn start(hops: bool) -> RuntimeFloor {
-        let (sock, echo) = echo_child(("BENCH_FLOOR_RUNTIME", if hops { "hops" } else { "plain" }));
+    fn start(shape: Shape) -> RuntimeFloor {
+        let (sock, echo) = echo_child(("BENCH_FLOOR_RUNTIME", shape.name()));
         let reading = RuntimeSide::new(sock);
-        if !hops {
+        if shape == Shape::Plain {
             return RuntimeFloor {
-                side: Some(std::sync::Arc::new(tokio::sync::Mutex::new(reading))),
-                requests: None,
+                asking: Asking::Plain(std::sync::Arc::new(tokio::sync::Mutex::new(reading))),
                 tasks: Vec::new(),
                 echo,
             };
         }
-        let waiting = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<
-            tokio::sync::oneshot::Sender<()>,
-        >::new()));
-        let (requests, mut to_write) =
-            tokio::sync::mpsc::unbounded_channel::<tokio::sync::oneshot::Sender<()>>();
-        let mut writing = reading.writer();
-        let writer = tokio::spawn({
+        let waiting = Waiting::default();
+        let writing = reading.writer();
+        let reader = tokio::spawn({
             let waiting = waiting.clone();
             async move {
-                let request = [2u8; REQUEST_BYTES];
-                while let Some(asker) = to_write.recv().await {
-                    waiting.lock().unwrap().push_back(asker);
-                    if writing.write_all(&request).is_err() {
-                        return;
+                let mut reading = reading;
+                while reading.read(REPLY_BYTES).await.is_ok() {
+                    let asker = waiting.lock().unwrap().pop_front();
+                    if let Some(asker) = asker {
+                        let _ = asker.send(());
                     }
                 }
-                // The echo child ends at the end of its stream.
-                let _ = writing.shutdown(std::net::Shutdown::Write);
             }
         });
-        let reader = tokio::spawn(async move {
-            let mut reading = reading;
-            while reading.read(REPLY_BYTES).await.is_ok() {
-                let asker = waiting.lock().unwrap().pop_front();
-                if let Some(asker) = asker {
-                    let _ = asker.send(());
+        if shape == Shape::Handoff {
+            return RuntimeFloor {
+                asking: Asking::Handoff(waiting, std::sync::Arc::new(writing)),
+                tasks: vec![reader],
+                echo,
+            };
+        }
+        let (requests, mut to_write) =
+            tokio::sync::mpsc::unbounded_channel::<oneshot::Sender<()>>();
+        let writer = tokio::spawn(async move {
+            let mut writing = writing;
+            let request = [2u8; REQUEST_BYTES];
+            while let Some(asker) = to_write.recv().await {
+                waiting.lock().unwrap().push_back(asker);
+                if writing.write_all(&request).is_err() {
+                    return;
                 }
             }
+            // The echo child ends at the end of its stream.
+            let _ = writing.shutdown(std::net::Shutdown::Write);
         });
         RuntimeFloor {
-            side: None,
-            requests: Some(requests),
+            asking: Asking::Hops(requests),
             tasks: vec![writer, reader],
             echo,
         }
@@ -653,26 +730,31 @@ impl RuntimeFloor {
 
     /// `n` round trips from a task of the runtime, timed one by one.
     async fn round_trips(&self, n: usize) -> Vec<Duration> {
-        let (side, requests) = (self.side.clone(), self.requests.clone());
+        let asking = self.asking.clone();
         tokio::spawn(async move {
             let request = [2u8; REQUEST_BYTES];
             let mut times = Vec::with_capacity(n);
-            if let Some(side) = side {
-                let mut side = side.lock().await;
-                for _ in 0..n {
-                    let t = Instant::now();
-                    side.write(&request).unwrap();
-                    side.read(REPLY_BYTES).await.unwrap();
-                    times.push(t.elapsed());
+            for _ in 0..n {
+                let t = Instant::now();
+                match &asking {
+                    Asking::Plain(side) => {
+                        let mut side = side.lock().await;
+                        side.write(&request).unwrap();
+                        side.read(REPLY_BYTES).await.unwrap();
+                    }
+                    Asking::Handoff(waiting, writing) => {
+                        let (tx, rx) = oneshot::channel();
+                        waiting.lock().unwrap().push_back(tx);
+                        (&**writing).write_all(&request).unwrap();
+                        rx.await.unwrap();
+                    }
+                    Asking::Hops(requests) => {
+                        let (tx, rx) = oneshot::channel();
+                        requests.send(tx).unwrap();
+                        rx.await.unwrap();
+                    }
                 }
-            } else if let Some(requests) = requests {
-                for _ in 0..n {
-                    let t = Instant::now();
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    requests.send(tx).unwrap();
-                    rx.await.unwrap();
-                    times.push(t.elapsed());
-                }
+                times.push(t.elapsed());
             }
             times
         })
@@ -681,15 +763,26 @@ impl RuntimeFloor {
     }
 
     /// Ends the echo child (the end of its stream) and waits for it.
-    async fn stop(mut self) {
-        if let Some(side) = self.side.take() {
-            let side = side.lock().await;
-            let _ = side.sock.get_ref().shutdown(std::net::Shutdown::Write);
+    async fn stop(self) {
+        match &self.asking {
+            Asking::Plain(side) => {
+                let _ = side
+                    .lock()
+                    .await
+                    .sock
+                    .get_ref()
+                    .shutdown(std::net::Shutdown::Write);
+            }
+            Asking::Handoff(_, writing) => {
+                let _ = writing.shutdown(std::net::Shutdown::Write);
+            }
+            Asking::Hops(_) => {}
         }
-        drop(self.requests.take());
-        for task in self.tasks.drain(..) {
+        drop(self.asking);
+        for task in self.tasks {
             let _ = task.await;
         }
-        let _ = self.echo.wait();
+        let mut echo = self.echo;
+        let _ = echo.wait();
     }
 }
