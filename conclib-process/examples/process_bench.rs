@@ -264,26 +264,30 @@ fn main() {
         "floor (blocking socket pair ping-pong, {REQUEST_BYTES}/{REPLY_BYTES} bytes) p50: {:.1} µs",
         us(floor_p50)
     );
-    println!(
-        "evented floor (the same, each side waiting in epoll_wait) p50: {:.1} µs ({:.2}x the floor)",
-        us(evented_p50),
-        us(evented_p50) / us(floor_p50)
-    );
-    println!(
-        "runtime floor (the same between tokio runtimes, one task a side) p50: {:.1} µs ({:.2}x the floor)",
-        us(runtime_p50),
-        us(runtime_p50) / us(floor_p50)
-    );
-    println!(
-        "runtime floor with an actor's hand-overs (a reader task and a handler task in the child, the replies handed back here) p50: {:.1} µs ({:.2}x the floor)",
-        us(handoff_p50),
-        us(handoff_p50) / us(floor_p50)
-    );
-    println!(
-        "runtime floor with a link's hops (three tasks a side, joined by channels) p50: {:.1} µs ({:.2}x the floor)",
-        us(hops_p50),
-        us(hops_p50) / us(floor_p50)
-    );
+    for (floor, p) in [
+        (
+            "evented floor (the same, each side waiting in epoll_wait)",
+            evented_p50,
+        ),
+        (
+            "runtime floor (the same between tokio runtimes, one task a side)",
+            runtime_p50,
+        ),
+        (
+            "runtime floor with an actor's hand-overs (a reader task and a handler task in the child, the replies handed back here)",
+            handoff_p50,
+        ),
+        (
+            "runtime floor with a link's hops (three tasks a side, joined by channels)",
+            hops_p50,
+        ),
+    ] {
+        println!(
+            "{floor} p50: {:.1} µs ({:.2}x the floor)",
+            us(p),
+            us(p) / us(floor_p50)
+        );
+    }
     println!(
         "process actor ask p50: {:.1} µs ({:.2}x the floor, {:.2}x the evented floor)",
         us(ask_p50),
