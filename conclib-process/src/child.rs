@@ -216,7 +216,8 @@ async fn run(data: i32, registry: Registry) -> i32 {
     };
     let kind = kind.to_owned();
     let state = state.to_vec();
-    // One writer: the answers of all requests, written in batches.
+    // One writer: the answers of all requests, written in batches (a push on an idle link
+    // writes its frame itself: `outbox.rs`).
     let out = Arc::new(Outbox::new(&writer));
     let writer_task = tokio::spawn({
         let out = out.clone();
