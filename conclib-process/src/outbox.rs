@@ -79,34 +79,38 @@ impl Outbox {
             let mut bytes = std::mem::take(&mut queued.spare);
             std::mem::swap(&mut bytes, &mut queued.buf);
             drop(queued);
-            // Whatever was not written (the socket full, or broken: the writer meets the
-            // error on its own write) goes first, before what was queued meanwhile.
+            // A broken socket writes nothing: the writer meets the error on its own write.
             let written = crate::socket::send(socket.get_ref(), &bytes).unwrap_or(0);
-            let mut queued = lock(&self.queued);
-            queued.writing = false;
-            if written < bytes.len() {
-                bytes.drain(..written);
-                bytes.extend_from_slice(&queued.buf);
-                std::mem::swap(&mut bytes, &mut queued.buf);
-            }
-            bytes.clear();
-            if bytes.capacity() <= KEEP_AT_MOST {
-                queued.spare = bytes;
-            }
-            // The writer waited for this write to end: for what was queued meanwhile, or
-            // for the close.
-            let writer = if queued.buf.is_empty() && !queued.closed {
-                None
-            } else {
-                queued.writer.take()
-            };
-            drop(queued);
-            if let Some(writer) = writer {
-                writer.wake();
-            }
+            self.wrote(bytes, written);
             return;
         }
         let writer = queued.writer.take();
+        drop(queued);
+        if let Some(writer) = writer {
+            writer.wake();
+        }
+    }
+
+    /// The end of a push's own write of `bytes`, `written` of them sent: the rest goes
+    /// first, before what was queued meanwhile, and the writer (which waited for this write
+    /// to end) is woken for it, for what was queued, or for the close.
+    fn wrote(&self, mut bytes: Vec<u8>, written: usize) {
+        let mut queued = lock(&self.queued);
+        queued.writing = false;
+        if written < bytes.len() {
+            bytes.drain(..written);
+            bytes.extend_from_slice(&queued.buf);
+            std::mem::swap(&mut bytes, &mut queued.buf);
+        }
+        bytes.clear();
+        if bytes.capacity() <= KEEP_AT_MOST {
+            queued.spare = bytes;
+        }
+        let writer = if queued.buf.is_empty() && !queued.closed {
+            None
+        } else {
+            queued.writer.take()
+        };
         drop(queued);
         if let Some(writer) = writer {
             writer.wake();
@@ -400,5 +404,31 @@ mod tests {
             next[task] += 1;
         }
         assert_eq!(next, [EACH; TASKS as usize], "every frame arrived");
+    }
+
+    /// The outbox closed while a push writes its frame itself: the writer, which waits for
+    /// that write to end, is woken by its end and finishes (nothing queued behind it).
+    #[tokio::test]
+    async fn a_close_during_a_pushs_own_write_still_ends_the_writer() {
+        let (_a_read, a_write, _peer) = pair();
+        let outbox = Arc::new(Outbox::new(&a_write));
+        // A push's own write under way: its bytes taken from the queue.
+        let mut bytes = Vec::new();
+        wire::encode(&Frame::Pong(1), &mut bytes);
+        lock(&outbox.queued).writing = true;
+        let writer = tokio::spawn(write_frames(a_write, outbox.clone()));
+        // The writer waits for the push's write (this thread: it runs while this task waits).
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished());
+        outbox.close();
+        tokio::task::yield_now().await;
+        assert!(!writer.is_finished(), "the push's write is not done yet");
+        let len = bytes.len();
+        outbox.wrote(bytes, len);
+        tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+            .await
+            .expect("the writer was woken for the close")
+            .unwrap()
+            .unwrap();
     }
 }
