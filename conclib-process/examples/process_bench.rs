@@ -447,9 +447,9 @@ impl Side {
     }
 }
 
-/// Starts an echo child (this binary, re-executed with `env` set) on a socket pair; returns
-/// this process's end.
-fn echo_child(env: (&str, &str)) -> (UnixStream, std::process::Child) {
+/// Starts an echo child (this binary, re-executed with `env` set besides its descriptor) on a
+/// socket pair; returns this process's end.
+fn echo_child(env: &[(&str, &str)]) -> (UnixStream, std::process::Child) {
     let (sock, child) = UnixStream::pair().unwrap();
     let fd = child.as_raw_fd();
     // SAFETY: fcntl on a descriptor we own: let it survive exec.
@@ -459,7 +459,7 @@ fn echo_child(env: (&str, &str)) -> (UnixStream, std::process::Child) {
     }
     let echo = std::process::Command::new(std::env::current_exe().unwrap())
         .env("BENCH_FLOOR_FD", fd.to_string())
-        .env(env.0, env.1)
+        .envs(env.iter().copied())
         .spawn()
         .unwrap();
     // The child has its copy of its end.
@@ -475,11 +475,12 @@ struct Floor {
 
 impl Floor {
     fn start(evented: bool) -> Floor {
-        let (sock, echo) = echo_child(if evented {
-            ("BENCH_FLOOR_EVENTED", "1")
+        let evented_env: &[_] = if evented {
+            &[("BENCH_FLOOR_EVENTED", "1")]
         } else {
-            ("BENCH_FLOOR_BLOCKING", "1")
-        });
+            &[]
+        };
+        let (sock, echo) = echo_child(evented_env);
         Floor {
             side: Side::new(sock, evented),
             echo,
@@ -681,7 +682,7 @@ enum Asking {
 impl RuntimeFloor {
     /// Needs the runtime (its socket is registered with it).
     fn start(shape: Shape) -> RuntimeFloor {
-        let (sock, echo) = echo_child(("BENCH_FLOOR_RUNTIME", shape.name()));
+        let (sock, echo) = echo_child(&[("BENCH_FLOOR_RUNTIME", shape.name())]);
         let reading = RuntimeSide::new(sock);
         if shape == Shape::Plain {
             return RuntimeFloor {
