@@ -116,6 +116,11 @@ pub struct ProxyConfig {
     /// How long one Redis command may take before it fails (blocking reads excepted).
     /// Default 10 s.
     pub command_timeout: Duration,
+    /// The longest pause between two attempts to reconnect to Redis (each connection of a
+    /// client or a proxy; the pauses start at 20 ms and double up to this, plus up to 100 ms
+    /// of jitter). It bounds how long after Redis is back a client or proxy notices: with the
+    /// default, 0.5 s at most. Default 400 ms.
+    pub reconnect_max_delay: Duration,
     /// Whether [`ProxyHandle::shutdown`](crate::ProxyHandle::shutdown) deletes the system's URN
     /// ownerships at once (clients then get `UnknownUrn`), rather than letting them lapse after
     /// [`lease_ttl`](Self::lease_ttl) so that a restarting proxy finds the requests queued
@@ -205,6 +210,7 @@ impl ProxyConfig {
             queue_ttl: Duration::from_secs(3600),
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
+            reconnect_max_delay: Duration::from_millis(400),
             release_on_shutdown: false,
             server_binary: None,
             server_port: None,
@@ -382,7 +388,14 @@ impl ProxyConfig {
             .with_performance_config(|p| {
                 p.default_command_timeout = command_timeout;
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 20, 1000, 2));
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                20,
+                u32::try_from(self.reconnect_max_delay.as_millis())
+                    .unwrap_or(u32::MAX)
+                    .max(20),
+                2,
+            ));
         Ok(builder)
     }
 }

@@ -4,7 +4,6 @@ mod common;
 mod servers;
 
 use conclib_core::AskError;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::actors::*;
@@ -496,102 +495,6 @@ async fn asks_in_flight_when_redis_restarts_fail_unavailable_at_once() {
     daemon.shutdown().unwrap();
 }
 
-/// A redis-server that keeps what it acknowledged across a SIGKILL: an append-only file in
-/// `dir`, fsynced before each write is answered (`appendfsync always`). Killed (SIGKILL, by
-/// PID) and reaped by [`kill`](Self::kill) or on drop; it dies with the test process too.
-struct DurableRedis {
-    child: Option<Child>,
-}
-
-impl DurableRedis {
-    async fn start(port: u16, dir: &std::path::Path) -> DurableRedis {
-        let binary =
-            std::env::var_os("CONCLIB_REDIS_SERVER").unwrap_or_else(|| "redis-server".into());
-        let mut command = std::process::Command::new(binary);
-        command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .args(["--daemonize", "no"])
-            .arg("--dir")
-            .arg(dir)
-            .arg("--logfile")
-            .arg(dir.join("redis.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        conclib_core::child::bind_to_parent(&mut command, false);
-        let child = conclib_core::child::spawn_bound(
-            move || command.spawn(),
-            |mut orphan: Child| {
-                let _ = orphan.kill();
-                let _ = orphan.wait();
-            },
-        )
-        .await
-        .expect("redis-server starts");
-        let mut redis = DurableRedis { child: Some(child) };
-        // Ready once it answers PING (while it loads its file it answers LOADING).
-        let deadline = Instant::now() + servers::READY_TIMEOUT;
-        while !ping(port).await {
-            if let Some(status) = redis.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!(
-                    "redis-server exited: {status}; its log:\n{}",
-                    std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server does not answer PING"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        redis
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on the pid of our own child, not reaped yet.
-            assert_eq!(
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) },
-                0
-            );
-            child.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Whether a Redis answers PING on this port of 127.0.0.1 (within a second).
-async fn ping(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.write_all(b"PING\r\n").await?;
-        let mut answer = [0u8; 7];
-        stream.read_exact(&mut answer).await?;
-        Ok::<_, std::io::Error>(&answer == b"+PONG\r\n")
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), exchange).await,
-        Ok(Ok(true))
-    )
-}
-
 /// The other side of item 12: a Redis that restarts with its data (here an append-only file
 /// fsynced at each write) still holds the requests it took, so the client does not fail
 /// their asks when it sees the new `run_id`: they are answered once a proxy serves them.
@@ -601,7 +504,7 @@ async fn asks_whose_requests_a_durable_redis_kept_are_answered_after_its_restart
     let dir = servers::TempDir::new("durable");
     let port = servers::free_ports(1)[0];
     assert_ne!(port, 6379, "never the default Redis port");
-    let mut redis = DurableRedis::start(port, dir.path()).await;
+    let mut redis = servers::OwnRedis::start(port, dir.path(), true).await;
     let config = ProxyConfig::default()
         .with_namespace("durable")
         .with_url(format!("redis://127.0.0.1:{port}"))
@@ -657,7 +560,7 @@ async fn asks_whose_requests_a_durable_redis_kept_are_answered_after_its_restart
     redis.kill();
     // The outage lasts about a second (the scenario, not a wait for an event).
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let redis = DurableRedis::start(port, dir.path()).await;
+    let redis = servers::OwnRedis::start(port, dir.path(), true).await;
     let restarted = Instant::now();
     // The system's proxy is back, and finds the requests the new Redis loaded.
     let proxy = start_proxy(&parked, &config).await.unwrap();

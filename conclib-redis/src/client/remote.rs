@@ -43,7 +43,9 @@ where
     /// with [`AskError::Unavailable`] if a connection to Redis was lost meanwhile, at once
     /// if Redis restarted without the request (see the crate docs, Guarantees).
     fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
-        Box::pin(async move { ask(self, msg, options).await.map_err(AskError::from) })
+        Box::pin(async move {
+            super::settle(ask(self, msg, options).await.map_err(AskError::from)).await
+        })
     }
 }
 
@@ -58,6 +60,7 @@ where
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
+    super::cooperate().await;
     let ByUrn { client, urn } = by;
     let timeout = options.timeout_or(client.shared.config.ask_timeout);
     let body = client.encode(&msg)?;
@@ -85,10 +88,11 @@ where
 
     fn deliver_tell(self, msg: M, options: SendOptions) -> Self::Tell {
         Box::pin(async move {
-            self.client
+            let told = self
+                .client
                 .tell_now(&self.urn, msg, options.priority())
-                .await
-                .map_err(AskError::from)
+                .await;
+            super::settle(told.map_err(AskError::from)).await
         })
     }
 }

@@ -255,7 +255,16 @@ pub(super) async fn read_loop(
         shared.unacked().rereading(pending_phase);
         let mut read_cmd = cmd.clone();
         read_cmd.cluster_hash = fred::types::ClusterHash::Offset(offset);
-        let read = conn::call(&shared.reader, read_cmd, args);
+        // Sent once at most: fred would otherwise send a read lost with its connection
+        // again after reconnecting, and the entries Redis had delivered to the lost one
+        // would stay pending, unknown here (no re-read of the pending list), and be trimmed
+        // away unhandled (issue #62: accepted tells lost across a restart of a Redis with an
+        // append-only file). An error here re-reads the pending list instead.
+        let reader = shared.reader.with_options(&Options {
+            max_attempts: Some(1),
+            ..Options::default()
+        });
+        let read = conn::call(&reader, read_cmd, args);
         tokio::pin!(read);
         let result = loop {
             tokio::select! {

@@ -591,3 +591,110 @@ pub async fn start_cluster(n: usize) -> Cluster {
     assert_eq!(covered, 16384, "CLUSTER NODES:\n{listing}");
     Cluster { nodes, slots, dir }
 }
+
+/// A redis-server of a test's own on `port`, to kill, freeze and start again: with `aof`, it
+/// keeps what it acknowledged across a SIGKILL (an append-only file in `dir`, fsynced before
+/// each write is answered: `appendfsync always`); without, it keeps nothing. Killed (SIGKILL,
+/// by PID) and reaped by [`kill`](Self::kill) or on drop; it dies with the test process too.
+pub struct OwnRedis {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl OwnRedis {
+    /// Starts it and waits until it answers PING (it answers LOADING while it loads its file).
+    pub async fn start(port: u16, dir: &Path, aof: bool) -> OwnRedis {
+        let mut command = Command::new(server_binary());
+        command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(if aof {
+                ["--appendonly", "yes", "--appendfsync", "always"]
+            } else {
+                ["--appendonly", "no", "--appendfsync", "everysec"]
+            })
+            .args(["--daemonize", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--logfile")
+            .arg(dir.join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        conclib_core::child::bind_to_parent(&mut command, false);
+        let child = conclib_core::child::spawn_bound(
+            move || command.spawn(),
+            |mut orphan: Child| {
+                let _ = orphan.kill();
+                let _ = orphan.wait();
+            },
+        )
+        .await
+        .expect("redis-server starts");
+        let mut redis = OwnRedis {
+            child: Some(child),
+            dir: dir.to_owned(),
+        };
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        while !ping(port).await {
+            if let Some(status) = redis.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "redis-server exited: {status}; its log:\n{}",
+                    std::fs::read_to_string(redis.dir.join("redis.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server does not answer PING"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        redis
+    }
+
+    /// Sends it `signal` (SIGSTOP, SIGCONT).
+    pub fn signal(&self, signal: i32) {
+        let child = self.child.as_ref().expect("the server runs");
+        let pid = i32::try_from(child.id()).expect("a pid fits an i32");
+        // SAFETY: kill(2) on the pid of our own child, not reaped yet.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on the pid of our own child, not reaped yet.
+            assert_eq!(
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) },
+                0
+            );
+            child.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A frozen server dies of SIGKILL all the same.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether a Redis answers PING on this port of 127.0.0.1 (within a second).
+pub async fn ping(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut answer = [0u8; 7];
+        stream.read_exact(&mut answer).await?;
+        Ok::<_, std::io::Error>(&answer == b"+PONG\r\n")
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), exchange).await,
+        Ok(Ok(true))
+    )
+}
