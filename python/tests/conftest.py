@@ -81,10 +81,12 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, every: float
 
 
 class RedisServer:
-    """One ``redis-server`` without persistence; ``kill()`` and ``start()`` it at will."""
+    """One ``redis-server``; ``kill()`` and ``start()`` it at will. Without persistence, unless
+    ``aof``: then an append-only file synced at every write, kept across restarts."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, aof: bool = False) -> None:
         self.port = port or free_port()
+        self.aof = aof
         self.dir = tempfile.mkdtemp(prefix="conclib-py-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -97,7 +99,8 @@ class RedisServer:
         assert self.port != 6379
         binary = os.environ.get("CONCLIB_REDIS_SERVER", "redis-server")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             *(["--appendonly", "yes", "--appendfsync", "always"] if self.aof else ["--appendonly", "no"]),
              "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

@@ -306,6 +306,11 @@ class AsyncClient:
             return _interpret(urn, name, timeout, status, reply)
         except ConclibError as e:
             label = e.label
+            # One turn of the event loop before the error: an ask that fails at once (Redis
+            # down) awaits nothing that suspends, and callers retrying such asks in a loop
+            # would never let the loop run its timers, its I/O or this client's reconnection
+            # (issue #62; tests/test_load_faults.py).
+            await asyncio.sleep(0)
             raise
         except asyncio.CancelledError:
             label = "cancelled"
@@ -510,6 +515,7 @@ class AsyncClient:
                 route = await session.resolve(urn, deadline, False)
             await session.send(route, urn, build, deadline)
         except ConclibError as e:
+            await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
             raise session.at_deadline(e, timeout, disconnects) from None
 
     async def resolve(self, urn: str) -> str | None:
