@@ -141,6 +141,9 @@ pub struct ActorInfo {
     pub asks_skipped: u64,
 }
 
+/// Entries the URN table keeps room for however few URNs are taken.
+const MIN_NAMES: usize = 1024;
+
 /// How long [`ActorSystem::shutdown`] gives the actors it kills past its timeout to run
 /// their end (`on_stop`) before it aborts their tasks.
 const KILL_GRACE: Duration = Duration::from_secs(1);
@@ -647,6 +650,12 @@ impl ActorSystem {
             let mut names = self.inner.names.write().unwrap_or_else(|e| e.into_inner());
             if names.get(urn).is_some_and(|c| c.core().id == core.id) {
                 names.remove(urn);
+                // After a spike, the table gives its memory back once under a quarter full
+                // (to half full: the next shrink waits until it has halved again).
+                let (len, capacity) = (names.len(), names.capacity());
+                if capacity > MIN_NAMES && len * 4 < capacity {
+                    names.shrink_to(len * 2);
+                }
                 let position = self.journal_urn(urn, false);
                 drop(names);
                 self.inner
