@@ -2,7 +2,7 @@
 """The median of run-by-run ratios between two rows of the core suite, over many rounds.
 
 On this project's shared 2-core machines one run of a row moves by 20% or more from the
-next (BENCHMARKS.md), so a target stated as a ratio ("tell with metrics on at least 0.7x
+next (docs/bench-log.md), so a target stated as a ratio ("tell with metrics on at least 0.7x
 metrics off", "ring at least 1.0x raw tokio") is judged here by the median of many
 ratios, each taken from two runs side by side. Each round runs the denominator's row, then
 the numerator's, for every binary given in turn (A/B: the binaries alternate within each

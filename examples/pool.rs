@@ -7,7 +7,7 @@
 //! process of its own, so N members run N jobs at once on N cores, whatever the parent's
 //! runtime is doing: on a machine with C idle cores the speedup approaches min(N, C) (the
 //! pool is sized to C here). What bounds it on a big machine is the work per message
-//! against the cost of a round trip to a process (tens of microseconds; BENCHMARKS.md):
+//! against the cost of a round trip to a process (tens of microseconds; docs/bench-log.md):
 //! with jobs of milliseconds, as here, that cost is noise.
 
 use std::time::{Duration, Instant};

@@ -32,7 +32,7 @@
 //!
 //! The recorder is the facade's (`view::prometheus::install`): histograms with buckets, a
 //! fixed few counters per series (it made them summaries until their sketches were seen
-//! to grow for minutes: BENCHMARKS.md, "Reliability / soak").
+//! to grow for minutes: docs/bench-log.md, "Reliability / soak").
 //!
 //! At half time the load stops until everything is back to the baseline (as at the end),
 //! then starts again: `quiet_heap_growth_kib_per_kop` is the heap's growth between those

@@ -181,7 +181,7 @@ fn main() {
         Params::FULL
     };
     // The ring's size: what an actor's per-message state costs once thousands take turns
-    // (BENCHMARKS.md, "The metrics-on ring by the number of actors").
+    // (docs/bench-log.md, "The metrics-on ring by the number of actors").
     let ring_actors = opt("--ring-actors").and_then(|s| s.parse::<usize>().ok());
     if let Some(n) = ring_actors {
         params.ring_actors = n.max(2);

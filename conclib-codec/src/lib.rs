@@ -186,7 +186,7 @@ impl Codec for Bincode {
     fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError> {
         // Into room for 64 bytes from the start (as MessagePack's): `encode_to_vec` starts
         // from an empty vector, and a small message's first write went through the vector's
-        // growth path, 125 instructions of every process actor's answer (BENCHMARKS.md,
+        // growth path, 125 instructions of every process actor's answer (docs/bench-log.md,
         // "Process actors' locks").
         let mut out = VecOut(Vec::with_capacity(64));
         bincode::serde::encode_into_writer(value, &mut out, BINCODE)

@@ -330,7 +330,7 @@ impl<M: Message, T: Target<M> + ?Sized> Future for TellFuture<'_, M, T> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         // The send stamp is read before the place is reserved: after the reservation's
         // locked instruction the reading waited for it, and with metrics on a sender that
-        // outruns its actor ran at 0.67x of metrics off instead of 0.74x (BENCHMARKS.md,
+        // outruns its actor ran at 0.67x of metrics off instead of 0.74x (docs/bench-log.md,
         // "The send stamp before the reservation"). A poll that finds no room drops it; the
         // poll that reserves reads its own.
         let sent = crate::metrics::stamp();
@@ -474,7 +474,7 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
 
 /// Room in `capacity` for an ask's message: waited for, or (`no_wait`) refused at once
 /// with [`AskError::MailboxFull`] when there is none. Always inlined into the ask: a call of
-/// its own cost 38 instructions an ask (BENCHMARKS.md, "Calls the compiler kept apart").
+/// its own cost 38 instructions an ask (docs/bench-log.md, "Calls the compiler kept apart").
 #[inline(always)]
 pub(crate) fn poll_room<E>(
     capacity: &crate::mailbox::Capacity,

@@ -10,7 +10,7 @@
 //! The yield wakes the ask's own task, which puts it back in its worker's queue, where
 //! another worker can take it. Deferring it instead (as `tokio::task::yield_now` does: polled
 //! again when its worker runs out of tasks) was cheaper (bench ask p50 1.12x → 1.05x raw
-//! tokio's, BENCHMARKS.md), but an ask whose actor then blocked that worker in its handler
+//! tokio's, docs/bench-log.md), but an ask whose actor then blocked that worker in its handler
 //! waited for the handler instead of ending at its timeout (test
 //! `an_ask_ends_at_its_timeout_while_the_handler_blocks_the_thread`).
 //!

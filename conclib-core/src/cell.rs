@@ -25,9 +25,9 @@ use crate::urn::Urn;
 // with it (x86 fetches aligned pairs) holds what senders write, and 112 bytes between it and
 // the allocation's start (more than a line: the pair's other line may hold the `Arc`'s
 // counts; 128 there too would cost 136 bytes an actor, "Every actor 138 bytes smaller" in
-// BENCHMARKS.md); boxed apart, it sat beside whatever malloc put there. Where the
+// docs/bench-log.md); boxed apart, it sat beside whatever malloc put there. Where the
 // cell falls against 128-byte boundaries still moves one actor's fan-in by 2x (malloc
-// aligns to 16 bytes; 64-byte-aligned cells cost 214 bytes each): BENCHMARKS.md, "Field
+// aligns to 16 bytes; 64-byte-aligned cells cost 214 bytes each): docs/bench-log.md, "Field
 // layout". The test `the_task_line_is_apart` keeps the distances.
 /// The bit of [`CellCore::ask_timeout_ns`] that says the actor hands its asks on.
 const HANDS_ON_BIT: u64 = 1 << 63;
@@ -64,7 +64,7 @@ pub struct CellCore {
     type_name: fn() -> &'static str,
     stopped: Notify,
     /// What changes only when something goes wrong, or when a snapshot is taken. In the
-    /// cell rather than a box of its own: one allocation less per spawn (BENCHMARKS.md,
+    /// cell rather than a box of its own: one allocation less per spawn (docs/bench-log.md,
     /// "One allocation less"). After the fields nobody writes per message: it is written
     /// on failures and snapshots only.
     rare: Mutex<RareStats>,

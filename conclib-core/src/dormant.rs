@@ -4,7 +4,7 @@
 //! never. A tokio task from the first moment costs the task's allocation, its entry in the
 //! runtime's list of tasks, a schedule that may wake an idle worker through the kernel, and a
 //! first poll that only finds the mailbox empty (on a 2-worker runtime, more than half of a
-//! spawn's time went to that hand-over; BENCHMARKS.md, "Actors start dormant"). So an actor
+//! spawn's time went to that hand-over; docs/bench-log.md, "Actors start dormant"). So an actor
 //! that has nothing to do when [`spawn`](crate::SpawnBuilder::spawn) returns starts dormant:
 //! its run loop waits, boxed, as the waker in its mailbox's slot. Whatever the mailbox would
 //! wake the task for (a message, a stop, a kill, a child's news) wakes this instead, which
@@ -17,7 +17,7 @@
 //! the runtime for each system, and only if they wait (children to stop, an `on_stop` that
 //! awaits) do they move to a task. (One keeper for a runtime of several workers ran every
 //! stop on one worker, where a task for each spread them over all: one a worker, taken in
-//! turn, spreads them again; BENCHMARKS.md, "Stops without a task, on every runtime".)
+//! turn, spreads them again; docs/bench-log.md, "Stops without a task, on every runtime".)
 //!
 //! A runtime that shuts down drops the run loops of its actors' tasks; its keepers do the
 //! same for the dormant ones spawned on that runtime, and leave the other runtimes' alone.

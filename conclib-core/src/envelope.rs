@@ -50,7 +50,7 @@ pub(crate) enum Outcome {
 
 /// A message for actor `A`, of any type `A` handles: 32 bytes, so that a mailbox's queue
 /// holds two in a cache line (40 bytes with a stamp field of its own: unbounded tell about
-/// 12% slower, the backlog's memory being the cost there; BENCHMARKS.md).
+/// 12% slower, the backlog's memory being the cost there; docs/bench-log.md).
 pub(crate) struct Envelope<A: Actor> {
     data: Inline,
     /// The vtable's address, its lowest bit set when the last word of `data` holds the send

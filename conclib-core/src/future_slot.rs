@@ -19,7 +19,7 @@ use crate::envelope::Outcome;
 /// The largest buffer an idle actor keeps: most handlers' futures fit (a handler done at
 /// once, or waiting on a reply or two), and are placed with no allocation message after
 /// message; a larger one (a kilobyte held across an `.await`) costs an allocation each time
-/// its actor wakes from idle, and no memory while it sleeps (BENCHMARKS.md, "An actor that
+/// its actor wakes from idle, and no memory while it sleeps (docs/bench-log.md, "An actor that
 /// has run").
 const KEPT_IDLE: usize = 256;
 

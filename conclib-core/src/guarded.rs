@@ -3,7 +3,7 @@
 //!
 //! Their `poll`s are `#[inline]`: every handled message goes through them, and without it
 //! the compiler placed them in a codegen unit of their own, apart from the handling that
-//! calls them: 47 instructions more a ring hop (BENCHMARKS.md, "Moving code costs
+//! calls them: 47 instructions more a ring hop (docs/bench-log.md, "Moving code costs
 //! instructions"). `CatchUnwind`'s is `#[inline(always)]`: left to the compiler it stayed a
 //! call of its own (12 instructions a ring hop, 27 a tell: "Calls the compiler kept
 //! apart").

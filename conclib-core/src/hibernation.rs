@@ -5,7 +5,7 @@
 //! what its messages grew: tokio's task (128 bytes, 128-aligned), the buffer its handlers'
 //! futures run in, its mailbox's buffers, and (metrics on) what it measures with. Most actors
 //! of a large system handle a message now and then and wait in between: an actor asked once
-//! cost about 1,060 bytes against 744 for one never asked (BENCHMARKS.md, "An actor that has
+//! cost about 1,060 bytes against 744 for one never asked (docs/bench-log.md, "An actor that has
 //! run"). So a sweep, every [`ActorSystem::set_hibernate_after`] period (by default
 //! [`DEFAULT_HIBERNATE_AFTER`]), looks at every actor of the system: one that waits for mail
 //! and was sent nothing since the sweep before is woken to hibernate. Its run loop gives
@@ -13,7 +13,7 @@
 //! its options go into a new run loop that waits in a dormant waker in the mailbox, the task
 //! ends, and the actor costs what a dormant one does again. The next message (or stop, or kill, or child's news) spawns a task, as the first
 //! one did: about 0.3 µs more on that one message than on one to an awake actor (2.4 µs with
-//! metrics on, whose handles are registered again; BENCHMARKS.md, "Idle actors hibernate").
+//! metrics on, whose handles are registered again; docs/bench-log.md, "Idle actors hibernate").
 //!
 //! An actor hibernates only while it waits for mail with nothing queued: not while a
 //! handler waits (on a timer, on another actor), not while it stops. A message that comes as
@@ -25,7 +25,7 @@
 //! (timers, streams, children) and its statistics stay as they were.
 //!
 //! A sweep costs about 75 ns of CPU an actor (its mailbox's lock and a look): 7.5 ms over
-//! 100,000 actors, every 30 s by default (BENCHMARKS.md, `ran_bytes`).
+//! 100,000 actors, every 30 s by default (docs/bench-log.md, `ran_bytes`).
 //!
 //! [`ActorSystem::set_hibernate_after`]: crate::ActorSystem::set_hibernate_after
 

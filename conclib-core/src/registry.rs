@@ -9,7 +9,7 @@ use crate::system::ActorId;
 /// ([`Mark::slot`](crate::changes::Mark::slot)): registered and forgotten without hashing,
 /// found by a look at once. It grows by copying slots: the set of cells found by the id each
 /// holds that it replaces read every cell again as it grew (about a sixth of a spawn's time;
-/// BENCHMARKS.md, "A registry of slots").
+/// docs/bench-log.md, "A registry of slots").
 ///
 /// It gives memory back after a spike: when fewer than a quarter of its slots are taken, the
 /// empty slots at its end are dropped and both vectors shrink (a live actor's slot never

@@ -5,7 +5,7 @@
 //! A dynamic request (an ask or tell by URN, an erased request from the Redis proxy or a
 //! process actor's relay: a [`RequestEnvelope`](crate::RequestEnvelope)) travelled in a box of
 //! its own, with a reply cell and a oneshot channel beside it: three allocations besides its
-//! message and its answer, where a typed ask makes one. Here they are one (BENCHMARKS.md,
+//! message and its answer, where a typed ask makes one. Here they are one (docs/bench-log.md,
 //! "One allocation for a request by URN").
 //!
 //! Two sides hold the cell. The actor's side answers through [`Answerer`]s (the envelope's,
@@ -89,7 +89,7 @@ pub(crate) struct RequestCell {
     pub(crate) message: UnsafeCell<Option<ErasedMessage>>,
     /// The answer and who waits for it, under `parking_lot`'s lock (no poisoning to check:
     /// nothing panics under it; about 170 instructions fewer an ask by URN than the
-    /// standard library's, BENCHMARKS.md, "Calls the compiler kept apart").
+    /// standard library's, docs/bench-log.md, "Calls the compiler kept apart").
     answer: Mutex<AnswerState>,
     /// The actor side's [`Answerer`]s not dropped yet, and [`ANSWERED`] once one answered.
     answerers: AtomicUsize,

@@ -60,7 +60,7 @@ enum Body {
     Shared(Arc<RequestCell>),
     /// A tell nobody waits for: what it is and its message, in a box of the envelope's own
     /// (80 bytes, where a cell with its answer's state takes 224 and its initialisation and
-    /// drop: BENCHMARKS.md, "A second regression").
+    /// drop: docs/bench-log.md, "A second regression").
     Told(Box<Told>),
 }
 

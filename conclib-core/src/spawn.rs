@@ -284,7 +284,7 @@ impl<A: Actor> SpawnBuilder<A> {
         // Boxed, not inside tokio's task: there, the run loop's first fields (the batch the
         // actor takes its messages from) would share cache lines with the task's state,
         // which every sender that wakes the actor writes: unbounded tell lost 20% in an
-        // alternated A/B (BENCHMARKS.md, "One allocation less"), for one allocation saved
+        // alternated A/B (docs/bench-log.md, "One allocation less"), for one allocation saved
         // and no memory. The span goes inside the box: around it, tokio's task (128-byte
         // aligned) would grow from 128 to 256 bytes.
         let run = run(actor, ctx, RunOptions::new(policy, factory));

@@ -3,7 +3,7 @@
 //! Why: `Vec` and `VecDeque` make room for four at their first push, and what an actor
 //! holds it keeps for as long as it lives: most actors are sent a message at a time and
 //! handle one or two message types, so three of the four places would be idle memory in
-//! every actor that ever ran (BENCHMARKS.md, "An actor that has run"). A second push grows
+//! every actor that ever ran (docs/bench-log.md, "An actor that has run"). A second push grows
 //! the buffer as usual.
 
 use std::collections::VecDeque;

@@ -207,7 +207,7 @@ impl<A: Actor + Serialize> ProcessBuilder<A> {
 
     /// The number of threads of the tokio runtime the actor runs on in its process
     /// (default 1: the link's tasks and the actor hand messages to each other on one
-    /// thread, the fastest round trip — see BENCHMARKS.md; heartbeats are answered on a
+    /// thread, the fastest round trip — see docs/bench-log.md; heartbeats are answered on a
     /// thread of their own either way). More lets the actor's own tasks and children run
     /// in parallel inside the process.
     pub fn worker_threads(mut self, threads: usize) -> Self {

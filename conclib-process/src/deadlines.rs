@@ -3,7 +3,7 @@
 //! An ask to a process actor always waits (its answer crosses two processes), so a timer
 //! of its own would be armed on every ask (a `tokio::time::timeout`: an entry in the timer
 //! wheel, registered and removed; 321 instructions an ask more than this, by callgrind, in
-//! BENCHMARKS.md). Instead each ask writes its deadline into its entry in the link's pending
+//! docs/bench-log.md). Instead each ask writes its deadline into its entry in the link's pending
 //! map, and one sweeper task per link sleeps until the earliest deadline it was told of.
 //! When it wakes it fails the asks whose deadline passed (and cancels them in the child, as
 //! an asker that gives up does) and sleeps until the earliest deadline still pending.

@@ -207,7 +207,7 @@ fn passed_on_trace() -> Option<conclib_core::trace::TraceContext> {
 
 /// Locks. `parking_lot`'s lock: no poisoning (what it guards stays consistent: plain maps
 /// and buffers, each updated in one step), and none of the standard lock's checks for a
-/// panic in progress at each lock and unlock (BENCHMARKS.md, "Process actors' locks").
+/// panic in progress at each lock and unlock (docs/bench-log.md, "Process actors' locks").
 fn lock<T>(m: &parking_lot::Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
     m.lock()
 }

@@ -214,7 +214,7 @@ impl<A: Actor> Actor for ProcessRelay<A> {
         // answers. Its asker giving up is watched by a waker that cancels it in the process,
         // registered with the responder: no task per relayed ask (one per ask, parked in
         // `select!` over the answer and `closed()`, made a relayed ask 3-4 times slower than
-        // a direct one: BENCHMARKS.md, "Process actors"). A give-up in the few instructions
+        // a direct one: docs/bench-log.md, "Process actors"). A give-up in the few instructions
         // between the waker's registration and the id's is missed: the process then runs
         // the ask, as one it already started.
         let watch = Arc::new(GiveUp {

@@ -7,7 +7,7 @@
 //! round trip, though the writes are small and almost never find the socket full. Here the
 //! reader alone is registered; the writer writes straight to the non-blocking socket, and
 //! only when that would block does it register a duplicate of the descriptor for
-//! writability, until the write goes through. Measured in BENCHMARKS.md, "Process actors":
+//! writability, until the write goes through. Measured in docs/bench-log.md, "Process actors":
 //! faster where the two processes share a CPU and for sporadic asks; slower in a tight loop
 //! of asks with the processes on two CPUs of a VM whose wake-ups are dear (there the extra
 //! wake-up woke the asker's CPU early).

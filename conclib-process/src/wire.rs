@@ -295,7 +295,7 @@ impl<'a> Fields<'a> {
 
 /// `bytes` as text, if they are UTF-8. Names (of messages, URNs) are ASCII: checked as such
 /// first, a word at a time, where the full UTF-8 check went a byte at a time on a short
-/// name (119 instructions for `bench.Echo` on every ask, BENCHMARKS.md, "Process actors'
+/// name (119 instructions for `bench.Echo` on every ask, docs/bench-log.md, "Process actors'
 /// locks").
 #[inline]
 fn text(bytes: &[u8]) -> Option<&str> {

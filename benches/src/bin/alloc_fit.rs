@@ -17,7 +17,7 @@
 //! `:`: the cell (the `Arc`'s 16 bytes of counts included), any boxes, and last tokio's
 //! task (128-aligned); a size written `128a` is the aligned one wherever it stands, and a
 //! size written `72u` says no allocation is aligned (a dormant actor has no task). With no
-//! arguments it prints the layouts BENCHMARKS.md compares ("One allocation less", "Every
+//! arguments it prints the layouts docs/bench-log.md compares ("One allocation less", "Every
 //! actor 138 bytes smaller"). Each prints `RESULT layout=.. bytes_per_actor=..`. The
 //! registry's table (about 26 bytes an actor) is not in these figures; the `spawn`
 //! scenario's are.
@@ -117,7 +117,7 @@ fn main() {
             // The statistics in the cell (488), their box gone.
             "488:216:128",
             // ... and the run loop inside tokio's task (384), its box gone: the same bytes
-            // (not done: it slows the actor's side of a tell, see BENCHMARKS.md).
+            // (not done: it slows the actor's side of a tell, see docs/bench-log.md).
             "488:384",
             // A run loop of at most 144 bytes would make the task 256: one way to 800.
             "488:256",
@@ -127,7 +127,7 @@ fn main() {
             // 16 bytes fewer, worse: a 16-byte gap glibc cannot use.
             "376:216:128",
             // The same cell for an actor with 8, 24, 48 or 96 bytes of state (its run loop
-            // grows by as much): the steps (BENCHMARKS.md, "Every actor 138 bytes smaller").
+            // grows by as much): the steps (docs/bench-log.md, "Every actor 138 bytes smaller").
             "392:224:128",
             "392:240:128",
             "392:264:128",

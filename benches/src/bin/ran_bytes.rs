@@ -1,7 +1,7 @@
 //! What an actor costs in memory before and after it has handled a message (issue #28).
 //!
 //! The suite's `spawn` scenario measures actors that never had a message: they are
-//! dormant, with no tokio task ("Actors start dormant" in BENCHMARKS.md). An actor woken
+//! dormant, with no tokio task ("Actors start dormant" in docs/bench-log.md). An actor woken
 //! once has a task from then on, and keeps buffers its messages used: its lane's, and the
 //! one its handlers' futures run in unless that grew large. This spawns 100,000 actors on a 2-worker
 //! runtime, asks each once, and prints the resident memory per actor at both points:

@@ -6,7 +6,7 @@
 //! boxed in a [`RequestEnvelope`] (the actor's type is not known here), but the exchange
 //! itself is not boxed, and an ask arms its timeout only at its second wait
 //! ([`AskTimer`]). (A boxed `async` exchange cost an allocation and a copy of the whole
-//! future per request: BENCHMARKS.md, "Asks by URN without a box".)
+//! future per request: docs/bench-log.md, "Asks by URN without a box".)
 
 use std::any::TypeId;
 use std::future::Future;

@@ -17,13 +17,13 @@ use crate::changes::Mark;
 /// without read-modify-write instructions: the senders count what they queue under the
 /// lanes' lock they take anyway (a plain load and store), the actor's task counts what it
 /// takes, alone; the number queued is the difference (two locked instructions less per
-/// message; BENCHMARKS.md, "Counting an unbounded mailbox"). An unbounded actor that hands its
+/// message; docs/bench-log.md, "Counting an unbounded mailbox"). An unbounded actor that hands its
 /// asks on ([`Actor::HANDS_ON`](crate::Actor::HANDS_ON)) counts as a bounded one does: its
 /// places are given back wherever its asks are answered, not by its task.
 // In this order (`repr(C)`): the waiters' lock (touched only when the mailbox is full)
 // first, then everything a send and a take touch, the counts, the limit and the flags,
 // within 40 bytes; then the mark's flag, the mark's list last (read when the flag is set
-// from clear, once between two looks). See BENCHMARKS.md ("Field layout").
+// from clear, once between two looks). See docs/bench-log.md ("Field layout").
 #[repr(C)]
 pub struct Capacity {
     /// Senders waiting for room; `waiting` mirrors their number so the receiver can skip
@@ -104,11 +104,11 @@ impl Capacity {
     /// and receives do), so that a task sending in a loop yields now and then. Without it,
     /// such a loop kept its worker until it ended: the actor, woken into that worker's slot
     /// for the next task, which no other worker takes, ran only after it, with the whole
-    /// backlog queued (two million messages, 64 MB; BENCHMARKS.md, "An unbounded mailbox's
+    /// backlog queued (two million messages, 64 MB; docs/bench-log.md, "An unbounded mailbox's
     /// sends yield").
     ///
     /// Always inlined into the tell or ask that reserves (a call of its own cost about 17
-    /// instructions a message: BENCHMARKS.md, "Calls the compiler kept apart").
+    /// instructions a message: docs/bench-log.md, "Calls the compiler kept apart").
     #[inline(always)]
     pub(crate) fn poll_reserve(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Closed>> {
         if self.limit == usize::MAX {

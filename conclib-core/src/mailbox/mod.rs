@@ -35,7 +35,7 @@ pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
 /// waits for anything (more mail, a handler's `.await`): while it runs, a sender may find
 /// the mailbox full that many messages early; while it waits, the count is exact. (One
 /// give-back per message made the actor's core and the senders' trade the count's cache line
-/// at every message: bounded tell at a third of the speed; BENCHMARKS.md.)
+/// at every message: bounded tell at a third of the speed; docs/bench-log.md.)
 ///
 /// ```
 /// use conclib_core::MailboxConfig;
@@ -136,7 +136,7 @@ impl<A: Actor> PriorityLanes<A> {
 /// burst grows both buffers (the lane senders fill and the batch the actor works through)
 /// to its size, and they would keep it for as long as the actor lives (a mailbox that once
 /// held a million 32-byte envelopes: 64 MB; one that held 48: 2 KB in every actor that
-/// ever had such a burst; BENCHMARKS.md, "An actor that has run"). A buffer over this is
+/// ever had such a burst; docs/bench-log.md, "An actor that has run"). A buffer over this is
 /// freed when its actor finds nothing more to do: the next burst grows a new one.
 const KEPT_IDLE: usize = 16;
 
@@ -164,7 +164,7 @@ pub(crate) enum Next<A: Actor> {
 
 // In this order (`repr(C)`): the lanes and the capacity's count, which every send and take
 // touch, the rarely written flags after them. Left to the compiler, the order changed
-// whenever `Capacity` changed size (BENCHMARKS.md, "Field layout"). The capacity first
+// whenever `Capacity` changed size (docs/bench-log.md, "Field layout"). The capacity first
 // (its waiters' lock, touched only when the mailbox is full, next to the cell's quiet
 // fields) put its count 64 bytes before the lanes' lock, not 88 after: bounded tell 30%
 // slower in four alternated rounds ("Every actor 138 bytes smaller").
@@ -172,7 +172,7 @@ pub(crate) enum Next<A: Actor> {
 pub(crate) struct Mailbox<A: Actor> {
     /// `parking_lot`'s lock: no poisoning to check at each lock and unlock (nothing panics
     /// under it), 17 instructions fewer a lock and unlock than the standard library's, two
-    /// of them a ring hop (BENCHMARKS.md, "Calls the compiler kept apart").
+    /// of them a ring hop (docs/bench-log.md, "Calls the compiler kept apart").
     lanes: Mutex<Lanes<A>>,
     pub(crate) capacity: Capacity,
     /// The control or high lane may be non-empty: the receiver must look under the lock.
@@ -413,7 +413,7 @@ impl<A: Actor> Mailbox<A> {
     /// Queues a user message whose place was reserved. Gives it back if the mailbox closed.
     ///
     /// Always inlined (into each tell and ask): left to the compiler it stayed a call of its
-    /// own, whose entry and exit cost about 20 instructions a message (BENCHMARKS.md, "Calls
+    /// own, whose entry and exit cost about 20 instructions a message (docs/bench-log.md, "Calls
     /// the compiler kept apart").
     #[inline(always)]
     pub(crate) fn push_reserved(
@@ -570,7 +570,7 @@ impl<A: Actor> Mailbox<A> {
     /// [`poll_next`](Self::poll_next) under the lock: priority traffic, or the batch is
     /// done. Inlined into the run loop: an actor that keeps up (a ring's token, a request
     /// and its answer) comes here once a message, and the call cost 7 instructions a ring
-    /// hop, with a tell 11 fewer besides (BENCHMARKS.md, "Calls the compiler kept apart").
+    /// hop, with a tell 11 fewer besides (docs/bench-log.md, "Calls the compiler kept apart").
     #[inline]
     fn poll_lanes(
         &self,

@@ -33,7 +33,7 @@ struct PerMessage {
     /// [`ActorMetrics::unrecorded`]). Made at the first batch of more than one message: a
     /// batch of one goes to the recorder as it is, and most actors (asked one message at a
     /// time) never need one (640 bytes in three blocks aligned to 128, which cost an
-    /// actor's first message of a type more than its series' handles; BENCHMARKS.md, "An
+    /// actor's first message of a type more than its series' handles; docs/bench-log.md, "An
     /// actor's first message with metrics on").
     binned: Option<Box<Binned>>,
 }
@@ -339,7 +339,7 @@ const MAX_UNRECORDED: usize = 64;
 /// pairs), as is all the actor writes at every message: placed by the allocator beside a
 /// block another thread writes, it lost its line to that thread's core at every message,
 /// in some runs and not others (the metrics-on tell at 0.46-0.65x of metrics off over 16
-/// alternated rounds, 0.56-0.80x since; BENCHMARKS.md, "Metrics on its own cache lines").
+/// alternated rounds, 0.56-0.80x since; docs/bench-log.md, "Metrics on its own cache lines").
 #[repr(align(128))]
 pub(crate) struct ActorMetrics {
     clock: Clock,

@@ -8,7 +8,7 @@
 //! machines a `clock_gettime` (`CLOCK_MONOTONIC`, vDSO) took 27-80 ns and the counter 10-35
 //! ns, depending on the day and the host (the `clock` bin of `benches/`): with three
 //! readings, the monotonic clock alone could cost more than a whole message without
-//! recording (BENCHMARKS.md, issue #28).
+//! recording (docs/bench-log.md, issue #28).
 //!
 //! On x86-64 the counter is read here with `rdtsc`, inline, when `quanta` reads it too (the
 //! same CPUID test, checked against a reading of `quanta`'s): a call into `quanta` and the

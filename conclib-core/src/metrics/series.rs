@@ -5,7 +5,7 @@
 //! Asking the recorder for a handle (`metrics::counter!` with labels) builds a `Key`, hashes
 //! it, and compares it label by label with the series the recorder has (sorting the labels
 //! of both): about 10,700 instructions for a message type's four handles, and 3,700 for an
-//! actor's metrics as a whole, its own two handles among them (callgrind, BENCHMARKS.md
+//! actor's metrics as a whole, its own two handles among them (callgrind, docs/bench-log.md
 //! "The metrics-on ring by the number of actors, continued"),
 //! at the first message of every actor that records, and again at the first message after
 //! each hibernation. Every unnamed actor of a type shares its series (`urn=""`), so after

@@ -10,7 +10,7 @@ use crate::metrics::ActorMetrics;
 /// A place is given back as its message is taken for handling, but not one at a time: the
 /// count is shared with every sender (who reserves a place with a compare-and-swap on it), so
 /// a give-back per message made the actor's core and the senders' fight for its cache line
-/// at every message (bounded tell at a third of the rate it has now; BENCHMARKS.md, "Places
+/// at every message (bounded tell at a third of the rate it has now; docs/bench-log.md, "Places
 /// given back by the batch"). The loop gives them back when the batch it took from the
 /// mailbox is done, after every [`GIVE_BACK_MAX`] messages (at most a sixteenth of a bounded
 /// mailbox's capacity), and before it waits for anything (a handler's `.await`, a control message's

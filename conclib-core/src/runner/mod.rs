@@ -525,7 +525,7 @@ mod tests {
         let r = system.spawn(Idle).await.unwrap();
         let ctx = super::Context::new(r.clone(), system.clone(), Default::default());
         let fut = super::run(Idle, ctx, super::RunOptions::new(Default::default(), None));
-        // Where an idle actor's bytes go (BENCHMARKS.md, "Bytes per idle actor").
+        // Where an idle actor's bytes go (docs/bench-log.md, "Bytes per idle actor").
         use std::mem::size_of;
         println!(
             "run future: {} bytes; cell: {} bytes (core {}, mailbox {}: capacity {}); \

@@ -8,7 +8,7 @@
 //! reader never finds a tally gone. Before, the task kept these counts in its own memory
 //! and passed them on under the statistics' lock now and then: at 100,000 actors asked
 //! now and then, that pass-on was a third to a half of what metrics added to an ask, and
-//! an idle actor needed a timer to pass on what it held back (BENCHMARKS.md, "Per-message
+//! an idle actor needed a timer to pass on what it held back (docs/bench-log.md, "Per-message
 //! figures counted in place").
 
 use std::ptr::NonNull;
