@@ -173,8 +173,6 @@ pub mod supervision {
 
 /// Pools: N actors behind one ref and one URN ([`ActorSystem::pool`]).
 pub mod pool {
-    #[allow(deprecated)]
-    pub use conclib_core::PoolActor;
     pub use conclib_core::{
         MemberLoad, Pool, PoolBuilder, PoolStats, PoolSupervisor, Routing, WhenFull,
     };
@@ -203,8 +201,6 @@ pub mod dynamic {
 /// | [`RemoteHandler<M>`](remote::RemoteHandler) | trait of an actor | the actor exposes `M` to other processes (`#[handle(remote)]`): a remote ref may send it |
 /// | [`ExposedMessage`](remote::ExposedMessage) | value | one entry of [`Actor::REMOTE`], the actor's table of exposed messages with their codec functions |
 pub mod remote {
-    #[allow(deprecated)]
-    pub use conclib_core::RemoteMessage;
     pub use conclib_core::{
         ErasedMessage, ExposedMessage, IntoHandlerError, MessageDecl, NoError, RemoteHandler,
         RemoteReply,

@@ -118,11 +118,7 @@ pub use error::{AskError, BoxError, LookupError, ProcessExit, SendError, SpawnEr
 pub use hibernation::DEFAULT_HIBERNATE_AFTER;
 pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Handler, Message, Priority};
-#[allow(deprecated)]
-pub use pool::PoolActor;
 pub use pool::{MemberLoad, Pool, PoolBuilder, PoolStats, PoolSupervisor, Routing, WhenFull};
-#[allow(deprecated)]
-pub use remote::RemoteMessage;
 pub use remote::{ErasedMessage, ExposedMessage};
 pub use request::{
     Address, AskRequest, DeliverAsk, DeliverTell, KeyRouted, Requester, SendOptions, TellRequest,

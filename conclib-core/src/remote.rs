@@ -226,8 +226,3 @@ fn as_serialize<T: Serialize + 'static>(
         .map(|v| v as &dyn erased_serde::Serialize)
 }
 
-/// The former name of [`ExposedMessage`].
-#[deprecated(
-    note = "renamed `ExposedMessage`: an entry of an actor's table of the messages it exposes to other processes"
-)]
-pub type RemoteMessage = ExposedMessage;

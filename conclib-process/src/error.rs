@@ -14,10 +14,6 @@ pub(crate) fn exit_from_status(status: std::process::ExitStatus) -> ProcessExit 
     }
 }
 
-/// The former name of [`ProcessSpawnError`].
-#[deprecated(note = "renamed `ProcessSpawnError`: `conclib::SpawnError` is the core's")]
-pub type SpawnError = ProcessSpawnError;
-
 /// Why a process actor could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessSpawnError {

@@ -214,11 +214,7 @@ fn lock<T>(m: &parking_lot::Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
 
 pub use builder::{ChildOutput, ProcessBuilder, SpawnProcess, build};
 pub use child::{Registry, init, is_process_actor};
-#[allow(deprecated)]
-pub use error::SpawnError;
 pub use error::{ProcessExit, ProcessSpawnError};
 pub use parent_link::{ParentLink, parent};
 pub use process_ref::ProcessRef;
-#[allow(deprecated)]
-pub use relay::ProcessActor;
 pub use relay::{ProcessPool, ProcessRelay};

@@ -23,10 +23,6 @@ use crate::wire::{self, Frame, status};
 /// before killing it.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// The former name of [`ProcessRelay`].
-#[deprecated(note = "renamed `ProcessRelay`: it relays to the process, the actor runs there")]
-pub type ProcessActor<A> = ProcessRelay<A>;
-
 /// A local actor that runs an `A` in a process of its own and relays to it: what a process
 /// actor is in its system. From
 /// [`ProcessBuilder::into_actor`](crate::ProcessBuilder::into_actor) (for pools);

@@ -421,8 +421,6 @@ mod snapshots;
 mod unacked;
 
 pub use acl::{client_acl, proxy_acl, viewer_acl};
-#[allow(deprecated)]
-pub use client::RemoteActor;
 pub use client::{ByUrn, ProxyClient, RemoteRef};
 #[cfg(feature = "msgpack")]
 pub use conclib_codec::MsgPack;

@@ -21,10 +21,6 @@ use crate::request_envelope::RequestEnvelope;
 use crate::supervision::{RestartLimit, SupervisionEvent};
 use crate::system::ActorId;
 
-/// The former name of [`PoolSupervisor`].
-#[deprecated(note = "renamed `PoolSupervisor`: it supervises the members and routes to them")]
-pub type PoolActor<A> = PoolSupervisor<A>;
-
 /// The actor behind a [`Pool`](crate::Pool): it owns the members (its children), routes requests that
 /// come by URN or dynamic ref, replaces dead members and runs the dead-man's switch.
 pub struct PoolSupervisor<A: Actor> {

@@ -4,8 +4,6 @@ mod actor;
 mod builder;
 mod routing;
 
-#[allow(deprecated)]
-pub use actor::PoolActor;
 pub use actor::PoolSupervisor;
 use actor::Resize;
 pub use builder::PoolBuilder;

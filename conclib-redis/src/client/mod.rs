@@ -14,8 +14,6 @@ use exchange::Waiter;
 use route::Resolved;
 
 use io::{close_reader, read_replies, watch_link, watch_restarts};
-#[allow(deprecated)]
-pub use remote::RemoteActor;
 pub use remote::{ByUrn, RemoteRef};
 
 use std::collections::{HashMap, HashSet};

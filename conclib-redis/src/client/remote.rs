@@ -97,10 +97,6 @@ where
     }
 }
 
-/// The former name of [`RemoteRef`].
-#[deprecated(note = "renamed `RemoteRef`: it is a ref to a remote actor")]
-pub type RemoteActor<A> = RemoteRef<A>;
-
 /// A typed handle to the actor of type `A` with a URN, through the Redis proxy; from
 /// [`ProxyClient::actor`]. Cloning is cheap.
 ///
