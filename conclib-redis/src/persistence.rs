@@ -372,6 +372,18 @@ mod tests {
     }
 
     #[test]
+    fn the_warning_names_the_settings_and_the_loss() {
+        assert_eq!(
+            Persistence::None.warning().as_deref(),
+            Some(
+                "Redis persistence: appendonly no, no RDB snapshots: a restart of Redis loses \
+                 every tell it holds; for none to be lost, set `appendonly yes` and \
+                 `appendfsync always`"
+            )
+        );
+    }
+
+    #[test]
     fn json_names_the_mode() {
         let json = |p: Persistence| serde_json::to_string(&p).unwrap();
         assert_eq!(

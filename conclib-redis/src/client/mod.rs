@@ -415,7 +415,7 @@ impl ProxyClient {
     /// the handler returns is not reported back (a message the actor does not expose is
     /// logged by the proxy). `.priority(Priority::High)` sends it in the high-priority lane.
     /// Nothing waits for the proxy: a Redis that restarts without persistence loses the
-    /// tells it held.
+    /// tells it held ([`persistence`](Self::persistence) says what a restart can lose).
     ///
     /// Resolves to [`AskError::UnknownUrn`](conclib_core::AskError::UnknownUrn) if no system serves the URN; codec, size and
     /// Redis errors.
