@@ -44,7 +44,7 @@ impl fmt::Debug for ProxyHandle {
 /// It claims each exposed actor's URN in Redis, and publishes actors spawned or stopped later
 /// as soon as the system reports a URN change (also every [`ProxyConfig::scan_interval`], and
 /// at once with [`ProxyHandle::refresh`]). A URN
-/// another live system already owns is not served here: it is logged as an error and listed
+/// another live system already owns is not served here: it is logged as a warning and listed
 /// by [`ProxyHandle::conflicts`], and taken over only if the other system's ownership lapses.
 /// Requests are looked up by URN when they arrive, so a restarted actor is served at once.
 ///
