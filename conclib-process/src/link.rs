@@ -123,7 +123,7 @@ impl Link {
                     )
                     && let Some(link) = link.upgrade()
                 {
-                    tracing::error!(pid = link.pid, error = %e, "process actor's link broken: killed");
+                    tracing::warn!(pid = link.pid, error = %e, "process actor's link broken: killed");
                     link.kill();
                 }
             });
@@ -317,7 +317,7 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
                 // A broken link (a corrupt or oversized frame): nothing more can be read,
                 // so the process is treated as dead.
                 if let Some(link) = link.upgrade() {
-                    tracing::error!(pid = link.pid, error = %e, "process actor's link broken: killed");
+                    tracing::warn!(pid = link.pid, error = %e, "process actor's link broken: killed");
                     link.kill();
                 }
                 return;
@@ -383,7 +383,7 @@ async fn read_frames(reader: ReadHalf, link: std::sync::Weak<Link>, system: Opti
                 } else {
                     "bytes that are no frame"
                 };
-                tracing::error!(pid = link.pid, %what, "process actor's link broken: killed");
+                tracing::warn!(pid = link.pid, %what, "process actor's link broken: killed");
                 link.kill();
                 return;
             }

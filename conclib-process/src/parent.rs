@@ -401,6 +401,15 @@ impl Inner {
         } else {
             StopReason::Failed(death)
         };
+        if !self.ending.load(Ordering::Acquire)
+            && matches!(
+                reason,
+                StopReason::RestartLimit(_) | StopReason::Failed(_) | StopReason::Panicked(_)
+            )
+        {
+            // A crash (a broken link included: it was killed) that ends the actor for good.
+            tracing::error!(actor = self.spec.kind, %exit, %reason, "process actor died; it will not be restarted");
+        }
         let _ = self.end_reason.set(reason);
         // Stored even with no one waiting yet (`send` would drop it then).
         self.final_exit.send_replace(Some(exit));

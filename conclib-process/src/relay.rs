@@ -181,7 +181,8 @@ impl<A: Actor> Actor for ProcessRelay<A> {
         let body = match body {
             Ok(body) => body,
             Err(why) => {
-                tracing::error!(message = name, error = %why, "could not encode a message for a process actor");
+                // WARN: the asker is answered `NoResponse`; the link is unharmed.
+                tracing::warn!(message = name, error = %why, "could not encode a message for a process actor");
                 responder.respond(Err(AskError::NoResponse));
                 return;
             }

@@ -169,6 +169,32 @@
 //!   then, and are served there; requests already queued in the dead system's own stream
 //!   wait there for that system id to come back, as for any system, and asks among them
 //!   fail at their deadline.
+//! - **A Redis restart keeps accepted tells only with AOF, fsync always** ([`Persistence`],
+//!   `tests/persistence.rs`; `tests/load_faults.rs` SIGKILLs such a Redis under load and
+//!   loses no accepted tell). Requests live in Redis until handled: across a crash or
+//!   restart of Redis itself, what the guarantees above say of the requests Redis had
+//!   accepted (at least once for a tell that returned `Ok`, an ask waiting for its answer)
+//!   holds for all of them only with `appendonly yes` and `appendfsync always` (each write on
+//!   disk before Redis answers it). With `appendfsync everysec` (Redis's default once AOF is
+//!   on), a crash can lose about the last second of writes (two at worst, by Redis's own
+//!   documentation); with `appendfsync no`, what the operating system had not written to
+//!   disk when Redis's machine crashed; with RDB snapshots only, every write since the last
+//!   snapshot; with neither, all of them. [`start_proxy`] and [`ProxyClient::connect`] read
+//!   the settings in one round trip bounded by
+//!   [`command_timeout`](ProxyConfig::command_timeout), `CONFIG GET appendonly appendfsync
+//!   save` with `INFO persistence` beside it, for when `CONFIG` is refused (an ACL user
+//!   without `+config`, as with [`client_acl`] and [`proxy_acl`], or a managed Redis that
+//!   renamed it): `INFO` tells whether AOF is on, not how often it is fsynced
+//!   ([`Fsync::Unknown`]). Neither answering makes it [`Persistence::Unknown`]; the start
+//!   never fails for it. In a cluster, it is the settings of one node. Unless tells are
+//!   known to survive ([`Persistence::tells_survive_restart`]), the first proxy started or
+//!   client connected in a process logs one warning at WARN, naming the settings and what
+//!   a restart can lose ([`Persistence::warning`]: "Redis persistence: appendonly no, no
+//!   RDB snapshots: a restart of Redis loses every tell it holds; for none to be lost, set
+//!   \`appendonly yes\` and \`appendfsync always\`"), once per process however many
+//!   follow. The value is
+//!   [`ProxyHandle::persistence`], [`ProxyClient::persistence`], and the `persistence` of
+//!   the system's snapshot ([`PublishedSystem::persistence`]), which the live view shows.
 //! - **Hostile input.** Malformed entries, unknown wire names, undecodable or oversized
 //!   payloads are answered with an error when a reply address can be read, logged, and the
 //!   proxy goes on. A stream whose ids a client pushed into the future is replaced by an
@@ -415,6 +441,7 @@ mod error;
 #[cfg(test)]
 mod future_size;
 mod metrics;
+mod persistence;
 mod protocol;
 mod proxy;
 mod snapshots;
@@ -431,6 +458,7 @@ pub use conclib_codec::{
 pub use config::{DEFAULT_NAMESPACE, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_URL, ProxyConfig};
 pub use daemon::{RedisDaemon, start_redis};
 pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
+pub use persistence::{Fsync, Persistence, TellLoss};
 pub use protocol::{
     CONSUMER_GROUP, PROTOCOL_VERSION, REPLY_HEADER_LEN, Status, decode_reply, encode_reply,
     pattern_prefix,

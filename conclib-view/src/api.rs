@@ -83,6 +83,10 @@ struct SystemOut<'a> {
     proxy: &'a conclib_redis::ProxyStats,
     snapshot: SnapshotOut<'a>,
     groups: &'a [conclib_redis::PublishedGroup],
+    persistence: conclib_redis::Persistence,
+    /// What the proxy's start-up warning said of Redis's persistence: null when a restart
+    /// of Redis loses no accepted tell.
+    persistence_warning: Option<String>,
     page: PageOut,
     messages: &'a [MessageView],
 }
@@ -160,6 +164,8 @@ fn page_of<'a>(table: &'a Table, query: &PageQuery) -> SystemOut<'a> {
             omitted_actors: published.snapshot.omitted_actors,
         },
         groups: &published.groups,
+        persistence: published.persistence,
+        persistence_warning: published.persistence.warning(),
         page: PageOut {
             total: table.telling.len() + table.unlisted,
             listed: table.telling.len(),

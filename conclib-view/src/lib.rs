@@ -50,7 +50,10 @@
 //! `page`: `{"total", "listed", "unlisted", "matched", "failing", "offset",
 //! "limit", "sort", "order"}` (`listed`: actors the view can search, in full or in brief;
 //! `unlisted`: counted by the snapshot but listed in neither; `failing`: listed actors with
-//! an error, panic or restart), and `messages`: per actor type and message type
+//! an error, panic or restart), `persistence_warning`: what the proxy's start-up warning
+//! said of Redis's [`persistence`](conclib_redis::PublishedSystem::persistence) (null when a
+//! restart of Redis loses no accepted tell: `appendonly yes`, `appendfsync always`; the page
+//! shows it beside the proxy's figures), and `messages`: per actor type and message type
 //! ([`SystemSnapshot::messages`](conclib_core::SystemSnapshot::messages)), `{"actor_type",
 //! "message", "interval_ms", "handled", "rate", "error_pct", "p50_us", "p95_us", "p99_us"}`
 //! between the last two snapshots read (`interval_ms` apart; null with no earlier one: then

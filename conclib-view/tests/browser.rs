@@ -172,6 +172,13 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
     assert_eq!(dom.matches("<tr class=\"actor").count(), 1, "{dom}");
     assert!(dom.contains("100,000 actors"), "{dom}");
     assert!(dom.contains("1 matching"), "{dom}");
+    // start_redis's Redis persists nothing: the heading warns, with what it can lose.
+    assert!(
+        dom.contains("class=\"meta persistence risk\"")
+            && dom.contains("Redis can lose accepted tells on a restart")
+            && dom.contains("a restart of Redis loses every tell it holds"),
+        "{dom}"
+    );
 
     // Unfiltered, the page holds one page of rows, the failing actor first.
     let dir = std::env::temp_dir().join(format!("conclib-view-browser2-{}", std::process::id()));

@@ -131,6 +131,12 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
     .await;
     assert_eq!(systems[0]["system_id"], "alpha");
     assert_eq!(systems[0]["groups"], serde_json::json!([]), "as published");
+    // start_redis's Redis persists nothing: each system says a restart loses its tells.
+    for system in &systems {
+        assert_eq!(system["persistence"], serde_json::json!({"mode": "none"}));
+        let warning = system["persistence_warning"].as_str().unwrap();
+        assert!(warning.contains("appendonly yes"), "{warning}");
+    }
     assert_eq!(systems[1]["system_id"], "beta");
     assert_eq!(systems[1]["groups"].as_array().unwrap().len(), 1);
     assert_eq!(systems[1]["groups"][0]["name"], "parent:beta");

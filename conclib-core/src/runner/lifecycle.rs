@@ -84,13 +84,30 @@ pub(super) async fn after_panic<A: Actor>(
     cell: &crate::cell::ActorCell<A>,
     panic: String,
 ) -> Option<StopReason> {
-    tracing::error!(%panic, "actor panicked");
+    // WARN: the policy decides what follows; an actor it stops for good is logged at ERROR
+    // below.
+    tracing::warn!(%panic, "actor panicked");
     count_panic(&cell.core, &panic);
     cell.mark_task_changed();
     if let Err(again) = CatchUnwind(actor.on_panic(ctx, &panic)).await {
-        tracing::error!("on_panic panicked too");
+        tracing::warn!(panic = %again, "on_panic panicked too");
         count_panic(&cell.core, &again);
     }
+    let stop = panic_policy_applied(actor, ctx, options, cell, panic).await;
+    if let Some(reason) = &stop {
+        tracing::error!(%reason, "actor stopped after a panic; it will not be restarted");
+    }
+    stop
+}
+
+/// The panic policy after a panic: `Some`: the actor stops.
+async fn panic_policy_applied<A: Actor>(
+    actor: &mut A,
+    ctx: &mut Context<A>,
+    options: &mut RunOptions<A>,
+    cell: &crate::cell::ActorCell<A>,
+    panic: String,
+) -> Option<StopReason> {
     // The parent's declaration for its children, if any, overrides the spawner's choice.
     match cell.core.panic_policy(options.policy()) {
         PanicPolicy::Resume => None,

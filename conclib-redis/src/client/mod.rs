@@ -123,6 +123,8 @@ struct Shared {
     /// (see [`Shared::restarted`]). Read just before each request is written, and stored
     /// under the `pending` lock.
     losses: AtomicU64,
+    /// Redis's persistence settings, read once as the client connected.
+    persistence: std::sync::OnceLock<crate::Persistence>,
 }
 
 /// Stops the reply reader and the connection watchers, and closes the connections, when the
@@ -295,8 +297,15 @@ impl ProxyClient {
             clustered,
             run_ids: Mutex::new(HashMap::new()),
             losses: AtomicU64::new(0),
+            persistence: std::sync::OnceLock::new(),
         });
         let (run_id, _) = shared.server_info().await;
+        let persistence = match shared.connection() {
+            Ok(link) => crate::Persistence::read(link, config.command_timeout).await,
+            Err(_) => crate::Persistence::Unknown,
+        };
+        let _ = shared.persistence.set(persistence);
+        persistence.warn_once();
         if let Some(run_id) = &run_id
             && !clustered
         {
@@ -336,6 +345,24 @@ impl ProxyClient {
     #[must_use]
     pub fn config(&self) -> &ProxyConfig {
         &self.shared.config
+    }
+
+    /// How the Redis this client talks to persists what it holds, as read when the client
+    /// connected: whether a restart of Redis can lose the tells it accepted
+    /// ([`tell`](Self::tell) returns once Redis holds the message).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conclib_redis::ProxyClient) {
+    /// use conclib_redis::TellLoss;
+    /// match client.persistence().tell_loss() {
+    ///     TellLoss::Nothing => {}
+    ///     loss => eprintln!("a Redis restart may lose tells: {loss:?}"),
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn persistence(&self) -> crate::Persistence {
+        self.shared.persistence.get().copied().unwrap_or_default()
     }
 
     /// The key of this client's reply list.
@@ -386,7 +413,7 @@ impl ProxyClient {
     /// the handler returns is not reported back (a message the actor does not expose is
     /// logged by the proxy). `.priority(Priority::High)` sends it in the high-priority lane.
     /// Nothing waits for the proxy: a Redis that restarts without persistence loses the
-    /// tells it held.
+    /// tells it held ([`persistence`](Self::persistence) says what a restart can lose).
     ///
     /// Resolves to [`AskError::UnknownUrn`](conclib_core::AskError::UnknownUrn) if no system serves the URN; codec, size and
     /// Redis errors.

@@ -44,7 +44,7 @@ impl fmt::Debug for ProxyHandle {
 /// It claims each exposed actor's URN in Redis, and publishes actors spawned or stopped later
 /// as soon as the system reports a URN change (also every [`ProxyConfig::scan_interval`], and
 /// at once with [`ProxyHandle::refresh`]). A URN
-/// another live system already owns is not served here: it is logged as an error and listed
+/// another live system already owns is not served here: it is logged as a warning and listed
 /// by [`ProxyHandle::conflicts`], and taken over only if the other system's ownership lapses.
 /// Requests are looked up by URN when they arrive, so a restarted actor is served at once.
 ///
@@ -83,6 +83,9 @@ pub async fn start_proxy(
     ));
     let started = async {
         let since = std::time::Instant::now();
+        let persistence =
+            crate::Persistence::read(&shared.cmd, shared.config.command_timeout).await;
+        let _ = shared.persistence.set(persistence);
         shared.acquire_lease().await?;
         shared.sync_clock().await;
         shared
@@ -105,8 +108,10 @@ pub async fn start_proxy(
         system = %shared.system_id,
         namespace = %shared.config.namespace,
         urns = shared.registry.lock().unwrap_or_else(|e| e.into_inner()).owned.len(),
+        persistence = %shared.persistence(),
         "Redis proxy started"
     );
+    shared.persistence().warn_once();
     Ok(ProxyHandle {
         shared,
         reader: Some(reader),
@@ -153,6 +158,22 @@ impl ProxyHandle {
     #[must_use]
     pub fn is_serving(&self) -> bool {
         self.shared.serving.load(Ordering::Acquire)
+    }
+
+    /// How the Redis this proxy serves through persists what it holds, as read when the
+    /// proxy started (also in its snapshot: [`PublishedSystem::persistence`](crate::PublishedSystem::persistence)):
+    /// whether a restart of Redis can lose tells it accepted.
+    ///
+    /// ```no_run
+    /// # async fn demo(proxy: conclib_redis::ProxyHandle) {
+    /// if !proxy.persistence().tells_survive_restart() {
+    ///     eprintln!("{:?}: tells may be lost", proxy.persistence().tell_loss());
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn persistence(&self) -> crate::Persistence {
+        self.shared.persistence()
     }
 
     /// What the proxy did so far.

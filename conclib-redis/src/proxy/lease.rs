@@ -369,12 +369,15 @@ impl Shared {
                             "URN key holds something other than a string (written by something other than a proxy); this proxy refuses the URN until the key is deleted"
                         );
                     } else {
-                        tracing::error!(
+                        // WARN: most often a race that settles itself (a system taking over
+                        // a URN whose lease lapsed, a hand-over between deployments); one
+                        // that lasts is listed by `ProxyHandle::conflicts`.
+                        tracing::warn!(
                             %urn,
                             %owner,
                             system = %self.system_id,
                             was_owned,
-                            "URN is served by another system; this proxy refuses it (rename one of the actors)"
+                            "URN is served by another system; this proxy refuses it until that one releases it (if both are meant to serve it, rename one of the actors or serve it as a group)"
                         );
                     }
                 }

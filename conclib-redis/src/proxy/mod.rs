@@ -196,6 +196,8 @@ struct Shared {
     reset: Script,
     /// What the snapshots published of the actors in brief; one publish at a time.
     briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
+    /// Redis's persistence settings, read once as the proxy started.
+    persistence: std::sync::OnceLock<crate::Persistence>,
 }
 
 fn now_ms() -> i64 {
@@ -279,6 +281,7 @@ impl Shared {
             poisoned: AtomicBool::new(false),
             reset: Script::new(RESET_SCRIPT),
             briefs: tokio::sync::Mutex::default(),
+            persistence: std::sync::OnceLock::new(),
         }
     }
 
@@ -306,6 +309,11 @@ impl Shared {
             Role::Member(m) => m.claim_key.clone(),
             Role::System => self.keys.urn(name),
         }
+    }
+
+    /// Redis's persistence settings as read when the system's proxy started.
+    fn persistence(&self) -> crate::Persistence {
+        self.persistence.get().copied().unwrap_or_default()
     }
 
     fn stats(&self) -> ProxyStats {
@@ -344,6 +352,7 @@ impl Shared {
             proxy: self.stats(),
             snapshot,
             groups: self.published_groups(),
+            persistence: self.persistence(),
         };
         crate::snapshots::publish(
             &self.cmd,

@@ -68,7 +68,9 @@ impl Shared {
                 break;
             };
             if attempt >= 8 {
-                tracing::error!(error = %e, connection = is_connection_error(&e), requests = batch.len(), "could not write replies; the requests will be read again");
+                // WARN: nothing is lost, the requests are handled again once Redis takes
+                // writes.
+                tracing::warn!(error = %e, connection = is_connection_error(&e), requests = batch.len(), "could not write replies; the requests will be read again");
                 self.give_up(batch);
                 return;
             }

@@ -33,6 +33,7 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::conn::{self, as_bytes, keyed, owned};
+use crate::persistence::Persistence;
 use crate::protocol::Keys;
 use crate::proxy::ProxyStats;
 
@@ -62,6 +63,13 @@ pub struct PublishedSystem {
     /// `snapshot` under their URNs.
     #[serde(default)]
     pub groups: Vec<PublishedGroup>,
+    /// Redis's persistence settings, as the proxy read them when it started: whether a
+    /// restart of Redis can lose the tells it holds ([`Persistence::tell_loss`]). JSON:
+    /// `{"mode": "append_only", "fsync": "always" | "everysec" | "no" | "unknown"}`, or
+    /// `{"mode": ..}` with `snapshots_only`, `none`, `append_only_off` or `unknown` (also
+    /// when a proxy of an older version published it without).
+    #[serde(default)]
+    pub persistence: Persistence,
 }
 
 /// One group a system is a member of, as published with its snapshot.

@@ -18,6 +18,7 @@ async fn a_snapshot_over_the_limit_is_shrunk_to_fit() {
         proxy: Default::default(),
         snapshot,
         groups: Vec::new(),
+        persistence: crate::Persistence::default(),
     };
     let json = fitted_json(&published).unwrap();
     assert!(json.len() <= MAX_SNAPSHOT_BYTES, "{} bytes", json.len());
@@ -50,6 +51,7 @@ fn published(snapshot: SystemSnapshot) -> PublishedSystem {
         proxy: Default::default(),
         snapshot,
         groups: Vec::new(),
+        persistence: crate::Persistence::default(),
     }
 }
 

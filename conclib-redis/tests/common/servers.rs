@@ -604,6 +604,12 @@ pub struct OwnRedis {
 impl OwnRedis {
     /// Starts it and waits until it answers PING (it answers LOADING while it loads its file).
     pub async fn start(port: u16, dir: &Path, aof: bool) -> OwnRedis {
+        OwnRedis::start_with(port, dir, aof, &[]).await
+    }
+
+    /// [`start`](Self::start), with more options (`--rename-command CONFIG ""`) after the
+    /// usual ones.
+    pub async fn start_with(port: u16, dir: &Path, aof: bool, extra: &[&str]) -> OwnRedis {
         let mut command = Command::new(server_binary());
         command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -614,6 +620,7 @@ impl OwnRedis {
                 ["--appendonly", "no", "--appendfsync", "everysec"]
             })
             .args(["--daemonize", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(dir)
             .arg("--logfile")
