@@ -16,17 +16,11 @@ use tracing::Instrument;
 
 use super::outbox::{self, Done, Outgoing};
 use super::route::Resolved;
+use super::waiter::Waiter;
 use super::{ProxyClient, Shared};
 use crate::conn::{bytes, s, shared_bytes};
 use crate::error::ProxyError;
 use crate::protocol::{self, PROTOCOL_VERSION, Status, field};
-
-/// An ask waiting for its reply frame (or for the error that ends it before one comes).
-pub(super) struct Waiter {
-    pub(super) reply: oneshot::Sender<Result<Bytes, ProxyError>>,
-    /// Whether Redis took its request (it waits in a stream, or with the proxy, for its answer).
-    pub(super) written: bool,
-}
 
 impl ProxyClient {
     pub(super) fn encode<M: Serialize, E>(&self, msg: &M) -> Result<Vec<u8>, ProxyError<E>> {

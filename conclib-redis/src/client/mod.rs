@@ -9,8 +9,9 @@ mod outbox;
 mod remote;
 mod restart;
 mod route;
+mod waiter;
 
-use exchange::Waiter;
+use waiter::Waiter;
 use route::Resolved;
 
 use io::{close_reader, read_replies, watch_link, watch_restarts};

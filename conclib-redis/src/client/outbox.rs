@@ -18,7 +18,7 @@ use fred::prelude::*;
 use tokio::sync::oneshot;
 
 use super::Shared;
-use super::exchange::Waiter;
+use super::waiter::Waiter;
 use crate::conn::{self, keyed_at, owned, s};
 use crate::error::{ProxyError, redis_error};
 use crate::protocol::{SEND_SCRIPT, field};
@@ -309,7 +309,7 @@ mod tests {
 
     use std::collections::HashMap;
 
-    use super::super::exchange::Waiter;
+    use super::super::waiter::Waiter;
     use super::{Done, Outgoing, SEND_BATCH, SEND_BATCH_BYTES};
     use crate::error::ProxyError;
 
