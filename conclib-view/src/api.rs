@@ -1,12 +1,12 @@
-//! `/api/systems`: one page of each system's actors, searched, sorted and paged by the
-//! server.
+//! The view's JSON API: `/api/systems`, one page of each system's actors, searched, sorted
+//! and paged by the server; `/api/history`, the sampled series the page plots.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -220,4 +220,40 @@ pub(crate) async fn systems(
         }
     }
     axum::Json(pages).into_response()
+}
+
+/// `/api/history`: every series (or those named by `key`, from `since`, and by `full`,
+/// whole), as JSON.
+pub(crate) async fn history(
+    State(state): State<Arc<ViewState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    state.start_sampling().await;
+    let (mut since, mut keys, mut full) = (None, Vec::new(), Vec::new());
+    for (name, value) in form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes()) {
+        match &*name {
+            "since" => match value.parse() {
+                Ok(n) => since = Some(n),
+                Err(_) => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        format!("since: expected a number, got {value:?}"),
+                    )
+                        .into_response();
+                }
+            },
+            "key" => keys.push(value),
+            "full" => full.push(value),
+            _ => {}
+        }
+    }
+    let body = state
+        .history
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .to_json(since, &keys, &full);
+    match body {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

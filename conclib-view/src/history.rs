@@ -6,12 +6,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::sampler::ViewState;
 use crate::table::Table;
 
 /// How many samples of each actor the view keeps for the plots (five minutes, one a second).
@@ -134,53 +130,34 @@ fn series_since(series: &Series, since: Option<u64>) -> SeriesOut {
     }
 }
 
-pub(crate) async fn history(
-    State(state): State<Arc<ViewState>>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    state.start_sampling().await;
-    let (mut since, mut keys, mut full) = (None, Vec::new(), Vec::new());
-    for (name, value) in form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes()) {
-        match &*name {
-            "since" => match value.parse() {
-                Ok(n) => since = Some(n),
-                Err(_) => {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        format!("since: expected a number, got {value:?}"),
-                    )
-                        .into_response();
+impl History {
+    /// What `/api/history` answers, as JSON: every series from its start, or those named in
+    /// `keys` (from `since`) and in `full` (whole).
+    pub(crate) fn to_json(
+        &self,
+        since: Option<u64>,
+        keys: &[impl AsRef<str>],
+        full: &[impl AsRef<str>],
+    ) -> serde_json::Result<Vec<u8>> {
+        let mut out = HistoryOut {
+            seq: self.seq,
+            series: HashMap::new(),
+        };
+        if keys.is_empty() && full.is_empty() {
+            for (key, series) in &self.series {
+                out.series.insert(key, series_since(series, None));
+            }
+        } else {
+            let asked = keys
+                .iter()
+                .map(|k| (k.as_ref(), since))
+                .chain(full.iter().map(|k| (k.as_ref(), None)));
+            for (key, since) in asked {
+                if let Some((key, series)) = self.series.get_key_value(key) {
+                    out.series.insert(key, series_since(series, since));
                 }
-            },
-            "key" => keys.push(value),
-            "full" => full.push(value),
-            _ => {}
-        }
-    }
-    let history = state.history.lock().unwrap_or_else(|e| e.into_inner());
-    let mut out = HistoryOut {
-        seq: history.seq,
-        series: HashMap::new(),
-    };
-    if keys.is_empty() && full.is_empty() {
-        for (key, series) in &history.series {
-            out.series.insert(key, series_since(series, None));
-        }
-    } else {
-        let asked = keys
-            .iter()
-            .map(|k| (k, since))
-            .chain(full.iter().map(|k| (k, None)));
-        for (key, since) in asked {
-            if let Some((key, series)) = history.series.get_key_value(key.as_ref()) {
-                out.series.insert(key, series_since(series, since));
             }
         }
-    }
-    let body = serde_json::to_vec(&out);
-    drop(history);
-    match body {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        serde_json::to_vec(&out)
     }
 }

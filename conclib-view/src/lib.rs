@@ -109,7 +109,7 @@ pub fn router(reader: SnapshotReader) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/api/systems", get(api::systems))
-        .route("/api/history", get(history::history))
+        .route("/api/history", get(api::history))
         .with_state(state)
 }
 

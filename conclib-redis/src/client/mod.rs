@@ -11,8 +11,8 @@ mod restart;
 mod route;
 mod waiter;
 
-use waiter::Waiter;
 use route::Resolved;
+use waiter::Waiter;
 
 use io::{close_reader, read_replies, watch_link, watch_restarts};
 pub use remote::{ByUrn, RemoteRef};
