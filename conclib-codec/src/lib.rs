@@ -16,7 +16,9 @@
 use std::fmt;
 use std::sync::Arc;
 
+mod depth;
 mod status;
+pub use depth::{DepthLimited, DepthLimitedError, MAX_DEPTH};
 pub use status::Status;
 
 use serde::Serialize;
@@ -198,7 +200,9 @@ impl Codec for Bincode {
         let mut reader = Slice(bytes);
         {
             let mut decoder = bincode::serde::OwnedSerdeDecoder::from_reader(&mut reader, BINCODE);
-            let mut erased = <dyn erased_serde::Deserializer>::erase(decoder.as_deserializer());
+            let mut erased = <dyn erased_serde::Deserializer>::erase(DepthLimited::new(
+                decoder.as_deserializer(),
+            ));
             visit(&mut erased).map_err(|e| CodecError::new("bincode", e))?;
         }
         if reader.0.is_empty() {
@@ -241,7 +245,12 @@ impl Codec for MsgPack {
         let mut rest = bytes;
         {
             let mut de = rmp_serde::Deserializer::new(&mut rest);
-            let mut erased = <dyn erased_serde::Deserializer>::erase(&mut de);
+            // rmp-serde's own limit (1024 by default; it counts arrays, maps and extensions)
+            // is more than a debug build's stack holds. `DepthLimited` counts every level
+            // and fails first (rmp-serde fails once its count reaches the limit, before it
+            // calls the visitor that would count that level), so rmp-serde's only backs it up.
+            de.set_max_depth(MAX_DEPTH + 2);
+            let mut erased = <dyn erased_serde::Deserializer>::erase(DepthLimited::new(&mut de));
             visit(&mut erased).map_err(|e| CodecError::new("msgpack", e))?;
         }
         if rest.is_empty() {

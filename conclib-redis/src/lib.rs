@@ -452,8 +452,8 @@ pub use client::{ByUrn, ProxyClient, RemoteRef};
 #[cfg(feature = "msgpack")]
 pub use conclib_codec::MsgPack;
 pub use conclib_codec::{
-    BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, builtin_codec, decode_value,
-    encode_value,
+    BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, DepthLimited, MAX_DEPTH,
+    builtin_codec, decode_value, encode_value,
 };
 pub use config::{DEFAULT_NAMESPACE, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_URL, ProxyConfig};
 pub use daemon::{RedisDaemon, start_redis};

@@ -17,6 +17,9 @@ use crate::table::{Row, Search, Sort, Table};
 /// Rows per system in one answer of `/api/systems`: by default, and at most.
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
+/// The longest query string a page request may carry: a few hundred systems' offsets fit;
+/// hyper alone would let one of hundreds of KiB through, parsed and echoed in errors.
+const MAX_QUERY_LEN: usize = 8 * 1024;
 
 /// The query of `/api/systems`.
 struct PageQuery {
@@ -31,6 +34,13 @@ struct PageQuery {
 
 impl PageQuery {
     fn parse(raw: Option<&str>) -> Result<PageQuery, String> {
+        let raw = raw.unwrap_or_default();
+        if raw.len() > MAX_QUERY_LEN {
+            return Err(format!(
+                "query string of {} bytes: at most {MAX_QUERY_LEN}",
+                raw.len()
+            ));
+        }
         let mut page = PageQuery {
             query: String::new(),
             id: None,
@@ -46,7 +56,7 @@ impl PageQuery {
                 .parse::<usize>()
                 .map_err(|_| format!("{name}: expected a number, got {value:?}"))
         };
-        for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
             match &*name {
                 "q" => {
                     page.query = value.trim().to_ascii_lowercase();
@@ -228,9 +238,20 @@ pub(crate) async fn history(
     State(state): State<Arc<ViewState>>,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    let raw = raw.unwrap_or_default();
+    if raw.len() > MAX_QUERY_LEN {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "query string of {} bytes: at most {MAX_QUERY_LEN}",
+                raw.len()
+            ),
+        )
+            .into_response();
+    }
     state.start_sampling().await;
     let (mut since, mut keys, mut full) = (None, Vec::new(), Vec::new());
-    for (name, value) in form_urlencoded::parse(raw.as_deref().unwrap_or_default().as_bytes()) {
+    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
         match &*name {
             "since" => match value.parse() {
                 Ok(n) => since = Some(n),
@@ -255,5 +276,22 @@ pub(crate) async fn history(
     match body {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_string_is_bounded_in_length() {
+        let page = PageQuery::parse(Some("q=abc&limit=9999&offset.s1=3")).unwrap();
+        assert_eq!(page.limit, MAX_LIMIT);
+        assert_eq!(page.offsets["s1"], 3);
+        let fits = format!("q={}", "a".repeat(MAX_QUERY_LEN - 2));
+        assert!(PageQuery::parse(Some(&fits)).is_ok());
+        let long = format!("q={}", "a".repeat(MAX_QUERY_LEN - 1));
+        let err = PageQuery::parse(Some(&long)).err().unwrap();
+        assert!(err.len() < 100, "{err}");
     }
 }

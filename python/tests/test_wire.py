@@ -187,6 +187,49 @@ def test_hostile_reply_frames_give_typed_errors_and_no_hang(raw_redis: Any, redi
     run(main())
 
 
+def test_a_reply_nested_past_any_depth_is_a_codec_error(
+    raw_redis: Any, redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # msgpack-python refuses more than 1024 nested levels (StackError, a ValueError) in its C
+    # unpacker and its pure-Python fallback alike, rather than recursing: a reply nested
+    # 100,000 deep is a CodecError, not a RecursionError or a crash (issue #62's reply side).
+    from msgpack import fallback
+
+    from conclib import codec
+
+    deep_arrays = b"\x91" * 100_000 + b"\x01"
+    deep_maps = b"\x81\xa1a" * 100_000 + b"\x01"
+    for unpackb in (msgpack.unpackb, fallback.unpackb):
+        monkeypatch.setattr(codec.msgpack, "unpackb", unpackb)
+        for data in (deep_arrays, deep_maps):
+            with pytest.raises(conclib.CodecError):
+                codec.decode(data)
+        nested = codec.decode(b"\x91" * 64 + b"\x01")
+        for _ in range(64):
+            nested = nested[0]
+        assert nested == 1
+    monkeypatch.undo()
+
+    ns = namespace_()
+    fake = FakeSystem(raw_redis, ns, "fake", ["svc"])
+
+    async def main() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            for payload, status in ((deep_arrays, 0), (deep_maps, 1)):
+                ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+                request = await asyncio.to_thread(fake.next_request)
+                fake.reply(request, status, payload)
+                with pytest.raises(conclib.CodecError):
+                    await ask
+            # And the client still works.
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+            request = await asyncio.to_thread(fake.next_request)
+            fake.reply(request, 0, msgpack.packb("still here"))
+            assert await ask == "still here"
+
+    run(main())
+
+
 def test_an_unanswered_ask_times_out_and_a_late_reply_is_dropped(raw_redis: Any, redis_server: Any) -> None:
     ns = namespace_()
     fake = FakeSystem(raw_redis, ns, "fake", ["svc"])
