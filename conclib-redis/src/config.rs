@@ -80,8 +80,9 @@ pub struct ProxyConfig {
     /// Small, so that a busy member leaves the rest of the group's requests to the others.
     /// Default 16.
     pub group_in_flight: usize,
-    /// How long a request waits for room in its actor's full mailbox before the proxy
-    /// refuses it: an ask is answered [`AskError::MailboxFull`](conclib_core::AskError::MailboxFull)
+    /// How long a request may wait for room in its actor's full mailbox, counted from when
+    /// Redis took it (its entry id; a request older than this when its turn comes gets the
+    /// room there is or none), before the proxy refuses it: an ask is answered [`AskError::MailboxFull`](conclib_core::AskError::MailboxFull)
     /// (status 12) at once instead of running into its timeout (a web server turns that into
     /// a 503), a tell is dropped with a warning. Default 100 ms.
     pub full_mailbox_wait: Duration,

@@ -72,10 +72,16 @@
 //!   the ask to the actor with what is left as its timeout: an ask still in the actor's
 //!   mailbox at its deadline is never started (nobody waits for it); a handler that started
 //!   runs to its end (nothing cancels it), its late answer dropped.
-//! - **Overload.** A request waits at most [`full_mailbox_wait`](ProxyConfig::full_mailbox_wait)
-//!   (100 ms) for room in a full mailbox; then an ask is answered
-//!   `AskError::MailboxFull` at once (a web server answers 503) and a tell is dropped
-//!   with a warning.
+//! - **Overload.** A request may wait for room in a full mailbox until
+//!   [`full_mailbox_wait`](ProxyConfig::full_mailbox_wait) (100 ms) after Redis took it (its
+//!   entry id, as for its deadline: time queued in the stream and in the proxy counts); a
+//!   request older than that when its turn comes gets the room there is or none. Then an ask
+//!   is answered `AskError::MailboxFull` (a web server answers 503), not at its timeout, and
+//!   a tell is dropped with a warning. The client sees the answer after that wait plus the
+//!   proxy's and the reply's trip, which a busy machine lengthens: 256 asks at once on a
+//!   mailbox of 64, on 2 cores shared with other builds (load average 17), p50 103 ms,
+//!   p99 112 ms; with 4 more spinning threads, p50 112 ms, p99 231 ms
+//!   (`examples/overload.rs`, BENCHMARKS.md, 2026-11-27).
 //! - **At least once across crashes, for asks and tells.** A request stays in its Redis
 //!   stream until the proxy has answered it (an ask) or its handler has finished (a tell),
 //!   or it was refused. A proxy that stops or crashes before that leaves it in Redis, and the

@@ -31,6 +31,7 @@ fn main() {
         a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over,
         a_paused_process_replaced_by_its_own_system_hands_on_what_it_reads,
         a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run,
+        a_request_older_than_the_room_wait_gets_the_room_there_is_or_mailbox_full_at_once,
         a_tell_refused_for_a_full_mailbox_is_counted_as_rejected,
         an_entry_id_from_the_future_does_not_poison_the_stream,
         a_restarted_proxy_takes_over_at_once_when_its_predecessor_provably_died,
@@ -634,6 +635,154 @@ async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
         "asks whose deadline passed in the mailbox were started"
     );
     client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+}
+
+/// Issue #62: the wait for room counts from when Redis took the request (its entry id),
+/// not from when the proxy got to it. A request already older than `full_mailbox_wait` when
+/// dispatched is answered `MailboxFull` at once if the mailbox is full (not after another
+/// full wait), and handled if there is room.
+async fn a_request_older_than_the_room_wait_gets_the_room_there_is_or_mailbox_full_at_once() {
+    let mut config = config("stale-room");
+    // Far longer than the reply is waited for below: only a request refused at once is
+    // answered in time.
+    config.full_mailbox_wait = Duration::from_secs(60);
+    let system = ActorSystem::new("stale-room");
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let slow = system
+        .build(Slow {
+            gate: gate.clone(),
+            started: started.clone(),
+        })
+        .urn("slow")
+        .mailbox(MailboxConfig::Bounded(1))
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    // The mailbox filled here (told), not through the stream: the stream's next id stays
+    // free for the requests below.
+    let mut local = Vec::new();
+    for _ in 0..2 {
+        let slow = conclib_core::DynActorRef::from(&slow);
+        local.push(tokio::spawn(async move {
+            slow.tell_erased(
+                "faults.Work",
+                std::any::TypeId::of::<Work>(),
+                Box::new(Work),
+                conclib_core::Priority::Normal,
+            )
+            .await
+            .is_ok()
+        }));
+    }
+    eventually(
+        Duration::from_secs(10),
+        "one handler to run, one ask to wait",
+        || {
+            let (started, queued) = (
+                started.load(std::sync::atomic::Ordering::SeqCst),
+                slow.mailbox_len(),
+            );
+            async move { started == 1 && queued == 1 }
+        },
+    )
+    .await;
+    let redis = raw_client(&config).await;
+    let stream = format!("{}:sys:stale-room:req", config.namespace);
+    let reply_key = format!("{}:reply:stale-room-test", config.namespace);
+    let body = conclib_redis::encode_value(&conclib_redis::Bincode, &Work).unwrap();
+    let body = String::from_utf8(body).unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // Taken by Redis (its entry id) 120 s ago, twice the wait; its deadline 10 min away.
+    let ask = |entry: String, id: &'static str| {
+        let (redis, stream, reply_key, body) = (
+            redis.clone(),
+            stream.clone(),
+            reply_key.clone(),
+            body.clone(),
+        );
+        async move {
+            raw(
+                &redis,
+                vec![
+                    "XADD",
+                    &stream,
+                    &entry,
+                    "v",
+                    "1",
+                    "id",
+                    id,
+                    "urn",
+                    "slow",
+                    "msg",
+                    "faults.Work",
+                    "ttl",
+                    "600000",
+                    "reply",
+                    &reply_key,
+                    "codec",
+                    "bincode",
+                    "body",
+                    &body,
+                ],
+            )
+            .await
+            .unwrap();
+            let popped = raw(
+                &redis,
+                vec!["BLMPOP", "20", "1", &reply_key, "LEFT", "COUNT", "1"],
+            )
+            .await
+            .unwrap();
+            let Value::Array(mut parts) = popped else {
+                panic!("no reply within 20 s: {popped:?}")
+            };
+            let Some(Value::Array(frames)) = parts.pop() else {
+                panic!("{parts:?}")
+            };
+            let frame = frames[0].as_bytes().unwrap().to_vec();
+            let (id, status, _) = conclib_redis::decode_reply(&frame).unwrap();
+            (id, status)
+        }
+    };
+    // The mailbox is full: refused at once, not after another 60 s.
+    let refused = ask(format!("{}-0", now_ms - 120_000), "7").await;
+    assert_eq!(refused, (7, conclib_redis::Status::MailboxFull as u8));
+    // It never ran; the two local asks do once the gate opens.
+    gate.notify_one();
+    gate.notify_one();
+    for told in local {
+        assert!(told.await.unwrap());
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the told messages to be handled",
+        || {
+            let (started, queued) = (
+                started.load(std::sync::atomic::Ordering::SeqCst),
+                slow.mailbox_len(),
+            );
+            async move { started == 2 && queued == 0 }
+        },
+    )
+    .await;
+    // With room, a request as old is handled.
+    let handled = ask(format!("{}-1", now_ms - 120_000), "8");
+    let release = async {
+        eventually(Duration::from_secs(20), "the old request to start", || {
+            let started = started.load(std::sync::atomic::Ordering::SeqCst);
+            async move { started == 3 }
+        })
+        .await;
+        gate.notify_one();
+    };
+    let (handled, ()) = tokio::join!(handled, release);
+    assert_eq!(handled, (8, conclib_redis::Status::Ok as u8));
     proxy.shutdown().await.unwrap();
 }
 

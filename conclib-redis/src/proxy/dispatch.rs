@@ -358,7 +358,12 @@ impl Shared {
                 return (None, true);
             }
         }
-        let room_wait = self.config.full_mailbox_wait.min(timeout);
+        // The wait for room counts from when Redis took the request, as its deadline does:
+        // the time it spent in the stream and in this proxy before its turn counts against
+        // it. A request older than the wait gets the room there is now, or `MailboxFull` at
+        // once. (An entry id in the future counts as taken now.)
+        let age = Duration::from_millis(self.redis_now_ms().saturating_sub(sent_ms).max(0) as u64);
+        let room_wait = room_wait(self.config.full_mailbox_wait, age, timeout);
         if let Some((standing, trace, key)) = &applied {
             standing.applied.begin(*trace, key.clone());
         }
@@ -564,6 +569,13 @@ impl Shared {
             Err(_) => (Status::ActorStopped, format!("{urn} stopped").into_bytes()),
         }
     }
+}
+
+/// How long a request `age` old (since Redis took it) may still wait for room in a full
+/// mailbox: what is left of `full_mailbox_wait`, within its `timeout`; zero when the wait
+/// is spent (it takes the room there is at once, or is refused).
+fn room_wait(full_mailbox_wait: Duration, age: Duration, timeout: Duration) -> Duration {
+    full_mailbox_wait.saturating_sub(age).min(timeout)
 }
 
 /// The answer to a request whose handling wrote an activation's state already and that is
