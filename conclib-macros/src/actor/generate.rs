@@ -6,7 +6,7 @@ use syn::spanned::Spanned;
 use syn::{Ident, ItemImpl, Path};
 
 use super::model::{Arg, HandlerFn, Hook, HookFn, ImplModel};
-use super::signature::has_impl_trait;
+use super::types::has_impl_trait;
 use crate::util::respan;
 
 /// The arguments of the call to the user's method, in the user's order. A hook's argument

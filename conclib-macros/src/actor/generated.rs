@@ -6,10 +6,9 @@
 use quote::ToTokens;
 use syn::{Generics, Ident, Pat, PatType, Type};
 
+use super::model::HandleOptions;
 use super::model::{Arg, GeneratedMessage, HandlerFn};
-use super::signature::{
-    HandleOptions, has_impl_trait, mentions, mentions_self, result_parts, upper_camel,
-};
+use super::types::{has_impl_trait, mentions, mentions_self, result_parts, upper_camel};
 use crate::util::Errors;
 
 /// Completes `handler` in the generated form: the message's name, fields, response and

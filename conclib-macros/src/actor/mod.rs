@@ -8,15 +8,17 @@ use syn::{Item, ItemImpl, Path};
 
 use crate::util::{Errors, crate_path, crate_value, set_once};
 use generate::{fallback_impl, generate_impl};
-use model::parse_impl;
 use options::expand_options;
+use parse::parse_impl;
 
 mod api;
 mod generate;
 mod generated;
 mod model;
 mod options;
+mod parse;
 mod signature;
+mod types;
 
 pub fn expand(args: TokenStream, input: TokenStream) -> TokenStream {
     let item: Item = match syn::parse2(input.clone()) {

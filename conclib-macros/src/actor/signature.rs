@@ -2,24 +2,16 @@
 //! its signature (receiver, context, message or arguments, result), checked with spanned
 //! errors.
 
-use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident};
 use syn::spanned::Spanned;
 use syn::{
-    Attribute, FnArg, GenericArgument, Generics, Ident, ImplItemFn, LitStr, Pat, PatType,
-    PathArguments, ReturnType, Type, TypeReference,
+    Attribute, FnArg, Generics, Ident, ImplItemFn, Pat, PatType, ReturnType, Type, TypeReference,
 };
 
 use super::generated::generated_form;
-use super::model::{Arg, HandlerFn, Hook, HookFn};
+use super::model::{Arg, HandleOptions, HandlerFn, Hook, HookFn};
+use super::types::cfgs;
 use crate::util::{Errors, is_result, is_unit, last_segment};
-
-/// The options of `#[handle(...)]`.
-#[derive(Default)]
-pub(super) struct HandleOptions {
-    pub(super) remote: bool,
-    pub(super) name: Option<LitStr>,
-}
 
 /// What a method of the impl block is for.
 pub(super) enum Role {
@@ -176,14 +168,6 @@ fn classify_args<'a>(f: &'a ImplItemFn, errors: &mut Errors) -> (Vec<Arg>, Vec<&
     (args, payloads)
 }
 
-pub(super) fn cfgs(attrs: &[Attribute]) -> Vec<Attribute> {
-    attrs
-        .iter()
-        .filter(|a| a.path().is_ident("cfg"))
-        .cloned()
-        .collect()
-}
-
 /// Types of `std` (and common crates) that are plain values although named like structs: a
 /// `#[handle]` method taking one of them generates its message.
 const VALUE_TYPES: &[&str] = &[
@@ -274,66 +258,6 @@ fn is_message_type(ty: &Type, generics: &Generics) -> bool {
     name.starts_with(|c: char| c.is_ascii_uppercase())
         && name != "Self"
         && !VALUE_TYPES.contains(&name.as_str())
-}
-
-/// `add_item` -> `AddItem`.
-pub(super) fn upper_camel(method: &Ident) -> Ident {
-    let name = method.to_string();
-    let name = name.trim_start_matches("r#");
-    let mut out = String::with_capacity(name.len());
-    let mut upper = true;
-    for c in name.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    Ident::new(&out, method.span())
-}
-
-/// Whether tokens name one of `names` (a generic parameter), or `Self`.
-pub fn mentions(tokens: TokenStream, names: &[Ident]) -> bool {
-    tokens.into_iter().any(|t| match t {
-        proc_macro2::TokenTree::Ident(i) => names.contains(&i),
-        proc_macro2::TokenTree::Group(g) => mentions(g.stream(), names),
-        _ => false,
-    })
-}
-
-pub(super) fn mentions_self(ty: &Type) -> bool {
-    mentions(
-        ty.to_token_stream(),
-        &[Ident::new("Self", Span::call_site())],
-    )
-}
-
-/// Whether a type names something that cannot be written in an expression (`impl Trait`),
-/// at any depth.
-pub fn has_impl_trait(ty: &Type) -> bool {
-    mentions(
-        ty.to_token_stream(),
-        &[Ident::new("impl", Span::call_site())],
-    )
-}
-
-/// `T` and `E` of a return type `Result<T, E>`.
-pub(super) fn result_parts(ty: &Type) -> Option<(Type, Type)> {
-    let segment = last_segment(ty)?;
-    let PathArguments::AngleBracketed(args) = &segment.arguments else {
-        return None;
-    };
-    let mut types = args.args.iter().filter_map(|a| match a {
-        GenericArgument::Type(t) => Some(t.clone()),
-        _ => None,
-    });
-    match (types.next(), types.next(), types.next()) {
-        (Some(t), Some(e), None) => Some((t, e)),
-        _ => None,
-    }
 }
 
 pub(super) fn parse_handler(
