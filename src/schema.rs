@@ -81,9 +81,9 @@ use std::convert::Infallible;
 use std::marker::PhantomData;
 
 use conclib_core::{Actor, Message};
-pub use schemars::{self, JsonSchema};
 use schemars::SchemaGenerator;
 use schemars::generate::SchemaSettings;
+pub use schemars::{self, JsonSchema};
 use serde_json::{Value, json};
 
 /// The version of the document's format (its `conclib_schema` field).

@@ -120,8 +120,12 @@ fn parse_args() -> Result<Args, String> {
         return Ok(args);
     }
     match (args.redis.is_empty(), args.start_redis) {
-        (true, None) => Err(format!("--start-redis PORT or --redis URL is needed\n{usage}")),
-        (false, Some(_)) => Err(format!("--start-redis and --redis exclude each other\n{usage}")),
+        (true, None) => Err(format!(
+            "--start-redis PORT or --redis URL is needed\n{usage}"
+        )),
+        (false, Some(_)) => Err(format!(
+            "--start-redis and --redis exclude each other\n{usage}"
+        )),
         _ => Ok(args),
     }
 }
@@ -158,10 +162,7 @@ fn export_schema() -> serde_json::Value {
         .infallible::<Reset>()
         .infallible::<HoldUntilQueued>()
         .done();
-    export
-        .actor::<Narrow>()
-        .infallible::<Occupy>()
-        .done();
+    export.actor::<Narrow>().infallible::<Occupy>().done();
     export.to_json()
 }
 
@@ -206,7 +207,9 @@ async fn serve(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
 /// The URL without its password.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***{}", &url[..scheme], &url[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
         _ => url.to_owned(),
     }
 }
