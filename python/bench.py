@@ -417,6 +417,8 @@ def bench_http(url: str, args: argparse.Namespace, results: dict[str, str]) -> N
                 time.sleep(0.05)
             else:
                 os.killpg(uvicorn.pid, signal.SIGKILL)
+        # SIGTERM: the server runs until a signal, whatever its standard input does.
+        server.terminate()
         if server.stdin is not None:
             server.stdin.close()
         try:

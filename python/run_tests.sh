@@ -15,9 +15,12 @@ venv=$target/python-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-# Reinstalled only when the package's metadata changed (the install is editable).
+# Reinstalled only when the package's metadata changed (the install is editable), or when
+# the editable install points at another checkout (a venv shared between worktrees).
 stamp=$venv/.conclib-installed
-if [ ! -f "$stamp" ] || [ python/pyproject.toml -nt "$stamp" ]; then
+installed=$("$venv/bin/python" -c 'import conclib, os; print(os.path.realpath(conclib.__file__))' 2>/dev/null || true)
+if [ ! -f "$stamp" ] || [ python/pyproject.toml -nt "$stamp" ] \
+    || [ "$installed" != "$(realpath python/src/conclib/__init__.py)" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q -e 'python[test]'
   touch "$stamp"

@@ -683,6 +683,9 @@ pub use conclib_macros::actor;
 #[cfg(feature = "redis")]
 pub use conclib_redis as redis;
 
+#[cfg(feature = "schema")]
+pub mod schema;
+
 /// Launch and supervise web servers as child processes (feature `apid`).
 #[cfg(feature = "apid")]
 pub use conclib_apid as apid;

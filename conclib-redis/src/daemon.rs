@@ -292,7 +292,10 @@ async fn start_once(
     if let Some(pw) = &password {
         command.arg("--requirepass").arg(pw);
     }
-    conclib_core::child::bind_to_parent(&mut command, false);
+    // A process group of its own: the terminal's Ctrl-C (SIGINT to the foreground group)
+    // reaches the program, which shuts its proxies down and then this server, and not the
+    // server first, under the proxies' feet. It still dies with this process.
+    conclib_core::child::bind_to_parent(&mut command, true);
     let spawn = move || command.spawn();
     let abandoned = |mut orphan: Child| {
         let _ = orphan.kill();

@@ -12,7 +12,10 @@ Environment: ``CONCLIB_URL`` (default ``redis://127.0.0.1:6379``), ``CONCLIB_NAM
 
 One ``AsyncClient`` per worker process, made at import: it connects on its first ask, in the
 worker (a client belongs to the process and event loop that connected it, so the forks of
-``--workers`` each get their own), and is closed at shutdown.
+``--workers`` each get their own), and is closed at shutdown. The routes get it through the
+dependency ``get_client``, so that a test can hand them a fake instead
+(``app.dependency_overrides[get_client] = lambda: fake``, ``conclib.testing``; see
+``tests/test_fake.py``).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 
 import conclib
 
@@ -41,15 +45,23 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
 app = FastAPI(lifespan=lifespan)
 
 
+async def get_client() -> conclib.AsyncClient:
+    """The worker's client (a dependency: tests override it)."""
+    return client
+
+
+Actors = Annotated[conclib.AsyncClient, Depends(get_client)]
+
+
 @app.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @app.get("/double/{n}")
-async def double(n: int) -> dict[str, int]:
+async def double(n: int, actors: Actors) -> dict[str, int]:
     try:
-        result = await client.ask("py:shapes", "Double", n)
+        result = await actors.ask("py:shapes", "Double", n)
     except (conclib.Unavailable, conclib.MailboxFull, conclib.Timeout) as e:
         raise HTTPException(503, f"{e.label}: {e}") from None
     except conclib.ConclibError as e:

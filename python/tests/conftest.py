@@ -140,7 +140,9 @@ class RustServer:
     def __init__(self, url: str, namespace: str, system: str | None = None, lease_ttl_ms: int | None = None) -> None:
         self.url = url
         self.namespace = namespace
-        args = [str(server_binary()), "--redis", url, "--namespace", namespace]
+        # --exit-with-stdin: it also stops when this process dies without stopping it (its
+        # end of the pipe closes), so that a killed test run leaves no server behind.
+        args = [str(server_binary()), "--redis", url, "--namespace", namespace, "--exit-with-stdin"]
         if system:
             args += ["--system", system]
         if lease_ttl_ms is not None:

@@ -45,6 +45,9 @@ def test_every_error_pickles_with_its_message_and_attributes(error: conclib.Conc
 
 def _ask_too_long(url: str, namespace: str) -> int:
     with conclib.Client(url, namespace=namespace) as client:
+        # Connected first: a fresh worker's first connection on a loaded machine may take
+        # longer than the ask's 0.2 s (it would then fail `Unavailable`, not `Timeout`).
+        client.connect()
         return client.ask(SHAPES, "Nap", {"ms": 800}, timeout=0.2)
 
 
@@ -57,6 +60,23 @@ def test_a_workers_timeout_reaches_its_parent_and_the_pool_goes_on(url: str, nam
         # The pool is not broken: its worker takes the next job.
         with pytest.raises(conclib.Timeout):
             pool.submit(_ask_too_long, url, namespace).result(timeout=60)
+
+
+def test_a_timeout_does_not_cancel_a_started_handler(url: str, namespace: str) -> None:
+    """The README's error table: the actor finishes a handler whose ask timed out and stays
+    busy meanwhile; the next ask waits behind it and may time out too."""
+    with conclib.Client(url, namespace=namespace) as client:
+        client.ask(SHAPES, "Hello")  # connected and resolved
+        started = time.monotonic()
+        with pytest.raises(conclib.Timeout):
+            client.ask(SHAPES, "Nap", {"ms": 1500}, timeout=0.3)
+        # The nap goes on: an ask now, with a timeout that would be ample for an idle actor,
+        # waits behind it.
+        with pytest.raises(conclib.Timeout):
+            client.ask(SHAPES, "Hello", timeout=0.5)
+        assert client.ask(SHAPES, "Hello", timeout=10) == client.ask(SHAPES, "Hello")
+        # Answered only once the nap was over.
+        assert time.monotonic() - started >= 1.5
 
 
 def test_the_blocking_clients_timeout_is_the_asks_own(url: str, namespace: str) -> None:

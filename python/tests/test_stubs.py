@@ -1,6 +1,8 @@
-"""Typed stubs generated from the Rust declarations (``conclib-pyserver --export-schema`` →
-``python -m conclib.stubgen``): they type-check under mypy --strict, work against the real
-server, and a field renamed on the Rust side makes code using the old name fail mypy."""
+"""Typed stubs generated from the Rust declarations (the library's ``conclib::schema::Export``,
+as ``conclib-pyserver --export-schema`` prints it → ``python -m conclib.stubgen``), with
+dataclasses and with pydantic v2 models, for the async and the blocking client: they
+type-check under mypy --strict, work against the real server, and a field renamed on the
+Rust side makes code using the old name fail mypy."""
 
 from __future__ import annotations
 
@@ -49,24 +51,78 @@ async def main(client: conclib.AsyncClient) -> list[object]:
 '''
 
 
+USE_BLOCKING = '''
+import conclib
+import api
+
+
+def main(client: conclib.Client) -> list[object]:
+    counter = api.BlockingCounter(client, "py:counter")
+    counter.reset()
+    total: int = counter.add(n=5)
+    counter.tell_record(7)
+    history: list[int] = counter.history()
+    shapes = api.BlockingShapes(client)
+    moved: api.Point = shapes.move(point=api.Point(x=1, y=2), dx=3, dy=4)
+    size: api.Size = shapes.classify(12345)
+    area: api.Measured = shapes.measure(api.ShapeRect(width=2, height=3))
+    swapped: tuple[int, str] = shapes.swap("a", 1)
+    receipt = shapes.place_order(
+        customer=api.Customer(name="Ada", address=api.Address(city="Paris", zip="75001")),
+        lines=[api.Line(sku="a", qty=2)],
+    )
+    try:
+        shapes.divide(a=1, b=0)
+        error: object = None
+    except conclib.HandlerError as e:
+        error = e.error
+    return [total, history, moved, size, area, swapped, receipt, error]
+'''
+
+
+_SCHEMA: dict[str, Any] = {}
+
+
+def schema_document() -> dict[str, Any]:
+    """What the test server's actors expose, as the library's export writes it."""
+    if not _SCHEMA:
+        done = subprocess.run([str(server_binary()), "--export-schema"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        _SCHEMA.update(json.loads(done.stdout))
+    return json.loads(json.dumps(_SCHEMA))
+
+
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
-    done = subprocess.run([str(server_binary()), "--export-schema"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    exported: dict[str, Any] = json.loads(done.stdout)
-    return exported
+    return schema_document()
 
 
-def generate(schema: dict[str, Any], where: Path) -> Path:
+def generate_from(schema: dict[str, Any], where: Path, models: str = "dataclass") -> Path:
+    """``api.py`` made by ``python -m conclib.stubgen`` in ``where``, with ``use.py`` (async)
+    and ``use_blocking.py`` beside it."""
     where.mkdir(parents=True, exist_ok=True)
     (where / "schema.json").write_text(json.dumps(schema))
     done = subprocess.run(
-        [sys.executable, "-m", "conclib.stubgen", str(where / "schema.json"), "-o", str(where / "api.py")],
+        [sys.executable, "-m", "conclib.stubgen", str(where / "schema.json"), "-o", str(where / "api.py"),
+         "--models", models],
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
     (where / "use.py").write_text(USE)
+    (where / "use_blocking.py").write_text(USE_BLOCKING)
     return where
+
+
+def generate(schema: dict[str, Any], where: Path) -> Path:
+    return generate_from(schema, where)
+
+
+def load(where: Path, name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, where / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_stubs_type_check_and_work(schema: dict[str, Any], tmp_path: Path, url: str, namespace: str) -> None:
@@ -121,3 +177,105 @@ def test_a_renamed_field_fails_mypy(schema: dict[str, Any], tmp_path: Path) -> N
     assert checked.returncode != 0
     assert 'Unexpected keyword argument "n"' in checked.stdout, checked.stdout
     assert "use.py" in checked.stdout
+
+
+def test_the_library_exports_the_schema(schema: dict[str, Any]) -> None:
+    """``conclib::schema::Export`` (the test server uses it): every actor at its own URN,
+    errors where a message can fail, named types under ``$defs``."""
+    assert schema["conclib_schema"] == 1
+    actors = {a["name"]: a for a in schema["actors"]}
+    assert {n: a["urn"] for n, a in actors.items()} == {
+        "Shapes": "py:shapes", "Counter": "py:counter", "Narrow": "py:narrow",
+    }
+    add = next(m for m in actors["Counter"]["messages"] if m["name"] == "Add")
+    assert add["request"] == {"$ref": "#/$defs/Add"} and add["error"] == {"type": "string"}
+    get = next(m for m in actors["Counter"]["messages"] if m["name"] == "Get")
+    assert get["error"] is None
+    assert schema["$defs"]["Add"]["required"] == ["n"]
+
+
+@pytest.mark.parametrize("models", ["dataclass", "pydantic"])
+def test_blocking_handles_type_check_and_work(
+    schema: dict[str, Any], tmp_path: Path, url: str, namespace: str, models: str
+) -> None:
+    if models == "pydantic":
+        pytest.importorskip("pydantic")
+    where = generate_from(schema, tmp_path / models, models)
+    checked = mypy("api.py", "use.py", "use_blocking.py", cwd=where)
+    assert checked.returncode == 0, checked.stdout
+
+    sys.path.insert(0, str(where))
+    try:
+        use_blocking = load(where, "use_blocking")
+        use = load(where, "use")
+        import api
+        import conclib
+
+        with conclib.Client(url, namespace=namespace) as client:
+            total, history, moved, size, area, swapped, receipt, error = use_blocking.main(client)
+
+        async def main() -> list[object]:
+            async with conclib.AsyncClient(url, namespace=namespace) as client:
+                result: list[object] = await use.main(client)
+                return result
+
+        async_results = run(main())
+        if models == "pydantic":
+            from pydantic import BaseModel
+
+            assert isinstance(moved, BaseModel) and isinstance(async_results[2], BaseModel)
+    finally:
+        sys.path.remove(str(where))
+        sys.modules.pop("api", None)
+    assert (total, history) == (5, [7])
+    assert moved == api.Point(x=4, y=6) == async_results[2]
+    assert size == api.SizeLarge(value=12345, digits=5) == async_results[3]
+    assert area == api.Measured(area=6, perimeter=10, kind="Rect")
+    assert swapped == (1, "a")
+    assert receipt == api.Receipt(
+        customer=api.Customer(name="Ada", address=api.Address(city="Paris", zip="75001")),
+        total_qty=2, skus=["a"], note=None,
+    )
+    assert error == "DivideByZero"
+
+
+def test_pydantic_models_validate_at_the_boundary(schema: dict[str, Any], tmp_path: Path) -> None:
+    pydantic = pytest.importorskip("pydantic")
+    where = generate_from(schema, tmp_path / "pydantic", "pydantic")
+    sys.path.insert(0, str(where))
+    try:
+        import api
+
+        with pytest.raises(pydantic.ValidationError):
+            api.Point(x="not a number", y=1)
+        with pytest.raises(pydantic.ValidationError):
+            api.Customer(name="Ada", address={"city": "Paris"})  # zip missing
+        order = api.Customer(name="Ada", address={"city": "Paris", "zip": "75001"})
+        assert order.address == api.Address(city="Paris", zip="75001")
+        assert api.Receipt.model_validate(
+            {"customer": order.model_dump(), "total_qty": 1, "skus": ["a"]}
+        ).note is None
+    finally:
+        sys.path.remove(str(where))
+        sys.modules.pop("api", None)
+
+
+@pytest.mark.parametrize("models", ["dataclass", "pydantic"])
+@pytest.mark.parametrize("module", ["use.py", "use_blocking.py"])
+def test_a_renamed_field_fails_mypy_with_either_client_and_either_models(
+    schema: dict[str, Any], tmp_path: Path, models: str, module: str
+) -> None:
+    renamed = json.loads(json.dumps(schema))
+    add = renamed["$defs"]["Add"]
+    add["properties"] = {"amount": add["properties"].pop("n")}
+    add["required"] = ["amount"]
+    # And a struct field, checked where a model is made: `Point { x, y }` becomes `{ col, y }`.
+    point = renamed["$defs"]["Point"]
+    point["properties"] = {"col": point["properties"].pop("x"), "y": point["properties"]["y"]}
+    point["required"] = ["col", "y"]
+    where = generate_from(renamed, tmp_path / "renamed", models)
+    checked = mypy("api.py", module, cwd=where)
+    assert checked.returncode != 0
+    assert 'Unexpected keyword argument "n"' in checked.stdout, checked.stdout
+    assert 'Unexpected keyword argument "x"' in checked.stdout, checked.stdout
+    assert module in checked.stdout

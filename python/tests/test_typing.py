@@ -22,6 +22,17 @@ def test_package_passes_mypy_strict() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_installed_package_passes_mypy_strict(tmp_path: Path) -> None:
+    """``mypy --strict -p conclib`` as a user runs it: from elsewhere, with no configuration
+    of this repository (msgpack, which has no type information, is wrapped in one module)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "-p", "conclib"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success" in done.stdout
+
+
 def test_client_code_type_checks(tmp_path: Path) -> None:
     good = tmp_path / "good.py"
     good.write_text(

@@ -250,23 +250,7 @@ class AsyncClient:
     # -- asking ------------------------------------------------------------------------------
 
     def _encode(self, message: str | Message, payload: Any) -> tuple[str, bytes]:
-        if isinstance(message, str):
-            name = message
-            body = codec.encode(None if payload is _NOTHING else payload)
-        else:
-            found: Any = getattr(type(message), "__conclib_name__", None) or getattr(message, "__conclib_name__", None)
-            if not isinstance(found, str):
-                raise TypeError(
-                    f"a message is a wire name (str) and a payload, or an object whose class has "
-                    f"__conclib_name__; got {type(message).__name__}"
-                )
-            if payload is not _NOTHING:
-                raise TypeError("a typed message carries its own payload: pass no payload")
-            name = found
-            body = codec.encode(message)
-        if len(body) > self.max_payload:
-            raise TooLarge(f"the message is {len(body)} bytes, the limit is {self.max_payload}")
-        return name, body
+        return encode_message(message, payload, self.max_payload)
 
     async def ask(
         self,
@@ -531,6 +515,28 @@ class AsyncClient:
         except Timeout:
             raise Timeout(self.command_timeout, f"looking up {urn}") from None
         return route.system
+
+
+def encode_message(message: str | Message, payload: Any, max_payload: int) -> tuple[str, bytes]:
+    """A message's wire name and encoded payload, as ``ask`` and ``tell`` send them (also
+    the fakes of :mod:`conclib.testing`)."""
+    if isinstance(message, str):
+        name = message
+        body = codec.encode(None if payload is _NOTHING else payload)
+    else:
+        found: Any = getattr(type(message), "__conclib_name__", None) or getattr(message, "__conclib_name__", None)
+        if not isinstance(found, str):
+            raise TypeError(
+                f"a message is a wire name (str) and a payload, or an object whose class has "
+                f"__conclib_name__; got {type(message).__name__}"
+            )
+        if payload is not _NOTHING:
+            raise TypeError("a typed message carries its own payload: pass no payload")
+        name = found
+        body = codec.encode(message)
+    if len(body) > max_payload:
+        raise TooLarge(f"the message is {len(body)} bytes, the limit is {max_payload}")
+    return name, body
 
 
 def _priority(priority: str) -> bool:

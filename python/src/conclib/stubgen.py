@@ -2,17 +2,24 @@
 
     python -m conclib.stubgen schema.json -o api.py
 
-``schema.json`` lists actors, their URNs and exposed messages with JSON Schemas of each
-message, response and error (as ``conclib-pyserver --export-schema`` writes it: schemars,
-draft 2020-12, named types under ``$defs``). The module written has
+    python -m conclib.stubgen schema.json -o api.py --models pydantic
 
-- a dataclass per Rust struct (fields typed; ``Option`` fields default to ``None``);
-- per Rust enum a type alias: ``Literal`` names for unit variants, a dataclass per other
+``schema.json`` lists actors, their URNs and exposed messages with JSON Schemas of each
+message, response and error (as the Rust ``conclib::schema::Export`` writes it, feature
+``schema``: schemars, draft 2020-12, named types under ``$defs``). The module written has
+
+- a class per Rust struct (fields typed; ``Option`` fields default to ``None``): a dataclass,
+  or with ``--models pydantic`` a pydantic v2 ``BaseModel`` (validated when made);
+- per Rust enum a type alias: ``Literal`` names for unit variants, a class per other
   variant (``ShapeRect(width=.., height=..)``, ``SizeSmall(value=..)``);
-- one typed handle per actor, one ``async`` method per message (and ``tell_...``)::
+- two typed handles per actor: one for :class:`conclib.AsyncClient`, one ``async`` method per
+  message (and ``tell_...``), and ``Blocking...`` for :class:`conclib.Client`, the same
+  methods without ``async``::
 
       counter = api.Counter(client, "py:counter")
       total: int = await counter.add(n=5)
+      blocking = api.BlockingCounter(blocking_client)
+      total = blocking.add(n=5)
 
   A struct message's fields are keyword arguments, a newtype's content or an enum one
   positional argument, a tuple struct's items positional arguments, a unit message none.
@@ -32,9 +39,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["generate", "main"]
+__all__ = ["MODELS", "generate", "main"]
+
+MODELS = ("dataclass", "pydantic")
+"""What the Rust structs become: dataclasses (the default) or pydantic v2 models."""
 
 Expr = Callable[[str], str]
+
+# Where a handle method's body says ``await`` (the async handle) or nothing (the blocking one).
+_AWAIT = "\x00"
 
 
 def _snake(name: str) -> str:
@@ -84,6 +97,14 @@ class _Gen:
     structs: dict[str, _Struct] = field(default_factory=dict)
     done: set[str] = field(default_factory=set)
     depth: int = 0
+    models: str = "dataclass"
+    model_names: list[str] = field(default_factory=list)
+
+    def class_head(self, name: str) -> str:
+        self.model_names.append(name)
+        if self.models == "pydantic":
+            return f"class {name}(BaseModel):"
+        return f"@dataclass\nclass {name}:"
 
     def var(self) -> str:
         self.depth += 1
@@ -155,6 +176,12 @@ class _Gen:
             )
         raise ValueError(f"unsupported schema {json.dumps(schema)[:200]}")
 
+    def alias_value(self, annotation: str) -> str:
+        """A type alias's value: quoted, so that it may name classes defined later; for
+        pydantic, which resolves field types from the module's names, the expression itself
+        (aliases follow every class, and the ones they name)."""
+        return annotation if self.models == "pydantic" else _quote(annotation)
+
     def optional(self, inner: _Type) -> _Type:
         if inner.annotation.endswith("| None") or inner.annotation == "None":
             return inner
@@ -173,7 +200,7 @@ class _Gen:
         return [(p, _field_name(p), self.type_of(props[p]), p in required) for p in order]
 
     def dataclass(self, name: str, doc: str, fields: list[tuple[str, str, _Type, bool]]) -> None:
-        lines = ["@dataclass", f"class {name}:"]
+        lines = [self.class_head(name)]
         lines.append(f"    {json.dumps(doc or name)}")
         for _, py, t, required in fields:
             if required:
@@ -226,7 +253,7 @@ class _Gen:
         self.kinds[name] = "alias"
         body = {k: v for k, v in schema.items() if k not in ("description", "title")}
         t = self.type_of(body)
-        self.aliases[py] = f"{py}: TypeAlias = {_quote(t.annotation)}\n{json.dumps(doc or name)}"
+        self.aliases[py] = f"{py}: TypeAlias = {self.alias_value(t.annotation)}\n{json.dumps(doc or name)}"
         self.functions.append(
             f"def _enc_{py}(x: {py}) -> Any:\n    return {t.encode('x')}\n\n\n"
             f"def _dec_{py}(o: Any) -> {py}:\n    return {t.decode('o')}"
@@ -255,19 +282,19 @@ class _Gen:
             else:
                 t = self.type_of(content)
                 self.classes.append(
-                    f"@dataclass\nclass {cls}:\n    {json.dumps(vdoc)}\n    value: {t.annotation}"
+                    f"{self.class_head(cls)}\n    {json.dumps(vdoc)}\n    value: {t.annotation}"
                 )
                 enc_lines.append(
                     f"    if isinstance(x, {cls}):\n        return {{{json.dumps(wire)}: {t.encode('x.value')}}}"
                 )
-                dec_lines.append(f"    if key == {json.dumps(wire)}:\n        return {cls}({t.decode('value')})")
+                dec_lines.append(f"    if key == {json.dumps(wire)}:\n        return {cls}(value={t.decode('value')})")
             data.append((wire, cls, "data"))
         members = []
         if units:
             members.append("Literal[" + ", ".join(json.dumps(u) for u in units) + "]")
         members += [cls for _, cls, _ in data]
         ann = members[0] if len(members) == 1 else "Union[" + ", ".join(members) + "]"
-        self.aliases[py] = f"{py}: TypeAlias = {_quote(ann)}\n{json.dumps(doc or py)}"
+        self.aliases[py] = f"{py}: TypeAlias = {self.alias_value(ann)}\n{json.dumps(doc or py)}"
         unit_check = (
             f"    if isinstance(x, str) and x in {tuple(units)!r}:\n        return x\n" if units else ""
         )
@@ -299,7 +326,7 @@ Do not edit: regenerate from the Rust declarations instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+{model_import}
 from typing import Any, Literal, TypeAlias, Union
 
 import conclib
@@ -381,18 +408,38 @@ class _Handle:
             if error is not None:
                 e.error = error(e.error)
             raise
+
+
+class _BlockingHandle:
+    def __init__(self, client: conclib.Client, urn: str) -> None:
+        self.client = client
+        self.urn = urn
+
+    def __repr__(self) -> str:
+        return f"{{type(self).__name__}}({{self.urn!r}})"
+
+    def _ask(self, name: str, payload: Any, timeout: float | None, priority: conclib.Priority, error: Any) -> Any:
+        try:
+            return self.client.ask(self.urn, name, payload, timeout=timeout, priority=priority)
+        except HandlerError as e:
+            if error is not None:
+                e.error = error(e.error)
+            raise
 '''
 
 
-def generate(schema: dict[str, Any], source: str = "schema.json") -> str:
-    """The module's source for a schema document."""
+def generate(schema: dict[str, Any], source: str = "schema.json", models: str = "dataclass") -> str:
+    """The module's source for a schema document; ``models``: ``"dataclass"`` or
+    ``"pydantic"`` (pydantic v2 ``BaseModel`` classes)."""
     if schema.get("conclib_schema") != 1:
         raise ValueError("not a conclib schema (conclib_schema: 1)")
-    gen = _Gen(defs=schema.get("$defs", {}))
+    if models not in MODELS:
+        raise ValueError(f"models must be one of {MODELS}, got {models!r}")
+    gen = _Gen(defs=schema.get("$defs", {}), models=models)
     handles: list[str] = []
     for actor in schema["actors"]:
         cls = _ident(actor["name"])
-        methods: list[str] = []
+        methods: list[tuple[str, str, str]] = []  # signature, docstring, body (NUL where await goes)
         used: set[str] = set()
         for message in actor["messages"]:
             wire = message["name"]
@@ -413,35 +460,49 @@ def generate(schema: dict[str, Any], source: str = "schema.json") -> str:
             sig = ", ".join(["self", *params[0], "*", *params[1],
                              "timeout: float | None = None", 'priority: conclib.Priority = "normal"'])
             doc = f"Asks ``{wire}``; answers ``{response.annotation}``; {error_doc}."
-            methods.append(
-                f"    async def {method}({sig}) -> {response.annotation}:\n"
-                f"        {json.dumps(doc)}\n"
-                f"        answer = await self._ask({json.dumps(wire)}, {payload}, timeout, priority, {error_decoder})\n"
-                f"        return {response.decode('answer')}"
-            )
+            methods.append((
+                f"{method}({sig}) -> {response.annotation}:",
+                json.dumps(doc),
+                f"answer = {_AWAIT}self._ask({json.dumps(wire)}, {payload}, timeout, priority, {error_decoder})\n"
+                f"        return {response.decode('answer')}",
+            ))
             tell_sig = ", ".join(["self", *params[0], "*", *params[1], 'priority: conclib.Priority = "normal"'])
-            methods.append(
-                f"    async def tell_{method}({tell_sig}) -> None:\n"
-                f"        {json.dumps(f'Tells ``{wire}``.')}\n"
-                f"        await self.client.tell(self.urn, {json.dumps(wire)}, {payload}, priority=priority)"
-            )
+            methods.append((
+                f"tell_{method}({tell_sig}) -> None:",
+                json.dumps(f"Tells ``{wire}``."),
+                f"{_AWAIT}self.client.tell(self.urn, {json.dumps(wire)}, {payload}, priority=priority)",
+            ))
         urn = actor.get("urn")
         default = f" = {json.dumps(urn)}" if urn else ""
-        actor_doc = f"The actor ``{actor['name']}``" + (f" (served at ``{urn}``)" if urn else "") + "."
-        handles.append(
-            f"class {cls}(_Handle):\n"
-            f"    {json.dumps(actor_doc)}\n\n"
-            f"    def __init__(self, client: conclib.AsyncClient, urn: str{default}) -> None:\n"
-            f"        super().__init__(client, urn)\n\n" + "\n\n".join(methods)
-        )
+        served = f" (served at ``{urn}``)" if urn else ""
+        for prefix, base, client, define, wait in [
+            ("", "_Handle", "conclib.AsyncClient", "async def", "await "),
+            ("Blocking", "_BlockingHandle", "conclib.Client", "def", ""),
+        ]:
+            actor_doc = f"The actor ``{actor['name']}``{served}, through a ``{client}``."
+            body = "\n\n".join(
+                f"    {define} {sig}\n        {doc}\n        " + code.replace(_AWAIT, wait) for sig, doc, code in methods
+            )
+            handles.append(
+                f"class {prefix}{cls}({base}):\n"
+                f"    {json.dumps(actor_doc)}\n\n"
+                f"    def __init__(self, client: {client}, urn: str{default}) -> None:\n"
+                f"        super().__init__(client, urn)\n\n" + body
+            )
     exports = sorted(
-        [_ident(a["name"]) for a in schema["actors"]]
-        + [c.split("class ", 1)[1].split(":", 1)[0] for c in gen.classes]
+        [prefix + _ident(a["name"]) for a in schema["actors"] for prefix in ("", "Blocking")]
+        + gen.model_names
         + list(gen.aliases)
     )
-    parts = [_HEADER.format(source=source, exports=exports)]
+    model_import = (
+        "from pydantic import BaseModel" if models == "pydantic" else "from dataclasses import dataclass"
+    )
+    parts = [_HEADER.format(source=source, exports=exports, model_import=model_import)]
     parts += gen.classes
     parts += list(gen.aliases.values())
+    if models == "pydantic" and gen.model_names:
+        # Field types name aliases and classes defined after the class: resolved now.
+        parts.append("".join(f"{name}.model_rebuild()\n" for name in gen.model_names))
     parts += gen.functions
     parts += handles
     return "\n\n\n".join(p.rstrip() for p in parts) + "\n"
@@ -482,11 +543,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m conclib.stubgen", description="Typed Python handles from an actor schema."
     )
-    parser.add_argument("schema", help="the schema JSON (conclib-pyserver --export-schema)")
+    parser.add_argument(
+        "schema", help="the schema JSON (conclib::schema::Export, e.g. conclib-pyserver --export-schema)"
+    )
     parser.add_argument("-o", "--output", help="the module to write (default: standard output)")
+    parser.add_argument(
+        "--models", choices=MODELS, default="dataclass",
+        help="what Rust structs become: dataclasses (default) or pydantic v2 models",
+    )
     args = parser.parse_args(argv)
     schema = json.loads(Path(args.schema).read_text())
-    source = generate(schema, Path(args.schema).name)
+    source = generate(schema, Path(args.schema).name, args.models)
     if args.output:
         Path(args.output).write_text(source)
     else:

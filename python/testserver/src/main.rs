@@ -1,7 +1,9 @@
-//! The Rust serving process of the Python client's tests.
+//! The Rust serving process of the Python client's tests, and the service its README's
+//! quick start talks to (`conclib-pyserver --help`).
 //!
 //! ```text
-//! conclib-pyserver --redis redis://127.0.0.1:PORT --namespace NS [--system ID] [--lease-ttl-ms MS]
+//! conclib-pyserver --start-redis PORT [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--exit-with-stdin]
+//! conclib-pyserver --redis URL [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--exit-with-stdin]
 //! conclib-pyserver --export-schema
 //! ```
 //!
@@ -10,42 +12,79 @@
 //! for the pattern tests), starts the Redis proxy (the
 //! client side of its configuration uses MessagePack; the proxy answers each request in the
 //! codec it came in; `--lease-ttl-ms` sets its lease time, 15 s by default: the URN keys are
-//! renewed every third of it), prints `READY` on stdout, and runs until SIGTERM, SIGINT or the end of
-//! its standard input, then shuts the proxy and the actors down and exits 0.
+//! renewed every third of it), prints `READY` on stdout, and runs until SIGTERM or SIGINT
+//! (with `--exit-with-stdin`, also until its standard input ends: the tests' way of never
+//! outliving a test process that died), then shuts the proxy and the actors down and exits 0.
+//! `--start-redis PORT` first starts a private `redis-server` on 127.0.0.1:PORT (no
+//! persistence), serves on it, and stops it at the end.
 //!
-//! `--export-schema` prints what each actor exposes as JSON ([`schema`]) and exits.
+//! `--export-schema` prints what each actor exposes as JSON ([`conclib::schema`]) and exits.
 
 mod mirror;
-mod schema;
 mod shapes;
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use conclib::redis::{MsgPack, ProxyConfig, start_proxy};
+use conclib::redis::{MsgPack, ProxyConfig, start_proxy, start_redis};
 use conclib::{ActorSystem, PanicPolicy};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
+const HELP: &str = "\
+conclib-pyserver: conclib actors behind the Redis proxy (MessagePack), for Python clients.
+
+usage:
+  conclib-pyserver --start-redis PORT [options]   start a private redis-server and serve on it
+  conclib-pyserver --redis URL [options]          serve on an existing Redis
+  conclib-pyserver --export-schema                print the actors' schema (JSON) and exit
+  conclib-pyserver --help
+
+options:
+  --start-redis PORT   start redis-server on 127.0.0.1:PORT (no persistence), stopped at exit
+  --redis URL          the Redis to serve on: redis://[[user]:password@]host[:port][/db], ...
+  --namespace NS       the key prefix the proxy serves under (default: conclib, the Python
+                       client's default)
+  --system ID          the proxy's system id (default: a random one)
+  --lease-ttl-ms MS    how long a URN key outlives a proxy that stopped renewing it (15000)
+  --exit-with-stdin    also stop when standard input ends (for a parent that may die
+                       without stopping it)
+  --export-schema      print what each actor exposes (for python -m conclib.stubgen), exit
+
+URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
+message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
+py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), conf:counter,
+pytest:echo, py:shared, conf:shared.
+
+Prints READY on stdout once they answer, then runs until SIGINT or SIGTERM (whatever its
+standard input does, unless --exit-with-stdin), shuts down and exits 0.
+";
+
 /// The command line.
 struct Args {
     redis: String,
+    start_redis: Option<u16>,
     namespace: String,
     system: Option<String>,
     lease_ttl: Option<Duration>,
+    exit_with_stdin: bool,
     export_schema: bool,
+    help: bool,
 }
 
-/// Reads the command line; `Err` holds the usage message.
+/// Reads the command line; `Err` holds the message for a wrong one.
 fn parse_args() -> Result<Args, String> {
-    let usage = "usage: conclib-pyserver --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS] | --export-schema";
+    let usage = "usage: conclib-pyserver (--start-redis PORT | --redis URL) [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--exit-with-stdin] | --export-schema | --help";
     let mut args = Args {
         redis: String::new(),
+        start_redis: None,
         namespace: "conclib".to_owned(),
         system: None,
         lease_ttl: None,
+        exit_with_stdin: false,
         export_schema: false,
+        help: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -55,6 +94,13 @@ fn parse_args() -> Result<Args, String> {
         };
         match arg.as_str() {
             "--redis" => args.redis = value()?,
+            "--start-redis" => {
+                let port = value()?;
+                args.start_redis = Some(
+                    port.parse()
+                        .map_err(|_| format!("--start-redis needs a port, got {port:?}"))?,
+                );
+            }
             "--namespace" => args.namespace = value()?,
             "--system" => args.system = Some(value()?),
             "--lease-ttl-ms" => {
@@ -64,22 +110,32 @@ fn parse_args() -> Result<Args, String> {
                     .map_err(|_| format!("--lease-ttl-ms needs milliseconds, got {ms:?}"))?;
                 args.lease_ttl = Some(Duration::from_millis(ms));
             }
+            "--exit-with-stdin" => args.exit_with_stdin = true,
             "--export-schema" => args.export_schema = true,
+            "-h" | "--help" => args.help = true,
             _ => return Err(format!("unknown argument {arg:?}\n{usage}")),
         }
     }
-    if !args.export_schema && args.redis.is_empty() {
-        return Err(usage.to_owned());
+    if args.help || args.export_schema {
+        return Ok(args);
     }
-    Ok(args)
+    match (args.redis.is_empty(), args.start_redis) {
+        (true, None) => Err(format!(
+            "--start-redis PORT or --redis URL is needed\n{usage}"
+        )),
+        (false, Some(_)) => Err(format!(
+            "--start-redis and --redis exclude each other\n{usage}"
+        )),
+        _ => Ok(args),
+    }
 }
 
 /// The schema of every actor the Python stubs cover.
 fn export_schema() -> serde_json::Value {
     use shapes::*;
-    let mut export = schema::Export::default();
+    let mut export = conclib::schema::Export::new();
     export
-        .actor::<Shapes>("py:shapes")
+        .actor::<Shapes>()
         .infallible::<Move>()
         .message::<Double>()
         .message::<Divide>()
@@ -98,7 +154,7 @@ fn export_schema() -> serde_json::Value {
         .infallible::<Noop>()
         .done();
     export
-        .actor::<Counter>("py:counter")
+        .actor::<Counter>()
         .message::<Add>()
         .infallible::<Get>()
         .infallible::<Record>()
@@ -106,18 +162,18 @@ fn export_schema() -> serde_json::Value {
         .infallible::<Reset>()
         .infallible::<HoldUntilQueued>()
         .done();
-    export
-        .actor::<Narrow>("py:narrow")
-        .infallible::<Occupy>()
-        .done();
-    export.finish()
+    export.actor::<Narrow>().infallible::<Occupy>().done();
+    export.to_json()
 }
 
-/// Resolves at SIGTERM, SIGINT, or when standard input ends (the test process died).
-async fn stop_requested() {
+/// Resolves at SIGTERM or SIGINT, or (`exit_with_stdin`) when standard input ends.
+async fn stop_requested(exit_with_stdin: bool) {
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let stdin_closed = async {
+        if !exit_with_stdin {
+            return std::future::pending().await;
+        }
         let mut stdin = tokio::io::stdin();
         let mut buf = [0u8; 256];
         while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
@@ -130,7 +186,38 @@ async fn stop_requested() {
 }
 
 /// Spawns the actors, serves them until asked to stop, shuts down.
-async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let daemon = match args.start_redis {
+        Some(port) => {
+            let mut wanted = ProxyConfig::default();
+            wanted.server_port = Some(port);
+            let daemon = start_redis(&wanted).await?;
+            args.redis = daemon.url();
+            Some(daemon)
+        }
+        None => None,
+    };
+    let served = serve_on(args).await;
+    if let Some(daemon) = daemon {
+        daemon.shutdown()?;
+    }
+    served
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Serves on `args.redis` until asked to stop.
+async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let redis = args.redis.clone();
+    let namespace = args.namespace.clone();
     let mut config = ProxyConfig::new(args.redis)
         .with_namespace(args.namespace)
         .with_codec(MsgPack)
@@ -182,12 +269,17 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Ok::<_, String>(shapes::Counter::default())
         })
         .await?;
+    eprintln!(
+        "conclib-pyserver: serving py:counter, py:shapes, ... on {} namespace {namespace}; \
+         SIGINT (Ctrl-C) or SIGTERM stops it",
+        redact(&redis)
+    );
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "READY")?;
         out.flush()?;
     }
-    stop_requested().await;
+    stop_requested(args.exit_with_stdin).await;
     proxy.shutdown().await?;
     system.shutdown(Duration::from_secs(5)).await?;
     Ok(())
@@ -201,6 +293,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.help {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
     if args.export_schema {
         let schema = export_schema();
         println!(
