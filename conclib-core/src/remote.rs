@@ -225,4 +225,3 @@ fn as_serialize<T: Serialize + 'static>(
         .downcast_ref::<T>()
         .map(|v| v as &dyn erased_serde::Serialize)
 }
-

@@ -292,6 +292,7 @@
 //!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
 //!    | `prio` | optional: `high` puts the request in the actor's high-priority lane (it overtakes queued normal messages); absent or anything else: the normal lane |
 //!    | `tp` | optional: the sender's W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); the actor's `handle` span records its trace id as `trace_id` and its span id as `parent_span_id`, so one trace follows the request across processes. `ProxyClient` sends a child of the task's [`TraceContext`](conclib_core::trace::TraceContext) (or a new trace); a value the proxy cannot read as one is ignored, as is a missing one: the request is handled outside any trace |
+//!    | `from` | optional: the id of the asking system (ours sends [`system_id`](ProxyConfig::system_id) when it is set); a pattern placed with [`Placement::PreferAsker`] activates the URN on that system when it is a live member of the pattern's group. Ignored otherwise |
 //!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes (default 8 MiB; the same limit applies to answers: a larger response or error is answered `TooLarge`) |
 //!
 //!    Field order does not matter; unknown fields are ignored; a field given twice counts
@@ -464,7 +465,7 @@ pub use protocol::{
     pattern_prefix,
 };
 pub use proxy::{
-    Activation, Activator, DEFAULT_PASSIVATE_AFTER, ProxyHandle, ProxyStats, StateStore,
-    StoreError, start_proxy,
+    Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
+    ProxyStats, StateStore, StoreError, start_proxy,
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
