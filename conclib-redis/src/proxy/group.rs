@@ -171,10 +171,6 @@ impl Shared {
             let _ = member.reader.quit().await;
             return Err(e);
         }
-        if pattern {
-            // Listed in the pattern's directory at once: placement counts on it from now.
-            self.report_activations(name).await;
-        }
         let (reader_task, writer_task) = member.start_reading(block);
         let heartbeat = tokio::spawn(member_loop(member.clone()));
         tracing::info!(system = %self.system_id, group = %member.claim_value, "joined a group");
@@ -186,6 +182,10 @@ impl Shared {
                 tasks: vec![reader_task, writer_task, heartbeat],
             },
         );
+        if pattern {
+            // Listed in the pattern's directory at once: placement counts on it from now.
+            self.report_activations(name).await;
+        }
         Ok(())
     }
 

@@ -389,6 +389,10 @@ impl Shared {
 
     /// Writes `count` as this system's count of activations of pattern `prefix`.
     pub(super) async fn report_count(&self, prefix: &str, count: u64) {
+        // Not a member any more (it left, or is shutting down): not listed.
+        if !self.groups().contains_key(prefix) {
+            return;
+        }
         let lease = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let r = self
             .eval_many(
