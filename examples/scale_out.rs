@@ -2,9 +2,12 @@
 //! (`resize`, CPU-bound) as a group and activate `visits:{id}` actors on demand; a client
 //! load runs, one system is SIGKILLed midway, and the load goes on.
 //!
-//! `cargo run --release -p conclib-examples --example scale_out` prints
+//! `cargo run --release -p conclib-examples --example scale_out` prints first
+//! `RESULT placement=spread activations=60 per_member=../../.. placement_min_share=..`: 60
+//! `visits:{id}` pages activated one after the other on 3 fresh systems, and the smallest
+//! share any system got (the default placement spreads them by activation count), then
 //! `RESULT systems=3 asks=.. ok=.. timeouts=.. lost=0 min_share=.. activations=..
-//! duplicate_activations=0 failover_ms=..`, then a second line comparing a CPU-bound shared
+//! duplicate_activations=0 failover_ms=..`, then a line comparing a CPU-bound shared
 //! URN served by 2 single-threaded systems against 1 (1,600 asks, 16 in flight):
 //! `RESULT group_speedup=..`. It starts
 //! its own Redis and leaves nothing behind (the systems are killed and reaped by pid).
@@ -179,8 +182,48 @@ struct Tally {
     by_member: std::sync::Mutex<BTreeMap<String, usize>>,
 }
 
+/// 60 pages activated one after the other on 3 fresh systems: how many each system holds,
+/// and the smallest share (`placement_min_share`).
+async fn placement(redis: &conclib::redis::RedisDaemon) -> Result<f64, BoxError> {
+    let config = redis.config(&ProxyConfig::default().with_namespace("placement"));
+    let activated = Activations::default();
+    let mut members = Vec::new();
+    let names = ["sys-1", "sys-2", "sys-3"];
+    for name in names {
+        members.push(start_member(&config.url, "placement", name, &activated).await?);
+    }
+    let client = ProxyClient::connect(&config).await?;
+    let pages = 60;
+    let mut held: BTreeMap<String, usize> = BTreeMap::new();
+    for page in 0..pages {
+        let urn = format!("visits:{page}");
+        client.actor::<Visits>(urn.clone()).visit().await?;
+        let holder = client.resolve(&urn).await?.unwrap_or_default();
+        *held.entry(holder).or_default() += 1;
+    }
+    let per_member: Vec<String> = names
+        .iter()
+        .map(|n| held.get(*n).copied().unwrap_or(0).to_string())
+        .collect();
+    let min = names
+        .iter()
+        .map(|n| held.get(*n).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0);
+    let share = min as f64 / pages as f64;
+    println!(
+        "RESULT placement=spread activations={pages} per_member={} placement_min_share={share:.2}",
+        per_member.join("/")
+    );
+    for m in members {
+        m.kill().await;
+    }
+    Ok(share)
+}
+
 async fn drive() -> Result<(), BoxError> {
     let redis = start_redis(&ProxyConfig::default()).await?;
+    let placement_min_share = placement(&redis).await?;
     let config = redis.config(&ProxyConfig::default().with_namespace("scale"));
     let url = config.url.clone();
     let activated = Activations::default();
@@ -334,6 +377,9 @@ async fn drive() -> Result<(), BoxError> {
     drop(redis);
     if lost > 0 || duplicate_activations > 0 {
         return Err("asks lost or duplicate activations".into());
+    }
+    if placement_min_share < 0.25 {
+        return Err(format!("a system got {placement_min_share:.2} of 60 activations").into());
     }
     Ok(())
 }

@@ -77,6 +77,7 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
             "+xgroup|create",
             "+xgroup|delconsumer",
             "+hget",
+            "+hgetall",
             "+hset",
             "+hdel",
             "+hexists",

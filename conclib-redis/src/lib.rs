@@ -175,6 +175,20 @@
 //!   then, and are served there; requests already queued in the dead system's own stream
 //!   wait there for that system id to come back, as for any system, and asks among them
 //!   fail at their deadline.
+//! - **Placement** ([`Activator::placement`], `tests/scale_out/placement.rs`). Which member
+//!   activates a URN nobody holds is chosen per pattern ([`Placement`]): by default the one
+//!   with the fewest activations of the pattern (60 URNs asked one after the other on 3
+//!   members: 20/20/20), or at random, by a hash of the URN (the same member across runs
+//!   while the members are the same), the asking system, or a function. The member that
+//!   reads the URN's first request from the group's stream decides, among the members its
+//!   directory (`{ns}:placement:{prefix}`) lists as live, in one round trip with the URN's
+//!   key; a request placed elsewhere stays in the group's stream, moved to the chosen
+//!   member's pending list in the same script that wakes that member up, and is placed only
+//!   once. So the claim is still the URN's lease (one activation at a time, as above), and a
+//!   chosen member that dies or is paused before it activates the URN loses nothing: the
+//!   others claim its pending entries once its member lease lapses (at once when its death
+//!   is provable), and activate the URN themselves (measured: the asks answered after about
+//!   a lease, none lost, none activated twice, nothing done by the paused member once back).
 //! - **A Redis restart keeps accepted tells only with AOF, fsync always** ([`Persistence`],
 //!   `tests/persistence.rs`; `tests/load_faults.rs` SIGKILLs such a Redis under load and
 //!   loses no accepted tell). Requests live in Redis until handled: across a crash or
@@ -261,6 +275,7 @@
 //! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); a group's stream (`{system}` a group id, below) is trimmed at each renewal, below the oldest entry still pending on any member; the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal; deleted at a shutdown with [`release_on_shutdown`](ProxyConfig::release_on_shutdown) if nothing waits in it |
 //! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | lease renewed by each member, like URN keys |
 //! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease like URN keys; deleted when the member leaves |
+//! | `{ns}:placement:{prefix}` | hash | a pattern's directory, read to place its URNs: one field per member system, `"<activations> <live until, ms since the Unix epoch>"` | rewritten by each member at each activation and passivation and every third of a lease, live for a lease; a member's field deleted when it leaves, or ten leases after it lapsed; the key `PEXPIRE`d to ten leases |
 //! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data`, a day |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 1 to 256 bytes; ours are 32 random hex digits, and the name is what keeps other clients from reading the list: make it unguessable) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
@@ -298,6 +313,7 @@
 //!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
 //!    | `prio` | optional: `high` puts the request in the actor's high-priority lane (it overtakes queued normal messages); absent or anything else: the normal lane |
 //!    | `tp` | optional: the sender's W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); the actor's `handle` span records its trace id as `trace_id` and its span id as `parent_span_id`, so one trace follows the request across processes. `ProxyClient` sends a child of the task's [`TraceContext`](conclib_core::trace::TraceContext) (or a new trace); a value the proxy cannot read as one is ignored, as is a missing one: the request is handled outside any trace |
+//!    | `from` | optional: the id of the asking system (ours sends [`system_id`](ProxyConfig::system_id) when it is set); a pattern placed with [`Placement::PreferAsker`] activates the URN on that system when it is a live member of the pattern's group. Ignored otherwise |
 //!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes (default 8 MiB; the same limit applies to answers: a larger response or error is answered `TooLarge`) |
 //!
 //!    Field order does not matter; unknown fields are ignored; a field given twice counts
@@ -470,7 +486,7 @@ pub use protocol::{
     pattern_prefix,
 };
 pub use proxy::{
-    Activation, Activator, DEFAULT_PASSIVATE_AFTER, ProxyHandle, ProxyStats, StateStore,
-    StoreError, start_proxy,
+    Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
+    ProxyStats, StateStore, StoreError, start_proxy,
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};

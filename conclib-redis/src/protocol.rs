@@ -42,6 +42,16 @@ pub(crate) mod field {
     /// Optional: the asking side's W3C `traceparent`; the actor's handler span joins that
     /// trace. Ignored when malformed.
     pub const TRACEPARENT: &str = "tp";
+    /// Optional: the id of the asking system (a client whose [`ProxyConfig::system_id`] is
+    /// set sends it), for [`Placement::PreferAsker`]. Ignored by everything else.
+    ///
+    /// [`ProxyConfig::system_id`]: crate::ProxyConfig::system_id
+    /// [`Placement::PreferAsker`]: crate::Placement::PreferAsker
+    pub const FROM: &str = "from";
+    /// Only in a proxy's own entries (never a client's request): a member of the pattern
+    /// group named here placed one of the group's requests on this system; its member
+    /// reads its pending list (`PLACE_SCRIPT`).
+    pub const PLACED: &str = "placed";
 }
 
 /// The Redis keys of one namespace.
@@ -75,6 +85,13 @@ impl Keys {
     /// `system` is a member of `group` (a lease).
     pub fn member(&self, group: &str, system: &str) -> String {
         format!("{}:sys:{group}:member:{system}", self.ns)
+    }
+
+    /// `{ns}:placement:{prefix}` → the directory of a pattern's group (a hash): for each
+    /// member system, `"<activations> <live until, ms since the Unix epoch>"`, written by
+    /// the member ([`PLACEMENT_REPORT_SCRIPT`]) and read by whoever places a URN.
+    pub fn placement(&self, prefix: &str) -> String {
+        format!("{}:placement:{prefix}", self.ns)
     }
 
     /// `{ns}:state:{urn}` → an activated actor's stored state (a hash: `owner`, `data`).
@@ -281,6 +298,54 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 return 1";
+
+/// `KEYS[1]` = a pattern group's stream, `KEYS[2]` = the request stream of the member
+/// system chosen to activate a URN; `ARGV[1]` = consumer group, `ARGV[2]` = this member's
+/// consumer, `ARGV[3]` = the entry's id, `ARGV[4]` = the chosen member's consumer,
+/// `ARGV[5..]` = the fields of the entry that wakes it up. Moves the entry, still in the
+/// group's stream, to the chosen member's pending list, and appends the wake-up entry to
+/// its system's stream, in one step, only while the entry is pending on this consumer:
+/// returns 1 (placed), 0 (the chosen system has no request stream; nothing done) or -1
+/// (not pending here: another member claimed it; nothing done). The entry stays in the
+/// group's stream until the chosen member acknowledges it: if that member is gone before
+/// it does, the others claim it as any gone member's entries.
+pub(crate) const PLACE_SCRIPT: &str = r"local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
+if #p == 0 then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[4], 0, ARGV[3], 'JUSTID')
+redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
+return 1";
+
+/// `KEYS[1]` = a pattern's directory ([`Keys::placement`]), `ARGV[1]` = a member system,
+/// `ARGV[2]` = its count of activations, `ARGV[3]` = its lease (ms). Records the count,
+/// live until a lease from now (Redis's clock), forgets the members not live for ten
+/// leases, and keeps the directory for ten leases.
+pub(crate) const PLACEMENT_REPORT_SCRIPT: &str = r"local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. string.format('%.0f', now + lease))
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local untl = tonumber(string.match(all[i + 1], ' (%d+)$'))
+  if untl == nil or untl + 10 * lease < now then redis.call('HDEL', KEYS[1], all[i]) end
+end
+redis.call('PEXPIRE', KEYS[1], 10 * lease)
+return 1";
+
+/// `KEYS[1]` = a pattern's directory: the members live now (Redis's clock), each as its
+/// system id then its count of activations.
+pub(crate) const PLACEMENT_READ_SCRIPT: &str = r"local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local c, u = string.match(all[i + 1], '^(%d+) (%d+)$')
+  if c ~= nil and tonumber(u) > now then
+    out[#out + 1] = all[i]
+    out[#out + 1] = c
+  end
+end
+return out";
 
 /// `KEYS[1]` = a reply list, `ARGV[1]` = TTL in ms, `ARGV[2..]` = frames: appends the
 /// frames and sets the list's TTL, atomically (so no reply list outlives its TTL).

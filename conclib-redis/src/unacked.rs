@@ -84,6 +84,11 @@ impl Unacked {
         self.ids.insert(id)
     }
 
+    /// How many entries are read and not acknowledged.
+    pub(crate) fn len(&self) -> usize {
+        self.ids.len()
+    }
+
     /// A re-read of the pending list is sent (`true`), or the re-reading is over (`false`):
     /// see [`insert`](Self::insert).
     pub(crate) fn rereading(&mut self, rereading: bool) {

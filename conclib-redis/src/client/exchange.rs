@@ -18,7 +18,7 @@ use super::outbox::{self, Done, Outgoing};
 use super::route::Resolved;
 use super::waiter::Waiter;
 use super::{ProxyClient, Shared};
-use crate::conn::{bytes, s, shared_bytes};
+use crate::conn::{bytes, owned, s, shared_bytes};
 use crate::error::ProxyError;
 use crate::protocol::{self, PROTOCOL_VERSION, Status, field};
 
@@ -239,6 +239,10 @@ impl Shared {
             fields.push((field::PRIORITY, s("high")));
         }
         fields.push((field::TRACEPARENT, bytes(text.slice(urn_end..))));
+        if let Some(system) = &self.config.system_id {
+            // Who asks, for a pattern placed on the asking system (`Placement::PreferAsker`).
+            fields.push((field::FROM, owned(system.clone())));
+        }
         fields.push((field::CODEC, s(self.config.codec.name())));
         fields.push((field::BODY, bytes(body.clone())));
         fields

@@ -18,7 +18,7 @@ use fred::prelude::*;
 
 use super::applied::Applied;
 use super::group::GroupOf;
-use super::{ProxyHandle, Script, Shared, StateStore};
+use super::{Placement, ProxyHandle, Script, Shared, StateStore};
 use crate::client::random_token;
 use crate::conn::{as_bytes, owned};
 use crate::error::ServeError;
@@ -38,6 +38,8 @@ pub(super) struct Pattern {
     pub(super) remote: &'static [ExposedMessage],
     make: MakeFn,
     idle: Option<Duration>,
+    /// Which member activates a URN nobody holds (`placement.rs`).
+    pub(super) placement: Placement,
 }
 
 /// What the proxy and an activation's store know of its standing.
@@ -180,6 +182,11 @@ impl Activations {
         tracing::warn!(%urn, "another system took this activation's URN (this process was paused past its lease); stopped it");
     }
 
+    /// Whether `urn` is activated here now.
+    pub(super) fn is_live(&self, urn: &str) -> bool {
+        self.live().get(urn).is_some_and(|l| l.actor.is_alive())
+    }
+
     /// How many URNs under `prefix` are activated here.
     pub(super) fn count_under(&self, prefix: &str) -> u64 {
         self.live().keys().filter(|u| u.starts_with(prefix)).count() as u64
@@ -290,10 +297,11 @@ impl Shared {
                 self.config.codec.clone(),
             ),
         };
-        let made = (pattern.make)(self.system.clone(), activation).await;
-        match made {
-            Ok(actor) => {
-                self.registry().activating.remove(urn);
+        // The directory counts it from now (written while the actor is made: a member that
+        // places the pattern's next URN reads it once this one answers).
+        let made = async {
+            let made = (pattern.make)(self.system.clone(), activation).await;
+            if let Ok(actor) = &made {
                 self.activations.live().insert(
                     urn.to_owned(),
                     Live {
@@ -301,10 +309,18 @@ impl Shared {
                         pattern: pattern.clone(),
                         last_used: Instant::now(),
                         standing: standing.clone(),
-                        state_key,
-                        token,
+                        state_key: state_key.clone(),
+                        token: token.clone(),
                     },
                 );
+            }
+            made
+        };
+        let count = self.activations.count_under(&pattern.prefix) + 1;
+        let (made, ()) = tokio::join!(made, self.report_count(&pattern.prefix, count));
+        match made {
+            Ok(actor) => {
+                self.registry().activating.remove(urn);
                 crate::metrics::activation(&self.system_id, &pattern.prefix, "activated");
                 tracing::debug!(%urn, system = %self.system_id, "activated");
                 Activated::Here(actor, standing)
@@ -316,6 +332,7 @@ impl Shared {
                     self.release_urns(vec![urn.to_owned()]).await;
                 }
                 crate::metrics::activation(&self.system_id, &pattern.prefix, "refused");
+                self.report_activations(&pattern.prefix).await;
                 Activated::Refused(text)
             }
         }
@@ -371,6 +388,7 @@ impl Shared {
         if was_owned {
             self.release_urns(vec![urn.to_owned()]).await;
         }
+        self.report_activations(&live.pattern.prefix).await;
         crate::metrics::activation(&self.system_id, &live.pattern.prefix, "passivated");
         tracing::debug!(%urn, system = %self.system_id, "passivated");
     }
@@ -468,6 +486,7 @@ impl<'a> Activator<'a> {
             remote: A::REMOTE,
             make,
             idle: Some(DEFAULT_PASSIVATE_AFTER),
+            placement: Placement::default(),
         });
         Activator { proxy, pattern }
     }
@@ -477,6 +496,30 @@ impl<'a> Activator<'a> {
     pub fn passivate_after(mut self, idle: Duration) -> Self {
         if let Ok(p) = &mut self.pattern {
             p.idle = Some(idle);
+        }
+        self
+    }
+
+    /// Which member of the pattern's group activates a URN nobody holds yet: see
+    /// [`Placement`]. Default [`Placement::Spread`] (the member with the fewest
+    /// activations of the pattern).
+    ///
+    /// ```no_run
+    /// # use conclib_core::{Actor, ActorSystem, ExposedMessage};
+    /// # use conclib_redis::{Placement, ProxyConfig, start_proxy};
+    /// # struct Cart;
+    /// # impl Actor for Cart { const REMOTE: &'static [ExposedMessage] = &[]; }
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let proxy = start_proxy(&ActorSystem::new("web-1"), &ProxyConfig::default()).await?;
+    /// proxy
+    ///     .activate("cart:{id}", |_a| async { Ok::<_, String>(Cart) })
+    ///     .placement(Placement::PreferAsker)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn placement(mut self, placement: Placement) -> Self {
+        if let Ok(p) = &mut self.pattern {
+            p.placement = placement;
         }
         self
     }
@@ -520,7 +563,7 @@ impl<'a> IntoFuture for Activator<'a> {
 }
 
 /// `prefix:{id}` → `prefix:`.
-fn parse_pattern(pattern: &str) -> Result<String, ServeError> {
+pub(super) fn parse_pattern(pattern: &str) -> Result<String, ServeError> {
     let invalid = |why: &str| {
         ServeError::Invalid(format!(
             "invalid URN pattern {pattern:?}: {why} (write it as `prefix:{{id}}`, e.g. `user:{{id}}`)"

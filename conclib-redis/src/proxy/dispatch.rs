@@ -13,6 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::activation::{Activated, Pattern, Standing};
 use super::forward::Origin;
+use super::placement::{Handed, Placed};
 use super::read::{RawEnvelope, Request};
 use super::{Completion, FUTURE_ID_TOLERANCE_MS, Handling, Role, Shared};
 use crate::conn::{self, keyed, owned, s};
@@ -31,6 +32,9 @@ struct HandOff {
     codec: Arc<dyn Codec>,
     timeout: Duration,
     sent_ms: i64,
+    /// Read as new (not from the pending list): a patterned URN's request may be placed on
+    /// another member (`placement.rs`).
+    fresh: bool,
 }
 
 impl Shared {
@@ -42,6 +46,7 @@ impl Shared {
         id: EntryId,
         fields: Value,
         permit: OwnedSemaphorePermit,
+        fresh: bool,
     ) -> Result<Handling, Completion> {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         crate::metrics::received(&self.system_id);
@@ -49,6 +54,7 @@ impl Shared {
             id,
             reply,
             requeue: false,
+            handed: false,
             _permit: None,
         };
         let fields = match fields {
@@ -57,6 +63,14 @@ impl Shared {
             _ => return Err(done(None)),
         };
         let env = RawEnvelope::parse(fields);
+        // A member of one of this system's groups placed a request on it: that member reads
+        // its pending list.
+        if matches!(self.role, Role::System)
+            && let Some(group) = env.placed()
+        {
+            self.wake_member(group);
+            return Err(done(None));
+        }
         let Some(reply_to) = env.address(&self.reply_prefix) else {
             self.counters.rejected.fetch_add(1, Ordering::Relaxed);
             crate::metrics::rejected(&self.system_id, Status::BadRequest.label());
@@ -155,6 +169,7 @@ impl Shared {
                             id,
                             reply,
                             requeue,
+                            handed: false,
                             _permit: Some(permit),
                         }
                     }));
@@ -211,28 +226,37 @@ impl Shared {
             codec,
             timeout,
             sent_ms,
+            fresh,
         };
         Ok(Box::pin(async move {
-            let (reply, requeue) = match (target, pattern) {
-                (Some(target), _) => shared.hand_off(target, handoff, None, &shared).await,
-                (None, Some(pattern)) => shared.activated(pattern, handoff).await,
+            let ((reply, requeue), handed) = match (target, pattern) {
+                (Some(target), _) => (shared.hand_off(target, handoff, None, &shared).await, false),
+                (None, Some(pattern)) => {
+                    let mut handed = false;
+                    let done = shared.activated(pattern, handoff, &mut handed).await;
+                    (done, handed)
+                }
                 (None, None) => unreachable!("a request without target is refused above"),
             };
             Completion {
                 id,
                 reply,
                 requeue,
+                handed,
                 _permit: Some(permit),
             }
         }))
     }
 
-    /// Serves a request for a patterned URN: activates it here if nobody holds it, passes it
-    /// to the system holding it otherwise.
+    /// Serves a request for a patterned URN: activates it here if nobody holds it (or places
+    /// it on the member its pattern's placement chooses: then `handed` is set, and it is
+    /// neither acknowledged nor read again here), passes it to the system holding it
+    /// otherwise.
     async fn activated(
         self: Arc<Self>,
         pattern: Arc<Pattern>,
         h: HandOff,
+        handed: &mut bool,
     ) -> (Option<(String, Bytes)>, bool) {
         let Some(sys) = self.system_proxy() else {
             return (None, true);
@@ -247,6 +271,22 @@ impl Shared {
             self.recheck_lease().await;
             if !self.lease_fresh() || !self.still_mine(h.entry).await {
                 return (None, true);
+            }
+        }
+        // A first request read from the group's stream: the pattern's placement says where
+        // the URN is activated (boxed, as the other rare paths below).
+        if h.fresh
+            && matches!(&self.role, Role::Member(m) if m.pattern)
+            && !sys.activations.is_live(&h.req.urn)
+        {
+            let (urn, asker) = (h.req.urn.as_str(), h.req.asker.as_deref());
+            match Box::pin(self.place_elsewhere(&sys, &pattern, h.entry, urn, asker)).await {
+                Some(Handed::Done) => {
+                    *handed = true;
+                    return (None, false);
+                }
+                Some(Handed::NotPending) => return (None, true),
+                Some(Handed::Failed) | None => {}
             }
         }
         // The rare paths' futures are boxed (here, and inside `recheck_lease`, `still_mine`
@@ -286,6 +326,30 @@ impl Shared {
         }
     }
 
+    /// Where the pattern's placement puts a URN nobody holds: `None` here, else what became
+    /// of the request placed on the member chosen (`placement.rs`).
+    async fn place_elsewhere(
+        &self,
+        sys: &Shared,
+        pattern: &Pattern,
+        entry: EntryId,
+        urn: &str,
+        asker: Option<&str>,
+    ) -> Option<Handed> {
+        let placed = self
+            .place(sys, &pattern.prefix, &pattern.placement, urn, asker)
+            .await;
+        let Placed::There(target) = placed else {
+            return None;
+        };
+        let handed = self.hand_to(entry, &target).await;
+        if matches!(handed, Handed::Done) {
+            crate::metrics::activation(&sys.system_id, &pattern.prefix, "placed");
+            tracing::debug!(%urn, %target, "placed a URN on another member");
+        }
+        Some(handed)
+    }
+
     /// Hands a decoded request to its actor, and turns the outcome into its reply; `true`:
     /// leave the request pending. `standing`: an activation's; when its handling was refused
     /// a write (a later activation owns the state) or never ran because another system took
@@ -307,6 +371,7 @@ impl Shared {
             codec,
             timeout,
             sent_ms,
+            fresh: _,
         } = h;
         // An activation's message is handled in a trace context of its own, by which its
         // store tells whether a write of this very handling was refused, and records the
@@ -609,7 +674,9 @@ mod tests {
             let shared = never::<&Arc<Shared>>();
             shared.hand_off(never(), never(), None, shared)
         });
-        let activated = future_size(|| never::<Arc<Shared>>().activated(never(), never()));
+        let mut handed = false;
+        let activated =
+            future_size(|| never::<Arc<Shared>>().activated(never(), never(), &mut handed));
         assert!(hand_off <= 3072, "handing off is {hand_off} bytes");
         assert!(
             activated <= 3072,

@@ -182,6 +182,10 @@ impl Shared {
                 tasks: vec![reader_task, writer_task, heartbeat],
             },
         );
+        if pattern {
+            // Listed in the pattern's directory at once: placement counts on it from now.
+            self.report_activations(name).await;
+        }
         Ok(())
     }
 
@@ -211,6 +215,11 @@ impl Shared {
             let _ = h.await;
         }
         member.trim_group().await;
+        if let Role::Member(m) = &member.role
+            && m.pattern
+        {
+            self.unlist(&m.name).await;
+        }
         member.forget_consumer(&member.consumer).await;
         member.release_member_lease().await;
         let _ = member.reader.quit().await;
@@ -297,7 +306,23 @@ impl Shared {
                 continue;
             };
             let name = String::from_utf8_lossy(name).into_owned();
-            if name == self.consumer || !self.member_gone(&m.group, &name).await {
+            if name == self.consumer {
+                // More pending here than this member knows of: requests another member
+                // placed here whose wake-up went astray (`placement.rs`). Read them.
+                let count = pair
+                    .get(1)
+                    .and_then(|c| {
+                        as_bytes(c)
+                            .and_then(|b| std::str::from_utf8(b).ok()?.parse().ok())
+                            .or_else(|| c.as_u64())
+                    })
+                    .unwrap_or(0);
+                if m.pattern && count > self.unacked().len() as u64 {
+                    self.reread.store(true, Ordering::Release);
+                }
+                continue;
+            }
+            if !self.member_gone(&m.group, &name).await {
                 continue;
             }
             claimed += self.claim_entries_of(&name).await;
@@ -404,7 +429,16 @@ async fn member_loop(shared: Arc<Shared>) {
     let mut stop = shared.stop.subscribe();
     loop {
         tokio::select! {
-            _ = renew.tick() => shared.renew().await,
+            _ = renew.tick() => {
+                shared.renew().await;
+                // The member's count in its pattern's directory, live for another lease.
+                if let Role::Member(m) = &shared.role
+                    && m.pattern
+                    && let Some(sys) = m.system.upgrade()
+                {
+                    sys.report_activations(&m.name).await;
+                }
+            }
             _ = check.tick() => { shared.claim_from_dead().await; }
             event = reconnects.recv(), if events => match event {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {

@@ -283,6 +283,37 @@ impl ProxyHandle {
         self.shared.activations.active()
     }
 
+    /// The live members of a pattern's group (`user:{id}`, or its prefix `user:`) and how
+    /// many of its URNs each has activated, sorted by system id: the directory that
+    /// [`Placement`](crate::Placement) reads, as each member last wrote it (at each
+    /// activation and passivation, and with each lease renewal). Read-only; this system's
+    /// own count is the one it has now.
+    ///
+    /// ```no_run
+    /// # async fn demo(proxy: conclib_redis::ProxyHandle) -> Result<(), conclib_redis::ServeError> {
+    /// for m in proxy.pattern_members("user:{id}").await? {
+    ///     println!("{}: {} activations", m.system, m.activations);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServeError::Invalid`] for a pattern that is not `prefix:{id}` or `prefix:`,
+    /// [`ServeError::Unavailable`] if Redis did not answer.
+    pub async fn pattern_members(
+        &self,
+        pattern: &str,
+    ) -> Result<Vec<crate::MemberInfo>, ServeError> {
+        let prefix = match pattern.strip_suffix("{id}") {
+            Some(_) => super::activation::parse_pattern(pattern)?,
+            None => super::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
+        };
+        self.shared
+            .pattern_members(&prefix)
+            .await
+            .map_err(|e| ServeError::Unavailable(e.to_string()))
+    }
+
     /// Registers actors spawned (and releases those stopped) since the last scan, now rather
     /// than at the next [`ProxyConfig::scan_interval`].
     pub async fn refresh(&self) {

@@ -12,12 +12,14 @@ mod group;
 mod handle;
 mod lease;
 mod owned;
+mod placement;
 mod read;
 mod store;
 mod write;
 
 pub use activation::{Activation, Activator, DEFAULT_PASSIVATE_AFTER};
 pub use handle::{ProxyHandle, start_proxy};
+pub use placement::{MemberInfo, PlaceFn, Placement};
 pub use store::{StateStore, StoreError};
 
 use lease::lease_token;
@@ -40,8 +42,8 @@ use tokio::task::JoinHandle;
 use crate::config::ProxyConfig;
 use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
 use crate::protocol::{
-    self, ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_SCRIPT, FORWARD_SCRIPT, Keys, PUSH_SCRIPT,
-    RELEASE_SCRIPT, RESET_SCRIPT,
+    self, ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_SCRIPT, FORWARD_SCRIPT, Keys, PLACE_SCRIPT,
+    PLACEMENT_READ_SCRIPT, PLACEMENT_REPORT_SCRIPT, PUSH_SCRIPT, RELEASE_SCRIPT, RESET_SCRIPT,
 };
 use crate::unacked::{EntryId, Unacked};
 use conclib_codec::{Codec, builtin_codec};
@@ -178,6 +180,12 @@ struct Shared {
     answer: Script,
     /// Passes a request on to another system's stream ([`FORWARD_SCRIPT`]).
     pass_on: Script,
+    /// Places a pattern's request on another member ([`PLACE_SCRIPT`]).
+    place_script: Script,
+    /// Writes a member's count in a pattern's directory ([`PLACEMENT_REPORT_SCRIPT`]).
+    report: Script,
+    /// Reads a pattern's directory ([`PLACEMENT_READ_SCRIPT`]).
+    read_directory: Script,
     serving: AtomicBool,
     /// Another process of this system took its lease (this one was paused past it, and
     /// taken for dead): what this one reads before it stops is that one's to handle.
@@ -272,6 +280,9 @@ impl Shared {
             push: Script::new(PUSH_SCRIPT),
             answer: Script::new(ANSWER_SCRIPT),
             pass_on: Script::new(FORWARD_SCRIPT),
+            place_script: Script::new(PLACE_SCRIPT),
+            report: Script::new(PLACEMENT_REPORT_SCRIPT),
+            read_directory: Script::new(PLACEMENT_READ_SCRIPT),
             serving: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
             stop,
@@ -537,6 +548,9 @@ struct Completion {
     /// Not acknowledged: left pending in Redis, to be read again (a tell this proxy could
     /// not confirm it may still serve).
     requeue: bool,
+    /// Placed on another member of its group: pending on that member now, so neither
+    /// acknowledged nor read again here (`placement.rs`).
+    handed: bool,
     /// The request's place among those in flight, given back once the answer is written.
     _permit: Option<OwnedSemaphorePermit>,
 }

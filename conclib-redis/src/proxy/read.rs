@@ -38,6 +38,8 @@ pub(super) struct RawEnvelope {
     body: Option<Value>,
     priority: Option<Value>,
     trace: Option<Value>,
+    from: Option<Value>,
+    placed: Option<Value>,
     bad_shape: bool,
 }
 
@@ -52,6 +54,8 @@ pub(super) struct Request {
     pub(super) priority: Priority,
     /// `tp`: the W3C `traceparent` of the asking side, if valid (an invalid one is ignored).
     pub(super) trace: Option<TraceContext>,
+    /// `from`: the id of the asking system, if its client sent it.
+    pub(super) asker: Option<String>,
 }
 
 pub(super) fn text(v: &Option<Value>) -> Option<&str> {
@@ -79,6 +83,8 @@ impl RawEnvelope {
                 Some(b) if b == field::BODY.as_bytes() => &mut env.body,
                 Some(b) if b == field::PRIORITY.as_bytes() => &mut env.priority,
                 Some(b) if b == field::TRACEPARENT.as_bytes() => &mut env.trace,
+                Some(b) if b == field::FROM.as_bytes() => &mut env.from,
+                Some(b) if b == field::PLACED.as_bytes() => &mut env.placed,
                 _ => continue,
             };
             *slot = Some(v);
@@ -98,6 +104,15 @@ impl RawEnvelope {
         }
         let id = text(&self.id)?.parse::<u64>().ok()?;
         Some(Some((key.to_owned(), id)))
+    }
+
+    /// The group named by a wake-up entry a member of it appended after placing one of its
+    /// requests on this system (`placement.rs`); `None` for a request.
+    pub(super) fn placed(&self) -> Option<&str> {
+        if self.urn.is_some() {
+            return None;
+        }
+        text(&self.placed)
     }
 
     pub(super) fn validate(self) -> Result<Request, String> {
@@ -136,7 +151,11 @@ impl RawEnvelope {
             _ => Priority::Normal,
         };
         let trace = text(&self.trace).and_then(TraceContext::parse);
+        let asker = text(&self.from)
+            .filter(|f| !f.is_empty() && f.len() <= 256)
+            .map(str::to_owned);
         Ok(Request {
+            asker,
             urn,
             message,
             ttl_ms,
@@ -339,7 +358,9 @@ pub(super) async fn read_loop(
                     Err(_) => break,
                 },
             };
-            match shared.dispatch(entry_id, id, fields, permit) {
+            // Read from the pending list: placed here, claimed from a member gone, or read
+            // again; never placed elsewhere again (`placement.rs`).
+            match shared.dispatch(entry_id, id, fields, permit, !pending_phase) {
                 Err(done) => ready.push(done),
                 // Started here, in arrival order, so one client's messages to one actor enter
                 // its mailbox in order.

@@ -235,8 +235,15 @@ impl Shared {
         }
     }
 
-    /// Takes the completions to leave pending out of `batch`: they are read again.
+    /// Takes the completions to leave pending out of `batch`: they are read again; and those
+    /// placed on another member, pending on it now: forgotten here.
     pub(super) fn requeue(&self, batch: &mut Vec<Completion>) {
+        if batch.iter().any(|c| c.handed) {
+            let (handed, keep): (Vec<Completion>, Vec<Completion>) =
+                batch.drain(..).partition(|c| c.handed);
+            *batch = keep;
+            self.unacked().remove(handed.iter().map(|c| c.id), true);
+        }
         if batch.iter().any(|c| c.requeue) {
             let (mut pending, keep): (Vec<Completion>, Vec<Completion>) =
                 batch.drain(..).partition(|c| c.requeue);

@@ -41,7 +41,7 @@ wire_message! {
 }
 
 /// An activated actor: its count lives in its fenced store.
-struct Account {
+pub(crate) struct Account {
     count: u64,
     store: StateStore,
     /// Saved by `on_stop` (passivation) rather than on every change.
@@ -119,7 +119,7 @@ impl Actor for Account {
 }
 
 /// The constructor: counts activations in Redis (`{ns}:test:activations`), loads the count.
-async fn open_account(
+pub(crate) async fn open_account(
     a: Activation,
     redis: Client,
     ns: String,

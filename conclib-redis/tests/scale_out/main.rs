@@ -9,7 +9,7 @@ macro_rules! wire_message {
     ($(#[$doc:meta])* $ty:ident $(($field:ty))?, $name:literal, $response:ty) => {
         $(#[$doc])*
         #[derive(Serialize, Deserialize)]
-        struct $ty $(($field))?;
+        pub(crate) struct $ty $(($field))?;
         impl conclib_core::MessageDecl for $ty {
             type WireError = String;
         }
@@ -28,9 +28,11 @@ mod activation;
 mod common;
 mod groups;
 mod peers;
+mod placement;
 
 use activation::*;
 use groups::*;
+use placement::*;
 
 fn main() {
     if std::env::var_os(peers::ROLE).is_some() {
@@ -50,10 +52,15 @@ fn main() {
         a_member_reading_again_as_its_entries_are_claimed_loses_none,
         a_group_whose_last_member_left_leaves_nothing_behind,
         a_groups_stream_is_trimmed_below_what_is_pending,
+        sixty_sequential_activations_spread_over_three_members,
+        hash_placement_puts_a_urn_on_the_same_member_across_runs,
+        prefer_asker_places_on_the_asking_system,
+        a_chosen_member_paused_or_killed_loses_no_request,
     ]);
 }
 
-/// This binary in a peer's role: `member` (groups), `activator` and `client` (activation).
+/// This binary in a peer's role: `member` (groups), `activator` and `client` (activation),
+/// `placer` (placement).
 fn peer_main() -> ! {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -66,6 +73,7 @@ fn peer_main() -> ! {
             Some("member") => member(&args[2..]).await,
             Some("activator") => activator(&args[2..]).await,
             Some("client") => client(&args[2..]).await,
+            Some("placer") => placer(&args[2..]).await,
             _ => 2,
         }
     });
