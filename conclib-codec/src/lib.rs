@@ -19,6 +19,11 @@ use std::sync::Arc;
 mod status;
 pub use status::Status;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

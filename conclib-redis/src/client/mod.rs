@@ -17,6 +17,8 @@ use io::{close_reader, read_replies, watch_link, watch_restarts};
 #[allow(deprecated)]
 pub use remote::RemoteActor;
 pub use remote::{ByUrn, RemoteRef};
+#[cfg(feature = "fuzzing")]
+pub(crate) use {exchange::reply_status, remote::interpret};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
