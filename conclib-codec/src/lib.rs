@@ -21,6 +21,11 @@ mod status;
 pub use depth::{DepthLimited, DepthLimitedError, MAX_DEPTH};
 pub use status::Status;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 

@@ -175,6 +175,11 @@ mod relay;
 mod socket;
 mod wire;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 /// What waits for an answer, by the id its side gave the request: sequential numbers of
 /// ours, hashed by one multiplication (SipHash guards against keys an attacker picks; these
 /// are not).

@@ -469,6 +469,11 @@ mod proxy;
 mod snapshots;
 mod unacked;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 pub use acl::{client_acl, proxy_acl, viewer_acl};
 pub use client::{ByUrn, ProxyClient, RemoteRef};
 #[cfg(feature = "msgpack")]

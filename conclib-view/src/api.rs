@@ -14,6 +14,9 @@ use crate::messages::MessageView;
 use crate::sampler::ViewState;
 use crate::table::{Row, Search, Sort, Table};
 
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
+
 /// Rows per system in one answer of `/api/systems`: by default, and at most.
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;

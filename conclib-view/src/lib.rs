@@ -88,6 +88,11 @@ pub mod prometheus;
 mod sampler;
 mod table;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+#[path = "fuzz.rs"]
+pub mod __fuzz;
+
 use sampler::ViewState;
 
 /// The page: HTML, styles and script in one file.

@@ -147,12 +147,7 @@ impl ProxyClient {
                 Err(_) => return Err(shared.timed_out(timeout, disconnects)),
             };
             drop(pending);
-            let (_, status, _) = protocol::decode_reply(&frame)
-                .ok_or_else(|| ProxyError::Protocol("short reply frame".into()))?;
-            // `Alive` belongs to the process actors' link: no proxy answers it.
-            let status = Status::from_byte(status)
-                .filter(|s| *s != Status::Alive)
-                .ok_or_else(|| ProxyError::Protocol(format!("unknown reply status {status}")))?;
+            let status = reply_status(&frame)?;
             // The URN moved to another system since we resolved it: resolve again, once.
             if matches!(status, Status::NotOwner | Status::UnknownUrn) && !retried {
                 retried = true;
@@ -169,6 +164,17 @@ impl ProxyClient {
             return Ok((status, payload));
         }
     }
+}
+
+/// A reply frame's status, as an ask reads it: a frame shorter than its header, or a status
+/// that no proxy sends, is a protocol error.
+pub(crate) fn reply_status(frame: &[u8]) -> Result<Status, ProxyError> {
+    let (_, status, _) = protocol::decode_reply(frame)
+        .ok_or_else(|| ProxyError::Protocol("short reply frame".into()))?;
+    // `Alive` belongs to the process actors' link: no proxy answers it.
+    Status::from_byte(status)
+        .filter(|s| *s != Status::Alive)
+        .ok_or_else(|| ProxyError::Protocol(format!("unknown reply status {status}")))
 }
 
 struct PendingGuard<'a> {

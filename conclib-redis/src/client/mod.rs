@@ -16,6 +16,8 @@ use waiter::Waiter;
 
 use io::{close_reader, read_replies, watch_link, watch_restarts};
 pub use remote::{ByUrn, RemoteRef};
+#[cfg(feature = "fuzzing")]
+pub(crate) use {exchange::reply_status, remote::interpret};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -221,7 +221,7 @@ where
 }
 
 /// Turns a reply's status and payload into the ask's result.
-fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
+pub(crate) fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
     codec: &dyn Codec,
     urn: &str,
     message: &str,

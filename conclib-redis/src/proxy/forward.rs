@@ -153,7 +153,7 @@ impl Shared {
 }
 
 /// The fields of a request's entry in another system's stream.
-fn entry_fields(
+pub(super) fn entry_fields(
     req: &Request,
     reply_to: &Option<(String, u64)>,
     remaining: Duration,

@@ -8,6 +8,8 @@ mod activation;
 mod applied;
 mod dispatch;
 mod forward;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod group;
 mod handle;
 mod lease;
