@@ -10,9 +10,10 @@ use conclib_core::{Actor, ActorSystem, DynActorRef, PanicPolicy, RestartLimit};
 use serde::Serialize;
 
 use crate::error::ProcessSpawnError;
-use crate::parent::{Inner, Spec};
+use crate::parent::Inner;
 use crate::process_ref::ProcessRef;
 use crate::relay::ProcessRelay;
+use crate::spec::{ChildOutput, Spec};
 
 /// Starts building a process actor: `actor` is sent (serialized) to a new process of this
 /// executable, which runs it. The executable's `main` must call [`init`](crate::init) first
@@ -82,18 +83,6 @@ pub struct ProcessBuilder<A> {
     start_timeout: Duration,
     ask_timeout: Duration,
     output: ChildOutput,
-}
-
-/// Where a process actor's stdout and stderr go; [`ProcessBuilder::output`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ChildOutput {
-    /// Each line becomes a `tracing` event of target `conclib_process::child`, with the
-    /// fields `actor` (the actor's type) and `pid`: stdout at `INFO`, stderr at `WARN`
-    /// (invalid UTF-8 replaced). Without a subscriber the lines are dropped. The default.
-    #[default]
-    Tracing,
-    /// The parent's own stdout and stderr, unchanged.
-    Inherit,
 }
 
 impl<A> fmt::Debug for ProcessBuilder<A> {

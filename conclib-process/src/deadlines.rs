@@ -10,13 +10,24 @@
 //! An ask tells the sweeper only of a deadline earlier than the one it sleeps until: with
 //! one timeout for every ask, that is the first ask after the link was idle.
 
-use std::sync::Weak;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
-use crate::link::Link;
+use crate::error::ProcessExit;
+
+/// What a sweeper sweeps: a link's asks ([`crate::link::Link`]). A trait so that the timer
+/// does not import the link that holds it.
+pub(crate) trait Swept: Send + Sync + 'static {
+    /// The link's timer.
+    fn deadlines(&self) -> &Arc<Deadlines>;
+    /// Its process's exit, once seen.
+    fn exit(&self) -> &watch::Receiver<Option<ProcessExit>>;
+    /// Fails the asks whose deadline is `now` or earlier and arms the next deadline.
+    fn time_out(&self, now: u64);
+}
 
 /// The sweeper's timer: the earliest deadline it sleeps until.
 pub(crate) struct Deadlines {
@@ -66,10 +77,10 @@ impl Deadlines {
 }
 
 /// The sweeper of one link: ends with the link (its process's exit answers what is left).
-pub(crate) async fn sweep(link: Weak<Link>) {
+pub(crate) async fn sweep<L: Swept>(link: Weak<L>) {
     let (deadlines, mut exit) = {
         let Some(l) = link.upgrade() else { return };
-        (l.deadlines.clone(), l.exit.clone())
+        (l.deadlines().clone(), l.exit().clone())
     };
     loop {
         if exit.borrow().is_some() {

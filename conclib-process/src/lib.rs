@@ -173,6 +173,7 @@ mod parent_link;
 mod process_ref;
 mod relay;
 mod socket;
+mod spec;
 mod wire;
 
 #[cfg(feature = "fuzzing")]
@@ -217,9 +218,10 @@ fn lock<T>(m: &parking_lot::Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
     m.lock()
 }
 
-pub use builder::{ChildOutput, ProcessBuilder, SpawnProcess, build};
+pub use builder::{ProcessBuilder, SpawnProcess, build};
 pub use child::{Registry, init, is_process_actor};
 pub use error::{ProcessExit, ProcessSpawnError};
 pub use parent_link::{ParentLink, parent};
 pub use process_ref::ProcessRef;
 pub use relay::{ProcessPool, ProcessRelay};
+pub use spec::ChildOutput;

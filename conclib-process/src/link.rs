@@ -11,44 +11,20 @@ use conclib_core::{ActorSystem, Priority, StopReason};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, watch};
 
-use crate::deadlines::Deadlines;
+use crate::deadlines::{Deadlines, Swept};
 use crate::error::ProcessExit;
 use crate::outbox::{Outbox, write_frames};
-use crate::parent::Inner;
 use crate::socket::ReadHalf;
+use crate::spec::ProcessStats;
 use crate::wire::{self, Frame, status};
 use crate::{ById, lock};
 
-/// What a process actor's snapshot shows, across its restarts.
-#[derive(Default)]
-pub(crate) struct ProcessStats {
-    pub(crate) answered: AtomicU64,
-    pub(crate) errors: AtomicU64,
-    pub(crate) panics: AtomicU64,
-    /// Asks given up before the actor started them (the child's `Skipped` frames).
-    pub(crate) skipped: AtomicU64,
-    pub(crate) last_error: Mutex<Option<String>>,
-}
-
-impl ProcessStats {
-    pub(crate) fn answered(&self, status: u8, payload: &[u8]) {
-        if status == status::ALIVE {
-            return;
-        }
-        self.answered.fetch_add(1, Ordering::Relaxed);
-        match status {
-            status::HANDLER_ERROR => {
-                self.errors.fetch_add(1, Ordering::Relaxed);
-                *lock(&self.last_error) = Some("a handler returned an error".to_owned());
-            }
-            status::PANICKED => {
-                self.panics.fetch_add(1, Ordering::Relaxed);
-                *lock(&self.last_error) =
-                    Some(format!("panicked: {}", String::from_utf8_lossy(payload)));
-            }
-            _ => {}
-        }
-    }
+/// What owns a link and is told when its process died: the process actor
+/// ([`crate::parent::Inner`]), which restarts it or ends. A trait so that the link does not
+/// import the parent side that holds it.
+pub(crate) trait LinkOwner: Send + Sync + 'static {
+    /// The process behind `link` died with `exit` (after what it wrote was read).
+    fn died(&self, link: &Arc<Link>, exit: ProcessExit) -> impl Future<Output = ()> + Send;
 }
 
 /// How long the reaper waits for the frames a dead process wrote before it exited.
@@ -84,11 +60,11 @@ pub(crate) struct Link {
 
 impl Link {
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn start(
+    pub(crate) fn start<O: LinkOwner>(
         (reader, writer): (ReadHalf, crate::socket::WriteHalf),
         (control_reader, control_writer): (ReadHalf, crate::socket::WriteHalf),
         child: std::process::Child,
-        owner: std::sync::Weak<Inner>,
+        owner: std::sync::Weak<O>,
         system: Option<ActorSystem>,
         stats: Arc<ProcessStats>,
         panic_ends: bool,
@@ -592,6 +568,20 @@ impl Link {
         if lock(&self.pending).remove(&id).is_some() && self.exit.borrow().is_none() {
             self.send(&Frame::Cancel(id));
         }
+    }
+}
+
+impl Swept for Link {
+    fn deadlines(&self) -> &Arc<Deadlines> {
+        &self.deadlines
+    }
+
+    fn exit(&self) -> &watch::Receiver<Option<ProcessExit>> {
+        &self.exit
+    }
+
+    fn time_out(&self, now: u64) {
+        Link::time_out(self, now);
     }
 }
 

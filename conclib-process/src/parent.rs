@@ -1,5 +1,5 @@
-//! The parent's side of a process actor: what it takes to start one ([`Spec`]), its process
-//! started ([`launch`]) and restarted ([`Inner`]). Built by [`crate::builder`]; talked to
+//! The parent's side of a process actor: its process started ([`launch`]) and restarted
+//! ([`Inner`]), from its [`Spec`]. Built by [`crate::builder`]; talked to
 //! through [`ProcessRef`](crate::ProcessRef).
 
 use std::os::fd::AsRawFd;
@@ -7,39 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use conclib_core::{
-    ActorSystem, DynActorRef, ExternalProbe, ExternalReport, RestartLimit, StopReason,
-    SupervisionEvent,
-};
+use conclib_core::{ExternalProbe, ExternalReport, StopReason, SupervisionEvent};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::builder::ChildOutput;
 use crate::error::{ProcessExit, ProcessSpawnError};
-use crate::link::{Link, ProcessStats};
+use crate::link::{Link, LinkOwner};
 use crate::lock;
+use crate::spec::{ChildOutput, Spec};
 use crate::wire::{self, FD_VAR, Frame, THREADS_VAR};
-
-/// What it takes to start (and restart) one process actor.
-pub(crate) struct Spec {
-    pub(crate) kind: &'static str,
-    pub(crate) state: Vec<u8>,
-    pub(crate) heartbeat: Option<Duration>,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) start_timeout: Duration,
-    pub(crate) restart: Option<RestartLimit>,
-    /// Resume the actor after a panic in a handler (else it stops, and its process exits).
-    pub(crate) resume: bool,
-    /// The threads of the child's runtime.
-    pub(crate) threads: usize,
-    /// The system whose actors the child may ask by URN (and that lists it).
-    pub(crate) system: Option<ActorSystem>,
-    pub(crate) output: ChildOutput,
-    /// Counted across restarts, for the system's snapshot.
-    pub(crate) stats: Arc<ProcessStats>,
-    /// Told of restarts ([`ProcessBuilder::child_of`]).
-    pub(crate) supervisor: Option<DynActorRef>,
-}
 
 /// Turns each line a child writes to `stream` into a `tracing` event, until the pipe closes.
 fn forward_lines(
@@ -239,6 +215,12 @@ fn probe(inner: std::sync::Weak<Inner>) -> impl Fn() -> Option<ExternalReport> +
             restarts: inner.restarted.load(Ordering::Relaxed),
             last_error: lock(&stats.last_error).clone(),
         })
+    }
+}
+
+impl LinkOwner for Inner {
+    fn died(&self, link: &Arc<Link>, exit: ProcessExit) -> impl Future<Output = ()> + Send {
+        Inner::died(self, link, exit)
     }
 }
 

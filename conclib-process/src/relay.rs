@@ -16,7 +16,8 @@ use conclib_core::{
 
 use crate::error::ProcessSpawnError;
 use crate::link::Answer;
-use crate::parent::{Inner, Spec};
+use crate::parent::Inner;
+use crate::spec::Spec;
 use crate::wire::{self, Frame, status};
 
 /// How long a relay that is stopping waits for its process to finish what it has queued

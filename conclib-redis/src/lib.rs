@@ -467,6 +467,7 @@ mod persistence;
 mod protocol;
 mod proxy;
 mod snapshots;
+mod stats;
 mod unacked;
 
 #[cfg(feature = "fuzzing")]
@@ -492,6 +493,7 @@ pub use protocol::{
 };
 pub use proxy::{
     Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
-    ProxyStats, StateStore, StoreError, start_proxy,
+    StateStore, StoreError, start_proxy,
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
+pub use stats::ProxyStats;

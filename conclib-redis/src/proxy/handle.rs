@@ -10,10 +10,11 @@ use fred::prelude::*;
 use tokio::task::JoinHandle;
 
 use super::lease::heartbeat_loop;
-use super::{Activation, Activator, ProxyStats, Role, Shared, group};
+use super::{Activation, Activator, Role, Shared, group};
 use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, owned};
 use crate::error::ServeError;
+use crate::stats::ProxyStats;
 
 /// A running proxy; from [`start_proxy`].
 ///

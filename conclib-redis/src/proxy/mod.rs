@@ -47,23 +47,9 @@ use crate::protocol::{
     self, ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_SCRIPT, FORWARD_SCRIPT, Keys, PLACE_SCRIPT,
     PLACEMENT_READ_SCRIPT, PLACEMENT_REPORT_SCRIPT, PUSH_SCRIPT, RELEASE_SCRIPT, RESET_SCRIPT,
 };
+use crate::stats::ProxyStats;
 use crate::unacked::{EntryId, Unacked};
 use conclib_codec::{Codec, builtin_codec};
-
-/// Counters of what a proxy did since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct ProxyStats {
-    /// Requests read from the request stream.
-    pub received: u64,
-    /// Requests finished and acknowledged: answered (whatever the status), told, refused or
-    /// dropped as expired.
-    pub completed: u64,
-    /// Requests dropped unprocessed because their deadline had passed.
-    pub expired: u64,
-    /// Requests refused as malformed, unknown, too large or undecodable.
-    pub rejected: u64,
-}
 
 #[derive(Default)]
 struct Counters {

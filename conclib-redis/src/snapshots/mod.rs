@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::persistence::Persistence;
 use crate::protocol::Keys;
-use crate::proxy::ProxyStats;
+use crate::stats::ProxyStats;
 
 mod reader;
 #[cfg(test)]

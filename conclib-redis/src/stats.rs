@@ -1,0 +1,18 @@
+//! The proxy's counters as plain data: what [`ProxyHandle::stats`](crate::ProxyHandle::stats)
+//! returns and what the snapshots publish. Its own module so that the snapshots need not
+//! import the proxy (the proxy imports the snapshots to publish them).
+
+/// Counters of what a proxy did since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ProxyStats {
+    /// Requests read from the request stream.
+    pub received: u64,
+    /// Requests finished and acknowledged: answered (whatever the status), told, refused or
+    /// dropped as expired.
+    pub completed: u64,
+    /// Requests dropped unprocessed because their deadline had passed.
+    pub expired: u64,
+    /// Requests refused as malformed, unknown, too large or undecodable.
+    pub rejected: u64,
+}
