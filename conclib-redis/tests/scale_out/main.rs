@@ -59,6 +59,7 @@ fn main() {
         prefer_asker_places_on_the_asking_system,
         a_chosen_member_paused_or_killed_loses_no_request,
         a_high_priority_ask_overtakes_a_backlog_of_tells_in_a_groups_stream,
+        a_high_priority_ask_overtakes_a_backlog_of_tells_in_a_patterns_stream,
     ]);
 }
 
