@@ -81,7 +81,7 @@ pub struct ProxyConfig {
     /// Default 16.
     pub group_in_flight: usize,
     /// Whether a client writes its plain asks to a group's fast lane too (a URN served by
-    /// several systems, or a URN pattern: [`Keys`](crate::protocol::Keys)` `{ns}:sys:{group}:req:hi`),
+    /// several systems, or a URN pattern: `{ns}:sys:{group}:req:hi`, see the crate docs),
     /// and not only its [`Priority::High`](conclib_core::Priority::High) requests. Such asks
     /// overtake a backlog of tells in the group's stream, and so lose their order with
     /// them. Default `false`: only high-priority requests overtake.
