@@ -197,3 +197,42 @@ async fn overtake(
     client.shutdown().await;
     overtaking.shutdown().await;
 }
+
+/// A group whose members read no fast lane (an earlier version): a high-priority request
+/// finds no stream there and goes to the group's stream.
+pub(crate) async fn a_high_priority_tell_to_a_group_without_a_fast_lane_goes_to_its_stream() {
+    let config = config("nofastlane");
+    let ns = &config.namespace;
+    let redis = plain_client(&config.url).await;
+    // The group as an older member leaves it: its URN key and stream, no fast lane.
+    let _: () = redis
+        .set(
+            format!("{ns}:urn:old"),
+            "~old",
+            Some(Expiration::EX(60)),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    let stream = format!("{ns}:sys:~old:req");
+    let _: () = redis
+        .xgroup_create(&stream, conclib_redis::CONSUMER_GROUP, "0", true)
+        .await
+        .unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    client
+        .tell("old", Tick(1))
+        .priority(Priority::High)
+        .await
+        .unwrap();
+    client
+        .tell("old", Tick(2))
+        .priority(Priority::High)
+        .await
+        .unwrap();
+    assert_eq!(redis.xlen::<u64, _>(&stream).await.unwrap(), 2);
+    let fast = format!("{ns}:sys:~old:req:hi");
+    assert!(!redis.exists::<bool, _>(&fast).await.unwrap());
+    client.shutdown().await;
+}

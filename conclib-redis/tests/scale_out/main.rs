@@ -60,6 +60,7 @@ fn main() {
         a_chosen_member_paused_or_killed_loses_no_request,
         a_high_priority_ask_overtakes_a_backlog_of_tells_in_a_groups_stream,
         a_high_priority_ask_overtakes_a_backlog_of_tells_in_a_patterns_stream,
+        a_high_priority_tell_to_a_group_without_a_fast_lane_goes_to_its_stream,
     ]);
 }
 
