@@ -80,6 +80,12 @@ pub struct ProxyConfig {
     /// Small, so that a busy member leaves the rest of the group's requests to the others.
     /// Default 16.
     pub group_in_flight: usize,
+    /// Whether a client writes its plain asks to a group's fast lane too (a URN served by
+    /// several systems, or a URN pattern: `{ns}:sys:{group}:req:hi`, see the crate docs),
+    /// and not only its [`Priority::High`](conclib_core::Priority::High) requests. Such asks
+    /// overtake a backlog of tells in the group's stream, and so lose their order with
+    /// them. Default `false`: only high-priority requests overtake.
+    pub asks_overtake_tells: bool,
     /// How long a request may wait for room in its actor's full mailbox, counted from when
     /// Redis took it (its entry id; a request older than this when its turn comes gets the
     /// room there is or none), before the proxy refuses it: an ask is answered [`AskError::MailboxFull`](conclib_core::AskError::MailboxFull)
@@ -201,6 +207,7 @@ impl ProxyConfig {
             batch_size: 256,
             max_in_flight: 8192,
             group_in_flight: 16,
+            asks_overtake_tells: false,
             full_mailbox_wait: Duration::from_millis(100),
             lease_ttl: Duration::from_secs(15),
             scan_interval: Duration::from_millis(250),

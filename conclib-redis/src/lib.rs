@@ -273,6 +273,7 @@
 //! |---|---|---|---|
 //! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (15 s), renewed every third of it by the serving proxy; deleted when the actor stops |
 //! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); a group's stream (`{system}` a group id, below) is trimmed at each renewal, below the oldest entry still pending on any member; the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal; deleted at a shutdown with [`release_on_shutdown`](ProxyConfig::release_on_shutdown) if nothing waits in it |
+//! | `{ns}:sys:{group}:req:hi` | stream | a group's fast lane (`{group}` a group id, below): its `prio high` requests, read by every member beside the group's stream, as the same consumer (its system id) of a consumer group `proxy`, so that they overtake a backlog of tells there. A client writes a `prio high` request to a group here (`XADD NOMKSTREAM`), and to the group's stream if this stream does not exist (members of an older version); ours writes its plain asks here too with [`asks_overtake_tells`](ProxyConfig::asks_overtake_tells). A system's own stream has none: its proxy reads up to [`max_in_flight`](ProxyConfig::max_in_flight) requests at once, so a high-priority one reaches its actor's high lane past a backlog anyway | as the group's stream: entries acknowledged, trimmed, claimed from a gone member, and the key `PEXPIRE`d, on their own, by each member's instance reading it |
 //! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | lease renewed by each member, like URN keys |
 //! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease like URN keys; deleted when the member leaves |
 //! | `{ns}:placement:{prefix}` | hash | a pattern's directory, read to place its URNs: one field per member system, `"<activations> <live until, ms since the Unix epoch>"` | rewritten by each member at each activation and passivation and every third of a lease, live for a lease; a member's field deleted when it leaves, or ten leases after it lapsed; the key `PEXPIRE`d to ten leases |
@@ -299,6 +300,11 @@
 //!    lease, and requests sent to the group meanwhile expire at their deadline unanswered.
 //! 2. **Send**: `XADD {ns}:sys:{system}:req NOMKSTREAM * v 1 id <id> urn <urn> msg <name> ttl <ms> reply <reply-key> codec <codec> body <bytes>`.
 //!    A nil answer means the stream does not exist: the system is gone (treat as unknown URN).
+//!    A `prio high` request to a group (a system id starting with `~`) goes to the group's
+//!    fast lane `{ns}:sys:{group}:req:hi` first, so that it overtakes the group's backlog;
+//!    a nil answer there only means the members read no fast lane: send to
+//!    `{ns}:sys:{group}:req` (a client that always does is served too, in the backlog's
+//!    order).
 //!    Always add with id `*`: Redis dates the request (an explicit id in the future only
 //!    makes the proxy date it by its reading time).
 //!

@@ -75,6 +75,14 @@ impl Keys {
         format!("{}:sys:{system}:req", self.ns)
     }
 
+    /// `{ns}:sys:{group}:req:hi` → a group's fast lane: a second stream, same consumer
+    /// group and consumers, for its `Priority::High` requests, which members read before
+    /// the group's stream, so that they overtake a backlog there. Only groups have one (a
+    /// system's own stream is read as one stream).
+    pub fn fast_requests(&self, group: &str) -> String {
+        format!("{}:sys:{group}:req:hi", self.ns)
+    }
+
     /// `{ns}:pattern:{prefix}` → the group id of the systems that activate actors for URNs
     /// `{prefix}{id}` (a lease renewed by each of them).
     pub fn pattern(&self, prefix: &str) -> String {
@@ -477,6 +485,7 @@ mod tests {
         let k = Keys::new("app");
         assert_eq!(k.urn("shop:cart"), "app:urn:shop:cart");
         assert_eq!(k.requests("web"), "app:sys:web:req");
+        assert_eq!(k.fast_requests("~g"), "app:sys:~g:req:hi");
         assert_eq!(k.lease("web"), "app:sys:web:lease");
         assert_eq!(k.reply("abc"), "app:reply:abc");
         assert!(k.reply("abc").starts_with(&k.reply_prefix()));

@@ -115,9 +115,11 @@ impl ProxyClient {
             let fields = shared.request_fields(id, urn, name, true, priority, &trace, &body);
             // The writer marks the ask written once Redis took its request, or ends it
             // through its reply if the write fails: it waits for one thing, its reply.
+            let fast = priority == Priority::High || shared.config.asks_overtake_tells;
+            let key = route.key_for(fast).clone();
             outbox::queue(
                 shared,
-                &route.requests_key,
+                &key,
                 Outgoing {
                     fields,
                     size: body.len(),
@@ -134,6 +136,12 @@ impl ProxyClient {
                 // again.
                 Ok(Ok(Err(ProxyError::UnknownUrn { .. }))) => {
                     drop(pending);
+                    // A group without a fast lane (older members): its stream, then.
+                    if key != route.requests_key {
+                        shared.no_fast_lane(urn);
+                        route.fast_key = None;
+                        continue;
+                    }
                     route = shared
                         .resolve_again(urn, deadline)
                         .await
@@ -283,7 +291,8 @@ impl Shared {
                 expires,
                 done: Done::Tell(tx),
             };
-            outbox::queue(self, &route.requests_key, request);
+            let key = route.key_for(priority == Priority::High).clone();
+            outbox::queue(self, &key, request);
             let sent = match tokio::time::timeout_at(deadline.into(), rx).await {
                 Ok(Ok(sent)) => sent,
                 Ok(Err(_)) => Err(ProxyError::Closed),
@@ -291,6 +300,12 @@ impl Shared {
             };
             if !matches!(sent, Err(ProxyError::UnknownUrn { .. })) {
                 return sent;
+            }
+            // A group without a fast lane (older members): its stream, then.
+            if key != route.requests_key {
+                self.no_fast_lane(urn);
+                route.fast_key = None;
+                continue;
             }
             route = self.resolve_again(urn, deadline).await?;
         }

@@ -13,8 +13,21 @@ use crate::error::{ProxyError, redis_error};
 #[derive(Clone)]
 pub(super) struct Resolved {
     pub(super) requests_key: Arc<str>,
+    /// A group's fast lane (`{ns}:sys:{group}:req:hi`), for its `Priority::High` requests;
+    /// `None` for a system, or a group whose members read none (older proxies).
+    pub(super) fast_key: Option<Arc<str>>,
     pub(super) system: Arc<str>,
     pub(super) until: Instant,
+}
+
+impl Resolved {
+    /// The stream a request goes to: a group's fast lane for a `fast` one, if it has one.
+    pub(super) fn key_for(&self, fast: bool) -> &Arc<str> {
+        match &self.fast_key {
+            Some(key) if fast => key,
+            _ => &self.requests_key,
+        }
+    }
 }
 
 impl Shared {
@@ -100,6 +113,9 @@ impl Shared {
         let system = String::from_utf8_lossy(system).into_owned();
         let resolved = Resolved {
             requests_key: self.keys.requests(&system).into(),
+            fast_key: system
+                .starts_with(crate::protocol::GROUP_MARK)
+                .then(|| self.keys.fast_requests(&system).into()),
             system: system.into(),
             until: Instant::now() + self.config.resolve_cache_ttl,
         };
@@ -118,6 +134,19 @@ impl Shared {
             known.insert(urn.to_owned());
         }
         Ok(resolved)
+    }
+
+    /// The fast lane of `urn`'s group has no stream (its members are older proxies): write
+    /// to the group's stream until the route is looked up again.
+    pub(super) fn no_fast_lane(&self, urn: &str) {
+        if let Some(r) = self
+            .cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(urn)
+        {
+            r.fast_key = None;
+        }
     }
 
     pub(super) fn forget(&self, urn: &str) {

@@ -30,6 +30,11 @@ pub(super) struct Member {
     pub(super) name: String,
     /// Whether `name` is a pattern prefix.
     pub(super) pattern: bool,
+    /// Whether this instance reads the group's fast lane ([`Keys::fast_requests`]: its
+    /// `Priority::High` requests) rather than its stream.
+    ///
+    /// [`Keys::fast_requests`]: crate::protocol::Keys::fast_requests
+    pub(super) fast: bool,
     /// The system's own proxy.
     pub(super) system: Weak<Shared>,
     pub(super) trim: Script,
@@ -48,15 +53,25 @@ impl Member {
     }
 }
 
-/// A running membership, held by the system's proxy.
+/// A running membership, held by the system's proxy: the instance reading the group's
+/// stream, and the one reading its fast lane (same member lease, same token).
 pub(super) struct MemberHandle {
     shared: Arc<Shared>,
+    fast: Arc<Shared>,
+    /// The read loops and writers of both instances.
     tasks: Vec<JoinHandle<()>>,
+    /// Their upkeep loops.
+    heartbeats: Vec<JoinHandle<()>>,
 }
 
 impl MemberHandle {
     pub(super) fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+
+    /// Both instances: the group's stream's, then its fast lane's.
+    pub(super) fn lanes(&self) -> [Arc<Shared>; 2] {
+        [self.shared.clone(), self.fast.clone()]
     }
 }
 
@@ -64,15 +79,17 @@ impl Drop for MemberHandle {
     /// Dropped without leaving (the proxy handle was dropped): stops at once, as the
     /// system's proxy does; what it took is claimed by the others once its lease lapses.
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(&self.heartbeats) {
             t.abort();
         }
         if !self.tasks.is_empty()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
-            let reader = self.shared.reader.clone();
+            let readers = [self.shared.reader.clone(), self.fast.reader.clone()];
             rt.spawn(async move {
-                let _ = reader.quit().await;
+                for reader in readers {
+                    let _ = reader.quit().await;
+                }
             });
         }
     }
@@ -116,31 +133,42 @@ impl Shared {
             }
         }
         let block = Duration::from_secs(1);
-        let reader = self
-            .config
-            .builder::<()>(self.config.command_timeout + block)
-            .map_err(|e| ServeError::Config(e.to_string()))?
-            .build()
-            .map_err(|e| ServeError::Config(e.to_string()))?;
-        conn::init_within(&[&reader], self.config.connect_timeout)
+        let reader = || {
+            self.config
+                .builder::<()>(self.config.command_timeout + block)
+                .map_err(|e| ServeError::Config(e.to_string()))?
+                .build()
+                .map_err(|e| ServeError::Config(e.to_string()))
+        };
+        let (reader, fast_reader) = (reader()?, reader()?);
+        conn::init_within(&[&reader, &fast_reader], self.config.connect_timeout)
             .await
             .map_err(ServeError::Unavailable)?;
-        let member = Arc::new(Shared::new(
-            &self.system,
-            &self.config,
-            self.system_id.clone(),
-            Role::Member(Member {
-                group,
-                claim_key,
-                name: name.to_owned(),
-                pattern,
-                system: Arc::downgrade(self),
-                trim: Script::new(GROUP_TRIM_SCRIPT),
-                forget: Script::new(GROUP_FORGET_SCRIPT),
-            }),
-            (self.cmd.clone(), reader),
-            self.config.group_in_flight.max(1),
-        ));
+        let instance = |fast: bool, reader: Client| {
+            Shared::new(
+                &self.system,
+                &self.config,
+                self.system_id.clone(),
+                Role::Member(Member {
+                    group: group.clone(),
+                    claim_key: claim_key.clone(),
+                    name: name.to_owned(),
+                    pattern,
+                    fast,
+                    system: Arc::downgrade(self),
+                    trim: Script::new(GROUP_TRIM_SCRIPT),
+                    forget: Script::new(GROUP_FORGET_SCRIPT),
+                }),
+                (self.cmd.clone(), reader),
+                self.config.group_in_flight.max(1),
+            )
+        };
+        let member = Arc::new(instance(false, reader));
+        // The fast lane's instance holds the same member lease, under the same token: both
+        // renew it, and a member is gone for both streams at once.
+        let mut fast = instance(true, fast_reader);
+        fast.token = member.token.clone();
+        let fast = Arc::new(fast);
         let started = async {
             let since = std::time::Instant::now();
             member.acquire_lease().await?;
@@ -150,6 +178,11 @@ impl Shared {
                 .await
                 .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
             member.renew_queue().await;
+            fast.sync_clock().await;
+            fast.ensure_group()
+                .await
+                .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
+            fast.renew_queue().await;
             member.registry().local.insert(name.to_owned(), true);
             if !member.claim_urns(vec![name.to_owned()]).await {
                 return Err(ServeError::Unavailable(format!(
@@ -164,22 +197,31 @@ impl Shared {
                 });
             }
             member.mark_fresh(since);
+            fast.mark_fresh(since);
             Ok::<_, ServeError>(())
         };
         if let Err(e) = started.await {
             member.release_member_lease().await;
             let _ = member.reader.quit().await;
+            let _ = fast.reader.quit().await;
             return Err(e);
         }
+        // The fast lane first: a request already waiting there goes before the backlog.
+        let (fast_reader_task, fast_writer_task) = fast.start_reading(block);
         let (reader_task, writer_task) = member.start_reading(block);
-        let heartbeat = tokio::spawn(member_loop(member.clone()));
+        let heartbeats = vec![
+            tokio::spawn(member_loop(member.clone())),
+            tokio::spawn(member_loop(fast.clone())),
+        ];
         tracing::info!(system = %self.system_id, group = %member.claim_value, "joined a group");
         crate::metrics::group_joined(&self.system_id, &member.claim_value);
         self.groups().insert(
             name.to_owned(),
             MemberHandle {
                 shared: member,
-                tasks: vec![reader_task, writer_task, heartbeat],
+                fast,
+                tasks: vec![fast_reader_task, fast_writer_task, reader_task, writer_task],
+                heartbeats,
             },
         );
         if pattern {
@@ -203,26 +245,33 @@ impl Shared {
             return false;
         };
         let member = handle.shared.clone();
-        member.serving.store(false, Ordering::Release);
-        let _ = member.stop.send_replace(true);
-        let mut tasks = std::mem::take(&mut handle.tasks);
-        let heartbeat = tasks.pop();
-        for t in tasks {
+        let lanes = handle.lanes();
+        for lane in &lanes {
+            lane.serving.store(false, Ordering::Release);
+            let _ = lane.stop.send_replace(true);
+        }
+        for t in std::mem::take(&mut handle.tasks) {
             let _ = t.await;
         }
-        if let Some(h) = heartbeat {
+        for h in std::mem::take(&mut handle.heartbeats) {
             h.abort();
             let _ = h.await;
         }
-        member.trim_group().await;
+        for lane in &lanes {
+            lane.trim_group().await;
+        }
         if let Role::Member(m) = &member.role
             && m.pattern
         {
             self.unlist(&m.name).await;
         }
-        member.forget_consumer(&member.consumer).await;
+        for lane in &lanes {
+            lane.forget_consumer(&lane.consumer).await;
+        }
         member.release_member_lease().await;
-        let _ = member.reader.quit().await;
+        for lane in &lanes {
+            let _ = lane.reader.quit().await;
+        }
         if let Role::Member(m) = &member.role
             && m.pattern
         {

@@ -231,7 +231,11 @@ impl Shared {
                 system_id.clone(),
             ),
             Role::Member(m) => (
-                keys.requests(&m.group),
+                if m.fast {
+                    keys.fast_requests(&m.group)
+                } else {
+                    keys.requests(&m.group)
+                },
                 keys.member(&m.group, &system_id),
                 system_id.clone(),
                 m.group.clone(),
@@ -374,10 +378,10 @@ impl Shared {
 
     /// The groups this system is a member of, for its snapshot.
     fn published_groups(&self) -> Vec<crate::snapshots::PublishedGroup> {
-        let members: Vec<Arc<Shared>> = self.groups().values().map(|h| h.shared()).collect();
+        let members: Vec<[Arc<Shared>; 2]> = self.groups().values().map(|h| h.lanes()).collect();
         let mut groups: Vec<crate::snapshots::PublishedGroup> = members
             .iter()
-            .filter_map(|m| {
+            .filter_map(|[m, fast]| {
                 let Role::Member(member) = &m.role else {
                     return None;
                 };
@@ -392,7 +396,8 @@ impl Shared {
                 Some(crate::snapshots::PublishedGroup {
                     name,
                     group: member.group.clone(),
-                    received: m.counters.received.load(Ordering::Relaxed),
+                    received: m.counters.received.load(Ordering::Relaxed)
+                        + fast.counters.received.load(Ordering::Relaxed),
                     activations,
                 })
             })

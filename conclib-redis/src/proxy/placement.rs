@@ -365,19 +365,22 @@ impl Shared {
     /// A member of this system's groups was handed a request (an entry naming `group` came
     /// in this system's stream): it reads its pending list now.
     pub(super) fn wake_member(&self, group: &str) {
-        let member = self
+        // Both lanes: the entry was placed from the group's stream or from its fast lane.
+        let lanes = self
             .groups()
             .values()
-            .map(|h| h.shared())
-            .find(|m| matches!(&m.role, Role::Member(x) if x.group == group));
-        let Some(member) = member else { return };
-        member
-            .reread
-            .store(true, std::sync::atomic::Ordering::Release);
-        tokio::spawn(async move {
-            let flag = Some(fred::types::ClientUnblockFlag::Timeout);
-            let _ = member.reader.unblock_self(flag).await;
-        });
+            .find(|h| matches!(&h.shared().role, Role::Member(x) if x.group == group))
+            .map(super::group::MemberHandle::lanes);
+        let Some(lanes) = lanes else { return };
+        for member in lanes {
+            member
+                .reread
+                .store(true, std::sync::atomic::Ordering::Release);
+            tokio::spawn(async move {
+                let flag = Some(fred::types::ClientUnblockFlag::Timeout);
+                let _ = member.reader.unblock_self(flag).await;
+            });
+        }
     }
 
     /// Writes this system's count of activations of pattern `prefix` in the pattern's

@@ -556,6 +556,7 @@ pub(crate) async fn a_group_whose_last_member_left_leaves_nothing_behind() {
         for key in [
             format!("{ns}:urn:g"),
             format!("{ns}:sys:~g:req"),
+            format!("{ns}:sys:~g:req:hi"),
             format!("{ns}:sys:~g:member:lonely"),
         ] {
             if redis.exists::<bool, _>(&key).await.unwrap() {

@@ -26,11 +26,13 @@ macro_rules! wire_message {
 mod activation;
 #[path = "../common/mod.rs"]
 mod common;
+mod fast_lane;
 mod groups;
 mod peers;
 mod placement;
 
 use activation::*;
+use fast_lane::*;
 use groups::*;
 use placement::*;
 
@@ -56,6 +58,9 @@ fn main() {
         hash_placement_puts_a_urn_on_the_same_member_across_runs,
         prefer_asker_places_on_the_asking_system,
         a_chosen_member_paused_or_killed_loses_no_request,
+        a_high_priority_ask_overtakes_a_backlog_of_tells_in_a_groups_stream,
+        a_high_priority_ask_overtakes_a_backlog_of_tells_in_a_patterns_stream,
+        a_high_priority_tell_to_a_group_without_a_fast_lane_goes_to_its_stream,
     ]);
 }
 
