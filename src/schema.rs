@@ -17,9 +17,9 @@
 //!
 //! `error` is `null` for a message that cannot fail. A type that travels as MessagePack
 //! `bin` (`serde_bytes`) should describe itself as `{"type": "string", "x-conclib-bin":
-//! true}` (a hand-written [`JsonSchema`](schemars::JsonSchema) impl): the stubs then use `bytes`.
+//! true}` (a hand-written [`JsonSchema`] impl): the stubs then use `bytes`.
 //!
-//! Every message, response and error type derives [`JsonSchema`](schemars::JsonSchema) (from the `schemars`
+//! Every message, response and error type derives [`JsonSchema`] (from the `schemars`
 //! crate, version 1, re-exported here). [`ActorExport::done`] checks that the messages
 //! described are exactly those the actor exposes (its `#[handle(remote)]` handlers,
 //! [`Actor::REMOTE`]): a schema that forgot one, or listed one the proxy would refuse,
