@@ -159,33 +159,12 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
 mod tests {
     use std::path::PathBuf;
 
-    /// Every file of the target's corpus and regressions, with its path.
-    fn files(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-        let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        let mut out = Vec::new();
-        for dir in ["corpus", "regressions"] {
-            let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.expect("a directory entry").path();
-                let data = std::fs::read(&path).expect("a readable file");
-                out.push((path, data));
-            }
-        }
-        out
+    fn fuzz_dir() -> PathBuf {
+        conclib_testkit::fuzz_corpus::dir(env!("CARGO_MANIFEST_DIR"))
     }
 
     fn replay(target: &str, check: fn(&[u8])) {
-        let files = files(target);
-        assert!(!files.is_empty(), "fuzz/corpus/{target}/ is empty");
-        for (path, data) in files {
-            eprintln!("{}", path.display());
-            check(&data);
-        }
-        for seed in super::seeds(target) {
-            check(&seed);
-        }
+        conclib_testkit::fuzz_corpus::replay(&fuzz_dir(), target, &super::seeds(target), check);
     }
 
     /// Writes the seeds into `fuzz/corpus/<target>/seed-N` (`cargo test -p conclib-codec
@@ -194,13 +173,7 @@ mod tests {
     #[ignore = "writes the seed corpus"]
     fn write_seeds() {
         for target in ["codec_bincode", "codec_msgpack"] {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../fuzz/corpus")
-                .join(target);
-            std::fs::create_dir_all(&dir).expect("a corpus directory");
-            for (i, seed) in super::seeds(target).into_iter().enumerate() {
-                std::fs::write(dir.join(format!("seed-{i}")), seed).expect("written");
-            }
+            conclib_testkit::fuzz_corpus::write_seeds(&fuzz_dir(), target, &super::seeds(target));
         }
     }
 

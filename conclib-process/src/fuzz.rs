@@ -190,7 +190,7 @@ mod tests {
     ];
 
     fn fuzz_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+        conclib_testkit::fuzz_corpus::dir(env!("CARGO_MANIFEST_DIR"))
     }
 
     /// Every file of each target's corpus and regressions, and its seeds, through its
@@ -198,20 +198,7 @@ mod tests {
     #[test]
     fn replay_corpus_and_regressions() {
         for (target, check) in TARGETS {
-            let mut n = 0;
-            for dir in ["corpus", "regressions"] {
-                let Ok(entries) = std::fs::read_dir(fuzz_dir().join(dir).join(target)) else {
-                    continue;
-                };
-                for entry in entries {
-                    let path = entry.expect("a directory entry").path();
-                    eprintln!("{}", path.display());
-                    check(&std::fs::read(&path).expect("a readable file"));
-                    n += 1;
-                }
-            }
-            assert!(n > 0, "fuzz/corpus/{target}/ is empty");
-            super::seeds(target).iter().for_each(|s| check(s));
+            conclib_testkit::fuzz_corpus::replay(&fuzz_dir(), target, &super::seeds(target), check);
         }
     }
 
@@ -221,11 +208,7 @@ mod tests {
     #[ignore = "writes the seed corpus"]
     fn write_seeds() {
         for (target, _) in TARGETS {
-            let dir = fuzz_dir().join("corpus").join(target);
-            std::fs::create_dir_all(&dir).expect("a corpus directory");
-            for (i, seed) in super::seeds(target).into_iter().enumerate() {
-                std::fs::write(dir.join(format!("seed-{i}")), seed).expect("written");
-            }
+            conclib_testkit::fuzz_corpus::write_seeds(&fuzz_dir(), target, &super::seeds(target));
         }
     }
 }

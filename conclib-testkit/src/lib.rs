@@ -204,3 +204,47 @@ fn all_threads_stopped(pid: u32) -> bool {
         })
     })
 }
+
+/// The fuzz targets' inputs replayed on stable (`fuzz/README.md`): each crate's tests run
+/// every file of `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`, and the seeds the
+/// crate makes, through the target's function.
+pub mod fuzz_corpus {
+    use std::path::{Path, PathBuf};
+
+    /// The repository's `fuzz/` directory, from a crate's manifest directory
+    /// (`env!("CARGO_MANIFEST_DIR")` of a crate at the workspace root).
+    #[must_use]
+    pub fn dir(manifest_dir: &str) -> PathBuf {
+        Path::new(manifest_dir).join("../fuzz")
+    }
+
+    /// Runs `check` on every file of the target's corpus and regressions, then on `seeds`;
+    /// panics if the corpus is empty (a target replayed against nothing proves nothing).
+    pub fn replay(fuzz: &Path, target: &str, seeds: &[Vec<u8>], check: impl Fn(&[u8])) {
+        let mut n = 0;
+        for dir in ["corpus", "regressions"] {
+            let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.expect("a directory entry").path();
+                eprintln!("{}", path.display());
+                check(&std::fs::read(&path).expect("a readable file"));
+                n += 1;
+            }
+        }
+        assert!(n > 0, "fuzz/corpus/{target}/ is empty");
+        for seed in seeds {
+            check(seed);
+        }
+    }
+
+    /// Writes `seeds` into `fuzz/corpus/<target>/seed-N`.
+    pub fn write_seeds(fuzz: &Path, target: &str, seeds: &[Vec<u8>]) {
+        let dir = fuzz.join("corpus").join(target);
+        std::fs::create_dir_all(&dir).expect("a corpus directory");
+        for (i, seed) in seeds.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), seed).expect("written");
+        }
+    }
+}

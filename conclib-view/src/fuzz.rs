@@ -35,29 +35,15 @@ mod tests {
     use std::path::PathBuf;
 
     fn fuzz_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
+        conclib_testkit::fuzz_corpus::dir(env!("CARGO_MANIFEST_DIR"))
     }
 
     /// Every file of the corpus and regressions, and the seeds, through the target's
     /// function.
     #[test]
     fn replay_corpus_and_regressions() {
-        let mut n = 0;
-        for dir in ["corpus", "regressions"] {
-            let Ok(entries) = std::fs::read_dir(fuzz_dir().join(dir).join("view_query")) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.expect("a directory entry").path();
-                eprintln!("{}", path.display());
-                super::page_query(&std::fs::read(&path).expect("a readable file"));
-                n += 1;
-            }
-        }
-        assert!(n > 0, "fuzz/corpus/view_query/ is empty");
-        super::seeds("view_query")
-            .iter()
-            .for_each(|s| super::page_query(s));
+        let seeds = super::seeds("view_query");
+        conclib_testkit::fuzz_corpus::replay(&fuzz_dir(), "view_query", &seeds, super::page_query);
     }
 
     /// Writes the seeds into `fuzz/corpus/view_query/seed-N` (`cargo test -p conclib-view
@@ -65,10 +51,7 @@ mod tests {
     #[test]
     #[ignore = "writes the seed corpus"]
     fn write_seeds() {
-        let dir = fuzz_dir().join("corpus/view_query");
-        std::fs::create_dir_all(&dir).expect("a corpus directory");
-        for (i, seed) in super::seeds("view_query").into_iter().enumerate() {
-            std::fs::write(dir.join(format!("seed-{i}")), seed).expect("written");
-        }
+        let seeds = super::seeds("view_query");
+        conclib_testkit::fuzz_corpus::write_seeds(&fuzz_dir(), "view_query", &seeds);
     }
 }
