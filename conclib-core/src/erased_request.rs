@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::ask_timer::AskTimer;
 use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError};
+use crate::fence::Fence;
 use crate::message::Priority;
 use crate::remote::ErasedMessage;
 use crate::request_cell::{Asking, RequestCell, RequestHead, Waiter};
@@ -30,6 +31,7 @@ pub struct ErasedRequest<'a> {
     room_timeout: Option<Duration>,
     priority: Priority,
     trace: Option<TraceContext>,
+    fence: Option<Fence>,
 }
 
 impl fmt::Debug for ErasedRequest<'_> {
@@ -58,6 +60,7 @@ impl<'a> ErasedRequest<'a> {
             room_timeout: None,
             priority: Priority::Normal,
             trace: None,
+            fence: None,
         }
     }
 
@@ -79,6 +82,14 @@ impl<'a> ErasedRequest<'a> {
     /// Sends in the given lane.
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
+        self
+    }
+
+    /// Has the actor start the request only while `fence` is open: otherwise it skips it,
+    /// and [`ask`](Self::ask) and [`tell`](Self::tell) end with [`AskError::Fenced`] (the
+    /// message was not handled).
+    pub fn fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
         self
     }
 
@@ -232,6 +243,7 @@ impl<'a> ErasedRequest<'a> {
             room_timeout,
             priority,
             trace,
+            fence,
             ..
         } = self;
         if !target.cell.accepts(type_id) {
@@ -248,6 +260,7 @@ impl<'a> ErasedRequest<'a> {
             priority,
             trace,
             acked_tell,
+            fence,
         };
         Ok((target, RequestEnvelope::new(head, msg, waiter)))
     }

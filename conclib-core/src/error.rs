@@ -45,6 +45,11 @@ pub enum AskError<E = Infallible> {
     /// The actor had stopped, or stopped before handling the request.
     #[error("the actor has stopped")]
     ActorStopped,
+    /// The request was not started: the [`Fence`](crate::Fence) it was sent with had
+    /// closed when the actor reached it (the Redis proxy fences what it hands to actors with
+    /// its lease). It was not handled; its sender decides whether to send it again.
+    #[error("not started: the request's fence had closed")]
+    Fenced,
     /// The mailbox was full and the call does not wait ([`ActorRef::try_ask`](crate::ActorRef::try_ask)).
     #[error("the mailbox is full")]
     MailboxFull,
@@ -123,6 +128,7 @@ impl<E> AskError<E> {
             AskError::Panicked(p) => AskError::Panicked(p),
             AskError::Timeout(d) => AskError::Timeout(d),
             AskError::ActorStopped => AskError::ActorStopped,
+            AskError::Fenced => AskError::Fenced,
             AskError::MailboxFull => AskError::MailboxFull,
             AskError::NoResponse => AskError::NoResponse,
             AskError::UnknownUrn { urn } => AskError::UnknownUrn { urn },

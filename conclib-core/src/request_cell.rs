@@ -44,6 +44,8 @@ pub(crate) struct RequestHead {
     pub(crate) trace: Option<TraceContext>,
     /// A tell whose sender learns when it was handled (its answer says only that).
     pub(crate) acked_tell: bool,
+    /// Started only while this is open ([`ErasedRequest::fence`](crate::ErasedRequest::fence)).
+    pub(crate) fence: Option<crate::Fence>,
 }
 
 impl RequestHead {
@@ -55,6 +57,7 @@ impl RequestHead {
             priority,
             trace: None,
             acked_tell: false,
+            fence: None,
         }
     }
 
@@ -236,6 +239,13 @@ impl RequestCell {
     fn begin(&self) -> bool {
         let mut state = self.lock();
         let waited_for = matches!(state.answer, Answer::Awaited(_) | Answer::Callback(_));
+        if waited_for && self.head.fence.as_ref().is_some_and(|f| !f.is_open()) {
+            // Its fence closed: not started; whoever waits learns why (not `started`, so
+            // the answer below is not taken for a handler's).
+            drop(state);
+            self.send(Err(crate::AskError::Fenced));
+            return false;
+        }
         state.started |= waited_for;
         waited_for
     }
@@ -542,5 +552,31 @@ mod tests {
         let (cell, answerer) = request(Waiter::Asker);
         answerer.send(answer(1));
         assert!(!cell.give_up());
+    }
+
+    #[test]
+    fn a_request_whose_fence_closed_is_not_begun_and_its_asker_learns_why() {
+        let fenced = |fence: &crate::Fence| {
+            let mut head = RequestHead::of::<crate::messages::Heartbeat>(Priority::Normal);
+            head.fence = Some(fence.clone());
+            let got = Arc::new(Mutex::new(None));
+            let seen = got.clone();
+            let waiter = Waiter::Callback(Box::new(move |r: ErasedResult| {
+                *seen.lock() = Some(r.err());
+            }));
+            let (_, answerer) = RequestCell::new(head, Box::new(()), waiter);
+            (answerer.expect("somebody waits"), got)
+        };
+        let fence =
+            crate::Fence::new(std::time::Instant::now() + std::time::Duration::from_secs(60));
+        let (open, got) = fenced(&fence);
+        assert!(open.begin(), "an open fence: begun");
+        assert!(got.lock().is_none(), "not answered by the fence");
+        let (closed, got) = fenced(&fence);
+        fence.close();
+        assert!(!closed.begin(), "a closed fence: skipped");
+        assert!(matches!(*got.lock(), Some(Some(crate::AskError::Fenced))));
+        // What began before the fence closed runs on: its answer is the handler's.
+        open.send(answer(7));
     }
 }

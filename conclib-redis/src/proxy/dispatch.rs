@@ -21,6 +21,15 @@ use crate::protocol::{self, Status};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
 
+/// A request its actor did not start because the lease fence it carried had closed (this
+/// process was paused past its lease, or out of Redis's reach as long): left pending, it is
+/// read again, and handled here only if it is still this instance's (another member of its
+/// group may have claimed it meanwhile).
+fn fenced(urn: &str) -> (Option<(String, Bytes)>, bool) {
+    tracing::debug!(%urn, "a request queued before the lease lapsed was not started; read again");
+    (None, true)
+}
+
 /// A decoded request, ready for its actor.
 struct HandOff {
     /// The stream entry it came in.
@@ -35,6 +44,9 @@ struct HandOff {
     /// Read as new (not from the pending list): a patterned URN's request may be placed on
     /// another member (`placement.rs`).
     fresh: bool,
+    /// The reading instance's lease fence when it was read, or when its ownership was
+    /// checked again since: the actor starts it only while that is open.
+    fence: conclib_core::Fence,
 }
 
 impl Shared {
@@ -227,6 +239,7 @@ impl Shared {
             timeout,
             sent_ms,
             fresh,
+            fence: self.fence(),
         };
         Ok(Box::pin(async move {
             let ((reply, requeue), handed) = match (target, pattern) {
@@ -255,7 +268,7 @@ impl Shared {
     async fn activated(
         self: Arc<Self>,
         pattern: Arc<Pattern>,
-        h: HandOff,
+        mut h: HandOff,
         handed: &mut bool,
     ) -> (Option<(String, Bytes)>, bool) {
         let Some(sys) = self.system_proxy() else {
@@ -272,6 +285,7 @@ impl Shared {
             if !self.lease_fresh() || !self.still_mine(h.entry).await {
                 return (None, true);
             }
+            h.fence = self.fence();
         }
         // A first request read from the group's stream: the pattern's placement says where
         // the URN is activated (boxed, as the other rare paths below).
@@ -372,6 +386,7 @@ impl Shared {
             timeout,
             sent_ms,
             fresh: _,
+            mut fence,
         } = h;
         // An activation's message is handled in a trace context of its own, by which its
         // store tells whether a write of this very handling was refused, and records the
@@ -422,6 +437,7 @@ impl Shared {
             if !origin.still_mine(entry).await {
                 return (None, true);
             }
+            fence = origin.fence();
         }
         // The wait for room counts from when Redis took the request, as its deadline does:
         // the time it spent in the stream and in this proxy before its turn counts against
@@ -447,7 +463,8 @@ impl Shared {
             .erased(rm.name(), rm.type_id(), msg)
             .priority(req.priority)
             .room_timeout(room_wait)
-            .trace(trace);
+            .trace(trace)
+            .fence(fence);
         // Not to be handled here after all: a write of its handling was refused, or it
         // never ran (nor wrote the state) because the activation was taken away.
         let redeliver = |ran: bool, wrote: bool| {
@@ -461,6 +478,9 @@ impl Shared {
                 // request still queued then (nobody waits for it).
                 let result = request.timeout(timeout).ask().await;
                 let wrote = ended();
+                if matches!(result, Err(AskError::Fenced)) {
+                    return fenced(&req.urn);
+                }
                 let ran = !matches!(result, Err(AskError::ActorStopped));
                 if redeliver(ran, wrote) {
                     self.activations.taken_away(&req.urn);
@@ -483,6 +503,9 @@ impl Shared {
                 // refused), so a crash before that leaves it in Redis for the next proxy.
                 let told = request.tell().await;
                 let wrote = ended();
+                if matches!(told, Err(AskError::Fenced)) {
+                    return fenced(&req.urn);
+                }
                 if redeliver(told.is_ok(), wrote) {
                     // The URN's current activation handles it (unless another member of
                     // its group took the request meanwhile: `forward` checks).

@@ -417,6 +417,13 @@ impl Shared {
             u64::try_from(until.as_nanos()).unwrap_or(u64::MAX),
             Ordering::Release,
         );
+        // The fence follows; one that closed meanwhile (the leases lapsed: a pause, Redis
+        // out of reach) stays closed for what was handed through it, and a new one opens.
+        let until = self.clock_base + until;
+        let mut fence = self.fence.lock().unwrap_or_else(|e| e.into_inner());
+        if !fence.extend(until) {
+            *fence = conclib_core::Fence::new(until);
+        }
     }
 
     /// Renews the leases now unless another task just did (a request met stale leases:
@@ -445,6 +452,7 @@ impl Shared {
                 tracing::error!(system = %self.system_id, holder = ?other, "another proxy instance took this system's lease; this one stops reading");
                 self.replaced.store(true, Ordering::Release);
                 self.serving.store(false, Ordering::Release);
+                self.fence().close();
                 let _ = self.stop.send_replace(true);
                 return;
             }

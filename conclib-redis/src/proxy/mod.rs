@@ -184,6 +184,11 @@ struct Shared {
     fresh_until: AtomicU64,
     /// What `fresh_until` counts from (nanoseconds).
     clock_base: std::time::Instant,
+    /// Open while the leases are surely held, as `fresh_until`; every request handed to an
+    /// actor carries the one current when its entry was read, so that after a pause past
+    /// the lease the actor starts none it had queued (another system may have taken them).
+    /// Replaced by a new one when a renewal finds it closed (`lease.rs`).
+    fence: Mutex<conclib_core::Fence>,
     /// One lease re-check at a time.
     recheck: tokio::sync::Mutex<()>,
     /// The request stream holds ids far in the future (a hostile client): reset it once
@@ -280,6 +285,7 @@ impl Shared {
             stop,
             fresh_until: AtomicU64::new(0),
             clock_base: std::time::Instant::now(),
+            fence: Mutex::new(conclib_core::Fence::new(std::time::Instant::now())),
             recheck: tokio::sync::Mutex::new(()),
             poisoned: AtomicBool::new(false),
             reset: Script::new(RESET_SCRIPT),
@@ -404,6 +410,11 @@ impl Shared {
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         groups
+    }
+
+    /// The fence of the leases held now (see `fence`).
+    fn fence(&self) -> conclib_core::Fence {
+        self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {

@@ -28,6 +28,12 @@ wire_message! {
     Tick(u64), "scale.Tick", ()
 }
 
+wire_message! {
+    /// A tell whose handling takes 5 ms, recorded like [`Tick`]: a member's actor has some
+    /// queued in its mailbox at any moment.
+    SlowTick(u64), "scale.SlowTick", ()
+}
+
 /// A group member's actor.
 pub(crate) struct Worker {
     system: String,
@@ -35,8 +41,11 @@ pub(crate) struct Worker {
 }
 
 impl Actor for Worker {
-    const REMOTE: &'static [ExposedMessage] =
-        &[ExposedMessage::of::<Whoami>(), ExposedMessage::of::<Tick>()];
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<Whoami>(),
+        ExposedMessage::of::<Tick>(),
+        ExposedMessage::of::<SlowTick>(),
+    ];
 
     async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
         let req = match req.extract::<Whoami>() {
@@ -51,15 +60,30 @@ impl Actor for Worker {
             }
             Err(req) => req,
         };
-        match req.extract::<Tick>() {
+        let req = match req.extract::<Tick>() {
             Ok((Tick(n), r)) => {
-                if let Some(f) = &mut self.notes {
-                    use std::io::Write;
-                    let _ = writeln!(f, "{n}");
-                }
+                self.note(n);
+                return r.respond(Ok(()));
+            }
+            Err(req) => req,
+        };
+        match req.extract::<SlowTick>() {
+            Ok((SlowTick(n), r)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                self.note(n);
                 r.respond(Ok(()))
             }
             Err(req) => req.reject(),
+        }
+    }
+}
+
+impl Worker {
+    /// A line in its notes file: the number of a tell it handled.
+    fn note(&mut self, n: u64) {
+        if let Some(f) = &mut self.notes {
+            use std::io::Write;
+            let _ = writeln!(f, "{n}");
         }
     }
 }
@@ -376,16 +400,31 @@ pub(crate) async fn joins_that_cannot_be_and_requests_for_other_urns_are_refused
 }
 
 pub(crate) async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken() {
-    let config = config("pause-member");
+    paused_member_repeats(false).await;
+}
+
+/// As above, with each tell's handling taking 5 ms, so that the paused member's actor has
+/// tells queued in its mailbox when it is stopped: the lease's fence keeps it from starting
+/// any of them once back (another member handled them meanwhile).
+pub(crate) async fn a_member_paused_with_tells_queued_starts_none_of_them_once_back() {
+    paused_member_repeats(true).await;
+}
+
+async fn paused_member_repeats(slow: bool) {
+    let config = config(if slow { "pause-queued" } else { "pause-member" });
     let lease_ms = 1500;
     let (mut members, notes) = start_members(&config, "crop", &["p1", "p2"], lease_ms).await;
     let client = ProxyClient::connect(&config).await.unwrap();
-    let told = 4000u64;
+    let told: u64 = if slow { 1500 } else { 4000 };
     let sender = {
         let client = client.clone();
         tokio::spawn(async move {
             for n in 0..told {
-                client.tell("crop", Tick(n)).await.unwrap();
+                if slow {
+                    client.tell("crop", SlowTick(n)).await.unwrap();
+                } else {
+                    client.tell("crop", Tick(n)).await.unwrap();
+                }
                 if n % 16 == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
@@ -393,7 +432,7 @@ pub(crate) async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_t
         })
     };
     eventually(Duration::from_secs(30), "some tells handled", || async {
-        noted(&notes).len() > 500
+        noted(&notes).len() > if slow { 200 } else { 500 }
     })
     .await;
     let paused = members.remove(0);
@@ -440,8 +479,11 @@ pub(crate) async fn a_member_paused_past_its_lease_repeats_at_most_what_it_had_t
         );
     }
     let duplicates: usize = noted(&notes).values().map(|c| c - 1).sum();
-    // group_in_flight is 4: what it had handed to its actor, at most.
-    assert!(duplicates <= 4, "{duplicates} handled twice");
+    eprintln!("RESULT pause_duplicates={duplicates}");
+    // What its actor had queued before the pause is fenced out (its lease's fence closed):
+    // only a handler running at the very moment of the SIGSTOP can finish after it, one at
+    // most (group_in_flight is 4: up to 4 before the fence).
+    assert!(duplicates <= 1, "{duplicates} handled twice");
     members.push(paused);
     for m in members {
         m.stop().await;

@@ -51,6 +51,7 @@ fn main() {
         a_constructor_that_refuses_answers_unknown_urn,
         joins_that_cannot_be_and_requests_for_other_urns_are_refused,
         a_member_paused_past_its_lease_repeats_at_most_what_it_had_taken,
+        a_member_paused_with_tells_queued_starts_none_of_them_once_back,
         a_member_reading_again_as_its_entries_are_claimed_loses_none,
         a_group_whose_last_member_left_leaves_nothing_behind,
         a_groups_stream_is_trimmed_below_what_is_pending,
