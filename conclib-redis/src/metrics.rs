@@ -126,3 +126,14 @@ pub(crate) fn activation(system: &str, pattern: &str, event: &'static str) {
             .increment(1);
     }
 }
+
+/// Requests a gone system left for a pattern's URNs, moved to the pattern's group (`moved`)
+/// or dropped there because their time was up (`expired`) (`proxy/takeover.rs`).
+pub(crate) fn taken_over(system: &str, pattern: &str, moved: u64, expired: u64) {
+    if is_enabled() {
+        metrics::counter!("conclib_takeover_moved_total", "system" => system.to_owned(), "pattern" => pattern.to_owned())
+            .increment(moved);
+        metrics::counter!("conclib_takeover_expired_total", "system" => system.to_owned(), "pattern" => pattern.to_owned())
+            .increment(expired);
+    }
+}

@@ -107,6 +107,12 @@ impl Keys {
         format!("{}:state:{urn}", self.ns)
     }
 
+    /// `{ns}:sys:{system}:takeover:{prefix}` → the system taking over the requests of
+    /// `system` (gone) for the URNs of pattern `prefix` (a lock with a TTL).
+    pub fn takeover(&self, system: &str, prefix: &str) -> String {
+        format!("{}:sys:{system}:takeover:{prefix}", self.ns)
+    }
+
     /// `{ns}:sys:{system}:lease` → the token of the proxy instance serving the system.
     pub fn lease(&self, system: &str) -> String {
         format!("{}:sys:{system}:lease", self.ns)
@@ -491,3 +497,64 @@ mod tests {
         assert!(k.reply("abc").starts_with(&k.reply_prefix()));
     }
 }
+
+/// `KEYS[1]` = the request stream of a system that is gone, `KEYS[2]` = the stream of a
+/// URN pattern's group, `KEYS[3..]` = URN keys; `ARGV[1]` = consumer group, `ARGV[2]` =
+/// the pattern's prefix, `ARGV[3]` = the gone system's id, `ARGV[4]`, `ARGV[5]` = the first
+/// and last entry id to look at. In one step: releases the URN keys that still name the
+/// gone system, then moves every request of the range for a URN of the pattern that the
+/// gone system had not acknowledged (pending, or never read) to the group's stream, in
+/// order, its `ttl` cut by the time it already waited (one whose time is up is dropped
+/// there: its asker gave up), and deletes it from the gone system's stream. Returns `{moved,
+/// expired}`, or `{-1, 0}` when the group's stream does not exist (nothing done).
+pub(crate) const TAKE_OVER_SCRIPT: &str = r"if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0} end
+for i = 3, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[3] then redis.call('DEL', KEYS[i]) end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local has_group, last = false, '0-0'
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if ok then
+  for _, g in ipairs(groups) do
+    local name, ld
+    for j = 1, #g, 2 do
+      if g[j] == 'name' then name = g[j + 1] elseif g[j] == 'last-delivered-id' then ld = g[j + 1] end
+    end
+    if name == ARGV[1] then has_group, last = true, ld or '0-0' end
+  end
+end
+local function split(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms) or 0, tonumber(seq) or 0
+end
+local lm, ls = split(last)
+local plen = string.len(ARGV[2])
+local moved, expired = 0, 0
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
+  local id, f = e[1], e[2]
+  local urn, ttl, placed
+  for j = 1, #f, 2 do
+    if f[j] == 'urn' then urn = f[j + 1] elseif f[j] == 'ttl' then ttl = j + 1 elseif f[j] == 'placed' then placed = true end
+  end
+  if urn and not placed and string.len(urn) > plen and string.sub(urn, 1, plen) == ARGV[2]
+    and not string.find(urn, ':', plen + 1, true) then
+    local ms, seq = split(id)
+    local unacked = not has_group or ms > lm or (ms == lm and seq > ls)
+      or #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0
+    if unacked then
+      local left = 0
+      if ttl then left = (tonumber(f[ttl]) or 0) - (now - math.min(ms, now)) end
+      if left > 0 then
+        f[ttl] = string.format('%.0f', left)
+        redis.call('XADD', KEYS[2], '*', unpack(f))
+        moved = moved + 1
+      else
+        expired = expired + 1
+      end
+    end
+    if has_group then redis.call('XACK', KEYS[1], ARGV[1], id) end
+    redis.call('XDEL', KEYS[1], id)
+  end
+end
+return {moved, expired}";

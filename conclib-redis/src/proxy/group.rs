@@ -18,7 +18,9 @@ use super::read::stopped;
 use super::{Role, Script, Shared};
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
-use crate::protocol::{self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT};
+use crate::protocol::{
+    self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT, TAKE_OVER_SCRIPT,
+};
 
 /// What a member instance serves.
 pub(super) struct Member {
@@ -40,6 +42,9 @@ pub(super) struct Member {
     pub(super) trim: Script,
     /// Deletes a consumer with nothing pending ([`GROUP_FORGET_SCRIPT`]).
     pub(super) forget: Script,
+    /// Moves what a gone system left for the pattern's URNs ([`TAKE_OVER_SCRIPT`],
+    /// `takeover.rs`).
+    pub(super) take_over: Script,
 }
 
 impl Member {
@@ -158,6 +163,7 @@ impl Shared {
                     system: Arc::downgrade(self),
                     trim: Script::new(GROUP_TRIM_SCRIPT),
                     forget: Script::new(GROUP_FORGET_SCRIPT),
+                    take_over: Script::new(TAKE_OVER_SCRIPT),
                 }),
                 (self.cmd.clone(), reader),
                 self.config.group_in_flight.max(1),
@@ -488,7 +494,16 @@ async fn member_loop(shared: Arc<Shared>) {
                     sys.report_activations(&m.name).await;
                 }
             }
-            _ = check.tick() => { shared.claim_from_dead().await; }
+            _ = check.tick() => {
+                shared.claim_from_dead().await;
+                // A pattern's group: what gone systems left for its URNs in their streams.
+                if let Role::Member(m) = &shared.role
+                    && m.pattern
+                    && !m.fast
+                {
+                    shared.take_over_gone(&m.name, &m.take_over).await;
+                }
+            }
             event = reconnects.recv(), if events => match event {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     if let Err(e) = shared.ensure_group().await {

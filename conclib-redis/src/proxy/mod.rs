@@ -17,6 +17,7 @@ mod owned;
 mod placement;
 mod read;
 mod store;
+mod takeover;
 mod write;
 
 pub use activation::{Activation, Activator, DEFAULT_PASSIVATE_AFTER};

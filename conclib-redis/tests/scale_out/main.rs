@@ -9,7 +9,7 @@ macro_rules! wire_message {
     ($(#[$doc:meta])* $ty:ident $(($field:ty))?, $name:literal, $response:ty) => {
         $(#[$doc])*
         #[derive(Serialize, Deserialize)]
-        pub(crate) struct $ty $(($field))?;
+        pub(crate) struct $ty $((pub(crate) $field))?;
         impl conclib_core::MessageDecl for $ty {
             type WireError = String;
         }
@@ -26,12 +26,14 @@ macro_rules! wire_message {
 mod activation;
 #[path = "../common/mod.rs"]
 mod common;
+mod failover;
 mod fast_lane;
 mod groups;
 mod peers;
 mod placement;
 
 use activation::*;
+use failover::*;
 use fast_lane::*;
 use groups::*;
 use placement::*;
@@ -62,6 +64,8 @@ fn main() {
         a_high_priority_ask_overtakes_a_backlog_of_tells_in_a_groups_stream,
         a_high_priority_ask_overtakes_a_backlog_of_tells_in_a_patterns_stream,
         a_high_priority_tell_to_a_group_without_a_fast_lane_goes_to_its_stream,
+        a_killed_holders_queued_requests_are_moved_and_answered,
+        a_paused_holders_queued_requests_are_moved_and_it_repeats_none,
     ]);
 }
 

@@ -47,7 +47,11 @@ pub(crate) async fn placer(args: &[String]) -> i32 {
     0
 }
 
-async fn start_placers(config: &ProxyConfig, lease_ms: u64, placement: &str) -> Vec<Peer> {
+pub(crate) async fn start_placers(
+    config: &ProxyConfig,
+    lease_ms: u64,
+    placement: &str,
+) -> Vec<Peer> {
     let lease = lease_ms.to_string();
     let mut peers = Vec::new();
     for system in ["s1", "s2", "s3"] {
@@ -67,7 +71,7 @@ async fn start_placers(config: &ProxyConfig, lease_ms: u64, placement: &str) -> 
 }
 
 /// The system holding each URN.
-async fn holders(redis: &Client, ns: &str, urns: &[String]) -> BTreeMap<String, String> {
+pub(crate) async fn holders(redis: &Client, ns: &str, urns: &[String]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for urn in urns {
         let holder: Option<String> = redis.get(format!("{ns}:urn:{urn}")).await.unwrap();
@@ -76,7 +80,7 @@ async fn holders(redis: &Client, ns: &str, urns: &[String]) -> BTreeMap<String, 
     out
 }
 
-fn shares(holders: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+pub(crate) fn shares(holders: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for h in holders.values() {
         *out.entry(h.clone()).or_default() += 1;

@@ -1,0 +1,218 @@
+//! Failover of a pattern's activations by membership: when a system is gone, one member of
+//! the pattern's group moves the requests still waiting in the gone system's stream for
+//! the pattern's URNs to the group's stream, and frees their URN keys, in one step, so that
+//! they are activated on a live member and answered there, in order and with their
+//! deadlines, instead of waiting for the URN leases to lapse and ending `Timeout`.
+//!
+//! Gone means: no system lease (it lapsed: the system's one liveness record, renewed every
+//! third of the lease), or a lease naming a process on this host that no longer exists
+//! (taken over at once). A system paused past its lease and back finds its lease lapsed:
+//! what it had queued for its actors is fenced out (`Shared::fence`), what it had read but
+//! not handed on is no longer pending on it, so it handles none of what was moved; a
+//! handler already running at the pause finishes (the one repeat left, as after a crash
+//! between handling and acknowledging). Not in a Redis Cluster: the gone system's stream
+//! and the group's live in different slots, where no script reaches both (there the URN
+//! leases lapse as before).
+
+use fred::prelude::*;
+
+use super::lease::{lease_holder, process_exists, this_host};
+use super::{Script, Shared};
+use crate::conn::{self, as_bytes, keyed, owned, s};
+use crate::protocol::{self, CONSUMER_GROUP};
+
+/// Entries looked at per step of a takeover.
+const BATCH: usize = 200;
+/// Steps per look, at most: the rest at the next look (a second later).
+const STEPS: usize = 50;
+
+/// What a look at a pattern's gone systems found and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TakenOver {
+    /// Requests moved to the group's stream.
+    pub(super) moved: u64,
+    /// Requests whose time was up: dropped.
+    pub(super) expired: u64,
+}
+
+impl Shared {
+    /// Takes over the requests that systems gone from pattern `prefix`'s directory left in
+    /// their streams (the module's docs). `self`: a member instance of the pattern.
+    pub(super) async fn take_over_gone(&self, prefix: &str, script: &Script) -> TakenOver {
+        let mut total = TakenOver::default();
+        if self.cmd.is_clustered() {
+            return total;
+        }
+        for system in self.directory_systems(prefix).await {
+            if system == self.system_id || !self.system_gone(&system).await {
+                continue;
+            }
+            if !self.lock_takeover(&system, prefix).await {
+                continue;
+            }
+            let done = self.move_requests(&system, prefix, script).await;
+            if done.moved + done.expired > 0 {
+                tracing::info!(system = %self.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, "moved the requests a gone system left for a pattern's URNs to the pattern's group");
+                crate::metrics::taken_over(&self.system_id, prefix, done.moved, done.expired);
+            }
+            total.moved += done.moved;
+            total.expired += done.expired;
+        }
+        total
+    }
+
+    /// Every system in the pattern's directory, live or not (a gone one stays listed for
+    /// ten leases).
+    async fn directory_systems(&self, prefix: &str) -> Vec<String> {
+        let Ok(all) = conn::call(
+            &self.cmd,
+            keyed("HKEYS"),
+            vec![owned(self.keys.placement(prefix))],
+        )
+        .await
+        else {
+            return Vec::new();
+        };
+        match all {
+            Value::Array(names) => names
+                .iter()
+                .filter_map(|n| as_bytes(n).map(|b| String::from_utf8_lossy(b).into_owned()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether system `system` is gone: no system lease, or one naming a process on this
+    /// host that no longer exists (that lease is then freed).
+    pub(super) async fn system_gone(&self, system: &str) -> bool {
+        let key = self.keys.lease(system);
+        let Ok(holder) = conn::call(&self.cmd, keyed("GET"), vec![owned(key.clone())]).await else {
+            return false;
+        };
+        let Some(holder) = as_bytes(&holder).map(|b| String::from_utf8_lossy(b).into_owned())
+        else {
+            return true;
+        };
+        let Some((host, pid)) = lease_holder(&holder) else {
+            return false;
+        };
+        if host != this_host() || pid == std::process::id() || process_exists(pid) {
+            return false;
+        }
+        let released = self
+            .eval_many(&self.release, vec![(key, vec![owned(holder)])])
+            .await;
+        matches!(released.first(), Some(Ok(Value::Integer(1))))
+    }
+
+    /// Takes (or keeps) the lock on taking over `system`'s requests for `prefix`: one
+    /// member at a time moves them.
+    async fn lock_takeover(&self, system: &str, prefix: &str) -> bool {
+        let key = self.keys.takeover(system, prefix);
+        let ttl = Value::Integer(self.config.lease_ttl.as_millis().max(1) as i64);
+        let taken = self
+            .eval_many(
+                &self.claim,
+                vec![(key, vec![owned(self.system_id.clone()), ttl])],
+            )
+            .await;
+        matches!(taken.first(), Some(Ok(Value::Integer(1))))
+    }
+
+    /// Moves `system`'s unacknowledged requests for `prefix`'s URNs to the pattern's group
+    /// stream, a batch at a time ([`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT)).
+    async fn move_requests(&self, system: &str, prefix: &str, script: &Script) -> TakenOver {
+        let stream = self.keys.requests(system);
+        let target = self.keys.requests(&protocol::pattern_group(prefix));
+        let mut done = TakenOver::default();
+        let mut from = "-".to_owned();
+        for _ in 0..STEPS {
+            let Ok(Value::Array(entries)) = conn::call(
+                &self.cmd,
+                keyed("XRANGE"),
+                vec![
+                    owned(stream.clone()),
+                    owned(from.clone()),
+                    s("+"),
+                    s("COUNT"),
+                    Value::Integer(BATCH as i64),
+                ],
+            )
+            .await
+            else {
+                break;
+            };
+            let Some((first, last)) = range_of(&entries) else {
+                break;
+            };
+            let mut urn_keys: Vec<String> = entries
+                .iter()
+                .filter_map(urn_of)
+                .filter(|urn| protocol::pattern_prefix(urn) == Some(prefix))
+                .map(|urn| self.keys.urn(&urn))
+                .collect();
+            urn_keys.sort();
+            urn_keys.dedup();
+            if !urn_keys.is_empty() {
+                let mut keys = vec![owned(stream.clone()), owned(target.clone())];
+                keys.extend(urn_keys.into_iter().map(owned));
+                let args = vec![
+                    s(CONSUMER_GROUP),
+                    owned(prefix.to_owned()),
+                    owned(system.to_owned()),
+                    owned(first),
+                    owned(last.clone()),
+                ];
+                match script.eval(&self.cmd, keys, args).await {
+                    Ok(Value::Array(counts)) => {
+                        let n = |i: usize| counts.get(i).and_then(Value::as_i64).unwrap_or(0);
+                        if n(0) < 0 {
+                            break; // the group's stream is gone: the pattern has no member
+                        }
+                        done.moved += n(0) as u64;
+                        done.expired += n(1) as u64;
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, gone = %system, "could not move a gone system's requests; next look");
+                        break;
+                    }
+                }
+            }
+            if entries.len() < BATCH {
+                break;
+            }
+            from = format!("({last}");
+        }
+        done
+    }
+}
+
+/// The first and last entry ids of an `XRANGE` answer.
+fn range_of(entries: &[Value]) -> Option<(String, String)> {
+    let id = |e: &Value| match e {
+        Value::Array(parts) => parts
+            .first()
+            .and_then(as_bytes)
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    Some((id(entries.first()?)?, id(entries.last()?)?))
+}
+
+/// The `urn` field of an `XRANGE` entry.
+fn urn_of(entry: &Value) -> Option<String> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let fields = match parts.get(1)? {
+        Value::Array(f) => f.as_slice(),
+        _ => return None,
+    };
+    fields.chunks(2).find_map(|pair| match pair {
+        [name, value] if as_bytes(name) == Some(protocol::field::URN.as_bytes()) => {
+            as_bytes(value).map(|b| String::from_utf8_lossy(b).into_owned())
+        }
+        _ => None,
+    })
+}
