@@ -466,38 +466,6 @@ pub(crate) fn sha1_hex(script: &str) -> String {
     fred::util::sha1_hash(script)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reply_frames_roundtrip() {
-        let frame = encode_reply(0x0102_0304_0506_0708, Status::HandlerError, b"xyz");
-        assert_eq!(&frame[..9], &[1, 2, 3, 4, 5, 6, 7, 8, 1]);
-        assert_eq!(
-            decode_reply(&frame),
-            Some((0x0102_0304_0506_0708, 1, &b"xyz"[..]))
-        );
-        assert_eq!(decode_reply(&frame[..8]), None);
-        for b in 0..=255u8 {
-            if let Some(s) = Status::from_byte(b) {
-                assert_eq!(s as u8, b);
-            }
-        }
-    }
-
-    #[test]
-    fn keys() {
-        let k = Keys::new("app");
-        assert_eq!(k.urn("shop:cart"), "app:urn:shop:cart");
-        assert_eq!(k.requests("web"), "app:sys:web:req");
-        assert_eq!(k.fast_requests("~g"), "app:sys:~g:req:hi");
-        assert_eq!(k.lease("web"), "app:sys:web:lease");
-        assert_eq!(k.reply("abc"), "app:reply:abc");
-        assert!(k.reply("abc").starts_with(&k.reply_prefix()));
-    }
-}
-
 /// `KEYS[1]` = the request stream of a system that is gone, `KEYS[2]` = the stream of a
 /// URN pattern's group, `KEYS[3..]` = URN keys; `ARGV[1]` = consumer group, `ARGV[2]` =
 /// the pattern's prefix, `ARGV[3]` = the gone system's id, `ARGV[4]`, `ARGV[5]` = the first
@@ -558,3 +526,35 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
   end
 end
 return {moved, expired}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_frames_roundtrip() {
+        let frame = encode_reply(0x0102_0304_0506_0708, Status::HandlerError, b"xyz");
+        assert_eq!(&frame[..9], &[1, 2, 3, 4, 5, 6, 7, 8, 1]);
+        assert_eq!(
+            decode_reply(&frame),
+            Some((0x0102_0304_0506_0708, 1, &b"xyz"[..]))
+        );
+        assert_eq!(decode_reply(&frame[..8]), None);
+        for b in 0..=255u8 {
+            if let Some(s) = Status::from_byte(b) {
+                assert_eq!(s as u8, b);
+            }
+        }
+    }
+
+    #[test]
+    fn keys() {
+        let k = Keys::new("app");
+        assert_eq!(k.urn("shop:cart"), "app:urn:shop:cart");
+        assert_eq!(k.requests("web"), "app:sys:web:req");
+        assert_eq!(k.fast_requests("~g"), "app:sys:~g:req:hi");
+        assert_eq!(k.lease("web"), "app:sys:web:lease");
+        assert_eq!(k.reply("abc"), "app:reply:abc");
+        assert!(k.reply("abc").starts_with(&k.reply_prefix()));
+    }
+}

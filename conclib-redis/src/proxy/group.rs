@@ -154,7 +154,7 @@ impl Shared {
                 &self.system,
                 &self.config,
                 self.system_id.clone(),
-                Role::Member(Member {
+                Role::Member(Box::new(Member {
                     group: group.clone(),
                     claim_key: claim_key.clone(),
                     name: name.to_owned(),
@@ -164,7 +164,7 @@ impl Shared {
                     trim: Script::new(GROUP_TRIM_SCRIPT),
                     forget: Script::new(GROUP_FORGET_SCRIPT),
                     take_over: Script::new(TAKE_OVER_SCRIPT),
-                }),
+                })),
                 (self.cmd.clone(), reader),
                 self.config.group_in_flight.max(1),
             )

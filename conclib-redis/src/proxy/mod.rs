@@ -120,7 +120,7 @@ enum Role {
     /// The system's own request stream and the URNs of its actors.
     System,
     /// One group's shared stream, as one of its members.
-    Member(group::Member),
+    Member(Box<group::Member>),
 }
 
 struct Shared {
