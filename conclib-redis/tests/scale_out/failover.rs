@@ -11,7 +11,6 @@ use fred::prelude::*;
 
 use crate::activation::{Incr, Total};
 use crate::common::{config, eventually, plain_client};
-use crate::peers::Peer;
 use crate::placement::{holders, shares, start_placers};
 
 /// Callers' asks per URN of the victim, all at once.
