@@ -187,7 +187,7 @@ pub mod urn {
 /// ([`RequestEnvelope`]) and how they are answered.
 pub mod dynamic {
     pub use conclib_core::{
-        AskHandle, DynActorRef, ErasedRequest, ErasedResponder, ErasedResult, QueuedAsk,
+        AskHandle, DynActorRef, ErasedRequest, ErasedResponder, ErasedResult, Fence, QueuedAsk,
         RequestEnvelope, Responder,
     };
 }
