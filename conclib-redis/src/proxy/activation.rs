@@ -40,6 +40,9 @@ pub(super) struct Pattern {
     idle: Option<Duration>,
     /// Which member activates a URN nobody holds (`placement.rs`).
     pub(super) placement: Placement,
+    /// Whether a member with more than its share of the pattern's activations passivates
+    /// some, for members with fewer to take them (`rebalance.rs`).
+    pub(super) rebalance: bool,
 }
 
 /// What the proxy and an activation's store know of its standing.
@@ -47,6 +50,9 @@ pub(super) struct Pattern {
 pub(super) struct Standing {
     /// Another system holds the URN now (this process was paused past its lease).
     pub(super) taken: AtomicBool,
+    /// Being passivated to rebalance the pattern (`rebalance.rs`): a request that finds
+    /// the actor stopped is read again, not answered.
+    pub(super) leaving: AtomicBool,
     /// Writes of its store refused so far (a later activation owns the state).
     refused: std::sync::atomic::AtomicU64,
     /// The messages (by the trace context each was handled in) whose handling had a write
@@ -63,6 +69,10 @@ const REFUSED_REMEMBERED: usize = 65_536;
 impl Standing {
     pub(super) fn is_taken(&self) -> bool {
         self.taken.load(Ordering::Acquire)
+    }
+
+    pub(super) fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
     }
 
     /// Not taken, and no write of its store refused.
@@ -157,6 +167,11 @@ impl Activations {
         self.patterns().get(prefix).cloned()
     }
 
+    /// The pattern of prefix `prefix`, if this system hosts it.
+    pub(super) fn pattern_for_prefix(&self, prefix: &str) -> Option<Arc<Pattern>> {
+        self.patterns().get(prefix).cloned()
+    }
+
     fn add_pattern(&self, pattern: Pattern) {
         let mut patterns = self.patterns();
         patterns.insert(pattern.prefix.clone(), Arc::new(pattern));
@@ -192,11 +207,38 @@ impl Activations {
         self.live().keys().filter(|u| u.starts_with(prefix)).count() as u64
     }
 
+    /// Up to `n` activations under `prefix` with an empty mailbox, the least recently used
+    /// first, marked as leaving (`rebalance.rs`).
+    pub(super) fn take_least_used(&self, prefix: &str, n: usize) -> Vec<String> {
+        let live = self.live();
+        let mut quiet: Vec<(&String, &Live)> = live
+            .iter()
+            .filter(|(u, l)| u.starts_with(prefix) && l.actor.mailbox_len() == 0)
+            .collect();
+        quiet.sort_by_key(|(_, l)| l.last_used);
+        quiet
+            .into_iter()
+            .take(n)
+            .map(|(u, l)| {
+                l.standing.leaving.store(true, Ordering::Release);
+                u.clone()
+            })
+            .collect()
+    }
+
     /// The URNs activated here, sorted.
     pub(super) fn active(&self) -> Vec<String> {
         let mut urns: Vec<String> = self.live().keys().cloned().collect();
         urns.sort();
         urns
+    }
+
+    /// Whether `urn` is activated here once any activation or passivation of it under way
+    /// has ended.
+    pub(super) async fn is_live_when_settled(&self, urn: &str) -> bool {
+        let entry = self.lock_for(urn);
+        let _settled = entry.lock.lock().await;
+        self.is_live(urn)
     }
 
     /// The URN's lock, and a guard that forgets it when nobody else holds it.
@@ -487,6 +529,7 @@ impl<'a> Activator<'a> {
             make,
             idle: Some(DEFAULT_PASSIVATE_AFTER),
             placement: Placement::default(),
+            rebalance: false,
         });
         Activator { proxy, pattern }
     }
@@ -520,6 +563,34 @@ impl<'a> Activator<'a> {
     pub fn placement(mut self, placement: Placement) -> Self {
         if let Ok(p) = &mut self.pattern {
             p.placement = placement;
+        }
+        self
+    }
+
+    /// Moves activations to members that have fewer: every third of a lease, a member with
+    /// more than its share of the pattern's activations (the total over the live members of
+    /// the directory, divided evenly, rounded up) passivates the excess, least recently used
+    /// first and only those with nothing queued (gracefully: `on_stop` may save). Their next
+    /// request activates them by the pattern's placement, on the members with fewer: a
+    /// member that joins takes its share of URNs that are asked. A request that meets an
+    /// activation stopping for this is read again, not answered with an error. Default off.
+    ///
+    /// ```no_run
+    /// # use conclib_core::{Actor, ActorSystem, ExposedMessage};
+    /// # use conclib_redis::{ProxyConfig, start_proxy};
+    /// # struct Cart;
+    /// # impl Actor for Cart { const REMOTE: &'static [ExposedMessage] = &[]; }
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let proxy = start_proxy(&ActorSystem::new("web-1"), &ProxyConfig::default()).await?;
+    /// proxy
+    ///     .activate("cart:{id}", |_a| async { Ok::<_, String>(Cart) })
+    ///     .rebalance()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn rebalance(mut self) -> Self {
+        if let Ok(p) = &mut self.pattern {
+            p.rebalance = true;
         }
         self
     }

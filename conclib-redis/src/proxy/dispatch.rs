@@ -30,6 +30,12 @@ fn fenced(urn: &str) -> (Option<(String, Bytes)>, bool) {
     (None, true)
 }
 
+/// Whether the request's activation was stopping to rebalance its pattern: a request it
+/// did not start is left pending, read again, and activates the URN anew.
+fn leaving(standing: &Option<Arc<Standing>>) -> bool {
+    standing.as_ref().is_some_and(|s| s.is_leaving())
+}
+
 /// A decoded request, ready for its actor.
 struct HandOff {
     /// The stream entry it came in.
@@ -303,6 +309,17 @@ impl Shared {
                 Some(Handed::Failed) | None => {}
             }
         }
+        // A rebalancing pattern's URN not (or no longer) active here, asked through this
+        // system's own stream (a client's route cached before it was passivated): to the
+        // pattern's group, whose placement chooses where it is activated again.
+        if pattern.rebalance
+            && matches!(self.role, Role::System)
+            && !Box::pin(sys.activations.is_live_when_settled(&h.req.urn)).await
+        {
+            let group = protocol::pattern_group(&pattern.prefix);
+            let forward = sys.forward(self.origin(h.entry), &h.req, &group, &h.reply_to, h.timeout);
+            return Box::pin(forward).await;
+        }
         // The rare paths' futures are boxed (here, and inside `recheck_lease`, `still_mine`
         // and `not_ours`): each holds Redis commands, several kilobytes that every request's
         // future would otherwise hold, and copy as it is built. Claiming a URN is one.
@@ -482,6 +499,9 @@ impl Shared {
                     return fenced(&req.urn);
                 }
                 let ran = !matches!(result, Err(AskError::ActorStopped));
+                if !ran && !wrote && leaving(&standing) {
+                    return (None, true);
+                }
                 if redeliver(ran, wrote) {
                     self.activations.taken_away(&req.urn);
                     return self
@@ -505,6 +525,9 @@ impl Shared {
                 let wrote = ended();
                 if matches!(told, Err(AskError::Fenced)) {
                     return fenced(&req.urn);
+                }
+                if matches!(told, Err(AskError::ActorStopped)) && !wrote && leaving(&standing) {
+                    return (None, true);
                 }
                 if redeliver(told.is_ok(), wrote) {
                     // The URN's current activation handles it (unless another member of

@@ -492,6 +492,11 @@ async fn member_loop(shared: Arc<Shared>) {
                     && let Some(sys) = m.system.upgrade()
                 {
                     sys.report_activations(&m.name).await;
+                    if !m.fast
+                        && sys.activations.pattern_for_prefix(&m.name).is_some_and(|p| p.rebalance)
+                    {
+                        sys.rebalance(&m.name).await;
+                    }
                 }
             }
             _ = check.tick() => {

@@ -16,6 +16,7 @@ mod lease;
 mod owned;
 mod placement;
 mod read;
+mod rebalance;
 mod store;
 mod takeover;
 mod write;

@@ -31,12 +31,14 @@ mod fast_lane;
 mod groups;
 mod peers;
 mod placement;
+mod rebalance;
 
 use activation::*;
 use failover::*;
 use fast_lane::*;
 use groups::*;
 use placement::*;
+use rebalance::*;
 
 fn main() {
     if std::env::var_os(peers::ROLE).is_some() {
@@ -66,6 +68,7 @@ fn main() {
         a_high_priority_tell_to_a_group_without_a_fast_lane_goes_to_its_stream,
         a_killed_holders_queued_requests_are_moved_and_answered,
         a_paused_holders_queued_requests_are_moved_and_it_repeats_none,
+        a_member_joining_under_load_takes_its_share_with_rebalancing,
     ]);
 }
 

@@ -15,13 +15,14 @@ use crate::common::{config, plain_client};
 use crate::peers::{Peer, peer_config, wait_for_orders};
 
 /// `placer URL NS SYSTEM LEASE_MS PLACEMENT`: activates `acct:{id}` Accounts placed by
-/// `spread`, `random`, `hash` or `asker`.
+/// `spread`, `random`, `hash` or `asker` (`rebalance`: spread, rebalancing).
 pub(crate) async fn placer(args: &[String]) -> i32 {
     let [url, ns, system_id, lease_ms, placement] = args else {
         return 2;
     };
+    let rebalance = placement == "rebalance";
     let placement = match placement.as_str() {
-        "spread" => Placement::Spread,
+        "spread" | "rebalance" => Placement::Spread,
         "random" => Placement::Random,
         "hash" => Placement::HashOfUrn,
         "asker" => Placement::PreferAsker,
@@ -32,14 +33,16 @@ pub(crate) async fn placer(args: &[String]) -> i32 {
     let proxy = start_proxy(&system, &config).await.unwrap();
     let redis = plain_client(url).await;
     let ns2 = ns.clone();
-    proxy
+    let mut activator = proxy
         .activate("acct:{id}", move |a| {
             open_account(a, redis.clone(), ns2.clone(), false, None)
         })
         .placement(placement)
-        .never_passivate()
-        .await
-        .unwrap();
+        .never_passivate();
+    if rebalance {
+        activator = activator.rebalance();
+    }
+    activator.await.unwrap();
     println!("READY");
     wait_for_orders(&proxy).await;
     proxy.shutdown().await.unwrap();

@@ -1,0 +1,122 @@
+//! Rebalancing: a member that joins a pattern's group under load takes its share of the
+//! activations (members above their share passivate the excess, which their next requests
+//! activate on the newcomer), with nothing lost or repeated and no request failing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use conclib_redis::ProxyClient;
+
+use crate::activation::{Incr, Total};
+use crate::common::{config, eventually, plain_client};
+use crate::peers::Peer;
+use crate::placement::{holders, shares, start_placers};
+
+pub(crate) async fn a_member_joining_under_load_takes_its_share_with_rebalancing() {
+    let config = config("rebalance");
+    let lease_ms: u64 = 1500;
+    let mut peers = start_placers(&config, lease_ms, "rebalance").await;
+    // Two members to start with.
+    let third = peers.pop().unwrap();
+    third.stop().await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let redis = plain_client(&config.url).await;
+    let ns = config.namespace.clone();
+    let urns: Vec<String> = (0..40).map(|i| format!("acct:r{i}")).collect();
+    for urn in &urns {
+        assert_eq!(client.ask(urn.as_str(), Total).await.unwrap(), 0);
+    }
+    eprintln!("before: {:?}", shares(&holders(&redis, &ns, &urns).await));
+    // Load: each URN told and asked in turn, by 8 callers at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let told: Arc<Vec<AtomicU64>> = Arc::new(urns.iter().map(|_| AtomicU64::new(0)).collect());
+    let mut load = Vec::new();
+    for caller in 0..8usize {
+        let (client, stop, errors, told, urns) = (
+            client.clone(),
+            stop.clone(),
+            errors.clone(),
+            told.clone(),
+            urns.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let mut i = caller;
+            while !stop.load(Ordering::Relaxed) {
+                let k = i % urns.len();
+                match client.tell(urns[k].as_str(), Incr(0)).await {
+                    Ok(()) => {
+                        told[k].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("tell {}: {e}", urns[k]);
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if let Err(e) = client.ask(urns[k].as_str(), Total).await {
+                    eprintln!("ask {}: {e}", urns[k]);
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 8;
+            }
+        }));
+    }
+    let lease = lease_ms.to_string();
+    let joined_at = Instant::now();
+    let newcomer = Peer::start(&[
+        "placer",
+        &config.url,
+        &config.namespace,
+        "s3",
+        &lease,
+        "rebalance",
+    ])
+    .await;
+    peers.push(newcomer);
+    let spread = eventually(
+        Duration::from_secs(60),
+        "the newcomer holds at least 25% of the activations",
+        || {
+            let (redis, ns, urns) = (redis.clone(), ns.clone(), urns.clone());
+            async move {
+                let by = shares(&holders(&redis, &ns, &urns).await);
+                (by.get("s3").copied().unwrap_or(0) * 4 >= urns.len()).then_some(by)
+            }
+        },
+    )
+    .await;
+    let rebalance_ms = joined_at.elapsed().as_millis();
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        tokio::time::timeout(Duration::from_secs(30), l)
+            .await
+            .expect("the callers stop")
+            .unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "no request failed");
+    // Nothing lost, nothing repeated: every account counts exactly the tells it was told.
+    let mut wrong = BTreeMap::new();
+    for (k, urn) in urns.iter().enumerate() {
+        let total = client.ask(urn.as_str(), Total).await.unwrap();
+        let sent = told[k].load(Ordering::Relaxed);
+        if total != sent {
+            wrong.insert(urn.clone(), (total, sent));
+        }
+    }
+    assert!(wrong.is_empty(), "counted vs told: {wrong:?}");
+    let sent: u64 = told.iter().map(|t| t.load(Ordering::Relaxed)).sum();
+    println!(
+        "RESULT test=rebalance members=3 urns={} rebalance_ms={rebalance_ms} newcomer_share_pct={} tells={sent} errors=0",
+        urns.len(),
+        spread.get("s3").copied().unwrap_or(0) * 100 / urns.len(),
+    );
+    eprintln!("after: {spread:?}");
+    drop(client);
+    for p in peers {
+        p.stop().await;
+    }
+}
