@@ -72,6 +72,16 @@
 //!   the ask to the actor with what is left as its timeout: an ask still in the actor's
 //!   mailbox at its deadline is never started (nobody waits for it); a handler that started
 //!   runs to its end (nothing cancels it), its late answer dropped.
+//! - **Order.** Requests from one client to one URN are handed to the actor in the order
+//!   they were sent while they go through the same stream (a system's own, or a group's).
+//!   A URN's route changes when it is activated (the first requests go through the
+//!   pattern group's stream, later ones straight to the holder's once the client looks
+//!   the URN up again: its route is cached for
+//!   [`resolve_cache_ttl`](ProxyConfig::resolve_cache_ttl)), moved or passivated; a request
+//!   sent just after the change may then overtake one sent just before it. Within a
+//!   failover's move, order is kept (`tests/scale_out/failover.rs`: each ask sees the tell
+//!   sent before it). A caller that needs order across such a change waits for the answer
+//!   of one request (an ask) before it sends the next.
 //! - **Overload.** A request may wait for room in a full mailbox until
 //!   [`full_mailbox_wait`](ProxyConfig::full_mailbox_wait) (100 ms) after Redis took it (its
 //!   entry id, as for its deadline: time queued in the stream and in the proxy counts); a
