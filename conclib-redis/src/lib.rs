@@ -204,6 +204,22 @@
 //!   system. Not in a Redis Cluster (the two streams live in different slots, where no
 //!   script reaches both): there a held URN is activated again once its lease lapses, and
 //!   asks queued for the gone holder fail at their deadline.
+//!
+//!   Compared with the systems users come from (as their documentation describes them):
+//!   Orleans declares a silo dead after about 15 s by default (probes every 10 s, 3 missed,
+//!   2 votes) and activates its grains again on their next call, the calls in flight to it
+//!   failing for the caller to retry; Akka Cluster Sharding allocates a downed node's shards
+//!   again once its downing provider decides (the split-brain resolver waits 20 s of
+//!   stability by default) and buffers messages for a shard being moved, while messages
+//!   already sent to the dead node are lost unless reliable delivery is used; Dapr places a
+//!   failed host's actors anew once its placement tables change, calls in flight failing to
+//!   its resiliency policies. Here a death is seen at once when it is provable (same
+//!   host) and otherwise after one lease (15 s by default: set
+//!   [`lease_ttl`](ProxyConfig::lease_ttl) lower for a faster failover, at the cost of
+//!   renewing every URN key three times per lease), and the requests already queued for
+//!   the dead holder are answered rather than lost. Liveness is Redis's view, not a
+//!   consensus among systems: a system cut off from Redis longer than its lease counts as
+//!   dead, and fences itself (it starts none of what it had queued).
 //! - **Placement** ([`Activator::placement`], `tests/scale_out/placement.rs`). Which member
 //!   activates a URN nobody holds is chosen per pattern ([`Placement`]): by default the one
 //!   with the fewest activations of the pattern (60 URNs asked one after the other on 3
