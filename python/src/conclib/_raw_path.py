@@ -28,9 +28,10 @@ from .errors import (
     from_redis_error,
     is_connection_error,
 )
+from .protocol import REPLY_HEADER_LEN, ttl_ms
 
 if TYPE_CHECKING:
-    from ._session import Session
+    from ._session import Route, Session
 
 log = logging.getLogger("conclib")
 
@@ -47,31 +48,34 @@ WATCHDOG_EVERY = 1.0
 GONE: Any = object()  # XADD answered nil: the stream does not exist (NOMKSTREAM)
 EXPIRED: Any = object()  # the ask's deadline passed
 
-_XADD_HEAD = (
-    b"*%d\r\n$4\r\nXADD\r\n%b$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n"
-    b"$2\r\nid\r\n$%d\r\n%b\r\n$3\r\nurn\r\n%b$3\r\nmsg\r\n%b$3\r\nttl\r\n$%d\r\n%b\r\n"
-)
 _PRIO_HIGH = b"$4\r\nprio\r\n$4\r\nhigh\r\n"
-_XADD_TAIL = b"$2\r\ntp\r\n$%d\r\n%b\r\n$5\r\ncodec\r\n$7\r\nmsgpack\r\n$4\r\nbody\r\n$%d\r\n%b\r\n"
 
 
-def pack_request(
-    packed_key: bytes, request_id: int, urn: bytes, msg: bytes, ttl: int, reply: bytes, high: bool, tp: bytes,
-    body: bytes,
-) -> bytes:
-    """``XADD key NOMKSTREAM * <fields>`` of one request in RESP, the fields in the order of
-    ``protocol.request_fields`` (``urn``, ``msg`` and ``reply`` given packed as whole
-    name/value pairs' values: ``$n\\r\\n...\\r\\n``; ``reply`` empty for a tell)."""
+def request_template(packed_key: bytes, urn: bytes, msg: bytes, reply: bytes, high: bool) -> bytes:
+    """``XADD key NOMKSTREAM * <fields>`` of an ask's request in RESP with what changes from
+    one ask to the next left open: a ``%``-format of the lengths and values of its id, its
+    ``ttl``, its ``tp`` and its body (``pack_request``). The fields in the order of
+    ``protocol.request_fields``; ``packed_key``, ``urn``, ``msg`` and ``reply`` given packed
+    (``$n\\r\\n...\\r\\n``: ``reply`` the whole name/value pair, empty for a tell)."""
+
+    def fixed(packed: bytes) -> bytes:
+        return packed.replace(b"%", b"%%")
+
+    n = 20 + (2 if reply else 0) + (2 if high else 0)
+    return b"".join([
+        b"*%d\r\n$4\r\nXADD\r\n" % n, fixed(packed_key),
+        b"$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n$1\r\nv\r\n$1\r\n1\r\n$2\r\nid\r\n$%d\r\n%b\r\n$3\r\nurn\r\n",
+        fixed(urn), b"$3\r\nmsg\r\n", fixed(msg), b"$3\r\nttl\r\n$%d\r\n%b\r\n", fixed(reply),
+        _PRIO_HIGH if high else b"",
+        b"$2\r\ntp\r\n$%d\r\n%b\r\n$5\r\ncodec\r\n$7\r\nmsgpack\r\n$4\r\nbody\r\n$%d\r\n%b\r\n",
+    ])
+
+
+def pack_request(template: bytes, request_id: int, ttl: int, tp: bytes, body: bytes) -> bytes:
+    """One request in RESP: its ``request_template`` filled in."""
     rid = b"%d" % request_id
     ttl_b = b"%d" % ttl
-    n = 20 + (2 if reply else 0) + (2 if high else 0)
-    head = _XADD_HEAD % (n, packed_key, len(rid), rid, urn, msg, len(ttl_b), ttl_b)
-    tail = _XADD_TAIL % (len(tp), tp, len(body), body)
-    if reply:
-        head += reply
-    if high:
-        head += _PRIO_HIGH
-    return head + tail
+    return template % (len(rid), rid, len(ttl_b), ttl_b, len(tp), tp, len(body), body)
 
 
 class Entry:
@@ -133,9 +137,15 @@ class _ReaderTurn:
         if s.closed:
             return
         if type(reply) is list and len(reply) == 2 and type(reply[1]) is list:
-            deliver = s.deliver
+            # ``Session.deliver`` written out: this loop runs once per ask.
+            pending = s.pending
             for frame in reply[1]:
-                deliver(frame)
+                if type(frame) is bytes and len(frame) >= REPLY_HEADER_LEN:
+                    fut = pending.pop(int.from_bytes(frame[:8], "big"), None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(frame)
+                else:
+                    s.deliver(frame)
         elif isinstance(reply, ConnectionError):
             return  # the connection's on_lost reconnects
         elif isinstance(reply, RespError):
@@ -164,9 +174,10 @@ class RawPath:
         self.reconnecting: asyncio.Task[None] | None = None
         self.turn = _ReaderTurn(self)
         self.watchdog: asyncio.TimerHandle | None = None
-        # What every ask's request holds packed: the reply pair, URNs and message names seen.
+        # What every ask's request holds packed: the reply pair; and the request templates of
+        # the (stream, URN, message, priority) asked lately.
         self.packed_reply = b"$5\r\nreply\r\n" + bulk(session.reply_key)
-        self.packed: dict[str, bytes] = {}
+        self.templates: dict[tuple[bytes, str, str, bool], bytes] = {}
         # Asks whose deadlines fall in one tick of ``EXPIRY_TICK`` share one timer.
         self.expiry: dict[int, list[int]] = {}
 
@@ -205,15 +216,31 @@ class RawPath:
         conn.on_lost = functools.partial(on_lost, conn)
         return conn
 
-    def packed_name(self, name: str) -> bytes:
-        """``name`` (a URN or a message name) packed as a bulk string, kept for its next ask."""
-        packed = self.packed
-        found = packed.get(name)
-        if found is None:
-            if len(packed) > 10_000:
-                packed.clear()
-            found = packed[name] = bulk(name)
-        return found
+    def submit(
+        self, route: Route, urn: str, name: str, body: bytes, high: bool, tp: bytes, deadline: float, left: float
+    ) -> tuple[int, asyncio.Future[Any]]:
+        """Queues one ask's request for the next write (``left``: seconds to its
+        ``deadline``, positive): its request id and its waiter, in ``pending``, which gets
+        the reply frame, ``GONE``, ``EXPIRED`` at the deadline, or the write's error."""
+        s = self.session
+        request_id = s.next_id
+        s.next_id = request_id + 1
+        waiter: asyncio.Future[Any] = self.loop.create_future()
+        s.pending[request_id] = waiter
+        key = (route.packed_key, urn, name, high)
+        template = self.templates.get(key)
+        if template is None:
+            if len(self.templates) > 10_000:
+                self.templates.clear()
+            template = self.templates[key] = request_template(
+                route.packed_key, bulk(urn), bulk(name), self.packed_reply, high
+            )
+        data = pack_request(template, request_id, ttl_ms(left), tp, body)
+        self.wqueue.append(Entry(self, data, len(body), request_id, waiter))
+        if not self.flush_scheduled:
+            self.schedule_flush()
+        self.expire_at(deadline, request_id)
+        return request_id, waiter
 
     def expire_at(self, deadline: float, request_id: int) -> None:
         """The ask ``request_id`` (in ``pending``) gets ``EXPIRED`` at ``deadline`` (at most
