@@ -509,17 +509,38 @@ def test_a_lookup_redis_does_not_answer_says_the_command_timeout(raw_redis: Any,
 @pytest.mark.parametrize("high", [False, True])
 @pytest.mark.parametrize("urn", ["svc", "user:100%", "ünï %d %b"])
 def test_an_asks_request_is_packed_as_the_protocol_lists_its_fields(high: bool, urn: str) -> None:
-    """The hot path's request (a template per stream, URN, message and priority, filled in
-    per ask) is byte for byte the generic packing of ``protocol.request_fields``."""
+    """The hot path's request (a template per URN, message and priority, filled in per ask)
+    is byte for byte the generic packing of ``protocol.request_fields``: alone an ``XADD``,
+    several to one stream one ``EVAL`` of the Rust client's script."""
     from conclib._raw import bulk
-    from conclib._raw_path import pack_request, request_template
+    from conclib._raw_path import Entry, fields_count, pack_batch, pack_request, pack_xadd, request_template
     from conclib.protocol import request_fields
 
     key, reply, tp = "ns:sys:s%1:req", "ns:reply:ab", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
-    template = request_template(bulk(key), bulk(urn), bulk("Add%s"), b"$5\r\nreply\r\n" + bulk(reply), high)
+    template = request_template(bulk(urn), bulk("Add%s"), b"$5\r\nreply\r\n" + bulk(reply), high)
+    entries, generic = [], []
     for request_id, ttl, body in [(1, 1, b""), (2**63, 4_294_967_295, b"\xc0%b"), (42, 1500, os.urandom(300))]:
         fields = request_fields(request_id=request_id, urn=urn, message="Add%s", ttl=ttl, reply=reply,
                                 priority_high=high, traceparent=tp, codec="msgpack", body=body)
-        assert pack_request(template, request_id, ttl, tp.encode(), body) == pack(
-            "XADD", key, "NOMKSTREAM", "*", *fields
-        )
+        packed = pack_request(template, request_id, ttl, tp.encode(), body)
+        assert fields_count(True, high) == len(fields)
+        assert pack_xadd(bulk(key), packed, len(fields)) == pack("XADD", key, "NOMKSTREAM", "*", *fields)
+        entries.append(Entry(None, bulk(key), packed, len(fields), len(body), request_id, None))  # type: ignore[arg-type]
+        generic += [len(fields), *fields]
+    assert pack_batch(bulk(key), entries) == pack("EVAL", SEND_SCRIPT, 1, key, *generic)
+
+
+def _rust_send_script() -> str:
+    source = (Path(__file__).resolve().parents[2] / "conclib-redis" / "src" / "protocol.rs").read_text()
+    start = source.index('pub(crate) const SEND_SCRIPT: &str = r"') + len('pub(crate) const SEND_SCRIPT: &str = r"')
+    return source[start : source.index('";', start)]
+
+
+SEND_SCRIPT = _rust_send_script()
+
+
+def test_the_batch_script_is_the_rust_clients() -> None:
+    from conclib._raw import bulk
+    from conclib._raw_path import _SEND_SCRIPT
+
+    assert _SEND_SCRIPT == bulk(SEND_SCRIPT)

@@ -19,10 +19,12 @@ _SPAN_MASK = (1 << 64) - 1
 _PATTERN = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 _trace: Any
+_context: Any
 try:  # Optional: continue the current OpenTelemetry span.
+    from opentelemetry import context as _context
     from opentelemetry import trace as _trace
 except ImportError:  # pragma: no cover - depends on the environment
-    _trace = None
+    _trace = _context = None
 
 
 def new_traceparent() -> str:
@@ -45,7 +47,12 @@ def current_traceparent() -> str:
     """The current OpenTelemetry span's traceparent if there is one, else a new trace's."""
     if _trace is not None:
         try:
-            ctx = _trace.get_current_span().get_span_context()
+            # An empty context (nothing set in it: no span) is the common case without
+            # tracing; it is told at the cost of one look-up.
+            current = _context.get_current()
+            if not current:
+                return new_traceparent()
+            ctx = _trace.get_current_span(current).get_span_context()
             if ctx.is_valid:
                 return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
         except Exception:  # a broken SDK must not break asks
