@@ -5,8 +5,8 @@ served) from the event loop's read callback: no task, future or parser object pe
 
 Only what the protocol's requests and replies need is parsed (bulk strings, arrays, simple
 strings, errors, integers, nils). With ``hiredis`` installed (the ``fast`` extra) its C
-reader parses instead, to the same values, for about a third less of the client's CPU per
-ask (BENCHMARKS.md, "The Python client"). Connecting authenticates (``AUTH``) and selects
+reader parses instead, to the same values, for 6-10% less of the client's CPU per ask
+(docs/bench-log.md, "The Python client's CPU per ask"). Connecting authenticates (``AUTH``) and selects
 the database (``SELECT``) as redis-py does for the same URL.
 """
 

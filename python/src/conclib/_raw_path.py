@@ -121,7 +121,6 @@ _SEND_SCRIPT = bulk(
 )
 _ASK_FIELDS = fields_count(True, False)
 _ASK_FIELDS_HIGH = fields_count(True, True)
-_WRITTEN = b""  # what a batch's entries are answered when the script appended them (as XADD's id)
 
 
 class _Batch:
@@ -134,10 +133,33 @@ class _Batch:
         self.entries = entries
 
     def answer(self, reply: Any) -> None:
-        if type(reply) is int and reply in (0, 1):
-            reply = _WRITTEN if reply else None
-        for e in self.entries:
-            e.answer(reply)
+        entries = self.entries
+        if type(reply) is not int or reply != 1:
+            if type(reply) is int and reply == 0:
+                reply = None  # the stream is gone
+            elif not isinstance(reply, (ConnectionError, RespError)):
+                reply = [reply]  # neither 0 nor 1: a ProtocolError for each ask (``Entry.answer``)
+            for e in entries:
+                e.answer(reply)
+            return
+        # Appended (``Entry.answer``'s first case written out for the batch: once per ask).
+        path = entries[0].path
+        path.unanswered -= len(entries)
+        if path.wqueue and not path.flush_scheduled:
+            path.schedule_flush()
+        s = path.session
+        losses = s.losses
+        written = s.written
+        for e in entries:
+            fut = e.future
+            if fut.done():
+                continue
+            if not e.request_id:
+                fut.set_result(e.losses)
+            elif e.losses != losses:
+                fail(fut, Unavailable("Redis restarted without its data just as the request was written"))
+            else:
+                written.add(e.request_id)
 
 
 class Entry:

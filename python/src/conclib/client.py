@@ -297,7 +297,7 @@ class AsyncClient:
                 raise ValueError(f"timeout must be positive, got {timeout!r}")
             high = _priority(priority)
             name, body = encode_message(message, payload, self.max_payload)
-            tp = _traceparent(traceparent)
+            tp = current_traceparent() if traceparent is None else _traceparent(traceparent)
             deadline = started + timeout
             # The hot path (one server, connected, the URN resolved): the request queued
             # and its answer awaited here, with no coroutine of its own.
