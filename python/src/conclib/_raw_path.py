@@ -62,8 +62,8 @@ def request_template(urn: bytes, msg: bytes, reply: bytes, high: bool) -> bytes:
     what changes from one ask to the next left open: a ``%``-format of the lengths and
     values of its id, its ``ttl``, its ``tp`` and its body (``pack_request``). In the order
     of ``protocol.request_fields``; ``urn``, ``msg`` and ``reply`` given packed
-    (``$n\\r\\n...\\r\\n``: ``reply`` the whole name/value pair, empty for a tell).
-    ``ASK_FIELDS`` (``fields_count``) bulk strings."""
+    (``$n\\r\\n...\\r\\n``: ``reply`` the whole name/value pair, empty for a tell):
+    ``fields_count(bool(reply), high)`` bulk strings."""
 
     def fixed(packed: bytes) -> bytes:
         return packed.replace(b"%", b"%%")
@@ -164,9 +164,10 @@ class _Batch:
 
 class Entry:
     """One request queued for, or written to, the writer connection; ``answer`` takes its
-    ``XADD``'s reply (or its batch's, ``_Batch``). An ask's ``future`` is its reply waiter (it gets the reply frame
-    later, or ``GONE``, or the write's error); a tell's gets the count of Redis losses read
-    just before the write, or ``None`` (the stream is gone), as ``Session.send``'s."""
+    ``XADD``'s reply (or its batch's, through ``_Batch``). An ask's ``future`` is its reply
+    waiter (it gets the reply frame later, or ``GONE``, or the write's error); a tell's gets
+    the count of Redis losses read just before the write, or ``None`` (the stream is gone),
+    as ``Session.send``'s."""
 
     __slots__ = ("path", "key", "fields", "count", "size", "request_id", "future", "losses")
 
@@ -265,7 +266,7 @@ class RawPath:
         self.turn = _ReaderTurn(self)
         self.watchdog: asyncio.TimerHandle | None = None
         # What every ask's request holds packed: the reply pair; and the request templates of
-        # the (stream, URN, message, priority) asked lately.
+        # the (URN, message, priority) asked lately.
         self.packed_reply = b"$5\r\nreply\r\n" + bulk(session.reply_key)
         self.templates: dict[tuple[str, str, bool], bytes] = {}
         # Requests written whose ``XADD`` (or batch) answers have not come.

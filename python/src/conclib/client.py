@@ -27,22 +27,14 @@ from collections.abc import Awaitable
 from typing import Any, Literal, Protocol
 
 from . import codec
+from ._outcome import interpret
 from ._raw_path import EXPIRED, GONE, RawPath
 from ._redispy_path import RedisPyPath, cancelling
 from ._session import Route, Session, until
 from .errors import (
-    ActorStopped,
-    BadRequest,
     Closed,
-    CodecError,
     ConclibError,
     ConfigError,
-    HandlerError,
-    MailboxFull,
-    NoResponse,
-    NotExposed,
-    Panicked,
-    ProtocolError,
     Timeout,
     TooLarge,
     Unavailable,
@@ -320,13 +312,13 @@ class AsyncClient:
                     session.written.discard(request_id)
                 # Anything but an answer to interpret as it is goes on in ``_exchange_raw``.
                 if type(frame) is bytes and frame[8] not in _JUDGED:
-                    return _interpret(urn, name, timeout, frame[8], frame[REPLY_HEADER_LEN:])
+                    return interpret(urn, name, timeout, frame[8], frame[REPLY_HEADER_LEN:])
                 status, reply = await self._exchange_raw(
                     session, raw, route, urn, name, body, timeout, high, tp, deadline, disconnects, frame
                 )
             else:
                 status, reply = await self._exchange_slow(urn, name, body, timeout, high, tp, started)
-            return _interpret(urn, name, timeout, status, reply)
+            return interpret(urn, name, timeout, status, reply)
         except ConclibError as e:
             label = e.label
             # One turn of the event loop before the error: an ask that fails at once (Redis
@@ -573,46 +565,6 @@ def _traceparent(traceparent: str | None) -> str:
     if not valid_traceparent(traceparent):
         raise ValueError(f"not a W3C traceparent: {traceparent!r}")
     return traceparent
-
-
-def _text(payload: bytes) -> str:
-    return payload.decode("utf-8", "replace")
-
-
-def _interpret(urn: str, message: str, timeout: float, status: int, payload: bytes) -> Any:
-    """The ask's result for a reply's status and payload, or the error it means."""
-    if status == Status.OK:
-        try:
-            return codec.decode(payload)
-        except CodecError as e:
-            raise CodecError(f"cannot decode the response: {e}") from None
-    if status == Status.HANDLER_ERROR:
-        try:
-            error = codec.decode(payload)
-        except CodecError as e:
-            raise CodecError(f"cannot decode the handler's error: {e}") from None
-        raise HandlerError(error, urn, message)
-    if status in (Status.UNKNOWN_URN, Status.NOT_OWNER):
-        raise UnknownUrn(urn, _text(payload))
-    if status == Status.UNKNOWN_MESSAGE:
-        raise NotExposed(urn, message)
-    if status == Status.PANICKED:
-        raise Panicked(_text(payload))
-    if status == Status.TIMEOUT:
-        raise Timeout(timeout, _text(payload))
-    if status == Status.ACTOR_STOPPED:
-        raise ActorStopped(urn)
-    if status == Status.NO_RESPONSE:
-        raise NoResponse(urn)
-    if status == Status.MAILBOX_FULL:
-        raise MailboxFull(urn)
-    if status == Status.BAD_REQUEST:
-        raise BadRequest(_text(payload))
-    if status == Status.CODEC_ERROR:
-        raise CodecError(_text(payload))
-    if status == Status.TOO_LARGE:
-        raise TooLarge(_text(payload))
-    raise ProtocolError(f"unknown reply status {status}")
 
 
 async def connect(url: str = DEFAULT_URL, **options: Any) -> AsyncClient:
