@@ -14,7 +14,8 @@ Python process:
 - ``py_blocking_p50_us``: the same from the blocking client;
 - ``py_asks_per_s_c64``: asks/s with 64 asks in flight from one asyncio client, and
   ``py_cpu_us_per_ask_c64`` the Python process's CPU time per ask meanwhile (less sensitive
-  to a busy machine than the rate);
+  to a busy machine than the rate); ``py_hiredis``: whether ``hiredis`` parsed the replies
+  (installed: the ``fast`` extra);
 
 and runs ``proxy_bench --url`` on the same Redis for the Rust client's ``rust_ask_p50_us``
 and ``rust_asks_per_s_c64`` (its own proxy process, same code and build). With
@@ -176,11 +177,14 @@ def blocking_bench(url: str, namespace: str, seq: int) -> float:
 
 def client_only(url: str, namespace: str, seq: int, secs: float) -> None:
     import conclib
+    import conclib._raw
 
     p50, p99, rate, cpu = asyncio.run(async_bench(url, namespace, seq, secs))
     blocking_p50 = blocking_bench(url, namespace, seq)
     print(json.dumps({"p50": p50, "p99": p99, "rate": rate, "cpu": cpu, "blocking_p50": blocking_p50,
-                      "package": str(Path(conclib.__file__).parent)}))
+                      "package": str(Path(conclib.__file__).parent),
+                      # Whether hiredis parsed the hot path's replies (older packages: never).
+                      "hiredis": bool(getattr(conclib._raw, "HIREDIS", False))}))
 
 
 def measure_python(url: str, args: argparse.Namespace, src: Path) -> dict[str, Any]:
@@ -251,6 +255,7 @@ def bench_asks(url: str, args: argparse.Namespace, results: dict[str, str]) -> N
             results[f"{name}_ask_p99_us"] = f"{med([p['p99'] for p in got]) * 1e6:.1f}"
             results[f"{name}_blocking_p50_us"] = f"{med([p['blocking_p50'] for p in got]) * 1e6:.1f}"
             results[f"{name}_cpu_us_per_ask_c64"] = f"{med([p['cpu'] for p in got]) * 1e6:.1f}"
+            results[f"{name}_hiredis"] = "yes" if got[0]["hiredis"] else "no"
             ratios = [p["rate"] / r["asks_per_s_c64"] for p, r in zip(got, rust_rows)]
             results[f"{name}_vs_rust_c64"] = f"{med(ratios):.2f}"
             print(f"{name}: c64 {results[f'{name}_asks_per_s_c64']} asks/s "

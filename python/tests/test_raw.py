@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import conclib
-from conclib._raw import RawConnection, RespError, pack
+from conclib._raw import HIREDIS, RawConnection, RespError, pack
 from conftest import RustServer, free_port, freeze, run, wait_until
 
 BINARY = os.environ.get("CONCLIB_REDIS_SERVER", "redis-server")
@@ -70,8 +70,14 @@ EXPECTED: list[Any] = [
 ]
 
 
-def _connection(replies: list[Any], n: int) -> RawConnection:
-    conn = RawConnection()
+# Both reply parsers: this package's own and hiredis's (when installed: the ``fast`` extra).
+PARSERS = [pytest.param(False, id="python"), pytest.param(True, id="hiredis", marks=pytest.mark.skipif(
+    not HIREDIS, reason="hiredis is not installed"))]
+
+
+def _connection(replies: list[Any], n: int, use_hiredis: bool = False) -> RawConnection:
+    conn = RawConnection(use_hiredis)
+    assert (conn.reader is not None) == use_hiredis
     conn.connection_made(_Transport())  # type: ignore[arg-type]
     conn.send(b"", [_Collect(replies) for _ in range(n)])
     return conn
@@ -81,39 +87,43 @@ def _plain(replies: list[Any]) -> list[Any]:
     return [r.message if isinstance(r, RespError) else r for r in replies]
 
 
-def test_replies_are_parsed_whole_or_split_anywhere() -> None:
+@pytest.mark.parametrize("use_hiredis", PARSERS)
+def test_replies_are_parsed_whole_or_split_anywhere(use_hiredis: bool) -> None:
     for cut in range(len(REPLIES) + 1):
         replies: list[Any] = []
-        conn = _connection(replies, len(EXPECTED))
+        conn = _connection(replies, len(EXPECTED), use_hiredis)
         conn.data_received(REPLIES[:cut])
         conn.data_received(REPLIES[cut:])
         assert _plain(replies) == EXPECTED, cut
+        assert all(isinstance(r, RespError) for r, e in zip(replies, EXPECTED) if isinstance(e, str))
         assert not conn.waiting and not conn.buf
     replies = []
-    conn = _connection(replies, len(EXPECTED))
+    conn = _connection(replies, len(EXPECTED), use_hiredis)
     for i in range(len(REPLIES)):
         conn.data_received(REPLIES[i : i + 1])
     assert _plain(replies) == EXPECTED
 
 
-def test_a_large_bulk_string_arrives_in_pieces() -> None:
+@pytest.mark.parametrize("use_hiredis", PARSERS)
+def test_a_large_bulk_string_arrives_in_pieces(use_hiredis: bool) -> None:
     body = os.urandom(3 << 20)
     data = b"*2\r\n$3\r\nkey\r\n*1\r\n$%d\r\n%b\r\n" % (len(body), body)
     replies: list[Any] = []
-    conn = _connection(replies, 1)
+    conn = _connection(replies, 1, use_hiredis)
     for i in range(0, len(data), 65536):
         conn.data_received(data[i : i + 65536])
     assert replies == [[b"key", [body]]]
 
 
-def test_garbage_drops_the_connection_and_fails_the_waiting() -> None:
+@pytest.mark.parametrize("use_hiredis", PARSERS)
+def test_garbage_drops_the_connection_and_fails_the_waiting(use_hiredis: bool) -> None:
     replies: list[Any] = []
-    conn = _connection(replies, 2)
+    conn = _connection(replies, 2, use_hiredis)
     conn.data_received(b"?what\r\n")
     assert conn.closed and conn.transport.aborted  # type: ignore[union-attr]
     assert len(replies) == 2 and all(isinstance(r, ConnectionError) for r in replies)
     # A reply nobody asked for, likewise.
-    conn = _connection([], 0)
+    conn = _connection([], 0, use_hiredis)
     conn.data_received(b"+OK\r\n")
     assert conn.closed
 
@@ -494,3 +504,43 @@ def test_a_lookup_redis_does_not_answer_says_the_command_timeout(raw_redis: Any,
         assert 0.4 < took < 1.5, took
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("high", [False, True])
+@pytest.mark.parametrize("urn", ["svc", "user:100%", "ünï %d %b"])
+def test_an_asks_request_is_packed_as_the_protocol_lists_its_fields(high: bool, urn: str) -> None:
+    """The hot path's request (a template per URN, message and priority, filled in per ask)
+    is byte for byte the generic packing of ``protocol.request_fields``: alone an ``XADD``,
+    several to one stream one ``EVAL`` of the Rust client's script."""
+    from conclib._raw import bulk
+    from conclib._raw_path import Entry, fields_count, pack_batch, pack_request, pack_xadd, request_template
+    from conclib.protocol import request_fields
+
+    key, reply, tp = "ns:sys:s%1:req", "ns:reply:ab", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    template = request_template(bulk(urn), bulk("Add%s"), b"$5\r\nreply\r\n" + bulk(reply), high)
+    entries, generic = [], []
+    for request_id, ttl, body in [(1, 1, b""), (2**63, 4_294_967_295, b"\xc0%b"), (42, 1500, os.urandom(300))]:
+        fields = request_fields(request_id=request_id, urn=urn, message="Add%s", ttl=ttl, reply=reply,
+                                priority_high=high, traceparent=tp, codec="msgpack", body=body)
+        packed = pack_request(template, request_id, ttl, tp.encode(), body)
+        assert fields_count(True, high) == len(fields)
+        assert pack_xadd(bulk(key), packed, len(fields)) == pack("XADD", key, "NOMKSTREAM", "*", *fields)
+        entries.append(Entry(None, bulk(key), packed, len(fields), len(body), request_id, None))  # type: ignore[arg-type]
+        generic += [len(fields), *fields]
+    assert pack_batch(bulk(key), entries) == pack("EVAL", SEND_SCRIPT, 1, key, *generic)
+
+
+def _rust_send_script() -> str:
+    source = (Path(__file__).resolve().parents[2] / "conclib-redis" / "src" / "protocol.rs").read_text()
+    start = source.index('pub(crate) const SEND_SCRIPT: &str = r"') + len('pub(crate) const SEND_SCRIPT: &str = r"')
+    return source[start : source.index('";', start)]
+
+
+SEND_SCRIPT = _rust_send_script()
+
+
+def test_the_batch_script_is_the_rust_clients() -> None:
+    from conclib._raw import bulk
+    from conclib._raw_path import _SEND_SCRIPT
+
+    assert _SEND_SCRIPT == bulk(SEND_SCRIPT)

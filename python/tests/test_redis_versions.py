@@ -2,7 +2,8 @@
 ends: this run has the newest major the range allows (what ``pip install`` picks), and a
 second venv (``target/python-venv-redis5``, made once) has the oldest, ``redis==5.0.*``, and
 runs a part of this suite with it: the asks, pattern resolution (redis-py's commands), a
-Redis restart and the fakes."""
+Redis restart and the fakes. That venv has no ``hiredis``: there the client parses replies
+in Python, here (the test extras have it) with hiredis."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def declared() -> tuple[int, int]:
 def test_this_run_has_the_newest_major_allowed() -> None:
     import redis
 
+    from conclib._raw import HIREDIS
+
+    assert HIREDIS, "the test extras install hiredis: the hot path's replies parsed by it here"
+
     low, high = declared()
     assert int(redis.__version__.split(".")[0]) == high - 1, redis.__version__
 
@@ -60,6 +65,11 @@ def test_the_oldest_supported_redis_py_passes() -> None:
     assert version.startswith(f"{low}.0."), version
     # This checkout's package, from its source (as the editable install of the main venv).
     env = dict(os.environ, PYTHONPATH=str(PYTHON_DIR / "src"))
+    parser = subprocess.run(
+        [python, "-c", "import conclib._raw as r; print(r.HIREDIS)"], env=env, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert parser.stdout.strip() == "False", parser.stdout + parser.stderr  # the Python parser runs there
     done = subprocess.run(
         [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *SUBSET],
         cwd=PYTHON_DIR, env=env, capture_output=True, text=True, timeout=600,

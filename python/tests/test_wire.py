@@ -265,3 +265,42 @@ def test_a_stream_gone_means_unknown_urn(raw_redis: Any, redis_server: Any) -> N
                 await client.tell("svc", "Hello")
 
     run(main())
+
+
+def test_asks_made_together_leave_in_one_command_and_each_gets_its_answer(
+    raw_redis: Any, redis_server: Any
+) -> None:
+    """Requests to one stream queued in one turn of the event loop are appended by one
+    script call (the Rust client's): the entries are the protocol's, each ask gets its own
+    answer; to a stream that is gone, every ask of the batch ends ``UnknownUrn``."""
+    ns = namespace_()
+    fake = FakeSystem(raw_redis, ns, "fake", ["svc"])
+    raw_redis.set(f"{ns}:urn:gone", "vanished", px=60_000)
+    n = 40  # more than one command takes (32)
+
+    async def main() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            await client.resolve("svc")
+            await client.resolve("gone")
+            before = int(raw_redis.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
+            asks = [asyncio.create_task(client.ask("svc", "Add", {"n": i}, timeout=5)) for i in range(n)]
+            tell = asyncio.create_task(client.tell("svc", "Record", 7))
+            requests = []
+            while len(requests) < n + 1:
+                requests.append(await asyncio.to_thread(fake.next_request))
+            await tell
+            evals = int(raw_redis.info("commandstats")["cmdstat_eval"]["calls"]) - before
+            assert evals == 2, evals  # 41 requests: 32, then 9
+            for request in requests:
+                assert set(request) >= {"v", "id", "urn", "msg", "ttl", "tp", "codec", "body"}
+                if request["id"] != b"0":
+                    fake.reply(request, 0, msgpack.packb(msgpack.unpackb(request["body"])["n"] * 2))
+            assert [await a for a in asks] == [2 * i for i in range(n)]
+            assert requests[-1]["id"] == b"0" and msgpack.unpackb(requests[-1]["body"]) == 7  # in order
+
+            gone = [asyncio.create_task(client.ask("gone", "Hello", timeout=2)) for _ in range(5)]
+            for a in gone:
+                with pytest.raises(conclib.UnknownUrn):
+                    await a
+
+    run(main())

@@ -27,22 +27,14 @@ from collections.abc import Awaitable
 from typing import Any, Literal, Protocol
 
 from . import codec
-from ._raw_path import EXPIRED, GONE, Entry, RawPath, pack_request
+from ._outcome import interpret
+from ._raw_path import EXPIRED, GONE, RawPath
 from ._redispy_path import RedisPyPath, cancelling
 from ._session import Route, Session, until
 from .errors import (
-    ActorStopped,
-    BadRequest,
     Closed,
-    CodecError,
     ConclibError,
     ConfigError,
-    HandlerError,
-    MailboxFull,
-    NoResponse,
-    NotExposed,
-    Panicked,
-    ProtocolError,
     Timeout,
     TooLarge,
     Unavailable,
@@ -84,6 +76,11 @@ class Message(Protocol):
 
 
 _NOTHING: Any = object()
+_NIL = b"\xc0"  # MessagePack's nil
+
+# Reply statuses ``ask``'s hot path leaves to ``_exchange_raw``: a URN that may have moved
+# (resolved again), and the proxy's deadline answer (judged against lost connections).
+_JUDGED = frozenset({Status.UNKNOWN_URN, Status.NOT_OWNER, Status.TIMEOUT})
 
 
 # Every live client, for the fork hook.
@@ -92,7 +89,14 @@ _CLIENTS: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
 _ABANDONED: list[object] = []
 
 
+# This process's id, for the hot path's check that a session is this process's (a system
+# call each time otherwise); renewed in a forked child before anything else runs there.
+_pid = os.getpid()
+
+
 def _after_fork_in_child() -> None:
+    global _pid
+    _pid = os.getpid()
     for client in list(_CLIENTS):
         client._forget_after_fork()
 
@@ -208,7 +212,7 @@ class AsyncClient:
             s is not None
             and s.ready
             and not self._closed
-            and s.pid == os.getpid()
+            and s.pid == _pid
             and s.loop is asyncio.get_running_loop()
         ):
             return s
@@ -284,10 +288,37 @@ class AsyncClient:
             if not timeout > 0:
                 raise ValueError(f"timeout must be positive, got {timeout!r}")
             high = _priority(priority)
-            name, body = self._encode(message, payload)
-            tp = _traceparent(traceparent)
-            status, reply = await self._exchange(urn, name, body, timeout, high, tp, started)
-            return _interpret(urn, name, timeout, status, reply)
+            name, body = encode_message(message, payload, self.max_payload)
+            tp = current_traceparent() if traceparent is None else _traceparent(traceparent)
+            deadline = started + timeout
+            # The hot path (one server, connected, the URN resolved): the request queued
+            # and its answer awaited here, with no coroutine of its own.
+            session = self._ready()
+            raw = session.raw if session is not None else None
+            route = session.cache.get(urn) if session is not None else None
+            now = time.monotonic()
+            if (
+                session is not None and raw is not None and route is not None
+                and route.until > now and deadline > now and not session.down
+            ):
+                disconnects = session.disconnects
+                request_id, waiter = raw.submit(route, urn, name, body, high, tp.encode(), deadline, deadline - now)
+                try:
+                    frame = await waiter
+                except ConclibError as e:
+                    raise session.at_deadline(e, timeout, disconnects) from None
+                finally:
+                    session.pending.pop(request_id, None)
+                    session.written.discard(request_id)
+                # Anything but an answer to interpret as it is goes on in ``_exchange_raw``.
+                if type(frame) is bytes and frame[8] not in _JUDGED:
+                    return interpret(urn, name, timeout, frame[8], frame[REPLY_HEADER_LEN:])
+                status, reply = await self._exchange_raw(
+                    session, raw, route, urn, name, body, timeout, high, tp, deadline, disconnects, frame
+                )
+            else:
+                status, reply = await self._exchange_slow(urn, name, body, timeout, high, tp, started)
+            return interpret(urn, name, timeout, status, reply)
         except ConclibError as e:
             label = e.label
             # One turn of the event loop before the error: an ask that fails at once (Redis
@@ -308,20 +339,6 @@ class AsyncClient:
                     self.on_ask(AskEvent(urn, name, label, time.monotonic() - started))
                 except Exception:  # noqa: BLE001 - a broken hook must not break asks
                     log.exception("the on_ask hook failed")
-
-    def _exchange(
-        self, urn: str, name: str, body: bytes, timeout: float, high: bool, tp: str, started: float
-    ) -> Awaitable[tuple[int, bytes]]:
-        session = self._ready()
-        if session is not None and session.raw is not None:
-            route = session.cache.get(urn)
-            if route is not None and route.until > time.monotonic():
-                # The hot path: connected, resolved.
-                return self._exchange_raw(
-                    session, session.raw, route, urn, name, body, timeout, high, tp, started + timeout,
-                    session.disconnects,
-                )
-        return self._exchange_slow(urn, name, body, timeout, high, tp, started)
 
     async def _exchange_slow(
         self, urn: str, name: str, body: bytes, timeout: float, high: bool, tp: str, started: float
@@ -397,37 +414,29 @@ class AsyncClient:
 
     async def _exchange_raw(
         self, session: Session, raw: RawPath, route: Route, urn: str, name: str, body: bytes, timeout: float,
-        high: bool, tp: str, deadline: float, disconnects: int,
+        high: bool, tp: str, deadline: float, disconnects: int, frame: Any = None,
     ) -> tuple[int, bytes]:
-        """``_exchange`` on raw connections: per ask one future (its reply waiter, which also
-        learns the fate of its ``XADD``) and one timer; no task, no ``wait_for``."""
-        loop = session.loop
-        urn_p = raw.packed_name(urn)
-        name_p = raw.packed_name(name)
+        """An ask on raw connections: per ask one future (its reply waiter, which also
+        learns the fate of its ``XADD``), its deadline on a timer shared with the asks of
+        the same tick; no task, no ``wait_for``. ``frame``: what the waiter of a first
+        attempt (``ask``'s hot path) got, to be judged here."""
         tp_b = tp.encode()
         retried = False
         while True:
-            if session.down:
-                raise Unavailable("the connection to Redis is lost")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise session.timed_out(timeout, disconnects)
-            request_id = session.next_id
-            session.next_id = request_id + 1
-            waiter: asyncio.Future[Any] = loop.create_future()
-            session.pending[request_id] = waiter
-            data = pack_request(
-                route.packed_key, request_id, urn_p, name_p, ttl_ms(left), raw.packed_reply, high, tp_b, body
-            )
-            raw.enqueue(Entry(raw, data, len(body), request_id, waiter))
-            raw.expire_at(deadline, request_id)
-            try:
-                frame = await waiter
-            except ConclibError as e:
-                raise session.at_deadline(e, timeout, disconnects) from None
-            finally:
-                session.pending.pop(request_id, None)
-                session.written.discard(request_id)
+            if frame is None:
+                if session.down:
+                    raise Unavailable("the connection to Redis is lost")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise session.timed_out(timeout, disconnects)
+                request_id, waiter = raw.submit(route, urn, name, body, high, tp_b, deadline, left)
+                try:
+                    frame = await waiter
+                except ConclibError as e:
+                    raise session.at_deadline(e, timeout, disconnects) from None
+                finally:
+                    session.pending.pop(request_id, None)
+                    session.written.discard(request_id)
             if frame is EXPIRED:
                 raise session.timed_out(timeout, disconnects)
             if frame is GONE:
@@ -439,6 +448,7 @@ class AsyncClient:
                     route = await session.resolve(urn, deadline, True)
                 except ConclibError as e:
                     raise session.at_deadline(e, timeout, disconnects) from None
+                frame = None
                 continue
             status = frame[8]
             session.check_deadline_answer(status, timeout, disconnects)
@@ -447,6 +457,7 @@ class AsyncClient:
                 moved = await session.moved(urn, route, deadline)
                 if moved is not None:
                     route = moved
+                    frame = None
                     continue
             return status, frame[REPLY_HEADER_LEN:]
 
@@ -522,7 +533,8 @@ def encode_message(message: str | Message, payload: Any, max_payload: int) -> tu
     the fakes of :mod:`conclib.testing`)."""
     if isinstance(message, str):
         name = message
-        body = codec.encode(None if payload is _NOTHING else payload)
+        # A unit message (no payload) is nil, the most common body: not encoded each time.
+        body = _NIL if payload is _NOTHING or payload is None else codec.encode(payload)
     else:
         found: Any = getattr(type(message), "__conclib_name__", None) or getattr(message, "__conclib_name__", None)
         if not isinstance(found, str):
@@ -553,46 +565,6 @@ def _traceparent(traceparent: str | None) -> str:
     if not valid_traceparent(traceparent):
         raise ValueError(f"not a W3C traceparent: {traceparent!r}")
     return traceparent
-
-
-def _text(payload: bytes) -> str:
-    return payload.decode("utf-8", "replace")
-
-
-def _interpret(urn: str, message: str, timeout: float, status: int, payload: bytes) -> Any:
-    """The ask's result for a reply's status and payload, or the error it means."""
-    if status == Status.OK:
-        try:
-            return codec.decode(payload)
-        except CodecError as e:
-            raise CodecError(f"cannot decode the response: {e}") from None
-    if status == Status.HANDLER_ERROR:
-        try:
-            error = codec.decode(payload)
-        except CodecError as e:
-            raise CodecError(f"cannot decode the handler's error: {e}") from None
-        raise HandlerError(error, urn, message)
-    if status in (Status.UNKNOWN_URN, Status.NOT_OWNER):
-        raise UnknownUrn(urn, _text(payload))
-    if status == Status.UNKNOWN_MESSAGE:
-        raise NotExposed(urn, message)
-    if status == Status.PANICKED:
-        raise Panicked(_text(payload))
-    if status == Status.TIMEOUT:
-        raise Timeout(timeout, _text(payload))
-    if status == Status.ACTOR_STOPPED:
-        raise ActorStopped(urn)
-    if status == Status.NO_RESPONSE:
-        raise NoResponse(urn)
-    if status == Status.MAILBOX_FULL:
-        raise MailboxFull(urn)
-    if status == Status.BAD_REQUEST:
-        raise BadRequest(_text(payload))
-    if status == Status.CODEC_ERROR:
-        raise CodecError(_text(payload))
-    if status == Status.TOO_LARGE:
-        raise TooLarge(_text(payload))
-    raise ProtocolError(f"unknown reply status {status}")
 
 
 async def connect(url: str = DEFAULT_URL, **options: Any) -> AsyncClient:

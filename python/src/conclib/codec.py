@@ -18,7 +18,7 @@ import dataclasses
 import enum
 from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 # msgpack ships no type information: this module is the package's typed wrapper of it, the
 # only one that imports it (so `mypy --strict -p conclib` is clean on the installed package).
@@ -26,8 +26,9 @@ import msgpack  # type: ignore[import-untyped, unused-ignore]
 
 from .errors import CodecError
 
-_packb: Callable[..., bytes] = msgpack.packb
-_unpackb: Callable[..., Any] = msgpack.unpackb
+# Casts, not annotations: pyright reads msgpack's own sources (``packb`` may return None there).
+_packb = cast("Callable[..., bytes]", msgpack.packb)
+_unpackb = cast("Callable[..., Any]", msgpack.unpackb)
 
 __all__ = ["Encoded", "decode", "encode", "to_wire"]
 

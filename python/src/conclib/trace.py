@@ -14,26 +14,27 @@ from typing import Any
 __all__ = ["current_traceparent", "new_traceparent", "valid_traceparent"]
 
 _getrandbits = random.getrandbits
+_SPAN_MASK = (1 << 64) - 1
 
 _PATTERN = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 _trace: Any
+_context: Any
 try:  # Optional: continue the current OpenTelemetry span.
+    from opentelemetry import context as _context
     from opentelemetry import trace as _trace
 except ImportError:  # pragma: no cover - depends on the environment
-    _trace = None
+    _trace = _context = None
 
 
 def new_traceparent() -> str:
     """A traceparent of a new, sampled trace (random non-zero ids, as OpenTelemetry's SDK
-    makes them: ``random.getrandbits``, reseeded in a forked child)."""
-    trace_id = _getrandbits(128)
-    span_id = _getrandbits(64)
-    while not trace_id:
-        trace_id = _getrandbits(128)
-    while not span_id:
-        span_id = _getrandbits(64)
-    return f"00-{trace_id:032x}-{span_id:016x}-01"
+    makes them: ``random.getrandbits``, reseeded in a forked child). Both ids from one draw
+    of 192 bits (the trace id the high 128, the span id the low 64): one call, one format."""
+    bits = _getrandbits(192)
+    while not bits >> 64 or not bits & _SPAN_MASK:
+        bits = _getrandbits(192)
+    return "00-%032x-%016x-01" % (bits >> 64, bits & _SPAN_MASK)
 
 
 def valid_traceparent(value: str) -> bool:
@@ -46,7 +47,12 @@ def current_traceparent() -> str:
     """The current OpenTelemetry span's traceparent if there is one, else a new trace's."""
     if _trace is not None:
         try:
-            ctx = _trace.get_current_span().get_span_context()
+            # An empty context (nothing set in it: no span) is the common case without
+            # tracing; it is told at the cost of one look-up.
+            current = _context.get_current()
+            if not current:
+                return new_traceparent()
+            ctx = _trace.get_current_span(current).get_span_context()
             if ctx.is_valid:
                 return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
         except Exception:  # a broken SDK must not break asks
