@@ -1,7 +1,7 @@
 //! What a proxy costs while nothing happens, by the number of actors it serves.
 //!
 //! ```text
-//! cargo run --release -p conclib-redis --example idle_proxy [-- --actors 100000 --secs 20 --snapshots]
+//! cargo run --release -p conclib-redis --example idle_proxy [-- --actors 100000 --secs 20 --snapshots --lease-ms 15000]
 //! ```
 //!
 //! Spawns N named actors, starts a private redis-server and a proxy serving them (snapshots
@@ -120,6 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut actors = 100_000usize;
     let mut secs = 20u64;
     let mut snapshots = false;
+    let mut lease_ms = 15_000u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -146,9 +147,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .ok_or("--secs takes a number")?
             }
             "--snapshots" => snapshots = true,
+            "--lease-ms" => {
+                lease_ms = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--lease-ms takes a number")?
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (usage: idle_proxy [--actors N] [--secs S] [--snapshots])"
+                    "unknown argument {other:?} (usage: idle_proxy [--actors N] [--secs S] [--snapshots] [--lease-ms MS])"
                 )
                 .into());
             }
@@ -160,9 +167,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     rt.block_on(async move {
         let redis = start_redis(&ProxyConfig::default()).await?;
-        let config = redis
+        let mut config = redis
             .config(&ProxyConfig::default().with_namespace("idle"))
             .with_snapshot_interval(snapshots.then_some(Duration::from_secs(2)));
+        config.lease_ttl = Duration::from_millis(lease_ms);
         let system = ActorSystem::new("idle");
         for i in 0..actors {
             system.build(Idle).urn(format!("idle:{i}")).spawn().await?;
