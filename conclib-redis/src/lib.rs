@@ -234,6 +234,10 @@
 //!   others claim its pending entries once its member lease lapses (at once when its death
 //!   is provable), and activate the URN themselves (measured: the asks answered after about
 //!   a lease, none lost, none activated twice, nothing done by the paused member once back).
+//! - **The directory.** Where each activation of a pattern lives, by system:
+//!   [`ProxyClient::activations`] (read from the URN keys; `tests/scale_out/placement.rs`);
+//!   each member's count: [`ProxyHandle::pattern_members`], the snapshot's
+//!   [`PublishedGroup::activations`], the live view.
 //! - **Rebalancing** ([`Activator::rebalance`], `tests/scale_out/rebalance.rs`). With it on,
 //!   a member holding more than its share of a pattern's activations (the live members'
 //!   total divided evenly, rounded up) passivates the excess every third of a lease, least

@@ -3,6 +3,7 @@
 //! This module resolves URNs and sends requests; `outbox` writes them in batches, `io`
 //! reads the replies; `remote` holds the typed ask and tell builders.
 
+mod directory;
 mod exchange;
 mod io;
 mod outbox;

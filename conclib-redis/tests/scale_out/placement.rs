@@ -151,6 +151,19 @@ pub(crate) async fn sixty_sequential_activations_spread_over_three_members() {
         .map(|(s, v)| (s.clone(), v.split(' ').next().unwrap().parse().unwrap()))
         .collect();
     assert_eq!(counted, by_member, "the directory: {listed:?}");
+    // Where each activation lives, as an operator reads it: the same, URN by URN.
+    let placed = client.activations("acct:{id}").await.unwrap();
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (urn, system) in holders(&redis, &config.namespace, &urns).await {
+        expected.entry(system).or_default().push(urn);
+    }
+    for urns in expected.values_mut() {
+        urns.sort();
+    }
+    assert_eq!(placed, expected);
+    assert_eq!(client.activations("acct:").await.unwrap(), expected);
+    assert!(client.activations("acct").await.is_err(), "not a pattern");
+    assert!(client.activations("nobody:{id}").await.unwrap().is_empty());
     for p in peers {
         p.stop().await;
     }
