@@ -472,6 +472,7 @@ mod metrics;
 mod persistence;
 mod protocol;
 mod proxy;
+mod reminders;
 mod snapshots;
 mod stats;
 mod unacked;
@@ -500,6 +501,10 @@ pub use protocol::{
 pub use proxy::{
     Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
     StateStore, StoreError, start_proxy,
+};
+pub use reminders::{
+    MAX_REMINDER_NAME_LEN, REMINDER_SHARDS, Reminder, ReminderError, ReminderInfo, ReminderPoller,
+    ReminderPollerOptions, ReminderPollerStats, ReminderTick, Reminders, __scripts as __reminder_scripts,
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
 pub use stats::ProxyStats;

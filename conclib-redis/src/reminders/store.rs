@@ -1,0 +1,324 @@
+//! [`Reminders`]: register, cancel and list a URN's reminders (one round trip each).
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use conclib_codec::{Bincode, Codec, encode_value};
+use fred::prelude::*;
+use serde::Serialize;
+
+use super::keys::{ShardKeys, check_name, member};
+use super::scripts::Scripts;
+use crate::ProxyClient;
+use crate::conn::{as_bytes, bytes, owned};
+
+/// The scripts, SHA computed once per process.
+pub(crate) fn scripts() -> &'static Scripts {
+    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS.get_or_init(Scripts::new)
+}
+
+/// Why a reminder call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReminderError {
+    /// The URN, the name, the time or the period is not valid (nothing was written).
+    #[error("invalid reminder: {0}")]
+    Invalid(String),
+    /// The payload could not be encoded, or is larger than the client's `max_payload`.
+    #[error("reminder payload: {0}")]
+    Codec(String),
+    /// Redis did not answer, or refused: the call may or may not have taken effect.
+    #[error("Redis: {0}")]
+    Unavailable(String),
+}
+
+/// When a reminder is first due.
+#[derive(Debug, Clone, Copy)]
+enum FirstDue {
+    /// This long after Redis's now (as Redis runs the registration).
+    After(Duration),
+    /// At this time (by Redis's clock).
+    At(SystemTime),
+}
+
+/// A reminder to register: its name, when it is first due, its period, its payload.
+///
+/// ```
+/// use std::time::Duration;
+/// use conclib_redis::Reminder;
+/// let renew = Reminder::after("renew", Duration::from_secs(3600))
+///     .every(Duration::from_secs(24 * 3600));
+/// assert_eq!(renew.name(), "renew");
+/// ```
+#[derive(Clone)]
+pub struct Reminder {
+    name: String,
+    first: FirstDue,
+    period: Option<Duration>,
+    payload: Result<Option<(Vec<u8>, &'static str)>, String>,
+}
+
+impl fmt::Debug for Reminder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reminder")
+            .field("name", &self.name)
+            .field("first", &self.first)
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reminder {
+    /// Due `delay` after the registration (by Redis's clock, so clocks of the registering
+    /// hosts do not matter).
+    #[must_use]
+    pub fn after(name: impl Into<String>, delay: Duration) -> Self {
+        Reminder {
+            name: name.into(),
+            first: FirstDue::After(delay),
+            period: None,
+            payload: Ok(None),
+        }
+    }
+
+    /// Due at `at` (compared with Redis's clock).
+    #[must_use]
+    pub fn at(name: impl Into<String>, at: SystemTime) -> Self {
+        Reminder {
+            name: name.into(),
+            first: FirstDue::At(at),
+            period: None,
+            payload: Ok(None),
+        }
+    }
+
+    /// Due again every `period` after its first time (at least 1 ms). Ticks missed while
+    /// no system delivered them are coalesced into one delivery
+    /// ([`ReminderTick::missed`](crate::ReminderTick::missed)).
+    #[must_use]
+    pub fn every(mut self, period: Duration) -> Self {
+        self.period = Some(period);
+        self
+    }
+
+    /// Carries `payload` (typically one of the actor's own messages), encoded with bincode;
+    /// the handler decodes it with [`ReminderTick::payload`](crate::ReminderTick::payload).
+    #[must_use]
+    pub fn payload<T: Serialize>(self, payload: &T) -> Self {
+        self.payload_with(&Bincode, payload)
+    }
+
+    /// Carries `payload` encoded with `codec` (its wire name goes with it).
+    #[must_use]
+    pub fn payload_with<T: Serialize>(mut self, codec: &dyn Codec, payload: &T) -> Self {
+        self.payload = encode_value(codec, payload)
+            .map(|b| Some((b, codec.name())))
+            .map_err(|e| e.to_string());
+        self
+    }
+
+    /// The reminder's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A registered reminder, as [`Reminders::list`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReminderInfo {
+    /// Its name.
+    pub name: String,
+    /// When its next tick is due (ms since the Unix epoch, Redis's clock).
+    pub due_ms: u64,
+    /// Its period in ms (0: once).
+    pub period_ms: u64,
+    /// Its payload's bytes (empty: none) and their codec.
+    pub payload: Vec<u8>,
+    /// The payload's codec (`bincode`, `msgpack`).
+    pub codec: String,
+    /// Whether a system is delivering it now.
+    pub claimed: bool,
+}
+
+/// Registers, cancels and lists reminders through a [`ProxyClient`]'s connections. Cheap to
+/// clone: give one to an activated actor (in its constructor) so that it registers its own.
+///
+/// ```no_run
+/// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use conclib_redis::{Reminder, Reminders};
+/// let reminders = Reminders::new(&client);
+/// reminders.register("user:42", Reminder::after("renew", Duration::from_secs(60))).await?;
+/// assert_eq!(reminders.list("user:42").await?.len(), 1);
+/// assert!(reminders.cancel("user:42", "renew").await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Reminders {
+    client: ProxyClient,
+}
+
+impl fmt::Debug for Reminders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reminders")
+            .field("namespace", &self.client.config().namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl fmt::Display) -> ReminderError {
+    ReminderError::Unavailable(e.to_string())
+}
+
+pub(crate) fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        other => as_bytes(other)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|f| *f >= 0.0)
+            .map(|f| f as u64),
+    }
+}
+
+pub(crate) fn text(v: &Value) -> String {
+    as_bytes(v)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+impl Reminders {
+    /// Reminders through `client`'s connections and namespace.
+    #[must_use]
+    pub fn new(client: &ProxyClient) -> Self {
+        Reminders {
+            client: client.clone(),
+        }
+    }
+
+    fn connection(&self) -> Result<&Client, ReminderError> {
+        self.client.command_connection().map_err(unavailable)
+    }
+
+    /// Registers `reminder` for `urn`, replacing one of the same name (a new schedule; a
+    /// delivery of the old one in flight is not acknowledged). Returns when it is first
+    /// due (ms since the Unix epoch, Redis's clock). One round trip.
+    ///
+    /// # Errors
+    /// [`ReminderError::Invalid`] for a URN or name that is not valid, a period of 0;
+    /// [`ReminderError::Codec`] for a payload that could not be encoded or is too large;
+    /// [`ReminderError::Unavailable`] when Redis did not answer.
+    pub async fn register(&self, urn: &str, reminder: Reminder) -> Result<u64, ReminderError> {
+        conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
+        check_name(&reminder.name).map_err(ReminderError::Invalid)?;
+        let period = match reminder.period {
+            Some(p) if p.as_millis() == 0 => {
+                return Err(ReminderError::Invalid("a period is at least 1 ms".into()));
+            }
+            Some(p) => u64::try_from(p.as_millis()).unwrap_or(u64::MAX / 4),
+            None => 0,
+        };
+        let (payload, codec) = reminder.payload.map_err(ReminderError::Codec)?.unwrap_or_default();
+        let max = self.client.config().max_payload;
+        if payload.len() > max {
+            return Err(ReminderError::Codec(format!(
+                "{} bytes, more than max_payload ({max})",
+                payload.len()
+            )));
+        }
+        let (at, after) = match reminder.first {
+            FirstDue::After(d) => (String::new(), d.as_millis().to_string()),
+            FirstDue::At(t) => {
+                let ms = t.duration_since(UNIX_EPOCH).map_err(|_| {
+                    ReminderError::Invalid("a time before the Unix epoch".into())
+                })?;
+                (ms.as_millis().to_string(), String::new())
+            }
+        };
+        let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);
+        let answer = scripts()
+            .register
+            .eval(
+                self.connection()?,
+                vec![keys.due(), keys.record(urn, &reminder.name), keys.index(urn)],
+                vec![
+                    owned(urn),
+                    owned(reminder.name.clone()),
+                    owned(at),
+                    owned(after),
+                    owned(period.to_string()),
+                    bytes(payload),
+                    owned(codec),
+                    owned(member(urn, &reminder.name)),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        super::metrics::registered(&self.client.config().namespace);
+        int(&answer).ok_or_else(|| unavailable(format!("unexpected answer {answer:?}")))
+    }
+
+    /// Cancels `urn`'s reminder `name`; returns whether it was registered. A delivery in
+    /// flight is not acknowledged (it may still reach the actor once).
+    ///
+    /// # Errors
+    /// [`ReminderError::Invalid`], [`ReminderError::Unavailable`] as for
+    /// [`register`](Self::register).
+    pub async fn cancel(&self, urn: &str, name: &str) -> Result<bool, ReminderError> {
+        conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
+        check_name(name).map_err(ReminderError::Invalid)?;
+        let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);
+        let answer = scripts()
+            .cancel
+            .eval(
+                self.connection()?,
+                vec![keys.due(), keys.record(urn, name), keys.index(urn)],
+                vec![owned(member(urn, name)), owned(name)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(int(&answer) == Some(1))
+    }
+
+    /// `urn`'s reminders, sorted by name.
+    ///
+    /// # Errors
+    /// [`ReminderError::Invalid`], [`ReminderError::Unavailable`] as for
+    /// [`register`](Self::register).
+    pub async fn list(&self, urn: &str) -> Result<Vec<ReminderInfo>, ReminderError> {
+        conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
+        let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);
+        let answer = scripts()
+            .list
+            .eval(
+                self.connection()?,
+                vec![keys.index(urn)],
+                vec![owned(keys.record_prefix()), owned(urn)],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Value::Array(rows) = answer else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<ReminderInfo> = rows
+            .iter()
+            .filter_map(|row| match row {
+                Value::Array(f) if f.len() == 6 => Some(ReminderInfo {
+                    name: text(&f[0]),
+                    due_ms: int(&f[1]).unwrap_or(0),
+                    period_ms: int(&f[2]).unwrap_or(0),
+                    payload: as_bytes(&f[3]).map(<[u8]>::to_vec).unwrap_or_default(),
+                    codec: text(&f[4]),
+                    claimed: int(&f[5]) == Some(1),
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
