@@ -25,7 +25,7 @@ pub struct ReminderPollerOptions {
     pub poll_interval: Duration,
     /// The most reminders claimed from one shard at a time (256).
     pub batch: usize,
-    /// The most deliveries in flight (1024).
+    /// The most deliveries in flight (256).
     pub max_in_flight: usize,
     /// How long a claim lasts (30 s): a poller that dies mid-delivery is taken over by
     /// another once it lapses. Longer than [`delivery_timeout`](Self::delivery_timeout).
@@ -41,7 +41,7 @@ impl Default for ReminderPollerOptions {
         ReminderPollerOptions {
             poll_interval: Duration::from_millis(100),
             batch: 256,
-            max_in_flight: 1024,
+            max_in_flight: 256,
             claim_lease: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(1),

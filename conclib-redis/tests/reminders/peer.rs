@@ -144,6 +144,7 @@ pub(crate) async fn reminded(args: &[String]) -> i32 {
     println!("READY");
     wait_for_orders(&proxy).await;
     if let Some(p) = poller {
+        eprintln!("poller of {system_id}: {:?}", p.stats());
         p.shutdown().await;
     }
     proxy.shutdown().await.unwrap();
