@@ -22,6 +22,7 @@ fn main() {
     conclib_testkit::run(conclib_testkit::tests![
         reminders_register_cancel_list_and_reject_what_is_invalid,
         reminders_fire_exactly_once_across_three_systems,
+        reminders_fire_at_least_once_with_a_system_killed_mid_way,
         a_reminder_registered_by_an_actor_wakes_it_after_passivation_and_after_its_holder_is_killed,
         a_periodic_reminder_missed_while_all_systems_were_down_fires_once,
         a_firer_killed_mid_delivery_is_taken_over_after_its_claim,
