@@ -103,8 +103,12 @@ mod tests {
 
     #[test]
     fn shards_match_the_python_clients_hash() {
-        // fnv1a32("user:42") computed independently (python/src/conclib/reminders.py).
+        // The values python/tests/test_reminders.py checks of the Python client's hash.
         assert_eq!(shard_of(""), 0x811c_9dc5 % SHARDS);
+        assert_eq!(shard_of("user:42"), 0x2f6b_7b82 % SHARDS);
+        assert_eq!(shard_of("user:42"), 2);
+        assert_eq!(shard_of("py:remind:1"), 12);
+        assert_eq!(shard_of("ünï:cødé"), 10);
         let spread: std::collections::BTreeSet<u32> =
             (0..200).map(|i| shard_of(&format!("user:{i}"))).collect();
         assert_eq!(spread.len(), SHARDS as usize);

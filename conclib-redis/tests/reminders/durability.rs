@@ -174,3 +174,15 @@ pub(crate) async fn reminders_survive_a_redis_restart_with_aof() {
     }
     client.shutdown().await;
 }
+
+/// The Python client registers, cancels and lists with the same scripts, byte for byte.
+pub(crate) async fn the_python_client_sends_the_same_scripts() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/src/conclib/reminders.py");
+    let python = std::fs::read_to_string(path).unwrap();
+    for (name, text) in conclib_redis::__reminder_scripts() {
+        assert!(
+            python.contains(&format!("r\"\"\"{text}\"\"\"")),
+            "the Python client's {name} script differs"
+        );
+    }
+}

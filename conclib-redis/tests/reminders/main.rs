@@ -27,5 +27,6 @@ fn main() {
         a_periodic_reminder_missed_while_all_systems_were_down_fires_once,
         a_firer_killed_mid_delivery_is_taken_over_after_its_claim,
         reminders_survive_a_redis_restart_with_aof,
+        the_python_client_sends_the_same_scripts,
     ]);
 }
