@@ -76,7 +76,8 @@ async fn start_member(config: &ProxyConfig, id: &str, record: &Arc<Record>) -> M
         .await
         .expect("the pattern");
     let client = ProxyClient::connect(&config).await.expect("a client");
-    let poller = ReminderPoller::start(&client, ReminderPollerOptions::default()).expect("a poller");
+    let poller =
+        ReminderPoller::start(&client, ReminderPollerOptions::default()).expect("a poller");
     Member {
         proxy,
         client,
@@ -141,7 +142,9 @@ async fn wait_handled(record: &Record, count: u64, within: Duration) -> Instant 
 
 /// Triggers per second with `systems` systems.
 async fn triggers(config: &ProxyConfig, systems: usize) -> f64 {
-    let config = config.clone().with_namespace(format!("bench-triggers-{systems}"));
+    let config = config
+        .clone()
+        .with_namespace(format!("bench-triggers-{systems}"));
     let record = Arc::new(Record::default());
     let mut members = Vec::new();
     for i in 0..systems {
@@ -172,7 +175,12 @@ fn cpu_ticks(pid: &str) -> u64 {
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
@@ -192,7 +200,9 @@ fn main() {
 }
 
 async fn run() {
-    let redis = start_redis(&ProxyConfig::default()).await.expect("redis-server");
+    let redis = start_redis(&ProxyConfig::default())
+        .await
+        .expect("redis-server");
     let config = redis.config(&ProxyConfig::default().with_snapshot_interval(None));
     let redis_pid = redis.pid().map(|p| p.to_string()).unwrap_or_default();
 

@@ -13,28 +13,7 @@
 //! it), a reminder lives in Redis: passivation, crashes of every system and Redis restarts
 //! with persistence keep it.
 //!
-//! # Guarantees (each with its test, `tests/reminders/`)
-//! - **Exactly one delivery per tick across systems, absent crashes.** A due reminder is
-//!   claimed by one system in a script (its due-set score becomes the claim's end), so two
-//!   pollers never deliver the same tick; test
-//!   `reminders_fire_exactly_once_across_three_systems`.
-//! - **Delivered to a passivated URN.** The tick is an ask through the request path: a
-//!   passivated activation is activated again; test
-//!   `a_reminder_registered_by_an_actor_wakes_it_after_passivation`.
-//! - **Missed ticks coalesced.** A periodic reminder whose ticks came due while no system
-//!   ran is delivered once, with [`ReminderTick::missed`] saying how many earlier ticks it
-//!   stands for; the next tick is the first one after now, on the period's grid; test
-//!   `a_periodic_reminder_missed_while_all_systems_were_down_fires_once`.
-//! - **At least once across a firer's crash.** A tick is acknowledged only after its ask
-//!   was handled (answered, or failed in the handler: `Handler`, `Panicked`, `NoResponse`);
-//!   a system killed between its claim and its acknowledgement leaves the claim to lapse
-//!   after [`ReminderPollerOptions::claim_lease`], then another system delivers the tick
-//!   again; test `a_firer_killed_mid_delivery_is_taken_over_after_its_claim`. A handler
-//!   that must act once per tick keeps the last [`ReminderTick::due_ms`] it handled in its
-//!   `StateStore`.
-//! - **Failed deliveries are retried.** An ask that fails otherwise (`Unavailable`,
-//!   `Timeout`, `UnknownUrn`, `MailboxFull`, ...) gives the claim back, to be tried again
-//!   after [`ReminderPollerOptions::retry_after`].
+//! The guarantees, each with its test, are on [`Reminders`].
 //!
 //! # Layout
 //! See `keys.rs`: [`REMINDER_SHARDS`] shards per namespace, each a sorted set of reminders

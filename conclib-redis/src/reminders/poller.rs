@@ -221,7 +221,8 @@ impl Poller {
         let mut last_counts = Instant::now() - Duration::from_secs(1);
         loop {
             let full = self.poll_once().await;
-            if conclib_core::metrics::is_enabled() && last_counts.elapsed() >= Duration::from_secs(1)
+            if conclib_core::metrics::is_enabled()
+                && last_counts.elapsed() >= Duration::from_secs(1)
             {
                 last_counts = Instant::now();
                 self.report_counts().await;
@@ -351,7 +352,11 @@ impl Poller {
                 scripts().release.eval(
                     cmd,
                     vec![keys.due(), keys.record(&c.urn, c.tick.name())],
-                    vec![owned(c.member.clone()), owned(c.token.clone()), owned(delay.clone())],
+                    vec![
+                        owned(c.member.clone()),
+                        owned(c.token.clone()),
+                        owned(delay.clone()),
+                    ],
                 )
             })
             .await;
@@ -362,7 +367,11 @@ impl Poller {
             .with_retries(|cmd| {
                 scripts().ack.eval(
                     cmd,
-                    vec![keys.due(), keys.record(&c.urn, c.tick.name()), keys.index(&c.urn)],
+                    vec![
+                        keys.due(),
+                        keys.record(&c.urn, c.tick.name()),
+                        keys.index(&c.urn),
+                    ],
                     vec![
                         owned(c.member.clone()),
                         owned(c.token.clone()),
@@ -403,7 +412,9 @@ impl Poller {
             tokio::time::sleep(pause).await;
             pause *= 2;
         }
-        tracing::warn!("reminders: Redis did not answer an acknowledgement; the tick will be delivered again after its claim");
+        tracing::warn!(
+            "reminders: Redis did not answer an acknowledgement; the tick will be delivered again after its claim"
+        );
         None
     }
 

@@ -150,7 +150,13 @@ impl Script {
             a.extend(args.iter().cloned());
             a
         };
-        match conn::call(cmd, keyed_at("EVALSHA", 2, false), call(owned(self.sha.clone()))).await {
+        match conn::call(
+            cmd,
+            keyed_at("EVALSHA", 2, false),
+            call(owned(self.sha.clone())),
+        )
+        .await
+        {
             Err(e) if conn::error_code_is(&e, "NOSCRIPT") => {
                 conn::call(cmd, keyed_at("EVAL", 2, false), call(owned(self.text))).await
             }

@@ -10,7 +10,6 @@ use crate::firing::client;
 use crate::peer::{Member, Note, lines};
 
 #[path = "../common/servers.rs"]
-#[allow(dead_code)]
 mod servers;
 
 /// Redis's clock, ms since the Unix epoch.
@@ -67,15 +66,27 @@ pub(crate) async fn a_periodic_reminder_missed_while_all_systems_were_down_fires
         lines(&notes, "tick").get(1).cloned()
     })
     .await;
-    assert_eq!(coalesced[4], next_due.to_string(), "it stands for the first missed tick");
+    assert_eq!(
+        coalesced[4],
+        next_due.to_string(),
+        "it stands for the first missed tick"
+    );
     assert_eq!(coalesced[3], "10", "missed = 10: {coalesced:?}");
     let on_time = eventually(Duration::from_secs(10), "the next tick", || async {
         lines(&notes, "tick").get(2).cloned()
     })
     .await;
     assert_eq!(on_time[3], "0");
-    assert_eq!(on_time[4], (next_due + 11 * period).to_string(), "on the grid");
-    assert_eq!(lines(&notes, "tick").len(), 3, "one delivery for the downtime, not 11");
+    assert_eq!(
+        on_time[4],
+        (next_due + 11 * period).to_string(),
+        "on the grid"
+    );
+    assert_eq!(
+        lines(&notes, "tick").len(),
+        3,
+        "one delivery for the downtime, not 11"
+    );
     client.shutdown().await;
     peer.stop().await;
 }
@@ -129,9 +140,11 @@ pub(crate) async fn a_firer_killed_mid_delivery_is_taken_over_after_its_claim() 
     let ticks = lines(&notes, "tick");
     assert!(ticks.iter().all(|t| t[2] == "9"));
     eprintln!("handled {} times (1 duplicate expected)", ticks.len());
-    eventually(Duration::from_secs(5), "acknowledged by the standby", || async {
-        reminders.list("rem:slow").await.unwrap().is_empty()
-    })
+    eventually(
+        Duration::from_secs(5),
+        "acknowledged by the standby",
+        || async { reminders.list("rem:slow").await.unwrap().is_empty() },
+    )
     .await;
     client.shutdown().await;
     standby_peer.stop().await;
@@ -177,7 +190,10 @@ pub(crate) async fn reminders_survive_a_redis_restart_with_aof() {
 
 /// The Python client registers, cancels and lists with the same scripts, byte for byte.
 pub(crate) async fn the_python_client_sends_the_same_scripts() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/src/conclib/reminders.py");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../python/src/conclib/reminders.py"
+    );
     let python = std::fs::read_to_string(path).unwrap();
     for (name, text) in conclib_redis::__reminder_scripts() {
         assert!(

@@ -39,7 +39,10 @@ pub(crate) async fn reminders_register_cancel_list_and_reject_what_is_invalid() 
     let listed = reminders.list("rem:1").await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!((listed[0].name.as_str(), listed[0].period_ms), ("a", 0));
-    assert_eq!((listed[1].name.as_str(), listed[1].period_ms), ("b", 60_000));
+    assert_eq!(
+        (listed[1].name.as_str(), listed[1].period_ms),
+        ("b", 60_000)
+    );
     assert_eq!(listed[1].due_ms, due);
     assert_eq!(listed[1].codec, "bincode");
     assert!(!listed[1].claimed);
@@ -82,7 +85,10 @@ pub(crate) async fn reminders_register_cancel_list_and_reject_what_is_invalid() 
             Reminder::after("big", Duration::ZERO).payload(&vec![0u8; config.max_payload + 1]),
         )
         .await;
-    assert!(matches!(too_big, Err(ReminderError::Codec(_))), "{too_big:?}");
+    assert!(
+        matches!(too_big, Err(ReminderError::Codec(_))),
+        "{too_big:?}"
+    );
     client.shutdown().await;
 }
 
@@ -131,10 +137,8 @@ async fn burst(test: &str, kill_after: Option<usize>) -> BTreeMap<u64, usize> {
                 reminders
                     .register(
                         &format!("rem:{u}"),
-                        Reminder::after(format!("n{n}"), delay).payload(&Note {
-                            number,
-                            hold_ms: 0,
-                        }),
+                        Reminder::after(format!("n{n}"), delay)
+                            .payload(&Note { number, hold_ms: 0 }),
                     )
                     .await
                     .unwrap();
@@ -161,9 +165,11 @@ async fn burst(test: &str, kill_after: Option<usize>) -> BTreeMap<u64, usize> {
             .collect::<std::collections::HashSet<_>>()
             .len()
     };
-    eventually(Duration::from_secs(45), "every reminder handled", || async {
-        distinct() >= total
-    })
+    eventually(
+        Duration::from_secs(45),
+        "every reminder handled",
+        || async { distinct() >= total },
+    )
     .await;
     eprintln!("all handled after {:?}", started.elapsed());
     // Anything fired twice would show up by now: the pollers poll every 50 ms.
@@ -176,10 +182,18 @@ async fn burst(test: &str, kill_after: Option<usize>) -> BTreeMap<u64, usize> {
     }
     assert_eq!(seen.len(), total, "every tick handled");
     eprintln!("handled by system: {by_system:?}");
-    eventually(Duration::from_secs(10), "every tick acknowledged", || async {
-        reminders.list("rem:0").await.unwrap().is_empty()
-            && reminders.list(&format!("rem:{}", urns - 1)).await.unwrap().is_empty()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "every tick acknowledged",
+        || async {
+            reminders.list("rem:0").await.unwrap().is_empty()
+                && reminders
+                    .list(&format!("rem:{}", urns - 1))
+                    .await
+                    .unwrap()
+                    .is_empty()
+        },
+    )
     .await;
     client.shutdown().await;
     for p in peers {
@@ -225,7 +239,11 @@ pub(crate) async fn a_reminder_registered_by_an_actor_wakes_it_after_passivation
     })
     .await;
     assert_eq!(&tick[..3], ["rem:7", "wake", "1"]);
-    assert_eq!(lines(&notes, "activated").len(), 2, "activated again by the reminder");
+    assert_eq!(
+        lines(&notes, "activated").len(),
+        2,
+        "activated again by the reminder"
+    );
 
     // Again, and the holder is killed before it is due.
     client
@@ -242,9 +260,11 @@ pub(crate) async fn a_reminder_registered_by_an_actor_wakes_it_after_passivation
     let holder = lines(&notes, "registered")[1][2].clone();
     let (killed, survivor) = if holder == "s1" { (pa, pb) } else { (pb, pa) };
     killed.kill().await;
-    let tick = eventually(Duration::from_secs(20), "the reminder fires on the survivor", || async {
-        lines(&notes, "tick").get(1).cloned()
-    })
+    let tick = eventually(
+        Duration::from_secs(20),
+        "the reminder fires on the survivor",
+        || async { lines(&notes, "tick").get(1).cloned() },
+    )
     .await;
     assert_eq!(&tick[..3], ["rem:7", "wake", "2"]);
     assert_ne!(tick[5], holder, "handled by the other system");

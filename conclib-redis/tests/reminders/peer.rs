@@ -59,7 +59,10 @@ impl Reminded {
     async fn tick(&mut self, tick: ReminderTick) -> Result<(), String> {
         let n: Note = tick.payload().map_err(|e| e.to_string())?;
         if n.hold_ms > 0 {
-            note(&self.notes, &format!("start {} {} {}", self.urn, n.number, self.system));
+            note(
+                &self.notes,
+                &format!("start {} {} {}", self.urn, n.number, self.system),
+            );
             tokio::time::sleep(Duration::from_millis(n.hold_ms)).await;
         }
         note(
@@ -88,19 +91,36 @@ impl Reminded {
             .register(&self.urn, reminder)
             .await
             .map_err(|e| e.to_string())?;
-        note(&self.notes, &format!("registered {} {} {}", self.urn, r.number, self.system));
+        note(
+            &self.notes,
+            &format!("registered {} {} {}", self.urn, r.number, self.system),
+        );
         Ok(())
     }
 
     #[on_stop]
     fn stopped(&mut self, _reason: &StopReason) {
-        note(&self.notes, &format!("stopped {} {}", self.urn, self.system));
+        note(
+            &self.notes,
+            &format!("stopped {} {}", self.urn, self.system),
+        );
     }
 }
 
 /// `reminded URL NS SYSTEM LEASE_MS IDLE_MS NOTES ACTIVATE(0|1) POLL(0|1) CLAIM_MS`.
 pub(crate) async fn reminded(args: &[String]) -> i32 {
-    let [url, ns, system_id, lease_ms, idle_ms, notes, activate, poll, claim_ms] = args else {
+    let [
+        url,
+        ns,
+        system_id,
+        lease_ms,
+        idle_ms,
+        notes,
+        activate,
+        poll,
+        claim_ms,
+    ] = args
+    else {
         return 2;
     };
     let notes: Notes = Arc::new(Mutex::new(

@@ -29,7 +29,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use conclib::redis::{
-    MsgPack, ProxyClient, ProxyConfig, ReminderPoller, ReminderPollerOptions, start_proxy, start_redis,
+    MsgPack, ProxyClient, ProxyConfig, ReminderPoller, ReminderPollerOptions, start_proxy,
+    start_redis,
 };
 use conclib::{ActorSystem, PanicPolicy};
 use tokio::io::AsyncReadExt;
@@ -276,9 +277,12 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Reminders (`test_reminders.py`): `py:remind:{id}` keeps the ticks delivered by this
     // server's poller.
     proxy
-        .activate("py:remind:{id}", |_a: conclib::redis::Activation| async move {
-            Ok::<_, String>(reminded::Reminded::default())
-        })
+        .activate(
+            "py:remind:{id}",
+            |_a: conclib::redis::Activation| async move {
+                Ok::<_, String>(reminded::Reminded::default())
+            },
+        )
         .await?;
     let reminder_client = ProxyClient::connect(&config).await?;
     let poller = ReminderPoller::start(
