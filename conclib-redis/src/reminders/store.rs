@@ -196,7 +196,9 @@ pub struct ReminderInfo {
 ///   (`reminders_survive_a_redis_restart_with_aof`).
 /// - **Scale.** Due reminders are found in [`REMINDER_SHARDS`](crate::REMINDER_SHARDS)
 ///   sorted sets by due time (a URN's shard by a hash of it, each shard under its own hash
-///   tag for Cluster: not tested on a Cluster yet), so reminders not due cost nothing but
+///   tag, so a shard's scripts run on one Cluster node: on a Cluster of 3 primaries the
+///   shards spread over all three and 64 reminders of 32 URNs fire once each,
+///   `reminders_fire_once_on_a_redis_cluster`), so reminders not due cost nothing but
 ///   their memory; registration and cancellation are one round trip. The figures are the
 ///   `reminders` example's (BENCHMARKS.md).
 /// - **Other languages.** The Python client registers, cancels and lists with the same

@@ -10,7 +10,7 @@ use crate::firing::client;
 use crate::peer::{Member, Note, lines};
 
 #[path = "../common/servers.rs"]
-mod servers;
+pub(crate) mod servers;
 
 /// Redis's clock, ms since the Unix epoch.
 async fn redis_now(redis: &Client) -> u64 {

@@ -3,6 +3,7 @@
 //! in a peer role (`peer.rs`); every wait is bounded and every child is killed and reaped by
 //! PID.
 
+mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod durability;
@@ -12,6 +13,7 @@ mod peer;
 #[allow(dead_code)]
 mod peers;
 
+use cluster::*;
 use durability::*;
 use firing::*;
 
@@ -28,5 +30,6 @@ fn main() {
         a_firer_killed_mid_delivery_is_taken_over_after_its_claim,
         reminders_survive_a_redis_restart_with_aof,
         the_python_client_sends_the_same_scripts,
+        reminders_fire_once_on_a_redis_cluster,
     ]);
 }
