@@ -12,7 +12,8 @@
 //!   process over 10 s with `idle_registered` reminders registered (env
 //!   `REMINDERS_IDLE_COUNT`, default 1,000,000), none due, 3 systems polling every 100 ms.
 //!
-//! `cargo run --release -p conclib-redis --example reminders` prints one `RESULT` line.
+//! `cargo run --release -p conclib-redis --example reminders` prints one `RESULT` line
+//! (env `REMINDERS_IN_FLIGHT`: each poller's `max_in_flight`, default 256).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
