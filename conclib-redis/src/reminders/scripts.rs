@@ -62,18 +62,19 @@ local until_ms = string.format('%.0f', now + tonumber(ARGV[2]))
 for _, m in ipairs(members) do
   local rk = ARGV[4] .. m
   local r = redis.call('HMGET', rk, 'urn', 'name', 'due', 'period', 'payload', 'codec', 'claims')
-  if not r[1] then
+  local due = tonumber(r[3] or '')
+  if not r[1] or not r[2] or not due then
+    -- Gone, or not a reminder this script wrote: never delivered, never in the way.
     redis.call('ZREM', KEYS[1], m)
   else
-    local due = tonumber(r[3])
-    local period = tonumber(r[4])
+    local period = tonumber(r[4] or '') or 0
     local missed = 0
     if period > 0 and now >= due + period then missed = math.floor((now - due) / period) end
-    local claims = tonumber(r[7] or '0') + 1
+    local claims = (tonumber(r[7] or '') or 0) + 1
     local token = ARGV[3] .. ':' .. claims
     redis.call('HSET', rk, 'claim', token, 'claims', claims)
     redis.call('ZADD', KEYS[1], until_ms, m)
-    table.insert(out, {m, r[1], r[2], r[3], r[4], missed, r[5], r[6], token})
+    table.insert(out, {m, r[1], r[2], r[3], tostring(period), missed, r[5] or '', r[6] or '', token})
   end
 end
 return out
@@ -87,9 +88,10 @@ return out
 pub(crate) const ACK: &str = r"
 local r = redis.call('HMGET', KEYS[2], 'claim', 'due', 'period')
 if r[1] ~= ARGV[2] then return 0 end
-local period = tonumber(r[3])
-if period > 0 then
-  local next_due = tonumber(r[2]) + (tonumber(ARGV[4]) + 1) * period
+local period = tonumber(r[3] or '') or 0
+local due = tonumber(r[2] or '')
+if period > 0 and due then
+  local next_due = due + (tonumber(ARGV[4]) + 1) * period
   local d = string.format('%.0f', next_due)
   redis.call('HSET', KEYS[2], 'due', d, 'claim', '')
   redis.call('ZADD', KEYS[1], d, ARGV[1])

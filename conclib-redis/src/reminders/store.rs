@@ -201,6 +201,11 @@ pub struct ReminderInfo {
 ///   `reminders_fire_once_on_a_redis_cluster`), so reminders not due cost nothing but
 ///   their memory; registration and cancellation are one round trip. The figures are the
 ///   `reminders` example's (BENCHMARKS.md).
+/// - **Hostile records.** A member of a due set without a record, or whose record has no
+///   URN, name or numeric due time (written by something other than these scripts), is
+///   dropped from the due set, never delivered; a period that is not a number counts as
+///   none. The valid reminders of the shard fire
+///   (`garbled_records_do_not_stop_their_shard`).
 /// - **Other languages.** The Python client registers, cancels and lists with the same
 ///   scripts (`python/tests/test_reminders.py`, checked equal by
 ///   `the_python_client_sends_the_same_scripts`); its MessagePack payload is decoded by the

@@ -15,13 +15,13 @@ use conclib_redis::{
 use crate::common::eventually;
 use crate::durability::servers;
 
-type Handled = Arc<Mutex<Vec<String>>>;
+pub(crate) type Handled = Arc<Mutex<Vec<String>>>;
 
 /// Notes `urn name` for each tick.
 #[actor]
-struct Noted {
-    urn: String,
-    handled: Handled,
+pub(crate) struct Noted {
+    pub(crate) urn: String,
+    pub(crate) handled: Handled,
 }
 
 #[actor]

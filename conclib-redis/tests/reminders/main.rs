@@ -8,6 +8,7 @@ mod cluster;
 mod common;
 mod durability;
 mod firing;
+mod hostile;
 mod peer;
 #[path = "../scale_out/peers.rs"]
 #[allow(dead_code)]
@@ -16,6 +17,7 @@ mod peers;
 use cluster::*;
 use durability::*;
 use firing::*;
+use hostile::*;
 
 fn main() {
     if std::env::var_os(peers::ROLE).is_some() {
@@ -31,5 +33,6 @@ fn main() {
         reminders_survive_a_redis_restart_with_aof,
         the_python_client_sends_the_same_scripts,
         reminders_fire_once_on_a_redis_cluster,
+        garbled_records_do_not_stop_their_shard,
     ]);
 }
