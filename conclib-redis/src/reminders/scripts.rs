@@ -8,7 +8,9 @@ use crate::conn::{self, keyed_at, owned};
 
 /// Registers (or replaces) a reminder. KEYS: due set, record, URN index. ARGV: urn, name,
 /// `at` (ms since the epoch; used when `after` is empty), `after` (ms from Redis's now),
-/// period (ms, 0 for once), payload, codec, member. Returns the due time.
+/// period (ms, 0 for once), payload, codec, member, and optionally `each` (ms: missed ticks
+/// are delivered one by one, at least this far apart, instead of coalesced). Returns the
+/// due time.
 pub(crate) const REGISTER: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -18,6 +20,7 @@ local d = string.format('%.0f', due)
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'urn', ARGV[1], 'name', ARGV[2], 'due', d, 'period', ARGV[5],
   'payload', ARGV[6], 'codec', ARGV[7], 'claim', '', 'claims', '0')
+if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'each', ARGV[9]) end
 redis.call('ZADD', KEYS[1], d, ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[2])
 return due
@@ -61,7 +64,7 @@ local out = {now}
 local until_ms = string.format('%.0f', now + tonumber(ARGV[2]))
 for _, m in ipairs(members) do
   local rk = ARGV[4] .. m
-  local r = redis.call('HMGET', rk, 'urn', 'name', 'due', 'period', 'payload', 'codec', 'claims')
+  local r = redis.call('HMGET', rk, 'urn', 'name', 'due', 'period', 'payload', 'codec', 'claims', 'each')
   local due = tonumber(r[3] or '')
   if not r[1] or not r[2] or not due then
     -- Gone, or not a reminder this script wrote: never delivered, never in the way.
@@ -69,7 +72,9 @@ for _, m in ipairs(members) do
   else
     local period = tonumber(r[4] or '') or 0
     local missed = 0
-    if period > 0 and now >= due + period then missed = math.floor((now - due) / period) end
+    if period > 0 and now >= due + period and not r[8] then
+      missed = math.floor((now - due) / period)
+    end
     local claims = (tonumber(r[7] or '') or 0) + 1
     local token = ARGV[3] .. ':' .. claims
     redis.call('HSET', rk, 'claim', token, 'claims', claims)
@@ -82,19 +87,27 @@ return out
 
 /// Acknowledges a delivered tick, if the claim is still this one's (not lapsed and taken
 /// over, not re-registered): a periodic reminder moves to its next tick after the ones
-/// coalesced, a one-shot one is removed. KEYS: due set, record, URN index. ARGV: member,
+/// coalesced (or, delivering each, to the next tick, due no sooner than `each` ms from now),
+/// a one-shot one is removed. KEYS: due set, record, URN index. ARGV: member,
 /// token, name, missed. Returns the next due time, -1 (removed) or 0 (the claim was not
 /// this one's any more).
 pub(crate) const ACK: &str = r"
-local r = redis.call('HMGET', KEYS[2], 'claim', 'due', 'period')
+local r = redis.call('HMGET', KEYS[2], 'claim', 'due', 'period', 'each')
 if r[1] ~= ARGV[2] then return 0 end
 local period = tonumber(r[3] or '') or 0
 local due = tonumber(r[2] or '')
 if period > 0 and due then
   local next_due = due + (tonumber(ARGV[4]) + 1) * period
-  local d = string.format('%.0f', next_due)
-  redis.call('HSET', KEYS[2], 'due', d, 'claim', '')
-  redis.call('ZADD', KEYS[1], d, ARGV[1])
+  local score = next_due
+  local each = tonumber(r[4] or '')
+  if each then
+    -- Missed ticks one by one: the next no sooner than `each` ms from now.
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if score < now + each then score = now + each end
+  end
+  redis.call('HSET', KEYS[2], 'due', string.format('%.0f', next_due), 'claim', '')
+  redis.call('ZADD', KEYS[1], string.format('%.0f', score), ARGV[1])
   return next_due
 end
 redis.call('DEL', KEYS[2])

@@ -58,6 +58,8 @@ pub struct Reminder {
     first: FirstDue,
     period: Option<Duration>,
     payload: Result<Option<(Vec<u8>, &'static str)>, String>,
+    /// Deliver missed ticks one by one, this far apart at least (else coalesce them).
+    each: Option<Duration>,
 }
 
 impl fmt::Debug for Reminder {
@@ -80,6 +82,7 @@ impl Reminder {
             first: FirstDue::After(delay),
             period: None,
             payload: Ok(None),
+            each: None,
         }
     }
 
@@ -91,6 +94,7 @@ impl Reminder {
             first: FirstDue::At(at),
             period: None,
             payload: Ok(None),
+            each: None,
         }
     }
 
@@ -100,6 +104,16 @@ impl Reminder {
     #[must_use]
     pub fn every(mut self, period: Duration) -> Self {
         self.period = Some(period);
+        self
+    }
+
+    /// Delivers the ticks of a periodic reminder missed while no system ran one by one (each
+    /// with [`missed`](crate::ReminderTick::missed) 0 and its own
+    /// [`due_ms`](crate::ReminderTick::due_ms)), at least `min_gap` apart (at least 1 ms),
+    /// instead of coalescing them into one delivery (the default).
+    #[must_use]
+    pub fn deliver_each(mut self, min_gap: Duration) -> Self {
+        self.each = Some(min_gap.max(Duration::from_millis(1)));
         self
     }
 
@@ -186,8 +200,9 @@ pub struct ReminderInfo {
 ///   [`missed`](crate::ReminderTick::missed) says how many earlier ticks it stands for; the
 ///   next tick is the first one after it on the period's grid. Every system stopped while 11
 ///   ticks came due: one delivery with `missed = 10`, then the next on time
-///   (`a_periodic_reminder_missed_while_all_systems_were_down_fires_once`). Delivering each
-///   missed tick instead is not offered.
+///   (`a_periodic_reminder_missed_while_all_systems_were_down_fires_once`). With
+///   [`Reminder::deliver_each`] the missed ticks come one by one instead, each with its own
+///   due time, at least the given gap apart (`missed_ticks_are_delivered_one_by_one_when_asked`).
 /// - **Failed deliveries are retried.** An ask that fails otherwise (`Unavailable`,
 ///   `Timeout`, `UnknownUrn`, `MailboxFull`, ...) gives the claim back, to be tried again
 ///   after [`retry_after`](crate::ReminderPollerOptions::retry_after) (1 s).
@@ -325,6 +340,12 @@ impl Reminders {
                     bytes(payload),
                     owned(codec),
                     owned(member(urn, &reminder.name)),
+                    owned(
+                        reminder
+                            .each
+                            .map(|g| g.as_millis().to_string())
+                            .unwrap_or_default(),
+                    ),
                 ],
             )
             .await

@@ -3,6 +3,7 @@
 //! in a peer role (`peer.rs`); every wait is bounded and every child is killed and reaped by
 //! PID.
 
+mod catch_up;
 mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
@@ -14,6 +15,7 @@ mod peer;
 #[allow(dead_code)]
 mod peers;
 
+use catch_up::*;
 use cluster::*;
 use durability::*;
 use firing::*;
@@ -34,5 +36,6 @@ fn main() {
         the_python_client_sends_the_same_scripts,
         reminders_fire_once_on_a_redis_cluster,
         garbled_records_do_not_stop_their_shard,
+        missed_ticks_are_delivered_one_by_one_when_asked,
     ]);
 }

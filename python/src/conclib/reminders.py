@@ -40,6 +40,7 @@ local d = string.format('%.0f', due)
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'urn', ARGV[1], 'name', ARGV[2], 'due', d, 'period', ARGV[5],
   'payload', ARGV[6], 'codec', ARGV[7], 'claim', '', 'claims', '0')
+if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'each', ARGV[9]) end
 redis.call('ZADD', KEYS[1], d, ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[2])
 return due
