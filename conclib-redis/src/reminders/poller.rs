@@ -243,9 +243,12 @@ impl Poller {
     /// deliveries; true when some shard had more due.
     async fn poll_once(self: &Arc<Self>) -> bool {
         let free = self.in_flight.available_permits();
-        if free == 0 {
-            // Wait for one delivery to finish.
-            if let Ok(p) = self.in_flight.acquire().await {
+        let half = (self.options.max_in_flight / 2).max(1);
+        if free < half {
+            // Wait until half the slots are free: claiming a few at a time as each delivery
+            // ends would cost a script per shard for a handful of reminders.
+            let half = u32::try_from(half).unwrap_or(u32::MAX);
+            if let Ok(p) = self.in_flight.acquire_many(half).await {
                 drop(p);
             }
             return true;
