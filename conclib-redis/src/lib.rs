@@ -274,6 +274,11 @@
 //!   follow. The value is
 //!   [`ProxyHandle::persistence`], [`ProxyClient::persistence`], and the `persistence` of
 //!   the system's snapshot ([`PublishedSystem::persistence`]), which the live view shows.
+//! - **Durable reminders** ([`Reminders`], [`ReminderPoller`], `tests/reminders/`). A
+//!   reminder registered for a URN is kept in Redis and delivered as a [`ReminderTick`] ask
+//!   when due, activating the URN if need be: once per tick across systems absent crashes,
+//!   at least once across them, missed periodic ticks coalesced; the guarantees and their
+//!   tests are listed on [`Reminders`].
 //! - **Hostile input.** Malformed entries, unknown wire names, undecodable or oversized
 //!   payloads are answered with an error when a reply address can be read, logged, and the
 //!   proxy goes on. A stream whose ids a client pushed into the future is replaced by an
@@ -307,6 +312,12 @@
 //! | `conclib_activations_total` | counter | system, pattern (its prefix: `user:`), event | `activated`, `passivated`, `refused` (the constructor failed), `forwarded` (to the system holding the URN) |
 //! | `conclib_client_ask_seconds` | histogram | status | a `ProxyClient` ask's round trip, by reply status or error (`timeout`, `unavailable`, ...) |
 //! | `conclib_client_asks_in_flight` | gauge | | asks a process's `ProxyClient`s are waiting for |
+//! | `conclib_reminders_registrations_total` | counter | namespace | reminders registered through this process |
+//! | `conclib_reminders_fired_total` | counter | namespace | ticks delivered and acknowledged by this process's pollers |
+//! | `conclib_reminders_coalesced_ticks_total` | counter | namespace | missed ticks folded into those deliveries ([`ReminderTick::missed`]) |
+//! | `conclib_reminders_retried_total` | counter | namespace | deliveries that failed and were given back to be retried |
+//! | `conclib_reminders_lag_seconds` | histogram | namespace | from a tick's due time (the last one a delivery stands for) to its handling |
+//! | `conclib_reminders_registered`, `conclib_reminders_due` | gauge | namespace | reminders registered, and those due now, sampled by each poller every second |
 //!
 //! # Trust model
 //! Anyone who can write to a namespace's request streams can ask its actors anything they
@@ -339,6 +350,9 @@
 //! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease like URN keys; deleted when the member leaves |
 //! | `{ns}:placement:{prefix}` | hash | a pattern's directory, read to place its URNs: one field per member system, `"<activations> <live until, ms since the Unix epoch>"` | rewritten by each member at each activation and passivation and every third of a lease, live for a lease; a member's field deleted when it leaves, or ten leases after it lapsed; the key `PEXPIRE`d to ten leases |
 //! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data`, a day |
+//! | `{ns}:rem:{{ns}:{s}}:due` | sorted set | reminders of shard `{s}` (0 to 15, by FNV-1a of the URN; the outer braces of `{{ns}:{s}}` are literal, the shard's hash tag, so a shard's scripts touch one Cluster slot), member `urn \n name`, scored by when they are next due or, while claimed, when the claim lapses (ms since the Unix epoch, Redis's clock) | until cancelled, or acknowledged once (a one-shot reminder) |
+//! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims` | as its member |
+//! | `{ns}:rem:{{ns}:{s}}:u:{urn}` | set | the names of a URN's reminders (listing without a scan) | as its members |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 1 to 256 bytes; ours are 32 random hex digits, and the name is what keeps other clients from reading the list: make it unguessable) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
 //! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
@@ -533,6 +547,7 @@ mod metrics;
 mod persistence;
 mod protocol;
 mod proxy;
+mod reminders;
 mod snapshots;
 mod stats;
 mod unacked;
@@ -561,6 +576,11 @@ pub use protocol::{
 pub use proxy::{
     Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
     StateStore, StoreError, start_proxy,
+};
+pub use reminders::{
+    __scripts as __reminder_scripts, MAX_REMINDER_NAME_LEN, REMINDER_SHARDS, Reminder,
+    ReminderError, ReminderInfo, ReminderPoller, ReminderPollerOptions, ReminderPollerStats,
+    ReminderTick, Reminders,
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
 pub use stats::ProxyStats;

@@ -345,6 +345,11 @@ impl ProxyClient {
         })
     }
 
+    /// A usable command connection (the reminders' scripts run on the client's pool).
+    pub(crate) fn command_connection(&self) -> Result<&Client, ProxyError> {
+        self.shared.connection()
+    }
+
     /// The configuration the client was connected with.
     #[must_use]
     pub fn config(&self) -> &ProxyConfig {

@@ -171,6 +171,30 @@ class Client:
         """Which system serves this URN now, if any."""
         return self._run(self._client.resolve(urn), self._client.command_timeout)
 
+    def register_reminder(
+        self,
+        urn: str,
+        name: str,
+        *,
+        after: float | None = None,
+        at: float | None = None,
+        every: float | None = None,
+        payload: Any = _NOTHING,
+    ) -> int:
+        """As :meth:`AsyncClient.register_reminder <conclib.client.AsyncClient.register_reminder>`, blocking."""
+        return self._run(
+            self._client.register_reminder(urn, name, after=after, at=at, every=every, payload=payload),
+            self._client.command_timeout,
+        )
+
+    def cancel_reminder(self, urn: str, name: str) -> bool:
+        """As :meth:`AsyncClient.cancel_reminder <conclib.client.AsyncClient.cancel_reminder>`, blocking."""
+        return self._run(self._client.cancel_reminder(urn, name), self._client.command_timeout)
+
+    def list_reminders(self, urn: str) -> list[Any]:
+        """As :meth:`AsyncClient.list_reminders <conclib.client.AsyncClient.list_reminders>`, blocking."""
+        return self._run(self._client.list_reminders(urn), self._client.command_timeout)
+
     def close(self) -> None:
         """Closes the client and stops its thread."""
         with self._lock:

@@ -527,6 +527,37 @@ class AsyncClient:
             raise Timeout(self.command_timeout, f"looking up {urn}") from None
         return route.system
 
+    # -- reminders (conclib.reminders) -------------------------------------------------------
+
+    async def register_reminder(
+        self,
+        urn: str,
+        name: str,
+        *,
+        after: float | None = None,
+        at: float | None = None,
+        every: float | None = None,
+        payload: Any = _NOTHING,
+    ) -> int:
+        """Registers a durable reminder for ``urn``: see :func:`conclib.reminders.register`."""
+        from . import reminders
+
+        if payload is _NOTHING:
+            return await reminders.register(self, urn, name, after=after, at=at, every=every)
+        return await reminders.register(self, urn, name, after=after, at=at, every=every, payload=payload)
+
+    async def cancel_reminder(self, urn: str, name: str) -> bool:
+        """Cancels ``urn``'s reminder ``name``: see :func:`conclib.reminders.cancel`."""
+        from . import reminders
+
+        return await reminders.cancel(self, urn, name)
+
+    async def list_reminders(self, urn: str) -> list[Any]:
+        """``urn``'s reminders (:class:`conclib.reminders.ReminderInfo`), sorted by name."""
+        from . import reminders
+
+        return await reminders.list_reminders(self, urn)
+
 
 def encode_message(message: str | Message, payload: Any, max_payload: int) -> tuple[str, bytes]:
     """A message's wire name and encoded payload, as ``ask`` and ``tell`` send them (also

@@ -21,13 +21,17 @@
 //! `--export-schema` prints what each actor exposes as JSON ([`conclib::schema`]) and exits.
 
 mod mirror;
+mod reminded;
 mod shapes;
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use conclib::redis::{MsgPack, ProxyConfig, start_proxy, start_redis};
+use conclib::redis::{
+    MsgPack, ProxyClient, ProxyConfig, ReminderPoller, ReminderPollerOptions, start_proxy,
+    start_redis,
+};
 use conclib::{ActorSystem, PanicPolicy};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -54,7 +58,8 @@ options:
 
 URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
-py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), conf:counter,
+py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), py:remind:{id}
+(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), conf:counter,
 pytest:echo, py:shared, conf:shared.
 
 Prints READY on stdout once they answer, then runs until SIGINT or SIGTERM (whatever its
@@ -269,6 +274,21 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Ok::<_, String>(shapes::Counter::default())
         })
         .await?;
+    // Reminders (`test_reminders.py`): `py:remind:{id}` keeps the ticks delivered by this
+    // server's poller.
+    proxy
+        .activate(
+            "py:remind:{id}",
+            |_a: conclib::redis::Activation| async move {
+                Ok::<_, String>(reminded::Reminded::default())
+            },
+        )
+        .await?;
+    let reminder_client = ProxyClient::connect(&config).await?;
+    let poller = ReminderPoller::start(
+        &reminder_client,
+        ReminderPollerOptions::default().with_poll_interval(Duration::from_millis(50)),
+    )?;
     eprintln!(
         "conclib-pyserver: serving py:counter, py:shapes, ... on {} namespace {namespace}; \
          SIGINT (Ctrl-C) or SIGTERM stops it",
@@ -280,6 +300,8 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         out.flush()?;
     }
     stop_requested(args.exit_with_stdin).await;
+    poller.shutdown().await;
+    reminder_client.shutdown().await;
     proxy.shutdown().await?;
     system.shutdown(Duration::from_secs(5)).await?;
     Ok(())

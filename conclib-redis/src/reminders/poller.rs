@@ -1,0 +1,440 @@
+//! [`ReminderPoller`]: claims a namespace's due reminders and delivers each as a
+//! [`ReminderTick`] ask to its URN; acknowledges the tick once the ask was handled.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use conclib_core::AskError;
+use fred::prelude::*;
+use tokio::sync::{Notify, Semaphore};
+
+use super::keys::{SHARDS, ShardKeys};
+use super::store::{ReminderError, int, scripts, text};
+use super::tick::ReminderTick;
+use crate::ProxyClient;
+use crate::conn::{as_bytes, owned};
+
+/// How a [`ReminderPoller`] claims and delivers.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReminderPollerOptions {
+    /// How often each shard is looked at when nothing was due (100 ms): the lag of a tick
+    /// is up to this plus its delivery.
+    pub poll_interval: Duration,
+    /// The most reminders claimed from one shard at a time (256).
+    pub batch: usize,
+    /// The most deliveries in flight (256).
+    pub max_in_flight: usize,
+    /// How long a claim lasts (30 s): a poller that dies mid-delivery is taken over by
+    /// another once it lapses. Longer than [`delivery_timeout`](Self::delivery_timeout).
+    pub claim_lease: Duration,
+    /// Each delivery's ask timeout (10 s).
+    pub delivery_timeout: Duration,
+    /// How long a tick whose delivery failed waits before it is tried again (1 s).
+    pub retry_after: Duration,
+}
+
+impl Default for ReminderPollerOptions {
+    fn default() -> Self {
+        ReminderPollerOptions {
+            poll_interval: Duration::from_millis(100),
+            batch: 256,
+            max_in_flight: 256,
+            claim_lease: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(10),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl ReminderPollerOptions {
+    /// With this claim lease and delivery timeout (the lease must be the longer).
+    #[must_use]
+    pub fn with_claim_lease(mut self, lease: Duration, delivery_timeout: Duration) -> Self {
+        self.claim_lease = lease;
+        self.delivery_timeout = delivery_timeout;
+        self
+    }
+
+    /// With this poll interval.
+    #[must_use]
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// With this retry delay.
+    #[must_use]
+    pub fn with_retry_after(mut self, delay: Duration) -> Self {
+        self.retry_after = delay;
+        self
+    }
+}
+
+/// What a poller did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReminderPollerStats {
+    /// Ticks claimed.
+    pub claimed: u64,
+    /// Ticks delivered and acknowledged.
+    pub fired: u64,
+    /// Missed ticks coalesced into those deliveries.
+    pub coalesced: u64,
+    /// Deliveries that failed and were given back.
+    pub retried: u64,
+    /// Deliveries handled whose claim had lapsed or was replaced (not acknowledged by this
+    /// poller; another may have delivered the tick too).
+    pub stale: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    claimed: AtomicU64,
+    fired: AtomicU64,
+    coalesced: AtomicU64,
+    retried: AtomicU64,
+    stale: AtomicU64,
+}
+
+struct Poller {
+    client: ProxyClient,
+    options: ReminderPollerOptions,
+    ns: String,
+    token: String,
+    in_flight: Arc<Semaphore>,
+    counters: Counters,
+    stop: Notify,
+}
+
+/// Claims the due reminders of its client's namespace and delivers them, until
+/// [`shutdown`](Self::shutdown) (or dropped). Run one in every system that should fire
+/// reminders (any number: each tick is claimed by one).
+///
+/// ```no_run
+/// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), Box<dyn std::error::Error>> {
+/// use conclib_redis::{ReminderPoller, ReminderPollerOptions};
+/// let poller = ReminderPoller::start(&client, ReminderPollerOptions::default())?;
+/// // ...
+/// poller.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct ReminderPoller {
+    poller: Arc<Poller>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl fmt::Debug for ReminderPoller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReminderPoller")
+            .field("namespace", &self.poller.ns)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One claimed tick.
+struct Claimed {
+    member: String,
+    urn: String,
+    tick: ReminderTick,
+    token: String,
+    /// Redis's clock at the claim, ms.
+    now_ms: u64,
+    claimed_at: Instant,
+}
+
+impl ReminderPoller {
+    /// Starts polling (a task on the current tokio runtime).
+    ///
+    /// # Errors
+    /// [`ReminderError::Invalid`] when the claim lease is not longer than the delivery
+    /// timeout, or a size is 0.
+    pub fn start(
+        client: &ProxyClient,
+        options: ReminderPollerOptions,
+    ) -> Result<ReminderPoller, ReminderError> {
+        if options.claim_lease <= options.delivery_timeout {
+            return Err(ReminderError::Invalid(
+                "the claim lease must be longer than the delivery timeout".into(),
+            ));
+        }
+        if options.batch == 0 || options.max_in_flight == 0 {
+            return Err(ReminderError::Invalid(
+                "batch and max_in_flight are at least 1".into(),
+            ));
+        }
+        let poller = Arc::new(Poller {
+            client: client.clone(),
+            ns: client.config().namespace.clone(),
+            token: crate::client::random_token(),
+            in_flight: Arc::new(Semaphore::new(options.max_in_flight)),
+            options,
+            counters: Counters::default(),
+            stop: Notify::new(),
+        });
+        let task = tokio::spawn(poller.clone().run());
+        Ok(ReminderPoller {
+            poller,
+            task: Some(task),
+        })
+    }
+
+    /// What it did so far.
+    #[must_use]
+    pub fn stats(&self) -> ReminderPollerStats {
+        let c = &self.poller.counters;
+        ReminderPollerStats {
+            claimed: c.claimed.load(Ordering::Relaxed),
+            fired: c.fired.load(Ordering::Relaxed),
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            stale: c.stale.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops claiming, then waits for the deliveries in flight (at most their timeout and
+    /// their acknowledgement).
+    pub async fn shutdown(mut self) {
+        self.poller.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let all = u32::try_from(self.poller.options.max_in_flight).unwrap_or(u32::MAX);
+        let wait = self.poller.options.delivery_timeout + Duration::from_secs(5);
+        let _ = tokio::time::timeout(wait, self.poller.in_flight.acquire_many(all)).await;
+    }
+}
+
+impl Drop for ReminderPoller {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Poller {
+    async fn run(self: Arc<Self>) {
+        let mut last_counts = Instant::now() - Duration::from_secs(1);
+        loop {
+            let full = self.poll_once().await;
+            if conclib_core::metrics::is_enabled()
+                && last_counts.elapsed() >= Duration::from_secs(1)
+            {
+                last_counts = Instant::now();
+                self.report_counts().await;
+            }
+            if full {
+                // More may be due: go again at once, letting the deliveries run.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.options.poll_interval) => {}
+                () = self.stop.notified() => return,
+            }
+        }
+    }
+
+    /// Claims from every shard what the free delivery slots allow, and starts the
+    /// deliveries; true when some shard had more due.
+    async fn poll_once(self: &Arc<Self>) -> bool {
+        let free = self.in_flight.available_permits();
+        let half = (self.options.max_in_flight / 2).max(1);
+        if free < half {
+            // Wait until half the slots are free: claiming a few at a time as each delivery
+            // ends would cost a script per shard for a handful of reminders.
+            let half = u32::try_from(half).unwrap_or(u32::MAX);
+            if let Ok(p) = self.in_flight.acquire_many(half).await {
+                drop(p);
+            }
+            return true;
+        }
+        let per_shard = (free / SHARDS as usize).clamp(1, self.options.batch);
+        let Ok(cmd) = self.client.command_connection() else {
+            return false;
+        };
+        let claims = (0..SHARDS).map(|s| self.claim(cmd, s, per_shard));
+        let mut full = false;
+        for claimed in futures_util::future::join_all(claims).await {
+            let Some(claimed) = claimed else { continue };
+            full |= claimed.len() >= per_shard;
+            for c in claimed {
+                let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+                    return false;
+                };
+                let me = self.clone();
+                tokio::spawn(async move {
+                    me.deliver(c).await;
+                    drop(permit);
+                });
+            }
+        }
+        full
+    }
+
+    async fn claim(&self, cmd: &Client, shard: u32, limit: usize) -> Option<Vec<Claimed>> {
+        let keys = ShardKeys::new(&self.ns, shard);
+        let lease = self.options.claim_lease.as_millis().to_string();
+        let answer = scripts()
+            .claim
+            .eval(
+                cmd,
+                vec![keys.due()],
+                vec![
+                    owned(limit.to_string()),
+                    owned(lease),
+                    owned(self.token.clone()),
+                    owned(keys.record_prefix()),
+                ],
+            )
+            .await;
+        let answer = match answer {
+            Ok(Value::Array(a)) => a,
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(shard, error = %e, "reminders: claim failed");
+                return None;
+            }
+        };
+        let claimed_at = Instant::now();
+        let now_ms = answer.first().and_then(int).unwrap_or(0);
+        let out: Vec<Claimed> = answer
+            .iter()
+            .skip(1)
+            .filter_map(|row| match row {
+                Value::Array(f) if f.len() == 9 => Some(Claimed {
+                    member: text(&f[0]),
+                    urn: text(&f[1]),
+                    tick: ReminderTick::new(
+                        text(&f[2]),
+                        int(&f[3]).unwrap_or(0),
+                        int(&f[4]).unwrap_or(0),
+                        int(&f[5]).unwrap_or(0),
+                        as_bytes(&f[6]).map(<[u8]>::to_vec).unwrap_or_default(),
+                        text(&f[7]),
+                    ),
+                    token: text(&f[8]),
+                    now_ms,
+                    claimed_at,
+                }),
+                _ => None,
+            })
+            .collect();
+        self.counters
+            .claimed
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        Some(out)
+    }
+
+    async fn deliver(&self, c: Claimed) {
+        let missed = c.tick.missed();
+        let last_due = c
+            .tick
+            .due_ms()
+            .saturating_add(missed.saturating_mul(c.tick.period_ms()));
+        let answer = self
+            .client
+            .ask(c.urn.as_str(), c.tick.clone())
+            .timeout(self.options.delivery_timeout)
+            .await;
+        let handled = matches!(
+            answer,
+            Ok(()) | Err(AskError::Handler(_) | AskError::Panicked(_) | AskError::NoResponse)
+        );
+        let keys = ShardKeys::of_urn(&self.ns, &c.urn);
+        if !handled {
+            tracing::debug!(urn = %c.urn, name = %c.tick.name(), error = ?answer.err(), "reminders: delivery failed; retried later");
+            self.counters.retried.fetch_add(1, Ordering::Relaxed);
+            super::metrics::retried(&self.ns);
+            let delay = self.options.retry_after.as_millis().to_string();
+            self.with_retries(|cmd| {
+                scripts().release.eval(
+                    cmd,
+                    vec![keys.due(), keys.record(&c.urn, c.tick.name())],
+                    vec![
+                        owned(c.member.clone()),
+                        owned(c.token.clone()),
+                        owned(delay.clone()),
+                    ],
+                )
+            })
+            .await;
+            return;
+        }
+        let lag = Duration::from_millis(c.now_ms.saturating_sub(last_due)) + c.claimed_at.elapsed();
+        let acked = self
+            .with_retries(|cmd| {
+                scripts().ack.eval(
+                    cmd,
+                    vec![
+                        keys.due(),
+                        keys.record(&c.urn, c.tick.name()),
+                        keys.index(&c.urn),
+                    ],
+                    vec![
+                        owned(c.member.clone()),
+                        owned(c.token.clone()),
+                        owned(c.tick.name()),
+                        owned(missed.to_string()),
+                    ],
+                )
+            })
+            .await;
+        match acked {
+            Some(Value::Integer(0)) => {
+                self.counters.stale.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => {
+                self.counters.fired.fetch_add(1, Ordering::Relaxed);
+                self.counters.coalesced.fetch_add(missed, Ordering::Relaxed);
+                super::metrics::fired(&self.ns, missed, lag);
+            }
+            // Not acknowledged: the claim lapses and another delivery follows (at least once).
+            None => {}
+        }
+    }
+
+    /// Runs a script call up to 5 times over about a second (Redis restarting); `None` when
+    /// it never answered.
+    async fn with_retries<'a, F, Fut>(&'a self, call: F) -> Option<Value>
+    where
+        F: Fn(&'a Client) -> Fut,
+        Fut: std::future::Future<Output = Result<Value, fred::error::Error>>,
+    {
+        let mut pause = Duration::from_millis(50);
+        for _ in 0..5 {
+            if let Ok(cmd) = self.client.command_connection()
+                && let Ok(v) = call(cmd).await
+            {
+                return Some(v);
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+        tracing::warn!(
+            "reminders: Redis did not answer an acknowledgement; the tick will be delivered again after its claim"
+        );
+        None
+    }
+
+    async fn report_counts(&self) {
+        let Ok(cmd) = self.client.command_connection() else {
+            return;
+        };
+        let (mut registered, mut due) = (0, 0);
+        for s in 0..SHARDS {
+            let keys = ShardKeys::new(&self.ns, s);
+            if let Ok(Value::Array(v)) = scripts().counts.eval(cmd, vec![keys.due()], vec![]).await
+                && v.len() == 2
+            {
+                registered += int(&v[0]).unwrap_or(0);
+                due += int(&v[1]).unwrap_or(0);
+            }
+        }
+        super::metrics::counts(&self.ns, registered, due);
+    }
+}

@@ -1,0 +1,206 @@
+//! The reminders' Lua scripts: each touches one shard (its keys share a hash tag), runs on
+//! Redis's clock (`TIME`), and is one round trip. The Python client sends the same texts
+//! (`python/src/conclib/reminders.py`; `tests/reminders.rs` checks they are equal).
+
+use fred::prelude::*;
+
+use crate::conn::{self, keyed_at, owned};
+
+/// Registers (or replaces) a reminder. KEYS: due set, record, URN index. ARGV: urn, name,
+/// `at` (ms since the epoch; used when `after` is empty), `after` (ms from Redis's now),
+/// period (ms, 0 for once), payload, codec, member, and optionally `each` (ms: missed ticks
+/// are delivered one by one, at least this far apart, instead of coalesced). Returns the
+/// due time.
+pub(crate) const REGISTER: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due
+if ARGV[4] ~= '' then due = now + tonumber(ARGV[4]) else due = tonumber(ARGV[3]) end
+local d = string.format('%.0f', due)
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'urn', ARGV[1], 'name', ARGV[2], 'due', d, 'period', ARGV[5],
+  'payload', ARGV[6], 'codec', ARGV[7], 'claim', '', 'claims', '0')
+if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'each', ARGV[9]) end
+redis.call('ZADD', KEYS[1], d, ARGV[8])
+redis.call('SADD', KEYS[3], ARGV[2])
+return due
+";
+
+/// Cancels a reminder. KEYS: due set, record, URN index. ARGV: member, name. Returns 1 if
+/// it was registered.
+pub(crate) const CANCEL: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[2])
+return redis.call('DEL', KEYS[2])
+";
+
+/// A URN's reminders. KEYS: URN index. ARGV: record prefix, urn. Returns, per reminder,
+/// name, due, period, payload, codec, claimed (1 while a system is delivering it).
+pub(crate) const LIST: &str = r"
+local out = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local r = redis.call('HMGET', ARGV[1] .. ARGV[2] .. '\n' .. name,
+    'due', 'period', 'payload', 'codec', 'claim')
+  if r[1] then
+    local claimed = 0
+    if r[5] and r[5] ~= '' then claimed = 1 end
+    table.insert(out, {name, r[1], r[2], r[3], r[4], claimed})
+  end
+end
+return out
+";
+
+/// Claims up to ARGV[1] due reminders of a shard for ARGV[2] ms (their score becomes the
+/// claim's end, so a firer that dies is taken over once it lapses). KEYS: due set. ARGV:
+/// limit, lease (ms), claim token prefix, record prefix. Returns Redis's now, then per
+/// reminder: member, urn, name, due, period, missed, payload, codec, token. `missed`: the
+/// ticks of a periodic reminder that came due before now after `due`, coalesced into this
+/// delivery.
+pub(crate) const CLAIM: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {now}
+local until_ms = string.format('%.0f', now + tonumber(ARGV[2]))
+for _, m in ipairs(members) do
+  local rk = ARGV[4] .. m
+  local r = redis.call('HMGET', rk, 'urn', 'name', 'due', 'period', 'payload', 'codec', 'claims', 'each')
+  local due = tonumber(r[3] or '')
+  if not r[1] or not r[2] or not due then
+    -- Gone, or not a reminder this script wrote: never delivered, never in the way.
+    redis.call('ZREM', KEYS[1], m)
+  else
+    local period = tonumber(r[4] or '') or 0
+    local missed = 0
+    if period > 0 and now >= due + period and not r[8] then
+      missed = math.floor((now - due) / period)
+    end
+    local claims = (tonumber(r[7] or '') or 0) + 1
+    local token = ARGV[3] .. ':' .. claims
+    redis.call('HSET', rk, 'claim', token, 'claims', claims)
+    redis.call('ZADD', KEYS[1], until_ms, m)
+    table.insert(out, {m, r[1], r[2], r[3], tostring(period), missed, r[5] or '', r[6] or '', token})
+  end
+end
+return out
+";
+
+/// Acknowledges a delivered tick, if the claim is still this one's (not lapsed and taken
+/// over, not re-registered): a periodic reminder moves to its next tick after the ones
+/// coalesced (or, delivering each, to the next tick, due no sooner than `each` ms from now),
+/// a one-shot one is removed. KEYS: due set, record, URN index. ARGV: member,
+/// token, name, missed. Returns the next due time, -1 (removed) or 0 (the claim was not
+/// this one's any more).
+pub(crate) const ACK: &str = r"
+local r = redis.call('HMGET', KEYS[2], 'claim', 'due', 'period', 'each')
+if r[1] ~= ARGV[2] then return 0 end
+local period = tonumber(r[3] or '') or 0
+local due = tonumber(r[2] or '')
+if period > 0 and due then
+  local next_due = due + (tonumber(ARGV[4]) + 1) * period
+  local score = next_due
+  local each = tonumber(r[4] or '')
+  if each then
+    -- Missed ticks one by one: the next no sooner than `each` ms from now.
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if score < now + each then score = now + each end
+  end
+  redis.call('HSET', KEYS[2], 'due', string.format('%.0f', next_due), 'claim', '')
+  redis.call('ZADD', KEYS[1], string.format('%.0f', score), ARGV[1])
+  return next_due
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[3], ARGV[3])
+return -1
+";
+
+/// Gives a claim back to be tried again in ARGV[3] ms (its delivery failed), if it is
+/// still this one's. KEYS: due set, record. ARGV: member, token, delay (ms).
+pub(crate) const RELEASE: &str = r"
+local claim = redis.call('HGET', KEYS[2], 'claim')
+if claim ~= ARGV[2] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[2], 'claim', '')
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[3])), ARGV[1])
+return 1
+";
+
+/// A shard's counts: registered, due now. KEYS: due set.
+pub(crate) const COUNTS: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], '-inf', now)}
+";
+
+/// A script and its SHA.
+pub(crate) struct Script {
+    text: &'static str,
+    sha: String,
+}
+
+impl Script {
+    pub(crate) fn new(text: &'static str) -> Self {
+        Script {
+            text,
+            sha: crate::protocol::sha1_hex(text),
+        }
+    }
+
+    /// Runs the script by its SHA, sending its text when Redis does not have it (restarted,
+    /// or its cache flushed). Routed by its first key.
+    pub(crate) async fn eval(
+        &self,
+        cmd: &Client,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<Value, Error> {
+        let call = |first: Value| {
+            let mut a = Vec::with_capacity(keys.len() + args.len() + 2);
+            a.push(first);
+            a.push(Value::Integer(keys.len() as i64));
+            a.extend(keys.iter().map(|k| owned(k.clone())));
+            a.extend(args.iter().cloned());
+            a
+        };
+        match conn::call(
+            cmd,
+            keyed_at("EVALSHA", 2, false),
+            call(owned(self.sha.clone())),
+        )
+        .await
+        {
+            Err(e) if conn::error_code_is(&e, "NOSCRIPT") => {
+                conn::call(cmd, keyed_at("EVAL", 2, false), call(owned(self.text))).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// The scripts, SHA computed once.
+pub(crate) struct Scripts {
+    pub(crate) register: Script,
+    pub(crate) cancel: Script,
+    pub(crate) list: Script,
+    pub(crate) claim: Script,
+    pub(crate) ack: Script,
+    pub(crate) release: Script,
+    pub(crate) counts: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            register: Script::new(REGISTER),
+            cancel: Script::new(CANCEL),
+            list: Script::new(LIST),
+            claim: Script::new(CLAIM),
+            ack: Script::new(ACK),
+            release: Script::new(RELEASE),
+            counts: Script::new(COUNTS),
+        }
+    }
+}

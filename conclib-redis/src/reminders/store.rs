@@ -1,0 +1,416 @@
+//! [`Reminders`]: register, cancel and list a URN's reminders (one round trip each).
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use conclib_codec::{Bincode, Codec, encode_value};
+use fred::prelude::*;
+use serde::Serialize;
+
+use super::keys::{ShardKeys, check_name, member};
+use super::scripts::Scripts;
+use crate::ProxyClient;
+use crate::conn::{as_bytes, bytes, owned};
+
+/// The scripts, SHA computed once per process.
+pub(crate) fn scripts() -> &'static Scripts {
+    static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
+    SCRIPTS.get_or_init(Scripts::new)
+}
+
+/// Why a reminder call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReminderError {
+    /// The URN, the name, the time or the period is not valid (nothing was written).
+    #[error("invalid reminder: {0}")]
+    Invalid(String),
+    /// The payload could not be encoded, or is larger than the client's `max_payload`.
+    #[error("reminder payload: {0}")]
+    Codec(String),
+    /// Redis did not answer, or refused: the call may or may not have taken effect.
+    #[error("Redis: {0}")]
+    Unavailable(String),
+}
+
+/// When a reminder is first due.
+#[derive(Debug, Clone, Copy)]
+enum FirstDue {
+    /// This long after Redis's now (as Redis runs the registration).
+    After(Duration),
+    /// At this time (by Redis's clock).
+    At(SystemTime),
+}
+
+/// A reminder to register: its name, when it is first due, its period, its payload.
+///
+/// ```
+/// use std::time::Duration;
+/// use conclib_redis::Reminder;
+/// let renew = Reminder::after("renew", Duration::from_secs(3600))
+///     .every(Duration::from_secs(24 * 3600));
+/// assert_eq!(renew.name(), "renew");
+/// ```
+#[derive(Clone)]
+pub struct Reminder {
+    name: String,
+    first: FirstDue,
+    period: Option<Duration>,
+    payload: Result<Option<(Vec<u8>, &'static str)>, String>,
+    /// Deliver missed ticks one by one, this far apart at least (else coalesce them).
+    each: Option<Duration>,
+}
+
+impl fmt::Debug for Reminder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reminder")
+            .field("name", &self.name)
+            .field("first", &self.first)
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reminder {
+    /// Due `delay` after the registration (by Redis's clock, so clocks of the registering
+    /// hosts do not matter).
+    #[must_use]
+    pub fn after(name: impl Into<String>, delay: Duration) -> Self {
+        Reminder {
+            name: name.into(),
+            first: FirstDue::After(delay),
+            period: None,
+            payload: Ok(None),
+            each: None,
+        }
+    }
+
+    /// Due at `at` (compared with Redis's clock).
+    #[must_use]
+    pub fn at(name: impl Into<String>, at: SystemTime) -> Self {
+        Reminder {
+            name: name.into(),
+            first: FirstDue::At(at),
+            period: None,
+            payload: Ok(None),
+            each: None,
+        }
+    }
+
+    /// Due again every `period` after its first time (at least 1 ms). Ticks missed while
+    /// no system delivered them are coalesced into one delivery
+    /// ([`ReminderTick::missed`](crate::ReminderTick::missed)).
+    #[must_use]
+    pub fn every(mut self, period: Duration) -> Self {
+        self.period = Some(period);
+        self
+    }
+
+    /// Delivers the ticks of a periodic reminder missed while no system ran one by one (each
+    /// with [`missed`](crate::ReminderTick::missed) 0 and its own
+    /// [`due_ms`](crate::ReminderTick::due_ms)), at least `min_gap` apart (at least 1 ms),
+    /// instead of coalescing them into one delivery (the default).
+    #[must_use]
+    pub fn deliver_each(mut self, min_gap: Duration) -> Self {
+        self.each = Some(min_gap.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Carries `payload` (typically one of the actor's own messages), encoded with bincode;
+    /// the handler decodes it with [`ReminderTick::payload`](crate::ReminderTick::payload).
+    #[must_use]
+    pub fn payload<T: Serialize>(self, payload: &T) -> Self {
+        self.payload_with(&Bincode, payload)
+    }
+
+    /// Carries `payload` encoded with `codec` (its wire name goes with it).
+    #[must_use]
+    pub fn payload_with<T: Serialize>(mut self, codec: &dyn Codec, payload: &T) -> Self {
+        self.payload = encode_value(codec, payload)
+            .map(|b| Some((b, codec.name())))
+            .map_err(|e| e.to_string());
+        self
+    }
+
+    /// The reminder's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A registered reminder, as [`Reminders::list`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReminderInfo {
+    /// Its name.
+    pub name: String,
+    /// When its next tick is due (ms since the Unix epoch, Redis's clock).
+    pub due_ms: u64,
+    /// Its period in ms (0: once).
+    pub period_ms: u64,
+    /// Its payload's bytes (empty: none) and their codec.
+    pub payload: Vec<u8>,
+    /// The payload's codec (`bincode`, `msgpack`).
+    pub codec: String,
+    /// Whether a system is delivering it now.
+    pub claimed: bool,
+}
+
+/// Registers, cancels and lists reminders through a [`ProxyClient`]'s connections. Cheap to
+/// clone: give one to an activated actor (in its constructor) so that it registers its own.
+///
+/// A reminder wakes an actor by URN at a time, once or every period, whether it is
+/// activated, passivated, or its system is gone: it lives in Redis, not in the actor's task
+/// (the in-process timers of `Context` stay as they are: they die with the actor). Every
+/// system that runs a [`ReminderPoller`](crate::ReminderPoller) claims due reminders and
+/// delivers each as a [`ReminderTick`](crate::ReminderTick) ask to its URN through the
+/// ordinary request path: the URN is activated if it is passivated (by the pattern's
+/// placement), leases and fencing apply as to any ask.
+///
+/// # Guarantees
+/// Each has a test with real processes and a real redis-server
+/// (`conclib-redis/tests/reminders/`, `tests/reminder_metrics.rs`,
+/// `python/tests/test_reminders.py`):
+/// - **Exactly one delivery per tick across systems, absent crashes and timeouts.** A due
+///   reminder is claimed in one script by one poller (its score in the due set becomes the
+///   claim's end), and acknowledged only by that claim. 10,000 reminders on 100 URNs due
+///   within one second, three member processes polling and activating: each handled exactly
+///   once (`reminders_fire_exactly_once_across_three_systems`). A delivery that reaches its
+///   [`delivery_timeout`](crate::ReminderPollerOptions::delivery_timeout) is retried, and
+///   may then be handled twice if the first one was handled late: size the timeout to the
+///   handler.
+/// - **At least once across crashes.** A tick is acknowledged only once its ask was handled
+///   (answered, or failed in the handler: `Handler`, `Panicked`, `NoResponse`). A poller
+///   killed between its claim and its acknowledgement leaves the claim to lapse after
+///   [`claim_lease`](crate::ReminderPollerOptions::claim_lease), then another delivers the
+///   tick again (`a_firer_killed_mid_delivery_is_taken_over_after_its_claim`: taken over
+///   within the claim plus 3 s, the duplicate counted). The 10,000-reminder burst with one
+///   of the three systems SIGKILLed mid-way: every tick handled, the duplicates counted
+///   (`reminders_fire_at_least_once_with_a_system_killed_mid_way`). A handler that must
+///   act once per tick keeps the last [`due_ms`](crate::ReminderTick::due_ms) it handled in
+///   its `StateStore`.
+/// - **Passivated or re-homed actors are woken.** A reminder an actor registered from its
+///   own handler activates it again after it was passivated, and activates it on another
+///   system after its holder was SIGKILLed
+///   (`a_reminder_registered_by_an_actor_wakes_it_after_passivation_and_after_its_holder_is_killed`).
+/// - **No flood after downtime.** Ticks of a periodic reminder that came due while no
+///   system ran are coalesced into one delivery whose
+///   [`missed`](crate::ReminderTick::missed) says how many earlier ticks it stands for; the
+///   next tick is the first one after it on the period's grid. Every system stopped while 11
+///   ticks came due: one delivery with `missed = 10`, then the next on time
+///   (`a_periodic_reminder_missed_while_all_systems_were_down_fires_once`). With
+///   [`Reminder::deliver_each`] the missed ticks come one by one instead, each with its own
+///   due time, at least the given gap apart (`missed_ticks_are_delivered_one_by_one_when_asked`).
+/// - **Failed deliveries are retried.** An ask that fails otherwise (`Unavailable`,
+///   `Timeout`, `UnknownUrn`, `MailboxFull`, ...) gives the claim back, to be tried again
+///   after [`retry_after`](crate::ReminderPollerOptions::retry_after) (1 s).
+/// - **Redis restarts.** With AOF (`appendfsync always`), 1,000 registered reminders are all
+///   there, with their schedules, after Redis was SIGKILLed and started on its file
+///   (`reminders_survive_a_redis_restart_with_aof`).
+/// - **Scale.** Due reminders are found in [`REMINDER_SHARDS`](crate::REMINDER_SHARDS)
+///   sorted sets by due time (a URN's shard by a hash of it, each shard under its own hash
+///   tag, so a shard's scripts run on one Cluster node: on a Cluster of 3 primaries the
+///   shards spread over all three and 64 reminders of 32 URNs fire once each,
+///   `reminders_fire_once_on_a_redis_cluster`), so reminders not due cost nothing but
+///   their memory; registration and cancellation are one round trip. The figures are the
+///   `reminders` example's (BENCHMARKS.md).
+/// - **Hostile records.** A member of a due set without a record, or whose record has no
+///   URN, name or numeric due time (written by something other than these scripts), is
+///   dropped from the due set, never delivered; a period that is not a number counts as
+///   none. The valid reminders of the shard fire
+///   (`garbled_records_do_not_stop_their_shard`).
+/// - **Other languages.** The Python client registers, cancels and lists with the same
+///   scripts (`python/tests/test_reminders.py`, checked equal by
+///   `the_python_client_sends_the_same_scripts`); its MessagePack payload is decoded by the
+///   Rust actor ([`ReminderTick::payload`](crate::ReminderTick::payload)).
+///
+/// ```no_run
+/// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use conclib_redis::{Reminder, Reminders};
+/// let reminders = Reminders::new(&client);
+/// reminders.register("user:42", Reminder::after("renew", Duration::from_secs(60))).await?;
+/// assert_eq!(reminders.list("user:42").await?.len(), 1);
+/// assert!(reminders.cancel("user:42", "renew").await?);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Reminders {
+    client: ProxyClient,
+}
+
+impl fmt::Debug for Reminders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reminders")
+            .field("namespace", &self.client.config().namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl fmt::Display) -> ReminderError {
+    ReminderError::Unavailable(e.to_string())
+}
+
+pub(crate) fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        other => as_bytes(other)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|f| *f >= 0.0)
+            .map(|f| f as u64),
+    }
+}
+
+pub(crate) fn text(v: &Value) -> String {
+    as_bytes(v)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+impl Reminders {
+    /// Reminders through `client`'s connections and namespace.
+    #[must_use]
+    pub fn new(client: &ProxyClient) -> Self {
+        Reminders {
+            client: client.clone(),
+        }
+    }
+
+    fn connection(&self) -> Result<&Client, ReminderError> {
+        self.client.command_connection().map_err(unavailable)
+    }
+
+    /// Registers `reminder` for `urn`, replacing one of the same name (a new schedule; a
+    /// delivery of the old one in flight is not acknowledged). Returns when it is first
+    /// due (ms since the Unix epoch, Redis's clock). One round trip.
+    ///
+    /// # Errors
+    /// [`ReminderError::Invalid`] for a URN or name that is not valid, a period of 0;
+    /// [`ReminderError::Codec`] for a payload that could not be encoded or is too large;
+    /// [`ReminderError::Unavailable`] when Redis did not answer.
+    pub async fn register(&self, urn: &str, reminder: Reminder) -> Result<u64, ReminderError> {
+        conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
+        check_name(&reminder.name).map_err(ReminderError::Invalid)?;
+        let period = match reminder.period {
+            Some(p) if p.as_millis() == 0 => {
+                return Err(ReminderError::Invalid("a period is at least 1 ms".into()));
+            }
+            Some(p) => u64::try_from(p.as_millis()).unwrap_or(u64::MAX / 4),
+            None => 0,
+        };
+        let (payload, codec) = reminder
+            .payload
+            .map_err(ReminderError::Codec)?
+            .unwrap_or_default();
+        let max = self.client.config().max_payload;
+        if payload.len() > max {
+            return Err(ReminderError::Codec(format!(
+                "{} bytes, more than max_payload ({max})",
+                payload.len()
+            )));
+        }
+        let (at, after) = match reminder.first {
+            FirstDue::After(d) => (String::new(), d.as_millis().to_string()),
+            FirstDue::At(t) => {
+                let ms = t
+                    .duration_since(UNIX_EPOCH)
+                    .map_err(|_| ReminderError::Invalid("a time before the Unix epoch".into()))?;
+                (ms.as_millis().to_string(), String::new())
+            }
+        };
+        let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);
+        let answer = scripts()
+            .register
+            .eval(
+                self.connection()?,
+                vec![
+                    keys.due(),
+                    keys.record(urn, &reminder.name),
+                    keys.index(urn),
+                ],
+                vec![
+                    owned(urn),
+                    owned(reminder.name.clone()),
+                    owned(at),
+                    owned(after),
+                    owned(period.to_string()),
+                    bytes(payload),
+                    owned(codec),
+                    owned(member(urn, &reminder.name)),
+                    owned(
+                        reminder
+                            .each
+                            .map(|g| g.as_millis().to_string())
+                            .unwrap_or_default(),
+                    ),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        super::metrics::registered(&self.client.config().namespace);
+        int(&answer).ok_or_else(|| unavailable(format!("unexpected answer {answer:?}")))
+    }
+
+    /// Cancels `urn`'s reminder `name`; returns whether it was registered. A delivery in
+    /// flight is not acknowledged (it may still reach the actor once).
+    ///
+    /// # Errors
+    /// [`ReminderError::Invalid`], [`ReminderError::Unavailable`] as for
+    /// [`register`](Self::register).
+    pub async fn cancel(&self, urn: &str, name: &str) -> Result<bool, ReminderError> {
+        conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
+        check_name(name).map_err(ReminderError::Invalid)?;
+        let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);
+        let answer = scripts()
+            .cancel
+            .eval(
+                self.connection()?,
+                vec![keys.due(), keys.record(urn, name), keys.index(urn)],
+                vec![owned(member(urn, name)), owned(name)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(int(&answer) == Some(1))
+    }
+
+    /// `urn`'s reminders, sorted by name.
+    ///
+    /// # Errors
+    /// [`ReminderError::Invalid`], [`ReminderError::Unavailable`] as for
+    /// [`register`](Self::register).
+    pub async fn list(&self, urn: &str) -> Result<Vec<ReminderInfo>, ReminderError> {
+        conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
+        let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);
+        let answer = scripts()
+            .list
+            .eval(
+                self.connection()?,
+                vec![keys.index(urn)],
+                vec![owned(keys.record_prefix()), owned(urn)],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Value::Array(rows) = answer else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<ReminderInfo> = rows
+            .iter()
+            .filter_map(|row| match row {
+                Value::Array(f) if f.len() == 6 => Some(ReminderInfo {
+                    name: text(&f[0]),
+                    due_ms: int(&f[1]).unwrap_or(0),
+                    period_ms: int(&f[2]).unwrap_or(0),
+                    payload: as_bytes(&f[3]).map(<[u8]>::to_vec).unwrap_or_default(),
+                    codec: text(&f[4]),
+                    claimed: int(&f[5]) == Some(1),
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}

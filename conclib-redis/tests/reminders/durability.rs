@@ -1,0 +1,204 @@
+//! Coalesced ticks after downtime, a firer killed mid-delivery, a Redis restart with AOF.
+
+use std::time::Duration;
+
+use conclib_redis::{ProxyConfig, Reminder, Reminders};
+use fred::prelude::*;
+
+use crate::common::{config, eventually, plain_client};
+use crate::firing::client;
+use crate::peer::{Member, Note, lines};
+
+#[path = "../common/servers.rs"]
+pub(crate) mod servers;
+
+/// Redis's clock, ms since the Unix epoch.
+async fn redis_now(redis: &Client) -> u64 {
+    let Value::Array(t) = crate::common::command(redis, &["TIME"]).await.unwrap() else {
+        panic!("TIME answers an array");
+    };
+    let part = |v: &Value| v.as_string().unwrap().parse::<u64>().unwrap();
+    part(&t[0]) * 1000 + part(&t[1]) / 1000
+}
+
+/// A periodic reminder (every 2 s) fires; the only system stops; 11 ticks come due while
+/// nothing runs; once a system runs again the reminder is delivered once with
+/// `missed = 10` (for the first of those ticks), then on time on the same grid.
+pub(crate) async fn a_periodic_reminder_missed_while_all_systems_were_down_fires_once() {
+    let config = config("rem-coalesce");
+    let period = 2000u64;
+    let member = Member::new("s1");
+    let (peer, notes) = member.start(&config, None).await;
+    let notes = [notes];
+    let client = client(&config).await;
+    let reminders = Reminders::new(&client);
+    reminders
+        .register(
+            "rem:beat",
+            Reminder::after("beat", Duration::from_millis(300))
+                .every(Duration::from_millis(period))
+                .payload(&Note {
+                    number: 1,
+                    hold_ms: 0,
+                }),
+        )
+        .await
+        .unwrap();
+    let first = eventually(Duration::from_secs(10), "the first tick", || async {
+        lines(&notes, "tick").into_iter().next()
+    })
+    .await;
+    assert_eq!(first[3], "0", "on time: nothing missed");
+    peer.stop().await;
+    let listed = reminders.list("rem:beat").await.unwrap();
+    let next_due = listed[0].due_ms;
+    let first_due: u64 = first[4].parse().unwrap();
+    assert_eq!(next_due, first_due + period, "the next tick on the grid");
+    // Down until 11 ticks (next_due .. next_due + 10 periods) have come due, a quarter
+    // period into the eleventh.
+    let redis = plain_client(&config.url).await;
+    let up_at = next_due + 10 * period + period / 4;
+    let now = redis_now(&redis).await;
+    tokio::time::sleep(Duration::from_millis(up_at.saturating_sub(now))).await;
+    assert_eq!(lines(&notes, "tick").len(), 1, "nothing fired while down");
+    let (peer, _) = member.start(&config, Some(&notes[0])).await;
+    let coalesced = eventually(Duration::from_secs(10), "one coalesced tick", || async {
+        lines(&notes, "tick").get(1).cloned()
+    })
+    .await;
+    assert_eq!(
+        coalesced[4],
+        next_due.to_string(),
+        "it stands for the first missed tick"
+    );
+    assert_eq!(coalesced[3], "10", "missed = 10: {coalesced:?}");
+    let on_time = eventually(Duration::from_secs(10), "the next tick", || async {
+        lines(&notes, "tick").get(2).cloned()
+    })
+    .await;
+    assert_eq!(on_time[3], "0");
+    assert_eq!(
+        on_time[4],
+        (next_due + 11 * period).to_string(),
+        "on the grid"
+    );
+    assert_eq!(
+        lines(&notes, "tick").len(),
+        3,
+        "one delivery for the downtime, not 11"
+    );
+    client.shutdown().await;
+    peer.stop().await;
+}
+
+/// The only poller is SIGKILLed while the actor (on another system) handles a tick it
+/// delivered: the tick is not acknowledged, and a poller started afterwards delivers it
+/// again once the claim (3 s) lapsed: at least once, the duplicate counted.
+pub(crate) async fn a_firer_killed_mid_delivery_is_taken_over_after_its_claim() {
+    let config = config("rem-firer");
+    let claim_ms = 3000u64;
+    let mut actor = Member::new("actor");
+    actor.poll = false;
+    let mut firer = Member::new("firer");
+    firer.activate = false;
+    firer.claim_ms = claim_ms;
+    let mut standby = Member::new("standby");
+    standby.activate = false;
+    standby.claim_ms = claim_ms;
+    let (actor_peer, notes) = actor.start(&config, None).await;
+    let (firer_peer, _) = firer.start(&config, None).await;
+    let notes = [notes];
+    let client = client(&config).await;
+    let reminders = Reminders::new(&client);
+    reminders
+        .register(
+            "rem:slow",
+            Reminder::after("once", Duration::from_millis(200)).payload(&Note {
+                number: 9,
+                hold_ms: 1000,
+            }),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the delivery starts", || async {
+        !lines(&notes, "start").is_empty()
+    })
+    .await;
+    assert!(reminders.list("rem:slow").await.unwrap()[0].claimed);
+    let killed_at = std::time::Instant::now();
+    firer_peer.kill().await;
+    let (standby_peer, _) = standby.start(&config, None).await;
+    eventually(Duration::from_secs(20), "delivered again", || async {
+        lines(&notes, "tick").len() >= 2
+    })
+    .await;
+    let took = killed_at.elapsed();
+    assert!(
+        took < Duration::from_millis(claim_ms + 3000),
+        "taken over within the claim and a poll: {took:?}"
+    );
+    let ticks = lines(&notes, "tick");
+    assert!(ticks.iter().all(|t| t[2] == "9"));
+    eprintln!("handled {} times (1 duplicate expected)", ticks.len());
+    eventually(
+        Duration::from_secs(5),
+        "acknowledged by the standby",
+        || async { reminders.list("rem:slow").await.unwrap().is_empty() },
+    )
+    .await;
+    client.shutdown().await;
+    standby_peer.stop().await;
+    actor_peer.stop().await;
+}
+
+/// 1,000 reminders registered on a Redis with AOF (fsync always); Redis SIGKILLed and
+/// started again on its file: every one is still registered, with its schedule.
+pub(crate) async fn reminders_survive_a_redis_restart_with_aof() {
+    let dir = servers::TempDir::new("reminders-aof");
+    let port = servers::free_ports(1)[0];
+    let mut redis = servers::OwnRedis::start(port, dir.path(), true).await;
+    let config = ProxyConfig::default()
+        .with_namespace("rem-aof")
+        .with_url(format!("redis://127.0.0.1:{port}"));
+    let client = self::client(&config).await;
+    let reminders = Reminders::new(&client);
+    let mut due = Vec::new();
+    for i in 0..1000u64 {
+        let mut r = Reminder::after("r", Duration::from_secs(3600 + i)).payload(&Note {
+            number: i,
+            hold_ms: 0,
+        });
+        if i % 2 == 0 {
+            r = r.every(Duration::from_secs(60));
+        }
+        due.push(reminders.register(&format!("rem:{i}"), r).await.unwrap());
+    }
+    client.shutdown().await;
+    redis.kill();
+    let _redis = servers::OwnRedis::start(port, dir.path(), true).await;
+    let client = self::client(&config).await;
+    let reminders = Reminders::new(&client);
+    for (i, due) in due.iter().enumerate() {
+        let listed = reminders.list(&format!("rem:{i}")).await.unwrap();
+        assert_eq!(listed.len(), 1, "rem:{i} kept");
+        assert_eq!(listed[0].due_ms, *due);
+        assert_eq!(listed[0].period_ms, if i % 2 == 0 { 60_000 } else { 0 });
+        assert!(!listed[0].payload.is_empty());
+    }
+    client.shutdown().await;
+}
+
+/// The Python client registers, cancels and lists with the same scripts, byte for byte.
+pub(crate) async fn the_python_client_sends_the_same_scripts() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../python/src/conclib/reminders.py"
+    );
+    let python = std::fs::read_to_string(path).unwrap();
+    for (name, text) in conclib_redis::__reminder_scripts() {
+        assert!(
+            python.contains(&format!("r\"\"\"{text}\"\"\"")),
+            "the Python client's {name} script differs"
+        );
+    }
+}
