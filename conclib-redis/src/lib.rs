@@ -474,6 +474,7 @@ mod protocol;
 mod proxy;
 mod snapshots;
 mod stats;
+pub mod topics;
 mod unacked;
 
 #[cfg(feature = "fuzzing")]
@@ -503,3 +504,7 @@ pub use proxy::{
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
 pub use stats::ProxyStats;
+pub use topics::{
+    ActorSubscription, Delivery, Retention, SubscribeRequest, Subscription, SubscriptionStats,
+    Topic, TopicError, Topics, TopicsStats,
+};

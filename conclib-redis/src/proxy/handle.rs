@@ -26,6 +26,7 @@ pub struct ProxyHandle {
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
+    topics: crate::topics::Topics,
 }
 
 impl fmt::Debug for ProxyHandle {
@@ -114,6 +115,7 @@ pub async fn start_proxy(
     );
     shared.persistence().warn_once();
     Ok(ProxyHandle {
+        topics: crate::topics::Topics::new(shared.config.clone(), shared.cmd.clone()),
         shared,
         reader: Some(reader),
         writer: Some(writer),
@@ -175,6 +177,15 @@ impl ProxyHandle {
     #[must_use]
     pub fn persistence(&self) -> crate::Persistence {
         self.shared.persistence()
+    }
+
+    /// Publishing to topics and subscribing to them through the proxy's Redis (see
+    /// [`topics`](crate::topics)); keep a clone in an actor to publish from its handlers.
+    /// Its publishes share the proxy's command connection (and stop with
+    /// [`shutdown`](Self::shutdown)); each subscription has a connection of its own.
+    #[must_use]
+    pub fn topics(&self) -> crate::topics::Topics {
+        self.topics.clone()
     }
 
     /// What the proxy did so far.

@@ -1,0 +1,361 @@
+//! A durable subscription: a consumer of the topic stream's consumer group, reading with a
+//! connection of its own what the group has not delivered yet (after its own pending
+//! entries), acknowledging each event once the next one is asked for.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fred::bytes::Bytes;
+use fred::prelude::*;
+use tokio::sync::{Notify, mpsc};
+
+use super::publish::Topics;
+use super::subscription::{Counters, Link, Raw, SubscribeRequest};
+use super::{Delivery, TopicError, metrics, redis_error, wire};
+use crate::conn::{self, keyed, keyed_at, owned, s};
+
+/// The most entries one read takes.
+const READ_BATCH: usize = 256;
+
+/// The acknowledgements a durable subscription still has to send, and the entries it holds
+/// (in its buffer, or taken and not finished): a re-read of its pending list skips those.
+pub(super) struct Acks {
+    key: String,
+    group: String,
+    cmd: Client,
+    ids: Mutex<Vec<Bytes>>,
+    held: Mutex<HashSet<Bytes>>,
+    wake: Notify,
+}
+
+impl Acks {
+    /// The consumer finished the event with this entry id.
+    pub(super) fn push(&self, id: Bytes) {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+        self.wake.notify_one();
+    }
+
+    /// Sends the acknowledgements waiting (`XACK`); on failure they wait for the next try.
+    pub(super) async fn flush(&self) -> bool {
+        let ids = std::mem::take(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()));
+        if ids.is_empty() {
+            return true;
+        }
+        let mut args = vec![owned(self.key.clone()), owned(self.group.clone())];
+        args.extend(ids.iter().cloned().map(Value::Bytes));
+        match conn::call(&self.cmd, keyed("XACK"), args).await {
+            Ok(_) => {
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                for id in &ids {
+                    held.remove(id);
+                }
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, key = %self.key, "acknowledging events failed; retrying");
+                let mut waiting = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+                let later = std::mem::replace(&mut *waiting, ids);
+                waiting.extend(later);
+                false
+            }
+        }
+    }
+}
+
+pub(super) async fn start<E>(
+    request: &SubscribeRequest<E>,
+    tx: mpsc::Sender<Raw>,
+    counters: Arc<Counters>,
+) -> Result<Link, TopicError> {
+    let topics = &request.topics;
+    let config = topics.config();
+    let client = config
+        .builder::<std::convert::Infallible>(config.command_timeout + Topics::BLOCK)
+        .map_err(|e| TopicError::Config(e.to_string()))?
+        .build()
+        .map_err(|e| TopicError::Config(e.to_string()))?;
+    conn::init_within(&[&client], config.connect_timeout)
+        .await
+        .map_err(TopicError::Unavailable)?;
+    let key = wire::durable_key(&config.namespace, request.topic.name());
+    let start_at = if request.from_start { "0" } else { "$" };
+    if let Err(e) = create_group(&client, &key, &request.group, start_at).await {
+        let _ = client.quit().await;
+        return Err(e);
+    }
+    let acks = Arc::new(Acks {
+        key: key.clone(),
+        group: request.group.clone(),
+        cmd: topics.cmd().clone(),
+        ids: Mutex::new(Vec::new()),
+        held: Mutex::new(HashSet::new()),
+        wake: Notify::new(),
+    });
+    let reader = Reader {
+        client: client.clone(),
+        key,
+        group: request.group.clone(),
+        consumer: request
+            .consumer
+            .clone()
+            .unwrap_or_else(crate::client::random_token),
+        batch: request.buffer.min(READ_BATCH),
+        claim_idle: request.claim_idle,
+        codec: config.codec.clone(),
+        acks: acks.clone(),
+        tx,
+        counters,
+    };
+    let tasks = vec![
+        tokio::spawn(reader.run()),
+        tokio::spawn(ack_loop(acks.clone())),
+    ];
+    Ok(Link {
+        tasks,
+        client,
+        acks: Some(acks),
+    })
+}
+
+/// `XGROUP CREATE key group <start> MKSTREAM`; a group that exists already is fine.
+async fn create_group(
+    client: &Client,
+    key: &str,
+    group: &str,
+    start_at: &'static str,
+) -> Result<(), TopicError> {
+    let args = vec![
+        s("CREATE"),
+        owned(key.to_owned()),
+        owned(group.to_owned()),
+        s(start_at),
+        s("MKSTREAM"),
+    ];
+    match conn::call(client, keyed_at("XGROUP", 1, false), args).await {
+        Ok(_) => Ok(()),
+        Err(e) if conn::error_code_is(&e, "BUSYGROUP") => Ok(()),
+        Err(e) => Err(redis_error(&e)),
+    }
+}
+
+/// Sends the acknowledgements as the consumer finishes events (and retries failed ones).
+async fn ack_loop(acks: Arc<Acks>) {
+    loop {
+        tokio::select! {
+            () = acks.wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if !acks.flush().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+struct Reader {
+    client: Client,
+    key: String,
+    group: String,
+    consumer: String,
+    batch: usize,
+    claim_idle: Duration,
+    codec: Arc<dyn conclib_codec::Codec>,
+    acks: Arc<Acks>,
+    tx: mpsc::Sender<Raw>,
+    counters: Arc<Counters>,
+}
+
+impl Reader {
+    async fn run(self) {
+        // `Some(id)`: reading this consumer's pending entries after `id`; `None`: new ones.
+        let mut pending_from: Option<Bytes> = Some(Bytes::from_static(b"0"));
+        let mut backoff = Duration::from_millis(10);
+        let mut last_claim = Instant::now();
+        let claim_every = (self.claim_idle / 2).max(Duration::from_millis(100));
+        let once = self.client.with_options(&Options {
+            max_attempts: Some(1),
+            ..Options::default()
+        });
+        loop {
+            if self.tx.is_closed() {
+                return;
+            }
+            if last_claim.elapsed() >= claim_every {
+                last_claim = Instant::now();
+                if !self.claim(&once).await {
+                    return;
+                }
+            }
+            let mut args = vec![
+                s("GROUP"),
+                owned(self.group.clone()),
+                owned(self.consumer.clone()),
+                s("COUNT"),
+                Value::Integer(self.batch as i64),
+            ];
+            if pending_from.is_none() {
+                args.extend([s("BLOCK"), Value::Integer(Topics::BLOCK.as_millis() as i64)]);
+            }
+            args.extend([
+                s("STREAMS"),
+                owned(self.key.clone()),
+                match &pending_from {
+                    Some(id) => Value::Bytes(id.clone()),
+                    None => s(">"),
+                },
+            ]);
+            let offset = args.len() - 2;
+            let command = keyed_at("XREADGROUP", offset, pending_from.is_none());
+            match conn::call(&once, command, args).await {
+                Ok(value) => {
+                    backoff = Duration::from_millis(10);
+                    let entries = stream_entries(value);
+                    let rereading = pending_from.is_some();
+                    if rereading {
+                        pending_from = entries.last().map(|(id, _)| id.clone());
+                    }
+                    if !self.deliver(entries, rereading).await {
+                        return;
+                    }
+                }
+                Err(e) if conn::error_code_is(&e, "NOGROUP") => {
+                    // Redis lost the stream (restarted empty, or someone deleted it): what
+                    // is published from now on is read from its start.
+                    tracing::info!(key = %self.key, group = %self.group, "consumer group gone; creating it again");
+                    if let Err(e) = create_group(&self.client, &self.key, &self.group, "0").await {
+                        tracing::debug!(error = %e, "creating the consumer group failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                    self.counters.resubscribes.fetch_add(1, Ordering::Relaxed);
+                    pending_from = Some(Bytes::from_static(b"0"));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, key = %self.key, "reading the topic failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    // What a lost answer delivered is pending on this consumer: read it.
+                    pending_from = Some(Bytes::from_static(b"0"));
+                }
+            }
+        }
+    }
+
+    /// Hands entries to the buffer (waiting for room); `false` once the subscription is gone.
+    async fn deliver(&self, entries: Vec<(Bytes, Value)>, again: bool) -> bool {
+        let n = entries.len() as u64;
+        for (id, fields) in entries {
+            if !self
+                .acks
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone())
+            {
+                continue;
+            }
+            let Some(raw) = self.parse(id.clone(), fields) else {
+                // Trimmed away while pending (nil fields): nothing to hand over.
+                self.acks.push(id);
+                continue;
+            };
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+            if again {
+                self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
+                metrics::redelivered(1);
+            }
+            if self.tx.send(raw).await.is_err() {
+                return false;
+            }
+        }
+        metrics::received(Delivery::Durable, n);
+        true
+    }
+
+    fn parse(&self, id: Bytes, fields: Value) -> Option<Raw> {
+        let Value::Array(fields) = fields else {
+            return None;
+        };
+        let (mut codec, mut body) = (None, None);
+        for pair in fields.chunks_exact(2) {
+            match conn::as_bytes(&pair[0]) {
+                Some(b"codec") => codec = conn::as_bytes(&pair[1]).map(<[u8]>::to_vec),
+                Some(b"body") => body = pair[1].as_bytes().map(Bytes::copy_from_slice),
+                _ => {}
+            }
+        }
+        Some(Raw {
+            codec: codec.and_then(|name| wire::codec_named(&self.codec, &name)),
+            body: body.unwrap_or_default(),
+            id: Some(id),
+        })
+    }
+
+    /// Takes over the entries other subscribers of the group took and left unfinished for
+    /// `claim_idle` (`XAUTOCLAIM`), and hands them over; `false` once the subscription is
+    /// gone.
+    async fn claim<C: ClientLike>(&self, client: &C) -> bool {
+        let mut start = Bytes::from_static(b"0-0");
+        for _ in 0..16 {
+            let args = vec![
+                owned(self.key.clone()),
+                owned(self.group.clone()),
+                owned(self.consumer.clone()),
+                Value::Integer(self.claim_idle.as_millis() as i64),
+                Value::Bytes(start.clone()),
+                s("COUNT"),
+                Value::Integer(self.batch as i64),
+            ];
+            let Ok(Value::Array(mut parts)) = conn::call(client, keyed("XAUTOCLAIM"), args).await
+            else {
+                return true;
+            };
+            if parts.len() < 2 {
+                return true;
+            }
+            let claimed = parts.swap_remove(1);
+            let next = parts.swap_remove(0).into_bytes().unwrap_or_default();
+            let wrapped = Value::Array(vec![Value::Array(vec![s(""), claimed])]);
+            let entries = stream_entries(wrapped);
+            if !self.deliver(entries, true).await {
+                return false;
+            }
+            if next.as_ref() == b"0-0" || next.is_empty() {
+                return true;
+            }
+            start = next;
+        }
+        true
+    }
+}
+
+/// The `(id, fields)` of an `XREADGROUP` answer (one stream): nil fields for an entry
+/// trimmed away while pending.
+fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
+    let Value::Array(streams) = value else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for stream in streams {
+        let Value::Array(mut parts) = stream else {
+            continue;
+        };
+        let Some(Value::Array(entries)) = parts.pop() else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(mut pair) = entry else {
+                continue;
+            };
+            if pair.len() != 2 {
+                continue;
+            }
+            let fields = pair.pop().unwrap_or(Value::Null);
+            if let Some(id) = pair.pop().and_then(Value::into_bytes) {
+                out.push((id, fields));
+            }
+        }
+    }
+    out
+}
