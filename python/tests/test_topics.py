@@ -1,0 +1,127 @@
+"""Topics (issue #65) from the Python client: events a Rust actor publishes (``py:publisher``
+of the test server, through its proxy's ``Topics``) received as an async iterator and as a
+blocking iterator; live and durable; durable resume under the same consumer name; a slow live
+subscriber drops (counted) and stays bounded; events published from Python."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+import conclib
+from conftest import run
+
+
+def topic_name() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}"
+
+
+async def publish_from_rust(client: conclib.AsyncClient, topic: str, *, durable: bool, count: int,
+                            sender: int = 0) -> None:
+    done = await client.ask("py:publisher", "test.Publish",
+                            {"topic": topic, "durable": durable, "from": sender, "count": count}, timeout=30)
+    assert done == count
+
+
+def in_order(events: list[dict[str, Any]]) -> None:
+    last: dict[int, int] = {}
+    for e in events:
+        assert e["seq"] > last.get(e["from"], -1), e
+        last[e["from"]] = e["seq"]
+
+
+def test_live_events_from_a_rust_actor(url: str, namespace: str) -> None:
+    async def main() -> None:
+        async with conclib.AsyncClient(url, namespace=namespace) as client:
+            topic = topic_name()
+            async with await client.subscribe(topic, buffer=10_000) as sub:
+                await asyncio.gather(publish_from_rust(client, topic, durable=False, count=1000, sender=1),
+                                     publish_from_rust(client, topic, durable=False, count=1000, sender=2))
+                events = [await sub.get(timeout=10) for _ in range(2000)]
+                in_order(events)
+                assert sorted((e["from"], e["seq"]) for e in events) == sorted(
+                    [(1, i) for i in range(1000)] + [(2, i) for i in range(1000)])
+                assert sub.stats()["dropped"] == 0
+
+    run(main())
+
+
+def test_durable_groups_and_resume_after_a_restart(url: str, namespace: str) -> None:
+    async def main() -> None:
+        async with conclib.AsyncClient(url, namespace=namespace) as client:
+            topic = topic_name()
+            a = await client.subscribe(topic, durable=True, group="a", consumer="a1", buffer=16)
+            b = await client.subscribe(topic, durable=True, group="b")
+            await publish_from_rust(client, topic, durable=True, count=3000)
+            got_a = [await a.get(timeout=10) for _ in range(1000)]
+            # Gone without closing (as a crash leaves it): nothing after the last acknowledged
+            # event is lost, events taken and not finished come again.
+            assert a._task is not None
+            a._task.cancel()
+            a._closed = True
+            await a._redis.aclose() if hasattr(a._redis, "aclose") else a._redis.close()
+            again = await client.subscribe(topic, durable=True, group="a", consumer="a1")
+            rest = []
+            seen = {e["seq"] for e in got_a}
+            while len(seen) < 3000:
+                e = await again.get(timeout=10)
+                rest.append(e)
+                seen.add(e["seq"])
+            in_order(rest)
+            duplicates = len(got_a) + len(rest) - 3000
+            assert 0 <= duplicates <= 16 + 256 + 1, duplicates
+            assert again.stats()["redelivered"] >= duplicates
+            got_b = [await b.get(timeout=10) for _ in range(3000)]
+            in_order(got_b)
+            assert [e["seq"] for e in got_b] == list(range(3000))
+            await again.aclose()
+            await b.aclose()
+
+    run(main())
+
+
+def test_a_slow_live_subscriber_drops_and_counts(url: str, namespace: str) -> None:
+    async def main() -> None:
+        async with conclib.AsyncClient(url, namespace=namespace) as client:
+            topic = topic_name()
+            sub = await client.subscribe(topic, buffer=10)
+            await publish_from_rust(client, topic, durable=False, count=3000)
+            deadline = asyncio.get_running_loop().time() + 10
+            while sub.stats()["received"] < 3000:
+                assert asyncio.get_running_loop().time() < deadline, sub.stats()
+                await asyncio.sleep(0.01)
+            stats = sub.stats()
+            assert stats["buffered"] == 10 and stats["dropped"] == 2990, stats
+            kept = [await sub.get(timeout=5) for _ in range(10)]
+            in_order(kept)
+            with pytest.raises(conclib.Timeout):
+                await sub.get(timeout=0.2)
+            await sub.aclose()
+
+    run(main())
+
+
+def test_blocking_iterator_and_events_published_from_python(url: str, namespace: str) -> None:
+    topic = topic_name()
+    with conclib.Client(url, namespace=namespace) as client:
+        with client.subscribe(topic, durable=True, group="web") as sub:
+            for i in range(5):
+                client.publish(topic, {"from": 9, "seq": i}, durable=True)
+            events = []
+            for event in sub:
+                events.append(event)
+                if len(events) == 5:
+                    break
+            assert events == [{"from": 9, "seq": i} for i in range(5)]
+        live = client.subscribe(topic)
+        client.publish(topic, [1, "two"])
+        assert live.get(timeout=5) == [1, "two"]
+        with pytest.raises(conclib.Timeout):
+            live.get(timeout=0.1)
+        live.close()
+    with pytest.raises(conclib.ConfigError):
+        with conclib.Client(url, namespace=namespace) as client:
+            client.subscribe("two words")
