@@ -66,8 +66,7 @@ impl Sink {
         let deadline = Instant::now() + within;
         loop {
             let changed = self.changed.notified();
-            if self.received.load(Ordering::Acquire) + self.dropped.load(Ordering::Acquire)
-                >= total
+            if self.received.load(Ordering::Acquire) + self.dropped.load(Ordering::Acquire) >= total
             {
                 return true;
             }
@@ -109,7 +108,10 @@ impl Publisher {
                     Value::Bytes(sent_ns.to_be_bytes().to_vec().into()),
                 ];
                 let _: Value = client
-                    .custom(CustomCommand::new_static("XADD", ClusterHash::FirstKey, false), args)
+                    .custom(
+                        CustomCommand::new_static("XADD", ClusterHash::FirstKey, false),
+                        args,
+                    )
                     .await
                     .unwrap();
             }
@@ -167,7 +169,9 @@ async fn subscribe(
                 let redis = raw_client(config).await;
                 match mode {
                     Mode::Live => raw_live(redis, name.to_owned(), sink, base).await,
-                    Mode::Durable => raw_durable(redis, name.to_owned(), format!("g{i}"), sink, base).await,
+                    Mode::Durable => {
+                        raw_durable(redis, name.to_owned(), format!("g{i}"), sink, base).await
+                    }
                 }
             }
         };
@@ -217,7 +221,10 @@ async fn raw_durable(
         "MKSTREAM".into(),
     ];
     let _: Value = redis
-        .custom(CustomCommand::new_static("XGROUP", ClusterHash::Random, false), create)
+        .custom(
+            CustomCommand::new_static("XGROUP", ClusterHash::Random, false),
+            create,
+        )
         .await
         .unwrap();
     tokio::spawn(async move {
@@ -245,12 +252,18 @@ async fn raw_durable(
             };
             let mut ids: Vec<Value> = vec![key.as_str().into(), group.as_str().into()];
             for (id, body) in raw_entries(reply) {
-                sink.got(u64::from_be_bytes(body.as_slice().try_into().unwrap()), base);
+                sink.got(
+                    u64::from_be_bytes(body.as_slice().try_into().unwrap()),
+                    base,
+                );
                 ids.push(id);
             }
             if ids.len() > 2 {
                 let _: Value = redis
-                    .custom(CustomCommand::new_static("XACK", ClusterHash::FirstKey, false), ids)
+                    .custom(
+                        CustomCommand::new_static("XACK", ClusterHash::FirstKey, false),
+                        ids,
+                    )
                     .await
                     .unwrap();
             }
@@ -264,11 +277,19 @@ fn raw_entries(reply: Value) -> Vec<(Value, Vec<u8>)> {
         return out;
     };
     for stream in streams {
-        let Value::Array(mut parts) = stream else { continue };
-        let Some(Value::Array(entries)) = parts.pop() else { continue };
+        let Value::Array(mut parts) = stream else {
+            continue;
+        };
+        let Some(Value::Array(entries)) = parts.pop() else {
+            continue;
+        };
         for entry in entries {
-            let Value::Array(mut pair) = entry else { continue };
-            let Some(Value::Array(fields)) = pair.pop() else { continue };
+            let Value::Array(mut pair) = entry else {
+                continue;
+            };
+            let Some(Value::Array(fields)) = pair.pop() else {
+                continue;
+            };
             let Some(id) = pair.pop() else { continue };
             if let Some(body) = fields.get(1).and_then(|v| v.as_bytes()) {
                 out.push((id, body.to_vec()));
@@ -345,7 +366,9 @@ async fn run(
     }
     let mut latencies = std::mem::take(&mut *sink.latencies.lock().unwrap());
     latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64 / 1000.0;
+    let at = |q: f64| {
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64 / 1000.0
+    };
     for task in tasks {
         task.abort();
     }
@@ -379,8 +402,28 @@ async fn main() {
     let mut result = String::from("RESULT");
     for mode in [Mode::Live, Mode::Durable] {
         for subscribers in [1, 10] {
-            let raw = run(Impl::Raw, mode, subscribers, events, samples, &client, &config, base).await;
-            let lib = run(Impl::Conclib, mode, subscribers, events, samples, &client, &config, base).await;
+            let raw = run(
+                Impl::Raw,
+                mode,
+                subscribers,
+                events,
+                samples,
+                &client,
+                &config,
+                base,
+            )
+            .await;
+            let lib = run(
+                Impl::Conclib,
+                mode,
+                subscribers,
+                events,
+                samples,
+                &client,
+                &config,
+                base,
+            )
+            .await;
             let tag = format!("{mode:?}{subscribers}").to_lowercase();
             for (who, f) in [("raw", &raw), ("conclib", &lib)] {
                 println!(

@@ -95,6 +95,14 @@ async fn live_events_arrive_in_order_per_publisher() {
     assert_eq!(sub.stats().dropped, 0);
     assert_eq!(proxy.topics().stats().published, n);
     assert_eq!(client.topics().stats().published, n);
+    // The system's snapshot carries its topics' counters.
+    proxy.publish_snapshot().await.unwrap();
+    let reader = conclib_redis::SnapshotReader::connect(&config)
+        .await
+        .unwrap();
+    let systems = reader.systems().await.unwrap();
+    let published = systems.iter().find(|s| s.system_id == "publisher").unwrap();
+    assert_eq!(published.topics.unwrap().published, n);
     proxy.shutdown().await.unwrap();
 }
 
@@ -207,6 +215,20 @@ async fn durable_groups_each_get_every_event_in_order() {
         take_in_order(&mut audit, 2 * n as usize).await.len(),
         2 * n as usize
     );
+    // A group that has not read yet lags by what was published; one that read all, by none.
+    let mut late = client
+        .subscribe::<Tick>(&topic)
+        .group("late")
+        .from_start()
+        .buffer(8)
+        .await
+        .unwrap();
+    assert_eq!(billing.lag().await.unwrap(), Some(0));
+    let lag = late.lag().await.unwrap().unwrap();
+    assert!(lag >= 2 * n - 64, "lag {lag}");
+    take_in_order(&mut late, 2 * n as usize).await;
+    assert_eq!(late.lag().await.unwrap(), Some(0));
+    late.close().await;
     billing.close().await;
     shipping.close().await;
     audit.close().await;

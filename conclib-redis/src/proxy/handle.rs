@@ -26,7 +26,6 @@ pub struct ProxyHandle {
     reader: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
-    topics: crate::topics::Topics,
 }
 
 impl fmt::Debug for ProxyHandle {
@@ -115,7 +114,6 @@ pub async fn start_proxy(
     );
     shared.persistence().warn_once();
     Ok(ProxyHandle {
-        topics: crate::topics::Topics::new(shared.config.clone(), shared.cmd.clone()),
         shared,
         reader: Some(reader),
         writer: Some(writer),
@@ -185,7 +183,7 @@ impl ProxyHandle {
     /// [`shutdown`](Self::shutdown)); each subscription has a connection of its own.
     #[must_use]
     pub fn topics(&self) -> crate::topics::Topics {
-        self.topics.clone()
+        self.shared.topics().clone()
     }
 
     /// What the proxy did so far.

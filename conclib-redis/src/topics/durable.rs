@@ -64,6 +64,39 @@ impl Acks {
     }
 }
 
+impl Acks {
+    /// The group's lag (`XINFO GROUPS`, Redis 7): entries in the stream not yet delivered
+    /// to any subscriber of the group; `None` when Redis cannot tell (an older Redis, or
+    /// entries deleted in the middle of the stream).
+    pub(super) async fn lag(&self) -> Result<Option<u64>, TopicError> {
+        let args = vec![s("GROUPS"), owned(self.key.clone())];
+        let groups = conn::call(&self.cmd, keyed_at("XINFO", 1, false), args)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        let Value::Array(groups) = groups else {
+            return Ok(None);
+        };
+        for group in groups {
+            let Value::Array(fields) = group else {
+                continue;
+            };
+            let field = |name: &[u8]| {
+                fields
+                    .chunks_exact(2)
+                    .find(|pair| conn::as_bytes(&pair[0]) == Some(name))
+                    .map(|pair| pair[1].clone())
+            };
+            if field(b"name").as_ref().and_then(conn::as_bytes) == Some(self.group.as_bytes()) {
+                return Ok(match field(b"lag") {
+                    Some(Value::Integer(n)) => u64::try_from(n).ok(),
+                    _ => None,
+                });
+            }
+        }
+        Ok(None)
+    }
+}
+
 pub(super) async fn start<E>(
     request: &SubscribeRequest<E>,
     tx: mpsc::Sender<Raw>,

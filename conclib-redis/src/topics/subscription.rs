@@ -251,6 +251,19 @@ impl<E> Subscription<E> {
         }
     }
 
+    /// How far a durable subscription's group is behind: the events in the topic not yet
+    /// delivered to any subscriber of the group (Redis 7's `XINFO GROUPS` `lag`). `None` for a
+    /// live subscription, or when Redis cannot tell.
+    ///
+    /// # Errors
+    /// [`TopicError::Unavailable`], [`TopicError::Redis`].
+    pub async fn lag(&self) -> Result<Option<u64>, TopicError> {
+        match &self.link.acks {
+            Some(acks) => acks.lag().await,
+            None => Ok(None),
+        }
+    }
+
     /// Ends the subscription: acknowledges the events taken so far, the last one included
     /// (a durable topic's), and closes its connection. Dropping it does the same without
     /// waiting, except that the last event taken is not acknowledged (it may not have been
