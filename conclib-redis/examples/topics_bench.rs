@@ -128,6 +128,7 @@ async fn raw_client(config: &ProxyConfig) -> Client {
 }
 
 /// Starts `n` subscribers feeding `sink`; returns once all are subscribed.
+#[allow(clippy::too_many_arguments)]
 async fn subscribe(
     imp: Impl,
     mode: Mode,
