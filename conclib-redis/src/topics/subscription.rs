@@ -286,6 +286,14 @@ impl<E> Subscription<E> {
     }
 }
 
+impl<E: DeserializeOwned> Subscription<E> {
+    /// The next item, as `StreamExt::next` gives it (without needing the trait): an event,
+    /// or a [`TopicError`] about the events between two.
+    pub async fn recv(&mut self) -> Option<Result<E, TopicError>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
 impl<E: DeserializeOwned> Stream for Subscription<E> {
     type Item = Result<E, TopicError>;
 
