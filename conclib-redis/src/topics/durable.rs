@@ -18,6 +18,10 @@ use crate::conn::{self, keyed, keyed_at, owned, s};
 
 /// The most entries one read takes.
 const READ_BATCH: usize = 256;
+/// Acknowledgements waiting that are sent at once; fewer wait [`ACK_DELAY`] for company.
+const ACK_BATCH: usize = 128;
+/// How long a few acknowledgements wait for more.
+const ACK_DELAY: Duration = Duration::from_millis(5);
 
 /// The acknowledgements a durable subscription still has to send, and the entries it holds
 /// (in its buffer, or taken and not finished): a re-read of its pending list skips those.
@@ -173,12 +177,17 @@ async fn create_group(
     }
 }
 
-/// Sends the acknowledgements as the consumer finishes events (and retries failed ones).
+/// Sends the acknowledgements as the consumer finishes events (and retries failed ones), a
+/// few milliseconds apart unless many wait: one `XACK` for many events, on the connection
+/// publishes use too.
 async fn ack_loop(acks: Arc<Acks>) {
     loop {
         tokio::select! {
             () = acks.wake.notified() => {}
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        if acks.ids.lock().unwrap_or_else(|e| e.into_inner()).len() < ACK_BATCH {
+            tokio::time::sleep(ACK_DELAY).await;
         }
         if !acks.flush().await {
             tokio::time::sleep(Duration::from_millis(100)).await;
