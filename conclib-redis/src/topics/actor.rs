@@ -8,9 +8,9 @@ use conclib_core::{AskError, Message, Recipient};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use super::publish::Topics;
 use super::subscription::{SubscribeRequest, Subscription, SubscriptionStats};
-use super::{Delivery, Topic, TopicError};
-use crate::topics::Topics;
+use super::topic::{Delivery, Topic, TopicError};
 
 /// How long a durable event handed to an actor may take (queued and handled) by default.
 pub const DEFAULT_HANDLE_TIMEOUT: Duration = Duration::from_secs(3600);

@@ -2,111 +2,31 @@
 //! connection of its own what the group has not delivered yet (after its own pending
 //! entries), acknowledging each event once the next one is asked for.
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::bytes::Bytes;
 use fred::prelude::*;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
+use super::acks::Acks;
+use super::link::{Counters, Link, Raw, SubscribeOptions};
 use super::publish::Topics;
-use super::subscription::{Counters, Link, Raw, SubscribeRequest};
-use super::{Delivery, TopicError, metrics, redis_error, wire};
+use super::topic::{Delivery, Topic, TopicError, redis_error};
+use super::{metrics, wire};
 use crate::conn::{self, keyed, keyed_at, owned, s};
 
 /// The most entries one read takes.
 const READ_BATCH: usize = 256;
-/// Acknowledgements waiting that are sent at once; fewer wait [`ACK_DELAY`] for company.
-const ACK_BATCH: usize = 128;
-/// How long a few acknowledgements wait for more.
-const ACK_DELAY: Duration = Duration::from_millis(5);
 
-/// The acknowledgements a durable subscription still has to send, and the entries it holds
-/// (in its buffer, or taken and not finished): a re-read of its pending list skips those.
-pub(super) struct Acks {
-    key: String,
-    group: String,
-    cmd: Client,
-    ids: Mutex<Vec<Bytes>>,
-    held: Mutex<HashSet<Bytes>>,
-    wake: Notify,
-}
-
-impl Acks {
-    /// The consumer finished the event with this entry id.
-    pub(super) fn push(&self, id: Bytes) {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner()).push(id);
-        self.wake.notify_one();
-    }
-
-    /// Sends the acknowledgements waiting (`XACK`); on failure they wait for the next try.
-    pub(super) async fn flush(&self) -> bool {
-        let ids = std::mem::take(&mut *self.ids.lock().unwrap_or_else(|e| e.into_inner()));
-        if ids.is_empty() {
-            return true;
-        }
-        let mut args = vec![owned(self.key.clone()), owned(self.group.clone())];
-        args.extend(ids.iter().cloned().map(Value::Bytes));
-        match conn::call(&self.cmd, keyed("XACK"), args).await {
-            Ok(_) => {
-                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-                for id in &ids {
-                    held.remove(id);
-                }
-                true
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, key = %self.key, "acknowledging events failed; retrying");
-                let mut waiting = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-                let later = std::mem::replace(&mut *waiting, ids);
-                waiting.extend(later);
-                false
-            }
-        }
-    }
-}
-
-impl Acks {
-    /// The group's lag (`XINFO GROUPS`, Redis 7): entries in the stream not yet delivered
-    /// to any subscriber of the group; `None` when Redis cannot tell (an older Redis, or
-    /// entries deleted in the middle of the stream).
-    pub(super) async fn lag(&self) -> Result<Option<u64>, TopicError> {
-        let args = vec![s("GROUPS"), owned(self.key.clone())];
-        let groups = conn::call(&self.cmd, keyed_at("XINFO", 1, false), args)
-            .await
-            .map_err(|e| redis_error(&e))?;
-        let Value::Array(groups) = groups else {
-            return Ok(None);
-        };
-        for group in groups {
-            let Value::Array(fields) = group else {
-                continue;
-            };
-            let field = |name: &[u8]| {
-                fields
-                    .chunks_exact(2)
-                    .find(|pair| conn::as_bytes(&pair[0]) == Some(name))
-                    .map(|pair| pair[1].clone())
-            };
-            if field(b"name").as_ref().and_then(conn::as_bytes) == Some(self.group.as_bytes()) {
-                return Ok(match field(b"lag") {
-                    Some(Value::Integer(n)) => u64::try_from(n).ok(),
-                    _ => None,
-                });
-            }
-        }
-        Ok(None)
-    }
-}
-
-pub(super) async fn start<E>(
-    request: &SubscribeRequest<E>,
+pub(super) async fn start(
+    topics: &Topics,
+    topic: &Topic,
+    options: &SubscribeOptions,
     tx: mpsc::Sender<Raw>,
     counters: Arc<Counters>,
 ) -> Result<Link, TopicError> {
-    let topics = &request.topics;
     let config = topics.config();
     let client = config
         .builder::<std::convert::Infallible>(config.command_timeout + Topics::BLOCK)
@@ -116,30 +36,24 @@ pub(super) async fn start<E>(
     conn::init_within(&[&client], config.connect_timeout)
         .await
         .map_err(TopicError::Unavailable)?;
-    let key = wire::durable_key(&config.namespace, request.topic.name());
-    let start_at = if request.from_start { "0" } else { "$" };
-    if let Err(e) = create_group(&client, &key, &request.group, start_at).await {
+    let key = wire::durable_key(&config.namespace, topic.name());
+    let start_at = if options.from_start { "0" } else { "$" };
+    if let Err(e) = create_group(&client, &key, &options.group, start_at).await {
         let _ = client.quit().await;
         return Err(e);
     }
-    let acks = Arc::new(Acks {
-        key: key.clone(),
-        group: request.group.clone(),
-        cmd: topics.cmd().clone(),
-        ids: Mutex::new(Vec::new()),
-        held: Mutex::new(HashSet::new()),
-        wake: Notify::new(),
-    });
+    let acks = Arc::new(Acks::new(
+        key.clone(),
+        options.group.clone(),
+        topics.cmd().clone(),
+    ));
     let reader = Reader {
         client: client.clone(),
         key,
-        group: request.group.clone(),
-        consumer: request
-            .consumer
-            .clone()
-            .unwrap_or_else(crate::client::random_token),
-        batch: request.buffer.min(READ_BATCH),
-        claim_idle: request.claim_idle,
+        group: options.group.clone(),
+        consumer: options.consumer.clone().unwrap_or_else(random_consumer),
+        batch: options.buffer.min(READ_BATCH),
+        claim_idle: options.claim_idle,
         codec: config.codec.clone(),
         acks: acks.clone(),
         tx,
@@ -147,7 +61,7 @@ pub(super) async fn start<E>(
     };
     let tasks = vec![
         tokio::spawn(reader.run()),
-        tokio::spawn(ack_loop(acks.clone())),
+        tokio::spawn(super::acks::ack_loop(acks.clone())),
     ];
     Ok(Link {
         tasks,
@@ -174,24 +88,6 @@ async fn create_group(
         Ok(_) => Ok(()),
         Err(e) if conn::error_code_is(&e, "BUSYGROUP") => Ok(()),
         Err(e) => Err(redis_error(&e)),
-    }
-}
-
-/// Sends the acknowledgements as the consumer finishes events (and retries failed ones), a
-/// few milliseconds apart unless many wait: one `XACK` for many events, on the connection
-/// publishes use too.
-async fn ack_loop(acks: Arc<Acks>) {
-    loop {
-        tokio::select! {
-            () = acks.wake.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-        if acks.ids.lock().unwrap_or_else(|e| e.into_inner()).len() < ACK_BATCH {
-            tokio::time::sleep(ACK_DELAY).await;
-        }
-        if !acks.flush().await {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }
 
@@ -398,6 +294,27 @@ fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
                 out.push((id, fields));
             }
         }
+    }
+    out
+}
+
+/// A consumer name for a subscriber that gave none: 128 bits from a randomly keyed hasher
+/// over the time, the process and a counter, as hex (unique, not secret).
+fn random_consumer() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut out = String::with_capacity(32);
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        h.write_u32(std::process::id());
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        out.push_str(&format!("{:016x}", h.finish()));
     }
     out
 }

@@ -11,20 +11,23 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::subscription::{Counters, Link, Raw, SubscribeRequest};
-use super::{Delivery, TopicError, metrics, redis_error, wire};
+use super::link::{Counters, Link, Raw};
+use super::publish::Topics;
+use super::topic::{Delivery, Topic, TopicError, redis_error};
+use super::{metrics, wire};
 use crate::conn;
 
 /// Fred's own queue of pub/sub messages for one connection, between its reader and ours;
 /// ours empties it at once, so it fills only if that task is starved (counted as drops).
 const FRED_QUEUE: usize = 4096;
 
-pub(super) async fn start<E>(
-    request: &SubscribeRequest<E>,
+pub(super) async fn start(
+    topics: &Topics,
+    topic: &Topic,
     tx: mpsc::Sender<Raw>,
     counters: Arc<Counters>,
 ) -> Result<Link, TopicError> {
-    let config = request.topics.config();
+    let config = topics.config();
     let mut builder = config
         .builder::<std::convert::Infallible>(config.command_timeout)
         .map_err(|e| TopicError::Config(e.to_string()))?;
@@ -38,7 +41,7 @@ pub(super) async fn start<E>(
     conn::init_within(&[&client], config.connect_timeout)
         .await
         .map_err(TopicError::Unavailable)?;
-    let channel = wire::live_channel(&config.namespace, request.topic.name());
+    let channel = wire::live_channel(&config.namespace, topic.name());
     if let Err(e) = client.subscribe(channel.clone()).await {
         let _ = client.quit().await;
         return Err(redis_error(&e));
@@ -46,7 +49,7 @@ pub(super) async fn start<E>(
     let task = tokio::spawn(forward(
         client.clone(),
         channel,
-        request.topics.config().codec.clone(),
+        config.codec.clone(),
         messages,
         reconnects,
         tx,

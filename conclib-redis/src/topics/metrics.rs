@@ -4,7 +4,7 @@
 
 use conclib_core::metrics::is_enabled;
 
-use super::Delivery;
+use super::topic::Delivery;
 
 fn mode(delivery: Delivery) -> &'static str {
     match delivery {

@@ -10,8 +10,9 @@ use conclib_codec::{Codec, encode_value};
 use fred::prelude::*;
 use serde::Serialize;
 
-use super::subscription::{Counters, SubscribeRequest};
-use super::{Delivery, Retention, Topic, TopicError, redis_error, wire};
+use super::link::Counters;
+use super::topic::{Delivery, Retention, Topic, TopicError, redis_error};
+use super::wire;
 use crate::config::ProxyConfig;
 use crate::conn::{self, bytes, keyed, owned, s};
 
@@ -177,16 +178,6 @@ impl Topics {
             Ok(_) => Ok(()),
             Err(e) => Err(redis_error(&e)),
         }
-    }
-
-    /// Subscribes to `topic`; `.await` the request (after its options) for a
-    /// [`Subscription`](super::Subscription): a `Stream` of the events decoded as `E`.
-    /// A live subscription receives what is published once the `.await` returned; a durable
-    /// one, in a subscriber group new to the topic, too (or everything retained:
-    /// [`from_start`](SubscribeRequest::from_start)), and in a group that exists, what the
-    /// group has not acknowledged yet.
-    pub fn subscribe<E>(&self, topic: &Topic) -> SubscribeRequest<E> {
-        SubscribeRequest::new(self.clone(), topic.clone())
     }
 
     /// What this handle did so far (see [`TopicsStats`]).

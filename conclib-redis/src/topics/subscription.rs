@@ -3,7 +3,7 @@
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,13 +13,27 @@ use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+use super::link::{Counters, Link, Raw, SubscribeOptions};
 use super::publish::{Topics, Typed};
-use super::{Delivery, Topic, TopicError, check_name, durable, live};
+use super::topic::{Delivery, Topic, TopicError, check_name};
+use super::{durable, live};
 
 /// The default [`buffer`](SubscribeRequest::buffer) of a subscription, in events.
 pub const DEFAULT_BUFFER: usize = 1024;
 /// The default subscriber group of a durable subscription.
 pub const DEFAULT_GROUP: &str = "default";
+
+impl Topics {
+    /// Subscribes to `topic`; `.await` the request (after its options) for a
+    /// [`Subscription`]: a `Stream` of the events decoded as `E`.
+    /// A live subscription receives what is published once the `.await` returned; a durable
+    /// one, in a subscriber group new to the topic, too (or everything retained:
+    /// [`from_start`](SubscribeRequest::from_start)), and in a group that exists, what the
+    /// group has not acknowledged yet.
+    pub fn subscribe<E>(&self, topic: &Topic) -> SubscribeRequest<E> {
+        SubscribeRequest::new(self.clone(), topic.clone())
+    }
+}
 
 /// A subscription's options; `.await` it for the [`Subscription`]. From
 /// [`Topics::subscribe`].
@@ -27,11 +41,7 @@ pub const DEFAULT_GROUP: &str = "default";
 pub struct SubscribeRequest<E> {
     pub(super) topics: Topics,
     pub(super) topic: Topic,
-    pub(super) group: String,
-    pub(super) consumer: Option<String>,
-    pub(super) buffer: usize,
-    pub(super) from_start: bool,
-    pub(super) claim_idle: Duration,
+    options: SubscribeOptions,
     _event: Typed<E>,
 }
 
@@ -40,11 +50,13 @@ impl<E> SubscribeRequest<E> {
         SubscribeRequest {
             topics,
             topic,
-            group: DEFAULT_GROUP.to_owned(),
-            consumer: None,
-            buffer: DEFAULT_BUFFER,
-            from_start: false,
-            claim_idle: Duration::from_secs(30),
+            options: SubscribeOptions {
+                group: DEFAULT_GROUP.to_owned(),
+                consumer: None,
+                buffer: DEFAULT_BUFFER,
+                from_start: false,
+                claim_idle: Duration::from_secs(30),
+            },
             _event: Typed::default(),
         }
     }
@@ -52,7 +64,7 @@ impl<E> SubscribeRequest<E> {
     /// A durable topic's subscriber group (default [`DEFAULT_GROUP`]): every group receives
     /// every event; the subscribers of one group share them. Ignored for a live topic.
     pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = group.into();
+        self.options.group = group.into();
         self
     }
 
@@ -61,7 +73,7 @@ impl<E> SubscribeRequest<E> {
     /// and not finished; one under a new name leaves them to be claimed by a member of the
     /// group after [`claim_idle`](Self::claim_idle). Default: a random name.
     pub fn consumer(mut self, consumer: impl Into<String>) -> Self {
-        self.consumer = Some(consumer.into());
+        self.options.consumer = Some(consumer.into());
         self
     }
 
@@ -70,21 +82,21 @@ impl<E> SubscribeRequest<E> {
     /// full (counted, reported as [`TopicError::Lagged`]); a durable one stops reading from
     /// Redis until there is room.
     pub fn buffer(mut self, events: usize) -> Self {
-        self.buffer = events.max(1);
+        self.options.buffer = events.max(1);
         self
     }
 
     /// For a durable subscriber group new to the topic: start with the oldest event the
     /// topic keeps, rather than with those published from now on.
     pub fn from_start(mut self) -> Self {
-        self.from_start = true;
+        self.options.from_start = true;
         self
     }
 
     /// How long an event taken by another subscriber of the group stays unfinished before
     /// this one takes it over (that subscriber is taken to be gone). Default 30 s.
     pub fn claim_idle(mut self, idle: Duration) -> Self {
-        self.claim_idle = idle;
+        self.options.claim_idle = idle;
         self
     }
 }
@@ -100,16 +112,25 @@ impl<E: DeserializeOwned + Send + 'static> IntoFuture for SubscribeRequest<E> {
 
 impl<E: DeserializeOwned + Send + 'static> SubscribeRequest<E> {
     async fn start(self) -> Result<Subscription<E>, TopicError> {
-        check_name(&self.group)?;
-        if let Some(consumer) = &self.consumer {
+        check_name(&self.options.group)?;
+        if let Some(consumer) = &self.options.consumer {
             check_name(consumer)?;
         }
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = mpsc::channel(self.buffer);
+        let (tx, rx) = mpsc::channel(self.options.buffer);
         let delivery = self.topic.delivery();
         let link = match delivery {
-            Delivery::Live => live::start(&self, tx, counters.clone()).await?,
-            Delivery::Durable => durable::start(&self, tx, counters.clone()).await?,
+            Delivery::Live => live::start(&self.topics, &self.topic, tx, counters.clone()).await?,
+            Delivery::Durable => {
+                durable::start(
+                    &self.topics,
+                    &self.topic,
+                    &self.options,
+                    tx,
+                    counters.clone(),
+                )
+                .await?
+            }
         };
         self.topics.register(&counters);
         Ok(Subscription {
@@ -122,33 +143,6 @@ impl<E: DeserializeOwned + Send + 'static> SubscribeRequest<E> {
             topic: self.topic,
             _event: Typed::default(),
         })
-    }
-}
-
-/// An event as received, not decoded yet.
-pub(super) struct Raw {
-    /// The codec it names (`None`: one this process does not know).
-    pub codec: Option<Arc<dyn Codec>>,
-    pub body: Bytes,
-    /// A durable event's entry id (acknowledged once the next event is asked for).
-    pub id: Option<Bytes>,
-}
-
-/// A subscription's counters, shared with its tasks.
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub received: AtomicU64,
-    pub delivered: AtomicU64,
-    pub dropped: AtomicU64,
-    pub redelivered: AtomicU64,
-    pub undecodable: AtomicU64,
-    pub resubscribes: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn buffered(&self) -> u64 {
-        let out = self.delivered.load(Ordering::Relaxed) + self.dropped.load(Ordering::Relaxed);
-        self.received.load(Ordering::Relaxed).saturating_sub(out)
     }
 }
 
@@ -171,32 +165,6 @@ pub struct SubscriptionStats {
     pub resubscribes: u64,
     /// Events received and not yet handed over.
     pub buffered: u64,
-}
-
-/// The Redis side of a subscription: its tasks and its own connection, stopped on drop;
-/// and for a durable one, the acknowledgements still to send.
-pub(super) struct Link {
-    pub tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub client: fred::prelude::Client,
-    pub acks: Option<Arc<durable::Acks>>,
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-        let client = self.client.clone();
-        let acks = self.acks.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                if let Some(acks) = acks {
-                    acks.flush().await;
-                }
-                let _ = fred::prelude::ClientLike::quit(&client).await;
-            });
-        }
-    }
 }
 
 /// A subscription to a topic: a `Stream` of its events decoded as `E`, from
