@@ -9,7 +9,7 @@ use conclib_codec::Codec;
 /// The longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 200;
 
-/// How a topic's events reach its subscribers (see the [module docs](self)).
+/// How a topic's events reach its subscribers (see the [module docs](crate::topics)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Delivery {
