@@ -125,3 +125,53 @@ def test_blocking_iterator_and_events_published_from_python(url: str, namespace:
     with pytest.raises(conclib.ConfigError):
         with conclib.Client(url, namespace=namespace) as client:
             client.subscribe("two words")
+
+
+def test_subscriptions_resubscribe_after_a_redis_restart() -> None:
+    from conftest import RedisServer
+
+    redis = RedisServer()
+    try:
+        async def main() -> None:
+            async with conclib.AsyncClient(redis.url, namespace="topics-restart", timeout=1.0,
+                                           command_timeout=1.0) as client:
+                topic = topic_name()
+                subs = [await client.subscribe(topic, buffer=100_000) for _ in range(8)]
+                subs += [await client.subscribe(topic, durable=True, group=f"g{i}") for i in range(8)]
+                await client.publish(topic, -1)
+                await client.publish(topic, -1, durable=True)
+                for sub in subs:
+                    assert await sub.get(timeout=5) == -1
+                redis.kill()
+                redis.start()
+                loop = asyncio.get_running_loop()
+                back = loop.time()
+                got_again = [False] * len(subs)
+
+                async def publish_until_heard() -> None:
+                    seq = 0
+                    while not all(got_again):
+                        for durable in (False, True):
+                            try:
+                                await client.publish(topic, seq, durable=durable)
+                            except conclib.ConclibError:
+                                pass
+                        seq += 1
+                        await asyncio.sleep(0.02)
+
+                async def listen(i: int) -> None:
+                    while True:
+                        event = await subs[i].get(timeout=15)
+                        if isinstance(event, int) and event >= 0:
+                            got_again[i] = True
+                            return
+
+                await asyncio.wait_for(asyncio.gather(publish_until_heard(), *(listen(i) for i in range(len(subs)))), 20)
+                assert loop.time() - back < 15
+                assert all(s.stats()["resubscribes"] >= 1 for s in subs), [s.stats() for s in subs]
+                for sub in subs:
+                    await sub.aclose()
+
+        run(main())
+    finally:
+        redis.close()
