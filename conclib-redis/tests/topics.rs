@@ -40,6 +40,7 @@ fn main() {
         a_sigkilled_durable_subscriber_resumes_with_nothing_lost,
         actors_receive_live_and_durable_events,
         bad_names_large_events_and_foreign_events_are_typed_errors,
+        a_live_pattern_receives_the_topics_it_matches,
     ]);
 }
 
@@ -501,4 +502,29 @@ async fn bad_names_large_events_and_foreign_events_are_typed_errors() {
     assert_eq!(sub.stats().undecodable, 1);
     let stats = client.topics().stats();
     assert_eq!((stats.published, stats.publish_failures), (2, 1));
+}
+
+async fn a_live_pattern_receives_the_topics_it_matches() {
+    let config = common::config("pattern");
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let orders = Topic::live_pattern("orders.*").unwrap();
+    let mut sub = client.subscribe::<Tick>(&orders).await.unwrap();
+    for (name, from) in [("orders.placed", 1), ("users.new", 2), ("orders.paid", 3)] {
+        let topic = Topic::live(name).unwrap();
+        client
+            .publish(&topic, &Tick { from, seq: 0 })
+            .await
+            .unwrap();
+    }
+    assert_eq!(next(&mut sub).await, Ok(Tick { from: 1, seq: 0 }));
+    assert_eq!(next(&mut sub).await, Ok(Tick { from: 3, seq: 0 }));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        client.publish(&orders, &Tick { from: 0, seq: 0 }).await,
+        Err(TopicError::InvalidName(_))
+    ));
 }

@@ -42,13 +42,14 @@ pub(super) async fn start(
         .await
         .map_err(TopicError::Unavailable)?;
     let channel = wire::live_channel(&config.namespace, topic.name());
-    if let Err(e) = client.subscribe(channel.clone()).await {
+    let pattern = topic.is_pattern();
+    if let Err(e) = subscribe(&client, &channel, pattern).await {
         let _ = client.quit().await;
         return Err(redis_error(&e));
     }
     let task = tokio::spawn(forward(
         client.clone(),
-        channel,
+        (channel, pattern),
         config.codec.clone(),
         messages,
         reconnects,
@@ -66,7 +67,7 @@ pub(super) async fn start(
 /// reconnection (a restarted Redis knows no subscriptions).
 async fn forward(
     client: Client,
-    channel: String,
+    (channel, pattern): (String, bool),
     codec: Arc<dyn conclib_codec::Codec>,
     mut messages: broadcast::Receiver<Message>,
     mut reconnects: broadcast::Receiver<Server>,
@@ -76,7 +77,8 @@ async fn forward(
     loop {
         tokio::select! {
             message = messages.recv() => match message {
-                Ok(message) if *message.channel == *channel => {
+                // The connection is this subscription's own: every message is for it.
+                Ok(message) => {
                     counters.received.fetch_add(1, Ordering::Relaxed);
                     metrics::received(Delivery::Live, 1);
                     let Some(frame) = conn::as_bytes(&message.value) else { continue };
@@ -97,7 +99,6 @@ async fn forward(
                         Err(TrySendError::Closed(_)) => return,
                     }
                 }
-                Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
                     counters.received.fetch_add(n, Ordering::Relaxed);
                     counters.dropped.fetch_add(n, Ordering::Relaxed);
@@ -109,7 +110,7 @@ async fn forward(
                 if matches!(server, Err(RecvError::Closed)) {
                     return;
                 }
-                resubscribe(&client, &channel).await;
+                resubscribe(&client, &channel, pattern).await;
                 counters.resubscribes.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -118,14 +119,27 @@ async fn forward(
 
 /// Subscribes again, until Redis takes it: right after fred's report the connection may
 /// not take commands yet, or Redis may be gone again.
-async fn resubscribe(client: &Client, channel: &str) {
+async fn resubscribe(client: &Client, channel: &str, pattern: bool) {
     let mut pause = Duration::from_millis(20);
     loop {
-        match client.subscribe(channel.to_owned()).await {
+        match subscribe(client, channel, pattern).await {
             Ok(()) => return,
             Err(e) => tracing::debug!(error = %e, channel, "subscribing again failed; retrying"),
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// `SUBSCRIBE channel`, or `PSUBSCRIBE pattern`.
+async fn subscribe(
+    client: &Client,
+    channel: &str,
+    pattern: bool,
+) -> Result<(), fred::error::Error> {
+    if pattern {
+        client.psubscribe(channel.to_owned()).await
+    } else {
+        client.subscribe(channel.to_owned()).await
     }
 }

@@ -125,6 +125,12 @@ impl Topics {
         topic: &Topic,
         event: &E,
     ) -> Result<(), TopicError> {
+        if topic.pattern {
+            return Err(TopicError::InvalidName(format!(
+                "{} is a pattern: subscribe to it, publish to a topic",
+                topic.name
+            )));
+        }
         let config = &self.inner.config;
         let codec: &dyn Codec = match &topic.codec {
             Some(c) => &**c,

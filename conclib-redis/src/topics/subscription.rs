@@ -119,6 +119,11 @@ impl<E: DeserializeOwned + Send + 'static> SubscribeRequest<E> {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = mpsc::channel(self.options.buffer);
         let delivery = self.topic.delivery();
+        if self.topic.is_pattern() && delivery != Delivery::Live {
+            return Err(TopicError::InvalidName(
+                "only live topics have patterns".into(),
+            ));
+        }
         let link = match delivery {
             Delivery::Live => live::start(&self.topics, &self.topic, tx, counters.clone()).await?,
             Delivery::Durable => {

@@ -51,6 +51,8 @@ pub struct Topic {
     pub(super) delivery: Delivery,
     pub(super) retention: Retention,
     pub(super) codec: Option<Arc<dyn Codec>>,
+    /// A live pattern (`orders.*`): subscribed to, never published to.
+    pub(super) pattern: bool,
 }
 
 impl fmt::Debug for Topic {
@@ -60,6 +62,7 @@ impl fmt::Debug for Topic {
             .field("delivery", &self.delivery)
             .field("retention", &self.retention)
             .field("codec", &self.codec.as_ref().map(|c| c.name()))
+            .field("pattern", &self.pattern)
             .finish()
     }
 }
@@ -89,7 +92,33 @@ impl Topic {
             delivery,
             retention: DEFAULT_RETENTION,
             codec: None,
+            pattern: false,
         })
+    }
+
+    /// The live topics whose names match `pattern`, to subscribe to (`orders.*`: `*` any
+    /// characters, `?` one; Redis's `PSUBSCRIBE`). Publishing to it is refused.
+    ///
+    /// ```
+    /// let every_order = conclib_redis::Topic::live_pattern("orders.*").unwrap();
+    /// assert!(conclib_redis::Topic::live_pattern("orders.[ab]").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`TopicError::InvalidName`] as for [`Topic::live`], `*` and `?` allowed.
+    pub fn live_pattern(pattern: impl AsRef<str>) -> Result<Topic, TopicError> {
+        let pattern = pattern.as_ref();
+        check_name(&pattern.replace(['*', '?'], "x"))?;
+        let mut topic = Topic::new(&pattern.replace(['*', '?'], "x"), Delivery::Live)?;
+        topic.name = pattern.into();
+        topic.pattern = true;
+        Ok(topic)
+    }
+
+    /// Whether this is a pattern ([`Topic::live_pattern`]).
+    #[must_use]
+    pub fn is_pattern(&self) -> bool {
+        self.pattern
     }
 
     /// How much of a durable topic Redis keeps (ignored for a live one).
