@@ -41,6 +41,7 @@ fn main() {
         actors_receive_live_and_durable_events,
         bad_names_large_events_and_foreign_events_are_typed_errors,
         a_live_pattern_receives_the_topics_it_matches,
+        a_gone_subscribers_events_are_claimed_and_its_name_forgotten,
     ]);
 }
 
@@ -527,4 +528,54 @@ async fn a_live_pattern_receives_the_topics_it_matches() {
         client.publish(&orders, &Tick { from: 0, seq: 0 }).await,
         Err(TopicError::InvalidName(_))
     ));
+}
+
+async fn a_gone_subscribers_events_are_claimed_and_its_name_forgotten() {
+    let config = common::config("claim");
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let topic = Topic::durable("claimed").unwrap();
+    let mut a = client
+        .subscribe::<Tick>(&topic)
+        .group("g")
+        .consumer("a")
+        .buffer(4)
+        .await
+        .unwrap();
+    publish_all(client.topics(), topic.clone(), 0, 20).await;
+    let mut seen: HashSet<Tick> = HashSet::new();
+    for _ in 0..2 {
+        seen.insert(next(&mut a).await.unwrap());
+    }
+    // Gone without a word: what it took and did not finish stays pending on `a`.
+    drop(a);
+    let mut b = client
+        .subscribe::<Tick>(&topic)
+        .group("g")
+        .consumer("b")
+        .claim_idle(Duration::from_millis(300))
+        .await
+        .unwrap();
+    while seen.len() < 20 {
+        seen.insert(next(&mut b).await.unwrap());
+    }
+    assert!(b.stats().redelivered >= 1, "{:?}", b.stats());
+    // `a` holds nothing any more and is forgotten (after 5 s without a word).
+    let redis = common::raw_client(&config).await;
+    let key = format!("{}:topic:{{claimed}}:log", config.namespace);
+    conclib_testkit::eventually(Duration::from_secs(15), "only `b` is left", || async {
+        let consumers = common::raw(
+            &redis,
+            vec![
+                common::v("XINFO"),
+                common::v("CONSUMERS"),
+                common::v(&key),
+                common::v("g"),
+            ],
+        )
+        .await
+        .unwrap();
+        matches!(consumers, fred::prelude::Value::Array(list) if list.len() == 1)
+    })
+    .await;
+    b.close().await;
 }

@@ -234,6 +234,7 @@ impl Reader {
     /// `claim_idle` (`XAUTOCLAIM`), and hands them over; `false` once the subscription is
     /// gone.
     async fn claim<C: ClientLike>(&self, client: &C) -> bool {
+        self.forget_gone(client).await;
         let mut start = Bytes::from_static(b"0-0");
         for _ in 0..16 {
             let args = vec![
@@ -267,6 +268,53 @@ impl Reader {
         true
     }
 }
+
+impl Reader {
+    /// Deletes the group's consumers that hold nothing and were not heard of for
+    /// [`GONE_AFTER_CLAIMS`] claim periods (at least [`GONE_AT_LEAST`]): subscribers gone
+    /// under names of their own (random ones, by default) would otherwise pile up in Redis.
+    async fn forget_gone<C: ClientLike>(&self, client: &C) {
+        let idle = (self.claim_idle * GONE_AFTER_CLAIMS).max(GONE_AT_LEAST);
+        let args = vec![
+            s(FORGET_GONE_SCRIPT),
+            Value::Integer(1),
+            owned(self.key.clone()),
+            owned(self.group.clone()),
+            owned(self.consumer.clone()),
+            Value::Integer(idle.as_millis() as i64),
+        ];
+        if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
+            tracing::debug!(error = %e, key = %self.key, "forgetting gone subscribers failed");
+        }
+    }
+}
+
+/// A consumer counts as gone after this many claim periods without a word (and nothing
+/// pending on it).
+const GONE_AFTER_CLAIMS: u32 = 10;
+/// ... and at least this long.
+const GONE_AT_LEAST: Duration = Duration::from_secs(5);
+
+/// `KEYS[1]` = a topic's stream, `ARGV[1]` = a consumer group, `ARGV[2]` = the calling
+/// consumer, `ARGV[3]` = idle ms: deletes the group's other consumers that have nothing
+/// pending and were idle longer (checked and deleted in one script: one that reads in
+/// between would lose what it read). Returns how many.
+const FORGET_GONE_SCRIPT: &str = r"local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return 0 end
+local n = 0
+for _, c in ipairs(consumers) do
+  local name, pending, idle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] end
+    if c[i] == 'pending' then pending = c[i + 1] end
+    if c[i] == 'idle' then idle = c[i + 1] end
+  end
+  if name ~= ARGV[2] and pending == 0 and idle ~= nil and idle > tonumber(ARGV[3]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    n = n + 1
+  end
+end
+return n";
 
 /// The `(id, fields)` of an `XREADGROUP` answer (one stream): nil fields for an entry
 /// trimmed away while pending.
