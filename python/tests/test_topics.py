@@ -6,6 +6,9 @@ subscriber drops (counted) and stays bounded; events published from Python."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
 import uuid
 from typing import Any
 
@@ -175,3 +178,77 @@ def test_subscriptions_resubscribe_after_a_redis_restart() -> None:
         run(main())
     finally:
         redis.close()
+
+
+_SUBSCRIBER = """
+import asyncio, sys
+import conclib
+
+async def main() -> None:
+    url, namespace, topic = sys.argv[1:4]
+    async with conclib.AsyncClient(url, namespace=namespace) as client:
+        sub = await client.subscribe(topic, durable=True, group="py", consumer="py-1", buffer=64)
+        print("ready", flush=True)
+        async for event in sub:
+            print(event["from"], event["seq"], flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_sigkilled_python_subscriber_process_resumes_with_nothing_lost(url: str, namespace: str) -> None:
+    topic = topic_name()
+    total = 20_000
+
+    def start() -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", _SUBSCRIBER, url, namespace, topic],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+    async def publish() -> None:
+        async with conclib.AsyncClient(url, namespace=namespace) as client:
+            # Two Rust publishers (the test server's actor, asked twice at once) and this one.
+            await asyncio.gather(
+                publish_from_rust(client, topic, durable=True, count=total // 4, sender=1),
+                publish_from_rust(client, topic, durable=True, count=total // 4, sender=2),
+                *(client.publish(topic, {"from": 3, "seq": i}, durable=True) for i in range(total // 2)),
+            )
+
+    first = start()
+    seen: set[tuple[int, int]] = set()
+    publisher = threading.Thread(target=lambda: run(publish(), timeout=120))
+    publisher.start()
+    assert first.stdout is not None
+    for _ in range(5000):
+        line = first.stdout.readline()
+        assert line, "the first subscriber ended"
+        a, b = line.split()
+        seen.add((int(a), int(b)))
+    first.kill()
+    first.wait(timeout=10)
+    for line in first.stdout:  # handled before it died, not read yet
+        a, b = line.split()
+        seen.add((int(a), int(b)))
+    second = start()
+    assert second.stdout is not None
+    last: dict[int, int] = {}
+    duplicates = 0
+    try:
+        while len(seen) < total:
+            line = second.stdout.readline()
+            assert line, "the second subscriber ended"
+            a, b = (int(x) for x in line.split())
+            if b <= last.get(a, -1) and a != 3:
+                raise AssertionError(f"{a} {b} after {last[a]}")
+            last[a] = max(b, last.get(a, -1))
+            if (a, b) in seen:
+                duplicates += 1
+            seen.add((a, b))
+    finally:
+        second.kill()
+        second.wait(timeout=10)
+        publisher.join(timeout=120)
+    assert duplicates <= 64 + 256 + 1, duplicates
+    print(f"python durable resume: {total} events, {duplicates} received twice")
