@@ -7,6 +7,9 @@
 //! - [`ProxyClient`] asks ([`ProxyClient::ask`]) and tells ([`ProxyClient::tell`]) them from
 //!   anywhere that reaches the same Redis, with per-call timeouts and the core's
 //!   [`AskError`](conclib_core::AskError), as from every other kind of ref.
+//! - [`Topics`] publishes events to named [`Topic`]s and subscribes to them from anywhere on
+//!   the same Redis (a `Stream` of typed events, or an actor's mailbox): live (at most once)
+//!   or durable (at least once, ordered, resumable); see the [`topics`] module.
 //! - [`start_redis`] runs a private `redis-server` child, for tests and single-host setups.
 //! - [`ProxyConfig`] holds the URL (password, ACL user, `rediss://` with the `tls` feature and
 //!   optionally a private CA in [`tls_ca_file`](ProxyConfig::tls_ca_file),
@@ -318,6 +321,10 @@
 //! | `conclib_reminders_retried_total` | counter | namespace | deliveries that failed and were given back to be retried |
 //! | `conclib_reminders_lag_seconds` | histogram | namespace | from a tick's due time (the last one a delivery stands for) to its handling |
 //! | `conclib_reminders_registered`, `conclib_reminders_due` | gauge | namespace | reminders registered, and those due now, sampled by each poller every second |
+//! | `conclib_topic_published_total` | counter | delivery (`live`, `durable`), outcome (`ok`, `failed`) | events published to topics |
+//! | `conclib_topic_received_total` | counter | delivery | events subscriptions received from Redis |
+//! | `conclib_topic_dropped_total` | counter | delivery | live events dropped: the subscription's buffer was full |
+//! | `conclib_topic_redelivered_total` | counter | delivery | durable events received again (taken before and not acknowledged) |
 //!
 //! # Trust model
 //! Anyone who can write to a namespace's request streams can ask its actors anything they
@@ -359,6 +366,8 @@
 //! | `{ns}:snapshot-others:{k}:{system}` | string | chunk `k` of the base: the JSON of every actor in brief, published whole now and then (see [`SnapshotReader::others`]) | `PX` 5 minutes and three intervals; a new base every 5 minutes at most, sooner when the changes grow; deleted at shutdown |
 //! | `{ns}:snapshot-others:changes:{system}` | string | what changed since the base, published with each snapshot while `{ns}:snapshots:watched` exists: the actors whose figures changed, those gone | as the snapshot; deleted at shutdown |
 //! | `{ns}:snapshots:watched` | string | set by every [`SnapshotReader::systems`] read: someone watches | `PX` 10 s |
+//! | `{ns}:topic:{<name>}:live` | pub/sub channel | a live topic's events (the name between braces: the Cluster hash tag), each `0x01`, the codec name's length (1 byte), the codec name (`bincode`, `msgpack`), the encoded event | none (pub/sub) |
+//! | `{ns}:topic:{<name>}:log` | stream | a durable topic's events, fields `v` (`1`), `codec`, `body`; one consumer group per subscriber group, one consumer per subscriber (see [`topics`]) | trimmed at each publish to the topic's [`Retention`] (`MAXLEN ~`, default about 100,000 events, or `MINID ~`) |
 //! | `{ns}:snapshots` | sorted set | system ids publishing snapshots, scored by when their snapshot expires (ms since the Unix epoch) | entries removed at shutdown, or an hour after they expired |
 //!
 //! ## Asking
@@ -550,6 +559,7 @@ mod proxy;
 mod reminders;
 mod snapshots;
 mod stats;
+pub mod topics;
 mod unacked;
 
 #[cfg(feature = "fuzzing")]
@@ -584,3 +594,7 @@ pub use reminders::{
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
 pub use stats::ProxyStats;
+pub use topics::{
+    ActorSubscription, Delivery, Retention, SubscribeRequest, Subscription, SubscriptionStats,
+    Topic, TopicError, Topics, TopicsStats,
+};

@@ -8,7 +8,13 @@ Environment: ``CONCLIB_URL`` (default ``redis://127.0.0.1:6379``), ``CONCLIB_NAM
 - ``GET /health``: 200 once the app runs (it does not touch Redis);
 - ``GET /double/{n}``: asks ``py:shapes`` ``Double(n)`` and answers ``{"n": n, "double": 2n}``;
   a failed ask is a 503 (``Unavailable``, ``MailboxFull``, ``Timeout``) or a 502;
-- ``GET /plain/{n}``: answers ``{"n": n, "double": 2n}`` from memory (the baseline).
+- ``GET /plain/{n}``: answers ``{"n": n, "double": 2n}`` from memory (the baseline);
+- ``GET /events/{topic}``: Server-Sent Events: subscribes to the topic (live; ``?durable=true``
+  for a durable one, read in the subscriber group ``?group=`` , default ``web``) and streams
+  each event as ``data: <JSON>`` (``curl -N``, a browser's ``EventSource``); a comment line
+  ``: subscribed`` first, once events published from then on reach the stream, and ``: ping``
+  after 15 s without events; ``?count=N`` ends the stream after N events. Each worker of
+  ``--workers`` subscribes for its own streams: every stream gets every event of a live topic.
 
 One ``AsyncClient`` per worker process, made at import: it connects on its first ask, in the
 worker (a client belongs to the process and event loop that connected it, so the forks of
@@ -20,12 +26,14 @@ dependency ``get_client``, so that a test can hand them a fake instead
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException
+from fastapi.responses import StreamingResponse
 
 import conclib
 
@@ -72,3 +80,35 @@ async def double(n: int, actors: Actors) -> dict[str, int]:
 @app.get("/plain/{n}")
 async def plain(n: int) -> dict[str, int]:
     return {"n": n, "double": 2 * n}
+
+
+@app.get("/events/{topic}")
+async def events(
+    topic: str, actors: Actors, durable: bool = False, group: str = "web", count: int | None = None
+) -> StreamingResponse:
+    try:
+        subscription = await actors.subscribe(topic, durable=durable, group=group)
+    except conclib.ConfigError as e:
+        raise HTTPException(400, str(e)) from None
+    except conclib.ConclibError as e:
+        raise HTTPException(503, f"{e.label}: {e}") from None
+
+    async def stream() -> AsyncIterator[str]:
+        sent = 0
+        try:
+            yield ": subscribed\n\n"
+            while count is None or sent < count:
+                try:
+                    event = await subscription.get(timeout=15.0)
+                except conclib.Timeout:
+                    yield ": ping\n\n"
+                    continue
+                except StopAsyncIteration:
+                    return
+                yield f"data: {json.dumps(event, default=str)}\n\n"
+                sent += 1
+        finally:
+            # The client went away (the server cancels the stream) or the count is reached.
+            await subscription.aclose()
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -129,6 +129,8 @@ struct Shared {
     losses: AtomicU64,
     /// Redis's persistence settings, read once as the client connected.
     persistence: std::sync::OnceLock<crate::Persistence>,
+    /// Publishing and subscribing to topics (made on first use).
+    topics: std::sync::OnceLock<crate::topics::Topics>,
 }
 
 /// Stops the reply reader and the connection watchers, and closes the connections, when the
@@ -302,6 +304,7 @@ impl ProxyClient {
             run_ids: Mutex::new(HashMap::new()),
             losses: AtomicU64::new(0),
             persistence: std::sync::OnceLock::new(),
+            topics: std::sync::OnceLock::new(),
         });
         let (run_id, _) = shared.server_info().await;
         let persistence = match shared.connection() {
@@ -372,6 +375,51 @@ impl ProxyClient {
     #[must_use]
     pub fn persistence(&self) -> crate::Persistence {
         self.shared.persistence.get().copied().unwrap_or_default()
+    }
+
+    /// Publishing to topics and subscribing to them through this client's Redis (see
+    /// [`topics`](crate::topics)). Its publishes share the client's connections; each
+    /// subscription has a connection of its own.
+    #[must_use]
+    pub fn topics(&self) -> crate::topics::Topics {
+        self.shared
+            .topics
+            .get_or_init(|| {
+                crate::topics::Topics::new(
+                    self.shared.config.clone(),
+                    self.shared.pool.next().clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// Publishes `event` to `topic`: [`Topics::publish`](crate::Topics::publish).
+    ///
+    /// # Errors
+    /// As [`Topics::publish`](crate::Topics::publish).
+    pub async fn publish<E: Serialize + ?Sized>(
+        &self,
+        topic: &crate::Topic,
+        event: &E,
+    ) -> Result<(), crate::TopicError> {
+        self.topics().publish(topic, event).await
+    }
+
+    /// Subscribes to `topic`; `.await` it for a `Stream` of its events decoded as `E`:
+    /// [`Topics::subscribe`](crate::Topics::subscribe).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), conclib_redis::TopicError> {
+    /// use futures_util::StreamExt;
+    /// let topic = conclib_redis::Topic::live("jobs.progress")?;
+    /// let mut progress = client.subscribe::<u32>(&topic).await?;
+    /// while let Some(event) = progress.next().await {
+    ///     println!("{event:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe<E>(&self, topic: &crate::Topic) -> crate::SubscribeRequest<E> {
+        self.topics().subscribe(topic)
     }
 
     /// The key of this client's reply list.

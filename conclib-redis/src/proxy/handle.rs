@@ -177,6 +177,15 @@ impl ProxyHandle {
         self.shared.persistence()
     }
 
+    /// Publishing to topics and subscribing to them through the proxy's Redis (see
+    /// [`topics`](crate::topics)); keep a clone in an actor to publish from its handlers.
+    /// Its publishes share the proxy's command connection (and stop with
+    /// [`shutdown`](Self::shutdown)); each subscription has a connection of its own.
+    #[must_use]
+    pub fn topics(&self) -> crate::topics::Topics {
+        self.shared.topics().clone()
+    }
+
     /// What the proxy did so far.
     #[must_use]
     pub fn stats(&self) -> ProxyStats {

@@ -201,6 +201,9 @@ struct Shared {
     briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
     /// Redis's persistence settings, read once as the proxy started.
     persistence: std::sync::OnceLock<crate::Persistence>,
+    /// Topics published and subscribed through this proxy ([`ProxyHandle::topics`]), made on
+    /// first use; their counters go into the snapshot.
+    topics: std::sync::OnceLock<crate::topics::Topics>,
 }
 
 fn now_ms() -> i64 {
@@ -293,6 +296,7 @@ impl Shared {
             reset: Script::new(RESET_SCRIPT),
             briefs: tokio::sync::Mutex::default(),
             persistence: std::sync::OnceLock::new(),
+            topics: std::sync::OnceLock::new(),
         }
     }
 
@@ -325,6 +329,12 @@ impl Shared {
     /// Redis's persistence settings as read when the system's proxy started.
     fn persistence(&self) -> crate::Persistence {
         self.persistence.get().copied().unwrap_or_default()
+    }
+
+    /// This proxy's topics (made on first use).
+    pub(super) fn topics(&self) -> &crate::topics::Topics {
+        self.topics
+            .get_or_init(|| crate::topics::Topics::new(self.config.clone(), self.cmd.clone()))
     }
 
     fn stats(&self) -> ProxyStats {
@@ -364,6 +374,7 @@ impl Shared {
             snapshot,
             groups: self.published_groups(),
             persistence: self.persistence(),
+            topics: self.topics.get().map(crate::topics::Topics::stats),
         };
         crate::snapshots::publish(
             &self.cmd,

@@ -70,6 +70,11 @@ pub struct PublishedSystem {
     /// when a proxy of an older version published it without).
     #[serde(default)]
     pub persistence: Persistence,
+    /// What the system published to topics and what its subscriptions received, dropped and
+    /// received again ([`ProxyHandle::topics`](crate::ProxyHandle::topics)); `None` while it
+    /// never used topics (and from a proxy of an older version).
+    #[serde(default)]
+    pub topics: Option<crate::TopicsStats>,
 }
 
 /// One group a system is a member of, as published with its snapshot.

@@ -19,6 +19,7 @@ async fn a_snapshot_over_the_limit_is_shrunk_to_fit() {
         snapshot,
         groups: Vec::new(),
         persistence: crate::Persistence::default(),
+        topics: None,
     };
     let json = fitted_json(&published).unwrap();
     assert!(json.len() <= MAX_SNAPSHOT_BYTES, "{} bytes", json.len());
@@ -52,6 +53,7 @@ fn published(snapshot: SystemSnapshot) -> PublishedSystem {
         snapshot,
         groups: Vec::new(),
         persistence: crate::Persistence::default(),
+        topics: None,
     }
 }
 

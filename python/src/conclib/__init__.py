@@ -17,7 +17,7 @@ blocking (scripts, WSGI)::
 Errors are subclasses of :class:`ConclibError`.
 """
 
-from .blocking import Client
+from .blocking import BlockingSubscription, Client
 from .client import DEFAULT_URL, AsyncClient, Message, Priority, connect
 from .codec import Encoded
 from .errors import (
@@ -42,6 +42,7 @@ from .errors import (
 )
 from .metrics import AskEvent, AskHook, prometheus_hook
 from .protocol import PROTOCOL_VERSION, Status
+from .topics import Subscription
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,7 @@ __all__ = [
     "AskEvent",
     "AskHook",
     "AsyncClient",
+    "BlockingSubscription",
     "BadRequest",
     "Client",
     "Closed",
@@ -69,6 +71,7 @@ __all__ = [
     "ProtocolError",
     "RedisError",
     "Status",
+    "Subscription",
     "Timeout",
     "TooLarge",
     "Unavailable",

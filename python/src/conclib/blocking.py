@@ -12,13 +12,15 @@ import asyncio
 import concurrent.futures
 import os
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .client import _ABANDONED, DEFAULT_URL, AsyncClient, Message, Priority, _NOTHING
 from .errors import Closed, ConclibError, Timeout
+from .topics import DEFAULT_MAX_LEN, Subscription
 
-__all__ = ["Client"]
+__all__ = ["BlockingSubscription", "Client"]
 
 T = TypeVar("T")
 
@@ -167,6 +169,18 @@ class Client:
             self._client.command_timeout,
         )
 
+    def publish(self, topic: str, event: Any, *, durable: bool = False, max_len: int = DEFAULT_MAX_LEN) -> None:
+        """As :meth:`AsyncClient.publish <conclib.client.AsyncClient.publish>`, blocking."""
+        self._run(self._client.publish(topic, event, durable=durable, max_len=max_len),
+                  self._client.command_timeout)
+
+    def subscribe(self, topic: str, **options: Any) -> BlockingSubscription:
+        """As :meth:`AsyncClient.subscribe <conclib.client.AsyncClient.subscribe>`: an iterator
+        (``for event in subscription``) blocking for each event; ``close()`` ends it."""
+        subscription = self._run(self._client.subscribe(topic, **options),
+                                 self._client.connect_timeout + self._client.command_timeout)
+        return BlockingSubscription(self, subscription)
+
     def resolve(self, urn: str) -> str | None:
         """Which system serves this URN now, if any."""
         return self._run(self._client.resolve(urn), self._client.command_timeout)
@@ -209,6 +223,51 @@ class Client:
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
             runner.stop()
+
+
+class BlockingSubscription:
+    """A :class:`~conclib.topics.Subscription` read from a blocking :class:`Client`:
+    ``for event in subscription`` (``get(timeout)`` for one event, ``Timeout`` if none)."""
+
+    _SLICE = 1.0
+
+    def __init__(self, client: Client, subscription: Subscription) -> None:
+        self._client = client
+        self._subscription = subscription
+
+    def stats(self) -> dict[str, int]:
+        """As :meth:`Subscription.stats <conclib.topics.Subscription.stats>`."""
+        return self._subscription.stats()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The next event, waiting at most ``timeout`` seconds (``None``: as long as it takes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = self._SLICE if deadline is None else min(self._SLICE, max(deadline - time.monotonic(), 0.0))
+            try:
+                return self._client._run(self._subscription.get(left), left)
+            except Timeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+
+    def __iter__(self) -> BlockingSubscription:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return self.get()
+        except StopAsyncIteration:
+            raise StopIteration from None
+
+    def close(self) -> None:
+        """As :meth:`Subscription.aclose <conclib.topics.Subscription.aclose>`."""
+        self._client._run(self._subscription.aclose(), self._client._client.command_timeout)
+
+    def __enter__(self) -> BlockingSubscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 import weakref  # noqa: E402

@@ -51,6 +51,8 @@ from .protocol import (
     request_fields,
     ttl_ms,
 )
+from . import topics as _topics
+from .topics import DEFAULT_BUFFER, DEFAULT_GROUP, DEFAULT_MAX_LEN, Subscription
 from .trace import current_traceparent, valid_traceparent
 from .url import RedisTarget, parse_url, redact
 
@@ -512,6 +514,31 @@ class AsyncClient:
         except ConclibError as e:
             await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
             raise session.at_deadline(e, timeout, disconnects) from None
+
+    async def publish(self, topic: str, event: Any, *, durable: bool = False,
+                      max_len: int = DEFAULT_MAX_LEN) -> None:
+        """Publishes ``event`` (MessagePack) to ``topic`` and returns once Redis took it: to
+        the live topic's subscribers connected now, or (``durable=True``) to every subscriber
+        group of the durable topic, which keeps about its last ``max_len`` events. See
+        :mod:`conclib.topics`. Raises ``CodecError``, ``TooLarge``, ``Unavailable``,
+        ``RedisError``, ``ConfigError`` (a bad topic name)."""
+        await _topics.publish(self, topic, event, durable=durable, max_len=max_len)
+
+    async def subscribe(self, topic: str, *, durable: bool = False, group: str = DEFAULT_GROUP,
+                        consumer: str | None = None, buffer: int = DEFAULT_BUFFER,
+                        from_start: bool = False, claim_idle: float = 30.0) -> Subscription:
+        """Subscribes to ``topic`` and returns the :class:`~conclib.topics.Subscription`
+        (``async for event in subscription``) once events published from now on reach it.
+        ``durable``: a durable topic, read as one subscriber of ``group`` named ``consumer``
+        (default: a random name; the same name again resumes with what it had not finished);
+        ``from_start``: a group new to the topic starts with the oldest event kept;
+        ``claim_idle``: seconds after which events another subscriber of the group took and
+        did not finish are taken over. ``buffer``: events held, received and not yet taken
+        (a live subscription drops what does not fit, counted). See :mod:`conclib.topics`."""
+        await self._current()
+        subscription = Subscription(self, topic, durable=durable, group=group, consumer=consumer,
+                                    buffer=buffer, from_start=from_start, claim_idle=claim_idle)
+        return await subscription.start()
 
     async def resolve(self, urn: str) -> str | None:
         """Which system serves this URN now, if any (asks Redis, not the cache): the id in

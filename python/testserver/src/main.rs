@@ -21,6 +21,7 @@
 //! `--export-schema` prints what each actor exposes as JSON ([`conclib::schema`]) and exits.
 
 mod mirror;
+mod publisher;
 mod reminded;
 mod shapes;
 
@@ -60,7 +61,8 @@ URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
 py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), py:remind:{id}
 (keep the reminder ticks delivered to them: ReminderTick, py.Ticks), conf:counter,
-pytest:echo, py:shared, conf:shared.
+pytest:echo, py:shared, conf:shared, py:publisher (test.Publish {topic, durable, from,
+count}: publishes count events {from, seq} to a topic, MessagePack).
 
 Prints READY on stdout once they answer, then runs until SIGINT or SIGTERM (whatever its
 standard input does, unless --exit-with-stdin), shuts down and exits 0.
@@ -265,7 +267,12 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .spawn()
             .await?;
     }
+    // Publishes to topics (`test_topics.py`) through the proxy's `Topics`, set below.
+    let publisher = publisher::Publisher::default();
+    let publisher_topics = publisher.topics.clone();
+    system.build(publisher).urn("py:publisher").spawn().await?;
     let proxy = start_proxy(&system, &config).await?;
+    let _ = publisher_topics.set(proxy.topics());
     proxy.join("py:shared").await?;
     proxy.join("conf:shared").await?;
     // Activated on demand by URN (`py:item:7`).

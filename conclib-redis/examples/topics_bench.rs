@@ -1,0 +1,451 @@
+//! Benchmark of topics (issue #65) against raw Redis programs with no library but fred.
+//!
+//! ```text
+//! cargo run --release -p conclib-redis --example topics_bench [-- --events 20000 --samples 1000]
+//! ```
+//!
+//! Starts a private redis-server and measures, for each delivery mode (live: `PUBLISH` /
+//! `SUBSCRIBE`; durable: `XADD` / `XREADGROUP` with a consumer group per subscriber) and for 1
+//! and 10 subscribers, in this one process:
+//! - throughput: `--events` events published by 16 tasks at once; events/s published (until
+//!   the last publish returned) and delivered (until every subscriber had every event, or a
+//!   live one had dropped the rest: drops are reported);
+//! - latency: `--samples` events published one at a time, each once every subscriber had the
+//!   one before; p50 and p99 from publish to receipt;
+//!
+//! both through conclib's `Topics` and `Subscription`s and through a raw fred program doing
+//! the same commands (8-byte payloads, `XACK` per batch), in the same run. The last line is
+//! machine-readable: `RESULT key=value ...` with the ratios (conclib / raw: latency ratios
+//! below 1.3 and throughput ratios above 0.7 meet the issue's goal).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use conclib_redis::{ProxyClient, ProxyConfig, Topic, TopicError, start_redis};
+use fred::prelude::*;
+use fred::types::{ClusterHash, CustomCommand};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+const PUBLISHERS: u64 = 16;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Impl {
+    Conclib,
+    Raw,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Live,
+    Durable,
+}
+
+/// What all subscribers of one run received.
+#[derive(Default)]
+struct Sink {
+    received: AtomicU64,
+    dropped: AtomicU64,
+    latencies: std::sync::Mutex<Vec<u64>>,
+    changed: Notify,
+}
+
+impl Sink {
+    fn got(&self, sent_ns: u64, base: Instant) {
+        let now = base.elapsed().as_nanos() as u64;
+        self.latencies
+            .lock()
+            .unwrap()
+            .push(now.saturating_sub(sent_ns));
+        self.received.fetch_add(1, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    async fn wait_for(&self, total: u64, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let changed = self.changed.notified();
+            if self.received.load(Ordering::Acquire) + self.dropped.load(Ordering::Acquire) >= total
+            {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline.into(), changed)
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+}
+
+/// One side of a run: publishes through conclib or raw fred.
+#[derive(Clone)]
+enum Publisher {
+    Conclib(conclib_redis::Topics, Topic),
+    Raw(Client, String, Mode),
+}
+
+impl Publisher {
+    async fn publish(&self, sent_ns: u64) {
+        match self {
+            Publisher::Conclib(topics, topic) => topics.publish(topic, &sent_ns).await.unwrap(),
+            Publisher::Raw(client, key, Mode::Live) => {
+                let _: i64 = client
+                    .publish(key.as_str(), sent_ns.to_be_bytes().to_vec())
+                    .await
+                    .unwrap();
+            }
+            Publisher::Raw(client, key, Mode::Durable) => {
+                let args: Vec<Value> = vec![
+                    key.as_str().into(),
+                    "MAXLEN".into(),
+                    "~".into(),
+                    100_000.into(),
+                    "*".into(),
+                    "b".into(),
+                    Value::Bytes(sent_ns.to_be_bytes().to_vec().into()),
+                ];
+                let _: Value = client
+                    .custom(
+                        CustomCommand::new_static("XADD", ClusterHash::FirstKey, false),
+                        args,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+async fn raw_client(config: &ProxyConfig) -> Client {
+    let mut builder = Builder::from_config(Config::from_url(&config.url).unwrap());
+    builder.with_performance_config(|p| p.broadcast_channel_capacity = 4096);
+    let client = builder.build().unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+/// Starts `n` subscribers feeding `sink`; returns once all are subscribed.
+#[allow(clippy::too_many_arguments)]
+async fn subscribe(
+    imp: Impl,
+    mode: Mode,
+    n: usize,
+    name: &str,
+    client: &ProxyClient,
+    config: &ProxyConfig,
+    sink: &Arc<Sink>,
+    base: Instant,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let sink = sink.clone();
+        let task = match imp {
+            Impl::Conclib => {
+                let topic = match mode {
+                    Mode::Live => Topic::live(name).unwrap(),
+                    Mode::Durable => Topic::durable(name).unwrap(),
+                };
+                let mut sub = client
+                    .subscribe::<u64>(&topic)
+                    .group(format!("g{i}"))
+                    .await
+                    .unwrap();
+                tokio::spawn(async move {
+                    while let Some(event) = sub.next().await {
+                        match event {
+                            Ok(sent) => sink.got(sent, base),
+                            Err(TopicError::Lagged { missed }) => {
+                                sink.dropped.fetch_add(missed, Ordering::Release);
+                                sink.changed.notify_waiters();
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                })
+            }
+            Impl::Raw => {
+                let redis = raw_client(config).await;
+                match mode {
+                    Mode::Live => raw_live(redis, name.to_owned(), sink, base).await,
+                    Mode::Durable => {
+                        raw_durable(redis, name.to_owned(), format!("g{i}"), sink, base).await
+                    }
+                }
+            }
+        };
+        tasks.push(task);
+    }
+    tasks
+}
+
+async fn raw_live(
+    redis: Client,
+    channel: String,
+    sink: Arc<Sink>,
+    base: Instant,
+) -> tokio::task::JoinHandle<()> {
+    let mut messages = redis.message_rx();
+    redis.subscribe(channel).await.unwrap();
+    tokio::spawn(async move {
+        let _keep = redis;
+        loop {
+            match messages.recv().await {
+                Ok(m) => {
+                    let bytes = m.value.as_bytes().unwrap();
+                    sink.got(u64::from_be_bytes(bytes.try_into().unwrap()), base);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    sink.dropped.fetch_add(n, Ordering::Release);
+                    sink.changed.notify_waiters();
+                }
+                Err(_) => return,
+            }
+        }
+    })
+}
+
+async fn raw_durable(
+    redis: Client,
+    key: String,
+    group: String,
+    sink: Arc<Sink>,
+    base: Instant,
+) -> tokio::task::JoinHandle<()> {
+    let create: Vec<Value> = vec![
+        "CREATE".into(),
+        key.as_str().into(),
+        group.as_str().into(),
+        "$".into(),
+        "MKSTREAM".into(),
+    ];
+    let _: Value = redis
+        .custom(
+            CustomCommand::new_static("XGROUP", ClusterHash::Random, false),
+            create,
+        )
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        loop {
+            let args: Vec<Value> = vec![
+                "GROUP".into(),
+                group.as_str().into(),
+                "c".into(),
+                "COUNT".into(),
+                256.into(),
+                "BLOCK".into(),
+                1000.into(),
+                "STREAMS".into(),
+                key.as_str().into(),
+                ">".into(),
+            ];
+            let Ok(reply) = redis
+                .custom::<Value, Value>(
+                    CustomCommand::new_static("XREADGROUP", ClusterHash::Random, true),
+                    args,
+                )
+                .await
+            else {
+                return;
+            };
+            let mut ids: Vec<Value> = vec![key.as_str().into(), group.as_str().into()];
+            for (id, body) in raw_entries(reply) {
+                sink.got(
+                    u64::from_be_bytes(body.as_slice().try_into().unwrap()),
+                    base,
+                );
+                ids.push(id);
+            }
+            if ids.len() > 2 {
+                let _: Value = redis
+                    .custom(
+                        CustomCommand::new_static("XACK", ClusterHash::FirstKey, false),
+                        ids,
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    })
+}
+
+fn raw_entries(reply: Value) -> Vec<(Value, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Value::Array(streams) = reply else {
+        return out;
+    };
+    for stream in streams {
+        let Value::Array(mut parts) = stream else {
+            continue;
+        };
+        let Some(Value::Array(entries)) = parts.pop() else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(mut pair) = entry else {
+                continue;
+            };
+            let Some(Value::Array(fields)) = pair.pop() else {
+                continue;
+            };
+            let Some(id) = pair.pop() else { continue };
+            if let Some(body) = fields.get(1).and_then(|v| v.as_bytes()) {
+                out.push((id, body.to_vec()));
+            }
+        }
+    }
+    out
+}
+
+struct Figures {
+    published_per_s: f64,
+    delivered_per_s: f64,
+    dropped: u64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    imp: Impl,
+    mode: Mode,
+    subscribers: usize,
+    events: u64,
+    samples: u64,
+    client: &ProxyClient,
+    config: &ProxyConfig,
+    base: Instant,
+) -> Figures {
+    let name = format!("bench-{imp:?}-{mode:?}-{subscribers}").to_lowercase();
+    let sink = Arc::new(Sink::default());
+    let tasks = subscribe(imp, mode, subscribers, &name, client, config, &sink, base).await;
+    let raw = raw_client(config).await;
+    let publisher = match imp {
+        Impl::Conclib => Publisher::Conclib(
+            client.topics(),
+            match mode {
+                Mode::Live => Topic::live(&name).unwrap(),
+                Mode::Durable => Topic::durable(&name).unwrap(),
+            },
+        ),
+        Impl::Raw => Publisher::Raw(raw.clone(), name.clone(), mode),
+    };
+    let expected = events * subscribers as u64;
+    // Throughput.
+    let started = Instant::now();
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|_| {
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                for _ in 0..events / PUBLISHERS {
+                    publisher.publish(base.elapsed().as_nanos() as u64).await;
+                }
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let published = started.elapsed();
+    let complete = sink.wait_for(expected, Duration::from_secs(60)).await;
+    let delivered = started.elapsed();
+    assert!(complete, "{imp:?} {mode:?}: not every event arrived");
+    let dropped = sink.dropped.load(Ordering::Acquire);
+    let received = sink.received.load(Ordering::Acquire);
+    // Latency: one event at a time.
+    sink.latencies.lock().unwrap().clear();
+    for i in 1..=samples {
+        publisher.publish(base.elapsed().as_nanos() as u64).await;
+        assert!(
+            sink.wait_for(expected + i * subscribers as u64, Duration::from_secs(10))
+                .await,
+            "{imp:?} {mode:?}: a sample did not arrive"
+        );
+    }
+    let mut latencies = std::mem::take(&mut *sink.latencies.lock().unwrap());
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64 / 1000.0
+    };
+    for task in tasks {
+        task.abort();
+    }
+    let _ = raw.quit().await;
+    Figures {
+        published_per_s: events as f64 / published.as_secs_f64(),
+        delivered_per_s: received as f64 / delivered.as_secs_f64(),
+        dropped,
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+    }
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let events = arg("--events", 20_000) / PUBLISHERS * PUBLISHERS;
+    let samples = arg("--samples", 1000);
+    let redis = start_redis(&ProxyConfig::default()).await.unwrap();
+    let config = redis.config(&ProxyConfig::default().with_namespace("bench"));
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let base = Instant::now();
+    let mut result = String::from("RESULT");
+    for mode in [Mode::Live, Mode::Durable] {
+        for subscribers in [1, 10] {
+            let raw = run(
+                Impl::Raw,
+                mode,
+                subscribers,
+                events,
+                samples,
+                &client,
+                &config,
+                base,
+            )
+            .await;
+            let lib = run(
+                Impl::Conclib,
+                mode,
+                subscribers,
+                events,
+                samples,
+                &client,
+                &config,
+                base,
+            )
+            .await;
+            let tag = format!("{mode:?}{subscribers}").to_lowercase();
+            for (who, f) in [("raw", &raw), ("conclib", &lib)] {
+                println!(
+                    "{tag:>9} {who:>7}: published {:>8.0}/s, delivered {:>8.0}/s (dropped {}), latency p50 {:>7.1} us, p99 {:>7.1} us",
+                    f.published_per_s, f.delivered_per_s, f.dropped, f.p50_us, f.p99_us
+                );
+            }
+            result.push_str(&format!(
+                " {tag}_pub_per_s={:.0} {tag}_delivered_per_s={:.0} {tag}_p50_us={:.1} {tag}_p99_us={:.1} {tag}_dropped={} {tag}_pub_ratio={:.2} {tag}_delivered_ratio={:.2} {tag}_p50_ratio={:.2} {tag}_p99_ratio={:.2}",
+                lib.published_per_s,
+                lib.delivered_per_s,
+                lib.p50_us,
+                lib.p99_us,
+                lib.dropped,
+                lib.published_per_s / raw.published_per_s,
+                lib.delivered_per_s / raw.delivered_per_s,
+                lib.p50_us / raw.p50_us,
+                lib.p99_us / raw.p99_us,
+            ));
+        }
+    }
+    drop(client);
+    println!("{result}");
+}

@@ -1,0 +1,145 @@
+//! A live subscription: a connection of its own subscribed to the topic's channel, whose
+//! messages go into the subscription's buffer, or are dropped (counted) when it is full.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::Message;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::link::{Counters, Link, Raw};
+use super::publish::Topics;
+use super::topic::{Delivery, Topic, TopicError, redis_error};
+use super::{metrics, wire};
+use crate::conn;
+
+/// Fred's own queue of pub/sub messages for one connection, between its reader and ours;
+/// ours empties it at once, so it fills only if that task is starved (counted as drops).
+const FRED_QUEUE: usize = 4096;
+
+pub(super) async fn start(
+    topics: &Topics,
+    topic: &Topic,
+    tx: mpsc::Sender<Raw>,
+    counters: Arc<Counters>,
+) -> Result<Link, TopicError> {
+    let config = topics.config();
+    let mut builder = config
+        .builder::<std::convert::Infallible>(config.command_timeout)
+        .map_err(|e| TopicError::Config(e.to_string()))?;
+    builder.with_performance_config(|p| p.broadcast_channel_capacity = FRED_QUEUE);
+    let client = builder
+        .build()
+        .map_err(|e| TopicError::Config(e.to_string()))?;
+    // Taken before connecting: no message and no reconnection goes unseen.
+    let messages = client.message_rx();
+    let reconnects = client.reconnect_rx();
+    conn::init_within(&[&client], config.connect_timeout)
+        .await
+        .map_err(TopicError::Unavailable)?;
+    let channel = wire::live_channel(&config.namespace, topic.name());
+    let pattern = topic.is_pattern();
+    if let Err(e) = subscribe(&client, &channel, pattern).await {
+        let _ = client.quit().await;
+        return Err(redis_error(&e));
+    }
+    let task = tokio::spawn(forward(
+        client.clone(),
+        (channel, pattern),
+        config.codec.clone(),
+        messages,
+        reconnects,
+        tx,
+        counters,
+    ));
+    Ok(Link {
+        tasks: vec![task],
+        client,
+        acks: None,
+    })
+}
+
+/// Moves the channel's messages into the buffer, and subscribes again after each
+/// reconnection (a restarted Redis knows no subscriptions).
+async fn forward(
+    client: Client,
+    (channel, pattern): (String, bool),
+    codec: Arc<dyn conclib_codec::Codec>,
+    mut messages: broadcast::Receiver<Message>,
+    mut reconnects: broadcast::Receiver<Server>,
+    tx: mpsc::Sender<Raw>,
+    counters: Arc<Counters>,
+) {
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                // The connection is this subscription's own: every message is for it.
+                Ok(message) => {
+                    counters.received.fetch_add(1, Ordering::Relaxed);
+                    metrics::received(Delivery::Live, 1);
+                    let Some(frame) = conn::as_bytes(&message.value) else { continue };
+                    let raw = match wire::decode_live(frame) {
+                        Some((name, body)) => Raw {
+                            codec: wire::codec_named(&codec, name),
+                            body: fred::bytes::Bytes::copy_from_slice(body),
+                            id: None,
+                        },
+                        None => Raw { codec: None, body: fred::bytes::Bytes::new(), id: None },
+                    };
+                    match tx.try_send(raw) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            metrics::dropped(1);
+                        }
+                        Err(TrySendError::Closed(_)) => return,
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    counters.received.fetch_add(n, Ordering::Relaxed);
+                    counters.dropped.fetch_add(n, Ordering::Relaxed);
+                    metrics::dropped(n);
+                }
+                Err(RecvError::Closed) => return,
+            },
+            server = reconnects.recv() => {
+                if matches!(server, Err(RecvError::Closed)) {
+                    return;
+                }
+                resubscribe(&client, &channel, pattern).await;
+                counters.resubscribes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Subscribes again, until Redis takes it: right after fred's report the connection may
+/// not take commands yet, or Redis may be gone again.
+async fn resubscribe(client: &Client, channel: &str, pattern: bool) {
+    let mut pause = Duration::from_millis(20);
+    loop {
+        match subscribe(client, channel, pattern).await {
+            Ok(()) => return,
+            Err(e) => tracing::debug!(error = %e, channel, "subscribing again failed; retrying"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// `SUBSCRIBE channel`, or `PSUBSCRIBE pattern`.
+async fn subscribe(
+    client: &Client,
+    channel: &str,
+    pattern: bool,
+) -> Result<(), fred::error::Error> {
+    if pattern {
+        client.psubscribe(channel.to_owned()).await
+    } else {
+        client.subscribe(channel.to_owned()).await
+    }
+}

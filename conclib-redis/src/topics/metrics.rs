@@ -1,0 +1,41 @@
+//! The topics' metrics, through the `metrics` facade, recorded once
+//! [`conclib_core::metrics::enable`] was called. Labelled by delivery mode only: topic names
+//! can be as many as jobs.
+
+use conclib_core::metrics::is_enabled;
+
+use super::topic::Delivery;
+
+fn mode(delivery: Delivery) -> &'static str {
+    match delivery {
+        Delivery::Live => "live",
+        Delivery::Durable => "durable",
+    }
+}
+
+pub(crate) fn published(delivery: Delivery, ok: bool) {
+    if is_enabled() {
+        let outcome = if ok { "ok" } else { "failed" };
+        metrics::counter!("conclib_topic_published_total", "delivery" => mode(delivery), "outcome" => outcome)
+            .increment(1);
+    }
+}
+
+pub(crate) fn received(delivery: Delivery, n: u64) {
+    if is_enabled() {
+        metrics::counter!("conclib_topic_received_total", "delivery" => mode(delivery))
+            .increment(n);
+    }
+}
+
+pub(crate) fn dropped(n: u64) {
+    if is_enabled() {
+        metrics::counter!("conclib_topic_dropped_total", "delivery" => "live").increment(n);
+    }
+}
+
+pub(crate) fn redelivered(n: u64) {
+    if is_enabled() {
+        metrics::counter!("conclib_topic_redelivered_total", "delivery" => "durable").increment(n);
+    }
+}

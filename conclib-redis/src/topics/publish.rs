@@ -1,0 +1,244 @@
+//! [`Topics`]: publishing events, and the entry point of subscriptions.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use conclib_codec::{Codec, encode_value};
+use fred::prelude::*;
+use serde::Serialize;
+
+use super::link::Counters;
+use super::topic::{Delivery, Retention, Topic, TopicError, redis_error};
+use super::wire;
+use crate::config::ProxyConfig;
+use crate::conn::{self, bytes, keyed, owned, s};
+
+/// Publishes events to topics and subscribes to them: from a
+/// [`ProxyClient`](crate::ProxyClient) ([`topics`](crate::ProxyClient::topics)) or a serving
+/// system's [`ProxyHandle`](crate::ProxyHandle) ([`topics`](crate::ProxyHandle::topics)).
+/// Cloning is cheap; clones share the connection and the counters, so a clone kept by an
+/// actor publishes from its handlers. It publishes while the client or proxy it came from
+/// runs.
+///
+/// ```no_run
+/// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), conclib_redis::TopicError> {
+/// use conclib_redis::Topic;
+/// use futures_util::StreamExt;
+///
+/// let topic = Topic::durable("orders.placed")?;
+/// let mut orders = client.topics().subscribe::<u64>(&topic).group("billing").await?;
+/// client.topics().publish(&topic, &42u64).await?;
+/// assert_eq!(orders.next().await, Some(Ok(42)));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Topics {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) config: ProxyConfig,
+    /// A command connection of the client or proxy (shared with its other commands).
+    pub(super) cmd: Client,
+    published: AtomicU64,
+    publish_failures: AtomicU64,
+    /// The counters of the subscriptions made through this handle that still exist.
+    subscriptions: Mutex<Vec<Weak<Counters>>>,
+}
+
+impl fmt::Debug for Topics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topics")
+            .field("namespace", &self.inner.config.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a [`Topics`] handle did so far: its publishing and its subscriptions (those still
+/// open).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct TopicsStats {
+    /// Events Redis took from this handle.
+    pub published: u64,
+    /// Publishes that failed (Redis unavailable or refusing, an event too large or that did
+    /// not encode).
+    pub publish_failures: u64,
+    /// Subscriptions open now.
+    pub subscriptions: u64,
+    /// Events the open subscriptions received from Redis.
+    pub received: u64,
+    /// Events they handed to their consumer.
+    pub delivered: u64,
+    /// Events live subscriptions dropped because their buffer was full.
+    pub dropped: u64,
+    /// Events durable subscriptions received again (taken before and not acknowledged).
+    pub redelivered: u64,
+    /// Events buffered in the subscriptions now, received and not yet handed over.
+    pub buffered: u64,
+}
+
+impl Topics {
+    pub(crate) fn new(config: ProxyConfig, cmd: Client) -> Topics {
+        Topics {
+            inner: Arc::new(Inner {
+                config,
+                cmd,
+                published: AtomicU64::new(0),
+                publish_failures: AtomicU64::new(0),
+                subscriptions: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Publishes `event` to `topic`, encoded with the topic's codec (default: the
+    /// configuration's), and returns once Redis took it: a live event is then on its way to
+    /// the subscribers connected now, a durable one is kept for every subscriber group (up
+    /// to the topic's retention). Events one task publishes one after the other reach each
+    /// subscriber in that order.
+    ///
+    /// # Errors
+    /// [`TopicError::Codec`], [`TopicError::TooLarge`] (over
+    /// [`ProxyConfig::max_payload`]), [`TopicError::Unavailable`] (nothing was published:
+    /// Redis did not take it within [`ProxyConfig::command_timeout`]),
+    /// [`TopicError::Redis`].
+    pub async fn publish<E: Serialize + ?Sized>(
+        &self,
+        topic: &Topic,
+        event: &E,
+    ) -> Result<(), TopicError> {
+        let result = self.publish_now(topic, event).await;
+        let counter = match result {
+            Ok(()) => &self.inner.published,
+            Err(_) => &self.inner.publish_failures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        crate::topics::metrics::published(topic.delivery(), result.is_ok());
+        result
+    }
+
+    async fn publish_now<E: Serialize + ?Sized>(
+        &self,
+        topic: &Topic,
+        event: &E,
+    ) -> Result<(), TopicError> {
+        if topic.pattern {
+            return Err(TopicError::InvalidName(format!(
+                "{} is a pattern: subscribe to it, publish to a topic",
+                topic.name
+            )));
+        }
+        let config = &self.inner.config;
+        let codec: &dyn Codec = match &topic.codec {
+            Some(c) => &**c,
+            None => &*config.codec,
+        };
+        let body = encode_value(codec, event).map_err(|e| TopicError::Codec(e.to_string()))?;
+        if body.len() > config.max_payload {
+            return Err(TopicError::TooLarge(format!(
+                "{} bytes, the limit is {}",
+                body.len(),
+                config.max_payload
+            )));
+        }
+        let ns = &config.namespace;
+        let (command, args) = match topic.delivery {
+            Delivery::Live => (
+                "PUBLISH",
+                vec![
+                    owned(wire::live_channel(ns, &topic.name)),
+                    bytes(wire::encode_live(codec.name(), &body)),
+                ],
+            ),
+            Delivery::Durable => {
+                let mut args = vec![owned(wire::durable_key(ns, &topic.name))];
+                match topic.retention {
+                    Retention::MaxLen(n) => {
+                        args.extend([s("MAXLEN"), s("~"), Value::Integer(clamp(n))]);
+                    }
+                    Retention::MaxAge(age) => {
+                        let now = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap_or_default();
+                        let min = now.saturating_sub(age).as_millis();
+                        args.extend([s("MINID"), s("~"), owned(min.to_string())]);
+                    }
+                }
+                args.extend([
+                    s("*"),
+                    s(wire::field::VERSION),
+                    owned(wire::VERSION.to_string()),
+                    s(wire::field::CODEC),
+                    s(codec.name()),
+                    s(wire::field::BODY),
+                    bytes(body),
+                ]);
+                ("XADD", args)
+            }
+        };
+        // Bounded by the connection's command timeout (`ProxyConfig::command_timeout`).
+        match conn::call(&self.inner.cmd, keyed(command), args).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(redis_error(&e)),
+        }
+    }
+
+    /// What this handle did so far (see [`TopicsStats`]).
+    #[must_use]
+    pub fn stats(&self) -> TopicsStats {
+        let mut stats = TopicsStats {
+            published: self.inner.published.load(Ordering::Relaxed),
+            publish_failures: self.inner.publish_failures.load(Ordering::Relaxed),
+            ..TopicsStats::default()
+        };
+        let mut subscriptions = self
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        subscriptions.retain(|weak| {
+            let Some(c) = weak.upgrade() else {
+                return false;
+            };
+            stats.subscriptions += 1;
+            stats.received += c.received.load(Ordering::Relaxed);
+            stats.delivered += c.delivered.load(Ordering::Relaxed);
+            stats.dropped += c.dropped.load(Ordering::Relaxed);
+            stats.redelivered += c.redelivered.load(Ordering::Relaxed);
+            stats.buffered += c.buffered();
+            true
+        });
+        stats
+    }
+
+    pub(super) fn register(&self, counters: &Arc<Counters>) {
+        let mut list = self
+            .inner
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(counters));
+    }
+
+    pub(super) fn config(&self) -> &ProxyConfig {
+        &self.inner.config
+    }
+
+    pub(super) fn cmd(&self) -> &Client {
+        &self.inner.cmd
+    }
+
+    /// How long a durable subscriber blocks in one read.
+    pub(super) const BLOCK: Duration = Duration::from_millis(1000);
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Keeps a type parameter without owning one (the subscription's event type).
+pub(super) type Typed<E> = PhantomData<fn() -> E>;

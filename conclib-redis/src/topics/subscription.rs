@@ -1,0 +1,302 @@
+//! [`SubscribeRequest`] and the [`Subscription`] it gives: a `Stream` of typed events.
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use conclib_codec::{Codec, decode_value};
+use fred::bytes::Bytes;
+use futures_util::Stream;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+
+use super::link::{Counters, Link, Raw, SubscribeOptions};
+use super::publish::{Topics, Typed};
+use super::topic::{Delivery, Topic, TopicError, check_name};
+use super::{durable, live};
+
+/// The default [`buffer`](SubscribeRequest::buffer) of a subscription, in events.
+pub const DEFAULT_BUFFER: usize = 1024;
+/// The default subscriber group of a durable subscription.
+pub const DEFAULT_GROUP: &str = "default";
+
+impl Topics {
+    /// Subscribes to `topic`; `.await` the request (after its options) for a
+    /// [`Subscription`]: a `Stream` of the events decoded as `E`.
+    /// A live subscription receives what is published once the `.await` returned; a durable
+    /// one, in a subscriber group new to the topic, too (or everything retained:
+    /// [`from_start`](SubscribeRequest::from_start)), and in a group that exists, what the
+    /// group has not acknowledged yet.
+    pub fn subscribe<E>(&self, topic: &Topic) -> SubscribeRequest<E> {
+        SubscribeRequest::new(self.clone(), topic.clone())
+    }
+}
+
+/// A subscription's options; `.await` it for the [`Subscription`]. From
+/// [`Topics::subscribe`].
+#[must_use = "a subscription request does nothing until awaited"]
+pub struct SubscribeRequest<E> {
+    pub(super) topics: Topics,
+    pub(super) topic: Topic,
+    options: SubscribeOptions,
+    _event: Typed<E>,
+}
+
+impl<E> SubscribeRequest<E> {
+    pub(super) fn new(topics: Topics, topic: Topic) -> Self {
+        SubscribeRequest {
+            topics,
+            topic,
+            options: SubscribeOptions {
+                group: DEFAULT_GROUP.to_owned(),
+                consumer: None,
+                buffer: DEFAULT_BUFFER,
+                from_start: false,
+                claim_idle: Duration::from_secs(30),
+            },
+            _event: Typed::default(),
+        }
+    }
+
+    /// A durable topic's subscriber group (default [`DEFAULT_GROUP`]): every group receives
+    /// every event; the subscribers of one group share them. Ignored for a live topic.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.options.group = group.into();
+        self
+    }
+
+    /// This subscriber's name in its durable group. A subscriber started again under the
+    /// same name (after a crash, a restart) resumes at once with the events it had taken
+    /// and not finished; one under a new name leaves them to be claimed by a member of the
+    /// group after [`claim_idle`](Self::claim_idle). Default: a random name.
+    pub fn consumer(mut self, consumer: impl Into<String>) -> Self {
+        self.options.consumer = Some(consumer.into());
+        self
+    }
+
+    /// How many events the subscription holds, received and not yet taken (default
+    /// [`DEFAULT_BUFFER`], at least 1). A live subscription drops the events that find it
+    /// full (counted, reported as [`TopicError::Lagged`]); a durable one stops reading from
+    /// Redis until there is room.
+    pub fn buffer(mut self, events: usize) -> Self {
+        self.options.buffer = events.max(1);
+        self
+    }
+
+    /// For a durable subscriber group new to the topic: start with the oldest event the
+    /// topic keeps, rather than with those published from now on.
+    pub fn from_start(mut self) -> Self {
+        self.options.from_start = true;
+        self
+    }
+
+    /// How long an event taken by another subscriber of the group stays unfinished before
+    /// this one takes it over (that subscriber is taken to be gone). Default 30 s.
+    pub fn claim_idle(mut self, idle: Duration) -> Self {
+        self.options.claim_idle = idle;
+        self
+    }
+}
+
+impl<E: DeserializeOwned + Send + 'static> IntoFuture for SubscribeRequest<E> {
+    type Output = Result<Subscription<E>, TopicError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.start())
+    }
+}
+
+impl<E: DeserializeOwned + Send + 'static> SubscribeRequest<E> {
+    async fn start(self) -> Result<Subscription<E>, TopicError> {
+        check_name(&self.options.group)?;
+        if let Some(consumer) = &self.options.consumer {
+            check_name(consumer)?;
+        }
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = mpsc::channel(self.options.buffer);
+        let delivery = self.topic.delivery();
+        if self.topic.is_pattern() && delivery != Delivery::Live {
+            return Err(TopicError::InvalidName(
+                "only live topics have patterns".into(),
+            ));
+        }
+        let link = match delivery {
+            Delivery::Live => live::start(&self.topics, &self.topic, tx, counters.clone()).await?,
+            Delivery::Durable => {
+                durable::start(
+                    &self.topics,
+                    &self.topic,
+                    &self.options,
+                    tx,
+                    counters.clone(),
+                )
+                .await?
+            }
+        };
+        self.topics.register(&counters);
+        Ok(Subscription {
+            rx,
+            counters,
+            last_id: None,
+            reported_drops: 0,
+            link,
+            codec: self.topics.config().codec.clone(),
+            topic: self.topic,
+            _event: Typed::default(),
+        })
+    }
+}
+
+/// What a [`Subscription`] did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionStats {
+    /// Events received from Redis (dropped ones included).
+    pub received: u64,
+    /// Events handed to the consumer (decoded or not).
+    pub delivered: u64,
+    /// Live events dropped because the buffer was full.
+    pub dropped: u64,
+    /// Durable events received again: taken before (by this subscriber, or one of its
+    /// group that is gone) and not acknowledged.
+    pub redelivered: u64,
+    /// Events that did not decode as the subscription's type.
+    pub undecodable: u64,
+    /// Times the subscription subscribed again after losing Redis.
+    pub resubscribes: u64,
+    /// Events received and not yet handed over.
+    pub buffered: u64,
+}
+
+/// A subscription to a topic: a `Stream` of its events decoded as `E`, from
+/// [`Topics::subscribe`].
+///
+/// Each item is an event, or a [`TopicError`] about the events between two: `Lagged` (a
+/// live subscription dropped events), `Codec` (an event that is not an `E`). The stream
+/// ends only when the subscription is dropped. A durable subscription acknowledges an
+/// event when the next one is asked for (or at [`close`](Self::close)): an event being
+/// handled when the process dies is received again. Redis restarts are handled inside:
+/// the subscription subscribes again (a durable one creates its group again if Redis lost
+/// it, and reads from the oldest event then).
+pub struct Subscription<E> {
+    rx: mpsc::Receiver<Raw>,
+    counters: Arc<Counters>,
+    last_id: Option<Bytes>,
+    reported_drops: u64,
+    link: Link,
+    codec: Arc<dyn Codec>,
+    topic: Topic,
+    _event: Typed<E>,
+}
+
+impl<E> std::fmt::Debug for Subscription<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("topic", &self.topic)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<E> Subscription<E> {
+    /// The topic subscribed to.
+    #[must_use]
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// What the subscription did so far.
+    #[must_use]
+    pub fn stats(&self) -> SubscriptionStats {
+        let c = &self.counters;
+        SubscriptionStats {
+            received: c.received.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            redelivered: c.redelivered.load(Ordering::Relaxed),
+            undecodable: c.undecodable.load(Ordering::Relaxed),
+            resubscribes: c.resubscribes.load(Ordering::Relaxed),
+            buffered: c.buffered(),
+        }
+    }
+
+    /// How far a durable subscription's group is behind: the events in the topic not yet
+    /// delivered to any subscriber of the group (Redis 7's `XINFO GROUPS` `lag`). `None` for a
+    /// live subscription, or when Redis cannot tell.
+    ///
+    /// # Errors
+    /// [`TopicError::Unavailable`], [`TopicError::Redis`].
+    pub async fn lag(&self) -> Result<Option<u64>, TopicError> {
+        match &self.link.acks {
+            Some(acks) => acks.lag().await,
+            None => Ok(None),
+        }
+    }
+
+    /// Ends the subscription: acknowledges the events taken so far, the last one included
+    /// (a durable topic's), and closes its connection. Dropping it does the same without
+    /// waiting, except that the last event taken is not acknowledged (it may not have been
+    /// finished): it comes again.
+    pub async fn close(mut self) {
+        self.ack_last();
+        for task in &self.link.tasks {
+            task.abort();
+        }
+        if let Some(acks) = &self.link.acks {
+            acks.flush().await;
+        }
+        let _ = fred::prelude::ClientLike::quit(&self.link.client).await;
+    }
+
+    fn ack_last(&mut self) {
+        if let (Some(id), Some(acks)) = (self.last_id.take(), &self.link.acks) {
+            acks.push(id);
+        }
+    }
+}
+
+impl<E: DeserializeOwned> Subscription<E> {
+    /// The next item, as `StreamExt::next` gives it (without needing the trait): an event,
+    /// or a [`TopicError`] about the events between two.
+    pub async fn recv(&mut self) -> Option<Result<E, TopicError>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    }
+}
+
+impl<E: DeserializeOwned> Stream for Subscription<E> {
+    type Item = Result<E, TopicError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        // The consumer asks for the next event: it finished the last one.
+        this.ack_last();
+        let dropped = this.counters.dropped.load(Ordering::Relaxed);
+        if dropped > this.reported_drops {
+            let missed = dropped - this.reported_drops;
+            this.reported_drops = dropped;
+            return Poll::Ready(Some(Err(TopicError::Lagged { missed })));
+        }
+        let Some(raw) = std::task::ready!(this.rx.poll_recv(cx)) else {
+            return Poll::Ready(None);
+        };
+        this.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        this.last_id = raw.id;
+        let decoded = match raw.codec {
+            Some(codec) => {
+                decode_value::<E>(&*codec, &raw.body).map_err(|e| TopicError::Codec(e.to_string()))
+            }
+            None => Err(TopicError::Codec(format!(
+                "the event names a codec this process does not know (this one uses {})",
+                this.codec.name()
+            ))),
+        };
+        if decoded.is_err() {
+            this.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+        }
+        Poll::Ready(Some(decoded))
+    }
+}

@@ -1,0 +1,581 @@
+//! Topics (issue #65) on a real redis-server: live and durable publish/subscribe from a
+//! system and a client, into streams and actors; ordering per publisher; a durable
+//! subscriber process SIGKILLed and started again resumes with nothing lost; a slow live
+//! subscriber stays bounded, its drops counted.
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conclib_core::{Actor, ActorSystem, Context, Handler, Message};
+use conclib_redis::{ProxyClient, ProxyConfig, Topic, TopicError, start_proxy};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Tick {
+    from: u32,
+    seq: u64,
+}
+
+impl Message for Tick {
+    type Response = ();
+    type Error = Infallible;
+    fn name() -> &'static str {
+        "Tick"
+    }
+}
+
+fn main() {
+    if std::env::var_os("TOPICS_SUBSCRIBER").is_some() {
+        subscriber_process();
+    }
+    conclib_testkit::run(conclib_testkit::tests![
+        live_events_arrive_in_order_per_publisher,
+        a_slow_live_subscriber_stays_bounded_and_counts_its_drops,
+        durable_groups_each_get_every_event_in_order,
+        a_sigkilled_durable_subscriber_resumes_with_nothing_lost,
+        actors_receive_live_and_durable_events,
+        bad_names_large_events_and_foreign_events_are_typed_errors,
+        a_live_pattern_receives_the_topics_it_matches,
+        a_gone_subscribers_events_are_claimed_and_its_name_forgotten,
+    ]);
+}
+
+/// Waits for the next event, at most 10 s.
+async fn next<E: serde::de::DeserializeOwned>(
+    sub: &mut conclib_redis::Subscription<E>,
+) -> Result<E, TopicError> {
+    tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the subscription goes on")
+}
+
+/// Takes `n` events, checking that each publisher's come in order; returns them.
+async fn take_in_order(sub: &mut conclib_redis::Subscription<Tick>, n: usize) -> Vec<Tick> {
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let tick = next(sub).await.expect("an event, not an error");
+        if let Some(before) = last.insert(tick.from, tick.seq) {
+            assert!(tick.seq > before, "{tick:?} after seq {before}");
+        }
+        got.push(tick);
+    }
+    got
+}
+
+async fn publish_all(topics: conclib_redis::Topics, topic: Topic, from: u32, n: u64) {
+    for seq in 0..n {
+        topics.publish(&topic, &Tick { from, seq }).await.unwrap();
+    }
+}
+
+async fn live_events_arrive_in_order_per_publisher() {
+    let config = common::config("live-order");
+    let system = ActorSystem::new("publisher");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let topic = Topic::live("ticks").unwrap();
+    let mut sub = client
+        .subscribe::<Tick>(&topic)
+        .buffer(100_000)
+        .await
+        .unwrap();
+    let n = 3000;
+    let a = tokio::spawn(publish_all(proxy.topics(), topic.clone(), 0, n));
+    let b = tokio::spawn(publish_all(client.topics(), topic.clone(), 1, n));
+    let got = take_in_order(&mut sub, 2 * n as usize).await;
+    a.await.unwrap();
+    b.await.unwrap();
+    let distinct: HashSet<Tick> = got.into_iter().collect();
+    assert_eq!(distinct.len(), 2 * n as usize);
+    assert_eq!(sub.stats().dropped, 0);
+    assert_eq!(proxy.topics().stats().published, n);
+    assert_eq!(client.topics().stats().published, n);
+    // The system's snapshot carries its topics' counters.
+    proxy.publish_snapshot().await.unwrap();
+    let reader = conclib_redis::SnapshotReader::connect(&config)
+        .await
+        .unwrap();
+    let systems = reader.systems().await.unwrap();
+    let published = systems.iter().find(|s| s.system_id == "publisher").unwrap();
+    assert_eq!(published.topics.unwrap().published, n);
+    proxy.shutdown().await.unwrap();
+}
+
+async fn a_slow_live_subscriber_stays_bounded_and_counts_its_drops() {
+    let config = common::config("live-slow");
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let topic = Topic::live("firehose").unwrap();
+    let buffer = 16;
+    let mut sub = client
+        .subscribe::<Tick>(&topic)
+        .buffer(buffer)
+        .await
+        .unwrap();
+    // Eight publishers, nobody reading.
+    let n: u64 = 2_500;
+    let publishers: Vec<_> = (0..8)
+        .map(|from| tokio::spawn(publish_all(client.topics(), topic.clone(), from, n)))
+        .collect();
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let total = 8 * n;
+    conclib_testkit::eventually(Duration::from_secs(10), "every event received", || async {
+        sub.stats().received == total
+    })
+    .await;
+    let stats = sub.stats();
+    assert_eq!(stats.buffered, buffer as u64, "{stats:?}");
+    assert_eq!(stats.dropped, total - buffer as u64, "{stats:?}");
+    // Redis keeps nothing for the subscriber: it reads all the time.
+    let redis = common::raw_client(&config).await;
+    let clients = common::raw(
+        &redis,
+        vec![
+            common::v("CLIENT"),
+            common::v("LIST"),
+            common::v("TYPE"),
+            common::v("pubsub"),
+        ],
+    )
+    .await
+    .unwrap();
+    let clients = clients.as_string().unwrap();
+    for line in clients.lines() {
+        let omem: u64 = line
+            .split(' ')
+            .find_map(|f| f.strip_prefix("omem="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(omem, 0, "{line}");
+    }
+    // The consumer hears of the drops first, then gets what was kept, in order.
+    assert_eq!(
+        next(&mut sub).await,
+        Err(TopicError::Lagged {
+            missed: total - buffer as u64
+        })
+    );
+    let kept = take_in_order(&mut sub, buffer).await;
+    assert_eq!(kept.len(), buffer);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err()
+    );
+    let stats = client.topics().stats();
+    assert_eq!(
+        (stats.published, stats.dropped),
+        (total, total - buffer as u64)
+    );
+}
+
+async fn durable_groups_each_get_every_event_in_order() {
+    let config = common::config("durable-groups");
+    let system = ActorSystem::new("publisher");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let topic = Topic::durable("orders").unwrap();
+    let mut billing = client
+        .subscribe::<Tick>(&topic)
+        .group("billing")
+        .await
+        .unwrap();
+    let mut shipping = client
+        .subscribe::<Tick>(&topic)
+        .group("shipping")
+        .buffer(8)
+        .await
+        .unwrap();
+    let n = 3000;
+    let a = tokio::spawn(publish_all(proxy.topics(), topic.clone(), 0, n));
+    let b = tokio::spawn(publish_all(client.topics(), topic.clone(), 1, n));
+    for sub in [&mut billing, &mut shipping] {
+        let got = take_in_order(sub, 2 * n as usize).await;
+        let distinct: HashSet<Tick> = got.into_iter().collect();
+        assert_eq!(distinct.len(), 2 * n as usize);
+        assert_eq!(sub.stats().redelivered, 0);
+    }
+    a.await.unwrap();
+    b.await.unwrap();
+    // A group that starts late reads everything retained with `from_start`.
+    let mut audit = client
+        .subscribe::<Tick>(&topic)
+        .group("audit")
+        .from_start()
+        .await
+        .unwrap();
+    assert_eq!(
+        take_in_order(&mut audit, 2 * n as usize).await.len(),
+        2 * n as usize
+    );
+    // A group that has not read yet lags by what was published; one that read all, by none.
+    let mut late = client
+        .subscribe::<Tick>(&topic)
+        .group("late")
+        .from_start()
+        .buffer(8)
+        .await
+        .unwrap();
+    assert_eq!(billing.lag().await.unwrap(), Some(0));
+    let lag = late.lag().await.unwrap().unwrap();
+    assert!(lag >= 2 * n - 64, "lag {lag}");
+    take_in_order(&mut late, 2 * n as usize).await;
+    assert_eq!(late.lag().await.unwrap(), Some(0));
+    late.close().await;
+    billing.close().await;
+    shipping.close().await;
+    audit.close().await;
+    // Everything the groups took is acknowledged.
+    let redis = common::raw_client(&config).await;
+    let key = format!("{}:topic:{{orders}}:log", config.namespace);
+    for group in ["billing", "shipping", "audit"] {
+        let pending = common::raw(
+            &redis,
+            vec![common::v("XPENDING"), common::v(&key), common::v(group)],
+        )
+        .await
+        .unwrap();
+        let count = match pending {
+            fred::prelude::Value::Array(parts) => parts[0].as_u64().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(count, 0, "{group}");
+    }
+    proxy.shutdown().await.unwrap();
+}
+
+/// The subscriber process: prints `ready`, then `e <from> <seq>` for each event.
+fn subscriber_process() -> ! {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let var = |name: &str| std::env::var(name).unwrap();
+        let config = ProxyConfig::new(var("TOPICS_URL")).with_namespace(var("TOPICS_NS"));
+        let client = ProxyClient::connect(&config).await.unwrap();
+        let topic = Topic::durable(var("TOPICS_SUBSCRIBER")).unwrap();
+        let mut sub = client
+            .subscribe::<Tick>(&topic)
+            .group("g")
+            .consumer("worker-1")
+            .buffer(64)
+            .await
+            .unwrap();
+        println!("ready");
+        loop {
+            // Quiet for 3 s: say where the subscription stands (on stderr, for a failure).
+            let Ok(event) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await else {
+                eprintln!("subscriber: no event for 3 s; {:?}", sub.stats());
+                continue;
+            };
+            let Some(event) = event else { break };
+            let tick = event.unwrap();
+            println!("e {} {}", tick.from, tick.seq);
+        }
+    });
+    std::process::exit(0);
+}
+
+struct SubscriberProcess {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl SubscriberProcess {
+    async fn start(config: &ProxyConfig, topic: &str) -> SubscriberProcess {
+        let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+        command
+            .env("TOPICS_SUBSCRIBER", topic)
+            .env("TOPICS_URL", &config.url)
+            .env("TOPICS_NS", &config.namespace)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the subscriber starts within 10 s")
+            .unwrap();
+        assert_eq!(ready.as_deref(), Some("ready"));
+        SubscriberProcess { child, lines }
+    }
+
+    async fn next(&mut self) -> Tick {
+        // Generous: two debug-built processes on a machine shared with other builds.
+        let line = tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
+            .await
+            .expect("an event within 20 s")
+            .unwrap()
+            .expect("the subscriber runs");
+        let mut words = line.split(' ').skip(1);
+        Tick {
+            from: words.next().unwrap().parse().unwrap(),
+            seq: words.next().unwrap().parse().unwrap(),
+        }
+    }
+}
+
+async fn a_sigkilled_durable_subscriber_resumes_with_nothing_lost() {
+    let config = common::config("durable-kill");
+    let system = ActorSystem::new("publisher");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let topic = Topic::durable("jobs").unwrap();
+    let mut first = SubscriberProcess::start(&config, "jobs").await;
+    let n = 5000;
+    let a = tokio::spawn(publish_all(proxy.topics(), topic.clone(), 0, n));
+    let b = tokio::spawn(publish_all(client.topics(), topic.clone(), 1, n));
+    let mut seen: HashSet<Tick> = HashSet::new();
+    for _ in 0..2000 {
+        seen.insert(first.next().await);
+    }
+    // SIGKILL mid-stream: nothing is flushed, nothing acknowledged on the way out.
+    first.child.start_kill().unwrap();
+    first.child.wait().await.unwrap();
+    // What it handled (printed) before it died counts, read or not yet read here.
+    while let Ok(Some(line)) = first.lines.next_line().await {
+        if line.starts_with("e ") {
+            let mut words = line.split(' ').skip(1);
+            seen.insert(Tick {
+                from: words.next().unwrap().parse().unwrap(),
+                seq: words.next().unwrap().parse().unwrap(),
+            });
+        }
+    }
+    let mut second = SubscriberProcess::start(&config, "jobs").await;
+    let mut duplicates = 0;
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while seen.len() < 2 * n as usize {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} events",
+            seen.len(),
+            2 * n
+        );
+        let tick = second.next().await;
+        if let Some(before) = last.insert(tick.from, tick.seq) {
+            assert!(tick.seq > before, "{tick:?} after {before}");
+        }
+        if !seen.insert(tick) {
+            duplicates += 1;
+        }
+    }
+    a.await.unwrap();
+    b.await.unwrap();
+    // Duplicates: at most what the first process had taken and not finished.
+    assert!(duplicates <= 64 + 256 + 1, "{duplicates} duplicates");
+    println!(
+        "durable resume: {} events, {duplicates} received twice",
+        2 * n
+    );
+    second.child.start_kill().unwrap();
+    second.child.wait().await.unwrap();
+    proxy.shutdown().await.unwrap();
+}
+
+/// Records the events it handles.
+struct Collector(Arc<Mutex<Vec<Tick>>>);
+impl Actor for Collector {}
+impl Handler<Tick> for Collector {
+    async fn handle(&mut self, tick: Tick, _: &mut Context<Self>) -> Result<(), Infallible> {
+        self.0.lock().unwrap().push(tick);
+        Ok(())
+    }
+}
+
+async fn actors_receive_live_and_durable_events() {
+    let config = common::config("actors");
+    let system = ActorSystem::new("subscribers");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let (live_log, durable_log) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let live_actor = system
+        .build(Collector(live_log.clone()))
+        .spawn()
+        .await
+        .unwrap();
+    let durable_actor = system
+        .build(Collector(durable_log.clone()))
+        .spawn()
+        .await
+        .unwrap();
+    let live = Topic::live("actor-live").unwrap();
+    let durable = Topic::durable("actor-durable").unwrap();
+    let live_feed = proxy
+        .topics()
+        .subscribe::<Tick>(&live)
+        .buffer(10_000)
+        .to_actor(live_actor.recipient())
+        .await
+        .unwrap();
+    let durable_feed = proxy
+        .topics()
+        .subscribe_actor(&durable, durable_actor.recipient::<Tick>())
+        .await
+        .unwrap();
+    let n = 500;
+    publish_all(client.topics(), live.clone(), 7, n).await;
+    publish_all(client.topics(), durable.clone(), 8, n).await;
+    for (log, from) in [(&live_log, 7), (&durable_log, 8)] {
+        conclib_testkit::eventually(
+            Duration::from_secs(10),
+            "the actor handled every event",
+            || async { log.lock().unwrap().len() == n as usize },
+        )
+        .await;
+        let seqs: Vec<u64> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                assert_eq!(t.from, from);
+                t.seq
+            })
+            .collect();
+        assert_eq!(seqs, (0..n).collect::<Vec<_>>());
+    }
+    assert_eq!(durable_feed.handed(), n);
+    assert!(live_feed.is_running() && durable_feed.is_running());
+    // The actor stops: its subscription ends.
+    durable_actor.stop();
+    conclib_testkit::eventually(
+        Duration::from_secs(5),
+        "the feed ends with its actor",
+        || async {
+            client
+                .publish(&durable, &Tick { from: 8, seq: n })
+                .await
+                .unwrap();
+            !durable_feed.is_running()
+        },
+    )
+    .await;
+    drop(live_feed);
+    proxy.shutdown().await.unwrap();
+}
+
+async fn bad_names_large_events_and_foreign_events_are_typed_errors() {
+    assert!(matches!(
+        Topic::live("two words"),
+        Err(TopicError::InvalidName(_))
+    ));
+    assert!(matches!(
+        Topic::durable("a{b}"),
+        Err(TopicError::InvalidName(_))
+    ));
+    let config = common::config("errors").with_max_payload(64);
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let topic = Topic::durable("mixed").unwrap();
+    assert!(matches!(
+        client.subscribe::<Tick>(&topic).group("bad group").await,
+        Err(TopicError::InvalidName(_))
+    ));
+    let mut sub = client.subscribe::<Tick>(&topic).await.unwrap();
+    assert!(matches!(
+        client.publish(&topic, &vec![7u8; 100]).await,
+        Err(TopicError::TooLarge(_))
+    ));
+    client
+        .publish(&topic, &"not a tick".to_owned())
+        .await
+        .unwrap();
+    client
+        .publish(&topic, &Tick { from: 1, seq: 2 })
+        .await
+        .unwrap();
+    assert!(matches!(next(&mut sub).await, Err(TopicError::Codec(_))));
+    assert_eq!(next(&mut sub).await, Ok(Tick { from: 1, seq: 2 }));
+    assert_eq!(sub.stats().undecodable, 1);
+    let stats = client.topics().stats();
+    assert_eq!((stats.published, stats.publish_failures), (2, 1));
+}
+
+async fn a_live_pattern_receives_the_topics_it_matches() {
+    let config = common::config("pattern");
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let orders = Topic::live_pattern("orders.*").unwrap();
+    let mut sub = client.subscribe::<Tick>(&orders).await.unwrap();
+    for (name, from) in [("orders.placed", 1), ("users.new", 2), ("orders.paid", 3)] {
+        let topic = Topic::live(name).unwrap();
+        client
+            .publish(&topic, &Tick { from, seq: 0 })
+            .await
+            .unwrap();
+    }
+    assert_eq!(next(&mut sub).await, Ok(Tick { from: 1, seq: 0 }));
+    assert_eq!(next(&mut sub).await, Ok(Tick { from: 3, seq: 0 }));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        client.publish(&orders, &Tick { from: 0, seq: 0 }).await,
+        Err(TopicError::InvalidName(_))
+    ));
+}
+
+async fn a_gone_subscribers_events_are_claimed_and_its_name_forgotten() {
+    let config = common::config("claim");
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let topic = Topic::durable("claimed").unwrap();
+    let mut a = client
+        .subscribe::<Tick>(&topic)
+        .group("g")
+        .consumer("a")
+        .buffer(4)
+        .await
+        .unwrap();
+    publish_all(client.topics(), topic.clone(), 0, 20).await;
+    let mut seen: HashSet<Tick> = HashSet::new();
+    for _ in 0..2 {
+        seen.insert(next(&mut a).await.unwrap());
+    }
+    // Gone without a word: what it took and did not finish stays pending on `a`.
+    drop(a);
+    let mut b = client
+        .subscribe::<Tick>(&topic)
+        .group("g")
+        .consumer("b")
+        .claim_idle(Duration::from_millis(300))
+        .await
+        .unwrap();
+    while seen.len() < 20 {
+        seen.insert(next(&mut b).await.unwrap());
+    }
+    assert!(b.stats().redelivered >= 1, "{:?}", b.stats());
+    // `a` holds nothing any more and is forgotten (after 5 s without a word).
+    let redis = common::raw_client(&config).await;
+    let key = format!("{}:topic:{{claimed}}:log", config.namespace);
+    conclib_testkit::eventually(Duration::from_secs(15), "only `b` is left", || async {
+        let consumers = common::raw(
+            &redis,
+            vec![
+                common::v("XINFO"),
+                common::v("CONSUMERS"),
+                common::v(&key),
+                common::v("g"),
+            ],
+        )
+        .await
+        .unwrap();
+        matches!(consumers, fred::prelude::Value::Array(list) if list.len() == 1)
+    })
+    .await;
+    b.close().await;
+}

@@ -1,0 +1,95 @@
+//! The topics' metrics, read back through a test recorder (one test in its own binary: the
+//! recorder is global).
+
+mod common;
+
+use std::time::Duration;
+
+use conclib_redis::{ProxyClient, Topic};
+use futures_util::StreamExt;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_topic_metric_is_recorded() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+    conclib_core::metrics::enable();
+    let config = common::config("topic-metrics");
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let live = Topic::live("m-live").unwrap();
+    let durable = Topic::durable("m-durable").unwrap();
+    let slow = client.subscribe::<u64>(&live).buffer(1).await.unwrap();
+    let mut first = client
+        .subscribe::<u64>(&durable)
+        .consumer("c")
+        .await
+        .unwrap();
+    for n in 0..50u64 {
+        client.publish(&live, &n).await.unwrap();
+    }
+    for n in 0..5u64 {
+        client.publish(&durable, &n).await.unwrap();
+    }
+    assert!(
+        client
+            .publish(&Topic::live("m-live").unwrap(), &vec![0u8; 9 << 20])
+            .await
+            .is_err()
+    );
+    assert_eq!(first.next().await, Some(Ok(0)));
+    drop(first); // 1..4 taken, not finished: they come again
+    let mut again = client
+        .subscribe::<u64>(&durable)
+        .consumer("c")
+        .await
+        .unwrap();
+    for n in 0..5u64 {
+        let got = tokio::time::timeout(Duration::from_secs(10), again.next())
+            .await
+            .unwrap();
+        assert!(matches!(got, Some(Ok(m)) if m == n || m == 0), "{got:?}");
+        if got == Some(Ok(4)) {
+            break;
+        }
+    }
+    conclib_testkit::eventually(
+        Duration::from_secs(10),
+        "the slow subscriber dropped",
+        || async { slow.stats().received == 50 },
+    )
+    .await;
+    let mut seen = std::collections::HashMap::new();
+    for ((name, labels), value) in conclib_testkit::recorded(&snapshotter) {
+        if let DebugValue::Counter(n) = value {
+            *seen.entry((name, labels.join(","))).or_insert(0) += n;
+        }
+    }
+    let get = |name: &str, labels: &str| {
+        *seen
+            .get(&(name.to_owned(), labels.to_owned()))
+            .unwrap_or(&0)
+    };
+    assert_eq!(
+        get("conclib_topic_published_total", "delivery=live,outcome=ok"),
+        50
+    );
+    assert_eq!(
+        get(
+            "conclib_topic_published_total",
+            "delivery=live,outcome=failed"
+        ),
+        1
+    );
+    assert_eq!(
+        get(
+            "conclib_topic_published_total",
+            "delivery=durable,outcome=ok"
+        ),
+        5
+    );
+    assert_eq!(get("conclib_topic_received_total", "delivery=live"), 50);
+    assert!(get("conclib_topic_received_total", "delivery=durable") >= 5);
+    assert_eq!(get("conclib_topic_dropped_total", "delivery=live"), 49);
+    assert!(get("conclib_topic_redelivered_total", "delivery=durable") >= 1);
+}
