@@ -4,10 +4,10 @@ use std::any::TypeId;
 use std::future::Future;
 
 use crate::context::{Context, StreamId};
+use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::{BoxError, StopReason};
+use crate::exposed::remote::ExposedMessage;
 use crate::mailbox::MailboxConfig;
-use crate::remote::ExposedMessage;
-use crate::request_envelope::RequestEnvelope;
 use crate::supervision::SupervisionEvent;
 
 /// An actor: state that handles messages one at a time.

@@ -8,12 +8,12 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::actor::Actor;
-use crate::envelope::{Envelope, ReplyTx};
+use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::StopReason;
+use crate::exposed::remote::ExposedMessage;
 use crate::mailbox::{Capacity, Control, Mailbox};
 use crate::message::{Handler, Message, Priority};
-use crate::remote::ExposedMessage;
-use crate::request_envelope::RequestEnvelope;
+use crate::run::envelope::{Envelope, ReplyTx};
 use crate::supervision::SupervisionEvent;
 use crate::system::ActorId;
 use crate::urn::Urn;
@@ -56,7 +56,7 @@ pub struct CellCore {
     stats: Stats,
     /// Per message type, what the actor handled while metrics were on: counted in place by
     /// its task, read by snapshots.
-    tallies: crate::snapshot::Tallies,
+    tallies: crate::observe::snapshot::Tallies,
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
     /// `std::any::type_name` of the actor's type, called when needed: 8 bytes, not a
@@ -94,7 +94,7 @@ impl CellCore {
             task: Mutex::new(None),
             skipped_asks: AtomicU64::new(0),
             stats: Stats::default(),
-            tallies: crate::snapshot::Tallies::default(),
+            tallies: crate::observe::snapshot::Tallies::default(),
             rare: Mutex::new(RareStats::default()),
         }
     }
@@ -131,7 +131,7 @@ impl CellCore {
     }
 
     /// Its per-message-type figures.
-    pub(crate) fn tallies(&self) -> &crate::snapshot::Tallies {
+    pub(crate) fn tallies(&self) -> &crate::observe::snapshot::Tallies {
         &self.tallies
     }
 
@@ -420,8 +420,8 @@ impl Drop for ReasonCell {
 #[repr(C)] // the per-message fields first
 pub(crate) struct Stats {
     pub(crate) handled: AtomicU64,
-    /// Set by the actor's task after each message (see [`crate::changes::TaskMark`]).
-    pub(crate) mark: crate::changes::TaskMark,
+    /// Set by the actor's task after each message (see [`crate::observe::changes::TaskMark`]).
+    pub(crate) mark: crate::observe::changes::TaskMark,
     /// Whether the actor restarts with a sibling (one-for-all): set at spawn, read on a
     /// sibling's restart. In the mark's padding: no room taken.
     pub(crate) restartable: AtomicBool,
@@ -435,7 +435,7 @@ pub(crate) struct RareStats {
     pub(crate) restarts: u64,
     pub(crate) last_error: Option<Box<str>>,
     /// What the previous snapshot saw: for the next rate and recent failures.
-    pub(crate) sampled: Option<Box<crate::snapshot::Sample>>,
+    pub(crate) sampled: Option<Box<crate::observe::snapshot::Sample>>,
 }
 
 impl Stats {
@@ -469,18 +469,18 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn accepts(&self, message: TypeId) -> bool;
     fn remote(&self) -> &'static [ExposedMessage];
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    /// A dormant actor's run loop ([`crate::dormant`]) on `runtime`, taken out unwoken, to be
+    /// A dormant actor's run loop ([`crate::run::dormant`]) on `runtime`, taken out unwoken, to be
     /// dropped.
     fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<std::task::Waker>;
-    /// Woken while dormant, the actor only has to stop (see [`crate::dormant`]).
+    /// Woken while dormant, the actor only has to stop (see [`crate::run::dormant`]).
     fn stops_at_once(&self) -> bool;
-    /// The run loop moves from the keeper to a task of its own (see [`crate::dormant`]).
+    /// The run loop moves from the keeper to a task of its own (see [`crate::run::dormant`]).
     fn forget_waker(&self);
-    /// A hibernation sweep's look at the actor ([`crate::hibernation`]); whether it was
+    /// A hibernation sweep's look at the actor ([`crate::run::hibernation`]); whether it was
     /// asked to hibernate.
     fn sweep(&self) -> bool;
     /// Its run loop, hibernating, waits in `dormant` from now on, if nothing came since it
-    /// looked (see [`crate::hibernation`]).
+    /// looked (see [`crate::run::hibernation`]).
     fn hibernate(&self, dormant: std::task::Waker) -> Result<(), std::task::Waker>;
 }
 
@@ -529,10 +529,10 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     ) -> Result<(), RequestEnvelope> {
         self.mailbox
             .push_reserved(
-                crate::request_envelope::request_envelope::<A>(req),
+                crate::dynamic::request_envelope::request_envelope::<A>(req),
                 priority,
             )
-            .map_err(crate::request_envelope::take_request::<A>)
+            .map_err(crate::dynamic::request_envelope::take_request::<A>)
     }
     fn push_control(&self, c: Control) -> bool {
         self.mailbox.push_control(c).is_ok()

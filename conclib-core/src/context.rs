@@ -15,14 +15,14 @@ use tokio::task::AbortHandle;
 const TICK_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
 use crate::cell::ErasedCell;
 use crate::dynamic::DynActorRef;
-use crate::envelope::Envelope;
 use crate::error::{SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Handler, Message, Priority};
 use crate::messages::StreamFinished;
+use crate::run::envelope::Envelope;
+use crate::send::actor_ref::ActorRef;
 use crate::spawn::SpawnBuilder;
 use crate::supervision::{SupervisionEvent, SupervisionStrategy};
 use crate::system::{ActorId, ActorSystem};

@@ -6,7 +6,7 @@ use crate::cell::ErasedCell;
 use crate::system::ActorId;
 
 /// Every actor of a system that has not finished stopping, each in a slot its mark remembers
-/// ([`Mark::slot`](crate::changes::Mark::slot)): registered and forgotten without hashing,
+/// ([`Mark::slot`](crate::observe::changes::Mark::slot)): registered and forgotten without hashing,
 /// found by a look at once. It grows by copying slots: the set of cells found by the id each
 /// holds that it replaces read every cell again as it grew (about a sixth of a spawn's time;
 /// docs/bench-log.md, "A registry of slots").
@@ -123,8 +123,8 @@ mod tests {
     use crate::Actor;
     use crate::ActorId;
     use crate::cell::{ActorCell, CellCore, ErasedCell};
-    use crate::changes::Mark;
     use crate::mailbox::{Mailbox, MailboxConfig};
+    use crate::observe::changes::Mark;
 
     struct Idle;
     impl Actor for Idle {}

@@ -11,15 +11,15 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, CellCore, ErasedCell};
 use crate::context::Context;
-use crate::dormant::{Dormant, RunFuture};
 use crate::dynamic::DynActorRef;
 use crate::error::{BoxError, SpawnError, StopReason};
-use crate::guarded::CatchUnwind;
 use crate::mailbox::{Mailbox, MailboxConfig};
-use crate::runner::{Factory, RunOptions, run};
+use crate::run::dormant::{Dormant, RunFuture};
+use crate::run::guarded::CatchUnwind;
+use crate::run::{Factory, RunOptions, run};
+use crate::send::actor_ref::ActorRef;
 use crate::supervision::{PanicPolicy, RestartLimit, SupervisionStrategy};
 use crate::system::ActorSystem;
 use crate::urn::Urn;
@@ -258,7 +258,7 @@ impl<A: Actor> SpawnBuilder<A> {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(SpawnError::StartFailed(e)),
             Err(panic) => {
-                crate::runner::lifecycle::count_panic(&cell.core, &panic);
+                crate::run::lifecycle::count_panic(&cell.core, &panic);
                 Some(SpawnError::StartPanicked(panic))
             }
         };
@@ -267,7 +267,7 @@ impl<A: Actor> SpawnBuilder<A> {
             drop(cell.mailbox.seal(&mut Default::default()));
             // Children it spawned before it failed go with it (they would outlive it, with
             // a parent that never ran, and no shutdown would stop them).
-            crate::runner::lifecycle::stop_children(&ctx, true).await;
+            crate::run::lifecycle::stop_children(&ctx, true).await;
             system.unregister(&*cell);
             cell.core
                 .mark_stopped(StopReason::Failed(failure.to_string()));
@@ -279,7 +279,7 @@ impl<A: Actor> SpawnBuilder<A> {
         }
         // A stop asked for in `on_start` is in the context, not the mailbox: that actor
         // starts at once (its dormant waker woken here). Any other starts dormant (see
-        // `crate::dormant`).
+        // `crate::run::dormant`).
         let starts_now = ctx.pending_stop.is_some();
         // Boxed, not inside tokio's task: there, the run loop's first fields (the batch the
         // actor takes its messages from) would share cache lines with the task's state,

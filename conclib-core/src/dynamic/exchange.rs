@@ -15,14 +15,14 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 
 use super::{DynActorRef, downcast_error, unbox};
-use crate::actor_ref::poll_room;
-use crate::ask_timer::AskTimer;
-use crate::erased_request::answered;
+use crate::dynamic::erased_request::answered;
+use crate::dynamic::request_cell::{Asking, RequestHead, Waiter};
+use crate::dynamic::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::error::{AskError, SendError};
 use crate::message::{Message, Priority};
-use crate::request::{DeliverAsk, DeliverTell, SendOptions};
-use crate::request_cell::{Asking, RequestHead, Waiter};
-use crate::request_envelope::{ErasedResult, RequestEnvelope};
+use crate::send::actor_ref::poll_room;
+use crate::send::ask_timer::AskTimer;
+use crate::send::request::{DeliverAsk, DeliverTell, SendOptions};
 
 /// An ask through a [`DynActorRef`] on its way: resolves to the handler's response, checked
 /// against `M::Response` at run time, or an [`AskError`] ([`AskError::UnknownMessage`] if

@@ -2,7 +2,10 @@
 //! lookup returns) and the requests it sends (`exchange`: its asks and tells of typed
 //! messages, [`DynAskFuture`] and [`DynTellFuture`]).
 
+pub(crate) mod erased_request;
 mod exchange;
+pub(crate) mod request_cell;
+pub(crate) mod request_envelope;
 
 pub use exchange::{DynAskFuture, DynTellFuture};
 
@@ -13,16 +16,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, ErasedCell};
-use crate::erased_request::ErasedRequest;
+use crate::dynamic::erased_request::ErasedRequest;
+use crate::dynamic::request_cell::{RequestHead, Waiter};
+use crate::dynamic::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::error::{AskError, SendError, StopReason};
+use crate::exposed::remote::{ErasedMessage, ExposedMessage};
 use crate::mailbox::Control;
 use crate::message::{Message, Priority};
-use crate::remote::{ErasedMessage, ExposedMessage};
-use crate::request::{AskRequest, TellRequest};
-use crate::request_cell::{RequestHead, Waiter};
-use crate::request_envelope::{ErasedResult, RequestEnvelope};
+use crate::send::actor_ref::ActorRef;
+use crate::send::request::{AskRequest, TellRequest};
 use crate::system::ActorId;
 use crate::urn::Urn;
 

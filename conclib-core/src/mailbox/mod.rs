@@ -15,9 +15,9 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use parking_lot::Mutex;
 
 use crate::actor::Actor;
-use crate::changes::Mark;
-use crate::envelope::Envelope;
 use crate::message::Priority;
+use crate::observe::changes::Mark;
+use crate::run::envelope::Envelope;
 use crate::supervision::SupervisionEvent;
 
 mod capacity;
@@ -92,13 +92,13 @@ struct Lanes<A: Actor> {
     /// the two at once, and a waker left from waiting for mail does for a handler too.
     waker: Option<Waker>,
     /// The waker is there for mail: a sender takes it. (Without it, only a kill does.)
-    /// A dormant actor's ([`crate::dormant`]) is, and waking it spawns the task.
+    /// A dormant actor's ([`crate::run::dormant`]) is, and waking it spawns the task.
     for_mail: bool,
     /// No more user messages (stop was asked for); control still flows.
     closed: bool,
     /// The actor is gone: nothing is taken any more.
     dead: bool,
-    /// What the hibernation sweeps saw ([`crate::hibernation`]): [`USED`], [`UNUSED`] or
+    /// What the hibernation sweeps saw ([`crate::run::hibernation`]): [`USED`], [`UNUSED`] or
     /// [`ASKED`].
     idle: u8,
 }
@@ -156,7 +156,7 @@ pub(crate) enum Next<A: Actor> {
     Message(Envelope<A>),
     /// Closed and empty: a graceful stop is due.
     Drained,
-    /// Empty, its waker registered, and asked to hibernate ([`crate::hibernation`]): the
+    /// Empty, its waker registered, and asked to hibernate ([`crate::run::hibernation`]): the
     /// run loop gives back what it can, and its parts go into a new run loop that waits in
     /// a dormant waker.
     Hibernate,
@@ -199,7 +199,7 @@ const WORK_IDLE: u8 = 1;
 const WORK_BUSY: u8 = 2;
 
 impl<A: Actor> Mailbox<A> {
-    /// `mark`: where the actor lists itself when it changes (see [`crate::changes`]).
+    /// `mark`: where the actor lists itself when it changes (see [`crate::observe::changes`]).
     pub(crate) fn new(config: MailboxConfig, mark: Mark) -> Self {
         Mailbox {
             lanes: Mutex::new(Lanes {
@@ -274,7 +274,7 @@ impl<A: Actor> Mailbox<A> {
         lanes.waker.take()
     }
 
-    /// Leaves a dormant actor's waker ([`crate::dormant`]) where the run loop's would be, for
+    /// Leaves a dormant actor's waker ([`crate::run::dormant`]) where the run loop's would be, for
     /// the first sender (or stop, or kill) to take. Gives it back if the actor has something
     /// to do already (its `on_start` sent it a message, or it was asked to stop): it must
     /// start now.
@@ -296,7 +296,7 @@ impl<A: Actor> Mailbox<A> {
 
     /// A dormant actor was woken to stop with nothing left to handle: killed, or closed
     /// with no message queued (a closed mailbox takes none). Its run loop only has its last
-    /// steps to run ([`crate::dormant`]).
+    /// steps to run ([`crate::run::dormant`]).
     pub(crate) fn stops_at_once(&self) -> bool {
         if self.killed.load(Ordering::Acquire) {
             return true;
@@ -320,7 +320,7 @@ impl<A: Actor> Mailbox<A> {
         drop(waker);
     }
 
-    /// A hibernation sweep's look ([`crate::hibernation`]): asks a run loop that waits for
+    /// A hibernation sweep's look ([`crate::run::hibernation`]): asks a run loop that waits for
     /// mail, and was sent nothing since the last sweep, to hibernate (it is woken to do
     /// so); marks the others unused for the next sweep. Returns whether it asked.
     pub(crate) fn sweep(&self) -> bool {
@@ -349,10 +349,10 @@ impl<A: Actor> Mailbox<A> {
             && lanes
                 .waker
                 .as_ref()
-                .is_some_and(|w| !crate::dormant::Dormant::is(w))
+                .is_some_and(|w| !crate::run::dormant::Dormant::is(w))
     }
 
-    /// Puts a dormant actor's waker ([`crate::dormant`]) in place of its task's, if that is
+    /// Puts a dormant actor's waker ([`crate::run::dormant`]) in place of its task's, if that is
     /// still there waiting for mail with nothing queued (registered by the run loop's last
     /// look, which found the mailbox empty; whoever queues anything takes it): the task may
     /// end, and the next message spawns another. Gives `dormant` back otherwise (something
@@ -376,7 +376,7 @@ impl<A: Actor> Mailbox<A> {
         self.lock()
             .waker
             .as_ref()
-            .is_some_and(crate::dormant::Dormant::is)
+            .is_some_and(crate::run::dormant::Dormant::is)
     }
 
     /// Takes a dormant actor's waker out, unwoken, if it runs on `runtime` (which shut
@@ -386,7 +386,7 @@ impl<A: Actor> Mailbox<A> {
         if lanes
             .waker
             .as_ref()
-            .is_some_and(|w| crate::dormant::Dormant::runs_on(w, runtime))
+            .is_some_and(|w| crate::run::dormant::Dormant::runs_on(w, runtime))
         {
             self.take_receiver(&mut lanes)
         } else {

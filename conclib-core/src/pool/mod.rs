@@ -22,12 +22,14 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, Target};
 use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError, SpawnError, StopReason};
 use crate::message::{Handler, Message, Priority};
-use crate::request::{AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest};
+use crate::send::actor_ref::ActorRef;
+use crate::send::request::{
+    AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest,
+};
 use crate::system::ActorId;
 
 struct Member<A: Actor> {
@@ -385,12 +387,12 @@ impl<A: Actor> Pool<A> {
             if reserved {
                 if ask {
                     let (tx, rx) = oneshot::channel();
-                    match cell.push(msg, Some(tx), priority, crate::metrics::stamp()) {
+                    match cell.push(msg, Some(tx), priority, crate::observe::metrics::stamp()) {
                         Ok(()) => return Ok(Some(Pending { rx, _guard: routed })),
                         Err(m) => msg = m,
                     }
                 } else {
-                    match cell.push(msg, None, priority, crate::metrics::stamp()) {
+                    match cell.push(msg, None, priority, crate::observe::metrics::stamp()) {
                         Ok(()) => return Ok(None),
                         Err(m) => msg = m,
                     }
@@ -471,7 +473,7 @@ impl<'a, A: Handler<M>, M: Message> DeliverAsk<M> for &'a Pool<A> {
                 Ok(result) => result,
                 Err(_) => {
                     // Labelled as the pool's other metrics: its members' type, its URN.
-                    crate::metrics::count_pool(
+                    crate::observe::metrics::count_pool(
                         "conclib_ask_timeouts_total",
                         self.actor.cell.core.urn.as_ref(),
                         std::any::type_name::<A>(),

@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use crate::actor::Actor;
 use crate::context::Context;
-use crate::envelope::{Envelope, Outcome, Payload, VTable, payload_ref, take_payload};
+use crate::dynamic::request_cell::{Answerer, Asking, RequestCell, RequestHead, Waiter};
 use crate::error::AskError;
-use crate::future_slot::{FutureSlot, Started};
-use crate::guarded::{CatchUnwind, Lazy};
+use crate::exposed::remote::ErasedMessage;
 use crate::message::{Message, Priority};
-use crate::remote::ErasedMessage;
-use crate::request_cell::{Answerer, Asking, RequestCell, RequestHead, Waiter};
-use crate::trace::TraceContext;
+use crate::observe::trace::TraceContext;
+use crate::run::envelope::{Envelope, Outcome, Payload, VTable, payload_ref, take_payload};
+use crate::run::future_slot::{FutureSlot, Started};
+use crate::run::guarded::{CatchUnwind, Lazy};
 
 /// The result of a type-erased ask: the response, or an error whose handler error is erased.
 pub type ErasedResult = Result<ErasedMessage, AskError<ErasedMessage>>;
@@ -216,8 +216,8 @@ impl RequestEnvelope {
     /// was kept before. Gives it back for a tell nobody waits for.
     pub(crate) fn keep_until_answered(
         &self,
-        guard: crate::envelope::Kept,
-    ) -> Option<crate::envelope::Kept> {
+        guard: crate::run::envelope::Kept,
+    ) -> Option<crate::run::envelope::Kept> {
         match self.answerer() {
             Some(reply) if !self.acked_tell() => {
                 reply.keep(guard);
@@ -460,7 +460,10 @@ impl<A: Actor> RequestVTable<A> {
     );
 }
 
-unsafe fn keep_request(at: Payload, guard: crate::envelope::Kept) -> Option<crate::envelope::Kept> {
+unsafe fn keep_request(
+    at: Payload,
+    guard: crate::run::envelope::Kept,
+) -> Option<crate::run::envelope::Kept> {
     // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
     unsafe { payload_ref::<RequestEnvelope>(at) }.keep_until_answered(guard)
 }

@@ -5,6 +5,11 @@
 //! mailbox, measurements); in `lifecycle` what happens around the messages (control
 //! messages, panics, restarts, the stop).
 
+pub(crate) mod dormant;
+pub(crate) mod envelope;
+pub(crate) mod future_slot;
+pub(crate) mod guarded;
+pub(crate) mod hibernation;
 mod ledger;
 pub(crate) mod lifecycle;
 
@@ -20,11 +25,11 @@ use std::task::Poll;
 
 use crate::actor::Actor;
 use crate::context::Context;
-use crate::envelope::Outcome;
 use crate::error::StopReason;
-use crate::future_slot::{FutureSlot, SlotFuture, Started};
 use crate::mailbox::{Control, Next};
-use crate::metrics::ActorMetrics;
+use crate::observe::metrics::ActorMetrics;
+use crate::run::envelope::Outcome;
+use crate::run::future_slot::{FutureSlot, SlotFuture, Started};
 
 /// The actor's task.
 ///
@@ -110,7 +115,7 @@ pub(crate) fn run<A: Actor>(
     }
 }
 
-/// Hands the actor to a new run loop, dormant in its mailbox ([`crate::hibernation`]): the
+/// Hands the actor to a new run loop, dormant in its mailbox ([`crate::run::hibernation`]): the
 /// task this runs in ends, and the next message spawns another. (No `.await` in the run loop
 /// for it: one more would take room in every actor's run loop.)
 fn hibernate<A: Actor>(
@@ -122,16 +127,17 @@ fn hibernate<A: Actor>(
     // The actor's span, if its run loop is in one (see `spawn`): the new one is too.
     let span = tracing::Span::current();
     let keeping = ctx.system().keeping(tokio::runtime::Handle::current());
-    let next: crate::dormant::RunFuture = if span.metadata().is_some_and(|m| m.name() == "actor") {
-        Box::pin(tracing::Instrument::instrument(
-            run(actor, ctx, options),
-            span,
-        ))
-    } else {
-        Box::pin(run(actor, ctx, options))
-    };
+    let next: crate::run::dormant::RunFuture =
+        if span.metadata().is_some_and(|m| m.name() == "actor") {
+            Box::pin(tracing::Instrument::instrument(
+                run(actor, ctx, options),
+                span,
+            ))
+        } else {
+            Box::pin(run(actor, ctx, options))
+        };
     let cell: Arc<dyn crate::cell::ErasedCell> = cell;
-    crate::dormant::hibernate(next, keeping, &cell);
+    crate::run::dormant::hibernate(next, keeping, &cell);
 }
 
 /// What the run loop keeps between polls.
@@ -146,7 +152,7 @@ struct Run<A: Actor> {
     actor: A,
     ctx: Context<A>,
     /// The messages taken from the mailbox in one go (see [`Mailbox::poll_next`](crate::mailbox::Mailbox::poll_next)).
-    batch: VecDeque<crate::envelope::Envelope<A>>,
+    batch: VecDeque<crate::run::envelope::Envelope<A>>,
     slot: FutureSlot,
     ledger: Ledger,
 }
@@ -157,7 +163,7 @@ struct Waiting {
     /// Borrows the actor, its context and the slot (in the same [`Run`]) until dropped.
     handling: SlotFuture<'static>,
     span: Option<Box<tracing::Span>>,
-    trace: Option<crate::trace::TraceContext>,
+    trace: Option<crate::observe::trace::TraceContext>,
     measure: bool,
 }
 
@@ -330,7 +336,7 @@ unsafe fn poll_run<A: Actor>(
             // SAFETY: no handler waits, so nothing borrows the actor, the context or the
             // slot; the handler started here does until it is done (at once, or dropped from
             // `run.waiting`), before they are reached again.
-            crate::trace::in_scope(trace, || unsafe {
+            crate::observe::trace::in_scope(trace, || unsafe {
                 env.handle(&mut (*run).actor, &mut (*run).ctx, &mut (*run).slot, cx)
             })
         };
@@ -365,7 +371,7 @@ unsafe fn poll_run<A: Actor>(
     }
 }
 
-/// The actor waits for mail and hibernates ([`crate::hibernation`]): what its messages grew
+/// The actor waits for mail and hibernates ([`crate::run::hibernation`]): what its messages grew
 /// goes back (the buffer its handlers' futures ran in, what metrics keep for it, given to
 /// the recorder first; its mailbox gave back its buffers already). Out of line: once in a
 /// long idle time.
@@ -390,7 +396,7 @@ fn killed() -> Poll<Step> {
 fn poll_handling<A: Actor>(
     handling: &mut SlotFuture<'_>,
     span: Option<&tracing::Span>,
-    trace: Option<crate::trace::TraceContext>,
+    trace: Option<crate::observe::trace::TraceContext>,
     cell: &crate::cell::ActorCell<A>,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Option<Outcome>> {
@@ -398,7 +404,7 @@ fn poll_handling<A: Actor>(
         return Poll::Ready(None);
     }
     let _entered = span.map(tracing::Span::enter);
-    match crate::trace::in_scope(trace, || Pin::new(handling).poll(cx)) {
+    match crate::observe::trace::in_scope(trace, || Pin::new(handling).poll(cx)) {
         Poll::Ready(outcome) => Poll::Ready(Some(outcome)),
         Poll::Pending if cell.mailbox.park_handler(cx.waker()) => Poll::Ready(None),
         Poll::Pending => Poll::Pending,
@@ -468,13 +474,13 @@ pub(super) fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCe
 /// takes room in every actor's run future.
 #[inline(always)]
 fn start_message<A: Actor>(
-    env: &crate::envelope::Envelope<A>,
-    trace: Option<crate::trace::TraceContext>,
+    env: &crate::run::envelope::Envelope<A>,
+    trace: Option<crate::observe::trace::TraceContext>,
     metrics: &mut Option<Box<ActorMetrics>>,
     core: &crate::cell::CellCore,
 ) -> (Option<Box<tracing::Span>>, bool) {
     // Metrics: one relaxed load when off.
-    let measure = crate::metrics::is_enabled();
+    let measure = crate::observe::metrics::is_enabled();
     if measure {
         metrics
             .get_or_insert_with(|| ActorMetrics::new(core))

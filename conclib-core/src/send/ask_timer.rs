@@ -76,7 +76,7 @@ impl AskTimer {
     ) -> Poll<AskError<E>> {
         let timeout = self.timeout;
         ready!(self.poll_expired(cx));
-        crate::metrics::count(core, "conclib_ask_timeouts_total");
+        crate::observe::metrics::count(core, "conclib_ask_timeouts_total");
         Poll::Ready(AskError::Timeout(timeout))
     }
 }

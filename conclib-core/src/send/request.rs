@@ -46,7 +46,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use crate::actor_ref::ActorRef;
+use crate::send::actor_ref::ActorRef;
 use crate::{Actor, Handler, Message, Priority};
 
 /// How a request is to be sent: what [`AskRequest`]'s and [`TellRequest`]'s options set,

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use crate::ask_timer::AskTimer;
 use crate::dynamic::DynActorRef;
+use crate::dynamic::request_cell::{Asking, RequestCell, RequestHead, Waiter};
+use crate::dynamic::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::error::{AskError, SendError};
+use crate::exposed::remote::ErasedMessage;
 use crate::message::Priority;
-use crate::remote::ErasedMessage;
-use crate::request_cell::{Asking, RequestCell, RequestHead, Waiter};
-use crate::request_envelope::{ErasedResult, RequestEnvelope};
-use crate::trace::TraceContext;
+use crate::observe::trace::TraceContext;
+use crate::send::ask_timer::AskTimer;
 
 /// A request whose message was decoded at run time; from [`DynActorRef::erased`].
 #[must_use = "a request does nothing until `.ask()`, `.tell()` or `.send()` is awaited"]

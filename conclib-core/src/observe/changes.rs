@@ -286,7 +286,7 @@ mod tests {
         // Once its rate is back to 0 (a change too), nothing is read nor listed as changed.
         // The second ask is counted after its answer: on a loaded machine the actor's task
         // may count (and mark) it only after looks that read nothing. Waited for first.
-        crate::hibernation::until("the second ask counted", || {
+        crate::run::hibernation::until("the second ask counted", || {
             actors[3]
                 .cell
                 .core

@@ -1,8 +1,8 @@
 //! How [`ActorSystem::snapshot`] and its variants read a system's actors: what the last
 //! look saw of each one is kept (`Looked`), and a look reads again only the actors marked
-//! changed since ([`crate::changes`]), ranks them and fills in the most telling ones.
+//! changed since ([`crate::observe::changes`]), ranks them and fills in the most telling ones.
 
-use crate::changes::Listed;
+use crate::observe::changes::Listed;
 use std::borrow::Cow;
 use std::cmp::Ordering as Order;
 use std::collections::BTreeMap;
@@ -144,7 +144,7 @@ pub(super) const MIN_RATE_WINDOW: Duration = Duration::from_millis(250);
 type MessageTable = std::collections::HashMap<(&'static str, &'static str), Tally>;
 
 /// What the last look saw of a system's actors, kept from one look to the next so that a
-/// look reads only the actors marked changed since ([`crate::changes`]).
+/// look reads only the actors marked changed since ([`crate::observe::changes`]).
 #[derive(Default)]
 pub(crate) struct Looked {
     /// Every live actor as last read, by id.
@@ -152,7 +152,7 @@ pub(crate) struct Looked {
     /// Actors the next look reads whether marked or not: those this look found marked (a
     /// figure written just as it cleared the mark may have been missed) and those whose
     /// rate or recent failures are not back to 0 (they change with time alone).
-    again: Vec<crate::changes::Listed>,
+    again: Vec<crate::observe::changes::Listed>,
     /// The last look's number, and when it read.
     pub(crate) look: u64,
     at: Option<Instant>,

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::task::{Context as TaskContext, Poll};
 
-use crate::envelope::Outcome;
+use crate::run::envelope::Outcome;
 
 /// The largest buffer an idle actor keeps: most handlers' futures fit (a handler done at
 /// once, or waiting on a reply or two), and are placed with no allocation message after

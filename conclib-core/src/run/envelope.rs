@@ -19,9 +19,9 @@ use tokio::sync::oneshot;
 use crate::actor::Actor;
 use crate::context::Context;
 use crate::error::AskError;
-use crate::future_slot::{FutureSlot, Started};
-use crate::guarded::{CatchUnwind, Lazy};
 use crate::message::{Handler, Message};
+use crate::run::future_slot::{FutureSlot, Started};
+use crate::run::guarded::{CatchUnwind, Lazy};
 
 /// How many 8-byte words of message data an envelope holds: the payload in all three, or
 /// in the first two and the send stamp in the last (recording on), or a box of it.
@@ -97,7 +97,7 @@ pub(crate) struct VTable<A: Actor> {
     name: unsafe fn(Payload) -> &'static str,
     /// The trace the message is part of (dynamic requests from another process; `None`:
     /// never part of one, so no call per message to say so).
-    trace: Option<unsafe fn(Payload) -> Option<crate::trace::TraceContext>>,
+    trace: Option<unsafe fn(Payload) -> Option<crate::observe::trace::TraceContext>>,
     /// The message's type says its name (`name` does not read the payload): the vtable's
     /// address stands for the name ([`Envelope::type_key`]).
     named_by_type: bool,
@@ -228,7 +228,7 @@ impl<A: Actor> Envelope<A> {
     where
         A: Handler<M>,
     {
-        Self::typed_at(msg, reply, crate::metrics::stamp())
+        Self::typed_at(msg, reply, crate::observe::metrics::stamp())
     }
 
     /// [`typed`](Self::typed), with this send stamp (0: none).
@@ -245,7 +245,7 @@ impl<A: Actor> Envelope<A> {
 
     /// Wraps a payload of type `T` with a hand-made vtable (dynamic requests).
     pub(crate) fn with_vtable<T>(payload: T, vtable: &'static VTable<A>) -> Self {
-        Self::build(payload, vtable, crate::metrics::stamp())
+        Self::build(payload, vtable, crate::observe::metrics::stamp())
     }
 
     /// A payload with its vtable and the send stamp (0: none, recording was off): in three
@@ -344,7 +344,7 @@ impl<A: Actor> Envelope<A> {
 
     /// The trace the message is part of, if any.
     #[inline]
-    pub(crate) fn trace(&self) -> Option<crate::trace::TraceContext> {
+    pub(crate) fn trace(&self) -> Option<crate::observe::trace::TraceContext> {
         // SAFETY: the envelope still owns its payload.
         self.vtable()
             .trace
@@ -404,7 +404,7 @@ impl<A: Actor> VTable<A> {
         handle: HandleFn<A>,
         drop: unsafe fn(Payload),
         name: unsafe fn(Payload) -> &'static str,
-        trace: unsafe fn(Payload) -> Option<crate::trace::TraceContext>,
+        trace: unsafe fn(Payload) -> Option<crate::observe::trace::TraceContext>,
         reject: unsafe fn(Payload),
         keep: unsafe fn(Payload, Kept) -> Option<Kept>,
     ) -> Self {

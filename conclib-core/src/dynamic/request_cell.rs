@@ -27,11 +27,11 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::envelope::Kept;
+use crate::dynamic::request_envelope::ErasedResult;
+use crate::exposed::remote::ErasedMessage;
 use crate::message::Priority;
-use crate::remote::ErasedMessage;
-use crate::request_envelope::ErasedResult;
-use crate::trace::TraceContext;
+use crate::observe::trace::TraceContext;
+use crate::run::envelope::Kept;
 
 /// What a request is: set when it is made, never changed.
 pub(crate) struct RequestHead {

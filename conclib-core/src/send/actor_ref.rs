@@ -10,12 +10,12 @@ use std::task::{Context as TaskContext, Poll, ready};
 use tokio::sync::oneshot;
 
 use crate::actor::Actor;
-use crate::ask_timer::AskTimer;
 use crate::cell::{ActorCell, ErasedCell, Target};
 use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Handler, Message, Priority};
-use crate::request::{AskRequest, DeliverAsk, DeliverTell, SendOptions, TellRequest};
+use crate::send::ask_timer::AskTimer;
+use crate::send::request::{AskRequest, DeliverAsk, DeliverTell, SendOptions, TellRequest};
 use crate::system::ActorId;
 use crate::urn::Urn;
 
@@ -289,10 +289,10 @@ impl<M: Message> Recipient<M> {
 fn try_send<M: Message, T: Target<M> + ?Sized>(
     target: &T,
     msg: M,
-    reply: Option<crate::envelope::ReplyTx<M>>,
+    reply: Option<crate::run::envelope::ReplyTx<M>>,
     priority: Priority,
 ) -> Result<(), SendError<M>> {
-    let sent = crate::metrics::stamp();
+    let sent = crate::observe::metrics::stamp();
     match target.capacity().try_reserve() {
         None => Err(SendError::ActorStopped(msg)),
         Some(false) => Err(SendError::MailboxFull(msg)),
@@ -333,7 +333,7 @@ impl<M: Message, T: Target<M> + ?Sized> Future for TellFuture<'_, M, T> {
         // outruns its actor ran at 0.67x of metrics off instead of 0.74x (docs/bench-log.md,
         // "The send stamp before the reservation"). A poll that finds no room drops it; the
         // poll that reserves reads its own.
-        let sent = crate::metrics::stamp();
+        let sent = crate::observe::metrics::stamp();
         let reserved = ready!(self.target.capacity().poll_reserve(cx));
         let msg = self.msg.take().expect("TellFuture polled after completion");
         Poll::Ready(match reserved {
@@ -428,7 +428,7 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
             match &mut this.state {
                 // The send stamp before the room, as a tell's (see `TellFuture::poll`).
                 AskState::Sending(_) => match (
-                    crate::metrics::stamp(),
+                    crate::observe::metrics::stamp(),
                     poll_room(this.target.capacity(), this.no_wait, cx),
                 ) {
                     (_, Poll::Pending) => break,

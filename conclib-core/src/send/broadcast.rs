@@ -4,10 +4,10 @@
 use std::any::TypeId;
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
 use crate::dynamic::DynActorRef;
 use crate::error::SendError;
 use crate::message::{Handler, Message, Priority};
+use crate::send::actor_ref::ActorRef;
 use crate::system::{ActorId, ActorSystem};
 
 /// What became of a broadcast message at one recipient.

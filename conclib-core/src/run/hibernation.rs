@@ -1,6 +1,6 @@
 //! Hibernation: an actor sent nothing for a while goes back to being dormant.
 //!
-//! An actor starts dormant ([`crate::dormant`]): its run loop boxed, no tokio task. Its first
+//! An actor starts dormant ([`crate::run::dormant`]): its run loop boxed, no tokio task. Its first
 //! message spawns the task, which then waits for mail for as long as the actor lives, with
 //! what its messages grew: tokio's task (128 bytes, 128-aligned), the buffer its handlers'
 //! futures run in, its mailbox's buffers, and (metrics on) what it measures with. Most actors
@@ -389,7 +389,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn messages_racing_a_hibernation_are_all_handled() {
         let (system, actor, _) = counter().await;
-        let before = crate::dormant::HIBERNATED.load(Ordering::Relaxed);
+        let before = crate::run::dormant::HIBERNATED.load(Ordering::Relaxed);
         let mut expected = 0;
         for round in 0..300u64 {
             expected += 1;
@@ -411,7 +411,7 @@ mod tests {
             expected += 1;
         }
         assert_eq!(actor.ask(Add(0)).await.unwrap(), expected);
-        let hibernated = crate::dormant::HIBERNATED.load(Ordering::Relaxed) - before;
+        let hibernated = crate::run::dormant::HIBERNATED.load(Ordering::Relaxed) - before;
         assert!(hibernated > 0, "no round hibernated");
     }
 
@@ -427,7 +427,7 @@ mod tests {
         let sender = actor.clone();
         let raced = Arc::new(AtomicBool::new(false));
         let sent = raced.clone();
-        *crate::dormant::BEFORE_HIBERNATING.lock().unwrap() = Some((
+        *crate::run::dormant::BEFORE_HIBERNATING.lock().unwrap() = Some((
             at,
             Box::new(move || {
                 if !sent.swap(true, Ordering::SeqCst) {
@@ -445,7 +445,7 @@ mod tests {
             }
         })
         .await;
-        *crate::dormant::BEFORE_HIBERNATING.lock().unwrap() = None;
+        *crate::run::dormant::BEFORE_HIBERNATING.lock().unwrap() = None;
         assert!(
             handled.is_ok(),
             "the message sent during the hand-over waits"

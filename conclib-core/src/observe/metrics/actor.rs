@@ -9,7 +9,7 @@ use super::clock::{Clock, clock};
 use super::series::{self, MessageSeries};
 use super::{SECONDS_THRESHOLDS, actor_labels, seconds};
 use crate::cell::CellCore;
-use crate::snapshot::{LiveTally, Tally};
+use crate::observe::snapshot::{LiveTally, Tally};
 
 /// One message type's handles, what the actor handled of it since it last gave the
 /// recorder its figures (`unrecorded`, `unrecorded_errors`), and its tally in the actor's
@@ -20,7 +20,7 @@ use crate::snapshot::{LiveTally, Tally};
 struct PerMessage {
     name: &'static str,
     /// The address of the envelope vtable of the last message of this type that came with
-    /// one naming its type ([`Envelope::type_key`](crate::envelope::Envelope::type_key)),
+    /// one naming its type ([`Envelope::type_key`](crate::run::envelope::Envelope::type_key)),
     /// else 0: the next message with that vtable is found without asking its name.
     key: usize,
     /// Its series' handles: `handled`, `in_mailbox`, `handling`, `errors`.
@@ -83,7 +83,7 @@ impl PerMessage {
 /// A message type's [`LiveTally`] in the actor's statistics, kept by its metrics so that
 /// a message finds it without searching the list.
 ///
-/// A tally lives as long as the actor's cell ([`Tallies`](crate::snapshot::Tallies) frees
+/// A tally lives as long as the actor's cell ([`Tallies`](crate::observe::snapshot::Tallies) frees
 /// them when dropped), and these metrics are used only by the cell's run loop, which holds
 /// the cell while it runs.
 struct TallyRef(std::ptr::NonNull<LiveTally>);
@@ -450,7 +450,7 @@ impl ActorMetrics {
     }
 
     /// A message starts being handled: `key` and `name` say its type
-    /// ([`Envelope::type_key`](crate::envelope::Envelope::type_key) and its name, asked
+    /// ([`Envelope::type_key`](crate::run::envelope::Envelope::type_key) and its name, asked
     /// for only when the key does not say), `stamp` when it was sent (0: unknown), `core`
     /// the actor's (its labels, for a type seen for the first time).
     ///
@@ -683,7 +683,7 @@ mod tests {
     fn entries_are_found_at_the_index_they_were_given() {
         let labels = super::super::labels("actor::tests::Entries", None);
         // Outlives the entries that point into it (declared first, dropped last).
-        let tallies = crate::snapshot::Tallies::default();
+        let tallies = crate::observe::snapshot::Tallies::default();
         let mut entries = Entries {
             first: None,
             more: Vec::new(),

@@ -148,7 +148,7 @@ fn before_hibernating(cell: &Arc<dyn ErasedCell>) {
     }
 }
 
-/// Hands a run loop that hibernates ([`crate::hibernation`]) to a dormant waker in its
+/// Hands a run loop that hibernates ([`crate::run::hibernation`]) to a dormant waker in its
 /// mailbox, in place of the waker of the task it ran in (which ends). If something came
 /// since the run loop looked, the mailbox refuses, and the dormant waker is woken at once:
 /// the run loop goes on in a task of its own, as it would at that message.

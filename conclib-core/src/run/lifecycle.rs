@@ -10,8 +10,8 @@ use crate::actor::Actor;
 use crate::cell::ErasedCell;
 use crate::context::Context;
 use crate::error::StopReason;
-use crate::guarded::CatchUnwind;
 use crate::mailbox::Control;
+use crate::run::guarded::CatchUnwind;
 use crate::supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 
 /// Makes a fresh actor for a restart.
@@ -73,7 +73,7 @@ impl<A> RunOptions<A> {
 /// statistics and `conclib_actor_panics_total`.
 pub(crate) fn count_panic(core: &crate::cell::CellCore, panic: &str) {
     core.panicked(panic);
-    crate::metrics::count(core, "conclib_actor_panics_total");
+    crate::observe::metrics::count(core, "conclib_actor_panics_total");
 }
 
 /// A handler or hook panicked: its hook, then the panic policy. `Some`: the actor stops.
@@ -225,7 +225,7 @@ async fn restart<A: Actor>(
     let core = &ctx.myself().cell.core;
     core.rare().restarts += 1;
     ctx.myself().cell.mark_task_changed();
-    crate::metrics::count(core, "conclib_actor_restarts_total");
+    crate::observe::metrics::count(core, "conclib_actor_restarts_total");
     if tell_parent && let Some(parent) = &core.parent {
         parent.push_control(Control::Event(SupervisionEvent::ChildRestarted {
             id: core.id,
@@ -257,7 +257,7 @@ pub(super) async fn finish<A: Actor>(
     mut actor: A,
     mut ctx: Context<A>,
     reason: StopReason,
-    mut batch: VecDeque<crate::envelope::Envelope<A>>,
+    mut batch: VecDeque<crate::run::envelope::Envelope<A>>,
 ) {
     let cell = ctx.myself().cell.clone();
     ctx.cancel_tasks();
