@@ -8,14 +8,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::actor::Actor;
+use crate::actor_id::ActorId;
 use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::StopReason;
 use crate::exposed::remote::ExposedMessage;
-use crate::mailbox::{Capacity, Control, Mailbox};
+use crate::mailbox::{Capacity, Control, IsDormant, Mailbox};
 use crate::message::{Handler, Message, Priority};
 use crate::run::envelope::{Envelope, ReplyTx};
 use crate::supervision::SupervisionEvent;
-use crate::system::ActorId;
 use crate::urn::Urn;
 
 /// What every actor cell has, whatever the actor's type. (Opaque: not nameable outside the crate.)
@@ -459,7 +459,9 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn ping(
         self: Arc<Self>,
         timeout: std::time::Duration,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::AskError>> + Send>>;
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), crate::error::AskError>> + Send>,
+    >;
     /// Graceful stop: refuse new user messages, handle the queued ones, stop.
     fn close(&self);
     /// Refuses every message from now on and drops what is queued (its asks fail
@@ -471,17 +473,34 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     /// A dormant actor's run loop ([`crate::run::dormant`]) on `runtime`, taken out unwoken, to be
     /// dropped.
-    fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<std::task::Waker>;
+    fn take_dormant(&self, runs_there: &dyn Fn(&std::task::Waker) -> bool)
+        -> Option<std::task::Waker>;
     /// Woken while dormant, the actor only has to stop (see [`crate::run::dormant`]).
     fn stops_at_once(&self) -> bool;
     /// The run loop moves from the keeper to a task of its own (see [`crate::run::dormant`]).
     fn forget_waker(&self);
     /// A hibernation sweep's look at the actor ([`crate::run::hibernation`]); whether it was
     /// asked to hibernate.
-    fn sweep(&self) -> bool;
+    fn sweep(&self, is_dormant: IsDormant) -> bool;
     /// Its run loop, hibernating, waits in `dormant` from now on, if nothing came since it
     /// looked (see [`crate::run::hibernation`]).
-    fn hibernate(&self, dormant: std::task::Waker) -> Result<(), std::task::Waker>;
+    fn hibernate(
+        &self,
+        dormant: std::task::Waker,
+        is_dormant: IsDormant,
+    ) -> Result<(), std::task::Waker>;
+}
+
+impl crate::observe::metrics::MeasuredActor for CellCore {
+    fn type_name(&self) -> &'static str {
+        CellCore::type_name(self)
+    }
+    fn urn(&self) -> Option<&Urn> {
+        self.urn.as_ref()
+    }
+    fn tallies(&self) -> &crate::observe::snapshot::Tallies {
+        CellCore::tallies(self)
+    }
 }
 
 /// The shared state behind every ref to one actor (opaque).
@@ -504,8 +523,11 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     fn core(&self) -> &CellCore {
         &self.core
     }
-    fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<std::task::Waker> {
-        self.mailbox.take_dormant(runtime)
+    fn take_dormant(
+        &self,
+        runs_there: &dyn Fn(&std::task::Waker) -> bool,
+    ) -> Option<std::task::Waker> {
+        self.mailbox.take_dormant(runs_there)
     }
     fn stops_at_once(&self) -> bool {
         self.mailbox.stops_at_once()
@@ -513,11 +535,15 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     fn forget_waker(&self) {
         self.mailbox.forget_waker();
     }
-    fn sweep(&self) -> bool {
-        self.mailbox.sweep()
+    fn sweep(&self, is_dormant: IsDormant) -> bool {
+        self.mailbox.sweep(is_dormant)
     }
-    fn hibernate(&self, dormant: std::task::Waker) -> Result<(), std::task::Waker> {
-        self.mailbox.hibernate(dormant)
+    fn hibernate(
+        &self,
+        dormant: std::task::Waker,
+        is_dormant: IsDormant,
+    ) -> Result<(), std::task::Waker> {
+        self.mailbox.hibernate(dormant, is_dormant)
     }
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity
@@ -540,10 +566,11 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     fn ping(
         self: Arc<Self>,
         timeout: std::time::Duration,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), crate::AskError>> + Send>>
-    {
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), crate::error::AskError>> + Send>,
+    > {
         Box::pin(async move {
-            crate::ActorRef { cell: self }
+            crate::send::actor_ref::ActorRef { cell: self }
                 .ask(crate::messages::Heartbeat)
                 .priority(Priority::High)
                 .timeout(timeout)

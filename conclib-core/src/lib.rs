@@ -67,6 +67,7 @@
 //! a `trace` span named `handle` (message name). With no subscriber, they cost a relaxed load.
 
 mod actor;
+mod actor_id;
 mod cell;
 #[cfg(unix)]
 pub mod child;
@@ -95,6 +96,7 @@ mod urn;
 pub use observe::{metrics, trace};
 
 pub use actor::Actor;
+pub use actor_id::ActorId;
 pub use context::{Context, StreamId, TimerHandle};
 pub use dynamic::erased_request::{AskHandle, ErasedRequest, QueuedAsk};
 pub use dynamic::request_envelope::{ErasedResponder, ErasedResult, RequestEnvelope, Responder};
@@ -119,7 +121,7 @@ pub use send::request::{
 };
 pub use spawn::SpawnBuilder;
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
-pub use system::{ActorId, ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut};
+pub use system::{ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut};
 pub use urn::{
     MAX_URN_LEN, Urn, UrnError, validate as validate_urn, validate_const as validate_urn_const,
 };

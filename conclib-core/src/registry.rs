@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::actor_id::ActorId;
 use crate::cell::ErasedCell;
-use crate::system::ActorId;
 
 /// Every actor of a system that has not finished stopping, each in a slot its mark remembers
 /// ([`Mark::slot`](crate::observe::changes::Mark::slot)): registered and forgotten without hashing,
@@ -120,8 +120,8 @@ mod tests {
     use std::time::Duration;
 
     use super::Registry;
-    use crate::Actor;
-    use crate::ActorId;
+    use crate::actor::Actor;
+    use crate::actor_id::ActorId;
     use crate::cell::{ActorCell, CellCore, ErasedCell};
     use crate::mailbox::{Mailbox, MailboxConfig};
     use crate::observe::changes::Mark;

@@ -306,7 +306,7 @@ impl<A: Actor> SpawnBuilder<A> {
 }
 
 /// The first wire name two of `exposed` share, if any.
-fn duplicate_wire_name(exposed: &[crate::ExposedMessage]) -> Option<&'static str> {
+fn duplicate_wire_name(exposed: &[crate::exposed::remote::ExposedMessage]) -> Option<&'static str> {
     exposed.iter().enumerate().find_map(|(i, m)| {
         let name = m.name();
         exposed[..i]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::actor::Actor;
+use crate::actor_id::ActorId;
 use crate::cell::{CellCore, ErasedCell};
 use crate::dynamic::DynActorRef;
 use crate::error::{LookupError, SpawnError, StopReason};
@@ -23,24 +24,6 @@ use crate::urn::Urn;
 
 /// The default time an ask waits for its answer.
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An actor's id: unique within its system for the system's lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ActorId(pub(crate) u64);
-
-impl ActorId {
-    /// The number behind the id.
-    #[must_use]
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for ActorId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
 
 /// A group of actors with one URN namespace, shut down together. Cloning is cheap; several
 /// systems may live in one process.
@@ -624,7 +607,8 @@ impl ActorSystem {
                     actors.iter().cloned().collect()
                 };
                 // Dropped outside every lock: a run loop's drop drops its actor and context.
-                let runs: Vec<_> = cells.iter().filter_map(|c| c.take_dormant(id)).collect();
+                let runs_there = |w: &std::task::Waker| crate::run::dormant::Dormant::runs_on(w, id);
+                let runs: Vec<_> = cells.iter().filter_map(|c| c.take_dormant(&runs_there)).collect();
                 drop(runs);
             }),
         );

@@ -11,7 +11,14 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::{Actor, ActorRef, ActorSystem, BoxError, Context, Handler, Message, SupervisionEvent};
+use crate::actor::Actor;
+use crate::context::Context;
+use crate::error::BoxError;
+use crate::message::Handler;
+use crate::message::Message;
+use crate::send::actor_ref::ActorRef;
+use crate::supervision::SupervisionEvent;
+use crate::system::ActorSystem;
 
 const CYCLES: usize = 200;
 
@@ -96,7 +103,7 @@ fn named_actors_spawned_and_stopped_leave_no_entry() {
 }
 
 /// Watches the actor it is given at start, then waits to be stopped.
-struct Watcher(Option<crate::DynActorRef>);
+struct Watcher(Option<crate::dynamic::DynActorRef>);
 impl Actor for Watcher {
     async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
         if let Some(target) = self.0.take() {
@@ -134,7 +141,7 @@ fn short_lived_watchers_leave_no_entry_at_the_watched_actor() {
 }
 
 /// Unwatches an actor.
-struct Unwatch(crate::DynActorRef);
+struct Unwatch(crate::dynamic::DynActorRef);
 impl Message for Unwatch {
     type Response = ();
     type Error = Infallible;
@@ -162,7 +169,7 @@ impl Handler<Watching> for Watcher {
 struct Supervisor {
     ended: tokio::sync::mpsc::UnboundedSender<()>,
 }
-struct Watch(crate::DynActorRef);
+struct Watch(crate::dynamic::DynActorRef);
 impl Message for Watch {
     type Response = ();
     type Error = Infallible;
@@ -516,7 +523,7 @@ fn an_idle_actors_messages_are_counted_without_another_message() {
         // Counted as each handler is done (just after its answer left: no event says when),
         // nothing held back for a later message, a timer or hibernation.
         let (system, actor) = an_idle_actor_asked_three_times().await;
-        crate::run::hibernation::until("the actor's messages never reached the snapshot", || {
+        crate::test_probe::until("the actor's messages never reached the snapshot", || {
             handled(&system) >= 3
         })
         .await;
@@ -537,7 +544,7 @@ fn a_hibernating_actor_keeps_its_counts_and_counts_on_when_woken() {
         assert_eq!(handled(&system), 3);
         // Woken, it measures with new metrics, which find the same tally.
         actor.ask(Ping).await.unwrap();
-        crate::run::hibernation::until("the woken actor's message was not counted", || {
+        crate::test_probe::until("the woken actor's message was not counted", || {
             handled(&system) >= 4
         })
         .await;

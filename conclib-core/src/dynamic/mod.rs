@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actor::Actor;
+use crate::actor_id::ActorId;
 use crate::cell::{ActorCell, ErasedCell};
 use crate::dynamic::erased_request::ErasedRequest;
 use crate::dynamic::request_cell::{RequestHead, Waiter};
@@ -26,7 +27,6 @@ use crate::mailbox::Control;
 use crate::message::{Message, Priority};
 use crate::send::actor_ref::ActorRef;
 use crate::send::request::{AskRequest, TellRequest};
-use crate::system::ActorId;
 use crate::urn::Urn;
 
 /// A ref to an actor of any type, as returned by
@@ -85,7 +85,7 @@ impl DynActorRef {
     /// of its user messages, as its own children's events are: how the supervisor of an
     /// actor that lives outside this system's tasks (a process actor) is told of its
     /// restarts and its end. `false` if the actor is gone.
-    pub fn send_event(&self, event: crate::SupervisionEvent) -> bool {
+    pub fn send_event(&self, event: crate::supervision::SupervisionEvent) -> bool {
         self.cell
             .push_control(crate::mailbox::Control::Event(event))
     }

@@ -48,7 +48,7 @@ pub(crate) struct RequestHead {
 
 impl RequestHead {
     /// A request of a typed `M`, untraced, in `priority`'s lane.
-    pub(crate) fn of<M: crate::Message>(priority: Priority) -> Self {
+    pub(crate) fn of<M: crate::message::Message>(priority: Priority) -> Self {
         RequestHead {
             name: M::name(),
             type_id: TypeId::of::<M>(),
@@ -61,7 +61,7 @@ impl RequestHead {
     /// A request of a typed `M` sent now through a dynamic ref: part of the trace its sender
     /// runs in, if any (a span of its own in it), so that what it reaches by URN (a process
     /// actor's relay, a pool, a handler that asks further) continues the chain.
-    pub(crate) fn sent<M: crate::Message>(priority: Priority) -> Self {
+    pub(crate) fn sent<M: crate::message::Message>(priority: Priority) -> Self {
         RequestHead {
             trace: TraceContext::current().map(|t| t.child()),
             ..Self::of::<M>(priority)

@@ -14,7 +14,8 @@ use crate::error::AskError;
 use crate::exposed::remote::ErasedMessage;
 use crate::message::{Message, Priority};
 use crate::observe::trace::TraceContext;
-use crate::run::envelope::{Envelope, Outcome, Payload, VTable, payload_ref, take_payload};
+use crate::run::envelope::{Envelope, Payload, VTable, payload_ref, take_payload};
+use crate::run::future_slot::Outcome;
 use crate::run::future_slot::{FutureSlot, Started};
 use crate::run::guarded::{CatchUnwind, Lazy};
 

@@ -82,6 +82,10 @@ pub(crate) enum Control {
     Restart(String),
 }
 
+/// Tells a dormant actor's waker ([`crate::run::dormant`]) from a task's: the run loop's
+/// states are the run loop's; the mailbox only holds the waker it is given.
+pub(crate) type IsDormant = fn(&Waker) -> bool;
+
 struct Lanes<A: Actor> {
     /// The control and high lanes, allocated at their first message: most actors never
     /// get one (8 bytes in every actor's cell, not 64).
@@ -323,10 +327,10 @@ impl<A: Actor> Mailbox<A> {
     /// A hibernation sweep's look ([`crate::run::hibernation`]): asks a run loop that waits for
     /// mail, and was sent nothing since the last sweep, to hibernate (it is woken to do
     /// so); marks the others unused for the next sweep. Returns whether it asked.
-    pub(crate) fn sweep(&self) -> bool {
+    pub(crate) fn sweep(&self, is_dormant: IsDormant) -> bool {
         let mut lanes = self.lock();
         let unused = std::mem::replace(&mut lanes.idle, UNUSED) != USED;
-        if !(unused && self.task_waits_for_mail(&lanes)) {
+        if !(unused && self.task_waits_for_mail(&lanes, is_dormant)) {
             return false;
         }
         lanes.idle = ASKED;
@@ -340,7 +344,7 @@ impl<A: Actor> Mailbox<A> {
 
     /// Whether the actor's task waits for mail with nothing queued: its waker (not a
     /// dormant actor's) registered for mail, which whoever queues anything takes.
-    fn task_waits_for_mail(&self, lanes: &Lanes<A>) -> bool {
+    fn task_waits_for_mail(&self, lanes: &Lanes<A>, is_dormant: IsDormant) -> bool {
         lanes.for_mail
             && !lanes.closed
             && lanes.normal.is_empty()
@@ -349,7 +353,7 @@ impl<A: Actor> Mailbox<A> {
             && lanes
                 .waker
                 .as_ref()
-                .is_some_and(|w| !crate::run::dormant::Dormant::is(w))
+                .is_some_and(|w| !is_dormant(w))
     }
 
     /// Puts a dormant actor's waker ([`crate::run::dormant`]) in place of its task's, if that is
@@ -357,9 +361,9 @@ impl<A: Actor> Mailbox<A> {
     /// look, which found the mailbox empty; whoever queues anything takes it): the task may
     /// end, and the next message spawns another. Gives `dormant` back otherwise (something
     /// came since the run loop looked).
-    pub(crate) fn hibernate(&self, dormant: Waker) -> Result<(), Waker> {
+    pub(crate) fn hibernate(&self, dormant: Waker, is_dormant: IsDormant) -> Result<(), Waker> {
         let mut lanes = self.lock();
-        if !self.task_waits_for_mail(&lanes) {
+        if !self.task_waits_for_mail(&lanes, is_dormant) {
             return Err(dormant);
         }
         let old = lanes.waker.replace(dormant);
@@ -372,21 +376,15 @@ impl<A: Actor> Mailbox<A> {
 
     /// Whether the actor is dormant: its run loop waits in a dormant waker, with no task.
     #[cfg(test)]
-    pub(crate) fn is_dormant(&self) -> bool {
-        self.lock()
-            .waker
-            .as_ref()
-            .is_some_and(crate::run::dormant::Dormant::is)
+    pub(crate) fn is_dormant(&self, is_dormant: IsDormant) -> bool {
+        self.lock().waker.as_ref().is_some_and(is_dormant)
     }
 
     /// Takes a dormant actor's waker out, unwoken, if it runs on `runtime` (which shut
     /// down): dropped, it drops the run loop.
-    pub(crate) fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<Waker> {
+    pub(crate) fn take_dormant(&self, runs_there: &dyn Fn(&Waker) -> bool) -> Option<Waker> {
         let mut lanes = self.lock();
-        if lanes
-            .waker
-            .as_ref()
-            .is_some_and(|w| crate::run::dormant::Dormant::runs_on(w, runtime))
+        if lanes.waker.as_ref().is_some_and(runs_there)
         {
             self.take_receiver(&mut lanes)
         } else {

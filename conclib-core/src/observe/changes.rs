@@ -20,7 +20,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use crate::system::ActorId;
+use crate::actor_id::ActorId;
 
 /// An actor as the list names it: its id, and its slot in its system's registry, where a
 /// look finds it at once (the id tells the actor listed from a later one in the same slot).
@@ -194,7 +194,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::{Changes, Listed, MIN_LIMIT, Mark};
-    use crate::system::ActorId;
+    use crate::actor_id::ActorId;
 
     #[test]
     fn a_mark_lists_its_actor_once_between_two_looks() {
@@ -238,7 +238,8 @@ mod tests {
 
     use tokio::sync::Notify;
 
-    use crate::{ActorSystem, RestartLimit};
+    use crate::supervision::RestartLimit;
+    use crate::system::ActorSystem;
 
     use crate::test_probe::{Probe, Work};
 
@@ -286,7 +287,7 @@ mod tests {
         // Once its rate is back to 0 (a change too), nothing is read nor listed as changed.
         // The second ask is counted after its answer: on a loaded machine the actor's task
         // may count (and mark) it only after looks that read nothing. Waited for first.
-        crate::run::hibernation::until("the second ask counted", || {
+        crate::test_probe::until("the second ask counted", || {
             actors[3]
                 .cell
                 .core

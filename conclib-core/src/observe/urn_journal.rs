@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 #[cfg(doc)]
-use crate::ActorSystem;
+use crate::system::ActorSystem;
 use crate::urn::Urn;
 
 /// How many URN changes [`ActorSystem::urn_changes_since`] can look back.

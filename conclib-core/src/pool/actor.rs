@@ -10,6 +10,7 @@ use super::builder::{SharedFactory, make};
 use super::routing::make_room;
 use super::{Member, Shared};
 use crate::actor::Actor;
+use crate::actor_id::ActorId;
 use crate::cell::ActorCell;
 use crate::context::Context;
 use crate::dynamic::request_envelope::RequestEnvelope;
@@ -19,7 +20,6 @@ use crate::mailbox::MailboxConfig;
 use crate::message::{Handler, Message, Priority};
 use crate::messages::Heartbeat;
 use crate::supervision::{RestartLimit, SupervisionEvent};
-use crate::system::ActorId;
 
 /// The actor behind a [`Pool`](crate::Pool): it owns the members (its children), routes requests that
 /// come by URN or dynamic ref, replaces dead members and runs the dead-man's switch.

@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::actor::Actor;
+use crate::actor_id::ActorId;
 use crate::cell::{ActorCell, Target};
 use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError, SpawnError, StopReason};
@@ -30,7 +31,6 @@ use crate::send::actor_ref::ActorRef;
 use crate::send::request::{
     AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest,
 };
-use crate::system::ActorId;
 
 struct Member<A: Actor> {
     actor: ActorRef<A>,
@@ -326,7 +326,7 @@ impl<A: Actor> Pool<A> {
 
     /// The pool's URN, if it has one.
     #[must_use]
-    pub fn urn(&self) -> Option<&crate::Urn> {
+    pub fn urn(&self) -> Option<&crate::urn::Urn> {
         self.actor.urn()
     }
 
@@ -437,11 +437,11 @@ impl Drop for InFlight {
     }
 }
 
-impl<A: Actor> crate::Address for Pool<A> {
+impl<A: Actor> crate::send::request::Address for Pool<A> {
     type Actor = A;
 }
 
-impl<A: Handler<M>, M: Message> crate::Requester<M> for Pool<A> {
+impl<A: Handler<M>, M: Message> crate::send::request::Requester<M> for Pool<A> {
     type Request<'a> = AskRequest<&'a Pool<A>, M>;
 
     fn request(&self, message: M) -> Self::Request<'_> {

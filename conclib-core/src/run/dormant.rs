@@ -160,7 +160,7 @@ pub(crate) fn hibernate(run: RunFuture, keeping: Arc<Keeping>, cell: &Arc<dyn Er
     let abort = cell.core().take_abort();
     #[cfg(test)]
     before_hibernating(cell);
-    match cell.hibernate(Dormant::waker_of(dormant.clone())) {
+    match cell.hibernate(Dormant::waker_of(dormant.clone()), Dormant::is) {
         Ok(()) => {
             #[cfg(test)]
             HIBERNATED.fetch_add(1, Ordering::Relaxed);

@@ -20,6 +20,7 @@ use crate::actor::Actor;
 use crate::context::Context;
 use crate::error::AskError;
 use crate::message::{Handler, Message};
+use crate::run::future_slot::Outcome;
 use crate::run::future_slot::{FutureSlot, Started};
 use crate::run::guarded::{CatchUnwind, Lazy};
 
@@ -32,21 +33,6 @@ pub(crate) type Inline = [MaybeUninit<u64>; INLINE_WORDS];
 /// The sender half of an ask's reply.
 pub(crate) type ReplyTx<M> =
     oneshot::Sender<Result<<M as Message>::Response, AskError<<M as Message>::Error>>>;
-
-/// What handling one message came to, for the run loop.
-pub(crate) enum Outcome {
-    /// Handled; any response was sent.
-    Done,
-    /// A told message's handler returned an error nobody is waiting for.
-    Failed(String),
-    /// An ask's handler returned an error; the asker has it.
-    Refused(String),
-    /// The handler panicked; the asker (if any) was told.
-    Panicked(String),
-    /// An ask whose asker had already given up (timed out, or dropped its future): the
-    /// handler was never started.
-    Skipped,
-}
 
 /// A message for actor `A`, of any type `A` handles: 32 bytes, so that a mailbox's queue
 /// holds two in a cache line (40 bytes with a stamp field of its own: unbounded tell about
@@ -590,7 +576,7 @@ mod tests {
     #[tokio::test]
     async fn a_stamped_ask_is_handled_and_answered() {
         let mut actor = Probe;
-        let system = crate::ActorSystem::new("envelope");
+        let system = crate::system::ActorSystem::new("envelope");
         let r = system.spawn(Probe).await.unwrap();
         let mut ctx = Context::new(r, system, Default::default());
         let mut slot = FutureSlot::new();

@@ -14,7 +14,20 @@ use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::task::{Context as TaskContext, Poll};
 
-use crate::run::envelope::Outcome;
+/// What handling one message came to, for the run loop.
+pub(crate) enum Outcome {
+    /// Handled; any response was sent.
+    Done,
+    /// A told message's handler returned an error nobody is waiting for.
+    Failed(String),
+    /// An ask's handler returned an error; the asker has it.
+    Refused(String),
+    /// The handler panicked; the asker (if any) was told.
+    Panicked(String),
+    /// An ask whose asker had already given up (timed out, or dropped its future): the
+    /// handler was never started.
+    Skipped,
+}
 
 /// The largest buffer an idle actor keeps: most handlers' futures fit (a handler done at
 /// once, or waiting on a reply or two), and are placed with no allocation message after

@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::run::dormant::Dormant;
 use crate::system::WeakSystem;
 
 /// How long an actor waits for mail before it hibernates, by default: from this to twice this
@@ -130,7 +131,7 @@ async fn sweep_every(hibernation: Arc<Hibernation>, system: WeakSystem) {
 /// One sweep over the system's actors, a few hundred at a time (the registry's lock is not
 /// held across them, nor while the woken actors run). Returns how many were asked to
 /// hibernate.
-pub(crate) async fn sweep(system: &crate::ActorSystem) -> usize {
+pub(crate) async fn sweep(system: &crate::system::ActorSystem) -> usize {
     let mut from = 0;
     let mut asked = 0;
     loop {
@@ -138,33 +139,19 @@ pub(crate) async fn sweep(system: &crate::ActorSystem) -> usize {
         if cells.is_empty() {
             return asked;
         }
-        asked += cells.iter().filter(|c| c.sweep()).count();
+        asked += cells.iter().filter(|c| c.sweep(Dormant::is)).count();
         drop(cells);
         from = next;
         tokio::task::yield_now().await;
     }
 }
 
-/// Waits (bounded: five seconds) until `done` holds, yielding between looks, for what no
-/// event announces (a task's end, a count another task keeps); the test fails with `what`
-/// if it never does. The tests'.
-#[cfg(test)]
-pub(crate) async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let reached = tokio::time::timeout(Duration::from_secs(5), async {
-        while !done() {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
-    assert!(reached.is_ok(), "{what}");
-}
-
-/// Sweeps `system` until `done` holds (bounded, as [`until`]). An ask's answer reaches the
+/// Sweeps `system` until `done` holds (bounded, as [`until`](crate::test_probe::until)). An ask's answer reaches the
 /// asker before the actor's task has looked for more mail: a sweep that comes in between
 /// finds it busy, and it waits for the next sweep, as it would for the next period.
 #[cfg(test)]
 pub(crate) async fn sweep_until(
-    system: &crate::ActorSystem,
+    system: &crate::system::ActorSystem,
     what: &str,
     mut done: impl FnMut() -> bool,
 ) {
@@ -185,12 +172,12 @@ pub(crate) async fn sweep_until(
 
 /// Sweeps `system` until `actor` hibernates (the tests').
 #[cfg(test)]
-pub(crate) async fn sweep_until_dormant<A: crate::Actor>(
-    system: &crate::ActorSystem,
-    actor: &crate::ActorRef<A>,
+pub(crate) async fn sweep_until_dormant<A: crate::actor::Actor>(
+    system: &crate::system::ActorSystem,
+    actor: &crate::send::actor_ref::ActorRef<A>,
 ) {
     sweep_until(system, "the actor never hibernated", || {
-        actor.cell.mailbox.is_dormant()
+        actor.cell.mailbox.is_dormant(Dormant::is)
     })
     .await;
 }
@@ -202,8 +189,15 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
-    use super::{sweep, sweep_until, sweep_until_dormant, until};
-    use crate::{Actor, ActorRef, ActorSystem, Context, Handler, Message, StopReason};
+    use super::{Dormant, sweep, sweep_until, sweep_until_dormant};
+    use crate::actor::Actor;
+    use crate::context::Context;
+    use crate::error::StopReason;
+    use crate::message::Handler;
+    use crate::message::Message;
+    use crate::send::actor_ref::ActorRef;
+    use crate::system::ActorSystem;
+    use crate::test_probe::until;
 
     /// Adds to its total and answers it.
     struct Counter {
@@ -215,7 +209,7 @@ mod tests {
             &mut self,
             _: &mut Context<Self>,
             _: &StopReason,
-        ) -> Result<(), crate::BoxError> {
+        ) -> Result<(), crate::error::BoxError> {
             self.stopped.store(true, Ordering::SeqCst);
             Ok(())
         }
@@ -293,21 +287,21 @@ mod tests {
     /// hibernates ends in a poll of its own after the sweep woke it, and no event says when.
     async fn until_dormant(actor: &ActorRef<Counter>, dormant: bool) {
         let what = format!("the actor never became dormant={dormant}");
-        until(&what, || actor.cell.mailbox.is_dormant() == dormant).await;
+        until(&what, || actor.cell.mailbox.is_dormant(Dormant::is) == dormant).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_actor_hibernates_and_wakes_with_its_state() {
         let (system, actor, _) = counter().await;
         // Dormant until its first message, awake after it.
-        assert!(actor.cell.mailbox.is_dormant());
+        assert!(actor.cell.mailbox.is_dormant(Dormant::is));
         assert_eq!(actor.ask(Add(1)).await.unwrap(), 1);
         until_dormant(&actor, false).await;
         let first = actor.cell.core.task_id();
         assert!(first.is_some());
         // The first sweep finds the ask sent since the sweep before: nothing to do.
         assert_eq!(sweep(&system).await, 0);
-        assert!(!actor.cell.mailbox.is_dormant());
+        assert!(!actor.cell.mailbox.is_dormant(Dormant::is));
         // A later one finds nothing sent since the one before.
         sweep_until_dormant(&system, &actor).await;
         assert_eq!(
@@ -332,7 +326,7 @@ mod tests {
             assert_eq!(actor.ask(Add(1)).await.unwrap(), i);
             assert_eq!(sweep(&system).await, 0);
         }
-        assert!(!actor.cell.mailbox.is_dormant());
+        assert!(!actor.cell.mailbox.is_dormant(Dormant::is));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,7 +346,7 @@ mod tests {
         // registered for mail: the second sweep asks (and wakes the waiting handler).
         assert_eq!(sweep(&system).await, 0);
         assert_eq!(sweep(&system).await, 1);
-        assert!(!actor.cell.mailbox.is_dormant());
+        assert!(!actor.cell.mailbox.is_dormant(Dormant::is));
         go.send(()).unwrap();
         assert_eq!(answer.await.unwrap().unwrap(), 5);
         // Done waiting, it hibernates only once a sweep finds it waiting for mail: the same
@@ -468,7 +462,7 @@ mod tests {
                 total: 0,
                 stopped: Arc::default(),
             })
-            .restart_with(fresh, crate::RestartLimit::default())
+            .restart_with(fresh, crate::supervision::RestartLimit::default())
             .spawn()
             .await
             .unwrap();
@@ -476,7 +470,7 @@ mod tests {
         sweep_until_dormant(&system, &actor).await;
         assert!(matches!(
             actor.ask(Panic).await,
-            Err(crate::AskError::Panicked(_))
+            Err(crate::error::AskError::Panicked(_))
         ));
         assert_eq!(
             actor.ask(Add(1)).await.unwrap(),
@@ -516,7 +510,11 @@ mod tests {
         heard: Arc<std::sync::atomic::AtomicUsize>,
     }
     impl Actor for Parent {
-        async fn on_event(&mut self, _: &mut Context<Self>, _: crate::SupervisionEvent) {
+        async fn on_event(
+            &mut self,
+            _: &mut Context<Self>,
+            _: crate::supervision::SupervisionEvent,
+        ) {
             self.heard.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -542,14 +540,14 @@ mod tests {
     struct Child;
     impl Message for Child {
         type Response = ActorRef<Counter>;
-        type Error = crate::SpawnError;
+        type Error = crate::error::SpawnError;
     }
     impl Handler<Child> for Parent {
         async fn handle(
             &mut self,
             _: Child,
             ctx: &mut Context<Self>,
-        ) -> Result<ActorRef<Counter>, crate::SpawnError> {
+        ) -> Result<ActorRef<Counter>, crate::error::SpawnError> {
             let counter = Counter {
                 total: 0,
                 stopped: Arc::default(),

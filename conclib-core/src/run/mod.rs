@@ -28,7 +28,7 @@ use crate::context::Context;
 use crate::error::StopReason;
 use crate::mailbox::{Control, Next};
 use crate::observe::metrics::ActorMetrics;
-use crate::run::envelope::Outcome;
+use crate::run::future_slot::Outcome;
 use crate::run::future_slot::{FutureSlot, SlotFuture, Started};
 
 /// The actor's task.
@@ -526,8 +526,8 @@ mod tests {
     #[tokio::test]
     async fn run_future_size() {
         struct Idle;
-        impl crate::Actor for Idle {}
-        let system = crate::ActorSystem::new("size");
+        impl crate::actor::Actor for Idle {}
+        let system = crate::system::ActorSystem::new("size");
         let r = system.spawn(Idle).await.unwrap();
         let ctx = super::Context::new(r.clone(), system.clone(), Default::default());
         let fut = super::run(Idle, ctx, super::RunOptions::new(Default::default(), None));

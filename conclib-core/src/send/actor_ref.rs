@@ -10,13 +10,15 @@ use std::task::{Context as TaskContext, Poll, ready};
 use tokio::sync::oneshot;
 
 use crate::actor::Actor;
+use crate::actor_id::ActorId;
 use crate::cell::{ActorCell, ErasedCell, Target};
 use crate::error::{AskError, SendError, StopReason};
 use crate::mailbox::Control;
 use crate::message::{Handler, Message, Priority};
 use crate::send::ask_timer::AskTimer;
-use crate::send::request::{AskRequest, DeliverAsk, DeliverTell, SendOptions, TellRequest};
-use crate::system::ActorId;
+use crate::send::request::{
+    Address, AskRequest, DeliverAsk, DeliverTell, Requester, SendOptions, TellRequest,
+};
 use crate::urn::Urn;
 
 /// A typed ref to an actor of type `A`: send it any message `A` handles, checked at compile
@@ -198,8 +200,8 @@ impl<A: Actor> ActorRef<A> {
 
     /// The type-erased ref.
     #[must_use]
-    pub fn to_dyn(&self) -> crate::DynActorRef {
-        crate::DynActorRef::from(self)
+    pub fn to_dyn(&self) -> crate::dynamic::DynActorRef {
+        crate::dynamic::DynActorRef::from(self)
     }
 }
 
@@ -504,13 +506,28 @@ fn futures_are_send<A: Handler<M>, M: Message>() {
     assert_send::<AskRequest<&'static ActorRef<A>, M>>();
     assert_send::<TellRequest<&'static ActorRef<A>, M>>();
     assert_send::<AskRequest<&'static Recipient<M>, M>>();
-    assert_send::<AskRequest<&'static crate::DynActorRef, M>>();
-    assert_send::<TellRequest<&'static crate::DynActorRef, M>>();
-    assert_send::<AskRequest<&'static crate::Pool<A>, M>>();
+    assert_send::<AskRequest<&'static crate::dynamic::DynActorRef, M>>();
+    assert_send::<TellRequest<&'static crate::dynamic::DynActorRef, M>>();
+    assert_send::<AskRequest<&'static crate::pool::Pool<A>, M>>();
 }
 
 impl<A: Actor> ActorRef<A> {
     pub(crate) fn erased(&self) -> Arc<dyn ErasedCell> {
         self.cell.clone()
+    }
+}
+
+// A local ref is a `Requester` of every message its actor handles (here, beside the ref:
+// the request builders know no ref type).
+impl<A: Actor> Address for ActorRef<A> {
+    type Actor = A;
+}
+
+impl<A: Handler<M>, M: Message> Requester<M> for ActorRef<A> {
+    type Request<'a> = AskRequest<&'a ActorRef<A>, M>;
+
+    #[inline]
+    fn request(&self, message: M) -> Self::Request<'_> {
+        self.ask(message)
     }
 }

@@ -84,7 +84,7 @@ impl AskTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ActorId;
+    use crate::actor_id::ActorId;
 
     fn core(hands_on: bool) -> CellCore {
         CellCore::new(

@@ -4,11 +4,12 @@
 use std::any::TypeId;
 
 use crate::actor::Actor;
+use crate::actor_id::ActorId;
 use crate::dynamic::DynActorRef;
 use crate::error::SendError;
 use crate::message::{Handler, Message, Priority};
 use crate::send::actor_ref::ActorRef;
-use crate::system::{ActorId, ActorSystem};
+use crate::system::ActorSystem;
 
 /// What became of a broadcast message at one recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,8 +46,8 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
-use crate::send::actor_ref::ActorRef;
-use crate::{Actor, Handler, Message, Priority};
+use crate::actor::Actor;
+use crate::message::Priority;
 
 /// How a request is to be sent: what [`AskRequest`]'s and [`TellRequest`]'s options set,
 /// handed to the ref's [`DeliverAsk`] / [`DeliverTell`].
@@ -392,17 +392,4 @@ pub trait Requester<M>: Address {
 
     /// The request of `message`, not yet sent.
     fn request(&self, message: M) -> Self::Request<'_>;
-}
-
-impl<A: Actor> Address for ActorRef<A> {
-    type Actor = A;
-}
-
-impl<A: Handler<M>, M: Message> Requester<M> for ActorRef<A> {
-    type Request<'a> = AskRequest<&'a ActorRef<A>, M>;
-
-    #[inline]
-    fn request(&self, message: M) -> Self::Request<'_> {
-        self.ask(message)
-    }
 }

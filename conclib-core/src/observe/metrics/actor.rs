@@ -7,8 +7,7 @@ use metrics::{Counter, Gauge, Histogram};
 
 use super::clock::{Clock, clock};
 use super::series::{self, MessageSeries};
-use super::{SECONDS_THRESHOLDS, actor_labels, seconds};
-use crate::cell::CellCore;
+use super::{MeasuredActor, SECONDS_THRESHOLDS, actor_labels, seconds};
 use crate::observe::snapshot::{LiveTally, Tally};
 
 /// One message type's handles, what the actor handled of it since it last gave the
@@ -378,7 +377,7 @@ pub(crate) struct ActorMetrics {
 }
 
 impl ActorMetrics {
-    pub(crate) fn new(core: &CellCore) -> Box<Self> {
+    pub(crate) fn new(core: &impl MeasuredActor) -> Box<Self> {
         let actor = core.type_name();
         let labels = actor_labels(core);
         let clock = clock();
@@ -408,7 +407,7 @@ impl ActorMetrics {
 
     /// The index of the message type with this key (0: none) and this name.
     #[inline]
-    fn message(&mut self, key: usize, name: impl FnOnce() -> &'static str, core: &CellCore) -> u32 {
+    fn message(&mut self, key: usize, name: impl FnOnce() -> &'static str, core: &impl MeasuredActor) -> u32 {
         // Most actors handle one message type at a time, in runs.
         let last = self.current.0 as usize;
         if let Some(m) = self.messages.get(last) {
@@ -426,7 +425,7 @@ impl ActorMetrics {
 
     /// [`message`](Self::message) when it is not the last one's type (out of line).
     #[inline(never)]
-    fn other_message(&mut self, key: usize, name: &'static str, core: &CellCore) -> u32 {
+    fn other_message(&mut self, key: usize, name: &'static str, core: &impl MeasuredActor) -> u32 {
         let found = self
             .messages
             .iter()
@@ -465,7 +464,7 @@ impl ActorMetrics {
         key: usize,
         name: impl FnOnce() -> &'static str,
         stamp: u64,
-        core: &CellCore,
+        core: &impl MeasuredActor,
     ) {
         let at = self.message(key, name, core);
         let started = if self.chained {

@@ -74,7 +74,6 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use metrics::Label;
 
-use crate::cell::CellCore;
 
 pub(crate) use actor::ActorMetrics;
 pub(crate) use clock::stamp;
@@ -101,7 +100,7 @@ static URN_LABEL_LIMIT: AtomicUsize = AtomicUsize::new(DEFAULT_URN_LABEL_LIMIT);
 
 /// The URNs that have a `urn` label of their own: at most the limit, kept for the life of
 /// the process (as the recorder keeps their series).
-static URN_LABELS: Mutex<Option<HashSet<crate::Urn>>> = Mutex::new(None);
+static URN_LABELS: Mutex<Option<HashSet<crate::urn::Urn>>> = Mutex::new(None);
 
 static URN_LABELS_FULL: AtomicBool = AtomicBool::new(false);
 
@@ -220,7 +219,7 @@ fn threshold_ns(bound: f64) -> u64 {
 /// The `urn` label's value for `urn`: the URN while it is one of the first
 /// [`urn_label_limit`] distinct ones, else `""`. Called when an actor's handles are made
 /// and on rare events, never per message.
-fn urn_label(urn: Option<&crate::Urn>) -> String {
+fn urn_label(urn: Option<&crate::urn::Urn>) -> String {
     let Some(urn) = urn else {
         return String::new();
     };
@@ -244,16 +243,27 @@ fn urn_label(urn: Option<&crate::Urn>) -> String {
     String::new()
 }
 
+/// What the metrics read of an actor: its type and URN (its series' labels) and its
+/// message tallies. The actor's cell is one; the metrics name no cell (they sit below it).
+pub(crate) trait MeasuredActor {
+    /// The actor's type name.
+    fn type_name(&self) -> &'static str;
+    /// The actor's URN, if it has one.
+    fn urn(&self) -> Option<&crate::urn::Urn>;
+    /// The actor's message tallies (the snapshots' figures).
+    fn tallies(&self) -> &crate::observe::snapshot::Tallies;
+}
+
 /// The `actor` and `urn` labels (`""` for an actor without a URN, or past the limit).
-fn labels(actor: &'static str, urn: Option<&crate::Urn>) -> [Label; 2] {
+fn labels(actor: &'static str, urn: Option<&crate::urn::Urn>) -> [Label; 2] {
     [
         Label::new("actor", actor),
         Label::new("urn", urn_label(urn)),
     ]
 }
 
-fn actor_labels(core: &CellCore) -> [Label; 2] {
-    labels(core.type_name(), core.urn.as_ref())
+fn actor_labels(core: &impl MeasuredActor) -> [Label; 2] {
+    labels(core.type_name(), core.urn())
 }
 
 /// Nanoseconds as the seconds the histograms are in.
@@ -263,7 +273,7 @@ fn seconds(ns: u64) -> f64 {
 }
 
 /// Rare events, counted without keeping a handle: `metric` is one of the actor counters.
-pub(crate) fn count(core: &CellCore, metric: &'static str) {
+pub(crate) fn count(core: &impl MeasuredActor, metric: &'static str) {
     if is_enabled() {
         metrics::counter!(metric, actor_labels(core).iter()).increment(1);
     }
@@ -271,7 +281,7 @@ pub(crate) fn count(core: &CellCore, metric: &'static str) {
 
 /// A pool's counter (a member replaced, an ask to it that timed out), labelled as its other
 /// metrics are: its members' type and its URN.
-pub(crate) fn count_pool(metric: &'static str, urn: Option<&crate::Urn>, actor: &'static str) {
+pub(crate) fn count_pool(metric: &'static str, urn: Option<&crate::urn::Urn>, actor: &'static str) {
     if is_enabled() {
         metrics::counter!(metric, labels(actor, urn).iter()).increment(1);
     }
@@ -279,7 +289,7 @@ pub(crate) fn count_pool(metric: &'static str, urn: Option<&crate::Urn>, actor: 
 
 /// A pool's gauges, sampled.
 pub(crate) fn pool_gauges(
-    urn: Option<&crate::Urn>,
+    urn: Option<&crate::urn::Urn>,
     actor: &'static str,
     members: usize,
     queued: usize,

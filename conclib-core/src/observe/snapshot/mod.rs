@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::system::ActorId;
+use crate::actor_id::ActorId;
 #[cfg(doc)]
 use crate::system::ActorSystem;
 

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::{ActorRef, ActorSystem};
+use crate::send::actor_ref::ActorRef;
+use crate::system::ActorSystem;
 
 use super::MAX_BRIEF_ACTORS;
 use super::look::MIN_RATE_WINDOW;
