@@ -12,8 +12,9 @@ use crate::actor_id::ActorId;
 use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::StopReason;
 use crate::exposed::remote::ExposedMessage;
+use crate::handler::Handler;
 use crate::mailbox::{Capacity, Control, IsDormant, Mailbox};
-use crate::message::{Handler, Message, Priority};
+use crate::message::{Message, Priority};
 use crate::run::envelope::{Envelope, ReplyTx};
 use crate::supervision::SupervisionEvent;
 use crate::urn::Urn;
@@ -56,7 +57,7 @@ pub struct CellCore {
     stats: Stats,
     /// Per message type, what the actor handled while metrics were on: counted in place by
     /// its task, read by snapshots.
-    tallies: crate::observe::snapshot::Tallies,
+    tallies: crate::observe::snapshot::tallies::Tallies,
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
     /// `std::any::type_name` of the actor's type, called when needed: 8 bytes, not a
@@ -94,7 +95,7 @@ impl CellCore {
             task: Mutex::new(None),
             skipped_asks: AtomicU64::new(0),
             stats: Stats::default(),
-            tallies: crate::observe::snapshot::Tallies::default(),
+            tallies: crate::observe::snapshot::tallies::Tallies::default(),
             rare: Mutex::new(RareStats::default()),
         }
     }
@@ -131,7 +132,7 @@ impl CellCore {
     }
 
     /// Its per-message-type figures.
-    pub(crate) fn tallies(&self) -> &crate::observe::snapshot::Tallies {
+    pub(crate) fn tallies(&self) -> &crate::observe::snapshot::tallies::Tallies {
         &self.tallies
     }
 
@@ -435,7 +436,7 @@ pub(crate) struct RareStats {
     pub(crate) restarts: u64,
     pub(crate) last_error: Option<Box<str>>,
     /// What the previous snapshot saw: for the next rate and recent failures.
-    pub(crate) sampled: Option<Box<crate::observe::snapshot::Sample>>,
+    pub(crate) sampled: Option<Box<crate::observe::snapshot::sample::Sample>>,
 }
 
 impl Stats {
@@ -473,8 +474,10 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     /// A dormant actor's run loop ([`crate::run::dormant`]) on `runtime`, taken out unwoken, to be
     /// dropped.
-    fn take_dormant(&self, runs_there: &dyn Fn(&std::task::Waker) -> bool)
-        -> Option<std::task::Waker>;
+    fn take_dormant(
+        &self,
+        runs_there: &dyn Fn(&std::task::Waker) -> bool,
+    ) -> Option<std::task::Waker>;
     /// Woken while dormant, the actor only has to stop (see [`crate::run::dormant`]).
     fn stops_at_once(&self) -> bool;
     /// The run loop moves from the keeper to a task of its own (see [`crate::run::dormant`]).
@@ -498,7 +501,7 @@ impl crate::observe::metrics::MeasuredActor for CellCore {
     fn urn(&self) -> Option<&Urn> {
         self.urn.as_ref()
     }
-    fn tallies(&self) -> &crate::observe::snapshot::Tallies {
+    fn tallies(&self) -> &crate::observe::snapshot::tallies::Tallies {
         CellCore::tallies(self)
     }
 }
@@ -674,6 +677,27 @@ mod tests {
 
     struct Idle;
     impl crate::actor::Actor for Idle {}
+
+    /// An actor that hands its asks on says so (its asks' timers are armed at the first
+    /// wait), and the cell keeps its default timeout apart from the flag.
+    #[test]
+    fn the_hands_on_flag_and_the_ask_timeout_are_kept_apart() {
+        use crate::actor_id::ActorId;
+        use std::time::Duration;
+        let core = |hands_on| {
+            CellCore::new(
+                ActorId(1),
+                None,
+                None,
+                std::any::type_name::<()>,
+                Duration::from_secs(30),
+                hands_on,
+            )
+        };
+        assert!(core(true).hands_on());
+        assert!(!core(false).hands_on());
+        assert_eq!(core(true).ask_timeout(), Duration::from_secs(30));
+    }
 
     /// The first reason stays; the two without text point to statics, the others are boxed
     /// and freed with the cell.

@@ -75,6 +75,7 @@ mod context;
 mod dynamic;
 mod error;
 mod exposed;
+mod handler;
 mod mailbox;
 mod message;
 mod messages;
@@ -104,8 +105,9 @@ pub use dynamic::{DynActorRef, DynAskFuture, DynTellFuture};
 pub use error::{AskError, BoxError, LookupError, ProcessExit, SendError, SpawnError, StopReason};
 pub use exposed::remote::{ErasedMessage, ExposedMessage};
 pub use exposed::wire::{IntoHandlerError, MessageDecl, NoError, RemoteHandler, RemoteReply};
-pub use mailbox::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
-pub use message::{Handler, Message, Priority};
+pub use handler::Handler;
+pub use mailbox::config::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
+pub use message::{Message, Priority};
 pub use observe::snapshot::{
     ActorBrief, ActorSnapshot, ActorState, ExternalProbe, ExternalReport, HANDLING_BUCKETS,
     MAX_BRIEF_ACTORS, MessageTotals, PoolMemberSnapshot, PoolSnapshot, SnapshotChanges,

@@ -9,7 +9,8 @@
 
 use crate::actor::Actor;
 use crate::context::{Context, StreamId};
-use crate::message::{Handler, Message};
+use crate::handler::Handler;
+use crate::message::Message;
 
 /// The dead-man's switch's question; every actor answers it (between messages).
 pub(crate) struct Heartbeat;

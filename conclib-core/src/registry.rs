@@ -123,7 +123,8 @@ mod tests {
     use crate::actor::Actor;
     use crate::actor_id::ActorId;
     use crate::cell::{ActorCell, CellCore, ErasedCell};
-    use crate::mailbox::{Mailbox, MailboxConfig};
+    use crate::mailbox::Mailbox;
+    use crate::mailbox::config::MailboxConfig;
     use crate::observe::changes::Mark;
 
     struct Idle;

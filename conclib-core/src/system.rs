@@ -82,7 +82,7 @@ struct SystemInner {
     /// Actors marked changed since the last snapshot's look ([`crate::observe::changes`]).
     changes: Arc<crate::observe::changes::Changes>,
     /// What the last look saw of every actor, for the next one to read only the changed.
-    looked: Mutex<crate::observe::snapshot::Looked>,
+    looked: Mutex<crate::observe::snapshot::look::Looked>,
     /// What this system's dormant actors share on each runtime with the system's keeper
     /// tasks there ([`crate::run::dormant`]), by the runtime's id.
     keepers: RwLock<Vec<(tokio::runtime::Id, Arc<Keeping>)>>,
@@ -177,7 +177,7 @@ impl ActorSystem {
                 pool_probes: Mutex::new(Vec::new()),
                 side_entries: std::sync::atomic::AtomicUsize::new(0),
                 changes: Arc::new(crate::observe::changes::Changes::new()),
-                looked: Mutex::new(crate::observe::snapshot::Looked::default()),
+                looked: Mutex::new(crate::observe::snapshot::look::Looked::default()),
                 keepers: RwLock::new(Vec::new()),
                 hibernation: Hibernation::new(),
             }),
@@ -473,7 +473,7 @@ impl ActorSystem {
     /// What the last look saw (one look at a time per system holds it).
     pub(crate) fn lock_looked(
         &self,
-    ) -> std::sync::MutexGuard<'_, crate::observe::snapshot::Looked> {
+    ) -> std::sync::MutexGuard<'_, crate::observe::snapshot::look::Looked> {
         self.inner.looked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -607,8 +607,12 @@ impl ActorSystem {
                     actors.iter().cloned().collect()
                 };
                 // Dropped outside every lock: a run loop's drop drops its actor and context.
-                let runs_there = |w: &std::task::Waker| crate::run::dormant::Dormant::runs_on(w, id);
-                let runs: Vec<_> = cells.iter().filter_map(|c| c.take_dormant(&runs_there)).collect();
+                let runs_there =
+                    |w: &std::task::Waker| crate::run::dormant::Dormant::runs_on(w, id);
+                let runs: Vec<_> = cells
+                    .iter()
+                    .filter_map(|c| c.take_dormant(&runs_there))
+                    .collect();
                 drop(runs);
             }),
         );

@@ -7,7 +7,7 @@ use tokio::sync::Notify;
 
 use crate::actor::Actor;
 use crate::context::Context;
-use crate::message::Handler;
+use crate::handler::Handler;
 use crate::message::Message;
 
 pub(crate) struct Probe;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::actor::Actor;
 use crate::context::Context;
 use crate::error::BoxError;
-use crate::message::Handler;
+use crate::handler::Handler;
 use crate::message::Message;
 use crate::send::actor_ref::ActorRef;
 use crate::supervision::SupervisionEvent;

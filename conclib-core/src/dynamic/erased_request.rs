@@ -95,7 +95,7 @@ impl<'a> ErasedRequest<'a> {
     /// Any [`AskError`]; the handler's error stays erased.
     pub async fn ask(self) -> ErasedResult {
         let target = self.target;
-        let mut timer = pin!(AskTimer::new(self.timeout, target.cell.core()));
+        let mut timer = pin!(AskTimer::new(self.timeout, target.cell.core().hands_on()));
         // As `queue` and `answer`, without the owned ref a queued ask keeps.
         let mut exchange = pin!(async move {
             let (_, cell) = self.push(Waiter::Asker, false).await?;

@@ -55,7 +55,7 @@ impl<'a, M: Message> DeliverAsk<M> for &'a DynActorRef {
             no_wait: options.no_wait(),
             timer: AskTimer::new(
                 options.timeout_or(self.cell.core().ask_timeout()),
-                self.cell.core(),
+                self.cell.core().hands_on(),
             ),
             _pin: PhantomPinned,
         }

@@ -6,7 +6,8 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 
-use crate::message::{Handler, Message};
+use crate::handler::Handler;
+use crate::message::Message;
 
 /// What `#[message]` declares about a message beyond [`Message`]: how its error travels to
 /// other processes. `WireError` is [`NoError`] for a message that cannot fail, else its error.

@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 
 #[cfg(doc)]
-use crate::system::ActorSystem;
+#[cfg(doc)] // for the docs' links only
+use crate::ActorSystem;
 use crate::urn::Urn;
 
 /// How many URN changes [`ActorSystem::urn_changes_since`] can look back.

@@ -16,8 +16,9 @@ use crate::context::Context;
 use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::{AskError, BoxError, SpawnError, StopReason};
 use crate::exposed::remote::ExposedMessage;
-use crate::mailbox::MailboxConfig;
-use crate::message::{Handler, Message, Priority};
+use crate::handler::Handler;
+use crate::mailbox::config::MailboxConfig;
+use crate::message::{Message, Priority};
 use crate::messages::Heartbeat;
 use crate::supervision::{RestartLimit, SupervisionEvent};
 

@@ -26,7 +26,8 @@ use crate::actor_id::ActorId;
 use crate::cell::{ActorCell, Target};
 use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError, SpawnError, StopReason};
-use crate::message::{Handler, Message, Priority};
+use crate::handler::Handler;
+use crate::message::{Message, Priority};
 use crate::send::actor_ref::ActorRef;
 use crate::send::request::{
     AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest,

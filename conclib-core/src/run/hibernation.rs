@@ -193,7 +193,7 @@ mod tests {
     use crate::actor::Actor;
     use crate::context::Context;
     use crate::error::StopReason;
-    use crate::message::Handler;
+    use crate::handler::Handler;
     use crate::message::Message;
     use crate::send::actor_ref::ActorRef;
     use crate::system::ActorSystem;
@@ -287,7 +287,10 @@ mod tests {
     /// hibernates ends in a poll of its own after the sweep woke it, and no event says when.
     async fn until_dormant(actor: &ActorRef<Counter>, dormant: bool) {
         let what = format!("the actor never became dormant={dormant}");
-        until(&what, || actor.cell.mailbox.is_dormant(Dormant::is) == dormant).await;
+        until(&what, || {
+            actor.cell.mailbox.is_dormant(Dormant::is) == dormant
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

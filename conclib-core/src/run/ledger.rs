@@ -2,7 +2,7 @@
 
 use super::record;
 use crate::actor::Actor;
-use crate::observe::metrics::ActorMetrics;
+use crate::observe::metrics::actor::ActorMetrics;
 
 /// What the run loop owes others between two messages: the places in the mailbox's capacity
 /// of the messages it took, and (metrics on) what they measured.

@@ -27,7 +27,7 @@ use crate::actor::Actor;
 use crate::context::Context;
 use crate::error::StopReason;
 use crate::mailbox::{Control, Next};
-use crate::observe::metrics::ActorMetrics;
+use crate::observe::metrics::actor::ActorMetrics;
 use crate::run::future_slot::Outcome;
 use crate::run::future_slot::{FutureSlot, SlotFuture, Started};
 

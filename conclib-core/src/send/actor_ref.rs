@@ -13,8 +13,9 @@ use crate::actor::Actor;
 use crate::actor_id::ActorId;
 use crate::cell::{ActorCell, ErasedCell, Target};
 use crate::error::{AskError, SendError, StopReason};
+use crate::handler::Handler;
 use crate::mailbox::Control;
-use crate::message::{Handler, Message, Priority};
+use crate::message::{Message, Priority};
 use crate::send::ask_timer::AskTimer;
 use crate::send::request::{
     Address, AskRequest, DeliverAsk, DeliverTell, Requester, SendOptions, TellRequest,
@@ -377,7 +378,7 @@ impl<'a, M: Message, T: Target<M> + ?Sized> AskFuture<'a, M, T> {
             no_wait: options.no_wait(),
             timer: AskTimer::new(
                 options.timeout_or(target.core().ask_timeout()),
-                target.core(),
+                target.core().hands_on(),
             ),
             _pin: PhantomData,
         }

@@ -14,7 +14,7 @@
 //! waited for the handler instead of ending at its timeout (test
 //! `an_ask_ends_at_its_timeout_while_the_handler_blocks_the_thread`).
 //!
-//! Not for an actor that hands its asks on ([`Actor::HANDS_ON`](crate::Actor::HANDS_ON), a
+//! Not for an actor that hands its asks on ([`Actor::false`](crate::Actor::false), a
 //! process actor's relay): its answer comes from another process, never within the turn,
 //! and on a multi-thread runtime the yield made each ask by URN to a process actor pass
 //! between the runtime's workers (11 µs to 23-50 µs a round trip in `process_bench`, against
@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use tokio::time::Sleep;
 
-use crate::cell::CellCore;
 use crate::error::AskError;
+use crate::observe::metrics::MeasuredActor;
 
 /// The timeout of one ask: see the [module](self).
 pub(crate) struct AskTimer {
@@ -40,11 +40,12 @@ pub(crate) struct AskTimer {
 }
 
 impl AskTimer {
-    /// The timeout `timeout` of an ask to the actor of `core`.
-    pub(crate) fn new(timeout: Duration, core: &CellCore) -> Self {
+    /// The timeout `timeout` of an ask to an actor that hands its asks on (`hands_on`: the
+    /// timer is armed at the first wait) or not.
+    pub(crate) fn new(timeout: Duration, hands_on: bool) -> Self {
         AskTimer {
             timeout,
-            yielded: core.hands_on(),
+            yielded: hands_on,
             sleep: None,
         }
     }
@@ -71,7 +72,7 @@ impl AskTimer {
     /// [`AskError::Timeout`] once expired, counted in the actor's metrics.
     pub(crate) fn poll_timeout<E>(
         self: Pin<&mut Self>,
-        core: &CellCore,
+        core: &impl MeasuredActor,
         cx: &mut Context<'_>,
     ) -> Poll<AskError<E>> {
         let timeout = self.timeout;
@@ -84,50 +85,32 @@ impl AskTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actor_id::ActorId;
-
-    fn core(hands_on: bool) -> CellCore {
-        CellCore::new(
-            ActorId(1),
-            None,
-            None,
-            std::any::type_name::<()>,
-            Duration::from_secs(30),
-            hands_on,
-        )
-    }
 
     /// The first wait yields without a timer (the ask is polled again at once: an answer by
     /// then never needs one); the second arms it; the ask ends at its timeout, counted from
     /// the second wait.
     #[tokio::test(start_paused = true)]
     async fn the_timer_is_armed_only_at_the_second_wait() {
-        let core = core(false);
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut timer = std::pin::pin!(AskTimer::new(Duration::from_secs(5), &core));
+        let mut timer = std::pin::pin!(AskTimer::new(Duration::from_secs(5), false));
         assert!(timer.as_mut().poll_expired(&mut cx).is_pending());
         assert!(timer.sleep.is_none(), "no timer at the first wait");
         assert!(timer.as_mut().poll_expired(&mut cx).is_pending());
         assert!(timer.sleep.is_some(), "a timer at the second");
 
-        let mut timer = std::pin::pin!(AskTimer::new(Duration::from_secs(5), &core));
+        let mut timer = std::pin::pin!(AskTimer::new(Duration::from_secs(5), false));
         assert!(timer.as_mut().poll_expired(&mut cx).is_pending());
         let second_wait = tokio::time::Instant::now();
         std::future::poll_fn(|cx| timer.as_mut().poll_expired(cx)).await;
         assert_eq!(second_wait.elapsed(), Duration::from_secs(5));
     }
 
-    /// An ask to an actor that hands its asks on arms its timer at its first wait, and the
-    /// cell keeps its default timeout apart from the flag.
+    /// An ask to an actor that hands its asks on arms its timer at its first wait.
     #[tokio::test(start_paused = true)]
     async fn an_ask_handed_on_arms_its_timer_at_once() {
-        let core = core(true);
-        assert!(core.hands_on());
-        assert_eq!(core.ask_timeout(), Duration::from_secs(30));
         let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut timer = std::pin::pin!(AskTimer::new(Duration::from_secs(5), &core));
+        let mut timer = std::pin::pin!(AskTimer::new(Duration::from_secs(5), true));
         assert!(timer.as_mut().poll_expired(&mut cx).is_pending());
         assert!(timer.sleep.is_some(), "a timer at the first wait");
-        assert!(!self::core(false).hands_on());
     }
 }

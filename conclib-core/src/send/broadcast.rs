@@ -7,7 +7,8 @@ use crate::actor::Actor;
 use crate::actor_id::ActorId;
 use crate::dynamic::DynActorRef;
 use crate::error::SendError;
-use crate::message::{Handler, Message, Priority};
+use crate::handler::Handler;
+use crate::message::{Message, Priority};
 use crate::send::actor_ref::ActorRef;
 use crate::system::ActorSystem;
 

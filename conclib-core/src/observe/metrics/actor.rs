@@ -8,7 +8,8 @@ use metrics::{Counter, Gauge, Histogram};
 use super::clock::{Clock, clock};
 use super::series::{self, MessageSeries};
 use super::{MeasuredActor, SECONDS_THRESHOLDS, actor_labels, seconds};
-use crate::observe::snapshot::{LiveTally, Tally};
+use crate::observe::snapshot::Tally;
+use crate::observe::snapshot::tallies::LiveTally;
 
 /// One message type's handles, what the actor handled of it since it last gave the
 /// recorder its figures (`unrecorded`, `unrecorded_errors`), and its tally in the actor's
@@ -82,7 +83,7 @@ impl PerMessage {
 /// A message type's [`LiveTally`] in the actor's statistics, kept by its metrics so that
 /// a message finds it without searching the list.
 ///
-/// A tally lives as long as the actor's cell ([`Tallies`](crate::observe::snapshot::Tallies) frees
+/// A tally lives as long as the actor's cell ([`Tallies`](crate::observe::snapshot::tallies::Tallies) frees
 /// them when dropped), and these metrics are used only by the cell's run loop, which holds
 /// the cell while it runs.
 struct TallyRef(std::ptr::NonNull<LiveTally>);
@@ -407,7 +408,12 @@ impl ActorMetrics {
 
     /// The index of the message type with this key (0: none) and this name.
     #[inline]
-    fn message(&mut self, key: usize, name: impl FnOnce() -> &'static str, core: &impl MeasuredActor) -> u32 {
+    fn message(
+        &mut self,
+        key: usize,
+        name: impl FnOnce() -> &'static str,
+        core: &impl MeasuredActor,
+    ) -> u32 {
         // Most actors handle one message type at a time, in runs.
         let last = self.current.0 as usize;
         if let Some(m) = self.messages.get(last) {
@@ -682,7 +688,7 @@ mod tests {
     fn entries_are_found_at_the_index_they_were_given() {
         let labels = super::super::labels("actor::tests::Entries", None);
         // Outlives the entries that point into it (declared first, dropped last).
-        let tallies = crate::observe::snapshot::Tallies::default();
+        let tallies = crate::observe::snapshot::tallies::Tallies::default();
         let mut entries = Entries {
             first: None,
             more: Vec::new(),

@@ -64,7 +64,7 @@
 //! [`ActorSystem::snapshot`](crate::ActorSystem::snapshot) sums them per actor type and
 //! message in [`SystemSnapshot::messages`](crate::SystemSnapshot::messages).
 
-mod actor;
+pub(crate) mod actor;
 mod clock;
 mod series;
 
@@ -74,8 +74,6 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 
 use metrics::Label;
 
-
-pub(crate) use actor::ActorMetrics;
 pub(crate) use clock::stamp;
 
 /// Turns recording on for every actor system of this process, from the next message on.
@@ -251,7 +249,7 @@ pub(crate) trait MeasuredActor {
     /// The actor's URN, if it has one.
     fn urn(&self) -> Option<&crate::urn::Urn>;
     /// The actor's message tallies (the snapshots' figures).
-    fn tallies(&self) -> &crate::observe::snapshot::Tallies;
+    fn tallies(&self) -> &crate::observe::snapshot::tallies::Tallies;
 }
 
 /// The `actor` and `urn` labels (`""` for an actor without a URN, or past the limit).

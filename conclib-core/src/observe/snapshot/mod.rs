@@ -7,17 +7,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::actor_id::ActorId;
 #[cfg(doc)]
-use crate::system::ActorSystem;
+#[cfg(doc)] // for the docs' links only
+use crate::ActorSystem;
+use crate::actor_id::ActorId;
+use sample::Sample;
 
-mod look;
-mod tallies;
+pub(crate) mod look;
+pub(crate) mod sample;
+pub(crate) mod tallies;
 #[cfg(test)]
 mod tests;
-
-pub(crate) use look::{Looked, Sample};
-pub(crate) use tallies::{LiveTally, Tallies};
 
 /// A system at one moment: from [`ActorSystem::snapshot`].
 ///

@@ -8,7 +8,7 @@ use crate::send::actor_ref::ActorRef;
 use crate::system::ActorSystem;
 
 use super::MAX_BRIEF_ACTORS;
-use super::look::MIN_RATE_WINDOW;
+use super::sample::MIN_RATE_WINDOW;
 
 use crate::test_probe::{Probe, Work};
 
