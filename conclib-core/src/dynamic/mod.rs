@@ -338,3 +338,18 @@ pub(super) fn downcast_error<M: Message>(e: AskError<ErasedMessage>) -> AskError
         other => other.map_handler(|_| unreachable!("handler errors are matched above")),
     }
 }
+
+impl<A: Actor> ActorRef<A> {
+    /// The type-erased ref.
+    #[must_use]
+    pub fn to_dyn(&self) -> DynActorRef {
+        DynActorRef::from(self)
+    }
+}
+
+#[allow(dead_code)]
+fn requests_are_send<M: Message>() {
+    fn assert_send<T: Send>() {}
+    assert_send::<AskRequest<&'static DynActorRef, M>>();
+    assert_send::<TellRequest<&'static DynActorRef, M>>();
+}

@@ -498,3 +498,9 @@ impl<'a, A: Handler<M>, M: Message> DeliverTell<M> for &'a Pool<A> {
         })
     }
 }
+
+#[allow(dead_code)]
+fn requests_are_send<A: Handler<M>, M: Message>() {
+    fn assert_send<T: Send>() {}
+    assert_send::<AskRequest<&'static Pool<A>, M>>();
+}

@@ -198,12 +198,6 @@ impl<A: Actor> ActorRef<A> {
             target: self.cell.clone(),
         }
     }
-
-    /// The type-erased ref.
-    #[must_use]
-    pub fn to_dyn(&self) -> crate::dynamic::DynActorRef {
-        crate::dynamic::DynActorRef::from(self)
-    }
 }
 
 /// A ref to any actor that handles `M`.
@@ -507,9 +501,6 @@ fn futures_are_send<A: Handler<M>, M: Message>() {
     assert_send::<AskRequest<&'static ActorRef<A>, M>>();
     assert_send::<TellRequest<&'static ActorRef<A>, M>>();
     assert_send::<AskRequest<&'static Recipient<M>, M>>();
-    assert_send::<AskRequest<&'static crate::dynamic::DynActorRef, M>>();
-    assert_send::<TellRequest<&'static crate::dynamic::DynActorRef, M>>();
-    assert_send::<AskRequest<&'static crate::pool::Pool<A>, M>>();
 }
 
 impl<A: Actor> ActorRef<A> {
