@@ -251,9 +251,9 @@ impl<A: Actor> SpawnBuilder<A> {
             Box::pin(actor.on_start(&mut ctx));
         // Instrumenting costs a copy of the future: skip it when nobody listens.
         let started = if span.is_disabled() {
-            CatchUnwind(start).await
+            CatchUnwind::new(start).await
         } else {
-            CatchUnwind(start).instrument(span.clone()).await
+            CatchUnwind::new(start).instrument(span.clone()).await
         };
         let failure = match started {
             Ok(Ok(())) => None,

@@ -1,6 +1,7 @@
 //! What a dynamic request is on the actor's side: [`RequestEnvelope`] (what
 //! [`Actor::handle_request`] receives), its responders, and the envelope it travels in.
 
+use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
@@ -504,31 +505,46 @@ unsafe fn handle_request<'a, A: Actor>(
     let reply = req.answerer().cloned();
     slot.start(
         GuardedRequest {
-            inner: CatchUnwind(Lazy::Start(move || actor.handle_request(req, ctx))),
+            inner: CatchUnwind {
+                fut: Lazy::Start {
+                    create: move || actor.handle_request(req, ctx),
+                },
+            },
             reply,
         },
         cx,
     )
 }
 
-struct GuardedRequest<C, F> {
-    inner: CatchUnwind<Lazy<C, F>>,
-    reply: Option<Answerer>,
+pin_project! {
+    struct GuardedRequest<C, F> {
+        #[pin]
+        inner: CatchUnwind<Lazy<C, F>>,
+        reply: Option<Answerer>,
+    }
+
+    impl<C, F> PinnedDrop for GuardedRequest<C, F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before the handler finished: the actor was killed while handling it.
+            // (After an answer, or a panic, the reply was taken and this does nothing.)
+            if let Some(reply) = this.project().reply.take() {
+                reply.send(Err(AskError::ActorStopped));
+            }
+        }
+    }
 }
 
 impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
     type Output = Outcome;
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
-        // SAFETY: `inner` is structurally pinned; `reply` is not.
-        let this = unsafe { self.get_unchecked_mut() };
+        let mut this = self.project();
         // Nobody waits for the answer any more: do not start the work.
-        if this.inner.0.is_unstarted() && this.reply.as_ref().is_some_and(|r| !r.begin()) {
-            this.inner.0 = Lazy::Finished;
-            this.reply = None;
+        if this.inner.fut.is_unstarted() && this.reply.as_ref().is_some_and(|r| !r.begin()) {
+            this.inner.as_mut().project().fut.set(Lazy::Finished);
+            *this.reply = None;
             return std::task::Poll::Ready(Outcome::Skipped);
         }
-        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        match std::task::ready!(inner.poll(cx)) {
+        match std::task::ready!(this.inner.poll(cx)) {
             Ok(()) => {
                 // The handler may have kept its responder to answer later: not ours to touch.
                 let error = this.reply.take().and_then(|r| r.error());
@@ -540,16 +556,6 @@ impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
                 }
                 std::task::Poll::Ready(Outcome::Panicked(panic))
             }
-        }
-    }
-}
-
-impl<C, F> Drop for GuardedRequest<C, F> {
-    fn drop(&mut self) {
-        // Dropped before the handler finished: the actor was killed while handling it. (After
-        // an answer, or a panic, the reply was taken and this does nothing.)
-        if let Some(reply) = self.reply.take() {
-            reply.send(Err(AskError::ActorStopped));
         }
     }
 }

@@ -9,60 +9,74 @@
 //! apart").
 
 use std::future::Future;
-use std::mem;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
+use pin_project_lite::pin_project;
+
 use crate::error::panic_message;
 
-/// A future created from `C` on its first poll, so that creating it (running the
-/// synchronous part of a hook) happens inside the panic guard too.
-pub(crate) enum Lazy<C, F> {
-    Start(C),
-    Running(F),
-    Finished,
+pin_project! {
+    /// A future created from `C` on its first poll, so that creating it (running the
+    /// synchronous part of a hook) happens inside the panic guard too.
+    #[project = LazyProj]
+    #[project_replace = LazyReplace]
+    pub(crate) enum Lazy<C, F> {
+        Start { create: C },
+        Running { #[pin] fut: F },
+        Finished,
+    }
 }
 
 impl<C, F> Lazy<C, F> {
     /// Whether the future has not been created yet.
     #[inline]
     pub(crate) fn is_unstarted(&self) -> bool {
-        matches!(self, Lazy::Start(_))
+        matches!(self, Lazy::Start { .. })
     }
 }
 
 impl<C: FnOnce() -> F, F: Future> Future for Lazy<C, F> {
     type Output = F::Output;
     #[inline]
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        // SAFETY: `Running(F)` is structurally pinned and never moved out; the closure is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        if let Lazy::Start(_) = this {
-            let Lazy::Start(create) = mem::replace(this, Lazy::Finished) else {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
+        if let LazyProj::Start { .. } = self.as_mut().project() {
+            let LazyReplace::Start { create } = self.as_mut().project_replace(Lazy::Finished)
+            else {
                 unreachable!()
             };
-            *this = Lazy::Running(create());
+            self.as_mut().set(Lazy::Running { fut: create() });
         }
-        let Lazy::Running(fut) = this else {
+        let LazyProj::Running { fut } = self.as_mut().project() else {
             panic!("Lazy polled after completion")
         };
-        // SAFETY: see above.
-        let out = std::task::ready!(unsafe { Pin::new_unchecked(fut) }.poll(cx));
-        *this = Lazy::Finished;
+        let out = std::task::ready!(fut.poll(cx));
+        self.set(Lazy::Finished);
         Poll::Ready(out)
     }
 }
 
-/// A future that catches panics of `F`, for lifecycle hooks.
-pub(crate) struct CatchUnwind<F>(pub(crate) F);
+pin_project! {
+    /// A future that catches panics of `F`, for lifecycle hooks.
+    pub(crate) struct CatchUnwind<F> {
+        #[pin]
+        pub(crate) fut: F,
+    }
+}
+
+impl<F> CatchUnwind<F> {
+    /// `fut`, its panics caught.
+    pub(crate) fn new(fut: F) -> Self {
+        CatchUnwind { fut }
+    }
+}
 
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, String>;
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        // SAFETY: structural pinning of the only field.
-        let fut = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        let fut = self.project().fut;
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),

@@ -89,7 +89,7 @@ pub(super) async fn after_panic<A: Actor>(
     tracing::warn!(%panic, "actor panicked");
     count_panic(&cell.core, &panic);
     cell.mark_task_changed();
-    if let Err(again) = CatchUnwind(actor.on_panic(ctx, &panic)).await {
+    if let Err(again) = CatchUnwind::new(actor.on_panic(ctx, &panic)).await {
         tracing::warn!(panic = %again, "on_panic panicked too");
         count_panic(&cell.core, &again);
     }
@@ -149,7 +149,7 @@ pub(super) async fn on_control<A: Actor>(
         }
         Control::Event(event) => {
             supervise(ctx, &event);
-            match CatchUnwind(actor.on_event(ctx, event)).await {
+            match CatchUnwind::new(actor.on_event(ctx, event)).await {
                 Ok(()) => Flow::Continue,
                 Err(panic) => Flow::Panicked(panic),
             }
@@ -208,7 +208,7 @@ async fn restart<A: Actor>(
         }
     };
     drop(std::mem::replace(actor, fresh));
-    match CatchUnwind(actor.on_start(ctx)).await {
+    match CatchUnwind::new(actor.on_start(ctx)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             return Err(StopReason::Failed(format!(
@@ -270,7 +270,7 @@ pub(super) async fn finish<A: Actor>(
         cell.mailbox.capacity.taken_by_actor(dropped);
     }
     stop_children(&ctx, reason == StopReason::Killed).await;
-    let failure = match CatchUnwind(actor.on_stop(&mut ctx, &reason)).await {
+    let failure = match CatchUnwind::new(actor.on_stop(&mut ctx, &reason)).await {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e.to_string()),
         Err(panic) => {

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, ready};
 
+use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 
 use crate::actor::Actor;
@@ -343,18 +344,22 @@ impl<M: Message, T: Target<M> + ?Sized> Future for TellFuture<'_, M, T> {
     }
 }
 
-/// An ask to a local actor on its way: what an [`AskRequest`] to an [`ActorRef`] or a
-/// [`Recipient`] becomes when awaited. Resolves to the handler's response or an
-/// [`AskError`]; never hangs: it ends at the timeout at the latest.
-#[must_use = "an ask does nothing until awaited"]
-pub struct AskFuture<'a, M: Message, T: ?Sized> {
-    target: &'a T,
-    state: AskState<M>,
-    priority: Priority,
-    no_wait: bool,
-    /// Armed only if the answer does not come at once (see [`AskTimer`]).
-    timer: AskTimer,
-    _pin: PhantomData<std::marker::PhantomPinned>,
+pin_project! {
+    /// An ask to a local actor on its way: what an [`AskRequest`] to an [`ActorRef`] or a
+    /// [`Recipient`] becomes when awaited. Resolves to the handler's response or an
+    /// [`AskError`]; never hangs: it ends at the timeout at the latest.
+    #[must_use = "an ask does nothing until awaited"]
+    pub struct AskFuture<'a, M: Message, T: ?Sized> {
+        target: &'a T,
+        state: AskState<M>,
+        priority: Priority,
+        no_wait: bool,
+        // Armed only if the answer does not come at once (see [`AskTimer`]).
+        #[pin]
+        timer: AskTimer,
+        #[pin]
+        _pin: PhantomData<std::marker::PhantomPinned>,
+    }
 }
 
 enum AskState<M: Message> {
@@ -419,40 +424,39 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
     type Output = Result<M::Response, AskError<M::Error>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        // SAFETY: only `timer` is structurally pinned; it is never moved out.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         loop {
-            match &mut this.state {
+            match &mut *this.state {
                 // The send stamp before the room, as a tell's (see `TellFuture::poll`).
                 AskState::Sending(_) => match (
                     crate::observe::metrics::stamp(),
-                    poll_room(this.target.capacity(), this.no_wait, cx),
+                    poll_room(this.target.capacity(), *this.no_wait, cx),
                 ) {
                     (_, Poll::Pending) => break,
                     (_, Poll::Ready(Err(e))) => {
-                        this.state = AskState::Done;
+                        *this.state = AskState::Done;
                         return Poll::Ready(Err(e));
                     }
                     (sent, Poll::Ready(Ok(()))) => {
                         let AskState::Sending(msg) =
-                            std::mem::replace(&mut this.state, AskState::Done)
+                            std::mem::replace(&mut *this.state, AskState::Done)
                         else {
                             unreachable!()
                         };
                         let (tx, rx) = oneshot::channel();
                         if this
                             .target
-                            .push(msg, Some(tx), this.priority, sent)
+                            .push(msg, Some(tx), *this.priority, sent)
                             .is_err()
                         {
                             return Poll::Ready(Err(AskError::ActorStopped));
                         }
-                        this.state = AskState::Waiting(rx);
+                        *this.state = AskState::Waiting(rx);
                     }
                 },
                 AskState::Waiting(rx) => match Pin::new(rx).poll(cx) {
                     Poll::Ready(result) => {
-                        this.state = AskState::Done;
+                        *this.state = AskState::Done;
                         return Poll::Ready(result.unwrap_or(Err(AskError::ActorStopped)));
                     }
                     Poll::Pending => break,
@@ -461,10 +465,8 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
             }
         }
         // Pending: the timeout, armed only at the second wait (see `AskTimer`).
-        // SAFETY: `timer` lives in this pinned future and is never moved.
-        let timer = unsafe { Pin::new_unchecked(&mut this.timer) };
-        let timed_out = ready!(timer.poll_timeout(this.target.core(), cx));
-        this.state = AskState::Done;
+        let timed_out = ready!(this.timer.poll_timeout(this.target.core(), cx));
+        *this.state = AskState::Done;
         Poll::Ready(Err(timed_out))
     }
 }

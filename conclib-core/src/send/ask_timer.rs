@@ -25,18 +25,22 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use crate::error::AskError;
 use crate::observe::metrics::MeasuredActor;
 
-/// The timeout of one ask: see the [module](self).
-pub(crate) struct AskTimer {
-    timeout: Duration,
-    /// Whether the ask already yielded once without a timer.
-    yielded: bool,
-    /// Started the second time the ask has to wait.
-    sleep: Option<Sleep>,
+pin_project! {
+    /// The timeout of one ask: see the [module](self).
+    pub(crate) struct AskTimer {
+        timeout: Duration,
+        // Whether the ask already yielded once without a timer.
+        yielded: bool,
+        // Started the second time the ask has to wait.
+        #[pin]
+        sleep: Option<Sleep>,
+    }
 }
 
 impl AskTimer {
@@ -53,19 +57,19 @@ impl AskTimer {
     /// Called when the ask found no answer: `Ready` once its timeout has passed. The first
     /// call only asks to be polled again (one turn of the scheduler, no timer).
     pub(crate) fn poll_expired(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // SAFETY: only `sleep` is structurally pinned; it is never moved out while set.
-        let this = unsafe { self.get_unchecked_mut() };
-        if !this.yielded {
-            this.yielded = true;
+        let mut this = self.project();
+        if !*this.yielded {
+            *this.yielded = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        let timeout = this.timeout;
-        let sleep = this
-            .sleep
-            .get_or_insert_with(|| tokio::time::sleep(timeout));
-        // SAFETY: `sleep` lives in this pinned timer and is never moved.
-        unsafe { Pin::new_unchecked(sleep) }.poll(cx)
+        if this.sleep.is_none() {
+            this.sleep.set(Some(tokio::time::sleep(*this.timeout)));
+        }
+        match this.sleep.as_pin_mut() {
+            Some(sleep) => sleep.poll(cx),
+            None => unreachable!("set just above"),
+        }
     }
 
     /// [`poll_expired`](Self::poll_expired) for an ask to the actor of `core`: its

@@ -40,6 +40,7 @@
 //! that know their actor's type ([`Address`]) and send it a message as a request
 //! ([`Requester`]).
 
+use pin_project_lite::pin_project;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
@@ -128,33 +129,46 @@ pub trait DeliverTell<M>: Sized {
 /// A ref that picks a member by key: `.key(..)` applies (pools).
 pub trait KeyRouted {}
 
-/// An ask, from `r.ask(msg)` on any kind of ref (or a method of the `#[actor]`-generated
-/// API): set `.timeout(..)`, `.priority(..)`, `.key(..)` (pools), or turn it into a tell with
-/// `.tell()`; `.await` it for the answer. It is sent when first polled.
-///
-/// Never hangs: it ends at its timeout at the latest (the ref's default unless
-/// `.timeout(..)` says otherwise).
-#[must_use = "an ask does nothing until awaited"]
-pub struct AskRequest<T: DeliverAsk<M>, M> {
-    stage: Stage<T, M, T::Ask>,
+pin_project! {
+    /// An ask, from `r.ask(msg)` on any kind of ref (or a method of the `#[actor]`-generated
+    /// API): set `.timeout(..)`, `.priority(..)`, `.key(..)` (pools), or turn it into a tell with
+    /// `.tell()`; `.await` it for the answer. It is sent when first polled.
+    ///
+    /// Never hangs: it ends at its timeout at the latest (the ref's default unless
+    /// `.timeout(..)` says otherwise).
+    #[must_use = "an ask does nothing until awaited"]
+    pub struct AskRequest<T: DeliverAsk<M>, M> {
+        #[pin]
+        stage: Stage<T, M, T::Ask>,
+    }
 }
 
-/// A tell, from `r.tell(msg)` on any kind of ref or `.tell()` on an [`AskRequest`]: set
-/// `.priority(..)` or `.key(..)` (pools); `.await` it. It waits only while the mailbox is
-/// full (backpressure); no answer is awaited.
-#[must_use = "a tell does nothing until awaited"]
-pub struct TellRequest<T: DeliverTell<M>, M> {
-    stage: Stage<T, M, T::Tell>,
+pin_project! {
+    /// A tell, from `r.tell(msg)` on any kind of ref or `.tell()` on an [`AskRequest`]: set
+    /// `.priority(..)` or `.key(..)` (pools); `.await` it. It waits only while the mailbox is
+    /// full (backpressure); no answer is awaited.
+    #[must_use = "a tell does nothing until awaited"]
+    pub struct TellRequest<T: DeliverTell<M>, M> {
+        #[pin]
+        stage: Stage<T, M, T::Tell>,
+    }
 }
 
-enum Stage<T, M, F> {
-    Built {
-        target: T,
-        message: M,
-        options: SendOptions,
-    },
-    Sent(F),
-    Taken,
+pin_project! {
+    #[project = StageProj]
+    #[project_replace = StageReplace]
+    enum Stage<T, M, F> {
+        Built {
+            target: T,
+            message: M,
+            options: SendOptions,
+        },
+        Sent {
+            #[pin]
+            exchange: F,
+        },
+        Taken,
+    }
 }
 
 impl<T, M, F: Future> Stage<T, M, F> {
@@ -187,24 +201,29 @@ impl<T, M, F: Future> Stage<T, M, F> {
 
     /// Polls the exchange, starting it with `start` on the first poll.
     fn poll_with(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         start: impl FnOnce(T, M, SendOptions) -> F,
     ) -> Poll<F::Output> {
-        // SAFETY: the exchange future is never moved once in `Sent`: the stage is only
-        // replaced while `Built` (not yet pinned content) or after the exchange finished.
-        let this = unsafe { self.get_unchecked_mut() };
-        if let Stage::Built { .. } = this {
-            let (target, message, options) = std::mem::replace(this, Stage::Taken).into_parts();
-            *this = Stage::Sent(start(target, message, options));
+        if let StageProj::Built { .. } = self.as_mut().project() {
+            let StageReplace::Built {
+                target,
+                message,
+                options,
+            } = self.as_mut().project_replace(Stage::Taken)
+            else {
+                unreachable!()
+            };
+            self.as_mut().set(Stage::Sent {
+                exchange: start(target, message, options),
+            });
         }
-        let Stage::Sent(exchange) = this else {
+        let StageProj::Sent { exchange } = self.as_mut().project() else {
             panic!("a request polled after it completed");
         };
-        // SAFETY: see above; `exchange` stays where it is until it is dropped.
-        let poll = unsafe { Pin::new_unchecked(exchange) }.poll(cx);
+        let poll = exchange.poll(cx);
         if poll.is_ready() {
-            *this = Stage::Taken;
+            self.set(Stage::Taken);
         }
         poll
     }
@@ -300,9 +319,7 @@ impl<T: DeliverAsk<M>, M> Future for AskRequest<T, M> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        // SAFETY: structural pinning of the only field.
-        let stage = unsafe { self.map_unchecked_mut(|r| &mut r.stage) };
-        stage.poll_with(cx, T::deliver_ask)
+        self.project().stage.poll_with(cx, T::deliver_ask)
     }
 }
 
@@ -311,9 +328,7 @@ impl<T: DeliverTell<M>, M> Future for TellRequest<T, M> {
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        // SAFETY: structural pinning of the only field.
-        let stage = unsafe { self.map_unchecked_mut(|r| &mut r.stage) };
-        stage.poll_with(cx, T::deliver_tell)
+        self.project().stage.poll_with(cx, T::deliver_tell)
     }
 }
 

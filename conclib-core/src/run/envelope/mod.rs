@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::task::{Context as TaskContext, Poll};
 
+use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
 
 use crate::actor::Actor;
@@ -201,7 +202,11 @@ unsafe fn handle_typed<'a, A: Handler<M>, M: Message, K: Kind<M>>(
     let (msg, reply) = K::split(unsafe { take::<K::Payload>(at) });
     slot.start(
         Handling::<_, _, M> {
-            inner: CatchUnwind(Lazy::Start(move || actor.handle(msg, ctx))),
+            inner: CatchUnwind {
+                fut: Lazy::Start {
+                    create: move || actor.handle(msg, ctx),
+                },
+            },
             reply,
         },
         cx,
@@ -439,11 +444,14 @@ impl<A: Actor> Drop for Envelope<A> {
     }
 }
 
-/// Runs one handler: creates its future on the first poll and polls it, catching panics,
-/// then sends the result to the asker.
-struct Handling<C, F, M: Message> {
-    inner: CatchUnwind<Lazy<C, F>>,
-    reply: Option<ReplyTx<M>>,
+pin_project! {
+    /// Runs one handler: creates its future on the first poll and polls it, catching
+    /// panics, then sends the result to the asker.
+    struct Handling<C, F, M: Message> {
+        #[pin]
+        inner: CatchUnwind<Lazy<C, F>>,
+        reply: Option<ReplyTx<M>>,
+    }
 }
 
 impl<C, F, M> Future for Handling<C, F, M>
@@ -458,15 +466,13 @@ where
     // a handler that waits is polled later through the slot's vtable, a copy of its own.
     #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Outcome> {
-        // SAFETY: `inner` is structurally pinned; `reply` is not.
-        let this = unsafe { self.get_unchecked_mut() };
+        let mut this = self.project();
         // Nobody waits for the answer any more: do not start the work (one atomic load).
-        if this.inner.0.is_unstarted() && this.reply.as_ref().is_some_and(|r| r.is_closed()) {
-            this.inner.0 = Lazy::Finished;
+        if this.inner.fut.is_unstarted() && this.reply.as_ref().is_some_and(|r| r.is_closed()) {
+            this.inner.as_mut().project().fut.set(Lazy::Finished);
             return Poll::Ready(Outcome::Skipped);
         }
-        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let result = match std::task::ready!(inner.poll(cx)) {
+        let result = match std::task::ready!(this.inner.poll(cx)) {
             Ok(result) => result,
             Err(message) => {
                 if let Some(reply) = this.reply.take() {
