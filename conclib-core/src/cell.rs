@@ -55,9 +55,6 @@ pub struct CellCore {
     relations: Relations,
     /// What the snapshot shows: counters written by the actor's own task only.
     stats: Stats,
-    /// Per message type, what the actor handled while metrics were on: counted in place by
-    /// its task, read by snapshots.
-    tallies: crate::observe::snapshot::tallies::Tallies,
     /// Asks not started because their asker had given up.
     skipped_asks: AtomicU64,
     /// `std::any::type_name` of the actor's type, called when needed: 8 bytes, not a
@@ -95,7 +92,6 @@ impl CellCore {
             task: Mutex::new(None),
             skipped_asks: AtomicU64::new(0),
             stats: Stats::default(),
-            tallies: crate::observe::snapshot::tallies::Tallies::default(),
             rare: Mutex::new(RareStats::default()),
         }
     }
@@ -132,8 +128,12 @@ impl CellCore {
     }
 
     /// Its per-message-type figures.
-    pub(crate) fn tallies(&self) -> &crate::observe::snapshot::tallies::Tallies {
-        &self.tallies
+    /// The tally of message type `name`, added if new (see [`RareStats::tallies`]).
+    pub(crate) fn tally_of(
+        &self,
+        name: &'static str,
+    ) -> Arc<crate::observe::snapshot::tallies::LiveTally> {
+        self.rare().tallies.of(name)
     }
 
     /// The timeout of an ask that does not set one.
@@ -437,6 +437,10 @@ pub(crate) struct RareStats {
     pub(crate) last_error: Option<Box<str>>,
     /// What the previous snapshot saw: for the next rate and recent failures.
     pub(crate) sampled: Option<Box<crate::observe::snapshot::sample::Sample>>,
+    /// Per message type, what the actor handled while metrics were on: counted in place by
+    /// its task (through its own `Arc` of each), listed here (a new type adds one, a
+    /// snapshot reads them: both rare).
+    pub(crate) tallies: crate::observe::snapshot::tallies::Tallies,
 }
 
 impl Stats {
@@ -501,8 +505,8 @@ impl crate::observe::metrics::MeasuredActor for CellCore {
     fn urn(&self) -> Option<&Urn> {
         self.urn.as_ref()
     }
-    fn tallies(&self) -> &crate::observe::snapshot::tallies::Tallies {
-        CellCore::tallies(self)
+    fn tally_of(&self, name: &'static str) -> Arc<crate::observe::snapshot::tallies::LiveTally> {
+        CellCore::tally_of(self, name)
     }
 }
 

@@ -514,7 +514,7 @@ fn handled(system: &ActorSystem) -> u64 {
 
 /// The per-message-type tallies the actor keeps.
 fn tallies(actor: &ActorRef<Idle>) -> usize {
-    actor.cell.core.tallies().read().map_or(0, |t| t.len())
+    actor.cell.core.rare().tallies.read().map_or(0, |t| t.len())
 }
 
 #[test]

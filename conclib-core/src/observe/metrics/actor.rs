@@ -10,6 +10,7 @@ use super::series::{self, MessageSeries};
 use super::{MeasuredActor, SECONDS_THRESHOLDS, actor_labels, seconds};
 use crate::observe::snapshot::Tally;
 use crate::observe::snapshot::tallies::LiveTally;
+use std::sync::Arc;
 
 /// One message type's handles, what the actor handled of it since it last gave the
 /// recorder its figures (`unrecorded`, `unrecorded_errors`), and its tally in the actor's
@@ -27,7 +28,9 @@ struct PerMessage {
     series: MessageSeries,
     unrecorded: u64,
     unrecorded_errors: u64,
-    tally: TallyRef,
+    /// Its type's [`LiveTally`] in the actor's statistics, kept here so that a message
+    /// finds it without searching the list.
+    tally: Arc<LiveTally>,
     /// With the recorder's buckets known ([`set_seconds_buckets`](super::set_seconds_buckets)):
     /// this batch's samples, added up per bucket (else they wait in
     /// [`ActorMetrics::unrecorded`]). Made at the first batch of more than one message: a
@@ -77,28 +80,6 @@ impl PerMessage {
                 .errors
                 .increment(std::mem::take(&mut self.unrecorded_errors));
         }
-    }
-}
-
-/// A message type's [`LiveTally`] in the actor's statistics, kept by its metrics so that
-/// a message finds it without searching the list.
-///
-/// A tally lives as long as the actor's cell ([`Tallies`](crate::observe::snapshot::tallies::Tallies) frees
-/// them when dropped), and these metrics are used only by the cell's run loop, which holds
-/// the cell while it runs.
-struct TallyRef(std::ptr::NonNull<LiveTally>);
-
-// SAFETY: a `LiveTally` is atomics and data written before it was shared; the pointer is
-// used only by the run loop of the cell that owns it (see above), on whatever thread it runs.
-unsafe impl Send for TallyRef {}
-unsafe impl Sync for TallyRef {}
-
-impl TallyRef {
-    /// The tally (see [`TallyRef`] for why it is alive).
-    #[inline]
-    fn get(&self) -> &LiveTally {
-        // SAFETY: see the type's docs: the cell owning the tally outlives every use.
-        unsafe { self.0.as_ref() }
     }
 }
 
@@ -444,7 +425,7 @@ impl ActorMetrics {
                 series: series::message(core.type_name(), &actor_labels(core), name),
                 unrecorded: 0,
                 unrecorded_errors: 0,
-                tally: TallyRef(core.tallies().of(name)),
+                tally: core.tally_of(name),
                 binned: None,
             }),
         };
@@ -514,7 +495,7 @@ impl ActorMetrics {
             self.messages[first.at as usize].bin(&buckets.ticks, first);
         }
         let m = &mut self.messages[at as usize];
-        m.tally.get().count(bucket, failed);
+        m.tally.count(bucket, failed);
         m.unrecorded += 1;
         m.unrecorded_errors += u64::from(failed);
         match self.buckets {
@@ -687,8 +668,7 @@ mod tests {
     #[test]
     fn entries_are_found_at_the_index_they_were_given() {
         let labels = super::super::labels("actor::tests::Entries", None);
-        // Outlives the entries that point into it (declared first, dropped last).
-        let tallies = crate::observe::snapshot::tallies::Tallies::default();
+        let mut tallies = crate::observe::snapshot::tallies::Tallies::default();
         let mut entries = Entries {
             first: None,
             more: Vec::new(),
@@ -701,7 +681,7 @@ mod tests {
                 series: series::message("actor::tests::Entries", &labels, name),
                 unrecorded: 0,
                 unrecorded_errors: 0,
-                tally: TallyRef(tallies.of(name)),
+                tally: tallies.of(name),
                 binned: None,
             });
             assert_eq!(at, i);

@@ -248,8 +248,11 @@ pub(crate) trait MeasuredActor {
     fn type_name(&self) -> &'static str;
     /// The actor's URN, if it has one.
     fn urn(&self) -> Option<&crate::urn::Urn>;
-    /// The actor's message tallies (the snapshots' figures).
-    fn tallies(&self) -> &crate::observe::snapshot::tallies::Tallies;
+    /// The actor's tally of message type `name` (the snapshots' figures), added if new.
+    fn tally_of(
+        &self,
+        name: &'static str,
+    ) -> std::sync::Arc<crate::observe::snapshot::tallies::LiveTally>;
 }
 
 /// The `actor` and `urn` labels (`""` for an actor without a URN, or past the limit).

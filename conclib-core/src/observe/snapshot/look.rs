@@ -100,8 +100,8 @@ impl Ranked {
             look,
         };
         let (rate, recent_failures, changed) = sample(&mut rare.sampled, seen, now, floor);
+        let messages = rare.tallies.read();
         drop(rare);
-        let messages = core.tallies().read();
         Ranked {
             id: core.id.as_u64(),
             look,

@@ -3,16 +3,16 @@
 //!
 //! The actor's task counts each message it handled (recording on) in its type's
 //! [`LiveTally`]: counters that only that task writes (a load and a store, no locked
-//! instruction) and that a snapshot reads. The tallies hang in a list that only grows (a
-//! new message type adds one, at the front) and lives as long as the actor's cell, so a
-//! reader never finds a tally gone. Before, the task kept these counts in its own memory
+//! instruction) and that a snapshot reads. The tallies are listed in the cell's rarely
+//! written statistics (under their lock: a new message type adds one, a snapshot reads
+//! them); the task keeps its own `Arc` of each it counts in. Before, the task kept these counts in its own memory
 //! and passed them on under the statistics' lock now and then: at 100,000 actors asked
 //! now and then, that pass-on was a third to a half of what metrics added to an ask, and
 //! an idle actor needed a timer to pass on what it held back (docs/bench-log.md, "Per-message
 //! figures counted in place").
 
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{HANDLING_BUCKETS, Tally};
 
@@ -23,8 +23,6 @@ pub(crate) struct LiveTally {
     /// Handling times by bucket ([`Tally::bucket_of`]); their sum is the messages handled
     /// (each message counts in exactly one), so a reader's count and buckets always agree.
     buckets: [AtomicU64; HANDLING_BUCKETS],
-    /// The tally added before this one.
-    next: *const LiveTally,
 }
 
 impl LiveTally {
@@ -54,74 +52,42 @@ impl LiveTally {
     }
 }
 
-/// An actor's [`LiveTally`]s, in its statistics: 8 bytes in every actor, a tally (224
-/// bytes) for each message type it handled while recording.
+/// An actor's [`LiveTally`]s, in its rarely written statistics (under their lock): 8 bytes
+/// in every actor, a tally (224 bytes and an `Arc`'s 16) for each message type it handled
+/// while recording.
 #[derive(Default)]
 pub(crate) struct Tallies {
-    /// The last tally added (each points to the one before it); null: none yet.
-    head: AtomicPtr<LiveTally>,
+    /// In the order added; `None`: none yet.
+    #[allow(clippy::box_collection)] // boxed: 8 bytes for the many actors that keep none
+    list: Option<Box<Vec<Arc<LiveTally>>>>,
 }
 
 impl Tallies {
     /// The tally of message type `name` (compared by address, then by text), added if it
-    /// has none. Meant for the actor's task alone; were two threads to add one at once,
-    /// both tallies would stay in the list (a snapshot sums tallies of one name).
-    pub(crate) fn of(&self, name: &'static str) -> NonNull<LiveTally> {
-        if let Some(found) = self
+    /// has none.
+    pub(crate) fn of(&mut self, name: &'static str) -> Arc<LiveTally> {
+        let list = self.list.get_or_insert_with(Box::default);
+        if let Some(found) = list
             .iter()
             .find(|t| std::ptr::eq(t.name, name) || t.name == name)
         {
-            return NonNull::from(found);
+            return found.clone();
         }
-        let mut head = self.head.load(Ordering::Acquire);
-        let added = Box::into_raw(Box::new(LiveTally {
+        let added = Arc::new(LiveTally {
             name,
             errors: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            next: head,
-        }));
-        // Published whole (a release), after the tally it points to.
-        while let Err(now) =
-            self.head
-                .compare_exchange_weak(head, added, Ordering::Release, Ordering::Acquire)
-        {
-            head = now;
-            // SAFETY: `added` is not published yet: this thread alone holds it.
-            unsafe { (*added).next = head };
-        }
-        // SAFETY: just allocated, never null.
-        unsafe { NonNull::new_unchecked(added) }
+        });
+        list.push(added.clone());
+        added
     }
 
-    /// Every tally, the last added first.
-    fn iter(&self) -> impl Iterator<Item = &LiveTally> {
-        let mut at = self.head.load(Ordering::Acquire).cast_const();
-        std::iter::from_fn(move || {
-            // SAFETY: a tally in the list lives as long as the list (freed in its `Drop`
-            // only), and was written whole before it was published (see `of`).
-            let tally = unsafe { at.as_ref()? };
-            at = tally.next;
-            Some(tally)
-        })
-    }
-
-    /// What they counted so far, for a snapshot; `None` with no tally.
+    /// What they counted so far, the last added first, for a snapshot; `None` with no
+    /// tally.
     #[allow(clippy::box_collection)] // boxed: 8 bytes for the many actors that keep none
     pub(crate) fn read(&self) -> Option<Box<Vec<Tally>>> {
-        let read: Vec<Tally> = self.iter().map(LiveTally::read).collect();
-        (!read.is_empty()).then(|| Box::new(read))
-    }
-}
-
-impl Drop for Tallies {
-    fn drop(&mut self) {
-        let mut at = *self.head.get_mut();
-        while !at.is_null() {
-            // SAFETY: each tally was made by `Box::into_raw` in `of` and is in the list
-            // once; nothing reads the list any more (`&mut self`).
-            let tally = unsafe { Box::from_raw(at) };
-            at = tally.next.cast_mut();
-        }
+        let list = self.list.as_deref().filter(|l| !l.is_empty())?;
+        Some(Box::new(list.iter().rev().map(|t| t.read()).collect()))
     }
 }
 
@@ -133,14 +99,12 @@ mod tests {
     /// too); each counts its own messages, with the count the sum of the buckets.
     #[test]
     fn each_message_type_counts_in_its_own_tally() {
-        let tallies = Tallies::default();
+        let mut tallies = Tallies::default();
         assert!(tallies.read().is_none(), "none before a message");
         let ping = tallies.of("Ping");
         let pong = tallies.of("Pong");
         let again = String::from("Ping").leak();
-        assert_eq!(tallies.of(again), ping, "found by its text");
-        // SAFETY: `tallies` lives through this test.
-        let (ping, pong) = unsafe { (ping.as_ref(), pong.as_ref()) };
+        assert!(Arc::ptr_eq(&tallies.of(again), &ping), "found by its text");
         ping.count(0, false);
         ping.count(0, true);
         ping.count(HANDLING_BUCKETS + 5, false);
@@ -167,31 +131,33 @@ mod tests {
         );
     }
 
-    /// A reader on another thread sees every count the writer made before it last
-    /// published, and never more than it made; the list freed with the actor's statistics.
+    /// A reader on another thread (under the lock the cell keeps them in) sees every count
+    /// the writer made before it last published, and never more than it made.
     #[test]
     fn a_reader_on_another_thread_sees_the_counts_grow() {
-        let tallies = std::sync::Arc::new(Tallies::default());
+        let tallies = Arc::new(std::sync::Mutex::new(Tallies::default()));
         let writer = {
             let tallies = tallies.clone();
             std::thread::spawn(move || {
                 for i in 0..20_000u64 {
                     let name = if i % 2 == 0 { "Even" } else { "Odd" };
-                    // SAFETY: `tallies` lives while this thread holds it.
-                    unsafe { tallies.of(name).as_ref() }.count((i % 7) as usize, i % 3 == 0);
+                    let tally = tallies.lock().unwrap().of(name);
+                    tally.count((i % 7) as usize, i % 3 == 0);
                 }
             })
         };
         let mut last = 0;
         while !writer.is_finished() {
             let seen: u64 = tallies
+                .lock()
+                .unwrap()
                 .read()
                 .map_or(0, |r| r.iter().map(|t| t.handled).sum());
             assert!(seen >= last && seen <= 20_000, "{last} then {seen}");
             last = seen;
         }
         writer.join().unwrap();
-        let read = tallies.read().unwrap();
+        let read = tallies.lock().unwrap().read().unwrap();
         assert_eq!(read.iter().map(|t| t.handled).sum::<u64>(), 20_000);
         assert_eq!(read.iter().map(|t| t.errors).sum::<u64>(), 6_667);
         assert_eq!(read.len(), 2);
@@ -201,7 +167,7 @@ mod tests {
     /// other thread's addition), each with its count.
     #[test]
     fn tallies_added_from_two_threads_at_once_all_stay() {
-        let tallies = std::sync::Arc::new(Tallies::default());
+        let tallies = Arc::new(std::sync::Mutex::new(Tallies::default()));
         let start = std::sync::Arc::new(std::sync::Barrier::new(2));
         let adders: Vec<_> = (0..2)
             .map(|t| {
@@ -211,8 +177,8 @@ mod tests {
                         (0..500).map(|i| &*format!("T{t}-{i}").leak()).collect();
                     start.wait();
                     for name in names {
-                        // SAFETY: `tallies` lives while this thread holds it.
-                        unsafe { tallies.of(name).as_ref() }.count(1, false);
+                        let tally = tallies.lock().unwrap().of(name);
+                        tally.count(1, false);
                     }
                 })
             })
@@ -220,7 +186,7 @@ mod tests {
         for adder in adders {
             adder.join().unwrap();
         }
-        let read = tallies.read().unwrap();
+        let read = tallies.lock().unwrap().read().unwrap();
         assert_eq!(read.len(), 1_000);
         assert!(read.iter().all(|t| t.handled == 1 && t.buckets[1] == 1));
     }
