@@ -16,7 +16,6 @@
 //! ([`Answer`]'s callback), holds the cell to give it up on demand.
 
 use std::any::TypeId;
-use std::cell::UnsafeCell;
 use std::fmt;
 use std::future::Future;
 use std::mem;
@@ -83,11 +82,7 @@ pub(crate) enum Waiter {
 /// A request's shared state (see the module's docs).
 pub(crate) struct RequestCell {
     pub(crate) head: RequestHead,
-    /// The message, until the actor takes it. Touched only by the one
-    /// [`RequestEnvelope`](crate::RequestEnvelope) made with the cell, through its `&self`
-    /// and `&mut self` (it is neither `Clone` nor `Sync`).
-    pub(crate) message: UnsafeCell<Option<ErasedMessage>>,
-    /// The answer and who waits for it, under `parking_lot`'s lock (no poisoning to check:
+    /// The message until the actor takes it, the answer and who waits for it, under `parking_lot`'s lock (no poisoning to check:
     /// nothing panics under it; about 170 instructions fewer an ask by URN than the
     /// standard library's, docs/bench-log.md, "Calls the compiler kept apart").
     answer: Mutex<AnswerState>,
@@ -99,12 +94,10 @@ pub(crate) struct RequestCell {
 /// tell the asker, and takes no lock to find that out.
 const ANSWERED: usize = 1 << (usize::BITS - 1);
 
-// SAFETY: every field is `Sync` but `message`, which only the cell's one `RequestEnvelope`
-// touches, as its own `&self` and `&mut self` allow (the envelope is neither `Clone` nor
-// `Sync`): never two threads at once, never a shared and an exclusive reference at once.
-unsafe impl Sync for RequestCell {}
-
 struct AnswerState {
+    /// The message, until the actor takes it (under the answer's lock: one uncontended lock
+    /// an ask by URN, where an `UnsafeCell` needed an `unsafe impl Sync`).
+    message: Option<ErasedMessage>,
     answer: Answer,
     /// The actor side's waker in [`RequestCell::poll_closed`], woken when the asker gives up.
     closed: Option<Waker>,
@@ -160,8 +153,8 @@ impl RequestCell {
         };
         Arc::new(RequestCell {
             head,
-            message: UnsafeCell::new(Some(message)),
             answer: Mutex::new(AnswerState {
+                message: Some(message),
                 answer,
                 closed: None,
                 error: None,
@@ -174,6 +167,16 @@ impl RequestCell {
 
     fn lock(&self) -> MutexGuard<'_, AnswerState> {
         self.answer.lock()
+    }
+
+    /// Takes the message out (`None` once taken).
+    pub(crate) fn take_message(&self) -> Option<ErasedMessage> {
+        self.lock().message.take()
+    }
+
+    /// Calls `f` with the message, unless taken.
+    pub(crate) fn with_message<R>(&self, f: impl FnOnce(&ErasedMessage) -> R) -> Option<R> {
+        self.lock().message.as_ref().map(f)
     }
 
     /// Whether nobody waits for the answer any more (the asker gave up, or it was sent).

@@ -138,16 +138,14 @@ impl RequestEnvelope {
         }
     }
 
-    /// The message, unless taken.
-    fn message(&self) -> Option<&ErasedMessage> {
+    /// Calls `f` with the message, unless taken.
+    fn with_message<R>(&self, f: impl FnOnce(&ErasedMessage) -> R) -> Option<R> {
         let cell = match &self.body {
             Body::Answering(answerer) => answerer.cell(),
             Body::Shared(cell) => cell,
-            Body::Told(told) => return told.message.as_ref(),
+            Body::Told(told) => return told.message.as_ref().map(f),
         };
-        // SAFETY: this envelope is the only one of its cell and the only user of its message
-        // (see `RequestCell`); `&self` forbids an exclusive borrow meanwhile.
-        unsafe { &*cell.message.get() }.as_ref()
+        cell.with_message(f)
     }
 
     /// Takes the message out (`None` once taken).
@@ -157,8 +155,7 @@ impl RequestEnvelope {
             Body::Shared(cell) => &*cell,
             Body::Told(told) => return told.message.take(),
         };
-        // SAFETY: as in `message`; `&mut self` makes this borrow the only one.
-        unsafe { &mut *cell.message.get() }.take()
+        cell.take_message()
     }
 
     /// Stops answering: the request goes back to its sender unqueued, who learns it from the
@@ -236,9 +233,12 @@ impl RequestEnvelope {
         }
     }
 
-    /// The message, still erased (for routing by key).
-    pub(crate) fn message_ref(&self) -> Option<&(dyn std::any::Any + Send)> {
-        self.message().map(|m| &**m)
+    /// Calls `f` with the message, still erased (for routing by key), unless taken.
+    pub(crate) fn with_message_ref<R>(
+        &self,
+        f: impl FnOnce(&(dyn std::any::Any + Send)) -> R,
+    ) -> Option<R> {
+        self.with_message(|m| f(&**m))
     }
 
     /// Whether the request holds a message of this type.

@@ -87,11 +87,12 @@ impl<A: Actor> PoolSupervisor<A> {
 
     /// The key of a dynamic request, through the actor's remote message table.
     fn request_key(request: &RequestEnvelope) -> Option<u64> {
-        let message = request.message_ref()?;
-        A::REMOTE
+        let exposed = A::REMOTE
             .iter()
-            .find(|m| request.matches_type(m.type_id()))
-            .and_then(|m: &ExposedMessage| m.routing_key(message))
+            .find(|m| request.matches_type(m.type_id()))?;
+        request
+            .with_message_ref(|message| exposed.routing_key(message))
+            .flatten()
     }
 }
 
