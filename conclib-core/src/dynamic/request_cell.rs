@@ -96,7 +96,7 @@ const ANSWERED: usize = 1 << (usize::BITS - 1);
 
 struct AnswerState {
     /// The message, until the actor takes it (under the answer's lock: one uncontended lock
-    /// an ask by URN, where an `UnsafeCell` needed an `unsafe impl Sync`).
+    /// an ask by URN, where an `UnsafeCell` needed a hand-written `Sync`).
     message: Option<ErasedMessage>,
     answer: Answer,
     /// The actor side's waker in [`RequestCell::poll_closed`], woken when the asker gives up.

@@ -15,7 +15,7 @@ use crate::error::AskError;
 use crate::exposed::remote::ErasedMessage;
 use crate::message::{Message, Priority};
 use crate::observe::trace::TraceContext;
-use crate::run::envelope::{Envelope, Payload, VTable, payload_ref, take_payload};
+use crate::run::envelope::{Carried, Envelope, Kept};
 use crate::run::future_slot::Outcome;
 use crate::run::future_slot::{FutureSlot, Started};
 use crate::run::guarded::{CatchUnwind, Lazy};
@@ -449,71 +449,49 @@ impl<M: Message> fmt::Debug for Responder<M> {
 
 // ---- the envelope a dynamic request travels in ----
 
-struct RequestVTable<A>(PhantomData<A>);
+impl<A: Actor> Carried<A> for RequestEnvelope {
+    const NAMED_BY_TYPE: bool = false;
+    const TRACED: bool = true;
 
-impl<A: Actor> RequestVTable<A> {
-    const VTABLE: VTable<A> = VTable::new(
-        handle_request::<A>,
-        drop_request,
-        request_name,
-        request_trace,
-        reject_request,
-        keep_request,
-    );
-}
+    fn name(&self) -> &'static str {
+        self.message_name()
+    }
 
-unsafe fn keep_request(
-    at: Payload,
-    guard: crate::run::envelope::Kept,
-) -> Option<crate::run::envelope::Kept> {
-    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    unsafe { payload_ref::<RequestEnvelope>(at) }.keep_until_answered(guard)
-}
+    fn trace(&self) -> Option<TraceContext> {
+        RequestEnvelope::trace(self)
+    }
 
-unsafe fn reject_request(at: Payload) {
-    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    let req: RequestEnvelope = unsafe { take_payload(at) };
-    req.fail(AskError::MailboxFull);
-}
+    fn keep(&self, guard: Kept) -> Option<Kept> {
+        self.keep_until_answered(guard)
+    }
 
-unsafe fn request_trace(at: Payload) -> Option<TraceContext> {
-    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    unsafe { payload_ref::<RequestEnvelope>(at) }.trace()
-}
+    fn drop_unhandled(self) {
+        // Dropped unhandled: the actor is gone.
+        self.fail(AskError::ActorStopped);
+    }
 
-unsafe fn request_name(at: Payload) -> &'static str {
-    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope` not yet taken.
-    unsafe { payload_ref::<RequestEnvelope>(at) }.message_name()
-}
+    fn reject(self) {
+        self.fail(AskError::MailboxFull);
+    }
 
-unsafe fn drop_request(at: Payload) {
-    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope`.
-    let req: RequestEnvelope = unsafe { take_payload(at) };
-    // Dropped unhandled: the actor is gone.
-    req.fail(AskError::ActorStopped);
-}
-
-unsafe fn handle_request<'a, A: Actor>(
-    at: Payload,
-    actor: &'a mut A,
-    ctx: &'a mut Context<A>,
-    slot: &'a mut FutureSlot,
-    cx: &mut std::task::Context<'_>,
-) -> Started<'a> {
-    // SAFETY: only in the vtable of envelopes holding a `RequestEnvelope`.
-    let req: RequestEnvelope = unsafe { take_payload(at) };
-    let reply = req.answerer().cloned();
-    slot.start(
-        GuardedRequest {
-            inner: CatchUnwind {
-                fut: Lazy::Start {
-                    create: move || actor.handle_request(req, ctx),
-                },
+    fn handle<'a>(
+        self,
+        actor: &'a mut A,
+        ctx: &'a mut Context<A>,
+        slot: &'a mut FutureSlot,
+        cx: &mut std::task::Context<'_>,
+    ) -> Started<'a> {
+        let reply = self.answerer().cloned();
+        slot.start(
+            GuardedRequest {
+                inner: CatchUnwind::new(Lazy::Start {
+                    create: move || actor.handle_request(self, ctx),
+                }),
+                reply,
             },
-            reply,
-        },
-        cx,
-    )
+            cx,
+        )
+    }
 }
 
 pin_project! {
@@ -561,12 +539,15 @@ impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
 }
 
 pub(crate) fn request_envelope<A: Actor>(req: RequestEnvelope) -> Envelope<A> {
-    Envelope::with_vtable(req, &RequestVTable::<A>::VTABLE)
+    Envelope::carrying(req)
 }
 
+/// The request back out of an envelope made by [`request_envelope`].
 pub(crate) fn take_request<A: Actor>(env: Envelope<A>) -> RequestEnvelope {
-    // SAFETY: only called on envelopes built by `request_envelope`.
-    unsafe { env.into_payload::<RequestEnvelope>() }
+    match env.into_payload() {
+        Ok(req) => req,
+        Err(_) => unreachable!("an envelope made by `request_envelope`"),
+    }
 }
 
 #[cfg(test)]

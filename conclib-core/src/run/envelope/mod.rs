@@ -7,6 +7,7 @@
 //! bytes, an ask's of up to 16 (beside its reply sender); 8 bytes less each while metrics are
 //! on, the send stamp taking the last word.
 
+use std::any::TypeId;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::{self, ManuallyDrop, MaybeUninit};
@@ -76,7 +77,7 @@ impl Payload {
     }
 }
 
-pub(crate) struct VTable<A: Actor> {
+struct VTable<A: Actor> {
     /// Moves the payload out and places the handling future in the slot.
     handle: HandleFn<A>,
     /// Drops the payload unhandled.
@@ -89,19 +90,114 @@ pub(crate) struct VTable<A: Actor> {
     /// The message's type says its name (`name` does not read the payload): the vtable's
     /// address stands for the name ([`Envelope::type_key`]).
     named_by_type: bool,
-    /// The payload is an `(M, ReplyTx<M>)`, not an `M` (typed vtables).
-    asks: bool,
     /// Drops the payload unhandled, answering an ask `MailboxFull` (evicted to make room).
     reject: unsafe fn(Payload),
     /// Keeps `guard` until the ask inside is answered; gives it back for anything else.
     keep: unsafe fn(Payload, Kept) -> Option<Kept>,
+    /// The payload's type, to take it back out ([`Envelope::into_payload`]).
+    payload_type: fn() -> TypeId,
 }
 
 /// Something kept alive until an ask is answered (see [`Envelope::keep_until_answered`]).
 pub(crate) type Kept = Box<dyn std::any::Any + Send>;
 
-unsafe fn keep_nothing(_: Payload, guard: Kept) -> Option<Kept> {
-    Some(guard)
+/// What an envelope carries for actor `A`: a tell's message ([`TellOf`]), an ask's
+/// ([`AskOf`]) or a dynamic request. Its vtable ([`VTableOf`]) is made from this trait, one
+/// per payload type, so an envelope's payload is only ever read as the type it was stored
+/// as: the one invariant the unsafe code below relies on.
+pub(crate) trait Carried<A: Actor>: Send + Sized + 'static {
+    /// The type alone names the message: [`name`](Self::name) reads nothing.
+    const NAMED_BY_TYPE: bool;
+    /// The payload may be part of a trace ([`trace`](Self::trace) is asked).
+    const TRACED: bool;
+    /// The message's wire name.
+    fn name(&self) -> &'static str;
+    /// The trace the message is part of.
+    fn trace(&self) -> Option<crate::observe::trace::TraceContext> {
+        None
+    }
+    /// Keeps `guard` until the ask inside is answered; gives it back for anything else.
+    fn keep(&self, guard: Kept) -> Option<Kept> {
+        Some(guard)
+    }
+    /// Dropped unhandled: the actor is gone.
+    fn drop_unhandled(self) {}
+    /// Dropped unhandled to make room: an ask hears `MailboxFull`.
+    fn reject(self);
+    /// Starts handling: the handler runs in `slot`, polled once with `cx`.
+    fn handle<'a>(
+        self,
+        actor: &'a mut A,
+        ctx: &'a mut Context<A>,
+        slot: &'a mut FutureSlot,
+        cx: &mut TaskContext<'_>,
+    ) -> Started<'a>;
+}
+
+/// A tell's payload: the message.
+pub(crate) struct TellOf<M>(M);
+
+/// An ask's payload: the message and the sender of its answer.
+pub(crate) struct AskOf<M: Message>(M, ReplyTx<M>);
+
+impl<A: Handler<M>, M: Message> Carried<A> for TellOf<M> {
+    const NAMED_BY_TYPE: bool = true;
+    const TRACED: bool = false;
+    fn name(&self) -> &'static str {
+        M::name()
+    }
+    fn reject(self) {}
+    #[inline(always)]
+    fn handle<'a>(
+        self,
+        actor: &'a mut A,
+        ctx: &'a mut Context<A>,
+        slot: &'a mut FutureSlot,
+        cx: &mut TaskContext<'_>,
+    ) -> Started<'a> {
+        handle_typed(self.0, None, actor, ctx, slot, cx)
+    }
+}
+
+impl<A: Handler<M>, M: Message> Carried<A> for AskOf<M> {
+    const NAMED_BY_TYPE: bool = true;
+    const TRACED: bool = false;
+    fn name(&self) -> &'static str {
+        M::name()
+    }
+    fn reject(self) {
+        let _ = self.1.send(Err(AskError::MailboxFull));
+    }
+    #[inline(always)]
+    fn handle<'a>(
+        self,
+        actor: &'a mut A,
+        ctx: &'a mut Context<A>,
+        slot: &'a mut FutureSlot,
+        cx: &mut TaskContext<'_>,
+    ) -> Started<'a> {
+        handle_typed(self.0, Some(self.1), actor, ctx, slot, cx)
+    }
+}
+
+#[inline(always)]
+fn handle_typed<'a, A: Handler<M>, M: Message>(
+    msg: M,
+    reply: Option<ReplyTx<M>>,
+    actor: &'a mut A,
+    ctx: &'a mut Context<A>,
+    slot: &'a mut FutureSlot,
+    cx: &mut TaskContext<'_>,
+) -> Started<'a> {
+    slot.start(
+        Handling::<_, _, M> {
+            inner: CatchUnwind::new(Lazy::Start {
+                create: move || actor.handle(msg, ctx),
+            }),
+            reply,
+        },
+        cx,
+    )
 }
 
 /// Writes `value` into the first `words` words of `data`, boxing it first when it does not
@@ -131,86 +227,79 @@ unsafe fn take<T>(at: Payload) -> T {
     }
 }
 
-/// What a typed envelope carries: a tell's message, or an ask's message and reply sender.
-trait Kind<M: Message> {
-    type Payload: Send;
-    const ASKS: bool;
-    fn split(payload: Self::Payload) -> (M, Option<ReplyTx<M>>);
-}
+/// The vtable of payloads of type `P`.
+struct VTableOf<A, P>(PhantomData<(A, P)>);
 
-struct Tell;
-struct Ask;
-
-impl<M: Message> Kind<M> for Tell {
-    type Payload = M;
-    const ASKS: bool = false;
-    fn split(msg: M) -> (M, Option<ReplyTx<M>>) {
-        (msg, None)
-    }
-}
-
-impl<M: Message> Kind<M> for Ask {
-    type Payload = (M, ReplyTx<M>);
-    const ASKS: bool = true;
-    fn split((msg, reply): (M, ReplyTx<M>)) -> (M, Option<ReplyTx<M>>) {
-        (msg, Some(reply))
-    }
-}
-
-struct TypedVTable<A, M, K>(PhantomData<(A, M, K)>);
-
-impl<A: Handler<M>, M: Message, K: Kind<M>> TypedVTable<A, M, K> {
+impl<A: Actor, P: Carried<A>> VTableOf<A, P> {
     const VTABLE: VTable<A> = VTable {
-        handle: handle_typed::<A, M, K>,
-        drop: drop_payload::<K::Payload>,
-        name: typed_name::<M>,
-        trace: None,
-        named_by_type: true,
-        asks: K::ASKS,
-        reject: reject_typed::<M, K>,
-        keep: keep_nothing,
+        handle: handle_as::<A, P>,
+        drop: drop_as::<A, P>,
+        name: name_as::<A, P>,
+        trace: if P::TRACED {
+            Some(trace_as::<A, P>)
+        } else {
+            None
+        },
+        named_by_type: P::NAMED_BY_TYPE,
+        reject: reject_as::<A, P>,
+        keep: keep_as::<A, P>,
+        payload_type: TypeId::of::<P>,
     };
 }
 
-unsafe fn reject_typed<M: Message, K: Kind<M>>(at: Payload) {
-    // SAFETY: forwarded from `Envelope::reject`: the payload is a `K::Payload` not yet taken.
-    let (msg, reply) = K::split(unsafe { take::<K::Payload>(at) });
-    drop(msg);
-    if let Some(reply) = reply {
-        let _ = reply.send(Err(AskError::MailboxFull));
-    }
-}
+// The vtable's functions. # Safety (all of them): `at` holds a `P` stored by `store` and not
+// yet taken: true of an envelope built by `Envelope::build::<P>` with `VTableOf::<A, P>`,
+// the only way one is made, as long as the envelope owns its payload (each function that
+// takes it is called once, on an envelope that is then forgotten).
 
-unsafe fn typed_name<M: Message>(_: Payload) -> &'static str {
-    M::name()
-}
-
-unsafe fn drop_payload<T>(at: Payload) {
-    // SAFETY: forwarded from `Envelope::drop`: the payload is a `T` not yet taken.
-    drop(unsafe { take::<T>(at) });
-}
-
-unsafe fn handle_typed<'a, A: Handler<M>, M: Message, K: Kind<M>>(
+/// # Safety
+/// See above.
+unsafe fn handle_as<'a, A: Actor, P: Carried<A>>(
     at: Payload,
     actor: &'a mut A,
     ctx: &'a mut Context<A>,
     slot: &'a mut FutureSlot,
     cx: &mut TaskContext<'_>,
 ) -> Started<'a> {
-    // SAFETY: this function is only in the vtable of envelopes built by `Envelope::typed::<M>`
-    // with a `K::Payload`.
-    let (msg, reply) = K::split(unsafe { take::<K::Payload>(at) });
-    slot.start(
-        Handling::<_, _, M> {
-            inner: CatchUnwind {
-                fut: Lazy::Start {
-                    create: move || actor.handle(msg, ctx),
-                },
-            },
-            reply,
-        },
-        cx,
-    )
+    // SAFETY: see above.
+    unsafe { take::<P>(at) }.handle(actor, ctx, slot, cx)
+}
+
+/// # Safety
+/// See above.
+unsafe fn drop_as<A: Actor, P: Carried<A>>(at: Payload) {
+    // SAFETY: see above.
+    unsafe { take::<P>(at) }.drop_unhandled();
+}
+
+/// # Safety
+/// See above.
+unsafe fn reject_as<A: Actor, P: Carried<A>>(at: Payload) {
+    // SAFETY: see above.
+    unsafe { take::<P>(at) }.reject();
+}
+
+/// # Safety
+/// See above; the payload outlives the call.
+unsafe fn name_as<A: Actor, P: Carried<A>>(at: Payload) -> &'static str {
+    // SAFETY: see above.
+    unsafe { payload_ref::<P>(at) }.name()
+}
+
+/// # Safety
+/// See above; the payload outlives the call.
+unsafe fn trace_as<A: Actor, P: Carried<A>>(
+    at: Payload,
+) -> Option<crate::observe::trace::TraceContext> {
+    // SAFETY: see above.
+    unsafe { payload_ref::<P>(at) }.trace()
+}
+
+/// # Safety
+/// See above; the payload outlives the call.
+unsafe fn keep_as<A: Actor, P: Carried<A>>(at: Payload, guard: Kept) -> Option<Kept> {
+    // SAFETY: see above.
+    unsafe { payload_ref::<P>(at) }.keep(guard)
 }
 
 impl<A: Actor> Envelope<A> {
@@ -230,22 +319,22 @@ impl<A: Actor> Envelope<A> {
         A: Handler<M>,
     {
         match reply {
-            None => Self::build(msg, &TypedVTable::<A, M, Tell>::VTABLE, stamp),
-            Some(reply) => Self::build((msg, reply), &TypedVTable::<A, M, Ask>::VTABLE, stamp),
+            None => Self::build(TellOf(msg), stamp),
+            Some(reply) => Self::build(AskOf(msg, reply), stamp),
         }
     }
 
-    /// Wraps a payload of type `T` with a hand-made vtable (dynamic requests).
-    pub(crate) fn with_vtable<T>(payload: T, vtable: &'static VTable<A>) -> Self {
-        Self::build(payload, vtable, crate::observe::metrics::stamp())
+    /// Wraps another kind of payload (a dynamic request).
+    pub(crate) fn carrying<P: Carried<A>>(payload: P) -> Self {
+        Self::build(payload, crate::observe::metrics::stamp())
     }
 
     /// A payload with its vtable and the send stamp (0: none, recording was off): in three
     /// words without one, in two beside one.
     #[inline]
-    fn build<T>(payload: T, vtable: &'static VTable<A>, stamp: u64) -> Self {
+    fn build<P: Carried<A>>(payload: P, stamp: u64) -> Self {
         let mut data: Inline = [MaybeUninit::uninit(); INLINE_WORDS];
-        let vtable = NonNull::from(vtable);
+        let vtable = NonNull::from(&VTableOf::<A, P>::VTABLE);
         let vtable = if stamp == 0 {
             store(&mut data, INLINE_WORDS, payload);
             vtable
@@ -285,26 +374,24 @@ impl<A: Actor> Envelope<A> {
     where
         A: Handler<M>,
     {
-        let this = ManuallyDrop::new(self);
-        let at = this.payload();
-        // SAFETY: only called on envelopes built by `typed::<M>`, whose payload is an `M` or
-        // an `(M, reply)` as `asks` says; `this` is never dropped.
-        if this.vtable().asks {
-            unsafe { take::<(M, ReplyTx<M>)>(at) }.0
-        } else {
-            unsafe { take::<M>(at) }
+        match self.into_payload::<TellOf<M>>() {
+            Ok(TellOf(msg)) => msg,
+            Err(env) => match env.into_payload::<AskOf<M>>() {
+                Ok(AskOf(msg, _)) => msg,
+                Err(_) => unreachable!("an envelope of {} holds another message", M::name()),
+            },
         }
     }
 
-    /// Takes the payload back out of an envelope built by [`Envelope::with_vtable`] with a `T`.
-    ///
-    /// # Safety
-    /// The envelope must hold a `T`.
-    pub(crate) unsafe fn into_payload<T>(self) -> T {
+    /// Takes the payload back out if it is a `P`; gives the envelope back otherwise.
+    pub(crate) fn into_payload<P: Carried<A>>(self) -> Result<P, Self> {
+        if (self.vtable().payload_type)() != TypeId::of::<P>() {
+            return Err(self);
+        }
         let this = ManuallyDrop::new(self);
-        let at = this.payload();
-        // SAFETY: the caller guarantees the type; `this` is never dropped.
-        unsafe { take::<T>(at) }
+        // SAFETY: the vtable is `VTableOf::<A, P>`'s (its payload type is `P`): the payload
+        // is a `P`, not yet taken; `this` is never dropped.
+        Ok(unsafe { take::<P>(this.payload()) })
     }
 
     /// When it was sent ([`crate::metrics`]' stamp; 0 when metrics were off).
@@ -381,7 +468,7 @@ impl<A: Actor> Envelope<A> {
 }
 
 /// The signature of a vtable's handle function.
-pub(crate) type HandleFn<A> = for<'a, 'c, 'w> unsafe fn(
+type HandleFn<A> = for<'a, 'c, 'w> unsafe fn(
     Payload,
     &'a mut A,
     &'a mut Context<A>,
@@ -389,35 +476,12 @@ pub(crate) type HandleFn<A> = for<'a, 'c, 'w> unsafe fn(
     &'c mut TaskContext<'w>,
 ) -> Started<'a>;
 
-impl<A: Actor> VTable<A> {
-    /// A vtable for payloads of type `T`, handled by `handle`, dropped by `drop` (which must
-    /// take the `T` out with [`take_payload`]).
-    pub(crate) const fn new(
-        handle: HandleFn<A>,
-        drop: unsafe fn(Payload),
-        name: unsafe fn(Payload) -> &'static str,
-        trace: unsafe fn(Payload) -> Option<crate::observe::trace::TraceContext>,
-        reject: unsafe fn(Payload),
-        keep: unsafe fn(Payload, Kept) -> Option<Kept>,
-    ) -> Self {
-        VTable {
-            handle,
-            drop,
-            name,
-            trace: Some(trace),
-            named_by_type: false,
-            asks: false,
-            reject,
-            keep,
-        }
-    }
-}
-
-/// Borrows the `T` stored in an envelope payload (for hand-made vtables).
+/// Borrows the `T` that [`store`] wrote at `at`.
 ///
 /// # Safety
-/// `data` must hold a `T` written by [`store`] and not yet taken, and outlive the borrow.
-pub(crate) unsafe fn payload_ref<'a, T>(at: Payload) -> &'a T {
+/// `at` must hold a `T` written by [`store`] with its number of words, not yet taken, that
+/// outlives the borrow.
+unsafe fn payload_ref<'a, T>(at: Payload) -> &'a T {
     if Payload::inline::<T>(at.words) {
         // SAFETY: the caller guarantees a `T` is stored inline.
         unsafe { &*at.data.cast::<T>() }
@@ -425,15 +489,6 @@ pub(crate) unsafe fn payload_ref<'a, T>(at: Payload) -> &'a T {
         // SAFETY: the caller guarantees a boxed `T` is stored.
         unsafe { &**at.data.cast::<*const T>() }
     }
-}
-
-/// Moves the `T` stored in an envelope payload out (for hand-made vtables).
-///
-/// # Safety
-/// As for [`take`].
-pub(crate) unsafe fn take_payload<T>(at: Payload) -> T {
-    // SAFETY: forwarded.
-    unsafe { take::<T>(at) }
 }
 
 impl<A: Actor> Drop for Envelope<A> {
