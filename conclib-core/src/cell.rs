@@ -13,7 +13,7 @@ use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::StopReason;
 use crate::exposed::remote::ExposedMessage;
 use crate::handler::Handler;
-use crate::mailbox::{Capacity, Control, IsDormant, Mailbox};
+use crate::mailbox::{Capacity, Control, Mailbox};
 use crate::message::{Message, Priority};
 use crate::run::envelope::{Envelope, ReplyTx};
 use crate::supervision::SupervisionEvent;
@@ -476,26 +476,19 @@ pub trait ErasedCell: Send + Sync + 'static {
     fn accepts(&self, message: TypeId) -> bool;
     fn remote(&self) -> &'static [ExposedMessage];
     fn as_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
-    /// A dormant actor's run loop ([`crate::run::dormant`]) on `runtime`, taken out unwoken, to be
-    /// dropped.
-    fn take_dormant(
-        &self,
-        runs_there: &dyn Fn(&std::task::Waker) -> bool,
-    ) -> Option<std::task::Waker>;
+    /// A dormant actor's run loop ([`crate::run::dormant`]) of keeping `on` (its runtime shut
+    /// down), taken out unwoken, to be dropped.
+    fn take_dormant(&self, on: u32) -> Option<std::task::Waker>;
     /// Woken while dormant, the actor only has to stop (see [`crate::run::dormant`]).
     fn stops_at_once(&self) -> bool;
     /// The run loop moves from the keeper to a task of its own (see [`crate::run::dormant`]).
     fn forget_waker(&self);
     /// A hibernation sweep's look at the actor ([`crate::run::hibernation`]); whether it was
     /// asked to hibernate.
-    fn sweep(&self, is_dormant: IsDormant) -> bool;
+    fn sweep(&self) -> bool;
     /// Its run loop, hibernating, waits in `dormant` from now on, if nothing came since it
     /// looked (see [`crate::run::hibernation`]).
-    fn hibernate(
-        &self,
-        dormant: std::task::Waker,
-        is_dormant: IsDormant,
-    ) -> Result<(), std::task::Waker>;
+    fn hibernate(&self, dormant: std::task::Waker, on: u32) -> Result<(), std::task::Waker>;
 }
 
 impl crate::observe::metrics::MeasuredActor for CellCore {
@@ -530,11 +523,8 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     fn core(&self) -> &CellCore {
         &self.core
     }
-    fn take_dormant(
-        &self,
-        runs_there: &dyn Fn(&std::task::Waker) -> bool,
-    ) -> Option<std::task::Waker> {
-        self.mailbox.take_dormant(runs_there)
+    fn take_dormant(&self, on: u32) -> Option<std::task::Waker> {
+        self.mailbox.take_dormant(on)
     }
     fn stops_at_once(&self) -> bool {
         self.mailbox.stops_at_once()
@@ -542,15 +532,11 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     fn forget_waker(&self) {
         self.mailbox.forget_waker();
     }
-    fn sweep(&self, is_dormant: IsDormant) -> bool {
-        self.mailbox.sweep(is_dormant)
+    fn sweep(&self) -> bool {
+        self.mailbox.sweep()
     }
-    fn hibernate(
-        &self,
-        dormant: std::task::Waker,
-        is_dormant: IsDormant,
-    ) -> Result<(), std::task::Waker> {
-        self.mailbox.hibernate(dormant, is_dormant)
+    fn hibernate(&self, dormant: std::task::Waker, on: u32) -> Result<(), std::task::Waker> {
+        self.mailbox.hibernate(dormant, on)
     }
     fn capacity(&self) -> &Capacity {
         &self.mailbox.capacity

@@ -295,10 +295,12 @@ impl<A: Actor> SpawnBuilder<A> {
             Box::pin(run.instrument(span))
         };
         let weak: std::sync::Weak<dyn ErasedCell> = Arc::downgrade(&cell) as _;
-        let waker = Dormant::waker(run, system.keeping(runtime), weak);
+        let keeping = system.keeping(runtime);
+        let on = keeping.number();
+        let waker = Dormant::waker(run, keeping, weak);
         if starts_now {
             waker.wake();
-        } else if let Err(waker) = cell.mailbox.register_dormant(waker) {
+        } else if let Err(waker) = cell.mailbox.register_dormant(waker, on) {
             // Something to do already (`on_start` sent the actor a message): start it now.
             waker.wake();
         }

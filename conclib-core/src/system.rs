@@ -593,8 +593,10 @@ impl ActorSystem {
         inner
             .hibernation
             .start(&runtime, WeakSystem(Arc::downgrade(inner)));
+        let number = Keeping::next_number();
         let keeping = Keeping::start(
             runtime,
+            number,
             Box::new(move || {
                 let Some(inner) = weak.upgrade() else { return };
                 inner
@@ -607,11 +609,9 @@ impl ActorSystem {
                     actors.iter().cloned().collect()
                 };
                 // Dropped outside every lock: a run loop's drop drops its actor and context.
-                let runs_there =
-                    |w: &std::task::Waker| crate::run::dormant::Dormant::runs_on(w, id);
                 let runs: Vec<_> = cells
                     .iter()
-                    .filter_map(|c| c.take_dormant(&runs_there))
+                    .filter_map(|c| c.take_dormant(number))
                     .collect();
                 drop(runs);
             }),

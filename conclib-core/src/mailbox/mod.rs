@@ -36,10 +36,6 @@ pub(crate) enum Control {
     Restart(String),
 }
 
-/// Tells a dormant actor's waker ([`crate::run::dormant`]) from a task's: the run loop's
-/// states are the run loop's; the mailbox only holds the waker it is given.
-pub(crate) type IsDormant = fn(&Waker) -> bool;
-
 struct Lanes<A: Actor> {
     /// The control and high lanes, allocated at their first message: most actors never
     /// get one (8 bytes in every actor's cell, not 64).
@@ -49,6 +45,11 @@ struct Lanes<A: Actor> {
     /// handler is pending (a kill wakes it). One slot for both: the run loop is never in
     /// the two at once, and a waker left from waiting for mail does for a handler too.
     waker: Option<Waker>,
+    /// The waker is a dormant actor's ([`crate::run::dormant`]): the number of the keeping
+    /// (a system's dormant actors on one runtime) it belongs to; 0 for a task's. Set with the
+    /// waker, cleared whenever another takes its place or it is taken (in the padding after
+    /// the flags: no byte more an actor).
+    dormant_on: u32,
     /// The waker is there for mail: a sender takes it. (Without it, only a kill does.)
     /// A dormant actor's ([`crate::run::dormant`]) is, and waking it spawns the task.
     for_mail: bool,
@@ -164,6 +165,7 @@ impl<A: Actor> Mailbox<A> {
                 priority: None,
                 normal: VecDeque::new(),
                 waker: None,
+                dormant_on: 0,
                 for_mail: false,
                 closed: false,
                 dead: false,
@@ -211,10 +213,16 @@ impl<A: Actor> Mailbox<A> {
     pub(crate) fn park_handler(&self, waker: &Waker) -> bool {
         // A waker still there for mail stays so: a sender wakes the task once (the handler
         // is polled again, and registers again), as a kill would.
-        match &mut self.lock().waker {
+        let mut guard = self.lock();
+        let lanes = &mut *guard;
+        match &mut lanes.waker {
             Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
+            slot => {
+                *slot = Some(waker.clone());
+                lanes.dormant_on = 0;
+            }
         }
+        drop(guard);
         self.killed.load(Ordering::SeqCst)
     }
 
@@ -229,6 +237,7 @@ impl<A: Actor> Mailbox<A> {
         }
         lanes.for_mail = false;
         self.armed.store(false, Ordering::Release);
+        lanes.dormant_on = 0;
         lanes.waker.take()
     }
 
@@ -236,7 +245,7 @@ impl<A: Actor> Mailbox<A> {
     /// the first sender (or stop, or kill) to take. Gives it back if the actor has something
     /// to do already (its `on_start` sent it a message, or it was asked to stop): it must
     /// start now.
-    pub(crate) fn register_dormant(&self, waker: Waker) -> Result<(), Waker> {
+    pub(crate) fn register_dormant(&self, waker: Waker, on: u32) -> Result<(), Waker> {
         let mut lanes = self.lock();
         if lanes.closed
             || lanes.waker.is_some()
@@ -247,6 +256,7 @@ impl<A: Actor> Mailbox<A> {
             return Err(waker);
         }
         lanes.waker = Some(waker);
+        lanes.dormant_on = on;
         lanes.for_mail = true;
         // Not armed: the task's first look takes the lock and registers its own waker.
         Ok(())
@@ -281,10 +291,10 @@ impl<A: Actor> Mailbox<A> {
     /// A hibernation sweep's look ([`crate::run::hibernation`]): asks a run loop that waits for
     /// mail, and was sent nothing since the last sweep, to hibernate (it is woken to do
     /// so); marks the others unused for the next sweep. Returns whether it asked.
-    pub(crate) fn sweep(&self, is_dormant: IsDormant) -> bool {
+    pub(crate) fn sweep(&self) -> bool {
         let mut lanes = self.lock();
         let unused = std::mem::replace(&mut lanes.idle, UNUSED) != USED;
-        if !(unused && self.task_waits_for_mail(&lanes, is_dormant)) {
+        if !(unused && self.task_waits_for_mail(&lanes)) {
             return false;
         }
         lanes.idle = ASKED;
@@ -298,13 +308,14 @@ impl<A: Actor> Mailbox<A> {
 
     /// Whether the actor's task waits for mail with nothing queued: its waker (not a
     /// dormant actor's) registered for mail, which whoever queues anything takes.
-    fn task_waits_for_mail(&self, lanes: &Lanes<A>, is_dormant: IsDormant) -> bool {
+    fn task_waits_for_mail(&self, lanes: &Lanes<A>) -> bool {
         lanes.for_mail
             && !lanes.closed
             && lanes.normal.is_empty()
             && !self.priority_pending.load(Ordering::Acquire)
             && !self.killed.load(Ordering::Acquire)
-            && lanes.waker.as_ref().is_some_and(|w| !is_dormant(w))
+            && lanes.waker.is_some()
+            && lanes.dormant_on == 0
     }
 
     /// Puts a dormant actor's waker ([`crate::run::dormant`]) in place of its task's, if that is
@@ -312,12 +323,13 @@ impl<A: Actor> Mailbox<A> {
     /// look, which found the mailbox empty; whoever queues anything takes it): the task may
     /// end, and the next message spawns another. Gives `dormant` back otherwise (something
     /// came since the run loop looked).
-    pub(crate) fn hibernate(&self, dormant: Waker, is_dormant: IsDormant) -> Result<(), Waker> {
+    pub(crate) fn hibernate(&self, dormant: Waker, on: u32) -> Result<(), Waker> {
         let mut lanes = self.lock();
-        if !self.task_waits_for_mail(&lanes, is_dormant) {
+        if !self.task_waits_for_mail(&lanes) {
             return Err(dormant);
         }
         let old = lanes.waker.replace(dormant);
+        lanes.dormant_on = on;
         // Not armed: the next task's first look takes the lock and registers its own waker.
         self.armed.store(false, Ordering::Release);
         drop(lanes);
@@ -327,15 +339,16 @@ impl<A: Actor> Mailbox<A> {
 
     /// Whether the actor is dormant: its run loop waits in a dormant waker, with no task.
     #[cfg(test)]
-    pub(crate) fn is_dormant(&self, is_dormant: IsDormant) -> bool {
-        self.lock().waker.as_ref().is_some_and(is_dormant)
+    pub(crate) fn is_dormant(&self) -> bool {
+        let lanes = self.lock();
+        lanes.waker.is_some() && lanes.dormant_on != 0
     }
 
     /// Takes a dormant actor's waker out, unwoken, if it runs on `runtime` (which shut
     /// down): dropped, it drops the run loop.
-    pub(crate) fn take_dormant(&self, runs_there: &dyn Fn(&Waker) -> bool) -> Option<Waker> {
+    pub(crate) fn take_dormant(&self, on: u32) -> Option<Waker> {
         let mut lanes = self.lock();
-        if lanes.waker.as_ref().is_some_and(runs_there) {
+        if lanes.waker.is_some() && lanes.dormant_on == on {
             self.take_receiver(&mut lanes)
         } else {
             None
@@ -344,7 +357,9 @@ impl<A: Actor> Mailbox<A> {
 
     /// Takes the run loop's waker out, whatever it waits for (a kill).
     fn take_waker(&self, lanes: &mut Lanes<A>) -> Option<Waker> {
-        self.take_receiver(lanes).or_else(|| lanes.waker.take())
+        let waker = self.take_receiver(lanes).or_else(|| lanes.waker.take());
+        lanes.dormant_on = 0;
+        waker
     }
 
     /// Registers the receiver's waker (a clone only if another is there) and arms the
@@ -352,7 +367,10 @@ impl<A: Actor> Mailbox<A> {
     fn register_receiver(&self, lanes: &mut Lanes<A>, waker: &Waker) {
         match &mut lanes.waker {
             Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
+            slot => {
+                *slot = Some(waker.clone());
+                lanes.dormant_on = 0;
+            }
         }
         lanes.for_mail = true;
         self.armed.store(true, Ordering::Release);

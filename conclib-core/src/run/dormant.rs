@@ -26,9 +26,10 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 use crate::cell::ErasedCell;
 
@@ -64,21 +65,7 @@ impl Dormant {
     }
 
     fn waker_of(dormant: Arc<Dormant>) -> Waker {
-        let raw = RawWaker::new(Arc::into_raw(dormant).cast(), &VTABLE);
-        // SAFETY: `VTABLE`'s functions treat the pointer as the `Arc` it came from.
-        unsafe { Waker::from_raw(raw) }
-    }
-
-    /// Whether `waker` is a dormant actor's.
-    pub(crate) fn is(waker: &Waker) -> bool {
-        std::ptr::eq(waker.vtable(), &VTABLE)
-    }
-
-    /// Whether `waker` is a dormant actor's whose runtime is `runtime`.
-    pub(crate) fn runs_on(waker: &Waker, runtime: tokio::runtime::Id) -> bool {
-        Self::is(waker)
-            // SAFETY: a waker with this vtable holds an `Arc<Dormant>` (see `waker`).
-            && unsafe { &*waker.data().cast::<Dormant>() }.keeping.runtime.id() == runtime
+        Waker::from(dormant)
     }
 
     fn take_run(&self) -> Option<RunFuture> {
@@ -100,30 +87,17 @@ impl Dormant {
     }
 }
 
-// A vtable of our own (not `Wake`'s), so that a keeper can tell a dormant actor's waker from
-// a task's and see its runtime (`Dormant::runs_on`).
-static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+// The standard library's waker for an `Arc`: the mailbox, not the waker, says a waker is a
+// dormant actor's and which keeping (runtime) it belongs to (`Mailbox::take_dormant`), so no
+// vtable of our own is needed to tell them apart.
+impl Wake for Dormant {
+    fn wake(self: Arc<Self>) {
+        self.start();
+    }
 
-unsafe fn clone(data: *const ()) -> RawWaker {
-    // SAFETY: `data` is an `Arc<Dormant>`'s (see `Dormant::waker`); the clone owns one count.
-    unsafe { Arc::increment_strong_count(data.cast::<Dormant>()) };
-    RawWaker::new(data, &VTABLE)
-}
-
-unsafe fn wake(data: *const ()) {
-    // SAFETY: as in `clone`; waking consumes the waker's count.
-    let dormant = unsafe { Arc::from_raw(data.cast::<Dormant>()) };
-    dormant.start();
-}
-
-unsafe fn wake_by_ref(data: *const ()) {
-    // SAFETY: as in `clone`; the waker keeps its count.
-    unsafe { &*data.cast::<Dormant>() }.start();
-}
-
-unsafe fn drop_waker(data: *const ()) {
-    // SAFETY: as in `clone`; dropping the waker gives its count back.
-    drop(unsafe { Arc::from_raw(data.cast::<Dormant>()) });
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.start();
+    }
 }
 
 /// How many run loops were handed to a dormant waker (the tests' count).
@@ -160,7 +134,8 @@ pub(crate) fn hibernate(run: RunFuture, keeping: Arc<Keeping>, cell: &Arc<dyn Er
     let abort = cell.core().take_abort();
     #[cfg(test)]
     before_hibernating(cell);
-    match cell.hibernate(Dormant::waker_of(dormant.clone()), Dormant::is) {
+    let on = dormant.keeping.number;
+    match cell.hibernate(Dormant::waker_of(dormant.clone()), on) {
         Ok(()) => {
             #[cfg(test)]
             HIBERNATED.fetch_add(1, Ordering::Relaxed);
@@ -177,6 +152,8 @@ pub(crate) fn hibernate(run: RunFuture, keeping: Arc<Keeping>, cell: &Arc<dyn Er
 /// [`Keeper`] tasks run.
 pub(crate) struct Keeping {
     runtime: tokio::runtime::Handle,
+    /// What the mailboxes of its dormant actors say they belong to ([`Keeping::number`]).
+    number: u32,
     /// A queue of stops for each keeper, one a worker.
     queues: Box<[Mutex<Queue>]>,
     /// The queue the next stop goes to, taken in turn.
@@ -197,16 +174,32 @@ struct Queue {
 const STOPS_A_POLL: usize = 64;
 
 impl Keeping {
+    /// A number for a new keeping, unique in the process (1 or more; 0 stands for a task's
+    /// waker in a mailbox): what a dormant actor's mailbox names its keeping by, in the 4
+    /// bytes its flags leave free.
+    pub(crate) fn next_number() -> u32 {
+        static NEXT: AtomicU32 = AtomicU32::new(1);
+        NEXT.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1))
+            .expect("more than 4 billion keepings (system and runtime pairs) in one process")
+    }
+
+    /// The keeping's number ([`Keeping::next_number`]).
+    pub(crate) fn number(&self) -> u32 {
+        self.number
+    }
+
     /// Starts the keepers of a system's dormant actors on `runtime`, one a worker; once all
     /// of them are gone (the runtime shut down, or [`end`](Self::end) ended them), `on_drop`
     /// runs.
     pub(crate) fn start(
         runtime: tokio::runtime::Handle,
+        number: u32,
         on_drop: Box<dyn FnOnce() + Send + Sync>,
     ) -> Arc<Keeping> {
         let workers = runtime.metrics().num_workers().max(1);
         let keeping = Arc::new(Keeping {
             runtime,
+            number,
             queues: (0..workers).map(|_| Mutex::default()).collect(),
             next: AtomicUsize::new(0),
         });

@@ -35,7 +35,6 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::run::dormant::Dormant;
 use crate::system::WeakSystem;
 
 /// How long an actor waits for mail before it hibernates, by default: from this to twice this
@@ -139,7 +138,7 @@ pub(crate) async fn sweep(system: &crate::system::ActorSystem) -> usize {
         if cells.is_empty() {
             return asked;
         }
-        asked += cells.iter().filter(|c| c.sweep(Dormant::is)).count();
+        asked += cells.iter().filter(|c| c.sweep()).count();
         drop(cells);
         from = next;
         tokio::task::yield_now().await;
@@ -177,7 +176,7 @@ pub(crate) async fn sweep_until_dormant<A: crate::actor::Actor>(
     actor: &crate::send::actor_ref::ActorRef<A>,
 ) {
     sweep_until(system, "the actor never hibernated", || {
-        actor.cell.mailbox.is_dormant(Dormant::is)
+        actor.cell.mailbox.is_dormant()
     })
     .await;
 }

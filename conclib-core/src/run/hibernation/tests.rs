@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{Dormant, sweep, sweep_until, sweep_until_dormant};
+use super::{sweep, sweep_until, sweep_until_dormant};
 use crate::actor::Actor;
 use crate::context::Context;
 use crate::error::StopReason;
@@ -103,24 +103,21 @@ async fn counter() -> (ActorSystem, ActorRef<Counter>, Arc<AtomicBool>) {
 /// hibernates ends in a poll of its own after the sweep woke it, and no event says when.
 async fn until_dormant(actor: &ActorRef<Counter>, dormant: bool) {
     let what = format!("the actor never became dormant={dormant}");
-    until(&what, || {
-        actor.cell.mailbox.is_dormant(Dormant::is) == dormant
-    })
-    .await;
+    until(&what, || actor.cell.mailbox.is_dormant() == dormant).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_actor_hibernates_and_wakes_with_its_state() {
     let (system, actor, _) = counter().await;
     // Dormant until its first message, awake after it.
-    assert!(actor.cell.mailbox.is_dormant(Dormant::is));
+    assert!(actor.cell.mailbox.is_dormant());
     assert_eq!(actor.ask(Add(1)).await.unwrap(), 1);
     until_dormant(&actor, false).await;
     let first = actor.cell.core.task_id();
     assert!(first.is_some());
     // The first sweep finds the ask sent since the sweep before: nothing to do.
     assert_eq!(sweep(&system).await, 0);
-    assert!(!actor.cell.mailbox.is_dormant(Dormant::is));
+    assert!(!actor.cell.mailbox.is_dormant());
     // A later one finds nothing sent since the one before.
     sweep_until_dormant(&system, &actor).await;
     assert_eq!(
@@ -145,7 +142,7 @@ async fn an_actor_sent_mail_between_sweeps_stays_awake() {
         assert_eq!(actor.ask(Add(1)).await.unwrap(), i);
         assert_eq!(sweep(&system).await, 0);
     }
-    assert!(!actor.cell.mailbox.is_dormant(Dormant::is));
+    assert!(!actor.cell.mailbox.is_dormant());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +162,7 @@ async fn an_actor_whose_handler_waits_does_not_hibernate() {
     // registered for mail: the second sweep asks (and wakes the waiting handler).
     assert_eq!(sweep(&system).await, 0);
     assert_eq!(sweep(&system).await, 1);
-    assert!(!actor.cell.mailbox.is_dormant(Dormant::is));
+    assert!(!actor.cell.mailbox.is_dormant());
     go.send(()).unwrap();
     assert_eq!(answer.await.unwrap().unwrap(), 5);
     // Done waiting, it hibernates only once a sweep finds it waiting for mail: the same
