@@ -53,8 +53,6 @@ pub(crate) struct FutureSlot {
 
 // SAFETY: the slot only ever holds `Send` futures, and `SlotFuture` borrows it mutably.
 unsafe impl Send for FutureSlot {}
-// SAFETY: no shared access to the contents is ever given out.
-unsafe impl Sync for FutureSlot {}
 
 impl FutureSlot {
     pub(crate) const fn new() -> Self {
@@ -65,10 +63,10 @@ impl FutureSlot {
         }
     }
 
-    #[inline]
+    /// The buffer's layout (its size and alignment came from one in `grow`).
     fn layout(&self) -> Layout {
-        // SAFETY: built from a valid layout's size and alignment in `grow`.
-        unsafe { Layout::from_size_align_unchecked(self.size as usize, self.align as usize) }
+        Layout::from_size_align(self.size as usize, self.align as usize)
+            .expect("the layout `grow` made")
     }
 
     /// Places `fut` in the slot and polls it once. A handler done at its first poll (most
@@ -118,8 +116,7 @@ impl FutureSlot {
         if need.size() == 0 {
             return NonNull::<F>::dangling().as_ptr();
         }
-        let have = self.layout();
-        if need.size() > have.size() || need.align() > have.align() {
+        if need.size() > self.size as usize || need.align() > self.align as usize {
             self.grow(need);
         }
         self.ptr.as_ptr().cast::<F>()
