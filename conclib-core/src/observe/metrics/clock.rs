@@ -10,26 +10,21 @@
 //! readings, the monotonic clock alone could cost more than a whole message without
 //! recording (docs/bench-log.md, issue #28).
 //!
-//! On x86-64 the counter is read here with `rdtsc`, inline, when `quanta` reads it too (the
-//! same CPUID test, checked against a reading of `quanta`'s): a call into `quanta` and the
-//! match on its clock's kind cost about a dozen instructions a reading, three readings an
-//! ask.
+//! The counter is read through `quanta` (`Clock::raw`). Reading it here with `rdtsc` inline
+//! instead (two `unsafe` blocks: `rdtsc`, and `cpuid` to check that `quanta` reads the same
+//! counter) saved about a dozen instructions a reading, but nothing measurable: tell with
+//! metrics on, alternated A/B, 1.001x (issue #66, BENCHMARKS.md, "Unsafe code").
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What a stamp reads: nothing (recording is off), `quanta`'s clock, or the counter inline.
-static READING: AtomicU8 = AtomicU8::new(OFF);
-const OFF: u8 = 0;
-const QUANTA: u8 = 1;
-const COUNTER: u8 = 2;
+/// Whether stamps are taken (recording is on).
+static READING: AtomicBool = AtomicBool::new(false);
 
-/// The clock, once calibrated: `quanta`'s, and whether [`Clock::now`] reads the counter
-/// itself.
+/// The clock, once calibrated: `quanta`'s.
 #[derive(Clone, Copy)]
 pub(crate) struct Clock {
     quanta: &'static quanta::Clock,
-    counter: bool,
 }
 
 /// The process's clock (calibrated at the first call: a few milliseconds, once).
@@ -37,35 +32,32 @@ pub(crate) fn clock() -> Clock {
     static CLOCK: OnceLock<Clock> = OnceLock::new();
     *CLOCK.get_or_init(|| {
         static QUANTA_CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
-        let quanta = QUANTA_CLOCK.get_or_init(quanta::Clock::new);
         Clock {
-            quanta,
-            counter: reads_counter(quanta),
+            quanta: QUANTA_CLOCK.get_or_init(quanta::Clock::new),
         }
     })
 }
 
 /// Turns the stamps on (after the clock is calibrated).
 pub(super) fn turn_on() {
-    let reading = if clock().counter { COUNTER } else { QUANTA };
-    READING.store(reading, Ordering::Relaxed);
+    let _calibrated = clock();
+    READING.store(true, Ordering::Relaxed);
 }
 
 /// Whether stamps are taken (recording is on).
 #[inline]
 pub(super) fn is_on() -> bool {
-    READING.load(Ordering::Relaxed) != OFF
+    READING.load(Ordering::Relaxed)
 }
 
 /// A send time for an envelope: now, or 0 when recording is off (then nothing is measured
 /// for that message). One relaxed load when off.
 #[inline]
 pub(crate) fn stamp() -> u64 {
-    match READING.load(Ordering::Relaxed) {
-        OFF => 0,
-        #[cfg(target_arch = "x86_64")]
-        COUNTER => counter().max(1),
-        _ => clock().quanta.raw().max(1),
+    if READING.load(Ordering::Relaxed) {
+        clock().now()
+    } else {
+        0
     }
 }
 
@@ -73,19 +65,12 @@ impl Clock {
     /// A clock reading `quanta`'s clock (tests: its mock, whose ticks are nanoseconds).
     #[cfg(test)]
     pub(crate) fn with(quanta: &'static quanta::Clock) -> Clock {
-        Clock {
-            quanta,
-            counter: false,
-        }
+        Clock { quanta }
     }
 
     /// Now, in the clock's own units (its ticks), never 0 (a stamp of 0 reads as none).
     #[inline(always)]
     pub(crate) fn now(self) -> u64 {
-        #[cfg(target_arch = "x86_64")]
-        if self.counter {
-            return counter().max(1);
-        }
         self.quanta.raw().max(1)
     }
 
@@ -126,45 +111,6 @@ impl Clock {
             .unwrap_or(u64::MAX)
             .max(1)
     }
-}
-
-/// The CPU's time-stamp counter.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn counter() -> u64 {
-    // SAFETY: `rdtsc` exists on every x86-64 CPU (a safe function on newer compilers).
-    #[allow(unused_unsafe)]
-    unsafe {
-        std::arch::x86_64::_rdtsc()
-    }
-}
-
-/// Whether `quanta` reads the time-stamp counter, so that reading it here gives its ticks:
-/// its own test (an invariant TSC and `rdtscp`, from CPUID), confirmed by one of its
-/// readings falling between two of ours.
-#[cfg(target_arch = "x86_64")]
-fn reads_counter(quanta: &quanta::Clock) -> bool {
-    use std::arch::x86_64::__cpuid;
-    // SAFETY: `cpuid` exists on every x86-64 CPU (a safe function on newer compilers).
-    #[allow(unused_unsafe)]
-    let leaf = |at: u32| unsafe { __cpuid(at) };
-    if leaf(0x8000_0000).eax < 0x8000_0007 {
-        return false;
-    }
-    let invariant = leaf(0x8000_0007).edx & (1 << 8) != 0;
-    let rdtscp = leaf(0x8000_0001).edx & (1 << 27) != 0;
-    if !(invariant && rdtscp) {
-        return false;
-    }
-    let before = counter();
-    let theirs = quanta.raw();
-    let after = counter();
-    before <= theirs && theirs <= after
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn reads_counter(_: &quanta::Clock) -> bool {
-    false
 }
 
 #[cfg(test)]

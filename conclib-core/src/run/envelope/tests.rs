@@ -26,6 +26,34 @@ impl Handler<Big> for Probe {
     }
 }
 
+/// 64 bytes: never inline.
+struct Wide([u64; 8]);
+
+impl Message for Wide {
+    type Response = ();
+    type Error = String;
+}
+
+impl Handler<Wide> for Probe {
+    async fn handle(&mut self, _: Wide, _: &mut Context<Self>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// 24 bytes: inline only without a stamp.
+struct Text(String);
+
+impl Message for Text {
+    type Response = ();
+    type Error = String;
+}
+
+impl Handler<Text> for Probe {
+    async fn handle(&mut self, _: Text, _: &mut Context<Self>) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 #[test]
 fn payloads_are_inline_or_boxed_by_their_size_and_the_stamp() {
     // Three words without a stamp, two beside one.
@@ -33,19 +61,15 @@ fn payloads_are_inline_or_boxed_by_their_size_and_the_stamp() {
     assert!(!Payload::inline::<[u64; 3]>(2));
     assert!(Payload::inline::<(u64, oneshot::Sender<u64>)>(2));
     assert!(!Payload::inline::<[u64; 4]>(3));
-    for words in [2, 3] {
-        let mut data: Inline = [MaybeUninit::uninit(); INLINE_WORDS];
-        let at = Payload {
-            data: &raw mut data,
-            words,
-        };
-        store(&mut data, words, [7u64; 8]);
-        // SAFETY: just stored.
-        assert_eq!(unsafe { take::<[u64; 8]>(at) }, [7u64; 8]);
-        // 24 bytes: inline in three words, boxed in two.
-        store(&mut data, words, String::from("x"));
-        // SAFETY: just stored.
-        assert_eq!(unsafe { take::<String>(at) }, "x");
+    // Taken back out whole, through the envelope: 64 bytes (boxed either way) and a
+    // 24-byte `String` (inline in three words, boxed beside a stamp).
+    for stamp in [0, 12_345] {
+        let wide = Envelope::<Probe>::typed_at(Wide([7; 8]), None, stamp);
+        assert_eq!(wide.sent(), stamp);
+        assert_eq!(wide.into_message::<Wide>().0, [7; 8]);
+        let text = Envelope::<Probe>::typed_at(Text("x".into()), None, stamp);
+        assert_eq!(text.sent(), stamp);
+        assert_eq!(text.into_message::<Text>().0, "x");
     }
 }
 
