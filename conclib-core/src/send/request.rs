@@ -1,6 +1,6 @@
 //! One request shape for every kind of ref: [`AskRequest`] and [`TellRequest`].
 //!
-//! Whatever the ref — a local [`ActorRef`], a [`Recipient`](crate::Recipient), a
+//! Whatever the ref — a local [`ActorRef`](crate::ActorRef), a [`Recipient`](crate::Recipient), a
 //! [`DynActorRef`](crate::DynActorRef), a [`Pool`](crate::Pool), a process actor's ref, a
 //! remote handle through the Redis proxy — `r.ask(msg)` returns an [`AskRequest`] and
 //! `r.tell(msg)` a [`TellRequest`], with the same options: `.timeout(..)`, `.priority(..)`,
@@ -356,7 +356,7 @@ pub(crate) fn hash_key<K: Hash + ?Sized>(key: &K) -> u64 {
     hasher.finish()
 }
 
-/// A ref to an actor of type [`Actor`](Address::Actor): a local [`ActorRef`], a process
+/// A ref to an actor of type [`Actor`](Address::Actor): a local [`ActorRef`](crate::ActorRef), a process
 /// actor's ref, a remote handle through the Redis proxy.
 ///
 /// The `{Actor}Api` trait that `#[actor]` generates is implemented for every `Address`
