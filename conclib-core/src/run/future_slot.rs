@@ -4,6 +4,19 @@
 //! message. Handler futures are placed in one buffer per actor instead, reused message after
 //! message (an actor runs one handler at a time), and one done at its first poll (most are)
 //! is dropped in place where its type is known.
+//!
+//! # Safety
+//!
+//! The buffer (`ptr`, `size`, `align`) is always one `alloc::alloc` made with that layout,
+//! or dangling with size 0; a future is written at its start only if it fits its size and
+//! alignment (`place`), and a `&mut FutureSlot` is held by whoever runs the future in it
+//! (`start`, then the [`SlotFuture`] that borrows the slot): so at most one future lives in
+//! the buffer, it never moves (pinned in place), and it is dropped exactly once, in `start`
+//! when done at its first poll or by the `SlotFuture` otherwise. `SlotFuture::erase` drops
+//! that borrow for the run loop, which keeps the same promise by hand (`run/mod.rs`).
+//! `Send`: only `Send` futures are placed. What it buys (BENCHMARKS.md, "Unsafe code"): with
+//! an allocation a message instead, tell 0.84x, fan-in 0.83x, ring 0.41x. Checked by the
+//! tests below and the crate's tests under AddressSanitizer.
 
 use std::alloc::{self, Layout};
 use std::future::Future;
