@@ -1,7 +1,13 @@
 //! The shared state behind every ref to one actor.
 
 use std::any::{Any, TypeId};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+// `ReasonCell`'s pointer: the loom model (`cell/tests.rs`) runs the same code on loom's.
+#[cfg(all(test, conclib_loom))]
+use loom::sync::atomic::AtomicPtr as ReasonPtr;
+#[cfg(not(all(test, conclib_loom)))]
+use std::sync::atomic::AtomicPtr as ReasonPtr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -366,14 +372,15 @@ impl std::ops::DerefMut for CellListGuard<'_> {
 /// lives as long as the cell, and the box is freed once, in `Drop`. Kept: 8 bytes in every
 /// cell where `OnceLock<StopReason>` takes 40 and `OnceLock<Box<StopReason>>` 16 (the cell's
 /// layout, and so fan-in, is measured to the byte: see `CellCore`), and no allocation a stop.
-struct ReasonCell(AtomicPtr<StopReason>);
+/// Checked by a loom model (`cell/tests.rs`, `--cfg conclib_loom`) and AddressSanitizer.
+struct ReasonCell(ReasonPtr<StopReason>);
 
 static NORMAL: StopReason = StopReason::Normal;
 static KILLED: StopReason = StopReason::Killed;
 
 impl ReasonCell {
-    const fn new() -> Self {
-        ReasonCell(AtomicPtr::new(std::ptr::null_mut()))
+    fn new() -> Self {
+        ReasonCell(ReasonPtr::new(std::ptr::null_mut()))
     }
 
     fn is_static(p: *mut StopReason) -> bool {
@@ -411,7 +418,8 @@ impl ReasonCell {
 
 impl Drop for ReasonCell {
     fn drop(&mut self) {
-        let p = *self.0.get_mut();
+        // A load, not `get_mut` (which loom's atomics lack): `&mut self`, nothing races it.
+        let p = self.0.load(Ordering::Acquire);
         if !p.is_null() && !Self::is_static(p) {
             // SAFETY: a non-static pointer came from `Box::into_raw` in `set`, and the cell
             // is its only owner.

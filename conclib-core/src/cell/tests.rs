@@ -61,3 +61,36 @@ fn the_task_line_is_apart() {
     assert!(task_line_end - task_line <= 16);
     assert!(task_line + 16 + 8 >= 112, "the task's line at {task_line}");
 }
+
+/// Two stops set at once and a reader meanwhile, in every interleaving loom finds: the
+/// first reason set stays, a reader sees none or that one, and the other (boxed) reason is
+/// freed by its setter, never published (`cargo xtask test` runs it: `--cfg conclib_loom`).
+#[cfg(conclib_loom)]
+#[test]
+fn loom_the_first_reason_set_stays_for_every_reader() {
+    use super::ReasonCell;
+    use crate::error::StopReason;
+    loom::model(|| {
+        let cell = loom::sync::Arc::new(ReasonCell::new());
+        let setters: Vec<_> = [StopReason::Panicked("boom".into()), StopReason::Killed]
+            .into_iter()
+            .map(|reason| {
+                let cell = cell.clone();
+                loom::thread::spawn(move || cell.set(reason))
+            })
+            .collect();
+        let reader = {
+            let cell = cell.clone();
+            loom::thread::spawn(move || cell.get().cloned())
+        };
+        for setter in setters {
+            setter.join().unwrap();
+        }
+        let seen = reader.join().unwrap();
+        let last = cell.get().cloned().expect("a reason once both set one");
+        assert!(matches!(last, StopReason::Panicked(_) | StopReason::Killed));
+        if let Some(seen) = seen {
+            assert_eq!(seen, last, "a reason, once seen, never changes");
+        }
+    });
+}
