@@ -61,8 +61,8 @@ pub(crate) struct Envelope<A: Actor> {
     vtable: NonNull<VTable<A>>,
 }
 
-// SAFETY: the payload is an `M: Send` (a tell), an `(M, ReplyTx<M>)` (an ask) or a hand-made
-// vtable's `Send` payload, or a box of one; the vtable is `'static` and only read.
+// SAFETY: the payload is a `Carried` type (`Send`: a tell's message, an ask's and its reply
+// sender, a by-name request), or a box of one; the vtable is `'static` and only read.
 unsafe impl<A: Actor> Send for Envelope<A> {}
 
 /// Where an envelope's payload is, for its vtable's functions: inline in its first `words`
