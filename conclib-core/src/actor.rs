@@ -4,10 +4,10 @@ use std::any::TypeId;
 use std::future::Future;
 
 use crate::context::{Context, StreamId};
+use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::{BoxError, StopReason};
-use crate::mailbox::MailboxConfig;
-use crate::remote::ExposedMessage;
-use crate::request_envelope::RequestEnvelope;
+use crate::exposed::remote::ExposedMessage;
+use crate::mailbox::config::MailboxConfig;
 use crate::supervision::SupervisionEvent;
 
 /// An actor: state that handles messages one at a time.
@@ -52,7 +52,8 @@ pub trait Actor: Sized + Send + 'static {
     const URN: Option<&'static str> = None;
 
     /// The mailbox used when the spawn builder sets none.
-    const MAILBOX: MailboxConfig = MailboxConfig::Bounded(crate::mailbox::DEFAULT_MAILBOX_CAPACITY);
+    const MAILBOX: MailboxConfig =
+        MailboxConfig::Bounded(crate::mailbox::config::DEFAULT_MAILBOX_CAPACITY);
 
     /// Whether the actor hands its requests on and is answered later (a process actor's
     /// relay): then an ask it took keeps its place in the mailbox until answered, so the

@@ -15,17 +15,19 @@ use tokio::task::AbortHandle;
 const TICK_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
+use crate::actor_id::ActorId;
 use crate::cell::ErasedCell;
 use crate::dynamic::DynActorRef;
-use crate::envelope::Envelope;
 use crate::error::{SendError, StopReason};
+use crate::handler::Handler;
 use crate::mailbox::Control;
-use crate::message::{Handler, Message, Priority};
+use crate::message::{Message, Priority};
 use crate::messages::StreamFinished;
+use crate::run::envelope::Envelope;
+use crate::send::actor_ref::ActorRef;
 use crate::spawn::SpawnBuilder;
 use crate::supervision::{SupervisionEvent, SupervisionStrategy};
-use crate::system::{ActorId, ActorSystem};
+use crate::system::ActorSystem;
 use crate::urn::Urn;
 
 /// The handle to a running actor's own runtime, passed to every handler and hook.
@@ -155,7 +157,10 @@ impl<A: Actor> Context<A> {
     ///
     /// # Errors
     /// As [`ActorSystem::spawn`].
-    pub async fn spawn_child<C: Actor>(&self, child: C) -> Result<ActorRef<C>, crate::SpawnError> {
+    pub async fn spawn_child<C: Actor>(
+        &self,
+        child: C,
+    ) -> Result<ActorRef<C>, crate::error::SpawnError> {
         self.build_child(child).spawn().await
     }
 
@@ -268,7 +273,7 @@ impl<A: Actor> Context<A> {
                 // Waits for its handling (an ask: its answer comes once handled), so that a
                 // busy actor does not find ticks piled up in its mailbox.
                 let handled = myself.ask(make()).timeout(TICK_WAIT).await;
-                if matches!(handled, Err(crate::AskError::ActorStopped)) {
+                if matches!(handled, Err(crate::error::AskError::ActorStopped)) {
                     return;
                 }
             }
@@ -401,7 +406,7 @@ impl<A: Actor> Context<A> {
     /// Declares the panic policy of this actor's children (those running now and those
     /// spawned later), overriding what their spawners chose; `None` gives the choice back
     /// to each child's own builder. See [`PanicPolicy`](crate::PanicPolicy) for the precedence.
-    pub fn set_children_on_panic(&self, policy: Option<crate::PanicPolicy>) {
+    pub fn set_children_on_panic(&self, policy: Option<crate::supervision::PanicPolicy>) {
         self.myself().cell.core.set_children_policy(policy);
     }
 

@@ -36,7 +36,7 @@ pub trait ActorOptions {
     const MAILBOX: MailboxConfig;
 }
 
-pub use crate::wire::{MessageDecl, NoError};
+pub use crate::exposed::wire::{MessageDecl, NoError};
 
 /// A message that crosses processes (encoded on one side, decoded on the other).
 #[doc(hidden)]

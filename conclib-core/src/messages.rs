@@ -9,7 +9,8 @@
 
 use crate::actor::Actor;
 use crate::context::{Context, StreamId};
-use crate::message::{Handler, Message};
+use crate::handler::Handler;
+use crate::message::Message;
 
 /// The dead-man's switch's question; every actor answers it (between messages).
 pub(crate) struct Heartbeat;
@@ -24,7 +25,7 @@ impl Message for Heartbeat {
 /// A heartbeat crosses processes too (a process actor's link answers it from the actor). This
 /// impl also keeps the compiler from taking an actor's only `#[handle(remote)]` message for
 /// the one meant when another is sent: the error then names the message that is not exposed.
-impl<A: Actor> crate::RemoteHandler<Heartbeat> for A {}
+impl<A: Actor> crate::exposed::wire::RemoteHandler<Heartbeat> for A {}
 
 impl<A: Actor> Handler<Heartbeat> for A {
     async fn handle(

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use crate::actor_id::ActorId;
 use crate::cell::ErasedCell;
-use crate::system::ActorId;
 
 /// Every actor of a system that has not finished stopping, each in a slot its mark remembers
-/// ([`Mark::slot`](crate::changes::Mark::slot)): registered and forgotten without hashing,
+/// ([`Mark::slot`](crate::observe::changes::Mark::slot)): registered and forgotten without hashing,
 /// found by a look at once. It grows by copying slots: the set of cells found by the id each
 /// holds that it replaces read every cell again as it grew (about a sixth of a spawn's time;
 /// docs/bench-log.md, "A registry of slots").
@@ -120,11 +120,12 @@ mod tests {
     use std::time::Duration;
 
     use super::Registry;
-    use crate::Actor;
-    use crate::ActorId;
+    use crate::actor::Actor;
+    use crate::actor_id::ActorId;
     use crate::cell::{ActorCell, CellCore, ErasedCell};
-    use crate::changes::Mark;
-    use crate::mailbox::{Mailbox, MailboxConfig};
+    use crate::mailbox::Mailbox;
+    use crate::mailbox::config::MailboxConfig;
+    use crate::observe::changes::Mark;
 
     struct Idle;
     impl Actor for Idle {}

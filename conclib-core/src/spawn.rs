@@ -11,15 +11,16 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
 use crate::cell::{ActorCell, CellCore, ErasedCell};
 use crate::context::Context;
-use crate::dormant::{Dormant, RunFuture};
 use crate::dynamic::DynActorRef;
 use crate::error::{BoxError, SpawnError, StopReason};
-use crate::guarded::CatchUnwind;
-use crate::mailbox::{Mailbox, MailboxConfig};
-use crate::runner::{Factory, RunOptions, run};
+use crate::mailbox::Mailbox;
+use crate::mailbox::config::MailboxConfig;
+use crate::run::dormant::{Dormant, RunFuture};
+use crate::run::guarded::CatchUnwind;
+use crate::run::{Factory, RunOptions, run};
+use crate::send::actor_ref::ActorRef;
 use crate::supervision::{PanicPolicy, RestartLimit, SupervisionStrategy};
 use crate::system::ActorSystem;
 use crate::urn::Urn;
@@ -250,15 +251,15 @@ impl<A: Actor> SpawnBuilder<A> {
             Box::pin(actor.on_start(&mut ctx));
         // Instrumenting costs a copy of the future: skip it when nobody listens.
         let started = if span.is_disabled() {
-            CatchUnwind(start).await
+            CatchUnwind::new(start).await
         } else {
-            CatchUnwind(start).instrument(span.clone()).await
+            CatchUnwind::new(start).instrument(span.clone()).await
         };
         let failure = match started {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(SpawnError::StartFailed(e)),
             Err(panic) => {
-                crate::runner::lifecycle::count_panic(&cell.core, &panic);
+                crate::run::lifecycle::count_panic(&cell.core, &panic);
                 Some(SpawnError::StartPanicked(panic))
             }
         };
@@ -267,7 +268,7 @@ impl<A: Actor> SpawnBuilder<A> {
             drop(cell.mailbox.seal(&mut Default::default()));
             // Children it spawned before it failed go with it (they would outlive it, with
             // a parent that never ran, and no shutdown would stop them).
-            crate::runner::lifecycle::stop_children(&ctx, true).await;
+            crate::run::lifecycle::stop_children(&ctx, true).await;
             system.unregister(&*cell);
             cell.core
                 .mark_stopped(StopReason::Failed(failure.to_string()));
@@ -279,7 +280,7 @@ impl<A: Actor> SpawnBuilder<A> {
         }
         // A stop asked for in `on_start` is in the context, not the mailbox: that actor
         // starts at once (its dormant waker woken here). Any other starts dormant (see
-        // `crate::dormant`).
+        // `crate::run::dormant`).
         let starts_now = ctx.pending_stop.is_some();
         // Boxed, not inside tokio's task: there, the run loop's first fields (the batch the
         // actor takes its messages from) would share cache lines with the task's state,
@@ -294,10 +295,12 @@ impl<A: Actor> SpawnBuilder<A> {
             Box::pin(run.instrument(span))
         };
         let weak: std::sync::Weak<dyn ErasedCell> = Arc::downgrade(&cell) as _;
-        let waker = Dormant::waker(run, system.keeping(runtime), weak);
+        let keeping = system.keeping(runtime);
+        let on = keeping.number();
+        let waker = Dormant::waker(run, keeping, weak);
         if starts_now {
             waker.wake();
-        } else if let Err(waker) = cell.mailbox.register_dormant(waker) {
+        } else if let Err(waker) = cell.mailbox.register_dormant(waker, on) {
             // Something to do already (`on_start` sent the actor a message): start it now.
             waker.wake();
         }
@@ -306,7 +309,7 @@ impl<A: Actor> SpawnBuilder<A> {
 }
 
 /// The first wire name two of `exposed` share, if any.
-fn duplicate_wire_name(exposed: &[crate::ExposedMessage]) -> Option<&'static str> {
+fn duplicate_wire_name(exposed: &[crate::exposed::remote::ExposedMessage]) -> Option<&'static str> {
     exposed.iter().enumerate().find_map(|(i, m)| {
         let name = m.name();
         exposed[..i]

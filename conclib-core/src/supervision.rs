@@ -3,8 +3,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::actor_id::ActorId;
 use crate::error::StopReason;
-use crate::system::ActorId;
 use crate::urn::Urn;
 
 /// What an actor does after a handler panicked. The asker always gets

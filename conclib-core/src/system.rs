@@ -10,37 +10,20 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
+use crate::actor_id::ActorId;
 use crate::cell::{CellCore, ErasedCell};
-use crate::dormant::Keeping;
 use crate::dynamic::DynActorRef;
 use crate::error::{LookupError, SpawnError, StopReason};
-use crate::hibernation::Hibernation;
+use crate::observe::urn_journal::{UrnChanges, UrnJournal};
 use crate::registry::Registry;
+use crate::run::dormant::Keeping;
+use crate::run::hibernation::Hibernation;
+use crate::send::actor_ref::ActorRef;
 use crate::spawn::SpawnBuilder;
 use crate::urn::Urn;
-use crate::urn_journal::{UrnChanges, UrnJournal};
 
 /// The default time an ask waits for its answer.
 pub const DEFAULT_ASK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An actor's id: unique within its system for the system's lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ActorId(pub(crate) u64);
-
-impl ActorId {
-    /// The number behind the id.
-    #[must_use]
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for ActorId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
 
 /// A group of actors with one URN namespace, shut down together. Cloning is cheap; several
 /// systems may live in one process.
@@ -85,24 +68,29 @@ struct SystemInner {
     shutting_down: AtomicBool,
     emptied: Notify,
     /// Actors in other processes listed in snapshots ([`ActorSystem::report_external`]).
-    externals: Mutex<Vec<crate::snapshot::External>>,
+    externals: Mutex<Vec<crate::observe::snapshot::External>>,
     /// Pools' member reports, by the pool actor's id.
-    pool_probes: Mutex<Vec<(ActorId, std::sync::Weak<crate::snapshot::PoolProbe>)>>,
+    pool_probes: Mutex<
+        Vec<(
+            ActorId,
+            std::sync::Weak<crate::observe::snapshot::PoolProbe>,
+        )>,
+    >,
     /// How many entries `externals` and `pool_probes` hold together: an actor's end looks
     /// for its own only when there are some (most systems have none).
     side_entries: std::sync::atomic::AtomicUsize,
-    /// Actors marked changed since the last snapshot's look ([`crate::changes`]).
-    changes: Arc<crate::changes::Changes>,
+    /// Actors marked changed since the last snapshot's look ([`crate::observe::changes`]).
+    changes: Arc<crate::observe::changes::Changes>,
     /// What the last look saw of every actor, for the next one to read only the changed.
-    looked: Mutex<crate::snapshot::Looked>,
+    looked: Mutex<crate::observe::snapshot::look::Looked>,
     /// What this system's dormant actors share on each runtime with the system's keeper
-    /// tasks there ([`crate::dormant`]), by the runtime's id.
+    /// tasks there ([`crate::run::dormant`]), by the runtime's id.
     keepers: RwLock<Vec<(tokio::runtime::Id, Arc<Keeping>)>>,
-    /// When idle actors hibernate, and the task that sweeps for them ([`crate::hibernation`]).
+    /// When idle actors hibernate, and the task that sweeps for them ([`crate::run::hibernation`]).
     hibernation: Arc<Hibernation>,
 }
 
-/// A system that may be gone: what its sweeper holds ([`crate::hibernation`]).
+/// A system that may be gone: what its sweeper holds ([`crate::run::hibernation`]).
 pub(crate) struct WeakSystem(std::sync::Weak<SystemInner>);
 
 impl WeakSystem {
@@ -188,8 +176,8 @@ impl ActorSystem {
                 externals: Mutex::new(Vec::new()),
                 pool_probes: Mutex::new(Vec::new()),
                 side_entries: std::sync::atomic::AtomicUsize::new(0),
-                changes: Arc::new(crate::changes::Changes::new()),
-                looked: Mutex::new(crate::snapshot::Looked::default()),
+                changes: Arc::new(crate::observe::changes::Changes::new()),
+                looked: Mutex::new(crate::observe::snapshot::look::Looked::default()),
                 keepers: RwLock::new(Vec::new()),
                 hibernation: Hibernation::new(),
             }),
@@ -463,7 +451,7 @@ impl ActorSystem {
     /// These actors, those that have not finished stopping (`None`: gone), in their order.
     pub(crate) fn cells_of(
         &self,
-        listed: &[crate::changes::Listed],
+        listed: &[crate::observe::changes::Listed],
     ) -> Vec<Option<Arc<dyn ErasedCell>>> {
         let actors = self.lock_actors();
         listed
@@ -472,18 +460,20 @@ impl ActorSystem {
             .collect()
     }
 
-    /// The actors marked changed since the last look ([`crate::changes`]).
-    pub(crate) fn changes(&self) -> &crate::changes::Changes {
+    /// The actors marked changed since the last look ([`crate::observe::changes`]).
+    pub(crate) fn changes(&self) -> &crate::observe::changes::Changes {
         &self.inner.changes
     }
 
     /// Where the actor `id` lists itself in this system's changes when it changes.
-    pub(crate) fn change_mark(&self, id: ActorId) -> crate::changes::Mark {
-        crate::changes::Mark::new(Some((self.inner.changes.clone(), id)))
+    pub(crate) fn change_mark(&self, id: ActorId) -> crate::observe::changes::Mark {
+        crate::observe::changes::Mark::new(Some((self.inner.changes.clone(), id)))
     }
 
     /// What the last look saw (one look at a time per system holds it).
-    pub(crate) fn lock_looked(&self) -> std::sync::MutexGuard<'_, crate::snapshot::Looked> {
+    pub(crate) fn lock_looked(
+        &self,
+    ) -> std::sync::MutexGuard<'_, crate::observe::snapshot::look::Looked> {
         self.inner.looked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -549,7 +539,7 @@ impl ActorSystem {
 
     pub(crate) fn with_externals<T>(
         &self,
-        f: impl FnOnce(&mut Vec<crate::snapshot::External>) -> T,
+        f: impl FnOnce(&mut Vec<crate::observe::snapshot::External>) -> T,
     ) -> T {
         f(&mut self
             .inner
@@ -560,7 +550,12 @@ impl ActorSystem {
 
     pub(crate) fn with_pool_probes<T>(
         &self,
-        f: impl FnOnce(&mut Vec<(ActorId, std::sync::Weak<crate::snapshot::PoolProbe>)>) -> T,
+        f: impl FnOnce(
+            &mut Vec<(
+                ActorId,
+                std::sync::Weak<crate::observe::snapshot::PoolProbe>,
+            )>,
+        ) -> T,
     ) -> T {
         f(&mut self
             .inner
@@ -598,8 +593,10 @@ impl ActorSystem {
         inner
             .hibernation
             .start(&runtime, WeakSystem(Arc::downgrade(inner)));
+        let number = Keeping::next_number();
         let keeping = Keeping::start(
             runtime,
+            number,
             Box::new(move || {
                 let Some(inner) = weak.upgrade() else { return };
                 inner
@@ -612,7 +609,10 @@ impl ActorSystem {
                     actors.iter().cloned().collect()
                 };
                 // Dropped outside every lock: a run loop's drop drops its actor and context.
-                let runs: Vec<_> = cells.iter().filter_map(|c| c.take_dormant(id)).collect();
+                let runs: Vec<_> = cells
+                    .iter()
+                    .filter_map(|c| c.take_dormant(number))
+                    .collect();
                 drop(runs);
             }),
         );

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::{Actor, Context, Handler, Message};
+use crate::actor::Actor;
+use crate::context::Context;
+use crate::handler::Handler;
+use crate::message::Message;
 
 pub(crate) struct Probe;
 impl Actor for Probe {}
@@ -36,4 +39,17 @@ impl Handler<Work> for Probe {
             }
         }
     }
+}
+
+/// Waits (bounded: five seconds) until `done` holds, yielding between looks, for what no
+/// event announces (a task's end, a count another task keeps); the test fails with `what`
+/// if it never does. The tests'.
+pub(crate) async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let reached = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "{what}");
 }

@@ -11,7 +11,14 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::{Actor, ActorRef, ActorSystem, BoxError, Context, Handler, Message, SupervisionEvent};
+use crate::actor::Actor;
+use crate::context::Context;
+use crate::error::BoxError;
+use crate::handler::Handler;
+use crate::message::Message;
+use crate::send::actor_ref::ActorRef;
+use crate::supervision::SupervisionEvent;
+use crate::system::ActorSystem;
 
 const CYCLES: usize = 200;
 
@@ -96,7 +103,7 @@ fn named_actors_spawned_and_stopped_leave_no_entry() {
 }
 
 /// Watches the actor it is given at start, then waits to be stopped.
-struct Watcher(Option<crate::DynActorRef>);
+struct Watcher(Option<crate::dynamic::DynActorRef>);
 impl Actor for Watcher {
     async fn on_start(&mut self, ctx: &mut Context<Self>) -> Result<(), BoxError> {
         if let Some(target) = self.0.take() {
@@ -134,7 +141,7 @@ fn short_lived_watchers_leave_no_entry_at_the_watched_actor() {
 }
 
 /// Unwatches an actor.
-struct Unwatch(crate::DynActorRef);
+struct Unwatch(crate::dynamic::DynActorRef);
 impl Message for Unwatch {
     type Response = ();
     type Error = Infallible;
@@ -162,7 +169,7 @@ impl Handler<Watching> for Watcher {
 struct Supervisor {
     ended: tokio::sync::mpsc::UnboundedSender<()>,
 }
-struct Watch(crate::DynActorRef);
+struct Watch(crate::dynamic::DynActorRef);
 impl Message for Watch {
     type Response = ();
     type Error = Infallible;
@@ -387,10 +394,10 @@ fn short_lived_named_actors_do_not_grow_the_metrics_label_sets() {
     serial(async {
         // Process-wide: recorded into by every actor of the test binary from now on.
         metrics::set_global_recorder(keys).expect("the only recorder of this binary");
-        crate::metrics::enable();
-        let previous = crate::metrics::urn_label_limit();
-        let in_use = crate::metrics::urn_labels_in_use();
-        crate::metrics::set_urn_label_limit(in_use + limit);
+        crate::observe::metrics::enable();
+        let previous = crate::observe::metrics::urn_label_limit();
+        let in_use = crate::observe::metrics::urn_labels_in_use();
+        crate::observe::metrics::set_urn_label_limit(in_use + limit);
         let system = ActorSystem::new("uptime");
         // A singleton spawned first, stopped and spawned again: one series throughout.
         for _ in 0..2 {
@@ -421,7 +428,7 @@ fn short_lived_named_actors_do_not_grow_the_metrics_label_sets() {
         // The first ones within the limit have their own series; the rest share `urn=""`.
         assert_eq!(metered, limit - 1, "{urns:?}");
         assert!(urns.contains(""), "{urns:?}");
-        assert_eq!(crate::metrics::urn_labels_in_use(), in_use + limit);
+        assert_eq!(crate::observe::metrics::urn_labels_in_use(), in_use + limit);
         // No new URN label past the limit, however many actors come and go.
         for i in 0..CYCLES {
             let actor = system
@@ -435,8 +442,8 @@ fn short_lived_named_actors_do_not_grow_the_metrics_label_sets() {
             actor.wait_for_stop().await;
         }
         assert_eq!(keys.urns("conclib_actor_messages_handled_total"), urns);
-        assert_eq!(crate::metrics::urn_labels_in_use(), in_use + limit);
-        crate::metrics::set_urn_label_limit(previous);
+        assert_eq!(crate::observe::metrics::urn_labels_in_use(), in_use + limit);
+        crate::observe::metrics::set_urn_label_limit(previous);
     });
 }
 
@@ -471,7 +478,7 @@ fn idle_actors_do_not_keep_what_a_large_handler_grew() {
         // Kept, the buffers would be over 80 KB (64 actors, a kilobyte and more each);
         // given back as each actor finds its mailbox empty, what other tests' actors hold
         // is what is left. No event says when the last one went idle: wait, bounded.
-        let held = || crate::future_slot::HELD.load(std::sync::atomic::Ordering::Relaxed);
+        let held = || crate::run::future_slot::HELD.load(std::sync::atomic::Ordering::Relaxed);
         let given_back = tokio::time::timeout(Duration::from_secs(5), async {
             while held() >= ACTORS * 1024 / 2 {
                 tokio::task::yield_now().await;
@@ -490,7 +497,7 @@ fn idle_actors_do_not_keep_what_a_large_handler_grew() {
 /// it asked three times.
 async fn an_idle_actor_asked_three_times() -> (ActorSystem, ActorRef<Idle>) {
     // Process-wide, as in the tests above.
-    crate::metrics::enable();
+    crate::observe::metrics::enable();
     let system = ActorSystem::new("uptime");
     system.set_hibernate_after(None);
     let actor = system.spawn(Idle).await.unwrap();
@@ -507,7 +514,7 @@ fn handled(system: &ActorSystem) -> u64 {
 
 /// The per-message-type tallies the actor keeps.
 fn tallies(actor: &ActorRef<Idle>) -> usize {
-    actor.cell.core.tallies().read().map_or(0, |t| t.len())
+    actor.cell.core.rare().tallies.read().map_or(0, |t| t.len())
 }
 
 #[test]
@@ -516,7 +523,7 @@ fn an_idle_actors_messages_are_counted_without_another_message() {
         // Counted as each handler is done (just after its answer left: no event says when),
         // nothing held back for a later message, a timer or hibernation.
         let (system, actor) = an_idle_actor_asked_three_times().await;
-        crate::hibernation::until("the actor's messages never reached the snapshot", || {
+        crate::test_probe::until("the actor's messages never reached the snapshot", || {
             handled(&system) >= 3
         })
         .await;
@@ -532,12 +539,12 @@ fn an_idle_actors_messages_are_counted_without_another_message() {
 fn a_hibernating_actor_keeps_its_counts_and_counts_on_when_woken() {
     serial(async {
         let (system, actor) = an_idle_actor_asked_three_times().await;
-        crate::hibernation::sweep_until_dormant(&system, &actor).await;
+        crate::run::hibernation::sweep_until_dormant(&system, &actor).await;
         // Its metrics went with hibernation; its counts are in its statistics.
         assert_eq!(handled(&system), 3);
         // Woken, it measures with new metrics, which find the same tally.
         actor.ask(Ping).await.unwrap();
-        crate::hibernation::until("the woken actor's message was not counted", || {
+        crate::test_probe::until("the woken actor's message was not counted", || {
             handled(&system) >= 4
         })
         .await;

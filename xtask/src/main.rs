@@ -252,6 +252,20 @@ fn test(root: &Path, args: &[String]) -> Result<(), String> {
     if !rust {
         failures.push("cargo test");
     }
+    // The core's loom models (`--cfg conclib_loom`: loom's atomics in the structures they
+    // model; a target directory of their own, the flags differing). Seconds, bounded by
+    // the models' size.
+    let loom = run_counted(
+        cargo()
+            .current_dir(root)
+            .env("RUSTFLAGS", "--cfg conclib_loom")
+            .env("CARGO_TARGET_DIR", root.join("target").join("loom"))
+            .args(["test", "-p", "conclib-core", "--lib", "loom_"]),
+        &mut tally,
+    )?;
+    if !loom {
+        failures.push("the core's loom models");
+    }
     let python = root.join("python").join("run_tests.sh");
     if python.is_file()
         && !run_counted(

@@ -8,6 +8,7 @@
 //! ([`AskTimer`]). (A boxed `async` exchange cost an allocation and a copy of the whole
 //! future per request: docs/bench-log.md, "Asks by URN without a box".)
 
+use pin_project_lite::pin_project;
 use std::any::TypeId;
 use std::future::Future;
 use std::marker::PhantomPinned;
@@ -15,27 +16,31 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll, ready};
 
 use super::{DynActorRef, downcast_error, unbox};
-use crate::actor_ref::poll_room;
-use crate::ask_timer::AskTimer;
-use crate::erased_request::answered;
+use crate::dynamic::erased_request::answered;
+use crate::dynamic::request_cell::{Asking, RequestHead, Waiter};
+use crate::dynamic::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::error::{AskError, SendError};
 use crate::message::{Message, Priority};
-use crate::request::{DeliverAsk, DeliverTell, SendOptions};
-use crate::request_cell::{Asking, RequestHead, Waiter};
-use crate::request_envelope::{ErasedResult, RequestEnvelope};
+use crate::send::actor_ref::poll_room;
+use crate::send::ask_timer::AskTimer;
+use crate::send::request::{DeliverAsk, DeliverTell, SendOptions};
 
-/// An ask through a [`DynActorRef`] on its way: resolves to the handler's response, checked
-/// against `M::Response` at run time, or an [`AskError`] ([`AskError::UnknownMessage`] if
-/// the actor does not take `M`); never hangs: it ends at the timeout at the latest.
-#[must_use = "an ask does nothing until awaited"]
-pub struct DynAskFuture<'a, M: Message> {
-    target: &'a DynActorRef,
-    state: AskState<M>,
-    priority: Priority,
-    no_wait: bool,
-    /// Armed only if the answer does not come at once (see [`AskTimer`]).
-    timer: AskTimer,
-    _pin: PhantomPinned,
+pin_project! {
+    /// An ask through a [`DynActorRef`] on its way: resolves to the handler's response, checked
+    /// against `M::Response` at run time, or an [`AskError`] ([`AskError::UnknownMessage`] if
+    /// the actor does not take `M`); never hangs: it ends at the timeout at the latest.
+    #[must_use = "an ask does nothing until awaited"]
+    pub struct DynAskFuture<'a, M: Message> {
+        target: &'a DynActorRef,
+        state: AskState<M>,
+        priority: Priority,
+        no_wait: bool,
+        // Armed only if the answer does not come at once (see [`AskTimer`]).
+        #[pin]
+        timer: AskTimer,
+        #[pin]
+        _pin: PhantomPinned,
+    }
 }
 
 enum AskState<M> {
@@ -55,7 +60,7 @@ impl<'a, M: Message> DeliverAsk<M> for &'a DynActorRef {
             no_wait: options.no_wait(),
             timer: AskTimer::new(
                 options.timeout_or(self.cell.core().ask_timeout()),
-                self.cell.core(),
+                self.cell.core().hands_on(),
             ),
             _pin: PhantomPinned,
         }
@@ -66,42 +71,41 @@ impl<M: Message> Future for DynAskFuture<'_, M> {
     type Output = Result<M::Response, AskError<M::Error>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        // SAFETY: only `timer` is structurally pinned; it is never moved out.
-        let this = unsafe { self.get_unchecked_mut() };
-        let target = this.target;
+        let this = self.project();
+        let target = *this.target;
         loop {
-            match &mut this.state {
+            match &mut *this.state {
                 AskState::Sending(_) => {
                     if !target.cell.accepts(TypeId::of::<M>()) {
-                        this.state = AskState::Done;
+                        *this.state = AskState::Done;
                         return Poll::Ready(Err(target.unknown(M::name())));
                     }
-                    match poll_room(target.cell.capacity(), this.no_wait, cx) {
+                    match poll_room(target.cell.capacity(), *this.no_wait, cx) {
                         Poll::Pending => break,
                         Poll::Ready(Err(e)) => {
-                            this.state = AskState::Done;
+                            *this.state = AskState::Done;
                             return Poll::Ready(Err(e));
                         }
                         Poll::Ready(Ok(())) => {
                             let AskState::Sending(msg) =
-                                std::mem::replace(&mut this.state, AskState::Done)
+                                std::mem::replace(&mut *this.state, AskState::Done)
                             else {
                                 unreachable!()
                             };
                             let (req, asking) = RequestEnvelope::ask(
-                                RequestHead::sent::<M>(this.priority),
+                                RequestHead::sent::<M>(*this.priority),
                                 Box::new(msg),
                             );
-                            if target.cell.push_request(req, this.priority).is_err() {
+                            if target.cell.push_request(req, *this.priority).is_err() {
                                 return Poll::Ready(Err(AskError::ActorStopped));
                             }
-                            this.state = AskState::Waiting(asking);
+                            *this.state = AskState::Waiting(asking);
                         }
                     }
                 }
                 AskState::Waiting(rx) => match Pin::new(rx).poll(cx) {
                     Poll::Ready(answer) => {
-                        this.state = AskState::Done;
+                        *this.state = AskState::Done;
                         return Poll::Ready(typed_answer::<M>(answered(target, answer)));
                     }
                     Poll::Pending => break,
@@ -111,10 +115,8 @@ impl<M: Message> Future for DynAskFuture<'_, M> {
         }
         // Pending: the timeout, armed only at the second wait (see `AskTimer`). Dropping the
         // receiver then gives the ask up: the actor does not start it if it has not yet.
-        // SAFETY: `timer` lives in this pinned future and is never moved.
-        let timer = unsafe { Pin::new_unchecked(&mut this.timer) };
-        let timed_out = ready!(timer.poll_timeout(target.cell.core(), cx));
-        this.state = AskState::Done;
+        let timed_out = ready!(this.timer.poll_timeout(target.cell.core(), cx));
+        *this.state = AskState::Done;
         Poll::Ready(Err(timed_out))
     }
 }

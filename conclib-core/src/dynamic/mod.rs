@@ -2,7 +2,10 @@
 //! lookup returns) and the requests it sends (`exchange`: its asks and tells of typed
 //! messages, [`DynAskFuture`] and [`DynTellFuture`]).
 
+pub(crate) mod erased_request;
 mod exchange;
+pub(crate) mod request_cell;
+pub(crate) mod request_envelope;
 
 pub use exchange::{DynAskFuture, DynTellFuture};
 
@@ -13,17 +16,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
+use crate::actor_id::ActorId;
 use crate::cell::{ActorCell, ErasedCell};
-use crate::erased_request::ErasedRequest;
+use crate::dynamic::erased_request::ErasedRequest;
+use crate::dynamic::request_cell::{RequestHead, Waiter};
+use crate::dynamic::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::error::{AskError, SendError, StopReason};
+use crate::exposed::remote::{ErasedMessage, ExposedMessage};
 use crate::mailbox::Control;
 use crate::message::{Message, Priority};
-use crate::remote::{ErasedMessage, ExposedMessage};
-use crate::request::{AskRequest, TellRequest};
-use crate::request_cell::{RequestHead, Waiter};
-use crate::request_envelope::{ErasedResult, RequestEnvelope};
-use crate::system::ActorId;
+use crate::send::actor_ref::ActorRef;
+use crate::send::request::{AskRequest, TellRequest};
 use crate::urn::Urn;
 
 /// A ref to an actor of any type, as returned by
@@ -82,7 +85,7 @@ impl DynActorRef {
     /// of its user messages, as its own children's events are: how the supervisor of an
     /// actor that lives outside this system's tasks (a process actor) is told of its
     /// restarts and its end. `false` if the actor is gone.
-    pub fn send_event(&self, event: crate::SupervisionEvent) -> bool {
+    pub fn send_event(&self, event: crate::supervision::SupervisionEvent) -> bool {
         self.cell
             .push_control(crate::mailbox::Control::Event(event))
     }
@@ -334,4 +337,19 @@ pub(super) fn downcast_error<M: Message>(e: AskError<ErasedMessage>) -> AskError
         },
         other => other.map_handler(|_| unreachable!("handler errors are matched above")),
     }
+}
+
+impl<A: Actor> ActorRef<A> {
+    /// The type-erased ref.
+    #[must_use]
+    pub fn to_dyn(&self) -> DynActorRef {
+        DynActorRef::from(self)
+    }
+}
+
+#[allow(dead_code)]
+fn requests_are_send<M: Message>() {
+    fn assert_send<T: Send>() {}
+    assert_send::<AskRequest<&'static DynActorRef, M>>();
+    assert_send::<TellRequest<&'static DynActorRef, M>>();
 }

@@ -5,8 +5,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Waker};
 
-use super::MailboxConfig;
-use crate::changes::Mark;
+use super::config::MailboxConfig;
+use crate::observe::changes::Mark;
 
 /// The capacity of the user lanes and the senders waiting for room. Not generic, so that
 /// type-erased refs can wait for room too.

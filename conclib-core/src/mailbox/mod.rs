@@ -15,62 +15,16 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use parking_lot::Mutex;
 
 use crate::actor::Actor;
-use crate::changes::Mark;
-use crate::envelope::Envelope;
 use crate::message::Priority;
+use crate::observe::changes::Mark;
+use crate::run::envelope::Envelope;
 use crate::supervision::SupervisionEvent;
 
 mod capacity;
+pub(crate) mod config;
 
 pub use capacity::Capacity;
-
-/// The default capacity of a bounded mailbox.
-pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
-
-/// How big an actor's mailbox is.
-///
-/// A message takes a place when it is sent and gives it back when the actor takes it for
-/// handling. An actor working through a batch of messages gives the places back in groups
-/// (at most 64, or a sixteenth of a bounded mailbox's capacity) and all of them before it
-/// waits for anything (more mail, a handler's `.await`): while it runs, a sender may find
-/// the mailbox full that many messages early; while it waits, the count is exact. (One
-/// give-back per message made the actor's core and the senders' trade the count's cache line
-/// at every message: bounded tell at a third of the speed; docs/bench-log.md.)
-///
-/// ```
-/// use conclib_core::MailboxConfig;
-/// let m = MailboxConfig::Bounded(64);
-/// assert_eq!(m.capacity(), Some(64));
-/// assert_eq!(MailboxConfig::Unbounded.capacity(), None);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MailboxConfig {
-    /// At most this many user messages queued: `tell` waits for room, `try_tell` fails.
-    Bounded(usize),
-    /// No limit: sends never wait for room. Each spends a unit of the sending task's
-    /// cooperative budget instead (tokio's, as its channels' operations do), so a task
-    /// sending in a loop yields now and then and lets the actor and other tasks on its
-    /// thread run. Memory grows with the backlog, and goes back (but for room for 16
-    /// messages) once the actor has nothing left to do.
-    Unbounded,
-}
-
-impl MailboxConfig {
-    /// The capacity, or `None` when unbounded.
-    #[must_use]
-    pub const fn capacity(self) -> Option<usize> {
-        match self {
-            MailboxConfig::Bounded(n) => Some(n),
-            MailboxConfig::Unbounded => None,
-        }
-    }
-}
-
-impl Default for MailboxConfig {
-    fn default() -> Self {
-        MailboxConfig::Bounded(DEFAULT_MAILBOX_CAPACITY)
-    }
-}
+pub(crate) use config::MailboxConfig;
 
 /// Messages of the runtime itself; they overtake all user messages.
 pub(crate) enum Control {
@@ -91,14 +45,19 @@ struct Lanes<A: Actor> {
     /// handler is pending (a kill wakes it). One slot for both: the run loop is never in
     /// the two at once, and a waker left from waiting for mail does for a handler too.
     waker: Option<Waker>,
+    /// The waker is a dormant actor's ([`crate::run::dormant`]): the number of the keeping
+    /// (a system's dormant actors on one runtime) it belongs to; 0 for a task's. Set with the
+    /// waker, cleared whenever another takes its place or it is taken (in the padding after
+    /// the flags: no byte more an actor).
+    dormant_on: u32,
     /// The waker is there for mail: a sender takes it. (Without it, only a kill does.)
-    /// A dormant actor's ([`crate::dormant`]) is, and waking it spawns the task.
+    /// A dormant actor's ([`crate::run::dormant`]) is, and waking it spawns the task.
     for_mail: bool,
     /// No more user messages (stop was asked for); control still flows.
     closed: bool,
     /// The actor is gone: nothing is taken any more.
     dead: bool,
-    /// What the hibernation sweeps saw ([`crate::hibernation`]): [`USED`], [`UNUSED`] or
+    /// What the hibernation sweeps saw ([`crate::run::hibernation`]): [`USED`], [`UNUSED`] or
     /// [`ASKED`].
     idle: u8,
 }
@@ -156,7 +115,7 @@ pub(crate) enum Next<A: Actor> {
     Message(Envelope<A>),
     /// Closed and empty: a graceful stop is due.
     Drained,
-    /// Empty, its waker registered, and asked to hibernate ([`crate::hibernation`]): the
+    /// Empty, its waker registered, and asked to hibernate ([`crate::run::hibernation`]): the
     /// run loop gives back what it can, and its parts go into a new run loop that waits in
     /// a dormant waker.
     Hibernate,
@@ -199,13 +158,14 @@ const WORK_IDLE: u8 = 1;
 const WORK_BUSY: u8 = 2;
 
 impl<A: Actor> Mailbox<A> {
-    /// `mark`: where the actor lists itself when it changes (see [`crate::changes`]).
+    /// `mark`: where the actor lists itself when it changes (see [`crate::observe::changes`]).
     pub(crate) fn new(config: MailboxConfig, mark: Mark) -> Self {
         Mailbox {
             lanes: Mutex::new(Lanes {
                 priority: None,
                 normal: VecDeque::new(),
                 waker: None,
+                dormant_on: 0,
                 for_mail: false,
                 closed: false,
                 dead: false,
@@ -253,10 +213,16 @@ impl<A: Actor> Mailbox<A> {
     pub(crate) fn park_handler(&self, waker: &Waker) -> bool {
         // A waker still there for mail stays so: a sender wakes the task once (the handler
         // is polled again, and registers again), as a kill would.
-        match &mut self.lock().waker {
+        let mut guard = self.lock();
+        let lanes = &mut *guard;
+        match &mut lanes.waker {
             Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
+            slot => {
+                *slot = Some(waker.clone());
+                lanes.dormant_on = 0;
+            }
         }
+        drop(guard);
         self.killed.load(Ordering::SeqCst)
     }
 
@@ -271,14 +237,15 @@ impl<A: Actor> Mailbox<A> {
         }
         lanes.for_mail = false;
         self.armed.store(false, Ordering::Release);
+        lanes.dormant_on = 0;
         lanes.waker.take()
     }
 
-    /// Leaves a dormant actor's waker ([`crate::dormant`]) where the run loop's would be, for
+    /// Leaves a dormant actor's waker ([`crate::run::dormant`]) where the run loop's would be, for
     /// the first sender (or stop, or kill) to take. Gives it back if the actor has something
     /// to do already (its `on_start` sent it a message, or it was asked to stop): it must
     /// start now.
-    pub(crate) fn register_dormant(&self, waker: Waker) -> Result<(), Waker> {
+    pub(crate) fn register_dormant(&self, waker: Waker, on: u32) -> Result<(), Waker> {
         let mut lanes = self.lock();
         if lanes.closed
             || lanes.waker.is_some()
@@ -289,6 +256,7 @@ impl<A: Actor> Mailbox<A> {
             return Err(waker);
         }
         lanes.waker = Some(waker);
+        lanes.dormant_on = on;
         lanes.for_mail = true;
         // Not armed: the task's first look takes the lock and registers its own waker.
         Ok(())
@@ -296,7 +264,7 @@ impl<A: Actor> Mailbox<A> {
 
     /// A dormant actor was woken to stop with nothing left to handle: killed, or closed
     /// with no message queued (a closed mailbox takes none). Its run loop only has its last
-    /// steps to run ([`crate::dormant`]).
+    /// steps to run ([`crate::run::dormant`]).
     pub(crate) fn stops_at_once(&self) -> bool {
         if self.killed.load(Ordering::Acquire) {
             return true;
@@ -320,7 +288,7 @@ impl<A: Actor> Mailbox<A> {
         drop(waker);
     }
 
-    /// A hibernation sweep's look ([`crate::hibernation`]): asks a run loop that waits for
+    /// A hibernation sweep's look ([`crate::run::hibernation`]): asks a run loop that waits for
     /// mail, and was sent nothing since the last sweep, to hibernate (it is woken to do
     /// so); marks the others unused for the next sweep. Returns whether it asked.
     pub(crate) fn sweep(&self) -> bool {
@@ -346,23 +314,22 @@ impl<A: Actor> Mailbox<A> {
             && lanes.normal.is_empty()
             && !self.priority_pending.load(Ordering::Acquire)
             && !self.killed.load(Ordering::Acquire)
-            && lanes
-                .waker
-                .as_ref()
-                .is_some_and(|w| !crate::dormant::Dormant::is(w))
+            && lanes.waker.is_some()
+            && lanes.dormant_on == 0
     }
 
-    /// Puts a dormant actor's waker ([`crate::dormant`]) in place of its task's, if that is
+    /// Puts a dormant actor's waker ([`crate::run::dormant`]) in place of its task's, if that is
     /// still there waiting for mail with nothing queued (registered by the run loop's last
     /// look, which found the mailbox empty; whoever queues anything takes it): the task may
     /// end, and the next message spawns another. Gives `dormant` back otherwise (something
     /// came since the run loop looked).
-    pub(crate) fn hibernate(&self, dormant: Waker) -> Result<(), Waker> {
+    pub(crate) fn hibernate(&self, dormant: Waker, on: u32) -> Result<(), Waker> {
         let mut lanes = self.lock();
         if !self.task_waits_for_mail(&lanes) {
             return Err(dormant);
         }
         let old = lanes.waker.replace(dormant);
+        lanes.dormant_on = on;
         // Not armed: the next task's first look takes the lock and registers its own waker.
         self.armed.store(false, Ordering::Release);
         drop(lanes);
@@ -373,21 +340,15 @@ impl<A: Actor> Mailbox<A> {
     /// Whether the actor is dormant: its run loop waits in a dormant waker, with no task.
     #[cfg(test)]
     pub(crate) fn is_dormant(&self) -> bool {
-        self.lock()
-            .waker
-            .as_ref()
-            .is_some_and(crate::dormant::Dormant::is)
+        let lanes = self.lock();
+        lanes.waker.is_some() && lanes.dormant_on != 0
     }
 
     /// Takes a dormant actor's waker out, unwoken, if it runs on `runtime` (which shut
     /// down): dropped, it drops the run loop.
-    pub(crate) fn take_dormant(&self, runtime: tokio::runtime::Id) -> Option<Waker> {
+    pub(crate) fn take_dormant(&self, on: u32) -> Option<Waker> {
         let mut lanes = self.lock();
-        if lanes
-            .waker
-            .as_ref()
-            .is_some_and(|w| crate::dormant::Dormant::runs_on(w, runtime))
-        {
+        if lanes.waker.is_some() && lanes.dormant_on == on {
             self.take_receiver(&mut lanes)
         } else {
             None
@@ -396,7 +357,9 @@ impl<A: Actor> Mailbox<A> {
 
     /// Takes the run loop's waker out, whatever it waits for (a kill).
     fn take_waker(&self, lanes: &mut Lanes<A>) -> Option<Waker> {
-        self.take_receiver(lanes).or_else(|| lanes.waker.take())
+        let waker = self.take_receiver(lanes).or_else(|| lanes.waker.take());
+        lanes.dormant_on = 0;
+        waker
     }
 
     /// Registers the receiver's waker (a clone only if another is there) and arms the
@@ -404,7 +367,10 @@ impl<A: Actor> Mailbox<A> {
     fn register_receiver(&self, lanes: &mut Lanes<A>, waker: &Waker) {
         match &mut lanes.waker {
             Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
+            slot => {
+                *slot = Some(waker.clone());
+                lanes.dormant_on = 0;
+            }
         }
         lanes.for_mail = true;
         self.armed.store(true, Ordering::Release);

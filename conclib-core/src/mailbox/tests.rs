@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context as TaskContext, Poll, Wake, Waker};
 
 use super::{Control, Mailbox, MailboxConfig, Next};
-use crate::changes::Mark;
-use crate::envelope::Envelope;
 use crate::message::Priority;
+use crate::observe::changes::Mark;
+use crate::run::envelope::Envelope;
 use crate::test_probe::{Probe, Work};
 
 /// Counts its wake-ups.

@@ -10,16 +10,17 @@ use super::builder::{SharedFactory, make};
 use super::routing::make_room;
 use super::{Member, Shared};
 use crate::actor::Actor;
+use crate::actor_id::ActorId;
 use crate::cell::ActorCell;
 use crate::context::Context;
+use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::{AskError, BoxError, SpawnError, StopReason};
-use crate::mailbox::MailboxConfig;
-use crate::message::{Handler, Message, Priority};
+use crate::exposed::remote::ExposedMessage;
+use crate::handler::Handler;
+use crate::mailbox::config::MailboxConfig;
+use crate::message::{Message, Priority};
 use crate::messages::Heartbeat;
-use crate::remote::ExposedMessage;
-use crate::request_envelope::RequestEnvelope;
 use crate::supervision::{RestartLimit, SupervisionEvent};
-use crate::system::ActorId;
 
 /// The actor behind a [`Pool`](crate::Pool): it owns the members (its children), routes requests that
 /// come by URN or dynamic ref, replaces dead members and runs the dead-man's switch.
@@ -33,7 +34,7 @@ pub struct PoolSupervisor<A: Actor> {
     pub(super) replaced_at: VecDeque<Instant>,
     pub(super) unresponsive_after: Option<Duration>,
     /// Reports the members to the system's snapshot while the pool runs.
-    pub(super) probe: Option<Arc<crate::snapshot::PoolProbe>>,
+    pub(super) probe: Option<Arc<crate::observe::snapshot::PoolProbe>>,
 }
 
 impl<A: Actor> PoolSupervisor<A> {
@@ -72,7 +73,7 @@ impl<A: Actor> PoolSupervisor<A> {
         match self.spawn_member(ctx).await {
             Ok(member) => {
                 self.shared.replaced.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::count_pool(
+                crate::observe::metrics::count_pool(
                     "conclib_pool_replaced_total",
                     ctx.myself().cell.core.urn.as_ref(),
                     std::any::type_name::<A>(),
@@ -86,11 +87,12 @@ impl<A: Actor> PoolSupervisor<A> {
 
     /// The key of a dynamic request, through the actor's remote message table.
     fn request_key(request: &RequestEnvelope) -> Option<u64> {
-        let message = request.message_ref()?;
-        A::REMOTE
+        let exposed = A::REMOTE
             .iter()
-            .find(|m| request.matches_type(m.type_id()))
-            .and_then(|m: &ExposedMessage| m.routing_key(message))
+            .find(|m| request.matches_type(m.type_id()))?;
+        request
+            .with_message_ref(|message| exposed.routing_key(message))
+            .flatten()
     }
 }
 
@@ -104,14 +106,14 @@ impl<A: Actor> Actor for PoolSupervisor<A> {
         }
         self.shared.replace_members(|m| *m = members);
         let shared = self.shared.clone();
-        let probe: Arc<crate::snapshot::PoolProbe> =
-            Arc::new(move || crate::snapshot::PoolSnapshot {
+        let probe: Arc<crate::observe::snapshot::PoolProbe> =
+            Arc::new(move || crate::observe::snapshot::PoolSnapshot {
                 members: shared
                     .snapshot()
                     .iter()
                     .map(|m| {
                         let load = m.load();
-                        crate::snapshot::PoolMemberSnapshot {
+                        crate::observe::snapshot::PoolMemberSnapshot {
                             id: load.id.as_u64(),
                             queued: load.queued,
                             in_flight: load.in_flight,
@@ -135,9 +137,9 @@ impl<A: Actor> Actor for PoolSupervisor<A> {
                 let Some(probe) = sampled.upgrade() else {
                     return;
                 };
-                if crate::metrics::is_enabled() {
+                if crate::observe::metrics::is_enabled() {
                     let load = probe();
-                    crate::metrics::pool_gauges(
+                    crate::observe::metrics::pool_gauges(
                         urn.as_ref(),
                         std::any::type_name::<A>(),
                         load.members.len(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::{Pool, PoolSupervisor, Routing, Shared, WhenFull};
 use crate::actor::Actor;
 use crate::error::SpawnError;
-use crate::mailbox::MailboxConfig;
+use crate::mailbox::config::MailboxConfig;
 use crate::supervision::RestartLimit;
 use crate::system::ActorSystem;
 

@@ -22,13 +22,16 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::actor::Actor;
-use crate::actor_ref::ActorRef;
+use crate::actor_id::ActorId;
 use crate::cell::{ActorCell, Target};
 use crate::dynamic::DynActorRef;
 use crate::error::{AskError, SendError, SpawnError, StopReason};
-use crate::message::{Handler, Message, Priority};
-use crate::request::{AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest};
-use crate::system::ActorId;
+use crate::handler::Handler;
+use crate::message::{Message, Priority};
+use crate::send::actor_ref::ActorRef;
+use crate::send::request::{
+    AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest,
+};
 
 struct Member<A: Actor> {
     actor: ActorRef<A>,
@@ -324,7 +327,7 @@ impl<A: Actor> Pool<A> {
 
     /// The pool's URN, if it has one.
     #[must_use]
-    pub fn urn(&self) -> Option<&crate::Urn> {
+    pub fn urn(&self) -> Option<&crate::urn::Urn> {
         self.actor.urn()
     }
 
@@ -385,12 +388,12 @@ impl<A: Actor> Pool<A> {
             if reserved {
                 if ask {
                     let (tx, rx) = oneshot::channel();
-                    match cell.push(msg, Some(tx), priority, crate::metrics::stamp()) {
+                    match cell.push(msg, Some(tx), priority, crate::observe::metrics::stamp()) {
                         Ok(()) => return Ok(Some(Pending { rx, _guard: routed })),
                         Err(m) => msg = m,
                     }
                 } else {
-                    match cell.push(msg, None, priority, crate::metrics::stamp()) {
+                    match cell.push(msg, None, priority, crate::observe::metrics::stamp()) {
                         Ok(()) => return Ok(None),
                         Err(m) => msg = m,
                     }
@@ -435,11 +438,11 @@ impl Drop for InFlight {
     }
 }
 
-impl<A: Actor> crate::Address for Pool<A> {
+impl<A: Actor> crate::send::request::Address for Pool<A> {
     type Actor = A;
 }
 
-impl<A: Handler<M>, M: Message> crate::Requester<M> for Pool<A> {
+impl<A: Handler<M>, M: Message> crate::send::request::Requester<M> for Pool<A> {
     type Request<'a> = AskRequest<&'a Pool<A>, M>;
 
     fn request(&self, message: M) -> Self::Request<'_> {
@@ -471,7 +474,7 @@ impl<'a, A: Handler<M>, M: Message> DeliverAsk<M> for &'a Pool<A> {
                 Ok(result) => result,
                 Err(_) => {
                     // Labelled as the pool's other metrics: its members' type, its URN.
-                    crate::metrics::count_pool(
+                    crate::observe::metrics::count_pool(
                         "conclib_ask_timeouts_total",
                         self.actor.cell.core.urn.as_ref(),
                         std::any::type_name::<A>(),
@@ -494,4 +497,10 @@ impl<'a, A: Handler<M>, M: Message> DeliverTell<M> for &'a Pool<A> {
                 .map(|_| ())
         })
     }
+}
+
+#[allow(dead_code)]
+fn requests_are_send<A: Handler<M>, M: Message>() {
+    fn assert_send<T: Send>() {}
+    assert_send::<AskRequest<&'static Pool<A>, M>>();
 }

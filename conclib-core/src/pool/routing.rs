@@ -6,10 +6,10 @@ use std::future::poll_fn;
 use std::sync::Arc;
 
 use crate::actor::Actor;
+use crate::actor_id::ActorId;
 use crate::cell::ActorCell;
 use crate::error::AskError;
 use crate::message::Message;
-use crate::system::ActorId;
 
 /// How a pool picks the member for a message.
 #[derive(Clone, Default)]

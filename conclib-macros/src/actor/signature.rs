@@ -446,7 +446,8 @@ mod tests {
     fn every_method_of_the_refs_is_reserved() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let refs = [
-            ("conclib-core/src/actor_ref.rs", "ActorRef"),
+            ("conclib-core/src/send/actor_ref.rs", "ActorRef"),
+            ("conclib-core/src/dynamic/mod.rs", "ActorRef"),
             ("conclib-core/src/pool/mod.rs", "Pool"),
             ("conclib-process/src/process_ref.rs", "ProcessRef"),
             ("conclib-redis/src/client/remote.rs", "RemoteRef"),
