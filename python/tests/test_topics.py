@@ -229,6 +229,8 @@ def test_a_sigkilled_python_subscriber_process_resumes_with_nothing_lost(url: st
     first.kill()
     first.wait(timeout=10)
     for line in first.stdout:  # handled before it died, not read yet
+        if not line.endswith("\n"):
+            break  # cut by the kill mid-write: that event is not known handled
         sender, seq = line.split()
         seen.add((int(sender), int(seq)))
     second = start()

@@ -329,7 +329,7 @@ class RawPath:
             template = self.templates[key] = request_template(bulk(urn), bulk(name), self.packed_reply, high)
         fields = pack_request(template, request_id, ttl_ms(left), tp, body)
         count = _ASK_FIELDS_HIGH if high else _ASK_FIELDS
-        self.wqueue.append(Entry(self, route.packed_key, fields, count, len(body), request_id, waiter))
+        self.wqueue.append(Entry(self, route.packed_for(high), fields, count, len(body), request_id, waiter))
         if not self.flush_scheduled:
             self.schedule_flush()
         self.expire_at(deadline, request_id)

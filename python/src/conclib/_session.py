@@ -64,6 +64,24 @@ class Route:
     until: float
     # ``requests_key`` as a RESP bulk string (the raw writer's XADD).
     packed_key: bytes = b""
+    # A group's fast lane (``{ns}:sys:{group}:req:hi``), where its ``priority="high"``
+    # requests go to overtake a backlog in its stream; ``None`` for a system, or a group
+    # whose members read none (older servers: then its stream).
+    fast_key: str | None = None
+    packed_fast: bytes = b""
+
+    def key_for(self, high: bool) -> str:
+        """The stream a request goes to: the group's fast lane for a ``high`` one, if any."""
+        return self.fast_key if high and self.fast_key is not None else self.requests_key
+
+    def packed_for(self, high: bool) -> bytes:
+        """``key_for(high)`` as a RESP bulk string."""
+        return self.packed_fast if high and self.fast_key is not None else self.packed_key
+
+    def no_fast_lane(self) -> None:
+        """The fast lane has no stream (its group's members are older servers): its stream,
+        until the URN is looked up again."""
+        self.fast_key = None
 
 
 class Session:
@@ -227,6 +245,9 @@ class Session:
         system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         key = self.keys.requests(system)
         route = Route(system, key, time.monotonic() + self.client.resolve_cache_ttl, bulk(key))
+        if system.startswith("~"):
+            fast = self.keys.fast_requests(system)
+            route.fast_key, route.packed_fast = fast, bulk(fast)
         if len(self.cache) > 100_000:
             now = time.monotonic()
             self.cache = {k: r for k, r in self.cache.items() if r.until > now}
@@ -296,6 +317,7 @@ class Session:
         urn: str,
         build: Any,
         deadline: float,
+        high: bool = False,
     ) -> int:
         """Appends one request (``build()`` makes its fields and body size) to the serving
         system's stream. Requests to one stream queued before the writer runs leave in one
@@ -306,13 +328,17 @@ class Session:
                 raise Unavailable("the connection to Redis is lost")
             fields, size = build()
             fut: asyncio.Future[int | None] = self.loop.create_future()
-            self.path.append(route.requests_key, fields, size, fut)
+            key = route.key_for(high)
+            self.path.append(key, fields, size, fut)
             try:
                 appended = await until(fut, deadline)
             except asyncio.TimeoutError:
                 raise Timeout(0) from None
             if appended is not None:
                 return appended
+            if key != route.requests_key:
+                route.no_fast_lane()
+                continue
             # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its data
             # moments ago: then resolve and send again.
             self.forget(urn)

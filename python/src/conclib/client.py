@@ -388,14 +388,14 @@ class AsyncClient:
 
             try:
                 try:
-                    losses = await session.send(route, urn, build, deadline)
+                    losses = await session.send(route, urn, build, deadline, high)
                 except ConclibError as e:
                     raise session.at_deadline(e, timeout, disconnects) from None
                 if request_id in session.pending:  # else its answer already came
                     if session.losses != losses:
                         raise Unavailable("Redis restarted without its data just as the request was written")
                     session.written.add(request_id)
-                    path.wrote(request_id, route.requests_key)
+                    path.wrote(request_id, route.key_for(high))
                 try:
                     frame = await until(waiter, deadline)
                 except asyncio.TimeoutError:
@@ -441,6 +441,11 @@ class AsyncClient:
                     session.written.discard(request_id)
             if frame is EXPIRED:
                 raise session.timed_out(timeout, disconnects)
+            if frame is GONE and high and route.fast_key is not None:
+                # A group without a fast lane (older servers): its stream, then.
+                route.no_fast_lane()
+                frame = None
+                continue
             if frame is GONE:
                 # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its
                 # data moments ago: then resolve and send again.
@@ -510,7 +515,7 @@ class AsyncClient:
             route = session.cache.get(urn)
             if route is None or route.until <= time.monotonic():
                 route = await session.resolve(urn, deadline, False)
-            await session.send(route, urn, build, deadline)
+            await session.send(route, urn, build, deadline, high)
         except ConclibError as e:
             await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
             raise session.at_deadline(e, timeout, disconnects) from None

@@ -83,6 +83,10 @@ class Keys:
         """``{ns}:sys:{system}:req``: the system's request stream."""
         return f"{self.namespace}:sys:{system}:req"
 
+    def fast_requests(self, group: str) -> str:
+        """``{ns}:sys:{group}:req:hi``: a group's fast lane, for its high-priority requests."""
+        return f"{self.namespace}:sys:{group}:req:hi"
+
     def reply_prefix(self) -> str:
         """``{ns}:reply:``: every reply list starts with this."""
         return f"{self.namespace}:reply:"

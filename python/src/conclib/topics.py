@@ -168,7 +168,10 @@ class Subscription:
                 if self._pubsub is None:
                     await self._subscribe(first=False)
                     self._counts["resubscribes"] += 1
-                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                pubsub = self._pubsub
+                if pubsub is None:  # closed while subscribing
+                    continue
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 backoff = 0.02
             except asyncio.CancelledError:
                 raise
