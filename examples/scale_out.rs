@@ -7,7 +7,12 @@
 //! `visits:{id}` pages activated one after the other on 3 fresh systems, and the smallest
 //! share any system got (the default placement spreads them by activation count), then
 //! `RESULT systems=3 asks=.. ok=.. timeouts=.. lost=0 min_share=.. activations=..
-//! duplicate_activations=0 failover_ms=..`, then a line comparing a CPU-bound shared
+//! duplicate_activations=0 failover_ms=.. moved=.. moved_requests=.. timeouts_during_failover=..`
+//! (`moved`: pages the killed system held; `moved_requests`: requests queued for it that the
+//! others moved to the group), then `RESULT rebalance_ms=.. new_member_share=..`: on a namespace of
+//! its own, a third system joins two that rebalance, and takes its share of the pages asked,
+//! then a
+//! line comparing a CPU-bound shared
 //! URN served by 2 single-threaded systems against 1 (1,600 asks, 16 in flight):
 //! `RESULT group_speedup=..`. It starts
 //! its own Redis and leaves nothing behind (the systems are killed and reaped by pid).
@@ -74,7 +79,8 @@ fn main() -> Result<(), BoxError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        return rt.block_on(member(&args[2], &args[3], &args[4]));
+        let rebalance = args.get(5).map(String::as_str) == Some("rebalance");
+        return rt.block_on(member(&args[2], &args[3], &args[4], rebalance));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,8 +89,9 @@ fn main() -> Result<(), BoxError> {
     rt.block_on(drive())
 }
 
-/// `member URL NS NAME`: serves `resize` in its group and activates `visits:{id}`.
-async fn member(url: &str, ns: &str, name: &str) -> Result<(), BoxError> {
+/// `member URL NS NAME [rebalance]`: serves `resize` in its group and activates
+/// `visits:{id}` (rebalancing them with `rebalance`).
+async fn member(url: &str, ns: &str, name: &str, rebalance: bool) -> Result<(), BoxError> {
     let mut config = ProxyConfig::new(url)
         .with_namespace(ns)
         .with_system_id(name)
@@ -101,26 +108,43 @@ async fn member(url: &str, ns: &str, name: &str) -> Result<(), BoxError> {
         .await?;
     let proxy = start_proxy(&system, &config).await?;
     proxy.join("resize").await?;
-    proxy
-        .activate("visits:{id}", move |a: Activation| {
-            async move {
-                // Told to the driver, to find duplicate activations afterwards.
-                println!("ACTIVATED {}", a.urn());
-                let count = a.store().load::<u64>().await?.unwrap_or(0);
-                Ok::<_, BoxError>(Visits {
-                    count,
-                    store: a.store(),
-                })
-            }
-        })
-        .await?;
+    let mut visits = proxy.activate("visits:{id}", move |a: Activation| {
+        async move {
+            // Told to the driver, to find duplicate activations afterwards.
+            println!("ACTIVATED {}", a.urn());
+            let count = a.store().load::<u64>().await?.unwrap_or(0);
+            Ok::<_, BoxError>(Visits {
+                count,
+                store: a.store(),
+            })
+        }
+    });
+    if rebalance {
+        visits = visits.rebalance();
+    }
+    visits.await?;
     println!("READY");
-    // Serve until stdin closes (the driver kills or drops us).
-    let _ = tokio::task::spawn_blocking(|| {
+    // Serve until stdin closes (the driver kills or drops us), telling the driver how many
+    // requests of a gone member this one moved to the group (failover by membership).
+    let stdin_closed = tokio::task::spawn_blocking(|| {
         let mut sink = String::new();
         while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
-    })
-    .await;
+    });
+    tokio::pin!(stdin_closed);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut moved = 0;
+    loop {
+        tokio::select! {
+            _ = &mut stdin_closed => break,
+            _ = tick.tick() => {
+                let now = proxy.stats().moved;
+                if now != moved {
+                    moved = now;
+                    println!("MOVED {now}");
+                }
+            }
+        }
+    }
     proxy.shutdown().await?;
     Ok(())
 }
@@ -130,7 +154,8 @@ struct Member {
     pid: i32,
 }
 
-/// How often each URN was activated, as the members said.
+/// How often each URN was activated, as the members said; and, under `MOVED {member}`, how
+/// many requests of a gone member each one moved to the group.
 type Activations = Arc<std::sync::Mutex<BTreeMap<String, u64>>>;
 
 async fn start_member(
@@ -139,8 +164,18 @@ async fn start_member(
     name: &str,
     activations: &Activations,
 ) -> Result<Member, BoxError> {
+    start_member_with(url, ns, name, activations, "").await
+}
+
+async fn start_member_with(
+    url: &str,
+    ns: &str,
+    name: &str,
+    activations: &Activations,
+    option: &str,
+) -> Result<Member, BoxError> {
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["member", url, ns, name])
+        .args(["member", url, ns, name, option])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -152,6 +187,7 @@ async fn start_member(
         return Err(format!("member {name} did not start: {ready:?}").into());
     }
     let activations = activations.clone();
+    let moved_key = format!("MOVED {name}");
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(urn) = line.strip_prefix("ACTIVATED ") {
@@ -160,6 +196,8 @@ async fn start_member(
                     .unwrap()
                     .entry(urn.to_owned())
                     .or_default() += 1;
+            } else if let Some(n) = line.strip_prefix("MOVED ").and_then(|n| n.parse().ok()) {
+                activations.lock().unwrap().insert(moved_key.clone(), n);
             }
         }
     });
@@ -219,6 +257,52 @@ async fn placement(redis: &conclib::redis::RedisDaemon) -> Result<f64, BoxError>
         m.kill().await;
     }
     Ok(share)
+}
+
+/// Rebalancing, on a namespace of its own: 60 pages on 2 systems that rebalance, then a
+/// third joins while the pages are asked; how long until it holds a quarter of them.
+async fn rebalancing(redis: &conclib::redis::RedisDaemon) -> Result<(), BoxError> {
+    let config = redis.config(&ProxyConfig::default().with_namespace("rebalance"));
+    let activated = Activations::default();
+    let mut members = Vec::new();
+    for name in ["sys-1", "sys-2"] {
+        members.push(
+            start_member_with(&config.url, "rebalance", name, &activated, "rebalance").await?,
+        );
+    }
+    let client = ProxyClient::connect(&config).await?;
+    let pages = 60;
+    let visit_all = || async {
+        for page in 0..pages {
+            let _ = client
+                .actor::<Visits>(format!("visits:{page}"))
+                .visit()
+                .timeout(Duration::from_secs(5))
+                .await;
+        }
+    };
+    visit_all().await;
+    members
+        .push(start_member_with(&config.url, "rebalance", "sys-3", &activated, "rebalance").await?);
+    let joined = Instant::now();
+    let mut new_share = 0.0;
+    while joined.elapsed() < Duration::from_secs(30) {
+        visit_all().await;
+        let placed = client.activations("visits:{id}").await?;
+        let held: usize = placed.values().map(Vec::len).sum();
+        new_share = placed.get("sys-3").map_or(0, Vec::len) as f64 / held.max(1) as f64;
+        if new_share >= 0.25 {
+            break;
+        }
+    }
+    println!(
+        "RESULT rebalance_ms={} new_member_share={new_share:.2} members=3 pages={pages}",
+        joined.elapsed().as_millis()
+    );
+    for m in members {
+        m.kill().await;
+    }
+    Ok(())
 }
 
 async fn drive() -> Result<(), BoxError> {
@@ -321,19 +405,27 @@ async fn drive() -> Result<(), BoxError> {
         / shares_before.values().sum::<usize>().max(1) as f64;
     // Activations: each page once, plus once more for each page that moved.
     let counts = activated.lock().unwrap().clone();
+    let (moved_requests, counts): (BTreeMap<String, u64>, BTreeMap<String, u64>) = counts
+        .into_iter()
+        .partition(|(k, _)| k.starts_with("MOVED "));
+    let moved_requests: u64 = moved_requests.values().sum();
     let activations: u64 = counts.values().sum();
     let duplicate_activations: u64 = counts
         .iter()
         .map(|(urn, n)| n.saturating_sub(if moved.contains(urn) { 2 } else { 1 }))
         .sum();
+    // `timeouts` counts the whole run, whose one fault is the kill: so they are the
+    // timeouts of the failover.
     println!(
-        "RESULT systems=3 asks={asks} ok={ok} timeouts={timeouts} lost={lost} min_share={min_share:.2} activations={activations} duplicate_activations={duplicate_activations} failover_ms={} moved={}",
+        "RESULT systems=3 asks={asks} ok={ok} timeouts={timeouts} lost={lost} min_share={min_share:.2} activations={activations} duplicate_activations={duplicate_activations} failover_ms={} moved={} moved_requests={moved_requests} timeouts_during_failover={timeouts}",
         failover.as_millis(),
         moved.len()
     );
+
     for m in members {
         m.kill().await;
     }
+    rebalancing(&redis).await?;
 
     // A CPU-bound shared URN: 2 single-threaded systems against 1, on a fresh namespace.
     let mut took = Vec::new();

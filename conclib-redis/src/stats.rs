@@ -15,4 +15,8 @@ pub struct ProxyStats {
     pub expired: u64,
     /// Requests refused as malformed, unknown, too large or undecodable.
     pub rejected: u64,
+    /// Requests that systems gone from a pattern's group had left queued for the pattern's
+    /// URNs, moved by this system to the group (failover by membership; the crate docs).
+    #[serde(default)]
+    pub moved: u64,
 }

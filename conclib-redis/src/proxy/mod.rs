@@ -59,6 +59,8 @@ struct Counters {
     completed: AtomicU64,
     expired: AtomicU64,
     rejected: AtomicU64,
+    /// Requests of gone systems moved to a pattern's group (`takeover.rs`).
+    moved: AtomicU64,
 }
 
 /// A Lua script with its SHA1, run with EVALSHA and loaded with EVAL when Redis lost it.
@@ -344,6 +346,7 @@ impl Shared {
             completed: c.completed.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
+            moved: c.moved.load(Ordering::Relaxed),
         }
     }
 

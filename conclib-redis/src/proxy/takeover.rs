@@ -14,6 +14,8 @@
 //! and the group's live in different slots, where no script reaches both (there the URN
 //! leases lapse as before).
 
+use std::sync::atomic::Ordering;
+
 use fred::prelude::*;
 
 use super::lease::{lease_holder, process_exists, this_host};
@@ -54,6 +56,12 @@ impl Shared {
             if done.moved + done.expired > 0 {
                 tracing::info!(system = %self.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, "moved the requests a gone system left for a pattern's URNs to the pattern's group");
                 crate::metrics::taken_over(&self.system_id, prefix, done.moved, done.expired);
+                // Counted in the system's stats (`ProxyHandle::stats`, its snapshot).
+                if let super::Role::Member(m) = &self.role
+                    && let Some(sys) = m.system.upgrade()
+                {
+                    sys.counters.moved.fetch_add(done.moved, Ordering::Relaxed);
+                }
             }
             total.moved += done.moved;
             total.expired += done.expired;
