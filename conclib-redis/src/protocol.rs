@@ -467,16 +467,19 @@ pub(crate) fn sha1_hex(script: &str) -> String {
 }
 
 /// `KEYS[1]` = the request stream of a system that is gone, `KEYS[2]` = the stream of a
-/// URN pattern's group, `KEYS[3..]` = URN keys; `ARGV[1]` = consumer group, `ARGV[2]` =
-/// the pattern's prefix, `ARGV[3]` = the gone system's id, `ARGV[4]`, `ARGV[5]` = the first
-/// and last entry id to look at. In one step: releases the URN keys that still name the
+/// URN pattern's group, `KEYS[3]` = the gone system's lease, `KEYS[4..]` = URN keys;
+/// `ARGV[1]` = consumer group, `ARGV[2]` = the pattern's prefix, `ARGV[3]` = the gone
+/// system's id, `ARGV[4]`, `ARGV[5]` = the first and last entry id to look at. In one step,
+/// unless the gone system holds a lease again (a process of it started, and reads its
+/// stream: returns `{-2, 0}`, nothing done): releases the URN keys that still name the
 /// gone system, then moves every request of the range for a URN of the pattern that the
 /// gone system had not acknowledged (pending, or never read) to the group's stream, in
 /// order, its `ttl` cut by the time it already waited (one whose time is up is dropped
 /// there: its asker gave up), and deletes it from the gone system's stream. Returns `{moved,
 /// expired}`, or `{-1, 0}` when the group's stream does not exist (nothing done).
 pub(crate) const TAKE_OVER_SCRIPT: &str = r"if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0} end
-for i = 3, #KEYS do
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-2, 0} end
+for i = 4, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[3] then redis.call('DEL', KEYS[i]) end
 end
 local t = redis.call('TIME')

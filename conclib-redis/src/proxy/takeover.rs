@@ -6,7 +6,9 @@
 //!
 //! Gone means: no system lease (it lapsed: the system's one liveness record, renewed every
 //! third of the lease), or a lease naming a process on this host that no longer exists
-//! (taken over at once). A system paused past its lease and back finds its lease lapsed:
+//! (taken over at once). The move checks it again in its script: a system that holds a
+//! lease again (a process of it started, which reads its stream from then on) keeps its
+//! requests. A system paused past its lease and back finds its lease lapsed:
 //! what it had queued for its actors is fenced out (`Shared::fence`), what it had read but
 //! not handed on is no longer pending on it, so it handles none of what was moved; a
 //! handler already running at the pause finishes (the one repeat left, as after a crash
@@ -162,7 +164,11 @@ impl Shared {
             urn_keys.sort();
             urn_keys.dedup();
             if !urn_keys.is_empty() {
-                let mut keys = vec![owned(stream.clone()), owned(target.clone())];
+                let mut keys = vec![
+                    owned(stream.clone()),
+                    owned(target.clone()),
+                    owned(self.keys.lease(system)),
+                ];
                 keys.extend(urn_keys.into_iter().map(owned));
                 let args = vec![
                     s(CONSUMER_GROUP),
@@ -175,7 +181,9 @@ impl Shared {
                     Ok(Value::Array(counts)) => {
                         let n = |i: usize| counts.get(i).and_then(Value::as_i64).unwrap_or(0);
                         if n(0) < 0 {
-                            break; // the group's stream is gone: the pattern has no member
+                            // The group's stream is gone (the pattern has no member), or the
+                            // system is back (it holds a lease again, and reads its stream).
+                            break;
                         }
                         done.moved += n(0) as u64;
                         done.expired += n(1) as u64;
