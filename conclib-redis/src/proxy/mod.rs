@@ -12,6 +12,7 @@ mod forward;
 pub(crate) mod fuzz;
 mod group;
 mod handle;
+mod handoff;
 mod lease;
 mod owned;
 mod placement;
