@@ -260,7 +260,11 @@ impl ProxyHandle {
     /// anywhere in the group, by the next request. Every system declaring the pattern joins
     /// its group. Never two live activations of a URN handle messages at once: a system
     /// hands a request to an activation only while its lease on the URN is surely held, and
-    /// an activation whose URN another system took is stopped.
+    /// an activation whose URN another system took is stopped. When the system holding
+    /// activations is gone, another member moves the requests queued for them, in order and
+    /// with their deadlines, and they are activated again elsewhere; with
+    /// `.rebalance()`, members share the activations again when one joins (the crate docs:
+    /// "Failover by membership", "Rebalancing").
     ///
     /// ```no_run
     /// # use conclib_core::Actor;
