@@ -13,7 +13,6 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
-use super::lease::{lease_holder, process_exists, this_host};
 use super::read::stopped;
 use super::{Role, Script, Shared};
 use crate::conn::{self, as_bytes, keyed, owned, s};
@@ -395,23 +394,7 @@ impl Shared {
     /// Whether the member `system` of `group` is gone: no member lease, or a lease of a
     /// process on this host that no longer exists (then the lease is freed).
     pub(super) async fn member_gone(&self, group: &str, system: &str) -> bool {
-        let key = self.keys.member(group, system);
-        let Ok(holder) = conn::call(&self.cmd, keyed("GET"), vec![owned(key.clone())]).await else {
-            return false;
-        };
-        let Some(holder) = as_bytes(&holder).map(|b| String::from_utf8_lossy(b).into_owned())
-        else {
-            return true; // no lease: lapsed, or released when it left
-        };
-        let Some((host, pid)) = lease_holder(&holder) else {
-            return false;
-        };
-        if host != this_host() || pid == std::process::id() || process_exists(pid) {
-            return false;
-        }
-        self.eval_many(&self.release, vec![(key, vec![owned(holder)])])
-            .await;
-        true
+        self.lease_gone(self.keys.member(group, system)).await
     }
 
     /// Claims every entry pending on `consumer` for this member (those idle for a while, so

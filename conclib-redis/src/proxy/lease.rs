@@ -48,6 +48,28 @@ pub(super) fn process_exists(pid: u32) -> bool {
 }
 
 impl Shared {
+    /// Whether the lease at `key` (a system's, or a group member's) no longer holds: it is
+    /// absent (lapsed, or released), or it names a process on this host that no longer
+    /// exists (then it is freed). `false` when Redis does not answer.
+    pub(super) async fn lease_gone(&self, key: String) -> bool {
+        let Ok(holder) = conn::call(&self.cmd, keyed("GET"), vec![owned(key.clone())]).await else {
+            return false;
+        };
+        let Some(holder) = as_bytes(&holder).map(|b| String::from_utf8_lossy(b).into_owned())
+        else {
+            return true;
+        };
+        let Some((host, pid)) = lease_holder(&holder) else {
+            return false;
+        };
+        if host != this_host() || pid == std::process::id() || process_exists(pid) {
+            return false;
+        }
+        self.eval_many(&self.release, vec![(key, vec![owned(holder)])])
+            .await;
+        true
+    }
+
     /// Takes the system's instance lease, waiting up to one lease time for a crashed
     /// predecessor's lease to lapse.
     pub(super) async fn acquire_lease(&self) -> Result<(), ServeError> {

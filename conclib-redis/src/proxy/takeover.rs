@@ -20,7 +20,6 @@ use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
 
-use super::lease::{lease_holder, process_exists, this_host};
 use super::{Script, Shared};
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP};
@@ -93,26 +92,10 @@ impl Shared {
     }
 
     /// Whether system `system` is gone: no system lease, or one naming a process on this
-    /// host that no longer exists (that lease is then freed).
-    pub(super) async fn system_gone(&self, system: &str) -> bool {
-        let key = self.keys.lease(system);
-        let Ok(holder) = conn::call(&self.cmd, keyed("GET"), vec![owned(key.clone())]).await else {
-            return false;
-        };
-        let Some(holder) = as_bytes(&holder).map(|b| String::from_utf8_lossy(b).into_owned())
-        else {
-            return true;
-        };
-        let Some((host, pid)) = lease_holder(&holder) else {
-            return false;
-        };
-        if host != this_host() || pid == std::process::id() || process_exists(pid) {
-            return false;
-        }
-        let released = self
-            .eval_many(&self.release, vec![(key, vec![owned(holder)])])
-            .await;
-        matches!(released.first(), Some(Ok(Value::Integer(1))))
+    /// host that no longer exists (that lease is then freed). The move checks the lease
+    /// again in its script.
+    async fn system_gone(&self, system: &str) -> bool {
+        self.lease_gone(self.keys.lease(system)).await
     }
 
     /// Takes (or keeps) the lock on taking over `system`'s requests for `prefix`: one
