@@ -92,16 +92,30 @@ pub struct ProxyConfig {
     /// (status 12) at once instead of running into its timeout (a web server turns that into
     /// a 503), a tell is dropped with a warning. Default 100 ms.
     pub full_mailbox_wait: Duration,
-    /// How long a URN's ownership and a proxy's instance lease last without renewal; renewed
-    /// every third of it. Default 15 s.
+    /// How long a system's lease (its liveness record, one key per proxy instance and one per
+    /// group membership) lasts without renewal; renewed every third of it. Default 4 s.
     ///
-    /// It is also how long a system that died without leaving proof (another host, a frozen
-    /// VM) holds its URNs before its activations fail over (the crate docs, "Failover by
-    /// membership"; a death on the same host is seen at once). Shorter fails over sooner at
-    /// a cost per URN held: with 100,000 URNs an idle proxy used 1.2-1.3% of a core and sent
-    /// Redis 0.5 MB/s at 15 s, 2.6-3.0% and 1.6 MB/s at 5 s (`examples/idle_proxy.rs
-    /// --lease-ms`, 2026-11-27, a busy 2-core machine).
+    /// It is how long a system that died without leaving proof (another host, a frozen VM,
+    /// SIGSTOP) is taken for alive: after it, the members of its patterns take its
+    /// activations over with the requests queued for them, and the members of its groups
+    /// claim what it had taken (the crate docs, "Failover by membership"; a death on the same
+    /// host is seen at once). It is one key per system, so shortening it costs nothing per
+    /// URN; it also bounds how long a paused proxy may go on handing requests to its actors
+    /// (the fence). Too short, and a system whose process stalls for more than two thirds
+    /// of it (a long blocking call on its runtime, swapping) is taken for dead, its
+    /// activations moved away and back.
     pub lease_ttl: Duration,
+    /// How long a URN key (`{ns}:urn:{urn}`: which system serves an actor) lasts without
+    /// renewal; renewed every third of it, hundreds of keys to a command. Default 15 s.
+    ///
+    /// A pattern's activations do not wait for it when their system dies: the takeover
+    /// deletes their keys once the system's [`lease_ttl`](Self::lease_ttl) lapsed. It is how
+    /// long the URN of a plain actor (served by one system, not a pattern's activation) stays
+    /// with a system that died without proof, and, in a Redis Cluster (where the takeover does
+    /// not run), how long an activation does. The cost is per URN held: with 100,000 URNs an
+    /// idle proxy used 1.2-1.3% of a core and sent Redis 0.5 MB/s at 15 s, 2.6-3.0% and
+    /// 1.6 MB/s at 5 s (`examples/idle_proxy.rs --urn-ms`, 2026-11-27, a busy 2-core machine).
+    pub urn_ttl: Duration,
     /// How often a proxy looks for actors spawned or stopped since its last look (and
     /// registers or releases their URNs), besides looking at once whenever the system takes
     /// or frees a URN. Default 250 ms.
@@ -137,7 +151,7 @@ pub struct ProxyConfig {
     pub reconnect_max_delay: Duration,
     /// Whether [`ProxyHandle::shutdown`](crate::ProxyHandle::shutdown) deletes the system's URN
     /// ownerships at once (clients then get `UnknownUrn`), rather than letting them lapse after
-    /// [`lease_ttl`](Self::lease_ttl) so that a restarting proxy finds the requests queued
+    /// [`urn_ttl`](Self::urn_ttl) so that a restarting proxy finds the requests queued
     /// meanwhile. With it, the system's request stream is deleted too if nothing waits in it,
     /// so that a client still holding the route (cached for
     /// [`resolve_cache_ttl`](Self::resolve_cache_ttl)) gets `UnknownUrn` at once as well.
@@ -216,7 +230,8 @@ impl ProxyConfig {
             group_in_flight: 16,
             asks_overtake_tells: false,
             full_mailbox_wait: Duration::from_millis(100),
-            lease_ttl: Duration::from_secs(15),
+            lease_ttl: Duration::from_secs(4),
+            urn_ttl: Duration::from_secs(15),
             scan_interval: Duration::from_millis(250),
             snapshot_interval: Some(DEFAULT_SNAPSHOT_INTERVAL),
             snapshot_max_actors: 1000,

@@ -109,7 +109,7 @@
 //!   and a tell is passed to the new owner's stream.
 //! - **Takeover.** A proxy started for a system whose previous proxy crashed serves at once
 //!   when the crash is provable (the previous one ran on this host, by host name, and its
-//!   pid is gone), else after that one's lease ([`lease_ttl`](ProxyConfig::lease_ttl), 15 s).
+//!   pid is gone), else after that one's lease ([`lease_ttl`](ProxyConfig::lease_ttl), 4 s).
 //!   A previous proxy that was only paused past its lease stops reading once it runs again
 //!   and sees the new one's lease; what it read in between goes back into the system's
 //!   stream, asks with their reply address, for the new one to handle (a request it had
@@ -165,7 +165,7 @@
 //!   reads once it is back stays pending on it until handled (a gone member's consumer is
 //!   deleted only with nothing pending on it, checked and deleted in one script). A graceful
 //!   leave finishes what the member took first. With no member left, the group's URN
-//!   lapses after a lease and its stream after [`queue_ttl`](ProxyConfig::queue_ttl).
+//!   lapses after its [`urn_ttl`](ProxyConfig::urn_ttl) and its stream after [`queue_ttl`](ProxyConfig::queue_ttl).
 //! - **One activation** ([`ProxyHandle::activate`], `tests/scale_out/activation.rs`). A URN
 //!   of a pattern is activated by one system of the pattern's group at a time: the claim is
 //!   the URN's lease (set only if absent), a system hands a request to its activation only
@@ -217,9 +217,10 @@
 //!   already sent to the dead node are lost unless reliable delivery is used; Dapr places a
 //!   failed host's actors anew once its placement tables change, calls in flight failing to
 //!   its resiliency policies. Here a death is seen at once when it is provable (same
-//!   host) and otherwise after one lease (15 s by default: set
-//!   [`lease_ttl`](ProxyConfig::lease_ttl) lower for a faster failover, at the cost of
-//!   renewing every URN key three times per lease), and the requests already queued for
+//!   host) and otherwise after one system lease ([`lease_ttl`](ProxyConfig::lease_ttl),
+//!   4 s by default, renewed every 1.3 s; one key per system, so it costs nothing per URN:
+//!   the URN keys live longer, [`urn_ttl`](ProxyConfig::urn_ttl), and the takeover frees
+//!   them), and the requests already queued for
 //!   the dead holder are answered rather than lost. Liveness is Redis's view, not a
 //!   consensus among systems: a system cut off from Redis longer than its lease counts as
 //!   dead, and fences itself (it starts none of what it had queued).
@@ -350,17 +351,17 @@
 //! ## Keys
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
-//! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (15 s), renewed every third of it by the serving proxy; deleted when the actor stops |
+//! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`urn_ttl`](ProxyConfig::urn_ttl) (15 s), renewed every third of it by the serving proxy; deleted when the actor stops, or by a member of its pattern taking it over once its system's lease lapsed |
 //! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); a group's stream (`{system}` a group id, below) is trimmed at each renewal, below the oldest entry still pending on any member; the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal; deleted at a shutdown with [`release_on_shutdown`](ProxyConfig::release_on_shutdown) if nothing waits in it |
 //! | `{ns}:sys:{group}:req:hi` | stream | a group's fast lane (`{group}` a group id, below): its `prio high` requests, read by every member beside the group's stream, as the same consumer (its system id) of a consumer group `proxy`, so that they overtake a backlog of tells there. A client writes a `prio high` request to a group here (`XADD NOMKSTREAM`), and to the group's stream if this stream does not exist (members of an older version); ours writes its plain asks here too with [`asks_overtake_tells`](ProxyConfig::asks_overtake_tells). A system's own stream has none: its proxy reads up to [`max_in_flight`](ProxyConfig::max_in_flight) requests at once, so a high-priority one reaches its actor's high lane past a backlog anyway | as the group's stream: entries acknowledged, trimmed, claimed from a gone member, and the key `PEXPIRE`d, on their own, by each member's instance reading it |
-//! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | lease renewed by each member, like URN keys |
-//! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease like URN keys; deleted when the member leaves |
+//! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | renewed by each member, like URN keys |
+//! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (4 s), renewed every third of it; deleted when the member leaves |
 //! | `{ns}:placement:{prefix}` | hash | a pattern's directory, read to place its URNs: one field per member system, `"<activations> <live until, ms since the Unix epoch>"` | rewritten by each member at each activation and passivation and every third of a lease, live for a lease; a member's field deleted when it leaves, or ten leases after it lapsed; the key `PEXPIRE`d to ten leases |
 //! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data`, a day |
 //! | `{ns}:rem:{{ns}:{s}}:due` | sorted set | reminders of shard `{s}` (0 to 15, by FNV-1a of the URN; the outer braces of `{{ns}:{s}}` are literal, the shard's hash tag, so a shard's scripts touch one Cluster slot), member `urn \n name`, scored by when they are next due or, while claimed, when the claim lapses (ms since the Unix epoch, Redis's clock) | until cancelled, or acknowledged once (a one-shot reminder) |
 //! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims` | as its member |
 //! | `{ns}:rem:{{ns}:{s}}:u:{urn}` | set | the names of a URN's reminders (listing without a scan) | as its members |
-//! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}` | lease like URN keys; deleted at shutdown |
+//! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}`, then `@{host}:{pid}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (4 s), renewed every third of it; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 1 to 256 bytes; ours are 32 random hex digits, and the name is what keeps other clients from reading the list: make it unguessable) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
 //! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
 //! | `{ns}:snapshot-others:{k}:{system}` | string | chunk `k` of the base: the JSON of every actor in brief, published whole now and then (see [`SnapshotReader::others`]) | `PX` 5 minutes and three intervals; a new base every 5 minutes at most, sooner when the changes grow; deleted at shutdown |
@@ -373,7 +374,7 @@
 //! ## Asking
 //! 1. **Resolve** the URN: `GET {ns}:urn:{urn}`. Nil: no such actor (fail at once). Else the
 //!    system id; it may be cached briefly (ours: [`resolve_cache_ttl`](ProxyConfig::resolve_cache_ttl), 1 s).
-//!    A URN key outlives a graceful shutdown of its proxy by up to a lease (unless
+//!    A URN key outlives a graceful shutdown of its proxy by up to its TTL (unless
 //!    [`release_on_shutdown`](ProxyConfig::release_on_shutdown)): requests sent meanwhile
 //!    wait in the stream for the next proxy of that system, and expire at their deadline.
 //!    With `release_on_shutdown`, the proxy also deletes its request stream at shutdown if

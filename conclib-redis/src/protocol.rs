@@ -52,6 +52,10 @@ pub(crate) mod field {
     /// group named here placed one of the group's requests on this system; its member
     /// reads its pending list (`PLACE_SCRIPT`).
     pub const PLACED: &str = "placed";
+    /// Only in a proxy's own entries: the request's first entry, `<entry id> <stream key>`,
+    /// when a takeover moved it out of a gone system's stream (`TAKE_OVER_SCRIPT`), so that
+    /// an activation that recorded it as applied under its first entry knows it again.
+    pub const MOVED: &str = "moved";
 }
 
 /// The Redis keys of one namespace.
@@ -504,9 +508,10 @@ local plen = string.len(ARGV[2])
 local moved, expired = 0, 0
 for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
   local id, f = e[1], e[2]
-  local urn, ttl, placed
+  local urn, ttl, placed, first
   for j = 1, #f, 2 do
-    if f[j] == 'urn' then urn = f[j + 1] elseif f[j] == 'ttl' then ttl = j + 1 elseif f[j] == 'placed' then placed = true end
+    if f[j] == 'urn' then urn = f[j + 1] elseif f[j] == 'ttl' then ttl = j + 1
+    elseif f[j] == 'placed' then placed = true elseif f[j] == 'moved' then first = true end
   end
   if urn and not placed and string.len(urn) > plen and string.sub(urn, 1, plen) == ARGV[2]
     and not string.find(urn, ':', plen + 1, true) then
@@ -518,6 +523,10 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
       if ttl then left = (tonumber(f[ttl]) or 0) - (now - math.min(ms, now)) end
       if left > 0 then
         f[ttl] = string.format('%.0f', left)
+        if not first then
+          f[#f + 1] = 'moved'
+          f[#f + 1] = id .. ' ' .. KEYS[1]
+        end
         redis.call('XADD', KEYS[2], '*', unpack(f))
         moved = moved + 1
       else

@@ -296,7 +296,7 @@ impl Shared {
             reg.activating.remove(urn);
             reg.local.remove(urn);
         };
-        let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
+        let ttl = Value::Integer(self.config.urn_ttl.as_millis() as i64);
         let claimed = self
             .eval_many(
                 &self.claim,

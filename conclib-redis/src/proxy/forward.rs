@@ -186,6 +186,9 @@ pub(super) fn entry_fields(
     if let Some(trace) = req.trace {
         fields.extend([s(field::TRACEPARENT), owned(trace.to_string())]);
     }
+    if let Some(moved) = &req.moved {
+        fields.extend([s(field::MOVED), owned(moved.clone())]);
+    }
     if let Some(asker) = &req.asker {
         fields.extend([s(field::FROM), owned(asker.clone())]);
     }

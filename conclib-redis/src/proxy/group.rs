@@ -497,6 +497,7 @@ async fn member_loop(shared: Arc<Shared>) {
                     if let Err(e) = shared.ensure_group().await {
                         tracing::warn!(error = %e, "could not recreate a group's consumer group");
                     }
+                    shared.renew_all_urns();
                     shared.renew().await;
                 }
                 Err(_) => events = false,

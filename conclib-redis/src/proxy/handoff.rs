@@ -203,11 +203,12 @@ impl Shared {
             None => req.trace,
         };
         let applied = standing.as_ref().zip(trace).map(|(s, t)| {
-            (
-                s,
-                t,
-                super::applied::request_key(&origin.requests_key, entry),
-            )
+            // A request a takeover moved is known by its first entry (`field::MOVED`).
+            let key = req
+                .moved
+                .clone()
+                .unwrap_or_else(|| super::applied::request_key(&origin.requests_key, entry));
+            (s, t, key)
         });
         if let Some((standing, _, key)) = &applied
             && standing.applied.already(key)

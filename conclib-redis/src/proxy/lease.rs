@@ -65,8 +65,12 @@ impl Shared {
         if host != this_host() || pid == std::process::id() || process_exists(pid) {
             return false;
         }
-        self.eval_many(&self.release, vec![(key, vec![owned(holder)])])
+        let released = self
+            .eval_many(&self.release, vec![(key.clone(), vec![owned(holder)])])
             .await;
+        if matches!(released.first(), Some(Ok(Value::Integer(1)))) {
+            tracing::info!(system = %self.system_id, %key, pid, "freed the lease of a dead process on this host");
+        }
         true
     }
 
@@ -91,7 +95,8 @@ impl Shared {
             if !set.is_null() {
                 return Ok(());
             }
-            if self.take_over_dead_holder().await {
+            // Absent by now, or held by a dead process on this host (then freed): try again.
+            if self.lease_gone(self.lease_key.clone()).await {
                 continue;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -101,38 +106,6 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// Frees the system's lease if its holder provably died: it ran on this host (same host
-    /// name) under a pid that no longer exists. A crashed proxy restarted on the same host
-    /// then serves at once instead of after a whole lease.
-    pub(super) async fn take_over_dead_holder(&self) -> bool {
-        let Ok(holder) =
-            conn::call(&self.cmd, keyed("GET"), vec![owned(self.lease_key.clone())]).await
-        else {
-            return false;
-        };
-        let Some(holder) = as_bytes(&holder).map(|b| String::from_utf8_lossy(b).into_owned())
-        else {
-            return false;
-        };
-        let Some((host, pid)) = lease_holder(&holder) else {
-            return false;
-        };
-        if host != this_host() || pid == std::process::id() || process_exists(pid) {
-            return false;
-        }
-        let released = self
-            .eval_many(
-                &self.release,
-                vec![(self.lease_key.clone(), vec![owned(holder.clone())])],
-            )
-            .await;
-        let taken = matches!(released.first(), Some(Ok(Value::Integer(1))));
-        if taken {
-            tracing::info!(system = %self.system_id, pid, "took over the lease of a dead proxy on this host");
-        }
-        taken
     }
 
     /// Creates the request stream and its consumer group, reading from the stream's start
@@ -322,7 +295,7 @@ impl Shared {
         if urns.is_empty() {
             return true;
         }
-        let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
+        let ttl = Value::Integer(self.config.urn_ttl.as_millis() as i64);
         let results: Vec<Result<Value, fred::error::Error>> = if self.cmd.is_clustered() {
             // One key per command: each goes to its slot's node.
             let calls = keys
@@ -418,34 +391,82 @@ impl Shared {
         answered
     }
 
-    /// Whether the leases are surely still held (see `fresh_until`).
+    /// Whether the leases are surely still held: the system's (or member's) lease and its
+    /// URN keys (see `lease_fresh_until`).
     pub(super) fn lease_fresh(&self) -> bool {
-        self.monotonic_ns() < self.fresh_until.load(Ordering::Acquire)
+        self.monotonic_ns() < self.fresh_until_ns()
+    }
+
+    /// The earlier of the two fresh-until times.
+    fn fresh_until_ns(&self) -> u64 {
+        self.lease_fresh_until
+            .load(Ordering::Acquire)
+            .min(self.urns_fresh_until.load(Ordering::Acquire))
     }
 
     /// Nanoseconds on this process's monotonic clock since the proxy started.
     fn monotonic_ns(&self) -> u64 {
-        u64::try_from(self.clock_base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.ns_at(std::time::Instant::now())
     }
 
-    /// Records leases renewed by commands sent after `since`.
+    fn ns_at(&self, at: std::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.clock_base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Records leases and URN keys renewed by commands sent after `since` (a start).
     pub(super) fn mark_fresh(&self, since: std::time::Instant) {
-        let ttl = self.config.lease_ttl;
+        self.urns_renewed_at
+            .store(self.ns_at(since), Ordering::Release);
+        self.urns_fresh_until.store(
+            self.fresh_after(since, self.config.urn_ttl),
+            Ordering::Release,
+        );
+        self.mark_lease_fresh(since);
+    }
+
+    /// Until when a key set with `ttl` by a command sent after `since` surely lives, by
+    /// this process's clock (nanoseconds from `clock_base`).
+    fn fresh_after(&self, since: std::time::Instant, ttl: Duration) -> u64 {
         // Redis counts the TTL from when it ran the command, after `since`; the margin
         // covers the two clocks running at slightly different rates.
         let margin = (ttl / 10).max(Duration::from_millis(50));
-        let until = since.saturating_duration_since(self.clock_base) + ttl.saturating_sub(margin);
-        self.fresh_until.store(
-            u64::try_from(until.as_nanos()).unwrap_or(u64::MAX),
+        self.ns_at(since).saturating_add(
+            u64::try_from(ttl.saturating_sub(margin).as_nanos()).unwrap_or(u64::MAX),
+        )
+    }
+
+    /// Records the system's (or member's) lease renewed by a command sent after `since`,
+    /// and moves the fence to the earlier of the two fresh-until times.
+    fn mark_lease_fresh(&self, since: std::time::Instant) {
+        self.lease_fresh_until.store(
+            self.fresh_after(since, self.config.lease_ttl),
             Ordering::Release,
         );
         // The fence follows; one that closed meanwhile (the leases lapsed: a pause, Redis
         // out of reach) stays closed for what was handed through it, and a new one opens.
-        let until = self.clock_base + until;
+        let until = self.clock_base + Duration::from_nanos(self.fresh_until_ns());
         let mut fence = self.fence.lock().unwrap_or_else(|e| e.into_inner());
         if !fence.extend(until) {
             *fence = conclib_core::Fence::new(until);
         }
+    }
+
+    /// Whether the URN keys are to be renewed at a renewal starting at `now`: a third of
+    /// their TTL since their last renewal would pass before the next one (renewals come
+    /// every third of the lease), or a renewal of all was asked for.
+    fn urns_due(&self, now: std::time::Instant) -> bool {
+        let last = self.urns_renewed_at.load(Ordering::Acquire);
+        if last == u64::MAX {
+            return true;
+        }
+        let every = self.config.lease_ttl / 3;
+        let elapsed = Duration::from_nanos(self.ns_at(now).saturating_sub(last));
+        elapsed + every > self.config.urn_ttl / 3
+    }
+
+    /// Makes the next renewal renew every URN key (Redis may have restarted empty).
+    pub(super) fn renew_all_urns(&self) {
+        self.urns_renewed_at.store(u64::MAX, Ordering::Release);
     }
 
     /// Renews the leases now unless another task just did (a request met stale leases:
@@ -481,19 +502,29 @@ impl Shared {
             _ => return, // Redis unreachable: try again next time
         }
         let _guard = self.scan_lock.lock().await;
-        // The owned URNs' keys as prepared at an earlier renewal, unless the set changed.
-        let (renewal, conflicts) = {
-            let mut reg = self.registry();
-            let renewal = reg.owned.renewal(|u| self.claim_key(u));
-            let conflicts: Vec<String> = reg.conflicts.keys().cloned().collect();
-            (renewal, conflicts)
-        };
-        let renewed = self
-            .claim_keys(&renewal.urns, &renewal.keys, Some(&renewal))
-            .await;
-        drop(renewal);
-        if self.claim_urns(conflicts).await && renewed {
-            self.mark_fresh(since);
+        // The URN keys, every third of their own TTL (longer than the lease: their number
+        // is what costs), as prepared at an earlier renewal unless the set changed; and
+        // those another system held, at every renewal.
+        let conflicts: Vec<String> = self.registry().conflicts.keys().cloned().collect();
+        let mut answered = self.claim_urns(conflicts).await;
+        if self.urns_due(since) {
+            let renewal = self.registry().owned.renewal(|u| self.claim_key(u));
+            let renewed = self
+                .claim_keys(&renewal.urns, &renewal.keys, Some(&renewal))
+                .await;
+            drop(renewal);
+            if renewed && answered {
+                self.urns_renewed_at
+                    .store(self.ns_at(since), Ordering::Release);
+                self.urns_fresh_until.store(
+                    self.fresh_after(since, self.config.urn_ttl),
+                    Ordering::Release,
+                );
+            }
+            answered &= renewed;
+        }
+        if answered {
+            self.mark_lease_fresh(since);
         }
         self.renew_queue().await;
         self.trim_exact().await;
@@ -599,6 +630,7 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
                     if let Err(e) = shared.ensure_group().await {
                         tracing::warn!(error = %e, "could not recreate the consumer group");
                     }
+                    shared.renew_all_urns();
                     shared.renew().await;
                 }
                 Err(_) => events = false,

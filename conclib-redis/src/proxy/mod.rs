@@ -184,12 +184,18 @@ struct Shared {
     /// taken for dead): what this one reads before it stops is that one's to handle.
     replaced: AtomicBool,
     stop: watch::Sender<bool>,
-    /// Until when, by this process's monotonic clock, the leases renewed last are surely
-    /// still held (their TTL, less a margin for clock drift, from before the renewal).
-    fresh_until: AtomicU64,
-    /// What `fresh_until` counts from (nanoseconds).
+    /// Until when, by this process's monotonic clock, the system's (or member's) lease
+    /// renewed last is surely still held (its TTL, less a margin for clock drift, from
+    /// before the renewal).
+    lease_fresh_until: AtomicU64,
+    /// The same for the URN keys, renewed less often (`urn_ttl`).
+    urns_fresh_until: AtomicU64,
+    /// When the URN keys were last renewed (nanoseconds from `clock_base`; `u64::MAX`:
+    /// never, or to be renewed at the next renewal whatever the time).
+    urns_renewed_at: AtomicU64,
+    /// What `lease_fresh_until` and `urns_fresh_until` count from.
     clock_base: std::time::Instant,
-    /// Open while the leases are surely held, as `fresh_until`; every request handed to an
+    /// Open while the leases are surely held, as the fresh-until times; every request handed to an
     /// actor carries the one current when its entry was read, so that after a pause past
     /// the lease the actor starts none it had queued (another system may have taken them).
     /// Replaced by a new one when a renewal finds it closed (`lease.rs`).
@@ -291,7 +297,9 @@ impl Shared {
             serving: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
             stop,
-            fresh_until: AtomicU64::new(0),
+            lease_fresh_until: AtomicU64::new(0),
+            urns_fresh_until: AtomicU64::new(0),
+            urns_renewed_at: AtomicU64::new(u64::MAX),
             clock_base: std::time::Instant::now(),
             fence: Mutex::new(conclib_core::Fence::new(std::time::Instant::now())),
             recheck: tokio::sync::Mutex::new(()),

@@ -40,6 +40,7 @@ pub(super) struct RawEnvelope {
     trace: Option<Value>,
     from: Option<Value>,
     placed: Option<Value>,
+    moved: Option<Value>,
     bad_shape: bool,
 }
 
@@ -56,6 +57,9 @@ pub(super) struct Request {
     pub(super) trace: Option<TraceContext>,
     /// `from`: the id of the asking system, if its client sent it.
     pub(super) asker: Option<String>,
+    /// `moved`: the request's first entry (`<entry id> <stream key>`), if a takeover moved
+    /// it from a gone system's stream: the request's identity for `applied.rs`.
+    pub(super) moved: Option<String>,
 }
 
 pub(super) fn text(v: &Option<Value>) -> Option<&str> {
@@ -85,6 +89,7 @@ impl RawEnvelope {
                 Some(b) if b == field::TRACEPARENT.as_bytes() => &mut env.trace,
                 Some(b) if b == field::FROM.as_bytes() => &mut env.from,
                 Some(b) if b == field::PLACED.as_bytes() => &mut env.placed,
+                Some(b) if b == field::MOVED.as_bytes() => &mut env.moved,
                 _ => continue,
             };
             *slot = Some(v);
@@ -154,8 +159,12 @@ impl RawEnvelope {
         let asker = text(&self.from)
             .filter(|f| !f.is_empty() && f.len() <= 256)
             .map(str::to_owned);
+        let moved = text(&self.moved)
+            .filter(|m| !m.is_empty() && m.len() <= 1024)
+            .map(str::to_owned);
         Ok(Request {
             asker,
+            moved,
             urn,
             message,
             ttl_ms,
