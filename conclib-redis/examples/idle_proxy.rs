@@ -1,13 +1,14 @@
 //! What a proxy costs while nothing happens, by the number of actors it serves.
 //!
 //! ```text
-//! cargo run --release -p conclib-redis --example idle_proxy [-- --actors 100000 --secs 20 --snapshots --lease-ms 15000]
+//! cargo run --release -p conclib-redis --example idle_proxy [-- --actors 100000 --secs 20 --snapshots --lease-ms 4000 --urn-ms 15000]
 //! ```
 //!
 //! Spawns N named actors, starts a private redis-server and a proxy serving them (snapshots
 //! off, or published at the default interval, 2 s, with `--snapshots`), waits until every
 //! URN is registered, then measures this process's CPU time over `--secs` seconds with no
-//! traffic: lease renewals (every third of the 15 s lease), the URN journal's upkeep and
+//! traffic: renewals of the system's lease (every third of `--lease-ms`, default 4 s) and
+//! of the URN keys (every third of `--urn-ms`, default 15 s), the URN journal's upkeep and
 //! the snapshots. Prints `RESULT actors=.. snapshots=.. watched=false idle_cpu_pct=..
 //! register_ms=.. redis_in_kib_s=..` (`redis_in_kib_s`: what Redis received a second, all
 //! clients).
@@ -120,7 +121,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut actors = 100_000usize;
     let mut secs = 20u64;
     let mut snapshots = false;
-    let mut lease_ms = 15_000u64;
+    let mut lease_ms = 4_000u64;
+    let mut urn_ms = 15_000u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -153,9 +155,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .and_then(|v| v.parse().ok())
                     .ok_or("--lease-ms takes a number")?
             }
+            "--urn-ms" => {
+                urn_ms = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--urn-ms takes a number")?
+            }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (usage: idle_proxy [--actors N] [--secs S] [--snapshots] [--lease-ms MS])"
+                    "unknown argument {other:?} (usage: idle_proxy [--actors N] [--secs S] [--snapshots] [--lease-ms MS] [--urn-ms MS])"
                 )
                 .into());
             }
@@ -171,6 +179,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .config(&ProxyConfig::default().with_namespace("idle"))
             .with_snapshot_interval(snapshots.then_some(Duration::from_secs(2)));
         config.lease_ttl = Duration::from_millis(lease_ms);
+        config.urn_ttl = Duration::from_millis(urn_ms);
         let system = ActorSystem::new("idle");
         for i in 0..actors {
             system.build(Idle).urn(format!("idle:{i}")).spawn().await?;

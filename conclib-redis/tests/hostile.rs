@@ -472,6 +472,7 @@ async fn a_urn_key_of_another_type_spoils_only_its_own_urn() {
     let lease = Duration::from_millis(900);
     let mut config = config("foreign-key");
     config.lease_ttl = lease;
+    config.urn_ttl = lease;
     config.resolve_cache_ttl = Duration::from_millis(100);
     let system = system_with("foreign", &["a", "b"]).await;
     let proxy = start_proxy(&system, &config).await.unwrap();

@@ -452,14 +452,16 @@ impl Shared {
     }
 }
 
-/// A member's upkeep: its leases and the group key renewed every third of the lease, the
-/// entries of gone members claimed every second at most.
+/// A member's upkeep: its leases and the group key renewed every third of the lease; gone
+/// members' entries claimed, and gone systems' requests taken over, every eighth of the
+/// lease (every 500 ms at most): a failover takes a lease and up to an eighth more.
 async fn member_loop(shared: Arc<Shared>) {
     let lease = shared.config.lease_ttl;
     let mut renew = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut check =
-        tokio::time::interval((lease / 3).clamp(Duration::from_millis(10), Duration::from_secs(1)));
+    let mut check = tokio::time::interval(
+        (lease / 8).clamp(Duration::from_millis(10), Duration::from_millis(500)),
+    );
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renew.tick().await;
     let mut reconnects = shared.cmd.reconnect_rx();

@@ -4,7 +4,7 @@
 //! - `<test binary> serve <url> <namespace> <system-id> <urn>...`: spawns a test
 //!   counter at each URN, starts a proxy, prints `READY`; then on stdin `stop` (or end of
 //!   input) shuts the proxy down gracefully and prints `STOPPED`, `crash` exits at once.
-//!   `CONCLIB_TEST_LEASE_MS` sets the proxy's lease; `CONCLIB_TEST_NOTES` is where the
+//!   `CONCLIB_TEST_LEASE_MS` sets the proxy's lease and its URN keys' TTL; `CONCLIB_TEST_NOTES` is where the
 //!   counters record the `Note`s they handle.
 //! - `<test binary> ask <url> <namespace> <urn> <total> <concurrency> <tag>`: asks
 //!   `total` echoes, `concurrency` at a time, checks every answer, prints `OK <total>`.
@@ -66,7 +66,9 @@ async fn serve(url: &str, ns: &str, system_id: &str, urns: &[String]) -> i32 {
         .ok()
         .and_then(|v| v.parse().ok())
     {
+        // Plain URNs here: another system takes one over once its key lapses.
         config.lease_ttl = Duration::from_millis(ms);
+        config.urn_ttl = config.lease_ttl;
     }
     let system = ActorSystem::new(system_id);
     for urn in urns {

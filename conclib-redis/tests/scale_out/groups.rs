@@ -586,6 +586,7 @@ async fn lone_member(
 pub(crate) async fn a_group_whose_last_member_left_leaves_nothing_behind() {
     let mut config = config("expire");
     config.lease_ttl = Duration::from_millis(600);
+    config.urn_ttl = Duration::from_millis(600);
     config.queue_ttl = Duration::from_secs(2);
     config.snapshot_interval = None;
     let (_system, proxy, client) = lone_member(&config, "lonely").await;

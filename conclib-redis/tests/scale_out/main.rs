@@ -27,6 +27,7 @@ mod activation;
 #[path = "../common/mod.rs"]
 mod common;
 mod failover;
+mod failover_load;
 mod fast_lane;
 mod groups;
 mod peers;
@@ -35,6 +36,7 @@ mod rebalance;
 
 use activation::*;
 use failover::*;
+use failover_load::*;
 use fast_lane::*;
 use groups::*;
 use placement::*;
@@ -69,6 +71,8 @@ fn main() {
         a_killed_holders_queued_requests_are_moved_and_answered,
         a_paused_holders_queued_requests_are_moved_and_it_repeats_none,
         a_member_joining_under_load_takes_its_share_with_rebalancing,
+        a_killed_holder_of_200_urns_fails_over_under_load_from_three_clients,
+        a_paused_holder_of_200_urns_fails_over_under_load_and_repeats_nothing,
     ]);
 }
 
@@ -87,6 +91,7 @@ fn peer_main() -> ! {
             Some("activator") => activator(&args[2..]).await,
             Some("client") => client(&args[2..]).await,
             Some("placer") => placer(&args[2..]).await,
+            Some("loader") => loader(&args[2..]).await,
             _ => 2,
         }
     });

@@ -11,8 +11,8 @@
 //! and the conformance actor of [`mirror`] (`conf:counter`, and a second one at `pytest:echo`
 //! for the pattern tests), starts the Redis proxy (the
 //! client side of its configuration uses MessagePack; the proxy answers each request in the
-//! codec it came in; `--lease-ttl-ms` sets its lease time, 15 s by default: the URN keys are
-//! renewed every third of it), prints `READY` on stdout, and runs until SIGTERM or SIGINT
+//! codec it came in; `--lease-ttl-ms` sets its lease and its URN keys' TTL, 4 s and 15 s by
+//! default, renewed every third of it), prints `READY` on stdout, and runs until SIGTERM or SIGINT
 //! (with `--exit-with-stdin`, also until its standard input ends: the tests' way of never
 //! outliving a test process that died), then shuts the proxy and the actors down and exits 0.
 //! `--start-redis PORT` first starts a private `redis-server` on 127.0.0.1:PORT (no
@@ -233,7 +233,9 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         config = config.with_system_id(system);
     }
     if let Some(ttl) = args.lease_ttl {
+        // The tests' leases are short for the URNs too: a plain URN moves once its key lapses.
         config.lease_ttl = ttl;
+        config.urn_ttl = ttl;
     }
     // A stopped server frees its URNs at once: clients get `UnknownUrn`, not a timeout (once
     // the route they cached, for `resolve_cache_ttl`, lapsed).
