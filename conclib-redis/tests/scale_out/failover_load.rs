@@ -76,7 +76,7 @@ pub(crate) async fn loader(args: &[String]) -> i32 {
                 k += 1;
                 let urn_i = (seed * 101 + w * 37 + k * 11) % URNS;
                 let urn = format!("acct:{urn_i}");
-                if k % 4 == 0 {
+                if k.is_multiple_of(4) {
                     let n = (seed << 32) | tells.fetch_add(1, Ordering::Relaxed);
                     let r = client.tell(urn.as_str(), Incr(n)).await;
                     let outcome =
@@ -84,7 +84,7 @@ pub(crate) async fn loader(args: &[String]) -> i32 {
                     lines.push(format!("T {urn_i} {n} {outcome}"));
                     continue;
                 }
-                let timeout = if k % 2 == 0 { SHORT } else { LONG };
+                let timeout = if k.is_multiple_of(2) { SHORT } else { LONG };
                 let start = micros_now();
                 let r = client.ask(urn.as_str(), Total).timeout(timeout).await;
                 let end = micros_now();
