@@ -322,6 +322,7 @@
 //! | `conclib_group_claimed_total` | counter | system, group | requests pending on a member that is gone, taken over |
 //! | `conclib_takeover_moved_total` | counter | system, pattern | requests a gone system left for a pattern's URNs, moved to the pattern's group |
 //! | `conclib_takeover_expired_total` | counter | system, pattern | requests a gone system left whose deadline had passed: dropped |
+//! | `conclib_takeover_wait_seconds` | histogram | system, pattern | at each takeover that moved requests, how long the oldest of them had waited for the gone system (from its entry into the gone system's stream to the move): what the failover cost the callers who waited longest |
 //! | `conclib_activations_total` | counter | system, pattern (its prefix: `user:`), event | `activated`, `passivated`, `refused` (the constructor failed), `forwarded` (to the system holding the URN) |
 //! | `conclib_client_ask_seconds` | histogram | status | a `ProxyClient` ask's round trip, by reply status or error (`timeout`, `unavailable`, ...) |
 //! | `conclib_client_asks_in_flight` | gauge | | asks a process's `ProxyClient`s are waiting for |

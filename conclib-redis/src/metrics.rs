@@ -128,12 +128,18 @@ pub(crate) fn activation(system: &str, pattern: &str, event: &'static str) {
 }
 
 /// Requests a gone system left for a pattern's URNs, moved to the pattern's group (`moved`)
-/// or dropped there because their time was up (`expired`) (`proxy/takeover.rs`).
-pub(crate) fn taken_over(system: &str, pattern: &str, moved: u64, expired: u64) {
+/// or dropped there because their time was up (`expired`), and how long the oldest moved one
+/// had waited for the gone system (`conclib_takeover_wait_seconds`: a failover's cost to
+/// its callers) (`proxy/takeover.rs`).
+pub(crate) fn taken_over(system: &str, pattern: &str, done: &crate::proxy::TakenOver) {
     if is_enabled() {
         metrics::counter!("conclib_takeover_moved_total", "system" => system.to_owned(), "pattern" => pattern.to_owned())
-            .increment(moved);
+            .increment(done.moved);
         metrics::counter!("conclib_takeover_expired_total", "system" => system.to_owned(), "pattern" => pattern.to_owned())
-            .increment(expired);
+            .increment(done.expired);
+        if done.moved > 0 {
+            metrics::histogram!("conclib_takeover_wait_seconds", "system" => system.to_owned(), "pattern" => pattern.to_owned())
+                .record(done.waited_ms as f64 / 1000.0);
+        }
     }
 }

@@ -470,21 +470,35 @@ pub(crate) fn sha1_hex(script: &str) -> String {
     fred::util::sha1_hash(script)
 }
 
-/// `KEYS[1]` = the request stream of a system that is gone, `KEYS[2]` = the stream of a
-/// URN pattern's group, `KEYS[3]` = the gone system's lease, `KEYS[4..]` = URN keys;
-/// `ARGV[1]` = consumer group, `ARGV[2]` = the pattern's prefix, `ARGV[3]` = the gone
-/// system's id, `ARGV[4]`, `ARGV[5]` = the first and last entry id to look at. In one step,
-/// unless the gone system holds a lease again (a process of it started, and reads its
-/// stream: returns `{-2, 0}`, nothing done): releases the URN keys that still name the
-/// gone system, then moves every request of the range for a URN of the pattern that the
-/// gone system had not acknowledged (pending, or never read) to the group's stream, in
-/// order, its `ttl` cut by the time it already waited (one whose time is up is dropped
-/// there: its asker gave up), and deletes it from the gone system's stream. Returns `{moved,
-/// expired}`, or `{-1, 0}` when the group's stream does not exist (nothing done).
-pub(crate) const TAKE_OVER_SCRIPT: &str = r"if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0} end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {-2, 0} end
-for i = 4, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[3] then redis.call('DEL', KEYS[i]) end
+/// `KEYS[1]` = a gone system's stream, `KEYS[2]` = a pattern group's stream, `KEYS[3]` = the
+/// gone system's lease, `KEYS[4..3+n]` = URN keys, `KEYS[4+n..]` = the streams of the members
+/// chosen to activate them; `ARGV[1]` = consumer group, `ARGV[2]` = the pattern's prefix,
+/// `ARGV[3]` = the gone system's id, `ARGV[4]`, `ARGV[5]` = the first and last entry ids to
+/// look at, `ARGV[6]` = the URN keys' TTL (ms), `ARGV[7]` = n, then n URNs (those of
+/// `KEYS[4..3+n]`), n indexes (1-based) into the chosen members' streams, and their system
+/// ids. Unless the pattern has no member (`{-1, 0, 0}`) or the gone system holds a lease
+/// again (`{-2, 0, 0}`): each URN key naming the gone system, or absent, is given to the
+/// member chosen for it, and each request of that range for a URN of the pattern not acknowledged by the
+/// gone system (delivered and pending, or never delivered) is appended, fields unchanged but
+/// its deadline's `ttl` cut by the time it waited and a `moved` field (its first entry,
+/// `<id> <stream>`, unless it has one), to that member's stream (to the group's stream if its
+/// URN is held by another system by now), or dropped if its deadline passed; every request
+/// of the pattern in the range is then acknowledged and deleted from the gone system's
+/// stream. One script: the requests of a URN reach one stream, in their order, before any
+/// request sent after they moved. Returns `{moved, expired, waited}` (`waited`: how long the
+/// oldest moved request had waited, ms).
+pub(crate) const TAKE_OVER_SCRIPT: &str = r"if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {-2, 0, 0} end
+local n = tonumber(ARGV[7])
+local dest = {}
+for i = 1, n do
+  local key = KEYS[3 + i]
+  local target = tonumber(ARGV[7 + n + i])
+  local held = redis.call('GET', key)
+  if held == ARGV[3] or (held == false and redis.call('SET', key, ARGV[7 + 2 * n + target], 'PX', ARGV[6], 'NX')) then
+    redis.call('SET', key, ARGV[7 + 2 * n + target], 'PX', ARGV[6])
+    dest[ARGV[7 + i]] = KEYS[3 + n + target]
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -505,7 +519,7 @@ local function split(id)
 end
 local lm, ls = split(last)
 local plen = string.len(ARGV[2])
-local moved, expired = 0, 0
+local moved, expired, waited = 0, 0, 0
 for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
   local id, f = e[1], e[2]
   local urn, ttl, placed, first
@@ -527,8 +541,9 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
           f[#f + 1] = 'moved'
           f[#f + 1] = id .. ' ' .. KEYS[1]
         end
-        redis.call('XADD', KEYS[2], '*', unpack(f))
+        redis.call('XADD', dest[urn] or KEYS[2], '*', unpack(f))
         moved = moved + 1
+        waited = math.max(waited, now - math.min(ms, now))
       else
         expired = expired + 1
       end
@@ -537,7 +552,7 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
     redis.call('XDEL', KEYS[1], id)
   end
 end
-return {moved, expired}";
+return {moved, expired, waited}";
 
 #[cfg(test)]
 mod tests {

@@ -102,8 +102,10 @@ impl Shared {
         // A rebalancing pattern's URN not (or no longer) active here, asked through this
         // system's own stream (a client's route cached before it was passivated): to the
         // pattern's group, whose placement chooses where it is activated again.
+        // (Not a request a takeover moved here: this system was chosen to activate it.)
         if pattern.rebalance
             && matches!(self.role, Role::System)
+            && h.req.moved.is_none()
             && !Box::pin(sys.activations.is_live_when_settled(&h.req.urn)).await
         {
             let group = protocol::pattern_group(&pattern.prefix);

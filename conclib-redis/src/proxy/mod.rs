@@ -26,6 +26,7 @@ pub use activation::{Activation, Activator, DEFAULT_PASSIVATE_AFTER};
 pub use handle::{ProxyHandle, start_proxy};
 pub use placement::{MemberInfo, PlaceFn, Placement};
 pub use store::{StateStore, StoreError};
+pub(crate) use takeover::TakenOver;
 
 use lease::lease_token;
 use read::read_loop;

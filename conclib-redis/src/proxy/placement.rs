@@ -203,7 +203,7 @@ impl Shared {
     /// system is one of them: its count is the one it has now), sorted by system id;
     /// `asker`: the system that sent the request. With the holder of `urn` (`None` without
     /// one).
-    async fn directory(
+    pub(super) async fn directory(
         &self,
         sys: Option<&Shared>,
         prefix: &str,

@@ -31,11 +31,14 @@ const STEPS: usize = 50;
 
 /// What a look at a pattern's gone systems found and did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct TakenOver {
+pub(crate) struct TakenOver {
     /// Requests moved to the group's stream.
-    pub(super) moved: u64,
+    pub(crate) moved: u64,
     /// Requests whose time was up: dropped.
-    pub(super) expired: u64,
+    pub(crate) expired: u64,
+    /// How long the oldest request moved had waited in the gone system's stream
+    /// (milliseconds): what the failover cost the callers who waited longest.
+    pub(crate) waited_ms: u64,
 }
 
 impl Shared {
@@ -55,8 +58,8 @@ impl Shared {
             }
             let done = self.move_requests(&system, prefix, script).await;
             if done.moved + done.expired > 0 {
-                tracing::info!(system = %self.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, "moved the requests a gone system left for a pattern's URNs to the pattern's group");
-                crate::metrics::taken_over(&self.system_id, prefix, done.moved, done.expired);
+                tracing::info!(system = %self.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, waited_ms = done.waited_ms, "moved the requests a gone system left for a pattern's URNs to the pattern's group");
+                crate::metrics::taken_over(&self.system_id, prefix, &done);
                 // Counted in the system's stats (`ProxyHandle::stats`, its snapshot).
                 if let super::Role::Member(m) = &self.role
                     && let Some(sys) = m.system.upgrade()
@@ -66,6 +69,7 @@ impl Shared {
             }
             total.moved += done.moved;
             total.expired += done.expired;
+            total.waited_ms = total.waited_ms.max(done.waited_ms);
         }
         total
     }
@@ -112,8 +116,42 @@ impl Shared {
         matches!(taken.first(), Some(Ok(Value::Integer(1))))
     }
 
-    /// Moves `system`'s unacknowledged requests for `prefix`'s URNs to the pattern's group
-    /// stream, a batch at a time ([`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT)).
+    /// The member to activate each of `urns` again (`system` gone): by the pattern's
+    /// placement among the live members but `system`, counting each choice made (this
+    /// member when the directory cannot be read).
+    async fn choose_targets(&self, system: &str, prefix: &str, urns: &[String]) -> Vec<String> {
+        let sys = match &self.role {
+            super::Role::Member(m) => m.system.upgrade(),
+            super::Role::System => None,
+        };
+        let placement = sys
+            .as_ref()
+            .and_then(|s| s.activations.pattern_for_prefix(prefix))
+            .map(|p| p.placement.clone());
+        let mut members = match self.directory(sys.as_deref(), prefix, None, None).await {
+            Ok((members, _)) => members,
+            Err(_) => Vec::new(),
+        };
+        members.retain(|m| m.system != system);
+        urns.iter()
+            .map(|urn| {
+                let chosen = placement
+                    .as_ref()
+                    .filter(|_| !members.is_empty())
+                    .and_then(|p| p.choose(urn, &members))
+                    .unwrap_or(&self.system_id)
+                    .to_owned();
+                if let Some(m) = members.iter_mut().find(|m| m.system == chosen) {
+                    m.activations += 1;
+                }
+                chosen
+            })
+            .collect()
+    }
+
+    /// Moves `system`'s unacknowledged requests for `prefix`'s URNs, each URN's to the
+    /// own stream of the member chosen to activate it, a batch at a time
+    /// ([`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT)).
     async fn move_requests(&self, system: &str, prefix: &str, script: &Script) -> TakenOver {
         let stream = self.keys.requests(system);
         let target = self.keys.requests(&protocol::pattern_group(prefix));
@@ -138,28 +176,42 @@ impl Shared {
             let Some((first, last)) = range_of(&entries) else {
                 break;
             };
-            let mut urn_keys: Vec<String> = entries
+            let mut urns: Vec<String> = entries
                 .iter()
                 .filter_map(urn_of)
                 .filter(|urn| protocol::pattern_prefix(urn) == Some(prefix))
-                .map(|urn| self.keys.urn(&urn))
                 .collect();
-            urn_keys.sort();
-            urn_keys.dedup();
-            if !urn_keys.is_empty() {
+            urns.sort();
+            urns.dedup();
+            if !urns.is_empty() {
+                // Where each URN is activated again: one member's own stream for all its
+                // requests, so that they are handled in their order.
+                let targets = self.choose_targets(system, prefix, &urns).await;
+                let mut members: Vec<&str> = targets.iter().map(String::as_str).collect();
+                members.sort_unstable();
+                members.dedup();
                 let mut keys = vec![
                     owned(stream.clone()),
                     owned(target.clone()),
                     owned(self.keys.lease(system)),
                 ];
-                keys.extend(urn_keys.into_iter().map(owned));
-                let args = vec![
+                keys.extend(urns.iter().map(|u| owned(self.keys.urn(u))));
+                keys.extend(members.iter().map(|m| owned(self.keys.requests(m))));
+                let mut args = vec![
                     s(CONSUMER_GROUP),
                     owned(prefix.to_owned()),
                     owned(system.to_owned()),
                     owned(first),
                     owned(last.clone()),
+                    Value::Integer(self.config.urn_ttl.as_millis().max(1) as i64),
+                    Value::Integer(urns.len() as i64),
                 ];
+                args.extend(urns.iter().cloned().map(owned));
+                args.extend(targets.iter().map(|t| {
+                    let at = members.iter().position(|m| m == t).unwrap_or(0);
+                    Value::Integer(at as i64 + 1)
+                }));
+                args.extend(members.iter().map(|m| owned((*m).to_owned())));
                 match script.eval(&self.cmd, keys, args).await {
                     Ok(Value::Array(counts)) => {
                         let n = |i: usize| counts.get(i).and_then(Value::as_i64).unwrap_or(0);
@@ -170,6 +222,7 @@ impl Shared {
                         }
                         done.moved += n(0) as u64;
                         done.expired += n(1) as u64;
+                        done.waited_ms = done.waited_ms.max(n(2).max(0) as u64);
                     }
                     Ok(_) => break,
                     Err(e) => {

@@ -58,6 +58,7 @@ async fn failover(pause_only: bool) {
     let victim = peers.remove(victim_index);
     victim.freeze().await;
     // Queued for the victim, in its stream: a tell, then asks that must see it handled.
+    let queued_at = Instant::now();
     for urn in &theirs {
         client.tell(urn.as_str(), Incr(0)).await.unwrap();
     }
@@ -151,7 +152,29 @@ async fn failover(pause_only: bool) {
         failover.as_millis(),
     );
     drop(client);
+    // The survivors' metrics: every request moved counted once, by whoever moved it, and
+    // how long the oldest had waited for the gone holder.
+    let (mut moved, mut waits) = (0, Vec::new());
     for p in peers {
-        p.stop().await;
+        for line in p.stop_saying().await {
+            if let Some(rest) = line.strip_prefix("TAKEOVER ") {
+                let (n, w) = rest.split_once(' ').unwrap();
+                moved += n.parse::<usize>().unwrap();
+                waits.extend(
+                    w.trim_matches(['[', ']'])
+                        .split(", ")
+                        .filter(|w| !w.is_empty())
+                        .map(|w| w.parse::<u64>().unwrap()),
+                );
+            }
+        }
     }
+    assert_eq!(moved, queued, "conclib_takeover_moved_total");
+    let longest = waits.iter().max().copied().unwrap_or(0);
+    assert!(
+        longest > 0
+            && Duration::from_millis(longest) <= (failed_at - queued_at) + failover + MARGIN,
+        "conclib_takeover_wait_seconds: {waits:?} (ms), the failover took {failover:?} after {:?} of queueing",
+        failed_at - queued_at
+    );
 }

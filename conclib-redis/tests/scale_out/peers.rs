@@ -100,14 +100,28 @@ impl Peer {
             .expect("a killed child is reaped");
     }
 
-    pub(crate) async fn stop(mut self) {
+    pub(crate) async fn stop(self) {
+        self.stop_saying().await;
+    }
+
+    /// Stops it gracefully; what it printed before `STOPPED`.
+    pub(crate) async fn stop_saying(mut self) -> Vec<String> {
         self.say("stop").await;
-        assert_eq!(self.line(30).await, "STOPPED");
+        let mut said = Vec::new();
+        loop {
+            let line = self.line(30).await;
+            if line == "STOPPED" {
+                break;
+            }
+            assert!(!line.is_empty(), "the peer ends before STOPPED");
+            said.push(line);
+        }
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("the peer exits")
             .unwrap();
         assert!(status.success());
+        said
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use conclib_core::ActorSystem;
 use conclib_redis::{Placement, ProxyClient, ProxyConfig, start_proxy};
 use fred::prelude::*;
+use metrics_util::debugging::DebugValue;
 
 use crate::activation::{Total, open_account};
 use crate::common::{config, plain_client};
@@ -29,6 +30,11 @@ pub(crate) async fn placer(args: &[String]) -> i32 {
         _ => return 2,
     };
     let config = peer_config(url, ns, system_id, lease_ms);
+    // The metrics this peer records, printed as it stops (`TAKEOVER moved waits`).
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+    conclib_core::metrics::enable();
     let system = ActorSystem::new(system_id);
     let proxy = start_proxy(&system, &config).await.unwrap();
     let redis = plain_client(url).await;
@@ -46,6 +52,17 @@ pub(crate) async fn placer(args: &[String]) -> i32 {
     println!("READY");
     wait_for_orders(&proxy).await;
     proxy.shutdown().await.unwrap();
+    let (mut moved, mut waits) = (0u64, Vec::new());
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        match (key.key().name(), value) {
+            ("conclib_takeover_moved_total", DebugValue::Counter(n)) => moved += n,
+            ("conclib_takeover_wait_seconds", DebugValue::Histogram(v)) => {
+                waits.extend(v.iter().map(|w| (w.into_inner() * 1000.0) as u64));
+            }
+            _ => {}
+        }
+    }
+    println!("TAKEOVER {moved} {waits:?}");
     println!("STOPPED");
     0
 }
