@@ -159,9 +159,13 @@
 //!   ([`Fence`](conclib_core::Fence)), checked by the actor's task as it takes the request,
 //!   so one still queued in the mailbox when the lease lapsed is not started (it stays
 //!   pending in Redis, for whoever holds it now); only a handler already running at the
-//!   moment of the pause finishes, as one does at a crash between handling and
-//!   acknowledging (`a_member_paused_with_tells_queued_starts_none_of_them_once_back`: 0
-//!   repeats; before the fence, 1-2 in 2 of 3 runs). What it
+//!   moment of the pause finishes, and requests it had handled but whose acknowledgement
+//!   (sent with the proxy's next write) had not gone out are handled again by the others,
+//!   as at a crash between handling and acknowledging: at most
+//!   [`group_in_flight`](ProxyConfig::group_in_flight) in all
+//!   (`a_member_paused_with_tells_queued_starts_none_of_them_once_back`: 0 repeats with its
+//!   mailbox kept full; before the fence, 1-2 in 2 of 3 runs; with fast handlers, 0 in most
+//!   runs, 2 in one run on a machine with a load average of 10). What it
 //!   reads once it is back stays pending on it until handled (a gone member's consumer is
 //!   deleted only with nothing pending on it, checked and deleted in one script). A graceful
 //!   leave finishes what the member took first. With no member left, the group's URN

@@ -482,6 +482,12 @@ impl Shared {
     /// Renews the instance lease, the URN ownerships and the queue's TTL, and trims the queue.
     pub(super) async fn renew(&self) {
         let since = std::time::Instant::now();
+        // A lease that lapsed (a pause, Redis out of reach) may have let another system take
+        // the URNs over (the takeover gives their keys away once the lease lapsed, whatever
+        // their own TTL): they are claimed again, and checked, before they count as held.
+        if self.ns_at(since) >= self.lease_fresh_until.load(Ordering::Acquire) {
+            self.renew_all_urns();
+        }
         let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let lease = self
             .eval_many(

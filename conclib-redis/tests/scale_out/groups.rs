@@ -481,9 +481,13 @@ async fn paused_member_repeats(slow: bool) {
     let duplicates: usize = noted(&notes).values().map(|c| c - 1).sum();
     eprintln!("RESULT pause_duplicates={duplicates}");
     // What its actor had queued before the pause is fenced out (its lease's fence closed):
-    // only a handler running at the very moment of the SIGSTOP can finish after it, one at
-    // most (group_in_flight is 4: up to 4 before the fence).
-    assert!(duplicates <= 1, "{duplicates} handled twice");
+    // only a handler running at the very moment of the SIGSTOP can finish after it, and the
+    // tells it had handled but not yet acknowledged (their acknowledgement goes with the
+    // proxy's next write) are handled again by the other member, as after a crash between
+    // handling and acknowledging: at most group_in_flight (4) in all. Before the fence, the
+    // requests queued in its mailbox were handled again too (`..._starts_none_of_them_...`
+    // shows that with a mailbox kept full).
+    assert!(duplicates <= 4, "{duplicates} handled twice");
     members.push(paused);
     for m in members {
         m.stop().await;
