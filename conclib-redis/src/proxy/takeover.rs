@@ -1,8 +1,11 @@
 //! Failover of a pattern's activations by membership: when a system is gone, one member of
-//! the pattern's group moves the requests still waiting in the gone system's stream for
-//! the pattern's URNs to the group's stream, and frees their URN keys, in one step, so that
-//! they are activated on a live member and answered there, in order and with their
-//! deadlines, instead of waiting for the URN leases to lapse and ending `Timeout`.
+//! the pattern's group chooses, by the pattern's placement, a live member for each of the
+//! pattern's URNs the gone system held, and moves the requests still waiting in the gone
+//! system's stream for each URN to the own stream of the member chosen for it, giving it
+//! the URN's key in the same step: each URN is activated there and its requests answered,
+//! in order and with their deadlines, instead of waiting for the URN keys to lapse and
+//! ending `Timeout`. (Through the group's stream, a URN's requests could be read by two
+//! members and placed apart, out of order.)
 //!
 //! Gone means: no system lease (it lapsed: the system's one liveness record, renewed every
 //! third of the lease), or a lease naming a process on this host that no longer exists
@@ -10,11 +13,13 @@
 //! lease again (a process of it started, which reads its stream from then on) keeps its
 //! requests. A system paused past its lease and back finds its lease lapsed:
 //! what it had queued for its actors is fenced out (`Shared::fence`), what it had read but
-//! not handed on is no longer pending on it, so it handles none of what was moved; a
-//! handler already running at the pause finishes (the one repeat left, as after a crash
-//! between handling and acknowledging). Not in a Redis Cluster: the gone system's stream
-//! and the group's live in different slots, where no script reaches both (there the URN
-//! leases lapse as before).
+//! not handed on is no longer pending on it, and it claims its URN keys again before it
+//! serves (`lease.rs`), finding them given away, so it handles none of what was moved; a
+//! handler already running at the pause finishes, and its write to the state is refused
+//! once the new activation opened it, or recorded and known by the new one (a moved
+//! request keeps its first entry as its identity, `field::MOVED`). Not in a Redis
+//! Cluster: the streams live in different slots, where no script reaches them all (there
+//! the URN keys lapse after `urn_ttl`).
 
 use std::sync::atomic::Ordering;
 
@@ -26,7 +31,7 @@ use crate::protocol::{self, CONSUMER_GROUP};
 
 /// Entries looked at per step of a takeover.
 const BATCH: usize = 200;
-/// Steps per look, at most: the rest at the next look (a second later).
+/// Steps per look, at most: the rest at the next look (an eighth of a lease later).
 const STEPS: usize = 50;
 
 /// What a look at a pattern's gone systems found and did.
