@@ -1,8 +1,11 @@
 //! Topics (issue #65) on a real redis-server: live and durable publish/subscribe from a
 //! system and a client, into streams and actors; ordering per publisher; a durable
 //! subscriber process SIGKILLed and started again resumes with nothing lost; a slow live
-//! subscriber stays bounded, its drops counted.
+//! subscriber stays bounded, its drops counted; on a Redis Cluster, live topics are sharded
+//! pub/sub.
 mod common;
+#[path = "common/servers.rs"]
+mod servers;
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -42,6 +45,7 @@ fn main() {
         bad_names_large_events_and_foreign_events_are_typed_errors,
         a_live_pattern_receives_the_topics_it_matches,
         a_gone_subscribers_events_are_claimed_and_its_name_forgotten,
+        live_topics_on_a_redis_cluster_use_sharded_pub_sub,
     ]);
 }
 
@@ -578,4 +582,113 @@ async fn a_gone_subscribers_events_are_claimed_and_its_name_forgotten() {
     })
     .await;
     b.close().await;
+}
+
+/// On a Redis Cluster of 3 primaries, live topics are sharded pub/sub: each topic's channel
+/// is subscribed (`SSUBSCRIBE`) on the node of its slot and published to there
+/// (`SPUBLISH`); topics on every node each deliver every event in order, to subscribers of a
+/// client and of a system; a durable topic works there too; patterns are refused (a typed
+/// error).
+async fn live_topics_on_a_redis_cluster_use_sharded_pub_sub() {
+    let cluster = servers::start_cluster(3).await;
+    let ns = "topics-cluster";
+    let mut config = ProxyConfig::new(cluster.url()).with_namespace(ns);
+    config.connect_timeout = Duration::from_secs(10);
+    let channel = |name: &str| format!("{ns}:topic:{{{name}}}:live");
+    // One topic on each node.
+    let mut names: Vec<Option<String>> = vec![None; 3];
+    for i in 0.. {
+        let name = format!("shard.{i}");
+        let node = cluster.node_of_key(&channel(&name));
+        names[node].get_or_insert(name);
+        if names.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let names: Vec<String> = names.into_iter().map(Option::unwrap).collect();
+    let system = ActorSystem::new("cluster-publisher");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let mut subs = Vec::new();
+    for name in &names {
+        let topic = Topic::live(name).unwrap();
+        let from_client = client
+            .subscribe::<Tick>(&topic)
+            .buffer(10_000)
+            .await
+            .unwrap();
+        let from_system = proxy
+            .topics()
+            .subscribe::<Tick>(&topic)
+            .buffer(10_000)
+            .await
+            .unwrap();
+        subs.push((topic, from_client, from_system));
+    }
+    // Subscribed on the node of the channel's slot, sharded, and nowhere else.
+    for (node, name) in names.iter().enumerate() {
+        for (i, server) in cluster.nodes.iter().enumerate() {
+            let words = ["PUBSUB", "SHARDNUMSUB", &channel(name)];
+            let out = servers::cli(server.port, &servers::args(&words))
+                .await
+                .unwrap();
+            let count: u64 = out.lines().last().unwrap().trim().parse().unwrap();
+            assert_eq!(count, if i == node { 2 } else { 0 }, "{name} on node {i}");
+            let words = ["PUBSUB", "NUMSUB", &channel(name)];
+            let out = servers::cli(server.port, &servers::args(&words))
+                .await
+                .unwrap();
+            assert_eq!(
+                out.lines().last().unwrap().trim(),
+                "0",
+                "{name} on node {i}"
+            );
+        }
+    }
+    let n = 500;
+    let publishers: Vec<_> = subs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (topic, _, _))| {
+            let from = 2 * i as u32;
+            [
+                tokio::spawn(publish_all(proxy.topics(), topic.clone(), from, n)),
+                tokio::spawn(publish_all(client.topics(), topic.clone(), from + 1, n)),
+            ]
+        })
+        .collect();
+    for (i, (_, from_client, from_system)) in subs.iter_mut().enumerate() {
+        for sub in [from_client, from_system] {
+            let got = take_in_order(sub, 2 * n as usize).await;
+            assert!(got.iter().all(|t| t.from / 2 == i as u32), "{i}");
+            let distinct: HashSet<Tick> = got.into_iter().collect();
+            assert_eq!(distinct.len(), 2 * n as usize);
+            assert_eq!(sub.stats().dropped, 0);
+        }
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    // A durable topic: its stream on the node of its slot, read in order.
+    let durable = Topic::durable(&names[1]).unwrap();
+    let mut group = client
+        .subscribe::<Tick>(&durable)
+        .group("billing")
+        .await
+        .unwrap();
+    publish_all(proxy.topics(), durable, 9, n).await;
+    assert_eq!(
+        take_in_order(&mut group, n as usize).await.len(),
+        n as usize
+    );
+    group.close().await;
+    // Patterns have no sharded form.
+    let pattern = Topic::live_pattern("shard.*").unwrap();
+    assert!(matches!(
+        client.subscribe::<Tick>(&pattern).await,
+        Err(TopicError::Config(_))
+    ));
+    drop(subs);
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
 }
