@@ -86,7 +86,11 @@ fn parse_args() -> Result<Args, String> {
     if args.len() != want {
         return Err(usage.into());
     }
-    let number = |i: usize| args[i].parse::<u64>().map_err(|e| format!("{}: {e}", args[i]));
+    let number = |i: usize| {
+        args[i]
+            .parse::<u64>()
+            .map_err(|e| format!("{}: {e}", args[i]))
+    };
     Ok(Args {
         role: args[0].clone(),
         url: args[1].clone(),
