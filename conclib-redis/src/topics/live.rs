@@ -35,12 +35,16 @@ pub(super) async fn start(
     let client = builder
         .build()
         .map_err(|e| TopicError::Config(e.to_string()))?;
-    // Taken before connecting: no message and no reconnection goes unseen.
+    // Taken before connecting: no message goes unseen.
     let messages = client.message_rx();
-    let reconnects = client.reconnect_rx();
     conn::init_within(&[&client], config.connect_timeout)
         .await
         .map_err(TopicError::Unavailable)?;
+    // Taken after: fred reports the first connection as a reconnection too, and subscribing
+    // again for it raced with the first events (one in a few hundred subscriptions lost its
+    // first event). A reconnection from here on comes before or after our `SUBSCRIBE`: the
+    // connection it gives is subscribed either way.
+    let reconnects = client.reconnect_rx();
     let channel = wire::live_channel(&config.namespace, topic.name());
     let kind = match (topic.is_pattern(), client.is_clustered()) {
         (false, false) => Kind::Channel,
@@ -155,10 +159,19 @@ enum Kind {
     Sharded,
 }
 
+/// Subscribes, and returns once Redis has: fred answers `SUBSCRIBE` and `PSUBSCRIBE` when
+/// they are written, not when Redis confirms (`SSUBSCRIBE` it waits for), so a `PING` on
+/// the same connection follows them: Redis answers it after it took the subscription. An
+/// event published after this returned reaches the subscription (without it, one published
+/// a few milliseconds later was sometimes missed on a loaded machine).
 async fn subscribe(client: &Client, channel: &str, kind: Kind) -> Result<(), fred::error::Error> {
     match kind {
-        Kind::Channel => client.subscribe(channel.to_owned()).await,
-        Kind::Pattern => client.psubscribe(channel.to_owned()).await,
-        Kind::Sharded => client.ssubscribe(channel.to_owned()).await,
+        Kind::Channel => client.subscribe(channel.to_owned()).await?,
+        Kind::Pattern => client.psubscribe(channel.to_owned()).await?,
+        Kind::Sharded => return client.ssubscribe(channel.to_owned()).await,
     }
+    // Outside a Cluster (the only place these two are used) there is one connection.
+    conn::call(client, conn::unkeyed("PING"), Vec::new())
+        .await
+        .map(|_| ())
 }
