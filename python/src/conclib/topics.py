@@ -5,7 +5,9 @@ The same topics as the Rust ``conclib_redis::Topic``; two delivery modes, chosen
 - **live** (Redis pub/sub, ``durable=False``): at most once. A subscription receives what is
   published while it is subscribed; one that is slower than the events drops those that find
   its buffer full (counted in ``stats()["dropped"]``); after a lost connection it subscribes
-  again by itself, missing what was published meanwhile.
+  again by itself, missing what was published meanwhile. On a Redis Cluster it is sharded
+  pub/sub (``SSUBSCRIBE``/``SPUBLISH``, Redis 7.0 or later, redis-py's cluster pub/sub), as
+  the Rust side does there: each topic's events stay on the node of its slot.
 - **durable** (a Redis stream, one consumer group per subscriber ``group``): at least once,
   in order. Every group receives every event the topic keeps; an event is acknowledged when
   the next one is asked for (or at ``aclose()``), so one being handled when the process died
@@ -84,7 +86,9 @@ async def publish(client: Any, topic: str, event: Any, *, durable: bool, max_len
         args: tuple[Any, ...] = ("XADD", durable_key(ns, topic), "MAXLEN", "~", int(max_len), "*",
                                  "v", "1", "codec", "msgpack", "body", body)
     else:
-        args = ("PUBLISH", live_channel(ns, topic), live_frame(body))
+        # On a Cluster, sharded pub/sub (to the node of the channel's slot), as in Rust.
+        command = "SPUBLISH" if client._target.kind == "cluster" else "PUBLISH"
+        args = (command, live_channel(ns, topic), live_frame(body))
     await session.command(time.monotonic() + client.command_timeout, *args)
 
 
@@ -119,6 +123,7 @@ class Subscription:
                         "undecodable": 0, "resubscribes": 0}
         ns = client.namespace
         self._key = durable_key(ns, topic) if durable else live_channel(ns, topic)
+        self._sharded = not durable and client._target.kind == "cluster"
 
     def stats(self) -> dict[str, int]:
         """What the subscription did so far: ``received``, ``delivered``, ``dropped`` (live,
@@ -148,6 +153,13 @@ class Subscription:
     async def _subscribe(self, first: bool) -> None:
         if self.durable:
             await self._create_group("0" if self._from_start or not first else "$")
+        elif self._sharded:
+            if not hasattr(self._redis, "pubsub"):
+                raise ConfigError("this redis-py's asyncio RedisCluster has no pub/sub: live topics on a "
+                                  "Redis Cluster need a newer redis-py")
+            await self._redis.initialize()  # the slot map, which ssubscribe routes by
+            self._pubsub = self._redis.pubsub()
+            await self._pubsub.ssubscribe(self._key)
         else:
             self._pubsub = self._redis.pubsub()
             await self._pubsub.subscribe(self._key)
@@ -171,7 +183,10 @@ class Subscription:
                 pubsub = self._pubsub
                 if pubsub is None:  # closed while subscribing
                     continue
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if self._sharded:
+                    message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                else:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 backoff = 0.02
             except asyncio.CancelledError:
                 raise
@@ -181,7 +196,7 @@ class Subscription:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
                 continue
-            if message is None or message.get("type") != "message":
+            if message is None or message.get("type") not in ("message", "smessage"):
                 continue
             self._counts["received"] += 1
             try:
