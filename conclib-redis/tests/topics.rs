@@ -47,6 +47,7 @@ fn main() {
         a_gone_subscribers_events_are_claimed_and_its_name_forgotten,
         live_topics_on_a_redis_cluster_use_sharded_pub_sub,
         a_live_subscription_gets_the_first_event_after_it_returns,
+        a_slow_actor_holds_its_mailbox_and_buffer_and_the_rest_is_dropped_and_counted,
     ]);
 }
 
@@ -719,5 +720,93 @@ async fn a_live_subscription_gets_the_first_event_after_it_returns() {
             assert_eq!(sub.stats().resubscribes, 0, "round {round}");
         }
     }
+    proxy.shutdown().await.unwrap();
+}
+
+/// Handles each event once it is let through its gate.
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    log: Arc<Mutex<Vec<Tick>>>,
+}
+impl Actor for Gated {}
+impl Handler<Tick> for Gated {
+    async fn handle(&mut self, tick: Tick, _: &mut Context<Self>) -> Result<(), Infallible> {
+        self.gate.acquire().await.unwrap().forget();
+        self.log.lock().unwrap().push(tick);
+        Ok(())
+    }
+}
+
+/// A live topic into an actor that does not keep up: its mailbox (8) fills, the forwarding
+/// waits (back-pressure), the subscription's buffer (16) fills, and every other event is
+/// dropped and counted; once the actor goes on, it gets what was kept, in order, then new
+/// events again.
+async fn a_slow_actor_holds_its_mailbox_and_buffer_and_the_rest_is_dropped_and_counted() {
+    let config = common::config("slow-actor");
+    let system = ActorSystem::new("slow");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let actor = system
+        .build(Gated {
+            gate: gate.clone(),
+            log: log.clone(),
+        })
+        .mailbox(conclib_core::MailboxConfig::Bounded(8))
+        .spawn()
+        .await
+        .unwrap();
+    let topic = Topic::live("slow-actor").unwrap();
+    // A Topics of its own: its stats are this subscription's.
+    let subscriber = ProxyClient::connect(&config).await.unwrap();
+    let feed = subscriber
+        .topics()
+        .subscribe::<Tick>(&topic)
+        .buffer(16)
+        .to_actor(actor.recipient())
+        .await
+        .unwrap();
+    let total = 5_000;
+    publish_all(proxy.topics(), topic.clone(), 0, total).await;
+    conclib_testkit::eventually(Duration::from_secs(10), "every event received", || async {
+        subscriber.topics().stats().received == total
+    })
+    .await;
+    // Held: at most the buffer, and what the forwarding took (the mailbox, the event being
+    // handled, the one waiting for room); the rest dropped, counted.
+    let stats = subscriber.topics().stats();
+    assert!(stats.buffered <= 16, "{stats:?}");
+    assert!(stats.delivered <= 8 + 2, "{stats:?}");
+    assert!(stats.dropped >= total - 16 - (8 + 2), "{stats:?}");
+    gate.add_permits(usize::MAX >> 4);
+    conclib_testkit::eventually(
+        Duration::from_secs(10),
+        "every event handled or dropped",
+        || async {
+            log.lock().unwrap().len() as u64 + subscriber.topics().stats().dropped == total
+        },
+    )
+    .await;
+    let kept = log.lock().unwrap().len() as u64;
+    assert!(kept <= 16 + 8 + 2, "{kept}");
+    let stats = subscriber.topics().stats();
+    let seqs: Vec<u64> = log.lock().unwrap().iter().map(|t| t.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // Caught up: new events go through again (one at a time: a burst would find the small
+    // buffer full again), none dropped.
+    for seq in 0..20 {
+        let tick = Tick { from: 1, seq };
+        proxy.topics().publish(&topic, &tick).await.unwrap();
+        conclib_testkit::eventually(Duration::from_secs(10), "the event handled", || async {
+            log.lock().unwrap().last() == Some(&tick)
+        })
+        .await;
+    }
+    assert_eq!(subscriber.topics().stats().dropped, stats.dropped);
+    conclib_testkit::eventually(Duration::from_secs(10), "the feed counts them", || async {
+        feed.handed() == kept + 20
+    })
+    .await;
+    drop(feed);
     proxy.shutdown().await.unwrap();
 }
