@@ -160,9 +160,20 @@ class Subscription:
             await self._redis.initialize()  # the slot map, which ssubscribe routes by
             self._pubsub = self._redis.pubsub()
             await self._pubsub.ssubscribe(self._key)
+            await asyncio.wait_for(self._confirmed(self._pubsub), self._client.command_timeout)
         else:
             self._pubsub = self._redis.pubsub()
             await self._pubsub.subscribe(self._key)
+            await asyncio.wait_for(self._confirmed(self._pubsub), self._client.command_timeout)
+
+    async def _confirmed(self, pubsub: Any) -> None:
+        """Returns once Redis confirmed the subscription (redis-py's ``subscribe`` returns once
+        the command is written): an event published from then on reaches it."""
+        while True:
+            message = await self._next_live(pubsub, skip_confirmations=False)
+            if message is not None and message.get("type") in ("subscribe", "ssubscribe"):
+                return
+            self._take_live(message)
 
     async def _create_group(self, start: str) -> None:
         try:
@@ -183,10 +194,7 @@ class Subscription:
                 pubsub = self._pubsub
                 if pubsub is None:  # closed while subscribing
                     continue
-                if self._sharded:
-                    message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
-                else:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                message = await self._next_live(pubsub, skip_confirmations=True)
                 backoff = 0.02
             except asyncio.CancelledError:
                 raise
@@ -196,13 +204,23 @@ class Subscription:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
                 continue
-            if message is None or message.get("type") not in ("message", "smessage"):
-                continue
-            self._counts["received"] += 1
-            try:
-                self._queue.put_nowait((None, message["data"]))
-            except asyncio.QueueFull:
-                self._counts["dropped"] += 1
+            self._take_live(message)
+
+    async def _next_live(self, pubsub: Any, *, skip_confirmations: bool) -> Any:
+        """The next pub/sub message (or ``None`` after a second without one)."""
+        if self._sharded:
+            return await pubsub.get_sharded_message(ignore_subscribe_messages=skip_confirmations, timeout=1.0)
+        return await pubsub.get_message(ignore_subscribe_messages=skip_confirmations, timeout=1.0)
+
+    def _take_live(self, message: Any) -> None:
+        """Buffers a topic's event, or drops it (counted) when the buffer is full."""
+        if message is None or message.get("type") not in ("message", "smessage"):
+            return
+        self._counts["received"] += 1
+        try:
+            self._queue.put_nowait((None, message["data"]))
+        except asyncio.QueueFull:
+            self._counts["dropped"] += 1
 
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
