@@ -695,9 +695,9 @@ async fn live_topics_on_a_redis_cluster_use_sharded_pub_sub() {
     proxy.shutdown().await.unwrap();
 }
 
-/// A live subscription receives the first event published once it returned, and counts no
-/// re-subscription for its first connection (it used to subscribe again for it, racing with
-/// the first events: one subscription in a few hundred lost its first).
+/// A live subscription receives the first event published once it returned (fred answers
+/// `SUBSCRIBE` before writing it: one subscription in a few hundred used to miss its first
+/// event), and counts no re-subscription for its first connection.
 async fn a_live_subscription_gets_the_first_event_after_it_returns() {
     let config = common::config("first");
     let system = ActorSystem::new("publisher");

@@ -40,10 +40,10 @@ pub(super) async fn start(
     conn::init_within(&[&client], config.connect_timeout)
         .await
         .map_err(TopicError::Unavailable)?;
-    // Taken after: fred reports the first connection as a reconnection too, and subscribing
-    // again for it raced with the first events (one in a few hundred subscriptions lost its
-    // first event). A reconnection from here on comes before or after our `SUBSCRIBE`: the
-    // connection it gives is subscribed either way.
+    // Taken after: fred reports the first connection as a reconnection too (every
+    // subscription subscribed twice, and counted a re-subscription). A reconnection from
+    // here on comes before or after our `SUBSCRIBE`: the connection it gives is subscribed
+    // either way.
     let reconnects = client.reconnect_rx();
     let channel = wire::live_channel(&config.namespace, topic.name());
     let kind = match (topic.is_pattern(), client.is_clustered()) {
