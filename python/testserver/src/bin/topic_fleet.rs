@@ -4,24 +4,26 @@
 //! topic).
 //!
 //! ```text
-//! topic_fleet system URL NS TOPIC FROM COUNT
-//! topic_fleet client URL NS TOPIC FROM COUNT GROUP TOTAL
+//! topic_fleet system URL NS TOPIC FIRST PUBLISHERS COUNT
+//! topic_fleet client URL NS TOPIC FIRST PUBLISHERS COUNT GROUP TOTAL
 //! ```
 //!
-//! `system`: an actor system serving on the Redis (`start_proxy`, system id `fleet-FROM`)
-//! with an `Emitter` actor holding a clone of the proxy's `Topics`. `client`: a
+//! `system`: an actor system serving on the Redis (`start_proxy`, system id `fleet-FIRST`)
+//! with `PUBLISHERS` `Emitter` actors, each holding a clone of the proxy's `Topics`. `client`: a
 //! `ProxyClient` subscribed to `TOPIC` in subscriber group `GROUP` (consumer `GROUP-1`),
 //! expecting `TOTAL` distinct events. Each prints `ready` once set up, waits for `go` on its
-//! standard input, then publishes `COUNT` events `{from: FROM, seq: 0..COUNT}` one after the
-//! other (the system from the actor's handler) and prints `published COUNT`. A client also
-//! checks that each publisher's events come in order and, once it has every event, prints
-//! `done received=R distinct=D duplicates=U out_of_order=O redelivered=X`. Both exit when
+//! standard input, then has `PUBLISHERS` publishers (numbered `FIRST..FIRST+PUBLISHERS`; in
+//! a system, its actors from their handlers; in a client, tasks) each publish `COUNT` events
+//! `{from: NUMBER, seq: 0..COUNT}` one after the other, all at once, and prints `published
+//! PUBLISHERS*COUNT ms=T` (T: since `go`). A client also checks that each publisher's events come in order and, once it has
+//! every event, prints `done received=R distinct=D duplicates=U out_of_order=O
+//! redelivered=X ms=T`. Both exit when
 //! their standard input ends (or on `stop`): the parent's death ends them too.
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conclib::redis::{MsgPack, ProxyClient, ProxyConfig, Topic, Topics, start_proxy};
 use conclib::{ActorSystem, actor};
@@ -69,7 +71,8 @@ struct Args {
     url: String,
     namespace: String,
     topic: String,
-    from: u32,
+    first: u32,
+    publishers: u32,
     count: u64,
     group: String,
     total: usize,
@@ -77,10 +80,10 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: topic_fleet system URL NS TOPIC FROM COUNT | client URL NS TOPIC FROM COUNT GROUP TOTAL";
+    let usage = "usage: topic_fleet system URL NS TOPIC FIRST PUBLISHERS COUNT | client URL NS TOPIC FIRST PUBLISHERS COUNT GROUP TOTAL";
     let want = match args.first().map(String::as_str) {
-        Some("system") => 6,
-        Some("client") => 8,
+        Some("system") => 7,
+        Some("client") => 9,
         _ => return Err(usage.into()),
     };
     if args.len() != want {
@@ -96,11 +99,12 @@ fn parse_args() -> Result<Args, String> {
         url: args[1].clone(),
         namespace: args[2].clone(),
         topic: args[3].clone(),
-        from: u32::try_from(number(4)?).map_err(|e| e.to_string())?,
-        count: number(5)?,
-        group: args.get(6).cloned().unwrap_or_default(),
-        total: match args.get(7) {
-            Some(_) => usize::try_from(number(7)?).map_err(|e| e.to_string())?,
+        first: u32::try_from(number(4)?).map_err(|e| e.to_string())?,
+        publishers: u32::try_from(number(5)?).map_err(|e| e.to_string())?,
+        count: number(6)?,
+        group: args.get(7).cloned().unwrap_or_default(),
+        total: match args.get(8) {
+            Some(_) => usize::try_from(number(8)?).map_err(|e| e.to_string())?,
             None => 0,
         },
     })
@@ -143,25 +147,39 @@ async fn wait_for_stop(orders: &mut mpsc::UnboundedReceiver<String>) {
 
 async fn system(args: Args) -> Result<(), Error> {
     let mut orders = orders();
+    let name = format!("fleet-{}", args.first);
     let config = ProxyConfig::new(&args.url)
         .with_namespace(&args.namespace)
-        .with_system_id(format!("fleet-{}", args.from));
-    let system = ActorSystem::new(format!("fleet-{}", args.from));
+        .with_system_id(&name);
+    let system = ActorSystem::new(name);
     let proxy = start_proxy(&system, &config).await?;
-    let emitter = system
-        .spawn(Emitter {
+    let topic = Topic::durable(&args.topic)?.codec(MsgPack);
+    let mut emitters = Vec::new();
+    for from in args.first..args.first + args.publishers {
+        let emitter = Emitter {
             topics: proxy.topics(),
-            topic: Topic::durable(&args.topic)?.codec(MsgPack),
-            from: args.from,
-        })
-        .await?;
+            topic: topic.clone(),
+            from,
+        };
+        emitters.push(system.spawn(emitter).await?);
+    }
     println!("ready");
     if wait_for_go(&mut orders).await {
-        let published = emitter
-            .emit(args.count)
-            .timeout(Duration::from_secs(600))
-            .await?;
-        println!("published {published}");
+        let started = Instant::now();
+        let asks: Vec<_> = emitters
+            .into_iter()
+            .map(|emitter| {
+                let count = args.count;
+                tokio::spawn(
+                    async move { emitter.emit(count).timeout(Duration::from_secs(600)).await },
+                )
+            })
+            .collect();
+        let mut published = 0;
+        for ask in asks {
+            published += ask.await??;
+        }
+        println!("published {published} ms={}", started.elapsed().as_millis());
         wait_for_stop(&mut orders).await;
     }
     proxy.shutdown().await?;
@@ -206,16 +224,25 @@ async fn client(args: Args) -> Result<(), Error> {
     if !wait_for_go(&mut orders).await {
         return Ok(());
     }
-    let publisher = {
-        let topics = client.topics();
-        let (topic, from, count) = (topic.clone(), args.from, args.count);
-        tokio::spawn(async move {
-            for seq in 0..count {
-                topics.publish(&topic, &Tick { from, seq }).await?;
-            }
-            Ok::<u64, conclib::redis::TopicError>(count)
+    let started = Instant::now();
+    let publishers: Vec<_> = (args.first..args.first + args.publishers)
+        .map(|from| {
+            let (topics, topic, count) = (client.topics(), topic.clone(), args.count);
+            tokio::spawn(async move {
+                for seq in 0..count {
+                    topics.publish(&topic, &Tick { from, seq }).await?;
+                }
+                Ok::<u64, conclib::redis::TopicError>(count)
+            })
         })
-    };
+        .collect();
+    let publishing = tokio::spawn(async move {
+        let mut published = 0;
+        for publisher in publishers {
+            published += publisher.await.map_err(|e| e.to_string())??;
+        }
+        Ok::<(u64, u128), Error>((published, started.elapsed().as_millis()))
+    });
     let mut seen = Seen::default();
     while seen.distinct.len() < args.total {
         // Quiet for 5 s: say where the subscription stands (on stderr, for a failure).
@@ -232,9 +259,11 @@ async fn client(args: Args) -> Result<(), Error> {
             Ok(Some(Ok(tick))) => seen.note(tick),
         }
     }
-    println!("published {}", publisher.await??);
+    let received_ms = started.elapsed().as_millis();
+    let (published, published_ms) = publishing.await??;
+    println!("published {published} ms={published_ms}");
     println!(
-        "done received={} distinct={} duplicates={} out_of_order={} redelivered={}",
+        "done received={} distinct={} duplicates={} out_of_order={} redelivered={} ms={received_ms}",
         seen.received,
         seen.distinct.len(),
         seen.received - seen.distinct.len() as u64,
