@@ -15,6 +15,7 @@
 pub mod actors;
 pub mod cluster;
 pub mod load;
+pub mod sse;
 pub mod web;
 
 /// The error type of the demo's fallible steps.

@@ -1,8 +1,11 @@
 //! Topics (issue #65) on a real redis-server: live and durable publish/subscribe from a
 //! system and a client, into streams and actors; ordering per publisher; a durable
 //! subscriber process SIGKILLed and started again resumes with nothing lost; a slow live
-//! subscriber stays bounded, its drops counted.
+//! subscriber stays bounded, its drops counted; on a Redis Cluster, live topics are sharded
+//! pub/sub.
 mod common;
+#[path = "common/servers.rs"]
+mod servers;
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -42,6 +45,9 @@ fn main() {
         bad_names_large_events_and_foreign_events_are_typed_errors,
         a_live_pattern_receives_the_topics_it_matches,
         a_gone_subscribers_events_are_claimed_and_its_name_forgotten,
+        live_topics_on_a_redis_cluster_use_sharded_pub_sub,
+        a_live_subscription_gets_the_first_event_after_it_returns,
+        a_slow_actor_holds_its_mailbox_and_buffer_and_the_rest_is_dropped_and_counted,
     ]);
 }
 
@@ -578,4 +584,229 @@ async fn a_gone_subscribers_events_are_claimed_and_its_name_forgotten() {
     })
     .await;
     b.close().await;
+}
+
+/// On a Redis Cluster of 3 primaries, live topics are sharded pub/sub: each topic's channel
+/// is subscribed (`SSUBSCRIBE`) on the node of its slot and published to there
+/// (`SPUBLISH`); topics on every node each deliver every event in order, to subscribers of a
+/// client and of a system; a durable topic works there too; patterns are refused (a typed
+/// error).
+async fn live_topics_on_a_redis_cluster_use_sharded_pub_sub() {
+    let cluster = servers::start_cluster(3).await;
+    let ns = "topics-cluster";
+    let mut config = ProxyConfig::new(cluster.url()).with_namespace(ns);
+    config.connect_timeout = Duration::from_secs(10);
+    let channel = |name: &str| format!("{ns}:topic:{{{name}}}:live");
+    // One topic on each node.
+    let mut names: Vec<Option<String>> = vec![None; 3];
+    for i in 0.. {
+        let name = format!("shard.{i}");
+        let node = cluster.node_of_key(&channel(&name));
+        names[node].get_or_insert(name);
+        if names.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let names: Vec<String> = names.into_iter().map(Option::unwrap).collect();
+    let system = ActorSystem::new("cluster-publisher");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let mut subs = Vec::new();
+    for name in &names {
+        let topic = Topic::live(name).unwrap();
+        let from_client = client
+            .subscribe::<Tick>(&topic)
+            .buffer(10_000)
+            .await
+            .unwrap();
+        let from_system = proxy
+            .topics()
+            .subscribe::<Tick>(&topic)
+            .buffer(10_000)
+            .await
+            .unwrap();
+        subs.push((topic, from_client, from_system));
+    }
+    // Subscribed on the node of the channel's slot, sharded, and nowhere else.
+    for (node, name) in names.iter().enumerate() {
+        for (i, server) in cluster.nodes.iter().enumerate() {
+            let words = ["PUBSUB", "SHARDNUMSUB", &channel(name)];
+            let out = servers::cli(server.port, &servers::args(&words))
+                .await
+                .unwrap();
+            let count: u64 = out.lines().last().unwrap().trim().parse().unwrap();
+            assert_eq!(count, if i == node { 2 } else { 0 }, "{name} on node {i}");
+            let words = ["PUBSUB", "NUMSUB", &channel(name)];
+            let out = servers::cli(server.port, &servers::args(&words))
+                .await
+                .unwrap();
+            assert_eq!(
+                out.lines().last().unwrap().trim(),
+                "0",
+                "{name} on node {i}"
+            );
+        }
+    }
+    let n = 500;
+    let publishers: Vec<_> = subs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (topic, _, _))| {
+            let from = 2 * i as u32;
+            [
+                tokio::spawn(publish_all(proxy.topics(), topic.clone(), from, n)),
+                tokio::spawn(publish_all(client.topics(), topic.clone(), from + 1, n)),
+            ]
+        })
+        .collect();
+    for (i, (_, from_client, from_system)) in subs.iter_mut().enumerate() {
+        for sub in [from_client, from_system] {
+            let got = take_in_order(sub, 2 * n as usize).await;
+            assert!(got.iter().all(|t| t.from / 2 == i as u32), "{i}");
+            let distinct: HashSet<Tick> = got.into_iter().collect();
+            assert_eq!(distinct.len(), 2 * n as usize);
+            assert_eq!(sub.stats().dropped, 0);
+        }
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    // A durable topic: its stream on the node of its slot, read in order.
+    let durable = Topic::durable(&names[1]).unwrap();
+    let mut group = client
+        .subscribe::<Tick>(&durable)
+        .group("billing")
+        .await
+        .unwrap();
+    publish_all(proxy.topics(), durable, 9, n).await;
+    assert_eq!(
+        take_in_order(&mut group, n as usize).await.len(),
+        n as usize
+    );
+    group.close().await;
+    // Patterns have no sharded form.
+    let pattern = Topic::live_pattern("shard.*").unwrap();
+    assert!(matches!(
+        client.subscribe::<Tick>(&pattern).await,
+        Err(TopicError::Config(_))
+    ));
+    drop(subs);
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+}
+
+/// A live subscription receives the first event published once it returned (fred answers
+/// `SUBSCRIBE` before writing it: one subscription in a few hundred used to miss its first
+/// event), and counts no re-subscription for its first connection.
+async fn a_live_subscription_gets_the_first_event_after_it_returns() {
+    let config = common::config("first");
+    let system = ActorSystem::new("publisher");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    for round in 0..100 {
+        let topic = Topic::live(format!("first.{round}")).unwrap();
+        let mut a = client.subscribe::<Tick>(&topic).await.unwrap();
+        let mut b = client.subscribe::<Tick>(&topic).await.unwrap();
+        for seq in 0..2 {
+            let tick = Tick { from: 0, seq };
+            proxy.topics().publish(&topic, &tick).await.unwrap();
+        }
+        for sub in [&mut a, &mut b] {
+            assert_eq!(
+                next(sub).await,
+                Ok(Tick { from: 0, seq: 0 }),
+                "round {round}"
+            );
+            assert_eq!(sub.stats().resubscribes, 0, "round {round}");
+        }
+    }
+    proxy.shutdown().await.unwrap();
+}
+
+/// Handles each event once it is let through its gate.
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    log: Arc<Mutex<Vec<Tick>>>,
+}
+impl Actor for Gated {}
+impl Handler<Tick> for Gated {
+    async fn handle(&mut self, tick: Tick, _: &mut Context<Self>) -> Result<(), Infallible> {
+        self.gate.acquire().await.unwrap().forget();
+        self.log.lock().unwrap().push(tick);
+        Ok(())
+    }
+}
+
+/// A live topic into an actor that does not keep up: its mailbox (8) fills, the forwarding
+/// waits (back-pressure), the subscription's buffer (16) fills, and every other event is
+/// dropped and counted; once the actor goes on, it gets what was kept, in order, then new
+/// events again.
+async fn a_slow_actor_holds_its_mailbox_and_buffer_and_the_rest_is_dropped_and_counted() {
+    let config = common::config("slow-actor");
+    let system = ActorSystem::new("slow");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let actor = system
+        .build(Gated {
+            gate: gate.clone(),
+            log: log.clone(),
+        })
+        .mailbox(conclib_core::MailboxConfig::Bounded(8))
+        .spawn()
+        .await
+        .unwrap();
+    let topic = Topic::live("slow-actor").unwrap();
+    // A Topics of its own: its stats are this subscription's.
+    let subscriber = ProxyClient::connect(&config).await.unwrap();
+    let feed = subscriber
+        .topics()
+        .subscribe::<Tick>(&topic)
+        .buffer(16)
+        .to_actor(actor.recipient())
+        .await
+        .unwrap();
+    let total = 5_000;
+    publish_all(proxy.topics(), topic.clone(), 0, total).await;
+    conclib_testkit::eventually(Duration::from_secs(10), "every event received", || async {
+        subscriber.topics().stats().received == total
+    })
+    .await;
+    // Held: at most the buffer, and what the forwarding took (the mailbox, the event being
+    // handled, the one waiting for room); the rest dropped, counted.
+    let stats = subscriber.topics().stats();
+    assert!(stats.buffered <= 16, "{stats:?}");
+    assert!(stats.delivered <= 8 + 2, "{stats:?}");
+    assert!(stats.dropped >= total - 16 - (8 + 2), "{stats:?}");
+    gate.add_permits(usize::MAX >> 4);
+    conclib_testkit::eventually(
+        Duration::from_secs(10),
+        "every event handled or dropped",
+        || async {
+            log.lock().unwrap().len() as u64 + subscriber.topics().stats().dropped == total
+        },
+    )
+    .await;
+    let kept = log.lock().unwrap().len() as u64;
+    assert!(kept <= 16 + 8 + 2, "{kept}");
+    let stats = subscriber.topics().stats();
+    let seqs: Vec<u64> = log.lock().unwrap().iter().map(|t| t.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // Caught up: new events go through again (one at a time: a burst would find the small
+    // buffer full again), none dropped.
+    for seq in 0..20 {
+        let tick = Tick { from: 1, seq };
+        proxy.topics().publish(&topic, &tick).await.unwrap();
+        conclib_testkit::eventually(Duration::from_secs(10), "the event handled", || async {
+            log.lock().unwrap().last() == Some(&tick)
+        })
+        .await;
+    }
+    assert_eq!(subscriber.topics().stats().dropped, stats.dropped);
+    conclib_testkit::eventually(Duration::from_secs(10), "the feed counts them", || async {
+        feed.handed() == kept + 20
+    })
+    .await;
+    drop(feed);
+    proxy.shutdown().await.unwrap();
 }

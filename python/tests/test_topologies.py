@@ -130,6 +130,37 @@ def test_cluster(servers: Servers) -> None:
     exercise(url, "cluster")
 
 
+def test_topics_on_a_cluster_are_sharded(servers: Servers) -> None:
+    """Live topics on a cluster: sharded pub/sub, between the Rust server's publisher and this
+    client both ways; a durable topic there too."""
+    ports, _, url = start_cluster(servers)
+    namespace = "cluster-topics"
+    server = RustServer(url, namespace)
+    try:
+
+        async def main() -> None:
+            async with conclib.AsyncClient(url, namespace=namespace) as client:
+                sub = await client.subscribe("jobs.7", buffer=1000)
+                channel = f"{namespace}:topic:{{jobs.7}}:live"
+                counts = [cli(p, "PUBSUB", "SHARDNUMSUB", channel).split()[-1] for p in ports]
+                assert sorted(counts) == ["0", "0", "1"], counts  # on the node of its slot only
+                await client.ask("py:publisher", "test.Publish",
+                                 {"topic": "jobs.7", "durable": False, "from": 1, "count": 100}, timeout=30)
+                got = [await sub.get(timeout=10) for _ in range(100)]
+                assert got == [{"from": 1, "seq": i} for i in range(100)]
+                rust = await client.subscribe("jobs.7", durable=True, group="g")  # a durable one beside it
+                await client.publish("jobs.7", {"from": 2, "seq": 0})
+                assert await sub.get(timeout=10) == {"from": 2, "seq": 0}
+                await client.publish("jobs.7", {"from": 3, "seq": 0}, durable=True)
+                assert await rust.get(timeout=10) == {"from": 3, "seq": 0}
+                await sub.aclose()
+                await rust.aclose()
+
+        run(main())
+    finally:
+        server.close()
+
+
 def test_a_cluster_node_restarted_empty_is_recovered_from(servers: Servers) -> None:
     """A node of the cluster SIGKILLed and restarted (no persistence: its keys are gone, its
     slots kept in its nodes file): asks meanwhile fail with a typed error within their

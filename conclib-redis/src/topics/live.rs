@@ -35,21 +35,37 @@ pub(super) async fn start(
     let client = builder
         .build()
         .map_err(|e| TopicError::Config(e.to_string()))?;
-    // Taken before connecting: no message and no reconnection goes unseen.
+    // Taken before connecting: no message goes unseen.
     let messages = client.message_rx();
-    let reconnects = client.reconnect_rx();
     conn::init_within(&[&client], config.connect_timeout)
         .await
         .map_err(TopicError::Unavailable)?;
+    // Taken after: fred reports the first connection as a reconnection too (every
+    // subscription subscribed twice, and counted a re-subscription). A reconnection from
+    // here on comes before or after our `SUBSCRIBE`: the connection it gives is subscribed
+    // either way.
+    let reconnects = client.reconnect_rx();
     let channel = wire::live_channel(&config.namespace, topic.name());
-    let pattern = topic.is_pattern();
-    if let Err(e) = subscribe(&client, &channel, pattern).await {
+    let kind = match (topic.is_pattern(), client.is_clustered()) {
+        (false, false) => Kind::Channel,
+        (true, false) => Kind::Pattern,
+        (false, true) => Kind::Sharded,
+        (true, true) => {
+            let _ = client.quit().await;
+            return Err(TopicError::Config(format!(
+                "{}: a Redis Cluster shards pub/sub by channel, so patterns are not available \
+                 on it; subscribe to each topic",
+                topic.name()
+            )));
+        }
+    };
+    if let Err(e) = subscribe(&client, &channel, kind).await {
         let _ = client.quit().await;
         return Err(redis_error(&e));
     }
     let task = tokio::spawn(forward(
         client.clone(),
-        (channel, pattern),
+        (channel, kind),
         config.codec.clone(),
         messages,
         reconnects,
@@ -67,7 +83,7 @@ pub(super) async fn start(
 /// reconnection (a restarted Redis knows no subscriptions).
 async fn forward(
     client: Client,
-    (channel, pattern): (String, bool),
+    (channel, kind): (String, Kind),
     codec: Arc<dyn conclib_codec::Codec>,
     mut messages: broadcast::Receiver<Message>,
     mut reconnects: broadcast::Receiver<Server>,
@@ -110,7 +126,7 @@ async fn forward(
                 if matches!(server, Err(RecvError::Closed)) {
                     return;
                 }
-                resubscribe(&client, &channel, pattern).await;
+                resubscribe(&client, &channel, kind).await;
                 counters.resubscribes.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -119,10 +135,10 @@ async fn forward(
 
 /// Subscribes again, until Redis takes it: right after fred's report the connection may
 /// not take commands yet, or Redis may be gone again.
-async fn resubscribe(client: &Client, channel: &str, pattern: bool) {
+async fn resubscribe(client: &Client, channel: &str, kind: Kind) {
     let mut pause = Duration::from_millis(20);
     loop {
-        match subscribe(client, channel, pattern).await {
+        match subscribe(client, channel, kind).await {
             Ok(()) => return,
             Err(e) => tracing::debug!(error = %e, channel, "subscribing again failed; retrying"),
         }
@@ -131,15 +147,31 @@ async fn resubscribe(client: &Client, channel: &str, pattern: bool) {
     }
 }
 
-/// `SUBSCRIBE channel`, or `PSUBSCRIBE pattern`.
-async fn subscribe(
-    client: &Client,
-    channel: &str,
-    pattern: bool,
-) -> Result<(), fred::error::Error> {
-    if pattern {
-        client.psubscribe(channel.to_owned()).await
-    } else {
-        client.subscribe(channel.to_owned()).await
+/// How a live subscription listens.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// `SUBSCRIBE channel`.
+    Channel,
+    /// `PSUBSCRIBE pattern` (not on a Cluster).
+    Pattern,
+    /// `SSUBSCRIBE channel`, on a Redis Cluster (7.0 and later): the channel lives on the
+    /// node of its slot (the topic name is its hash tag), where publishers `SPUBLISH`.
+    Sharded,
+}
+
+/// Subscribes, and returns once Redis has: fred answers `SUBSCRIBE` and `PSUBSCRIBE` when
+/// they are written, not when Redis confirms (`SSUBSCRIBE` it waits for), so a `PING` on
+/// the same connection follows them: Redis answers it after it took the subscription. An
+/// event published after this returned reaches the subscription (without it, one published
+/// a few milliseconds later was sometimes missed on a loaded machine).
+async fn subscribe(client: &Client, channel: &str, kind: Kind) -> Result<(), fred::error::Error> {
+    match kind {
+        Kind::Channel => client.subscribe(channel.to_owned()).await?,
+        Kind::Pattern => client.psubscribe(channel.to_owned()).await?,
+        Kind::Sharded => return client.ssubscribe(channel.to_owned()).await,
     }
+    // Outside a Cluster (the only place these two are used) there is one connection.
+    conn::call(client, conn::unkeyed("PING"), Vec::new())
+        .await
+        .map(|_| ())
 }

@@ -7,7 +7,9 @@
 //!   a Redis restart) misses what was published meanwhile, and one slower than the events
 //!   loses those that find its buffer full, each counted in
 //!   [`SubscriptionStats::dropped`] and reported to it as [`TopicError::Lagged`] before its
-//!   next event. Lowest latency.
+//!   next event. Lowest latency. On a Redis Cluster it is sharded pub/sub (`SSUBSCRIBE`,
+//!   `SPUBLISH`: Redis 7.0 or later): a topic's events go to the node of its slot only, so
+//!   patterns ([`Topic::live_pattern`]) are refused there ([`TopicError::Config`]).
 //! - [`Delivery::Durable`]: a Redis stream with one consumer group per subscriber group.
 //!   **At least once, in order**: every subscriber group receives every event kept by the
 //!   topic's [`Retention`], in the order Redis took them (so in publishing order for each

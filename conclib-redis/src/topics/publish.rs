@@ -147,7 +147,13 @@ impl Topics {
         let ns = &config.namespace;
         let (command, args) = match topic.delivery {
             Delivery::Live => (
-                "PUBLISH",
+                // On a Cluster, sharded pub/sub: to the node of the channel's slot only,
+                // where its subscribers are (`PUBLISH` would go to every node).
+                if self.inner.cmd.is_clustered() {
+                    "SPUBLISH"
+                } else {
+                    "PUBLISH"
+                },
                 vec![
                     owned(wire::live_channel(ns, &topic.name)),
                     bytes(wire::encode_live(codec.name(), &body)),

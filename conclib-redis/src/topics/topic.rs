@@ -97,7 +97,9 @@ impl Topic {
     }
 
     /// The live topics whose names match `pattern`, to subscribe to (`orders.*`: `*` any
-    /// characters, `?` one; Redis's `PSUBSCRIBE`). Publishing to it is refused.
+    /// characters, `?` one; Redis's `PSUBSCRIBE`). Publishing to it is refused, and so is
+    /// subscribing to it on a Redis Cluster ([`TopicError::Config`]: pub/sub is sharded
+    /// there, by topic).
     ///
     /// ```
     /// let every_order = conclib_redis::Topic::live_pattern("orders.*").unwrap();
@@ -200,7 +202,7 @@ pub enum TopicError {
     /// Redis refused a command.
     #[error("Redis error: {0}")]
     Redis(String),
-    /// The configuration is unusable.
+    /// The configuration is unusable (or a pattern was subscribed to on a Redis Cluster).
     #[error("invalid configuration: {0}")]
     Config(String),
 }

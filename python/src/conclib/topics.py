@@ -5,7 +5,9 @@ The same topics as the Rust ``conclib_redis::Topic``; two delivery modes, chosen
 - **live** (Redis pub/sub, ``durable=False``): at most once. A subscription receives what is
   published while it is subscribed; one that is slower than the events drops those that find
   its buffer full (counted in ``stats()["dropped"]``); after a lost connection it subscribes
-  again by itself, missing what was published meanwhile.
+  again by itself, missing what was published meanwhile. On a Redis Cluster it is sharded
+  pub/sub (``SSUBSCRIBE``/``SPUBLISH``, Redis 7.0 or later, redis-py's cluster pub/sub), as
+  the Rust side does there: each topic's events stay on the node of its slot.
 - **durable** (a Redis stream, one consumer group per subscriber ``group``): at least once,
   in order. Every group receives every event the topic keeps; an event is acknowledged when
   the next one is asked for (or at ``aclose()``), so one being handled when the process died
@@ -84,7 +86,9 @@ async def publish(client: Any, topic: str, event: Any, *, durable: bool, max_len
         args: tuple[Any, ...] = ("XADD", durable_key(ns, topic), "MAXLEN", "~", int(max_len), "*",
                                  "v", "1", "codec", "msgpack", "body", body)
     else:
-        args = ("PUBLISH", live_channel(ns, topic), live_frame(body))
+        # On a Cluster, sharded pub/sub (to the node of the channel's slot), as in Rust.
+        command = "SPUBLISH" if client._target.kind == "cluster" else "PUBLISH"
+        args = (command, live_channel(ns, topic), live_frame(body))
     await session.command(time.monotonic() + client.command_timeout, *args)
 
 
@@ -119,6 +123,7 @@ class Subscription:
                         "undecodable": 0, "resubscribes": 0}
         ns = client.namespace
         self._key = durable_key(ns, topic) if durable else live_channel(ns, topic)
+        self._sharded = not durable and client._target.kind == "cluster"
 
     def stats(self) -> dict[str, int]:
         """What the subscription did so far: ``received``, ``delivered``, ``dropped`` (live,
@@ -148,9 +153,27 @@ class Subscription:
     async def _subscribe(self, first: bool) -> None:
         if self.durable:
             await self._create_group("0" if self._from_start or not first else "$")
+        elif self._sharded:
+            if not hasattr(self._redis, "pubsub"):
+                raise ConfigError("this redis-py's asyncio RedisCluster has no pub/sub: live topics on a "
+                                  "Redis Cluster need a newer redis-py")
+            await self._redis.initialize()  # the slot map, which ssubscribe routes by
+            self._pubsub = self._redis.pubsub()
+            await self._pubsub.ssubscribe(self._key)
+            await asyncio.wait_for(self._confirmed(self._pubsub), self._client.command_timeout)
         else:
             self._pubsub = self._redis.pubsub()
             await self._pubsub.subscribe(self._key)
+            await asyncio.wait_for(self._confirmed(self._pubsub), self._client.command_timeout)
+
+    async def _confirmed(self, pubsub: Any) -> None:
+        """Returns once Redis confirmed the subscription (redis-py's ``subscribe`` returns once
+        the command is written): an event published from then on reaches it."""
+        while True:
+            message = await self._next_live(pubsub, skip_confirmations=False)
+            if message is not None and message.get("type") in ("subscribe", "ssubscribe"):
+                return
+            self._take_live(message)
 
     async def _create_group(self, start: str) -> None:
         try:
@@ -171,7 +194,7 @@ class Subscription:
                 pubsub = self._pubsub
                 if pubsub is None:  # closed while subscribing
                     continue
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                message = await self._next_live(pubsub, skip_confirmations=True)
                 backoff = 0.02
             except asyncio.CancelledError:
                 raise
@@ -181,13 +204,23 @@ class Subscription:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
                 continue
-            if message is None or message.get("type") != "message":
-                continue
-            self._counts["received"] += 1
-            try:
-                self._queue.put_nowait((None, message["data"]))
-            except asyncio.QueueFull:
-                self._counts["dropped"] += 1
+            self._take_live(message)
+
+    async def _next_live(self, pubsub: Any, *, skip_confirmations: bool) -> Any:
+        """The next pub/sub message (or ``None`` after a second without one)."""
+        if self._sharded:
+            return await pubsub.get_sharded_message(ignore_subscribe_messages=skip_confirmations, timeout=1.0)
+        return await pubsub.get_message(ignore_subscribe_messages=skip_confirmations, timeout=1.0)
+
+    def _take_live(self, message: Any) -> None:
+        """Buffers a topic's event, or drops it (counted) when the buffer is full."""
+        if message is None or message.get("type") not in ("message", "smessage"):
+            return
+        self._counts["received"] += 1
+        try:
+            self._queue.put_nowait((None, message["data"]))
+        except asyncio.QueueFull:
+            self._counts["dropped"] += 1
 
     async def _drop_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
