@@ -196,30 +196,34 @@
 //! - **Failover by membership** (`tests/scale_out/failover.rs`, `failover_load.rs`). When
 //!   the system holding activations is gone (its one system lease lapsed, or at once when
 //!   its death is provable: same host, pid gone), a member of each of its patterns' groups
-//!   (one at a time, by a lock; members look every eighth of a lease) moves the requests still queued in the gone system's own stream for
-//!   that pattern's URNs, read or not, to the group's stream, in their order, each with
-//!   what is left of its deadline (one whose deadline passed is dropped: its asker gave
-//!   up), and frees their URN keys in the same script: the URNs are activated again on
-//!   live members (by the pattern's placement) and the requests answered there; the client
-//!   sees latency, not `Timeout`. Measured with a holder of 20 URNs and 100 requests queued
-//!   for it (a tell then 4 asks each, 10 s deadlines, 3 s leases): SIGKILL, every ask
-//!   answered after the tell it followed, within about 2 s; SIGSTOP past the lease, within
-//!   about 4 s, and back from its pause the holder handles none of them again; without the
-//!   move, all 80 asks ended `Timeout`. At a deployment's size, with the default lease
-//!   (4 s): 600 URNs on 3 member processes, 3 client processes asking and telling them, 16
-//!   calls in flight each (asks with a 500 ms or a 10 s deadline), the holder of about 200
-//!   SIGKILLed: an ask sent to each of its URNs at the kill answered after 1.9 s (p50) to
-//!   2.2 s (max); SIGSTOPped: 3.8 s to 4.1 s; every 10 s ask answered, the 500 ms ones
-//!   failing `Timeout` at their deadline on the victim's URNs only, every call back within
-//!   its timeout and 300 ms, every tell counted once (the resumed holder repeats none), on
-//!   a busy 2-core machine in debug builds (the test prints a `RESULT` line). A moved
-//!   request keeps its first entry as its identity (field `moved`), so one whose handling
+//!   (one at a time, by a lock; members look every eighth of a lease) chooses, by the
+//!   pattern's placement, a live member for each of the pattern's URNs it held, and moves
+//!   the requests still queued in the gone system's own stream for each URN, read or not,
+//!   to the own stream of the member chosen for it, in their order, each with what is left
+//!   of its deadline (one whose deadline passed is dropped: its asker gave up), giving that
+//!   member the URN's key in the same script: the URN is activated there and the requests
+//!   answered, after the tells sent before them; the client sees latency, not `Timeout`.
+//!   Measured with a holder of 20 URNs and 100 requests queued for it (a tell then 4 asks
+//!   each, 10 s deadlines, 3 s leases): SIGKILL, every ask answered after the tell it
+//!   followed, within 0.3-0.6 s; SIGSTOP past the lease, within 2.4-3.0 s, and back from
+//!   its pause the holder handles none of them again; without the move, all 80 asks ended
+//!   `Timeout`. At a deployment's size, with the default lease (4 s): 600 URNs on 3 member
+//!   processes, 3 client processes asking and telling them, 16 calls in flight each (asks
+//!   with a 500 ms or a 10 s deadline), the holder of about 200 SIGKILLed: an ask sent to
+//!   each of its URNs at the kill answered after 0.38 s (p50) to 0.41 s (max); SIGSTOPped:
+//!   4.0 s to 4.1 s; every 10 s ask answered, the 500 ms ones answered or failing `Timeout`
+//!   at their deadline, every call back within its timeout and 300 ms, every tell counted
+//!   once (the resumed holder repeats none), on a busy 2-core machine in debug builds (the
+//!   test prints a `RESULT` line). A holder back from a pause claims its URN keys again
+//!   before it serves and finds them given away. A moved request keeps its first entry as
+//!   its identity (field `moved`), so one whose handling
 //!   had written the activation's state is not handled again. Requests the gone system had taken from the
 //!   group's stream are claimed from it as a gone member's. Requests for its other actors
 //!   (not activations) stay in its stream for that system id to come back, as for any
-//!   system. Not in a Redis Cluster (the two streams live in different slots, where no
-//!   script reaches both): there a held URN is activated again once its lease lapses, and
-//!   asks queued for the gone holder fail at their deadline.
+//!   system. Not in a Redis Cluster (the streams live in different slots, where no script
+//!   reaches them all): there a held URN is activated again once its key lapses
+//!   ([`urn_ttl`](ProxyConfig::urn_ttl), 15 s), and asks queued for the gone holder fail at
+//!   their deadline.
 //!
 //!   Compared with the systems users come from (as their documentation describes them):
 //!   Orleans declares a silo dead after about 15 s by default (probes every 10 s, 3 missed,
