@@ -7,13 +7,15 @@ span's id. Otherwise every request starts a new trace (random ids, sampled).
 
 from __future__ import annotations
 
+import binascii
 import random
 import re
 from typing import Any
 
-__all__ = ["current_traceparent", "new_traceparent", "valid_traceparent"]
+__all__ = ["current_traceparent", "current_traceparent_bytes", "new_traceparent", "valid_traceparent"]
 
 _getrandbits = random.getrandbits
+_hexlify = binascii.hexlify
 _SPAN_MASK = (1 << 64) - 1
 
 _PATTERN = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -29,12 +31,18 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 def new_traceparent() -> str:
     """A traceparent of a new, sampled trace (random non-zero ids, as OpenTelemetry's SDK
-    makes them: ``random.getrandbits``, reseeded in a forked child). Both ids from one draw
-    of 192 bits (the trace id the high 128, the span id the low 64): one call, one format."""
+    makes them: ``random.getrandbits``, reseeded in a forked child)."""
+    return _new_traceparent_bytes().decode()
+
+
+def _new_traceparent_bytes() -> bytes:
+    # Both ids from one draw of 192 bits (the trace id the high 128, the span id the low
+    # 64), in hex by one C call: about half the CPU of formatting two integers.
     bits = _getrandbits(192)
     while not bits >> 64 or not bits & _SPAN_MASK:
         bits = _getrandbits(192)
-    return "00-%032x-%016x-01" % (bits >> 64, bits & _SPAN_MASK)
+    ids = _hexlify(bits.to_bytes(24, "big"))
+    return b"00-%b-%b-01" % (ids[:32], ids[32:])
 
 
 def valid_traceparent(value: str) -> bool:
@@ -45,16 +53,21 @@ def valid_traceparent(value: str) -> bool:
 
 def current_traceparent() -> str:
     """The current OpenTelemetry span's traceparent if there is one, else a new trace's."""
+    return current_traceparent_bytes().decode()
+
+
+def current_traceparent_bytes() -> bytes:
+    """``current_traceparent()`` as the ASCII bytes a request carries."""
     if _trace is not None:
         try:
             # An empty context (nothing set in it: no span) is the common case without
             # tracing; it is told at the cost of one look-up.
             current = _context.get_current()
             if not current:
-                return new_traceparent()
+                return _new_traceparent_bytes()
             ctx = _trace.get_current_span(current).get_span_context()
             if ctx.is_valid:
-                return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+                return b"00-%032x-%016x-%02x" % (ctx.trace_id, ctx.span_id, int(ctx.trace_flags))
         except Exception:  # a broken SDK must not break asks
             pass
-    return new_traceparent()
+    return _new_traceparent_bytes()
