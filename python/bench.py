@@ -1,8 +1,8 @@
 """The Python client against the Rust client through one proxy, and HTTP through the FastAPI
 example.
 
-    target/python-venv/bin/python python/bench.py [--secs 3] [--slice 0.5] [--seq 2000]
-        [--rounds 3] [--baseline DIR] [--rust-pool 1] [--profile FILE]
+    target/python-venv/bin/python python/bench.py [--secs 3] [--slice 0.25] [--warm-up 0.1] [--seq 2000]
+        [--rounds 3] [--baseline DIR] [--rust-pool 1] [--profile FILE] [--verbose]
         [--http-secs 5] [--http-load auto|wrk|python] [--no-http] [--no-asks]
 
 Asks: starts a private redis-server on a free port and one proxy (the release build of
@@ -22,8 +22,9 @@ round to round:
   warm up); ``py_blocking_p50_us`` the same from the blocking client;
 - ``*_asks_per_s_c64``: asks/s with 64 asks in flight from one client. Each client gets
   ``--secs`` seconds of it a round, in windows of about ``--slice`` seconds alternated
-  between the clients (A B, B A, ...), each window after a warm-up of 0.3 s with the 64
-  asks already flowing: a burst of the machine's other load falls on every client alike.
+  between the clients (A B, B A, ...), each window after a warm-up of ``--warm-up`` seconds
+  with the 64 asks already flowing: a burst of the machine's other load falls on every
+  client alike.
   ``*_cpu_us_per_ask_c64``: the client process's CPU time per ask in those windows (less
   sensitive to a busy machine than the rate), ``*_c64_proxy`` and ``*_c64_redis`` the
   proxy's and Redis's; ``py_hiredis``: whether ``hiredis`` parsed the replies (installed
@@ -32,7 +33,8 @@ round to round:
 The figures printed last are the medians over the rounds; ``py_vs_rust_c64`` the median of
 each round's ratio of the rates, ``py_vs_rust_c64_min`` the lowest. ``--profile FILE``
 records the Python client's 64-in-flight windows with cProfile (``python -m pstats FILE``);
-it slows that client, so its figures are then not comparable.
+it slows that client, so its figures are then not comparable. ``--verbose`` prints each
+window's rate and CPU per ask.
 
 HTTP (unless ``--no-http``): the test server (``conclib-pyserver``, release build if there
 is one, else the debug build, built if missing) serves ``py:shapes``, and ``uvicorn
@@ -143,12 +145,11 @@ def percentile(samples: list[float], p: float) -> float:
 # commands (one line each on its standard input, one answer line on its standard output), so
 # that the run can alternate the clients in short slices: ``seq N`` (sequential asks, after
 # 200 to warm up), ``blocking N`` (the same from the blocking client; Python only) and
-# ``c64 SECS`` (64 asks in flight; a warm-up of ``WARM_UP`` s, then a window of SECS s:
+# ``c64 SECS WARM`` (64 asks in flight; a warm-up of WARM s, then a window of SECS s:
 # ``asks``, ``secs``, the process's ``cpu_us`` and each watched process's ``cpu_us_NAME``).
 # The Rust client's side is ``proxy_bench --drive`` (conclib-redis/examples/support/driven.rs):
 # the same commands, warm-up, ``test.Get`` asks and connection count.
 
-WARM_UP = 0.3
 IN_FLIGHT = 64
 
 
@@ -184,7 +185,7 @@ def _blocking(url: str, namespace: str, n: int) -> str:
     return f"OK p50_us={percentile(samples, 0.5) * 1e6:.1f}"
 
 
-async def _window(client: Any, secs: float, watched: list[tuple[str, int]], profiler: Any) -> str:
+async def _window(client: Any, secs: float, warm: float, watched: list[tuple[str, int]], profiler: Any) -> str:
     done = 0
     stopping = False
 
@@ -195,7 +196,7 @@ async def _window(client: Any, secs: float, watched: list[tuple[str, int]], prof
             done += 1
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(IN_FLIGHT)]
-    await asyncio.sleep(WARM_UP)
+    await asyncio.sleep(warm)
     if profiler is not None:
         profiler.enable()
     count, started, cpu = done, time.perf_counter(), time.process_time()
@@ -235,8 +236,8 @@ async def drive(url: str, namespace: str, watched: list[tuple[str, int]], profil
                 case ["blocking", n]:
                     # On a thread: this loop (and the idle async client) keeps running.
                     answer = await loop.run_in_executor(None, _blocking, url, namespace, int(n))
-                case ["c64", secs]:
-                    answer = await _window(client, float(secs), watched, profiler)
+                case ["c64", secs, warm]:
+                    answer = await _window(client, float(secs), float(warm), watched, profiler)
                 case _:
                     answer = f"ERR unknown command {line!r}"
             print(answer, flush=True)
@@ -347,9 +348,14 @@ def bench_asks(url: str, redis_pid: int, args: argparse.Namespace, results: dict
             for k in range(slices):
                 # A B, then B A: what drifts during the round falls on every client alike.
                 for n in (order if k % 2 == 0 else order[::-1]):
-                    got = by_name[n].ask(f"c64 {slice_secs:.3f}")
+                    got = by_name[n].ask(f"c64 {slice_secs:.3f} {args.warm_up:.3f}")
                     for key in sums[n]:
                         sums[n][key] += got.get(key, 0.0)
+                    if args.verbose:
+                        print(f"  window {k + 1} {n}: {got['asks'] / got['secs']:.0f}/s, CPU/ask "
+                              f"{got['cpu_us'] / max(got['asks'], 1):.1f} µs (proxy "
+                              f"{got['cpu_us_proxy'] / max(got['asks'], 1):.1f}, redis "
+                              f"{got['cpu_us_redis'] / max(got['asks'], 1):.1f})", flush=True)
             line = []
             for n in names:
                 c64[n].append(sums[n])
@@ -387,7 +393,7 @@ def bench_asks(url: str, redis_pid: int, args: argparse.Namespace, results: dict
                       f"CPU/ask {min(cpus):.1f}-{max(cpus):.1f} µs, p50 {results[f'{n}_ask_p50_us']} µs", flush=True)
         print(f"rust: c64 {results['rust_asks_per_s_c64']} asks/s, CPU/ask {results['rust_cpu_us_per_ask_c64']} µs, "
               f"p50 {results['rust_ask_p50_us']} µs", flush=True)
-        results["slices"] = f"{slices}x{slice_secs:.2f}s"
+        results["windows"] = f"{slices}x{slice_secs:.2f}s"
         results["rust_pool"] = str(args.rust_pool)
     finally:
         for c in clients:
@@ -565,12 +571,15 @@ def bench_http(url: str, args: argparse.Namespace, results: dict[str, str]) -> N
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--secs", type=float, default=3.0, help="seconds of 64-in-flight asks per client per round")
-    parser.add_argument("--slice", type=float, default=0.5, help="the length of one alternated window")
+    parser.add_argument("--slice", type=float, default=0.25, help="the length of one alternated window")
+    parser.add_argument("--warm-up", type=float, default=0.1,
+                        help="seconds of 64 asks in flight before each window starts counting")
     parser.add_argument("--seq", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", help="a directory holding another conclib package, measured alternately")
     parser.add_argument("--rust-pool", type=int, default=1,
                         help="the Rust client's request connections (1: as many as the Python client's)")
+    parser.add_argument("--verbose", action="store_true", help="print every window's figures")
     parser.add_argument("--profile", help="cProfile the Python client's 64-in-flight windows into this file")
     parser.add_argument("--http-secs", type=float, default=5.0)
     parser.add_argument("--no-http", action="store_true")

@@ -8,9 +8,10 @@
 //!
 //! - `seq N`: 200 sequential asks of `test.Get` to warm up, then `N` timed ones:
 //!   `OK p50_us=.. p99_us=..`;
-//! - `c64 SECS`: 64 tasks asking `test.Get` in a loop; after a 300 ms warm-up, a window of
-//!   `SECS` seconds: `OK asks=.. secs=.. cpu_us=..`, then per process of `--watch NAME=PID`
-//!   `cpu_us_NAME=..` (CPU time each used in the window, in µs, from `/proc`).
+//! - `c64 SECS WARM`: 64 tasks asking `test.Get` in a loop; after a warm-up of `WARM`
+//!   seconds, a window of `SECS` seconds: `OK asks=.. secs=.. cpu_us=..`, then per process
+//!   of `--watch NAME=PID` `cpu_us_NAME=..` (CPU time each used in the window, in µs, from
+//!   `/proc`).
 //!
 //! It exits when standard input closes.
 
@@ -23,8 +24,6 @@ use conclib_redis::ProxyClient;
 
 use crate::actors::Get;
 
-/// The warm-up of each `c64` window: tasks started, asks flowing, before counting starts.
-const WARM_UP: Duration = Duration::from_millis(300);
 /// How many asks are in flight in a `c64` window.
 const IN_FLIGHT: usize = 64;
 
@@ -50,11 +49,13 @@ pub async fn drive(client: ProxyClient, watched: Vec<(String, u32)>) {
                 Ok(n) => sequential(&client, n).await,
                 Err(_) => format!("ERR seq takes a count, got {n:?}"),
             },
-            ["c64", secs] => match secs.parse::<f64>() {
-                Ok(secs) if secs > 0.0 => {
-                    window(&client, Duration::from_secs_f64(secs), &watched).await
+            ["c64", secs, warm] => match (secs.parse::<f64>(), warm.parse::<f64>()) {
+                (Ok(secs), Ok(warm)) if secs > 0.0 && warm >= 0.0 => {
+                    let (secs, warm) =
+                        (Duration::from_secs_f64(secs), Duration::from_secs_f64(warm));
+                    window(&client, secs, warm, &watched).await
                 }
-                _ => format!("ERR c64 takes seconds, got {secs:?}"),
+                _ => format!("ERR c64 takes seconds and warm-up seconds, got {secs:?} {warm:?}"),
             },
             _ => format!("ERR unknown command {line:?}"),
         };
@@ -82,7 +83,12 @@ async fn sequential(client: &ProxyClient, n: usize) -> String {
     )
 }
 
-async fn window(client: &ProxyClient, secs: Duration, watched: &[(String, u32)]) -> String {
+async fn window(
+    client: &ProxyClient,
+    secs: Duration,
+    warm: Duration,
+    watched: &[(String, u32)],
+) -> String {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..IN_FLIGHT)
@@ -96,7 +102,8 @@ async fn window(client: &ProxyClient, secs: Duration, watched: &[(String, u32)])
             })
         })
         .collect();
-    tokio::time::sleep(WARM_UP).await;
+    // Tasks started, asks flowing, before counting starts.
+    tokio::time::sleep(warm).await;
     let own = std::process::id();
     let cpu = || {
         std::iter::once(crate::cpu_us(own))

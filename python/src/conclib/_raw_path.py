@@ -61,23 +61,25 @@ _request_id = struct.Struct(">Q").unpack_from
 
 
 Request = tuple[bytes, bytes, int, int, int, "asyncio.Future[Any]"]
-"""One request queued for, or written to, the writer connection: its stream's key and its
-fields, packed (``count`` bulk strings), the size of its body, its id (0: a tell) and its
-waiter. A tuple, as cheap to make as anything is (one an ask)."""
+"""One request queued for, or written to, the writer connection: its stream's key (packed);
+its fields as ``pack_batch``'s script reads them, packed: their count, then the ``count``
+fields (name, value, ...); ``count``; the size of its body; its id (0: a tell); its waiter.
+A tuple, as cheap to make as anything is (one an ask)."""
 
 
 def request_template(urn: bytes, msg: bytes, reply: bytes, high: bool) -> bytes:
-    """The fields of an ask's request entry in RESP (bulk strings: name, value, ...) with
-    what changes from one ask to the next left open: a ``%``-format of the lengths and
-    values of its id, its ``ttl``, its ``tp`` and its body (``pack_request``). In the order
-    of ``protocol.request_fields``; ``urn``, ``msg`` and ``reply`` given packed
-    (``$n\\r\\n...\\r\\n``: ``reply`` the whole name/value pair, empty for a tell):
-    ``fields_count(bool(reply), high)`` bulk strings."""
+    """The fields of an ask's request entry in RESP, preceded by their count (bulk strings:
+    count, name, value, ...: a ``Request``'s fields) with what changes from one ask to the
+    next left open: a ``%``-format of the lengths and values of its id, its ``ttl``, its
+    ``tp`` and its body (``pack_request``). In the order of ``protocol.request_fields``;
+    ``urn``, ``msg`` and ``reply`` given packed (``$n\\r\\n...\\r\\n``: ``reply`` the whole
+    name/value pair, empty for a tell): ``fields_count(bool(reply), high)`` fields."""
 
     def fixed(packed: bytes) -> bytes:
         return packed.replace(b"%", b"%%")
 
     return b"".join([
+        bulk(fields_count(bool(reply), high)),
         b"$1\r\nv\r\n$1\r\n1\r\n$2\r\nid\r\n$%d\r\n%b\r\n$3\r\nurn\r\n",
         fixed(urn), b"$3\r\nmsg\r\n", fixed(msg), b"$3\r\nttl\r\n$%d\r\n%b\r\n", fixed(reply),
         _PRIO_HIGH if high else b"",
@@ -86,7 +88,7 @@ def request_template(urn: bytes, msg: bytes, reply: bytes, high: bool) -> bytes:
 
 
 def fields_count(reply: bool, high: bool) -> int:
-    """How many bulk strings ``request_template`` holds."""
+    """How many fields (bulk strings after their count) ``request_template`` holds."""
     return 16 + (2 if reply else 0) + (2 if high else 0)
 
 
@@ -98,9 +100,11 @@ def pack_request(template: bytes, request_id: int, ttl: bytes, tp: bytes, body: 
 
 
 def pack_xadd(key: bytes, fields: bytes, count: int) -> bytes:
-    """``XADD key NOMKSTREAM * <fields>`` (``key`` packed; ``count`` bulk strings in
-    ``fields``): one request, nil if the stream is gone."""
-    return b"*%d\r\n$4\r\nXADD\r\n%b$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n%b" % (4 + count, key, fields)
+    """``XADD key NOMKSTREAM * <fields>`` (``key`` packed; ``fields`` a ``Request``'s: their
+    count, then ``count`` fields): one request, nil if the stream is gone."""
+    return b"*%d\r\n$4\r\nXADD\r\n%b$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n%b" % (
+        4 + count, key, fields[len(bulk(count)):]
+    )
 
 
 def pack_batch(key: bytes, requests: list[Request]) -> bytes:
@@ -111,7 +115,7 @@ def pack_batch(key: bytes, requests: list[Request]) -> bytes:
     parts = [b""]
     items = 4
     for _, fields, count, _, _, _ in requests:
-        parts.append(b"$%d\r\n%d\r\n%b" % (len(str(count)), count, fields))
+        parts.append(fields)  # their count, then the fields: the script's arguments
         items += 1 + count
     parts[0] = b"*%d\r\n$4\r\nEVAL\r\n%b$1\r\n1\r\n%b" % (items, _SEND_SCRIPT, key)
     return b"".join(parts)
@@ -284,7 +288,7 @@ class RawPath:
 
     def append(self, requests_key: str, fields: list[bytes | str | int], size: int, fut: asyncio.Future[Any]) -> None:
         """Queues a tell (``Session.send``)."""
-        packed = b"".join([bulk(f) for f in fields])
+        packed = b"".join([bulk(len(fields)), *[bulk(f) for f in fields]])
         self.enqueue((bulk(requests_key), packed, len(fields), size, 0, fut))
 
     async def _open(self, on_lost: Any) -> RawConnection:

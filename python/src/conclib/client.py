@@ -93,6 +93,8 @@ _CLIENTS: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
 _ABANDONED: list[object] = []
 
 
+_running_loop = asyncio.get_running_loop
+
 # This process's id, for the hot path's check that a session is this process's (a system
 # call each time otherwise); renewed in a forked child before anything else runs there.
 _pid = os.getpid()
@@ -304,13 +306,16 @@ class AsyncClient:
             # The hot path (one server, connected, the URN resolved): the request queued
             # and its answer awaited here, with no coroutine of its own. Its ttl is the whole
             # timeout (what ran since ``started`` is not a millisecond).
-            session = self._ready()
-            raw = session.raw if session is not None else None
-            route = session.cache.get(urn) if session is not None else None
+            session = self._session
+            raw = route = None
+            # ``_ready()`` written out (one call less an ask).
             if (
-                session is not None and raw is not None and route is not None
-                and route.until > started and not session.down
+                session is not None and session.ready and not self._closed and session.pid == _pid
+                and session.loop is _running_loop() and not session.down
             ):
+                raw = session.raw
+                route = session.cache.get(urn)
+            if session is not None and raw is not None and route is not None and route.until > started:
                 disconnects = session.disconnects
                 request_id, waiter = raw.submit(route, urn, name, body, high, tp, deadline, timeout)
                 try:
