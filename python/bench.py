@@ -359,8 +359,8 @@ def bench_asks(url: str, redis_pid: int, args: argparse.Namespace, results: dict
             line = []
             for n in names:
                 c64[n].append(sums[n])
-                rate = sums[n]["asks"] / sums[n]["secs"]
-                line.append(f"{n} {rate:.0f}/s ({sums[n]['cpu_us'] / sums[n]['asks']:.1f} µs CPU/ask) "
+                per_s = sums[n]["asks"] / sums[n]["secs"]
+                line.append(f"{n} {per_s:.0f}/s ({sums[n]['cpu_us'] / sums[n]['asks']:.1f} µs CPU/ask) "
                             f"p50 {seq[n][-1]['p50_us']:.0f} µs"
                             + (f" (blocking {blocking[n][-1]:.0f} µs)" if n != "rust" else ""))
             print(f"round {round_ + 1}: " + ", ".join(line), flush=True)
