@@ -253,6 +253,7 @@ class Driven:
         self.name = name
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.ready = ""
+        self.buffered = b""  # read from its output, not yet a whole line
 
     def start(self, timeout: float = 60) -> None:
         self.ready = self._line(timeout)
@@ -260,18 +261,25 @@ class Driven:
             raise SystemExit(f"the {self.name} client did not start: {self.ready!r}")
 
     def _line(self, timeout: float) -> str:
+        """The next line of its output, waiting at most ``timeout`` seconds for it."""
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
         sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         try:
-            if not sel.select(timeout):
-                raise SystemExit(f"the {self.name} client did not answer within {timeout:.0f} s")
+            while b"\n" not in self.buffered:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    raise SystemExit(f"the {self.name} client did not answer within {timeout:.0f} s")
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise SystemExit(f"the {self.name} client exited ({self.proc.wait(timeout=10)})")
+                self.buffered += chunk
         finally:
             sel.close()
-        line = self.proc.stdout.readline().decode()
-        if not line:
-            raise SystemExit(f"the {self.name} client exited ({self.proc.wait(timeout=10)})")
-        return line.strip()
+        line, _, self.buffered = self.buffered.partition(b"\n")
+        return line.decode().strip()
 
     def ask(self, command: str, timeout: float = 120) -> dict[str, float]:
         assert self.proc.stdin is not None
