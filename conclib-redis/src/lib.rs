@@ -588,9 +588,10 @@ pub use proxy::{
     StateStore, StoreError, start_proxy,
 };
 pub use reminders::{
-    __scripts as __reminder_scripts, MAX_REMINDER_NAME_LEN, REMINDER_SHARDS, Reminder,
+    __scripts as __reminder_scripts, MAX_POLLERS, MAX_REMINDER_NAME_LEN, MAX_REMINDER_PREFIX_LEN,
+    MAX_REMINDERS_LISTED, PollerReport, REMINDER_SHARDS, RegisteredReminder, Reminder,
     ReminderError, ReminderInfo, ReminderPoller, ReminderPollerOptions, ReminderPollerStats,
-    ReminderTick, Reminders,
+    ReminderQuery, ReminderTick, Reminders, RemindersOverview, SCAN_PER_SHARD,
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
 pub use stats::ProxyStats;

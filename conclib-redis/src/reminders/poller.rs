@@ -11,6 +11,7 @@ use fred::prelude::*;
 use tokio::sync::{Notify, Semaphore};
 
 use super::keys::{SHARDS, ShardKeys};
+use super::report::{LAG_BUCKETS, LagBuckets, PollerReport, quantile};
 use super::store::{ReminderError, int, scripts, text};
 use super::tick::ReminderTick;
 use crate::ProxyClient;
@@ -97,6 +98,8 @@ struct Counters {
     coalesced: AtomicU64,
     retried: AtomicU64,
     stale: AtomicU64,
+    /// Lags of the ticks fired, for the reports the live view reads.
+    lags: LagBuckets,
 }
 
 struct Poller {
@@ -216,9 +219,28 @@ impl Drop for ReminderPoller {
     }
 }
 
+/// What a poller had done at its last report.
+struct Reported {
+    at: Instant,
+    fired: u64,
+    lags: [u64; LAG_BUCKETS],
+}
+
+impl Reported {
+    fn now(counters: &Counters) -> Reported {
+        Reported {
+            at: Instant::now(),
+            fired: counters.fired.load(Ordering::Relaxed),
+            lags: counters.lags.counts(),
+        }
+    }
+}
+
 impl Poller {
     async fn run(self: Arc<Self>) {
         let mut last_counts = Instant::now() - Duration::from_secs(1);
+        let mut reported = Reported::now(&self.counters);
+        let report_every = self.client.config().snapshot_interval;
         loop {
             let full = self.poll_once().await;
             if conclib_core::metrics::is_enabled()
@@ -226,6 +248,11 @@ impl Poller {
             {
                 last_counts = Instant::now();
                 self.report_counts().await;
+            }
+            if let Some(every) = report_every
+                && reported.at.elapsed() >= every
+            {
+                reported = self.report(&reported).await;
             }
             if full {
                 // More may be due: go again at once, letting the deliveries run.
@@ -391,6 +418,7 @@ impl Poller {
             Some(_) => {
                 self.counters.fired.fetch_add(1, Ordering::Relaxed);
                 self.counters.coalesced.fetch_add(missed, Ordering::Relaxed);
+                self.counters.lags.record(lag);
                 super::metrics::fired(&self.ns, missed, lag);
             }
             // Not acknowledged: the claim lapses and another delivery follows (at least once).
@@ -419,6 +447,36 @@ impl Poller {
             "reminders: Redis did not answer an acknowledgement; the tick will be delivered again after its claim"
         );
         None
+    }
+
+    /// Publishes what it did since `last` for the live view; what it reported then.
+    async fn report(&self, last: &Reported) -> Reported {
+        let now = Reported::now(&self.counters);
+        let c = &self.counters;
+        let interval = now.at.duration_since(last.at);
+        let report = PollerReport {
+            system: self.client.config().system_id.clone().unwrap_or_default(),
+            pid: std::process::id(),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            claimed: c.claimed.load(Ordering::Relaxed),
+            fired: now.fired,
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            stale: c.stale.load(Ordering::Relaxed),
+            in_flight: (self.options.max_in_flight - self.in_flight.available_permits()) as u64,
+            fired_per_s: now.fired.saturating_sub(last.fired) as f64
+                / interval.as_secs_f64().max(0.001),
+            lag_p50_ms: quantile(&last.lags, &now.lags, 0.5),
+            lag_p99_ms: quantile(&last.lags, &now.lags, 0.99),
+            age_ms: 0,
+        };
+        if let Ok(cmd) = self.client.command_connection()
+            && let Err(e) =
+                super::report::publish(cmd, &scripts().report, &self.ns, &self.token, &report).await
+        {
+            tracing::debug!(error = %e, "reminders: the poller's report failed");
+        }
+        now
     }
 
     async fn report_counts(&self) {
