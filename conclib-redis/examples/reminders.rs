@@ -4,8 +4,10 @@
 //! - `triggers_per_s_1`, `triggers_per_s_3`: 20,000 reminders on 1,000 activated URNs all due
 //!   at the same instant, handled per second (from that instant to the last one handled) with
 //!   1 and 3 systems polling; `redis_cpu_pct_N`, `systems_cpu_pct_N`: the CPU (one core =
-//!   100) of Redis and of the systems over that burst; `redis_cmds_per_trigger_N`: commands
-//!   Redis ran per tick in it;
+//!   100) of Redis and of the systems over that burst, `redis_cpu_us_per_trigger_N`,
+//!   `systems_cpu_us_per_trigger_N` the same per tick (less sensitive than the rate to
+//!   what else the machine runs); `redis_cmds_per_trigger_N`: commands Redis ran per tick
+//!   in it, scripts' own included (env `REMINDERS_COMMANDSTATS`: which, on stderr);
 //! - `register_p50_ms`, `register_p99_ms`: one caller registering 2,000 reminders one after
 //!   the other (one round trip each); `register_qps_64`: 64 callers at once;
 //! - `lag_p50_ms`, `lag_p99_ms`: due time to handling, 20,000 reminders due at 5,000 per
@@ -258,6 +260,27 @@ impl Systems {
     }
 }
 
+/// Calls per command since Redis started (`INFO commandstats`), scripts' own commands
+/// included.
+async fn command_calls(redis: &Client) -> std::collections::HashMap<String, u64> {
+    let info: String = redis
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .unwrap_or_default();
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -302,6 +325,9 @@ struct Burst {
     redis_cpu_pct: f64,
     systems_cpu_pct: f64,
     redis_cmds_per_trigger: f64,
+    /// CPU time per tick over the burst, in µs: Redis's, and the systems'.
+    redis_cpu_us: f64,
+    systems_cpu_us: f64,
 }
 
 /// Triggers per second with `systems` systems: 20,000 due at one instant.
@@ -327,22 +353,50 @@ async fn triggers(redis: &Redis, mode: Mode, systems: usize, run: &str) -> Burst
     let started = Instant::now();
     let (redis_before, systems_before) = (cpu_ticks(&redis.pid), members.cpu_ticks());
     let cmds_before = redis_stats::stat(&redis.stats, "total_commands_processed").await;
+    let by_command = command_calls(&redis.stats).await;
     members
         .wait_handled(urns + count, Duration::from_secs(300))
         .await;
     let over = started.elapsed();
     let (redis_after, systems_after) = (cpu_ticks(&redis.pid), members.cpu_ticks());
     let cmds_after = redis_stats::stat(&redis.stats, "total_commands_processed").await;
+    if std::env::var_os("REMINDERS_COMMANDSTATS").is_some() {
+        let after = command_calls(&redis.stats).await;
+        let mut per_tick: Vec<(String, f64)> = after
+            .iter()
+            .map(|(name, n)| {
+                let before = by_command.get(name).copied().unwrap_or(0);
+                (name.clone(), n.saturating_sub(before) as f64 / count as f64)
+            })
+            .filter(|(_, n)| *n >= 0.01)
+            .collect();
+        per_tick.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let per_tick: Vec<String> = per_tick
+            .iter()
+            .map(|(c, n)| format!("{c}={n:.2}"))
+            .collect();
+        eprintln!(
+            "{systems} systems, Redis commands per tick: {}",
+            per_tick.join(" ")
+        );
+    }
     let (last_ms, _) = members.report().await;
     members.stop().await;
     client.shutdown().await;
     let at_ms = at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let (redis_pct, systems_pct) = (
+        cpu_pct(redis_before, redis_after, over),
+        cpu_pct(systems_before, systems_after, over),
+    );
+    let per_tick_us = |pct: f64| pct / 100.0 * over.as_secs_f64() * 1e6 / count as f64;
     Burst {
         per_s: count as f64 / (last_ms.saturating_sub(at_ms).max(1) as f64 / 1000.0),
-        redis_cpu_pct: cpu_pct(redis_before, redis_after, over),
-        systems_cpu_pct: cpu_pct(systems_before, systems_after, over),
+        redis_cpu_pct: redis_pct,
+        systems_cpu_pct: systems_pct,
+        redis_cpu_us: per_tick_us(redis_pct),
+        systems_cpu_us: per_tick_us(systems_pct),
         // The 1 s of the INFO reads themselves is noise: a few commands.
         redis_cmds_per_trigger: cmds_after.saturating_sub(cmds_before) as f64 / count as f64,
     }
@@ -469,8 +523,14 @@ async fn run(mode: Mode, triggers_only: bool) {
     let burst = |n: usize, b: &Burst| {
         format!(
             "triggers_per_s_{n}={:.0} redis_cpu_pct_{n}={:.0} systems_cpu_pct_{n}={:.0} \
+             redis_cpu_us_per_trigger_{n}={:.1} systems_cpu_us_per_trigger_{n}={:.1} \
              redis_cmds_per_trigger_{n}={:.1}",
-            b.per_s, b.redis_cpu_pct, b.systems_cpu_pct, b.redis_cmds_per_trigger
+            b.per_s,
+            b.redis_cpu_pct,
+            b.systems_cpu_pct,
+            b.redis_cpu_us,
+            b.systems_cpu_us,
+            b.redis_cmds_per_trigger
         )
     };
     let bursts = format!("{} {}", burst(1, &one), burst(3, &three));

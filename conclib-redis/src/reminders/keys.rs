@@ -65,7 +65,12 @@ impl ShardKeys {
     }
 
     pub(crate) fn index(&self, urn: &str) -> String {
-        format!("{}:u:{urn}", self.prefix)
+        format!("{}{urn}", self.index_prefix())
+    }
+
+    /// The prefix of the shard's URN indexes (the URN follows).
+    pub(crate) fn index_prefix(&self) -> String {
+        format!("{}:u:", self.prefix)
     }
 }
 

@@ -24,6 +24,7 @@
 //! See `keys.rs`: [`REMINDER_SHARDS`] shards per namespace, each a sorted set of reminders
 //! by due time under its own hash tag (Cluster), so finding the due ones reads only those.
 
+mod acker;
 mod keys;
 mod metrics;
 mod overview;
