@@ -47,7 +47,13 @@ impl fmt::Display for QueryError {
                 "limit: expected a number from 1 to {MAX_REMINDERS_LISTED}, got {got:?}"
             ),
             QueryError::UrnAndPrefix => write!(f, "urn and prefix: give one of them, not both"),
-            QueryError::Invalid(e) => write!(f, "{e}"),
+            QueryError::Invalid(e) => {
+                // The reason may quote the URN: at most 300 characters of it.
+                let reason = e.to_string();
+                let cut: String = reason.chars().take(300).collect();
+                let more = if cut.len() < reason.len() { "..." } else { "" };
+                write!(f, "{cut}{more}")
+            }
         }
     }
 }
@@ -205,6 +211,9 @@ mod tests {
         let err = parse(Some(&longer)).unwrap_err();
         assert_eq!(err, QueryError::TooLong(MAX_QUERY_LEN + 4));
         assert!(err.to_string().len() < 100);
+        let controls = format!("urn={}", "%01".repeat(250));
+        let err = parse(Some(&controls)).unwrap_err();
+        assert!(err.to_string().len() < 400, "{err}");
         let huge_limit = format!("limit={}", "9".repeat(900));
         assert!(parse(Some(&huge_limit)).unwrap_err().to_string().len() < 120);
     }
