@@ -117,7 +117,9 @@ struct Poller {
 
 /// Claims the due reminders of its client's namespace and delivers them, until
 /// [`shutdown`](Self::shutdown) (or dropped). Run one in every system that should fire
-/// reminders (any number: each tick is claimed by one). Every
+/// reminders (any number: each tick is claimed by one). Dropped without `shutdown`, the
+/// ticks it was delivering may go unacknowledged: they are delivered again once their
+/// claim lapses (at least once). Every
 /// [`snapshot_interval`](crate::ProxyConfig::snapshot_interval) of its client (none when
 /// that is `None`) it publishes a [`PollerReport`](crate::PollerReport) of itself for the
 /// live view: one Redis call.
