@@ -187,7 +187,8 @@
 //!   a request is acknowledged without being handed to the actor (an ask is answered
 //!   `NoResponse`: its effect is in the state, its answer was lost). This holds for an
 //!   activation that loads its state in its constructor and writes it from its handler, not
-//!   from a task the handler spawned. A request reaching a
+//!   from a task the handler spawned: a [`StateStore`] is not `Clone`, so a handler cannot
+//!   give a spawned task one of its own (a compile error, see its docs). A request reaching a
 //!   system that does not hold the URN is passed to the one that does, at most once: the new
 //!   entry is appended and the old one acknowledged in one script, only while the old one is
 //!   still pending on the system passing it (not one another member claimed meanwhile, not
