@@ -122,6 +122,15 @@ impl Publisher {
     }
 }
 
+/// The channel or stream key of the raw program: shaped as conclib's (namespace, hash tag),
+/// so that both send and parse names of one length.
+fn raw_key(name: &str, mode: Mode) -> String {
+    match mode {
+        Mode::Live => format!("bench:topic:{{{name}}}:live"),
+        Mode::Durable => format!("bench:topic:{{{name}}}:log"),
+    }
+}
+
 async fn raw_client(config: &ProxyConfig) -> Client {
     let mut builder = Builder::from_config(Config::from_url(&config.url).unwrap());
     builder.with_performance_config(|p| p.broadcast_channel_capacity = 4096);
@@ -173,8 +182,10 @@ async fn subscribe(
                 let (to, consumer) = Deliver::new(imp, sink, base);
                 tasks.extend(consumer);
                 match mode {
-                    Mode::Live => raw_live(redis, name.to_owned(), to).await,
-                    Mode::Durable => raw_durable(redis, name.to_owned(), format!("g{i}"), to).await,
+                    Mode::Live => raw_live(redis, raw_key(name, mode), to).await,
+                    Mode::Durable => {
+                        raw_durable(redis, raw_key(name, mode), format!("g{i}"), to).await
+                    }
                 }
             }
         };
@@ -368,7 +379,13 @@ async fn run(
 ) -> Figures {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let run_no = RUNS.fetch_add(1, Ordering::Relaxed);
-    let name = format!("bench-{imp:?}-{mode:?}-{subscribers}-{run_no}").to_lowercase();
+    // Names of one length for all: fred checks a message's channel name for each message.
+    let who = match imp {
+        Impl::Conclib => "lib",
+        Impl::Raw => "raw",
+        Impl::RawHop => "hop",
+    };
+    let name = format!("bench-{who}-{mode:?}-{subscribers}-{run_no}").to_lowercase();
     let sink = Arc::new(Sink::default());
     let tasks = subscribe(imp, mode, subscribers, &name, client, config, &sink, base).await;
     let raw = raw_client(config).await;
@@ -380,7 +397,8 @@ async fn run(
                 Mode::Durable => Topic::durable(&name).unwrap(),
             },
         ),
-        Impl::Raw | Impl::RawHop => Publisher::Raw(raw.clone(), name.clone(), mode),
+        // The raw program's channel and key have the length conclib's would have.
+        Impl::Raw | Impl::RawHop => Publisher::Raw(raw.clone(), raw_key(&name, mode), mode),
     };
     let expected = events * subscribers as u64;
     // Throughput.
