@@ -1,7 +1,7 @@
 //! Benchmark of topics (issue #65) against raw Redis programs with no library but fred.
 //!
 //! ```text
-//! cargo run --release -p conclib-redis --example topics_bench [-- --events 20000 --samples 1000]
+//! cargo run --release -p conclib-redis --example topics_bench [-- --events 20000 --samples 1000 --rounds 5]
 //! ```
 //!
 //! Starts a private redis-server and measures, for each delivery mode (live: `PUBLISH` /
@@ -14,9 +14,19 @@
 //!   one before; p50 and p99 from publish to receipt;
 //!
 //! both through conclib's `Topics` and `Subscription`s and through a raw fred program doing
-//! the same commands (8-byte payloads, `XACK` per batch), in the same run. The last line is
-//! machine-readable: `RESULT key=value ...` with the ratios (conclib / raw: latency ratios
-//! below 1.3 and throughput ratios above 0.7 meet the issue's goal).
+//! the same commands on as many connections (one for publishing, one per subscriber; typed
+//! `PUBLISH`/`XADD`, which fred pipelines; `XACK` per batch read), with channel and stream
+//! names of the same shape and length, TCP_NODELAY on every connection and 4096 events of
+//! room per subscriber in both. Each round runs both, the raw program first in even rounds
+//! and last in odd ones; the figures are medians over `--rounds`, the ratios the median of
+//! each round's ratio. The last line is machine-readable: `RESULT key=value ...` with the
+//! ratios (conclib / raw: latency ratios below 1.3 and throughput ratios above 0.7 meet the
+//! issue's goal).
+//!
+//! `--lib rawhop` compares the raw program with itself plus one task hop per subscriber
+//! (through a bounded channel, as a subscription that counts its drops while its consumer is
+//! busy needs): what that structure costs alone. `--only live10` runs one configuration;
+//! `--alone` runs only the compared program (for a profiler).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +39,9 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 const PUBLISHERS: u64 = 16;
+/// Events a subscriber may hold unread, in each program: fred's queue of a raw subscriber,
+/// the channel of `rawhop`, a conclib subscription's buffer.
+const BUFFER: usize = 4096;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Impl {
@@ -133,7 +146,7 @@ fn raw_key(name: &str, mode: Mode) -> String {
 
 async fn raw_client(config: &ProxyConfig) -> Client {
     let mut builder = Builder::from_config(Config::from_url(&config.url).unwrap());
-    builder.with_performance_config(|p| p.broadcast_channel_capacity = 4096);
+    builder.with_performance_config(|p| p.broadcast_channel_capacity = BUFFER);
     // As conclib's connections: Nagle's delay would be counted against the raw program.
     builder.with_connection_config(|c| c.tcp.nodelay = Some(true));
     let client = builder.build().unwrap();
@@ -165,6 +178,7 @@ async fn subscribe(
                 let mut sub = client
                     .subscribe::<u64>(&topic)
                     .group(format!("g{i}"))
+                    .buffer(BUFFER)
                     .await
                     .unwrap();
                 tokio::spawn(async move {
@@ -210,7 +224,7 @@ impl Deliver {
         if imp != Impl::RawHop {
             return (Deliver::Direct(sink, base), None);
         }
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(conclib_redis::topics::DEFAULT_BUFFER);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(BUFFER);
         let consumer = {
             let sink = sink.clone();
             tokio::spawn(async move {
@@ -417,9 +431,23 @@ async fn run(
         p.await.unwrap();
     }
     let published = started.elapsed();
-    let complete = sink.wait_for(expected, Duration::from_secs(60)).await;
+    let complete = sink.wait_for(expected, Duration::from_secs(20)).await;
     let delivered = started.elapsed();
-    assert!(complete, "{imp:?} {mode:?}: not every event arrived");
+    if !complete {
+        let redis = raw
+            .info::<String>(Some(fred::types::InfoKind::Stats))
+            .await
+            .unwrap_or_default();
+        let clients = raw
+            .client_list::<String, ()>(None, None)
+            .await
+            .unwrap_or_default();
+        panic!(
+            "{imp:?} {mode:?} x{subscribers}: not every event arrived: {} of {expected} received, {} dropped\n{redis}\n{clients}",
+            sink.received.load(Ordering::Acquire),
+            sink.dropped.load(Ordering::Acquire),
+        );
+    }
     let dropped = sink.dropped.load(Ordering::Acquire);
     let received = sink.received.load(Ordering::Acquire);
     // Latency: one event at a time.
