@@ -1,7 +1,7 @@
 //! Benchmark of topics (issue #65) against raw Redis programs with no library but fred.
 //!
 //! ```text
-//! cargo run --release -p conclib-redis --example topics_bench [-- --events 20000 --samples 1000]
+//! cargo run --release -p conclib-redis --example topics_bench [-- --events 20000 --samples 1000 --rounds 5]
 //! ```
 //!
 //! Starts a private redis-server and measures, for each delivery mode (live: `PUBLISH` /
@@ -14,9 +14,19 @@
 //!   one before; p50 and p99 from publish to receipt;
 //!
 //! both through conclib's `Topics` and `Subscription`s and through a raw fred program doing
-//! the same commands (8-byte payloads, `XACK` per batch), in the same run. The last line is
-//! machine-readable: `RESULT key=value ...` with the ratios (conclib / raw: latency ratios
-//! below 1.3 and throughput ratios above 0.7 meet the issue's goal).
+//! the same commands on as many connections (one for publishing, one per subscriber; typed
+//! `PUBLISH`/`XADD`, which fred pipelines; `XACK` per batch read), with channel and stream
+//! names of the same shape and length, TCP_NODELAY on every connection and 4096 events of
+//! room per subscriber in both. Each round runs both, the raw program first in even rounds
+//! and last in odd ones; the figures are medians over `--rounds`, the ratios the median of
+//! each round's ratio. The last line is machine-readable: `RESULT key=value ...` with the
+//! ratios (conclib / raw: latency ratios below 1.3 and throughput ratios above 0.7 meet the
+//! issue's goal).
+//!
+//! `--lib rawhop` compares the raw program with itself plus one task hop per subscriber
+//! (through a bounded channel, as a subscription that counts its drops while its consumer is
+//! busy needs): what that structure costs alone. `--only live10` runs one configuration;
+//! `--alone` runs only the compared program (for a profiler).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,11 +39,18 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 const PUBLISHERS: u64 = 16;
+/// Events a subscriber may hold unread, in each program: fred's queue of a raw subscriber,
+/// the channel of `rawhop`, a conclib subscription's buffer.
+const BUFFER: usize = 4096;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Impl {
     Conclib,
     Raw,
+    /// The raw program with one task more per subscriber: what it reads goes through a
+    /// bounded channel to the task that consumes it (the shape of a subscription that
+    /// counts drops while its consumer is busy). A floor for conclib's structure.
+    RawHop,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -59,6 +76,11 @@ impl Sink {
             .unwrap()
             .push(now.saturating_sub(sent_ns));
         self.received.fetch_add(1, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    fn lost(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Release);
         self.changed.notify_waiters();
     }
 
@@ -98,19 +120,13 @@ impl Publisher {
                     .unwrap();
             }
             Publisher::Raw(client, key, Mode::Durable) => {
-                let args: Vec<Value> = vec![
-                    key.as_str().into(),
-                    "MAXLEN".into(),
-                    "~".into(),
-                    100_000.into(),
-                    "*".into(),
-                    "b".into(),
-                    Value::Bytes(sent_ns.to_be_bytes().to_vec().into()),
-                ];
                 let _: Value = client
-                    .custom(
-                        CustomCommand::new_static("XADD", ClusterHash::FirstKey, false),
-                        args,
+                    .xadd(
+                        key.as_str(),
+                        false,
+                        ("MAXLEN", "~", 100_000),
+                        "*",
+                        vec![("b", Value::Bytes(sent_ns.to_be_bytes().to_vec().into()))],
                     )
                     .await
                     .unwrap();
@@ -119,9 +135,20 @@ impl Publisher {
     }
 }
 
+/// The channel or stream key of the raw program: shaped as conclib's (namespace, hash tag),
+/// so that both send and parse names of one length.
+fn raw_key(name: &str, mode: Mode) -> String {
+    match mode {
+        Mode::Live => format!("bench:topic:{{{name}}}:live"),
+        Mode::Durable => format!("bench:topic:{{{name}}}:log"),
+    }
+}
+
 async fn raw_client(config: &ProxyConfig) -> Client {
     let mut builder = Builder::from_config(Config::from_url(&config.url).unwrap());
-    builder.with_performance_config(|p| p.broadcast_channel_capacity = 4096);
+    builder.with_performance_config(|p| p.broadcast_channel_capacity = BUFFER);
+    // As conclib's connections: Nagle's delay would be counted against the raw program.
+    builder.with_connection_config(|c| c.tcp.nodelay = Some(true));
     let client = builder.build().unwrap();
     client.init().await.unwrap();
     client
@@ -151,27 +178,27 @@ async fn subscribe(
                 let mut sub = client
                     .subscribe::<u64>(&topic)
                     .group(format!("g{i}"))
+                    .buffer(BUFFER)
                     .await
                     .unwrap();
                 tokio::spawn(async move {
                     while let Some(event) = sub.next().await {
                         match event {
                             Ok(sent) => sink.got(sent, base),
-                            Err(TopicError::Lagged { missed }) => {
-                                sink.dropped.fetch_add(missed, Ordering::Release);
-                                sink.changed.notify_waiters();
-                            }
+                            Err(TopicError::Lagged { missed }) => sink.lost(missed),
                             Err(e) => panic!("{e}"),
                         }
                     }
                 })
             }
-            Impl::Raw => {
+            Impl::Raw | Impl::RawHop => {
                 let redis = raw_client(config).await;
+                let (to, consumer) = Deliver::new(imp, sink, base);
+                tasks.extend(consumer);
                 match mode {
-                    Mode::Live => raw_live(redis, name.to_owned(), sink, base).await,
+                    Mode::Live => raw_live(redis, raw_key(name, mode), to).await,
                     Mode::Durable => {
-                        raw_durable(redis, name.to_owned(), format!("g{i}"), sink, base).await
+                        raw_durable(redis, raw_key(name, mode), format!("g{i}"), to).await
                     }
                 }
             }
@@ -181,12 +208,63 @@ async fn subscribe(
     tasks
 }
 
-async fn raw_live(
-    redis: Client,
-    channel: String,
-    sink: Arc<Sink>,
-    base: Instant,
-) -> tokio::task::JoinHandle<()> {
+/// Where a raw subscriber puts what it read: straight into the sink, or through a bounded
+/// channel to a task of its own (`Impl::RawHop`), dropping (counted) what does not fit.
+enum Deliver {
+    Direct(Arc<Sink>, Instant),
+    Hop(tokio::sync::mpsc::Sender<u64>, Arc<Sink>),
+}
+
+impl Deliver {
+    fn new(
+        imp: Impl,
+        sink: Arc<Sink>,
+        base: Instant,
+    ) -> (Deliver, Option<tokio::task::JoinHandle<()>>) {
+        if imp != Impl::RawHop {
+            return (Deliver::Direct(sink, base), None);
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(BUFFER);
+        let consumer = {
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                while let Some(sent) = rx.recv().await {
+                    sink.got(sent, base);
+                }
+            })
+        };
+        (Deliver::Hop(tx, sink), Some(consumer))
+    }
+
+    fn got(&self, sent_ns: u64) {
+        match self {
+            Deliver::Direct(sink, base) => sink.got(sent_ns, *base),
+            Deliver::Hop(tx, sink) => {
+                if tx.try_send(sent_ns).is_err() {
+                    sink.lost(1);
+                }
+            }
+        }
+    }
+
+    /// As `got`, waiting for room rather than dropping (a durable subscriber).
+    async fn put(&self, sent_ns: u64) {
+        match self {
+            Deliver::Direct(sink, base) => sink.got(sent_ns, *base),
+            Deliver::Hop(tx, _) => {
+                let _ = tx.send(sent_ns).await;
+            }
+        }
+    }
+
+    fn lost(&self, n: u64) {
+        match self {
+            Deliver::Direct(sink, _) | Deliver::Hop(_, sink) => sink.lost(n),
+        }
+    }
+}
+
+async fn raw_live(redis: Client, channel: String, to: Deliver) -> tokio::task::JoinHandle<()> {
     let mut messages = redis.message_rx();
     redis.subscribe(channel).await.unwrap();
     tokio::spawn(async move {
@@ -195,12 +273,9 @@ async fn raw_live(
             match messages.recv().await {
                 Ok(m) => {
                     let bytes = m.value.as_bytes().unwrap();
-                    sink.got(u64::from_be_bytes(bytes.try_into().unwrap()), base);
+                    to.got(u64::from_be_bytes(bytes.try_into().unwrap()));
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    sink.dropped.fetch_add(n, Ordering::Release);
-                    sink.changed.notify_waiters();
-                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => to.lost(n),
                 Err(_) => return,
             }
         }
@@ -211,8 +286,7 @@ async fn raw_durable(
     redis: Client,
     key: String,
     group: String,
-    sink: Arc<Sink>,
-    base: Instant,
+    to: Deliver,
 ) -> tokio::task::JoinHandle<()> {
     let create: Vec<Value> = vec![
         "CREATE".into(),
@@ -253,10 +327,8 @@ async fn raw_durable(
             };
             let mut ids: Vec<Value> = vec![key.as_str().into(), group.as_str().into()];
             for (id, body) in raw_entries(reply) {
-                sink.got(
-                    u64::from_be_bytes(body.as_slice().try_into().unwrap()),
-                    base,
-                );
+                to.put(u64::from_be_bytes(body.as_slice().try_into().unwrap()))
+                    .await;
                 ids.push(id);
             }
             if ids.len() > 2 {
@@ -319,7 +391,15 @@ async fn run(
     config: &ProxyConfig,
     base: Instant,
 ) -> Figures {
-    let name = format!("bench-{imp:?}-{mode:?}-{subscribers}").to_lowercase();
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let run_no = RUNS.fetch_add(1, Ordering::Relaxed);
+    // Names of one length for all: fred checks a message's channel name for each message.
+    let who = match imp {
+        Impl::Conclib => "lib",
+        Impl::Raw => "raw",
+        Impl::RawHop => "hop",
+    };
+    let name = format!("bench-{who}-{mode:?}-{subscribers}-{run_no}").to_lowercase();
     let sink = Arc::new(Sink::default());
     let tasks = subscribe(imp, mode, subscribers, &name, client, config, &sink, base).await;
     let raw = raw_client(config).await;
@@ -331,7 +411,8 @@ async fn run(
                 Mode::Durable => Topic::durable(&name).unwrap(),
             },
         ),
-        Impl::Raw => Publisher::Raw(raw.clone(), name.clone(), mode),
+        // The raw program's channel and key have the length conclib's would have.
+        Impl::Raw | Impl::RawHop => Publisher::Raw(raw.clone(), raw_key(&name, mode), mode),
     };
     let expected = events * subscribers as u64;
     // Throughput.
@@ -350,9 +431,23 @@ async fn run(
         p.await.unwrap();
     }
     let published = started.elapsed();
-    let complete = sink.wait_for(expected, Duration::from_secs(60)).await;
+    let complete = sink.wait_for(expected, Duration::from_secs(20)).await;
     let delivered = started.elapsed();
-    assert!(complete, "{imp:?} {mode:?}: not every event arrived");
+    if !complete {
+        let redis = raw
+            .info::<String>(Some(fred::types::InfoKind::Stats))
+            .await
+            .unwrap_or_default();
+        let clients = raw
+            .client_list::<String, ()>(None, None)
+            .await
+            .unwrap_or_default();
+        panic!(
+            "{imp:?} {mode:?} x{subscribers}: not every event arrived: {} of {expected} received, {} dropped\n{redis}\n{clients}",
+            sink.received.load(Ordering::Acquire),
+            sink.dropped.load(Ordering::Acquire),
+        );
+    }
     let dropped = sink.dropped.load(Ordering::Acquire);
     let received = sink.received.load(Ordering::Acquire);
     // Latency: one event at a time.
@@ -384,65 +479,145 @@ async fn run(
 }
 
 fn arg(name: &str, default: u64) -> u64 {
+    arg_str(name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn arg_str(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+        .cloned()
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// The figures of several rounds: the median of each, and the median of each round's ratio
+/// to the same round's raw figures.
+struct Summary {
+    lib: Vec<Figures>,
+    raw: Vec<Figures>,
+}
+
+impl Summary {
+    fn of(runs: &[Figures], f: fn(&Figures) -> f64) -> f64 {
+        median(runs.iter().map(f).collect())
+    }
+
+    fn ratio(&self, f: fn(&Figures) -> f64) -> f64 {
+        median(
+            self.lib
+                .iter()
+                .zip(&self.raw)
+                .map(|(l, r)| f(l) / f(r))
+                .collect(),
+        )
+    }
+}
+
+fn parse_impl(name: &str) -> Impl {
+    match name {
+        "raw" => Impl::Raw,
+        "rawhop" => Impl::RawHop,
+        "conclib" => Impl::Conclib,
+        other => panic!("--lib takes conclib, raw or rawhop, not {other}"),
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let events = arg("--events", 20_000) / PUBLISHERS * PUBLISHERS;
     let samples = arg("--samples", 1000);
+    let rounds = arg("--rounds", 5).max(1);
+    let only = arg_str("--only");
+    // What is compared with the raw program (`rawhop`: the raw program with conclib's task
+    // hop, to see what that structure alone costs); `--alone` runs it without the raw one
+    // (for a profiler).
+    let lib = parse_impl(arg_str("--lib").as_deref().unwrap_or("conclib"));
+    let alone = std::env::args().any(|a| a == "--alone");
     let redis = start_redis(&ProxyConfig::default()).await.unwrap();
     let config = redis.config(&ProxyConfig::default().with_namespace("bench"));
     let client = ProxyClient::connect(&config).await.unwrap();
     let base = Instant::now();
-    let mut result = String::from("RESULT");
+    let mut result = format!("RESULT rounds={rounds}");
     for mode in [Mode::Live, Mode::Durable] {
         for subscribers in [1, 10] {
-            let raw = run(
-                Impl::Raw,
-                mode,
-                subscribers,
-                events,
-                samples,
-                &client,
-                &config,
-                base,
-            )
-            .await;
-            let lib = run(
-                Impl::Conclib,
-                mode,
-                subscribers,
-                events,
-                samples,
-                &client,
-                &config,
-                base,
-            )
-            .await;
             let tag = format!("{mode:?}{subscribers}").to_lowercase();
-            for (who, f) in [("raw", &raw), ("conclib", &lib)] {
-                println!(
-                    "{tag:>9} {who:>7}: published {:>8.0}/s, delivered {:>8.0}/s (dropped {}), latency p50 {:>7.1} us, p99 {:>7.1} us",
-                    f.published_per_s, f.delivered_per_s, f.dropped, f.p50_us, f.p99_us
-                );
+            if only.as_ref().is_some_and(|o| *o != tag) {
+                continue;
             }
+            let mut summary = Summary {
+                lib: Vec::new(),
+                raw: Vec::new(),
+            };
+            for round in 0..rounds {
+                // Alternated: the raw program first in even rounds, last in odd ones.
+                let order = if alone {
+                    vec![lib]
+                } else if round % 2 == 0 {
+                    vec![Impl::Raw, lib]
+                } else {
+                    vec![lib, Impl::Raw]
+                };
+                for imp in order {
+                    let f = run(
+                        imp,
+                        mode,
+                        subscribers,
+                        events,
+                        samples,
+                        &client,
+                        &config,
+                        base,
+                    )
+                    .await;
+                    let who = format!("{imp:?}").to_lowercase();
+                    println!(
+                        "{tag:>9} {who:>7} round {round}: published {:>8.0}/s, delivered {:>8.0}/s (dropped {}), latency p50 {:>7.1} us, p99 {:>7.1} us",
+                        f.published_per_s, f.delivered_per_s, f.dropped, f.p50_us, f.p99_us
+                    );
+                    if imp == Impl::Raw && !alone {
+                        summary.raw.push(f);
+                    } else {
+                        summary.lib.push(f);
+                    }
+                }
+            }
+            if alone {
+                continue;
+            }
+            let l = &summary.lib;
+            let r = &summary.raw;
+            println!(
+                "{tag:>9} medians: raw delivered {:.0}/s p50 {:.1} us p99 {:.1} us; {lib:?} delivered {:.0}/s p50 {:.1} us p99 {:.1} us",
+                Summary::of(r, |f| f.delivered_per_s),
+                Summary::of(r, |f| f.p50_us),
+                Summary::of(r, |f| f.p99_us),
+                Summary::of(l, |f| f.delivered_per_s),
+                Summary::of(l, |f| f.p50_us),
+                Summary::of(l, |f| f.p99_us),
+            );
             result.push_str(&format!(
                 " {tag}_pub_per_s={:.0} {tag}_delivered_per_s={:.0} {tag}_p50_us={:.1} {tag}_p99_us={:.1} {tag}_dropped={} {tag}_pub_ratio={:.2} {tag}_delivered_ratio={:.2} {tag}_p50_ratio={:.2} {tag}_p99_ratio={:.2}",
-                lib.published_per_s,
-                lib.delivered_per_s,
-                lib.p50_us,
-                lib.p99_us,
-                lib.dropped,
-                lib.published_per_s / raw.published_per_s,
-                lib.delivered_per_s / raw.delivered_per_s,
-                lib.p50_us / raw.p50_us,
-                lib.p99_us / raw.p99_us,
+                Summary::of(l, |f| f.published_per_s),
+                Summary::of(l, |f| f.delivered_per_s),
+                Summary::of(l, |f| f.p50_us),
+                Summary::of(l, |f| f.p99_us),
+                l.iter().map(|f| f.dropped).sum::<u64>(),
+                summary.ratio(|f| f.published_per_s),
+                summary.ratio(|f| f.delivered_per_s),
+                summary.ratio(|f| f.p50_us),
+                summary.ratio(|f| f.p99_us),
             ));
         }
     }

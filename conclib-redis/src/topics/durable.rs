@@ -211,20 +211,24 @@ impl Reader {
         true
     }
 
+    /// The entry as an event: its body a view of the bytes fred read (no copy).
     fn parse(&self, id: Bytes, fields: Value) -> Option<Raw> {
         let Value::Array(fields) = fields else {
             return None;
         };
         let (mut codec, mut body) = (None, None);
-        for pair in fields.chunks_exact(2) {
-            match conn::as_bytes(&pair[0]) {
-                Some(b"codec") => codec = conn::as_bytes(&pair[1]).map(<[u8]>::to_vec),
-                Some(b"body") => body = pair[1].as_bytes().map(Bytes::copy_from_slice),
+        let mut fields = fields.into_iter();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            match conn::as_bytes(&name) {
+                Some(b"codec") => {
+                    codec = conn::as_bytes(&value).map(|name| wire::codec_named(&self.codec, name));
+                }
+                Some(b"body") => body = value.into_bytes(),
                 _ => {}
             }
         }
         Some(Raw {
-            codec: codec.and_then(|name| wire::codec_named(&self.codec, &name)),
+            codec: codec.flatten(),
             body: body.unwrap_or_default(),
             id: Some(id),
         })

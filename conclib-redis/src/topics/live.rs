@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::Message;
-use tokio::sync::broadcast::{self, error::RecvError};
+use fred::types::config::UnresponsiveConfig;
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -32,6 +36,10 @@ pub(super) async fn start(
         .builder::<std::convert::Infallible>(config.command_timeout)
         .map_err(|e| TopicError::Config(e.to_string()))?;
     builder.with_performance_config(|p| p.broadcast_channel_capacity = FRED_QUEUE);
+    // fred's check for an unresponsive connection times the commands other than pub/sub
+    // ones, which are the only ones this connection sends: it would find nothing, at the
+    // price of a timer and a clock read for each message read.
+    builder.with_connection_config(|c| c.unresponsive = UnresponsiveConfig::default());
     let client = builder
         .build()
         .map_err(|e| TopicError::Config(e.to_string()))?;
@@ -63,56 +71,43 @@ pub(super) async fn start(
         let _ = client.quit().await;
         return Err(redis_error(&e));
     }
-    let task = tokio::spawn(forward(
-        client.clone(),
-        (channel, kind),
-        config.codec.clone(),
-        messages,
-        reconnects,
-        tx,
-        counters,
-    ));
+    let tasks = vec![
+        tokio::spawn(forward(
+            messages,
+            config.codec.clone(),
+            tx,
+            counters.clone(),
+        )),
+        tokio::spawn(resubscribe_on_reconnect(
+            client.clone(),
+            (channel, kind),
+            reconnects,
+            counters,
+        )),
+    ];
     Ok(Link {
-        tasks: vec![task],
+        tasks,
         client,
         acks: None,
     })
 }
 
-/// Moves the channel's messages into the buffer, and subscribes again after each
-/// reconnection (a restarted Redis knows no subscriptions).
+/// Moves the channel's messages into the buffer, or drops them (counted) when it is full.
 async fn forward(
-    client: Client,
-    (channel, kind): (String, Kind),
-    codec: Arc<dyn conclib_codec::Codec>,
     mut messages: broadcast::Receiver<Message>,
-    mut reconnects: broadcast::Receiver<Server>,
+    codec: Arc<dyn conclib_codec::Codec>,
     tx: mpsc::Sender<Raw>,
     counters: Arc<Counters>,
 ) {
     loop {
-        tokio::select! {
-            message = messages.recv() => match message {
+        // What arrived meanwhile is taken without waiting again.
+        let mut next = messages.recv().await;
+        loop {
+            match next {
                 // The connection is this subscription's own: every message is for it.
                 Ok(message) => {
-                    counters.received.fetch_add(1, Ordering::Relaxed);
-                    metrics::received(Delivery::Live, 1);
-                    let Some(frame) = conn::as_bytes(&message.value) else { continue };
-                    let raw = match wire::decode_live(frame) {
-                        Some((name, body)) => Raw {
-                            codec: wire::codec_named(&codec, name),
-                            body: fred::bytes::Bytes::copy_from_slice(body),
-                            id: None,
-                        },
-                        None => Raw { codec: None, body: fred::bytes::Bytes::new(), id: None },
-                    };
-                    match tx.try_send(raw) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            counters.dropped.fetch_add(1, Ordering::Relaxed);
-                            metrics::dropped(1);
-                        }
-                        Err(TrySendError::Closed(_)) => return,
+                    if !put(message, &codec, &tx, &counters) {
+                        return;
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
@@ -121,15 +116,69 @@ async fn forward(
                     metrics::dropped(n);
                 }
                 Err(RecvError::Closed) => return,
-            },
-            server = reconnects.recv() => {
-                if matches!(server, Err(RecvError::Closed)) {
-                    return;
-                }
-                resubscribe(&client, &channel, kind).await;
-                counters.resubscribes.fetch_add(1, Ordering::Relaxed);
             }
+            next = match messages.try_recv() {
+                Ok(message) => Ok(message),
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => break,
+            };
         }
+    }
+}
+
+/// Puts one message into the buffer (its body a view of the bytes fred read, not a copy);
+/// `false` once the subscription is gone.
+fn put(
+    message: Message,
+    codec: &Arc<dyn conclib_codec::Codec>,
+    tx: &mpsc::Sender<Raw>,
+    counters: &Counters,
+) -> bool {
+    counters.received.fetch_add(1, Ordering::Relaxed);
+    metrics::received(Delivery::Live, 1);
+    let frame = match message.value {
+        Value::Bytes(b) => b,
+        Value::String(s) => s.inner().clone(),
+        // Not a live frame: handed over as an event that does not decode.
+        _ => fred::bytes::Bytes::new(),
+    };
+    let raw = match wire::decode_live(&frame) {
+        Some((name, body)) => Raw {
+            codec: wire::codec_named(codec, name),
+            body: frame.slice_ref(body),
+            id: None,
+        },
+        None => Raw {
+            codec: None,
+            body: fred::bytes::Bytes::new(),
+            id: None,
+        },
+    };
+    match tx.try_send(raw) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_)) => {
+            counters.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::dropped(1);
+            true
+        }
+        Err(TrySendError::Closed(_)) => false,
+    }
+}
+
+/// Subscribes again after each reconnection (a restarted Redis knows no subscriptions).
+async fn resubscribe_on_reconnect(
+    client: Client,
+    (channel, kind): (String, Kind),
+    mut reconnects: broadcast::Receiver<Server>,
+    counters: Arc<Counters>,
+) {
+    loop {
+        if let Err(RecvError::Closed) = reconnects.recv().await {
+            return;
+        }
+        resubscribe(&client, &channel, kind).await;
+        counters.resubscribes.fetch_add(1, Ordering::Relaxed);
     }
 }
 

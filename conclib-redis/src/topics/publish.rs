@@ -8,13 +8,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use conclib_codec::{Codec, encode_value};
 use fred::prelude::*;
+use fred::types::streams::XCap;
 use serde::Serialize;
 
 use super::link::Counters;
 use super::topic::{Delivery, Retention, Topic, TopicError, redis_error};
 use super::wire;
 use crate::config::ProxyConfig;
-use crate::conn::{self, bytes, keyed, owned, s};
 
 /// Publishes events to topics and subscribes to them: from a
 /// [`ProxyClient`](crate::ProxyClient) ([`topics`](crate::ProxyClient::topics)) or a serving
@@ -145,51 +145,51 @@ impl Topics {
             )));
         }
         let ns = &config.namespace;
-        let (command, args) = match topic.delivery {
-            Delivery::Live => (
+        let cmd = &self.inner.cmd;
+        // fred's typed commands, not `conn::call`: fred writes a custom command out on its
+        // own (a system call and a packet each), while typed ones queued together leave in
+        // one write, as many tasks publishing at once need.
+        // Bounded by the connection's command timeout (`ProxyConfig::command_timeout`).
+        let sent: Result<Value, _> = match topic.delivery {
+            Delivery::Live => {
+                let frame = Value::Bytes(wire::encode_live(codec.name(), &body).into());
+                let channel = wire::live_channel(ns, &topic.name);
                 // On a Cluster, sharded pub/sub: to the node of the channel's slot only,
                 // where its subscribers are (`PUBLISH` would go to every node).
-                if self.inner.cmd.is_clustered() {
-                    "SPUBLISH"
+                if cmd.is_clustered() {
+                    cmd.spublish(channel, frame).await
                 } else {
-                    "PUBLISH"
-                },
-                vec![
-                    owned(wire::live_channel(ns, &topic.name)),
-                    bytes(wire::encode_live(codec.name(), &body)),
-                ],
-            ),
+                    cmd.publish(channel, frame).await
+                }
+            }
             Delivery::Durable => {
-                let mut args = vec![owned(wire::durable_key(ns, &topic.name))];
-                match topic.retention {
-                    Retention::MaxLen(n) => {
-                        args.extend([s("MAXLEN"), s("~"), Value::Integer(clamp(n))]);
-                    }
+                let cap: XCap = match topic.retention {
+                    Retention::MaxLen(n) => ("MAXLEN", "~", clamp(n)).try_into(),
                     Retention::MaxAge(age) => {
                         let now = SystemTime::now()
                             .duration_since(UNIX_EPOCH)
                             .unwrap_or_default();
                         let min = now.saturating_sub(age).as_millis();
-                        args.extend([s("MINID"), s("~"), owned(min.to_string())]);
+                        ("MINID", "~", min.to_string()).try_into()
                     }
                 }
-                args.extend([
-                    s("*"),
-                    s(wire::field::VERSION),
-                    owned(wire::VERSION.to_string()),
-                    s(wire::field::CODEC),
-                    s(codec.name()),
-                    s(wire::field::BODY),
-                    bytes(body),
-                ]);
-                ("XADD", args)
+                .map_err(|e| redis_error(&e))?;
+                let fields: [(&'static str, Value); 3] = [
+                    (wire::field::VERSION, Value::Integer(wire::VERSION.into())),
+                    (wire::field::CODEC, Value::from_static_str(codec.name())),
+                    (wire::field::BODY, Value::Bytes(body.into())),
+                ];
+                cmd.xadd(
+                    wire::durable_key(ns, &topic.name),
+                    false,
+                    cap,
+                    "*",
+                    Vec::from(fields),
+                )
+                .await
             }
         };
-        // Bounded by the connection's command timeout (`ProxyConfig::command_timeout`).
-        match conn::call(&self.inner.cmd, keyed(command), args).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(redis_error(&e)),
-        }
+        sent.map(drop).map_err(|e| redis_error(&e))
     }
 
     /// What this handle did so far (see [`TopicsStats`]).
