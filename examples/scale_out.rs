@@ -115,7 +115,7 @@ async fn member(url: &str, ns: &str, name: &str, rebalance: bool) -> Result<(), 
             let count = a.store().load::<u64>().await?.unwrap_or(0);
             Ok::<_, BoxError>(Visits {
                 count,
-                store: a.store(),
+                store: a.into_store(),
             })
         }
     });

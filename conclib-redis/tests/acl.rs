@@ -142,7 +142,7 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
     assert_eq!(client.ask("shared", Add(5)).await, Ok(5));
     proxy
         .activate("acct:{id}", |a: conclib_redis::Activation| async move {
-            let store = a.store();
+            let store = a.into_store();
             let opened = store.load::<u64>().await?.unwrap_or(0) + 1;
             store.save(&opened).await?;
             Ok::<_, conclib_redis::StoreError>(Counter {

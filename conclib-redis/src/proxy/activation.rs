@@ -465,11 +465,18 @@ impl Activation {
         &self.id
     }
 
-    /// The activation's state store (clone it into the actor to save from its handlers or
-    /// its `on_stop`).
+    /// The activation's state store, to load the state in the constructor.
     #[must_use]
-    pub fn store(&self) -> StateStore {
-        self.store.clone()
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// The activation's state store, kept by the actor to save from its handlers or its
+    /// `on_stop` (it cannot be cloned: see [`StateStore`], "Writes from the actor's own
+    /// task").
+    #[must_use]
+    pub fn into_store(self) -> StateStore {
+        self.store
     }
 }
 

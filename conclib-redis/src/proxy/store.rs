@@ -51,7 +51,34 @@ pub enum StoreError {
 /// Values are encoded with the proxy's codec
 /// ([`ProxyConfig::codec`](crate::ProxyConfig::codec)). State lives until [`clear`](Self::clear)ed
 /// (a key without data expires after a day).
-#[derive(Clone)]
+///
+/// # Writes from the actor's own task
+///
+/// A write is recorded with the request whose handling made it when it is made by that
+/// handling: from the handler, in the actor's own task. A write from a task the handler
+/// spawned cannot be told apart from one made at the actor's `on_stop`: it is not recorded,
+/// and if its system dies between the write and the request's acknowledgement, the next
+/// activation handles the request again on a state that holds its effect. So a store is
+/// not `Clone`: the actor keeps the one [`Activation::into_store`](crate::Activation::into_store)
+/// gives, and a handler, which borrows it through `&mut self`, cannot give a spawned task
+/// one of its own (a task needs a `'static` value):
+///
+/// ```compile_fail,E0599
+/// # use conclib_redis::StateStore;
+/// # struct Account { count: u64, store: StateStore }
+/// # impl Account {
+/// async fn incr(&mut self) {
+///     self.count += 1;
+///     // error[E0599]: no method named `clone` found for struct `StateStore`
+///     let (store, count) = (self.store.clone(), self.count);
+///     tokio::spawn(async move { store.save(&count).await });
+/// }
+/// # }
+/// ```
+///
+/// Write from the handler instead (`self.store.save(&self.count).await`), or send the actor
+/// a message from the spawned task and write in its handler. Wrapping the store in an `Arc`
+/// to share it with other tasks compiles, and gives up exactly-once for those writes.
 pub struct StateStore {
     inner: Arc<StoreInner>,
 }

@@ -136,7 +136,7 @@ pub(crate) async fn open_account(
     let count = a.store().load::<u64>().await?.unwrap_or(0);
     Ok(Account {
         count,
-        store: a.store(),
+        store: a.into_store(),
         save_on_stop,
         notes,
     })
