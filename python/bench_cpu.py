@@ -6,12 +6,14 @@ No Redis, proxy or other process competes for the CPU, so the figure is steadier
 machine than ``bench.py``'s ``py_cpu_us_per_ask_c64``, which also counts system calls.
 
     target/python-venv/bin/python python/bench_cpu.py [--asks 50000] [--rounds 3]
-        [--baseline DIR] [--no-hiredis]
+        [--baseline DIR] [--no-hiredis] [--parsers]
 
 Each round measures this checkout's package (and, with ``--baseline DIR``, the package in
 ``DIR``, e.g. ``git archive HEAD~1 python/src | tar -x -C /tmp/old`` then
 ``/tmp/old/python/src``) in a fresh process, alternated; ``--no-hiredis`` parses replies in
-Python. The last line is ``RESULT key=value ...`` with the medians in µs.
+Python; ``--parsers`` adds this checkout with the Python parser to each round
+(``hiredis_vs_python_parser``: the median of the rounds' ratios). The last line is
+``RESULT key=value ...`` with the medians in µs.
 """
 
 from __future__ import annotations
@@ -142,6 +144,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", help="a directory holding another conclib package, measured alternately")
     parser.add_argument("--no-hiredis", action="store_true", help="parse replies in Python")
+    parser.add_argument("--parsers", action="store_true",
+                        help="also this checkout with the Python parser in each round (py_python_parser)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -150,16 +154,22 @@ def main() -> int:
         cpu = asyncio.run(_measure(args.asks, not args.no_hiredis))
         print(json.dumps({"cpu_us": cpu, "package": str(Path(conclib.__file__).parent)}))
         return 0
-    variants = [("py", SRC)] + ([("old", Path(args.baseline))] if args.baseline else [])
-    figures: dict[str, list[float]] = {name: [] for name, _ in variants}
+    hiredis = not args.no_hiredis
+    variants = [("py", SRC, hiredis)] + ([("old", Path(args.baseline), hiredis)] if args.baseline else [])
+    if args.parsers:
+        variants.append(("py_python_parser", SRC, False))
+    figures: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     for round_ in range(args.rounds):
         order = variants if round_ % 2 == 0 else variants[::-1]
-        for name, src in order:
-            figures[name].append(_run(src, args.asks, not args.no_hiredis))
-        print(f"round {round_ + 1}: " + ", ".join(f"{n} {figures[n][-1]:.2f} µs" for n, _ in variants), flush=True)
+        for name, src, with_hiredis in order:
+            figures[name].append(_run(src, args.asks, with_hiredis))
+        print(f"round {round_ + 1}: " + ", ".join(f"{n} {figures[n][-1]:.2f} µs" for n, _, _ in variants), flush=True)
     result = {f"{n}_cpu_us_per_ask": f"{statistics.median(v):.2f}" for n, v in figures.items()}
     if args.baseline:
         result["py_vs_old"] = f"{statistics.median(figures['py']) / statistics.median(figures['old']):.2f}"
+    if args.parsers:
+        ratios = [h / p for h, p in zip(figures["py"], figures["py_python_parser"])]
+        result["hiredis_vs_python_parser"] = f"{statistics.median(ratios):.2f}"
     result["hiredis"] = "no" if args.no_hiredis else "if installed"
     print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
     return 0

@@ -19,9 +19,15 @@
 //!   responder in the proxy's process, on its runtime), 64 requests in flight.
 //!
 //! The last line is machine-readable: `RESULT key=value ...`.
+//!
+//! `--drive --url URL [--namespace NS] [--pool N] [--watch NAME=PID ...]`: no run of its own,
+//! a client measured on command instead (see `support/driven.rs`; `python/bench.py` uses it
+//! to alternate this client with the Python client in short slices).
 
 #[path = "../tests/common/actors.rs"]
 mod actors;
+#[path = "support/driven.rs"]
+mod driven;
 #[path = "support/redis_stats.rs"]
 mod redis_stats;
 
@@ -73,6 +79,11 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 struct Args {
     serve: bool,
+    drive: bool,
+    /// The client's request connections (`ProxyConfig::pool_size`) in `--drive`.
+    pool: usize,
+    /// Processes whose CPU time `--drive` reports (name, pid).
+    watch: Vec<(String, u32)>,
     url: Option<String>,
     namespace: String,
     secs: f64,
@@ -82,7 +93,8 @@ struct Args {
 }
 
 const USAGE: &str = "usage: proxy_bench [--secs N] [--seq N] [--proxy-threads N] \
-[--client-threads N] [--url redis://..] [--namespace NAME]";
+[--client-threads N] [--url redis://..] [--namespace NAME]
+       proxy_bench --drive --url redis://.. [--namespace NAME] [--pool N] [--watch NAME=PID]...";
 
 /// The command line, or a one-line reason and the usage (exit status 2).
 fn args() -> Args {
@@ -98,6 +110,9 @@ fn args() -> Args {
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         serve: false,
+        drive: false,
+        pool: ProxyConfig::default().pool_size,
+        watch: Vec::new(),
         url: None,
         namespace: "bench".into(),
         secs: 2.0,
@@ -113,6 +128,14 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--serve" => a.serve = true,
+            "--drive" => a.drive = true,
+            "--pool" => a.pool = number("--pool", it.next())?,
+            "--watch" => {
+                let v = it.next().unwrap_or_default();
+                let (name, pid) = v.split_once('=').ok_or("--watch takes NAME=PID")?;
+                let pid = pid.parse().map_err(|_| "--watch takes NAME=PID")?;
+                a.watch.push((name.to_string(), pid));
+            }
             "--url" => a.url = Some(it.next().ok_or("--url takes a URL")?),
             "--namespace" => a.namespace = it.next().ok_or("--namespace takes a name")?,
             "--secs" => a.secs = number("--secs", it.next())?,
@@ -134,6 +157,21 @@ fn main() {
     let a = args();
     if a.serve {
         runtime(a.proxy_threads).block_on(serve(&a));
+    } else if a.drive {
+        runtime(a.client_threads).block_on(async {
+            tokio::spawn(async move {
+                let Some(url) = a.url.clone() else {
+                    eprintln!("proxy_bench: --drive needs --url\n{USAGE}");
+                    std::process::exit(2);
+                };
+                let mut config = ProxyConfig::new(url).with_namespace(a.namespace.clone());
+                config.pool_size = a.pool;
+                let client = ProxyClient::connect(&config).await.unwrap();
+                driven::drive(client, a.watch).await;
+            })
+            .await
+            .unwrap()
+        });
     } else {
         // Measured from a task, as a server's handlers ask (not from `block_on`'s future,
         // which the runtime polls apart from its tasks).

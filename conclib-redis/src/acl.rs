@@ -13,7 +13,8 @@
 //!   URNs and its lease, read, acknowledge and trim request streams, take over a gone group
 //!   member's requests, keep activations' state, push replies, publish its system's
 //!   snapshot.
-//! - A **viewer** (the live view) may read the published snapshots, nothing else.
+//! - A **viewer** (the live view) may read the published snapshots and the reminders,
+//!   nothing else.
 //!
 //! What remains possible for a client, by design of the protocol: to send any request to
 //! any actor the namespace exposes, with any `reply` list name under `{ns}:reply:` (the
@@ -96,17 +97,36 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
 }
 
 /// The rules of a reader of the published snapshots (the live view): it may read them,
-/// and say that it watches them (`SET {ns}:snapshots:watched`), nothing else.
+/// say that it watches them (`SET {ns}:snapshots:watched`), and read the reminders
+/// ([`SnapshotReader::reminders`](crate::SnapshotReader::reminders): `{ns}:rem:*`, with
+/// plain read commands and `TIME`), nothing else.
 ///
 /// ```
 /// let rules = conclib_redis::viewer_acl("shop");
 /// assert!(rules.iter().any(|r| r == "%R~shop:snapshot*"));
+/// assert!(rules.iter().any(|r| r == "%R~shop:rem:*"));
 /// ```
 #[must_use]
 pub fn viewer_acl(namespace: &str) -> Vec<String> {
     let mut rules = base();
-    rules.extend(["+get", "+zrangebyscore", "+set"].map(str::to_owned));
+    rules.extend(
+        [
+            "+get",
+            "+zrangebyscore",
+            "+set",
+            "+time",
+            "+zcard",
+            "+zcount",
+            "+scard",
+            "+sscan",
+            "+hmget",
+            "+hstrlen",
+            "+hscan",
+        ]
+        .map(str::to_owned),
+    );
     rules.push(format!("%R~{namespace}:snapshot*"));
+    rules.push(format!("%R~{namespace}:rem:*"));
     // Says a viewer is watching: proxies then publish in full every interval.
     rules.push(format!("%W~{namespace}:snapshots:watched"));
     rules

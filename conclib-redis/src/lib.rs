@@ -187,7 +187,8 @@
 //!   a request is acknowledged without being handed to the actor (an ask is answered
 //!   `NoResponse`: its effect is in the state, its answer was lost). This holds for an
 //!   activation that loads its state in its constructor and writes it from its handler, not
-//!   from a task the handler spawned. A request reaching a
+//!   from a task the handler spawned: a [`StateStore`] is not `Clone`, so a handler cannot
+//!   give a spawned task one of its own (a compile error, see its docs). A request reaching a
 //!   system that does not hold the URN is passed to the one that does, at most once: the new
 //!   entry is appended and the old one acknowledged in one script, only while the old one is
 //!   still pending on the system passing it (not one another member claimed meanwhile, not
@@ -299,7 +300,12 @@
 //!   reminder registered for a URN is kept in Redis and delivered as a [`ReminderTick`] ask
 //!   when due, activating the URN if need be: once per tick across systems absent crashes,
 //!   at least once across them, missed periodic ticks coalesced; the guarantees and their
-//!   tests are listed on [`Reminders`].
+//!   tests are listed on [`Reminders`]. The live view (`conclib-view`, `GET
+//!   /api/reminders`) shows them through [`SnapshotReader::reminders`]: how many are
+//!   registered and due, a URN's or a prefix's reminders with their next due time, period,
+//!   deliveries, fired, coalesced and missed ticks, and each running poller's firing rate and
+//!   lag percentiles, which it publishes every [`snapshot_interval`](ProxyConfig::snapshot_interval)
+//!   of its client (`conclib-view/tests/reminders.rs`).
 //! - **Hostile input.** Malformed entries, unknown wire names, undecodable or oversized
 //!   payloads are answered with an error when a reply address can be read, logged, and the
 //!   proxy goes on. A stream whose ids a client pushed into the future is replaced by an
@@ -377,8 +383,9 @@
 //! | `{ns}:placement:{prefix}` | hash | a pattern's directory, read to place its URNs: one field per member system, `"<activations> <live until, ms since the Unix epoch>"` | rewritten by each member at each activation and passivation and every third of a lease, live for a lease; a member's field deleted when it leaves, or ten leases after it lapsed; the key `PEXPIRE`d to ten leases |
 //! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data`, a day |
 //! | `{ns}:rem:{{ns}:{s}}:due` | sorted set | reminders of shard `{s}` (0 to 15, by FNV-1a of the URN; the outer braces of `{{ns}:{s}}` are literal, the shard's hash tag, so a shard's scripts touch one Cluster slot), member `urn \n name`, scored by when they are next due or, while claimed, when the claim lapses (ms since the Unix epoch, Redis's clock) | until cancelled, or acknowledged once (a one-shot reminder) |
-//! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims` | as its member |
+//! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims`; `each` (the gap of [`Reminder::deliver_each`]); once a periodic one fired, `fired` and `coalesced` (ticks delivered, and missed ticks folded into them) | as its member |
 //! | `{ns}:rem:{{ns}:{s}}:u:{urn}` | set | the names of a URN's reminders (listing without a scan) | as its members |
+//! | `{ns}:rem:pollers` | hash | each running [`ReminderPoller`]'s last report for the live view: field its random token, value `"<Redis's clock at the report, ms> <JSON of a PollerReport>"` | rewritten every [`snapshot_interval`](ProxyConfig::snapshot_interval) of the poller's client (none without one); a field deleted a minute after its last report by the next report of any poller; the key `PEXPIRE`d to a minute |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}`, then `@{host}:{pid}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (4 s), renewed every third of it; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 1 to 256 bytes; ours are 32 random hex digits, and the name is what keeps other clients from reading the list: make it unguessable) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
 //! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
@@ -607,9 +614,10 @@ pub use proxy::{
     StateStore, StoreError, start_proxy,
 };
 pub use reminders::{
-    __scripts as __reminder_scripts, MAX_REMINDER_NAME_LEN, REMINDER_SHARDS, Reminder,
+    __scripts as __reminder_scripts, MAX_POLLERS, MAX_REMINDER_NAME_LEN, MAX_REMINDER_PREFIX_LEN,
+    MAX_REMINDERS_LISTED, PollerReport, REMINDER_SHARDS, RegisteredReminder, Reminder,
     ReminderError, ReminderInfo, ReminderPoller, ReminderPollerOptions, ReminderPollerStats,
-    ReminderTick, Reminders,
+    ReminderQuery, ReminderTick, Reminders, RemindersOverview, SCAN_PER_SHARD,
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
 pub use stats::ProxyStats;

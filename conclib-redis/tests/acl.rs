@@ -107,10 +107,38 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
     let systems = reader.systems().await.unwrap();
     assert_eq!(systems.len(), 1);
     assert_eq!(systems[0].snapshot.actors[0].urn.as_deref(), Some("c"));
+    // ... and the reminders, with plain reads (an admin registers one: the reminders'
+    // scripts are not part of the client role).
+    let admin_client = ProxyClient::connect(&base.clone().with_url(daemon.url()))
+        .await
+        .unwrap();
+    conclib_redis::Reminders::new(&admin_client)
+        .register(
+            "c",
+            conclib_redis::Reminder::after("r", std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let overview = reader
+        .reminders(&conclib_redis::ReminderQuery::urn("c", 10).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(overview.registered, 1);
+    assert_eq!(overview.reminders[0].name, "r");
+    let overview = reader
+        .reminders(&conclib_redis::ReminderQuery::prefix("c", 10).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(overview.matched, 1);
+    admin_client.shutdown().await;
     let view = connect(&url_as("view")).await;
     assert!(
         denied(raw(&view, &["GET", &format!("{ns}:urn:c")]).await),
         "read a URN"
+    );
+    assert!(
+        denied(raw(&view, &["DEL", &format!("{ns}:rem:pollers")]).await),
+        "delete a reminders key"
     );
     assert!(
         denied(raw(&view, &["SET", &format!("{ns}:snapshot:svc"), "{}"]).await),

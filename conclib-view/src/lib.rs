@@ -37,6 +37,7 @@
 //! | `GET /` | the page (its search, sort and page in the URL's fragment: `#q=worker:7&sort=mailbox`) |
 //! | `GET /api/systems` | JSON: every system, sorted by system id, as read at most a second ago, each with one page of its actors (below); `503` with a text body if Redis could not be read |
 //! | `GET /api/history` | JSON: the plots' samples, one a second for the last five minutes (below) |
+//! | `GET /api/reminders` | JSON: the namespace's durable reminders, read from Redis on request (below); `503` with a text body if Redis could not be read |
 //!
 //! `/api/systems` takes `q` (a search: the actors whose URN or type contains it, ignoring
 //! ASCII case, or whose id it is, with or without a leading `#`), `sort` (`telling`, the default: as published, then the
@@ -69,6 +70,26 @@
 //! of each system's actors published in full, and of any other actor for a minute after a
 //! page of `/api/systems` last showed it.
 //!
+//! `/api/reminders` shows the durable reminders of the namespace
+//! ([`conclib_redis::Reminders`]; the page's section "reminders"): with `urn=<URN>`, that
+//! URN's reminders (all of them up to the limit, read through its index); with
+//! `prefix=<text>` (a pattern's prefix such as `user:`), the reminders due soonest whose URN
+//! starts with it, among the first [`SCAN_PER_SHARD`](conclib_redis::SCAN_PER_SHARD) of each
+//! shard; with neither, the soonest due of any URN. `limit`: reminders per answer, 1 to
+//! [`MAX_REMINDERS_LISTED`](conclib_redis::MAX_REMINDERS_LISTED) (default 50). A query
+//! string over 1 KiB, a limit out of bounds, both `urn` and `prefix`, or a URN or prefix
+//! that is not valid is refused with `400` and a text that says which. The answer is a
+//! [`RemindersOverview`](conclib_redis::RemindersOverview) with the query echoed:
+//! `{"urn", "prefix", "limit", "now_ms", "registered", "due", "matched", "complete",
+//! "reminders": [{"urn", "name", "due_ms", "period_ms", "claimed", "deliveries", "fired",
+//! "coalesced", "missed", "each_ms", "payload_bytes", "codec"}], "pollers": [{"system",
+//! "pid", "interval_ms", "claimed", "fired", "coalesced", "retried", "stale", "in_flight",
+//! "fired_per_s", "lag_p50_ms", "lag_p99_ms", "age_ms"}]}`: `pollers` holds what each
+//! running [`ReminderPoller`](conclib_redis::ReminderPoller) reported of itself (every
+//! [`snapshot_interval`](conclib_redis::ProxyConfig::snapshot_interval) of its client: its
+//! firing rate and lag percentiles over that interval, its counts since it started). The
+//! same query is read from Redis at most once a second, however many are watching.
+//!
 //! With the feature `prometheus`, [`prometheus::install`] records conclib's metrics and
 //! [`prometheus::router`] serves them at `GET /metrics`.
 
@@ -85,6 +106,7 @@ mod history;
 mod messages;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+mod reminders;
 mod sampler;
 mod table;
 
@@ -98,7 +120,8 @@ use sampler::ViewState;
 /// The page: HTML, styles and script in one file.
 const PAGE: &str = include_str!("page.html");
 
-/// The view's routes (`/`, `/api/systems`, `/api/history`), reading snapshots with `reader`.
+/// The view's routes (`/`, `/api/systems`, `/api/history`, `/api/reminders`), reading
+/// snapshots and reminders with `reader`.
 ///
 /// The view reads the snapshots once a second (however many are watching), from now on
 /// when called inside a tokio runtime, else from its first request, and keeps five minutes
@@ -115,6 +138,7 @@ pub fn router(reader: SnapshotReader) -> Router {
         .route("/", get(page))
         .route("/api/systems", get(api::systems))
         .route("/api/history", get(api::history))
+        .route("/api/reminders", get(reminders::reminders))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! The page in a real headless Chromium with 100,000 actors on one system: opened with a
 //! search for one actor far past the thousand published in full, it shows that actor's row
-//! with its figures, and only one page of rows.
+//! with its figures, and only one page of rows; its reminders section lists the reminders
+//! registered, soonest due first.
 //!
 //! Needs Debian's `chromium` (`cargo xtask test` installs it), or `CONCLIB_CHROMIUM` naming
 //! another Chromium or Chrome executable.
@@ -11,7 +12,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use conclib_core::{Actor, ActorSystem, Context, Handler, Message};
-use conclib_redis::{ProxyConfig, SnapshotReader, start_proxy, start_redis};
+use conclib_redis::{
+    ProxyClient, ProxyConfig, Reminder, Reminders, SnapshotReader, start_proxy, start_redis,
+};
 
 const ACTORS: usize = 100_000;
 
@@ -180,6 +183,20 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
         "{dom}"
     );
 
+    // Two reminders registered (no poller: they stay), for the reminders section.
+    let registrar = ProxyClient::connect(&config).await.unwrap();
+    let reminders = Reminders::new(&registrar);
+    let hour = Duration::from_secs(3600);
+    reminders
+        .register("probe:000001", Reminder::after("renew", hour).every(hour))
+        .await
+        .unwrap();
+    reminders
+        .register("probe:000002", Reminder::after("once", hour / 6))
+        .await
+        .unwrap();
+    registrar.shutdown().await;
+
     // Unfiltered, the page holds one page of rows, the failing actor first.
     let dir = std::env::temp_dir().join(format!("conclib-view-browser2-{}", std::process::id()));
     let page = format!("{url}/");
@@ -198,6 +215,16 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
         "{}",
         &dom[first_row..first_row + 200]
     );
+    // The reminders section: the soonest due first, with the counts.
+    let soonest = dom
+        .find("<tr class=\"reminder\" data-urn=\"probe:000002\" data-name=\"once\">")
+        .unwrap_or_else(|| panic!("no row for probe:000002's reminder:\n{dom}"));
+    let renew = dom
+        .find("<tr class=\"reminder\" data-urn=\"probe:000001\" data-name=\"renew\">")
+        .unwrap_or_else(|| panic!("no row for probe:000001's reminder:\n{dom}"));
+    assert!(soonest < renew, "soonest due first");
+    assert!(dom.contains("2 registered"), "{dom}");
+    assert!(dom.contains("2 of 2 listed"), "{dom}");
 
     let _ = stop.send(());
     server.await.unwrap().unwrap();

@@ -513,21 +513,24 @@ def test_an_asks_request_is_packed_as_the_protocol_lists_its_fields(high: bool, 
     is byte for byte the generic packing of ``protocol.request_fields``: alone an ``XADD``,
     several to one stream one ``EVAL`` of the Rust client's script."""
     from conclib._raw import bulk
-    from conclib._raw_path import Entry, fields_count, pack_batch, pack_request, pack_xadd, request_template
+    from conclib._raw_path import Request, fields_count, pack_batch, pack_command, pack_request, pack_xadd, request_template
     from conclib.protocol import request_fields
 
     key, reply, tp = "ns:sys:s%1:req", "ns:reply:ab", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
     template = request_template(bulk(urn), bulk("Add%s"), b"$5\r\nreply\r\n" + bulk(reply), high)
-    entries, generic = [], []
+    entries: list[Request] = []
+    generic: list[bytes | str | int] = []
     for request_id, ttl, body in [(1, 1, b""), (2**63, 4_294_967_295, b"\xc0%b"), (42, 1500, os.urandom(300))]:
         fields = request_fields(request_id=request_id, urn=urn, message="Add%s", ttl=ttl, reply=reply,
                                 priority_high=high, traceparent=tp, codec="msgpack", body=body)
-        packed = pack_request(template, request_id, ttl, tp.encode(), body)
+        packed = pack_request(template, request_id, b"%d" % ttl, tp.encode(), body)
         assert fields_count(True, high) == len(fields)
         assert pack_xadd(bulk(key), packed, len(fields)) == pack("XADD", key, "NOMKSTREAM", "*", *fields)
-        entries.append(Entry(None, bulk(key), packed, len(fields), len(body), request_id, None))  # type: ignore[arg-type]
+        entries.append((bulk(key), packed, len(fields), len(body), request_id, None))  # type: ignore[arg-type]
+        assert pack_command(bulk(key), entries[-1:]) == pack("XADD", key, "NOMKSTREAM", "*", *fields)
         generic += [len(fields), *fields]
     assert pack_batch(bulk(key), entries) == pack("EVAL", SEND_SCRIPT, 1, key, *generic)
+    assert pack_command(bulk(key), entries) == pack("EVAL", SEND_SCRIPT, 1, key, *generic)
 
 
 def _rust_send_script() -> str:

@@ -3,7 +3,7 @@ ends: this run has the newest major the range allows (what ``pip install`` picks
 second venv (``target/python-venv-redis5``, made once) has the oldest, ``redis==5.0.*``, and
 runs a part of this suite with it: the asks, pattern resolution (redis-py's commands), a
 Redis restart and the fakes. That venv has no ``hiredis``: there the client parses replies
-in Python, here (the test extras have it) with hiredis."""
+in Python, here (a dependency of the package on CPython) with hiredis."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_this_run_has_the_newest_major_allowed() -> None:
 
     from conclib._raw import HIREDIS
 
-    assert HIREDIS, "the test extras install hiredis: the hot path's replies parsed by it here"
+    assert HIREDIS, "the package's dependencies install hiredis: the hot path's replies parsed by it here"
 
     low, high = declared()
     assert int(redis.__version__.split(".")[0]) == high - 1, redis.__version__
@@ -82,7 +82,7 @@ def test_the_oldest_supported_redis_py_passes() -> None:
 @pytest.mark.timeout(600)  # pip fetches setuptools for the isolated build
 def test_the_package_builds_without_warnings(tmp_path: Path) -> None:
     """The wheel's metadata: an SPDX license expression (``license = "..."``: no setuptools
-    deprecation warning), the declared redis-py range."""
+    deprecation warning), the declared redis-py range, hiredis on CPython."""
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", str(PYTHON_DIR), "-w", str(tmp_path)],
         capture_output=True, text=True, timeout=600,
@@ -98,3 +98,4 @@ def test_the_package_builds_without_warnings(tmp_path: Path) -> None:
         metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: MIT OR Apache-2.0" in metadata
     assert "Requires-Dist: redis<9,>=5" in metadata
+    assert 'Requires-Dist: hiredis>=2; platform_python_implementation == "CPython"' in metadata, metadata

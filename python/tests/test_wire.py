@@ -100,6 +100,34 @@ def test_traceparent_continues_the_current_opentelemetry_span(raw_redis: Any, re
     assert explicit == "00-11111111111111111111111111111111-2222222222222222-00"
 
 
+def test_new_traceparents_are_valid_distinct_and_a_forked_child_draws_its_own() -> None:
+    """New traces' ids are drawn ahead in bulk (``trace._draw``): each valid and different,
+    and a forked child repeats none of the ones its parent drew (it forgets them)."""
+    import os
+
+    from conclib.trace import current_traceparent_bytes, new_traceparent
+
+    drawn = [new_traceparent() for _ in range(1000)] + [current_traceparent_bytes().decode() for _ in range(1000)]
+    assert all(valid_traceparent(tp) for tp in drawn)
+    assert len(set(drawn)) == len(drawn)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next 10, to the parent
+        try:
+            os.write(write, " ".join(new_traceparent() for _ in range(10)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as f:
+            child = f.read().decode().split()
+    finally:
+        os.waitpid(pid, 0)
+    parent = [new_traceparent() for _ in range(10)]
+    assert len(child) == 10 and all(valid_traceparent(tp) for tp in child)
+    assert not set(child) & set(parent), "the child repeated its parent's traceparents"
+
+
 def test_not_owner_resolves_again_and_resends_once(raw_redis: Any, redis_server: Any) -> None:
     ns = namespace_()
     old = FakeSystem(raw_redis, ns, "old", ["svc"])

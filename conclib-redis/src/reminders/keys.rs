@@ -7,9 +7,13 @@
 //!   Unix epoch, Redis's clock) the reminder is next due, or while it is claimed, when its
 //!   claim lapses;
 //! - `{ns}:rem:{ns:s}:r:urn \n name`: hash, the reminder (`urn`, `name`, `due`, `period`,
-//!   `payload`, `codec`, `claim`, `claims`);
+//!   `payload`, `codec`, `claim`, `claims`, and `each` when its missed ticks are delivered
+//!   one by one; a periodic one counts `fired` and `coalesced` ticks once it fired);
 //! - `{ns}:rem:{ns:s}:u:urn`: set of the URN's reminder names (listing one URN's reminders
 //!   without a scan).
+//!
+//! And per namespace, `{ns}:rem:pollers`: hash, each running poller's last report for the
+//! live view (`report.rs`).
 //!
 //! The Python client computes the same keys (`python/src/conclib/reminders.py`).
 
@@ -61,7 +65,12 @@ impl ShardKeys {
     }
 
     pub(crate) fn index(&self, urn: &str) -> String {
-        format!("{}:u:{urn}", self.prefix)
+        format!("{}{urn}", self.index_prefix())
+    }
+
+    /// The prefix of the shard's URN indexes (the URN follows).
+    pub(crate) fn index_prefix(&self) -> String {
+        format!("{}:u:", self.prefix)
     }
 }
 

@@ -15,19 +15,33 @@
 //!
 //! The guarantees, each with its test, are on [`Reminders`].
 //!
+//! The live view (`conclib-view`, `GET /api/reminders`) reads them on request through
+//! [`SnapshotReader::reminders`](crate::SnapshotReader::reminders): counts, a URN's or a
+//! prefix's reminders, and each poller's own report (published every
+//! [`snapshot_interval`](crate::ProxyConfig::snapshot_interval) of its client).
+//!
 //! # Layout
 //! See `keys.rs`: [`REMINDER_SHARDS`] shards per namespace, each a sorted set of reminders
 //! by due time under its own hash tag (Cluster), so finding the due ones reads only those.
 
+mod acker;
 mod keys;
 mod metrics;
+mod overview;
 mod poller;
+mod report;
 mod scripts;
 mod store;
 mod tick;
 
 pub use keys::{MAX_NAME_LEN as MAX_REMINDER_NAME_LEN, SHARDS as REMINDER_SHARDS};
+pub(crate) use overview::read as read_overview;
+pub use overview::{
+    MAX_POLLERS, MAX_REMINDER_PREFIX_LEN, MAX_REMINDERS_LISTED, RegisteredReminder, ReminderQuery,
+    RemindersOverview, SCAN_PER_SHARD,
+};
 pub use poller::{ReminderPoller, ReminderPollerOptions, ReminderPollerStats};
+pub use report::PollerReport;
 pub use store::{Reminder, ReminderError, ReminderInfo, Reminders};
 pub use tick::ReminderTick;
 

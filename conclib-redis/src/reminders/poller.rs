@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use conclib_core::AskError;
 use fred::prelude::*;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::keys::{SHARDS, ShardKeys};
+use super::acker::{Handled, MAX_ACK_BATCH, ack_shard};
+use super::keys::{SHARDS, ShardKeys, shard_of};
+use super::report::{LAG_BUCKETS, LagBuckets, PollerReport, quantile};
 use super::store::{ReminderError, int, scripts, text};
 use super::tick::ReminderTick;
 use crate::ProxyClient;
@@ -97,6 +99,8 @@ struct Counters {
     coalesced: AtomicU64,
     retried: AtomicU64,
     stale: AtomicU64,
+    /// Lags of the ticks fired, for the reports the live view reads.
+    lags: LagBuckets,
 }
 
 struct Poller {
@@ -107,11 +111,18 @@ struct Poller {
     in_flight: Arc<Semaphore>,
     counters: Counters,
     stop: Notify,
+    /// Ticks handled, to the task that acknowledges them in batches.
+    acks: mpsc::UnboundedSender<Handled>,
 }
 
 /// Claims the due reminders of its client's namespace and delivers them, until
 /// [`shutdown`](Self::shutdown) (or dropped). Run one in every system that should fire
-/// reminders (any number: each tick is claimed by one).
+/// reminders (any number: each tick is claimed by one). Dropped without `shutdown`, the
+/// ticks it was delivering may go unacknowledged: they are delivered again once their
+/// claim lapses (at least once). Every
+/// [`snapshot_interval`](crate::ProxyConfig::snapshot_interval) of its client (none when
+/// that is `None`) it publishes a [`PollerReport`](crate::PollerReport) of itself for the
+/// live view: one Redis call.
 ///
 /// ```no_run
 /// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), Box<dyn std::error::Error>> {
@@ -124,6 +135,7 @@ struct Poller {
 pub struct ReminderPoller {
     poller: Arc<Poller>,
     task: Option<tokio::task::JoinHandle<()>>,
+    acker: tokio::task::JoinHandle<()>,
 }
 
 impl fmt::Debug for ReminderPoller {
@@ -166,7 +178,9 @@ impl ReminderPoller {
                 "batch and max_in_flight are at least 1".into(),
             ));
         }
+        let (acks, handled) = mpsc::unbounded_channel();
         let poller = Arc::new(Poller {
+            acks,
             client: client.clone(),
             ns: client.config().namespace.clone(),
             token: crate::client::random_token(),
@@ -176,9 +190,11 @@ impl ReminderPoller {
             stop: Notify::new(),
         });
         let task = tokio::spawn(poller.clone().run());
+        let acker = tokio::spawn(poller.clone().acknowledge(handled));
         Ok(ReminderPoller {
             poller,
             task: Some(task),
+            acker,
         })
     }
 
@@ -205,6 +221,7 @@ impl ReminderPoller {
         let all = u32::try_from(self.poller.options.max_in_flight).unwrap_or(u32::MAX);
         let wait = self.poller.options.delivery_timeout + Duration::from_secs(5);
         let _ = tokio::time::timeout(wait, self.poller.in_flight.acquire_many(all)).await;
+        self.acker.abort();
     }
 }
 
@@ -213,12 +230,32 @@ impl Drop for ReminderPoller {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        self.acker.abort();
+    }
+}
+
+/// What a poller had done at its last report.
+struct Reported {
+    at: Instant,
+    fired: u64,
+    lags: [u64; LAG_BUCKETS],
+}
+
+impl Reported {
+    fn now(counters: &Counters) -> Reported {
+        Reported {
+            at: Instant::now(),
+            fired: counters.fired.load(Ordering::Relaxed),
+            lags: counters.lags.counts(),
+        }
     }
 }
 
 impl Poller {
     async fn run(self: Arc<Self>) {
         let mut last_counts = Instant::now() - Duration::from_secs(1);
+        let mut reported = Reported::now(&self.counters);
+        let report_every = self.client.config().snapshot_interval;
         loop {
             let full = self.poll_once().await;
             if conclib_core::metrics::is_enabled()
@@ -226,6 +263,11 @@ impl Poller {
             {
                 last_counts = Instant::now();
                 self.report_counts().await;
+            }
+            if let Some(every) = report_every
+                && reported.at.elapsed() >= every
+            {
+                reported = self.report(&reported).await;
             }
             if full {
                 // More may be due: go again at once, letting the deliveries run.
@@ -267,10 +309,7 @@ impl Poller {
                     return false;
                 };
                 let me = self.clone();
-                tokio::spawn(async move {
-                    me.deliver(c).await;
-                    drop(permit);
-                });
+                tokio::spawn(async move { me.deliver(c, permit).await });
             }
         }
         full
@@ -330,7 +369,9 @@ impl Poller {
         Some(out)
     }
 
-    async fn deliver(&self, c: Claimed) {
+    /// Delivers a claimed tick; once handled, hands it to the acknowledging task with its
+    /// slot, else gives the claim back.
+    async fn deliver(&self, c: Claimed, permit: OwnedSemaphorePermit) {
         let missed = c.tick.missed();
         let last_due = c
             .tick
@@ -366,44 +407,66 @@ impl Poller {
             return;
         }
         let lag = Duration::from_millis(c.now_ms.saturating_sub(last_due)) + c.claimed_at.elapsed();
+        // Gone only once the poller is dropped: then the claim lapses (at least once).
+        let _ = self.acks.send(Handled {
+            name: c.tick.name().to_owned(),
+            member: c.member,
+            urn: c.urn,
+            token: c.token,
+            missed,
+            lag,
+            _slot: permit,
+        });
+    }
+
+    /// Acknowledges the ticks handled, in batches: those of each shard handled while the
+    /// previous batch ran go in one call.
+    async fn acknowledge(self: Arc<Self>, mut handled: mpsc::UnboundedReceiver<Handled>) {
+        let mut batch = Vec::new();
+        while handled.recv_many(&mut batch, MAX_ACK_BATCH).await > 0 {
+            let mut by_shard: Vec<Vec<Handled>> = (0..SHARDS).map(|_| Vec::new()).collect();
+            for h in batch.drain(..) {
+                by_shard[shard_of(&h.urn) as usize].push(h);
+            }
+            let calls = by_shard
+                .into_iter()
+                .enumerate()
+                .filter(|(_, ticks)| !ticks.is_empty())
+                .map(|(shard, ticks)| self.acknowledge_shard(shard as u32, ticks));
+            futures_util::future::join_all(calls).await;
+        }
+    }
+
+    async fn acknowledge_shard(&self, shard: u32, ticks: Vec<Handled>) {
+        let keys = ShardKeys::new(&self.ns, shard);
         let acked = self
             .with_retries(|cmd| {
-                scripts().ack.eval(
-                    cmd,
-                    vec![
-                        keys.due(),
-                        keys.record(&c.urn, c.tick.name()),
-                        keys.index(&c.urn),
-                    ],
-                    vec![
-                        owned(c.member.clone()),
-                        owned(c.token.clone()),
-                        owned(c.tick.name()),
-                        owned(missed.to_string()),
-                    ],
-                )
+                let (keys, ticks) = (&keys, &ticks);
+                async move { ack_shard(cmd, keys, ticks).await }
             })
             .await;
-        match acked {
-            Some(Value::Integer(0)) => {
+        // Not acknowledged: the claims lapse and other deliveries follow (at least once).
+        let Some(results) = acked else { return };
+        for (tick, result) in ticks.iter().zip(results) {
+            if result == 0 {
                 self.counters.stale.fetch_add(1, Ordering::Relaxed);
-            }
-            Some(_) => {
+            } else {
                 self.counters.fired.fetch_add(1, Ordering::Relaxed);
-                self.counters.coalesced.fetch_add(missed, Ordering::Relaxed);
-                super::metrics::fired(&self.ns, missed, lag);
+                self.counters
+                    .coalesced
+                    .fetch_add(tick.missed, Ordering::Relaxed);
+                self.counters.lags.record(tick.lag);
+                super::metrics::fired(&self.ns, tick.missed, tick.lag);
             }
-            // Not acknowledged: the claim lapses and another delivery follows (at least once).
-            None => {}
         }
     }
 
     /// Runs a script call up to 5 times over about a second (Redis restarting); `None` when
     /// it never answered.
-    async fn with_retries<'a, F, Fut>(&'a self, call: F) -> Option<Value>
+    async fn with_retries<'a, F, Fut, T, E>(&'a self, call: F) -> Option<T>
     where
         F: Fn(&'a Client) -> Fut,
-        Fut: std::future::Future<Output = Result<Value, fred::error::Error>>,
+        Fut: std::future::Future<Output = Result<T, E>>,
     {
         let mut pause = Duration::from_millis(50);
         for _ in 0..5 {
@@ -419,6 +482,36 @@ impl Poller {
             "reminders: Redis did not answer an acknowledgement; the tick will be delivered again after its claim"
         );
         None
+    }
+
+    /// Publishes what it did since `last` for the live view; what it reported then.
+    async fn report(&self, last: &Reported) -> Reported {
+        let now = Reported::now(&self.counters);
+        let c = &self.counters;
+        let interval = now.at.duration_since(last.at);
+        let report = PollerReport {
+            system: self.client.config().system_id.clone().unwrap_or_default(),
+            pid: std::process::id(),
+            interval_ms: u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+            claimed: c.claimed.load(Ordering::Relaxed),
+            fired: now.fired,
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            stale: c.stale.load(Ordering::Relaxed),
+            in_flight: (self.options.max_in_flight - self.in_flight.available_permits()) as u64,
+            fired_per_s: now.fired.saturating_sub(last.fired) as f64
+                / interval.as_secs_f64().max(0.001),
+            lag_p50_ms: quantile(&last.lags, &now.lags, 0.5),
+            lag_p99_ms: quantile(&last.lags, &now.lags, 0.99),
+            age_ms: 0,
+        };
+        if let Ok(cmd) = self.client.command_connection()
+            && let Err(e) =
+                super::report::publish(cmd, &scripts().report, &self.ns, &self.token, &report).await
+        {
+            tracing::debug!(error = %e, "reminders: the poller's report failed");
+        }
+        now
     }
 
     async fn report_counts(&self) {

@@ -85,35 +85,51 @@ end
 return out
 ";
 
-/// Acknowledges a delivered tick, if the claim is still this one's (not lapsed and taken
-/// over, not re-registered): a periodic reminder moves to its next tick after the ones
-/// coalesced (or, delivering each, to the next tick, due no sooner than `each` ms from now),
-/// a one-shot one is removed. KEYS: due set, record, URN index. ARGV: member,
-/// token, name, missed. Returns the next due time, -1 (removed) or 0 (the claim was not
-/// this one's any more).
+/// Acknowledges delivered ticks of one shard, each if its claim is still the one it was
+/// delivered under (not lapsed and taken over, not re-registered): a periodic reminder moves
+/// to its next tick after the ones coalesced (or, delivering each, to the next tick, due no
+/// sooner than `each` ms from now) and counts the delivery (`fired`) and the ticks coalesced
+/// into it (`coalesced`) in its record, for the live view; a one-shot one is removed. KEYS:
+/// due set. ARGV: record prefix, URN index prefix, then per tick: member, token, name,
+/// missed, urn. Returns per tick, in order, the next due time, -1 (removed) or 0 (the claim
+/// was not this one's any more).
 pub(crate) const ACK: &str = r"
-local r = redis.call('HMGET', KEYS[2], 'claim', 'due', 'period', 'each')
-if r[1] ~= ARGV[2] then return 0 end
-local period = tonumber(r[3] or '') or 0
-local due = tonumber(r[2] or '')
-if period > 0 and due then
-  local next_due = due + (tonumber(ARGV[4]) + 1) * period
-  local score = next_due
-  local each = tonumber(r[4] or '')
-  if each then
-    -- Missed ticks one by one: the next no sooner than `each` ms from now.
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    if score < now + each then score = now + each end
+local out = {}
+local now = nil
+for i = 3, #ARGV, 5 do
+  local m, missed = ARGV[i], tonumber(ARGV[i + 3])
+  local rk = ARGV[1] .. m
+  local r = redis.call('HMGET', rk, 'claim', 'due', 'period', 'each', 'fired', 'coalesced')
+  local period = tonumber(r[3] or '') or 0
+  local due = tonumber(r[2] or '')
+  if r[1] ~= ARGV[i + 1] then
+    out[#out + 1] = 0
+  elseif period > 0 and due then
+    local fired = (tonumber(r[5] or '') or 0) + 1
+    local coalesced = (tonumber(r[6] or '') or 0) + missed
+    local next_due = due + (missed + 1) * period
+    local score = next_due
+    local each = tonumber(r[4] or '')
+    if each then
+      -- Missed ticks one by one: the next no sooner than `each` ms from now.
+      if not now then
+        local t = redis.call('TIME')
+        now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+      end
+      if score < now + each then score = now + each end
+    end
+    redis.call('HSET', rk, 'due', string.format('%.0f', next_due), 'claim', '',
+      'fired', fired, 'coalesced', coalesced)
+    redis.call('ZADD', KEYS[1], string.format('%.0f', score), m)
+    out[#out + 1] = next_due
+  else
+    redis.call('DEL', rk)
+    redis.call('ZREM', KEYS[1], m)
+    redis.call('SREM', ARGV[2] .. ARGV[i + 4], ARGV[i + 2])
+    out[#out + 1] = -1
   end
-  redis.call('HSET', KEYS[2], 'due', string.format('%.0f', next_due), 'claim', '')
-  redis.call('ZADD', KEYS[1], string.format('%.0f', score), ARGV[1])
-  return next_due
 end
-redis.call('DEL', KEYS[2])
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('SREM', KEYS[3], ARGV[3])
-return -1
+return out
 ";
 
 /// Gives a claim back to be tried again in ARGV[3] ms (its delivery failed), if it is
@@ -133,6 +149,23 @@ pub(crate) const COUNTS: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[1], '-inf', now)}
+";
+
+/// Records a poller's report. KEYS: the pollers' hash. ARGV: token, JSON, forget-after (ms).
+/// Deletes the reports older than forget-after, and lets the hash expire that long after
+/// the last report. Returns Redis's now.
+pub(crate) const REPORT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local forget = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now) .. ' ' .. ARGV[2])
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local at = tonumber(string.match(all[i + 1], '^(%d+) '))
+  if at == nil or at + forget < now then redis.call('HDEL', KEYS[1], all[i]) end
+end
+redis.call('PEXPIRE', KEYS[1], forget)
+return now
 ";
 
 /// A script and its SHA.
@@ -189,6 +222,7 @@ pub(crate) struct Scripts {
     pub(crate) ack: Script,
     pub(crate) release: Script,
     pub(crate) counts: Script,
+    pub(crate) report: Script,
 }
 
 impl Scripts {
@@ -201,6 +235,7 @@ impl Scripts {
             ack: Script::new(ACK),
             release: Script::new(RELEASE),
             counts: Script::new(COUNTS),
+            report: Script::new(REPORT),
         }
     }
 }

@@ -35,6 +35,7 @@ type NamedBase = (u64, Arc<Vec<ActorBrief>>);
 pub struct SnapshotReader {
     pub(super) client: Client,
     pub(super) keys: Keys,
+    namespace: String,
     /// The last base read of each system, by system id: read again only when its name
     /// changes.
     bases: Mutex<HashMap<String, NamedBase>>,
@@ -64,6 +65,7 @@ impl SnapshotReader {
         Ok(SnapshotReader {
             client,
             keys: Keys::new(&config.namespace),
+            namespace: config.namespace.clone(),
             bases: Mutex::new(HashMap::new()),
         })
     }
@@ -123,6 +125,33 @@ impl SnapshotReader {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|id, _| systems.iter().any(|s| &s.system_id == id));
         Ok(systems)
+    }
+
+    /// The namespace's reminders, read now: how many are registered and due, those `query`
+    /// asks for, and the reports of the running [`ReminderPoller`](crate::ReminderPoller)s
+    /// (each publishes one every [`snapshot_interval`](ProxyConfig::snapshot_interval) of its
+    /// client). Costs Redis 2 commands per shard ([`REMINDER_SHARDS`](crate::REMINDER_SHARDS)),
+    /// one more per shard unless `query` names a URN, 2 per reminder listed, and a few more.
+    ///
+    /// ```no_run
+    /// # async fn run(reader: conclib_redis::SnapshotReader) -> Result<(), Box<dyn std::error::Error>> {
+    /// use conclib_redis::ReminderQuery;
+    /// let overview = reader.reminders(&ReminderQuery::urn("user:42", 50)?).await?;
+    /// for r in &overview.reminders {
+    ///     println!("{} due at {} (every {} ms)", r.name, r.due_ms, r.period_ms);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ServeError::Redis`] if Redis fails a read.
+    pub async fn reminders(
+        &self,
+        query: &crate::ReminderQuery,
+    ) -> Result<crate::RemindersOverview, ServeError> {
+        crate::reminders::read_overview(&self.client, &self.namespace, query)
+            .await
+            .map_err(ServeError::Redis)
     }
 
     /// Every actor of the snapshot of `system_id` taken at `taken_at_ms` (its

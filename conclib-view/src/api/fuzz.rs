@@ -1,5 +1,5 @@
-//! The query of `/api/systems` as the fuzz target `view_query` parses it (feature
-//! `fuzzing`, internal; see [`crate::__fuzz`]).
+//! The query of `/api/systems` (and of `/api/reminders`) as the fuzz target `view_query`
+//! parses it (feature `fuzzing`, internal; see [`crate::__fuzz`]).
 
 use super::PageQuery;
 use crate::table::Sort;
@@ -7,6 +7,12 @@ use crate::table::Sort;
 /// Parses `raw` as the page's query; a query that parses, written back as a query
 /// string, parses the same (and a sort's name is the name it parsed from).
 pub(crate) fn page_query(raw: &str) {
+    // The same bytes as a query of `/api/reminders`: refused with a short reason, or
+    // parsed within its bounds.
+    match crate::reminders::parse(Some(raw)) {
+        Ok(query) => assert!(raw.len() <= crate::reminders::MAX_QUERY_LEN, "{query:?}"),
+        Err(e) => assert!(e.to_string().len() < 400, "{e}"),
+    }
     if let Some(sort) = Sort::parse(raw) {
         assert_eq!(sort.name(), raw);
     }

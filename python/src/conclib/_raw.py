@@ -4,9 +4,9 @@ parses RESP2 replies itself, handing each to the object waiting for it (first co
 served) from the event loop's read callback: no task, future or parser object per reply.
 
 Only what the protocol's requests and replies need is parsed (bulk strings, arrays, simple
-strings, errors, integers, nils). With ``hiredis`` installed (the ``fast`` extra) its C
-reader parses instead, to the same values, for 6-10% less of the client's CPU per ask
-(docs/bench-log.md, "The Python client's CPU per ask"). Connecting authenticates (``AUTH``) and selects
+strings, errors, integers, nils). With ``hiredis`` installed (a dependency of the package
+on CPython) its C reader parses instead, to the same values, for about 9% less of the
+client's CPU per ask (``bench_cpu.py --parsers``; docs/bench-log.md, "measured alike"). Connecting authenticates (``AUTH``) and selects
 the database (``SELECT``) as redis-py does for the same URL.
 """
 
@@ -23,7 +23,7 @@ from .errors import ProtocolError
 from .url import RedisTarget
 
 _hiredis: Any
-try:  # Optional (the ``fast`` extra): a C reply parser.
+try:  # A dependency on CPython; absent elsewhere (PyPy) or when installed without it.
     import hiredis as _hiredis  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - depends on the environment
     _hiredis = None

@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import math
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -55,20 +56,30 @@ GONE: Any = object()  # XADD answered nil: the stream does not exist (NOMKSTREAM
 EXPIRED: Any = object()  # the ask's deadline passed
 
 _PRIO_HIGH = b"$4\r\nprio\r\n$4\r\nhigh\r\n"
+# A reply frame's request id (its first 8 bytes, big-endian), as a 1-tuple.
+_request_id = struct.Struct(">Q").unpack_from
+
+
+Request = tuple[bytes, bytes, int, int, int, "asyncio.Future[Any]"]
+"""One request queued for, or written to, the writer connection: its stream's key (packed);
+its fields as ``pack_batch``'s script reads them, packed: their count, then the ``count``
+fields (name, value, ...); ``count``; the size of its body; its id (0: a tell); its waiter.
+A tuple, as cheap to make as anything is (one an ask)."""
 
 
 def request_template(urn: bytes, msg: bytes, reply: bytes, high: bool) -> bytes:
-    """The fields of an ask's request entry in RESP (bulk strings: name, value, ...) with
-    what changes from one ask to the next left open: a ``%``-format of the lengths and
-    values of its id, its ``ttl``, its ``tp`` and its body (``pack_request``). In the order
-    of ``protocol.request_fields``; ``urn``, ``msg`` and ``reply`` given packed
-    (``$n\\r\\n...\\r\\n``: ``reply`` the whole name/value pair, empty for a tell):
-    ``fields_count(bool(reply), high)`` bulk strings."""
+    """The fields of an ask's request entry in RESP, preceded by their count (bulk strings:
+    count, name, value, ...: a ``Request``'s fields) with what changes from one ask to the
+    next left open: a ``%``-format of the lengths and values of its id, its ``ttl``, its
+    ``tp`` and its body (``pack_request``). In the order of ``protocol.request_fields``;
+    ``urn``, ``msg`` and ``reply`` given packed (``$n\\r\\n...\\r\\n``: ``reply`` the whole
+    name/value pair, empty for a tell): ``fields_count(bool(reply), high)`` fields."""
 
     def fixed(packed: bytes) -> bytes:
         return packed.replace(b"%", b"%%")
 
     return b"".join([
+        bulk(fields_count(bool(reply), high)),
         b"$1\r\nv\r\n$1\r\n1\r\n$2\r\nid\r\n$%d\r\n%b\r\n$3\r\nurn\r\n",
         fixed(urn), b"$3\r\nmsg\r\n", fixed(msg), b"$3\r\nttl\r\n$%d\r\n%b\r\n", fixed(reply),
         _PRIO_HIGH if high else b"",
@@ -77,35 +88,47 @@ def request_template(urn: bytes, msg: bytes, reply: bytes, high: bool) -> bytes:
 
 
 def fields_count(reply: bool, high: bool) -> int:
-    """How many bulk strings ``request_template`` holds."""
+    """How many fields (bulk strings after their count) ``request_template`` holds."""
     return 16 + (2 if reply else 0) + (2 if high else 0)
 
 
-def pack_request(template: bytes, request_id: int, ttl: int, tp: bytes, body: bytes) -> bytes:
-    """One request's fields in RESP: its ``request_template`` filled in."""
+def pack_request(template: bytes, request_id: int, ttl: bytes, tp: bytes, body: bytes) -> bytes:
+    """One request's fields in RESP: its ``request_template`` filled in (``ttl``: the
+    field's digits)."""
     rid = b"%d" % request_id
-    ttl_b = b"%d" % ttl
-    return template % (len(rid), rid, len(ttl_b), ttl_b, len(tp), tp, len(body), body)
+    return template % (len(rid), rid, len(ttl), ttl, len(tp), tp, len(body), body)
 
 
 def pack_xadd(key: bytes, fields: bytes, count: int) -> bytes:
-    """``XADD key NOMKSTREAM * <fields>`` (``key`` packed; ``count`` bulk strings in
-    ``fields``): one request, nil if the stream is gone."""
-    return b"*%d\r\n$4\r\nXADD\r\n%b$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n%b" % (4 + count, key, fields)
+    """``XADD key NOMKSTREAM * <fields>`` (``key`` packed; ``fields`` a ``Request``'s: their
+    count, then ``count`` fields): one request, nil if the stream is gone."""
+    return b"*%d\r\n$4\r\nXADD\r\n%b$10\r\nNOMKSTREAM\r\n$1\r\n*\r\n%b" % (
+        4 + count, key, fields[len(bulk(count)):]
+    )
 
 
-def pack_batch(key: bytes, entries: list[Entry]) -> bytes:
+def pack_batch(key: bytes, requests: list[Request]) -> bytes:
     """``EVAL <SEND_SCRIPT> 1 key <count> <fields> ...``: several requests to one stream in
     one command, as the Rust client appends them (``conclib-redis``'s ``SEND_SCRIPT``):
     Redis appends them all at once and then wakes the proxy once for all of them (one
     ``XADD`` each would wake it for each); 1, or 0 if the stream is gone (none appended)."""
     parts = [b""]
     items = 4
-    for e in entries:
-        parts.append(b"$%d\r\n%d\r\n%b" % (len(str(e.count)), e.count, e.fields))
-        items += 1 + e.count
+    for _, fields, count, _, _, _ in requests:
+        parts.append(fields)  # their count, then the fields: the script's arguments
+        items += 1 + count
     parts[0] = b"*%d\r\n$4\r\nEVAL\r\n%b$1\r\n1\r\n%b" % (items, _SEND_SCRIPT, key)
     return b"".join(parts)
+
+
+def pack_command(key: bytes, requests: list[Request]) -> bytes:
+    """The command appending ``requests`` (at least one) to the stream ``key``: one alone
+    ``pack_xadd``, several ``pack_batch`` (``_Written`` tells their answers apart by
+    that count)."""
+    if len(requests) == 1:
+        _, fields, count, _, _, _ = requests[0]
+        return pack_xadd(key, fields, count)
+    return pack_batch(key, requests)
 
 
 # As ``conclib-redis/src/protocol.rs``'s ``SEND_SCRIPT``, byte for byte.
@@ -123,94 +146,55 @@ _ASK_FIELDS = fields_count(True, False)
 _ASK_FIELDS_HIGH = fields_count(True, True)
 
 
-class _Batch:
-    """The answer of one ``pack_batch`` command, handed to each of its entries as their
-    ``XADD``'s would be (appended, the stream gone, or the error)."""
+class _Written:
+    """The answer of one command of the writer connection, handed to each of its requests
+    as their own ``XADD``'s would be: one request's ``XADD`` (an entry id, or nil: the
+    stream is gone), or a ``pack_batch`` of several (1, or 0: the stream is gone).
 
-    __slots__ = ("entries",)
+    An ask's waiter gets its reply frame later (its id goes into ``written``), ``GONE``, or
+    the write's error; a tell's gets the count of Redis losses read just before the write
+    (``losses``), or ``None`` (the stream is gone), as ``Session.send``'s."""
 
-    def __init__(self, entries: list[Entry]) -> None:
-        self.entries = entries
+    __slots__ = ("path", "requests", "losses")
 
-    def answer(self, reply: Any) -> None:
-        entries = self.entries
-        if type(reply) is not int or reply != 1:
-            if type(reply) is int and reply == 0:
-                reply = None  # the stream is gone
-            elif not isinstance(reply, (ConnectionError, RespError)):
-                reply = [reply]  # neither 0 nor 1: a ProtocolError for each ask (``Entry.answer``)
-            for e in entries:
-                e.answer(reply)
-            return
-        # Appended (``Entry.answer``'s first case written out for the batch: once per ask).
-        path = entries[0].path
-        path.unanswered -= len(entries)
-        if path.wqueue and not path.flush_scheduled:
-            path.schedule_flush()
-        s = path.session
-        losses = s.losses
-        written = s.written
-        for e in entries:
-            fut = e.future
-            if fut.done():
-                continue
-            if not e.request_id:
-                fut.set_result(e.losses)
-            elif e.losses != losses:
-                fail(fut, Unavailable("Redis restarted without its data just as the request was written"))
-            else:
-                written.add(e.request_id)
-
-
-class Entry:
-    """One request queued for, or written to, the writer connection; ``answer`` takes its
-    ``XADD``'s reply (or its batch's, through ``_Batch``). An ask's ``future`` is its reply
-    waiter (it gets the reply frame later, or ``GONE``, or the write's error); a tell's gets
-    the count of Redis losses read just before the write, or ``None`` (the stream is gone),
-    as ``Session.send``'s."""
-
-    __slots__ = ("path", "key", "fields", "count", "size", "request_id", "future", "losses")
-
-    def __init__(
-        self, path: RawPath, key: bytes, fields: bytes, count: int, size: int, request_id: int,
-        future: asyncio.Future[Any],
-    ) -> None:
+    def __init__(self, path: RawPath, requests: list[Request], losses: int) -> None:
         self.path = path
-        self.key = key  # the stream's key, packed
-        self.fields = fields  # the entry's fields, packed: ``count`` bulk strings
-        self.count = count
-        self.size = size
-        self.request_id = request_id
-        self.future = future
-        self.losses = 0
+        self.requests = requests
+        self.losses = losses
 
     def answer(self, reply: Any) -> None:
         path = self.path
-        path.unanswered -= 1
+        requests = self.requests
+        path.unanswered -= len(requests)
         if path.wqueue and not path.flush_scheduled:  # a write that waited for answers may go now
             path.schedule_flush()
-        fut = self.future
-        if fut.done():  # its asker gave up, or (an ask) its answer came first
-            return
         s = path.session
-        if type(reply) is bytes:
-            if not self.request_id:
-                fut.set_result(self.losses)
-            elif s.losses != self.losses:
-                fail(fut, Unavailable("Redis restarted without its data just as the request was written"))
-            else:
-                s.written.add(self.request_id)
+        if len(requests) > 1 and type(reply) is int:
+            reply = b"" if reply == 1 else None if reply == 0 else [reply]  # as an XADD's
+        if type(reply) is bytes:  # appended
+            restarted = s.losses != self.losses
+            written = s.written
+            for _, _, _, _, request_id, fut in requests:
+                if fut.done():  # its asker gave up, or (an ask) its answer came first
+                    continue
+                if not request_id:
+                    fut.set_result(self.losses)
+                elif restarted:
+                    fail(fut, Unavailable("Redis restarted without its data just as the request was written"))
+                else:
+                    written.add(request_id)
         elif reply is None:
-            fut.set_result(GONE if self.request_id else None)
-        elif isinstance(reply, ConnectionError):
-            fail(fut, Closed() if s.closed else Unavailable(f"ConnectionError: {reply}"))
-        elif isinstance(reply, RespError):
-            fail(fut, RedisError(f"ResponseError: {reply.message}"))
+            for _, _, _, _, request_id, fut in requests:
+                if not fut.done():
+                    fut.set_result(GONE if request_id else None)
         else:
-            fail(fut, ProtocolError(f"unexpected answer to XADD: {reply!r}"))
-
-    def fail(self, error: ConclibError) -> None:
-        fail(self.future, error)
+            for _, _, _, _, _, fut in requests:
+                if isinstance(reply, ConnectionError):
+                    fail(fut, Closed() if s.closed else Unavailable(f"ConnectionError: {reply}"))
+                elif isinstance(reply, RespError):
+                    fail(fut, RedisError(f"ResponseError: {reply.message}"))
+                else:
+                    fail(fut, ProtocolError(f"unexpected answer to XADD: {reply!r}"))
 
 
 class _ReaderTurn:
@@ -232,7 +216,7 @@ class _ReaderTurn:
             pending = s.pending
             for frame in reply[1]:
                 if type(frame) is bytes and len(frame) >= REPLY_HEADER_LEN:
-                    fut = pending.pop(int.from_bytes(frame[:8], "big"), None)
+                    fut = pending.pop(_request_id(frame)[0], None)
                     if fut is not None and not fut.done():
                         fut.set_result(frame)
                 else:
@@ -259,7 +243,7 @@ class RawPath:
         self.blmpop = blmpop
         self.wconn: RawConnection | None = None
         self.rconn: RawConnection | None = None
-        self.wqueue: list[Entry] = []
+        self.wqueue: list[Request] = []
         self.flush_scheduled = False
         self.wconnecting: asyncio.Task[None] | None = None
         self.reconnecting: asyncio.Task[None] | None = None
@@ -271,8 +255,14 @@ class RawPath:
         self.templates: dict[tuple[str, str, bool], bytes] = {}
         # Requests written whose ``XADD`` (or batch) answers have not come.
         self.unanswered = 0
-        # Asks whose deadlines fall in one tick of ``EXPIRY_TICK`` share one timer.
+        # Asks whose deadlines fall in one tick of ``EXPIRY_TICK`` share one timer; the
+        # tick of the last ask's deadline and its list (0: none).
         self.expiry: dict[int, list[int]] = {}
+        self.last_tick = 0
+        self.last_ids: list[int] = []
+        # The ttl field (``ttl_ms(left)``, packed) of the last ask's ``left``.
+        self.ttl_for = -1.0
+        self.ttl_field = b""
 
     async def start(self) -> None:
         self.wconn = await self._open(self._writer_lost)
@@ -292,14 +282,14 @@ class RawPath:
         for raw in (self.wconn, self.rconn):
             if raw is not None:
                 raw.close()
-        for entry in self.wqueue:
-            entry.fail(Closed())
+        for request in self.wqueue:
+            fail(request[5], Closed())
         self.wqueue = []
 
     def append(self, requests_key: str, fields: list[bytes | str | int], size: int, fut: asyncio.Future[Any]) -> None:
         """Queues a tell (``Session.send``)."""
-        packed = b"".join([bulk(f) for f in fields])
-        self.enqueue(Entry(self, bulk(requests_key), packed, len(fields), size, 0, fut))
+        packed = b"".join([bulk(len(fields)), *[bulk(f) for f in fields]])
+        self.enqueue((bulk(requests_key), packed, len(fields), size, 0, fut))
 
     async def _open(self, on_lost: Any) -> RawConnection:
         client = self.session.client
@@ -327,12 +317,20 @@ class RawPath:
             if len(self.templates) > 10_000:
                 self.templates.clear()
             template = self.templates[key] = request_template(bulk(urn), bulk(name), self.packed_reply, high)
-        fields = pack_request(template, request_id, ttl_ms(left), tp, body)
-        count = _ASK_FIELDS_HIGH if high else _ASK_FIELDS
-        self.wqueue.append(Entry(self, route.packed_for(high), fields, count, len(body), request_id, waiter))
+        if left != self.ttl_for:  # asks with the same timeout share their ttl field
+            self.ttl_for, self.ttl_field = left, b"%d" % ttl_ms(left)
+        fields = pack_request(template, request_id, self.ttl_field, tp, body)
+        self.wqueue.append((
+            route.packed_for(high), fields, _ASK_FIELDS_HIGH if high else _ASK_FIELDS, len(body), request_id, waiter
+        ))
         if not self.flush_scheduled:
             self.schedule_flush()
-        self.expire_at(deadline, request_id)
+        # ``expire_at`` written out for the common case: the tick of the ask before.
+        tick = math.ceil(deadline / EXPIRY_TICK)
+        if tick == self.last_tick:
+            self.last_ids.append(request_id)
+        else:
+            self.expire_at(deadline, request_id)
         return request_id, waiter
 
     def expire_at(self, deadline: float, request_id: int) -> None:
@@ -344,18 +342,21 @@ class RawPath:
             ids = self.expiry[tick] = []
             self.loop.call_later(max(tick * EXPIRY_TICK - time.monotonic(), 0.0), self._expire_tick, tick)
         ids.append(request_id)
+        self.last_tick, self.last_ids = tick, ids
 
     def _expire_tick(self, tick: int) -> None:
+        if tick == self.last_tick:
+            self.last_tick, self.last_ids = 0, []
         pending = self.session.pending
         for request_id in self.expiry.pop(tick, ()):
             fut = pending.get(request_id)
             if fut is not None and not fut.done():
                 fut.set_result(EXPIRED)
 
-    def enqueue(self, entry: Entry) -> None:
+    def enqueue(self, request: Request) -> None:
         """Queues a request for the next write (at the end of this turn of the event loop:
         whatever is queued meanwhile leaves in the same write)."""
-        self.wqueue.append(entry)
+        self.wqueue.append(request)
         if not self.flush_scheduled:
             self.schedule_flush()
 
@@ -372,15 +373,15 @@ class RawPath:
             return
         if s.down:
             queue, self.wqueue = self.wqueue, []
-            for entry in queue:
-                entry.fail(Unavailable("the connection to Redis is lost"))
+            for request in queue:
+                fail(request[5], Unavailable("the connection to Redis is lost"))
             return
         conn = self.wconn
         if conn is None or conn.closed:
             if self.wconnecting is None:
                 self.wconnecting = self.loop.create_task(self._connect_writer())
             return
-        # Bounded: the rest waits for answers (``Entry.answer`` schedules the next write).
+        # Bounded: the rest waits for answers (``_Written.answer`` schedules the next write).
         room = RAW_UNANSWERED - self.unanswered
         if room <= 0 or conn.buffered() >= RAW_BUFFERED:
             return
@@ -389,45 +390,36 @@ class RawPath:
             queue, self.wqueue = queue[:room], queue[room:]
         else:
             self.wqueue = []
-        losses = s.losses
         # By stream, in order: one request alone as an XADD, several in commands of at most
         # SEND_BATCH requests and SEND_BATCH_BYTES of bodies (``pack_batch``).
-        streams: dict[bytes, list[Entry]] = {}
-        for entry in queue:
-            if entry.future.done():  # its asker gave up
+        streams: dict[bytes, list[Request]] = {}
+        for request in queue:
+            if request[5].done():  # its asker gave up
                 continue
-            entry.losses = losses
-            same = streams.get(entry.key)
+            same = streams.get(request[0])
             if same is None:
-                streams[entry.key] = [entry]
+                streams[request[0]] = [request]
             else:
-                same.append(entry)
+                same.append(request)
         if not streams:
             return
+        losses = s.losses
         data: list[bytes] = []
-        answers: list[Any] = []
-        for key, entries in streams.items():
-            batch: list[Entry] = []
+        answers: list[_Written] = []
+        for key, requests in streams.items():
+            batch: list[Request] = []
             size = 0
-            for entry in entries:
-                if batch and (len(batch) >= SEND_BATCH or size + entry.size > SEND_BATCH_BYTES):
-                    self._pack(key, batch, data, answers)
+            for request in requests:
+                if batch and (len(batch) >= SEND_BATCH or size + request[3] > SEND_BATCH_BYTES):
+                    data.append(pack_command(key, batch))
+                    answers.append(_Written(self, batch, losses))
                     batch, size = [], 0
-                batch.append(entry)
-                size += entry.size
-            self._pack(key, batch, data, answers)
+                batch.append(request)
+                size += request[3]
+            data.append(pack_command(key, batch))
+            answers.append(_Written(self, batch, losses))
         self.unanswered += sum(len(e) for e in streams.values())
         conn.send(b"".join(data), answers)
-
-    @staticmethod
-    def _pack(key: bytes, batch: list[Entry], data: list[bytes], answers: list[Any]) -> None:
-        if len(batch) == 1:
-            entry = batch[0]
-            data.append(pack_xadd(key, entry.fields, entry.count))
-            answers.append(entry)
-        else:
-            data.append(pack_batch(key, batch))
-            answers.append(_Batch(batch))
 
     async def _connect_writer(self) -> None:
         try:
@@ -439,8 +431,8 @@ class RawPath:
             error = from_redis_error(e) if isinstance(e, Exception) else Closed()
             if isinstance(error, Unavailable) and not self.session.closed:
                 self.session.link_lost()
-            for entry in queue:
-                entry.fail(error)
+            for request in queue:
+                fail(request[5], error)
             return
         finally:
             self.wconnecting = None

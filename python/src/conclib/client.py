@@ -33,6 +33,7 @@ from ._redispy_path import RedisPyPath, cancelling
 from ._session import Route, Session, until
 from .errors import (
     Closed,
+    CodecError,
     ConclibError,
     ConfigError,
     Timeout,
@@ -53,7 +54,7 @@ from .protocol import (
 )
 from . import topics as _topics
 from .topics import DEFAULT_BUFFER, DEFAULT_GROUP, DEFAULT_MAX_LEN, Subscription
-from .trace import current_traceparent, valid_traceparent
+from .trace import current_traceparent, current_traceparent_bytes, valid_traceparent
 from .url import RedisTarget, parse_url, redact
 
 __all__ = ["DEFAULT_URL", "AsyncClient", "Message", "Priority", "connect"]
@@ -82,7 +83,8 @@ _NIL = b"\xc0"  # MessagePack's nil
 
 # Reply statuses ``ask``'s hot path leaves to ``_exchange_raw``: a URN that may have moved
 # (resolved again), and the proxy's deadline answer (judged against lost connections).
-_JUDGED = frozenset({Status.UNKNOWN_URN, Status.NOT_OWNER, Status.TIMEOUT})
+_JUDGED = frozenset({int(Status.UNKNOWN_URN), int(Status.NOT_OWNER), int(Status.TIMEOUT)})
+_OK = int(Status.OK)
 
 
 # Every live client, for the fork hook.
@@ -90,6 +92,8 @@ _CLIENTS: weakref.WeakSet[AsyncClient] = weakref.WeakSet()
 # What forked children inherited and must never touch (nor let the garbage collector close).
 _ABANDONED: list[object] = []
 
+
+_running_loop = asyncio.get_running_loop
 
 # This process's id, for the hot path's check that a session is this process's (a system
 # call each time otherwise); renewed in a forked child before anything else runs there.
@@ -286,25 +290,34 @@ class AsyncClient:
         label = "ok"
         name = message if isinstance(message, str) else str(getattr(message, "__conclib_name__", "?"))
         try:
-            timeout = self.timeout if timeout is None else float(timeout)
-            if not timeout > 0:
-                raise ValueError(f"timeout must be positive, got {timeout!r}")
-            high = _priority(priority)
-            name, body = encode_message(message, payload, self.max_payload)
-            tp = current_traceparent() if traceparent is None else _traceparent(traceparent)
+            if timeout is None:
+                timeout = self.timeout
+            else:
+                timeout = float(timeout)
+                if not timeout > 0:
+                    raise ValueError(f"timeout must be positive, got {timeout!r}")
+            high = False if priority == "normal" else _priority(priority)
+            if payload is _NOTHING and type(message) is str:
+                body = _NIL  # a unit message by its wire name: nothing to encode
+            else:
+                name, body = encode_message(message, payload, self.max_payload)
+            tp = current_traceparent_bytes() if traceparent is None else _traceparent(traceparent).encode()
             deadline = started + timeout
             # The hot path (one server, connected, the URN resolved): the request queued
-            # and its answer awaited here, with no coroutine of its own.
-            session = self._ready()
-            raw = session.raw if session is not None else None
-            route = session.cache.get(urn) if session is not None else None
-            now = time.monotonic()
+            # and its answer awaited here, with no coroutine of its own. Its ttl is the whole
+            # timeout (what ran since ``started`` is not a millisecond).
+            session = self._session
+            raw = route = None
+            # ``_ready()`` written out (one call less an ask).
             if (
-                session is not None and raw is not None and route is not None
-                and route.until > now and deadline > now and not session.down
+                session is not None and session.ready and not self._closed and session.pid == _pid
+                and session.loop is _running_loop() and not session.down
             ):
+                raw = session.raw
+                route = session.cache.get(urn)
+            if session is not None and raw is not None and route is not None and route.until > started:
                 disconnects = session.disconnects
-                request_id, waiter = raw.submit(route, urn, name, body, high, tp.encode(), deadline, deadline - now)
+                request_id, waiter = raw.submit(route, urn, name, body, high, tp, deadline, timeout)
                 try:
                     frame = await waiter
                 except ConclibError as e:
@@ -313,8 +326,15 @@ class AsyncClient:
                     session.pending.pop(request_id, None)
                     session.written.discard(request_id)
                 # Anything but an answer to interpret as it is goes on in ``_exchange_raw``.
-                if type(frame) is bytes and frame[8] not in _JUDGED:
-                    return interpret(urn, name, timeout, frame[8], frame[REPLY_HEADER_LEN:])
+                if type(frame) is bytes:
+                    status = frame[8]
+                    if status == _OK:
+                        try:
+                            return codec.decode(frame[REPLY_HEADER_LEN:])
+                        except CodecError as e:
+                            raise CodecError(f"cannot decode the response: {e}") from None
+                    if status not in _JUDGED:
+                        return interpret(urn, name, timeout, status, frame[REPLY_HEADER_LEN:])
                 status, reply = await self._exchange_raw(
                     session, raw, route, urn, name, body, timeout, high, tp, deadline, disconnects, frame
                 )
@@ -343,7 +363,7 @@ class AsyncClient:
                     log.exception("the on_ask hook failed")
 
     async def _exchange_slow(
-        self, urn: str, name: str, body: bytes, timeout: float, high: bool, tp: str, started: float
+        self, urn: str, name: str, body: bytes, timeout: float, high: bool, tp: bytes, started: float
     ) -> tuple[int, bytes]:
         deadline = started + timeout
         session = self._ready()
@@ -380,7 +400,7 @@ class AsyncClient:
                     ttl=ttl_ms(deadline - time.monotonic()),
                     reply=session.reply_key,
                     priority_high=high,
-                    traceparent=tp,
+                    traceparent=tp.decode(),
                     codec="msgpack",
                     body=body,
                 )
@@ -416,13 +436,12 @@ class AsyncClient:
 
     async def _exchange_raw(
         self, session: Session, raw: RawPath, route: Route, urn: str, name: str, body: bytes, timeout: float,
-        high: bool, tp: str, deadline: float, disconnects: int, frame: Any = None,
+        high: bool, tp: bytes, deadline: float, disconnects: int, frame: Any = None,
     ) -> tuple[int, bytes]:
         """An ask on raw connections: per ask one future (its reply waiter, which also
         learns the fate of its ``XADD``), its deadline on a timer shared with the asks of
         the same tick; no task, no ``wait_for``. ``frame``: what the waiter of a first
         attempt (``ask``'s hot path) got, to be judged here."""
-        tp_b = tp.encode()
         retried = False
         while True:
             if frame is None:
@@ -431,7 +450,7 @@ class AsyncClient:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise session.timed_out(timeout, disconnects)
-                request_id, waiter = raw.submit(route, urn, name, body, high, tp_b, deadline, left)
+                request_id, waiter = raw.submit(route, urn, name, body, high, tp, deadline, left)
                 try:
                     frame = await waiter
                 except ConclibError as e:
