@@ -451,9 +451,10 @@ impl Shared {
         }
     }
 
-    /// Whether the URN keys are to be renewed at a renewal starting at `now`: a third of
-    /// their TTL since their last renewal would pass before the next one (renewals come
-    /// every third of the lease), or a renewal of all was asked for.
+    /// Whether the URN keys are to be renewed at a renewal starting at `now`: about a third
+    /// of their TTL passed since their last renewal (renewals come every third of the
+    /// lease: the one nearest to it, so that they are renewed every third of their TTL on
+    /// average, at most half a renewal later), or a renewal of all was asked for.
     fn urns_due(&self, now: std::time::Instant) -> bool {
         let last = self.urns_renewed_at.load(Ordering::Acquire);
         if last == u64::MAX {
@@ -461,7 +462,7 @@ impl Shared {
         }
         let every = self.config.lease_ttl / 3;
         let elapsed = Duration::from_nanos(self.ns_at(now).saturating_sub(last));
-        elapsed + every > self.config.urn_ttl / 3
+        elapsed + every / 2 >= self.config.urn_ttl / 3
     }
 
     /// Makes the next renewal renew every URN key (Redis may have restarted empty).

@@ -205,10 +205,20 @@ pub(crate) async fn a_shared_urn_spreads_over_its_members_and_survives_one_kille
     let (by, failed) = ask_spread(&client, "resize", 3000, 48, 20).await;
     assert_eq!(failed, 0);
     assert_eq!(by.values().sum::<usize>(), 3000);
-    for m in ["m1", "m2", "m3"] {
-        let share = by.get(m).copied().unwrap_or(0);
-        assert!(share >= 600, "each member serves at least 20%: {by:?}");
-    }
+    // At equal capacity, each member's share within 2x of every other's.
+    let shares: Vec<usize> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| by.get(*m).copied().unwrap_or(0))
+        .collect();
+    let (least, most) = (shares.iter().min().unwrap(), shares.iter().max().unwrap());
+    eprintln!(
+        "RESULT test=group_spread shares={shares:?} max_over_min={:.2}",
+        *most as f64 / (*least).max(1) as f64
+    );
+    assert!(
+        *most <= 2 * *least,
+        "each member's share within 2x of the others': {by:?}"
+    );
 
     // Tells under load, one member SIGKILLed midway: every accepted tell handled.
     let told = 3000u64;
