@@ -100,6 +100,9 @@ struct SystemOut<'a> {
     /// What the proxy's start-up warning said of Redis's persistence: null when a restart
     /// of Redis loses no accepted tell.
     persistence_warning: Option<String>,
+    /// What the system published to topics and what its subscriptions received, dropped
+    /// and hold now (null while it never used topics).
+    topics: Option<&'a conclib_redis::TopicsStats>,
     page: PageOut,
     messages: &'a [MessageView],
 }
@@ -179,6 +182,7 @@ fn page_of<'a>(table: &'a Table, query: &PageQuery) -> SystemOut<'a> {
         groups: &published.groups,
         persistence: published.persistence,
         persistence_warning: published.persistence.warning(),
+        topics: published.topics.as_ref(),
         page: PageOut {
             total: table.telling.len() + table.unlisted,
             listed: table.telling.len(),

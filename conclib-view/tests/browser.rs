@@ -125,6 +125,9 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
     }
     actors[88_888].ask(Work { fail: true }).await.unwrap_err();
     let proxy = start_proxy(&system, &config).await.unwrap();
+    // A system that publishes: the heading shows its topics.
+    let news = conclib_redis::Topic::live("view.news").unwrap();
+    proxy.topics().publish(&news, &1u32).await.unwrap();
     let reader = SnapshotReader::connect(&config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -147,7 +150,7 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
             .await
             .unwrap();
         let body: serde_json::Value = response.json().await.unwrap();
-        if body[0]["page"]["listed"] == ACTORS {
+        if body[0]["page"]["listed"] == ACTORS && body[0]["topics"]["published"] == 1 {
             break;
         }
         assert!(
@@ -175,6 +178,10 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
     assert_eq!(dom.matches("<tr class=\"actor").count(), 1, "{dom}");
     assert!(dom.contains("100,000 actors"), "{dom}");
     assert!(dom.contains("1 matching"), "{dom}");
+    assert!(
+        dom.contains("topics: 1 published \u{b7} 0 subscriptions: 0 received"),
+        "{dom}"
+    );
     // start_redis's Redis persists nothing: the heading warns, with what it can lose.
     assert!(
         dom.contains("class=\"meta persistence risk\"")

@@ -76,8 +76,10 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
             .unwrap();
         let proxy = start_proxy(&system, &config).await.unwrap();
         if name == "beta" {
-            // beta serves its parent as one member of the URN's group.
+            // beta serves its parent as one member of the URN's group, and publishes.
             proxy.join("parent:beta").await.unwrap();
+            let topic = conclib_redis::Topic::live("view.news").unwrap();
+            proxy.topics().publish(&topic, &7u32).await.unwrap();
         }
         proxies.push(proxy);
     }
@@ -123,14 +125,21 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
             && systems
                 .iter()
                 .all(|s| s["snapshot"]["actors"].as_array().unwrap().len() == 2)
-            // Published after beta joined its group.
-            && systems[1]["groups"].as_array().is_some_and(|g| !g.is_empty()))
-            .then_some(systems)
+            // Published after beta joined its group and published to a topic.
+            && systems[1]["groups"].as_array().is_some_and(|g| !g.is_empty())
+            && systems[1]["topics"]["published"] == 1)
+                .then_some(systems)
         },
     )
     .await;
     assert_eq!(systems[0]["system_id"], "alpha");
     assert_eq!(systems[0]["groups"], serde_json::json!([]), "as published");
+    assert_eq!(systems[0]["topics"], Value::Null, "alpha never used topics");
+    assert_eq!(systems[1]["topics"]["publish_failures"], 0);
+    assert!(
+        page.contains("\"topics: \""),
+        "the page shows a system's topics"
+    );
     // start_redis's Redis persists nothing: each system says a restart loses its tells.
     for system in &systems {
         assert_eq!(system["persistence"], serde_json::json!({"mode": "none"}));
