@@ -16,6 +16,12 @@
 //! - A **viewer** (the live view) may read the published snapshots and the reminders,
 //!   nothing else.
 //!
+//! Not covered yet: durable reminders ([`Reminders`](crate::Reminders),
+//! [`ReminderPoller`](crate::ReminderPoller)) and topics ([`Topics`](crate::Topics)). A
+//! client or proxy connected under these rules cannot register or poll reminders, nor
+//! publish or subscribe to topics (their commands and pub/sub channels are not granted);
+//! give such a process a user of its own with those keys, commands and channels.
+//!
 //! What remains possible for a client, by design of the protocol: to send any request to
 //! any actor the namespace exposes, with any `reply` list name under `{ns}:reply:` (the
 //! proxy answers there; a guessed name is 128 bits of luck), and to delete or pop a reply
