@@ -334,7 +334,7 @@
 //! | `conclib_proxy_reconnects_total` | counter | system | reconnections to Redis |
 //! | `conclib_group_joins_total` | counter | system, group | this system joined a group |
 //! | `conclib_group_claimed_total` | counter | system, group | requests pending on a member that is gone, taken over |
-//! | `conclib_takeover_moved_total` | counter | system, pattern | requests a gone system left for a pattern's URNs, moved to the pattern's group |
+//! | `conclib_takeover_moved_total` | counter | system, pattern | requests a gone system left for a pattern's URNs, moved to the members chosen to activate them |
 //! | `conclib_takeover_expired_total` | counter | system, pattern | requests a gone system left whose deadline had passed: dropped |
 //! | `conclib_takeover_wait_seconds` | histogram | system, pattern | at each takeover that moved requests, how long the oldest of them had waited for the gone system (from its entry into the gone system's stream to the move): what the failover cost the callers who waited longest |
 //! | `conclib_activations_total` | counter | system, pattern (its prefix: `user:`), event | `activated`, `passivated`, `refused` (the constructor failed), `forwarded` (to the system holding the URN) |

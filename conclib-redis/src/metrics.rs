@@ -127,8 +127,9 @@ pub(crate) fn activation(system: &str, pattern: &str, event: &'static str) {
     }
 }
 
-/// Requests a gone system left for a pattern's URNs, moved to the pattern's group (`moved`)
-/// or dropped there because their time was up (`expired`), and how long the oldest moved one
+/// Requests a gone system left for a pattern's URNs, moved to the members chosen to
+/// activate them (`moved`)
+/// or dropped because their time was up (`expired`), and how long the oldest moved one
 /// had waited for the gone system (`conclib_takeover_wait_seconds`: a failover's cost to
 /// its callers) (`proxy/takeover.rs`).
 pub(crate) fn taken_over(system: &str, pattern: &str, done: &crate::proxy::TakenOver) {

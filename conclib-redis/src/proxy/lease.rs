@@ -415,13 +415,18 @@ impl Shared {
 
     /// Records leases and URN keys renewed by commands sent after `since` (a start).
     pub(super) fn mark_fresh(&self, since: std::time::Instant) {
+        self.mark_urns_fresh(since);
+        self.mark_lease_fresh(since);
+    }
+
+    /// Records the URN keys renewed by commands sent after `since`.
+    fn mark_urns_fresh(&self, since: std::time::Instant) {
         self.urns_renewed_at
             .store(self.ns_at(since), Ordering::Release);
         self.urns_fresh_until.store(
             self.fresh_after(since, self.config.urn_ttl),
             Ordering::Release,
         );
-        self.mark_lease_fresh(since);
     }
 
     /// Until when a key set with `ttl` by a command sent after `since` surely lives, by
@@ -521,12 +526,7 @@ impl Shared {
                 .await;
             drop(renewal);
             if renewed && answered {
-                self.urns_renewed_at
-                    .store(self.ns_at(since), Ordering::Release);
-                self.urns_fresh_until.store(
-                    self.fresh_after(since, self.config.urn_ttl),
-                    Ordering::Release,
-                );
+                self.mark_urns_fresh(since);
             }
             answered &= renewed;
         }

@@ -37,7 +37,8 @@ const STEPS: usize = 50;
 /// What a look at a pattern's gone systems found and did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TakenOver {
-    /// Requests moved to the group's stream.
+    /// Requests moved to the member chosen for their URN (to the group's stream when
+    /// another system holds it by now).
     pub(crate) moved: u64,
     /// Requests whose time was up: dropped.
     pub(crate) expired: u64,
@@ -63,7 +64,7 @@ impl Shared {
             }
             let done = self.move_requests(&system, prefix, script).await;
             if done.moved + done.expired > 0 {
-                tracing::info!(system = %self.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, waited_ms = done.waited_ms, "moved the requests a gone system left for a pattern's URNs to the pattern's group");
+                tracing::info!(system = %self.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, waited_ms = done.waited_ms, "moved the requests a gone system left for a pattern's URNs to the members chosen to activate them");
                 crate::metrics::taken_over(&self.system_id, prefix, &done);
                 // Counted in the system's stats (`ProxyHandle::stats`, its snapshot).
                 if let super::Role::Member(m) = &self.role
