@@ -103,6 +103,7 @@ use conclib_redis::SnapshotReader;
 
 mod api;
 mod history;
+mod last_answer;
 mod messages;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;

@@ -4,8 +4,8 @@
 //! counts and the pollers' own reports.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
@@ -113,24 +113,6 @@ struct Answer<'a> {
     overview: &'a RemindersOverview,
 }
 
-/// The last answer, by its query string: reused while fresh.
-#[derive(Default)]
-pub(crate) struct LastAnswer(Mutex<Option<(String, Instant, Arc<String>)>>);
-
-impl LastAnswer {
-    fn fresh(&self, raw: &str) -> Option<Arc<String>> {
-        let last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        last.as_ref()
-            .filter(|(q, at, _)| q == raw && at.elapsed() < FRESH_FOR)
-            .map(|(_, _, body)| body.clone())
-    }
-
-    fn keep(&self, raw: &str, body: Arc<String>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((raw.to_owned(), Instant::now(), body));
-    }
-}
-
 fn json(body: Arc<String>) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -149,7 +131,7 @@ pub(crate) async fn reminders(
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let raw = raw.unwrap_or_default();
-    if let Some(body) = state.reminders.fresh(&raw) {
+    if let Some(body) = state.reminders.fresh(&raw, FRESH_FOR) {
         return json(body);
     }
     let overview = match state.reader.reminders(&query.reminders).await {

@@ -28,7 +28,7 @@ pub(crate) struct ViewState {
     /// One sample at a time.
     pub(crate) sampler: tokio::sync::Mutex<()>,
     /// The last answer of `/api/reminders` (read on request, not sampled).
-    pub(crate) reminders: crate::reminders::LastAnswer,
+    pub(crate) reminders: crate::last_answer::LastAnswer,
 }
 
 /// How long an order a page asked for is made in advance for each new table.
@@ -44,7 +44,7 @@ impl ViewState {
             wanted: Mutex::new(HashMap::new()),
             sampling: OnceLock::new(),
             sampler: tokio::sync::Mutex::new(()),
-            reminders: crate::reminders::LastAnswer::default(),
+            reminders: crate::last_answer::LastAnswer::default(),
         }
     }
 

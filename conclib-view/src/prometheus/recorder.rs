@@ -8,9 +8,9 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, U
 use metrics_exporter_prometheus::PrometheusBuilder;
 use metrics_exporter_prometheus::formatting::{sanitize_label_key, sanitize_metric_name};
 
+use super::buckets::{COUNT_BUCKETS, SECONDS_BUCKETS};
 use super::counter::ThreadCounter;
 use super::histogram::{BucketHistogram, write_sample};
-use super::{COUNT_BUCKETS, SECONDS_BUCKETS};
 
 /// A `metrics` recorder that exports in the Prometheus text format: gauges kept by
 /// `metrics-exporter-prometheus`'s recorder; counters, and histograms with the fixed
