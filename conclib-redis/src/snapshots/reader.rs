@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use conclib_core::ActorBrief;
 use fred::prelude::*;
 
-use super::{
+use super::layout::{
     ChangesIn, ChunkIn, PublishedSystem, WATCHED_FOR, brief_key, brief_of, intern, set_px,
 };
 use crate::config::ProxyConfig;

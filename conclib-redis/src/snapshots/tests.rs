@@ -1,3 +1,4 @@
+use super::layout::ChangesIn;
 use super::*;
 use crate::config::ProxyConfig;
 
