@@ -22,11 +22,6 @@ impl Message for Heartbeat {
     }
 }
 
-/// A heartbeat crosses processes too (a process actor's link answers it from the actor). This
-/// impl also keeps the compiler from taking an actor's only `#[handle(remote)]` message for
-/// the one meant when another is sent: the error then names the message that is not exposed.
-impl<A: Actor> crate::exposed::wire::RemoteHandler<Heartbeat> for A {}
-
 impl<A: Actor> Handler<Heartbeat> for A {
     async fn handle(
         &mut self,

@@ -9,17 +9,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::actor::Actor;
 use crate::actor_id::ActorId;
 use crate::cell::{CellCore, ErasedCell};
-use crate::dynamic::DynActorRef;
-use crate::error::{LookupError, SpawnError, StopReason};
+use crate::error::{SpawnError, StopReason};
 use crate::observe::urn_journal::{UrnChanges, UrnJournal};
 use crate::registry::Registry;
 use crate::run::dormant::Keeping;
 use crate::run::hibernation::Hibernation;
-use crate::send::actor_ref::ActorRef;
-use crate::spawn::SpawnBuilder;
 use crate::urn::Urn;
 
 /// The default time an ask waits for its answer.
@@ -229,54 +225,6 @@ impl ActorSystem {
         &self.inner.name
     }
 
-    /// Spawns a top-level actor with its default options ([`Actor::URN`], [`Actor::MAILBOX`]).
-    ///
-    /// # Errors
-    /// [`SpawnError`] if the URN is taken or invalid, `on_start` fails, or the system is shutting down.
-    pub async fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A>, SpawnError> {
-        self.build(actor).spawn().await
-    }
-
-    /// Starts building an actor: set its URN, mailbox, panic policy, then `.spawn().await`.
-    pub fn build<A: Actor>(&self, actor: A) -> SpawnBuilder<A> {
-        SpawnBuilder::new(self.clone(), actor, self.inner.ask_timeout)
-    }
-
-    /// The actor with this URN.
-    ///
-    /// # Errors
-    /// [`LookupError::NotFound`] if no live actor has it.
-    pub fn lookup(&self, urn: &str) -> Result<DynActorRef, LookupError> {
-        let names = self.inner.names.read().unwrap_or_else(|e| e.into_inner());
-        names
-            .get(urn)
-            .map(|cell| DynActorRef { cell: cell.clone() })
-            .ok_or_else(|| LookupError::NotFound(urn.to_owned()))
-    }
-
-    /// The actor with this URN, as a typed ref.
-    ///
-    /// # Errors
-    /// [`LookupError::NotFound`], or [`LookupError::WrongType`] if it is not an `A`.
-    pub fn lookup_typed<A: Actor>(&self, urn: &str) -> Result<ActorRef<A>, LookupError> {
-        let found = self.lookup(urn)?;
-        found.downcast::<A>().ok_or_else(|| LookupError::WrongType {
-            urn: found.urn().cloned().expect("found by URN"),
-            expected: std::any::type_name::<A>(),
-            actual: found.type_name(),
-        })
-    }
-
-    /// The live actors that have a URN, in no particular order.
-    #[must_use]
-    pub fn named_actors(&self) -> Vec<DynActorRef> {
-        let names = self.inner.names.read().unwrap_or_else(|e| e.into_inner());
-        names
-            .values()
-            .map(|cell| DynActorRef { cell: cell.clone() })
-            .collect()
-    }
-
     /// A receiver that sees a change each time a URN is taken or freed: what a proxy
     /// watches to publish new names at once instead of polling.
     ///
@@ -475,6 +423,13 @@ impl ActorSystem {
         &self,
     ) -> std::sync::MutexGuard<'_, crate::observe::snapshot::look::Looked> {
         self.inner.looked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The URN table, read-locked.
+    pub(crate) fn read_names(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<Urn, Arc<dyn ErasedCell>>> {
+        self.inner.names.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_actors(&self) -> std::sync::MutexGuard<'_, Registry> {
