@@ -564,10 +564,10 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
     ) -> Result<(), RequestEnvelope> {
         self.mailbox
             .push_reserved(
-                crate::dynamic::request_envelope::request_envelope::<A>(req),
+                crate::dynamic::request_carried::request_envelope::<A>(req),
                 priority,
             )
-            .map_err(crate::dynamic::request_envelope::take_request::<A>)
+            .map_err(crate::dynamic::request_carried::take_request::<A>)
     }
     fn push_control(&self, c: Control) -> bool {
         self.mailbox.push_control(c).is_ok()

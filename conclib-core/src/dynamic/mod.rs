@@ -4,6 +4,7 @@
 
 pub(crate) mod erased_request;
 mod exchange;
+pub(crate) mod request_carried;
 pub(crate) mod request_cell;
 pub(crate) mod request_envelope;
 
