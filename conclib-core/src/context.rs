@@ -15,7 +15,7 @@ const TICK_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 use crate::actor::Actor;
 use crate::actor_id::ActorId;
-use crate::cell::ErasedCell;
+use crate::cell::erased::ErasedCell;
 use crate::error::{SendError, StopReason};
 use crate::handler::Handler;
 use crate::message::{Message, Priority};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::actor_id::ActorId;
-use crate::cell::ErasedCell;
+use crate::cell::erased::ErasedCell;
 
 /// Every actor of a system that has not finished stopping, each in a slot its mark remembers
 /// ([`Mark::slot`](crate::observe::changes::Mark::slot)): registered and forgotten without hashing,
@@ -122,7 +122,8 @@ mod tests {
     use super::Registry;
     use crate::actor::Actor;
     use crate::actor_id::ActorId;
-    use crate::cell::{ActorCell, CellCore, ErasedCell};
+    use crate::cell::ActorCell;
+    use crate::cell::erased::{CellCore, ErasedCell};
     use crate::mailbox::Mailbox;
     use crate::mailbox::config::MailboxConfig;
     use crate::observe::changes::Mark;

@@ -11,7 +11,8 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::actor::Actor;
-use crate::cell::{ActorCell, CellCore, ErasedCell};
+use crate::cell::ActorCell;
+use crate::cell::erased::{CellCore, ErasedCell};
 use crate::context::Context;
 use crate::dynamic::DynActorRef;
 use crate::error::{BoxError, SpawnError, StopReason};

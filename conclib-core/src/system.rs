@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::actor_id::ActorId;
-use crate::cell::{CellCore, ErasedCell};
+use crate::cell::erased::{CellCore, ErasedCell};
 use crate::error::{SpawnError, StopReason};
 use crate::observe::urn_journal::{UrnChanges, UrnJournal};
 use crate::registry::Registry;
@@ -346,7 +346,7 @@ impl ActorSystem {
         // Killed as `ActorRef::kill` kills: a handler waiting at an `.await` is dropped,
         // queued asks fail, `on_stop` runs with `Killed`, parents and watchers are told.
         for cell in &left {
-            cell.push_control(crate::mailbox::Control::Kill);
+            cell.push_control(crate::mailbox::control::Control::Kill);
         }
         if tokio::time::timeout(KILL_GRACE, self.wait_empty())
             .await
@@ -632,12 +632,12 @@ impl ActorSystem {
         let core = cell.core();
         self.release_urn(core);
         self.drop_side_entries(core);
-        crate::cell::leave_parent(core);
+        crate::cell::erased::leave_parent(core);
         core.mark_stopped(reason.clone());
         // The next snapshot's look finds it stopped (as it will when it leaves the registry).
         cell.capacity().mark.set();
         tracing::debug!(%reason, "actor stopped");
-        crate::cell::notify_stopped(core, reason);
+        crate::cell::erased::notify_stopped(core, reason);
         self.forget(cell);
     }
 

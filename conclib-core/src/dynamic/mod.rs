@@ -18,14 +18,15 @@ use std::time::Duration;
 
 use crate::actor::Actor;
 use crate::actor_id::ActorId;
-use crate::cell::{ActorCell, ErasedCell};
+use crate::cell::ActorCell;
+use crate::cell::erased::ErasedCell;
 use crate::context::Context;
 use crate::dynamic::erased_request::ErasedRequest;
 use crate::dynamic::request_cell::{RequestHead, Waiter};
 use crate::dynamic::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::error::{AskError, LookupError, SendError, StopReason};
 use crate::exposed::remote::{ErasedMessage, ExposedMessage};
-use crate::mailbox::Control;
+use crate::mailbox::control::Control;
 use crate::message::{Message, Priority};
 use crate::send::actor_ref::ActorRef;
 use crate::send::request::{AskRequest, TellRequest};
@@ -91,7 +92,7 @@ impl DynActorRef {
     /// restarts and its end. `false` if the actor is gone.
     pub fn send_event(&self, event: crate::supervision::SupervisionEvent) -> bool {
         self.cell
-            .push_control(crate::mailbox::Control::Event(event))
+            .push_control(crate::mailbox::control::Control::Event(event))
     }
 
     /// Resolves once the actor has answered a heartbeat: a high-priority message it answers

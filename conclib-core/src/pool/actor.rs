@@ -194,7 +194,7 @@ impl<A: Actor> Actor for PoolSupervisor<A> {
                 // sees of a member that hands its work on at once (a process actor's relay).
                 // A tell gives the guard back: it counts until queued (then `queued` does).
                 let _tell = routed.and_then(|routed| request.keep_until_answered(Box::new(routed)));
-                match crate::cell::ErasedCell::push_request(cell, request, priority) {
+                match crate::cell::erased::ErasedCell::push_request(cell, request, priority) {
                     Ok(()) => return,
                     Err(back) => {
                         request = back;

@@ -12,10 +12,11 @@ use tokio::sync::oneshot;
 
 use crate::actor::Actor;
 use crate::actor_id::ActorId;
-use crate::cell::{ActorCell, ErasedCell, Target};
+use crate::cell::erased::ErasedCell;
+use crate::cell::{ActorCell, Target};
 use crate::error::{AskError, SendError, StopReason};
 use crate::handler::Handler;
-use crate::mailbox::Control;
+use crate::mailbox::control::Control;
 use crate::message::{Message, Priority};
 use crate::send::ask_timer::AskTimer;
 use crate::send::request::{
@@ -476,7 +477,7 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
 /// its own cost 38 instructions an ask (docs/bench-log.md, "Calls the compiler kept apart").
 #[inline(always)]
 pub(crate) fn poll_room<E>(
-    capacity: &crate::mailbox::Capacity,
+    capacity: &crate::mailbox::capacity::Capacity,
     no_wait: bool,
     cx: &mut TaskContext<'_>,
 ) -> Poll<Result<(), AskError<E>>> {

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::sample::{Seen, mix_rest, sample};
 use super::*;
-use crate::cell::{CellCore, ErasedCell};
+use crate::cell::erased::{CellCore, ErasedCell};
 use crate::system::ActorSystem;
 
 /// Looks at the systems' actors taken so far (any system): numbers that only grow, so that
