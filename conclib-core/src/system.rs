@@ -86,11 +86,11 @@ struct SystemInner {
     hibernation: Arc<Hibernation>,
 }
 
-/// A system that may be gone: what its sweeper holds ([`crate::run::hibernation`]).
-pub(crate) struct WeakSystem(std::sync::Weak<SystemInner>);
+/// A system that may be gone: what its hibernation sweeper holds ([`sweep_every`]).
+struct WeakSystem(std::sync::Weak<SystemInner>);
 
 impl WeakSystem {
-    pub(crate) fn upgrade(&self) -> Option<ActorSystem> {
+    fn upgrade(&self) -> Option<ActorSystem> {
         self.0.upgrade().map(|inner| ActorSystem { inner })
     }
 }
@@ -545,9 +545,9 @@ impl ActorSystem {
             return k;
         }
         let weak = Arc::downgrade(inner);
-        inner
-            .hibernation
-            .start(&runtime, WeakSystem(Arc::downgrade(inner)));
+        inner.hibernation.start(&runtime, || {
+            sweep_every(inner.hibernation.clone(), WeakSystem(Arc::downgrade(inner)))
+        });
         let number = Keeping::next_number();
         let keeping = Keeping::start(
             runtime,
@@ -685,5 +685,38 @@ impl ActorSystem {
         self.release_urn(cell.core());
         self.drop_side_entries(cell.core());
         self.forget(cell);
+    }
+}
+
+/// The actors a sweep looks at under one hold of the system's registry lock.
+const SWEPT_AT_ONCE: usize = 256;
+
+/// The hibernation sweeper ([`crate::run::hibernation`]): a sweep every period, for as long
+/// as the system lives.
+async fn sweep_every(hibernation: Arc<Hibernation>, system: WeakSystem) {
+    loop {
+        hibernation.period().await;
+        let Some(system) = system.upgrade() else {
+            return;
+        };
+        sweep(&system).await;
+    }
+}
+
+/// One hibernation sweep over the system's actors, a few hundred at a time (the registry's
+/// lock is not held across them, nor while the woken actors run). Returns how many were
+/// asked to hibernate.
+pub(crate) async fn sweep(system: &ActorSystem) -> usize {
+    let mut from = 0;
+    let mut asked = 0;
+    loop {
+        let (cells, next) = system.cells_from(from, SWEPT_AT_ONCE);
+        if cells.is_empty() {
+            return asked;
+        }
+        asked += cells.iter().filter(|c| c.sweep()).count();
+        drop(cells);
+        from = next;
+        tokio::task::yield_now().await;
     }
 }
