@@ -119,10 +119,9 @@ pub use observe::urn_journal::{URN_JOURNAL_CAPACITY, UrnChanges};
 pub use pool::{MemberLoad, Pool, PoolBuilder, PoolStats, PoolSupervisor, Routing, WhenFull};
 pub use run::hibernation::DEFAULT_HIBERNATE_AFTER;
 pub use send::actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
+pub use send::address::{Address, Requester};
 pub use send::broadcast::{BroadcastOutcome, Delivery};
-pub use send::request::{
-    Address, AskRequest, DeliverAsk, DeliverTell, KeyRouted, Requester, SendOptions, TellRequest,
-};
+pub use send::request::{AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest};
 pub use spawn::SpawnBuilder;
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 pub use system::{ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut};

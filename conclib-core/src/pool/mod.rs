@@ -438,11 +438,11 @@ impl Drop for InFlight {
     }
 }
 
-impl<A: Actor> crate::send::request::Address for Pool<A> {
+impl<A: Actor> crate::send::address::Address for Pool<A> {
     type Actor = A;
 }
 
-impl<A: Handler<M>, M: Message> crate::send::request::Requester<M> for Pool<A> {
+impl<A: Handler<M>, M: Message> crate::send::address::Requester<M> for Pool<A> {
     type Request<'a> = AskRequest<&'a Pool<A>, M>;
 
     fn request(&self, message: M) -> Self::Request<'_> {

@@ -27,7 +27,7 @@ pub(crate) mod hibernation;
 mod ledger;
 pub(crate) mod lifecycle;
 
-use ledger::Ledger;
+use ledger::{Ledger, record};
 pub(crate) use lifecycle::{Factory, RunOptions};
 use lifecycle::{Flow, after_panic, finish, on_control};
 
@@ -475,12 +475,6 @@ fn after_message<A: Actor>(
     // just written; a write once between two looks).
     cell.mark_task_changed();
     panic
-}
-
-/// Gives the recorder what `m` measured (out of line: rare next to the messages it covers).
-#[inline(never)]
-pub(super) fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
-    m.record(cell.mailbox.capacity.len());
 }
 
 /// Before a message is handled: its span (with the trace it is part of, if any; boxed,
