@@ -78,7 +78,7 @@ struct SystemInner {
     /// Actors marked changed since the last snapshot's look ([`crate::observe::changes`]).
     changes: Arc<crate::observe::changes::Changes>,
     /// What the last look saw of every actor, for the next one to read only the changed.
-    looked: Mutex<crate::observe::snapshot::look::Looked>,
+    looked: Mutex<crate::observe::snapshot::looked::Looked>,
     /// What this system's dormant actors share on each runtime with the system's keeper
     /// tasks there ([`crate::run::dormant`]), by the runtime's id.
     keepers: RwLock<Vec<(tokio::runtime::Id, Arc<Keeping>)>>,
@@ -173,7 +173,7 @@ impl ActorSystem {
                 pool_probes: Mutex::new(Vec::new()),
                 side_entries: std::sync::atomic::AtomicUsize::new(0),
                 changes: Arc::new(crate::observe::changes::Changes::new()),
-                looked: Mutex::new(crate::observe::snapshot::look::Looked::default()),
+                looked: Mutex::new(crate::observe::snapshot::looked::Looked::default()),
                 keepers: RwLock::new(Vec::new()),
                 hibernation: Hibernation::new(),
             }),
@@ -421,7 +421,7 @@ impl ActorSystem {
     /// What the last look saw (one look at a time per system holds it).
     pub(crate) fn lock_looked(
         &self,
-    ) -> std::sync::MutexGuard<'_, crate::observe::snapshot::look::Looked> {
+    ) -> std::sync::MutexGuard<'_, crate::observe::snapshot::looked::Looked> {
         self.inner.looked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
