@@ -1,14 +1,12 @@
 //! Addressing actors whose type is not known at compile time: [`DynActorRef`] (what a URN
 //! lookup returns) and the requests it sends (`exchange`: its asks and tells of typed
-//! messages, [`DynAskFuture`] and [`DynTellFuture`]).
+//! messages, [`DynAskFuture`](crate::DynAskFuture) and [`DynTellFuture`](crate::DynTellFuture)).
 
 pub(crate) mod erased_request;
-mod exchange;
+pub(crate) mod exchange;
 pub(crate) mod request_carried;
 pub(crate) mod request_cell;
 pub(crate) mod request_envelope;
-
-pub use exchange::{DynAskFuture, DynTellFuture};
 
 use std::any::TypeId;
 use std::fmt;
@@ -21,7 +19,6 @@ use crate::actor_id::ActorId;
 use crate::cell::ActorCell;
 use crate::cell::erased::ErasedCell;
 use crate::context::Context;
-use crate::dynamic::erased_request::ErasedRequest;
 use crate::dynamic::request_cell::{RequestHead, Waiter};
 use crate::dynamic::request_envelope::{ErasedResult, RequestEnvelope};
 use crate::error::{AskError, LookupError, SendError, StopReason};
@@ -258,18 +255,6 @@ impl DynActorRef {
         timeout: Duration,
     ) -> ErasedResult {
         self.erased(name, type_id, msg).timeout(timeout).ask().await
-    }
-
-    /// A request with a message already decoded into an [`ErasedMessage`] (what a proxy
-    /// sends), to finish with [`ErasedRequest::ask`] or [`ErasedRequest::tell`] after
-    /// setting its options.
-    pub fn erased(
-        &self,
-        name: &'static str,
-        type_id: TypeId,
-        msg: ErasedMessage,
-    ) -> ErasedRequest<'_> {
-        ErasedRequest::new(self, name, type_id, msg)
     }
 
     /// Takes a place in the mailbox, waiting at most `room_timeout` (forever if `None`).
