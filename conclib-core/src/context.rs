@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -19,7 +18,7 @@ use crate::cell::erased::ErasedCell;
 use crate::error::{SendError, StopReason};
 use crate::handler::Handler;
 use crate::message::{Message, Priority};
-use crate::messages::StreamFinished;
+use crate::messages::{StreamFinished, StreamId};
 use crate::run::envelope::Envelope;
 use crate::send::actor_ref::ActorRef;
 use crate::supervision::SupervisionStrategy;
@@ -78,12 +77,6 @@ struct Links {
     tasks: Vec<AbortHandle>,
     watching: Vec<(ActorId, std::sync::Weak<dyn ErasedCell>)>,
 }
-
-/// Identifies a stream attached with [`Context::attach_stream`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StreamId(u64);
-
-static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
 /// Cancels a timer set with [`Context::send_after`] or [`Context::interval`].
 #[derive(Debug, Clone)]
@@ -260,7 +253,7 @@ impl<A: Actor> Context<A> {
         M: Message,
         A: Handler<M>,
     {
-        let id = StreamId(NEXT_STREAM.fetch_add(1, Ordering::Relaxed));
+        let id = StreamId::next();
         let myself = self.myself.clone();
         let task = tokio::spawn(async move {
             let mut stream = pin!(stream);

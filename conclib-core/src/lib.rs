@@ -99,7 +99,7 @@ pub use observe::{metrics, trace};
 
 pub use actor::Actor;
 pub use actor_id::ActorId;
-pub use context::{Context, StreamId, TimerHandle};
+pub use context::{Context, TimerHandle};
 pub use dynamic::DynActorRef;
 pub use dynamic::erased_request::{AskHandle, ErasedRequest, QueuedAsk};
 pub use dynamic::exchange::{DynAskFuture, DynTellFuture};
@@ -111,6 +111,7 @@ pub use fence::Fence;
 pub use handler::Handler;
 pub use mailbox::config::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Message, Priority};
+pub use messages::StreamId;
 pub use observe::snapshot::{
     ActorBrief, ActorSnapshot, ActorState, ExternalProbe, ExternalReport, HANDLING_BUCKETS,
     MAX_BRIEF_ACTORS, MessageTotals, PoolMemberSnapshot, PoolSnapshot, SnapshotChanges,

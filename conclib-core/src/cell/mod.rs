@@ -61,11 +61,8 @@ impl<A: Actor> ErasedCell for ActorCell<A> {
         priority: Priority,
     ) -> Result<(), RequestEnvelope> {
         self.mailbox
-            .push_reserved(
-                crate::dynamic::request_carried::request_envelope::<A>(req),
-                priority,
-            )
-            .map_err(crate::dynamic::request_carried::take_request::<A>)
+            .push_reserved(request_envelope::<A>(req), priority)
+            .map_err(take_request::<A>)
     }
     fn push_control(&self, c: Control) -> bool {
         self.mailbox.push_control(c).is_ok()
@@ -140,6 +137,20 @@ impl<A: Handler<M>, M: Message> Target<M> for ActorCell<A> {
         self.mailbox
             .push_reserved(Envelope::typed_at(msg, reply, sent), priority)
             .map_err(|env| env.into_message::<M>())
+    }
+}
+
+/// A dynamic request in the envelope it travels in (the `Carried` impl is in
+/// [`crate::dynamic::request_carried`]).
+fn request_envelope<A: Actor>(req: RequestEnvelope) -> Envelope<A> {
+    Envelope::carrying(req)
+}
+
+/// The request back out of an envelope made by [`request_envelope`].
+fn take_request<A: Actor>(env: Envelope<A>) -> RequestEnvelope {
+    match env.into_payload() {
+        Ok(req) => req,
+        Err(_) => unreachable!("an envelope made by `request_envelope`"),
     }
 }
 

@@ -1,7 +1,8 @@
-//! The envelope a dynamic request travels in to an actor: how a [`RequestEnvelope`] is
-//! carried in a mailbox's [`Envelope`] and handled there by [`Actor::handle_request`]. Apart
-//! from the request itself, which names no actor: the actor's side of the request sits
-//! above [`Actor`] and [`Context`], this below.
+//! How a dynamic request travels to an actor: the [`Carried`] impl that puts a
+//! [`RequestEnvelope`] in a mailbox's [`Envelope`](crate::run::envelope::Envelope) and has
+//! [`Actor::handle_request`] handle it there. Apart from the request itself
+//! (`request_envelope`), which so names no actor type and sits below [`Actor`] (whose
+//! `handle_request` takes it).
 
 use pin_project_lite::pin_project;
 use std::future::Future;
@@ -13,7 +14,7 @@ use crate::dynamic::request_cell::{Answerer, Kept};
 use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::AskError;
 use crate::observe::trace::TraceContext;
-use crate::run::envelope::{Carried, Envelope};
+use crate::run::envelope::Carried;
 use crate::run::future_slot::Outcome;
 use crate::run::future_slot::{FutureSlot, Started};
 use crate::run::guarded::{CatchUnwind, Lazy};
@@ -104,17 +105,5 @@ impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
                 std::task::Poll::Ready(Outcome::Panicked(panic))
             }
         }
-    }
-}
-
-pub(crate) fn request_envelope<A: Actor>(req: RequestEnvelope) -> Envelope<A> {
-    Envelope::carrying(req)
-}
-
-/// The request back out of an envelope made by [`request_envelope`].
-pub(crate) fn take_request<A: Actor>(env: Envelope<A>) -> RequestEnvelope {
-    match env.into_payload() {
-        Ok(req) => req,
-        Err(_) => unreachable!("an envelope made by `request_envelope`"),
     }
 }
