@@ -19,7 +19,7 @@ pub use crate::dynamic::request_cell::ErasedResult;
 /// A request that arrived through a [`DynActorRef`](crate::DynActorRef) or a proxy: a message of a type known
 /// only at run time, and where to send the answer.
 ///
-/// The actor's [`Actor::handle_request`] looks at it with [`matches`](Self::matches) and
+/// The actor's [`Actor::handle_request`](crate::Actor::handle_request) looks at it with [`matches`](Self::matches) and
 /// [`extract`](Self::extract), then answers through the [`Responder`]. Dropping the envelope
 /// or the responder without answering gives the asker [`AskError::NoResponse`] at once.
 ///
