@@ -1,4 +1,6 @@
-//! [`Context`]: what a running actor can do besides handling a message.
+//! [`Context`]: what a running actor can do besides handling a message. Its methods that
+//! need more than the actor's own ref are written beside what they use: spawning children in
+//! [`crate::spawn`], its children and watching in [`crate::dynamic`].
 
 use std::fmt;
 use std::future::poll_fn;

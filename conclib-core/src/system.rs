@@ -1,5 +1,6 @@
-//! [`ActorSystem`]: the URN registry, lookups, listing and shutdown (spawning is in
-//! [`crate::spawn`]).
+//! [`ActorSystem`]: the URN registry, listing, the hibernation sweep and shutdown. It knows
+//! actors as erased cells only: spawning is in [`crate::spawn`], the lookups by URN (which
+//! return refs) beside `DynActorRef` in [`crate::dynamic`].
 
 use std::collections::HashMap;
 use std::fmt;

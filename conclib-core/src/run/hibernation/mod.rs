@@ -29,13 +29,12 @@
 //!
 //! [`ActorSystem::set_hibernate_after`]: crate::ActorSystem::set_hibernate_after
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-
-use std::future::Future;
 
 /// How long an actor waits for mail before it hibernates, by default: from this to twice this
 /// after its last message (see
@@ -81,9 +80,9 @@ impl Hibernation {
     }
 
     /// Starts the sweeper on `runtime` if it is not running (the system's first keepers, or
-    /// the runtime it ran on shut down).
-    /// `sweeper` is the task: the system's (`crate::system`), a sweep after each
-    /// [`period`](Self::period) for as long as the system lives.
+    /// the runtime it ran on shut down): the task `sweeper` makes, the system's (in
+    /// `crate::system`: a sweep after each [`period`](Self::period) for as long as the
+    /// system lives).
     pub(crate) fn start<F: Future<Output = ()> + Send + 'static>(
         &self,
         runtime: &tokio::runtime::Handle,
