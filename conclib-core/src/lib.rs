@@ -118,7 +118,8 @@ pub use observe::snapshot::{
     SystemSnapshot,
 };
 pub use observe::urn_journal::{URN_JOURNAL_CAPACITY, UrnChanges};
-pub use pool::{MemberLoad, Pool, PoolBuilder, PoolStats, PoolSupervisor, Routing, WhenFull};
+pub use pool::builder::PoolBuilder;
+pub use pool::{MemberLoad, Pool, PoolStats, PoolSupervisor, Routing, WhenFull};
 pub use run::hibernation::DEFAULT_HIBERNATE_AFTER;
 pub use send::actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
 pub use send::address::{Address, Requester};

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::builder::{SharedFactory, make};
 use super::routing::make_room;
-use super::{Member, Shared};
+use super::shared::{Member, Shared, SharedFactory, make};
 use crate::actor::Actor;
 use crate::actor_id::ActorId;
 use crate::cell::ActorCell;
