@@ -3,11 +3,12 @@
 use std::any::TypeId;
 use std::future::Future;
 
-use crate::context::{Context, StreamId};
+use crate::context::Context;
 use crate::dynamic::request_envelope::RequestEnvelope;
 use crate::error::{BoxError, StopReason};
 use crate::exposed::remote::ExposedMessage;
 use crate::mailbox::config::MailboxConfig;
+use crate::messages::StreamId;
 use crate::supervision::SupervisionEvent;
 
 /// An actor: state that handles messages one at a time.

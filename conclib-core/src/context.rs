@@ -1,10 +1,10 @@
-//! [`Context`]: what a running actor can do besides handling a message.
+//! [`Context`]: what a running actor can do besides handling a message. Its methods that
+//! need more than the actor's own ref are written beside what they use: spawning children in
+//! [`crate::spawn`], its children and watching in [`crate::dynamic`].
 
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -16,17 +16,14 @@ const TICK_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 use crate::actor::Actor;
 use crate::actor_id::ActorId;
-use crate::cell::ErasedCell;
-use crate::dynamic::DynActorRef;
+use crate::cell::erased::ErasedCell;
 use crate::error::{SendError, StopReason};
 use crate::handler::Handler;
-use crate::mailbox::Control;
 use crate::message::{Message, Priority};
-use crate::messages::StreamFinished;
+use crate::messages::{StreamFinished, StreamId};
 use crate::run::envelope::Envelope;
 use crate::send::actor_ref::ActorRef;
-use crate::spawn::SpawnBuilder;
-use crate::supervision::{SupervisionEvent, SupervisionStrategy};
+use crate::supervision::SupervisionStrategy;
 use crate::system::ActorSystem;
 use crate::urn::Urn;
 
@@ -82,12 +79,6 @@ struct Links {
     tasks: Vec<AbortHandle>,
     watching: Vec<(ActorId, std::sync::Weak<dyn ErasedCell>)>,
 }
-
-/// Identifies a stream attached with [`Context::attach_stream`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StreamId(u64);
-
-static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
 /// Cancels a timer set with [`Context::send_after`] or [`Context::interval`].
 #[derive(Debug, Clone)]
@@ -145,35 +136,6 @@ impl<A: Actor> Context<A> {
     #[must_use]
     pub fn urn(&self) -> Option<&Urn> {
         self.myself.urn()
-    }
-
-    /// Starts building a child actor: it stops before this one does, and this one receives a
-    /// [`SupervisionEvent`] when it stops or restarts.
-    pub fn build_child<C: Actor>(&self, child: C) -> SpawnBuilder<C> {
-        self.system.build(child).parent(self.myself.erased())
-    }
-
-    /// Spawns a child actor with its default options. See [`build_child`](Self::build_child).
-    ///
-    /// # Errors
-    /// As [`ActorSystem::spawn`].
-    pub async fn spawn_child<C: Actor>(
-        &self,
-        child: C,
-    ) -> Result<ActorRef<C>, crate::error::SpawnError> {
-        self.build_child(child).spawn().await
-    }
-
-    /// The children that have not stopped yet.
-    #[must_use]
-    pub fn children(&self) -> Vec<DynActorRef> {
-        self.myself
-            .cell
-            .core
-            .lock_children()
-            .iter()
-            .map(|cell| DynActorRef { cell: cell.clone() })
-            .collect()
     }
 
     /// Graceful stop of this actor: the messages already queued are handled first.
@@ -293,7 +255,7 @@ impl<A: Actor> Context<A> {
         M: Message,
         A: Handler<M>,
     {
-        let id = StreamId(NEXT_STREAM.fetch_add(1, Ordering::Relaxed));
+        let id = StreamId::next();
         let myself = self.myself.clone();
         let task = tokio::spawn(async move {
             let mut stream = pin!(stream);
@@ -309,52 +271,13 @@ impl<A: Actor> Context<A> {
         id
     }
 
-    /// Watches `other`: when it stops, this actor receives
-    /// [`SupervisionEvent::Terminated`] in [`Actor::on_event`]. Watching an actor that
-    /// already stopped delivers the event at once; watching it again while watching it
-    /// changes nothing (one event). When this actor stops first, `other` forgets it.
-    pub fn watch(&self, other: impl Into<DynActorRef>) {
-        let other = other.into();
-        let me: Arc<dyn ErasedCell> = self.myself.erased();
-        let my_id = self.id();
-        let core = other.cell.core();
-        let mut watchers = core.lock_watchers();
-        if core.is_alive() {
-            if watchers.iter().any(|w| w.core().id == my_id) {
-                return;
-            }
-            watchers.push(me);
-            drop(watchers);
-            // The ones that stopped since leave first (their `Terminated` may still be queued).
-            let mut links = self.lock_links();
-            let watching = &mut links.get_or_insert_with(Box::default).watching;
-            watching.retain(|(_, w)| w.strong_count() > 0);
-            watching.push((other.id(), Arc::downgrade(&other.cell)));
-        } else {
-            drop(watchers);
-            let reason = other
-                .cell
-                .core()
-                .stop_reason()
-                .unwrap_or(StopReason::Normal);
-            me.push_control(Control::Event(SupervisionEvent::Terminated {
-                id: other.id(),
-                urn: other.urn().cloned(),
-                reason,
-            }));
-        }
-    }
-
-    /// Stops watching `other`.
-    pub fn unwatch(&self, other: impl Into<DynActorRef>) {
-        let other = other.into();
-        let my_id = self.id();
-        other
-            .cell
-            .core()
-            .lock_watchers()
-            .retain(|w| w.core().id != my_id);
-        self.forget_watched(other.id());
+    /// Records that this actor watches `id` (whose cell is `cell`), dropping the entries of
+    /// those that stopped since (their `Terminated` may still be queued).
+    pub(crate) fn add_watched(&self, id: ActorId, cell: std::sync::Weak<dyn ErasedCell>) {
+        let mut links = self.lock_links();
+        let watching = &mut links.get_or_insert_with(Box::default).watching;
+        watching.retain(|(_, w)| w.strong_count() > 0);
+        watching.push((id, cell));
     }
 
     /// `id` stopped (its `Terminated` came) or is unwatched: no longer watched.

@@ -6,6 +6,7 @@ use std::future::Future;
 use crate::actor::Actor;
 use crate::context::Context;
 use crate::message::Message;
+use crate::messages::{Heartbeat, StreamFinished};
 
 /// An actor's handler for messages of type `M`.
 ///
@@ -46,4 +47,28 @@ pub trait Handler<M: Message>: Actor {
         msg: M,
         ctx: &mut Context<Self>,
     ) -> impl Future<Output = Result<M::Response, M::Error>> + Send;
+}
+
+// The runtime-wide messages (`crate::messages`): every actor handles them.
+
+impl<A: Actor> Handler<Heartbeat> for A {
+    async fn handle(
+        &mut self,
+        _: Heartbeat,
+        _: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        self.heartbeat().await;
+        Ok(())
+    }
+}
+
+impl<A: Actor> Handler<StreamFinished> for A {
+    async fn handle(
+        &mut self,
+        msg: StreamFinished,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), std::convert::Infallible> {
+        self.on_stream_finished(ctx, msg.0).await;
+        Ok(())
+    }
 }

@@ -99,10 +99,11 @@ pub use observe::{metrics, trace};
 
 pub use actor::Actor;
 pub use actor_id::ActorId;
-pub use context::{Context, StreamId, TimerHandle};
+pub use context::{Context, TimerHandle};
+pub use dynamic::DynActorRef;
 pub use dynamic::erased_request::{AskHandle, ErasedRequest, QueuedAsk};
+pub use dynamic::exchange::{DynAskFuture, DynTellFuture};
 pub use dynamic::request_envelope::{ErasedResponder, ErasedResult, RequestEnvelope, Responder};
-pub use dynamic::{DynActorRef, DynAskFuture, DynTellFuture};
 pub use error::{AskError, BoxError, LookupError, ProcessExit, SendError, SpawnError, StopReason};
 pub use exposed::remote::{ErasedMessage, ExposedMessage};
 pub use exposed::wire::{IntoHandlerError, MessageDecl, NoError, RemoteHandler, RemoteReply};
@@ -110,19 +111,20 @@ pub use fence::Fence;
 pub use handler::Handler;
 pub use mailbox::config::{DEFAULT_MAILBOX_CAPACITY, MailboxConfig};
 pub use message::{Message, Priority};
+pub use messages::StreamId;
 pub use observe::snapshot::{
     ActorBrief, ActorSnapshot, ActorState, ExternalProbe, ExternalReport, HANDLING_BUCKETS,
     MAX_BRIEF_ACTORS, MessageTotals, PoolMemberSnapshot, PoolSnapshot, SnapshotChanges,
     SystemSnapshot,
 };
 pub use observe::urn_journal::{URN_JOURNAL_CAPACITY, UrnChanges};
-pub use pool::{MemberLoad, Pool, PoolBuilder, PoolStats, PoolSupervisor, Routing, WhenFull};
+pub use pool::builder::PoolBuilder;
+pub use pool::{MemberLoad, Pool, PoolStats, PoolSupervisor, Routing, WhenFull};
 pub use run::hibernation::DEFAULT_HIBERNATE_AFTER;
 pub use send::actor_ref::{ActorRef, AskFuture, Recipient, TellFuture};
+pub use send::address::{Address, Requester};
 pub use send::broadcast::{BroadcastOutcome, Delivery};
-pub use send::request::{
-    Address, AskRequest, DeliverAsk, DeliverTell, KeyRouted, Requester, SendOptions, TellRequest,
-};
+pub use send::request::{AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest};
 pub use spawn::SpawnBuilder;
 pub use supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 pub use system::{ActorInfo, ActorSystem, DEFAULT_ASK_TIMEOUT, ShutdownTimedOut};

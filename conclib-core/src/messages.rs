@@ -1,16 +1,30 @@
-//! Runtime-wide messages: every actor handles them (blanket impls over [`Actor`]), between
+//! Runtime-wide messages: every actor handles them (blanket impls over
+//! [`Actor`](crate::Actor), beside [`Handler`](crate::Handler)), between
 //! its own messages and in its own mailbox, so the runtime needs no second channel to an
 //! actor. Their wire names (`conclib::...`) are reserved.
 //!
 //! - [`Heartbeat`]: "are you responsive?" (a pool's dead-man's switch, a process actor's
-//!   link); answered by [`Actor::heartbeat`].
-//! - [`StreamFinished`]: a stream attached with `Context::add_stream` ended; handled by
-//!   calling [`Actor::on_stream_finished`].
+//!   link); answered by [`Actor::heartbeat`](crate::Actor::heartbeat).
+//! - [`StreamFinished`]: a stream attached with
+//!   [`Context::attach_stream`](crate::Context::attach_stream) ended; handled by calling
+//!   [`Actor::on_stream_finished`](crate::Actor::on_stream_finished).
 
-use crate::actor::Actor;
-use crate::context::{Context, StreamId};
-use crate::handler::Handler;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::message::Message;
+
+/// Identifies a stream attached with [`Context::attach_stream`](crate::Context::attach_stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamId(u64);
+
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+
+impl StreamId {
+    /// A new stream's id.
+    pub(crate) fn next() -> Self {
+        StreamId(NEXT_STREAM.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// The dead-man's switch's question; every actor answers it (between messages).
 pub(crate) struct Heartbeat;
@@ -22,22 +36,6 @@ impl Message for Heartbeat {
     }
 }
 
-/// A heartbeat crosses processes too (a process actor's link answers it from the actor). This
-/// impl also keeps the compiler from taking an actor's only `#[handle(remote)]` message for
-/// the one meant when another is sent: the error then names the message that is not exposed.
-impl<A: Actor> crate::exposed::wire::RemoteHandler<Heartbeat> for A {}
-
-impl<A: Actor> Handler<Heartbeat> for A {
-    async fn handle(
-        &mut self,
-        _: Heartbeat,
-        _: &mut Context<Self>,
-    ) -> Result<(), std::convert::Infallible> {
-        self.heartbeat().await;
-        Ok(())
-    }
-}
-
 /// The internal message that says a stream ended; handled by calling the hook.
 pub(crate) struct StreamFinished(pub(crate) StreamId);
 
@@ -46,16 +44,5 @@ impl Message for StreamFinished {
     type Error = std::convert::Infallible;
     fn name() -> &'static str {
         "conclib::StreamFinished"
-    }
-}
-
-impl<A: Actor> Handler<StreamFinished> for A {
-    async fn handle(
-        &mut self,
-        msg: StreamFinished,
-        ctx: &mut Context<Self>,
-    ) -> Result<(), std::convert::Infallible> {
-        self.on_stream_finished(ctx, msg.0).await;
-        Ok(())
     }
 }

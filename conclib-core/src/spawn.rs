@@ -11,7 +11,8 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use crate::actor::Actor;
-use crate::cell::{ActorCell, CellCore, ErasedCell};
+use crate::cell::ActorCell;
+use crate::cell::erased::{CellCore, ErasedCell};
 use crate::context::Context;
 use crate::dynamic::DynActorRef;
 use crate::error::{BoxError, SpawnError, StopReason};
@@ -305,6 +306,42 @@ impl<A: Actor> SpawnBuilder<A> {
             waker.wake();
         }
         Ok(myself)
+    }
+}
+
+/// Spawning: here, beside the builder, so that the system does not reach up to it.
+impl ActorSystem {
+    /// Spawns a top-level actor with its default options ([`Actor::URN`], [`Actor::MAILBOX`]).
+    ///
+    /// # Errors
+    /// [`SpawnError`] if the URN is taken or invalid, `on_start` fails, or the system is shutting down.
+    pub async fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A>, SpawnError> {
+        self.build(actor).spawn().await
+    }
+
+    /// Starts building an actor: set its URN, mailbox, panic policy, then `.spawn().await`.
+    pub fn build<A: Actor>(&self, actor: A) -> SpawnBuilder<A> {
+        SpawnBuilder::new(self.clone(), actor, self.default_ask_timeout())
+    }
+}
+
+/// Spawning children: here, beside the builder, so that the context does not reach up to it.
+impl<P: Actor> Context<P> {
+    /// Starts building a child actor: it stops before this one does, and this one receives a
+    /// [`SupervisionEvent`](crate::supervision::SupervisionEvent) when it stops or restarts.
+    pub fn build_child<C: Actor>(&self, child: C) -> SpawnBuilder<C> {
+        self.system().build(child).parent(self.myself().erased())
+    }
+
+    /// Spawns a child actor with its default options. See [`build_child`](Self::build_child).
+    ///
+    /// # Errors
+    /// As [`ActorSystem::spawn`].
+    pub async fn spawn_child<C: Actor>(
+        &self,
+        child: C,
+    ) -> Result<ActorRef<C>, crate::error::SpawnError> {
+        self.build_child(child).spawn().await
     }
 }
 

@@ -1,5 +1,6 @@
-//! [`ActorSystem`]: the URN registry, lookups, listing and shutdown (spawning is in
-//! [`crate::spawn`]).
+//! [`ActorSystem`]: the URN registry, listing, the hibernation sweep and shutdown. It knows
+//! actors as erased cells only: spawning is in [`crate::spawn`], the lookups by URN (which
+//! return refs) beside `DynActorRef` in [`crate::dynamic`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,17 +10,13 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::actor::Actor;
 use crate::actor_id::ActorId;
-use crate::cell::{CellCore, ErasedCell};
-use crate::dynamic::DynActorRef;
-use crate::error::{LookupError, SpawnError, StopReason};
+use crate::cell::erased::{CellCore, ErasedCell};
+use crate::error::{SpawnError, StopReason};
 use crate::observe::urn_journal::{UrnChanges, UrnJournal};
 use crate::registry::Registry;
 use crate::run::dormant::Keeping;
 use crate::run::hibernation::Hibernation;
-use crate::send::actor_ref::ActorRef;
-use crate::spawn::SpawnBuilder;
 use crate::urn::Urn;
 
 /// The default time an ask waits for its answer.
@@ -82,7 +79,7 @@ struct SystemInner {
     /// Actors marked changed since the last snapshot's look ([`crate::observe::changes`]).
     changes: Arc<crate::observe::changes::Changes>,
     /// What the last look saw of every actor, for the next one to read only the changed.
-    looked: Mutex<crate::observe::snapshot::look::Looked>,
+    looked: Mutex<crate::observe::snapshot::looked::Looked>,
     /// What this system's dormant actors share on each runtime with the system's keeper
     /// tasks there ([`crate::run::dormant`]), by the runtime's id.
     keepers: RwLock<Vec<(tokio::runtime::Id, Arc<Keeping>)>>,
@@ -90,11 +87,11 @@ struct SystemInner {
     hibernation: Arc<Hibernation>,
 }
 
-/// A system that may be gone: what its sweeper holds ([`crate::run::hibernation`]).
-pub(crate) struct WeakSystem(std::sync::Weak<SystemInner>);
+/// A system that may be gone: what its hibernation sweeper holds ([`sweep_every`]).
+struct WeakSystem(std::sync::Weak<SystemInner>);
 
 impl WeakSystem {
-    pub(crate) fn upgrade(&self) -> Option<ActorSystem> {
+    fn upgrade(&self) -> Option<ActorSystem> {
         self.0.upgrade().map(|inner| ActorSystem { inner })
     }
 }
@@ -177,7 +174,7 @@ impl ActorSystem {
                 pool_probes: Mutex::new(Vec::new()),
                 side_entries: std::sync::atomic::AtomicUsize::new(0),
                 changes: Arc::new(crate::observe::changes::Changes::new()),
-                looked: Mutex::new(crate::observe::snapshot::look::Looked::default()),
+                looked: Mutex::new(crate::observe::snapshot::looked::Looked::default()),
                 keepers: RwLock::new(Vec::new()),
                 hibernation: Hibernation::new(),
             }),
@@ -227,54 +224,6 @@ impl ActorSystem {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.inner.name
-    }
-
-    /// Spawns a top-level actor with its default options ([`Actor::URN`], [`Actor::MAILBOX`]).
-    ///
-    /// # Errors
-    /// [`SpawnError`] if the URN is taken or invalid, `on_start` fails, or the system is shutting down.
-    pub async fn spawn<A: Actor>(&self, actor: A) -> Result<ActorRef<A>, SpawnError> {
-        self.build(actor).spawn().await
-    }
-
-    /// Starts building an actor: set its URN, mailbox, panic policy, then `.spawn().await`.
-    pub fn build<A: Actor>(&self, actor: A) -> SpawnBuilder<A> {
-        SpawnBuilder::new(self.clone(), actor, self.inner.ask_timeout)
-    }
-
-    /// The actor with this URN.
-    ///
-    /// # Errors
-    /// [`LookupError::NotFound`] if no live actor has it.
-    pub fn lookup(&self, urn: &str) -> Result<DynActorRef, LookupError> {
-        let names = self.inner.names.read().unwrap_or_else(|e| e.into_inner());
-        names
-            .get(urn)
-            .map(|cell| DynActorRef { cell: cell.clone() })
-            .ok_or_else(|| LookupError::NotFound(urn.to_owned()))
-    }
-
-    /// The actor with this URN, as a typed ref.
-    ///
-    /// # Errors
-    /// [`LookupError::NotFound`], or [`LookupError::WrongType`] if it is not an `A`.
-    pub fn lookup_typed<A: Actor>(&self, urn: &str) -> Result<ActorRef<A>, LookupError> {
-        let found = self.lookup(urn)?;
-        found.downcast::<A>().ok_or_else(|| LookupError::WrongType {
-            urn: found.urn().cloned().expect("found by URN"),
-            expected: std::any::type_name::<A>(),
-            actual: found.type_name(),
-        })
-    }
-
-    /// The live actors that have a URN, in no particular order.
-    #[must_use]
-    pub fn named_actors(&self) -> Vec<DynActorRef> {
-        let names = self.inner.names.read().unwrap_or_else(|e| e.into_inner());
-        names
-            .values()
-            .map(|cell| DynActorRef { cell: cell.clone() })
-            .collect()
     }
 
     /// A receiver that sees a change each time a URN is taken or freed: what a proxy
@@ -398,7 +347,7 @@ impl ActorSystem {
         // Killed as `ActorRef::kill` kills: a handler waiting at an `.await` is dropped,
         // queued asks fail, `on_stop` runs with `Killed`, parents and watchers are told.
         for cell in &left {
-            cell.push_control(crate::mailbox::Control::Kill);
+            cell.push_control(crate::mailbox::control::Control::Kill);
         }
         if tokio::time::timeout(KILL_GRACE, self.wait_empty())
             .await
@@ -473,8 +422,15 @@ impl ActorSystem {
     /// What the last look saw (one look at a time per system holds it).
     pub(crate) fn lock_looked(
         &self,
-    ) -> std::sync::MutexGuard<'_, crate::observe::snapshot::look::Looked> {
+    ) -> std::sync::MutexGuard<'_, crate::observe::snapshot::looked::Looked> {
         self.inner.looked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The URN table, read-locked.
+    pub(crate) fn read_names(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<Urn, Arc<dyn ErasedCell>>> {
+        self.inner.names.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_actors(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -590,9 +546,9 @@ impl ActorSystem {
             return k;
         }
         let weak = Arc::downgrade(inner);
-        inner
-            .hibernation
-            .start(&runtime, WeakSystem(Arc::downgrade(inner)));
+        inner.hibernation.start(&runtime, || {
+            sweep_every(inner.hibernation.clone(), WeakSystem(Arc::downgrade(inner)))
+        });
         let number = Keeping::next_number();
         let keeping = Keeping::start(
             runtime,
@@ -677,12 +633,12 @@ impl ActorSystem {
         let core = cell.core();
         self.release_urn(core);
         self.drop_side_entries(core);
-        crate::cell::leave_parent(core);
+        crate::cell::erased::leave_parent(core);
         core.mark_stopped(reason.clone());
         // The next snapshot's look finds it stopped (as it will when it leaves the registry).
         cell.capacity().mark.set();
         tracing::debug!(%reason, "actor stopped");
-        crate::cell::notify_stopped(core, reason);
+        crate::cell::erased::notify_stopped(core, reason);
         self.forget(cell);
     }
 
@@ -730,5 +686,38 @@ impl ActorSystem {
         self.release_urn(cell.core());
         self.drop_side_entries(cell.core());
         self.forget(cell);
+    }
+}
+
+/// The actors a sweep looks at under one hold of the system's registry lock.
+const SWEPT_AT_ONCE: usize = 256;
+
+/// The hibernation sweeper ([`crate::run::hibernation`]): a sweep every period, for as long
+/// as the system lives.
+async fn sweep_every(hibernation: Arc<Hibernation>, system: WeakSystem) {
+    loop {
+        hibernation.period().await;
+        let Some(system) = system.upgrade() else {
+            return;
+        };
+        sweep(&system).await;
+    }
+}
+
+/// One hibernation sweep over the system's actors, a few hundred at a time (the registry's
+/// lock is not held across them, nor while the woken actors run). Returns how many were
+/// asked to hibernate.
+pub(crate) async fn sweep(system: &ActorSystem) -> usize {
+    let mut from = 0;
+    let mut asked = 0;
+    loop {
+        let (cells, next) = system.cells_from(from, SWEPT_AT_ONCE);
+        if cells.is_empty() {
+            return asked;
+        }
+        asked += cells.iter().filter(|c| c.sweep()).count();
+        drop(cells);
+        from = next;
+        tokio::task::yield_now().await;
     }
 }

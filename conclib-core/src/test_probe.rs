@@ -53,3 +53,37 @@ pub(crate) async fn until(what: &str, mut done: impl FnMut() -> bool) {
     .await;
     assert!(reached.is_ok(), "{what}");
 }
+
+/// Sweeps `system` until `done` holds (bounded, as [`until`]). An ask's answer reaches the
+/// asker before the actor's task has looked for more mail: a sweep that comes in between
+/// finds it busy, and it waits for the next sweep, as it would for the next period.
+pub(crate) async fn sweep_until(
+    system: &crate::system::ActorSystem,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+) {
+    let reached = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            crate::system::sweep(system).await;
+            for _ in 0..64 {
+                if done() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    })
+    .await;
+    assert!(reached.is_ok(), "{what}");
+}
+
+/// Sweeps `system` until `actor` hibernates (the tests').
+pub(crate) async fn sweep_until_dormant<A: crate::actor::Actor>(
+    system: &crate::system::ActorSystem,
+    actor: &crate::send::actor_ref::ActorRef<A>,
+) {
+    sweep_until(system, "the actor never hibernated", || {
+        actor.cell.mailbox.is_dormant()
+    })
+    .await;
+}

@@ -539,7 +539,7 @@ fn an_idle_actors_messages_are_counted_without_another_message() {
 fn a_hibernating_actor_keeps_its_counts_and_counts_on_when_woken() {
     serial(async {
         let (system, actor) = an_idle_actor_asked_three_times().await;
-        crate::run::hibernation::sweep_until_dormant(&system, &actor).await;
+        crate::test_probe::sweep_until_dormant(&system, &actor).await;
         // Its metrics went with hibernation; its counts are in its statistics.
         assert_eq!(handled(&system), 3);
         // Woken, it measures with new metrics, which find the same tally.

@@ -2,7 +2,8 @@
 
 use std::mem::offset_of;
 
-use super::{ActorCell, CellCore, Stats};
+use super::ActorCell;
+use super::erased::{CellCore, Stats};
 
 struct Idle;
 impl crate::actor::Actor for Idle {}
@@ -32,7 +33,7 @@ fn the_hands_on_flag_and_the_ask_timeout_are_kept_apart() {
 /// and freed with the cell.
 #[test]
 fn a_stop_reason_is_set_once() {
-    use super::ReasonCell;
+    use super::erased::ReasonCell;
     use crate::error::StopReason;
     let reason = ReasonCell::new();
     assert!(reason.get().is_none());
@@ -68,7 +69,7 @@ fn the_task_line_is_apart() {
 #[cfg(conclib_loom)]
 #[test]
 fn loom_the_first_reason_set_stays_for_every_reader() {
-    use super::ReasonCell;
+    use super::erased::ReasonCell;
     use crate::error::StopReason;
     loom::model(|| {
         let cell = loom::sync::Arc::new(ReasonCell::new());

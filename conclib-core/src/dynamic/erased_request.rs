@@ -337,6 +337,22 @@ impl QueuedAsk {
     }
 }
 
+/// Erased requests from a [`DynActorRef`]: here, beside the request, so that the ref does
+/// not reach up to it.
+impl DynActorRef {
+    /// A request with a message already decoded into an [`ErasedMessage`] (what a proxy
+    /// sends), to finish with [`ErasedRequest::ask`] or [`ErasedRequest::tell`] after
+    /// setting its options.
+    pub fn erased(
+        &self,
+        name: &'static str,
+        type_id: TypeId,
+        msg: ErasedMessage,
+    ) -> ErasedRequest<'_> {
+        ErasedRequest::new(self, name, type_id, msg)
+    }
+}
+
 /// An erased ask's answer as its asker gets it: a refusal named after `target` (a rejecting
 /// envelope does not know its actor's name), none (the actor's side went without
 /// answering) as the actor stopped.

@@ -1,13 +1,12 @@
 //! Addressing actors whose type is not known at compile time: [`DynActorRef`] (what a URN
 //! lookup returns) and the requests it sends (`exchange`: its asks and tells of typed
-//! messages, [`DynAskFuture`] and [`DynTellFuture`]).
+//! messages, [`DynAskFuture`](crate::DynAskFuture) and [`DynTellFuture`](crate::DynTellFuture)).
 
 pub(crate) mod erased_request;
-mod exchange;
+pub(crate) mod exchange;
+pub(crate) mod request_carried;
 pub(crate) mod request_cell;
 pub(crate) mod request_envelope;
-
-pub use exchange::{DynAskFuture, DynTellFuture};
 
 use std::any::TypeId;
 use std::fmt;
@@ -17,16 +16,19 @@ use std::time::Duration;
 
 use crate::actor::Actor;
 use crate::actor_id::ActorId;
-use crate::cell::{ActorCell, ErasedCell};
-use crate::dynamic::erased_request::ErasedRequest;
+use crate::cell::ActorCell;
+use crate::cell::erased::ErasedCell;
+use crate::context::Context;
 use crate::dynamic::request_cell::{RequestHead, Waiter};
 use crate::dynamic::request_envelope::{ErasedResult, RequestEnvelope};
-use crate::error::{AskError, SendError, StopReason};
+use crate::error::{AskError, LookupError, SendError, StopReason};
 use crate::exposed::remote::{ErasedMessage, ExposedMessage};
-use crate::mailbox::Control;
+use crate::mailbox::control::Control;
 use crate::message::{Message, Priority};
 use crate::send::actor_ref::ActorRef;
 use crate::send::request::{AskRequest, TellRequest};
+use crate::supervision::SupervisionEvent;
+use crate::system::ActorSystem;
 use crate::urn::Urn;
 
 /// A ref to an actor of any type, as returned by
@@ -87,7 +89,7 @@ impl DynActorRef {
     /// restarts and its end. `false` if the actor is gone.
     pub fn send_event(&self, event: crate::supervision::SupervisionEvent) -> bool {
         self.cell
-            .push_control(crate::mailbox::Control::Event(event))
+            .push_control(crate::mailbox::control::Control::Event(event))
     }
 
     /// Resolves once the actor has answered a heartbeat: a high-priority message it answers
@@ -255,18 +257,6 @@ impl DynActorRef {
         self.erased(name, type_id, msg).timeout(timeout).ask().await
     }
 
-    /// A request with a message already decoded into an [`ErasedMessage`] (what a proxy
-    /// sends), to finish with [`ErasedRequest::ask`] or [`ErasedRequest::tell`] after
-    /// setting its options.
-    pub fn erased(
-        &self,
-        name: &'static str,
-        type_id: TypeId,
-        msg: ErasedMessage,
-    ) -> ErasedRequest<'_> {
-        ErasedRequest::new(self, name, type_id, msg)
-    }
-
     /// Takes a place in the mailbox, waiting at most `room_timeout` (forever if `None`).
     pub(crate) async fn reserve<E>(
         &self,
@@ -318,6 +308,105 @@ impl<A: Actor> From<&ActorRef<A>> for DynActorRef {
         DynActorRef {
             cell: r.cell.clone(),
         }
+    }
+}
+
+/// Finding actors by URN: here, beside [`DynActorRef`], so that the system does not reach
+/// up to it.
+impl ActorSystem {
+    /// The actor with this URN.
+    ///
+    /// # Errors
+    /// [`LookupError::NotFound`] if no live actor has it.
+    pub fn lookup(&self, urn: &str) -> Result<DynActorRef, LookupError> {
+        let names = self.read_names();
+        names
+            .get(urn)
+            .map(|cell| DynActorRef { cell: cell.clone() })
+            .ok_or_else(|| LookupError::NotFound(urn.to_owned()))
+    }
+
+    /// The actor with this URN, as a typed ref.
+    ///
+    /// # Errors
+    /// [`LookupError::NotFound`], or [`LookupError::WrongType`] if it is not an `A`.
+    pub fn lookup_typed<A: Actor>(&self, urn: &str) -> Result<ActorRef<A>, LookupError> {
+        let found = self.lookup(urn)?;
+        found.downcast::<A>().ok_or_else(|| LookupError::WrongType {
+            urn: found.urn().cloned().expect("found by URN"),
+            expected: std::any::type_name::<A>(),
+            actual: found.type_name(),
+        })
+    }
+
+    /// The live actors that have a URN, in no particular order.
+    #[must_use]
+    pub fn named_actors(&self) -> Vec<DynActorRef> {
+        let names = self.read_names();
+        names
+            .values()
+            .map(|cell| DynActorRef { cell: cell.clone() })
+            .collect()
+    }
+}
+
+/// What a context does with other actors by their erased refs: here, beside
+/// [`DynActorRef`], so that the context does not reach up to it.
+impl<A: Actor> Context<A> {
+    /// The children that have not stopped yet.
+    #[must_use]
+    pub fn children(&self) -> Vec<DynActorRef> {
+        self.myself()
+            .cell
+            .core
+            .lock_children()
+            .iter()
+            .map(|cell| DynActorRef { cell: cell.clone() })
+            .collect()
+    }
+
+    /// Watches `other`: when it stops, this actor receives
+    /// [`SupervisionEvent::Terminated`] in [`Actor::on_event`]. Watching an actor that
+    /// already stopped delivers the event at once; watching it again while watching it
+    /// changes nothing (one event). When this actor stops first, `other` forgets it.
+    pub fn watch(&self, other: impl Into<DynActorRef>) {
+        let other = other.into();
+        let me: Arc<dyn ErasedCell> = self.myself().erased();
+        let my_id = self.id();
+        let core = other.cell.core();
+        let mut watchers = core.lock_watchers();
+        if core.is_alive() {
+            if watchers.iter().any(|w| w.core().id == my_id) {
+                return;
+            }
+            watchers.push(me);
+            drop(watchers);
+            self.add_watched(other.id(), Arc::downgrade(&other.cell));
+        } else {
+            drop(watchers);
+            let reason = other
+                .cell
+                .core()
+                .stop_reason()
+                .unwrap_or(StopReason::Normal);
+            me.push_control(Control::Event(SupervisionEvent::Terminated {
+                id: other.id(),
+                urn: other.urn().cloned(),
+                reason,
+            }));
+        }
+    }
+
+    /// Stops watching `other`.
+    pub fn unwatch(&self, other: impl Into<DynActorRef>) {
+        let other = other.into();
+        let my_id = self.id();
+        other
+            .cell
+            .core()
+            .lock_watchers()
+            .retain(|w| w.core().id != my_id);
+        self.forget_watched(other.id());
     }
 }
 

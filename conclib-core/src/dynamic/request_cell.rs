@@ -26,11 +26,17 @@ use std::task::{Context as TaskContext, Poll, Waker};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::dynamic::request_envelope::ErasedResult;
+use crate::error::AskError;
 use crate::exposed::remote::ErasedMessage;
 use crate::message::Priority;
 use crate::observe::trace::TraceContext;
-use crate::run::envelope::Kept;
+
+/// Something kept alive until an ask is answered (see
+/// [`Envelope::keep_until_answered`](crate::run::envelope::Envelope::keep_until_answered)).
+pub(crate) type Kept = Box<dyn std::any::Any + Send>;
+
+/// The result of a type-erased ask: the response, or an error whose handler error is erased.
+pub type ErasedResult = Result<ErasedMessage, AskError<ErasedMessage>>;
 
 /// What a request is: set when it is made, never changed.
 pub(crate) struct RequestHead {
@@ -432,6 +438,13 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::task::Wake;
 
+    /// A message for the tests (any message does).
+    struct Probe;
+    impl crate::message::Message for Probe {
+        type Response = ();
+        type Error = std::convert::Infallible;
+    }
+
     struct Flag(AtomicBool);
     impl Wake for Flag {
         fn wake(self: Arc<Self>) {
@@ -446,7 +459,7 @@ mod tests {
 
     fn request(waiter: Waiter) -> (Arc<RequestCell>, Answerer) {
         let (cell, answerer) = RequestCell::new(
-            RequestHead::of::<crate::messages::Heartbeat>(Priority::Normal),
+            RequestHead::of::<Probe>(Priority::Normal),
             Box::new(()),
             waiter,
         );
@@ -560,7 +573,7 @@ mod tests {
     #[test]
     fn a_request_whose_fence_closed_is_not_begun_and_its_asker_learns_why() {
         let fenced = |fence: &crate::Fence| {
-            let mut head = RequestHead::of::<crate::messages::Heartbeat>(Priority::Normal);
+            let mut head = RequestHead::of::<Probe>(Priority::Normal);
             head.fence = Some(fence.clone());
             let got = Arc::new(Mutex::new(None));
             let seen = got.clone();

@@ -1,32 +1,25 @@
 //! What a dynamic request is on the actor's side: [`RequestEnvelope`] (what
-//! [`Actor::handle_request`] receives), its responders, and the envelope it travels in.
+//! [`Actor::handle_request`](crate::Actor::handle_request) receives) and its responders.
+//! The envelope it travels in is [`crate::dynamic::request_carried`].
 
-use pin_project_lite::pin_project;
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::poll_fn;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::actor::Actor;
-use crate::context::Context;
+use crate::dynamic::request_cell::Kept;
 use crate::dynamic::request_cell::{Answerer, Asking, RequestCell, RequestHead, Waiter};
 use crate::error::AskError;
 use crate::exposed::remote::ErasedMessage;
 use crate::message::{Message, Priority};
 use crate::observe::trace::TraceContext;
-use crate::run::envelope::{Carried, Envelope, Kept};
-use crate::run::future_slot::Outcome;
-use crate::run::future_slot::{FutureSlot, Started};
-use crate::run::guarded::{CatchUnwind, Lazy};
 
-/// The result of a type-erased ask: the response, or an error whose handler error is erased.
-pub type ErasedResult = Result<ErasedMessage, AskError<ErasedMessage>>;
+pub use crate::dynamic::request_cell::ErasedResult;
 
 /// A request that arrived through a [`DynActorRef`](crate::DynActorRef) or a proxy: a message of a type known
 /// only at run time, and where to send the answer.
 ///
-/// The actor's [`Actor::handle_request`] looks at it with [`matches`](Self::matches) and
+/// The actor's [`Actor::handle_request`](crate::Actor::handle_request) looks at it with [`matches`](Self::matches) and
 /// [`extract`](Self::extract), then answers through the [`Responder`]. Dropping the envelope
 /// or the responder without answering gives the asker [`AskError::NoResponse`] at once.
 ///
@@ -119,7 +112,7 @@ impl RequestEnvelope {
 
     /// What answers the request, until a responder takes it; `None` for a tell nobody
     /// waits for.
-    fn answerer(&self) -> Option<&Answerer> {
+    pub(crate) fn answerer(&self) -> Option<&Answerer> {
         match &self.body {
             Body::Answering(answerer) => Some(answerer),
             _ => None,
@@ -213,10 +206,7 @@ impl RequestEnvelope {
 
     /// Keeps `guard` until the request is answered (or given up, or dropped), beside what
     /// was kept before. Gives it back for a tell nobody waits for.
-    pub(crate) fn keep_until_answered(
-        &self,
-        guard: crate::run::envelope::Kept,
-    ) -> Option<crate::run::envelope::Kept> {
+    pub(crate) fn keep_until_answered(&self, guard: Kept) -> Option<Kept> {
         match self.answerer() {
             Some(reply) if !self.acked_tell() => {
                 reply.keep(guard);
@@ -447,112 +437,16 @@ impl<M: Message> fmt::Debug for Responder<M> {
     }
 }
 
-// ---- the envelope a dynamic request travels in ----
-
-impl<A: Actor> Carried<A> for RequestEnvelope {
-    const NAMED_BY_TYPE: bool = false;
-    const TRACED: bool = true;
-
-    fn name(&self) -> &'static str {
-        self.message_name()
-    }
-
-    fn trace(&self) -> Option<TraceContext> {
-        RequestEnvelope::trace(self)
-    }
-
-    fn keep(&self, guard: Kept) -> Option<Kept> {
-        self.keep_until_answered(guard)
-    }
-
-    fn drop_unhandled(self) {
-        // Dropped unhandled: the actor is gone.
-        self.fail(AskError::ActorStopped);
-    }
-
-    fn reject(self) {
-        self.fail(AskError::MailboxFull);
-    }
-
-    fn handle<'a>(
-        self,
-        actor: &'a mut A,
-        ctx: &'a mut Context<A>,
-        slot: &'a mut FutureSlot,
-        cx: &mut std::task::Context<'_>,
-    ) -> Started<'a> {
-        let reply = self.answerer().cloned();
-        slot.start(
-            GuardedRequest {
-                inner: CatchUnwind::new(Lazy::Start {
-                    create: move || actor.handle_request(self, ctx),
-                }),
-                reply,
-            },
-            cx,
-        )
-    }
-}
-
-pin_project! {
-    struct GuardedRequest<C, F> {
-        #[pin]
-        inner: CatchUnwind<Lazy<C, F>>,
-        reply: Option<Answerer>,
-    }
-
-    impl<C, F> PinnedDrop for GuardedRequest<C, F> {
-        fn drop(this: Pin<&mut Self>) {
-            // Dropped before the handler finished: the actor was killed while handling it.
-            // (After an answer, or a panic, the reply was taken and this does nothing.)
-            if let Some(reply) = this.project().reply.take() {
-                reply.send(Err(AskError::ActorStopped));
-            }
-        }
-    }
-}
-
-impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
-    type Output = Outcome;
-    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
-        let mut this = self.project();
-        // Nobody waits for the answer any more: do not start the work.
-        if this.inner.fut.is_unstarted() && this.reply.as_ref().is_some_and(|r| !r.begin()) {
-            this.inner.as_mut().project().fut.set(Lazy::Finished);
-            *this.reply = None;
-            return std::task::Poll::Ready(Outcome::Skipped);
-        }
-        match std::task::ready!(this.inner.poll(cx)) {
-            Ok(()) => {
-                // The handler may have kept its responder to answer later: not ours to touch.
-                let error = this.reply.take().and_then(|r| r.error());
-                std::task::Poll::Ready(error.map_or(Outcome::Done, Outcome::Refused))
-            }
-            Err(panic) => {
-                if let Some(reply) = this.reply.take() {
-                    reply.send(Err(AskError::Panicked(panic.clone())));
-                }
-                std::task::Poll::Ready(Outcome::Panicked(panic))
-            }
-        }
-    }
-}
-
-pub(crate) fn request_envelope<A: Actor>(req: RequestEnvelope) -> Envelope<A> {
-    Envelope::carrying(req)
-}
-
-/// The request back out of an envelope made by [`request_envelope`].
-pub(crate) fn take_request<A: Actor>(env: Envelope<A>) -> RequestEnvelope {
-    match env.into_payload() {
-        Ok(req) => req,
-        Err(_) => unreachable!("an envelope made by `request_envelope`"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message for the tests (any message does).
+    struct Probe;
+    impl crate::message::Message for Probe {
+        type Response = ();
+        type Error = std::convert::Infallible;
+    }
 
     /// Two words: within a mailbox slot's inline payload with a send stamp beside it
     /// (metrics on), so that no dynamic request needs a box for its envelope.
@@ -568,16 +462,16 @@ mod tests {
     /// taken apart as an ask's, it has no answerer and counts as a tell.
     #[test]
     fn a_tell_nobody_waits_for_has_no_cell() {
-        let head = RequestHead::of::<crate::messages::Heartbeat>(Priority::High);
+        let head = RequestHead::of::<Probe>(Priority::High);
         let mut told = RequestEnvelope::new(head, Box::new(5u32), Waiter::Nobody);
         assert!(told.cell().is_none());
         assert!(!told.expects_response());
         assert_eq!(told.priority(), Priority::High);
-        assert!(told.matches::<crate::messages::Heartbeat>());
+        assert!(told.matches::<Probe>());
         assert_eq!(*told.take_message().unwrap().downcast::<u32>().unwrap(), 5);
         assert!(told.take_message().is_none(), "taken once");
 
-        let head = RequestHead::of::<crate::messages::Heartbeat>(Priority::Normal);
+        let head = RequestHead::of::<Probe>(Priority::Normal);
         let (asked, _asking) = RequestEnvelope::ask(head, Box::new(6u32));
         assert!(asked.cell().is_some());
         assert!(asked.expects_response());

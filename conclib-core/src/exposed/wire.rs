@@ -135,3 +135,8 @@ where
         wire.into_handler_error()
     }
 }
+
+/// A heartbeat crosses processes too (a process actor's link answers it from the actor). This
+/// impl also keeps the compiler from taking an actor's only `#[handle(remote)]` message for
+/// the one meant when another is sent: the error then names the message that is not exposed.
+impl<A: crate::actor::Actor> RemoteHandler<crate::messages::Heartbeat> for A {}

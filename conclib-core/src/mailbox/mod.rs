@@ -18,23 +18,14 @@ use crate::actor::Actor;
 use crate::message::Priority;
 use crate::observe::changes::Mark;
 use crate::run::envelope::Envelope;
-use crate::supervision::SupervisionEvent;
 
-mod capacity;
+pub(crate) mod capacity;
 pub(crate) mod config;
+pub(crate) mod control;
 
 pub use capacity::Capacity;
 pub(crate) use config::MailboxConfig;
-
-/// Messages of the runtime itself; they overtake all user messages.
-pub(crate) enum Control {
-    /// Stop now: the running handler is dropped at its next `.await`, the queue is dropped.
-    Kill,
-    /// A child stopped or restarted, or a watched actor stopped.
-    Event(SupervisionEvent),
-    /// Restart now (a sibling failed under one-for-all); holds the reason.
-    Restart(String),
-}
+use control::Control;
 
 struct Lanes<A: Actor> {
     /// The control and high lanes, allocated at their first message: most actors never

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::builder::{SharedFactory, make};
 use super::routing::make_room;
-use super::{Member, Shared};
+use super::shared::{Member, Shared, SharedFactory, make};
 use crate::actor::Actor;
 use crate::actor_id::ActorId;
 use crate::cell::ActorCell;
@@ -194,7 +193,7 @@ impl<A: Actor> Actor for PoolSupervisor<A> {
                 // sees of a member that hands its work on at once (a process actor's relay).
                 // A tell gives the guard back: it counts until queued (then `queued` does).
                 let _tell = routed.and_then(|routed| request.keep_until_answered(Box::new(routed)));
-                match crate::cell::ErasedCell::push_request(cell, request, priority) {
+                match crate::cell::erased::ErasedCell::push_request(cell, request, priority) {
                     Ok(()) => return,
                     Err(back) => {
                         request = back;

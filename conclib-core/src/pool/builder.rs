@@ -7,18 +7,13 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use super::{Pool, PoolSupervisor, Routing, Shared, WhenFull};
+use super::shared::{Shared, SharedFactory};
+use super::{Pool, PoolSupervisor, Routing, WhenFull};
 use crate::actor::Actor;
 use crate::error::SpawnError;
 use crate::mailbox::config::MailboxConfig;
 use crate::supervision::RestartLimit;
 use crate::system::ActorSystem;
-
-pub(super) type SharedFactory<A> = Arc<Mutex<Box<dyn FnMut() -> A + Send>>>;
-
-pub(super) fn make<A>(factory: &SharedFactory<A>) -> A {
-    (factory.lock().unwrap_or_else(|e| e.into_inner()))()
-}
 
 /// Builds a pool; from [`ActorSystem::pool`]. Finish with `.spawn().await`.
 #[must_use = "a builder does nothing until `.spawn().await`"]

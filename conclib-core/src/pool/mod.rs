@@ -1,22 +1,23 @@
 //! Pools: N actors of one type behind one ref and one URN (see [`Pool`]).
 
 mod actor;
-mod builder;
+pub(crate) mod builder;
 mod routing;
+mod shared;
 
 pub use actor::PoolSupervisor;
 use actor::Resize;
-pub use builder::PoolBuilder;
 
 use routing::make_room;
 pub use routing::{AskOutcome, MemberLoad, PoolStats, Routing, WhenFull};
+use shared::{InFlight, Member, Shared};
 
 use std::fmt;
 use std::future::Future;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -32,105 +33,6 @@ use crate::send::actor_ref::ActorRef;
 use crate::send::request::{
     AskRequest, DeliverAsk, DeliverTell, KeyRouted, SendOptions, TellRequest,
 };
-
-struct Member<A: Actor> {
-    actor: ActorRef<A>,
-    in_flight: Arc<AtomicUsize>,
-}
-
-impl<A: Actor> Clone for Member<A> {
-    fn clone(&self) -> Self {
-        Member {
-            actor: self.actor.clone(),
-            in_flight: self.in_flight.clone(),
-        }
-    }
-}
-
-impl<A: Actor> Member<A> {
-    fn load(&self) -> MemberLoad {
-        MemberLoad {
-            id: self.actor.id(),
-            queued: self.actor.mailbox_len(),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            working: self.actor.cell.mailbox.is_working(),
-        }
-    }
-}
-
-/// The state shared by the pool's refs and its supervising actor.
-struct Shared<A: Actor> {
-    /// Copy-on-write: routing clones the `Arc`, resizing swaps it.
-    members: RwLock<Arc<Vec<Member<A>>>>,
-    next: AtomicUsize,
-    routing: Routing,
-    when_full: WhenFull,
-    ask_timeout: Duration,
-    replaced: AtomicUsize,
-}
-
-/// The member-side error of a routing attempt.
-enum RouteError {
-    /// No member (the pool stopped or has size 0).
-    Empty,
-}
-
-impl<A: Actor> Shared<A> {
-    fn snapshot(&self) -> Arc<Vec<Member<A>>> {
-        self.members
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Picks a member and counts the message in its load at once (the returned guard), so
-    /// that senders routing at the same moment see it.
-    /// A tell is counted only while routing reads loads (least-loaded, custom): the other
-    /// routings never look, and a tell's count is two atomic operations on its hot path.
-    fn route(
-        &self,
-        key: Option<u64>,
-        ask: bool,
-    ) -> Result<(Member<A>, Option<InFlight>), RouteError> {
-        let members = self.snapshot();
-        if members.is_empty() {
-            return Err(RouteError::Empty);
-        }
-        let n = members.len();
-        let round_robin = || self.next.fetch_add(1, Ordering::Relaxed) % n;
-        let index = match &self.routing {
-            Routing::RoundRobin => round_robin(),
-            Routing::KeyHash => key.map_or_else(round_robin, |k| (k % n as u64) as usize),
-            Routing::LeastLoaded => {
-                // Start at a rotating index so that ties spread over the members.
-                let start = round_robin();
-                (0..n)
-                    .map(|i| (start + i) % n)
-                    .min_by_key(|&i| members[i].load().load())
-                    .expect("non-empty")
-            }
-            Routing::Custom(pick) => {
-                let loads: Vec<MemberLoad> = members.iter().map(Member::load).collect();
-                pick(key, &loads) % n
-            }
-        };
-        let member = members[index].clone();
-        let counted = ask || matches!(self.routing, Routing::LeastLoaded | Routing::Custom(_));
-        let routed = counted.then(|| InFlight::enter(&member.in_flight));
-        Ok((member, routed))
-    }
-
-    fn replace_members(&self, f: impl FnOnce(&mut Vec<Member<A>>)) {
-        let mut guard = self.members.write().unwrap_or_else(|e| e.into_inner());
-        let mut next: Vec<Member<A>> = (**guard).clone();
-        f(&mut next);
-        *guard = Arc::new(next);
-    }
-
-    fn contains(&self, id: ActorId) -> bool {
-        self.snapshot().iter().any(|m| m.actor.id() == id)
-    }
-}
 
 /// A pool of actors of type `A` behind one ref and one URN; from [`ActorSystem::pool`](crate::ActorSystem::pool).
 /// Cloning is cheap.
@@ -194,7 +96,7 @@ impl<A: Actor> Shared<A> {
 ///   gave up while it was queued is never handed to the member's handler (the core's rule).
 /// - **Replacement.** Members restart in place after a panic under the pool's
 ///   [`RestartLimit`](crate::RestartLimit); a member that stops anyway (restart limit, killed) is replaced by a
-///   fresh one. With [`PoolBuilder::unresponsive_after`], a member that does not answer a
+///   fresh one. With [`PoolBuilder::unresponsive_after`](crate::PoolBuilder::unresponsive_after), a member that does not answer a
 ///   high-priority heartbeat in time is killed and replaced (a dead-man's switch); a handler
 ///   stuck in a CPU loop is taken out of the routing at once even though its task runs on.
 ///   More than `replacements_limit` replacements within its window stop the pool with
@@ -420,29 +322,11 @@ struct Pending<M: Message> {
     _guard: Option<InFlight>,
 }
 
-/// Counts an ask in its member's in-flight number until the ask ends (answered, failed,
-/// timed out or dropped; one still handled after its asker gave up counts as the member's
-/// work, [`MemberLoad::working`]).
-pub(super) struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    pub(super) fn enter(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        InFlight(count.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl<A: Actor> crate::send::request::Address for Pool<A> {
+impl<A: Actor> crate::send::address::Address for Pool<A> {
     type Actor = A;
 }
 
-impl<A: Handler<M>, M: Message> crate::send::request::Requester<M> for Pool<A> {
+impl<A: Handler<M>, M: Message> crate::send::address::Requester<M> for Pool<A> {
     type Request<'a> = AskRequest<&'a Pool<A>, M>;
 
     fn request(&self, message: M) -> Self::Request<'_> {

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
-use crate::cell::ErasedCell;
+use crate::cell::erased::ErasedCell;
 
 /// A run loop, boxed, as it waits to become a task.
 pub(crate) type RunFuture = Pin<Box<dyn Future<Output = ()> + Send>>;

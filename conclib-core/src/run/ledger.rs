@@ -1,6 +1,5 @@
 //! What the run loop owes between two messages ([`Ledger`]).
 
-use super::record;
 use crate::actor::Actor;
 use crate::observe::metrics::actor::ActorMetrics;
 
@@ -72,4 +71,10 @@ impl Ledger {
             record(m, cell);
         }
     }
+}
+
+/// Gives the recorder what `m` measured (out of line: rare next to the messages it covers).
+#[inline(never)]
+pub(super) fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
+    m.record(cell.mailbox.capacity.len());
 }

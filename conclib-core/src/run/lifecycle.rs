@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::actor::Actor;
-use crate::cell::ErasedCell;
+use crate::cell::erased::ErasedCell;
 use crate::context::Context;
 use crate::error::StopReason;
-use crate::mailbox::Control;
+use crate::mailbox::control::Control;
 use crate::run::guarded::CatchUnwind;
 use crate::supervision::{PanicPolicy, RestartLimit, SupervisionEvent, SupervisionStrategy};
 
@@ -71,7 +71,7 @@ impl<A> RunOptions<A> {
 
 /// A handler or hook (`on_start`, `on_stop`, `on_panic`) panicked: counted in the actor's
 /// statistics and `conclib_actor_panics_total`.
-pub(crate) fn count_panic(core: &crate::cell::CellCore, panic: &str) {
+pub(crate) fn count_panic(core: &crate::cell::erased::CellCore, panic: &str) {
     core.panicked(panic);
     crate::observe::metrics::count(core, "conclib_actor_panics_total");
 }

@@ -27,7 +27,7 @@ pub(crate) mod hibernation;
 mod ledger;
 pub(crate) mod lifecycle;
 
-use ledger::Ledger;
+use ledger::{Ledger, record};
 pub(crate) use lifecycle::{Factory, RunOptions};
 use lifecycle::{Flow, after_panic, finish, on_control};
 
@@ -40,7 +40,8 @@ use std::task::Poll;
 use crate::actor::Actor;
 use crate::context::Context;
 use crate::error::StopReason;
-use crate::mailbox::{Control, Next};
+use crate::mailbox::Next;
+use crate::mailbox::control::Control;
 use crate::observe::metrics::actor::ActorMetrics;
 use crate::run::future_slot::Outcome;
 use crate::run::future_slot::{FutureSlot, SlotFuture, Started};
@@ -150,7 +151,7 @@ fn hibernate<A: Actor>(
         } else {
             Box::pin(run(actor, ctx, options))
         };
-    let cell: Arc<dyn crate::cell::ErasedCell> = cell;
+    let cell: Arc<dyn crate::cell::erased::ErasedCell> = cell;
     crate::run::dormant::hibernate(next, keeping, &cell);
 }
 
@@ -476,12 +477,6 @@ fn after_message<A: Actor>(
     panic
 }
 
-/// Gives the recorder what `m` measured (out of line: rare next to the messages it covers).
-#[inline(never)]
-pub(super) fn record<A: Actor>(m: &mut ActorMetrics, cell: &crate::cell::ActorCell<A>) {
-    m.record(cell.mailbox.capacity.len());
-}
-
 /// Before a message is handled: its span (with the trace it is part of, if any; boxed,
 /// and only when enabled: 8 bytes of every actor's run future, not a `Span`'s 40) and,
 /// when metrics are on, its measurement started. A plain function, so that none of this
@@ -491,7 +486,7 @@ fn start_message<A: Actor>(
     env: &crate::run::envelope::Envelope<A>,
     trace: Option<crate::observe::trace::TraceContext>,
     metrics: &mut Option<Box<ActorMetrics>>,
-    core: &crate::cell::CellCore,
+    core: &crate::cell::erased::CellCore,
 ) -> (Option<Box<tracing::Span>>, bool) {
     // Metrics: one relaxed load when off.
     let measure = crate::observe::metrics::is_enabled();
@@ -553,11 +548,11 @@ mod tests {
              stop reason: {} bytes; notify: {} bytes",
             std::mem::size_of_val(&fut),
             size_of::<crate::cell::ActorCell<Idle>>(),
-            size_of::<crate::cell::CellCore>(),
+            size_of::<crate::cell::erased::CellCore>(),
             size_of::<crate::mailbox::Mailbox<Idle>>(),
-            size_of::<crate::mailbox::Capacity>(),
-            size_of::<crate::cell::Stats>(),
-            size_of::<std::sync::Mutex<crate::cell::RareStats>>(),
+            size_of::<crate::mailbox::capacity::Capacity>(),
+            size_of::<crate::cell::erased::Stats>(),
+            size_of::<std::sync::Mutex<crate::cell::erased::RareStats>>(),
             size_of::<super::Context<Idle>>(),
             size_of::<crate::error::StopReason>(),
             size_of::<tokio::sync::Notify>(),

@@ -12,15 +12,14 @@ use tokio::sync::oneshot;
 
 use crate::actor::Actor;
 use crate::actor_id::ActorId;
-use crate::cell::{ActorCell, ErasedCell, Target};
+use crate::cell::erased::ErasedCell;
+use crate::cell::{ActorCell, Target};
 use crate::error::{AskError, SendError, StopReason};
 use crate::handler::Handler;
-use crate::mailbox::Control;
+use crate::mailbox::control::Control;
 use crate::message::{Message, Priority};
 use crate::send::ask_timer::AskTimer;
-use crate::send::request::{
-    Address, AskRequest, DeliverAsk, DeliverTell, Requester, SendOptions, TellRequest,
-};
+use crate::send::request::{AskRequest, DeliverAsk, DeliverTell, SendOptions, TellRequest};
 use crate::urn::Urn;
 
 /// A typed ref to an actor of type `A`: send it any message `A` handles, checked at compile
@@ -476,7 +475,7 @@ impl<M: Message, T: Target<M> + ?Sized> Future for AskFuture<'_, M, T> {
 /// its own cost 38 instructions an ask (docs/bench-log.md, "Calls the compiler kept apart").
 #[inline(always)]
 pub(crate) fn poll_room<E>(
-    capacity: &crate::mailbox::Capacity,
+    capacity: &crate::mailbox::capacity::Capacity,
     no_wait: bool,
     cx: &mut TaskContext<'_>,
 ) -> Poll<Result<(), AskError<E>>> {
@@ -508,20 +507,5 @@ fn futures_are_send<A: Handler<M>, M: Message>() {
 impl<A: Actor> ActorRef<A> {
     pub(crate) fn erased(&self) -> Arc<dyn ErasedCell> {
         self.cell.clone()
-    }
-}
-
-// A local ref is a `Requester` of every message its actor handles (here, beside the ref:
-// the request builders know no ref type).
-impl<A: Actor> Address for ActorRef<A> {
-    type Actor = A;
-}
-
-impl<A: Handler<M>, M: Message> Requester<M> for ActorRef<A> {
-    type Request<'a> = AskRequest<&'a ActorRef<A>, M>;
-
-    #[inline]
-    fn request(&self, message: M) -> Self::Request<'_> {
-        self.ask(message)
     }
 }

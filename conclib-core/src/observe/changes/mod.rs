@@ -95,7 +95,7 @@ impl Changes {
     }
 }
 
-/// An actor's mark: in its mailbox's [`Capacity`](crate::mailbox::Capacity), 40 bytes after
+/// An actor's mark: in its mailbox's [`Capacity`](crate::mailbox::capacity::Capacity), 40 bytes after
 /// the count its senders and its own task write anyway (read with a relaxed load, written
 /// once between two looks).
 #[repr(C)] // the flag first, nearest the count

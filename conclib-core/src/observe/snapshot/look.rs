@@ -1,18 +1,16 @@
 //! How [`ActorSystem::snapshot`] and its variants read a system's actors: what the last
-//! look saw of each one is kept (`Looked`), and a look reads again only the actors marked
+//! look saw of each one is kept ([`Looked`], in `looked.rs`), and a look reads again only the actors marked
 //! changed since ([`crate::observe::changes`]), ranks them and fills in the most telling ones.
 
 use crate::observe::changes::Listed;
 use std::borrow::Cow;
-use std::cmp::Ordering as Order;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::sample::{Seen, mix_rest, sample};
+use super::looked::{Looked, Ranked};
+use super::sample::{Seen, sample};
 use super::*;
-use crate::cell::{CellCore, ErasedCell};
 use crate::system::ActorSystem;
 
 /// Looks at the systems' actors taken so far (any system): numbers that only grow, so that
@@ -31,152 +29,6 @@ fn next_look() -> u64 {
 
 /// Per-message figures by actor type and message name.
 type MessageTable = std::collections::HashMap<(&'static str, &'static str), Tally>;
-
-/// What the last look saw of a system's actors, kept from one look to the next so that a
-/// look reads only the actors marked changed since ([`crate::observe::changes`]).
-#[derive(Default)]
-pub(crate) struct Looked {
-    /// Every live actor as last read, by id.
-    actors: BTreeMap<u64, Ranked>,
-    /// Actors the next look reads whether marked or not: those this look found marked (a
-    /// figure written just as it cleared the mark may have been missed) and those whose
-    /// rate or recent failures are not back to 0 (they change with time alone).
-    again: Vec<crate::observe::changes::Listed>,
-    /// The last look's number, and when it read.
-    pub(crate) look: u64,
-    at: Option<Instant>,
-}
-
-#[cfg(test)]
-impl Looked {
-    /// The ids of the actors look `look` read.
-    pub(crate) fn read_in(&self, look: u64) -> Vec<u64> {
-        self.actors
-            .values()
-            .filter(|r| r.look == look)
-            .map(|r| r.id)
-            .collect()
-    }
-}
-
-/// An actor's figures read for a snapshot, and what ranks it.
-struct Ranked {
-    cell: Arc<dyn ErasedCell>,
-    id: u64,
-    /// The look that read these figures.
-    look: u64,
-    /// Its per-message figures, if it keeps any.
-    #[allow(clippy::box_collection)] // boxed: 8 bytes for the many that keep none
-    messages: Option<Box<Vec<Tally>>>,
-    /// Errors, panics and restarts in the last interval.
-    recent_failures: u64,
-    /// The last look that saw its figures change.
-    changed: u64,
-    mailbox_len: usize,
-    rate: f64,
-    handled: u64,
-    errors: u64,
-    panics: u64,
-    restarts: u64,
-    asks_skipped: u64,
-    stopping: bool,
-}
-
-impl Ranked {
-    /// Reads an actor's figures in look `look` (`floor`: see [`sample`]).
-    fn read(cell: Arc<dyn ErasedCell>, look: u64, now: Instant, floor: Option<Instant>) -> Ranked {
-        let core: &CellCore = cell.core();
-        let stats = core.stats();
-        let handled = stats.handled.load(Ordering::Relaxed);
-        let mailbox_len = cell.capacity().len();
-        let asks_skipped = core.skipped_asks();
-        let stopping = cell.is_closed();
-        let mut rare = core.rare();
-        let (errors, panics, restarts) = (rare.errors, rare.panics, rare.restarts);
-        let seen = Seen {
-            handled,
-            failures: errors + panics + restarts,
-            rest: mix_rest(mailbox_len, asks_skipped, stopping),
-            look,
-        };
-        let (rate, recent_failures, changed) = sample(&mut rare.sampled, seen, now, floor);
-        let messages = rare.tallies.read();
-        drop(rare);
-        Ranked {
-            id: core.id.as_u64(),
-            look,
-            messages,
-            mailbox_len,
-            cell,
-            recent_failures,
-            changed,
-            rate,
-            handled,
-            errors,
-            panics,
-            restarts,
-            asks_skipped,
-            stopping,
-        }
-    }
-
-    /// Whether it ranks before an actor with no figure worth showing first: one that ranks
-    /// only by its id.
-    fn telling(&self) -> bool {
-        self.recent_failures > 0
-            || self.mailbox_len > 0
-            || self.rate != 0.0
-            || self.errors + self.panics + self.restarts > 0
-    }
-
-    /// Whether its figures change only when it does (not with time alone, as a rate or
-    /// recent failures do until they are back to 0).
-    fn at_rest(&self) -> bool {
-        self.rate == 0.0 && self.recent_failures == 0
-    }
-
-    /// Most telling first: failures in the last interval, then a deeper mailbox, then a
-    /// higher rate, then failures ever, then the lower id.
-    fn telling_order(a: &Ranked, b: &Ranked) -> Order {
-        b.recent_failures
-            .cmp(&a.recent_failures)
-            .then(b.mailbox_len.cmp(&a.mailbox_len))
-            .then(b.rate.total_cmp(&a.rate))
-            .then((b.errors + b.panics + b.restarts).cmp(&(a.errors + a.panics + a.restarts)))
-            .then(a.id.cmp(&b.id))
-    }
-
-    fn snapshot(&self) -> ActorSnapshot {
-        ActorSnapshot {
-            last_error: (self.cell.core().rare().last_error)
-                .as_deref()
-                .map(str::to_owned),
-            ..self.brief().into_snapshot()
-        }
-    }
-
-    fn brief(&self) -> ActorBrief {
-        let core = self.cell.core();
-        ActorBrief {
-            id: self.id,
-            urn: core.urn.as_ref().map(|u| u.as_str().to_owned()),
-            type_name: Cow::Borrowed(core.type_name()),
-            parent: core.parent.as_ref().map(|p| p.core().id.as_u64()),
-            state: if self.stopping {
-                ActorState::Stopping
-            } else {
-                ActorState::Running
-            },
-            mailbox_len: self.mailbox_len,
-            handled: self.handled,
-            rate: self.rate,
-            errors: self.errors,
-            panics: self.panics,
-            restarts: self.restarts,
-            asks_skipped: self.asks_skipped,
-        }
-    }
-}
 
 /// Puts an external actor's report in place of its local actor's figures; `false` once
 /// the report is gone for good.

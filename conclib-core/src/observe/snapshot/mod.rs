@@ -14,6 +14,7 @@ use crate::actor_id::ActorId;
 use sample::Sample;
 
 pub(crate) mod look;
+pub(crate) mod looked;
 pub(crate) mod sample;
 pub(crate) mod tallies;
 #[cfg(test)]

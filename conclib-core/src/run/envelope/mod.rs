@@ -112,8 +112,7 @@ struct VTable<A: Actor> {
     payload_type: fn() -> TypeId,
 }
 
-/// Something kept alive until an ask is answered (see [`Envelope::keep_until_answered`]).
-pub(crate) type Kept = Box<dyn std::any::Any + Send>;
+pub(crate) use crate::dynamic::request_cell::Kept;
 
 /// What an envelope carries for actor `A`: a tell's message ([`TellOf`]), an ask's
 /// ([`AskOf`]) or a dynamic request. Its vtable ([`VTableOf`]) is made from this trait, one

@@ -29,21 +29,17 @@
 //!
 //! [`ActorSystem::set_hibernate_after`]: crate::ActorSystem::set_hibernate_after
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::system::WeakSystem;
-
 /// How long an actor waits for mail before it hibernates, by default: from this to twice this
 /// after its last message (see
 /// [`ActorSystem::set_hibernate_after`](crate::ActorSystem::set_hibernate_after)).
 pub const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(30);
-
-/// The actors a sweep looks at under one hold of the system's registry lock.
-const SWEPT_AT_ONCE: usize = 256;
 
 /// A system's hibernation setting and its sweeper task.
 pub(crate) struct Hibernation {
@@ -84,14 +80,39 @@ impl Hibernation {
     }
 
     /// Starts the sweeper on `runtime` if it is not running (the system's first keepers, or
-    /// the runtime it ran on shut down).
-    pub(crate) fn start(self: &Arc<Self>, runtime: &tokio::runtime::Handle, system: WeakSystem) {
-        let mut sweeper = self.lock();
-        if sweeper.as_ref().is_some_and(|s| !s.is_finished()) {
+    /// the runtime it ran on shut down): the task `sweeper` makes, the system's (in
+    /// `crate::system`: a sweep after each [`period`](Self::period) for as long as the
+    /// system lives).
+    pub(crate) fn start<F: Future<Output = ()> + Send + 'static>(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        sweeper: impl FnOnce() -> F,
+    ) {
+        let mut running = self.lock();
+        if running.as_ref().is_some_and(|s| !s.is_finished()) {
             return;
         }
-        let task = runtime.spawn(sweep_every(self.clone(), system));
-        *sweeper = Some(task.abort_handle());
+        let task = runtime.spawn(sweeper());
+        *running = Some(task.abort_handle());
+    }
+
+    /// Waits out one sweep period: returns once a whole period passed with the setting
+    /// unchanged (a change starts the wait again; `None` waits for a change).
+    pub(crate) async fn period(&self) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            let Some(after) = self.after() else {
+                changed.await;
+                continue;
+            };
+            if tokio::time::timeout(after, changed).await.is_ok() {
+                // A new period: wait for it from now.
+                continue;
+            }
+            return;
+        }
     }
 
     /// Ends the sweeper: its system is gone.
@@ -104,81 +125,6 @@ impl Hibernation {
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<tokio::task::AbortHandle>> {
         self.sweeper.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// The sweeper: a sweep every period, for as long as the system lives.
-async fn sweep_every(hibernation: Arc<Hibernation>, system: WeakSystem) {
-    loop {
-        let changed = hibernation.changed.notified();
-        let mut changed = std::pin::pin!(changed);
-        changed.as_mut().enable();
-        let Some(after) = hibernation.after() else {
-            changed.await;
-            continue;
-        };
-        if tokio::time::timeout(after, changed).await.is_ok() {
-            // A new period: wait for it from now.
-            continue;
-        }
-        let Some(system) = system.upgrade() else {
-            return;
-        };
-        sweep(&system).await;
-    }
-}
-
-/// One sweep over the system's actors, a few hundred at a time (the registry's lock is not
-/// held across them, nor while the woken actors run). Returns how many were asked to
-/// hibernate.
-pub(crate) async fn sweep(system: &crate::system::ActorSystem) -> usize {
-    let mut from = 0;
-    let mut asked = 0;
-    loop {
-        let (cells, next) = system.cells_from(from, SWEPT_AT_ONCE);
-        if cells.is_empty() {
-            return asked;
-        }
-        asked += cells.iter().filter(|c| c.sweep()).count();
-        drop(cells);
-        from = next;
-        tokio::task::yield_now().await;
-    }
-}
-
-/// Sweeps `system` until `done` holds (bounded, as [`until`](crate::test_probe::until)). An ask's answer reaches the
-/// asker before the actor's task has looked for more mail: a sweep that comes in between
-/// finds it busy, and it waits for the next sweep, as it would for the next period.
-#[cfg(test)]
-pub(crate) async fn sweep_until(
-    system: &crate::system::ActorSystem,
-    what: &str,
-    mut done: impl FnMut() -> bool,
-) {
-    let reached = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            sweep(system).await;
-            for _ in 0..64 {
-                if done() {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
-    })
-    .await;
-    assert!(reached.is_ok(), "{what}");
-}
-
-/// Sweeps `system` until `actor` hibernates (the tests').
-#[cfg(test)]
-pub(crate) async fn sweep_until_dormant<A: crate::actor::Actor>(
-    system: &crate::system::ActorSystem,
-    actor: &crate::send::actor_ref::ActorRef<A>,
-) {
-    sweep_until(system, "the actor never hibernated", || {
-        actor.cell.mailbox.is_dormant()
-    })
-    .await;
 }
 
 #[cfg(test)]

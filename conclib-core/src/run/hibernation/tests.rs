@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{sweep, sweep_until, sweep_until_dormant};
 use crate::actor::Actor;
 use crate::context::Context;
 use crate::error::StopReason;
@@ -13,7 +12,9 @@ use crate::handler::Handler;
 use crate::message::Message;
 use crate::send::actor_ref::ActorRef;
 use crate::system::ActorSystem;
+use crate::system::sweep;
 use crate::test_probe::until;
+use crate::test_probe::{sweep_until, sweep_until_dormant};
 
 /// Adds to its total and answers it.
 struct Counter {
