@@ -18,7 +18,8 @@ use fred::prelude::*;
 
 use super::applied::Applied;
 use super::group::GroupOf;
-use super::{Placement, ProxyHandle, Script, Shared, StateStore};
+use super::scripts::Script;
+use super::{Placement, ProxyHandle, Shared, StateStore};
 use crate::client::random_token;
 use crate::conn::{as_bytes, owned};
 use crate::error::ServeError;
@@ -298,8 +299,10 @@ impl Shared {
         };
         let ttl = Value::Integer(self.config.urn_ttl.as_millis() as i64);
         let claimed = self
+            .scripts
+            .claim
             .eval_many(
-                &self.claim,
+                &self.cmd,
                 vec![(self.keys.urn(urn), vec![owned(self.system_id.clone()), ttl])],
             )
             .await;
@@ -420,7 +423,8 @@ impl Shared {
             let _ = live.actor.wait_for_stop().await;
         }
         let close = Script::new(STATE_CLOSE_SCRIPT);
-        self.eval_many(&close, vec![(live.state_key, vec![owned(live.token)])])
+        close
+            .eval_many(&self.cmd, vec![(live.state_key, vec![owned(live.token)])])
             .await;
         let was_owned = {
             let mut reg = self.registry();

@@ -143,7 +143,7 @@ impl Shared {
             owned(origin.entry.to_string()),
         ];
         args.extend(fields);
-        let answer = self.pass_on.eval(&self.cmd, keys, args).await?;
+        let answer = self.scripts.pass_on.eval(&self.cmd, keys, args).await?;
         Ok(match answer.as_i64() {
             Some(1) => Forwarded::Added,
             Some(0) => Forwarded::NoStream,

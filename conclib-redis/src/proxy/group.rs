@@ -14,7 +14,8 @@ use fred::prelude::*;
 use tokio::task::JoinHandle;
 
 use super::read::stopped;
-use super::{Role, Script, Shared};
+use super::scripts::Script;
+use super::{Role, Shared};
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{
@@ -296,20 +297,23 @@ impl Shared {
     }
 
     async fn release_member_lease(&self) {
-        self.eval_many(
-            &self.release,
-            vec![(self.lease_key.clone(), vec![owned(self.token.clone())])],
-        )
-        .await;
+        self.scripts
+            .release
+            .eval_many(
+                &self.cmd,
+                vec![(self.lease_key.clone(), vec![owned(self.token.clone())])],
+            )
+            .await;
     }
 
     /// Deletes `consumer` from the group if nothing is pending on it (checked and deleted
     /// at once: a consumer that reads meanwhile keeps what it read).
     async fn forget_consumer(&self, consumer: &str) {
         let Role::Member(m) = &self.role else { return };
-        let r = self
+        let r = m
+            .forget
             .eval_many(
-                &m.forget,
+                &self.cmd,
                 vec![(
                     self.requests_key.clone(),
                     vec![s(CONSUMER_GROUP), owned(consumer)],
@@ -324,9 +328,10 @@ impl Shared {
     /// Trims the group's stream below what every member has finished with.
     pub(super) async fn trim_group(&self) {
         let Role::Member(m) = &self.role else { return };
-        let r = self
+        let r = m
+            .trim
             .eval_many(
-                &m.trim,
+                &self.cmd,
                 vec![(self.requests_key.clone(), vec![s(CONSUMER_GROUP)])],
             )
             .await;

@@ -10,6 +10,7 @@ use fred::prelude::*;
 use tokio::task::JoinHandle;
 
 use super::lease::heartbeat_loop;
+use super::scripts::Script;
 use super::{Activation, Activator, Role, Shared, group};
 use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, owned};
@@ -370,25 +371,27 @@ impl ProxyHandle {
                 .iter()
                 .map(|u| (shared.keys.urn(u), vec![owned(shared.system_id.clone())]))
                 .collect();
-            for r in shared.eval_many(&shared.release, calls).await {
+            for r in shared.scripts.release.eval_many(&shared.cmd, calls).await {
                 if let Err(e) = r {
                     result = Err(ServeError::Unavailable(e.to_string()));
                 }
             }
             // Nothing waits in the stream: deleted, so that a client that cached the route
             // learns at once that its URN is gone rather than at its deadline.
-            let close = super::Script::new(crate::protocol::CLOSE_SCRIPT);
+            let close = Script::new(crate::protocol::CLOSE_SCRIPT);
             let calls = vec![(
                 shared.requests_key.clone(),
                 vec![conn::s(crate::protocol::CONSUMER_GROUP)],
             )];
-            if let Some(Err(e)) = shared.eval_many(&close, calls).await.into_iter().next() {
+            if let Some(Err(e)) = close.eval_many(&shared.cmd, calls).await.into_iter().next() {
                 result = Err(ServeError::Unavailable(e.to_string()));
             }
         }
         let release = shared
+            .scripts
+            .release
             .eval_many(
-                &shared.release,
+                &shared.cmd,
                 vec![(shared.lease_key.clone(), vec![owned(shared.token.clone())])],
             )
             .await;

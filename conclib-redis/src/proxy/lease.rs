@@ -66,7 +66,9 @@ impl Shared {
             return false;
         }
         let released = self
-            .eval_many(&self.release, vec![(key.clone(), vec![owned(holder)])])
+            .scripts
+            .release
+            .eval_many(&self.cmd, vec![(key.clone(), vec![owned(holder)])])
             .await;
         if matches!(released.first(), Some(Ok(Value::Integer(1)))) {
             tracing::info!(system = %self.system_id, %key, pid, "freed the lease of a dead process on this host");
@@ -272,7 +274,7 @@ impl Shared {
             .iter()
             .map(|u| (self.claim_key(u), vec![owned(self.claim_value.clone())]))
             .collect();
-        self.eval_many(&self.release, calls).await;
+        self.scripts.release.eval_many(&self.cmd, calls).await;
         tracing::debug!(count = urns.len(), "released URN keys");
     }
 
@@ -307,15 +309,13 @@ impl Shared {
                     )
                 })
                 .collect();
-            self.eval_many(&self.claim, calls).await
+            self.scripts.claim.eval_many(&self.cmd, calls).await
         } else {
             // Hundreds of keys per command: renewing 100,000 URNs is 200 commands.
             match self
-                .eval_keys(
-                    &self.claim_many,
-                    keys,
-                    &[owned(self.claim_value.clone()), ttl],
-                )
+                .scripts
+                .claim_many
+                .eval_keys(&self.cmd, keys, &[owned(self.claim_value.clone()), ttl])
                 .await
             {
                 Ok(values) => values.into_iter().map(Ok).collect(),
@@ -496,8 +496,10 @@ impl Shared {
         }
         let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let lease = self
+            .scripts
+            .claim
             .eval_many(
-                &self.claim,
+                &self.cmd,
                 vec![(self.lease_key.clone(), vec![owned(self.token.clone()), ttl])],
             )
             .await;
@@ -553,7 +555,9 @@ impl Shared {
             Value::Integer(self.config.queue_ttl.as_millis() as i64),
         ];
         let reset = self
-            .eval_many(&self.reset, vec![(self.requests_key.clone(), args)])
+            .scripts
+            .reset
+            .eval_many(&self.cmd, vec![(self.requests_key.clone(), args)])
             .await;
         match reset.first() {
             Some(Ok(Value::Integer(1))) => {

@@ -18,6 +18,7 @@ mod owned;
 mod placement;
 mod read;
 mod rebalance;
+mod scripts;
 mod store;
 mod takeover;
 mod write;
@@ -30,6 +31,7 @@ pub(crate) use takeover::TakenOver;
 
 use lease::lease_token;
 use read::read_loop;
+use scripts::Scripts;
 use write::write_loop;
 
 use std::collections::{HashMap, HashSet};
@@ -46,11 +48,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::ProxyConfig;
-use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
-use crate::protocol::{
-    self, ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_SCRIPT, FORWARD_SCRIPT, Keys, PLACE_SCRIPT,
-    PLACEMENT_READ_SCRIPT, PLACEMENT_REPORT_SCRIPT, PUSH_SCRIPT, RELEASE_SCRIPT, RESET_SCRIPT,
-};
+use crate::conn::{self, as_bytes, keyed, owned};
+use crate::protocol::{self, Keys};
 use crate::stats::ProxyStats;
 use crate::unacked::{EntryId, Unacked};
 use conclib_codec::{Codec, builtin_codec};
@@ -63,46 +62,6 @@ struct Counters {
     rejected: AtomicU64,
     /// Requests of gone systems moved to a pattern's group (`takeover.rs`).
     moved: AtomicU64,
-}
-
-/// A Lua script with its SHA1, run with EVALSHA and loaded with EVAL when Redis lost it.
-struct Script {
-    text: &'static str,
-    sha: String,
-}
-
-impl Script {
-    fn new(text: &'static str) -> Self {
-        Script {
-            text,
-            sha: protocol::sha1_hex(text),
-        }
-    }
-
-    /// Runs the script once (`keys`, then `args`), by its SHA, sending its text when Redis
-    /// does not have it (restarted, or its script cache flushed). Routed by its first key.
-    async fn eval(
-        &self,
-        cmd: &Client,
-        keys: Vec<Value>,
-        args: Vec<Value>,
-    ) -> Result<Value, fred::error::Error> {
-        let call = |first: Value| {
-            let mut a = Vec::with_capacity(keys.len() + args.len() + 2);
-            a.push(first);
-            a.push(Value::Integer(keys.len() as i64));
-            a.extend(keys.iter().cloned());
-            a.extend(args.iter().cloned());
-            a
-        };
-        let sha = call(owned(self.sha.clone()));
-        match conn::call(cmd, keyed_at("EVALSHA", 2, false), sha).await {
-            Err(e) if conn::error_code_is(&e, "NOSCRIPT") => {
-                conn::call(cmd, keyed_at("EVAL", 2, false), call(s(self.text))).await
-            }
-            other => other,
-        }
-    }
 }
 
 /// URNs this proxy knows about.
@@ -166,20 +125,7 @@ struct Shared {
     /// An answer was given up on: the read loop re-reads the pending list to handle it again.
     reread: AtomicBool,
     counters: Counters,
-    claim: Script,
-    /// `claim` for many keys in one call (not in a cluster).
-    claim_many: Script,
-    release: Script,
-    push: Script,
-    answer: Script,
-    /// Passes a request on to another system's stream ([`FORWARD_SCRIPT`]).
-    pass_on: Script,
-    /// Places a pattern's request on another member ([`PLACE_SCRIPT`]).
-    place_script: Script,
-    /// Writes a member's count in a pattern's directory ([`PLACEMENT_REPORT_SCRIPT`]).
-    report: Script,
-    /// Reads a pattern's directory ([`PLACEMENT_READ_SCRIPT`]).
-    read_directory: Script,
+    scripts: Scripts,
     serving: AtomicBool,
     /// Another process of this system took its lease (this one was paused past it, and
     /// taken for dead): what this one reads before it stops is that one's to handle.
@@ -206,7 +152,6 @@ struct Shared {
     /// The request stream holds ids far in the future (a hostile client): reset it once
     /// drained.
     poisoned: AtomicBool,
-    reset: Script,
     /// What the snapshots published of the actors in brief; one publish at a time.
     briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
     /// Redis's persistence settings, read once as the proxy started.
@@ -286,15 +231,7 @@ impl Shared {
             applied: Mutex::new(HashMap::new()),
             reread: AtomicBool::new(false),
             counters: Counters::default(),
-            claim: Script::new(CLAIM_SCRIPT),
-            claim_many: Script::new(CLAIM_MANY_SCRIPT),
-            release: Script::new(RELEASE_SCRIPT),
-            push: Script::new(PUSH_SCRIPT),
-            answer: Script::new(ANSWER_SCRIPT),
-            pass_on: Script::new(FORWARD_SCRIPT),
-            place_script: Script::new(PLACE_SCRIPT),
-            report: Script::new(PLACEMENT_REPORT_SCRIPT),
-            read_directory: Script::new(PLACEMENT_READ_SCRIPT),
+            scripts: Scripts::new(),
             serving: AtomicBool::new(true),
             replaced: AtomicBool::new(false),
             stop,
@@ -305,7 +242,6 @@ impl Shared {
             fence: Mutex::new(conclib_core::Fence::new(std::time::Instant::now())),
             recheck: tokio::sync::Mutex::new(()),
             poisoned: AtomicBool::new(false),
-            reset: Script::new(RESET_SCRIPT),
             briefs: tokio::sync::Mutex::default(),
             persistence: std::sync::OnceLock::new(),
             topics: std::sync::OnceLock::new(),
@@ -473,102 +409,6 @@ impl Shared {
                 .store(redis - (before + after) / 2, Ordering::Relaxed);
         }
     }
-
-    /// Runs a script over many keys with the same arguments, in calls of at most
-    /// [`KEYS_PER_CALL`] keys pipelined together; its answer (one per key, in order), or
-    /// the first error. Not in a cluster (a call's keys may be in any slot).
-    async fn eval_keys(
-        &self,
-        script: &Script,
-        keys: &[Value],
-        args: &[Value],
-    ) -> Result<Vec<Value>, fred::error::Error> {
-        let call = |first: Value, chunk: &[Value]| {
-            let mut a = Vec::with_capacity(chunk.len() + args.len() + 2);
-            a.push(first);
-            a.push(Value::Integer(chunk.len() as i64));
-            a.extend(chunk.iter().cloned());
-            a.extend(args.iter().cloned());
-            a
-        };
-        let pipeline = self.cmd.pipeline();
-        let chunks: Vec<&[Value]> = keys.chunks(KEYS_PER_CALL).collect();
-        for chunk in &chunks {
-            let _ = conn::call(
-                &pipeline,
-                keyed_at("EVALSHA", 2, false),
-                call(owned(script.sha.clone()), chunk),
-            )
-            .await;
-        }
-        let results = pipeline.try_all::<Value>().await;
-        let mut out = Vec::with_capacity(keys.len());
-        for (chunk, result) in chunks.iter().zip(results) {
-            let answered = match result {
-                Err(e) if conn::error_code_is(&e, "NOSCRIPT") => {
-                    conn::call(
-                        &self.cmd,
-                        keyed_at("EVAL", 2, false),
-                        call(s(script.text), chunk),
-                    )
-                    .await?
-                }
-                other => other?,
-            };
-            match answered {
-                Value::Array(values) if values.len() == chunk.len() => out.extend(values),
-                other => {
-                    return Err(fred::error::Error::new(
-                        fred::error::ErrorKind::Protocol,
-                        format!(
-                            "unexpected answer to a claim of {} keys: {other:?}",
-                            chunk.len()
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Runs one script per (key, args) in a pipeline; re-runs with EVAL the calls that met
-    /// NOSCRIPT (Redis restarted or flushed its script cache).
-    async fn eval_many(
-        &self,
-        script: &Script,
-        calls: Vec<(String, Vec<Value>)>,
-    ) -> Vec<Result<Value, fred::error::Error>> {
-        if calls.is_empty() {
-            return Vec::new();
-        }
-        let mut results = Vec::with_capacity(calls.len());
-        for chunk in calls.chunks(1000) {
-            let pipeline = self.cmd.pipeline();
-            for (key, args) in chunk {
-                let mut a = Vec::with_capacity(args.len() + 3);
-                a.push(owned(script.sha.clone()));
-                a.push(Value::Integer(1));
-                a.push(owned(key.clone()));
-                a.extend(args.iter().cloned());
-                let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), a).await;
-            }
-            let mut out = pipeline.try_all::<Value>().await;
-            for (i, (key, args)) in chunk.iter().enumerate() {
-                if let Some(Err(e)) = out.get(i)
-                    && conn::error_code_is(e, "NOSCRIPT")
-                {
-                    let mut a = Vec::with_capacity(args.len() + 3);
-                    a.push(s(script.text));
-                    a.push(Value::Integer(1));
-                    a.push(owned(key.clone()));
-                    a.extend(args.iter().cloned());
-                    out[i] = conn::call(&self.cmd, keyed_at("EVAL", 2, false), a).await;
-                }
-            }
-            results.extend(out);
-        }
-        results
-    }
 }
 
 /// What is left to do for one request: push its reply (if any) and acknowledge it.
@@ -587,9 +427,6 @@ struct Completion {
 
 /// A request being handled: resolves to its completion.
 type Handling = Pin<Box<dyn Future<Output = Completion> + Send>>;
-
-/// The most keys one call of a many-key script names.
-const KEYS_PER_CALL: usize = 500;
 
 /// How far ahead of Redis's clock a request's entry id may be and still date the request.
 const FUTURE_ID_TOLERANCE_MS: i64 = 2_000;

@@ -219,7 +219,7 @@ impl Shared {
         let _ = conn::call(
             &pipeline,
             keyed_at("EVALSHA", 2, false),
-            read(owned(self.read_directory.sha.clone())),
+            read(owned(self.scripts.read_directory.sha.clone())),
         )
         .await;
         let mut results = pipeline.try_all::<Value>().await.into_iter();
@@ -235,7 +235,7 @@ impl Shared {
                 conn::call(
                     &self.cmd,
                     keyed_at("EVAL", 2, false),
-                    read(s(self.read_directory.text)),
+                    read(s(self.scripts.read_directory.text)),
                 )
                 .await?
             }
@@ -349,7 +349,7 @@ impl Shared {
             owned(target),
         ];
         args.extend(wake_fields);
-        match self.place_script.eval(&self.cmd, keys, args).await {
+        match self.scripts.place.eval(&self.cmd, keys, args).await {
             Ok(v) => match v.as_i64() {
                 Some(1) => Handed::Done,
                 Some(-1) => Handed::NotPending,
@@ -398,8 +398,10 @@ impl Shared {
         }
         let lease = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let r = self
+            .scripts
+            .report
             .eval_many(
-                &self.report,
+                &self.cmd,
                 vec![(
                     self.keys.placement(prefix),
                     vec![

@@ -25,7 +25,8 @@ use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
 
-use super::{Script, Shared};
+use super::Shared;
+use super::scripts::Script;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP};
 
@@ -114,8 +115,10 @@ impl Shared {
         let key = self.keys.takeover(system, prefix);
         let ttl = Value::Integer(self.config.lease_ttl.as_millis().max(1) as i64);
         let taken = self
+            .scripts
+            .claim
             .eval_many(
-                &self.claim,
+                &self.cmd,
                 vec![(key, vec![owned(self.system_id.clone()), ttl])],
             )
             .await;

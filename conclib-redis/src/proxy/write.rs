@@ -113,7 +113,7 @@ impl Shared {
             let frames: usize = by_key.values().map(Vec::len).sum();
             let mut args = Vec::with_capacity(by_key.len() * 2 + chunk.len() + frames + 6);
             args.extend([
-                owned(self.answer.sha.clone()),
+                owned(self.scripts.answer.sha.clone()),
                 Value::Integer(1 + by_key.len() as i64),
             ]);
             args.push(owned(self.requests_key.clone()));
@@ -138,7 +138,7 @@ impl Shared {
         for (i, mut args) in calls.into_iter().enumerate() {
             match results.get(i) {
                 Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
-                    args[0] = s(self.answer.text);
+                    args[0] = s(self.scripts.answer.text);
                     if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
                         failure = Some(e);
                     }
@@ -174,7 +174,7 @@ impl Shared {
         };
         let pipeline = client.pipeline();
         for (key, frames) in &by_key {
-            let args = push(owned(self.push.sha.clone()), key, frames);
+            let args = push(owned(self.scripts.push.sha.clone()), key, frames);
             let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args).await;
         }
         let stream = owned(self.requests_key.clone());
@@ -191,7 +191,7 @@ impl Shared {
         for (i, (key, frames)) in by_key.iter().enumerate() {
             match results.get(i) {
                 Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
-                    let args = push(s(self.push.text), key, frames);
+                    let args = push(s(self.scripts.push.text), key, frames);
                     if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
                         failure = Some(e);
                     }
