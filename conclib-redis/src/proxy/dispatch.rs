@@ -120,7 +120,7 @@ impl Shared {
         // The entry id says when Redis took the request, unless a client chose an id in the
         // future: then the proxy's reading time stands in for it (a deadline never rests on
         // a client's word), and the stream is reset once drained (`reset_poisoned`).
-        let now = self.redis_now_ms();
+        let now = self.clock.redis_now_ms();
         let sent_ms = i64::try_from(id.ms).unwrap_or(i64::MAX);
         if sent_ms > now.saturating_add(FUTURE_ID_TOLERANCE_MS) {
             self.poisoned.store(true, Ordering::Release);

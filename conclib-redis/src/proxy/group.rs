@@ -178,13 +178,13 @@ impl Shared {
         let started = async {
             let since = std::time::Instant::now();
             member.acquire_lease().await?;
-            member.sync_clock().await;
+            member.clock.sync(&member.cmd).await;
             member
                 .ensure_group()
                 .await
                 .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
             member.renew_queue().await;
-            fast.sync_clock().await;
+            fast.clock.sync(&fast.cmd).await;
             fast.ensure_group()
                 .await
                 .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;

@@ -89,7 +89,7 @@ pub async fn start_proxy(
             crate::Persistence::read(&shared.cmd, shared.config.command_timeout).await;
         let _ = shared.persistence.set(persistence);
         shared.acquire_lease().await?;
-        shared.sync_clock().await;
+        shared.clock.sync(&shared.cmd).await;
         shared
             .ensure_group()
             .await
@@ -190,7 +190,7 @@ impl ProxyHandle {
     /// What the proxy did so far.
     #[must_use]
     pub fn stats(&self) -> ProxyStats {
-        self.shared.stats()
+        self.shared.counters.stats()
     }
 
     /// Publishes the system's snapshot now rather than at the next

@@ -253,7 +253,8 @@ impl Shared {
         // the time it spent in the stream and in this proxy before its turn counts against
         // it. A request older than the wait gets the room there is now, or `MailboxFull` at
         // once. (An entry id in the future counts as taken now.)
-        let age = Duration::from_millis(self.redis_now_ms().saturating_sub(sent_ms).max(0) as u64);
+        let age =
+            Duration::from_millis(self.clock.redis_now_ms().saturating_sub(sent_ms).max(0) as u64);
         let room_wait = room_wait(self.config.full_mailbox_wait, age, timeout);
         if let Some((standing, trace, key)) = &applied {
             standing.applied.begin(*trace, key.clone());
@@ -302,7 +303,7 @@ impl Shared {
                         .await;
                 }
                 let (status, payload) = self.outcome(rm, &*codec, &target, result);
-                let since_entry = self.redis_now_ms().saturating_sub(sent_ms).max(0);
+                let since_entry = self.clock.redis_now_ms().saturating_sub(sent_ms).max(0);
                 crate::metrics::answered(
                     &self.system_id,
                     status.label(),

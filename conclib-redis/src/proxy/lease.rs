@@ -537,7 +537,7 @@ impl Shared {
         }
         self.renew_queue().await;
         self.trim_exact().await;
-        self.sync_clock().await;
+        self.clock.sync(&self.cmd).await;
         if matches!(self.role, super::Role::System) {
             self.reset_poisoned().await;
         }

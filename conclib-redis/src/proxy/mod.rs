@@ -6,6 +6,8 @@
 
 mod activation;
 mod applied;
+mod clock;
+mod counters;
 mod dispatch;
 mod forward;
 #[cfg(feature = "fuzzing")]
@@ -18,6 +20,7 @@ mod owned;
 mod placement;
 mod read;
 mod rebalance;
+mod registry;
 mod scripts;
 mod store;
 mod takeover;
@@ -29,17 +32,20 @@ pub use placement::{MemberInfo, PlaceFn, Placement};
 pub use store::{StateStore, StoreError};
 pub(crate) use takeover::TakenOver;
 
+use clock::Clock;
+use counters::Counters;
 use lease::lease_token;
 use read::read_loop;
+use registry::Registry;
 use scripts::Scripts;
 use write::write_loop;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use conclib_core::ActorSystem;
 use fred::bytes::Bytes;
@@ -48,36 +54,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::ProxyConfig;
-use crate::conn::{self, as_bytes, keyed, owned};
+use crate::conn::{self, keyed, owned};
 use crate::protocol::{self, Keys};
-use crate::stats::ProxyStats;
 use crate::unacked::{EntryId, Unacked};
 use conclib_codec::{Codec, builtin_codec};
-
-#[derive(Default)]
-struct Counters {
-    received: AtomicU64,
-    completed: AtomicU64,
-    expired: AtomicU64,
-    rejected: AtomicU64,
-    /// Requests of gone systems moved to a pattern's group (`takeover.rs`).
-    moved: AtomicU64,
-}
-
-/// URNs this proxy knows about.
-#[derive(Default)]
-struct Registry {
-    /// Live local URNs, and whether the actor exposes any message.
-    local: HashMap<String, bool>,
-    /// Local URNs served by a group ([`ProxyHandle::join`]): not claimed for this system.
-    shared: HashSet<String>,
-    /// URNs being activated: claimed, their actor not spawned yet (a scan keeps them).
-    activating: HashSet<String>,
-    /// URNs whose ownership key names this system.
-    owned: owned::OwnedUrns,
-    /// URNs another system owns: URN → that system's id.
-    conflicts: HashMap<String, String>,
-}
 
 /// What one proxy instance serves.
 enum Role {
@@ -109,8 +89,8 @@ struct Shared {
     cmd: Client,
     reader: Client,
     codecs: Vec<Arc<dyn Codec>>,
-    /// Redis's clock minus ours, in ms.
-    clock_offset_ms: AtomicI64,
+    /// Redis's clock, as far as this process can tell.
+    clock: Clock,
     registry: Mutex<Registry>,
     /// One look at the system's URNs at a time; holds the position in the system's URN
     /// journal read up to ([`ActorSystem::urn_changes_since`]).
@@ -159,13 +139,6 @@ struct Shared {
     /// Topics published and subscribed through this proxy ([`ProxyHandle::topics`]), made on
     /// first use; their counters go into the snapshot.
     topics: std::sync::OnceLock<crate::topics::Topics>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Shared {
@@ -223,7 +196,7 @@ impl Shared {
             cmd,
             reader,
             codecs,
-            clock_offset_ms: AtomicI64::new(0),
+            clock: Clock::default(),
             registry: Mutex::new(Registry::default()),
             scan_lock: tokio::sync::Mutex::new(0),
             in_flight: Arc::new(Semaphore::new(in_flight)),
@@ -285,17 +258,6 @@ impl Shared {
             .get_or_init(|| crate::topics::Topics::new(self.config.clone(), self.cmd.clone()))
     }
 
-    fn stats(&self) -> ProxyStats {
-        let c = &self.counters;
-        ProxyStats {
-            received: c.received.load(Ordering::Relaxed),
-            completed: c.completed.load(Ordering::Relaxed),
-            expired: c.expired.load(Ordering::Relaxed),
-            rejected: c.rejected.load(Ordering::Relaxed),
-            moved: c.moved.load(Ordering::Relaxed),
-        }
-    }
-
     /// Publishes the system's snapshot; `watched`: someone reads the snapshots, so it lists
     /// every actor in brief too (what changed since the last base, and now and then a new
     /// base) and lives three intervals, else only those listed in full, living as long as
@@ -319,7 +281,7 @@ impl Shared {
         let published = crate::snapshots::PublishedSystem {
             system_id: self.system_id.clone(),
             interval_ms: interval.as_millis() as u64,
-            proxy: self.stats(),
+            proxy: self.counters.stats(),
             snapshot,
             groups: self.published_groups(),
             persistence: self.persistence(),
@@ -331,7 +293,7 @@ impl Shared {
             &published,
             out,
             crate::snapshots::snapshot_ttl(lives),
-            self.redis_now_ms().max(0) as u64,
+            self.clock.redis_now_ms().max(0) as u64,
         )
         .await
     }
@@ -385,29 +347,6 @@ impl Shared {
 
     fn unacked(&self) -> std::sync::MutexGuard<'_, Unacked> {
         self.unacked.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Redis's clock now, as far as we can tell, in ms.
-    fn redis_now_ms(&self) -> i64 {
-        now_ms() + self.clock_offset_ms.load(Ordering::Relaxed)
-    }
-
-    async fn sync_clock(&self) {
-        let before = now_ms();
-        let Ok(Value::Array(parts)) = conn::call(&self.cmd, conn::unkeyed("TIME"), vec![]).await
-        else {
-            return;
-        };
-        let after = now_ms();
-        let num =
-            |v: &Value| as_bytes(v).and_then(|b| std::str::from_utf8(b).ok()?.parse::<i64>().ok());
-        if let [secs, micros] = &parts[..]
-            && let (Some(secs), Some(micros)) = (num(secs), num(micros))
-        {
-            let redis = secs * 1000 + micros / 1000;
-            self.clock_offset_ms
-                .store(redis - (before + after) / 2, Ordering::Relaxed);
-        }
     }
 }
 

@@ -275,8 +275,12 @@ impl Shared {
     /// reset it would trim the new stream's entries.
     pub(super) fn sane_trim(&self, below: Option<EntryId>) -> Option<EntryId> {
         below.filter(|b| {
-            i64::try_from(b.ms)
-                .is_ok_and(|ms| ms <= self.redis_now_ms().saturating_add(FUTURE_ID_TOLERANCE_MS))
+            i64::try_from(b.ms).is_ok_and(|ms| {
+                ms <= self
+                    .clock
+                    .redis_now_ms()
+                    .saturating_add(FUTURE_ID_TOLERANCE_MS)
+            })
         })
     }
 
