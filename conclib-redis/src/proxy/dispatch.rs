@@ -274,7 +274,7 @@ impl Shared {
             timeout: remaining,
             sent_ms,
             fresh,
-            fence: self.fence(),
+            fence: self.lease.fence(),
         })
     }
 

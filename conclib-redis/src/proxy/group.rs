@@ -173,7 +173,7 @@ impl Shared {
         // The fast lane's instance holds the same member lease, under the same token: both
         // renew it, and a member is gone for both streams at once.
         let mut fast = instance(true, fast_reader);
-        fast.token = member.token.clone();
+        fast.lease.token = member.lease.token.clone();
         let fast = Arc::new(fast);
         let started = async {
             let since = std::time::Instant::now();
@@ -202,8 +202,8 @@ impl Shared {
                     owner,
                 });
             }
-            member.mark_fresh(since);
-            fast.mark_fresh(since);
+            member.lease.mark_fresh(since);
+            fast.lease.mark_fresh(since);
             Ok::<_, ServeError>(())
         };
         if let Err(e) = started.await {
@@ -301,7 +301,10 @@ impl Shared {
             .release
             .eval_many(
                 &self.cmd,
-                vec![(self.lease_key.clone(), vec![owned(self.token.clone())])],
+                vec![(
+                    self.lease.key.clone(),
+                    vec![owned(self.lease.token.clone())],
+                )],
             )
             .await;
     }
@@ -504,7 +507,7 @@ async fn member_loop(shared: Arc<Shared>) {
                     if let Err(e) = shared.ensure_group().await {
                         tracing::warn!(error = %e, "could not recreate a group's consumer group");
                     }
-                    shared.renew_all_urns();
+                    shared.lease.renew_all_urns();
                     shared.renew().await;
                 }
                 Err(_) => events = false,

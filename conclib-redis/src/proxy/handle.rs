@@ -96,7 +96,7 @@ pub async fn start_proxy(
             .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
         shared.renew_queue().await;
         shared.scan().await;
-        shared.mark_fresh(since);
+        shared.lease.mark_fresh(since);
         Ok::<_, ServeError>(())
     };
     if let Err(e) = started.await {
@@ -392,7 +392,10 @@ impl ProxyHandle {
             .release
             .eval_many(
                 &shared.cmd,
-                vec![(shared.lease_key.clone(), vec![owned(shared.token.clone())])],
+                vec![(
+                    shared.lease.key.clone(),
+                    vec![owned(shared.lease.token.clone())],
+                )],
             )
             .await;
         if let Some(Err(e)) = release.into_iter().next() {

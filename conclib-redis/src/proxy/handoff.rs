@@ -76,12 +76,12 @@ impl Shared {
             return answered_already(&h.req.urn, &h.reply_to);
         }
         // A member paused past its lease may have had this request claimed by another.
-        if !self.lease_fresh() {
+        if !self.lease.fresh() {
             self.recheck_lease().await;
-            if !self.lease_fresh() || !self.still_mine(h.entry).await {
+            if !self.lease.fresh() || !self.still_mine(h.entry).await {
                 return (None, true);
             }
-            h.fence = self.fence();
+            h.fence = self.lease.fence();
         }
         // A first request read from the group's stream: the pattern's placement says where
         // the URN is activated (boxed, as the other rare paths below).
@@ -219,7 +219,7 @@ impl Shared {
         }
         // Never hand a request to the actor without a lease surely still held: after a
         // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
-        if !self.lease_fresh() {
+        if !self.lease.fresh() {
             self.recheck_lease().await;
             let owner = self.registry().conflicts.get(&req.urn).cloned();
             // Another process of this very system took its lease meanwhile (this one was
@@ -229,7 +229,8 @@ impl Shared {
             // would end with `UnknownUrn`), nor left pending here (the new process reads
             // the pending list at its start only). An activation's request stays pending
             // (a copy with a new entry id would escape its applied record).
-            if owner.is_none() && standing.is_none() && self.replaced.load(Ordering::Acquire) {
+            if owner.is_none() && standing.is_none() && self.lease.replaced.load(Ordering::Acquire)
+            {
                 return Box::pin(self.forward(
                     origin.origin(entry),
                     &req,
@@ -239,7 +240,7 @@ impl Shared {
                 ))
                 .await;
             }
-            if owner.is_some() || !self.lease_fresh() {
+            if owner.is_some() || !self.lease.fresh() {
                 return self
                     .not_ours(origin.origin(entry), &req, owner, &reply_to, timeout)
                     .await;
@@ -247,7 +248,7 @@ impl Shared {
             if !origin.still_mine(entry).await {
                 return (None, true);
             }
-            fence = origin.fence();
+            fence = origin.lease.fence();
         }
         // The wait for room counts from when Redis took the request, as its deadline does:
         // the time it spent in the stream and in this proxy before its turn counts against

@@ -16,6 +16,7 @@ mod group;
 mod handle;
 mod handoff;
 mod lease;
+mod lease_state;
 mod owned;
 mod placement;
 mod read;
@@ -34,7 +35,7 @@ pub(crate) use takeover::TakenOver;
 
 use clock::Clock;
 use counters::Counters;
-use lease::lease_token;
+use lease_state::Lease;
 use read::read_loop;
 use registry::Registry;
 use scripts::Scripts;
@@ -43,7 +44,7 @@ use write::write_loop;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -83,9 +84,9 @@ struct Shared {
     activations: activation::Activations,
     keys: Keys,
     requests_key: String,
-    lease_key: String,
     reply_prefix: String,
-    token: String,
+    /// The lease this instance holds, and until when it surely holds it.
+    lease: Lease,
     cmd: Client,
     reader: Client,
     codecs: Vec<Arc<dyn Codec>>,
@@ -107,28 +108,7 @@ struct Shared {
     counters: Counters,
     scripts: Scripts,
     serving: AtomicBool,
-    /// Another process of this system took its lease (this one was paused past it, and
-    /// taken for dead): what this one reads before it stops is that one's to handle.
-    replaced: AtomicBool,
     stop: watch::Sender<bool>,
-    /// Until when, by this process's monotonic clock, the system's (or member's) lease
-    /// renewed last is surely still held (its TTL, less a margin for clock drift, from
-    /// before the renewal).
-    lease_fresh_until: AtomicU64,
-    /// The same for the URN keys, renewed less often (`urn_ttl`).
-    urns_fresh_until: AtomicU64,
-    /// When the URN keys were last renewed (nanoseconds from `clock_base`; `u64::MAX`:
-    /// never, or to be renewed at the next renewal whatever the time).
-    urns_renewed_at: AtomicU64,
-    /// What `lease_fresh_until` and `urns_fresh_until` count from.
-    clock_base: std::time::Instant,
-    /// Open while the leases are surely held, as the fresh-until times; every request handed to an
-    /// actor carries the one current when its entry was read, so that after a pause past
-    /// the lease the actor starts none it had queued (another system may have taken them).
-    /// Replaced by a new one when a renewal finds it closed (`lease.rs`).
-    fence: Mutex<conclib_core::Fence>,
-    /// One lease re-check at a time.
-    recheck: tokio::sync::Mutex<()>,
     /// The request stream holds ids far in the future (a hostile client): reset it once
     /// drained.
     poisoned: AtomicBool,
@@ -182,7 +162,6 @@ impl Shared {
         Shared {
             system: system.clone(),
             requests_key,
-            lease_key,
             consumer,
             claim_value,
             role,
@@ -190,7 +169,7 @@ impl Shared {
             activations: activation::Activations::default(),
             reply_prefix: keys.reply_prefix(),
             keys,
-            token: lease_token(),
+            lease: Lease::new(lease_key, config.lease_ttl, config.urn_ttl),
             system_id,
             config: config.clone(),
             cmd,
@@ -206,14 +185,7 @@ impl Shared {
             counters: Counters::default(),
             scripts: Scripts::new(),
             serving: AtomicBool::new(true),
-            replaced: AtomicBool::new(false),
             stop,
-            lease_fresh_until: AtomicU64::new(0),
-            urns_fresh_until: AtomicU64::new(0),
-            urns_renewed_at: AtomicU64::new(u64::MAX),
-            clock_base: std::time::Instant::now(),
-            fence: Mutex::new(conclib_core::Fence::new(std::time::Instant::now())),
-            recheck: tokio::sync::Mutex::new(()),
             poisoned: AtomicBool::new(false),
             briefs: tokio::sync::Mutex::default(),
             persistence: std::sync::OnceLock::new(),
@@ -334,11 +306,6 @@ impl Shared {
             .collect();
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         groups
-    }
-
-    /// The fence of the leases held now (see `fence`).
-    fn fence(&self) -> conclib_core::Fence {
-        self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
