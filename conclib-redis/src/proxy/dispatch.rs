@@ -15,7 +15,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::activation::Pattern;
 use super::handoff::HandOff;
 use super::read::{RawEnvelope, Request};
-use super::{Completion, FUTURE_ID_TOLERANCE_MS, Handling, Role, Shared};
+use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS, Handling};
+use super::{Role, Shared};
 use crate::protocol::{self, Status};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
@@ -123,7 +124,7 @@ impl Shared {
         let now = self.clock.redis_now_ms();
         let sent_ms = i64::try_from(id.ms).unwrap_or(i64::MAX);
         if sent_ms > now.saturating_add(FUTURE_ID_TOLERANCE_MS) {
-            self.poisoned.store(true, Ordering::Release);
+            self.stream.poisoned.store(true, Ordering::Release);
         }
         let remaining_ms = sent_ms.min(now).saturating_add(req.ttl_ms) - now;
         if remaining_ms <= 0 {

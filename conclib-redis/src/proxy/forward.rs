@@ -136,10 +136,13 @@ impl Shared {
                 Forwarded::Added
             });
         }
-        let keys = vec![owned(origin.shared.requests_key.clone()), owned(target)];
+        let keys = vec![
+            owned(origin.shared.stream.requests_key.clone()),
+            owned(target),
+        ];
         let mut args = vec![
             s(CONSUMER_GROUP),
-            owned(origin.shared.consumer.clone()),
+            owned(origin.shared.stream.consumer.clone()),
             owned(origin.entry.to_string()),
         ];
         args.extend(fields);

@@ -272,7 +272,7 @@ impl Shared {
             self.unlist(&m.name).await;
         }
         for lane in &lanes {
-            lane.forget_consumer(&lane.consumer).await;
+            lane.forget_consumer(&lane.stream.consumer).await;
         }
         member.release_member_lease().await;
         for lane in &lanes {
@@ -318,7 +318,7 @@ impl Shared {
             .eval_many(
                 &self.cmd,
                 vec![(
-                    self.requests_key.clone(),
+                    self.stream.requests_key.clone(),
                     vec![s(CONSUMER_GROUP), owned(consumer)],
                 )],
             )
@@ -335,7 +335,7 @@ impl Shared {
             .trim
             .eval_many(
                 &self.cmd,
-                vec![(self.requests_key.clone(), vec![s(CONSUMER_GROUP)])],
+                vec![(self.stream.requests_key.clone(), vec![s(CONSUMER_GROUP)])],
             )
             .await;
         if let Some(Err(e)) = r.first() {
@@ -352,7 +352,7 @@ impl Shared {
         let Ok(Value::Array(summary)) = conn::call(
             &self.cmd,
             keyed("XPENDING"),
-            vec![owned(self.requests_key.clone()), s(CONSUMER_GROUP)],
+            vec![owned(self.stream.requests_key.clone()), s(CONSUMER_GROUP)],
         )
         .await
         else {
@@ -368,7 +368,7 @@ impl Shared {
                 continue;
             };
             let name = String::from_utf8_lossy(name).into_owned();
-            if name == self.consumer {
+            if name == self.stream.consumer {
                 // More pending here than this member knows of: requests another member
                 // placed here whose wake-up went astray (`placement.rs`). Read them.
                 let count = pair
@@ -379,8 +379,8 @@ impl Shared {
                             .or_else(|| c.as_u64())
                     })
                     .unwrap_or(0);
-                if m.pattern && count > self.unacked().len() as u64 {
-                    self.reread.store(true, Ordering::Release);
+                if m.pattern && count > self.stream.unacked().len() as u64 {
+                    self.stream.reread.store(true, Ordering::Release);
                 }
                 continue;
             }
@@ -394,7 +394,7 @@ impl Shared {
             tracing::info!(system = %self.system_id, group = %m.group, claimed, "took over the requests of a member that is gone");
             crate::metrics::group_claimed(&self.system_id, &m.group, claimed);
             // The read loop reads our pending list again, where they are now.
-            self.reread.store(true, Ordering::Release);
+            self.stream.reread.store(true, Ordering::Release);
         }
         claimed
     }
@@ -415,7 +415,7 @@ impl Shared {
                 &self.cmd,
                 keyed("XPENDING"),
                 vec![
-                    owned(self.requests_key.clone()),
+                    owned(self.stream.requests_key.clone()),
                     s(CONSUMER_GROUP),
                     s("IDLE"),
                     min_idle.clone(),
@@ -441,9 +441,9 @@ impl Shared {
             }
             let n = ids.len();
             let mut args = vec![
-                owned(self.requests_key.clone()),
+                owned(self.stream.requests_key.clone()),
                 s(CONSUMER_GROUP),
-                owned(self.consumer.clone()),
+                owned(self.stream.consumer.clone()),
                 min_idle.clone(),
             ];
             args.extend(ids);

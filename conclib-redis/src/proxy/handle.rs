@@ -380,7 +380,7 @@ impl ProxyHandle {
             // learns at once that its URN is gone rather than at its deadline.
             let close = Script::new(crate::protocol::CLOSE_SCRIPT);
             let calls = vec![(
-                shared.requests_key.clone(),
+                shared.stream.requests_key.clone(),
                 vec![conn::s(crate::protocol::CONSUMER_GROUP)],
             )];
             if let Some(Err(e)) = close.eval_many(&shared.cmd, calls).await.into_iter().next() {

@@ -72,7 +72,7 @@ impl Shared {
         };
         // Its handling here wrote the state already; read again after its acknowledgement
         // failed (`applied.rs`).
-        if self.handled_here(h.entry) {
+        if self.stream.handled_here(h.entry) {
             return answered_already(&h.req.urn, &h.reply_to);
         }
         // A member paused past its lease may have had this request claimed by another.
@@ -209,7 +209,7 @@ impl Shared {
             let key = req
                 .moved
                 .clone()
-                .unwrap_or_else(|| super::applied::request_key(&origin.requests_key, entry));
+                .unwrap_or_else(|| super::applied::request_key(&origin.stream.requests_key, entry));
             (s, t, key)
         });
         if let Some((standing, _, key)) = &applied
@@ -267,7 +267,7 @@ impl Shared {
                 .as_ref()
                 .is_some_and(|(standing, trace, _)| standing.applied.end(trace));
             if let (true, Some((standing, _, key))) = (wrote, &applied) {
-                origin.await_ack(entry, standing, key);
+                origin.stream.await_ack(entry, standing, key);
             }
             wrote
         };
@@ -356,27 +356,6 @@ impl Shared {
         }
     }
 
-    /// Whether the handling of entry `entry`, read here, wrote an activation's state and
-    /// the entry is not acknowledged yet (`applied.rs`).
-    fn handled_here(&self, entry: EntryId) -> bool {
-        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        !applied.is_empty() && applied.contains_key(&entry)
-    }
-
-    /// The handling of entry `entry` (request `key`), read here, wrote the state of the
-    /// activation with `standing`: it learns when the entry is acknowledged (`applied.rs`).
-    fn await_ack(
-        &self,
-        entry: EntryId,
-        standing: &Arc<super::activation::Standing>,
-        key: &super::applied::RequestKey,
-    ) {
-        self.applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(entry, (standing.clone(), key.clone()));
-    }
-
     /// Whether a group's entry is still pending on this member (another member claims the
     /// entries of one paused past its lease). Always true in a system's own stream.
     pub(super) async fn still_mine(&self, entry: EntryId) -> bool {
@@ -389,12 +368,12 @@ impl Shared {
             &self.cmd,
             keyed("XPENDING"),
             vec![
-                owned(self.requests_key.clone()),
+                owned(self.stream.requests_key.clone()),
                 s(crate::protocol::CONSUMER_GROUP),
                 owned(id.clone()),
                 owned(id),
                 Value::Integer(1),
-                owned(self.consumer.clone()),
+                owned(self.stream.consumer.clone()),
             ],
         ))
         .await;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
+use super::Shared;
 use super::lease_state::{lease_holder, process_exists, this_host};
-use super::{FUTURE_ID_TOLERANCE_MS, Shared};
+use super::stream::FUTURE_ID_TOLERANCE_MS;
 use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
 use crate::error::ServeError;
 use crate::protocol::CONSUMER_GROUP;
@@ -85,7 +86,7 @@ impl Shared {
             keyed_at("XGROUP", 1, false),
             vec![
                 s("CREATE"),
-                owned(self.requests_key.clone()),
+                owned(self.stream.requests_key.clone()),
                 s(CONSUMER_GROUP),
                 s("0"),
                 s("MKSTREAM"),
@@ -103,7 +104,7 @@ impl Shared {
             &self.cmd,
             keyed("PEXPIRE"),
             vec![
-                owned(self.requests_key.clone()),
+                owned(self.stream.requests_key.clone()),
                 Value::Integer(self.config.queue_ttl.as_millis() as i64),
             ],
         )
@@ -432,7 +433,7 @@ impl Shared {
     /// Replaces a request stream whose ids run ahead of the clock (a client added an entry
     /// with an id in the future) by an empty one, once all its entries were handled.
     pub(super) async fn reset_poisoned(&self) {
-        if !self.poisoned.load(Ordering::Acquire) {
+        if !self.stream.poisoned.load(Ordering::Acquire) {
             return;
         }
         let args = vec![
@@ -443,15 +444,15 @@ impl Shared {
         let reset = self
             .scripts
             .reset
-            .eval_many(&self.cmd, vec![(self.requests_key.clone(), args)])
+            .eval_many(&self.cmd, vec![(self.stream.requests_key.clone(), args)])
             .await;
         match reset.first() {
             Some(Ok(Value::Integer(1))) => {
-                self.unacked().reset();
-                self.poisoned.store(false, Ordering::Release);
+                self.stream.unacked().reset();
+                self.stream.poisoned.store(false, Ordering::Release);
                 tracing::warn!(system = %self.system_id, "reset the request stream: a client had added ids far in the future");
             }
-            Some(Ok(Value::Integer(0))) => self.poisoned.store(false, Ordering::Release),
+            Some(Ok(Value::Integer(0))) => self.stream.poisoned.store(false, Ordering::Release),
             Some(Ok(_)) => {} // entries still to handle: next renewal
             Some(Err(e)) => tracing::debug!(error = %e, "could not reset the request stream"),
             None => {}

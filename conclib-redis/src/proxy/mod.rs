@@ -24,6 +24,7 @@ mod rebalance;
 mod registry;
 mod scripts;
 mod store;
+mod stream;
 mod takeover;
 mod write;
 
@@ -39,25 +40,22 @@ use lease_state::Lease;
 use read::read_loop;
 use registry::Registry;
 use scripts::Scripts;
+use stream::Stream;
 use write::write_loop;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use conclib_core::ActorSystem;
-use fred::bytes::Bytes;
 use fred::prelude::*;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::ProxyConfig;
 use crate::conn::{self, keyed, owned};
 use crate::protocol::{self, Keys};
-use crate::unacked::{EntryId, Unacked};
 use conclib_codec::{Codec, builtin_codec};
 
 /// What one proxy instance serves.
@@ -73,17 +71,15 @@ struct Shared {
     config: ProxyConfig,
     system_id: String,
     role: Role,
-    /// The consumer this instance reads its stream as: `proxy` for a system's own stream,
-    /// the system id in a group's.
-    consumer: String,
     /// What the URN keys this instance claims hold: the system id, or the group id.
     claim_value: String,
+    /// The request stream this instance reads, and what it read and has not acknowledged.
+    stream: Stream,
     /// The groups this system's proxy is a member of, by URN or pattern prefix.
     groups: Mutex<HashMap<String, group::MemberHandle>>,
     /// URN patterns this system activates actors for, and the activations alive.
     activations: activation::Activations,
     keys: Keys,
-    requests_key: String,
     reply_prefix: String,
     /// The lease this instance holds, and until when it surely holds it.
     lease: Lease,
@@ -96,22 +92,10 @@ struct Shared {
     /// One look at the system's URNs at a time; holds the position in the system's URN
     /// journal read up to ([`ActorSystem::urn_changes_since`]).
     scan_lock: tokio::sync::Mutex<u64>,
-    in_flight: Arc<Semaphore>,
-    /// Stream entries read and not yet acknowledged (re-reading the pending list skips
-    /// them; the stream is trimmed below them).
-    unacked: Mutex<Unacked>,
-    /// Requests read here whose handling wrote an activation's state, with the activation's
-    /// standing: told when the request is acknowledged (`applied.rs`).
-    applied: Mutex<HashMap<EntryId, (Arc<activation::Standing>, applied::RequestKey)>>,
-    /// An answer was given up on: the read loop re-reads the pending list to handle it again.
-    reread: AtomicBool,
     counters: Counters,
     scripts: Scripts,
     serving: AtomicBool,
     stop: watch::Sender<bool>,
-    /// The request stream holds ids far in the future (a hostile client): reset it once
-    /// drained.
-    poisoned: AtomicBool,
     /// What the snapshots published of the actors in brief; one publish at a time.
     briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
     /// Redis's persistence settings, read once as the proxy started.
@@ -161,8 +145,7 @@ impl Shared {
         };
         Shared {
             system: system.clone(),
-            requests_key,
-            consumer,
+            stream: Stream::new(requests_key, consumer, in_flight),
             claim_value,
             role,
             groups: Mutex::new(HashMap::new()),
@@ -178,15 +161,10 @@ impl Shared {
             clock: Clock::default(),
             registry: Mutex::new(Registry::default()),
             scan_lock: tokio::sync::Mutex::new(0),
-            in_flight: Arc::new(Semaphore::new(in_flight)),
-            unacked: Mutex::new(Unacked::default()),
-            applied: Mutex::new(HashMap::new()),
-            reread: AtomicBool::new(false),
             counters: Counters::default(),
             scripts: Scripts::new(),
             serving: AtomicBool::new(true),
             stop,
-            poisoned: AtomicBool::new(false),
             briefs: tokio::sync::Mutex::default(),
             persistence: std::sync::OnceLock::new(),
             topics: std::sync::OnceLock::new(),
@@ -311,28 +289,4 @@ impl Shared {
     fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    fn unacked(&self) -> std::sync::MutexGuard<'_, Unacked> {
-        self.unacked.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
-
-/// What is left to do for one request: push its reply (if any) and acknowledge it.
-struct Completion {
-    id: EntryId,
-    reply: Option<(String, Bytes)>,
-    /// Not acknowledged: left pending in Redis, to be read again (a tell this proxy could
-    /// not confirm it may still serve).
-    requeue: bool,
-    /// Placed on another member of its group: pending on that member now, so neither
-    /// acknowledged nor read again here (`placement.rs`).
-    handed: bool,
-    /// The request's place among those in flight, given back once the answer is written.
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-/// A request being handled: resolves to its completion.
-type Handling = Pin<Box<dyn Future<Output = Completion> + Send>>;
-
-/// How far ahead of Redis's clock a request's entry id may be and still date the request.
-const FUTURE_ID_TOLERANCE_MS: i64 = 2_000;

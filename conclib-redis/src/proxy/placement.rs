@@ -326,7 +326,7 @@ impl Shared {
                 return Handed::NotPending;
             }
             let claim = vec![
-                owned(self.requests_key.clone()),
+                owned(self.stream.requests_key.clone()),
                 s(CONSUMER_GROUP),
                 owned(target),
                 Value::Integer(0),
@@ -341,10 +341,10 @@ impl Shared {
             let _ = conn::call(&self.cmd, keyed("XADD"), add).await;
             return Handed::Done;
         }
-        let keys = vec![owned(self.requests_key.clone()), wake];
+        let keys = vec![owned(self.stream.requests_key.clone()), wake];
         let mut args = vec![
             s(CONSUMER_GROUP),
-            owned(self.consumer.clone()),
+            owned(self.stream.consumer.clone()),
             owned(entry.to_string()),
             owned(target),
         ];
@@ -374,6 +374,7 @@ impl Shared {
         let Some(lanes) = lanes else { return };
         for member in lanes {
             member
+                .stream
                 .reread
                 .store(true, std::sync::atomic::Ordering::Release);
             tokio::spawn(async move {

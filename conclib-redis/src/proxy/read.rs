@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, watch};
 use conclib_core::Priority;
 use conclib_core::trace::TraceContext;
 
-use super::{Completion, Handling, Shared};
+use super::Shared;
+use super::stream::{Completion, Handling};
 use crate::conn::{self, as_bytes, bytes, keyed_at, owned, s};
 use crate::error::is_connection_error;
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
@@ -225,7 +226,7 @@ pub(super) async fn read_loop(
         if *stop.borrow_and_update() {
             break;
         }
-        if shared.reread.swap(false, Ordering::AcqRel) {
+        if shared.stream.reread.swap(false, Ordering::AcqRel) {
             pending_phase = true;
             pending_from = Bytes::from_static(b"0");
         }
@@ -248,7 +249,7 @@ pub(super) async fn read_loop(
         // Wait for room before reading more.
         let first = loop {
             tokio::select! {
-                p = shared.in_flight.clone().acquire_owned() => match p {
+                p = shared.stream.in_flight.clone().acquire_owned() => match p {
                     Ok(p) => break Some(p),
                     Err(_) => break None,
                 },
@@ -258,11 +259,11 @@ pub(super) async fn read_loop(
             }
         };
         let Some(first) = first else { break };
-        let count = (shared.in_flight.available_permits() + 1).min(shared.config.batch_size);
+        let count = (shared.stream.in_flight.available_permits() + 1).min(shared.config.batch_size);
         let mut args = vec![
             s("GROUP"),
             s(CONSUMER_GROUP),
-            owned(shared.consumer.clone()),
+            owned(shared.stream.consumer.clone()),
             s("COUNT"),
             Value::Integer(count as i64),
         ];
@@ -271,7 +272,7 @@ pub(super) async fn read_loop(
             args.push(Value::Integer(block.as_millis() as i64));
         }
         args.push(s("STREAMS"));
-        args.push(owned(shared.requests_key.clone()));
+        args.push(owned(shared.stream.requests_key.clone()));
         args.push(if pending_phase {
             bytes(pending_from.clone())
         } else {
@@ -280,7 +281,7 @@ pub(super) async fn read_loop(
         // XREADGROUP's key is after GROUP g c COUNT n [BLOCK ms] STREAMS.
         let offset = args.len() - 2;
         // What is acknowledged from here on may still be listed by a re-read's reply.
-        shared.unacked().rereading(pending_phase);
+        shared.stream.unacked().rereading(pending_phase);
         let mut read_cmd = cmd.clone();
         read_cmd.cluster_hash = fred::types::ClusterHash::Offset(offset);
         // Sent once at most: fred would otherwise send a read lost with its connection
@@ -310,7 +311,7 @@ pub(super) async fn read_loop(
             Ok(Value::Null) => {
                 if pending_phase {
                     pending_phase = false;
-                    shared.unacked().set_complete(true);
+                    shared.stream.unacked().set_complete(true);
                 }
                 continue;
             }
@@ -335,7 +336,7 @@ pub(super) async fn read_loop(
                 // An answer lost with the connection leaves entries delivered to us: re-read them.
                 pending_phase = true;
                 pending_from = Bytes::from_static(b"0");
-                shared.unacked().set_complete(false);
+                shared.stream.unacked().set_complete(false);
                 continue;
             }
         };
@@ -344,7 +345,7 @@ pub(super) async fn read_loop(
         }
         if pending_phase && entries.is_empty() {
             pending_phase = false;
-            shared.unacked().set_complete(true);
+            shared.stream.unacked().set_complete(true);
             continue;
         }
         let mut permit = Some(first);
@@ -357,12 +358,12 @@ pub(super) async fn read_loop(
                 pending_from = entry_id.clone();
             }
             // Re-reading the pending list: skip what is being handled already.
-            if !shared.unacked().insert(id) {
+            if !shared.stream.unacked().insert(id) {
                 continue;
             }
             let permit = match permit.take() {
                 Some(p) => p,
-                None => match shared.in_flight.clone().acquire_owned().await {
+                None => match shared.stream.in_flight.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => break,
                 },

@@ -10,7 +10,8 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::mpsc;
 
-use super::{Completion, FUTURE_ID_TOLERANCE_MS, Shared};
+use super::Shared;
+use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS};
 use crate::conn::{self, bytes, keyed, keyed_at, owned, s};
 use crate::error::is_connection_error;
 use crate::protocol::CONSUMER_GROUP;
@@ -116,7 +117,7 @@ impl Shared {
                 owned(self.scripts.answer.sha.clone()),
                 Value::Integer(1 + by_key.len() as i64),
             ]);
-            args.push(owned(self.requests_key.clone()));
+            args.push(owned(self.stream.requests_key.clone()));
             args.extend(by_key.keys().map(|k| owned(*k)));
             args.extend([
                 s(CONSUMER_GROUP),
@@ -177,7 +178,7 @@ impl Shared {
             let args = push(owned(self.scripts.push.sha.clone()), key, frames);
             let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args).await;
         }
-        let stream = owned(self.requests_key.clone());
+        let stream = owned(self.stream.requests_key.clone());
         let mut ack = Vec::with_capacity(entries.len() + 2);
         ack.extend([stream.clone(), s(CONSUMER_GROUP)]);
         ack.extend(entries.iter().cloned());
@@ -213,26 +214,14 @@ impl Shared {
 
     /// Books a written batch as done and releases its in-flight permits.
     pub(super) fn finish(&self, batch: &mut Vec<Completion>) {
-        self.unacked().remove(batch.iter().map(|c| c.id), true);
-        self.acknowledged_applied(batch);
+        self.stream
+            .unacked()
+            .remove(batch.iter().map(|c| c.id), true);
+        self.stream.acknowledged_applied(batch);
         self.counters
             .completed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
-    }
-
-    /// Tells the activations whose state the handling of a request of `batch` wrote that
-    /// it is acknowledged (`applied.rs`).
-    fn acknowledged_applied(&self, batch: &[Completion]) {
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        if applied.is_empty() {
-            return;
-        }
-        for c in batch {
-            if let Some((standing, key)) = applied.remove(&c.id) {
-                standing.applied.acked(&key);
-            }
-        }
     }
 
     /// Takes the completions to leave pending out of `batch`: they are read again; and those
@@ -242,7 +231,9 @@ impl Shared {
             let (handed, keep): (Vec<Completion>, Vec<Completion>) =
                 batch.drain(..).partition(|c| c.handed);
             *batch = keep;
-            self.unacked().remove(handed.iter().map(|c| c.id), true);
+            self.stream
+                .unacked()
+                .remove(handed.iter().map(|c| c.id), true);
         }
         if batch.iter().any(|c| c.requeue) {
             let (mut pending, keep): (Vec<Completion>, Vec<Completion>) =
@@ -255,8 +246,10 @@ impl Shared {
     /// Gives up on writing a batch: its entries stay pending in Redis, and the read loop
     /// re-reads the pending list to handle them again.
     pub(super) fn give_up(&self, batch: &mut Vec<Completion>) {
-        self.unacked().remove(batch.iter().map(|c| c.id), false);
-        self.reread.store(true, Ordering::Release);
+        self.stream
+            .unacked()
+            .remove(batch.iter().map(|c| c.id), false);
+        self.stream.reread.store(true, Ordering::Release);
         batch.clear();
     }
 
@@ -268,7 +261,7 @@ impl Shared {
         }
         let mut ids: Vec<EntryId> = batch.iter().map(|c| c.id).collect();
         ids.sort_unstable();
-        self.sane_trim(self.unacked().trim_below(&ids))
+        self.sane_trim(self.stream.unacked().trim_below(&ids))
     }
 
     /// No trimming up to an id in the future: a client chose it, and once the stream is
@@ -290,14 +283,14 @@ impl Shared {
         if !matches!(self.role, super::Role::System) {
             return self.trim_group().await;
         }
-        let Some(below) = self.sane_trim(self.unacked().trim_below(&[])) else {
+        let Some(below) = self.sane_trim(self.stream.unacked().trim_below(&[])) else {
             return;
         };
         let trimmed = conn::call(
             &self.cmd,
             keyed("XTRIM"),
             vec![
-                owned(self.requests_key.clone()),
+                owned(self.stream.requests_key.clone()),
                 s("MINID"),
                 owned(below.to_string()),
             ],
