@@ -12,11 +12,11 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::activation::Pattern;
+use super::activations::Pattern;
 use super::handoff::HandOff;
 use super::read::{RawEnvelope, Request};
+use super::shared::{Role, Shared};
 use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS, Handling};
-use super::{Role, Shared};
 use crate::protocol::{self, Status};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;

@@ -9,14 +9,16 @@
 //! acknowledged when the request is read again. In a cluster the two streams may live on
 //! different nodes, where no script reaches both: there it is a plain `XADD` after the
 //! pending check, and a request may be passed on twice when an answer is lost.
+//!
+//! [`FORWARD_SCRIPT`]: crate::protocol::FORWARD_SCRIPT
 
 use std::time::Duration;
 
 use fred::bytes::Bytes;
 use fred::prelude::*;
 
-use super::Shared;
 use super::read::Request;
+use super::shared::Shared;
 use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
 use crate::unacked::EntryId;

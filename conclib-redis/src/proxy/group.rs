@@ -6,99 +6,20 @@
 //! What only a group has is here: joining and leaving, the member lease, claiming the
 //! entries of members that died, and trimming what every member has finished with.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fred::prelude::*;
-use tokio::task::JoinHandle;
 
 use super::read::stopped;
 use super::scripts::Script;
-use super::{Role, Shared};
+use super::shared::{Member, MemberHandle, Role, Shared};
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{
     self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT, TAKE_OVER_SCRIPT,
 };
-
-/// What a member instance serves.
-pub(super) struct Member {
-    /// The group id: `~{urn}` or `~{prefix}*`.
-    pub(super) group: String,
-    /// The key naming the group: `{ns}:urn:{urn}` or `{ns}:pattern:{prefix}`.
-    pub(super) claim_key: String,
-    /// The URN served, or the pattern's prefix.
-    pub(super) name: String,
-    /// Whether `name` is a pattern prefix.
-    pub(super) pattern: bool,
-    /// Whether this instance reads the group's fast lane ([`Keys::fast_requests`]: its
-    /// `Priority::High` requests) rather than its stream.
-    ///
-    /// [`Keys::fast_requests`]: crate::protocol::Keys::fast_requests
-    pub(super) fast: bool,
-    /// The system's own proxy.
-    pub(super) system: Weak<Shared>,
-    pub(super) trim: Script,
-    /// Deletes a consumer with nothing pending ([`GROUP_FORGET_SCRIPT`]).
-    pub(super) forget: Script,
-    /// Moves what a gone system left for the pattern's URNs ([`TAKE_OVER_SCRIPT`],
-    /// `takeover.rs`).
-    pub(super) take_over: Script,
-}
-
-impl Member {
-    /// Whether a request for `urn` belongs in this group's stream.
-    pub(super) fn serves(&self, urn: &str) -> bool {
-        if self.pattern {
-            protocol::pattern_prefix(urn) == Some(self.name.as_str())
-        } else {
-            urn == self.name
-        }
-    }
-}
-
-/// A running membership, held by the system's proxy: the instance reading the group's
-/// stream, and the one reading its fast lane (same member lease, same token).
-pub(super) struct MemberHandle {
-    shared: Arc<Shared>,
-    fast: Arc<Shared>,
-    /// The read loops and writers of both instances.
-    tasks: Vec<JoinHandle<()>>,
-    /// Their upkeep loops.
-    heartbeats: Vec<JoinHandle<()>>,
-}
-
-impl MemberHandle {
-    pub(super) fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
-    }
-
-    /// Both instances: the group's stream's, then its fast lane's.
-    pub(super) fn lanes(&self) -> [Arc<Shared>; 2] {
-        [self.shared.clone(), self.fast.clone()]
-    }
-}
-
-impl Drop for MemberHandle {
-    /// Dropped without leaving (the proxy handle was dropped): stops at once, as the
-    /// system's proxy does; what it took is claimed by the others once its lease lapses.
-    fn drop(&mut self) {
-        for t in self.tasks.iter().chain(&self.heartbeats) {
-            t.abort();
-        }
-        if !self.tasks.is_empty()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let readers = [self.shared.reader.clone(), self.fast.reader.clone()];
-            rt.spawn(async move {
-                for reader in readers {
-                    let _ = reader.quit().await;
-                }
-            });
-        }
-    }
-}
 
 /// What a group is formed around.
 pub(super) enum GroupOf<'a> {
@@ -235,12 +156,6 @@ impl Shared {
             self.report_activations(name).await;
         }
         Ok(())
-    }
-
-    pub(super) fn groups(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, MemberHandle>> {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Leaves a group gracefully: stops reading its stream, finishes and acknowledges what

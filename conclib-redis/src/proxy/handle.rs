@@ -9,9 +9,12 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
+use super::activation::Activator;
+use super::activations::Activation;
+use super::group;
 use super::lease::heartbeat_loop;
 use super::scripts::Script;
-use super::{Activation, Activator, Role, Shared, group};
+use super::shared::{Role, Shared};
 use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, owned};
 use crate::error::ServeError;
@@ -289,7 +292,7 @@ impl ProxyHandle {
         Fut: Future<Output = Result<A, E>> + Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        Activator::new(self, pattern, make)
+        Activator::new(&self.shared, pattern, make)
     }
 
     /// The URNs activated in this system now, sorted.

@@ -12,11 +12,12 @@ use conclib_core::{AskError, DynActorRef, ErasedMessage, ErasedResult, ExposedMe
 use fred::bytes::Bytes;
 use fred::prelude::*;
 
-use super::activation::{Activated, Pattern, Standing};
+use super::activations::{Activated, Pattern};
 use super::forward::Origin;
 use super::placement::{Handed, Placed};
 use super::read::Request;
-use super::{Role, Shared};
+use super::shared::{Role, Shared};
+use super::standing::Standing;
 use crate::conn::{self, keyed, owned, s};
 use crate::protocol::{self, Status};
 use crate::unacked::EntryId;
@@ -123,7 +124,7 @@ impl Shared {
                 // Held by a member that is gone (this request was claimed from it, or it died
                 // since): nobody reads its own stream, and its URN lease lapses soon; the
                 // request stays pending here until then, to be activated here.
-                if let super::Role::Member(m) = &self.role
+                if let super::shared::Role::Member(m) = &self.role
                     && Box::pin(self.member_gone(&m.group, &owner)).await
                 {
                     return (None, true);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use super::Shared;
 use super::lease_state::{lease_holder, process_exists, this_host};
+use super::shared::Shared;
 use super::stream::FUTURE_ID_TOLERANCE_MS;
 use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
 use crate::error::ServeError;
@@ -425,7 +425,7 @@ impl Shared {
         self.renew_queue().await;
         self.trim_exact().await;
         self.clock.sync(&self.cmd).await;
-        if matches!(self.role, super::Role::System) {
+        if matches!(self.role, super::shared::Role::System) {
             self.reset_poisoned().await;
         }
     }

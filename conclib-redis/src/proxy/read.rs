@@ -12,12 +12,14 @@ use fred::prelude::*;
 use fred::types::ClientUnblockFlag;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use conclib_core::Priority;
 use conclib_core::trace::TraceContext;
 
-use super::Shared;
+use super::shared::Shared;
 use super::stream::{Completion, Handling};
+use super::write::write_loop;
 use crate::conn::{self, as_bytes, bytes, keyed_at, owned, s};
 use crate::error::is_connection_error;
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
@@ -198,6 +200,19 @@ pub(super) fn take_ready(running: &mut Running, into: &mut Vec<Completion>) {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     while let Poll::Ready(Some(c)) = Pin::new(&mut *running).poll_next(&mut cx) {
         into.push(c);
+    }
+}
+
+impl Shared {
+    /// Starts the read loop and the writer: (reader, writer).
+    pub(super) fn start_reading(
+        self: &Arc<Self>,
+        block: Duration,
+    ) -> (JoinHandle<()>, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_loop(self.clone(), rx));
+        let reader = tokio::spawn(read_loop(self.clone(), tx, block));
+        (reader, writer)
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use fred::bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::activation::Standing;
 use super::applied::RequestKey;
+use super::standing::Standing;
 use crate::unacked::{EntryId, Unacked};
 
 /// The request stream of a proxy instance (a system's own, or a group's), as this

@@ -10,7 +10,7 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::mpsc;
 
-use super::Shared;
+use super::shared::Shared;
 use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS};
 use crate::conn::{self, bytes, keyed, keyed_at, owned, s};
 use crate::error::is_connection_error;
@@ -256,7 +256,7 @@ impl Shared {
     /// The id below which the stream may be trimmed once `batch` is acknowledged.
     pub(super) fn trim_below(&self, batch: &[Completion]) -> Option<EntryId> {
         // A group's stream has entries pending on other members: `trim_exact` trims it.
-        if !matches!(self.role, super::Role::System) {
+        if !matches!(self.role, super::shared::Role::System) {
             return None;
         }
         let mut ids: Vec<EntryId> = batch.iter().map(|c| c.id).collect();
@@ -280,7 +280,7 @@ impl Shared {
     /// Trims the request stream exactly below the oldest entry still pending (the answer
     /// script trims only whole stream nodes, which is cheaper but leaves up to a node).
     pub(super) async fn trim_exact(&self) {
-        if !matches!(self.role, super::Role::System) {
+        if !matches!(self.role, super::shared::Role::System) {
             return self.trim_group().await;
         }
         let Some(below) = self.sane_trim(self.stream.unacked().trim_below(&[])) else {
