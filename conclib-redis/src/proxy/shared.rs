@@ -198,7 +198,9 @@ pub(super) struct Member {
     /// The system's own proxy.
     pub(super) system: Weak<Shared>,
     pub(super) trim: Script,
-    /// Deletes a consumer with nothing pending ([`GROUP_FORGET_SCRIPT`](crate::protocol::GROUP_FORGET_SCRIPT)).
+    /// Deletes a consumer with nothing pending ([`GROUP_FORGET_SCRIPT`]).
+    ///
+    /// [`GROUP_FORGET_SCRIPT`]: crate::protocol::GROUP_FORGET_SCRIPT
     pub(super) forget: Script,
     /// Moves what a gone system left for the pattern's URNs
     /// ([`TAKE_OVER_SCRIPT`](crate::protocol::TAKE_OVER_SCRIPT), `takeover.rs`).
