@@ -31,7 +31,9 @@ pub(super) struct Lease {
     /// Open while the leases are surely held, as the fresh-until times; every request handed to an
     /// actor carries the one current when its entry was read, so that after a pause past
     /// the lease the actor starts none it had queued (another system may have taken them).
-    /// Replaced by a new one when a renewal finds it closed (`lease.rs`).
+    /// Replaced by a new one when a renewal finds it closed ([`mark_lease_fresh`]).
+    ///
+    /// [`mark_lease_fresh`]: Lease::mark_lease_fresh
     fence: Mutex<conclib_core::Fence>,
     /// One lease re-check at a time.
     pub(super) recheck: tokio::sync::Mutex<()>,
