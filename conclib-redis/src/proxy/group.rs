@@ -101,15 +101,20 @@ impl Shared {
             member.acquire_lease().await?;
             member.clock.sync(&member.cmd).await;
             member
-                .ensure_group()
+                .stream
+                .ensure_group(&member.cmd)
                 .await
                 .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
-            member.renew_queue().await;
+            member
+                .stream
+                .renew(&member.cmd, member.config.queue_ttl)
+                .await;
             fast.clock.sync(&fast.cmd).await;
-            fast.ensure_group()
+            fast.stream
+                .ensure_group(&fast.cmd)
                 .await
                 .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
-            fast.renew_queue().await;
+            fast.stream.renew(&fast.cmd, fast.config.queue_ttl).await;
             member.registry().local.insert(name.to_owned(), true);
             if !member.claim_urns(vec![name.to_owned()]).await {
                 return Err(ServeError::Unavailable(format!(
@@ -419,7 +424,7 @@ async fn member_loop(shared: Arc<Shared>) {
             }
             event = reconnects.recv(), if events => match event {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if let Err(e) = shared.ensure_group().await {
+                    if let Err(e) = shared.stream.ensure_group(&shared.cmd).await {
                         tracing::warn!(error = %e, "could not recreate a group's consumer group");
                     }
                     shared.lease.renew_all_urns();

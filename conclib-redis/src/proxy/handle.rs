@@ -94,10 +94,14 @@ pub async fn start_proxy(
         shared.acquire_lease().await?;
         shared.clock.sync(&shared.cmd).await;
         shared
-            .ensure_group()
+            .stream
+            .ensure_group(&shared.cmd)
             .await
             .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
-        shared.renew_queue().await;
+        shared
+            .stream
+            .renew(&shared.cmd, shared.config.queue_ttl)
+            .await;
         shared.scan().await;
         shared.lease.mark_fresh(since);
         Ok::<_, ServeError>(())

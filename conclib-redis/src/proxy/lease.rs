@@ -11,7 +11,7 @@ use fred::prelude::*;
 use super::lease_state::{lease_holder, process_exists, this_host};
 use super::shared::Shared;
 use super::stream::FUTURE_ID_TOLERANCE_MS;
-use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
+use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::CONSUMER_GROUP;
 
@@ -76,39 +76,6 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// Creates the request stream and its consumer group, reading from the stream's start
-    /// (so requests queued before the group existed are served).
-    pub(super) async fn ensure_group(&self) -> Result<(), fred::error::Error> {
-        let created = conn::call(
-            &self.cmd,
-            keyed_at("XGROUP", 1, false),
-            vec![
-                s("CREATE"),
-                owned(self.stream.requests_key.clone()),
-                s(CONSUMER_GROUP),
-                s("0"),
-                s("MKSTREAM"),
-            ],
-        )
-        .await;
-        match created {
-            Err(e) if !conn::error_code_is(&e, "BUSYGROUP") => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    pub(super) async fn renew_queue(&self) {
-        let _ = conn::call(
-            &self.cmd,
-            keyed("PEXPIRE"),
-            vec![
-                owned(self.stream.requests_key.clone()),
-                Value::Integer(self.config.queue_ttl.as_millis() as i64),
-            ],
-        )
-        .await;
     }
 
     /// Looks at all the system's actors: claims the URNs of new exposed actors, releases
@@ -422,7 +389,7 @@ impl Shared {
         if answered {
             self.lease.mark_lease_fresh(since);
         }
-        self.renew_queue().await;
+        self.stream.renew(&self.cmd, self.config.queue_ttl).await;
         self.trim_exact().await;
         self.clock.sync(&self.cmd).await;
         if matches!(self.role, super::shared::Role::System) {
@@ -525,7 +492,7 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
                     // Redis may have restarted empty: recreate the group, claim everything again.
                     tracing::info!(system = %shared.system_id, "reconnected to Redis; renewing registrations");
                     crate::metrics::reconnected(&shared.system_id);
-                    if let Err(e) = shared.ensure_group().await {
+                    if let Err(e) = shared.stream.ensure_group(&shared.cmd).await {
                         tracing::warn!(error = %e, "could not recreate the consumer group");
                     }
                     shared.lease.renew_all_urns();

@@ -337,7 +337,7 @@ pub(super) async fn read_loop(
             Err(e) => {
                 if conn::error_code_is(&e, "NOGROUP") {
                     tracing::info!(system = %shared.system_id, "the request stream or its group is gone (Redis restarted?); recreating it");
-                    if let Err(e) = shared.ensure_group().await {
+                    if let Err(e) = shared.stream.ensure_group(&shared.cmd).await {
                         tracing::warn!(error = %e, "could not recreate the consumer group");
                     }
                 } else {

@@ -7,12 +7,16 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use fred::bytes::Bytes;
+use fred::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::applied::RequestKey;
 use super::standing::Standing;
+use crate::conn::{self, keyed, keyed_at, owned, s};
+use crate::protocol::CONSUMER_GROUP;
 use crate::unacked::{EntryId, Unacked};
 
 /// The request stream of a proxy instance (a system's own, or a group's), as this
@@ -51,6 +55,40 @@ impl Stream {
             reread: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
         }
+    }
+
+    /// Creates the request stream and its consumer group, reading from the stream's start
+    /// (so requests queued before the group existed are served).
+    pub(super) async fn ensure_group(&self, cmd: &Client) -> Result<(), fred::error::Error> {
+        let created = conn::call(
+            cmd,
+            keyed_at("XGROUP", 1, false),
+            vec![
+                s("CREATE"),
+                owned(self.requests_key.clone()),
+                s(CONSUMER_GROUP),
+                s("0"),
+                s("MKSTREAM"),
+            ],
+        )
+        .await;
+        match created {
+            Err(e) if !conn::error_code_is(&e, "BUSYGROUP") => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Renews the stream's TTL (`queue_ttl`): it lives that long after its last renewal.
+    pub(super) async fn renew(&self, cmd: &Client, ttl: Duration) {
+        let _ = conn::call(
+            cmd,
+            keyed("PEXPIRE"),
+            vec![
+                owned(self.requests_key.clone()),
+                Value::Integer(ttl.as_millis() as i64),
+            ],
+        )
+        .await;
     }
 
     /// The entries read and not acknowledged.
