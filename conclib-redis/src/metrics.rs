@@ -131,16 +131,16 @@ pub(crate) fn activation(system: &str, pattern: &str, event: &'static str) {
 /// activate them (`moved`)
 /// or dropped because their time was up (`expired`), and how long the oldest moved one
 /// had waited for the gone system (`conclib_takeover_wait_seconds`: a failover's cost to
-/// its callers) (`proxy/takeover.rs`).
-pub(crate) fn taken_over(system: &str, pattern: &str, done: &crate::proxy::TakenOver) {
+/// its callers, `waited_ms`) (`proxy/takeover.rs`).
+pub(crate) fn taken_over(system: &str, pattern: &str, moved: u64, expired: u64, waited_ms: u64) {
     if is_enabled() {
         metrics::counter!("conclib_takeover_moved_total", "system" => system.to_owned(), "pattern" => pattern.to_owned())
-            .increment(done.moved);
+            .increment(moved);
         metrics::counter!("conclib_takeover_expired_total", "system" => system.to_owned(), "pattern" => pattern.to_owned())
-            .increment(done.expired);
-        if done.moved > 0 {
+            .increment(expired);
+        if moved > 0 {
             metrics::histogram!("conclib_takeover_wait_seconds", "system" => system.to_owned(), "pattern" => pattern.to_owned())
-                .record(done.waited_ms as f64 / 1000.0);
+                .record(waited_ms as f64 / 1000.0);
         }
     }
 }

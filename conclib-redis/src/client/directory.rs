@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use fred::prelude::*;
 use futures_util::TryStreamExt;
 
-use super::{ProxyClient, cooperate, settle};
+use super::budget::{cooperate, settle};
+use super::handle::ProxyClient;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::error::{ProxyError, redis_error};
 
@@ -114,8 +115,10 @@ fn glob_escape(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::glob_escape;
+
     #[test]
     fn glob_characters_are_escaped() {
-        assert_eq!(super::glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 }

@@ -14,10 +14,12 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use super::outbox::{self, Done, Outgoing};
+use super::handle::ProxyClient;
+use super::outbox;
+use super::queued::{Done, Outgoing};
 use super::route::Resolved;
+use super::shared::Shared;
 use super::waiter::Waiter;
-use super::{ProxyClient, Shared};
 use crate::conn::{bytes, owned, s, shared_bytes};
 use crate::error::ProxyError;
 use crate::protocol::{self, PROTOCOL_VERSION, Status, field};
@@ -370,7 +372,8 @@ mod tests {
 
     use conclib_core::Priority;
 
-    use super::super::{ProxyClient, Shared};
+    use super::super::handle::ProxyClient;
+    use super::super::shared::Shared;
     use crate::future_size::{future_size, never};
 
     /// An ask's future holds what its common path needs: a URN lookup in Redis and the wait

@@ -9,7 +9,7 @@ use fred::prelude::*;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
-use super::{REPLY_BATCH, REPLY_BLOCK_SECS, Shared};
+use super::shared::{REPLY_BATCH, REPLY_BLOCK_SECS, Shared};
 use crate::conn::{self, keyed_at, owned, s};
 use crate::error::is_connection_error;
 

@@ -1,27 +1,37 @@
 //! [`ProxyClient`]: asks and tells actors of other processes through Redis.
 //!
-//! This module resolves URNs and sends requests; `outbox` writes them in batches, `io`
-//! reads the replies; `remote` holds the typed ask and tell builders.
+//! This module holds the client's public methods: it connects, resolves URNs and sends
+//! requests. What the parts share is in `shared` (the client's state) and `handle` (the
+//! [`ProxyClient`] users hold), so that no part imports this module: `route` resolves URNs
+//! (its cache is part of the shared state), `outbox` writes requests in batches (`queued`:
+//! what waits), `io` reads the replies, `remote` holds the typed ask and tell builders.
 
+mod budget;
 mod directory;
 mod exchange;
+mod handle;
 mod io;
 mod outbox;
+mod queued;
+mod random;
 mod remote;
 mod restart;
 mod route;
+mod shared;
 mod waiter;
 
-use route::Resolved;
-use waiter::Waiter;
-
+pub(crate) use budget::{cooperate, settle};
+use handle::Guard;
+pub use handle::ProxyClient;
 use io::{close_reader, read_replies, watch_link, watch_restarts};
+use random::random_id;
+pub(crate) use random::random_token;
 pub use remote::{ByUrn, RemoteRef};
+use shared::{REPLY_BLOCK_SECS, Shared};
 #[cfg(feature = "fuzzing")]
 pub(crate) use {exchange::reply_status, remote::interpret};
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,8 +40,6 @@ use std::time::{Duration, Instant};
 
 use conclib_core::trace::TraceContext;
 use conclib_core::{AskRequest, Message, Priority, RemoteReply, TellRequest};
-use fred::bytes::Bytes;
-use fred::clients::Pool;
 use fred::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -42,194 +50,6 @@ use crate::config::ProxyConfig;
 use crate::conn::{self, keyed, owned, shared_bytes};
 use crate::error::ProxyError;
 use crate::protocol::{self, Keys, SEND_SCRIPT};
-
-/// How long the reply reader blocks in one `BLMPOP`, in seconds.
-const REPLY_BLOCK_SECS: u64 = 2;
-/// The most replies taken by one `BLMPOP`.
-const REPLY_BATCH: i64 = 1024;
-
-/// A connection to the actors that proxies serve through Redis, for processes without an
-/// actor system (a web server's workers, scripts, other services).
-///
-/// Cloning is cheap and clones share everything: one client serves any number of concurrent
-/// asks from any number of tasks over [`ProxyConfig::pool_size`] command connections plus one
-/// connection that reads all replies (one reply list per client, dispatched by request id).
-/// A lone ask's request leaves at once; requests made while the client's writes to that
-/// system wait for Redis (two at most) leave together when one is back, in commands of up
-/// to 32, on any runtime.
-///
-/// ```no_run
-/// # use conclib_core::Message;
-/// # use serde::{Deserialize, Serialize};
-/// # #[derive(Serialize, Deserialize)] struct Add(u64);
-/// # impl Message for Add { type Response = u64; type Error = String; fn name() -> &'static str { "Add" } }
-/// # impl conclib_core::MessageDecl for Add { type WireError = String; }
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use conclib_core::AskError;
-/// use conclib_redis::{ProxyClient, ProxyConfig};
-/// use std::time::Duration;
-///
-/// let client = ProxyClient::connect(&ProxyConfig::from_env()?).await?;
-/// let total: u64 = client.ask("counter", Add(2)).await?;
-/// match client.ask("counter", Add(u64::MAX)).timeout(Duration::from_millis(200)).await {
-///     Ok(total) => println!("{total}"),
-///     Err(AskError::Handler(message)) => println!("the counter refused: {message}"),
-///     Err(other) => println!("{other}"),
-/// }
-/// client.tell("counter", Add(1)).await?;
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct ProxyClient {
-    shared: Arc<Shared>,
-    _guard: Arc<Guard>,
-}
-
-struct Shared {
-    config: ProxyConfig,
-    keys: Keys,
-    reply_key: String,
-    /// `reply_key` as every ask's `reply` field: shared, so that each request (and the copy of
-    /// its batch's arguments kept for a retry) takes a reference, not a copy.
-    reply_field: Bytes,
-    pool: Pool,
-    next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, Waiter>>,
-    send_sha: String,
-    cache: RwLock<HashMap<String, Resolved>>,
-    /// URNs this client has resolved before (bounded): a URN it knew that Redis no longer
-    /// knows right after Redis restarted is not reported unknown (see `resolve`).
-    known: Mutex<HashSet<String>>,
-    /// The `run_id` of the Redis this client connected to (changes when Redis restarts).
-    run_id: Mutex<Option<String>>,
-    /// Requests waiting to be written, by request stream.
-    outbox: Mutex<HashMap<Arc<str>, outbox::StreamOutbox>>,
-    closed: AtomicBool,
-    /// Bumped each time a connection to Redis is lost (fred says so, or the reply reader
-    /// fails) and each time Redis turns out to have restarted: an ask that began before and
-    /// then runs out of time reports [`ProxyError::Unavailable`], not a timeout.
-    disconnects: AtomicU64,
-    /// Whether each command connection (`pool.clients()`, same order) is usable: false from
-    /// fred's report that it lost the connection until it reports the reconnection. Fred's
-    /// own state says "connected" until its first reconnection attempt; a command handed to
-    /// it meanwhile waits (queued, unwritten) for the reconnection, however long Redis stays
-    /// down. With this, a request that cannot be written fails `Unavailable` at once.
-    links: Vec<AtomicBool>,
-    /// Where the search for a usable command connection starts next (round robin).
-    next_link: AtomicUsize,
-    /// Whether Redis is a cluster: then run ids are kept per node.
-    clustered: bool,
-    /// The `run_id` each Redis server had when this client last looked, under `None` unless
-    /// Redis is a cluster (then by node). A different one after a reconnection means that
-    /// Redis restarted, or that a replica took over (see `io::watch_restarts`).
-    run_ids: Mutex<HashMap<Option<Server>, String>>,
-    /// How many times this client found a Redis that restarted without its predecessor's data
-    /// (see [`Shared::restarted`]). Read just before each request is written, and stored
-    /// under the `pending` lock.
-    losses: AtomicU64,
-    /// Redis's persistence settings, read once as the client connected.
-    persistence: std::sync::OnceLock<crate::Persistence>,
-    /// Publishing and subscribing to topics (made on first use).
-    topics: std::sync::OnceLock<crate::topics::Topics>,
-}
-
-/// Stops the reply reader and the connection watchers, and closes the connections, when the
-/// last clone is dropped.
-struct Guard {
-    shared: Arc<Shared>,
-    reader: Client,
-    /// The reply reader, the restart watcher and one watcher per connection.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Guard {
-    fn stop_tasks(&self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.stop_tasks();
-        let pool = self.shared.pool.clone();
-        let reader = self.reader.clone();
-        let reply_key = self.shared.reply_key.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = conn::call(pool.next(), keyed("DEL"), vec![owned(reply_key)]).await;
-                let _ = pool.quit().await;
-                close_reader(&reader).await;
-            });
-        }
-    }
-}
-
-impl fmt::Debug for ProxyClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProxyClient")
-            .field("namespace", &self.shared.config.namespace)
-            .field("reply_key", &self.shared.reply_key)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A random id for a client's reply list: 128 bits from the OS, hex.
-fn random_id() -> String {
-    let mut buf = [0u8; 16];
-    // SAFETY: getrandom writes at most `buf.len()` bytes into `buf`.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
-        // Fallback: hash time, pid and a counter with a randomly keyed hasher.
-        use std::hash::{BuildHasher, Hasher};
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        for chunk in buf.chunks_mut(8) {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_nanos(),
-            );
-            h.write_u32(std::process::id());
-            h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
-    }
-    buf.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub(crate) fn random_token() -> String {
-    random_id()
-}
-
-/// A client call's first step: one unit of the calling task's cooperative budget (tokio's
-/// `coop`), which returns `Pending` once the task has used its budget without yielding.
-///
-/// A call that fails at once (Redis down: `Unavailable` on its first poll, no `.await` that
-/// could wait) would otherwise never return `Pending`: tasks retrying such calls in a loop
-/// held their workers for good, and starved the runtime's timers, its I/O and this client's
-/// own reconnection (issue #62: no recovery at 64 callers that retry at once; asks returning
-/// 30 s after their 2 s timeout). Outside a tokio runtime it does nothing.
-pub(crate) async fn cooperate() {
-    tokio::task::consume_budget().await;
-}
-
-/// A client call's last step when it failed: the calling task goes to the back of its
-/// runtime's queue (after the runtime looked at its timers and I/O) before it sees the error.
-///
-/// While Redis is down, calls fail at once; callers that retry at once would otherwise each
-/// fail up to a whole budget of calls (128) per turn, and a task whose ask just reached its
-/// deadline waited behind all of them (at 256 such callers on two workers, 250 ms past its
-/// timeout). A call that succeeds, or that failed after waiting, loses one turn at most.
-pub(crate) async fn settle<T, E>(result: Result<T, E>) -> Result<T, E> {
-    if result.is_err() {
-        tokio::task::yield_now().await;
-    }
-    result
-}
 
 impl ProxyClient {
     /// Connects to Redis and starts the reply reader.

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use tokio::sync::oneshot;
 
-use super::Shared;
+use super::queued::{Done, Outgoing, StreamOutbox};
+use super::shared::Shared;
 use super::waiter::Waiter;
 use crate::conn::{self, keyed_at, owned, s};
 use crate::error::{ProxyError, redis_error};
@@ -35,42 +35,6 @@ pub(super) const SEND_BATCH_BYTES: usize = 1 << 20;
 /// together as soon as either is back.
 const WRITERS: usize = 2;
 
-/// A request waiting to be written.
-pub(super) struct Outgoing {
-    /// The entry's fields but its TTL, which is added as it is written.
-    pub(super) fields: Vec<(&'static str, Value)>,
-    /// The body's size in bytes.
-    pub(super) size: usize,
-    /// How long the sender waits for the write.
-    pub(super) deadline: Instant,
-    /// When the request expires: its TTL counts from the moment it is written, so that the
-    /// time it waited here is not granted twice.
-    pub(super) expires: Instant,
-    /// Who learns how the write went.
-    pub(super) done: Done,
-}
-
-/// Who waits for a request's write.
-pub(super) enum Done {
-    /// A tell's sender: whether Redis took it (with the count of Redis losses read before
-    /// the write), `UnknownUrn` when the stream does not exist.
-    Tell(oneshot::Sender<Result<u64, ProxyError>>),
-    /// An ask, waiting for its reply under this id in `Shared::pending`: a write that
-    /// succeeds marks it written there (`Shared::writes_done`); one that fails ends it
-    /// through its reply. So an ask is woken once, by its reply, not by its write too.
-    Ask(u64),
-}
-
-impl Done {
-    /// Whether nobody waits any more (a tell's sender or an ask gave up).
-    fn given_up(&self, pending: &HashMap<u64, Waiter>) -> bool {
-        match self {
-            Done::Tell(tx) => tx.is_closed(),
-            Done::Ask(id) => !pending.contains_key(id),
-        }
-    }
-}
-
 /// Tells each request's waiter how its write went: the tells' senders, and the asks through
 /// `pending` (one lock for the batch).
 fn report(shared: &Shared, dones: Vec<Done>, outcome: Result<u64, ProxyError>) {
@@ -86,13 +50,6 @@ fn report(shared: &Shared, dones: Vec<Done>, outcome: Result<u64, ProxyError>) {
     if !asks.is_empty() {
         shared.writes_done(&asks, outcome);
     }
-}
-
-/// The requests queued for one stream, and how many writers are at work on it.
-#[derive(Default)]
-pub(super) struct StreamOutbox {
-    queue: Vec<Outgoing>,
-    writers: usize,
 }
 
 /// Queues a request for stream `key`, and starts a writer for it unless [`WRITERS`] are at
@@ -310,6 +267,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::super::waiter::Waiter;
+    use super::batches as split;
     use super::{Done, Outgoing, SEND_BATCH, SEND_BATCH_BYTES};
     use crate::error::ProxyError;
 
@@ -332,7 +290,7 @@ mod tests {
 
     /// The commands made of `queued`, none expired, with no ask waiting.
     fn batches(queued: Vec<Outgoing>, now: Instant) -> Vec<Vec<Outgoing>> {
-        let (made, expired) = super::batches(queued, now, &HashMap::new());
+        let (made, expired) = split(queued, now, &HashMap::new());
         assert!(expired.is_empty());
         made
     }
@@ -404,7 +362,7 @@ mod tests {
         let asked = outgoing(4, later, Done::Ask(7));
         let gone = outgoing(5, later, Done::Ask(8));
         let late = outgoing(6, now, Done::Ask(9));
-        let (made, expired) = super::batches(
+        let (made, expired) = split(
             vec![live, dropped, expired, asked, gone, late],
             now,
             &pending,

@@ -14,7 +14,8 @@ use conclib_core::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::ProxyClient;
+use super::budget::{cooperate, settle};
+use super::handle::ProxyClient;
 use crate::error::ProxyError;
 use crate::protocol::Status;
 use conclib_codec::{Codec, decode_value};
@@ -43,9 +44,7 @@ where
     /// with [`AskError::Unavailable`] if a connection to Redis was lost meanwhile, at once
     /// if Redis restarted without the request (see the crate docs, Guarantees).
     fn deliver_ask(self, msg: M, options: SendOptions) -> Self::Ask {
-        Box::pin(async move {
-            super::settle(ask(self, msg, options).await.map_err(AskError::from)).await
-        })
+        Box::pin(async move { settle(ask(self, msg, options).await.map_err(AskError::from)).await })
     }
 }
 
@@ -60,7 +59,7 @@ where
     M: RemoteReply + Serialize,
     M::Response: DeserializeOwned,
 {
-    super::cooperate().await;
+    cooperate().await;
     let ByUrn { client, urn } = by;
     let timeout = options.timeout_or(client.shared.config.ask_timeout);
     let body = client.encode(&msg)?;
@@ -92,7 +91,7 @@ where
                 .client
                 .tell_now(&self.urn, msg, options.priority())
                 .await;
-            super::settle(told.map_err(AskError::from)).await
+            settle(told.map_err(AskError::from)).await
         })
     }
 }

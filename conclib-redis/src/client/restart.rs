@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 
-use super::Shared;
+use super::shared::Shared;
 use crate::conn::{self, as_bytes, s};
 use crate::error::ProxyError;
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 
-use super::Shared;
+use super::shared::Shared;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::error::{ProxyError, redis_error};
 

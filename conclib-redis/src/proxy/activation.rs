@@ -4,21 +4,22 @@
 //! `on_stop` can save, then its URN released). An activation's state lives in its
 //! [`StateStore`] (`store`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conclib_core::trace::TraceContext;
-use conclib_core::{Actor, ActorSystem, DynActorRef, ExposedMessage};
+use conclib_core::{Actor, ActorSystem};
 use fred::prelude::*;
 
-use super::applied::Applied;
+use super::activations::{Activated, Activation, Live, MakeFn, Pattern};
 use super::group::GroupOf;
-use super::{Placement, ProxyHandle, Script, Shared, StateStore};
+use super::placement_rule::Placement;
+use super::scripts::Script;
+use super::shared::Shared;
+use super::standing::Standing;
+use super::store::StateStore;
 use crate::client::random_token;
 use crate::conn::{as_bytes, owned};
 use crate::error::ServeError;
@@ -27,252 +28,6 @@ use crate::protocol::STATE_CLOSE_SCRIPT;
 /// How long passivation waits for an actor's graceful stop (its `on_stop` saving) before it
 /// kills it.
 const PASSIVATION_STOP_WAIT: Duration = Duration::from_secs(10);
-
-type Spawned = Pin<Box<dyn Future<Output = Result<DynActorRef, String>> + Send>>;
-type MakeFn = Box<dyn Fn(ActorSystem, Activation) -> Spawned + Send + Sync>;
-
-/// A URN pattern this system activates actors for.
-pub(super) struct Pattern {
-    pub(super) prefix: String,
-    /// The messages the pattern's actor type exposes.
-    pub(super) remote: &'static [ExposedMessage],
-    make: MakeFn,
-    idle: Option<Duration>,
-    /// Which member activates a URN nobody holds (`placement.rs`).
-    pub(super) placement: Placement,
-    /// Whether a member with more than its share of the pattern's activations passivates
-    /// some, for members with fewer to take them (`rebalance.rs`).
-    pub(super) rebalance: bool,
-}
-
-/// What the proxy and an activation's store know of its standing.
-#[derive(Default)]
-pub(super) struct Standing {
-    /// Another system holds the URN now (this process was paused past its lease).
-    pub(super) taken: AtomicBool,
-    /// Being passivated to rebalance the pattern (`rebalance.rs`): a request that finds
-    /// the actor stopped is read again, not answered.
-    pub(super) leaving: AtomicBool,
-    /// Writes of its store refused so far (a later activation owns the state).
-    refused: std::sync::atomic::AtomicU64,
-    /// The messages (by the trace context each was handled in) whose handling had a write
-    /// refused, until the proxy looks: those go to the URN's current activation.
-    refused_in: Mutex<std::collections::VecDeque<TraceContext>>,
-    /// The requests whose handling wrote the state, not acknowledged yet.
-    pub(super) applied: Applied,
-}
-
-/// How many refused messages a standing remembers until the proxy looks (one per message
-/// in the mailbox of a stale activation, which stops at once).
-const REFUSED_REMEMBERED: usize = 65_536;
-
-impl Standing {
-    pub(super) fn is_taken(&self) -> bool {
-        self.taken.load(Ordering::Acquire)
-    }
-
-    pub(super) fn is_leaving(&self) -> bool {
-        self.leaving.load(Ordering::Acquire)
-    }
-
-    /// Not taken, and no write of its store refused.
-    pub(super) fn is_current(&self) -> bool {
-        !self.is_taken() && self.refused.load(Ordering::Acquire) == 0
-    }
-
-    /// A write was refused, in the handling of the message being handled now (the handler
-    /// runs in the trace context the proxy gave that message).
-    pub(super) fn refused(&self) {
-        self.refused.fetch_add(1, Ordering::AcqRel);
-        if let Some(trace) = TraceContext::current() {
-            let mut list = self.refused_in.lock().unwrap_or_else(|e| e.into_inner());
-            if list.len() == REFUSED_REMEMBERED {
-                list.pop_front();
-            }
-            list.push_back(trace);
-        }
-    }
-
-    /// Whether the handling of the message given `trace` had a write refused (forgotten
-    /// once asked).
-    pub(super) fn take_refusal(&self, trace: &TraceContext) -> bool {
-        if self.refused.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let mut list = self.refused_in.lock().unwrap_or_else(|e| e.into_inner());
-        let before = list.len();
-        list.retain(|t| t != trace);
-        list.len() != before
-    }
-}
-
-/// One activation alive in this system.
-struct Live {
-    actor: DynActorRef,
-    pattern: Arc<Pattern>,
-    last_used: Instant,
-    standing: Arc<Standing>,
-    state_key: String,
-    token: String,
-}
-
-impl Live {
-    /// Idle past its pattern's passivation time: no request through Redis for that long,
-    /// and an empty mailbox.
-    fn is_idle(&self) -> bool {
-        self.pattern
-            .idle
-            .is_some_and(|d| self.last_used.elapsed() >= d && self.actor.mailbox_len() == 0)
-    }
-}
-
-/// The patterns of a system's proxy and its live activations.
-#[derive(Default)]
-pub(super) struct Activations {
-    patterns: Mutex<HashMap<String, Arc<Pattern>>>,
-    /// Whether any pattern is registered (checked on every request without a lock).
-    any: AtomicBool,
-    live: Mutex<HashMap<String, Live>>,
-    /// One activation or passivation of a URN at a time.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-/// How a request for a patterned URN is served.
-pub(super) enum Activated {
-    /// The actor is (now) active here, and its standing.
-    Here(DynActorRef, Arc<Standing>),
-    /// Another system holds the URN.
-    HeldBy(String),
-    /// The constructor refused (its error).
-    Refused(String),
-    /// Redis did not answer.
-    Unavailable(String),
-}
-
-impl Activations {
-    fn patterns(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pattern>>> {
-        self.patterns.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
-        self.live.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The pattern `urn` falls under, if this system hosts it.
-    pub(super) fn pattern_for(&self, urn: &str) -> Option<Arc<Pattern>> {
-        if !self.any.load(Ordering::Acquire) {
-            return None;
-        }
-        let prefix = crate::protocol::pattern_prefix(urn)?;
-        self.patterns().get(prefix).cloned()
-    }
-
-    /// The pattern of prefix `prefix`, if this system hosts it.
-    pub(super) fn pattern_for_prefix(&self, prefix: &str) -> Option<Arc<Pattern>> {
-        self.patterns().get(prefix).cloned()
-    }
-
-    fn add_pattern(&self, pattern: Pattern) {
-        let mut patterns = self.patterns();
-        patterns.insert(pattern.prefix.clone(), Arc::new(pattern));
-        self.any.store(true, Ordering::Release);
-    }
-
-    pub(super) fn remove_pattern(&self, prefix: &str) {
-        let mut patterns = self.patterns();
-        patterns.remove(prefix);
-        self.any.store(!patterns.is_empty(), Ordering::Release);
-    }
-
-    /// Another system took `urn`'s lease (this process was paused past it): the local
-    /// activation takes no more requests and stops. Gracefully: a handler that is running
-    /// finishes (its writes are fenced: whether they took effect is known), and what its
-    /// mailbox still holds is handled with fenced writes and re-delivered when refused.
-    pub(super) fn taken_away(&self, urn: &str) {
-        let Some(live) = self.live().remove(urn) else {
-            return;
-        };
-        live.standing.taken.store(true, Ordering::Release);
-        live.actor.stop();
-        tracing::warn!(%urn, "another system took this activation's URN (this process was paused past its lease); stopped it");
-    }
-
-    /// Whether `urn` is activated here now.
-    pub(super) fn is_live(&self, urn: &str) -> bool {
-        self.live().get(urn).is_some_and(|l| l.actor.is_alive())
-    }
-
-    /// How many URNs under `prefix` are activated here.
-    pub(super) fn count_under(&self, prefix: &str) -> u64 {
-        self.live().keys().filter(|u| u.starts_with(prefix)).count() as u64
-    }
-
-    /// Up to `n` activations under `prefix` with an empty mailbox, the least recently used
-    /// first, marked as leaving (`rebalance.rs`).
-    pub(super) fn take_least_used(&self, prefix: &str, n: usize) -> Vec<String> {
-        let live = self.live();
-        let mut quiet: Vec<(&String, &Live)> = live
-            .iter()
-            .filter(|(u, l)| u.starts_with(prefix) && l.actor.mailbox_len() == 0)
-            .collect();
-        quiet.sort_by_key(|(_, l)| l.last_used);
-        quiet
-            .into_iter()
-            .take(n)
-            .map(|(u, l)| {
-                l.standing.leaving.store(true, Ordering::Release);
-                u.clone()
-            })
-            .collect()
-    }
-
-    /// The URNs activated here, sorted.
-    pub(super) fn active(&self) -> Vec<String> {
-        let mut urns: Vec<String> = self.live().keys().cloned().collect();
-        urns.sort();
-        urns
-    }
-
-    /// Whether `urn` is activated here once any activation or passivation of it under way
-    /// has ended.
-    pub(super) async fn is_live_when_settled(&self, urn: &str) -> bool {
-        let entry = self.lock_for(urn);
-        let _settled = entry.lock.lock().await;
-        self.is_live(urn)
-    }
-
-    /// The URN's lock, and a guard that forgets it when nobody else holds it.
-    fn lock_for(&self, urn: &str) -> LockEntry<'_> {
-        let lock = self
-            .locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(urn.to_owned())
-            .or_default()
-            .clone();
-        LockEntry {
-            owner: self,
-            urn: urn.to_owned(),
-            lock,
-        }
-    }
-}
-
-struct LockEntry<'a> {
-    owner: &'a Activations,
-    urn: String,
-    lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl Drop for LockEntry<'_> {
-    fn drop(&mut self) {
-        let mut locks = self.owner.locks.lock().unwrap_or_else(|e| e.into_inner());
-        // The map's and ours: nobody else waits on it.
-        if Arc::strong_count(&self.lock) == 2 {
-            locks.remove(&self.urn);
-        }
-    }
-}
 
 impl Shared {
     /// Serves `urn` under `pattern`: the local activation, or a new one once this system
@@ -298,8 +53,10 @@ impl Shared {
         };
         let ttl = Value::Integer(self.config.urn_ttl.as_millis() as i64);
         let claimed = self
+            .scripts
+            .claim
             .eval_many(
-                &self.claim,
+                &self.cmd,
                 vec![(self.keys.urn(urn), vec![owned(self.system_id.clone()), ttl])],
             )
             .await;
@@ -420,7 +177,8 @@ impl Shared {
             let _ = live.actor.wait_for_stop().await;
         }
         let close = Script::new(STATE_CLOSE_SCRIPT);
-        self.eval_many(&close, vec![(live.state_key, vec![owned(live.token)])])
+        close
+            .eval_many(&self.cmd, vec![(live.state_key, vec![owned(live.token)])])
             .await;
         let was_owned = {
             let mut reg = self.registry();
@@ -444,56 +202,13 @@ impl Shared {
     }
 }
 
-/// What an activated actor's constructor gets: its URN, the id the pattern matched, and its
-/// [`StateStore`].
-pub struct Activation {
-    urn: String,
-    id: String,
-    store: StateStore,
-}
-
-impl Activation {
-    /// The URN activated (`user:42`).
-    #[must_use]
-    pub fn urn(&self) -> &str {
-        &self.urn
-    }
-
-    /// The part of the URN the pattern's `{id}` matched (`42`).
-    #[must_use]
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// The activation's state store, to load the state in the constructor.
-    #[must_use]
-    pub fn store(&self) -> &StateStore {
-        &self.store
-    }
-
-    /// The activation's state store, kept by the actor to save from its handlers or its
-    /// `on_stop` (it cannot be cloned: see [`StateStore`], "Writes from the actor's own
-    /// task").
-    #[must_use]
-    pub fn into_store(self) -> StateStore {
-        self.store
-    }
-}
-
-impl fmt::Debug for Activation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Activation")
-            .field("urn", &self.urn)
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Declares a URN pattern this system activates actors for; from
 /// [`ProxyHandle::activate`]. `.await` it (or call [`start`](Self::start)).
+///
+/// [`ProxyHandle::activate`]: crate::ProxyHandle::activate
 #[must_use = "an activator does nothing until awaited"]
 pub struct Activator<'a> {
-    proxy: &'a ProxyHandle,
+    shared: &'a Arc<Shared>,
     pattern: Result<Pattern, ServeError>,
 }
 
@@ -509,7 +224,7 @@ impl fmt::Debug for Activator<'_> {
 pub const DEFAULT_PASSIVATE_AFTER: Duration = Duration::from_secs(600);
 
 impl<'a> Activator<'a> {
-    pub(super) fn new<A, F, Fut, E>(proxy: &'a ProxyHandle, pattern: &str, make: F) -> Self
+    pub(super) fn new<A, F, Fut, E>(shared: &'a Arc<Shared>, pattern: &str, make: F) -> Self
     where
         A: Actor,
         F: Fn(Activation) -> Fut + Send + Sync + 'static,
@@ -538,7 +253,7 @@ impl<'a> Activator<'a> {
             placement: Placement::default(),
             rebalance: false,
         });
-        Activator { proxy, pattern }
+        Activator { shared, pattern }
     }
 
     /// Passivates an activation after this long without a request through Redis (and with
@@ -618,10 +333,12 @@ impl<'a> Activator<'a> {
     /// [`ServeError::Invalid`] for a pattern that is not `prefix:{id}`;
     /// [`ServeError::UrnInUse`], [`ServeError::Unavailable`] as for
     /// [`ProxyHandle::join`].
+    ///
+    /// [`ProxyHandle::join`]: crate::ProxyHandle::join
     pub async fn start(self) -> Result<(), ServeError> {
         let pattern = self.pattern?;
         let prefix = pattern.prefix.clone();
-        let shared = &self.proxy.shared;
+        let shared = self.shared;
         shared.activations.add_pattern(pattern);
         let joined = shared.join_group(GroupOf::Pattern(&prefix)).await;
         if joined.is_err() {

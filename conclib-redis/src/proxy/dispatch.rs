@@ -12,10 +12,11 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::activation::Pattern;
+use super::activations::Pattern;
 use super::handoff::HandOff;
 use super::read::{RawEnvelope, Request};
-use super::{Completion, FUTURE_ID_TOLERANCE_MS, Handling, Role, Shared};
+use super::shared::{Role, Shared};
+use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS, Handling};
 use crate::protocol::{self, Status};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
@@ -120,10 +121,10 @@ impl Shared {
         // The entry id says when Redis took the request, unless a client chose an id in the
         // future: then the proxy's reading time stands in for it (a deadline never rests on
         // a client's word), and the stream is reset once drained (`reset_poisoned`).
-        let now = self.redis_now_ms();
+        let now = self.clock.redis_now_ms();
         let sent_ms = i64::try_from(id.ms).unwrap_or(i64::MAX);
         if sent_ms > now.saturating_add(FUTURE_ID_TOLERANCE_MS) {
-            self.poisoned.store(true, Ordering::Release);
+            self.stream.poisoned.store(true, Ordering::Release);
         }
         let remaining_ms = sent_ms.min(now).saturating_add(req.ttl_ms) - now;
         if remaining_ms <= 0 {
@@ -274,7 +275,7 @@ impl Shared {
             timeout: remaining,
             sent_ms,
             fresh,
-            fence: self.fence(),
+            fence: self.lease.fence(),
         })
     }
 

@@ -9,14 +9,16 @@
 //! acknowledged when the request is read again. In a cluster the two streams may live on
 //! different nodes, where no script reaches both: there it is a plain `XADD` after the
 //! pending check, and a request may be passed on twice when an answer is lost.
+//!
+//! [`FORWARD_SCRIPT`]: crate::protocol::FORWARD_SCRIPT
 
 use std::time::Duration;
 
 use fred::bytes::Bytes;
 use fred::prelude::*;
 
-use super::Shared;
 use super::read::Request;
+use super::shared::Shared;
 use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
 use crate::unacked::EntryId;
@@ -136,14 +138,17 @@ impl Shared {
                 Forwarded::Added
             });
         }
-        let keys = vec![owned(origin.shared.requests_key.clone()), owned(target)];
+        let keys = vec![
+            owned(origin.shared.stream.requests_key.clone()),
+            owned(target),
+        ];
         let mut args = vec![
             s(CONSUMER_GROUP),
-            owned(origin.shared.consumer.clone()),
+            owned(origin.shared.stream.consumer.clone()),
             owned(origin.entry.to_string()),
         ];
         args.extend(fields);
-        let answer = self.pass_on.eval(&self.cmd, keys, args).await?;
+        let answer = self.scripts.pass_on.eval(&self.cmd, keys, args).await?;
         Ok(match answer.as_i64() {
             Some(1) => Forwarded::Added,
             Some(0) => Forwarded::NoStream,

@@ -6,98 +6,20 @@
 //! What only a group has is here: joining and leaving, the member lease, claiming the
 //! entries of members that died, and trimming what every member has finished with.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use fred::prelude::*;
-use tokio::task::JoinHandle;
 
 use super::read::stopped;
-use super::{Role, Script, Shared};
+use super::scripts::Script;
+use super::shared::{Member, MemberHandle, Role, Shared};
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{
     self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT, TAKE_OVER_SCRIPT,
 };
-
-/// What a member instance serves.
-pub(super) struct Member {
-    /// The group id: `~{urn}` or `~{prefix}*`.
-    pub(super) group: String,
-    /// The key naming the group: `{ns}:urn:{urn}` or `{ns}:pattern:{prefix}`.
-    pub(super) claim_key: String,
-    /// The URN served, or the pattern's prefix.
-    pub(super) name: String,
-    /// Whether `name` is a pattern prefix.
-    pub(super) pattern: bool,
-    /// Whether this instance reads the group's fast lane ([`Keys::fast_requests`]: its
-    /// `Priority::High` requests) rather than its stream.
-    ///
-    /// [`Keys::fast_requests`]: crate::protocol::Keys::fast_requests
-    pub(super) fast: bool,
-    /// The system's own proxy.
-    pub(super) system: Weak<Shared>,
-    pub(super) trim: Script,
-    /// Deletes a consumer with nothing pending ([`GROUP_FORGET_SCRIPT`]).
-    pub(super) forget: Script,
-    /// Moves what a gone system left for the pattern's URNs ([`TAKE_OVER_SCRIPT`],
-    /// `takeover.rs`).
-    pub(super) take_over: Script,
-}
-
-impl Member {
-    /// Whether a request for `urn` belongs in this group's stream.
-    pub(super) fn serves(&self, urn: &str) -> bool {
-        if self.pattern {
-            protocol::pattern_prefix(urn) == Some(self.name.as_str())
-        } else {
-            urn == self.name
-        }
-    }
-}
-
-/// A running membership, held by the system's proxy: the instance reading the group's
-/// stream, and the one reading its fast lane (same member lease, same token).
-pub(super) struct MemberHandle {
-    shared: Arc<Shared>,
-    fast: Arc<Shared>,
-    /// The read loops and writers of both instances.
-    tasks: Vec<JoinHandle<()>>,
-    /// Their upkeep loops.
-    heartbeats: Vec<JoinHandle<()>>,
-}
-
-impl MemberHandle {
-    pub(super) fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
-    }
-
-    /// Both instances: the group's stream's, then its fast lane's.
-    pub(super) fn lanes(&self) -> [Arc<Shared>; 2] {
-        [self.shared.clone(), self.fast.clone()]
-    }
-}
-
-impl Drop for MemberHandle {
-    /// Dropped without leaving (the proxy handle was dropped): stops at once, as the
-    /// system's proxy does; what it took is claimed by the others once its lease lapses.
-    fn drop(&mut self) {
-        for t in self.tasks.iter().chain(&self.heartbeats) {
-            t.abort();
-        }
-        if !self.tasks.is_empty()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            let readers = [self.shared.reader.clone(), self.fast.reader.clone()];
-            rt.spawn(async move {
-                for reader in readers {
-                    let _ = reader.quit().await;
-                }
-            });
-        }
-    }
-}
 
 /// What a group is formed around.
 pub(super) enum GroupOf<'a> {
@@ -172,22 +94,27 @@ impl Shared {
         // The fast lane's instance holds the same member lease, under the same token: both
         // renew it, and a member is gone for both streams at once.
         let mut fast = instance(true, fast_reader);
-        fast.token = member.token.clone();
+        fast.lease.token = member.lease.token.clone();
         let fast = Arc::new(fast);
         let started = async {
             let since = std::time::Instant::now();
             member.acquire_lease().await?;
-            member.sync_clock().await;
+            member.clock.sync(&member.cmd).await;
             member
-                .ensure_group()
+                .stream
+                .ensure_group(&member.cmd)
                 .await
                 .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
-            member.renew_queue().await;
-            fast.sync_clock().await;
-            fast.ensure_group()
+            member
+                .stream
+                .renew(&member.cmd, member.config.queue_ttl)
+                .await;
+            fast.clock.sync(&fast.cmd).await;
+            fast.stream
+                .ensure_group(&fast.cmd)
                 .await
                 .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
-            fast.renew_queue().await;
+            fast.stream.renew(&fast.cmd, fast.config.queue_ttl).await;
             member.registry().local.insert(name.to_owned(), true);
             if !member.claim_urns(vec![name.to_owned()]).await {
                 return Err(ServeError::Unavailable(format!(
@@ -201,8 +128,8 @@ impl Shared {
                     owner,
                 });
             }
-            member.mark_fresh(since);
-            fast.mark_fresh(since);
+            member.lease.mark_fresh(since);
+            fast.lease.mark_fresh(since);
             Ok::<_, ServeError>(())
         };
         if let Err(e) = started.await {
@@ -236,12 +163,6 @@ impl Shared {
         Ok(())
     }
 
-    pub(super) fn groups(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, MemberHandle>> {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Leaves a group gracefully: stops reading its stream, finishes and acknowledges what
     /// it took, then gives up its place (its consumer, if nothing is pending on it, and its
     /// member lease, so that the others claim at once whatever is left). `false`: not a member.
@@ -271,7 +192,7 @@ impl Shared {
             self.unlist(&m.name).await;
         }
         for lane in &lanes {
-            lane.forget_consumer(&lane.consumer).await;
+            lane.forget_consumer(&lane.stream.consumer).await;
         }
         member.release_member_lease().await;
         for lane in &lanes {
@@ -296,22 +217,28 @@ impl Shared {
     }
 
     async fn release_member_lease(&self) {
-        self.eval_many(
-            &self.release,
-            vec![(self.lease_key.clone(), vec![owned(self.token.clone())])],
-        )
-        .await;
+        self.scripts
+            .release
+            .eval_many(
+                &self.cmd,
+                vec![(
+                    self.lease.key.clone(),
+                    vec![owned(self.lease.token.clone())],
+                )],
+            )
+            .await;
     }
 
     /// Deletes `consumer` from the group if nothing is pending on it (checked and deleted
     /// at once: a consumer that reads meanwhile keeps what it read).
     async fn forget_consumer(&self, consumer: &str) {
         let Role::Member(m) = &self.role else { return };
-        let r = self
+        let r = m
+            .forget
             .eval_many(
-                &m.forget,
+                &self.cmd,
                 vec![(
-                    self.requests_key.clone(),
+                    self.stream.requests_key.clone(),
                     vec![s(CONSUMER_GROUP), owned(consumer)],
                 )],
             )
@@ -324,10 +251,11 @@ impl Shared {
     /// Trims the group's stream below what every member has finished with.
     pub(super) async fn trim_group(&self) {
         let Role::Member(m) = &self.role else { return };
-        let r = self
+        let r = m
+            .trim
             .eval_many(
-                &m.trim,
-                vec![(self.requests_key.clone(), vec![s(CONSUMER_GROUP)])],
+                &self.cmd,
+                vec![(self.stream.requests_key.clone(), vec![s(CONSUMER_GROUP)])],
             )
             .await;
         if let Some(Err(e)) = r.first() {
@@ -344,7 +272,7 @@ impl Shared {
         let Ok(Value::Array(summary)) = conn::call(
             &self.cmd,
             keyed("XPENDING"),
-            vec![owned(self.requests_key.clone()), s(CONSUMER_GROUP)],
+            vec![owned(self.stream.requests_key.clone()), s(CONSUMER_GROUP)],
         )
         .await
         else {
@@ -360,7 +288,7 @@ impl Shared {
                 continue;
             };
             let name = String::from_utf8_lossy(name).into_owned();
-            if name == self.consumer {
+            if name == self.stream.consumer {
                 // More pending here than this member knows of: requests another member
                 // placed here whose wake-up went astray (`placement.rs`). Read them.
                 let count = pair
@@ -371,8 +299,8 @@ impl Shared {
                             .or_else(|| c.as_u64())
                     })
                     .unwrap_or(0);
-                if m.pattern && count > self.unacked().len() as u64 {
-                    self.reread.store(true, Ordering::Release);
+                if m.pattern && count > self.stream.unacked().len() as u64 {
+                    self.stream.reread.store(true, Ordering::Release);
                 }
                 continue;
             }
@@ -386,7 +314,7 @@ impl Shared {
             tracing::info!(system = %self.system_id, group = %m.group, claimed, "took over the requests of a member that is gone");
             crate::metrics::group_claimed(&self.system_id, &m.group, claimed);
             // The read loop reads our pending list again, where they are now.
-            self.reread.store(true, Ordering::Release);
+            self.stream.reread.store(true, Ordering::Release);
         }
         claimed
     }
@@ -407,7 +335,7 @@ impl Shared {
                 &self.cmd,
                 keyed("XPENDING"),
                 vec![
-                    owned(self.requests_key.clone()),
+                    owned(self.stream.requests_key.clone()),
                     s(CONSUMER_GROUP),
                     s("IDLE"),
                     min_idle.clone(),
@@ -433,9 +361,9 @@ impl Shared {
             }
             let n = ids.len();
             let mut args = vec![
-                owned(self.requests_key.clone()),
+                owned(self.stream.requests_key.clone()),
                 s(CONSUMER_GROUP),
-                owned(self.consumer.clone()),
+                owned(self.stream.consumer.clone()),
                 min_idle.clone(),
             ];
             args.extend(ids);
@@ -496,10 +424,10 @@ async fn member_loop(shared: Arc<Shared>) {
             }
             event = reconnects.recv(), if events => match event {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if let Err(e) = shared.ensure_group().await {
+                    if let Err(e) = shared.stream.ensure_group(&shared.cmd).await {
                         tracing::warn!(error = %e, "could not recreate a group's consumer group");
                     }
-                    shared.renew_all_urns();
+                    shared.lease.renew_all_urns();
                     shared.renew().await;
                 }
                 Err(_) => events = false,

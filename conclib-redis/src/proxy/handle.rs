@@ -9,8 +9,12 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
+use super::activation::Activator;
+use super::activations::Activation;
+use super::group;
 use super::lease::heartbeat_loop;
-use super::{Activation, Activator, Role, Shared, group};
+use super::scripts::Script;
+use super::shared::{Role, Shared};
 use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, owned};
 use crate::error::ServeError;
@@ -88,14 +92,18 @@ pub async fn start_proxy(
             crate::Persistence::read(&shared.cmd, shared.config.command_timeout).await;
         let _ = shared.persistence.set(persistence);
         shared.acquire_lease().await?;
-        shared.sync_clock().await;
+        shared.clock.sync(&shared.cmd).await;
         shared
-            .ensure_group()
+            .stream
+            .ensure_group(&shared.cmd)
             .await
             .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
-        shared.renew_queue().await;
+        shared
+            .stream
+            .renew(&shared.cmd, shared.config.queue_ttl)
+            .await;
         shared.scan().await;
-        shared.mark_fresh(since);
+        shared.lease.mark_fresh(since);
         Ok::<_, ServeError>(())
     };
     if let Err(e) = started.await {
@@ -189,7 +197,7 @@ impl ProxyHandle {
     /// What the proxy did so far.
     #[must_use]
     pub fn stats(&self) -> ProxyStats {
-        self.shared.stats()
+        self.shared.counters.stats()
     }
 
     /// Publishes the system's snapshot now rather than at the next
@@ -288,7 +296,7 @@ impl ProxyHandle {
         Fut: Future<Output = Result<A, E>> + Send + 'static,
         E: fmt::Display + Send + 'static,
     {
-        Activator::new(self, pattern, make)
+        Activator::new(&self.shared, pattern, make)
     }
 
     /// The URNs activated in this system now, sorted.
@@ -370,26 +378,31 @@ impl ProxyHandle {
                 .iter()
                 .map(|u| (shared.keys.urn(u), vec![owned(shared.system_id.clone())]))
                 .collect();
-            for r in shared.eval_many(&shared.release, calls).await {
+            for r in shared.scripts.release.eval_many(&shared.cmd, calls).await {
                 if let Err(e) = r {
                     result = Err(ServeError::Unavailable(e.to_string()));
                 }
             }
             // Nothing waits in the stream: deleted, so that a client that cached the route
             // learns at once that its URN is gone rather than at its deadline.
-            let close = super::Script::new(crate::protocol::CLOSE_SCRIPT);
+            let close = Script::new(crate::protocol::CLOSE_SCRIPT);
             let calls = vec![(
-                shared.requests_key.clone(),
+                shared.stream.requests_key.clone(),
                 vec![conn::s(crate::protocol::CONSUMER_GROUP)],
             )];
-            if let Some(Err(e)) = shared.eval_many(&close, calls).await.into_iter().next() {
+            if let Some(Err(e)) = close.eval_many(&shared.cmd, calls).await.into_iter().next() {
                 result = Err(ServeError::Unavailable(e.to_string()));
             }
         }
         let release = shared
+            .scripts
+            .release
             .eval_many(
-                &shared.release,
-                vec![(shared.lease_key.clone(), vec![owned(shared.token.clone())])],
+                &shared.cmd,
+                vec![(
+                    shared.lease.key.clone(),
+                    vec![owned(shared.lease.token.clone())],
+                )],
             )
             .await;
         if let Some(Err(e)) = release.into_iter().next() {

@@ -12,11 +12,12 @@ use conclib_core::{AskError, DynActorRef, ErasedMessage, ErasedResult, ExposedMe
 use fred::bytes::Bytes;
 use fred::prelude::*;
 
-use super::activation::{Activated, Pattern, Standing};
+use super::activations::{Activated, Pattern};
 use super::forward::Origin;
 use super::placement::{Handed, Placed};
 use super::read::Request;
-use super::{Role, Shared};
+use super::shared::{Role, Shared};
+use super::standing::Standing;
 use crate::conn::{self, keyed, owned, s};
 use crate::protocol::{self, Status};
 use crate::unacked::EntryId;
@@ -72,16 +73,16 @@ impl Shared {
         };
         // Its handling here wrote the state already; read again after its acknowledgement
         // failed (`applied.rs`).
-        if self.handled_here(h.entry) {
+        if self.stream.handled_here(h.entry) {
             return answered_already(&h.req.urn, &h.reply_to);
         }
         // A member paused past its lease may have had this request claimed by another.
-        if !self.lease_fresh() {
+        if !self.lease.fresh() {
             self.recheck_lease().await;
-            if !self.lease_fresh() || !self.still_mine(h.entry).await {
+            if !self.lease.fresh() || !self.still_mine(h.entry).await {
                 return (None, true);
             }
-            h.fence = self.fence();
+            h.fence = self.lease.fence();
         }
         // A first request read from the group's stream: the pattern's placement says where
         // the URN is activated (boxed, as the other rare paths below).
@@ -123,7 +124,7 @@ impl Shared {
                 // Held by a member that is gone (this request was claimed from it, or it died
                 // since): nobody reads its own stream, and its URN lease lapses soon; the
                 // request stays pending here until then, to be activated here.
-                if let super::Role::Member(m) = &self.role
+                if let super::shared::Role::Member(m) = &self.role
                     && Box::pin(self.member_gone(&m.group, &owner)).await
                 {
                     return (None, true);
@@ -209,7 +210,7 @@ impl Shared {
             let key = req
                 .moved
                 .clone()
-                .unwrap_or_else(|| super::applied::request_key(&origin.requests_key, entry));
+                .unwrap_or_else(|| super::applied::request_key(&origin.stream.requests_key, entry));
             (s, t, key)
         });
         if let Some((standing, _, key)) = &applied
@@ -219,7 +220,7 @@ impl Shared {
         }
         // Never hand a request to the actor without a lease surely still held: after a
         // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
-        if !self.lease_fresh() {
+        if !self.lease.fresh() {
             self.recheck_lease().await;
             let owner = self.registry().conflicts.get(&req.urn).cloned();
             // Another process of this very system took its lease meanwhile (this one was
@@ -229,7 +230,8 @@ impl Shared {
             // would end with `UnknownUrn`), nor left pending here (the new process reads
             // the pending list at its start only). An activation's request stays pending
             // (a copy with a new entry id would escape its applied record).
-            if owner.is_none() && standing.is_none() && self.replaced.load(Ordering::Acquire) {
+            if owner.is_none() && standing.is_none() && self.lease.replaced.load(Ordering::Acquire)
+            {
                 return Box::pin(self.forward(
                     origin.origin(entry),
                     &req,
@@ -239,7 +241,7 @@ impl Shared {
                 ))
                 .await;
             }
-            if owner.is_some() || !self.lease_fresh() {
+            if owner.is_some() || !self.lease.fresh() {
                 return self
                     .not_ours(origin.origin(entry), &req, owner, &reply_to, timeout)
                     .await;
@@ -247,13 +249,14 @@ impl Shared {
             if !origin.still_mine(entry).await {
                 return (None, true);
             }
-            fence = origin.fence();
+            fence = origin.lease.fence();
         }
         // The wait for room counts from when Redis took the request, as its deadline does:
         // the time it spent in the stream and in this proxy before its turn counts against
         // it. A request older than the wait gets the room there is now, or `MailboxFull` at
         // once. (An entry id in the future counts as taken now.)
-        let age = Duration::from_millis(self.redis_now_ms().saturating_sub(sent_ms).max(0) as u64);
+        let age =
+            Duration::from_millis(self.clock.redis_now_ms().saturating_sub(sent_ms).max(0) as u64);
         let room_wait = room_wait(self.config.full_mailbox_wait, age, timeout);
         if let Some((standing, trace, key)) = &applied {
             standing.applied.begin(*trace, key.clone());
@@ -265,7 +268,7 @@ impl Shared {
                 .as_ref()
                 .is_some_and(|(standing, trace, _)| standing.applied.end(trace));
             if let (true, Some((standing, _, key))) = (wrote, &applied) {
-                origin.await_ack(entry, standing, key);
+                origin.stream.await_ack(entry, standing, key);
             }
             wrote
         };
@@ -302,7 +305,7 @@ impl Shared {
                         .await;
                 }
                 let (status, payload) = self.outcome(rm, &*codec, &target, result);
-                let since_entry = self.redis_now_ms().saturating_sub(sent_ms).max(0);
+                let since_entry = self.clock.redis_now_ms().saturating_sub(sent_ms).max(0);
                 crate::metrics::answered(
                     &self.system_id,
                     status.label(),
@@ -354,27 +357,6 @@ impl Shared {
         }
     }
 
-    /// Whether the handling of entry `entry`, read here, wrote an activation's state and
-    /// the entry is not acknowledged yet (`applied.rs`).
-    fn handled_here(&self, entry: EntryId) -> bool {
-        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        !applied.is_empty() && applied.contains_key(&entry)
-    }
-
-    /// The handling of entry `entry` (request `key`), read here, wrote the state of the
-    /// activation with `standing`: it learns when the entry is acknowledged (`applied.rs`).
-    fn await_ack(
-        &self,
-        entry: EntryId,
-        standing: &Arc<super::activation::Standing>,
-        key: &super::applied::RequestKey,
-    ) {
-        self.applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(entry, (standing.clone(), key.clone()));
-    }
-
     /// Whether a group's entry is still pending on this member (another member claims the
     /// entries of one paused past its lease). Always true in a system's own stream.
     pub(super) async fn still_mine(&self, entry: EntryId) -> bool {
@@ -387,12 +369,12 @@ impl Shared {
             &self.cmd,
             keyed("XPENDING"),
             vec![
-                owned(self.requests_key.clone()),
+                owned(self.stream.requests_key.clone()),
                 s(crate::protocol::CONSUMER_GROUP),
                 owned(id.clone()),
                 owned(id),
                 Value::Integer(1),
-                owned(self.consumer.clone()),
+                owned(self.stream.consumer.clone()),
             ],
         ))
         .await;

@@ -8,44 +8,12 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use super::{FUTURE_ID_TOLERANCE_MS, Shared};
-use crate::client::random_token;
-use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
+use super::lease_state::{lease_holder, process_exists, this_host};
+use super::shared::Shared;
+use super::stream::FUTURE_ID_TOLERANCE_MS;
+use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::CONSUMER_GROUP;
-
-/// The lease value of one proxy instance: a random token, then where it runs.
-pub(super) fn lease_token() -> String {
-    format!("{}@{}:{}", random_token(), this_host(), std::process::id())
-}
-
-/// The host and pid a lease value names.
-pub(super) fn lease_holder(token: &str) -> Option<(&str, u32)> {
-    let (_, at) = token.split_once('@')?;
-    let (host, pid) = at.rsplit_once(':')?;
-    Some((host, pid.parse().ok()?))
-}
-
-pub(super) fn this_host() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-/// Whether a process with this pid exists on this host (a zombie counts: not reaped yet).
-pub(super) fn process_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-}
 
 impl Shared {
     /// Whether the lease at `key` (a system's, or a group member's) no longer holds: it is
@@ -66,7 +34,9 @@ impl Shared {
             return false;
         }
         let released = self
-            .eval_many(&self.release, vec![(key.clone(), vec![owned(holder)])])
+            .scripts
+            .release
+            .eval_many(&self.cmd, vec![(key.clone(), vec![owned(holder)])])
             .await;
         if matches!(released.first(), Some(Ok(Value::Integer(1)))) {
             tracing::info!(system = %self.system_id, %key, pid, "freed the lease of a dead process on this host");
@@ -83,8 +53,8 @@ impl Shared {
                 &self.cmd,
                 keyed("SET"),
                 vec![
-                    owned(self.lease_key.clone()),
-                    owned(self.token.clone()),
+                    owned(self.lease.key.clone()),
+                    owned(self.lease.token.clone()),
                     s("NX"),
                     s("PX"),
                     Value::Integer(self.config.lease_ttl.as_millis() as i64),
@@ -96,7 +66,7 @@ impl Shared {
                 return Ok(());
             }
             // Absent by now, or held by a dead process on this host (then freed): try again.
-            if self.lease_gone(self.lease_key.clone()).await {
+            if self.lease_gone(self.lease.key.clone()).await {
                 continue;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -106,39 +76,6 @@ impl Shared {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-
-    /// Creates the request stream and its consumer group, reading from the stream's start
-    /// (so requests queued before the group existed are served).
-    pub(super) async fn ensure_group(&self) -> Result<(), fred::error::Error> {
-        let created = conn::call(
-            &self.cmd,
-            keyed_at("XGROUP", 1, false),
-            vec![
-                s("CREATE"),
-                owned(self.requests_key.clone()),
-                s(CONSUMER_GROUP),
-                s("0"),
-                s("MKSTREAM"),
-            ],
-        )
-        .await;
-        match created {
-            Err(e) if !conn::error_code_is(&e, "BUSYGROUP") => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    pub(super) async fn renew_queue(&self) {
-        let _ = conn::call(
-            &self.cmd,
-            keyed("PEXPIRE"),
-            vec![
-                owned(self.requests_key.clone()),
-                Value::Integer(self.config.queue_ttl.as_millis() as i64),
-            ],
-        )
-        .await;
     }
 
     /// Looks at all the system's actors: claims the URNs of new exposed actors, releases
@@ -272,7 +209,7 @@ impl Shared {
             .iter()
             .map(|u| (self.claim_key(u), vec![owned(self.claim_value.clone())]))
             .collect();
-        self.eval_many(&self.release, calls).await;
+        self.scripts.release.eval_many(&self.cmd, calls).await;
         tracing::debug!(count = urns.len(), "released URN keys");
     }
 
@@ -307,15 +244,13 @@ impl Shared {
                     )
                 })
                 .collect();
-            self.eval_many(&self.claim, calls).await
+            self.scripts.claim.eval_many(&self.cmd, calls).await
         } else {
             // Hundreds of keys per command: renewing 100,000 URNs is 200 commands.
             match self
-                .eval_keys(
-                    &self.claim_many,
-                    keys,
-                    &[owned(self.claim_value.clone()), ttl],
-                )
+                .scripts
+                .claim_many
+                .eval_keys(&self.cmd, keys, &[owned(self.claim_value.clone()), ttl])
                 .await
             {
                 Ok(values) => values.into_iter().map(Ok).collect(),
@@ -391,95 +326,11 @@ impl Shared {
         answered
     }
 
-    /// Whether the leases are surely still held: the system's (or member's) lease and its
-    /// URN keys (see `lease_fresh_until`).
-    pub(super) fn lease_fresh(&self) -> bool {
-        self.monotonic_ns() < self.fresh_until_ns()
-    }
-
-    /// The earlier of the two fresh-until times.
-    fn fresh_until_ns(&self) -> u64 {
-        self.lease_fresh_until
-            .load(Ordering::Acquire)
-            .min(self.urns_fresh_until.load(Ordering::Acquire))
-    }
-
-    /// Nanoseconds on this process's monotonic clock since the proxy started.
-    fn monotonic_ns(&self) -> u64 {
-        self.ns_at(std::time::Instant::now())
-    }
-
-    fn ns_at(&self, at: std::time::Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.clock_base).as_nanos()).unwrap_or(u64::MAX)
-    }
-
-    /// Records leases and URN keys renewed by commands sent after `since` (a start).
-    pub(super) fn mark_fresh(&self, since: std::time::Instant) {
-        self.mark_urns_fresh(since);
-        self.mark_lease_fresh(since);
-    }
-
-    /// Records the URN keys renewed by commands sent after `since`.
-    fn mark_urns_fresh(&self, since: std::time::Instant) {
-        self.urns_renewed_at
-            .store(self.ns_at(since), Ordering::Release);
-        self.urns_fresh_until.store(
-            self.fresh_after(since, self.config.urn_ttl),
-            Ordering::Release,
-        );
-    }
-
-    /// Until when a key set with `ttl` by a command sent after `since` surely lives, by
-    /// this process's clock (nanoseconds from `clock_base`).
-    fn fresh_after(&self, since: std::time::Instant, ttl: Duration) -> u64 {
-        // Redis counts the TTL from when it ran the command, after `since`; the margin
-        // covers the two clocks running at slightly different rates.
-        let margin = (ttl / 10).max(Duration::from_millis(50));
-        self.ns_at(since).saturating_add(
-            u64::try_from(ttl.saturating_sub(margin).as_nanos()).unwrap_or(u64::MAX),
-        )
-    }
-
-    /// Records the system's (or member's) lease renewed by a command sent after `since`,
-    /// and moves the fence to the earlier of the two fresh-until times.
-    fn mark_lease_fresh(&self, since: std::time::Instant) {
-        self.lease_fresh_until.store(
-            self.fresh_after(since, self.config.lease_ttl),
-            Ordering::Release,
-        );
-        // The fence follows; one that closed meanwhile (the leases lapsed: a pause, Redis
-        // out of reach) stays closed for what was handed through it, and a new one opens.
-        let until = self.clock_base + Duration::from_nanos(self.fresh_until_ns());
-        let mut fence = self.fence.lock().unwrap_or_else(|e| e.into_inner());
-        if !fence.extend(until) {
-            *fence = conclib_core::Fence::new(until);
-        }
-    }
-
-    /// Whether the URN keys are to be renewed at a renewal starting at `now`: about a third
-    /// of their TTL passed since their last renewal (renewals come every third of the
-    /// lease: the one nearest to it, so that they are renewed every third of their TTL on
-    /// average, at most half a renewal later), or a renewal of all was asked for.
-    fn urns_due(&self, now: std::time::Instant) -> bool {
-        let last = self.urns_renewed_at.load(Ordering::Acquire);
-        if last == u64::MAX {
-            return true;
-        }
-        let every = self.config.lease_ttl / 3;
-        let elapsed = Duration::from_nanos(self.ns_at(now).saturating_sub(last));
-        elapsed + every / 2 >= self.config.urn_ttl / 3
-    }
-
-    /// Makes the next renewal renew every URN key (Redis may have restarted empty).
-    pub(super) fn renew_all_urns(&self) {
-        self.urns_renewed_at.store(u64::MAX, Ordering::Release);
-    }
-
     /// Renews the leases now unless another task just did (a request met stale leases:
     /// this process was paused, or Redis was unreachable).
     pub(super) async fn recheck_lease(&self) {
-        let _one_at_a_time = self.recheck.lock().await;
-        if !self.lease_fresh() {
+        let _one_at_a_time = self.lease.recheck.lock().await;
+        if !self.lease.fresh() {
             // Boxed: the renewal's commands would otherwise sit in every request's future.
             Box::pin(self.renew()).await;
         }
@@ -491,23 +342,28 @@ impl Shared {
         // A lease that lapsed (a pause, Redis out of reach) may have let another system take
         // the URNs over (the takeover gives their keys away once the lease lapsed, whatever
         // their own TTL): they are claimed again, and checked, before they count as held.
-        if self.ns_at(since) >= self.lease_fresh_until.load(Ordering::Acquire) {
-            self.renew_all_urns();
+        if self.lease.lapsed_by(since) {
+            self.lease.renew_all_urns();
         }
         let ttl = Value::Integer(self.config.lease_ttl.as_millis() as i64);
         let lease = self
+            .scripts
+            .claim
             .eval_many(
-                &self.claim,
-                vec![(self.lease_key.clone(), vec![owned(self.token.clone()), ttl])],
+                &self.cmd,
+                vec![(
+                    self.lease.key.clone(),
+                    vec![owned(self.lease.token.clone()), ttl],
+                )],
             )
             .await;
         match lease.into_iter().next() {
             Some(Ok(Value::Integer(1))) => {}
             Some(Ok(other)) => {
                 tracing::error!(system = %self.system_id, holder = ?other, "another proxy instance took this system's lease; this one stops reading");
-                self.replaced.store(true, Ordering::Release);
+                self.lease.replaced.store(true, Ordering::Release);
                 self.serving.store(false, Ordering::Release);
-                self.fence().close();
+                self.lease.fence().close();
                 let _ = self.stop.send_replace(true);
                 return;
             }
@@ -519,24 +375,24 @@ impl Shared {
         // those another system held, at every renewal.
         let conflicts: Vec<String> = self.registry().conflicts.keys().cloned().collect();
         let mut answered = self.claim_urns(conflicts).await;
-        if self.urns_due(since) {
+        if self.lease.urns_due(since) {
             let renewal = self.registry().owned.renewal(|u| self.claim_key(u));
             let renewed = self
                 .claim_keys(&renewal.urns, &renewal.keys, Some(&renewal))
                 .await;
             drop(renewal);
             if renewed && answered {
-                self.mark_urns_fresh(since);
+                self.lease.mark_urns_fresh(since);
             }
             answered &= renewed;
         }
         if answered {
-            self.mark_lease_fresh(since);
+            self.lease.mark_lease_fresh(since);
         }
-        self.renew_queue().await;
+        self.stream.renew(&self.cmd, self.config.queue_ttl).await;
         self.trim_exact().await;
-        self.sync_clock().await;
-        if matches!(self.role, super::Role::System) {
+        self.clock.sync(&self.cmd).await;
+        if matches!(self.role, super::shared::Role::System) {
             self.reset_poisoned().await;
         }
     }
@@ -544,7 +400,7 @@ impl Shared {
     /// Replaces a request stream whose ids run ahead of the clock (a client added an entry
     /// with an id in the future) by an empty one, once all its entries were handled.
     pub(super) async fn reset_poisoned(&self) {
-        if !self.poisoned.load(Ordering::Acquire) {
+        if !self.stream.poisoned.load(Ordering::Acquire) {
             return;
         }
         let args = vec![
@@ -553,15 +409,17 @@ impl Shared {
             Value::Integer(self.config.queue_ttl.as_millis() as i64),
         ];
         let reset = self
-            .eval_many(&self.reset, vec![(self.requests_key.clone(), args)])
+            .scripts
+            .reset
+            .eval_many(&self.cmd, vec![(self.stream.requests_key.clone(), args)])
             .await;
         match reset.first() {
             Some(Ok(Value::Integer(1))) => {
-                self.unacked().reset();
-                self.poisoned.store(false, Ordering::Release);
+                self.stream.unacked().reset();
+                self.stream.poisoned.store(false, Ordering::Release);
                 tracing::warn!(system = %self.system_id, "reset the request stream: a client had added ids far in the future");
             }
-            Some(Ok(Value::Integer(0))) => self.poisoned.store(false, Ordering::Release),
+            Some(Ok(Value::Integer(0))) => self.stream.poisoned.store(false, Ordering::Release),
             Some(Ok(_)) => {} // entries still to handle: next renewal
             Some(Err(e)) => tracing::debug!(error = %e, "could not reset the request stream"),
             None => {}
@@ -634,10 +492,10 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
                     // Redis may have restarted empty: recreate the group, claim everything again.
                     tracing::info!(system = %shared.system_id, "reconnected to Redis; renewing registrations");
                     crate::metrics::reconnected(&shared.system_id);
-                    if let Err(e) = shared.ensure_group().await {
+                    if let Err(e) = shared.stream.ensure_group(&shared.cmd).await {
                         tracing::warn!(error = %e, "could not recreate the consumer group");
                     }
-                    shared.renew_all_urns();
+                    shared.lease.renew_all_urns();
                     shared.renew().await;
                 }
                 Err(_) => events = false,

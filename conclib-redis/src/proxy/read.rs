@@ -12,11 +12,14 @@ use fred::prelude::*;
 use fred::types::ClientUnblockFlag;
 use futures_util::stream::{FuturesUnordered, Stream, StreamExt};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use conclib_core::Priority;
 use conclib_core::trace::TraceContext;
 
-use super::{Completion, Handling, Shared};
+use super::shared::Shared;
+use super::stream::{Completion, Handling};
+use super::write::write_loop;
 use crate::conn::{self, as_bytes, bytes, keyed_at, owned, s};
 use crate::error::is_connection_error;
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
@@ -200,6 +203,19 @@ pub(super) fn take_ready(running: &mut Running, into: &mut Vec<Completion>) {
     }
 }
 
+impl Shared {
+    /// Starts the read loop and the writer: (reader, writer).
+    pub(super) fn start_reading(
+        self: &Arc<Self>,
+        block: Duration,
+    ) -> (JoinHandle<()>, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = tokio::spawn(write_loop(self.clone(), rx));
+        let reader = tokio::spawn(read_loop(self.clone(), tx, block));
+        (reader, writer)
+    }
+}
+
 /// The proxy's request loop, one task: reads requests, starts their handling, drives it,
 /// and writes the replies of requests answered at once in front of its next read, on the
 /// same connection (one write, one wake-up of Redis, and the reply goes out before Redis
@@ -225,7 +241,7 @@ pub(super) async fn read_loop(
         if *stop.borrow_and_update() {
             break;
         }
-        if shared.reread.swap(false, Ordering::AcqRel) {
+        if shared.stream.reread.swap(false, Ordering::AcqRel) {
             pending_phase = true;
             pending_from = Bytes::from_static(b"0");
         }
@@ -248,7 +264,7 @@ pub(super) async fn read_loop(
         // Wait for room before reading more.
         let first = loop {
             tokio::select! {
-                p = shared.in_flight.clone().acquire_owned() => match p {
+                p = shared.stream.in_flight.clone().acquire_owned() => match p {
                     Ok(p) => break Some(p),
                     Err(_) => break None,
                 },
@@ -258,11 +274,11 @@ pub(super) async fn read_loop(
             }
         };
         let Some(first) = first else { break };
-        let count = (shared.in_flight.available_permits() + 1).min(shared.config.batch_size);
+        let count = (shared.stream.in_flight.available_permits() + 1).min(shared.config.batch_size);
         let mut args = vec![
             s("GROUP"),
             s(CONSUMER_GROUP),
-            owned(shared.consumer.clone()),
+            owned(shared.stream.consumer.clone()),
             s("COUNT"),
             Value::Integer(count as i64),
         ];
@@ -271,7 +287,7 @@ pub(super) async fn read_loop(
             args.push(Value::Integer(block.as_millis() as i64));
         }
         args.push(s("STREAMS"));
-        args.push(owned(shared.requests_key.clone()));
+        args.push(owned(shared.stream.requests_key.clone()));
         args.push(if pending_phase {
             bytes(pending_from.clone())
         } else {
@@ -280,7 +296,7 @@ pub(super) async fn read_loop(
         // XREADGROUP's key is after GROUP g c COUNT n [BLOCK ms] STREAMS.
         let offset = args.len() - 2;
         // What is acknowledged from here on may still be listed by a re-read's reply.
-        shared.unacked().rereading(pending_phase);
+        shared.stream.unacked().rereading(pending_phase);
         let mut read_cmd = cmd.clone();
         read_cmd.cluster_hash = fred::types::ClusterHash::Offset(offset);
         // Sent once at most: fred would otherwise send a read lost with its connection
@@ -310,7 +326,7 @@ pub(super) async fn read_loop(
             Ok(Value::Null) => {
                 if pending_phase {
                     pending_phase = false;
-                    shared.unacked().set_complete(true);
+                    shared.stream.unacked().set_complete(true);
                 }
                 continue;
             }
@@ -321,7 +337,7 @@ pub(super) async fn read_loop(
             Err(e) => {
                 if conn::error_code_is(&e, "NOGROUP") {
                     tracing::info!(system = %shared.system_id, "the request stream or its group is gone (Redis restarted?); recreating it");
-                    if let Err(e) = shared.ensure_group().await {
+                    if let Err(e) = shared.stream.ensure_group(&shared.cmd).await {
                         tracing::warn!(error = %e, "could not recreate the consumer group");
                     }
                 } else {
@@ -335,7 +351,7 @@ pub(super) async fn read_loop(
                 // An answer lost with the connection leaves entries delivered to us: re-read them.
                 pending_phase = true;
                 pending_from = Bytes::from_static(b"0");
-                shared.unacked().set_complete(false);
+                shared.stream.unacked().set_complete(false);
                 continue;
             }
         };
@@ -344,7 +360,7 @@ pub(super) async fn read_loop(
         }
         if pending_phase && entries.is_empty() {
             pending_phase = false;
-            shared.unacked().set_complete(true);
+            shared.stream.unacked().set_complete(true);
             continue;
         }
         let mut permit = Some(first);
@@ -357,12 +373,12 @@ pub(super) async fn read_loop(
                 pending_from = entry_id.clone();
             }
             // Re-reading the pending list: skip what is being handled already.
-            if !shared.unacked().insert(id) {
+            if !shared.stream.unacked().insert(id) {
                 continue;
             }
             let permit = match permit.take() {
                 Some(p) => p,
-                None => match shared.in_flight.clone().acquire_owned().await {
+                None => match shared.stream.in_flight.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => break,
                 },

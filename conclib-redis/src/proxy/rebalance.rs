@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::Shared;
+use super::shared::Shared;
 
 /// The most activations one look passivates: the rest at the next (a third of a lease on).
 const MOST_AT_ONCE: u64 = 64;

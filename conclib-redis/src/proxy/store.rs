@@ -11,8 +11,8 @@ use fred::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Script;
-use super::activation::Standing;
+use super::scripts::Script;
+use super::standing::Standing;
 use crate::conn::{bytes, owned, s};
 use crate::protocol::{STATE_OPEN_SCRIPT, STATE_SAVE_SCRIPT};
 

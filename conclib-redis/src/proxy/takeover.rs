@@ -25,7 +25,8 @@ use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
 
-use super::{Script, Shared};
+use super::scripts::Script;
+use super::shared::Shared;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP};
 
@@ -36,15 +37,15 @@ const STEPS: usize = 50;
 
 /// What a look at a pattern's gone systems found and did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TakenOver {
+pub(super) struct TakenOver {
     /// Requests moved to the member chosen for their URN (to the group's stream when
     /// another system holds it by now).
-    pub(crate) moved: u64,
+    pub(super) moved: u64,
     /// Requests whose time was up: dropped.
-    pub(crate) expired: u64,
+    pub(super) expired: u64,
     /// How long the oldest request moved had waited in the gone system's stream
     /// (milliseconds): what the failover cost the callers who waited longest.
-    pub(crate) waited_ms: u64,
+    pub(super) waited_ms: u64,
 }
 
 impl Shared {
@@ -65,9 +66,15 @@ impl Shared {
             let done = self.move_requests(&system, prefix, script).await;
             if done.moved + done.expired > 0 {
                 tracing::info!(system = %self.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, waited_ms = done.waited_ms, "moved the requests a gone system left for a pattern's URNs to the members chosen to activate them");
-                crate::metrics::taken_over(&self.system_id, prefix, &done);
+                crate::metrics::taken_over(
+                    &self.system_id,
+                    prefix,
+                    done.moved,
+                    done.expired,
+                    done.waited_ms,
+                );
                 // Counted in the system's stats (`ProxyHandle::stats`, its snapshot).
-                if let super::Role::Member(m) = &self.role
+                if let super::shared::Role::Member(m) = &self.role
                     && let Some(sys) = m.system.upgrade()
                 {
                     sys.counters.moved.fetch_add(done.moved, Ordering::Relaxed);
@@ -114,8 +121,10 @@ impl Shared {
         let key = self.keys.takeover(system, prefix);
         let ttl = Value::Integer(self.config.lease_ttl.as_millis().max(1) as i64);
         let taken = self
+            .scripts
+            .claim
             .eval_many(
-                &self.claim,
+                &self.cmd,
                 vec![(key, vec![owned(self.system_id.clone()), ttl])],
             )
             .await;
@@ -127,8 +136,8 @@ impl Shared {
     /// member when the directory cannot be read).
     async fn choose_targets(&self, system: &str, prefix: &str, urns: &[String]) -> Vec<String> {
         let sys = match &self.role {
-            super::Role::Member(m) => m.system.upgrade(),
-            super::Role::System => None,
+            super::shared::Role::Member(m) => m.system.upgrade(),
+            super::shared::Role::System => None,
         };
         let placement = sys
             .as_ref()

@@ -10,7 +10,8 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::mpsc;
 
-use super::{Completion, FUTURE_ID_TOLERANCE_MS, Shared};
+use super::shared::Shared;
+use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS};
 use crate::conn::{self, bytes, keyed, keyed_at, owned, s};
 use crate::error::is_connection_error;
 use crate::protocol::CONSUMER_GROUP;
@@ -113,10 +114,10 @@ impl Shared {
             let frames: usize = by_key.values().map(Vec::len).sum();
             let mut args = Vec::with_capacity(by_key.len() * 2 + chunk.len() + frames + 6);
             args.extend([
-                owned(self.answer.sha.clone()),
+                owned(self.scripts.answer.sha.clone()),
                 Value::Integer(1 + by_key.len() as i64),
             ]);
-            args.push(owned(self.requests_key.clone()));
+            args.push(owned(self.stream.requests_key.clone()));
             args.extend(by_key.keys().map(|k| owned(*k)));
             args.extend([
                 s(CONSUMER_GROUP),
@@ -138,7 +139,7 @@ impl Shared {
         for (i, mut args) in calls.into_iter().enumerate() {
             match results.get(i) {
                 Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
-                    args[0] = s(self.answer.text);
+                    args[0] = s(self.scripts.answer.text);
                     if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
                         failure = Some(e);
                     }
@@ -174,10 +175,10 @@ impl Shared {
         };
         let pipeline = client.pipeline();
         for (key, frames) in &by_key {
-            let args = push(owned(self.push.sha.clone()), key, frames);
+            let args = push(owned(self.scripts.push.sha.clone()), key, frames);
             let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args).await;
         }
-        let stream = owned(self.requests_key.clone());
+        let stream = owned(self.stream.requests_key.clone());
         let mut ack = Vec::with_capacity(entries.len() + 2);
         ack.extend([stream.clone(), s(CONSUMER_GROUP)]);
         ack.extend(entries.iter().cloned());
@@ -191,7 +192,7 @@ impl Shared {
         for (i, (key, frames)) in by_key.iter().enumerate() {
             match results.get(i) {
                 Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
-                    let args = push(s(self.push.text), key, frames);
+                    let args = push(s(self.scripts.push.text), key, frames);
                     if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
                         failure = Some(e);
                     }
@@ -213,26 +214,14 @@ impl Shared {
 
     /// Books a written batch as done and releases its in-flight permits.
     pub(super) fn finish(&self, batch: &mut Vec<Completion>) {
-        self.unacked().remove(batch.iter().map(|c| c.id), true);
-        self.acknowledged_applied(batch);
+        self.stream
+            .unacked()
+            .remove(batch.iter().map(|c| c.id), true);
+        self.stream.acknowledged_applied(batch);
         self.counters
             .completed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
-    }
-
-    /// Tells the activations whose state the handling of a request of `batch` wrote that
-    /// it is acknowledged (`applied.rs`).
-    fn acknowledged_applied(&self, batch: &[Completion]) {
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        if applied.is_empty() {
-            return;
-        }
-        for c in batch {
-            if let Some((standing, key)) = applied.remove(&c.id) {
-                standing.applied.acked(&key);
-            }
-        }
     }
 
     /// Takes the completions to leave pending out of `batch`: they are read again; and those
@@ -242,7 +231,9 @@ impl Shared {
             let (handed, keep): (Vec<Completion>, Vec<Completion>) =
                 batch.drain(..).partition(|c| c.handed);
             *batch = keep;
-            self.unacked().remove(handed.iter().map(|c| c.id), true);
+            self.stream
+                .unacked()
+                .remove(handed.iter().map(|c| c.id), true);
         }
         if batch.iter().any(|c| c.requeue) {
             let (mut pending, keep): (Vec<Completion>, Vec<Completion>) =
@@ -255,45 +246,51 @@ impl Shared {
     /// Gives up on writing a batch: its entries stay pending in Redis, and the read loop
     /// re-reads the pending list to handle them again.
     pub(super) fn give_up(&self, batch: &mut Vec<Completion>) {
-        self.unacked().remove(batch.iter().map(|c| c.id), false);
-        self.reread.store(true, Ordering::Release);
+        self.stream
+            .unacked()
+            .remove(batch.iter().map(|c| c.id), false);
+        self.stream.reread.store(true, Ordering::Release);
         batch.clear();
     }
 
     /// The id below which the stream may be trimmed once `batch` is acknowledged.
     pub(super) fn trim_below(&self, batch: &[Completion]) -> Option<EntryId> {
         // A group's stream has entries pending on other members: `trim_exact` trims it.
-        if !matches!(self.role, super::Role::System) {
+        if !matches!(self.role, super::shared::Role::System) {
             return None;
         }
         let mut ids: Vec<EntryId> = batch.iter().map(|c| c.id).collect();
         ids.sort_unstable();
-        self.sane_trim(self.unacked().trim_below(&ids))
+        self.sane_trim(self.stream.unacked().trim_below(&ids))
     }
 
     /// No trimming up to an id in the future: a client chose it, and once the stream is
     /// reset it would trim the new stream's entries.
     pub(super) fn sane_trim(&self, below: Option<EntryId>) -> Option<EntryId> {
         below.filter(|b| {
-            i64::try_from(b.ms)
-                .is_ok_and(|ms| ms <= self.redis_now_ms().saturating_add(FUTURE_ID_TOLERANCE_MS))
+            i64::try_from(b.ms).is_ok_and(|ms| {
+                ms <= self
+                    .clock
+                    .redis_now_ms()
+                    .saturating_add(FUTURE_ID_TOLERANCE_MS)
+            })
         })
     }
 
     /// Trims the request stream exactly below the oldest entry still pending (the answer
     /// script trims only whole stream nodes, which is cheaper but leaves up to a node).
     pub(super) async fn trim_exact(&self) {
-        if !matches!(self.role, super::Role::System) {
+        if !matches!(self.role, super::shared::Role::System) {
             return self.trim_group().await;
         }
-        let Some(below) = self.sane_trim(self.unacked().trim_below(&[])) else {
+        let Some(below) = self.sane_trim(self.stream.unacked().trim_below(&[])) else {
             return;
         };
         let trimmed = conn::call(
             &self.cmd,
             keyed("XTRIM"),
             vec![
-                owned(self.requests_key.clone()),
+                owned(self.stream.requests_key.clone()),
                 s("MINID"),
                 owned(below.to_string()),
             ],

@@ -1,0 +1,247 @@
+//! The URN patterns a system activates actors for and the activations alive
+//! ([`Activations`]), and what an activated actor's constructor gets ([`Activation`]).
+//! `activation.rs` activates and passivates.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use conclib_core::{ActorSystem, DynActorRef, ExposedMessage};
+
+use super::placement_rule::Placement;
+use super::standing::Standing;
+use super::store::StateStore;
+
+type Spawned = Pin<Box<dyn Future<Output = Result<DynActorRef, String>> + Send>>;
+pub(super) type MakeFn = Box<dyn Fn(ActorSystem, Activation) -> Spawned + Send + Sync>;
+
+/// A URN pattern this system activates actors for.
+pub(super) struct Pattern {
+    pub(super) prefix: String,
+    /// The messages the pattern's actor type exposes.
+    pub(super) remote: &'static [ExposedMessage],
+    pub(super) make: MakeFn,
+    pub(super) idle: Option<Duration>,
+    /// Which member activates a URN nobody holds (`placement.rs`).
+    pub(super) placement: Placement,
+    /// Whether a member with more than its share of the pattern's activations passivates
+    /// some, for members with fewer to take them (`rebalance.rs`).
+    pub(super) rebalance: bool,
+}
+
+/// One activation alive in this system.
+pub(super) struct Live {
+    pub(super) actor: DynActorRef,
+    pub(super) pattern: Arc<Pattern>,
+    pub(super) last_used: Instant,
+    pub(super) standing: Arc<Standing>,
+    pub(super) state_key: String,
+    pub(super) token: String,
+}
+
+impl Live {
+    /// Idle past its pattern's passivation time: no request through Redis for that long,
+    /// and an empty mailbox.
+    pub(super) fn is_idle(&self) -> bool {
+        self.pattern
+            .idle
+            .is_some_and(|d| self.last_used.elapsed() >= d && self.actor.mailbox_len() == 0)
+    }
+}
+
+/// The patterns of a system's proxy and its live activations.
+#[derive(Default)]
+pub(super) struct Activations {
+    patterns: Mutex<HashMap<String, Arc<Pattern>>>,
+    /// Whether any pattern is registered (checked on every request without a lock).
+    any: AtomicBool,
+    live: Mutex<HashMap<String, Live>>,
+    /// One activation or passivation of a URN at a time.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// How a request for a patterned URN is served.
+pub(super) enum Activated {
+    /// The actor is (now) active here, and its standing.
+    Here(DynActorRef, Arc<Standing>),
+    /// Another system holds the URN.
+    HeldBy(String),
+    /// The constructor refused (its error).
+    Refused(String),
+    /// Redis did not answer.
+    Unavailable(String),
+}
+
+impl Activations {
+    fn patterns(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Pattern>>> {
+        self.patterns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The pattern `urn` falls under, if this system hosts it.
+    pub(super) fn pattern_for(&self, urn: &str) -> Option<Arc<Pattern>> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let prefix = crate::protocol::pattern_prefix(urn)?;
+        self.patterns().get(prefix).cloned()
+    }
+
+    /// The pattern of prefix `prefix`, if this system hosts it.
+    pub(super) fn pattern_for_prefix(&self, prefix: &str) -> Option<Arc<Pattern>> {
+        self.patterns().get(prefix).cloned()
+    }
+
+    pub(super) fn add_pattern(&self, pattern: Pattern) {
+        let mut patterns = self.patterns();
+        patterns.insert(pattern.prefix.clone(), Arc::new(pattern));
+        self.any.store(true, Ordering::Release);
+    }
+
+    pub(super) fn remove_pattern(&self, prefix: &str) {
+        let mut patterns = self.patterns();
+        patterns.remove(prefix);
+        self.any.store(!patterns.is_empty(), Ordering::Release);
+    }
+
+    /// Another system took `urn`'s lease (this process was paused past it): the local
+    /// activation takes no more requests and stops. Gracefully: a handler that is running
+    /// finishes (its writes are fenced: whether they took effect is known), and what its
+    /// mailbox still holds is handled with fenced writes and re-delivered when refused.
+    pub(super) fn taken_away(&self, urn: &str) {
+        let Some(live) = self.live().remove(urn) else {
+            return;
+        };
+        live.standing.taken.store(true, Ordering::Release);
+        live.actor.stop();
+        tracing::warn!(%urn, "another system took this activation's URN (this process was paused past its lease); stopped it");
+    }
+
+    /// Whether `urn` is activated here now.
+    pub(super) fn is_live(&self, urn: &str) -> bool {
+        self.live().get(urn).is_some_and(|l| l.actor.is_alive())
+    }
+
+    /// How many URNs under `prefix` are activated here.
+    pub(super) fn count_under(&self, prefix: &str) -> u64 {
+        self.live().keys().filter(|u| u.starts_with(prefix)).count() as u64
+    }
+
+    /// Up to `n` activations under `prefix` with an empty mailbox, the least recently used
+    /// first, marked as leaving (`rebalance.rs`).
+    pub(super) fn take_least_used(&self, prefix: &str, n: usize) -> Vec<String> {
+        let live = self.live();
+        let mut quiet: Vec<(&String, &Live)> = live
+            .iter()
+            .filter(|(u, l)| u.starts_with(prefix) && l.actor.mailbox_len() == 0)
+            .collect();
+        quiet.sort_by_key(|(_, l)| l.last_used);
+        quiet
+            .into_iter()
+            .take(n)
+            .map(|(u, l)| {
+                l.standing.leaving.store(true, Ordering::Release);
+                u.clone()
+            })
+            .collect()
+    }
+
+    /// The URNs activated here, sorted.
+    pub(super) fn active(&self) -> Vec<String> {
+        let mut urns: Vec<String> = self.live().keys().cloned().collect();
+        urns.sort();
+        urns
+    }
+
+    /// Whether `urn` is activated here once any activation or passivation of it under way
+    /// has ended.
+    pub(super) async fn is_live_when_settled(&self, urn: &str) -> bool {
+        let entry = self.lock_for(urn);
+        let _settled = entry.lock.lock().await;
+        self.is_live(urn)
+    }
+
+    /// The URN's lock, and a guard that forgets it when nobody else holds it.
+    pub(super) fn lock_for(&self, urn: &str) -> LockEntry<'_> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(urn.to_owned())
+            .or_default()
+            .clone();
+        LockEntry {
+            owner: self,
+            urn: urn.to_owned(),
+            lock,
+        }
+    }
+}
+
+pub(super) struct LockEntry<'a> {
+    pub(super) owner: &'a Activations,
+    pub(super) urn: String,
+    pub(super) lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for LockEntry<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.owner.locks.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's and ours: nobody else waits on it.
+        if Arc::strong_count(&self.lock) == 2 {
+            locks.remove(&self.urn);
+        }
+    }
+}
+
+/// What an activated actor's constructor gets: its URN, the id the pattern matched, and its
+/// [`StateStore`].
+pub struct Activation {
+    pub(super) urn: String,
+    pub(super) id: String,
+    pub(super) store: StateStore,
+}
+
+impl Activation {
+    /// The URN activated (`user:42`).
+    #[must_use]
+    pub fn urn(&self) -> &str {
+        &self.urn
+    }
+
+    /// The part of the URN the pattern's `{id}` matched (`42`).
+    #[must_use]
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The activation's state store, to load the state in the constructor.
+    #[must_use]
+    pub fn store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// The activation's state store, kept by the actor to save from its handlers or its
+    /// `on_stop` (it cannot be cloned: see [`StateStore`], "Writes from the actor's own
+    /// task").
+    #[must_use]
+    pub fn into_store(self) -> StateStore {
+        self.store
+    }
+}
+
+impl fmt::Debug for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Activation")
+            .field("urn", &self.urn)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}

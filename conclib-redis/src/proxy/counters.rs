@@ -1,0 +1,29 @@
+//! What a proxy instance counts: requests received, completed, expired, rejected, moved.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::stats::ProxyStats;
+
+/// The request counters of a proxy instance ([`ProxyStats`]).
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) received: AtomicU64,
+    pub(super) completed: AtomicU64,
+    pub(super) expired: AtomicU64,
+    pub(super) rejected: AtomicU64,
+    /// Requests of gone systems moved to a pattern's group (`takeover.rs`).
+    pub(super) moved: AtomicU64,
+}
+
+impl Counters {
+    /// The counts now.
+    pub(super) fn stats(&self) -> ProxyStats {
+        ProxyStats {
+            received: self.received.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            moved: self.moved.load(Ordering::Relaxed),
+        }
+    }
+}

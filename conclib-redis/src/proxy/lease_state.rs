@@ -1,0 +1,191 @@
+//! The lease part of a proxy instance ([`Lease`]): its lease key and value, and until when
+//! the lease and the URN keys are surely still held, by this process's monotonic clock
+//! (the fence every request handed to an actor carries). `lease.rs` renews them.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::client::random_token;
+
+/// The lease of a proxy instance (a system's, or a group member's) and the freshness of
+/// what it holds.
+pub(super) struct Lease {
+    /// The lease's key: the system's, or the member's.
+    pub(super) key: String,
+    /// This instance's lease value ([`lease_token`]).
+    pub(super) token: String,
+    lease_ttl: Duration,
+    urn_ttl: Duration,
+    /// Until when, by this process's monotonic clock, the system's (or member's) lease
+    /// renewed last is surely still held (its TTL, less a margin for clock drift, from
+    /// before the renewal).
+    fresh_until: AtomicU64,
+    /// The same for the URN keys, renewed less often (`urn_ttl`).
+    urns_fresh_until: AtomicU64,
+    /// When the URN keys were last renewed (nanoseconds from `clock_base`; `u64::MAX`:
+    /// never, or to be renewed at the next renewal whatever the time).
+    urns_renewed_at: AtomicU64,
+    /// What `fresh_until` and `urns_fresh_until` count from.
+    clock_base: Instant,
+    /// Open while the leases are surely held, as the fresh-until times; every request handed to an
+    /// actor carries the one current when its entry was read, so that after a pause past
+    /// the lease the actor starts none it had queued (another system may have taken them).
+    /// Replaced by a new one when a renewal finds it closed ([`mark_lease_fresh`]).
+    ///
+    /// [`mark_lease_fresh`]: Lease::mark_lease_fresh
+    fence: Mutex<conclib_core::Fence>,
+    /// One lease re-check at a time.
+    pub(super) recheck: tokio::sync::Mutex<()>,
+    /// Another process of this system took its lease (this one was paused past it, and
+    /// taken for dead): what this one reads before it stops is that one's to handle.
+    pub(super) replaced: AtomicBool,
+}
+
+impl Lease {
+    /// A lease at `key` not taken yet, under a new token, held `lease_ttl` at each renewal;
+    /// the URN keys it goes with live `urn_ttl`.
+    pub(super) fn new(key: String, lease_ttl: Duration, urn_ttl: Duration) -> Self {
+        Lease {
+            key,
+            token: lease_token(),
+            lease_ttl,
+            urn_ttl,
+            fresh_until: AtomicU64::new(0),
+            urns_fresh_until: AtomicU64::new(0),
+            urns_renewed_at: AtomicU64::new(u64::MAX),
+            clock_base: Instant::now(),
+            fence: Mutex::new(conclib_core::Fence::new(Instant::now())),
+            recheck: tokio::sync::Mutex::new(()),
+            replaced: AtomicBool::new(false),
+        }
+    }
+
+    /// The fence of the leases held now (see `fence`).
+    pub(super) fn fence(&self) -> conclib_core::Fence {
+        lock(&self.fence).clone()
+    }
+
+    /// Whether the lease had lapsed by `since` (not surely held then): the URN keys are
+    /// claimed again, and checked, before they count as held.
+    pub(super) fn lapsed_by(&self, since: Instant) -> bool {
+        self.ns_at(since) >= self.fresh_until.load(Ordering::Acquire)
+    }
+
+    /// Whether the leases are surely still held: the system's (or member's) lease and its
+    /// URN keys (see `fresh_until`).
+    pub(super) fn fresh(&self) -> bool {
+        self.monotonic_ns() < self.fresh_until_ns()
+    }
+
+    /// The earlier of the two fresh-until times.
+    fn fresh_until_ns(&self) -> u64 {
+        self.fresh_until
+            .load(Ordering::Acquire)
+            .min(self.urns_fresh_until.load(Ordering::Acquire))
+    }
+
+    /// Nanoseconds on this process's monotonic clock since the proxy started.
+    fn monotonic_ns(&self) -> u64 {
+        self.ns_at(Instant::now())
+    }
+
+    fn ns_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.clock_base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Records leases and URN keys renewed by commands sent after `since` (a start).
+    pub(super) fn mark_fresh(&self, since: Instant) {
+        self.mark_urns_fresh(since);
+        self.mark_lease_fresh(since);
+    }
+
+    /// Records the URN keys renewed by commands sent after `since`.
+    pub(super) fn mark_urns_fresh(&self, since: Instant) {
+        self.urns_renewed_at
+            .store(self.ns_at(since), Ordering::Release);
+        self.urns_fresh_until
+            .store(self.fresh_after(since, self.urn_ttl), Ordering::Release);
+    }
+
+    /// Until when a key set with `ttl` by a command sent after `since` surely lives, by
+    /// this process's clock (nanoseconds from `clock_base`).
+    fn fresh_after(&self, since: Instant, ttl: Duration) -> u64 {
+        // Redis counts the TTL from when it ran the command, after `since`; the margin
+        // covers the two clocks running at slightly different rates.
+        let margin = (ttl / 10).max(Duration::from_millis(50));
+        self.ns_at(since).saturating_add(
+            u64::try_from(ttl.saturating_sub(margin).as_nanos()).unwrap_or(u64::MAX),
+        )
+    }
+
+    /// Records the system's (or member's) lease renewed by a command sent after `since`,
+    /// and moves the fence to the earlier of the two fresh-until times.
+    pub(super) fn mark_lease_fresh(&self, since: Instant) {
+        self.fresh_until
+            .store(self.fresh_after(since, self.lease_ttl), Ordering::Release);
+        // The fence follows; one that closed meanwhile (the leases lapsed: a pause, Redis
+        // out of reach) stays closed for what was handed through it, and a new one opens.
+        let until = self.clock_base + Duration::from_nanos(self.fresh_until_ns());
+        let mut fence = lock(&self.fence);
+        if !fence.extend(until) {
+            *fence = conclib_core::Fence::new(until);
+        }
+    }
+
+    /// Whether the URN keys are to be renewed at a renewal starting at `now`: about a third
+    /// of their TTL passed since their last renewal (renewals come every third of the
+    /// lease: the one nearest to it, so that they are renewed every third of their TTL on
+    /// average, at most half a renewal later), or a renewal of all was asked for.
+    pub(super) fn urns_due(&self, now: Instant) -> bool {
+        let last = self.urns_renewed_at.load(Ordering::Acquire);
+        if last == u64::MAX {
+            return true;
+        }
+        let every = self.lease_ttl / 3;
+        let elapsed = Duration::from_nanos(self.ns_at(now).saturating_sub(last));
+        elapsed + every / 2 >= self.urn_ttl / 3
+    }
+
+    /// Makes the next renewal renew every URN key (Redis may have restarted empty).
+    pub(super) fn renew_all_urns(&self) {
+        self.urns_renewed_at.store(u64::MAX, Ordering::Release);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The lease value of one proxy instance: a random token, then where it runs.
+fn lease_token() -> String {
+    format!("{}@{}:{}", random_token(), this_host(), std::process::id())
+}
+
+/// The host and pid a lease value names.
+pub(super) fn lease_holder(token: &str) -> Option<(&str, u32)> {
+    let (_, at) = token.split_once('@')?;
+    let (host, pid) = at.rsplit_once(':')?;
+    Some((host, pid.parse().ok()?))
+}
+
+pub(super) fn this_host() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether a process with this pid exists on this host (a zombie counts: not reaped yet).
+pub(super) fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
