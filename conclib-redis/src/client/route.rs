@@ -13,13 +13,16 @@ use crate::error::{ProxyError, redis_error};
 
 /// The look-ups under way, by client (its `Shared`'s address) and URN: each a receiver
 /// whose sender the look-up holds (in [`Running`]) and drops when it ends.
-static LOOKING_UP: LazyLock<Mutex<HashMap<(usize, String), tokio::sync::watch::Receiver<()>>>> =
+static LOOKING_UP: LazyLock<Mutex<HashMap<LookUpKey, tokio::sync::watch::Receiver<()>>>> =
     LazyLock::new(Mutex::default);
+
+/// A look-up's client (its `Shared`'s address) and URN.
+type LookUpKey = (usize, String);
 
 /// A look-up under way: its entry in [`LOOKING_UP`], removed when dropped, then its
 /// sender, which wakes the waiters.
 struct Running {
-    key: (usize, String),
+    key: LookUpKey,
     _wake: tokio::sync::watch::Sender<()>,
 }
 
