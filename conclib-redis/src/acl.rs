@@ -59,6 +59,8 @@
 #[must_use]
 pub fn client_acl(namespace: &str) -> Vec<String> {
     let mut rules = base();
+    // The rules applied again to a user replace its selectors too.
+    rules.push("clearselectors".to_owned());
     rules.extend(
         [
             "+get",

@@ -322,6 +322,22 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
         args.extend(rules.iter().map(String::as_str));
         raw(&admin, &args).await.unwrap();
     }
+    // Applied again, the client role's rules replace its two selectors.
+    let mut again = vec!["ACL", "SETUSER", "web"];
+    let rules = client_acl(ns);
+    again.extend(rules.iter().map(String::as_str));
+    raw(&admin, &again).await.unwrap();
+    let Value::Array(user) = raw(&admin, &["ACL", "GETUSER", "web"]).await.unwrap() else {
+        panic!("ACL GETUSER answers an array");
+    };
+    let selectors = user
+        .chunks(2)
+        .find(|p| p[0].as_str().as_deref() == Some("selectors"))
+        .map(|p| match &p[1] {
+            Value::Array(s) => s.len(),
+            _ => 0,
+        });
+    assert_eq!(selectors, Some(2));
     let url_as = |user: &str| format!("redis://{user}:secret@127.0.0.1:{}", daemon.port());
     let as_web = base.clone().with_url(url_as("web"));
     let as_svc = base.clone().with_url(url_as("svc"));
