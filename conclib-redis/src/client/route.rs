@@ -223,3 +223,56 @@ impl Shared {
             .remove(urn);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use fred::prelude::*;
+
+    use crate::{ProxyClient, ProxyConfig};
+
+    /// `GET`s Redis ran so far (`INFO commandstats`).
+    async fn gets(redis: &Client) -> u64 {
+        let info: String = redis
+            .info(Some(fred::types::InfoKind::CommandStats))
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Concurrent look-ups of one URN not cached wait for one `GET`; the next, once the
+    /// cache lapsed, look up again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_look_ups_of_one_urn_are_merged() {
+        let base = ProxyConfig::default().with_namespace("route-merge");
+        let daemon = crate::start_redis(&base).await.unwrap();
+        let config = daemon.config(&base);
+        let client = ProxyClient::connect(&config).await.unwrap();
+        let shared = &client.shared;
+        let redis = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
+            .build()
+            .unwrap();
+        redis.init().await.unwrap();
+        let _: () = redis
+            .set(shared.keys.urn("u:1"), "sys-a", None, None, false)
+            .await
+            .unwrap();
+        for round in 0..2 {
+            let before = gets(&redis).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let all = (0..20).map(|_| shared.resolve("u:1", deadline, false));
+            for resolved in futures_util::future::join_all(all).await {
+                assert_eq!(&*resolved.unwrap().system, "sys-a");
+            }
+            assert_eq!(gets(&redis).await - before, 1, "round {round}");
+            shared.forget("u:1");
+        }
+        redis.quit().await.unwrap();
+        client.shutdown().await;
+        daemon.shutdown().unwrap();
+    }
+}
