@@ -6,7 +6,10 @@
 //!   1 and 3 systems polling; `redis_cpu_pct_N`, `systems_cpu_pct_N`: the CPU (one core =
 //!   100) of Redis and of the systems over that burst, `redis_cpu_us_per_trigger_N`,
 //!   `systems_cpu_us_per_trigger_N` the same per tick (less sensitive than the rate to
-//!   what else the machine runs); `redis_cmds_per_trigger_N`: commands Redis ran per tick
+//!   what else the machine runs); `redis_wait_us_per_trigger_N`,
+//!   `systems_wait_us_per_trigger_N`: the time per tick their threads waited for a CPU
+//!   while runnable (`/proc/PID/task/*/schedstat`; as large as the CPU time or larger when
+//!   the machine's load, not the work, sets the rate); `redis_cmds_per_trigger_N`: commands Redis ran per tick
 //!   in it, scripts' own included (env `REMINDERS_COMMANDSTATS`: which, on stderr);
 //! - `register_p50_ms`, `register_p99_ms`: one caller registering 2,000 reminders one after
 //!   the other (one round trip each); `register_qps_64`: 64 callers at once;
@@ -248,6 +251,17 @@ impl Systems {
         }
     }
 
+    /// Time the systems' threads waited for a CPU while runnable, ns.
+    fn run_wait_ns(&self) -> u64 {
+        match self {
+            Systems::Here(..) => run_wait_ns("self"),
+            Systems::Children(children) => children
+                .iter()
+                .map(|c| run_wait_ns(&c.pid.to_string()))
+                .sum(),
+        }
+    }
+
     async fn stop(self) {
         match self {
             Systems::Here(members, _) => stop(members).await,
@@ -328,6 +342,11 @@ struct Burst {
     /// CPU time per tick over the burst, in µs: Redis's, and the systems'.
     redis_cpu_us: f64,
     systems_cpu_us: f64,
+    /// Time per tick their threads waited, runnable, for a CPU (others had it), in µs:
+    /// Redis's, and the systems'. As large as the CPU time or larger: the machine's load,
+    /// not the work, set the rate.
+    redis_wait_us: f64,
+    systems_wait_us: f64,
 }
 
 /// Triggers per second with `systems` systems: 20,000 due at one instant.
@@ -352,6 +371,7 @@ async fn triggers(redis: &Redis, mode: Mode, systems: usize, run: &str) -> Burst
     tokio::time::sleep(wait).await;
     let started = Instant::now();
     let (redis_before, systems_before) = (cpu_ticks(&redis.pid), members.cpu_ticks());
+    let waits_before = (run_wait_ns(&redis.pid), members.run_wait_ns());
     let cmds_before = redis_stats::stat(&redis.stats, "total_commands_processed").await;
     let by_command = command_calls(&redis.stats).await;
     members
@@ -359,6 +379,7 @@ async fn triggers(redis: &Redis, mode: Mode, systems: usize, run: &str) -> Burst
         .await;
     let over = started.elapsed();
     let (redis_after, systems_after) = (cpu_ticks(&redis.pid), members.cpu_ticks());
+    let waits_after = (run_wait_ns(&redis.pid), members.run_wait_ns());
     let cmds_after = redis_stats::stat(&redis.stats, "total_commands_processed").await;
     if std::env::var_os("REMINDERS_COMMANDSTATS").is_some() {
         let after = command_calls(&redis.stats).await;
@@ -391,7 +412,11 @@ async fn triggers(redis: &Redis, mode: Mode, systems: usize, run: &str) -> Burst
         cpu_pct(systems_before, systems_after, over),
     );
     let per_tick_us = |pct: f64| pct / 100.0 * over.as_secs_f64() * 1e6 / count as f64;
+    let wait_us =
+        |before: u64, after: u64| after.saturating_sub(before) as f64 / 1e3 / count as f64;
     Burst {
+        redis_wait_us: wait_us(waits_before.0, waits_after.0),
+        systems_wait_us: wait_us(waits_before.1, waits_after.1),
         per_s: count as f64 / (last_ms.saturating_sub(at_ms).max(1) as f64 / 1000.0),
         redis_cpu_pct: redis_pct,
         systems_cpu_pct: systems_pct,
@@ -441,6 +466,20 @@ fn cpu_ticks(pid: &str) -> u64 {
             .unwrap_or(0)
     };
     field(11) + field(12)
+}
+
+/// Time the threads of process `pid` waited for a CPU while runnable since they started,
+/// ns (`/proc/PID/task/*/schedstat`, second field: the scheduler's run-queue delay); 0
+/// where the kernel keeps no schedstats.
+fn run_wait_ns(pid: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
 }
 
 fn cpu_pct(before: u64, after: u64, over: Duration) -> f64 {
@@ -524,12 +563,15 @@ async fn run(mode: Mode, triggers_only: bool) {
         format!(
             "triggers_per_s_{n}={:.0} redis_cpu_pct_{n}={:.0} systems_cpu_pct_{n}={:.0} \
              redis_cpu_us_per_trigger_{n}={:.1} systems_cpu_us_per_trigger_{n}={:.1} \
+             redis_wait_us_per_trigger_{n}={:.1} systems_wait_us_per_trigger_{n}={:.1} \
              redis_cmds_per_trigger_{n}={:.1}",
             b.per_s,
             b.redis_cpu_pct,
             b.systems_cpu_pct,
             b.redis_cpu_us,
             b.systems_cpu_us,
+            b.redis_wait_us,
+            b.systems_wait_us,
             b.redis_cmds_per_trigger
         )
     };

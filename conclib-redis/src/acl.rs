@@ -8,28 +8,49 @@
 //!   delete reply lists (`BLMPOP`, `DEL` on `{ns}:reply:*`). It cannot list keys (`SCAN`,
 //!   `KEYS`), so it cannot find another client's reply list (its name holds 128 random bits),
 //!   and it cannot push to any list (`RPUSH`, `LPUSH`), so it cannot forge an answer. It
-//!   cannot read or write anything else: leases, other namespaces, other data.
+//!   may register, cancel and list any URN's reminders ([`Reminders`](crate::Reminders):
+//!   their scripts, with `TIME`, `HSET`, `HMGET`, `ZADD`, `ZREM`, `SADD`, `SREM`,
+//!   `SMEMBERS` and `DEL`, on the reminders' shard keys `{ns}:rem:{{ns}:*` only), but not
+//!   poll them (the pollers' reports, `{ns}:rem:pollers`, are not its keys). It may publish
+//!   and subscribe to topics ([`Topics`](crate::Topics)): live ones on the channels
+//!   `{ns}:topic:*` (`PUBLISH`, `SUBSCRIBE`, and their sharded forms for a Cluster),
+//!   durable ones on the streams `{ns}:topic:*` only (`XADD`, `XGROUP CREATE`,
+//!   `XREADGROUP`, `XACK`, `XAUTOCLAIM`, `XINFO GROUPS`, `XINFO CONSUMERS`, `XGROUP
+//!   DELCONSUMER`, and `EVAL` of the script that forgets gone subscribers). The reminders'
+//!   and the topics' commands are each granted in a selector (Redis 7) of their own keys
+//!   and channels: they reach neither the request streams nor the reply lists (it cannot
+//!   read requests with `XREADGROUP`, nor write a reply list with `HSET`). It cannot read or
+//!   write anything else: leases, other namespaces, other data.
 //! - A **proxy** may do everything its protocol needs in its namespace (`{ns}:*`): claim
 //!   URNs and its lease, read, acknowledge and trim request streams, take over a gone group
 //!   member's requests, keep activations' state, push replies, publish its system's
-//!   snapshot.
+//!   snapshot; and what a client may, so a [`ProxyClient`](crate::ProxyClient) of a
+//!   serving process may ask, register reminders and run a
+//!   [`ReminderPoller`](crate::ReminderPoller) (claim, deliver, acknowledge, give back,
+//!   count and report), and its [`ProxyHandle::topics`](crate::ProxyHandle::topics) and
+//!   clients publish and subscribe to topics.
 //! - A **viewer** (the live view) may read the published snapshots and the reminders,
 //!   nothing else.
 //!
-//! Not covered yet: durable reminders ([`Reminders`](crate::Reminders),
-//! [`ReminderPoller`](crate::ReminderPoller)) and topics ([`Topics`](crate::Topics)). A
-//! client or proxy connected under these rules cannot register or poll reminders, nor
-//! publish or subscribe to topics (their commands and pub/sub channels are not granted);
-//! give such a process a user of its own with those keys, commands and channels.
+//! A live pattern subscription ([`Topic::live_pattern`](crate::Topic::live_pattern)) is
+//! refused by Redis under the client and proxy roles (it receives nothing; `ACL LOG` shows
+//! the refusal): Redis compares a `PSUBSCRIBE` pattern literally with the user's channel
+//! rules, so it is allowed only once a selector grants its own channel pattern
+//! (`ACL SETUSER <user> '(+psubscribe +punsubscribe &{ns}:topic:{<pattern>}:live)'`).
 //!
 //! What remains possible for a client, by design of the protocol: to send any request to
 //! any actor the namespace exposes, with any `reply` list name under `{ns}:reply:` (the
 //! proxy answers there; a guessed name is 128 bits of luck), and to delete or pop a reply
-//! list whose name it knows.
+//! list whose name it knows; to register, change or cancel any reminder of the namespace
+//! (so to have a tick delivered to any URN, as an ask could); to publish to any topic of
+//! the namespace and read any durable one.
 //!
 //! ```
 //! let rules = conclib_redis::client_acl("shop");
 //! assert!(rules.iter().any(|r| r == "~shop:reply:*"));
+//! // The reminders' and the topics' commands each in a selector of their own keys.
+//! assert!(rules.iter().any(|r| r.starts_with('(') && r.ends_with(" ~shop:rem:{shop:*)")));
+//! assert!(rules.iter().any(|r| r.starts_with('(') && r.ends_with(" &shop:topic:*)")));
 //! // ACL SETUSER web on >secret <rules...>, then connect as redis://web:secret@host:6379
 //! ```
 
@@ -38,6 +59,8 @@
 #[must_use]
 pub fn client_acl(namespace: &str) -> Vec<String> {
     let mut rules = base();
+    // The rules applied again to a user replace its selectors too.
+    rules.push("clearselectors".to_owned());
     rules.extend(
         [
             "+get",
@@ -56,6 +79,62 @@ pub fn client_acl(namespace: &str) -> Vec<String> {
     rules.push(format!("%R~{namespace}:pattern:*"));
     rules.push(format!("~{namespace}:sys:*:req"));
     rules.push(format!("~{namespace}:reply:*"));
+    // Selectors (Redis 7): each command of a selector only on its keys and channels, so
+    // that the reminders' and topics' commands reach neither the request streams nor the
+    // reply lists.
+    rules.push(format!(
+        "({} ~{namespace}:rem:{{{namespace}:*)",
+        reminder_commands().join(" ")
+    ));
+    rules.push(format!("({})", topic_rules(namespace).join(" ")));
+    rules
+}
+
+/// What registering, cancelling and listing reminders runs: their scripts, and the
+/// scripts' commands.
+fn reminder_commands() -> Vec<String> {
+    [
+        "+evalsha",
+        "+eval",
+        "+time",
+        "+hset",
+        "+hmget",
+        "+zadd",
+        "+zrem",
+        "+sadd",
+        "+srem",
+        "+smembers",
+        "+del",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Publishing and subscribing to topics: commands, the topics' keys and channels.
+fn topic_rules(namespace: &str) -> Vec<String> {
+    let mut rules: Vec<String> = [
+        "+publish",
+        "+spublish",
+        "+subscribe",
+        "+ssubscribe",
+        "+psubscribe",
+        "+unsubscribe",
+        "+sunsubscribe",
+        "+punsubscribe",
+        "+xadd",
+        "+xgroup|create",
+        "+xgroup|delconsumer",
+        "+xreadgroup",
+        "+xack",
+        "+xautoclaim",
+        "+xinfo|groups",
+        "+xinfo|consumers",
+        "+eval",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    rules.push(format!("~{namespace}:topic:*"));
+    rules.push(format!("&{namespace}:topic:*"));
     rules
 }
 
@@ -95,10 +174,18 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
             "+zrem",
             "+zremrangebyscore",
             "+client|unblock",
+            // A `ProxyClient` of the serving process: its asks' replies.
+            "+blmpop",
+            // Polling reminders (their scripts): claim, acknowledge, count, report.
+            "+zrangebyscore",
+            "+zcard",
+            "+zcount",
         ]
         .map(str::to_owned),
     );
+    rules.extend(reminder_commands());
     rules.push(format!("~{namespace}:*"));
+    rules.extend(topic_rules(namespace));
     rules
 }
 

@@ -363,7 +363,10 @@
 //! ID`, `CLIENT UNBLOCK`, `INFO`, `GET` and `EXISTS` (reading `{ns}:urn:*` and
 //! `{ns}:pattern:*`), `XADD`, `EVAL` and `EVALSHA` (on `{ns}:sys:*:req`), and `BLMPOP` and
 //! `DEL` (on `{ns}:reply:*`): a client in another language under it pops its replies with
-//! `BLMPOP`, not `LPOP` or `BLPOP`, and takes the time from its own clock (no `TIME`).
+//! `BLMPOP`, not `LPOP` or `BLPOP`, and takes an ask's time from its own clock. Reminders
+//! and topics are granted in two Redis 7 selectors of their own keys and channels (the
+//! reminders' scripts and their commands, `TIME` among them, on `{ns}:rem:{{ns}:*`; the
+//! topics' commands on `{ns}:topic:*`): see [`client_acl`].
 
 //! # Protocol (version 1)
 //!

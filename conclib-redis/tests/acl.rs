@@ -92,12 +92,34 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
     );
     assert!(denied(raw(&web, &["FLUSHALL"]).await), "flush");
     // What the protocol docs tell a client in another language to do without: replies
-    // are popped with BLMPOP (the ProxyClient above did), the time is the client's own.
+    // are popped with BLMPOP (the ProxyClient above did). (`TIME` is granted: the
+    // reminders' scripts read Redis's clock.)
     assert!(
         denied(raw(&web, &["LPOP", &other_reply]).await),
         "pop with LPOP"
     );
-    assert!(denied(raw(&web, &["TIME"]).await), "read Redis's clock");
+    assert!(
+        denied(raw(&web, &["HSET", &format!("{ns}:rem:pollers"), "p", "x"]).await),
+        "forge a poller's report"
+    );
+    assert!(
+        denied(
+            raw(
+                &web,
+                &[
+                    "XREADGROUP",
+                    "GROUP",
+                    "proxy",
+                    "web",
+                    "STREAMS",
+                    &format!("{ns}:sys:svc:req"),
+                    ">"
+                ]
+            )
+            .await
+        ),
+        "read requests"
+    );
 
     // The proxy role publishes the snapshot; the viewer role reads it and nothing else.
     proxy.publish_snapshot().await.unwrap();
@@ -201,6 +223,285 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
 
     client.shutdown().await;
     member_proxy.shutdown().await.unwrap();
+    proxy.shutdown().await.unwrap();
+    daemon.shutdown().unwrap();
+}
+
+/// An actor that reports each reminder tick it handles (its name) on a channel.
+struct Woken(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl conclib_core::Actor for Woken {
+    const REMOTE: &'static [conclib_core::ExposedMessage] = &[conclib_core::ExposedMessage::of::<
+        conclib_redis::ReminderTick,
+    >()];
+    async fn handle_request(
+        &mut self,
+        req: conclib_core::RequestEnvelope,
+        _: &mut conclib_core::Context<Self>,
+    ) {
+        match req.extract::<conclib_redis::ReminderTick>() {
+            Ok((tick, r)) => {
+                let _ = self.0.send(tick.name().to_owned());
+                r.respond(Ok(()));
+            }
+            Err(req) => req.reject(),
+        }
+    }
+}
+
+/// Waits (at most 20 s) until `done` holds, looking every 20 ms: for what has no event.
+async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "{what} within 20 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Redis's count of calls of `command` (`INFO commandstats`), refused ones included.
+async fn calls(admin: &Client, command: &str) -> u64 {
+    let Ok(Value::String(info)) = raw(admin, &["INFO", "commandstats"]).await else {
+        return 0;
+    };
+    let Some(line) = info
+        .lines()
+        .find(|l| l.starts_with(&format!("cmdstat_{command}:")))
+    else {
+        return 0;
+    };
+    line.split([':', ','])
+        .filter_map(|f| f.split_once('='))
+        .filter(|(k, _)| *k == "calls" || *k == "rejected_calls")
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
+}
+
+/// What Redis refused (`ACL LOG`): user, reason and object of each refusal, but for the
+/// reads of Redis's settings that fall back by design (`CONFIG GET`, refused to every
+/// role, then `INFO persistence`; `INFO`, refused to the viewer).
+async fn refused(admin: &Client) -> Vec<String> {
+    let Value::Array(entries) = raw(admin, &["ACL", "LOG"]).await.unwrap() else {
+        panic!("ACL LOG answers an array");
+    };
+    let field = |entry: &Value, name: &str| match entry {
+        Value::Array(kv) => kv
+            .chunks(2)
+            .find(|p| p[0].as_str().as_deref() == Some(name))
+            .and_then(|p| p[1].as_string())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    entries
+        .iter()
+        .map(|e| (field(e, "username"), field(e, "reason"), field(e, "object")))
+        .filter(|(user, _, object)| object != "config|get" && !(user == "view" && object == "info"))
+        .map(|(user, reason, object)| format!("{user}: {reason} {object}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_and_proxy_roles_use_reminders_and_topics() {
+    use conclib_redis::{
+        Reminder, ReminderPoller, ReminderPollerOptions, ReminderQuery, Reminders, Topic,
+    };
+    use std::time::Duration;
+    // The poller counts the registered and due reminders too (a script of its own).
+    conclib_core::metrics::enable();
+    let ns = "aclr";
+    let base = ProxyConfig::default()
+        .with_namespace(ns)
+        .with_snapshot_interval(Some(Duration::from_millis(200)));
+    let daemon = start_redis(&base).await.unwrap();
+    let admin = connect(&daemon.url()).await;
+    for (user, rules) in [
+        ("web", client_acl(ns)),
+        ("svc", proxy_acl(ns)),
+        ("view", viewer_acl(ns)),
+    ] {
+        let mut args = vec!["ACL", "SETUSER", user, "on", ">secret"];
+        args.extend(rules.iter().map(String::as_str));
+        raw(&admin, &args).await.unwrap();
+    }
+    // Applied again, the client role's rules replace its two selectors.
+    let mut again = vec!["ACL", "SETUSER", "web"];
+    let rules = client_acl(ns);
+    again.extend(rules.iter().map(String::as_str));
+    raw(&admin, &again).await.unwrap();
+    let Value::Array(user) = raw(&admin, &["ACL", "GETUSER", "web"]).await.unwrap() else {
+        panic!("ACL GETUSER answers an array");
+    };
+    let selectors = user
+        .chunks(2)
+        .find(|p| p[0].as_str().as_deref() == Some("selectors"))
+        .map(|p| match &p[1] {
+            Value::Array(s) => s.len(),
+            _ => 0,
+        });
+    assert_eq!(selectors, Some(2));
+    let url_as = |user: &str| format!("redis://{user}:secret@127.0.0.1:{}", daemon.port());
+    let as_web = base.clone().with_url(url_as("web"));
+    let as_svc = base.clone().with_url(url_as("svc"));
+
+    let (woken, mut wakes) = tokio::sync::mpsc::unbounded_channel();
+    let system = ActorSystem::new("svc");
+    system
+        .build(Woken(woken))
+        .urn("timer")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &as_svc).await.unwrap();
+    let web = ProxyClient::connect(&as_web).await.unwrap();
+    let svc = ProxyClient::connect(&as_svc).await.unwrap();
+
+    // The client role registers, lists and cancels; so does the proxy role.
+    let by_web = Reminders::new(&web);
+    let by_svc = Reminders::new(&svc);
+    by_web
+        .register("timer", Reminder::after("gone", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(by_web.list("timer").await.unwrap().len(), 1);
+    assert!(by_web.cancel("timer", "gone").await.unwrap());
+    by_svc
+        .register("timer", Reminder::after("gone", Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(by_svc.list("timer").await.unwrap().len(), 1);
+    assert!(by_svc.cancel("timer", "gone").await.unwrap());
+    // Fired by a poller under the proxy role: a one-shot reminder (removed once
+    // acknowledged), a periodic one (moved to its next tick), and one for a URN nobody
+    // serves (its claim given back after each failed delivery).
+    by_web
+        .register("timer", Reminder::after("once", Duration::ZERO))
+        .await
+        .unwrap();
+    by_web
+        .register(
+            "timer",
+            Reminder::after("every", Duration::ZERO).every(Duration::from_millis(100)),
+        )
+        .await
+        .unwrap();
+    by_svc
+        .register("nobody", Reminder::after("lost", Duration::ZERO))
+        .await
+        .unwrap();
+    let poller = ReminderPoller::start(
+        &svc,
+        ReminderPollerOptions::default()
+            .with_poll_interval(Duration::from_millis(20))
+            .with_retry_after(Duration::from_millis(50)),
+    )
+    .unwrap();
+    let (mut once, mut every) = (0, 0);
+    while once < 1 || every < 3 {
+        let name = tokio::time::timeout(Duration::from_secs(20), wakes.recv())
+            .await
+            .expect("a tick within 20 s")
+            .unwrap();
+        match name.as_str() {
+            "once" => once += 1,
+            _ => every += 1,
+        }
+    }
+    until("the one-shot reminder acknowledged (removed)", async || {
+        by_web
+            .list("timer")
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.name != "once")
+    })
+    .await;
+    // Given back twice: the first claim was released (else it would hold for 30 s).
+    until("a failed delivery given back and tried again", async || {
+        poller.stats().retried >= 2
+    })
+    .await;
+    let reader = SnapshotReader::connect(&base.clone().with_url(url_as("view")))
+        .await
+        .unwrap();
+    until("the poller's report", async || {
+        let query = ReminderQuery::soonest(10).unwrap();
+        !reader.reminders(&query).await.unwrap().pollers.is_empty()
+    })
+    .await;
+    assert!(calls(&admin, "zcount").await >= 1, "the poller counted");
+    poller.shutdown().await;
+    let left = by_web.list("timer").await.unwrap();
+    assert_eq!(left.len(), 1, "the periodic one stays: {left:?}");
+
+    // Topics: each role publishes to the other, live and durable; the durable
+    // subscriptions take over idle entries (`XAUTOCLAIM`) and forget gone subscribers
+    // (a script) every 100 ms.
+    let live = Topic::live("news").unwrap();
+    let durable = Topic::durable("orders").unwrap();
+    for (publisher, subscriber) in [
+        (proxy.topics(), &web),
+        (web.topics(), &svc),
+        (svc.topics(), &web),
+    ] {
+        let mut live_sub = subscriber.subscribe::<u64>(&live).await.unwrap();
+        let mut durable_sub = subscriber
+            .subscribe::<u64>(&durable)
+            .group("g")
+            .claim_idle(Duration::from_millis(200))
+            .await
+            .unwrap();
+        publisher.publish(&live, &7u64).await.unwrap();
+        publisher.publish(&durable, &8u64).await.unwrap();
+        for (sub, want) in [(&mut live_sub, 7u64), (&mut durable_sub, 8u64)] {
+            let got = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                .await
+                .expect("an event within 10 s")
+                .expect("the subscription goes on")
+                .expect("an event, not an error");
+            assert_eq!(got, want);
+        }
+        assert_eq!(durable_sub.lag().await.unwrap(), Some(0));
+        let (claims, scripts) = (
+            calls(&admin, "xautoclaim").await,
+            calls(&admin, "xinfo|consumers").await,
+        );
+        until("a durable subscription's claim", async || {
+            calls(&admin, "xautoclaim").await > claims
+                && calls(&admin, "xinfo|consumers").await > scripts
+        })
+        .await;
+        durable_sub.close().await;
+        live_sub.close().await;
+    }
+    let log = refused(&admin).await;
+    assert!(log.is_empty(), "Redis refused: {log:#?}");
+
+    // A pattern subscription: refused (Redis compares a PSUBSCRIBE pattern with the
+    // user's channel rules literally; the subscription receives nothing) until a selector
+    // grants its own channel pattern.
+    let pattern = Topic::live_pattern("new*").unwrap();
+    let refused_pattern = web.subscribe::<u64>(&pattern).await;
+    until("Redis's refusal of the pattern", async || {
+        refused(&admin)
+            .await
+            .iter()
+            .any(|r| r.starts_with("web: channel") && r.contains("{new*}"))
+    })
+    .await;
+    drop(refused_pattern);
+    let grant = format!("(+psubscribe +punsubscribe &{ns}:topic:{{new*}}:live)");
+    raw(&admin, &["ACL", "SETUSER", "web", &grant])
+        .await
+        .unwrap();
+    let mut by_pattern = web.subscribe::<u64>(&pattern).await.unwrap();
+    proxy.topics().publish(&live, &9u64).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), by_pattern.recv())
+        .await
+        .expect("an event within 10 s");
+    assert_eq!(got.unwrap().unwrap(), 9);
+    by_pattern.close().await;
+
+    web.shutdown().await;
+    svc.shutdown().await;
     proxy.shutdown().await.unwrap();
     daemon.shutdown().unwrap();
 }

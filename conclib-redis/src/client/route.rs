@@ -1,7 +1,8 @@
 //! Which system serves a URN, and through which connection to write to it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
@@ -9,6 +10,30 @@ use fred::prelude::*;
 use super::shared::Shared;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::error::{ProxyError, redis_error};
+
+/// The look-ups under way, by client (its `Shared`'s address) and URN: each a receiver
+/// whose sender the look-up holds (in [`Running`]) and drops when it ends.
+static LOOKING_UP: LazyLock<Mutex<HashMap<LookUpKey, tokio::sync::watch::Receiver<()>>>> =
+    LazyLock::new(Mutex::default);
+
+/// A look-up's client (its `Shared`'s address) and URN.
+type LookUpKey = (usize, String);
+
+/// A look-up under way: its entry in [`LOOKING_UP`], removed when dropped, then its
+/// sender, which wakes the waiters.
+struct Running {
+    key: LookUpKey,
+    _wake: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        LOOKING_UP
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
 
 #[derive(Clone)]
 pub(super) struct Resolved {
@@ -65,7 +90,49 @@ impl Shared {
         }
         // Boxed: the lookup's commands make a future of about 6 KB, which every ask's future
         // would hold (and copy as it is built and moved) for a path most asks never take.
-        Box::pin(self.look_up(urn, deadline)).await
+        if fresh {
+            Box::pin(self.look_up(urn, deadline)).await
+        } else {
+            Box::pin(self.look_up_once(urn, deadline)).await
+        }
+    }
+
+    /// [`look_up`](Self::look_up), merged with this client's look-up of `urn` already under
+    /// way, if any: a burst of asks to a URN not cached (its entry lapsed) waits for one
+    /// look-up, not one each. A waiter that finds nothing cached after it (the look-up
+    /// failed) looks up on its own.
+    async fn look_up_once(&self, urn: &str, deadline: Instant) -> Result<Resolved, ProxyError> {
+        let key = (std::ptr::from_ref(self) as usize, urn.to_owned());
+        let under_way = {
+            let mut running = LOOKING_UP.lock().unwrap_or_else(|e| e.into_inner());
+            let under_way = running.get(&key).cloned();
+            match under_way {
+                Some(done) => Ok(done),
+                None => {
+                    let (sender, receiver) = tokio::sync::watch::channel(());
+                    running.insert(key.clone(), receiver);
+                    Err(sender)
+                }
+            }
+        };
+        let mut done = match under_way {
+            Ok(done) => done,
+            Err(sender) => {
+                // Removed (waking the waiters) however the look-up ends, dropped too.
+                let _running = Running { key, _wake: sender };
+                return self.look_up(urn, deadline).await;
+            }
+        };
+        // Ends when the look-up's sender is dropped (with its entry), at once if it was.
+        let _ = tokio::time::timeout_at(deadline.into(), done.changed()).await;
+        let cached = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            cache.get(urn).filter(|r| r.until > Instant::now()).cloned()
+        };
+        match cached {
+            Some(r) => Ok(r),
+            None => self.look_up(urn, deadline).await,
+        }
     }
 
     /// Asks Redis which system serves `urn` (waiting out a Redis restart), and caches it.
@@ -154,5 +221,58 @@ impl Shared {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(urn);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use fred::prelude::*;
+
+    use crate::{ProxyClient, ProxyConfig};
+
+    /// `GET`s Redis ran so far (`INFO commandstats`).
+    async fn gets(redis: &Client) -> u64 {
+        let info: String = redis
+            .info(Some(fred::types::InfoKind::CommandStats))
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+            .and_then(|v| v.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Concurrent look-ups of one URN not cached wait for one `GET`; the next, once the
+    /// cache lapsed, look up again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_look_ups_of_one_urn_are_merged() {
+        let base = ProxyConfig::default().with_namespace("route-merge");
+        let daemon = crate::start_redis(&base).await.unwrap();
+        let config = daemon.config(&base);
+        let client = ProxyClient::connect(&config).await.unwrap();
+        let shared = &client.shared;
+        let redis = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
+            .build()
+            .unwrap();
+        redis.init().await.unwrap();
+        let _: () = redis
+            .set(shared.keys.urn("u:1"), "sys-a", None, None, false)
+            .await
+            .unwrap();
+        for round in 0..2 {
+            let before = gets(&redis).await;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let all = (0..20).map(|_| shared.resolve("u:1", deadline, false));
+            for resolved in futures_util::future::join_all(all).await {
+                assert_eq!(&*resolved.unwrap().system, "sys-a");
+            }
+            assert_eq!(gets(&redis).await - before, 1, "round {round}");
+            shared.forget("u:1");
+        }
+        redis.quit().await.unwrap();
+        client.shutdown().await;
+        daemon.shutdown().unwrap();
     }
 }

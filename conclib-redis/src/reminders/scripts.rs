@@ -55,20 +55,23 @@ return out
 /// limit, lease (ms), claim token prefix, record prefix. Returns Redis's now, then per
 /// reminder: member, urn, name, due, period, missed, payload, codec, token. `missed`: the
 /// ticks of a periodic reminder that came due before now after `due`, coalesced into this
-/// delivery.
+/// delivery. The due set is written once per call (one `ZADD` for every claim, one `ZREM`
+/// for every member without a record), not once per reminder: per reminder, only its record
+/// is read and written.
 pub(crate) const CLAIM: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {now}
 local until_ms = string.format('%.0f', now + tonumber(ARGV[2]))
+local claimed, gone = {}, {}
 for _, m in ipairs(members) do
   local rk = ARGV[4] .. m
   local r = redis.call('HMGET', rk, 'urn', 'name', 'due', 'period', 'payload', 'codec', 'claims', 'each')
   local due = tonumber(r[3] or '')
   if not r[1] or not r[2] or not due then
     -- Gone, or not a reminder this script wrote: never delivered, never in the way.
-    redis.call('ZREM', KEYS[1], m)
+    gone[#gone + 1] = m
   else
     local period = tonumber(r[4] or '') or 0
     local missed = 0
@@ -78,9 +81,17 @@ for _, m in ipairs(members) do
     local claims = (tonumber(r[7] or '') or 0) + 1
     local token = ARGV[3] .. ':' .. claims
     redis.call('HSET', rk, 'claim', token, 'claims', claims)
-    redis.call('ZADD', KEYS[1], until_ms, m)
+    claimed[#claimed + 1] = until_ms
+    claimed[#claimed + 1] = m
     table.insert(out, {m, r[1], r[2], r[3], tostring(period), missed, r[5] or '', r[6] or '', token})
   end
+end
+-- In slices: unpack's arguments are bounded by Lua's stack.
+for i = 1, #gone, 4000 do
+  redis.call('ZREM', KEYS[1], unpack(gone, i, math.min(i + 3999, #gone)))
+end
+for i = 1, #claimed, 4000 do
+  redis.call('ZADD', KEYS[1], unpack(claimed, i, math.min(i + 3999, #claimed)))
 end
 return out
 ";
@@ -92,10 +103,15 @@ return out
 /// into it (`coalesced`) in its record, for the live view; a one-shot one is removed. KEYS:
 /// due set. ARGV: record prefix, URN index prefix, then per tick: member, token, name,
 /// missed, urn. Returns per tick, in order, the next due time, -1 (removed) or 0 (the claim
-/// was not this one's any more).
+/// was not this one's any more). Per tick only its record is read (and a periodic one's
+/// written); the due set, the records removed and each URN's index are written once per
+/// call, after the loop (a one-shot record acknowledged stays readable until then; a
+/// periodic one's claim is cleared at once, so a second tick of it in the call is not
+/// this claim's).
 pub(crate) const ACK: &str = r"
 local out = {}
 local now = nil
+local moved, removed, records, names, urns = {}, {}, {}, {}, {}
 for i = 3, #ARGV, 5 do
   local m, missed = ARGV[i], tonumber(ARGV[i + 3])
   local rk = ARGV[1] .. m
@@ -120,13 +136,33 @@ for i = 3, #ARGV, 5 do
     end
     redis.call('HSET', rk, 'due', string.format('%.0f', next_due), 'claim', '',
       'fired', fired, 'coalesced', coalesced)
-    redis.call('ZADD', KEYS[1], string.format('%.0f', score), m)
+    moved[#moved + 1] = string.format('%.0f', score)
+    moved[#moved + 1] = m
     out[#out + 1] = next_due
   else
-    redis.call('DEL', rk)
-    redis.call('ZREM', KEYS[1], m)
-    redis.call('SREM', ARGV[2] .. ARGV[i + 4], ARGV[i + 2])
+    removed[#removed + 1] = m
+    records[#records + 1] = rk
+    local urn = ARGV[i + 4]
+    if not names[urn] then
+      names[urn] = {}
+      urns[#urns + 1] = urn
+    end
+    table.insert(names[urn], ARGV[i + 2])
     out[#out + 1] = -1
+  end
+end
+-- In slices: unpack's arguments are bounded by Lua's stack.
+for i = 1, #moved, 4000 do
+  redis.call('ZADD', KEYS[1], unpack(moved, i, math.min(i + 3999, #moved)))
+end
+for i = 1, #removed, 4000 do
+  redis.call('ZREM', KEYS[1], unpack(removed, i, math.min(i + 3999, #removed)))
+  redis.call('DEL', unpack(records, i, math.min(i + 3999, #records)))
+end
+for _, urn in ipairs(urns) do
+  local n = names[urn]
+  for i = 1, #n, 4000 do
+    redis.call('SREM', ARGV[2] .. urn, unpack(n, i, math.min(i + 3999, #n)))
   end
 end
 return out
