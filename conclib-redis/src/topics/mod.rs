@@ -31,9 +31,9 @@
 //! events) or [`Topics::subscribe_actor`] (events told, or for a durable topic asked, to an
 //! actor: its mailbox's back-pressure reaches Redis).
 
-mod acks;
 mod actor;
 mod durable;
+mod lag;
 mod link;
 mod live;
 mod metrics;
