@@ -243,11 +243,9 @@ async fn durable_groups_each_get_every_event_in_order() {
     .await;
     take_in_order(&mut late, 2 * n as usize).await;
     assert_eq!(late.lag().await.unwrap(), Some(0));
-    conclib_testkit::eventually(
-        Duration::from_secs(15),
-        "the stats show no lag",
-        || async { client.topics().stats().lag == 0 },
-    )
+    conclib_testkit::eventually(Duration::from_secs(15), "the stats show no lag", || async {
+        client.topics().stats().lag == 0
+    })
     .await;
     late.close().await;
     billing.close().await;

@@ -25,6 +25,12 @@ async fn every_topic_metric_is_recorded() {
         .consumer("c")
         .await
         .unwrap();
+    // A group that reads nothing: it stays behind by every durable event.
+    let _idle = client
+        .subscribe::<u64>(&durable)
+        .group("idle")
+        .await
+        .unwrap();
     for n in 0..50u64 {
         client.publish(&live, &n).await.unwrap();
     }
@@ -92,4 +98,22 @@ async fn every_topic_metric_is_recorded() {
     assert!(get("conclib_topic_received_total", "delivery=durable") >= 5);
     assert_eq!(get("conclib_topic_dropped_total", "delivery=live"), 49);
     assert!(get("conclib_topic_redelivered_total", "delivery=durable") >= 1);
+    // The groups' lag and pending entries, sampled every snapshot interval: the idle group
+    // is the 5 durable events behind, the other one none.
+    conclib_testkit::eventually(Duration::from_secs(15), "the lag gauges", || async {
+        let gauges: Vec<(String, f64)> = conclib_testkit::recorded(&snapshotter)
+            .into_iter()
+            .filter_map(|((name, labels), value)| match value {
+                DebugValue::Gauge(v) if labels == ["delivery=durable"] => Some((name, v.0)),
+                _ => None,
+            })
+            .collect();
+        let lag = gauges
+            .iter()
+            .any(|(n, v)| n == "conclib_topic_lag" && (v - 5.0).abs() < 0.5);
+        let pending = gauges.iter().any(|(n, _)| n == "conclib_topic_pending");
+        lag && pending
+    })
+    .await;
+    assert_eq!(client.topics().stats().lag, 5);
 }
