@@ -17,11 +17,16 @@
 //!   subscriber asked for the next one, so a subscriber that crashes (or loses Redis)
 //!   resumes after the last event it finished, the ones it had taken and not finished
 //!   coming again (counted in [`SubscriptionStats::redelivered`]). Subscribers of one group
-//!   share its events (each event to one of them).
+//!   share its events (each event to one of them). A durable subscription reads in the task
+//!   that asks it for events: when it holds none, asking sends the next read (with the
+//!   acknowledgements of the events finished since the last one), so no other task stands
+//!   between Redis and its consumer; a subscription nobody asks reads nothing, and takes
+//!   over nothing from gone members of its group (those that read do).
 //!
 //! Nothing grows without bound: a subscription holds at most its
 //! [`buffer`](SubscribeRequest::buffer) of events (a live one drops what does not fit, a
-//! durable one stops reading until there is room); a publisher waits for Redis for each
+//! durable one reads at most that many, and at most 256, once it holds none); a publisher
+//! waits for Redis for each
 //! event and keeps none; Redis keeps at most the topic's retention of a durable topic, and
 //! the pub/sub output buffer of a subscriber that reads all the time.
 //!
@@ -29,7 +34,11 @@
 //! or [`ProxyHandle::topics`](crate::ProxyHandle::topics), a clone of which a handler may
 //! keep); subscribe with [`Topics::subscribe`] (a [`Subscription`], a `Stream` of typed
 //! events) or [`Topics::subscribe_actor`] (events told, or for a durable topic asked, to an
-//! actor: its mailbox's back-pressure reaches Redis).
+//! actor: its mailbox's back-pressure reaches Redis). How far durable subscriber groups are
+//! behind is in [`Subscription::lag`] and, sampled every
+//! [`snapshot_interval`](crate::ProxyConfig::snapshot_interval), in [`TopicsStats::lag`] and
+//! [`TopicsStats::pending`] (so in the system's snapshot and the live view) and the
+//! `conclib_topic_lag` and `conclib_topic_pending` gauges.
 
 mod actor;
 mod durable;

@@ -78,8 +78,8 @@ impl<E> SubscribeRequest<E> {
 
     /// How many events the subscription holds, received and not yet taken (default
     /// [`DEFAULT_BUFFER`], at least 1). A live subscription drops the events that find it
-    /// full (counted, reported as [`TopicError::Lagged`]); a durable one stops reading from
-    /// Redis until there is room.
+    /// full (counted, reported as [`TopicError::Lagged`]); a durable one reads at most this
+    /// many at a time (and at most 256), when it is asked for an event and holds none.
     pub fn buffer(mut self, events: usize) -> Self {
         self.options.buffer = events.max(1);
         self
@@ -180,6 +180,10 @@ pub struct SubscriptionStats {
 /// handled when the process dies is received again. Redis restarts are handled inside:
 /// the subscription subscribes again (a durable one creates its group again if Redis lost
 /// it, and reads from the oldest event then).
+///
+/// A durable subscription talks to Redis in the task that polls it: asked for an event when
+/// it holds none, it sends the next read (after the acknowledgements of the events finished
+/// since the last one); while nobody asks, it reads nothing and claims nothing.
 pub struct Subscription<E> {
     source: Source,
     counters: Arc<Counters>,
