@@ -112,6 +112,9 @@ async fn every_topic_metric_is_recorded() {
             .iter()
             .any(|(n, v)| n == "conclib_topic_lag" && (v - 5.0).abs() < 0.5);
         let pending = gauges.iter().any(|(n, _)| n == "conclib_topic_pending");
+        if !(lag && pending) {
+            eprintln!("gauges now: {gauges:?}; {:?}", client.topics().stats());
+        }
         lag && pending
     })
     .await;

@@ -2,9 +2,9 @@
 //! of its own, driven by the subscription's consumer. Asking for an event when none is
 //! buffered sends the next read (`XREADGROUP`: this consumer's own pending entries first,
 //! then what the group has not delivered yet; now and then an `XAUTOCLAIM` instead),
-//! preceded on the same connection by the acknowledgements of the events finished since
-//! the last one (`XACK`): the task that handles the events is the one that reads them, with
-//! no task and no channel between it and Redis.
+//! preceded on the same connection by the acknowledgements of the events finished, once
+//! many wait or the oldest waited a few milliseconds (`XACK`): the task that handles the
+//! events is the one that reads them, with no task and no channel between it and Redis.
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -25,10 +25,10 @@ use crate::conn::{self, keyed, keyed_at, owned, s};
 
 /// The most entries one read takes.
 const READ_BATCH: usize = 256;
-/// Acknowledgements waiting while events are still buffered are sent on their own once
-/// this many wait ...
+/// Acknowledgements are sent once this many wait ...
 const ACK_BATCH: usize = 128;
-/// ... or once the oldest waited this long (else they go with the next read).
+/// ... or once the oldest waited this long: with the next read, or on their own while
+/// events are still buffered.
 const ACK_DELAY: Duration = Duration::from_millis(5);
 /// Claim pages taken in one claim period at most.
 const CLAIM_PAGES: u32 = 16;
@@ -380,6 +380,14 @@ impl Durable {
         }
     }
 
+    /// Whether the acknowledgements waiting are to be sent now: many, or one waited
+    /// [`ACK_DELAY`].
+    fn acks_due(&self) -> bool {
+        !self.acks.is_empty()
+            && (self.acks.len() >= ACK_BATCH
+                || self.acks_since.is_some_and(|t| t.elapsed() >= ACK_DELAY))
+    }
+
     fn finished(&mut self, id: Bytes) {
         if self.acks.is_empty() {
             self.acks_since = Some(Instant::now());
@@ -390,11 +398,7 @@ impl Durable {
     /// Sends the acknowledgements waiting on their own, if many wait or for long (they go
     /// with the next read otherwise, once the buffer is empty).
     fn send_waiting_acks(&mut self, cx: &mut Context<'_>) {
-        if self.acking.is_some() || self.acks.is_empty() {
-            return;
-        }
-        let old = self.acks_since.is_some_and(|t| t.elapsed() >= ACK_DELAY);
-        if self.acks.len() < ACK_BATCH && !old {
+        if self.acking.is_some() || !self.acks_due() {
             return;
         }
         let ids = std::mem::take(&mut self.acks);
@@ -444,8 +448,15 @@ impl Durable {
         } else {
             What::Read(self.pending_from.clone())
         };
-        let acks = std::mem::take(&mut self.acks);
-        self.acks_since = None;
+        // The acknowledgements go with the read once many wait or for long: not one `XACK`
+        // per event when events come one at a time. One that waits less goes with a later
+        // read (a read blocks a second at most) or at the end.
+        let acks = if self.acks_due() {
+            self.acks_since = None;
+            std::mem::take(&mut self.acks)
+        } else {
+            Vec::new()
+        };
         let pause = self.pause.take();
         self.step = Some(hold(self.reader.clone().step(acks, what, pause)));
     }
