@@ -65,12 +65,36 @@ async fn every_topic_metric_is_recorded() {
         || async { slow.stats().received == 50 },
     )
     .await;
+    // The recorder hands each counter's and gauge's change since its last snapshot: summed
+    // here. The groups' lag and pending entries are sampled every snapshot interval: the
+    // idle group is the 5 durable events behind, the other one none.
     let mut seen = std::collections::HashMap::new();
-    for ((name, labels), value) in conclib_testkit::recorded(&snapshotter) {
-        if let DebugValue::Counter(n) = value {
-            *seen.entry((name, labels.join(","))).or_insert(0) += n;
+    let mut gauges = std::collections::HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        for ((name, labels), value) in conclib_testkit::recorded(&snapshotter) {
+            match value {
+                DebugValue::Counter(n) => *seen.entry((name, labels.join(","))).or_insert(0) += n,
+                DebugValue::Gauge(v) if labels == ["delivery=durable"] => {
+                    *gauges.entry(name).or_insert(0.0) += v.0;
+                }
+                _ => {}
+            }
         }
+        let lag = gauges.get("conclib_topic_lag").copied();
+        if lag.is_some_and(|v| (v - 5.0).abs() < 0.5)
+            && gauges.contains_key("conclib_topic_pending")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lag gauges: {gauges:?}; {:?}",
+            client.topics().stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(client.topics().stats().lag, 5);
     let get = |name: &str, labels: &str| {
         *seen
             .get(&(name.to_owned(), labels.to_owned()))
@@ -98,25 +122,4 @@ async fn every_topic_metric_is_recorded() {
     assert!(get("conclib_topic_received_total", "delivery=durable") >= 5);
     assert_eq!(get("conclib_topic_dropped_total", "delivery=live"), 49);
     assert!(get("conclib_topic_redelivered_total", "delivery=durable") >= 1);
-    // The groups' lag and pending entries, sampled every snapshot interval: the idle group
-    // is the 5 durable events behind, the other one none.
-    conclib_testkit::eventually(Duration::from_secs(15), "the lag gauges", || async {
-        let gauges: Vec<(String, f64)> = conclib_testkit::recorded(&snapshotter)
-            .into_iter()
-            .filter_map(|((name, labels), value)| match value {
-                DebugValue::Gauge(v) if labels == ["delivery=durable"] => Some((name, v.0)),
-                _ => None,
-            })
-            .collect();
-        let lag = gauges
-            .iter()
-            .any(|(n, v)| n == "conclib_topic_lag" && (v - 5.0).abs() < 0.5);
-        let pending = gauges.iter().any(|(n, _)| n == "conclib_topic_pending");
-        if !(lag && pending) {
-            eprintln!("gauges now: {gauges:?}; {:?}", client.topics().stats());
-        }
-        lag && pending
-    })
-    .await;
-    assert_eq!(client.topics().stats().lag, 5);
 }
