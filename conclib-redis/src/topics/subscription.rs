@@ -175,15 +175,16 @@ pub struct SubscriptionStats {
 ///
 /// Each item is an event, or a [`TopicError`] about the events between two: `Lagged` (a
 /// live subscription dropped events), `Codec` (an event that is not an `E`). The stream
-/// ends only when the subscription is dropped. A durable subscription acknowledges an
-/// event when the next one is asked for (or at [`close`](Self::close)): an event being
-/// handled when the process dies is received again. Redis restarts are handled inside:
+/// ends only when the subscription is dropped. A durable subscription takes an event as
+/// finished when the next one is asked for (or at [`close`](Self::close)), and acknowledges
+/// it in a batch soon after (see the [module docs](crate::topics)): an event being handled
+/// when the process dies is received again. Redis restarts are handled inside:
 /// the subscription subscribes again (a durable one creates its group again if Redis lost
 /// it, and reads from the oldest event then).
 ///
 /// A durable subscription talks to Redis in the task that polls it: asked for an event when
-/// it holds none, it sends the next read (after the acknowledgements of the events finished
-/// since the last one); while nobody asks, it reads nothing and claims nothing.
+/// it holds none, it sends the next read (after the acknowledgements that are due); while
+/// nobody asks, it reads nothing and claims nothing.
 pub struct Subscription<E> {
     source: Source,
     counters: Arc<Counters>,
