@@ -1,5 +1,5 @@
 //! How far durable subscriber groups are behind (`XINFO GROUPS`, Redis 7): asked by
-//! [`Subscription::lag`](super::Subscription::lag), and sampled for a [`Topics`]
+//! [`Subscription::lag`](super::Subscription::lag), and sampled for a [`Topics`](super::Topics)
 //! handle's stats and metrics every [`snapshot_interval`](crate::ProxyConfig::snapshot_interval)
 //! (never per event).
 
