@@ -313,3 +313,14 @@ impl<E: DeserializeOwned> Stream for Subscription<E> {
         Poll::Ready(Some(decoded))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A subscription moves between tasks and is shared by reference, as before its
+    /// durable reads moved into it.
+    #[test]
+    fn a_subscription_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Subscription<u64>>();
+    }
+}
