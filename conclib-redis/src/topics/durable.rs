@@ -128,7 +128,8 @@ async fn create_group(
 struct Reader {
     /// The subscription's own connection: its reads and its acknowledgements.
     client: Client,
-    /// The client's or proxy's command connection (the group's lag).
+    /// The client's or proxy's command connection: the group's lag, and the last
+    /// acknowledgements at close or drop (not queued behind a blocking read).
     cmd: Client,
     key: String,
     group: String,
@@ -557,7 +558,7 @@ impl Durable {
             ids.extend(sent);
         }
         let r = &self.reader;
-        ack(&r.client, &r.key, &r.group, &ids).await;
+        ack(&r.cmd, &r.key, &r.group, &ids).await;
         let _ = r.client.quit().await;
     }
 }
@@ -578,7 +579,7 @@ impl Drop for Durable {
         }
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                ack(&r.client, &r.key, &r.group, &ids).await;
+                ack(&r.cmd, &r.key, &r.group, &ids).await;
                 let _ = r.client.quit().await;
             });
         }
