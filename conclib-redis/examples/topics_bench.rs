@@ -24,8 +24,9 @@
 //! issue's goal).
 //!
 //! `--lib rawhop` compares the raw program with itself plus one task hop per subscriber
-//! (through a bounded channel, as a subscription that counts its drops while its consumer is
-//! busy needs): what that structure costs alone. `--only live10` runs one configuration;
+//! (through a bounded channel, as a live subscription that counts its drops while its
+//! consumer is busy needs): what that structure costs alone. A durable subscription has no
+//! such hop (its consumer's task reads), as the raw program. `--only live10` runs one configuration;
 //! `--alone` runs only the compared program (for a profiler).
 
 use std::sync::Arc;
@@ -48,8 +49,8 @@ enum Impl {
     Conclib,
     Raw,
     /// The raw program with one task more per subscriber: what it reads goes through a
-    /// bounded channel to the task that consumes it (the shape of a subscription that
-    /// counts drops while its consumer is busy). A floor for conclib's structure.
+    /// bounded channel to the task that consumes it (the shape of a live subscription, which
+    /// counts drops while its consumer is busy). A floor for that structure.
     RawHop,
 }
 

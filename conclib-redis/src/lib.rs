@@ -350,6 +350,8 @@
 //! | `conclib_topic_received_total` | counter | delivery | events subscriptions received from Redis |
 //! | `conclib_topic_dropped_total` | counter | delivery | live events dropped: the subscription's buffer was full |
 //! | `conclib_topic_redelivered_total` | counter | delivery | durable events received again (taken before and not acknowledged) |
+//! | `conclib_topic_lag` | gauge | delivery (`durable`) | events the groups of the open durable subscriptions have not been delivered yet (`XINFO GROUPS`' `lag`), sampled every [`snapshot_interval`](ProxyConfig::snapshot_interval) |
+//! | `conclib_topic_pending` | gauge | delivery (`durable`) | events delivered to those groups and not acknowledged yet, sampled with the lag |
 //!
 //! # Trust model
 //! Anyone who can write to a namespace's request streams can ask its actors anything they

@@ -234,8 +234,19 @@ async fn durable_groups_each_get_every_event_in_order() {
     assert_eq!(billing.lag().await.unwrap(), Some(0));
     let lag = late.lag().await.unwrap().unwrap();
     assert!(lag >= 2 * n - 64, "lag {lag}");
+    // The client's stats sample the groups' lag (every snapshot interval): the late one's.
+    conclib_testkit::eventually(
+        Duration::from_secs(15),
+        "the stats show the late group's lag",
+        || async { client.topics().stats().lag >= 2 * n - 64 },
+    )
+    .await;
     take_in_order(&mut late, 2 * n as usize).await;
     assert_eq!(late.lag().await.unwrap(), Some(0));
+    conclib_testkit::eventually(Duration::from_secs(15), "the stats show no lag", || async {
+        client.topics().stats().lag == 0
+    })
+    .await;
     late.close().await;
     billing.close().await;
     shipping.close().await;
@@ -565,7 +576,13 @@ async fn a_gone_subscribers_events_are_claimed_and_its_name_forgotten() {
         seen.insert(next(&mut b).await.unwrap());
     }
     assert!(b.stats().redelivered >= 1, "{:?}", b.stats());
-    // `a` holds nothing any more and is forgotten (after 5 s without a word).
+    // `a` holds nothing any more and is forgotten (after 5 s without a word) by `b`, which
+    // does it as it reads (a durable subscription talks to Redis while it is asked for
+    // events).
+    let reading = tokio::spawn(async move {
+        let _ = b.next().await;
+        b
+    });
     let redis = common::raw_client(&config).await;
     let key = format!("{}:topic:{{claimed}}:log", config.namespace);
     conclib_testkit::eventually(Duration::from_secs(15), "only `b` is left", || async {
@@ -583,6 +600,11 @@ async fn a_gone_subscribers_events_are_claimed_and_its_name_forgotten() {
         matches!(consumers, fred::prelude::Value::Array(list) if list.len() == 1)
     })
     .await;
+    publish_all(client.topics(), topic.clone(), 20, 1).await;
+    let b = tokio::time::timeout(Duration::from_secs(10), reading)
+        .await
+        .expect("`b` receives the next event")
+        .unwrap();
     b.close().await;
 }
 

@@ -25,6 +25,12 @@ async fn every_topic_metric_is_recorded() {
         .consumer("c")
         .await
         .unwrap();
+    // A group that reads nothing: it stays behind by every durable event.
+    let _idle = client
+        .subscribe::<u64>(&durable)
+        .group("idle")
+        .await
+        .unwrap();
     for n in 0..50u64 {
         client.publish(&live, &n).await.unwrap();
     }
@@ -59,12 +65,36 @@ async fn every_topic_metric_is_recorded() {
         || async { slow.stats().received == 50 },
     )
     .await;
+    // The recorder hands each counter's and gauge's change since its last snapshot: summed
+    // here. The groups' lag and pending entries are sampled every snapshot interval: the
+    // idle group is the 5 durable events behind, the other one none.
     let mut seen = std::collections::HashMap::new();
-    for ((name, labels), value) in conclib_testkit::recorded(&snapshotter) {
-        if let DebugValue::Counter(n) = value {
-            *seen.entry((name, labels.join(","))).or_insert(0) += n;
+    let mut gauges = std::collections::HashMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        for ((name, labels), value) in conclib_testkit::recorded(&snapshotter) {
+            match value {
+                DebugValue::Counter(n) => *seen.entry((name, labels.join(","))).or_insert(0) += n,
+                DebugValue::Gauge(v) if labels == ["delivery=durable"] => {
+                    *gauges.entry(name).or_insert(0.0) += v.0;
+                }
+                _ => {}
+            }
         }
+        let lag = gauges.get("conclib_topic_lag").copied();
+        if lag.is_some_and(|v| (v - 5.0).abs() < 0.5)
+            && gauges.contains_key("conclib_topic_pending")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lag gauges: {gauges:?}; {:?}",
+            client.topics().stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(client.topics().stats().lag, 5);
     let get = |name: &str, labels: &str| {
         *seen
             .get(&(name.to_owned(), labels.to_owned()))

@@ -101,7 +101,8 @@ struct SystemOut<'a> {
     /// of Redis loses no accepted tell.
     persistence_warning: Option<String>,
     /// What the system published to topics and what its subscriptions received, dropped
-    /// and hold now (null while it never used topics).
+    /// and hold now, and how far its durable subscriptions' groups are behind (`lag`,
+    /// `pending`, sampled every snapshot interval); null while it never used topics.
     topics: Option<&'a conclib_redis::TopicsStats>,
     page: PageOut,
     messages: &'a [MessageView],

@@ -66,6 +66,7 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
     let daemon = start_redis(&base).await.unwrap();
     let config = daemon.config(&base);
     let mut proxies = Vec::new();
+    let mut subscriptions = Vec::new();
     for name in ["alpha", "beta"] {
         let system = ActorSystem::new(name);
         system
@@ -80,6 +81,13 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
             proxy.join("parent:beta").await.unwrap();
             let topic = conclib_redis::Topic::live("view.news").unwrap();
             proxy.topics().publish(&topic, &7u32).await.unwrap();
+            // A durable subscription that reads nothing: its group is 3 events behind.
+            let orders = conclib_redis::Topic::durable("view.orders").unwrap();
+            let late = proxy.topics().subscribe::<u32>(&orders).group("late");
+            subscriptions.push(late.await.unwrap());
+            for n in 0..3u32 {
+                proxy.topics().publish(&orders, &n).await.unwrap();
+            }
         }
         proxies.push(proxy);
     }
@@ -127,7 +135,8 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
                 .all(|s| s["snapshot"]["actors"].as_array().unwrap().len() == 2)
             // Published after beta joined its group and published to a topic.
             && systems[1]["groups"].as_array().is_some_and(|g| !g.is_empty())
-            && systems[1]["topics"]["published"] == 1)
+            && systems[1]["topics"]["published"] == 4
+            && systems[1]["topics"]["lag"] == 3)
                 .then_some(systems)
         },
     )
@@ -136,9 +145,10 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
     assert_eq!(systems[0]["groups"], serde_json::json!([]), "as published");
     assert_eq!(systems[0]["topics"], Value::Null, "alpha never used topics");
     assert_eq!(systems[1]["topics"]["publish_failures"], 0);
+    assert_eq!(systems[1]["topics"]["pending"], 0, "nothing taken yet");
     assert!(
-        page.contains("\"topics: \""),
-        "the page shows a system's topics"
+        page.contains("\"topics: \"") && page.contains("durable groups: "),
+        "the page shows a system's topics and its durable groups' lag"
     );
     // start_redis's Redis persists nothing: each system says a restart loses its tells.
     for system in &systems {
@@ -172,6 +182,7 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
     .await;
 
     // Redis gone: the API says so (503 with the reason), the page shows it.
+    drop(subscriptions);
     for proxy in proxies {
         drop(proxy);
     }

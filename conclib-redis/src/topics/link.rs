@@ -1,5 +1,5 @@
-//! What a subscription's parts share: the event as received, the counters, the Redis side
-//! (tasks and connection), the options.
+//! What a subscription's parts share: the event as received, the counters, a live
+//! subscription's Redis side (tasks and connection), the options.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use conclib_codec::Codec;
 use fred::bytes::Bytes;
-
-use super::acks::Acks;
 
 /// A subscription's options (see [`SubscribeRequest`](super::SubscribeRequest)).
 pub(super) struct SubscribeOptions {
@@ -37,6 +35,8 @@ pub(crate) struct Counters {
     pub redelivered: AtomicU64,
     pub undecodable: AtomicU64,
     pub resubscribes: AtomicU64,
+    /// A durable subscription's stream key and group (whose lag is sampled).
+    pub durable: Option<(String, String)>,
 }
 
 impl Counters {
@@ -46,12 +46,11 @@ impl Counters {
     }
 }
 
-/// The Redis side of a subscription: its tasks and its own connection, stopped on drop;
-/// and for a durable one, the acknowledgements still to send.
+/// The Redis side of a live subscription: its tasks and its own connection, stopped on
+/// drop.
 pub(super) struct Link {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
     pub client: fred::prelude::Client,
-    pub acks: Option<Arc<Acks>>,
 }
 
 impl Drop for Link {
@@ -60,12 +59,8 @@ impl Drop for Link {
             task.abort();
         }
         let client = self.client.clone();
-        let acks = self.acks.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                if let Some(acks) = acks {
-                    acks.flush().await;
-                }
                 let _ = fred::prelude::ClientLike::quit(&client).await;
             });
         }

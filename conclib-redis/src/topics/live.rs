@@ -85,11 +85,7 @@ pub(super) async fn start(
             counters,
         )),
     ];
-    Ok(Link {
-        tasks,
-        client,
-        acks: None,
-    })
+    Ok(Link { tasks, client })
 }
 
 /// Moves the channel's messages into the buffer, or drops them (counted) when it is full.

@@ -39,3 +39,17 @@ pub(crate) fn redelivered(n: u64) {
         metrics::counter!("conclib_topic_redelivered_total", "delivery" => "durable").increment(n);
     }
 }
+
+/// Moves the durable lag and pending gauges (`conclib_topic_lag`,
+/// `conclib_topic_pending`) from what this sampler reported last to `now`: the gauges are
+/// the sums over the process's samplers.
+pub(crate) fn lag(reported: &mut (u64, u64), now: (u64, u64)) {
+    if !is_enabled() {
+        return;
+    }
+    let lag = metrics::gauge!("conclib_topic_lag", "delivery" => "durable");
+    lag.increment(now.0 as f64 - reported.0 as f64);
+    let pending = metrics::gauge!("conclib_topic_pending", "delivery" => "durable");
+    pending.increment(now.1 as f64 - reported.1 as f64);
+    *reported = now;
+}

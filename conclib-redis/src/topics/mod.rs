@@ -16,24 +16,34 @@
 //!   publisher that waits for its `publish`); an event is acknowledged only once the
 //!   subscriber asked for the next one, so a subscriber that crashes (or loses Redis)
 //!   resumes after the last event it finished, the ones it had taken and not finished
-//!   coming again (counted in [`SubscriptionStats::redelivered`]). Subscribers of one group
-//!   share its events (each event to one of them).
+//!   coming again (counted in [`SubscriptionStats::redelivered`]), and so do the few it
+//!   finished whose acknowledgement was not sent yet (they are sent in batches as it is
+//!   asked for events, once 128 wait or the oldest waited 5 ms, with its next read or on
+//!   their own; and when it is closed or dropped). Subscribers of one group share its events (each event
+//!   to one of them). A durable subscription reads in the task that asks it for events:
+//!   when it holds none, asking sends the next read, so no other task stands between Redis
+//!   and its consumer; a subscription nobody asks reads nothing, and takes over nothing from
+//!   gone members of its group (those that read do).
 //!
 //! Nothing grows without bound: a subscription holds at most its
 //! [`buffer`](SubscribeRequest::buffer) of events (a live one drops what does not fit, a
-//! durable one stops reading until there is room); a publisher waits for Redis for each
-//! event and keeps none; Redis keeps at most the topic's retention of a durable topic, and
+//! durable one reads at most that many, and at most 256, once it holds none); a publisher
+//! waits for Redis for each event and keeps none; Redis keeps at most the topic's retention of a durable topic, and
 //! the pub/sub output buffer of a subscriber that reads all the time.
 //!
 //! Publish with [`Topics::publish`] (from [`ProxyClient::topics`](crate::ProxyClient::topics)
 //! or [`ProxyHandle::topics`](crate::ProxyHandle::topics), a clone of which a handler may
 //! keep); subscribe with [`Topics::subscribe`] (a [`Subscription`], a `Stream` of typed
 //! events) or [`Topics::subscribe_actor`] (events told, or for a durable topic asked, to an
-//! actor: its mailbox's back-pressure reaches Redis).
+//! actor: its mailbox's back-pressure reaches Redis). How far durable subscriber groups are
+//! behind is in [`Subscription::lag`] and, sampled every
+//! [`snapshot_interval`](crate::ProxyConfig::snapshot_interval), in [`TopicsStats::lag`] and
+//! [`TopicsStats::pending`] (so in the system's snapshot and the live view) and the
+//! `conclib_topic_lag` and `conclib_topic_pending` gauges.
 
-mod acks;
 mod actor;
 mod durable;
+mod lag;
 mod link;
 mod live;
 mod metrics;

@@ -46,7 +46,17 @@ pub(super) struct Inner {
     published: AtomicU64,
     publish_failures: AtomicU64,
     /// The counters of the subscriptions made through this handle that still exist.
-    subscriptions: Mutex<Vec<Weak<Counters>>>,
+    subscriptions: Mutex<Registry>,
+    /// The lag and pending entries of the durable subscriptions' groups, as sampled last.
+    pub(super) lag: AtomicU64,
+    pub(super) pending: AtomicU64,
+}
+
+#[derive(Default)]
+struct Registry {
+    list: Vec<Weak<Counters>>,
+    /// Whether a task samples the durable groups' lag.
+    sampling: bool,
 }
 
 impl fmt::Debug for Topics {
@@ -79,6 +89,17 @@ pub struct TopicsStats {
     pub redelivered: u64,
     /// Events buffered in the subscriptions now, received and not yet handed over.
     pub buffered: u64,
+    /// Events the groups of the open durable subscriptions have not been delivered yet,
+    /// summed over the groups (`XINFO GROUPS`' `lag`; a group whose lag Redis cannot tell,
+    /// before Redis 7.0 or after entries were deleted from the middle of its topic, adds
+    /// nothing). Sampled every [`snapshot_interval`](ProxyConfig::snapshot_interval) (never,
+    /// without one), so as old as that.
+    #[serde(default)]
+    pub lag: u64,
+    /// Events delivered to those groups and not acknowledged yet (being handled, or taken
+    /// by a subscriber that is gone), sampled with [`lag`](Self::lag).
+    #[serde(default)]
+    pub pending: u64,
 }
 
 impl Topics {
@@ -89,7 +110,9 @@ impl Topics {
                 cmd,
                 published: AtomicU64::new(0),
                 publish_failures: AtomicU64::new(0),
-                subscriptions: Mutex::new(Vec::new()),
+                subscriptions: Mutex::new(Registry::default()),
+                lag: AtomicU64::new(0),
+                pending: AtomicU64::new(0),
             }),
         }
     }
@@ -198,6 +221,8 @@ impl Topics {
         let mut stats = TopicsStats {
             published: self.inner.published.load(Ordering::Relaxed),
             publish_failures: self.inner.publish_failures.load(Ordering::Relaxed),
+            lag: self.inner.lag.load(Ordering::Relaxed),
+            pending: self.inner.pending.load(Ordering::Relaxed),
             ..TopicsStats::default()
         };
         let mut subscriptions = self
@@ -205,7 +230,7 @@ impl Topics {
             .subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        subscriptions.retain(|weak| {
+        subscriptions.list.retain(|weak| {
             let Some(c) = weak.upgrade() else {
                 return false;
             };
@@ -226,8 +251,15 @@ impl Topics {
             .subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        list.retain(|w| w.strong_count() > 0);
-        list.push(Arc::downgrade(counters));
+        list.list.retain(|w| w.strong_count() > 0);
+        list.list.push(Arc::downgrade(counters));
+        if counters.durable.is_some()
+            && !list.sampling
+            && let Some(every) = self.inner.config.snapshot_interval
+        {
+            list.sampling = true;
+            tokio::spawn(super::lag::sample(Arc::downgrade(&self.inner), every));
+        }
     }
 
     pub(super) fn config(&self) -> &ProxyConfig {
@@ -240,6 +272,28 @@ impl Topics {
 
     /// How long a durable subscriber blocks in one read.
     pub(super) const BLOCK: Duration = Duration::from_millis(1000);
+}
+
+impl Inner {
+    /// The streams and groups of the open durable subscriptions; `None` (and no sampling
+    /// any more) when there are none.
+    pub(super) fn durable_targets(&self) -> Option<super::lag::Targets> {
+        let mut list = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut targets = super::lag::Targets::new();
+        for counters in list.list.iter().filter_map(Weak::upgrade) {
+            if let Some((key, group)) = &counters.durable {
+                targets
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(group.as_bytes().to_vec());
+            }
+        }
+        if targets.is_empty() {
+            list.sampling = false;
+            return None;
+        }
+        Some(targets)
+    }
 }
 
 fn clamp(n: u64) -> i64 {

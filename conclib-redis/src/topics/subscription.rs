@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use conclib_codec::{Codec, decode_value};
-use fred::bytes::Bytes;
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -16,7 +15,7 @@ use tokio::sync::mpsc;
 use super::link::{Counters, Link, Raw, SubscribeOptions};
 use super::publish::{Topics, Typed};
 use super::topic::{Delivery, Topic, TopicError, check_name};
-use super::{durable, live};
+use super::{durable, live, wire};
 
 /// The default [`buffer`](SubscribeRequest::buffer) of a subscription, in events.
 pub const DEFAULT_BUFFER: usize = 1024;
@@ -79,8 +78,8 @@ impl<E> SubscribeRequest<E> {
 
     /// How many events the subscription holds, received and not yet taken (default
     /// [`DEFAULT_BUFFER`], at least 1). A live subscription drops the events that find it
-    /// full (counted, reported as [`TopicError::Lagged`]); a durable one stops reading from
-    /// Redis until there is room.
+    /// full (counted, reported as [`TopicError::Lagged`]); a durable one reads at most this
+    /// many at a time (and at most 256), when it is asked for an event and holds none.
     pub fn buffer(mut self, events: usize) -> Self {
         self.options.buffer = events.max(1);
         self
@@ -116,34 +115,33 @@ impl<E: DeserializeOwned + Send + 'static> SubscribeRequest<E> {
         if let Some(consumer) = &self.options.consumer {
             check_name(consumer)?;
         }
-        let counters = Arc::new(Counters::default());
-        let (tx, rx) = mpsc::channel(self.options.buffer);
         let delivery = self.topic.delivery();
         if self.topic.is_pattern() && delivery != Delivery::Live {
             return Err(TopicError::InvalidName(
                 "only live topics have patterns".into(),
             ));
         }
-        let link = match delivery {
-            Delivery::Live => live::start(&self.topics, &self.topic, tx, counters.clone()).await?,
-            Delivery::Durable => {
-                durable::start(
-                    &self.topics,
-                    &self.topic,
-                    &self.options,
-                    tx,
-                    counters.clone(),
-                )
-                .await?
+        let mut counters = Counters::default();
+        if delivery == Delivery::Durable {
+            let key = wire::durable_key(&self.topics.config().namespace, self.topic.name());
+            counters.durable = Some((key, self.options.group.clone()));
+        }
+        let counters = Arc::new(counters);
+        let source = match delivery {
+            Delivery::Live => {
+                let (tx, rx) = mpsc::channel(self.options.buffer);
+                let link = live::start(&self.topics, &self.topic, tx, counters.clone()).await?;
+                Source::Live { rx, _link: link }
             }
+            Delivery::Durable => Source::Durable(Box::new(
+                durable::start(&self.topics, &self.topic, &self.options, counters.clone()).await?,
+            )),
         };
         self.topics.register(&counters);
         Ok(Subscription {
-            rx,
+            source,
             counters,
-            last_id: None,
             reported_drops: 0,
-            link,
             codec: self.topics.config().codec.clone(),
             topic: self.topic,
             _event: Typed::default(),
@@ -177,20 +175,35 @@ pub struct SubscriptionStats {
 ///
 /// Each item is an event, or a [`TopicError`] about the events between two: `Lagged` (a
 /// live subscription dropped events), `Codec` (an event that is not an `E`). The stream
-/// ends only when the subscription is dropped. A durable subscription acknowledges an
-/// event when the next one is asked for (or at [`close`](Self::close)): an event being
-/// handled when the process dies is received again. Redis restarts are handled inside:
+/// ends only when the subscription is dropped. A durable subscription takes an event as
+/// finished when the next one is asked for (or at [`close`](Self::close)), and acknowledges
+/// it in a batch soon after (see the [module docs](crate::topics)): an event being handled
+/// when the process dies is received again. Redis restarts are handled inside:
 /// the subscription subscribes again (a durable one creates its group again if Redis lost
 /// it, and reads from the oldest event then).
+///
+/// A durable subscription talks to Redis in the task that polls it: asked for an event when
+/// it holds none, it sends the next read (after the acknowledgements that are due); while
+/// nobody asks, it reads nothing and claims nothing.
 pub struct Subscription<E> {
-    rx: mpsc::Receiver<Raw>,
+    source: Source,
     counters: Arc<Counters>,
-    last_id: Option<Bytes>,
     reported_drops: u64,
-    link: Link,
     codec: Arc<dyn Codec>,
     topic: Topic,
     _event: Typed<E>,
+}
+
+/// Where a subscription's events come from.
+enum Source {
+    /// A live subscription's buffer, filled by the task reading its connection (which
+    /// counts the drops while the consumer is busy).
+    Live {
+        rx: mpsc::Receiver<Raw>,
+        _link: Link,
+    },
+    /// A durable subscription's reads, made by its consumer's task as it asks for events.
+    Durable(Box<durable::Durable>),
 }
 
 impl<E> std::fmt::Debug for Subscription<E> {
@@ -231,9 +244,9 @@ impl<E> Subscription<E> {
     /// # Errors
     /// [`TopicError::Unavailable`], [`TopicError::Redis`].
     pub async fn lag(&self) -> Result<Option<u64>, TopicError> {
-        match &self.link.acks {
-            Some(acks) => acks.lag().await,
-            None => Ok(None),
+        match &self.source {
+            Source::Durable(durable) => durable.lag().await,
+            Source::Live { .. } => Ok(None),
         }
     }
 
@@ -241,20 +254,16 @@ impl<E> Subscription<E> {
     /// (a durable topic's), and closes its connection. Dropping it does the same without
     /// waiting, except that the last event taken is not acknowledged (it may not have been
     /// finished): it comes again.
-    pub async fn close(mut self) {
-        self.ack_last();
-        for task in &self.link.tasks {
-            task.abort();
-        }
-        if let Some(acks) = &self.link.acks {
-            acks.flush().await;
-        }
-        let _ = fred::prelude::ClientLike::quit(&self.link.client).await;
-    }
-
-    fn ack_last(&mut self) {
-        if let (Some(id), Some(acks)) = (self.last_id.take(), &self.link.acks) {
-            acks.push(id);
+    pub async fn close(self) {
+        match self.source {
+            Source::Durable(durable) => durable.close().await,
+            Source::Live { rx, _link: link } => {
+                drop(rx);
+                for task in &link.tasks {
+                    task.abort();
+                }
+                let _ = fred::prelude::ClientLike::quit(&link.client).await;
+            }
         }
     }
 }
@@ -272,19 +281,23 @@ impl<E: DeserializeOwned> Stream for Subscription<E> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        // The consumer asks for the next event: it finished the last one.
-        this.ack_last();
-        let dropped = this.counters.dropped.load(Ordering::Relaxed);
-        if dropped > this.reported_drops {
-            let missed = dropped - this.reported_drops;
-            this.reported_drops = dropped;
-            return Poll::Ready(Some(Err(TopicError::Lagged { missed })));
-        }
-        let Some(raw) = std::task::ready!(this.rx.poll_recv(cx)) else {
-            return Poll::Ready(None);
+        let raw = match &mut this.source {
+            // The consumer asks for the next event: it finished the last one.
+            Source::Durable(durable) => std::task::ready!(durable.poll_next(cx)),
+            Source::Live { rx, .. } => {
+                let dropped = this.counters.dropped.load(Ordering::Relaxed);
+                if dropped > this.reported_drops {
+                    let missed = dropped - this.reported_drops;
+                    this.reported_drops = dropped;
+                    return Poll::Ready(Some(Err(TopicError::Lagged { missed })));
+                }
+                let Some(raw) = std::task::ready!(rx.poll_recv(cx)) else {
+                    return Poll::Ready(None);
+                };
+                raw
+            }
         };
         this.counters.delivered.fetch_add(1, Ordering::Relaxed);
-        this.last_id = raw.id;
         let decoded = match raw.codec {
             Some(codec) => {
                 decode_value::<E>(&*codec, &raw.body).map_err(|e| TopicError::Codec(e.to_string()))
@@ -298,5 +311,16 @@ impl<E: DeserializeOwned> Stream for Subscription<E> {
             this.counters.undecodable.fetch_add(1, Ordering::Relaxed);
         }
         Poll::Ready(Some(decoded))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A subscription moves between tasks and is shared by reference, as before its
+    /// durable reads moved into it.
+    #[test]
+    fn a_subscription_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Subscription<u64>>();
     }
 }
