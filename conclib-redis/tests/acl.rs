@@ -1,7 +1,9 @@
 //! The least-privilege roles, against a real Redis with real ACL users: a client with the
 //! client role asks and tells (a single actor, a group's URN, a URN activated on demand); it
 //! cannot forge an answer, list keys or read other keys. A proxy with the proxy role serves
-//! all three.
+//! all three. Under the same roles, clients register, list and cancel reminders, a poller
+//! with the proxy role fires them, and both roles publish and subscribe to topics, with
+//! nothing refused (`ACL LOG`).
 mod common;
 
 use common::actors::*;
@@ -432,15 +434,16 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
     let left = by_web.list("timer").await.unwrap();
     assert_eq!(left.len(), 1, "the periodic one stays: {left:?}");
 
-    // Topics: each role publishes to the other, live and durable; the durable
-    // subscriptions take over idle entries (`XAUTOCLAIM`) and forget gone subscribers
-    // (a script) every 100 ms.
+    // Topics: each role publishes to the other and subscribes (a system's
+    // `ProxyHandle::topics` and a `ProxyClient`'s), live and durable; the durable
+    // subscriptions take over idle entries (`XAUTOCLAIM`) and forget gone subscribers (a
+    // script) every 100 ms.
     let live = Topic::live("news").unwrap();
     let durable = Topic::durable("orders").unwrap();
     for (publisher, subscriber) in [
-        (proxy.topics(), &web),
-        (web.topics(), &svc),
-        (svc.topics(), &web),
+        (proxy.topics(), web.topics()),
+        (web.topics(), svc.topics()),
+        (svc.topics(), proxy.topics()),
     ] {
         let mut live_sub = subscriber.subscribe::<u64>(&live).await.unwrap();
         let mut durable_sub = subscriber
