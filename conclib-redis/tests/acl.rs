@@ -407,6 +407,8 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
             _ => every += 1,
         }
     }
+    // Nothing else ran `ZCOUNT` yet (the viewer reads later).
+    assert!(calls(&admin, "zcount").await >= 1, "the poller counted");
     until("the one-shot reminder acknowledged (removed)", async || {
         by_web
             .list("timer")
@@ -429,7 +431,6 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
         !reader.reminders(&query).await.unwrap().pollers.is_empty()
     })
     .await;
-    assert!(calls(&admin, "zcount").await >= 1, "the poller counted");
     poller.shutdown().await;
     let left = by_web.list("timer").await.unwrap();
     assert_eq!(left.len(), 1, "the periodic one stays: {left:?}");
