@@ -483,15 +483,20 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
     // user's channel rules literally; the subscription receives nothing) until a selector
     // grants its own channel pattern.
     let pattern = Topic::live_pattern("new*").unwrap();
-    let refused_pattern = web.subscribe::<u64>(&pattern).await;
-    until("Redis's refusal of the pattern", async || {
-        refused(&admin)
-            .await
-            .iter()
-            .any(|r| r.starts_with("web: channel") && r.contains("{new*}"))
-    })
-    .await;
-    drop(refused_pattern);
+    let refused_patterns = (
+        web.subscribe::<u64>(&pattern).await,
+        svc.subscribe::<u64>(&pattern).await,
+    );
+    for user in ["web", "svc"] {
+        until("Redis's refusal of the pattern", async || {
+            refused(&admin)
+                .await
+                .iter()
+                .any(|r| r.starts_with(&format!("{user}: channel")) && r.contains("{new*}"))
+        })
+        .await;
+    }
+    drop(refused_patterns);
     let grant = format!("(+psubscribe +punsubscribe &{ns}:topic:{{new*}}:live)");
     raw(&admin, &["ACL", "SETUSER", "web", &grant])
         .await
