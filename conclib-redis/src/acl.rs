@@ -10,7 +10,8 @@
 //!   and it cannot push to any list (`RPUSH`, `LPUSH`), so it cannot forge an answer. It
 //!   may register, cancel and list any URN's reminders ([`Reminders`](crate::Reminders):
 //!   their scripts, with `TIME`, `HSET`, `HMGET`, `ZADD`, `ZREM`, `SADD`, `SREM`,
-//!   `SMEMBERS` and `DEL`, on the reminders' shard keys `{ns}:rem:{{ns}:*` only), but not
+//!   `SMEMBERS` and `DEL`, on the reminders' shard keys only: `shop:rem:{shop:*` for the
+//!   namespace `shop`), but not
 //!   poll them (the pollers' reports, `{ns}:rem:pollers`, are not its keys). It may publish
 //!   and subscribe to topics ([`Topics`](crate::Topics)): live ones on the channels
 //!   `{ns}:topic:*` (`PUBLISH`, `SUBSCRIBE`, and their sharded forms for a Cluster),
@@ -19,7 +20,7 @@
 //!   DELCONSUMER`, and `EVAL` of the script that forgets gone subscribers). The reminders'
 //!   and the topics' commands are each granted in a selector (Redis 7) of their own keys
 //!   and channels: they reach neither the request streams nor the reply lists (it cannot
-//!   read requests with `XREADGROUP`, nor write a reply list with `HSET`). It cannot read or
+//!   read requests with `XREADGROUP`, nor write the pollers' reports). It cannot read or
 //!   write anything else: leases, other namespaces, other data.
 //! - A **proxy** may do everything its protocol needs in its namespace (`{ns}:*`): claim
 //!   URNs and its lease, read, acknowledge and trim request streams, take over a gone group

@@ -367,8 +367,9 @@
 //! `DEL` (on `{ns}:reply:*`): a client in another language under it pops its replies with
 //! `BLMPOP`, not `LPOP` or `BLPOP`, and takes an ask's time from its own clock. Reminders
 //! and topics are granted in two Redis 7 selectors of their own keys and channels (the
-//! reminders' scripts and their commands, `TIME` among them, on `{ns}:rem:{{ns}:*`; the
-//! topics' commands on `{ns}:topic:*`): see [`client_acl`].
+//! reminders' scripts and their commands, `TIME` among them, on the reminders' shard keys,
+//! `{ns}:rem:{{ns}:*`; the topics' commands on `{ns}:topic:*` and the channels of the same
+//! names): see [`client_acl`].
 
 //! # Protocol (version 1)
 //!

@@ -1,7 +1,9 @@
 //! The least-privilege roles, against a real Redis with real ACL users: a client with the
 //! client role asks and tells (a single actor, a group's URN, a URN activated on demand); it
 //! cannot forge an answer, list keys or read other keys. A proxy with the proxy role serves
-//! all three.
+//! all three. Under the same roles, clients register, list and cancel reminders, a poller
+//! with the proxy role fires them, and both roles publish and subscribe to topics, with
+//! nothing refused (`ACL LOG`).
 mod common;
 
 use common::actors::*;
@@ -405,6 +407,8 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
             _ => every += 1,
         }
     }
+    // Nothing else ran `ZCOUNT` yet (the viewer reads later).
+    assert!(calls(&admin, "zcount").await >= 1, "the poller counted");
     until("the one-shot reminder acknowledged (removed)", async || {
         by_web
             .list("timer")
@@ -427,20 +431,20 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
         !reader.reminders(&query).await.unwrap().pollers.is_empty()
     })
     .await;
-    assert!(calls(&admin, "zcount").await >= 1, "the poller counted");
     poller.shutdown().await;
     let left = by_web.list("timer").await.unwrap();
     assert_eq!(left.len(), 1, "the periodic one stays: {left:?}");
 
-    // Topics: each role publishes to the other, live and durable; the durable
-    // subscriptions take over idle entries (`XAUTOCLAIM`) and forget gone subscribers
-    // (a script) every 100 ms.
+    // Topics: each role publishes to the other and subscribes (a system's
+    // `ProxyHandle::topics` and a `ProxyClient`'s), live and durable; the durable
+    // subscriptions take over idle entries (`XAUTOCLAIM`) and forget gone subscribers (a
+    // script) every 100 ms.
     let live = Topic::live("news").unwrap();
     let durable = Topic::durable("orders").unwrap();
     for (publisher, subscriber) in [
-        (proxy.topics(), &web),
-        (web.topics(), &svc),
-        (svc.topics(), &web),
+        (proxy.topics(), web.topics()),
+        (web.topics(), svc.topics()),
+        (svc.topics(), proxy.topics()),
     ] {
         let mut live_sub = subscriber.subscribe::<u64>(&live).await.unwrap();
         let mut durable_sub = subscriber
@@ -479,15 +483,20 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
     // user's channel rules literally; the subscription receives nothing) until a selector
     // grants its own channel pattern.
     let pattern = Topic::live_pattern("new*").unwrap();
-    let refused_pattern = web.subscribe::<u64>(&pattern).await;
-    until("Redis's refusal of the pattern", async || {
-        refused(&admin)
-            .await
-            .iter()
-            .any(|r| r.starts_with("web: channel") && r.contains("{new*}"))
-    })
-    .await;
-    drop(refused_pattern);
+    let refused_patterns = (
+        web.subscribe::<u64>(&pattern).await,
+        svc.subscribe::<u64>(&pattern).await,
+    );
+    for user in ["web", "svc"] {
+        until("Redis's refusal of the pattern", async || {
+            refused(&admin)
+                .await
+                .iter()
+                .any(|r| r.starts_with(&format!("{user}: channel")) && r.contains("{new*}"))
+        })
+        .await;
+    }
+    drop(refused_patterns);
     let grant = format!("(+psubscribe +punsubscribe &{ns}:topic:{{new*}}:live)");
     raw(&admin, &["ACL", "SETUSER", "web", &grant])
         .await
