@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::handle::ProxyClient;
 use super::outbox;
 use super::queued::{Done, Outgoing};
-use super::route::Resolved;
+use super::resolved::Resolved;
 use super::shared::Shared;
 use super::waiter::Waiter;
 use crate::conn::{bytes, owned, s, shared_bytes};

@@ -15,6 +15,7 @@ mod outbox;
 mod queued;
 mod random;
 mod remote;
+mod resolved;
 mod restart;
 mod route;
 mod shared;

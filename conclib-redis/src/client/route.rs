@@ -2,11 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 
+use super::resolved::Resolved;
 use super::shared::Shared;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::error::{ProxyError, redis_error};
@@ -32,26 +33,6 @@ impl Drop for Running {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
-    }
-}
-
-#[derive(Clone)]
-pub(super) struct Resolved {
-    pub(super) requests_key: Arc<str>,
-    /// A group's fast lane (`{ns}:sys:{group}:req:hi`), for its `Priority::High` requests;
-    /// `None` for a system, or a group whose members read none (older proxies).
-    pub(super) fast_key: Option<Arc<str>>,
-    pub(super) system: Arc<str>,
-    pub(super) until: Instant,
-}
-
-impl Resolved {
-    /// The stream a request goes to: a group's fast lane for a `fast` one, if it has one.
-    pub(super) fn key_for(&self, fast: bool) -> &Arc<str> {
-        match &self.fast_key {
-            Some(key) if fast => key,
-            _ => &self.requests_key,
-        }
     }
 }
 

@@ -10,7 +10,7 @@ use fred::clients::Pool;
 use fred::prelude::*;
 
 use super::queued::StreamOutbox;
-use super::route::Resolved;
+use super::resolved::Resolved;
 use super::waiter::Waiter;
 use crate::config::ProxyConfig;
 use crate::protocol::Keys;

@@ -4,14 +4,15 @@
 //! (never per event).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Weak;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use fred::prelude::*;
 
+use super::link::Counters;
 use super::metrics;
-use super::publish::Inner;
 use super::topic::{TopicError, redis_error};
 use crate::conn::{self, keyed_at, owned, s};
 
@@ -78,7 +79,7 @@ pub(super) async fn of_group(
 /// Samples the lag and pending entries of the groups of a handle's open durable
 /// subscriptions every `every` (one `XINFO GROUPS` per topic), into its stats and the
 /// gauges; ends when it has none left (the next one starts it again) or the handle is gone.
-pub(super) async fn sample(inner: Weak<Inner>, every: Duration) {
+async fn sample(inner: Weak<Subscriptions>, every: Duration) {
     let mut gauges = (0, 0);
     loop {
         let Some(handle) = inner.upgrade() else {
@@ -113,4 +114,74 @@ pub(super) async fn sample(inner: Weak<Inner>, every: Duration) {
 }
 
 /// A durable subscription's stream and group, for the sampling.
-pub(super) type Targets = BTreeMap<String, BTreeSet<Vec<u8>>>;
+type Targets = BTreeMap<String, BTreeSet<Vec<u8>>>;
+
+/// The subscriptions made through one [`Topics`](super::Topics) handle that still exist (their
+/// counters, for its stats), and their durable groups' lag as sampled last.
+pub(super) struct Subscriptions {
+    /// The handle's command connection, for `XINFO GROUPS`.
+    cmd: Client,
+    registry: Mutex<Registry>,
+    /// The lag and pending entries of the durable subscriptions' groups, as sampled last.
+    pub(super) lag: AtomicU64,
+    pub(super) pending: AtomicU64,
+}
+
+/// The subscriptions' counters, and whether a task samples their lag.
+#[derive(Default)]
+pub(super) struct Registry {
+    pub(super) list: Vec<Weak<Counters>>,
+    /// Whether a task samples the durable groups' lag.
+    sampling: bool,
+}
+
+impl Subscriptions {
+    pub(super) fn new(cmd: Client) -> Self {
+        Self {
+            cmd,
+            registry: Mutex::new(Registry::default()),
+            lag: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+        }
+    }
+
+    /// The registry, locked.
+    pub(super) fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new subscription; the first durable one starts the sampling of the lag
+    /// every `every` (none: never sampled).
+    pub(super) fn register(self: &Arc<Self>, counters: &Arc<Counters>, every: Option<Duration>) {
+        let mut list = self.registry();
+        list.list.retain(|w| w.strong_count() > 0);
+        list.list.push(Arc::downgrade(counters));
+        if counters.durable.is_some()
+            && !list.sampling
+            && let Some(every) = every
+        {
+            list.sampling = true;
+            tokio::spawn(sample(Arc::downgrade(self), every));
+        }
+    }
+
+    /// The streams and groups of the open durable subscriptions; `None` (and no sampling
+    /// any more) when there are none.
+    fn durable_targets(&self) -> Option<Targets> {
+        let mut list = self.registry();
+        let mut targets = Targets::new();
+        for counters in list.list.iter().filter_map(Weak::upgrade) {
+            if let Some((key, group)) = &counters.durable {
+                targets
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(group.as_bytes().to_vec());
+            }
+        }
+        if targets.is_empty() {
+            list.sampling = false;
+            return None;
+        }
+        Some(targets)
+    }
+}

@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use conclib_codec::{Codec, encode_value};
@@ -11,6 +11,7 @@ use fred::prelude::*;
 use fred::types::streams::XCap;
 use serde::Serialize;
 
+use super::lag::Subscriptions;
 use super::link::Counters;
 use super::topic::{Delivery, Retention, Topic, TopicError, redis_error};
 use super::wire;
@@ -45,18 +46,9 @@ pub(super) struct Inner {
     pub(super) cmd: Client,
     published: AtomicU64,
     publish_failures: AtomicU64,
-    /// The counters of the subscriptions made through this handle that still exist.
-    subscriptions: Mutex<Registry>,
-    /// The lag and pending entries of the durable subscriptions' groups, as sampled last.
-    pub(super) lag: AtomicU64,
-    pub(super) pending: AtomicU64,
-}
-
-#[derive(Default)]
-struct Registry {
-    list: Vec<Weak<Counters>>,
-    /// Whether a task samples the durable groups' lag.
-    sampling: bool,
+    /// The subscriptions made through this handle that still exist, and their groups' lag
+    /// as sampled last.
+    subscriptions: Arc<Subscriptions>,
 }
 
 impl fmt::Debug for Topics {
@@ -107,12 +99,10 @@ impl Topics {
         Topics {
             inner: Arc::new(Inner {
                 config,
+                subscriptions: Arc::new(Subscriptions::new(cmd.clone())),
                 cmd,
                 published: AtomicU64::new(0),
                 publish_failures: AtomicU64::new(0),
-                subscriptions: Mutex::new(Registry::default()),
-                lag: AtomicU64::new(0),
-                pending: AtomicU64::new(0),
             }),
         }
     }
@@ -221,15 +211,11 @@ impl Topics {
         let mut stats = TopicsStats {
             published: self.inner.published.load(Ordering::Relaxed),
             publish_failures: self.inner.publish_failures.load(Ordering::Relaxed),
-            lag: self.inner.lag.load(Ordering::Relaxed),
-            pending: self.inner.pending.load(Ordering::Relaxed),
+            lag: self.inner.subscriptions.lag.load(Ordering::Relaxed),
+            pending: self.inner.subscriptions.pending.load(Ordering::Relaxed),
             ..TopicsStats::default()
         };
-        let mut subscriptions = self
-            .inner
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut subscriptions = self.inner.subscriptions.registry();
         subscriptions.list.retain(|weak| {
             let Some(c) = weak.upgrade() else {
                 return false;
@@ -246,20 +232,9 @@ impl Topics {
     }
 
     pub(super) fn register(&self, counters: &Arc<Counters>) {
-        let mut list = self
-            .inner
+        self.inner
             .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        list.list.retain(|w| w.strong_count() > 0);
-        list.list.push(Arc::downgrade(counters));
-        if counters.durable.is_some()
-            && !list.sampling
-            && let Some(every) = self.inner.config.snapshot_interval
-        {
-            list.sampling = true;
-            tokio::spawn(super::lag::sample(Arc::downgrade(&self.inner), every));
-        }
+            .register(counters, self.inner.config.snapshot_interval);
     }
 
     pub(super) fn config(&self) -> &ProxyConfig {
@@ -272,28 +247,6 @@ impl Topics {
 
     /// How long a durable subscriber blocks in one read.
     pub(super) const BLOCK: Duration = Duration::from_millis(1000);
-}
-
-impl Inner {
-    /// The streams and groups of the open durable subscriptions; `None` (and no sampling
-    /// any more) when there are none.
-    pub(super) fn durable_targets(&self) -> Option<super::lag::Targets> {
-        let mut list = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        let mut targets = super::lag::Targets::new();
-        for counters in list.list.iter().filter_map(Weak::upgrade) {
-            if let Some((key, group)) = &counters.durable {
-                targets
-                    .entry(key.clone())
-                    .or_default()
-                    .insert(group.as_bytes().to_vec());
-            }
-        }
-        if targets.is_empty() {
-            list.sampling = false;
-            return None;
-        }
-        Some(targets)
-    }
 }
 
 fn clamp(n: u64) -> i64 {

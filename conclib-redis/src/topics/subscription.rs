@@ -12,10 +12,12 @@ use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
+use super::durable;
 use super::link::{Counters, Link, Raw, SubscribeOptions};
+use super::live;
 use super::publish::{Topics, Typed};
 use super::topic::{Delivery, Topic, TopicError, check_name};
-use super::{durable, live, wire};
+use super::wire;
 
 /// The default [`buffer`](SubscribeRequest::buffer) of a subscription, in events.
 pub const DEFAULT_BUFFER: usize = 1024;
@@ -316,11 +318,13 @@ impl<E: DeserializeOwned> Stream for Subscription<E> {
 
 #[cfg(test)]
 mod tests {
+    use super::Subscription;
+
     /// A subscription moves between tasks and is shared by reference, as before its
     /// durable reads moved into it.
     #[test]
     fn a_subscription_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
-        check::<super::Subscription<u64>>();
+        check::<Subscription<u64>>();
     }
 }
