@@ -7,7 +7,8 @@
 //!   Unix epoch, Redis's clock) the reminder is next due, or while it is claimed, when its
 //!   claim lapses;
 //! - `{ns}:rem:{ns:s}:r:urn \n name`: hash, the reminder (`urn`, `name`, `due`, `period`,
-//!   `payload`, `codec`, `claim`, `claims`, and `each` when its missed ticks are delivered
+//!   `payload`, `codec`, `claim`, `claims`, `gen` (the registration's, in claim tokens), and
+//!   `each` when its missed ticks are delivered
 //!   one by one; a periodic one counts `fired` and `coalesced` ticks once it fired);
 //! - `{ns}:rem:{ns:s}:u:urn`: set of the URN's reminder names (listing one URN's reminders
 //!   without a scan).

@@ -10,16 +10,23 @@ use crate::conn::{self, keyed_at, owned};
 /// `at` (ms since the epoch; used when `after` is empty), `after` (ms from Redis's now),
 /// period (ms, 0 for once), payload, codec, member, and optionally `each` (ms: missed ticks
 /// are delivered one by one, at least this far apart, instead of coalesced). Returns the
-/// due time.
+/// due time. The record's `gen` (Redis's clock in µs, above the record's earlier `gen`)
+/// goes into every token of its claims: a delivery of an earlier registration of the same
+/// URN and name acknowledged late then matches no claim of this one (the claims counter
+/// starts again at 0).
 pub(crate) const REGISTER: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due
 if ARGV[4] ~= '' then due = now + tonumber(ARGV[4]) else due = tonumber(ARGV[3]) end
 local d = string.format('%.0f', due)
+local gen = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local before = tonumber(redis.call('HGET', KEYS[2], 'gen') or '')
+if before and before >= gen then gen = before + 1 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'urn', ARGV[1], 'name', ARGV[2], 'due', d, 'period', ARGV[5],
-  'payload', ARGV[6], 'codec', ARGV[7], 'claim', '', 'claims', '0')
+  'payload', ARGV[6], 'codec', ARGV[7], 'claim', '', 'claims', '0',
+  'gen', string.format('%.0f', gen))
 if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'each', ARGV[9]) end
 redis.call('ZADD', KEYS[1], d, ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[2])
@@ -53,7 +60,8 @@ return out
 /// Claims up to ARGV[1] due reminders of a shard for ARGV[2] ms (their score becomes the
 /// claim's end, so a firer that dies is taken over once it lapses). KEYS: due set. ARGV:
 /// limit, lease (ms), claim token prefix, record prefix. Returns Redis's now, then per
-/// reminder: member, urn, name, due, period, missed, payload, codec, token. `missed`: the
+/// reminder: member, urn, name, due, period, missed, payload, codec, token (`prefix:gen:n`,
+/// `n` counting the record's claims). `missed`: the
 /// ticks of a periodic reminder that came due before now after `due`, coalesced into this
 /// delivery. The due set is written once per call (one `ZADD` for every claim, one `ZREM`
 /// for every member without a record), not once per reminder: per reminder, only its record
@@ -67,7 +75,7 @@ local until_ms = string.format('%.0f', now + tonumber(ARGV[2]))
 local claimed, gone = {}, {}
 for _, m in ipairs(members) do
   local rk = ARGV[4] .. m
-  local r = redis.call('HMGET', rk, 'urn', 'name', 'due', 'period', 'payload', 'codec', 'claims', 'each')
+  local r = redis.call('HMGET', rk, 'urn', 'name', 'due', 'period', 'payload', 'codec', 'claims', 'each', 'gen')
   local due = tonumber(r[3] or '')
   if not r[1] or not r[2] or not due then
     -- Gone, or not a reminder this script wrote: never delivered, never in the way.
@@ -79,7 +87,7 @@ for _, m in ipairs(members) do
       missed = math.floor((now - due) / period)
     end
     local claims = (tonumber(r[7] or '') or 0) + 1
-    local token = ARGV[3] .. ':' .. claims
+    local token = ARGV[3] .. ':' .. (r[9] or '') .. ':' .. claims
     redis.call('HSET', rk, 'claim', token, 'claims', claims)
     claimed[#claimed + 1] = until_ms
     claimed[#claimed + 1] = m
@@ -273,5 +281,92 @@ impl Scripts {
             counts: Script::new(COUNTS),
             report: Script::new(REPORT),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::prelude::*;
+
+    use super::{ACK, CLAIM, REGISTER, Script};
+    use crate::ProxyConfig;
+    use crate::conn::owned;
+
+    fn s(text: &str) -> Value {
+        owned(text.to_owned())
+    }
+
+    /// The token of the only reminder a `CLAIM` answer holds.
+    fn token(answer: &Value) -> String {
+        let Value::Array(parts) = answer else {
+            panic!("not an array: {answer:?}")
+        };
+        let Some(Value::Array(tick)) = parts.get(1) else {
+            panic!("nothing claimed: {answer:?}")
+        };
+        tick[8].as_string().expect("a token")
+    }
+
+    /// A delivery of an earlier registration acknowledged late does not acknowledge a tick
+    /// of the registration that replaced it, even when the same poller claimed both (its
+    /// claims counter starts again with every registration; the registration's `gen` keeps
+    /// the tokens apart).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_late_acknowledgement_of_an_earlier_registration_acknowledges_nothing() {
+        let base = ProxyConfig::default().with_namespace("rem-gen");
+        let daemon = crate::start_redis(&base).await.unwrap();
+        let config = daemon.config(&base);
+        let client = config
+            .builder::<std::convert::Infallible>(std::time::Duration::from_secs(5))
+            .unwrap()
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        let (due, prefix, index) = ("{t}:due", "{t}:r:", "{t}:u:");
+        let member = "user:1\nwake";
+        let (register_script, claim_script, ack_script) =
+            (Script::new(REGISTER), Script::new(CLAIM), Script::new(ACK));
+        let record = format!("{prefix}{member}");
+        let register = || {
+            register_script.eval(
+                &client,
+                vec![due.into(), record.clone(), format!("{index}user:1")],
+                ["user:1", "wake", "", "0", "0", "", "msgpack", member]
+                    .map(s)
+                    .to_vec(),
+            )
+        };
+        let claim = || {
+            claim_script.eval(
+                &client,
+                vec![due.into()],
+                vec![s("10"), s("60000"), s("poller-a"), s(prefix)],
+            )
+        };
+        let ack = |token: &str| {
+            ack_script.eval(
+                &client,
+                vec![due.into()],
+                [prefix, index, member, token, "wake", "0", "user:1"]
+                    .map(s)
+                    .to_vec(),
+            )
+        };
+
+        register().await.unwrap();
+        let first = token(&claim().await.unwrap());
+        register().await.unwrap();
+        let second = token(&claim().await.unwrap());
+        assert_ne!(first, second, "two registrations' claims share a token");
+        assert_eq!(
+            ack(&first).await.unwrap(),
+            Value::Array(vec![Value::Integer(0)])
+        );
+        assert_eq!(
+            ack(&second).await.unwrap(),
+            Value::Array(vec![Value::Integer(-1)]),
+            "the tick of the registration claimed now is acknowledged (one-shot: removed)"
+        );
+        client.quit().await.unwrap();
     }
 }

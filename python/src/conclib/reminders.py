@@ -37,9 +37,13 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due
 if ARGV[4] ~= '' then due = now + tonumber(ARGV[4]) else due = tonumber(ARGV[3]) end
 local d = string.format('%.0f', due)
+local gen = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local before = tonumber(redis.call('HGET', KEYS[2], 'gen') or '')
+if before and before >= gen then gen = before + 1 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'urn', ARGV[1], 'name', ARGV[2], 'due', d, 'period', ARGV[5],
-  'payload', ARGV[6], 'codec', ARGV[7], 'claim', '', 'claims', '0')
+  'payload', ARGV[6], 'codec', ARGV[7], 'claim', '', 'claims', '0',
+  'gen', string.format('%.0f', gen))
 if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', KEYS[2], 'each', ARGV[9]) end
 redis.call('ZADD', KEYS[1], d, ARGV[8])
 redis.call('SADD', KEYS[3], ARGV[2])
