@@ -20,8 +20,10 @@
 //!   DELCONSUMER`, and `EVAL` of the script that forgets gone subscribers). The reminders'
 //!   and the topics' commands are each granted in a selector (Redis 7) of their own keys
 //!   and channels: they reach neither the request streams nor the reply lists (it cannot
-//!   read requests with `XREADGROUP`, nor write the pollers' reports). It cannot read or
-//!   write anything else: leases, other namespaces, other data.
+//!   read requests with `XREADGROUP`, nor write the pollers' reports). The request streams'
+//!   and the reply lists' commands are likewise each in a selector of their own keys: it
+//!   cannot delete a request stream (a system's queued requests) nor append to a reply
+//!   list. It cannot read or write anything else: leases, other namespaces, other data.
 //! - A **proxy** may do everything its protocol needs in its namespace (`{ns}:*`): claim
 //!   URNs and its lease, read, acknowledge and trim request streams, take over a gone group
 //!   member's requests, keep activations' state, push replies, publish its system's
@@ -48,7 +50,7 @@
 //!
 //! ```
 //! let rules = conclib_redis::client_acl("shop");
-//! assert!(rules.iter().any(|r| r == "~shop:reply:*"));
+//! assert!(rules.iter().any(|r| r == "(+blmpop +del ~shop:reply:*)"));
 //! // The reminders' and the topics' commands each in a selector of their own keys.
 //! assert!(rules.iter().any(|r| r.starts_with('(') && r.ends_with(" ~shop:rem:{shop:*)")));
 //! assert!(rules.iter().any(|r| r.starts_with('(') && r.ends_with(" &shop:topic:*)")));
@@ -62,27 +64,17 @@ pub fn client_acl(namespace: &str) -> Vec<String> {
     let mut rules = base();
     // The rules applied again to a user replace its selectors too.
     rules.push("clearselectors".to_owned());
-    rules.extend(
-        [
-            "+get",
-            "+exists",
-            "+xadd",
-            "+blmpop",
-            "+del",
-            "+evalsha",
-            "+eval",
-            "+info",
-            "+client|unblock",
-        ]
-        .map(str::to_owned),
-    );
+    rules.extend(["+get", "+info", "+client|unblock"].map(str::to_owned));
     rules.push(format!("%R~{namespace}:urn:*"));
     rules.push(format!("%R~{namespace}:pattern:*"));
-    rules.push(format!("~{namespace}:sys:*:req"));
-    rules.push(format!("~{namespace}:reply:*"));
     // Selectors (Redis 7): each command of a selector only on its keys and channels, so
-    // that the reminders' and topics' commands reach neither the request streams nor the
-    // reply lists.
+    // that a request stream takes only appends (a `DEL` there would lose a system's queued
+    // requests), a reply list only pops and deletes, and the reminders' and topics'
+    // commands reach neither.
+    rules.push(format!(
+        "(+exists +xadd +evalsha +eval ~{namespace}:sys:*:req)"
+    ));
+    rules.push(format!("(+blmpop +del ~{namespace}:reply:*)"));
     rules.push(format!(
         "({} ~{namespace}:rem:{{{namespace}:*)",
         reminder_commands().join(" ")

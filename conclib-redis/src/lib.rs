@@ -362,11 +362,12 @@
 //! and pops its replies; it cannot list keys, push to any list (so it cannot forge another
 //! client's answers), or read leases and other data. Reply lists are named by 128 random
 //! bits. The client role allows `PING`, `HELLO`, `AUTH`, `QUIT`, `CLIENT SETNAME`, `CLIENT
-//! ID`, `CLIENT UNBLOCK`, `INFO`, `GET` and `EXISTS` (reading `{ns}:urn:*` and
-//! `{ns}:pattern:*`), `XADD`, `EVAL` and `EVALSHA` (on `{ns}:sys:*:req`), and `BLMPOP` and
-//! `DEL` (on `{ns}:reply:*`): a client in another language under it pops its replies with
+//! ID`, `CLIENT UNBLOCK`, `INFO`, `GET` (reading `{ns}:urn:*` and `{ns}:pattern:*`),
+//! `EXISTS`, `XADD`, `EVAL` and `EVALSHA` (on `{ns}:sys:*:req`, in a Redis 7 selector of
+//! those keys: no `DEL` of a request stream), and `BLMPOP` and `DEL` (on `{ns}:reply:*`, in
+//! a selector of their own): a client in another language under it pops its replies with
 //! `BLMPOP`, not `LPOP` or `BLPOP`, and takes an ask's time from its own clock. Reminders
-//! and topics are granted in two Redis 7 selectors of their own keys and channels (the
+//! and topics are granted in two more Redis 7 selectors of their own keys and channels (the
 //! reminders' scripts and their commands, `TIME` among them, on the reminders' shard keys,
 //! `{ns}:rem:{{ns}:*`; the topics' commands on `{ns}:topic:*` and the channels of the same
 //! names): see [`client_acl`].

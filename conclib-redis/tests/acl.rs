@@ -93,6 +93,19 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
         "read other data"
     );
     assert!(denied(raw(&web, &["FLUSHALL"]).await), "flush");
+    let requests = format!("{ns}:sys:svc:req");
+    assert!(
+        denied(raw(&web, &["DEL", &requests]).await),
+        "delete a system's queued requests"
+    );
+    assert!(
+        denied(raw(&web, &["XADD", &other_reply, "*", "f", "v"]).await),
+        "append to a reply list"
+    );
+    assert!(
+        denied(raw(&web, &["BLMPOP", "0.01", "1", &requests, "LEFT"]).await),
+        "pop a request stream as a list"
+    );
     // What the protocol docs tell a client in another language to do without: replies
     // are popped with BLMPOP (the ProxyClient above did). (`TIME` is granted: the
     // reminders' scripts read Redis's clock.)
@@ -324,7 +337,8 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
         args.extend(rules.iter().map(String::as_str));
         raw(&admin, &args).await.unwrap();
     }
-    // Applied again, the client role's rules replace its two selectors.
+    // Applied again, the client role's rules replace its four selectors (requests, replies,
+    // reminders, topics).
     let mut again = vec!["ACL", "SETUSER", "web"];
     let rules = client_acl(ns);
     again.extend(rules.iter().map(String::as_str));
@@ -339,7 +353,7 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
             Value::Array(s) => s.len(),
             _ => 0,
         });
-    assert_eq!(selectors, Some(2));
+    assert_eq!(selectors, Some(4));
     let url_as = |user: &str| format!("redis://{user}:secret@127.0.0.1:{}", daemon.port());
     let as_web = base.clone().with_url(url_as("web"));
     let as_svc = base.clone().with_url(url_as("svc"));
@@ -469,6 +483,8 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
             calls(&admin, "xinfo|consumers").await,
         );
         until("a durable subscription's claim", async || {
+            // A durable subscription reads, and so claims, only while asked for events.
+            let _ = tokio::time::timeout(Duration::from_millis(50), durable_sub.recv()).await;
             calls(&admin, "xautoclaim").await > claims
                 && calls(&admin, "xinfo|consumers").await > scripts
         })

@@ -137,7 +137,7 @@ impl Identity {
 /// unknown, as a timeout would.
 ///
 /// Why "may have kept its data" and not "still holds the entry": the client cannot look for
-/// its entries: its ACL role (`client_acl`) may not read streams, and the batching script
+/// its entries: its ACL role (`client_acl`) may not read request streams, and the batching script
 /// does not return the ids. A Redis that loaded an older snapshot may lack a recent entry:
 /// that ask ends `Unavailable` at its deadline. In a cluster, the node that restarted may
 /// not hold all the streams the pending asks wrote to; without the slot map at hand the

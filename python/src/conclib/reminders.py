@@ -38,7 +38,7 @@ local due
 if ARGV[4] ~= '' then due = now + tonumber(ARGV[4]) else due = tonumber(ARGV[3]) end
 local d = string.format('%.0f', due)
 local gen = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local before = tonumber(redis.call('HGET', KEYS[2], 'gen') or '')
+local before = tonumber(redis.call('HMGET', KEYS[2], 'gen')[1] or '')
 if before and before >= gen then gen = before + 1 end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'urn', ARGV[1], 'name', ARGV[2], 'due', d, 'period', ARGV[5],
