@@ -114,6 +114,7 @@ impl ProxyClient {
             pending: Mutex::new(HashMap::new()),
             send_sha: protocol::sha1_hex(SEND_SCRIPT),
             cache: RwLock::new(HashMap::new()),
+            looking_up: Mutex::new(HashMap::new()),
             known: Mutex::new(HashSet::new()),
             run_id: Mutex::new(None),
             outbox: Mutex::new(HashMap::new()),

@@ -1,8 +1,6 @@
 //! Which system serves a URN, and through which connection to write to it.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
@@ -12,27 +10,21 @@ use super::shared::Shared;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::error::{ProxyError, redis_error};
 
-/// The look-ups under way, by client (its `Shared`'s address) and URN: each a receiver
-/// whose sender the look-up holds (in [`Running`]) and drops when it ends.
-static LOOKING_UP: LazyLock<Mutex<HashMap<LookUpKey, tokio::sync::watch::Receiver<()>>>> =
-    LazyLock::new(Mutex::default);
-
-/// A look-up's client (its `Shared`'s address) and URN.
-type LookUpKey = (usize, String);
-
-/// A look-up under way: its entry in [`LOOKING_UP`], removed when dropped, then its
-/// sender, which wakes the waiters.
-struct Running {
-    key: LookUpKey,
+/// A look-up under way: its entry in the client's `looking_up`, removed when dropped, then
+/// its sender, which wakes the waiters.
+struct Running<'a> {
+    shared: &'a Shared,
+    urn: String,
     _wake: tokio::sync::watch::Sender<()>,
 }
 
-impl Drop for Running {
+impl Drop for Running<'_> {
     fn drop(&mut self) {
-        LOOKING_UP
+        self.shared
+            .looking_up
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.key);
+            .remove(&self.urn);
     }
 }
 
@@ -83,15 +75,13 @@ impl Shared {
     /// look-up, not one each. A waiter that finds nothing cached after it (the look-up
     /// failed) looks up on its own.
     async fn look_up_once(&self, urn: &str, deadline: Instant) -> Result<Resolved, ProxyError> {
-        let key = (std::ptr::from_ref(self) as usize, urn.to_owned());
         let under_way = {
-            let mut running = LOOKING_UP.lock().unwrap_or_else(|e| e.into_inner());
-            let under_way = running.get(&key).cloned();
-            match under_way {
+            let mut running = self.looking_up.lock().unwrap_or_else(|e| e.into_inner());
+            match running.get(urn).cloned() {
                 Some(done) => Ok(done),
                 None => {
                     let (sender, receiver) = tokio::sync::watch::channel(());
-                    running.insert(key.clone(), receiver);
+                    running.insert(urn.to_owned(), receiver);
                     Err(sender)
                 }
             }
@@ -100,7 +90,11 @@ impl Shared {
             Ok(done) => done,
             Err(sender) => {
                 // Removed (waking the waiters) however the look-up ends, dropped too.
-                let _running = Running { key, _wake: sender };
+                let _running = Running {
+                    shared: self,
+                    urn: urn.to_owned(),
+                    _wake: sender,
+                };
                 return self.look_up(urn, deadline).await;
             }
         };

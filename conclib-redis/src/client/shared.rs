@@ -33,6 +33,9 @@ pub(super) struct Shared {
     pub(super) pending: Mutex<HashMap<u64, Waiter>>,
     pub(super) send_sha: String,
     pub(super) cache: RwLock<HashMap<String, Resolved>>,
+    /// The route look-ups under way, by URN: each a receiver whose sender the look-up holds
+    /// and drops when it ends (`route.rs`, `look_up_once`).
+    pub(super) looking_up: Mutex<HashMap<String, tokio::sync::watch::Receiver<()>>>,
     /// URNs this client has resolved before (bounded): a URN it knew that Redis no longer
     /// knows right after Redis restarted is not reported unknown (see `resolve`).
     pub(super) known: Mutex<HashSet<String>>,
