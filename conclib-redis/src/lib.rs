@@ -589,6 +589,7 @@ mod metrics;
 mod persistence;
 mod protocol;
 mod proxy;
+mod random;
 mod reminders;
 mod snapshots;
 mod stats;

@@ -13,7 +13,6 @@ mod handle;
 mod io;
 mod outbox;
 mod queued;
-mod random;
 mod remote;
 mod resolved;
 mod restart;
@@ -21,12 +20,11 @@ mod route;
 mod shared;
 mod waiter;
 
+use crate::random::random_id;
 pub(crate) use budget::{cooperate, settle};
 use handle::Guard;
 pub use handle::ProxyClient;
 use io::{close_reader, read_replies, watch_link, watch_restarts};
-use random::random_id;
-pub(crate) use random::random_token;
 pub use remote::{ByUrn, RemoteRef};
 use shared::{REPLY_BLOCK_SECS, Shared};
 #[cfg(feature = "fuzzing")]

@@ -20,10 +20,10 @@ use super::scripts::Script;
 use super::shared::Shared;
 use super::standing::Standing;
 use super::store::StateStore;
-use crate::client::random_token;
 use crate::conn::{as_bytes, owned};
 use crate::error::ServeError;
 use crate::protocol::STATE_CLOSE_SCRIPT;
+use crate::random::random_token;
 
 /// How long passivation waits for an actor's graceful stop (its `on_stop` saving) before it
 /// kills it.

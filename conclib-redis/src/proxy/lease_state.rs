@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::client::random_token;
+use crate::random::random_token;
 
 /// The lease of a proxy instance (a system's, or a group member's) and the freshness of
 /// what it holds.

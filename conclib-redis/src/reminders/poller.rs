@@ -183,7 +183,7 @@ impl ReminderPoller {
             acks,
             client: client.clone(),
             ns: client.config().namespace.clone(),
-            token: crate::client::random_token(),
+            token: crate::random::random_token(),
             in_flight: Arc::new(Semaphore::new(options.max_in_flight)),
             options,
             counters: Counters::default(),

@@ -75,7 +75,11 @@ pub(super) async fn start(
         cmd: topics.cmd().clone(),
         key,
         group: options.group.clone(),
-        consumer: options.consumer.clone().unwrap_or_else(random_consumer),
+        // A subscriber that gave no consumer name gets 128 random bits, as hex.
+        consumer: options
+            .consumer
+            .clone()
+            .unwrap_or_else(crate::random::random_token),
         batch: options.buffer.min(READ_BATCH),
         claim_idle: options.claim_idle,
         codec: config.codec.clone(),
@@ -659,27 +663,6 @@ fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
                 out.push((id, fields));
             }
         }
-    }
-    out
-}
-
-/// A consumer name for a subscriber that gave none: 128 bits from a randomly keyed hasher
-/// over the time, the process and a counter, as hex (unique, not secret).
-fn random_consumer() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut out = String::with_capacity(32);
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        h.write_u32(std::process::id());
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        out.push_str(&format!("{:016x}", h.finish()));
     }
     out
 }

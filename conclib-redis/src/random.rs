@@ -1,9 +1,10 @@
-//! Random ids: a client's reply list, a lease's token.
+//! Random ids: a client's reply list, a lease's and a poller's token, a durable
+//! subscriber's consumer name.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A random id for a client's reply list: 128 bits from the OS, hex.
-pub(super) fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut buf = [0u8; 16];
     // SAFETY: getrandom writes at most `buf.len()` bytes into `buf`.
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
