@@ -6,6 +6,9 @@
 //! Needs Debian's `chromium` (`cargo xtask test` installs it), or `CONCLIB_CHROMIUM` naming
 //! another Chromium or Chrome executable.
 
+mod common;
+
+use common::Served;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -129,16 +132,8 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
     let news = conclib_redis::Topic::live("view.news").unwrap();
     proxy.topics().publish(&news, &1u32).await.unwrap();
     let reader = SnapshotReader::connect(&config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(conclib_view::serve(
-        listener,
-        conclib_view::router(reader),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let served = Served::start(conclib_view::router(reader)).await;
+    let url = served.url.clone();
     // Until the view lists every actor (publishing and reading 100,000 takes a moment).
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -233,8 +228,7 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
     assert!(dom.contains("2 registered"), "{dom}");
     assert!(dom.contains("2 of 2 listed"), "{dom}");
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
     proxy.shutdown().await.unwrap();
     daemon.shutdown().unwrap();
 }

@@ -2,6 +2,9 @@
 //! and soonest first, with what they did (fired, coalesced, missed) and the pollers' own
 //! reports (rate, lag); every input bounded, refused with `400` and a reason.
 
+mod common;
+
+use common::{Served, get};
 use std::time::{Duration, SystemTime};
 
 use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, RequestEnvelope};
@@ -26,16 +29,6 @@ impl Actor for Ticked {
             Err(req) => req.reject(),
         }
     }
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 async fn json(url: &str) -> Value {
@@ -96,16 +89,8 @@ async fn the_view_lists_reminders_per_urn_and_prefix_with_the_pollers_reports() 
     }
 
     let reader = SnapshotReader::connect(&config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(conclib_view::serve(
-        listener,
-        conclib_view::router(reader),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let served = Served::start(conclib_view::router(reader)).await;
+    let url = served.url.clone();
 
     // The page has the section and asks the API.
     let (status, page) = get(&format!("{url}/")).await;
@@ -194,8 +179,7 @@ async fn the_view_lists_reminders_per_urn_and_prefix_with_the_pollers_reports() 
     poller.shutdown().await;
     client.shutdown().await;
     proxy.shutdown().await.unwrap();
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
 }
 
 /// Ticks of a periodic reminder that came due while no poller ran: the view says how many

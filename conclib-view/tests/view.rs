@@ -3,6 +3,9 @@
 //! vanished Redis is reported, not hidden; with many actors, the most telling come first,
 //! any actor can be found, sorted and paged to, and the plots' samples come as deltas.
 
+mod common;
+
+use common::{Served, get};
 use conclib_testkit::eventually;
 use std::time::Duration;
 
@@ -23,40 +26,6 @@ impl Actor for Parent {
 
 struct Child;
 impl Actor for Child {}
-
-async fn get(url: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .get(url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
-}
-
-/// A router served on a free port until the returned handle is stopped.
-struct Served {
-    url: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Served {
-    async fn start(app: axum::Router) -> Served {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(conclib_view::serve(listener, app, async {
-            let _ = stopped.await;
-        }));
-        Served { url, stop, server }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.server.await.unwrap().unwrap();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
@@ -95,16 +64,8 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
     let mut reader_config = config.clone();
     reader_config.command_timeout = Duration::from_secs(1);
     let reader = SnapshotReader::connect(&reader_config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(conclib_view::serve(
-        listener,
-        conclib_view::router(reader),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let served = Served::start(conclib_view::router(reader)).await;
+    let url = served.url.clone();
 
     // The page: one file, nothing fetched from elsewhere.
     let (status, page) = get(&format!("{url}/")).await;
@@ -198,8 +159,7 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
         "the page shows the API's error"
     );
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
 }
 
 /// Mounted as the README shows (`mount("/conclib", ..)`): the page at `/conclib` and
