@@ -12,7 +12,8 @@ use std::fmt;
 /// assert_eq!(Status::from_byte(12), Some(Status::MailboxFull));
 /// assert_eq!(Status::MailboxFull as u8, 12);
 /// assert_eq!(Status::MailboxFull.label(), "mailbox_full");
-/// assert_eq!(Status::from_byte(13), None);
+/// assert_eq!(Status::from_byte(13), Some(Status::Overloaded));
+/// assert_eq!(Status::from_byte(14), None);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -43,6 +44,10 @@ pub enum Status {
     TooLarge = 11,
     /// The actor's mailbox was full. UTF-8 detail.
     MailboxFull = 12,
+    /// The proxy refused the request before it queued: too many requests were pending for
+    /// its URN, its URN pattern or the whole system. UTF-8 detail: `scope=urn limit=8 depth=8`
+    /// (`scope` is `urn`, `pattern`, `system` or `activations`).
+    Overloaded = 13,
     /// The process actor's link only, never a Redis reply: the answer to a heartbeat (the
     /// actor is responsive). Not counted as an answer in the actor's statistics.
     Alive = 100,
@@ -67,6 +72,7 @@ impl Status {
             NotOwner => "not_owner",
             TooLarge => "too_large",
             MailboxFull => "mailbox_full",
+            Overloaded => "overloaded",
             Alive => "alive",
         }
     }
@@ -89,6 +95,7 @@ impl Status {
             10 => NotOwner,
             11 => TooLarge,
             12 => MailboxFull,
+            13 => Overloaded,
             100 => Alive,
             _ => return None,
         })

@@ -23,7 +23,7 @@ use crate::urn::{Urn, UrnError};
 ///     match error {
 ///         AskError::Handler(_) => 422,
 ///         AskError::Timeout(_) => 504,
-///         AskError::MailboxFull | AskError::Unavailable(_) => 503,
+///         AskError::MailboxFull | AskError::Overloaded { .. } | AskError::Unavailable(_) => 503,
 ///         AskError::UnknownUrn { .. } => 404,
 ///         _ => 500,
 ///     }
@@ -53,6 +53,18 @@ pub enum AskError<E = Infallible> {
     /// The mailbox was full and the call does not wait ([`ActorRef::try_ask`](crate::ActorRef::try_ask)).
     #[error("the mailbox is full")]
     MailboxFull,
+    /// Refused before it queued, at once: more requests were pending where it would have
+    /// waited (its URN, its URN pattern or its whole system, at the Redis proxy) than the
+    /// limit allows. Not handled; sending it again later may succeed. Distinct from
+    /// [`MailboxFull`](Self::MailboxFull) (the mailbox had no room) and
+    /// [`Unavailable`](Self::Unavailable) (the transport could not be reached).
+    #[error("overloaded: {depth} requests pending, the limit is {limit}")]
+    Overloaded {
+        /// The limit that refused it.
+        limit: u64,
+        /// How many requests were pending there when it came.
+        depth: u64,
+    },
     /// The actor received the request but dropped it without responding.
     #[error("the actor dropped the request without responding")]
     NoResponse,
@@ -130,6 +142,7 @@ impl<E> AskError<E> {
             AskError::ActorStopped => AskError::ActorStopped,
             AskError::Fenced => AskError::Fenced,
             AskError::MailboxFull => AskError::MailboxFull,
+            AskError::Overloaded { limit, depth } => AskError::Overloaded { limit, depth },
             AskError::NoResponse => AskError::NoResponse,
             AskError::UnknownUrn { urn } => AskError::UnknownUrn { urn },
             AskError::Exited(exit) => AskError::Exited(exit),

@@ -172,6 +172,10 @@ pub struct ProxyConfig {
     /// connects. Needs the crate feature `tls` and a TLS URL; anything else is a
     /// configuration error. Env `CONCLIB_REDIS_TLS_CA`; default `None` (the system's roots).
     pub tls_ca_file: Option<PathBuf>,
+    /// The limits a proxy admits requests and keeps activations under: pending requests per
+    /// URN and per system, the activation cap and its eviction order, memory shedding (the
+    /// crate docs, "Overload"). Default: every limit off.
+    pub overload: crate::overload::Overload,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -246,6 +250,7 @@ impl ProxyConfig {
             server_port: None,
             startup_timeout: Duration::from_secs(10),
             tls_ca_file: None,
+            overload: crate::overload::Overload::default(),
         }
     }
 

@@ -60,6 +60,20 @@ pub enum ProxyError<E = Infallible> {
         /// The URN asked for.
         urn: String,
     },
+    /// The proxy refused the request at once, before it queued: more requests were pending
+    /// for its URN, its pattern or the whole system than the limit allows (the crate docs,
+    /// "Overload"). Not handled; send it again later.
+    #[error("actor {urn} is overloaded: {depth} requests pending for its {scope}, the limit is {limit}")]
+    Overloaded {
+        /// The URN asked for.
+        urn: String,
+        /// Which limit refused it.
+        scope: crate::overload::OverloadScope,
+        /// The limit.
+        limit: u64,
+        /// How many requests were pending there.
+        depth: u64,
+    },
     /// A payload could not be encoded or decoded: the message (here or at the proxy), or the
     /// response or error (at the proxy or here).
     #[error("codec error: {0}")]
@@ -103,6 +117,17 @@ impl<E> ProxyError<E> {
             ActorStopped { urn } => ActorStopped { urn },
             NoResponse { urn } => NoResponse { urn },
             MailboxFull { urn } => MailboxFull { urn },
+            Overloaded {
+                urn,
+                scope,
+                limit,
+                depth,
+            } => Overloaded {
+                urn,
+                scope,
+                limit,
+                depth,
+            },
             Codec(m) => Codec(m),
             TooLarge(m) => TooLarge(m),
             BadRequest(m) => BadRequest(m),
@@ -150,6 +175,7 @@ impl<E> From<ProxyError<E>> for AskError<E> {
             ProxyError::ActorStopped { .. } => AskError::ActorStopped,
             ProxyError::NoResponse { .. } => AskError::NoResponse,
             ProxyError::MailboxFull { .. } => AskError::MailboxFull,
+            ProxyError::Overloaded { limit, depth, .. } => AskError::Overloaded { limit, depth },
             ProxyError::Codec(m) => AskError::Codec(m),
             ProxyError::TooLarge(m) => AskError::TooLarge(m),
             ProxyError::Unavailable(m) => AskError::Unavailable(m),

@@ -586,6 +586,7 @@ mod error;
 #[cfg(test)]
 mod future_size;
 mod metrics;
+mod overload;
 mod persistence;
 mod protocol;
 mod proxy;
@@ -612,6 +613,10 @@ pub use conclib_codec::{
 pub use config::{DEFAULT_NAMESPACE, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_URL, ProxyConfig};
 pub use daemon::{RedisDaemon, start_redis};
 pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
+pub use overload::{
+    Eviction, EvictionCandidate, EvictionScore, MemoryLimit, MemoryShedding, Overload,
+    OverloadScope,
+};
 pub use persistence::{Fsync, Persistence, TellLoss};
 pub use protocol::{
     CONSUMER_GROUP, PROTOCOL_VERSION, REPLY_HEADER_LEN, Status, decode_reply, encode_reply,

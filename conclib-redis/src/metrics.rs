@@ -22,6 +22,17 @@ pub(crate) fn rejected(system: &str, status: &'static str) {
     }
 }
 
+/// A request refused for too many pending (`scope`: `urn`, `pattern`, `system`), an ask
+/// answered `Overloaded` or a tell dropped: in the rejections by status too.
+pub(crate) fn overloaded(system: &str, scope: &'static str, tell: bool) {
+    if is_enabled() {
+        metrics::counter!("conclib_proxy_requests_rejected_total", "system" => system.to_owned(), "status" => "overloaded")
+            .increment(1);
+        metrics::counter!("conclib_proxy_overloaded_total", "system" => system.to_owned(), "scope" => scope, "kind" => if tell { "tell" } else { "ask" })
+            .increment(1);
+    }
+}
+
 pub(crate) fn expired(system: &str) {
     if is_enabled() {
         metrics::counter!("conclib_proxy_requests_expired_total", "system" => system.to_owned())
@@ -91,6 +102,7 @@ pub(crate) fn error_label<E>(error: &ProxyError<E>) -> &'static str {
         ProxyError::ActorStopped { .. } => "actor_stopped",
         ProxyError::NoResponse { .. } => "no_response",
         ProxyError::MailboxFull { .. } => "mailbox_full",
+        ProxyError::Overloaded { .. } => "overloaded",
         ProxyError::Codec(_) => "codec_error",
         ProxyError::TooLarge(_) => "too_large",
         ProxyError::BadRequest(_) => "bad_request",

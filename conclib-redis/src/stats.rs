@@ -19,4 +19,24 @@ pub struct ProxyStats {
     /// URNs, moved by this system to the group (failover by membership; the crate docs).
     #[serde(default)]
     pub moved: u64,
+    /// Requests refused at once because too many were pending for their URN, their
+    /// pattern or the system (the crate docs, "Overload"): asks answered `Overloaded`,
+    /// tells dropped. Not counted in `rejected`.
+    #[serde(default)]
+    pub overloaded: u64,
+    /// Of `overloaded`, the tells (dropped: a tell has nobody to answer).
+    #[serde(default)]
+    pub overloaded_tells: u64,
+    /// Requests read and not yet answered now, while a pending limit is set (0 otherwise).
+    #[serde(default)]
+    pub pending: u64,
+    /// Activations alive in this system now.
+    #[serde(default)]
+    pub activations: u64,
+    /// Activations evicted by the activation cap so far.
+    #[serde(default)]
+    pub evicted: u64,
+    /// Activations passivated for memory so far.
+    #[serde(default)]
+    pub shed: u64,
 }

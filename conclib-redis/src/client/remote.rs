@@ -250,6 +250,15 @@ pub(crate) fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
         Status::ActorStopped => ProxyError::ActorStopped { urn: urn() },
         Status::NoResponse => ProxyError::NoResponse { urn: urn() },
         Status::MailboxFull => ProxyError::MailboxFull { urn: urn() },
+        Status::Overloaded => match crate::overload::Refusal::parse(payload) {
+            Some(r) => ProxyError::Overloaded {
+                urn: urn(),
+                scope: r.scope,
+                limit: r.limit,
+                depth: r.depth,
+            },
+            None => ProxyError::Protocol(format!("an Overloaded reply without its limit: {:?}", text())),
+        },
         Status::BadRequest => ProxyError::BadRequest(text()),
         Status::CodecError => ProxyError::Codec(text()),
         Status::TooLarge => ProxyError::TooLarge(text()),

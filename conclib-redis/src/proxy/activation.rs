@@ -39,6 +39,7 @@ impl Shared {
             && live.actor.is_alive()
         {
             live.last_used = Instant::now();
+            live.uses += 1;
             return Activated::Here(live.actor.clone(), live.standing.clone());
         }
         {
@@ -107,6 +108,7 @@ impl Shared {
                         actor: actor.clone(),
                         pattern: pattern.clone(),
                         last_used: Instant::now(),
+                        uses: 1,
                         standing: standing.clone(),
                         state_key: state_key.clone(),
                         token: token.clone(),
@@ -120,6 +122,7 @@ impl Shared {
         match made {
             Ok(actor) => {
                 self.registry().activating.remove(urn);
+                self.evict_over_cap();
                 crate::metrics::activation(&self.system_id, &pattern.prefix, "activated");
                 tracing::debug!(%urn, system = %self.system_id, "activated");
                 Activated::Here(actor, standing)
@@ -252,6 +255,9 @@ impl<'a> Activator<'a> {
             idle: Some(DEFAULT_PASSIVATE_AFTER),
             placement: Placement::default(),
             rebalance: false,
+            max_pending_per_urn: None,
+            max_pending: None,
+            pending: std::sync::atomic::AtomicU64::new(0),
         });
         Activator { shared, pattern }
     }
@@ -317,6 +323,29 @@ impl<'a> Activator<'a> {
         self
     }
 
+    /// At most `max` requests pending (read and not yet answered) for each URN of the
+    /// pattern; one more is refused at once with `Overloaded` (an ask is answered, a tell
+    /// dropped and counted). Beats [`Overload::max_pending_per_urn`] of the config; a URN's
+    /// own limit ([`ProxyHandle::set_max_pending`]) beats both.
+    ///
+    /// [`Overload::max_pending_per_urn`]: crate::Overload::max_pending_per_urn
+    /// [`ProxyHandle::set_max_pending`]: crate::ProxyHandle::set_max_pending
+    pub fn max_pending_per_urn(mut self, max: u64) -> Self {
+        if let Ok(p) = &mut self.pattern {
+            p.max_pending_per_urn = Some(max.max(1));
+        }
+        self
+    }
+
+    /// At most `max` requests pending for all the pattern's URNs together, in this system;
+    /// one more is refused as for [`max_pending_per_urn`](Self::max_pending_per_urn).
+    pub fn max_pending(mut self, max: u64) -> Self {
+        if let Ok(p) = &mut self.pattern {
+            p.max_pending = Some(max.max(1));
+        }
+        self
+    }
+
     /// Never passivates idle activations (they stop with the system, or when another
     /// system takes their URN).
     pub fn never_passivate(mut self) -> Self {
@@ -339,6 +368,9 @@ impl<'a> Activator<'a> {
         let pattern = self.pattern?;
         let prefix = pattern.prefix.clone();
         let shared = self.shared;
+        if pattern.max_pending_per_urn.is_some() || pattern.max_pending.is_some() {
+            shared.admission.limits_set();
+        }
         shared.activations.add_pattern(pattern);
         let joined = shared.join_group(GroupOf::Pattern(&prefix)).await;
         if joined.is_err() {

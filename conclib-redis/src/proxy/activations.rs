@@ -31,6 +31,13 @@ pub(super) struct Pattern {
     /// Whether a member with more than its share of the pattern's activations passivates
     /// some, for members with fewer to take them (`rebalance.rs`).
     pub(super) rebalance: bool,
+    /// The pattern's own limit of pending requests per URN (`admission.rs`), before the
+    /// system's.
+    pub(super) max_pending_per_urn: Option<u64>,
+    /// The most requests pending for the pattern's URNs together.
+    pub(super) max_pending: Option<u64>,
+    /// Requests pending for the pattern's URNs now (counted while a limit is set).
+    pub(super) pending: std::sync::atomic::AtomicU64,
 }
 
 /// One activation alive in this system.
@@ -38,6 +45,8 @@ pub(super) struct Live {
     pub(super) actor: DynActorRef,
     pub(super) pattern: Arc<Pattern>,
     pub(super) last_used: Instant,
+    /// Requests through Redis since it was activated (the LFU eviction's count).
+    pub(super) uses: u64,
     pub(super) standing: Arc<Standing>,
     pub(super) state_key: String,
     pub(super) token: String,
@@ -62,6 +71,8 @@ pub(super) struct Activations {
     live: Mutex<HashMap<String, Live>>,
     /// One activation or passivation of a URN at a time.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The cap and eviction policy (`eviction.rs`).
+    pub(super) cap: super::eviction::Cap,
 }
 
 /// How a request for a patterned URN is served.

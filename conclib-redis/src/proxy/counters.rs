@@ -24,6 +24,7 @@ impl Counters {
             expired: self.expired.load(Ordering::Relaxed),
             rejected: self.rejected.load(Ordering::Relaxed),
             moved: self.moved.load(Ordering::Relaxed),
+            ..ProxyStats::default()
         }
     }
 }

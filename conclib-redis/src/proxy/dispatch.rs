@@ -22,9 +22,9 @@ use crate::unacked::EntryId;
 use conclib_codec::Codec;
 
 /// A request whose fields, deadline, size and codec passed: what routing needs.
-struct Checked {
-    req: Request,
-    reply_to: Option<(String, u64)>,
+pub(super) struct Checked {
+    pub(super) req: Request,
+    pub(super) reply_to: Option<(String, u64)>,
     codec: Arc<dyn Codec>,
     sent_ms: i64,
     remaining: Duration,
@@ -64,9 +64,19 @@ impl Shared {
             Err(Turned::Done(done)) => return Err(done),
             Err(Turned::Passed(handling)) => return Ok(handling),
         };
+        let pattern = match &route {
+            Route::Pattern(p) => Some(p),
+            Route::Actor(_) => None,
+        };
+        let ticket = match self.admission.admit(&checked.req.urn, pattern) {
+            Ok(ticket) => ticket,
+            Err(refusal) => return Err(self.overloaded(&entry_id, id, &checked, refusal)),
+        };
         let handoff = self.decode(&entry_id, id, checked, &route, fresh)?;
         let shared = self.clone();
         Ok(Box::pin(async move {
+            // Pending until answered.
+            let _ticket = ticket;
             let ((reply, requeue), handed) = match route {
                 Route::Actor(target) => {
                     (shared.hand_off(target, handoff, None, &shared).await, false)
@@ -303,7 +313,7 @@ impl Shared {
 }
 
 /// Entry `id` finished here without a handling: acknowledged, with `reply` if any.
-fn done(id: EntryId, reply: Option<(String, Bytes)>) -> Completion {
+pub(super) fn done(id: EntryId, reply: Option<(String, Bytes)>) -> Completion {
     Completion {
         id,
         reply,

@@ -90,6 +90,12 @@ impl Shared {
                 self.config.group_in_flight.max(1),
             )
         };
+        let instance = |fast: bool, reader: Client| {
+            let mut lane = instance(fast, reader);
+            // One count of pending requests per system, whichever stream they came in.
+            lane.admission = self.admission.clone();
+            lane
+        };
         let member = Arc::new(instance(false, reader));
         // The fast lane's instance holds the same member lease, under the same token: both
         // renew it, and a member is gone for both streams at once.

@@ -197,7 +197,7 @@ impl ProxyHandle {
     /// What the proxy did so far.
     #[must_use]
     pub fn stats(&self) -> ProxyStats {
-        self.shared.counters.stats()
+        self.shared.stats()
     }
 
     /// Publishes the system's snapshot now rather than at the next

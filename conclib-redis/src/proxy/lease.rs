@@ -484,7 +484,10 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
             }
             Ok(()) = urn_changes.changed() => shared.catch_up().await,
             _ = full_scan.tick() => shared.scan().await,
-            _ = idle.tick() => shared.passivate_idle().await,
+            _ = idle.tick() => {
+                shared.passivate_idle().await;
+                shared.shed_for_memory().await;
+            }
             _ = scan.tick() => shared.catch_up().await,
             _ = renew.tick() => shared.renew().await,
             event = reconnects.recv(), if events => match event {

@@ -7,11 +7,13 @@
 //! (`dispatch`), write answers (`write`) and keep the leases (`lease`).
 
 mod activation;
+mod admission;
 mod activations;
 mod applied;
 mod clock;
 mod counters;
 mod dispatch;
+mod eviction;
 mod forward;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
@@ -20,6 +22,7 @@ mod handle;
 mod handoff;
 mod lease;
 mod lease_state;
+mod overload_handle;
 mod owned;
 mod placement;
 mod placement_rule;

@@ -32,7 +32,7 @@ impl Shared {
         let published = crate::snapshots::PublishedSystem {
             system_id: self.system_id.clone(),
             interval_ms: interval.as_millis() as u64,
-            proxy: self.counters.stats(),
+            proxy: self.stats(),
             snapshot,
             groups: self.published_groups(),
             persistence: self.persistence(),

@@ -16,6 +16,7 @@ use crate::protocol::{self, Keys};
 use conclib_codec::{Codec, builtin_codec};
 
 use super::activations::Activations;
+use super::admission::Admission;
 use super::clock::Clock;
 use super::counters::Counters;
 use super::lease_state::Lease;
@@ -46,6 +47,9 @@ pub(super) struct Shared {
     pub(super) groups: Mutex<HashMap<String, MemberHandle>>,
     /// URN patterns this system activates actors for, and the activations alive.
     pub(super) activations: Activations,
+    /// The system's pending counts and limits, shared with its group members' instances
+    /// (`admission.rs`).
+    pub(super) admission: Arc<Admission>,
     pub(super) keys: Keys,
     pub(super) reply_prefix: String,
     /// The lease this instance holds, and until when it surely holds it.
@@ -118,7 +122,12 @@ impl Shared {
             claim_value,
             role,
             groups: Mutex::new(HashMap::new()),
-            activations: Activations::default(),
+            activations: {
+                let activations = Activations::default();
+                activations.cap.configure(&config.overload);
+                activations
+            },
+            admission: Arc::new(Admission::new(&config.overload)),
             reply_prefix: keys.reply_prefix(),
             keys,
             lease: Lease::new(lease_key, config.lease_ttl, config.urn_ttl),
@@ -167,6 +176,21 @@ impl Shared {
     pub(super) fn topics(&self) -> &crate::topics::Topics {
         self.topics
             .get_or_init(|| crate::topics::Topics::new(self.config.clone(), self.cmd.clone()))
+    }
+
+    /// What the proxy did so far: its counters, and the system's refusals for overload,
+    /// requests pending, evictions and activations shed.
+    pub(super) fn stats(&self) -> crate::stats::ProxyStats {
+        let mut stats = self.counters.stats();
+        let (overloaded, overloaded_tells, pending) = self.admission.counts();
+        let (evicted, shed) = self.activations.cap.counts();
+        stats.overloaded = overloaded;
+        stats.overloaded_tells = overloaded_tells;
+        stats.pending = pending;
+        stats.evicted = evicted;
+        stats.shed = shed;
+        stats.activations = self.activations.live().len() as u64;
+        stats
     }
 
     pub(super) fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
