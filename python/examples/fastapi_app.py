@@ -7,7 +7,11 @@ Environment: ``CONCLIB_URL`` (default ``redis://127.0.0.1:6379``), ``CONCLIB_NAM
 
 - ``GET /health``: 200 once the app runs (it does not touch Redis);
 - ``GET /double/{n}``: asks ``py:shapes`` ``Double(n)`` and answers ``{"n": n, "double": 2n}``;
-  a failed ask is a 503 (``Unavailable``, ``MailboxFull``, ``Timeout``) or a 502;
+  a failed ask is a 503 (``Unavailable``, ``MailboxFull``, ``Timeout``; ``Overloaded``
+  with ``Retry-After: 1``) or a 502;
+- ``GET /nap/{key}/{ms}``: asks ``py:busy:{key}`` ``Nap(ms)`` (the test server allows one
+  request pending per such URN: a second one meanwhile is ``Overloaded``, a 503 with
+  ``Retry-After``);
 - ``GET /plain/{n}``: answers ``{"n": n, "double": 2n}`` from memory (the baseline);
 - ``GET /events/{topic}``: Server-Sent Events: subscribes to the topic (live; ``?durable=true``
   for a durable one, read in the subscriber group ``?group=`` , default ``web``) and streams
@@ -66,15 +70,32 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def http_error(e: conclib.ConclibError) -> HTTPException:
+    """The HTTP error a failed ask answers: 503 when trying again later may succeed (an
+    overloaded actor says when: ``Retry-After``), 502 otherwise."""
+    if isinstance(e, conclib.Overloaded):
+        return HTTPException(503, f"{e.label}: {e}", headers={"Retry-After": "1"})
+    if isinstance(e, (conclib.Unavailable, conclib.MailboxFull, conclib.Timeout)):
+        return HTTPException(503, f"{e.label}: {e}")
+    return HTTPException(502, f"{e.label}: {e}")
+
+
 @app.get("/double/{n}")
 async def double(n: int, actors: Actors) -> dict[str, int]:
     try:
         result = await actors.ask("py:shapes", "Double", n)
-    except (conclib.Unavailable, conclib.MailboxFull, conclib.Timeout) as e:
-        raise HTTPException(503, f"{e.label}: {e}") from None
     except conclib.ConclibError as e:
-        raise HTTPException(502, f"{e.label}: {e}") from None
+        raise http_error(e) from None
     return {"n": n, "double": int(result)}
+
+
+@app.get("/nap/{key}/{ms}")
+async def nap(key: str, ms: int, actors: Actors) -> dict[str, int]:
+    try:
+        slept = await actors.ask(f"py:busy:{key}", "Nap", {"ms": ms})
+    except conclib.ConclibError as e:
+        raise http_error(e) from None
+    return {"slept": int(slept)}
 
 
 @app.get("/plain/{n}")

@@ -14,6 +14,7 @@ from .errors import (
     MailboxFull,
     NoResponse,
     NotExposed,
+    overloaded_from,
     Panicked,
     ProtocolError,
     Timeout,
@@ -56,6 +57,11 @@ def interpret(urn: str, message: str, timeout: float, status: int, payload: byte
         raise NoResponse(urn)
     if status == Status.MAILBOX_FULL:
         raise MailboxFull(urn)
+    if status == Status.OVERLOADED:
+        error = overloaded_from(urn, payload)
+        if error is None:
+            raise ProtocolError(f"an Overloaded reply without its limit: {_text(payload)!r}")
+        raise error
     if status == Status.BAD_REQUEST:
         raise BadRequest(_text(payload))
     if status == Status.CODEC_ERROR:

@@ -22,6 +22,7 @@ __all__ = [
     "MailboxFull",
     "NoResponse",
     "NotExposed",
+    "Overloaded",
     "Panicked",
     "ProtocolError",
     "RedisError",
@@ -142,6 +143,40 @@ class MailboxFull(ConclibError):
     def __init__(self, urn: str) -> None:
         self.urn = urn
         super().__init__(f"actor {urn} has a full mailbox")
+
+
+class Overloaded(ConclibError):
+    """The proxy refused the request at once, before it queued: too many requests were
+    pending for its URN, its URN pattern or the whole system (a web server answers 503 with
+    ``Retry-After``). Not handled; send it again later. ``scope`` is ``urn``, ``pattern`` or
+    ``system``; ``limit`` the limit and ``depth`` how many were pending."""
+
+    label = "overloaded"
+
+    def __init__(self, urn: str, scope: str, limit: int, depth: int) -> None:
+        self.urn = urn
+        self.scope = scope
+        self.limit = limit
+        self.depth = depth
+        super().__init__(
+            f"actor {urn} is overloaded: {depth} requests pending for its {scope}, "
+            f"the limit is {limit}"
+        )
+
+
+def overloaded_from(urn: str, payload: bytes) -> Overloaded | None:
+    """The ``Overloaded`` error an overloaded reply's payload (``scope=urn limit=8 depth=8``)
+    says, or ``None`` when it does not say all three (words it does not know are skipped)."""
+    words = dict(
+        w.split("=", 1) for w in payload.decode("utf-8", "replace").split() if "=" in w
+    )
+    try:
+        scope, limit, depth = words["scope"], int(words["limit"]), int(words["depth"])
+    except (KeyError, ValueError):
+        return None
+    if scope not in ("urn", "pattern", "system"):
+        return None
+    return Overloaded(urn, scope, limit, depth)
 
 
 class CodecError(ConclibError):

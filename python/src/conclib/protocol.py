@@ -57,6 +57,7 @@ class Status(enum.IntEnum):
     NOT_OWNER = 10
     TOO_LARGE = 11
     MAILBOX_FULL = 12
+    OVERLOADED = 13
 
     @property
     def label(self) -> str:

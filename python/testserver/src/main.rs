@@ -283,6 +283,14 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Ok::<_, String>(shapes::Counter::default())
         })
         .await?;
+    // At most one request pending per URN (`test_overload.py`): a second one while a `Nap`
+    // runs is refused `Overloaded` at once.
+    proxy
+        .activate("py:busy:{id}", |_a: conclib::redis::Activation| async move {
+            Ok::<_, String>(shapes::Shapes::default())
+        })
+        .max_pending_per_urn(1)
+        .await?;
     // Reminders (`test_reminders.py`): `py:remind:{id}` keeps the ticks delivered by this
     // server's poller.
     proxy
