@@ -63,7 +63,9 @@ pub enum ProxyError<E = Infallible> {
     /// The proxy refused the request at once, before it queued: more requests were pending
     /// for its URN, its pattern or the whole system than the limit allows (the crate docs,
     /// "Overload"). Not handled; send it again later.
-    #[error("actor {urn} is overloaded: {depth} requests pending for its {scope}, the limit is {limit}")]
+    #[error(
+        "actor {urn} is overloaded: {depth} requests pending for its {scope}, the limit is {limit}"
+    )]
     Overloaded {
         /// The URN asked for.
         urn: String,

@@ -94,7 +94,8 @@
 //!   proxy's and the reply's trip, which a busy machine lengthens: 256 asks at once on a
 //!   mailbox of 64, on 2 cores shared with other builds (load average 17), p50 103 ms,
 //!   p99 112 ms; with 4 more spinning threads, p50 112 ms, p99 231 ms
-//!   (`examples/overload.rs`, BENCHMARKS.md, 2026-11-27).
+//!   (`examples/overload.rs`, BENCHMARKS.md, 2026-11-27). Limits of pending requests
+//!   refuse earlier and without waiting (see "Overload" below).
 //! - **At least once across crashes, for asks and tells.** A request stays in its Redis
 //!   stream until the proxy has answered it (an ask) or its handler has finished (a tell),
 //!   or it was refused. A proxy that stops or crashes before that leaves it in Redis, and the
@@ -319,6 +320,57 @@
 //!   `client-query-buffer-limit` the same way (the defaults, 512 MiB and 1 GiB, let one
 //!   client hand a proxy that much per entry).
 //!
+//! # Overload
+//! Every limit here is off by default ([`ProxyConfig::overload`], an [`Overload`]).
+//!
+//! **Pending limits.** A proxy counts the requests it has read and not yet answered (queued in
+//! a mailbox or being handled) for each URN, each pattern and the whole system; a request
+//! past a limit is refused as it is read, before it reaches a mailbox: an ask is answered
+//! status 13, `Overloaded`, with the limit and the depth ([`ProxyError::Overloaded`] with
+//! its [`OverloadScope`]; `AskError::Overloaded { limit, depth }` through the typed API;
+//! `conclib.Overloaded` in Python), a tell is dropped and counted
+//! ([`ProxyStats::overloaded_tells`]). A client cannot know the counts, so a tell is never
+//! refused at send. The limits: [`Overload::max_pending_per_urn`] and
+//! [`Overload::max_pending`] (the system), a pattern's own
+//! ([`Activator::max_pending_per_urn`], [`Activator::max_pending`]), a URN's own
+//! ([`ProxyHandle::set_max_pending`]). Requests still in the Redis stream are not counted:
+//! the proxy reads at most [`max_in_flight`](ProxyConfig::max_in_flight) at once, and
+//! refusing frees their places at once, so the stream drains at the rate of refusals.
+//! An older client reads status 13 as a broken reply ([`ProxyError::Protocol`]).
+//!
+//! **The activation cap.** [`Overload::activation_cap`] bounds the activations alive in a
+//! system; past it, activations with nothing queued are evicted by [`Overload::eviction`]
+//! ([`Eviction::Lru`] by default, [`Eviction::Lfu`], or a score of your own), passivated
+//! as after an idle time: stopped gracefully, so that an `on_stop` that saves saves once,
+//! their URN released; their next request activates them again on the member the pattern's
+//! placement picks. A request that meets an activation being evicted is read again, not
+//! refused. [`ProxyHandle::set_activation_cap`] changes the cap at run time.
+//!
+//! **Memory shedding.** With [`Overload::memory`] ([`MemoryShedding`]), above a share of a
+//! memory limit (the cgroup's, or a number of bytes) the proxy passivates the least
+//! recently used activations, logs a warning and counts them ([`ProxyStats::shed`]).
+//!
+//! ```no_run
+//! use conclib_core::ActorSystem;
+//! use conclib_redis::{MemoryLimit, MemoryShedding, ProxyConfig, start_proxy};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = ProxyConfig::default();
+//! config.overload.max_pending_per_urn = Some(64);
+//! config.overload.activation_cap = Some(100_000);
+//! config.overload.memory = Some(MemoryShedding::new(MemoryLimit::Cgroup));
+//! let proxy = start_proxy(&ActorSystem::new("web-1"), &config).await?;
+//! proxy.set_activation_cap(Some(50_000));
+//! let stats = proxy.stats();
+//! println!("{} refused, {} evicted, {} shed", stats.overloaded, stats.evicted, stats.shed);
+//! # Ok(()) }
+//! ```
+//!
+//! `tests/overload.rs` proves each: 64 callers past a URN's limit get `Overloaded` with
+//! its limit and depth and no call outlives its timeout; tells past a limit are dropped and
+//! counted; a pattern's limit; a cap of 10 over 25 URNs evicts each once, saved once, its
+//! state intact when asked again, and a cap lowered at run time; memory shedding.
+//! `examples/overload_limits.rs` (the `conclib-examples` crate) measures them.
+//!
 //! # Metrics
 //! Recorded through the `metrics` facade once [`conclib_core::metrics::enable`] was called
 //! (the actors' own metrics are listed in [`conclib_core::metrics`]):
@@ -337,7 +389,10 @@
 //! | `conclib_takeover_moved_total` | counter | system, pattern | requests a gone system left for a pattern's URNs, moved to the members chosen to activate them |
 //! | `conclib_takeover_expired_total` | counter | system, pattern | requests a gone system left whose deadline had passed: dropped |
 //! | `conclib_takeover_wait_seconds` | histogram | system, pattern | at each takeover that moved requests, how long the oldest of them had waited for the gone system (from its entry into the gone system's stream to the move): what the failover cost the callers who waited longest |
-//! | `conclib_activations_total` | counter | system, pattern (its prefix: `user:`), event | `activated`, `passivated`, `refused` (the constructor failed), `forwarded` (to the system holding the URN) |
+//! | `conclib_activations_total` | counter | system, pattern (its prefix: `user:`), event | `activated`, `passivated`, `refused` (the constructor failed), `forwarded` (to the system holding the URN), `evicted` (by the activation cap), `shed` (for memory) |
+//! | `conclib_activations_alive` | gauge | system | activations alive in the system, sampled every 250 ms |
+//! | `conclib_proxy_overloaded_total` | counter | system, scope (`urn`, `pattern`, `system`), kind (`ask`, `tell`) | requests refused for too many pending (also in `conclib_proxy_requests_rejected_total` as status `overloaded`) |
+//! | `conclib_proxy_pending` | gauge | system | requests read and not yet answered, while a pending limit is set, sampled every 250 ms |
 //! | `conclib_client_ask_seconds` | histogram | status | a `ProxyClient` ask's round trip, by reply status or error (`timeout`, `unavailable`, ...) |
 //! | `conclib_client_asks_in_flight` | gauge | | asks a process's `ProxyClient`s are waiting for |
 //! | `conclib_reminders_registrations_total` | counter | namespace | reminders registered through this process |
@@ -516,6 +571,7 @@
 //! | 10 | NotOwner | UTF-8 text: another system owns the URN; resolve again |
 //! | 11 | TooLarge | UTF-8 text: body or answer over the size limit |
 //! | 12 | MailboxFull | UTF-8 text |
+//! | 13 | Overloaded | UTF-8 text: `scope=urn limit=8 depth=8` (scope `urn`, `pattern` or `system`; words may be added) |
 //!
 //! A status not in this table is a broken reply: ours fails the ask with
 //! [`ProxyError::Protocol`] (an `AskError::Transport` through the typed API); a version 1

@@ -33,6 +33,14 @@ pub(crate) fn overloaded(system: &str, scope: &'static str, tell: bool) {
     }
 }
 
+/// The requests pending in a system's proxy (while a pending limit is set) and the
+/// activations alive, sampled every 250 ms.
+pub(crate) fn overload_levels(system: &str, pending: u64, activations: usize) {
+    metrics::gauge!("conclib_proxy_pending", "system" => system.to_owned()).set(pending as f64);
+    metrics::gauge!("conclib_activations_alive", "system" => system.to_owned())
+        .set(activations as f64);
+}
+
 pub(crate) fn expired(system: &str) {
     if is_enabled() {
         metrics::counter!("conclib_proxy_requests_expired_total", "system" => system.to_owned())

@@ -270,7 +270,12 @@ mod tests {
                 depth: 2
             })
         );
-        for bad in [&b""[..], b"scope=moon limit=1 depth=1", b"limit=x", b"\xff\xfe"] {
+        for bad in [
+            &b""[..],
+            b"scope=moon limit=1 depth=1",
+            b"limit=x",
+            b"\xff\xfe",
+        ] {
             assert_eq!(Refusal::parse(bad), None);
         }
     }

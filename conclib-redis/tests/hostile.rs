@@ -392,7 +392,7 @@ async fn asks_to_a_system_without_a_stream_fail_as_unknown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_with_a_status_outside_the_protocol_fails_its_ask() {
-    // No proxy: the test answers in its place, with a frame of status 13.
+    // No proxy: the test answers in its place, with a frame of status 14 (no proxy sends it).
     let config = config("badstatus");
     let redis = raw_client(&config).await;
     let ns = config.namespace.clone();
@@ -440,7 +440,7 @@ async fn a_reply_with_a_status_outside_the_protocol_fails_its_ask() {
     })
     .await;
     let mut frame = request_id.to_be_bytes().to_vec();
-    frame.push(13);
+    frame.push(14);
     frame.extend_from_slice(b"from a newer protocol");
     raw(
         &redis,
@@ -457,7 +457,7 @@ async fn a_reply_with_a_status_outside_the_protocol_fails_its_ask() {
         .expect("the ask ends")
         .unwrap();
     assert!(
-        matches!(&answer, Err(AskError::Transport(text)) if text.contains("unknown reply status 13")),
+        matches!(&answer, Err(AskError::Transport(text)) if text.contains("unknown reply status 14")),
         "{answer:?}"
     );
     client.shutdown().await;

@@ -13,8 +13,7 @@ use common::actors::*;
 use common::{config, eventually};
 use conclib_core::{Actor, ActorSystem, AskError, Context, ExposedMessage, RequestEnvelope};
 use conclib_redis::{
-    Activation, MemoryLimit, MemoryShedding, ProxyClient, StateStore, StoreError,
-    start_proxy,
+    Activation, MemoryLimit, MemoryShedding, ProxyClient, StateStore, StoreError, start_proxy,
 };
 
 /// 64 callers retrying without pause on one URN whose limit is 4: refusals carry the limit
@@ -188,7 +187,12 @@ impl Actor for Saver {
         _reason: &conclib_core::StopReason,
     ) -> Result<(), conclib_core::BoxError> {
         if self.store.save(&self.count).await.is_ok() {
-            *self.saves.lock().unwrap().entry(self.urn.clone()).or_default() += 1;
+            *self
+                .saves
+                .lock()
+                .unwrap()
+                .entry(self.urn.clone())
+                .or_default() += 1;
         }
         Ok(())
     }

@@ -257,7 +257,10 @@ pub(crate) fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
                 limit: r.limit,
                 depth: r.depth,
             },
-            None => ProxyError::Protocol(format!("an Overloaded reply without its limit: {:?}", text())),
+            None => ProxyError::Protocol(format!(
+                "an Overloaded reply without its limit: {:?}",
+                text()
+            )),
         },
         Status::BadRequest => ProxyError::BadRequest(text()),
         Status::CodecError => ProxyError::Codec(text()),

@@ -14,9 +14,9 @@ use super::activations::Pattern;
 use super::dispatch::{Checked, done};
 use super::shared::Shared;
 use super::stream::Completion;
+use crate::overload::{Overload, OverloadScope, Refusal};
 use crate::protocol::{self, Status};
 use crate::unacked::EntryId;
-use crate::overload::{Overload, OverloadScope, Refusal};
 
 /// A limit of 0 stands for none (the atomics hold `Option<u64>` so).
 const NONE: u64 = 0;
@@ -215,7 +215,8 @@ impl Shared {
         crate::metrics::overloaded(&self.system_id, refusal.scope.label(), tell);
         tracing::debug!(entry = ?entry_id, urn = %checked.req.urn, scope = %refusal.scope, limit = refusal.limit, depth = refusal.depth, tell, "refused: overloaded");
         let reply = checked.reply_to.as_ref().map(|(key, rid)| {
-            let frame = protocol::encode_reply(*rid, Status::Overloaded, refusal.payload().as_bytes());
+            let frame =
+                protocol::encode_reply(*rid, Status::Overloaded, refusal.payload().as_bytes());
             (key.clone(), Bytes::from(frame))
         });
         done(id, reply)

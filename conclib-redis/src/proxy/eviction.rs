@@ -147,10 +147,7 @@ impl Shared {
         }
         let shared = self.clone();
         tokio::spawn(async move {
-            loop {
-                let Some(max) = shared.activations.cap.get() else {
-                    break;
-                };
+            while let Some(max) = shared.activations.cap.get() {
                 let staying = shared.activations.staying();
                 if staying <= max {
                     break;
@@ -186,9 +183,20 @@ impl Shared {
         });
     }
 
+    /// At each look at the idle activations (every 250 ms): samples the requests pending
+    /// and the activations alive for the metrics, and sheds activations for memory.
+    pub(super) async fn overload_tick(self: &Arc<Self>) {
+        if conclib_core::metrics::is_enabled() {
+            let (_, _, pending) = self.admission.counts();
+            let live = self.activations.live().len();
+            crate::metrics::overload_levels(&self.system_id, pending, live);
+        }
+        self.shed_for_memory().await;
+    }
+
     /// Above the memory shedding's threshold: passivates the least recently used
-    /// activations (at each look at the idle activations, every 250 ms).
-    pub(super) async fn shed_for_memory(self: &Arc<Self>) {
+    /// activations.
+    async fn shed_for_memory(self: &Arc<Self>) {
         let Some(shedding) = self
             .activations
             .cap

@@ -486,7 +486,7 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
             _ = full_scan.tick() => shared.scan().await,
             _ = idle.tick() => {
                 shared.passivate_idle().await;
-                shared.shed_for_memory().await;
+                shared.overload_tick().await;
             }
             _ = scan.tick() => shared.catch_up().await,
             _ = renew.tick() => shared.renew().await,

@@ -7,8 +7,8 @@
 //! (`dispatch`), write answers (`write`) and keep the leases (`lease`).
 
 mod activation;
-mod admission;
 mod activations;
+mod admission;
 mod applied;
 mod clock;
 mod counters;

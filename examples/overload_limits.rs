@@ -1,6 +1,6 @@
 //! Overload without collapse, measured (the crate docs of `conclib-redis`, "Overload").
 //!
-//! `cargo run --release -p conclib-examples --example overload -- load --seconds 60`: a
+//! `cargo run --release -p conclib-examples --example overload_limits -- load --seconds 60`: a
 //! handler of known capacity (one actor, `--work-ms` of work a request, one request at a
 //! time) behind a proxy that allows `--limit` requests pending for its URN, driven at
 //! `--times` (10) its capacity, open loop, by 3 client processes; prints
@@ -9,7 +9,7 @@
 //! recovery_ms=..` (`lost`: asks admitted and not answered, or answered without being
 //! handled; `recovery_ms`: from the end of the load to the first normal answer).
 //!
-//! `cargo run --release -p conclib-examples --example overload -- cap --urns 100000 --cap
+//! `cargo run --release -p conclib-examples --example overload_limits -- cap --urns 100000 --cap
 //! 10000`: `--urns` distinct URNs asked once each (256 in flight) on 3 member systems, each
 //! capped at `--cap` activations; each activation saves in `on_stop` only, counting its
 //! saves in its state. Then every URN (or `--check` of them) is asked again: its state must
@@ -114,15 +114,27 @@ fn main() -> Result<(), BoxError> {
         let quick = role.is_empty();
         let mut failed = Vec::new();
         if quick || role == "load" {
-            let seconds = if quick { 3 } else { arg(&args, "--seconds", 60) };
+            let seconds = if quick {
+                3
+            } else {
+                arg(&args, "--seconds", 60)
+            };
             let lost = load(&redis, &args, seconds).await?;
             if lost > 0 {
                 failed.push(format!("{lost} accepted asks lost"));
             }
         }
         if quick || role == "cap" {
-            let urns = if quick { 1500 } else { arg(&args, "--urns", 100_000) };
-            let cap = if quick { 200 } else { arg(&args, "--cap", 10_000) };
+            let urns = if quick {
+                1500
+            } else {
+                arg(&args, "--urns", 100_000)
+            };
+            let cap = if quick {
+                200
+            } else {
+                arg(&args, "--cap", 10_000)
+            };
             let check = arg(&args, "--check", urns);
             let bad = cap_run(&redis, urns, cap, check).await?;
             if bad > 0 {
@@ -242,12 +254,7 @@ async fn client(args: &[String]) -> Result<(), BoxError> {
     }
     while tasks.join_next().await.is_some() {}
     let (refused, ok, other) = std::mem::take(&mut *results.lock().unwrap());
-    let join = |v: &[u64]| {
-        v.iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let join = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     println!("STATS {} {} {other}", ok.len(), refused.len());
     println!("REFUSED {}", join(&refused));
     println!("ADMITTED {}", join(&ok));
@@ -510,7 +517,8 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
                         // earlier activation saved once (and the visit, once one ended); or
                         // activated anew, every earlier activation saved once, the visit too.
                         let activated = before.get(&urn).copied().unwrap_or(0);
-                        let alive = saves + 1 == activated && visits == activated.saturating_sub(1).min(1);
+                        let alive =
+                            saves + 1 == activated && visits == activated.saturating_sub(1).min(1);
                         let anew = saves == activated && visits == 1;
                         if alive || anew {
                         } else if saves > activated || visits > 1 {
