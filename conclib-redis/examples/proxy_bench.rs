@@ -20,6 +20,10 @@
 //!
 //! The last line is machine-readable: `RESULT key=value ...`.
 //!
+//! `--limits`: the proxy counts pending requests against limits it never reaches (per URN
+//! and per system) and keeps an activation cap, to measure what they cost on the normal path
+//! (alternate runs with and without it).
+//!
 //! `--drive --url URL [--namespace NS] [--pool N] [--watch NAME=PID ...]`: no run of its own,
 //! a client measured on command instead (see `support/driven.rs`; `python/bench.py` uses it
 //! to alternate this client with the Python client in short slices).
@@ -90,10 +94,13 @@ struct Args {
     seq: usize,
     proxy_threads: usize,
     client_threads: usize,
+    /// The proxy counts pending requests against limits it never reaches (per URN and per
+    /// system) and keeps an activation cap: what the overload limits cost on the normal path.
+    limits: bool,
 }
 
 const USAGE: &str = "usage: proxy_bench [--secs N] [--seq N] [--proxy-threads N] \
-[--client-threads N] [--url redis://..] [--namespace NAME]
+[--client-threads N] [--url redis://..] [--namespace NAME] [--limits]
        proxy_bench --drive --url redis://.. [--namespace NAME] [--pool N] [--watch NAME=PID]...";
 
 /// The command line, or a one-line reason and the usage (exit status 2).
@@ -119,6 +126,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         seq: 3000,
         proxy_threads: 1,
         client_threads: 1,
+        limits: false,
     };
     fn number<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
         v.as_deref()
@@ -128,6 +136,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--serve" => a.serve = true,
+            "--limits" => a.limits = true,
             "--drive" => a.drive = true,
             "--pool" => a.pool = number("--pool", it.next())?,
             "--watch" => {
@@ -194,7 +203,12 @@ fn runtime(threads: usize) -> tokio::runtime::Runtime {
 }
 
 async fn serve(a: &Args) {
-    let config = ProxyConfig::new(a.url.clone().unwrap()).with_namespace(a.namespace.clone());
+    let mut config = ProxyConfig::new(a.url.clone().unwrap()).with_namespace(a.namespace.clone());
+    if a.limits {
+        config.overload.max_pending_per_urn = Some(1 << 40);
+        config.overload.max_pending = Some(1 << 40);
+        config.overload.activation_cap = Some(1 << 30);
+    }
     let system = ActorSystem::new("bench");
     system
         .build(actors::Counter::default())
@@ -266,6 +280,7 @@ async fn bench(a: Args) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--serve", "--url", &url, "--namespace", &a.namespace])
         .args(["--proxy-threads", &a.proxy_threads.to_string()])
+        .args(a.limits.then_some("--limits"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
