@@ -9,11 +9,11 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
-use super::activation::Activator;
-use super::activations::Activation;
-use super::group;
-use super::lease::heartbeat_loop;
+use super::scale::activation::Activator;
+use super::scale::activations::Activation;
+use super::scale::group;
 use super::scripts::Script;
+use super::serve::lease::heartbeat_loop;
 use super::shared::{Role, Shared};
 use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, owned};
@@ -327,8 +327,8 @@ impl ProxyHandle {
         pattern: &str,
     ) -> Result<Vec<crate::MemberInfo>, ServeError> {
         let prefix = match pattern.strip_suffix("{id}") {
-            Some(_) => super::activation::parse_pattern(pattern)?,
-            None => super::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
+            Some(_) => super::scale::activation::parse_pattern(pattern)?,
+            None => super::scale::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
         };
         self.shared
             .pattern_members(&prefix)

@@ -1,11 +1,11 @@
-//! Rebalancing a pattern's activations ([`Activator::rebalance`](super::Activator::rebalance)):
+//! Rebalancing a pattern's activations ([`Activator::rebalance`](crate::proxy::scale::activation::Activator::rebalance)):
 //! a member with more than its share passivates the excess, least recently used first, so
 //! that their next requests activate them, by the pattern's placement, on the members with
 //! fewer (a member that just joined).
 
 use std::sync::Arc;
 
-use super::shared::Shared;
+use crate::proxy::shared::Shared;
 
 /// The most activations one look passivates: the rest at the next (a third of a lease on).
 const MOST_AT_ONCE: u64 = 64;
@@ -13,7 +13,7 @@ const MOST_AT_ONCE: u64 = 64;
 /// How many of its `mine` activations a member passivates, given every live member's count
 /// (its own among them): those above an even share (rounded up), when some member is below
 /// that share by at least one after the move, else none (moving one would only swap them).
-pub(super) fn excess(mine: u64, counts: &[u64]) -> u64 {
+pub(in crate::proxy) fn excess(mine: u64, counts: &[u64]) -> u64 {
     let members = counts.len() as u64;
     if members < 2 {
         return 0;
@@ -30,7 +30,7 @@ pub(super) fn excess(mine: u64, counts: &[u64]) -> u64 {
 impl Shared {
     /// One look at pattern `prefix`'s directory (`self`: the system's proxy): passivates
     /// this member's [`excess`], if any.
-    pub(super) async fn rebalance(self: &Arc<Self>, prefix: &str) {
+    pub(in crate::proxy) async fn rebalance(self: &Arc<Self>, prefix: &str) {
         let Ok(members) = self.pattern_members(prefix).await else {
             return;
         };

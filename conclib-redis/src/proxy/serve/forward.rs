@@ -18,9 +18,9 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 
 use super::read::Request;
-use super::shared::Shared;
 use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
+use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
 /// What became of a request to pass on.
@@ -36,14 +36,14 @@ enum Forwarded {
 }
 
 /// Where a request to pass on came in: the stream, and the entry pending there.
-pub(super) struct Origin<'a> {
-    pub(super) shared: &'a Shared,
-    pub(super) entry: EntryId,
+pub(in crate::proxy) struct Origin<'a> {
+    pub(in crate::proxy) shared: &'a Shared,
+    pub(in crate::proxy) entry: EntryId,
 }
 
 impl Shared {
     /// The system a URN key names now, unless it is this one.
-    pub(super) async fn current_owner(&self, urn: &str) -> Option<String> {
+    pub(in crate::proxy) async fn current_owner(&self, urn: &str) -> Option<String> {
         let v = conn::call(&self.cmd, keyed("GET"), vec![owned(self.keys.urn(urn))])
             .await
             .ok()?;
@@ -55,7 +55,7 @@ impl Shared {
     /// `NotOwner` (its client resolves the URN again); a tell goes to the URN's new owner's
     /// stream, or stays pending here when the owner is not known yet. Returns the reply and
     /// whether to leave the request pending.
-    pub(super) async fn not_ours(
+    pub(in crate::proxy) async fn not_ours(
         &self,
         origin: Origin<'_>,
         req: &Request,
@@ -83,7 +83,7 @@ impl Shared {
     /// Passes a request on to system `owner` ([`append_to`](Self::append_to)), and says
     /// what to do with it here: the reply to write (none: the owner answers) and whether
     /// to leave it pending (it could not be passed on, or is not this instance's any more).
-    pub(super) async fn forward(
+    pub(in crate::proxy) async fn forward(
         &self,
         origin: Origin<'_>,
         req: &Request,
@@ -158,7 +158,7 @@ impl Shared {
 }
 
 /// The fields of a request's entry in another system's stream.
-pub(super) fn entry_fields(
+pub(in crate::proxy) fn entry_fields(
     req: &Request,
     reply_to: &Option<(String, u64)>,
     remaining: Duration,

@@ -16,13 +16,13 @@ use fred::prelude::*;
 use super::activations::{Activated, Activation, Live, MakeFn, Pattern};
 use super::group::GroupOf;
 use super::placement_rule::Placement;
-use super::scripts::Script;
-use super::shared::Shared;
 use super::standing::Standing;
 use super::store::StateStore;
 use crate::conn::{as_bytes, owned};
 use crate::error::ServeError;
 use crate::protocol::STATE_CLOSE_SCRIPT;
+use crate::proxy::scripts::Script;
+use crate::proxy::shared::Shared;
 use crate::random::random_token;
 
 /// How long passivation waits for an actor's graceful stop (its `on_stop` saving) before it
@@ -32,7 +32,11 @@ const PASSIVATION_STOP_WAIT: Duration = Duration::from_secs(10);
 impl Shared {
     /// Serves `urn` under `pattern`: the local activation, or a new one once this system
     /// claimed the URN, or the system that holds it.
-    pub(super) async fn activate(self: &Arc<Self>, urn: &str, pattern: &Arc<Pattern>) -> Activated {
+    pub(in crate::proxy) async fn activate(
+        self: &Arc<Self>,
+        urn: &str,
+        pattern: &Arc<Pattern>,
+    ) -> Activated {
         let entry = self.activations.lock_for(urn);
         let _one_at_a_time = entry.lock.lock().await;
         if let Some(live) = self.activations.live().get_mut(urn)
@@ -139,7 +143,7 @@ impl Shared {
 
     /// Passivates the activations idle for longer than their pattern allows, and forgets
     /// those whose actor stopped by itself (its URN is released as any stopped actor's).
-    pub(super) async fn passivate_idle(self: &Arc<Self>) {
+    pub(in crate::proxy) async fn passivate_idle(self: &Arc<Self>) {
         self.activations.live().retain(|_, l| l.actor.is_alive());
         let idle: Vec<String> = self
             .activations
@@ -156,7 +160,7 @@ impl Shared {
 
     /// Stops an activation gracefully (its `on_stop` may save) and releases its URN.
     /// Unless `now`, only if it is still idle.
-    pub(super) async fn passivate(self: &Arc<Self>, urn: &str, now: bool) {
+    pub(in crate::proxy) async fn passivate(self: &Arc<Self>, urn: &str, now: bool) {
         let entry = self.activations.lock_for(urn);
         let _one_at_a_time = entry.lock.lock().await;
         let live = {
@@ -194,7 +198,7 @@ impl Shared {
     }
 
     /// Passivates every activation (at shutdown), so that the group serves them at once.
-    pub(super) async fn passivate_all(self: &Arc<Self>) {
+    pub(in crate::proxy) async fn passivate_all(self: &Arc<Self>) {
         let urns = self.activations.active();
         for urn in urns {
             self.passivate(&urn, true).await;
@@ -224,7 +228,11 @@ impl fmt::Debug for Activator<'_> {
 pub const DEFAULT_PASSIVATE_AFTER: Duration = Duration::from_secs(600);
 
 impl<'a> Activator<'a> {
-    pub(super) fn new<A, F, Fut, E>(shared: &'a Arc<Shared>, pattern: &str, make: F) -> Self
+    pub(in crate::proxy) fn new<A, F, Fut, E>(
+        shared: &'a Arc<Shared>,
+        pattern: &str,
+        make: F,
+    ) -> Self
     where
         A: Actor,
         F: Fn(Activation) -> Fut + Send + Sync + 'static,
@@ -358,7 +366,7 @@ impl<'a> IntoFuture for Activator<'a> {
 }
 
 /// `prefix:{id}` → `prefix:`.
-pub(super) fn parse_pattern(pattern: &str) -> Result<String, ServeError> {
+pub(in crate::proxy) fn parse_pattern(pattern: &str) -> Result<String, ServeError> {
     let invalid = |why: &str| {
         ServeError::Invalid(format!(
             "invalid URN pattern {pattern:?}: {why} (write it as `prefix:{{id}}`, e.g. `user:{{id}}`)"

@@ -5,15 +5,18 @@ use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
 
-use super::shared::{Role, Shared};
 use crate::conn::{self, keyed, owned};
+use crate::proxy::shared::{Role, Shared};
 
 impl Shared {
     /// Publishes the system's snapshot; `watched`: someone reads the snapshots, so it lists
     /// every actor in brief too (what changed since the last base, and now and then a new
     /// base) and lives three intervals, else only those listed in full, living as long as
     /// the next unwatched publish takes.
-    pub(super) async fn publish_snapshot(&self, watched: bool) -> Result<(), fred::error::Error> {
+    pub(in crate::proxy) async fn publish_snapshot(
+        &self,
+        watched: bool,
+    ) -> Result<(), fred::error::Error> {
         let interval = self
             .config
             .snapshot_interval
@@ -50,7 +53,7 @@ impl Shared {
     }
 
     /// Whether someone read the snapshots lately (`{ns}:snapshots:watched`).
-    pub(super) async fn watched(&self) -> bool {
+    pub(in crate::proxy) async fn watched(&self) -> bool {
         matches!(
             conn::call(&self.cmd, keyed("EXISTS"), vec![owned(self.keys.watched())]).await,
             Ok(Value::Integer(1))

@@ -12,14 +12,14 @@ use conclib_core::{AskError, DynActorRef, ErasedMessage, ErasedResult, ExposedMe
 use fred::bytes::Bytes;
 use fred::prelude::*;
 
-use super::activations::{Activated, Pattern};
 use super::forward::Origin;
-use super::placement::{Handed, Placed};
 use super::read::Request;
-use super::shared::{Role, Shared};
-use super::standing::Standing;
 use crate::conn::{self, keyed, owned, s};
 use crate::protocol::{self, Status};
+use crate::proxy::scale::activations::{Activated, Pattern};
+use crate::proxy::scale::placement::{Handed, Placed};
+use crate::proxy::scale::standing::Standing;
+use crate::proxy::shared::{Role, Shared};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
 
@@ -39,22 +39,22 @@ fn leaving(standing: &Option<Arc<Standing>>) -> bool {
 }
 
 /// A decoded request, ready for its actor.
-pub(super) struct HandOff {
+pub(in crate::proxy) struct HandOff {
     /// The stream entry it came in.
-    pub(super) entry: EntryId,
-    pub(super) req: Request,
-    pub(super) reply_to: Option<(String, u64)>,
-    pub(super) rm: &'static ExposedMessage,
-    pub(super) msg: ErasedMessage,
-    pub(super) codec: Arc<dyn Codec>,
-    pub(super) timeout: Duration,
-    pub(super) sent_ms: i64,
+    pub(in crate::proxy) entry: EntryId,
+    pub(in crate::proxy) req: Request,
+    pub(in crate::proxy) reply_to: Option<(String, u64)>,
+    pub(in crate::proxy) rm: &'static ExposedMessage,
+    pub(in crate::proxy) msg: ErasedMessage,
+    pub(in crate::proxy) codec: Arc<dyn Codec>,
+    pub(in crate::proxy) timeout: Duration,
+    pub(in crate::proxy) sent_ms: i64,
     /// Read as new (not from the pending list): a patterned URN's request may be placed on
     /// another member (`placement.rs`).
-    pub(super) fresh: bool,
+    pub(in crate::proxy) fresh: bool,
     /// The reading instance's lease fence when it was read, or when its ownership was
     /// checked again since: the actor starts it only while that is open.
-    pub(super) fence: conclib_core::Fence,
+    pub(in crate::proxy) fence: conclib_core::Fence,
 }
 
 impl Shared {
@@ -62,7 +62,7 @@ impl Shared {
     /// it on the member its pattern's placement chooses: then `handed` is set, and it is
     /// neither acknowledged nor read again here), passes it to the system holding it
     /// otherwise.
-    pub(super) async fn activated(
+    pub(in crate::proxy) async fn activated(
         self: Arc<Self>,
         pattern: Arc<Pattern>,
         mut h: HandOff,
@@ -124,7 +124,7 @@ impl Shared {
                 // Held by a member that is gone (this request was claimed from it, or it died
                 // since): nobody reads its own stream, and its URN lease lapses soon; the
                 // request stays pending here until then, to be activated here.
-                if let super::shared::Role::Member(m) = &self.role
+                if let crate::proxy::shared::Role::Member(m) = &self.role
                     && Box::pin(self.member_gone(&m.group, &owner)).await
                 {
                     return (None, true);
@@ -179,7 +179,7 @@ impl Shared {
     /// a write (a later activation owns the state) or never ran because another system took
     /// the URN, the request goes to that system instead. `origin`: the instance whose stream
     /// the request came in.
-    pub(super) async fn hand_off(
+    pub(in crate::proxy) async fn hand_off(
         self: &Arc<Self>,
         target: DynActorRef,
         h: HandOff,
@@ -207,10 +207,9 @@ impl Shared {
         };
         let applied = standing.as_ref().zip(trace).map(|(s, t)| {
             // A request a takeover moved is known by its first entry (`field::MOVED`).
-            let key = req
-                .moved
-                .clone()
-                .unwrap_or_else(|| super::applied::request_key(&origin.stream.requests_key, entry));
+            let key = req.moved.clone().unwrap_or_else(|| {
+                crate::proxy::scale::applied::request_key(&origin.stream.requests_key, entry)
+            });
             (s, t, key)
         });
         if let Some((standing, _, key)) = &applied
@@ -350,7 +349,7 @@ impl Shared {
     }
 
     /// Entry `entry` of this instance's stream, as the origin of a request passed on.
-    pub(super) fn origin(&self, entry: EntryId) -> Origin<'_> {
+    pub(in crate::proxy) fn origin(&self, entry: EntryId) -> Origin<'_> {
         Origin {
             shared: self,
             entry,
@@ -359,7 +358,7 @@ impl Shared {
 
     /// Whether a group's entry is still pending on this member (another member claims the
     /// entries of one paused past its lease). Always true in a system's own stream.
-    pub(super) async fn still_mine(&self, entry: EntryId) -> bool {
+    pub(in crate::proxy) async fn still_mine(&self, entry: EntryId) -> bool {
         if matches!(self.role, Role::System) {
             return true;
         }

@@ -12,12 +12,12 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::activations::Pattern;
 use super::handoff::HandOff;
 use super::read::{RawEnvelope, Request};
-use super::shared::{Role, Shared};
 use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS, Handling};
 use crate::protocol::{self, Status};
+use crate::proxy::scale::activations::Pattern;
+use crate::proxy::shared::{Role, Shared};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
 
@@ -48,7 +48,7 @@ enum Turned {
 impl Shared {
     /// Checks, routes and decodes one request: its completion at once when it cannot be
     /// handled (an error reply or a plain acknowledgement), else the handling to drive.
-    pub(super) fn dispatch(
+    pub(in crate::proxy) fn dispatch(
         self: &Arc<Self>,
         entry_id: Bytes,
         id: EntryId,

@@ -9,17 +9,17 @@ use std::time::Duration;
 use fred::prelude::*;
 
 use super::lease_state::{lease_holder, process_exists, this_host};
-use super::shared::Shared;
 use super::stream::FUTURE_ID_TOLERANCE_MS;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::CONSUMER_GROUP;
+use crate::proxy::shared::Shared;
 
 impl Shared {
     /// Whether the lease at `key` (a system's, or a group member's) no longer holds: it is
     /// absent (lapsed, or released), or it names a process on this host that no longer
     /// exists (then it is freed). `false` when Redis does not answer.
-    pub(super) async fn lease_gone(&self, key: String) -> bool {
+    pub(in crate::proxy) async fn lease_gone(&self, key: String) -> bool {
         let Ok(holder) = conn::call(&self.cmd, keyed("GET"), vec![owned(key.clone())]).await else {
             return false;
         };
@@ -46,7 +46,7 @@ impl Shared {
 
     /// Takes the system's instance lease, waiting up to one lease time for a crashed
     /// predecessor's lease to lapse.
-    pub(super) async fn acquire_lease(&self) -> Result<(), ServeError> {
+    pub(in crate::proxy) async fn acquire_lease(&self) -> Result<(), ServeError> {
         let deadline = tokio::time::Instant::now() + self.config.lease_ttl + Duration::from_secs(1);
         loop {
             let set = conn::call(
@@ -82,7 +82,7 @@ impl Shared {
     /// those of stopped ones. O(actors): at start, when the URN journal ran past this proxy,
     /// and now and then as a safety net; otherwise [`catch_up`](Self::catch_up) follows the
     /// changes.
-    pub(super) async fn scan(&self) {
+    pub(in crate::proxy) async fn scan(&self) {
         let mut position = self.scan_lock.lock().await;
         // Read before the list: changes after it are read again by the next catch-up.
         *position = *self.system.urn_changes().borrow();
@@ -146,7 +146,7 @@ impl Shared {
     /// Follows the URNs taken and freed since the last look (the system's URN journal), at
     /// the cost of the changes, whatever the number of actors; a full [`scan`](Self::scan)
     /// when the journal no longer reaches back that far.
-    pub(super) async fn catch_up(&self) {
+    pub(in crate::proxy) async fn catch_up(&self) {
         let mut position = self.scan_lock.lock().await;
         let changes = match self.system.urn_changes_since(*position) {
             conclib_core::UrnChanges::Since { changes, next } => {
@@ -201,7 +201,7 @@ impl Shared {
 
     /// Releases URN keys this instance holds (compare-and-delete): of stopped actors, of a
     /// passivated or refused activation, of a URN handed to its group.
-    pub(super) async fn release_urns(&self, urns: Vec<String>) {
+    pub(in crate::proxy) async fn release_urns(&self, urns: Vec<String>) {
         if urns.is_empty() {
             return;
         }
@@ -215,7 +215,7 @@ impl Shared {
 
     /// Claims (or renews) these URNs and records which we own and which another system does.
     /// `false` if Redis did not answer for some of them.
-    pub(super) async fn claim_urns(&self, urns: Vec<String>) -> bool {
+    pub(in crate::proxy) async fn claim_urns(&self, urns: Vec<String>) -> bool {
         let keys: Vec<Value> = urns.iter().map(|u| owned(self.claim_key(u))).collect();
         self.claim_keys(&urns, &keys, None).await
     }
@@ -328,7 +328,7 @@ impl Shared {
 
     /// Renews the leases now unless another task just did (a request met stale leases:
     /// this process was paused, or Redis was unreachable).
-    pub(super) async fn recheck_lease(&self) {
+    pub(in crate::proxy) async fn recheck_lease(&self) {
         let _one_at_a_time = self.lease.recheck.lock().await;
         if !self.lease.fresh() {
             // Boxed: the renewal's commands would otherwise sit in every request's future.
@@ -337,7 +337,7 @@ impl Shared {
     }
 
     /// Renews the instance lease, the URN ownerships and the queue's TTL, and trims the queue.
-    pub(super) async fn renew(&self) {
+    pub(in crate::proxy) async fn renew(&self) {
         let since = std::time::Instant::now();
         // A lease that lapsed (a pause, Redis out of reach) may have let another system take
         // the URNs over (the takeover gives their keys away once the lease lapsed, whatever
@@ -392,14 +392,14 @@ impl Shared {
         self.stream.renew(&self.cmd, self.config.queue_ttl).await;
         self.trim_exact().await;
         self.clock.sync(&self.cmd).await;
-        if matches!(self.role, super::shared::Role::System) {
+        if matches!(self.role, crate::proxy::shared::Role::System) {
             self.reset_poisoned().await;
         }
     }
 
     /// Replaces a request stream whose ids run ahead of the clock (a client added an entry
     /// with an id in the future) by an empty one, once all its entries were handled.
-    pub(super) async fn reset_poisoned(&self) {
+    pub(in crate::proxy) async fn reset_poisoned(&self) {
         if !self.stream.poisoned.load(Ordering::Acquire) {
             return;
         }
@@ -430,7 +430,7 @@ impl Shared {
 /// How often a proxy looks at every actor, besides following the URN journal.
 const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(30);
 
-pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
+pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
     let mut scan = tokio::time::interval(shared.config.scan_interval);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew =

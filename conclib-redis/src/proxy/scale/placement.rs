@@ -22,13 +22,13 @@
 use fred::prelude::*;
 
 use super::placement_rule::{MemberInfo, Placement};
-use super::shared::{Role, Shared};
 use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
+use crate::proxy::shared::{Role, Shared};
 use crate::unacked::EntryId;
 
 /// Where a URN nobody holds goes, as its first request's reader decided.
-pub(super) enum Placed {
+pub(in crate::proxy) enum Placed {
     /// Here: the reader claims it (also when someone holds it already, or when the
     /// directory could not be read: the claim decides).
     Here,
@@ -37,7 +37,7 @@ pub(super) enum Placed {
 }
 
 /// What became of a request placed on another member.
-pub(super) enum Handed {
+pub(in crate::proxy) enum Handed {
     /// Pending on the chosen member now (nothing to acknowledge here).
     Done,
     /// No longer pending here: another member claimed it (leave it).
@@ -51,7 +51,7 @@ impl Shared {
     /// system is one of them: its count is the one it has now), sorted by system id;
     /// `asker`: the system that sent the request. With the holder of `urn` (`None` without
     /// one).
-    pub(super) async fn directory(
+    pub(in crate::proxy) async fn directory(
         &self,
         sys: Option<&Shared>,
         prefix: &str,
@@ -130,7 +130,7 @@ impl Shared {
 
     /// Where `urn` (under `prefix`, placed by `placement`) is to be activated; `self` is
     /// the member instance that read its first request, `sys` its system's proxy.
-    pub(super) async fn place(
+    pub(in crate::proxy) async fn place(
         &self,
         sys: &Shared,
         prefix: &str,
@@ -156,7 +156,7 @@ impl Shared {
 
     /// Moves entry `entry` of this member's stream to member `target`'s pending list and
     /// wakes that member up ([`PLACE_SCRIPT`](crate::protocol::PLACE_SCRIPT)).
-    pub(super) async fn hand_to(&self, entry: EntryId, target: &str) -> Handed {
+    pub(in crate::proxy) async fn hand_to(&self, entry: EntryId, target: &str) -> Handed {
         let Role::Member(m) = &self.role else {
             return Handed::Failed;
         };
@@ -212,13 +212,13 @@ impl Shared {
 
     /// A member of this system's groups was handed a request (an entry naming `group` came
     /// in this system's stream): it reads its pending list now.
-    pub(super) fn wake_member(&self, group: &str) {
+    pub(in crate::proxy) fn wake_member(&self, group: &str) {
         // Both lanes: the entry was placed from the group's stream or from its fast lane.
         let lanes = self
             .groups()
             .values()
             .find(|h| matches!(&h.shared().role, Role::Member(x) if x.group == group))
-            .map(super::shared::MemberHandle::lanes);
+            .map(crate::proxy::shared::MemberHandle::lanes);
         let Some(lanes) = lanes else { return };
         for member in lanes {
             member
@@ -234,13 +234,13 @@ impl Shared {
 
     /// Writes this system's count of activations of pattern `prefix` in the pattern's
     /// directory, live for one lease (`self`: the system's proxy).
-    pub(super) async fn report_activations(&self, prefix: &str) {
+    pub(in crate::proxy) async fn report_activations(&self, prefix: &str) {
         self.report_count(prefix, self.activations.count_under(prefix))
             .await;
     }
 
     /// Writes `count` as this system's count of activations of pattern `prefix`.
-    pub(super) async fn report_count(&self, prefix: &str, count: u64) {
+    pub(in crate::proxy) async fn report_count(&self, prefix: &str, count: u64) {
         // Not a member any more (it left, or is shutting down): not listed.
         if !self.groups().contains_key(prefix) {
             return;
@@ -267,7 +267,7 @@ impl Shared {
     }
 
     /// Takes this system out of the pattern's directory (it left the group).
-    pub(super) async fn unlist(&self, prefix: &str) {
+    pub(in crate::proxy) async fn unlist(&self, prefix: &str) {
         let _ = conn::call(
             &self.cmd,
             keyed("HDEL"),
@@ -281,7 +281,7 @@ impl Shared {
 
     /// The live members of pattern `prefix` and their counts of activations (`self`: the
     /// system's proxy).
-    pub(super) async fn pattern_members(
+    pub(in crate::proxy) async fn pattern_members(
         &self,
         prefix: &str,
     ) -> Result<Vec<MemberInfo>, fred::error::Error> {

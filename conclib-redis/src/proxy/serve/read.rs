@@ -17,20 +17,20 @@ use tokio::task::JoinHandle;
 use conclib_core::Priority;
 use conclib_core::trace::TraceContext;
 
-use super::shared::Shared;
 use super::stream::{Completion, Handling};
 use super::write::write_loop;
 use crate::conn::{self, as_bytes, bytes, keyed_at, owned, s};
 use crate::error::is_connection_error;
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
+use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
 /// Requests being handled, driven by the read loop.
-pub(super) type Running = FuturesUnordered<Handling>;
+pub(in crate::proxy) type Running = FuturesUnordered<Handling>;
 
 /// A request's fields as read, before validation.
 #[derive(Default)]
-pub(super) struct RawEnvelope {
+pub(in crate::proxy) struct RawEnvelope {
     version: Option<Value>,
     id: Option<Value>,
     urn: Option<Value>,
@@ -48,31 +48,31 @@ pub(super) struct RawEnvelope {
 }
 
 /// A validated request.
-pub(super) struct Request {
-    pub(super) urn: String,
-    pub(super) message: String,
-    pub(super) ttl_ms: i64,
-    pub(super) codec: Bytes,
-    pub(super) body: Bytes,
+pub(in crate::proxy) struct Request {
+    pub(in crate::proxy) urn: String,
+    pub(in crate::proxy) message: String,
+    pub(in crate::proxy) ttl_ms: i64,
+    pub(in crate::proxy) codec: Bytes,
+    pub(in crate::proxy) body: Bytes,
     /// `prio high`: the actor's high-priority lane. Any other value: the normal lane.
-    pub(super) priority: Priority,
+    pub(in crate::proxy) priority: Priority,
     /// `tp`: the W3C `traceparent` of the asking side, if valid (an invalid one is ignored).
-    pub(super) trace: Option<TraceContext>,
+    pub(in crate::proxy) trace: Option<TraceContext>,
     /// `from`: the id of the asking system, if its client sent it.
-    pub(super) asker: Option<String>,
+    pub(in crate::proxy) asker: Option<String>,
     /// `moved`: the request's first entry (`<entry id> <stream key>`), if a takeover moved
     /// it from a gone system's stream: the request's identity for `applied.rs`.
-    pub(super) moved: Option<String>,
+    pub(in crate::proxy) moved: Option<String>,
 }
 
-pub(super) fn text(v: &Option<Value>) -> Option<&str> {
+pub(in crate::proxy) fn text(v: &Option<Value>) -> Option<&str> {
     v.as_ref()
         .and_then(as_bytes)
         .and_then(|b| std::str::from_utf8(b).ok())
 }
 
 impl RawEnvelope {
-    pub(super) fn parse(fields: Vec<Value>) -> RawEnvelope {
+    pub(in crate::proxy) fn parse(fields: Vec<Value>) -> RawEnvelope {
         let mut env = RawEnvelope {
             bad_shape: !fields.len().is_multiple_of(2),
             ..RawEnvelope::default()
@@ -102,7 +102,7 @@ impl RawEnvelope {
 
     /// Where to answer: `Some(None)` for a tell (no `reply` field), `Some(Some(..))` for an
     /// ask with a usable reply list and id, `None` when a reply is wanted but cannot be sent.
-    pub(super) fn address(&self, prefix: &str) -> Option<Option<(String, u64)>> {
+    pub(in crate::proxy) fn address(&self, prefix: &str) -> Option<Option<(String, u64)>> {
         if self.reply.is_none() {
             return Some(None);
         }
@@ -116,14 +116,14 @@ impl RawEnvelope {
 
     /// The group named by a wake-up entry a member of it appended after placing one of its
     /// requests on this system (`placement.rs`); `None` for a request.
-    pub(super) fn placed(&self) -> Option<&str> {
+    pub(in crate::proxy) fn placed(&self) -> Option<&str> {
         if self.urn.is_some() {
             return None;
         }
         text(&self.placed)
     }
 
-    pub(super) fn validate(self) -> Result<Request, String> {
+    pub(in crate::proxy) fn validate(self) -> Result<Request, String> {
         if self.bad_shape {
             return Err("the request's fields are not name/value pairs".into());
         }
@@ -180,12 +180,12 @@ impl RawEnvelope {
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).
-pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(in crate::proxy) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// Polls a future once; gives it back if it is not done.
-pub(super) fn poll_once<T>(
+pub(in crate::proxy) fn poll_once<T>(
     mut fut: Pin<Box<dyn Future<Output = T> + Send>>,
 ) -> Result<T, Pin<Box<dyn Future<Output = T> + Send>>> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -196,7 +196,7 @@ pub(super) fn poll_once<T>(
 }
 
 /// Takes the completions of `running` that are ready now.
-pub(super) fn take_ready(running: &mut Running, into: &mut Vec<Completion>) {
+pub(in crate::proxy) fn take_ready(running: &mut Running, into: &mut Vec<Completion>) {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     while let Poll::Ready(Some(c)) = Pin::new(&mut *running).poll_next(&mut cx) {
         into.push(c);
@@ -205,7 +205,7 @@ pub(super) fn take_ready(running: &mut Running, into: &mut Vec<Completion>) {
 
 impl Shared {
     /// Starts the read loop and the writer: (reader, writer).
-    pub(super) fn start_reading(
+    pub(in crate::proxy) fn start_reading(
         self: &Arc<Self>,
         block: Duration,
     ) -> (JoinHandle<()>, JoinHandle<()>) {
@@ -221,7 +221,7 @@ impl Shared {
 /// same connection (one write, one wake-up of Redis, and the reply goes out before Redis
 /// is asked for more). Replies that come later go to the writer (`late`), which writes on
 /// the command connection while this one waits in a blocking read.
-pub(super) async fn read_loop(
+pub(in crate::proxy) async fn read_loop(
     shared: Arc<Shared>,
     late: mpsc::UnboundedSender<Vec<Completion>>,
     block: Duration,
@@ -409,7 +409,7 @@ pub(super) async fn read_loop(
 }
 
 /// The `(id, fields)` of an XREADGROUP answer for one stream.
-pub(super) fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
+pub(in crate::proxy) fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
     let mut out = Vec::new();
     let Value::Array(streams) = value else {
         return out;

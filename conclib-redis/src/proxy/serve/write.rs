@@ -10,18 +10,18 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::mpsc;
 
-use super::shared::Shared;
 use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS};
 use crate::conn::{self, bytes, keyed, keyed_at, owned, s};
 use crate::error::is_connection_error;
 use crate::protocol::CONSUMER_GROUP;
+use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
 /// The most completions answered by one script call (Lua's `unpack` has a stack limit).
-pub(super) const ANSWER_CHUNK: usize = 1024;
+pub(in crate::proxy) const ANSWER_CHUNK: usize = 1024;
 
 /// Writes the completions it receives on the command connection, batched.
-pub(super) async fn write_loop(
+pub(in crate::proxy) async fn write_loop(
     shared: Arc<Shared>,
     mut rx: mpsc::UnboundedReceiver<Vec<Completion>>,
 ) {
@@ -37,7 +37,7 @@ impl Shared {
     /// Writes a batch on the read connection, in front of the next read. A batch that fails
     /// goes to the writer, which retries on the command connection (replies pushed twice are
     /// harmless: a client discards frames it no longer waits for).
-    pub(super) async fn write_ahead(
+    pub(in crate::proxy) async fn write_ahead(
         self: Arc<Self>,
         mut batch: Vec<Completion>,
         late: mpsc::UnboundedSender<Vec<Completion>>,
@@ -58,7 +58,7 @@ impl Shared {
     /// Writes a batch on the command connection, retrying a while (Redis unreachable, busy,
     /// out of memory), then giving the requests back to the read loop: they are read again
     /// from the pending list, a few seconds apart, until answered or expired.
-    pub(super) async fn write(&self, batch: &mut Vec<Completion>) {
+    pub(in crate::proxy) async fn write(&self, batch: &mut Vec<Completion>) {
         self.requeue(batch);
         if batch.is_empty() {
             return;
@@ -86,7 +86,7 @@ impl Shared {
     /// [`ANSWER_CHUNK`] completions (`EVAL` where Redis lost the script, with `eval_fallback`).
     /// A cluster cannot run one script over keys of different slots: there it is one push
     /// script per reply list, then `XACK` and `XTRIM`, in one pipeline.
-    pub(super) async fn write_once(
+    pub(in crate::proxy) async fn write_once(
         &self,
         client: &Client,
         batch: &[Completion],
@@ -152,7 +152,7 @@ impl Shared {
     }
 
     /// [`write_once`](Self::write_once) for a cluster.
-    pub(super) async fn write_once_clustered(
+    pub(in crate::proxy) async fn write_once_clustered(
         &self,
         client: &Client,
         batch: &[Completion],
@@ -213,7 +213,7 @@ impl Shared {
     }
 
     /// Books a written batch as done and releases its in-flight permits.
-    pub(super) fn finish(&self, batch: &mut Vec<Completion>) {
+    pub(in crate::proxy) fn finish(&self, batch: &mut Vec<Completion>) {
         self.stream
             .unacked()
             .remove(batch.iter().map(|c| c.id), true);
@@ -226,7 +226,7 @@ impl Shared {
 
     /// Takes the completions to leave pending out of `batch`: they are read again; and those
     /// placed on another member, pending on it now: forgotten here.
-    pub(super) fn requeue(&self, batch: &mut Vec<Completion>) {
+    pub(in crate::proxy) fn requeue(&self, batch: &mut Vec<Completion>) {
         if batch.iter().any(|c| c.handed) {
             let (handed, keep): (Vec<Completion>, Vec<Completion>) =
                 batch.drain(..).partition(|c| c.handed);
@@ -245,7 +245,7 @@ impl Shared {
 
     /// Gives up on writing a batch: its entries stay pending in Redis, and the read loop
     /// re-reads the pending list to handle them again.
-    pub(super) fn give_up(&self, batch: &mut Vec<Completion>) {
+    pub(in crate::proxy) fn give_up(&self, batch: &mut Vec<Completion>) {
         self.stream
             .unacked()
             .remove(batch.iter().map(|c| c.id), false);
@@ -254,9 +254,9 @@ impl Shared {
     }
 
     /// The id below which the stream may be trimmed once `batch` is acknowledged.
-    pub(super) fn trim_below(&self, batch: &[Completion]) -> Option<EntryId> {
+    pub(in crate::proxy) fn trim_below(&self, batch: &[Completion]) -> Option<EntryId> {
         // A group's stream has entries pending on other members: `trim_exact` trims it.
-        if !matches!(self.role, super::shared::Role::System) {
+        if !matches!(self.role, crate::proxy::shared::Role::System) {
             return None;
         }
         let mut ids: Vec<EntryId> = batch.iter().map(|c| c.id).collect();
@@ -266,7 +266,7 @@ impl Shared {
 
     /// No trimming up to an id in the future: a client chose it, and once the stream is
     /// reset it would trim the new stream's entries.
-    pub(super) fn sane_trim(&self, below: Option<EntryId>) -> Option<EntryId> {
+    pub(in crate::proxy) fn sane_trim(&self, below: Option<EntryId>) -> Option<EntryId> {
         below.filter(|b| {
             i64::try_from(b.ms).is_ok_and(|ms| {
                 ms <= self
@@ -279,8 +279,8 @@ impl Shared {
 
     /// Trims the request stream exactly below the oldest entry still pending (the answer
     /// script trims only whole stream nodes, which is cheaper but leaves up to a node).
-    pub(super) async fn trim_exact(&self) {
-        if !matches!(self.role, super::shared::Role::System) {
+    pub(in crate::proxy) async fn trim_exact(&self) {
+        if !matches!(self.role, crate::proxy::shared::Role::System) {
             return self.trim_group().await;
         }
         let Some(below) = self.sane_trim(self.stream.unacked().trim_below(&[])) else {

@@ -25,10 +25,10 @@ use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
 
-use super::scripts::Script;
-use super::shared::Shared;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP};
+use crate::proxy::scripts::Script;
+use crate::proxy::shared::Shared;
 
 /// Entries looked at per step of a takeover.
 const BATCH: usize = 200;
@@ -37,21 +37,25 @@ const STEPS: usize = 50;
 
 /// What a look at a pattern's gone systems found and did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct TakenOver {
+pub(in crate::proxy) struct TakenOver {
     /// Requests moved to the member chosen for their URN (to the group's stream when
     /// another system holds it by now).
-    pub(super) moved: u64,
+    pub(in crate::proxy) moved: u64,
     /// Requests whose time was up: dropped.
-    pub(super) expired: u64,
+    pub(in crate::proxy) expired: u64,
     /// How long the oldest request moved had waited in the gone system's stream
     /// (milliseconds): what the failover cost the callers who waited longest.
-    pub(super) waited_ms: u64,
+    pub(in crate::proxy) waited_ms: u64,
 }
 
 impl Shared {
     /// Takes over the requests that systems gone from pattern `prefix`'s directory left in
     /// their streams (the module's docs). `self`: a member instance of the pattern.
-    pub(super) async fn take_over_gone(&self, prefix: &str, script: &Script) -> TakenOver {
+    pub(in crate::proxy) async fn take_over_gone(
+        &self,
+        prefix: &str,
+        script: &Script,
+    ) -> TakenOver {
         let mut total = TakenOver::default();
         if self.cmd.is_clustered() {
             return total;
@@ -74,7 +78,7 @@ impl Shared {
                     done.waited_ms,
                 );
                 // Counted in the system's stats (`ProxyHandle::stats`, its snapshot).
-                if let super::shared::Role::Member(m) = &self.role
+                if let crate::proxy::shared::Role::Member(m) = &self.role
                     && let Some(sys) = m.system.upgrade()
                 {
                     sys.counters.moved.fetch_add(done.moved, Ordering::Relaxed);
@@ -136,8 +140,8 @@ impl Shared {
     /// member when the directory cannot be read).
     async fn choose_targets(&self, system: &str, prefix: &str, urns: &[String]) -> Vec<String> {
         let sys = match &self.role {
-            super::shared::Role::Member(m) => m.system.upgrade(),
-            super::shared::Role::System => None,
+            crate::proxy::shared::Role::Member(m) => m.system.upgrade(),
+            crate::proxy::shared::Role::System => None,
         };
         let placement = sys
             .as_ref()

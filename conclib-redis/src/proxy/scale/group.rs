@@ -12,17 +12,17 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use super::read::stopped;
-use super::scripts::Script;
-use super::shared::{Member, MemberHandle, Role, Shared};
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{
     self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT, TAKE_OVER_SCRIPT,
 };
+use crate::proxy::scripts::Script;
+use crate::proxy::serve::read::stopped;
+use crate::proxy::shared::{Member, MemberHandle, Role, Shared};
 
 /// What a group is formed around.
-pub(super) enum GroupOf<'a> {
+pub(in crate::proxy) enum GroupOf<'a> {
     /// One URN, served by a local actor in each member.
     Urn(&'a str),
     /// URNs `{prefix}{id}`, activated on demand.
@@ -32,7 +32,10 @@ pub(super) enum GroupOf<'a> {
 impl Shared {
     /// Makes this system (`self`: its own proxy) a member of a group, and returns once the
     /// member reads the group's stream.
-    pub(super) async fn join_group(self: &Arc<Self>, of: GroupOf<'_>) -> Result<(), ServeError> {
+    pub(in crate::proxy) async fn join_group(
+        self: &Arc<Self>,
+        of: GroupOf<'_>,
+    ) -> Result<(), ServeError> {
         let (name, pattern) = match of {
             GroupOf::Urn(urn) => (urn, false),
             GroupOf::Pattern(prefix) => (prefix, true),
@@ -166,7 +169,7 @@ impl Shared {
     /// Leaves a group gracefully: stops reading its stream, finishes and acknowledges what
     /// it took, then gives up its place (its consumer, if nothing is pending on it, and its
     /// member lease, so that the others claim at once whatever is left). `false`: not a member.
-    pub(super) async fn leave_group(&self, name: &str) -> bool {
+    pub(in crate::proxy) async fn leave_group(&self, name: &str) -> bool {
         let Some(mut handle) = self.groups().remove(name) else {
             return false;
         };
@@ -208,7 +211,7 @@ impl Shared {
     }
 
     /// Leaves every group (at shutdown).
-    pub(super) async fn leave_all(&self) -> Result<(), ServeError> {
+    pub(in crate::proxy) async fn leave_all(&self) -> Result<(), ServeError> {
         let names: Vec<String> = self.groups().keys().cloned().collect();
         for name in names {
             self.leave_group(&name).await;
@@ -249,7 +252,7 @@ impl Shared {
     }
 
     /// Trims the group's stream below what every member has finished with.
-    pub(super) async fn trim_group(&self) {
+    pub(in crate::proxy) async fn trim_group(&self) {
         let Role::Member(m) = &self.role else { return };
         let r = m
             .trim
@@ -265,7 +268,7 @@ impl Shared {
 
     /// Takes over the entries pending on members that are gone: their member lease lapsed,
     /// or they ran on this host under a pid that no longer exists. Returns how many.
-    pub(super) async fn claim_from_dead(&self) -> usize {
+    pub(in crate::proxy) async fn claim_from_dead(&self) -> usize {
         let Role::Member(m) = &self.role else {
             return 0;
         };
@@ -321,7 +324,7 @@ impl Shared {
 
     /// Whether the member `system` of `group` is gone: no member lease, or a lease of a
     /// process on this host that no longer exists (then the lease is freed).
-    pub(super) async fn member_gone(&self, group: &str, system: &str) -> bool {
+    pub(in crate::proxy) async fn member_gone(&self, group: &str, system: &str) -> bool {
         self.lease_gone(self.keys.member(group, system)).await
     }
 
