@@ -12,7 +12,7 @@
 //! (taken over at once). The move checks it again in its script: a system that holds a
 //! lease again (a process of it started, which reads its stream from then on) keeps its
 //! requests. A system paused past its lease and back finds its lease lapsed:
-//! what it had queued for its actors is fenced out (`Shared::fence`), what it had read but
+//! what it had queued for its actors is fenced out (`Lease::fence`, `serve/lease_state.rs`), what it had read but
 //! not handed on is no longer pending on it, and it claims its URN keys again before it
 //! serves (`lease.rs`), finding them given away, so it handles none of what was moved; a
 //! handler already running at the pause finishes, and its write to the state is refused
@@ -25,9 +25,11 @@ use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
 
+use super::placement;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP};
 use crate::proxy::scripts::Script;
+use crate::proxy::serve::lease;
 use crate::proxy::shared::Shared;
 
 /// Entries looked at per step of a takeover.
@@ -48,215 +50,218 @@ pub(in crate::proxy) struct TakenOver {
     pub(in crate::proxy) waited_ms: u64,
 }
 
-impl Shared {
-    /// Takes over the requests that systems gone from pattern `prefix`'s directory left in
-    /// their streams (the module's docs). `self`: a member instance of the pattern.
-    pub(in crate::proxy) async fn take_over_gone(
-        &self,
-        prefix: &str,
-        script: &Script,
-    ) -> TakenOver {
-        let mut total = TakenOver::default();
-        if self.cmd.is_clustered() {
-            return total;
-        }
-        for system in self.directory_systems(prefix).await {
-            if system == self.system_id || !self.system_gone(&system).await {
-                continue;
-            }
-            if !self.lock_takeover(&system, prefix).await {
-                continue;
-            }
-            let done = self.move_requests(&system, prefix, script).await;
-            if done.moved + done.expired > 0 {
-                tracing::info!(system = %self.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, waited_ms = done.waited_ms, "moved the requests a gone system left for a pattern's URNs to the members chosen to activate them");
-                crate::metrics::taken_over(
-                    &self.system_id,
-                    prefix,
-                    done.moved,
-                    done.expired,
-                    done.waited_ms,
-                );
-                // Counted in the system's stats (`ProxyHandle::stats`, its snapshot).
-                if let crate::proxy::shared::Role::Member(m) = &self.role
-                    && let Some(sys) = m.system.upgrade()
-                {
-                    sys.counters.moved.fetch_add(done.moved, Ordering::Relaxed);
-                }
-            }
-            total.moved += done.moved;
-            total.expired += done.expired;
-            total.waited_ms = total.waited_ms.max(done.waited_ms);
-        }
-        total
+/// Takes over the requests that systems gone from pattern `prefix`'s directory left in
+/// their streams (the module's docs). `shared`: a member instance of the pattern.
+pub(in crate::proxy) async fn take_over_gone(
+    shared: &Shared,
+    prefix: &str,
+    script: &Script,
+) -> TakenOver {
+    let mut total = TakenOver::default();
+    if shared.cmd.is_clustered() {
+        return total;
     }
+    for system in directory_systems(shared, prefix).await {
+        if system == shared.system_id || !system_gone(shared, &system).await {
+            continue;
+        }
+        if !lock_takeover(shared, &system, prefix).await {
+            continue;
+        }
+        let done = move_requests(shared, &system, prefix, script).await;
+        if done.moved + done.expired > 0 {
+            tracing::info!(system = %shared.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, waited_ms = done.waited_ms, "moved the requests a gone system left for a pattern's URNs to the members chosen to activate them");
+            crate::metrics::taken_over(
+                &shared.system_id,
+                prefix,
+                done.moved,
+                done.expired,
+                done.waited_ms,
+            );
+            // Counted in the system's stats (`ProxyHandle::stats`, its snapshot).
+            if let crate::proxy::shared::Role::Member(m) = &shared.role
+                && let Some(sys) = m.system.upgrade()
+            {
+                sys.counters.moved.fetch_add(done.moved, Ordering::Relaxed);
+            }
+        }
+        total.moved += done.moved;
+        total.expired += done.expired;
+        total.waited_ms = total.waited_ms.max(done.waited_ms);
+    }
+    total
+}
 
-    /// Every system in the pattern's directory, live or not (a gone one stays listed for
-    /// ten leases).
-    async fn directory_systems(&self, prefix: &str) -> Vec<String> {
-        let Ok(all) = conn::call(
-            &self.cmd,
-            keyed("HKEYS"),
-            vec![owned(self.keys.placement(prefix))],
+/// Every system in the pattern's directory, live or not (a gone one stays listed for
+/// ten leases).
+async fn directory_systems(shared: &Shared, prefix: &str) -> Vec<String> {
+    let Ok(all) = conn::call(
+        &shared.cmd,
+        keyed("HKEYS"),
+        vec![owned(shared.keys.placement(prefix))],
+    )
+    .await
+    else {
+        return Vec::new();
+    };
+    match all {
+        Value::Array(names) => names
+            .iter()
+            .filter_map(|n| as_bytes(n).map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether system `system` is gone: no system lease, or one naming a process on this
+/// host that no longer exists (that lease is then freed). The move checks the lease
+/// again in its script.
+async fn system_gone(shared: &Shared, system: &str) -> bool {
+    lease::lease_gone(shared, shared.keys.lease(system)).await
+}
+
+/// Takes (or keeps) the lock on taking over `system`'s requests for `prefix`: one
+/// member at a time moves them.
+async fn lock_takeover(shared: &Shared, system: &str, prefix: &str) -> bool {
+    let key = shared.keys.takeover(system, prefix);
+    let ttl = Value::Integer(shared.config.lease_ttl.as_millis().max(1) as i64);
+    let taken = shared
+        .scripts
+        .claim
+        .eval_many(
+            &shared.cmd,
+            vec![(key, vec![owned(shared.system_id.clone()), ttl])],
+        )
+        .await;
+    matches!(taken.first(), Some(Ok(Value::Integer(1))))
+}
+
+/// The member to activate each of `urns` again (`system` gone): by the pattern's
+/// placement among the live members but `system`, counting each choice made (this
+/// member when the directory cannot be read).
+async fn choose_targets(
+    shared: &Shared,
+    system: &str,
+    prefix: &str,
+    urns: &[String],
+) -> Vec<String> {
+    let sys = match &shared.role {
+        crate::proxy::shared::Role::Member(m) => m.system.upgrade(),
+        crate::proxy::shared::Role::System => None,
+    };
+    let placement = sys
+        .as_ref()
+        .and_then(|s| s.activations.pattern_for_prefix(prefix))
+        .map(|p| p.placement.clone());
+    let mut members = match placement::directory(shared, sys.as_deref(), prefix, None, None).await {
+        Ok((members, _)) => members,
+        Err(_) => Vec::new(),
+    };
+    members.retain(|m| m.system != system);
+    urns.iter()
+        .map(|urn| {
+            let chosen = placement
+                .as_ref()
+                .filter(|_| !members.is_empty())
+                .and_then(|p| p.choose(urn, &members))
+                .unwrap_or(&shared.system_id)
+                .to_owned();
+            if let Some(m) = members.iter_mut().find(|m| m.system == chosen) {
+                m.activations += 1;
+            }
+            chosen
+        })
+        .collect()
+}
+
+/// Moves `system`'s unacknowledged requests for `prefix`'s URNs, each URN's to the
+/// own stream of the member chosen to activate it, a batch at a time
+/// ([`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT)).
+async fn move_requests(shared: &Shared, system: &str, prefix: &str, script: &Script) -> TakenOver {
+    let stream = shared.keys.requests(system);
+    let target = shared.keys.requests(&protocol::pattern_group(prefix));
+    let mut done = TakenOver::default();
+    let mut from = "-".to_owned();
+    for _ in 0..STEPS {
+        let Ok(Value::Array(entries)) = conn::call(
+            &shared.cmd,
+            keyed("XRANGE"),
+            vec![
+                owned(stream.clone()),
+                owned(from.clone()),
+                s("+"),
+                s("COUNT"),
+                Value::Integer(BATCH as i64),
+            ],
         )
         .await
         else {
-            return Vec::new();
+            break;
         };
-        match all {
-            Value::Array(names) => names
-                .iter()
-                .filter_map(|n| as_bytes(n).map(|b| String::from_utf8_lossy(b).into_owned()))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Whether system `system` is gone: no system lease, or one naming a process on this
-    /// host that no longer exists (that lease is then freed). The move checks the lease
-    /// again in its script.
-    async fn system_gone(&self, system: &str) -> bool {
-        self.lease_gone(self.keys.lease(system)).await
-    }
-
-    /// Takes (or keeps) the lock on taking over `system`'s requests for `prefix`: one
-    /// member at a time moves them.
-    async fn lock_takeover(&self, system: &str, prefix: &str) -> bool {
-        let key = self.keys.takeover(system, prefix);
-        let ttl = Value::Integer(self.config.lease_ttl.as_millis().max(1) as i64);
-        let taken = self
-            .scripts
-            .claim
-            .eval_many(
-                &self.cmd,
-                vec![(key, vec![owned(self.system_id.clone()), ttl])],
-            )
-            .await;
-        matches!(taken.first(), Some(Ok(Value::Integer(1))))
-    }
-
-    /// The member to activate each of `urns` again (`system` gone): by the pattern's
-    /// placement among the live members but `system`, counting each choice made (this
-    /// member when the directory cannot be read).
-    async fn choose_targets(&self, system: &str, prefix: &str, urns: &[String]) -> Vec<String> {
-        let sys = match &self.role {
-            crate::proxy::shared::Role::Member(m) => m.system.upgrade(),
-            crate::proxy::shared::Role::System => None,
+        let Some((first, last)) = range_of(&entries) else {
+            break;
         };
-        let placement = sys
-            .as_ref()
-            .and_then(|s| s.activations.pattern_for_prefix(prefix))
-            .map(|p| p.placement.clone());
-        let mut members = match self.directory(sys.as_deref(), prefix, None, None).await {
-            Ok((members, _)) => members,
-            Err(_) => Vec::new(),
-        };
-        members.retain(|m| m.system != system);
-        urns.iter()
-            .map(|urn| {
-                let chosen = placement
-                    .as_ref()
-                    .filter(|_| !members.is_empty())
-                    .and_then(|p| p.choose(urn, &members))
-                    .unwrap_or(&self.system_id)
-                    .to_owned();
-                if let Some(m) = members.iter_mut().find(|m| m.system == chosen) {
-                    m.activations += 1;
-                }
-                chosen
-            })
-            .collect()
-    }
-
-    /// Moves `system`'s unacknowledged requests for `prefix`'s URNs, each URN's to the
-    /// own stream of the member chosen to activate it, a batch at a time
-    /// ([`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT)).
-    async fn move_requests(&self, system: &str, prefix: &str, script: &Script) -> TakenOver {
-        let stream = self.keys.requests(system);
-        let target = self.keys.requests(&protocol::pattern_group(prefix));
-        let mut done = TakenOver::default();
-        let mut from = "-".to_owned();
-        for _ in 0..STEPS {
-            let Ok(Value::Array(entries)) = conn::call(
-                &self.cmd,
-                keyed("XRANGE"),
-                vec![
-                    owned(stream.clone()),
-                    owned(from.clone()),
-                    s("+"),
-                    s("COUNT"),
-                    Value::Integer(BATCH as i64),
-                ],
-            )
-            .await
-            else {
-                break;
-            };
-            let Some((first, last)) = range_of(&entries) else {
-                break;
-            };
-            let mut urns: Vec<String> = entries
-                .iter()
-                .filter_map(urn_of)
-                .filter(|urn| protocol::pattern_prefix(urn) == Some(prefix))
-                .collect();
-            urns.sort();
-            urns.dedup();
-            if !urns.is_empty() {
-                // Where each URN is activated again: one member's own stream for all its
-                // requests, so that they are handled in their order.
-                let targets = self.choose_targets(system, prefix, &urns).await;
-                let mut members: Vec<&str> = targets.iter().map(String::as_str).collect();
-                members.sort_unstable();
-                members.dedup();
-                let mut keys = vec![
-                    owned(stream.clone()),
-                    owned(target.clone()),
-                    owned(self.keys.lease(system)),
-                ];
-                keys.extend(urns.iter().map(|u| owned(self.keys.urn(u))));
-                keys.extend(members.iter().map(|m| owned(self.keys.requests(m))));
-                let mut args = vec![
-                    s(CONSUMER_GROUP),
-                    owned(prefix.to_owned()),
-                    owned(system.to_owned()),
-                    owned(first),
-                    owned(last.clone()),
-                    Value::Integer(self.config.urn_ttl.as_millis().max(1) as i64),
-                    Value::Integer(urns.len() as i64),
-                ];
-                args.extend(urns.iter().cloned().map(owned));
-                args.extend(targets.iter().map(|t| {
-                    let at = members.iter().position(|m| m == t).unwrap_or(0);
-                    Value::Integer(at as i64 + 1)
-                }));
-                args.extend(members.iter().map(|m| owned((*m).to_owned())));
-                match script.eval(&self.cmd, keys, args).await {
-                    Ok(Value::Array(counts)) => {
-                        let n = |i: usize| counts.get(i).and_then(Value::as_i64).unwrap_or(0);
-                        if n(0) < 0 {
-                            // The group's stream is gone (the pattern has no member), or the
-                            // system is back (it holds a lease again, and reads its stream).
-                            break;
-                        }
-                        done.moved += n(0) as u64;
-                        done.expired += n(1) as u64;
-                        done.waited_ms = done.waited_ms.max(n(2).max(0) as u64);
-                    }
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, gone = %system, "could not move a gone system's requests; next look");
+        let mut urns: Vec<String> = entries
+            .iter()
+            .filter_map(urn_of)
+            .filter(|urn| protocol::pattern_prefix(urn) == Some(prefix))
+            .collect();
+        urns.sort();
+        urns.dedup();
+        if !urns.is_empty() {
+            // Where each URN is activated again: one member's own stream for all its
+            // requests, so that they are handled in their order.
+            let targets = choose_targets(shared, system, prefix, &urns).await;
+            let mut members: Vec<&str> = targets.iter().map(String::as_str).collect();
+            members.sort_unstable();
+            members.dedup();
+            let mut keys = vec![
+                owned(stream.clone()),
+                owned(target.clone()),
+                owned(shared.keys.lease(system)),
+            ];
+            keys.extend(urns.iter().map(|u| owned(shared.keys.urn(u))));
+            keys.extend(members.iter().map(|m| owned(shared.keys.requests(m))));
+            let mut args = vec![
+                s(CONSUMER_GROUP),
+                owned(prefix.to_owned()),
+                owned(system.to_owned()),
+                owned(first),
+                owned(last.clone()),
+                Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64),
+                Value::Integer(urns.len() as i64),
+            ];
+            args.extend(urns.iter().cloned().map(owned));
+            args.extend(targets.iter().map(|t| {
+                let at = members.iter().position(|m| m == t).unwrap_or(0);
+                Value::Integer(at as i64 + 1)
+            }));
+            args.extend(members.iter().map(|m| owned((*m).to_owned())));
+            match script.eval(&shared.cmd, keys, args).await {
+                Ok(Value::Array(counts)) => {
+                    let n = |i: usize| counts.get(i).and_then(Value::as_i64).unwrap_or(0);
+                    if n(0) < 0 {
+                        // The group's stream is gone (the pattern has no member), or the
+                        // system is back (it holds a lease again, and reads its stream).
                         break;
                     }
+                    done.moved += n(0) as u64;
+                    done.expired += n(1) as u64;
+                    done.waited_ms = done.waited_ms.max(n(2).max(0) as u64);
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, gone = %system, "could not move a gone system's requests; next look");
+                    break;
                 }
             }
-            if entries.len() < BATCH {
-                break;
-            }
-            from = format!("({last}");
         }
-        done
+        if entries.len() < BATCH {
+            break;
+        }
+        from = format!("({last}");
     }
+    done
 }
 
 /// The first and last entry ids of an `XRANGE` answer.

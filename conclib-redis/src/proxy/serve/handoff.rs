@@ -12,11 +12,17 @@ use conclib_core::{AskError, DynActorRef, ErasedMessage, ErasedResult, ExposedMe
 use fred::bytes::Bytes;
 use fred::prelude::*;
 
+use super::forward;
 use super::forward::Origin;
+use super::lease;
 use super::read::Request;
 use crate::conn::{self, keyed, owned, s};
 use crate::protocol::{self, Status};
+use crate::proxy::scale::activation;
 use crate::proxy::scale::activations::{Activated, Pattern};
+use crate::proxy::scale::applied;
+use crate::proxy::scale::group;
+use crate::proxy::scale::placement;
 use crate::proxy::scale::placement::{Handed, Placed};
 use crate::proxy::scale::standing::Standing;
 use crate::proxy::shared::{Role, Shared};
@@ -57,402 +63,430 @@ pub(in crate::proxy) struct HandOff {
     pub(in crate::proxy) fence: conclib_core::Fence,
 }
 
-impl Shared {
-    /// Serves a request for a patterned URN: activates it here if nobody holds it (or places
-    /// it on the member its pattern's placement chooses: then `handed` is set, and it is
-    /// neither acknowledged nor read again here), passes it to the system holding it
-    /// otherwise.
-    pub(in crate::proxy) async fn activated(
-        self: Arc<Self>,
-        pattern: Arc<Pattern>,
-        mut h: HandOff,
-        handed: &mut bool,
-    ) -> (Option<(String, Bytes)>, bool) {
-        let Some(sys) = self.system_proxy() else {
+/// Serves a request for a patterned URN: activates it here if nobody holds it (or places
+/// it on the member its pattern's placement chooses: then `handed` is set, and it is
+/// neither acknowledged nor read again here), passes it to the system holding it
+/// otherwise.
+pub(in crate::proxy) async fn activated(
+    shared: Arc<Shared>,
+    pattern: Arc<Pattern>,
+    mut h: HandOff,
+    handed: &mut bool,
+) -> (Option<(String, Bytes)>, bool) {
+    let Some(sys) = shared.system_proxy() else {
+        return (None, true);
+    };
+    // Its handling here wrote the state already; read again after its acknowledgement
+    // failed (`applied.rs`).
+    if shared.stream.handled_here(h.entry) {
+        return answered_already(&h.req.urn, &h.reply_to);
+    }
+    // A member paused past its lease may have had this request claimed by another.
+    if !shared.lease.fresh() {
+        lease::recheck_lease(&shared).await;
+        if !shared.lease.fresh() || !still_mine(&shared, h.entry).await {
             return (None, true);
-        };
-        // Its handling here wrote the state already; read again after its acknowledgement
-        // failed (`applied.rs`).
-        if self.stream.handled_here(h.entry) {
-            return answered_already(&h.req.urn, &h.reply_to);
         }
-        // A member paused past its lease may have had this request claimed by another.
-        if !self.lease.fresh() {
-            self.recheck_lease().await;
-            if !self.lease.fresh() || !self.still_mine(h.entry).await {
+        h.fence = shared.lease.fence();
+    }
+    // A first request read from the group's stream: the pattern's placement says where
+    // the URN is activated (boxed, as the other rare paths below).
+    if h.fresh
+        && matches!(&shared.role, Role::Member(m) if m.pattern)
+        && !sys.activations.is_live(&h.req.urn)
+    {
+        let (urn, asker) = (h.req.urn.as_str(), h.req.asker.as_deref());
+        match Box::pin(place_elsewhere(
+            &shared, &sys, &pattern, h.entry, urn, asker,
+        ))
+        .await
+        {
+            Some(Handed::Done) => {
+                *handed = true;
+                return (None, false);
+            }
+            Some(Handed::NotPending) => return (None, true),
+            Some(Handed::Failed) | None => {}
+        }
+    }
+    // A rebalancing pattern's URN not (or no longer) active here, asked through this
+    // system's own stream (a client's route cached before it was passivated): to the
+    // pattern's group, whose placement chooses where it is activated again.
+    // (Not a request a takeover moved here: this system was chosen to activate it.)
+    if pattern.rebalance
+        && matches!(shared.role, Role::System)
+        && h.req.moved.is_none()
+        && !Box::pin(sys.activations.is_live_when_settled(&h.req.urn)).await
+    {
+        let group = protocol::pattern_group(&pattern.prefix);
+        let forward = forward::forward(
+            &sys,
+            origin_of(&shared, h.entry),
+            &h.req,
+            &group,
+            &h.reply_to,
+            h.timeout,
+        );
+        return Box::pin(forward).await;
+    }
+    // The rare paths' futures are boxed (here, and inside `recheck_lease`, `still_mine`
+    // and `not_ours`): each holds Redis commands, several kilobytes that every request's
+    // future would otherwise hold, and copy as it is built. Claiming a URN is one.
+    match Box::pin(activation::activate(&sys, &h.req.urn, &pattern)).await {
+        Activated::Here(target, standing) => {
+            hand_off(&sys, target, h, Some(standing), &shared).await
+        }
+        Activated::HeldBy(owner) => {
+            // Held by a member that is gone (this request was claimed from it, or it died
+            // since): nobody reads its own stream, and its URN lease lapses soon; the
+            // request stays pending here until then, to be activated here.
+            if let crate::proxy::shared::Role::Member(m) = &shared.role
+                && Box::pin(group::member_gone(&shared, &m.group, &owner)).await
+            {
                 return (None, true);
             }
-            h.fence = self.lease.fence();
+            crate::metrics::activation(&sys.system_id, &pattern.prefix, "forwarded");
+            let forward = forward::forward(
+                &sys,
+                origin_of(&shared, h.entry),
+                &h.req,
+                &owner,
+                &h.reply_to,
+                h.timeout,
+            );
+            Box::pin(forward).await
         }
-        // A first request read from the group's stream: the pattern's placement says where
-        // the URN is activated (boxed, as the other rare paths below).
-        if h.fresh
-            && matches!(&self.role, Role::Member(m) if m.pattern)
-            && !sys.activations.is_live(&h.req.urn)
-        {
-            let (urn, asker) = (h.req.urn.as_str(), h.req.asker.as_deref());
-            match Box::pin(self.place_elsewhere(&sys, &pattern, h.entry, urn, asker)).await {
-                Some(Handed::Done) => {
-                    *handed = true;
-                    return (None, false);
-                }
-                Some(Handed::NotPending) => return (None, true),
-                Some(Handed::Failed) | None => {}
-            }
-        }
-        // A rebalancing pattern's URN not (or no longer) active here, asked through this
-        // system's own stream (a client's route cached before it was passivated): to the
-        // pattern's group, whose placement chooses where it is activated again.
-        // (Not a request a takeover moved here: this system was chosen to activate it.)
-        if pattern.rebalance
-            && matches!(self.role, Role::System)
-            && h.req.moved.is_none()
-            && !Box::pin(sys.activations.is_live_when_settled(&h.req.urn)).await
-        {
-            let group = protocol::pattern_group(&pattern.prefix);
-            let forward = sys.forward(self.origin(h.entry), &h.req, &group, &h.reply_to, h.timeout);
-            return Box::pin(forward).await;
-        }
-        // The rare paths' futures are boxed (here, and inside `recheck_lease`, `still_mine`
-        // and `not_ours`): each holds Redis commands, several kilobytes that every request's
-        // future would otherwise hold, and copy as it is built. Claiming a URN is one.
-        match Box::pin(sys.activate(&h.req.urn, &pattern)).await {
-            Activated::Here(target, standing) => {
-                sys.hand_off(target, h, Some(standing), &self).await
-            }
-            Activated::HeldBy(owner) => {
-                // Held by a member that is gone (this request was claimed from it, or it died
-                // since): nobody reads its own stream, and its URN lease lapses soon; the
-                // request stays pending here until then, to be activated here.
-                if let crate::proxy::shared::Role::Member(m) = &self.role
-                    && Box::pin(self.member_gone(&m.group, &owner)).await
-                {
-                    return (None, true);
-                }
-                crate::metrics::activation(&sys.system_id, &pattern.prefix, "forwarded");
-                let forward =
-                    sys.forward(self.origin(h.entry), &h.req, &owner, &h.reply_to, h.timeout);
-                Box::pin(forward).await
-            }
-            Activated::Refused(text) => {
-                let text = format!("{} could not be activated: {text}", h.req.urn);
-                tracing::warn!(urn = %h.req.urn, "{text}");
-                let reply = h.reply_to.as_ref().map(|(key, id)| {
-                    let frame = protocol::encode_reply(*id, Status::UnknownUrn, text.as_bytes());
-                    (key.clone(), Bytes::from(frame))
-                });
-                (reply, false)
-            }
-            Activated::Unavailable(e) => {
-                tracing::warn!(urn = %h.req.urn, error = %e, "could not claim a URN to activate it; the request stays pending");
-                (None, true)
-            }
-        }
-    }
-
-    /// Where the pattern's placement puts a URN nobody holds: `None` here, else what became
-    /// of the request placed on the member chosen (`placement.rs`).
-    async fn place_elsewhere(
-        &self,
-        sys: &Shared,
-        pattern: &Pattern,
-        entry: EntryId,
-        urn: &str,
-        asker: Option<&str>,
-    ) -> Option<Handed> {
-        let placed = self
-            .place(sys, &pattern.prefix, &pattern.placement, urn, asker)
-            .await;
-        let Placed::There(target) = placed else {
-            return None;
-        };
-        let handed = self.hand_to(entry, &target).await;
-        if matches!(handed, Handed::Done) {
-            crate::metrics::activation(&sys.system_id, &pattern.prefix, "placed");
-            tracing::debug!(%urn, %target, "placed a URN on another member");
-        }
-        Some(handed)
-    }
-
-    /// Hands a decoded request to its actor, and turns the outcome into its reply; `true`:
-    /// leave the request pending. `standing`: an activation's; when its handling was refused
-    /// a write (a later activation owns the state) or never ran because another system took
-    /// the URN, the request goes to that system instead. `origin`: the instance whose stream
-    /// the request came in.
-    pub(in crate::proxy) async fn hand_off(
-        self: &Arc<Self>,
-        target: DynActorRef,
-        h: HandOff,
-        standing: Option<Arc<Standing>>,
-        origin: &Shared,
-    ) -> (Option<(String, Bytes)>, bool) {
-        let HandOff {
-            entry,
-            req,
-            reply_to,
-            rm,
-            msg,
-            codec,
-            timeout,
-            sent_ms,
-            fresh: _,
-            mut fence,
-        } = h;
-        // An activation's message is handled in a trace context of its own, by which its
-        // store tells whether a write of this very handling was refused, and records the
-        // request with what it wrote (`applied.rs`).
-        let trace = match &standing {
-            Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
-            None => req.trace,
-        };
-        let applied = standing.as_ref().zip(trace).map(|(s, t)| {
-            // A request a takeover moved is known by its first entry (`field::MOVED`).
-            let key = req.moved.clone().unwrap_or_else(|| {
-                crate::proxy::scale::applied::request_key(&origin.stream.requests_key, entry)
+        Activated::Refused(text) => {
+            let text = format!("{} could not be activated: {text}", h.req.urn);
+            tracing::warn!(urn = %h.req.urn, "{text}");
+            let reply = h.reply_to.as_ref().map(|(key, id)| {
+                let frame = protocol::encode_reply(*id, Status::UnknownUrn, text.as_bytes());
+                (key.clone(), Bytes::from(frame))
             });
-            (s, t, key)
-        });
-        if let Some((standing, _, key)) = &applied
-            && standing.applied.already(key)
-        {
-            return answered_already(&req.urn, &reply_to);
+            (reply, false)
         }
-        // Never hand a request to the actor without a lease surely still held: after a
-        // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
-        if !self.lease.fresh() {
-            self.recheck_lease().await;
-            let owner = self.registry().conflicts.get(&req.urn).cloned();
-            // Another process of this very system took its lease meanwhile (this one was
-            // taken for dead and restarted): it serves the URN now and reads the system's
-            // stream, so the request goes back into the stream for it, with its reply
-            // address. Not answered `NotOwner` (the URN still names this system: the client
-            // would end with `UnknownUrn`), nor left pending here (the new process reads
-            // the pending list at its start only). An activation's request stays pending
-            // (a copy with a new entry id would escape its applied record).
-            if owner.is_none() && standing.is_none() && self.lease.replaced.load(Ordering::Acquire)
-            {
-                return Box::pin(self.forward(
-                    origin.origin(entry),
+        Activated::Unavailable(e) => {
+            tracing::warn!(urn = %h.req.urn, error = %e, "could not claim a URN to activate it; the request stays pending");
+            (None, true)
+        }
+    }
+}
+
+/// Where the pattern's placement puts a URN nobody holds: `None` here, else what became
+/// of the request placed on the member chosen (`placement.rs`).
+async fn place_elsewhere(
+    shared: &Shared,
+    sys: &Shared,
+    pattern: &Pattern,
+    entry: EntryId,
+    urn: &str,
+    asker: Option<&str>,
+) -> Option<Handed> {
+    let placed =
+        placement::place(shared, sys, &pattern.prefix, &pattern.placement, urn, asker).await;
+    let Placed::There(target) = placed else {
+        return None;
+    };
+    let handed = placement::hand_to(shared, entry, &target).await;
+    if matches!(handed, Handed::Done) {
+        crate::metrics::activation(&sys.system_id, &pattern.prefix, "placed");
+        tracing::debug!(%urn, %target, "placed a URN on another member");
+    }
+    Some(handed)
+}
+
+/// Hands a decoded request to its actor, and turns the outcome into its reply; `true`:
+/// leave the request pending. `standing`: an activation's; when its handling was refused
+/// a write (a later activation owns the state) or never ran because another system took
+/// the URN, the request goes to that system instead. `origin`: the instance whose stream
+/// the request came in.
+pub(in crate::proxy) async fn hand_off(
+    shared: &Arc<Shared>,
+    target: DynActorRef,
+    h: HandOff,
+    standing: Option<Arc<Standing>>,
+    origin: &Shared,
+) -> (Option<(String, Bytes)>, bool) {
+    let HandOff {
+        entry,
+        req,
+        reply_to,
+        rm,
+        msg,
+        codec,
+        timeout,
+        sent_ms,
+        fresh: _,
+        mut fence,
+    } = h;
+    // An activation's message is handled in a trace context of its own, by which its
+    // store tells whether a write of this very handling was refused, and records the
+    // request with what it wrote (`applied.rs`).
+    let trace = match &standing {
+        Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
+        None => req.trace,
+    };
+    let applied = standing.as_ref().zip(trace).map(|(s, t)| {
+        // A request a takeover moved is known by its first entry (`field::MOVED`).
+        let key = req
+            .moved
+            .clone()
+            .unwrap_or_else(|| applied::request_key(&origin.stream.requests_key, entry));
+        (s, t, key)
+    });
+    if let Some((standing, _, key)) = &applied
+        && standing.applied.already(key)
+    {
+        return answered_already(&req.urn, &reply_to);
+    }
+    // Never hand a request to the actor without a lease surely still held: after a
+    // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
+    if !shared.lease.fresh() {
+        lease::recheck_lease(shared).await;
+        let owner = shared.registry().conflicts.get(&req.urn).cloned();
+        // Another process of this very system took its lease meanwhile (this one was
+        // taken for dead and restarted): it serves the URN now and reads the system's
+        // stream, so the request goes back into the stream for it, with its reply
+        // address. Not answered `NotOwner` (the URN still names this system: the client
+        // would end with `UnknownUrn`), nor left pending here (the new process reads
+        // the pending list at its start only). An activation's request stays pending
+        // (a copy with a new entry id would escape its applied record).
+        if owner.is_none() && standing.is_none() && shared.lease.replaced.load(Ordering::Acquire) {
+            return Box::pin(forward::forward(
+                shared,
+                origin_of(origin, entry),
+                &req,
+                &shared.system_id,
+                &reply_to,
+                timeout,
+            ))
+            .await;
+        }
+        if owner.is_some() || !shared.lease.fresh() {
+            return forward::not_ours(
+                shared,
+                origin_of(origin, entry),
+                &req,
+                owner,
+                &reply_to,
+                timeout,
+            )
+            .await;
+        }
+        if !still_mine(origin, entry).await {
+            return (None, true);
+        }
+        fence = origin.lease.fence();
+    }
+    // The wait for room counts from when Redis took the request, as its deadline does:
+    // the time it spent in the stream and in this proxy before its turn counts against
+    // it. A request older than the wait gets the room there is now, or `MailboxFull` at
+    // once. (An entry id in the future counts as taken now.)
+    let age =
+        Duration::from_millis(shared.clock.redis_now_ms().saturating_sub(sent_ms).max(0) as u64);
+    let room_wait = room_wait(shared.config.full_mailbox_wait, age, timeout);
+    if let Some((standing, trace, key)) = &applied {
+        standing.applied.begin(*trace, key.clone());
+    }
+    // The handling is over: `true` if it wrote the state (its request then waits for
+    // its acknowledgement in the records, here and with the state).
+    let ended = || {
+        let wrote = applied
+            .as_ref()
+            .is_some_and(|(standing, trace, _)| standing.applied.end(trace));
+        if let (true, Some((standing, _, key))) = (wrote, &applied) {
+            origin.stream.await_ack(entry, standing, key);
+        }
+        wrote
+    };
+    let request = target
+        .erased(rm.name(), rm.type_id(), msg)
+        .priority(req.priority)
+        .room_timeout(room_wait)
+        .trace(trace)
+        .fence(fence);
+    // Not to be handled here after all: a write of its handling was refused, or it
+    // never ran (nor wrote the state) because the activation was taken away.
+    let redeliver = |ran: bool, wrote: bool| {
+        standing.as_ref().is_some_and(|s| {
+            trace.is_some_and(|t| s.take_refusal(&t)) || (!ran && !wrote && s.is_taken())
+        })
+    };
+    match &reply_to {
+        Some((key, id)) => {
+            // At the deadline the ask is dropped, and the actor never starts a
+            // request still queued then (nobody waits for it).
+            let result = request.timeout(timeout).ask().await;
+            let wrote = ended();
+            if matches!(result, Err(AskError::Fenced)) {
+                return fenced(&req.urn);
+            }
+            let ran = !matches!(result, Err(AskError::ActorStopped));
+            if !ran && !wrote && leaving(&standing) {
+                return (None, true);
+            }
+            if redeliver(ran, wrote) {
+                shared.activations.taken_away(&req.urn);
+                return forward::not_ours(
+                    shared,
+                    origin_of(origin, entry),
                     &req,
-                    &self.system_id,
+                    None,
                     &reply_to,
                     timeout,
-                ))
+                )
                 .await;
             }
-            if owner.is_some() || !self.lease.fresh() {
-                return self
-                    .not_ours(origin.origin(entry), &req, owner, &reply_to, timeout)
-                    .await;
+            let (status, payload) = outcome(shared, rm, &*codec, &target, result);
+            let since_entry = shared.clock.redis_now_ms().saturating_sub(sent_ms).max(0);
+            crate::metrics::answered(
+                &shared.system_id,
+                status.label(),
+                Duration::from_millis(since_entry as u64),
+            );
+            let frame = protocol::encode_reply(*id, status, &payload);
+            (Some((key.clone(), Bytes::from(frame))), false)
+        }
+        None => {
+            // A tell is acknowledged once its handler has finished (or it was
+            // refused), so a crash before that leaves it in Redis for the next proxy.
+            let told = request.tell().await;
+            let wrote = ended();
+            if matches!(told, Err(AskError::Fenced)) {
+                return fenced(&req.urn);
             }
-            if !origin.still_mine(entry).await {
+            if matches!(told, Err(AskError::ActorStopped)) && !wrote && leaving(&standing) {
                 return (None, true);
             }
-            fence = origin.lease.fence();
-        }
-        // The wait for room counts from when Redis took the request, as its deadline does:
-        // the time it spent in the stream and in this proxy before its turn counts against
-        // it. A request older than the wait gets the room there is now, or `MailboxFull` at
-        // once. (An entry id in the future counts as taken now.)
-        let age =
-            Duration::from_millis(self.clock.redis_now_ms().saturating_sub(sent_ms).max(0) as u64);
-        let room_wait = room_wait(self.config.full_mailbox_wait, age, timeout);
-        if let Some((standing, trace, key)) = &applied {
-            standing.applied.begin(*trace, key.clone());
-        }
-        // The handling is over: `true` if it wrote the state (its request then waits for
-        // its acknowledgement in the records, here and with the state).
-        let ended = || {
-            let wrote = applied
-                .as_ref()
-                .is_some_and(|(standing, trace, _)| standing.applied.end(trace));
-            if let (true, Some((standing, _, key))) = (wrote, &applied) {
-                origin.stream.await_ack(entry, standing, key);
+            if redeliver(told.is_ok(), wrote) {
+                // The URN's current activation handles it (unless another member of
+                // its group took the request meanwhile: `forward` checks).
+                shared.activations.taken_away(&req.urn);
+                // Boxed, as the rare paths in `activated` are.
+                let owner = Box::pin(forward::current_owner(shared, &req.urn)).await;
+                return forward::not_ours(
+                    shared,
+                    origin_of(origin, entry),
+                    &req,
+                    owner,
+                    &None,
+                    timeout,
+                )
+                .await;
             }
-            wrote
-        };
-        let request = target
-            .erased(rm.name(), rm.type_id(), msg)
-            .priority(req.priority)
-            .room_timeout(room_wait)
-            .trace(trace)
-            .fence(fence);
-        // Not to be handled here after all: a write of its handling was refused, or it
-        // never ran (nor wrote the state) because the activation was taken away.
-        let redeliver = |ran: bool, wrote: bool| {
-            standing.as_ref().is_some_and(|s| {
-                trace.is_some_and(|t| s.take_refusal(&t)) || (!ran && !wrote && s.is_taken())
-            })
-        };
-        match &reply_to {
-            Some((key, id)) => {
-                // At the deadline the ask is dropped, and the actor never starts a
-                // request still queued then (nobody waits for it).
-                let result = request.timeout(timeout).ask().await;
-                let wrote = ended();
-                if matches!(result, Err(AskError::Fenced)) {
-                    return fenced(&req.urn);
+            if let Err(e) = told {
+                // No room within `full_mailbox_wait`: refused before the actor had it,
+                // counted as a rejected request (the protocol docs).
+                if matches!(e, AskError::MailboxFull) {
+                    shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::rejected(&shared.system_id, Status::MailboxFull.label());
                 }
-                let ran = !matches!(result, Err(AskError::ActorStopped));
-                if !ran && !wrote && leaving(&standing) {
-                    return (None, true);
-                }
-                if redeliver(ran, wrote) {
-                    self.activations.taken_away(&req.urn);
-                    return self
-                        .not_ours(origin.origin(entry), &req, None, &reply_to, timeout)
-                        .await;
-                }
-                let (status, payload) = self.outcome(rm, &*codec, &target, result);
-                let since_entry = self.clock.redis_now_ms().saturating_sub(sent_ms).max(0);
-                crate::metrics::answered(
-                    &self.system_id,
-                    status.label(),
-                    Duration::from_millis(since_entry as u64),
-                );
-                let frame = protocol::encode_reply(*id, status, &payload);
-                (Some((key.clone(), Bytes::from(frame))), false)
+                tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
             }
-            None => {
-                // A tell is acknowledged once its handler has finished (or it was
-                // refused), so a crash before that leaves it in Redis for the next proxy.
-                let told = request.tell().await;
-                let wrote = ended();
-                if matches!(told, Err(AskError::Fenced)) {
-                    return fenced(&req.urn);
-                }
-                if matches!(told, Err(AskError::ActorStopped)) && !wrote && leaving(&standing) {
-                    return (None, true);
-                }
-                if redeliver(told.is_ok(), wrote) {
-                    // The URN's current activation handles it (unless another member of
-                    // its group took the request meanwhile: `forward` checks).
-                    self.activations.taken_away(&req.urn);
-                    // Boxed, as the rare paths in `activated` are.
-                    let owner = Box::pin(self.current_owner(&req.urn)).await;
-                    return self
-                        .not_ours(origin.origin(entry), &req, owner, &None, timeout)
-                        .await;
-                }
-                if let Err(e) = told {
-                    // No room within `full_mailbox_wait`: refused before the actor had it,
-                    // counted as a rejected request (the protocol docs).
-                    if matches!(e, AskError::MailboxFull) {
-                        self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                        crate::metrics::rejected(&self.system_id, Status::MailboxFull.label());
-                    }
-                    tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
-                }
-                (None, false)
-            }
+            (None, false)
         }
     }
+}
 
-    /// Entry `entry` of this instance's stream, as the origin of a request passed on.
-    pub(in crate::proxy) fn origin(&self, entry: EntryId) -> Origin<'_> {
-        Origin {
-            shared: self,
-            entry,
-        }
+/// Entry `entry` of this instance's stream, as the origin of a request passed on.
+pub(in crate::proxy) fn origin_of(shared: &Shared, entry: EntryId) -> Origin<'_> {
+    Origin { shared, entry }
+}
+
+/// Whether a group's entry is still pending on this member (another member claims the
+/// entries of one paused past its lease). Always true in a system's own stream.
+pub(in crate::proxy) async fn still_mine(shared: &Shared, entry: EntryId) -> bool {
+    if matches!(shared.role, Role::System) {
+        return true;
     }
-
-    /// Whether a group's entry is still pending on this member (another member claims the
-    /// entries of one paused past its lease). Always true in a system's own stream.
-    pub(in crate::proxy) async fn still_mine(&self, entry: EntryId) -> bool {
-        if matches!(self.role, Role::System) {
-            return true;
-        }
-        let id = entry.to_string();
-        // Boxed: the command would otherwise sit in every request's future.
-        let pending = Box::pin(conn::call(
-            &self.cmd,
-            keyed("XPENDING"),
-            vec![
-                owned(self.stream.requests_key.clone()),
-                s(crate::protocol::CONSUMER_GROUP),
-                owned(id.clone()),
-                owned(id),
-                Value::Integer(1),
-                owned(self.stream.consumer.clone()),
-            ],
-        ))
-        .await;
-        match pending {
-            Ok(Value::Array(list)) => !list.is_empty(),
-            // Redis did not say: leave it pending, it is read again.
-            _ => false,
-        }
+    let id = entry.to_string();
+    // Boxed: the command would otherwise sit in every request's future.
+    let pending = Box::pin(conn::call(
+        &shared.cmd,
+        keyed("XPENDING"),
+        vec![
+            owned(shared.stream.requests_key.clone()),
+            s(crate::protocol::CONSUMER_GROUP),
+            owned(id.clone()),
+            owned(id),
+            Value::Integer(1),
+            owned(shared.stream.consumer.clone()),
+        ],
+    ))
+    .await;
+    match pending {
+        Ok(Value::Array(list)) => !list.is_empty(),
+        // Redis did not say: leave it pending, it is read again.
+        _ => false,
     }
+}
 
-    /// The status and payload answering an ask's result.
-    fn outcome(
-        &self,
-        rm: &ExposedMessage,
-        codec: &dyn Codec,
-        target: &DynActorRef,
-        result: ErasedResult,
-    ) -> (Status, Vec<u8>) {
-        let urn = target
-            .urn()
-            .map(|u| u.as_str().to_owned())
-            .unwrap_or_default();
-        let encoded =
-            |status: Status, value: Option<&dyn erased_serde::Serialize>, what: &str| match value {
-                None => (
-                    Status::CodecError,
-                    format!("the {what} is not of the message's {what} type").into_bytes(),
+/// The status and payload answering an ask's result.
+fn outcome(
+    shared: &Shared,
+    rm: &ExposedMessage,
+    codec: &dyn Codec,
+    target: &DynActorRef,
+    result: ErasedResult,
+) -> (Status, Vec<u8>) {
+    let urn = target
+        .urn()
+        .map(|u| u.as_str().to_owned())
+        .unwrap_or_default();
+    let encoded =
+        |status: Status, value: Option<&dyn erased_serde::Serialize>, what: &str| match value {
+            None => (
+                Status::CodecError,
+                format!("the {what} is not of the message's {what} type").into_bytes(),
+            ),
+            Some(v) => match codec.encode(v) {
+                Ok(bytes) if bytes.len() > shared.config.max_payload => (
+                    Status::TooLarge,
+                    format!(
+                        "the {what} is {} bytes, the limit is {}",
+                        bytes.len(),
+                        shared.config.max_payload
+                    )
+                    .into_bytes(),
                 ),
-                Some(v) => match codec.encode(v) {
-                    Ok(bytes) if bytes.len() > self.config.max_payload => (
-                        Status::TooLarge,
-                        format!(
-                            "the {what} is {} bytes, the limit is {}",
-                            bytes.len(),
-                            self.config.max_payload
-                        )
-                        .into_bytes(),
-                    ),
-                    Ok(bytes) => (status, bytes),
-                    Err(e) => (
-                        Status::CodecError,
-                        format!("cannot encode the {what}: {e}").into_bytes(),
-                    ),
-                },
-            };
-        match result {
-            Ok(response) => encoded(Status::Ok, rm.response(&*response), "response"),
-            Err(AskError::Handler(error)) => {
-                encoded(Status::HandlerError, rm.error(&*error), "error")
-            }
-            Err(AskError::Panicked(p)) => (Status::Panicked, p.into_bytes()),
-            Err(AskError::Timeout(d)) => (
-                Status::Timeout,
-                format!("{urn} did not answer within {d:?}").into_bytes(),
-            ),
-            Err(AskError::NoResponse) => (
-                Status::NoResponse,
-                format!("{urn} dropped the request").into_bytes(),
-            ),
-            Err(AskError::MailboxFull) => (
-                Status::MailboxFull,
-                format!("{urn} has a full mailbox").into_bytes(),
-            ),
-            Err(AskError::UnknownMessage { message, .. }) => (
-                Status::UnknownMessage,
-                format!("{urn} does not handle {message}").into_bytes(),
-            ),
-            // A process actor's process died under the ask: as the protocol has no status
-            // of its own for it, a panic with the exit in its text (what it always said).
-            Err(AskError::Exited(exit)) => (
-                Status::Panicked,
-                format!("the process died: {exit}").into_bytes(),
-            ),
-            Err(AskError::Codec(e)) => (Status::CodecError, e.into_bytes()),
-            Err(AskError::TooLarge(e)) => (Status::TooLarge, e.into_bytes()),
-            // `ActorStopped`, and what only another transport reports (an actor relayed to
-            // elsewhere that cannot be reached): the actor is gone for this ask.
-            Err(_) => (Status::ActorStopped, format!("{urn} stopped").into_bytes()),
-        }
+                Ok(bytes) => (status, bytes),
+                Err(e) => (
+                    Status::CodecError,
+                    format!("cannot encode the {what}: {e}").into_bytes(),
+                ),
+            },
+        };
+    match result {
+        Ok(response) => encoded(Status::Ok, rm.response(&*response), "response"),
+        Err(AskError::Handler(error)) => encoded(Status::HandlerError, rm.error(&*error), "error"),
+        Err(AskError::Panicked(p)) => (Status::Panicked, p.into_bytes()),
+        Err(AskError::Timeout(d)) => (
+            Status::Timeout,
+            format!("{urn} did not answer within {d:?}").into_bytes(),
+        ),
+        Err(AskError::NoResponse) => (
+            Status::NoResponse,
+            format!("{urn} dropped the request").into_bytes(),
+        ),
+        Err(AskError::MailboxFull) => (
+            Status::MailboxFull,
+            format!("{urn} has a full mailbox").into_bytes(),
+        ),
+        Err(AskError::UnknownMessage { message, .. }) => (
+            Status::UnknownMessage,
+            format!("{urn} does not handle {message}").into_bytes(),
+        ),
+        // A process actor's process died under the ask: as the protocol has no status
+        // of its own for it, a panic with the exit in its text (what it always said).
+        Err(AskError::Exited(exit)) => (
+            Status::Panicked,
+            format!("the process died: {exit}").into_bytes(),
+        ),
+        Err(AskError::Codec(e)) => (Status::CodecError, e.into_bytes()),
+        Err(AskError::TooLarge(e)) => (Status::TooLarge, e.into_bytes()),
+        // `ActorStopped`, and what only another transport reports (an actor relayed to
+        // elsewhere that cannot be reached): the actor is gone for this ask.
+        Err(_) => (Status::ActorStopped, format!("{urn} stopped").into_bytes()),
     }
 }
 
@@ -492,11 +526,11 @@ mod tests {
     fn a_requests_future_leaves_its_rare_paths_boxed() {
         let hand_off = future_size(|| {
             let shared = never::<&Arc<Shared>>();
-            shared.hand_off(never(), never(), None, shared)
+            hand_off(shared, never(), never(), None, shared)
         });
         let mut handed = false;
         let activated =
-            future_size(|| never::<Arc<Shared>>().activated(never(), never(), &mut handed));
+            future_size(|| activated(never::<Arc<Shared>>(), never(), never(), &mut handed));
         assert!(hand_off <= 3072, "handing off is {hand_off} bytes");
         assert!(
             activated <= 3072,

@@ -17,7 +17,9 @@ use tokio::task::JoinHandle;
 use conclib_core::Priority;
 use conclib_core::trace::TraceContext;
 
+use super::dispatch;
 use super::stream::{Completion, Handling};
+use super::write;
 use super::write::write_loop;
 use crate::conn::{self, as_bytes, bytes, keyed_at, owned, s};
 use crate::error::is_connection_error;
@@ -203,17 +205,15 @@ pub(in crate::proxy) fn take_ready(running: &mut Running, into: &mut Vec<Complet
     }
 }
 
-impl Shared {
-    /// Starts the read loop and the writer: (reader, writer).
-    pub(in crate::proxy) fn start_reading(
-        self: &Arc<Self>,
-        block: Duration,
-    ) -> (JoinHandle<()>, JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_loop(self.clone(), rx));
-        let reader = tokio::spawn(read_loop(self.clone(), tx, block));
-        (reader, writer)
-    }
+/// Starts the read loop and the writer: (reader, writer).
+pub(in crate::proxy) fn start_reading(
+    shared: &Arc<Shared>,
+    block: Duration,
+) -> (JoinHandle<()>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(shared.clone(), rx));
+    let reader = tokio::spawn(read_loop(shared.clone(), tx, block));
+    (reader, writer)
 }
 
 /// The proxy's request loop, one task: reads requests, starts their handling, drives it,
@@ -251,11 +251,11 @@ pub(in crate::proxy) async fn read_loop(
             take_ready(&mut running, &mut ready);
         }
         if !ready.is_empty() {
-            let write = Box::pin(
-                shared
-                    .clone()
-                    .write_ahead(std::mem::take(&mut ready), late.clone()),
-            );
+            let write = Box::pin(write::write_ahead(
+                shared.clone(),
+                std::mem::take(&mut ready),
+                late.clone(),
+            ));
             // Its commands are queued on the connection before the read's.
             if let Err(rest) = poll_once(write) {
                 writes.push(rest);
@@ -385,7 +385,7 @@ pub(in crate::proxy) async fn read_loop(
             };
             // Read from the pending list: placed here, claimed from a member gone, or read
             // again; never placed elsewhere again (`placement.rs`).
-            match shared.dispatch(entry_id, id, fields, permit, !pending_phase) {
+            match dispatch::dispatch(&shared, entry_id, id, fields, permit, !pending_phase) {
                 Err(done) => ready.push(done),
                 // Started here, in arrival order, so one client's messages to one actor enter
                 // its mailbox in order.
