@@ -69,24 +69,13 @@ pub(in crate::proxy) fn dispatch(
     let handoff = decode(shared, &entry_id, id, checked, &route, fresh)?;
     let shared = shared.clone();
     Ok(Box::pin(async move {
-        let ((reply, requeue), handed) = match route {
-            Route::Actor(target) => (
-                handoff::hand_off(&shared, target, handoff, None, &shared).await,
-                false,
-            ),
-            Route::Pattern(pattern) => {
-                let mut handed = false;
-                let done = handoff::activated(shared, pattern, handoff, &mut handed).await;
-                (done, handed)
+        let handled = match route {
+            Route::Actor(target) => {
+                handoff::hand_off(&shared, target, handoff, None, &shared).await
             }
+            Route::Pattern(pattern) => handoff::activated(shared, pattern, handoff).await,
         };
-        Completion {
-            id,
-            reply,
-            requeue,
-            handed,
-            _permit: Some(permit),
-        }
+        Completion::of(id, handled, permit)
     }))
 }
 
@@ -233,7 +222,7 @@ fn route(
             let shared = shared.clone();
             let Checked { req, remaining, .. } = checked;
             return Err(Turned::Passed(Box::pin(async move {
-                let (reply, requeue) = forward::not_ours(
+                let handled = forward::not_ours(
                     &shared,
                     handoff::origin_of(&shared, id),
                     &req,
@@ -242,13 +231,7 @@ fn route(
                     remaining,
                 )
                 .await;
-                Completion {
-                    id,
-                    reply,
-                    requeue,
-                    handed: false,
-                    _permit: Some(permit),
-                }
+                Completion::of(id, handled, permit)
             })));
         }
         let text = format!("URN {} is served by system {owner}", req.urn);

@@ -14,13 +14,13 @@
 
 use std::time::Duration;
 
-use fred::bytes::Bytes;
 use fred::prelude::*;
 
 use super::handoff;
 use super::read::Request;
+use super::stream::Handled;
 use crate::conn::{self, bytes, keyed, owned, s};
-use crate::protocol::{self, CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
+use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
 use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
@@ -62,18 +62,17 @@ pub(in crate::proxy) async fn not_ours(
     owner: Option<String>,
     reply_to: &Option<(String, u64)>,
     remaining: Duration,
-) -> (Option<(String, Bytes)>, bool) {
-    if let Some((key, id)) = reply_to {
+) -> Handled {
+    if reply_to.is_some() {
         let text = match &owner {
             Some(owner) => format!("URN {} is served by system {owner}", req.urn),
             None => format!("this proxy cannot confirm it still serves {}", req.urn),
         };
         tracing::info!(urn = %req.urn, "{text}");
-        let frame = protocol::encode_reply(*id, Status::NotOwner, text.as_bytes());
-        return (Some((key.clone(), Bytes::from(frame))), false);
+        return Handled::reply(reply_to, Status::NotOwner, text.as_bytes());
     }
     let Some(owner) = owner else {
-        return (None, true);
+        return Handled::LeavePending;
     };
     // Boxed: a rare path holding Redis commands, which every request's future (that
     // awaits this one) would otherwise hold too.
@@ -90,21 +89,21 @@ pub(in crate::proxy) async fn forward(
     owner: &str,
     reply_to: &Option<(String, u64)>,
     remaining: Duration,
-) -> (Option<(String, Bytes)>, bool) {
+) -> Handled {
     match append_to(shared, origin, req, owner, reply_to, remaining).await {
         Ok(Forwarded::Added) => {
             tracing::debug!(urn = %req.urn, %owner, "passed a request on to the system holding its URN");
-            (None, false)
+            Handled::Acknowledge
         }
         Ok(Forwarded::NoStream) => {
             tracing::warn!(urn = %req.urn, %owner, "dropped a request: the system holding its URN has no request stream");
-            (None, false)
+            Handled::Acknowledge
         }
         // Not ours to acknowledge either: it may be pending on another member.
-        Ok(Forwarded::NotPending) => (None, true),
+        Ok(Forwarded::NotPending) => Handled::LeavePending,
         Err(e) => {
             tracing::warn!(urn = %req.urn, %owner, error = %e, "could not pass a request on to the system holding its URN; it stays pending");
-            (None, true)
+            Handled::LeavePending
         }
     }
 }

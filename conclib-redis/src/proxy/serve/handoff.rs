@@ -16,6 +16,7 @@ use super::forward;
 use super::forward::Origin;
 use super::lease;
 use super::read::Request;
+use super::stream::Handled;
 use crate::conn::{self, keyed, owned, s};
 use crate::protocol::{self, Status};
 use crate::proxy::scale::activation;
@@ -33,15 +34,9 @@ use conclib_codec::Codec;
 /// process was paused past its lease, or out of Redis's reach as long): left pending, it is
 /// read again, and handled here only if it is still this instance's (another member of its
 /// group may have claimed it meanwhile).
-fn fenced(urn: &str) -> (Option<(String, Bytes)>, bool) {
+fn fenced(urn: &str) -> Handled {
     tracing::debug!(%urn, "a request queued before the lease lapsed was not started; read again");
-    (None, true)
-}
-
-/// Whether the request's activation was stopping to rebalance its pattern: a request it
-/// did not start is left pending, read again, and activates the URN anew.
-fn leaving(standing: &Option<Arc<Standing>>) -> bool {
-    standing.as_ref().is_some_and(|s| s.is_leaving())
+    Handled::LeavePending
 }
 
 /// A decoded request, ready for its actor.
@@ -64,17 +59,15 @@ pub(in crate::proxy) struct HandOff {
 }
 
 /// Serves a request for a patterned URN: activates it here if nobody holds it (or places
-/// it on the member its pattern's placement chooses: then `handed` is set, and it is
-/// neither acknowledged nor read again here), passes it to the system holding it
-/// otherwise.
+/// it on the member its pattern's placement chooses: [`Handled::Placed`]), passes it to the
+/// system holding it otherwise.
 pub(in crate::proxy) async fn activated(
     shared: Arc<Shared>,
     pattern: Arc<Pattern>,
     mut h: HandOff,
-    handed: &mut bool,
-) -> (Option<(String, Bytes)>, bool) {
+) -> Handled {
     let Some(sys) = shared.system_proxy() else {
-        return (None, true);
+        return Handled::LeavePending;
     };
     // Its handling here wrote the state already; read again after its acknowledgement
     // failed (`applied.rs`).
@@ -85,7 +78,7 @@ pub(in crate::proxy) async fn activated(
     if !shared.lease.fresh() {
         lease::recheck_lease(&shared).await;
         if !shared.lease.fresh() || !still_mine(&shared, h.entry).await {
-            return (None, true);
+            return Handled::LeavePending;
         }
         h.fence = shared.lease.fence();
     }
@@ -101,11 +94,8 @@ pub(in crate::proxy) async fn activated(
         ))
         .await
         {
-            Some(Handed::Done) => {
-                *handed = true;
-                return (None, false);
-            }
-            Some(Handed::NotPending) => return (None, true),
+            Some(Handed::Done) => return Handled::Placed,
+            Some(Handed::NotPending) => return Handled::LeavePending,
             Some(Handed::Failed) | None => {}
         }
     }
@@ -143,7 +133,7 @@ pub(in crate::proxy) async fn activated(
             if let crate::proxy::shared::Role::Member(m) = &shared.role
                 && Box::pin(group::member_gone(&shared, &m.group, &owner)).await
             {
-                return (None, true);
+                return Handled::LeavePending;
             }
             crate::metrics::activation(&sys.system_id, &pattern.prefix, "forwarded");
             let forward = forward::forward(
@@ -159,15 +149,11 @@ pub(in crate::proxy) async fn activated(
         Activated::Refused(text) => {
             let text = format!("{} could not be activated: {text}", h.req.urn);
             tracing::warn!(urn = %h.req.urn, "{text}");
-            let reply = h.reply_to.as_ref().map(|(key, id)| {
-                let frame = protocol::encode_reply(*id, Status::UnknownUrn, text.as_bytes());
-                (key.clone(), Bytes::from(frame))
-            });
-            (reply, false)
+            Handled::reply(&h.reply_to, Status::UnknownUrn, text.as_bytes())
         }
         Activated::Unavailable(e) => {
             tracing::warn!(urn = %h.req.urn, error = %e, "could not claim a URN to activate it; the request stays pending");
-            (None, true)
+            Handled::LeavePending
         }
     }
 }
@@ -195,18 +181,19 @@ async fn place_elsewhere(
     Some(handed)
 }
 
-/// Hands a decoded request to its actor, and turns the outcome into its reply; `true`:
-/// leave the request pending. `standing`: an activation's; when its handling was refused
-/// a write (a later activation owns the state) or never ran because another system took
-/// the URN, the request goes to that system instead. `origin`: the instance whose stream
-/// the request came in.
+/// Hands a decoded request to its actor, in three steps: its exactly-once record
+/// ([`Record`]: an activation's request handled already is answered from it), the lease
+/// check ([`check_lease`]), then the ask or the tell. `standing`: an activation's; when its
+/// handling was refused a write (a later activation owns the state) or never ran because
+/// another system took the URN, the request goes to that system instead. `origin`: the
+/// instance whose stream the request came in.
 pub(in crate::proxy) async fn hand_off(
     shared: &Arc<Shared>,
     target: DynActorRef,
     h: HandOff,
     standing: Option<Arc<Standing>>,
     origin: &Shared,
-) -> (Option<(String, Bytes)>, bool) {
+) -> Handled {
     let HandOff {
         entry,
         req,
@@ -217,67 +204,25 @@ pub(in crate::proxy) async fn hand_off(
         timeout,
         sent_ms,
         fresh: _,
-        mut fence,
+        fence,
     } = h;
-    // An activation's message is handled in a trace context of its own, by which its
-    // store tells whether a write of this very handling was refused, and records the
-    // request with what it wrote (`applied.rs`).
-    let trace = match &standing {
-        Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
-        None => req.trace,
-    };
-    let applied = standing.as_ref().zip(trace).map(|(s, t)| {
-        // A request a takeover moved is known by its first entry (`field::MOVED`).
-        let key = req
-            .moved
-            .clone()
-            .unwrap_or_else(|| applied::request_key(&origin.stream.requests_key, entry));
-        (s, t, key)
-    });
-    if let Some((standing, _, key)) = &applied
-        && standing.applied.already(key)
-    {
+    let record = Record::new(standing, &req, origin, entry);
+    if record.answered_already() {
         return answered_already(&req.urn, &reply_to);
     }
-    // Never hand a request to the actor without a lease surely still held: after a
-    // pause (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now.
-    if !shared.lease.fresh() {
-        lease::recheck_lease(shared).await;
-        let owner = shared.registry().conflicts.get(&req.urn).cloned();
-        // Another process of this very system took its lease meanwhile (this one was
-        // taken for dead and restarted): it serves the URN now and reads the system's
-        // stream, so the request goes back into the stream for it, with its reply
-        // address. Not answered `NotOwner` (the URN still names this system: the client
-        // would end with `UnknownUrn`), nor left pending here (the new process reads
-        // the pending list at its start only). An activation's request stays pending
-        // (a copy with a new entry id would escape its applied record).
-        if owner.is_none() && standing.is_none() && shared.lease.replaced.load(Ordering::Acquire) {
-            return Box::pin(forward::forward(
-                shared,
-                origin_of(origin, entry),
-                &req,
-                &shared.system_id,
-                &reply_to,
-                timeout,
-            ))
-            .await;
+    let fence = if shared.lease.fresh() {
+        fence
+    } else {
+        // Boxed, as the other rare paths are (see `activated`).
+        match Box::pin(check_lease(
+            shared, origin, entry, &req, &reply_to, &record, timeout,
+        ))
+        .await
+        {
+            Ok(fence) => fence,
+            Err(handled) => return handled,
         }
-        if owner.is_some() || !shared.lease.fresh() {
-            return forward::not_ours(
-                shared,
-                origin_of(origin, entry),
-                &req,
-                owner,
-                &reply_to,
-                timeout,
-            )
-            .await;
-        }
-        if !still_mine(origin, entry).await {
-            return (None, true);
-        }
-        fence = origin.lease.fence();
-    }
+    };
     // The wait for room counts from when Redis took the request, as its deadline does:
     // the time it spent in the stream and in this proxy before its turn counts against
     // it. A request older than the wait gets the room there is now, or `MailboxFull` at
@@ -285,106 +230,266 @@ pub(in crate::proxy) async fn hand_off(
     let age =
         Duration::from_millis(shared.clock.redis_now_ms().saturating_sub(sent_ms).max(0) as u64);
     let room_wait = room_wait(shared.config.full_mailbox_wait, age, timeout);
-    if let Some((standing, trace, key)) = &applied {
-        standing.applied.begin(*trace, key.clone());
-    }
-    // The handling is over: `true` if it wrote the state (its request then waits for
-    // its acknowledgement in the records, here and with the state).
-    let ended = || {
-        let wrote = applied
-            .as_ref()
-            .is_some_and(|(standing, trace, _)| standing.applied.end(trace));
-        if let (true, Some((standing, _, key))) = (wrote, &applied) {
-            origin.stream.await_ack(entry, standing, key);
-        }
-        wrote
-    };
+    record.begin();
     let request = target
         .erased(rm.name(), rm.type_id(), msg)
         .priority(req.priority)
         .room_timeout(room_wait)
-        .trace(trace)
+        .trace(record.trace)
         .fence(fence);
-    // Not to be handled here after all: a write of its handling was refused, or it
-    // never ran (nor wrote the state) because the activation was taken away.
-    let redeliver = |ran: bool, wrote: bool| {
-        standing.as_ref().is_some_and(|s| {
-            trace.is_some_and(|t| s.take_refusal(&t)) || (!ran && !wrote && s.is_taken())
-        })
+    let asked = Asked {
+        shared,
+        origin,
+        entry,
+        req: &req,
+        record: &record,
+        timeout,
     };
     match &reply_to {
         Some((key, id)) => {
             // At the deadline the ask is dropped, and the actor never starts a
             // request still queued then (nobody waits for it).
             let result = request.timeout(timeout).ask().await;
-            let wrote = ended();
-            if matches!(result, Err(AskError::Fenced)) {
-                return fenced(&req.urn);
-            }
-            let ran = !matches!(result, Err(AskError::ActorStopped));
-            if !ran && !wrote && leaving(&standing) {
-                return (None, true);
-            }
-            if redeliver(ran, wrote) {
-                shared.activations.taken_away(&req.urn);
-                return forward::not_ours(
-                    shared,
-                    origin_of(origin, entry),
-                    &req,
-                    None,
-                    &reply_to,
-                    timeout,
-                )
-                .await;
-            }
-            let (status, payload) = outcome(shared, rm, &*codec, &target, result);
-            let since_entry = shared.clock.redis_now_ms().saturating_sub(sent_ms).max(0);
-            crate::metrics::answered(
-                &shared.system_id,
-                status.label(),
-                Duration::from_millis(since_entry as u64),
-            );
-            let frame = protocol::encode_reply(*id, status, &payload);
-            (Some((key.clone(), Bytes::from(frame))), false)
+            asked
+                .answered(result, key, *id, rm, &*codec, &target, sent_ms)
+                .await
         }
         None => {
             // A tell is acknowledged once its handler has finished (or it was
             // refused), so a crash before that leaves it in Redis for the next proxy.
             let told = request.tell().await;
-            let wrote = ended();
-            if matches!(told, Err(AskError::Fenced)) {
-                return fenced(&req.urn);
-            }
-            if matches!(told, Err(AskError::ActorStopped)) && !wrote && leaving(&standing) {
-                return (None, true);
-            }
-            if redeliver(told.is_ok(), wrote) {
-                // The URN's current activation handles it (unless another member of
-                // its group took the request meanwhile: `forward` checks).
-                shared.activations.taken_away(&req.urn);
-                // Boxed, as the rare paths in `activated` are.
-                let owner = Box::pin(forward::current_owner(shared, &req.urn)).await;
-                return forward::not_ours(
-                    shared,
-                    origin_of(origin, entry),
-                    &req,
-                    owner,
-                    &None,
-                    timeout,
-                )
-                .await;
-            }
-            if let Err(e) = told {
-                // No room within `full_mailbox_wait`: refused before the actor had it,
-                // counted as a rejected request (the protocol docs).
-                if matches!(e, AskError::MailboxFull) {
-                    shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
-                    crate::metrics::rejected(&shared.system_id, Status::MailboxFull.label());
-                }
-                tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
-            }
-            (None, false)
+            asked.told(told).await
         }
+    }
+}
+
+/// An activation's exactly-once record of one request (`applied.rs`): the trace context
+/// its handling runs in (by which its store tells whether a write of this very handling
+/// was refused, and records the request with what it wrote) and the key it is recorded
+/// under. A live actor's request has no record, and keeps the trace it came with.
+struct Record {
+    trace: Option<TraceContext>,
+    applied: Option<(Arc<Standing>, TraceContext, String)>,
+}
+
+impl Record {
+    fn new(
+        standing: Option<Arc<Standing>>,
+        req: &Request,
+        origin: &Shared,
+        entry: EntryId,
+    ) -> Record {
+        let trace = match &standing {
+            Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
+            None => req.trace,
+        };
+        let applied = standing.zip(trace).map(|(s, t)| {
+            // A request a takeover moved is known by its first entry (`field::MOVED`).
+            let key = req
+                .moved
+                .clone()
+                .unwrap_or_else(|| applied::request_key(&origin.stream.requests_key, entry));
+            (s, t, key)
+        });
+        Record { trace, applied }
+    }
+
+    /// An activation's request: it stays pending rather than be copied into the stream
+    /// again (a copy with a new entry id would escape its record).
+    fn is_activation(&self) -> bool {
+        self.applied.is_some()
+    }
+
+    /// Recorded as handled already (its handling wrote the state).
+    fn answered_already(&self) -> bool {
+        self.applied
+            .as_ref()
+            .is_some_and(|(standing, _, key)| standing.applied.already(key))
+    }
+
+    fn begin(&self) {
+        if let Some((standing, trace, key)) = &self.applied {
+            standing.applied.begin(*trace, key.clone());
+        }
+    }
+
+    /// The handling is over: `true` if it wrote the state (its request then waits for its
+    /// acknowledgement in the records, here and with the state).
+    fn end(&self, origin: &Shared, entry: EntryId) -> bool {
+        let Some((standing, trace, key)) = &self.applied else {
+            return false;
+        };
+        let wrote = standing.applied.end(trace);
+        if wrote {
+            origin.stream.await_ack(entry, standing, key);
+        }
+        wrote
+    }
+
+    /// Whether the activation was stopping to rebalance its pattern: a request it did not
+    /// start is left pending, read again, and activates the URN anew.
+    fn leaving(&self) -> bool {
+        self.applied
+            .as_ref()
+            .is_some_and(|(s, _, _)| s.is_leaving())
+    }
+
+    /// Not to be handled here after all: a write of its handling was refused, or it never
+    /// ran (nor wrote the state) because the activation was taken away.
+    fn redeliver(&self, ran: bool, wrote: bool) -> bool {
+        self.applied
+            .as_ref()
+            .is_some_and(|(s, t, _)| s.take_refusal(t) || (!ran && !wrote && s.is_taken()))
+    }
+}
+
+/// Never hand a request to the actor without a lease surely still held: after a pause
+/// (SIGSTOP, a long GC, a frozen VM) another system may serve the URN now. Checked when
+/// the lease is not surely held: the fence to carry, or what becomes of the request
+/// instead.
+async fn check_lease(
+    shared: &Arc<Shared>,
+    origin: &Shared,
+    entry: EntryId,
+    req: &Request,
+    reply_to: &Option<(String, u64)>,
+    record: &Record,
+    timeout: Duration,
+) -> Result<conclib_core::Fence, Handled> {
+    lease::recheck_lease(shared).await;
+    let owner = shared.registry().conflicts.get(&req.urn).cloned();
+    // Another process of this very system took its lease meanwhile (this one was taken
+    // for dead and restarted): it serves the URN now and reads the system's stream, so
+    // the request goes back into the stream for it, with its reply address. Not answered
+    // `NotOwner` (the URN still names this system: the client would end with
+    // `UnknownUrn`), nor left pending here (the new process reads the pending list at its
+    // start only). An activation's request stays pending (a copy with a new entry id
+    // would escape its applied record).
+    if owner.is_none() && !record.is_activation() && shared.lease.replaced.load(Ordering::Acquire) {
+        return Err(Box::pin(forward::forward(
+            shared,
+            origin_of(origin, entry),
+            req,
+            &shared.system_id,
+            reply_to,
+            timeout,
+        ))
+        .await);
+    }
+    if owner.is_some() || !shared.lease.fresh() {
+        let not_ours = forward::not_ours(
+            shared,
+            origin_of(origin, entry),
+            req,
+            owner,
+            reply_to,
+            timeout,
+        );
+        return Err(not_ours.await);
+    }
+    if !still_mine(origin, entry).await {
+        return Err(Handled::LeavePending);
+    }
+    Ok(origin.lease.fence())
+}
+
+/// A request handed to its actor, whose result is turned into what becomes of it.
+struct Asked<'a> {
+    shared: &'a Arc<Shared>,
+    origin: &'a Shared,
+    entry: EntryId,
+    req: &'a Request,
+    record: &'a Record,
+    timeout: Duration,
+}
+
+impl Asked<'_> {
+    /// An ask's result: its reply to `key`, or (the actor did not take it) the request
+    /// left pending or passed on.
+    #[allow(clippy::too_many_arguments)]
+    async fn answered(
+        &self,
+        result: ErasedResult,
+        key: &str,
+        id: u64,
+        rm: &ExposedMessage,
+        codec: &dyn Codec,
+        target: &DynActorRef,
+        sent_ms: i64,
+    ) -> Handled {
+        let (shared, req) = (self.shared, self.req);
+        let wrote = self.record.end(self.origin, self.entry);
+        if matches!(result, Err(AskError::Fenced)) {
+            return fenced(&req.urn);
+        }
+        let ran = !matches!(result, Err(AskError::ActorStopped));
+        if !ran && !wrote && self.record.leaving() {
+            return Handled::LeavePending;
+        }
+        if self.record.redeliver(ran, wrote) {
+            shared.activations.taken_away(&req.urn);
+            let reply_to = Some((key.to_owned(), id));
+            return forward::not_ours(
+                shared,
+                origin_of(self.origin, self.entry),
+                req,
+                None,
+                &reply_to,
+                self.timeout,
+            )
+            .await;
+        }
+        let (status, payload) = outcome(shared, rm, codec, target, result);
+        let since_entry = shared.clock.redis_now_ms().saturating_sub(sent_ms).max(0);
+        crate::metrics::answered(
+            &shared.system_id,
+            status.label(),
+            Duration::from_millis(since_entry as u64),
+        );
+        let frame = protocol::encode_reply(id, status, &payload);
+        Handled::Reply {
+            key: key.to_owned(),
+            frame: Bytes::from(frame),
+        }
+    }
+
+    /// A tell's result: acknowledged (handled, or refused), or (the actor did not take it)
+    /// left pending or passed on.
+    async fn told(&self, told: Result<(), AskError>) -> Handled {
+        let (shared, req) = (self.shared, self.req);
+        let wrote = self.record.end(self.origin, self.entry);
+        if matches!(told, Err(AskError::Fenced)) {
+            return fenced(&req.urn);
+        }
+        if matches!(told, Err(AskError::ActorStopped)) && !wrote && self.record.leaving() {
+            return Handled::LeavePending;
+        }
+        if self.record.redeliver(told.is_ok(), wrote) {
+            // The URN's current activation handles it (unless another member of its group
+            // took the request meanwhile: `forward` checks).
+            shared.activations.taken_away(&req.urn);
+            // Boxed, as the rare paths in `activated` are.
+            let owner = Box::pin(forward::current_owner(shared, &req.urn)).await;
+            return forward::not_ours(
+                shared,
+                origin_of(self.origin, self.entry),
+                req,
+                owner,
+                &None,
+                self.timeout,
+            )
+            .await;
+        }
+        if let Err(e) = told {
+            // No room within `full_mailbox_wait`: refused before the actor had it, counted
+            // as a rejected request (the protocol docs).
+            if matches!(e, AskError::MailboxFull) {
+                shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::rejected(&shared.system_id, Status::MailboxFull.label());
+            }
+            tracing::warn!(urn = %req.urn, message = %req.message, error = %e, "a told message was refused");
+        }
+        Handled::Acknowledge
     }
 }
 
@@ -502,16 +607,9 @@ fn room_wait(full_mailbox_wait: Duration, age: Duration, timeout: Duration) -> D
 /// recorded by an earlier activation of the URN, paused or killed before it. Its effect is in
 /// the state: it is acknowledged without being handled again, and an ask is answered
 /// `NoResponse` (the first handling's answer was lost).
-fn answered_already(
-    urn: &str,
-    reply_to: &Option<(String, u64)>,
-) -> (Option<(String, Bytes)>, bool) {
-    let reply = reply_to.as_ref().map(|(key, id)| {
-        let text = format!("{urn} handled this request already, and its answer was lost");
-        let frame = protocol::encode_reply(*id, Status::NoResponse, text.as_bytes());
-        (key.clone(), Bytes::from(frame))
-    });
-    (reply, false)
+fn answered_already(urn: &str, reply_to: &Option<(String, u64)>) -> Handled {
+    let text = format!("{urn} handled this request already, and its answer was lost");
+    Handled::reply(reply_to, Status::NoResponse, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -528,9 +626,7 @@ mod tests {
             let shared = never::<&Arc<Shared>>();
             hand_off(shared, never(), never(), None, shared)
         });
-        let mut handed = false;
-        let activated =
-            future_size(|| activated(never::<Arc<Shared>>(), never(), never(), &mut handed));
+        let activated = future_size(|| activated(never::<Arc<Shared>>(), never(), never()));
         assert!(hand_off <= 3072, "handing off is {hand_off} bytes");
         assert!(
             activated <= 3072,

@@ -14,7 +14,7 @@ use fred::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::{self, keyed, keyed_at, owned, s};
-use crate::protocol::CONSUMER_GROUP;
+use crate::protocol::{self, CONSUMER_GROUP, Status};
 use crate::proxy::scale::applied::RequestKey;
 use crate::proxy::scale::standing::Standing;
 use crate::unacked::{EntryId, Unacked};
@@ -148,6 +148,62 @@ pub(in crate::proxy) struct Completion {
     pub(in crate::proxy) handed: bool,
     /// The request's place among those in flight, given back once the answer is written.
     pub(in crate::proxy) _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// What becomes of a request's stream entry once its handling here is over.
+pub(in crate::proxy) enum Handled {
+    /// Answer the ask with `frame` pushed to `key`, then acknowledge the entry.
+    Reply { key: String, frame: Bytes },
+    /// Acknowledge the entry with no reply: a tell handled or refused, a request passed
+    /// on, or one that cannot be answered.
+    Acknowledge,
+    /// Leave the entry pending, to be read again: this instance cannot settle it now.
+    LeavePending,
+    /// Placed on another member of its group: pending on that member now, so neither
+    /// acknowledged nor read again here (`placement.rs`).
+    Placed,
+}
+
+impl Handled {
+    /// An ask's reply (`reply_to`: its reply key and id) of `status` and `payload`; a tell
+    /// (no reply address) is acknowledged.
+    pub(in crate::proxy) fn reply(
+        reply_to: &Option<(String, u64)>,
+        status: Status,
+        payload: &[u8],
+    ) -> Handled {
+        match reply_to {
+            Some((key, id)) => Handled::Reply {
+                key: key.clone(),
+                frame: Bytes::from(protocol::encode_reply(*id, status, payload)),
+            },
+            None => Handled::Acknowledge,
+        }
+    }
+}
+
+impl Completion {
+    /// The completion of entry `id` handled as `handled`, giving back its place among those
+    /// in flight once written.
+    pub(in crate::proxy) fn of(
+        id: EntryId,
+        handled: Handled,
+        permit: OwnedSemaphorePermit,
+    ) -> Completion {
+        let (reply, requeue, handed) = match handled {
+            Handled::Reply { key, frame } => (Some((key, frame)), false, false),
+            Handled::Acknowledge => (None, false, false),
+            Handled::LeavePending => (None, true, false),
+            Handled::Placed => (None, false, true),
+        };
+        Completion {
+            id,
+            reply,
+            requeue,
+            handed,
+            _permit: Some(permit),
+        }
+    }
 }
 
 /// A request being handled: resolves to its completion.
