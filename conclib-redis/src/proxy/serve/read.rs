@@ -229,8 +229,7 @@ pub(in crate::proxy) async fn read_loop(
     let mut stop = shared.stop.subscribe();
     // First the entries delivered to us before and never acknowledged (a crash, a lost
     // answer), then new ones.
-    let mut pending_phase = true;
-    let mut pending_from: Bytes = Bytes::from_static(b"0");
+    let mut position = Position::PENDING_FROM_START;
     let mut backoff = Duration::from_millis(10);
     let cmd = keyed_at("XREADGROUP", 4, true);
     let mut running = Running::new();
@@ -242,8 +241,7 @@ pub(in crate::proxy) async fn read_loop(
             break;
         }
         if shared.stream.reread.swap(false, Ordering::AcqRel) {
-            pending_phase = true;
-            pending_from = Bytes::from_static(b"0");
+            position = Position::PENDING_FROM_START;
         }
         // Handlers that answer at once do so now, so their replies precede the next read.
         if !running.is_empty() {
@@ -282,21 +280,17 @@ pub(in crate::proxy) async fn read_loop(
             s("COUNT"),
             Value::Integer(count as i64),
         ];
-        if !pending_phase {
+        if !position.is_pending() {
             args.push(s("BLOCK"));
             args.push(Value::Integer(block.as_millis() as i64));
         }
         args.push(s("STREAMS"));
         args.push(owned(shared.stream.requests_key.clone()));
-        args.push(if pending_phase {
-            bytes(pending_from.clone())
-        } else {
-            s(">")
-        });
+        args.push(position.read_after());
         // XREADGROUP's key is after GROUP g c COUNT n [BLOCK ms] STREAMS.
         let offset = args.len() - 2;
         // What is acknowledged from here on may still be listed by a re-read's reply.
-        shared.stream.unacked().rereading(pending_phase);
+        shared.stream.unacked().rereading(position.is_pending());
         let mut read_cmd = cmd.clone();
         read_cmd.cluster_hash = fred::types::ClusterHash::Offset(offset);
         // Sent once at most: fred would otherwise send a read lost with its connection
@@ -324,8 +318,8 @@ pub(in crate::proxy) async fn read_loop(
         };
         let entries = match result {
             Ok(Value::Null) => {
-                if pending_phase {
-                    pending_phase = false;
+                if position.is_pending() {
+                    position = Position::New;
                     shared.stream.unacked().set_complete(true);
                 }
                 continue;
@@ -349,8 +343,7 @@ pub(in crate::proxy) async fn read_loop(
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
                 // An answer lost with the connection leaves entries delivered to us: re-read them.
-                pending_phase = true;
-                pending_from = Bytes::from_static(b"0");
+                position = Position::PENDING_FROM_START;
                 shared.stream.unacked().set_complete(false);
                 continue;
             }
@@ -358,8 +351,8 @@ pub(in crate::proxy) async fn read_loop(
         if !entries.is_empty() {
             crate::metrics::read_batch(&shared.system_id, entries.len());
         }
-        if pending_phase && entries.is_empty() {
-            pending_phase = false;
+        if position.is_pending() && entries.is_empty() {
+            position = Position::New;
             shared.stream.unacked().set_complete(true);
             continue;
         }
@@ -369,9 +362,7 @@ pub(in crate::proxy) async fn read_loop(
                 tracing::warn!(entry = ?entry_id, "skipped a stream entry with a malformed id");
                 continue;
             };
-            if pending_phase {
-                pending_from = entry_id.clone();
-            }
+            position.read_past(&entry_id);
             // Re-reading the pending list: skip what is being handled already.
             if !shared.stream.unacked().insert(id) {
                 continue;
@@ -385,7 +376,14 @@ pub(in crate::proxy) async fn read_loop(
             };
             // Read from the pending list: placed here, claimed from a member gone, or read
             // again; never placed elsewhere again (`placement.rs`).
-            match dispatch::dispatch(&shared, entry_id, id, fields, permit, !pending_phase) {
+            match dispatch::dispatch(
+                &shared,
+                entry_id,
+                id,
+                fields,
+                permit,
+                !position.is_pending(),
+            ) {
                 Err(done) => ready.push(done),
                 // Started here, in arrival order, so one client's messages to one actor enter
                 // its mailbox in order.
@@ -406,6 +404,41 @@ pub(in crate::proxy) async fn read_loop(
     }
     while writes.next().await.is_some() {}
     tracing::debug!(system = %shared.system_id, "stopped reading requests");
+}
+
+/// Where the read loop reads in its stream: the entries delivered to this consumer before
+/// and never acknowledged (a crash, a lost answer), or new ones.
+enum Position {
+    /// Re-reading the pending list, after this entry id (`0`: from its start).
+    Pending(Bytes),
+    /// Reading new entries (`>`), blocking for them.
+    New,
+}
+
+impl Position {
+    /// The pending list from its start: where the loop begins, and where it goes back to
+    /// after a failed read (an answer lost with the connection leaves entries delivered
+    /// to it) or when asked to read it again.
+    const PENDING_FROM_START: Position = Position::Pending(Bytes::from_static(b"0"));
+
+    fn is_pending(&self) -> bool {
+        matches!(self, Position::Pending(_))
+    }
+
+    /// XREADGROUP's id argument: the last pending entry read, or `>` for new ones.
+    fn read_after(&self) -> Value {
+        match self {
+            Position::Pending(from) => bytes(from.clone()),
+            Position::New => s(">"),
+        }
+    }
+
+    /// Entry `entry_id` was read: a re-read of the pending list goes on after it.
+    fn read_past(&mut self, entry_id: &Bytes) {
+        if let Position::Pending(from) = self {
+            *from = entry_id.clone();
+        }
+    }
 }
 
 /// The `(id, fields)` of an XREADGROUP answer for one stream.
