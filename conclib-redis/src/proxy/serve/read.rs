@@ -296,7 +296,7 @@ pub(in crate::proxy) async fn read_loop(
         // Sent once at most: fred would otherwise send a read lost with its connection
         // again after reconnecting, and the entries Redis had delivered to the lost one
         // would stay pending, unknown here (no re-read of the pending list), and be trimmed
-        // away unhandled (issue #62: accepted tells lost across a restart of a Redis with an
+        // away unhandled (accepted tells were lost so across a restart of a Redis with an
         // append-only file). An error here re-reads the pending list instead.
         let reader = shared.reader.with_options(&Options {
             max_attempts: Some(1),
