@@ -20,11 +20,11 @@ use crate::error::ServeError;
 use crate::protocol::{
     self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT, TAKE_OVER_SCRIPT,
 };
-use crate::proxy::scripts::Script;
 use crate::proxy::serve::lease;
 use crate::proxy::serve::read;
 use crate::proxy::serve::read::stopped;
 use crate::proxy::shared::{Member, MemberHandle, Role, Shared};
+use crate::script::Script;
 
 /// What a group is formed around.
 pub(in crate::proxy) enum GroupOf<'a> {

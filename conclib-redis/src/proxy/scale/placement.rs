@@ -26,6 +26,7 @@ use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
 use crate::proxy::serve::handoff;
 use crate::proxy::shared::{Role, Shared};
+use crate::script::Script;
 use crate::unacked::EntryId;
 
 /// Where a URN nobody holds goes, as its first request's reader decided.
@@ -67,7 +68,7 @@ pub(in crate::proxy) async fn directory(
     let _ = conn::call(
         &pipeline,
         keyed_at("EVALSHA", 2, false),
-        read(owned(shared.scripts.read_directory.sha.clone())),
+        read(shared.scripts.read_directory.sha()),
     )
     .await;
     let mut results = pipeline.try_all::<Value>().await.into_iter();
@@ -79,13 +80,11 @@ pub(in crate::proxy) async fn directory(
         None => None,
     };
     let listed = match results.next() {
-        Some(Err(e)) if conn::error_code_is(&e, "NOSCRIPT") => {
-            conn::call(
-                &shared.cmd,
-                keyed_at("EVAL", 2, false),
-                read(s(shared.scripts.read_directory.text)),
-            )
-            .await?
+        Some(Err(e)) if Script::lost(&e) => {
+            let script = &shared.scripts.read_directory;
+            script
+                .again_by_text(&shared.cmd, read(script.sha()))
+                .await?
         }
         Some(other) => other?,
         None => Value::Null,

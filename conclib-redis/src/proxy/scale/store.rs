@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::standing::Standing;
 use crate::conn::{bytes, owned, s};
 use crate::protocol::{STATE_OPEN_SCRIPT, STATE_SAVE_SCRIPT};
-use crate::proxy::scripts::Script;
+use crate::script::Script;
 
 /// How long a state key without data lives (one left by a crashed activation that never
 /// saved).

@@ -28,9 +28,9 @@ use fred::prelude::*;
 use super::placement;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP};
-use crate::proxy::scripts::Script;
 use crate::proxy::serve::lease;
 use crate::proxy::shared::Shared;
+use crate::script::Script;
 
 /// Entries looked at per step of a takeover.
 const BATCH: usize = 200;

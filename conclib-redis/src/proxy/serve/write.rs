@@ -16,6 +16,7 @@ use crate::error::is_connection_error;
 use crate::protocol::CONSUMER_GROUP;
 use crate::proxy::scale::group;
 use crate::proxy::shared::Shared;
+use crate::script::Script;
 use crate::unacked::EntryId;
 
 /// The most completions answered by one script call (Lua's `unpack` has a stack limit).
@@ -110,7 +111,7 @@ pub(in crate::proxy) async fn write_once(
         let frames: usize = by_key.values().map(Vec::len).sum();
         let mut args = Vec::with_capacity(by_key.len() * 2 + chunk.len() + frames + 6);
         args.extend([
-            owned(shared.scripts.answer.sha.clone()),
+            shared.scripts.answer.sha(),
             Value::Integer(1 + by_key.len() as i64),
         ]);
         args.push(owned(shared.stream.requests_key.clone()));
@@ -132,11 +133,10 @@ pub(in crate::proxy) async fn write_once(
     }
     let results = pipeline.try_all::<Value>().await;
     let mut failure = None;
-    for (i, mut args) in calls.into_iter().enumerate() {
+    for (i, args) in calls.into_iter().enumerate() {
         match results.get(i) {
-            Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
-                args[0] = s(shared.scripts.answer.text);
-                if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
+            Some(Err(e)) if eval_fallback && Script::lost(e) => {
+                if let Err(e) = shared.scripts.answer.again_by_text(client, args).await {
                     failure = Some(e);
                 }
             }
@@ -171,7 +171,7 @@ pub(in crate::proxy) async fn write_once_clustered(
     };
     let pipeline = client.pipeline();
     for (key, frames) in &by_key {
-        let args = push(owned(shared.scripts.push.sha.clone()), key, frames);
+        let args = push(shared.scripts.push.sha(), key, frames);
         let _ = conn::call(&pipeline, keyed_at("EVALSHA", 2, false), args).await;
     }
     let stream = owned(shared.stream.requests_key.clone());
@@ -187,9 +187,10 @@ pub(in crate::proxy) async fn write_once_clustered(
     let mut failure = None;
     for (i, (key, frames)) in by_key.iter().enumerate() {
         match results.get(i) {
-            Some(Err(e)) if eval_fallback && conn::error_code_is(e, "NOSCRIPT") => {
-                let args = push(s(shared.scripts.push.text), key, frames);
-                if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
+            Some(Err(e)) if eval_fallback && Script::lost(e) => {
+                let script = &shared.scripts.push;
+                let args = push(script.sha(), key, frames);
+                if let Err(e) = script.again_by_text(client, args).await {
                     failure = Some(e);
                 }
             }
