@@ -591,6 +591,7 @@ mod protocol;
 mod proxy;
 mod random;
 mod reminders;
+mod script;
 mod snapshots;
 mod stats;
 pub mod topics;
