@@ -1,5 +1,5 @@
 //! What a [`ProxyHandle`] changes of its overload limits at run time: the activation cap
-//! (`eviction.rs`) and one URN's limit of pending requests (`admission.rs`).
+//! (`scale/eviction.rs`) and one URN's limit of pending requests (`serve/admission.rs`).
 
 use super::handle::ProxyHandle;
 
@@ -16,7 +16,7 @@ impl ProxyHandle {
     /// ```
     pub fn set_activation_cap(&self, cap: Option<usize>) {
         self.shared.activations.cap.set(cap);
-        self.shared.evict_over_cap();
+        super::scale::eviction::evict_over_cap(&self.shared);
     }
 
     /// The activation cap now.

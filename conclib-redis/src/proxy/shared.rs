@@ -15,14 +15,14 @@ use crate::config::ProxyConfig;
 use crate::protocol::{self, Keys};
 use conclib_codec::{Codec, builtin_codec};
 
-use super::activations::Activations;
-use super::admission::Admission;
-use super::clock::Clock;
-use super::counters::Counters;
-use super::lease_state::Lease;
-use super::registry::Registry;
+use super::scale::activations::Activations;
 use super::scripts::{Script, Scripts};
-use super::stream::Stream;
+use super::serve::admission::Admission;
+use super::serve::clock::Clock;
+use super::serve::counters::Counters;
+use super::serve::lease_state::Lease;
+use super::serve::registry::Registry;
+use super::serve::stream::Stream;
 
 /// What one proxy instance serves.
 pub(super) enum Role {
@@ -48,7 +48,7 @@ pub(super) struct Shared {
     /// URN patterns this system activates actors for, and the activations alive.
     pub(super) activations: Activations,
     /// The system's pending counts and limits, shared with its group members' instances
-    /// (`admission.rs`).
+    /// (`serve/admission.rs`).
     pub(super) admission: Arc<Admission>,
     pub(super) keys: Keys,
     pub(super) reply_prefix: String,

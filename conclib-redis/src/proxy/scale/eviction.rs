@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use futures_util::stream::{self, StreamExt};
 
+use super::activation;
 use super::activations::Activations;
-use super::shared::Shared;
 use crate::overload::{Eviction, EvictionCandidate, MemoryShedding, Overload, resident_bytes};
+use crate::proxy::shared::Shared;
 
 /// `usize::MAX` stands for no cap.
 const NO_CAP: usize = usize::MAX;
@@ -21,7 +22,7 @@ const NO_CAP: usize = usize::MAX;
 const PASSIVATIONS_AT_ONCE: usize = 64;
 
 /// The activation cap, its policy, and what was evicted and shed.
-pub(super) struct Cap {
+pub(in crate::proxy) struct Cap {
     max: AtomicUsize,
     policy: Mutex<Eviction>,
     /// One eviction round at a time.
@@ -49,23 +50,23 @@ impl Default for Cap {
 
 impl Cap {
     /// The cap, policy and shedding of `overload`.
-    pub(super) fn configure(&self, overload: &Overload) {
+    pub(in crate::proxy) fn configure(&self, overload: &Overload) {
         self.set(overload.activation_cap);
         *self.policy.lock().unwrap_or_else(|e| e.into_inner()) = overload.eviction.clone();
         *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = overload.memory.clone();
     }
 
-    pub(super) fn set(&self, cap: Option<usize>) {
+    pub(in crate::proxy) fn set(&self, cap: Option<usize>) {
         self.max.store(cap.unwrap_or(NO_CAP), Ordering::Release);
     }
 
-    pub(super) fn get(&self) -> Option<usize> {
+    pub(in crate::proxy) fn get(&self) -> Option<usize> {
         let max = self.max.load(Ordering::Acquire);
         (max != NO_CAP).then_some(max)
     }
 
     /// Activations evicted by the cap and shed for memory so far.
-    pub(super) fn counts(&self) -> (u64, u64) {
+    pub(in crate::proxy) fn counts(&self) -> (u64, u64) {
         (
             self.evicted.load(Ordering::Relaxed),
             self.shed.load(Ordering::Relaxed),
@@ -136,117 +137,100 @@ impl Activations {
     }
 }
 
-impl Shared {
-    /// Past the activation cap: starts an eviction round unless one runs (a task of its
-    /// own, so the activation that crossed the cap is served at once).
-    pub(super) fn evict_over_cap(self: &Arc<Self>) {
-        let cap = &self.activations.cap;
-        let Some(max) = cap.get() else { return };
-        if self.activations.live().len() <= max || cap.evicting.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let shared = self.clone();
-        tokio::spawn(async move {
-            while let Some(max) = shared.activations.cap.get() {
-                let staying = shared.activations.staying();
-                if staying <= max {
-                    break;
-                }
-                let policy = shared
-                    .activations
-                    .cap
-                    .policy
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let urns = shared
-                    .activations
-                    .pick(staying - evict_down_to(max), &policy);
-                if urns.is_empty() {
-                    // Every activation has requests queued: none leaves until it drains.
-                    tracing::warn!(system = %shared.system_id, staying, cap = max, "over the activation cap with every activation busy; evicting again at the next activation");
-                    break;
-                }
-                tracing::debug!(system = %shared.system_id, cap = max, evicting = urns.len(), "over the activation cap: evicting");
-                shared
-                    .activations
-                    .cap
-                    .evicted
-                    .fetch_add(urns.len() as u64, Ordering::Relaxed);
-                shared.passivate_all_of(urns, "evicted").await;
+/// Past the activation cap: starts an eviction round unless one runs (a task of its own,
+/// so the activation that crossed the cap is served at once).
+pub(in crate::proxy) fn evict_over_cap(shared: &Arc<Shared>) {
+    let cap = &shared.activations.cap;
+    let Some(max) = cap.get() else { return };
+    if shared.activations.live().len() <= max || cap.evicting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        while let Some(max) = shared.activations.cap.get() {
+            let staying = shared.activations.staying();
+            if staying <= max {
+                break;
             }
+            let policy = shared
+                .activations
+                .cap
+                .policy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let urns = shared
+                .activations
+                .pick(staying - evict_down_to(max), &policy);
+            if urns.is_empty() {
+                // Every activation has requests queued: none leaves until it drains.
+                tracing::warn!(system = %shared.system_id, staying, cap = max, "over the activation cap with every activation busy; evicting again at the next activation");
+                break;
+            }
+            tracing::debug!(system = %shared.system_id, cap = max, evicting = urns.len(), "over the activation cap: evicting");
             shared
                 .activations
                 .cap
-                .evicting
-                .store(false, Ordering::Release);
-        });
-    }
-
-    /// At each look at the idle activations (every 250 ms): samples the requests pending
-    /// and the activations alive for the metrics, and sheds activations for memory.
-    pub(super) async fn overload_tick(self: &Arc<Self>) {
-        if conclib_core::metrics::is_enabled() {
-            let (_, _, pending) = self.admission.counts();
-            let live = self.activations.live().len();
-            crate::metrics::overload_levels(&self.system_id, pending, live);
+                .evicted
+                .fetch_add(urns.len() as u64, Ordering::Relaxed);
+            passivate_all_of(&shared, urns, "evicted").await;
         }
-        self.shed_for_memory().await;
-    }
-
-    /// Above the memory shedding's threshold: passivates the least recently used
-    /// activations.
-    async fn shed_for_memory(self: &Arc<Self>) {
-        let Some(shedding) = self
+        shared
             .activations
             .cap
-            .memory
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        else {
-            return;
-        };
-        let Some(limit) = *self
-            .activations
-            .cap
-            .memory_limit
-            .get_or_init(|| shedding.limit.bytes())
-        else {
-            return;
-        };
-        let Some(rss) = resident_bytes() else { return };
-        let n = to_shed(self.activations.staying(), rss, limit, &shedding);
-        if n == 0 {
-            return;
-        }
-        let urns = self.activations.pick(n, &Eviction::Lru);
-        if urns.is_empty() {
-            return;
-        }
-        tracing::warn!(system = %self.system_id, rss_mb = rss >> 20, limit_mb = limit >> 20, shedding = urns.len(), "memory above its shedding threshold: passivating the least recently used activations");
-        self.activations
-            .cap
-            .shed
-            .fetch_add(urns.len() as u64, Ordering::Relaxed);
-        self.passivate_all_of(urns, "shed").await;
-    }
+            .evicting
+            .store(false, Ordering::Release);
+    });
+}
 
-    /// Passivates `urns` now, [`PASSIVATIONS_AT_ONCE`] at a time, counting each in the
-    /// activations metric as `event`.
-    async fn passivate_all_of(self: &Arc<Self>, urns: Vec<String>, event: &'static str) {
-        stream::iter(urns)
-            .for_each_concurrent(PASSIVATIONS_AT_ONCE, |urn| {
-                let shared = self.clone();
-                async move {
-                    if let Some(prefix) = crate::protocol::pattern_prefix(&urn) {
-                        crate::metrics::activation(&shared.system_id, prefix, event);
-                    }
-                    shared.passivate(&urn, true).await;
+/// At each look at the idle activations (every 250 ms): samples the requests pending and
+/// the activations alive for the metrics, and sheds activations for memory.
+pub(in crate::proxy) async fn overload_tick(shared: &Arc<Shared>) {
+    if conclib_core::metrics::is_enabled() {
+        let (_, _, pending) = shared.admission.counts();
+        let live = shared.activations.live().len();
+        crate::metrics::overload_levels(&shared.system_id, pending, live);
+    }
+    shed_for_memory(shared).await;
+}
+
+/// Above the memory shedding's threshold: passivates the least recently used activations.
+async fn shed_for_memory(shared: &Arc<Shared>) {
+    let cap = &shared.activations.cap;
+    let Some(shedding) = cap.memory.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return;
+    };
+    let Some(limit) = *cap.memory_limit.get_or_init(|| shedding.limit.bytes()) else {
+        return;
+    };
+    let Some(rss) = resident_bytes() else { return };
+    let n = to_shed(shared.activations.staying(), rss, limit, &shedding);
+    if n == 0 {
+        return;
+    }
+    let urns = shared.activations.pick(n, &Eviction::Lru);
+    if urns.is_empty() {
+        return;
+    }
+    tracing::warn!(system = %shared.system_id, rss_mb = rss >> 20, limit_mb = limit >> 20, shedding = urns.len(), "memory above its shedding threshold: passivating the least recently used activations");
+    cap.shed.fetch_add(urns.len() as u64, Ordering::Relaxed);
+    passivate_all_of(shared, urns, "shed").await;
+}
+
+/// Passivates `urns` now, [`PASSIVATIONS_AT_ONCE`] at a time, counting each in the
+/// activations metric as `event`.
+async fn passivate_all_of(shared: &Arc<Shared>, urns: Vec<String>, event: &'static str) {
+    stream::iter(urns)
+        .for_each_concurrent(PASSIVATIONS_AT_ONCE, |urn| {
+            let shared = shared.clone();
+            async move {
+                if let Some(prefix) = crate::protocol::pattern_prefix(&urn) {
+                    crate::metrics::activation(&shared.system_id, prefix, event);
                 }
-            })
-            .await;
-    }
+                activation::passivate(&shared, &urn, true).await;
+            }
+        })
+        .await;
 }
 
 #[cfg(test)]

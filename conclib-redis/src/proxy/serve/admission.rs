@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use fred::bytes::Bytes;
 
-use super::activations::Pattern;
 use super::dispatch::{Checked, done};
-use super::shared::Shared;
 use super::stream::Completion;
 use crate::overload::{Overload, OverloadScope, Refusal};
 use crate::protocol::{self, Status};
+use crate::proxy::scale::activations::Pattern;
+use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
 /// A limit of 0 stands for none (the atomics hold `Option<u64>` so).
@@ -23,7 +23,7 @@ const NONE: u64 = 0;
 
 /// The pending counts and limits of a system's proxy.
 #[derive(Default)]
-pub(super) struct Admission {
+pub(in crate::proxy) struct Admission {
     /// `Overload::max_pending_per_urn`, or [`NONE`].
     per_urn: AtomicU64,
     /// `Overload::max_pending`, or [`NONE`].
@@ -45,7 +45,7 @@ pub(super) struct Admission {
 }
 
 /// A request admitted: counted as pending until dropped.
-pub(super) struct Ticket {
+pub(in crate::proxy) struct Ticket {
     admission: Arc<Admission>,
     urn: Option<String>,
     pattern: Option<Arc<Pattern>>,
@@ -79,7 +79,7 @@ fn limit(value: u64) -> Option<u64> {
 
 impl Admission {
     /// The limits of `overload`.
-    pub(super) fn new(overload: &Overload) -> Self {
+    pub(in crate::proxy) fn new(overload: &Overload) -> Self {
         let admission = Admission::default();
         let per_urn = overload.max_pending_per_urn.map_or(NONE, |n| n.max(1));
         let per_system = overload.max_pending.map_or(NONE, |n| n.max(1));
@@ -92,12 +92,12 @@ impl Admission {
     }
 
     /// A pattern with limits of its own was registered: requests are counted from now on.
-    pub(super) fn limits_set(&self) {
+    pub(in crate::proxy) fn limits_set(&self) {
         self.any.store(true, Ordering::Release);
     }
 
     /// Sets (`Some`) or removes (`None`) the limit of pending requests for one URN.
-    pub(super) fn set_urn_limit(&self, urn: &str, max: Option<u64>) {
+    pub(in crate::proxy) fn set_urn_limit(&self, urn: &str, max: Option<u64>) {
         let mut overrides = lock(&self.overrides);
         match max {
             Some(n) => {
@@ -116,7 +116,7 @@ impl Admission {
 
     /// Admits a request for `urn` (under `pattern`, if a pattern's): its ticket, `None` when
     /// no limit is set (nothing counted), or the limit it is past.
-    pub(super) fn admit(
+    pub(in crate::proxy) fn admit(
         self: &Arc<Self>,
         urn: &str,
         pattern: Option<&Arc<Pattern>>,
@@ -183,12 +183,12 @@ impl Admission {
     }
 
     /// A refused request was a tell, dropped.
-    pub(super) fn tell_dropped(&self) {
+    pub(in crate::proxy) fn tell_dropped(&self) {
         self.refused_tells.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Refusals so far (all scopes), of them tells, and the requests pending now.
-    pub(super) fn counts(&self) -> (u64, u64, u64) {
+    pub(in crate::proxy) fn counts(&self) -> (u64, u64, u64) {
         let refused = self.refused.iter().map(|r| r.load(Ordering::Relaxed)).sum();
         (
             refused,
@@ -198,29 +198,26 @@ impl Admission {
     }
 }
 
-impl Shared {
-    /// A request refused for `refusal`: an ask answered `Overloaded` with the limit and
-    /// the depth, a tell dropped; counted, acknowledged.
-    pub(super) fn overloaded(
-        &self,
-        entry_id: &Bytes,
-        id: EntryId,
-        checked: &Checked,
-        refusal: Refusal,
-    ) -> Completion {
-        let tell = checked.reply_to.is_none();
-        if tell {
-            self.admission.tell_dropped();
-        }
-        crate::metrics::overloaded(&self.system_id, refusal.scope.label(), tell);
-        tracing::debug!(entry = ?entry_id, urn = %checked.req.urn, scope = %refusal.scope, limit = refusal.limit, depth = refusal.depth, tell, "refused: overloaded");
-        let reply = checked.reply_to.as_ref().map(|(key, rid)| {
-            let frame =
-                protocol::encode_reply(*rid, Status::Overloaded, refusal.payload().as_bytes());
-            (key.clone(), Bytes::from(frame))
-        });
-        done(id, reply)
+/// A request refused for `refusal`: an ask answered `Overloaded` with the limit and the
+/// depth, a tell dropped; counted, acknowledged.
+pub(in crate::proxy) fn overloaded(
+    shared: &Shared,
+    entry_id: &Bytes,
+    id: EntryId,
+    checked: &Checked,
+    refusal: Refusal,
+) -> Completion {
+    let tell = checked.reply_to.is_none();
+    if tell {
+        shared.admission.tell_dropped();
     }
+    crate::metrics::overloaded(&shared.system_id, refusal.scope.label(), tell);
+    tracing::debug!(entry = ?entry_id, urn = %checked.req.urn, scope = %refusal.scope, limit = refusal.limit, depth = refusal.depth, tell, "refused: overloaded");
+    let reply = checked.reply_to.as_ref().map(|(key, rid)| {
+        let frame = protocol::encode_reply(*rid, Status::Overloaded, refusal.payload().as_bytes());
+        (key.clone(), Bytes::from(frame))
+    });
+    done(id, reply)
 }
 
 #[cfg(test)]
