@@ -609,7 +609,10 @@ pub use conclib_codec::{
     BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, DepthLimited, MAX_DEPTH,
     builtin_codec, decode_value, encode_value,
 };
-pub use config::{DEFAULT_NAMESPACE, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_URL, ProxyConfig};
+pub use config::{
+    DEFAULT_DEPARTED_GRACE, DEFAULT_NAMESPACE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNAPSHOT_INTERVAL,
+    DEFAULT_URL, ProxyConfig,
+};
 pub use daemon::{RedisDaemon, start_redis};
 pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
 pub use persistence::{Fsync, Persistence, TellLoss};

@@ -93,6 +93,19 @@ impl Keys {
         format!("{}:pattern:{prefix}", self.ns)
     }
 
+    /// `{ns}:departed:urn:{urn}` → the id of the system that served `urn` and shut down
+    /// gracefully less than [`departed_grace`](crate::ProxyConfig::departed_grace) ago: a
+    /// client that finds no owner reads it as "restarting" (`Unavailable`, not `UnknownUrn`).
+    pub fn departed_urn(&self, urn: &str) -> String {
+        format!("{}:departed:urn:{urn}", self.ns)
+    }
+
+    /// `{ns}:departed:pattern:{prefix}` → as [`departed_urn`](Self::departed_urn), for the
+    /// URNs of a pattern whose group a system left at its graceful shutdown.
+    pub fn departed_pattern(&self, prefix: &str) -> String {
+        format!("{}:departed:pattern:{prefix}", self.ns)
+    }
+
     /// `{ns}:sys:{group}:member:{system}` → the token of the proxy instance through which
     /// `system` is a member of `group` (a lease).
     pub fn member(&self, group: &str, system: &str) -> String {

@@ -37,6 +37,7 @@ fn main() {
         a_restarted_proxy_takes_over_at_once_when_its_predecessor_provably_died,
         dropped_clients_close_their_connections_at_once,
         start_redis_refuses_entries_larger_than_any_proxy_accepts,
+        every_shutdown_returns_within_its_bound_while_redis_is_frozen,
     ]);
 }
 
@@ -972,5 +973,80 @@ async fn start_redis_refuses_entries_larger_than_any_proxy_accepts() {
     );
     client.shutdown().await;
     proxy.shutdown().await.unwrap();
+    daemon.shutdown().unwrap();
+}
+
+/// A proxy (with a group and a pattern), a reminder poller, topic subscriptions and a client
+/// are shut down while their Redis is frozen (SIGSTOP): each returns within
+/// `shutdown_timeout` (plus a margin), the proxy with `ShutdownCut`.
+async fn every_shutdown_returns_within_its_bound_while_redis_is_frozen() {
+    const BOUND: Duration = Duration::from_millis(1000);
+    const MARGIN: Duration = Duration::from_millis(500);
+    let base = ProxyConfig::default()
+        .with_namespace("frozen-shutdown")
+        .with_shutdown_timeout(BOUND)
+        .with_snapshot_interval(None);
+    let daemon = conclib_redis::start_redis(&base).await.unwrap();
+    let config = daemon.config(&base);
+    let system = common::system_with("frozen-shutdown", &["fz:a", "fz:shared"]).await;
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    proxy.join("fz:shared").await.unwrap();
+    proxy
+        .activate("fz:item:{id}", |_a: conclib_redis::Activation| async move {
+            Ok::<_, String>(Counter::default())
+        })
+        .await
+        .unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    client.ask("fz:item:1", Add(1)).await.unwrap();
+    let poller = conclib_redis::ReminderPoller::start(
+        &client,
+        conclib_redis::ReminderPollerOptions::default(),
+    )
+    .unwrap();
+    let live = client
+        .topics()
+        .subscribe::<u64>(&conclib_redis::Topic::live("fz.live").unwrap())
+        .await
+        .unwrap();
+    let durable = client
+        .topics()
+        .subscribe::<u64>(&conclib_redis::Topic::durable("fz.durable").unwrap())
+        .group("g")
+        .await
+        .unwrap();
+    conclib_testkit::freeze(daemon.pid().unwrap()).await;
+    let timed = |what: &'static str, took: Duration| {
+        println!(
+            "RESULT test=frozen_shutdown part={what} ms={}",
+            took.as_millis()
+        );
+        assert!(
+            took <= BOUND + MARGIN,
+            "{what}: {took:?} while Redis is frozen"
+        );
+    };
+    let t = Instant::now();
+    poller.shutdown().await;
+    timed("poller", t.elapsed());
+    let t = Instant::now();
+    live.close().await;
+    timed("live_subscription", t.elapsed());
+    let t = Instant::now();
+    durable.close().await;
+    timed("durable_subscription", t.elapsed());
+    let t = Instant::now();
+    let stopped = proxy.shutdown().await;
+    timed("proxy", t.elapsed());
+    assert!(
+        matches!(stopped, Err(conclib_redis::ServeError::ShutdownCut { .. })),
+        "{stopped:?}"
+    );
+    let t = Instant::now();
+    client.shutdown().await;
+    timed("client", t.elapsed());
+    // SAFETY: kill(2) on the pid of our own redis-server child.
+    unsafe { libc::kill(daemon.pid().unwrap() as libc::pid_t, libc::SIGCONT) };
+    system.shutdown(Duration::from_secs(5)).await.unwrap();
     daemon.shutdown().unwrap();
 }

@@ -366,7 +366,8 @@ impl ProxyClient {
 
     /// Closes the client: pending asks fail with
     /// [`AskError::Transport`](conclib_core::AskError::Transport) ("the client is closed"),
-    /// later calls too.
+    /// later calls too. Returns within [`ProxyConfig::shutdown_timeout`](crate::ProxyConfig::shutdown_timeout)
+    /// whatever Redis does.
     /// Dropping the last clone does the same.
     pub async fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::Release);
@@ -376,13 +377,18 @@ impl ProxyClient {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        let _ = conn::call(
-            self.shared.pool.next(),
-            keyed("DEL"),
-            vec![owned(self.shared.reply_key.clone())],
-        )
-        .await;
-        let _ = self.shared.pool.quit().await;
-        close_reader(&self._guard.reader).await;
+        // Bounded whatever Redis does: an unreachable Redis keeps the reply list until its
+        // TTL and the connections are dropped unclosed.
+        let closing = async {
+            let _ = conn::call(
+                self.shared.pool.next(),
+                keyed("DEL"),
+                vec![owned(self.shared.reply_key.clone())],
+            )
+            .await;
+            let _ = self.shared.pool.quit().await;
+            close_reader(&self._guard.reader).await;
+        };
+        let _ = tokio::time::timeout(self.shared.config.shutdown_timeout, closing).await;
     }
 }

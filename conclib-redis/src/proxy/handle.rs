@@ -13,10 +13,9 @@ use super::activation::Activator;
 use super::activations::Activation;
 use super::group;
 use super::lease::heartbeat_loop;
-use super::scripts::Script;
 use super::shared::{Role, Shared};
 use crate::config::{ProxyConfig, check_system_id};
-use crate::conn::{self, owned};
+use crate::conn;
 use crate::error::ServeError;
 use crate::stats::ProxyStats;
 
@@ -345,73 +344,23 @@ impl ProxyHandle {
     /// Stops taking requests, finishes the ones taken (their replies are written and
     /// acknowledged), releases the system's lease, and returns. Requests still queued stay in
     /// Redis for the next proxy of this system id. URN ownerships lapse after
-    /// [`ProxyConfig::lease_ttl`] unless [`ProxyConfig::release_on_shutdown`] is set.
+    /// [`ProxyConfig::urn_ttl`] unless [`ProxyConfig::release_on_shutdown`] is set; first, it
+    /// marks the URNs it served as departed for [`ProxyConfig::departed_grace`], so that
+    /// clients answer `Unavailable` (retryable), not `UnknownUrn`, until a successor serves
+    /// them. It returns within [`ProxyConfig::shutdown_timeout`] whatever Redis does.
     ///
     /// # Errors
-    /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
+    /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by
+    /// itself); [`ServeError::ShutdownCut`] when the bound passed first: its tasks are
+    /// stopped, and what it had not handed over stays in Redis for the next holder, as after
+    /// a crash.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        let shared = self.shared.clone();
-        let mut result = shared.leave_all().await;
-        shared.passivate_all().await;
-        shared.serving.store(false, Ordering::Release);
-        let _ = shared.stop.send_replace(true);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.await;
-        }
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.await;
-        }
-        if let Some(heartbeat) = self.heartbeat.take() {
-            heartbeat.abort();
-            let _ = heartbeat.await;
-        }
-        shared.trim_exact().await;
-        if shared.config.snapshot_interval.is_some()
-            && let Err(e) =
-                crate::snapshots::withdraw(&shared.cmd, &shared.keys, &shared.system_id).await
-        {
-            result = Err(ServeError::Unavailable(e.to_string()));
-        }
-        if shared.config.release_on_shutdown {
-            let urns: Vec<String> = shared.registry().owned.drain().collect();
-            let calls = urns
-                .iter()
-                .map(|u| (shared.keys.urn(u), vec![owned(shared.system_id.clone())]))
-                .collect();
-            for r in shared.scripts.release.eval_many(&shared.cmd, calls).await {
-                if let Err(e) = r {
-                    result = Err(ServeError::Unavailable(e.to_string()));
-                }
-            }
-            // Nothing waits in the stream: deleted, so that a client that cached the route
-            // learns at once that its URN is gone rather than at its deadline.
-            let close = Script::new(crate::protocol::CLOSE_SCRIPT);
-            let calls = vec![(
-                shared.stream.requests_key.clone(),
-                vec![conn::s(crate::protocol::CONSUMER_GROUP)],
-            )];
-            if let Some(Err(e)) = close.eval_many(&shared.cmd, calls).await.into_iter().next() {
-                result = Err(ServeError::Unavailable(e.to_string()));
-            }
-        }
-        let release = shared
-            .scripts
-            .release
-            .eval_many(
-                &shared.cmd,
-                vec![(
-                    shared.lease.key.clone(),
-                    vec![owned(shared.lease.token.clone())],
-                )],
-            )
-            .await;
-        if let Some(Err(e)) = release.into_iter().next() {
-            result = Err(ServeError::Unavailable(e.to_string()));
-        }
-        let _ = shared.cmd.quit().await;
-        let _ = shared.reader.quit().await;
-        tracing::info!(system = %shared.system_id, "Redis proxy stopped");
-        result
+        let tasks = super::departure::Tasks {
+            reader: self.reader.take(),
+            writer: self.writer.take(),
+            heartbeat: self.heartbeat.take(),
+        };
+        super::departure::depart(self.shared.clone(), tasks).await
     }
 }
 

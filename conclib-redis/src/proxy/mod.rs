@@ -11,6 +11,7 @@ mod activations;
 mod applied;
 mod clock;
 mod counters;
+mod departure;
 mod dispatch;
 mod forward;
 #[cfg(feature = "fuzzing")]

@@ -211,16 +211,32 @@ impl ReminderPoller {
         }
     }
 
-    /// Stops claiming, then waits for the deliveries in flight (at most their timeout and
-    /// their acknowledgement).
+    /// Stops claiming, then waits for the deliveries in flight and their acknowledgement,
+    /// within its client's [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout)
+    /// whatever Redis does: the ticks not acknowledged by then are delivered again once
+    /// their claim lapses (at least once).
     pub async fn shutdown(mut self) {
+        let bound = self.poller.client.config().shutdown_timeout;
         self.poller.stop.notify_one();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+        let task = self.task.take();
+        let claiming = task.as_ref().map(tokio::task::JoinHandle::abort_handle);
         let all = u32::try_from(self.poller.options.max_in_flight).unwrap_or(u32::MAX);
-        let wait = self.poller.options.delivery_timeout + Duration::from_secs(5);
-        let _ = tokio::time::timeout(wait, self.poller.in_flight.acquire_many(all)).await;
+        let drained = async {
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            let _ = self.poller.in_flight.acquire_many(all).await;
+        };
+        if tokio::time::timeout(bound, drained).await.is_err() {
+            tracing::warn!(
+                ?bound,
+                "reminders: the poller stopped before its deliveries finished (Redis unreachable?); \
+                 their ticks come again once their claims lapse"
+            );
+            if let Some(claiming) = claiming {
+                claiming.abort();
+            }
+        }
         self.acker.abort();
     }
 }
