@@ -154,7 +154,10 @@ impl ProxyClient {
                 // `Shared::writes_done`).
                 Ok(Ok(Err(e))) => return Err(shared.at_deadline(e, timeout, disconnects)),
                 Ok(Err(_)) => return Err(ProxyError::Closed),
-                Err(_) => return Err(shared.timed_out(timeout, disconnects)),
+                Err(_) => {
+                    let e = shared.timed_out(timeout, disconnects);
+                    return Err(shared.unavailable_if_departed(e, urn).await);
+                }
             };
             drop(pending);
             let status = reply_status(&frame)?;
@@ -166,6 +169,11 @@ impl ProxyClient {
                     Ok(fresh) if fresh.system != route.system => {
                         route = fresh;
                         continue;
+                    }
+                    // Its system departed and no successor came within the deadline:
+                    // restarting, not unknown.
+                    Err(e @ ProxyError::Unavailable(_)) => {
+                        return Err(shared.at_deadline(e, timeout, disconnects));
                     }
                     _ => {}
                 }

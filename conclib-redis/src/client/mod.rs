@@ -7,6 +7,7 @@
 //! what waits), `io` reads the replies, `remote` holds the typed ask and tell builders.
 
 mod budget;
+mod departed;
 mod directory;
 mod exchange;
 mod handle;

@@ -147,6 +147,10 @@ impl Shared {
                 }
             }
             self.forget(urn);
+            if self.departed(&client, urn, deadline).await? {
+                self.wait_for_successor(urn, deadline).await?;
+                continue;
+            }
             self.wait_if_redis_lost_it(urn, deadline).await?;
         };
         let Some(system) = as_bytes(&value) else {
