@@ -1146,9 +1146,25 @@ async fn a_restarting_system_answers_unavailable_never_unknown_urn() {
         "only answers or Unavailable: {:?}",
         &other[..other.len().min(5)]
     );
-    assert!(ok > 0 && unavailable > 0, "{ok} answers, {unavailable} Unavailable");
+    assert!(
+        ok > 0 && unavailable > 0,
+        "{ok} answers, {unavailable} Unavailable"
+    );
     assert!(slowest <= TIMEOUT + MARGIN, "an ask took {slowest:?}");
+    // Idle, the system is stopped again: its stream is deleted with its URN keys. A client
+    // that cached the route finds the stream gone, and its URN departed: `Unavailable`.
+    let mut cached = config.clone().with_ask_timeout(Duration::from_millis(300));
+    cached.resolve_cache_ttl = Duration::from_secs(60);
+    let cached = ProxyClient::connect(&cached).await.unwrap();
+    cached.ask("rg:b", Get).await.unwrap();
     second.stop().await;
+    let after_stop = cached.ask("rg:b", Get).await;
+    assert!(
+        matches!(after_stop, Err(AskError::Unavailable(_))),
+        "{after_stop:?}"
+    );
+    let fresh = client.ask("rg:a", Get).await;
+    assert!(matches!(fresh, Err(AskError::Unavailable(_))), "{fresh:?}");
     // After the grace, with nobody serving: the default grace (30 s) is too long for a
     // test; the marker's TTL is what ends it.
     let redis = common::raw_client(&config).await;

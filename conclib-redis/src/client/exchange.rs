@@ -326,8 +326,14 @@ impl Shared {
     async fn resolve_again(&self, urn: &str, deadline: Instant) -> Result<Resolved, ProxyError> {
         self.forget(urn);
         // Boxed: rare, and a large future (see `resolve`).
-        Box::pin(self.wait_if_redis_lost_it(urn, deadline)).await?;
-        self.resolve(urn, deadline, true).await
+        Box::pin(async {
+            // A departed system's URN is looked up until its successor or the deadline.
+            if !self.departed(self.connection()?, urn, deadline).await? {
+                self.wait_if_redis_lost_it(urn, deadline).await?;
+            }
+            self.resolve(urn, deadline, true).await
+        })
+        .await
     }
 
     /// An error met before the reply: a command timeout becomes the ask's timeout, or
