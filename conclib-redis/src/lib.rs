@@ -625,10 +625,11 @@ pub use proxy::{
     StateStore, StoreError, start_proxy,
 };
 pub use reminders::{
-    __scripts as __reminder_scripts, MAX_POLLERS, MAX_REMINDER_NAME_LEN, MAX_REMINDER_PREFIX_LEN,
-    MAX_REMINDERS_LISTED, PollerReport, REMINDER_SHARDS, RegisteredReminder, Reminder,
-    ReminderError, ReminderInfo, ReminderPoller, ReminderPollerOptions, ReminderPollerStats,
-    ReminderQuery, ReminderTick, Reminders, RemindersOverview, SCAN_PER_SHARD,
+    __scripts as __reminder_scripts, DEFAULT_REMINDER_CLAIM_LEASE, MAX_POLLERS,
+    MAX_REMINDER_HORIZON, MAX_REMINDER_NAME_LEN, MAX_REMINDER_PREFIX_LEN, MAX_REMINDERS_LISTED,
+    PollerReport, REMINDER_SHARDS, RegisteredReminder, Reminder, ReminderError, ReminderInfo,
+    ReminderPoller, ReminderPollerOptions, ReminderPollerStats, ReminderQuery, ReminderTick,
+    Reminders, RemindersOverview, SCAN_PER_SHARD,
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
 pub use stats::ProxyStats;

@@ -221,6 +221,14 @@ return out";
 /// What [`CLAIM_MANY_SCRIPT`] answers for a URN key that is not a string.
 pub(crate) const FOREIGN_KEY: &str = "(a key of another type)";
 
+/// Frees a URN key whose holder is gone: deletes `KEYS[1]` (the URN key) if it names
+/// `ARGV[1]` and that system holds no lease (`KEYS[2]`, its system lease). 1: freed.
+pub(crate) const FREE_GONE_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0";
+
 /// `KEYS[1]` = a key, `ARGV[1]` = expected value: deletes the key if it holds that value.
 pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])

@@ -61,10 +61,18 @@ impl ProxyClient {
         let trace = TraceContext::next_hop_from(&span);
         span.record("trace_id", tracing::field::display(trace.trace_id()));
         span.record("span_id", tracing::field::display(trace.span_id()));
-        let result = self
+        let result = match self
             .exchange(urn, name, body, timeout, priority, started, trace)
             .instrument(span)
-            .await;
+            .await
+        {
+            // Its system shut down meanwhile (it restarts or is being replaced): retryable.
+            // Boxed: a rare path, which every ask's future would otherwise hold.
+            Err(e @ ProxyError::Timeout(_)) => {
+                Err(Box::pin(self.shared.unavailable_if_departed(e, urn)).await)
+            }
+            other => other,
+        };
         crate::metrics::client_ask(
             match &result {
                 Ok((status, _)) => status.label(),
@@ -154,10 +162,7 @@ impl ProxyClient {
                 // `Shared::writes_done`).
                 Ok(Ok(Err(e))) => return Err(shared.at_deadline(e, timeout, disconnects)),
                 Ok(Err(_)) => return Err(ProxyError::Closed),
-                Err(_) => {
-                    let e = shared.timed_out(timeout, disconnects);
-                    return Err(shared.unavailable_if_departed(e, urn).await);
-                }
+                Err(_) => return Err(shared.timed_out(timeout, disconnects)),
             };
             drop(pending);
             let status = reply_status(&frame)?;

@@ -122,11 +122,18 @@ impl Shared {
             }
             Activated::HeldBy(owner) => {
                 // Held by a member that is gone (this request was claimed from it, or it died
-                // since): nobody reads its own stream, and its URN lease lapses soon; the
-                // request stays pending here until then, to be activated here.
+                // since, perhaps moments after it activated the URN): its URN key is freed
+                // once its system lease is gone too, and the URN activated here at once;
+                // else the request stays pending here until the key lapses.
                 if let super::shared::Role::Member(m) = &self.role
                     && Box::pin(self.member_gone(&m.group, &owner)).await
                 {
+                    if Box::pin(sys.free_urn_of_gone(&h.req.urn, &owner)).await
+                        && let Activated::Here(target, standing) =
+                            Box::pin(sys.activate(&h.req.urn, &pattern)).await
+                    {
+                        return sys.hand_off(target, h, Some(standing), &self).await;
+                    }
                     return (None, true);
                 }
                 crate::metrics::activation(&sys.system_id, &pattern.prefix, "forwarded");

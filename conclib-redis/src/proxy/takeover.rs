@@ -111,8 +111,32 @@ impl Shared {
     /// Whether system `system` is gone: no system lease, or one naming a process on this
     /// host that no longer exists (that lease is then freed). The move checks the lease
     /// again in its script.
-    async fn system_gone(&self, system: &str) -> bool {
+    pub(super) async fn system_gone(&self, system: &str) -> bool {
         self.lease_gone(self.keys.lease(system)).await
+    }
+
+    /// Frees `urn`'s key from `holder` when the holder is gone (no system lease: checked
+    /// again in the script, so a holder back with a lease keeps it), so that a request read
+    /// from the pattern's group stream activates the URN at once rather than after the key
+    /// lapses (`urn_ttl`): such a request never passes through the holder's own stream,
+    /// where the takeover finds the rest. `true`: freed. Not in a Redis Cluster (the two
+    /// keys live in different slots): there the key lapses.
+    pub(super) async fn free_urn_of_gone(&self, urn: &str, holder: &str) -> bool {
+        if self.cmd.is_clustered() || !self.system_gone(holder).await {
+            return false;
+        }
+        let freed = Script::new(protocol::FREE_GONE_URN_SCRIPT)
+            .eval(
+                &self.cmd,
+                vec![owned(self.keys.urn(urn)), owned(self.keys.lease(holder))],
+                vec![owned(holder.to_owned())],
+            )
+            .await;
+        let freed = matches!(freed, Ok(Value::Integer(1)));
+        if freed {
+            tracing::info!(system = %self.system_id, %urn, gone = %holder, "freed the URN of a gone holder to activate it again");
+        }
+        freed
     }
 
     /// Takes (or keeps) the lock on taking over `system`'s requests for `prefix`: one

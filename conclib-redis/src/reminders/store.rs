@@ -34,6 +34,22 @@ pub enum ReminderError {
     Unavailable(String),
 }
 
+/// The longest delay, period or time (since the Unix epoch) a reminder takes: 10,000
+/// years. Redis keeps due times as doubles, exact to 2^53 ms; a schedule past this is
+/// refused as [`ReminderError::Invalid`] before anything is written.
+pub const MAX_REMINDER_HORIZON: Duration = Duration::from_secs(10_000 * 365 * 24 * 3600);
+
+/// `d` in ms, or `Invalid` past [`MAX_REMINDER_HORIZON`].
+fn within_horizon(what: &str, d: Duration) -> Result<u64, ReminderError> {
+    if d > MAX_REMINDER_HORIZON {
+        return Err(ReminderError::Invalid(format!(
+            "{what} of {d:?} is past the longest a reminder takes ({MAX_REMINDER_HORIZON:?}, \
+             10,000 years)"
+        )));
+    }
+    Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// When a reminder is first due.
 #[derive(Debug, Clone, Copy)]
 enum FirstDue {
@@ -288,7 +304,8 @@ impl Reminders {
     /// due (ms since the Unix epoch, Redis's clock). One round trip.
     ///
     /// # Errors
-    /// [`ReminderError::Invalid`] for a URN or name that is not valid, a period of 0;
+    /// [`ReminderError::Invalid`] for a URN or name that is not valid, a period of 0, a
+    /// delay, period or time past [`MAX_REMINDER_HORIZON`] (nothing is written);
     /// [`ReminderError::Codec`] for a payload that could not be encoded or is too large;
     /// [`ReminderError::Unavailable`] when Redis did not answer.
     pub async fn register(&self, urn: &str, reminder: Reminder) -> Result<u64, ReminderError> {
@@ -298,7 +315,7 @@ impl Reminders {
             Some(p) if p.as_millis() == 0 => {
                 return Err(ReminderError::Invalid("a period is at least 1 ms".into()));
             }
-            Some(p) => u64::try_from(p.as_millis()).unwrap_or(u64::MAX / 4),
+            Some(p) => within_horizon("a period", p)?,
             None => 0,
         };
         let (payload, codec) = reminder
@@ -313,12 +330,12 @@ impl Reminders {
             )));
         }
         let (at, after) = match reminder.first {
-            FirstDue::After(d) => (String::new(), d.as_millis().to_string()),
+            FirstDue::After(d) => (String::new(), within_horizon("a delay", d)?.to_string()),
             FirstDue::At(t) => {
                 let ms = t
                     .duration_since(UNIX_EPOCH)
                     .map_err(|_| ReminderError::Invalid("a time before the Unix epoch".into()))?;
-                (ms.as_millis().to_string(), String::new())
+                (within_horizon("a time", ms)?.to_string(), String::new())
             }
         };
         let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);

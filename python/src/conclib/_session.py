@@ -109,6 +109,8 @@ class Session:
         self.next_id = 1
         self.cache: dict[str, Route] = {}
         self.known: set[str] = set()
+        # URN -> whether its system departed, being read (``unavailable_if_departed``).
+        self.departed_checks: dict[str, asyncio.Future[bool]] = {}
         self.run_id: str | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.disconnects = 0
@@ -241,6 +243,9 @@ class Session:
             if value is not None:
                 break
             self.forget(urn)
+            if await self.departed(urn, deadline):
+                await self.wait_for_successor(urn, deadline)
+                continue
             await self.wait_if_redis_lost_it(urn, deadline)
         system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         key = self.keys.requests(system)
@@ -256,6 +261,52 @@ class Session:
             self.known.clear()
         self.known.add(urn)
         return route
+
+    async def departed(self, urn: str, deadline: float) -> bool:
+        """Whether the system that served ``urn`` (or activated its pattern) shut down
+        gracefully within its grace period (``{ns}:departed:urn:{urn}``,
+        ``{ns}:departed:pattern:{prefix}``): read only when no owner was found, as the Rust
+        client does."""
+        if await self.command(deadline, "GET", self.keys.departed_urn(urn)) is not None:
+            return True
+        prefix = pattern_prefix(urn)
+        return prefix is not None and await self.command(deadline, "GET", self.keys.departed_pattern(prefix)) is not None
+
+    async def wait_for_successor(self, urn: str, deadline: float) -> None:
+        """Pause before looking for a departed URN's successor again, or ``Unavailable``
+        when the deadline comes first."""
+        wait = 0.025
+        if time.monotonic() + wait >= deadline:
+            raise Unavailable(
+                f"the system serving {urn} shut down moments ago and no successor serves it yet "
+                "(it restarts or is being replaced): try again"
+            )
+        await asyncio.sleep(wait)
+
+    async def unavailable_if_departed(self, e: ConclibError, urn: str) -> ConclibError:
+        """An ask's ``Timeout``, or ``Unavailable`` when the system its URN was routed to
+        shut down meanwhile (its request waits for the successor, which may still handle
+        it). Looked up only on a timeout, at most 50 ms past the deadline."""
+        if not isinstance(e, Timeout):
+            return e
+        try:
+            # A burst of asks timing out together reads the marker once.
+            checking = self.departed_checks.get(urn)
+            if checking is None:
+                checking = asyncio.ensure_future(self.departed(urn, time.monotonic() + 0.1))
+                self.departed_checks[urn] = checking
+                # Its answer serves the asks timing out within the next half second too.
+                checking.add_done_callback(
+                    lambda _f: self.loop.call_later(0.5, self.departed_checks.pop, urn, None)
+                )
+            if await asyncio.shield(checking):
+                return Unavailable(
+                    f"no answer in time: the system serving {urn} shut down meanwhile (it restarts "
+                    "or is being replaced; its successor may still handle the request)"
+                )
+        except ConclibError:
+            pass
+        return e
 
     async def wait_if_redis_lost_it(self, urn: str, deadline: float) -> None:
         """Redis does not know ``urn`` (or its system's stream). That is ``UnknownUrn``,
@@ -342,7 +393,9 @@ class Session:
             # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its data
             # moments ago: then resolve and send again.
             self.forget(urn)
-            await self.wait_if_redis_lost_it(urn, deadline)
+            # A departed system's URN is looked up until its successor or the deadline.
+            if not await self.departed(urn, deadline):
+                await self.wait_if_redis_lost_it(urn, deadline)
             route = await self.resolve(urn, deadline, True)
 
     # -- replies -----------------------------------------------------------------------------
@@ -454,6 +507,8 @@ class Session:
         self.forget(urn)
         try:
             fresh = await self.resolve(urn, deadline, True)
+        except Unavailable:
+            raise  # its system departed and no successor came in time: restarting, not unknown
         except ConclibError:
             return None
         return fresh if fresh.system != route.system else None

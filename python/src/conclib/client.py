@@ -342,6 +342,12 @@ class AsyncClient:
                 status, reply = await self._exchange_slow(urn, name, body, timeout, high, tp, started)
             return interpret(urn, name, timeout, status, reply)
         except ConclibError as e:
+            if isinstance(e, Timeout) and self._session is not None:
+                # Its system shut down meanwhile (it restarts or is being replaced): retryable.
+                departed = await self._session.unavailable_if_departed(e, urn)
+                if departed is not e:
+                    label = departed.label
+                    raise departed from None
             label = e.label
             # One turn of the event loop before the error: an ask that fails at once (Redis
             # down) awaits nothing that suspends, and callers retrying such asks in a loop
@@ -470,7 +476,9 @@ class AsyncClient:
                 # data moments ago: then resolve and send again.
                 session.forget(urn)
                 try:
-                    await session.wait_if_redis_lost_it(urn, deadline)
+                    # A departed system's URN is looked up until its successor or the deadline.
+                    if not await session.departed(urn, deadline):
+                        await session.wait_if_redis_lost_it(urn, deadline)
                     route = await session.resolve(urn, deadline, True)
                 except ConclibError as e:
                     raise session.at_deadline(e, timeout, disconnects) from None
