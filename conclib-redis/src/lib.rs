@@ -130,6 +130,35 @@
 //!   during it, fails `Unavailable`, not `Timeout`. An ask failed this way may still have
 //!   been handled (a proxy that held the request answers into the new Redis). A tell
 //!   returns once Redis holds it: a restart without persistence loses it.
+//! - **Shutdown is bounded whatever Redis does.** [`ProxyHandle::shutdown`] returns within
+//!   [`shutdown_timeout`](ProxyConfig::shutdown_timeout) (5 s by default), also while Redis
+//!   is unreachable, frozen or dead: past it, it stops its tasks, drops its connections and
+//!   answers [`ServeError::ShutdownCut`]; what it had not handed over stays in Redis for the
+//!   next holder, as after a crash (its lease lapses, requests it had taken are read again).
+//!   [`ReminderPoller::shutdown`], [`ProxyClient::shutdown`] and [`Subscription::close`]
+//!   keep the same bound. `tests/faults.rs` (`every_shutdown_returns_within_its_bound_while_redis_is_frozen`)
+//!   shuts each down with Redis SIGSTOPped (each returned within 1.0 s of a 1 s bound);
+//!   `python/testserver/tests/shutdown_bound.rs` sends SIGTERM to a serving process (proxy
+//!   with groups and activations, reminder poller, topics) whose Redis is SIGSTOPped or
+//!   SIGKILLed: it exits within its bound (2.0 s of 2 s), its private `redis-server`
+//!   ([`start_redis`]) reaped, none left a zombie.
+//! - **A restarting system is not an unknown URN.** A graceful shutdown first marks every
+//!   URN its system served (its actors and activations, its groups' URNs, its patterns) as
+//!   departed for [`departed_grace`](ProxyConfig::departed_grace) (30 s by default; keys
+//!   `{ns}:departed:urn:{urn}`, `{ns}:departed:pattern:{prefix}`). A client that then
+//!   finds no system serving such a URN looks again every 25 ms until a successor
+//!   registers it or the ask's deadline, and answers [`AskError::Unavailable`](conclib_core::AskError::Unavailable)
+//!   (retryable), never `UnknownUrn` (a web app's 404); an ask whose request waited in the
+//!   departed system's stream past its deadline answers `Unavailable` too (the successor may
+//!   still handle it). A URN nobody served answers `UnknownUrn` at once, as before; a URN
+//!   served by a system that stopped for good answers `Unavailable` until the grace ends.
+//!   The cost is one `GET` (two for a pattern's URN) on look-ups that found no owner, and
+//!   one on asks that timed out. `tests/faults.rs`
+//!   (`a_restarting_system_answers_unavailable_never_unknown_urn`): a system restarted
+//!   with [`release_on_shutdown`](ProxyConfig::release_on_shutdown) and a gap longer than
+//!   the asks' timeout, 64 callers asking without pause: only answers and `Unavailable`, no
+//!   call past its timeout by more than 250 ms; the Python client follows the same rule
+//!   (`python/tests/test_system_restart.py`, 64 asyncio callers).
 //!   A live actor is not reported unknown because a restarted Redis lost its keys: while
 //!   Redis is younger than one lease, a client that knew the URN looks it up again until it
 //!   reappears or the ask's deadline passes (then `Unavailable`). (A client that never resolved the URN before the
@@ -221,7 +250,19 @@
 //!   had written the activation's state is not handled again. Requests the gone system had taken from the
 //!   group's stream are claimed from it as a gone member's. Requests for its other actors
 //!   (not activations) stay in its stream for that system id to come back, as for any
-//!   system. Not in a Redis Cluster (the streams live in different slots, where no script
+//!   system. A request for a held URN that reaches a member through the pattern's group
+//!   stream instead (a client's route to the pattern cached, [`resolve_cache_ttl`](ProxyConfig::resolve_cache_ttl),
+//!   as in the first second after the URN was activated) frees the URN's key from the gone
+//!   holder (checked in one script: the key still names it and its system lease is gone)
+//!   and activates the URN at once, rather than waiting for the key to lapse
+//!   (`tests/scale_out/early_kill.rs`: a holder of 12-17 URNs SIGKILLed 3-7 ms after
+//!   activating them, asks with 10 s deadlines and the default route cache: on the same
+//!   host every ask answered 23-25 ms after the kill; on another host, as far as the
+//!   survivors can tell (the holder in a UTS namespace of its own), after its 3 s lease:
+//!   3.1 s; before, all of them ended `Timeout`). So the failover bound depends on the
+//!   deployment: on one host, where a death is provable, well under a second; across
+//!   hosts, one system lease ([`lease_ttl`](ProxyConfig::lease_ttl), 4 s by default) plus
+//!   a look (an eighth of it). Not in a Redis Cluster (the streams live in different slots, where no script
 //!   reaches them all): there a held URN is activated again once its key lapses
 //!   ([`urn_ttl`](ProxyConfig::urn_ttl), 15 s), and asks queued for the gone holder fail at
 //!   their deadline.
@@ -393,6 +434,7 @@
 //! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims`, `gen` (the registration's, part of every claim's token); `each` (the gap of [`Reminder::deliver_each`]); once a periodic one fired, `fired` and `coalesced` (ticks delivered, and missed ticks folded into them) | as its member |
 //! | `{ns}:rem:{{ns}:{s}}:u:{urn}` | set | the names of a URN's reminders (listing without a scan) | as its members |
 //! | `{ns}:rem:pollers` | hash | each running [`ReminderPoller`]'s last report for the live view: field its random token, value `"<Redis's clock at the report, ms> <JSON of a PollerReport>"` | rewritten every [`snapshot_interval`](ProxyConfig::snapshot_interval) of the poller's client (none without one); a field deleted a minute after its last report by the next report of any poller; the key `PEXPIRE`d to a minute |
+//! | `{ns}:departed:urn:{urn}`, `{ns}:departed:pattern:{prefix}` | string | the id of the system that served the URN (or activated the pattern) and shut down gracefully: a client that finds no owner waits for a successor, then answers `Unavailable`, not `UnknownUrn` | `PX` [`departed_grace`](ProxyConfig::departed_grace) (30 s), written at the start of a graceful shutdown |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}`, then `@{host}:{pid}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (4 s), renewed every third of it; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 1 to 256 bytes; ours are 32 random hex digits, and the name is what keeps other clients from reading the list: make it unguessable) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
 //! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
@@ -404,7 +446,11 @@
 //! | `{ns}:snapshots` | sorted set | system ids publishing snapshots, scored by when their snapshot expires (ms since the Unix epoch) | entries removed at shutdown, or an hour after they expired |
 //!
 //! ## Asking
-//! 1. **Resolve** the URN: `GET {ns}:urn:{urn}`. Nil: no such actor (fail at once). Else the
+//! 1. **Resolve** the URN: `GET {ns}:urn:{urn}` (nil: the pattern key, below). Nil: no
+//!    such actor, unless `GET {ns}:departed:urn:{urn}` (or, for a pattern's URN,
+//!    `{ns}:departed:pattern:{prefix}`) has a value: its system is restarting or being
+//!    replaced, so look again (ours: every 25 ms) until the deadline, then fail
+//!    retryable (`Unavailable`); else fail at once (`UnknownUrn`). Else the
 //!    system id; it may be cached briefly (ours: [`resolve_cache_ttl`](ProxyConfig::resolve_cache_ttl), 1 s).
 //!    A URN key outlives a graceful shutdown of its proxy by up to its TTL (unless
 //!    [`release_on_shutdown`](ProxyConfig::release_on_shutdown)): requests sent meanwhile

@@ -197,16 +197,35 @@ pub struct ReminderInfo {
 ///   [`delivery_timeout`](crate::ReminderPollerOptions::delivery_timeout) is retried, and
 ///   may then be handled twice if the first one was handled late: size the timeout to the
 ///   handler.
-/// - **At least once across crashes.** A tick is acknowledged only once its ask was handled
-///   (answered, or failed in the handler: `Handler`, `Panicked`, `NoResponse`). A poller
-///   killed between its claim and its acknowledgement leaves the claim to lapse after
-///   [`claim_lease`](crate::ReminderPollerOptions::claim_lease), then another delivers the
-///   tick again (`a_firer_killed_mid_delivery_is_taken_over_after_its_claim`: taken over
-///   within the claim plus 3 s, the duplicate counted). The 10,000-reminder burst with one
-///   of the three systems SIGKILLed mid-way: every tick handled, the duplicates counted
-///   (`reminders_fire_at_least_once_with_a_system_killed_mid_way`). A handler that must
-///   act once per tick keeps the last [`due_ms`](crate::ReminderTick::due_ms) it handled in
-///   its `StateStore`.
+/// - **At least once across crashes; reminders move as activations do.** A tick is
+///   acknowledged only once its ask was handled (answered, or failed in the handler:
+///   `Handler`, `Panicked`, `NoResponse`). A claim lasts
+///   [`claim_lease`](crate::ReminderPollerOptions::claim_lease) (4 s by default, the
+///   default system lease) and is renewed every third of it while its delivery runs, as a
+///   system's lease is: a poller killed, frozen or cut from Redis between its claim and its
+///   acknowledgement stops renewing, and another poller delivers the tick once the claim
+///   lapsed (`a_periodic_reminders_deliverer_killed_is_taken_over_within_the_claim_lease`:
+///   the system delivering a periodic reminder SIGKILLed mid-delivery at the default claim
+///   lease while another poller runs, the next tick from the other after 4.25 s;
+///   `a_firer_killed_mid_delivery_is_taken_over_after_its_claim`). A graceful
+///   [`shutdown`](crate::ReminderPoller::shutdown) finishes and acknowledges its
+///   deliveries first (within [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout)).
+///   The 10,000-reminder burst with one of the three systems SIGKILLed mid-way: every tick
+///   handled, the duplicates counted (`reminders_fire_at_least_once_with_a_system_killed_mid_way`).
+///   A delivery whose acknowledgement was lost comes again with the same
+///   [`due_ms`](crate::ReminderTick::due_ms) and the ticks missed meanwhile coalesced into
+///   it: a handler that must act once per tick keeps the
+///   [`last_due_ms`](crate::ReminderTick::last_due_ms) it handled in its `StateStore` and
+///   acts [`ticks_since`](crate::ReminderTick::ticks_since) times, which loses no tick and
+///   counts none twice (checked over every delivery of the takeover test above).
+/// - **A reminder nobody can receive shows.** A delivery to a URN no system serves
+///   (`UnknownUrn`) is retried after [`retry_after`](crate::ReminderPollerOptions::retry_after)
+///   and counted: [`ReminderPollerStats::unserved`](crate::ReminderPollerStats::unserved),
+///   [`PollerReport::unserved`](crate::PollerReport::unserved) (the live view), and the
+///   metric `conclib_reminders_unserved_total` (`a_reminder_on_a_urn_nobody_serves_is_counted_unserved`).
+/// - **Invalid schedules are refused before anything is written**: a period of 0, a delay,
+///   period or time past [`MAX_REMINDER_HORIZON`] (10,000 years; Redis keeps due times as
+///   doubles) answer [`ReminderError::Invalid`] (`reminders_register_cancel_list_and_reject_what_is_invalid`).
 /// - **Passivated or re-homed actors are woken.** A reminder an actor registered from its
 ///   own handler activates it again after it was passivated, and activates it on another
 ///   system after its holder was SIGKILLed
