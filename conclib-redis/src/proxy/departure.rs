@@ -11,7 +11,9 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
+use super::scale::{activation, group};
 use super::scripts::Script;
+use super::serve::write;
 use super::shared::{Role, Shared};
 use crate::conn::{self, owned};
 use crate::error::ServeError;
@@ -90,10 +92,10 @@ async fn quit_within(shared: &Shared, bound: Duration) {
 /// passivated, requests taken finished and acknowledged, ownerships and lease released.
 async fn graceful(shared: &Arc<Shared>, tasks: &mut Tasks) -> Result<(), ServeError> {
     let mut result = mark_departed(shared).await;
-    if let Err(e) = shared.leave_all().await {
+    if let Err(e) = group::leave_all(shared).await {
         result = Err(e);
     }
-    shared.passivate_all().await;
+    activation::passivate_all(shared).await;
     shared.serving.store(false, Ordering::Release);
     let _ = shared.stop.send_replace(true);
     if let Some(reader) = tasks.reader.take() {
@@ -106,7 +108,7 @@ async fn graceful(shared: &Arc<Shared>, tasks: &mut Tasks) -> Result<(), ServeEr
         heartbeat.abort();
         let _ = heartbeat.await;
     }
-    shared.trim_exact().await;
+    write::trim_exact(shared).await;
     if shared.config.snapshot_interval.is_some()
         && let Err(e) =
             crate::snapshots::withdraw(&shared.cmd, &shared.keys, &shared.system_id).await

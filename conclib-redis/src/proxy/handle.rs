@@ -9,10 +9,14 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
-use super::activation::Activator;
-use super::activations::Activation;
-use super::group;
-use super::lease::heartbeat_loop;
+use super::scale::activation::Activator;
+use super::scale::activations::Activation;
+use super::scale::group;
+use super::scale::placement;
+use super::serve::lease;
+use super::serve::lease::heartbeat_loop;
+use super::serve::publish;
+use super::serve::read;
 use super::shared::{Role, Shared};
 use crate::config::{ProxyConfig, check_system_id};
 use crate::conn;
@@ -90,7 +94,7 @@ pub async fn start_proxy(
         let persistence =
             crate::Persistence::read(&shared.cmd, shared.config.command_timeout).await;
         let _ = shared.persistence.set(persistence);
-        shared.acquire_lease().await?;
+        lease::acquire_lease(&shared).await?;
         shared.clock.sync(&shared.cmd).await;
         shared
             .stream
@@ -101,7 +105,7 @@ pub async fn start_proxy(
             .stream
             .renew(&shared.cmd, shared.config.queue_ttl)
             .await;
-        shared.scan().await;
+        super::serve::lease::scan(&shared).await;
         shared.lease.mark_fresh(since);
         Ok::<_, ServeError>(())
     };
@@ -110,7 +114,7 @@ pub async fn start_proxy(
         let _ = shared.reader.quit().await;
         return Err(e);
     }
-    let (reader, writer) = shared.start_reading(block);
+    let (reader, writer) = read::start_reading(&shared, block);
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
     tracing::info!(
         system = %shared.system_id,
@@ -205,8 +209,7 @@ impl ProxyHandle {
     /// # Errors
     /// [`ServeError::Redis`] if Redis refused the write.
     pub async fn publish_snapshot(&self) -> Result<(), ServeError> {
-        self.shared
-            .publish_snapshot(true)
+        publish::publish_snapshot(&self.shared, true)
             .await
             .map_err(|e| ServeError::Redis(e.to_string()))
     }
@@ -238,7 +241,7 @@ impl ProxyHandle {
                 self.shared.system_id
             )));
         }
-        self.shared.join_group(group::GroupOf::Urn(urn)).await
+        group::join_group(&self.shared, group::GroupOf::Urn(urn)).await
     }
 
     /// Leaves the group of a URN or pattern prefix gracefully: this system takes no more of
@@ -247,7 +250,7 @@ impl ProxyHandle {
     /// The local actor stays, no longer served through Redis. Activations of a pattern left
     /// stay until passivated. `false` if this system was not a member.
     pub async fn leave(&self, urn_or_prefix: &str) -> bool {
-        self.shared.leave_group(urn_or_prefix).await
+        group::leave_group(&self.shared, urn_or_prefix).await
     }
 
     /// The groups this system is a member of: shared URNs and pattern prefixes, sorted.
@@ -326,11 +329,10 @@ impl ProxyHandle {
         pattern: &str,
     ) -> Result<Vec<crate::MemberInfo>, ServeError> {
         let prefix = match pattern.strip_suffix("{id}") {
-            Some(_) => super::activation::parse_pattern(pattern)?,
-            None => super::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
+            Some(_) => super::scale::activation::parse_pattern(pattern)?,
+            None => super::scale::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
         };
-        self.shared
-            .pattern_members(&prefix)
+        placement::pattern_members(&self.shared, &prefix)
             .await
             .map_err(|e| ServeError::Unavailable(e.to_string()))
     }
@@ -338,7 +340,7 @@ impl ProxyHandle {
     /// Registers actors spawned (and releases those stopped) since the last scan, now rather
     /// than at the next [`ProxyConfig::scan_interval`].
     pub async fn refresh(&self) {
-        self.shared.scan().await;
+        super::serve::lease::scan(&self.shared).await;
     }
 
     /// Stops taking requests, finishes the ones taken (their replies are written and
