@@ -178,7 +178,9 @@ pub struct ProxyConfig {
     /// [`AskError::Unavailable`](conclib_core::AskError::Unavailable) (retryable), never
     /// `UnknownUrn` (a web app's 404). It is one key per URN (`{ns}:departed:urn:{urn}`,
     /// `{ns}:departed:pattern:{prefix}`), written at shutdown with this TTL; a URN nobody
-    /// served still answers `UnknownUrn` at once. Default 30 s.
+    /// served still answers `UnknownUrn` at once. Zero: no markers, for a system retired
+    /// for good (with [`release_on_shutdown`](Self::release_on_shutdown), its URNs answer
+    /// `UnknownUrn` at once). Default 30 s.
     pub departed_grace: Duration,
     /// The `redis-server` executable for [`start_redis`](crate::start_redis). Env
     /// `CONCLIB_REDIS_SERVER`; default: looked up on `PATH`, `/usr/bin`, `/usr/local/bin`.

@@ -1165,6 +1165,14 @@ async fn a_restarting_system_answers_unavailable_never_unknown_urn() {
     );
     let fresh = client.ask("rg:a", Get).await;
     assert!(matches!(fresh, Err(AskError::Unavailable(_))), "{fresh:?}");
+    // "Who serves it now" does not wait for a successor: nobody, at once.
+    let asked = Instant::now();
+    assert_eq!(client.resolve("rg:a").await.unwrap(), None);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
     // After the grace, with nobody serving: the default grace (30 s) is too long for a
     // test; the marker's TTL is what ends it.
     let redis = common::raw_client(&config).await;

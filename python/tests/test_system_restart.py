@@ -63,6 +63,11 @@ def test_a_restarting_system_is_unavailable_never_unknown(redis: RedisServer) ->
             await asyncio.sleep(0.3)
             stop.set()
             await asyncio.gather(*tasks)
+            # "Who serves it now" does not wait for a successor: nobody, at once.
+            assert await loop.run_in_executor(None, server.stop) == 0
+            started = time.monotonic()
+            assert await client.resolve("py:counter") is None
+            assert time.monotonic() - started < 1.0
 
     try:
         run(main(), timeout=60)

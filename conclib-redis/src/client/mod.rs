@@ -350,14 +350,15 @@ impl ProxyClient {
             .map_err(|e| self.shared.at_deadline(e, timeout, disconnects))
     }
 
-    /// Which system serves this URN now, if any (asks Redis, not the cache).
+    /// Which system serves this URN now, if any (asks Redis, not the cache). `None` for a
+    /// URN whose system departed and has no successor yet: unlike an ask, it does not wait.
     ///
     /// # Errors
     /// Redis errors.
     pub async fn resolve(&self, urn: &str) -> Result<Option<String>, ProxyError> {
         cooperate().await;
         let deadline = Instant::now() + self.shared.config.command_timeout;
-        settle(match self.shared.resolve(urn, deadline, true).await {
+        settle(match self.shared.resolve_now(urn, deadline).await {
             Ok(route) => Ok(Some(route.system.to_string())),
             Err(ProxyError::UnknownUrn { .. }) => Ok(None),
             Err(e) => Err(e),

@@ -28,6 +28,15 @@ impl Drop for Running<'_> {
     }
 }
 
+/// What a look-up that finds no owner does about a URN whose system departed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnDeparted {
+    /// Looks again until a successor serves it or the deadline (then `Unavailable`): an ask.
+    WaitForSuccessor,
+    /// Answers at once, as for any URN without an owner: "who serves it now".
+    Unknown,
+}
+
 impl Shared {
     /// A usable command connection, the next in turn (after an outage they reconnect one by
     /// one), or `Unavailable` if none is: Redis is down, and a command would only wait in
@@ -64,7 +73,7 @@ impl Shared {
         // Boxed: the lookup's commands make a future of about 6 KB, which every ask's future
         // would hold (and copy as it is built and moved) for a path most asks never take.
         if fresh {
-            Box::pin(self.look_up(urn, deadline)).await
+            Box::pin(self.look_up(urn, deadline, OnDeparted::WaitForSuccessor)).await
         } else {
             Box::pin(self.look_up_once(urn, deadline)).await
         }
@@ -95,7 +104,9 @@ impl Shared {
                     urn: urn.to_owned(),
                     _wake: sender,
                 };
-                return self.look_up(urn, deadline).await;
+                return self
+                    .look_up(urn, deadline, OnDeparted::WaitForSuccessor)
+                    .await;
             }
         };
         // Ends when the look-up's sender is dropped (with its entry), at once if it was.
@@ -106,12 +117,31 @@ impl Shared {
         };
         match cached {
             Some(r) => Ok(r),
-            None => self.look_up(urn, deadline).await,
+            None => {
+                self.look_up(urn, deadline, OnDeparted::WaitForSuccessor)
+                    .await
+            }
         }
     }
 
-    /// Asks Redis which system serves `urn` (waiting out a Redis restart), and caches it.
-    async fn look_up(&self, urn: &str, deadline: Instant) -> Result<Resolved, ProxyError> {
+    /// Which system serves `urn` now, without waiting for the successor of a system that
+    /// departed (`UnknownUrn` then): [`ProxyClient::resolve`](crate::ProxyClient::resolve).
+    pub(super) async fn resolve_now(
+        &self,
+        urn: &str,
+        deadline: Instant,
+    ) -> Result<Resolved, ProxyError> {
+        Box::pin(self.look_up(urn, deadline, OnDeparted::Unknown)).await
+    }
+
+    /// Asks Redis which system serves `urn` (waiting out a Redis restart, and, unless
+    /// `departed` says otherwise, a departed system's successor), and caches it.
+    async fn look_up(
+        &self,
+        urn: &str,
+        deadline: Instant,
+        departed: OnDeparted,
+    ) -> Result<Resolved, ProxyError> {
         if conclib_core::validate_urn(urn).is_err() {
             return Err(ProxyError::UnknownUrn {
                 urn: urn.to_owned(),
@@ -147,7 +177,9 @@ impl Shared {
                 }
             }
             self.forget(urn);
-            if self.departed(&client, urn, deadline).await? {
+            if departed == OnDeparted::WaitForSuccessor
+                && self.departed(&client, urn, deadline).await?
+            {
                 self.wait_for_successor(urn, deadline).await?;
                 continue;
             }

@@ -192,7 +192,7 @@ class Session:
     def forget(self, urn: str) -> None:
         self.cache.pop(urn, None)
 
-    async def resolve(self, urn: str, deadline: float, fresh: bool) -> Route:
+    async def resolve(self, urn: str, deadline: float, fresh: bool, wait_for_successor: bool = True) -> Route:
         """The system serving ``urn`` and its request stream, from the cache unless ``fresh``:
         ``GET {ns}:urn:{urn}``, else (nil) ``GET {ns}:pattern:{prefix}`` for a URN with a
         pattern prefix (its value, a group id such as ``~user:*``, is used as a system id)."""
@@ -203,6 +203,9 @@ class Session:
                 return cached
         if not valid_urn(urn):
             raise UnknownUrn(urn, "not a valid URN")
+        if not wait_for_successor:
+            # Its answer (``UnknownUrn`` for a departed URN) is not one to share with asks.
+            return await self._lookup(urn, deadline, False)
         # Concurrent lookups of one URN share one GET.
         shared = self.resolving.get(urn)
         if shared is not None and not fresh:
@@ -220,7 +223,7 @@ class Session:
         lookup: asyncio.Future[Route] = self.loop.create_future()
         self.resolving[urn] = lookup
         try:
-            route = await self._lookup(urn, deadline)
+            route = await self._lookup(urn, deadline, wait_for_successor)
         except BaseException as e:
             fail(lookup, e if isinstance(e, Exception) else Closed())
             raise
@@ -232,7 +235,7 @@ class Session:
             if self.resolving.get(urn) is lookup:
                 del self.resolving[urn]
 
-    async def _lookup(self, urn: str, deadline: float) -> Route:
+    async def _lookup(self, urn: str, deadline: float, wait_for_successor: bool = True) -> Route:
         prefix = pattern_prefix(urn)
         while True:
             value = await self.command(deadline, "GET", self.keys.urn(urn))
@@ -243,7 +246,8 @@ class Session:
             if value is not None:
                 break
             self.forget(urn)
-            if await self.departed(urn, deadline):
+            # ``client.resolve`` answers "who serves it now": it does not wait.
+            if wait_for_successor and await self.departed(urn, deadline):
                 await self.wait_for_successor(urn, deadline)
                 continue
             await self.wait_if_redis_lost_it(urn, deadline)

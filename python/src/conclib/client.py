@@ -579,7 +579,7 @@ class AsyncClient:
         ``command_timeout``."""
         session = await self._current()
         try:
-            route = await session.resolve(urn, time.monotonic() + self.command_timeout, True)
+            route = await session.resolve(urn, time.monotonic() + self.command_timeout, True, wait_for_successor=False)
         except UnknownUrn:
             return None
         except Timeout:
