@@ -17,7 +17,7 @@ use crate::error::{ProxyError, redis_error};
 const SUCCESSOR_POLL: Duration = Duration::from_millis(25);
 
 /// How long past its deadline an ask that timed out may look for a departed marker.
-const DEPARTED_CHECK: Duration = Duration::from_millis(50);
+const DEPARTED_CHECK: Duration = Duration::from_millis(25);
 
 impl Shared {
     /// Whether the system that served `urn` (or activated its pattern) left gracefully

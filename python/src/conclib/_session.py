@@ -290,7 +290,8 @@ class Session:
     async def unavailable_if_departed(self, e: ConclibError, urn: str) -> ConclibError:
         """An ask's ``Timeout``, or ``Unavailable`` when the system its URN was routed to
         shut down meanwhile (its request waits for the successor, which may still handle
-        it). Looked up only on a timeout, at most 50 ms past the deadline."""
+        it). Looked up only on a timeout, at most 100 ms past the deadline (one read shared by
+        the asks timing out within half a second)."""
         if not isinstance(e, Timeout):
             return e
         try:
