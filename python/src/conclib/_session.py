@@ -290,7 +290,7 @@ class Session:
     async def unavailable_if_departed(self, e: ConclibError, urn: str) -> ConclibError:
         """An ask's ``Timeout``, or ``Unavailable`` when the system its URN was routed to
         shut down meanwhile (its request waits for the successor, which may still handle
-        it). Looked up only on a timeout, at most 100 ms past the deadline (one read shared by
+        it). Looked up only on a timeout, at most 50 ms past the deadline (one read shared by
         the asks timing out within half a second)."""
         if not isinstance(e, Timeout):
             return e
@@ -298,7 +298,7 @@ class Session:
             # A burst of asks timing out together reads the marker once.
             checking = self.departed_checks.get(urn)
             if checking is None:
-                checking = asyncio.ensure_future(self.departed(urn, time.monotonic() + 0.1))
+                checking = asyncio.ensure_future(self.departed(urn, time.monotonic() + 0.05))
                 self.departed_checks[urn] = checking
                 # Its answer serves the asks timing out within the next half second too.
                 checking.add_done_callback(
