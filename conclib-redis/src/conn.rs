@@ -93,3 +93,69 @@ pub(crate) async fn init_within(
     }
     Err(failure)
 }
+
+/// The `(id, fields)` of an XREADGROUP (or XAUTOCLAIM, wrapped as one stream) answer, in
+/// order. An entry deleted or trimmed away while pending comes with nil fields: it is kept,
+/// as `(id, Value::Null)`, so that its reader acknowledges it; a malformed entry (no id, not
+/// a pair) is skipped.
+pub(crate) fn stream_entries(value: Value) -> Vec<(bytes::Bytes, Value)> {
+    let mut out = Vec::new();
+    let Value::Array(streams) = value else {
+        return out;
+    };
+    for stream in streams {
+        let Value::Array(mut parts) = stream else {
+            continue;
+        };
+        if parts.len() != 2 {
+            continue;
+        }
+        let Some(Value::Array(entries)) = parts.pop() else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(mut pair) = entry else {
+                continue;
+            };
+            if pair.len() != 2 {
+                continue;
+            }
+            let fields = pair.pop().unwrap_or(Value::Null);
+            let Some(id) = pair.pop().and_then(Value::into_bytes) else {
+                continue;
+            };
+            out.push((id, fields));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_entries_keep_a_deleted_entry_with_nil_fields_and_skip_malformed_ones() {
+        let entry = |id: &str, fields: Value| Value::Array(vec![s_value(id), fields]);
+        let fields = Value::Array(vec![s_value("f"), s_value("v")]);
+        let answer = Value::Array(vec![Value::Array(vec![
+            s_value("stream"),
+            Value::Array(vec![
+                entry("1-0", fields.clone()),
+                entry("2-0", Value::Null),
+                Value::Array(vec![s_value("3-0")]),
+                entry("4-0", fields.clone()),
+            ]),
+        ])]);
+        let got = stream_entries(answer);
+        let ids: Vec<&[u8]> = got.iter().map(|(id, _)| id.as_ref()).collect();
+        assert_eq!(ids, [&b"1-0"[..], b"2-0", b"4-0"]);
+        assert_eq!(got[0].1, fields);
+        assert_eq!(got[1].1, Value::Null);
+        assert!(stream_entries(Value::Null).is_empty());
+    }
+
+    fn s_value(text: &str) -> Value {
+        Value::from(text)
+    }
+}
