@@ -94,6 +94,26 @@ pub(crate) async fn init_within(
     Err(failure)
 }
 
+/// A count Redis answered: an integer, or a number written as text (a float's text is cut
+/// to its whole part); `None` for a negative number or anything else.
+pub(crate) fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        other => as_bytes(other)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|f| *f >= 0.0)
+            .map(|f| f as u64),
+    }
+}
+
+/// A text Redis answered, invalid UTF-8 replaced; empty for a value that is not a string.
+pub(crate) fn text(v: &Value) -> String {
+    as_bytes(v)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
 /// The `(id, fields)` of an XREADGROUP (or XAUTOCLAIM, wrapped as one stream) answer, in
 /// order. An entry deleted or trimmed away while pending comes with nil fields: it is kept,
 /// as `(id, Value::Null)`, so that its reader acknowledges it; a malformed entry (no id, not
