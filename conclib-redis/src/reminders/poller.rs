@@ -15,7 +15,7 @@ use super::keys::{SHARDS, ShardKeys, shard_of};
 use super::report::{LAG_BUCKETS, LagBuckets, PollerReport, quantile};
 use super::store::{ReminderError, scripts};
 use super::tick::ReminderTick;
-use crate::ProxyClient;
+use crate::client::ProxyClient;
 use crate::conn::{as_bytes, owned};
 use crate::conn::{int, text};
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::keys::{ShardKeys, check_name, member};
 use super::scripts::Scripts;
-use crate::ProxyClient;
+use crate::client::ProxyClient;
 use crate::conn::{as_bytes, bytes, int, owned, text};
 
 /// The scripts, SHA computed once per process.
