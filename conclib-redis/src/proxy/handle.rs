@@ -199,7 +199,7 @@ impl ProxyHandle {
     /// # }
     /// ```
     #[must_use]
-    pub fn persistence(&self) -> crate::Persistence {
+    pub fn persistence(&self) -> crate::persistence::Persistence {
         self.shared.persistence()
     }
 
@@ -342,7 +342,7 @@ impl ProxyHandle {
     pub async fn pattern_members(
         &self,
         pattern: &str,
-    ) -> Result<Vec<crate::MemberInfo>, ServeError> {
+    ) -> Result<Vec<crate::proxy::scale::placement_rule::MemberInfo>, ServeError> {
         let prefix = match pattern.strip_suffix("{id}") {
             Some(_) => super::scale::activation::parse_pattern(pattern)?,
             None => super::scale::activation::parse_pattern(&format!("{pattern}{{id}}"))?,

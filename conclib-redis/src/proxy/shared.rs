@@ -69,7 +69,7 @@ pub(super) struct Shared {
     /// What the snapshots published of the actors in brief; one publish at a time.
     pub(super) briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
     /// Redis's persistence settings, read once as the proxy started.
-    pub(super) persistence: std::sync::OnceLock<crate::Persistence>,
+    pub(super) persistence: std::sync::OnceLock<crate::persistence::Persistence>,
     /// Topics published and subscribed through this proxy ([`ProxyHandle::topics`]), made on
     /// first use; their counters go into the snapshot.
     ///
@@ -163,7 +163,7 @@ impl Shared {
     }
 
     /// Redis's persistence settings as read when the system's proxy started.
-    pub(super) fn persistence(&self) -> crate::Persistence {
+    pub(super) fn persistence(&self) -> crate::persistence::Persistence {
         self.persistence.get().copied().unwrap_or_default()
     }
 
