@@ -181,8 +181,8 @@ impl ProxyHandle {
     /// `start_proxy` returned and while its lease is surely held; not ready from the moment
     /// [`shutdown`](Self::shutdown) begins. `conclib_view::health` serves it over HTTP.
     #[must_use]
-    pub fn readiness(&self) -> super::ReadinessProbe {
-        super::ReadinessProbe {
+    pub fn readiness(&self) -> super::readiness::ReadinessProbe {
+        super::readiness::ReadinessProbe {
             shared: Arc::downgrade(&self.shared),
         }
     }
