@@ -669,7 +669,7 @@ pub use protocol::{
 };
 pub use proxy::{
     Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
-    StateStore, StoreError, start_proxy,
+    Readiness, ReadinessProbe, StateStore, StoreError, start_proxy,
 };
 pub use reminders::{
     __scripts as __reminder_scripts, DEFAULT_REMINDER_CLAIM_LEASE, MAX_POLLERS,

@@ -9,6 +9,7 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
+use super::readiness::ShutdownPhase;
 use super::scale::activation::Activator;
 use super::scale::activations::Activation;
 use super::scale::group;
@@ -172,6 +173,17 @@ impl ProxyHandle {
         self.shared.serving.load(Ordering::Acquire)
     }
 
+    /// A probe of this proxy's [`Readiness`](super::Readiness) for an orchestrator
+    /// (Kubernetes' readiness probe, a load balancer's health check): ready once
+    /// `start_proxy` returned and while its lease is surely held; not ready from the moment
+    /// [`shutdown`](Self::shutdown) begins. `conclib_view::health` serves it over HTTP.
+    #[must_use]
+    pub fn readiness(&self) -> super::readiness::ReadinessProbe {
+        super::readiness::ReadinessProbe {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// How the Redis this proxy serves through persists what it holds, as read when the
     /// proxy started (also in its snapshot: [`PublishedSystem::persistence`](crate::PublishedSystem::persistence)):
     /// whether a restart of Redis can lose tells it accepted.
@@ -184,7 +196,7 @@ impl ProxyHandle {
     /// # }
     /// ```
     #[must_use]
-    pub fn persistence(&self) -> crate::Persistence {
+    pub fn persistence(&self) -> crate::persistence::Persistence {
         self.shared.persistence()
     }
 
@@ -327,7 +339,7 @@ impl ProxyHandle {
     pub async fn pattern_members(
         &self,
         pattern: &str,
-    ) -> Result<Vec<crate::MemberInfo>, ServeError> {
+    ) -> Result<Vec<crate::proxy::scale::placement_rule::MemberInfo>, ServeError> {
         let prefix = match pattern.strip_suffix("{id}") {
             Some(_) => super::scale::activation::parse_pattern(pattern)?,
             None => super::scale::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
@@ -357,6 +369,7 @@ impl ProxyHandle {
     /// stopped, and what it had not handed over stays in Redis for the next holder, as after
     /// a crash.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        ShutdownPhase::Draining.enter(&self.shared);
         let tasks = super::departure::Tasks {
             reader: self.reader.take(),
             writer: self.writer.take(),
@@ -368,6 +381,8 @@ impl ProxyHandle {
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
+        // The end of `shutdown` too (it consumes the handle).
+        ShutdownPhase::Stopped.enter(&self.shared);
         for task in [
             self.reader.take(),
             self.writer.take(),

@@ -50,7 +50,7 @@ pub use store::{MAX_REMINDER_HORIZON, Reminder, ReminderError, ReminderInfo, Rem
 pub use tick::ReminderTick;
 
 #[cfg(doc)]
-use crate::ProxyClient;
+use crate::client::ProxyClient;
 
 /// The Lua scripts, for the conformance test of other clients (not for users).
 #[doc(hidden)]

@@ -14,10 +14,11 @@ use super::acker::{Handled, MAX_ACK_BATCH, ack_shard};
 use super::keys::{SHARDS, ShardKeys, shard_of};
 use super::renewal::HeldClaims;
 use super::report::{LAG_BUCKETS, LagBuckets, PollerReport, quantile};
-use super::store::{ReminderError, int, scripts, text};
+use super::store::{ReminderError, scripts};
 use super::tick::ReminderTick;
-use crate::ProxyClient;
+use crate::client::ProxyClient;
 use crate::conn::{as_bytes, owned};
+use crate::conn::{int, text};
 
 /// The default [`ReminderPollerOptions::claim_lease`]: 4 s.
 pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(4);
