@@ -257,8 +257,8 @@
 //!   and activates the URN at once, rather than waiting for the key to lapse
 //!   (`tests/scale_out/early_kill.rs`: a holder of 6-17 URNs SIGKILLed 2-7 ms after
 //!   activating them, asks with 10 s deadlines and the default route cache: on the same
-//!   host every ask answered 11-62 ms after the kill (the most on a machine at load 20); on another host, as far as the
-//!   survivors can tell (the holder in a UTS namespace of its own), killed 0-650 ms after
+//!   host every ask answered 11-62 ms after the kill (the most at a load of 20 on 2
+//!   cores); on another host, as far as the survivors can tell (the holder in a UTS namespace of its own), killed 0-650 ms after
 //!   activating, once its 3 s lease lapsed: 2.3-3.1 s; before, all of them ended `Timeout`). So the failover bound depends on the
 //!   deployment: on one host, where a death is provable, well under a second; across
 //!   hosts, one system lease ([`lease_ttl`](ProxyConfig::lease_ttl), 4 s by default) plus
