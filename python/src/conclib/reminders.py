@@ -1,4 +1,4 @@
-"""Durable reminders (issue #64): register, cancel and list the reminders of a URN from
+"""Durable reminders: register, cancel and list the reminders of a URN from
 Python, e.g. from a web request (``await client.register_reminder("user:42", "renew",
 after=3600, every=86400, payload={"plan": "pro"})``). The Rust systems' reminder pollers
 deliver them to the actor as a ``conclib.ReminderTick``; a payload registered here is
@@ -11,16 +11,13 @@ texts the Rust crate sends (``conclib-redis/tests/reminders`` checks they are eq
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._contracts import CommandClient
 from .codec import encode
 from .errors import ConfigError, RedisError, TooLarge
 from .protocol import valid_urn
-
-if TYPE_CHECKING:
-    from .client import AsyncClient
 
 __all__ = ["MAX_NAME_LEN", "SHARDS", "ReminderInfo", "cancel", "list_reminders", "register", "shard_of"]
 
@@ -127,17 +124,15 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"a reminder name has no control characters: {name!r}")
 
 
-async def _eval(client: AsyncClient, script: str, keys: list[str], args: list[Any]) -> Any:
-    session = await client._current()
-    deadline = time.monotonic() + client.command_timeout
-    return await session.command(deadline, "EVAL", script, len(keys), *keys, *args)
+async def _eval(client: CommandClient, script: str, keys: list[str], args: list[Any]) -> Any:
+    return await client._command("EVAL", script, len(keys), *keys, *args)
 
 
 _NOTHING: Any = object()
 
 
 async def register(
-    client: AsyncClient,
+    client: CommandClient,
     urn: str,
     name: str,
     *,
@@ -192,7 +187,7 @@ async def register(
     return due
 
 
-async def cancel(client: AsyncClient, urn: str, name: str) -> bool:
+async def cancel(client: CommandClient, urn: str, name: str) -> bool:
     """Cancels ``urn``'s reminder ``name``; whether it was registered."""
     _check_urn(urn)
     _check_name(name)
@@ -214,7 +209,7 @@ def _int(v: Any) -> int:
         return 0
 
 
-async def list_reminders(client: AsyncClient, urn: str) -> list[ReminderInfo]:
+async def list_reminders(client: CommandClient, urn: str) -> list[ReminderInfo]:
     """``urn``'s reminders, sorted by name."""
     _check_urn(urn)
     keys = _ShardKeys(client.namespace, urn)
