@@ -18,7 +18,11 @@ from typing import Any, Protocol
 from .protocol import Keys
 from .url import RedisTarget
 
-__all__ = ["ClientSettings", "CommandClient", "Route", "SessionLink"]
+__all__ = ["NOTHING", "ClientSettings", "CommandClient", "Route", "SessionLink"]
+
+NOTHING: Any = object()
+"""The default of an omitted payload (a unit message; a reminder without one): one object
+for the whole package, so that a payload not given passes through wrappers as not given."""
 
 
 @dataclass

@@ -241,7 +241,9 @@ class BlockingSubscription:
         return self._subscription.stats()
 
     def get(self, timeout: float | None = None) -> Any:
-        """The next event, waiting at most ``timeout`` seconds (``None``: as long as it takes)."""
+        """The next event, waiting at most ``timeout`` seconds (``None``: as long as it takes);
+        :class:`~conclib.Lagged` once after a live subscription dropped events, as
+        :meth:`Subscription.get <conclib.topics.Subscription.get>`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = self._SLICE if deadline is None else min(self._SLICE, max(deadline - time.monotonic(), 0.0))

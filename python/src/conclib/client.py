@@ -30,7 +30,7 @@ from . import codec
 from ._outcome import interpret
 from ._raw_path import EXPIRED, GONE, RawPath
 from ._redispy_path import RedisPyPath, cancelling
-from ._contracts import Route
+from ._contracts import NOTHING, Route
 from ._session import Session, until
 from .errors import (
     Closed,
@@ -81,7 +81,7 @@ class Message(Protocol):
     __conclib_name__: str
 
 
-_NOTHING: Any = object()
+_NOTHING: Any = NOTHING
 _NIL = b"\xc0"  # MessagePack's nil
 
 # Reply statuses ``ask``'s hot path leaves to ``_exchange_raw``: a URN that may have moved

@@ -19,6 +19,7 @@ __all__ = [
     "ConclibError",
     "ConfigError",
     "HandlerError",
+    "Lagged",
     "MailboxFull",
     "NoResponse",
     "NotExposed",
@@ -91,6 +92,21 @@ class HandlerError(ConclibError):
         self.urn = urn
         self.message = message
         super().__init__(f"the handler returned an error: {error!r}")
+
+
+class Lagged(ConclibError):
+    """A live subscription fell behind: ``missed`` events found its buffer full and were
+    dropped since the last report. Raised once by the subscription's next ``get()`` (or
+    ``async for``/``for`` step), in place of the next event, as the Rust ``Subscription``
+    yields ``TopicError::Lagged``; the subscription goes on, and the call after returns the
+    next event it holds."""
+
+    label = "lagged"
+
+    def __init__(self, missed: int, topic: str = "") -> None:
+        self.missed = missed
+        self.topic = topic
+        super().__init__(f"the subscriber of topic {topic} fell behind: {missed} events dropped")
 
 
 class Panicked(ConclibError):
