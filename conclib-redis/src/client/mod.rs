@@ -48,7 +48,7 @@ use tracing::Instrument;
 use crate::config::ProxyConfig;
 use crate::conn::{self, keyed, owned, shared_bytes};
 use crate::error::ProxyError;
-use crate::protocol::{self, Keys, SEND_SCRIPT};
+use crate::protocol::{Keys, SEND_SCRIPT};
 
 impl ProxyClient {
     /// Connects to Redis and starts the reply reader.
@@ -110,7 +110,7 @@ impl ProxyClient {
             pool,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
-            send_sha: protocol::sha1_hex(SEND_SCRIPT),
+            send: crate::script::Script::new(SEND_SCRIPT),
             cache: RwLock::new(HashMap::new()),
             looking_up: Mutex::new(HashMap::new()),
             known: Mutex::new(HashSet::new()),
@@ -193,7 +193,7 @@ impl ProxyClient {
     /// # }
     /// ```
     #[must_use]
-    pub fn persistence(&self) -> crate::Persistence {
+    pub fn persistence(&self) -> crate::persistence::Persistence {
         self.shared.persistence.get().copied().unwrap_or_default()
     }
 
@@ -219,9 +219,9 @@ impl ProxyClient {
     /// As [`Topics::publish`](crate::Topics::publish).
     pub async fn publish<E: Serialize + ?Sized>(
         &self,
-        topic: &crate::Topic,
+        topic: &crate::topics::Topic,
         event: &E,
-    ) -> Result<(), crate::TopicError> {
+    ) -> Result<(), crate::topics::TopicError> {
         self.topics().publish(topic, event).await
     }
 
@@ -238,7 +238,7 @@ impl ProxyClient {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn subscribe<E>(&self, topic: &crate::Topic) -> crate::SubscribeRequest<E> {
+    pub fn subscribe<E>(&self, topic: &crate::topics::Topic) -> crate::topics::SubscribeRequest<E> {
         self.topics().subscribe(topic)
     }
 

@@ -31,7 +31,8 @@ pub(super) struct Shared {
     pub(super) pool: Pool,
     pub(super) next_id: AtomicU64,
     pub(super) pending: Mutex<HashMap<u64, Waiter>>,
-    pub(super) send_sha: String,
+    /// Appends a batch of requests to a system's stream ([`SEND_SCRIPT`](crate::protocol::SEND_SCRIPT)).
+    pub(super) send: crate::script::Script,
     pub(super) cache: RwLock<HashMap<String, Resolved>>,
     /// The route look-ups under way, by URN: each a receiver whose sender the look-up holds
     /// and drops when it ends (`route.rs`, `look_up_once`).
@@ -69,7 +70,7 @@ pub(super) struct Shared {
     /// under the `pending` lock.
     pub(super) losses: AtomicU64,
     /// Redis's persistence settings, read once as the client connected.
-    pub(super) persistence: std::sync::OnceLock<crate::Persistence>,
+    pub(super) persistence: std::sync::OnceLock<crate::persistence::Persistence>,
     /// Publishing and subscribing to topics (made on first use).
     pub(super) topics: std::sync::OnceLock<crate::topics::Topics>,
 }

@@ -9,11 +9,18 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
-use super::activation::Activator;
-use super::activations::Activation;
-use super::group;
-use super::lease::heartbeat_loop;
+use super::readiness::ShutdownPhase;
+use super::scale::activation;
+use super::scale::activation::Activator;
+use super::scale::activations::Activation;
+use super::scale::group;
+use super::scale::placement;
 use super::scripts::Script;
+use super::serve::lease;
+use super::serve::lease::heartbeat_loop;
+use super::serve::publish;
+use super::serve::read;
+use super::serve::write;
 use super::shared::{Role, Shared};
 use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, owned};
@@ -91,7 +98,7 @@ pub async fn start_proxy(
         let persistence =
             crate::Persistence::read(&shared.cmd, shared.config.command_timeout).await;
         let _ = shared.persistence.set(persistence);
-        shared.acquire_lease().await?;
+        lease::acquire_lease(&shared).await?;
         shared.clock.sync(&shared.cmd).await;
         shared
             .stream
@@ -102,7 +109,7 @@ pub async fn start_proxy(
             .stream
             .renew(&shared.cmd, shared.config.queue_ttl)
             .await;
-        shared.scan().await;
+        super::serve::lease::scan(&shared).await;
         shared.lease.mark_fresh(since);
         Ok::<_, ServeError>(())
     };
@@ -111,7 +118,7 @@ pub async fn start_proxy(
         let _ = shared.reader.quit().await;
         return Err(e);
     }
-    let (reader, writer) = shared.start_reading(block);
+    let (reader, writer) = read::start_reading(&shared, block);
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
     tracing::info!(
         system = %shared.system_id,
@@ -169,6 +176,17 @@ impl ProxyHandle {
         self.shared.serving.load(Ordering::Acquire)
     }
 
+    /// A probe of this proxy's [`Readiness`](super::Readiness) for an orchestrator
+    /// (Kubernetes' readiness probe, a load balancer's health check): ready once
+    /// `start_proxy` returned and while its lease is surely held; not ready from the moment
+    /// [`shutdown`](Self::shutdown) begins. `conclib_view::health` serves it over HTTP.
+    #[must_use]
+    pub fn readiness(&self) -> super::readiness::ReadinessProbe {
+        super::readiness::ReadinessProbe {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// How the Redis this proxy serves through persists what it holds, as read when the
     /// proxy started (also in its snapshot: [`PublishedSystem::persistence`](crate::PublishedSystem::persistence)):
     /// whether a restart of Redis can lose tells it accepted.
@@ -181,7 +199,7 @@ impl ProxyHandle {
     /// # }
     /// ```
     #[must_use]
-    pub fn persistence(&self) -> crate::Persistence {
+    pub fn persistence(&self) -> crate::persistence::Persistence {
         self.shared.persistence()
     }
 
@@ -206,8 +224,7 @@ impl ProxyHandle {
     /// # Errors
     /// [`ServeError::Redis`] if Redis refused the write.
     pub async fn publish_snapshot(&self) -> Result<(), ServeError> {
-        self.shared
-            .publish_snapshot(true)
+        publish::publish_snapshot(&self.shared, true)
             .await
             .map_err(|e| ServeError::Redis(e.to_string()))
     }
@@ -239,7 +256,7 @@ impl ProxyHandle {
                 self.shared.system_id
             )));
         }
-        self.shared.join_group(group::GroupOf::Urn(urn)).await
+        group::join_group(&self.shared, group::GroupOf::Urn(urn)).await
     }
 
     /// Leaves the group of a URN or pattern prefix gracefully: this system takes no more of
@@ -248,7 +265,7 @@ impl ProxyHandle {
     /// The local actor stays, no longer served through Redis. Activations of a pattern left
     /// stay until passivated. `false` if this system was not a member.
     pub async fn leave(&self, urn_or_prefix: &str) -> bool {
-        self.shared.leave_group(urn_or_prefix).await
+        group::leave_group(&self.shared, urn_or_prefix).await
     }
 
     /// The groups this system is a member of: shared URNs and pattern prefixes, sorted.
@@ -325,13 +342,12 @@ impl ProxyHandle {
     pub async fn pattern_members(
         &self,
         pattern: &str,
-    ) -> Result<Vec<crate::MemberInfo>, ServeError> {
+    ) -> Result<Vec<crate::proxy::scale::placement_rule::MemberInfo>, ServeError> {
         let prefix = match pattern.strip_suffix("{id}") {
-            Some(_) => super::activation::parse_pattern(pattern)?,
-            None => super::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
+            Some(_) => super::scale::activation::parse_pattern(pattern)?,
+            None => super::scale::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
         };
-        self.shared
-            .pattern_members(&prefix)
+        placement::pattern_members(&self.shared, &prefix)
             .await
             .map_err(|e| ServeError::Unavailable(e.to_string()))
     }
@@ -339,7 +355,7 @@ impl ProxyHandle {
     /// Registers actors spawned (and releases those stopped) since the last scan, now rather
     /// than at the next [`ProxyConfig::scan_interval`].
     pub async fn refresh(&self) {
-        self.shared.scan().await;
+        super::serve::lease::scan(&self.shared).await;
     }
 
     /// Stops taking requests, finishes the ones taken (their replies are written and
@@ -351,8 +367,9 @@ impl ProxyHandle {
     /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let shared = self.shared.clone();
-        let mut result = shared.leave_all().await;
-        shared.passivate_all().await;
+        ShutdownPhase::Draining.enter(&shared);
+        let mut result = group::leave_all(&shared).await;
+        activation::passivate_all(&shared).await;
         shared.serving.store(false, Ordering::Release);
         let _ = shared.stop.send_replace(true);
         if let Some(reader) = self.reader.take() {
@@ -365,7 +382,7 @@ impl ProxyHandle {
             heartbeat.abort();
             let _ = heartbeat.await;
         }
-        shared.trim_exact().await;
+        write::trim_exact(&shared).await;
         if shared.config.snapshot_interval.is_some()
             && let Err(e) =
                 crate::snapshots::withdraw(&shared.cmd, &shared.keys, &shared.system_id).await
@@ -417,6 +434,8 @@ impl ProxyHandle {
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
+        // The end of `shutdown` too (it consumes the handle).
+        ShutdownPhase::Stopped.enter(&self.shared);
         for task in [
             self.reader.take(),
             self.writer.take(),

@@ -2,7 +2,7 @@
 //! and that are not acknowledged yet, recorded with the state.
 //!
 //! A request is acknowledged once handled, in the proxy's next answer batch. A process
-//! paused (or killed) between a handler's write to its [`StateStore`](super::StateStore)
+//! paused (or killed) between a handler's write to its [`StateStore`](crate::proxy::scale::store::StateStore)
 //! and that acknowledgement leaves the request pending: another member of the group claims
 //! it, and the URN's next activation would handle it again on a state that already holds
 //! its effect (an increment counted twice). So every write of the store records, in the
@@ -19,23 +19,26 @@
 //! requests this proxy has taken and not acknowledged.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use conclib_core::trace::TraceContext;
 
+use super::standing::Standing;
+use crate::proxy::serve::read::Request;
+use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
 /// A request: its entry id and stream (`<ms>-<seq> <stream key>`).
-pub(super) type RequestKey = String;
+pub(in crate::proxy) type RequestKey = String;
 
 /// The key of entry `entry` of stream `stream`.
-pub(super) fn request_key(stream: &str, entry: EntryId) -> RequestKey {
+pub(in crate::proxy) fn request_key(stream: &str, entry: EntryId) -> RequestKey {
     format!("{entry} {stream}")
 }
 
 /// What one activation knows of the requests whose handling wrote its state.
 #[derive(Default)]
-pub(super) struct Applied {
+pub(in crate::proxy) struct Applied {
     /// The requests being handled now, by the trace context each is handled in.
     handling: Mutex<Vec<(TraceContext, RequestKey)>>,
     /// Requests whose handling wrote the state and that are not acknowledged yet.
@@ -46,13 +49,13 @@ pub(super) struct Applied {
 
 impl Applied {
     /// The request `key` is handled now, in the trace context `trace`.
-    pub(super) fn begin(&self, trace: TraceContext, key: RequestKey) {
+    pub(in crate::proxy) fn begin(&self, trace: TraceContext, key: RequestKey) {
         lock(&self.handling).push((trace, key));
     }
 
     /// The handling in `trace` is over; `true` if a write of it is not acknowledged yet (the
     /// proxy then says when it is, [`acked`](Self::acked)).
-    pub(super) fn end(&self, trace: &TraceContext) -> bool {
+    pub(in crate::proxy) fn end(&self, trace: &TraceContext) -> bool {
         let mut handling = lock(&self.handling);
         let Some(at) = handling.iter().position(|(t, _)| t == trace) else {
             return false;
@@ -65,7 +68,7 @@ impl Applied {
     /// The store is about to write, in the handling of the current trace context (if it is
     /// one of the proxy's): that handling's request, and the record to write with the state
     /// (one request a line: those not acknowledged yet, and this one).
-    pub(super) fn writing(&self) -> (Option<RequestKey>, String) {
+    pub(in crate::proxy) fn writing(&self) -> (Option<RequestKey>, String) {
         let current = TraceContext::current().and_then(|trace| {
             lock(&self.handling)
                 .iter()
@@ -87,7 +90,7 @@ impl Applied {
 
     /// The write [`writing`](Self::writing) prepared went through: its request's effect is
     /// in the state.
-    pub(super) fn wrote(&self, key: RequestKey) {
+    pub(in crate::proxy) fn wrote(&self, key: RequestKey) {
         let mut unacked = lock(&self.unacked);
         if !unacked.contains(&key) {
             unacked.push(key);
@@ -95,12 +98,12 @@ impl Applied {
     }
 
     /// The request `key` was acknowledged: no later activation can be given it again.
-    pub(super) fn acked(&self, key: &str) {
+    pub(in crate::proxy) fn acked(&self, key: &str) {
         lock(&self.unacked).retain(|k| k != key);
     }
 
     /// The record an earlier activation left with the state, read as this one opened it.
-    pub(super) fn opened(&self, record: &[u8]) {
+    pub(in crate::proxy) fn opened(&self, record: &[u8]) {
         let record = String::from_utf8_lossy(record);
         lock(&self.earlier).extend(
             record
@@ -112,8 +115,89 @@ impl Applied {
 
     /// Whether the handling of `key` wrote the state already, in an earlier activation or
     /// in this one (then it is not handed to the actor again).
-    pub(super) fn already(&self, key: &str) -> bool {
+    pub(in crate::proxy) fn already(&self, key: &str) -> bool {
         lock(&self.earlier).remove(key) || lock(&self.unacked).iter().any(|k| k == key)
+    }
+}
+
+/// An activation's exactly-once record of one request, as its hand-off keeps it: the trace context
+/// its handling runs in (by which its store tells whether a write of this very handling
+/// was refused, and records the request with what it wrote) and the key it is recorded
+/// under. A live actor's request has no record, and keeps the trace it came with.
+pub(in crate::proxy) struct Record {
+    /// The trace context the request is handled in.
+    pub(in crate::proxy) trace: Option<TraceContext>,
+    applied: Option<(Arc<Standing>, TraceContext, String)>,
+}
+
+impl Record {
+    pub(in crate::proxy) fn new(
+        standing: Option<Arc<Standing>>,
+        req: &Request,
+        origin: &Shared,
+        entry: EntryId,
+    ) -> Record {
+        let trace = match &standing {
+            Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
+            None => req.trace,
+        };
+        let applied = standing.zip(trace).map(|(s, t)| {
+            // A request a takeover moved is known by its first entry (`field::MOVED`).
+            let key = req
+                .moved
+                .clone()
+                .unwrap_or_else(|| request_key(&origin.stream.requests_key, entry));
+            (s, t, key)
+        });
+        Record { trace, applied }
+    }
+
+    /// An activation's request: it stays pending rather than be copied into the stream
+    /// again (a copy with a new entry id would escape its record).
+    pub(in crate::proxy) fn is_activation(&self) -> bool {
+        self.applied.is_some()
+    }
+
+    /// Recorded as handled already (its handling wrote the state).
+    pub(in crate::proxy) fn answered_already(&self) -> bool {
+        self.applied
+            .as_ref()
+            .is_some_and(|(standing, _, key)| standing.applied.already(key))
+    }
+
+    pub(in crate::proxy) fn begin(&self) {
+        if let Some((standing, trace, key)) = &self.applied {
+            standing.applied.begin(*trace, key.clone());
+        }
+    }
+
+    /// The handling is over: `true` if it wrote the state (its request then waits for its
+    /// acknowledgement in the records, here and with the state).
+    pub(in crate::proxy) fn end(&self, origin: &Shared, entry: EntryId) -> bool {
+        let Some((standing, trace, key)) = &self.applied else {
+            return false;
+        };
+        let wrote = standing.applied.end(trace);
+        if wrote {
+            origin.stream.await_ack(entry, standing, key);
+        }
+        wrote
+    }
+
+    /// Whether the activation was stopping to rebalance its pattern: a request it did not
+    /// start is left pending, read again, and activates the URN anew.
+    pub(in crate::proxy) fn leaving(&self) -> bool {
+        self.applied
+            .as_ref()
+            .is_some_and(|(s, _, _)| s.is_leaving())
+    }
+
+    /// Not to be handled here after all: a write of its handling was refused, or it never
+    /// ran (nor wrote the state) because the activation was taken away.
+    pub(in crate::proxy) fn redeliver(&self, ran: bool, wrote: bool) -> bool {
+        self.applied
+            .as_ref()
+            .is_some_and(|(s, t, _)| s.take_refusal(t) || (!ran && !wrote && s.is_taken()))
     }
 }
 

@@ -15,6 +15,10 @@
 //!  "$defs": {"Add": {"type": "object", "properties": {"n": ...}, "required": ["n"]}}}
 //! ```
 //!
+//! Whether two builds may serve side by side during a rolling upgrade: [`compare`] their
+//! documents (the `conclib-schema check OLD NEW` command does it in CI; see
+//! [`compare`]'s module table for what is breaking).
+//!
 //! `error` is `null` for a message that cannot fail. A type that travels as MessagePack
 //! `bin` (`serde_bytes`) should describe itself as `{"type": "string", "x-conclib-bin":
 //! true}` (a hand-written [`JsonSchema`] impl): the stubs then use `bytes`.
@@ -77,6 +81,10 @@
 //! assert!(doc["$defs"]["Add"].is_object());
 //! ```
 
+mod compat;
+
+pub use compat::{Change, ChangeKind, Compatibility, FORMAT_VERSION, SchemaDocumentError, compare};
+
 use std::convert::Infallible;
 use std::marker::PhantomData;
 
@@ -87,9 +95,6 @@ use schemars::generate::SchemaSettings;
 // re-export also changed the paths rustc prints in the compile-fail tests' expected output.)
 use schemars::JsonSchema;
 use serde_json::{Value, json};
-
-/// The version of the document's format (its `conclib_schema` field).
-pub const FORMAT_VERSION: u64 = 1;
 
 /// Collects the description of a service's actors, sharing one set of type definitions.
 pub struct Export {
