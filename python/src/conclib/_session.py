@@ -15,9 +15,9 @@ import os
 import secrets
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from ._contracts import ClientSettings, Route
 from ._raw import bulk, pack
 from ._raw_path import RawPath
 from ._redispy_path import RedisPyPath
@@ -36,9 +36,6 @@ from .protocol import REPLY_HEADER_LEN, Status, pattern_prefix, valid_urn
 from ._info import redis_identity, server_fields
 from .url import build_client, close_client, redact
 
-if TYPE_CHECKING:
-    from .client import AsyncClient
-
 log = logging.getLogger("conclib")
 
 T = TypeVar("T")
@@ -54,41 +51,11 @@ async def until(fut: asyncio.Future[T], deadline: float) -> T:
     return await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0.0))
 
 
-@dataclass
-class Route:
-    """Where requests for a URN go: the system serving it and its request stream, until
-    ``until`` (``time.monotonic()``)."""
-
-    system: str
-    requests_key: str
-    until: float
-    # ``requests_key`` as a RESP bulk string (the raw writer's XADD).
-    packed_key: bytes = b""
-    # A group's fast lane (``{ns}:sys:{group}:req:hi``), where its ``priority="high"``
-    # requests go to overtake a backlog in its stream; ``None`` for a system, or a group
-    # whose members read none (older servers: then its stream).
-    fast_key: str | None = None
-    packed_fast: bytes = b""
-
-    def key_for(self, high: bool) -> str:
-        """The stream a request goes to: the group's fast lane for a ``high`` one, if any."""
-        return self.fast_key if high and self.fast_key is not None else self.requests_key
-
-    def packed_for(self, high: bool) -> bytes:
-        """``key_for(high)`` as a RESP bulk string."""
-        return self.packed_fast if high and self.fast_key is not None else self.packed_key
-
-    def no_fast_lane(self) -> None:
-        """The fast lane has no stream (its group's members are older servers): its stream,
-        until the URN is looked up again."""
-        self.fast_key = None
-
-
 class Session:
     """The connections, reply list and reader of one client in one process and event loop."""
 
-    def __init__(self, client: AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
-        self.client = client
+    def __init__(self, client: ClientSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.client: ClientSettings = client
         self.pid = os.getpid()
         self.loop = loop
         self.keys = client._keys
@@ -102,7 +69,7 @@ class Session:
             tls_ca_file=client._tls_ca_file,
         )
         self.reply_key = self.keys.reply(secrets.token_hex(16))
-        self.blmpop_args = (REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH)
+        self.blmpop_args: tuple[Any, ...] = (REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH)
         blmpop = pack("BLMPOP", *self.blmpop_args)
         self.resolving: dict[str, asyncio.Future[Route]] = {}
         self.pending: dict[int, asyncio.Future[Any]] = {}
