@@ -19,67 +19,65 @@ const SUCCESSOR_POLL: Duration = Duration::from_millis(25);
 /// How long past its deadline an ask that timed out may look for a departed marker.
 const DEPARTED_CHECK: Duration = Duration::from_millis(25);
 
-impl Shared {
-    /// Whether the system that served `urn` (or activated its pattern) left gracefully
-    /// within the grace period: one `GET`, two for a URN with a pattern prefix, and only on
-    /// a look-up that found no owner.
-    pub(super) async fn departed(
-        &self,
-        client: &Client,
-        urn: &str,
-        deadline: Instant,
-    ) -> Result<bool, ProxyError> {
-        let mut keys = vec![self.keys.departed_urn(urn)];
-        if let Some(prefix) = crate::protocol::pattern_prefix(urn) {
-            keys.push(self.keys.departed_pattern(prefix));
-        }
-        for key in keys {
-            let get = conn::call(client, keyed("GET"), vec![owned(key)]);
-            match tokio::time::timeout_at(deadline.into(), get).await {
-                Ok(Ok(v)) if as_bytes(&v).is_some() => return Ok(true),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(redis_error(&e)),
-                Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
-            }
-        }
-        Ok(false)
+/// Whether the system that served `urn` (or activated its pattern) left gracefully
+/// within the grace period: one `GET`, two for a URN with a pattern prefix, and only on
+/// a look-up that found no owner.
+pub(super) async fn departed(
+    shared: &Shared,
+    client: &Client,
+    urn: &str,
+    deadline: Instant,
+) -> Result<bool, ProxyError> {
+    let mut keys = vec![shared.keys.departed_urn(urn)];
+    if let Some(prefix) = crate::protocol::pattern_prefix(urn) {
+        keys.push(shared.keys.departed_pattern(prefix));
     }
-
-    /// Pauses before looking for a departed URN's successor again (`Ok`), or answers
-    /// `Unavailable` when the deadline comes first.
-    pub(super) async fn wait_for_successor(
-        &self,
-        urn: &str,
-        deadline: Instant,
-    ) -> Result<(), ProxyError> {
-        let next = Instant::now() + SUCCESSOR_POLL;
-        if next >= deadline {
-            return Err(ProxyError::Unavailable(format!(
-                "the system serving {urn} shut down moments ago and no successor serves it yet \
-                 (it restarts or is being replaced): try again"
-            )));
+    for key in keys {
+        let get = conn::call(client, keyed("GET"), vec![owned(key)]);
+        match tokio::time::timeout_at(deadline.into(), get).await {
+            Ok(Ok(v)) if as_bytes(&v).is_some() => return Ok(true),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(redis_error(&e)),
+            Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
         }
-        tokio::time::sleep_until(next.into()).await;
-        Ok(())
     }
+    Ok(false)
+}
 
-    /// An ask's `Timeout`, or `Unavailable` when the system its URN was routed to departed
-    /// meanwhile (its request waits in the stream for the successor, which may still handle
-    /// it). Looked up only on a timeout, within [`DEPARTED_CHECK`] past the deadline.
-    pub(super) async fn unavailable_if_departed(&self, e: ProxyError, urn: &str) -> ProxyError {
-        if !matches!(e, ProxyError::Timeout(_)) {
-            return e;
-        }
-        let Ok(client) = self.connection() else {
-            return e;
-        };
-        let deadline = Instant::now() + DEPARTED_CHECK;
-        match self.departed(client, urn, deadline).await {
-            Ok(true) => ProxyError::Unavailable(format!(
-                "no answer in time: the system serving {urn} shut down meanwhile (it restarts \
-                 or is being replaced; its successor may still handle the request)"
-            )),
-            _ => e,
-        }
+/// Pauses before looking for a departed URN's successor again (`Ok`), or answers
+/// `Unavailable` when the deadline comes first.
+pub(super) async fn wait_for_successor(urn: &str, deadline: Instant) -> Result<(), ProxyError> {
+    let next = Instant::now() + SUCCESSOR_POLL;
+    if next >= deadline {
+        return Err(ProxyError::Unavailable(format!(
+            "the system serving {urn} shut down moments ago and no successor serves it yet \
+             (it restarts or is being replaced): try again"
+        )));
+    }
+    tokio::time::sleep_until(next.into()).await;
+    Ok(())
+}
+
+/// An ask's `Timeout`, or `Unavailable` when the system its URN was routed to departed
+/// meanwhile (its request waits in the stream for the successor, which may still handle
+/// it). Looked up only on a timeout, within [`DEPARTED_CHECK`] past the deadline.
+pub(super) async fn unavailable_if_departed(
+    shared: &Shared,
+    e: ProxyError,
+    urn: &str,
+) -> ProxyError {
+    if !matches!(e, ProxyError::Timeout(_)) {
+        return e;
+    }
+    let Ok(client) = shared.connection() else {
+        return e;
+    };
+    let deadline = Instant::now() + DEPARTED_CHECK;
+    match departed(shared, client, urn, deadline).await {
+        Ok(true) => ProxyError::Unavailable(format!(
+            "no answer in time: the system serving {urn} shut down meanwhile (it restarts \
+             or is being replaced; its successor may still handle the request)"
+        )),
+        _ => e,
     }
 }

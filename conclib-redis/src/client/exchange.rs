@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use super::departed;
 use super::handle::ProxyClient;
 use super::outbox;
 use super::queued::{Done, Outgoing};
@@ -69,7 +70,7 @@ impl ProxyClient {
             // Its system shut down meanwhile (it restarts or is being replaced): retryable.
             // Boxed: a rare path, which every ask's future would otherwise hold.
             Err(e @ ProxyError::Timeout(_)) => {
-                Err(Box::pin(self.shared.unavailable_if_departed(e, urn)).await)
+                Err(Box::pin(departed::unavailable_if_departed(&self.shared, e, urn)).await)
             }
             other => other,
         };
@@ -333,7 +334,7 @@ impl Shared {
         // Boxed: rare, and a large future (see `resolve`).
         Box::pin(async {
             // A departed system's URN is looked up until its successor or the deadline.
-            if !self.departed(self.connection()?, urn, deadline).await? {
+            if !departed::departed(self, self.connection()?, urn, deadline).await? {
                 self.wait_if_redis_lost_it(urn, deadline).await?;
             }
             self.resolve(urn, deadline, true).await

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 
+use super::departed;
 use super::resolved::Resolved;
 use super::shared::Shared;
 use crate::conn::{self, as_bytes, keyed, owned};
@@ -178,9 +179,9 @@ impl Shared {
             }
             self.forget(urn);
             if departed == OnDeparted::WaitForSuccessor
-                && self.departed(&client, urn, deadline).await?
+                && departed::departed(self, &client, urn, deadline).await?
             {
-                self.wait_for_successor(urn, deadline).await?;
+                departed::wait_for_successor(urn, deadline).await?;
                 continue;
             }
             self.wait_if_redis_lost_it(urn, deadline).await?;
