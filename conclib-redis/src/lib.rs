@@ -582,6 +582,7 @@ mod client;
 mod config;
 mod conn;
 mod daemon;
+mod durability;
 mod error;
 #[cfg(test)]
 mod future_size;
@@ -611,6 +612,7 @@ pub use conclib_codec::{
 };
 pub use config::{DEFAULT_NAMESPACE, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_URL, ProxyConfig};
 pub use daemon::{RedisDaemon, start_redis};
+pub use durability::Durability;
 pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
 pub use persistence::{Fsync, Persistence, TellLoss};
 pub use protocol::{

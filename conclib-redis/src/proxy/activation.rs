@@ -62,6 +62,13 @@ impl Shared {
             .await;
         match claimed.into_iter().next() {
             Some(Ok(Value::Integer(1))) => {
+                // A claim a promotion could undo would let another member activate it too.
+                let key = self.keys.urn(urn);
+                if let Err(e) = self.config.durability.replicated(&self.cmd, &key).await {
+                    forget(self);
+                    self.release_urns(vec![urn.to_owned()]).await;
+                    return Activated::Unavailable(e);
+                }
                 let mut reg = self.registry();
                 reg.conflicts.remove(urn);
                 reg.owned.insert(urn.to_owned());
@@ -94,6 +101,7 @@ impl Shared {
                 token.clone(),
                 standing.clone(),
                 self.config.codec.clone(),
+                self.config.durability,
             ),
         };
         // The directory counts it from now (written while the actor is made: a member that

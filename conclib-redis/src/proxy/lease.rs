@@ -63,7 +63,12 @@ impl Shared {
             .await
             .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
             if !set.is_null() {
-                return Ok(());
+                return self
+                    .config
+                    .durability
+                    .replicated(&self.cmd, &self.lease.key)
+                    .await
+                    .map_err(ServeError::Unavailable);
             }
             // Absent by now, or held by a dead process on this host (then freed): try again.
             if self.lease_gone(self.lease.key.clone()).await {
@@ -381,10 +386,14 @@ impl Shared {
                 .claim_keys(&renewal.urns, &renewal.keys, Some(&renewal))
                 .await;
             drop(renewal);
-            if renewed && answered {
+            answered &= renewed;
+            if answered && self.claims_replicated().await {
                 self.lease.mark_urns_fresh(since);
             }
-            answered &= renewed;
+        }
+        // Held only once a promotion would keep it (see `Durability`).
+        if answered && !self.claims_replicated().await {
+            return;
         }
         if answered {
             self.lease.mark_lease_fresh(since);
@@ -394,6 +403,29 @@ impl Shared {
         self.clock.sync(&self.cmd).await;
         if matches!(self.role, super::shared::Role::System) {
             self.reset_poisoned().await;
+        }
+    }
+
+    /// Whether the lease and the URN claims written so far reached the replicas the
+    /// durability level asks for (at once at `Durability::Primary`).
+    async fn claims_replicated(&self) -> bool {
+        let durability = self.config.durability;
+        if matches!(durability, crate::Durability::Primary) {
+            return true;
+        }
+        let owned: Vec<String> = if self.cmd.is_clustered() {
+            self.registry().owned.iter().map(|u| self.claim_key(u)).collect()
+        } else {
+            Vec::new()
+        };
+        let mut keys = vec![self.lease.key.as_str()];
+        keys.extend(owned.iter().map(String::as_str));
+        match durability.replicated_keys(&self.cmd, &keys).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(system = %self.system_id, error = %e, "lease renewal not replicated: the lease is not counted as renewed");
+                false
+            }
         }
     }
 
@@ -495,7 +527,10 @@ pub(super) async fn heartbeat_loop(shared: Arc<Shared>) {
                     if let Err(e) = shared.stream.ensure_group(&shared.cmd).await {
                         tracing::warn!(error = %e, "could not recreate the consumer group");
                     }
-                    shared.lease.renew_all_urns();
+                    // The Redis now answering may be a promoted replica that lacks the
+                    // last renewals (docs: Redis topologies and durability): nothing more is
+                    // handed to an actor until the lease and every URN are claimed again.
+                    shared.lease.lapse();
                     shared.renew().await;
                 }
                 Err(_) => events = false,
