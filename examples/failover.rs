@@ -148,7 +148,9 @@ pub struct Options {
     pub member_args: Vec<String>,
     /// Environment variables for the members.
     pub member_env: Vec<(String, String)>,
+    /// Which topology fails over.
     pub topology: Topology,
+    /// How many promotions.
     pub promotions: usize,
     /// How long the replicas are stalled before the primary is killed.
     pub lag: Duration,
@@ -161,18 +163,28 @@ pub struct Options {
 /// What a run counted.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
+    /// Promotions done.
     pub promotions: usize,
+    /// Ok answers of an activation after a later one of its URN answered.
     pub splits: u64,
+    /// Activations that loaded a count lower than one acknowledged.
     pub state_rollbacks: u64,
+    /// Tells reported accepted that no member handled.
     pub lost_accepted: u64,
+    /// Tells handled more than once.
     pub repeated: u64,
+    /// The longest wait from a promotion to the next ok answer.
     pub first_ok_after_promotion_ms: u128,
+    /// Calls that returned past their timeout + 250 ms.
     pub overruns: u64,
     /// Errors other than the typed ones a caller may meet (`Unavailable`, `Timeout`, the
     /// handler's own).
     pub untyped: u64,
+    /// Asks answered ok.
     pub asks_ok: u64,
+    /// Tells reported accepted.
     pub tells_accepted: u64,
+    /// Failed calls by kind.
     pub errors: BTreeMap<String, u64>,
 }
 
@@ -217,13 +229,13 @@ struct Tally {
     untyped: AtomicU64,
     asks_ok: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
-    /// When the last ok answer came.
-    last_ok: Mutex<Option<Instant>>,
+    /// When each ok answer came, in order.
+    ok_at: Mutex<Vec<Instant>>,
 }
 
 impl Tally {
     fn answered(&self, urn: &str, activation: u64, count: u64) {
-        *self.last_ok.lock().unwrap() = Some(Instant::now());
+        self.ok_at.lock().unwrap().push(Instant::now());
         self.asks_ok.fetch_add(1, Ordering::Relaxed);
         {
             let mut acked = self.acked.lock().unwrap();
@@ -251,6 +263,14 @@ impl Tally {
     }
 
     fn failed(&self, error: &AskError<String>) {
+        if std::env::var_os("FAILOVER_TRACE").is_some() {
+            static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+            let mut last = LAST.lock().unwrap();
+            if last.is_none_or(|l| l.elapsed() > Duration::from_millis(200)) {
+                *last = Some(Instant::now());
+                eprintln!("{:?} failed: {error}", std::time::SystemTime::now());
+            }
+        }
         let kind = match error {
             AskError::Unavailable(_) => "unavailable",
             AskError::Timeout(_) => "timeout",
@@ -404,8 +424,12 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         // The first ok after the promotion (the topology settled since; answers came).
         let deadline = promotion.promoted_at + Duration::from_secs(20);
         let first_ok = loop {
-            let last = *tally.last_ok.lock().unwrap();
-            if let Some(at) = last.filter(|&at| at > promotion.promoted_at) {
+            let first = {
+                let ok_at = tally.ok_at.lock().unwrap();
+                let i = ok_at.partition_point(|&at| at <= promotion.promoted_at);
+                ok_at.get(i).copied()
+            };
+            if let Some(at) = first {
                 break at.duration_since(promotion.promoted_at).as_millis();
             }
             if Instant::now() > deadline {
@@ -460,4 +484,79 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         tells_accepted: accepted.len() as u64,
         errors: tally.errors.lock().unwrap().clone(),
     })
+}
+
+/// What one round of the cost measurement saw.
+#[derive(Debug, Clone)]
+pub struct CostRound {
+    /// The durability level of the member.
+    pub durability: String,
+    /// Asks answered a second.
+    pub asks_per_s: f64,
+    /// Median ask latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile ask latency, ms.
+    pub p99_ms: f64,
+}
+
+/// The cost of a durability level on the normal path: a primary with one replica, one
+/// member process serving `acct:{id}` (each ask one fenced state write), 64 asks in
+/// flight for `seconds`; `rounds` rounds of each level, alternated, in one run.
+pub async fn cost(options: &Options, rounds: usize, seconds: u64) -> Result<Vec<CostRound>, BoxError> {
+    let redis = tokio::task::spawn_blocking(redis_ha::Replicated::start).await?;
+    let url = redis.url();
+    let mut out = Vec::new();
+    for round in 0..rounds * 2 {
+        let level = if round % 2 == 0 { "primary" } else { "replicas" };
+        let options = Options {
+            durability: level.into(),
+            ..options.clone()
+        };
+        let tally = Arc::new(Tally::default());
+        let member = Member::start(&options, &url, &format!("cost-{round}"), &tally).await?;
+        let config = ProxyConfig::new(url.clone())
+            .with_namespace("failover")
+            .with_ask_timeout(Duration::from_secs(5));
+        let client = ProxyClient::connect(&config).await?;
+        // Activated first, outside the measure.
+        for u in 0..URNS {
+            let _ = client.actor::<Account>(format!("acct:{u}")).incr().await;
+        }
+        let until = Instant::now() + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for c in 0..options.callers {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut u = c as u64;
+                while Instant::now() < until {
+                    u = (u + 7) % URNS;
+                    let started = Instant::now();
+                    if client.actor::<Account>(format!("acct:{u}")).incr().await.is_ok() {
+                        latencies.push(started.elapsed());
+                    }
+                }
+                latencies
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await?);
+        }
+        all.sort_unstable();
+        let pick = |q: f64| {
+            all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        };
+        out.push(CostRound {
+            durability: durability(level).label(),
+            asks_per_s: all.len() as f64 / seconds as f64,
+            p50_ms: pick(0.5),
+            p99_ms: pick(0.99),
+        });
+        client.shutdown().await;
+        member.stop().await;
+    }
+    tokio::task::spawn_blocking(move || drop(redis)).await?;
+    Ok(out)
 }

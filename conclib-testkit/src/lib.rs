@@ -22,6 +22,8 @@
 //! }
 //! ```
 
+pub mod redis_ha;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -208,8 +210,6 @@ fn all_threads_stopped(pid: u32) -> bool {
 /// The fuzz targets' inputs replayed on stable (`fuzz/README.md`): each crate's tests run
 /// every file of `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/`, and the seeds the
 /// crate makes, through the target's function.
-pub mod redis_ha;
-
 pub mod fuzz_corpus {
     use std::path::{Path, PathBuf};
 

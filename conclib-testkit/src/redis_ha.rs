@@ -138,6 +138,36 @@ impl Drop for TempDir {
     }
 }
 
+/// Spawns `command` from a thread that lives as long as this process: `PR_SET_PDEATHSIG`
+/// fires when the thread that forked exits, and the callers' threads (a runtime's blocking
+/// pool) come and go.
+fn spawn_from_lasting_thread(command: Command) -> std::io::Result<Child> {
+    type Job = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("redis-ha-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .expect("a spawner thread");
+        std::sync::Mutex::new(tx)
+    });
+    let (reply, spawned) = std::sync::mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((command, reply))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    spawned
+        .recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
 /// One `redis-server` process (a data server or a sentinel), killed by PID and reaped on
 /// drop.
 pub struct Node {
@@ -184,7 +214,7 @@ impl Node {
                 Ok(())
             });
         }
-        self.child = Some(command.spawn().expect("redis-server starts"));
+        self.child = Some(spawn_from_lasting_thread(command).expect("redis-server starts"));
     }
 
     /// Its process id, while it runs.
@@ -436,6 +466,53 @@ impl Sentinel {
             promoted_at,
             new_primary,
         }
+    }
+}
+
+/// A primary with one replica, nothing to fail over: to measure what waiting for a replica
+/// costs.
+pub struct Replicated {
+    /// The primary, then the replica.
+    pub servers: Vec<Node>,
+    _dir: TempDir,
+}
+
+impl Replicated {
+    /// Starts both and waits until the replica is in sync.
+    pub fn start() -> Replicated {
+        let dir = TempDir::new("replicated");
+        let ports = free_ports(2);
+        let primary = Node::spawn(&dir.0, ports[0], vec!["--port".into(), ports[0].to_string().into()]);
+        let replica = Node::spawn(
+            &dir.0,
+            ports[1],
+            vec![
+                "--port".into(),
+                ports[1].to_string().into(),
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                ports[0].to_string().into(),
+            ],
+        );
+        primary.wait_ping();
+        replica.wait_ping();
+        wait_until("the replica to be in sync", HA_TIMEOUT, || {
+            let info = cli(ports[0], &["INFO", "replication"])?;
+            if info.lines().any(|l| l.starts_with("slave0") && l.contains("state=online")) {
+                Ok(())
+            } else {
+                Err(info)
+            }
+        });
+        Replicated {
+            servers: vec![primary, replica],
+            _dir: dir,
+        }
+    }
+
+    /// `redis://` URL of the primary.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.servers[0].port)
     }
 }
 
