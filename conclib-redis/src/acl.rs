@@ -36,10 +36,11 @@
 //!   nothing else.
 //!
 //! A live pattern subscription ([`Topic::live_pattern`](crate::Topic::live_pattern)) is
-//! refused by Redis under the client and proxy roles (it receives nothing; `ACL LOG` shows
-//! the refusal): Redis compares a `PSUBSCRIBE` pattern literally with the user's channel
-//! rules, so it is allowed only once a selector grants its own channel pattern
-//! (`ACL SETUSER <user> '(+psubscribe +punsubscribe &{ns}:topic:{<pattern>}:live)'`).
+//! refused by Redis under the client and proxy roles: `subscribe` returns
+//! [`TopicError::Redis`](crate::TopicError::Redis) with Redis's `NOPERM` at once (and
+//! `ACL LOG` shows the refusal). Redis compares a `PSUBSCRIBE` pattern literally with the
+//! user's channel rules, so it is allowed only once a selector grants its own channel
+//! pattern (`ACL SETUSER <user> '(+psubscribe +punsubscribe &{ns}:topic:{<pattern>}:live)'`).
 //!
 //! What remains possible for a client, by design of the protocol: to send any request to
 //! any actor the namespace exposes, with any `reply` list name under `{ns}:reply:` (the

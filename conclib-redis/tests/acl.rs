@@ -10,8 +10,8 @@ use common::actors::*;
 use conclib_core::ActorSystem;
 use conclib_core::AskError;
 use conclib_redis::{
-    ProxyClient, ProxyConfig, SnapshotReader, client_acl, proxy_acl, start_proxy, start_redis,
-    viewer_acl,
+    ProxyClient, ProxyConfig, SnapshotReader, TopicError, client_acl, proxy_acl, start_proxy,
+    start_redis, viewer_acl,
 };
 use fred::prelude::*;
 
@@ -495,14 +495,21 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
     let log = refused(&admin).await;
     assert!(log.is_empty(), "Redis refused: {log:#?}");
 
-    // A pattern subscription: refused (Redis compares a PSUBSCRIBE pattern with the
-    // user's channel rules literally; the subscription receives nothing) until a selector
-    // grants its own channel pattern.
+    // A pattern subscription: refused at once with Redis's NOPERM as a typed error (Redis
+    // compares a PSUBSCRIBE pattern with the user's channel rules literally) until a
+    // selector grants its own channel pattern.
     let pattern = Topic::live_pattern("new*").unwrap();
     let refused_patterns = (
         web.subscribe::<u64>(&pattern).await,
         svc.subscribe::<u64>(&pattern).await,
     );
+    for refusal in [&refused_patterns.0, &refused_patterns.1] {
+        match refusal {
+            Err(TopicError::Redis(text)) => assert!(text.contains("NOPERM"), "{text}"),
+            Err(other) => panic!("not Redis's refusal: {other}"),
+            Ok(_) => panic!("a refused pattern subscription returned Ok"),
+        }
+    }
     for user in ["web", "svc"] {
         until("Redis's refusal of the pattern", async || {
             refused(&admin)
