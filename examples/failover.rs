@@ -310,7 +310,12 @@ struct Member {
 }
 
 impl Member {
-    async fn start(options: &Options, url: &str, name: &str, tally: &Arc<Tally>) -> Result<Member, BoxError> {
+    async fn start(
+        options: &Options,
+        url: &str,
+        name: &str,
+        tally: &Arc<Tally>,
+    ) -> Result<Member, BoxError> {
         let mut child = tokio::process::Command::new(&options.member_program)
             .args(&options.member_args)
             .args([url, name, &options.durability])
@@ -347,7 +352,10 @@ impl Member {
     async fn stop(mut self) {
         // Closing stdin asks it to shut down; a kill by PID after a bounded wait.
         drop(self.child.stdin.take());
-        if tokio::time::timeout(Duration::from_secs(8), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(8), self.child.wait())
+            .await
+            .is_err()
+        {
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;
         }
@@ -403,15 +411,22 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     let next_tell = Arc::new(AtomicU64::new(1));
     let mut callers = Vec::new();
     for c in 0..options.callers {
-        let (client, tally, stop, next_tell) = (client.clone(), tally.clone(), stop.clone(), next_tell.clone());
+        let (client, tally, stop, next_tell) = (
+            client.clone(),
+            tally.clone(),
+            stop.clone(),
+            next_tell.clone(),
+        );
         callers.push(tokio::spawn(async move {
             let mut i = c as u64;
             while !stop.load(Ordering::Relaxed) {
-                i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                i = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let urn = format!("acct:{}", (i >> 33) % URNS);
                 let started = Instant::now();
                 let account = client.actor::<Account>(urn.clone());
-                if (i >> 20) % 4 == 0 {
+                if (i >> 20).is_multiple_of(4) {
                     let tell = next_tell.fetch_add(1, Ordering::Relaxed);
                     match account.note(tell).await {
                         Ok(()) => {
@@ -478,7 +493,10 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         eprintln!(
             "promotion {}: promoted {} ms after the kill, first ok {} ms after it",
             p + 1,
-            promotion.promoted_at.duration_since(promotion.killed_at).as_millis(),
+            promotion
+                .promoted_at
+                .duration_since(promotion.killed_at)
+                .as_millis(),
             first_ok
         );
         // Load between promotions.
@@ -494,7 +512,13 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     loop {
         let lost = {
             let handled = tally.handled.lock().unwrap();
-            tally.accepted.lock().unwrap().iter().filter(|t| !handled.contains_key(t)).count()
+            tally
+                .accepted
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|t| !handled.contains_key(t))
+                .count()
         };
         if lost == 0 || Instant::now() > settle {
             break;
@@ -548,12 +572,20 @@ pub struct CostRound {
 /// The cost of a durability level on the normal path: a primary with one replica, one
 /// member process serving `acct:{id}` (each ask one fenced state write), 64 asks in
 /// flight for `seconds`; `rounds` rounds of each level, alternated, in one run.
-pub async fn cost(options: &Options, rounds: usize, seconds: u64) -> Result<Vec<CostRound>, BoxError> {
+pub async fn cost(
+    options: &Options,
+    rounds: usize,
+    seconds: u64,
+) -> Result<Vec<CostRound>, BoxError> {
     let redis = tokio::task::spawn_blocking(redis_ha::Replicated::start).await?;
     let url = redis.url();
     let mut out = Vec::new();
     for round in 0..rounds * 2 {
-        let level = if round % 2 == 0 { "primary" } else { "replicas" };
+        let level = if round % 2 == 0 {
+            "primary"
+        } else {
+            "replicas"
+        };
         let options = Options {
             durability: level.into(),
             ..options.clone()
@@ -578,7 +610,12 @@ pub async fn cost(options: &Options, rounds: usize, seconds: u64) -> Result<Vec<
                 while Instant::now() < until {
                     u = (u + 7) % URNS;
                     let started = Instant::now();
-                    if client.actor::<Account>(format!("acct:{u}")).incr().await.is_ok() {
+                    if client
+                        .actor::<Account>(format!("acct:{u}"))
+                        .incr()
+                        .await
+                        .is_ok()
+                    {
                         latencies.push(started.elapsed());
                     }
                 }

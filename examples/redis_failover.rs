@@ -46,7 +46,11 @@ fn main() -> Result<(), BoxError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    if let Some(rounds) = args.iter().position(|a| a == "--cost").map(|_| flag("--cost", "3")) {
+    if let Some(rounds) = args
+        .iter()
+        .position(|a| a == "--cost")
+        .map(|_| flag("--cost", "3"))
+    {
         // The normal path's cost of each level, alternated rounds in one run.
         let options = Options {
             member_program: std::env::current_exe()?,

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use fred::prelude::*;
 use fred::interfaces::ClusterInterface;
+use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 
 use crate::conn::{self, as_bytes, s};
@@ -78,7 +78,11 @@ impl Durability {
     /// Waits until the writes this connection sent so far (to the node serving `key`, in a
     /// cluster) reached the replicas this level asks for; at once at
     /// [`Primary`](Self::Primary). `Err` names how many did.
-    pub(crate) async fn replicated<C: ClientLike>(&self, client: &C, key: &str) -> Result<(), String> {
+    pub(crate) async fn replicated<C: ClientLike>(
+        &self,
+        client: &C,
+        key: &str,
+    ) -> Result<(), String> {
         let Durability::Replicas { n, timeout } = *self else {
             return Ok(());
         };
@@ -100,7 +104,11 @@ impl Durability {
 
     /// [`replicated`](Self::replicated) for writes to `keys` (on any node of a cluster): one
     /// `WAIT` per node serving them.
-    pub(crate) async fn replicated_keys(&self, client: &Client, keys: &[&str]) -> Result<(), String> {
+    pub(crate) async fn replicated_keys(
+        &self,
+        client: &Client,
+        keys: &[&str],
+    ) -> Result<(), String> {
         if matches!(self, Durability::Primary) || keys.is_empty() {
             return Ok(());
         }
@@ -153,7 +161,9 @@ impl Durability {
                 durability = %self.label(),
                 "the primary has fewer replicas than durability asks for: every write that must survive a promotion fails until enough replicas connect"
             ),
-            _ => tracing::debug!(who, topology, replicas, durability = %self.label(), "Redis replicas checked"),
+            _ => {
+                tracing::debug!(who, topology, replicas, durability = %self.label(), "Redis replicas checked")
+            }
         }
     }
 }
@@ -176,7 +186,10 @@ mod tests {
 
     #[test]
     fn the_topology_is_read_from_the_scheme() {
-        assert_eq!(topology_of("redis-sentinel://h:1/0?sentinelServiceName=m"), "sentinel");
+        assert_eq!(
+            topology_of("redis-sentinel://h:1/0?sentinelServiceName=m"),
+            "sentinel"
+        );
         assert_eq!(topology_of("rediss-cluster://h:1"), "cluster");
         assert_eq!(topology_of("redis://h:1"), "single");
     }

@@ -45,7 +45,9 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     let mut listeners = Vec::with_capacity(n);
     for _ in 0..span {
         let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let Ok(port) = u16::try_from(port) else { continue };
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
         if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
             listeners.push(listener);
             if listeners.len() == n {
@@ -100,7 +102,11 @@ pub fn cli(port: u16, args: &[&str]) -> Result<String, String> {
 
 /// Polls `probe` every 20 ms until it gives `Some`; panics after `timeout` with `what` and
 /// the last observation.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match probe() {
@@ -246,15 +252,17 @@ impl Node {
     }
 
     fn wait_ping(&self) {
-        wait_until(&format!("port {} to answer PING", self.port), HA_TIMEOUT, || {
-            cli(self.port, &["PING"]).and_then(|out| {
-                if out == "PONG" {
-                    Ok(())
-                } else {
-                    Err(out)
-                }
-            })
-        });
+        wait_until(
+            &format!("port {} to answer PING", self.port),
+            HA_TIMEOUT,
+            || {
+                cli(self.port, &["PING"]).and_then(
+                    |out| {
+                        if out == "PONG" { Ok(()) } else { Err(out) }
+                    },
+                )
+            },
+        );
     }
 }
 
@@ -263,15 +271,23 @@ impl Drop for Node {
         // A stopped server dies of SIGKILL all the same.
         self.kill();
         if std::thread::panicking() {
-            eprintln!("--- redis port {} log tail ---\n{}", self.port, self.log_tail());
+            eprintln!(
+                "--- redis port {} log tail ---\n{}",
+                self.port,
+                self.log_tail()
+            );
         }
     }
 }
 
 /// One field of `INFO` output.
 fn info_field(info: &str, name: &str) -> Option<String> {
-    info.lines()
-        .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':').map(str::to_owned))
+    info.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(name)?
+            .strip_prefix(':')
+            .map(str::to_owned)
+    })
 }
 
 /// What a promotion with lag took.
@@ -309,7 +325,11 @@ impl Sentinel {
             .map(|&port| {
                 let mut args: Vec<OsString> = vec!["--port".into(), port.to_string().into()];
                 if port != primary {
-                    args.extend(["--replicaof".into(), "127.0.0.1".into(), primary.to_string().into()]);
+                    args.extend([
+                        "--replicaof".into(),
+                        "127.0.0.1".into(),
+                        primary.to_string().into(),
+                    ]);
                 }
                 Node::spawn(&dir.0, port, args)
             })
@@ -362,7 +382,10 @@ impl Sentinel {
     pub fn primary_port(&self) -> Result<u16, String> {
         let mut last = String::from("no sentinel");
         for s in &self.sentinels {
-            match cli(s.port, &["SENTINEL", "get-master-addr-by-name", self.service]) {
+            match cli(
+                s.port,
+                &["SENTINEL", "get-master-addr-by-name", self.service],
+            ) {
                 Ok(out) => {
                     if let Some(port) = out.lines().nth(1).and_then(|p| p.trim().parse().ok()) {
                         return Ok(port);
@@ -382,28 +405,45 @@ impl Sentinel {
         wait_until("the sentinel topology to settle", HA_TIMEOUT, || {
             let primary = self.primary_port()?;
             for s in &self.sentinels {
-                let named = cli(s.port, &["SENTINEL", "get-master-addr-by-name", self.service])?;
+                let named = cli(
+                    s.port,
+                    &["SENTINEL", "get-master-addr-by-name", self.service],
+                )?;
                 if !named.ends_with(&primary.to_string()) {
                     return Err(format!("sentinel {} names {named}", s.port));
                 }
                 let replicas = cli(s.port, &["SENTINEL", "replicas", self.service])?;
                 let healthy = replicas
                     .split("\nname\n")
-                    .filter(|r| r.contains("\nslave\n") && !r.contains("s_down") && !r.contains("disconnected"))
+                    .filter(|r| {
+                        r.contains("\nslave\n")
+                            && !r.contains("s_down")
+                            && !r.contains("disconnected")
+                    })
                     .count();
                 if healthy < 2 {
-                    return Err(format!("sentinel {} sees {healthy} healthy replicas", s.port));
+                    return Err(format!(
+                        "sentinel {} sees {healthy} healthy replicas",
+                        s.port
+                    ));
                 }
                 let others = cli(s.port, &["SENTINEL", "sentinels", self.service])?;
-                if others.matches("\nname\n").count() + usize::from(others.starts_with("name")) < 2 {
-                    return Err(format!("sentinel {} knows too few sentinels: {others}", s.port));
+                if others.matches("\nname\n").count() + usize::from(others.starts_with("name")) < 2
+                {
+                    return Err(format!(
+                        "sentinel {} knows too few sentinels: {others}",
+                        s.port
+                    ));
                 }
             }
             let info = cli(primary, &["INFO", "replication"])?;
             if info_field(&info, "role").as_deref() != Some("master") {
                 return Err(format!("{primary} is not a primary yet"));
             }
-            let online = info.lines().filter(|l| l.starts_with("slave") && l.contains("state=online")).count();
+            let online = info
+                .lines()
+                .filter(|l| l.starts_with("slave") && l.contains("state=online"))
+                .count();
             if online < 2 {
                 return Err(format!("{online} replicas online"));
             }
@@ -425,7 +465,12 @@ impl Sentinel {
     /// topology waits to settle before it returns.
     pub fn promote_with_lag(&mut self, lag: Duration) -> Promotion {
         let old = self.wait_settled();
-        let replicas: Vec<u16> = self.servers.iter().map(|s| s.port).filter(|&p| p != old).collect();
+        let replicas: Vec<u16> = self
+            .servers
+            .iter()
+            .map(|s| s.port)
+            .filter(|&p| p != old)
+            .collect();
         if !lag.is_zero() {
             for &r in &replicas {
                 self.server_at(r).signal(libc::SIGSTOP);
@@ -482,7 +527,11 @@ impl Replicated {
     pub fn start() -> Replicated {
         let dir = TempDir::new("replicated");
         let ports = free_ports(2);
-        let primary = Node::spawn(&dir.0, ports[0], vec!["--port".into(), ports[0].to_string().into()]);
+        let primary = Node::spawn(
+            &dir.0,
+            ports[0],
+            vec!["--port".into(), ports[0].to_string().into()],
+        );
         let replica = Node::spawn(
             &dir.0,
             ports[1],
@@ -498,7 +547,10 @@ impl Replicated {
         replica.wait_ping();
         wait_until("the replica to be in sync", HA_TIMEOUT, || {
             let info = cli(ports[0], &["INFO", "replication"])?;
-            if info.lines().any(|l| l.starts_with("slave0") && l.contains("state=online")) {
+            if info
+                .lines()
+                .any(|l| l.starts_with("slave0") && l.contains("state=online"))
+            {
                 Ok(())
             } else {
                 Err(info)
@@ -514,6 +566,17 @@ impl Replicated {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.servers[0].port)
     }
+}
+
+/// One row of `CLUSTER NODES`.
+#[derive(Debug)]
+struct Row {
+    port: u16,
+    primary: bool,
+    /// Its primary's id (`-` for a primary).
+    primary_id: String,
+    id: String,
+    has_slots: bool,
 }
 
 /// A cluster of 3 primaries with a replica each (node timeout [`DOWN_AFTER`]).
@@ -543,7 +606,10 @@ impl Cluster {
                     "--cluster-port".into(),
                     bus.to_string(),
                     "--cluster-config-file".into(),
-                    dir.0.join(format!("nodes-{port}.conf")).display().to_string(),
+                    dir.0
+                        .join(format!("nodes-{port}.conf"))
+                        .display()
+                        .to_string(),
                     "--cluster-node-timeout".into(),
                     DOWN_AFTER.as_millis().to_string(),
                     // A replica stalled on purpose may still take over.
@@ -561,7 +627,11 @@ impl Cluster {
         }
         let mut create: Vec<String> = vec!["--cluster".into(), "create".into()];
         create.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
-        create.extend(["--cluster-replicas".into(), "1".into(), "--cluster-yes".into()]);
+        create.extend([
+            "--cluster-replicas".into(),
+            "1".into(),
+            "--cluster-yes".into(),
+        ]);
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
         if let Err(e) = cli(ports[0], &create) {
             // `--cluster create` may take longer than redis-cli's 2 s here; the wait below
@@ -583,25 +653,32 @@ impl Cluster {
         url
     }
 
-    /// `CLUSTER NODES` rows as (port, is primary, its primary's id or `-`, id, has slots).
-    fn rows(&self, port: u16) -> Result<Vec<(u16, bool, String, String, bool)>, String> {
+    /// The `CLUSTER NODES` rows of the nodes not failed, as `port` sees them.
+    fn rows(&self, port: u16) -> Result<Vec<Row>, String> {
         let listing = cli(port, &["CLUSTER", "NODES"])?;
         Ok(listing
             .lines()
             .filter_map(|line| {
                 let f: Vec<&str> = line.split_whitespace().collect();
-                let port = f.get(1)?.split('@').next()?.rsplit(':').next()?.parse().ok()?;
+                let port = f
+                    .get(1)?
+                    .split('@')
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()?;
                 let flags = f.get(2)?;
                 if flags.contains("fail") {
                     return None;
                 }
-                Some((
+                Some(Row {
                     port,
-                    flags.contains("master"),
-                    (*f.get(3)?).to_owned(),
-                    (*f.first()?).to_owned(),
-                    f.len() > 8,
-                ))
+                    primary: flags.contains("master"),
+                    primary_id: (*f.get(3)?).to_owned(),
+                    id: (*f.first()?).to_owned(),
+                    has_slots: f.len() > 8,
+                })
             })
             .collect())
     }
@@ -617,22 +694,27 @@ impl Cluster {
                     return Err(format!("{}: {}", node.port, info.replace("\r\n", " ")));
                 }
                 let rows = self.rows(node.port)?;
-                let masters: Vec<&(u16, bool, String, String, bool)> =
-                    rows.iter().filter(|r| r.1 && r.4).collect();
+                let masters: Vec<&Row> = rows.iter().filter(|r| r.primary && r.has_slots).collect();
                 if masters.len() != 3 || rows.len() != 6 {
                     return Err(format!("{} sees {rows:?}", node.port));
                 }
                 for m in &masters {
-                    if !rows.iter().any(|r| !r.1 && r.2 == m.3) {
-                        return Err(format!("{} sees primary {} without a replica", node.port, m.0));
+                    if !rows.iter().any(|r| !r.primary && r.primary_id == m.id) {
+                        return Err(format!(
+                            "{} sees primary {} without a replica",
+                            node.port, m.port
+                        ));
                     }
                 }
-                primaries = masters.iter().map(|m| m.0).collect();
+                primaries = masters.iter().map(|m| m.port).collect();
             }
             // Each replica in sync with its primary.
             for &p in &primaries {
                 let info = cli(p, &["INFO", "replication"])?;
-                if !info.lines().any(|l| l.starts_with("slave0") && l.contains("state=online")) {
+                if !info
+                    .lines()
+                    .any(|l| l.starts_with("slave0") && l.contains("state=online"))
+                {
                     return Err(format!("{p}'s replica not online"));
                 }
             }
@@ -644,10 +726,15 @@ impl Cluster {
     /// The port of the primary serving `slot`.
     pub fn primary_of_slot(&self, slot: u16) -> Result<u16, String> {
         for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
-            let Ok(listing) = cli(node.port, &["CLUSTER", "NODES"]) else { continue };
+            let Ok(listing) = cli(node.port, &["CLUSTER", "NODES"]) else {
+                continue;
+            };
             for line in listing.lines() {
                 let f: Vec<&str> = line.split_whitespace().collect();
-                if !f.get(2).is_some_and(|flags| flags.contains("master") && !flags.contains("fail")) {
+                if !f
+                    .get(2)
+                    .is_some_and(|flags| flags.contains("master") && !flags.contains("fail"))
+                {
                     continue;
                 }
                 for range in f.iter().skip(8) {
@@ -679,13 +766,19 @@ impl Cluster {
     /// started again (it rejoins as a replica), and the cluster waits to settle.
     pub fn promote_with_lag(&mut self, slot: u16, lag: Duration) -> Promotion {
         self.wait_settled();
-        let old = self.primary_of_slot(slot).expect("a primary serves the slot");
+        let old = self
+            .primary_of_slot(slot)
+            .expect("a primary serves the slot");
         let rows = self.rows(old).expect("CLUSTER NODES");
-        let old_id = rows.iter().find(|r| r.0 == old).map(|r| r.3.clone()).expect("own row");
+        let old_id = rows
+            .iter()
+            .find(|r| r.port == old)
+            .map(|r| r.id.clone())
+            .expect("own row");
         let replica = rows
             .iter()
-            .find(|r| r.2 == old_id)
-            .map(|r| r.0)
+            .find(|r| r.primary_id == old_id)
+            .map(|r| r.port)
             .expect("the primary has a replica");
         if !lag.is_zero() {
             self.node_at(replica).signal(libc::SIGSTOP);

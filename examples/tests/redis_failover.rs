@@ -31,7 +31,10 @@ async fn acknowledged_writes_survive_lagging_sentinel_promotions() {
     assert_eq!(outcome.lost_accepted, 0, "{outcome:?}");
     assert_eq!(outcome.overruns, 0, "{outcome:?}");
     assert_eq!(outcome.untyped, 0, "{outcome:?}");
-    assert!(outcome.asks_ok > 0 && outcome.tells_accepted > 0, "{outcome:?}");
+    assert!(
+        outcome.asks_ok > 0 && outcome.tells_accepted > 0,
+        "{outcome:?}"
+    );
     assert!(outcome.first_ok_after_promotion_ms < 20_000, "{outcome:?}");
 }
 

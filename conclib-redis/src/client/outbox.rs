@@ -256,7 +256,8 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
             match shared.config.durability.replicated(&client, key).await {
                 Ok(()) => Ok(true),
                 Err(e) => {
-                    let e = ProxyError::Unavailable(format!("{e}; the tell may or may not be handled"));
+                    let e =
+                        ProxyError::Unavailable(format!("{e}; the tell may or may not be handled"));
                     report(shared, dones, Err(e));
                     return;
                 }

@@ -414,7 +414,11 @@ impl Shared {
             return true;
         }
         let owned: Vec<String> = if self.cmd.is_clustered() {
-            self.registry().owned.iter().map(|u| self.claim_key(u)).collect()
+            self.registry()
+                .owned
+                .iter()
+                .map(|u| self.claim_key(u))
+                .collect()
         } else {
             Vec::new()
         };
