@@ -380,6 +380,9 @@ impl Shared {
         // those another system held, at every renewal.
         let conflicts: Vec<String> = self.registry().conflicts.keys().cloned().collect();
         let mut answered = self.claim_urns(conflicts).await;
+        // Held only once a promotion would keep them (see `Durability`): one look at the
+        // replicas covers the lease and the URN keys claimed before it.
+        let mut replicated = None;
         if self.lease.urns_due(since) {
             let renewal = self.registry().owned.renewal(|u| self.claim_key(u));
             let renewed = self
@@ -387,15 +390,19 @@ impl Shared {
                 .await;
             drop(renewal);
             answered &= renewed;
-            if answered && self.claims_replicated().await {
-                self.lease.mark_urns_fresh(since);
+            if answered {
+                let held = self.claims_replicated().await;
+                replicated = Some(held);
+                if held {
+                    self.lease.mark_urns_fresh(since);
+                }
             }
         }
-        // Held only once a promotion would keep it (see `Durability`).
-        if answered && !self.claims_replicated().await {
-            return;
-        }
-        if answered {
+        let replicated = match replicated {
+            Some(held) => held,
+            None => answered && self.claims_replicated().await,
+        };
+        if answered && replicated {
             self.lease.mark_lease_fresh(since);
         }
         self.stream.renew(&self.cmd, self.config.queue_ttl).await;
