@@ -1,6 +1,6 @@
 //! A soak of conclib: what a service does over weeks, at once and for `--minutes` (default
 //! 10; fractional allowed, `--minutes 0.5`), then a check that nothing grew with what was
-//! done, only with what is held (issue #29).
+//! done, only with what is held.
 //!
 //! `cargo run --release -p conclib-examples --example soak -- --minutes 10`
 //!

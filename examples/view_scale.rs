@@ -1,4 +1,4 @@
-//! The live view at scale (issue #31): one system of 100,000 named actors (the demo's
+//! The live view at scale: one system of 100,000 named actors (the demo's
 //! counters, reachable through the proxy), published every second, watched by 4 viewers
 //! polling the view's API as its page does, while a few actors fail every round.
 //!

@@ -1,5 +1,5 @@
 //! The core's headline figures in one small program, for alternated A/B runs of two builds
-//! (issue #66: does an unsafe site still pay for itself?). One scenario a process, one
+//! (does an unsafe site still pay for itself?). One scenario a process, one
 //! `RESULT` line:
 //!
 //! ```sh

@@ -1,4 +1,4 @@
-//! Weeks of uptime (issue #29): nothing grows with what a system has done, only with what
+//! Weeks of uptime: nothing grows with what a system has done, only with what
 //! it holds. Each test runs create/forget cycles against one structure and checks that its
 //! size is back to its baseline (entries counted, not memory).
 //!

@@ -1,4 +1,4 @@
-//! Memory after a spike (issue #62): once 100,000 named actors have been spawned and have all
+//! Memory after a spike: once 100,000 named actors have been spawned and have all
 //! stopped, the system gives back what it held for them. Measured by this binary's own
 //! allocator, which counts the bytes allocated and not yet freed (exact, no timing): the
 //! heap after the spike may exceed the heap before it by a bound that does not depend on how

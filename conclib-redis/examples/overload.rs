@@ -1,4 +1,4 @@
-//! Benchmark of the Redis proxy under overload (issue #62): how soon a full mailbox's
+//! Benchmark of the Redis proxy under overload: how soon a full mailbox's
 //! `MailboxFull` reaches the asking client.
 //!
 //! ```text

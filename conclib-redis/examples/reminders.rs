@@ -1,4 +1,4 @@
-//! Durable reminders' figures (issue #64), on a private redis-server, each system its own
+//! Durable reminders' figures, on a private redis-server, each system its own
 //! `ActorSystem`, proxy and `ReminderPoller` activating `b:{id}` actors:
 //!
 //! - `triggers_per_s_1`, `triggers_per_s_3`: 20,000 reminders on 1,000 activated URNs all due

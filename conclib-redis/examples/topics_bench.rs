@@ -1,4 +1,4 @@
-//! Benchmark of topics (issue #65) against raw Redis programs with no library but fred.
+//! Benchmark of topics against raw Redis programs with no library but fred.
 //!
 //! ```text
 //! cargo run --release -p conclib-redis --example topics_bench [-- --events 20000 --samples 1000 --rounds 5]

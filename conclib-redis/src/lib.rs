@@ -648,6 +648,7 @@ mod protocol;
 mod proxy;
 mod random;
 mod reminders;
+mod script;
 mod snapshots;
 mod stats;
 pub mod topics;

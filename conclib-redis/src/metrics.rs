@@ -131,7 +131,7 @@ pub(crate) fn activation(system: &str, pattern: &str, event: &'static str) {
 /// activate them (`moved`)
 /// or dropped because their time was up (`expired`), and how long the oldest moved one
 /// had waited for the gone system (`conclib_takeover_wait_seconds`: a failover's cost to
-/// its callers, `waited_ms`) (`proxy/takeover.rs`).
+/// its callers, `waited_ms`) (`proxy/scale/takeover.rs`).
 pub(crate) fn taken_over(system: &str, pattern: &str, moved: u64, expired: u64, waited_ms: u64) {
     if is_enabled() {
         metrics::counter!("conclib_takeover_moved_total", "system" => system.to_owned(), "pattern" => pattern.to_owned())

@@ -432,7 +432,7 @@ return 1";
 /// `ARGV[2]` = how long a key without data lives (ms). Makes this activation the key's
 /// owner, so that an earlier activation's writes are refused from now on, and returns the
 /// stored data and the requests the last writer had applied but not acknowledged (each nil:
-/// none; see `proxy/applied.rs`).
+/// none; see `proxy/scale/applied.rs`).
 pub(crate) const STATE_OPEN_SCRIPT: &str = r"redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 local data = redis.call('HGET', KEYS[1], 'data')
 if data == false then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end

@@ -1,4 +1,4 @@
-//! Issue #62, "No input aborts a process": a 1 KB request whose MessagePack body carries a
+//! No input aborts a process: a 1 KB request whose MessagePack body carries a
 //! field the message does not have, nested 700 levels deep (`{"ms": 1, "junk": [[[...]]]}`),
 //! overflowed a tokio worker's stack in a debug serving process and aborted it. Here a real
 //! serving process (this test binary in that role, a debug build, on a multi-thread runtime:

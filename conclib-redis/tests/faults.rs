@@ -638,7 +638,7 @@ async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
     proxy.shutdown().await.unwrap();
 }
 
-/// Issue #62: the wait for room counts from when Redis took the request (its entry id),
+/// The wait for room counts from when Redis took the request (its entry id),
 /// not from when the proxy got to it. A request already older than `full_mailbox_wait` when
 /// dispatched is answered `MailboxFull` at once if the mailbox is full (not after another
 /// full wait), and handled if there is room.

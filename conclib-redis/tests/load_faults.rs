@@ -1,4 +1,4 @@
-//! Faults at the concurrency users run (issue #62): Redis killed (SIGKILL) and restarted
+//! Faults at the concurrency users run: Redis killed (SIGKILL) and restarted
 //! empty or with its append-only file, Redis frozen (SIGSTOP) and thawed, the serving process
 //! killed and started again — each under 1, 64 and 256 callers that ask again **at once**
 //! after any answer or error (a job loop, a web tier under load: nothing paces them).

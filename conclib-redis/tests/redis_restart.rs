@@ -230,7 +230,7 @@ struct Outcome {
     result: Result<u64, AskError<String>>,
 }
 
-/// Issue 24, item 12: Redis (no persistence) is killed with SIGKILL and restarted on the same
+/// Redis (no persistence) is killed with SIGKILL and restarted on the same
 /// port about a second later, under a load of 64 concurrent asks with 5 s timeouts. The
 /// requests the old Redis held are gone with it: their asks must not wait for their
 /// deadline (and then report `Timeout`) but fail `Unavailable` as soon as the client sees

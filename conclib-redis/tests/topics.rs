@@ -1,4 +1,4 @@
-//! Topics (issue #65) on a real redis-server: live and durable publish/subscribe from a
+//! Topics on a real redis-server: live and durable publish/subscribe from a
 //! system and a client, into streams and actors; ordering per publisher; a durable
 //! subscriber process SIGKILLed and started again resumes with nothing lost; a slow live
 //! subscriber stays bounded, its drops counted; on a Redis Cluster, live topics are sharded

@@ -1,4 +1,4 @@
-//! Topics across Redis restarts (issue #65): a redis-server of the test's own is SIGKILLed
+//! Topics across Redis restarts: a redis-server of the test's own is SIGKILLed
 //! and started again on the same port, under 64 subscribers (32 live, 32 durable, each in a
 //! group of its own) and a publisher that publishes again at once after any error. Every
 //! subscriber receives events again by itself; a durable one misses none of those Redis took

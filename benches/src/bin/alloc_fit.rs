@@ -1,4 +1,4 @@
-//! What an idle actor's allocations cost in memory once glibc has placed them (issue #28).
+//! What an idle actor's allocations cost in memory once glibc has placed them.
 //!
 //! An actor is a few long-lived allocations: its cell (an `Arc`), possibly a box beside
 //! it, and tokio's task, which tokio aligns to 128 bytes (`posix_memalign`). glibc serves

@@ -1,4 +1,4 @@
-//! What one reading of the clock costs here: the floor under the metrics-on ask (issue #28).
+//! What one reading of the clock costs here: the floor under the metrics-on ask.
 //!
 //! With metrics on, an ask is timed by three readings of the clock (the send stamp, the
 //! start and the end of handling: two durations, the time in the mailbox and the handling

@@ -1,4 +1,4 @@
-//! What an actor costs in memory before and after it has handled a message (issue #28).
+//! What an actor costs in memory before and after it has handled a message.
 //!
 //! The suite's `spawn` scenario measures actors that never had a message: they are
 //! dormant, with no tokio task ("Actors start dormant" in docs/bench-log.md). An actor woken

@@ -1,6 +1,6 @@
 //! What an increment of one counter series costs when several threads add to it: the
 //! series of all the actors of one type, which every worker handling their messages
-//! increments (issue #28).
+//! increments.
 //!
 //! Compares `metrics-exporter-prometheus`'s counter (an atomic count and an atomic
 //! generation: two locked adds, on one line every thread writes) with the facade's

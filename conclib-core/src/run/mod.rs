@@ -16,7 +16,7 @@
 //! address, and each says which fields it takes and why no handler waits then. What it buys:
 //! no allocation per waiting handler, and the slot's figures above (`future_slot.rs`); a safe
 //! run loop would be an `async` block owning the actor and selecting between its handler and
-//! its mailbox, not measured (issue #66 leaves it open). Checked by the runtime tests (kill
+//! its mailbox, not measured. Checked by the runtime tests (kill
 //! during a waiting handler, panics, restarts) under AddressSanitizer.
 
 pub(crate) mod dormant;

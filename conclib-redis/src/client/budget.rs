@@ -7,8 +7,8 @@
 /// A call that fails at once (Redis down: `Unavailable` on its first poll, no `.await` that
 /// could wait) would otherwise never return `Pending`: tasks retrying such calls in a loop
 /// held their workers for good, and starved the runtime's timers, its I/O and this client's
-/// own reconnection (issue #62: no recovery at 64 callers that retry at once; asks returning
-/// 30 s after their 2 s timeout). Outside a tokio runtime it does nothing.
+/// own reconnection (64 callers retrying at once never recovered, and asks returned 30 s
+/// after their 2 s timeout). Outside a tokio runtime it does nothing.
 pub(crate) async fn cooperate() {
     tokio::task::consume_budget().await;
 }

@@ -48,7 +48,7 @@ use tracing::Instrument;
 use crate::config::ProxyConfig;
 use crate::conn::{self, keyed, owned, shared_bytes};
 use crate::error::ProxyError;
-use crate::protocol::{self, Keys, SEND_SCRIPT};
+use crate::protocol::{Keys, SEND_SCRIPT};
 
 impl ProxyClient {
     /// Connects to Redis and starts the reply reader.
@@ -110,7 +110,7 @@ impl ProxyClient {
             pool,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
-            send_sha: protocol::sha1_hex(SEND_SCRIPT),
+            send: crate::script::Script::new(SEND_SCRIPT),
             cache: RwLock::new(HashMap::new()),
             looking_up: Mutex::new(HashMap::new()),
             known: Mutex::new(HashSet::new()),

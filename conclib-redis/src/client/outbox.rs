@@ -21,7 +21,8 @@ use super::shared::Shared;
 use super::waiter::Waiter;
 use crate::conn::{self, keyed_at, owned, s};
 use crate::error::{ProxyError, redis_error};
-use crate::protocol::{SEND_SCRIPT, field};
+use crate::protocol::field;
+use crate::script::Script;
 
 /// The most requests appended by one command. Small enough that a burst leaves as several
 /// commands, so Redis hands the proxy the first requests while it still appends the rest
@@ -219,11 +220,7 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
         xadd.await.map(|id| !id.is_null())
     } else {
         let mut args = Vec::with_capacity(3 + batch.len() * 17);
-        args.extend([
-            owned(shared.send_sha.clone()),
-            Value::Integer(1),
-            owned(key),
-        ]);
+        args.extend([shared.send.sha(), Value::Integer(1), owned(key)]);
         for Outgoing {
             mut fields,
             done,
@@ -241,11 +238,10 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
         // Values are reference-counted: keeping a copy for a retry copies no payload.
         let mut result = conn::call(&client, keyed_at("EVALSHA", 2, false), args.clone()).await;
         if let Err(e) = &result
-            && conn::error_code_is(e, "NOSCRIPT")
+            && Script::lost(e)
         {
             // Redis lost its scripts (restarted, or SCRIPT FLUSH): nothing was appended.
-            args[0] = s(SEND_SCRIPT);
-            result = conn::call(&client, keyed_at("EVAL", 2, false), args).await;
+            result = shared.send.again_by_text(&client, args).await;
         }
         result.map(|appended| appended.as_i64() != Some(0))
     };

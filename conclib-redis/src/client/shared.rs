@@ -31,7 +31,8 @@ pub(super) struct Shared {
     pub(super) pool: Pool,
     pub(super) next_id: AtomicU64,
     pub(super) pending: Mutex<HashMap<u64, Waiter>>,
-    pub(super) send_sha: String,
+    /// Appends a batch of requests to a system's stream ([`SEND_SCRIPT`](crate::protocol::SEND_SCRIPT)).
+    pub(super) send: crate::script::Script,
     pub(super) cache: RwLock<HashMap<String, Resolved>>,
     /// The route look-ups under way, by URN: each a receiver whose sender the look-up holds
     /// and drops when it ends (`route.rs`, `look_up_once`).

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use super::forward::entry_fields;
-use super::read::RawEnvelope;
+use super::serve::forward::entry_fields;
+use super::serve::read::RawEnvelope;
 
 /// The reply lists' prefix the targets check `reply` against.
 pub(crate) const REPLY_PREFIX: &str = "app:reply:";

@@ -9,11 +9,17 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
-use super::activation::Activator;
-use super::activations::Activation;
-use super::group;
-use super::lease::heartbeat_loop;
+use super::scale::activation;
+use super::scale::activation::Activator;
+use super::scale::activations::Activation;
+use super::scale::group;
+use super::scale::placement;
 use super::scripts::Script;
+use super::serve::lease;
+use super::serve::lease::heartbeat_loop;
+use super::serve::publish;
+use super::serve::read;
+use super::serve::write;
 use super::shared::{Role, Shared};
 use crate::config::{ProxyConfig, check_system_id};
 use crate::conn::{self, owned};
@@ -95,7 +101,7 @@ pub async fn start_proxy(
         durability
             .check_topology(&shared.cmd, &shared.config.url, &shared.system_id)
             .await;
-        shared.acquire_lease().await?;
+        lease::acquire_lease(&shared).await?;
         shared.clock.sync(&shared.cmd).await;
         shared
             .stream
@@ -106,7 +112,7 @@ pub async fn start_proxy(
             .stream
             .renew(&shared.cmd, shared.config.queue_ttl)
             .await;
-        shared.scan().await;
+        super::serve::lease::scan(&shared).await;
         shared.lease.mark_fresh(since);
         Ok::<_, ServeError>(())
     };
@@ -115,7 +121,7 @@ pub async fn start_proxy(
         let _ = shared.reader.quit().await;
         return Err(e);
     }
-    let (reader, writer) = shared.start_reading(block);
+    let (reader, writer) = read::start_reading(&shared, block);
     let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
     tracing::info!(
         system = %shared.system_id,
@@ -210,8 +216,7 @@ impl ProxyHandle {
     /// # Errors
     /// [`ServeError::Redis`] if Redis refused the write.
     pub async fn publish_snapshot(&self) -> Result<(), ServeError> {
-        self.shared
-            .publish_snapshot(true)
+        publish::publish_snapshot(&self.shared, true)
             .await
             .map_err(|e| ServeError::Redis(e.to_string()))
     }
@@ -243,7 +248,7 @@ impl ProxyHandle {
                 self.shared.system_id
             )));
         }
-        self.shared.join_group(group::GroupOf::Urn(urn)).await
+        group::join_group(&self.shared, group::GroupOf::Urn(urn)).await
     }
 
     /// Leaves the group of a URN or pattern prefix gracefully: this system takes no more of
@@ -252,7 +257,7 @@ impl ProxyHandle {
     /// The local actor stays, no longer served through Redis. Activations of a pattern left
     /// stay until passivated. `false` if this system was not a member.
     pub async fn leave(&self, urn_or_prefix: &str) -> bool {
-        self.shared.leave_group(urn_or_prefix).await
+        group::leave_group(&self.shared, urn_or_prefix).await
     }
 
     /// The groups this system is a member of: shared URNs and pattern prefixes, sorted.
@@ -331,11 +336,10 @@ impl ProxyHandle {
         pattern: &str,
     ) -> Result<Vec<crate::MemberInfo>, ServeError> {
         let prefix = match pattern.strip_suffix("{id}") {
-            Some(_) => super::activation::parse_pattern(pattern)?,
-            None => super::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
+            Some(_) => super::scale::activation::parse_pattern(pattern)?,
+            None => super::scale::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
         };
-        self.shared
-            .pattern_members(&prefix)
+        placement::pattern_members(&self.shared, &prefix)
             .await
             .map_err(|e| ServeError::Unavailable(e.to_string()))
     }
@@ -343,7 +347,7 @@ impl ProxyHandle {
     /// Registers actors spawned (and releases those stopped) since the last scan, now rather
     /// than at the next [`ProxyConfig::scan_interval`].
     pub async fn refresh(&self) {
-        self.shared.scan().await;
+        super::serve::lease::scan(&self.shared).await;
     }
 
     /// Stops taking requests, finishes the ones taken (their replies are written and
@@ -355,8 +359,8 @@ impl ProxyHandle {
     /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let shared = self.shared.clone();
-        let mut result = shared.leave_all().await;
-        shared.passivate_all().await;
+        let mut result = group::leave_all(&shared).await;
+        activation::passivate_all(&shared).await;
         shared.serving.store(false, Ordering::Release);
         let _ = shared.stop.send_replace(true);
         if let Some(reader) = self.reader.take() {
@@ -369,7 +373,7 @@ impl ProxyHandle {
             heartbeat.abort();
             let _ = heartbeat.await;
         }
-        shared.trim_exact().await;
+        write::trim_exact(&shared).await;
         if shared.config.snapshot_interval.is_some()
             && let Err(e) =
                 crate::snapshots::withdraw(&shared.cmd, &shared.keys, &shared.system_id).await

@@ -15,13 +15,13 @@ use crate::config::ProxyConfig;
 use crate::protocol::{self, Keys};
 use conclib_codec::{Codec, builtin_codec};
 
-use super::activations::Activations;
-use super::clock::Clock;
-use super::counters::Counters;
-use super::lease_state::Lease;
-use super::registry::Registry;
+use super::scale::activations::Activations;
 use super::scripts::{Script, Scripts};
-use super::stream::Stream;
+use super::serve::clock::Clock;
+use super::serve::counters::Counters;
+use super::serve::lease_state::Lease;
+use super::serve::registry::Registry;
+use super::serve::stream::Stream;
 
 /// What one proxy instance serves.
 pub(super) enum Role {

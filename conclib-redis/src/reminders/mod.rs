@@ -1,5 +1,5 @@
 //! Durable reminders: wake an actor by URN at a time, once or every period, even when it is
-//! passivated, its system crashed, or every system was down (issue #64).
+//! passivated, its system crashed, or every system was down.
 //!
 //! A reminder is registered for a URN ([`Reminders::register`], from a [`ProxyClient`],
 //! from an activated actor's handler with a [`Reminders`] it was given, or from the Python

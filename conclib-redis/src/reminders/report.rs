@@ -10,8 +10,8 @@ use std::time::Duration;
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::scripts::Script;
 use crate::conn::owned;
+use crate::script::Script;
 
 /// How long a poller's report stays in the hash after its last one: a poller gone longer
 /// is deleted by the next report of any poller.

@@ -2,9 +2,7 @@
 //! Redis's clock (`TIME`), and is one round trip. The Python client sends the same texts
 //! (`python/src/conclib/reminders.py`; `tests/reminders.rs` checks they are equal).
 
-use fred::prelude::*;
-
-use crate::conn::{self, keyed_at, owned};
+use crate::script::Script;
 
 /// Registers (or replaces) a reminder. KEYS: due set, record, URN index. ARGV: urn, name,
 /// `at` (ms since the epoch; used when `after` is empty), `after` (ms from Redis's now),
@@ -212,51 +210,6 @@ redis.call('PEXPIRE', KEYS[1], forget)
 return now
 ";
 
-/// A script and its SHA.
-pub(crate) struct Script {
-    text: &'static str,
-    sha: String,
-}
-
-impl Script {
-    pub(crate) fn new(text: &'static str) -> Self {
-        Script {
-            text,
-            sha: crate::protocol::sha1_hex(text),
-        }
-    }
-
-    /// Runs the script by its SHA, sending its text when Redis does not have it (restarted,
-    /// or its cache flushed). Routed by its first key.
-    pub(crate) async fn eval(
-        &self,
-        cmd: &Client,
-        keys: Vec<String>,
-        args: Vec<Value>,
-    ) -> Result<Value, Error> {
-        let call = |first: Value| {
-            let mut a = Vec::with_capacity(keys.len() + args.len() + 2);
-            a.push(first);
-            a.push(Value::Integer(keys.len() as i64));
-            a.extend(keys.iter().map(|k| owned(k.clone())));
-            a.extend(args.iter().cloned());
-            a
-        };
-        match conn::call(
-            cmd,
-            keyed_at("EVALSHA", 2, false),
-            call(owned(self.sha.clone())),
-        )
-        .await
-        {
-            Err(e) if conn::error_code_is(&e, "NOSCRIPT") => {
-                conn::call(cmd, keyed_at("EVAL", 2, false), call(owned(self.text))).await
-            }
-            other => other,
-        }
-    }
-}
-
 /// The scripts, SHA computed once.
 pub(crate) struct Scripts {
     pub(crate) register: Script,
@@ -286,11 +239,10 @@ impl Scripts {
 
 #[cfg(test)]
 mod tests {
-    use fred::prelude::*;
-
     use super::{ACK, CLAIM, REGISTER, Script};
     use crate::ProxyConfig;
     use crate::conn::owned;
+    use fred::prelude::*;
 
     fn s(text: &str) -> Value {
         owned(text.to_owned())
@@ -339,14 +291,14 @@ mod tests {
         let claim = || {
             claim_script.eval(
                 &client,
-                vec![due.into()],
+                vec![due],
                 vec![s("10"), s("60000"), s("poller-a"), s(prefix)],
             )
         };
         let ack = |token: &str| {
             ack_script.eval(
                 &client,
-                vec![due.into()],
+                vec![due],
                 [prefix, index, member, token, "wake", "0", "user:1"]
                     .map(s)
                     .to_vec(),

@@ -1,4 +1,4 @@
-//! Durable reminders (issue #64) with real processes and a real Redis: members that
+//! Durable reminders with real processes and a real Redis: members that
 //! activate `rem:{id}` actors and poll for due reminders are this test binary started again
 //! in a peer role (`peer.rs`); every wait is bounded and every child is killed and reaped by
 //! PID.

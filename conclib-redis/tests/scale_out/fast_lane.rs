@@ -1,4 +1,4 @@
-//! Issue #63, head-of-line blocking: a group's `Priority::High` requests (and, with
+//! Head-of-line blocking: a group's `Priority::High` requests (and, with
 //! `asks_overtake_tells`, its plain asks) go to the group's fast lane, which members read
 //! beside its stream: they overtake a backlog of tells there. A plain ask keeps its place.
 

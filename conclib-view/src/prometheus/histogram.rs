@@ -3,7 +3,7 @@
 //! The exporter's own histograms (`metrics-exporter-prometheus`) keep every sample until
 //! the next render or upkeep, behind a generation counter, a clock read and a crossbeam
 //! epoch pin: about 165 instructions a sample, two samples per message an actor handles
-//! (docs/bench-log.md, issue #28). What Prometheus reads of a histogram with fixed buckets is
+//! (docs/bench-log.md). What Prometheus reads of a histogram with fixed buckets is
 //! only a count per bucket, the sum and the count, so that is all this one keeps: a
 //! sample is a search among a dozen bounds, an add to its bucket and one to the sum;
 //! [`record_many`](BucketHistogram::record_many) costs the same.

@@ -161,7 +161,7 @@ impl Mark {
 /// An actor's second flag, in its statistics (a line only its own task writes, with the
 /// count of messages it handled): what its run loop sets after each message. The mailbox's
 /// line moves between the senders' cores and the actor's; a load of it after the handler
-/// cost tells 4-23% (docs/bench-log.md, issue #31).
+/// cost tells 4-23% (docs/bench-log.md).
 #[derive(Default)]
 pub(crate) struct TaskMark(AtomicBool);
 

@@ -8,12 +8,12 @@
 //! machines a `clock_gettime` (`CLOCK_MONOTONIC`, vDSO) took 27-80 ns and the counter 10-35
 //! ns, depending on the day and the host (the `clock` bin of `benches/`): with three
 //! readings, the monotonic clock alone could cost more than a whole message without
-//! recording (docs/bench-log.md, issue #28).
+//! recording (docs/bench-log.md).
 //!
 //! The counter is read through `quanta` (`Clock::raw`). Reading it here with `rdtsc` inline
 //! instead (two `unsafe` blocks: `rdtsc`, and `cpuid` to check that `quanta` reads the same
 //! counter) saved about a dozen instructions a reading, but nothing measurable: tell with
-//! metrics on, alternated A/B, 1.001x (issue #66, BENCHMARKS.md, "Unsafe code").
+//! metrics on, alternated A/B, 1.001x (BENCHMARKS.md, "Unsafe code").
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};

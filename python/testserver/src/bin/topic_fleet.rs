@@ -1,4 +1,4 @@
-//! The Rust processes of the topics proof (`python/tests/test_topic_fleet.py`, issue #65):
+//! The Rust processes of the topics proof (`python/tests/test_topic_fleet.py`):
 //! systems whose actors publish to one durable topic, and `ProxyClient` processes that
 //! publish to it and subscribe to it, all in MessagePack (a Python subscriber reads the same
 //! topic).

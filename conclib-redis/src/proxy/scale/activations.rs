@@ -17,36 +17,36 @@ use super::standing::Standing;
 use super::store::StateStore;
 
 type Spawned = Pin<Box<dyn Future<Output = Result<DynActorRef, String>> + Send>>;
-pub(super) type MakeFn = Box<dyn Fn(ActorSystem, Activation) -> Spawned + Send + Sync>;
+pub(in crate::proxy) type MakeFn = Box<dyn Fn(ActorSystem, Activation) -> Spawned + Send + Sync>;
 
 /// A URN pattern this system activates actors for.
-pub(super) struct Pattern {
-    pub(super) prefix: String,
+pub(in crate::proxy) struct Pattern {
+    pub(in crate::proxy) prefix: String,
     /// The messages the pattern's actor type exposes.
-    pub(super) remote: &'static [ExposedMessage],
-    pub(super) make: MakeFn,
-    pub(super) idle: Option<Duration>,
+    pub(in crate::proxy) remote: &'static [ExposedMessage],
+    pub(in crate::proxy) make: MakeFn,
+    pub(in crate::proxy) idle: Option<Duration>,
     /// Which member activates a URN nobody holds (`placement.rs`).
-    pub(super) placement: Placement,
+    pub(in crate::proxy) placement: Placement,
     /// Whether a member with more than its share of the pattern's activations passivates
     /// some, for members with fewer to take them (`rebalance.rs`).
-    pub(super) rebalance: bool,
+    pub(in crate::proxy) rebalance: bool,
 }
 
 /// One activation alive in this system.
-pub(super) struct Live {
-    pub(super) actor: DynActorRef,
-    pub(super) pattern: Arc<Pattern>,
-    pub(super) last_used: Instant,
-    pub(super) standing: Arc<Standing>,
-    pub(super) state_key: String,
-    pub(super) token: String,
+pub(in crate::proxy) struct Live {
+    pub(in crate::proxy) actor: DynActorRef,
+    pub(in crate::proxy) pattern: Arc<Pattern>,
+    pub(in crate::proxy) last_used: Instant,
+    pub(in crate::proxy) standing: Arc<Standing>,
+    pub(in crate::proxy) state_key: String,
+    pub(in crate::proxy) token: String,
 }
 
 impl Live {
     /// Idle past its pattern's passivation time: no request through Redis for that long,
     /// and an empty mailbox.
-    pub(super) fn is_idle(&self) -> bool {
+    pub(in crate::proxy) fn is_idle(&self) -> bool {
         self.pattern
             .idle
             .is_some_and(|d| self.last_used.elapsed() >= d && self.actor.mailbox_len() == 0)
@@ -55,7 +55,7 @@ impl Live {
 
 /// The patterns of a system's proxy and its live activations.
 #[derive(Default)]
-pub(super) struct Activations {
+pub(in crate::proxy) struct Activations {
     patterns: Mutex<HashMap<String, Arc<Pattern>>>,
     /// Whether any pattern is registered (checked on every request without a lock).
     any: AtomicBool,
@@ -65,7 +65,7 @@ pub(super) struct Activations {
 }
 
 /// How a request for a patterned URN is served.
-pub(super) enum Activated {
+pub(in crate::proxy) enum Activated {
     /// The actor is (now) active here, and its standing.
     Here(DynActorRef, Arc<Standing>),
     /// Another system holds the URN.
@@ -81,12 +81,12 @@ impl Activations {
         self.patterns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+    pub(in crate::proxy) fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The pattern `urn` falls under, if this system hosts it.
-    pub(super) fn pattern_for(&self, urn: &str) -> Option<Arc<Pattern>> {
+    pub(in crate::proxy) fn pattern_for(&self, urn: &str) -> Option<Arc<Pattern>> {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
@@ -95,17 +95,17 @@ impl Activations {
     }
 
     /// The pattern of prefix `prefix`, if this system hosts it.
-    pub(super) fn pattern_for_prefix(&self, prefix: &str) -> Option<Arc<Pattern>> {
+    pub(in crate::proxy) fn pattern_for_prefix(&self, prefix: &str) -> Option<Arc<Pattern>> {
         self.patterns().get(prefix).cloned()
     }
 
-    pub(super) fn add_pattern(&self, pattern: Pattern) {
+    pub(in crate::proxy) fn add_pattern(&self, pattern: Pattern) {
         let mut patterns = self.patterns();
         patterns.insert(pattern.prefix.clone(), Arc::new(pattern));
         self.any.store(true, Ordering::Release);
     }
 
-    pub(super) fn remove_pattern(&self, prefix: &str) {
+    pub(in crate::proxy) fn remove_pattern(&self, prefix: &str) {
         let mut patterns = self.patterns();
         patterns.remove(prefix);
         self.any.store(!patterns.is_empty(), Ordering::Release);
@@ -115,7 +115,7 @@ impl Activations {
     /// activation takes no more requests and stops. Gracefully: a handler that is running
     /// finishes (its writes are fenced: whether they took effect is known), and what its
     /// mailbox still holds is handled with fenced writes and re-delivered when refused.
-    pub(super) fn taken_away(&self, urn: &str) {
+    pub(in crate::proxy) fn taken_away(&self, urn: &str) {
         let Some(live) = self.live().remove(urn) else {
             return;
         };
@@ -125,18 +125,18 @@ impl Activations {
     }
 
     /// Whether `urn` is activated here now.
-    pub(super) fn is_live(&self, urn: &str) -> bool {
+    pub(in crate::proxy) fn is_live(&self, urn: &str) -> bool {
         self.live().get(urn).is_some_and(|l| l.actor.is_alive())
     }
 
     /// How many URNs under `prefix` are activated here.
-    pub(super) fn count_under(&self, prefix: &str) -> u64 {
+    pub(in crate::proxy) fn count_under(&self, prefix: &str) -> u64 {
         self.live().keys().filter(|u| u.starts_with(prefix)).count() as u64
     }
 
     /// Up to `n` activations under `prefix` with an empty mailbox, the least recently used
     /// first, marked as leaving (`rebalance.rs`).
-    pub(super) fn take_least_used(&self, prefix: &str, n: usize) -> Vec<String> {
+    pub(in crate::proxy) fn take_least_used(&self, prefix: &str, n: usize) -> Vec<String> {
         let live = self.live();
         let mut quiet: Vec<(&String, &Live)> = live
             .iter()
@@ -154,7 +154,7 @@ impl Activations {
     }
 
     /// The URNs activated here, sorted.
-    pub(super) fn active(&self) -> Vec<String> {
+    pub(in crate::proxy) fn active(&self) -> Vec<String> {
         let mut urns: Vec<String> = self.live().keys().cloned().collect();
         urns.sort();
         urns
@@ -162,14 +162,14 @@ impl Activations {
 
     /// Whether `urn` is activated here once any activation or passivation of it under way
     /// has ended.
-    pub(super) async fn is_live_when_settled(&self, urn: &str) -> bool {
+    pub(in crate::proxy) async fn is_live_when_settled(&self, urn: &str) -> bool {
         let entry = self.lock_for(urn);
         let _settled = entry.lock.lock().await;
         self.is_live(urn)
     }
 
     /// The URN's lock, and a guard that forgets it when nobody else holds it.
-    pub(super) fn lock_for(&self, urn: &str) -> LockEntry<'_> {
+    pub(in crate::proxy) fn lock_for(&self, urn: &str) -> LockEntry<'_> {
         let lock = self
             .locks
             .lock()
@@ -185,10 +185,10 @@ impl Activations {
     }
 }
 
-pub(super) struct LockEntry<'a> {
-    pub(super) owner: &'a Activations,
-    pub(super) urn: String,
-    pub(super) lock: Arc<tokio::sync::Mutex<()>>,
+pub(in crate::proxy) struct LockEntry<'a> {
+    pub(in crate::proxy) owner: &'a Activations,
+    pub(in crate::proxy) urn: String,
+    pub(in crate::proxy) lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Drop for LockEntry<'_> {
@@ -204,9 +204,9 @@ impl Drop for LockEntry<'_> {
 /// What an activated actor's constructor gets: its URN, the id the pattern matched, and its
 /// [`StateStore`].
 pub struct Activation {
-    pub(super) urn: String,
-    pub(super) id: String,
-    pub(super) store: StateStore,
+    pub(in crate::proxy) urn: String,
+    pub(in crate::proxy) id: String,
+    pub(in crate::proxy) store: StateStore,
 }
 
 impl Activation {

@@ -2,7 +2,7 @@
 //! and that are not acknowledged yet, recorded with the state.
 //!
 //! A request is acknowledged once handled, in the proxy's next answer batch. A process
-//! paused (or killed) between a handler's write to its [`StateStore`](super::StateStore)
+//! paused (or killed) between a handler's write to its [`StateStore`](crate::proxy::scale::store::StateStore)
 //! and that acknowledgement leaves the request pending: another member of the group claims
 //! it, and the URN's next activation would handle it again on a state that already holds
 //! its effect (an increment counted twice). So every write of the store records, in the
@@ -26,16 +26,16 @@ use conclib_core::trace::TraceContext;
 use crate::unacked::EntryId;
 
 /// A request: its entry id and stream (`<ms>-<seq> <stream key>`).
-pub(super) type RequestKey = String;
+pub(in crate::proxy) type RequestKey = String;
 
 /// The key of entry `entry` of stream `stream`.
-pub(super) fn request_key(stream: &str, entry: EntryId) -> RequestKey {
+pub(in crate::proxy) fn request_key(stream: &str, entry: EntryId) -> RequestKey {
     format!("{entry} {stream}")
 }
 
 /// What one activation knows of the requests whose handling wrote its state.
 #[derive(Default)]
-pub(super) struct Applied {
+pub(in crate::proxy) struct Applied {
     /// The requests being handled now, by the trace context each is handled in.
     handling: Mutex<Vec<(TraceContext, RequestKey)>>,
     /// Requests whose handling wrote the state and that are not acknowledged yet.
@@ -46,13 +46,13 @@ pub(super) struct Applied {
 
 impl Applied {
     /// The request `key` is handled now, in the trace context `trace`.
-    pub(super) fn begin(&self, trace: TraceContext, key: RequestKey) {
+    pub(in crate::proxy) fn begin(&self, trace: TraceContext, key: RequestKey) {
         lock(&self.handling).push((trace, key));
     }
 
     /// The handling in `trace` is over; `true` if a write of it is not acknowledged yet (the
     /// proxy then says when it is, [`acked`](Self::acked)).
-    pub(super) fn end(&self, trace: &TraceContext) -> bool {
+    pub(in crate::proxy) fn end(&self, trace: &TraceContext) -> bool {
         let mut handling = lock(&self.handling);
         let Some(at) = handling.iter().position(|(t, _)| t == trace) else {
             return false;
@@ -65,7 +65,7 @@ impl Applied {
     /// The store is about to write, in the handling of the current trace context (if it is
     /// one of the proxy's): that handling's request, and the record to write with the state
     /// (one request a line: those not acknowledged yet, and this one).
-    pub(super) fn writing(&self) -> (Option<RequestKey>, String) {
+    pub(in crate::proxy) fn writing(&self) -> (Option<RequestKey>, String) {
         let current = TraceContext::current().and_then(|trace| {
             lock(&self.handling)
                 .iter()
@@ -87,7 +87,7 @@ impl Applied {
 
     /// The write [`writing`](Self::writing) prepared went through: its request's effect is
     /// in the state.
-    pub(super) fn wrote(&self, key: RequestKey) {
+    pub(in crate::proxy) fn wrote(&self, key: RequestKey) {
         let mut unacked = lock(&self.unacked);
         if !unacked.contains(&key) {
             unacked.push(key);
@@ -95,12 +95,12 @@ impl Applied {
     }
 
     /// The request `key` was acknowledged: no later activation can be given it again.
-    pub(super) fn acked(&self, key: &str) {
+    pub(in crate::proxy) fn acked(&self, key: &str) {
         lock(&self.unacked).retain(|k| k != key);
     }
 
     /// The record an earlier activation left with the state, read as this one opened it.
-    pub(super) fn opened(&self, record: &[u8]) {
+    pub(in crate::proxy) fn opened(&self, record: &[u8]) {
         let record = String::from_utf8_lossy(record);
         lock(&self.earlier).extend(
             record
@@ -112,7 +112,7 @@ impl Applied {
 
     /// Whether the handling of `key` wrote the state already, in an earlier activation or
     /// in this one (then it is not handed to the actor again).
-    pub(super) fn already(&self, key: &str) -> bool {
+    pub(in crate::proxy) fn already(&self, key: &str) -> bool {
         lock(&self.earlier).remove(key) || lock(&self.unacked).iter().any(|k| k == key)
     }
 }

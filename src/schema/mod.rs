@@ -15,6 +15,10 @@
 //!  "$defs": {"Add": {"type": "object", "properties": {"n": ...}, "required": ["n"]}}}
 //! ```
 //!
+//! Whether two builds may serve side by side during a rolling upgrade: [`compare`] their
+//! documents (the `conclib-schema check OLD NEW` command does it in CI; see
+//! [`compare`]'s module table for what is breaking).
+//!
 //! `error` is `null` for a message that cannot fail. A type that travels as MessagePack
 //! `bin` (`serde_bytes`) should describe itself as `{"type": "string", "x-conclib-bin":
 //! true}` (a hand-written [`JsonSchema`] impl): the stubs then use `bytes`.
@@ -76,6 +80,10 @@
 //! assert_eq!(doc["actors"][0]["messages"][1]["error"], serde_json::Value::Null);
 //! assert!(doc["$defs"]["Add"].is_object());
 //! ```
+
+mod compat;
+
+pub use compat::{Change, ChangeKind, Compatibility, SchemaDocumentError, compare};
 
 use std::convert::Infallible;
 use std::marker::PhantomData;

@@ -6,17 +6,17 @@ use super::owned::OwnedUrns;
 
 /// URNs this proxy knows about.
 #[derive(Default)]
-pub(super) struct Registry {
+pub(in crate::proxy) struct Registry {
     /// Live local URNs, and whether the actor exposes any message.
-    pub(super) local: HashMap<String, bool>,
+    pub(in crate::proxy) local: HashMap<String, bool>,
     /// Local URNs served by a group ([`ProxyHandle::join`]): not claimed for this system.
     ///
     /// [`ProxyHandle::join`]: crate::ProxyHandle::join
-    pub(super) shared: HashSet<String>,
+    pub(in crate::proxy) shared: HashSet<String>,
     /// URNs being activated: claimed, their actor not spawned yet (a scan keeps them).
-    pub(super) activating: HashSet<String>,
+    pub(in crate::proxy) activating: HashSet<String>,
     /// URNs whose ownership key names this system.
-    pub(super) owned: OwnedUrns,
+    pub(in crate::proxy) owned: OwnedUrns,
     /// URNs another system owns: URN → that system's id.
-    pub(super) conflicts: HashMap<String, String>,
+    pub(in crate::proxy) conflicts: HashMap<String, String>,
 }

@@ -10,11 +10,11 @@ use crate::random::random_token;
 
 /// The lease of a proxy instance (a system's, or a group member's) and the freshness of
 /// what it holds.
-pub(super) struct Lease {
+pub(in crate::proxy) struct Lease {
     /// The lease's key: the system's, or the member's.
-    pub(super) key: String,
+    pub(in crate::proxy) key: String,
     /// This instance's lease value ([`lease_token`]).
-    pub(super) token: String,
+    pub(in crate::proxy) token: String,
     lease_ttl: Duration,
     urn_ttl: Duration,
     /// Until when, by this process's monotonic clock, the system's (or member's) lease
@@ -36,16 +36,16 @@ pub(super) struct Lease {
     /// [`mark_lease_fresh`]: Lease::mark_lease_fresh
     fence: Mutex<conclib_core::Fence>,
     /// One lease re-check at a time.
-    pub(super) recheck: tokio::sync::Mutex<()>,
+    pub(in crate::proxy) recheck: tokio::sync::Mutex<()>,
     /// Another process of this system took its lease (this one was paused past it, and
     /// taken for dead): what this one reads before it stops is that one's to handle.
-    pub(super) replaced: AtomicBool,
+    pub(in crate::proxy) replaced: AtomicBool,
 }
 
 impl Lease {
     /// A lease at `key` not taken yet, under a new token, held `lease_ttl` at each renewal;
     /// the URN keys it goes with live `urn_ttl`.
-    pub(super) fn new(key: String, lease_ttl: Duration, urn_ttl: Duration) -> Self {
+    pub(in crate::proxy) fn new(key: String, lease_ttl: Duration, urn_ttl: Duration) -> Self {
         Lease {
             key,
             token: lease_token(),
@@ -62,19 +62,19 @@ impl Lease {
     }
 
     /// The fence of the leases held now (see `fence`).
-    pub(super) fn fence(&self) -> conclib_core::Fence {
+    pub(in crate::proxy) fn fence(&self) -> conclib_core::Fence {
         lock(&self.fence).clone()
     }
 
     /// Whether the lease had lapsed by `since` (not surely held then): the URN keys are
     /// claimed again, and checked, before they count as held.
-    pub(super) fn lapsed_by(&self, since: Instant) -> bool {
+    pub(in crate::proxy) fn lapsed_by(&self, since: Instant) -> bool {
         self.ns_at(since) >= self.fresh_until.load(Ordering::Acquire)
     }
 
     /// Whether the leases are surely still held: the system's (or member's) lease and its
     /// URN keys (see `fresh_until`).
-    pub(super) fn fresh(&self) -> bool {
+    pub(in crate::proxy) fn fresh(&self) -> bool {
         self.monotonic_ns() < self.fresh_until_ns()
     }
 
@@ -95,13 +95,13 @@ impl Lease {
     }
 
     /// Records leases and URN keys renewed by commands sent after `since` (a start).
-    pub(super) fn mark_fresh(&self, since: Instant) {
+    pub(in crate::proxy) fn mark_fresh(&self, since: Instant) {
         self.mark_urns_fresh(since);
         self.mark_lease_fresh(since);
     }
 
     /// Records the URN keys renewed by commands sent after `since`.
-    pub(super) fn mark_urns_fresh(&self, since: Instant) {
+    pub(in crate::proxy) fn mark_urns_fresh(&self, since: Instant) {
         self.urns_renewed_at
             .store(self.ns_at(since), Ordering::Release);
         self.urns_fresh_until
@@ -121,7 +121,7 @@ impl Lease {
 
     /// Records the system's (or member's) lease renewed by a command sent after `since`,
     /// and moves the fence to the earlier of the two fresh-until times.
-    pub(super) fn mark_lease_fresh(&self, since: Instant) {
+    pub(in crate::proxy) fn mark_lease_fresh(&self, since: Instant) {
         self.fresh_until
             .store(self.fresh_after(since, self.lease_ttl), Ordering::Release);
         // The fence follows; one that closed meanwhile (the leases lapsed: a pause, Redis
@@ -137,7 +137,7 @@ impl Lease {
     /// of their TTL passed since their last renewal (renewals come every third of the
     /// lease: the one nearest to it, so that they are renewed every third of their TTL on
     /// average, at most half a renewal later), or a renewal of all was asked for.
-    pub(super) fn urns_due(&self, now: Instant) -> bool {
+    pub(in crate::proxy) fn urns_due(&self, now: Instant) -> bool {
         let last = self.urns_renewed_at.load(Ordering::Acquire);
         if last == u64::MAX {
             return true;
@@ -158,7 +158,7 @@ impl Lease {
     }
 
     /// Makes the next renewal renew every URN key (Redis may have restarted empty).
-    pub(super) fn renew_all_urns(&self) {
+    pub(in crate::proxy) fn renew_all_urns(&self) {
         self.urns_renewed_at.store(u64::MAX, Ordering::Release);
     }
 }
@@ -173,13 +173,13 @@ fn lease_token() -> String {
 }
 
 /// The host and pid a lease value names.
-pub(super) fn lease_holder(token: &str) -> Option<(&str, u32)> {
+pub(in crate::proxy) fn lease_holder(token: &str) -> Option<(&str, u32)> {
     let (_, at) = token.split_once('@')?;
     let (host, pid) = at.rsplit_once(':')?;
     Some((host, pid.parse().ok()?))
 }
 
-pub(super) fn this_host() -> String {
+pub(in crate::proxy) fn this_host() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -191,7 +191,7 @@ pub(super) fn this_host() -> String {
 }
 
 /// Whether a process with this pid exists on this host (a zombie counts: not reaped yet).
-pub(super) fn process_exists(pid: u32) -> bool {
+pub(in crate::proxy) fn process_exists(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return false;
     };

@@ -13,22 +13,22 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::applied::RequestKey;
-use super::standing::Standing;
 use crate::conn::{self, keyed, keyed_at, owned, s};
-use crate::protocol::CONSUMER_GROUP;
+use crate::protocol::{self, CONSUMER_GROUP, Status};
+use crate::proxy::scale::applied::RequestKey;
+use crate::proxy::scale::standing::Standing;
 use crate::unacked::{EntryId, Unacked};
 
 /// The request stream of a proxy instance (a system's own, or a group's), as this
 /// instance reads it.
-pub(super) struct Stream {
+pub(in crate::proxy) struct Stream {
     /// The stream's key.
-    pub(super) requests_key: String,
+    pub(in crate::proxy) requests_key: String,
     /// The consumer this instance reads the stream as: `proxy` for a system's own stream,
     /// the system id in a group's.
-    pub(super) consumer: String,
+    pub(in crate::proxy) consumer: String,
     /// Places for requests in flight (read and not answered yet).
-    pub(super) in_flight: Arc<Semaphore>,
+    pub(in crate::proxy) in_flight: Arc<Semaphore>,
     /// Stream entries read and not yet acknowledged (re-reading the pending list skips
     /// them; the stream is trimmed below them).
     unacked: Mutex<Unacked>,
@@ -36,16 +36,16 @@ pub(super) struct Stream {
     /// standing: told when the request is acknowledged (`applied.rs`).
     applied: Mutex<HashMap<EntryId, (Arc<Standing>, RequestKey)>>,
     /// An answer was given up on: the read loop re-reads the pending list to handle it again.
-    pub(super) reread: AtomicBool,
+    pub(in crate::proxy) reread: AtomicBool,
     /// The request stream holds ids far in the future (a hostile client): reset it once
     /// drained.
-    pub(super) poisoned: AtomicBool,
+    pub(in crate::proxy) poisoned: AtomicBool,
 }
 
 impl Stream {
     /// The stream at `requests_key`, read as `consumer`, with at most `in_flight` requests
     /// in flight.
-    pub(super) fn new(requests_key: String, consumer: String, in_flight: usize) -> Self {
+    pub(in crate::proxy) fn new(requests_key: String, consumer: String, in_flight: usize) -> Self {
         Stream {
             requests_key,
             consumer,
@@ -59,7 +59,10 @@ impl Stream {
 
     /// Creates the request stream and its consumer group, reading from the stream's start
     /// (so requests queued before the group existed are served).
-    pub(super) async fn ensure_group(&self, cmd: &Client) -> Result<(), fred::error::Error> {
+    pub(in crate::proxy) async fn ensure_group(
+        &self,
+        cmd: &Client,
+    ) -> Result<(), fred::error::Error> {
         let created = conn::call(
             cmd,
             keyed_at("XGROUP", 1, false),
@@ -79,7 +82,7 @@ impl Stream {
     }
 
     /// Renews the stream's TTL (`queue_ttl`): it lives that long after its last renewal.
-    pub(super) async fn renew(&self, cmd: &Client, ttl: Duration) {
+    pub(in crate::proxy) async fn renew(&self, cmd: &Client, ttl: Duration) {
         let _ = conn::call(
             cmd,
             keyed("PEXPIRE"),
@@ -92,26 +95,31 @@ impl Stream {
     }
 
     /// The entries read and not acknowledged.
-    pub(super) fn unacked(&self) -> std::sync::MutexGuard<'_, Unacked> {
+    pub(in crate::proxy) fn unacked(&self) -> std::sync::MutexGuard<'_, Unacked> {
         lock(&self.unacked)
     }
 
     /// Whether the handling of entry `entry`, read here, wrote an activation's state and
     /// the entry is not acknowledged yet (`applied.rs`).
-    pub(super) fn handled_here(&self, entry: EntryId) -> bool {
+    pub(in crate::proxy) fn handled_here(&self, entry: EntryId) -> bool {
         let applied = lock(&self.applied);
         !applied.is_empty() && applied.contains_key(&entry)
     }
 
     /// The handling of entry `entry` (request `key`), read here, wrote the state of the
     /// activation with `standing`: it learns when the entry is acknowledged (`applied.rs`).
-    pub(super) fn await_ack(&self, entry: EntryId, standing: &Arc<Standing>, key: &RequestKey) {
+    pub(in crate::proxy) fn await_ack(
+        &self,
+        entry: EntryId,
+        standing: &Arc<Standing>,
+        key: &RequestKey,
+    ) {
         lock(&self.applied).insert(entry, (standing.clone(), key.clone()));
     }
 
     /// Tells the activations whose state the handling of a request of `batch` wrote that
     /// it is acknowledged (`applied.rs`).
-    pub(super) fn acknowledged_applied(&self, batch: &[Completion]) {
+    pub(in crate::proxy) fn acknowledged_applied(&self, batch: &[Completion]) {
         let mut applied = lock(&self.applied);
         if applied.is_empty() {
             return;
@@ -129,21 +137,77 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// What is left to do for one request: push its reply (if any) and acknowledge it.
-pub(super) struct Completion {
-    pub(super) id: EntryId,
-    pub(super) reply: Option<(String, Bytes)>,
+pub(in crate::proxy) struct Completion {
+    pub(in crate::proxy) id: EntryId,
+    pub(in crate::proxy) reply: Option<(String, Bytes)>,
     /// Not acknowledged: left pending in Redis, to be read again (a tell this proxy could
     /// not confirm it may still serve).
-    pub(super) requeue: bool,
+    pub(in crate::proxy) requeue: bool,
     /// Placed on another member of its group: pending on that member now, so neither
     /// acknowledged nor read again here (`placement.rs`).
-    pub(super) handed: bool,
+    pub(in crate::proxy) handed: bool,
     /// The request's place among those in flight, given back once the answer is written.
-    pub(super) _permit: Option<OwnedSemaphorePermit>,
+    pub(in crate::proxy) _permit: Option<OwnedSemaphorePermit>,
+}
+
+/// What becomes of a request's stream entry once its handling here is over.
+pub(in crate::proxy) enum Handled {
+    /// Answer the ask with `frame` pushed to `key`, then acknowledge the entry.
+    Reply { key: String, frame: Bytes },
+    /// Acknowledge the entry with no reply: a tell handled or refused, a request passed
+    /// on, or one that cannot be answered.
+    Acknowledge,
+    /// Leave the entry pending, to be read again: this instance cannot settle it now.
+    LeavePending,
+    /// Placed on another member of its group: pending on that member now, so neither
+    /// acknowledged nor read again here (`placement.rs`).
+    Placed,
+}
+
+impl Handled {
+    /// An ask's reply (`reply_to`: its reply key and id) of `status` and `payload`; a tell
+    /// (no reply address) is acknowledged.
+    pub(in crate::proxy) fn reply(
+        reply_to: &Option<(String, u64)>,
+        status: Status,
+        payload: &[u8],
+    ) -> Handled {
+        match reply_to {
+            Some((key, id)) => Handled::Reply {
+                key: key.clone(),
+                frame: Bytes::from(protocol::encode_reply(*id, status, payload)),
+            },
+            None => Handled::Acknowledge,
+        }
+    }
+}
+
+impl Completion {
+    /// The completion of entry `id` handled as `handled`, giving back its place among those
+    /// in flight once written.
+    pub(in crate::proxy) fn of(
+        id: EntryId,
+        handled: Handled,
+        permit: OwnedSemaphorePermit,
+    ) -> Completion {
+        let (reply, requeue, handed) = match handled {
+            Handled::Reply { key, frame } => (Some((key, frame)), false, false),
+            Handled::Acknowledge => (None, false, false),
+            Handled::LeavePending => (None, true, false),
+            Handled::Placed => (None, false, true),
+        };
+        Completion {
+            id,
+            reply,
+            requeue,
+            handed,
+            _permit: Some(permit),
+        }
+    }
 }
 
 /// A request being handled: resolves to its completion.
-pub(super) type Handling = Pin<Box<dyn Future<Output = Completion> + Send>>;
+pub(in crate::proxy) type Handling = Pin<Box<dyn Future<Output = Completion> + Send>>;
 
 /// How far ahead of Redis's clock a request's entry id may be and still date the request.
-pub(super) const FUTURE_ID_TOLERANCE_MS: i64 = 2_000;
+pub(in crate::proxy) const FUTURE_ID_TOLERANCE_MS: i64 = 2_000;

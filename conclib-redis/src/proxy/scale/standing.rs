@@ -10,19 +10,19 @@ use super::applied::Applied;
 
 /// What the proxy and an activation's store know of its standing.
 #[derive(Default)]
-pub(super) struct Standing {
+pub(in crate::proxy) struct Standing {
     /// Another system holds the URN now (this process was paused past its lease).
-    pub(super) taken: AtomicBool,
+    pub(in crate::proxy) taken: AtomicBool,
     /// Being passivated to rebalance the pattern (`rebalance.rs`): a request that finds
     /// the actor stopped is read again, not answered.
-    pub(super) leaving: AtomicBool,
+    pub(in crate::proxy) leaving: AtomicBool,
     /// Writes of its store refused so far (a later activation owns the state).
     refused: std::sync::atomic::AtomicU64,
     /// The messages (by the trace context each was handled in) whose handling had a write
     /// refused, until the proxy looks: those go to the URN's current activation.
     refused_in: Mutex<std::collections::VecDeque<TraceContext>>,
     /// The requests whose handling wrote the state, not acknowledged yet.
-    pub(super) applied: Applied,
+    pub(in crate::proxy) applied: Applied,
 }
 
 /// How many refused messages a standing remembers until the proxy looks (one per message
@@ -30,22 +30,22 @@ pub(super) struct Standing {
 const REFUSED_REMEMBERED: usize = 65_536;
 
 impl Standing {
-    pub(super) fn is_taken(&self) -> bool {
+    pub(in crate::proxy) fn is_taken(&self) -> bool {
         self.taken.load(Ordering::Acquire)
     }
 
-    pub(super) fn is_leaving(&self) -> bool {
+    pub(in crate::proxy) fn is_leaving(&self) -> bool {
         self.leaving.load(Ordering::Acquire)
     }
 
     /// Not taken, and no write of its store refused.
-    pub(super) fn is_current(&self) -> bool {
+    pub(in crate::proxy) fn is_current(&self) -> bool {
         !self.is_taken() && self.refused.load(Ordering::Acquire) == 0
     }
 
     /// A write was refused, in the handling of the message being handled now (the handler
     /// runs in the trace context the proxy gave that message).
-    pub(super) fn refused(&self) {
+    pub(in crate::proxy) fn refused(&self) {
         self.refused.fetch_add(1, Ordering::AcqRel);
         if let Some(trace) = TraceContext::current() {
             let mut list = self.refused_in.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,7 +58,7 @@ impl Standing {
 
     /// Whether the handling of the message given `trace` had a write refused (forgotten
     /// once asked).
-    pub(super) fn take_refusal(&self, trace: &TraceContext) -> bool {
+    pub(in crate::proxy) fn take_refusal(&self, trace: &TraceContext) -> bool {
         if self.refused.load(Ordering::Acquire) == 0 {
             return false;
         }

@@ -17,20 +17,22 @@ use tokio::task::JoinHandle;
 use conclib_core::Priority;
 use conclib_core::trace::TraceContext;
 
-use super::shared::Shared;
+use super::dispatch;
 use super::stream::{Completion, Handling};
+use super::write;
 use super::write::write_loop;
 use crate::conn::{self, as_bytes, bytes, keyed_at, owned, s};
 use crate::error::is_connection_error;
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
+use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
 /// Requests being handled, driven by the read loop.
-pub(super) type Running = FuturesUnordered<Handling>;
+pub(in crate::proxy) type Running = FuturesUnordered<Handling>;
 
 /// A request's fields as read, before validation.
 #[derive(Default)]
-pub(super) struct RawEnvelope {
+pub(in crate::proxy) struct RawEnvelope {
     version: Option<Value>,
     id: Option<Value>,
     urn: Option<Value>,
@@ -48,31 +50,31 @@ pub(super) struct RawEnvelope {
 }
 
 /// A validated request.
-pub(super) struct Request {
-    pub(super) urn: String,
-    pub(super) message: String,
-    pub(super) ttl_ms: i64,
-    pub(super) codec: Bytes,
-    pub(super) body: Bytes,
+pub(in crate::proxy) struct Request {
+    pub(in crate::proxy) urn: String,
+    pub(in crate::proxy) message: String,
+    pub(in crate::proxy) ttl_ms: i64,
+    pub(in crate::proxy) codec: Bytes,
+    pub(in crate::proxy) body: Bytes,
     /// `prio high`: the actor's high-priority lane. Any other value: the normal lane.
-    pub(super) priority: Priority,
+    pub(in crate::proxy) priority: Priority,
     /// `tp`: the W3C `traceparent` of the asking side, if valid (an invalid one is ignored).
-    pub(super) trace: Option<TraceContext>,
+    pub(in crate::proxy) trace: Option<TraceContext>,
     /// `from`: the id of the asking system, if its client sent it.
-    pub(super) asker: Option<String>,
+    pub(in crate::proxy) asker: Option<String>,
     /// `moved`: the request's first entry (`<entry id> <stream key>`), if a takeover moved
     /// it from a gone system's stream: the request's identity for `applied.rs`.
-    pub(super) moved: Option<String>,
+    pub(in crate::proxy) moved: Option<String>,
 }
 
-pub(super) fn text(v: &Option<Value>) -> Option<&str> {
+pub(in crate::proxy) fn text(v: &Option<Value>) -> Option<&str> {
     v.as_ref()
         .and_then(as_bytes)
         .and_then(|b| std::str::from_utf8(b).ok())
 }
 
 impl RawEnvelope {
-    pub(super) fn parse(fields: Vec<Value>) -> RawEnvelope {
+    pub(in crate::proxy) fn parse(fields: Vec<Value>) -> RawEnvelope {
         let mut env = RawEnvelope {
             bad_shape: !fields.len().is_multiple_of(2),
             ..RawEnvelope::default()
@@ -102,7 +104,7 @@ impl RawEnvelope {
 
     /// Where to answer: `Some(None)` for a tell (no `reply` field), `Some(Some(..))` for an
     /// ask with a usable reply list and id, `None` when a reply is wanted but cannot be sent.
-    pub(super) fn address(&self, prefix: &str) -> Option<Option<(String, u64)>> {
+    pub(in crate::proxy) fn address(&self, prefix: &str) -> Option<Option<(String, u64)>> {
         if self.reply.is_none() {
             return Some(None);
         }
@@ -116,14 +118,14 @@ impl RawEnvelope {
 
     /// The group named by a wake-up entry a member of it appended after placing one of its
     /// requests on this system (`placement.rs`); `None` for a request.
-    pub(super) fn placed(&self) -> Option<&str> {
+    pub(in crate::proxy) fn placed(&self) -> Option<&str> {
         if self.urn.is_some() {
             return None;
         }
         text(&self.placed)
     }
 
-    pub(super) fn validate(self) -> Result<Request, String> {
+    pub(in crate::proxy) fn validate(self) -> Result<Request, String> {
         if self.bad_shape {
             return Err("the request's fields are not name/value pairs".into());
         }
@@ -180,12 +182,12 @@ impl RawEnvelope {
 }
 
 /// Resolves once the stop flag is set (or its sender is gone).
-pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(in crate::proxy) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }
 
 /// Polls a future once; gives it back if it is not done.
-pub(super) fn poll_once<T>(
+pub(in crate::proxy) fn poll_once<T>(
     mut fut: Pin<Box<dyn Future<Output = T> + Send>>,
 ) -> Result<T, Pin<Box<dyn Future<Output = T> + Send>>> {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -196,24 +198,22 @@ pub(super) fn poll_once<T>(
 }
 
 /// Takes the completions of `running` that are ready now.
-pub(super) fn take_ready(running: &mut Running, into: &mut Vec<Completion>) {
+pub(in crate::proxy) fn take_ready(running: &mut Running, into: &mut Vec<Completion>) {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     while let Poll::Ready(Some(c)) = Pin::new(&mut *running).poll_next(&mut cx) {
         into.push(c);
     }
 }
 
-impl Shared {
-    /// Starts the read loop and the writer: (reader, writer).
-    pub(super) fn start_reading(
-        self: &Arc<Self>,
-        block: Duration,
-    ) -> (JoinHandle<()>, JoinHandle<()>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(write_loop(self.clone(), rx));
-        let reader = tokio::spawn(read_loop(self.clone(), tx, block));
-        (reader, writer)
-    }
+/// Starts the read loop and the writer: (reader, writer).
+pub(in crate::proxy) fn start_reading(
+    shared: &Arc<Shared>,
+    block: Duration,
+) -> (JoinHandle<()>, JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(shared.clone(), rx));
+    let reader = tokio::spawn(read_loop(shared.clone(), tx, block));
+    (reader, writer)
 }
 
 /// The proxy's request loop, one task: reads requests, starts their handling, drives it,
@@ -221,7 +221,7 @@ impl Shared {
 /// same connection (one write, one wake-up of Redis, and the reply goes out before Redis
 /// is asked for more). Replies that come later go to the writer (`late`), which writes on
 /// the command connection while this one waits in a blocking read.
-pub(super) async fn read_loop(
+pub(in crate::proxy) async fn read_loop(
     shared: Arc<Shared>,
     late: mpsc::UnboundedSender<Vec<Completion>>,
     block: Duration,
@@ -229,8 +229,7 @@ pub(super) async fn read_loop(
     let mut stop = shared.stop.subscribe();
     // First the entries delivered to us before and never acknowledged (a crash, a lost
     // answer), then new ones.
-    let mut pending_phase = true;
-    let mut pending_from: Bytes = Bytes::from_static(b"0");
+    let mut position = Position::PENDING_FROM_START;
     let mut backoff = Duration::from_millis(10);
     let cmd = keyed_at("XREADGROUP", 4, true);
     let mut running = Running::new();
@@ -242,8 +241,7 @@ pub(super) async fn read_loop(
             break;
         }
         if shared.stream.reread.swap(false, Ordering::AcqRel) {
-            pending_phase = true;
-            pending_from = Bytes::from_static(b"0");
+            position = Position::PENDING_FROM_START;
         }
         // Handlers that answer at once do so now, so their replies precede the next read.
         if !running.is_empty() {
@@ -251,11 +249,11 @@ pub(super) async fn read_loop(
             take_ready(&mut running, &mut ready);
         }
         if !ready.is_empty() {
-            let write = Box::pin(
-                shared
-                    .clone()
-                    .write_ahead(std::mem::take(&mut ready), late.clone()),
-            );
+            let write = Box::pin(write::write_ahead(
+                shared.clone(),
+                std::mem::take(&mut ready),
+                late.clone(),
+            ));
             // Its commands are queued on the connection before the read's.
             if let Err(rest) = poll_once(write) {
                 writes.push(rest);
@@ -282,27 +280,23 @@ pub(super) async fn read_loop(
             s("COUNT"),
             Value::Integer(count as i64),
         ];
-        if !pending_phase {
+        if !position.is_pending() {
             args.push(s("BLOCK"));
             args.push(Value::Integer(block.as_millis() as i64));
         }
         args.push(s("STREAMS"));
         args.push(owned(shared.stream.requests_key.clone()));
-        args.push(if pending_phase {
-            bytes(pending_from.clone())
-        } else {
-            s(">")
-        });
+        args.push(position.read_after());
         // XREADGROUP's key is after GROUP g c COUNT n [BLOCK ms] STREAMS.
         let offset = args.len() - 2;
         // What is acknowledged from here on may still be listed by a re-read's reply.
-        shared.stream.unacked().rereading(pending_phase);
+        shared.stream.unacked().rereading(position.is_pending());
         let mut read_cmd = cmd.clone();
         read_cmd.cluster_hash = fred::types::ClusterHash::Offset(offset);
         // Sent once at most: fred would otherwise send a read lost with its connection
         // again after reconnecting, and the entries Redis had delivered to the lost one
         // would stay pending, unknown here (no re-read of the pending list), and be trimmed
-        // away unhandled (issue #62: accepted tells lost across a restart of a Redis with an
+        // away unhandled (accepted tells were lost so across a restart of a Redis with an
         // append-only file). An error here re-reads the pending list instead.
         let reader = shared.reader.with_options(&Options {
             max_attempts: Some(1),
@@ -324,8 +318,8 @@ pub(super) async fn read_loop(
         };
         let entries = match result {
             Ok(Value::Null) => {
-                if pending_phase {
-                    pending_phase = false;
+                if position.is_pending() {
+                    position = Position::New;
                     shared.stream.unacked().set_complete(true);
                 }
                 continue;
@@ -349,8 +343,7 @@ pub(super) async fn read_loop(
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
                 // An answer lost with the connection leaves entries delivered to us: re-read them.
-                pending_phase = true;
-                pending_from = Bytes::from_static(b"0");
+                position = Position::PENDING_FROM_START;
                 shared.stream.unacked().set_complete(false);
                 continue;
             }
@@ -358,8 +351,8 @@ pub(super) async fn read_loop(
         if !entries.is_empty() {
             crate::metrics::read_batch(&shared.system_id, entries.len());
         }
-        if pending_phase && entries.is_empty() {
-            pending_phase = false;
+        if position.is_pending() && entries.is_empty() {
+            position = Position::New;
             shared.stream.unacked().set_complete(true);
             continue;
         }
@@ -369,9 +362,7 @@ pub(super) async fn read_loop(
                 tracing::warn!(entry = ?entry_id, "skipped a stream entry with a malformed id");
                 continue;
             };
-            if pending_phase {
-                pending_from = entry_id.clone();
-            }
+            position.read_past(&entry_id);
             // Re-reading the pending list: skip what is being handled already.
             if !shared.stream.unacked().insert(id) {
                 continue;
@@ -385,7 +376,14 @@ pub(super) async fn read_loop(
             };
             // Read from the pending list: placed here, claimed from a member gone, or read
             // again; never placed elsewhere again (`placement.rs`).
-            match shared.dispatch(entry_id, id, fields, permit, !pending_phase) {
+            match dispatch::dispatch(
+                &shared,
+                entry_id,
+                id,
+                fields,
+                permit,
+                !position.is_pending(),
+            ) {
                 Err(done) => ready.push(done),
                 // Started here, in arrival order, so one client's messages to one actor enter
                 // its mailbox in order.
@@ -408,8 +406,43 @@ pub(super) async fn read_loop(
     tracing::debug!(system = %shared.system_id, "stopped reading requests");
 }
 
+/// Where the read loop reads in its stream: the entries delivered to this consumer before
+/// and never acknowledged (a crash, a lost answer), or new ones.
+enum Position {
+    /// Re-reading the pending list, after this entry id (`0`: from its start).
+    Pending(Bytes),
+    /// Reading new entries (`>`), blocking for them.
+    New,
+}
+
+impl Position {
+    /// The pending list from its start: where the loop begins, and where it goes back to
+    /// after a failed read (an answer lost with the connection leaves entries delivered
+    /// to it) or when asked to read it again.
+    const PENDING_FROM_START: Position = Position::Pending(Bytes::from_static(b"0"));
+
+    fn is_pending(&self) -> bool {
+        matches!(self, Position::Pending(_))
+    }
+
+    /// XREADGROUP's id argument: the last pending entry read, or `>` for new ones.
+    fn read_after(&self) -> Value {
+        match self {
+            Position::Pending(from) => bytes(from.clone()),
+            Position::New => s(">"),
+        }
+    }
+
+    /// Entry `entry_id` was read: a re-read of the pending list goes on after it.
+    fn read_past(&mut self, entry_id: &Bytes) {
+        if let Position::Pending(from) = self {
+            *from = entry_id.clone();
+        }
+    }
+}
+
 /// The `(id, fields)` of an XREADGROUP answer for one stream.
-pub(super) fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
+pub(in crate::proxy) fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
     let mut out = Vec::new();
     let Value::Array(streams) = value else {
         return out;

@@ -6,18 +6,18 @@ use crate::stats::ProxyStats;
 
 /// The request counters of a proxy instance ([`ProxyStats`]).
 #[derive(Default)]
-pub(super) struct Counters {
-    pub(super) received: AtomicU64,
-    pub(super) completed: AtomicU64,
-    pub(super) expired: AtomicU64,
-    pub(super) rejected: AtomicU64,
+pub(in crate::proxy) struct Counters {
+    pub(in crate::proxy) received: AtomicU64,
+    pub(in crate::proxy) completed: AtomicU64,
+    pub(in crate::proxy) expired: AtomicU64,
+    pub(in crate::proxy) rejected: AtomicU64,
     /// Requests of gone systems moved to a pattern's group (`takeover.rs`).
-    pub(super) moved: AtomicU64,
+    pub(in crate::proxy) moved: AtomicU64,
 }
 
 impl Counters {
     /// The counts now.
-    pub(super) fn stats(&self) -> ProxyStats {
+    pub(in crate::proxy) fn stats(&self) -> ProxyStats {
         ProxyStats {
             received: self.received.load(Ordering::Relaxed),
             completed: self.completed.load(Ordering::Relaxed),

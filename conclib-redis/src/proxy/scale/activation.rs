@@ -14,199 +14,210 @@ use conclib_core::{Actor, ActorSystem};
 use fred::prelude::*;
 
 use super::activations::{Activated, Activation, Live, MakeFn, Pattern};
+use super::group;
 use super::group::GroupOf;
+use super::placement;
 use super::placement_rule::Placement;
-use super::scripts::Script;
-use super::shared::Shared;
 use super::standing::Standing;
 use super::store::StateStore;
 use crate::conn::{as_bytes, owned};
 use crate::error::ServeError;
 use crate::protocol::STATE_CLOSE_SCRIPT;
+use crate::proxy::scripts::Script;
+use crate::proxy::serve::lease;
+use crate::proxy::shared::Shared;
 use crate::random::random_token;
 
 /// How long passivation waits for an actor's graceful stop (its `on_stop` saving) before it
 /// kills it.
 const PASSIVATION_STOP_WAIT: Duration = Duration::from_secs(10);
 
-impl Shared {
-    /// Serves `urn` under `pattern`: the local activation, or a new one once this system
-    /// claimed the URN, or the system that holds it.
-    pub(super) async fn activate(self: &Arc<Self>, urn: &str, pattern: &Arc<Pattern>) -> Activated {
-        let entry = self.activations.lock_for(urn);
-        let _one_at_a_time = entry.lock.lock().await;
-        if let Some(live) = self.activations.live().get_mut(urn)
-            && live.actor.is_alive()
-        {
-            live.last_used = Instant::now();
-            return Activated::Here(live.actor.clone(), live.standing.clone());
-        }
-        {
-            let mut reg = self.registry();
-            reg.activating.insert(urn.to_owned());
-            reg.local.insert(urn.to_owned(), true);
-        }
-        let forget = |shared: &Shared| {
+/// Serves `urn` under `pattern`: the local activation, or a new one once this system
+/// claimed the URN, or the system that holds it.
+pub(in crate::proxy) async fn activate(
+    shared: &Arc<Shared>,
+    urn: &str,
+    pattern: &Arc<Pattern>,
+) -> Activated {
+    let entry = shared.activations.lock_for(urn);
+    let _one_at_a_time = entry.lock.lock().await;
+    if let Some(live) = shared.activations.live().get_mut(urn)
+        && live.actor.is_alive()
+    {
+        live.last_used = Instant::now();
+        return Activated::Here(live.actor.clone(), live.standing.clone());
+    }
+    {
+        let mut reg = shared.registry();
+        reg.activating.insert(urn.to_owned());
+        reg.local.insert(urn.to_owned(), true);
+    }
+    let forget = |shared: &Shared| {
+        let mut reg = shared.registry();
+        reg.activating.remove(urn);
+        reg.local.remove(urn);
+    };
+    let ttl = Value::Integer(shared.config.urn_ttl.as_millis() as i64);
+    let claimed = shared
+        .scripts
+        .claim
+        .eval_many(
+            &shared.cmd,
+            vec![(
+                shared.keys.urn(urn),
+                vec![owned(shared.system_id.clone()), ttl],
+            )],
+        )
+        .await;
+    match claimed.into_iter().next() {
+        Some(Ok(Value::Integer(1))) => {
+            // A claim a promotion could undo would let another member activate it too.
+            let key = shared.keys.urn(urn);
+            if let Err(e) = shared.config.durability.replicated(&shared.cmd, &key).await {
+                forget(shared);
+                lease::release_urns(shared, vec![urn.to_owned()]).await;
+                return Activated::Unavailable(e);
+            }
             let mut reg = shared.registry();
-            reg.activating.remove(urn);
-            reg.local.remove(urn);
-        };
-        let ttl = Value::Integer(self.config.urn_ttl.as_millis() as i64);
-        let claimed = self
-            .scripts
-            .claim
-            .eval_many(
-                &self.cmd,
-                vec![(self.keys.urn(urn), vec![owned(self.system_id.clone()), ttl])],
-            )
-            .await;
-        match claimed.into_iter().next() {
-            Some(Ok(Value::Integer(1))) => {
-                // A claim a promotion could undo would let another member activate it too.
-                let key = self.keys.urn(urn);
-                if let Err(e) = self.config.durability.replicated(&self.cmd, &key).await {
-                    forget(self);
-                    self.release_urns(vec![urn.to_owned()]).await;
-                    return Activated::Unavailable(e);
-                }
-                let mut reg = self.registry();
-                reg.conflicts.remove(urn);
-                reg.owned.insert(urn.to_owned());
-            }
-            Some(Ok(other)) => {
-                forget(self);
-                let owner = as_bytes(&other)
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_default();
-                return Activated::HeldBy(owner);
-            }
-            Some(Err(e)) => {
-                forget(self);
-                return Activated::Unavailable(e.to_string());
-            }
-            None => {
-                forget(self);
-                return Activated::Unavailable("no answer".into());
-            }
+            reg.conflicts.remove(urn);
+            reg.owned.insert(urn.to_owned());
         }
-        let token = format!("{}@{}", random_token(), self.system_id);
-        let standing = Arc::new(Standing::default());
-        let state_key = self.keys.state(urn);
-        let activation = Activation {
-            urn: urn.to_owned(),
-            id: urn[pattern.prefix.len()..].to_owned(),
-            store: StateStore::new(
-                self.cmd.clone(),
-                state_key.clone(),
-                token.clone(),
-                standing.clone(),
-                self.config.codec.clone(),
-                self.config.durability,
-            ),
-        };
-        // The directory counts it from now (written while the actor is made: a member that
-        // places the pattern's next URN reads it once this one answers).
-        let made = async {
-            let made = (pattern.make)(self.system.clone(), activation).await;
-            if let Ok(actor) = &made {
-                self.activations.live().insert(
-                    urn.to_owned(),
-                    Live {
-                        actor: actor.clone(),
-                        pattern: pattern.clone(),
-                        last_used: Instant::now(),
-                        standing: standing.clone(),
-                        state_key: state_key.clone(),
-                        token: token.clone(),
-                    },
-                );
-            }
-            made
-        };
-        let count = self.activations.count_under(&pattern.prefix) + 1;
-        let (made, ()) = tokio::join!(made, self.report_count(&pattern.prefix, count));
-        match made {
-            Ok(actor) => {
-                self.registry().activating.remove(urn);
-                crate::metrics::activation(&self.system_id, &pattern.prefix, "activated");
-                tracing::debug!(%urn, system = %self.system_id, "activated");
-                Activated::Here(actor, standing)
-            }
-            Err(text) => {
-                forget(self);
-                let was_owned = self.registry().owned.remove(urn);
-                if was_owned {
-                    self.release_urns(vec![urn.to_owned()]).await;
-                }
-                crate::metrics::activation(&self.system_id, &pattern.prefix, "refused");
-                self.report_activations(&pattern.prefix).await;
-                Activated::Refused(text)
-            }
+        Some(Ok(other)) => {
+            forget(shared);
+            let owner = as_bytes(&other)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            return Activated::HeldBy(owner);
+        }
+        Some(Err(e)) => {
+            forget(shared);
+            return Activated::Unavailable(e.to_string());
+        }
+        None => {
+            forget(shared);
+            return Activated::Unavailable("no answer".into());
         }
     }
-
-    /// Passivates the activations idle for longer than their pattern allows, and forgets
-    /// those whose actor stopped by itself (its URN is released as any stopped actor's).
-    pub(super) async fn passivate_idle(self: &Arc<Self>) {
-        self.activations.live().retain(|_, l| l.actor.is_alive());
-        let idle: Vec<String> = self
-            .activations
-            .live()
-            .iter()
-            .filter(|(_, l)| l.is_idle())
-            .map(|(u, _)| u.clone())
-            .collect();
-        for urn in idle {
-            let shared = self.clone();
-            tokio::spawn(async move { shared.passivate(&urn, false).await });
+    let token = format!("{}@{}", random_token(), shared.system_id);
+    let standing = Arc::new(Standing::default());
+    let state_key = shared.keys.state(urn);
+    let activation = Activation {
+        urn: urn.to_owned(),
+        id: urn[pattern.prefix.len()..].to_owned(),
+        store: StateStore::new(
+            shared.cmd.clone(),
+            state_key.clone(),
+            token.clone(),
+            standing.clone(),
+            shared.config.codec.clone(),
+            shared.config.durability,
+        ),
+    };
+    // The directory counts it from now (written while the actor is made: a member that
+    // places the pattern's next URN reads it once this one answers).
+    let made = async {
+        let made = (pattern.make)(shared.system.clone(), activation).await;
+        if let Ok(actor) = &made {
+            shared.activations.live().insert(
+                urn.to_owned(),
+                Live {
+                    actor: actor.clone(),
+                    pattern: pattern.clone(),
+                    last_used: Instant::now(),
+                    standing: standing.clone(),
+                    state_key: state_key.clone(),
+                    token: token.clone(),
+                },
+            );
         }
-    }
-
-    /// Stops an activation gracefully (its `on_stop` may save) and releases its URN.
-    /// Unless `now`, only if it is still idle.
-    pub(super) async fn passivate(self: &Arc<Self>, urn: &str, now: bool) {
-        let entry = self.activations.lock_for(urn);
-        let _one_at_a_time = entry.lock.lock().await;
-        let live = {
-            let mut live = self.activations.live();
-            let still_idle = live.get(urn).is_some_and(|l| now || l.is_idle());
-            if !still_idle {
-                return;
+        made
+    };
+    let count = shared.activations.count_under(&pattern.prefix) + 1;
+    let (made, ()) = tokio::join!(
+        made,
+        placement::report_count(shared, &pattern.prefix, count)
+    );
+    match made {
+        Ok(actor) => {
+            shared.registry().activating.remove(urn);
+            crate::metrics::activation(&shared.system_id, &pattern.prefix, "activated");
+            tracing::debug!(%urn, system = %shared.system_id, "activated");
+            Activated::Here(actor, standing)
+        }
+        Err(text) => {
+            forget(shared);
+            let was_owned = shared.registry().owned.remove(urn);
+            if was_owned {
+                lease::release_urns(shared, vec![urn.to_owned()]).await;
             }
-            live.remove(urn).expect("checked above")
-        };
-        live.actor.stop();
-        if tokio::time::timeout(PASSIVATION_STOP_WAIT, live.actor.wait_for_stop())
-            .await
-            .is_err()
-        {
-            tracing::warn!(%urn, "an activation did not stop within {PASSIVATION_STOP_WAIT:?} of its passivation; killed it");
-            live.actor.kill();
-            let _ = live.actor.wait_for_stop().await;
+            crate::metrics::activation(&shared.system_id, &pattern.prefix, "refused");
+            placement::report_activations(shared, &pattern.prefix).await;
+            Activated::Refused(text)
         }
-        let close = Script::new(STATE_CLOSE_SCRIPT);
-        close
-            .eval_many(&self.cmd, vec![(live.state_key, vec![owned(live.token)])])
-            .await;
-        let was_owned = {
-            let mut reg = self.registry();
-            reg.local.remove(urn);
-            reg.owned.remove(urn)
-        };
-        if was_owned {
-            self.release_urns(vec![urn.to_owned()]).await;
-        }
-        self.report_activations(&live.pattern.prefix).await;
-        crate::metrics::activation(&self.system_id, &live.pattern.prefix, "passivated");
-        tracing::debug!(%urn, system = %self.system_id, "passivated");
     }
+}
 
-    /// Passivates every activation (at shutdown), so that the group serves them at once.
-    pub(super) async fn passivate_all(self: &Arc<Self>) {
-        let urns = self.activations.active();
-        for urn in urns {
-            self.passivate(&urn, true).await;
+/// Passivates the activations idle for longer than their pattern allows, and forgets
+/// those whose actor stopped by itself (its URN is released as any stopped actor's).
+pub(in crate::proxy) async fn passivate_idle(shared: &Arc<Shared>) {
+    shared.activations.live().retain(|_, l| l.actor.is_alive());
+    let idle: Vec<String> = shared
+        .activations
+        .live()
+        .iter()
+        .filter(|(_, l)| l.is_idle())
+        .map(|(u, _)| u.clone())
+        .collect();
+    for urn in idle {
+        let shared = shared.clone();
+        tokio::spawn(async move { passivate(&shared, &urn, false).await });
+    }
+}
+
+/// Stops an activation gracefully (its `on_stop` may save) and releases its URN.
+/// Unless `now`, only if it is still idle.
+pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bool) {
+    let entry = shared.activations.lock_for(urn);
+    let _one_at_a_time = entry.lock.lock().await;
+    let live = {
+        let mut live = shared.activations.live();
+        let still_idle = live.get(urn).is_some_and(|l| now || l.is_idle());
+        if !still_idle {
+            return;
         }
+        live.remove(urn).expect("checked above")
+    };
+    live.actor.stop();
+    if tokio::time::timeout(PASSIVATION_STOP_WAIT, live.actor.wait_for_stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!(%urn, "an activation did not stop within {PASSIVATION_STOP_WAIT:?} of its passivation; killed it");
+        live.actor.kill();
+        let _ = live.actor.wait_for_stop().await;
+    }
+    let close = Script::new(STATE_CLOSE_SCRIPT);
+    close
+        .eval_many(&shared.cmd, vec![(live.state_key, vec![owned(live.token)])])
+        .await;
+    let was_owned = {
+        let mut reg = shared.registry();
+        reg.local.remove(urn);
+        reg.owned.remove(urn)
+    };
+    if was_owned {
+        lease::release_urns(shared, vec![urn.to_owned()]).await;
+    }
+    placement::report_activations(shared, &live.pattern.prefix).await;
+    crate::metrics::activation(&shared.system_id, &live.pattern.prefix, "passivated");
+    tracing::debug!(%urn, system = %shared.system_id, "passivated");
+}
+
+/// Passivates every activation (at shutdown), so that the group serves them at once.
+pub(in crate::proxy) async fn passivate_all(shared: &Arc<Shared>) {
+    let urns = shared.activations.active();
+    for urn in urns {
+        passivate(shared, &urn, true).await;
     }
 }
 
@@ -232,7 +243,11 @@ impl fmt::Debug for Activator<'_> {
 pub const DEFAULT_PASSIVATE_AFTER: Duration = Duration::from_secs(600);
 
 impl<'a> Activator<'a> {
-    pub(super) fn new<A, F, Fut, E>(shared: &'a Arc<Shared>, pattern: &str, make: F) -> Self
+    pub(in crate::proxy) fn new<A, F, Fut, E>(
+        shared: &'a Arc<Shared>,
+        pattern: &str,
+        make: F,
+    ) -> Self
     where
         A: Actor,
         F: Fn(Activation) -> Fut + Send + Sync + 'static,
@@ -348,7 +363,7 @@ impl<'a> Activator<'a> {
         let prefix = pattern.prefix.clone();
         let shared = self.shared;
         shared.activations.add_pattern(pattern);
-        let joined = shared.join_group(GroupOf::Pattern(&prefix)).await;
+        let joined = group::join_group(shared, GroupOf::Pattern(&prefix)).await;
         if joined.is_err() {
             shared.activations.remove_pattern(&prefix);
         }
@@ -366,7 +381,7 @@ impl<'a> IntoFuture for Activator<'a> {
 }
 
 /// `prefix:{id}` → `prefix:`.
-pub(super) fn parse_pattern(pattern: &str) -> Result<String, ServeError> {
+pub(in crate::proxy) fn parse_pattern(pattern: &str) -> Result<String, ServeError> {
     let invalid = |why: &str| {
         ServeError::Invalid(format!(
             "invalid URN pattern {pattern:?}: {why} (write it as `prefix:{{id}}`, e.g. `user:{{id}}`)"

@@ -8,7 +8,7 @@ use fred::prelude::Value;
 
 /// URNs whose ownership key names this system.
 #[derive(Default)]
-pub(super) struct OwnedUrns {
+pub(in crate::proxy) struct OwnedUrns {
     urns: HashSet<String>,
     /// Every URN of `urns` and its claim key, as of the last renewal: built again at the
     /// first renewal after the set changed.
@@ -17,14 +17,14 @@ pub(super) struct OwnedUrns {
 
 /// What a renewal claims again: the URNs, and their claim keys in the same order (Redis
 /// values: a command takes a copy of each, which shares its bytes).
-pub(super) struct Renewal {
-    pub(super) urns: Vec<String>,
-    pub(super) keys: Vec<Value>,
+pub(in crate::proxy) struct Renewal {
+    pub(in crate::proxy) urns: Vec<String>,
+    pub(in crate::proxy) keys: Vec<Value>,
 }
 
 impl OwnedUrns {
     /// Adds a URN; `true` if it was not owned.
-    pub(super) fn insert(&mut self, urn: String) -> bool {
+    pub(in crate::proxy) fn insert(&mut self, urn: String) -> bool {
         let added = self.urns.insert(urn);
         if added {
             self.renewal = None;
@@ -33,7 +33,7 @@ impl OwnedUrns {
     }
 
     /// Removes a URN; `true` if it was owned.
-    pub(super) fn remove(&mut self, urn: &str) -> bool {
+    pub(in crate::proxy) fn remove(&mut self, urn: &str) -> bool {
         let removed = self.urns.remove(urn);
         if removed {
             self.renewal = None;
@@ -41,26 +41,26 @@ impl OwnedUrns {
         removed
     }
 
-    pub(super) fn contains(&self, urn: &str) -> bool {
+    pub(in crate::proxy) fn contains(&self, urn: &str) -> bool {
         self.urns.contains(urn)
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(in crate::proxy) fn len(&self) -> usize {
         self.urns.len()
     }
 
-    pub(super) fn iter(&self) -> impl Iterator<Item = &String> {
+    pub(in crate::proxy) fn iter(&self) -> impl Iterator<Item = &String> {
         self.urns.iter()
     }
 
     /// Takes every URN out.
-    pub(super) fn drain(&mut self) -> impl Iterator<Item = String> + '_ {
+    pub(in crate::proxy) fn drain(&mut self) -> impl Iterator<Item = String> + '_ {
         self.renewal = None;
         self.urns.drain()
     }
 
     /// Whether `renewal` is the one prepared for the set as it is (it did not change since).
-    pub(super) fn is_current(&self, renewal: &Arc<Renewal>) -> bool {
+    pub(in crate::proxy) fn is_current(&self, renewal: &Arc<Renewal>) -> bool {
         self.renewal
             .as_ref()
             .is_some_and(|r| Arc::ptr_eq(r, renewal))
@@ -68,7 +68,7 @@ impl OwnedUrns {
 
     /// Every URN owned and its claim key (`key` makes one: called only when the set changed
     /// since the last call).
-    pub(super) fn renewal(&mut self, key: impl Fn(&str) -> String) -> Arc<Renewal> {
+    pub(in crate::proxy) fn renewal(&mut self, key: impl Fn(&str) -> String) -> Arc<Renewal> {
         self.renewal
             .get_or_insert_with(|| {
                 let urns: Vec<String> = self.urns.iter().cloned().collect();

@@ -14,13 +14,14 @@
 
 use std::time::Duration;
 
-use fred::bytes::Bytes;
 use fred::prelude::*;
 
+use super::handoff;
 use super::read::Request;
-use super::shared::Shared;
+use super::stream::Handled;
 use crate::conn::{self, bytes, keyed, owned, s};
-use crate::protocol::{self, CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
+use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
+use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
 /// What became of a request to pass on.
@@ -36,129 +37,123 @@ enum Forwarded {
 }
 
 /// Where a request to pass on came in: the stream, and the entry pending there.
-pub(super) struct Origin<'a> {
-    pub(super) shared: &'a Shared,
-    pub(super) entry: EntryId,
+pub(in crate::proxy) struct Origin<'a> {
+    pub(in crate::proxy) shared: &'a Shared,
+    pub(in crate::proxy) entry: EntryId,
 }
 
-impl Shared {
-    /// The system a URN key names now, unless it is this one.
-    pub(super) async fn current_owner(&self, urn: &str) -> Option<String> {
-        let v = conn::call(&self.cmd, keyed("GET"), vec![owned(self.keys.urn(urn))])
-            .await
-            .ok()?;
-        let owner = String::from_utf8_lossy(conn::as_bytes(&v)?).into_owned();
-        (owner != self.system_id).then_some(owner)
-    }
+/// The system a URN key names now, unless it is this one.
+pub(in crate::proxy) async fn current_owner(shared: &Shared, urn: &str) -> Option<String> {
+    let v = conn::call(&shared.cmd, keyed("GET"), vec![owned(shared.keys.urn(urn))])
+        .await
+        .ok()?;
+    let owner = String::from_utf8_lossy(conn::as_bytes(&v)?).into_owned();
+    (owner != shared.system_id).then_some(owner)
+}
 
-    /// A request for a URN this proxy cannot confirm it still serves. An ask is answered
-    /// `NotOwner` (its client resolves the URN again); a tell goes to the URN's new owner's
-    /// stream, or stays pending here when the owner is not known yet. Returns the reply and
-    /// whether to leave the request pending.
-    pub(super) async fn not_ours(
-        &self,
-        origin: Origin<'_>,
-        req: &Request,
-        owner: Option<String>,
-        reply_to: &Option<(String, u64)>,
-        remaining: Duration,
-    ) -> (Option<(String, Bytes)>, bool) {
-        if let Some((key, id)) = reply_to {
-            let text = match &owner {
-                Some(owner) => format!("URN {} is served by system {owner}", req.urn),
-                None => format!("this proxy cannot confirm it still serves {}", req.urn),
-            };
-            tracing::info!(urn = %req.urn, "{text}");
-            let frame = protocol::encode_reply(*id, Status::NotOwner, text.as_bytes());
-            return (Some((key.clone(), Bytes::from(frame))), false);
-        }
-        let Some(owner) = owner else {
-            return (None, true);
+/// A request for a URN this proxy cannot confirm it still serves. An ask is answered
+/// `NotOwner` (its client resolves the URN again); a tell goes to the URN's new owner's
+/// stream, or stays pending here when the owner is not known yet. Returns the reply and
+/// whether to leave the request pending.
+pub(in crate::proxy) async fn not_ours(
+    shared: &Shared,
+    origin: Origin<'_>,
+    req: &Request,
+    owner: Option<String>,
+    reply_to: &Option<(String, u64)>,
+    remaining: Duration,
+) -> Handled {
+    if reply_to.is_some() {
+        let text = match &owner {
+            Some(owner) => format!("URN {} is served by system {owner}", req.urn),
+            None => format!("this proxy cannot confirm it still serves {}", req.urn),
         };
-        // Boxed: a rare path holding Redis commands, which every request's future (that
-        // awaits this one) would otherwise hold too.
-        Box::pin(self.forward(origin, req, &owner, &None, remaining)).await
+        tracing::info!(urn = %req.urn, "{text}");
+        return Handled::reply(reply_to, Status::NotOwner, text.as_bytes());
     }
+    let Some(owner) = owner else {
+        return Handled::LeavePending;
+    };
+    // Boxed: a rare path holding Redis commands, which every request's future (that
+    // awaits this one) would otherwise hold too.
+    Box::pin(forward(shared, origin, req, &owner, &None, remaining)).await
+}
 
-    /// Passes a request on to system `owner` ([`append_to`](Self::append_to)), and says
-    /// what to do with it here: the reply to write (none: the owner answers) and whether
-    /// to leave it pending (it could not be passed on, or is not this instance's any more).
-    pub(super) async fn forward(
-        &self,
-        origin: Origin<'_>,
-        req: &Request,
-        owner: &str,
-        reply_to: &Option<(String, u64)>,
-        remaining: Duration,
-    ) -> (Option<(String, Bytes)>, bool) {
-        match self
-            .append_to(origin, req, owner, reply_to, remaining)
-            .await
-        {
-            Ok(Forwarded::Added) => {
-                tracing::debug!(urn = %req.urn, %owner, "passed a request on to the system holding its URN");
-                (None, false)
-            }
-            Ok(Forwarded::NoStream) => {
-                tracing::warn!(urn = %req.urn, %owner, "dropped a request: the system holding its URN has no request stream");
-                (None, false)
-            }
-            // Not ours to acknowledge either: it may be pending on another member.
-            Ok(Forwarded::NotPending) => (None, true),
-            Err(e) => {
-                tracing::warn!(urn = %req.urn, %owner, error = %e, "could not pass a request on to the system holding its URN; it stays pending");
-                (None, true)
-            }
+/// Passes a request on to system `owner` ([`append_to`]), and says
+/// what to do with it here: the reply to write (none: the owner answers) and whether
+/// to leave it pending (it could not be passed on, or is not this instance's any more).
+pub(in crate::proxy) async fn forward(
+    shared: &Shared,
+    origin: Origin<'_>,
+    req: &Request,
+    owner: &str,
+    reply_to: &Option<(String, u64)>,
+    remaining: Duration,
+) -> Handled {
+    match append_to(shared, origin, req, owner, reply_to, remaining).await {
+        Ok(Forwarded::Added) => {
+            tracing::debug!(urn = %req.urn, %owner, "passed a request on to the system holding its URN");
+            Handled::Acknowledge
+        }
+        Ok(Forwarded::NoStream) => {
+            tracing::warn!(urn = %req.urn, %owner, "dropped a request: the system holding its URN has no request stream");
+            Handled::Acknowledge
+        }
+        // Not ours to acknowledge either: it may be pending on another member.
+        Ok(Forwarded::NotPending) => Handled::LeavePending,
+        Err(e) => {
+            tracing::warn!(urn = %req.urn, %owner, error = %e, "could not pass a request on to the system holding its URN; it stays pending");
+            Handled::LeavePending
         }
     }
+}
 
-    /// Appends a request to the stream of system `owner`, with what is left of its time and,
-    /// for an ask, its reply address (the answer goes straight to the client), and
-    /// acknowledges it at `origin`: at most once (the module docs).
-    async fn append_to(
-        &self,
-        origin: Origin<'_>,
-        req: &Request,
-        owner: &str,
-        reply_to: &Option<(String, u64)>,
-        remaining: Duration,
-    ) -> Result<Forwarded, fred::error::Error> {
-        let fields = entry_fields(req, reply_to, remaining);
-        let target = self.keys.requests(owner);
-        if self.cmd.is_clustered() {
-            if !origin.shared.still_mine(origin.entry).await {
-                return Ok(Forwarded::NotPending);
-            }
-            let mut args = vec![owned(target), s("NOMKSTREAM"), s("*")];
-            args.extend(fields);
-            let added = conn::call(&self.cmd, keyed("XADD"), args).await?;
-            return Ok(if added.is_null() {
-                Forwarded::NoStream
-            } else {
-                Forwarded::Added
-            });
+/// Appends a request to the stream of system `owner`, with what is left of its time and,
+/// for an ask, its reply address (the answer goes straight to the client), and
+/// acknowledges it at `origin`: at most once (the module docs).
+async fn append_to(
+    shared: &Shared,
+    origin: Origin<'_>,
+    req: &Request,
+    owner: &str,
+    reply_to: &Option<(String, u64)>,
+    remaining: Duration,
+) -> Result<Forwarded, fred::error::Error> {
+    let fields = entry_fields(req, reply_to, remaining);
+    let target = shared.keys.requests(owner);
+    if shared.cmd.is_clustered() {
+        if !handoff::still_mine(origin.shared, origin.entry).await {
+            return Ok(Forwarded::NotPending);
         }
-        let keys = vec![
-            owned(origin.shared.stream.requests_key.clone()),
-            owned(target),
-        ];
-        let mut args = vec![
-            s(CONSUMER_GROUP),
-            owned(origin.shared.stream.consumer.clone()),
-            owned(origin.entry.to_string()),
-        ];
+        let mut args = vec![owned(target), s("NOMKSTREAM"), s("*")];
         args.extend(fields);
-        let answer = self.scripts.pass_on.eval(&self.cmd, keys, args).await?;
-        Ok(match answer.as_i64() {
-            Some(1) => Forwarded::Added,
-            Some(0) => Forwarded::NoStream,
-            _ => Forwarded::NotPending,
-        })
+        let added = conn::call(&shared.cmd, keyed("XADD"), args).await?;
+        return Ok(if added.is_null() {
+            Forwarded::NoStream
+        } else {
+            Forwarded::Added
+        });
     }
+    let keys = vec![
+        owned(origin.shared.stream.requests_key.clone()),
+        owned(target),
+    ];
+    let mut args = vec![
+        s(CONSUMER_GROUP),
+        owned(origin.shared.stream.consumer.clone()),
+        owned(origin.entry.to_string()),
+    ];
+    args.extend(fields);
+    let answer = shared.scripts.pass_on.eval(&shared.cmd, keys, args).await?;
+    Ok(match answer.as_i64() {
+        Some(1) => Forwarded::Added,
+        Some(0) => Forwarded::NoStream,
+        _ => Forwarded::NotPending,
+    })
 }
 
 /// The fields of a request's entry in another system's stream.
-pub(super) fn entry_fields(
+pub(in crate::proxy) fn entry_fields(
     req: &Request,
     reply_to: &Option<(String, u64)>,
     remaining: Duration,

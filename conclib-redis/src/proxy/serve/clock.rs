@@ -10,19 +10,19 @@ use crate::conn::{self, as_bytes};
 /// Redis's clock minus this process's, in ms: read with `TIME` at the start and at every
 /// renewal.
 #[derive(Default)]
-pub(super) struct Clock {
+pub(in crate::proxy) struct Clock {
     offset_ms: AtomicI64,
 }
 
 impl Clock {
     /// Redis's clock now, as far as we can tell, in ms.
-    pub(super) fn redis_now_ms(&self) -> i64 {
+    pub(in crate::proxy) fn redis_now_ms(&self) -> i64 {
         now_ms() + self.offset_ms.load(Ordering::Relaxed)
     }
 
     /// Reads Redis's clock (`TIME`), and keeps its offset from ours (unchanged when Redis
     /// does not answer).
-    pub(super) async fn sync(&self, cmd: &Client) {
+    pub(in crate::proxy) async fn sync(&self, cmd: &Client) {
         let before = now_ms();
         let Ok(Value::Array(parts)) = conn::call(cmd, conn::unkeyed("TIME"), vec![]).await else {
             return;

@@ -11,15 +11,15 @@ use fred::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::scripts::Script;
 use super::standing::Standing;
 use crate::conn::{bytes, owned, s};
 use crate::durability::Durability;
 use crate::protocol::{STATE_OPEN_SCRIPT, STATE_SAVE_SCRIPT};
+use crate::script::Script;
 
 /// How long a state key without data lives (one left by a crashed activation that never
 /// saved).
-pub(super) const EMPTY_STATE_TTL: Duration = Duration::from_secs(24 * 3600);
+pub(in crate::proxy) const EMPTY_STATE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Why a [`StateStore`] call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,7 +107,7 @@ impl fmt::Debug for StateStore {
 
 impl StateStore {
     /// The store of the activation holding `token`, at `key`.
-    pub(super) fn new(
+    pub(in crate::proxy) fn new(
         cmd: Client,
         key: String,
         token: String,

@@ -1,11 +1,13 @@
-//! Rebalancing a pattern's activations ([`Activator::rebalance`](super::Activator::rebalance)):
+//! Rebalancing a pattern's activations ([`Activator::rebalance`](crate::proxy::scale::activation::Activator::rebalance)):
 //! a member with more than its share passivates the excess, least recently used first, so
 //! that their next requests activate them, by the pattern's placement, on the members with
 //! fewer (a member that just joined).
 
 use std::sync::Arc;
 
-use super::shared::Shared;
+use super::activation;
+use super::placement;
+use crate::proxy::shared::Shared;
 
 /// The most activations one look passivates: the rest at the next (a third of a lease on).
 const MOST_AT_ONCE: u64 = 64;
@@ -13,7 +15,7 @@ const MOST_AT_ONCE: u64 = 64;
 /// How many of its `mine` activations a member passivates, given every live member's count
 /// (its own among them): those above an even share (rounded up), when some member is below
 /// that share by at least one after the move, else none (moving one would only swap them).
-pub(super) fn excess(mine: u64, counts: &[u64]) -> u64 {
+pub(in crate::proxy) fn excess(mine: u64, counts: &[u64]) -> u64 {
     let members = counts.len() as u64;
     if members < 2 {
         return 0;
@@ -27,28 +29,26 @@ pub(super) fn excess(mine: u64, counts: &[u64]) -> u64 {
     (mine - share).min(share - least).min(MOST_AT_ONCE)
 }
 
-impl Shared {
-    /// One look at pattern `prefix`'s directory (`self`: the system's proxy): passivates
-    /// this member's [`excess`], if any.
-    pub(super) async fn rebalance(self: &Arc<Self>, prefix: &str) {
-        let Ok(members) = self.pattern_members(prefix).await else {
-            return;
-        };
-        let mine = self.activations.count_under(prefix);
-        let counts: Vec<u64> = members.iter().map(|m| m.activations).collect();
-        let n = excess(mine, &counts);
-        if n == 0 {
-            return;
-        }
-        let urns = self
-            .activations
-            .take_least_used(prefix, usize::try_from(n).unwrap_or(usize::MAX));
-        tracing::info!(system = %self.system_id, pattern = %prefix, mine, passivated = urns.len(), "rebalancing: passivating activations for members with fewer");
-        for urn in urns {
-            crate::metrics::activation(&self.system_id, prefix, "rebalanced");
-            let shared = self.clone();
-            tokio::spawn(async move { shared.passivate(&urn, true).await });
-        }
+/// One look at pattern `prefix`'s directory (`shared`: the system's proxy): passivates
+/// this member's [`excess`], if any.
+pub(in crate::proxy) async fn rebalance(shared: &Arc<Shared>, prefix: &str) {
+    let Ok(members) = placement::pattern_members(shared, prefix).await else {
+        return;
+    };
+    let mine = shared.activations.count_under(prefix);
+    let counts: Vec<u64> = members.iter().map(|m| m.activations).collect();
+    let n = excess(mine, &counts);
+    if n == 0 {
+        return;
+    }
+    let urns = shared
+        .activations
+        .take_least_used(prefix, usize::try_from(n).unwrap_or(usize::MAX));
+    tracing::info!(system = %shared.system_id, pattern = %prefix, mine, passivated = urns.len(), "rebalancing: passivating activations for members with fewer");
+    for urn in urns {
+        crate::metrics::activation(&shared.system_id, prefix, "rebalanced");
+        let shared = shared.clone();
+        tokio::spawn(async move { activation::passivate(&shared, &urn, true).await });
     }
 }
 

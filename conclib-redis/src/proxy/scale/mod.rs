@@ -1,0 +1,19 @@
+//! The scale-out room: several systems serving one URN or one URN pattern.
+//!
+//! Groups and their membership (`group`); actors activated on demand by URN pattern
+//! (`activation`, the patterns and live activations in `activations`); which member
+//! activates a URN (`placement`, the rule in `placement_rule`) and moving activations to
+//! even the load (`rebalance`); failover of a gone member's activations (`takeover`); an
+//! activation's fenced state store (`store`), its standing (`standing`) and its
+//! exactly-once records (`applied`).
+
+pub(super) mod activation;
+pub(super) mod activations;
+pub(super) mod applied;
+pub(super) mod group;
+pub(super) mod placement;
+pub(super) mod placement_rule;
+pub(super) mod rebalance;
+pub(super) mod standing;
+pub(super) mod store;
+pub(super) mod takeover;

@@ -1,0 +1,294 @@
+//! Failover of a pattern's activations by membership: when a system is gone, one member of
+//! the pattern's group chooses, by the pattern's placement, a live member for each of the
+//! pattern's URNs the gone system held, and moves the requests still waiting in the gone
+//! system's stream for each URN to the own stream of the member chosen for it, giving it
+//! the URN's key in the same step: each URN is activated there and its requests answered,
+//! in order and with their deadlines, instead of waiting for the URN keys to lapse and
+//! ending `Timeout`. (Through the group's stream, a URN's requests could be read by two
+//! members and placed apart, out of order.)
+//!
+//! Gone means: no system lease (it lapsed: the system's one liveness record, renewed every
+//! third of the lease), or a lease naming a process on this host that no longer exists
+//! (taken over at once). The move checks it again in its script: a system that holds a
+//! lease again (a process of it started, which reads its stream from then on) keeps its
+//! requests. A system paused past its lease and back finds its lease lapsed:
+//! what it had queued for its actors is fenced out (`Lease::fence`, `serve/lease_state.rs`), what it had read but
+//! not handed on is no longer pending on it, and it claims its URN keys again before it
+//! serves (`lease.rs`), finding them given away, so it handles none of what was moved; a
+//! handler already running at the pause finishes, and its write to the state is refused
+//! once the new activation opened it, or recorded and known by the new one (a moved
+//! request keeps its first entry as its identity, `field::MOVED`). Not in a Redis
+//! Cluster: the streams live in different slots, where no script reaches them all (there
+//! the URN keys lapse after `urn_ttl`).
+
+use std::sync::atomic::Ordering;
+
+use fred::prelude::*;
+
+use super::placement;
+use crate::conn::{self, as_bytes, keyed, owned, s};
+use crate::protocol::{self, CONSUMER_GROUP};
+use crate::proxy::serve::lease;
+use crate::proxy::shared::Shared;
+use crate::script::Script;
+
+/// Entries looked at per step of a takeover.
+const BATCH: usize = 200;
+/// Steps per look, at most: the rest at the next look (an eighth of a lease later).
+const STEPS: usize = 50;
+
+/// What a look at a pattern's gone systems found and did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(in crate::proxy) struct TakenOver {
+    /// Requests moved to the member chosen for their URN (to the group's stream when
+    /// another system holds it by now).
+    pub(in crate::proxy) moved: u64,
+    /// Requests whose time was up: dropped.
+    pub(in crate::proxy) expired: u64,
+    /// How long the oldest request moved had waited in the gone system's stream
+    /// (milliseconds): what the failover cost the callers who waited longest.
+    pub(in crate::proxy) waited_ms: u64,
+}
+
+/// Takes over the requests that systems gone from pattern `prefix`'s directory left in
+/// their streams (the module's docs). `shared`: a member instance of the pattern.
+pub(in crate::proxy) async fn take_over_gone(
+    shared: &Shared,
+    prefix: &str,
+    script: &Script,
+) -> TakenOver {
+    let mut total = TakenOver::default();
+    if shared.cmd.is_clustered() {
+        return total;
+    }
+    for system in directory_systems(shared, prefix).await {
+        if system == shared.system_id || !system_gone(shared, &system).await {
+            continue;
+        }
+        if !lock_takeover(shared, &system, prefix).await {
+            continue;
+        }
+        let done = move_requests(shared, &system, prefix, script).await;
+        if done.moved + done.expired > 0 {
+            tracing::info!(system = %shared.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, waited_ms = done.waited_ms, "moved the requests a gone system left for a pattern's URNs to the members chosen to activate them");
+            crate::metrics::taken_over(
+                &shared.system_id,
+                prefix,
+                done.moved,
+                done.expired,
+                done.waited_ms,
+            );
+            // Counted in the system's stats (`ProxyHandle::stats`, its snapshot).
+            if let crate::proxy::shared::Role::Member(m) = &shared.role
+                && let Some(sys) = m.system.upgrade()
+            {
+                sys.counters.moved.fetch_add(done.moved, Ordering::Relaxed);
+            }
+        }
+        total.moved += done.moved;
+        total.expired += done.expired;
+        total.waited_ms = total.waited_ms.max(done.waited_ms);
+    }
+    total
+}
+
+/// Every system in the pattern's directory, live or not (a gone one stays listed for
+/// ten leases).
+async fn directory_systems(shared: &Shared, prefix: &str) -> Vec<String> {
+    let Ok(all) = conn::call(
+        &shared.cmd,
+        keyed("HKEYS"),
+        vec![owned(shared.keys.placement(prefix))],
+    )
+    .await
+    else {
+        return Vec::new();
+    };
+    match all {
+        Value::Array(names) => names
+            .iter()
+            .filter_map(|n| as_bytes(n).map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether system `system` is gone: no system lease, or one naming a process on this
+/// host that no longer exists (that lease is then freed). The move checks the lease
+/// again in its script.
+async fn system_gone(shared: &Shared, system: &str) -> bool {
+    lease::lease_gone(shared, shared.keys.lease(system)).await
+}
+
+/// Takes (or keeps) the lock on taking over `system`'s requests for `prefix`: one
+/// member at a time moves them.
+async fn lock_takeover(shared: &Shared, system: &str, prefix: &str) -> bool {
+    let key = shared.keys.takeover(system, prefix);
+    let ttl = Value::Integer(shared.config.lease_ttl.as_millis().max(1) as i64);
+    let taken = shared
+        .scripts
+        .claim
+        .eval_many(
+            &shared.cmd,
+            vec![(key, vec![owned(shared.system_id.clone()), ttl])],
+        )
+        .await;
+    matches!(taken.first(), Some(Ok(Value::Integer(1))))
+}
+
+/// The member to activate each of `urns` again (`system` gone): by the pattern's
+/// placement among the live members but `system`, counting each choice made (this
+/// member when the directory cannot be read).
+async fn choose_targets(
+    shared: &Shared,
+    system: &str,
+    prefix: &str,
+    urns: &[String],
+) -> Vec<String> {
+    let sys = match &shared.role {
+        crate::proxy::shared::Role::Member(m) => m.system.upgrade(),
+        crate::proxy::shared::Role::System => None,
+    };
+    let placement = sys
+        .as_ref()
+        .and_then(|s| s.activations.pattern_for_prefix(prefix))
+        .map(|p| p.placement.clone());
+    let mut members = match placement::directory(shared, sys.as_deref(), prefix, None, None).await {
+        Ok((members, _)) => members,
+        Err(_) => Vec::new(),
+    };
+    members.retain(|m| m.system != system);
+    urns.iter()
+        .map(|urn| {
+            let chosen = placement
+                .as_ref()
+                .filter(|_| !members.is_empty())
+                .and_then(|p| p.choose(urn, &members))
+                .unwrap_or(&shared.system_id)
+                .to_owned();
+            if let Some(m) = members.iter_mut().find(|m| m.system == chosen) {
+                m.activations += 1;
+            }
+            chosen
+        })
+        .collect()
+}
+
+/// Moves `system`'s unacknowledged requests for `prefix`'s URNs, each URN's to the
+/// own stream of the member chosen to activate it, a batch at a time
+/// ([`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT)).
+async fn move_requests(shared: &Shared, system: &str, prefix: &str, script: &Script) -> TakenOver {
+    let stream = shared.keys.requests(system);
+    let target = shared.keys.requests(&protocol::pattern_group(prefix));
+    let mut done = TakenOver::default();
+    let mut from = "-".to_owned();
+    for _ in 0..STEPS {
+        let Ok(Value::Array(entries)) = conn::call(
+            &shared.cmd,
+            keyed("XRANGE"),
+            vec![
+                owned(stream.clone()),
+                owned(from.clone()),
+                s("+"),
+                s("COUNT"),
+                Value::Integer(BATCH as i64),
+            ],
+        )
+        .await
+        else {
+            break;
+        };
+        let Some((first, last)) = range_of(&entries) else {
+            break;
+        };
+        let mut urns: Vec<String> = entries
+            .iter()
+            .filter_map(urn_of)
+            .filter(|urn| protocol::pattern_prefix(urn) == Some(prefix))
+            .collect();
+        urns.sort();
+        urns.dedup();
+        if !urns.is_empty() {
+            // Where each URN is activated again: one member's own stream for all its
+            // requests, so that they are handled in their order.
+            let targets = choose_targets(shared, system, prefix, &urns).await;
+            let mut members: Vec<&str> = targets.iter().map(String::as_str).collect();
+            members.sort_unstable();
+            members.dedup();
+            let mut keys = vec![
+                owned(stream.clone()),
+                owned(target.clone()),
+                owned(shared.keys.lease(system)),
+            ];
+            keys.extend(urns.iter().map(|u| owned(shared.keys.urn(u))));
+            keys.extend(members.iter().map(|m| owned(shared.keys.requests(m))));
+            let mut args = vec![
+                s(CONSUMER_GROUP),
+                owned(prefix.to_owned()),
+                owned(system.to_owned()),
+                owned(first),
+                owned(last.clone()),
+                Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64),
+                Value::Integer(urns.len() as i64),
+            ];
+            args.extend(urns.iter().cloned().map(owned));
+            args.extend(targets.iter().map(|t| {
+                let at = members.iter().position(|m| m == t).unwrap_or(0);
+                Value::Integer(at as i64 + 1)
+            }));
+            args.extend(members.iter().map(|m| owned((*m).to_owned())));
+            match script.eval(&shared.cmd, keys, args).await {
+                Ok(Value::Array(counts)) => {
+                    let n = |i: usize| counts.get(i).and_then(Value::as_i64).unwrap_or(0);
+                    if n(0) < 0 {
+                        // The group's stream is gone (the pattern has no member), or the
+                        // system is back (it holds a lease again, and reads its stream).
+                        break;
+                    }
+                    done.moved += n(0) as u64;
+                    done.expired += n(1) as u64;
+                    done.waited_ms = done.waited_ms.max(n(2).max(0) as u64);
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, gone = %system, "could not move a gone system's requests; next look");
+                    break;
+                }
+            }
+        }
+        if entries.len() < BATCH {
+            break;
+        }
+        from = format!("({last}");
+    }
+    done
+}
+
+/// The first and last entry ids of an `XRANGE` answer.
+fn range_of(entries: &[Value]) -> Option<(String, String)> {
+    let id = |e: &Value| match e {
+        Value::Array(parts) => parts
+            .first()
+            .and_then(as_bytes)
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    };
+    Some((id(entries.first()?)?, id(entries.last()?)?))
+}
+
+/// The `urn` field of an `XRANGE` entry.
+fn urn_of(entry: &Value) -> Option<String> {
+    let Value::Array(parts) = entry else {
+        return None;
+    };
+    let fields = match parts.get(1)? {
+        Value::Array(f) => f.as_slice(),
+        _ => return None,
+    };
+    fields.chunks(2).find_map(|pair| match pair {
+        [name, value] if as_bytes(name) == Some(protocol::field::URN.as_bytes()) => {
+            as_bytes(value).map(|b| String::from_utf8_lossy(b).into_owned())
+        }
+        _ => None,
+    })
+}

@@ -1,0 +1,555 @@
+//! Lease keeping: the system's lease and its URN keys, taken, renewed, re-checked after a
+//! pause, taken over from a dead predecessor; and the stream's upkeep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fred::prelude::*;
+
+use super::lease_state::{lease_holder, process_exists, this_host};
+use super::publish;
+use super::stream::FUTURE_ID_TOLERANCE_MS;
+use super::write;
+use crate::conn::{self, as_bytes, keyed, owned, s};
+use crate::error::ServeError;
+use crate::protocol::CONSUMER_GROUP;
+use crate::proxy::scale::activation;
+use crate::proxy::shared::Shared;
+
+/// Whether the lease at `key` (a system's, or a group member's) no longer holds: it is
+/// absent (lapsed, or released), or it names a process on this host that no longer
+/// exists (then it is freed). `false` when Redis does not answer.
+pub(in crate::proxy) async fn lease_gone(shared: &Shared, key: String) -> bool {
+    let Ok(holder) = conn::call(&shared.cmd, keyed("GET"), vec![owned(key.clone())]).await else {
+        return false;
+    };
+    let Some(holder) = as_bytes(&holder).map(|b| String::from_utf8_lossy(b).into_owned()) else {
+        return true;
+    };
+    let Some((host, pid)) = lease_holder(&holder) else {
+        return false;
+    };
+    if host != this_host() || pid == std::process::id() || process_exists(pid) {
+        return false;
+    }
+    let released = shared
+        .scripts
+        .release
+        .eval_many(&shared.cmd, vec![(key.clone(), vec![owned(holder)])])
+        .await;
+    if matches!(released.first(), Some(Ok(Value::Integer(1)))) {
+        tracing::info!(system = %shared.system_id, %key, pid, "freed the lease of a dead process on this host");
+    }
+    true
+}
+
+/// Takes the system's instance lease, waiting up to one lease time for a crashed
+/// predecessor's lease to lapse.
+pub(in crate::proxy) async fn acquire_lease(shared: &Shared) -> Result<(), ServeError> {
+    let deadline = tokio::time::Instant::now() + shared.config.lease_ttl + Duration::from_secs(1);
+    loop {
+        let set = conn::call(
+            &shared.cmd,
+            keyed("SET"),
+            vec![
+                owned(shared.lease.key.clone()),
+                owned(shared.lease.token.clone()),
+                s("NX"),
+                s("PX"),
+                Value::Integer(shared.config.lease_ttl.as_millis() as i64),
+            ],
+        )
+        .await
+        .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
+        if !set.is_null() {
+            return shared
+                .config
+                .durability
+                .replicated(&shared.cmd, &shared.lease.key)
+                .await
+                .map_err(ServeError::Unavailable);
+        }
+        // Absent by now, or held by a dead process on this host (then freed): try again.
+        if lease_gone(shared, shared.lease.key.clone()).await {
+            continue;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ServeError::SystemInUse {
+                system_id: shared.system_id.clone(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Looks at all the system's actors: claims the URNs of new exposed actors, releases
+/// those of stopped ones. O(actors): at start, when the URN journal ran past this proxy,
+/// and now and then as a safety net; otherwise [`catch_up`] follows the
+/// changes.
+pub(in crate::proxy) async fn scan(shared: &Shared) {
+    let mut position = shared.scan_lock.lock().await;
+    // Read before the list: changes after it are read again by the next catch-up.
+    *position = *shared.system.urn_changes().borrow();
+    let (served_by_groups, activating) = {
+        let reg = shared.registry();
+        (reg.shared.clone(), reg.activating.clone())
+    };
+    let actors = shared.system.named_actors();
+    // The live URNs, borrowed from the actors' refs: at 100,000 actors, a scan every
+    // 30 s copies no URN it already knows (only those added or removed).
+    let mut live: HashMap<&str, &conclib_core::DynActorRef> = HashMap::with_capacity(actors.len());
+    for actor in &actors {
+        let Some(urn) = actor.urn() else { continue };
+        if !actor.is_alive() || served_by_groups.contains(urn.as_str()) {
+            continue;
+        }
+        live.insert(urn.as_str(), actor);
+    }
+    let (added, removed) = {
+        let mut reg = shared.registry();
+        // Claimed for an activation whose actor is not spawned yet: kept.
+        let removed: Vec<String> = reg
+            .local
+            .keys()
+            .filter(|u| !live.contains_key(u.as_str()) && !activating.contains(*u))
+            .cloned()
+            .collect();
+        for u in &removed {
+            reg.local.remove(u);
+            reg.conflicts.remove(u);
+        }
+        let mut added = Vec::new();
+        for (urn, actor) in &live {
+            if !reg.local.contains_key(*urn) {
+                let exposes = !actor.remote_messages().is_empty();
+                reg.local.insert((*urn).to_owned(), exposes);
+                if exposes {
+                    added.push((*urn).to_owned());
+                }
+            }
+        }
+        for urn in activating {
+            if !reg.local.contains_key(&urn) {
+                reg.local.insert(urn.clone(), true);
+                added.push(urn);
+            }
+        }
+        let removed: Vec<String> = removed
+            .into_iter()
+            .filter(|u| reg.owned.remove(u))
+            .collect();
+        (added, removed)
+    };
+    drop(live);
+    drop(actors);
+    release_urns(shared, removed).await;
+    let _ = claim_urns(shared, added).await;
+}
+
+/// Follows the URNs taken and freed since the last look (the system's URN journal), at
+/// the cost of the changes, whatever the number of actors; a full [`scan`]
+/// when the journal no longer reaches back that far.
+pub(in crate::proxy) async fn catch_up(shared: &Shared) {
+    let mut position = shared.scan_lock.lock().await;
+    let changes = match shared.system.urn_changes_since(*position) {
+        conclib_core::UrnChanges::Since { changes, next } => {
+            *position = next;
+            changes
+        }
+        conclib_core::UrnChanges::Lost { .. } => {
+            drop(position);
+            return scan(shared).await;
+        }
+    };
+    if changes.is_empty() {
+        return;
+    }
+    // Each URN changed once or more: its actor as it is now decides.
+    let last: std::collections::HashSet<String> = changes
+        .into_iter()
+        .map(|(urn, _)| urn.as_str().to_owned())
+        .collect();
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    {
+        let mut reg = shared.registry();
+        for urn in last {
+            if reg.shared.contains(&urn) || reg.activating.contains(&urn) {
+                continue;
+            }
+            match shared.system.lookup(&urn) {
+                Ok(actor) if actor.is_alive() => {
+                    if !reg.local.contains_key(&urn) {
+                        let exposes = !actor.remote_messages().is_empty();
+                        reg.local.insert(urn.clone(), exposes);
+                        if exposes {
+                            added.push(urn);
+                        }
+                    }
+                }
+                _ => {
+                    if reg.local.remove(&urn).is_some() {
+                        reg.conflicts.remove(&urn);
+                        if reg.owned.remove(&urn) {
+                            removed.push(urn);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    release_urns(shared, removed).await;
+    let _ = claim_urns(shared, added).await;
+}
+
+/// Releases URN keys this instance holds (compare-and-delete): of stopped actors, of a
+/// passivated or refused activation, of a URN handed to its group.
+pub(in crate::proxy) async fn release_urns(shared: &Shared, urns: Vec<String>) {
+    if urns.is_empty() {
+        return;
+    }
+    let calls = urns
+        .iter()
+        .map(|u| (shared.claim_key(u), vec![owned(shared.claim_value.clone())]))
+        .collect();
+    shared.scripts.release.eval_many(&shared.cmd, calls).await;
+    tracing::debug!(count = urns.len(), "released URN keys");
+}
+
+/// Claims (or renews) these URNs and records which we own and which another system does.
+/// `false` if Redis did not answer for some of them.
+pub(in crate::proxy) async fn claim_urns(shared: &Shared, urns: Vec<String>) -> bool {
+    let keys: Vec<Value> = urns.iter().map(|u| owned(shared.claim_key(u))).collect();
+    claim_keys(shared, &urns, &keys, None).await
+}
+
+/// [`claim_urns`] with the URNs' claim keys made already (`keys[i]`
+/// is the key of `urns[i]`), or `renewal`'s (the owned URNs: `urns` and `keys` are its
+/// own).
+async fn claim_keys(
+    shared: &Shared,
+    urns: &[String],
+    keys: &[Value],
+    renewal: Option<&Arc<super::owned::Renewal>>,
+) -> bool {
+    if urns.is_empty() {
+        return true;
+    }
+    let ttl = Value::Integer(shared.config.urn_ttl.as_millis() as i64);
+    let results: Vec<Result<Value, fred::error::Error>> = if shared.cmd.is_clustered() {
+        // One key per command: each goes to its slot's node.
+        let calls = keys
+            .iter()
+            .map(|k| {
+                (
+                    k.as_string().unwrap_or_default(),
+                    vec![owned(shared.claim_value.clone()), ttl.clone()],
+                )
+            })
+            .collect();
+        shared.scripts.claim.eval_many(&shared.cmd, calls).await
+    } else {
+        // Hundreds of keys per command: renewing 100,000 URNs is 200 commands.
+        match shared
+            .scripts
+            .claim_many
+            .eval_keys(&shared.cmd, keys, &[owned(shared.claim_value.clone()), ttl])
+            .await
+        {
+            Ok(values) => values.into_iter().map(Ok).collect(),
+            Err(e) => urns.iter().map(|_| Err(e.clone())).collect(),
+        }
+    };
+    let mut answered = true;
+    let mut taken_away = Vec::new();
+    let mut reg = shared.registry();
+    // A renewal of the owned URNs, the set unchanged since (the usual case): a URN
+    // claimed again, without a conflict, changes nothing; no need to look it up.
+    let unchanged = renewal.is_some_and(|r| reg.owned.is_current(r));
+    for (urn, result) in urns.iter().zip(results) {
+        if unchanged && reg.conflicts.is_empty() && matches!(result, Ok(Value::Integer(1))) {
+            continue;
+        }
+        if !reg.local.contains_key(urn) {
+            continue; // stopped meanwhile; the next scan releases it
+        }
+        match result {
+            Ok(Value::Integer(1)) => {
+                // Most often a renewal of a URN owned already, without a conflict: no
+                // copy of the URN, no change to the set (its renewal stays prepared).
+                if !reg.conflicts.is_empty() && reg.conflicts.remove(urn).is_some() {
+                    tracing::info!(%urn, "took over a URN whose previous owner's lease lapsed");
+                }
+                if !reg.owned.contains(urn) {
+                    reg.owned.insert(urn.clone());
+                }
+            }
+            Ok(other) => {
+                let owner = as_bytes(&other)
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_else(|| format!("{other:?}"));
+                let was_owned = reg.owned.remove(urn);
+                if was_owned {
+                    taken_away.push(urn.clone());
+                }
+                let known = reg.conflicts.insert(urn.clone(), owner.clone());
+                if known.as_deref() == Some(owner.as_str()) {
+                    // Known already: said once.
+                } else if owner == crate::protocol::FOREIGN_KEY {
+                    tracing::error!(
+                        %urn,
+                        system = %shared.system_id,
+                        "URN key holds something other than a string (written by something other than a proxy); this proxy refuses the URN until the key is deleted"
+                    );
+                } else {
+                    // WARN: most often a race that settles itself (a system taking over
+                    // a URN whose lease lapsed, a hand-over between deployments); one
+                    // that lasts is listed by `ProxyHandle::conflicts`.
+                    tracing::warn!(
+                        %urn,
+                        %owner,
+                        system = %shared.system_id,
+                        was_owned,
+                        "URN is served by another system; this proxy refuses it until that one releases it (if both are meant to serve it, rename one of the actors or serve it as a group)"
+                    );
+                }
+            }
+            Err(e) => {
+                answered = false;
+                tracing::warn!(%urn, error = %e, "could not claim URN; will retry");
+            }
+        }
+    }
+    drop(reg);
+    // An activation whose URN another system took (this process was paused past its
+    // lease) must not run beside the new one.
+    for urn in taken_away {
+        shared.activations.taken_away(&urn);
+    }
+    answered
+}
+
+/// Renews the leases now unless another task just did (a request met stale leases:
+/// this process was paused, or Redis was unreachable).
+pub(in crate::proxy) async fn recheck_lease(shared: &Shared) {
+    let _one_at_a_time = shared.lease.recheck.lock().await;
+    if !shared.lease.fresh() {
+        // Boxed: the renewal's commands would otherwise sit in every request's future.
+        Box::pin(renew(shared)).await;
+    }
+}
+
+/// Renews the instance lease, the URN ownerships and the queue's TTL, and trims the queue.
+pub(in crate::proxy) async fn renew(shared: &Shared) {
+    let since = std::time::Instant::now();
+    // A lease that lapsed (a pause, Redis out of reach) may have let another system take
+    // the URNs over (the takeover gives their keys away once the lease lapsed, whatever
+    // their own TTL): they are claimed again, and checked, before they count as held.
+    if shared.lease.lapsed_by(since) {
+        shared.lease.renew_all_urns();
+    }
+    let ttl = Value::Integer(shared.config.lease_ttl.as_millis() as i64);
+    let lease = shared
+        .scripts
+        .claim
+        .eval_many(
+            &shared.cmd,
+            vec![(
+                shared.lease.key.clone(),
+                vec![owned(shared.lease.token.clone()), ttl],
+            )],
+        )
+        .await;
+    match lease.into_iter().next() {
+        Some(Ok(Value::Integer(1))) => {}
+        Some(Ok(other)) => {
+            tracing::error!(system = %shared.system_id, holder = ?other, "another proxy instance took this system's lease; this one stops reading");
+            shared.lease.replaced.store(true, Ordering::Release);
+            shared.serving.store(false, Ordering::Release);
+            shared.lease.fence().close();
+            let _ = shared.stop.send_replace(true);
+            return;
+        }
+        _ => return, // Redis unreachable: try again next time
+    }
+    let _guard = shared.scan_lock.lock().await;
+    // The URN keys, every third of their own TTL (longer than the lease: their number
+    // is what costs), as prepared at an earlier renewal unless the set changed; and
+    // those another system held, at every renewal.
+    let conflicts: Vec<String> = shared.registry().conflicts.keys().cloned().collect();
+    let mut answered = claim_urns(shared, conflicts).await;
+    // Held only once a promotion would keep them (see `Durability`): one look at the
+    // replicas covers the lease and the URN keys claimed before it.
+    let mut replicated = None;
+    if shared.lease.urns_due(since) {
+        let renewal = shared.registry().owned.renewal(|u| shared.claim_key(u));
+        let renewed = claim_keys(shared, &renewal.urns, &renewal.keys, Some(&renewal)).await;
+        drop(renewal);
+        answered &= renewed;
+        if answered {
+            let held = claims_replicated(shared).await;
+            replicated = Some(held);
+            if held {
+                shared.lease.mark_urns_fresh(since);
+            }
+        }
+    }
+    let replicated = match replicated {
+        Some(held) => held,
+        None => answered && claims_replicated(shared).await,
+    };
+    if answered && replicated {
+        shared.lease.mark_lease_fresh(since);
+    }
+    shared
+        .stream
+        .renew(&shared.cmd, shared.config.queue_ttl)
+        .await;
+    write::trim_exact(shared).await;
+    shared.clock.sync(&shared.cmd).await;
+    if matches!(shared.role, crate::proxy::shared::Role::System) {
+        reset_poisoned(shared).await;
+    }
+}
+
+/// Whether the lease and the URN claims written so far reached the replicas the durability
+/// level asks for (at once at `Durability::Primary`).
+async fn claims_replicated(shared: &Shared) -> bool {
+    let durability = shared.config.durability;
+    if matches!(durability, crate::Durability::Primary) {
+        return true;
+    }
+    let owned: Vec<String> = if shared.cmd.is_clustered() {
+        shared
+            .registry()
+            .owned
+            .iter()
+            .map(|u| shared.claim_key(u))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut keys = vec![shared.lease.key.as_str()];
+    keys.extend(owned.iter().map(String::as_str));
+    match durability.replicated_keys(&shared.cmd, &keys).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(system = %shared.system_id, error = %e, "lease renewal not replicated: the lease is not counted as renewed");
+            false
+        }
+    }
+}
+
+/// Replaces a request stream whose ids run ahead of the clock (a client added an entry
+/// with an id in the future) by an empty one, once all its entries were handled.
+pub(in crate::proxy) async fn reset_poisoned(shared: &Shared) {
+    if !shared.stream.poisoned.load(Ordering::Acquire) {
+        return;
+    }
+    let args = vec![
+        s(CONSUMER_GROUP),
+        Value::Integer(FUTURE_ID_TOLERANCE_MS),
+        Value::Integer(shared.config.queue_ttl.as_millis() as i64),
+    ];
+    let reset = shared
+        .scripts
+        .reset
+        .eval_many(
+            &shared.cmd,
+            vec![(shared.stream.requests_key.clone(), args)],
+        )
+        .await;
+    match reset.first() {
+        Some(Ok(Value::Integer(1))) => {
+            shared.stream.unacked().reset();
+            shared.stream.poisoned.store(false, Ordering::Release);
+            tracing::warn!(system = %shared.system_id, "reset the request stream: a client had added ids far in the future");
+        }
+        Some(Ok(Value::Integer(0))) => shared.stream.poisoned.store(false, Ordering::Release),
+        Some(Ok(_)) => {} // entries still to handle: next renewal
+        Some(Err(e)) => tracing::debug!(error = %e, "could not reset the request stream"),
+        None => {}
+    }
+}
+
+/// How often a proxy looks at every actor, besides following the URN journal.
+const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(30);
+
+pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
+    let mut scan = tokio::time::interval(shared.config.scan_interval);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut renew =
+        tokio::time::interval((shared.config.lease_ttl / 3).max(Duration::from_millis(10)));
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The safety net behind following the URN journal: a look at every actor.
+    let mut full_scan = tokio::time::interval(FULL_SCAN_INTERVAL);
+    full_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    full_scan.tick().await;
+    // Both were just done by start_proxy.
+    scan.tick().await;
+    renew.tick().await;
+    let mut reconnects = shared.cmd.reconnect_rx();
+    let mut events = true;
+    // A URN taken or freed is published at once; the periodic scan is the safety net.
+    let mut urn_changes = shared.system.urn_changes();
+    urn_changes.mark_unchanged();
+    let mut publish = tokio::time::interval(
+        shared
+            .config
+            .snapshot_interval
+            // Never ticked without an interval (the branch below is off).
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(10)),
+    );
+    publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle = tokio::time::interval(Duration::from_millis(250));
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A failed publish is a warning the first time (the system vanishes from every view),
+    // then quiet until one succeeds again.
+    let mut publish_failing = false;
+    let mut unwatched_ticks = crate::snapshots::UNWATCHED_EVERY;
+    loop {
+        tokio::select! {
+            _ = publish.tick(), if shared.config.snapshot_interval.is_some() => {
+                // Unwatched, every UNWATCHED_EVERY intervals and without the brief list.
+                let watched = publish::watched(&shared).await;
+                unwatched_ticks += 1;
+                if !watched && unwatched_ticks < crate::snapshots::UNWATCHED_EVERY {
+                    continue;
+                }
+                unwatched_ticks = 0;
+                match publish::publish_snapshot(&shared, watched).await {
+                    Err(e) if !publish_failing => {
+                        publish_failing = true;
+                        tracing::warn!(system = %shared.system_id, error = %e, "could not publish the system's snapshot: live views do not show it");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not publish the system's snapshot"),
+                    Ok(()) => publish_failing = false,
+                }
+            }
+            Ok(()) = urn_changes.changed() => catch_up(&shared).await,
+            _ = full_scan.tick() => self::scan(&shared).await,
+            _ = idle.tick() => activation::passivate_idle(&shared).await,
+            _ = scan.tick() => catch_up(&shared).await,
+            _ = renew.tick() => self::renew(&shared).await,
+            event = reconnects.recv(), if events => match event {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Redis may have restarted empty: recreate the group, claim everything again.
+                    tracing::info!(system = %shared.system_id, "reconnected to Redis; renewing registrations");
+                    crate::metrics::reconnected(&shared.system_id);
+                    if let Err(e) = shared.stream.ensure_group(&shared.cmd).await {
+                        tracing::warn!(error = %e, "could not recreate the consumer group");
+                    }
+                    // The Redis now answering may be a promoted replica that lacks the
+                    // last renewals (docs: Redis topologies and durability): nothing more is
+                    // handed to an actor until the lease and every URN are claimed again.
+                    shared.lease.lapse();
+                    self::renew(&shared).await;
+                }
+                Err(_) => events = false,
+            },
+        }
+    }
+}
