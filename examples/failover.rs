@@ -327,7 +327,9 @@ impl Member {
         let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
         let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??;
         if ready.as_deref() != Some("READY") {
-            return Err(format!("member {name} did not start: {ready:?}").into());
+            // Its own error went to stderr; its exit status says how it ended.
+            let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            return Err(format!("member {name} did not start: {ready:?}, exit {status:?}").into());
         }
         let tally = tally.clone();
         tokio::spawn(async move {
