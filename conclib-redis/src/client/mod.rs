@@ -199,7 +199,7 @@ impl ProxyClient {
     /// # }
     /// ```
     #[must_use]
-    pub fn persistence(&self) -> crate::Persistence {
+    pub fn persistence(&self) -> crate::persistence::Persistence {
         self.shared.persistence.get().copied().unwrap_or_default()
     }
 
@@ -225,9 +225,9 @@ impl ProxyClient {
     /// As [`Topics::publish`](crate::Topics::publish).
     pub async fn publish<E: Serialize + ?Sized>(
         &self,
-        topic: &crate::Topic,
+        topic: &crate::topics::Topic,
         event: &E,
-    ) -> Result<(), crate::TopicError> {
+    ) -> Result<(), crate::topics::TopicError> {
         self.topics().publish(topic, event).await
     }
 
@@ -244,7 +244,7 @@ impl ProxyClient {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn subscribe<E>(&self, topic: &crate::Topic) -> crate::SubscribeRequest<E> {
+    pub fn subscribe<E>(&self, topic: &crate::topics::Topic) -> crate::topics::SubscribeRequest<E> {
         self.topics().subscribe(topic)
     }
 

@@ -205,7 +205,8 @@ mod tests {
 
     use fred::prelude::*;
 
-    use crate::{ProxyClient, ProxyConfig};
+    use crate::client::ProxyClient;
+    use crate::config::ProxyConfig;
 
     /// `GET`s Redis ran so far (`INFO commandstats`).
     async fn gets(redis: &Client) -> u64 {
@@ -224,7 +225,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_look_ups_of_one_urn_are_merged() {
         let base = ProxyConfig::default().with_namespace("route-merge");
-        let daemon = crate::start_redis(&base).await.unwrap();
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
         let config = daemon.config(&base);
         let client = ProxyClient::connect(&config).await.unwrap();
         let shared = &client.shared;

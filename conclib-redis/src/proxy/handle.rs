@@ -9,6 +9,7 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
+use super::readiness::ShutdownPhase;
 use super::scale::activation;
 use super::scale::activation::Activator;
 use super::scale::activations::Activation;
@@ -179,6 +180,17 @@ impl ProxyHandle {
         self.shared.serving.load(Ordering::Acquire)
     }
 
+    /// A probe of this proxy's [`Readiness`](super::Readiness) for an orchestrator
+    /// (Kubernetes' readiness probe, a load balancer's health check): ready once
+    /// `start_proxy` returned and while its lease is surely held; not ready from the moment
+    /// [`shutdown`](Self::shutdown) begins. `conclib_view::health` serves it over HTTP.
+    #[must_use]
+    pub fn readiness(&self) -> super::readiness::ReadinessProbe {
+        super::readiness::ReadinessProbe {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// How the Redis this proxy serves through persists what it holds, as read when the
     /// proxy started (also in its snapshot: [`PublishedSystem::persistence`](crate::PublishedSystem::persistence)):
     /// whether a restart of Redis can lose tells it accepted.
@@ -191,7 +203,7 @@ impl ProxyHandle {
     /// # }
     /// ```
     #[must_use]
-    pub fn persistence(&self) -> crate::Persistence {
+    pub fn persistence(&self) -> crate::persistence::Persistence {
         self.shared.persistence()
     }
 
@@ -334,7 +346,7 @@ impl ProxyHandle {
     pub async fn pattern_members(
         &self,
         pattern: &str,
-    ) -> Result<Vec<crate::MemberInfo>, ServeError> {
+    ) -> Result<Vec<crate::proxy::scale::placement_rule::MemberInfo>, ServeError> {
         let prefix = match pattern.strip_suffix("{id}") {
             Some(_) => super::scale::activation::parse_pattern(pattern)?,
             None => super::scale::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
@@ -359,6 +371,7 @@ impl ProxyHandle {
     /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let shared = self.shared.clone();
+        ShutdownPhase::Draining.enter(&shared);
         let mut result = group::leave_all(&shared).await;
         activation::passivate_all(&shared).await;
         shared.serving.store(false, Ordering::Release);
@@ -425,6 +438,8 @@ impl ProxyHandle {
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
+        // The end of `shutdown` too (it consumes the handle).
+        ShutdownPhase::Stopped.enter(&self.shared);
         for task in [
             self.reader.take(),
             self.writer.take(),

@@ -46,7 +46,7 @@ pub use store::{Reminder, ReminderError, ReminderInfo, Reminders};
 pub use tick::ReminderTick;
 
 #[cfg(doc)]
-use crate::ProxyClient;
+use crate::client::ProxyClient;
 
 /// The Lua scripts, for the conformance test of other clients (not for users).
 #[doc(hidden)]

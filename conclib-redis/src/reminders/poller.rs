@@ -13,10 +13,11 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use super::acker::{Handled, MAX_ACK_BATCH, ack_shard};
 use super::keys::{SHARDS, ShardKeys, shard_of};
 use super::report::{LAG_BUCKETS, LagBuckets, PollerReport, quantile};
-use super::store::{ReminderError, int, scripts, text};
+use super::store::{ReminderError, scripts};
 use super::tick::ReminderTick;
-use crate::ProxyClient;
+use crate::client::ProxyClient;
 use crate::conn::{as_bytes, owned};
+use crate::conn::{int, text};
 
 /// How a [`ReminderPoller`] claims and delivers.
 #[derive(Debug, Clone)]

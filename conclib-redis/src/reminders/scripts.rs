@@ -240,7 +240,7 @@ impl Scripts {
 #[cfg(test)]
 mod tests {
     use super::{ACK, CLAIM, REGISTER, Script};
-    use crate::ProxyConfig;
+    use crate::config::ProxyConfig;
     use crate::conn::owned;
     use fred::prelude::*;
 
@@ -266,7 +266,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_late_acknowledgement_of_an_earlier_registration_acknowledges_nothing() {
         let base = ProxyConfig::default().with_namespace("rem-gen");
-        let daemon = crate::start_redis(&base).await.unwrap();
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
         let config = daemon.config(&base);
         let client = config
             .builder::<std::convert::Infallible>(std::time::Duration::from_secs(5))

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::keys::{ShardKeys, check_name, member};
 use super::scripts::Scripts;
-use crate::ProxyClient;
-use crate::conn::{as_bytes, bytes, owned};
+use crate::client::ProxyClient;
+use crate::conn::{as_bytes, bytes, int, owned, text};
 
 /// The scripts, SHA computed once per process.
 pub(crate) fn scripts() -> &'static Scripts {
@@ -251,23 +251,6 @@ impl fmt::Debug for Reminders {
 
 fn unavailable(e: impl fmt::Display) -> ReminderError {
     ReminderError::Unavailable(e.to_string())
-}
-
-pub(crate) fn int(v: &Value) -> Option<u64> {
-    match v {
-        Value::Integer(i) => u64::try_from(*i).ok(),
-        other => as_bytes(other)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|f| *f >= 0.0)
-            .map(|f| f as u64),
-    }
-}
-
-pub(crate) fn text(v: &Value) -> String {
-    as_bytes(v)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default()
 }
 
 impl Reminders {
