@@ -9,6 +9,7 @@ use fred::prelude::*;
 use fred::types::Builder;
 use fred::types::config::{TcpConfig, UnresponsiveConfig};
 
+use crate::durability::Durability;
 use crate::error::{ConfigError, ProxyError};
 use conclib_codec::{Bincode, Codec};
 
@@ -197,6 +198,12 @@ pub struct ProxyConfig {
     /// connects. Needs the crate feature `tls` and a TLS URL; anything else is a
     /// configuration error. Env `CONCLIB_REDIS_TLS_CA`; default `None` (the system's roots).
     pub tls_ca_file: Option<PathBuf>,
+    /// What a write that must survive the promotion of a Redis replica (leases and URN
+    /// claims, [`StateStore`](crate::StateStore) writes, tells a client reports accepted)
+    /// must reach before it counts as done: see [`Durability`] and the crate docs, "Redis
+    /// topologies and durability". Checked against the primary's replicas at start-up (a
+    /// warning names the topology and the level). Default [`Durability::Primary`].
+    pub durability: Durability,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -208,6 +215,7 @@ impl fmt::Debug for ProxyConfig {
             .field("ask_timeout", &self.ask_timeout)
             .field("codec", &self.codec.name())
             .field("max_payload", &self.max_payload)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }
@@ -273,6 +281,7 @@ impl ProxyConfig {
             server_port: None,
             startup_timeout: Duration::from_secs(10),
             tls_ca_file: None,
+            durability: Durability::Primary,
         }
     }
 

@@ -134,6 +134,12 @@ impl ProxyClient {
         };
         let _ = shared.persistence.set(persistence);
         persistence.warn_once();
+        if let Ok(link) = shared.connection() {
+            config
+                .durability
+                .check_topology(link, &config.url, "client")
+                .await;
+        }
         if let Some(run_id) = &run_id
             && !clustered
         {

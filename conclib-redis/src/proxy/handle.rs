@@ -95,6 +95,10 @@ pub async fn start_proxy(
         let persistence =
             crate::Persistence::read(&shared.cmd, shared.config.command_timeout).await;
         let _ = shared.persistence.set(persistence);
+        let durability = shared.config.durability;
+        durability
+            .check_topology(&shared.cmd, &shared.config.url, &shared.system_id)
+            .await;
         lease::acquire_lease(&shared).await?;
         shared.clock.sync(&shared.cmd).await;
         shared

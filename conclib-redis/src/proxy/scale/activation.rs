@@ -71,6 +71,13 @@ pub(in crate::proxy) async fn activate(
         .await;
     match claimed.into_iter().next() {
         Some(Ok(Value::Integer(1))) => {
+            // A claim a promotion could undo would let another member activate it too.
+            let key = shared.keys.urn(urn);
+            if let Err(e) = shared.config.durability.replicated(&shared.cmd, &key).await {
+                forget(shared);
+                lease::release_urns(shared, vec![urn.to_owned()]).await;
+                return Activated::Unavailable(e);
+            }
             let mut reg = shared.registry();
             reg.conflicts.remove(urn);
             reg.owned.insert(urn.to_owned());
@@ -103,6 +110,7 @@ pub(in crate::proxy) async fn activate(
             token.clone(),
             standing.clone(),
             shared.config.codec.clone(),
+            shared.config.durability,
         ),
     };
     // The directory counts it from now (written while the actor is made: a member that
