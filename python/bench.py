@@ -1,9 +1,8 @@
-"""The Python client against the Rust client through one proxy, and HTTP through the FastAPI
-example.
+"""The Python client against the Rust client through one proxy (the web tier, the FastAPI
+example under uvicorn: ``bench_http.py``).
 
     target/python-venv/bin/python python/bench.py [--secs 3] [--slice 0.25] [--warm-up 0.1] [--seq 2000]
         [--rounds 3] [--baseline DIR] [--rust-pool 1] [--profile FILE] [--verbose]
-        [--http-secs 5] [--http-load auto|wrk|python] [--no-http] [--no-asks]
 
 Asks: starts a private redis-server on a free port and one proxy (the release build of
 ``conclib-redis``'s ``proxy_bench`` example in its ``--serve`` role, built if missing:
@@ -36,31 +35,18 @@ records the Python client's 64-in-flight windows with cProfile (``python -m psta
 it slows that client, so its figures are then not comparable. ``--verbose`` prints each
 window's rate and CPU per ask.
 
-HTTP (unless ``--no-http``): the test server (``conclib-pyserver``, release build if there
-is one, else the debug build, built if missing) serves ``py:shapes``, and ``uvicorn
-python.examples.fastapi_app:app --workers 3`` serves the FastAPI example on a free port.
-``http_rps_actor`` is the rate of ``GET /double/21`` (each request asks ``py:shapes``),
-``http_rps_plain`` of ``GET /plain/21`` (answered from memory), each measured ``--rounds``
-times alternately for ``--http-secs`` with 64 kept-alive connections, median. The load
-comes from ``wrk`` (2 threads) when it is on ``PATH`` (it says so), else from 2 Python
-processes of 32 connections each (``--http-load python`` chooses them). Every answer of a check request is compared, and the
-load must see no error and no non-2xx answer.
-
-The last line is ``RESULT key=value ...``. Every process started is stopped (uvicorn's
-whole process group), also on failure.
+The last line is ``RESULT key=value ...``. Every process started is stopped, also on
+failure.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import multiprocessing
 import os
 import re
 import selectors
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -415,167 +401,6 @@ def bench_asks(url: str, redis_pid: int, args: argparse.Namespace, results: dict
             proxy.wait()
 
 
-# -- HTTP ----------------------------------------------------------------------------------------
-
-
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def wrk_rate(port: int, path: str, secs: float) -> float:
-    done = subprocess.run(
-        ["wrk", "-t2", "-c64", f"-d{max(1, round(secs))}s", f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, timeout=secs + 60,
-    )
-    out = done.stdout
-    if done.returncode != 0:
-        raise SystemExit(f"wrk failed: {out} {done.stderr}")
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: (.*)", out)
-    if bad or (errors and any(int(n) for n in re.findall(r"\d+", errors.group(1)))):
-        raise SystemExit(f"wrk saw failed requests on {path}:\n{out}")
-    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not found:
-        raise SystemExit(f"no rate in wrk's output:\n{out}")
-    return float(found.group(1))
-
-
-async def _load_connection(port: int, path: str, stop: float) -> int:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-    count = 0
-    try:
-        while time.monotonic() < stop:
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                raise SystemExit(f"GET {path}: {head[:100]!r}")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
-            await reader.readexactly(length)
-            count += 1
-    finally:
-        writer.close()
-    return count
-
-
-def _load_process(port: int, path: str, connections: int, stop: float, out: Any) -> None:
-    async def main() -> int:
-        counts = await asyncio.gather(*(_load_connection(port, path, stop) for _ in range(connections)))
-        return sum(counts)
-
-    out.put(asyncio.run(main()))
-
-
-def python_load_rate(port: int, path: str, secs: float) -> float:
-    """2 processes of 32 kept-alive connections each (when wrk is missing)."""
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    started = time.monotonic()
-    stop = started + secs + 0.5  # the processes start meanwhile
-    procs = [ctx.Process(target=_load_process, args=(port, path, 32, stop, out)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    try:
-        total = sum(out.get(timeout=secs + 60) for _ in procs)
-    finally:
-        for p in procs:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    return total / (time.monotonic() - started)
-
-
-def bench_http(url: str, args: argparse.Namespace, results: dict[str, str]) -> None:
-    binary, build = server_binary()
-    namespace = "pyhttp"
-    server = subprocess.Popen(
-        [str(binary), "--redis", url, "--namespace", namespace],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=dict(os.environ, RUST_LOG="warn"),
-    )
-    uvicorn = None
-    try:
-        wait_ready(server, 60)
-        port = free_port()
-        uvicorn = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "python.examples.fastapi_app:app", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", "3", "--log-level", "warning"],
-            cwd=ROOT, env=dict(os.environ, CONCLIB_URL=url, CONCLIB_NAMESPACE=namespace,
-                               PYTHONPATH=str(ROOT / "python" / "src")),
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if http_get(port, "/health", 1.0)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or uvicorn.poll() is not None:
-                raise SystemExit("uvicorn did not answer /health")
-            time.sleep(0.05)
-        # Check answers (and warm every worker's client up: each connects on its first ask).
-        for n in range(60):
-            for route in ("double", "plain"):
-                status, body = http_get(port, f"/{route}/{n}")
-                if status != 200 or json.loads(body) != {"n": n, "double": 2 * n}:
-                    raise SystemExit(f"GET /{route}/{n}: {status} {body!r}")
-        use_wrk = args.http_load == "wrk" or (args.http_load == "auto" and shutil.which("wrk") is not None)
-        tool = "wrk -t2 -c64" if use_wrk else "2 Python processes x 32 connections"
-        print(f"HTTP load: {tool}; test server: {build} build; uvicorn --workers 3", flush=True)
-        rate = (lambda path: wrk_rate(port, path, args.http_secs)) if use_wrk else (
-            lambda path: python_load_rate(port, path, args.http_secs))
-        rates: dict[str, list[float]] = {"actor": [], "plain": []}
-        for round_ in range(args.rounds):
-            order = ["actor", "plain"] if round_ % 2 == 0 else ["plain", "actor"]
-            for which in order:
-                rates[which].append(rate("/double/21" if which == "actor" else "/plain/21"))
-            print(f"round {round_ + 1}: actor {rates['actor'][-1]:.0f} req/s, plain {rates['plain'][-1]:.0f} req/s",
-                  flush=True)
-        actor, plain = statistics.median(rates["actor"]), statistics.median(rates["plain"])
-        results["http_rps_actor"] = f"{actor:.0f}"
-        results["http_rps_plain"] = f"{plain:.0f}"
-        results["http_actor_vs_plain"] = f"{actor / plain:.2f}"
-        results["http_load"] = "wrk" if use_wrk else "python"
-    finally:
-        if uvicorn is not None:
-            try:
-                os.killpg(uvicorn.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                uvicorn.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(uvicorn.pid, signal.SIGKILL)
-                uvicorn.wait()
-            # Its workers too: nothing of the group may be left.
-            for _ in range(100):
-                try:
-                    os.killpg(uvicorn.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                os.killpg(uvicorn.pid, signal.SIGKILL)
-        # SIGTERM: the server runs until a signal, whatever its standard input does.
-        server.terminate()
-        if server.stdin is not None:
-            server.stdin.close()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--secs", type=float, default=3.0, help="seconds of 64-in-flight asks per client per round")
@@ -589,11 +414,6 @@ def main() -> int:
                         help="the Rust client's request connections (1: as many as the Python client's)")
     parser.add_argument("--verbose", action="store_true", help="print every window's figures")
     parser.add_argument("--profile", help="cProfile the Python client's 64-in-flight windows into this file")
-    parser.add_argument("--http-secs", type=float, default=5.0)
-    parser.add_argument("--no-http", action="store_true")
-    parser.add_argument("--http-load", choices=["auto", "wrk", "python"], default="auto",
-                        help="the HTTP load generator (auto: wrk if on PATH)")
-    parser.add_argument("--no-asks", action="store_true")
     parser.add_argument("--drive", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--namespace", default="pybench", help=argparse.SUPPRESS)
@@ -614,16 +434,12 @@ def main() -> int:
     try:
         url = f"redis://127.0.0.1:{port}"
         wait_port(port, 10, "redis-server")
-        if not args.no_asks:
-            bench_asks(url, redis.pid, args, results)
-        if not args.no_http:
-            bench_http(url, args, results)
+        bench_asks(url, redis.pid, args, results)
     finally:
         redis.kill()
         redis.wait()
         shutil.rmtree(workdir, ignore_errors=True)
-    first = ["py_ask_p50_us", "rust_ask_p50_us", "py_asks_per_s_c64", "rust_asks_per_s_c64", "http_rps_actor",
-             "http_rps_plain"]
+    first = ["py_ask_p50_us", "rust_ask_p50_us", "py_asks_per_s_c64", "rust_asks_per_s_c64"]
     keys = [k for k in first if k in results] + [k for k in results if k not in first]
     print("RESULT " + " ".join(f"{k}={results[k]}" for k in keys))
     return 0

@@ -22,6 +22,10 @@ installed=$("$venv/bin/python" -c 'import conclib, os; print(os.path.realpath(co
 if [ ! -f "$stamp" ] || [ python/pyproject.toml -nt "$stamp" ] \
     || [ "$installed" != "$(realpath python/src/conclib/__init__.py)" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
+  # The distribution was named `conclib` before `conclib-actors`: a venv made then holds
+  # both (two editable installs of one import name), and src/ its metadata.
+  "$venv/bin/python" -m pip uninstall -q -y conclib 2>/dev/null || true
+  rm -rf python/src/conclib.egg-info
   "$venv/bin/python" -m pip install -q -e 'python[test]'
   touch "$stamp"
 fi

@@ -9,6 +9,7 @@ use fred::prelude::*;
 use fred::types::Builder;
 use fred::types::config::{TcpConfig, UnresponsiveConfig};
 
+use crate::durability::Durability;
 use crate::error::{ConfigError, ProxyError};
 use conclib_codec::{Bincode, Codec};
 
@@ -19,6 +20,12 @@ pub const DEFAULT_NAMESPACE: &str = "conclib";
 
 /// How often a proxy publishes its system's snapshot by default.
 pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The default [`ProxyConfig::shutdown_timeout`]: 5 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default [`ProxyConfig::departed_grace`]: 30 s.
+pub const DEFAULT_DEPARTED_GRACE: Duration = Duration::from_secs(30);
 
 /// Configuration shared by [`ProxyClient`](crate::ProxyClient), [`start_proxy`](crate::start_proxy)
 /// and [`start_redis`](crate::start_redis).
@@ -150,13 +157,32 @@ pub struct ProxyConfig {
     /// default, 0.5 s at most. Default 400 ms.
     pub reconnect_max_delay: Duration,
     /// Whether [`ProxyHandle::shutdown`](crate::ProxyHandle::shutdown) deletes the system's URN
-    /// ownerships at once (clients then get `UnknownUrn`), rather than letting them lapse after
-    /// [`urn_ttl`](Self::urn_ttl) so that a restarting proxy finds the requests queued
-    /// meanwhile. With it, the system's request stream is deleted too if nothing waits in it,
-    /// so that a client still holding the route (cached for
-    /// [`resolve_cache_ttl`](Self::resolve_cache_ttl)) gets `UnknownUrn` at once as well.
-    /// Default `false`.
+    /// ownerships at once, rather than letting them lapse after [`urn_ttl`](Self::urn_ttl) so
+    /// that a restarting proxy finds the requests queued meanwhile. With it, the system's
+    /// request stream is deleted too if nothing waits in it, so that a client still holding
+    /// the route (cached for [`resolve_cache_ttl`](Self::resolve_cache_ttl)) looks the URN up
+    /// again at once. Either way, clients answer `Unavailable`, not `UnknownUrn`, for the
+    /// URNs it served during [`departed_grace`](Self::departed_grace). Default `false`.
     pub release_on_shutdown: bool,
+    /// How long [`ProxyHandle::shutdown`](crate::ProxyHandle::shutdown) (and a
+    /// [`ReminderPoller`](crate::ReminderPoller)'s, a [`ProxyClient`](crate::ProxyClient)'s
+    /// and a topic subscription's `close`) may take, whatever Redis does: past it, what was
+    /// not handed over stays in Redis for the next holder, as after a crash (requests taken
+    /// are read again once the lease lapses, reminder claims are taken over), its tasks are
+    /// stopped and its connections dropped. A serving process whose Redis is unreachable
+    /// still stops on SIGTERM within it (`tests/shutdown_bound.rs`). Default 5 s.
+    pub shutdown_timeout: Duration,
+    /// How long after a graceful [`shutdown`](crate::ProxyHandle::shutdown) the URNs the
+    /// system served (its actors, activations, groups and patterns) count as "restarting"
+    /// rather than unknown: a client that finds no system serving such a URN looks again
+    /// until one registers it or the ask's deadline passes, then answers
+    /// [`AskError::Unavailable`](conclib_core::AskError::Unavailable) (retryable), never
+    /// `UnknownUrn` (a web app's 404). It is one key per URN (`{ns}:departed:urn:{urn}`,
+    /// `{ns}:departed:pattern:{prefix}`), written at shutdown with this TTL; a URN nobody
+    /// served still answers `UnknownUrn` at once. Zero: no markers, for a system retired
+    /// for good (with [`release_on_shutdown`](Self::release_on_shutdown), its URNs answer
+    /// `UnknownUrn` at once). Default 30 s.
+    pub departed_grace: Duration,
     /// The `redis-server` executable for [`start_redis`](crate::start_redis). Env
     /// `CONCLIB_REDIS_SERVER`; default: looked up on `PATH`, `/usr/bin`, `/usr/local/bin`.
     pub server_binary: Option<PathBuf>,
@@ -176,6 +202,12 @@ pub struct ProxyConfig {
     /// URN and per system, the activation cap and its eviction order, memory shedding (the
     /// crate docs, "Overload"). Default: every limit off.
     pub overload: crate::overload::Overload,
+    /// What a write that must survive the promotion of a Redis replica (leases and URN
+    /// claims, [`StateStore`](crate::StateStore) writes, tells a client reports accepted)
+    /// must reach before it counts as done: see [`Durability`] and the crate docs, "Redis
+    /// topologies and durability". Checked against the primary's replicas at start-up (a
+    /// warning names the topology and the level). Default [`Durability::Primary`].
+    pub durability: Durability,
 }
 
 impl fmt::Debug for ProxyConfig {
@@ -187,6 +219,7 @@ impl fmt::Debug for ProxyConfig {
             .field("ask_timeout", &self.ask_timeout)
             .field("codec", &self.codec.name())
             .field("max_payload", &self.max_payload)
+            .field("durability", &self.durability)
             .finish_non_exhaustive()
     }
 }
@@ -246,11 +279,14 @@ impl ProxyConfig {
             command_timeout: Duration::from_secs(10),
             reconnect_max_delay: Duration::from_millis(400),
             release_on_shutdown: false,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            departed_grace: DEFAULT_DEPARTED_GRACE,
             server_binary: None,
             server_port: None,
             startup_timeout: Duration::from_secs(10),
             tls_ca_file: None,
             overload: crate::overload::Overload::default(),
+            durability: Durability::Primary,
         }
     }
 
@@ -344,6 +380,20 @@ impl ProxyConfig {
     #[must_use]
     pub fn with_snapshot_interval(mut self, every: Option<Duration>) -> Self {
         self.snapshot_interval = every;
+        self
+    }
+
+    /// Sets [`shutdown_timeout`](Self::shutdown_timeout): how long a shutdown may take.
+    #[must_use]
+    pub fn with_shutdown_timeout(mut self, bound: Duration) -> Self {
+        self.shutdown_timeout = bound;
+        self
+    }
+
+    /// Sets [`departed_grace`](Self::departed_grace).
+    #[must_use]
+    pub fn with_departed_grace(mut self, grace: Duration) -> Self {
+        self.departed_grace = grace;
         self
     }
 

@@ -93,3 +93,89 @@ pub(crate) async fn init_within(
     }
     Err(failure)
 }
+
+/// A count Redis answered: an integer, or a number written as text (a float's text is cut
+/// to its whole part); `None` for a negative number or anything else.
+pub(crate) fn int(v: &Value) -> Option<u64> {
+    match v {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        other => as_bytes(other)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|f| *f >= 0.0)
+            .map(|f| f as u64),
+    }
+}
+
+/// A text Redis answered, invalid UTF-8 replaced; empty for a value that is not a string.
+pub(crate) fn text(v: &Value) -> String {
+    as_bytes(v)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}
+
+/// The `(id, fields)` of an XREADGROUP (or XAUTOCLAIM, wrapped as one stream) answer, in
+/// order. An entry deleted or trimmed away while pending comes with nil fields: it is kept,
+/// as `(id, Value::Null)`, so that its reader acknowledges it; a malformed entry (no id, not
+/// a pair) is skipped.
+pub(crate) fn stream_entries(value: Value) -> Vec<(bytes::Bytes, Value)> {
+    let mut out = Vec::new();
+    let Value::Array(streams) = value else {
+        return out;
+    };
+    for stream in streams {
+        let Value::Array(mut parts) = stream else {
+            continue;
+        };
+        if parts.len() != 2 {
+            continue;
+        }
+        let Some(Value::Array(entries)) = parts.pop() else {
+            continue;
+        };
+        for entry in entries {
+            let Value::Array(mut pair) = entry else {
+                continue;
+            };
+            if pair.len() != 2 {
+                continue;
+            }
+            let fields = pair.pop().unwrap_or(Value::Null);
+            let Some(id) = pair.pop().and_then(Value::into_bytes) else {
+                continue;
+            };
+            out.push((id, fields));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_entries_keep_a_deleted_entry_with_nil_fields_and_skip_malformed_ones() {
+        let entry = |id: &str, fields: Value| Value::Array(vec![s_value(id), fields]);
+        let fields = Value::Array(vec![s_value("f"), s_value("v")]);
+        let answer = Value::Array(vec![Value::Array(vec![
+            s_value("stream"),
+            Value::Array(vec![
+                entry("1-0", fields.clone()),
+                entry("2-0", Value::Null),
+                Value::Array(vec![s_value("3-0")]),
+                entry("4-0", fields.clone()),
+            ]),
+        ])]);
+        let got = stream_entries(answer);
+        let ids: Vec<&[u8]> = got.iter().map(|(id, _)| id.as_ref()).collect();
+        assert_eq!(ids, [&b"1-0"[..], b"2-0", b"4-0"]);
+        assert_eq!(got[0].1, fields);
+        assert_eq!(got[1].1, Value::Null);
+        assert!(stream_entries(Value::Null).is_empty());
+    }
+
+    fn s_value(text: &str) -> Value {
+        Value::from(text)
+    }
+}

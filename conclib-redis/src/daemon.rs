@@ -91,8 +91,12 @@ fn terminate(mut child: Child) -> Result<(), DaemonError> {
     if child.try_wait().map_err(io)?.is_some() {
         return Ok(());
     }
-    // SAFETY: plain system call on our own child's pid.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    // SAFETY: plain system calls on our own child's pid. SIGCONT: a stopped server (SIGSTOP)
+    // handles the SIGTERM at once instead of waiting for the SIGKILL.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+        libc::kill(child.id() as libc::pid_t, libc::SIGCONT);
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if child.try_wait().map_err(io)?.is_some() {

@@ -250,6 +250,17 @@ pub enum ServeError {
     /// The URN or pattern is unusable, or the actor to serve is not there.
     #[error("{0}")]
     Invalid(String),
+    /// [`ProxyHandle::shutdown`](crate::ProxyHandle::shutdown) did not finish within
+    /// [`ProxyConfig::shutdown_timeout`](crate::ProxyConfig::shutdown_timeout) (Redis
+    /// unreachable or too slow): it stopped its tasks and dropped its connections; what it
+    /// had not handed over stays in Redis for the next holder, as after a crash.
+    #[error(
+        "the shutdown did not finish within {bound:?}: what was not handed over stays in Redis for the next holder"
+    )]
+    ShutdownCut {
+        /// The bound it ran into.
+        bound: std::time::Duration,
+    },
 }
 
 impl From<ProxyError> for ServeError {

@@ -131,6 +131,35 @@
 //!   during it, fails `Unavailable`, not `Timeout`. An ask failed this way may still have
 //!   been handled (a proxy that held the request answers into the new Redis). A tell
 //!   returns once Redis holds it: a restart without persistence loses it.
+//! - **Shutdown is bounded whatever Redis does.** [`ProxyHandle::shutdown`] returns within
+//!   [`shutdown_timeout`](ProxyConfig::shutdown_timeout) (5 s by default), also while Redis
+//!   is unreachable, frozen or dead: past it, it stops its tasks, drops its connections and
+//!   answers [`ServeError::ShutdownCut`]; what it had not handed over stays in Redis for the
+//!   next holder, as after a crash (its lease lapses, requests it had taken are read again).
+//!   [`ReminderPoller::shutdown`], [`ProxyClient::shutdown`] and [`Subscription::close`]
+//!   keep the same bound. `tests/faults.rs` (`every_shutdown_returns_within_its_bound_while_redis_is_frozen`)
+//!   shuts each down with Redis SIGSTOPped (each returned within 1.1 s of a 1 s bound);
+//!   `python/testserver/tests/shutdown_bound.rs` sends SIGTERM to a serving process (proxy
+//!   with groups and activations, reminder poller, topics) whose Redis is SIGSTOPped or
+//!   SIGKILLed: it exits within its bound (2.0 s of 2 s), its private `redis-server`
+//!   ([`start_redis`]) reaped, none left a zombie.
+//! - **A restarting system is not an unknown URN.** A graceful shutdown first marks every
+//!   URN its system served (its actors and activations, its groups' URNs, its patterns) as
+//!   departed for [`departed_grace`](ProxyConfig::departed_grace) (30 s by default; keys
+//!   `{ns}:departed:urn:{urn}`, `{ns}:departed:pattern:{prefix}`). A client that then
+//!   finds no system serving such a URN looks again every 25 ms until a successor
+//!   registers it or the ask's deadline, and answers [`AskError::Unavailable`](conclib_core::AskError::Unavailable)
+//!   (retryable), never `UnknownUrn` (a web app's 404); an ask whose request waited in the
+//!   departed system's stream past its deadline answers `Unavailable` too (the successor may
+//!   still handle it). A URN nobody served answers `UnknownUrn` at once, as before; a URN
+//!   served by a system that stopped for good answers `Unavailable` until the grace ends.
+//!   The cost is one `GET` (two for a pattern's URN) on look-ups that found no owner, and
+//!   one on asks that timed out. `tests/faults.rs`
+//!   (`a_restarting_system_answers_unavailable_never_unknown_urn`): a system restarted
+//!   with [`release_on_shutdown`](ProxyConfig::release_on_shutdown) and a gap longer than
+//!   the asks' timeout, 64 callers asking without pause: only answers and `Unavailable`, no
+//!   call past its timeout by more than 250 ms; the Python client follows the same rule
+//!   (`python/tests/test_system_restart.py`, 64 asyncio callers).
 //!   A live actor is not reported unknown because a restarted Redis lost its keys: while
 //!   Redis is younger than one lease, a client that knew the URN looks it up again until it
 //!   reappears or the ask's deadline passes (then `Unavailable`). (A client that never resolved the URN before the
@@ -222,7 +251,19 @@
 //!   had written the activation's state is not handled again. Requests the gone system had taken from the
 //!   group's stream are claimed from it as a gone member's. Requests for its other actors
 //!   (not activations) stay in its stream for that system id to come back, as for any
-//!   system. Not in a Redis Cluster (the streams live in different slots, where no script
+//!   system. A request for a held URN that reaches a member through the pattern's group
+//!   stream instead (a client's route to the pattern cached, [`resolve_cache_ttl`](ProxyConfig::resolve_cache_ttl),
+//!   as in the first second after the URN was activated) frees the URN's key from the gone
+//!   holder (checked in one script: the key still names it and its system lease is gone)
+//!   and activates the URN at once, rather than waiting for the key to lapse
+//!   (`tests/scale_out/early_kill.rs`: a holder of 6-17 URNs SIGKILLed 2-7 ms after
+//!   activating them, asks with 10 s deadlines and the default route cache: on the same
+//!   host every ask answered 11-62 ms after the kill (the most at a load of 20 on 2
+//!   cores); on another host, as far as the survivors can tell (the holder in a UTS namespace of its own), killed 0-650 ms after
+//!   activating, once its 3 s lease lapsed: 2.3-3.1 s; before, all of them ended `Timeout`). So the failover bound depends on the
+//!   deployment: on one host, where a death is provable, well under a second; across
+//!   hosts, one system lease ([`lease_ttl`](ProxyConfig::lease_ttl), 4 s by default) plus
+//!   a look (an eighth of it). Not in a Redis Cluster (the streams live in different slots, where no script
 //!   reaches them all): there a held URN is activated again once its key lapses
 //!   ([`urn_ttl`](ProxyConfig::urn_ttl), 15 s), and asks queued for the gone holder fail at
 //!   their deadline.
@@ -370,6 +411,62 @@
 //! counted; a pattern's limit; a cap of 10 over 25 URNs evicts each once, saved once, its
 //! state intact when asked again, and a cap lowered at run time; memory shedding.
 //! `examples/overload_limits.rs` (the `conclib-examples` crate) measures them.
+//! # Redis topologies and durability
+//! Redis replicates asynchronously: when a primary dies (Sentinel, Cluster, a managed Redis
+//! built the same way), the replica promoted may lack the writes the primary acknowledged
+//! last. What conclib keeps across such a promotion depends on
+//! [`ProxyConfig::durability`] ([`Durability`]); the proofs are real topologies on loopback
+//! (`conclib_testkit::redis_ha`: a primary, 2 replicas and 3 sentinels; 3 primaries with a
+//! replica each), their replicas stalled (SIGSTOP) for 2-2.5 s before the primary is
+//! SIGKILLed, so that the promoted replica lacks seconds of writes, under 3 member
+//! processes activating `acct:{id}` counters saved through the [`StateStore`] and 64 callers
+//! asking and telling without pause (`examples/redis_failover.rs`; its short form,
+//! `examples/tests/redis_failover.rs`, runs in the test command).
+//!
+//! At every level:
+//! - **The client follows promotions** (Sentinel and Cluster): while no primary answers,
+//!   calls fail `Unavailable` at once, and no call returns later than its timeout + 250 ms
+//!   (`overruns=0` in every run of the example, and asserted by the short form).
+//! - **A reconnected proxy re-checks what it holds.** The Redis that answers after a
+//!   reconnection may be a promoted replica without the last lease renewals: the proxy
+//!   counts its lease as lapsed, hands no more requests to its actors (the fence closes,
+//!   what was queued is read again), and claims its lease and every URN again, stopping the
+//!   activations whose URN another member took, before it serves again.
+//!
+//! At [`Durability::Primary`] (the default: nothing waits for a replica), a lagging
+//! promotion can undo acknowledged writes: a member whose lease the promoted replica lost
+//! has its activations taken over by another member that reached the new primary first,
+//! and that one loads the replica's stale state. With the example (replicas stalled
+//! 2-2.5 s), in 3 of 7 Sentinel runs at this level some activations loaded a count lower
+//! than one a caller had been answered with: 18 over 5 promotions, and, before a
+//! reconnected proxy re-checked what it holds, 15 over 4 and at least 15 over 1; the other
+//! 4 runs (28 promotions) had none, nor had Cluster over 23. No URN was served by two
+//! systems at once (the displaced activations' writes are fenced off, and a reconnected
+//! member re-checks before it serves), and no accepted tell was lost in these runs (a tell
+//! accepted in the last moment before the kill, not read yet, can be). The proxy and the
+//! client warn at start-up when they find replicas at this level, naming the topology.
+//!
+//! At [`Durability::Replicas`] `{ n, timeout }`, each write that must survive a promotion
+//! waits (`WAIT n timeout`) until `n` replicas hold it, and fails otherwise (its outcome is
+//! then unknown, as after a timeout): the system's lease and its URN claims (a lease is
+//! counted held only from a renewal the replicas hold, so the fence closes before the
+//! lease can lapse on a promoted replica), the claim of a URN to activate it, the
+//! [`StateStore`]'s ownership, its writes and their exactly-once record, and every tell the
+//! client reports accepted (asks need none: their answer is their acknowledgement). With
+//! `n = 1`, over lagging promotions: no split, no state rollback, no accepted tell lost
+//! (`examples/tests/redis_failover.rs`; the example, 20 Sentinel and 20 Cluster
+//! promotions, replicas stalled 2.5 s: 0 of each, 0 overruns). This holds when
+//! the promoted replica is one that acknowledged: Sentinel and Cluster promote the most
+//! up-to-date replica they reach; with `n` equal to the number of replicas, any. While
+//! fewer than `n` replicas answer, those writes fail, and the proxy warns at start-up when
+//! the primary has fewer. So after a promotion a shard needs `n` replicas again: the first
+//! answer came 0.07-0.9 s after a Sentinel promotion (2 replicas, one left), but 4.5-6.3 s
+//! after a Cluster one (one replica a shard: none until the old primary rejoined and
+//! resynced, mostly Redis's `repl-diskless-sync-delay` of 5 s), during which every member
+//! stops serving, as its lease renewal touches every shard holding its keys. Cost on the
+//! normal path: BENCHMARKS.md, "Redis promotions". Not covered at either level: reminders' records and topics'
+//! events are written without `WAIT` (a promotion may lose the last ones), and an ask
+//! whose answer a promotion lost ends `Unavailable` or `Timeout`.
 //!
 //! # Metrics
 //! Recorded through the `metrics` facade once [`conclib_core::metrics::enable`] was called
@@ -448,6 +545,7 @@
 //! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims`, `gen` (the registration's, part of every claim's token); `each` (the gap of [`Reminder::deliver_each`]); once a periodic one fired, `fired` and `coalesced` (ticks delivered, and missed ticks folded into them) | as its member |
 //! | `{ns}:rem:{{ns}:{s}}:u:{urn}` | set | the names of a URN's reminders (listing without a scan) | as its members |
 //! | `{ns}:rem:pollers` | hash | each running [`ReminderPoller`]'s last report for the live view: field its random token, value `"<Redis's clock at the report, ms> <JSON of a PollerReport>"` | rewritten every [`snapshot_interval`](ProxyConfig::snapshot_interval) of the poller's client (none without one); a field deleted a minute after its last report by the next report of any poller; the key `PEXPIRE`d to a minute |
+//! | `{ns}:departed:urn:{urn}`, `{ns}:departed:pattern:{prefix}` | string | the id of the system that served the URN (or activated the pattern) and shut down gracefully: a client that finds no owner waits for a successor, then answers `Unavailable`, not `UnknownUrn` | `PX` [`departed_grace`](ProxyConfig::departed_grace) (30 s), written at the start of a graceful shutdown |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}`, then `@{host}:{pid}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (4 s), renewed every third of it; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 1 to 256 bytes; ours are 32 random hex digits, and the name is what keeps other clients from reading the list: make it unguessable) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
 //! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
@@ -459,7 +557,11 @@
 //! | `{ns}:snapshots` | sorted set | system ids publishing snapshots, scored by when their snapshot expires (ms since the Unix epoch) | entries removed at shutdown, or an hour after they expired |
 //!
 //! ## Asking
-//! 1. **Resolve** the URN: `GET {ns}:urn:{urn}`. Nil: no such actor (fail at once). Else the
+//! 1. **Resolve** the URN: `GET {ns}:urn:{urn}` (nil: the pattern key, below). Nil: no
+//!    such actor, unless `GET {ns}:departed:urn:{urn}` (or, for a pattern's URN,
+//!    `{ns}:departed:pattern:{prefix}`) has a value: its system is restarting or being
+//!    replaced, so look again (ours: every 25 ms) until the deadline, then fail
+//!    retryable (`Unavailable`); else fail at once (`UnknownUrn`). Else the
 //!    system id; it may be cached briefly (ours: [`resolve_cache_ttl`](ProxyConfig::resolve_cache_ttl), 1 s).
 //!    A URN key outlives a graceful shutdown of its proxy by up to its TTL (unless
 //!    [`release_on_shutdown`](ProxyConfig::release_on_shutdown)): requests sent meanwhile
@@ -638,6 +740,7 @@ mod client;
 mod config;
 mod conn;
 mod daemon;
+mod durability;
 mod error;
 #[cfg(test)]
 mod future_size;
@@ -667,8 +770,12 @@ pub use conclib_codec::{
     BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, DepthLimited, MAX_DEPTH,
     builtin_codec, decode_value, encode_value,
 };
-pub use config::{DEFAULT_NAMESPACE, DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_URL, ProxyConfig};
+pub use config::{
+    DEFAULT_DEPARTED_GRACE, DEFAULT_NAMESPACE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNAPSHOT_INTERVAL,
+    DEFAULT_URL, ProxyConfig,
+};
 pub use daemon::{RedisDaemon, start_redis};
+pub use durability::Durability;
 pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
 pub use overload::{
     Eviction, EvictionCandidate, EvictionScore, MemoryLimit, MemoryShedding, Overload,
@@ -681,13 +788,14 @@ pub use protocol::{
 };
 pub use proxy::{
     Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
-    StateStore, StoreError, start_proxy,
+    Readiness, ReadinessProbe, StateStore, StoreError, start_proxy,
 };
 pub use reminders::{
-    __scripts as __reminder_scripts, MAX_POLLERS, MAX_REMINDER_NAME_LEN, MAX_REMINDER_PREFIX_LEN,
-    MAX_REMINDERS_LISTED, PollerReport, REMINDER_SHARDS, RegisteredReminder, Reminder,
-    ReminderError, ReminderInfo, ReminderPoller, ReminderPollerOptions, ReminderPollerStats,
-    ReminderQuery, ReminderTick, Reminders, RemindersOverview, SCAN_PER_SHARD,
+    __scripts as __reminder_scripts, DEFAULT_REMINDER_CLAIM_LEASE, MAX_POLLERS,
+    MAX_REMINDER_HORIZON, MAX_REMINDER_NAME_LEN, MAX_REMINDER_PREFIX_LEN, MAX_REMINDERS_LISTED,
+    PollerReport, REMINDER_SHARDS, RegisteredReminder, Reminder, ReminderError, ReminderInfo,
+    ReminderPoller, ReminderPollerOptions, ReminderPollerStats, ReminderQuery, ReminderTick,
+    Reminders, RemindersOverview, SCAN_PER_SHARD,
 };
 pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
 pub use stats::ProxyStats;

@@ -93,6 +93,19 @@ impl Keys {
         format!("{}:pattern:{prefix}", self.ns)
     }
 
+    /// `{ns}:departed:urn:{urn}` → the id of the system that served `urn` and shut down
+    /// gracefully less than [`departed_grace`](crate::ProxyConfig::departed_grace) ago: a
+    /// client that finds no owner reads it as "restarting" (`Unavailable`, not `UnknownUrn`).
+    pub fn departed_urn(&self, urn: &str) -> String {
+        format!("{}:departed:urn:{urn}", self.ns)
+    }
+
+    /// `{ns}:departed:pattern:{prefix}` → as [`departed_urn`](Self::departed_urn), for the
+    /// URNs of a pattern whose group a system left at its graceful shutdown.
+    pub fn departed_pattern(&self, prefix: &str) -> String {
+        format!("{}:departed:pattern:{prefix}", self.ns)
+    }
+
     /// `{ns}:sys:{group}:member:{system}` → the token of the proxy instance through which
     /// `system` is a member of `group` (a lease).
     pub fn member(&self, group: &str, system: &str) -> String {
@@ -207,6 +220,14 @@ return out";
 
 /// What [`CLAIM_MANY_SCRIPT`] answers for a URN key that is not a string.
 pub(crate) const FOREIGN_KEY: &str = "(a key of another type)";
+
+/// Frees a URN key whose holder is gone: deletes `KEYS[1]` (the URN key) if it names
+/// `ARGV[1]` and that system holds no lease (`KEYS[2]`, its system lease). 1: freed.
+pub(crate) const FREE_GONE_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0";
 
 /// `KEYS[1]` = a key, `ARGV[1]` = expected value: deletes the key if it holds that value.
 pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then

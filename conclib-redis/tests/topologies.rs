@@ -260,8 +260,10 @@ async fn cluster_end_to_end() {
     let n = cluster.nodes.len();
     let ns = "topo-cluster";
     let mut config = config("cluster", cluster.url());
-    // Shutdown deletes the ownership keys, which live on every node.
+    // Shutdown deletes the ownership keys, which live on every node; retired for good (no
+    // departed grace), the URNs are unknown at once.
     config.release_on_shutdown = true;
+    config.departed_grace = Duration::ZERO;
 
     // Two URNs whose ownership keys live on each node, and a system whose request stream
     // lives on each node.

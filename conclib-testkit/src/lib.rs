@@ -1,6 +1,8 @@
 //! What conclib's test binaries share: [`run`] for test binaries that play a helper process
 //! too, [`recorded`] to read the metrics a test recorded, [`eventually`] to wait for a
-//! state seen only by polling, and [`freeze`] to stop a process and wait until all of it has stopped.
+//! state seen only by polling, [`freeze`] to stop a process and wait until all of it has
+//! stopped, and [`redis_ha`]: Redis Sentinel and Cluster topologies on loopback to fail over
+//! on purpose.
 //!
 //! A test binary that plays a helper process too (a web server for `conclib-apid`, a Redis
 //! peer for `conclib-redis`, a process actor for `conclib-process`) is built with
@@ -21,6 +23,8 @@
 //!     conclib_testkit::run(conclib_testkit::tests![adds]);
 //! }
 //! ```
+
+pub mod redis_ha;
 
 use std::future::Future;
 use std::pin::Pin;

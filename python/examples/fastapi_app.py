@@ -17,7 +17,9 @@ Environment: ``CONCLIB_URL`` (default ``redis://127.0.0.1:6379``), ``CONCLIB_NAM
   for a durable one, read in the subscriber group ``?group=`` , default ``web``) and streams
   each event as ``data: <JSON>`` (``curl -N``, a browser's ``EventSource``); a comment line
   ``: subscribed`` first, once events published from then on reach the stream, and ``: ping``
-  after 15 s without events; ``?count=N`` ends the stream after N events. Each worker of
+  after 15 s without events; ``?count=N`` ends the stream after N events. A stream that fell
+  behind a live topic (its subscription's buffer overflowed) gets ``event: lagged`` with
+  ``data: {"missed": N}`` (the events it lost) before the next event, and goes on. Each worker of
   ``--workers`` subscribes for its own streams: every stream gets every event of a live topic.
 
 One ``AsyncClient`` per worker process, made at import: it connects on its first ask, in the
@@ -123,6 +125,9 @@ async def events(
                     event = await subscription.get(timeout=15.0)
                 except conclib.Timeout:
                     yield ": ping\n\n"
+                    continue
+                except conclib.Lagged as lag:
+                    yield f"event: lagged\ndata: {json.dumps({'missed': lag.missed})}\n\n"
                     continue
                 except StopAsyncIteration:
                     return

@@ -93,7 +93,7 @@ def test_the_package_builds_without_warnings(tmp_path: Path) -> None:
     ]
     import zipfile
 
-    (wheel,) = tmp_path.glob("conclib-*.whl")
+    (wheel,) = tmp_path.glob("conclib_actors-*.whl")
     with zipfile.ZipFile(wheel) as z:
         metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: MIT OR Apache-2.0" in metadata

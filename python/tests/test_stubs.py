@@ -44,8 +44,8 @@ async def main(client: conclib.AsyncClient) -> list[object]:
     )
     try:
         await shapes.divide(a=1, b=0)
-        error: object = None
-    except conclib.HandlerError as e:
+        error: api.MathError | None = None
+    except api.ShapesDivideError as e:  # a conclib.HandlerError[api.MathError]
         error = e.error
     return [total, history, moved, size, area, unit, swapped, greeting, reversed_, tally, receipt, error]
 '''
@@ -73,8 +73,8 @@ def main(client: conclib.Client) -> list[object]:
     )
     try:
         shapes.divide(a=1, b=0)
-        error: object = None
-    except conclib.HandlerError as e:
+        error: api.MathError | None = None
+    except api.ShapesDivideError as e:
         error = e.error
     return [total, history, moved, size, area, swapped, receipt, error]
 '''
@@ -285,3 +285,142 @@ def test_a_renamed_field_fails_mypy_with_either_client_and_either_models(
     assert checked.returncode != 0
     assert 'No parameter named "n"' in checked.stdout, checked.stdout
     assert 'No parameter named "x"' in checked.stdout, checked.stdout
+
+
+WRONG_ERROR = '''
+import conclib
+import api
+
+
+async def main(client: conclib.AsyncClient) -> int:
+    try:
+        return await api.Shapes(client).divide(a=1, b=0)
+    except api.ShapesDivideError as e:
+        wrong: int = e.error  # a MathError, not an int
+        return wrong
+
+
+def blocking(client: conclib.Client) -> bool:
+    try:
+        api.BlockingShapes(client).divide(a=1, b=0)
+        return False
+    except api.ShapesDivideError as e:
+        return e.error == "DivideByZero"  # renamed on the Rust side (below): no longer a MathError
+'''
+
+
+@pytest.mark.parametrize("models", ["dataclass", "pydantic"])
+def test_handler_errors_are_typed_per_message(
+    schema: dict[str, Any], tmp_path: Path, url: str, namespace: str, models: str
+) -> None:
+    """A message's handler error is a ``HandlerError[ItsRustErrorType]`` subclass: code
+    reading ``e.error`` as another type, or comparing it to a variant the Rust side renamed,
+    fails mypy --strict and pyright; at run time the error is decoded into that type."""
+    where = generate_from(schema, tmp_path / models, models)
+    (where / "wrong.py").write_text(WRONG_ERROR.replace('"DivideByZero"  # renamed', '"Overflow"  # not'))
+    checked = mypy("api.py", "wrong.py", cwd=where)
+    assert checked.returncode != 0
+    assert "wrong.py:10: error: Incompatible types in assignment" in checked.stdout, checked.stdout
+    assert checked.stdout.count("error:") == 2, checked.stdout  # and the comparison to a non-variant
+    checked = pyright("api.py", "wrong.py", cwd=where)
+    assert checked.returncode != 0 and "wrong.py:10" in checked.stdout, checked.stdout
+
+    renamed = json.loads(json.dumps(schema))
+    unit = renamed["$defs"]["MathError"]["oneOf"][0]
+    assert unit["const"] == "DivideByZero"
+    unit["const"] = "ByZero"
+    where = generate_from(renamed, tmp_path / f"{models}-renamed", models)
+    (where / "wrong.py").write_text(WRONG_ERROR.replace("wrong: int = e.error", "wrong: int = 0"))
+    checked = mypy("api.py", "wrong.py", cwd=where)
+    assert "wrong.py:19: error: Non-overlapping equality check" in checked.stdout, checked.stdout
+
+    good = where.parent / models
+    sys.path.insert(0, str(good))
+    try:
+        sys.modules.pop("api", None)
+        api = importlib.import_module("api")
+        import conclib
+
+        with conclib.Client(url, namespace=namespace) as client:
+            with pytest.raises(api.ShapesDivideError) as caught:
+                api.BlockingShapes(client).divide(a=1, b=0)
+            assert isinstance(caught.value, conclib.HandlerError)
+            assert caught.value.error == "DivideByZero" and caught.value.urn == "py:shapes"
+            # Asked without the handle: a plain HandlerError, its error as decoded.
+            with pytest.raises(conclib.HandlerError) as plain:
+                client.ask("py:shapes", "Divide", {"a": 1, "b": 0})
+            assert type(plain.value) is conclib.HandlerError and plain.value.error == "DivideByZero"
+    finally:
+        sys.path.remove(str(good))
+        sys.modules.pop("api", None)
+
+
+TAGGED_APP = '''
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fastapi import FastAPI
+
+import api
+import conclib
+
+app = FastAPI()
+client = conclib.AsyncClient(os.environ["TEST_URL"], namespace=os.environ["TEST_NAMESPACE"])
+
+
+@app.get("/classify/{n}")
+async def classify(n: int) -> api.Size:
+    return await api.Shapes(client).classify(n)
+
+
+@app.post("/echo")
+async def echo(size: api.Size) -> api.Size:
+    return size
+
+
+@app.get("/unannotated/{n}")
+async def unannotated(n: int) -> Any:
+    return await api.Shapes(client).classify(n)
+'''
+
+
+@pytest.mark.parametrize("models", ["dataclass", "pydantic"])
+def test_enums_are_tagged_in_fastapi_as_on_the_wire(
+    schema: dict[str, Any], tmp_path: Path, url: str, namespace: str, models: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A response enum of unit, newtype and struct variants returned by a FastAPI route is
+    written as serde's external tagging, as the Rust actor's own answer on the wire is
+    (asked without the handle), and read back from it in a request body."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    where = generate_from(schema, tmp_path / models, models)
+    (where / "app.py").write_text(TAGGED_APP)
+    checked = mypy("api.py", "app.py", cwd=where)
+    assert checked.returncode == 0, checked.stdout
+    monkeypatch.setenv("TEST_URL", url)
+    monkeypatch.setenv("TEST_NAMESPACE", namespace)
+    sys.path.insert(0, str(where))
+    try:
+        for name in ("api", "app"):
+            sys.modules.pop(name, None)
+        app = importlib.import_module("app")
+        import conclib
+
+        with conclib.Client(url, namespace=namespace) as raw:
+            wire = {n: raw.ask("py:shapes", "Classify", n) for n in (0, 7, 12345)}
+        assert wire == {0: "Zero", 7: {"Small": 7}, 12345: {"Large": {"value": 12345, "digits": 5}}}
+        with TestClient(app.app) as http:
+            for n, answer in wire.items():
+                assert http.get(f"/classify/{n}").json() == answer
+                assert http.post("/echo", json=answer).json() == answer
+                if models == "pydantic":  # a model writes itself tagged even where FastAPI is not told the type
+                    assert http.get(f"/unannotated/{n}").json() == answer
+            assert http.post("/echo", json={"Tiny": 1}).status_code == 422
+            assert http.get("/openapi.json").status_code == 200
+    finally:
+        sys.path.remove(str(where))
+        for name in ("api", "app"):
+            sys.modules.pop(name, None)

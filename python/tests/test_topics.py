@@ -9,6 +9,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -92,19 +93,57 @@ def test_a_slow_live_subscriber_drops_and_counts(url: str, namespace: str) -> No
             topic = topic_name()
             sub = await client.subscribe(topic, buffer=10)
             await publish_from_rust(client, topic, durable=False, count=3000)
-            deadline = asyncio.get_running_loop().time() + 10
-            while sub.stats()["received"] < 3000:
-                assert asyncio.get_running_loop().time() < deadline, sub.stats()
-                await asyncio.sleep(0.01)
+            await received(sub, 3000)
             stats = sub.stats()
             assert stats["buffered"] == 10 and stats["dropped"] == 2990, stats
+            # The drops are reported in-band, once, before the events still held.
+            with pytest.raises(conclib.Lagged) as lag:
+                await sub.get(timeout=5)
+            assert lag.value.missed == 2990 and lag.value.topic == topic
             kept = [await sub.get(timeout=5) for _ in range(10)]
             in_order(kept)
             with pytest.raises(conclib.Timeout):
                 await sub.get(timeout=0.2)
+            # Only the drops since the last report, and an ``async for`` started again goes on.
+            await publish_from_rust(client, topic, durable=False, count=25, sender=1)
+            await received(sub, 3025)
+            with pytest.raises(conclib.Lagged) as lag:
+                async for _ in sub:
+                    pass
+            assert lag.value.missed == 15
+            more = []
+            async for event in sub:
+                more.append(event)
+                if len(more) == 10:
+                    break
+            assert [e["seq"] for e in more] == list(range(10)) and all(e["from"] == 1 for e in more)
             await sub.aclose()
 
     run(main())
+
+
+async def received(sub: conclib.Subscription, count: int) -> None:
+    """Waits (10 s at most) until the subscription's reader received ``count`` events."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while sub.stats()["received"] < count:
+        assert asyncio.get_running_loop().time() < deadline, sub.stats()
+        await asyncio.sleep(0.01)
+
+
+def test_a_blocking_live_subscriber_is_told_it_lagged(url: str, namespace: str) -> None:
+    topic = topic_name()
+    with conclib.Client(url, namespace=namespace) as client:
+        with client.subscribe(topic, buffer=4) as sub:
+            for i in range(20):
+                client.publish(topic, {"from": 3, "seq": i})
+            deadline = time.monotonic() + 10
+            while sub.stats()["received"] < 20:
+                assert time.monotonic() < deadline, sub.stats()
+                threading.Event().wait(0.01)
+            with pytest.raises(conclib.Lagged) as lag:
+                next(sub)
+            assert lag.value.missed == 16
+            assert [sub.get(timeout=5)["seq"] for _ in range(4)] == [0, 1, 2, 3]
 
 
 def test_blocking_iterator_and_events_published_from_python(url: str, namespace: str) -> None:

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use super::departed;
 use super::handle::ProxyClient;
 use super::outbox;
 use super::queued::{Done, Outgoing};
@@ -61,10 +62,18 @@ impl ProxyClient {
         let trace = TraceContext::next_hop_from(&span);
         span.record("trace_id", tracing::field::display(trace.trace_id()));
         span.record("span_id", tracing::field::display(trace.span_id()));
-        let result = self
+        let result = match self
             .exchange(urn, name, body, timeout, priority, started, trace)
             .instrument(span)
-            .await;
+            .await
+        {
+            // Its system shut down meanwhile (it restarts or is being replaced): retryable.
+            // Boxed: a rare path, which every ask's future would otherwise hold.
+            Err(e @ ProxyError::Timeout(_)) => {
+                Err(Box::pin(departed::unavailable_if_departed(&self.shared, e, urn)).await)
+            }
+            other => other,
+        };
         crate::metrics::client_ask(
             match &result {
                 Ok((status, _)) => status.label(),
@@ -166,6 +175,11 @@ impl ProxyClient {
                     Ok(fresh) if fresh.system != route.system => {
                         route = fresh;
                         continue;
+                    }
+                    // Its system departed and no successor came within the deadline:
+                    // restarting, not unknown.
+                    Err(e @ ProxyError::Unavailable(_)) => {
+                        return Err(shared.at_deadline(e, timeout, disconnects));
                     }
                     _ => {}
                 }
@@ -318,8 +332,14 @@ impl Shared {
     async fn resolve_again(&self, urn: &str, deadline: Instant) -> Result<Resolved, ProxyError> {
         self.forget(urn);
         // Boxed: rare, and a large future (see `resolve`).
-        Box::pin(self.wait_if_redis_lost_it(urn, deadline)).await?;
-        self.resolve(urn, deadline, true).await
+        Box::pin(async {
+            // A departed system's URN is looked up until its successor or the deadline.
+            if !departed::departed(self, self.connection()?, urn, deadline).await? {
+                self.wait_if_redis_lost_it(urn, deadline).await?;
+            }
+            self.resolve(urn, deadline, true).await
+        })
+        .await
     }
 
     /// An error met before the reply: a command timeout becomes the ask's timeout, or

@@ -7,6 +7,7 @@
 //! what waits), `io` reads the replies, `remote` holds the typed ask and tell builders.
 
 mod budget;
+mod departed;
 mod directory;
 mod exchange;
 mod handle;
@@ -133,6 +134,12 @@ impl ProxyClient {
         };
         let _ = shared.persistence.set(persistence);
         persistence.warn_once();
+        if let Ok(link) = shared.connection() {
+            config
+                .durability
+                .check_topology(link, &config.url, "client")
+                .await;
+        }
         if let Some(run_id) = &run_id
             && !clustered
         {
@@ -193,7 +200,7 @@ impl ProxyClient {
     /// # }
     /// ```
     #[must_use]
-    pub fn persistence(&self) -> crate::Persistence {
+    pub fn persistence(&self) -> crate::persistence::Persistence {
         self.shared.persistence.get().copied().unwrap_or_default()
     }
 
@@ -219,9 +226,9 @@ impl ProxyClient {
     /// As [`Topics::publish`](crate::Topics::publish).
     pub async fn publish<E: Serialize + ?Sized>(
         &self,
-        topic: &crate::Topic,
+        topic: &crate::topics::Topic,
         event: &E,
-    ) -> Result<(), crate::TopicError> {
+    ) -> Result<(), crate::topics::TopicError> {
         self.topics().publish(topic, event).await
     }
 
@@ -238,7 +245,7 @@ impl ProxyClient {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn subscribe<E>(&self, topic: &crate::Topic) -> crate::SubscribeRequest<E> {
+    pub fn subscribe<E>(&self, topic: &crate::topics::Topic) -> crate::topics::SubscribeRequest<E> {
         self.topics().subscribe(topic)
     }
 
@@ -349,14 +356,15 @@ impl ProxyClient {
             .map_err(|e| self.shared.at_deadline(e, timeout, disconnects))
     }
 
-    /// Which system serves this URN now, if any (asks Redis, not the cache).
+    /// Which system serves this URN now, if any (asks Redis, not the cache). `None` for a
+    /// URN whose system departed and has no successor yet: unlike an ask, it does not wait.
     ///
     /// # Errors
     /// Redis errors.
     pub async fn resolve(&self, urn: &str) -> Result<Option<String>, ProxyError> {
         cooperate().await;
         let deadline = Instant::now() + self.shared.config.command_timeout;
-        settle(match self.shared.resolve(urn, deadline, true).await {
+        settle(match self.shared.resolve_now(urn, deadline).await {
             Ok(route) => Ok(Some(route.system.to_string())),
             Err(ProxyError::UnknownUrn { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -366,7 +374,8 @@ impl ProxyClient {
 
     /// Closes the client: pending asks fail with
     /// [`AskError::Transport`](conclib_core::AskError::Transport) ("the client is closed"),
-    /// later calls too.
+    /// later calls too. Returns within [`ProxyConfig::shutdown_timeout`](crate::ProxyConfig::shutdown_timeout)
+    /// whatever Redis does.
     /// Dropping the last clone does the same.
     pub async fn shutdown(&self) {
         self.shared.closed.store(true, Ordering::Release);
@@ -376,13 +385,18 @@ impl ProxyClient {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        let _ = conn::call(
-            self.shared.pool.next(),
-            keyed("DEL"),
-            vec![owned(self.shared.reply_key.clone())],
-        )
-        .await;
-        let _ = self.shared.pool.quit().await;
-        close_reader(&self._guard.reader).await;
+        // Bounded whatever Redis does: an unreachable Redis keeps the reply list until its
+        // TTL and the connections are dropped unclosed.
+        let closing = async {
+            let _ = conn::call(
+                self.shared.pool.next(),
+                keyed("DEL"),
+                vec![owned(self.shared.reply_key.clone())],
+            )
+            .await;
+            let _ = self.shared.pool.quit().await;
+            close_reader(&self._guard.reader).await;
+        };
+        let _ = tokio::time::timeout(self.shared.config.shutdown_timeout, closing).await;
     }
 }

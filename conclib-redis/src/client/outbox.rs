@@ -245,6 +245,22 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
         }
         result.map(|appended| appended.as_i64() != Some(0))
     };
+    // A tell is reported accepted once a promotion would keep it (`Durability`); an ask's
+    // answer is its acknowledgement, so asks alone wait for no replica.
+    let written = match written {
+        Ok(true) if dones.iter().any(|d| matches!(d, Done::Tell(_))) => {
+            match shared.config.durability.replicated(&client, key).await {
+                Ok(()) => Ok(true),
+                Err(e) => {
+                    let e =
+                        ProxyError::Unavailable(format!("{e}; the tell may or may not be handled"));
+                    report(shared, dones, Err(e));
+                    return;
+                }
+            }
+        }
+        other => other,
+    };
     let outcome = match written {
         Ok(true) => Ok(losses),
         // The urn is filled in by each asker.

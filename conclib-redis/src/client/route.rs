@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 
+use super::departed;
 use super::resolved::Resolved;
 use super::shared::Shared;
 use crate::conn::{self, as_bytes, keyed, owned};
@@ -26,6 +27,15 @@ impl Drop for Running<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.urn);
     }
+}
+
+/// What a look-up that finds no owner does about a URN whose system departed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnDeparted {
+    /// Looks again until a successor serves it or the deadline (then `Unavailable`): an ask.
+    WaitForSuccessor,
+    /// Answers at once, as for any URN without an owner: "who serves it now".
+    Unknown,
 }
 
 impl Shared {
@@ -64,7 +74,7 @@ impl Shared {
         // Boxed: the lookup's commands make a future of about 6 KB, which every ask's future
         // would hold (and copy as it is built and moved) for a path most asks never take.
         if fresh {
-            Box::pin(self.look_up(urn, deadline)).await
+            Box::pin(self.look_up(urn, deadline, OnDeparted::WaitForSuccessor)).await
         } else {
             Box::pin(self.look_up_once(urn, deadline)).await
         }
@@ -95,7 +105,9 @@ impl Shared {
                     urn: urn.to_owned(),
                     _wake: sender,
                 };
-                return self.look_up(urn, deadline).await;
+                return self
+                    .look_up(urn, deadline, OnDeparted::WaitForSuccessor)
+                    .await;
             }
         };
         // Ends when the look-up's sender is dropped (with its entry), at once if it was.
@@ -106,12 +118,31 @@ impl Shared {
         };
         match cached {
             Some(r) => Ok(r),
-            None => self.look_up(urn, deadline).await,
+            None => {
+                self.look_up(urn, deadline, OnDeparted::WaitForSuccessor)
+                    .await
+            }
         }
     }
 
-    /// Asks Redis which system serves `urn` (waiting out a Redis restart), and caches it.
-    async fn look_up(&self, urn: &str, deadline: Instant) -> Result<Resolved, ProxyError> {
+    /// Which system serves `urn` now, without waiting for the successor of a system that
+    /// departed (`UnknownUrn` then): [`ProxyClient::resolve`](crate::ProxyClient::resolve).
+    pub(super) async fn resolve_now(
+        &self,
+        urn: &str,
+        deadline: Instant,
+    ) -> Result<Resolved, ProxyError> {
+        Box::pin(self.look_up(urn, deadline, OnDeparted::Unknown)).await
+    }
+
+    /// Asks Redis which system serves `urn` (waiting out a Redis restart, and, unless
+    /// `departed` says otherwise, a departed system's successor), and caches it.
+    async fn look_up(
+        &self,
+        urn: &str,
+        deadline: Instant,
+        departed: OnDeparted,
+    ) -> Result<Resolved, ProxyError> {
         if conclib_core::validate_urn(urn).is_err() {
             return Err(ProxyError::UnknownUrn {
                 urn: urn.to_owned(),
@@ -147,6 +178,12 @@ impl Shared {
                 }
             }
             self.forget(urn);
+            if departed == OnDeparted::WaitForSuccessor
+                && departed::departed(self, &client, urn, deadline).await?
+            {
+                departed::wait_for_successor(urn, deadline).await?;
+                continue;
+            }
             self.wait_if_redis_lost_it(urn, deadline).await?;
         };
         let Some(system) = as_bytes(&value) else {
@@ -205,7 +242,8 @@ mod tests {
 
     use fred::prelude::*;
 
-    use crate::{ProxyClient, ProxyConfig};
+    use crate::client::ProxyClient;
+    use crate::config::ProxyConfig;
 
     /// `GET`s Redis ran so far (`INFO commandstats`).
     async fn gets(redis: &Client) -> u64 {
@@ -224,7 +262,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_look_ups_of_one_urn_are_merged() {
         let base = ProxyConfig::default().with_namespace("route-merge");
-        let daemon = crate::start_redis(&base).await.unwrap();
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
         let config = daemon.config(&base);
         let client = ProxyClient::connect(&config).await.unwrap();
         let shared = &client.shared;

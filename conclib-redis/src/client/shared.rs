@@ -70,7 +70,7 @@ pub(super) struct Shared {
     /// under the `pending` lock.
     pub(super) losses: AtomicU64,
     /// Redis's persistence settings, read once as the client connected.
-    pub(super) persistence: std::sync::OnceLock<crate::Persistence>,
+    pub(super) persistence: std::sync::OnceLock<crate::persistence::Persistence>,
     /// Publishing and subscribing to topics (made on first use).
     pub(super) topics: std::sync::OnceLock<crate::topics::Topics>,
 }

@@ -9,20 +9,18 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
-use super::scale::activation;
+use super::readiness::ShutdownPhase;
 use super::scale::activation::Activator;
 use super::scale::activations::Activation;
 use super::scale::group;
 use super::scale::placement;
-use super::scripts::Script;
 use super::serve::lease;
 use super::serve::lease::heartbeat_loop;
 use super::serve::publish;
 use super::serve::read;
-use super::serve::write;
 use super::shared::{Role, Shared};
 use crate::config::{ProxyConfig, check_system_id};
-use crate::conn::{self, owned};
+use crate::conn;
 use crate::error::ServeError;
 use crate::stats::ProxyStats;
 
@@ -97,6 +95,10 @@ pub async fn start_proxy(
         let persistence =
             crate::Persistence::read(&shared.cmd, shared.config.command_timeout).await;
         let _ = shared.persistence.set(persistence);
+        let durability = shared.config.durability;
+        durability
+            .check_topology(&shared.cmd, &shared.config.url, &shared.system_id)
+            .await;
         lease::acquire_lease(&shared).await?;
         shared.clock.sync(&shared.cmd).await;
         shared
@@ -175,6 +177,17 @@ impl ProxyHandle {
         self.shared.serving.load(Ordering::Acquire)
     }
 
+    /// A probe of this proxy's [`Readiness`](super::Readiness) for an orchestrator
+    /// (Kubernetes' readiness probe, a load balancer's health check): ready once
+    /// `start_proxy` returned and while its lease is surely held; not ready from the moment
+    /// [`shutdown`](Self::shutdown) begins. `conclib_view::health` serves it over HTTP.
+    #[must_use]
+    pub fn readiness(&self) -> super::readiness::ReadinessProbe {
+        super::readiness::ReadinessProbe {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
     /// How the Redis this proxy serves through persists what it holds, as read when the
     /// proxy started (also in its snapshot: [`PublishedSystem::persistence`](crate::PublishedSystem::persistence)):
     /// whether a restart of Redis can lose tells it accepted.
@@ -187,7 +200,7 @@ impl ProxyHandle {
     /// # }
     /// ```
     #[must_use]
-    pub fn persistence(&self) -> crate::Persistence {
+    pub fn persistence(&self) -> crate::persistence::Persistence {
         self.shared.persistence()
     }
 
@@ -330,7 +343,7 @@ impl ProxyHandle {
     pub async fn pattern_members(
         &self,
         pattern: &str,
-    ) -> Result<Vec<crate::MemberInfo>, ServeError> {
+    ) -> Result<Vec<crate::proxy::scale::placement_rule::MemberInfo>, ServeError> {
         let prefix = match pattern.strip_suffix("{id}") {
             Some(_) => super::scale::activation::parse_pattern(pattern)?,
             None => super::scale::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
@@ -349,78 +362,31 @@ impl ProxyHandle {
     /// Stops taking requests, finishes the ones taken (their replies are written and
     /// acknowledged), releases the system's lease, and returns. Requests still queued stay in
     /// Redis for the next proxy of this system id. URN ownerships lapse after
-    /// [`ProxyConfig::lease_ttl`] unless [`ProxyConfig::release_on_shutdown`] is set.
+    /// [`ProxyConfig::urn_ttl`] unless [`ProxyConfig::release_on_shutdown`] is set; first, it
+    /// marks the URNs it served as departed for [`ProxyConfig::departed_grace`], so that
+    /// clients answer `Unavailable` (retryable), not `UnknownUrn`, until a successor serves
+    /// them. It returns within [`ProxyConfig::shutdown_timeout`] whatever Redis does.
     ///
     /// # Errors
-    /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
+    /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by
+    /// itself); [`ServeError::ShutdownCut`] when the bound passed first: its tasks are
+    /// stopped, and what it had not handed over stays in Redis for the next holder, as after
+    /// a crash.
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
-        let shared = self.shared.clone();
-        let mut result = group::leave_all(&shared).await;
-        activation::passivate_all(&shared).await;
-        shared.serving.store(false, Ordering::Release);
-        let _ = shared.stop.send_replace(true);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.await;
-        }
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.await;
-        }
-        if let Some(heartbeat) = self.heartbeat.take() {
-            heartbeat.abort();
-            let _ = heartbeat.await;
-        }
-        write::trim_exact(&shared).await;
-        if shared.config.snapshot_interval.is_some()
-            && let Err(e) =
-                crate::snapshots::withdraw(&shared.cmd, &shared.keys, &shared.system_id).await
-        {
-            result = Err(ServeError::Unavailable(e.to_string()));
-        }
-        if shared.config.release_on_shutdown {
-            let urns: Vec<String> = shared.registry().owned.drain().collect();
-            let calls = urns
-                .iter()
-                .map(|u| (shared.keys.urn(u), vec![owned(shared.system_id.clone())]))
-                .collect();
-            for r in shared.scripts.release.eval_many(&shared.cmd, calls).await {
-                if let Err(e) = r {
-                    result = Err(ServeError::Unavailable(e.to_string()));
-                }
-            }
-            // Nothing waits in the stream: deleted, so that a client that cached the route
-            // learns at once that its URN is gone rather than at its deadline.
-            let close = Script::new(crate::protocol::CLOSE_SCRIPT);
-            let calls = vec![(
-                shared.stream.requests_key.clone(),
-                vec![conn::s(crate::protocol::CONSUMER_GROUP)],
-            )];
-            if let Some(Err(e)) = close.eval_many(&shared.cmd, calls).await.into_iter().next() {
-                result = Err(ServeError::Unavailable(e.to_string()));
-            }
-        }
-        let release = shared
-            .scripts
-            .release
-            .eval_many(
-                &shared.cmd,
-                vec![(
-                    shared.lease.key.clone(),
-                    vec![owned(shared.lease.token.clone())],
-                )],
-            )
-            .await;
-        if let Some(Err(e)) = release.into_iter().next() {
-            result = Err(ServeError::Unavailable(e.to_string()));
-        }
-        let _ = shared.cmd.quit().await;
-        let _ = shared.reader.quit().await;
-        tracing::info!(system = %shared.system_id, "Redis proxy stopped");
-        result
+        ShutdownPhase::Draining.enter(&self.shared);
+        let tasks = super::departure::Tasks {
+            reader: self.reader.take(),
+            writer: self.writer.take(),
+            heartbeat: self.heartbeat.take(),
+        };
+        super::departure::depart(self.shared.clone(), tasks).await
     }
 }
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
+        // The end of `shutdown` too (it consumes the handle).
+        ShutdownPhase::Stopped.enter(&self.shared);
         for task in [
             self.reader.take(),
             self.writer.take(),

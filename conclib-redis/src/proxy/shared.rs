@@ -66,11 +66,14 @@ pub(super) struct Shared {
     pub(super) counters: Counters,
     pub(super) scripts: Scripts,
     pub(super) serving: AtomicBool,
+    /// Where its handle's shutdown is ([`ShutdownPhase`](super::readiness::ShutdownPhase) as
+    /// a number): readiness probes fail from its first step.
+    pub(super) shutdown_phase: std::sync::atomic::AtomicU8,
     pub(super) stop: watch::Sender<bool>,
     /// What the snapshots published of the actors in brief; one publish at a time.
     pub(super) briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
     /// Redis's persistence settings, read once as the proxy started.
-    pub(super) persistence: std::sync::OnceLock<crate::Persistence>,
+    pub(super) persistence: std::sync::OnceLock<crate::persistence::Persistence>,
     /// Topics published and subscribed through this proxy ([`ProxyHandle::topics`]), made on
     /// first use; their counters go into the snapshot.
     ///
@@ -142,6 +145,7 @@ impl Shared {
             counters: Counters::default(),
             scripts: Scripts::new(),
             serving: AtomicBool::new(true),
+            shutdown_phase: std::sync::atomic::AtomicU8::new(0),
             stop,
             briefs: tokio::sync::Mutex::default(),
             persistence: std::sync::OnceLock::new(),
@@ -168,7 +172,7 @@ impl Shared {
     }
 
     /// Redis's persistence settings as read when the system's proxy started.
-    pub(super) fn persistence(&self) -> crate::Persistence {
+    pub(super) fn persistence(&self) -> crate::persistence::Persistence {
         self.persistence.get().copied().unwrap_or_default()
     }
 

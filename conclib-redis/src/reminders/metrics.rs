@@ -6,6 +6,9 @@
 //!   delivery (`ReminderTick::missed`);
 //! - `conclib_reminders_retried_total{namespace}`: deliveries that failed and were given
 //!   back to be retried;
+//! - `conclib_reminders_unserved_total{namespace}`: deliveries to a URN no system serves
+//!   (answered `UnknownUrn`; given back and retried, so a reminder left on a URN nobody
+//!   serves shows here);
 //! - `conclib_reminders_lag_seconds{namespace}`: histogram, from a tick's due time (the last
 //!   tick a delivery stands for) to its handling;
 //! - `conclib_reminders_registered{namespace}`, `conclib_reminders_due{namespace}`: gauges
@@ -46,5 +49,12 @@ pub(crate) fn counts(ns: &str, registered: u64, due: u64) {
         let labels = [("namespace", ns.to_owned())];
         metrics::gauge!("conclib_reminders_registered", &labels).set(registered as f64);
         metrics::gauge!("conclib_reminders_due", &labels).set(due as f64);
+    }
+}
+
+pub(crate) fn unserved(ns: &str) {
+    if is_enabled() {
+        metrics::counter!("conclib_reminders_unserved_total", "namespace" => ns.to_owned())
+            .increment(1);
     }
 }

@@ -29,6 +29,7 @@ mod keys;
 mod metrics;
 mod overview;
 mod poller;
+mod renewal;
 mod report;
 mod scripts;
 mod store;
@@ -40,13 +41,16 @@ pub use overview::{
     MAX_POLLERS, MAX_REMINDER_PREFIX_LEN, MAX_REMINDERS_LISTED, RegisteredReminder, ReminderQuery,
     RemindersOverview, SCAN_PER_SHARD,
 };
-pub use poller::{ReminderPoller, ReminderPollerOptions, ReminderPollerStats};
+pub use poller::{
+    DEFAULT_CLAIM_LEASE as DEFAULT_REMINDER_CLAIM_LEASE, ReminderPoller, ReminderPollerOptions,
+    ReminderPollerStats,
+};
 pub use report::PollerReport;
-pub use store::{Reminder, ReminderError, ReminderInfo, Reminders};
+pub use store::{MAX_REMINDER_HORIZON, Reminder, ReminderError, ReminderInfo, Reminders};
 pub use tick::ReminderTick;
 
 #[cfg(doc)]
-use crate::ProxyClient;
+use crate::client::ProxyClient;
 
 /// The Lua scripts, for the conformance test of other clients (not for users).
 #[doc(hidden)]

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use super::keys::{SHARDS, ShardKeys};
 use super::report::{MAX_REPORT_LEN, PollerReport, pollers_key};
-use super::store::{ReminderError, int, text};
+use super::store::ReminderError;
 use crate::conn::{self, as_bytes, keyed, owned, s, unkeyed};
+use crate::conn::{int, text};
 
 /// The most reminders one [`RemindersOverview`] lists.
 pub const MAX_REMINDERS_LISTED: usize = 500;

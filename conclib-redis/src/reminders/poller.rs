@@ -12,11 +12,16 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::acker::{Handled, MAX_ACK_BATCH, ack_shard};
 use super::keys::{SHARDS, ShardKeys, shard_of};
+use super::renewal::HeldClaims;
 use super::report::{LAG_BUCKETS, LagBuckets, PollerReport, quantile};
-use super::store::{ReminderError, int, scripts, text};
+use super::store::{ReminderError, scripts};
 use super::tick::ReminderTick;
-use crate::ProxyClient;
+use crate::client::ProxyClient;
 use crate::conn::{as_bytes, owned};
+use crate::conn::{int, text};
+
+/// The default [`ReminderPollerOptions::claim_lease`]: 4 s.
+pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(4);
 
 /// How a [`ReminderPoller`] claims and delivers.
 #[derive(Debug, Clone)]
@@ -29,8 +34,12 @@ pub struct ReminderPollerOptions {
     pub batch: usize,
     /// The most deliveries in flight (256).
     pub max_in_flight: usize,
-    /// How long a claim lasts (30 s): a poller that dies mid-delivery is taken over by
-    /// another once it lapses. Longer than [`delivery_timeout`](Self::delivery_timeout).
+    /// How long a claim lasts without renewal (4 s, as
+    /// [`ProxyConfig::lease_ttl`](crate::ProxyConfig::lease_ttl)); renewed every third of it
+    /// while its delivery runs. A poller that dies, freezes or loses Redis mid-delivery
+    /// stops renewing: another poller delivers the tick once the claim lapsed, within this
+    /// plus a [`poll_interval`](Self::poll_interval) of the death (the same bound as an
+    /// activation's failover by lease). At least 300 ms.
     pub claim_lease: Duration,
     /// Each delivery's ask timeout (10 s).
     pub delivery_timeout: Duration,
@@ -44,7 +53,7 @@ impl Default for ReminderPollerOptions {
             poll_interval: Duration::from_millis(100),
             batch: 256,
             max_in_flight: 256,
-            claim_lease: Duration::from_secs(30),
+            claim_lease: DEFAULT_CLAIM_LEASE,
             delivery_timeout: Duration::from_secs(10),
             retry_after: Duration::from_secs(1),
         }
@@ -52,7 +61,7 @@ impl Default for ReminderPollerOptions {
 }
 
 impl ReminderPollerOptions {
-    /// With this claim lease and delivery timeout (the lease must be the longer).
+    /// With this claim lease and delivery timeout.
     #[must_use]
     pub fn with_claim_lease(mut self, lease: Duration, delivery_timeout: Duration) -> Self {
         self.claim_lease = lease;
@@ -90,6 +99,11 @@ pub struct ReminderPollerStats {
     /// Deliveries handled whose claim had lapsed or was replaced (not acknowledged by this
     /// poller; another may have delivered the tick too).
     pub stale: u64,
+    /// Deliveries to a URN no system serves (answered `UnknownUrn`): given back and tried
+    /// again after [`retry_after`](ReminderPollerOptions::retry_after), counted here, in the
+    /// metric `conclib_reminders_unserved_total` and in the poller's report for the live view
+    /// ([`PollerReport::unserved`](crate::PollerReport::unserved)).
+    pub unserved: u64,
 }
 
 #[derive(Default)]
@@ -99,6 +113,7 @@ struct Counters {
     coalesced: AtomicU64,
     retried: AtomicU64,
     stale: AtomicU64,
+    unserved: AtomicU64,
     /// Lags of the ticks fired, for the reports the live view reads.
     lags: LagBuckets,
 }
@@ -113,6 +128,8 @@ struct Poller {
     stop: Notify,
     /// Ticks handled, to the task that acknowledges them in batches.
     acks: mpsc::UnboundedSender<Handled>,
+    /// The claims held (delivering or waiting for their acknowledgement), renewed.
+    held: HeldClaims,
 }
 
 /// Claims the due reminders of its client's namespace and delivers them, until
@@ -136,6 +153,7 @@ pub struct ReminderPoller {
     poller: Arc<Poller>,
     task: Option<tokio::task::JoinHandle<()>>,
     acker: tokio::task::JoinHandle<()>,
+    renewer: tokio::task::JoinHandle<()>,
 }
 
 impl fmt::Debug for ReminderPoller {
@@ -162,15 +180,15 @@ impl ReminderPoller {
     /// Starts polling (a task on the current tokio runtime).
     ///
     /// # Errors
-    /// [`ReminderError::Invalid`] when the claim lease is not longer than the delivery
-    /// timeout, or a size is 0.
+    /// [`ReminderError::Invalid`] when the claim lease is shorter than 300 ms, or a size
+    /// is 0.
     pub fn start(
         client: &ProxyClient,
         options: ReminderPollerOptions,
     ) -> Result<ReminderPoller, ReminderError> {
-        if options.claim_lease <= options.delivery_timeout {
+        if options.claim_lease < Duration::from_millis(300) {
             return Err(ReminderError::Invalid(
-                "the claim lease must be longer than the delivery timeout".into(),
+                "the claim lease is at least 300 ms (renewed every third of it)".into(),
             ));
         }
         if options.batch == 0 || options.max_in_flight == 0 {
@@ -183,7 +201,9 @@ impl ReminderPoller {
             acks,
             client: client.clone(),
             ns: client.config().namespace.clone(),
-            token: crate::random::random_token(),
+            // With the process id: a claim names the process delivering it.
+            token: format!("{}-p{}", crate::random::random_token(), std::process::id()),
+            held: HeldClaims::default(),
             in_flight: Arc::new(Semaphore::new(options.max_in_flight)),
             options,
             counters: Counters::default(),
@@ -191,10 +211,12 @@ impl ReminderPoller {
         });
         let task = tokio::spawn(poller.clone().run());
         let acker = tokio::spawn(poller.clone().acknowledge(handled));
+        let renewer = tokio::spawn(poller.clone().renew_claims());
         Ok(ReminderPoller {
             poller,
             task: Some(task),
             acker,
+            renewer,
         })
     }
 
@@ -208,19 +230,38 @@ impl ReminderPoller {
             coalesced: c.coalesced.load(Ordering::Relaxed),
             retried: c.retried.load(Ordering::Relaxed),
             stale: c.stale.load(Ordering::Relaxed),
+            unserved: c.unserved.load(Ordering::Relaxed),
         }
     }
 
-    /// Stops claiming, then waits for the deliveries in flight (at most their timeout and
-    /// their acknowledgement).
+    /// Stops claiming, then waits for the deliveries in flight and their acknowledgement,
+    /// within its client's [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout)
+    /// whatever Redis does: the ticks not acknowledged by then are delivered again once
+    /// their claim lapses (at least once).
     pub async fn shutdown(mut self) {
+        let bound = self.poller.client.config().shutdown_timeout;
         self.poller.stop.notify_one();
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
+        let task = self.task.take();
+        let claiming = task.as_ref().map(tokio::task::JoinHandle::abort_handle);
         let all = u32::try_from(self.poller.options.max_in_flight).unwrap_or(u32::MAX);
-        let wait = self.poller.options.delivery_timeout + Duration::from_secs(5);
-        let _ = tokio::time::timeout(wait, self.poller.in_flight.acquire_many(all)).await;
+        let drained = async {
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            let _ = self.poller.in_flight.acquire_many(all).await;
+        };
+        if tokio::time::timeout(bound, drained).await.is_err() {
+            tracing::warn!(
+                ?bound,
+                "reminders: the poller stopped before its deliveries finished (Redis unreachable?); \
+                 their ticks come again once their claims lapse"
+            );
+            if let Some(claiming) = claiming {
+                claiming.abort();
+            }
+        }
+        // Claims not acknowledged by now lapse one claim lease later, to another poller.
+        self.renewer.abort();
         self.acker.abort();
     }
 }
@@ -230,6 +271,7 @@ impl Drop for ReminderPoller {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+        self.renewer.abort();
         self.acker.abort();
     }
 }
@@ -252,6 +294,21 @@ impl Reported {
 }
 
 impl Poller {
+    /// Renews the claims held every third of the claim lease (`renewal.rs`).
+    async fn renew_claims(self: Arc<Self>) {
+        let lease_ms = u64::try_from(self.options.claim_lease.as_millis()).unwrap_or(u64::MAX);
+        let every = self.options.claim_lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            if self.held.len() == 0 {
+                continue;
+            }
+            if let Ok(cmd) = self.client.command_connection() {
+                self.held.renew(cmd, &self.ns, lease_ms).await;
+            }
+        }
+    }
+
     async fn run(self: Arc<Self>) {
         let mut last_counts = Instant::now() - Duration::from_secs(1);
         let mut reported = Reported::now(&self.counters);
@@ -348,7 +405,7 @@ impl Poller {
                 Value::Array(f) if f.len() == 9 => Some(Claimed {
                     member: text(&f[0]),
                     urn: text(&f[1]),
-                    tick: ReminderTick::new(
+                    tick: ReminderTick::from_wire(
                         text(&f[2]),
                         int(&f[3]).unwrap_or(0),
                         int(&f[4]).unwrap_or(0),
@@ -363,6 +420,9 @@ impl Poller {
                 _ => None,
             })
             .collect();
+        for c in &out {
+            self.held.hold(&c.token, &c.urn, &c.member);
+        }
         self.counters
             .claimed
             .fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -388,7 +448,14 @@ impl Poller {
         );
         let keys = ShardKeys::of_urn(&self.ns, &c.urn);
         if !handled {
-            tracing::debug!(urn = %c.urn, name = %c.tick.name(), error = ?answer.err(), "reminders: delivery failed; retried later");
+            if matches!(answer, Err(AskError::UnknownUrn { .. })) {
+                // Nobody serves the URN: visible (stats, metric, report), tried again later.
+                self.counters.unserved.fetch_add(1, Ordering::Relaxed);
+                super::metrics::unserved(&self.ns);
+                tracing::warn!(urn = %c.urn, name = %c.tick.name(), "reminders: no system serves the URN of a due reminder; retried later");
+            } else {
+                tracing::debug!(urn = %c.urn, name = %c.tick.name(), error = ?answer.err(), "reminders: delivery failed; retried later");
+            }
             self.counters.retried.fetch_add(1, Ordering::Relaxed);
             super::metrics::retried(&self.ns);
             let delay = self.options.retry_after.as_millis().to_string();
@@ -404,6 +471,7 @@ impl Poller {
                 )
             })
             .await;
+            self.held.forget(&c.token);
             return;
         }
         let lag = Duration::from_millis(c.now_ms.saturating_sub(last_due)) + c.claimed_at.elapsed();
@@ -445,6 +513,9 @@ impl Poller {
                 async move { ack_shard(cmd, keys, ticks).await }
             })
             .await;
+        for tick in &ticks {
+            self.held.forget(&tick.token);
+        }
         // Not acknowledged: the claims lapse and other deliveries follow (at least once).
         let Some(results) = acked else { return };
         for (tick, result) in ticks.iter().zip(results) {
@@ -498,6 +569,7 @@ impl Poller {
             coalesced: c.coalesced.load(Ordering::Relaxed),
             retried: c.retried.load(Ordering::Relaxed),
             stale: c.stale.load(Ordering::Relaxed),
+            unserved: c.unserved.load(Ordering::Relaxed),
             in_flight: (self.options.max_in_flight - self.in_flight.available_permits()) as u64,
             fired_per_s: now.fired.saturating_sub(last.fired) as f64
                 / interval.as_secs_f64().max(0.001),

@@ -53,6 +53,10 @@ pub struct PollerReport {
     pub retried: u64,
     /// Deliveries handled whose claim had lapsed or was replaced.
     pub stale: u64,
+    /// Deliveries to a URN no system serves (answered `UnknownUrn`, retried later): a
+    /// reminder left on a URN nobody serves.
+    #[serde(default)]
+    pub unserved: u64,
     /// Deliveries in flight at the report.
     pub in_flight: u64,
     /// Ticks fired per second over the last interval.

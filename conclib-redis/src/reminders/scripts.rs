@@ -56,7 +56,8 @@ return out
 ";
 
 /// Claims up to ARGV[1] due reminders of a shard for ARGV[2] ms (their score becomes the
-/// claim's end, so a firer that dies is taken over once it lapses). KEYS: due set. ARGV:
+/// claim's end, renewed by `RENEW` while the delivery runs, so a firer that dies is taken
+/// over once it lapses). KEYS: due set. ARGV:
 /// limit, lease (ms), claim token prefix, record prefix. Returns Redis's now, then per
 /// reminder: member, urn, name, due, period, missed, payload, codec, token (`prefix:gen:n`,
 /// `n` counting the record's claims). `missed`: the
@@ -186,6 +187,26 @@ redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[3])), ARGV
 return 1
 ";
 
+/// Renews claims a poller still holds (their deliveries run): each claim's end becomes now
+/// plus ARGV[1] ms, if the record's claim is still that token. KEYS: due set. ARGV: lease
+/// (ms), record prefix, then per claim: member, token. Returns how many were renewed.
+pub(crate) const RENEW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ms = string.format('%.0f', now + tonumber(ARGV[1]))
+local renewed = {}
+for i = 3, #ARGV, 2 do
+  if redis.call('HGET', ARGV[2] .. ARGV[i], 'claim') == ARGV[i + 1] then
+    renewed[#renewed + 1] = until_ms
+    renewed[#renewed + 1] = ARGV[i]
+  end
+end
+for i = 1, #renewed, 4000 do
+  redis.call('ZADD', KEYS[1], 'XX', unpack(renewed, i, math.min(i + 3999, #renewed)))
+end
+return #renewed / 2
+";
+
 /// A shard's counts: registered, due now. KEYS: due set.
 pub(crate) const COUNTS: &str = r"
 local t = redis.call('TIME')
@@ -218,6 +239,7 @@ pub(crate) struct Scripts {
     pub(crate) claim: Script,
     pub(crate) ack: Script,
     pub(crate) release: Script,
+    pub(crate) renew: Script,
     pub(crate) counts: Script,
     pub(crate) report: Script,
 }
@@ -231,6 +253,7 @@ impl Scripts {
             claim: Script::new(CLAIM),
             ack: Script::new(ACK),
             release: Script::new(RELEASE),
+            renew: Script::new(RENEW),
             counts: Script::new(COUNTS),
             report: Script::new(REPORT),
         }
@@ -240,7 +263,7 @@ impl Scripts {
 #[cfg(test)]
 mod tests {
     use super::{ACK, CLAIM, REGISTER, Script};
-    use crate::ProxyConfig;
+    use crate::config::ProxyConfig;
     use crate::conn::owned;
     use fred::prelude::*;
 
@@ -266,7 +289,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_late_acknowledgement_of_an_earlier_registration_acknowledges_nothing() {
         let base = ProxyConfig::default().with_namespace("rem-gen");
-        let daemon = crate::start_redis(&base).await.unwrap();
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
         let config = daemon.config(&base);
         let client = config
             .builder::<std::convert::Infallible>(std::time::Duration::from_secs(5))

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use super::keys::{ShardKeys, check_name, member};
 use super::scripts::Scripts;
-use crate::ProxyClient;
-use crate::conn::{as_bytes, bytes, owned};
+use crate::client::ProxyClient;
+use crate::conn::{as_bytes, bytes, int, owned, text};
 
 /// The scripts, SHA computed once per process.
 pub(crate) fn scripts() -> &'static Scripts {
@@ -32,6 +32,22 @@ pub enum ReminderError {
     /// Redis did not answer, or refused: the call may or may not have taken effect.
     #[error("Redis: {0}")]
     Unavailable(String),
+}
+
+/// The longest delay, period or time (since the Unix epoch) a reminder takes: 10,000
+/// years. Redis keeps due times as doubles, exact to 2^53 ms; a schedule past this is
+/// refused as [`ReminderError::Invalid`] before anything is written.
+pub const MAX_REMINDER_HORIZON: Duration = Duration::from_secs(10_000 * 365 * 24 * 3600);
+
+/// `d` in ms, or `Invalid` past [`MAX_REMINDER_HORIZON`].
+fn within_horizon(what: &str, d: Duration) -> Result<u64, ReminderError> {
+    if d > MAX_REMINDER_HORIZON {
+        return Err(ReminderError::Invalid(format!(
+            "{what} of {d:?} is past the longest a reminder takes ({MAX_REMINDER_HORIZON:?}, \
+             10,000 years)"
+        )));
+    }
+    Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// When a reminder is first due.
@@ -181,16 +197,35 @@ pub struct ReminderInfo {
 ///   [`delivery_timeout`](crate::ReminderPollerOptions::delivery_timeout) is retried, and
 ///   may then be handled twice if the first one was handled late: size the timeout to the
 ///   handler.
-/// - **At least once across crashes.** A tick is acknowledged only once its ask was handled
-///   (answered, or failed in the handler: `Handler`, `Panicked`, `NoResponse`). A poller
-///   killed between its claim and its acknowledgement leaves the claim to lapse after
-///   [`claim_lease`](crate::ReminderPollerOptions::claim_lease), then another delivers the
-///   tick again (`a_firer_killed_mid_delivery_is_taken_over_after_its_claim`: taken over
-///   within the claim plus 3 s, the duplicate counted). The 10,000-reminder burst with one
-///   of the three systems SIGKILLed mid-way: every tick handled, the duplicates counted
-///   (`reminders_fire_at_least_once_with_a_system_killed_mid_way`). A handler that must
-///   act once per tick keeps the last [`due_ms`](crate::ReminderTick::due_ms) it handled in
-///   its `StateStore`.
+/// - **At least once across crashes; reminders move as activations do.** A tick is
+///   acknowledged only once its ask was handled (answered, or failed in the handler:
+///   `Handler`, `Panicked`, `NoResponse`). A claim lasts
+///   [`claim_lease`](crate::ReminderPollerOptions::claim_lease) (4 s by default, the
+///   default system lease) and is renewed every third of it while its delivery runs, as a
+///   system's lease is: a poller killed, frozen or cut from Redis between its claim and its
+///   acknowledgement stops renewing, and another poller delivers the tick once the claim
+///   lapsed (`a_periodic_reminders_deliverer_killed_is_taken_over_within_the_claim_lease`:
+///   the system delivering a periodic reminder SIGKILLed mid-delivery at the default claim
+///   lease while another poller runs, the next tick from the other after 4.25 s;
+///   `a_firer_killed_mid_delivery_is_taken_over_after_its_claim`). A graceful
+///   [`shutdown`](crate::ReminderPoller::shutdown) finishes and acknowledges its
+///   deliveries first (within [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout)).
+///   The 10,000-reminder burst with one of the three systems SIGKILLed mid-way: every tick
+///   handled, the duplicates counted (`reminders_fire_at_least_once_with_a_system_killed_mid_way`).
+///   A delivery whose acknowledgement was lost comes again with the same
+///   [`due_ms`](crate::ReminderTick::due_ms) and the ticks missed meanwhile coalesced into
+///   it: a handler that must act once per tick keeps the
+///   [`last_due_ms`](crate::ReminderTick::last_due_ms) it handled in its `StateStore` and
+///   acts [`ticks_since`](crate::ReminderTick::ticks_since) times, which loses no tick and
+///   counts none twice (checked over every delivery of the takeover test above).
+/// - **A reminder nobody can receive shows.** A delivery to a URN no system serves
+///   (`UnknownUrn`) is retried after [`retry_after`](crate::ReminderPollerOptions::retry_after)
+///   and counted: [`ReminderPollerStats::unserved`](crate::ReminderPollerStats::unserved),
+///   [`PollerReport::unserved`](crate::PollerReport::unserved) (the live view), and the
+///   metric `conclib_reminders_unserved_total` (`a_reminder_on_a_urn_nobody_serves_is_counted_unserved`).
+/// - **Invalid schedules are refused before anything is written**: a period of 0, a delay,
+///   period or time past [`MAX_REMINDER_HORIZON`] (10,000 years; Redis keeps due times as
+///   doubles) answer [`ReminderError::Invalid`] (`reminders_register_cancel_list_and_reject_what_is_invalid`).
 /// - **Passivated or re-homed actors are woken.** A reminder an actor registered from its
 ///   own handler activates it again after it was passivated, and activates it on another
 ///   system after its holder was SIGKILLed
@@ -253,23 +288,6 @@ fn unavailable(e: impl fmt::Display) -> ReminderError {
     ReminderError::Unavailable(e.to_string())
 }
 
-pub(crate) fn int(v: &Value) -> Option<u64> {
-    match v {
-        Value::Integer(i) => u64::try_from(*i).ok(),
-        other => as_bytes(other)
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|f| *f >= 0.0)
-            .map(|f| f as u64),
-    }
-}
-
-pub(crate) fn text(v: &Value) -> String {
-    as_bytes(v)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default()
-}
-
 impl Reminders {
     /// Reminders through `client`'s connections and namespace.
     #[must_use]
@@ -288,7 +306,8 @@ impl Reminders {
     /// due (ms since the Unix epoch, Redis's clock). One round trip.
     ///
     /// # Errors
-    /// [`ReminderError::Invalid`] for a URN or name that is not valid, a period of 0;
+    /// [`ReminderError::Invalid`] for a URN or name that is not valid, a period of 0, a
+    /// delay, period or time past [`MAX_REMINDER_HORIZON`] (nothing is written);
     /// [`ReminderError::Codec`] for a payload that could not be encoded or is too large;
     /// [`ReminderError::Unavailable`] when Redis did not answer.
     pub async fn register(&self, urn: &str, reminder: Reminder) -> Result<u64, ReminderError> {
@@ -298,7 +317,7 @@ impl Reminders {
             Some(p) if p.as_millis() == 0 => {
                 return Err(ReminderError::Invalid("a period is at least 1 ms".into()));
             }
-            Some(p) => u64::try_from(p.as_millis()).unwrap_or(u64::MAX / 4),
+            Some(p) => within_horizon("a period", p)?,
             None => 0,
         };
         let (payload, codec) = reminder
@@ -313,12 +332,12 @@ impl Reminders {
             )));
         }
         let (at, after) = match reminder.first {
-            FirstDue::After(d) => (String::new(), d.as_millis().to_string()),
+            FirstDue::After(d) => (String::new(), within_horizon("a delay", d)?.to_string()),
             FirstDue::At(t) => {
                 let ms = t
                     .duration_since(UNIX_EPOCH)
                     .map_err(|_| ReminderError::Invalid("a time before the Unix epoch".into()))?;
-                (ms.as_millis().to_string(), String::new())
+                (within_horizon("a time", ms)?.to_string(), String::new())
             }
         };
         let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);

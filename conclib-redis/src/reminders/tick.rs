@@ -42,7 +42,39 @@ pub struct ReminderTick {
 }
 
 impl ReminderTick {
-    pub(crate) fn new(
+    /// A tick as a poller delivers it, without payload: for a handler's unit tests (add one
+    /// with [`with_payload`](Self::with_payload)).
+    ///
+    /// ```
+    /// use conclib_redis::ReminderTick;
+    /// let tick = ReminderTick::new("renew", 1_000, 60_000, 2);
+    /// assert_eq!(tick.last_due_ms(), 121_000);
+    /// assert_eq!(tick.ticks_since(Some(61_000)), 1);
+    /// ```
+    #[must_use]
+    pub fn new(name: impl Into<String>, due_ms: u64, period_ms: u64, missed: u64) -> Self {
+        ReminderTick::from_wire(
+            name.into(),
+            due_ms,
+            period_ms,
+            missed,
+            Vec::new(),
+            String::new(),
+        )
+    }
+
+    /// This tick with `payload`, encoded as a Rust registration encodes it (bincode).
+    ///
+    /// # Errors
+    /// [`CodecError`] when `payload` cannot be encoded.
+    pub fn with_payload<T: Serialize>(mut self, payload: &T) -> Result<Self, CodecError> {
+        let codec = conclib_codec::Bincode;
+        self.payload = conclib_codec::encode_value(&codec, payload)?;
+        self.codec = conclib_codec::Codec::name(&codec).to_owned();
+        Ok(self)
+    }
+
+    pub(crate) fn from_wire(
         name: String,
         due_ms: u64,
         period_ms: u64,
@@ -67,12 +99,42 @@ impl ReminderTick {
     }
 
     /// When this tick was due: ms since the Unix epoch, by Redis's clock. With
-    /// [`missed`](Self::missed) ticks coalesced, the first of them. It names the tick: a
-    /// handler that must act once per tick (delivery is at least once) keeps the last one
-    /// it handled.
+    /// [`missed`](Self::missed) ticks coalesced, the first of them.
+    ///
+    /// Delivery is at least once, and a delivery whose acknowledgement was lost (its poller
+    /// died) comes again with the same `due_ms` and, later, more ticks coalesced into it: a
+    /// handler that must act once per tick keeps the [`last_due_ms`](Self::last_due_ms) it
+    /// handled and acts [`ticks_since`](Self::ticks_since) times, which loses no tick and
+    /// counts none twice (keeping `due_ms` alone would drop the ticks coalesced later).
     #[must_use]
     pub fn due_ms(&self) -> u64 {
         self.due_ms
+    }
+
+    /// The last tick this delivery stands for: [`due_ms`](Self::due_ms) plus
+    /// [`missed`](Self::missed) periods. The key a handler keeps to act once per tick.
+    #[must_use]
+    pub fn last_due_ms(&self) -> u64 {
+        self.due_ms
+            .saturating_add(self.missed.saturating_mul(self.period_ms))
+    }
+
+    /// How many of the ticks this delivery stands for come after `last_handled` (the
+    /// [`last_due_ms`](Self::last_due_ms) of the last delivery handled, `None`: none yet):
+    /// `1 + missed` for a new delivery, fewer (0 for one handled already) for a delivery
+    /// that came again.
+    #[must_use]
+    pub fn ticks_since(&self, last_handled: Option<u64>) -> u64 {
+        let all = 1 + self.missed;
+        match last_handled {
+            None => all,
+            Some(h) if h < self.due_ms => all,
+            Some(_) if self.period_ms == 0 => 0,
+            Some(h) => {
+                let handled = (h - self.due_ms) / self.period_ms + 1;
+                all.saturating_sub(handled)
+            }
+        }
     }
 
     /// The reminder's period in ms, 0 for a one-shot reminder.

@@ -47,7 +47,7 @@ pub struct PublishedSystem {
     /// received again ([`ProxyHandle::topics`](crate::ProxyHandle::topics)); `None` while it
     /// never used topics (and from a proxy of an older version).
     #[serde(default)]
-    pub topics: Option<crate::TopicsStats>,
+    pub topics: Option<crate::topics::TopicsStats>,
 }
 
 /// One group a system is a member of, as published with its snapshot.

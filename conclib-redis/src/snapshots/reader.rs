@@ -147,8 +147,8 @@ impl SnapshotReader {
     /// [`ServeError::Redis`] if Redis fails a read.
     pub async fn reminders(
         &self,
-        query: &crate::ReminderQuery,
-    ) -> Result<crate::RemindersOverview, ServeError> {
+        query: &crate::reminders::ReminderQuery,
+    ) -> Result<crate::reminders::RemindersOverview, ServeError> {
         crate::reminders::read_overview(&self.client, &self.namespace, query)
             .await
             .map_err(ServeError::Redis)

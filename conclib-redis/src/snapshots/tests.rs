@@ -64,7 +64,7 @@ fn published(snapshot: SystemSnapshot) -> PublishedSystem {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_base_in_chunks_and_its_changes_read_back_whole() {
     let base = ProxyConfig::default().with_namespace("snap-others");
-    let daemon = crate::start_redis(&base).await.unwrap();
+    let daemon = crate::daemon::start_redis(&base).await.unwrap();
     let config = daemon.config(&base);
     let reader = SnapshotReader::connect(&config).await.unwrap();
 

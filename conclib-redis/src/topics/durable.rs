@@ -242,7 +242,7 @@ impl Reader {
                     futures_util::future::join(acking, self.read(&once, from)).await;
                 let outcome = match reply {
                     Ok(value) => Outcome::Read {
-                        entries: stream_entries(value),
+                        entries: conn::stream_entries(value),
                     },
                     Err(e) if conn::error_code_is(&e, "NOGROUP") => {
                         tracing::info!(key = %self.key, group = %self.group, "consumer group gone; creating it again");
@@ -332,7 +332,7 @@ impl Reader {
         let next = parts.swap_remove(0).into_bytes().unwrap_or_default();
         let wrapped = Value::Array(vec![Value::Array(vec![s(""), claimed])]);
         let next = (!next.is_empty() && next.as_ref() != b"0-0").then_some(next);
-        (stream_entries(wrapped), next)
+        (conn::stream_entries(wrapped), next)
     }
 
     /// The entry as an event: its body a view of the bytes fred read (no copy).
@@ -636,33 +636,3 @@ for _, c in ipairs(consumers) do
   end
 end
 return n";
-
-/// The `(id, fields)` of an `XREADGROUP` answer (one stream): nil fields for an entry
-/// trimmed away while pending.
-fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
-    let Value::Array(streams) = value else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for stream in streams {
-        let Value::Array(mut parts) = stream else {
-            continue;
-        };
-        let Some(Value::Array(entries)) = parts.pop() else {
-            continue;
-        };
-        for entry in entries {
-            let Value::Array(mut pair) = entry else {
-                continue;
-            };
-            if pair.len() != 2 {
-                continue;
-            }
-            let fields = pair.pop().unwrap_or(Value::Null);
-            if let Some(id) = pair.pop().and_then(Value::into_bytes) {
-                out.push((id, fields));
-            }
-        }
-    }
-    out
-}

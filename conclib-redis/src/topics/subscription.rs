@@ -146,6 +146,7 @@ impl<E: DeserializeOwned + Send + 'static> SubscribeRequest<E> {
             reported_drops: 0,
             codec: self.topics.config().codec.clone(),
             topic: self.topic,
+            close_bound: self.topics.config().shutdown_timeout,
             _event: Typed::default(),
         })
     }
@@ -193,6 +194,9 @@ pub struct Subscription<E> {
     reported_drops: u64,
     codec: Arc<dyn Codec>,
     topic: Topic,
+    /// How long [`close`](Subscription::close) may take
+    /// ([`ProxyConfig::shutdown_timeout`](crate::ProxyConfig::shutdown_timeout)).
+    close_bound: Duration,
     _event: Typed<E>,
 }
 
@@ -255,18 +259,24 @@ impl<E> Subscription<E> {
     /// Ends the subscription: acknowledges the events taken so far, the last one included
     /// (a durable topic's), and closes its connection. Dropping it does the same without
     /// waiting, except that the last event taken is not acknowledged (it may not have been
-    /// finished): it comes again.
+    /// finished): it comes again. Returns within the
+    /// [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout) of its client's
+    /// configuration whatever Redis does (what was not acknowledged by then comes again).
     pub async fn close(self) {
-        match self.source {
-            Source::Durable(durable) => durable.close().await,
-            Source::Live { rx, _link: link } => {
-                drop(rx);
-                for task in &link.tasks {
-                    task.abort();
+        let bound = self.close_bound;
+        let closing = async move {
+            match self.source {
+                Source::Durable(durable) => durable.close().await,
+                Source::Live { rx, _link: link } => {
+                    drop(rx);
+                    for task in &link.tasks {
+                        task.abort();
+                    }
+                    let _ = fred::prelude::ClientLike::quit(&link.client).await;
                 }
-                let _ = fred::prelude::ClientLike::quit(&link.client).await;
             }
-        }
+        };
+        let _ = tokio::time::timeout(bound, closing).await;
     }
 }
 

@@ -5,7 +5,7 @@
 //!   counter at each URN, starts a proxy, prints `READY`; then on stdin `stop` (or end of
 //!   input) shuts the proxy down gracefully and prints `STOPPED`, `crash` exits at once.
 //!   `CONCLIB_TEST_LEASE_MS` sets the proxy's lease and its URN keys' TTL; `CONCLIB_TEST_NOTES` is where the
-//!   counters record the `Note`s they handle.
+//!   counters record the `Note`s they handle; `CONCLIB_TEST_RELEASE` set: `release_on_shutdown`.
 //! - `<test binary> ask <url> <namespace> <urn> <total> <concurrency> <tag>`: asks
 //!   `total` echoes, `concurrency` at a time, checks every answer, prints `OK <total>`.
 
@@ -70,6 +70,8 @@ async fn serve(url: &str, ns: &str, system_id: &str, urns: &[String]) -> i32 {
         config.lease_ttl = Duration::from_millis(ms);
         config.urn_ttl = config.lease_ttl;
     }
+    // As the Python tests' server does: a stopped system deletes its URN keys at once.
+    config.release_on_shutdown = std::env::var_os("CONCLIB_TEST_RELEASE").is_some();
     let system = ActorSystem::new(system_id);
     for urn in urns {
         if let Err(e) = system

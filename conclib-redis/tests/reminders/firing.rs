@@ -76,9 +76,39 @@ pub(crate) async fn reminders_register_cancel_list_and_reject_what_is_invalid() 
                 Reminder::after("p", Duration::ZERO).every(Duration::ZERO),
             )
             .await,
+        // Past the horizon (Redis keeps due times as doubles): refused before writing.
+        reminders
+            .register("rem:1", Reminder::after("max", Duration::MAX))
+            .await,
+        reminders
+            .register(
+                "rem:1",
+                Reminder::after("long", Duration::ZERO).every(Duration::MAX),
+            )
+            .await,
+        reminders
+            .register(
+                "rem:1",
+                Reminder::at("far", std::time::SystemTime::UNIX_EPOCH + Duration::MAX / 2),
+            )
+            .await,
     ] {
         assert!(matches!(bad, Err(ReminderError::Invalid(_))), "{bad:?}");
     }
+    // Nothing of them was written.
+    let names: Vec<String> = reminders
+        .list("rem:1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| ["max", "long", "far"].contains(&n.as_str())),
+        "{names:?}"
+    );
     let too_big = reminders
         .register(
             "rem:1",
@@ -285,4 +315,29 @@ pub(crate) async fn a_reminder_registered_by_an_actor_wakes_it_after_passivation
     assert_eq!(lines(&notes, "tick").len(), 2);
     client.shutdown().await;
     survivor.stop().await;
+}
+
+/// A due reminder on a URN no system serves is retried, and shows: the poller counts it
+/// `unserved` (also in its report for the live view, and a metric).
+pub(crate) async fn a_reminder_on_a_urn_nobody_serves_is_counted_unserved() {
+    let config = config("rem-unserved");
+    let client = client(&config).await;
+    let poller = conclib_redis::ReminderPoller::start(
+        &client,
+        conclib_redis::ReminderPollerOptions::default()
+            .with_poll_interval(Duration::from_millis(20))
+            .with_retry_after(Duration::from_millis(50)),
+    )
+    .unwrap();
+    Reminders::new(&client)
+        .register("nobody:here", Reminder::after("lost", Duration::ZERO))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "counted unserved", || async {
+        poller.stats().unserved >= 2
+    })
+    .await;
+    assert_eq!(poller.stats().fired, 0);
+    poller.shutdown().await;
+    client.shutdown().await;
 }

@@ -14,12 +14,14 @@ mod peer;
 #[path = "../scale_out/peers.rs"]
 #[allow(dead_code)]
 mod peers;
+mod takeover;
 
 use catch_up::*;
 use cluster::*;
 use durability::*;
 use firing::*;
 use hostile::*;
+use takeover::*;
 
 fn main() {
     if std::env::var_os(peers::ROLE).is_some() {
@@ -37,5 +39,7 @@ fn main() {
         reminders_fire_once_on_a_redis_cluster,
         garbled_records_do_not_stop_their_shard,
         missed_ticks_are_delivered_one_by_one_when_asked,
+        a_periodic_reminders_deliverer_killed_is_taken_over_within_the_claim_lease,
+        a_reminder_on_a_urn_nobody_serves_is_counted_unserved,
     ]);
 }

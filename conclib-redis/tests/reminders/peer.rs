@@ -107,7 +107,8 @@ impl Reminded {
     }
 }
 
-/// `reminded URL NS SYSTEM LEASE_MS IDLE_MS NOTES ACTIVATE(0|1) POLL(0|1) CLAIM_MS`.
+/// `reminded URL NS SYSTEM LEASE_MS IDLE_MS NOTES ACTIVATE(0|1) POLL(0|1) CLAIM_MS` (0: the
+/// default claim lease).
 pub(crate) async fn reminded(args: &[String]) -> i32 {
     let [
         url,
@@ -155,8 +156,13 @@ pub(crate) async fn reminded(args: &[String]) -> i32 {
     }
     let claim = Duration::from_millis(claim_ms.parse().unwrap());
     let poller = (poll == "1").then(|| {
-        let options = ReminderPollerOptions::default()
-            .with_claim_lease(claim, claim / 2)
+        // 0: the default claim lease and delivery timeout.
+        let options = if claim.is_zero() {
+            ReminderPollerOptions::default()
+        } else {
+            ReminderPollerOptions::default().with_claim_lease(claim, claim / 2)
+        };
+        let options = options
             .with_poll_interval(Duration::from_millis(50))
             .with_retry_after(Duration::from_millis(200));
         ReminderPoller::start(&client, options).unwrap()

@@ -26,6 +26,7 @@ macro_rules! wire_message {
 mod activation;
 #[path = "../common/mod.rs"]
 mod common;
+mod early_kill;
 mod failover;
 mod failover_load;
 mod fast_lane;
@@ -35,6 +36,7 @@ mod placement;
 mod rebalance;
 
 use activation::*;
+use early_kill::*;
 use failover::*;
 use failover_load::*;
 use fast_lane::*;
@@ -73,6 +75,8 @@ fn main() {
         a_member_joining_under_load_takes_its_share_with_rebalancing,
         a_killed_holder_of_200_urns_fails_over_under_load_from_three_clients,
         a_paused_holder_of_200_urns_fails_over_under_load_and_repeats_nothing,
+        a_holder_killed_within_a_second_of_activating_fails_over,
+        a_holder_on_another_host_killed_within_a_second_of_activating_fails_over,
     ]);
 }
 

@@ -47,7 +47,30 @@ pub(crate) struct Peer {
 
 impl Peer {
     pub(crate) async fn start(args: &[&str]) -> Peer {
-        let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        Peer::start_on(None, args).await
+    }
+
+    /// [`start`](Self::start), on another host as far as the others can tell (`Some`: a
+    /// host name, set in a UTS namespace of its own, `unshare -u`): its death is not
+    /// provable from here, its lease must lapse.
+    pub(crate) async fn start_on(host: Option<&str>, args: &[&str]) -> Peer {
+        let exe = std::env::current_exe().unwrap();
+        let mut command = match host {
+            None => tokio::process::Command::new(&exe),
+            Some(host) => {
+                let mut c = tokio::process::Command::new("unshare");
+                // `exec`: the peer keeps the pid the test signals.
+                c.args([
+                    "-u",
+                    "sh",
+                    "-c",
+                    &format!("hostname {host} && exec \"$0\" \"$@\""),
+                ])
+                .arg(&exe);
+                c
+            }
+        };
+        let mut child = command
             .env(ROLE, "1")
             .args(args)
             .stdin(Stdio::piped())
@@ -86,6 +109,12 @@ impl Peer {
     /// SIGSTOP, returning once every thread of it stopped.
     pub(crate) async fn freeze(&self) {
         conclib_testkit::freeze(self.pid.unsigned_abs()).await;
+    }
+
+    /// Its process id (the reminders' tests find the poller holding a claim by it).
+    #[allow(dead_code)]
+    pub(crate) fn pid(&self) -> i32 {
+        self.pid
     }
 
     pub(crate) fn signal(&self, signal: i32) {

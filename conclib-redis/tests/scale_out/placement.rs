@@ -72,18 +72,32 @@ pub(crate) async fn start_placers(
     lease_ms: u64,
     placement: &str,
 ) -> Vec<Peer> {
+    start_placers_on(None, config, lease_ms, placement).await
+}
+
+/// [`start_placers`], `s1` on another host (`Peer::start_on`) when `s1_host` is set.
+pub(crate) async fn start_placers_on(
+    s1_host: Option<&str>,
+    config: &ProxyConfig,
+    lease_ms: u64,
+    placement: &str,
+) -> Vec<Peer> {
     let lease = lease_ms.to_string();
     let mut peers = Vec::new();
     for system in ["s1", "s2", "s3"] {
+        let host = s1_host.filter(|_| system == "s1");
         peers.push(
-            Peer::start(&[
-                "placer",
-                &config.url,
-                &config.namespace,
-                system,
-                &lease,
-                placement,
-            ])
+            Peer::start_on(
+                host,
+                &[
+                    "placer",
+                    &config.url,
+                    &config.namespace,
+                    system,
+                    &lease,
+                    placement,
+                ],
+            )
             .await,
         );
     }

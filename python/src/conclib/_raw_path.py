@@ -16,8 +16,9 @@ import logging
 import math
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._contracts import Route, SessionLink
 from ._raw import RawConnection, RespError, bulk, open_raw
 from .errors import (
     Closed,
@@ -31,8 +32,6 @@ from .errors import (
 )
 from .protocol import REPLY_HEADER_LEN, ttl_ms
 
-if TYPE_CHECKING:
-    from ._session import Route, Session
 
 log = logging.getLogger("conclib")
 
@@ -237,7 +236,7 @@ class RawPath:
     """The writer and reader connections of one session, the requests waiting for the next
     write, the asks' shared deadline timers and the watchdog."""
 
-    def __init__(self, session: Session, blmpop: bytes) -> None:
+    def __init__(self, session: SessionLink, blmpop: bytes) -> None:
         self.session = session
         self.loop = session.loop
         self.blmpop = blmpop

@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._contracts import SessionLink
 from ._info import redis_identity
 from ._raw import pack
 from .errors import Closed, ConclibError, Unavailable, fail, from_redis_error, is_connection_error
 from .url import build_client, close_client
 
-if TYPE_CHECKING:
-    from ._session import Session
 
 log = logging.getLogger("conclib")
 
@@ -51,7 +50,7 @@ class Outgoing:
 class RedisPyPath:
     """The writer and reader of one session on redis-py's connections."""
 
-    def __init__(self, session: Session, blmpop: bytes) -> None:
+    def __init__(self, session: SessionLink, blmpop: bytes) -> None:
         client = session.client
         self.session = session
         self.loop = session.loop

@@ -15,9 +15,9 @@ import os
 import secrets
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
+from ._contracts import ClientSettings, Route
 from ._raw import bulk, pack
 from ._raw_path import RawPath
 from ._redispy_path import RedisPyPath
@@ -36,9 +36,6 @@ from .protocol import REPLY_HEADER_LEN, Status, pattern_prefix, valid_urn
 from ._info import redis_identity, server_fields
 from .url import build_client, close_client, redact
 
-if TYPE_CHECKING:
-    from .client import AsyncClient
-
 log = logging.getLogger("conclib")
 
 T = TypeVar("T")
@@ -54,41 +51,11 @@ async def until(fut: asyncio.Future[T], deadline: float) -> T:
     return await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0.0))
 
 
-@dataclass
-class Route:
-    """Where requests for a URN go: the system serving it and its request stream, until
-    ``until`` (``time.monotonic()``)."""
-
-    system: str
-    requests_key: str
-    until: float
-    # ``requests_key`` as a RESP bulk string (the raw writer's XADD).
-    packed_key: bytes = b""
-    # A group's fast lane (``{ns}:sys:{group}:req:hi``), where its ``priority="high"``
-    # requests go to overtake a backlog in its stream; ``None`` for a system, or a group
-    # whose members read none (older servers: then its stream).
-    fast_key: str | None = None
-    packed_fast: bytes = b""
-
-    def key_for(self, high: bool) -> str:
-        """The stream a request goes to: the group's fast lane for a ``high`` one, if any."""
-        return self.fast_key if high and self.fast_key is not None else self.requests_key
-
-    def packed_for(self, high: bool) -> bytes:
-        """``key_for(high)`` as a RESP bulk string."""
-        return self.packed_fast if high and self.fast_key is not None else self.packed_key
-
-    def no_fast_lane(self) -> None:
-        """The fast lane has no stream (its group's members are older servers): its stream,
-        until the URN is looked up again."""
-        self.fast_key = None
-
-
 class Session:
     """The connections, reply list and reader of one client in one process and event loop."""
 
-    def __init__(self, client: AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
-        self.client = client
+    def __init__(self, client: ClientSettings, loop: asyncio.AbstractEventLoop) -> None:
+        self.client: ClientSettings = client
         self.pid = os.getpid()
         self.loop = loop
         self.keys = client._keys
@@ -102,13 +69,15 @@ class Session:
             tls_ca_file=client._tls_ca_file,
         )
         self.reply_key = self.keys.reply(secrets.token_hex(16))
-        self.blmpop_args = (REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH)
+        self.blmpop_args: tuple[Any, ...] = (REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH)
         blmpop = pack("BLMPOP", *self.blmpop_args)
         self.resolving: dict[str, asyncio.Future[Route]] = {}
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.next_id = 1
         self.cache: dict[str, Route] = {}
         self.known: set[str] = set()
+        # URN -> whether its system departed, being read (``unavailable_if_departed``).
+        self.departed_checks: dict[str, asyncio.Future[bool]] = {}
         self.run_id: str | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.disconnects = 0
@@ -190,7 +159,7 @@ class Session:
     def forget(self, urn: str) -> None:
         self.cache.pop(urn, None)
 
-    async def resolve(self, urn: str, deadline: float, fresh: bool) -> Route:
+    async def resolve(self, urn: str, deadline: float, fresh: bool, wait_for_successor: bool = True) -> Route:
         """The system serving ``urn`` and its request stream, from the cache unless ``fresh``:
         ``GET {ns}:urn:{urn}``, else (nil) ``GET {ns}:pattern:{prefix}`` for a URN with a
         pattern prefix (its value, a group id such as ``~user:*``, is used as a system id)."""
@@ -201,6 +170,9 @@ class Session:
                 return cached
         if not valid_urn(urn):
             raise UnknownUrn(urn, "not a valid URN")
+        if not wait_for_successor:
+            # Its answer (``UnknownUrn`` for a departed URN) is not one to share with asks.
+            return await self._lookup(urn, deadline, False)
         # Concurrent lookups of one URN share one GET.
         shared = self.resolving.get(urn)
         if shared is not None and not fresh:
@@ -218,7 +190,7 @@ class Session:
         lookup: asyncio.Future[Route] = self.loop.create_future()
         self.resolving[urn] = lookup
         try:
-            route = await self._lookup(urn, deadline)
+            route = await self._lookup(urn, deadline, wait_for_successor)
         except BaseException as e:
             fail(lookup, e if isinstance(e, Exception) else Closed())
             raise
@@ -230,7 +202,7 @@ class Session:
             if self.resolving.get(urn) is lookup:
                 del self.resolving[urn]
 
-    async def _lookup(self, urn: str, deadline: float) -> Route:
+    async def _lookup(self, urn: str, deadline: float, wait_for_successor: bool = True) -> Route:
         prefix = pattern_prefix(urn)
         while True:
             value = await self.command(deadline, "GET", self.keys.urn(urn))
@@ -241,6 +213,10 @@ class Session:
             if value is not None:
                 break
             self.forget(urn)
+            # ``client.resolve`` answers "who serves it now": it does not wait.
+            if wait_for_successor and await self.departed(urn, deadline):
+                await self.wait_for_successor(urn, deadline)
+                continue
             await self.wait_if_redis_lost_it(urn, deadline)
         system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         key = self.keys.requests(system)
@@ -256,6 +232,53 @@ class Session:
             self.known.clear()
         self.known.add(urn)
         return route
+
+    async def departed(self, urn: str, deadline: float) -> bool:
+        """Whether the system that served ``urn`` (or activated its pattern) shut down
+        gracefully within its grace period (``{ns}:departed:urn:{urn}``,
+        ``{ns}:departed:pattern:{prefix}``): read only when no owner was found, as the Rust
+        client does."""
+        if await self.command(deadline, "GET", self.keys.departed_urn(urn)) is not None:
+            return True
+        prefix = pattern_prefix(urn)
+        return prefix is not None and await self.command(deadline, "GET", self.keys.departed_pattern(prefix)) is not None
+
+    async def wait_for_successor(self, urn: str, deadline: float) -> None:
+        """Pause before looking for a departed URN's successor again, or ``Unavailable``
+        when the deadline comes first."""
+        wait = 0.025
+        if time.monotonic() + wait >= deadline:
+            raise Unavailable(
+                f"the system serving {urn} shut down moments ago and no successor serves it yet "
+                "(it restarts or is being replaced): try again"
+            )
+        await asyncio.sleep(wait)
+
+    async def unavailable_if_departed(self, e: ConclibError, urn: str) -> ConclibError:
+        """An ask's ``Timeout``, or ``Unavailable`` when the system its URN was routed to
+        shut down meanwhile (its request waits for the successor, which may still handle
+        it). Looked up only on a timeout, at most 50 ms past the deadline (one read shared by
+        the asks timing out within half a second)."""
+        if not isinstance(e, Timeout):
+            return e
+        try:
+            # A burst of asks timing out together reads the marker once.
+            checking = self.departed_checks.get(urn)
+            if checking is None:
+                checking = asyncio.ensure_future(self.departed(urn, time.monotonic() + 0.05))
+                self.departed_checks[urn] = checking
+                # Its answer serves the asks timing out within the next half second too.
+                checking.add_done_callback(
+                    lambda _f: self.loop.call_later(0.5, self.departed_checks.pop, urn, None)
+                )
+            if await asyncio.shield(checking):
+                return Unavailable(
+                    f"no answer in time: the system serving {urn} shut down meanwhile (it restarts "
+                    "or is being replaced; its successor may still handle the request)"
+                )
+        except ConclibError:
+            pass
+        return e
 
     async def wait_if_redis_lost_it(self, urn: str, deadline: float) -> None:
         """Redis does not know ``urn`` (or its system's stream). That is ``UnknownUrn``,
@@ -342,7 +365,9 @@ class Session:
             # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its data
             # moments ago: then resolve and send again.
             self.forget(urn)
-            await self.wait_if_redis_lost_it(urn, deadline)
+            # A departed system's URN is looked up until its successor or the deadline.
+            if not await self.departed(urn, deadline):
+                await self.wait_if_redis_lost_it(urn, deadline)
             route = await self.resolve(urn, deadline, True)
 
     # -- replies -----------------------------------------------------------------------------
@@ -454,6 +479,8 @@ class Session:
         self.forget(urn)
         try:
             fresh = await self.resolve(urn, deadline, True)
+        except Unavailable:
+            raise  # its system departed and no successor came in time: restarting, not unknown
         except ConclibError:
             return None
         return fresh if fresh.system != route.system else None

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from .client import _ABANDONED, DEFAULT_URL, AsyncClient, Message, Priority, _NOTHING
 from .errors import Closed, ConclibError, Timeout
+from .reminders import ReminderInfo
 from .topics import DEFAULT_MAX_LEN, Subscription
 
 __all__ = ["BlockingSubscription", "Client"]
@@ -205,7 +206,7 @@ class Client:
         """As :meth:`AsyncClient.cancel_reminder <conclib.client.AsyncClient.cancel_reminder>`, blocking."""
         return self._run(self._client.cancel_reminder(urn, name), self._client.command_timeout)
 
-    def list_reminders(self, urn: str) -> list[Any]:
+    def list_reminders(self, urn: str) -> list[ReminderInfo]:
         """As :meth:`AsyncClient.list_reminders <conclib.client.AsyncClient.list_reminders>`, blocking."""
         return self._run(self._client.list_reminders(urn), self._client.command_timeout)
 
@@ -240,7 +241,9 @@ class BlockingSubscription:
         return self._subscription.stats()
 
     def get(self, timeout: float | None = None) -> Any:
-        """The next event, waiting at most ``timeout`` seconds (``None``: as long as it takes)."""
+        """The next event, waiting at most ``timeout`` seconds (``None``: as long as it takes);
+        :class:`~conclib.Lagged` once after a live subscription dropped events, as
+        :meth:`Subscription.get <conclib.topics.Subscription.get>`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = self._SLICE if deadline is None else min(self._SLICE, max(deadline - time.monotonic(), 0.0))

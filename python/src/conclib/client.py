@@ -30,7 +30,8 @@ from . import codec
 from ._outcome import interpret
 from ._raw_path import EXPIRED, GONE, RawPath
 from ._redispy_path import RedisPyPath, cancelling
-from ._session import Route, Session, until
+from ._contracts import NOTHING, Route
+from ._session import Session, until
 from .errors import (
     Closed,
     CodecError,
@@ -52,7 +53,9 @@ from .protocol import (
     request_fields,
     ttl_ms,
 )
+from . import reminders as _reminders
 from . import topics as _topics
+from .reminders import ReminderInfo
 from .topics import DEFAULT_BUFFER, DEFAULT_GROUP, DEFAULT_MAX_LEN, Subscription
 from .trace import current_traceparent, current_traceparent_bytes, valid_traceparent
 from .url import RedisTarget, parse_url, redact
@@ -78,7 +81,7 @@ class Message(Protocol):
     __conclib_name__: str
 
 
-_NOTHING: Any = object()
+_NOTHING: Any = NOTHING
 _NIL = b"\xc0"  # MessagePack's nil
 
 # Reply statuses ``ask``'s hot path leaves to ``_exchange_raw``: a URN that may have moved
@@ -342,6 +345,12 @@ class AsyncClient:
                 status, reply = await self._exchange_slow(urn, name, body, timeout, high, tp, started)
             return interpret(urn, name, timeout, status, reply)
         except ConclibError as e:
+            if isinstance(e, Timeout) and self._session is not None:
+                # Its system shut down meanwhile (it restarts or is being replaced): retryable.
+                departed = await self._session.unavailable_if_departed(e, urn)
+                if departed is not e:
+                    label = departed.label
+                    raise departed from None
             label = e.label
             # One turn of the event loop before the error: an ask that fails at once (Redis
             # down) awaits nothing that suspends, and callers retrying such asks in a loop
@@ -470,7 +479,9 @@ class AsyncClient:
                 # data moments ago: then resolve and send again.
                 session.forget(urn)
                 try:
-                    await session.wait_if_redis_lost_it(urn, deadline)
+                    # A departed system's URN is looked up until its successor or the deadline.
+                    if not await session.departed(urn, deadline):
+                        await session.wait_if_redis_lost_it(urn, deadline)
                     route = await session.resolve(urn, deadline, True)
                 except ConclibError as e:
                     raise session.at_deadline(e, timeout, disconnects) from None
@@ -571,12 +582,18 @@ class AsyncClient:
         ``command_timeout``."""
         session = await self._current()
         try:
-            route = await session.resolve(urn, time.monotonic() + self.command_timeout, True)
+            route = await session.resolve(urn, time.monotonic() + self.command_timeout, True, wait_for_successor=False)
         except UnknownUrn:
             return None
         except Timeout:
             raise Timeout(self.command_timeout, f"looking up {urn}") from None
         return route.system
+
+    async def _command(self, *args: Any) -> Any:
+        """One Redis command off the ask path (reminders, publishing), bounded by
+        ``command_timeout``."""
+        session = await self._current()
+        return await session.command(time.monotonic() + self.command_timeout, *args)
 
     # -- reminders (conclib.reminders) -------------------------------------------------------
 
@@ -591,23 +608,17 @@ class AsyncClient:
         payload: Any = _NOTHING,
     ) -> int:
         """Registers a durable reminder for ``urn``: see :func:`conclib.reminders.register`."""
-        from . import reminders
-
         if payload is _NOTHING:
-            return await reminders.register(self, urn, name, after=after, at=at, every=every)
-        return await reminders.register(self, urn, name, after=after, at=at, every=every, payload=payload)
+            return await _reminders.register(self, urn, name, after=after, at=at, every=every)
+        return await _reminders.register(self, urn, name, after=after, at=at, every=every, payload=payload)
 
     async def cancel_reminder(self, urn: str, name: str) -> bool:
         """Cancels ``urn``'s reminder ``name``: see :func:`conclib.reminders.cancel`."""
-        from . import reminders
+        return await _reminders.cancel(self, urn, name)
 
-        return await reminders.cancel(self, urn, name)
-
-    async def list_reminders(self, urn: str) -> list[Any]:
+    async def list_reminders(self, urn: str) -> list[ReminderInfo]:
         """``urn``'s reminders (:class:`conclib.reminders.ReminderInfo`), sorted by name."""
-        from . import reminders
-
-        return await reminders.list_reminders(self, urn)
+        return await _reminders.list_reminders(self, urn)
 
 
 def encode_message(message: str | Message, payload: Any, max_payload: int) -> tuple[str, bytes]:

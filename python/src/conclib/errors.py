@@ -9,7 +9,19 @@ statuses of the protocol (``conclib-redis/src/protocol.rs``). Each has a ``label
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic
+
+if TYPE_CHECKING:
+    # A default (PEP 696): a bare ``HandlerError`` is ``HandlerError[Any]`` to the type
+    # checkers (which know typing_extensions without it being installed); at run time the
+    # parameter only has to exist.
+    from typing_extensions import TypeVar
+
+    E = TypeVar("E", default=Any)
+else:
+    from typing import TypeVar
+
+    E = TypeVar("E")
 
 __all__ = [
     "ActorStopped",
@@ -19,6 +31,7 @@ __all__ = [
     "ConclibError",
     "ConfigError",
     "HandlerError",
+    "Lagged",
     "MailboxFull",
     "NoResponse",
     "NotExposed",
@@ -80,18 +93,39 @@ UnknownMessage = NotExposed
 """The protocol's name for :class:`NotExposed`."""
 
 
-class HandlerError(ConclibError):
+class HandlerError(ConclibError, Generic[E]):
     """The handler returned an error: ``error`` holds it, decoded from MessagePack (a Rust
     unit enum variant is its name, ``"Busy"``; others a one-entry dict, ``{"NotAllowed":
-    {"reason": "..."}}``; a ``String`` error a ``str``)."""
+    {"reason": "..."}}``; a ``String`` error a ``str``).
+
+    Generic in the error's type: ``HandlerError`` alone is ``HandlerError[Any]`` (what
+    ``client.ask`` raises); the typed handles of :mod:`conclib.stubgen` raise a subclass per
+    message, ``HandlerError[TheRustErrorType]``, whose ``error`` is decoded into that type
+    and checked by mypy and pyright."""
 
     label = "handler_error"
+    error: E
 
-    def __init__(self, error: Any, urn: str = "", message: str = "") -> None:
+    def __init__(self, error: E, urn: str = "", message: str = "") -> None:
         self.error = error
         self.urn = urn
         self.message = message
         super().__init__(f"the handler returned an error: {error!r}")
+
+
+class Lagged(ConclibError):
+    """A live subscription fell behind: ``missed`` events found its buffer full and were
+    dropped since the last report. Raised once by the subscription's next ``get()`` (or
+    ``async for``/``for`` step), in place of the next event, as the Rust ``Subscription``
+    yields ``TopicError::Lagged``; the subscription goes on, and the call after returns the
+    next event it holds."""
+
+    label = "lagged"
+
+    def __init__(self, missed: int, topic: str = "") -> None:
+        self.missed = missed
+        self.topic = topic
+        super().__init__(f"the subscriber of topic {topic} fell behind: {missed} events dropped")
 
 
 class Panicked(ConclibError):

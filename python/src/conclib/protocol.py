@@ -80,6 +80,17 @@ class Keys:
         for the URNs ``{prefix}{id}`` (used like a system id)."""
         return f"{self.namespace}:pattern:{prefix}"
 
+    def departed_urn(self, urn: str) -> str:
+        """``{ns}:departed:urn:{urn}``: set by a system's graceful shutdown for
+        ``departed_grace`` (30 s): the URN's system restarts or is being replaced, so a
+        look-up that finds no owner waits for the successor (then ``Unavailable``), not
+        ``UnknownUrn``."""
+        return f"{self.namespace}:departed:urn:{urn}"
+
+    def departed_pattern(self, prefix: str) -> str:
+        """``{ns}:departed:pattern:{prefix}``: as :meth:`departed_urn`, for a pattern's URNs."""
+        return f"{self.namespace}:departed:pattern:{prefix}"
+
     def requests(self, system: str) -> str:
         """``{ns}:sys:{system}:req``: the system's request stream."""
         return f"{self.namespace}:sys:{system}:req"

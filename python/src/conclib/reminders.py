@@ -1,4 +1,4 @@
-"""Durable reminders (issue #64): register, cancel and list the reminders of a URN from
+"""Durable reminders: register, cancel and list the reminders of a URN from
 Python, e.g. from a web request (``await client.register_reminder("user:42", "renew",
 after=3600, every=86400, payload={"plan": "pro"})``). The Rust systems' reminder pollers
 deliver them to the actor as a ``conclib.ReminderTick``; a payload registered here is
@@ -11,18 +11,15 @@ texts the Rust crate sends (``conclib-redis/tests/reminders`` checks they are eq
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._contracts import NOTHING, CommandClient
 from .codec import encode
 from .errors import ConfigError, RedisError, TooLarge
 from .protocol import valid_urn
 
-if TYPE_CHECKING:
-    from .client import AsyncClient
-
-__all__ = ["MAX_NAME_LEN", "SHARDS", "ReminderInfo", "cancel", "list_reminders", "register", "shard_of"]
+__all__ = ["MAX_NAME_LEN", "SHARDS", "Registration", "ReminderInfo", "cancel", "list_reminders", "register", "shard_of"]
 
 SHARDS = 16
 """How many shards a namespace's reminders are spread over (as the Rust crate's)."""
@@ -114,7 +111,14 @@ class ReminderInfo:
     """Whether a system is delivering it now."""
 
 
-def _check_urn(urn: str) -> None:
+def check_urn_and_name(urn: str, name: str) -> None:
+    """``ConfigError`` unless ``urn`` is a URN and ``name`` a reminder name."""
+    check_urn(urn)
+    _check_name(name)
+
+
+def check_urn(urn: str) -> None:
+    """``ConfigError`` unless ``urn`` is a URN."""
     if not valid_urn(urn):
         raise ConfigError(f"invalid URN {urn!r}")
 
@@ -127,17 +131,65 @@ def _check_name(name: str) -> None:
         raise ConfigError(f"a reminder name has no control characters: {name!r}")
 
 
-async def _eval(client: AsyncClient, script: str, keys: list[str], args: list[Any]) -> Any:
-    session = await client._current()
-    deadline = time.monotonic() + client.command_timeout
-    return await session.command(deadline, "EVAL", script, len(keys), *keys, *args)
+async def _eval(client: CommandClient, script: str, keys: list[str], args: list[Any]) -> Any:
+    return await client._command("EVAL", script, len(keys), *keys, *args)
 
 
-_NOTHING: Any = object()
+_NOTHING: Any = NOTHING
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A reminder's registration, checked and encoded (as :func:`register` sends it; the
+    fakes of :mod:`conclib.testing` keep it)."""
+
+    urn: str
+    name: str
+    at_ms: int | None
+    after_ms: int | None
+    period_ms: int
+    payload: bytes
+    codec: str
+
+    @staticmethod
+    def of(
+        urn: str,
+        name: str,
+        *,
+        after: float | None,
+        at: float | None,
+        every: float | None,
+        payload: Any,
+        max_payload: int,
+    ) -> Registration:
+        """Checks the arguments of :func:`register` (``ConfigError``, ``TooLarge``,
+        ``CodecError``); ``payload`` may be ``_NOTHING`` (none)."""
+        check_urn(urn)
+        _check_name(name)
+        if (after is None) == (at is None):
+            raise ConfigError("give exactly one of after= and at=")
+        if after is not None and not after >= 0:
+            raise ConfigError(f"after must be 0 or more seconds, got {after!r}")
+        if at is not None and not at >= 0:
+            raise ConfigError(f"at must be a time after the Unix epoch, got {at!r}")
+        period = 0
+        if every is not None:
+            period = int(round(every * 1000))
+            if period < 1:
+                raise ConfigError(f"a period is at least 1 ms, got {every!r}")
+        data, codec = b"", ""
+        if payload is not _NOTHING:
+            data, codec = encode(payload), "msgpack"
+            if len(data) > max_payload:
+                raise TooLarge(f"reminder payload of {len(data)} bytes, more than max_payload ({max_payload})")
+        return Registration(
+            urn, name, None if at is None else int(at * 1000), None if after is None else int(after * 1000),
+            period, data, codec,
+        )
 
 
 async def register(
-    client: AsyncClient,
+    client: CommandClient,
     urn: str,
     name: str,
     *,
@@ -153,24 +205,7 @@ async def register(
 
     Raises ``ConfigError`` for an invalid URN, name or time, ``TooLarge``/``CodecError`` for
     the payload, ``Timeout``/``Unavailable`` when Redis does not answer."""
-    _check_urn(urn)
-    _check_name(name)
-    if (after is None) == (at is None):
-        raise ConfigError("give exactly one of after= and at=")
-    if after is not None and not after >= 0:
-        raise ConfigError(f"after must be 0 or more seconds, got {after!r}")
-    if at is not None and not at >= 0:
-        raise ConfigError(f"at must be a time after the Unix epoch, got {at!r}")
-    period = 0
-    if every is not None:
-        period = int(round(every * 1000))
-        if period < 1:
-            raise ConfigError(f"a period is at least 1 ms, got {every!r}")
-    data, codec = b"", ""
-    if payload is not _NOTHING:
-        data, codec = encode(payload), "msgpack"
-        if len(data) > client.max_payload:
-            raise TooLarge(f"reminder payload of {len(data)} bytes, more than max_payload ({client.max_payload})")
+    r = Registration.of(urn, name, after=after, at=at, every=every, payload=payload, max_payload=client.max_payload)
     keys = _ShardKeys(client.namespace, urn)
     due = await _eval(
         client,
@@ -179,11 +214,11 @@ async def register(
         [
             urn,
             name,
-            "" if at is None else str(int(at * 1000)),
-            "" if after is None else str(int(after * 1000)),
-            str(period),
-            data,
-            codec,
+            "" if r.at_ms is None else str(r.at_ms),
+            "" if r.after_ms is None else str(r.after_ms),
+            str(r.period_ms),
+            r.payload,
+            r.codec,
             f"{urn}\n{name}",
         ],
     )
@@ -192,10 +227,9 @@ async def register(
     return due
 
 
-async def cancel(client: AsyncClient, urn: str, name: str) -> bool:
+async def cancel(client: CommandClient, urn: str, name: str) -> bool:
     """Cancels ``urn``'s reminder ``name``; whether it was registered."""
-    _check_urn(urn)
-    _check_name(name)
+    check_urn_and_name(urn, name)
     keys = _ShardKeys(client.namespace, urn)
     removed = await _eval(
         client, CANCEL, [keys.due(), keys.record(urn, name), keys.index(urn)], [f"{urn}\n{name}", name]
@@ -214,9 +248,9 @@ def _int(v: Any) -> int:
         return 0
 
 
-async def list_reminders(client: AsyncClient, urn: str) -> list[ReminderInfo]:
+async def list_reminders(client: CommandClient, urn: str) -> list[ReminderInfo]:
     """``urn``'s reminders, sorted by name."""
-    _check_urn(urn)
+    check_urn(urn)
     keys = _ShardKeys(client.namespace, urn)
     rows = await _eval(client, LIST, [keys.index(urn)], [keys.record_prefix(), urn])
     out = [

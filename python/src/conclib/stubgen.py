@@ -23,8 +23,14 @@ message, response and error (as the Rust ``conclib::schema::Export`` writes it, 
 
   A struct message's fields are keyword arguments, a newtype's content or an enum one
   positional argument, a tuple struct's items positional arguments, a unit message none.
-  Responses are decoded into these types (``CodecError`` if the answer does not fit), and a
-  ``HandlerError``'s ``error`` into the message's error type.
+  Responses are decoded into these types (``CodecError`` if the answer does not fit);
+- per message that can fail, a ``HandlerError`` subclass its methods raise, generic in the
+  message's error type (``ShapesDivideError``, a ``HandlerError[MathError]``): its ``error``
+  is decoded into that type, and mypy and pyright check code reading it.
+
+An enum's variant classes are read and written by pydantic (FastAPI's responses and request
+bodies) as serde's external tagging, the Rust side's form: ``{"Small": 7}``, ``{"Large":
+{"value": 1, "digits": 3}}``; a unit variant is its name (``"Zero"``).
 """
 
 from __future__ import annotations
@@ -177,10 +183,10 @@ class _Gen:
         raise ValueError(f"unsupported schema {json.dumps(schema)[:200]}")
 
     def alias_value(self, annotation: str) -> str:
-        """A type alias's value: quoted, so that it may name classes defined later; for
-        pydantic, which resolves field types from the module's names, the expression itself
-        (aliases follow every class, and the ones they name)."""
-        return annotation if self.models == "pydantic" else _quote(annotation)
+        """A type alias's value: the expression itself, so that pydantic (FastAPI, and the
+        pydantic models) resolves it from the module's names; aliases follow every class,
+        and the aliases they name."""
+        return annotation
 
     def optional(self, inner: _Type) -> _Type:
         if inner.annotation.endswith("| None") or inner.annotation == "None":
@@ -259,6 +265,34 @@ class _Gen:
             f"def _dec_{py}(o: Any) -> {py}:\n    return {t.decode('o')}"
         )
 
+    def tagged(self, enum: str, cls: str, wire: str, *, newtype: bool) -> str:
+        """The members that make pydantic (FastAPI's responses and bodies) read and write a
+        variant class as serde's external tagging does, the form the Rust side uses:
+        ``{"Small": 7}``, ``{"Large": {"value": 1, "digits": 3}}`` (a unit variant is its
+        name already). Without them a variant would be written as its fields alone."""
+        if self.models == "pydantic":
+            untag = f"{{'value': o[{wire!r}]}}" if newtype else f"o[{wire!r}]"
+            return (
+                "\n\n    @model_serializer(mode=\"plain\")\n"
+                "    def serialize_tagged(self) -> Any:\n"
+                f"        \"\"\"Externally tagged, as serde writes it: ``{{{json.dumps(wire)}: ...}}``.\"\"\"\n"
+                f"        return _enc_{enum}(self)\n\n"
+                "    @model_validator(mode=\"before\")\n"
+                "    @classmethod\n"
+                "    def validate_tagged(cls, o: Any) -> Any:\n"
+                f"        \"\"\"Takes the externally tagged form (``{{{json.dumps(wire)}: ...}}``) and the fields.\"\"\"\n"
+                f"        return {untag} if isinstance(o, dict) and list(o) == [{wire!r}] else o"
+            )
+        return (
+            "\n\n    @classmethod\n"
+            "    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:\n"
+            f"        \"\"\"Externally tagged under pydantic (FastAPI), as serde writes it: ``{{{json.dumps(wire)}: ...}}``.\"\"\"\n"
+            f"        return _tagged_schema(cls, _enc_{enum}, _dec_{enum})\n\n"
+            "    @classmethod\n"
+            "    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:\n"
+            f"        return _tagged_json_schema(cls.__name__, {json.dumps(wire)})"
+        )
+
     def enum(self, py: str, doc: str, variants: list[dict[str, Any]]) -> None:
         units: list[str] = []
         data: list[tuple[str, str, str]] = []  # wire name, class, kind (struct | value)
@@ -277,12 +311,14 @@ class _Gen:
             if isinstance(content, dict) and content.get("type") == "object" and "properties" in content:
                 fields = self.struct_fields(content)
                 self.dataclass(cls, vdoc, fields)
+                self.classes[-1] += self.tagged(py, cls, wire, newtype=False)
                 enc_lines.append(f"    if isinstance(x, {cls}):\n        return {{{json.dumps(wire)}: _enc_{cls}(x)}}")
                 dec_lines.append(f"    if key == {json.dumps(wire)}:\n        return _dec_{cls}(value)")
             else:
                 t = self.type_of(content)
                 self.classes.append(
                     f"{self.class_head(cls)}\n    {json.dumps(vdoc)}\n    value: {t.annotation}"
+                    + self.tagged(py, cls, wire, newtype=True)
                 )
                 enc_lines.append(
                     f"    if isinstance(x, {cls}):\n        return {{{json.dumps(wire)}: {t.encode('x.value')}}}"
@@ -312,11 +348,6 @@ class _Gen:
             )
             + f"    raise CodecError(f\"not a {py}: {{o!r}}\")"
         )
-
-
-def _quote(annotation: str) -> str:
-    """A type alias's value, quoted so that it may name classes defined later."""
-    return json.dumps(annotation)
 
 
 _HEADER = '''"""Typed handles of the actors in {source}: generated by ``python -m conclib.stubgen``.
@@ -391,6 +422,37 @@ def _literal(o: Any, allowed: tuple[str, ...]) -> Any:
     raise CodecError(f"expected one of {{allowed}}, got {{o!r}}")
 
 
+def _tagged_schema(cls: type[Any], encode: Any, decode: Any) -> Any:
+    """A variant class's pydantic schema (FastAPI): written and read externally tagged, as
+    serde does. pydantic is imported only when pydantic asks for the schema."""
+    from pydantic_core import core_schema
+
+    def validate(o: Any) -> Any:
+        if isinstance(o, cls):
+            return o
+        try:
+            value = decode(o)
+        except CodecError as e:
+            raise ValueError(str(e)) from None
+        if not isinstance(value, cls):
+            raise ValueError(f"not a {{cls.__name__}}: {{o!r}}")
+        return value
+
+    return core_schema.no_info_plain_validator_function(
+        validate, serialization=core_schema.plain_serializer_function_ser_schema(encode)
+    )
+
+
+def _tagged_json_schema(title: str, tag: str) -> dict[str, Any]:
+    return {{
+        "title": title,
+        "type": "object",
+        "properties": {{tag: {{}}}},
+        "required": [tag],
+        "additionalProperties": False,
+    }}
+
+
 class _Handle:
     def __init__(self, client: conclib.AsyncClient, urn: str) -> None:
         self.client = client
@@ -405,9 +467,9 @@ class _Handle:
         try:
             return await self.client.ask(self.urn, name, payload, timeout=timeout, priority=priority)
         except HandlerError as e:
-            if error is not None:
-                e.error = error(e.error)
-            raise
+            if error is None:
+                raise
+            raise error(error.decode(e.error), e.urn, e.message) from None
 
 
 class _BlockingHandle:
@@ -422,9 +484,9 @@ class _BlockingHandle:
         try:
             return self.client.ask(self.urn, name, payload, timeout=timeout, priority=priority)
         except HandlerError as e:
-            if error is not None:
-                e.error = error(e.error)
-            raise
+            if error is None:
+                raise
+            raise error(error.decode(e.error), e.urn, e.message) from None
 '''
 
 
@@ -437,6 +499,10 @@ def generate(schema: dict[str, Any], source: str = "schema.json", models: str = 
         raise ValueError(f"models must be one of {MODELS}, got {models!r}")
     gen = _Gen(defs=schema.get("$defs", {}), models=models)
     handles: list[str] = []
+    # Per message that can fail, its HandlerError subclass (name -> source), and every
+    # name the module defines (an error class never shadows a model).
+    error_classes: dict[str, str] = {}
+    taken = {prefix + _ident(a["name"]) for a in schema["actors"] for prefix in ("", "Blocking")}
     for actor in schema["actors"]:
         cls = _ident(actor["name"])
         methods: list[tuple[str, str, str]] = []  # signature, docstring, body (NUL where await goes)
@@ -455,8 +521,12 @@ def generate(schema: dict[str, Any], source: str = "schema.json", models: str = 
             error_doc = "cannot fail"
             if error is not None:
                 et = gen.type_of(error)
-                error_decoder = f"lambda _e: {et.decode('_e')}"
-                error_doc = f"fails with ``HandlerError`` whose ``error`` is ``{et.annotation}``"
+                error_decoder = _error_class(
+                    cls, method, wire, et, error_classes, taken | set(gen.model_names) | set(gen.aliases)
+                )
+                error_doc = (
+                    f"fails with ``{error_decoder}``, a ``HandlerError[{et.annotation}]`` (its ``error`` decoded)"
+                )
             sig = ", ".join(["self", *params[0], "*", *params[1],
                              "timeout: float | None = None", 'priority: conclib.Priority = "normal"'])
             doc = f"Asks ``{wire}``; answers ``{response.annotation}``; {error_doc}."
@@ -493,9 +563,15 @@ def generate(schema: dict[str, Any], source: str = "schema.json", models: str = 
         [prefix + _ident(a["name"]) for a in schema["actors"] for prefix in ("", "Blocking")]
         + gen.model_names
         + list(gen.aliases)
+        + list(error_classes)
     )
+    clash = set(error_classes) & (set(gen.model_names) | set(gen.aliases))
+    if clash:
+        raise ValueError(f"a Rust type is named as a message's error class: {sorted(clash)}")
     model_import = (
-        "from pydantic import BaseModel" if models == "pydantic" else "from dataclasses import dataclass"
+        "from pydantic import BaseModel, model_serializer, model_validator"
+        if models == "pydantic"
+        else "from dataclasses import dataclass"
     )
     parts = [_HEADER.format(source=source, exports=exports, model_import=model_import)]
     parts += gen.classes
@@ -504,8 +580,26 @@ def generate(schema: dict[str, Any], source: str = "schema.json", models: str = 
         # Field types name aliases and classes defined after the class: resolved now.
         parts.append("".join(f"{name}.model_rebuild()\n" for name in gen.model_names))
     parts += gen.functions
+    parts += list(error_classes.values())
     parts += handles
     return "\n\n\n".join(p.rstrip() for p in parts) + "\n"
+
+
+def _error_class(actor: str, method: str, wire: str, error: _Type, classes: dict[str, str], taken: set[str]) -> str:
+    """The name of the ``HandlerError`` subclass that ``actor``'s ``method`` raises, its
+    source added to ``classes``: generic in the message's error type, so that its ``error``
+    is that type to mypy and pyright."""
+    name = actor + "".join(part.capitalize() for part in method.split("_") if part) + "Error"
+    while name in taken or name in classes:
+        name += "_"
+    classes[name] = (
+        f"class {name}(HandlerError[{error.annotation}]):\n"
+        f"    {json.dumps(f'The handler error of ``{actor}`` ``{wire}``: ``error`` is a ``{error.annotation}``.')}\n\n"
+        f"    @staticmethod\n"
+        f"    def decode(o: Any) -> {error.annotation}:\n"
+        f"        return {error.decode('o')}"
+    )
+    return name
 
 
 def _parameters(gen: _Gen, request: Any) -> tuple[tuple[list[str], list[str]], str]:

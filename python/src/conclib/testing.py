@@ -25,6 +25,31 @@ An ask of a URN nothing was set for fails ``UnknownUrn``, of a message not set f
 that has others ``NotExposed``. A tell is accepted (and recorded) when anything was set for
 its URN, else fails ``UnknownUrn``; a failure set for its message is raised by the tell.
 After ``close()`` calls fail ``Closed``.
+
+Topics and reminders run on an in-memory :class:`FakeBroker` (one per fake, or one shared
+by several: ``FakeAsyncClient(broker=broker)``)::
+
+    events = await fake.subscribe("orders")                  # a real Subscription's API
+    await fake.publish("orders", {"order": 42})
+    assert await events.get(timeout=1) == {"order": 42}
+    assert fake.published("orders") == [{"order": 42}]
+
+    await fake.register_reminder("user:42", "renew", after=60, every=3600, payload={"plan": "pro"})
+    (tick,) = fake.advance(60)                               # the broker's clock moves on
+    assert (tick.urn, tick.name, tick.payload, tick.missed) == ("user:42", "renew", {"plan": "pro"}, 0)
+
+A live topic reaches the subscribers subscribed when it is published, each through its
+``buffer`` (a full one drops the event, counted in ``stats()["dropped"]`` and reported by
+the next ``get()`` as :class:`~conclib.Lagged`); a durable topic keeps its last ``max_len``
+events for every subscriber group (new groups start at its end, or its oldest event with
+``from_start=True``), shares a group's events among its subscribers, and hands an event
+taken and not finished (the subscription :meth:`~FakeSubscription.abandon`-ed, as by a
+killed process) again to the next subscriber of the same consumer name, or of the group once
+``claim_idle`` passed on the broker's clock. Reminders are registered, listed and cancelled
+as in Redis, on the broker's clock, which only moves when the test says so:
+:meth:`advance` (or :meth:`fire_due`) returns the ticks that came due (:class:`FiredTick`),
+a periodic reminder's missed ticks folded into one (``missed``), as the Rust pollers deliver
+them. Nothing is delivered to an actor: assert on the ticks.
 """
 
 from __future__ import annotations
@@ -35,12 +60,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import codec
-from .blocking import Client
-from .client import _NOTHING, AsyncClient, Message, Priority, _priority, _traceparent, encode_message
-from .errors import Closed, NotExposed, UnknownUrn
+from ._fake_broker import FakeBroker, FakeSubscription, FiredTick
+from .blocking import BlockingSubscription, Client
+from .client import DEFAULT_URL, _NOTHING, AsyncClient, Message, Priority, _priority, _traceparent, encode_message
+from .errors import Closed, NotExposed, TooLarge, UnknownUrn
 from .protocol import DEFAULT_NAMESPACE
+from .reminders import Registration, ReminderInfo
+from .topics import DEFAULT_BUFFER, DEFAULT_GROUP, DEFAULT_MAX_LEN, Subscription, check_topic
+from .url import parse_url
 
-__all__ = ["ANY", "FakeAsyncClient", "FakeClient", "Sent"]
+__all__ = ["ANY", "FakeAsyncClient", "FakeBroker", "FakeClient", "FakeSubscription", "FiredTick", "Sent"]
 
 
 class _Any:
@@ -82,7 +111,9 @@ class _Rule:
 class _Fake:
     """The script and the record both fakes share."""
 
-    def _setup(self, namespace: str, timeout: float, max_payload: int) -> None:
+    def _setup(self, namespace: str, timeout: float, max_payload: int, broker: FakeBroker | None) -> None:
+        self.broker = broker if broker is not None else FakeBroker()
+        """Where this fake's topics and reminders live."""
         self.namespace = namespace
         self.timeout = float(timeout)
         self.max_payload = int(max_payload)
@@ -190,6 +221,51 @@ class _Fake:
         # As the wire carries it: a tuple comes back a list, a dataclass a dict.
         return codec.decode(codec.encode(answer))
 
+    # -- topics and reminders ------------------------------------------------------------------
+
+    def published(self, topic: str) -> list[Any]:
+        """Every event published to ``topic`` in this fake's namespace (by any fake of its
+        broker), decoded as a subscriber receives it, in order."""
+        return self.broker.published(self.namespace, topic)
+
+    def advance(self, seconds: float) -> list[FiredTick]:
+        """Moves the broker's clock on and returns the reminder ticks that came due
+        (:meth:`FakeBroker.advance`)."""
+        return self.broker.advance(seconds)
+
+    def fire_due(self) -> list[FiredTick]:
+        """The reminder ticks due by the broker's clock now (:meth:`FakeBroker.fire_due`)."""
+        return self.broker.fire_due()
+
+    def _open(self) -> None:
+        if self._fake_closed:
+            raise Closed()
+
+    def _publish(self, topic: str, event: Any, durable: bool, max_len: int) -> None:
+        check_topic(topic)
+        body = codec.encode(event)
+        if len(body) > self.max_payload:
+            raise TooLarge(f"the event is {len(body)} bytes, the limit is {self.max_payload}")
+        self._open()
+        self.broker.publish(self.namespace, topic, body, durable=durable, max_len=max_len)
+
+    def _register(
+        self, urn: str, name: str, after: float | None, at: float | None, every: float | None, payload: Any
+    ) -> int:
+        registration = Registration.of(
+            urn, name, after=after, at=at, every=every, payload=payload, max_payload=self.max_payload
+        )
+        self._open()
+        return self.broker.register_reminder(self.namespace, registration)
+
+    def _cancel(self, urn: str, name: str) -> bool:
+        self._open()
+        return self.broker.cancel_reminder(self.namespace, urn, name)
+
+    def _list(self, urn: str) -> list[ReminderInfo]:
+        self._open()
+        return self.broker.list_reminders(self.namespace, urn)
+
     def _resolve(self, urn: str) -> str | None:
         with self._fake_lock:
             if self._fake_closed:
@@ -203,11 +279,20 @@ class FakeAsyncClient(_Fake, AsyncClient):
     :meth:`tells`, :meth:`assert_sent`). No Redis, no connection, no thread."""
 
     def __init__(
-        self, *, namespace: str = DEFAULT_NAMESPACE, timeout: float = 5.0, max_payload: int = 8 * 1024 * 1024
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        timeout: float = 5.0,
+        max_payload: int = 8 * 1024 * 1024,
+        broker: FakeBroker | None = None,
     ) -> None:
         # The real client's state is never made: every method that would use it is replaced.
-        self._setup(namespace, timeout, max_payload)
+        self._setup(namespace, timeout, max_payload, broker)
         self.url = "fake://"
+        self.command_timeout = 10.0
+        self.connect_timeout = 5.0
+        # Read by the subscriptions (a live topic is sharded pub/sub on a Cluster only).
+        self._target = parse_url(DEFAULT_URL)
         self.on_ask = None
         self._session = None
         self._closed = False
@@ -255,16 +340,60 @@ class FakeAsyncClient(_Fake, AsyncClient):
         """``"fake"`` for a URN something was set for, else ``None``."""
         return self._resolve(urn)
 
+    async def publish(self, topic: str, event: Any, *, durable: bool = False,
+                      max_len: int = DEFAULT_MAX_LEN) -> None:
+        """Publishes to the broker: see the module's docs."""
+        await asyncio.sleep(0)
+        self._publish(topic, event, durable, max_len)
+
+    async def subscribe(self, topic: str, *, durable: bool = False, group: str = DEFAULT_GROUP,
+                        consumer: str | None = None, buffer: int = DEFAULT_BUFFER,
+                        from_start: bool = False, claim_idle: float = 30.0) -> Subscription:
+        """A :class:`FakeSubscription` of the broker's topic: see the module's docs."""
+        self._open()
+        subscription = FakeSubscription(self.broker, self, topic, durable=durable, group=group,
+                                        consumer=consumer, buffer=buffer, from_start=from_start,
+                                        claim_idle=claim_idle)
+        return await subscription.start()
+
+    async def register_reminder(
+        self,
+        urn: str,
+        name: str,
+        *,
+        after: float | None = None,
+        at: float | None = None,
+        every: float | None = None,
+        payload: Any = _NOTHING,
+    ) -> int:
+        """Registers on the broker's clock; when it is first due (ms since the epoch)."""
+        return self._register(urn, name, after, at, every, payload)
+
+    async def cancel_reminder(self, urn: str, name: str) -> bool:
+        return self._cancel(urn, name)
+
+    async def list_reminders(self, urn: str) -> list[ReminderInfo]:
+        return self._list(urn)
+
 
 class FakeClient(_Fake, Client):
     """A blocking :class:`~conclib.Client` that asks no actor (see :class:`FakeAsyncClient`):
     any number of threads may use it."""
 
     def __init__(
-        self, *, namespace: str = DEFAULT_NAMESPACE, timeout: float = 5.0, max_payload: int = 8 * 1024 * 1024
+        self,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        timeout: float = 5.0,
+        max_payload: int = 8 * 1024 * 1024,
+        broker: FakeBroker | None = None,
     ) -> None:
-        self._setup(namespace, timeout, max_payload)
-        self._client = FakeAsyncClient(namespace=namespace, timeout=timeout, max_payload=max_payload)
+        self._setup(namespace, timeout, max_payload, broker)
+        # Subscriptions run on it, on an event loop in a thread of their own (as the real
+        # client's); its broker is this fake's.
+        self._client = FakeAsyncClient(
+            namespace=namespace, timeout=timeout, max_payload=max_payload, broker=self.broker
+        )
         self._lock = threading.Lock()
         self._runner = None
         self._closed = False
@@ -290,6 +419,7 @@ class FakeClient(_Fake, Client):
 
     def close(self) -> None:
         self._fake_closed = True
+        Client.close(self)  # its subscriptions' thread, if any
 
     def ask(
         self,
@@ -318,3 +448,31 @@ class FakeClient(_Fake, Client):
         """``"fake"`` for a URN something was set for, else ``None``."""
         return self._resolve(urn)
 
+    def publish(self, topic: str, event: Any, *, durable: bool = False, max_len: int = DEFAULT_MAX_LEN) -> None:
+        """Publishes to the broker: see the module's docs."""
+        self._publish(topic, event, durable, max_len)
+
+    def subscribe(self, topic: str, **options: Any) -> BlockingSubscription:
+        """A blocking iterator over a :class:`FakeSubscription` of the broker's topic."""
+        self._open()
+        subscription = self._run(self._client.subscribe(topic, **options), self._client.connect_timeout)
+        return BlockingSubscription(self, subscription)
+
+    def register_reminder(
+        self,
+        urn: str,
+        name: str,
+        *,
+        after: float | None = None,
+        at: float | None = None,
+        every: float | None = None,
+        payload: Any = _NOTHING,
+    ) -> int:
+        """Registers on the broker's clock; when it is first due (ms since the epoch)."""
+        return self._register(urn, name, after, at, every, payload)
+
+    def cancel_reminder(self, urn: str, name: str) -> bool:
+        return self._cancel(urn, name)
+
+    def list_reminders(self, urn: str) -> list[ReminderInfo]:
+        return self._list(urn)

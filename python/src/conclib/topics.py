@@ -4,8 +4,11 @@ The same topics as the Rust ``conclib_redis::Topic``; two delivery modes, chosen
 
 - **live** (Redis pub/sub, ``durable=False``): at most once. A subscription receives what is
   published while it is subscribed; one that is slower than the events drops those that find
-  its buffer full (counted in ``stats()["dropped"]``); after a lost connection it subscribes
-  again by itself, missing what was published meanwhile. On a Redis Cluster it is sharded
+  its buffer full: counted in ``stats()["dropped"]`` and reported in-band, as the Rust
+  subscription's ``Lagged``: its next ``get()`` raises :class:`~conclib.Lagged` (``missed``:
+  the events dropped since the last report) once, before the events it still holds, and the
+  subscription goes on. After a lost connection it subscribes again by itself, missing what
+  was published meanwhile (not reported: nothing was dropped here). On a Redis Cluster it is sharded
   pub/sub (``SSUBSCRIBE``/``SPUBLISH``, Redis 7.0 or later, redis-py's cluster pub/sub), as
   the Rust side does there: each topic's events stay on the node of its slot.
 - **durable** (a Redis stream, one consumer group per subscriber ``group``): at least once,
@@ -30,7 +33,7 @@ import time
 from typing import Any
 
 from . import codec
-from .errors import ConfigError, Timeout, TooLarge, from_redis_error
+from .errors import ConfigError, Lagged, Timeout, TooLarge, from_redis_error
 from .url import build_client, close_client
 
 log = logging.getLogger("conclib")
@@ -119,6 +122,8 @@ class Subscription:
         self._held: set[bytes] = set()
         self._last: bytes | None = None
         self._closed = False
+        # The drops already reported by a ``Lagged`` (live).
+        self._reported_drops = 0
         self._counts = {"received": 0, "delivered": 0, "dropped": 0, "redelivered": 0,
                         "undecodable": 0, "resubscribes": 0}
         ns = client.namespace
@@ -316,13 +321,29 @@ class Subscription:
 
     async def get(self, timeout: float | None = None) -> Any:
         """The next event (``Timeout`` if none within ``timeout`` seconds;
-        ``StopAsyncIteration`` once closed)."""
+        ``StopAsyncIteration`` once closed). A live subscription that dropped events since
+        the last call raises :class:`~conclib.Lagged` once instead, with their count: the
+        call after goes on with the events it holds (an ``async for`` loop ends with the
+        ``Lagged``; the subscription can be iterated again)::
+
+            while True:
+                try:
+                    event = await subscription.get()
+                except conclib.Lagged as lag:
+                    resync(lag.missed)   # then go on with the next event
+                    continue
+                handle(event)
+        """
         if self._last is not None:  # the consumer finished the last one
             self._acks.append(self._last)
             self._last = None
         while True:
             if self._closed:
                 raise StopAsyncIteration
+            dropped = self._counts["dropped"]
+            if dropped > self._reported_drops:
+                missed, self._reported_drops = dropped - self._reported_drops, dropped
+                raise Lagged(missed, self.topic)
             try:
                 entry_id, data = await asyncio.wait_for(self._queue.get(), timeout)
             except asyncio.TimeoutError:

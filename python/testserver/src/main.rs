@@ -2,8 +2,8 @@
 //! quick start talks to (`conclib-pyserver --help`).
 //!
 //! ```text
-//! conclib-pyserver --start-redis PORT [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--exit-with-stdin]
-//! conclib-pyserver --redis URL [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--exit-with-stdin]
+//! conclib-pyserver --start-redis PORT [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--shutdown-ms MS] [--exit-with-stdin]
+//! conclib-pyserver --redis URL [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--shutdown-ms MS] [--exit-with-stdin]
 //! conclib-pyserver --export-schema
 //! ```
 //!
@@ -14,7 +14,9 @@
 //! codec it came in; `--lease-ttl-ms` sets its lease and its URN keys' TTL, 4 s and 15 s by
 //! default, renewed every third of it), prints `READY` on stdout, and runs until SIGTERM or SIGINT
 //! (with `--exit-with-stdin`, also until its standard input ends: the tests' way of never
-//! outliving a test process that died), then shuts the proxy and the actors down and exits 0.
+//! outliving a test process that died), then shuts the poller, the proxy and the actors down
+//! within `--shutdown-ms` (the proxy's `shutdown_timeout`, 5 s by default) whatever Redis
+//! does, and exits 0 (1 when the shutdown was cut short: Redis unreachable).
 //! `--start-redis PORT` first starts a private `redis-server` on 127.0.0.1:PORT (no
 //! persistence), serves on it, and stops it at the end.
 //!
@@ -53,6 +55,8 @@ options:
                        client's default)
   --system ID          the proxy's system id (default: a random one)
   --lease-ttl-ms MS    how long a URN key outlives a proxy that stopped renewing it (15000)
+  --shutdown-ms MS     how long stopping may take whatever Redis does (5000); its private
+                       redis-server is stopped after it (SIGKILL after 5 s more)
   --exit-with-stdin    also stop when standard input ends (for a parent that may die
                        without stopping it)
   --export-schema      print what each actor exposes (for python -m conclib.stubgen), exit
@@ -75,6 +79,7 @@ struct Args {
     namespace: String,
     system: Option<String>,
     lease_ttl: Option<Duration>,
+    shutdown: Option<Duration>,
     exit_with_stdin: bool,
     export_schema: bool,
     help: bool,
@@ -82,13 +87,14 @@ struct Args {
 
 /// Reads the command line; `Err` holds the message for a wrong one.
 fn parse_args() -> Result<Args, String> {
-    let usage = "usage: conclib-pyserver (--start-redis PORT | --redis URL) [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--exit-with-stdin] | --export-schema | --help";
+    let usage = "usage: conclib-pyserver (--start-redis PORT | --redis URL) [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--shutdown-ms MS] [--exit-with-stdin] | --export-schema | --help";
     let mut args = Args {
         redis: String::new(),
         start_redis: None,
         namespace: "conclib".to_owned(),
         system: None,
         lease_ttl: None,
+        shutdown: None,
         exit_with_stdin: false,
         export_schema: false,
         help: false,
@@ -116,6 +122,13 @@ fn parse_args() -> Result<Args, String> {
                     .parse()
                     .map_err(|_| format!("--lease-ttl-ms needs milliseconds, got {ms:?}"))?;
                 args.lease_ttl = Some(Duration::from_millis(ms));
+            }
+            "--shutdown-ms" => {
+                let ms = value()?;
+                let ms: u64 = ms
+                    .parse()
+                    .map_err(|_| format!("--shutdown-ms needs milliseconds, got {ms:?}"))?;
+                args.shutdown = Some(Duration::from_millis(ms));
             }
             "--exit-with-stdin" => args.exit_with_stdin = true,
             "--export-schema" => args.export_schema = true,
@@ -232,6 +245,9 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(system) = args.system {
         config = config.with_system_id(system);
     }
+    if let Some(bound) = args.shutdown {
+        config.shutdown_timeout = bound;
+    }
     if let Some(ttl) = args.lease_ttl {
         // The tests' leases are short for the URNs too: a plain URN moves once its key lapses.
         config.lease_ttl = ttl;
@@ -317,11 +333,20 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         out.flush()?;
     }
     stop_requested(args.exit_with_stdin).await;
-    poller.shutdown().await;
-    reminder_client.shutdown().await;
-    proxy.shutdown().await?;
+    // One budget for the whole drain, whatever Redis does: each part is bounded by it, and
+    // together too (a part cut short leaves what it held in Redis for the next holder).
+    let bound = config.shutdown_timeout;
+    let drain = async {
+        poller.shutdown().await;
+        reminder_client.shutdown().await;
+        proxy.shutdown().await
+    };
+    let drained = match tokio::time::timeout(bound, drain).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("the shutdown did not finish within {bound:?}")),
+    };
     system.shutdown(Duration::from_secs(5)).await?;
-    Ok(())
+    drained.map_err(Into::into)
 }
 
 fn main() -> ExitCode {

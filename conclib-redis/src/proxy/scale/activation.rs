@@ -8,12 +8,15 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use conclib_core::{Actor, ActorSystem};
 use fred::prelude::*;
+use futures_util::stream::{self, StreamExt};
 
 use super::activations::{Activated, Activation, Live, MakeFn, Pattern};
+use super::eviction;
 use super::group;
 use super::group::GroupOf;
 use super::placement;
@@ -22,6 +25,7 @@ use super::standing::Standing;
 use super::store::StateStore;
 use crate::conn::{as_bytes, owned};
 use crate::error::ServeError;
+use crate::overload::{Eviction, resident_bytes};
 use crate::protocol::STATE_CLOSE_SCRIPT;
 use crate::proxy::scripts::Script;
 use crate::proxy::serve::lease;
@@ -72,6 +76,13 @@ pub(in crate::proxy) async fn activate(
         .await;
     match claimed.into_iter().next() {
         Some(Ok(Value::Integer(1))) => {
+            // A claim a promotion could undo would let another member activate it too.
+            let key = shared.keys.urn(urn);
+            if let Err(e) = shared.config.durability.replicated(&shared.cmd, &key).await {
+                forget(shared);
+                lease::release_urns(shared, vec![urn.to_owned()]).await;
+                return Activated::Unavailable(e);
+            }
             let mut reg = shared.registry();
             reg.conflicts.remove(urn);
             reg.owned.insert(urn.to_owned());
@@ -104,6 +115,7 @@ pub(in crate::proxy) async fn activate(
             token.clone(),
             standing.clone(),
             shared.config.codec.clone(),
+            shared.config.durability,
         ),
     };
     // The directory counts it from now (written while the actor is made: a member that
@@ -134,7 +146,7 @@ pub(in crate::proxy) async fn activate(
     match made {
         Ok(actor) => {
             shared.registry().activating.remove(urn);
-            super::eviction::evict_over_cap(shared);
+            evict_over_cap(shared);
             crate::metrics::activation(&shared.system_id, &pattern.prefix, "activated");
             tracing::debug!(%urn, system = %shared.system_id, "activated");
             Activated::Here(actor, standing)
@@ -216,6 +228,104 @@ pub(in crate::proxy) async fn passivate_all(shared: &Arc<Shared>) {
     }
 }
 
+// The activation cap and memory shedding (`eviction.rs` holds their settings and sums).
+
+/// Past the activation cap: starts an eviction round unless one runs (a task of its own,
+/// so the activation that crossed the cap is served at once).
+pub(in crate::proxy) fn evict_over_cap(shared: &Arc<Shared>) {
+    let cap = &shared.activations.cap;
+    let Some(max) = cap.get() else { return };
+    if shared.activations.live().len() <= max || cap.evicting.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        while let Some(max) = shared.activations.cap.get() {
+            let staying = shared.activations.staying();
+            if staying <= max {
+                break;
+            }
+            let policy = shared
+                .activations
+                .cap
+                .policy
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let urns = shared
+                .activations
+                .pick(staying - eviction::evict_down_to(max), &policy);
+            if urns.is_empty() {
+                // Every activation has requests queued: none leaves until it drains.
+                tracing::warn!(system = %shared.system_id, staying, cap = max, "over the activation cap with every activation busy; evicting again at the next activation");
+                break;
+            }
+            tracing::debug!(system = %shared.system_id, cap = max, evicting = urns.len(), "over the activation cap: evicting");
+            shared
+                .activations
+                .cap
+                .evicted
+                .fetch_add(urns.len() as u64, Ordering::Relaxed);
+            passivate_all_of(&shared, urns, "evicted").await;
+        }
+        shared
+            .activations
+            .cap
+            .evicting
+            .store(false, Ordering::Release);
+    });
+}
+
+/// At each look at the idle activations (every 250 ms): samples the requests pending and
+/// the activations alive for the metrics, and sheds activations for memory.
+pub(in crate::proxy) async fn overload_tick(shared: &Arc<Shared>) {
+    if conclib_core::metrics::is_enabled() {
+        let (_, _, pending) = shared.admission.counts();
+        let live = shared.activations.live().len();
+        crate::metrics::overload_levels(&shared.system_id, pending, live);
+    }
+    shed_for_memory(shared).await;
+}
+
+/// Above the memory shedding's threshold: passivates the least recently used activations.
+async fn shed_for_memory(shared: &Arc<Shared>) {
+    let cap = &shared.activations.cap;
+    let Some(shedding) = cap.memory.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+        return;
+    };
+    let Some(limit) = *cap.memory_limit.get_or_init(|| shedding.limit.bytes()) else {
+        return;
+    };
+    let Some(rss) = resident_bytes() else { return };
+    let n = eviction::to_shed(shared.activations.staying(), rss, limit, &shedding);
+    if n == 0 {
+        return;
+    }
+    let urns = shared.activations.pick(n, &Eviction::Lru);
+    if urns.is_empty() {
+        return;
+    }
+    tracing::warn!(system = %shared.system_id, rss_mb = rss >> 20, limit_mb = limit >> 20, shedding = urns.len(), "memory above its shedding threshold: passivating the least recently used activations");
+    cap.shed.fetch_add(urns.len() as u64, Ordering::Relaxed);
+    passivate_all_of(shared, urns, "shed").await;
+}
+
+/// Passivates `urns` now, `eviction::PASSIVATIONS_AT_ONCE` at a time, counting each in the
+/// activations metric as `event`.
+async fn passivate_all_of(shared: &Arc<Shared>, urns: Vec<String>, event: &'static str) {
+    stream::iter(urns)
+        .for_each_concurrent(eviction::PASSIVATIONS_AT_ONCE, |urn| {
+            let shared = shared.clone();
+            async move {
+                if let Some(prefix) = crate::protocol::pattern_prefix(&urn) {
+                    crate::metrics::activation(&shared.system_id, prefix, event);
+                }
+                passivate(&shared, &urn, true).await;
+            }
+        })
+        .await;
+}
+
 /// Declares a URN pattern this system activates actors for; from
 /// [`ProxyHandle::activate`]. `.await` it (or call [`start`](Self::start)).
 ///
@@ -270,9 +380,7 @@ impl<'a> Activator<'a> {
             idle: Some(DEFAULT_PASSIVATE_AFTER),
             placement: Placement::default(),
             rebalance: false,
-            max_pending_per_urn: None,
-            max_pending: None,
-            pending: std::sync::atomic::AtomicU64::new(0),
+            limits: Default::default(),
         });
         Activator { shared, pattern }
     }
@@ -347,7 +455,7 @@ impl<'a> Activator<'a> {
     /// [`ProxyHandle::set_max_pending`]: crate::ProxyHandle::set_max_pending
     pub fn max_pending_per_urn(mut self, max: u64) -> Self {
         if let Ok(p) = &mut self.pattern {
-            p.max_pending_per_urn = Some(max.max(1));
+            p.limits.max_pending_per_urn = Some(max.max(1));
         }
         self
     }
@@ -356,7 +464,7 @@ impl<'a> Activator<'a> {
     /// one more is refused as for [`max_pending_per_urn`](Self::max_pending_per_urn).
     pub fn max_pending(mut self, max: u64) -> Self {
         if let Ok(p) = &mut self.pattern {
-            p.max_pending = Some(max.max(1));
+            p.limits.max_pending = Some(max.max(1));
         }
         self
     }
@@ -383,7 +491,7 @@ impl<'a> Activator<'a> {
         let pattern = self.pattern?;
         let prefix = pattern.prefix.clone();
         let shared = self.shared;
-        if pattern.max_pending_per_urn.is_some() || pattern.max_pending.is_some() {
+        if pattern.limits.max_pending_per_urn.is_some() || pattern.limits.max_pending.is_some() {
             shared.admission.limits_set();
         }
         shared.activations.add_pattern(pattern);

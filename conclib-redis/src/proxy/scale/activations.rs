@@ -15,6 +15,7 @@ use conclib_core::{ActorSystem, DynActorRef, ExposedMessage};
 use super::placement_rule::Placement;
 use super::standing::Standing;
 use super::store::StateStore;
+use crate::overload::{Eviction, EvictionCandidate};
 
 type Spawned = Pin<Box<dyn Future<Output = Result<DynActorRef, String>> + Send>>;
 pub(in crate::proxy) type MakeFn = Box<dyn Fn(ActorSystem, Activation) -> Spawned + Send + Sync>;
@@ -31,13 +32,8 @@ pub(in crate::proxy) struct Pattern {
     /// Whether a member with more than its share of the pattern's activations passivates
     /// some, for members with fewer to take them (`rebalance.rs`).
     pub(in crate::proxy) rebalance: bool,
-    /// The pattern's own limit of pending requests per URN (`serve/admission.rs`), before
-    /// the system's.
-    pub(in crate::proxy) max_pending_per_urn: Option<u64>,
-    /// The most requests pending for the pattern's URNs together.
-    pub(in crate::proxy) max_pending: Option<u64>,
-    /// Requests pending for the pattern's URNs now (counted while a limit is set).
-    pub(in crate::proxy) pending: std::sync::atomic::AtomicU64,
+    /// The pattern's own limits of pending requests, and its count (`serve/admission.rs`).
+    pub(in crate::proxy) limits: crate::proxy::serve::admission::PatternLimits,
 }
 
 /// One activation alive in this system.
@@ -254,5 +250,51 @@ impl fmt::Debug for Activation {
             .field("urn", &self.urn)
             .field("id", &self.id)
             .finish_non_exhaustive()
+    }
+}
+
+// The activation cap's and memory shedding's choice (`eviction.rs`).
+impl Activations {
+    /// Up to `n` activations with an empty mailbox and not leaving already, the lowest
+    /// scores of `policy` first, marked as leaving.
+    pub(in crate::proxy) fn pick(&self, n: usize, policy: &Eviction) -> Vec<String> {
+        if n == 0 {
+            return Vec::new();
+        }
+        let live = self.live();
+        let now = Instant::now();
+        let mut scored: Vec<(u64, &String)> = live
+            .iter()
+            .filter(|(_, l)| !l.standing.is_leaving() && l.actor.mailbox_len() == 0)
+            .map(|(urn, l)| {
+                let candidate = EvictionCandidate {
+                    urn,
+                    idle: now.saturating_duration_since(l.last_used),
+                    uses: l.uses,
+                };
+                (policy.score(&candidate), urn)
+            })
+            .collect();
+        if scored.len() > n {
+            scored.select_nth_unstable_by_key(n, |(score, _)| *score);
+            scored.truncate(n);
+        }
+        scored
+            .into_iter()
+            .map(|(_, urn)| {
+                if let Some(l) = live.get(urn) {
+                    l.standing.leaving.store(true, Ordering::Release);
+                }
+                urn.clone()
+            })
+            .collect()
+    }
+
+    /// Activations alive and not leaving.
+    pub(in crate::proxy) fn staying(&self) -> usize {
+        self.live()
+            .values()
+            .filter(|l| !l.standing.is_leaving())
+            .count()
     }
 }

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 
 use super::standing::Standing;
 use crate::conn::{bytes, owned, s};
+use crate::durability::Durability;
 use crate::protocol::{STATE_OPEN_SCRIPT, STATE_SAVE_SCRIPT};
 use crate::script::Script;
 
@@ -90,6 +91,8 @@ struct StoreInner {
     standing: Arc<Standing>,
     opened: AtomicBool,
     codec: Arc<dyn Codec>,
+    /// What a write must reach before it counts as done (a promotion keeps it).
+    durability: Durability,
     open: Script,
     save: Script,
 }
@@ -110,6 +113,7 @@ impl StateStore {
         token: String,
         standing: Arc<Standing>,
         codec: Arc<dyn Codec>,
+        durability: Durability,
     ) -> Self {
         StateStore {
             inner: Arc::new(StoreInner {
@@ -119,6 +123,7 @@ impl StateStore {
                 standing,
                 opened: AtomicBool::new(false),
                 codec,
+                durability,
                 open: Script::new(STATE_OPEN_SCRIPT),
                 save: Script::new(STATE_SAVE_SCRIPT),
             }),
@@ -180,6 +185,9 @@ impl StateStore {
             }
             other => (other.into_bytes(), None),
         };
+        // The ownership taken must survive a promotion, or an earlier activation's writes
+        // (replicated) could win over this one's.
+        self.replicated().await?;
         if let Some(applied) = applied {
             self.inner.standing.applied.opened(&applied);
         }
@@ -198,6 +206,9 @@ impl StateStore {
         args.push(owned(record));
         match self.eval(&self.inner.save, args).await? {
             Value::Integer(1) => {
+                // Not done (nor recorded as this request's) until the replicas the durability
+                // level asks for hold it: a promotion may undo it otherwise.
+                self.replicated().await?;
                 if let Some(request) = handling {
                     applied.wrote(request);
                 }
@@ -208,6 +219,16 @@ impl StateStore {
                 Err(StoreError::Fenced)
             }
         }
+    }
+
+    /// Waits for the replicas [`Durability`] asks for to hold this connection's writes.
+    async fn replicated(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner
+            .durability
+            .replicated(&inner.cmd, &inner.key)
+            .await
+            .map_err(StoreError::Redis)
     }
 
     async fn eval(&self, script: &Script, args: Vec<Value>) -> Result<Value, StoreError> {

@@ -120,6 +120,33 @@ async fn system_gone(shared: &Shared, system: &str) -> bool {
     lease::lease_gone(shared, shared.keys.lease(system)).await
 }
 
+/// Frees `urn`'s key from `holder` when the holder is gone (no system lease: checked
+/// again in the script, so a holder back with a lease keeps it), so that a request read
+/// from the pattern's group stream activates the URN at once rather than after the key
+/// lapses (`urn_ttl`): such a request never passes through the holder's own stream,
+/// where the takeover finds the rest. `true`: freed. Not in a Redis Cluster (the two
+/// keys live in different slots): there the key lapses.
+pub(in crate::proxy) async fn free_urn_of_gone(shared: &Shared, urn: &str, holder: &str) -> bool {
+    if shared.cmd.is_clustered() || !system_gone(shared, holder).await {
+        return false;
+    }
+    let freed = Script::new(protocol::FREE_GONE_URN_SCRIPT)
+        .eval(
+            &shared.cmd,
+            vec![
+                owned(shared.keys.urn(urn)),
+                owned(shared.keys.lease(holder)),
+            ],
+            vec![owned(holder.to_owned())],
+        )
+        .await;
+    let freed = matches!(freed, Ok(Value::Integer(1)));
+    if freed {
+        tracing::info!(system = %shared.system_id, %urn, gone = %holder, "freed the URN of a gone holder to activate it again");
+    }
+    freed
+}
+
 /// Takes (or keeps) the lock on taking over `system`'s requests for `prefix`: one
 /// member at a time moves them.
 async fn lock_takeover(shared: &Shared, system: &str, prefix: &str) -> bool {

@@ -8,15 +8,18 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use fred::bytes::Bytes;
-
-use super::dispatch::{Checked, done};
-use super::stream::Completion;
 use crate::overload::{Overload, OverloadScope, Refusal};
-use crate::protocol::{self, Status};
-use crate::proxy::scale::activations::Pattern;
-use crate::proxy::shared::Shared;
-use crate::unacked::EntryId;
+
+/// A pattern's own limits, and its count of requests pending (kept by the pattern).
+#[derive(Default)]
+pub(in crate::proxy) struct PatternLimits {
+    /// Its limit of pending requests per URN, before the system's.
+    pub(in crate::proxy) max_pending_per_urn: Option<u64>,
+    /// The most requests pending for its URNs together.
+    pub(in crate::proxy) max_pending: Option<u64>,
+    /// Requests pending for its URNs now (counted while a limit is set).
+    pub(in crate::proxy) pending: Arc<AtomicU64>,
+}
 
 /// A limit of 0 stands for none (the atomics hold `Option<u64>` so).
 const NONE: u64 = 0;
@@ -48,14 +51,14 @@ pub(in crate::proxy) struct Admission {
 pub(in crate::proxy) struct Ticket {
     admission: Arc<Admission>,
     urn: Option<String>,
-    pattern: Option<Arc<Pattern>>,
+    pattern: Option<Arc<AtomicU64>>,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.admission.pending.fetch_sub(1, Ordering::Relaxed);
         if let Some(p) = &self.pattern {
-            p.pending.fetch_sub(1, Ordering::Relaxed);
+            p.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(urn) = self.urn.take() {
             let mut urns = lock(&self.admission.urns);
@@ -119,7 +122,7 @@ impl Admission {
     pub(in crate::proxy) fn admit(
         self: &Arc<Self>,
         urn: &str,
-        pattern: Option<&Arc<Pattern>>,
+        pattern: Option<&PatternLimits>,
     ) -> Result<Option<Ticket>, Refusal> {
         if !self.any.load(Ordering::Acquire) {
             return Ok(None);
@@ -155,7 +158,7 @@ impl Admission {
         self.pending.fetch_add(1, Ordering::Relaxed);
         let pattern = pattern.map(|p| {
             p.pending.fetch_add(1, Ordering::Relaxed);
-            p.clone()
+            p.pending.clone()
         });
         let urn = urns.as_mut().map(|urns| {
             *urns.entry(urn.to_owned()).or_default() += 1;
@@ -196,28 +199,6 @@ impl Admission {
             self.pending.load(Ordering::Relaxed),
         )
     }
-}
-
-/// A request refused for `refusal`: an ask answered `Overloaded` with the limit and the
-/// depth, a tell dropped; counted, acknowledged.
-pub(in crate::proxy) fn overloaded(
-    shared: &Shared,
-    entry_id: &Bytes,
-    id: EntryId,
-    checked: &Checked,
-    refusal: Refusal,
-) -> Completion {
-    let tell = checked.reply_to.is_none();
-    if tell {
-        shared.admission.tell_dropped();
-    }
-    crate::metrics::overloaded(&shared.system_id, refusal.scope.label(), tell);
-    tracing::debug!(entry = ?entry_id, urn = %checked.req.urn, scope = %refusal.scope, limit = refusal.limit, depth = refusal.depth, tell, "refused: overloaded");
-    let reply = checked.reply_to.as_ref().map(|(key, rid)| {
-        let frame = protocol::encode_reply(*rid, Status::Overloaded, refusal.payload().as_bytes());
-        (key.clone(), Bytes::from(frame))
-    });
-    done(id, reply)
 }
 
 #[cfg(test)]

@@ -12,12 +12,12 @@ use fred::bytes::Bytes;
 use fred::prelude::*;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::admission;
 use super::forward;
 use super::handoff;
 use super::handoff::HandOff;
 use super::read::{RawEnvelope, Request};
 use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS, Handling};
+use crate::overload::Refusal;
 use crate::protocol::{self, Status};
 use crate::proxy::scale::activations::Pattern;
 use crate::proxy::scale::placement;
@@ -26,9 +26,9 @@ use crate::unacked::EntryId;
 use conclib_codec::Codec;
 
 /// A request whose fields, deadline, size and codec passed: what routing needs.
-pub(in crate::proxy) struct Checked {
-    pub(in crate::proxy) req: Request,
-    pub(in crate::proxy) reply_to: Option<(String, u64)>,
+struct Checked {
+    req: Request,
+    reply_to: Option<(String, u64)>,
     codec: Arc<dyn Codec>,
     sent_ms: i64,
     remaining: Duration,
@@ -68,15 +68,13 @@ pub(in crate::proxy) fn dispatch(
         Err(Turned::Passed(handling)) => return Ok(handling),
     };
     let pattern = match &route {
-        Route::Pattern(p) => Some(p),
+        Route::Pattern(p) => Some(&p.limits),
         Route::Actor(_) => None,
     };
     let ticket = match shared.admission.admit(&checked.req.urn, pattern) {
         Ok(ticket) => ticket,
         Err(refusal) => {
-            return Err(admission::overloaded(
-                shared, &entry_id, id, &checked, refusal,
-            ));
+            return Err(overloaded(shared, &entry_id, id, &checked, refusal));
         }
     };
     let handoff = decode(shared, &entry_id, id, checked, &route, fresh)?;
@@ -355,8 +353,30 @@ fn reject(
     done(id, reply)
 }
 
+/// A request refused for `refusal`: an ask answered `Overloaded` with the limit and the
+/// depth, a tell dropped; counted, acknowledged.
+fn overloaded(
+    shared: &Shared,
+    entry_id: &Bytes,
+    id: EntryId,
+    checked: &Checked,
+    refusal: Refusal,
+) -> Completion {
+    let tell = checked.reply_to.is_none();
+    if tell {
+        shared.admission.tell_dropped();
+    }
+    crate::metrics::overloaded(&shared.system_id, refusal.scope.label(), tell);
+    tracing::debug!(entry = ?entry_id, urn = %checked.req.urn, scope = %refusal.scope, limit = refusal.limit, depth = refusal.depth, tell, "refused: overloaded");
+    let reply = checked.reply_to.as_ref().map(|(key, rid)| {
+        let frame = protocol::encode_reply(*rid, Status::Overloaded, refusal.payload().as_bytes());
+        (key.clone(), Bytes::from(frame))
+    });
+    done(id, reply)
+}
+
 /// Entry `id` finished here without a handling: acknowledged, with `reply` if any.
-pub(in crate::proxy) fn done(id: EntryId, reply: Option<(String, Bytes)>) -> Completion {
+fn done(id: EntryId, reply: Option<(String, Bytes)>) -> Completion {
     Completion {
         id,
         reply,

@@ -198,7 +198,7 @@ pub(in crate::proxy) fn entry_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ProxyConfig;
+    use crate::config::ProxyConfig;
     use crate::protocol::FORWARD_SCRIPT;
 
     /// Runs one command given as words (the crate's own raw call).
@@ -246,7 +246,9 @@ mod tests {
     /// another member claimed meanwhile).
     #[tokio::test]
     async fn an_entry_is_passed_on_at_most_once_and_only_by_its_holder() {
-        let daemon = crate::start_redis(&ProxyConfig::default()).await.unwrap();
+        let daemon = crate::daemon::start_redis(&ProxyConfig::default())
+            .await
+            .unwrap();
         let client = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
             .build()
             .unwrap();

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use conclib_core::trace::TraceContext;
 use conclib_core::{AskError, DynActorRef, ErasedMessage, ErasedResult, ExposedMessage};
 use fred::bytes::Bytes;
 use fred::prelude::*;
@@ -21,11 +20,12 @@ use crate::conn::{self, keyed, owned, s};
 use crate::protocol::{self, Status};
 use crate::proxy::scale::activation;
 use crate::proxy::scale::activations::{Activated, Pattern};
-use crate::proxy::scale::applied;
+use crate::proxy::scale::applied::Record;
 use crate::proxy::scale::group;
 use crate::proxy::scale::placement;
 use crate::proxy::scale::placement::{Handed, Placed};
 use crate::proxy::scale::standing::Standing;
+use crate::proxy::scale::takeover;
 use crate::proxy::shared::{Role, Shared};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
@@ -128,11 +128,18 @@ pub(in crate::proxy) async fn activated(
         }
         Activated::HeldBy(owner) => {
             // Held by a member that is gone (this request was claimed from it, or it died
-            // since): nobody reads its own stream, and its URN lease lapses soon; the
-            // request stays pending here until then, to be activated here.
+            // since, perhaps moments after it activated the URN): its URN key is freed
+            // once its system lease is gone too, and the URN activated here at once; else
+            // the request stays pending here until the key lapses.
             if let crate::proxy::shared::Role::Member(m) = &shared.role
                 && Box::pin(group::member_gone(&shared, &m.group, &owner)).await
             {
+                if Box::pin(takeover::free_urn_of_gone(&sys, &h.req.urn, &owner)).await
+                    && let Activated::Here(target, standing) =
+                        Box::pin(activation::activate(&sys, &h.req.urn, &pattern)).await
+                {
+                    return hand_off(&sys, target, h, Some(standing), &shared).await;
+                }
                 return Handled::LeavePending;
             }
             crate::metrics::activation(&sys.system_id, &pattern.prefix, "forwarded");
@@ -260,86 +267,6 @@ pub(in crate::proxy) async fn hand_off(
             let told = request.tell().await;
             asked.told(told).await
         }
-    }
-}
-
-/// An activation's exactly-once record of one request (`applied.rs`): the trace context
-/// its handling runs in (by which its store tells whether a write of this very handling
-/// was refused, and records the request with what it wrote) and the key it is recorded
-/// under. A live actor's request has no record, and keeps the trace it came with.
-struct Record {
-    trace: Option<TraceContext>,
-    applied: Option<(Arc<Standing>, TraceContext, String)>,
-}
-
-impl Record {
-    fn new(
-        standing: Option<Arc<Standing>>,
-        req: &Request,
-        origin: &Shared,
-        entry: EntryId,
-    ) -> Record {
-        let trace = match &standing {
-            Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
-            None => req.trace,
-        };
-        let applied = standing.zip(trace).map(|(s, t)| {
-            // A request a takeover moved is known by its first entry (`field::MOVED`).
-            let key = req
-                .moved
-                .clone()
-                .unwrap_or_else(|| applied::request_key(&origin.stream.requests_key, entry));
-            (s, t, key)
-        });
-        Record { trace, applied }
-    }
-
-    /// An activation's request: it stays pending rather than be copied into the stream
-    /// again (a copy with a new entry id would escape its record).
-    fn is_activation(&self) -> bool {
-        self.applied.is_some()
-    }
-
-    /// Recorded as handled already (its handling wrote the state).
-    fn answered_already(&self) -> bool {
-        self.applied
-            .as_ref()
-            .is_some_and(|(standing, _, key)| standing.applied.already(key))
-    }
-
-    fn begin(&self) {
-        if let Some((standing, trace, key)) = &self.applied {
-            standing.applied.begin(*trace, key.clone());
-        }
-    }
-
-    /// The handling is over: `true` if it wrote the state (its request then waits for its
-    /// acknowledgement in the records, here and with the state).
-    fn end(&self, origin: &Shared, entry: EntryId) -> bool {
-        let Some((standing, trace, key)) = &self.applied else {
-            return false;
-        };
-        let wrote = standing.applied.end(trace);
-        if wrote {
-            origin.stream.await_ack(entry, standing, key);
-        }
-        wrote
-    }
-
-    /// Whether the activation was stopping to rebalance its pattern: a request it did not
-    /// start is left pending, read again, and activates the URN anew.
-    fn leaving(&self) -> bool {
-        self.applied
-            .as_ref()
-            .is_some_and(|(s, _, _)| s.is_leaving())
-    }
-
-    /// Not to be handled here after all: a write of its handling was refused, or it never
-    /// ran (nor wrote the state) because the activation was taken away.
-    fn redeliver(&self, ran: bool, wrote: bool) -> bool {
-        self.applied
-            .as_ref()
-            .is_some_and(|(s, t, _)| s.take_refusal(t) || (!ran && !wrote && s.is_taken()))
     }
 }
 

@@ -64,7 +64,12 @@ pub(in crate::proxy) async fn acquire_lease(shared: &Shared) -> Result<(), Serve
         .await
         .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
         if !set.is_null() {
-            return Ok(());
+            return shared
+                .config
+                .durability
+                .replicated(&shared.cmd, &shared.lease.key)
+                .await
+                .map_err(ServeError::Unavailable);
         }
         // Absent by now, or held by a dead process on this host (then freed): try again.
         if lease_gone(shared, shared.lease.key.clone()).await {
@@ -375,16 +380,27 @@ pub(in crate::proxy) async fn renew(shared: &Shared) {
     // those another system held, at every renewal.
     let conflicts: Vec<String> = shared.registry().conflicts.keys().cloned().collect();
     let mut answered = claim_urns(shared, conflicts).await;
+    // Held only once a promotion would keep them (see `Durability`): one look at the
+    // replicas covers the lease and the URN keys claimed before it.
+    let mut replicated = None;
     if shared.lease.urns_due(since) {
         let renewal = shared.registry().owned.renewal(|u| shared.claim_key(u));
         let renewed = claim_keys(shared, &renewal.urns, &renewal.keys, Some(&renewal)).await;
         drop(renewal);
-        if renewed && answered {
-            shared.lease.mark_urns_fresh(since);
-        }
         answered &= renewed;
+        if answered {
+            let held = claims_replicated(shared).await;
+            replicated = Some(held);
+            if held {
+                shared.lease.mark_urns_fresh(since);
+            }
+        }
     }
-    if answered {
+    let replicated = match replicated {
+        Some(held) => held,
+        None => answered && claims_replicated(shared).await,
+    };
+    if answered && replicated {
         shared.lease.mark_lease_fresh(since);
     }
     shared
@@ -395,6 +411,34 @@ pub(in crate::proxy) async fn renew(shared: &Shared) {
     shared.clock.sync(&shared.cmd).await;
     if matches!(shared.role, crate::proxy::shared::Role::System) {
         reset_poisoned(shared).await;
+    }
+}
+
+/// Whether the lease and the URN claims written so far reached the replicas the durability
+/// level asks for (at once at `Durability::Primary`).
+async fn claims_replicated(shared: &Shared) -> bool {
+    let durability = shared.config.durability;
+    if matches!(durability, crate::Durability::Primary) {
+        return true;
+    }
+    let owned: Vec<String> = if shared.cmd.is_clustered() {
+        shared
+            .registry()
+            .owned
+            .iter()
+            .map(|u| shared.claim_key(u))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut keys = vec![shared.lease.key.as_str()];
+    keys.extend(owned.iter().map(String::as_str));
+    match durability.replicated_keys(&shared.cmd, &keys).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(system = %shared.system_id, error = %e, "lease renewal not replicated: the lease is not counted as renewed");
+            false
+        }
     }
 }
 
@@ -489,7 +533,7 @@ pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
             _ = full_scan.tick() => self::scan(&shared).await,
             _ = idle.tick() => {
                 activation::passivate_idle(&shared).await;
-                crate::proxy::scale::eviction::overload_tick(&shared).await;
+                activation::overload_tick(&shared).await;
             }
             _ = scan.tick() => catch_up(&shared).await,
             _ = renew.tick() => self::renew(&shared).await,
@@ -501,7 +545,10 @@ pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
                     if let Err(e) = shared.stream.ensure_group(&shared.cmd).await {
                         tracing::warn!(error = %e, "could not recreate the consumer group");
                     }
-                    shared.lease.renew_all_urns();
+                    // The Redis now answering may be a promoted replica that lacks the
+                    // last renewals (docs: Redis topologies and durability): nothing more is
+                    // handed to an actor until the lease and every URN are claimed again.
+                    shared.lease.lapse();
                     self::renew(&shared).await;
                 }
                 Err(_) => events = false,

@@ -147,6 +147,16 @@ impl Lease {
         elapsed + every / 2 >= self.urn_ttl / 3
     }
 
+    /// Counts the leases as lapsed now (a reconnection: the Redis that answers may be a
+    /// promoted replica without the last renewals): the fence closes, the next request
+    /// waits for a renewal, and that one claims every URN key again and checks it.
+    pub(super) fn lapse(&self) {
+        self.fresh_until.store(0, Ordering::Release);
+        self.urns_fresh_until.store(0, Ordering::Release);
+        self.renew_all_urns();
+        lock(&self.fence).close();
+    }
+
     /// Makes the next renewal renew every URN key (Redis may have restarted empty).
     pub(in crate::proxy) fn renew_all_urns(&self) {
         self.urns_renewed_at.store(u64::MAX, Ordering::Release);

@@ -326,7 +326,7 @@ pub(in crate::proxy) async fn read_loop(
             }
             Ok(value) => {
                 backoff = Duration::from_millis(10);
-                stream_entries(value)
+                conn::stream_entries(value)
             }
             Err(e) => {
                 if conn::error_code_is(&e, "NOGROUP") {
@@ -439,37 +439,4 @@ impl Position {
             *from = entry_id.clone();
         }
     }
-}
-
-/// The `(id, fields)` of an XREADGROUP answer for one stream.
-pub(in crate::proxy) fn stream_entries(value: Value) -> Vec<(Bytes, Value)> {
-    let mut out = Vec::new();
-    let Value::Array(streams) = value else {
-        return out;
-    };
-    for stream in streams {
-        let Value::Array(mut parts) = stream else {
-            continue;
-        };
-        if parts.len() != 2 {
-            continue;
-        }
-        let Value::Array(entries) = parts.pop().expect("two parts") else {
-            continue;
-        };
-        for entry in entries {
-            let Value::Array(mut pair) = entry else {
-                continue;
-            };
-            if pair.len() != 2 {
-                continue;
-            }
-            let fields = pair.pop().expect("two parts");
-            let Some(id) = pair.pop().and_then(Value::into_bytes) else {
-                continue;
-            };
-            out.push((id, fields));
-        }
-    }
-    out
 }

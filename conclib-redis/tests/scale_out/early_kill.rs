@@ -1,0 +1,91 @@
+//! A holder killed (SIGKILL) moments after it activated its URNs (within its first second of
+//! holding them), asked by a client with the default route cache (so that the asks go
+//! through the pattern's group stream, not the holder's own): every URN it held is answered
+//! by another member within the failover bound, none of the asks (10 s deadline) ends
+//! `Timeout`. On this host its death is provable (at once); on another host (a UTS
+//! namespace of its own) its lease must lapse first.
+
+use std::time::{Duration, Instant};
+
+use conclib_redis::ProxyClient;
+
+use crate::activation::Total;
+use crate::common::{config, plain_client};
+use crate::placement::{holders, start_placers_on};
+
+/// The asks' timeout: longer than the failover.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a call may take past its timeout.
+const MARGIN: Duration = Duration::from_millis(250);
+
+pub(crate) async fn a_holder_killed_within_a_second_of_activating_fails_over() {
+    early_kill(None, Duration::ZERO).await;
+}
+
+pub(crate) async fn a_holder_on_another_host_killed_within_a_second_of_activating_fails_over() {
+    // Later in the first second: the asks' routes to the pattern are still cached.
+    early_kill(Some("conclib-other-host"), Duration::from_millis(600)).await;
+}
+
+/// Kills the holder `gap` after its URNs were activated.
+async fn early_kill(victim_host: Option<&str>, gap: Duration) {
+    let config = config("fo-early");
+    let lease_ms = 3000;
+    let mut peers = start_placers_on(victim_host, &config, lease_ms, "spread").await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(ASK_TIMEOUT))
+        .await
+        .unwrap();
+    let redis = plain_client(&config.url).await;
+    let urns: Vec<String> = (0..30).map(|i| format!("acct:{i}")).collect();
+    let activated =
+        futures_util::future::join_all(urns.iter().map(|urn| client.ask(urn.as_str(), Total)))
+            .await;
+    assert!(activated.iter().all(Result::is_ok), "{activated:?}");
+    let activated_at = Instant::now();
+    let held = holders(&redis, &config.namespace, &urns).await;
+    let theirs: Vec<String> = held
+        .iter()
+        .filter(|(_, h)| h.as_str() == "s1")
+        .map(|(u, _)| u.clone())
+        .collect();
+    assert!(!theirs.is_empty(), "{held:?}");
+    tokio::time::sleep(gap.saturating_sub(activated_at.elapsed())).await;
+    peers.remove(0).kill().await;
+    let killed_after = activated_at.elapsed();
+    let killed_at = Instant::now();
+    let asks = theirs.iter().map(|urn| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let r = client.ask(urn.as_str(), Total).await;
+            (urn.clone(), r.map_err(|e| e.to_string()), started.elapsed())
+        }
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let failover = killed_at.elapsed();
+    let failed: Vec<_> = answers.iter().filter(|(_, r, _)| r.is_err()).collect();
+    println!(
+        "RESULT test=early_kill host={} lease_ms={lease_ms} urns={} killed_after_ms={} failover_ms={} failed={}",
+        if victim_host.is_some() {
+            "other"
+        } else {
+            "same"
+        },
+        theirs.len(),
+        killed_after.as_millis(),
+        failover.as_millis(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    for (urn, _, took) in &answers {
+        assert!(*took <= ASK_TIMEOUT + MARGIN, "{urn}: {took:?}");
+    }
+    let now_held = holders(&redis, &config.namespace, &theirs).await;
+    assert!(
+        now_held.values().all(|h| !h.is_empty() && h != "s1"),
+        "{now_held:?}"
+    );
+    for p in peers {
+        p.stop().await;
+    }
+}
