@@ -378,6 +378,9 @@
 //! the proxy reads at most [`max_in_flight`](ProxyConfig::max_in_flight) at once, and
 //! refusing frees their places at once, so the stream drains at the rate of refusals.
 //! An older client reads status 13 as a broken reply ([`ProxyError::Protocol`]).
+//! Each system counts what it reads: a pattern's request that a member reads and passes on
+//! to the system holding its URN is counted by the member while it passes it on, then by
+//! the holder, so in a group a URN's requests are limited per reading member.
 //!
 //! **The activation cap.** [`Overload::activation_cap`] bounds the activations alive in a
 //! system; past it, activations with nothing queued are evicted by [`Overload::eviction`]

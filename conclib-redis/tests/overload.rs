@@ -300,3 +300,35 @@ async fn memory_above_its_threshold_sheds_activations() {
     client.shutdown().await;
     proxy.shutdown().await.unwrap();
 }
+
+/// A pattern's limit per URN: a second ask while the first runs is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patterns_limit_per_urn_refuses_the_second_pending() {
+    let config = config("perurn");
+    let system = ActorSystem::new("perurn");
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    proxy
+        .activate("busy:{id}", |_a: Activation| async {
+            Ok::<_, String>(Counter::default())
+        })
+        .max_pending_per_urn(1)
+        .await
+        .unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let hold = {
+        let client = client.clone();
+        tokio::spawn(async move { client.ask("busy:1", Sleep(800)).await })
+    };
+    eventually(Duration::from_secs(5), "the hold to be pending", || {
+        let pending = proxy.stats().pending;
+        async move { pending == 1 }
+    })
+    .await;
+    assert!(matches!(
+        client.ask("busy:1", Get).await,
+        Err(AskError::Overloaded { limit: 1, depth: 1 })
+    ));
+    hold.await.unwrap().unwrap();
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+}
