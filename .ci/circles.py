@@ -61,6 +61,8 @@ def paths(text: str) -> list[tuple[str, bool]]:
         tree = re.sub(r"\s+", "", re.sub(r"\s+as\s+\w+", "", m.group(1)))
         out.extend((p, indented) for p in expand(tree))
     body = re.sub(r"\buse\s+[^;]*;", "", text)
+    # A visibility (`pub(in crate::proxy)`) names a module without using it.
+    body = re.sub(r"\bpub\s*\(\s*in\s+[\w:]+\s*\)", "pub", body)
     for m in re.finditer(r"(?<![\w:])([a-z_][a-z0-9_]*(?:::\w+)+)", body):
         out.append((m.group(1), False))
     return out

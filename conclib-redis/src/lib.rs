@@ -620,7 +620,7 @@ pub use protocol::{
 };
 pub use proxy::{
     Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
-    StateStore, StoreError, start_proxy,
+    Readiness, ReadinessProbe, StateStore, StoreError, start_proxy,
 };
 pub use reminders::{
     __scripts as __reminder_scripts, MAX_POLLERS, MAX_REMINDER_NAME_LEN, MAX_REMINDER_PREFIX_LEN,

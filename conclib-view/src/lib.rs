@@ -102,6 +102,7 @@ use axum::routing::get;
 use conclib_redis::SnapshotReader;
 
 mod api;
+mod health;
 mod history;
 mod last_answer;
 mod messages;
@@ -116,6 +117,7 @@ mod table;
 #[path = "fuzz.rs"]
 pub mod __fuzz;
 
+pub use health::health;
 use sampler::ViewState;
 
 /// The page: HTML, styles and script in one file.

@@ -49,7 +49,9 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
 
-use super::FORMAT_VERSION;
+/// The version of the document's format (its `conclib_schema` field): what
+/// [`Export`](super::Export) writes and [`compare`] reads.
+pub const FORMAT_VERSION: u64 = 1;
 
 static NULL: Value = Value::Null;
 static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);

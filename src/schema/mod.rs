@@ -83,7 +83,7 @@
 
 mod compat;
 
-pub use compat::{Change, ChangeKind, Compatibility, SchemaDocumentError, compare};
+pub use compat::{Change, ChangeKind, Compatibility, FORMAT_VERSION, SchemaDocumentError, compare};
 
 use std::convert::Infallible;
 use std::marker::PhantomData;
@@ -95,9 +95,6 @@ use schemars::generate::SchemaSettings;
 // re-export also changed the paths rustc prints in the compile-fail tests' expected output.)
 use schemars::JsonSchema;
 use serde_json::{Value, json};
-
-/// The version of the document's format (its `conclib_schema` field).
-pub const FORMAT_VERSION: u64 = 1;
 
 /// Collects the description of a service's actors, sharing one set of type definitions.
 pub struct Export {

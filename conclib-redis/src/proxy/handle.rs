@@ -9,6 +9,7 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
+use super::readiness::ShutdownPhase;
 use super::scale::activation;
 use super::scale::activation::Activator;
 use super::scale::activations::Activation;
@@ -173,6 +174,17 @@ impl ProxyHandle {
     #[must_use]
     pub fn is_serving(&self) -> bool {
         self.shared.serving.load(Ordering::Acquire)
+    }
+
+    /// A probe of this proxy's [`Readiness`](super::Readiness) for an orchestrator
+    /// (Kubernetes' readiness probe, a load balancer's health check): ready once
+    /// `start_proxy` returned and while its lease is surely held; not ready from the moment
+    /// [`shutdown`](Self::shutdown) begins. `conclib_view::health` serves it over HTTP.
+    #[must_use]
+    pub fn readiness(&self) -> super::readiness::ReadinessProbe {
+        super::readiness::ReadinessProbe {
+            shared: Arc::downgrade(&self.shared),
+        }
     }
 
     /// How the Redis this proxy serves through persists what it holds, as read when the
@@ -355,6 +367,7 @@ impl ProxyHandle {
     /// [`ServeError::Unavailable`] if Redis could not be told (the lease then lapses by itself).
     pub async fn shutdown(mut self) -> Result<(), ServeError> {
         let shared = self.shared.clone();
+        ShutdownPhase::Draining.enter(&shared);
         let mut result = group::leave_all(&shared).await;
         activation::passivate_all(&shared).await;
         shared.serving.store(false, Ordering::Release);
@@ -421,6 +434,8 @@ impl ProxyHandle {
 
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
+        // The end of `shutdown` too (it consumes the handle).
+        ShutdownPhase::Stopped.enter(&self.shared);
         for task in [
             self.reader.take(),
             self.writer.take(),

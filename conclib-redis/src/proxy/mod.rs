@@ -10,12 +10,14 @@
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod handle;
+mod readiness;
 mod scale;
 mod scripts;
 mod serve;
 mod shared;
 
 pub use handle::{ProxyHandle, start_proxy};
+pub use readiness::{Readiness, ReadinessProbe};
 pub use scale::activation::{Activator, DEFAULT_PASSIVATE_AFTER};
 pub use scale::activations::Activation;
 pub use scale::placement_rule::{MemberInfo, PlaceFn, Placement};

@@ -62,6 +62,9 @@ pub(super) struct Shared {
     pub(super) counters: Counters,
     pub(super) scripts: Scripts,
     pub(super) serving: AtomicBool,
+    /// Where its handle's shutdown is ([`ShutdownPhase`](super::readiness::ShutdownPhase) as
+    /// a number): readiness probes fail from its first step.
+    pub(super) shutdown_phase: std::sync::atomic::AtomicU8,
     pub(super) stop: watch::Sender<bool>,
     /// What the snapshots published of the actors in brief; one publish at a time.
     pub(super) briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
@@ -133,6 +136,7 @@ impl Shared {
             counters: Counters::default(),
             scripts: Scripts::new(),
             serving: AtomicBool::new(true),
+            shutdown_phase: std::sync::atomic::AtomicU8::new(0),
             stop,
             briefs: tokio::sync::Mutex::default(),
             persistence: std::sync::OnceLock::new(),
