@@ -3,7 +3,9 @@
 //!
 //! Who can do what on a shared Redis, with these rules:
 //! - A **client** may resolve URNs (`GET {ns}:urn:*`, and `GET {ns}:pattern:*` for URNs
-//!   activated on demand), append requests to request streams
+//!   activated on demand, and `GET {ns}:departed:*` for one whose system is restarting),
+//!   wait for replicas (`WAIT`, at [`Durability::Replicas`](crate::Durability::Replicas)),
+//!   append requests to request streams
 //!   (`XADD`, or the batching script: `EXISTS` + `XADD` on `{ns}:sys:*:req`), and pop and
 //!   delete reply lists (`BLMPOP`, `DEL` on `{ns}:reply:*`). It cannot list keys (`SCAN`,
 //!   `KEYS`), so it cannot find another client's reply list (its name holds 128 random bits),
@@ -36,9 +38,10 @@
 //!   nothing else.
 //!
 //! A live pattern subscription ([`Topic::live_pattern`](crate::Topic::live_pattern)) is
-//! refused by Redis under the client and proxy roles: `subscribe` returns
-//! [`TopicError::Redis`](crate::TopicError::Redis) with Redis's `NOPERM` at once (and
-//! `ACL LOG` shows the refusal). Redis compares a `PSUBSCRIBE` pattern literally with the
+//! refused by Redis under the client and proxy roles, and `ACL LOG` shows the refusal:
+//! `subscribe` returns [`TopicError::Redis`](crate::TopicError::Redis) with Redis's
+//! `NOPERM` when the refusal is matched to the command in time, else `Ok` with a
+//! subscription that receives nothing (both seen). Redis compares a `PSUBSCRIBE` pattern literally with the
 //! user's channel rules, so it is allowed only once a selector grants its own channel
 //! pattern (`ACL SETUSER <user> '(+psubscribe +punsubscribe &{ns}:topic:{<pattern>}:live)'`).
 //!
@@ -65,9 +68,12 @@ pub fn client_acl(namespace: &str) -> Vec<String> {
     let mut rules = base();
     // The rules applied again to a user replace its selectors too.
     rules.push("clearselectors".to_owned());
-    rules.extend(["+get", "+info", "+client|unblock"].map(str::to_owned));
+    // `WAIT`: a tell counts as accepted only once replicas hold it, at `Durability::Replicas`.
+    rules.extend(["+get", "+info", "+wait", "+client|unblock"].map(str::to_owned));
     rules.push(format!("%R~{namespace}:urn:*"));
     rules.push(format!("%R~{namespace}:pattern:*"));
+    // A URN whose system shut down moments ago (restarting, not unknown).
+    rules.push(format!("%R~{namespace}:departed:*"));
     // Selectors (Redis 7): each command of a selector only on its keys and channels, so
     // that a request stream takes only appends (a `DEL` there would lose a system's queued
     // requests), a reply list only pops and deletes, and the reminders' and topics'
@@ -145,6 +151,8 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
             "+pexpire",
             "+time",
             "+info",
+            // Writes that must survive a promotion, at `Durability::Replicas`.
+            "+wait",
             "+evalsha",
             "+eval",
             "+rpush",

@@ -355,16 +355,7 @@ impl Asked<'_> {
         }
         if self.record.redeliver(ran, wrote) {
             shared.activations.taken_away(&req.urn);
-            let reply_to = Some((key.to_owned(), id));
-            return forward::not_ours(
-                shared,
-                origin_of(self.origin, self.entry),
-                req,
-                None,
-                &reply_to,
-                self.timeout,
-            )
-            .await;
+            return self.not_ours(None, &Some((key.to_owned(), id))).await;
         }
         let (status, payload) = outcome(shared, rm, codec, target, result);
         let since_entry = shared.clock.redis_now_ms().saturating_sub(sent_ms).max(0);
@@ -378,6 +369,13 @@ impl Asked<'_> {
             key: key.to_owned(),
             frame: Bytes::from(frame),
         }
+    }
+
+    /// Not this instance's to handle after all: to `owner`, or answered `NotOwner`
+    /// ([`forward::not_ours`]).
+    async fn not_ours(&self, owner: Option<String>, reply_to: &Option<(String, u64)>) -> Handled {
+        let origin = origin_of(self.origin, self.entry);
+        forward::not_ours(self.shared, origin, self.req, owner, reply_to, self.timeout).await
     }
 
     /// A tell's result: acknowledged (handled, or refused), or (the actor did not take it)
@@ -397,15 +395,7 @@ impl Asked<'_> {
             shared.activations.taken_away(&req.urn);
             // Boxed, as the rare paths in `activated` are.
             let owner = Box::pin(forward::current_owner(shared, &req.urn)).await;
-            return forward::not_ours(
-                shared,
-                origin_of(self.origin, self.entry),
-                req,
-                owner,
-                &None,
-                self.timeout,
-            )
-            .await;
+            return self.not_ours(owner, &None).await;
         }
         if let Err(e) = told {
             // No room within `full_mailbox_wait`: refused before the actor had it, counted
