@@ -15,13 +15,12 @@ use std::time::Duration;
 /// ```
 /// use conclib_redis::{Eviction, Overload, ProxyConfig};
 /// let mut config = ProxyConfig::default();
-/// config.overload = Overload {
-///     max_pending_per_urn: Some(64),
-///     max_pending: Some(4096),
-///     activation_cap: Some(100_000),
-///     eviction: Eviction::Lfu,
-///     ..Overload::default()
-/// };
+/// let mut overload = Overload::default();
+/// overload.max_pending_per_urn = Some(64);
+/// overload.max_pending = Some(4096);
+/// overload.activation_cap = Some(100_000);
+/// overload.eviction = Eviction::Lfu;
+/// config.overload = overload;
 /// assert_eq!(config.overload.max_pending_per_urn, Some(64));
 /// ```
 #[derive(Clone, Debug, Default)]

@@ -64,12 +64,25 @@ pub(in crate::proxy) async fn acquire_lease(shared: &Shared) -> Result<(), Serve
         .await
         .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
         if !set.is_null() {
-            return shared
-                .config
-                .durability
-                .replicated(&shared.cmd, &shared.lease.key)
-                .await
-                .map_err(ServeError::Unavailable);
+            // At `Durability::Replicas`, the lease counts once replicas hold it. A replica
+            // slow to acknowledge at start (it just synced, or the host is busy) is waited
+            // for again, within half a lease, before the start fails: `WAIT` covers every
+            // earlier write of the connection, so asking again is enough.
+            let set_at = tokio::time::Instant::now();
+            loop {
+                match shared
+                    .config
+                    .durability
+                    .replicated(&shared.cmd, &shared.lease.key)
+                    .await
+                {
+                    Ok(()) => return Ok(()),
+                    Err(_) if set_at.elapsed() < shared.config.lease_ttl / 2 => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(ServeError::Unavailable(e)),
+                }
+            }
         }
         // Absent by now, or held by a dead process on this host (then freed): try again.
         if lease_gone(shared, shared.lease.key.clone()).await {
