@@ -198,6 +198,18 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
         .await
         .unwrap();
     registrar.shutdown().await;
+    // The server reads the reminders at most once a second per query: an answer read before
+    // they were registered may still be served. Wait until it counts both, so that the page
+    // dumped below shows them.
+    conclib_testkit::eventually(
+        Duration::from_secs(10),
+        "both reminders served",
+        async || {
+            let (status, body) = common::get(&format!("{url}/api/reminders")).await;
+            status == 200 && body.contains("\"registered\":2")
+        },
+    )
+    .await;
 
     // Unfiltered, the page holds one page of rows, the failing actor first.
     let dir = std::env::temp_dir().join(format!("conclib-view-browser2-{}", std::process::id()));
