@@ -40,7 +40,6 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .filter(|&low| low > FIRST + 1_000 && low <= 65_536)
         .unwrap_or(32_768);
     let span = low - FIRST;
-    // Another series than the tests' own helpers start from, in the same process.
     let start = std::process::id().wrapping_mul(15_485_863) % span;
     let mut listeners = Vec::with_capacity(n);
     for _ in 0..span {

@@ -7,7 +7,6 @@
 #![allow(dead_code, missing_docs)]
 
 use std::ffi::OsString;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,39 +23,10 @@ fn server_binary() -> OsString {
     std::env::var_os("CONCLIB_REDIS_SERVER").unwrap_or_else(|| "redis-server".into())
 }
 
-/// `n` distinct ports of 127.0.0.1 free now, below the kernel's ephemeral range. A port the
-/// kernel hands out for `bind(0)` is one an outgoing connection can also be given: between
-/// the probe and the server's own bind, a client connection of another test could take it
-/// (seen in CI: "Address already in use"). Below the range only an explicit bind takes a
-/// port; each call in this process moves on from where the last one stopped, and processes
-/// start apart.
-pub fn free_ports(n: usize) -> Vec<u16> {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const FIRST: u32 = 10_000;
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
-        .filter(|&low| low > FIRST + 1_000 && low <= 65_536)
-        .unwrap_or(32_768);
-    let span = low - FIRST;
-    let start = std::process::id().wrapping_mul(7_919) % span;
-    let mut listeners = Vec::with_capacity(n);
-    for _ in 0..span {
-        let port = FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
-        let port = u16::try_from(port).expect("below 65536");
-        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
-            listeners.push(listener);
-            if listeners.len() == n {
-                break;
-            }
-        }
-    }
-    assert_eq!(listeners.len(), n, "no {n} free ports in {FIRST}..{low}");
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
+/// `n` distinct ports of 127.0.0.1 free now, below the kernel's ephemeral range: the
+/// testkit's, one series for this process whatever asks (the Sentinel and Cluster harness
+/// too), so no two callers are handed one port.
+pub use conclib_testkit::redis_ha::free_ports;
 
 /// A directory removed on drop.
 pub struct TempDir(PathBuf);
