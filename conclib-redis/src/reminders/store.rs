@@ -369,6 +369,9 @@ impl Reminders {
             )
             .await
             .map_err(unavailable)?;
+        // Registered once a promotion would keep it (`Durability`): a registration the
+        // promoted replica lacks would never fire.
+        self.replicated(&keys).await?;
         super::metrics::registered(&self.client.config().namespace);
         int(&answer).ok_or_else(|| unavailable(format!("unexpected answer {answer:?}")))
     }
@@ -392,7 +395,19 @@ impl Reminders {
             )
             .await
             .map_err(unavailable)?;
+        self.replicated(&keys).await?;
         Ok(int(&answer) == Some(1))
+    }
+
+    /// Waits until the shard's writes reached the replicas the client's durability asks
+    /// for; `Unavailable` (the write's outcome unknown) if they did not.
+    async fn replicated(&self, keys: &ShardKeys) -> Result<(), ReminderError> {
+        self.client
+            .config()
+            .durability
+            .replicated(self.connection()?, &keys.due())
+            .await
+            .map_err(|e| unavailable(format!("{e}; the call may or may not have taken effect")))
     }
 
     /// `urn`'s reminders, sorted by name.
