@@ -202,7 +202,15 @@ impl Node {
         );
         command
             .args(&self.args)
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if !self.args.iter().any(|a| a == "--sentinel") {
+            // A replica that (re)connects is sent the data set at once, not after Redis's
+            // default 5 s wait for more replicas to share one transfer: a shard whose
+            // replica rejoins is back at its replica count within a second (docs: Redis
+            // topologies and durability, "Recovery after a promotion").
+            command.args(["--repl-diskless-sync-delay", "0"]);
+        }
+        command
             .arg("--dir")
             .arg(dir)
             .arg("--logfile")

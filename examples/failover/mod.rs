@@ -244,6 +244,7 @@ enum Running {
 }
 
 /// One caller's turn: which call it makes.
+#[derive(Debug, Clone, Copy)]
 enum Call {
     /// A tell to a counter.
     Tell,
@@ -343,11 +344,14 @@ impl Load {
                 .wrapping_add(1442695040888963407);
             let urn = format!("acct:{}", (i >> 33) % URNS);
             let started = Instant::now();
-            let bound = self.call(Call::of(i >> 20), urn).await;
+            let call = Call::of(i >> 20);
+            let bound = self.call(call, urn).await;
             let took = started.elapsed();
             if took > bound + OVERRUN_MARGIN {
                 let stalled = self.tally.stalled_since(started);
-                eprintln!("overrun: {took:?} (the runtime stalled {stalled:?} meanwhile)");
+                eprintln!(
+                    "overrun: {call:?} took {took:?} (the runtime stalled {stalled:?} meanwhile)"
+                );
                 if took.saturating_sub(stalled) > bound + OVERRUN_MARGIN {
                     self.tally.overruns.fetch_add(1, Ordering::Relaxed);
                 }
@@ -361,17 +365,25 @@ impl Load {
 /// Whether everything accepted was handled, every reminder registered fired and every
 /// event published was received.
 fn all_arrived(tally: &Tally) -> bool {
-    let tells = lost_and_repeated(&tally.accepted.lock().unwrap(), &tally.handled.lock().unwrap());
-    let reminders =
-        lost_and_repeated(&tally.registered.lock().unwrap(), &tally.fired.lock().unwrap());
-    let events =
-        lost_and_repeated(&tally.published.lock().unwrap(), &tally.received.lock().unwrap());
+    let tells = lost_and_repeated(
+        &tally.accepted.lock().unwrap(),
+        &tally.handled.lock().unwrap(),
+    );
+    let reminders = lost_and_repeated(
+        &tally.registered.lock().unwrap(),
+        &tally.fired.lock().unwrap(),
+    );
+    let events = lost_and_repeated(
+        &tally.published.lock().unwrap(),
+        &tally.received.lock().unwrap(),
+    );
     tells.0 == 0 && reminders.0 == 0 && events.0 == 0
 }
 
 /// Runs the scenario on one topology and counts what went wrong.
 pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     let topology = options.topology;
+    let began = Instant::now();
     let running = tokio::task::spawn_blocking(move || match topology {
         Topology::Sentinel => Running::Sentinel(redis_ha::Sentinel::start()),
         Topology::Cluster => Running::Cluster(redis_ha::Cluster::start()),
@@ -443,6 +455,7 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     while tally.acked.lock().unwrap().len() < URNS as usize && Instant::now() < warm {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!("started and warm after {} ms", began.elapsed().as_millis());
     let mut first_ok_max = 0u128;
     let mut promotions = 0;
     for p in 0..options.promotions {
@@ -494,10 +507,12 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     // Tells accepted late are handled within a few seconds, or not at all; a reminder
     // whose claim was not replicated fires once the claim lapsed (4 s); events come in
     // order.
-    let settle = Instant::now() + Duration::from_secs(15);
+    let settling = Instant::now();
+    let settle = settling + Duration::from_secs(15);
     while !all_arrived(&tally) && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!("settled in {} ms", settling.elapsed().as_millis());
     subscriber.abort();
     client.shutdown().await;
     for m in members {

@@ -12,8 +12,8 @@ use fred::prelude::*;
 
 use super::keys::{SHARDS, ShardKeys, shard_of};
 use super::store::scripts;
-use crate::durability::Durability;
 use crate::conn::owned;
+use crate::durability::Durability;
 
 /// A claim this poller holds: its URN (its shard) and due-set member, by claim token.
 #[derive(Default)]
@@ -46,7 +46,13 @@ impl HeldClaims {
     /// over, re-registered, cancelled) is left alone by the script. Each renewal waits for
     /// the replicas `durability` asks for, as a system's lease renewal does: a renewal the
     /// promoted replica lacks lets the claim lapse early, to another poller.
-    pub(crate) async fn renew(&self, cmd: &Client, ns: &str, lease_ms: u64, durability: Durability) {
+    pub(crate) async fn renew(
+        &self,
+        cmd: &Client,
+        ns: &str,
+        lease_ms: u64,
+        durability: Durability,
+    ) {
         let mut by_shard: Vec<Vec<(String, String)>> = (0..SHARDS).map(|_| Vec::new()).collect();
         for (token, (urn, member)) in self.lock().iter() {
             by_shard[shard_of(urn) as usize].push((member.clone(), token.clone()));

@@ -203,9 +203,7 @@ impl Topics {
                 // Published once a promotion would keep the event (`Durability`): the
                 // promoted replica's stream would lack it, and no subscriber would see it.
                 return config.durability.replicated(cmd, &key).await.map_err(|e| {
-                    TopicError::Unavailable(format!(
-                        "{e}; the event may or may not be delivered"
-                    ))
+                    TopicError::Unavailable(format!("{e}; the event may or may not be delivered"))
                 });
             }
         };
