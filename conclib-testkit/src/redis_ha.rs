@@ -4,7 +4,8 @@
 //! without persistence, in a temporary directory.
 //!
 //! Operations: [`Sentinel::promote_with_lag`] / [`Cluster::promote_with_lag`] stall the
-//! replicas (SIGSTOP) for a while, SIGKILL the primary, resume the replicas (SIGCONT) and
+//! replicas (SIGSTOP) and close the primary's replication links for a while, SIGKILL the
+//! primary, resume the replicas (SIGCONT) and
 //! wait until one of them is the primary: a promotion that loses the primary's last writes,
 //! as asynchronous replication does when a replica lags. The killed server is started again
 //! as a replica, so a topology can fail over again and again. Every process is killed by
@@ -297,6 +298,16 @@ fn info_field(info: &str, name: &str) -> Option<String> {
     })
 }
 
+/// Closes `primary`'s replication links (`CLIENT KILL TYPE replica`) while its replicas are
+/// stalled: what it takes from then on reaches no replica. (A stalled replica would
+/// otherwise find seconds of writes waiting in its socket's buffers when it resumes, and
+/// lose nothing.)
+fn cut_replication(primary: u16) {
+    if let Err(e) = cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]) {
+        eprintln!("CLIENT KILL TYPE replica on {primary}: {e}");
+    }
+}
+
 /// What a promotion with lag took.
 #[derive(Debug, Clone, Copy)]
 pub struct Promotion {
@@ -465,8 +476,8 @@ impl Sentinel {
             .expect("a server of the topology")
     }
 
-    /// Stalls every replica of the primary (SIGSTOP) for `lag`, during which the primary
-    /// takes writes they never see; then SIGKILLs the primary, resumes the replicas
+    /// Stalls every replica of the primary (SIGSTOP) and closes the primary's replication
+    /// links, for `lag`, during which the primary takes writes they never see; then SIGKILLs the primary, resumes the replicas
     /// (SIGCONT) and waits until the sentinels promote one (it answers as the primary).
     /// The killed server is started again as a replica of the new primary, and the
     /// topology waits to settle before it returns.
@@ -482,6 +493,7 @@ impl Sentinel {
             for &r in &replicas {
                 self.server_at(r).signal(libc::SIGSTOP);
             }
+            cut_replication(old);
             std::thread::sleep(lag);
         }
         let killed_at = Instant::now();
@@ -768,7 +780,8 @@ impl Cluster {
             .expect("a node of the cluster")
     }
 
-    /// Stalls the replica of the primary serving `slot` (SIGSTOP) for `lag`, SIGKILLs the
+    /// Stalls the replica of the primary serving `slot` (SIGSTOP) and closes the primary's
+    /// replication link, for `lag` (writes it takes then reach no replica), SIGKILLs the
     /// primary, resumes the replica and waits until it serves the slot. The killed node is
     /// started again (it rejoins as a replica), and the cluster waits to settle.
     pub fn promote_with_lag(&mut self, slot: u16, lag: Duration) -> Promotion {
@@ -789,6 +802,7 @@ impl Cluster {
             .expect("the primary has a replica");
         if !lag.is_zero() {
             self.node_at(replica).signal(libc::SIGSTOP);
+            cut_replication(old);
             std::thread::sleep(lag);
         }
         let killed_at = Instant::now();

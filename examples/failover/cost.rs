@@ -22,18 +22,51 @@ pub struct CostRound {
     pub p50_ms: f64,
     /// 99th percentile ask latency, ms.
     pub p99_ms: f64,
+    /// CPU time per ask, µs: the member's, the driver's and the Redis servers' together.
+    pub cpu_us_per_ask: f64,
 }
 
-/// The cost of a durability level on the normal path: a primary with one replica, one
-/// member process serving `acct:{id}` (each ask one fenced state write), 64 asks in
-/// flight for `seconds`; `rounds` rounds of each level, alternated, in one run.
+/// The CPU time `pid` used so far (user + system), in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // The fields after the command's closing parenthesis: state is the first, utime the
+    // 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+/// The CPU time of `pids` together, µs.
+fn cpu_us(pids: &[u32]) -> f64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>() as f64 * 1e6 / per_s
+}
+
+/// The cost of a durability level on the normal path: one Sentinel topology (a primary, 2
+/// replicas, 3 sentinels), one member process serving `acct:{id}` (each ask one fenced
+/// state write), 64 asks in flight for `seconds`; `rounds` rounds of each level,
+/// alternated, in one run.
 pub async fn cost(
     options: &Options,
     rounds: usize,
     seconds: u64,
 ) -> Result<Vec<CostRound>, BoxError> {
-    let redis = tokio::task::spawn_blocking(redis_ha::Replicated::start).await?;
+    let redis = tokio::task::spawn_blocking(redis_ha::Sentinel::start).await?;
     let url = redis.url();
+    let servers: Vec<u32> = redis
+        .servers
+        .iter()
+        .filter_map(redis_ha::Node::pid)
+        .collect();
     let mut out = Vec::new();
     for round in 0..rounds * 2 {
         let level = if round % 2 == 0 {
@@ -55,6 +88,9 @@ pub async fn cost(
         for u in 0..URNS {
             let _ = client.actor::<Account>(format!("acct:{u}")).incr().await;
         }
+        let mut pids = servers.clone();
+        pids.extend([std::process::id(), member.pid()]);
+        let cpu_before = cpu_us(&pids);
         let until = Instant::now() + Duration::from_secs(seconds);
         let mut tasks = Vec::new();
         for c in 0..options.callers {
@@ -81,6 +117,7 @@ pub async fn cost(
         for task in tasks {
             all.extend(task.await?);
         }
+        let cpu = cpu_us(&pids) - cpu_before;
         all.sort_unstable();
         let pick = |q: f64| {
             all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
@@ -91,6 +128,7 @@ pub async fn cost(
             asks_per_s: all.len() as f64 / seconds as f64,
             p50_ms: pick(0.5),
             p99_ms: pick(0.99),
+            cpu_us_per_ask: cpu / all.len().max(1) as f64,
         });
         client.shutdown().await;
         member.stop().await;

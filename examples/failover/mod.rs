@@ -224,6 +224,11 @@ impl Member {
         Ok(Member { child })
     }
 
+    /// Its process id (0 once reaped).
+    fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
     async fn stop(mut self) {
         // Closing stdin asks it to shut down; a kill by PID after a bounded wait.
         drop(self.child.stdin.take());
