@@ -14,8 +14,9 @@ use fred::types::{ClusterHash, CustomCommand};
 use crate::conn::{self, as_bytes, s};
 
 /// What a write that must survive a promotion (a lease or URN claim, a [`StateStore`]
-/// write and its exactly-once record, a tell the client reports accepted) must reach
-/// before it counts as done. Set in [`ProxyConfig::durability`](crate::ProxyConfig::durability),
+/// write and its exactly-once record, a tell the client reports accepted, a reminder's
+/// registration, cancellation, claim, renewal and acknowledgement, an event published on
+/// a durable topic) must reach before it counts as done. Set in [`ProxyConfig::durability`](crate::ProxyConfig::durability),
 /// for proxies and clients alike.
 ///
 /// Redis replicates asynchronously: a replica promoted when its primary dies may lack the
