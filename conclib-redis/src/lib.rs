@@ -488,7 +488,8 @@
 //! default) before sending it, for more replicas to share one transfer: with the default,
 //! the first answer came 4.5-6.3 s after a Cluster promotion, during which every member
 //! stops serving (its lease renewal touches every shard holding its keys); with
-//! `repl-diskless-sync-delay 0` (what `conclib_testkit::redis_ha` sets), CLUSTER_FIRST_OK.
+//! `repl-diskless-sync-delay 0` (what `conclib_testkit::redis_ha` sets), 0.9-1.2 s (6
+//! promotions).
 //! So on a Cluster at `Replicas { n }`, give each shard `n + 1` replicas, or set
 //! `repl-diskless-sync-delay` low. Not covered at either level: an ask whose answer a
 //! promotion lost ends `Unavailable` or `Timeout`.
