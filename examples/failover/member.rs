@@ -126,7 +126,12 @@ pub async fn member(url: &str, name: &str, level: &str) -> Result<(), BoxError> 
             let id = ids.fetch_add(1, Ordering::Relaxed);
             async move {
                 let saved = a.store().load::<Saved>().await?.unwrap_or_default();
-                println!("ACTIVATED {} {id} {}", a.urn(), saved.count);
+                // When it loaded: only answers given before count against what it loaded.
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis();
+                println!("ACTIVATED {} {id} {} {at}", a.urn(), saved.count);
                 Ok::<_, BoxError>(Account {
                     saved,
                     id,

@@ -13,7 +13,9 @@
 //! - `splits`: an activation answered ok after a later activation of the same URN had
 //!   answered ok (two systems handling one URN at once);
 //! - `state_rollbacks`: an activation loaded a count lower than one a caller had been
-//!   answered with (each ask increments by one and answers the count saved);
+//!   answered with before the load, by the host's clock (each ask increments by one and
+//!   answers the count saved; a member's line is read later than it was written, so order
+//!   of reading would count answers given after the load);
 //! - `lost_accepted`: tells (to a counter or to the group) reported accepted that no member
 //!   handled; `repeated`: tells handled twice;
 //! - `reminders_lost`: reminders whose registration was acknowledged that never fired
@@ -201,8 +203,8 @@ impl Member {
             while let Ok(Some(line)) = lines.next_line().await {
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words.as_slice() {
-                    ["ACTIVATED", urn, _id, loaded] => {
-                        tally.activated(urn, loaded.parse().unwrap_or(0));
+                    ["ACTIVATED", urn, _id, loaded, at] => {
+                        tally.activated(urn, loaded.parse().unwrap_or(0), at.parse().unwrap_or(0));
                     }
                     ["TOLD", tell] => {
                         if let Ok(tell) = tell.parse() {

@@ -12,7 +12,7 @@ use conclib::AskError;
 #[derive(Default)]
 pub(super) struct Tally {
     /// Per URN: the highest count answered ok, and by which activation.
-    pub(super) acked: Mutex<HashMap<String, u64>>,
+    pub(super) acked: Mutex<HashMap<String, Vec<(u128, u64)>>>,
     /// Per URN: the activations in the order they first answered ok.
     pub(super) answering: Mutex<HashMap<String, Vec<u64>>>,
     pub(super) splits: AtomicU64,
@@ -46,9 +46,13 @@ impl Tally {
         self.ok_at.lock().unwrap().push(Instant::now());
         self.asks_ok.fetch_add(1, Ordering::Relaxed);
         {
-            let mut acked = self.acked.lock().unwrap();
-            let max = acked.entry(urn.to_owned()).or_default();
-            *max = (*max).max(count);
+            // When (the system clock, which the members share) and what was answered.
+            self.acked
+                .lock()
+                .unwrap()
+                .entry(urn.to_owned())
+                .or_default()
+                .push((unix_ms(), count));
         }
         let mut answering = self.answering.lock().unwrap();
         let order = answering.entry(urn.to_owned()).or_default();
@@ -73,8 +77,17 @@ impl Tally {
             .unwrap_or_default()
     }
 
-    pub(super) fn activated(&self, urn: &str, loaded: u64) {
-        let acked = self.acked.lock().unwrap().get(urn).copied().unwrap_or(0);
+    /// An activation of `urn` loaded `loaded` at `loaded_at` (ms since the Unix epoch).
+    pub(super) fn activated(&self, urn: &str, loaded: u64, loaded_at: u128) {
+        // Answers that came after the load (their lines read first) do not count.
+        let acked = self.acked.lock().unwrap().get(urn).map_or(0, |answers| {
+            answers
+                .iter()
+                .filter(|(at, _)| *at < loaded_at)
+                .map(|(_, count)| *count)
+                .max()
+                .unwrap_or(0)
+        });
         if loaded < acked {
             eprintln!("rollback: {urn} loaded {loaded} where {acked} was acknowledged");
             self.rollbacks.fetch_add(1, Ordering::Relaxed);
@@ -127,4 +140,12 @@ pub(super) fn lost_and_repeated<T: Eq + Hash>(
     let lost = accepted.iter().filter(|t| !handled.contains_key(t)).count();
     let repeated = handled.values().filter(|&&n| n > 1).count();
     (lost as u64, repeated as u64)
+}
+
+/// The system clock, ms since the Unix epoch: the members' and the driver's, one host.
+pub(super) fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
 }
