@@ -42,6 +42,7 @@ fn main() -> Result<(), BoxError> {
     let lag = Duration::from_millis(flag("--lag-ms", "2000").parse()?);
     let durability = flag("--durability", "primary");
     let callers: usize = flag("--callers", "64").parse()?;
+    let python_callers: usize = flag("--python-callers", "16").parse()?;
     let topologies = match flag("--topology", "sentinel").as_str() {
         "cluster" => vec![Topology::Cluster],
         "both" => vec![Topology::Sentinel, Topology::Cluster],
@@ -66,6 +67,7 @@ fn main() -> Result<(), BoxError> {
             lag,
             durability: durability.clone(),
             callers,
+            python_callers,
         };
         let rounds = rt.block_on(failover::cost(&options, rounds.parse()?, 5))?;
         for r in rounds {
@@ -86,6 +88,7 @@ fn main() -> Result<(), BoxError> {
             lag,
             durability: durability.clone(),
             callers,
+            python_callers,
         };
         let outcome = rt.block_on(failover::run(&options))?;
         eprintln!("errors by kind: {:?}", outcome.errors);

@@ -28,6 +28,14 @@ pub(super) struct Tally {
     pub(super) asks_ok: AtomicU64,
     /// Asks to the group answered ok.
     pub(super) group_asks_ok: AtomicU64,
+    /// Python callers running (0: none).
+    pub(super) python_callers: AtomicU64,
+    /// Asks of the Python callers answered ok (counted in `asks_ok` too).
+    pub(super) py_asks_ok: AtomicU64,
+    /// Tells the Python client reported accepted.
+    pub(super) py_accepted: Mutex<HashSet<u64>>,
+    /// Python calls that returned past their timeout + 250 ms.
+    pub(super) py_overruns: AtomicU64,
     pub(super) errors: Mutex<BTreeMap<String, u64>>,
     /// When each ok answer came, in order.
     pub(super) ok_at: Mutex<Vec<Instant>>,

@@ -25,6 +25,7 @@ async fn acknowledged_writes_survive_lagging_sentinel_promotions() {
         lag: Duration::from_millis(2000),
         durability: "replicas".into(),
         callers: 64,
+        python_callers: 16,
     };
     let outcome = failover::run(&options).await.expect("the scenario runs");
     println!("{}", outcome.line(Topology::Sentinel, "replicas=1/500ms"));
@@ -36,6 +37,7 @@ async fn acknowledged_writes_survive_lagging_sentinel_promotions() {
     assert_eq!(outcome.events_lost, 0, "{outcome:?}");
     assert_eq!(outcome.overruns, 0, "{outcome:?}");
     assert_eq!(outcome.untyped, 0, "{outcome:?}");
+    assert_eq!(outcome.py_overruns, 0, "{outcome:?}");
     assert!(
         outcome.asks_ok > 0
             && outcome.tells_accepted > 0
