@@ -389,8 +389,8 @@ impl Load {
     }
 }
 
-/// Whether everything accepted was handled, every reminder registered fired and every
-/// event published was received.
+/// Whether every tell the Rust client accepted was handled, every reminder registered
+/// fired and every event published was received.
 fn all_arrived(tally: &Tally) -> bool {
     let tells = lost_and_repeated(
         &tally.accepted.lock().unwrap(),
@@ -404,11 +404,9 @@ fn all_arrived(tally: &Tally) -> bool {
         &tally.published.lock().unwrap(),
         &tally.received.lock().unwrap(),
     );
-    let py_tells = lost_and_repeated(
-        &tally.py_accepted.lock().unwrap(),
-        &tally.handled.lock().unwrap(),
-    );
-    tells.0 == 0 && reminders.0 == 0 && events.0 == 0 && py_tells.0 == 0
+    // Not the Python callers' tells: the Python client waits for no replica, so a promotion
+    // may lose some, and waiting for them would only make every run last the whole settle.
+    tells.0 == 0 && reminders.0 == 0 && events.0 == 0
 }
 
 /// Runs the scenario on one topology and counts what went wrong.
