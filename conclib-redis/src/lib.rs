@@ -473,8 +473,8 @@
 //! A `WAIT` holds its connection until it answers (Redis runs a connection's commands in
 //! order), so a connection has one in flight at a time, and the callers that came while it
 //! ran share the next one: a write at this level waits for at most two `WAIT`s, however
-//! many callers share the connection, and a `WAIT` is not sent again on a new connection
-//! (there it would count none of the writes).
+//! many callers share the connection (`durability.rs`,
+//! `callers_coming_during_a_wait_share_the_next_one`).
 //!
 //! The Python client has no durability level: it waits for no replica, so a lagging
 //! promotion may lose tells it reported accepted even where the Rust processes run at
