@@ -65,6 +65,11 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// Runs `redis-cli -h 127.0.0.1 -p <port> <args>` (2 s at most); its trimmed stdout, or
 /// why it failed.
 pub fn cli(port: u16, args: &[&str]) -> Result<String, String> {
+    cli_within(port, args, Duration::from_secs(2))
+}
+
+/// [`cli`], killed after `limit`.
+fn cli_within(port: u16, args: &[&str], limit: Duration) -> Result<String, String> {
     let mut child = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
@@ -74,7 +79,7 @@ pub fn cli(port: u16, args: &[&str]) -> Result<String, String> {
         .spawn()
         .map_err(|e| format!("cannot run redis-cli: {e}"))?;
     // A stopped server never answers: redis-cli would wait for ever.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
@@ -652,9 +657,9 @@ impl Cluster {
             "--cluster-yes".into(),
         ]);
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
-        if let Err(e) = cli(ports[0], &create) {
-            // `--cluster create` may take longer than redis-cli's 2 s here; the wait below
-            // tells whether it did its work.
+        // `--cluster create` waits for the nodes to join, seconds on a loaded machine: cut
+        // short, it left nodes without their primary (every one a primary, never settling).
+        if let Err(e) = cli_within(ports[0], &create, HA_TIMEOUT) {
             eprintln!("redis-cli --cluster create: {e}");
         }
         let cluster = Cluster { nodes, buses, dir };
