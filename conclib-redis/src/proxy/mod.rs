@@ -7,10 +7,12 @@
 //! in a file of its own; `handle` starts and stops a proxy; `scripts` holds the Lua scripts
 //! both rooms run.
 
+mod activator;
 mod departure;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod handle;
+mod join;
 mod overload_handle;
 mod readiness;
 mod scale;
@@ -18,9 +20,9 @@ mod scripts;
 mod serve;
 mod shared;
 
+pub use activator::{Activator, DEFAULT_PASSIVATE_AFTER};
 pub use handle::{ProxyHandle, start_proxy};
 pub use readiness::{Readiness, ReadinessProbe};
-pub use scale::activation::{Activator, DEFAULT_PASSIVATE_AFTER};
 pub use scale::activations::Activation;
 pub use scale::placement_rule::{MemberInfo, PlaceFn, Placement};
 pub use scale::store::{StateStore, StoreError};
