@@ -5,7 +5,9 @@
 //! (groups, activation, placement, rebalance, takeover, the fenced store, exactly-once
 //! records). A proxy instance is [`Shared`](shared::Shared) (`shared`), made of parts each
 //! in a file of its own; `handle` starts and stops a proxy; `scripts` holds the Lua scripts
-//! both rooms run.
+//! both rooms run. What needs both rooms is composed here, above them, so that neither calls
+//! the other back: joining a group (`join`: the scale room enters the member, the serving
+//! room reads its streams) and declaring a pattern (`activator`).
 
 mod activator;
 mod departure;
