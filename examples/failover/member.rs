@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use conclib::redis::{
-    Activation, Durability, ProxyClient, ProxyConfig, ReminderPoller, ReminderPollerOptions,
-    ReminderTick, StateStore, start_proxy,
-};
+use conclib::redis::reminders::{ReminderPoller, ReminderPollerOptions, ReminderTick};
+use conclib::redis::scale::{Activation, StateStore};
+use conclib::redis::{Durability, ProxyClient, ProxyConfig, start_proxy};
 use conclib::{ActorSystem, actor};
 use serde::{Deserialize, Serialize};
 

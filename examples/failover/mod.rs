@@ -40,7 +40,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclib::redis::{ProxyClient, ProxyConfig, Reminder, Reminders, Topic};
+use conclib::redis::reminders::{Reminder, ReminderError, Reminders};
+use conclib::redis::topics::{Topic, TopicError};
+use conclib::redis::{ProxyClient, ProxyConfig};
 use conclib_testkit::redis_ha;
 use futures_util::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -337,7 +339,7 @@ impl Load {
                 let reminder = Reminder::after(name.clone(), REMINDER_DELAY);
                 match self.reminders.register(&urn, reminder).await {
                     Ok(_) => drop(tally.registered.lock().unwrap().insert(name)),
-                    Err(conclib::redis::ReminderError::Unavailable(_)) => {
+                    Err(ReminderError::Unavailable(_)) => {
                         tally.failed_kind("unavailable");
                     }
                     Err(e) => tally.failed_kind(&e.to_string()),
@@ -347,7 +349,7 @@ impl Load {
             Call::Publish => {
                 match self.client.topics().publish(&self.topic, &n).await {
                     Ok(()) => drop(tally.published.lock().unwrap().insert(n)),
-                    Err(conclib::redis::TopicError::Unavailable(_)) => {
+                    Err(TopicError::Unavailable(_)) => {
                         tally.failed_kind("unavailable");
                     }
                     Err(e) => tally.failed_kind(&e.to_string()),

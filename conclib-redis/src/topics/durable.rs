@@ -19,7 +19,7 @@ use fred::prelude::*;
 
 use super::link::{Counters, Raw, SubscribeOptions};
 use super::publish::Topics;
-use super::topic::{Delivery, Topic, TopicError, redis_error};
+use super::topic::{DeliveryMode, Topic, TopicError, redis_error};
 use super::{lag, metrics, wire};
 use crate::conn::{self, keyed, keyed_at, owned, s};
 
@@ -536,7 +536,7 @@ impl Durable {
         }
         let counters = &self.reader.counters;
         counters.received.fetch_add(n, Ordering::Relaxed);
-        metrics::received(Delivery::Durable, n);
+        metrics::received(DeliveryMode::Durable, n);
         if again && n > 0 {
             counters.redelivered.fetch_add(n, Ordering::Relaxed);
             metrics::redelivered(n);
