@@ -104,6 +104,7 @@ async def main() -> None:
     if not args.pattern_only:
         host.serve("conf:counter", Mirror)
         host.serve("conf:patient", Patient)
+        host.serve_group("conf:shared", Mirror)
     host.serve_pattern("conf:pat:{id}", Mirror, idle_after=args.idle_s)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

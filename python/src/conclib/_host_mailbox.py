@@ -142,7 +142,9 @@ class Mailbox:
         outcome: tuple[Status, Any]
         text = ""
         try:
-            outcome = (Status.OK, await item.spec.method(self.actor, item.arg))
+            spec = item.spec
+            call = spec.method(self.actor) if spec.unit else spec.method(self.actor, item.arg)
+            outcome = (Status.OK, await call)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not item.cancelled or task is None:

@@ -99,6 +99,7 @@ class ActorHost:
         self._fixed_spec: dict[str, tuple[Callable[[str], Actor], dict[str, HandlerSpec]]] = {}
         self._fixed: dict[str, _Served] = {}
         self._patterns: list[Pattern] = []
+        self._shared: list[str] = []
         self._conflicts: dict[str, str] = {}
         self._activating: dict[str, list[tuple[Lane, Request, HandlerSpec, Any]]] = {}
         self._lanes: list[Lane] = []
@@ -119,6 +120,13 @@ class ActorHost:
         at the fixed URN ``urn``."""
         cls = actor if isinstance(actor, type) else type(actor(urn))
         self._fixed_spec[urn] = (actor, handlers_of(cls))
+
+    def serve_group(self, urn: str, actor: Callable[[str], Actor]) -> None:
+        """Serves ``urn`` as one member of its group (``~{urn}``): every member has its own
+        actor for it and reads the group's stream, each request going to one of them (the
+        group Rust systems join with ``ProxyHandle::join``)."""
+        self.serve(urn, actor)
+        self._shared.append(urn)
 
     def serve_pattern(self, pattern: str, actor: Callable[[str], Actor], *, idle_after: float = 60.0, actor_class: type[Actor] | None = None) -> None:
         """Activates ``actor(urn)`` for the URNs of ``pattern`` (``"user:{id}"``) on their
@@ -168,6 +176,16 @@ class ActorHost:
             actor = make(urn)
             actor.urn = actor.id = urn
             self._fixed[urn] = _Served(Mailbox(actor, self, cfg.max_payload), handlers)
+        for urn in self._shared:
+            group = f"~{urn}"
+            member = Lease(self.redis, self.scripts, self.keys.member(group, self.system), cfg.lease_ttl)
+            member.token = self.lease.token
+            await member.acquire()
+            self._member_leases.append(member)
+            lane = self._lane([self.keys.fast_requests(group), self.keys.requests(group)], self.system, trims=False, name=group)
+            await lane.ensure_groups(int(cfg.queue_ttl * 1000))
+            self._group_lanes[group] = lane
+            self._lanes.append(lane)
         await self._claim_fixed()
         for p in self._patterns:
             member = Lease(self.redis, self.scripts, self.keys.member(p.group, self.system), cfg.lease_ttl)
@@ -212,7 +230,7 @@ class ActorHost:
         for lane in self._lanes:
             await lane.stop()
         if self.lease is not None and not self.lease.lost:
-            owned = [u for u in self._fixed if u not in self._conflicts]
+            owned = [u for u in self._fixed if u not in self._conflicts and u not in self._shared]
             for u in owned:
                 await self.scripts.release(keys=[self.keys.urn(u)], args=[self.system])  # type: ignore[union-attr]
             for p in self._patterns:
@@ -260,9 +278,13 @@ class ActorHost:
 
         pattern = self._pattern_for(req.urn)
         if lane.consumer != "proxy":  # a group's member: only the group's URNs
-            if pattern is None or pattern.group != lane.name:
+            ours = lane.name == f"~{req.urn}" if pattern is None else pattern.group == lane.name
+            if not ours:
                 refuse(Status.UNKNOWN_URN, f"URN {req.urn} is not served by group {lane.name}")
                 return
+        elif req.urn in self._shared:
+            refuse(Status.UNKNOWN_URN, f"no actor with URN {req.urn}")
+            return
         served = self._fixed.get(req.urn) if pattern is None else None
         if pattern is None:
             owner = self._conflicts.get(req.urn)
@@ -420,7 +442,11 @@ class ActorHost:
         urns = list(self._fixed)
         if not urns:
             return
-        got = await self.scripts.claim_many(keys=[self.keys.urn(u) for u in urns], args=[self.system, int(self.config.urn_ttl * 1000)])
+        ttl = int(self.config.urn_ttl * 1000)
+        got = []
+        for u in urns:
+            value = f"~{u}" if u in self._shared else self.system
+            got.append(await self.scripts.claim(keys=[self.keys.urn(u)], args=[value, ttl]))
         for urn, g in zip(urns, got):
             if g == 1:
                 self._conflicts.pop(urn, None)
@@ -472,7 +498,7 @@ class ActorHost:
                     await self._claim_fixed()
                     for lane in self._lanes:
                         await self.redis.pexpire(lane.keys[-1], int(cfg.queue_ttl * 1000))
-                        if lane.left and self.lease.fresh():
+                        if self.lease.fresh() and (lane.left or await self._more_pending(lane)):
                             lane.reread = True
                     await self._sync_clock()
                 if now - last_urns >= urns_every:
@@ -490,12 +516,11 @@ class ActorHost:
         assert self.scripts is not None
         for key in lane.keys:
             try:
-                summary = await self.redis.execute_command("XPENDING", key, GROUP)
+                summary = await self.redis.xpending(key, GROUP)
             except Exception:
                 continue
-            consumers = summary.get("consumers") if isinstance(summary, dict) else (summary[3] if summary else None)
-            for c in consumers or []:
-                name = c["name"] if isinstance(c, dict) else c[0]
+            for c in summary.get("consumers") or []:
+                name = c["name"]
                 name = name.decode() if isinstance(name, bytes) else name
                 if name == lane.consumer:
                     continue
@@ -508,16 +533,25 @@ class ActorHost:
                     lane.reread = True
                 await self.scripts.forget(keys=[key], args=[GROUP, name])
 
+    async def _more_pending(self, lane: Lane) -> bool:
+        """Whether more entries are pending on ``lane``'s consumer than it has in flight:
+        left by an earlier instance of this system (paused, replaced), or placed here by
+        another member whose wake-up went astray. They are read again."""
+        pending = 0
+        for key in lane.keys:
+            pending += len(await self.redis.xpending_range(key, GROUP, "-", "+", 1, consumername=lane.consumer))
+        return pending > 0 and not lane.in_flight
+
     async def _claim_entries_of(self, key: str, gone: str, me: str) -> int:
         """Claims the entries pending on consumer ``gone`` (idle a while: two members
         claiming at once do not take them from each other), as the Rust members do."""
         claimed = 0
         for _ in range(100):
-            pending = await self.redis.execute_command("XPENDING", key, GROUP, "IDLE", 500, "-", "+", 100, gone)
-            ids = [p[0] if isinstance(p, (list, tuple)) else p["message_id"] for p in pending or []]
+            pending = await self.redis.xpending_range(key, GROUP, "-", "+", 100, consumername=gone, idle=500)
+            ids = [p["message_id"] for p in pending]
             if not ids:
                 break
-            got = await self.redis.execute_command("XCLAIM", key, GROUP, me, 500, *ids, "JUSTID")
+            got = await self.redis.xclaim(key, GROUP, me, 500, ids, justid=True)
             claimed += len(got or [])
             if len(ids) < 100:
                 break
