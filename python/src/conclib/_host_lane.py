@@ -42,6 +42,7 @@ class Lane:
         reply_ttl_ms: int,
         trims: bool,
         name: str,
+        block_ms: int = 1000,
     ) -> None:
         self.redis = redis
         self.scripts = scripts
@@ -53,15 +54,31 @@ class Lane:
         self.reply_ttl_ms = reply_ttl_ms
         self.trims = trims
         self.name = name
+        self.block_ms = block_ms
         # Entries read and not finished, and those left pending (for the trim's floor).
         self.in_flight: set[tuple[str, bytes]] = set()
         self.left: set[tuple[str, bytes]] = set()
-        self.reread = True
+        # Asks to read this consumer's pending list again, and how many were done: an ask
+        # that comes during a read is done by the next one.
+        self._asked = 1
+        self._done = 0
         self._pending: list[tuple[str, bytes | None, str | None, bytes | None]] = []
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.stopped = False
+
+    @property
+    def reread(self) -> bool:
+        """Whether the pending list is to be read again."""
+        return self._asked > self._done
+
+    @reread.setter
+    def reread(self, wanted: bool) -> None:
+        if wanted:
+            self._asked += 1
+        else:
+            self._done = self._asked
 
     async def ensure_groups(self, queue_ttl_ms: int) -> None:
         for key in self.keys:
@@ -169,12 +186,15 @@ class Lane:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            if self.reread:
+            # Sampled before the read: an ask during a blocking read is done by another.
+            asked = self._asked
+            rereading = asked > self._done
+            if rereading:
                 streams = {k: cursors.get(k, b"0") for k in self.keys}
                 block = None
             else:
                 streams = {k: b">" for k in self.keys}
-                block = 1000
+                block = self.block_ms
             try:
                 got = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self.batch, block=block)
             except asyncio.CancelledError:
@@ -193,7 +213,7 @@ class Lane:
                 key = key_raw.decode() if isinstance(key_raw, bytes) else key_raw
                 for entry, fields in entries:
                     read += 1
-                    if self.reread:
+                    if rereading:
                         cursors[key] = entry
                     if (key, entry) in self.in_flight:
                         continue
@@ -203,6 +223,6 @@ class Lane:
                         self.dispatch(self, key, entry, fields)
                     except Exception:  # a bug must not stop the lane: the entry stays pending
                         log.exception("dispatch failed for entry %r", entry)
-            if self.reread and read < self.batch:
-                self.reread = False
+            if rereading and read < self.batch:
+                self._done = max(self._done, asked)
                 cursors.clear()

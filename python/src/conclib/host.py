@@ -28,7 +28,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,6 +106,7 @@ class ActorHost:
         self._group_lanes: dict[str, Lane] = {}
         self._member_leases: list[Lease] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
         self._clock_offset_ms = 0.0
         self.redis: Any = None
@@ -252,6 +253,9 @@ class ActorHost:
             self.redis, self.scripts, keys, consumer, self._dispatch,
             batch=cfg.batch, max_in_flight=cfg.max_in_flight, reply_ttl_ms=int(cfg.reply_ttl * 1000),
             trims=trims, name=name,
+            # A group's lane is woken by a member that placed a request here only at its
+            # next read: it blocks briefly.
+            block_ms=1000 if trims else 100,
         )
 
     # Dispatch: check → route → decode → hand off.
@@ -318,7 +322,13 @@ class ActorHost:
             waiting.append((lane, req, spec, arg))
             return
         self._activating[req.urn] = [(lane, req, spec, arg)]
-        asyncio.get_running_loop().create_task(self._activate(pattern, req.urn))
+        self._spawn(self._activate(pattern, req.urn))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs ``work`` in a task kept until it ends (the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _refuse(self, lane: Lane, stream: str, entry: bytes, reply: str | None, rid: int, status: Status, text: str) -> None:
         log.debug("refused %r: %s %s", entry, status.name, text)
