@@ -318,7 +318,7 @@ def main() -> None:
                     raise
                 time.sleep(0.02)
         ns = "proof"
-        procs.start([server, "--redis", url, "--namespace", ns, "--system", "rust-member", "--lease-ttl-ms", "1000"], b"READY\n")
+        procs.start([server, "--redis", url, "--namespace", ns, "--system", "rust-member"], b"READY\n")
         me = [sys.executable, __file__, "--host", url]
         victim = procs.start([*me, ns, "py-member", "all"], b"READY\n")
         results = asyncio.run(measure(url, ns, args))

@@ -43,7 +43,7 @@ class Mirror(Actor):
     async def get(self) -> int:
         return self.count
 
-    @handler("test.Forbidden")
+    @handler("test.Forbidden", error=dict[str, dict[str, str]])
     async def forbidden(self, reason: str) -> None:
         raise Refusal({"NotAllowed": {"reason": reason}})
 

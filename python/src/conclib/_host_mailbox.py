@@ -149,7 +149,10 @@ class Mailbox:
             task = asyncio.current_task()
             if not item.cancelled or task is None:
                 raise
-            task.uncancel()
+            # Python 3.11+ counts cancellations; 3.10 does not.
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
             item.outlet.answer(req, None, b"", True)
             return
         except Refusal as r:

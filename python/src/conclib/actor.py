@@ -36,7 +36,7 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 __all__ = ["Actor", "Drop", "HandlerSpec", "Refusal", "handler", "handlers_of"]
 
@@ -103,7 +103,7 @@ def handler(name: str, *, error: Any = str) -> Callable[[F], F]:
         if not inspect.iscoroutinefunction(method):
             raise TypeError(f"handler {name!r} must be an async def method")
         setattr(method, _MARK, (name, error))
-        return method
+        return cast(F, method)
 
     return mark
 
