@@ -108,7 +108,7 @@ def export(actors: dict[str, type[Actor]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conclib.actor_schema", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m conclib.actor_schema", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("actors", nargs="+", help="module:Class=URN (a fixed URN or a pattern)")
     parser.add_argument("-o", "--output", help="the file to write (default: standard output)")
     args = parser.parse_args(argv)

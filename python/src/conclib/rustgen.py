@@ -140,7 +140,7 @@ def generate(document: dict[str, Any], source: str = "schema.json") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conclib.rustgen", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m conclib.rustgen", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("schema", help="the schema document (python -m conclib.actor_schema, or a Rust export)")
     parser.add_argument("-o", "--output", help="the Rust file to write (default: standard output)")
     args = parser.parse_args(argv)
