@@ -179,7 +179,12 @@ class Mailbox:
 
     def _encode(self, status: Status, value: Any, what: str) -> tuple[Status, bytes]:
         try:
-            data = codec.encode(plain(value))
+            data = codec.pack_plain(value)
+        except TypeError:
+            try:
+                data = codec.encode(plain(value))
+            except Exception as e:
+                return Status.CODEC_ERROR, f"cannot encode the {what}: {e}".encode()
         except Exception as e:
             return Status.CODEC_ERROR, f"cannot encode the {what}: {e}".encode()
         if len(data) > self.max_payload:
