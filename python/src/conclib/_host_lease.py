@@ -97,27 +97,36 @@ class Lease:
                 raise RuntimeError(f"the lease {self.key} is held by another live process")
             await asyncio.sleep(0.1)
 
-    async def renew(self) -> bool:
+    async def renew(self, confirm: Any = None) -> bool:
         """Renews the lease: ``False`` once another instance holds it (then it is lost for
-        good: this instance stops serving) or Redis did not answer."""
+        good: this instance stops serving) or Redis did not answer. A lease that had lapsed
+        (this process was paused, or Redis out of reach) may have let another system take
+        its URNs over: it counts as held again only once ``confirm()`` (the URN keys
+        claimed again, those taken away given up) returned."""
         if self.lost:
             return False
         since = time.monotonic()
+        lapsed = since >= self.fresh_until
         try:
             got = await self.scripts.claim(keys=[self.key], args=[self.token, int(self.ttl * 1000)])
         except Exception:
             return False
-        if got == 1:
-            self.fresh_until = since + self.ttl * (1 - _DRIFT)
-            return True
-        self.lost = True
-        return False
+        if got != 1:
+            self.lost = True
+            return False
+        if lapsed and confirm is not None:
+            try:
+                await confirm()
+            except Exception:
+                return False
+        self.fresh_until = since + self.ttl * (1 - _DRIFT)
+        return True
 
-    async def recheck(self) -> bool:
+    async def recheck(self, confirm: Any = None) -> bool:
         """Renews now unless another task just did; whether the lease holds."""
         async with self._recheck:
             if not self.fresh():
-                await self.renew()
+                await self.renew(confirm)
             return self.fresh()
 
     async def release(self) -> None:

@@ -116,10 +116,12 @@ class Mailbox:
                 self.started = True
                 await self.actor.on_start()
             while (item := self._next()) is not None:
-                if self.stopped:
+                if not self.fence.fresh() and not await self.fence.recheck():
                     item.outlet.leave(item.req)
                     continue
-                if not self.fence.fresh() and not await self.fence.recheck():
+                # Looked at after the recheck: claiming the URN keys again after a lapse of
+                # the lease may have given this actor's URN up (another system took it).
+                if self.stopped:
                     item.outlet.leave(item.req)
                     continue
                 await self._run(item)

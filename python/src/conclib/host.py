@@ -159,7 +159,14 @@ class ActorHost:
 
     async def recheck(self) -> bool:
         assert self.lease is not None
-        return await self.lease.recheck()
+        return await self.lease.recheck(self._reclaim)
+
+    async def _reclaim(self) -> None:
+        """After a lapse of the lease: every URN key claimed again; an activation whose URN
+        another system took is given up, a fixed URN another system took is refused (their
+        queued requests left pending for that system), before anything more is handled."""
+        await self._claim_fixed()
+        await self._renew_activations()
 
     async def start(self) -> None:
         """Takes the system's lease, claims the fixed URNs, joins the patterns' groups and
@@ -464,6 +471,9 @@ class ActorHost:
                 owner = g.decode("utf-8", "replace") if isinstance(g, bytes) else str(g)
                 if self._conflicts.get(urn) != owner:
                     log.warning("URN %s is served by system %s; this host refuses it", urn, owner)
+                    served = self._fixed.get(urn)
+                    if served is not None:
+                        served.mailbox.abandon()
                 self._conflicts[urn] = owner
 
     async def _renew_activations(self) -> None:
@@ -496,7 +506,7 @@ class ActorHost:
             try:
                 if now - last_renew >= renew_every:
                     last_renew = now
-                    if not await self.lease.renew() and self.lease.lost:
+                    if not await self.lease.renew(self._reclaim) and self.lease.lost:
                         log.error("another instance took system %s's lease: this host stops serving", self.system)
                         await self._lost()
                         return
