@@ -34,8 +34,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from . import codec
 from ._host_lane import GROUP, Lane
+from ._host_group import claim_from_gone, more_pending
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
 from ._host_patterns import Activation, Pattern, parse_pattern
@@ -518,64 +518,18 @@ class ActorHost:
                     await self._claim_fixed()
                     for lane in self._lanes:
                         await self.redis.pexpire(lane.keys[-1], int(cfg.queue_ttl * 1000))
-                        if self.lease.fresh() and (lane.left or await self._more_pending(lane)):
+                        if self.lease.fresh() and (lane.left or await more_pending(self.redis, lane)):
                             lane.reread = True
                     await self._sync_clock()
                 if now - last_urns >= urns_every:
                     last_urns = now
                     await self._renew_activations()
                 for lane in self._group_lanes.values():
-                    await self._claim_from_gone(lane)
+                    await claim_from_gone(self.redis, self.scripts, self.keys, lane)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.warning("upkeep failed (Redis out of reach?): %s", e)
-
-    async def _claim_from_gone(self, lane: Lane) -> None:
-        """Claims the entries pending on members of ``lane``'s group that are gone."""
-        assert self.scripts is not None
-        for key in lane.keys:
-            try:
-                summary = await self.redis.xpending(key, GROUP)
-            except Exception:
-                continue
-            for c in summary.get("consumers") or []:
-                name = c["name"]
-                name = name.decode() if isinstance(name, bytes) else name
-                if name == lane.consumer:
-                    continue
-                member_key = self.keys.member(lane.name, name)
-                if not await lease_gone(self.redis, self.scripts.release, member_key):
-                    continue
-                ids = await self._claim_entries_of(key, name, lane.consumer)
-                if ids:
-                    log.info("claimed %d requests of gone member %s", ids, name)
-                    lane.reread = True
-                await self.scripts.forget(keys=[key], args=[GROUP, name])
-
-    async def _more_pending(self, lane: Lane) -> bool:
-        """Whether more entries are pending on ``lane``'s consumer than it has in flight:
-        left by an earlier instance of this system (paused, replaced), or placed here by
-        another member whose wake-up went astray. They are read again."""
-        pending = 0
-        for key in lane.keys:
-            pending += len(await self.redis.xpending_range(key, GROUP, "-", "+", 1, consumername=lane.consumer))
-        return pending > 0 and not lane.in_flight
-
-    async def _claim_entries_of(self, key: str, gone: str, me: str) -> int:
-        """Claims the entries pending on consumer ``gone`` (idle a while: two members
-        claiming at once do not take them from each other), as the Rust members do."""
-        claimed = 0
-        for _ in range(100):
-            pending = await self.redis.xpending_range(key, GROUP, "-", "+", 100, consumername=gone, idle=500)
-            ids = [p["message_id"] for p in pending]
-            if not ids:
-                break
-            got = await self.redis.xclaim(key, GROUP, me, 500, ids, justid=True)
-            claimed += len(got or [])
-            if len(ids) < 100:
-                break
-        return claimed
 
     async def _lost(self) -> None:
         for s in self._fixed.values():
@@ -591,7 +545,3 @@ class ActorHost:
             lane._tasks[0].cancel()
         self._stopped.set()
 
-
-def encode(value: Any) -> bytes:
-    """``value`` as MessagePack (as the host encodes answers)."""
-    return codec.encode(value)
