@@ -612,6 +612,7 @@ mod tests {
             ("FORWARD_SCRIPT", FORWARD_SCRIPT),
             ("PLACEMENT_REPORT_SCRIPT", PLACEMENT_REPORT_SCRIPT),
             ("GROUP_FORGET_SCRIPT", GROUP_FORGET_SCRIPT),
+            ("TAKE_OVER_SCRIPT", TAKE_OVER_SCRIPT),
         ] {
             let line = format!("{name}: Final = {text:?}\n");
             assert!(

@@ -155,3 +155,59 @@ def test_python_member_paused_past_its_lease(
         if host.proc.poll() is None:
             os.kill(host.pid, signal.SIGCONT)
         host.close()
+
+
+def test_python_members_only_one_killed(redis_server: RedisServer, raw_redis: Any) -> None:
+    """Two Python members of a pattern's group and no Rust one: SIGKILL one under load; the
+    other claims its pending group requests and takes over the requests left in its stream
+    (the protocol's takeover script), and answers its URNs; no call outlives its timeout and
+    a margin, no URN restarts twice."""
+    url = redis_server.url
+    ns = f"pyonly-{uuid.uuid4().hex[:6]}"
+    first = PythonHost(url, ns, "--pattern-only", "--system", "py-a")
+    second = PythonHost(url, ns, "--pattern-only", "--system", "py-b")
+    try:
+        urns = [f"conf:pat:{i}" for i in range(64)]
+        counts: dict[str, list[int]] = {u: [] for u in urns}
+        slowest = 0.0
+
+        async def caller(client: conclib.AsyncClient, urn: str, stop: asyncio.Event) -> None:
+            nonlocal slowest
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    counts[urn].append(await client.ask(urn, "test.Add", 1, timeout=TIMEOUT))
+                except conclib.ConclibError:
+                    pass
+                slowest = max(slowest, time.monotonic() - started)
+
+        async def main() -> tuple[set[str], float]:
+            stop = asyncio.Event()
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                callers = [asyncio.create_task(caller(client, u, stop)) for u in urns]
+                deadline = time.monotonic() + 20
+                while min(len(c) for c in counts.values()) < 3 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                held = _holders(raw_redis, ns, urns)
+                on_first = {u for u, s in held.items() if s == "py-a"}
+                killed = time.monotonic()
+                first.kill()
+                marks = {u: len(counts[u]) for u in urns}
+                while time.monotonic() - killed < 20 and not all(len(counts[u]) > marks[u] + 1 for u in urns):
+                    await asyncio.sleep(0.05)
+                failover = time.monotonic() - killed
+                stop.set()
+                await asyncio.gather(*callers)
+                return on_first, failover
+
+        on_first, failover = run(main(), timeout=90)
+        assert on_first and len(on_first) < len(urns), on_first
+        assert slowest < TIMEOUT + MARGIN, slowest
+        assert failover < 10, failover
+        assert set(_holders(raw_redis, ns, urns).values()) == {"py-b"}
+        for urn, seen in counts.items():
+            restarts = sum(1 for a, b in zip(seen, seen[1:]) if b <= a)
+            assert restarts <= (1 if urn in on_first else 0), f"{urn}: {seen}"
+    finally:
+        first.close()
+        second.close()

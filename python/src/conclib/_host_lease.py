@@ -150,3 +150,4 @@ class Scripts:
         self.forward = redis.register_script(_lua.FORWARD_SCRIPT)
         self.report = redis.register_script(_lua.PLACEMENT_REPORT_SCRIPT)
         self.forget = redis.register_script(_lua.GROUP_FORGET_SCRIPT)
+        self.take_over = redis.register_script(_lua.TAKE_OVER_SCRIPT)

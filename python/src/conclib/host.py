@@ -13,13 +13,14 @@ actor. It serves
   requests placed here by a Rust member are read from this member's pending list.
 
 Every request is handed to its actor only while the host's lease is surely held (its fence);
-a host whose lease another instance took stops serving. When a host dies, the group's other
+a host whose lease another instance took stops serving, and one whose lease lapsed (paused)
+claims its URN keys again before it counts as held. When a host dies, the group's other
 members (Rust or Python) take its URNs over: its member lease and system lease lapse (at once
-on the same host: they name a dead process), and they claim its pending requests.
+on the same host: they name a dead process), and they claim its pending group requests and
+move those left in its stream (the protocol's takeover script).
 
-Not yet: the fenced state store, reminder ticks and topics from a Python actor, placement
-rules (a Python member activates what it reads), and the takeover of a gone member's stream by
-a Python member (Rust members do it).
+Not yet: the fenced state store, reminder ticks and topics from a Python actor, and
+placement rules (a Python member activates what it reads or takes over).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from ._host_lane import GROUP, Lane
-from ._host_group import claim_from_gone, more_pending
+from ._host_group import claim_from_gone, more_pending, take_over_gone
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
 from ._host_patterns import Activation, Pattern, parse_pattern
@@ -526,6 +527,11 @@ class ActorHost:
                     await self._renew_activations()
                 for lane in self._group_lanes.values():
                     await claim_from_gone(self.redis, self.scripts, self.keys, lane)
+                for p in self._patterns:
+                    await take_over_gone(
+                        self.redis, self.scripts, self.keys, p.prefix, self.system,
+                        int(cfg.lease_ttl * 1000), int(cfg.urn_ttl * 1000),
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as e:

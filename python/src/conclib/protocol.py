@@ -113,6 +113,11 @@ class Keys:
         ``"<activations> <live until, ms since the epoch>"``)."""
         return f"{self.namespace}:placement:{prefix}"
 
+    def takeover(self, system: str, prefix: str) -> str:
+        """``{ns}:sys:{system}:takeover:{prefix}``: the member taking over the requests that
+        ``system`` (gone) left for the URNs of pattern ``prefix`` (a lock with a TTL)."""
+        return f"{self.namespace}:sys:{system}:takeover:{prefix}"
+
     def reply_prefix(self) -> str:
         """``{ns}:reply:``: every reply list starts with this."""
         return f"{self.namespace}:reply:"
