@@ -12,7 +12,7 @@
 #[path = "../python_mirror.rs"]
 mod python_mirror;
 
-use conclib::redis::{MsgPack, ProxyClient, ProxyConfig};
+use conclib::redis::{ProxyClient, ProxyConfig, codec::MsgPack};
 use python_mirror::{Add, Echo, Forbidden, Get, History, Record};
 
 #[tokio::main]
