@@ -93,9 +93,17 @@ class Lane:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read_loop()), loop.create_task(self._write_loop())]
 
-    async def stop(self) -> None:
+    def halt(self) -> None:
+        """Stops reading (what was read is still answered)."""
         self.stopped = True
-        self._tasks[0].cancel()
+        if self._tasks:
+            self._tasks[0].cancel()
+
+    async def stop(self) -> None:
+        """Stops reading, then writes what is left to answer (for at most 5 s)."""
+        self.halt()
+        if not self._tasks:
+            return
         self._wake.set()
         try:
             await asyncio.wait_for(self._tasks[1], 5)

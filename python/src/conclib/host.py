@@ -229,8 +229,7 @@ class ActorHost:
         for t in self._tasks:
             t.cancel()
         for lane in self._lanes:
-            lane.stopped = True
-            lane._tasks[0].cancel()
+            lane.halt()
         for s in self._fixed.values():
             await self._drained(s.mailbox)
         for p in self._patterns:
@@ -294,9 +293,6 @@ class ActorHost:
             if not ours:
                 refuse(Status.UNKNOWN_URN, f"URN {req.urn} is not served by group {lane.name}")
                 return
-        elif req.urn in self._shared:
-            refuse(Status.UNKNOWN_URN, f"no actor with URN {req.urn}")
-            return
         served = self._fixed.get(req.urn) if pattern is None else None
         if pattern is None:
             owner = self._conflicts.get(req.urn)
@@ -547,7 +543,6 @@ class ActorHost:
                 live.mailbox.abandon()
             p.live.clear()
         for lane in self._lanes:
-            lane.stopped = True
-            lane._tasks[0].cancel()
+            lane.halt()
         self._stopped.set()
 
