@@ -774,8 +774,8 @@ pub use conclib_codec::{
     builtin_codec, decode_value, encode_value,
 };
 pub use config::{
-    DEFAULT_DEPARTED_GRACE, DEFAULT_NAMESPACE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNAPSHOT_INTERVAL,
-    DEFAULT_URL, ProxyConfig,
+    DEFAULT_DEPARTED_GRACE, DEFAULT_DRAIN_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_SNAPSHOT_INTERVAL, DEFAULT_URL, ProxyConfig,
 };
 pub use daemon::{RedisDaemon, start_redis};
 pub use durability::Durability;
@@ -790,8 +790,8 @@ pub use protocol::{
     pattern_prefix,
 };
 pub use proxy::{
-    Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
-    Readiness, ReadinessProbe, StateStore, StoreError, start_proxy,
+    Activation, Activator, DEFAULT_PASSIVATE_AFTER, Drained, MemberInfo, PlaceFn, Placement,
+    ProxyHandle, Readiness, ReadinessProbe, StateStore, StoreError, start_proxy,
 };
 pub use reminders::{
     __scripts as __reminder_scripts, DEFAULT_REMINDER_CLAIM_LEASE, MAX_POLLERS,

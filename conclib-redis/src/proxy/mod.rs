@@ -8,6 +8,7 @@
 //! both rooms run.
 
 mod departure;
+mod drain;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod handle;
@@ -18,6 +19,7 @@ mod scripts;
 mod serve;
 mod shared;
 
+pub use drain::Drained;
 pub use handle::{ProxyHandle, start_proxy};
 pub use readiness::{Readiness, ReadinessProbe};
 pub use scale::activation::{Activator, DEFAULT_PASSIVATE_AFTER};

@@ -106,6 +106,11 @@ impl Activations {
         self.patterns().get(prefix).cloned()
     }
 
+    /// The prefixes of the patterns this system hosts.
+    pub(in crate::proxy) fn prefixes(&self) -> Vec<String> {
+        self.patterns().keys().cloned().collect()
+    }
+
     pub(in crate::proxy) fn add_pattern(&self, pattern: Pattern) {
         let mut patterns = self.patterns();
         patterns.insert(pattern.prefix.clone(), Arc::new(pattern));

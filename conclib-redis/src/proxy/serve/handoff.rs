@@ -103,9 +103,11 @@ pub(in crate::proxy) async fn activated(
     // system's own stream (a client's route cached before it was passivated): to the
     // pattern's group, whose placement chooses where it is activated again.
     // (Not a request a takeover moved here: this system was chosen to activate it.)
-    if pattern.rebalance
-        && matches!(shared.role, Role::System)
-        && h.req.moved.is_none()
+    // A draining system activates nothing more: every request for a URN not live here
+    // (moved here by a takeover too) goes to the group (`proxy/drain.rs`).
+    let draining = sys.draining.load(std::sync::atomic::Ordering::Acquire);
+    if (draining
+        || (pattern.rebalance && matches!(shared.role, Role::System) && h.req.moved.is_none()))
         && !Box::pin(sys.activations.is_live_when_settled(&h.req.urn)).await
     {
         let group = protocol::pattern_group(&pattern.prefix);
