@@ -55,6 +55,9 @@ pub struct Drained {
     /// The longest any one activation took to hand over, from its stop to its URN's
     /// release: the longest its requests waited on the drain.
     pub longest_handing: Duration,
+    /// The 99th percentile of the activations' handing times (as
+    /// [`longest_handing`](Self::longest_handing)).
+    pub handing_p99: Duration,
     /// Requests left in the system's stream for its patterns' URNs after it stopped
     /// reading, moved to the patterns' groups.
     pub moved: u64,
@@ -114,7 +117,13 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
         .buffer_unordered(eviction::PASSIVATIONS_AT_ONCE)
         .collect()
         .await;
-    drained.longest_handing = pauses.into_iter().max().unwrap_or_default();
+    let mut pauses = pauses;
+    pauses.sort_unstable();
+    drained.longest_handing = pauses.last().copied().unwrap_or_default();
+    drained.handing_p99 = pauses
+        .get(pauses.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or_default();
     // Clients that looked the URNs up before their release still send here: passed on.
     tokio::time::sleep(shared.config.resolve_cache_ttl).await;
     shared.serving.store(false, Ordering::Release);
