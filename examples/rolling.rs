@@ -205,6 +205,9 @@ pub struct Options {
     pub ask_timeout: Duration,
     /// Load before the first replacement (the steady state measured), and after the last.
     pub steady: Duration,
+    /// Whether a member is drained (SIGTERM) before it exits; `false`: it shuts down
+    /// without draining (its standard input closed), for comparison.
+    pub drain: bool,
 }
 
 /// What the run counted (the module's docs).
@@ -409,6 +412,12 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
         let successor = start_member(options, url, &format!("m{i}-v2")).await?;
         let mut member = member;
         let termed = Instant::now();
+        if !options.drain {
+            member.exit(Duration::from_secs(30)).await?;
+            report.drain_ms_max = report.drain_ms_max.max(termed.elapsed().as_millis() as u64);
+            members.push(successor);
+            continue;
+        }
         member.signal(libc::SIGTERM);
         let drained = member.line(Duration::from_secs(30)).await?;
         member.exit(Duration::from_secs(30)).await?;

@@ -7,7 +7,8 @@
 //! drain_ms_max=.. pause_p99_ms=.. state_mismatches=.. tells_lost=.. tells_repeated=..`
 //!
 //! `cargo run -p conclib-examples --example rolling_upgrade -- --urns 200 --callers 3
-//! --in-flight 32 --steady-ms 5000`. Every process it starts is killed by PID if it
+//! --in-flight 32 --steady-ms 5000` (`--stop shutdown`: members shut down without draining,
+//! for comparison). Every process it starts is killed by PID if it
 //! overstays; `examples/tests/rolling_upgrade.rs` is its short form under `cargo test`.
 
 use std::time::Duration;
@@ -43,6 +44,7 @@ fn main() -> Result<(), BoxError> {
         in_flight: flag("--in-flight", "32").parse()?,
         ask_timeout: Duration::from_millis(flag("--timeout-ms", "5000").parse()?),
         steady: Duration::from_millis(flag("--steady-ms", "5000").parse()?),
+        drain: flag("--stop", "drain") != "shutdown",
     };
     let report = rt.block_on(rolling::run(&options))?;
     if !report.errors.is_empty() {
