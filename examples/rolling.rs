@@ -13,7 +13,10 @@
 //! - `pause_p99_ms`: the largest of the drains' p99 (over the URNs each handed over) of
 //!   the time from an activation's stop to its URN's release;
 //! - `state_mismatches`: URNs whose count, asked at the end, is not the number of tells
-//!   the callers had accepted for it; `tells_lost`, `tells_repeated`: their sums.
+//!   the callers had accepted for it, or whose number of asks answered, kept in memory
+//!   only and carried from member to member (`StateStore::dehydrate`, `rehydrate`), is not
+//!   the number of asks answered (`memory_mismatches`: those); `tells_lost`,
+//!   `tells_repeated`: the tells' differences summed.
 //!
 //! The successors are the same build as the members they replace (the label is only a
 //! name): decoding across two builds' message versions is not part of this run.
@@ -34,10 +37,13 @@ use crate::BoxError;
 /// The namespace of the run.
 const NAMESPACE: &str = "rolling";
 
-/// An activated account: its count lives in memory and is saved at each tell.
+/// An activated account: its count lives in memory and is saved at each tell; how many
+/// asks it answered lives in memory only, carried to the next activation when it moves
+/// (`StateStore::dehydrate` / `rehydrate`).
 #[actor]
 struct Account {
     count: u64,
+    asks: u64,
     store: StateStore,
 }
 
@@ -54,10 +60,17 @@ impl Account {
         Ok(())
     }
 
-    /// The count.
+    /// The count, and how many asks it answered (this one included).
     #[handle(remote)]
-    async fn total(&mut self) -> Result<u64, String> {
-        Ok(self.count)
+    async fn total(&mut self) -> Result<(u64, u64), String> {
+        self.asks += 1;
+        Ok((self.count, self.asks))
+    }
+
+    /// Moved to another member: both counts carried (the saved one is loaded otherwise).
+    #[on_stop]
+    async fn carry(&mut self, _reason: &conclib::StopReason) {
+        let _ = self.store.dehydrate(&(self.count, self.asks)).await;
     }
 }
 
@@ -72,9 +85,13 @@ pub async fn member(url: &str, name: &str) -> Result<(), BoxError> {
     let proxy = start_proxy(&system, &config).await?;
     proxy
         .activate("acct:{id}", |a: Activation| async move {
-            let count = a.store().load::<u64>().await?.unwrap_or_default();
+            let (count, asks) = match a.store().rehydrate::<(u64, u64)>().await? {
+                Some(carried) => carried,
+                None => (a.store().load::<u64>().await?.unwrap_or_default(), 0),
+            };
             Ok::<_, BoxError>(Account {
                 count,
+                asks,
                 store: a.into_store(),
             })
         })
@@ -115,7 +132,7 @@ fn micros_now() -> u64 {
 
 /// `caller URL SEED URNS IN_FLIGHT TIMEOUT_MS`: asks and tells `acct:0..URNS`,
 /// `IN_FLIGHT` at a time, until its standard input closes, then prints one line per call
-/// (`A start_us end_us ok|timeout|decode|<error>`, `T urn ok|<error>`) and `DONE`.
+/// (`A urn start_us end_us ok|timeout|decode|<error>`, `T urn ok|<error>`) and `DONE`.
 pub async fn caller(args: &[String]) -> Result<(), BoxError> {
     let [url, seed, urns, in_flight, timeout_ms] = args else {
         return Err("caller URL SEED URNS IN_FLIGHT TIMEOUT_MS".into());
@@ -160,7 +177,7 @@ pub async fn caller(args: &[String]) -> Result<(), BoxError> {
                     Ok(_) => "ok".to_owned(),
                     Err(e) => outcome_of(&e),
                 };
-                lines.push(format!("A {start} {} {outcome}", micros_now()));
+                lines.push(format!("A {u} {start} {} {outcome}", micros_now()));
             }
             lines
         }));
@@ -237,6 +254,9 @@ pub struct Report {
     pub handed: u64,
     /// URNs whose final count is not the number of tells accepted for them.
     pub state_mismatches: u64,
+    /// URNs whose asks counted in memory (carried at each move) are not the asks
+    /// answered.
+    pub memory_mismatches: u64,
     /// Tells accepted but not counted.
     pub tells_lost: u64,
     /// Tells counted more than once.
@@ -252,7 +272,7 @@ impl Report {
     #[must_use]
     pub fn line(&self) -> String {
         format!(
-            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0}",
+            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0}",
             self.asks,
             self.failed_asks,
             self.timeouts,
@@ -267,6 +287,7 @@ impl Report {
             self.state_mismatches,
             self.tells_lost,
             self.tells_repeated,
+            self.memory_mismatches,
             self.tells,
             self.failed_tells,
             self.handed,
@@ -444,6 +465,7 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
     let (mut steady, mut rolling) = (Vec::new(), Vec::new());
     let window = roll_end - roll_start;
     let mut told = BTreeMap::<u64, u64>::new();
+    let mut answered = BTreeMap::<u64, u64>::new();
     let waited = Duration::from_secs(60);
     for mut c in callers {
         loop {
@@ -453,9 +475,12 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
             }
             let f: Vec<&str> = line.split(' ').collect();
             match f.as_slice() {
-                ["A", start, end, outcome] => {
+                ["A", urn, start, end, outcome] => {
                     let (start, end): (u64, u64) = (start.parse()?, end.parse()?);
                     report.asks += 1;
+                    if *outcome == "ok" {
+                        *answered.entry(urn.parse()?).or_default() += 1;
+                    }
                     match *outcome {
                         "ok" if start >= roll_start && start < roll_end => {
                             rolling.push(end - start);
@@ -489,14 +514,20 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
     report.asks_per_s = report.asks as f64 / load.as_secs_f64();
     report.p99_steady_ms = p99_ms(steady);
     report.p99_roll_ms = p99_ms(rolling);
-    // Every URN's count against the tells accepted for it.
+    // Every URN's count against the tells accepted for it, and its asks counted in
+    // memory (carried at each move) against the asks answered: the warm-up's, the
+    // callers', this one.
     for (u, urn) in urns.iter().enumerate() {
-        let total = client.actor::<Account>(urn.clone()).total().await?;
+        let (total, asks) = client.actor::<Account>(urn.clone()).total().await?;
         let sent = told.get(&(u as u64)).copied().unwrap_or(0);
-        if total != sent {
+        let asked = answered.get(&(u as u64)).copied().unwrap_or(0) + 2;
+        if total != sent || asks != asked {
             report.state_mismatches += 1;
             report.tells_lost += sent.saturating_sub(total);
             report.tells_repeated += total.saturating_sub(sent);
+        }
+        if asks != asked {
+            report.memory_mismatches += 1;
         }
     }
     client.shutdown().await;

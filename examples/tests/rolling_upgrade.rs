@@ -2,8 +2,9 @@
 //! memory are replaced one by one (a successor started, then the member drained on
 //! SIGTERM) while 2 caller processes keep 32 calls in flight each (64 callers). No ask
 //! fails (5 s deadline), none is undecodable, every account counts exactly the tells
-//! accepted for it (none lost, none repeated), and each member exits within its drain and
-//! shutdown bounds. The processes are this binary, re-executed in a role.
+//! accepted for it (none lost, none repeated) and, in memory only (carried from member to
+//! member by `StateStore::dehydrate` / `rehydrate`), exactly the asks answered, and each
+//! member exits within its drain and shutdown bounds. The processes are this binary, re-executed in a role.
 
 use std::time::Duration;
 
@@ -32,6 +33,10 @@ async fn members_replaced_one_by_one_under_load_fail_no_request() {
     assert_eq!(report.decode_errors, 0, "{report:?}");
     assert_eq!(report.failed_tells, 0, "{report:?}");
     assert_eq!(report.state_mismatches, 0, "{report:?}");
+    assert_eq!(
+        report.memory_mismatches, 0,
+        "in-memory state carried: {report:?}"
+    );
     let bound = conclib::redis::DEFAULT_DRAIN_TIMEOUT + conclib::redis::DEFAULT_SHUTDOWN_TIMEOUT;
     assert!(
         report.drain_ms_max <= bound.as_millis() as u64,

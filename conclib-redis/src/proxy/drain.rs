@@ -19,7 +19,10 @@
 //!    clients with a route cached before the releases still send it.
 //! 5. It stops reading, finishes what it took, and moves what is left in its stream for
 //!    the patterns' URNs to the patterns' groups (`TAKE_OVER_SCRIPT`, the deadlines cut by
-//!    the time waited): nothing is left for a successor that may never come.
+//!    the time waited): nothing is left for a successor that may never come. Unless it
+//!    serves actors of its own (whose requests wait there for its successor), it then
+//!    deletes its stream, so that a client whose route to it outlived the wait of step 4
+//!    appends nothing there and looks the URN up again at once.
 //! 6. It shuts down as [`shutdown`](crate::ProxyHandle::shutdown) does
 //!    (`departure.rs`): its own actors' URNs marked departed, its lease released.
 //!
@@ -110,6 +113,7 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
             let shared = shared.clone();
             async move {
                 let since = Instant::now();
+                shared.activations.mark_moving(&urn);
                 activation::passivate(&shared, &urn, true).await;
                 since.elapsed()
             }
@@ -134,12 +138,69 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
     if let Some(writer) = tasks.writer.take() {
         let _ = writer.await;
     }
+    // Swept, then closed when nothing of its own waits there: a client still holding the
+    // route finds the stream gone and looks the URN up again at once (a request appended
+    // between the sweep and the close makes the close refuse: swept again).
+    let plain_urns = shared.registry().owned.len() > 0;
+    for _ in 0..CLOSE_ATTEMPTS {
+        for prefix in shared.activations.prefixes() {
+            let (moved, expired) = sweep(shared, &prefix).await;
+            drained.moved += moved;
+            drained.expired += expired;
+        }
+        if plain_urns || close_stream(shared).await {
+            break;
+        }
+    }
     for prefix in shared.activations.prefixes() {
-        let (moved, expired) = sweep(shared, &prefix).await;
-        drained.moved += moved;
-        drained.expired += expired;
         shared.activations.remove_pattern(&prefix);
     }
+}
+
+/// How many times the stream is swept and its close attempted.
+const CLOSE_ATTEMPTS: usize = 3;
+
+/// `KEYS[1]` = the system's request stream, `ARGV[1]` = its consumer group. Deletes the
+/// stream when nothing in it waits (none pending, none never delivered): 1, else 0.
+const CLOSE_DRAINED_SCRIPT: &str = r"local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return 1 end
+local pending, delivered = nil, '0-0'
+for _, g in ipairs(groups) do
+  local name
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+  end
+  if name == ARGV[1] then
+    for i = 1, #g, 2 do
+      if g[i] == 'pending' then pending = g[i + 1] elseif g[i] == 'last-delivered-id' then delivered = g[i + 1] end
+    end
+  end
+end
+if pending == nil or pending > 0 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local lm, ls = string.match(last[1][1], '^(%d+)-(%d+)$')
+  local dm, ds = string.match(delivered, '^(%d+)-(%d+)$')
+  lm, ls, dm, ds = tonumber(lm), tonumber(ls), tonumber(dm), tonumber(ds)
+  if lm > dm or (lm == dm and ls > ds) then return 0 end
+end
+redis.call('DEL', KEYS[1])
+return 1";
+
+/// Deletes the system's stream if nothing in it waits ([`CLOSE_DRAINED_SCRIPT`]): whether
+/// it is gone. Not in a Redis Cluster (nothing is swept there).
+async fn close_stream(shared: &Shared) -> bool {
+    if shared.cmd.is_clustered() || !matches!(shared.role, Role::System) {
+        return true;
+    }
+    let closed = Script::new(CLOSE_DRAINED_SCRIPT)
+        .eval(
+            &shared.cmd,
+            vec![owned(shared.stream.requests_key.clone())],
+            vec![s(CONSUMER_GROUP)],
+        )
+        .await;
+    matches!(closed, Ok(Value::Integer(1)))
 }
 
 /// Moves what is left unacknowledged in the system's stream for pattern `prefix`'s URNs to

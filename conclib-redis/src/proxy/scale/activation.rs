@@ -203,10 +203,13 @@ pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bo
         live.actor.kill();
         let _ = live.actor.wait_for_stop().await;
     }
-    let close = Script::new(STATE_CLOSE_SCRIPT);
-    close
-        .eval_many(&shared.cmd, vec![(live.state_key, vec![owned(live.token)])])
-        .await;
+    // A state carried to the next activation keeps its key (`migration.rs`).
+    if !live.standing.carried.load(Ordering::Acquire) {
+        let close = Script::new(STATE_CLOSE_SCRIPT);
+        close
+            .eval_many(&shared.cmd, vec![(live.state_key, vec![owned(live.token)])])
+            .await;
+    }
     let was_owned = {
         let mut reg = shared.registry();
         reg.local.remove(urn);

@@ -46,6 +46,7 @@ pub(in crate::proxy) async fn rebalance(shared: &Arc<Shared>, prefix: &str) {
         .take_least_used(prefix, usize::try_from(n).unwrap_or(usize::MAX));
     tracing::info!(system = %shared.system_id, pattern = %prefix, mine, passivated = urns.len(), "rebalancing: passivating activations for members with fewer");
     for urn in urns {
+        shared.activations.mark_moving(&urn);
         crate::metrics::activation(&shared.system_id, prefix, "rebalanced");
         let shared = shared.clone();
         tokio::spawn(async move { activation::passivate(&shared, &urn, true).await });
