@@ -10,10 +10,12 @@
 //!    more placements on it (it is taken out of each pattern's directory); what its member
 //!    lanes had taken is finished first.
 //! 3. It hands its activations over, [`PASSIVATIONS_AT_ONCE`](super::scale::eviction)
-//!    at a time: each stops once its mailbox is empty (its `on_stop` may save), its state is
-//!    closed and its URN key released, so that its next request activates it at once on
-//!    the member the pattern's placement picks. A request read meanwhile for that URN
-//!    waits for the release, then goes to the group (in its order).
+//!    at a time, each to the member the pattern's placement picks among the others: each
+//!    stops once its mailbox is empty (its `on_stop` may save, or carry its state:
+//!    `migration.rs`), then its URN key is given to that member, so that its next request
+//!    goes straight there and activates it. A request read meanwhile for that URN waits
+//!    for the hand-over, then goes to that member (in its order). (With no other member
+//!    listed, the key is released and the next request places the URN.)
 //! 4. It keeps reading its own stream for one
 //!    [`resolve_cache_ttl`](crate::ProxyConfig::resolve_cache_ttl) more, passing on what
 //!    clients with a route cached before the releases still send it.
@@ -38,7 +40,8 @@ use futures_util::stream::{self, StreamExt};
 
 use super::departure::{self, Tasks};
 use super::readiness::ShutdownPhase;
-use super::scale::{activation, eviction, group};
+use super::scale::placement_rule::MemberInfo;
+use super::scale::{activation, eviction, group, placement};
 use super::shared::{Role, Shared};
 use crate::conn::{self, keyed, owned, s};
 use crate::error::ServeError;
@@ -108,13 +111,17 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
     }
     let urns = shared.activations.active();
     drained.handed = urns.len();
-    let pauses: Vec<Duration> = stream::iter(urns)
-        .map(|urn| {
+    let targets = choose_targets(shared, &urns).await;
+    let pauses: Vec<Duration> = stream::iter(urns.into_iter().zip(targets))
+        .map(|(urn, target)| {
             let shared = shared.clone();
             async move {
                 let since = Instant::now();
                 shared.activations.mark_moving(&urn);
-                activation::passivate(&shared, &urn, true).await;
+                match target {
+                    Some(target) => activation::passivate_to(&shared, &urn, &target).await,
+                    None => activation::passivate(&shared, &urn, true).await,
+                }
                 since.elapsed()
             }
         })
@@ -155,6 +162,38 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
     for prefix in shared.activations.prefixes() {
         shared.activations.remove_pattern(&prefix);
     }
+}
+
+/// The member each of `urns` goes to, by its pattern's placement among the other live
+/// members (counting each choice), or `None` (released, placed by its next request) when
+/// the directory cannot be read or lists no other member.
+async fn choose_targets(shared: &Shared, urns: &[String]) -> Vec<Option<String>> {
+    let mut by_prefix: std::collections::HashMap<String, Vec<MemberInfo>> = Default::default();
+    let mut out = Vec::with_capacity(urns.len());
+    for urn in urns {
+        let Some(pattern) = shared.activations.pattern_for(urn) else {
+            out.push(None);
+            continue;
+        };
+        if !by_prefix.contains_key(&pattern.prefix) {
+            let mut members = placement::directory(shared, None, &pattern.prefix, None, None)
+                .await
+                .map(|(m, _)| m)
+                .unwrap_or_default();
+            members.retain(|m| m.system != shared.system_id);
+            by_prefix.insert(pattern.prefix.clone(), members);
+        }
+        let members = by_prefix.get_mut(&pattern.prefix).expect("inserted above");
+        let chosen = pattern.placement.choose(urn, members).map(str::to_owned);
+        if let Some(m) = chosen
+            .as_ref()
+            .and_then(|c| members.iter_mut().find(|m| &m.system == c))
+        {
+            m.activations += 1;
+        }
+        out.push(chosen);
+    }
+    out
 }
 
 /// How many times the stream is swept and its close attempted.

@@ -184,6 +184,25 @@ pub(in crate::proxy) async fn passivate_idle(shared: &Arc<Shared>) {
 /// Stops an activation gracefully (its `on_stop` may save) and releases its URN.
 /// Unless `now`, only if it is still idle.
 pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bool) {
+    passivate_then(shared, urn, now, None).await;
+}
+
+/// Hands the URN's key over to system `target` when it names this system still: 1, else
+/// 0 (`KEYS[1]` = the URN key; `ARGV[1]` = this system, `ARGV[2]` = the target, `ARGV[3]`
+/// = the key's TTL, ms).
+const HAND_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1";
+
+/// [`passivate`] now, then the URN's key handed to `target` rather than released (a
+/// drain: the next request goes straight to `target`, which activates the URN; the key
+/// lapses after `urn_ttl` if none comes). Released as by `passivate` when the hand-over
+/// fails.
+pub(in crate::proxy) async fn passivate_to(shared: &Arc<Shared>, urn: &str, target: &str) {
+    passivate_then(shared, urn, true, Some(target)).await;
+}
+
+async fn passivate_then(shared: &Arc<Shared>, urn: &str, now: bool, target: Option<&str>) {
     let entry = shared.activations.lock_for(urn);
     let _one_at_a_time = entry.lock.lock().await;
     let live = {
@@ -216,7 +235,27 @@ pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bo
         reg.owned.remove(urn)
     };
     if was_owned {
-        lease::release_urns(shared, vec![urn.to_owned()]).await;
+        let handed = match target {
+            Some(target) => {
+                let ttl = Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64);
+                let r = Script::new(HAND_URN_SCRIPT)
+                    .eval(
+                        &shared.cmd,
+                        vec![owned(shared.keys.urn(urn))],
+                        vec![
+                            owned(shared.system_id.clone()),
+                            owned(target.to_owned()),
+                            ttl,
+                        ],
+                    )
+                    .await;
+                matches!(r, Ok(Value::Integer(1)))
+            }
+            None => false,
+        };
+        if !handed {
+            lease::release_urns(shared, vec![urn.to_owned()]).await;
+        }
     }
     placement::report_activations(shared, &live.pattern.prefix).await;
     crate::metrics::activation(&shared.system_id, &live.pattern.prefix, "passivated");
