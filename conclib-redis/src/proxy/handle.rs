@@ -388,9 +388,11 @@ impl ProxyHandle {
     /// during a rolling update, so that no request sent meanwhile is refused or left to
     /// time out. Readiness turns [`Draining`](super::Readiness::Draining) at once; the
     /// system leaves its groups (no more group work, no more placements on it), hands its
-    /// activations over (each stops once its mailbox is empty, then its URN is released,
-    /// so that its next request activates it at once on the member placement picks;
-    /// requests for it read meanwhile go to the pattern's group, in order), passes on what
+    /// activations over (each stops once its mailbox is empty, its state carried if its
+    /// `on_stop` calls [`StateStore::dehydrate`](crate::StateStore::dehydrate), then its
+    /// URN key is given to the member placement picks among the others, so that its next
+    /// request goes straight there; requests for it read meanwhile follow, in order),
+    /// passes on what
     /// clients with a cached route still send it for one
     /// [`resolve_cache_ttl`](crate::ProxyConfig::resolve_cache_ttl), moves what is left in
     /// its stream for its patterns' URNs to their groups, and shuts down as

@@ -19,6 +19,7 @@ use super::activations::{Activated, Activation, Live, MakeFn, Pattern};
 use super::eviction;
 use super::group;
 use super::group::GroupOf;
+use super::migration;
 use super::placement;
 use super::placement_rule::Placement;
 use super::standing::Standing;
@@ -187,13 +188,6 @@ pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bo
     passivate_then(shared, urn, now, None).await;
 }
 
-/// Hands the URN's key over to system `target` when it names this system still: 1, else
-/// 0 (`KEYS[1]` = the URN key; `ARGV[1]` = this system, `ARGV[2]` = the target, `ARGV[3]`
-/// = the key's TTL, ms).
-const HAND_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1";
-
 /// [`passivate`] now, then the URN's key handed to `target` rather than released (a
 /// drain: the next request goes straight to `target`, which activates the URN; the key
 /// lapses after `urn_ttl` if none comes). Released as by `passivate` when the hand-over
@@ -236,21 +230,7 @@ async fn passivate_then(shared: &Arc<Shared>, urn: &str, now: bool, target: Opti
     };
     if was_owned {
         let handed = match target {
-            Some(target) => {
-                let ttl = Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64);
-                let r = Script::new(HAND_URN_SCRIPT)
-                    .eval(
-                        &shared.cmd,
-                        vec![owned(shared.keys.urn(urn))],
-                        vec![
-                            owned(shared.system_id.clone()),
-                            owned(target.to_owned()),
-                            ttl,
-                        ],
-                    )
-                    .await;
-                matches!(r, Ok(Value::Integer(1)))
-            }
+            Some(target) => migration::hand_urn(shared, urn, target).await,
             None => false,
         };
         if !handed {
