@@ -3,8 +3,8 @@
 //! served, and no request sent meanwhile is refused or left to time out.
 //!
 //! In order:
-//! 1. Readiness turns [`Draining`](super::Readiness::Draining), and the system is marked
-//!    draining: from now on a request for a pattern's URN not live here goes to the
+//! 1. Readiness turns [`Draining`](super::Readiness::Draining), and (when another member
+//!    of its patterns is live) the system is marked draining: from now on a request for a pattern's URN not live here goes to the
 //!    pattern's group (`serve/handoff.rs`), none is activated here again.
 //! 2. It leaves its groups, keeping its patterns: no more of the groups' requests, and no
 //!    more placements on it (it is taken out of each pattern's directory); what its member
@@ -29,7 +29,10 @@
 //!    (`departure.rs`): its own actors' URNs marked departed, its lease released.
 //!
 //! Steps 2 to 5 are bounded by [`drain_timeout`](crate::ProxyConfig::drain_timeout), step 6
-//! by [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout).
+//! by [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout). A system that no other live
+//! member of its patterns could take over from (it serves no pattern, or is the last
+//! member of each) skips steps 2 to 5: a shutdown, whose departed markers make clients wait
+//! for its successor.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -81,11 +84,20 @@ pub struct Drained {
 pub(super) async fn drain(shared: Arc<Shared>, mut tasks: Tasks) -> Result<Drained, ServeError> {
     let started = Instant::now();
     ShutdownPhase::Draining.enter(&shared);
-    shared.draining.store(true, Ordering::Release);
     tracing::info!(system = %shared.system_id, "draining: handing activations and requests to the other members");
     let mut drained = Drained::default();
     let bound = shared.config.drain_timeout;
-    let hand_over = hand_over(&shared, &mut tasks, &mut drained);
+    // Nobody to hand anything to (the last member of its patterns, or none): a shutdown,
+    // whose departed markers tell clients to wait for a successor.
+    let others = tokio::time::timeout(bound, other_members(&shared))
+        .await
+        .unwrap_or(false);
+    let hand_over = async {
+        if others {
+            shared.draining.store(true, Ordering::Release);
+            hand_over(&shared, &mut tasks, &mut drained).await;
+        }
+    };
     drained.within_bound = tokio::time::timeout(bound, hand_over).await.is_ok();
     if !drained.within_bound {
         tracing::warn!(system = %shared.system_id, ?bound, "the drain did not hand everything over in time; shutting down");
@@ -94,6 +106,18 @@ pub(super) async fn drain(shared: Arc<Shared>, mut tasks: Tasks) -> Result<Drain
     drained.took = started.elapsed();
     tracing::info!(system = %shared.system_id, handed = drained.handed, moved = drained.moved, took_ms = drained.took.as_millis() as u64, "drained");
     result.map(|()| drained)
+}
+
+/// Whether another live member serves one of this system's patterns (its directory).
+async fn other_members(shared: &Shared) -> bool {
+    for prefix in shared.activations.prefixes() {
+        if let Ok((members, _)) = placement::directory(shared, None, &prefix, None, None).await
+            && members.iter().any(|m| m.system != shared.system_id)
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// Steps 2 to 5 of the module's docs.
