@@ -401,7 +401,7 @@ impl ProxyHandle {
     /// [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout).
     ///
     /// ```no_run
-    /// # async fn demo(proxy: conclib_redis::ProxyHandle) -> Result<(), conclib_redis::ServeError> {
+    /// # async fn demo(proxy: conclib_redis::ProxyHandle) -> Result<(), Box<dyn std::error::Error>> {
     /// use tokio::signal::unix::{SignalKind, signal};
     /// signal(SignalKind::terminate())?.recv().await;
     /// let drained = proxy.drain().await?;
