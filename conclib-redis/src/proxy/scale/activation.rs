@@ -19,7 +19,6 @@ use super::activations::{Activated, Activation, Live, MakeFn, Pattern};
 use super::eviction;
 use super::group;
 use super::group::GroupOf;
-use super::migration;
 use super::placement;
 use super::placement_rule::Placement;
 use super::standing::Standing;
@@ -230,7 +229,7 @@ async fn passivate_then(shared: &Arc<Shared>, urn: &str, now: bool, target: Opti
     };
     if was_owned {
         let handed = match target {
-            Some(target) => migration::hand_urn(shared, urn, target).await,
+            Some(target) => lease::hand_urn(shared, urn, target).await,
             None => false,
         };
         if !handed {
