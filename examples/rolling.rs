@@ -27,7 +27,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use conclib::redis::{Activation, ProxyClient, ProxyConfig, StateStore, start_proxy};
+use conclib::redis::scale::{Activation, StateStore};
+use conclib::redis::{ProxyClient, ProxyConfig, start_proxy};
 use conclib::{ActorSystem, AskError, actor};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};

@@ -37,7 +37,8 @@ async fn members_replaced_one_by_one_under_load_fail_no_request() {
         report.memory_mismatches, 0,
         "in-memory state carried: {report:?}"
     );
-    let bound = conclib::redis::DEFAULT_DRAIN_TIMEOUT + conclib::redis::DEFAULT_SHUTDOWN_TIMEOUT;
+    let bound = conclib::redis::config::DEFAULT_DRAIN_TIMEOUT
+        + conclib::redis::config::DEFAULT_SHUTDOWN_TIMEOUT;
     assert!(
         report.drain_ms_max <= bound.as_millis() as u64,
         "{report:?}"

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use conclib_redis::{ProxyClient, ProxyConfig, ProxyHandle, Readiness};
+use conclib_redis::readiness::Readiness;
+use conclib_redis::{ProxyClient, ProxyConfig, ProxyHandle};
 
 use crate::activation::Total;
 use crate::common::{config, plain_client};

@@ -1,4 +1,4 @@
-//! Rebalancing a pattern's activations ([`Activator::rebalance`](crate::proxy::scale::activation::Activator::rebalance)):
+//! Rebalancing a pattern's activations ([`Activator::rebalance`](crate::scale::Activator::rebalance)):
 //! a member with more than its share passivates the excess, least recently used first, and
 //! gives each one's URN key to the member with the fewest (a member that just joined), so
 //! that their next requests activate them there (their state carried when their `on_stop`

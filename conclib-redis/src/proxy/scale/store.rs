@@ -61,12 +61,12 @@ pub enum StoreError {
 /// spawned cannot be told apart from one made at the actor's `on_stop`: it is not recorded,
 /// and if its system dies between the write and the request's acknowledgement, the next
 /// activation handles the request again on a state that holds its effect. So a store is
-/// not `Clone`: the actor keeps the one [`Activation::into_store`](crate::Activation::into_store)
+/// not `Clone`: the actor keeps the one [`Activation::into_store`](crate::scale::Activation::into_store)
 /// gives, and a handler, which borrows it through `&mut self`, cannot give a spawned task
 /// one of its own (a task needs a `'static` value):
 ///
 /// ```compile_fail,E0599
-/// # use conclib_redis::StateStore;
+/// # use conclib_redis::scale::StateStore;
 /// # struct Account { count: u64, store: StateStore }
 /// # impl Account {
 /// async fn incr(&mut self) {
@@ -172,7 +172,7 @@ impl StateStore {
     /// the next activation loads what was [`save`](Self::save)d.
     ///
     /// ```no_run
-    /// # use conclib_redis::StateStore;
+    /// # use conclib_redis::scale::StateStore;
     /// # struct Account { count: u64, seen: u64, store: StateStore }
     /// # impl Account {
     /// async fn on_stop(&mut self) {
@@ -221,7 +221,7 @@ impl StateStore {
     /// [`load`](Self::load) does.
     ///
     /// ```no_run
-    /// # async fn demo(a: conclib_redis::Activation) -> Result<(), conclib_redis::StoreError> {
+    /// # async fn demo(a: conclib_redis::scale::Activation) -> Result<(), conclib_redis::scale::StoreError> {
     /// let (count, seen) = match a.store().rehydrate::<(u64, u64)>().await? {
     ///     Some(carried) => carried,
     ///     None => (a.store().load::<u64>().await?.unwrap_or_default(), 0),
