@@ -201,10 +201,20 @@ enum Stop {
     Shutdown,
 }
 
+/// The handlers of SIGTERM and SIGINT, installed before READY is printed: a signal sent
+/// right after READY is caught, not the default action (an exit that leaves the private
+/// `redis-server` behind).
+fn stop_signals() -> (tokio::signal::unix::Signal, tokio::signal::unix::Signal) {
+    let term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    (term, int)
+}
+
 /// Resolves at SIGTERM or SIGINT, or (`exit_with_stdin`) when standard input ends.
-async fn stop_requested(exit_with_stdin: bool) -> Stop {
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+async fn stop_requested(
+    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    exit_with_stdin: bool,
+) -> Stop {
     let stdin_closed = async {
         if !exit_with_stdin {
             return std::future::pending().await;
@@ -350,12 +360,13 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
          SIGINT (Ctrl-C) or SIGTERM stops it",
         redact(&redis)
     );
+    let signals = stop_signals();
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "READY")?;
         out.flush()?;
     }
-    let stop = stop_requested(args.exit_with_stdin).await;
+    let stop = stop_requested(signals, args.exit_with_stdin).await;
     // One budget for the whole stop, whatever Redis does: each part is bounded by it, and
     // together too (a part cut short leaves what it held in Redis for the next holder).
     let bound = config.shutdown_timeout;
