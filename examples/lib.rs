@@ -16,6 +16,7 @@ pub mod actors;
 pub mod cluster;
 pub mod failover;
 pub mod load;
+pub mod rolling;
 pub mod sse;
 pub mod web;
 

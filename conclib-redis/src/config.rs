@@ -24,6 +24,9 @@ pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(2);
 /// The default [`ProxyConfig::shutdown_timeout`]: 5 s.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The default [`ProxyConfig::drain_timeout`]: 10 s.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The default [`ProxyConfig::departed_grace`]: 30 s.
 pub const DEFAULT_DEPARTED_GRACE: Duration = Duration::from_secs(30);
 
@@ -172,6 +175,12 @@ pub struct ProxyConfig {
     /// stopped and its connections dropped. A serving process whose Redis is unreachable
     /// still stops on SIGTERM within it (`tests/shutdown_bound.rs`). Default 5 s.
     pub shutdown_timeout: Duration,
+    /// How long [`ProxyHandle::drain`](crate::ProxyHandle::drain) may spend handing the
+    /// system's activations and queued requests to the other members before it stops as
+    /// [`shutdown`](crate::ProxyHandle::shutdown) does (itself bounded by
+    /// [`shutdown_timeout`](Self::shutdown_timeout)): what was not handed by then is
+    /// passivated and served elsewhere as after a shutdown. Default 10 s.
+    pub drain_timeout: Duration,
     /// How long after a graceful [`shutdown`](crate::ProxyHandle::shutdown) the URNs the
     /// system served (its actors, activations, groups and patterns) count as "restarting"
     /// rather than unknown: a client that finds no system serving such a URN looks again
@@ -280,6 +289,7 @@ impl ProxyConfig {
             reconnect_max_delay: Duration::from_millis(400),
             release_on_shutdown: false,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             departed_grace: DEFAULT_DEPARTED_GRACE,
             server_binary: None,
             server_port: None,
@@ -387,6 +397,13 @@ impl ProxyConfig {
     #[must_use]
     pub fn with_shutdown_timeout(mut self, bound: Duration) -> Self {
         self.shutdown_timeout = bound;
+        self
+    }
+
+    /// Sets [`drain_timeout`](Self::drain_timeout): how long a drain may hand work over.
+    #[must_use]
+    pub fn with_drain_timeout(mut self, bound: Duration) -> Self {
+        self.drain_timeout = bound;
         self
     }
 

@@ -305,10 +305,11 @@
 //! - **Rebalancing** ([`Activator::rebalance`](scale::Activator::rebalance), `tests/scale_out/rebalance.rs`). With it on,
 //!   a member holding more than its share of a pattern's activations (the live members'
 //!   total divided evenly, rounded up) passivates the excess every third of a lease, least
-//!   recently used first and only those with nothing queued; their next requests activate
-//!   them by the placement on the members with fewer, and a request that meets one
-//!   stopping, or reaches the old holder by a route a client cached, is read again or
-//!   passed to the group rather than failed. Measured: 40 URNs on 2 members under 8
+//!   recently used first and only those with nothing queued, and gives each one's URN key
+//!   to the member with the fewest; their next requests activate them there (their state
+//!   carried when their `on_stop` calls [`StateStore::dehydrate`](scale::StateStore::dehydrate)), and a request that
+//!   meets one stopping, or reaches the old holder by a route a client cached, is read
+//!   again or passed on rather than failed. Measured: 40 URNs on 2 members under 8
 //!   callers telling and asking without pause, a third member joins and holds at least 25%
 //!   within 0.4-0.8 s, no request failed, every account counted exactly the tells it was
 //!   sent. Only URNs that are asked move (a passivated one waits for its next request).
@@ -821,8 +822,8 @@ pub mod codec {
 /// [`StateStore`](scale::StateStore) (ARCHITECTURE.md, "The scale-out").
 pub mod scale {
     pub use crate::proxy::{
-        Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, StateStore,
-        StoreError,
+        Activation, Activator, DEFAULT_PASSIVATE_AFTER, Drained, MemberInfo, PlaceFn, Placement,
+        StateStore, StoreError,
     };
 }
 

@@ -113,10 +113,12 @@ impl<'a> Activator<'a> {
     /// Moves activations to members that have fewer: every third of a lease, a member with
     /// more than its share of the pattern's activations (the total over the live members of
     /// the directory, divided evenly, rounded up) passivates the excess, least recently used
-    /// first and only those with nothing queued (gracefully: `on_stop` may save). Their next
-    /// request activates them by the pattern's placement, on the members with fewer: a
-    /// member that joins takes its share of URNs that are asked. A request that meets an
-    /// activation stopping for this is read again, not answered with an error. Default off.
+    /// first and only those with nothing queued (gracefully: `on_stop` may save, or carry
+    /// the state with [`StateStore::dehydrate`](crate::scale::StateStore::dehydrate)), and
+    /// gives each one's URN key to the member with the fewest: its next request activates it
+    /// there, so a member that joins takes its share of URNs that are asked. A request that
+    /// meets an activation stopping for this is read again, not answered with an error.
+    /// Default off.
     ///
     /// ```no_run
     /// # use conclib_core::{Actor, ActorSystem, ExposedMessage};

@@ -392,6 +392,44 @@ impl ProxyHandle {
     }
 }
 
+impl ProxyHandle {
+    /// Drains this member, then shuts it down: what a serving process does on SIGTERM
+    /// during a rolling update, so that no request sent meanwhile is refused or left to
+    /// time out. Readiness turns [`Draining`](super::Readiness::Draining) at once; the
+    /// system leaves its groups (no more group work, no more placements on it), hands its
+    /// activations over (each stops once its mailbox is empty, its state carried if its
+    /// `on_stop` calls [`StateStore::dehydrate`](crate::scale::StateStore::dehydrate), then its
+    /// URN key is given to the member placement picks among the others, so that its next
+    /// request goes straight there; requests for it read meanwhile follow, in order),
+    /// passes on what
+    /// clients with a cached route still send it for one
+    /// [`resolve_cache_ttl`](crate::ProxyConfig::resolve_cache_ttl), moves what is left in
+    /// its stream for its patterns' URNs to their groups, and shuts down as
+    /// [`shutdown`](Self::shutdown) does. Handing over is bounded by
+    /// [`drain_timeout`](crate::ProxyConfig::drain_timeout), the shutdown by
+    /// [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout).
+    ///
+    /// ```no_run
+    /// # async fn demo(proxy: conclib_redis::ProxyHandle) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tokio::signal::unix::{SignalKind, signal};
+    /// signal(SignalKind::terminate())?.recv().await;
+    /// let drained = proxy.drain().await?;
+    /// println!("handed {} activations in {:?}", drained.handed, drained.took);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`shutdown`](Self::shutdown).
+    pub async fn drain(mut self) -> Result<super::drain::Drained, ServeError> {
+        let tasks = super::departure::Tasks {
+            reader: self.reader.take(),
+            writer: self.writer.take(),
+            heartbeat: self.heartbeat.take(),
+        };
+        super::drain::drain(self.shared.clone(), tasks).await
+    }
+}
+
 impl Drop for ProxyHandle {
     fn drop(&mut self) {
         // The end of `shutdown` too (it consumes the handle).

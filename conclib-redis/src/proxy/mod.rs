@@ -11,6 +11,7 @@
 
 mod activator;
 mod departure;
+mod drain;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod handle;
@@ -23,6 +24,7 @@ mod serve;
 mod shared;
 
 pub use activator::{Activator, DEFAULT_PASSIVATE_AFTER};
+pub use drain::Drained;
 pub use handle::{ProxyHandle, start_proxy};
 pub use readiness::{Readiness, ReadinessProbe};
 pub use scale::activations::Activation;

@@ -74,6 +74,10 @@ pub(super) struct Shared {
     /// Where its handle's shutdown is ([`ShutdownPhase`](super::readiness::ShutdownPhase) as
     /// a number): readiness probes fail from its first step.
     pub(super) shutdown_phase: std::sync::atomic::AtomicU8,
+    /// Set while [`ProxyHandle::drain`](crate::ProxyHandle::drain) hands the system's
+    /// activations to the other members: a request for a pattern's URN not live here goes
+    /// to the pattern's group, never activated here again (`proxy/drain.rs`).
+    pub(super) draining: AtomicBool,
     pub(super) stop: watch::Sender<bool>,
     /// What the snapshots published of the actors in brief; one publish at a time.
     pub(super) briefs: tokio::sync::Mutex<crate::snapshots::Briefs>,
@@ -159,6 +163,7 @@ impl Shared {
             scripts: Scripts::new(),
             serving: AtomicBool::new(true),
             shutdown_phase: std::sync::atomic::AtomicU8::new(0),
+            draining: AtomicBool::new(false),
             stop,
             briefs: tokio::sync::Mutex::default(),
             persistence: std::sync::OnceLock::new(),

@@ -23,19 +23,19 @@ use crate::peers::{Peer, temp_notes};
 use crate::placement::{holders, shares, start_placers};
 
 /// URNs activated over the three members.
-const URNS: u64 = 600;
+pub(crate) const URNS: u64 = 600;
 /// Requests each client process keeps in flight.
 const IN_FLIGHT: u64 = 16;
 /// The two deadlines of the asks, taken in turn: one shorter than a failover, one longer.
-const SHORT: Duration = Duration::from_millis(500);
-const LONG: Duration = Duration::from_secs(10);
+pub(crate) const SHORT: Duration = Duration::from_millis(500);
+pub(crate) const LONG: Duration = Duration::from_secs(10);
 /// What a call may take past its timeout.
-const MARGIN: Duration = Duration::from_millis(300);
+pub(crate) const MARGIN: Duration = Duration::from_millis(300);
 /// How long the clients send: load before the fault, then the failover and after.
 const LOAD: Duration = Duration::from_secs(15);
 const BEFORE_FAULT: Duration = Duration::from_secs(3);
 
-fn micros_now() -> u64 {
+pub(crate) fn micros_now() -> u64 {
     u64::try_from(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -114,16 +114,16 @@ pub(crate) async fn loader(args: &[String]) -> i32 {
 }
 
 /// One ask, as a loader wrote it.
-struct AskRecord {
-    urn: u64,
-    start: u64,
-    end: u64,
-    timeout: Duration,
-    outcome: String,
+pub(crate) struct AskRecord {
+    pub(crate) urn: u64,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) timeout: Duration,
+    pub(crate) outcome: String,
 }
 
 /// The asks and the tells (`urn`, `ok`) the loaders wrote.
-fn read_records(paths: &[PathBuf]) -> (Vec<AskRecord>, Vec<(u64, bool)>) {
+pub(crate) fn read_records(paths: &[PathBuf]) -> (Vec<AskRecord>, Vec<(u64, bool)>) {
     let (mut asks, mut tells) = (Vec::new(), Vec::new());
     for p in paths {
         for line in std::fs::read_to_string(p).unwrap().lines() {

@@ -26,6 +26,7 @@ macro_rules! wire_message {
 mod activation;
 #[path = "../common/mod.rs"]
 mod common;
+mod drain;
 mod early_kill;
 mod failover;
 mod failover_load;
@@ -36,6 +37,7 @@ mod placement;
 mod rebalance;
 
 use activation::*;
+use drain::*;
 use early_kill::*;
 use failover::*;
 use failover_load::*;
@@ -77,6 +79,7 @@ fn main() {
         a_paused_holder_of_200_urns_fails_over_under_load_and_repeats_nothing,
         a_holder_killed_within_a_second_of_activating_fails_over,
         a_holder_on_another_host_killed_within_a_second_of_activating_fails_over,
+        a_member_drained_by_sigterm_under_load_hands_everything_over,
     ]);
 }
 

@@ -154,6 +154,28 @@ impl Peer {
     }
 }
 
+impl Peer {
+    /// What it prints until `STOPPED` (it stops by itself: a signal), then its exit,
+    /// all within `secs`.
+    pub(crate) async fn said_until_stopped(mut self, secs: u64) -> Vec<String> {
+        let mut said = Vec::new();
+        loop {
+            let line = self.line(secs).await;
+            if line == "STOPPED" {
+                break;
+            }
+            assert!(!line.is_empty(), "the peer ends before STOPPED: {said:?}");
+            said.push(line);
+        }
+        let status = tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
+            .await
+            .expect("the peer exits")
+            .unwrap();
+        assert!(status.success(), "{said:?}");
+        said
+    }
+}
+
 pub(crate) fn temp_notes(tag: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!(
         "conclib-scale-{}-{tag}-{}",

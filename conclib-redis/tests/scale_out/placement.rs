@@ -50,8 +50,13 @@ pub(crate) async fn placer(args: &[String]) -> i32 {
     }
     activator.await.unwrap();
     println!("READY");
-    wait_for_orders(&proxy).await;
-    proxy.shutdown().await.unwrap();
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    tokio::select! {
+        () = wait_for_orders(&proxy) => proxy.shutdown().await.unwrap(),
+        // SIGTERM: drained (`drain.rs` reads what it says).
+        _ = term.recv() => crate::drain::drain_and_say(proxy).await,
+    }
     let (mut moved, mut waits) = (0u64, Vec::new());
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
         match (key.key().name(), value) {

@@ -16,7 +16,9 @@
 //! (with `--exit-with-stdin`, also until its standard input ends: the tests' way of never
 //! outliving a test process that died), then shuts the poller, the proxy and the actors down
 //! within `--shutdown-ms` (the proxy's `shutdown_timeout`, 5 s by default) whatever Redis
-//! does, and exits 0 (1 when the shutdown was cut short: Redis unreachable).
+//! does, and exits 0 (1 when the shutdown was cut short: Redis unreachable). On SIGTERM the
+//! proxy is drained first (`ProxyHandle::drain`: its activations handed to the other
+//! servers of the namespace, within half the budget).
 //! `--start-redis PORT` first starts a private `redis-server` on 127.0.0.1:PORT (no
 //! persistence), serves on it, and stops it at the end.
 //!
@@ -71,7 +73,9 @@ pytest:echo, py:shared, conf:shared, py:publisher (test.Publish {topic, durable,
 count}: publishes count events {from, seq} to a topic, MessagePack).
 
 Prints READY on stdout once they answer, then runs until SIGINT or SIGTERM (whatever its
-standard input does, unless --exit-with-stdin), shuts down and exits 0.
+standard input does, unless --exit-with-stdin), shuts down and exits 0. On SIGTERM it
+drains first: its activations and the requests queued for them go to the other servers
+of the namespace.
 ";
 
 /// The command line.
@@ -188,10 +192,29 @@ fn export_schema() -> serde_json::Value {
     export.to_json()
 }
 
+/// How the server was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM (an orchestrator replacing it): drained, its work handed to the others.
+    Drain,
+    /// SIGINT, or standard input ended: shut down.
+    Shutdown,
+}
+
+/// The handlers of SIGTERM and SIGINT, installed before READY is printed: a signal sent
+/// right after READY is caught, not the default action (an exit that leaves the private
+/// `redis-server` behind).
+fn stop_signals() -> (tokio::signal::unix::Signal, tokio::signal::unix::Signal) {
+    let term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    (term, int)
+}
+
 /// Resolves at SIGTERM or SIGINT, or (`exit_with_stdin`) when standard input ends.
-async fn stop_requested(exit_with_stdin: bool) {
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+async fn stop_requested(
+    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+    exit_with_stdin: bool,
+) -> Stop {
     let stdin_closed = async {
         if !exit_with_stdin {
             return std::future::pending().await;
@@ -201,9 +224,9 @@ async fn stop_requested(exit_with_stdin: bool) {
         while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
     };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        () = stdin_closed => {}
+        _ = term.recv() => Stop::Drain,
+        _ = int.recv() => Stop::Shutdown,
+        () = stdin_closed => Stop::Shutdown,
     }
 }
 
@@ -250,6 +273,8 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(bound) = args.shutdown {
         config.shutdown_timeout = bound;
     }
+    // A drain (SIGTERM) hands over within half the budget, leaving the rest to the shutdown.
+    config.drain_timeout = config.shutdown_timeout / 2;
     if let Some(ttl) = args.lease_ttl {
         // The tests' leases are short for the URNs too: a plain URN moves once its key lapses.
         config.lease_ttl = ttl;
@@ -345,19 +370,28 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
          SIGINT (Ctrl-C) or SIGTERM stops it",
         redact(&redis)
     );
+    let signals = stop_signals();
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "READY")?;
         out.flush()?;
     }
-    stop_requested(args.exit_with_stdin).await;
-    // One budget for the whole drain, whatever Redis does: each part is bounded by it, and
+    let stop = stop_requested(signals, args.exit_with_stdin).await;
+    // One budget for the whole stop, whatever Redis does: each part is bounded by it, and
     // together too (a part cut short leaves what it held in Redis for the next holder).
     let bound = config.shutdown_timeout;
     let drain = async {
         poller.shutdown().await;
         reminder_client.shutdown().await;
-        proxy.shutdown().await
+        match stop {
+            Stop::Drain => proxy.drain().await.map(|drained| {
+                eprintln!(
+                    "conclib-pyserver: drained: {} activations handed over in {:?}",
+                    drained.handed, drained.took
+                );
+            }),
+            Stop::Shutdown => proxy.shutdown().await,
+        }
     };
     let drained = match tokio::time::timeout(bound, drain).await {
         Ok(result) => result.map_err(|e| e.to_string()),

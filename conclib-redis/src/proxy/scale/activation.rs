@@ -176,6 +176,18 @@ pub(in crate::proxy) async fn passivate_idle(shared: &Arc<Shared>) {
 /// Stops an activation gracefully (its `on_stop` may save) and releases its URN.
 /// Unless `now`, only if it is still idle.
 pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bool) {
+    passivate_then(shared, urn, now, None).await;
+}
+
+/// [`passivate`] now, then the URN's key handed to `target` rather than released (a
+/// drain: the next request goes straight to `target`, which activates the URN; the key
+/// lapses after `urn_ttl` if none comes). Released as by `passivate` when the hand-over
+/// fails.
+pub(in crate::proxy) async fn passivate_to(shared: &Arc<Shared>, urn: &str, target: &str) {
+    passivate_then(shared, urn, true, Some(target)).await;
+}
+
+async fn passivate_then(shared: &Arc<Shared>, urn: &str, now: bool, target: Option<&str>) {
     let entry = shared.activations.lock_for(urn);
     let _one_at_a_time = entry.lock.lock().await;
     let live = {
@@ -195,17 +207,26 @@ pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bo
         live.actor.kill();
         let _ = live.actor.wait_for_stop().await;
     }
-    let close = Script::new(STATE_CLOSE_SCRIPT);
-    close
-        .eval_many(&shared.cmd, vec![(live.state_key, vec![owned(live.token)])])
-        .await;
+    // A state carried to the next activation keeps its key (`migration.rs`).
+    if !live.standing.carried.load(Ordering::Acquire) {
+        let close = Script::new(STATE_CLOSE_SCRIPT);
+        close
+            .eval_many(&shared.cmd, vec![(live.state_key, vec![owned(live.token)])])
+            .await;
+    }
     let was_owned = {
         let mut reg = shared.registry();
         reg.local.remove(urn);
         reg.owned.remove(urn)
     };
     if was_owned {
-        lease::release_urns(shared, vec![urn.to_owned()]).await;
+        let handed = match target {
+            Some(target) => lease::hand_urn(shared, urn, target).await,
+            None => false,
+        };
+        if !handed {
+            lease::release_urns(shared, vec![urn.to_owned()]).await;
+        }
     }
     placement::report_activations(shared, &live.pattern.prefix).await;
     crate::metrics::activation(&shared.system_id, &live.pattern.prefix, "passivated");

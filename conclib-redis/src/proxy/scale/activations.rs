@@ -106,6 +106,11 @@ impl Activations {
         self.patterns().get(prefix).cloned()
     }
 
+    /// The prefixes of the patterns this system hosts.
+    pub(in crate::proxy) fn prefixes(&self) -> Vec<String> {
+        self.patterns().keys().cloned().collect()
+    }
+
     pub(in crate::proxy) fn add_pattern(&self, pattern: Pattern) {
         let mut patterns = self.patterns();
         patterns.insert(pattern.prefix.clone(), Arc::new(pattern));
@@ -158,6 +163,15 @@ impl Activations {
                 u.clone()
             })
             .collect()
+    }
+
+    /// Marks `urn`'s activation as leaving and moving to another member: a request it did
+    /// not start is read again, and its store carries its state (`migration.rs`).
+    pub(in crate::proxy) fn mark_moving(&self, urn: &str) {
+        if let Some(l) = self.live().get(urn) {
+            l.standing.leaving.store(true, Ordering::Release);
+            l.standing.moving.store(true, Ordering::Release);
+        }
     }
 
     /// The URNs activated here, sorted.

@@ -212,6 +212,22 @@ pub(in crate::proxy) async fn serve(
 /// it took, then gives up its place (its consumer, if nothing is pending on it, and its
 /// member lease, so that the others claim at once whatever is left). `false`: not a member.
 pub(in crate::proxy) async fn leave_group(shared: &Shared, name: &str) -> bool {
+    leave(shared, name, AfterLeaving::ForgetPattern).await
+}
+
+/// What a system that left a pattern's group does with the pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::proxy) enum AfterLeaving {
+    /// Forgets it: a request for one of its URNs is no longer this system's.
+    ForgetPattern,
+    /// Keeps it, so that its live activations go on serving the requests routed here and
+    /// those for its other URNs go to the group (a drain, `proxy/drain.rs`).
+    KeepPattern,
+}
+
+/// Leaves the group `name` (a URN or a pattern prefix): [`leave_group`], keeping the
+/// pattern or not.
+pub(in crate::proxy) async fn leave(shared: &Shared, name: &str, after: AfterLeaving) -> bool {
     let Some(mut handle) = shared.groups().remove(name) else {
         return false;
     };
@@ -245,6 +261,7 @@ pub(in crate::proxy) async fn leave_group(shared: &Shared, name: &str) -> bool {
     }
     if let Role::Member(m) = &member.role
         && m.pattern
+        && after == AfterLeaving::ForgetPattern
     {
         shared.activations.remove_pattern(&m.name);
     }

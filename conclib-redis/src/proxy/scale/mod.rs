@@ -4,14 +4,17 @@
 //! (`activation`, the patterns and live activations in `activations`); which member
 //! activates a URN (`placement`, the rule in `placement_rule`) and moving activations to
 //! even the load (`rebalance`); the activation cap and memory shedding (`eviction`); failover of a gone member's activations (`takeover`); an
-//! activation's fenced state store (`store`), its standing (`standing`) and its
-//! exactly-once records (`applied`, and a request's record while it is handled in `record`).
+//! activation's fenced state store (`store`), its standing (`standing`), its
+//! exactly-once records (`applied`, and a request's record while it is handled in
+//! `record`) and its in-memory state carried to the next activation when it moves
+//! (`migration`).
 
 pub(super) mod activation;
 pub(super) mod activations;
 pub(super) mod applied;
 pub(super) mod eviction;
 pub(super) mod group;
+pub(super) mod migration;
 pub(super) mod placement;
 pub(super) mod placement_rule;
 pub(super) mod rebalance;

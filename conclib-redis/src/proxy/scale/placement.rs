@@ -240,8 +240,10 @@ pub(in crate::proxy) async fn report_activations(shared: &Shared, prefix: &str) 
 
 /// Writes `count` as this system's count of activations of pattern `prefix`.
 pub(in crate::proxy) async fn report_count(shared: &Shared, prefix: &str, count: u64) {
-    // Not a member any more (it left, or is shutting down): not listed.
-    if !shared.groups().contains_key(prefix) {
+    // Not a member any more (it left, is shutting down or draining): not listed.
+    if shared.draining.load(std::sync::atomic::Ordering::Acquire)
+        || !shared.groups().contains_key(prefix)
+    {
         return;
     }
     let lease = Value::Integer(shared.config.lease_ttl.as_millis() as i64);

@@ -1,7 +1,8 @@
 //! Rebalancing a pattern's activations ([`Activator::rebalance`](crate::scale::Activator::rebalance)):
-//! a member with more than its share passivates the excess, least recently used first, so
-//! that their next requests activate them, by the pattern's placement, on the members with
-//! fewer (a member that just joined).
+//! a member with more than its share passivates the excess, least recently used first, and
+//! gives each one's URN key to the member with the fewest (a member that just joined), so
+//! that their next requests activate them there (their state carried when their `on_stop`
+//! calls `StateStore::dehydrate`, `migration.rs`).
 
 use std::sync::Arc;
 
@@ -44,11 +45,31 @@ pub(in crate::proxy) async fn rebalance(shared: &Arc<Shared>, prefix: &str) {
     let urns = shared
         .activations
         .take_least_used(prefix, usize::try_from(n).unwrap_or(usize::MAX));
-    tracing::info!(system = %shared.system_id, pattern = %prefix, mine, passivated = urns.len(), "rebalancing: passivating activations for members with fewer");
+    tracing::info!(system = %shared.system_id, pattern = %prefix, mine, passivated = urns.len(), "rebalancing: handing activations to members with fewer");
+    let mut others: Vec<(u64, String)> = members
+        .iter()
+        .filter(|m| m.system != shared.system_id)
+        .map(|m| (m.activations, m.system.clone()))
+        .collect();
     for urn in urns {
+        shared.activations.mark_moving(&urn);
         crate::metrics::activation(&shared.system_id, prefix, "rebalanced");
+        // To the member with the fewest, counting each choice: its URN key given there,
+        // so that its next request goes straight to it (`serve/lease.rs`, `hand_urn`).
+        let target = others
+            .iter_mut()
+            .min_by_key(|(n, _)| *n)
+            .map(|(n, system)| {
+                *n += 1;
+                system.clone()
+            });
         let shared = shared.clone();
-        tokio::spawn(async move { activation::passivate(&shared, &urn, true).await });
+        tokio::spawn(async move {
+            match target {
+                Some(target) => activation::passivate_to(&shared, &urn, &target).await,
+                None => activation::passivate(&shared, &urn, true).await,
+            }
+        });
     }
 }
 

@@ -16,6 +16,13 @@ pub(in crate::proxy) struct Standing {
     /// Being passivated to rebalance the pattern (`rebalance.rs`): a request that finds
     /// the actor stopped is read again, not answered.
     pub(in crate::proxy) leaving: AtomicBool,
+    /// Being moved to another member (a drain, a rebalance): its store's
+    /// [`dehydrate`](super::store::StateStore::dehydrate) carries its state to the next
+    /// activation (`migration.rs`).
+    pub(in crate::proxy) moving: AtomicBool,
+    /// Its store carried its state: its state key is kept at passivation even without
+    /// data, so that the next activation knows the carried state as its predecessor's.
+    pub(in crate::proxy) carried: AtomicBool,
     /// Writes of its store refused so far (a later activation owns the state).
     refused: std::sync::atomic::AtomicU64,
     /// The messages (by the trace context each was handled in) whose handling had a write

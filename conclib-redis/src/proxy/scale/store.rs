@@ -11,6 +11,7 @@ use fred::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::migration;
 use super::standing::Standing;
 use crate::conn::{bytes, owned, s};
 use crate::durability::Durability;
@@ -161,6 +162,98 @@ impl StateStore {
     pub async fn clear(&self) -> Result<(), StoreError> {
         let ttl = Value::Integer(EMPTY_STATE_TTL.as_millis() as i64);
         self.write(vec![s("clear"), ttl]).await
+    }
+
+    /// In the actor's `on_stop`: when this activation is being moved to another member (a
+    /// drain, [`ProxyHandle::drain`](crate::ProxyHandle::drain), or a rebalance), carries
+    /// `state` (its state in memory, saved or not) to the URN's next activation, which
+    /// takes it with [`rehydrate`](Self::rehydrate); `Ok(true)` then. Otherwise (a
+    /// passivation, a shutdown, a Redis Cluster) it does nothing and answers `Ok(false)`:
+    /// the next activation loads what was [`save`](Self::save)d.
+    ///
+    /// ```no_run
+    /// # use conclib_redis::scale::StateStore;
+    /// # struct Account { count: u64, seen: u64, store: StateStore }
+    /// # impl Account {
+    /// async fn on_stop(&mut self) {
+    ///     // Carried when moved; else the next activation loads the saved count.
+    ///     let _ = self.store.dehydrate(&(self.count, self.seen)).await;
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError::Redis`], [`StoreError::Codec`]; `Ok(false)` when a later activation
+    /// owns the state already.
+    pub async fn dehydrate<T: Serialize + ?Sized>(&self, state: &T) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        if !inner.standing.moving.load(Ordering::Acquire) || inner.cmd.is_clustered() {
+            return Ok(false);
+        }
+        if !inner.opened.load(Ordering::Acquire) {
+            self.open().await?;
+        }
+        let data =
+            encode_value(&*inner.codec, state).map_err(|e| StoreError::Codec(e.to_string()))?;
+        let keys = vec![
+            owned(inner.key.clone()),
+            owned(migration::carried_key(&inner.key)),
+        ];
+        let args = vec![
+            owned(inner.token.clone()),
+            bytes(Bytes::from(data)),
+            Value::Integer(migration::CARRIED_TTL.as_millis() as i64),
+        ];
+        let done = Script::new(migration::DEHYDRATE_SCRIPT)
+            .eval(&inner.cmd, keys, args)
+            .await
+            .map_err(|e| StoreError::Redis(e.to_string()))?;
+        let carried = matches!(done, Value::Integer(1));
+        if carried {
+            inner.standing.carried.store(true, Ordering::Release);
+        }
+        Ok(carried)
+    }
+
+    /// In the constructor: the state the URN's previous activation carried when it was
+    /// moved here ([`dehydrate`](Self::dehydrate)), taken once; `None` when it carried none
+    /// (load what was saved then). It makes this activation the state's owner, as
+    /// [`load`](Self::load) does.
+    ///
+    /// ```no_run
+    /// # async fn demo(a: conclib_redis::scale::Activation) -> Result<(), conclib_redis::scale::StoreError> {
+    /// let (count, seen) = match a.store().rehydrate::<(u64, u64)>().await? {
+    ///     Some(carried) => carried,
+    ///     None => (a.store().load::<u64>().await?.unwrap_or_default(), 0),
+    /// };
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError::Redis`], [`StoreError::Codec`].
+    pub async fn rehydrate<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
+        let inner = &self.inner;
+        if inner.cmd.is_clustered() {
+            return Ok(None);
+        }
+        let keys = vec![
+            owned(inner.key.clone()),
+            owned(migration::carried_key(&inner.key)),
+        ];
+        // Taken before this activation owns the state: its owner is still the writer.
+        let carried = Script::new(migration::REHYDRATE_SCRIPT)
+            .eval(&inner.cmd, keys, Vec::new())
+            .await
+            .map_err(|e| StoreError::Redis(e.to_string()))?;
+        if !inner.opened.load(Ordering::Acquire) {
+            self.open().await?;
+        }
+        match carried.into_bytes() {
+            None => Ok(None),
+            Some(b) => decode_value(&*inner.codec, &b)
+                .map(Some)
+                .map_err(|e| StoreError::Codec(e.to_string())),
+        }
     }
 
     /// Whether this activation still owns its URN as far as the store has seen (false once

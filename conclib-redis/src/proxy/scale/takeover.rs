@@ -292,7 +292,7 @@ async fn move_requests(shared: &Shared, system: &str, prefix: &str, script: &Scr
 }
 
 /// The first and last entry ids of an `XRANGE` answer.
-fn range_of(entries: &[Value]) -> Option<(String, String)> {
+pub(in crate::proxy) fn range_of(entries: &[Value]) -> Option<(String, String)> {
     let id = |e: &Value| match e {
         Value::Array(parts) => parts
             .first()

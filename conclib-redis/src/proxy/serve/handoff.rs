@@ -97,14 +97,34 @@ pub(in crate::proxy) async fn activated(
             Some(Handed::Failed) | None => {}
         }
     }
+    // A draining system activates nothing more: every request for a URN not live here
+    // (moved here by a takeover too) goes to the member it handed the URN to, else to the
+    // group (`proxy/drain.rs`).
+    if sys.draining.load(Ordering::Acquire)
+        && !Box::pin(sys.activations.is_live_when_settled(&h.req.urn)).await
+    {
+        let owner = Box::pin(forward::current_owner(&sys, &h.req.urn)).await;
+        let to = owner.unwrap_or_else(|| protocol::pattern_group(&pattern.prefix));
+        let forward = forward::forward(
+            &sys,
+            origin_of(&shared, h.entry),
+            &h.req,
+            &to,
+            &h.reply_to,
+            h.timeout,
+        );
+        return Box::pin(forward).await;
+    }
     // A rebalancing pattern's URN not (or no longer) active here, asked through this
     // system's own stream (a client's route cached before it was passivated): to the
     // pattern's group, whose placement chooses where it is activated again.
-    // (Not a request a takeover moved here: this system was chosen to activate it.)
+    // (Not a request a takeover moved here, nor a URN a drained member handed here: this
+    // system was chosen to activate it.)
     if pattern.rebalance
         && matches!(shared.role, Role::System)
         && h.req.moved.is_none()
         && !Box::pin(sys.activations.is_live_when_settled(&h.req.urn)).await
+        && !Box::pin(held_here(&sys, &h.req.urn)).await
     {
         let group = protocol::pattern_group(&pattern.prefix);
         let forward = forward::forward(
@@ -161,6 +181,13 @@ pub(in crate::proxy) async fn activated(
             Handled::LeavePending
         }
     }
+}
+
+/// Whether `urn`'s key names this system (a drained member handed it here).
+async fn held_here(shared: &Shared, urn: &str) -> bool {
+    let key = vec![crate::conn::owned(shared.keys.urn(urn))];
+    let got = crate::conn::call(&shared.cmd, crate::conn::keyed("GET"), key).await;
+    matches!(&got, Ok(v) if crate::conn::as_bytes(v) == Some(shared.system_id.as_bytes()))
 }
 
 /// Where the pattern's placement puts a URN nobody holds: `None` here, else what became

@@ -230,6 +230,32 @@ pub(in crate::proxy) async fn release_urns(shared: &Shared, urns: Vec<String>) {
     tracing::debug!(count = urns.len(), "released URN keys");
 }
 
+/// Hands the URN's key over to system `target` when it names this system still: 1, else
+/// 0 (`KEYS[1]` = the URN key; `ARGV[1]` = this system, `ARGV[2]` = the target, `ARGV[3]`
+/// = the key's TTL, ms).
+const HAND_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1";
+
+/// Gives `urn`'s key, held by this system, to system `target` for `urn_ttl` (its
+/// activation stopped here): the next request goes straight to `target`, which activates
+/// the URN (its claim finds the key its own). Whether it was handed.
+pub(in crate::proxy) async fn hand_urn(shared: &Shared, urn: &str, target: &str) -> bool {
+    let ttl = Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64);
+    let r = crate::script::Script::new(HAND_URN_SCRIPT)
+        .eval(
+            &shared.cmd,
+            vec![owned(shared.keys.urn(urn))],
+            vec![
+                owned(shared.system_id.clone()),
+                owned(target.to_owned()),
+                ttl,
+            ],
+        )
+        .await;
+    matches!(r, Ok(Value::Integer(1)))
+}
+
 /// Claims (or renews) these URNs and records which we own and which another system does.
 /// `false` if Redis did not answer for some of them.
 pub(in crate::proxy) async fn claim_urns(shared: &Shared, urns: Vec<String>) -> bool {

@@ -1,0 +1,340 @@
+//! A member drained before it stops ([`ProxyHandle::drain`](crate::ProxyHandle::drain), what a
+//! serving process does on SIGTERM during a rolling update): the others serve everything it
+//! served, and no request sent meanwhile is refused or left to time out.
+//!
+//! In order:
+//! 1. Readiness turns [`Draining`](super::Readiness::Draining), and (when another member
+//!    of its patterns is live) the system is marked draining: from now on a request for a pattern's URN not live here goes to the
+//!    pattern's group (`serve/handoff.rs`), none is activated here again.
+//! 2. It leaves its groups, keeping its patterns: no more of the groups' requests, and no
+//!    more placements on it (it is taken out of each pattern's directory); what its member
+//!    lanes had taken is finished first.
+//! 3. It hands its activations over, [`PASSIVATIONS_AT_ONCE`](super::scale::eviction)
+//!    at a time, each to the member the pattern's placement picks among the others: each
+//!    stops once its mailbox is empty (its `on_stop` may save, or carry its state:
+//!    `migration.rs`), then its URN key is given to that member, so that its next request
+//!    goes straight there and activates it. A request read meanwhile for that URN waits
+//!    for the hand-over, then goes to that member (in its order). (With no other member
+//!    listed, the key is released and the next request places the URN.)
+//! 4. It keeps reading its own stream for one
+//!    [`resolve_cache_ttl`](crate::ProxyConfig::resolve_cache_ttl) more, passing on what
+//!    clients with a route cached before the releases still send it.
+//! 5. It stops reading, finishes what it took, and moves what is left in its stream for
+//!    the patterns' URNs to the patterns' groups (`TAKE_OVER_SCRIPT`, the deadlines cut by
+//!    the time waited): nothing is left for a successor that may never come. Unless it
+//!    serves actors of its own (whose requests wait there for its successor), it then
+//!    deletes its stream, so that a client whose route to it outlived the wait of step 4
+//!    appends nothing there and looks the URN up again at once.
+//! 6. It shuts down as [`shutdown`](crate::ProxyHandle::shutdown) does
+//!    (`departure.rs`): its own actors' URNs marked departed, its lease released.
+//!
+//! Steps 2 to 5 are bounded by [`drain_timeout`](crate::ProxyConfig::drain_timeout), step 6
+//! by [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout). A system that no other live
+//! member of its patterns could take over from (it serves no pattern, or is the last
+//! member of each) skips steps 2 to 5: a shutdown, whose departed markers make clients wait
+//! for its successor.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use futures_util::stream::{self, StreamExt};
+
+use super::departure::{self, Tasks};
+use super::readiness::ShutdownPhase;
+use super::scale::placement_rule::MemberInfo;
+use super::scale::{activation, eviction, group, placement};
+use super::shared::{Role, Shared};
+use crate::conn::{self, keyed, owned, s};
+use crate::error::ServeError;
+use crate::protocol::{self, CONSUMER_GROUP};
+use crate::script::Script;
+
+/// Entries looked at per step of the final sweep.
+const SWEEP_BATCH: usize = 200;
+
+/// What a [`drain`](crate::ProxyHandle::drain) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Drained {
+    /// Activations handed over (passivated here, activated again elsewhere on their next
+    /// request).
+    pub handed: usize,
+    /// The longest any one activation took to hand over, from its stop to its URN's
+    /// release: the longest its requests waited on the drain.
+    pub longest_handing: Duration,
+    /// The 99th percentile of the activations' handing times (as
+    /// [`longest_handing`](Self::longest_handing)).
+    pub handing_p99: Duration,
+    /// Requests left in the system's stream for its patterns' URNs after it stopped
+    /// reading, moved to the patterns' groups.
+    pub moved: u64,
+    /// Of those, requests whose deadline had passed: dropped (their callers timed out).
+    pub expired: u64,
+    /// Whether the handing over finished within
+    /// [`drain_timeout`](crate::ProxyConfig::drain_timeout) (else the rest was stopped as a
+    /// shutdown stops it).
+    pub within_bound: bool,
+    /// How long the drain took, shutdown included.
+    pub took: Duration,
+}
+
+/// Drains the proxy (the module's docs), then shuts it down.
+pub(super) async fn drain(shared: Arc<Shared>, mut tasks: Tasks) -> Result<Drained, ServeError> {
+    let started = Instant::now();
+    ShutdownPhase::Draining.enter(&shared);
+    tracing::info!(system = %shared.system_id, "draining: handing activations and requests to the other members");
+    let mut drained = Drained::default();
+    let bound = shared.config.drain_timeout;
+    // Nobody to hand anything to (the last member of its patterns, or none): a shutdown,
+    // whose departed markers tell clients to wait for a successor.
+    let others = tokio::time::timeout(bound, other_members(&shared))
+        .await
+        .unwrap_or(false);
+    let hand_over = async {
+        if others {
+            shared.draining.store(true, Ordering::Release);
+            hand_over(&shared, &mut tasks, &mut drained).await;
+        }
+    };
+    drained.within_bound = tokio::time::timeout(bound, hand_over).await.is_ok();
+    if !drained.within_bound {
+        tracing::warn!(system = %shared.system_id, ?bound, "the drain did not hand everything over in time; shutting down");
+    }
+    let result = departure::depart(shared.clone(), tasks).await;
+    drained.took = started.elapsed();
+    tracing::info!(system = %shared.system_id, handed = drained.handed, moved = drained.moved, took_ms = drained.took.as_millis() as u64, "drained");
+    result.map(|()| drained)
+}
+
+/// Whether another live member serves one of this system's patterns (its directory).
+async fn other_members(shared: &Shared) -> bool {
+    for prefix in shared.activations.prefixes() {
+        if let Ok((members, _)) = placement::directory(shared, None, &prefix, None, None).await
+            && members.iter().any(|m| m.system != shared.system_id)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Steps 2 to 5 of the module's docs.
+async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Drained) {
+    let names: Vec<String> = shared.groups().keys().cloned().collect();
+    // Out of the patterns' directories first: no member places a URN here from now on
+    // (`report_count` lists a draining system no more).
+    for name in &names {
+        if shared.activations.pattern_for_prefix(name).is_some() {
+            super::scale::placement::unlist(shared, name).await;
+        }
+    }
+    for name in names {
+        group::leave(shared, &name, group::AfterLeaving::KeepPattern).await;
+    }
+    let urns = shared.activations.active();
+    drained.handed = urns.len();
+    let targets = choose_targets(shared, &urns).await;
+    let pauses: Vec<Duration> = stream::iter(urns.into_iter().zip(targets))
+        .map(|(urn, target)| {
+            let shared = shared.clone();
+            async move {
+                let since = Instant::now();
+                shared.activations.mark_moving(&urn);
+                match target {
+                    Some(target) => activation::passivate_to(&shared, &urn, &target).await,
+                    None => activation::passivate(&shared, &urn, true).await,
+                }
+                since.elapsed()
+            }
+        })
+        .buffer_unordered(eviction::PASSIVATIONS_AT_ONCE)
+        .collect()
+        .await;
+    let mut pauses = pauses;
+    pauses.sort_unstable();
+    drained.longest_handing = pauses.last().copied().unwrap_or_default();
+    drained.handing_p99 = pauses
+        .get(pauses.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+    // Clients that looked the URNs up before their release still send here: passed on.
+    tokio::time::sleep(shared.config.resolve_cache_ttl).await;
+    shared.serving.store(false, Ordering::Release);
+    let _ = shared.stop.send_replace(true);
+    if let Some(reader) = tasks.reader.take() {
+        let _ = reader.await;
+    }
+    if let Some(writer) = tasks.writer.take() {
+        let _ = writer.await;
+    }
+    // Swept, then closed when nothing of its own waits there: a client still holding the
+    // route finds the stream gone and looks the URN up again at once (a request appended
+    // between the sweep and the close makes the close refuse: swept again).
+    let plain_urns = shared.registry().owned.len() > 0;
+    for _ in 0..CLOSE_ATTEMPTS {
+        for prefix in shared.activations.prefixes() {
+            let (moved, expired) = sweep(shared, &prefix).await;
+            drained.moved += moved;
+            drained.expired += expired;
+        }
+        if plain_urns || close_stream(shared).await {
+            break;
+        }
+    }
+    for prefix in shared.activations.prefixes() {
+        shared.activations.remove_pattern(&prefix);
+    }
+}
+
+/// The member each of `urns` goes to, by its pattern's placement among the other live
+/// members (counting each choice), or `None` (released, placed by its next request) when
+/// the directory cannot be read or lists no other member.
+async fn choose_targets(shared: &Shared, urns: &[String]) -> Vec<Option<String>> {
+    let mut by_prefix: std::collections::HashMap<String, Vec<MemberInfo>> = Default::default();
+    let mut out = Vec::with_capacity(urns.len());
+    for urn in urns {
+        let Some(pattern) = shared.activations.pattern_for(urn) else {
+            out.push(None);
+            continue;
+        };
+        if !by_prefix.contains_key(&pattern.prefix) {
+            let mut members = placement::directory(shared, None, &pattern.prefix, None, None)
+                .await
+                .map(|(m, _)| m)
+                .unwrap_or_default();
+            members.retain(|m| m.system != shared.system_id);
+            by_prefix.insert(pattern.prefix.clone(), members);
+        }
+        let members = by_prefix.get_mut(&pattern.prefix).expect("inserted above");
+        let chosen = pattern.placement.choose(urn, members).map(str::to_owned);
+        if let Some(m) = chosen
+            .as_ref()
+            .and_then(|c| members.iter_mut().find(|m| &m.system == c))
+        {
+            m.activations += 1;
+        }
+        out.push(chosen);
+    }
+    out
+}
+
+/// How many times the stream is swept and its close attempted.
+const CLOSE_ATTEMPTS: usize = 3;
+
+/// `KEYS[1]` = the system's request stream, `ARGV[1]` = its consumer group. Deletes the
+/// stream when nothing in it waits (none pending, none never delivered): 1, else 0.
+const CLOSE_DRAINED_SCRIPT: &str = r"local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return 1 end
+local pending, delivered = nil, '0-0'
+for _, g in ipairs(groups) do
+  local name
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+  end
+  if name == ARGV[1] then
+    for i = 1, #g, 2 do
+      if g[i] == 'pending' then pending = g[i + 1] elseif g[i] == 'last-delivered-id' then delivered = g[i + 1] end
+    end
+  end
+end
+if pending == nil or pending > 0 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local lm, ls = string.match(last[1][1], '^(%d+)-(%d+)$')
+  local dm, ds = string.match(delivered, '^(%d+)-(%d+)$')
+  lm, ls, dm, ds = tonumber(lm), tonumber(ls), tonumber(dm), tonumber(ds)
+  if lm > dm or (lm == dm and ls > ds) then return 0 end
+end
+redis.call('DEL', KEYS[1])
+return 1";
+
+/// Deletes the system's stream if nothing in it waits ([`CLOSE_DRAINED_SCRIPT`]): whether
+/// it is gone. Not in a Redis Cluster (nothing is swept there).
+async fn close_stream(shared: &Shared) -> bool {
+    if shared.cmd.is_clustered() || !matches!(shared.role, Role::System) {
+        return true;
+    }
+    let closed = Script::new(CLOSE_DRAINED_SCRIPT)
+        .eval(
+            &shared.cmd,
+            vec![owned(shared.stream.requests_key.clone())],
+            vec![s(CONSUMER_GROUP)],
+        )
+        .await;
+    matches!(closed, Ok(Value::Integer(1)))
+}
+
+/// Moves what is left unacknowledged in the system's stream for pattern `prefix`'s URNs to
+/// the pattern's group's stream, a batch at a time: `(moved, expired)`. Not in a Redis
+/// Cluster (the two streams live in different slots): there they wait for the system's
+/// successor.
+async fn sweep(shared: &Shared, prefix: &str) -> (u64, u64) {
+    if shared.cmd.is_clustered() || !matches!(shared.role, Role::System) {
+        return (0, 0);
+    }
+    let script = Script::new(protocol::TAKE_OVER_SCRIPT);
+    let stream = shared.stream.requests_key.clone();
+    let group = shared.keys.requests(&protocol::pattern_group(prefix));
+    // The script moves nothing for a system that holds a lease: this key never exists
+    // (this system stopped reading its stream, which is what the check stands for).
+    let no_lease = format!("{}:drained", shared.lease.key);
+    let (mut moved, mut expired) = (0, 0);
+    let mut from = "-".to_owned();
+    loop {
+        let Ok(Value::Array(entries)) = conn::call(
+            &shared.cmd,
+            keyed("XRANGE"),
+            vec![
+                owned(stream.clone()),
+                owned(from.clone()),
+                s("+"),
+                s("COUNT"),
+                Value::Integer(SWEEP_BATCH as i64),
+            ],
+        )
+        .await
+        else {
+            break;
+        };
+        let Some((first, last)) = super::scale::takeover::range_of(&entries) else {
+            break;
+        };
+        let keys = vec![
+            owned(stream.clone()),
+            owned(group.clone()),
+            owned(no_lease.clone()),
+        ];
+        let args = vec![
+            s(CONSUMER_GROUP),
+            owned(prefix.to_owned()),
+            owned(shared.system_id.clone()),
+            owned(first),
+            owned(last.clone()),
+            Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64),
+            Value::Integer(0),
+        ];
+        match script.eval(&shared.cmd, keys, args).await {
+            Ok(Value::Array(counts)) => {
+                let n = |i: usize| counts.get(i).and_then(Value::as_i64).unwrap_or(0);
+                if n(0) < 0 {
+                    // The pattern's group is gone (no member left): nobody to move them to.
+                    break;
+                }
+                moved += n(0) as u64;
+                expired += n(1) as u64;
+            }
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move the requests left in a draining system's stream");
+                break;
+            }
+        }
+        if entries.len() < SWEEP_BATCH {
+            break;
+        }
+        from = format!("({last}");
+    }
+    (moved, expired)
+}

@@ -1,0 +1,246 @@
+//! A member drained on SIGTERM under load (a rolling update's step): three members hold 600
+//! activated URNs (about 200 each), four client processes ask and tell all of them, 16
+//! calls in flight each (64 callers), and one member gets SIGTERM. Its readiness turns
+//! `draining` at once; it exits by itself within its drain and shutdown bounds, having
+//! handed its URNs to the others; every ask returns within its timeout (and a small
+//! margin), none fails but by its deadline, none with a deadline of 10 s fails; every tell
+//! a client sent is counted once. The 500 ms asks that time out before and after the
+//! SIGTERM, and the answered asks' p99 before and during the drain, are printed (on a
+//! loaded machine the short asks time out in the steady state too).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use conclib_redis::readiness::Readiness;
+use conclib_redis::{ProxyClient, ProxyConfig, ProxyHandle};
+
+use crate::activation::Total;
+use crate::common::{config, plain_client};
+use crate::failover_load::{LONG, MARGIN, URNS, read_records};
+use crate::peers::{Peer, temp_notes};
+use crate::placement::{holders, shares, start_placers};
+
+/// How long the clients send, and how long before the SIGTERM.
+const LOAD: Duration = Duration::from_secs(10);
+const BEFORE_DRAIN: Duration = Duration::from_secs(3);
+/// Client processes (16 calls in flight each).
+const LOADERS: usize = 4;
+
+/// A peer's answer to SIGTERM: drains `proxy`, printing its readiness as the drain began
+/// (`READINESS draining`) and what the drain did (`DRAINED handed longest_ms moved expired
+/// took_ms`).
+pub(crate) async fn drain_and_say(proxy: ProxyHandle) {
+    let probe = proxy.readiness();
+    let drain = tokio::spawn(proxy.drain());
+    let seen = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let now = probe.check();
+            if now != Readiness::Ready {
+                return now;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap_or(Readiness::Ready);
+    println!("READINESS {}", seen.as_str());
+    let d = drain.await.unwrap().unwrap();
+    println!(
+        "DRAINED {} {} {} {} {} {}",
+        d.handed,
+        d.longest_handing.as_millis(),
+        d.moved,
+        d.expired,
+        d.took.as_millis(),
+        d.within_bound
+    );
+}
+
+pub(crate) async fn a_member_drained_by_sigterm_under_load_hands_everything_over() {
+    let config = config("drain");
+    let lease_ms = ProxyConfig::new("").lease_ttl.as_millis() as u64;
+    let mut peers = start_placers(&config, lease_ms, "spread").await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(LONG))
+        .await
+        .unwrap();
+    let urns: Vec<String> = (0..URNS).map(|i| format!("acct:{i}")).collect();
+    for chunk in urns.chunks(50) {
+        let asks = chunk.iter().map(|u| client.ask(u.as_str(), Total));
+        for r in futures_util::future::join_all(asks).await {
+            assert_eq!(r.unwrap(), 0);
+        }
+    }
+    let redis = plain_client(&config.url).await;
+    let held = holders(&redis, &config.namespace, &urns).await;
+    let victim_id = "s1";
+    let theirs: BTreeSet<u64> = held
+        .iter()
+        .filter(|(_, h)| h.as_str() == victim_id)
+        .map(|(u, _)| u["acct:".len()..].parse().unwrap())
+        .collect();
+    assert!(theirs.len() >= 150, "{:?}", shares(&held));
+    let outs: Vec<PathBuf> = (0..LOADERS)
+        .map(|i| temp_notes(&format!("drain{i}")))
+        .collect();
+    let mut loaders = Vec::new();
+    for (i, out) in outs.iter().enumerate() {
+        loaders.push(
+            Peer::start(&[
+                "loader",
+                &config.url,
+                &config.namespace,
+                &(i + 1).to_string(),
+                out.to_str().unwrap(),
+            ])
+            .await,
+        );
+    }
+    for l in &mut loaders {
+        l.say(&format!("go {}", LOAD.as_millis())).await;
+    }
+    // Load before the drain: a duration by design, not a wait for an event.
+    tokio::time::sleep(BEFORE_DRAIN).await;
+    let victim = peers.remove(0);
+    let termed = Instant::now();
+    let termed_us = crate::failover_load::micros_now();
+    victim.signal(libc::SIGTERM);
+    let bound = config.drain_timeout + config.shutdown_timeout;
+    let said = victim.said_until_stopped(bound.as_secs() + 5).await;
+    let exited = termed.elapsed();
+    assert!(exited <= bound + MARGIN, "exited {exited:?} after SIGTERM");
+    assert!(said.contains(&"READINESS draining".to_owned()), "{said:?}");
+    let drained: Vec<&str> = said
+        .iter()
+        .find_map(|l| l.strip_prefix("DRAINED "))
+        .expect("the drain's report")
+        .split(' ')
+        .collect();
+    assert_eq!(drained[5], "true", "handed over within its bound: {said:?}");
+    assert_eq!(drained[0].parse::<usize>().unwrap(), theirs.len());
+    let now_held = holders(&redis, &config.namespace, &urns).await;
+    assert!(
+        now_held.values().all(|h| h != victim_id),
+        "the drained member holds nothing: {:?}",
+        shares(&now_held)
+    );
+    for l in &mut loaders {
+        assert_eq!(l.line(60).await, "DONE");
+    }
+    let (asks, tells) = read_records(&outs);
+    for out in &outs {
+        let _ = std::fs::remove_file(out);
+    }
+    let mut outcomes = BTreeMap::<String, usize>::new();
+    for a in &asks {
+        let took = Duration::from_micros(a.end - a.start);
+        assert!(
+            took <= a.timeout + MARGIN,
+            "acct:{} asked with a {:?} timeout returned after {took:?} ({})",
+            a.urn,
+            a.timeout,
+            a.outcome
+        );
+        if a.outcome != "ok" {
+            *outcomes.entry(a.outcome.clone()).or_default() += 1;
+        }
+    }
+    // Where the failures were: (victim's URN, sent before the SIGTERM, deadline ms,
+    // outcome) → count. On a loaded machine the short asks (500 ms) time out in the
+    // steady state too: only the long ones' (10 s) outcome is the drain's.
+    let mut failed_where = BTreeMap::<(bool, bool, u128, String), usize>::new();
+    for a in asks.iter().filter(|a| a.outcome != "ok") {
+        let key = (
+            theirs.contains(&a.urn),
+            a.start < termed_us,
+            a.timeout.as_millis(),
+            a.outcome.clone(),
+        );
+        *failed_where.entry(key).or_default() += 1;
+    }
+    eprintln!("failed asks (victim's, before the SIGTERM, deadline ms, outcome): {failed_where:?}");
+    let failed_long = asks
+        .iter()
+        .filter(|a| a.timeout == LONG && a.outcome != "ok")
+        .count();
+    let failed_short = |before: bool| {
+        asks.iter()
+            .filter(|a| a.timeout != LONG && a.outcome != "ok")
+            .filter(|a| (a.start < termed_us) == before)
+            .count()
+    };
+    let not_timeouts: Vec<&str> = asks
+        .iter()
+        .filter(|a| a.outcome != "ok" && a.outcome != "timeout")
+        .map(|a| a.outcome.as_str())
+        .collect();
+    // The answered asks' p99 in the 3 s before the SIGTERM and from it to the drain's end.
+    let p99 = |from: u64, to: u64| {
+        let mut took: Vec<u64> = asks
+            .iter()
+            .filter(|a| a.outcome == "ok" && a.start >= from && a.start < to)
+            .map(|a| a.end - a.start)
+            .collect();
+        took.sort_unstable();
+        took.get((took.len().max(1) - 1) * 99 / 100)
+            .copied()
+            .unwrap_or(0)
+            / 1000
+    };
+    let exited_us = termed_us + exited.as_micros() as u64;
+    let (steady_p99, drain_p99) = (
+        p99(termed_us - BEFORE_DRAIN.as_micros() as u64, termed_us),
+        p99(termed_us, exited_us),
+    );
+    let mut sent = BTreeMap::<u64, u64>::new();
+    let mut failed_tells = 0;
+    for (urn, ok) in &tells {
+        if *ok {
+            *sent.entry(*urn).or_default() += 1;
+        } else {
+            failed_tells += 1;
+        }
+    }
+    let mut miscounted = BTreeMap::new();
+    for u in 0..URNS {
+        let total = client.ask(format!("acct:{u}"), Total).await.unwrap();
+        let told = sent.get(&u).copied().unwrap_or(0);
+        if total != told {
+            miscounted.insert(u, (total, told));
+        }
+    }
+    println!(
+        "RESULT test=drain urns={URNS} victim_urns={} callers={} asks={} tells={} failed_long_asks={failed_long} timeouts_short_before={} timeouts_short_after={} errors_other={} failed_tells={failed_tells} miscounted={} p99_steady_ms={steady_p99} p99_drain_ms={drain_p99} drain_ms={} exit_ms={} handed={} longest_handing_ms={} swept={} expired={}",
+        theirs.len(),
+        LOADERS * 16,
+        asks.len(),
+        tells.len(),
+        failed_short(true),
+        failed_short(false),
+        not_timeouts.len(),
+        miscounted.len(),
+        drained[4],
+        exited.as_millis(),
+        drained[0],
+        drained[1],
+        drained[2],
+        drained[3],
+    );
+    assert!(
+        not_timeouts.is_empty(),
+        "asks failed other than by their deadline: {not_timeouts:?}"
+    );
+    assert_eq!(
+        failed_long, 0,
+        "asks whose deadline outlasts the drain are answered"
+    );
+    assert_eq!(failed_tells, 0, "tells refused");
+    assert!(miscounted.is_empty(), "(counted, told): {miscounted:?}");
+    for l in loaders {
+        drop(l);
+    }
+    drop(client);
+    for p in peers {
+        p.stop().await;
+    }
+}

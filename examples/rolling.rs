@@ -1,0 +1,539 @@
+//! A rolling upgrade under load, with real processes: `members` member processes activate
+//! `acct:{id}` accounts (a count in memory, saved through the fenced `StateStore` at each
+//! tell), caller processes ask and tell all of them without pause, and each member is
+//! replaced in turn: its successor (labelled `v2`) starts and is ready, then the member gets
+//! SIGTERM and drains ([`ProxyHandle::drain`](conclib::redis::ProxyHandle::drain)) before it
+//! exits. What is counted, from what the callers saw and the members printed:
+//!
+//! - `asks`, `failed_asks` (any error), `timeouts`, `decode_errors` (an ask refused as
+//!   undecodable, or a reply the caller could not decode);
+//! - `p99_ratio_roll_to_steady`: the answered asks' p99 from the first SIGTERM to the last
+//!   member's exit, over their p99 in as long a window before it;
+//! - `drain_ms_max`: the longest a member took from its SIGTERM to its exit;
+//! - `pause_p99_ms`: the largest of the drains' p99 (over the URNs each handed over) of
+//!   the time from an activation's stop to its URN's release;
+//! - `state_mismatches`: URNs whose count, asked at the end, is not the number of tells
+//!   the callers had accepted for it, or whose number of asks answered, kept in memory
+//!   only and carried from member to member (`StateStore::dehydrate`, `rehydrate`), is not
+//!   the number of asks answered (`memory_mismatches`: those); `tells_lost`,
+//!   `tells_repeated`: the tells' differences summed.
+//!
+//! The successors are the same build as the members they replace (the label is only a
+//! name): decoding across two builds' message versions is not part of this run.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use conclib::redis::scale::{Activation, StateStore};
+use conclib::redis::{ProxyClient, ProxyConfig, start_proxy};
+use conclib::{ActorSystem, AskError, actor};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout};
+
+use crate::BoxError;
+
+/// The namespace of the run.
+const NAMESPACE: &str = "rolling";
+
+/// An activated account: its count lives in memory and is saved at each tell; how many
+/// asks it answered lives in memory only, carried to the next activation when it moves
+/// (`StateStore::dehydrate` / `rehydrate`).
+#[actor]
+struct Account {
+    count: u64,
+    asks: u64,
+    store: StateStore,
+}
+
+#[actor]
+impl Account {
+    /// A tell: adds one, saved before it counts as handled.
+    #[handle(remote)]
+    async fn add(&mut self) -> Result<(), String> {
+        self.store
+            .save(&(self.count + 1))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The count, and how many asks it answered (this one included).
+    #[handle(remote)]
+    async fn total(&mut self) -> Result<(u64, u64), String> {
+        self.asks += 1;
+        Ok((self.count, self.asks))
+    }
+
+    /// Moved to another member: both counts carried (the saved one is loaded otherwise).
+    #[on_stop]
+    async fn carry(&mut self, _reason: &conclib::StopReason) {
+        let _ = self.store.dehydrate(&(self.count, self.asks)).await;
+    }
+}
+
+/// `member URL NAME`: serves `acct:{id}` until SIGTERM (drains, then prints `DRAINED
+/// took_ms handed handing_p99_ms longest_ms`) or until stdin closes (shuts down).
+pub async fn member(url: &str, name: &str) -> Result<(), BoxError> {
+    let config = ProxyConfig::new(url)
+        .with_namespace(NAMESPACE)
+        .with_system_id(name)
+        .with_snapshot_interval(None);
+    let system = ActorSystem::new(name);
+    let proxy = start_proxy(&system, &config).await?;
+    proxy
+        .activate("acct:{id}", |a: Activation| async move {
+            let (count, asks) = match a.store().rehydrate::<(u64, u64)>().await? {
+                Some(carried) => carried,
+                None => (a.store().load::<u64>().await?.unwrap_or_default(), 0),
+            };
+            Ok::<_, BoxError>(Account {
+                count,
+                asks,
+                store: a.into_store(),
+            })
+        })
+        .never_passivate()
+        .await?;
+    println!("READY");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let stdin_closed = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+    });
+    tokio::select! {
+        _ = term.recv() => {
+            let d = proxy.drain().await?;
+            println!(
+                "DRAINED {} {} {} {}",
+                d.took.as_millis(),
+                d.handed,
+                d.handing_p99.as_millis(),
+                d.longest_handing.as_millis()
+            );
+        }
+        _ = stdin_closed => proxy.shutdown().await?,
+    }
+    system.shutdown(Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+fn micros_now() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+/// `caller URL SEED URNS IN_FLIGHT TIMEOUT_MS`: asks and tells `acct:0..URNS`,
+/// `IN_FLIGHT` at a time, until its standard input closes, then prints one line per call
+/// (`A urn start_us end_us ok|timeout|decode|<error>`, `T urn ok|<error>`) and `DONE`.
+pub async fn caller(args: &[String]) -> Result<(), BoxError> {
+    let [url, seed, urns, in_flight, timeout_ms] = args else {
+        return Err("caller URL SEED URNS IN_FLIGHT TIMEOUT_MS".into());
+    };
+    let (seed, urns): (u64, u64) = (seed.parse()?, urns.parse()?);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let timeout = Duration::from_millis(timeout_ms.parse()?);
+    let client = ProxyClient::connect(
+        &ProxyConfig::new(url.as_str())
+            .with_namespace(NAMESPACE)
+            .with_ask_timeout(timeout),
+    )
+    .await?;
+    let mut workers = Vec::new();
+    for w in 0..in_flight.parse::<u64>()? {
+        let (client, stop) = (client.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lines = Vec::new();
+            let mut k = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                k += 1;
+                let u = (seed * 101 + w * 37 + k * 11) % urns;
+                let account = client.actor::<Account>(format!("acct:{u}"));
+                if k.is_multiple_of(4) {
+                    let outcome = match account.add().await {
+                        Ok(()) => "ok".to_owned(),
+                        Err(e) => outcome_of(&e),
+                    };
+                    lines.push(format!("T {u} {outcome}"));
+                    continue;
+                }
+                let start = micros_now();
+                let outcome = match account.total().await {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => outcome_of(&e),
+                };
+                lines.push(format!("A {u} {start} {} {outcome}", micros_now()));
+            }
+            lines
+        }));
+    }
+    for w in workers {
+        for line in w.await? {
+            println!("{line}");
+        }
+    }
+    println!("DONE");
+    client.shutdown().await;
+    Ok(())
+}
+
+/// A call's error as one word.
+fn outcome_of<E: std::fmt::Debug>(e: &AskError<E>) -> String {
+    match e {
+        AskError::Timeout(_) => "timeout".into(),
+        AskError::Codec(_) => "decode".into(),
+        other => format!("{other:?}").replace(" ", "_"),
+    }
+}
+
+/// How the run is made.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The program to start members and callers with.
+    pub program: std::path::PathBuf,
+    /// The arguments before the role.
+    pub args: Vec<String>,
+    /// Environment variables for them.
+    pub env: Vec<(String, String)>,
+    /// Member processes (each replaced once).
+    pub members: usize,
+    /// `acct:{id}` URNs activated.
+    pub urns: u64,
+    /// Caller processes.
+    pub callers: usize,
+    /// Calls in flight in each caller process.
+    pub in_flight: usize,
+    /// Each ask's timeout.
+    pub ask_timeout: Duration,
+    /// Load before the first replacement (the steady state measured), and after the last.
+    pub steady: Duration,
+    /// Whether a member is drained (SIGTERM) before it exits; `false`: it shuts down
+    /// without draining (its standard input closed), for comparison.
+    pub drain: bool,
+}
+
+/// What the run counted (the module's docs).
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Asks sent.
+    pub asks: u64,
+    /// Asks that failed, whatever the error.
+    pub failed_asks: u64,
+    /// Of those, asks that timed out.
+    pub timeouts: u64,
+    /// Of those, asks whose request or reply could not be decoded.
+    pub decode_errors: u64,
+    /// Tells sent.
+    pub tells: u64,
+    /// Tells refused.
+    pub failed_tells: u64,
+    /// The answered asks' p99 (ms) in a window before the roll as long as the roll.
+    pub p99_steady_ms: f64,
+    /// The answered asks' p99 (ms) during the roll.
+    pub p99_roll_ms: f64,
+    /// The longest a member took from its SIGTERM to its exit (ms).
+    pub drain_ms_max: u64,
+    /// The largest of the drains' p99 handing time per URN (ms).
+    pub pause_p99_ms: u64,
+    /// Activations handed over, all drains together.
+    pub handed: u64,
+    /// URNs whose final count is not the number of tells accepted for them.
+    pub state_mismatches: u64,
+    /// URNs whose asks counted in memory (carried at each move) are not the asks
+    /// answered.
+    pub memory_mismatches: u64,
+    /// Tells accepted but not counted.
+    pub tells_lost: u64,
+    /// Tells counted more than once.
+    pub tells_repeated: u64,
+    /// Asks per second over the whole load.
+    pub asks_per_s: f64,
+    /// Errors other than timeouts, by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    /// The `RESULT` line.
+    #[must_use]
+    pub fn line(&self) -> String {
+        format!(
+            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0}",
+            self.asks,
+            self.failed_asks,
+            self.timeouts,
+            self.decode_errors,
+            if self.p99_steady_ms > 0.0 {
+                self.p99_roll_ms / self.p99_steady_ms
+            } else {
+                0.0
+            },
+            self.drain_ms_max,
+            self.pause_p99_ms,
+            self.state_mismatches,
+            self.tells_lost,
+            self.tells_repeated,
+            self.memory_mismatches,
+            self.tells,
+            self.failed_tells,
+            self.handed,
+            self.p99_steady_ms,
+            self.p99_roll_ms,
+            self.asks_per_s,
+        )
+    }
+}
+
+/// A child process of the run, killed by PID and reaped on drop.
+struct Proc {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Proc {
+    async fn start(options: &Options, role: &[&str]) -> Result<Proc, BoxError> {
+        let mut child = tokio::process::Command::new(&options.program)
+            .args(&options.args)
+            .args(role)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+        Ok(Proc { child, lines })
+    }
+
+    /// Closes its standard input (a caller stops sending).
+    fn close_stdin(&mut self) {
+        drop(self.child.stdin.take());
+    }
+
+    async fn line(&mut self, within: Duration) -> Result<String, BoxError> {
+        let line = tokio::time::timeout(within, self.lines.next_line()).await??;
+        line.ok_or_else(|| "the process ended".into())
+    }
+
+    fn signal(&self, signal: i32) {
+        if let Some(pid) = self.child.id() {
+            // SAFETY: kill(2) on the pid of a child not reaped yet.
+            unsafe { libc::kill(pid as libc::pid_t, signal) };
+        }
+    }
+
+    async fn exit(mut self, within: Duration) -> Result<(), BoxError> {
+        drop(self.child.stdin.take());
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("exited {status}").into())
+                }
+            }
+            Err(_) => {
+                let _ = self.child.kill().await;
+                Err("did not exit in time: killed".into())
+            }
+        }
+    }
+}
+
+async fn start_member(options: &Options, url: &str, name: &str) -> Result<Proc, BoxError> {
+    let mut m = Proc::start(options, &["member", url, name]).await?;
+    let ready = m.line(Duration::from_secs(30)).await?;
+    if ready != "READY" {
+        return Err(format!("member {name} did not start: {ready}").into());
+    }
+    Ok(m)
+}
+
+fn p99_ms(mut took_us: Vec<u64>) -> f64 {
+    took_us.sort_unstable();
+    took_us
+        .get(took_us.len().saturating_sub(1) * 99 / 100)
+        .map_or(0.0, |us| *us as f64 / 1000.0)
+}
+
+/// Runs the rolling upgrade (the module's docs).
+///
+/// # Errors
+/// When a process does not start or misbehaves, or Redis cannot be started.
+pub async fn run(options: &Options) -> Result<Report, BoxError> {
+    let daemon = conclib::redis::start_redis(&ProxyConfig::default()).await?;
+    let url = daemon.url();
+    let result = roll(options, &url).await;
+    daemon.shutdown()?;
+    result
+}
+
+async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
+    let mut members = Vec::new();
+    for i in 0..options.members {
+        members.push(start_member(options, url, &format!("m{i}-v1")).await?);
+    }
+    let client = ProxyClient::connect(
+        &ProxyConfig::new(url)
+            .with_namespace(NAMESPACE)
+            .with_ask_timeout(Duration::from_secs(10)),
+    )
+    .await?;
+    // Every URN activated before the load.
+    let urns: Vec<String> = (0..options.urns).map(|u| format!("acct:{u}")).collect();
+    for chunk in urns.chunks(50) {
+        let asks = chunk.iter().map(|u| {
+            let client = client.clone();
+            let urn = u.clone();
+            async move { client.actor::<Account>(urn).total().await }
+        });
+        for r in futures_util::future::join_all(asks).await {
+            r?;
+        }
+    }
+    // The callers send through the steady state, the roll, and as long again.
+    let started = Instant::now();
+    let mut callers = Vec::new();
+    for c in 0..options.callers {
+        callers.push(
+            Proc::start(
+                options,
+                &[
+                    "caller",
+                    url,
+                    &(c + 1).to_string(),
+                    &options.urns.to_string(),
+                    &options.in_flight.to_string(),
+                    &options.ask_timeout.as_millis().to_string(),
+                ],
+            )
+            .await?,
+        );
+    }
+    tokio::time::sleep(options.steady).await;
+    let roll_start = micros_now();
+    let mut report = Report::default();
+    let mut pauses = Vec::new();
+    for (i, member) in std::mem::take(&mut members).into_iter().enumerate() {
+        // The successor first, ready; then the member drained.
+        let successor = start_member(options, url, &format!("m{i}-v2")).await?;
+        let mut member = member;
+        let termed = Instant::now();
+        if !options.drain {
+            member.exit(Duration::from_secs(30)).await?;
+            report.drain_ms_max = report.drain_ms_max.max(termed.elapsed().as_millis() as u64);
+            members.push(successor);
+            continue;
+        }
+        member.signal(libc::SIGTERM);
+        let drained = member.line(Duration::from_secs(30)).await?;
+        member.exit(Duration::from_secs(30)).await?;
+        let drain_ms = termed.elapsed().as_millis() as u64;
+        let words: Vec<u64> = drained
+            .strip_prefix("DRAINED ")
+            .ok_or_else(|| format!("member m{i}-v1 said {drained:?}"))?
+            .split(' ')
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        report.drain_ms_max = report.drain_ms_max.max(drain_ms);
+        report.handed += words.get(1).copied().unwrap_or(0);
+        pauses.push(words.get(2).copied().unwrap_or(0));
+        members.push(successor);
+    }
+    let roll_end = micros_now();
+    report.pause_p99_ms = pauses.into_iter().max().unwrap_or(0);
+    // The rest of the load, then every caller's record.
+    tokio::time::sleep(options.steady).await;
+    for c in &mut callers {
+        c.close_stdin();
+    }
+    let load = started.elapsed();
+    let (mut steady, mut rolling) = (Vec::new(), Vec::new());
+    let window = roll_end - roll_start;
+    let mut told = BTreeMap::<u64, u64>::new();
+    let mut answered = BTreeMap::<u64, u64>::new();
+    let waited = Duration::from_secs(60);
+    for mut c in callers {
+        loop {
+            let line = c.line(waited).await?;
+            if line == "DONE" {
+                break;
+            }
+            let f: Vec<&str> = line.split(' ').collect();
+            match f.as_slice() {
+                ["A", urn, start, end, outcome] => {
+                    let (start, end): (u64, u64) = (start.parse()?, end.parse()?);
+                    report.asks += 1;
+                    if *outcome == "ok" {
+                        *answered.entry(urn.parse()?).or_default() += 1;
+                    }
+                    match *outcome {
+                        "ok" if start >= roll_start && start < roll_end => {
+                            rolling.push(end - start);
+                        }
+                        "ok" if start < roll_start && start + window >= roll_start => {
+                            steady.push(end - start);
+                        }
+                        "ok" => {}
+                        "timeout" => report.timeouts += 1,
+                        "decode" => report.decode_errors += 1,
+                        other => *report.errors.entry(other.to_owned()).or_default() += 1,
+                    }
+                    if *outcome != "ok" {
+                        report.failed_asks += 1;
+                    }
+                }
+                ["T", urn, outcome] => {
+                    report.tells += 1;
+                    if *outcome == "ok" {
+                        *told.entry(urn.parse()?).or_default() += 1;
+                    } else {
+                        report.failed_tells += 1;
+                        *report.errors.entry(format!("tell:{outcome}")).or_default() += 1;
+                    }
+                }
+                _ => return Err(format!("a caller said {line:?}").into()),
+            }
+        }
+        c.exit(Duration::from_secs(10)).await?;
+    }
+    report.asks_per_s = report.asks as f64 / load.as_secs_f64();
+    report.p99_steady_ms = p99_ms(steady);
+    report.p99_roll_ms = p99_ms(rolling);
+    // Every URN's count against the tells accepted for it, and its asks counted in
+    // memory (carried at each move) against the asks answered: the warm-up's, the
+    // callers', this one.
+    for (u, urn) in urns.iter().enumerate() {
+        let (total, asks) = client.actor::<Account>(urn.clone()).total().await?;
+        let sent = told.get(&(u as u64)).copied().unwrap_or(0);
+        let asked = answered.get(&(u as u64)).copied().unwrap_or(0) + 2;
+        if total != sent || asks != asked {
+            report.state_mismatches += 1;
+            report.tells_lost += sent.saturating_sub(total);
+            report.tells_repeated += total.saturating_sub(sent);
+        }
+        if asks != asked {
+            report.memory_mismatches += 1;
+        }
+    }
+    client.shutdown().await;
+    for m in members {
+        m.exit(Duration::from_secs(15)).await?;
+    }
+    Ok(report)
+}
