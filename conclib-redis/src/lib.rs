@@ -495,6 +495,7 @@
 //! | `conclib_proxy_pending` | gauge | system | requests read and not yet answered, while a pending limit is set, sampled every 250 ms |
 //! | `conclib_client_ask_seconds` | histogram | status | a `ProxyClient` ask's round trip, by reply status or error (`timeout`, `unavailable`, ...) |
 //! | `conclib_client_asks_in_flight` | gauge | | asks a process's `ProxyClient`s are waiting for |
+//! | `conclib_client_refused_at_send_total` | counter | | asks a `ProxyClient` refused `Overloaded` itself, without sending them (the crate docs, "Overload") |
 //! | `conclib_reminders_registrations_total` | counter | namespace | reminders registered through this process |
 //! | `conclib_reminders_fired_total` | counter | namespace | ticks delivered and acknowledged by this process's pollers |
 //! | `conclib_reminders_coalesced_ticks_total` | counter | namespace | missed ticks folded into those deliveries ([`ReminderTick::missed`]) |
