@@ -33,7 +33,7 @@ pub(crate) fn overloaded(system: &str, scope: &'static str, tell: bool) {
     }
 }
 
-/// An ask refused by its client at send: its URN was held full after a refusal.
+/// An ask or tell refused by its client at send: its URN was held full after a refusal.
 pub(crate) fn refused_at_send() {
     if is_enabled() {
         metrics::counter!("conclib_client_refused_at_send_total").increment(1);

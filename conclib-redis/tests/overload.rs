@@ -133,7 +133,10 @@ async fn a_client_refuses_at_send_only_while_it_holds_the_urn_full() {
     pending_is(1).await;
     let refused = client.ask("c", Get).await;
     let held_since = Instant::now();
-    assert!(matches!(refused, Err(AskError::Overloaded { limit: 1, depth: 1 })));
+    assert!(matches!(
+        refused,
+        Err(AskError::Overloaded { limit: 1, depth: 1 })
+    ));
     assert_eq!(proxy.stats().overloaded, 1);
     first.await.unwrap().unwrap();
     // Its own ask fills the URN: the next ask and tell are refused at send.

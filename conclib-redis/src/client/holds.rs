@@ -165,7 +165,10 @@ mod tests {
         holds.refused("u:1", &refusal(2));
         let a = holds.admit("u:1").unwrap();
         let _b = holds.admit("u:1").unwrap();
-        let r = holds.admit("u:1").err().expect("a third in flight is refused");
+        let r = holds
+            .admit("u:1")
+            .err()
+            .expect("a third in flight is refused");
         assert_eq!((r.scope, r.limit, r.depth), (OverloadScope::Urn, 2, 2));
         assert_eq!(holds.tell("u:1").err(), Some(r), "a tell too");
         // Another URN is not held.
