@@ -44,7 +44,10 @@ use std::time::{Duration, Instant};
 
 use conclib::AskError;
 use conclib::redis::{
-    Activation, ProxyClient, ProxyConfig, RedisDaemon, StateStore, start_proxy, start_redis,
+    ProxyClient, ProxyConfig,
+    daemon::RedisDaemon,
+    scale::{Activation, StateStore},
+    start_proxy, start_redis,
 };
 use conclib::{ActorSystem, actor};
 use futures_util::stream::{self, StreamExt};
@@ -681,8 +684,8 @@ async fn mem_member(args: &[String]) -> Result<(), BoxError> {
         .with_system_id("mem")
         .with_snapshot_interval(None);
     if shed == "on" {
-        config.overload.memory = Some(conclib::redis::MemoryShedding::new(
-            conclib::redis::MemoryLimit::Bytes(limit),
+        config.overload.memory = Some(conclib::redis::overload::MemoryShedding::new(
+            conclib::redis::overload::MemoryLimit::Bytes(limit),
         ));
     }
     let system = ActorSystem::new("mem");
