@@ -49,10 +49,11 @@ pub struct Overload {
     pub memory: Option<MemoryShedding>,
     /// A client's side (read by [`ProxyClient`](crate::ProxyClient), not by a proxy): how
     /// long after a proxy refused one of its asks to a URN for the URN's own limit the
-    /// client keeps that limit. Meanwhile it counts its own asks to the URN in flight and
-    /// refuses one that would make them more than the limit itself, with the same
+    /// client keeps that limit. Meanwhile it counts its own asks to the URN in flight, and
+    /// refuses an ask or a tell that finds them at the limit itself, with the same
     /// `Overloaded` (the limit, and its own asks in flight as the depth), without writing
-    /// it to Redis: the proxy would refuse it, since these asks alone fill the URN. Each
+    /// it to Redis: the proxy would refuse it too, unless some of those asks were answered
+    /// meanwhile, their replies on their way. Each
     /// refusal from the proxy starts the time again; none from the client does, so the
     /// client refuses nothing more than this after the proxy last did. A pattern's or a
     /// system's limit counts other clients' requests, which a client cannot see: those
