@@ -6,8 +6,12 @@
 //! `--times` (10) its capacity, open loop, by 3 client processes; prints
 //! `RESULT mode=load capacity_rps=.. offered_rps=.. admitted=.. refused=.. refusal_p99_ms=..
 //! unloaded_p99_ms=.. admitted_p99_ms=.. admitted_p99_ratio=.. rss_growth_mb=.. lost=..
-//! recovery_ms=..` (`lost`: asks admitted and not answered, or answered without being
-//! handled; `recovery_ms`: from the end of the load to the first normal answer).
+//! recovery_ms=.. refused_at_send=.. goodput_mean_per_s=.. goodput_min_per_s=..` (`lost`:
+//! asks admitted and not answered, or answered without being handled; `recovery_ms`: from
+//! the end of the load to the first normal answer; `refused_at_send`: refusals the clients
+//! made themselves, `Overload::client_hold` being `--client-hold-ms`, 100 by default, 0 for
+//! none), after a `TIMELINE second=.. goodput_per_s=.. rss_mb=..` line for each second of
+//! the load (asks handled, and the serving process's resident memory).
 //!
 //! `cargo run --release -p conclib-examples --example overload_limits -- cap --urns 100000 --cap
 //! 10000`: `--urns` distinct URNs asked once each (256 in flight) on 3 member systems, each
@@ -17,10 +21,19 @@
 //! rate_per_s=.. errors=.. evicted=.. saved_twice=.. unsaved=.. oom=..` (`oom`: members
 //! killed by a signal).
 //!
-//! With no arguments (as `cargo test` runs it) both run in a short form (3 s of load, 1,500
-//! URNs capped at 200) and the example fails if anything accepted was lost, a URN was saved
-//! twice or not at all, or an error other than a refusal came; timing goals are printed,
-//! not checked there. It starts its own Redis and kills and reaps every process it started
+//! `cargo run --release -p conclib-examples --example overload_limits -- memory --urns 2000
+//! --limit-mb 128 --rate 100 --state-kb 256`: a member process under a container-like
+//! memory limit (a watchdog thread SIGKILLs it once its resident memory passes
+//! `--limit-mb`, as a container's OOM killer would) is asked `--urns` new activations of
+//! `--state-kb` each at `--rate` a second, once with shedding off and once with
+//! `MemoryShedding` against the same limit; prints `RESULT mode=memory shedding=off|on ..
+//! asked=.. errors=.. shed=.. peak_rss_mb=.. killed=0|1` for each.
+//!
+//! With no arguments (as `cargo test` runs it) all three run in a short form (3 s of load,
+//! 1,500 URNs capped at 200, 700 activations of 256 KiB under 128 MB) and the example fails
+//! if anything accepted was lost, a URN was saved twice or not at all, an error other than a
+//! refusal came, or the member was killed with shedding on or not killed with it off;
+//! timing goals are printed, not checked there. It starts its own Redis and kills and reaps every process it started
 //! by pid.
 
 use std::collections::HashMap;
@@ -55,6 +68,21 @@ impl Service {
     async fn work(&mut self, ms: u64) -> u64 {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         self.handled.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// An activation holding `kb` KiB of state, resident (written).
+#[actor]
+struct Blob {
+    data: Vec<u8>,
+}
+
+#[actor]
+impl Blob {
+    /// The state's size.
+    #[handle(remote)]
+    fn size(&mut self) -> u64 {
+        self.data.len() as u64
     }
 }
 
@@ -96,13 +124,15 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 fn main() -> Result<(), BoxError> {
     let args: Vec<String> = std::env::args().collect();
     let role = args.get(1).map(String::as_str).unwrap_or("");
-    if role == "client" || role == "member" {
+    if role == "client" || role == "member" || role == "mem-member" {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         return rt.block_on(async {
             if role == "client" {
                 client(&args[2..]).await
+            } else if role == "mem-member" {
+                mem_member(&args[2..]).await
             } else {
                 member(&args[2..]).await
             }
@@ -142,6 +172,25 @@ fn main() -> Result<(), BoxError> {
             let bad = cap_run(&redis, urns, cap, check).await?;
             if bad > 0 {
                 failed.push(format!("{bad} errors, double or missing saves"));
+            }
+        }
+        if quick || role == "memory" {
+            let (urns, limit_mb) = if quick {
+                (700, 128)
+            } else {
+                (arg(&args, "--urns", 2000), arg(&args, "--limit-mb", 128))
+            };
+            let rate = arg(&args, "--rate", 100);
+            let kb = arg(&args, "--state-kb", 256);
+            for shed in [false, true] {
+                let killed = memory_run(&redis, shed, urns, limit_mb, kb, rate).await?;
+                if killed == shed {
+                    failed.push(format!(
+                        "the member with shedding {} was {}killed",
+                        if shed { "on" } else { "off" },
+                        if killed { "" } else { "not " }
+                    ));
+                }
             }
         }
         if failed.is_empty() {
@@ -217,14 +266,16 @@ impl Child {
     }
 }
 
-/// `client URL NS RATE SECONDS`: asks `svc` open loop at RATE a second for SECONDS; prints
+/// `client URL NS RATE SECONDS WORK_MS HOLD_MS`: asks `svc` open loop at RATE a second for SECONDS; prints
 /// `STATS ok refused other` and the latencies (µs) of refusals and of answers.
 async fn client(args: &[String]) -> Result<(), BoxError> {
-    let [url, ns, rate, seconds, work] = args else {
-        return Err("client URL NS RATE SECONDS WORK_MS".into());
+    let [url, ns, rate, seconds, work, hold] = args else {
+        return Err("client URL NS RATE SECONDS WORK_MS HOLD_MS".into());
     };
     let (rate, seconds, work): (u64, u64, u64) = (rate.parse()?, seconds.parse()?, work.parse()?);
-    let client = ProxyClient::connect(&ProxyConfig::new(url).with_namespace(ns)).await?;
+    let mut config = ProxyConfig::new(url).with_namespace(ns);
+    config.overload.client_hold = Duration::from_millis(hold.parse()?);
+    let client = ProxyClient::connect(&config).await?;
     println!("READY");
     let mut go = String::new();
     let _ = tokio::task::spawn_blocking(move || std::io::stdin().read_line(&mut go)).await;
@@ -271,6 +322,7 @@ async fn load(redis: &RedisDaemon, args: &[String], seconds: u64) -> Result<u64,
     let work: u64 = arg(args, "--work-ms", 2);
     let limit: u64 = arg(args, "--limit", 2);
     let times: u64 = arg(args, "--times", 10);
+    let hold: u64 = arg(args, "--client-hold-ms", 100);
     let ns = format!("overload-load-{}", std::process::id());
     let mut config = redis.config(&ProxyConfig::default().with_namespace(&ns));
     config.snapshot_interval = None;
@@ -308,6 +360,7 @@ async fn load(redis: &RedisDaemon, args: &[String], seconds: u64) -> Result<u64,
             per_client.to_string(),
             seconds.to_string(),
             work.to_string(),
+            hold.to_string(),
         ])
         .await?;
         c.expect("READY").await?;
@@ -316,13 +369,22 @@ async fn load(redis: &RedisDaemon, args: &[String], seconds: u64) -> Result<u64,
     let handled_before = handled.load(Ordering::Relaxed);
     let rss_before = rss_mb();
     let rss_peak = Arc::new(std::sync::Mutex::new(rss_before));
+    // Each second of the load: asks handled (the goodput) and this process's resident memory.
+    let timeline = Arc::new(std::sync::Mutex::new(Vec::<(u64, f64)>::new()));
     let sampler = {
-        let peak = rss_peak.clone();
+        let (peak, timeline, handled) = (rss_peak.clone(), timeline.clone(), handled.clone());
         tokio::spawn(async move {
-            loop {
+            let mut last = handled.load(Ordering::Relaxed);
+            for tick in 1u64.. {
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                let rss = rss_mb();
                 let mut p = peak.lock().unwrap();
-                *p = p.max(rss_mb());
+                *p = p.max(rss);
+                if tick % 10 == 0 {
+                    let now = handled.load(Ordering::Relaxed);
+                    timeline.lock().unwrap().push((now - last, rss));
+                    last = now;
+                }
             }
         })
     };
@@ -372,14 +434,33 @@ async fn load(redis: &RedisDaemon, args: &[String], seconds: u64) -> Result<u64,
     admitted.sort_unstable();
     let admitted_p99 = pct(&admitted, 0.99);
     let rss_growth = *rss_peak.lock().unwrap() - rss_before;
+    let by_proxy = proxy.stats().overloaded;
+    // The whole seconds of the load (the last may be its tail).
+    let seconds_seen: Vec<(u64, f64)> = timeline
+        .lock()
+        .unwrap()
+        .iter()
+        .take(seconds as usize)
+        .copied()
+        .collect();
+    for (i, (goodput, rss)) in seconds_seen.iter().enumerate() {
+        println!(
+            "TIMELINE second={} goodput_per_s={goodput} rss_mb={rss:.1}",
+            i + 1
+        );
+    }
+    let goodput_min = seconds_seen.iter().map(|s| s.0).min().unwrap_or(0);
+    let goodput_mean =
+        seconds_seen.iter().map(|s| s.0).sum::<u64>() as f64 / seconds_seen.len().max(1) as f64;
     println!(
-        "RESULT mode=load seconds={seconds} work_ms={work} limit={limit} capacity_rps={capacity:.0} offered_rps={offered} admitted={} refused={} refusal_p50_ms={:.2} refusal_p99_ms={:.2} unloaded_p99_ms={unloaded_p99:.2} admitted_p99_ms={admitted_p99:.2} admitted_p99_ratio={:.2} rss_growth_mb={rss_growth:.1} lost={lost} recovery_ms={}",
+        "RESULT mode=load seconds={seconds} work_ms={work} limit={limit} capacity_rps={capacity:.0} offered_rps={offered} admitted={} refused={} refusal_p50_ms={:.2} refusal_p99_ms={:.2} unloaded_p99_ms={unloaded_p99:.2} admitted_p99_ms={admitted_p99:.2} admitted_p99_ratio={:.2} rss_growth_mb={rss_growth:.1} lost={lost} recovery_ms={} client_hold_ms={hold} refused_at_send={} goodput_mean_per_s={goodput_mean:.0} goodput_min_per_s={goodput_min}",
         admitted.len(),
         refused.len(),
         pct(&refused, 0.5),
         pct(&refused, 0.99),
         admitted_p99 / unloaded_p99.max(0.001),
-        recovery.as_millis()
+        recovery.as_millis(),
+        (refused.len() as u64).saturating_sub(by_proxy)
     );
     client.shutdown().await;
     proxy.shutdown().await?;
@@ -558,4 +639,140 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
         evicted.load(Ordering::Relaxed)
     );
     Ok(errors + saved_twice + unsaved + oom)
+}
+
+/// `mem-member URL NS SHED LIMIT_MB STATE_KB`: serves `blob:{id}` (activations of
+/// STATE_KB KiB each, never passivated for idleness) under a container-like memory limit: a
+/// watchdog thread reads the resident memory every 5 ms and, past LIMIT_MB, prints `KILLED`
+/// and sends the process SIGKILL, as a container's OOM killer would. With SHED `on`, the
+/// proxy sheds activations against the same limit (`MemoryShedding`, above 80%, down to
+/// 70%). Prints `SHED n PEAK mb` once its stdin closes.
+async fn mem_member(args: &[String]) -> Result<(), BoxError> {
+    let [url, ns, shed, limit_mb, kb] = args else {
+        return Err("mem-member URL NS SHED LIMIT_MB STATE_KB".into());
+    };
+    // States freed go back to the system at once (mapped, not kept in the heap), so that
+    // resident memory falls as activations are shed.
+    // SAFETY: a setting of the C allocator, made before this process allocates states.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
+    }
+    let limit: u64 = limit_mb.parse::<u64>()? << 20;
+    let kb: usize = kb.parse()?;
+    let peak = Arc::new(AtomicU64::new(0));
+    {
+        let peak = peak.clone();
+        std::thread::spawn(move || {
+            loop {
+                let rss = (rss_mb() * 1_048_576.0) as u64;
+                peak.fetch_max(rss, Ordering::Relaxed);
+                if rss > limit {
+                    use std::io::Write;
+                    println!("KILLED rss_mb={}", rss >> 20);
+                    let _ = std::io::stdout().flush();
+                    // SAFETY: signals this very process.
+                    unsafe {
+                        libc::kill(libc::getpid(), libc::SIGKILL);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+    }
+    let mut config = ProxyConfig::new(url)
+        .with_namespace(ns)
+        .with_system_id("mem")
+        .with_snapshot_interval(None);
+    if shed == "on" {
+        config.overload.memory = Some(conclib::redis::overload::MemoryShedding::new(
+            conclib::redis::overload::MemoryLimit::Bytes(limit),
+        ));
+    }
+    let system = ActorSystem::new("mem");
+    let proxy = start_proxy(&system, &config).await?;
+    proxy
+        .activate("blob:{id}", move |_a: Activation| async move {
+            Ok::<_, BoxError>(Blob {
+                data: vec![1u8; kb * 1024],
+            })
+        })
+        .never_passivate()
+        .await?;
+    println!("READY");
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+    })
+    .await;
+    let shed = proxy.stats().shed;
+    proxy.shutdown().await?;
+    println!("SHED {shed} PEAK {}", peak.load(Ordering::Relaxed) >> 20);
+    Ok(())
+}
+
+/// Part (c): a spike of `urns` activations of `kb` KiB each, asked at `rate` a second, on a
+/// member under a limit of `limit_mb`, shedding on or off: whether it was killed.
+async fn memory_run(
+    redis: &RedisDaemon,
+    shed: bool,
+    urns: u64,
+    limit_mb: u64,
+    kb: u64,
+    rate: u64,
+) -> Result<bool, BoxError> {
+    let ns = format!("overload-mem-{}-{shed}", std::process::id());
+    let config = redis.config(&ProxyConfig::default().with_namespace(&ns));
+    let mut m = spawn(&[
+        "mem-member".into(),
+        config.url.clone(),
+        ns.clone(),
+        if shed { "on" } else { "off" }.into(),
+        limit_mb.to_string(),
+        kb.to_string(),
+    ])
+    .await?;
+    m.expect("READY").await?;
+    let client = ProxyClient::connect(&config).await?;
+    let (mut asked, mut errors) = (0u64, 0u64);
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    for i in 0..urns {
+        tick.tick().await;
+        asked += 1;
+        let r = client
+            .actor::<Blob>(format!("blob:{i}"))
+            .size()
+            .timeout(Duration::from_secs(2))
+            .await;
+        if r.is_err() {
+            errors += 1;
+            // Its member is gone.
+            if errors >= 3 {
+                break;
+            }
+        }
+    }
+    client.shutdown().await;
+    let mut lines = m.lines.take().ok_or("no output")?;
+    drop(m.child.stdin.take());
+    let last = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut last = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            last = line;
+        }
+        last
+    })
+    .await
+    .unwrap_or_default();
+    let killed = m.end(Duration::from_secs(30)).await;
+    let words: Vec<&str> = last.split_whitespace().collect();
+    let (shed_n, peak) = match words.as_slice() {
+        ["SHED", n, "PEAK", p] => (n.to_string(), p.to_string()),
+        _ => ("-".into(), "-".into()),
+    };
+    println!(
+        "RESULT mode=memory shedding={} limit_mb={limit_mb} state_kb={kb} urns={urns} asked={asked} errors={errors} shed={shed_n} peak_rss_mb={peak} killed={}",
+        if shed { "on" } else { "off" },
+        u8::from(killed)
+    );
+    Ok(killed)
 }

@@ -371,8 +371,8 @@
 //! status 13, `Overloaded`, with the limit and the depth ([`ProxyError::Overloaded`] with
 //! its [`OverloadScope`](overload::OverloadScope); `AskError::Overloaded { limit, depth }` through the typed API;
 //! `conclib.Overloaded` in Python), a tell is dropped and counted
-//! ([`ProxyStats::overloaded_tells`](stats::ProxyStats::overloaded_tells)). A client cannot know the counts, so a tell is never
-//! refused at send. The limits: [`Overload::max_pending_per_urn`](overload::Overload::max_pending_per_urn) and
+//! ([`ProxyStats::overloaded_tells`](stats::ProxyStats::overloaded_tells)); a client refuses
+//! some at send (below). The limits: [`Overload::max_pending_per_urn`](overload::Overload::max_pending_per_urn) and
 //! [`Overload::max_pending`](overload::Overload::max_pending) (the system), a pattern's own
 //! ([`Activator::max_pending_per_urn`](scale::Activator::max_pending_per_urn), [`Activator::max_pending`](scale::Activator::max_pending)), a URN's own
 //! ([`ProxyHandle::set_max_pending`]). Requests still in the Redis stream are not counted:
@@ -382,6 +382,18 @@
 //! Each system counts what it reads: a pattern's request that a member reads and passes on
 //! to the system holding its URN is counted by the member while it passes it on, then by
 //! the holder, so in a group a URN's requests are limited per reading member.
+//!
+//! **Refused at send.** A client that had an ask to a URN refused for the URN's own limit
+//! keeps that limit for [`Overload::client_hold`](overload::Overload::client_hold) (100 ms) after each such refusal:
+//! meanwhile it counts its own asks to the URN in flight, and an ask or a tell that finds
+//! them at the limit is refused by the client itself, with the same `Overloaded` (the limit,
+//! and its own asks in flight as the depth), without a trip to Redis (the metric
+//! `conclib_client_refused_at_send_total`). The proxy would have refused it too, unless some
+//! of those asks were answered meanwhile, their replies on their way. The client refuses
+//! nothing once the hold after the proxy's last refusal is over, nor once its own asks there
+//! are answered. A pattern's or the system's limit counts other clients' requests, which a
+//! client cannot see: those refusals are the proxy's alone, as are a URN's whose limit this
+//! client's asks do not fill (several clients sharing it). `Duration::ZERO` turns it off.
 //!
 //! **The activation cap.** [`Overload::activation_cap`](overload::Overload::activation_cap) bounds the activations alive in a
 //! system; past it, activations with nothing queued are evicted by [`Overload::eviction`](overload::Overload::eviction)
@@ -411,7 +423,9 @@
 //! ```
 //!
 //! `tests/overload.rs` proves each: 64 callers past a URN's limit get `Overloaded` with
-//! its limit and depth and no call outlives its timeout; tells past a limit are dropped and
+//! its limit and depth and no call outlives its timeout, through a client refusing at send
+//! (most refusals then the client's) and one that does not; a client refuses at send only
+//! while it holds the URN full, not once its asks are answered nor past the hold; tells past a limit are dropped and
 //! counted; a pattern's limit; a cap of 10 over 25 URNs evicts each once, saved once, its
 //! state intact when asked again, and a cap lowered at run time; memory shedding.
 //! `examples/overload_limits.rs` (the `conclib-examples` crate) measures them.
@@ -524,6 +538,7 @@
 //! | `conclib_proxy_pending` | gauge | system | requests read and not yet answered, while a pending limit is set, sampled every 250 ms |
 //! | `conclib_client_ask_seconds` | histogram | status | a `ProxyClient` ask's round trip, by reply status or error (`timeout`, `unavailable`, ...) |
 //! | `conclib_client_asks_in_flight` | gauge | | asks a process's `ProxyClient`s are waiting for |
+//! | `conclib_client_refused_at_send_total` | counter | | asks and tells a `ProxyClient` refused `Overloaded` itself, without sending them (the crate docs, "Overload") |
 //! | `conclib_reminders_registrations_total` | counter | namespace | reminders registered through this process |
 //! | `conclib_reminders_fired_total` | counter | namespace | ticks delivered and acknowledged by this process's pollers |
 //! | `conclib_reminders_coalesced_ticks_total` | counter | namespace | missed ticks folded into those deliveries ([`ReminderTick::missed`](reminders::ReminderTick::missed)) |

@@ -33,6 +33,13 @@ pub(crate) fn overloaded(system: &str, scope: &'static str, tell: bool) {
     }
 }
 
+/// An ask or tell refused by its client at send: its URN was held full after a refusal.
+pub(crate) fn refused_at_send() {
+    if is_enabled() {
+        metrics::counter!("conclib_client_refused_at_send_total").increment(1);
+    }
+}
+
 /// The requests pending in a system's proxy (while a pending limit is set) and the
 /// activations alive, sampled every 250 ms.
 pub(crate) fn overload_levels(system: &str, pending: u64, activations: usize) {

@@ -23,7 +23,7 @@ use std::time::Duration;
 /// config.overload = overload;
 /// assert_eq!(config.overload.max_pending_per_urn, Some(64));
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Overload {
     /// The most requests read and not yet answered (queued in the actor's mailbox or being
@@ -47,6 +47,32 @@ pub struct Overload {
     pub eviction: Eviction,
     /// Passivating activations when the process uses too much memory. Default `None`.
     pub memory: Option<MemoryShedding>,
+    /// A client's side (read by [`ProxyClient`](crate::ProxyClient), not by a proxy): how
+    /// long after a proxy refused one of its asks to a URN for the URN's own limit the
+    /// client keeps that limit. Meanwhile it counts its own asks to the URN in flight, and
+    /// refuses an ask or a tell that finds them at the limit itself, with the same
+    /// `Overloaded` (the limit, and its own asks in flight as the depth), without writing
+    /// it to Redis: the proxy would refuse it too, unless some of those asks were answered
+    /// meanwhile, their replies on their way. Each
+    /// refusal from the proxy starts the time again; none from the client does, so the
+    /// client refuses nothing more than this after the proxy last did. A pattern's or a
+    /// system's limit counts other clients' requests, which a client cannot see: those
+    /// refusals are the proxy's alone. `Duration::ZERO`: never refused at send. Default
+    /// 100 ms.
+    pub client_hold: Duration,
+}
+
+impl Default for Overload {
+    fn default() -> Self {
+        Overload {
+            max_pending_per_urn: None,
+            max_pending: None,
+            activation_cap: None,
+            eviction: Eviction::default(),
+            memory: None,
+            client_hold: Duration::from_millis(100),
+        }
+    }
 }
 
 /// A custom eviction order: a score for each activation; the lowest scores are evicted

@@ -19,13 +19,32 @@ use conclib_redis::{
     start_proxy,
 };
 
-/// 64 callers retrying without pause on one URN whose limit is 4: refusals carry the limit
-/// and the depth, come without waiting for the mailbox, and no call outlives its timeout.
+/// 64 callers retrying without pause on one URN whose limit is 4, through one client that
+/// refuses nothing at send: every refusal is the proxy's, carries the limit and the depth,
+/// comes without waiting for the mailbox, and no call outlives its timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_four_callers_past_a_urns_limit_are_refused_overloaded_in_time() {
-    let mut config = config("hot");
+    let (refused, by_proxy) = sixty_four_callers("hot", Duration::ZERO).await;
+    assert_eq!(by_proxy, refused, "every refusal is the proxy's");
+}
+
+/// The same through a client that holds a refused URN (the default): it refuses most asks
+/// itself, with the same `Overloaded`, limit and depth, in time; the proxy refuses the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_callers_are_refused_at_send_by_a_client_holding_the_urn() {
+    let (refused, by_proxy) = sixty_four_callers("held", Duration::from_millis(100)).await;
+    assert!(
+        refused - by_proxy > by_proxy,
+        "{refused} refused, {by_proxy} of them by the proxy"
+    );
+}
+
+/// 64 callers on one URN of limit 4 for 1.5 s; (refused, of them by the proxy).
+async fn sixty_four_callers(name: &str, hold: Duration) -> (u64, u64) {
+    let mut config = config(name);
     config.overload.max_pending_per_urn = Some(4);
-    let system = ActorSystem::new("hot");
+    config.overload.client_hold = hold;
+    let system = ActorSystem::new(name);
     system
         .build(Counter::default())
         .urn("hot")
@@ -69,11 +88,86 @@ async fn sixty_four_callers_past_a_urns_limit_are_refused_overloaded_in_time() {
     assert!(ok > 0, "none admitted");
     assert!(refused > ok, "{refused} refused, {ok} admitted");
     let stats = proxy.stats();
-    assert_eq!(stats.overloaded, refused);
+    assert!(stats.overloaded <= refused);
     assert_eq!(stats.rejected, 0, "overload is not counted as rejected");
-    // Once the load stops, the URN answers normally.
+    // Once the load stops, the URN answers normally: at once, whatever the client held.
     assert_eq!(client.ask("hot", Get).await.unwrap(), 0);
     assert_eq!(proxy.stats().pending, 0);
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+    (refused, stats.overloaded)
+}
+
+/// A client refuses at send, with the proxy's limit, an ask or a tell to a URN the proxy
+/// refused lately while its own asks there fill the limit; answers normally once they are
+/// answered; and sends again (the proxy refusing) once the hold after the proxy's last
+/// refusal is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refuses_at_send_only_while_it_holds_the_urn_full() {
+    let hold_for = Duration::from_millis(1500);
+    let mut config = config("atsend");
+    config.overload.client_hold = hold_for;
+    let system = ActorSystem::new("atsend");
+    system
+        .build(Counter::default())
+        .urn("c")
+        .spawn()
+        .await
+        .unwrap();
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    proxy.set_max_pending("c", Some(1));
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let busy = |ms: u64| {
+        let client = client.clone();
+        tokio::spawn(async move { client.ask("c", Sleep(ms)).await })
+    };
+    let pending_is = |n: u64| {
+        let proxy = &proxy;
+        async move {
+            eventually(Duration::from_secs(5), "the URN's one place taken", || {
+                let pending = proxy.stats().pending;
+                async move { pending == n }
+            })
+            .await;
+        }
+    };
+    // The proxy refuses: the client holds the URN from here.
+    let first = busy(100);
+    pending_is(1).await;
+    let refused = client.ask("c", Get).await;
+    let held_since = Instant::now();
+    assert!(matches!(
+        refused,
+        Err(AskError::Overloaded { limit: 1, depth: 1 })
+    ));
+    assert_eq!(proxy.stats().overloaded, 1);
+    first.await.unwrap().unwrap();
+    // Its own ask fills the URN: the next ask and tell are refused at send.
+    let second = busy(100);
+    pending_is(1).await;
+    assert!(matches!(
+        client.ask("c", Get).await,
+        Err(AskError::Overloaded { limit: 1, depth: 1 })
+    ));
+    assert!(matches!(
+        client.tell("c", Add(1)).await,
+        Err(AskError::Overloaded { limit: 1, depth: 1 })
+    ));
+    let stats = proxy.stats();
+    assert_eq!((stats.overloaded, stats.overloaded_tells), (1, 0));
+    // Answered: the URN has room, the client sends at once.
+    second.await.unwrap().unwrap();
+    assert_eq!(client.ask("c", Get).await.unwrap(), 0);
+    // Past the hold the client refuses nothing: the proxy does.
+    let third = busy(2500);
+    pending_is(1).await;
+    tokio::time::sleep_until((held_since + hold_for).into()).await;
+    assert!(matches!(
+        client.ask("c", Get).await,
+        Err(AskError::Overloaded { limit: 1, depth: 1 })
+    ));
+    assert_eq!(proxy.stats().overloaded, 2, "the proxy refused it");
+    third.await.unwrap().unwrap();
     client.shutdown().await;
     proxy.shutdown().await.unwrap();
 }

@@ -100,6 +100,14 @@ impl ProxyClient {
         if shared.closed.load(Ordering::Acquire) {
             return Err(ProxyError::Closed);
         }
+        // A URN this client holds full is refused here, as its proxy would (`holds.rs`).
+        let _counted = match shared.holds.admit(urn) {
+            Ok(counted) => counted,
+            Err(refusal) => {
+                crate::metrics::refused_at_send();
+                return Ok((Status::Overloaded, Bytes::from(refusal.payload())));
+            }
+        };
         let deadline = started + timeout;
         let disconnects = shared.disconnects.load(Ordering::Acquire);
         let body = Bytes::from(body);
@@ -167,6 +175,12 @@ impl ProxyClient {
             };
             drop(pending);
             let status = reply_status(&frame)?;
+            if status == Status::Overloaded
+                && let Some(refusal) =
+                    crate::overload::Refusal::parse(&frame[protocol::REPLY_HEADER_LEN..])
+            {
+                shared.holds.refused(urn, &refusal);
+            }
             // The URN moved to another system since we resolved it: resolve again, once.
             if matches!(status, Status::NotOwner | Status::UnknownUrn) && !retried {
                 retried = true;

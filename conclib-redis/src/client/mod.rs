@@ -11,6 +11,7 @@ mod departed;
 mod directory;
 mod exchange;
 mod handle;
+mod holds;
 mod io;
 mod outbox;
 mod queued;
@@ -125,6 +126,7 @@ impl ProxyClient {
             run_ids: Mutex::new(HashMap::new()),
             losses: AtomicU64::new(0),
             persistence: std::sync::OnceLock::new(),
+            holds: holds::Holds::new(config.overload.client_hold),
             topics: std::sync::OnceLock::new(),
         });
         let (run_id, _) = shared.server_info().await;
@@ -321,6 +323,16 @@ impl ProxyClient {
         cooperate().await;
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(ProxyError::Closed);
+        }
+        // A URN this client holds full: the proxy would drop the tell (`holds.rs`).
+        if let Err(r) = self.shared.holds.tell(urn) {
+            crate::metrics::refused_at_send();
+            return Err(ProxyError::Overloaded {
+                urn: urn.to_owned(),
+                scope: r.scope,
+                limit: r.limit,
+                depth: r.depth,
+            });
         }
         let body = self.encode(&msg)?;
         let timeout = self.shared.config.command_timeout;

@@ -71,6 +71,8 @@ pub(super) struct Shared {
     pub(super) losses: AtomicU64,
     /// Redis's persistence settings, read once as the client connected.
     pub(super) persistence: std::sync::OnceLock<crate::persistence::Persistence>,
+    /// The URNs a proxy refused `Overloaded` lately, refused here past their limit.
+    pub(super) holds: super::holds::Holds,
     /// Publishing and subscribing to topics (made on first use).
     pub(super) topics: std::sync::OnceLock<crate::topics::Topics>,
 }
