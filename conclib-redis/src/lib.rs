@@ -744,6 +744,7 @@ mod config;
 mod conn;
 mod daemon;
 mod durability;
+pub mod durable;
 mod error;
 #[cfg(test)]
 mod future_size;

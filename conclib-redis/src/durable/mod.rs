@@ -1,0 +1,89 @@
+//! Durable handlers: an activated URN's handler as a durable execution, its steps journaled
+//! in the URN's fenced state so that it survives any crash.
+//!
+//! A handler of an actor activated by URN pattern ([`ProxyHandle::activate`]) runs an
+//! execution under a key (an idempotency key) with [`Journal::run`]; each
+//! [`Execution::step`] runs its closure once and records its (serde) value in the URN's
+//! journal before the handler goes on. When the process dies anywhere, the request is
+//! handled again by the URN's next activation (the proxy's failover), which replays the
+//! handler: recorded steps return their recorded value without running, the first
+//! unrecorded one runs. The same key begun again returns the recorded result.
+//!
+//! ```no_run
+//! use conclib_redis::durable::{DurableError, Journal};
+//!
+//! struct Orders {
+//!     journal: Journal, // Journal::new(activation.into_store()) in the constructor
+//! }
+//!
+//! impl Orders {
+//!     async fn place(&mut self, order_id: &str, cents: u64) -> Result<String, DurableError> {
+//!         self.journal
+//!             .run(order_id, |mut ex| async move {
+//!                 let receipt: String = ex
+//!                     .step("charge", async move { format!("charged {cents}") })
+//!                     .await?;
+//!                 if ex.version("email", 0..=1).await? == 1 {
+//!                     let _: () = ex.step("email", async {}).await?;
+//!                 }
+//!                 Ok(receipt)
+//!             })
+//!             .await
+//!     }
+//! }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - A step whose record committed never runs again: replayed, it returns the recorded
+//!   value (`committed_steps_never_run_again`, `conclib-redis/tests/durable/`).
+//! - A step whose process died between its side effect and its record runs again, once per
+//!   such death (`a_step_cut_between_side_effect_and_record_runs_again_once`).
+//! - A process paused past its lease while another activation took the URN records
+//!   nothing from then on: its appends are refused with [`DurableError::Fenced`], and the
+//!   message it was handling goes to the current activation
+//!   (`a_fenced_out_holder_cannot_append`).
+//! - The same key, from 64 callers at once and again after the holder was killed, runs
+//!   the execution once and every caller gets its first result
+//!   (`one_key_from_64_callers_across_a_kill_runs_once`).
+//! - A journal recorded at a version outside what the code supports stops that execution
+//!   with [`DurableError::UnsupportedVersion`] (`versions_replay_and_unsupported_ones_stop`).
+//!
+//! A step's side effect is at least once: make it idempotent where it leaves the process
+//! (pass the execution's key and the step's name to the service charged, as an
+//! idempotency key of its own).
+//!
+//! # What must stay deterministic
+//!
+//! Only steps are journaled. The code between them runs again on every replay, and must
+//! ask for the same steps, in the same order, with the same names, given the same recorded
+//! values: read the clock, draw random numbers, read other actors or the actor's own
+//! fields, or call anything outside *inside* a step, whose value is recorded, not between
+//! steps. A step asked for under another name than the journal holds at that point stops
+//! the execution with [`DurableError::Nondeterminism`]. Code that changes while executions
+//! are pending puts the change behind [`Execution::version`].
+//!
+//! # Where it lives
+//!
+//! In the URN's state hash (`{ns}:state:{urn}`), beside what its [`StateStore`] saves, and
+//! under the same fence (the hash's `owner`, set by the activation that opened it last):
+//! see `record.rs` for the fields. A finished execution keeps its result (the idempotency
+//! record) until [`Journal::forget`]; its steps are deleted.
+//!
+//! [`ProxyHandle::activate`]: crate::ProxyHandle::activate
+//! [`StateStore`]: crate::StateStore
+
+mod error;
+mod execution;
+mod journal;
+mod record;
+mod scripts;
+mod stats;
+mod visibility;
+
+pub use error::DurableError;
+pub use execution::Execution;
+pub use journal::{Begun, Journal};
+pub use record::MAX_NAME_LEN;
+pub use stats::{DurableStats, stats};
+pub use visibility::{ExecutionInfo, Executions, MAX_EXECUTIONS_LISTED, StepInfo};
