@@ -3,7 +3,8 @@
 
 use std::future::Future;
 use std::ops::RangeInclusive;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use conclib_codec::{decode_value, encode_value};
@@ -13,10 +14,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::DurableError;
-use super::record::{self, now_ms, parse_step, step_record, valid_name, version_step};
+use super::record::{
+    self, now_ms, parse_step, promise_field, promise_step, sleep_step, step_record, valid_name,
+    version_step,
+};
 use super::scripts::scripts;
 use super::stats::STATS;
-use crate::conn::{bytes, owned};
+use crate::conn::{self, bytes, keyed, owned};
 use crate::proxy::StateStore;
 
 /// One run of a durable execution (of one key, in one URN's journal), from
@@ -31,8 +35,24 @@ pub struct Execution<'a> {
     key: String,
     /// The steps recorded by earlier runs, in order.
     recorded: Vec<Bytes>,
-    /// Steps seen so far by this run (replayed or run): the next one's number is this + 1.
-    seen: Arc<AtomicU32>,
+    /// What this run saw so far.
+    progress: Arc<Progress>,
+}
+
+/// What a run saw so far: [`Journal::run`](super::Journal::run) reads it after its body,
+/// which owns the [`Execution`].
+#[derive(Default)]
+pub(super) struct Progress {
+    /// Steps seen (replayed or run): the next one's number is this + 1.
+    seen: AtomicU32,
+    /// The promises taken (their fields are deleted when the execution finishes).
+    promises: Mutex<Vec<String>>,
+}
+
+impl Progress {
+    fn seen(&self) -> u32 {
+        self.seen.load(Ordering::Acquire)
+    }
 }
 
 impl std::fmt::Debug for Execution<'_> {
@@ -40,7 +60,7 @@ impl std::fmt::Debug for Execution<'_> {
         f.debug_struct("Execution")
             .field("key", &self.key)
             .field("recorded", &self.recorded.len())
-            .field("seen", &self.seen.load(Ordering::Relaxed))
+            .field("seen", &self.progress.seen())
             .finish_non_exhaustive()
     }
 }
@@ -51,13 +71,13 @@ impl<'a> Execution<'a> {
             store,
             key,
             recorded,
-            seen: Arc::new(AtomicU32::new(0)),
+            progress: Arc::default(),
         }
     }
 
-    /// What [`Journal::run`](super::Journal::run) reads after the closure: the steps seen.
-    pub(super) fn seen(&self) -> Arc<AtomicU32> {
-        self.seen.clone()
+    /// What [`Journal::run`](super::Journal::run) reads after the closure.
+    pub(super) fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
     }
 
     /// The execution's key (its idempotency key).
@@ -71,7 +91,7 @@ impl<'a> Execution<'a> {
     /// line).
     #[must_use]
     pub fn is_replaying(&self) -> bool {
-        (self.seen.load(Ordering::Acquire) as usize) < self.recorded.len()
+        (self.progress.seen() as usize) < self.recorded.len()
     }
 
     /// Runs the step `name` once: its value from the journal if an earlier run recorded
@@ -135,7 +155,7 @@ impl<'a> Execution<'a> {
             return Err(DurableError::InvalidName(name.to_owned()));
         }
         let step = version_step(name);
-        let at = self.seen.load(Ordering::Acquire) as usize;
+        let at = self.progress.seen() as usize;
         let version = match self.recorded.get(at) {
             Some(rec) => {
                 let parsed = parse_step(rec).ok_or_else(|| corrupt(at))?;
@@ -163,6 +183,83 @@ impl<'a> Execution<'a> {
         }
     }
 
+    /// Sleeps durably until `duration` after this step first ran: the time it ends is
+    /// recorded as a step, so a replay (after a crash, on another member) waits only what is
+    /// left of it, or not at all. The execution keeps its URN's actor while it sleeps (the
+    /// request it handles is pending; a member's death moves it to the next activation).
+    ///
+    /// # Errors
+    /// Those of [`step`](Self::step).
+    pub async fn sleep(&mut self, name: &str, duration: Duration) -> Result<(), DurableError> {
+        if !valid_name(name) {
+            return Err(DurableError::InvalidName(name.to_owned()));
+        }
+        let until: u64 = self
+            .step(&sleep_step(name), async move {
+                now_ms().saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+            })
+            .await?;
+        let left = until.saturating_sub(now_ms());
+        tokio::time::sleep(Duration::from_millis(left)).await;
+        Ok(())
+    }
+
+    /// The value of promise `name` of this execution, resolved by any caller with
+    /// [`Executions::resolve`](super::Executions::resolve) (before or after this is
+    /// reached): waits at most `within` for it, then records it as a step, so that a replay
+    /// returns it at once. A promise is resolved once: the first value stays.
+    ///
+    /// # Errors
+    /// [`DurableError::Timeout`] (not resolved within `within`: nothing recorded, the next
+    /// run waits again), [`DurableError::Corrupt`] (resolved with a value of another type),
+    /// and those of [`step`](Self::step).
+    pub async fn promise<T>(&mut self, name: &str, within: Duration) -> Result<T, DurableError>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        if !valid_name(name) {
+            return Err(DurableError::InvalidName(name.to_owned()));
+        }
+        let step = promise_step(name);
+        if let Some(value) = self.replayed(&step)? {
+            self.took(name);
+            return Ok(value);
+        }
+        let field = promise_field(&self.key, name);
+        let until = Instant::now() + within;
+        let mut pause = Duration::from_millis(1);
+        let raw = loop {
+            let args = vec![owned(self.store.key().to_owned()), owned(field.clone())];
+            let got = conn::call(self.store.connection(), keyed("HGET"), args)
+                .await
+                .map_err(|e| DurableError::Redis(e.to_string()))?;
+            if let Some(raw) = got.into_bytes() {
+                break raw;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(DurableError::Timeout);
+            }
+            // No event tells the handler that a caller resolved it: it looks again, less
+            // often the longer it waits.
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        };
+        let value: T = decode_value(self.store.codec(), &raw)
+            .map_err(|e| DurableError::Corrupt(format!("promise {name:?}: {e}")))?;
+        self.record(&step, &value).await?;
+        STATS.steps_run.fetch_add(1, Ordering::Relaxed);
+        self.took(name);
+        Ok(value)
+    }
+
+    fn took(&self, promise: &str) {
+        let mut taken = lock(&self.progress.promises);
+        if !taken.iter().any(|p| p == promise) {
+            taken.push(promise.to_owned());
+        }
+    }
+
     /// Records `result` as the execution's: the same key begun again returns it without
     /// running. Its steps are deleted from the journal (their number stays, for the
     /// listing).
@@ -172,13 +269,12 @@ impl<'a> Execution<'a> {
     /// recorded a step this one did not see), [`DurableError::Redis`],
     /// [`DurableError::Codec`].
     pub async fn finish<R: Serialize>(self, result: &R) -> Result<(), DurableError> {
-        let seen = self.seen.load(Ordering::Acquire);
-        finish(self.store, &self.key, seen, result).await
+        finish(self.store, &self.key, &self.progress, result).await
     }
 
     /// The recorded value of the next step, if recorded (checked to be `name`'s).
     fn replayed<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, DurableError> {
-        let at = self.seen.load(Ordering::Acquire) as usize;
+        let at = self.progress.seen() as usize;
         let Some(rec) = self.recorded.get(at) else {
             return Ok(None);
         };
@@ -192,7 +288,7 @@ impl<'a> Execution<'a> {
         }
         let value = decode_value(self.store.codec(), parsed.value)
             .map_err(|e| DurableError::Corrupt(format!("step {}: {e}", position(at))))?;
-        self.seen.fetch_add(1, Ordering::AcqRel);
+        self.progress.seen.fetch_add(1, Ordering::AcqRel);
         STATS.steps_replayed.fetch_add(1, Ordering::Relaxed);
         Ok(Some(value))
     }
@@ -205,7 +301,7 @@ impl<'a> Execution<'a> {
     ) -> Result<(), DurableError> {
         let encoded = encode_value(self.store.codec(), value)
             .map_err(|e| DurableError::Codec(e.to_string()))?;
-        let number = self.seen.load(Ordering::Acquire) + 1;
+        let number = self.progress.seen() + 1;
         let rec = step_record(now_ms(), name, &encoded);
         let args = vec![
             owned(self.key.clone()),
@@ -214,7 +310,7 @@ impl<'a> Execution<'a> {
         ];
         match self.store.fenced(&scripts().append, args).await {
             Ok(Value::Integer(1)) => {
-                self.seen.store(number, Ordering::Release);
+                self.progress.seen.store(number, Ordering::Release);
                 Ok(())
             }
             Ok(_) => Err(DurableError::Conflict(self.key.clone())),
@@ -223,20 +319,21 @@ impl<'a> Execution<'a> {
     }
 }
 
-/// Records `result` as the finished execution `key`'s, which saw `seen` steps.
+/// Records `result` as the finished execution `key`'s, whose run saw `progress`.
 pub(super) async fn finish<R: Serialize + ?Sized>(
     store: &StateStore,
     key: &str,
-    seen: u32,
+    progress: &Progress,
     result: &R,
 ) -> Result<(), DurableError> {
     let encoded =
         encode_value(store.codec(), result).map_err(|e| DurableError::Codec(e.to_string()))?;
-    let args = vec![
+    let mut args = vec![
         owned(key.to_owned()),
         bytes(Bytes::from(record::result_record(now_ms(), &encoded))),
-        Value::Integer(i64::from(seen)),
+        Value::Integer(i64::from(progress.seen())),
     ];
+    args.extend(lock(&progress.promises).iter().cloned().map(owned));
     match store.fenced(&scripts().finish, args).await {
         Ok(Value::Integer(1)) => {
             STATS.executions_finished.fetch_add(1, Ordering::Relaxed);
@@ -245,6 +342,10 @@ pub(super) async fn finish<R: Serialize + ?Sized>(
         Ok(_) => Err(DurableError::Conflict(key.to_owned())),
         Err(e) => Err(counted(e.into())),
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counts a refused write.

@@ -142,9 +142,9 @@ impl Journal {
             Begun::Finished(result) => return Ok(result),
             Begun::Running(execution) => execution,
         };
-        let seen = execution.seen();
+        let progress = execution.progress();
         let result = body(execution).await?;
-        execution::finish(&self.store, key, seen.load(Ordering::Acquire), &result).await?;
+        execution::finish(&self.store, key, &progress, &result).await?;
         Ok(result)
     }
 

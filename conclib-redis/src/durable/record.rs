@@ -8,6 +8,8 @@
 //!   value as the proxy's codec encoded it;
 //! - `jr:K`: the execution's result once it finished: `"<ms>\n"` then the encoded result
 //!   (its steps are deleted then; `jn:K` stays, to say how many there were);
+//! - `jp:K\nP`: promise `P` of execution `K`, resolved by a caller (the value as the
+//!   caller's codec encoded it); deleted when the execution finishes having taken it;
 //! - `journaled`: set once any execution was journaled in the key: the key then never
 //!   expires as a state key without data does, nor is deleted at passivation.
 
@@ -71,6 +73,21 @@ pub(crate) fn valid_name(name: &str) -> bool {
 /// The name a version point `name` is recorded under, as a step.
 pub(crate) fn version_step(name: &str) -> String {
     format!("@version {name}")
+}
+
+/// The name a durable sleep `name` is recorded under, as a step (its value: when it ends).
+pub(crate) fn sleep_step(name: &str) -> String {
+    format!("@sleep {name}")
+}
+
+/// The name a promise `name` is recorded under once taken, as a step.
+pub(crate) fn promise_step(name: &str) -> String {
+    format!("@promise {name}")
+}
+
+/// The field a caller resolves promise `name` of execution `key` in.
+pub(crate) fn promise_field(key: &str, name: &str) -> String {
+    format!("jp:{key}\n{name}")
 }
 
 /// Now, in ms since the Unix epoch (this host's clock: the records' times are for people

@@ -4,14 +4,17 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use conclib_codec::decode_value;
+use conclib_codec::{decode_value, encode_value};
+use fred::bytes::Bytes;
+use serde::Serialize;
 use fred::prelude::{Client, Value};
 use serde::de::DeserializeOwned;
 
 use super::error::DurableError;
-use super::record::{parse_result, parse_step, valid_name};
+use super::record::{parse_result, parse_step, promise_field, valid_name};
+use super::scripts::scripts;
 use crate::client::ProxyClient;
-use crate::conn::{self, keyed, owned, s};
+use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::Keys;
 
 /// The most executions one listing returns.
@@ -230,6 +233,36 @@ impl Executions {
             tokio::time::sleep(pause.min(left)).await;
             pause = (pause * 2).min(Duration::from_millis(50));
         }
+    }
+
+    /// Resolves promise `name` of execution `key` of `urn` with `value` (encoded with the
+    /// client's codec), for the execution to take with
+    /// [`Execution::promise`](super::Execution::promise), now or when it gets there.
+    /// `false` if it was resolved already (the first value stays). One round trip.
+    ///
+    /// # Errors
+    /// [`DurableError::InvalidName`], [`DurableError::Codec`], [`DurableError::Redis`].
+    pub async fn resolve<T: Serialize + ?Sized>(
+        &self,
+        urn: &str,
+        key: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<bool, DurableError> {
+        for n in [key, name] {
+            if !valid_name(n) {
+                return Err(DurableError::InvalidName(n.to_owned()));
+            }
+        }
+        let encoded = encode_value(&*self.client.config().codec, value)
+            .map_err(|e| DurableError::Codec(e.to_string()))?;
+        let args = vec![owned(promise_field(key, name)), bytes(Bytes::from(encoded))];
+        let answer = scripts()
+            .resolve
+            .eval(self.connection()?, vec![self.keys.state(urn)], args)
+            .await
+            .map_err(|e| DurableError::Redis(e.to_string()))?;
+        Ok(answer == Value::Integer(1))
     }
 
     /// The executions `urn`'s journal holds, with their steps (at most

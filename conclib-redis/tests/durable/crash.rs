@@ -230,3 +230,72 @@ pub(crate) async fn one_key_from_64_callers_across_a_kill_runs_once() {
     c.stop().await;
     let _ = std::fs::remove_file(notes_file);
 }
+
+pub(crate) async fn a_sleep_and_a_promise_survive_a_killed_holder() {
+    let config = config("waits");
+    let notes_file = temp_notes("waits");
+    let a = member(&config, "a", &notes_file, "-", 0).await;
+    let a_pid = pid_of(&a);
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let steps = ["s1", "sleep:2500", "s2", "promise:approve", "s3"];
+    let flow = Flow {
+        key: "k4".to_owned(),
+        steps: steps.iter().map(|s| (*s).to_owned()).collect(),
+        version: None,
+        // Left unfinished, so that its journal can be read afterwards.
+        finish: false,
+    };
+    let asked = tokio::spawn({
+        let (client, flow) = (client.clone(), flow.clone());
+        async move { client.ask("wf:4", RunFlow(flow)).await }
+    });
+    // a sleeps after s1; it dies in its sleep, b replays it.
+    step_noted(&notes_file, "k4", "s1").await;
+    let b = member(&config, "b", &notes_file, "-", 0).await;
+    let b_pid = pid_of(&b);
+    a.kill().await;
+    step_noted(&notes_file, "k4", "s2").await;
+    let executions = Executions::new(&client);
+    assert!(executions.resolve("wf:4", "k4", "approve", "yes").await.unwrap());
+    assert!(
+        !executions.resolve("wf:4", "k4", "approve", "no").await.unwrap(),
+        "resolved once"
+    );
+    let result = tokio::time::timeout(Duration::from_secs(65), asked)
+        .await
+        .expect("the moved request is answered")
+        .unwrap()
+        .unwrap();
+    let expected = vec![
+        format!("s1@{a_pid}"),
+        "slept".to_owned(),
+        format!("s2@{b_pid}"),
+        "yes".to_owned(),
+        format!("s3@{b_pid}"),
+    ];
+    assert_eq!(result, expected, "a died in its sleep; b ran what followed");
+    let listed = executions.list("wf:4").await.unwrap();
+    let names: Vec<&str> = listed[0].steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["s1", "@sleep sleep:2500", "s2", "@promise approve", "s3"],
+        "the sleep recorded once, by a"
+    );
+    let wake: u64 = conclib_redis::decode_value(&conclib_redis::Bincode, &listed[0].steps[1].value)
+        .unwrap();
+    assert!(
+        listed[0].steps[2].at_ms >= wake,
+        "b waited for the end a recorded before running s2"
+    );
+    // Run again: everything replayed, the promise's value included; nothing runs.
+    let before = notes(&notes_file).len();
+    assert_eq!(
+        client.ask("wf:4", RunFlow(flow)).await.unwrap(),
+        expected
+    );
+    assert_eq!(notes(&notes_file).len(), before);
+    b.stop().await;
+    let _ = std::fs::remove_file(notes_file);
+}

@@ -19,7 +19,8 @@ use crate::peers::{peer_config, wait_for_orders};
 pub(crate) struct Flow {
     /// The idempotency key.
     pub(crate) key: String,
-    /// The steps' names, in order.
+    /// The steps' names, in order (`sleep:<ms>`: a durable sleep; `promise:<name>`: a
+    /// promise's value, awaited up to a minute).
     pub(crate) steps: Vec<String>,
     /// A version point first, with the versions the code supports.
     pub(crate) version: Option<(u32, u32)>,
@@ -94,6 +95,22 @@ impl Workflows {
             out.push(format!("v{v}"));
         }
         for name in &flow.steps {
+            if let Some(ms) = name.strip_prefix("sleep:") {
+                let ms = ms.parse().unwrap();
+                ex.sleep(name, Duration::from_millis(ms))
+                    .await
+                    .map_err(&show)?;
+                out.push("slept".to_owned());
+                continue;
+            }
+            if let Some(promise) = name.strip_prefix("promise:") {
+                let value: String = ex
+                    .promise(promise, Duration::from_secs(60))
+                    .await
+                    .map_err(&show)?;
+                out.push(value);
+                continue;
+            }
             let env = &self.env;
             let key = &flow.key;
             let value: String = ex

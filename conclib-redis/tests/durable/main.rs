@@ -44,6 +44,7 @@ fn main() {
         a_step_cut_between_side_effect_and_record_runs_again_once,
         a_fenced_out_holder_cannot_append,
         one_key_from_64_callers_across_a_kill_runs_once,
+        a_sleep_and_a_promise_survive_a_killed_holder,
         versions_replay_and_unsupported_ones_stop,
     ]);
 }
