@@ -259,7 +259,13 @@ struct Member {
 }
 
 impl Member {
-    async fn start(options: &Options, url: &str, ns: &str, name: &str, notes: &str) -> Result<Member, BoxError> {
+    async fn start(
+        options: &Options,
+        url: &str,
+        ns: &str,
+        name: &str,
+        notes: &str,
+    ) -> Result<Member, BoxError> {
         let mut child = tokio::process::Command::new(&options.member_program)
             .args(&options.member_args)
             .args([url, ns, name, notes])
@@ -324,14 +330,16 @@ async fn chaos(
 ) -> Result<Outcome, BoxError> {
     let ns = "durable-chaos";
     let config = redis.config(&ProxyConfig::default().with_namespace(ns));
-    let notes_path = std::env::temp_dir().join(format!("conclib-durable-{}.notes", std::process::id()));
+    let notes_path =
+        std::env::temp_dir().join(format!("conclib-durable-{}.notes", std::process::id()));
     let _ = std::fs::remove_file(&notes_path);
     let notes = notes_path.to_string_lossy().into_owned();
     let mut members = Vec::new();
     let mut started = 0;
     for _ in 0..3 {
         started += 1;
-        members.push(Member::start(options, &config.url, ns, &format!("m{started}"), &notes).await?);
+        members
+            .push(Member::start(options, &config.url, ns, &format!("m{started}"), &notes).await?);
     }
     let client =
         ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(5))).await?;
@@ -384,7 +392,8 @@ async fn chaos(
         victim.kill().await;
         kills += 1;
         started += 1;
-        members.push(Member::start(options, &config.url, ns, &format!("m{started}"), &notes).await?);
+        members
+            .push(Member::start(options, &config.url, ns, &format!("m{started}"), &notes).await?);
     }
     for c in callers {
         c.await?;
@@ -414,7 +423,10 @@ async fn chaos(
             outcome.completed += 1;
         }
         for (name, recorded) in STEP_NAMES.iter().zip(&d.values) {
-            let noted = runs.get(&(key.clone(), (*name).to_owned())).cloned().unwrap_or_default();
+            let noted = runs
+                .get(&(key.clone(), (*name).to_owned()))
+                .cloned()
+                .unwrap_or_default();
             let Some(at) = noted.iter().position(|t| t == recorded) else {
                 return Err(format!("{key} {name}: recorded {recorded}, never noted").into());
             };

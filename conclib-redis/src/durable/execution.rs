@@ -3,9 +3,9 @@
 
 use std::future::Future;
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use conclib_codec::{decode_value, encode_value};
 use fred::bytes::Bytes;

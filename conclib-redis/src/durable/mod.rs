@@ -35,19 +35,29 @@
 //!
 //! # Guarantees
 //!
+//! Each tested with member processes (`conclib-redis/tests/durable/`) SIGKILLed or
+//! SIGSTOPped inside a step:
+//!
 //! - A step whose record committed never runs again: replayed, it returns the recorded
-//!   value (`committed_steps_never_run_again`, `conclib-redis/tests/durable/`).
-//! - A step whose process died between its side effect and its record runs again, once per
-//!   such death (`a_step_cut_between_side_effect_and_record_runs_again_once`).
+//!   value; a step whose process died between its side effect and its record runs again,
+//!   once per such death (`a_step_cut_between_side_effect_and_record_runs_again_once`; and
+//!   `examples/tests/durable_workflows.rs`: 100 workflows, members killed at random).
 //! - A process paused past its lease while another activation took the URN records
-//!   nothing from then on: its appends are refused with [`DurableError::Fenced`], and the
+//!   nothing from then on: its records are refused with [`DurableError::Fenced`], and the
 //!   message it was handling goes to the current activation
 //!   (`a_fenced_out_holder_cannot_append`).
-//! - The same key, from 64 callers at once and again after the holder was killed, runs
-//!   the execution once and every caller gets its first result
-//!   (`one_key_from_64_callers_across_a_kill_runs_once`).
-//! - A journal recorded at a version outside what the code supports stops that execution
-//!   with [`DurableError::UnsupportedVersion`] (`versions_replay_and_unsupported_ones_stop`).
+//! - The same key, from 64 callers asking again at once after any failure, across a kill
+//!   of its holder, runs the execution once; every caller gets its first result, none
+//!   past its timeout (`one_key_from_64_callers_across_a_kill_runs_once`).
+//! - A durable [`sleep`](Execution::sleep) ends when its first run said, and a
+//!   [`promise`](Execution::promise) resolved by a caller ([`Executions::resolve`], once)
+//!   is taken by the next activation when its holder died
+//!   (`a_sleep_and_a_promise_survive_a_killed_holder`).
+//! - Journals recorded by code without a version point, at v1 and at v2 replay against
+//!   code supporting 0..=3; one recorded at a version outside what the code supports stops
+//!   that execution with [`DurableError::UnsupportedVersion`]; a step asked under another
+//!   name than recorded stops it with [`DurableError::Nondeterminism`]
+//!   (`versions_replay_and_unsupported_ones_stop`).
 //!
 //! A step's side effect is at least once: make it idempotent where it leaves the process
 //! (pass the execution's key and the step's name to the service charged, as an
@@ -68,7 +78,10 @@
 //! In the URN's state hash (`{ns}:state:{urn}`), beside what its [`StateStore`] saves, and
 //! under the same fence (the hash's `owner`, set by the activation that opened it last):
 //! see `record.rs` for the fields. A finished execution keeps its result (the idempotency
-//! record) until [`Journal::forget`]; its steps are deleted.
+//! record) until [`Journal::forget`]; its steps, and the promises it took, are deleted.
+//! An execution waiting (a sleep, a promise) keeps its URN's actor busy: the request stays
+//! pending, and a member's death moves it to the next activation. A passivated execution
+//! woken by a reminder is not written yet.
 //!
 //! [`ProxyHandle::activate`]: crate::ProxyHandle::activate
 //! [`StateStore`]: crate::StateStore
@@ -76,7 +89,7 @@
 mod error;
 mod execution;
 mod journal;
-mod record;
+pub(crate) mod record;
 mod scripts;
 mod stats;
 mod visibility;

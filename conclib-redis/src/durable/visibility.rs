@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use conclib_codec::{decode_value, encode_value};
 use fred::bytes::Bytes;
-use serde::Serialize;
 use fred::prelude::{Client, Value};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::DurableError;

@@ -15,7 +15,13 @@ use crate::flow::{Flow, RunFlow, notes};
 use crate::peers::{Peer, temp_notes};
 
 /// A member hosting `wf:{id}` (1.5 s leases), its step `hold` (or `-`) holding `hold_ms`.
-async fn member(config: &ProxyConfig, system: &str, notes: &Path, hold: &str, hold_ms: u64) -> Peer {
+async fn member(
+    config: &ProxyConfig,
+    system: &str,
+    notes: &Path,
+    hold: &str,
+    hold_ms: u64,
+) -> Peer {
     Peer::start(&[
         "member",
         &config.url,
@@ -102,7 +108,10 @@ pub(crate) async fn a_step_cut_between_side_effect_and_record_runs_again_once() 
     .into_iter()
     .map(|(s, p)| (s.to_owned(), p))
     .collect();
-    assert_eq!(ran, expected, "committed steps never ran again; the cut one once more");
+    assert_eq!(
+        ran, expected,
+        "committed steps never ran again; the cut one once more"
+    );
     // The same key again: the first result, nothing run.
     let again = client
         .ask("wf:1", RunFlow(Flow::steps("k1", 5)))
@@ -112,7 +121,10 @@ pub(crate) async fn a_step_cut_between_side_effect_and_record_runs_again_once() 
     assert_eq!(runs(&notes_file, "k1"), expected);
     let executions = Executions::new(&client);
     assert_eq!(
-        executions.result::<Vec<String>>("wf:1", "k1").await.unwrap(),
+        executions
+            .result::<Vec<String>>("wf:1", "k1")
+            .await
+            .unwrap(),
         Some(result)
     );
     let listed = executions.list("wf:1").await.unwrap();
@@ -120,7 +132,10 @@ pub(crate) async fn a_step_cut_between_side_effect_and_record_runs_again_once() 
     assert_eq!(listed[0].key, "k1");
     assert_eq!(listed[0].steps_recorded, 5);
     assert!(listed[0].finished_at_ms.is_some());
-    assert!(listed[0].steps.is_empty(), "a finished execution's steps are deleted");
+    assert!(
+        listed[0].steps.is_empty(),
+        "a finished execution's steps are deleted"
+    );
     b.stop().await;
     let _ = std::fs::remove_file(notes_file);
 }
@@ -151,15 +166,21 @@ pub(crate) async fn a_fenced_out_holder_cannot_append() {
     assert_eq!(result[1], format!("s2@{b_pid}"));
     // a, back, finishes s2's side effect and tries to record it: refused.
     a.signal(libc::SIGCONT);
-    eventually(Duration::from_secs(30), "a's record to be refused", || async {
-        notes(&notes_file).contains(&format!("FENCED k2 {a_pid}"))
-    })
+    eventually(
+        Duration::from_secs(30),
+        "a's record to be refused",
+        || async { notes(&notes_file).contains(&format!("FENCED k2 {a_pid}")) },
+    )
     .await;
     let ran = runs(&notes_file, "k2");
     assert_eq!(ran["s1"], vec![a_pid]);
     assert_eq!(ran["s2"], vec![a_pid, b_pid]);
     for later in ["s3", "s4", "s5"] {
-        assert_eq!(ran[later], vec![b_pid], "a went no further than its refused record");
+        assert_eq!(
+            ran[later],
+            vec![b_pid],
+            "a went no further than its refused record"
+        );
     }
     assert_eq!(
         Executions::new(&client)
@@ -220,7 +241,10 @@ pub(crate) async fn one_key_from_64_callers_across_a_kill_runs_once() {
         );
         results.push(result);
     }
-    assert!(results.windows(2).all(|w| w[0] == w[1]), "one result for all");
+    assert!(
+        results.windows(2).all(|w| w[0] == w[1]),
+        "one result for all"
+    );
     let ran = runs(&notes_file, "k3");
     for once in ["s1", "s2", "s4", "s5"] {
         assert_eq!(ran[once].len(), 1, "{once} ran once: {ran:?}");
@@ -258,9 +282,17 @@ pub(crate) async fn a_sleep_and_a_promise_survive_a_killed_holder() {
     a.kill().await;
     step_noted(&notes_file, "k4", "s2").await;
     let executions = Executions::new(&client);
-    assert!(executions.resolve("wf:4", "k4", "approve", "yes").await.unwrap());
     assert!(
-        !executions.resolve("wf:4", "k4", "approve", "no").await.unwrap(),
+        executions
+            .resolve("wf:4", "k4", "approve", "yes")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !executions
+            .resolve("wf:4", "k4", "approve", "no")
+            .await
+            .unwrap(),
         "resolved once"
     );
     let result = tokio::time::timeout(Duration::from_secs(65), asked)
@@ -283,18 +315,15 @@ pub(crate) async fn a_sleep_and_a_promise_survive_a_killed_holder() {
         ["s1", "@sleep sleep:2500", "s2", "@promise approve", "s3"],
         "the sleep recorded once, by a"
     );
-    let wake: u64 = conclib_redis::decode_value(&conclib_redis::Bincode, &listed[0].steps[1].value)
-        .unwrap();
+    let wake: u64 =
+        conclib_redis::decode_value(&conclib_redis::Bincode, &listed[0].steps[1].value).unwrap();
     assert!(
         listed[0].steps[2].at_ms >= wake,
         "b waited for the end a recorded before running s2"
     );
     // Run again: everything replayed, the promise's value included; nothing runs.
     let before = notes(&notes_file).len();
-    assert_eq!(
-        client.ask("wf:4", RunFlow(flow)).await.unwrap(),
-        expected
-    );
+    assert_eq!(client.ask("wf:4", RunFlow(flow)).await.unwrap(), expected);
     assert_eq!(notes(&notes_file).len(), before);
     b.stop().await;
     let _ = std::fs::remove_file(notes_file);

@@ -160,8 +160,12 @@ pub(crate) async fn member(args: &[String]) -> i32 {
         .unwrap();
     let env = Env {
         notes: Some(Arc::new(std::sync::Mutex::new(notes))),
-        hold: (hold_step != "-")
-            .then(|| (hold_step.clone(), Duration::from_millis(hold_ms.parse().unwrap()))),
+        hold: (hold_step != "-").then(|| {
+            (
+                hold_step.clone(),
+                Duration::from_millis(hold_ms.parse().unwrap()),
+            )
+        }),
     };
     let config = peer_config(url, ns, system_id, lease_ms);
     let system = ActorSystem::new(system_id);

@@ -51,7 +51,10 @@ pub(crate) async fn versions_replay_and_unsupported_ones_stop() {
     let pid = std::process::id();
     let a = format!("a@{pid}");
     // Unfinished executions recorded by three versions of the code.
-    assert_eq!(ask(flow("old", &["a"], None, false)).await.unwrap(), [a.clone()]);
+    assert_eq!(
+        ask(flow("old", &["a"], None, false)).await.unwrap(),
+        [a.clone()]
+    );
     assert_eq!(
         ask(flow("one", &["a"], Some((1, 1)), false)).await.unwrap(),
         ["v1".to_owned(), a.clone()]
@@ -64,14 +67,18 @@ pub(crate) async fn versions_replay_and_unsupported_ones_stop() {
     // The code now supports 0..=3: each replays its own version, its step not run again.
     for (key, v) in [("old", "v0"), ("one", "v1"), ("two", "v2")] {
         assert_eq!(
-            ask(flow(key, &["a", "b"], Some((0, 3)), true)).await.unwrap(),
+            ask(flow(key, &["a", "b"], Some((0, 3)), true))
+                .await
+                .unwrap(),
             [v.to_owned(), a.clone(), format!("b@{pid}")],
             "{key}"
         );
     }
     // A new execution records the highest.
     assert_eq!(
-        ask(flow("three", &["a"], Some((0, 3)), true)).await.unwrap(),
+        ask(flow("three", &["a"], Some((0, 3)), true))
+            .await
+            .unwrap(),
         ["v3".to_owned(), a.clone()]
     );
     assert_eq!(
@@ -79,10 +86,15 @@ pub(crate) async fn versions_replay_and_unsupported_ones_stop() {
         3 + 1,
         "only the three b steps and the new execution's a ran"
     );
-    let a_runs = notes(&notes_file).iter().filter(|l| l.contains(" a ")).count();
+    let a_runs = notes(&notes_file)
+        .iter()
+        .filter(|l| l.contains(" a "))
+        .count();
     assert_eq!(a_runs, 4, "step a ran once per execution");
     // Unsupported: recorded v1, the code supports 2..=3 only.
-    ask(flow("stale", &["a"], Some((1, 1)), false)).await.unwrap();
+    ask(flow("stale", &["a"], Some((1, 1)), false))
+        .await
+        .unwrap();
     assert!(matches!(
         ask(flow("stale", &["a"], Some((2, 3)), true)).await,
         Err(AskError::Handler(e)) if e == "UNSUPPORTED 1"

@@ -220,7 +220,11 @@ impl StateStore {
     }
 
     /// Runs `script` on the state's key (a read: no token, no fence).
-    pub(crate) async fn read(&self, script: &Script, args: Vec<Value>) -> Result<Value, StoreError> {
+    pub(crate) async fn read(
+        &self,
+        script: &Script,
+        args: Vec<Value>,
+    ) -> Result<Value, StoreError> {
         self.eval(script, args).await
     }
 
