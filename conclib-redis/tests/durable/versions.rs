@@ -53,7 +53,7 @@ pub(crate) async fn versions_replay_and_unsupported_ones_stop() {
     // Unfinished executions recorded by three versions of the code.
     assert_eq!(
         ask(flow("old", &["a"], None, false)).await.unwrap(),
-        [a.clone()]
+        std::slice::from_ref(&a)
     );
     assert_eq!(
         ask(flow("one", &["a"], Some((1, 1)), false)).await.unwrap(),
