@@ -501,6 +501,9 @@
 //! | `conclib_reminders_retried_total` | counter | namespace | deliveries that failed and were given back to be retried |
 //! | `conclib_reminders_lag_seconds` | histogram | namespace | from a tick's due time (the last one a delivery stands for) to its handling |
 //! | `conclib_reminders_registered`, `conclib_reminders_due` | gauge | namespace | reminders registered, and those due now, sampled by each poller every second |
+//! | `conclib_durable_executions_total` | counter | outcome (`begun`, `resumed`: begun with steps recorded by an earlier run, `reused`: finished already, its result returned, `finished`) | durable executions ([`durable`]) |
+//! | `conclib_durable_steps_total` | counter | outcome (`run`, `replayed`, `fenced`: a record refused) | durable steps |
+//! | `conclib_durable_record_seconds` | histogram | — | one record of a durable execution written (its fenced script, and the `WAIT` its durability asks) |
 //! | `conclib_topic_published_total` | counter | delivery (`live`, `durable`), outcome (`ok`, `failed`) | events published to topics |
 //! | `conclib_topic_received_total` | counter | delivery | events subscriptions received from Redis |
 //! | `conclib_topic_dropped_total` | counter | delivery | live events dropped: the subscription's buffer was full |

@@ -19,7 +19,7 @@ use super::record::{
     version_step,
 };
 use super::scripts::scripts;
-use super::stats::STATS;
+use super::stats::{self, Event};
 use crate::conn::{self, bytes, keyed, owned};
 use crate::proxy::StateStore;
 
@@ -126,7 +126,7 @@ impl<'a> Execution<'a> {
         }
         let value = side_effect.await;
         self.record(name, &value).await?;
-        STATS.steps_run.fetch_add(1, Ordering::Relaxed);
+        stats::count(Event::StepRun);
         Ok(value)
     }
 
@@ -248,7 +248,7 @@ impl<'a> Execution<'a> {
         let value: T = decode_value(self.store.codec(), &raw)
             .map_err(|e| DurableError::Corrupt(format!("promise {name:?}: {e}")))?;
         self.record(&step, &value).await?;
-        STATS.steps_run.fetch_add(1, Ordering::Relaxed);
+        stats::count(Event::StepRun);
         self.took(name);
         Ok(value)
     }
@@ -289,7 +289,7 @@ impl<'a> Execution<'a> {
         let value = decode_value(self.store.codec(), parsed.value)
             .map_err(|e| DurableError::Corrupt(format!("step {}: {e}", position(at))))?;
         self.progress.seen.fetch_add(1, Ordering::AcqRel);
-        STATS.steps_replayed.fetch_add(1, Ordering::Relaxed);
+        stats::count(Event::StepReplayed);
         Ok(Some(value))
     }
 
@@ -308,7 +308,10 @@ impl<'a> Execution<'a> {
             Value::Integer(i64::from(number)),
             bytes(Bytes::from(rec)),
         ];
-        match self.store.fenced(&scripts().append, args).await {
+        let started = Instant::now();
+        let appended = self.store.fenced(&scripts().append, args).await;
+        stats::recorded(started.elapsed());
+        match appended {
             Ok(Value::Integer(1)) => {
                 self.progress.seen.store(number, Ordering::Release);
                 Ok(())
@@ -334,9 +337,12 @@ pub(super) async fn finish<R: Serialize + ?Sized>(
         Value::Integer(i64::from(progress.seen())),
     ];
     args.extend(lock(&progress.promises).iter().cloned().map(owned));
-    match store.fenced(&scripts().finish, args).await {
+    let started = Instant::now();
+    let finished = store.fenced(&scripts().finish, args).await;
+    stats::recorded(started.elapsed());
+    match finished {
         Ok(Value::Integer(1)) => {
-            STATS.executions_finished.fetch_add(1, Ordering::Relaxed);
+            stats::count(Event::Finished);
             Ok(())
         }
         Ok(_) => Err(DurableError::Conflict(key.to_owned())),
@@ -351,7 +357,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Counts a refused write.
 fn counted(e: DurableError) -> DurableError {
     if e == DurableError::Fenced {
-        STATS.fenced.fetch_add(1, Ordering::Relaxed);
+        stats::count(Event::Fenced);
     }
     e
 }

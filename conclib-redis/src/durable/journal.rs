@@ -1,7 +1,6 @@
 //! [`Journal`]: an activated URN's durable executions, in its fenced state key.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 
 use conclib_codec::decode_value;
 use fred::bytes::Bytes;
@@ -13,7 +12,7 @@ use super::error::DurableError;
 use super::execution::{self, Execution};
 use super::record::{parse_result, valid_name};
 use super::scripts::scripts;
-use super::stats::STATS;
+use super::stats::{self, Event};
 use super::visibility::{self, ExecutionInfo};
 use crate::conn::owned;
 use crate::proxy::StateStore;
@@ -108,16 +107,15 @@ impl Journal {
                 .ok_or_else(|| DurableError::Corrupt("not a result record".into()))?;
             let result = decode_value(self.store.codec(), value)
                 .map_err(|e| DurableError::Corrupt(format!("result: {e}")))?;
-            STATS.results_reused.fetch_add(1, Ordering::Relaxed);
+            stats::count(Event::Reused);
             return Ok(Begun::Finished(result));
         }
         let recorded: Vec<Bytes> = rest.map(Option::unwrap_or_default).collect();
-        let counter = if recorded.is_empty() {
-            &STATS.executions_begun
+        stats::count(if recorded.is_empty() {
+            Event::Begun
         } else {
-            &STATS.executions_resumed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            Event::Resumed
+        });
         Ok(Begun::Running(Execution::new(
             &self.store,
             key.to_owned(),

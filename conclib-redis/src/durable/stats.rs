@@ -1,6 +1,51 @@
-//! [`DurableStats`]: this process's counts of durable steps run, replayed and refused.
+//! [`DurableStats`]: this process's counts of durable steps run, replayed and refused, also
+//! recorded through the `metrics` facade once [`conclib_core::metrics::enable`] was called
+//! (`conclib_durable_executions_total`, `conclib_durable_steps_total`,
+//! `conclib_durable_record_seconds`; the crate docs list them).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use conclib_core::metrics::is_enabled;
+
+/// What happened, counted.
+#[derive(Clone, Copy)]
+pub(super) enum Event {
+    Begun,
+    Resumed,
+    Reused,
+    Finished,
+    StepRun,
+    StepReplayed,
+    Fenced,
+}
+
+/// Counts `event` (and records it as a metric when metrics are on).
+pub(super) fn count(event: Event) {
+    let (counter, metric, outcome) = match event {
+        Event::Begun => (&STATS.executions_begun, EXECUTIONS, "begun"),
+        Event::Resumed => (&STATS.executions_resumed, EXECUTIONS, "resumed"),
+        Event::Reused => (&STATS.results_reused, EXECUTIONS, "reused"),
+        Event::Finished => (&STATS.executions_finished, EXECUTIONS, "finished"),
+        Event::StepRun => (&STATS.steps_run, STEPS, "run"),
+        Event::StepReplayed => (&STATS.steps_replayed, STEPS, "replayed"),
+        Event::Fenced => (&STATS.fenced, STEPS, "fenced"),
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    if is_enabled() {
+        metrics::counter!(metric, "outcome" => outcome).increment(1);
+    }
+}
+
+/// A record (a step, a version point, a promise taken, a result) written in `took`.
+pub(super) fn recorded(took: Duration) {
+    if is_enabled() {
+        metrics::histogram!("conclib_durable_record_seconds").record(took.as_secs_f64());
+    }
+}
+
+const EXECUTIONS: &str = "conclib_durable_executions_total";
+const STEPS: &str = "conclib_durable_steps_total";
 
 /// The process's counters (every journal adds to them).
 pub(super) struct Counters {
@@ -13,7 +58,7 @@ pub(super) struct Counters {
     pub(super) fenced: AtomicU64,
 }
 
-pub(super) static STATS: Counters = Counters {
+static STATS: Counters = Counters {
     executions_begun: AtomicU64::new(0),
     executions_resumed: AtomicU64::new(0),
     results_reused: AtomicU64::new(0),

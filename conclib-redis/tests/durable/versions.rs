@@ -8,6 +8,7 @@ use std::sync::Arc;
 use conclib_core::{ActorSystem, AskError};
 use conclib_redis::durable::{Journal, stats};
 use conclib_redis::{ProxyClient, start_proxy};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 use crate::common::config;
 use crate::flow::{Env, Flow, RunFlow, Workflows, notes};
@@ -23,6 +24,10 @@ fn flow(key: &str, steps: &[&str], version: Option<(u32, u32)>, finish: bool) ->
 }
 
 pub(crate) async fn versions_replay_and_unsupported_ones_stop() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+    conclib_core::metrics::enable();
     let config = config("versions");
     let notes_file = temp_notes("versions");
     let file = std::fs::OpenOptions::new()
@@ -105,6 +110,41 @@ pub(crate) async fn versions_replay_and_unsupported_ones_stop() {
         ask(flow("nd", &["b"], None, true)).await,
         Err(AskError::Handler(e)) if e == "NONDETERMINISM 1"
     ));
+    // The same counts as metrics.
+    let mut seen = std::collections::HashMap::<String, u64>::new();
+    let mut records = 0;
+    for ((name, labels), value) in conclib_testkit::recorded(&snapshotter) {
+        match value {
+            DebugValue::Counter(n) => {
+                *seen
+                    .entry(format!("{name} {}", labels.join(",")))
+                    .or_default() += n;
+            }
+            DebugValue::Histogram(v) if name == "conclib_durable_record_seconds" => {
+                records += v.len();
+            }
+            _ => {}
+        }
+    }
+    let get = |k: &str| seen.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        get("conclib_durable_steps_total outcome=run"),
+        stats().steps_run
+    );
+    assert!(
+        get("conclib_durable_steps_total outcome=replayed") >= 3,
+        "{seen:?}"
+    );
+    assert!(
+        get("conclib_durable_executions_total outcome=resumed") >= 5,
+        "{seen:?}"
+    );
+    assert_eq!(
+        get("conclib_durable_executions_total outcome=finished"),
+        4,
+        "{seen:?}"
+    );
+    assert!(records >= 10, "a time per record: {records}");
     proxy.shutdown().await.unwrap();
     let _ = std::fs::remove_file(notes_file);
 }
