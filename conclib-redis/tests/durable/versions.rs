@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use conclib_core::{ActorSystem, AskError};
-use conclib_redis::durable::{Journal, stats};
+use std::time::Duration;
+
+use conclib_redis::durable::{DurableError, Executions, Journal, stats};
 use conclib_redis::{ProxyClient, start_proxy};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
@@ -110,6 +112,27 @@ pub(crate) async fn versions_replay_and_unsupported_ones_stop() {
         ask(flow("nd", &["b"], None, true)).await,
         Err(AskError::Handler(e)) if e == "NONDETERMINISM 1"
     ));
+    // A caller's look: unfinished executions with their steps, finished ones with their
+    // result; a result that never comes is a typed timeout.
+    let executions = Executions::new(&client);
+    let listed = executions.list("wf:v").await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["nd", "old", "one", "stale", "three", "two"]);
+    let nd = &listed[0];
+    assert_eq!(nd.finished_at_ms, None);
+    assert_eq!(nd.steps.len(), 1);
+    assert_eq!((nd.steps[0].number, nd.steps[0].name.as_str()), (1, "a"));
+    assert!(listed[1].finished_at_ms.is_some() && listed[1].steps.is_empty());
+    assert_eq!(
+        executions
+            .wait_result::<Vec<String>>("wf:v", "nd", Duration::from_millis(100))
+            .await,
+        Err(DurableError::Timeout)
+    );
+    assert_eq!(
+        executions.resolve("wf:v", "bad\nkey", "p", &1u8).await,
+        Err(DurableError::InvalidName("bad\nkey".into()))
+    );
     // The same counts as metrics.
     let mut seen = std::collections::HashMap::<String, u64>::new();
     let mut records = 0;
