@@ -12,8 +12,10 @@
 //!   (`reexecuted_committed`, must be 0); runs noted *before* it were cut between their
 //!   side effect and their record (`reexecuted_cut`, each such step at most once per kill).
 //! - **throughput**: the same handler journaled and unjournaled (its steps plain futures),
-//!   in alternated rounds on the same members and URNs, no sleeps: steps per second and
-//!   each step's time inside the handler (for a journaled step, its record included).
+//!   in alternated rounds on the same members and URNs, no sleeps: steps per second with
+//!   every URN asked at once, and each step's time inside the handler (for a journaled
+//!   step, its record included) one workflow at a time (`step_overhead_*`, the step's own
+//!   cost) and under that load (`loaded_step_*`, queueing included).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -219,14 +221,19 @@ pub struct Outcome {
     pub steps_per_s: f64,
     /// Plain steps per second (the same handler unjournaled, alternated rounds).
     pub plain_steps_per_s: f64,
-    /// A journaled step's time in the handler, p50 and p99, ms.
+    /// A journaled step's time in the handler, one workflow at a time, p50 and p99, ms.
     pub step_p50_ms: f64,
     /// See `step_p50_ms`.
     pub step_p99_ms: f64,
-    /// A plain step's time in the handler, p50 and p99, ms.
+    /// A plain step's time in the handler, one workflow at a time, p50 and p99, ms.
     pub plain_step_p50_ms: f64,
     /// See `plain_step_p50_ms`.
     pub plain_step_p99_ms: f64,
+    /// A journaled step's time in the handler with every URN of the throughput rounds at
+    /// once (queueing included), p50 and p99, ms.
+    pub loaded_step_p50_ms: f64,
+    /// See `loaded_step_p50_ms`.
+    pub loaded_step_p99_ms: f64,
 }
 
 impl Outcome {
@@ -234,7 +241,7 @@ impl Outcome {
     #[must_use]
     pub fn line(&self) -> String {
         format!(
-            "RESULT workflows={} completed={} kills={} reexecuted_committed={} reexecuted_cut={} max_cut_per_step={} steps_per_s={:.0} plain_steps_per_s={:.0} step_overhead_p50_ms={:.3} step_overhead_p99_ms={:.3} journaled_step_p50_ms={:.3} journaled_step_p99_ms={:.3} plain_step_p50_ms={:.3} plain_step_p99_ms={:.3}",
+            "RESULT workflows={} completed={} kills={} reexecuted_committed={} reexecuted_cut={} max_cut_per_step={} steps_per_s={:.0} plain_steps_per_s={:.0} step_overhead_p50_ms={:.3} step_overhead_p99_ms={:.3} journaled_step_p50_ms={:.3} journaled_step_p99_ms={:.3} plain_step_p50_ms={:.3} plain_step_p99_ms={:.3} loaded_step_p50_ms={:.3} loaded_step_p99_ms={:.3}",
             self.workflows,
             self.completed,
             self.kills,
@@ -249,6 +256,8 @@ impl Outcome {
             self.step_p99_ms,
             self.plain_step_p50_ms,
             self.plain_step_p99_ms,
+            self.loaded_step_p50_ms,
+            self.loaded_step_p99_ms,
         )
     }
 }
@@ -451,21 +460,45 @@ async fn throughput(
     }
     let client =
         ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(30))).await?;
-    // Round 0 activates the URNs (plain, not measured); then journaled and plain alternate.
+    // Loaded: every URN at once (throughput, and step times under queueing); then one URN
+    // at a time (a step's own cost).
+    let (per_s, mut loaded) = rounds(&client, options.urns, options.per_round, "l").await?;
+    let (_, mut alone) = rounds(&client, 1, options.per_round * 4, "a").await?;
+    for m in members {
+        m.stop().await;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    outcome.steps_per_s = mean(&per_s[1]);
+    outcome.plain_steps_per_s = mean(&per_s[0]);
+    (outcome.step_p50_ms, outcome.step_p99_ms) = percentiles(&mut alone[1]);
+    (outcome.plain_step_p50_ms, outcome.plain_step_p99_ms) = percentiles(&mut alone[0]);
+    (outcome.loaded_step_p50_ms, outcome.loaded_step_p99_ms) = percentiles(&mut loaded[1]);
+    Ok(())
+}
+
+/// Steps per second and step times (µs), plain `[0]` and journaled `[1]`: round 0
+/// activates the URNs (plain, not measured), then journaled and plain rounds alternate,
+/// two each, `urns` callers (one a URN) running `per_round` workflows each.
+async fn rounds(
+    client: &ProxyClient,
+    urns: usize,
+    per_round: usize,
+    tag: &'static str,
+) -> Result<([Vec<f64>; 2], [Vec<u32>; 2]), BoxError> {
     let mut step_us: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
     let mut per_s: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..5usize {
         let journaled = round % 2 == 1;
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for u in 0..options.urns {
+        for u in 0..urns {
             let client = client.clone();
-            let per_round = if round == 0 { 1 } else { options.per_round };
+            let per_round = if round == 0 { 1 } else { per_round };
             tasks.push(tokio::spawn(async move {
                 let mut times = Vec::with_capacity(per_round * STEPS);
                 for j in 0..per_round {
                     let flow = Flow {
-                        key: format!("r{round}-{u}-{j}"),
+                        key: format!("{tag}{round}-{u}-{j}"),
                         journaled,
                         step_sleep_us: 0,
                     };
@@ -488,18 +521,10 @@ async fn throughput(
         }
         let secs = started.elapsed().as_secs_f64();
         let at = usize::from(journaled);
-        per_s[at].push((options.urns * options.per_round * STEPS) as f64 / secs);
+        per_s[at].push((urns * per_round * STEPS) as f64 / secs);
         step_us[at].extend(times);
     }
-    for m in members {
-        m.stop().await;
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    outcome.steps_per_s = mean(&per_s[1]);
-    outcome.plain_steps_per_s = mean(&per_s[0]);
-    (outcome.step_p50_ms, outcome.step_p99_ms) = percentiles(&mut step_us[1]);
-    (outcome.plain_step_p50_ms, outcome.plain_step_p99_ms) = percentiles(&mut step_us[0]);
-    Ok(())
+    Ok((per_s, step_us))
 }
 
 /// p50 and p99 of `us` (µs), in ms.
