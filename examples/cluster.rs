@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use conclib::ActorSystem;
 use conclib::apid::{ApiConfig, ApiDaemon, ApiError, ShutdownOutcome, start_api};
-use conclib::redis::{ProxyConfig, ProxyHandle, RedisDaemon, start_proxy, start_redis};
+use conclib::redis::{ProxyConfig, ProxyHandle, daemon::RedisDaemon, start_proxy, start_redis};
 
 use crate::BoxError;
 use crate::actors::{Counter, HASHERS_URN, Hasher, KvStore, Tracker, counter_urn};

@@ -451,7 +451,7 @@ async fn hold(cluster: &Cluster, duration: Duration) -> Result<(), BoxError> {
 
 /// The live view and the metrics endpoint, served from the demo's own process.
 mod view {
-    use conclib::redis::{ProxyConfig, SnapshotReader};
+    use conclib::redis::{ProxyConfig, snapshots::SnapshotReader};
     use conclib_examples::BoxError;
     use tokio::sync::oneshot;
 

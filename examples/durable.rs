@@ -25,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conclib::redis::durable::{Begun, Journal};
-use conclib::redis::{Activation, ProxyClient, ProxyConfig, start_proxy, start_redis};
+use conclib::redis::scale::Activation;
+use conclib::redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
 use conclib::{ActorSystem, actor};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -335,7 +336,7 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
 
 async fn chaos(
     options: &Options,
-    redis: &conclib::redis::RedisDaemon,
+    redis: &conclib::redis::daemon::RedisDaemon,
 ) -> Result<Outcome, BoxError> {
     let ns = "durable-chaos";
     let config = redis.config(&ProxyConfig::default().with_namespace(ns));
@@ -449,7 +450,7 @@ async fn chaos(
 
 async fn throughput(
     options: &Options,
-    redis: &conclib::redis::RedisDaemon,
+    redis: &conclib::redis::daemon::RedisDaemon,
     outcome: &mut Outcome,
 ) -> Result<(), BoxError> {
     let ns = "durable-speed";

@@ -26,7 +26,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclib::redis::{Activation, Durability, ProxyClient, ProxyConfig, StateStore, start_proxy};
+use conclib::redis::{
+    Durability, ProxyClient, ProxyConfig,
+    scale::{Activation, StateStore},
+    start_proxy,
+};
 use conclib::{ActorSystem, AskError, actor};
 use conclib_testkit::redis_ha;
 use serde::{Deserialize, Serialize};

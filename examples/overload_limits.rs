@@ -31,7 +31,10 @@ use std::time::{Duration, Instant};
 
 use conclib::AskError;
 use conclib::redis::{
-    Activation, ProxyClient, ProxyConfig, RedisDaemon, StateStore, start_proxy, start_redis,
+    ProxyClient, ProxyConfig,
+    daemon::RedisDaemon,
+    scale::{Activation, StateStore},
+    start_proxy, start_redis,
 };
 use conclib::{ActorSystem, actor};
 use futures_util::stream::{self, StreamExt};

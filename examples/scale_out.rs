@@ -24,7 +24,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use conclib::redis::{Activation, ProxyClient, ProxyConfig, StateStore, start_proxy, start_redis};
+use conclib::redis::{
+    ProxyClient, ProxyConfig,
+    scale::{Activation, StateStore},
+    start_proxy, start_redis,
+};
 use conclib::{ActorSystem, actor};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -222,7 +226,7 @@ struct Tally {
 
 /// 60 pages activated one after the other on 3 fresh systems: how many each system holds,
 /// and the smallest share (`placement_min_share`).
-async fn placement(redis: &conclib::redis::RedisDaemon) -> Result<f64, BoxError> {
+async fn placement(redis: &conclib::redis::daemon::RedisDaemon) -> Result<f64, BoxError> {
     let config = redis.config(&ProxyConfig::default().with_namespace("placement"));
     let activated = Activations::default();
     let mut members = Vec::new();
@@ -261,7 +265,7 @@ async fn placement(redis: &conclib::redis::RedisDaemon) -> Result<f64, BoxError>
 
 /// Rebalancing, on a namespace of its own: 60 pages on 2 systems that rebalance, then a
 /// third joins while the pages are asked; how long until it holds a quarter of them.
-async fn rebalancing(redis: &conclib::redis::RedisDaemon) -> Result<(), BoxError> {
+async fn rebalancing(redis: &conclib::redis::daemon::RedisDaemon) -> Result<(), BoxError> {
     let config = redis.config(&ProxyConfig::default().with_namespace("rebalance"));
     let activated = Activations::default();
     let mut members = Vec::new();

@@ -30,7 +30,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use conclib::actor;
-use conclib::redis::{MsgPack, ProxyClient, Topic, TopicError, Topics};
+use conclib::redis::{
+    ProxyClient,
+    codec::MsgPack,
+    topics::{Topic, TopicError, Topics},
+};
 use futures_util::{Stream, StreamExt, stream};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use conclib::redis::{ProxyConfig, SnapshotReader};
+use conclib::redis::{ProxyConfig, snapshots::SnapshotReader};
 use conclib_examples::{BoxError, init_tracing};
 
 const USAGE: &str = "usage: view --redis URL [--namespace NS] [--port N] [--bind ADDR]";

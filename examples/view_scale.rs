@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use conclib::redis::{ProxyConfig, SnapshotReader, start_proxy, start_redis};
+use conclib::redis::{ProxyConfig, snapshots::SnapshotReader, start_proxy, start_redis};
 use conclib::{ActorRef, ActorSystem};
 use conclib_examples::BoxError;
 use conclib_examples::actors::{Counter, Increment};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::*;
 use conclib::{ActorSystem, AskError, PanicPolicy, Priority, Routing, StopReason};
 use conclib_process::{ProcessPool, ProcessRef, ProcessSpawnError, Registry, SpawnProcess};
-use conclib_redis::{ProxyClient, ProxyConfig, RedisDaemon, start_proxy, start_redis};
+use conclib_redis::{ProxyClient, ProxyConfig, daemon::RedisDaemon, start_proxy, start_redis};
 use conclib_testkit::eventually;
 
 /// How long a test waits for a state it can only poll.

@@ -22,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, RequestEnvelope};
-use conclib_redis::{ProxyConfig, SnapshotReader, start_proxy, start_redis};
+use conclib_redis::{ProxyConfig, snapshots::SnapshotReader, start_proxy, start_redis};
 use fred::prelude::*;
 
 #[path = "support/redis_stats.rs"]

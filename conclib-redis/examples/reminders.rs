@@ -34,8 +34,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, RequestEnvelope};
 use conclib_redis::{
-    Activation, ProxyClient, ProxyConfig, ProxyHandle, Reminder, ReminderPoller,
-    ReminderPollerOptions, ReminderTick, Reminders, start_proxy, start_redis,
+    ProxyClient, ProxyConfig, ProxyHandle,
+    reminders::{Reminder, ReminderPoller, ReminderPollerOptions, ReminderTick, Reminders},
+    scale::Activation,
+    start_proxy, start_redis,
 };
 use fred::prelude::*;
 

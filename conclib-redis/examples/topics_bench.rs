@@ -35,7 +35,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use conclib_redis::{ProxyClient, ProxyConfig, Topic, TopicError, start_redis};
+use conclib_redis::{
+    ProxyClient, ProxyConfig, start_redis,
+    topics::{Topic, TopicError},
+};
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use futures_util::StreamExt;
@@ -108,7 +111,7 @@ impl Sink {
 /// One side of a run: publishes through conclib or raw fred.
 #[derive(Clone)]
 enum Publisher {
-    Conclib(conclib_redis::Topics, Topic),
+    Conclib(conclib_redis::topics::Topics, Topic),
     Raw(Client, String, Mode),
 }
 

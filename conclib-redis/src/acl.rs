@@ -10,12 +10,12 @@
 //!   delete reply lists (`BLMPOP`, `DEL` on `{ns}:reply:*`). It cannot list keys (`SCAN`,
 //!   `KEYS`), so it cannot find another client's reply list (its name holds 128 random bits),
 //!   and it cannot push to any list (`RPUSH`, `LPUSH`), so it cannot forge an answer. It
-//!   may register, cancel and list any URN's reminders ([`Reminders`](crate::Reminders):
+//!   may register, cancel and list any URN's reminders ([`Reminders`](crate::reminders::Reminders):
 //!   their scripts, with `TIME`, `HSET`, `HMGET`, `ZADD`, `ZREM`, `SADD`, `SREM`,
 //!   `SMEMBERS` and `DEL`, on the reminders' shard keys only: `shop:rem:{shop:*` for the
 //!   namespace `shop`), but not
 //!   poll them (the pollers' reports, `{ns}:rem:pollers`, are not its keys). It may publish
-//!   and subscribe to topics ([`Topics`](crate::Topics)): live ones on the channels
+//!   and subscribe to topics ([`Topics`](crate::topics::Topics)): live ones on the channels
 //!   `{ns}:topic:*` (`PUBLISH`, `SUBSCRIBE`, and their sharded forms for a Cluster),
 //!   durable ones on the streams `{ns}:topic:*` only (`XADD`, `XGROUP CREATE`,
 //!   `XREADGROUP`, `XACK`, `XAUTOCLAIM`, `XINFO GROUPS`, `XINFO CONSUMERS`, `XGROUP
@@ -31,15 +31,15 @@
 //!   member's requests, keep activations' state, push replies, publish its system's
 //!   snapshot; and what a client may, so a [`ProxyClient`](crate::ProxyClient) of a
 //!   serving process may ask, register reminders and run a
-//!   [`ReminderPoller`](crate::ReminderPoller) (claim, deliver, acknowledge, give back,
+//!   [`ReminderPoller`](crate::reminders::ReminderPoller) (claim, deliver, acknowledge, give back,
 //!   count and report), and its [`ProxyHandle::topics`](crate::ProxyHandle::topics) and
 //!   clients publish and subscribe to topics.
 //! - A **viewer** (the live view) may read the published snapshots and the reminders,
 //!   nothing else.
 //!
-//! A live pattern subscription ([`Topic::live_pattern`](crate::Topic::live_pattern)) is
+//! A live pattern subscription ([`Topic::live_pattern`](crate::topics::Topic::live_pattern)) is
 //! refused by Redis under the client and proxy roles, and `ACL LOG` shows the refusal:
-//! `subscribe` returns [`TopicError::Redis`](crate::TopicError::Redis) with Redis's
+//! `subscribe` returns [`TopicError::Redis`](crate::topics::TopicError::Redis) with Redis's
 //! `NOPERM` when the refusal is matched to the command in time, else `Ok` with a
 //! subscription that receives nothing (both seen). Redis compares a `PSUBSCRIBE` pattern literally with the
 //! user's channel rules, so it is allowed only once a selector grants its own channel
@@ -53,7 +53,7 @@
 //! the namespace and read any durable one.
 //!
 //! ```
-//! let rules = conclib_redis::client_acl("shop");
+//! let rules = conclib_redis::acl::client_acl("shop");
 //! assert!(rules.iter().any(|r| r == "(+blmpop +del ~shop:reply:*)"));
 //! // The reminders' and the topics' commands each in a selector of their own keys.
 //! assert!(rules.iter().any(|r| r.starts_with('(') && r.ends_with(" ~shop:rem:{shop:*)")));
@@ -193,11 +193,11 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
 
 /// The rules of a reader of the published snapshots (the live view): it may read them,
 /// say that it watches them (`SET {ns}:snapshots:watched`), and read the reminders
-/// ([`SnapshotReader::reminders`](crate::SnapshotReader::reminders): `{ns}:rem:*`, with
+/// ([`SnapshotReader::reminders`](crate::snapshots::SnapshotReader::reminders): `{ns}:rem:*`, with
 /// plain read commands and `TIME`), nothing else.
 ///
 /// ```
-/// let rules = conclib_redis::viewer_acl("shop");
+/// let rules = conclib_redis::acl::viewer_acl("shop");
 /// assert!(rules.iter().any(|r| r == "%R~shop:snapshot*"));
 /// assert!(rules.iter().any(|r| r == "%R~shop:rem:*"));
 /// ```

@@ -128,7 +128,7 @@ pub struct ProxyConfig {
     /// or frees a URN. Default 250 ms.
     pub scan_interval: Duration,
     /// How often a proxy publishes its system's [snapshot](conclib_core::ActorSystem::snapshot)
-    /// to Redis for the live view ([`SnapshotReader`](crate::SnapshotReader)); `None`: never.
+    /// to Redis for the live view ([`SnapshotReader`](crate::snapshots::SnapshotReader)); `None`: never.
     /// While no reader has read the snapshots for 10 s, only every tenth interval and without
     /// the actors listed in brief (a system of 100,000 actors then costs little). Default 2 s.
     pub snapshot_interval: Option<Duration>,
@@ -165,7 +165,7 @@ pub struct ProxyConfig {
     /// URNs it served during [`departed_grace`](Self::departed_grace). Default `false`.
     pub release_on_shutdown: bool,
     /// How long [`ProxyHandle::shutdown`](crate::ProxyHandle::shutdown) (and a
-    /// [`ReminderPoller`](crate::ReminderPoller)'s, a [`ProxyClient`](crate::ProxyClient)'s
+    /// [`ReminderPoller`](crate::reminders::ReminderPoller)'s, a [`ProxyClient`](crate::ProxyClient)'s
     /// and a topic subscription's `close`) may take, whatever Redis does: past it, what was
     /// not handed over stays in Redis for the next holder, as after a crash (requests taken
     /// are read again once the lease lapses, reminder claims are taken over), its tasks are
@@ -203,7 +203,7 @@ pub struct ProxyConfig {
     /// crate docs, "Overload"). Default: every limit off.
     pub overload: crate::overload::Overload,
     /// What a write that must survive the promotion of a Redis replica (leases and URN
-    /// claims, [`StateStore`](crate::StateStore) writes, tells a client reports accepted)
+    /// claims, [`StateStore`](crate::scale::StateStore) writes, tells a client reports accepted)
     /// must reach before it counts as done: see [`Durability`] and the crate docs, "Redis
     /// topologies and durability". Checked against the primary's replicas at start-up (a
     /// warning names the topology and the level). Default [`Durability::Primary`].

@@ -1,5 +1,7 @@
 //! [`start_redis`]: a private `redis-server` child for tests, demos and single-host setups.
 
+pub use crate::error::DaemonError;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -9,7 +11,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::ProxyConfig;
-use crate::error::DaemonError;
 
 /// A `redis-server` child process started by [`start_redis`], with persistence off.
 ///

@@ -3,6 +3,8 @@
 //! way); `WAIT` after the writes that must (the crate docs, "Redis topologies and
 //! durability").
 
+pub use crate::persistence::{Fsync, Persistence, TellLoss};
+
 use std::time::Duration;
 
 use fred::interfaces::ClusterInterface;
@@ -25,7 +27,7 @@ use crate::conn::{self, as_bytes, s};
 /// promote the most up-to-date replica they reach; with `n` equal to the number of replicas,
 /// any).
 ///
-/// [`StateStore`]: crate::StateStore
+/// [`StateStore`]: crate::scale::StateStore
 ///
 /// ```
 /// use std::time::Duration;

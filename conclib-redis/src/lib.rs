@@ -7,7 +7,7 @@
 //! - [`ProxyClient`] asks ([`ProxyClient::ask`]) and tells ([`ProxyClient::tell`]) them from
 //!   anywhere that reaches the same Redis, with per-call timeouts and the core's
 //!   [`AskError`](conclib_core::AskError), as from every other kind of ref.
-//! - [`Topics`] publishes events to named [`Topic`]s and subscribes to them from anywhere on
+//! - [`Topics`](topics::Topics) publishes events to named [`Topic`](topics::Topic)s and subscribes to them from anywhere on
 //!   the same Redis (a `Stream` of typed events, or an actor's mailbox): live (at most once)
 //!   or durable (at least once, ordered, resumable); see the [`topics`] module.
 //! - [`start_redis`] runs a private `redis-server` child, for tests and single-host setups.
@@ -136,7 +136,7 @@
 //!   is unreachable, frozen or dead: past it, it stops its tasks, drops its connections and
 //!   answers [`ServeError::ShutdownCut`]; what it had not handed over stays in Redis for the
 //!   next holder, as after a crash (its lease lapses, requests it had taken are read again).
-//!   [`ReminderPoller::shutdown`], [`ProxyClient::shutdown`] and [`Subscription::close`]
+//!   [`ReminderPoller::shutdown`](reminders::ReminderPoller::shutdown), [`ProxyClient::shutdown`] and [`Subscription::close`](topics::Subscription::close)
 //!   keep the same bound. `tests/faults.rs` (`every_shutdown_returns_within_its_bound_while_redis_is_frozen`)
 //!   shuts each down with Redis SIGSTOPped (each returned within 1.1 s of a 1 s bound);
 //!   `python/testserver/tests/shutdown_bound.rs` sends SIGTERM to a serving process (proxy
@@ -204,8 +204,8 @@
 //!   of a pattern is activated by one system of the pattern's group at a time: the claim is
 //!   the URN's lease (set only if absent), a system hands a request to its activation only
 //!   while that lease is surely held, and an activation whose URN another system took
-//!   (this process was paused past its lease) is stopped. Its [`StateStore`] refuses the
-//!   writes of any activation but the latest ([`StoreError::Fenced`]), and a told message
+//!   (this process was paused past its lease) is stopped. Its [`StateStore`](scale::StateStore) refuses the
+//!   writes of any activation but the latest ([`StoreError::Fenced`](scale::StoreError::Fenced)), and a told message
 //!   whose write was refused goes to the latest activation: with state kept in the store,
 //!   a pause past the lease neither loses nor repeats a message sent to the system holding
 //!   the URN. A request whose handling wrote the store before its system acknowledged it
@@ -217,7 +217,7 @@
 //!   a request is acknowledged without being handed to the actor (an ask is answered
 //!   `NoResponse`: its effect is in the state, its answer was lost). This holds for an
 //!   activation that loads its state in its constructor and writes it from its handler, not
-//!   from a task the handler spawned: a [`StateStore`] is not `Clone`, so a handler cannot
+//!   from a task the handler spawned: a [`StateStore`](scale::StateStore) is not `Clone`, so a handler cannot
 //!   give a spawned task one of its own (a compile error, see its docs). A request reaching a
 //!   system that does not hold the URN is passed to the one that does, at most once: the new
 //!   entry is appended and the old one acknowledged in one script, only while the old one is
@@ -284,8 +284,8 @@
 //!   the dead holder are answered rather than lost. Liveness is Redis's view, not a
 //!   consensus among systems: a system cut off from Redis longer than its lease counts as
 //!   dead, and fences itself (it starts none of what it had queued).
-//! - **Placement** ([`Activator::placement`], `tests/scale_out/placement.rs`). Which member
-//!   activates a URN nobody holds is chosen per pattern ([`Placement`]): by default the one
+//! - **Placement** ([`Activator::placement`](scale::Activator::placement), `tests/scale_out/placement.rs`). Which member
+//!   activates a URN nobody holds is chosen per pattern ([`Placement`](scale::Placement)): by default the one
 //!   with the fewest activations of the pattern (60 URNs asked one after the other on 3
 //!   members: 20/20/20), or at random, by a hash of the URN (the same member across runs
 //!   while the members are the same), the asking system, or a function. The member that
@@ -301,8 +301,8 @@
 //! - **The directory.** Where each activation of a pattern lives, by system:
 //!   [`ProxyClient::activations`] (read from the URN keys; `tests/scale_out/placement.rs`);
 //!   each member's count: [`ProxyHandle::pattern_members`], the snapshot's
-//!   [`PublishedGroup::activations`], the live view.
-//! - **Rebalancing** ([`Activator::rebalance`], `tests/scale_out/rebalance.rs`). With it on,
+//!   [`PublishedGroup::activations`](snapshots::PublishedGroup::activations), the live view.
+//! - **Rebalancing** ([`Activator::rebalance`](scale::Activator::rebalance), `tests/scale_out/rebalance.rs`). With it on,
 //!   a member holding more than its share of a pattern's activations (the live members'
 //!   total divided evenly, rounded up) passivates the excess every third of a lease, least
 //!   recently used first and only those with nothing queued; their next requests activate
@@ -312,7 +312,7 @@
 //!   callers telling and asking without pause, a third member joins and holds at least 25%
 //!   within 0.4-0.8 s, no request failed, every account counted exactly the tells it was
 //!   sent. Only URNs that are asked move (a passivated one waits for its next request).
-//! - **A Redis restart keeps accepted tells only with AOF, fsync always** ([`Persistence`],
+//! - **A Redis restart keeps accepted tells only with AOF, fsync always** ([`Persistence`](durability::Persistence),
 //!   `tests/persistence.rs`; `tests/load_faults.rs` SIGKILLs such a Redis under load and
 //!   loses no accepted tell). Requests live in Redis until handled: across a crash or
 //!   restart of Redis itself, what the guarantees above say of the requests Redis had
@@ -326,24 +326,24 @@
 //!   the settings in one round trip bounded by
 //!   [`command_timeout`](ProxyConfig::command_timeout), `CONFIG GET appendonly appendfsync
 //!   save` with `INFO persistence` beside it, for when `CONFIG` is refused (an ACL user
-//!   without `+config`, as with [`client_acl`] and [`proxy_acl`], or a managed Redis that
+//!   without `+config`, as with [`client_acl`](acl::client_acl) and [`proxy_acl`](acl::proxy_acl), or a managed Redis that
 //!   renamed it): `INFO` tells whether AOF is on, not how often it is fsynced
-//!   ([`Fsync::Unknown`]). Neither answering makes it [`Persistence::Unknown`]; the start
+//!   ([`Fsync::Unknown`](durability::Fsync::Unknown)). Neither answering makes it [`Persistence::Unknown`](durability::Persistence::Unknown); the start
 //!   never fails for it. In a cluster, it is the settings of one node. Unless tells are
-//!   known to survive ([`Persistence::tells_survive_restart`]), the first proxy started or
+//!   known to survive ([`Persistence::tells_survive_restart`](durability::Persistence::tells_survive_restart)), the first proxy started or
 //!   client connected in a process logs one warning at WARN, naming the settings and what
-//!   a restart can lose ([`Persistence::warning`]: "Redis persistence: appendonly no, no
+//!   a restart can lose ([`Persistence::warning`](durability::Persistence::warning): "Redis persistence: appendonly no, no
 //!   RDB snapshots: a restart of Redis loses every tell it holds; for none to be lost, set
 //!   \`appendonly yes\` and \`appendfsync always\`"), once per process however many
 //!   follow. The value is
 //!   [`ProxyHandle::persistence`], [`ProxyClient::persistence`], and the `persistence` of
-//!   the system's snapshot ([`PublishedSystem::persistence`]), which the live view shows.
-//! - **Durable reminders** ([`Reminders`], [`ReminderPoller`], `tests/reminders/`). A
-//!   reminder registered for a URN is kept in Redis and delivered as a [`ReminderTick`] ask
+//!   the system's snapshot ([`PublishedSystem::persistence`](snapshots::PublishedSystem::persistence)), which the live view shows.
+//! - **Durable reminders** ([`Reminders`](reminders::Reminders), [`ReminderPoller`](reminders::ReminderPoller), `tests/reminders/`). A
+//!   reminder registered for a URN is kept in Redis and delivered as a [`ReminderTick`](reminders::ReminderTick) ask
 //!   when due, activating the URN if need be: once per tick across systems absent crashes,
 //!   at least once across them, missed periodic ticks coalesced; the guarantees and their
-//!   tests are listed on [`Reminders`]. The live view (`conclib-view`, `GET
-//!   /api/reminders`) shows them through [`SnapshotReader::reminders`]: how many are
+//!   tests are listed on [`Reminders`](reminders::Reminders). The live view (`conclib-view`, `GET
+//!   /api/reminders`) shows them through [`SnapshotReader::reminders`](snapshots::SnapshotReader::reminders): how many are
 //!   registered and due, a URN's or a prefix's reminders with their next due time, period,
 //!   deliveries, fired, coalesced and missed ticks, and each running poller's firing rate and
 //!   lag percentiles, which it publishes every [`snapshot_interval`](ProxyConfig::snapshot_interval)
@@ -362,18 +362,18 @@
 //!   client hand a proxy that much per entry).
 //!
 //! # Overload
-//! Every limit here is off by default ([`ProxyConfig::overload`], an [`Overload`]).
+//! Every limit here is off by default ([`ProxyConfig::overload`], an [`Overload`](overload::Overload)).
 //!
 //! **Pending limits.** A proxy counts the requests it has read and not yet answered (queued in
 //! a mailbox or being handled) for each URN, each pattern and the whole system; a request
 //! past a limit is refused as it is read, before it reaches a mailbox: an ask is answered
 //! status 13, `Overloaded`, with the limit and the depth ([`ProxyError::Overloaded`] with
-//! its [`OverloadScope`]; `AskError::Overloaded { limit, depth }` through the typed API;
+//! its [`OverloadScope`](overload::OverloadScope); `AskError::Overloaded { limit, depth }` through the typed API;
 //! `conclib.Overloaded` in Python), a tell is dropped and counted
-//! ([`ProxyStats::overloaded_tells`]). A client cannot know the counts, so a tell is never
-//! refused at send. The limits: [`Overload::max_pending_per_urn`] and
-//! [`Overload::max_pending`] (the system), a pattern's own
-//! ([`Activator::max_pending_per_urn`], [`Activator::max_pending`]), a URN's own
+//! ([`ProxyStats::overloaded_tells`](stats::ProxyStats::overloaded_tells)). A client cannot know the counts, so a tell is never
+//! refused at send. The limits: [`Overload::max_pending_per_urn`](overload::Overload::max_pending_per_urn) and
+//! [`Overload::max_pending`](overload::Overload::max_pending) (the system), a pattern's own
+//! ([`Activator::max_pending_per_urn`](scale::Activator::max_pending_per_urn), [`Activator::max_pending`](scale::Activator::max_pending)), a URN's own
 //! ([`ProxyHandle::set_max_pending`]). Requests still in the Redis stream are not counted:
 //! the proxy reads at most [`max_in_flight`](ProxyConfig::max_in_flight) at once, and
 //! refusing frees their places at once, so the stream drains at the rate of refusals.
@@ -382,21 +382,21 @@
 //! to the system holding its URN is counted by the member while it passes it on, then by
 //! the holder, so in a group a URN's requests are limited per reading member.
 //!
-//! **The activation cap.** [`Overload::activation_cap`] bounds the activations alive in a
-//! system; past it, activations with nothing queued are evicted by [`Overload::eviction`]
-//! ([`Eviction::Lru`] by default, [`Eviction::Lfu`], or a score of your own), passivated
+//! **The activation cap.** [`Overload::activation_cap`](overload::Overload::activation_cap) bounds the activations alive in a
+//! system; past it, activations with nothing queued are evicted by [`Overload::eviction`](overload::Overload::eviction)
+//! ([`Eviction::Lru`](overload::Eviction::Lru) by default, [`Eviction::Lfu`](overload::Eviction::Lfu), or a score of your own), passivated
 //! as after an idle time: stopped gracefully, so that an `on_stop` that saves saves once,
 //! their URN released; their next request activates them again on the member the pattern's
 //! placement picks. A request that meets an activation being evicted is read again, not
 //! refused. [`ProxyHandle::set_activation_cap`] changes the cap at run time.
 //!
-//! **Memory shedding.** With [`Overload::memory`] ([`MemoryShedding`]), above a share of a
+//! **Memory shedding.** With [`Overload::memory`](overload::Overload::memory) ([`MemoryShedding`](overload::MemoryShedding)), above a share of a
 //! memory limit (the cgroup's, or a number of bytes) the proxy passivates the least
-//! recently used activations, logs a warning and counts them ([`ProxyStats::shed`]).
+//! recently used activations, logs a warning and counts them ([`ProxyStats::shed`](stats::ProxyStats::shed)).
 //!
 //! ```no_run
 //! use conclib_core::ActorSystem;
-//! use conclib_redis::{MemoryLimit, MemoryShedding, ProxyConfig, start_proxy};
+//! use conclib_redis::{ProxyConfig, start_proxy, overload::{MemoryLimit, MemoryShedding}};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut config = ProxyConfig::default();
 //! config.overload.max_pending_per_urn = Some(64);
@@ -422,7 +422,7 @@
 //! (`conclib_testkit::redis_ha`: a primary, 2 replicas and 3 sentinels; 3 primaries with a
 //! replica each), their replicas stalled (SIGSTOP) for 2-2.5 s before the primary is
 //! SIGKILLed, so that the promoted replica lacks seconds of writes, under 3 member
-//! processes activating `acct:{id}` counters saved through the [`StateStore`] and 64 callers
+//! processes activating `acct:{id}` counters saved through the [`StateStore`](scale::StateStore) and 64 callers
 //! asking and telling without pause (`examples/redis_failover.rs`; its short form,
 //! `examples/tests/redis_failover.rs`, runs in the test command).
 //!
@@ -454,7 +454,7 @@
 //! then unknown, as after a timeout): the system's lease and its URN claims (a lease is
 //! counted held only from a renewal the replicas hold, so the fence closes before the
 //! lease can lapse on a promoted replica), the claim of a URN to activate it, the
-//! [`StateStore`]'s ownership, its writes and their exactly-once record, and every tell the
+//! [`StateStore`](scale::StateStore)'s ownership, its writes and their exactly-once record, and every tell the
 //! client reports accepted (asks need none: their answer is their acknowledgement). With
 //! `n = 1`, over lagging promotions: no split, no state rollback, no accepted tell lost
 //! (`examples/tests/redis_failover.rs`; the example, 20 Sentinel and 20 Cluster
@@ -497,7 +497,7 @@
 //! | `conclib_client_asks_in_flight` | gauge | | asks a process's `ProxyClient`s are waiting for |
 //! | `conclib_reminders_registrations_total` | counter | namespace | reminders registered through this process |
 //! | `conclib_reminders_fired_total` | counter | namespace | ticks delivered and acknowledged by this process's pollers |
-//! | `conclib_reminders_coalesced_ticks_total` | counter | namespace | missed ticks folded into those deliveries ([`ReminderTick::missed`]) |
+//! | `conclib_reminders_coalesced_ticks_total` | counter | namespace | missed ticks folded into those deliveries ([`ReminderTick::missed`](reminders::ReminderTick::missed)) |
 //! | `conclib_reminders_retried_total` | counter | namespace | deliveries that failed and were given back to be retried |
 //! | `conclib_reminders_lag_seconds` | histogram | namespace | from a tick's due time (the last one a delivery stands for) to its handling |
 //! | `conclib_reminders_registered`, `conclib_reminders_due` | gauge | namespace | reminders registered, and those due now, sampled by each poller every second |
@@ -515,7 +515,7 @@
 //! Anyone who can write to a namespace's request streams can ask its actors anything they
 //! expose: expose (`#[handle(remote)]`) only what such clients may do, and check rights in
 //! the handler. Give web processes the client role and serving processes the proxy role,
-//! as Redis ACL users: [`client_acl`] and [`proxy_acl`] return the rules (`ACL SETUSER name
+//! as Redis ACL users: [`client_acl`](acl::client_acl) and [`proxy_acl`](acl::proxy_acl) return the rules (`ACL SETUSER name
 //! on >password <rules...>`). A client with the client role resolves URNs, appends requests
 //! and pops its replies; it cannot list keys, push to any list (so it cannot forge another
 //! client's answers), or read leases and other data. Reply lists are named by 128 random
@@ -528,7 +528,7 @@
 //! and topics are granted in two more Redis 7 selectors of their own keys and channels (the
 //! reminders' scripts and their commands, `TIME` among them, on the reminders' shard keys,
 //! `{ns}:rem:{{ns}:*`; the topics' commands on `{ns}:topic:*` and the channels of the same
-//! names): see [`client_acl`].
+//! names): see [`client_acl`](acl::client_acl).
 
 //! # Protocol (version 1)
 //!
@@ -546,20 +546,20 @@
 //! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | renewed by each member, like URN keys |
 //! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (4 s), renewed every third of it; deleted when the member leaves |
 //! | `{ns}:placement:{prefix}` | hash | a pattern's directory, read to place its URNs: one field per member system, `"<activations> <live until, ms since the Unix epoch>"` | rewritten by each member at each activation and passivation and every third of a lease, live for a lease; a member's field deleted when it leaves, or ten leases after it lapsed; the key `PEXPIRE`d to ten leases |
-//! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`]: `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data`, a day |
+//! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`](scale::StateStore): `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data` (nor a durable journal: fields `journaled`, `jn:`, `js:`, `jr:`, `jp:`, see [`durable`]), a day |
 //! | `{ns}:rem:{{ns}:{s}}:due` | sorted set | reminders of shard `{s}` (0 to 15, by FNV-1a of the URN; the outer braces of `{{ns}:{s}}` are literal, the shard's hash tag, so a shard's scripts touch one Cluster slot), member `urn \n name`, scored by when they are next due or, while claimed, when the claim lapses (ms since the Unix epoch, Redis's clock) | until cancelled, or acknowledged once (a one-shot reminder) |
-//! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims`, `gen` (the registration's, part of every claim's token); `each` (the gap of [`Reminder::deliver_each`]); once a periodic one fired, `fired` and `coalesced` (ticks delivered, and missed ticks folded into them) | as its member |
+//! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims`, `gen` (the registration's, part of every claim's token); `each` (the gap of [`Reminder::deliver_each`](reminders::Reminder::deliver_each)); once a periodic one fired, `fired` and `coalesced` (ticks delivered, and missed ticks folded into them) | as its member |
 //! | `{ns}:rem:{{ns}:{s}}:u:{urn}` | set | the names of a URN's reminders (listing without a scan) | as its members |
-//! | `{ns}:rem:pollers` | hash | each running [`ReminderPoller`]'s last report for the live view: field its random token, value `"<Redis's clock at the report, ms> <JSON of a PollerReport>"` | rewritten every [`snapshot_interval`](ProxyConfig::snapshot_interval) of the poller's client (none without one); a field deleted a minute after its last report by the next report of any poller; the key `PEXPIRE`d to a minute |
+//! | `{ns}:rem:pollers` | hash | each running [`ReminderPoller`](reminders::ReminderPoller)'s last report for the live view: field its random token, value `"<Redis's clock at the report, ms> <JSON of a PollerReport>"` | rewritten every [`snapshot_interval`](ProxyConfig::snapshot_interval) of the poller's client (none without one); a field deleted a minute after its last report by the next report of any poller; the key `PEXPIRE`d to a minute |
 //! | `{ns}:departed:urn:{urn}`, `{ns}:departed:pattern:{prefix}` | string | the id of the system that served the URN (or activated the pattern) and shut down gracefully: a client that finds no owner waits for a successor, then answers `Unavailable`, not `UnknownUrn` | `PX` [`departed_grace`](ProxyConfig::departed_grace) (30 s), written at the start of a graceful shutdown |
 //! | `{ns}:sys:{system}:lease` | string | random token of the one proxy instance serving `{system}`, then `@{host}:{pid}` | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (4 s), renewed every third of it; deleted at shutdown |
 //! | `{ns}:reply:{client}` | list | reply frames for one client (`{client}`: 1 to 256 bytes; ours are 32 random hex digits, and the name is what keeps other clients from reading the list: make it unguessable) | `PEXPIRE` [`reply_ttl`](ProxyConfig::reply_ttl) (60 s) at each push; deleted when the client closes |
-//! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`]: the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
-//! | `{ns}:snapshot-others:{k}:{system}` | string | chunk `k` of the base: the JSON of every actor in brief, published whole now and then (see [`SnapshotReader::others`]) | `PX` 5 minutes and three intervals; a new base every 5 minutes at most, sooner when the changes grow; deleted at shutdown |
+//! | `{ns}:snapshot:{system}` | string | JSON of a [`PublishedSystem`](snapshots::PublishedSystem): the system's [snapshot](conclib_core::ActorSystem::snapshot) and proxy counters | `PX` three [`snapshot_interval`](ProxyConfig::snapshot_interval)s (at least 1 s), rewritten every interval while `{ns}:snapshots:watched` exists; else every tenth interval, without the actors listed in brief, living thirty intervals; deleted at shutdown |
+//! | `{ns}:snapshot-others:{k}:{system}` | string | chunk `k` of the base: the JSON of every actor in brief, published whole now and then (see [`SnapshotReader::others`](snapshots::SnapshotReader::others)) | `PX` 5 minutes and three intervals; a new base every 5 minutes at most, sooner when the changes grow; deleted at shutdown |
 //! | `{ns}:snapshot-others:changes:{system}` | string | what changed since the base, published with each snapshot while `{ns}:snapshots:watched` exists: the actors whose figures changed, those gone | as the snapshot; deleted at shutdown |
-//! | `{ns}:snapshots:watched` | string | set by every [`SnapshotReader::systems`] read: someone watches | `PX` 10 s |
+//! | `{ns}:snapshots:watched` | string | set by every [`SnapshotReader::systems`](snapshots::SnapshotReader::systems) read: someone watches | `PX` 10 s |
 //! | `{ns}:topic:{<name>}:live` | pub/sub channel | a live topic's events (the name between braces: the Cluster hash tag), each `0x01`, the codec name's length (1 byte), the codec name (`bincode`, `msgpack`), the encoded event | none (pub/sub) |
-//! | `{ns}:topic:{<name>}:log` | stream | a durable topic's events, fields `v` (`1`), `codec`, `body`; one consumer group per subscriber group, one consumer per subscriber (see [`topics`]) | trimmed at each publish to the topic's [`Retention`] (`MAXLEN ~`, default about 100,000 events, or `MINID ~`) |
+//! | `{ns}:topic:{<name>}:log` | stream | a durable topic's events, fields `v` (`1`), `codec`, `body`; one consumer group per subscriber group, one consumer per subscriber (see [`topics`]) | trimmed at each publish to the topic's [`Retention`](topics::Retention) (`MAXLEN ~`, default about 100,000 events, or `MINID ~`) |
 //! | `{ns}:snapshots` | sorted set | system ids publishing snapshots, scored by when their snapshot expires (ms since the Unix epoch) | entries removed at shutdown, or an hour after they expired |
 //!
 //! ## Asking
@@ -599,7 +599,7 @@
 //!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
 //!    | `prio` | optional: `high` puts the request in the actor's high-priority lane (it overtakes queued normal messages); absent or anything else: the normal lane |
 //!    | `tp` | optional: the sender's W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); the actor's `handle` span records its trace id as `trace_id` and its span id as `parent_span_id`, so one trace follows the request across processes. `ProxyClient` sends a child of the task's [`TraceContext`](conclib_core::trace::TraceContext) (or a new trace); a value the proxy cannot read as one is ignored, as is a missing one: the request is handled outside any trace |
-//!    | `from` | optional: the id of the asking system (ours sends [`system_id`](ProxyConfig::system_id) when it is set); a pattern placed with [`Placement::PreferAsker`] activates the URN on that system when it is a live member of the pattern's group. Ignored otherwise |
+//!    | `from` | optional: the id of the asking system (ours sends [`system_id`](ProxyConfig::system_id) when it is set); a pattern placed with [`Placement::PreferAsker`](scale::Placement::PreferAsker) activates the URN on that system when it is a live member of the pattern's group. Ignored otherwise |
 //!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes (default 8 MiB; the same limit applies to answers: a larger response or error is answered `TooLarge`) |
 //!
 //!    Field order does not matter; unknown fields are ignored; a field given twice counts
@@ -736,31 +736,33 @@
 //!   acknowledged (one script: `XINFO`, `DEL`, `XGROUP CREATE ... $ MKSTREAM`).
 //!
 //! ## Codecs
-//! Payloads are encoded by a [`Codec`]: [`Bincode`] (bincode 2, `config::standard()`,
-//! through serde) by default, [`MsgPack`] with the `msgpack` feature (`rmp-serde`, structs as
+//! Payloads are encoded by a [`Codec`](codec::Codec): [`Bincode`](codec::Bincode) (bincode 2, `config::standard()`,
+//! through serde) by default, [`MsgPack`](codec::MsgPack) with the `msgpack` feature (`rmp-serde`, structs as
 //! maps) for clients in other languages. The envelope never depends on the codec.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod acl;
+// The crate's face: a dozen names for what every user meets (serve, connect, ask, configure,
+// the errors), and a module per area for the rest.
+pub mod acl;
 mod client;
-mod config;
+pub mod config;
 mod conn;
-mod daemon;
-mod durability;
+pub mod daemon;
+pub mod durability;
 pub mod durable;
 mod error;
 #[cfg(test)]
 mod future_size;
 mod metrics;
-mod overload;
+pub mod overload;
 mod persistence;
-mod protocol;
+pub mod protocol;
 mod proxy;
 mod random;
-mod reminders;
+pub mod reminders;
 mod script;
-mod snapshots;
-mod stats;
+pub mod snapshots;
+pub mod stats;
 pub mod topics;
 mod unacked;
 
@@ -769,44 +771,39 @@ mod unacked;
 #[path = "fuzz.rs"]
 pub mod __fuzz;
 
-pub use acl::{client_acl, proxy_acl, viewer_acl};
 pub use client::{ByUrn, ProxyClient, RemoteRef};
-#[cfg(feature = "msgpack")]
-pub use conclib_codec::MsgPack;
-pub use conclib_codec::{
-    BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, DepthLimited, MAX_DEPTH,
-    builtin_codec, decode_value, encode_value,
-};
-pub use config::{
-    DEFAULT_DEPARTED_GRACE, DEFAULT_NAMESPACE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_SNAPSHOT_INTERVAL,
-    DEFAULT_URL, ProxyConfig,
-};
-pub use daemon::{RedisDaemon, start_redis};
+pub use config::ProxyConfig;
+pub use daemon::start_redis;
 pub use durability::Durability;
-pub use error::{ConfigError, DaemonError, ProxyError, ServeError};
-pub use overload::{
-    Eviction, EvictionCandidate, EvictionScore, MemoryLimit, MemoryShedding, Overload,
-    OverloadScope,
-};
-pub use persistence::{Fsync, Persistence, TellLoss};
-pub use protocol::{
-    CONSUMER_GROUP, PROTOCOL_VERSION, REPLY_HEADER_LEN, Status, decode_reply, encode_reply,
-    pattern_prefix,
-};
-pub use proxy::{
-    Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, ProxyHandle,
-    Readiness, ReadinessProbe, StateStore, StoreError, start_proxy,
-};
-pub use reminders::{
-    __scripts as __reminder_scripts, DEFAULT_REMINDER_CLAIM_LEASE, MAX_POLLERS,
-    MAX_REMINDER_HORIZON, MAX_REMINDER_NAME_LEN, MAX_REMINDER_PREFIX_LEN, MAX_REMINDERS_LISTED,
-    PollerReport, REMINDER_SHARDS, RegisteredReminder, Reminder, ReminderError, ReminderInfo,
-    ReminderPoller, ReminderPollerOptions, ReminderPollerStats, ReminderQuery, ReminderTick,
-    Reminders, RemindersOverview, SCAN_PER_SHARD,
-};
-pub use snapshots::{PublishedGroup, PublishedSystem, SnapshotReader};
-pub use stats::ProxyStats;
-pub use topics::{
-    ActorSubscription, Delivery, Retention, SubscribeRequest, Subscription, SubscriptionStats,
-    Topic, TopicError, Topics, TopicsStats,
-};
+pub use error::{ConfigError, ProxyError, ServeError};
+pub use protocol::Status;
+pub use proxy::{ProxyHandle, start_proxy};
+
+/// The codecs a request's payload is written in, from `conclib-codec`: the client and the
+/// proxy agree on one per message ([`Bincode`](codec::Bincode) unless the message says
+/// otherwise; [`MsgPack`](codec::MsgPack) with feature `msgpack`, what the Python client
+/// speaks).
+pub mod codec {
+    #[cfg(feature = "msgpack")]
+    pub use conclib_codec::MsgPack;
+    pub use conclib_codec::{
+        BINCODE_DECODE_LIMIT, Bincode, Codec, CodecError, DecodeVisitor, DepthLimited, MAX_DEPTH,
+        builtin_codec, decode_value, encode_value,
+    };
+}
+
+/// Scale-out: virtual actors activated by URN pattern on the members of a group, placed by a
+/// [`Placement`](scale::Placement), their state kept in a fenced
+/// [`StateStore`](scale::StateStore) (ARCHITECTURE.md, "The scale-out").
+pub mod scale {
+    pub use crate::proxy::{
+        Activation, Activator, DEFAULT_PASSIVATE_AFTER, MemberInfo, PlaceFn, Placement, StateStore,
+        StoreError,
+    };
+}
+
+/// Whether a serving process is ready to take requests: what an orchestrator's readiness
+/// probe asks ([`ProxyHandle::readiness`]).
+pub mod readiness {
+    pub use crate::proxy::{Readiness, ReadinessProbe};
+}

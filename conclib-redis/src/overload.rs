@@ -13,7 +13,7 @@ use std::time::Duration;
 /// [`full_mailbox_wait`](crate::ProxyConfig::full_mailbox_wait) is its only refusal).
 ///
 /// ```
-/// use conclib_redis::{Eviction, Overload, ProxyConfig};
+/// use conclib_redis::{ProxyConfig, overload::{Eviction, Overload}};
 /// let mut config = ProxyConfig::default();
 /// let mut overload = Overload::default();
 /// overload.max_pending_per_urn = Some(64);
@@ -29,7 +29,7 @@ pub struct Overload {
     /// The most requests read and not yet answered (queued in the actor's mailbox or being
     /// handled) for one URN; one more is refused with `Overloaded` at once (an ask is
     /// answered status 13, a tell is dropped and counted). A pattern may set its own
-    /// ([`Activator::max_pending_per_urn`](crate::Activator::max_pending_per_urn)), a URN
+    /// ([`Activator::max_pending_per_urn`](crate::scale::Activator::max_pending_per_urn)), a URN
     /// too ([`ProxyHandle::set_max_pending`](crate::ProxyHandle::set_max_pending)).
     /// Default `None` (no limit).
     pub max_pending_per_urn: Option<u64>,
@@ -67,7 +67,7 @@ pub enum Eviction {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use conclib_redis::Eviction;
+    /// use conclib_redis::overload::Eviction;
     /// // Evict `guest:` activations before any other, the least used first.
     /// let policy = Eviction::Custom(Arc::new(|c| {
     ///     if c.urn.starts_with("guest:") { c.uses } else { u64::MAX / 2 + c.uses }
@@ -114,7 +114,7 @@ impl Eviction {
 /// reads the process's resident memory (`/proc/self/statm`); above [`above`](Self::above)
 /// of the limit, it passivates the least recently used activations, as many as the share of
 /// memory above [`down_to`](Self::down_to) of the limit (at least one), counted in
-/// [`ProxyStats::shed`](crate::ProxyStats::shed), the metric
+/// [`ProxyStats::shed`](crate::stats::ProxyStats::shed), the metric
 /// `conclib_activations_total{event="shed"}` and a warning in the log. Memory an allocator
 /// keeps after the actors are gone still counts as resident: shedding goes on at each look
 /// while it does, at most an eighth of the activations at a time.

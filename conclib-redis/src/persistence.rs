@@ -37,7 +37,7 @@ pub enum Fsync {
 /// and nobody handled yet is [`tell_loss`](Self::tell_loss).
 ///
 /// ```
-/// use conclib_redis::{Fsync, Persistence, TellLoss};
+/// use conclib_redis::durability::{Fsync, Persistence, TellLoss};
 ///
 /// let aof = Persistence::AppendOnly { fsync: Fsync::Always };
 /// assert!(aof.tells_survive_restart());

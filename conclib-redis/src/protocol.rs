@@ -46,7 +46,7 @@ pub(crate) mod field {
     /// set sends it), for [`Placement::PreferAsker`]. Ignored by everything else.
     ///
     /// [`ProxyConfig::system_id`]: crate::ProxyConfig::system_id
-    /// [`Placement::PreferAsker`]: crate::Placement::PreferAsker
+    /// [`Placement::PreferAsker`]: crate::scale::Placement::PreferAsker
     pub const FROM: &str = "from";
     /// Only in a proxy's own entries (never a client's request): a member of the pattern
     /// group named here placed one of the group's requests on this system; its member

@@ -45,9 +45,9 @@ impl Script {
 
     /// Runs the script once (`keys`, then `args`), by its SHA, sending its text when Redis
     /// does not have it (restarted, or its script cache flushed). Routed by its first key.
-    pub(crate) async fn eval(
+    pub(crate) async fn eval<C: ClientLike>(
         &self,
-        cmd: &Client,
+        cmd: &C,
         keys: Vec<impl Into<Value>>,
         args: Vec<Value>,
     ) -> Result<Value, fred::error::Error> {

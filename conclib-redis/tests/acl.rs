@@ -10,8 +10,11 @@ use common::actors::*;
 use conclib_core::ActorSystem;
 use conclib_core::AskError;
 use conclib_redis::{
-    ProxyClient, ProxyConfig, SnapshotReader, TopicError, client_acl, proxy_acl, start_proxy,
-    start_redis, viewer_acl,
+    ProxyClient, ProxyConfig,
+    acl::{client_acl, proxy_acl, viewer_acl},
+    snapshots::SnapshotReader,
+    start_proxy, start_redis,
+    topics::TopicError,
 };
 use fred::prelude::*;
 
@@ -149,21 +152,21 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
     let admin_client = ProxyClient::connect(&base.clone().with_url(daemon.url()))
         .await
         .unwrap();
-    conclib_redis::Reminders::new(&admin_client)
+    conclib_redis::reminders::Reminders::new(&admin_client)
         .register(
             "c",
-            conclib_redis::Reminder::after("r", std::time::Duration::from_secs(60)),
+            conclib_redis::reminders::Reminder::after("r", std::time::Duration::from_secs(60)),
         )
         .await
         .unwrap();
     let overview = reader
-        .reminders(&conclib_redis::ReminderQuery::urn("c", 10).unwrap())
+        .reminders(&conclib_redis::reminders::ReminderQuery::urn("c", 10).unwrap())
         .await
         .unwrap();
     assert_eq!(overview.registered, 1);
     assert_eq!(overview.reminders[0].name, "r");
     let overview = reader
-        .reminders(&conclib_redis::ReminderQuery::prefix("c", 10).unwrap())
+        .reminders(&conclib_redis::reminders::ReminderQuery::prefix("c", 10).unwrap())
         .await
         .unwrap();
     assert_eq!(overview.matched, 1);
@@ -206,15 +209,18 @@ async fn the_client_role_asks_but_cannot_forge_list_or_read() {
     member_proxy.join("shared").await.unwrap();
     assert_eq!(client.ask("shared", Add(5)).await, Ok(5));
     proxy
-        .activate("acct:{id}", |a: conclib_redis::Activation| async move {
-            let store = a.into_store();
-            let opened = store.load::<u64>().await?.unwrap_or(0) + 1;
-            store.save(&opened).await?;
-            Ok::<_, conclib_redis::StoreError>(Counter {
-                count: opened * 100,
-                log: Vec::new(),
-            })
-        })
+        .activate(
+            "acct:{id}",
+            |a: conclib_redis::scale::Activation| async move {
+                let store = a.into_store();
+                let opened = store.load::<u64>().await?.unwrap_or(0) + 1;
+                store.save(&opened).await?;
+                Ok::<_, conclib_redis::scale::StoreError>(Counter {
+                    count: opened * 100,
+                    log: Vec::new(),
+                })
+            },
+        )
         .await
         .unwrap();
     assert_eq!(client.ask("acct:1", Get).await, Ok(100));
@@ -268,14 +274,14 @@ struct Woken(tokio::sync::mpsc::UnboundedSender<String>);
 
 impl conclib_core::Actor for Woken {
     const REMOTE: &'static [conclib_core::ExposedMessage] = &[conclib_core::ExposedMessage::of::<
-        conclib_redis::ReminderTick,
+        conclib_redis::reminders::ReminderTick,
     >()];
     async fn handle_request(
         &mut self,
         req: conclib_core::RequestEnvelope,
         _: &mut conclib_core::Context<Self>,
     ) {
-        match req.extract::<conclib_redis::ReminderTick>() {
+        match req.extract::<conclib_redis::reminders::ReminderTick>() {
             Ok((tick, r)) => {
                 let _ = self.0.send(tick.name().to_owned());
                 r.respond(Ok(()));
@@ -338,7 +344,8 @@ async fn refused(admin: &Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_and_proxy_roles_use_reminders_and_topics() {
     use conclib_redis::{
-        Reminder, ReminderPoller, ReminderPollerOptions, ReminderQuery, Reminders, Topic,
+        reminders::{Reminder, ReminderPoller, ReminderPollerOptions, ReminderQuery, Reminders},
+        topics::Topic,
     };
     use std::time::Duration;
     // The poller counts the registered and due reminders too (a script of its own).

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{config, raw, raw_client, system_with, v};
-use conclib_redis::{decode_reply, start_proxy};
+use conclib_redis::{protocol::decode_reply, start_proxy};
 use fred::prelude::*;
 use serde_json::Value as Json;
 

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, RequestEnvelope};
 use conclib_macros::message;
 use conclib_redis::{
-    MAX_DEPTH, MsgPack, ProxyClient, ProxyConfig, Status, decode_reply, start_proxy,
+    ProxyClient, ProxyConfig, Status,
+    codec::{MAX_DEPTH, MsgPack},
+    protocol::decode_reply,
+    start_proxy,
 };
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -166,7 +169,7 @@ async fn a_request_nested_past_any_stack_gets_a_codec_error_and_the_process_serv
         // One level for the struct, one per array.
         if arrays < MAX_DEPTH {
             assert_eq!(Status::from_byte(status), Some(Status::Ok), "{text}");
-            let ms: u64 = conclib_redis::decode_value(&MsgPack, payload).unwrap();
+            let ms: u64 = conclib_redis::codec::decode_value(&MsgPack, payload).unwrap();
             assert_eq!(ms, 1);
         } else {
             assert_eq!(

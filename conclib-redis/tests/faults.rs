@@ -710,7 +710,7 @@ async fn a_request_older_than_the_room_wait_gets_the_room_there_is_or_mailbox_fu
     let redis = raw_client(&config).await;
     let stream = format!("{}:sys:stale-room:req", config.namespace);
     let reply_key = format!("{}:reply:stale-room-test", config.namespace);
-    let body = conclib_redis::encode_value(&conclib_redis::Bincode, &Work).unwrap();
+    let body = conclib_redis::codec::encode_value(&conclib_redis::codec::Bincode, &Work).unwrap();
     let body = String::from_utf8(body).unwrap();
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -764,7 +764,7 @@ async fn a_request_older_than_the_room_wait_gets_the_room_there_is_or_mailbox_fu
                 panic!("{parts:?}")
             };
             let frame = frames[0].as_bytes().unwrap().to_vec();
-            let (id, status, _) = conclib_redis::decode_reply(&frame).unwrap();
+            let (id, status, _) = conclib_redis::protocol::decode_reply(&frame).unwrap();
             (id, status)
         }
     };
@@ -821,7 +821,8 @@ async fn an_entry_id_from_the_future_does_not_poison_the_stream() {
     assert_eq!(client.ask("c", Add(1)).await, Ok(1));
     let redis = raw_client(&config).await;
     let stream = format!("{}:sys:poison:req", config.namespace);
-    let body = conclib_redis::encode_value(&conclib_redis::Bincode, &Record(5)).unwrap();
+    let body =
+        conclib_redis::codec::encode_value(&conclib_redis::codec::Bincode, &Record(5)).unwrap();
     let body = String::from_utf8(body).unwrap();
     raw(
         &redis,
@@ -1009,26 +1010,26 @@ async fn every_shutdown_returns_within_its_bound_while_redis_is_frozen() {
     let proxy = start_proxy(&system, &config).await.unwrap();
     proxy.join("fz:shared").await.unwrap();
     proxy
-        .activate("fz:item:{id}", |_a: conclib_redis::Activation| async move {
+        .activate("fz:item:{id}", |_a: conclib_redis::scale::Activation| async move {
             Ok::<_, String>(Counter::default())
         })
         .await
         .unwrap();
     let client = ProxyClient::connect(&config).await.unwrap();
     client.ask("fz:item:1", Add(1)).await.unwrap();
-    let poller = conclib_redis::ReminderPoller::start(
+    let poller = conclib_redis::reminders::ReminderPoller::start(
         &client,
-        conclib_redis::ReminderPollerOptions::default(),
+        conclib_redis::reminders::ReminderPollerOptions::default(),
     )
     .unwrap();
     let live = client
         .topics()
-        .subscribe::<u64>(&conclib_redis::Topic::live("fz.live").unwrap())
+        .subscribe::<u64>(&conclib_redis::topics::Topic::live("fz.live").unwrap())
         .await
         .unwrap();
     let durable = client
         .topics()
-        .subscribe::<u64>(&conclib_redis::Topic::durable("fz.durable").unwrap())
+        .subscribe::<u64>(&conclib_redis::topics::Topic::durable("fz.durable").unwrap())
         .group("g")
         .await
         .unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::actors::*;
 use common::{config, eventually, raw, raw_client, system_with, v};
-use conclib_redis::{ProxyClient, Status, decode_reply, start_proxy};
+use conclib_redis::{ProxyClient, Status, protocol::decode_reply, start_proxy};
 use fred::prelude::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,7 +23,8 @@ async fn malformed_entries_are_rejected_and_the_proxy_goes_on() {
     let queue = format!("{ns}:sys:malformed:req");
     let reply = format!("{ns}:reply:raw");
     let good_body =
-        conclib_redis::encode_value(&conclib_redis::Bincode, &Echo("hi".into())).unwrap();
+        conclib_redis::codec::encode_value(&conclib_redis::codec::Bincode, &Echo("hi".into()))
+            .unwrap();
 
     let entry = |id: &str, overrides: &[(&str, Value)], drop: &[&str]| {
         let mut fields: Vec<(String, Value)> = vec![
@@ -130,7 +131,8 @@ async fn malformed_entries_are_rejected_and_the_proxy_goes_on() {
             String::from_utf8_lossy(&seen[id].1)
         );
     }
-    let ok: String = conclib_redis::decode_value(&conclib_redis::Bincode, &seen[&10].1).unwrap();
+    let ok: String =
+        conclib_redis::codec::decode_value(&conclib_redis::codec::Bincode, &seen[&10].1).unwrap();
     assert_eq!(ok, "hi");
     // The reply list carries a TTL.
     let ttl = raw(&redis, vec![v("PTTL"), v(&reply)]).await.unwrap();
@@ -185,7 +187,9 @@ async fn an_unusable_reply_list_does_not_block_the_others() {
     raw(&redis, vec![v("SET"), v(&broken), v("not a list")])
         .await
         .unwrap();
-    let body = conclib_redis::encode_value(&conclib_redis::Bincode, &Echo("x".into())).unwrap();
+    let body =
+        conclib_redis::codec::encode_value(&conclib_redis::codec::Bincode, &Echo("x".into()))
+            .unwrap();
     let mut args = vec![v("XADD"), v(&queue), v("*")];
     for (f, val) in [
         ("v", v("1")),

@@ -294,7 +294,7 @@ async fn every_proxy_and_client_metric_is_recorded() {
         "the request the gone member had taken was not answered"
     );
     grp_proxy
-        .activate("m:{id}", |_a: conclib_redis::Activation| async move {
+        .activate("m:{id}", |_a: conclib_redis::scale::Activation| async move {
             Ok::<_, String>(Counter::default())
         })
         .passivate_after(Duration::from_millis(200))

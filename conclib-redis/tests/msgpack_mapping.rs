@@ -2,7 +2,7 @@
 //! protocol docs promise a client in another language.
 #![cfg(feature = "msgpack")]
 
-use conclib_redis::{MsgPack, decode_value, encode_value};
+use conclib_redis::codec::{MsgPack, decode_value, encode_value};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]

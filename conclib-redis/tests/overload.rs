@@ -13,7 +13,10 @@ use common::actors::*;
 use common::{config, eventually};
 use conclib_core::{Actor, ActorSystem, AskError, Context, ExposedMessage, RequestEnvelope};
 use conclib_redis::{
-    Activation, MemoryLimit, MemoryShedding, ProxyClient, StateStore, StoreError, start_proxy,
+    ProxyClient,
+    overload::{MemoryLimit, MemoryShedding},
+    scale::{Activation, StateStore, StoreError},
+    start_proxy,
 };
 
 /// 64 callers retrying without pause on one URN whose limit is 4: refusals carry the limit

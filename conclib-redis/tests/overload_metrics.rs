@@ -9,7 +9,7 @@ mod common;
 use common::actors::*;
 use common::{config, eventually};
 use conclib_core::{ActorSystem, AskError};
-use conclib_redis::{Activation, ProxyClient, start_proxy};
+use conclib_redis::{ProxyClient, scale::Activation, start_proxy};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 
 /// The counter (summed over reads) or last gauge value of `name` with exactly `labels`.

@@ -9,7 +9,10 @@ mod servers;
 use common::actors::*;
 use conclib_core::ActorSystem;
 use conclib_redis::{
-    Fsync, Persistence, ProxyClient, ProxyConfig, SnapshotReader, TellLoss, client_acl, proxy_acl,
+    ProxyClient, ProxyConfig,
+    acl::{client_acl, proxy_acl},
+    durability::{Fsync, Persistence, TellLoss},
+    snapshots::SnapshotReader,
     start_proxy,
 };
 

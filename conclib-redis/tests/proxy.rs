@@ -684,7 +684,7 @@ async fn msgpack_and_bincode_clients_share_a_proxy() {
     let config = config("msgpack");
     let system = system_with("msgpack", &["c"]).await;
     let proxy = start_proxy(&system, &config).await.unwrap();
-    let mp = ProxyClient::connect(&config.clone().with_codec(conclib_redis::MsgPack))
+    let mp = ProxyClient::connect(&config.clone().with_codec(conclib_redis::codec::MsgPack))
         .await
         .unwrap();
     let bc = ProxyClient::connect(&config).await.unwrap();

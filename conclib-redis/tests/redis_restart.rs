@@ -611,9 +611,12 @@ async fn groups_and_activations_recover_after_a_redis_restart() {
             .unwrap();
         proxy.join("shared").await.unwrap();
         proxy
-            .activate("acct:{id}", |_a: conclib_redis::Activation| async move {
-                Ok::<_, String>(Counter::default())
-            })
+            .activate(
+                "acct:{id}",
+                |_a: conclib_redis::scale::Activation| async move {
+                    Ok::<_, String>(Counter::default())
+                },
+            )
             .await
             .unwrap();
         running.push((system, proxy));

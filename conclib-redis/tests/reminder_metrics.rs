@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime};
 use conclib_core::ActorSystem;
 use conclib_macros::actor;
 use conclib_redis::{
-    Activation, ProxyClient, Reminder, ReminderPoller, ReminderPollerOptions, ReminderTick,
-    Reminders, start_proxy,
+    ProxyClient,
+    reminders::{Reminder, ReminderPoller, ReminderPollerOptions, ReminderTick, Reminders},
+    scale::Activation,
+    start_proxy,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 

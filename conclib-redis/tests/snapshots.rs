@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::actors::{Add, Counter};
 use common::{command, config, eventually, plain_client};
 use conclib_core::ActorSystem;
-use conclib_redis::{ProxyClient, SnapshotReader, start_proxy};
+use conclib_redis::{ProxyClient, snapshots::SnapshotReader, start_proxy};
 use futures_util::FutureExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use conclib_core::{Actor, ActorSystem, Context, Handler, Message};
-use conclib_redis::{ProxyClient, ProxyConfig, Topic, TopicError, start_proxy};
+use conclib_redis::{
+    ProxyClient, ProxyConfig, start_proxy,
+    topics::{Topic, TopicError},
+};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -53,7 +56,7 @@ fn main() {
 
 /// Waits for the next event, at most 10 s.
 async fn next<E: serde::de::DeserializeOwned>(
-    sub: &mut conclib_redis::Subscription<E>,
+    sub: &mut conclib_redis::topics::Subscription<E>,
 ) -> Result<E, TopicError> {
     tokio::time::timeout(Duration::from_secs(10), sub.next())
         .await
@@ -62,7 +65,7 @@ async fn next<E: serde::de::DeserializeOwned>(
 }
 
 /// Takes `n` events, checking that each publisher's come in order; returns them.
-async fn take_in_order(sub: &mut conclib_redis::Subscription<Tick>, n: usize) -> Vec<Tick> {
+async fn take_in_order(sub: &mut conclib_redis::topics::Subscription<Tick>, n: usize) -> Vec<Tick> {
     let mut last: HashMap<u32, u64> = HashMap::new();
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
@@ -75,7 +78,7 @@ async fn take_in_order(sub: &mut conclib_redis::Subscription<Tick>, n: usize) ->
     got
 }
 
-async fn publish_all(topics: conclib_redis::Topics, topic: Topic, from: u32, n: u64) {
+async fn publish_all(topics: conclib_redis::topics::Topics, topic: Topic, from: u32, n: u64) {
     for seq in 0..n {
         topics.publish(&topic, &Tick { from, seq }).await.unwrap();
     }
@@ -105,7 +108,7 @@ async fn live_events_arrive_in_order_per_publisher() {
     assert_eq!(client.topics().stats().published, n);
     // The system's snapshot carries its topics' counters.
     proxy.publish_snapshot().await.unwrap();
-    let reader = conclib_redis::SnapshotReader::connect(&config)
+    let reader = conclib_redis::snapshots::SnapshotReader::connect(&config)
         .await
         .unwrap();
     let systems = reader.systems().await.unwrap();

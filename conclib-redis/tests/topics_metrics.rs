@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use conclib_redis::{ProxyClient, Topic};
+use conclib_redis::{ProxyClient, topics::Topic};
 use futures_util::StreamExt;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 

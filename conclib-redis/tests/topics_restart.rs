@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclib_redis::{ProxyClient, ProxyConfig, Topic};
+use conclib_redis::{ProxyClient, ProxyConfig, topics::Topic};
 use futures_util::StreamExt;
 
 fn main() {

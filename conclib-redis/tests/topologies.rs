@@ -507,9 +507,12 @@ async fn cluster_groups_and_activations() {
         let proxy = start_proxy(&system, &config).await.unwrap();
         proxy.join("shared").await.unwrap();
         proxy
-            .activate("item:{id}", |_a: conclib_redis::Activation| async move {
-                Ok::<_, String>(Counter::default())
-            })
+            .activate(
+                "item:{id}",
+                |_a: conclib_redis::scale::Activation| async move {
+                    Ok::<_, String>(Counter::default())
+                },
+            )
             .await
             .unwrap();
         running.push((system, proxy));

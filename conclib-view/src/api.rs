@@ -93,17 +93,17 @@ impl PageQuery {
 struct SystemOut<'a> {
     system_id: &'a str,
     interval_ms: u64,
-    proxy: &'a conclib_redis::ProxyStats,
+    proxy: &'a conclib_redis::stats::ProxyStats,
     snapshot: SnapshotOut<'a>,
-    groups: &'a [conclib_redis::PublishedGroup],
-    persistence: conclib_redis::Persistence,
+    groups: &'a [conclib_redis::snapshots::PublishedGroup],
+    persistence: conclib_redis::durability::Persistence,
     /// What the proxy's start-up warning said of Redis's persistence: null when a restart
     /// of Redis loses no accepted tell.
     persistence_warning: Option<String>,
     /// What the system published to topics and what its subscriptions received, dropped
     /// and hold now, and how far its durable subscriptions' groups are behind (`lag`,
     /// `pending`, sampled every snapshot interval); null while it never used topics.
-    topics: Option<&'a conclib_redis::TopicsStats>,
+    topics: Option<&'a conclib_redis::topics::TopicsStats>,
     page: PageOut,
     messages: &'a [MessageView],
 }

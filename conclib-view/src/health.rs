@@ -7,13 +7,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use conclib_redis::ReadinessProbe;
+use conclib_redis::readiness::ReadinessProbe;
 
 /// Two routes for a serving process's probes:
 /// - `GET /livez`: `200` while the process answers HTTP at all (a liveness probe);
 /// - `GET /readyz`: `200 {"ready": true, "state": "ready"}` while the proxy's lease is surely
 ///   held and it reads its stream, else `503` with the state (`lease_uncertain`,
-///   `draining`, `replaced`, `stopped`; see [`Readiness`](conclib_redis::Readiness)).
+///   `draining`, `replaced`, `stopped`; see [`Readiness`](conclib_redis::readiness::Readiness)).
 ///
 /// In Kubernetes, point the readiness probe at `/readyz` and send SIGTERM as usual: the
 /// probe fails from the moment the proxy's shutdown begins, so a rolling update waits for

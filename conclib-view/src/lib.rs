@@ -1,7 +1,7 @@
 //! A live view of every conclib actor system on one Redis: an [axum](https://docs.rs/axum)
 //! [`Router`] you mount in your own server, or serve alone with [`serve`].
 //!
-//! Every Redis proxy publishes its system's snapshot (see [`conclib_redis::SnapshotReader`]):
+//! Every Redis proxy publishes its system's snapshot (see [`conclib_redis::snapshots::SnapshotReader`]):
 //! its most telling actors in full, most telling first (failures in the last interval, deep
 //! mailboxes, high rates: [`ActorSystem::snapshot_first`](conclib_core::ActorSystem::snapshot_first)),
 //! and the rest in brief. The view reads them all once a second and shows, for each system,
@@ -16,7 +16,7 @@
 //! its script and styles inside: nothing is loaded from elsewhere.
 //!
 //! ```no_run
-//! use conclib_redis::{ProxyConfig, SnapshotReader};
+//! use conclib_redis::{ProxyConfig, snapshots::SnapshotReader};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = ProxyConfig::new("redis://127.0.0.1:6379");
@@ -46,13 +46,13 @@
 //! (`asc` or `desc`; by default descending for figures, ascending otherwise), `limit` (rows
 //! per system, default 50, at most 500) and `offset` (the first row; `offset.<system_id>`
 //! for one system). Each system is shaped like a
-//! [`PublishedSystem`](conclib_redis::PublishedSystem) whose `snapshot.actors` is that page
+//! [`PublishedSystem`](conclib_redis::snapshots::PublishedSystem) whose `snapshot.actors` is that page
 //! (an actor listed only in brief has no `last_error`, `pid` or `pool`), with
 //! `page`: `{"total", "listed", "unlisted", "matched", "failing", "offset",
 //! "limit", "sort", "order"}` (`listed`: actors the view can search, in full or in brief;
 //! `unlisted`: counted by the snapshot but listed in neither; `failing`: listed actors with
 //! an error, panic or restart), `persistence_warning`: what the proxy's start-up warning
-//! said of Redis's [`persistence`](conclib_redis::PublishedSystem::persistence) (null when a
+//! said of Redis's [`persistence`](conclib_redis::snapshots::PublishedSystem::persistence) (null when a
 //! restart of Redis loses no accepted tell: `appendonly yes`, `appendfsync always`; the page
 //! shows it beside the proxy's figures), and `messages`: per actor type and message type
 //! ([`SystemSnapshot::messages`](conclib_core::SystemSnapshot::messages)), `{"actor_type",
@@ -71,21 +71,21 @@
 //! page of `/api/systems` last showed it.
 //!
 //! `/api/reminders` shows the durable reminders of the namespace
-//! ([`conclib_redis::Reminders`]; the page's section "reminders"): with `urn=<URN>`, that
+//! ([`conclib_redis::reminders::Reminders`]; the page's section "reminders"): with `urn=<URN>`, that
 //! URN's reminders (all of them up to the limit, read through its index); with
 //! `prefix=<text>` (a pattern's prefix such as `user:`), the reminders due soonest whose URN
-//! starts with it, among the first [`SCAN_PER_SHARD`](conclib_redis::SCAN_PER_SHARD) of each
+//! starts with it, among the first [`SCAN_PER_SHARD`](conclib_redis::reminders::SCAN_PER_SHARD) of each
 //! shard; with neither, the soonest due of any URN. `limit`: reminders per answer, 1 to
-//! [`MAX_REMINDERS_LISTED`](conclib_redis::MAX_REMINDERS_LISTED) (default 50). A query
+//! [`MAX_REMINDERS_LISTED`](conclib_redis::reminders::MAX_REMINDERS_LISTED) (default 50). A query
 //! string over 1 KiB, a limit out of bounds, both `urn` and `prefix`, or a URN or prefix
 //! that is not valid is refused with `400` and a text that says which. The answer is a
-//! [`RemindersOverview`](conclib_redis::RemindersOverview) with the query echoed:
+//! [`RemindersOverview`](conclib_redis::reminders::RemindersOverview) with the query echoed:
 //! `{"urn", "prefix", "limit", "now_ms", "registered", "due", "matched", "complete",
 //! "reminders": [{"urn", "name", "due_ms", "period_ms", "claimed", "deliveries", "fired",
 //! "coalesced", "missed", "each_ms", "payload_bytes", "codec"}], "pollers": [{"system",
 //! "pid", "interval_ms", "claimed", "fired", "coalesced", "retried", "stale", "in_flight",
 //! "fired_per_s", "lag_p50_ms", "lag_p99_ms", "age_ms"}]}`: `pollers` holds what each
-//! running [`ReminderPoller`](conclib_redis::ReminderPoller) reported of itself (every
+//! running [`ReminderPoller`](conclib_redis::reminders::ReminderPoller) reported of itself (every
 //! [`snapshot_interval`](conclib_redis::ProxyConfig::snapshot_interval) of its client: its
 //! firing rate and lag percentiles over that interval, its counts since it started). The
 //! same query is read from Redis at most once a second, however many are watching.
@@ -99,7 +99,7 @@ use axum::Router;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use conclib_redis::SnapshotReader;
+use conclib_redis::snapshots::SnapshotReader;
 
 mod api;
 mod health;
@@ -150,7 +150,7 @@ pub fn router(reader: SnapshotReader) -> Router {
 /// (a router [`nest`](Router::nest)ed by hand answers at `prefix` only).
 ///
 /// ```no_run
-/// # async fn demo(reader: conclib_redis::SnapshotReader) {
+/// # async fn demo(reader: conclib_redis::snapshots::SnapshotReader) {
 /// let app: axum::Router = axum::Router::new().merge(conclib_view::mount("/conclib", reader));
 /// # }
 /// ```

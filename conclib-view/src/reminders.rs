@@ -10,7 +10,9 @@ use std::time::Duration;
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use conclib_redis::{MAX_REMINDERS_LISTED, ReminderError, ReminderQuery, RemindersOverview};
+use conclib_redis::reminders::{
+    MAX_REMINDERS_LISTED, ReminderError, ReminderQuery, RemindersOverview,
+};
 use serde::Serialize;
 
 use crate::sampler::ViewState;

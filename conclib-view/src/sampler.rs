@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use conclib_redis::{PublishedSystem, SnapshotReader};
+use conclib_redis::snapshots::{PublishedSystem, SnapshotReader};
 
 use crate::history::History;
 use crate::messages::message_views;

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use conclib_core::{ActorBrief, ActorSnapshot, ActorState};
-use conclib_redis::PublishedSystem;
+use conclib_redis::snapshots::PublishedSystem;
 use serde::Serialize;
 
 use crate::messages::MessageView;

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use conclib_core::{Actor, ActorSystem, Context, Handler, Message};
 use conclib_redis::{
-    ProxyClient, ProxyConfig, Reminder, Reminders, SnapshotReader, start_proxy, start_redis,
+    ProxyClient, ProxyConfig,
+    reminders::{Reminder, Reminders},
+    snapshots::SnapshotReader,
+    start_proxy, start_redis,
 };
 
 const ACTORS: usize = 100_000;
@@ -129,7 +132,7 @@ async fn a_search_among_100_000_actors_shows_the_row_with_its_figures() {
     actors[88_888].ask(Work { fail: true }).await.unwrap_err();
     let proxy = start_proxy(&system, &config).await.unwrap();
     // A system that publishes: the heading shows its topics.
-    let news = conclib_redis::Topic::live("view.news").unwrap();
+    let news = conclib_redis::topics::Topic::live("view.news").unwrap();
     proxy.topics().publish(&news, &1u32).await.unwrap();
     let reader = SnapshotReader::connect(&config).await.unwrap();
     let served = Served::start(conclib_view::router(reader)).await;

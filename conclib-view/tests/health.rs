@@ -129,7 +129,7 @@ async fn readyz_follows_the_lease_and_the_shutdown() {
         .unwrap()
         .unwrap();
     assert_eq!(state(&served.url).await, (503, "stopped".to_owned()));
-    assert_eq!(probe.check(), conclib_redis::Readiness::Stopped);
+    assert_eq!(probe.check(), conclib_redis::readiness::Readiness::Stopped);
 
     served.stop().await;
     client.shutdown().await;

@@ -9,8 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, RequestEnvelope};
 use conclib_redis::{
-    Activation, ProxyClient, ProxyConfig, Reminder, ReminderPoller, ReminderPollerOptions,
-    ReminderTick, Reminders, SnapshotReader, start_proxy, start_redis,
+    ProxyClient, ProxyConfig,
+    reminders::{Reminder, ReminderPoller, ReminderPollerOptions, ReminderTick, Reminders},
+    scale::Activation,
+    snapshots::SnapshotReader,
+    start_proxy, start_redis,
 };
 use conclib_testkit::eventually;
 use serde_json::Value;

@@ -10,7 +10,7 @@ use conclib_testkit::eventually;
 use std::time::Duration;
 
 use conclib_core::{Actor, ActorSystem, Context};
-use conclib_redis::{ProxyConfig, SnapshotReader, start_proxy, start_redis};
+use conclib_redis::{ProxyConfig, snapshots::SnapshotReader, start_proxy, start_redis};
 use serde_json::Value;
 
 /// How long a test waits for a state it can only poll.
@@ -48,10 +48,10 @@ async fn the_view_lists_every_system_keeps_history_and_reports_a_lost_redis() {
         if name == "beta" {
             // beta serves its parent as one member of the URN's group, and publishes.
             proxy.join("parent:beta").await.unwrap();
-            let topic = conclib_redis::Topic::live("view.news").unwrap();
+            let topic = conclib_redis::topics::Topic::live("view.news").unwrap();
             proxy.topics().publish(&topic, &7u32).await.unwrap();
             // A durable subscription that reads nothing: its group is 3 events behind.
-            let orders = conclib_redis::Topic::durable("view.orders").unwrap();
+            let orders = conclib_redis::topics::Topic::durable("view.orders").unwrap();
             let late = proxy.topics().subscribe::<u32>(&orders).group("late");
             subscriptions.push(late.await.unwrap());
             for n in 0..3u32 {

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use conclib::ActorSystem;
 use conclib::redis::{
-    MsgPack, ProxyClient, ProxyConfig, RedisDaemon, Topic, start_proxy, start_redis,
+    ProxyClient, ProxyConfig, codec::MsgPack, daemon::RedisDaemon, start_proxy, start_redis,
+    topics::Topic,
 };
 use conclib_examples::sse::{Jobs, Progress, router};
 use serde_json::{Value, json};

@@ -129,8 +129,8 @@ impl ProxyClient {
         });
         let (run_id, _) = shared.server_info().await;
         let persistence = match shared.connection() {
-            Ok(link) => crate::Persistence::read(link, config.command_timeout).await,
-            Err(_) => crate::Persistence::Unknown,
+            Ok(link) => crate::persistence::Persistence::read(link, config.command_timeout).await,
+            Err(_) => crate::persistence::Persistence::Unknown,
         };
         let _ = shared.persistence.set(persistence);
         persistence.warn_once();
@@ -192,7 +192,7 @@ impl ProxyClient {
     ///
     /// ```no_run
     /// # async fn demo(client: conclib_redis::ProxyClient) {
-    /// use conclib_redis::TellLoss;
+    /// use conclib_redis::durability::TellLoss;
     /// match client.persistence().tell_loss() {
     ///     TellLoss::Nothing => {}
     ///     loss => eprintln!("a Redis restart may lose tells: {loss:?}"),
@@ -220,10 +220,10 @@ impl ProxyClient {
             .clone()
     }
 
-    /// Publishes `event` to `topic`: [`Topics::publish`](crate::Topics::publish).
+    /// Publishes `event` to `topic`: [`Topics::publish`](crate::topics::Topics::publish).
     ///
     /// # Errors
-    /// As [`Topics::publish`](crate::Topics::publish).
+    /// As [`Topics::publish`](crate::topics::Topics::publish).
     pub async fn publish<E: Serialize + ?Sized>(
         &self,
         topic: &crate::topics::Topic,
@@ -233,12 +233,12 @@ impl ProxyClient {
     }
 
     /// Subscribes to `topic`; `.await` it for a `Stream` of its events decoded as `E`:
-    /// [`Topics::subscribe`](crate::Topics::subscribe).
+    /// [`Topics::subscribe`](crate::topics::Topics::subscribe).
     ///
     /// ```no_run
-    /// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), conclib_redis::TopicError> {
+    /// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), conclib_redis::topics::TopicError> {
     /// use futures_util::StreamExt;
-    /// let topic = conclib_redis::Topic::live("jobs.progress")?;
+    /// let topic = conclib_redis::topics::Topic::live("jobs.progress")?;
     /// let mut progress = client.subscribe::<u32>(&topic).await?;
     /// while let Some(event) = progress.next().await {
     ///     println!("{event:?}");

@@ -21,7 +21,7 @@ use crate::proxy::StateStore;
 /// (`{ns}:state:{urn}`) beside what its [`StateStore`] saves, under the same fence: a
 /// record is written only while this activation is the URN's latest.
 ///
-/// The actor keeps it, made from the store its [`Activation`](crate::Activation) gives:
+/// The actor keeps it, made from the store its [`Activation`](crate::scale::Activation) gives:
 ///
 /// ```no_run
 /// # use conclib_redis::durable::{DurableError, Journal};

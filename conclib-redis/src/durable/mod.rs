@@ -84,7 +84,7 @@
 //! woken by a reminder is not written yet.
 //!
 //! [`ProxyHandle::activate`]: crate::ProxyHandle::activate
-//! [`StateStore`]: crate::StateStore
+//! [`StateStore`]: crate::scale::StateStore
 
 mod error;
 mod execution;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fred::prelude::*;
 
 use super::serve::forward::entry_fields;
-use super::serve::read::RawEnvelope;
+use super::serve::request::RawEnvelope;
 
 /// The reply lists' prefix the targets check `reply` against.
 pub(crate) const REPLY_PREFIX: &str = "app:reply:";

@@ -9,8 +9,8 @@ use conclib_core::ActorSystem;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
+use super::activator::Activator;
 use super::readiness::ShutdownPhase;
-use super::scale::activation::Activator;
 use super::scale::activations::Activation;
 use super::scale::group;
 use super::scale::placement;
@@ -93,7 +93,7 @@ pub async fn start_proxy(
     let started = async {
         let since = std::time::Instant::now();
         let persistence =
-            crate::Persistence::read(&shared.cmd, shared.config.command_timeout).await;
+            crate::persistence::Persistence::read(&shared.cmd, shared.config.command_timeout).await;
         let _ = shared.persistence.set(persistence);
         let durability = shared.config.durability;
         durability
@@ -120,7 +120,16 @@ pub async fn start_proxy(
         return Err(e);
     }
     let (reader, writer) = read::start_reading(&shared, block);
-    let heartbeat = tokio::spawn(heartbeat_loop(shared.clone()));
+    // One task, stopped as one: the lease's heartbeat and the activations' housekeeping.
+    let heartbeat = tokio::spawn({
+        let (lease, activations) = (shared.clone(), shared.clone());
+        async move {
+            tokio::join!(
+                heartbeat_loop(lease),
+                super::scale::activation::housekeeping_loop(activations)
+            );
+        }
+    });
     tracing::info!(
         system = %shared.system_id,
         namespace = %shared.config.namespace,
@@ -189,7 +198,7 @@ impl ProxyHandle {
     }
 
     /// How the Redis this proxy serves through persists what it holds, as read when the
-    /// proxy started (also in its snapshot: [`PublishedSystem::persistence`](crate::PublishedSystem::persistence)):
+    /// proxy started (also in its snapshot: [`PublishedSystem::persistence`](crate::snapshots::PublishedSystem::persistence)):
     /// whether a restart of Redis can lose tells it accepted.
     ///
     /// ```no_run
@@ -220,7 +229,7 @@ impl ProxyHandle {
     }
 
     /// Publishes the system's snapshot now rather than at the next
-    /// [`ProxyConfig::snapshot_interval`] (see [`SnapshotReader`](crate::SnapshotReader)).
+    /// [`ProxyConfig::snapshot_interval`] (see [`SnapshotReader`](crate::snapshots::SnapshotReader)).
     ///
     /// # Errors
     /// [`ServeError::Redis`] if Redis refused the write.
@@ -257,7 +266,7 @@ impl ProxyHandle {
                 self.shared.system_id
             )));
         }
-        group::join_group(&self.shared, group::GroupOf::Urn(urn)).await
+        super::join::join_group(&self.shared, group::GroupOf::Urn(urn)).await
     }
 
     /// Leaves the group of a URN or pattern prefix gracefully: this system takes no more of
@@ -299,9 +308,9 @@ impl ProxyHandle {
     /// # async fn demo(proxy: conclib_redis::ProxyHandle) -> Result<(), conclib_redis::ServeError> {
     /// use std::time::Duration;
     /// proxy
-    ///     .activate("user:{id}", |a: conclib_redis::Activation| async move {
+    ///     .activate("user:{id}", |a: conclib_redis::scale::Activation| async move {
     ///         let name = a.store().load::<String>().await?.unwrap_or_default();
-    ///         Ok::<_, conclib_redis::StoreError>(User { name })
+    ///         Ok::<_, conclib_redis::scale::StoreError>(User { name })
     ///     })
     ///     .passivate_after(Duration::from_secs(300))
     ///     .await?;
@@ -325,7 +334,7 @@ impl ProxyHandle {
 
     /// The live members of a pattern's group (`user:{id}`, or its prefix `user:`) and how
     /// many of its URNs each has activated, sorted by system id: the directory that
-    /// [`Placement`](crate::Placement) reads, as each member last wrote it (at each
+    /// [`Placement`](crate::scale::Placement) reads, as each member last wrote it (at each
     /// activation and passivation, and with each lease renewal). Read-only; this system's
     /// own count is the one it has now.
     ///
@@ -345,8 +354,8 @@ impl ProxyHandle {
         pattern: &str,
     ) -> Result<Vec<crate::proxy::scale::placement_rule::MemberInfo>, ServeError> {
         let prefix = match pattern.strip_suffix("{id}") {
-            Some(_) => super::scale::activation::parse_pattern(pattern)?,
-            None => super::scale::activation::parse_pattern(&format!("{pattern}{{id}}"))?,
+            Some(_) => super::activator::parse_pattern(pattern)?,
+            None => super::activator::parse_pattern(&format!("{pattern}{{id}}"))?,
         };
         placement::pattern_members(&self.shared, &prefix)
             .await

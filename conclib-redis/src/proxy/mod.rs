@@ -5,12 +5,16 @@
 //! (groups, activation, placement, rebalance, takeover, the fenced store, exactly-once
 //! records). A proxy instance is [`Shared`](shared::Shared) (`shared`), made of parts each
 //! in a file of its own; `handle` starts and stops a proxy; `scripts` holds the Lua scripts
-//! both rooms run.
+//! both rooms run. What needs both rooms is composed here, above them, so that neither calls
+//! the other back: joining a group (`join`: the scale room enters the member, the serving
+//! room reads its streams) and declaring a pattern (`activator`).
 
+mod activator;
 mod departure;
 #[cfg(feature = "fuzzing")]
 pub(crate) mod fuzz;
 mod handle;
+mod join;
 mod overload_handle;
 mod readiness;
 mod scale;
@@ -18,9 +22,9 @@ mod scripts;
 mod serve;
 mod shared;
 
+pub use activator::{Activator, DEFAULT_PASSIVATE_AFTER};
 pub use handle::{ProxyHandle, start_proxy};
 pub use readiness::{Readiness, ReadinessProbe};
-pub use scale::activation::{Activator, DEFAULT_PASSIVATE_AFTER};
 pub use scale::activations::Activation;
 pub use scale::placement_rule::{MemberInfo, PlaceFn, Placement};
 pub use scale::store::{StateStore, StoreError};

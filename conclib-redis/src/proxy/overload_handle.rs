@@ -5,8 +5,8 @@ use super::handle::ProxyHandle;
 
 impl ProxyHandle {
     /// Sets the activation cap (`None`: no cap) from now on: past it, activations are
-    /// evicted by the configured [`Eviction`](crate::Eviction) at once, down to about
-    /// 98.5% of the cap (see [`Overload::activation_cap`](crate::Overload::activation_cap)).
+    /// evicted by the configured [`Eviction`](crate::overload::Eviction) at once, down to about
+    /// 98.5% of the cap (see [`Overload::activation_cap`](crate::overload::Overload::activation_cap)).
     ///
     /// ```no_run
     /// # async fn demo(proxy: conclib_redis::ProxyHandle) {
@@ -27,7 +27,7 @@ impl ProxyHandle {
 
     /// Sets (`Some`) or removes (`None`) the limit of requests pending for one URN, which
     /// beats its pattern's and the config's
-    /// ([`Overload::max_pending_per_urn`](crate::Overload::max_pending_per_urn)).
+    /// ([`Overload::max_pending_per_urn`](crate::overload::Overload::max_pending_per_urn)).
     pub fn set_max_pending(&self, urn: &str, max: Option<u64>) {
         self.shared.admission.set_urn_limit(urn, max);
     }

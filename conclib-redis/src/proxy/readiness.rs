@@ -79,7 +79,7 @@ impl Readiness {
 /// let probe = proxy.readiness();
 /// assert!(probe.check().is_ready());
 /// proxy.shutdown().await.ok();
-/// assert_eq!(probe.check(), conclib_redis::Readiness::Stopped);
+/// assert_eq!(probe.check(), conclib_redis::readiness::Readiness::Stopped);
 /// # }
 /// ```
 #[derive(Debug, Clone)]

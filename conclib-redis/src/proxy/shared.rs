@@ -13,9 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::config::ProxyConfig;
 use crate::protocol::{self, Keys};
+use crate::unacked::EntryId;
 use conclib_codec::{Codec, builtin_codec};
 
 use super::scale::activations::Activations;
+use super::scale::record::AwaitingAck;
 use super::scripts::{Script, Scripts};
 use super::serve::admission::Admission;
 use super::serve::clock::Clock;
@@ -43,6 +45,9 @@ pub(super) struct Shared {
     pub(super) claim_value: String,
     /// The request stream this instance reads, and what it read and has not acknowledged.
     pub(super) stream: Stream,
+    /// Requests read here whose handling wrote an activation's state, until acknowledged
+    /// (`scale/applied.rs`).
+    pub(super) awaiting_ack: AwaitingAck,
     /// The groups this system's proxy is a member of, by URN or pattern prefix.
     pub(super) groups: Mutex<HashMap<String, MemberHandle>>,
     /// URN patterns this system activates actors for, and the activations alive.
@@ -82,6 +87,13 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Whether a request's entry is still this instance's to handle: always in a system's
+    /// own stream; in a group's, while it is pending on this member.
+    pub(super) async fn still_mine(&self, entry: EntryId) -> bool {
+        matches!(self.role, Role::System)
+            || super::serve::stream::still_pending(&self.cmd, &self.stream, entry).await
+    }
+
     /// A proxy instance in `role`, with its command and (blocking) reading connections.
     pub(super) fn new(
         system: &ActorSystem,
@@ -122,6 +134,7 @@ impl Shared {
         Shared {
             system: system.clone(),
             stream: Stream::new(requests_key, consumer, in_flight),
+            awaiting_ack: AwaitingAck::default(),
             claim_value,
             role,
             groups: Mutex::new(HashMap::new()),

@@ -16,7 +16,7 @@
 //! The guarantees, each with its test, are on [`Reminders`].
 //!
 //! The live view (`conclib-view`, `GET /api/reminders`) reads them on request through
-//! [`SnapshotReader::reminders`](crate::SnapshotReader::reminders): counts, a URN's or a
+//! [`SnapshotReader::reminders`](crate::snapshots::SnapshotReader::reminders): counts, a URN's or a
 //! prefix's reminders, and each poller's own report (published every
 //! [`snapshot_interval`](crate::ProxyConfig::snapshot_interval) of its client).
 //!

@@ -26,11 +26,11 @@ pub const SCAN_PER_SHARD: usize = 2_000;
 /// The most pollers' reports read.
 pub const MAX_POLLERS: usize = 256;
 
-/// Which reminders a [`SnapshotReader::reminders`](crate::SnapshotReader::reminders) lists,
+/// Which reminders a [`SnapshotReader::reminders`](crate::snapshots::SnapshotReader::reminders) lists,
 /// and how many at most (1 to [`MAX_REMINDERS_LISTED`]).
 ///
 /// ```
-/// use conclib_redis::ReminderQuery;
+/// use conclib_redis::reminders::ReminderQuery;
 /// assert!(ReminderQuery::urn("user:42", 50).is_ok());
 /// assert!(ReminderQuery::prefix("user:", 50).is_ok());
 /// assert!(ReminderQuery::soonest(0).is_err());
@@ -154,9 +154,9 @@ pub struct RegisteredReminder {
     /// Missed ticks coalesced into those deliveries.
     pub coalesced: u64,
     /// Ticks after `due_ms` that are due by now too: the next delivery, coalescing, stands
-    /// for them ([`ReminderTick::missed`](crate::ReminderTick::missed)); 0 while claimed.
+    /// for them ([`ReminderTick::missed`](crate::reminders::ReminderTick::missed)); 0 while claimed.
     pub missed: u64,
-    /// With [`Reminder::deliver_each`](crate::Reminder::deliver_each): the least gap
+    /// With [`Reminder::deliver_each`](crate::reminders::Reminder::deliver_each): the least gap
     /// between missed ticks delivered one by one, in ms.
     pub each_ms: Option<u64>,
     /// The size of its payload in bytes (0: none).

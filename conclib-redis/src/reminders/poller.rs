@@ -102,7 +102,7 @@ pub struct ReminderPollerStats {
     /// Deliveries to a URN no system serves (answered `UnknownUrn`): given back and tried
     /// again after [`retry_after`](ReminderPollerOptions::retry_after), counted here, in the
     /// metric `conclib_reminders_unserved_total` and in the poller's report for the live view
-    /// ([`PollerReport::unserved`](crate::PollerReport::unserved)).
+    /// ([`PollerReport::unserved`](crate::reminders::PollerReport::unserved)).
     pub unserved: u64,
 }
 
@@ -138,12 +138,12 @@ struct Poller {
 /// ticks it was delivering may go unacknowledged: they are delivered again once their
 /// claim lapses (at least once). Every
 /// [`snapshot_interval`](crate::ProxyConfig::snapshot_interval) of its client (none when
-/// that is `None`) it publishes a [`PollerReport`](crate::PollerReport) of itself for the
+/// that is `None`) it publishes a [`PollerReport`](crate::reminders::PollerReport) of itself for the
 /// live view: one Redis call.
 ///
 /// ```no_run
 /// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), Box<dyn std::error::Error>> {
-/// use conclib_redis::{ReminderPoller, ReminderPollerOptions};
+/// use conclib_redis::reminders::{ReminderPoller, ReminderPollerOptions};
 /// let poller = ReminderPoller::start(&client, ReminderPollerOptions::default())?;
 /// // ...
 /// poller.shutdown().await;

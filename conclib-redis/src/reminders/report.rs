@@ -1,4 +1,4 @@
-//! What each [`ReminderPoller`](crate::ReminderPoller) publishes of itself for the live view:
+//! What each [`ReminderPoller`](crate::reminders::ReminderPoller) publishes of itself for the live view:
 //! its counts, its firing rate and its lag percentiles over its last interval, as a field of
 //! one hash per namespace (`{ns}:rem:pollers`, field: the poller's token, value: Redis's
 //! clock at the report, a space, then the JSON of a [`PollerReport`]; written by the
@@ -22,10 +22,10 @@ pub(crate) const FORGET_AFTER: Duration = Duration::from_secs(60);
 pub(crate) const MAX_REPORT_LEN: usize = 4096;
 
 /// One poller as it reported itself, for the live view
-/// ([`RemindersOverview::pollers`](crate::RemindersOverview::pollers)).
+/// ([`RemindersOverview::pollers`](crate::reminders::RemindersOverview::pollers)).
 ///
 /// ```
-/// let report: conclib_redis::PollerReport = serde_json::from_str(
+/// let report: conclib_redis::reminders::PollerReport = serde_json::from_str(
 ///     r#"{"system":"s1","pid":7,"interval_ms":2000,"claimed":3,"fired":3,"coalesced":0,
 ///         "retried":0,"stale":0,"in_flight":0,"fired_per_s":1.5,"lag_p50_ms":4,"lag_p99_ms":8}"#,
 /// )
@@ -43,7 +43,7 @@ pub struct PollerReport {
     /// How often it reports, in ms (its client's
     /// [`snapshot_interval`](crate::ProxyConfig::snapshot_interval)).
     pub interval_ms: u64,
-    /// Ticks claimed since it started ([`ReminderPollerStats`](crate::ReminderPollerStats)).
+    /// Ticks claimed since it started ([`ReminderPollerStats`](crate::reminders::ReminderPollerStats)).
     pub claimed: u64,
     /// Ticks delivered and acknowledged since it started.
     pub fired: u64,

@@ -63,7 +63,7 @@ enum FirstDue {
 ///
 /// ```
 /// use std::time::Duration;
-/// use conclib_redis::Reminder;
+/// use conclib_redis::reminders::Reminder;
 /// let renew = Reminder::after("renew", Duration::from_secs(3600))
 ///     .every(Duration::from_secs(24 * 3600));
 /// assert_eq!(renew.name(), "renew");
@@ -116,7 +116,7 @@ impl Reminder {
 
     /// Due again every `period` after its first time (at least 1 ms). Ticks missed while
     /// no system delivered them are coalesced into one delivery
-    /// ([`ReminderTick::missed`](crate::ReminderTick::missed)).
+    /// ([`ReminderTick::missed`](crate::reminders::ReminderTick::missed)).
     #[must_use]
     pub fn every(mut self, period: Duration) -> Self {
         self.period = Some(period);
@@ -124,8 +124,8 @@ impl Reminder {
     }
 
     /// Delivers the ticks of a periodic reminder missed while no system ran one by one (each
-    /// with [`missed`](crate::ReminderTick::missed) 0 and its own
-    /// [`due_ms`](crate::ReminderTick::due_ms)), at least `min_gap` apart (at least 1 ms),
+    /// with [`missed`](crate::reminders::ReminderTick::missed) 0 and its own
+    /// [`due_ms`](crate::reminders::ReminderTick::due_ms)), at least `min_gap` apart (at least 1 ms),
     /// instead of coalescing them into one delivery (the default).
     #[must_use]
     pub fn deliver_each(mut self, min_gap: Duration) -> Self {
@@ -134,7 +134,7 @@ impl Reminder {
     }
 
     /// Carries `payload` (typically one of the actor's own messages), encoded with bincode;
-    /// the handler decodes it with [`ReminderTick::payload`](crate::ReminderTick::payload).
+    /// the handler decodes it with [`ReminderTick::payload`](crate::reminders::ReminderTick::payload).
     #[must_use]
     pub fn payload<T: Serialize>(self, payload: &T) -> Self {
         self.payload_with(&Bincode, payload)
@@ -180,8 +180,8 @@ pub struct ReminderInfo {
 /// A reminder wakes an actor by URN at a time, once or every period, whether it is
 /// activated, passivated, or its system is gone: it lives in Redis, not in the actor's task
 /// (the in-process timers of `Context` stay as they are: they die with the actor). Every
-/// system that runs a [`ReminderPoller`](crate::ReminderPoller) claims due reminders and
-/// delivers each as a [`ReminderTick`](crate::ReminderTick) ask to its URN through the
+/// system that runs a [`ReminderPoller`](crate::reminders::ReminderPoller) claims due reminders and
+/// delivers each as a [`ReminderTick`](crate::reminders::ReminderTick) ask to its URN through the
 /// ordinary request path: the URN is activated if it is passivated (by the pattern's
 /// placement), leases and fencing apply as to any ask.
 ///
@@ -194,13 +194,13 @@ pub struct ReminderInfo {
 ///   claim's end), and acknowledged only by that claim. 10,000 reminders on 100 URNs due
 ///   within one second, three member processes polling and activating: each handled exactly
 ///   once (`reminders_fire_exactly_once_across_three_systems`). A delivery that reaches its
-///   [`delivery_timeout`](crate::ReminderPollerOptions::delivery_timeout) is retried, and
+///   [`delivery_timeout`](crate::reminders::ReminderPollerOptions::delivery_timeout) is retried, and
 ///   may then be handled twice if the first one was handled late: size the timeout to the
 ///   handler.
 /// - **At least once across crashes; reminders move as activations do.** A tick is
 ///   acknowledged only once its ask was handled (answered, or failed in the handler:
 ///   `Handler`, `Panicked`, `NoResponse`). A claim lasts
-///   [`claim_lease`](crate::ReminderPollerOptions::claim_lease) (4 s by default, the
+///   [`claim_lease`](crate::reminders::ReminderPollerOptions::claim_lease) (4 s by default, the
 ///   default system lease) and is renewed every third of it while its delivery runs, as a
 ///   system's lease is: a poller killed, frozen or cut from Redis between its claim and its
 ///   acknowledgement stops renewing, and another poller delivers the tick once the claim
@@ -208,20 +208,20 @@ pub struct ReminderInfo {
 ///   the system delivering a periodic reminder SIGKILLed mid-delivery at the default claim
 ///   lease while another poller runs, the next tick from the other after 4.25 s;
 ///   `a_firer_killed_mid_delivery_is_taken_over_after_its_claim`). A graceful
-///   [`shutdown`](crate::ReminderPoller::shutdown) finishes and acknowledges its
+///   [`shutdown`](crate::reminders::ReminderPoller::shutdown) finishes and acknowledges its
 ///   deliveries first (within [`shutdown_timeout`](crate::ProxyConfig::shutdown_timeout)).
 ///   The 10,000-reminder burst with one of the three systems SIGKILLed mid-way: every tick
 ///   handled, the duplicates counted (`reminders_fire_at_least_once_with_a_system_killed_mid_way`).
 ///   A delivery whose acknowledgement was lost comes again with the same
-///   [`due_ms`](crate::ReminderTick::due_ms) and the ticks missed meanwhile coalesced into
+///   [`due_ms`](crate::reminders::ReminderTick::due_ms) and the ticks missed meanwhile coalesced into
 ///   it: a handler that must act once per tick keeps the
-///   [`last_due_ms`](crate::ReminderTick::last_due_ms) it handled in its `StateStore` and
-///   acts [`ticks_since`](crate::ReminderTick::ticks_since) times, which loses no tick and
+///   [`last_due_ms`](crate::reminders::ReminderTick::last_due_ms) it handled in its `StateStore` and
+///   acts [`ticks_since`](crate::reminders::ReminderTick::ticks_since) times, which loses no tick and
 ///   counts none twice (checked over every delivery of the takeover test above).
 /// - **A reminder nobody can receive shows.** A delivery to a URN no system serves
-///   (`UnknownUrn`) is retried after [`retry_after`](crate::ReminderPollerOptions::retry_after)
-///   and counted: [`ReminderPollerStats::unserved`](crate::ReminderPollerStats::unserved),
-///   [`PollerReport::unserved`](crate::PollerReport::unserved) (the live view), and the
+///   (`UnknownUrn`) is retried after [`retry_after`](crate::reminders::ReminderPollerOptions::retry_after)
+///   and counted: [`ReminderPollerStats::unserved`](crate::reminders::ReminderPollerStats::unserved),
+///   [`PollerReport::unserved`](crate::reminders::PollerReport::unserved) (the live view), and the
 ///   metric `conclib_reminders_unserved_total` (`a_reminder_on_a_urn_nobody_serves_is_counted_unserved`).
 /// - **Invalid schedules are refused before anything is written**: a period of 0, a delay,
 ///   period or time past [`MAX_REMINDER_HORIZON`] (10,000 years; Redis keeps due times as
@@ -232,7 +232,7 @@ pub struct ReminderInfo {
 ///   (`a_reminder_registered_by_an_actor_wakes_it_after_passivation_and_after_its_holder_is_killed`).
 /// - **No flood after downtime.** Ticks of a periodic reminder that came due while no
 ///   system ran are coalesced into one delivery whose
-///   [`missed`](crate::ReminderTick::missed) says how many earlier ticks it stands for; the
+///   [`missed`](crate::reminders::ReminderTick::missed) says how many earlier ticks it stands for; the
 ///   next tick is the first one after it on the period's grid. Every system stopped while 11
 ///   ticks came due: one delivery with `missed = 10`, then the next on time
 ///   (`a_periodic_reminder_missed_while_all_systems_were_down_fires_once`). With
@@ -240,11 +240,11 @@ pub struct ReminderInfo {
 ///   due time, at least the given gap apart (`missed_ticks_are_delivered_one_by_one_when_asked`).
 /// - **Failed deliveries are retried.** An ask that fails otherwise (`Unavailable`,
 ///   `Timeout`, `UnknownUrn`, `MailboxFull`, ...) gives the claim back, to be tried again
-///   after [`retry_after`](crate::ReminderPollerOptions::retry_after) (1 s).
+///   after [`retry_after`](crate::reminders::ReminderPollerOptions::retry_after) (1 s).
 /// - **Redis restarts.** With AOF (`appendfsync always`), 1,000 registered reminders are all
 ///   there, with their schedules, after Redis was SIGKILLed and started on its file
 ///   (`reminders_survive_a_redis_restart_with_aof`).
-/// - **Scale.** Due reminders are found in [`REMINDER_SHARDS`](crate::REMINDER_SHARDS)
+/// - **Scale.** Due reminders are found in [`REMINDER_SHARDS`](crate::reminders::REMINDER_SHARDS)
 ///   sorted sets by due time (a URN's shard by a hash of it, each shard under its own hash
 ///   tag, so a shard's scripts run on one Cluster node: on a Cluster of 3 primaries the
 ///   shards spread over all three and 64 reminders of 32 URNs fire once each,
@@ -259,12 +259,12 @@ pub struct ReminderInfo {
 /// - **Other languages.** The Python client registers, cancels and lists with the same
 ///   scripts (`python/tests/test_reminders.py`, checked equal by
 ///   `the_python_client_sends_the_same_scripts`); its MessagePack payload is decoded by the
-///   Rust actor ([`ReminderTick::payload`](crate::ReminderTick::payload)).
+///   Rust actor ([`ReminderTick::payload`](crate::reminders::ReminderTick::payload)).
 ///
 /// ```no_run
 /// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), Box<dyn std::error::Error>> {
 /// use std::time::Duration;
-/// use conclib_redis::{Reminder, Reminders};
+/// use conclib_redis::reminders::{Reminder, Reminders};
 /// let reminders = Reminders::new(&client);
 /// reminders.register("user:42", Reminder::after("renew", Duration::from_secs(60))).await?;
 /// assert_eq!(reminders.list("user:42").await?.len(), 1);

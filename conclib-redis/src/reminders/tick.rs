@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// ```
 /// use conclib_core::{Actor, Context, ExposedMessage, RequestEnvelope};
-/// use conclib_redis::ReminderTick;
+/// use conclib_redis::reminders::ReminderTick;
 ///
 /// struct Subscription { renewals: u64 }
 /// impl Actor for Subscription {
@@ -46,7 +46,7 @@ impl ReminderTick {
     /// with [`with_payload`](Self::with_payload)).
     ///
     /// ```
-    /// use conclib_redis::ReminderTick;
+    /// use conclib_redis::reminders::ReminderTick;
     /// let tick = ReminderTick::new("renew", 1_000, 60_000, 2);
     /// assert_eq!(tick.last_due_ms(), 121_000);
     /// assert_eq!(tick.ticks_since(Some(61_000)), 1);

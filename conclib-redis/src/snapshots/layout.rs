@@ -16,7 +16,7 @@ use crate::protocol::Keys;
 use crate::stats::ProxyStats;
 
 /// What a proxy publishes about its system: from
-/// [`SnapshotReader::systems`](crate::SnapshotReader::systems).
+/// [`SnapshotReader::systems`](crate::snapshots::SnapshotReader::systems).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PublishedSystem {
     /// The id the proxy serves the system under.
@@ -28,8 +28,8 @@ pub struct PublishedSystem {
     /// The system's actors: the [`ProxyConfig::snapshot_max_actors`](crate::ProxyConfig::snapshot_max_actors) most telling, most
     /// telling first ([`ActorSystem::snapshot_first`](conclib_core::ActorSystem::snapshot_first)),
     /// the rest counted in [`SystemSnapshot::omitted_actors`]. As read back by
-    /// [`SnapshotReader::systems`](crate::SnapshotReader::systems), its `others` are empty:
-    /// [`SnapshotReader::others`](crate::SnapshotReader::others) reads them.
+    /// [`SnapshotReader::systems`](crate::snapshots::SnapshotReader::systems), its `others` are empty:
+    /// [`SnapshotReader::others`](crate::snapshots::SnapshotReader::others) reads them.
     pub snapshot: SystemSnapshot,
     /// The groups the system is a member of ([`ProxyHandle::join`](crate::ProxyHandle::join),
     /// [`ProxyHandle::activate`](crate::ProxyHandle::activate)); its activated actors are in

@@ -23,7 +23,7 @@ type NamedBase = (u64, Arc<Vec<ActorBrief>>);
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), conclib_redis::ServeError> {
-/// let reader = conclib_redis::SnapshotReader::connect(&conclib_redis::ProxyConfig::new(
+/// let reader = conclib_redis::snapshots::SnapshotReader::connect(&conclib_redis::ProxyConfig::new(
 ///     "redis://127.0.0.1:6379",
 /// ))
 /// .await?;
@@ -128,14 +128,14 @@ impl SnapshotReader {
     }
 
     /// The namespace's reminders, read now: how many are registered and due, those `query`
-    /// asks for, and the reports of the running [`ReminderPoller`](crate::ReminderPoller)s
+    /// asks for, and the reports of the running [`ReminderPoller`](crate::reminders::ReminderPoller)s
     /// (each publishes one every [`snapshot_interval`](ProxyConfig::snapshot_interval) of its
-    /// client). Costs Redis 2 commands per shard ([`REMINDER_SHARDS`](crate::REMINDER_SHARDS)),
+    /// client). Costs Redis 2 commands per shard ([`REMINDER_SHARDS`](crate::reminders::REMINDER_SHARDS)),
     /// one more per shard unless `query` names a URN, 2 per reminder listed, and a few more.
     ///
     /// ```no_run
-    /// # async fn run(reader: conclib_redis::SnapshotReader) -> Result<(), Box<dyn std::error::Error>> {
-    /// use conclib_redis::ReminderQuery;
+    /// # async fn run(reader: conclib_redis::snapshots::SnapshotReader) -> Result<(), Box<dyn std::error::Error>> {
+    /// use conclib_redis::reminders::ReminderQuery;
     /// let overview = reader.reminders(&ReminderQuery::urn("user:42", 50)?).await?;
     /// for r in &overview.reminders {
     ///     println!("{} due at {} (every {} ms)", r.name, r.due_ms, r.period_ms);

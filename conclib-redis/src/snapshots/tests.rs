@@ -19,7 +19,7 @@ async fn a_snapshot_over_the_limit_is_shrunk_to_fit() {
         proxy: Default::default(),
         snapshot,
         groups: Vec::new(),
-        persistence: crate::Persistence::default(),
+        persistence: crate::persistence::Persistence::default(),
         topics: None,
     };
     let json = fitted_json(&published).unwrap();
@@ -53,7 +53,7 @@ fn published(snapshot: SystemSnapshot) -> PublishedSystem {
         proxy: Default::default(),
         snapshot,
         groups: Vec::new(),
-        persistence: crate::Persistence::default(),
+        persistence: crate::persistence::Persistence::default(),
         topics: None,
     }
 }

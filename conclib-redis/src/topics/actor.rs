@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::publish::Topics;
 use super::subscription::{SubscribeRequest, Subscription, SubscriptionStats};
-use super::topic::{Delivery, Topic, TopicError};
+use super::topic::{DeliveryMode, Topic, TopicError};
 
 /// How long a durable event handed to an actor may take (queued and handled) by default.
 pub const DEFAULT_HANDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -91,8 +91,8 @@ where
     /// # impl Handler<OrderPlaced> for Billing {
     /// #     async fn handle(&mut self, _: OrderPlaced, _: &mut Context<Self>) -> Result<(), std::convert::Infallible> { Ok(()) }
     /// # }
-    /// # async fn demo(client: conclib_redis::ProxyClient, billing: ActorRef<Billing>) -> Result<(), conclib_redis::TopicError> {
-    /// use conclib_redis::Topic;
+    /// # async fn demo(client: conclib_redis::ProxyClient, billing: ActorRef<Billing>) -> Result<(), conclib_redis::topics::TopicError> {
+    /// use conclib_redis::topics::Topic;
     /// let topic = Topic::durable("orders.placed")?;
     /// let feed = client
     ///     .topics()
@@ -135,7 +135,7 @@ impl Topics {
 async fn forward<E>(
     mut events: Subscription<E>,
     actor: Recipient<E>,
-    delivery: Delivery,
+    delivery: DeliveryMode,
     state: Arc<State>,
 ) where
     E: Message + DeserializeOwned,
@@ -150,8 +150,8 @@ async fn forward<E>(
             }
         };
         let stopped = match delivery {
-            Delivery::Live => actor.tell(event).await.is_err(),
-            Delivery::Durable => match actor.ask(event).timeout(DEFAULT_HANDLE_TIMEOUT).await {
+            DeliveryMode::Live => actor.tell(event).await.is_err(),
+            DeliveryMode::Durable => match actor.ask(event).timeout(DEFAULT_HANDLE_TIMEOUT).await {
                 Ok(_) | Err(AskError::Handler(_)) => false,
                 Err(AskError::ActorStopped) => true,
                 Err(e) => {

@@ -10,7 +10,7 @@ use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,9 +19,10 @@ use fred::prelude::*;
 
 use super::link::{Counters, Raw, SubscribeOptions};
 use super::publish::Topics;
-use super::topic::{Delivery, Topic, TopicError, redis_error};
+use super::topic::{DeliveryMode, Topic, TopicError, redis_error};
 use super::{lag, metrics, wire};
 use crate::conn::{self, keyed, keyed_at, owned, s};
+use crate::script::Script;
 
 /// The most entries one read takes.
 const READ_BATCH: usize = 256;
@@ -536,7 +537,7 @@ impl Durable {
         }
         let counters = &self.reader.counters;
         counters.received.fetch_add(n, Ordering::Relaxed);
-        metrics::received(Delivery::Durable, n);
+        metrics::received(DeliveryMode::Durable, n);
         if again && n > 0 {
             counters.redelivered.fetch_add(n, Ordering::Relaxed);
             metrics::redelivered(n);
@@ -596,15 +597,14 @@ impl Reader {
     /// under names of their own (random ones, by default) would otherwise pile up in Redis.
     async fn forget_gone<C: ClientLike>(&self, client: &C) {
         let idle = (self.claim_idle * GONE_AFTER_CLAIMS).max(GONE_AT_LEAST);
+        static FORGET_GONE: LazyLock<Script> = LazyLock::new(|| Script::new(FORGET_GONE_SCRIPT));
         let args = vec![
-            s(FORGET_GONE_SCRIPT),
-            Value::Integer(1),
-            owned(self.key.clone()),
             owned(self.group.clone()),
             owned(self.consumer.clone()),
             Value::Integer(idle.as_millis() as i64),
         ];
-        if let Err(e) = conn::call(client, keyed_at("EVAL", 2, false), args).await {
+        let forgotten = FORGET_GONE.eval(client, vec![owned(self.key.clone())], args);
+        if let Err(e) = forgotten.await {
             tracing::debug!(error = %e, key = %self.key, "forgetting gone subscribers failed");
         }
     }

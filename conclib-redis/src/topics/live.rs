@@ -17,7 +17,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::link::{Counters, Link, Raw};
 use super::publish::Topics;
-use super::topic::{Delivery, Topic, TopicError, redis_error};
+use super::topic::{DeliveryMode, Topic, TopicError, redis_error};
 use super::{metrics, wire};
 use crate::conn;
 
@@ -132,7 +132,7 @@ fn put(
     counters: &Counters,
 ) -> bool {
     counters.received.fetch_add(1, Ordering::Relaxed);
-    metrics::received(Delivery::Live, 1);
+    metrics::received(DeliveryMode::Live, 1);
     let frame = match message.value {
         Value::Bytes(b) => b,
         Value::String(s) => s.inner().clone(),

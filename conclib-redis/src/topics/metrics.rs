@@ -4,16 +4,16 @@
 
 use conclib_core::metrics::is_enabled;
 
-use super::topic::Delivery;
+use super::topic::DeliveryMode;
 
-fn mode(delivery: Delivery) -> &'static str {
+fn mode(delivery: DeliveryMode) -> &'static str {
     match delivery {
-        Delivery::Live => "live",
-        Delivery::Durable => "durable",
+        DeliveryMode::Live => "live",
+        DeliveryMode::Durable => "durable",
     }
 }
 
-pub(crate) fn published(delivery: Delivery, ok: bool) {
+pub(crate) fn published(delivery: DeliveryMode, ok: bool) {
     if is_enabled() {
         let outcome = if ok { "ok" } else { "failed" };
         metrics::counter!("conclib_topic_published_total", "delivery" => mode(delivery), "outcome" => outcome)
@@ -21,7 +21,7 @@ pub(crate) fn published(delivery: Delivery, ok: bool) {
     }
 }
 
-pub(crate) fn received(delivery: Delivery, n: u64) {
+pub(crate) fn received(delivery: DeliveryMode, n: u64) {
     if is_enabled() {
         metrics::counter!("conclib_topic_received_total", "delivery" => mode(delivery))
             .increment(n);

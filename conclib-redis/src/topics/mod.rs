@@ -2,7 +2,7 @@
 //!
 //! A [`Topic`] is a name (validated like a URN, inside the namespace) and a delivery mode:
 //!
-//! - [`Delivery::Live`]: Redis pub/sub. **At most once**: a subscriber receives the events
+//! - [`DeliveryMode::Live`]: Redis pub/sub. **At most once**: a subscriber receives the events
 //!   published while it is subscribed and keeps up; one that is gone (or reconnecting after
 //!   a Redis restart) misses what was published meanwhile, and one slower than the events
 //!   loses those that find its buffer full, each counted in
@@ -10,7 +10,7 @@
 //!   next event. Lowest latency. On a Redis Cluster it is sharded pub/sub (`SSUBSCRIBE`,
 //!   `SPUBLISH`: Redis 7.0 or later): a topic's events go to the node of its slot only, so
 //!   patterns ([`Topic::live_pattern`]) are refused there ([`TopicError::Config`]).
-//! - [`Delivery::Durable`]: a Redis stream with one consumer group per subscriber group.
+//! - [`DeliveryMode::Durable`]: a Redis stream with one consumer group per subscriber group.
 //!   **At least once, in order**: every subscriber group receives every event kept by the
 //!   topic's [`Retention`], in the order Redis took them (so in publishing order for each
 //!   publisher that waits for its `publish`); an event is acknowledged only once the
@@ -58,4 +58,4 @@ pub use publish::{Topics, TopicsStats};
 pub use subscription::{
     DEFAULT_BUFFER, DEFAULT_GROUP, SubscribeRequest, Subscription, SubscriptionStats,
 };
-pub use topic::{DEFAULT_RETENTION, Delivery, MAX_TOPIC_LEN, Retention, Topic, TopicError};
+pub use topic::{DEFAULT_RETENTION, DeliveryMode, MAX_TOPIC_LEN, Retention, Topic, TopicError};

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::lag::Subscriptions;
 use super::link::Counters;
-use super::topic::{Delivery, Retention, Topic, TopicError, redis_error};
+use super::topic::{DeliveryMode, Retention, Topic, TopicError, redis_error};
 use super::wire;
 use crate::config::ProxyConfig;
 
@@ -25,8 +25,8 @@ use crate::config::ProxyConfig;
 /// runs.
 ///
 /// ```no_run
-/// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), conclib_redis::TopicError> {
-/// use conclib_redis::Topic;
+/// # async fn demo(client: conclib_redis::ProxyClient) -> Result<(), conclib_redis::topics::TopicError> {
+/// use conclib_redis::topics::Topic;
 /// use futures_util::StreamExt;
 ///
 /// let topic = Topic::durable("orders.placed")?;
@@ -164,7 +164,7 @@ impl Topics {
         // one write, as many tasks publishing at once need.
         // Bounded by the connection's command timeout (`ProxyConfig::command_timeout`).
         let sent: Result<Value, _> = match topic.delivery {
-            Delivery::Live => {
+            DeliveryMode::Live => {
                 let frame = Value::Bytes(wire::encode_live(codec.name(), &body).into());
                 let channel = wire::live_channel(ns, &topic.name);
                 // On a Cluster, sharded pub/sub: to the node of the channel's slot only,
@@ -175,7 +175,7 @@ impl Topics {
                     cmd.publish(channel, frame).await
                 }
             }
-            Delivery::Durable => {
+            DeliveryMode::Durable => {
                 let cap: XCap = match topic.retention {
                     Retention::MaxLen(n) => ("MAXLEN", "~", clamp(n)).try_into(),
                     Retention::MaxAge(age) => {

@@ -16,7 +16,7 @@ use super::durable;
 use super::link::{Counters, Link, Raw, SubscribeOptions};
 use super::live;
 use super::publish::{Topics, Typed};
-use super::topic::{Delivery, Topic, TopicError, check_name};
+use super::topic::{DeliveryMode, Topic, TopicError, check_name};
 use super::wire;
 
 /// The default [`buffer`](SubscribeRequest::buffer) of a subscription, in events.
@@ -118,24 +118,24 @@ impl<E: DeserializeOwned + Send + 'static> SubscribeRequest<E> {
             check_name(consumer)?;
         }
         let delivery = self.topic.delivery();
-        if self.topic.is_pattern() && delivery != Delivery::Live {
+        if self.topic.is_pattern() && delivery != DeliveryMode::Live {
             return Err(TopicError::InvalidName(
                 "only live topics have patterns".into(),
             ));
         }
         let mut counters = Counters::default();
-        if delivery == Delivery::Durable {
+        if delivery == DeliveryMode::Durable {
             let key = wire::durable_key(&self.topics.config().namespace, self.topic.name());
             counters.durable = Some((key, self.options.group.clone()));
         }
         let counters = Arc::new(counters);
         let source = match delivery {
-            Delivery::Live => {
+            DeliveryMode::Live => {
                 let (tx, rx) = mpsc::channel(self.options.buffer);
                 let link = live::start(&self.topics, &self.topic, tx, counters.clone()).await?;
                 Source::Live { rx, _link: link }
             }
-            Delivery::Durable => Source::Durable(Box::new(
+            DeliveryMode::Durable => Source::Durable(Box::new(
                 durable::start(&self.topics, &self.topic, &self.options, counters.clone()).await?,
             )),
         };

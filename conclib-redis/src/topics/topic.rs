@@ -12,7 +12,7 @@ pub const MAX_TOPIC_LEN: usize = 200;
 /// How a topic's events reach its subscribers (see the [module docs](crate::topics)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Delivery {
+pub enum DeliveryMode {
     /// Redis pub/sub: at most once, lowest latency.
     Live,
     /// A Redis stream with a consumer group per subscriber group: at least once, ordered,
@@ -37,18 +37,18 @@ pub const DEFAULT_RETENTION: Retention = Retention::MaxLen(100_000);
 /// published with. Publishers and subscribers of a topic use the same description.
 ///
 /// ```
-/// use conclib_redis::{Delivery, Retention, Topic};
+/// use conclib_redis::topics::{DeliveryMode, Retention, Topic};
 /// use std::time::Duration;
 /// let progress = Topic::live("jobs.progress").unwrap();
 /// let orders = Topic::durable("orders.placed").unwrap().retention(Retention::MaxAge(Duration::from_secs(3600)));
-/// assert_eq!(orders.delivery(), Delivery::Durable);
+/// assert_eq!(orders.delivery(), DeliveryMode::Durable);
 /// assert!(Topic::live("has space").is_err());
 /// assert!(Topic::live("a{b}").is_err());
 /// ```
 #[derive(Clone)]
 pub struct Topic {
     pub(super) name: Arc<str>,
-    pub(super) delivery: Delivery,
+    pub(super) delivery: DeliveryMode,
     pub(super) retention: Retention,
     pub(super) codec: Option<Arc<dyn Codec>>,
     /// A live pattern (`orders.*`): subscribed to, never published to.
@@ -74,7 +74,7 @@ impl Topic {
     /// [`TopicError::InvalidName`] unless the name is 1 to [`MAX_TOPIC_LEN`] bytes of
     /// printable text without whitespace, braces or the glob characters `*?[]`.
     pub fn live(name: impl AsRef<str>) -> Result<Topic, TopicError> {
-        Topic::new(name.as_ref(), Delivery::Live)
+        Topic::new(name.as_ref(), DeliveryMode::Live)
     }
 
     /// A durable topic (a Redis stream), keeping [`DEFAULT_RETENTION`] unless told otherwise.
@@ -82,10 +82,10 @@ impl Topic {
     /// # Errors
     /// As [`Topic::live`].
     pub fn durable(name: impl AsRef<str>) -> Result<Topic, TopicError> {
-        Topic::new(name.as_ref(), Delivery::Durable)
+        Topic::new(name.as_ref(), DeliveryMode::Durable)
     }
 
-    fn new(name: &str, delivery: Delivery) -> Result<Topic, TopicError> {
+    fn new(name: &str, delivery: DeliveryMode) -> Result<Topic, TopicError> {
         check_name(name)?;
         Ok(Topic {
             name: name.into(),
@@ -102,8 +102,8 @@ impl Topic {
     /// there, by topic).
     ///
     /// ```
-    /// let every_order = conclib_redis::Topic::live_pattern("orders.*").unwrap();
-    /// assert!(conclib_redis::Topic::live_pattern("orders.[ab]").is_err());
+    /// let every_order = conclib_redis::topics::Topic::live_pattern("orders.*").unwrap();
+    /// assert!(conclib_redis::topics::Topic::live_pattern("orders.[ab]").is_err());
     /// ```
     ///
     /// # Errors
@@ -111,7 +111,7 @@ impl Topic {
     pub fn live_pattern(pattern: impl AsRef<str>) -> Result<Topic, TopicError> {
         let pattern = pattern.as_ref();
         check_name(&pattern.replace(['*', '?'], "x"))?;
-        let mut topic = Topic::new(&pattern.replace(['*', '?'], "x"), Delivery::Live)?;
+        let mut topic = Topic::new(&pattern.replace(['*', '?'], "x"), DeliveryMode::Live)?;
         topic.name = pattern.into();
         topic.pattern = true;
         Ok(topic)
@@ -148,7 +148,7 @@ impl Topic {
 
     /// Its delivery mode.
     #[must_use]
-    pub fn delivery(&self) -> Delivery {
+    pub fn delivery(&self) -> DeliveryMode {
         self.delivery
     }
 

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use conclib_core::{ActorSystem, PanicPolicy};
-use conclib_redis::{ProxyConfig, RedisDaemon, start_redis};
+use conclib_redis::{ProxyConfig, daemon::RedisDaemon, start_redis};
 use fred::prelude::{Builder, Client, ClientLike, Config, Value};
 
 use actors::Counter;

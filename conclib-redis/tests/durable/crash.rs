@@ -315,8 +315,11 @@ pub(crate) async fn a_sleep_and_a_promise_survive_a_killed_holder() {
         ["s1", "@sleep sleep:2500", "s2", "@promise approve", "s3"],
         "the sleep recorded once, by a"
     );
-    let wake: u64 =
-        conclib_redis::decode_value(&conclib_redis::Bincode, &listed[0].steps[1].value).unwrap();
+    let wake: u64 = conclib_redis::codec::decode_value(
+        &conclib_redis::codec::Bincode,
+        &listed[0].steps[1].value,
+    )
+    .unwrap();
     assert!(
         listed[0].steps[2].at_ms >= wake,
         "b waited for the end a recorded before running s2"

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use conclib_core::ActorSystem;
 use conclib_macros::actor;
 use conclib_redis::{
-    Activation, ProxyClient, Reminder, ReminderPoller, ReminderPollerOptions, ReminderTick,
-    Reminders, start_proxy,
+    ProxyClient,
+    reminders::{Reminder, ReminderPoller, ReminderPollerOptions, ReminderTick, Reminders},
+    scale::Activation,
+    start_proxy,
 };
 
 use crate::common::{config, eventually};

@@ -8,8 +8,12 @@ use std::time::Duration;
 use conclib_core::ActorSystem;
 use conclib_macros::actor;
 use conclib_redis::{
-    Activation, ProxyClient, ProxyConfig, REMINDER_SHARDS, Reminder, ReminderPoller,
-    ReminderPollerOptions, ReminderTick, Reminders, start_proxy,
+    ProxyClient, ProxyConfig,
+    reminders::{
+        REMINDER_SHARDS, Reminder, ReminderPoller, ReminderPollerOptions, ReminderTick, Reminders,
+    },
+    scale::Activation,
+    start_proxy,
 };
 
 use crate::common::eventually;

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use conclib_redis::{ProxyConfig, Reminder, Reminders};
+use conclib_redis::{
+    ProxyConfig,
+    reminders::{Reminder, Reminders},
+};
 use fred::prelude::*;
 
 use crate::common::{config, eventually, plain_client};
@@ -195,7 +198,7 @@ pub(crate) async fn the_python_client_sends_the_same_scripts() {
         "/../python/src/conclib/reminders.py"
     );
     let python = std::fs::read_to_string(path).unwrap();
-    for (name, text) in conclib_redis::__reminder_scripts() {
+    for (name, text) in conclib_redis::reminders::__scripts() {
         assert!(
             python.contains(&format!("r\"\"\"{text}\"\"\"")),
             "the Python client's {name} script differs"

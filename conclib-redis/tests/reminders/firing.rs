@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use conclib_redis::{ProxyClient, Reminder, ReminderError, Reminders};
+use conclib_redis::{
+    ProxyClient,
+    reminders::{Reminder, ReminderError, Reminders},
+};
 
 use crate::common::{config, eventually};
 use crate::peer::{Member, Note, RegisterOwn, lines};
@@ -322,9 +325,9 @@ pub(crate) async fn a_reminder_registered_by_an_actor_wakes_it_after_passivation
 pub(crate) async fn a_reminder_on_a_urn_nobody_serves_is_counted_unserved() {
     let config = config("rem-unserved");
     let client = client(&config).await;
-    let poller = conclib_redis::ReminderPoller::start(
+    let poller = conclib_redis::reminders::ReminderPoller::start(
         &client,
-        conclib_redis::ReminderPollerOptions::default()
+        conclib_redis::reminders::ReminderPollerOptions::default()
             .with_poll_interval(Duration::from_millis(20))
             .with_retry_after(Duration::from_millis(50)),
     )

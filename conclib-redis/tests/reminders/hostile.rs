@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use conclib_core::ActorSystem;
 use conclib_redis::{
-    Activation, ProxyClient, Reminder, ReminderPoller, ReminderPollerOptions, Reminders,
+    ProxyClient,
+    reminders::{Reminder, ReminderPoller, ReminderPollerOptions, Reminders},
+    scale::Activation,
     start_proxy,
 };
 

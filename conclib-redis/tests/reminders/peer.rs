@@ -10,8 +10,10 @@ use std::time::Duration;
 use conclib_core::{ActorSystem, StopReason};
 use conclib_macros::{actor, message};
 use conclib_redis::{
-    Activation, ProxyClient, Reminder, ReminderPoller, ReminderPollerOptions, ReminderTick,
-    Reminders, start_proxy,
+    ProxyClient,
+    reminders::{Reminder, ReminderPoller, ReminderPollerOptions, ReminderTick, Reminders},
+    scale::Activation,
+    start_proxy,
 };
 use serde::{Deserialize, Serialize};
 

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use conclib_redis::{DEFAULT_REMINDER_CLAIM_LEASE, Reminder, ReminderTick, Reminders};
+use conclib_redis::reminders::{DEFAULT_REMINDER_CLAIM_LEASE, Reminder, ReminderTick, Reminders};
 use fred::prelude::*;
 
 use crate::common::{config, eventually, plain_client};

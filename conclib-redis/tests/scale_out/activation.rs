@@ -11,7 +11,11 @@ use std::time::Duration;
 
 use conclib_core::AskError;
 use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, Message, RequestEnvelope};
-use conclib_redis::{Activation, ProxyClient, ProxyConfig, StateStore, StoreError, start_proxy};
+use conclib_redis::{
+    ProxyClient, ProxyConfig,
+    scale::{Activation, StateStore, StoreError},
+    start_proxy,
+};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -425,7 +429,7 @@ pub(crate) async fn a_request_read_again_after_its_answer_failed_counts_once() {
         "on".into(),
     ];
     words.push(">secret".into());
-    words.extend(conclib_redis::proxy_acl(&ns));
+    words.extend(conclib_redis::acl::proxy_acl(&ns));
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     command(&admin, &words).await.unwrap();
     let port = crate::common::daemon().port();
@@ -545,7 +549,7 @@ pub(crate) async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {
     assert_eq!(proxy.activations(), vec!["acct:9".to_owned()]);
     // The snapshot shows the group and the activation, which lives in this system.
     proxy.publish_snapshot().await.unwrap();
-    let reader = conclib_redis::SnapshotReader::connect(&config)
+    let reader = conclib_redis::snapshots::SnapshotReader::connect(&config)
         .await
         .unwrap();
     let published = reader.systems().await.unwrap();

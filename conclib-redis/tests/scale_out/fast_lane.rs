@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 use conclib_core::{
     Actor, ActorSystem, Context, ExposedMessage, Message, Priority, RequestEnvelope,
 };
-use conclib_redis::{Activation, ProxyClient, ProxyConfig, StoreError, start_proxy};
+use conclib_redis::{
+    ProxyClient, ProxyConfig,
+    scale::{Activation, StoreError},
+    start_proxy,
+};
 use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -217,7 +221,7 @@ pub(crate) async fn a_high_priority_tell_to_a_group_without_a_fast_lane_goes_to_
         .unwrap();
     let stream = format!("{ns}:sys:~old:req");
     let _: () = redis
-        .xgroup_create(&stream, conclib_redis::CONSUMER_GROUP, "0", true)
+        .xgroup_create(&stream, conclib_redis::protocol::CONSUMER_GROUP, "0", true)
         .await
         .unwrap();
     let client = ProxyClient::connect(&config).await.unwrap();

@@ -370,7 +370,8 @@ pub(crate) async fn joins_that_cannot_be_and_requests_for_other_urns_are_refused
     let redis = plain_client(&config.url).await;
     let ns = &config.namespace;
     let reply = format!("{ns}:reply:00000000000000000000000000000001");
-    let body = conclib_redis::encode_value(&conclib_redis::Bincode, &Whoami(1)).unwrap();
+    let body =
+        conclib_redis::codec::encode_value(&conclib_redis::codec::Bincode, &Whoami(1)).unwrap();
     let _: Value = redis
         .custom(
             fred::cmd!("XADD"),
@@ -400,7 +401,7 @@ pub(crate) async fn joins_that_cannot_be_and_requests_for_other_urns_are_refused
     let frame: Option<(String, Value)> = redis.blpop(reply.as_str(), 10.0).await.unwrap();
     let (_, frame) = frame.expect("an answer within 10 s");
     let frame = frame.as_bytes().unwrap().to_vec();
-    let (id, status, _) = conclib_redis::decode_reply(&frame).unwrap();
+    let (id, status, _) = conclib_redis::protocol::decode_reply(&frame).unwrap();
     assert_eq!((id, status), (5, conclib_redis::Status::UnknownUrn as u8));
 
     assert!(px.leave("g").await);
@@ -671,7 +672,7 @@ pub(crate) async fn a_groups_stream_is_trimmed_below_what_is_pending() {
             "redis.call('XADD', KEYS[1], '*', 'v', '1') \
              return redis.call('XREADGROUP', 'GROUP', ARGV[1], 'busy', 'COUNT', '1', 'STREAMS', KEYS[1], '>')",
             vec![stream.clone()],
-            vec![conclib_redis::CONSUMER_GROUP],
+            vec![conclib_redis::protocol::CONSUMER_GROUP],
         )
         .await
         .unwrap();

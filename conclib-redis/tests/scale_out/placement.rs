@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use conclib_core::ActorSystem;
-use conclib_redis::{Placement, ProxyClient, ProxyConfig, start_proxy};
+use conclib_redis::{ProxyClient, ProxyConfig, scale::Placement, start_proxy};
 use fred::prelude::*;
 use metrics_util::debugging::DebugValue;
 

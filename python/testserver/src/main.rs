@@ -32,8 +32,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use conclib::redis::{
-    MsgPack, ProxyClient, ProxyConfig, ReminderPoller, ReminderPollerOptions, start_proxy,
-    start_redis,
+    ProxyClient, ProxyConfig,
+    codec::MsgPack,
+    reminders::{ReminderPoller, ReminderPollerOptions},
+    start_proxy, start_redis,
 };
 use conclib::{ActorSystem, PanicPolicy};
 use tokio::io::AsyncReadExt;
@@ -295,16 +297,22 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     proxy.join("conf:shared").await?;
     // Activated on demand by URN (`py:item:7`).
     proxy
-        .activate("py:item:{id}", |_a: conclib::redis::Activation| async move {
-            Ok::<_, String>(shapes::Counter::default())
-        })
+        .activate(
+            "py:item:{id}",
+            |_a: conclib::redis::scale::Activation| async move {
+                Ok::<_, String>(shapes::Counter::default())
+            },
+        )
         .await?;
     // At most one request pending per URN (`test_overload.py`): a second one while a `Nap`
     // runs is refused `Overloaded` at once.
     proxy
-        .activate("py:busy:{id}", |_a: conclib::redis::Activation| async move {
-            Ok::<_, String>(shapes::Shapes::default())
-        })
+        .activate(
+            "py:busy:{id}",
+            |_a: conclib::redis::scale::Activation| async move {
+                Ok::<_, String>(shapes::Shapes::default())
+            },
+        )
         .max_pending_per_urn(1)
         .await?;
     // Reminders (`test_reminders.py`): `py:remind:{id}` keeps the ticks delivered by this
@@ -312,7 +320,7 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     proxy
         .activate(
             "py:remind:{id}",
-            |_a: conclib::redis::Activation| async move {
+            |_a: conclib::redis::scale::Activation| async move {
                 Ok::<_, String>(reminded::Reminded::default())
             },
         )

@@ -4,7 +4,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use conclib::redis::{MsgPack, Topic, Topics};
+use conclib::redis::{
+    codec::MsgPack,
+    topics::{Topic, Topics},
+};
 use conclib::remote::ExposedMessage;
 use conclib::{Actor, Context, Message, RequestEnvelope};
 use serde::{Deserialize, Serialize};

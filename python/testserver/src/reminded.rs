@@ -2,7 +2,7 @@
 //! for `python/tests/test_reminders.py` (a reminder registered from Python, delivered by this
 //! server's reminder poller, its MessagePack payload decoded on the Rust side).
 
-use conclib::redis::ReminderTick;
+use conclib::redis::reminders::ReminderTick;
 use conclib::remote::ExposedMessage;
 use conclib::{Actor, Context, Message, RequestEnvelope};
 use serde::{Deserialize, Serialize};

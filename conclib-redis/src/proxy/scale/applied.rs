@@ -19,13 +19,10 @@
 //! requests this proxy has taken and not acknowledged.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use conclib_core::trace::TraceContext;
 
-use super::standing::Standing;
-use crate::proxy::serve::read::Request;
-use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
 /// A request: its entry id and stream (`<ms>-<seq> <stream key>`).
@@ -117,87 +114,6 @@ impl Applied {
     /// in this one (then it is not handed to the actor again).
     pub(in crate::proxy) fn already(&self, key: &str) -> bool {
         lock(&self.earlier).remove(key) || lock(&self.unacked).iter().any(|k| k == key)
-    }
-}
-
-/// An activation's exactly-once record of one request, as its hand-off keeps it: the trace context
-/// its handling runs in (by which its store tells whether a write of this very handling
-/// was refused, and records the request with what it wrote) and the key it is recorded
-/// under. A live actor's request has no record, and keeps the trace it came with.
-pub(in crate::proxy) struct Record {
-    /// The trace context the request is handled in.
-    pub(in crate::proxy) trace: Option<TraceContext>,
-    applied: Option<(Arc<Standing>, TraceContext, String)>,
-}
-
-impl Record {
-    pub(in crate::proxy) fn new(
-        standing: Option<Arc<Standing>>,
-        req: &Request,
-        origin: &Shared,
-        entry: EntryId,
-    ) -> Record {
-        let trace = match &standing {
-            Some(_) => Some(req.trace.map_or_else(TraceContext::new_root, |t| t.child())),
-            None => req.trace,
-        };
-        let applied = standing.zip(trace).map(|(s, t)| {
-            // A request a takeover moved is known by its first entry (`field::MOVED`).
-            let key = req
-                .moved
-                .clone()
-                .unwrap_or_else(|| request_key(&origin.stream.requests_key, entry));
-            (s, t, key)
-        });
-        Record { trace, applied }
-    }
-
-    /// An activation's request: it stays pending rather than be copied into the stream
-    /// again (a copy with a new entry id would escape its record).
-    pub(in crate::proxy) fn is_activation(&self) -> bool {
-        self.applied.is_some()
-    }
-
-    /// Recorded as handled already (its handling wrote the state).
-    pub(in crate::proxy) fn answered_already(&self) -> bool {
-        self.applied
-            .as_ref()
-            .is_some_and(|(standing, _, key)| standing.applied.already(key))
-    }
-
-    pub(in crate::proxy) fn begin(&self) {
-        if let Some((standing, trace, key)) = &self.applied {
-            standing.applied.begin(*trace, key.clone());
-        }
-    }
-
-    /// The handling is over: `true` if it wrote the state (its request then waits for its
-    /// acknowledgement in the records, here and with the state).
-    pub(in crate::proxy) fn end(&self, origin: &Shared, entry: EntryId) -> bool {
-        let Some((standing, trace, key)) = &self.applied else {
-            return false;
-        };
-        let wrote = standing.applied.end(trace);
-        if wrote {
-            origin.stream.await_ack(entry, standing, key);
-        }
-        wrote
-    }
-
-    /// Whether the activation was stopping to rebalance its pattern: a request it did not
-    /// start is left pending, read again, and activates the URN anew.
-    pub(in crate::proxy) fn leaving(&self) -> bool {
-        self.applied
-            .as_ref()
-            .is_some_and(|(s, _, _)| s.is_leaving())
-    }
-
-    /// Not to be handled here after all: a write of its handling was refused, or it never
-    /// ran (nor wrote the state) because the activation was taken away.
-    pub(in crate::proxy) fn redeliver(&self, ran: bool, wrote: bool) -> bool {
-        self.applied
-            .as_ref()
-            .is_some_and(|(s, t, _)| s.take_refusal(t) || (!ran && !wrote && s.is_taken()))
     }
 }
 

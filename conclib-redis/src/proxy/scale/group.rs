@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fred::prelude::*;
+use tokio::task::JoinHandle;
 
 use super::placement;
 use super::rebalance;
@@ -21,8 +22,7 @@ use crate::protocol::{
     self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT, TAKE_OVER_SCRIPT,
 };
 use crate::proxy::serve::lease;
-use crate::proxy::serve::read;
-use crate::proxy::serve::read::stopped;
+use crate::proxy::serve::write;
 use crate::proxy::shared::{Member, MemberHandle, Role, Shared};
 use crate::script::Script;
 
@@ -34,18 +34,30 @@ pub(in crate::proxy) enum GroupOf<'a> {
     Pattern(&'a str),
 }
 
-/// Makes this system (`shared`: its own proxy) a member of a group, and returns once the
-/// member reads the group's stream.
-pub(in crate::proxy) async fn join_group(
+/// A member's two instances (its fast lane and its stream's), their lease held and their
+/// URN claimed, before they read their streams.
+pub(in crate::proxy) struct Entered {
+    name: String,
+    pattern: bool,
+    pub(in crate::proxy) member: Arc<Shared>,
+    pub(in crate::proxy) fast: Arc<Shared>,
+    /// How long a read of the group's stream blocks.
+    pub(in crate::proxy) block: Duration,
+}
+
+/// Makes this system (`shared`: its own proxy) a member of a group: its lease held, the
+/// group's URN claimed, its consumer groups there. `None`: a member already. The caller
+/// starts the reading tasks and hands them to [`serve`] (`proxy/join.rs`).
+pub(in crate::proxy) async fn enter(
     shared: &Arc<Shared>,
     of: GroupOf<'_>,
-) -> Result<(), ServeError> {
+) -> Result<Option<Entered>, ServeError> {
     let (name, pattern) = match of {
         GroupOf::Urn(urn) => (urn, false),
         GroupOf::Pattern(prefix) => (prefix, true),
     };
     if shared.groups().contains_key(name) {
-        return Ok(());
+        return Ok(None);
     }
     let (group, claim_key) = if pattern {
         (protocol::pattern_group(name), shared.keys.pattern(name))
@@ -152,9 +164,29 @@ pub(in crate::proxy) async fn join_group(
         let _ = fast.reader.quit().await;
         return Err(e);
     }
-    // The fast lane first: a request already waiting there goes before the backlog.
-    let (fast_reader_task, fast_writer_task) = read::start_reading(&fast, block);
-    let (reader_task, writer_task) = read::start_reading(&member, block);
+    Ok(Some(Entered {
+        name: name.to_owned(),
+        pattern,
+        member,
+        fast,
+        block,
+    }))
+}
+
+/// A member entered, its reading `tasks` started: its heartbeats run, it is listed among
+/// this system's groups (and, for a pattern, in the pattern's directory).
+pub(in crate::proxy) async fn serve(
+    shared: &Arc<Shared>,
+    entered: Entered,
+    tasks: Vec<JoinHandle<()>>,
+) {
+    let Entered {
+        name,
+        pattern,
+        member,
+        fast,
+        ..
+    } = entered;
     let heartbeats = vec![
         tokio::spawn(member_loop(member.clone())),
         tokio::spawn(member_loop(fast.clone())),
@@ -162,19 +194,18 @@ pub(in crate::proxy) async fn join_group(
     tracing::info!(system = %shared.system_id, group = %member.claim_value, "joined a group");
     crate::metrics::group_joined(&shared.system_id, &member.claim_value);
     shared.groups().insert(
-        name.to_owned(),
+        name.clone(),
         MemberHandle {
             shared: member,
             fast,
-            tasks: vec![fast_reader_task, fast_writer_task, reader_task, writer_task],
+            tasks,
             heartbeats,
         },
     );
     if pattern {
         // Listed in the pattern's directory at once: placement counts on it from now.
-        placement::report_activations(shared, name).await;
+        placement::report_activations(shared, &name).await;
     }
-    Ok(())
 }
 
 /// Leaves a group gracefully: stops reading its stream, finishes and acknowledges what
@@ -198,7 +229,7 @@ pub(in crate::proxy) async fn leave_group(shared: &Shared, name: &str) -> bool {
         let _ = h.await;
     }
     for lane in &lanes {
-        trim_group(lane).await;
+        write::trim_group(lane).await;
     }
     if let Role::Member(m) = &member.role
         && m.pattern
@@ -262,23 +293,6 @@ async fn forget_consumer(shared: &Shared, consumer: &str) {
         .await;
     if let Some(Err(e)) = r.first() {
         tracing::debug!(error = %e, consumer, "could not delete a group's consumer");
-    }
-}
-
-/// Trims the group's stream below what every member has finished with.
-pub(in crate::proxy) async fn trim_group(shared: &Shared) {
-    let Role::Member(m) = &shared.role else {
-        return;
-    };
-    let r = m
-        .trim
-        .eval_many(
-            &shared.cmd,
-            vec![(shared.stream.requests_key.clone(), vec![s(CONSUMER_GROUP)])],
-        )
-        .await;
-    if let Some(Err(e)) = r.first() {
-        tracing::debug!(error = %e, "could not trim a group's stream");
     }
 }
 
@@ -450,7 +464,8 @@ async fn member_loop(shared: Arc<Shared>) {
                 }
                 Err(_) => events = false,
             },
-            _ = stopped(&mut stop) => break,
+            // The watch's guard is not `Send`: dropped inside the block.
+            _ = async { drop(stop.wait_for(|stopped| *stopped).await) } => break,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! activates a URN (`placement`, the rule in `placement_rule`) and moving activations to
 //! even the load (`rebalance`); the activation cap and memory shedding (`eviction`); failover of a gone member's activations (`takeover`); an
 //! activation's fenced state store (`store`), its standing (`standing`) and its
-//! exactly-once records (`applied`).
+//! exactly-once records (`applied`, and a request's record while it is handled in `record`).
 
 pub(super) mod activation;
 pub(super) mod activations;
@@ -15,6 +15,7 @@ pub(super) mod group;
 pub(super) mod placement;
 pub(super) mod placement_rule;
 pub(super) mod rebalance;
+pub(super) mod record;
 pub(super) mod standing;
 pub(super) mod store;
 pub(super) mod takeover;

@@ -24,7 +24,6 @@ use fred::prelude::*;
 use super::placement_rule::{MemberInfo, Placement};
 use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
-use crate::proxy::serve::handoff;
 use crate::proxy::shared::{Role, Shared};
 use crate::script::Script;
 use crate::unacked::EntryId;
@@ -168,7 +167,7 @@ pub(in crate::proxy) async fn hand_to(shared: &Shared, entry: EntryId, target: &
     if shared.cmd.is_clustered() {
         // Two keys in two slots: checked, moved, then the wake-up appended (a member
         // not woken up finds the entry at its next look at its pending list).
-        if !handoff::still_mine(shared, entry).await {
+        if !shared.still_mine(entry).await {
             return Handed::NotPending;
         }
         let claim = vec![

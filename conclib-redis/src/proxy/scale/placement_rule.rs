@@ -12,7 +12,7 @@ pub type PlaceFn = Arc<dyn Fn(&str, &[MemberInfo]) -> Option<String> + Send + Sy
 
 /// Where a pattern's URNs are activated: which member of the pattern's group activates a URN
 /// nobody holds yet, chosen by the member that reads its first request among the members
-/// live now. Set per pattern with [`Activator::placement`](crate::Activator::placement).
+/// live now. Set per pattern with [`Activator::placement`](crate::scale::Activator::placement).
 ///
 /// Whatever the choice, a URN is activated by one member at a time (the claim is still the
 /// URN's lease), and a member chosen that dies or is paused before it activates the URN
@@ -21,7 +21,7 @@ pub type PlaceFn = Arc<dyn Fn(&str, &[MemberInfo]) -> Option<String> + Send + Sy
 ///
 /// ```no_run
 /// # use conclib_core::{Actor, ActorSystem, ExposedMessage};
-/// # use conclib_redis::{Placement, ProxyConfig, start_proxy};
+/// # use conclib_redis::{ProxyConfig, start_proxy, scale::Placement};
 /// # struct Account;
 /// # impl Actor for Account { const REMOTE: &'static [ExposedMessage] = &[]; }
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {

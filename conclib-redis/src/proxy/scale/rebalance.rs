@@ -1,4 +1,4 @@
-//! Rebalancing a pattern's activations ([`Activator::rebalance`](crate::proxy::scale::activation::Activator::rebalance)):
+//! Rebalancing a pattern's activations ([`Activator::rebalance`](crate::scale::Activator::rebalance)):
 //! a member with more than its share passivates the excess, least recently used first, so
 //! that their next requests activate them, by the pattern's placement, on the members with
 //! fewer (a member that just joined).

@@ -60,12 +60,12 @@ pub enum StoreError {
 /// spawned cannot be told apart from one made at the actor's `on_stop`: it is not recorded,
 /// and if its system dies between the write and the request's acknowledgement, the next
 /// activation handles the request again on a state that holds its effect. So a store is
-/// not `Clone`: the actor keeps the one [`Activation::into_store`](crate::Activation::into_store)
+/// not `Clone`: the actor keeps the one [`Activation::into_store`](crate::scale::Activation::into_store)
 /// gives, and a handler, which borrows it through `&mut self`, cannot give a spawned task
 /// one of its own (a task needs a `'static` value):
 ///
 /// ```compile_fail,E0599
-/// # use conclib_redis::StateStore;
+/// # use conclib_redis::scale::StateStore;
 /// # struct Account { count: u64, store: StateStore }
 /// # impl Account {
 /// async fn incr(&mut self) {

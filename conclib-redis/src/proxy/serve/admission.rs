@@ -1,6 +1,6 @@
 //! Admission where requests queue ([`Admission`]): how many requests read and not yet
 //! answered each URN, each pattern and the whole system has, against their limits
-//! ([`Overload`](crate::Overload)); a request past one is refused at once, before it
+//! ([`Overload`](crate::overload::Overload)); a request past one is refused at once, before it
 //! reaches a mailbox. One per system, shared by its own proxy instance and its group
 //! members' (the requests of a pattern come in on the group's streams).
 

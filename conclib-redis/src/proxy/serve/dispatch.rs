@@ -15,7 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::forward;
 use super::handoff;
 use super::handoff::HandOff;
-use super::read::{RawEnvelope, Request};
+use super::request::{RawEnvelope, Request};
 use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS, Handling};
 use crate::overload::Refusal;
 use crate::protocol::{self, Status};

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use super::handoff;
-use super::read::Request;
+use super::request::Request;
 use super::stream::Handled;
 use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
@@ -122,7 +121,7 @@ async fn append_to(
     let fields = entry_fields(req, reply_to, remaining);
     let target = shared.keys.requests(owner);
     if shared.cmd.is_clustered() {
-        if !handoff::still_mine(origin.shared, origin.entry).await {
+        if !origin.shared.still_mine(origin.entry).await {
             return Ok(Forwarded::NotPending);
         }
         let mut args = vec![owned(target), s("NOMKSTREAM"), s("*")];

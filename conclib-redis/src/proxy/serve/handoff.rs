@@ -9,21 +9,19 @@ use std::time::Duration;
 
 use conclib_core::{AskError, DynActorRef, ErasedMessage, ErasedResult, ExposedMessage};
 use fred::bytes::Bytes;
-use fred::prelude::*;
 
 use super::forward;
 use super::forward::Origin;
 use super::lease;
-use super::read::Request;
+use super::request::Request;
 use super::stream::Handled;
-use crate::conn::{self, keyed, owned, s};
 use crate::protocol::{self, Status};
 use crate::proxy::scale::activation;
 use crate::proxy::scale::activations::{Activated, Pattern};
-use crate::proxy::scale::applied::Record;
 use crate::proxy::scale::group;
 use crate::proxy::scale::placement;
 use crate::proxy::scale::placement::{Handed, Placed};
+use crate::proxy::scale::record::Record;
 use crate::proxy::scale::standing::Standing;
 use crate::proxy::scale::takeover;
 use crate::proxy::shared::{Role, Shared};
@@ -71,13 +69,13 @@ pub(in crate::proxy) async fn activated(
     };
     // Its handling here wrote the state already; read again after its acknowledgement
     // failed (`applied.rs`).
-    if shared.stream.handled_here(h.entry) {
+    if shared.awaiting_ack.handled_here(h.entry) {
         return answered_already(&h.req.urn, &h.reply_to);
     }
     // A member paused past its lease may have had this request claimed by another.
     if !shared.lease.fresh() {
         lease::recheck_lease(&shared).await;
-        if !shared.lease.fresh() || !still_mine(&shared, h.entry).await {
+        if !shared.lease.fresh() || !shared.still_mine(h.entry).await {
             return Handled::LeavePending;
         }
         h.fence = shared.lease.fence();
@@ -213,7 +211,7 @@ pub(in crate::proxy) async fn hand_off(
         fresh: _,
         fence,
     } = h;
-    let record = Record::new(standing, &req, origin, entry);
+    let record = Record::new(standing, &req, &origin.stream.requests_key, entry);
     if record.answered_already() {
         return answered_already(&req.urn, &reply_to);
     }
@@ -314,7 +312,7 @@ async fn check_lease(
         );
         return Err(not_ours.await);
     }
-    if !still_mine(origin, entry).await {
+    if !origin.still_mine(entry).await {
         return Err(Handled::LeavePending);
     }
     Ok(origin.lease.fence())
@@ -345,7 +343,7 @@ impl Asked<'_> {
         sent_ms: i64,
     ) -> Handled {
         let (shared, req) = (self.shared, self.req);
-        let wrote = self.record.end(self.origin, self.entry);
+        let wrote = self.record.end(&self.origin.awaiting_ack, self.entry);
         if matches!(result, Err(AskError::Fenced)) {
             return fenced(&req.urn);
         }
@@ -382,7 +380,7 @@ impl Asked<'_> {
     /// left pending or passed on.
     async fn told(&self, told: Result<(), AskError>) -> Handled {
         let (shared, req) = (self.shared, self.req);
-        let wrote = self.record.end(self.origin, self.entry);
+        let wrote = self.record.end(&self.origin.awaiting_ack, self.entry);
         if matches!(told, Err(AskError::Fenced)) {
             return fenced(&req.urn);
         }
@@ -413,34 +411,6 @@ impl Asked<'_> {
 /// Entry `entry` of this instance's stream, as the origin of a request passed on.
 pub(in crate::proxy) fn origin_of(shared: &Shared, entry: EntryId) -> Origin<'_> {
     Origin { shared, entry }
-}
-
-/// Whether a group's entry is still pending on this member (another member claims the
-/// entries of one paused past its lease). Always true in a system's own stream.
-pub(in crate::proxy) async fn still_mine(shared: &Shared, entry: EntryId) -> bool {
-    if matches!(shared.role, Role::System) {
-        return true;
-    }
-    let id = entry.to_string();
-    // Boxed: the command would otherwise sit in every request's future.
-    let pending = Box::pin(conn::call(
-        &shared.cmd,
-        keyed("XPENDING"),
-        vec![
-            owned(shared.stream.requests_key.clone()),
-            s(crate::protocol::CONSUMER_GROUP),
-            owned(id.clone()),
-            owned(id),
-            Value::Integer(1),
-            owned(shared.stream.consumer.clone()),
-        ],
-    ))
-    .await;
-    match pending {
-        Ok(Value::Array(list)) => !list.is_empty(),
-        // Redis did not say: leave it pending, it is read again.
-        _ => false,
-    }
 }
 
 /// The status and payload answering an ask's result.

@@ -15,7 +15,6 @@ use super::write;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::CONSUMER_GROUP;
-use crate::proxy::scale::activation;
 use crate::proxy::shared::Shared;
 
 /// Whether the lease at `key` (a system's, or a group member's) no longer holds: it is
@@ -517,8 +516,6 @@ pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
             .max(Duration::from_millis(10)),
     );
     publish.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut idle = tokio::time::interval(Duration::from_millis(250));
-    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A failed publish is a warning the first time (the system vanishes from every view),
     // then quiet until one succeeds again.
     let mut publish_failing = false;
@@ -544,10 +541,6 @@ pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
             }
             Ok(()) = urn_changes.changed() => catch_up(&shared).await,
             _ = full_scan.tick() => self::scan(&shared).await,
-            _ = idle.tick() => {
-                activation::passivate_idle(&shared).await;
-                activation::overload_tick(&shared).await;
-            }
             _ = scan.tick() => catch_up(&shared).await,
             _ = renew.tick() => self::renew(&shared).await,
             event = reconnects.recv(), if events => match event {

@@ -20,5 +20,6 @@ pub(super) mod owned;
 pub(super) mod publish;
 pub(super) mod read;
 pub(super) mod registry;
+pub(super) mod request;
 pub(super) mod stream;
 pub(super) mod write;

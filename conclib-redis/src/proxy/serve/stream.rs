@@ -2,7 +2,6 @@
 //! as, the entries read and not acknowledged, and the requests in flight. `read.rs` reads
 //! it, `write.rs` answers and acknowledges.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
@@ -15,8 +14,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::{self, keyed, keyed_at, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP, Status};
-use crate::proxy::scale::applied::RequestKey;
-use crate::proxy::scale::standing::Standing;
 use crate::unacked::{EntryId, Unacked};
 
 /// The request stream of a proxy instance (a system's own, or a group's), as this
@@ -32,9 +29,6 @@ pub(in crate::proxy) struct Stream {
     /// Stream entries read and not yet acknowledged (re-reading the pending list skips
     /// them; the stream is trimmed below them).
     unacked: Mutex<Unacked>,
-    /// Requests read here whose handling wrote an activation's state, with the activation's
-    /// standing: told when the request is acknowledged (`applied.rs`).
-    applied: Mutex<HashMap<EntryId, (Arc<Standing>, RequestKey)>>,
     /// An answer was given up on: the read loop re-reads the pending list to handle it again.
     pub(in crate::proxy) reread: AtomicBool,
     /// The request stream holds ids far in the future (a hostile client): reset it once
@@ -51,7 +45,6 @@ impl Stream {
             consumer,
             in_flight: Arc::new(Semaphore::new(in_flight)),
             unacked: Mutex::new(Unacked::default()),
-            applied: Mutex::new(HashMap::new()),
             reread: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
         }
@@ -97,38 +90,6 @@ impl Stream {
     /// The entries read and not acknowledged.
     pub(in crate::proxy) fn unacked(&self) -> std::sync::MutexGuard<'_, Unacked> {
         lock(&self.unacked)
-    }
-
-    /// Whether the handling of entry `entry`, read here, wrote an activation's state and
-    /// the entry is not acknowledged yet (`applied.rs`).
-    pub(in crate::proxy) fn handled_here(&self, entry: EntryId) -> bool {
-        let applied = lock(&self.applied);
-        !applied.is_empty() && applied.contains_key(&entry)
-    }
-
-    /// The handling of entry `entry` (request `key`), read here, wrote the state of the
-    /// activation with `standing`: it learns when the entry is acknowledged (`applied.rs`).
-    pub(in crate::proxy) fn await_ack(
-        &self,
-        entry: EntryId,
-        standing: &Arc<Standing>,
-        key: &RequestKey,
-    ) {
-        lock(&self.applied).insert(entry, (standing.clone(), key.clone()));
-    }
-
-    /// Tells the activations whose state the handling of a request of `batch` wrote that
-    /// it is acknowledged (`applied.rs`).
-    pub(in crate::proxy) fn acknowledged_applied(&self, batch: &[Completion]) {
-        let mut applied = lock(&self.applied);
-        if applied.is_empty() {
-            return;
-        }
-        for c in batch {
-            if let Some((standing, key)) = applied.remove(&c.id) {
-                standing.applied.acked(&key);
-            }
-        }
     }
 }
 
@@ -211,3 +172,25 @@ pub(in crate::proxy) type Handling = Pin<Box<dyn Future<Output = Completion> + S
 
 /// How far ahead of Redis's clock a request's entry id may be and still date the request.
 pub(in crate::proxy) const FUTURE_ID_TOLERANCE_MS: i64 = 2_000;
+
+/// Whether entry `entry` is still pending on `stream`'s consumer (in a group, another member
+/// claims the entries of one paused past its lease). `false` when Redis does not say: the
+/// entry is left pending and read again.
+pub(in crate::proxy) async fn still_pending(cmd: &Client, stream: &Stream, entry: EntryId) -> bool {
+    let id = entry.to_string();
+    // Boxed: the command would otherwise sit in every request's future.
+    let pending = Box::pin(conn::call(
+        cmd,
+        keyed("XPENDING"),
+        vec![
+            owned(stream.requests_key.clone()),
+            s(CONSUMER_GROUP),
+            owned(id.clone()),
+            owned(id),
+            Value::Integer(1),
+            owned(stream.consumer.clone()),
+        ],
+    ))
+    .await;
+    matches!(pending, Ok(Value::Array(list)) if !list.is_empty())
+}

@@ -14,7 +14,6 @@ use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS};
 use crate::conn::{self, bytes, keyed, keyed_at, owned, s};
 use crate::error::is_connection_error;
 use crate::protocol::CONSUMER_GROUP;
-use crate::proxy::scale::group;
 use crate::proxy::shared::Shared;
 use crate::script::Script;
 use crate::unacked::EntryId;
@@ -215,7 +214,7 @@ pub(in crate::proxy) fn finish(shared: &Shared, batch: &mut Vec<Completion>) {
         .stream
         .unacked()
         .remove(batch.iter().map(|c| c.id), true);
-    shared.stream.acknowledged_applied(batch);
+    shared.awaiting_ack.acknowledged(batch);
     shared
         .counters
         .completed
@@ -282,7 +281,7 @@ pub(in crate::proxy) fn sane_trim(shared: &Shared, below: Option<EntryId>) -> Op
 /// script trims only whole stream nodes, which is cheaper but leaves up to a node).
 pub(in crate::proxy) async fn trim_exact(shared: &Shared) {
     if !matches!(shared.role, crate::proxy::shared::Role::System) {
-        return group::trim_group(shared).await;
+        return trim_group(shared).await;
     }
     let Some(below) = sane_trim(shared, shared.stream.unacked().trim_below(&[])) else {
         return;
@@ -299,5 +298,22 @@ pub(in crate::proxy) async fn trim_exact(shared: &Shared) {
     .await;
     if let Err(e) = trimmed {
         tracing::debug!(error = %e, "could not trim the request stream");
+    }
+}
+
+/// Trims the group's stream below what every member has finished with.
+pub(in crate::proxy) async fn trim_group(shared: &Shared) {
+    let crate::proxy::shared::Role::Member(m) = &shared.role else {
+        return;
+    };
+    let r = m
+        .trim
+        .eval_many(
+            &shared.cmd,
+            vec![(shared.stream.requests_key.clone(), vec![s(CONSUMER_GROUP)])],
+        )
+        .await;
+    if let Some(Err(e)) = r.first() {
+        tracing::debug!(error = %e, "could not trim a group's stream");
     }
 }

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use conclib::apid::{ApiConfig, start_api};
-use conclib::redis::{MsgPack, ProxyConfig, start_proxy, start_redis};
+use conclib::redis::{ProxyConfig, codec::MsgPack, start_proxy, start_redis};
 use conclib::{ActorSystem, PanicPolicy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -25,7 +25,12 @@ use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use conclib::redis::{MsgPack, ProxyClient, ProxyConfig, Topic, Topics, start_proxy};
+use conclib::redis::{
+    ProxyClient, ProxyConfig,
+    codec::MsgPack,
+    start_proxy,
+    topics::{Topic, Topics},
+};
 use conclib::{ActorSystem, actor};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -232,7 +237,7 @@ async fn client(args: Args) -> Result<(), Error> {
                 for seq in 0..count {
                     topics.publish(&topic, &Tick { from, seq }).await?;
                 }
-                Ok::<u64, conclib::redis::TopicError>(count)
+                Ok::<u64, conclib::redis::topics::TopicError>(count)
             })
         })
         .collect();
