@@ -5,6 +5,8 @@
 
 pub use crate::persistence::{Fsync, Persistence, TellLoss};
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::interfaces::ClusterInterface;
@@ -14,8 +16,9 @@ use fred::types::{ClusterHash, CustomCommand};
 use crate::conn::{self, as_bytes, s};
 
 /// What a write that must survive a promotion (a lease or URN claim, a [`StateStore`]
-/// write and its exactly-once record, a tell the client reports accepted) must reach
-/// before it counts as done. Set in [`ProxyConfig::durability`](crate::ProxyConfig::durability),
+/// write and its exactly-once record, a tell the client reports accepted, a reminder's
+/// registration, cancellation, claim, renewal and acknowledgement, an event published on
+/// a durable topic) must reach before it counts as done. Set in [`ProxyConfig::durability`](crate::ProxyConfig::durability),
 /// for proxies and clients alike.
 ///
 /// Redis replicates asynchronously: a replica promoted when its primary dies may lack the
@@ -80,27 +83,25 @@ impl Durability {
     /// Waits until the writes this connection sent so far (to the node serving `key`, in a
     /// cluster) reached the replicas this level asks for; at once at
     /// [`Primary`](Self::Primary). `Err` names how many did.
-    pub(crate) async fn replicated<C: ClientLike>(
-        &self,
-        client: &C,
-        key: &str,
-    ) -> Result<(), String> {
+    ///
+    /// Redis runs a connection's commands in order, and a `WAIT` holds its connection until
+    /// it answers: callers that each sent their own would queue, the last one waiting for
+    /// all the others' timeouts while a replica lags. So a connection has one `WAIT` in
+    /// flight at a time ([`WaitGate`]), and every caller that came while it ran shares the
+    /// next one, sent after they came (so after their writes): each waits for at most two.
+    pub(crate) async fn replicated(&self, client: &Client, key: &str) -> Result<(), String> {
         let Durability::Replicas { n, timeout } = *self else {
             return Ok(());
         };
         let slot = fred::util::redis_keyslot(key.as_bytes());
-        let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
-        let args = vec![
-            Value::Integer(i64::from(n)),
-            Value::Integer(timeout.as_millis().max(1) as i64),
-        ];
-        match conn::call(client, wait, args).await {
-            Ok(Value::Integer(got)) if got >= i64::from(n) => Ok(()),
-            Ok(Value::Integer(got)) => Err(format!(
+        let gate = WaitGate::of(client, slot);
+        let got = gate.wait(|| send_wait(client, slot, n, timeout)).await?;
+        if got >= i64::from(n) {
+            Ok(())
+        } else {
+            Err(format!(
                 "the write reached {got} of the {n} replicas durability asks for within {timeout:?}"
-            )),
-            Ok(other) => Err(format!("unexpected answer to WAIT: {other:?}")),
-            Err(e) => Err(format!("WAIT: {e}")),
+            ))
         }
     }
 
@@ -170,6 +171,112 @@ impl Durability {
     }
 }
 
+/// How much longer than its own timeout the client waits for a `WAIT`'s answer (the round
+/// trip).
+const WAIT_SLACK: Duration = Duration::from_millis(200);
+
+/// `WAIT n timeout` on `client`'s connection to the node serving `slot`: how many replicas
+/// acknowledged its writes so far.
+async fn send_wait(client: &Client, slot: u16, n: u32, timeout: Duration) -> Result<i64, String> {
+    let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
+    let args = vec![
+        Value::Integer(i64::from(n)),
+        Value::Integer(timeout.as_millis().max(1) as i64),
+    ];
+    // Bounded by its own timeout (not the connection's command timeout), and never sent
+    // again on a new connection: a `WAIT` there would count none of these writes.
+    let once = client.with_options(&Options {
+        max_attempts: Some(1),
+        timeout: Some(timeout + WAIT_SLACK),
+        ..Options::default()
+    });
+    match conn::call(&once, wait, args).await {
+        Ok(Value::Integer(got)) => Ok(got),
+        Ok(other) => Err(format!("unexpected answer to WAIT: {other:?}")),
+        Err(e) => Err(format!("WAIT: {e}")),
+    }
+}
+
+/// One connection's `WAIT`s (a client's, to one node): one in flight at a time; a caller
+/// takes the answer of the first `WAIT` sent after it came.
+struct WaitGate {
+    /// Held while a `WAIT` runs.
+    sending: tokio::sync::Mutex<()>,
+    waits: std::sync::Mutex<Waits>,
+}
+
+/// The `WAIT`s of a gate so far.
+struct Waits {
+    /// How many were sent (numbered from 1).
+    sent: u64,
+    /// The last answered: its number and its answer.
+    answered: (u64, Result<i64, String>),
+}
+
+/// The gates of the connections that have callers now, by client id and node.
+type Gates = std::sync::Mutex<HashMap<(String, String), Arc<WaitGate>>>;
+
+impl WaitGate {
+    /// The gate of `client`'s connection to the node serving `slot`.
+    fn of(client: &Client, slot: u16) -> Arc<WaitGate> {
+        static GATES: std::sync::OnceLock<Gates> = std::sync::OnceLock::new();
+        let node = if client.is_clustered() {
+            client
+                .cached_cluster_state()
+                .and_then(|routing| routing.get_server(slot).map(ToString::to_string))
+                // No slot map yet: each slot on its own (correct, coalesced less).
+                .unwrap_or_else(|| format!("slot {slot}"))
+        } else {
+            String::new()
+        };
+        let mut gates = GATES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Gates nobody waits on are forgotten (their last answer is no use to a newcomer).
+        gates.retain(|_, gate| Arc::strong_count(gate) > 1);
+        gates
+            .entry((client.id().to_owned(), node))
+            .or_insert_with(|| {
+                Arc::new(WaitGate {
+                    sending: tokio::sync::Mutex::new(()),
+                    waits: std::sync::Mutex::new(Waits {
+                        sent: 0,
+                        answered: (0, Ok(0)),
+                    }),
+                })
+            })
+            .clone()
+    }
+
+    /// The answer of the first `WAIT` sent after this call began: one another caller sent
+    /// meanwhile, or one `send` sends.
+    async fn wait<F, Fut>(&self, send: F) -> Result<i64, String>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<i64, String>>,
+    {
+        let came = self.lock().sent;
+        let _turn = self.sending.lock().await;
+        let number = {
+            let mut waits = self.lock();
+            if waits.answered.0 > came {
+                // Sent once this caller had come, so after its writes.
+                return waits.answered.1.clone();
+            }
+            waits.sent += 1;
+            waits.sent
+        };
+        let answer = send().await;
+        self.lock().answered = (number, answer.clone());
+        answer
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waits> {
+        self.waits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// `sentinel`, `cluster` or `single`, from a Redis URL's scheme.
 fn topology_of(url: &str) -> &'static str {
     let scheme = url.split("://").next().unwrap_or_default();
@@ -194,6 +301,50 @@ mod tests {
         );
         assert_eq!(topology_of("rediss-cluster://h:1"), "cluster");
         assert_eq!(topology_of("redis://h:1"), "single");
+    }
+
+    /// 64 callers coming while a `WAIT` runs share one more, sent after they all came: 2
+    /// sent, not 65, and nobody takes the answer of the one sent before it came.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_coming_during_a_wait_share_the_next_one() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        let gate = Arc::new(WaitGate {
+            sending: tokio::sync::Mutex::new(()),
+            waits: std::sync::Mutex::new(Waits {
+                sent: 0,
+                answered: (0, Ok(0)),
+            }),
+        });
+        let sent = Arc::new(AtomicI64::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        // Each WAIT answers its own number once released.
+        let send = |sent: Arc<AtomicI64>, mut released: tokio::sync::watch::Receiver<bool>| {
+            move || async move {
+                let number = sent.fetch_add(1, Ordering::SeqCst) + 1;
+                let _ = released.wait_for(|r| *r).await;
+                Ok(number)
+            }
+        };
+        let first = tokio::spawn({
+            let (gate, sent, released) = (gate.clone(), sent.clone(), released.clone());
+            async move { gate.wait(send(sent, released)).await }
+        });
+        while sent.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let later: Vec<_> = (0..64)
+            .map(|_| {
+                let (gate, sent, released) = (gate.clone(), sent.clone(), released.clone());
+                tokio::spawn(async move { gate.wait(send(sent, released)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.send(true).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(1));
+        for caller in later {
+            assert_eq!(caller.await.unwrap(), Ok(2), "the WAIT sent after it came");
+        }
+        assert_eq!(sent.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -454,22 +454,50 @@
 //! then unknown, as after a timeout): the system's lease and its URN claims (a lease is
 //! counted held only from a renewal the replicas hold, so the fence closes before the
 //! lease can lapse on a promoted replica), the claim of a URN to activate it, the
-//! [`StateStore`](scale::StateStore)'s ownership, its writes and their exactly-once record, and every tell the
-//! client reports accepted (asks need none: their answer is their acknowledgement). With
-//! `n = 1`, over lagging promotions: no split, no state rollback, no accepted tell lost
-//! (`examples/tests/redis_failover.rs`; the example, 20 Sentinel and 20 Cluster
-//! promotions, replicas stalled 2.5 s: 0 of each, 0 overruns). This holds when
-//! the promoted replica is one that acknowledged: Sentinel and Cluster promote the most
+//! [`StateStore`](scale::StateStore)'s ownership, its writes and their exactly-once record, every tell the
+//! client reports accepted (asks need none: their answer is their acknowledgement), a
+//! reminder's registration and cancellation ([`Reminders`](reminders::Reminders)), a poller's claims of due
+//! ticks, their renewals and acknowledgements ([`ReminderPoller`](reminders::ReminderPoller): a tick whose claim did
+//! not reach the replicas is not delivered, and comes again once the claim lapsed), and
+//! each event [`Topics::publish`](topics::Topics::publish) reports published on a durable topic (live events wait
+//! for nothing: at most once). With `n = 1`, over lagging promotions: no split, no state
+//! rollback, no accepted tell lost, every reminder whose registration returned `Ok` fired,
+//! every durable event whose publish returned `Ok` reached the subscriber group
+//! (`examples/tests/redis_failover.rs` asserts each over 2 promotions under 64 callers; the
+//! example's figures are in BENCHMARKS.md, "Redis promotions"). This holds when the
+//! promoted replica is one that acknowledged: Sentinel and Cluster promote the most
 //! up-to-date replica they reach; with `n` equal to the number of replicas, any. While
 //! fewer than `n` replicas answer, those writes fail, and the proxy warns at start-up when
-//! the primary has fewer. So after a promotion a shard needs `n` replicas again: the first
-//! answer came 0.07-0.9 s after a Sentinel promotion (2 replicas, one left), but 4.5-6.3 s
-//! after a Cluster one (one replica a shard: none until the old primary rejoined and
-//! resynced, mostly Redis's `repl-diskless-sync-delay` of 5 s), during which every member
-//! stops serving, as its lease renewal touches every shard holding its keys. Cost on the
-//! normal path: BENCHMARKS.md, "Redis promotions". Not covered at either level: reminders' records and topics'
-//! events are written without `WAIT` (a promotion may lose the last ones), and an ask
-//! whose answer a promotion lost ends `Unavailable` or `Timeout`.
+//! the primary has fewer.
+//!
+//! A `WAIT` holds its connection until it answers (Redis runs a connection's commands in
+//! order), so a connection has one in flight at a time, and the callers that came while it
+//! ran share the next one: a write at this level waits for at most two `WAIT`s, however
+//! many callers share the connection (`durability.rs`,
+//! `callers_coming_during_a_wait_share_the_next_one`).
+//!
+//! The Python client has no durability level: it waits for no replica, so a lagging
+//! promotion may lose tells it reported accepted even where the Rust processes run at
+//! `Replicas` (7 of 244 in a run of the short form above, 16 Python callers beside the 64
+//! Rust ones; its asks, whose answer is their acknowledgement, lose nothing).
+//!
+//! At [`Durability::Primary`], the same runs (replicas stalled 2 s and cut from the
+//! primary, 6 Sentinel promotions) lost 312 of 2,629 reminders whose registration had
+//! returned `Ok` and 3 of 3,127 durable events whose publish had, delivered 239 reminders
+//! twice (their acknowledgement lost), and rolled 63 activations' state back.
+//!
+//! **Recovery after a promotion.** A shard needs `n` replicas again before writes at this
+//! level succeed: after a Sentinel promotion one replica of two is left; after a Cluster
+//! promotion of a shard with one replica, none, until the old primary has rejoined as a
+//! replica and been sent the data set. Redis waits `repl-diskless-sync-delay` (5 s by
+//! default) before sending it, for more replicas to share one transfer: with the default,
+//! the first answer came 4.5-6.3 s after a Cluster promotion, during which every member
+//! stops serving (its lease renewal touches every shard holding its keys); with
+//! `repl-diskless-sync-delay 0` (what `conclib_testkit::redis_ha` sets), 0.9-1.2 s (6
+//! promotions).
+//! So on a Cluster at `Replicas { n }`, give each shard `n + 1` replicas, or set
+//! `repl-diskless-sync-delay` low. Not covered at either level: an ask whose answer a
+//! promotion lost ends `Unavailable` or `Timeout`.
 //!
 //! # Metrics
 //! Recorded through the `metrics` facade once [`conclib_core::metrics::enable`] was called

@@ -4,7 +4,8 @@
 //! without persistence, in a temporary directory.
 //!
 //! Operations: [`Sentinel::promote_with_lag`] / [`Cluster::promote_with_lag`] stall the
-//! replicas (SIGSTOP) for a while, SIGKILL the primary, resume the replicas (SIGCONT) and
+//! replicas (SIGSTOP) and close the primary's replication links for a while, SIGKILL the
+//! primary, resume the replicas (SIGCONT) and
 //! wait until one of them is the primary: a promotion that loses the primary's last writes,
 //! as asynchronous replication does when a replica lags. The killed server is started again
 //! as a replica, so a topology can fail over again and again. Every process is killed by
@@ -64,6 +65,11 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// Runs `redis-cli -h 127.0.0.1 -p <port> <args>` (2 s at most); its trimmed stdout, or
 /// why it failed.
 pub fn cli(port: u16, args: &[&str]) -> Result<String, String> {
+    cli_within(port, args, Duration::from_secs(2))
+}
+
+/// [`cli`], killed after `limit`.
+fn cli_within(port: u16, args: &[&str], limit: Duration) -> Result<String, String> {
     let mut child = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(args)
@@ -73,7 +79,7 @@ pub fn cli(port: u16, args: &[&str]) -> Result<String, String> {
         .spawn()
         .map_err(|e| format!("cannot run redis-cli: {e}"))?;
     // A stopped server never answers: redis-cli would wait for ever.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + limit;
     loop {
         match child.try_wait() {
             Ok(Some(_)) => break,
@@ -202,7 +208,15 @@ impl Node {
         );
         command
             .args(&self.args)
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        if !self.args.iter().any(|a| a == "--sentinel") {
+            // A replica that (re)connects is sent the data set at once, not after Redis's
+            // default 5 s wait for more replicas to share one transfer: a shard whose
+            // replica rejoins is back at its replica count within a second (docs: Redis
+            // topologies and durability, "Recovery after a promotion").
+            command.args(["--repl-diskless-sync-delay", "0"]);
+        }
+        command
             .arg("--dir")
             .arg(dir)
             .arg("--logfile")
@@ -287,6 +301,16 @@ fn info_field(info: &str, name: &str) -> Option<String> {
             .strip_prefix(':')
             .map(str::to_owned)
     })
+}
+
+/// Closes `primary`'s replication links (`CLIENT KILL TYPE replica`) while its replicas are
+/// stalled: what it takes from then on reaches no replica. (A stalled replica would
+/// otherwise find seconds of writes waiting in its socket's buffers when it resumes, and
+/// lose nothing.)
+fn cut_replication(primary: u16) {
+    if let Err(e) = cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]) {
+        eprintln!("CLIENT KILL TYPE replica on {primary}: {e}");
+    }
 }
 
 /// What a promotion with lag took.
@@ -457,8 +481,8 @@ impl Sentinel {
             .expect("a server of the topology")
     }
 
-    /// Stalls every replica of the primary (SIGSTOP) for `lag`, during which the primary
-    /// takes writes they never see; then SIGKILLs the primary, resumes the replicas
+    /// Stalls every replica of the primary (SIGSTOP) and closes the primary's replication
+    /// links, for `lag`, during which the primary takes writes they never see; then SIGKILLs the primary, resumes the replicas
     /// (SIGCONT) and waits until the sentinels promote one (it answers as the primary).
     /// The killed server is started again as a replica of the new primary, and the
     /// topology waits to settle before it returns.
@@ -474,6 +498,7 @@ impl Sentinel {
             for &r in &replicas {
                 self.server_at(r).signal(libc::SIGSTOP);
             }
+            cut_replication(old);
             std::thread::sleep(lag);
         }
         let killed_at = Instant::now();
@@ -632,9 +657,9 @@ impl Cluster {
             "--cluster-yes".into(),
         ]);
         let create: Vec<&str> = create.iter().map(String::as_str).collect();
-        if let Err(e) = cli(ports[0], &create) {
-            // `--cluster create` may take longer than redis-cli's 2 s here; the wait below
-            // tells whether it did its work.
+        // `--cluster create` waits for the nodes to join, seconds on a loaded machine: cut
+        // short, it left nodes without their primary (every one a primary, never settling).
+        if let Err(e) = cli_within(ports[0], &create, HA_TIMEOUT) {
             eprintln!("redis-cli --cluster create: {e}");
         }
         let cluster = Cluster { nodes, buses, dir };
@@ -760,7 +785,8 @@ impl Cluster {
             .expect("a node of the cluster")
     }
 
-    /// Stalls the replica of the primary serving `slot` (SIGSTOP) for `lag`, SIGKILLs the
+    /// Stalls the replica of the primary serving `slot` (SIGSTOP) and closes the primary's
+    /// replication link, for `lag` (writes it takes then reach no replica), SIGKILLs the
     /// primary, resumes the replica and waits until it serves the slot. The killed node is
     /// started again (it rejoins as a replica), and the cluster waits to settle.
     pub fn promote_with_lag(&mut self, slot: u16, lag: Duration) -> Promotion {
@@ -781,6 +807,7 @@ impl Cluster {
             .expect("the primary has a replica");
         if !lag.is_zero() {
             self.node_at(replica).signal(libc::SIGSTOP);
+            cut_replication(old);
             std::thread::sleep(lag);
         }
         let killed_at = Instant::now();

@@ -2,8 +2,11 @@
 //! replicas, 3 sentinels) fails over twice under 64 callers, its replicas stalled for 2 s
 //! before each SIGKILL of the primary, so that the promoted replica lacks the primary's last
 //! writes. At `Durability::Replicas { n: 1 }`: no URN is served by two systems at once, no
-//! activation loads a count lower than one acknowledged, every tell reported accepted is
-//! handled, callers meet typed errors only, and none returns past its timeout + 250 ms.
+//! activation loads a count lower than one acknowledged, every tell reported accepted (to a
+//! counter or to the `ledger` group) is handled, every reminder whose registration was
+//! acknowledged fires, every durable event whose publish was acknowledged reaches the
+//! subscriber group, callers meet typed errors only, and none returns past its bound +
+//! 250 ms.
 //! The members are this binary, re-executed in the `member` role.
 
 use std::time::Duration;
@@ -22,6 +25,7 @@ async fn acknowledged_writes_survive_lagging_sentinel_promotions() {
         lag: Duration::from_millis(2000),
         durability: "replicas".into(),
         callers: 64,
+        python_callers: 16,
     };
     let outcome = failover::run(&options).await.expect("the scenario runs");
     println!("{}", outcome.line(Topology::Sentinel, "replicas=1/500ms"));
@@ -29,10 +33,17 @@ async fn acknowledged_writes_survive_lagging_sentinel_promotions() {
     assert_eq!(outcome.splits, 0, "{outcome:?}");
     assert_eq!(outcome.state_rollbacks, 0, "{outcome:?}");
     assert_eq!(outcome.lost_accepted, 0, "{outcome:?}");
+    assert_eq!(outcome.reminders_lost, 0, "{outcome:?}");
+    assert_eq!(outcome.events_lost, 0, "{outcome:?}");
     assert_eq!(outcome.overruns, 0, "{outcome:?}");
     assert_eq!(outcome.untyped, 0, "{outcome:?}");
+    assert_eq!(outcome.py_overruns, 0, "{outcome:?}");
     assert!(
-        outcome.asks_ok > 0 && outcome.tells_accepted > 0,
+        outcome.asks_ok > 0
+            && outcome.tells_accepted > 0
+            && outcome.group_asks_ok > 0
+            && outcome.reminders_registered > 0
+            && outcome.events_published > 0,
         "{outcome:?}"
     );
     assert!(outcome.first_ok_after_promotion_ms < 20_000, "{outcome:?}");

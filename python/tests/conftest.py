@@ -198,6 +198,67 @@ class RustServer:
         os.unlink(self.log.name)
 
 
+class PythonHost:
+    """A Python actor host serving the conformance actor (``tests/mirror_host.py``) in its own
+    process: ``conf:counter``, ``conf:patient``, the group ``conf:shared`` and the pattern
+    ``conf:pat:{id}``. Killed by its PID."""
+
+    def __init__(self, url: str, namespace: str, *extra: str) -> None:
+        import sys
+
+        args = [sys.executable, str(PYTHON_DIR / "tests" / "mirror_host.py"), "--redis", url,
+                "--namespace", namespace, "--exit-with-stdin", *extra]
+        self.log = tempfile.NamedTemporaryFile(prefix="conclib-pyhost-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            if not sel.select(30):
+                self.close()
+                raise AssertionError(f"the Python host did not print READY in 30 s: {self.stderr()}")
+            line = self.proc.stdout.readline()
+        finally:
+            sel.close()
+        if line != b"READY\n":
+            self.close()
+            raise AssertionError(f"the Python host did not start: {line!r} {self.stderr()}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stderr(self) -> str:
+        try:
+            return Path(self.log.name).read_text()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after 10 s; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()

@@ -1,17 +1,21 @@
-"""The shared conformance cases (``python/conformance/*.json``), run against the Python test
-server's conformance actor: once with raw Redis commands, once through the client."""
+"""The shared conformance cases (``python/conformance/*.json``), run against the conformance
+actor served by the Rust proxy (the Python test server's) and by the Python actor host
+(``tests/mirror_host.py``): once with raw Redis commands, once through the client. A case's
+``python_host`` key, if any, replaces its ``expect`` for the Python host (what it does
+differently, on purpose)."""
 
 from __future__ import annotations
 
 import json
 import secrets
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import conclib
-from conftest import run
+from conftest import PythonHost, RedisServer, run
 
 CASES = sorted((Path(__file__).resolve().parents[1] / "conformance").glob("*.json"))
 
@@ -25,9 +29,29 @@ def test_there_are_cases() -> None:
     assert len(CASES) >= 20
 
 
+@pytest.fixture(scope="module")
+def python_host(redis_server: RedisServer, namespace: str) -> Iterator[str]:
+    """The namespace a Python actor host serves the conformance actor in."""
+    ns = f"{namespace}-pyhost"
+    host = PythonHost(redis_server.url, ns)
+    yield ns
+    host.close()
+
+
+@pytest.fixture(params=["rust", "python"])
+def served(request: pytest.FixtureRequest, url: str, namespace: str) -> tuple[str, str]:
+    """Which host serves the cases, and its namespace."""
+    if request.param == "rust":
+        return "rust", namespace
+    return "python", request.getfixturevalue("python_host")
+
+
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
-def test_raw(path: Path, url: str, namespace: str, raw_redis: Any) -> None:
+def test_raw(path: Path, served: tuple[str, str], raw_redis: Any) -> None:
+    host, namespace = served
     case = load(path)
+    if host == "python" and "python_host" in case:
+        case["expect"] = case["python_host"]
     urn = case["urn"]
     request_id = secrets.randbelow(2**63) + 1
     reply = f"{namespace}:reply:{secrets.token_hex(16)}"
@@ -70,9 +94,12 @@ CLIENT_CASES = [p for p in CASES if "client" in load(p)]
 
 
 @pytest.mark.parametrize("path", CLIENT_CASES, ids=[p.stem for p in CLIENT_CASES])
-def test_client(path: Path, url: str, namespace: str) -> None:
+def test_client(path: Path, served: tuple[str, str], url: str) -> None:
+    host, namespace = served
     case = load(path)
     spec = case["client"]
+    if host == "python" and "python_host_client" in case:
+        spec = case["python_host_client"]
     payload = conclib.Encoded(bytes.fromhex(spec["payload_hex"])) if "payload_hex" in spec else spec.get("payload")
     options: dict[str, Any] = {k: spec[k] for k in ("timeout", "priority", "traceparent") if k in spec}
 

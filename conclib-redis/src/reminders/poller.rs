@@ -294,6 +294,11 @@ impl Reported {
 }
 
 impl Poller {
+    /// What a claim, renewal and acknowledgement must reach (the client's durability).
+    fn durability(&self) -> crate::durability::Durability {
+        self.client.config().durability
+    }
+
     /// Renews the claims held every third of the claim lease (`renewal.rs`).
     async fn renew_claims(self: Arc<Self>) {
         let lease_ms = u64::try_from(self.options.claim_lease.as_millis()).unwrap_or(u64::MAX);
@@ -304,7 +309,9 @@ impl Poller {
                 continue;
             }
             if let Ok(cmd) = self.client.command_connection() {
-                self.held.renew(cmd, &self.ns, lease_ms).await;
+                self.held
+                    .renew(cmd, &self.ns, lease_ms, self.durability())
+                    .await;
             }
         }
     }
@@ -396,6 +403,15 @@ impl Poller {
                 return None;
             }
         };
+        // Delivered only once a promotion would keep the claims (`Durability`): a claim the
+        // promoted replica lacks lets another poller deliver the same tick. Claims not
+        // replicated are not delivered nor renewed: they lapse, and the ticks come again.
+        if answer.len() > 1
+            && let Err(e) = self.durability().replicated(cmd, &keys.due()).await
+        {
+            tracing::warn!(shard, error = %e, "reminders: claims not replicated; delivered once they lapse");
+            return None;
+        }
         let claimed_at = Instant::now();
         let now_ms = answer.first().and_then(int).unwrap_or(0);
         let out: Vec<Claimed> = answer
@@ -510,7 +526,16 @@ impl Poller {
         let acked = self
             .with_retries(|cmd| {
                 let (keys, ticks) = (&keys, &ticks);
-                async move { ack_shard(cmd, keys, ticks).await }
+                async move {
+                    let acked = ack_shard(cmd, keys, ticks).await?;
+                    // An acknowledgement the promoted replica lacks delivers the tick
+                    // again; run again, the script would find the claim gone, so a
+                    // replica's silence is reported, not retried.
+                    if let Err(e) = self.durability().replicated(cmd, &keys.due()).await {
+                        tracing::warn!(shard, error = %e, "reminders: acknowledgements not replicated; a promotion now may deliver those ticks again");
+                    }
+                    Ok::<_, String>(acked)
+                }
             })
             .await;
         for tick in &ticks {

@@ -13,6 +13,7 @@ use fred::prelude::*;
 use super::keys::{SHARDS, ShardKeys, shard_of};
 use super::store::scripts;
 use crate::conn::owned;
+use crate::durability::Durability;
 
 /// A claim this poller holds: its URN (its shard) and due-set member, by claim token.
 #[derive(Default)]
@@ -42,8 +43,16 @@ impl HeldClaims {
     }
 
     /// Renews every claim held, one call per shard; a claim no longer this poller's (taken
-    /// over, re-registered, cancelled) is left alone by the script.
-    pub(crate) async fn renew(&self, cmd: &Client, ns: &str, lease_ms: u64) {
+    /// over, re-registered, cancelled) is left alone by the script. Each renewal waits for
+    /// the replicas `durability` asks for, as a system's lease renewal does: a renewal the
+    /// promoted replica lacks lets the claim lapse early, to another poller.
+    pub(crate) async fn renew(
+        &self,
+        cmd: &Client,
+        ns: &str,
+        lease_ms: u64,
+        durability: Durability,
+    ) {
         let mut by_shard: Vec<Vec<(String, String)>> = (0..SHARDS).map(|_| Vec::new()).collect();
         for (token, (urn, member)) in self.lock().iter() {
             by_shard[shard_of(urn) as usize].push((member.clone(), token.clone()));
@@ -63,6 +72,8 @@ impl HeldClaims {
                 }
                 if let Err(e) = scripts().renew.eval(cmd, vec![keys.due()], args).await {
                     tracing::debug!(shard, error = %e, "reminders: renewing claims failed");
+                } else if let Err(e) = durability.replicated(cmd, &keys.due()).await {
+                    tracing::warn!(shard, error = %e, "reminders: claim renewals not replicated");
                 }
             });
         futures_util::future::join_all(calls).await;

@@ -256,6 +256,14 @@ pub struct ReminderInfo {
 ///   dropped from the due set, never delivered; a period that is not a number counts as
 ///   none. The valid reminders of the shard fire
 ///   (`garbled_records_do_not_stop_their_shard`).
+/// - **Redis promotions** (Sentinel, Cluster). At
+///   [`Durability::Replicas`](crate::Durability::Replicas) a registration or cancellation
+///   returns `Ok` only once the replicas it asks for hold it, and a poller's claims, their
+///   renewals and the acknowledgements wait for them too: every reminder whose
+///   registration returned `Ok` fired across lagging promotions under 64 callers
+///   (`examples/tests/redis_failover.rs`). At the default level a promotion of a lagging
+///   replica may lose registrations and acknowledgements (the crate docs, "Redis
+///   topologies and durability", say how many).
 /// - **Other languages.** The Python client registers, cancels and lists with the same
 ///   scripts (`python/tests/test_reminders.py`, checked equal by
 ///   `the_python_client_sends_the_same_scripts`); its MessagePack payload is decoded by the
@@ -309,7 +317,9 @@ impl Reminders {
     /// [`ReminderError::Invalid`] for a URN or name that is not valid, a period of 0, a
     /// delay, period or time past [`MAX_REMINDER_HORIZON`] (nothing is written);
     /// [`ReminderError::Codec`] for a payload that could not be encoded or is too large;
-    /// [`ReminderError::Unavailable`] when Redis did not answer.
+    /// [`ReminderError::Unavailable`] when Redis did not answer, or, at
+    /// [`Durability::Replicas`](crate::Durability::Replicas), the replicas did not take the
+    /// registration in time (it may still fire).
     pub async fn register(&self, urn: &str, reminder: Reminder) -> Result<u64, ReminderError> {
         conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
         check_name(&reminder.name).map_err(ReminderError::Invalid)?;
@@ -369,6 +379,9 @@ impl Reminders {
             )
             .await
             .map_err(unavailable)?;
+        // Registered once a promotion would keep it (`Durability`): a registration the
+        // promoted replica lacks would never fire.
+        self.replicated(&keys).await?;
         super::metrics::registered(&self.client.config().namespace);
         int(&answer).ok_or_else(|| unavailable(format!("unexpected answer {answer:?}")))
     }
@@ -392,7 +405,19 @@ impl Reminders {
             )
             .await
             .map_err(unavailable)?;
+        self.replicated(&keys).await?;
         Ok(int(&answer) == Some(1))
+    }
+
+    /// Waits until the shard's writes reached the replicas the client's durability asks
+    /// for; `Unavailable` (the write's outcome unknown) if they did not.
+    async fn replicated(&self, keys: &ShardKeys) -> Result<(), ReminderError> {
+        self.client
+            .config()
+            .durability
+            .replicated(self.connection()?, &keys.due())
+            .await
+            .map_err(|e| unavailable(format!("{e}; the call may or may not have taken effect")))
     }
 
     /// `urn`'s reminders, sorted by name.

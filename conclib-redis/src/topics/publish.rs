@@ -110,13 +110,17 @@ impl Topics {
     /// Publishes `event` to `topic`, encoded with the topic's codec (default: the
     /// configuration's), and returns once Redis took it: a live event is then on its way to
     /// the subscribers connected now, a durable one is kept for every subscriber group (up
-    /// to the topic's retention). Events one task publishes one after the other reach each
-    /// subscriber in that order.
+    /// to the topic's retention). At [`Durability::Replicas`](crate::Durability::Replicas)
+    /// a durable event is published once the replicas asked for hold it too, so that the
+    /// promotion of one of them keeps it (a live one waits for nothing: it is delivered at
+    /// most once). Events one task publishes one after the other reach each subscriber in
+    /// that order.
     ///
     /// # Errors
     /// [`TopicError::Codec`], [`TopicError::TooLarge`] (over
     /// [`ProxyConfig::max_payload`]), [`TopicError::Unavailable`] (nothing was published:
-    /// Redis did not take it within [`ProxyConfig::command_timeout`]),
+    /// Redis did not take it within [`ProxyConfig::command_timeout`]; or a durable event
+    /// did not reach the replicas the durability asks for in time: it may be delivered),
     /// [`TopicError::Redis`].
     pub async fn publish<E: Serialize + ?Sized>(
         &self,
@@ -192,14 +196,15 @@ impl Topics {
                     (wire::field::CODEC, Value::from_static_str(codec.name())),
                     (wire::field::BODY, Value::Bytes(body.into())),
                 ];
-                cmd.xadd(
-                    wire::durable_key(ns, &topic.name),
-                    false,
-                    cap,
-                    "*",
-                    Vec::from(fields),
-                )
-                .await
+                let key = wire::durable_key(ns, &topic.name);
+                let added: Result<Value, _> =
+                    cmd.xadd(&key, false, cap, "*", Vec::from(fields)).await;
+                added.map_err(|e| redis_error(&e))?;
+                // Published once a promotion would keep the event (`Durability`): the
+                // promoted replica's stream would lack it, and no subscriber would see it.
+                return config.durability.replicated(cmd, &key).await.map_err(|e| {
+                    TopicError::Unavailable(format!("{e}; the event may or may not be delivered"))
+                });
             }
         };
         sent.map(drop).map_err(|e| redis_error(&e))

@@ -196,7 +196,9 @@ pub enum TopicError {
         /// Events dropped since the last report.
         missed: u64,
     },
-    /// Redis could not be reached (nothing was published).
+    /// Redis could not be reached (nothing was published), or, at
+    /// [`Durability::Replicas`](crate::Durability::Replicas), a durable event did not reach
+    /// the replicas in time (it may still be delivered).
     #[error("Redis is unavailable: {0}")]
     Unavailable(String),
     /// Redis refused a command.

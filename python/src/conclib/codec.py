@@ -30,7 +30,7 @@ from .errors import CodecError
 _packb = cast("Callable[..., bytes]", msgpack.packb)
 _unpackb = cast("Callable[..., Any]", msgpack.unpackb)
 
-__all__ = ["Encoded", "decode", "encode", "to_wire"]
+__all__ = ["Encoded", "decode", "encode", "pack_plain", "to_wire"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,14 @@ def encode(value: Any) -> bytes:
         raise
     except (TypeError, ValueError, OverflowError) as e:
         raise CodecError(f"cannot encode {type(value).__name__}: {e}") from e
+
+
+def pack_plain(value: Any) -> bytes:
+    """``value`` encoded as it is, by msgpack's C packer (no walk through it in Python):
+    ``TypeError`` when it holds anything but MessagePack's own types (dataclasses, enums,
+    models), which :func:`encode` converts first. What a big answer (a list of millions of
+    numbers) is encoded with."""
+    return _packb(value, use_bin_type=True)
 
 
 def decode(data: bytes) -> Any:

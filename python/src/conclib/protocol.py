@@ -99,6 +99,25 @@ class Keys:
         """``{ns}:sys:{group}:req:hi``: a group's fast lane, for its high-priority requests."""
         return f"{self.namespace}:sys:{group}:req:hi"
 
+    def lease(self, system: str) -> str:
+        """``{ns}:sys:{system}:lease``: the token of the instance serving the system."""
+        return f"{self.namespace}:sys:{system}:lease"
+
+    def member(self, group: str, system: str) -> str:
+        """``{ns}:sys:{group}:member:{system}``: the token of the instance through which
+        ``system`` is a member of ``group`` (a lease)."""
+        return f"{self.namespace}:sys:{group}:member:{system}"
+
+    def placement(self, prefix: str) -> str:
+        """``{ns}:placement:{prefix}``: a pattern group's directory (a hash: per member,
+        ``"<activations> <live until, ms since the epoch>"``)."""
+        return f"{self.namespace}:placement:{prefix}"
+
+    def takeover(self, system: str, prefix: str) -> str:
+        """``{ns}:sys:{system}:takeover:{prefix}``: the member taking over the requests that
+        ``system`` (gone) left for the URNs of pattern ``prefix`` (a lock with a TTL)."""
+        return f"{self.namespace}:sys:{system}:takeover:{prefix}"
+
     def reply_prefix(self) -> str:
         """``{ns}:reply:``: every reply list starts with this."""
         return f"{self.namespace}:reply:"

@@ -304,6 +304,16 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             },
         )
         .await?;
+    // The conformance actor by pattern, beside the Python actor hosts that serve the same
+    // pattern with the same actor written in Python (`test_host_group.py`).
+    proxy
+        .activate(
+            "conf:pat:{id}",
+            |_a: conclib::redis::scale::Activation| async move {
+                Ok::<_, String>(mirror::Mirror::default())
+            },
+        )
+        .await?;
     // At most one request pending per URN (`test_overload.py`): a second one while a `Nap`
     // runs is refused `Overloaded` at once.
     proxy

@@ -1,0 +1,159 @@
+//! What the callers, the subscriber and the members reported, and what it adds up to.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use conclib::AskError;
+
+/// What the callers and members reported.
+#[derive(Default)]
+pub(super) struct Tally {
+    /// Per URN: the highest count answered ok, and by which activation.
+    pub(super) acked: Mutex<HashMap<String, Vec<(u128, u64)>>>,
+    /// Per URN: the activations in the order they first answered ok.
+    pub(super) answering: Mutex<HashMap<String, Vec<u64>>>,
+    pub(super) splits: AtomicU64,
+    pub(super) rollbacks: AtomicU64,
+    /// Tells reported accepted.
+    pub(super) accepted: Mutex<HashSet<u64>>,
+    /// Tells handled, with how often.
+    pub(super) handled: Mutex<HashMap<u64, u64>>,
+    pub(super) overruns: AtomicU64,
+    /// When the driver's runtime was held up: (when it noticed, by how much).
+    pub(super) stalls: Mutex<Vec<(Instant, Duration)>>,
+    pub(super) untyped: AtomicU64,
+    pub(super) asks_ok: AtomicU64,
+    /// Asks to the group answered ok.
+    pub(super) group_asks_ok: AtomicU64,
+    /// Python callers running (0: none).
+    pub(super) python_callers: AtomicU64,
+    /// Asks of the Python callers answered ok (counted in `asks_ok` too).
+    pub(super) py_asks_ok: AtomicU64,
+    /// Tells the Python client reported accepted.
+    pub(super) py_accepted: Mutex<HashSet<u64>>,
+    /// Python calls that returned past their timeout + 250 ms.
+    pub(super) py_overruns: AtomicU64,
+    pub(super) errors: Mutex<BTreeMap<String, u64>>,
+    /// When each ok answer came, in order.
+    pub(super) ok_at: Mutex<Vec<Instant>>,
+    /// Reminders registered (acknowledged to the caller), by name.
+    pub(super) registered: Mutex<HashSet<String>>,
+    /// Reminders fired, by name, with how often.
+    pub(super) fired: Mutex<HashMap<String, u64>>,
+    /// Durable events published (acknowledged to the publisher).
+    pub(super) published: Mutex<HashSet<u64>>,
+    /// Durable events the subscriber group received, with how often.
+    pub(super) received: Mutex<HashMap<u64, u64>>,
+}
+
+impl Tally {
+    pub(super) fn answered(&self, urn: &str, activation: u64, count: u64) {
+        self.ok_at.lock().unwrap().push(Instant::now());
+        self.asks_ok.fetch_add(1, Ordering::Relaxed);
+        {
+            // When (the system clock, which the members share) and what was answered.
+            self.acked
+                .lock()
+                .unwrap()
+                .entry(urn.to_owned())
+                .or_default()
+                .push((unix_ms(), count));
+        }
+        let mut answering = self.answering.lock().unwrap();
+        let order = answering.entry(urn.to_owned()).or_default();
+        match order.iter().position(|&a| a == activation) {
+            None => order.push(activation),
+            // An earlier activation answers after a later one did.
+            Some(i) if i + 1 < order.len() => {
+                self.splits.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The longest hold-up of the runtime noticed since `since`.
+    pub(super) fn stalled_since(&self, since: Instant) -> Duration {
+        let stalls = self.stalls.lock().unwrap();
+        stalls
+            .iter()
+            .filter(|(at, _)| *at > since)
+            .map(|(_, lag)| *lag)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// An activation of `urn` loaded `loaded` at `loaded_at` (ms since the Unix epoch).
+    pub(super) fn activated(&self, urn: &str, loaded: u64, loaded_at: u128) {
+        // Answers that came after the load (their lines read first) do not count.
+        let acked = self.acked.lock().unwrap().get(urn).map_or(0, |answers| {
+            answers
+                .iter()
+                .filter(|(at, _)| *at < loaded_at)
+                .map(|(_, count)| *count)
+                .max()
+                .unwrap_or(0)
+        });
+        if loaded < acked {
+            eprintln!("rollback: {urn} loaded {loaded} where {acked} was acknowledged");
+            self.rollbacks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn failed<E>(&self, error: &AskError<E>)
+    where
+        AskError<E>: std::fmt::Display,
+    {
+        if std::env::var_os("FAILOVER_TRACE").is_some() {
+            static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+            let mut last = LAST.lock().unwrap();
+            if last.is_none_or(|l| l.elapsed() > Duration::from_millis(200)) {
+                *last = Some(Instant::now());
+                eprintln!("{:?} failed: {error}", std::time::SystemTime::now());
+            }
+        }
+        let kind = match error {
+            AskError::Unavailable(_) => "unavailable",
+            AskError::Timeout(_) => "timeout",
+            AskError::Handler(_) => "handler",
+            other => {
+                eprintln!("untyped error: {other}");
+                self.untyped.fetch_add(1, Ordering::Relaxed);
+                "other"
+            }
+        };
+        *self.errors.lock().unwrap().entry(kind.into()).or_default() += 1;
+    }
+
+    /// A reminder registration or a publish failed, by kind: `unavailable` (Redis, or its
+    /// replicas, did not take it in time; its outcome unknown), `timeout` (the caller's
+    /// own bound), anything else untyped.
+    pub(super) fn failed_kind(&self, kind: &str) {
+        if !matches!(kind, "unavailable" | "timeout") {
+            eprintln!("untyped error: {kind}");
+            self.untyped.fetch_add(1, Ordering::Relaxed);
+        }
+        *self.errors.lock().unwrap().entry(kind.into()).or_default() += 1;
+    }
+}
+
+/// Of what was `accepted`, how many `handled` lacks (lost), and how many it holds more than
+/// once (repeated).
+pub(super) fn lost_and_repeated<T: Eq + Hash>(
+    accepted: &HashSet<T>,
+    handled: &HashMap<T, u64>,
+) -> (u64, u64) {
+    let lost = accepted.iter().filter(|t| !handled.contains_key(t)).count();
+    let repeated = handled.values().filter(|&&n| n > 1).count();
+    (lost as u64, repeated as u64)
+}
+
+/// The system clock, ms since the Unix epoch: the members' and the driver's, one host.
+pub(super) fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+}

@@ -1,0 +1,236 @@
+"""A lane: one request stream (or a group's pair: its fast lane, then its stream) read as one
+consumer of the ``proxy`` consumer group, and its answers written back in batches with the
+protocol's answer script (replies pushed, entries acknowledged, the stream trimmed: one
+command per batch), as the Rust proxy's ``proxy/serve/read.rs`` and ``write.rs``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ._host_request import Request
+from .protocol import Status, encode_reply
+
+__all__ = ["Lane"]
+
+GROUP = "proxy"
+log = logging.getLogger("conclib.host")
+
+
+def _id_key(entry: bytes) -> tuple[int, int]:
+    ms, _, seq = entry.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+class Lane:
+    """Reads ``keys`` (in that order) as ``consumer``; ``dispatch(lane, stream, entry,
+    fields)`` takes each entry; ``trims``: whether it trims its stream (a system's own; a
+    group's members trim theirs together)."""
+
+    def __init__(
+        self,
+        redis: Any,
+        scripts: Any,
+        keys: list[str],
+        consumer: str,
+        dispatch: Callable[[Lane, str, bytes, dict[bytes, bytes] | None], None],
+        *,
+        batch: int,
+        max_in_flight: int,
+        reply_ttl_ms: int,
+        trims: bool,
+        name: str,
+        block_ms: int = 1000,
+    ) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.keys = keys
+        self.consumer = consumer
+        self.dispatch = dispatch
+        self.batch = batch
+        self.max_in_flight = max_in_flight
+        self.reply_ttl_ms = reply_ttl_ms
+        self.trims = trims
+        self.name = name
+        self.block_ms = block_ms
+        # Entries read and not finished, and those left pending (for the trim's floor).
+        self.in_flight: set[tuple[str, bytes]] = set()
+        self.left: set[tuple[str, bytes]] = set()
+        # Asks to read this consumer's pending list again, and how many were done: an ask
+        # that comes during a read is done by the next one.
+        self._asked = 1
+        self._done = 0
+        self._pending: list[tuple[str, bytes | None, str | None, bytes | None]] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.stopped = False
+
+    @property
+    def reread(self) -> bool:
+        """Whether the pending list is to be read again."""
+        return self._asked > self._done
+
+    @reread.setter
+    def reread(self, wanted: bool) -> None:
+        if wanted:
+            self._asked += 1
+        else:
+            self._done = self._asked
+
+    async def ensure_groups(self, queue_ttl_ms: int) -> None:
+        for key in self.keys:
+            try:
+                await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except Exception as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+            await self.redis.pexpire(key, queue_ttl_ms)
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._read_loop()), loop.create_task(self._write_loop())]
+
+    def halt(self) -> None:
+        """Stops reading (what was read is still answered)."""
+        self.stopped = True
+        if self._tasks:
+            self._tasks[0].cancel()
+
+    async def stop(self) -> None:
+        """Stops reading, then writes what is left to answer (for at most 5 s)."""
+        self.halt()
+        if not self._tasks:
+            return
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._tasks[1], 5)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+        for t in self._tasks:
+            t.cancel()
+
+    # The answers.
+
+    def answer(self, req: Request, status: Status | None, payload: bytes, ack: bool) -> None:
+        frame = None
+        if status is not None and req.reply is not None:
+            frame = encode_reply(req.request_id, status, payload)
+        self.answer_entry(req.stream, req.entry if ack else None, req.reply, frame)
+
+    def answer_entry(self, stream: str, entry: bytes | None, reply: str | None, frame: bytes | None) -> None:
+        """Acknowledges ``entry`` (``None``: none) with ``frame`` pushed to ``reply``."""
+        if entry is not None:
+            self.in_flight.discard((stream, entry))
+            self.left.discard((stream, entry))
+        self._pending.append((stream, entry, reply, frame))
+        self._wake.set()
+
+    def leave(self, req: Request) -> None:
+        """Leaves ``req`` pending, to be read again (by this lane once its lease holds again,
+        or by whoever takes the stream over)."""
+        self.in_flight.discard((req.stream, req.entry))
+        self.left.add((req.stream, req.entry))
+        self._room.set()
+
+    def settle(self, req: Request) -> None:
+        """``req`` was finished by a script (passed on elsewhere): forgotten here."""
+        self.in_flight.discard((req.stream, req.entry))
+        self.left.discard((req.stream, req.entry))
+        self._room.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                if self.stopped:
+                    return
+                continue
+            by_stream: dict[str, tuple[list[bytes], dict[str, list[bytes]]]] = {}
+            for stream, entry, reply, frame in batch:
+                ids, replies = by_stream.setdefault(stream, ([], {}))
+                if entry is not None:
+                    ids.append(entry)
+                if frame is not None and reply is not None:
+                    replies.setdefault(reply, []).append(frame)
+            for stream, (ids, replies) in by_stream.items():
+                args: list[Any] = [GROUP, self.reply_ttl_ms, len(ids), *ids]
+                for frames in replies.values():
+                    args.append(len(frames))
+                    args.extend(frames)
+                args.append(self._trim_floor(stream, ids))
+                for attempt in range(50):
+                    try:
+                        await self.scripts.answer(keys=[stream, *replies], args=args)
+                        break
+                    except Exception as e:  # Redis out of reach: written again
+                        log.warning("could not write %d answers: %s", len(ids), e)
+                        await asyncio.sleep(0.1)
+            self._room.set()
+
+    def _trim_floor(self, stream: str, acked: list[bytes]) -> bytes:
+        """The id below which ``stream`` may be trimmed: below every entry still in flight
+        or left pending here, else just past the last one acknowledged (empty: no trim)."""
+        if not self.trims or not acked:
+            return b""
+        held = [e for s, e in self.in_flight | self.left if s == stream]
+        if held:
+            ms, seq = min(_id_key(e) for e in held)
+        else:
+            ms, seq = max(_id_key(e) for e in acked)
+            seq += 1
+        return f"{ms}-{seq}".encode()
+
+    # The reads.
+
+    async def _read_loop(self) -> None:
+        cursors: dict[str, bytes] = {}
+        while not self.stopped:
+            if len(self.in_flight) >= self.max_in_flight:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            # Sampled before the read: an ask during a blocking read is done by another.
+            asked = self._asked
+            rereading = asked > self._done
+            if rereading:
+                streams = {k: cursors.get(k, b"0") for k in self.keys}
+                block = None
+            else:
+                streams = {k: b">" for k in self.keys}
+                block = self.block_ms
+            try:
+                got = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self.batch, block=block)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if "NOGROUP" in str(e):
+                    try:
+                        await self.ensure_groups(3_600_000)
+                    except Exception:
+                        pass
+                log.debug("read failed on %s: %s", self.name, e)
+                await asyncio.sleep(0.1)
+                continue
+            read = 0
+            for key_raw, entries in got or []:
+                key = key_raw.decode() if isinstance(key_raw, bytes) else key_raw
+                for entry, fields in entries:
+                    read += 1
+                    if rereading:
+                        cursors[key] = entry
+                    if (key, entry) in self.in_flight:
+                        continue
+                    self.left.discard((key, entry))
+                    self.in_flight.add((key, entry))
+                    try:
+                        self.dispatch(self, key, entry, fields)
+                    except Exception:  # a bug must not stop the lane: the entry stays pending
+                        log.exception("dispatch failed for entry %r", entry)
+            if rereading and read < self.batch:
+                self._done = max(self._done, asked)
+                cursors.clear()

@@ -1,0 +1,153 @@
+"""A lease as the Rust proxy keeps one (``proxy/serve/lease.rs``, ``lease_state.rs``): a key
+holding this instance's token ``{random}@{host}:{pid}``, taken with ``SET NX PX``, renewed
+with the protocol's claim script every third of its TTL; a lease naming a process of this
+host that no longer exists counts as gone at once (and is freed). Until when it is surely
+held, by this process's monotonic clock, is its fence: a request is handed to its actor only
+while it holds."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+from . import _lua
+
+__all__ = ["Lease", "lease_gone", "token"]
+
+# A margin for the drift between this host's clock and Redis's.
+_DRIFT = 0.05
+
+
+def token() -> str:
+    """A new lease value: random, then the host and the process (as the Rust proxy's)."""
+    return f"{secrets.token_hex(16)}@{socket.gethostname()}:{os.getpid()}"
+
+
+def _holder(value: str) -> tuple[str, int] | None:
+    _, _, at = value.partition("@")
+    host, _, pid = at.rpartition(":")
+    if not at or not pid.isdigit():
+        return None
+    return host, int(pid)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def lease_gone(redis: Any, release: Any, key: str) -> bool:
+    """Whether the lease at ``key`` no longer holds: absent, or naming a dead process of this
+    host (then freed). ``False`` when Redis does not answer."""
+    try:
+        held = await redis.get(key)
+    except Exception:
+        return False
+    if held is None:
+        return True
+    holder = _holder(held.decode("utf-8", "replace"))
+    if holder is None:
+        return False
+    host, pid = holder
+    if host != socket.gethostname() or pid == os.getpid() or _process_exists(pid):
+        return False
+    try:
+        await release(keys=[key], args=[held])
+    except Exception:
+        pass
+    return True
+
+
+class Lease:
+    """The lease at ``key``, ``ttl`` seconds at each renewal."""
+
+    def __init__(self, redis: Any, scripts: Any, key: str, ttl: float) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.key = key
+        self.ttl = ttl
+        self.token = token()
+        self.fresh_until = 0.0
+        self.lost = False
+        self._recheck = asyncio.Lock()
+
+    def fresh(self) -> bool:
+        return not self.lost and time.monotonic() < self.fresh_until
+
+    async def acquire(self) -> None:
+        """Takes the lease, waiting up to one TTL for a crashed predecessor's to lapse."""
+        deadline = time.monotonic() + self.ttl + 1
+        while True:
+            since = time.monotonic()
+            if await self.redis.set(self.key, self.token, nx=True, px=int(self.ttl * 1000)):
+                self.fresh_until = since + self.ttl * (1 - _DRIFT)
+                return
+            if await lease_gone(self.redis, self.scripts.release, self.key):
+                continue
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the lease {self.key} is held by another live process")
+            await asyncio.sleep(0.1)
+
+    async def renew(self, confirm: Any = None) -> bool:
+        """Renews the lease: ``False`` once another instance holds it (then it is lost for
+        good: this instance stops serving) or Redis did not answer. A lease that had lapsed
+        (this process was paused, or Redis out of reach) may have let another system take
+        its URNs over: it counts as held again only once ``confirm()`` (the URN keys
+        claimed again, those taken away given up) returned."""
+        if self.lost:
+            return False
+        since = time.monotonic()
+        lapsed = since >= self.fresh_until
+        try:
+            got = await self.scripts.claim(keys=[self.key], args=[self.token, int(self.ttl * 1000)])
+        except Exception:
+            return False
+        if got != 1:
+            self.lost = True
+            return False
+        if lapsed and confirm is not None:
+            try:
+                await confirm()
+            except Exception:
+                return False
+        self.fresh_until = since + self.ttl * (1 - _DRIFT)
+        return True
+
+    async def recheck(self, confirm: Any = None) -> bool:
+        """Renews now unless another task just did; whether the lease holds."""
+        async with self._recheck:
+            if not self.fresh():
+                await self.renew(confirm)
+            return self.fresh()
+
+    async def release(self) -> None:
+        try:
+            await self.scripts.release(keys=[self.key], args=[self.token])
+        except Exception:
+            pass
+        self.fresh_until = 0.0
+
+
+class Scripts:
+    """The protocol's scripts, registered on one client (run by SHA, sent again on
+    ``NOSCRIPT``)."""
+
+    def __init__(self, redis: Any) -> None:
+        self.claim = redis.register_script(_lua.CLAIM_SCRIPT)
+        self.claim_many = redis.register_script(_lua.CLAIM_MANY_SCRIPT)
+        self.release = redis.register_script(_lua.RELEASE_SCRIPT)
+        self.free_gone_urn = redis.register_script(_lua.FREE_GONE_URN_SCRIPT)
+        self.answer = redis.register_script(_lua.ANSWER_SCRIPT)
+        self.forward = redis.register_script(_lua.FORWARD_SCRIPT)
+        self.report = redis.register_script(_lua.PLACEMENT_REPORT_SCRIPT)
+        self.forget = redis.register_script(_lua.GROUP_FORGET_SCRIPT)
+        self.take_over = redis.register_script(_lua.TAKE_OVER_SCRIPT)

@@ -1,0 +1,202 @@
+"""One Python actor's mailbox and run loop: its requests handled one at a time, in order
+(high-priority ones first), each under its deadline and the lease's fence. An idle actor
+holds no task: a task drains the mailbox while it has requests, then ends (100,000 idle
+activations cost their objects only)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import codec
+from ._host_request import Request
+from ._typed import Mismatch, from_wire, plain
+from .actor import Actor, Drop, HandlerSpec, Refusal
+from .protocol import Status
+
+__all__ = ["Mailbox", "Outlet"]
+
+
+class Outlet(Protocol):
+    """Where a mailbox's requests end (the lane whose stream they came in)."""
+
+    def answer(self, req: Request, status: Status | None, payload: bytes, ack: bool) -> None:
+        """Answers ``req`` (``status`` ``None``: no reply) and acknowledges it if ``ack``."""
+
+    def leave(self, req: Request) -> None:
+        """Leaves ``req`` pending unanswered (the lease lapsed: another system may take it)."""
+
+
+class Fence(Protocol):
+    """The lease a request is handed to its actor under."""
+
+    def fresh(self) -> bool: ...
+
+    async def recheck(self) -> bool: ...
+
+    def now_ms(self) -> int: ...
+
+
+class _Item:
+    __slots__ = ("req", "spec", "arg", "outlet", "timed_out", "cancelled")
+
+    def __init__(self, req: Request, spec: HandlerSpec, arg: Any, outlet: Outlet) -> None:
+        self.req = req
+        self.spec = spec
+        self.arg = arg
+        self.outlet = outlet
+        self.timed_out = False
+        self.cancelled = False
+
+
+def decode(spec: HandlerSpec, body: bytes) -> Any:
+    """The handler's argument from a request's body; ``Mismatch`` or ``CodecError``."""
+    value = codec.decode(body)
+    if spec.unit:
+        if value is None or value == []:
+            return None
+        raise Mismatch(f"{spec.name} takes no content, got {type(value).__name__}")
+    return from_wire(value, spec.param)
+
+
+class Mailbox:
+    """The mailbox of ``actor`` (started on its first request: ``on_start``)."""
+
+    __slots__ = ("actor", "fence", "max_payload", "_normal", "_high", "_task", "last_used", "started", "stopped", "on_idle")
+
+    def __init__(self, actor: Actor, fence: Fence, max_payload: int) -> None:
+        self.actor = actor
+        self.fence = fence
+        self.max_payload = max_payload
+        self._normal: deque[_Item] | None = None
+        self._high: deque[_Item] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.last_used = time.monotonic()
+        self.started = False
+        self.stopped = False
+        self.on_idle: Callable[[], None] | None = None
+
+    def busy(self) -> bool:
+        """Whether it has requests queued or running."""
+        return self._task is not None
+
+    def put(self, req: Request, spec: HandlerSpec, arg: Any, outlet: Outlet) -> None:
+        item = _Item(req, spec, arg, outlet)
+        if req.high:
+            if self._high is None:
+                self._high = deque()
+            self._high.append(item)
+        else:
+            if self._normal is None:
+                self._normal = deque()
+            self._normal.append(item)
+        self.last_used = time.monotonic()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+
+    def _next(self) -> _Item | None:
+        if self._high:
+            return self._high.popleft()
+        if self._normal:
+            return self._normal.popleft()
+        self._high = self._normal = None
+        return None
+
+    def abandon(self) -> None:
+        """Leaves every queued request pending (the URN was taken away, or the host stops)."""
+        while (item := self._next()) is not None:
+            item.outlet.leave(item.req)
+
+    async def _drain(self) -> None:
+        try:
+            if not self.started:
+                self.started = True
+                await self.actor.on_start()
+            while (item := self._next()) is not None:
+                if not self.fence.fresh() and not await self.fence.recheck():
+                    item.outlet.leave(item.req)
+                    continue
+                # Looked at after the recheck: claiming the URN keys again after a lapse of
+                # the lease may have given this actor's URN up (another system took it).
+                if self.stopped:
+                    item.outlet.leave(item.req)
+                    continue
+                await self._run(item)
+        finally:
+            self._task = None
+            self.last_used = time.monotonic()
+            if self.on_idle is not None:
+                self.on_idle()
+
+    async def _run(self, item: _Item) -> None:
+        req = item.req
+        loop = asyncio.get_running_loop()
+        left = (req.deadline_ms - self.fence.now_ms()) / 1000
+        if left <= 0:
+            item.outlet.answer(req, None, b"", True)  # expired while queued: dropped
+            return
+        timer = None
+        if req.reply is not None:
+            timer = loop.call_later(left, self._time_out, item)
+        outcome: tuple[Status, Any]
+        text = ""
+        try:
+            spec = item.spec
+            call = spec.method(self.actor) if spec.unit else spec.method(self.actor, item.arg)
+            outcome = (Status.OK, await call)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not item.cancelled or task is None:
+                raise
+            # Python 3.11+ counts cancellations; 3.10 does not.
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
+            item.outlet.answer(req, None, b"", True)
+            return
+        except Refusal as r:
+            outcome = (Status.HANDLER_ERROR, r.error)
+        except Drop:
+            outcome = (Status.NO_RESPONSE, None)
+        except Exception as e:  # the handler's failure: a Rust handler's panic
+            outcome = (Status.PANICKED, None)
+            text = str(e) or type(e).__name__
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if item.timed_out or req.reply is None:
+            item.outlet.answer(req, None, b"", True)
+            return
+        status, value = outcome
+        if status is Status.PANICKED:
+            payload = text.encode()
+        elif status is Status.NO_RESPONSE:
+            payload = f"{req.urn} dropped the request".encode()
+        else:
+            status, payload = self._encode(status, value, "response" if status is Status.OK else "error")
+        item.outlet.answer(req, status, payload, True)
+
+    def _encode(self, status: Status, value: Any, what: str) -> tuple[Status, bytes]:
+        try:
+            data = codec.pack_plain(value)
+        except TypeError:
+            try:
+                data = codec.encode(plain(value))
+            except Exception as e:
+                return Status.CODEC_ERROR, f"cannot encode the {what}: {e}".encode()
+        except Exception as e:
+            return Status.CODEC_ERROR, f"cannot encode the {what}: {e}".encode()
+        if len(data) > self.max_payload:
+            return Status.TOO_LARGE, f"the {what} is {len(data)} bytes, the limit is {self.max_payload}".encode()
+        return status, data
+
+    def _time_out(self, item: _Item) -> None:
+        item.timed_out = True
+        ms = item.req.deadline_ms
+        item.outlet.answer(item.req, Status.TIMEOUT, f"{item.req.urn} did not answer by its deadline ({ms} ms)".encode(), False)
+        if type(self.actor).cancel_on_timeout and self._task is not None:
+            item.cancelled = True
+            self._task.cancel()

@@ -1,0 +1,134 @@
+"""Actors written in Python: a class whose ``@handler`` methods are its API.
+
+::
+
+    @dataclass
+    class Add:
+        n: int
+
+    class Counter(conclib.actor.Actor):
+        def __init__(self, urn: str) -> None:
+            super().__init__(urn)
+            self.total = 0
+
+        @conclib.actor.handler("shop.Add")
+        async def add(self, msg: Add) -> int:
+            self.total += msg.n
+            return self.total
+
+An :class:`conclib.host.ActorHost` serves such a class for a URN or a URN pattern through
+Redis, on the Rust proxy's wire protocol: Rust and Python callers ask it as they ask a Rust
+actor. One message at a time per actor (as a Rust actor's run loop); a handler's parameter
+is decoded from MessagePack into its annotation (``int``, ``str``, ``bytes``, ``list[T]``,
+``dict[K, V]``, ``T | None``, dataclasses, pydantic models) and its return value encoded
+back; a body that does not fit is answered ``CodecError`` before the handler runs.
+
+A handler answers an error the caller receives as its ``HandlerError`` by raising
+:class:`Refusal` (``raise Refusal({"NotAllowed": {"reason": "no"}})``); any other exception
+is answered ``Panicked`` with its text, and the actor goes on (a Rust actor under
+``PanicPolicy::Resume``); raising :class:`Drop` answers nothing (the caller gets
+``NoResponse``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, cast
+
+__all__ = ["Actor", "Drop", "HandlerSpec", "Refusal", "handler", "handlers_of"]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+_MARK = "__conclib_handler__"
+
+
+class Actor:
+    """The base of a Python actor. ``urn`` is the URN it serves (for a pattern's actor, the
+    URN it was activated for; ``id`` is what follows the pattern's prefix).
+
+    ``cancel_on_timeout``: when a request's deadline passes while its handler runs, the
+    caller is answered ``Timeout`` in any case; with this set, the handler is also cancelled
+    (``asyncio.CancelledError`` is raised at its ``await``), so the actor's next message does
+    not wait for it. Off by default, as in Rust: a handler cut short may leave the actor's
+    state half changed.
+    """
+
+    cancel_on_timeout: ClassVar[bool] = False
+
+    def __init__(self, urn: str) -> None:
+        self.urn = urn
+        self.id = urn
+
+    async def on_start(self) -> None:
+        """Called once before the first message (an activation: when it is activated)."""
+
+    async def on_stop(self) -> None:
+        """Called once when the actor is passivated or its host stops."""
+
+
+class Refusal(Exception):  # noqa: N818 (the handler's answer, not a failure of the host)
+    """Raised by a handler: the caller's ``HandlerError`` with ``error`` (encoded as the
+    handler's error type is on the wire: a ``str``, or an externally tagged enum as a dict)."""
+
+    def __init__(self, error: Any) -> None:
+        self.error = error
+        super().__init__(f"refused: {error!r}")
+
+
+class Drop(Exception):  # noqa: N818
+    """Raised by a handler: the request is dropped without an answer (``NoResponse``)."""
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """One exposed message: its wire name, the method, its parameter's type (``None``: a
+    unit message, no parameter), its return type and its error type (``Refusal``'s)."""
+
+    name: str
+    method: Callable[..., Awaitable[Any]]
+    param: Any
+    returns: Any
+    error: Any
+    unit: bool
+
+
+def handler(name: str, *, error: Any = str) -> Callable[[F], F]:
+    """Exposes an ``async def`` method as the message ``name`` (its wire name, as a Rust
+    message's ``name()``). ``error``: the type a :class:`Refusal` carries (for the schema)."""
+
+    def mark(method: F) -> F:
+        if not inspect.iscoroutinefunction(method):
+            raise TypeError(f"handler {name!r} must be an async def method")
+        setattr(method, _MARK, (name, error))
+        return cast(F, method)
+
+    return mark
+
+
+def handlers_of(cls: type[Actor]) -> dict[str, HandlerSpec]:
+    """The messages ``cls`` exposes, by wire name (its ``@handler`` methods, inherited ones
+    too). A method with more than one parameter besides ``self`` is refused."""
+    out: dict[str, HandlerSpec] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, method in vars(klass).items():
+            mark = getattr(method, _MARK, None)
+            if mark is None:
+                continue
+            name, error = mark
+            hints = typing.get_type_hints(method)
+            params = [p for p in inspect.signature(method).parameters.values()][1:]
+            if len(params) > 1:
+                raise TypeError(f"{cls.__name__}.{attr}: a handler takes one message parameter at most")
+            param = hints.get(params[0].name, Any) if params else None
+            out[name] = HandlerSpec(
+                name=name,
+                method=method,
+                param=param,
+                returns=hints.get("return", Any),
+                error=error,
+                unit=not params,
+            )
+    return out

@@ -1,0 +1,548 @@
+"""Serving Python actors through Redis, beside Rust systems: :class:`ActorHost`.
+
+A host is a system of its own (its id, its lease, its request stream), speaking the Rust
+proxy's wire protocol, version 1: a Rust or Python client asks its actors as it asks a Rust
+actor. It serves
+
+- an actor for a fixed URN (:meth:`ActorHost.serve`): the URN key names this system;
+- actors for a URN pattern (:meth:`ActorHost.serve_pattern`): the host joins the pattern's
+  group (the group Rust systems join with ``ProxyHandle::activate``), reads the group's
+  streams as one member, activates a URN on its first request by claiming its URN key with
+  the protocol's claim script (the Rust members' own Lua, ``_lua.py``), and passivates it
+  after idle. A URN another member holds is passed on to that member (the forward script);
+  requests placed here by a Rust member are read from this member's pending list.
+
+Every request is handed to its actor only while the host's lease is surely held (its fence);
+a host whose lease another instance took stops serving, and one whose lease lapsed (paused)
+claims its URN keys again before it counts as held. When a host dies, the group's other
+members (Rust or Python) take its URNs over: its member lease and system lease lapse (at once
+on the same host: they name a dead process), and they claim its pending group requests and
+move those left in its stream (the protocol's takeover script).
+
+Not yet: the fenced state store, reminder ticks and topics from a Python actor, and
+placement rules (a Python member activates what it reads or takes over).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ._host_lane import GROUP, Lane
+from ._host_group import claim_from_gone, more_pending, take_over_gone
+from ._host_lease import Lease, Scripts, lease_gone
+from ._host_mailbox import Mailbox, decode
+from ._host_patterns import Activation, Pattern, parse_pattern
+from ._host_request import Dropped, Placed, Refused, Request, check
+from ._typed import Mismatch
+from .actor import Actor, HandlerSpec, handlers_of
+from .errors import CodecError
+from .protocol import DEFAULT_NAMESPACE, Keys, Status, check_name
+
+__all__ = ["ActorHost", "HostConfig"]
+
+log = logging.getLogger("conclib.host")
+
+
+@dataclass
+class HostConfig:
+    """A host's settings (the Rust ``ProxyConfig``'s of the same names and defaults)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    system: str | None = None
+    lease_ttl: float = 4.0
+    urn_ttl: float = 15.0
+    reply_ttl: float = 60.0
+    queue_ttl: float = 3600.0
+    max_payload: int = 8 * 1024 * 1024
+    batch: int = 256
+    max_in_flight: int = 8192
+
+
+class _Served:
+    """A fixed URN's actor."""
+
+    __slots__ = ("mailbox", "handlers")
+
+    def __init__(self, mailbox: Mailbox, handlers: dict[str, HandlerSpec]) -> None:
+        self.mailbox = mailbox
+        self.handlers = handlers
+
+
+class ActorHost:
+    """Serves Python actors on the Redis at ``url``.
+
+    ::
+
+        host = ActorHost("redis://127.0.0.1:6379", namespace="shop")
+        host.serve("shop:counter", Counter)
+        host.serve_pattern("cart:{id}", Cart, idle_after=60)
+        async with host:
+            await host.wait()   # until stopped, or its lease was lost
+    """
+
+    def __init__(self, url: str, config: HostConfig | None = None, **settings: Any) -> None:
+        cfg = config or HostConfig(**settings)
+        for what, name in (("namespace", cfg.namespace), ("system id", cfg.system)):
+            if name is not None and (why := check_name(what, name)) is not None:
+                raise ValueError(why)
+        self.url = url
+        self.config = cfg
+        self.system = cfg.system or f"py-{secrets.token_hex(6)}"
+        self.keys = Keys(cfg.namespace)
+        self._fixed_spec: dict[str, tuple[Callable[[str], Actor], dict[str, HandlerSpec]]] = {}
+        self._fixed: dict[str, _Served] = {}
+        self._patterns: list[Pattern] = []
+        self._shared: list[str] = []
+        self._conflicts: dict[str, str] = {}
+        self._activating: dict[str, list[tuple[Lane, Request, HandlerSpec, Any]]] = {}
+        self._lanes: list[Lane] = []
+        self._group_lanes: dict[str, Lane] = {}
+        self._member_leases: list[Lease] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        self._stopped = asyncio.Event()
+        self._clock_offset_ms = 0.0
+        self.redis: Any = None
+        self.lease: Lease | None = None
+        self.scripts: Scripts | None = None
+        self.activations_made = 0
+
+    # Registration.
+
+    def serve(self, urn: str, actor: Callable[[str], Actor]) -> None:
+        """Serves one actor (made by ``actor(urn)``, an :class:`Actor` subclass or a factory)
+        at the fixed URN ``urn``."""
+        cls = actor if isinstance(actor, type) else type(actor(urn))
+        self._fixed_spec[urn] = (actor, handlers_of(cls))
+
+    def serve_group(self, urn: str, actor: Callable[[str], Actor]) -> None:
+        """Serves ``urn`` as one member of its group (``~{urn}``): every member has its own
+        actor for it and reads the group's stream, each request going to one of them (the
+        group Rust systems join with ``ProxyHandle::join``)."""
+        self.serve(urn, actor)
+        self._shared.append(urn)
+
+    def serve_pattern(self, pattern: str, actor: Callable[[str], Actor], *, idle_after: float = 60.0, actor_class: type[Actor] | None = None) -> None:
+        """Activates ``actor(urn)`` for the URNs of ``pattern`` (``"user:{id}"``) on their
+        first request, beside the pattern's other members; passivated after ``idle_after``
+        seconds without a request."""
+        prefix = parse_pattern(pattern)
+        cls = actor_class or (actor if isinstance(actor, type) else None)
+        if cls is None:
+            raise TypeError("serve_pattern needs the actor's class: pass actor_class= with a factory")
+        group = f"~{prefix}*"
+        self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, group))
+
+    # Life.
+
+    async def __aenter__(self) -> ActorHost:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def now_ms(self) -> int:
+        """Redis's clock, as last synchronised."""
+        return int(time.time() * 1000 + self._clock_offset_ms)
+
+    def fresh(self) -> bool:
+        assert self.lease is not None
+        return self.lease.fresh()
+
+    async def recheck(self) -> bool:
+        assert self.lease is not None
+        return await self.lease.recheck(self._reclaim)
+
+    async def _reclaim(self) -> None:
+        """After a lapse of the lease: every URN key claimed again; an activation whose URN
+        another system took is given up, a fixed URN another system took is refused (their
+        queued requests left pending for that system), before anything more is handled."""
+        await self._claim_fixed()
+        await self._renew_activations()
+
+    async def start(self) -> None:
+        """Takes the system's lease, claims the fixed URNs, joins the patterns' groups and
+        starts reading."""
+        cfg = self.config
+        self.redis = aioredis.from_url(self.url, decode_responses=False, max_connections=None)
+        self.scripts = Scripts(self.redis)
+        await self._sync_clock()
+        self.lease = Lease(self.redis, self.scripts, self.keys.lease(self.system), cfg.lease_ttl)
+        await self.lease.acquire()
+        system_lane = self._lane([self.keys.requests(self.system)], "proxy", trims=True, name=self.system)
+        await system_lane.ensure_groups(int(cfg.queue_ttl * 1000))
+        self._lanes.append(system_lane)
+        for urn, (make, handlers) in self._fixed_spec.items():
+            actor = make(urn)
+            actor.urn = actor.id = urn
+            self._fixed[urn] = _Served(Mailbox(actor, self, cfg.max_payload), handlers)
+        for urn in self._shared:
+            group = f"~{urn}"
+            member = Lease(self.redis, self.scripts, self.keys.member(group, self.system), cfg.lease_ttl)
+            member.token = self.lease.token
+            await member.acquire()
+            self._member_leases.append(member)
+            lane = self._lane([self.keys.fast_requests(group), self.keys.requests(group)], self.system, trims=False, name=group)
+            await lane.ensure_groups(int(cfg.queue_ttl * 1000))
+            self._group_lanes[group] = lane
+            self._lanes.append(lane)
+        await self._claim_fixed()
+        for p in self._patterns:
+            member = Lease(self.redis, self.scripts, self.keys.member(p.group, self.system), cfg.lease_ttl)
+            member.token = self.lease.token
+            await member.acquire()
+            self._member_leases.append(member)
+            lane = self._lane(
+                [self.keys.fast_requests(p.group), self.keys.requests(p.group)], self.system, trims=False, name=p.group
+            )
+            await lane.ensure_groups(int(cfg.queue_ttl * 1000))
+            got = await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
+            if got != 1:
+                raise RuntimeError(f"pattern {p.prefix} is held by {got!r}, not its group")
+            await self._report(p)
+            self._group_lanes[p.group] = lane
+            self._lanes.append(lane)
+        for lane in self._lanes:
+            lane.start()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._upkeep()), loop.create_task(self._passivator())]
+
+    async def wait(self) -> None:
+        """Returns once the host stopped (:meth:`stop`, or its lease was taken)."""
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Stops reading, finishes what its actors are handling, passivates every activation
+        (its URN keys released) and releases its URNs and leases."""
+        if self._stopped.is_set() or self.redis is None:
+            self._stopped.set()
+            return
+        for t in self._tasks:
+            t.cancel()
+        for lane in self._lanes:
+            lane.halt()
+        for s in self._fixed.values():
+            await self._drained(s.mailbox)
+        for p in self._patterns:
+            for urn in list(p.live):
+                await self._passivate(p, urn)
+        for lane in self._lanes:
+            await lane.stop()
+        if self.lease is not None and not self.lease.lost:
+            owned = [u for u in self._fixed if u not in self._conflicts and u not in self._shared]
+            for u in owned:
+                await self.scripts.release(keys=[self.keys.urn(u)], args=[self.system])  # type: ignore[union-attr]
+            for p in self._patterns:
+                await self.redis.hdel(self.keys.placement(p.prefix), self.system)
+            for m in self._member_leases:
+                await m.release()
+            await self.lease.release()
+        self._stopped.set()
+        await self.redis.aclose()
+
+    async def _drained(self, mailbox: Mailbox, within: float = 5.0) -> None:
+        end = time.monotonic() + within
+        while mailbox.busy() and time.monotonic() < end:
+            await asyncio.sleep(0.01)
+
+    def _lane(self, keys: list[str], consumer: str, *, trims: bool, name: str) -> Lane:
+        cfg = self.config
+        return Lane(
+            self.redis, self.scripts, keys, consumer, self._dispatch,
+            batch=cfg.batch, max_in_flight=cfg.max_in_flight, reply_ttl_ms=int(cfg.reply_ttl * 1000),
+            trims=trims, name=name,
+            # A group's lane is woken by a member that placed a request here only at its
+            # next read: it blocks briefly.
+            block_ms=1000 if trims else 100,
+        )
+
+    # Dispatch: check → route → decode → hand off.
+
+    def _dispatch(self, lane: Lane, stream: str, entry: bytes, fields: dict[bytes, bytes] | None) -> None:
+        got = check(entry, fields, reply_prefix=self.keys.reply_prefix(), now_ms=self.now_ms(), max_payload=self.config.max_payload)
+        if isinstance(got, Dropped):
+            lane.answer_entry(stream, entry, None, None)
+            return
+        if isinstance(got, Placed):
+            placed = self._group_lanes.get(got.group)
+            if placed is not None:
+                placed.reread = True
+            lane.answer_entry(stream, entry, None, None)
+            return
+        if isinstance(got, Refused):
+            self._refuse(lane, stream, entry, got.reply, got.request_id, got.status, got.text)
+            return
+        req = got
+        req.stream = stream
+
+        def refuse(status: Status, text: str) -> None:
+            self._refuse(lane, stream, entry, req.reply, req.request_id, status, text)
+
+        pattern = self._pattern_for(req.urn)
+        if lane.consumer != "proxy":  # a group's member: only the group's URNs
+            ours = lane.name == f"~{req.urn}" if pattern is None else pattern.group == lane.name
+            if not ours:
+                refuse(Status.UNKNOWN_URN, f"URN {req.urn} is not served by group {lane.name}")
+                return
+        served = self._fixed.get(req.urn) if pattern is None else None
+        if pattern is None:
+            owner = self._conflicts.get(req.urn)
+            if owner is not None:
+                refuse(Status.NOT_OWNER, f"URN {req.urn} is served by system {owner}")
+                return
+            if served is None:
+                refuse(Status.UNKNOWN_URN, f"no actor with URN {req.urn}")
+                return
+        handlers = served.handlers if served is not None else pattern.handlers  # type: ignore[union-attr]
+        spec = handlers.get(req.message)
+        if spec is None:
+            refuse(Status.UNKNOWN_MESSAGE, f"actor {req.urn} does not expose message {req.message}")
+            return
+        try:
+            arg = decode(spec, req.body)
+        except (Mismatch, CodecError) as e:
+            refuse(Status.CODEC_ERROR, f"cannot decode {req.message} for {req.urn}: {e}")
+            return
+        if served is not None:
+            served.mailbox.put(req, spec, arg, lane)
+            return
+        assert pattern is not None
+        live = pattern.live.get(req.urn)
+        if live is not None:
+            pattern.touch(req.urn)
+            live.mailbox.put(req, spec, arg, lane)
+            return
+        waiting = self._activating.get(req.urn)
+        if waiting is not None:
+            waiting.append((lane, req, spec, arg))
+            return
+        self._activating[req.urn] = [(lane, req, spec, arg)]
+        self._spawn(self._activate(pattern, req.urn))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs ``work`` in a task kept until it ends (the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _refuse(self, lane: Lane, stream: str, entry: bytes, reply: str | None, rid: int, status: Status, text: str) -> None:
+        log.debug("refused %r: %s %s", entry, status.name, text)
+        frame = None
+        if reply is not None:
+            from .protocol import encode_reply
+
+            frame = encode_reply(rid, status, text.encode())
+        lane.answer_entry(stream, entry, reply, frame)
+
+    def _pattern_for(self, urn: str) -> Pattern | None:
+        for p in self._patterns:
+            if p.matches(urn):
+                return p
+        return None
+
+    # Activation.
+
+    async def _activate(self, pattern: Pattern, urn: str) -> None:
+        """Claims ``urn``'s key and activates it here; or passes its requests to the system
+        holding it; or (its holder gone) frees the key and claims it."""
+        assert self.scripts is not None
+        cfg = self.config
+        key = self.keys.urn(urn)
+        owner: str | None = None
+        try:
+            for _ in range(2):
+                got = await self.scripts.claim(keys=[key], args=[self.system, int(cfg.urn_ttl * 1000)])
+                if got == 1:
+                    owner = None
+                    break
+                owner = got.decode("utf-8", "replace") if isinstance(got, bytes) else str(got)
+                gone = await lease_gone(self.redis, self.scripts.release, self.keys.lease(owner))
+                if not gone:
+                    break
+                await self.scripts.free_gone_urn(keys=[key, self.keys.lease(owner)], args=[owner])
+        except Exception as e:
+            log.warning("could not claim %s: %s", urn, e)
+            for lane, req, _, _ in self._activating.pop(urn, []):
+                lane.leave(req)
+            return
+        waiting = self._activating.pop(urn, [])
+        if owner is not None:
+            for lane, req, _, _ in waiting:
+                await self._forward(lane, req, owner)
+            return
+        actor = pattern.new_actor(urn)
+        mailbox = Mailbox(actor, self, cfg.max_payload)
+        pattern.live[urn] = Activation(mailbox, pattern)
+        self.activations_made += 1
+        for lane, req, spec, arg in waiting:
+            mailbox.put(req, spec, arg, lane)
+        await self._report(pattern)
+
+    async def _forward(self, lane: Lane, req: Request, owner: str) -> None:
+        """Passes ``req`` on to the system ``owner`` (acknowledged here in the same step)."""
+        assert self.scripts is not None
+        flat: list[bytes] = []
+        for k, v in req.fields.items():
+            flat += [k, v]
+        try:
+            got = await self.scripts.forward(
+                keys=[req.stream, self.keys.requests(owner)], args=[GROUP, lane.consumer, req.entry, *flat]
+            )
+        except Exception as e:
+            log.warning("could not pass %s on to %s: %s", req.urn, owner, e)
+            lane.leave(req)
+            return
+        if got == 0:
+            lane.answer(req, Status.NOT_OWNER, f"URN {req.urn} is served by system {owner}".encode(), True)
+        else:
+            lane.settle(req)
+
+    async def _passivate(self, pattern: Pattern, urn: str) -> None:
+        live = pattern.live.pop(urn, None)
+        if live is None:
+            return
+        live.mailbox.stopped = True
+        if live.mailbox.started:
+            try:
+                await live.mailbox.actor.on_stop()
+            except Exception:
+                log.exception("on_stop of %s failed", urn)
+        assert self.scripts is not None
+        try:
+            await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
+        except Exception:
+            pass
+
+    async def _passivator(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            for p in self._patterns:
+                idle = p.idle(now)
+                for urn in idle:
+                    await self._passivate(p, urn)
+                if idle:
+                    await self._report(p)
+
+    # Upkeep: leases, URN keys, the directory, the clock, gone members.
+
+    async def _report(self, p: Pattern) -> None:
+        assert self.scripts is not None
+        try:
+            await self.scripts.report(
+                keys=[self.keys.placement(p.prefix)],
+                args=[self.system, len(p.live), int(self.config.lease_ttl * 1000)],
+            )
+        except Exception as e:
+            log.debug("could not report to the directory: %s", e)
+
+    async def _sync_clock(self) -> None:
+        before = time.time()
+        sec, usec = await self.redis.time()
+        after = time.time()
+        self._clock_offset_ms = (sec * 1000 + usec / 1000) - (before + after) * 500
+
+    async def _claim_fixed(self) -> None:
+        assert self.scripts is not None
+        urns = list(self._fixed)
+        if not urns:
+            return
+        ttl = int(self.config.urn_ttl * 1000)
+        got = []
+        for u in urns:
+            value = f"~{u}" if u in self._shared else self.system
+            got.append(await self.scripts.claim(keys=[self.keys.urn(u)], args=[value, ttl]))
+        for urn, g in zip(urns, got):
+            if g == 1:
+                self._conflicts.pop(urn, None)
+            else:
+                owner = g.decode("utf-8", "replace") if isinstance(g, bytes) else str(g)
+                if self._conflicts.get(urn) != owner:
+                    log.warning("URN %s is served by system %s; this host refuses it", urn, owner)
+                    served = self._fixed.get(urn)
+                    if served is not None:
+                        served.mailbox.abandon()
+                self._conflicts[urn] = owner
+
+    async def _renew_activations(self) -> None:
+        assert self.scripts is not None
+        ttl = int(self.config.urn_ttl * 1000)
+        for p in self._patterns:
+            urns = list(p.live)
+            for i in range(0, len(urns), 500):
+                chunk = urns[i : i + 500]
+                got = await self.scripts.claim_many(keys=[self.keys.urn(u) for u in chunk], args=[self.system, ttl])
+                for urn, g in zip(chunk, got):
+                    if g != 1:
+                        # Taken by another system (this one was paused past its lease): the
+                        # activation must not run beside the new one.
+                        live = p.live.pop(urn, None)
+                        if live is not None:
+                            live.mailbox.stopped = True
+                            live.mailbox.abandon()
+
+    async def _upkeep(self) -> None:
+        assert self.lease is not None and self.scripts is not None
+        cfg = self.config
+        every = max(cfg.lease_ttl / 8, 0.01)
+        renew_every = max(cfg.lease_ttl / 3, 0.01)
+        urns_every = cfg.urn_ttl / 3
+        last_renew = last_urns = time.monotonic()
+        while True:
+            await asyncio.sleep(every)
+            now = time.monotonic()
+            try:
+                if now - last_renew >= renew_every:
+                    last_renew = now
+                    if not await self.lease.renew(self._reclaim) and self.lease.lost:
+                        log.error("another instance took system %s's lease: this host stops serving", self.system)
+                        await self._lost()
+                        return
+                    for m in self._member_leases:
+                        await m.renew()
+                    for p in self._patterns:
+                        await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
+                        await self._report(p)
+                    await self._claim_fixed()
+                    for lane in self._lanes:
+                        await self.redis.pexpire(lane.keys[-1], int(cfg.queue_ttl * 1000))
+                        if self.lease.fresh() and (lane.left or await more_pending(self.redis, lane)):
+                            lane.reread = True
+                    await self._sync_clock()
+                if now - last_urns >= urns_every:
+                    last_urns = now
+                    await self._renew_activations()
+                for lane in self._group_lanes.values():
+                    await claim_from_gone(self.redis, self.scripts, self.keys, lane)
+                for p in self._patterns:
+                    await take_over_gone(
+                        self.redis, self.scripts, self.keys, p.prefix, self.system,
+                        int(cfg.lease_ttl * 1000), int(cfg.urn_ttl * 1000),
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("upkeep failed (Redis out of reach?): %s", e)
+
+    async def _lost(self) -> None:
+        for s in self._fixed.values():
+            s.mailbox.stopped = True
+            s.mailbox.abandon()
+        for p in self._patterns:
+            for live in p.live.values():
+                live.mailbox.stopped = True
+                live.mailbox.abandon()
+            p.live.clear()
+        for lane in self._lanes:
+            lane.halt()
+        self._stopped.set()
+

@@ -1,0 +1,120 @@
+"""The conformance actor written in Python (the same wire names, types and behaviour as
+``python/testserver/src/mirror.rs``), served by a Python actor host: at the fixed URNs of
+the shared conformance cases and for the pattern ``conf:pat:{id}``, which the Rust test
+server serves too.
+
+    python tests/mirror_host.py --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS]
+        [--pattern-only] [--idle-s S] [--exit-with-stdin]
+
+Prints ``READY`` once it serves; stops at SIGTERM/SIGINT (or when its standard input ends,
+with ``--exit-with-stdin``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+from conclib.actor import Actor, Drop, Refusal, handler
+from conclib.host import ActorHost, HostConfig
+
+U64_MAX = 2**64 - 1
+
+
+class Mirror(Actor):
+    """A counter with extras."""
+
+    def __init__(self, urn: str) -> None:
+        super().__init__(urn)
+        self.count = 0
+        self.log: list[int] = []
+
+    @handler("test.Add")
+    async def add(self, n: int) -> int:
+        if self.count + n > U64_MAX:
+            raise Refusal("overflow")
+        self.count += n
+        return self.count
+
+    @handler("test.Get")
+    async def get(self) -> int:
+        return self.count
+
+    @handler("test.Forbidden", error=dict[str, dict[str, str]])
+    async def forbidden(self, reason: str) -> None:
+        raise Refusal({"NotAllowed": {"reason": reason}})
+
+    @handler("test.Boom")
+    async def boom(self) -> None:
+        raise RuntimeError("boom")
+
+    @handler("test.Sleep")
+    async def sleep(self, ms: int) -> int:
+        await asyncio.sleep(ms / 1000)
+        return ms
+
+    @handler("test.Echo")
+    async def echo(self, s: str) -> str:
+        return s
+
+    @handler("test.Blob")
+    async def blob(self, n: int) -> list[int]:
+        return [7] * n
+
+    @handler("test.Record")
+    async def record(self, v: int) -> None:
+        self.log.append(v)
+
+    @handler("test.History")
+    async def history(self) -> list[int]:
+        return self.log
+
+    @handler("test.Ignore")
+    async def ignore(self) -> None:
+        raise Drop()
+
+    @handler("test.Ping")
+    async def ping(self) -> str:
+        return "pong"
+
+
+class Patient(Mirror):
+    """The conformance actor, cancelled when a request's deadline passes mid-handler."""
+
+    cancel_on_timeout = True
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--redis", required=True)
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--system")
+    parser.add_argument("--lease-ttl-ms", type=int)
+    parser.add_argument("--idle-s", type=float, default=60.0)
+    parser.add_argument("--pattern-only", action="store_true")
+    parser.add_argument("--exit-with-stdin", action="store_true")
+    args = parser.parse_args()
+    config = HostConfig(namespace=args.namespace, system=args.system)
+    if args.lease_ttl_ms:
+        config.lease_ttl = config.urn_ttl = args.lease_ttl_ms / 1000
+    host = ActorHost(args.redis, config)
+    if not args.pattern_only:
+        host.serve("conf:counter", Mirror)
+        host.serve("conf:patient", Patient)
+        host.serve_group("conf:shared", Mirror)
+    host.serve_pattern("conf:pat:{id}", Mirror, idle_after=args.idle_s)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: loop.create_task(host.stop()))
+    if args.exit_with_stdin:
+        loop.add_reader(sys.stdin.fileno(), lambda: None if os.read(sys.stdin.fileno(), 1) else loop.create_task(host.stop()))
+    await host.start()
+    print("READY", flush=True)
+    await host.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
