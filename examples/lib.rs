@@ -14,6 +14,7 @@
 
 pub mod actors;
 pub mod cluster;
+pub mod durable;
 pub mod failover;
 pub mod load;
 pub mod rolling;

@@ -105,6 +105,20 @@ pub fn entry_id(data: &[u8]) {
     }
 }
 
+/// Target `redis_journal_record`: a durable journal's step and result records as read back
+/// from Redis (anything may be there): a record read writes back to a record that reads the
+/// same.
+pub fn journal_record(data: &[u8]) {
+    use crate::durable::record::{parse_result, parse_step, result_record, step_record};
+    if let Some(step) = parse_step(data) {
+        let again = step_record(step.at_ms, step.name, step.value);
+        assert_eq!(parse_step(&again), Some(step));
+    }
+    if let Some((at, value)) = parse_result(data) {
+        assert_eq!(parse_result(&result_record(at, value)), Some((at, value)));
+    }
+}
+
 /// Target `redis_reply_frame`: a reply frame as the client reads it (its header, its
 /// status, its payload decoded by each codec into realistic answers). A frame of a known
 /// status encodes back to the same bytes.
@@ -195,6 +209,11 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         .iter()
         .map(|t| t.as_bytes().to_vec())
         .collect(),
+        "redis_journal_record" => vec![
+            b"1732700000000 charge\n\x00\x05rcpt1".to_vec(),
+            b"1732700000000 @version email\n\x01".to_vec(),
+            b"1732700000000\n\x02ok".to_vec(),
+        ],
         "redis_reply_frame" => {
             let (order, tree, answer) = conclib_codec::__fuzz::sample_values();
             let mut out = vec![
@@ -240,9 +259,10 @@ mod tests {
     /// Each target, and its function.
     type Target = (&'static str, fn(&[u8]));
 
-    const TARGETS: [Target; 3] = [
+    const TARGETS: [Target; 4] = [
         ("redis_request_entry", super::request_entry),
         ("redis_entry_id", super::entry_id),
+        ("redis_journal_record", super::journal_record),
         ("redis_reply_frame", super::reply_frame),
     ];
 

@@ -545,6 +545,9 @@
 //! | `conclib_reminders_retried_total` | counter | namespace | deliveries that failed and were given back to be retried |
 //! | `conclib_reminders_lag_seconds` | histogram | namespace | from a tick's due time (the last one a delivery stands for) to its handling |
 //! | `conclib_reminders_registered`, `conclib_reminders_due` | gauge | namespace | reminders registered, and those due now, sampled by each poller every second |
+//! | `conclib_durable_executions_total` | counter | outcome (`begun`, `resumed`: begun with steps recorded by an earlier run, `reused`: finished already, its result returned, `finished`) | durable executions ([`durable`]) |
+//! | `conclib_durable_steps_total` | counter | outcome (`run`, `replayed`, `fenced`: a record refused) | durable steps |
+//! | `conclib_durable_record_seconds` | histogram | — | one record of a durable execution written (its fenced script, and the `WAIT` its durability asks) |
 //! | `conclib_topic_published_total` | counter | delivery (`live`, `durable`), outcome (`ok`, `failed`) | events published to topics |
 //! | `conclib_topic_received_total` | counter | delivery | events subscriptions received from Redis |
 //! | `conclib_topic_dropped_total` | counter | delivery | live events dropped: the subscription's buffer was full |
@@ -587,7 +590,7 @@
 //! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | renewed by each member, like URN keys |
 //! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (4 s), renewed every third of it; deleted when the member leaves |
 //! | `{ns}:placement:{prefix}` | hash | a pattern's directory, read to place its URNs: one field per member system, `"<activations> <live until, ms since the Unix epoch>"` | rewritten by each member at each activation and passivation and every third of a lease, live for a lease; a member's field deleted when it leaves, or ten leases after it lapsed; the key `PEXPIRE`d to ten leases |
-//! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`](scale::StateStore): `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data`, a day |
+//! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`](scale::StateStore): `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data` (nor a durable journal: fields `journaled`, `jn:`, `js:`, `jr:`, `jp:`, see [`durable`]), a day |
 //! | `{ns}:rem:{{ns}:{s}}:due` | sorted set | reminders of shard `{s}` (0 to 15, by FNV-1a of the URN; the outer braces of `{{ns}:{s}}` are literal, the shard's hash tag, so a shard's scripts touch one Cluster slot), member `urn \n name`, scored by when they are next due or, while claimed, when the claim lapses (ms since the Unix epoch, Redis's clock) | until cancelled, or acknowledged once (a one-shot reminder) |
 //! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims`, `gen` (the registration's, part of every claim's token); `each` (the gap of [`Reminder::deliver_each`](reminders::Reminder::deliver_each)); once a periodic one fired, `fired` and `coalesced` (ticks delivered, and missed ticks folded into them) | as its member |
 //! | `{ns}:rem:{{ns}:{s}}:u:{urn}` | set | the names of a URN's reminders (listing without a scan) | as its members |
@@ -790,6 +793,7 @@ pub mod config;
 mod conn;
 pub mod daemon;
 pub mod durability;
+pub mod durable;
 mod error;
 #[cfg(test)]
 mod future_size;

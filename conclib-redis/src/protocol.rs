@@ -450,13 +450,14 @@ redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1";
 
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
-/// `ARGV[2]` = how long a key without data lives (ms). Makes this activation the key's
+/// `ARGV[2]` = how long a key without data (nor a durable journal, field `journaled`) lives
+/// (ms). Makes this activation the key's
 /// owner, so that an earlier activation's writes are refused from now on, and returns the
 /// stored data and the requests the last writer had applied but not acknowledged (each nil:
 /// none; see `proxy/scale/applied.rs`).
 pub(crate) const STATE_OPEN_SCRIPT: &str = r"redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 local data = redis.call('HGET', KEYS[1], 'data')
-if data == false then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if data == false and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return {data, redis.call('HGET', KEYS[1], 'applied')}";
 
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
@@ -470,7 +471,7 @@ if ARGV[2] == 'set' then
   redis.call('PERSIST', KEYS[1])
 else
   redis.call('HDEL', KEYS[1], 'data')
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  if redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 end
 if ARGV[4] == '' then
   redis.call('HDEL', KEYS[1], 'applied')
@@ -480,8 +481,9 @@ end
 return 1";
 
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token. At
-/// passivation: deletes the key if this activation owns it and it holds no data.
-pub(crate) const STATE_CLOSE_SCRIPT: &str = r"if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'data') == 0 then
+/// passivation: deletes the key if this activation owns it and it holds no data (nor a
+/// durable journal, field `journaled`: `crate::durable`).
+pub(crate) const STATE_CLOSE_SCRIPT: &str = r"if redis.call('HGET', KEYS[1], 'owner') == ARGV[1] and redis.call('HEXISTS', KEYS[1], 'data') == 0 and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then
   return redis.call('DEL', KEYS[1])
 end
 return 0";

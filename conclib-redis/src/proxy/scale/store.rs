@@ -263,6 +263,64 @@ impl StateStore {
         self.inner.standing.is_current()
     }
 
+    /// The activation's token, its state's key, the proxy's codec and connection: what a
+    /// durable execution's journal (`crate::durable`), which lives in the same key under the
+    /// same fence, writes with.
+    pub(crate) fn key(&self) -> &str {
+        &self.inner.key
+    }
+
+    pub(crate) fn codec(&self) -> &dyn Codec {
+        &*self.inner.codec
+    }
+
+    pub(crate) fn connection(&self) -> &Client {
+        &self.inner.cmd
+    }
+
+    /// Makes this activation the state's owner if it is not yet (a journal read after
+    /// this sees every record a write of an earlier activation will ever commit).
+    pub(crate) async fn own(&self) -> Result<(), StoreError> {
+        if !self.inner.opened.load(Ordering::Acquire) {
+            self.open().await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `script` on the state's key as a fenced write: after [`own`](Self::own), with
+    /// the activation's token first of `args`. An answer of 0 is a refused write (a later
+    /// activation owns the key: [`StoreError::Fenced`], the message being handled goes to
+    /// it); any other answer is returned once it reached the replicas [`Durability`] asks
+    /// for.
+    pub(crate) async fn fenced(
+        &self,
+        script: &Script,
+        mut rest: Vec<Value>,
+    ) -> Result<Value, StoreError> {
+        self.own().await?;
+        let mut args = vec![owned(self.inner.token.clone())];
+        args.append(&mut rest);
+        match self.eval(script, args).await? {
+            Value::Integer(0) => {
+                self.inner.standing.refused();
+                Err(StoreError::Fenced)
+            }
+            other => {
+                self.replicated().await?;
+                Ok(other)
+            }
+        }
+    }
+
+    /// Runs `script` on the state's key (a read: no token, no fence).
+    pub(crate) async fn read(
+        &self,
+        script: &Script,
+        args: Vec<Value>,
+    ) -> Result<Value, StoreError> {
+        self.eval(script, args).await
+    }
+
     /// Makes this activation the state's owner: the stored data, and the requests the last
     /// writer applied but had not acknowledged (see `applied.rs`) passed to the standing.
     async fn open(&self) -> Result<Option<Bytes>, StoreError> {

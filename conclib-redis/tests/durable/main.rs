@@ -1,0 +1,66 @@
+//! Durable handlers on Redis, with real processes: a workflow's steps journaled in its
+//! URN's fenced state, replayed by the next activation after a member is killed or frozen
+//! (`crash.rs`); versions and replays in one process (`versions.rs`). The members are this
+//! test binary started again in a peer role; every wait is bounded and every child is
+//! killed and reaped by PID.
+
+/// A message with a wire name, a response and a `String` error (what `#[message]` writes;
+/// these tests stay on the core crate).
+macro_rules! wire_message {
+    ($(#[$doc:meta])* $ty:ident $(($field:ty))?, $name:literal, $response:ty) => {
+        $(#[$doc])*
+        #[derive(Serialize, Deserialize)]
+        pub(crate) struct $ty $((pub(crate) $field))?;
+        impl conclib_core::MessageDecl for $ty {
+            type WireError = String;
+        }
+        impl Message for $ty {
+            type Response = $response;
+            type Error = String;
+            fn name() -> &'static str {
+                $name
+            }
+        }
+    };
+}
+
+#[path = "../common/mod.rs"]
+mod common;
+mod crash;
+mod flow;
+#[path = "../scale_out/peers.rs"]
+#[allow(dead_code)]
+mod peers;
+mod versions;
+
+use crash::*;
+use versions::*;
+
+fn main() {
+    if std::env::var_os(peers::ROLE).is_some() {
+        peer_main();
+    }
+    conclib_testkit::run(conclib_testkit::tests![
+        a_step_cut_between_side_effect_and_record_runs_again_once,
+        a_fenced_out_holder_cannot_append,
+        one_key_from_64_callers_across_a_kill_runs_once,
+        a_sleep_and_a_promise_survive_a_killed_holder,
+        versions_replay_and_unsupported_ones_stop,
+    ]);
+}
+
+fn peer_main() -> ! {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let code = rt.block_on(async {
+        match args.get(1).map(String::as_str) {
+            Some("member") => flow::member(&args[2..]).await,
+            _ => 2,
+        }
+    });
+    std::process::exit(code);
+}
