@@ -19,7 +19,7 @@
 //!   `{ns}:topic:*` (`PUBLISH`, `SUBSCRIBE`, and their sharded forms for a Cluster),
 //!   durable ones on the streams `{ns}:topic:*` only (`XADD`, `XGROUP CREATE`,
 //!   `XREADGROUP`, `XACK`, `XAUTOCLAIM`, `XINFO GROUPS`, `XINFO CONSUMERS`, `XGROUP
-//!   DELCONSUMER`, and `EVAL` of the script that forgets gone subscribers). The reminders'
+//!   DELCONSUMER`, and `EVALSHA`/`EVAL` of the script that forgets gone subscribers). The reminders'
 //!   and the topics' commands are each granted in a selector (Redis 7) of their own keys
 //!   and channels: they reach neither the request streams nor the reply lists (it cannot
 //!   read requests with `XREADGROUP`, nor write the pollers' reports). The request streams'
@@ -129,6 +129,7 @@ fn topic_rules(namespace: &str) -> Vec<String> {
         "+xautoclaim",
         "+xinfo|groups",
         "+xinfo|consumers",
+        "+evalsha",
         "+eval",
     ]
     .map(str::to_owned)
