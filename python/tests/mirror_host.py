@@ -1,7 +1,7 @@
 """The conformance actor written in Python (the same wire names, types and behaviour as
 ``python/testserver/src/mirror.rs``), served by a Python actor host: at the fixed URNs of
-the shared conformance cases and for the pattern ``conf:pat:{id}``, which the Rust test
-server serves too.
+the shared conformance cases and for the patterns ``conf:pat:{id}`` and ``py:tally:{id}`` (a
+count in the fenced state store), which the Rust test server serves too.
 
     python tests/mirror_host.py --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS]
         [--pattern-only] [--idle-s S] [--exit-with-stdin]
@@ -81,6 +81,24 @@ class Mirror(Actor):
         return "pong"
 
 
+class Tally(Actor):
+    """A count kept in the fenced state store (``python/testserver/src/tally.rs``'s, in
+    Python): saved before each increment is answered, loaded when activated."""
+
+    async def on_start(self) -> None:
+        self.count: int = await self.store.load(int) or 0
+
+    @handler("test.Incr")
+    async def incr(self) -> int:
+        await self.store.save(self.count + 1)
+        self.count += 1
+        return self.count
+
+    @handler("test.Count")
+    async def get_count(self) -> int:
+        return self.count
+
+
 class Patient(Mirror):
     """The conformance actor, cancelled when a request's deadline passes mid-handler."""
 
@@ -106,6 +124,7 @@ async def main() -> None:
         host.serve("conf:patient", Patient)
         host.serve_group("conf:shared", Mirror)
     host.serve_pattern("conf:pat:{id}", Mirror, idle_after=args.idle_s)
+    host.serve_pattern("py:tally:{id}", Tally, idle_after=args.idle_s)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(host.stop()))

@@ -36,7 +36,10 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+
+if TYPE_CHECKING:
+    from ._host_store import StateStore
 
 __all__ = ["Actor", "Drop", "HandlerSpec", "Refusal", "handler", "handlers_of"]
 
@@ -61,6 +64,21 @@ class Actor:
     def __init__(self, urn: str) -> None:
         self.urn = urn
         self.id = urn
+
+    @property
+    def store(self) -> StateStore:
+        """The fenced state store of a pattern's activation (``{ns}:state:{urn}``, the keys
+        and scripts of the Rust ``StateStore``: a URN moving between Python and Rust members
+        keeps its state). Load it in :meth:`on_start` (which makes this activation its owner
+        and reads which requests an earlier activation handled already); save from a handler.
+        Only an actor a host activated for a pattern has one."""
+        store: StateStore | None = self.__dict__.get("_store")
+        if store is None:
+            host = self.__dict__.get("_host")
+            if host is None:
+                raise RuntimeError(f"{self.urn}: only an actor a host activated for a pattern has a state store")
+            store = self._store = host.new_store(self.urn)
+        return store
 
     async def on_start(self) -> None:
         """Called once before the first message (an activation: when it is activated)."""

@@ -41,19 +41,21 @@ from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
 from ._host_patterns import Activation, Pattern, parse_pattern
 from ._host_request import Dropped, Placed, Refused, Request, check
+from ._host_store import Fenced, StateStore
 from ._typed import Mismatch
 from .actor import Actor, HandlerSpec, handlers_of
 from .errors import CodecError
 from .protocol import DEFAULT_NAMESPACE, Keys, Status, check_name
 
-__all__ = ["ActorHost", "HostConfig"]
+__all__ = ["ActorHost", "Fenced", "HostConfig", "StateStore"]
 
 log = logging.getLogger("conclib.host")
 
 
 @dataclass
 class HostConfig:
-    """A host's settings (the Rust ``ProxyConfig``'s of the same names and defaults)."""
+    """A host's settings (the Rust ``ProxyConfig``'s of the same names and defaults;
+    ``max_connections``: the host's Redis connections at most, a command waiting for one)."""
 
     namespace: str = DEFAULT_NAMESPACE
     system: str | None = None
@@ -64,6 +66,7 @@ class HostConfig:
     max_payload: int = 8 * 1024 * 1024
     batch: int = 256
     max_in_flight: int = 8192
+    max_connections: int = 64
 
 
 class _Served:
@@ -173,7 +176,10 @@ class ActorHost:
         """Takes the system's lease, claims the fixed URNs, joins the patterns' groups and
         starts reading."""
         cfg = self.config
-        self.redis = aioredis.from_url(self.url, decode_responses=False, max_connections=None)
+        # A bounded pool that waits for a free connection (redis-py's default pool refuses a
+        # command past its size: a burst of activations loading their state at once).
+        pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections, timeout=None)
+        self.redis = aioredis.Redis.from_pool(pool)
         self.scripts = Scripts(self.redis)
         await self._sync_clock()
         self.lease = Lease(self.redis, self.scripts, self.keys.lease(self.system), cfg.lease_ttl)
@@ -380,6 +386,7 @@ class ActorHost:
                 await self._forward(lane, req, owner)
             return
         actor = pattern.new_actor(urn)
+        actor._host = self  # type: ignore[attr-defined] # its store, made when first used
         mailbox = Mailbox(actor, self, cfg.max_payload)
         pattern.live[urn] = Activation(mailbox, pattern)
         self.activations_made += 1
@@ -406,6 +413,32 @@ class ActorHost:
         else:
             lane.settle(req)
 
+    def new_store(self, urn: str) -> StateStore:
+        """The fenced state store of ``urn``'s activation here (``Actor.store``)."""
+        assert self.scripts is not None
+        return StateStore(self.redis, self.scripts, self.keys.state(urn), self.system)
+
+    def displaced(self, mailbox: Mailbox) -> None:
+        """A write of an activation's store was refused: a later activation (another
+        system's) owns its state. It is forgotten here, its requests left pending (read again,
+        they are passed on to the URN's holder)."""
+        for p in self._patterns:
+            urn = p.displaced(mailbox)
+            if urn is not None:
+                log.warning("the state of %s is owned by a later activation: this one stops", urn)
+                assert self.scripts is not None
+                self._spawn(self._release_quietly(urn))
+                for lane in self._lanes:
+                    lane.reread = True
+                return
+
+    async def _release_quietly(self, urn: str) -> None:
+        assert self.scripts is not None
+        try:
+            await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
+        except Exception:
+            pass
+
     async def _passivate(self, pattern: Pattern, urn: str) -> None:
         live = pattern.live.pop(urn, None)
         if live is None:
@@ -416,6 +449,12 @@ class ActorHost:
                 await live.mailbox.actor.on_stop()
             except Exception:
                 log.exception("on_stop of %s failed", urn)
+        store: StateStore | None = getattr(live.mailbox.actor, "_store", None)
+        if store is not None:
+            try:
+                await store.close()
+            except Exception:
+                pass
         assert self.scripts is not None
         try:
             await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])

@@ -28,6 +28,7 @@ mod mirror;
 mod publisher;
 mod reminded;
 mod shapes;
+mod tally;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -68,7 +69,8 @@ options:
 URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
 py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), py:remind:{id}
-(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), conf:counter,
+(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), py:tally:{id}
+(counters kept in the fenced state store: test.Incr, test.Count), conf:counter,
 pytest:echo, py:shared, conf:shared, py:publisher (test.Publish {topic, durable, from,
 count}: publishes count events {from, seq} to a topic, MessagePack).
 
@@ -338,6 +340,11 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 Ok::<_, String>(mirror::Mirror::default())
             },
         )
+        .await?;
+    // Counters kept in the fenced state store, beside Python members serving the same
+    // pattern with the same actor written in Python (`test_host_store.py`).
+    proxy
+        .activate("py:tally:{id}", tally::Tally::activate)
         .await?;
     // At most one request pending per URN (`test_overload.py`): a second one while a `Nap`
     // runs is refused `Overloaded` at once.
