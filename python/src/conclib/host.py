@@ -42,10 +42,13 @@ from ._host_mailbox import Mailbox, decode
 from ._host_patterns import Activation, Pattern, parse_pattern
 from ._host_request import Dropped, Placed, Refused, Request, check
 from ._host_store import Fenced, StateStore
+from ._host_topics import ActorSubscription
 from ._typed import Mismatch
 from .actor import Actor, HandlerSpec, handlers_of
+from .client import AsyncClient
 from .errors import CodecError
 from .protocol import DEFAULT_NAMESPACE, Keys, Status, check_name
+from .topics import DEFAULT_GROUP
 
 __all__ = ["ActorHost", "Fenced", "HostConfig", "StateStore"]
 
@@ -117,6 +120,8 @@ class ActorHost:
         self.lease: Lease | None = None
         self.scripts: Scripts | None = None
         self.activations_made = 0
+        self.client: AsyncClient | None = None
+        self.subscriptions: list[ActorSubscription] = []
 
     # Registration.
 
@@ -143,6 +148,16 @@ class ActorHost:
             raise TypeError("serve_pattern needs the actor's class: pass actor_class= with a factory")
         group = f"~{prefix}*"
         self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, group))
+
+    def subscribe_actor(self, topic: str, urn: str, message: str, *, durable: bool = False,
+                        group: str = DEFAULT_GROUP) -> ActorSubscription:
+        """From :meth:`start` on, sends each event of ``topic`` to the actor at ``urn`` (served
+        here or anywhere) as ``message``: told for a live topic, asked for a durable one (as
+        one subscriber of ``group``: acknowledged once the handler returned), as the Rust
+        ``Topics::subscribe_actor``."""
+        sub = ActorSubscription(topic, urn, message, durable, group)
+        self.subscriptions.append(sub)
+        return sub
 
     # Life.
 
@@ -181,6 +196,8 @@ class ActorHost:
         pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections, timeout=None)
         self.redis = aioredis.Redis.from_pool(pool)
         self.scripts = Scripts(self.redis)
+        # Connects on first use: an actor's `self.client`, the subscriptions.
+        self.client = AsyncClient(self.url, namespace=cfg.namespace)
         await self._sync_clock()
         self.lease = Lease(self.redis, self.scripts, self.keys.lease(self.system), cfg.lease_ttl)
         await self.lease.acquire()
@@ -190,6 +207,7 @@ class ActorHost:
         for urn, (make, handlers) in self._fixed_spec.items():
             actor = make(urn)
             actor.urn = actor.id = urn
+            actor._host = self  # type: ignore[attr-defined]
             self._fixed[urn] = _Served(Mailbox(actor, self, cfg.max_payload), handlers)
         for urn in self._shared:
             group = f"~{urn}"
@@ -221,6 +239,10 @@ class ActorHost:
             lane.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._upkeep()), loop.create_task(self._passivator())]
+        for sub in self.subscriptions:
+            ready: asyncio.Future[None] = loop.create_future()
+            sub.task = loop.create_task(sub.run(self.client, ready))
+            await ready
 
     async def wait(self) -> None:
         """Returns once the host stopped (:meth:`stop`, or its lease was taken)."""
@@ -234,6 +256,9 @@ class ActorHost:
             return
         for t in self._tasks:
             t.cancel()
+        for sub in self.subscriptions:
+            if sub.task is not None:
+                sub.task.cancel()
         for lane in self._lanes:
             lane.halt()
         for s in self._fixed.values():
@@ -253,6 +278,8 @@ class ActorHost:
                 await m.release()
             await self.lease.release()
         self._stopped.set()
+        if self.client is not None:
+            await self.client.close()
         await self.redis.aclose()
 
     async def _drained(self, mailbox: Mailbox, within: float = 5.0) -> None:
