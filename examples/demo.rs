@@ -174,7 +174,9 @@ async fn demo(options: &Options) -> Result<bool, BoxError> {
     // Run the traffic, then shut down whatever happened.
     let mut result = traffic(&cluster, options).await;
     if let Ok(passed) = result {
-        result = mixed_scene(&cluster.config.url, program).await.map(|ok| ok && passed);
+        result = mixed_scene(&cluster.config.url, program)
+            .await
+            .map(|ok| ok && passed);
     }
     if !options.hold.is_zero() {
         result = match result {
@@ -349,8 +351,10 @@ async fn traffic(cluster: &Cluster, options: &Options) -> Result<bool, BoxError>
 /// FastAPI workers asking them, the Python member SIGKILLed mid-load; `Ok(false)` if it
 /// lost an increment or split an account.
 async fn mixed_scene(url: &str, program: std::path::PathBuf) -> Result<bool, BoxError> {
-    println!("
-one pattern served by Rust and Python members: acct:{{id}} (namespace mixed)");
+    println!(
+        "
+one pattern served by Rust and Python members: acct:{{id}} (namespace mixed)"
+    );
     let url = url.to_owned();
     tokio::task::spawn_blocking(move || conclib_examples::mixed::scene(&url, &program)).await?
 }

@@ -77,8 +77,10 @@ impl Account {
 }
 
 impl Actor for Account {
-    const REMOTE: &'static [ExposedMessage] =
-        &[ExposedMessage::of::<Incr>(), ExposedMessage::of::<Balance>()];
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<Incr>(),
+        ExposedMessage::of::<Balance>(),
+    ];
 
     async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
         let req = match req.extract::<Incr>() {
@@ -151,7 +153,8 @@ fn python(root: &Path) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CONCLIB_PYTHON") {
         return Some(PathBuf::from(p));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let venv = target.join("python-venv").join("bin").join("python");
     venv.is_file().then_some(venv)
 }
@@ -173,7 +176,13 @@ pub fn scene(redis_url: &str, program: &Path) -> Result<bool, BoxError> {
     let script = root.join("python").join("examples").join("demo_scene.py");
     let mut child = Command::new(python)
         .arg(script)
-        .args(["--redis", redis_url, "--namespace", "mixed", "--rust-member"])
+        .args([
+            "--redis",
+            redis_url,
+            "--namespace",
+            "mixed",
+            "--rust-member",
+        ])
         .arg(program)
         .current_dir(root)
         .stdout(Stdio::piped())
@@ -190,7 +199,8 @@ pub fn scene(redis_url: &str, program: &Path) -> Result<bool, BoxError> {
                     .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
                     .map(str::to_owned)
             };
-            passed = value("lost").as_deref() == Some("0") && value("splits").as_deref() == Some("0");
+            passed =
+                value("lost").as_deref() == Some("0") && value("splits").as_deref() == Some("0");
         }
     }
     let status = child.wait()?;
