@@ -74,12 +74,14 @@ class Actor:
         and reads which requests an earlier activation handled already); save from a handler.
         Only an actor a host activated for a pattern has one."""
         store: StateStore | None = self.__dict__.get("_store")
-        if store is None:
-            host = self.__dict__.get("_host")
-            if host is None:
-                raise RuntimeError(f"{self.urn}: only an actor a host activated for a pattern has a state store")
-            store = self._store = host.new_store(self.urn)
-        return store
+        if store is not None:
+            return store
+        host = self.__dict__.get("_host")
+        if host is None:
+            raise RuntimeError(f"{self.urn}: only an actor a host activated for a pattern has a state store")
+        made: StateStore = host.new_store(self.urn)
+        self._store = made
+        return made
 
     @property
     def client(self) -> AsyncClient:

@@ -19,8 +19,14 @@ members (Rust or Python) take its URNs over: its member lease and system lease l
 on the same host: they name a dead process), and they claim its pending group requests and
 move those left in its stream (the protocol's takeover script).
 
-Not yet: the fenced state store, reminder ticks and topics from a Python actor, and
-placement rules (a Python member activates what it reads or takes over).
+A pattern's actor keeps its state in the fenced state store (``Actor.store``: the Rust
+``StateStore``'s keys and scripts, ``_host_store.py``), so a URN moving between Python and
+Rust members keeps it, each request handled once; any actor reaches the host's client
+(``Actor.client``: publish, ask, tell), registers reminders for its URN (``Actor.remind``;
+ticks delivered by a Rust ``ReminderPoller`` as ``ReminderTick`` asks), and receives a
+topic's events (:meth:`ActorHost.subscribe_actor`).
+
+Not yet: placement rules (a Python member activates what it reads or takes over).
 """
 
 from __future__ import annotations
@@ -441,8 +447,11 @@ class ActorHost:
             lane.settle(req)
 
     def new_store(self, urn: str) -> StateStore:
-        """The fenced state store of ``urn``'s activation here (``Actor.store``)."""
+        """The fenced state store of ``urn``'s activation here (``Actor.store``); a fixed
+        URN's actor has none (``RuntimeError``), as in Rust."""
         assert self.scripts is not None
+        if self._pattern_for(urn) is None:
+            raise RuntimeError(f"{urn}: only an actor a host activated for a pattern has a state store")
         return StateStore(self.redis, self.scripts, self.keys.state(urn), self.system)
 
     def displaced(self, mailbox: Mailbox) -> None:
