@@ -36,7 +36,9 @@ def test_state_moves_between_python_and_rust_members_killed_under_load(
     tells only for a tell whose call failed after Redis took it)."""
     url = redis_server.url
     ns = f"store-{uuid.uuid4().hex[:6]}"
-    first = PythonHost(url, ns, "--pattern-only", "--system", "py-one", "--lease-ttl-ms", "1000")
+    # Default leases (4 s): a member killed on this host is seen gone at once whatever its
+    # lease, and a starved machine does not move URNs between live members meanwhile.
+    first = PythonHost(url, ns, "--pattern-only", "--system", "py-one")
     rust: RustServer | None = None
     second: PythonHost | None = None
     urns = [f"py:tally:{i}" for i in range(CALLERS)]
@@ -69,14 +71,14 @@ def test_state_moves_between_python_and_rust_members_killed_under_load(
                     wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"py-one"} and
                     len(_holders(raw_redis, ns, urns)) == CALLERS, 20, "the first Python member"
                 )
-                rust = await asyncio.to_thread(RustServer, url, ns, "rust-m", 1000)
+                rust = await asyncio.to_thread(RustServer, url, ns, "rust-m")
                 await asyncio.sleep(0.5)
                 first.kill()
                 await asyncio.to_thread(
                     wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"rust-m"}, 20, "the Rust member"
                 )
                 second = await asyncio.to_thread(
-                    PythonHost, url, ns, "--pattern-only", "--system", "py-two", "--lease-ttl-ms", "1000"
+                    PythonHost, url, ns, "--pattern-only", "--system", "py-two"
                 )
                 await asyncio.sleep(0.5)
                 rust.proc.kill()  # SIGKILL, reaped at once (as a supervisor would)
@@ -102,15 +104,12 @@ def test_state_moves_between_python_and_rust_members_killed_under_load(
         counts = run(main(), timeout=120)
         lost = {u: accepted[u] - c for u, c in counts.items() if c < accepted[u]}
         doubled = {u: c - accepted[u] for u, c in counts.items() if c > accepted[u] + failed[u]}
-        print("accepted", sum(accepted.values()), "failed", sum(failed.values()), "counted", sum(counts.values()))
         assert sum(accepted.values()) > 10 * CALLERS, accepted
         assert not lost, f"increments lost: {lost}"
         assert not doubled, f"increments counted twice: {doubled}"
     finally:
-        import sys
         for h in (first, second, rust):
             if h is not None:
-                print(h.stderr(), file=sys.stderr)
                 h.close()
 
 
