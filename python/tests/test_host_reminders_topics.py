@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import conclib
-from conftest import PythonHost, run
+from conftest import PythonHost, RedisServer, run
 
 
 def test_a_python_actor_registers_a_reminder_and_gets_its_ticks(url: str, namespace: str) -> None:
@@ -68,3 +68,35 @@ def test_a_python_actor_subscribes_and_publishes(url: str, namespace: str) -> No
         assert event == {"from": "py:ptick:news", "text": "hello"}
     finally:
         host.close()
+
+
+def test_a_durable_topic_is_asked_to_a_python_actor(redis_server: RedisServer) -> None:
+    """``subscribe_actor`` on a durable topic: each event asked to the actor, in order, the
+    next one once the actor answered."""
+    from conclib.actor import Actor, handler
+    from conclib.host import ActorHost
+
+    seen: list[Any] = []
+
+    class Sink(Actor):
+        @handler("test.Event")
+        async def event(self, e: Any) -> None:
+            seen.append(e)
+
+    url = redis_server.url
+    ns = f"dur-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> None:
+        host = ActorHost(url, namespace=ns)
+        host.serve_pattern("sink:{id}", Sink)
+        sub = host.subscribe_actor("py.orders", "sink:1", "test.Event", durable=True)
+        async with host, conclib.AsyncClient(url, namespace=ns) as client:
+            for i in range(20):
+                await client.publish("py.orders", i, durable=True)
+            deadline = time.monotonic() + 10
+            while sub.handed < 20 and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        assert seen == list(range(20))
+        assert (sub.handed, sub.failed) == (20, 0)
+
+    run(main(), timeout=30)
