@@ -7,8 +7,9 @@
 //! conclib-pyserver --export-schema
 //! ```
 //!
-//! Serving: spawns the actors of [`shapes`] (URNs `py:shapes`, `py:counter`, `py:narrow`)
-//! and the conformance actor of [`mirror`] (`conf:counter`, and a second one at `pytest:echo`
+//! Serving: spawns the actors of [`shapes`] (URNs `py:shapes`, `py:counter`, `py:narrow`),
+//! [`cancellable`] (`py:cancellable`, which cancels a handler on timeout) and the
+//! conformance actor of [`mirror`] (`conf:counter`, and a second one at `pytest:echo`
 //! for the pattern tests), starts the Redis proxy (the
 //! client side of its configuration uses MessagePack; the proxy answers each request in the
 //! codec it came in; `--lease-ttl-ms` sets its lease and its URN keys' TTL, 4 s and 15 s by
@@ -24,6 +25,7 @@
 //!
 //! `--export-schema` prints what each actor exposes as JSON ([`conclib::schema`]) and exits.
 
+mod cancellable;
 mod mirror;
 mod publisher;
 mod reminded;
@@ -291,6 +293,10 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     system.build(shapes::Counter::default()).spawn().await?;
     system.build(shapes::Narrow).spawn().await?;
+    system
+        .build(cancellable::Cancellable::default())
+        .spawn()
+        .await?;
     system
         .build(mirror::Mirror::default())
         .urn("conf:counter")
