@@ -109,7 +109,10 @@ where
 fn answers_at_once(quick: Result<Counts, AskError>, skipped: u64) -> Counts {
     let counts = quick.expect("the next ask is answered: the slow handler was dropped");
     assert!(counts.started >= 1, "{counts:?}");
-    assert_eq!(counts.finished, 0, "a cancelled handler never went past its .await");
+    assert_eq!(
+        counts.finished, 0,
+        "a cancelled handler never went past its .await"
+    );
     assert_eq!(counts.started + skipped, CALLERS as u64, "{counts:?}");
     counts
 }

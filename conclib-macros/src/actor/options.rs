@@ -52,7 +52,12 @@ fn parse_options(args: TokenStream) -> syn::Result<ActorOptions> {
                 ));
             }
             let flag = meta.path.get_ident().cloned().expect("matched above");
-            set_once(&mut options.cancel_on_timeout, flag, &meta, "cancel_on_timeout")
+            set_once(
+                &mut options.cancel_on_timeout,
+                flag,
+                &meta,
+                "cancel_on_timeout",
+            )
         } else if meta.path.is_ident("crate") {
             set_once(&mut options.krate, crate_value(&meta)?, &meta, "crate")
         } else {
