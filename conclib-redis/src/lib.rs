@@ -61,7 +61,7 @@
 //! ```
 //!
 //! # Guarantees
-//! Each of these has a test that injects the fault it is about (`tests/faults.rs`,
+//! Each of these has a test that injects the fault it is about (`tests/faults/`,
 //! `tests/redis_restart.rs`, `tests/load_faults.rs`, `tests/acl.rs`: real redis-server, real
 //! processes, SIGKILL and SIGSTOP).
 //! - **Typed errors.** Unknown URN (answered at once), message not exposed, the handler's
@@ -137,7 +137,7 @@
 //!   answers [`ServeError::ShutdownCut`]; what it had not handed over stays in Redis for the
 //!   next holder, as after a crash (its lease lapses, requests it had taken are read again).
 //!   [`ReminderPoller::shutdown`](reminders::ReminderPoller::shutdown), [`ProxyClient::shutdown`] and [`Subscription::close`](topics::Subscription::close)
-//!   keep the same bound. `tests/faults.rs` (`every_shutdown_returns_within_its_bound_while_redis_is_frozen`)
+//!   keep the same bound. `tests/faults/shutdown.rs` (`every_shutdown_returns_within_its_bound_while_redis_is_frozen`)
 //!   shuts each down with Redis SIGSTOPped (each returned within 1.1 s of a 1 s bound);
 //!   `python/testserver/tests/shutdown_bound.rs` sends SIGTERM to a serving process (proxy
 //!   with groups and activations, reminder poller, topics) whose Redis is SIGSTOPped or
@@ -154,7 +154,7 @@
 //!   still handle it). A URN nobody served answers `UnknownUrn` at once, as before; a URN
 //!   served by a system that stopped for good answers `Unavailable` until the grace ends.
 //!   The cost is one `GET` (two for a pattern's URN) on look-ups that found no owner, and
-//!   one on asks that timed out. `tests/faults.rs`
+//!   one on asks that timed out. `tests/faults/shutdown.rs`
 //!   (`a_restarting_system_answers_unavailable_never_unknown_urn`): a system restarted
 //!   with [`release_on_shutdown`](ProxyConfig::release_on_shutdown) and a gap longer than
 //!   the asks' timeout, 64 callers asking without pause: only answers and `Unavailable`, no
