@@ -21,9 +21,11 @@ from ._contracts import ClientSettings, Route
 from ._raw import bulk, pack
 from ._raw_path import RawPath
 from ._redispy_path import RedisPyPath
+from .durability import Durability, WaitGate
 from .errors import (
     Closed,
     ConclibError,
+    NotReplicated,
     ProtocolError,
     Timeout,
     Unavailable,
@@ -99,6 +101,8 @@ class Session:
             self.path = self.raw = RawPath(self, blmpop)
         else:
             self.path = RedisPyPath(self, blmpop)
+        # The writer connection's ``WAIT`` s (a durability asking for replicas).
+        self.wait_gate: WaitGate | None = None
         self.ready = False  # connected: ``_start`` is done
         self.started: asyncio.Task[None] = loop.create_task(self._start())
 
@@ -369,6 +373,27 @@ class Session:
             if not await self.departed(urn, deadline):
                 await self.wait_if_redis_lost_it(urn, deadline)
             route = await self.resolve(urn, deadline, True)
+
+    async def replicated(self, durability: Durability, disconnects: int, deadline: float) -> None:
+        """Returns once the writes of the writer connection so far (a tell just written) are
+        held by ``durability.n`` replicas: one ``WAIT`` in flight at a time, shared
+        (``WaitGate``). ``NotReplicated`` if fewer acknowledged within its timeout;
+        ``Unavailable`` if the connection was lost since ``disconnects`` was read (a
+        ``WAIT`` on a new connection would count none of the tell's writes)."""
+        gate = self.wait_gate
+        if gate is None:
+            replicas, timeout_ms = durability.wait_args()
+            path = self.path
+            gate = self.wait_gate = WaitGate(lambda: path.send_wait(replicas, timeout_ms))
+        try:
+            got = await until(asyncio.shield(gate.wait()), deadline)
+        except asyncio.TimeoutError:
+            raise Timeout(0, "waiting for the replicas to acknowledge the tell") from None
+        if self.disconnects != disconnects:
+            raise Unavailable("the connection to Redis was lost after the tell was written: "
+                              "whether a replica holds it is unknown; it may or may not be handled")
+        if got < durability.n:
+            raise NotReplicated(got, durability.n, durability.timeout)
 
     # -- replies -----------------------------------------------------------------------------
 

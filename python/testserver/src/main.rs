@@ -25,6 +25,7 @@
 //! `--export-schema` prints what each actor exposes as JSON ([`conclib::schema`]) and exits.
 
 mod mirror;
+mod orders;
 mod publisher;
 mod reminded;
 mod shapes;
@@ -68,7 +69,8 @@ options:
 URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
 py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), py:remind:{id}
-(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), conf:counter,
+(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), py:order:{id}
+(a durable workflow: py.Place {key, cents}, py.Charges), conf:counter,
 pytest:echo, py:shared, conf:shared, py:publisher (test.Publish {topic, durable, from,
 count}: publishes count events {from, seq} to a topic, MessagePack).
 
@@ -357,6 +359,17 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "py:remind:{id}",
             |_a: conclib::redis::scale::Activation| async move {
                 Ok::<_, String>(reminded::Reminded::default())
+            },
+        )
+        .await?;
+    // A durable workflow (`test_durable.py`): its steps journaled in the URN's state.
+    proxy
+        .activate(
+            "py:order:{id}",
+            |a: conclib::redis::scale::Activation| async move {
+                Ok::<_, String>(orders::Orders::new(
+                    conclib::redis::durable::Journal::new(a.into_store()),
+                ))
             },
         )
         .await?;
