@@ -1,7 +1,8 @@
 """The client's durability level (``conclib.Durability``) on a real primary with a replica:
 at ``Durability.replicas(1)`` a tell returns once the replica acknowledged it (``WAIT``),
 and while the replica is frozen (SIGSTOP: it lags as a replica cut from its primary does) a
-tell fails ``NotReplicated`` within the level's timeout instead of being reported accepted;
+tell fails ``NotReplicated`` within the level's timeout instead of being reported accepted
+(so do a durable publish and a reminder's registration);
 at the default level the same tell is accepted by the primary alone. On one server's raw
 connections and through a Sentinel URL (redis-py)."""
 
@@ -53,6 +54,17 @@ def wait_calls(port: int) -> int:
     return 0
 
 
+async def tell_until_replicated(client: conclib.AsyncClient, n: int) -> None:
+    """Tells ``Record(n)`` until a tell is acknowledged by the replica (at most 20 s)."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            await client.tell("py:counter", "Record", n)
+            return
+        except conclib.NotReplicated:
+            assert time.monotonic() < deadline, "the replica never acknowledged"
+
+
 def check_level(url: str, namespace: str, primary: int, servers: Servers) -> None:
     replicated = conclib.Durability.replicas(1, timeout=WAIT_S)
     assert replicated.label == f"replicas=1/{round(WAIT_S * 1000)}ms"
@@ -62,7 +74,9 @@ def check_level(url: str, namespace: str, primary: int, servers: Servers) -> Non
                 conclib.AsyncClient(url, namespace=namespace) as plain:
             await client.ask("py:counter", "Reset")
             before = wait_calls(primary)
-            await client.tell("py:counter", "Record", 1)  # the replica acknowledged it
+            # The replica acknowledged it (a replica just synced, on a loaded machine, may
+            # take longer than the level's timeout at first).
+            await tell_until_replicated(client, 1)
             assert wait_calls(primary) > before
 
             freeze(replica_pid(servers))
@@ -90,18 +104,22 @@ def check_level(url: str, namespace: str, primary: int, servers: Servers) -> Non
                 # client at the default level has a tell accepted by the primary alone.
                 assert await client.ask("py:shapes", "Double", 4) == 8
                 await plain.tell("py:counter", "Record", 2)
+                # A durable publish and a reminder's registration wait as a tell does; a
+                # live publish (at most once) waits for nothing.
+                with pytest.raises(conclib.NotReplicated):
+                    await client.publish("orders", {"n": 1}, durable=True)
+                with pytest.raises(conclib.NotReplicated):
+                    await client.register_reminder("py:remind:durability", "r", after=3600)
+                await client.publish("jobs", {"n": 1})
             finally:
                 os.kill(replica_pid(servers), signal.SIGCONT)
             # Once the replica caught up, tells are acknowledged again.
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    await client.tell("py:counter", "Record", 3)
-                    break
-                except conclib.NotReplicated:
-                    assert time.monotonic() < deadline, "the replica never acknowledged again"
+            await tell_until_replicated(client, 3)
+            await client.publish("orders", {"n": 2}, durable=True)
+            await client.register_reminder("py:remind:durability", "r", after=3600)
+            assert await client.cancel_reminder("py:remind:durability", "r")
             history = await client.ask("py:counter", "History")
-            assert history[0] == 1 and history[-1] == 3 and 2 in history
+            assert 1 in history and history[-1] == 3 and 2 in history
 
     run(main())
     # The blocking client takes the same level.

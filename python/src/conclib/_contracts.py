@@ -109,3 +109,8 @@ class CommandClient(Protocol):
     async def _command(self, *args: Any) -> Any:
         """One command, bounded by the client's ``command_timeout``."""
         ...
+
+    async def _write(self, *args: Any) -> Any:
+        """One write that must survive a promotion at the client's durability (``WAIT``
+        after it), bounded by the client's ``command_timeout``."""
+        ...

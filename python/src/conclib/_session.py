@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._contracts import ClientSettings, Route
@@ -315,6 +315,28 @@ class Session:
     async def command(self, deadline: float, *args: Any) -> Any:
         """One command, given up at the deadline (``Timeout``; the caller turns it into
         ``Unavailable`` when the connection was lost meanwhile)."""
+        return await self._bounded(deadline, lambda: self.redis.execute_command(*args))
+
+    async def command_replicated(self, deadline: float, durability: Durability, *args: Any) -> Any:
+        """One write command, then (at a durability asking for replicas) ``WAIT`` on the
+        same connection (a pipeline): its answer once the replicas hold it, else
+        ``NotReplicated``."""
+        if not durability.n:
+            return await self.command(deadline, *args)
+        replicas, timeout_ms = durability.wait_args()
+
+        async def both() -> Any:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.execute_command(*args)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            return await pipe.execute()
+
+        answer, got = await self._bounded(deadline, both)
+        if not isinstance(got, int) or got < replicas:
+            raise NotReplicated(got if isinstance(got, int) else 0, replicas, durability.timeout)
+        return answer
+
+    async def _bounded(self, deadline: float, send: Callable[[], Awaitable[Any]]) -> Any:
         # A closed session sends nothing more (an ask resolving or waiting for its URN's
         # return when the client was closed ends ``Closed``, not on a closed connection).
         if self.closed:
@@ -325,7 +347,7 @@ class Session:
         if self.down:
             raise Unavailable("the connection to Redis is lost")
         try:
-            return await asyncio.wait_for(self.redis.execute_command(*args), left)
+            return await asyncio.wait_for(send(), left)
         except asyncio.TimeoutError:
             raise Timeout(0) from None
         except ConclibError:

@@ -608,6 +608,12 @@ class AsyncClient:
         session = await self._current()
         return await session.command(time.monotonic() + self.command_timeout, *args)
 
+    async def _write(self, *args: Any) -> Any:
+        """One write that must survive a promotion at the client's ``durability`` (reminder
+        registrations and cancellations): ``WAIT`` after it on the same connection."""
+        session = await self._current()
+        return await session.command_replicated(time.monotonic() + self.command_timeout, self.durability, *args)
+
     # -- reminders (conclib.reminders) -------------------------------------------------------
 
     async def register_reminder(

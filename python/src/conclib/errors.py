@@ -241,11 +241,13 @@ class Unavailable(ConclibError, ConnectionError):
 
 
 class NotReplicated(Unavailable):
-    """A tell (of a client whose ``durability`` asks for replicas) that Redis took, but that
-    fewer replicas than asked acknowledged within the durability's timeout (``WAIT``): a
-    promotion of a lagging replica may lose it, and it may also still be handled, as after
-    a timeout. ``replicas``: how many acknowledged; ``required``: how many were asked.
-    Also an ``Unavailable`` (retryable; the Rust client reports it as ``Unavailable``)."""
+    """A write (a tell, a durable publish, a reminder's registration or cancellation, of a
+    client whose ``durability`` asks for replicas) that the primary took, but that fewer
+    replicas than asked acknowledged within the durability's timeout (``WAIT``): a
+    promotion of a lagging replica may lose it, and it may also still take effect (a tell
+    be handled), as after a timeout. ``replicas``: how many acknowledged; ``required``: how
+    many were asked. Also an ``Unavailable`` (retryable; the Rust client reports it as
+    ``Unavailable``)."""
 
     label = "not_replicated"
 
@@ -254,8 +256,8 @@ class NotReplicated(Unavailable):
         self.required = required
         self.timeout = timeout
         super().__init__(
-            f"the tell reached {replicas} of the {required} replicas durability asks for "
-            f"within {timeout:.3f} s; it may or may not be handled"
+            f"the write reached {replicas} of the {required} replicas durability asks for "
+            f"within {timeout:.3f} s; it may or may not take effect"
         )
 
 
