@@ -171,3 +171,26 @@ def test_levels_are_checked() -> None:
         conclib.Durability.replicas(1, timeout=0)
     with pytest.raises(conclib.ConfigError):
         conclib.AsyncClient("redis-cluster://127.0.0.1:7000", durability=conclib.Durability.replicas(1))
+
+
+def test_the_client_warns_when_the_replicas_and_its_level_disagree(
+    servers: Servers, caplog: pytest.LogCaptureFixture
+) -> None:
+    primary, _ = start_pair(servers)
+    url = f"redis://127.0.0.1:{primary}"
+
+    async def connect(durability: conclib.Durability) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="conclib"):
+            async with conclib.AsyncClient(url, durability=durability) as client:
+                await client.connect()
+        return [r.getMessage() for r in caplog.records if r.name == "conclib"]
+
+    async def main() -> None:
+        (primary_level,) = await connect(conclib.Durability.primary())
+        assert "replicas (1, topology standalone)" in primary_level and "durability is primary" in primary_level
+        (too_many,) = await connect(conclib.Durability.replicas(2))
+        assert "has 1 replicas" in too_many and "replicas=2/500ms" in too_many
+        assert await connect(conclib.Durability.replicas(1)) == []
+
+    run(main())

@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .durability import Durability
 from .protocol import Keys
 from .url import RedisTarget
 
@@ -64,6 +65,7 @@ class ClientSettings(Protocol):
     connect_timeout: float
     resolve_cache_ttl: float
     lease_ttl: float
+    durability: Durability
     _target: RedisTarget
     _tls_ca_file: str | None
     _keys: Keys

@@ -35,7 +35,7 @@ from .errors import (
     is_connection_error,
 )
 from .protocol import REPLY_HEADER_LEN, Status, pattern_prefix, valid_urn
-from ._info import redis_identity, server_fields
+from ._info import redis_identity, server_fields, topology_warning
 from .url import build_client, close_client, redact
 
 log = logging.getLogger("conclib")
@@ -116,7 +116,9 @@ class Session:
 
     async def _start(self) -> None:
         try:
-            info = await asyncio.wait_for(self.redis.execute_command("INFO", "server"), self.client.connect_timeout)
+            info = await asyncio.wait_for(
+                self.redis.execute_command("INFO", "server", "replication"), self.client.connect_timeout
+            )
         except asyncio.TimeoutError:
             raise Unavailable(
                 f"could not connect to {redact(self.client.url)} within {self.client.connect_timeout} s"
@@ -125,6 +127,9 @@ class Session:
             raise from_redis_error(e) from e
         self.run_id, _ = server_fields(info)
         self.seen_run_id = self.run_id
+        warning = topology_warning(info, self.client.durability, self.client._target.kind)
+        if warning:
+            log.warning("%s (Redis %s)", warning, redact(self.client.url))
         await self.path.start()
         self.ready = True
 

@@ -87,6 +87,7 @@ from . import codec
 from ._fake_broker import FakeBroker, FakeSubscription, FiredTick
 from .blocking import BlockingSubscription, Client
 from .client import DEFAULT_URL, _NOTHING, AsyncClient, Message, Priority, _priority, _traceparent, encode_message
+from .durability import Durability
 from .durable import ExecutionInfo, Finished, check_name, encode_promise, parse_result
 from .errors import Closed, ConclibError, NotExposed, Timeout, TooLarge, UnknownUrn
 from .protocol import DEFAULT_NAMESPACE
@@ -375,6 +376,7 @@ class FakeAsyncClient(_Fake, AsyncClient):
         # The real client's state is never made: every method that would use it is replaced.
         self._setup(namespace, timeout, max_payload, broker)
         self.url = "fake://"
+        self.durability = Durability.primary()
         self.command_timeout = 10.0
         self.connect_timeout = 5.0
         # Read by the subscriptions (a live topic is sharded pub/sub on a Cluster only).
