@@ -481,7 +481,7 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         .map(|c| tokio::spawn(load.clone().caller(c as u64)))
         .collect();
     let python = if options.python_callers > 0 {
-        python::PythonCallers::start(&url, options.python_callers, &tally).await?
+        python::PythonCallers::start(&url, options.python_callers, &options.durability, &tally).await?
     } else {
         None
     };

@@ -110,6 +110,8 @@ def check_level(url: str, namespace: str, primary: int, servers: Servers) -> Non
                     await client.publish("orders", {"n": 1}, durable=True)
                 with pytest.raises(conclib.NotReplicated):
                     await client.register_reminder("py:remind:durability", "r", after=3600)
+                with pytest.raises(conclib.NotReplicated):
+                    await client.cancel_reminder("py:remind:durability", "r")
                 await client.publish("jobs", {"n": 1})
             finally:
                 os.kill(replica_pid(servers), signal.SIGCONT)

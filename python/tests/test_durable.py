@@ -68,6 +68,9 @@ def test_a_workflow_started_by_a_tell_finishes_once_its_promise_is_resolved(url:
             finished = await client.execution_result(urn, key)
             assert finished is not None and finished.value == "charged 1200 approved=true"
             assert finished.finished_at_ms > 0
+            # Taken by the finished execution, the promise's record is gone: resolving it
+            # again stores a value nothing reads, and the result stays.
+            assert await client.resolve_promise(urn, key, "approved", False) is True
             (done,) = await client.list_executions(urn)
             assert done.finished_at_ms == finished.finished_at_ms and done.steps_recorded == 2 and done.steps == []
 
@@ -204,6 +207,11 @@ def test_the_async_fake_runs_an_execution_once_per_key() -> None:
         assert runs == ["k0", "k1", "k1", "k1"]  # k0's ask; k1's tell, the ask that timed out, the promise resolved
         finished = await fake.execution_result("py:order:7", "k1")
         assert finished is not None and finished.finished_at_ms > 0
+        assert all(e.steps == [] for e in await fake.list_executions("py:order:7"))
+        # The key taken by a function of the payload.
+        fake.answer_execution("py:order:8", "Run", lambda n, _: n * 2, key=lambda n: f"run-{n}")
+        assert await fake.ask("py:order:8", "Run", 21) == 42
+        assert await fake.wait_execution("py:order:8", "run-21", timeout=1) == 42
         with pytest.raises(conclib.ConfigError):
             await fake.resolve_promise("py:order:7", "k\n1", "approved", True)
 
