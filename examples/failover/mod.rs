@@ -393,7 +393,7 @@ impl Load {
 
 /// Whether every tell the Rust client accepted was handled, every reminder registered
 /// fired and every event published was received.
-fn all_arrived(tally: &Tally) -> bool {
+fn all_arrived(tally: &Tally, python_waits_for_replicas: bool) -> bool {
     let tells = lost_and_repeated(
         &tally.accepted.lock().unwrap(),
         &tally.handled.lock().unwrap(),
@@ -406,9 +406,16 @@ fn all_arrived(tally: &Tally) -> bool {
         &tally.published.lock().unwrap(),
         &tally.received.lock().unwrap(),
     );
-    // Not the Python callers' tells: the Python client waits for no replica, so a promotion
-    // may lose some, and waiting for them would only make every run last the whole settle.
-    tells.0 == 0 && reminders.0 == 0 && events.0 == 0
+    // The Python callers' tells only where their client waits for a replica: at the primary
+    // level a promotion may lose some, and waiting for them would only make every run last
+    // the whole settle.
+    let python = !python_waits_for_replicas
+        || lost_and_repeated(
+            &tally.py_accepted.lock().unwrap(),
+            &tally.handled.lock().unwrap(),
+        )
+        .0 == 0;
+    tells.0 == 0 && reminders.0 == 0 && events.0 == 0 && python
 }
 
 /// Runs the scenario on one topology and counts what went wrong.
@@ -481,7 +488,8 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         .map(|c| tokio::spawn(load.clone().caller(c as u64)))
         .collect();
     let python = if options.python_callers > 0 {
-        python::PythonCallers::start(&url, options.python_callers, &options.durability, &tally).await?
+        python::PythonCallers::start(&url, options.python_callers, &options.durability, &tally)
+            .await?
     } else {
         None
     };
@@ -548,7 +556,7 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     // order.
     let settling = Instant::now();
     let settle = settling + Duration::from_secs(15);
-    while !all_arrived(&tally) && Instant::now() < settle {
+    while !all_arrived(&tally, options.durability == "replicas") && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("settled in {} ms", settling.elapsed().as_millis());

@@ -367,9 +367,9 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .activate(
             "py:order:{id}",
             |a: conclib::redis::scale::Activation| async move {
-                Ok::<_, String>(orders::Orders::new(
-                    conclib::redis::durable::Journal::new(a.into_store()),
-                ))
+                Ok::<_, String>(orders::Orders::new(conclib::redis::durable::Journal::new(
+                    a.into_store(),
+                )))
             },
         )
         .await?;

@@ -90,8 +90,10 @@ impl Orders {
 }
 
 impl Actor for Orders {
-    const REMOTE: &'static [ExposedMessage] =
-        &[ExposedMessage::of::<Place>(), ExposedMessage::of::<Charges>()];
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<Place>(),
+        ExposedMessage::of::<Charges>(),
+    ];
 
     async fn handle_request(&mut self, req: RequestEnvelope, _: &mut Context<Self>) {
         let req = match req.extract::<Place>() {
