@@ -491,10 +491,18 @@
 //! many callers share the connection (`durability.rs`,
 //! `callers_coming_during_a_wait_share_the_next_one`).
 //!
-//! The Python client has no durability level: it waits for no replica, so a lagging
-//! promotion may lose tells it reported accepted even where the Rust processes run at
-//! `Replicas` (7 of 244 in a run of the short form above, 16 Python callers beside the 64
-//! Rust ones; its asks, whose answer is their acknowledgement, lose nothing).
+//! The Python client takes the level too (`durability=conclib.Durability.replicas(n,
+//! timeout=...)`): a tell, a durable publish and a reminder's registration or cancellation
+//! are followed by `WAIT` on the connection that wrote them and fail `NotReplicated` when
+//! fewer replicas acknowledged (`python/tests/test_durability.py`, on a primary whose replica
+//! is frozen). At the default level it waits for no replica, and a lagging promotion lost 7
+//! of 244 tells it reported accepted in a run of the short form above (16 Python callers
+//! beside the 64 Rust ones; its asks, whose answer is their acknowledgement, lose nothing).
+//! With its callers at `Replicas` as the members, three runs of the short form (each
+//! settling until every accepted tell was handled or 15 s passed) still lost 2 of 39, 1 of
+//! 11 and 2 of 305 Python tells reported accepted, while the Rust callers' tells lost none:
+//! the cause is not found yet, so the short form counts them (`py_lost_accepted=`) and does
+//! not assert it.
 //!
 //! At [`Durability::Primary`], the same runs (replicas stalled 2 s and cut from the
 //! primary, 6 Sentinel promotions) lost 312 of 2,629 reminders whose registration had
