@@ -191,6 +191,12 @@ fn export_schema() -> serde_json::Value {
         .infallible::<HoldUntilQueued>()
         .done();
     export.actor::<Narrow>().infallible::<Occupy>().done();
+    // Activated by pattern (`py:order:{id}`): its handle takes the URN.
+    export
+        .actor::<orders::Orders>()
+        .message::<orders::Place>()
+        .message::<orders::Charges>()
+        .done();
     export.to_json()
 }
 
@@ -458,7 +464,7 @@ mod tests {
     fn the_schema_lists_what_each_actor_exposes() {
         let schema = super::export_schema();
         let actors = schema["actors"].as_array().unwrap();
-        assert_eq!(actors.len(), 3);
+        assert_eq!(actors.len(), 4);
         assert!(schema["$defs"]["PlaceOrder"].is_object());
     }
 }

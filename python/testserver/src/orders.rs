@@ -3,6 +3,7 @@
 //! `/orders` routes): `py.Place {key, cents}` runs execution `key` of the URN's journal —
 //! a `charge` step, then the promise `approved` that a caller resolves — and answers
 //! `"charged <cents> approved=<bool>"`; the same key again answers that without running.
+//! Its messages are in the exported schema: the generated stubs' `Orders` handle starts it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use conclib::redis::durable::Journal;
 use conclib::remote::ExposedMessage;
 use conclib::{Actor, Context, Message, RequestEnvelope};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// How long an execution waits for its `approved` promise before it fails (its next run,
@@ -19,7 +21,7 @@ const APPROVAL_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs (or returns the recorded result of) the order workflow under the idempotency key
 /// `key`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Place {
     /// The execution's idempotency key.
     pub key: String,
@@ -40,7 +42,7 @@ impl conclib::remote::MessageDecl for Place {
 }
 
 /// How many times this activation ran a `charge` step's side effect.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Charges;
 
 impl Message for Charges {
