@@ -173,6 +173,8 @@ def test_levels_are_checked() -> None:
         conclib.Durability.replicas(1, timeout=0)
     with pytest.raises(conclib.ConfigError):
         conclib.AsyncClient("redis-cluster://127.0.0.1:7000", durability=conclib.Durability.replicas(1))
+    with pytest.raises(conclib.ConfigError):  # a tell, its WAIT included, is bounded by command_timeout
+        conclib.AsyncClient(durability=conclib.Durability.replicas(1, timeout=2), command_timeout=2)
 
 
 def test_the_client_warns_when_the_replicas_and_its_level_disagree(

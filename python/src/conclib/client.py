@@ -168,6 +168,10 @@ class AsyncClient:
         self._target: RedisTarget = parse_url(url)
         if self.durability.n and self._target.kind == "cluster":
             raise ConfigError("a durability asking for replicas is not supported on a Redis Cluster URL yet")
+        if self.durability.n and not self.durability.timeout < self.command_timeout:
+            # A tell (its WAIT included) is bounded by command_timeout.
+            raise ConfigError(f"the durability's timeout ({self.durability.timeout} s) must be shorter than "
+                              f"command_timeout ({self.command_timeout} s)")
         self._keys = Keys(namespace)
         self._session: Session | None = None
         self._closed = False
