@@ -14,12 +14,14 @@
 //! the load (asks handled, and the serving process's resident memory).
 //!
 //! `cargo run --release -p conclib-examples --example overload_limits -- cap --urns 100000 --cap
-//! 10000`: `--urns` distinct URNs asked once each (256 in flight) on 3 member systems, each
+//! 10000`: `--urns` distinct URNs asked once each (`--in-flight` at a time, 1,024 by default)
+//! on 3 member systems, each
 //! capped at `--cap` activations; each activation saves in `on_stop` only, counting its
 //! saves in its state. Then every URN (or `--check` of them) is asked again: its state must
 //! say one visit and as many saves as it had activations end. Prints `RESULT mode=cap urns=..
-//! rate_per_s=.. errors=.. evicted=.. saved_twice=.. unsaved=.. oom=..` (`oom`: members
-//! killed by a signal).
+//! urns_per_s=.. check_per_s=.. errors=.. evicted=.. saved_twice=.. unsaved=.. oom=..`
+//! (`urns_per_s`: the first asks' rate, new activations a second; `check_per_s`: the asks
+//! again; `oom`: members killed by a signal).
 //!
 //! `cargo run --release -p conclib-examples --example overload_limits -- memory --urns 2000
 //! --limit-mb 128 --rate 100 --state-kb 256`: a member process under a container-like
@@ -169,7 +171,8 @@ fn main() -> Result<(), BoxError> {
                 arg(&args, "--cap", 10_000)
             };
             let check = arg(&args, "--check", urns);
-            let bad = cap_run(&redis, urns, cap, check).await?;
+            let in_flight = arg(&args, "--in-flight", 1024);
+            let bad = cap_run(&redis, urns, cap, check, in_flight).await?;
             if bad > 0 {
                 failed.push(format!("{bad} errors, double or missing saves"));
             }
@@ -522,7 +525,13 @@ async fn member(args: &[String]) -> Result<(), BoxError> {
 }
 
 /// Part (b): `urns` URNs over 3 members capped at `cap`; errors, double and missing saves.
-async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Result<u64, BoxError> {
+async fn cap_run(
+    redis: &RedisDaemon,
+    urns: u64,
+    cap: usize,
+    check: u64,
+    in_flight: usize,
+) -> Result<u64, BoxError> {
     let ns = format!("overload-cap-{}", std::process::id());
     let config = redis.config(&ProxyConfig::default().with_namespace(&ns));
     let activations: Arc<std::sync::Mutex<HashMap<String, u64>>> = Arc::default();
@@ -561,7 +570,7 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
     let errors = AtomicU64::new(0);
     let t = Instant::now();
     stream::iter(0..urns)
-        .for_each_concurrent(256, |i| {
+        .for_each_concurrent(in_flight, |i| {
             let (client, errors) = (&client, &errors);
             async move {
                 if client
@@ -589,8 +598,9 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
     // Asked again: one visit saved, as many saves as activations that ended.
     let before: HashMap<String, u64> = activations.lock().unwrap().clone();
     let (saved_twice, unsaved) = (AtomicU64::new(0), AtomicU64::new(0));
+    let t_check = Instant::now();
     stream::iter(0..check.min(urns))
-        .for_each_concurrent(256, |i| {
+        .for_each_concurrent(in_flight, |i| {
             let (client, errors, before) = (&client, &errors, &before);
             let (saved_twice, unsaved) = (&saved_twice, &unsaved);
             async move {
@@ -618,6 +628,7 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
             }
         })
         .await;
+    let check_rate = check.min(urns) as f64 / t_check.elapsed().as_secs_f64();
     client.shutdown().await;
     let mut oom = 0;
     for m in members {
@@ -634,7 +645,7 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
         unsaved.load(Ordering::Relaxed),
     );
     println!(
-        "RESULT mode=cap urns={urns} members=3 cap={cap} rate_per_s={rate:.0} checked={} errors={errors} evicted={} saved_twice={saved_twice} unsaved={unsaved} oom={oom}",
+        "RESULT mode=cap urns={urns} members=3 cap={cap} urns_per_s={rate:.0} in_flight={in_flight} checked={} check_per_s={check_rate:.0} errors={errors} evicted={} saved_twice={saved_twice} unsaved={unsaved} oom={oom}",
         check.min(urns),
         evicted.load(Ordering::Relaxed)
     );

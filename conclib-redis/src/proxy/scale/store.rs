@@ -91,6 +91,10 @@ struct StoreInner {
     token: String,
     standing: Arc<Standing>,
     opened: AtomicBool,
+    /// What the claim that activated it read as it made this activation the owner
+    /// (`activation.rs`): the first [`StateStore::load`] answers it without a round trip,
+    /// unless a write came first.
+    prefetched: std::sync::Mutex<Option<Option<Bytes>>>,
     codec: Arc<dyn Codec>,
     /// What a write must reach before it counts as done (a promotion keeps it).
     durability: Durability,
@@ -123,6 +127,7 @@ impl StateStore {
                 token,
                 standing,
                 opened: AtomicBool::new(false),
+                prefetched: std::sync::Mutex::new(None),
                 codec,
                 durability,
                 open: Script::new(STATE_OPEN_SCRIPT),
@@ -131,12 +136,30 @@ impl StateStore {
         }
     }
 
+    /// This activation was made the state's owner by the script that claimed its URN, which
+    /// read `data` (the state stored) in the same step.
+    pub(in crate::proxy) fn opened_with(&self, data: Option<Bytes>) {
+        *self.prefetched() = Some(data);
+        self.inner.opened.store(true, Ordering::Release);
+    }
+
+    fn prefetched(&self) -> std::sync::MutexGuard<'_, Option<Option<Bytes>>> {
+        self.inner
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The stored state, if any (and makes this activation its owner).
     ///
     /// # Errors
     /// [`StoreError::Redis`], [`StoreError::Codec`].
     pub async fn load<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
-        let data = self.open().await?;
+        let prefetched = self.prefetched().take();
+        let data = match prefetched {
+            Some(data) => data,
+            None => self.open().await?,
+        };
         match data {
             None => Ok(None),
             Some(b) => decode_value(&*self.inner.codec, &b)
@@ -298,6 +321,7 @@ impl StateStore {
         mut rest: Vec<Value>,
     ) -> Result<Value, StoreError> {
         self.own().await?;
+        self.prefetched().take();
         let mut args = vec![owned(self.inner.token.clone())];
         args.append(&mut rest);
         match self.eval(script, args).await? {
@@ -350,6 +374,7 @@ impl StateStore {
         if !self.inner.opened.load(Ordering::Acquire) {
             self.open().await?;
         }
+        self.prefetched().take();
         let applied = &self.inner.standing.applied;
         let (handling, record) = applied.writing();
         let mut args = vec![owned(self.inner.token.clone())];
