@@ -516,11 +516,12 @@ async fn member(args: &[String]) -> Result<(), BoxError> {
         while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
     })
     .await;
+    // Counted before the shutdown, which passivates what is left (not evictions).
     let evicted = proxy.stats().evicted;
-    proxy.shutdown().await?;
     drop(printer);
     tokio::time::sleep(Duration::from_millis(100)).await;
     println!("EVICTED {evicted}");
+    proxy.shutdown().await?;
     Ok(())
 }
 
@@ -568,18 +569,16 @@ async fn cap_run(
     }
     let client = ProxyClient::connect(&config).await?;
     let errors = AtomicU64::new(0);
+    // Errors by kind (`Timeout`, `Unavailable`...), printed as an `ERRORS` line.
+    let kinds: std::sync::Mutex<HashMap<String, u64>> = Default::default();
     let t = Instant::now();
     stream::iter(0..urns)
         .for_each_concurrent(in_flight, |i| {
-            let (client, errors) = (&client, &errors);
+            let (client, errors, kinds) = (&client, &errors, &kinds);
             async move {
-                if client
-                    .actor::<Page>(format!("page:{i}"))
-                    .visit()
-                    .await
-                    .is_err()
-                {
+                if let Err(e) = client.actor::<Page>(format!("page:{i}")).visit().await {
                     errors.fetch_add(1, Ordering::Relaxed);
+                    note_error(&kinds, &e);
                 }
             }
         })
@@ -601,7 +600,7 @@ async fn cap_run(
     let t_check = Instant::now();
     stream::iter(0..check.min(urns))
         .for_each_concurrent(in_flight, |i| {
-            let (client, errors, before) = (&client, &errors, &before);
+            let (client, errors, before, kinds) = (&client, &errors, &before, &kinds);
             let (saved_twice, unsaved) = (&saved_twice, &unsaved);
             async move {
                 let urn = format!("page:{i}");
@@ -621,14 +620,18 @@ async fn cap_run(
                             unsaved.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Err(_) => {
+                    Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        note_error(kinds, &e);
                     }
                 }
             }
         })
         .await;
     let check_rate = check.min(urns) as f64 / t_check.elapsed().as_secs_f64();
+    for (kind, n) in kinds.lock().unwrap().iter() {
+        println!("ERRORS kind={kind} count={n}");
+    }
     client.shutdown().await;
     let mut oom = 0;
     for m in members {
@@ -650,6 +653,16 @@ async fn cap_run(
         evicted.load(Ordering::Relaxed)
     );
     Ok(errors + saved_twice + unsaved + oom)
+}
+
+/// Counts an ask's error under its kind (the variant's name).
+fn note_error(kinds: &std::sync::Mutex<HashMap<String, u64>>, e: &AskError) {
+    let text = format!("{e:?}");
+    let kind = text
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default();
+    *kinds.lock().unwrap().entry(kind.to_owned()).or_default() += 1;
 }
 
 /// `mem-member URL NS SHED LIMIT_MB STATE_KB`: serves `blob:{id}` (activations of

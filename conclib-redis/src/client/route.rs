@@ -163,12 +163,11 @@ impl Shared {
                 let pattern = vec![owned(self.keys.pattern(prefix))];
                 let _ = conn::call(&pipeline, keyed("GET"), pattern).await;
             }
-            let got = match tokio::time::timeout_at(deadline.into(), pipeline.try_all::<Value>())
-                .await
-            {
-                Ok(got) => got,
-                Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
-            };
+            let got =
+                match tokio::time::timeout_at(deadline.into(), pipeline.try_all::<Value>()).await {
+                    Ok(got) => got,
+                    Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
+                };
             let mut found = None;
             for value in got {
                 match value {

@@ -12,8 +12,8 @@ use fred::prelude::*;
 
 use super::activations::{Activated, Activation, Live, Pattern};
 use super::eviction;
-use super::placement;
 use super::migration;
+use super::placement;
 use super::standing::Standing;
 use super::store::{EMPTY_STATE_TTL, StateStore};
 use crate::conn::{as_bytes, owned};
@@ -162,7 +162,11 @@ async fn claim(
     if shared.cmd.is_clustered() {
         // The URN's key and its state's are in two slots: the store opens on its own.
         let key = vec![owned(shared.keys.urn(urn))];
-        return shared.scripts.claim.eval(&shared.cmd, key, vec![system, lease]).await;
+        return shared
+            .scripts
+            .claim
+            .eval(&shared.cmd, key, vec![system, lease])
+            .await;
     }
     let keys = vec![
         owned(state_key.to_owned()),
@@ -175,7 +179,11 @@ async fn claim(
         system,
         lease,
     ];
-    shared.scripts.claim_open.eval(&shared.cmd, keys, args).await
+    shared
+        .scripts
+        .claim_open
+        .eval(&shared.cmd, keys, args)
+        .await
 }
 
 /// Passivates the activations idle for longer than their pattern allows, and forgets
@@ -235,7 +243,10 @@ async fn passivate_in_batches(
 /// instead, if given), and each pattern's count written once. Each URN's lock is held
 /// until its key is released: a request for it waits, then activates it again.
 async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, target: Option<&str>) {
-    let entries: Vec<_> = urns.iter().map(|u| shared.activations.lock_for(u)).collect();
+    let entries: Vec<_> = urns
+        .iter()
+        .map(|u| shared.activations.lock_for(u))
+        .collect();
     let stopping = entries.iter().map(|entry| async move {
         let held = entry.lock.lock().await;
         let live = {
@@ -269,7 +280,7 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, target
             .iter()
             .filter(|(_, urn, _)| {
                 reg.local.remove(*urn);
-                reg.owned.remove(*urn)
+                reg.owned.remove(urn)
             })
             .map(|(_, urn, _)| (*urn).to_owned())
             .collect()
@@ -321,7 +332,11 @@ async fn close_states(shared: &Shared, states: Vec<(String, String)>) {
         .into_iter()
         .map(|(key, token)| (key, vec![owned(token)]))
         .collect();
-    shared.scripts.close_state.eval_many(&shared.cmd, calls).await;
+    shared
+        .scripts
+        .close_state
+        .eval_many(&shared.cmd, calls)
+        .await;
 }
 
 /// Passivates every activation (at shutdown), so that the group serves them at once.

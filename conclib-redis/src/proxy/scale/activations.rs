@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,8 +34,17 @@ pub(in crate::proxy) struct Pattern {
     pub(in crate::proxy) rebalance: bool,
     /// The pattern's own limits of pending requests, and its count (`serve/admission.rs`).
     pub(in crate::proxy) limits: crate::proxy::serve::admission::PatternLimits,
-    /// Whether its count in the directory is being written (`placement.rs`).
-    pub(in crate::proxy) reporting: super::placement::Reporting,
+    /// The writes of its count in the directory (`placement.rs`).
+    pub(in crate::proxy) reporting: Reporting,
+}
+
+/// The writes of a pattern's count in its directory (`placement.rs`): how many were asked
+/// for, and how many of those asks a finished write covers.
+#[derive(Default)]
+pub(in crate::proxy) struct Reporting {
+    pub(in crate::proxy) asked: AtomicU64,
+    pub(in crate::proxy) written: AtomicU64,
+    pub(in crate::proxy) writing: tokio::sync::Mutex<()>,
 }
 
 /// One activation alive in this system.

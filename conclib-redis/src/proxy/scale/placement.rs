@@ -19,7 +19,7 @@
 //!
 //! [`PLACE_SCRIPT`]: crate::protocol::PLACE_SCRIPT
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
 
@@ -223,10 +223,7 @@ pub(in crate::proxy) fn wake_member(shared: &Shared, group: &str) {
         .map(crate::proxy::shared::MemberHandle::lanes);
     let Some(lanes) = lanes else { return };
     for member in lanes {
-        member
-            .stream
-            .reread
-            .store(true, Ordering::Release);
+        member.stream.reread.store(true, Ordering::Release);
         tokio::spawn(async move {
             let flag = Some(fred::types::ClientUnblockFlag::Timeout);
             let _ = member.reader.unblock_self(flag).await;
@@ -255,21 +252,10 @@ pub(in crate::proxy) async fn report_activations(shared: &Shared, prefix: &str) 
     reporting.written.store(covers, Ordering::Release);
 }
 
-/// The writes of a pattern's count: how many were asked for, and how many of those asks
-/// a finished write covers.
-#[derive(Default)]
-pub(in crate::proxy) struct Reporting {
-    asked: AtomicU64,
-    written: AtomicU64,
-    writing: tokio::sync::Mutex<()>,
-}
-
 /// Writes `count` as this system's count of activations of pattern `prefix`.
 pub(in crate::proxy) async fn report_count(shared: &Shared, prefix: &str, count: u64) {
     // Not a member any more (it left, is shutting down or draining): not listed.
-    if shared.draining.load(Ordering::Acquire)
-        || !shared.groups().contains_key(prefix)
-    {
+    if shared.draining.load(Ordering::Acquire) || !shared.groups().contains_key(prefix) {
         return;
     }
     let lease = Value::Integer(shared.config.lease_ttl.as_millis() as i64);

@@ -42,8 +42,9 @@ pub enum StoreError {
 /// An activation's state in Redis (`{ns}:state:{urn}`), written only while the activation
 /// is the URN's latest: a fenced store.
 ///
-/// The first [`load`](Self::load) or [`save`](Self::save) makes this activation the state's
-/// owner; from then on writes of any earlier activation of the URN (a process that was
+/// The activation is made the state's owner as its URN is claimed (outside a Redis Cluster,
+/// unless a state carried to it waits: [`rehydrate`](Self::rehydrate)), else by its first
+/// [`load`](Self::load) or [`save`](Self::save); from then on writes of any earlier activation of the URN (a process that was
 /// paused past its lease while another system took over) are refused with
 /// [`StoreError::Fenced`], and the proxy re-delivers the message they were handling to the
 /// current activation (a write from the handler itself, not from a task it spawned: the
