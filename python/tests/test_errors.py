@@ -28,6 +28,7 @@ EVERY_ERROR = [
     errors.TooLarge("t"),
     errors.BadRequest("b"),
     errors.Unavailable("x"),
+    errors.NotReplicated(0, 1, 0.5),
     errors.RedisError("r"),
     errors.ProtocolError("p"),
     errors.ConfigError("c"),

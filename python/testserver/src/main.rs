@@ -25,6 +25,7 @@
 //! `--export-schema` prints what each actor exposes as JSON ([`conclib::schema`]) and exits.
 
 mod mirror;
+mod orders;
 mod publisher;
 mod reminded;
 mod shapes;
@@ -68,7 +69,8 @@ options:
 URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
 py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), py:remind:{id}
-(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), conf:counter,
+(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), py:order:{id}
+(a durable workflow: py.Place {key, cents}, py.Charges), conf:counter,
 pytest:echo, py:shared, conf:shared, py:publisher (test.Publish {topic, durable, from,
 count}: publishes count events {from, seq} to a topic, MessagePack).
 
@@ -189,6 +191,12 @@ fn export_schema() -> serde_json::Value {
         .infallible::<HoldUntilQueued>()
         .done();
     export.actor::<Narrow>().infallible::<Occupy>().done();
+    // Activated by pattern (`py:order:{id}`): its handle takes the URN.
+    export
+        .actor::<orders::Orders>()
+        .message::<orders::Place>()
+        .message::<orders::Charges>()
+        .done();
     export.to_json()
 }
 
@@ -360,6 +368,17 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             },
         )
         .await?;
+    // A durable workflow (`test_durable.py`): its steps journaled in the URN's state.
+    proxy
+        .activate(
+            "py:order:{id}",
+            |a: conclib::redis::scale::Activation| async move {
+                Ok::<_, String>(orders::Orders::new(conclib::redis::durable::Journal::new(
+                    a.into_store(),
+                )))
+            },
+        )
+        .await?;
     let reminder_client = ProxyClient::connect(&config).await?;
     let poller = ReminderPoller::start(
         &reminder_client,
@@ -445,7 +464,7 @@ mod tests {
     fn the_schema_lists_what_each_actor_exposes() {
         let schema = super::export_schema();
         let actors = schema["actors"].as_array().unwrap();
-        assert_eq!(actors.len(), 3);
+        assert_eq!(actors.len(), 4);
         assert!(schema["$defs"]["PlaceOrder"].is_object());
     }
 }
