@@ -578,7 +578,7 @@ async fn cap_run(
             async move {
                 if let Err(e) = client.actor::<Page>(format!("page:{i}")).visit().await {
                     errors.fetch_add(1, Ordering::Relaxed);
-                    note_error(&kinds, &e);
+                    note_error(kinds, &e);
                 }
             }
         })
