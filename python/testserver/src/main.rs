@@ -7,8 +7,9 @@
 //! conclib-pyserver --export-schema
 //! ```
 //!
-//! Serving: spawns the actors of [`shapes`] (URNs `py:shapes`, `py:counter`, `py:narrow`)
-//! and the conformance actor of [`mirror`] (`conf:counter`, and a second one at `pytest:echo`
+//! Serving: spawns the actors of [`shapes`] (URNs `py:shapes`, `py:counter`, `py:narrow`),
+//! [`cancellable`] (`py:cancellable`, which cancels a handler on timeout) and the
+//! conformance actor of [`mirror`] (`conf:counter`, and a second one at `pytest:echo`
 //! for the pattern tests), starts the Redis proxy (the
 //! client side of its configuration uses MessagePack; the proxy answers each request in the
 //! codec it came in; `--lease-ttl-ms` sets its lease and its URN keys' TTL, 4 s and 15 s by
@@ -24,11 +25,13 @@
 //!
 //! `--export-schema` prints what each actor exposes as JSON ([`conclib::schema`]) and exits.
 
+mod cancellable;
 mod mirror;
 mod orders;
 mod publisher;
 mod reminded;
 mod shapes;
+mod tally;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -69,7 +72,8 @@ options:
 URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
 py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), py:remind:{id}
-(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), py:order:{id}
+(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), py:tally:{id}
+(counters kept in the fenced state store: test.Incr, test.Count), py:order:{id}
 (a durable workflow: py.Place {key, cents}, py.Charges), conf:counter,
 pytest:echo, py:shared, conf:shared, py:publisher (test.Publish {topic, durable, from,
 count}: publishes count events {from, seq} to a topic, MessagePack).
@@ -300,6 +304,10 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     system.build(shapes::Counter::default()).spawn().await?;
     system.build(shapes::Narrow).spawn().await?;
     system
+        .build(cancellable::Cancellable::default())
+        .spawn()
+        .await?;
+    system
         .build(mirror::Mirror::default())
         .urn("conf:counter")
         .on_panic(PanicPolicy::Resume)
@@ -346,6 +354,11 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 Ok::<_, String>(mirror::Mirror::default())
             },
         )
+        .await?;
+    // Counters kept in the fenced state store, beside Python members serving the same
+    // pattern with the same actor written in Python (`test_host_store.py`).
+    proxy
+        .activate("py:tally:{id}", tally::Tally::activate)
         .await?;
     // At most one request pending per URN (`test_overload.py`): a second one while a `Nap`
     // runs is refused `Overloaded` at once.
