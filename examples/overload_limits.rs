@@ -14,12 +14,14 @@
 //! the load (asks handled, and the serving process's resident memory).
 //!
 //! `cargo run --release -p conclib-examples --example overload_limits -- cap --urns 100000 --cap
-//! 10000`: `--urns` distinct URNs asked once each (256 in flight) on 3 member systems, each
+//! 10000`: `--urns` distinct URNs asked once each (`--in-flight` at a time, 1,024 by default)
+//! on 3 member systems, each
 //! capped at `--cap` activations; each activation saves in `on_stop` only, counting its
 //! saves in its state. Then every URN (or `--check` of them) is asked again: its state must
 //! say one visit and as many saves as it had activations end. Prints `RESULT mode=cap urns=..
-//! rate_per_s=.. errors=.. evicted=.. saved_twice=.. unsaved=.. oom=..` (`oom`: members
-//! killed by a signal).
+//! urns_per_s=.. check_per_s=.. errors=.. evicted=.. saved_twice=.. unsaved=.. oom=..`
+//! (`urns_per_s`: the first asks' rate, new activations a second; `check_per_s`: the asks
+//! again; `oom`: members killed by a signal).
 //!
 //! `cargo run --release -p conclib-examples --example overload_limits -- memory --urns 2000
 //! --limit-mb 128 --rate 100 --state-kb 256`: a member process under a container-like
@@ -169,7 +171,8 @@ fn main() -> Result<(), BoxError> {
                 arg(&args, "--cap", 10_000)
             };
             let check = arg(&args, "--check", urns);
-            let bad = cap_run(&redis, urns, cap, check).await?;
+            let in_flight = arg(&args, "--in-flight", 1024);
+            let bad = cap_run(&redis, urns, cap, check, in_flight).await?;
             if bad > 0 {
                 failed.push(format!("{bad} errors, double or missing saves"));
             }
@@ -513,16 +516,23 @@ async fn member(args: &[String]) -> Result<(), BoxError> {
         while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
     })
     .await;
+    // Counted before the shutdown, which passivates what is left (not evictions).
     let evicted = proxy.stats().evicted;
-    proxy.shutdown().await?;
     drop(printer);
     tokio::time::sleep(Duration::from_millis(100)).await;
     println!("EVICTED {evicted}");
+    proxy.shutdown().await?;
     Ok(())
 }
 
 /// Part (b): `urns` URNs over 3 members capped at `cap`; errors, double and missing saves.
-async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Result<u64, BoxError> {
+async fn cap_run(
+    redis: &RedisDaemon,
+    urns: u64,
+    cap: usize,
+    check: u64,
+    in_flight: usize,
+) -> Result<u64, BoxError> {
     let ns = format!("overload-cap-{}", std::process::id());
     let config = redis.config(&ProxyConfig::default().with_namespace(&ns));
     let activations: Arc<std::sync::Mutex<HashMap<String, u64>>> = Arc::default();
@@ -559,18 +569,16 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
     }
     let client = ProxyClient::connect(&config).await?;
     let errors = AtomicU64::new(0);
+    // Errors by kind (`Timeout`, `Unavailable`...), printed as an `ERRORS` line.
+    let kinds: std::sync::Mutex<HashMap<String, u64>> = Default::default();
     let t = Instant::now();
     stream::iter(0..urns)
-        .for_each_concurrent(256, |i| {
-            let (client, errors) = (&client, &errors);
+        .for_each_concurrent(in_flight, |i| {
+            let (client, errors, kinds) = (&client, &errors, &kinds);
             async move {
-                if client
-                    .actor::<Page>(format!("page:{i}"))
-                    .visit()
-                    .await
-                    .is_err()
-                {
+                if let Err(e) = client.actor::<Page>(format!("page:{i}")).visit().await {
                     errors.fetch_add(1, Ordering::Relaxed);
+                    note_error(kinds, &e);
                 }
             }
         })
@@ -589,9 +597,10 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
     // Asked again: one visit saved, as many saves as activations that ended.
     let before: HashMap<String, u64> = activations.lock().unwrap().clone();
     let (saved_twice, unsaved) = (AtomicU64::new(0), AtomicU64::new(0));
+    let t_check = Instant::now();
     stream::iter(0..check.min(urns))
-        .for_each_concurrent(256, |i| {
-            let (client, errors, before) = (&client, &errors, &before);
+        .for_each_concurrent(in_flight, |i| {
+            let (client, errors, before, kinds) = (&client, &errors, &before, &kinds);
             let (saved_twice, unsaved) = (&saved_twice, &unsaved);
             async move {
                 let urn = format!("page:{i}");
@@ -611,13 +620,18 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
                             unsaved.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    Err(_) => {
+                    Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        note_error(kinds, &e);
                     }
                 }
             }
         })
         .await;
+    let check_rate = check.min(urns) as f64 / t_check.elapsed().as_secs_f64();
+    for (kind, n) in kinds.lock().unwrap().iter() {
+        println!("ERRORS kind={kind} count={n}");
+    }
     client.shutdown().await;
     let mut oom = 0;
     for m in members {
@@ -634,11 +648,21 @@ async fn cap_run(redis: &RedisDaemon, urns: u64, cap: usize, check: u64) -> Resu
         unsaved.load(Ordering::Relaxed),
     );
     println!(
-        "RESULT mode=cap urns={urns} members=3 cap={cap} rate_per_s={rate:.0} checked={} errors={errors} evicted={} saved_twice={saved_twice} unsaved={unsaved} oom={oom}",
+        "RESULT mode=cap urns={urns} members=3 cap={cap} urns_per_s={rate:.0} in_flight={in_flight} checked={} check_per_s={check_rate:.0} errors={errors} evicted={} saved_twice={saved_twice} unsaved={unsaved} oom={oom}",
         check.min(urns),
         evicted.load(Ordering::Relaxed)
     );
     Ok(errors + saved_twice + unsaved + oom)
+}
+
+/// Counts an ask's error under its kind (the variant's name).
+fn note_error(kinds: &std::sync::Mutex<HashMap<String, u64>>, e: &AskError) {
+    let text = format!("{e:?}");
+    let kind = text
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default();
+    *kinds.lock().unwrap().entry(kind.to_owned()).or_default() += 1;
 }
 
 /// `mem-member URL NS SHED LIMIT_MB STATE_KB`: serves `blob:{id}` (activations of

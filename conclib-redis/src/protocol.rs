@@ -449,16 +449,46 @@ if not ok or #p > 0 then return 0 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1";
 
+/// The body [`STATE_OPEN_SCRIPT`] and [`CLAIM_OPEN_SCRIPT`] share: makes `ARGV[1]` the owner
+/// of state key `KEYS[1]`, reads its data into `data`, and lets a key without data (nor a
+/// durable journal) live `ARGV[2]` ms.
+macro_rules! state_open_lua {
+    () => {
+        r"redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+local data = redis.call('HGET', KEYS[1], 'data')
+if data == false and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+"
+    };
+}
+
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
 /// `ARGV[2]` = how long a key without data (nor a durable journal, field `journaled`) lives
 /// (ms). Makes this activation the key's
 /// owner, so that an earlier activation's writes are refused from now on, and returns the
 /// stored data and the requests the last writer had applied but not acknowledged (each nil:
 /// none; see `proxy/scale/applied.rs`).
-pub(crate) const STATE_OPEN_SCRIPT: &str = r"redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-local data = redis.call('HGET', KEYS[1], 'data')
-if data == false and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return {data, redis.call('HGET', KEYS[1], 'applied')}";
+pub(crate) const STATE_OPEN_SCRIPT: &str = concat!(
+    state_open_lua!(),
+    r"return {data, redis.call('HGET', KEYS[1], 'applied')}"
+);
+
+/// [`CLAIM_SCRIPT`] then, once the URN is this system's, [`STATE_OPEN_SCRIPT`], in one step
+/// (a server that is not a cluster: the keys may be in any slot). `KEYS[1]` = the state key,
+/// `KEYS[2]` = the URN key, `KEYS[3]` = the state's carried key
+/// (`proxy/scale/migration.rs`); `ARGV[1]` = the activation's token, `ARGV[2]` = how long a
+/// state key without data lives (ms), `ARGV[3]` = system id, `ARGV[4]` = the URN lease (ms).
+/// Returns the owner's id when another system holds the URN; 1 when the claim took it but a
+/// state carried to this activation waits (its constructor takes it before owning the
+/// state: the store opens then); else `{1, data, applied}` as [`STATE_OPEN_SCRIPT`].
+pub(crate) const CLAIM_OPEN_SCRIPT: &str = concat!(
+    r"local v = redis.call('GET', KEYS[2])
+if v ~= false and v ~= ARGV[3] then return v end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
+",
+    state_open_lua!(),
+    r"return {1, data, redis.call('HGET', KEYS[1], 'applied')}"
+);
 
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
 /// `ARGV[2]` = `set` (then `ARGV[3]` = the data) or `clear` (then `ARGV[3]` = how long the

@@ -154,28 +154,33 @@ impl Shared {
             let client = self.connection()?.with_options(&Self::command_options(
                 left.min(self.config.command_timeout),
             ));
-            let get = conn::call(&client, keyed("GET"), vec![owned(self.keys.urn(urn))]);
-            let value = match tokio::time::timeout_at(deadline.into(), get).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Err(redis_error(&e)),
-                Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
-            };
-            if as_bytes(&value).is_some() {
-                break value;
+            // A URN of a pattern: its key and the pattern's group in one round trip (the
+            // group serves it when nobody holds it: its first request, at the least).
+            let prefix = crate::protocol::pattern_prefix(urn);
+            let pipeline = client.pipeline();
+            let _ = conn::call(&pipeline, keyed("GET"), vec![owned(self.keys.urn(urn))]).await;
+            if let Some(prefix) = prefix {
+                let pattern = vec![owned(self.keys.pattern(prefix))];
+                let _ = conn::call(&pipeline, keyed("GET"), pattern).await;
             }
-            // Not active: a URN pattern's group may activate it (`{ns}:pattern:{prefix}`).
-            if let Some(prefix) = crate::protocol::pattern_prefix(urn) {
-                let get = conn::call(
-                    &client,
-                    keyed("GET"),
-                    vec![owned(self.keys.pattern(prefix))],
-                );
-                match tokio::time::timeout_at(deadline.into(), get).await {
-                    Ok(Ok(v)) if as_bytes(&v).is_some() => break v,
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(redis_error(&e)),
+            let got =
+                match tokio::time::timeout_at(deadline.into(), pipeline.try_all::<Value>()).await {
+                    Ok(got) => got,
                     Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
+                };
+            let mut found = None;
+            for value in got {
+                match value {
+                    Ok(v) if as_bytes(&v).is_some() => {
+                        found = Some(v);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(redis_error(&e)),
                 }
+            }
+            if let Some(value) = found {
+                break value;
             }
             self.forget(urn);
             if departed == OnDeparted::WaitForSuccessor

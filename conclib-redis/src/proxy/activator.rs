@@ -73,6 +73,7 @@ impl<'a> Activator<'a> {
             placement: Placement::default(),
             rebalance: false,
             limits: Default::default(),
+            reporting: Default::default(),
         });
         Activator { shared, pattern }
     }

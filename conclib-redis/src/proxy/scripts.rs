@@ -1,8 +1,9 @@
 //! The Lua scripts a proxy runs ([`Scripts`]), each run by its SHA1 ([`Script`]).
 
 use crate::protocol::{
-    ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_SCRIPT, FORWARD_SCRIPT, PLACE_SCRIPT,
-    PLACEMENT_READ_SCRIPT, PLACEMENT_REPORT_SCRIPT, PUSH_SCRIPT, RELEASE_SCRIPT, RESET_SCRIPT,
+    ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_OPEN_SCRIPT, CLAIM_SCRIPT, FORWARD_SCRIPT,
+    PLACE_SCRIPT, PLACEMENT_READ_SCRIPT, PLACEMENT_REPORT_SCRIPT, PUSH_SCRIPT, RELEASE_SCRIPT,
+    RESET_SCRIPT, STATE_CLOSE_SCRIPT,
 };
 pub(super) use crate::script::Script;
 
@@ -11,7 +12,11 @@ pub(super) struct Scripts {
     pub(super) claim: Script,
     /// `claim` for many keys in one call (not in a cluster).
     pub(super) claim_many: Script,
+    /// `claim` and the activation's state opened, in one step ([`CLAIM_OPEN_SCRIPT`]).
+    pub(super) claim_open: Script,
     pub(super) release: Script,
+    /// A passivated activation's empty state key deleted ([`STATE_CLOSE_SCRIPT`]).
+    pub(super) close_state: Script,
     pub(super) push: Script,
     pub(super) answer: Script,
     /// Passes a request on to another system's stream ([`FORWARD_SCRIPT`]).
@@ -31,7 +36,9 @@ impl Scripts {
         Scripts {
             claim: Script::new(CLAIM_SCRIPT),
             claim_many: Script::new(CLAIM_MANY_SCRIPT),
+            claim_open: Script::new(CLAIM_OPEN_SCRIPT),
             release: Script::new(RELEASE_SCRIPT),
+            close_state: Script::new(STATE_CLOSE_SCRIPT),
             push: Script::new(PUSH_SCRIPT),
             answer: Script::new(ANSWER_SCRIPT),
             pass_on: Script::new(FORWARD_SCRIPT),

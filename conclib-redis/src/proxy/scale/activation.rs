@@ -9,17 +9,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
-use futures_util::stream::{self, StreamExt};
 
 use super::activations::{Activated, Activation, Live, Pattern};
 use super::eviction;
+use super::migration;
 use super::placement;
 use super::standing::Standing;
-use super::store::StateStore;
+use super::store::{EMPTY_STATE_TTL, StateStore};
 use crate::conn::{as_bytes, owned};
 use crate::overload::{Eviction, resident_bytes};
-use crate::protocol::STATE_CLOSE_SCRIPT;
-use crate::proxy::scripts::Script;
 use crate::proxy::serve::lease;
 use crate::proxy::shared::Shared;
 use crate::random::random_token;
@@ -54,87 +52,78 @@ pub(in crate::proxy) async fn activate(
         reg.activating.remove(urn);
         reg.local.remove(urn);
     };
-    let ttl = Value::Integer(shared.config.urn_ttl.as_millis() as i64);
-    let claimed = shared
-        .scripts
-        .claim
-        .eval_many(
-            &shared.cmd,
-            vec![(
-                shared.keys.urn(urn),
-                vec![owned(shared.system_id.clone()), ttl],
-            )],
-        )
-        .await;
-    match claimed.into_iter().next() {
-        Some(Ok(Value::Integer(1))) => {
-            // A claim a promotion could undo would let another member activate it too.
-            let key = shared.keys.urn(urn);
-            if let Err(e) = shared.config.durability.replicated(&shared.cmd, &key).await {
-                forget(shared);
-                lease::release_urns(shared, vec![urn.to_owned()]).await;
-                return Activated::Unavailable(e);
-            }
-            let mut reg = shared.registry();
-            reg.conflicts.remove(urn);
-            reg.owned.insert(urn.to_owned());
+    let token = format!("{}@{}", random_token(), shared.system_id);
+    let standing = Arc::new(Standing::default());
+    let state_key = shared.keys.state(urn);
+    let store = StateStore::new(
+        shared.cmd.clone(),
+        state_key.clone(),
+        token.clone(),
+        standing.clone(),
+        shared.config.codec.clone(),
+        shared.config.durability,
+    );
+    let opened = match claim(shared, urn, &state_key, &token).await {
+        Ok(Value::Integer(1)) => None,
+        Ok(Value::Array(got)) if got.first().and_then(Value::as_i64) == Some(1) => {
+            let mut got = got.into_iter().skip(1).map(Value::into_bytes);
+            Some((got.next().flatten(), got.next().flatten()))
         }
-        Some(Ok(other)) => {
+        Ok(other) => {
             forget(shared);
             let owner = as_bytes(&other)
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default();
             return Activated::HeldBy(owner);
         }
-        Some(Err(e)) => {
+        Err(e) => {
             forget(shared);
             return Activated::Unavailable(e.to_string());
         }
-        None => {
-            forget(shared);
-            return Activated::Unavailable("no answer".into());
-        }
+    };
+    // A claim a promotion could undo would let another member activate it too (and the
+    // state's ownership taken with it, writes of an earlier activation win).
+    let key = shared.keys.urn(urn);
+    if let Err(e) = shared.config.durability.replicated(&shared.cmd, &key).await {
+        forget(shared);
+        lease::release_urns(shared, vec![urn.to_owned()]).await;
+        return Activated::Unavailable(e);
     }
-    let token = format!("{}@{}", random_token(), shared.system_id);
-    let standing = Arc::new(Standing::default());
-    let state_key = shared.keys.state(urn);
+    {
+        let mut reg = shared.registry();
+        reg.conflicts.remove(urn);
+        reg.owned.insert(urn.to_owned());
+    }
+    if let Some((data, applied)) = opened {
+        if let Some(applied) = applied {
+            standing.applied.opened(&applied);
+        }
+        store.opened_with(data);
+    }
     let activation = Activation {
         urn: urn.to_owned(),
         id: urn[pattern.prefix.len()..].to_owned(),
-        store: StateStore::new(
-            shared.cmd.clone(),
-            state_key.clone(),
-            token.clone(),
-            standing.clone(),
-            shared.config.codec.clone(),
-            shared.config.durability,
-        ),
+        store,
     };
-    // The directory counts it from now (written while the actor is made: a member that
-    // places the pattern's next URN reads it once this one answers).
-    let made = async {
-        let made = (pattern.make)(shared.system.clone(), activation).await;
-        if let Ok(actor) = &made {
-            shared.activations.live().insert(
-                urn.to_owned(),
-                Live {
-                    actor: actor.clone(),
-                    pattern: pattern.clone(),
-                    last_used: Instant::now(),
-                    uses: 1,
-                    standing: standing.clone(),
-                    state_key: state_key.clone(),
-                    token: token.clone(),
-                },
-            );
-        }
-        made
-    };
-    let count = shared.activations.count_under(&pattern.prefix) + 1;
-    let (made, ()) = tokio::join!(
-        made,
-        placement::report_count(shared, &pattern.prefix, count)
-    );
+    let made = (pattern.make)(shared.system.clone(), activation).await;
+    if let Ok(actor) = &made {
+        shared.activations.live().insert(
+            urn.to_owned(),
+            Live {
+                actor: actor.clone(),
+                pattern: pattern.clone(),
+                last_used: Instant::now(),
+                uses: 1,
+                standing: standing.clone(),
+                state_key: state_key.clone(),
+                token: token.clone(),
+            },
+        );
+        // The directory counts it before it answers (a member that places the pattern's
+        // next URN reads it then), unless a write of the count is under way already: that
+        // one writes it again once done (`placement.rs`).
+        placement::report_activations(shared, &pattern.prefix).await;
+    }
     match made {
         Ok(actor) => {
             shared.registry().activating.remove(urn);
@@ -149,11 +138,52 @@ pub(in crate::proxy) async fn activate(
             if was_owned {
                 lease::release_urns(shared, vec![urn.to_owned()]).await;
             }
+            // Its state key, opened by the claim, deleted unless it holds data.
+            close_states(shared, vec![(state_key, token)]).await;
             crate::metrics::activation(&shared.system_id, &pattern.prefix, "refused");
-            placement::report_activations(shared, &pattern.prefix).await;
             Activated::Refused(text)
         }
     }
+}
+
+/// Claims `urn` for this system and, outside a cluster, makes activation `token` the owner
+/// of its state in the same step ([`CLAIM_OPEN_SCRIPT`]): 1 (claimed), `{1, data, applied}`
+/// (claimed and opened), or the id of the system holding it.
+///
+/// [`CLAIM_OPEN_SCRIPT`]: crate::protocol::CLAIM_OPEN_SCRIPT
+async fn claim(
+    shared: &Shared,
+    urn: &str,
+    state_key: &str,
+    token: &str,
+) -> Result<Value, fred::error::Error> {
+    let lease = Value::Integer(shared.config.urn_ttl.as_millis() as i64);
+    let system = owned(shared.system_id.clone());
+    if shared.cmd.is_clustered() {
+        // The URN's key and its state's are in two slots: the store opens on its own.
+        let key = vec![owned(shared.keys.urn(urn))];
+        return shared
+            .scripts
+            .claim
+            .eval(&shared.cmd, key, vec![system, lease])
+            .await;
+    }
+    let keys = vec![
+        owned(state_key.to_owned()),
+        owned(shared.keys.urn(urn)),
+        owned(migration::carried_key(state_key)),
+    ];
+    let args = vec![
+        owned(token.to_owned()),
+        Value::Integer(EMPTY_STATE_TTL.as_millis() as i64),
+        system,
+        lease,
+    ];
+    shared
+        .scripts
+        .claim_open
+        .eval(&shared.cmd, keys, args)
+        .await
 }
 
 /// Passivates the activations idle for longer than their pattern allows, and forgets
@@ -167,16 +197,17 @@ pub(in crate::proxy) async fn passivate_idle(shared: &Arc<Shared>) {
         .filter(|(_, l)| l.is_idle())
         .map(|(u, _)| u.clone())
         .collect();
-    for urn in idle {
-        let shared = shared.clone();
-        tokio::spawn(async move { passivate(&shared, &urn, false).await });
+    if idle.is_empty() {
+        return;
     }
+    let shared = shared.clone();
+    tokio::spawn(async move { passivate_in_batches(&shared, idle, false, None).await });
 }
 
 /// Stops an activation gracefully (its `on_stop` may save) and releases its URN.
 /// Unless `now`, only if it is still idle.
 pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bool) {
-    passivate_then(shared, urn, now, None).await;
+    passivate_many(shared, &[urn.to_owned()], now, None).await;
 }
 
 /// [`passivate`] now, then the URN's key handed to `target` rather than released (a
@@ -184,61 +215,134 @@ pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bo
 /// lapses after `urn_ttl` if none comes). Released as by `passivate` when the hand-over
 /// fails.
 pub(in crate::proxy) async fn passivate_to(shared: &Arc<Shared>, urn: &str, target: &str) {
-    passivate_then(shared, urn, true, Some(target)).await;
+    passivate_many(shared, &[urn.to_owned()], true, Some(target)).await;
 }
 
-async fn passivate_then(shared: &Arc<Shared>, urn: &str, now: bool, target: Option<&str>) {
-    let entry = shared.activations.lock_for(urn);
-    let _one_at_a_time = entry.lock.lock().await;
-    let live = {
-        let mut live = shared.activations.live();
-        let still_idle = live.get(urn).is_some_and(|l| now || l.is_idle());
-        if !still_idle {
-            return;
+/// [`passivate_many`] `eviction::PASSIVATIONS_AT_ONCE` at a time.
+async fn passivate_in_batches(
+    shared: &Arc<Shared>,
+    urns: Vec<String>,
+    now: bool,
+    event: Option<&'static str>,
+) {
+    for batch in urns.chunks(eviction::PASSIVATIONS_AT_ONCE) {
+        if let Some(event) = event {
+            for urn in batch {
+                if let Some(prefix) = crate::protocol::pattern_prefix(urn) {
+                    crate::metrics::activation(&shared.system_id, prefix, event);
+                }
+            }
         }
-        live.remove(urn).expect("checked above")
+        passivate_many(shared, batch, now, None).await;
+    }
+}
+
+/// Passivates `urns` together (unless `now`, those still idle): each actor stopped
+/// gracefully, all at once (their `on_stop`s save), then their state keys left without
+/// data deleted in one pipeline, their URN keys released in another (handed to `target`
+/// instead, if given), and each pattern's count written once. Each URN's lock is held
+/// until its key is released: a request for it waits, then activates it again.
+async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, target: Option<&str>) {
+    let entries: Vec<_> = urns
+        .iter()
+        .map(|u| shared.activations.lock_for(u))
+        .collect();
+    let stopping = entries.iter().map(|entry| async move {
+        let held = entry.lock.lock().await;
+        let live = {
+            let mut live = shared.activations.live();
+            if !live.get(&entry.urn).is_some_and(|l| now || l.is_idle()) {
+                return None;
+            }
+            live.remove(&entry.urn)?
+        };
+        stop_gracefully(&entry.urn, &live.actor).await;
+        Some((held, entry.urn.as_str(), live))
+    });
+    let stopped: Vec<_> = futures_util::future::join_all(stopping)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if stopped.is_empty() {
+        return;
+    }
+    // A state carried to the next activation keeps its key (`migration.rs`).
+    let empty = stopped
+        .iter()
+        .filter(|(_, _, l)| !l.standing.carried.load(Ordering::Acquire))
+        .map(|(_, _, l)| (l.state_key.clone(), l.token.clone()))
+        .collect();
+    close_states(shared, empty).await;
+    let owned: Vec<String> = {
+        let mut reg = shared.registry();
+        stopped
+            .iter()
+            .filter(|(_, urn, _)| {
+                reg.local.remove(*urn);
+                reg.owned.remove(urn)
+            })
+            .map(|(_, urn, _)| (*urn).to_owned())
+            .collect()
     };
-    live.actor.stop();
-    if tokio::time::timeout(PASSIVATION_STOP_WAIT, live.actor.wait_for_stop())
+    let mut release = Vec::with_capacity(owned.len());
+    for urn in owned {
+        let handed = match target {
+            Some(target) => lease::hand_urn(shared, &urn, target).await,
+            None => false,
+        };
+        if !handed {
+            release.push(urn);
+        }
+    }
+    lease::release_urns(shared, release).await;
+    let mut prefixes: Vec<&str> = stopped
+        .iter()
+        .map(|(_, _, l)| l.pattern.prefix.as_str())
+        .collect();
+    prefixes.sort_unstable();
+    prefixes.dedup();
+    for prefix in prefixes {
+        placement::report_activations(shared, prefix).await;
+    }
+    for (_, urn, live) in &stopped {
+        crate::metrics::activation(&shared.system_id, &live.pattern.prefix, "passivated");
+        tracing::debug!(%urn, system = %shared.system_id, "passivated");
+    }
+}
+
+/// Stops `actor` gracefully (its `on_stop` may save), killing it if it does not stop
+/// within [`PASSIVATION_STOP_WAIT`].
+async fn stop_gracefully(urn: &str, actor: &conclib_core::DynActorRef) {
+    actor.stop();
+    if tokio::time::timeout(PASSIVATION_STOP_WAIT, actor.wait_for_stop())
         .await
         .is_err()
     {
         tracing::warn!(%urn, "an activation did not stop within {PASSIVATION_STOP_WAIT:?} of its passivation; killed it");
-        live.actor.kill();
-        let _ = live.actor.wait_for_stop().await;
+        actor.kill();
+        let _ = actor.wait_for_stop().await;
     }
-    // A state carried to the next activation keeps its key (`migration.rs`).
-    if !live.standing.carried.load(Ordering::Acquire) {
-        let close = Script::new(STATE_CLOSE_SCRIPT);
-        close
-            .eval_many(&shared.cmd, vec![(live.state_key, vec![owned(live.token)])])
-            .await;
-    }
-    let was_owned = {
-        let mut reg = shared.registry();
-        reg.local.remove(urn);
-        reg.owned.remove(urn)
-    };
-    if was_owned {
-        let handed = match target {
-            Some(target) => lease::hand_urn(shared, urn, target).await,
-            None => false,
-        };
-        if !handed {
-            lease::release_urns(shared, vec![urn.to_owned()]).await;
-        }
-    }
-    placement::report_activations(shared, &live.pattern.prefix).await;
-    crate::metrics::activation(&shared.system_id, &live.pattern.prefix, "passivated");
-    tracing::debug!(%urn, system = %shared.system_id, "passivated");
+}
+
+/// Deletes the state keys of these (key, token) activations that still own them and hold
+/// no data, in one pipeline.
+async fn close_states(shared: &Shared, states: Vec<(String, String)>) {
+    let calls = states
+        .into_iter()
+        .map(|(key, token)| (key, vec![owned(token)]))
+        .collect();
+    shared
+        .scripts
+        .close_state
+        .eval_many(&shared.cmd, calls)
+        .await;
 }
 
 /// Passivates every activation (at shutdown), so that the group serves them at once.
 pub(in crate::proxy) async fn passivate_all(shared: &Arc<Shared>) {
     let urns = shared.activations.active();
-    for urn in urns {
-        passivate(shared, &urn, true).await;
-    }
+    passivate_in_batches(shared, urns, true, None).await;
 }
 
 // The activation cap and memory shedding (`eviction.rs` holds their settings and sums).
@@ -279,7 +383,7 @@ pub(in crate::proxy) fn evict_over_cap(shared: &Arc<Shared>) {
                 .cap
                 .evicted
                 .fetch_add(urns.len() as u64, Ordering::Relaxed);
-            passivate_all_of(&shared, urns, "evicted").await;
+            passivate_in_batches(&shared, urns, true, Some("evicted")).await;
         }
         shared
             .activations
@@ -320,23 +424,7 @@ async fn shed_for_memory(shared: &Arc<Shared>) {
     }
     tracing::warn!(system = %shared.system_id, rss_mb = rss >> 20, limit_mb = limit >> 20, shedding = urns.len(), "memory above its shedding threshold: passivating the least recently used activations");
     cap.shed.fetch_add(urns.len() as u64, Ordering::Relaxed);
-    passivate_all_of(shared, urns, "shed").await;
-}
-
-/// Passivates `urns` now, `eviction::PASSIVATIONS_AT_ONCE` at a time, counting each in the
-/// activations metric as `event`.
-async fn passivate_all_of(shared: &Arc<Shared>, urns: Vec<String>, event: &'static str) {
-    stream::iter(urns)
-        .for_each_concurrent(eviction::PASSIVATIONS_AT_ONCE, |urn| {
-            let shared = shared.clone();
-            async move {
-                if let Some(prefix) = crate::protocol::pattern_prefix(&urn) {
-                    crate::metrics::activation(&shared.system_id, prefix, event);
-                }
-                passivate(&shared, &urn, true).await;
-            }
-        })
-        .await;
+    passivate_in_batches(shared, urns, true, Some("shed")).await;
 }
 
 /// The activations' housekeeping, every 250 ms while the proxy runs: idle ones passivated,

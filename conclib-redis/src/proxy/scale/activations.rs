@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,17 @@ pub(in crate::proxy) struct Pattern {
     pub(in crate::proxy) rebalance: bool,
     /// The pattern's own limits of pending requests, and its count (`serve/admission.rs`).
     pub(in crate::proxy) limits: crate::proxy::serve::admission::PatternLimits,
+    /// The writes of its count in the directory (`placement.rs`).
+    pub(in crate::proxy) reporting: Reporting,
+}
+
+/// The writes of a pattern's count in its directory (`placement.rs`): how many were asked
+/// for, and how many of those asks a finished write covers.
+#[derive(Default)]
+pub(in crate::proxy) struct Reporting {
+    pub(in crate::proxy) asked: AtomicU64,
+    pub(in crate::proxy) written: AtomicU64,
+    pub(in crate::proxy) writing: tokio::sync::Mutex<()>,
 }
 
 /// One activation alive in this system.
@@ -64,11 +75,84 @@ pub(in crate::proxy) struct Activations {
     patterns: Mutex<HashMap<String, Arc<Pattern>>>,
     /// Whether any pattern is registered (checked on every request without a lock).
     any: AtomicBool,
-    live: Mutex<HashMap<String, Live>>,
+    live: Mutex<LiveSet>,
     /// One activation or passivation of a URN at a time.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The cap and eviction policy (`eviction.rs`).
     pub(in crate::proxy) cap: super::eviction::Cap,
+}
+
+/// The activations alive in a system, by URN, and how many each pattern has: kept as they
+/// come and go, since every activation, passivation and placement reads its pattern's
+/// count (counting the map each time made a first request's cost grow with the
+/// activations alive).
+#[derive(Default)]
+pub(in crate::proxy) struct LiveSet {
+    by_urn: HashMap<String, Live>,
+    per_pattern: HashMap<String, u64>,
+}
+
+impl LiveSet {
+    pub(in crate::proxy) fn get(&self, urn: &str) -> Option<&Live> {
+        self.by_urn.get(urn)
+    }
+
+    pub(in crate::proxy) fn get_mut(&mut self, urn: &str) -> Option<&mut Live> {
+        self.by_urn.get_mut(urn)
+    }
+
+    pub(in crate::proxy) fn insert(&mut self, urn: String, live: Live) {
+        let prefix = live.pattern.prefix.clone();
+        if let Some(old) = self.by_urn.insert(urn, live) {
+            self.uncount(&old.pattern.prefix);
+        }
+        *self.per_pattern.entry(prefix).or_default() += 1;
+    }
+
+    pub(in crate::proxy) fn remove(&mut self, urn: &str) -> Option<Live> {
+        let live = self.by_urn.remove(urn)?;
+        self.uncount(&live.pattern.prefix);
+        Some(live)
+    }
+
+    /// Keeps the activations `keep` says to.
+    pub(in crate::proxy) fn retain(&mut self, mut keep: impl FnMut(&String, &Live) -> bool) {
+        let per_pattern = &mut self.per_pattern;
+        self.by_urn.retain(|urn, live| {
+            let kept = keep(urn, live);
+            if !kept && let Some(n) = per_pattern.get_mut(&live.pattern.prefix) {
+                *n = n.saturating_sub(1);
+            }
+            kept
+        });
+    }
+
+    pub(in crate::proxy) fn len(&self) -> usize {
+        self.by_urn.len()
+    }
+
+    pub(in crate::proxy) fn iter(&self) -> impl Iterator<Item = (&String, &Live)> {
+        self.by_urn.iter()
+    }
+
+    pub(in crate::proxy) fn keys(&self) -> impl Iterator<Item = &String> {
+        self.by_urn.keys()
+    }
+
+    pub(in crate::proxy) fn values(&self) -> impl Iterator<Item = &Live> {
+        self.by_urn.values()
+    }
+
+    /// How many activations of the pattern `prefix` are alive here.
+    pub(in crate::proxy) fn count_under(&self, prefix: &str) -> u64 {
+        self.per_pattern.get(prefix).copied().unwrap_or(0)
+    }
+
+    fn uncount(&mut self, prefix: &str) {
+        if let Some(n) = self.per_pattern.get_mut(prefix) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// How a request for a patterned URN is served.
@@ -88,7 +172,7 @@ impl Activations {
         self.patterns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(in crate::proxy) fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+    pub(in crate::proxy) fn live(&self) -> std::sync::MutexGuard<'_, LiveSet> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -141,9 +225,9 @@ impl Activations {
         self.live().get(urn).is_some_and(|l| l.actor.is_alive())
     }
 
-    /// How many URNs under `prefix` are activated here.
+    /// How many URNs of the pattern `prefix` are activated here.
     pub(in crate::proxy) fn count_under(&self, prefix: &str) -> u64 {
-        self.live().keys().filter(|u| u.starts_with(prefix)).count() as u64
+        self.live().count_under(prefix)
     }
 
     /// Up to `n` activations under `prefix` with an empty mailbox, the least recently used

@@ -12,7 +12,9 @@ use crate::overload::{Eviction, MemoryShedding, Overload};
 /// `usize::MAX` stands for no cap.
 const NO_CAP: usize = usize::MAX;
 
-/// How many activations are passivated at once when evicting or shedding.
+/// How many activations one batch passivates (stopped at once, their keys closed and released
+/// in one pipeline each: `activation.rs`) when evicting, shedding, passivating idle ones or
+/// shutting down.
 pub(in crate::proxy) const PASSIVATIONS_AT_ONCE: usize = 64;
 
 /// The activation cap, its policy, and what was evicted and shed.

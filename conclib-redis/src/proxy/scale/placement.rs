@@ -19,6 +19,8 @@
 //!
 //! [`PLACE_SCRIPT`]: crate::protocol::PLACE_SCRIPT
 
+use std::sync::atomic::Ordering;
+
 use fred::prelude::*;
 
 use super::placement_rule::{MemberInfo, Placement};
@@ -221,10 +223,7 @@ pub(in crate::proxy) fn wake_member(shared: &Shared, group: &str) {
         .map(crate::proxy::shared::MemberHandle::lanes);
     let Some(lanes) = lanes else { return };
     for member in lanes {
-        member
-            .stream
-            .reread
-            .store(true, std::sync::atomic::Ordering::Release);
+        member.stream.reread.store(true, Ordering::Release);
         tokio::spawn(async move {
             let flag = Some(fred::types::ClientUnblockFlag::Timeout);
             let _ = member.reader.unblock_self(flag).await;
@@ -233,17 +232,30 @@ pub(in crate::proxy) fn wake_member(shared: &Shared, group: &str) {
 }
 
 /// Writes this system's count of activations of pattern `prefix` in the pattern's
-/// directory, live for one lease (`shared`: the system's proxy).
+/// directory, live for one lease (`shared`: the system's proxy). Returns once a write that
+/// began after this call was made is done: concurrent callers (a burst of activations)
+/// share one write, which reads the count as it begins, so it holds every activation
+/// made before its callers called.
 pub(in crate::proxy) async fn report_activations(shared: &Shared, prefix: &str) {
+    let Some(pattern) = shared.activations.pattern_for_prefix(prefix) else {
+        report_count(shared, prefix, shared.activations.count_under(prefix)).await;
+        return;
+    };
+    let reporting = &pattern.reporting;
+    let ticket = reporting.asked.fetch_add(1, Ordering::AcqRel) + 1;
+    let _one_at_a_time = reporting.writing.lock().await;
+    if reporting.written.load(Ordering::Acquire) >= ticket {
+        return;
+    }
+    let covers = reporting.asked.load(Ordering::Acquire);
     report_count(shared, prefix, shared.activations.count_under(prefix)).await;
+    reporting.written.store(covers, Ordering::Release);
 }
 
 /// Writes `count` as this system's count of activations of pattern `prefix`.
 pub(in crate::proxy) async fn report_count(shared: &Shared, prefix: &str, count: u64) {
     // Not a member any more (it left, is shutting down or draining): not listed.
-    if shared.draining.load(std::sync::atomic::Ordering::Acquire)
-        || !shared.groups().contains_key(prefix)
-    {
+    if shared.draining.load(Ordering::Acquire) || !shared.groups().contains_key(prefix) {
         return;
     }
     let lease = Value::Integer(shared.config.lease_ttl.as_millis() as i64);

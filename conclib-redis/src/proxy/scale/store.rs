@@ -42,8 +42,9 @@ pub enum StoreError {
 /// An activation's state in Redis (`{ns}:state:{urn}`), written only while the activation
 /// is the URN's latest: a fenced store.
 ///
-/// The first [`load`](Self::load) or [`save`](Self::save) makes this activation the state's
-/// owner; from then on writes of any earlier activation of the URN (a process that was
+/// The activation is made the state's owner as its URN is claimed (outside a Redis Cluster,
+/// unless a state carried to it waits: [`rehydrate`](Self::rehydrate)), else by its first
+/// [`load`](Self::load) or [`save`](Self::save); from then on writes of any earlier activation of the URN (a process that was
 /// paused past its lease while another system took over) are refused with
 /// [`StoreError::Fenced`], and the proxy re-delivers the message they were handling to the
 /// current activation (a write from the handler itself, not from a task it spawned: the
@@ -91,6 +92,10 @@ struct StoreInner {
     token: String,
     standing: Arc<Standing>,
     opened: AtomicBool,
+    /// What the claim that activated it read as it made this activation the owner
+    /// (`activation.rs`): the first [`StateStore::load`] answers it without a round trip,
+    /// unless a write came first.
+    prefetched: std::sync::Mutex<Option<Option<Bytes>>>,
     codec: Arc<dyn Codec>,
     /// What a write must reach before it counts as done (a promotion keeps it).
     durability: Durability,
@@ -123,6 +128,7 @@ impl StateStore {
                 token,
                 standing,
                 opened: AtomicBool::new(false),
+                prefetched: std::sync::Mutex::new(None),
                 codec,
                 durability,
                 open: Script::new(STATE_OPEN_SCRIPT),
@@ -131,12 +137,30 @@ impl StateStore {
         }
     }
 
+    /// This activation was made the state's owner by the script that claimed its URN, which
+    /// read `data` (the state stored) in the same step.
+    pub(in crate::proxy) fn opened_with(&self, data: Option<Bytes>) {
+        *self.prefetched() = Some(data);
+        self.inner.opened.store(true, Ordering::Release);
+    }
+
+    fn prefetched(&self) -> std::sync::MutexGuard<'_, Option<Option<Bytes>>> {
+        self.inner
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The stored state, if any (and makes this activation its owner).
     ///
     /// # Errors
     /// [`StoreError::Redis`], [`StoreError::Codec`].
     pub async fn load<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
-        let data = self.open().await?;
+        let prefetched = self.prefetched().take();
+        let data = match prefetched {
+            Some(data) => data,
+            None => self.open().await?,
+        };
         match data {
             None => Ok(None),
             Some(b) => decode_value(&*self.inner.codec, &b)
@@ -298,6 +322,7 @@ impl StateStore {
         mut rest: Vec<Value>,
     ) -> Result<Value, StoreError> {
         self.own().await?;
+        self.prefetched().take();
         let mut args = vec![owned(self.inner.token.clone())];
         args.append(&mut rest);
         match self.eval(script, args).await? {
@@ -350,6 +375,7 @@ impl StateStore {
         if !self.inner.opened.load(Ordering::Acquire) {
             self.open().await?;
         }
+        self.prefetched().take();
         let applied = &self.inner.standing.applied;
         let (handling, record) = applied.writing();
         let mut args = vec![owned(self.inner.token.clone())];
