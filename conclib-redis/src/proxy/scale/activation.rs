@@ -221,7 +221,9 @@ async fn passivate_then(shared: &Arc<Shared>, urn: &str, now: bool, target: Opti
     };
     if was_owned {
         let handed = match target {
-            Some(target) => lease::hand_urn(shared, urn, target).await,
+            Some(target) => {
+                lease::hand_urn(shared, urn, target, false).await == lease::HandedUrn::Handed
+            }
             None => false,
         };
         if !handed {

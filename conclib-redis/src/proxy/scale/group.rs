@@ -14,6 +14,7 @@ use fred::prelude::*;
 use tokio::task::JoinHandle;
 
 use super::placement;
+use super::versions;
 use super::rebalance;
 use super::takeover;
 use crate::conn::{self, as_bytes, keyed, owned, s};
@@ -203,7 +204,9 @@ pub(in crate::proxy) async fn serve(
         },
     );
     if pattern {
-        // Listed in the pattern's directory at once: placement counts on it from now.
+        // Its messages listed before it is listed live (`versions.rs`), then in the
+        // pattern's directory at once: placement counts on it from now.
+        versions::advertise(shared, &name).await;
         placement::report_activations(shared, &name).await;
     }
 }
@@ -251,6 +254,7 @@ pub(in crate::proxy) async fn leave(shared: &Shared, name: &str, after: AfterLea
         && m.pattern
     {
         placement::unlist(shared, &m.name).await;
+        versions::unlist(shared, &m.name).await;
     }
     for lane in &lanes {
         forget_consumer(lane, &lane.stream.consumer).await;
@@ -454,6 +458,10 @@ async fn member_loop(shared: Arc<Shared>) {
                     && let Some(sys) = m.system.upgrade()
                 {
                     placement::report_activations(&sys, &m.name).await;
+                    if !m.fast {
+                        // Written again: a Redis that lost it (a restart) has it back.
+                        versions::advertise(&sys, &m.name).await;
+                    }
                     if !m.fast
                         && sys.activations.pattern_for_prefix(&m.name).is_some_and(|p| p.rebalance)
                     {
