@@ -198,6 +198,13 @@ async fn passivate_then(shared: &Arc<Shared>, urn: &str, now: bool, target: Opti
         }
         live.remove(urn).expect("checked above")
     };
+    if target.is_some() {
+        // Moving: marked on the very activation stopped here (one marked before it, by
+        // whoever decided the move, may have been replaced meanwhile), so that its store
+        // carries its state and a request it did not start is read again.
+        live.standing.leaving.store(true, Ordering::Release);
+        live.standing.moving.store(true, Ordering::Release);
+    }
     live.actor.stop();
     if tokio::time::timeout(PASSIVATION_STOP_WAIT, live.actor.wait_for_stop())
         .await

@@ -169,18 +169,23 @@ pub(in crate::proxy) async fn reroute(
         return Handled::LeavePending;
     };
     let urn = req.urn.as_str();
-    let live_here = sys.activations.is_live(urn);
+    // Decided and handed over under the URN's lock: no activation here starts (or stops,
+    // its state carried) between the look and the hand-over.
+    let entry = sys.activations.lock_for(urn);
+    let settled = entry.lock.lock().await;
     // Another member holds it: that member judges (it decodes it, or reroutes it).
-    if !live_here && let Some(holder) = forward::current_owner(&sys, urn).await {
+    if !sys.activations.is_live(urn)
+        && let Some(holder) = forward::current_owner(&sys, urn).await
+    {
+        drop(settled);
         return forward::forward(&sys, origin, req, &holder, reply_to, remaining).await;
     }
-    let other_versions = codec.reads_other_versions();
     let able = members_that_decode(
         &sys,
         &pattern.prefix,
         &req.message,
         req.version,
-        other_versions,
+        codec.reads_other_versions(),
     )
     .await;
     let target = match able {
@@ -195,13 +200,23 @@ pub(in crate::proxy) async fn reroute(
     };
     crate::metrics::activation(&sys.system_id, &pattern.prefix, "rerouted");
     tracing::info!(%urn, message = %req.message, version = req.version, %target, "a message this member does not decode: its URN goes to a member that does");
-    if live_here {
-        // Its requests queued here finish first (in their order); the URN's key is then
-        // the target's, and what comes after goes there.
-        sys.activations.mark_moving(urn);
+    let settled = if sys.activations.is_live(urn) {
+        // Its requests queued here finish first (in their order), its state is carried,
+        // then its key is the target's.
+        drop(settled);
         activation::passivate_to(&sys, urn, &target).await;
-    }
-    match lease::hand_urn(&sys, urn, &target, true).await {
+        let settled = entry.lock.lock().await;
+        if sys.activations.is_live(urn) {
+            // Activated here again meanwhile: read again.
+            return Handled::LeavePending;
+        }
+        settled
+    } else {
+        settled
+    };
+    let handed = lease::hand_urn(&sys, urn, &target, true).await;
+    drop(settled);
+    match handed {
         HandedUrn::Handed | HandedUrn::NotHanded => {
             forward::forward(&sys, origin, req, &target, reply_to, remaining).await
         }
