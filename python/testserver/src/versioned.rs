@@ -35,6 +35,7 @@ pub struct Balance;
 pub struct Audit;
 
 /// Build 1.
+#[actor]
 pub struct LedgerV1 {
     /// The deposits' sum.
     pub total: u64,
@@ -59,6 +60,7 @@ impl LedgerV1 {
 }
 
 /// Build 2.
+#[actor]
 pub struct LedgerV2 {
     /// The deposits' sum.
     pub total: u64,
