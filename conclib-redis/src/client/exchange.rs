@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use conclib_codec::encode_value;
-use conclib_core::{Message, Priority};
 use conclib_core::trace::TraceContext;
+use conclib_core::{Message, Priority};
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use serde::Serialize;
@@ -430,6 +430,7 @@ mod tests {
 
     use super::super::handle::ProxyClient;
     use super::super::shared::Shared;
+    use super::Named;
     use crate::future_size::{future_size, never};
 
     /// An ask's future holds what its common path needs: a URN lookup in Redis and the wait
@@ -439,7 +440,16 @@ mod tests {
     #[test]
     fn an_asks_future_leaves_its_rare_paths_boxed() {
         let ask = future_size(|| {
-            never::<&ProxyClient>().ask_raw("u", super::Named { name: "m", version: 1 }, Vec::new(), Duration::ZERO, Priority::Normal)
+            never::<&ProxyClient>().ask_raw(
+                "u",
+                Named {
+                    name: "m",
+                    version: 1,
+                },
+                Vec::new(),
+                Duration::ZERO,
+                Priority::Normal,
+            )
         });
         let resolve = future_size(|| never::<&Arc<Shared>>().resolve("u", Instant::now(), false));
         assert!(ask <= 2048, "an ask's future is {ask} bytes");

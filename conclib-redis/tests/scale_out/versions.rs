@@ -155,7 +155,10 @@ pub(crate) async fn versioned(args: &[String]) -> i32 {
 
 /// `CALLERS` callers asking `ask(urn)` `ROUNDS` times each without pause, over
 /// `ver:0..URNS`: every outcome, each checked to come within its deadline.
-async fn from_64_callers<T, F, Fut>(client: &ProxyClient, ask: F) -> Vec<Result<T, AskError<String>>>
+async fn from_64_callers<T, F, Fut>(
+    client: &ProxyClient,
+    ask: F,
+) -> Vec<Result<T, AskError<String>>>
 where
     T: Send + 'static,
     F: Fn(ProxyClient, String) -> Fut + Clone + Send + 'static,
@@ -241,7 +244,10 @@ pub(crate) async fn a_message_only_the_new_build_has_is_answered_by_it_or_refuse
     assert!(deposited.iter().all(Result::is_ok), "{deposited:?}");
     for u in 0..URNS {
         let (_, by) = client.ask(format!("ver:{u}"), Balance).await.unwrap();
-        assert_eq!(by, "v1", "ver:{u} moved to the member that decodes Deposit@1");
+        assert_eq!(
+            by, "v1",
+            "ver:{u} moved to the member that decodes Deposit@1"
+        );
     }
     client.shutdown().await;
     v1.stop().await;

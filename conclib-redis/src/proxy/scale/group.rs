@@ -14,9 +14,9 @@ use fred::prelude::*;
 use tokio::task::JoinHandle;
 
 use super::placement;
-use super::versions;
 use super::rebalance;
 use super::takeover;
+use super::versions;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{

@@ -251,13 +251,19 @@ mod tests {
     fn a_line_lists_each_message_with_its_version() {
         let line = "Add@2 Get@1 Audit@1";
         assert!(line_decodes(line, "Add", 2, false));
-        assert!(!line_decodes(line, "Add", 1, false), "bincode: another version");
+        assert!(
+            !line_decodes(line, "Add", 1, false),
+            "bincode: another version"
+        );
         assert!(line_decodes(line, "Add", 1, true), "msgpack: any version");
         assert!(line_decodes(line, "Audit", 1, false));
         assert!(!line_decodes(line, "Aud", 1, true));
         assert!(!line_decodes(line, "Nope", 1, true));
         assert!(!line_decodes("", "Add", 1, true));
-        assert!(!line_decodes("Add", "Add", 1, true), "no version: not listed");
+        assert!(
+            !line_decodes("Add", "Add", 1, true),
+            "no version: not listed"
+        );
         // A name with an `@` in it: the version is after the last one.
         assert!(line_decodes("a@b@3", "a@b", 3, false));
     }

@@ -353,27 +353,11 @@ fn decode(
         Ok(())
     }) {
         let text = format!("cannot decode {} for {}: {e}", req.message, req.urn);
-        return Err(reject(
-            shared,
-            entry_id,
-            id,
-            &reply_to,
-            Status::CodecError,
-            text,
-        )
-        .into());
+        return Err(reject(shared, entry_id, id, &reply_to, Status::CodecError, text).into());
     }
     let Some(msg) = decoded else {
         let text = "the codec produced no message".to_owned();
-        return Err(reject(
-            shared,
-            entry_id,
-            id,
-            &reply_to,
-            Status::CodecError,
-            text,
-        )
-        .into());
+        return Err(reject(shared, entry_id, id, &reply_to, Status::CodecError, text).into());
     };
     Ok(HandOff {
         entry: id,
