@@ -92,7 +92,7 @@ pub(in crate::proxy) fn dispatch(
                     codec,
                     remaining,
                     ..
-                } = checked;
+                } = *checked;
                 let origin = handoff::origin_of(&shared, id);
                 let handled = Box::pin(versions::reroute(
                     &shared, origin, &pattern, &req, &reply_to, remaining, &*codec,
@@ -289,7 +289,7 @@ enum Undecoded {
     Refused(Completion),
     /// A pattern's URN whose message this member does not decode at the request's
     /// version: for a member that does (`scale/versions.rs`).
-    Elsewhere(Checked, Arc<Pattern>),
+    Elsewhere(Box<Checked>, Arc<Pattern>),
 }
 
 impl From<Completion> for Undecoded {
@@ -319,7 +319,7 @@ fn decode(
         exposed.filter(|rm| versions::decodes(rm, checked.req.version, &*checked.codec));
     let Some(rm) = decodable else {
         if let Route::Pattern(p) = route {
-            return Err(Undecoded::Elsewhere(checked, p.clone()));
+            return Err(Undecoded::Elsewhere(Box::new(checked), p.clone()));
         }
         let req = &checked.req;
         let (status, text) = match exposed {
