@@ -484,6 +484,7 @@ pub use conclib_macros::message;
 /// |---|---|---|
 /// | `urn = "..."` | none | [`Actor::URN`]: the URN `spawn` gives the actor. A string literal, checked at compile time like [`validate_urn`](urn::validate_urn) (1 to [`MAX_URN_LEN`](urn::MAX_URN_LEN) bytes, no whitespace or control characters) |
 /// | `mailbox = 64` / `mailbox = unbounded` | `Bounded(`[`DEFAULT_MAILBOX_CAPACITY`](mailbox::DEFAULT_MAILBOX_CAPACITY)`)` | [`Actor::MAILBOX`]: an integer literal of at least 1, or `unbounded` |
+/// | `cancel_on_timeout` | off | [`Actor::CANCEL_ON_TIMEOUT`]: an ask's handler is dropped at its next `.await` once its asker gave up (its timeout passed), and the next message runs |
 /// | `crate = path` | from `Cargo.toml` | where the `conclib` crate is |
 ///
 /// The options go on the type so that they sit with its definition; the impl block reads them,
@@ -566,6 +567,7 @@ pub use conclib_macros::message;
 /// impl ::conclib::__private::ActorOptions for Account {
 ///     const URN: Option<&'static str> = Some("bank:account");
 ///     const MAILBOX: ::conclib::__private::MailboxConfig = ::conclib::__private::MailboxConfig::Bounded(64);
+///     const CANCEL_ON_TIMEOUT: bool = false;
 /// }
 ///
 /// impl Account {
@@ -602,6 +604,7 @@ pub use conclib_macros::message;
 /// impl ::conclib::__private::Actor for Account {
 ///     const URN: Option<&'static str> = <Self as ::conclib::__private::ActorOptions>::URN;
 ///     const MAILBOX: ::conclib::__private::MailboxConfig = <Self as ::conclib::__private::ActorOptions>::MAILBOX;
+///     const CANCEL_ON_TIMEOUT: bool = <Self as ::conclib::__private::ActorOptions>::CANCEL_ON_TIMEOUT;
 ///     const REMOTE: &'static [::conclib::__private::ExposedMessage] =
 ///         &[::conclib::__private::remote_entry::<Withdraw>()]; // `ExposedMessage::of::<Withdraw>()`
 ///

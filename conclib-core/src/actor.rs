@@ -67,6 +67,64 @@ pub trait Actor: Sized + Send + 'static {
     /// [`ExposedMessage`]). Empty by default: nothing is exposed unless listed.
     const REMOTE: &'static [ExposedMessage] = &[];
 
+    /// Whether an ask's handler is dropped once its asker has given up: the asker's timeout
+    /// passed (a local ask, one by name, or one by URN through a proxy, whose deadline the
+    /// proxy keeps), or it dropped the ask. Off by default: a handler runs to its end
+    /// whoever still waits, and the next message waits for it.
+    ///
+    /// On, a handler whose asker gave up is dropped at its next `.await` (where it waits
+    /// then: the asker's giving up wakes it), as [`kill`](crate::ActorRef::kill) drops one,
+    /// and the actor goes on with its next message. The asker has its
+    /// [`AskError::Timeout`](crate::AskError::Timeout) already. What the handler changed in
+    /// the actor's state before that `.await` stays changed: nothing is rolled back (as
+    /// with Akka's and Restate's cancellation), so a handler of such an actor leaves its
+    /// state consistent at each `.await`. Tells (and a proxy's tells that are acknowledged
+    /// once handled) are never cancelled; nor is a handler that answered already (through
+    /// a kept [`Responder`](crate::Responder)) and works on. A handler that never reaches
+    /// an `.await` runs to its end. Each cancellation counts in
+    /// `conclib_actor_handlers_cancelled_total` ([`metrics`](crate::metrics)). An actor that
+    /// leaves it off pays nothing for it (one constant, known when compiled).
+    ///
+    /// With `#[actor]`: `#[actor(cancel_on_timeout)]` on the struct.
+    ///
+    /// ```
+    /// use conclib_core::{Actor, ActorSystem, AskError, Context, Handler, Message};
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    ///
+    /// struct Slow;
+    /// impl Message for Slow { type Response = (); type Error = Infallible; }
+    /// struct Quick;
+    /// impl Message for Quick { type Response = u32; type Error = Infallible; }
+    ///
+    /// struct Backend { started: u32 }
+    /// impl Actor for Backend {
+    ///     const CANCEL_ON_TIMEOUT: bool = true;
+    /// }
+    /// impl Handler<Slow> for Backend {
+    ///     async fn handle(&mut self, _: Slow, _: &mut Context<Self>) -> Result<(), Infallible> {
+    ///         self.started += 1; // kept: done before the `.await`
+    ///         tokio::time::sleep(Duration::from_secs(3600)).await;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// impl Handler<Quick> for Backend {
+    ///     async fn handle(&mut self, _: Quick, _: &mut Context<Self>) -> Result<u32, Infallible> {
+    ///         Ok(self.started)
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let system = ActorSystem::new("docs");
+    /// let backend = system.spawn(Backend { started: 0 }).await.unwrap();
+    /// let slow = backend.ask(Slow).timeout(Duration::from_millis(20)).await;
+    /// assert!(matches!(slow, Err(AskError::Timeout(_))));
+    /// // The slow handler was dropped: the next ask is answered at once.
+    /// assert_eq!(backend.ask(Quick).timeout(Duration::from_secs(1)).await.unwrap(), 1);
+    /// # }
+    /// ```
+    const CANCEL_ON_TIMEOUT: bool = false;
+
     /// Runs before the first message. An error (or a panic) stops the actor and is returned
     /// by `spawn`; children it spawned here are killed with it.
     fn on_start(

@@ -34,6 +34,8 @@ pub trait ActorOptions {
     const URN: Option<&'static str>;
     /// `mailbox = N` or `mailbox = unbounded`.
     const MAILBOX: MailboxConfig;
+    /// `cancel_on_timeout`.
+    const CANCEL_ON_TIMEOUT: bool;
 }
 
 pub use crate::exposed::wire::{MessageDecl, NoError};

@@ -5,10 +5,14 @@ read by the driver like a member's:
 
 - ``PYASKED urn activation count`` (an ask answered), ``PYTOLD n`` (a tell accepted: Redis
   took it; the number is the tell's, as the Rust callers' ``Note``);
-- ``PYFAILED kind`` (``Unavailable``, ``Timeout``, ``HandlerError`` or an untyped error's type);
+- ``PYFAILED kind`` (``Unavailable``, ``NotReplicated``, ``Timeout``, ``HandlerError`` or an
+  untyped error's type);
 - ``PYOVERRUN seconds`` (a call that returned later than its timeout + 0.25 s).
 
-Usage: ``python callers.py URL CALLERS FIRST_TELL``.
+``DURABILITY`` is the members' level: ``replicas`` (a tell is accepted once a replica
+acknowledged it within 0.5 s, as ``member.rs``'s ``durability``) or ``primary``.
+
+Usage: ``python callers.py URL CALLERS FIRST_TELL DURABILITY``.
 """
 
 from __future__ import annotations
@@ -52,12 +56,13 @@ async def caller(client: conclib.AsyncClient, seed: int, tells: list[int], stop:
 
 
 async def main() -> None:
-    url, callers, first_tell = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    url, callers, first_tell, level = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    durability = conclib.Durability.replicas(1, timeout=0.5) if level == "replicas" else conclib.Durability.primary()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # stdin closing is the signal to stop.
     loop.add_reader(sys.stdin.fileno(), lambda: stop.set() if not sys.stdin.readline() else None)
-    client = conclib.AsyncClient(url, namespace="failover", command_timeout=TIMEOUT)
+    client = conclib.AsyncClient(url, namespace="failover", command_timeout=TIMEOUT, durability=durability)
     tells = [first_tell]
     try:
         await asyncio.wait_for(client.connect(), 30)

@@ -1,6 +1,7 @@
 //! A member process of the failover scenario: a system that activates `acct:{id}` counters
 //! (the pattern), serves the `ledger` group with its own actor, and runs a reminder poller;
-//! it reports what it handled on stdout, one line each (`ACTIVATED`, `TOLD`, `FIRED`).
+//! it reports what it handled on stdout, one line each (`ACTIVATED`, `TOLD`, `NOTEFAILED`,
+//! `FIRED`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,14 +48,19 @@ impl Account {
         Ok((self.id, next.count))
     }
 
-    /// A tell: saved as a turn, then reported handled on stdout.
+    /// A tell: saved as a turn, then reported handled on stdout; a save that fails (its
+    /// write not replicated in time, Redis away) is reported too (`NOTEFAILED`): the tell
+    /// reached the actor, and its handler failed.
     #[handle(remote)]
     pub(crate) async fn note(&mut self, tell: u64) -> Result<(), String> {
         let next = Saved {
             count: self.saved.count,
             turn: self.saved.turn + 1,
         };
-        self.store.save(&next).await.map_err(|e| e.to_string())?;
+        if let Err(e) = self.store.save(&next).await {
+            println!("NOTEFAILED {tell}");
+            return Err(e.to_string());
+        }
         self.saved = next;
         println!("TOLD {tell}");
         Ok(())

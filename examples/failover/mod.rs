@@ -135,8 +135,12 @@ pub struct Outcome {
     pub py_asks_ok: u64,
     /// Their tells reported accepted.
     pub py_tells_accepted: u64,
-    /// Of those, tells no member handled (the Python client waits for no replica).
+    /// Of those, tells that reached no member's handler (at the primary level the Python
+    /// client waits for no replica).
     pub py_lost_accepted: u64,
+    /// Of those, tells a member's handler took and failed on (its own save failed: not
+    /// replicated in time, or Redis away), and that were not handled again.
+    pub py_handler_failed: u64,
     /// Their calls that returned past their timeout + 250 ms.
     pub py_overruns: u64,
     /// The longest wait from a promotion to the next ok answer.
@@ -160,7 +164,7 @@ impl Outcome {
     /// The `RESULT` line.
     pub fn line(&self, topology: Topology, durability: &str) -> String {
         format!(
-            "RESULT topology={} promotions={} splits={} state_rollbacks={} lost_accepted={} repeated={} reminders_lost={} events_lost={} first_ok_after_promotion_ms={} overruns={} durability={} asks_ok={} tells_accepted={} group_asks_ok={} reminders_registered={} reminders_repeated={} events_published={} events_repeated={} python_callers={} py_asks_ok={} py_tells_accepted={} py_lost_accepted={} py_overruns={} untyped_errors={} runtime_stall_ms={}",
+            "RESULT topology={} promotions={} splits={} state_rollbacks={} lost_accepted={} repeated={} reminders_lost={} events_lost={} first_ok_after_promotion_ms={} overruns={} durability={} asks_ok={} tells_accepted={} group_asks_ok={} reminders_registered={} reminders_repeated={} events_published={} events_repeated={} python_callers={} py_asks_ok={} py_tells_accepted={} py_lost_accepted={} py_handler_failed={} py_overruns={} untyped_errors={} runtime_stall_ms={}",
             match topology {
                 Topology::Sentinel => "sentinel",
                 Topology::Cluster => "cluster",
@@ -186,6 +190,7 @@ impl Outcome {
             self.py_asks_ok,
             self.py_tells_accepted,
             self.py_lost_accepted,
+            self.py_handler_failed,
             self.py_overruns,
             self.untyped,
             self.runtime_stall_ms,
@@ -231,6 +236,11 @@ impl Member {
                     ["TOLD", tell] => {
                         if let Ok(tell) = tell.parse() {
                             *tally.handled.lock().unwrap().entry(tell).or_default() += 1;
+                        }
+                    }
+                    ["NOTEFAILED", tell] => {
+                        if let Ok(tell) = tell.parse() {
+                            tally.note_failed.lock().unwrap().insert(tell);
                         }
                     }
                     ["FIRED", name] => {
@@ -393,7 +403,7 @@ impl Load {
 
 /// Whether every tell the Rust client accepted was handled, every reminder registered
 /// fired and every event published was received.
-fn all_arrived(tally: &Tally) -> bool {
+fn all_arrived(tally: &Tally, python_waits_for_replicas: bool) -> bool {
     let tells = lost_and_repeated(
         &tally.accepted.lock().unwrap(),
         &tally.handled.lock().unwrap(),
@@ -406,9 +416,30 @@ fn all_arrived(tally: &Tally) -> bool {
         &tally.published.lock().unwrap(),
         &tally.received.lock().unwrap(),
     );
-    // Not the Python callers' tells: the Python client waits for no replica, so a promotion
-    // may lose some, and waiting for them would only make every run last the whole settle.
-    tells.0 == 0 && reminders.0 == 0 && events.0 == 0
+    // The Python callers' tells only where their client waits for a replica: at the primary
+    // level a promotion may lose some, and waiting for them would only make every run last
+    // the whole settle.
+    let python = !python_waits_for_replicas || python_tells(tally).0 == 0;
+    tells.0 == 0 && reminders.0 == 0 && events.0 == 0 && python
+}
+
+/// The Python callers' tells accepted and not handled: (those that reached no handler,
+/// those whose handler failed on its own save).
+fn python_tells(tally: &Tally) -> (u64, u64) {
+    let handled = tally.handled.lock().unwrap();
+    let failed = tally.note_failed.lock().unwrap();
+    let (mut lost, mut handler_failed) = (0, 0);
+    for tell in tally.py_accepted.lock().unwrap().iter() {
+        if handled.contains_key(tell) {
+            continue;
+        }
+        if failed.contains(tell) {
+            handler_failed += 1;
+        } else {
+            lost += 1;
+        }
+    }
+    (lost, handler_failed)
 }
 
 /// Runs the scenario on one topology and counts what went wrong.
@@ -481,7 +512,8 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         .map(|c| tokio::spawn(load.clone().caller(c as u64)))
         .collect();
     let python = if options.python_callers > 0 {
-        python::PythonCallers::start(&url, options.python_callers, &tally).await?
+        python::PythonCallers::start(&url, options.python_callers, &options.durability, &tally)
+            .await?
     } else {
         None
     };
@@ -548,7 +580,7 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     // order.
     let settling = Instant::now();
     let settle = settling + Duration::from_secs(15);
-    while !all_arrived(&tally) && Instant::now() < settle {
+    while !all_arrived(&tally, options.durability == "replicas") && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("settled in {} ms", settling.elapsed().as_millis());
@@ -564,8 +596,7 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     let registered = tally.registered.lock().unwrap().clone();
     let (reminders_lost, reminders_repeated) =
         lost_and_repeated(&registered, &tally.fired.lock().unwrap());
-    let py_accepted = tally.py_accepted.lock().unwrap().clone();
-    let (py_lost_accepted, _) = lost_and_repeated(&py_accepted, &tally.handled.lock().unwrap());
+    let (py_lost_accepted, py_handler_failed) = python_tells(&tally);
     let published = tally.published.lock().unwrap().clone();
     let (events_lost, events_repeated) =
         lost_and_repeated(&published, &tally.received.lock().unwrap());
@@ -584,8 +615,9 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         group_asks_ok: tally.group_asks_ok.load(Ordering::Relaxed),
         python_callers: tally.python_callers.load(Ordering::Relaxed),
         py_asks_ok: tally.py_asks_ok.load(Ordering::Relaxed),
-        py_tells_accepted: py_accepted.len() as u64,
+        py_tells_accepted: tally.py_accepted.lock().unwrap().len() as u64,
         py_lost_accepted,
+        py_handler_failed,
         py_overruns: tally.py_overruns.load(Ordering::Relaxed),
         first_ok_after_promotion_ms: first_ok_max,
         overruns: tally.overruns.load(Ordering::Relaxed),

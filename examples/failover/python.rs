@@ -39,11 +39,13 @@ pub(super) struct PythonCallers {
 }
 
 impl PythonCallers {
-    /// Starts `callers` Python callers on `url`, once they are connected; `None` without an
+    /// Starts `callers` Python callers on `url` at the durability named `level` (as the
+    /// members': `replicas` or `primary`), once they are connected; `None` without an
     /// interpreter.
     pub(super) async fn start(
         url: &str,
         callers: usize,
+        level: &str,
         tally: &Arc<Tally>,
     ) -> Result<Option<PythonCallers>, BoxError> {
         let Some(python) = interpreter() else {
@@ -53,7 +55,7 @@ impl PythonCallers {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("failover/callers.py");
         let mut child = tokio::process::Command::new(python)
             .arg(script)
-            .args([url, &callers.to_string(), &FIRST_TELL.to_string()])
+            .args([url, &callers.to_string(), &FIRST_TELL.to_string(), level])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -85,7 +87,10 @@ impl PythonCallers {
                         }
                     }
                     ["PYFAILED", kind] => {
-                        let typed = matches!(*kind, "Unavailable" | "Timeout" | "HandlerError");
+                        let typed = matches!(
+                            *kind,
+                            "Unavailable" | "NotReplicated" | "Timeout" | "HandlerError"
+                        );
                         if !typed {
                             eprintln!("python: untyped error {kind}");
                             tally.untyped.fetch_add(1, Ordering::Relaxed);

@@ -34,6 +34,8 @@ pub(super) struct Tally {
     pub(super) py_asks_ok: AtomicU64,
     /// Tells the Python client reported accepted.
     pub(super) py_accepted: Mutex<HashSet<u64>>,
+    /// Tells whose handler failed (its save did not succeed), with the member's report.
+    pub(super) note_failed: Mutex<HashSet<u64>>,
     /// Python calls that returned past their timeout + 250 ms.
     pub(super) py_overruns: AtomicU64,
     pub(super) errors: Mutex<BTreeMap<String, u64>>,

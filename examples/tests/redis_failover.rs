@@ -1,9 +1,12 @@
 //! The short form of `examples/redis_failover.rs`: a Sentinel topology (a primary, 2
 //! replicas, 3 sentinels) fails over twice under 64 callers, its replicas stalled for 2 s
 //! before each SIGKILL of the primary, so that the promoted replica lacks the primary's last
-//! writes. At `Durability::Replicas { n: 1 }`: no URN is served by two systems at once, no
-//! activation loads a count lower than one acknowledged, every tell reported accepted (to a
-//! counter or to the `ledger` group) is handled, every reminder whose registration was
+//! writes. At `Durability::Replicas { n: 1 }` (the Python callers' client at
+//! `Durability.replicas(1)` too): no URN is served by two systems at once, no activation
+//! loads a count lower than one acknowledged, every tell a Rust caller was told accepted (to
+//! a counter or to the `ledger` group) is handled, every tell a Python caller was told
+//! accepted reaches a member's handler (handled, or its handler's own save failed:
+//! counted), every reminder whose registration was
 //! acknowledged fires, every durable event whose publish was acknowledged reaches the
 //! subscriber group, callers meet typed errors only, and none returns past its bound +
 //! 250 ms.
@@ -37,6 +40,7 @@ async fn acknowledged_writes_survive_lagging_sentinel_promotions() {
     assert_eq!(outcome.events_lost, 0, "{outcome:?}");
     assert_eq!(outcome.overruns, 0, "{outcome:?}");
     assert_eq!(outcome.untyped, 0, "{outcome:?}");
+    assert_eq!(outcome.py_lost_accepted, 0, "{outcome:?}");
     assert_eq!(outcome.py_overruns, 0, "{outcome:?}");
     assert!(
         outcome.asks_ok > 0

@@ -13,6 +13,14 @@ Environment: ``CONCLIB_URL`` (default ``redis://127.0.0.1:6379``), ``CONCLIB_NAM
   request pending per such URN: a second one meanwhile is ``Overloaded``, a 503 with
   ``Retry-After``);
 - ``GET /plain/{n}``: answers ``{"n": n, "double": 2n}`` from memory (the baseline);
+- ``POST /orders/{order}?key=K&cents=C``: starts the durable workflow of ``py:order:{order}``
+  under the idempotency key ``K`` (a tell of ``py.Place``; 202 ``{"key": K}``): it charges
+  once, then waits for its ``approved`` promise;
+- ``POST /orders/{order}/{key}/approve?approved=true``: resolves that promise
+  (``{"resolved": false}`` if it was resolved already: the first value stays);
+- ``GET /orders/{order}/{key}?wait=S``: the workflow's result (``{"result": "charged C
+  approved=true"}``), waiting up to ``S`` seconds (default 0) for it to finish; 404 if it has
+  not finished (by then);
 - ``GET /events/{topic}``: Server-Sent Events: subscribes to the topic (live; ``?durable=true``
   for a durable one, read in the subscriber group ``?group=`` , default ``web``) and streams
   each event as ``data: <JSON>`` (``curl -N``, a browser's ``EventSource``); a comment line
@@ -98,6 +106,47 @@ async def nap(key: str, ms: int, actors: Actors) -> dict[str, int]:
     except conclib.ConclibError as e:
         raise http_error(e) from None
     return {"slept": int(slept)}
+
+
+@app.post("/orders/{order}", status_code=202)
+async def start_order(order: str, key: str, cents: int, actors: Actors) -> dict[str, str]:
+    try:
+        await actors.tell(f"py:order:{order}", "py.Place", {"key": key, "cents": cents})
+    except conclib.ConfigError as e:
+        raise HTTPException(400, str(e)) from None
+    except conclib.ConclibError as e:
+        raise http_error(e) from None
+    return {"key": key}
+
+
+@app.post("/orders/{order}/{key}/approve")
+async def approve_order(order: str, key: str, actors: Actors, approved: bool = True) -> dict[str, bool]:
+    try:
+        resolved = await actors.resolve_promise(f"py:order:{order}", key, "approved", approved)
+    except conclib.ConfigError as e:
+        raise HTTPException(400, str(e)) from None
+    except conclib.ConclibError as e:
+        raise http_error(e) from None
+    return {"resolved": resolved}
+
+
+@app.get("/orders/{order}/{key}")
+async def order_result(order: str, key: str, actors: Actors, wait: float = 0.0) -> dict[str, str]:
+    try:
+        if wait > 0:
+            result = await actors.wait_execution(f"py:order:{order}", key, timeout=wait)
+        else:
+            finished = await actors.execution_result(f"py:order:{order}", key)
+            if finished is None:
+                raise HTTPException(404, "not finished")
+            result = finished.value
+    except conclib.Timeout:
+        raise HTTPException(404, "not finished") from None
+    except conclib.ConfigError as e:
+        raise HTTPException(400, str(e)) from None
+    except conclib.ConclibError as e:
+        raise http_error(e) from None
+    return {"result": str(result)}
 
 
 @app.get("/plain/{n}")

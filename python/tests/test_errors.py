@@ -1,8 +1,10 @@
-"""Errors as a process pool's workers hand them to their parent (pickled), and the blocking
-client's timeout: against the real Rust server."""
+"""Errors as a process pool's workers hand them to their parent (pickled), the blocking
+client's timeout, and timeouts against an actor that cancels on timeout: against the real
+Rust server."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import multiprocessing
 import pickle
@@ -14,6 +16,7 @@ import conclib
 from conclib import errors
 
 SHAPES = "py:shapes"
+CANCELLABLE = "py:cancellable"
 
 EVERY_ERROR = [
     errors.UnknownUrn("u", "why"),
@@ -28,6 +31,7 @@ EVERY_ERROR = [
     errors.TooLarge("t"),
     errors.BadRequest("b"),
     errors.Unavailable("x"),
+    errors.NotReplicated(0, 1, 0.5),
     errors.RedisError("r"),
     errors.ProtocolError("p"),
     errors.ConfigError("c"),
@@ -63,7 +67,7 @@ def test_a_workers_timeout_reaches_its_parent_and_the_pool_goes_on(url: str, nam
 
 
 def test_a_timeout_does_not_cancel_a_started_handler(url: str, namespace: str) -> None:
-    """The README's error table: the actor finishes a handler whose ask timed out and stays
+    """The README's error table: an actor that does not opt in to cancellation finishes a handler whose ask timed out and stays
     busy meanwhile; the next ask waits behind it and may time out too."""
     with conclib.Client(url, namespace=namespace) as client:
         client.ask(SHAPES, "Hello")  # connected and resolved
@@ -122,3 +126,29 @@ def test_closing_a_blocking_client_while_threads_ask_leaves_no_thread(url: str, 
             t.join(timeout=10)
         assert outcomes == [None] * 4, outcomes
     assert client_threads() <= before, client_threads() - before
+
+
+def test_a_timeout_frees_a_rust_actor_that_cancels_on_timeout(url: str, namespace: str) -> None:
+    """The README's error table: a Rust actor with `#[actor(cancel_on_timeout)]` drops a
+    handler whose caller timed out (the proxy gives it up at the request's deadline): 64
+    callers asking a long nap with a short timeout each end `Timeout` within it plus a
+    margin, and the next ask is answered (the nap it would wait behind lasts ten minutes)."""
+    timeout, margin = 0.3, 0.25
+
+    async def run() -> None:
+        async with conclib.AsyncClient(url, namespace=namespace) as client:
+            await client.ask(CANCELLABLE, "cancellable.Naps", timeout=10)  # connected, resolved
+
+            async def caller() -> float:
+                started = time.monotonic()
+                with pytest.raises(conclib.Timeout):
+                    await client.ask(CANCELLABLE, "cancellable.Nap", {"ms": 600_000}, timeout=timeout)
+                return time.monotonic() - started
+
+            took = await asyncio.wait_for(asyncio.gather(*(caller() for _ in range(64))), 30)
+            assert max(took) <= timeout + margin, f"slowest ask took {max(took):.3f} s"
+            naps_started, naps_finished = await client.ask(CANCELLABLE, "cancellable.Naps", timeout=5)
+            assert naps_started >= 1
+            assert naps_finished == 0, "no cancelled nap went past its await"
+
+    asyncio.run(run())

@@ -47,7 +47,16 @@ async def main(client: conclib.AsyncClient) -> list[object]:
         error: api.MathError | None = None
     except api.ShapesDivideError as e:  # a conclib.HandlerError[api.MathError]
         error = e.error
-    return [total, history, moved, size, area, unit, swapped, greeting, reversed_, tally, receipt, error]
+    # A durable workflow activated by pattern: started typed, its promise resolved, its
+    # result read by key, and the same key asked again.
+    orders = api.Orders(client, "py:order:stubs")
+    await orders.tell_place(key="stubs-1", cents=5)
+    await client.resolve_promise("py:order:stubs", "stubs-1", "approved", True)
+    placed: str = await client.wait_execution("py:order:stubs", "stubs-1", timeout=20)
+    again: str = await orders.place(key="stubs-1", cents=6)
+    charged: int = await orders.charges()
+    return [total, history, moved, size, area, unit, swapped, greeting, reversed_, tally, receipt, error,
+            (placed, again, charged)]
 '''
 
 
@@ -144,7 +153,8 @@ def test_stubs_type_check_and_work(schema: dict[str, Any], tmp_path: Path, url: 
                 result: list[object] = await use.main(client)
                 return result
 
-        total, history, moved, size, area, unit, swapped, greeting, reversed_, tally, receipt, error = run(main())
+        (total, history, moved, size, area, unit, swapped, greeting, reversed_, tally, receipt, error,
+         workflow) = run(main())
     finally:
         sys.path.remove(str(where))
         sys.modules.pop("api", None)
@@ -163,6 +173,7 @@ def test_stubs_type_check_and_work(schema: dict[str, Any], tmp_path: Path, url: 
         total_qty=2, skus=["a"], note=None,
     )
     assert error == "DivideByZero"
+    assert workflow == ("charged 5 approved=true", "charged 5 approved=true", 1)
 
 
 def test_a_renamed_field_fails_mypy(schema: dict[str, Any], tmp_path: Path) -> None:
@@ -185,7 +196,7 @@ def test_the_library_exports_the_schema(schema: dict[str, Any]) -> None:
     assert schema["conclib_schema"] == 1
     actors = {a["name"]: a for a in schema["actors"]}
     assert {n: a["urn"] for n, a in actors.items()} == {
-        "Shapes": "py:shapes", "Counter": "py:counter", "Narrow": "py:narrow",
+        "Shapes": "py:shapes", "Counter": "py:counter", "Narrow": "py:narrow", "Orders": None,
     }
     add = next(m for m in actors["Counter"]["messages"] if m["name"] == "Add")
     assert add["request"] == {"$ref": "#/$defs/Add"} and add["error"] == {"type": "string"}

@@ -3,7 +3,7 @@ longer than an ask's timeout, a new process of the same system id) while 64 asyn
 ask without pause: no ask fails ``UnknownUrn`` (a web app's 404), only answers or
 ``Unavailable``, none later than its timeout plus a margin; a URN nobody served still fails
 ``UnknownUrn``. The Rust client's twin: ``a_restarting_system_answers_unavailable_never_unknown_urn``
-(conclib-redis/tests/faults.rs)."""
+(conclib-redis/tests/faults/shutdown.rs)."""
 
 from __future__ import annotations
 

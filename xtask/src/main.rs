@@ -8,11 +8,14 @@
 //!   (the live view's browser test), from Debian's packages when this is Debian and we are
 //!   root; otherwise one line says what to install, and nothing runs.
 //!
-//! Ends with one line `total: N passed, N failed` over every test runner it started.
+//! Ends with the slowest test binaries (where the CI budget goes) and one line
+//! `total: N passed, N failed` over every test runner it started.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -184,9 +187,40 @@ fn demo(root: &Path, args: &[String]) -> Result<(), String> {
 struct Tally {
     passed: u64,
     failed: u64,
+    /// The test binary cargo started last, and when.
+    running: Option<(String, Instant)>,
+    /// How long each test binary took, start to summary: the CI budget is spent here.
+    durations: Vec<(Duration, String)>,
 }
 
 impl Tally {
+    /// Reads one line of cargo's standard error: `Running tests/x.rs (target/...)` starts a
+    /// test binary (its time runs to the summary line that follows, or the next start).
+    fn started(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("Running ") else {
+            return;
+        };
+        self.finish();
+        let name = rest.split(" (").next().unwrap_or(rest).to_string();
+        self.running = Some((name, Instant::now()));
+    }
+
+    /// Closes the running binary's time.
+    fn finish(&mut self) {
+        if let Some((name, at)) = self.running.take() {
+            self.durations.push((at.elapsed(), name));
+        }
+    }
+
+    /// The slowest test binaries, slowest first.
+    fn slowest(&mut self, n: usize) -> Vec<(Duration, String)> {
+        self.finish();
+        let mut all = self.durations.clone();
+        all.sort_by_key(|d| std::cmp::Reverse(d.0));
+        all.truncate(n);
+        all
+    }
+
     /// Reads one line of a runner's output: cargo's `test result: ok. 12 passed; 0 failed; ...`
     /// pytest's `==== 3 failed, 40 passed, 1 skipped in 9.1s ====`, or a plain
     /// `15 passed, 0 failed` (the project's `harness = false` test binaries).
@@ -204,6 +238,9 @@ impl Tally {
         if !cargo && !pytest && !plain {
             return;
         }
+        if cargo || plain {
+            self.finish();
+        }
         let words: Vec<&str> = line
             .split(|c: char| c.is_whitespace() || c == ';' || c == ',' || c == '.')
             .filter(|w| !w.is_empty())
@@ -220,17 +257,48 @@ impl Tally {
     }
 }
 
-/// Runs `command`, echoing its standard output while counting its tests.
+/// Runs `command`, echoing its output while counting its tests and timing each test binary.
+///
+/// cargo names the binary it starts on standard error (`Running tests/x.rs (...)`) and the
+/// binary's summary comes on standard output: both are read, in the order they arrive, so
+/// each summary is charged to the binary named last.
 fn run_counted(command: &mut Command, tally: &mut Tally) -> Result<bool, String> {
     let mut child = command
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run {command:?}: {e}"))?;
-    let stdout = child.stdout.take().expect("piped");
-    for line in BufReader::new(stdout).lines() {
-        let Ok(line) = line else { break };
-        println!("{line}");
-        tally.read(line.trim());
+    let (lines, received) = mpsc::channel::<(bool, String)>();
+    let readers = [
+        (
+            false,
+            Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
+        ),
+        (true, Box::new(child.stderr.take().expect("piped"))),
+    ]
+    .map(|(is_err, stream)| {
+        let lines = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if lines.send((is_err, line)).is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    drop(lines);
+    for (is_err, line) in received {
+        if is_err {
+            eprintln!("{line}");
+            tally.started(line.trim());
+        } else {
+            println!("{line}");
+            tally.read(line.trim());
+        }
+    }
+    for reader in readers {
+        let _ = reader.join();
     }
     let status = child
         .wait()
@@ -269,11 +337,19 @@ fn test(root: &Path, args: &[String]) -> Result<(), String> {
     let python = root.join("python").join("run_tests.sh");
     if python.is_file()
         && !run_counted(
-            Command::new("bash").arg(&python).current_dir(root),
+            // The slowest Python tests listed too: the CI budget is spent there as well.
+            Command::new("bash")
+                .arg(&python)
+                .arg("--durations=12")
+                .current_dir(root),
             &mut tally,
         )?
     {
         failures.push("the Python client's tests");
+    }
+    println!("slowest test binaries:");
+    for (took, name) in tally.slowest(15) {
+        println!("  {:>7.1} s  {name}", took.as_secs_f64());
     }
     println!("total: {} passed, {} failed", tally.passed, tally.failed);
     if failures.is_empty() {
@@ -297,5 +373,18 @@ mod tests {
         t.read("15 passed, 1 failed");
         t.read("test foo ... ok");
         assert_eq!((t.passed, t.failed), (70, 4));
+    }
+
+    #[test]
+    fn times_each_binary_from_its_start_to_its_summary() {
+        let mut t = Tally::default();
+        t.started("Running tests/a.rs (target/debug/deps/a-1)");
+        t.read("test result: ok. 1 passed; 0 failed; finished in 0.01s");
+        t.started("Compiling x v0.1.0");
+        t.started("Running unittests src/lib.rs (target/debug/deps/b-2)");
+        let names: Vec<String> = t.slowest(5).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"tests/a.rs".to_string()));
+        assert!(names.contains(&"unittests src/lib.rs".to_string()));
     }
 }

@@ -6,6 +6,7 @@
 
 use pin_project_lite::pin_project;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 
 use crate::actor::Actor;
@@ -53,11 +54,12 @@ impl<A: Actor> Carried<A> for RequestEnvelope {
     ) -> Started<'a> {
         let reply = self.answerer().cloned();
         slot.start(
-            GuardedRequest {
+            GuardedRequest::<_, _, A> {
                 inner: CatchUnwind::new(Lazy::Start {
                     create: move || actor.handle_request(self, ctx),
                 }),
                 reply,
+                actor: PhantomData,
             },
             cx,
         )
@@ -65,13 +67,16 @@ impl<A: Actor> Carried<A> for RequestEnvelope {
 }
 
 pin_project! {
-    struct GuardedRequest<C, F> {
+    /// Runs `A`'s handler of one request under the panic guard. When `A` opts in
+    /// ([`Actor::CANCEL_ON_TIMEOUT`]), an ask's handler is dropped once its asker gave up.
+    struct GuardedRequest<C, F, A> {
         #[pin]
         inner: CatchUnwind<Lazy<C, F>>,
         reply: Option<Answerer>,
+        actor: PhantomData<fn() -> A>,
     }
 
-    impl<C, F> PinnedDrop for GuardedRequest<C, F> {
+    impl<C, F, A> PinnedDrop for GuardedRequest<C, F, A> {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before the handler finished: the actor was killed while handling it.
             // (After an answer, or a panic, the reply was taken and this does nothing.)
@@ -82,7 +87,7 @@ pin_project! {
     }
 }
 
-impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
+impl<C: FnOnce() -> F, F: Future<Output = ()>, A: Actor> Future for GuardedRequest<C, F, A> {
     type Output = Outcome;
     fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
         let mut this = self.project();
@@ -92,7 +97,23 @@ impl<C: FnOnce() -> F, F: Future<Output = ()>> Future for GuardedRequest<C, F> {
             *this.reply = None;
             return std::task::Poll::Ready(Outcome::Skipped);
         }
-        match std::task::ready!(this.inner.poll(cx)) {
+        let polled = this.inner.as_mut().poll(cx);
+        // Known when compiled: nothing of this for an actor that does not opt in.
+        if A::CANCEL_ON_TIMEOUT
+            && polled.is_pending()
+            && let Some(reply) = this.reply.as_ref()
+            // A tell acknowledged once handled is a tell: never cancelled.
+            && !reply.cell().head.acked_tell
+            // Also registers the actor's waker: the asker's giving up wakes the handler.
+            && reply.poll_given_up(cx).is_ready()
+        {
+            // The asker gave up (its answer is `Timeout` already): the handler is dropped
+            // where it waits, its state as it left it there; nobody hears of it.
+            this.inner.as_mut().project().fut.set(Lazy::Finished);
+            *this.reply = None;
+            return std::task::Poll::Ready(Outcome::Cancelled);
+        }
+        match std::task::ready!(polled) {
             Ok(()) => {
                 // The handler may have kept its responder to answer later: not ours to touch.
                 let error = this.reply.take().and_then(|r| r.error());

@@ -278,6 +278,20 @@ impl RequestCell {
         }
     }
 
+    /// `Ready` once the asker gave up (not once the request was answered: a handler that
+    /// answered through its responder and works on is not the asker's to stop); otherwise
+    /// `cx` is woken when it does, as in [`poll_closed`](Self::poll_closed).
+    fn poll_given_up(&self, cx: &TaskContext<'_>) -> Poll<()> {
+        // `send` marks the request answered before it takes the lock `poll_closed` takes:
+        // an answer seen there is seen here.
+        match self.poll_closed(cx) {
+            Poll::Ready(()) if self.answerers.load(Ordering::Relaxed) & ANSWERED == 0 => {
+                Poll::Ready(())
+            }
+            _ => Poll::Pending,
+        }
+    }
+
     /// The last answerer went: an asker still waiting learns the actor is gone (a function
     /// waiting is dropped uncalled, as before the cell).
     fn abandon(&self) {
@@ -327,6 +341,11 @@ impl Answerer {
     /// See [`RequestCell::poll_closed`].
     pub(crate) fn poll_closed(&self, cx: &TaskContext<'_>) -> Poll<()> {
         self.0.poll_closed(cx)
+    }
+
+    /// See [`RequestCell::poll_given_up`].
+    pub(crate) fn poll_given_up(&self, cx: &TaskContext<'_>) -> Poll<()> {
+        self.0.poll_given_up(cx)
     }
 
     /// Records the handler's error (the first one), for the actor's statistics.
@@ -532,6 +551,28 @@ mod tests {
             matches!(cell.lock().answer, Answer::Closed),
             "not kept for nobody"
         );
+    }
+
+    #[test]
+    fn given_up_is_told_from_answered() {
+        let (woken, waker) = flag();
+        let cx = TaskContext::from_waker(&waker);
+        // Given up: ready, and the actor side waiting was woken.
+        let (cell, answerer) = request(Waiter::Asker);
+        let asking = Asking::new(cell);
+        assert!(answerer.begin());
+        assert!(answerer.poll_given_up(&cx).is_pending());
+        drop(asking);
+        assert!(woken.0.load(Ordering::SeqCst));
+        assert!(answerer.poll_given_up(&cx).is_ready());
+        // Answered (and read): never given up, whatever the asker does next.
+        let (cell, answerer) = request(Waiter::Asker);
+        let mut asking = Asking::new(cell);
+        answerer.send(answer(4));
+        assert!(answerer.poll_given_up(&cx).is_pending());
+        assert_eq!(read(poll(&mut asking, &waker)), 4);
+        drop(asking);
+        assert!(answerer.poll_given_up(&cx).is_pending());
     }
 
     #[test]

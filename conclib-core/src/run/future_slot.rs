@@ -40,6 +40,9 @@ pub(crate) enum Outcome {
     /// An ask whose asker had already given up (timed out, or dropped its future): the
     /// handler was never started.
     Skipped,
+    /// An ask's handler dropped at an `.await` because its asker gave up, at an actor that
+    /// opts in ([`Actor::CANCEL_ON_TIMEOUT`](crate::Actor::CANCEL_ON_TIMEOUT)).
+    Cancelled,
 }
 
 /// The largest buffer an idle actor keeps: most handlers' futures fit (a handler done at

@@ -442,7 +442,7 @@ fn after_message<A: Actor>(
                 false
             }
             Outcome::Panicked(_) => false,
-            Outcome::Done => m.handled(false),
+            Outcome::Done | Outcome::Cancelled => m.handled(false),
             Outcome::Failed(_) | Outcome::Refused(_) => m.handled(true),
         };
         if full {
@@ -469,12 +469,25 @@ fn after_message<A: Actor>(
             cell.core.failed(error);
             None
         }
+        Outcome::Cancelled => {
+            cancelled(&cell.core);
+            None
+        }
         Outcome::Panicked(panic) => Some(panic),
     };
     // What the message changed, for the next snapshot's look (a relaxed load of the line
     // just written; a write once between two looks).
     cell.mark_task_changed();
     panic
+}
+
+/// A handler was dropped because its asker gave up ([`Actor::CANCEL_ON_TIMEOUT`]): counted
+/// and traced. Out of line: only actors that opt in come here.
+#[inline(never)]
+#[cold]
+fn cancelled(core: &crate::cell::erased::CellCore) {
+    crate::observe::metrics::count(core, "conclib_actor_handlers_cancelled_total");
+    tracing::debug!("dropped a handler whose asker had given up");
 }
 
 /// Before a message is handled: its span (with the trace it is part of, if any; boxed,

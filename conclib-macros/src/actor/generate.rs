@@ -190,6 +190,7 @@ fn actor_impl(item: &ItemImpl, model: &ImplModel, krate: &Path) -> TokenStream {
         impl #impl_generics #krate::__private::Actor for #self_ty #where_clause {
             const URN: ::core::option::Option<&'static str> = #options::URN;
             const MAILBOX: #krate::__private::MailboxConfig = #options::MAILBOX;
+            const CANCEL_ON_TIMEOUT: bool = #options::CANCEL_ON_TIMEOUT;
             #remote
 
             #(#hooks)*

@@ -10,8 +10,7 @@ use crate::util::{crate_path, crate_value, set_once, string_value};
 /// The longest URN the runtime accepts (`conclib_core::MAX_URN_LEN`).
 const MAX_URN_LEN: usize = 256;
 
-const STRUCT_KEYS: &str =
-    "`urn = \"...\"`, `mailbox = <capacity>` or `mailbox = unbounded`, `crate = path`";
+const STRUCT_KEYS: &str = "`urn = \"...\"`, `mailbox = <capacity>` or `mailbox = unbounded`, `cancel_on_timeout`, `crate = path`";
 // ---------------------------------------------------------------------------------------------
 // On the struct: the options.
 
@@ -24,6 +23,8 @@ enum Mailbox {
 struct ActorOptions {
     urn: Option<LitStr>,
     mailbox: Option<Mailbox>,
+    /// `cancel_on_timeout`: `Actor::CANCEL_ON_TIMEOUT`.
+    cancel_on_timeout: Option<Ident>,
     krate: Option<Path>,
 }
 
@@ -44,6 +45,19 @@ fn parse_options(args: TokenStream) -> syn::Result<ActorOptions> {
         } else if meta.path.is_ident("mailbox") {
             let mailbox = mailbox_value(&meta)?;
             set_once(&mut options.mailbox, mailbox, &meta, "mailbox")
+        } else if meta.path.is_ident("cancel_on_timeout") {
+            if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                return Err(meta.error(
+                    "`cancel_on_timeout` takes no value: write `#[actor(cancel_on_timeout)]`",
+                ));
+            }
+            let flag = meta.path.get_ident().cloned().expect("matched above");
+            set_once(
+                &mut options.cancel_on_timeout,
+                flag,
+                &meta,
+                "cancel_on_timeout",
+            )
         } else if meta.path.is_ident("crate") {
             set_once(&mut options.krate, crate_value(&meta)?, &meta, "crate")
         } else {
@@ -138,6 +152,7 @@ pub fn expand_options(
             quote!(#krate::__private::MailboxConfig::Bounded(#krate::__private::DEFAULT_MAILBOX_CAPACITY))
         }
     };
+    let cancel_on_timeout = options.cancel_on_timeout.is_some();
     quote! {
         #item
 
@@ -145,6 +160,7 @@ pub fn expand_options(
         impl #impl_generics #krate::__private::ActorOptions for #ident #type_generics #where_clause {
             const URN: ::core::option::Option<&'static str> = #urn;
             const MAILBOX: #krate::__private::MailboxConfig = #mailbox;
+            const CANCEL_ON_TIMEOUT: bool = #cancel_on_timeout;
         }
     }
 }

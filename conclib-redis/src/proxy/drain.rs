@@ -34,8 +34,8 @@
 //! member of each) skips steps 2 to 5: a shutdown, whose departed markers make clients wait
 //! for its successor.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use fred::prelude::*;
@@ -44,15 +44,12 @@ use futures_util::stream::{self, StreamExt};
 use super::departure::{self, Tasks};
 use super::readiness::ShutdownPhase;
 use super::scale::placement_rule::MemberInfo;
-use super::scale::{activation, eviction, group, placement};
+use super::scale::{activation, eviction, group, placement, takeover};
 use super::shared::{Role, Shared};
-use crate::conn::{self, keyed, owned, s};
+use crate::conn::{owned, s};
 use crate::error::ServeError;
-use crate::protocol::{self, CONSUMER_GROUP};
+use crate::protocol::CONSUMER_GROUP;
 use crate::script::Script;
-
-/// Entries looked at per step of the final sweep.
-const SWEEP_BATCH: usize = 200;
 
 /// What a [`drain`](crate::ProxyHandle::drain) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -256,7 +253,8 @@ async fn close_stream(shared: &Shared) -> bool {
     if shared.cmd.is_clustered() || !matches!(shared.role, Role::System) {
         return true;
     }
-    let closed = Script::new(CLOSE_DRAINED_SCRIPT)
+    static CLOSE_DRAINED: LazyLock<Script> = LazyLock::new(|| Script::new(CLOSE_DRAINED_SCRIPT));
+    let closed = CLOSE_DRAINED
         .eval(
             &shared.cmd,
             vec![owned(shared.stream.requests_key.clone())],
@@ -267,74 +265,20 @@ async fn close_stream(shared: &Shared) -> bool {
 }
 
 /// Moves what is left unacknowledged in the system's stream for pattern `prefix`'s URNs to
-/// the pattern's group's stream, a batch at a time: `(moved, expired)`. Not in a Redis
-/// Cluster (the two streams live in different slots): there they wait for the system's
-/// successor.
+/// the pattern's group's stream: `(moved, expired)`. Not in a Redis Cluster (the two
+/// streams live in different slots): there they wait for the system's successor.
 async fn sweep(shared: &Shared, prefix: &str) -> (u64, u64) {
-    if shared.cmd.is_clustered() || !matches!(shared.role, Role::System) {
+    if !matches!(shared.role, Role::System) {
         return (0, 0);
     }
-    let script = Script::new(protocol::TAKE_OVER_SCRIPT);
-    let stream = shared.stream.requests_key.clone();
-    let group = shared.keys.requests(&protocol::pattern_group(prefix));
-    // The script moves nothing for a system that holds a lease: this key never exists
-    // (this system stopped reading its stream, which is what the check stands for).
-    let no_lease = format!("{}:drained", shared.lease.key);
-    let (mut moved, mut expired) = (0, 0);
-    let mut from = "-".to_owned();
-    loop {
-        let Ok(Value::Array(entries)) = conn::call(
-            &shared.cmd,
-            keyed("XRANGE"),
-            vec![
-                owned(stream.clone()),
-                owned(from.clone()),
-                s("+"),
-                s("COUNT"),
-                Value::Integer(SWEEP_BATCH as i64),
-            ],
-        )
-        .await
-        else {
-            break;
-        };
-        let Some((first, last)) = super::scale::takeover::range_of(&entries) else {
-            break;
-        };
-        let keys = vec![
-            owned(stream.clone()),
-            owned(group.clone()),
-            owned(no_lease.clone()),
-        ];
-        let args = vec![
-            s(CONSUMER_GROUP),
-            owned(prefix.to_owned()),
-            owned(shared.system_id.clone()),
-            owned(first),
-            owned(last.clone()),
-            Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64),
-            Value::Integer(0),
-        ];
-        match script.eval(&shared.cmd, keys, args).await {
-            Ok(Value::Array(counts)) => {
-                let n = |i: usize| counts.get(i).and_then(Value::as_i64).unwrap_or(0);
-                if n(0) < 0 {
-                    // The pattern's group is gone (no member left): nobody to move them to.
-                    break;
-                }
-                moved += n(0) as u64;
-                expired += n(1) as u64;
-            }
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not move the requests left in a draining system's stream");
-                break;
-            }
-        }
-        if entries.len() < SWEEP_BATCH {
-            break;
-        }
-        from = format!("({last}");
-    }
-    (moved, expired)
+    let from = takeover::Source {
+        system: &shared.system_id,
+        // This key never exists: the system stopped reading its stream, which is what
+        // the script's lease check stands for.
+        lease_key: format!("{}:drained", shared.lease.key),
+        placed: false,
+        steps: usize::MAX,
+    };
+    let done = takeover::move_requests(shared, prefix, &from).await;
+    (done.moved, done.expired)
 }

@@ -248,9 +248,6 @@ pub(super) struct Member {
     ///
     /// [`GROUP_FORGET_SCRIPT`]: crate::protocol::GROUP_FORGET_SCRIPT
     pub(super) forget: Script,
-    /// Moves what a gone system left for the pattern's URNs
-    /// ([`TAKE_OVER_SCRIPT`](crate::protocol::TAKE_OVER_SCRIPT), `takeover.rs`).
-    pub(super) take_over: Script,
 }
 
 impl Member {

@@ -64,22 +64,59 @@ fn pid_of(peer: &Peer) -> u32 {
     peer.pid().unsigned_abs()
 }
 
-pub(crate) async fn a_step_cut_between_side_effect_and_record_runs_again_once() {
-    let config = config("cut");
-    let notes_file = temp_notes("cut");
-    let a = member(&config, "a", &notes_file, "s3", 60_000).await;
+/// Member `a` runs execution `key` of `urn` up to step `hold`'s side effect and holds there
+/// (`hold_ms`); member `b` is started beside it; the ask waits in `asked`.
+struct HeldInStep {
+    a: Peer,
+    a_pid: u32,
+    b: Peer,
+    b_pid: u32,
+    client: ProxyClient,
+    asked: tokio::task::JoinHandle<Result<Vec<String>, AskError<String>>>,
+}
+
+async fn held_in_step(
+    config: &ProxyConfig,
+    notes_file: &PathBuf,
+    urn: &'static str,
+    key: &'static str,
+    hold: &str,
+    hold_ms: u64,
+) -> HeldInStep {
+    let a = member(config, "a", notes_file, hold, hold_ms).await;
     let a_pid = pid_of(&a);
     let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(40)))
         .await
         .unwrap();
     let asked = tokio::spawn({
         let client = client.clone();
-        async move { client.ask("wf:1", RunFlow(Flow::steps("k1", 5))).await }
+        async move { client.ask(urn, RunFlow(Flow::steps(key, 5))).await }
     });
-    // a ran s3's side effect and holds before recording it; b joins, a dies.
-    step_noted(&notes_file, "k1", "s3").await;
-    let b = member(&config, "b", &notes_file, "-", 0).await;
+    step_noted(notes_file, key, hold).await;
+    let b = member(config, "b", notes_file, "-", 0).await;
     let b_pid = pid_of(&b);
+    HeldInStep {
+        a,
+        a_pid,
+        b,
+        b_pid,
+        client,
+        asked,
+    }
+}
+
+pub(crate) async fn a_step_cut_between_side_effect_and_record_runs_again_once() {
+    let config = config("cut");
+    let notes_file = temp_notes("cut");
+    // a ran s3's side effect and holds before recording it; b joins, a dies.
+    let HeldInStep {
+        a,
+        a_pid,
+        b,
+        b_pid,
+        client,
+        asked,
+    } = held_in_step(&config, &notes_file, "wf:1", "k1", "s3", 60_000).await;
     a.kill().await;
     let result = tokio::time::timeout(Duration::from_secs(45), asked)
         .await
@@ -143,18 +180,14 @@ pub(crate) async fn a_step_cut_between_side_effect_and_record_runs_again_once() 
 pub(crate) async fn a_fenced_out_holder_cannot_append() {
     let config = config("fenced");
     let notes_file = temp_notes("fenced");
-    let a = member(&config, "a", &notes_file, "s2", 4_000).await;
-    let a_pid = pid_of(&a);
-    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(40)))
-        .await
-        .unwrap();
-    let asked = tokio::spawn({
-        let client = client.clone();
-        async move { client.ask("wf:2", RunFlow(Flow::steps("k2", 5))).await }
-    });
-    step_noted(&notes_file, "k2", "s2").await;
-    let b = member(&config, "b", &notes_file, "-", 0).await;
-    let b_pid = pid_of(&b);
+    let HeldInStep {
+        a,
+        a_pid,
+        b,
+        b_pid,
+        client,
+        asked,
+    } = held_in_step(&config, &notes_file, "wf:2", "k2", "s2", 4_000).await;
     // a is frozen inside s2's side effect, past its lease: b takes the URN and the request.
     a.freeze().await;
     let result = tokio::time::timeout(Duration::from_secs(45), asked)

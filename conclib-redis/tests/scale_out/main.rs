@@ -3,25 +3,9 @@
 //! systems are this test binary started again in a peer role (`peers.rs`); every wait is
 //! bounded and every child is killed and reaped by PID.
 
-/// A message with a wire name, a response and a `String` error (what `#[message]` writes;
-/// these tests stay on the core crate).
-macro_rules! wire_message {
-    ($(#[$doc:meta])* $ty:ident $(($field:ty))?, $name:literal, $response:ty) => {
-        $(#[$doc])*
-        #[derive(Serialize, Deserialize)]
-        pub(crate) struct $ty $((pub(crate) $field))?;
-        impl conclib_core::MessageDecl for $ty {
-            type WireError = String;
-        }
-        impl Message for $ty {
-            type Response = $response;
-            type Error = String;
-            fn name() -> &'static str {
-                $name
-            }
-        }
-    };
-}
+#[macro_use]
+#[path = "../common/wire_message.rs"]
+mod wire_message;
 
 mod activation;
 #[path = "../common/mod.rs"]

@@ -20,6 +20,8 @@ Errors are subclasses of :class:`ConclibError`.
 from .blocking import BlockingSubscription, Client
 from .client import DEFAULT_URL, AsyncClient, Message, Priority, connect
 from .codec import Encoded
+from .durability import Durability
+from .durable import ExecutionInfo, Finished, StepInfo
 from .errors import (
     ActorStopped,
     BadRequest,
@@ -32,6 +34,7 @@ from .errors import (
     MailboxFull,
     NoResponse,
     NotExposed,
+    NotReplicated,
     Overloaded,
     Panicked,
     ProtocolError,
@@ -63,19 +66,24 @@ __all__ = [
     "CodecError",
     "ConclibError",
     "ConfigError",
+    "Durability",
     "Encoded",
+    "ExecutionInfo",
+    "Finished",
     "HandlerError",
     "Lagged",
     "MailboxFull",
     "Message",
     "NoResponse",
     "NotExposed",
+    "NotReplicated",
     "Overloaded",
     "Panicked",
     "Priority",
     "ProtocolError",
     "RedisError",
     "Status",
+    "StepInfo",
     "Subscription",
     "Timeout",
     "TooLarge",

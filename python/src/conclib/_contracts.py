@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .durability import Durability
 from .protocol import Keys
 from .url import RedisTarget
 
@@ -64,6 +65,7 @@ class ClientSettings(Protocol):
     connect_timeout: float
     resolve_cache_ttl: float
     lease_ttl: float
+    durability: Durability
     _target: RedisTarget
     _tls_ca_file: str | None
     _keys: Keys
@@ -108,4 +110,9 @@ class CommandClient(Protocol):
 
     async def _command(self, *args: Any) -> Any:
         """One command, bounded by the client's ``command_timeout``."""
+        ...
+
+    async def _write(self, *args: Any) -> Any:
+        """One write that must survive a promotion at the client's durability (``WAIT``
+        after it), bounded by the client's ``command_timeout``."""
         ...

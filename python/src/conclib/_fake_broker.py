@@ -1,9 +1,11 @@
-"""Topics and reminders in memory, for the fakes of :mod:`conclib.testing` (no Redis).
+"""Topics, reminders and durable executions in memory, for the fakes of
+:mod:`conclib.testing` (no Redis).
 
 A :class:`FakeBroker` keeps what Redis keeps for the real clients: each live topic's
 subscribers, each durable topic's log with its subscriber groups (what each group was handed
-and what is still unacknowledged, per consumer), and each URN's reminders on a clock of its
-own, which a test moves on (:meth:`FakeBroker.advance`) to fire the ticks that came due.
+and what is still unacknowledged, per consumer), each URN's reminders on a clock of its
+own, which a test moves on (:meth:`FakeBroker.advance`) to fire the ticks that came due, and
+the results and resolved promises of durable executions by URN and idempotency key.
 
 A :class:`FakeSubscription` is a :class:`~conclib.topics.Subscription` whose events come
 from the broker instead of Redis: the buffer, the counts (``stats()``), the decoding, the
@@ -91,6 +93,12 @@ class FakeBroker:
         self._durable: dict[tuple[str, str], list[FakeSubscription]] = {}
         self._published: dict[tuple[str, str], list[Any]] = {}
         self._reminders: dict[tuple[str, str], dict[str, _Reminder]] = {}
+        # Durable executions by (namespace, URN): results by key (when, encoded), promises
+        # by (key, name) (encoded), and what runs an unfinished execution again when one of
+        # its promises is resolved.
+        self._results: dict[tuple[str, str], dict[str, tuple[int, bytes]]] = {}
+        self._promises: dict[tuple[str, str], dict[tuple[str, str], bytes]] = {}
+        self._waiting: dict[tuple[str, str, str], Callable[[], None]] = {}
 
     # -- topics ----------------------------------------------------------------------------
 
@@ -253,6 +261,65 @@ class FakeBroker:
                         del reminders[name]
         fired.sort(key=lambda t: (t.due_ms, t.urn, t.name))
         return fired
+
+    # -- durable executions ----------------------------------------------------------------
+
+    def finish_execution(self, namespace: str, urn: str, key: str, body: bytes) -> bool:
+        """Records execution ``key``'s result (encoded) unless it has one (the first stays,
+        as the Rust journal's); deletes its promises. Whether it was recorded."""
+        with self._lock:
+            results = self._results.setdefault((namespace, urn), {})
+            if key in results:
+                return False
+            results[key] = (int(time.time() * 1000), body)
+            promises = self._promises.get((namespace, urn), {})
+            for field_ in [f for f in promises if f[0] == key]:
+                del promises[field_]
+            self._waiting.pop((namespace, urn, key), None)
+            return True
+
+    def execution_result(self, namespace: str, urn: str, key: str) -> tuple[int, bytes] | None:
+        """Execution ``key``'s result, if it finished: when (ms since the epoch), encoded."""
+        with self._lock:
+            return self._results.get((namespace, urn), {}).get(key)
+
+    def executions(self, namespace: str, urn: str) -> dict[str, int | None]:
+        """The executions of ``urn`` the broker knows (finished, or waiting for a promise),
+        by key: when each finished (``None``: not yet)."""
+        with self._lock:
+            found: dict[str, int | None] = {
+                k: None for (ns, u, k) in self._waiting if (ns, u) == (namespace, urn)
+            }
+            for key, (at, _) in self._results.get((namespace, urn), {}).items():
+                found[key] = at
+            return found
+
+    def resolve_promise(self, namespace: str, urn: str, key: str, name: str, body: bytes) -> bool:
+        """Resolves promise ``name`` of execution ``key`` (encoded) unless it is resolved
+        already; runs the execution again if it waits for one. Whether it was resolved."""
+        with self._lock:
+            promises = self._promises.setdefault((namespace, urn), {})
+            if (key, name) in promises:
+                return False
+            promises[(key, name)] = body
+            again = self._waiting.pop((namespace, urn, key), None)
+        if again is not None:
+            again()
+        return True
+
+    def promises(self, namespace: str, urn: str, key: str) -> dict[str, Any]:
+        """The promises of execution ``key`` resolved so far, by name, decoded."""
+        with self._lock:
+            return {
+                name: codec.decode(body)
+                for (k, name), body in self._promises.get((namespace, urn), {}).items()
+                if k == key
+            }
+
+    def wait_for_promise(self, namespace: str, urn: str, key: str, again: Callable[[], None]) -> None:
+        """Execution ``key`` waits for a promise: ``again`` runs it once one is resolved."""
+        with self._lock:
+            self._waiting[(namespace, urn, key)] = again
 
 
 class FakeSubscription(Subscription):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .durability import Durability
+
 
 def _info_fields(info: Any) -> dict[str, str]:
     if isinstance(info, dict):
@@ -55,3 +57,24 @@ def server_fields(info: Any) -> tuple[str | None, float | None]:
                 pass
     return run_id, uptime
 
+
+
+def topology_warning(info: Any, durability: Durability, kind: str) -> str | None:
+    """What the client warns at start-up when the primary's replicas (``connected_slaves``
+    of an ``INFO replication`` answer) and its durability disagree, as the Rust client
+    does: replicas (or a Sentinel or Cluster URL) at the primary level, or fewer replicas
+    than the level asks for. ``None`` when they agree."""
+    value = _info_fields(info).get("connected_slaves", "0")
+    replicas = int(value) if value.isdigit() else 0
+    if durability.n == 0 and (replicas > 0 or kind in ("sentinel", "cluster")):
+        return (
+            f"Redis has replicas ({replicas}, topology {kind}) and the client's durability is primary: "
+            "a promotion of a lagging replica may lose tells it reported accepted (python/README, "
+            "\"Redis replicas and durability\"; durability=conclib.Durability.replicas(1))"
+        )
+    if durability.n > replicas:
+        return (
+            f"the primary has {replicas} replicas and the client's durability is {durability.label}: "
+            "every tell fails NotReplicated until enough replicas connect"
+        )
+    return None

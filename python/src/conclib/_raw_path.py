@@ -196,6 +196,27 @@ class _Written:
                     fail(fut, ProtocolError(f"unexpected answer to XADD: {reply!r}"))
 
 
+class _Waited:
+    """The answer of a ``WAIT`` on the writer connection (``RawPath.send_wait``): how many
+    replicas acknowledged the connection's writes so far."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[Any]) -> None:
+        self.fut = fut
+
+    def answer(self, reply: Any) -> None:
+        if type(reply) is int:
+            if not self.fut.done():
+                self.fut.set_result(reply)
+        elif isinstance(reply, ConnectionError):
+            fail(self.fut, Unavailable(f"the connection was lost during WAIT: {reply}"))
+        elif isinstance(reply, RespError):
+            fail(self.fut, RedisError(f"WAIT: {reply.message}"))
+        else:
+            fail(self.fut, ProtocolError(f"unexpected answer to WAIT: {reply!r}"))
+
+
 class _ReaderTurn:
     """The reply reader: takes each ``BLMPOP``'s answer, hands the frames to their asks and
     sends the next ``BLMPOP`` at once (no task)."""
@@ -289,6 +310,19 @@ class RawPath:
         """Queues a tell (``Session.send``)."""
         packed = b"".join([bulk(len(fields)), *[bulk(f) for f in fields]])
         self.enqueue((bulk(requests_key), packed, len(fields), size, 0, fut))
+
+    def send_wait(self, replicas: int, timeout_ms: int) -> asyncio.Future[Any]:
+        """``WAIT replicas timeout_ms`` on the writer connection, after what it wrote so
+        far: the future of how many replicas acknowledged it (``Unavailable`` when the
+        connection is lost or gone: a ``WAIT`` on a new one would count none of those
+        writes)."""
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        conn = self.wconn
+        if conn is None or conn.closed or self.session.down:
+            fail(fut, Unavailable("the connection to Redis is lost"))
+            return fut
+        conn.send(b"*3\r\n$4\r\nWAIT\r\n" + bulk(replicas) + bulk(timeout_ms), (_Waited(fut),))
+        return fut
 
     async def _open(self, on_lost: Any) -> RawConnection:
         client = self.session.client

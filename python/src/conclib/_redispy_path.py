@@ -116,6 +116,14 @@ class RedisPyPath:
             self.session.spawn(self._flush(requests_key))
         queue.append(Outgoing(fields, size, fut))
 
+    def send_wait(self, replicas: int, timeout_ms: int) -> asyncio.Future[Any]:
+        """``WAIT replicas timeout_ms`` on the writer connection (outside a cluster), after
+        what it wrote so far: the future of how many replicas acknowledged it."""
+        fut: asyncio.Future[Any] = self.loop.create_future()
+        self.queue.append(("", Outgoing([replicas, timeout_ms], 0, fut)))
+        self.wakeup.set()
+        return fut
+
     # -- nodes restarted empty (a cluster) ---------------------------------------------------
 
     def wrote(self, request_id: int, requests_key: str) -> None:
@@ -226,7 +234,11 @@ class RedisPyPath:
         try:
             if s.down:
                 raise Unavailable("the connection to Redis is lost")
-            packed = b"".join([pack("XADD", key, "NOMKSTREAM", "*", *r.fields) for key, r in batch])
+            # A key of "" is a ``WAIT`` (``send_wait``), answered by how many replicas.
+            packed = b"".join([
+                pack("XADD", key, "NOMKSTREAM", "*", *r.fields) if key else pack("WAIT", *r.fields)
+                for key, r in batch
+            ])
             await conn.send_packed_command(packed, check_health=False)
             for _ in batch:
                 try:
@@ -247,11 +259,13 @@ class RedisPyPath:
                 except Exception:  # noqa: BLE001
                     pass
             results += [e] * (len(batch) - len(results))
-        for (_, request), result in zip(batch, results):
+        for (key, request), result in zip(batch, results):
             if request.future.done():
                 continue
             if isinstance(result, BaseException):
                 fail(request.future, from_redis_error(result))
+            elif not key:
+                request.future.set_result(result if isinstance(result, int) else None)
             else:
                 request.future.set_result(losses if result is not None else None)
 

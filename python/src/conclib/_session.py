@@ -14,16 +14,18 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._contracts import ClientSettings, Route
 from ._raw import bulk, pack
 from ._raw_path import RawPath
 from ._redispy_path import RedisPyPath
+from .durability import Durability, WaitGate
 from .errors import (
     Closed,
     ConclibError,
+    NotReplicated,
     ProtocolError,
     Timeout,
     Unavailable,
@@ -33,7 +35,7 @@ from .errors import (
     is_connection_error,
 )
 from .protocol import REPLY_HEADER_LEN, Status, pattern_prefix, valid_urn
-from ._info import redis_identity, server_fields
+from ._info import redis_identity, server_fields, topology_warning
 from .url import build_client, close_client, redact
 
 log = logging.getLogger("conclib")
@@ -99,6 +101,8 @@ class Session:
             self.path = self.raw = RawPath(self, blmpop)
         else:
             self.path = RedisPyPath(self, blmpop)
+        # The writer connection's ``WAIT`` s (a durability asking for replicas).
+        self.wait_gate: WaitGate | None = None
         self.ready = False  # connected: ``_start`` is done
         self.started: asyncio.Task[None] = loop.create_task(self._start())
 
@@ -112,7 +116,9 @@ class Session:
 
     async def _start(self) -> None:
         try:
-            info = await asyncio.wait_for(self.redis.execute_command("INFO", "server"), self.client.connect_timeout)
+            info = await asyncio.wait_for(
+                self.redis.execute_command("INFO", "server", "replication"), self.client.connect_timeout
+            )
         except asyncio.TimeoutError:
             raise Unavailable(
                 f"could not connect to {redact(self.client.url)} within {self.client.connect_timeout} s"
@@ -121,6 +127,9 @@ class Session:
             raise from_redis_error(e) from e
         self.run_id, _ = server_fields(info)
         self.seen_run_id = self.run_id
+        warning = topology_warning(info, self.client.durability, self.client._target.kind)
+        if warning:
+            log.warning("%s (Redis %s)", warning, redact(self.client.url))
         await self.path.start()
         self.ready = True
 
@@ -311,6 +320,28 @@ class Session:
     async def command(self, deadline: float, *args: Any) -> Any:
         """One command, given up at the deadline (``Timeout``; the caller turns it into
         ``Unavailable`` when the connection was lost meanwhile)."""
+        return await self._bounded(deadline, lambda: self.redis.execute_command(*args))
+
+    async def command_replicated(self, deadline: float, durability: Durability, *args: Any) -> Any:
+        """One write command, then (at a durability asking for replicas) ``WAIT`` on the
+        same connection (a pipeline): its answer once the replicas hold it, else
+        ``NotReplicated``."""
+        if not durability.n:
+            return await self.command(deadline, *args)
+        replicas, timeout_ms = durability.wait_args()
+
+        async def both() -> Any:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.execute_command(*args)
+            pipe.execute_command("WAIT", replicas, timeout_ms)
+            return await pipe.execute()
+
+        answer, got = await self._bounded(deadline, both)
+        if not isinstance(got, int) or got < replicas:
+            raise NotReplicated(got if isinstance(got, int) else 0, replicas, durability.timeout)
+        return answer
+
+    async def _bounded(self, deadline: float, send: Callable[[], Awaitable[Any]]) -> Any:
         # A closed session sends nothing more (an ask resolving or waiting for its URN's
         # return when the client was closed ends ``Closed``, not on a closed connection).
         if self.closed:
@@ -321,7 +352,7 @@ class Session:
         if self.down:
             raise Unavailable("the connection to Redis is lost")
         try:
-            return await asyncio.wait_for(self.redis.execute_command(*args), left)
+            return await asyncio.wait_for(send(), left)
         except asyncio.TimeoutError:
             raise Timeout(0) from None
         except ConclibError:
@@ -369,6 +400,27 @@ class Session:
             if not await self.departed(urn, deadline):
                 await self.wait_if_redis_lost_it(urn, deadline)
             route = await self.resolve(urn, deadline, True)
+
+    async def replicated(self, durability: Durability, disconnects: int, deadline: float) -> None:
+        """Returns once the writes of the writer connection so far (a tell just written) are
+        held by ``durability.n`` replicas: one ``WAIT`` in flight at a time, shared
+        (``WaitGate``). ``NotReplicated`` if fewer acknowledged within its timeout;
+        ``Unavailable`` if the connection was lost since ``disconnects`` was read (a
+        ``WAIT`` on a new connection would count none of the tell's writes)."""
+        gate = self.wait_gate
+        if gate is None:
+            replicas, timeout_ms = durability.wait_args()
+            path = self.path
+            gate = self.wait_gate = WaitGate(lambda: path.send_wait(replicas, timeout_ms))
+        try:
+            got = await until(asyncio.shield(gate.wait()), deadline)
+        except asyncio.TimeoutError:
+            raise Timeout(0, "waiting for the replicas to acknowledge the tell") from None
+        if self.disconnects != disconnects:
+            raise Unavailable("the connection to Redis was lost after the tell was written: "
+                              "whether a replica holds it is unknown; it may or may not be handled")
+        if got < durability.n:
+            raise NotReplicated(got, durability.n, durability.timeout)
 
     # -- replies -----------------------------------------------------------------------------
 

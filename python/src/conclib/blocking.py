@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .client import _ABANDONED, DEFAULT_URL, AsyncClient, Message, Priority, _NOTHING
+from .durable import ExecutionInfo, Finished
 from .errors import Closed, ConclibError, Timeout
 from .reminders import ReminderInfo
 from .topics import DEFAULT_MAX_LEN, Subscription
@@ -209,6 +210,23 @@ class Client:
     def list_reminders(self, urn: str) -> list[ReminderInfo]:
         """As :meth:`AsyncClient.list_reminders <conclib.client.AsyncClient.list_reminders>`, blocking."""
         return self._run(self._client.list_reminders(urn), self._client.command_timeout)
+
+    def execution_result(self, urn: str, key: str) -> Finished | None:
+        """As :meth:`AsyncClient.execution_result <conclib.client.AsyncClient.execution_result>`, blocking."""
+        return self._run(self._client.execution_result(urn, key), self._client.command_timeout)
+
+    def wait_execution(self, urn: str, key: str, *, timeout: float | None = None) -> Any:
+        """As :meth:`AsyncClient.wait_execution <conclib.client.AsyncClient.wait_execution>`, blocking."""
+        limit = self._client.timeout if timeout is None else float(timeout)
+        return self._run(self._client.wait_execution(urn, key, timeout=timeout), limit)
+
+    def resolve_promise(self, urn: str, key: str, name: str, value: Any) -> bool:
+        """As :meth:`AsyncClient.resolve_promise <conclib.client.AsyncClient.resolve_promise>`, blocking."""
+        return self._run(self._client.resolve_promise(urn, key, name, value), self._client.command_timeout)
+
+    def list_executions(self, urn: str) -> list[ExecutionInfo]:
+        """As :meth:`AsyncClient.list_executions <conclib.client.AsyncClient.list_executions>`, blocking."""
+        return self._run(self._client.list_executions(urn), self._client.command_timeout)
 
     def close(self) -> None:
         """Closes the client and stops its thread."""

@@ -32,6 +32,7 @@ from ._raw_path import EXPIRED, GONE, RawPath
 from ._redispy_path import RedisPyPath, cancelling
 from ._contracts import NOTHING, Route
 from ._session import Session, until
+from .durability import Durability
 from .errors import (
     Closed,
     CodecError,
@@ -53,8 +54,10 @@ from .protocol import (
     request_fields,
     ttl_ms,
 )
+from . import durable as _durable
 from . import reminders as _reminders
 from . import topics as _topics
+from .durable import ExecutionInfo, Finished
 from .reminders import ReminderInfo
 from .topics import DEFAULT_BUFFER, DEFAULT_GROUP, DEFAULT_MAX_LEN, Subscription
 from .trace import current_traceparent, current_traceparent_bytes, valid_traceparent
@@ -121,6 +124,8 @@ class AsyncClient:
     ``timeout``: the default ask timeout (seconds; it is also the request's ``ttl``).
     ``tell_ttl``: how long a told message may wait for its proxy. ``max_payload``: the largest
     message (encoded) sent, in bytes. ``on_ask``: a metrics hook called after every ask.
+    ``durability``: what a tell must reach before it returns (:mod:`conclib.durability`;
+    default: the primary alone).
 
     Connects on first use, or with ``await client.connect()``; ``async with`` closes it.
     """
@@ -139,10 +144,12 @@ class AsyncClient:
         max_payload: int = 8 * 1024 * 1024,
         tls_ca_file: str | None = None,
         on_ask: AskHook | None = None,
+        durability: Durability | None = None,
     ) -> None:
         problem = check_name("namespace", namespace)
         if problem:
             raise ConfigError(problem)
+        self.durability = durability if durability is not None else Durability.primary()
         for name, value in [("timeout", timeout), ("tell_ttl", tell_ttl), ("command_timeout", command_timeout),
                             ("connect_timeout", connect_timeout), ("max_payload", max_payload)]:
             if not value > 0:
@@ -159,6 +166,12 @@ class AsyncClient:
         self.on_ask = on_ask
         self._tls_ca_file = tls_ca_file
         self._target: RedisTarget = parse_url(url)
+        if self.durability.n and self._target.kind == "cluster":
+            raise ConfigError("a durability asking for replicas is not supported on a Redis Cluster URL yet")
+        if self.durability.n and not self.durability.timeout < self.command_timeout:
+            # A tell (its WAIT included) is bounded by command_timeout.
+            raise ConfigError(f"the durability's timeout ({self.durability.timeout} s) must be shorter than "
+                              f"command_timeout ({self.command_timeout} s)")
         self._keys = Keys(namespace)
         self._session: Session | None = None
         self._closed = False
@@ -510,7 +523,9 @@ class AsyncClient:
         """Tells the actor with this URN; returns once Redis holds the message. It is handled
         if the actor's system takes it within ``tell_ttl``; nothing is answered. Raises
         ``UnknownUrn`` if no system serves the URN, codec, size and Redis errors, and
-        ``Timeout`` if Redis does not answer within ``command_timeout`` (a frozen server)."""
+        ``Timeout`` if Redis does not answer within ``command_timeout`` (a frozen server).
+        With a ``durability`` asking for replicas it returns once they acknowledged it, and
+        raises ``NotReplicated`` (an ``Unavailable``) if fewer did in time."""
         high = _priority(priority)
         name, body = self._encode(message, payload)
         tp = _traceparent(traceparent)
@@ -546,6 +561,8 @@ class AsyncClient:
             if route is None or route.until <= time.monotonic():
                 route = await session.resolve(urn, deadline, False)
             await session.send(route, urn, build, deadline, high)
+            if self.durability.n:
+                await session.replicated(self.durability, disconnects, deadline)
         except ConclibError as e:
             await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
             raise session.at_deadline(e, timeout, disconnects) from None
@@ -595,6 +612,12 @@ class AsyncClient:
         session = await self._current()
         return await session.command(time.monotonic() + self.command_timeout, *args)
 
+    async def _write(self, *args: Any) -> Any:
+        """One write that must survive a promotion at the client's ``durability`` (reminder
+        registrations and cancellations): ``WAIT`` after it on the same connection."""
+        session = await self._current()
+        return await session.command_replicated(time.monotonic() + self.command_timeout, self.durability, *args)
+
     # -- reminders (conclib.reminders) -------------------------------------------------------
 
     async def register_reminder(
@@ -619,6 +642,28 @@ class AsyncClient:
     async def list_reminders(self, urn: str) -> list[ReminderInfo]:
         """``urn``'s reminders (:class:`conclib.reminders.ReminderInfo`), sorted by name."""
         return await _reminders.list_reminders(self, urn)
+
+    # -- durable executions (conclib.durable) ------------------------------------------------
+
+    async def execution_result(self, urn: str, key: str) -> Finished | None:
+        """Durable execution ``key`` of ``urn``: its :class:`~conclib.durable.Finished`
+        result, or ``None`` while it has none. See :mod:`conclib.durable`."""
+        return await _durable.result(self, urn, key)
+
+    async def wait_execution(self, urn: str, key: str, *, timeout: float | None = None) -> Any:
+        """Durable execution ``key`` of ``urn``'s result once it finished (``Timeout`` after
+        ``timeout``, default the client's). See :func:`conclib.durable.wait_result`."""
+        return await _durable.wait_result(lambda: self.execution_result(urn, key),
+                                          self.timeout if timeout is None else float(timeout))
+
+    async def resolve_promise(self, urn: str, key: str, name: str, value: Any) -> bool:
+        """Resolves promise ``name`` of durable execution ``key`` of ``urn``; ``False`` if
+        it was resolved already. See :func:`conclib.durable.resolve_promise`."""
+        return await _durable.resolve_promise(self, urn, key, name, value)
+
+    async def list_executions(self, urn: str) -> list[ExecutionInfo]:
+        """The durable executions ``urn``'s journal holds (:class:`~conclib.durable.ExecutionInfo`)."""
+        return await _durable.list_executions(self, urn)
 
 
 def encode_message(message: str | Message, payload: Any, max_payload: int) -> tuple[str, bytes]:

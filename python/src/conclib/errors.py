@@ -35,6 +35,7 @@ __all__ = [
     "MailboxFull",
     "NoResponse",
     "NotExposed",
+    "NotReplicated",
     "Overloaded",
     "Panicked",
     "ProtocolError",
@@ -256,6 +257,27 @@ class Unavailable(ConclibError, ConnectionError):
     ``ConnectionError``."""
 
     label = "unavailable"
+
+
+class NotReplicated(Unavailable):
+    """A write (a tell, a durable publish, a reminder's registration or cancellation, of a
+    client whose ``durability`` asks for replicas) that the primary took, but that fewer
+    replicas than asked acknowledged within the durability's timeout (``WAIT``): a
+    promotion of a lagging replica may lose it, and it may also still take effect (a tell
+    be handled), as after a timeout. ``replicas``: how many acknowledged; ``required``: how
+    many were asked. Also an ``Unavailable`` (retryable; the Rust client reports it as
+    ``Unavailable``)."""
+
+    label = "not_replicated"
+
+    def __init__(self, replicas: int, required: int, timeout: float) -> None:
+        self.replicas = replicas
+        self.required = required
+        self.timeout = timeout
+        super().__init__(
+            f"the write reached {replicas} of the {required} replicas durability asks for "
+            f"within {timeout:.3f} s; it may or may not take effect"
+        )
 
 
 class RedisError(ConclibError):

@@ -119,6 +119,11 @@ class Keys:
         ``system`` (gone) left for the URNs of pattern ``prefix`` (a lock with a TTL)."""
         return f"{self.namespace}:sys:{system}:takeover:{prefix}"
 
+    def state(self, urn: str) -> str:
+        """``{ns}:state:{urn}``: an activated URN's state (a hash: its fenced store's fields
+        and its durable executions' journal, ``conclib.durable``)."""
+        return f"{self.namespace}:state:{urn}"
+
     def reply_prefix(self) -> str:
         """``{ns}:reply:``: every reply list starts with this."""
         return f"{self.namespace}:reply:"

@@ -135,6 +135,12 @@ async def _eval(client: CommandClient, script: str, keys: list[str], args: list[
     return await client._command("EVAL", script, len(keys), *keys, *args)
 
 
+async def _eval_write(client: CommandClient, script: str, keys: list[str], args: list[Any]) -> Any:
+    """A registration or cancellation: it waits for the replicas the client's durability
+    asks for, as the Rust crate's."""
+    return await client._write("EVAL", script, len(keys), *keys, *args)
+
+
 _NOTHING: Any = NOTHING
 
 
@@ -207,7 +213,7 @@ async def register(
     the payload, ``Timeout``/``Unavailable`` when Redis does not answer."""
     r = Registration.of(urn, name, after=after, at=at, every=every, payload=payload, max_payload=client.max_payload)
     keys = _ShardKeys(client.namespace, urn)
-    due = await _eval(
+    due = await _eval_write(
         client,
         REGISTER,
         [keys.due(), keys.record(urn, name), keys.index(urn)],
@@ -231,7 +237,7 @@ async def cancel(client: CommandClient, urn: str, name: str) -> bool:
     """Cancels ``urn``'s reminder ``name``; whether it was registered."""
     check_urn_and_name(urn, name)
     keys = _ShardKeys(client.namespace, urn)
-    removed = await _eval(
+    removed = await _eval_write(
         client, CANCEL, [keys.due(), keys.record(urn, name), keys.index(urn)], [f"{urn}\n{name}", name]
     )
     return bool(removed == 1)

@@ -50,12 +50,36 @@ as in Redis, on the broker's clock, which only moves when the test says so:
 :meth:`advance` (or :meth:`fire_due`) returns the ticks that came due (:class:`FiredTick`),
 a periodic reminder's missed ticks folded into one (``missed``), as the Rust pollers deliver
 them. Nothing is delivered to an actor: assert on the ticks.
+
+Durable executions (:mod:`conclib.durable`) run on the broker too: :meth:`answer_execution`
+makes a message run a function once per idempotency key, as a Rust handler running
+``Journal::run`` does, and the results and promises are read and resolved with the real
+clients' methods::
+
+    def place(order: dict[str, Any], promises: dict[str, Any]) -> str:
+        if "approved" not in promises:
+            raise Waiting()                                  # as ex.promise("approved", ..)
+        return f"charged {order['cents']} approved={promises['approved']}"
+
+    fake.answer_execution("order:7", "Place", place)         # the key: the payload's "key"
+    await fake.tell("order:7", "Place", {"key": "k1", "cents": 5})
+    assert await fake.execution_result("order:7", "k1") is None   # waits for the promise
+    assert await fake.resolve_promise("order:7", "k1", "approved", True)
+    assert await fake.wait_execution("order:7", "k1") == "charged 5 approved=True"
+
+An execution whose function raised :class:`Waiting` runs again when one of its promises is
+resolved; once it returned, its result is recorded and the same key answers it without
+running the function (an ask of a waiting execution fails ``Timeout``, as a real ask
+shorter than the wait does). Steps are not recorded: ``list_executions`` lists the
+executions with their finish times and no steps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -63,13 +87,21 @@ from . import codec
 from ._fake_broker import FakeBroker, FakeSubscription, FiredTick
 from .blocking import BlockingSubscription, Client
 from .client import DEFAULT_URL, _NOTHING, AsyncClient, Message, Priority, _priority, _traceparent, encode_message
-from .errors import Closed, NotExposed, TooLarge, UnknownUrn
+from .durability import Durability
+from .durable import ExecutionInfo, Finished, check_name, encode_promise, parse_result
+from .errors import Closed, ConclibError, NotExposed, Timeout, TooLarge, UnknownUrn
 from .protocol import DEFAULT_NAMESPACE
 from .reminders import Registration, ReminderInfo
 from .topics import DEFAULT_BUFFER, DEFAULT_GROUP, DEFAULT_MAX_LEN, Subscription, check_topic
 from .url import parse_url
 
-__all__ = ["ANY", "FakeAsyncClient", "FakeBroker", "FakeClient", "FakeSubscription", "FiredTick", "Sent"]
+__all__ = ["ANY", "FakeAsyncClient", "FakeBroker", "FakeClient", "FakeSubscription", "FiredTick", "Sent", "Waiting"]
+
+
+class Waiting(Exception):
+    """Raised by a function given to :meth:`FakeAsyncClient.answer_execution` while a
+    promise it needs is not resolved: the execution waits, and runs again once one of its
+    promises is resolved."""
 
 
 class _Any:
@@ -106,6 +138,8 @@ class Sent:
 class _Rule:
     answer: Any = None
     error: BaseException | None = None
+    # A durable execution (``answer_execution``): a tell runs it too.
+    runs_on_tell: bool = False
 
 
 class _Fake:
@@ -139,6 +173,39 @@ class _Fake:
             raise TypeError(f"fail() takes an exception instance, got {error!r}")
         with self._fake_lock:
             self._rules[(urn, message)] = _Rule(error=error)
+
+    def answer_execution(
+        self,
+        urn: str,
+        message: str,
+        run: Callable[[Any, dict[str, Any]], Any],
+        *,
+        key: str | Callable[[Any], str] = "key",
+    ) -> None:
+        """Asks and tells of ``message`` to ``urn`` run a durable execution, once per
+        idempotency key (``key``: the payload's field holding it, or a function of the
+        payload): ``run(payload, promises)`` (``promises``: those resolved so far, by name)
+        returns its result, recorded on the broker, or raises :class:`Waiting` (it runs
+        again when a promise of its key is resolved). The same key again answers the
+        recorded result without running ``run``."""
+        namespace = self.namespace
+
+        def execute(payload: Any) -> Any:
+            k = key(payload) if callable(key) else payload[key]
+            check_name("an execution key", k)
+            done = self.broker.execution_result(namespace, urn, k)
+            if done is not None:
+                return parse_result(b"%d\n%b" % done).value
+            try:
+                value = run(payload, self.broker.promises(namespace, urn, k))
+            except Waiting:
+                self.broker.wait_for_promise(namespace, urn, k, lambda: _quietly(execute, payload))
+                raise Timeout(self.timeout, f"execution {k!r} waits for a promise") from None
+            self.broker.finish_execution(namespace, urn, k, codec.encode(value))
+            return value
+
+        with self._fake_lock:
+            self._rules[(urn, message)] = _Rule(answer=execute, runs_on_tell=True)
 
     def reset(self) -> None:
         """Forgets what was set and what was sent."""
@@ -216,6 +283,8 @@ class _Fake:
         if rule.error is not None:
             raise rule.error
         if kind == "tell":
+            if rule.runs_on_tell:
+                _quietly(rule.answer, codec.decode(body))
             return None
         answer = rule.answer(codec.decode(body)) if callable(rule.answer) else rule.answer
         # As the wire carries it: a tuple comes back a list, a dataclass a dict.
@@ -266,6 +335,24 @@ class _Fake:
         self._open()
         return self.broker.list_reminders(self.namespace, urn)
 
+    def _execution_result(self, urn: str, key: str) -> Finished | None:
+        check_name("an execution key", key)
+        self._open()
+        done = self.broker.execution_result(self.namespace, urn, key)
+        return None if done is None else parse_result(b"%d\n%b" % done)
+
+    def _resolve_promise(self, urn: str, key: str, name: str, value: Any) -> bool:
+        check_name("an execution key", key)
+        check_name("a promise name", name)
+        body = encode_promise(value, self.max_payload)
+        self._open()
+        return self.broker.resolve_promise(self.namespace, urn, key, name, body)
+
+    def _list_executions(self, urn: str) -> list[ExecutionInfo]:
+        self._open()
+        found = self.broker.executions(self.namespace, urn)
+        return [ExecutionInfo(k, found[k], 0) for k in sorted(found)]
+
     def _resolve(self, urn: str) -> str | None:
         with self._fake_lock:
             if self._fake_closed:
@@ -289,6 +376,7 @@ class FakeAsyncClient(_Fake, AsyncClient):
         # The real client's state is never made: every method that would use it is replaced.
         self._setup(namespace, timeout, max_payload, broker)
         self.url = "fake://"
+        self.durability = Durability.primary()
         self.command_timeout = 10.0
         self.connect_timeout = 5.0
         # Read by the subscriptions (a live topic is sharded pub/sub on a Cluster only).
@@ -355,6 +443,20 @@ class FakeAsyncClient(_Fake, AsyncClient):
                                         consumer=consumer, buffer=buffer, from_start=from_start,
                                         claim_idle=claim_idle)
         return await subscription.start()
+
+    async def execution_result(self, urn: str, key: str) -> Finished | None:
+        """The result the broker recorded for execution ``key`` of ``urn``, if any."""
+        await asyncio.sleep(0)
+        return self._execution_result(urn, key)
+
+    async def resolve_promise(self, urn: str, key: str, name: str, value: Any) -> bool:
+        """Resolves the promise on the broker (an execution waiting for it runs again)."""
+        await asyncio.sleep(0)
+        return self._resolve_promise(urn, key, name, value)
+
+    async def list_executions(self, urn: str) -> list[ExecutionInfo]:
+        """The executions the broker knows for ``urn`` (no steps: see the module's docs)."""
+        return self._list_executions(urn)
 
     async def register_reminder(
         self,
@@ -476,3 +578,34 @@ class FakeClient(_Fake, Client):
 
     def list_reminders(self, urn: str) -> list[ReminderInfo]:
         return self._list(urn)
+
+    def execution_result(self, urn: str, key: str) -> Finished | None:
+        return self._execution_result(urn, key)
+
+    def wait_execution(self, urn: str, key: str, *, timeout: float | None = None) -> Any:
+        """Looks until the broker holds the execution's result (``Timeout`` after
+        ``timeout``, default the fake's); another thread may finish it meanwhile."""
+        limit = self.timeout if timeout is None else float(timeout)
+        if not limit > 0:
+            raise ValueError(f"timeout must be positive, got {limit!r}")
+        deadline = time.monotonic() + limit
+        while (found := self._execution_result(urn, key)) is None:
+            if time.monotonic() >= deadline:
+                raise Timeout(limit, "waiting for the execution's result")
+            time.sleep(0.001)
+        return found.value
+
+    def resolve_promise(self, urn: str, key: str, name: str, value: Any) -> bool:
+        return self._resolve_promise(urn, key, name, value)
+
+    def list_executions(self, urn: str) -> list[ExecutionInfo]:
+        return self._list_executions(urn)
+
+
+def _quietly(run: Callable[[Any], Any], payload: Any) -> None:
+    """Runs a durable execution started by a tell (or again, a promise resolved): its
+    outcome goes to no caller, as a tell's does not."""
+    try:
+        run(payload)
+    except ConclibError:
+        pass

@@ -92,7 +92,13 @@ async def publish(client: Any, topic: str, event: Any, *, durable: bool, max_len
         # On a Cluster, sharded pub/sub (to the node of the channel's slot), as in Rust.
         command = "SPUBLISH" if client._target.kind == "cluster" else "PUBLISH"
         args = (command, live_channel(ns, topic), live_frame(body))
-    await session.command(time.monotonic() + client.command_timeout, *args)
+    deadline = time.monotonic() + client.command_timeout
+    if durable:
+        # A durable event must survive a promotion at the client's durability (a live one
+        # is at most once: it waits for nothing), as the Rust publisher's.
+        await session.command_replicated(deadline, client.durability, *args)
+    else:
+        await session.command(deadline, *args)
 
 
 class Subscription:

@@ -7,8 +7,9 @@
 //! conclib-pyserver --export-schema
 //! ```
 //!
-//! Serving: spawns the actors of [`shapes`] (URNs `py:shapes`, `py:counter`, `py:narrow`)
-//! and the conformance actor of [`mirror`] (`conf:counter`, and a second one at `pytest:echo`
+//! Serving: spawns the actors of [`shapes`] (URNs `py:shapes`, `py:counter`, `py:narrow`),
+//! [`cancellable`] (`py:cancellable`, which cancels a handler on timeout) and the
+//! conformance actor of [`mirror`] (`conf:counter`, and a second one at `pytest:echo`
 //! for the pattern tests), starts the Redis proxy (the
 //! client side of its configuration uses MessagePack; the proxy answers each request in the
 //! codec it came in; `--lease-ttl-ms` sets its lease and its URN keys' TTL, 4 s and 15 s by
@@ -24,7 +25,9 @@
 //!
 //! `--export-schema` prints what each actor exposes as JSON ([`conclib::schema`]) and exits.
 
+mod cancellable;
 mod mirror;
+mod orders;
 mod publisher;
 mod reminded;
 mod shapes;
@@ -71,7 +74,8 @@ options:
 URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
 py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), py:remind:{id}
-(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), conf:counter,
+(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), py:order:{id}
+(a durable workflow: py.Place {key, cents}, py.Charges), conf:counter,
 pytest:echo, py:shared, conf:shared, py:publisher (test.Publish {topic, durable, from,
 count}: publishes count events {from, seq} to a topic, MessagePack).
 
@@ -203,6 +207,12 @@ fn export_schema() -> serde_json::Value {
         .infallible::<HoldUntilQueued>()
         .done();
     export.actor::<Narrow>().infallible::<Occupy>().done();
+    // Activated by pattern (`py:order:{id}`): its handle takes the URN.
+    export
+        .actor::<orders::Orders>()
+        .message::<orders::Place>()
+        .message::<orders::Charges>()
+        .done();
     export.to_json()
 }
 
@@ -307,6 +317,10 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     system.build(shapes::Counter::default()).spawn().await?;
     system.build(shapes::Narrow).spawn().await?;
     system
+        .build(cancellable::Cancellable::default())
+        .spawn()
+        .await?;
+    system
         .build(mirror::Mirror::default())
         .urn("conf:counter")
         .on_panic(PanicPolicy::Resume)
@@ -372,6 +386,17 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             "py:remind:{id}",
             |_a: conclib::redis::scale::Activation| async move {
                 Ok::<_, String>(reminded::Reminded::default())
+            },
+        )
+        .await?;
+    // A durable workflow (`test_durable.py`): its steps journaled in the URN's state.
+    proxy
+        .activate(
+            "py:order:{id}",
+            |a: conclib::redis::scale::Activation| async move {
+                Ok::<_, String>(orders::Orders::new(conclib::redis::durable::Journal::new(
+                    a.into_store(),
+                )))
             },
         )
         .await?;
@@ -477,7 +502,7 @@ mod tests {
     fn the_schema_lists_what_each_actor_exposes() {
         let schema = super::export_schema();
         let actors = schema["actors"].as_array().unwrap();
-        assert_eq!(actors.len(), 3);
+        assert_eq!(actors.len(), 4);
         assert!(schema["$defs"]["PlaceOrder"].is_object());
     }
 }

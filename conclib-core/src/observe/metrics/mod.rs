@@ -50,6 +50,7 @@
 //! | `conclib_actor_panics_total` | counter | actor, urn | handlers and hooks that panicked |
 //! | `conclib_actor_restarts_total` | counter | actor, urn | restarts after a panic or a sibling's restart |
 //! | `conclib_actor_asks_skipped_total` | counter | actor, urn | asks not started: their asker had given up |
+//! | `conclib_actor_handlers_cancelled_total` | counter | actor, urn | handlers dropped at an `.await` because their asker gave up (actors with [`Actor::CANCEL_ON_TIMEOUT`](crate::Actor::CANCEL_ON_TIMEOUT)) |
 //! | `conclib_ask_timeouts_total` | counter | actor, urn | asks that timed out, seen by the asker (local refs) |
 //! | `conclib_pool_members` | gauge | actor, urn | members in a pool's routing table (`actor`: the members' type, `urn`: the pool's), every second |
 //! | `conclib_pool_queued` | gauge | actor, urn | messages queued in the members' mailboxes, every second |

@@ -203,11 +203,12 @@ fn handle_typed<'a, A: Handler<M>, M: Message>(
     cx: &mut TaskContext<'_>,
 ) -> Started<'a> {
     slot.start(
-        Handling::<_, _, M> {
+        Handling::<_, _, M, A> {
             inner: CatchUnwind::new(Lazy::Start {
                 create: move || actor.handle(msg, ctx),
             }),
             reply,
+            actor: PhantomData,
         },
         cx,
     )
@@ -514,15 +515,17 @@ impl<A: Actor> Drop for Envelope<A> {
 
 pin_project! {
     /// Runs one handler: creates its future on the first poll and polls it, catching
-    /// panics, then sends the result to the asker.
-    struct Handling<C, F, M: Message> {
+    /// panics, then sends the result to the asker. When `A` opts in
+    /// ([`Actor::CANCEL_ON_TIMEOUT`]), an ask's handler is dropped once its asker gave up.
+    struct Handling<C, F, M: Message, A> {
         #[pin]
         inner: CatchUnwind<Lazy<C, F>>,
         reply: Option<ReplyTx<M>>,
+        actor: PhantomData<fn() -> A>,
     }
 }
 
-impl<C, F, M> Future for Handling<C, F, M>
+impl<C, F, M, A: Actor> Future for Handling<C, F, M, A>
 where
     C: FnOnce() -> F,
     F: Future<Output = Result<M::Response, M::Error>>,
@@ -540,7 +543,21 @@ where
             this.inner.as_mut().project().fut.set(Lazy::Finished);
             return Poll::Ready(Outcome::Skipped);
         }
-        let result = match std::task::ready!(this.inner.poll(cx)) {
+        let polled = this.inner.as_mut().poll(cx);
+        // Known when compiled: nothing of this for an actor that does not opt in.
+        if A::CANCEL_ON_TIMEOUT
+            && polled.is_pending()
+            && let Some(reply) = this.reply.as_mut()
+            // Also registers the actor's waker: the asker's giving up wakes the handler.
+            && reply.poll_closed(cx).is_ready()
+        {
+            // The asker gave up (its answer is `Timeout` already): the handler is dropped
+            // where it waits, its state as it left it there.
+            this.inner.as_mut().project().fut.set(Lazy::Finished);
+            *this.reply = None;
+            return Poll::Ready(Outcome::Cancelled);
+        }
+        let result = match std::task::ready!(polled) {
             Ok(result) => result,
             Err(message) => {
                 if let Some(reply) = this.reply.take() {

@@ -19,9 +19,7 @@ use super::takeover;
 use super::versions;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
-use crate::protocol::{
-    self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT, TAKE_OVER_SCRIPT,
-};
+use crate::protocol::{self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT};
 use crate::proxy::serve::lease;
 use crate::proxy::serve::write;
 use crate::proxy::shared::{Member, MemberHandle, Role, Shared};
@@ -105,7 +103,6 @@ pub(in crate::proxy) async fn enter(
                 system: Arc::downgrade(shared),
                 trim: Script::new(GROUP_TRIM_SCRIPT),
                 forget: Script::new(GROUP_FORGET_SCRIPT),
-                take_over: Script::new(TAKE_OVER_SCRIPT),
             })),
             (shared.cmd.clone(), reader),
             shared.config.group_in_flight.max(1),
@@ -476,7 +473,7 @@ async fn member_loop(shared: Arc<Shared>) {
                     && m.pattern
                     && !m.fast
                 {
-                    takeover::take_over_gone(&shared, &m.name, &m.take_over).await;
+                    takeover::take_over_gone(&shared, &m.name).await;
                 }
             }
             event = reconnects.recv(), if events => match event {

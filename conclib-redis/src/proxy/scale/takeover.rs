@@ -21,6 +21,7 @@
 //! Cluster: the streams live in different slots, where no script reaches them all (there
 //! the URN keys lapse after `urn_ttl`).
 
+use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
@@ -37,6 +38,9 @@ const BATCH: usize = 200;
 /// Steps per look, at most: the rest at the next look (an eighth of a lease later).
 const STEPS: usize = 50;
 
+/// [`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT), loaded once per process.
+static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| Script::new(protocol::TAKE_OVER_SCRIPT));
+
 /// What a look at a pattern's gone systems found and did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(in crate::proxy) struct TakenOver {
@@ -52,11 +56,7 @@ pub(in crate::proxy) struct TakenOver {
 
 /// Takes over the requests that systems gone from pattern `prefix`'s directory left in
 /// their streams (the module's docs). `shared`: a member instance of the pattern.
-pub(in crate::proxy) async fn take_over_gone(
-    shared: &Shared,
-    prefix: &str,
-    script: &Script,
-) -> TakenOver {
+pub(in crate::proxy) async fn take_over_gone(shared: &Shared, prefix: &str) -> TakenOver {
     let mut total = TakenOver::default();
     if shared.cmd.is_clustered() {
         return total;
@@ -68,7 +68,13 @@ pub(in crate::proxy) async fn take_over_gone(
         if !lock_takeover(shared, &system, prefix).await {
             continue;
         }
-        let done = move_requests(shared, &system, prefix, script).await;
+        let from = Source {
+            system: &system,
+            lease_key: shared.keys.lease(&system),
+            placed: true,
+            steps: STEPS,
+        };
+        let done = move_requests(shared, prefix, &from).await;
         if done.moved + done.expired > 0 {
             tracing::info!(system = %shared.system_id, gone = %system, pattern = %prefix, moved = done.moved, expired = done.expired, waited_ms = done.waited_ms, "moved the requests a gone system left for a pattern's URNs to the members chosen to activate them");
             crate::metrics::taken_over(
@@ -201,21 +207,46 @@ async fn choose_targets(
         .collect()
 }
 
-/// Moves `system`'s unacknowledged requests for `prefix`'s URNs, each URN's to the
-/// own stream of the member chosen to activate it, a batch at a time
-/// ([`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT)).
-async fn move_requests(shared: &Shared, system: &str, prefix: &str, script: &Script) -> TakenOver {
+/// Whose stream a move walks, and where its URNs' requests go.
+pub(in crate::proxy) struct Source<'a> {
+    /// The system whose stream is walked.
+    pub(in crate::proxy) system: &'a str,
+    /// The script moves nothing while this key exists: the system's lease for a gone
+    /// system (back, it reads its stream again), a key that never exists for a draining
+    /// one (it stopped reading its stream, which is what the check stands for).
+    pub(in crate::proxy) lease_key: String,
+    /// Each URN's requests to the own stream of the member placement chooses for it (a
+    /// gone system's), or all to the pattern's group's stream (a draining system's: its
+    /// activations were handed over already, their URN keys with them).
+    pub(in crate::proxy) placed: bool,
+    /// Batches walked at most.
+    pub(in crate::proxy) steps: usize,
+}
+
+/// Moves the unacknowledged requests for `prefix`'s URNs out of `from`'s stream, a batch
+/// at a time ([`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT)): the one walk of a
+/// system's stream, for a takeover and a drain's sweep alike. Not in a Redis Cluster (the
+/// streams live in different slots, where no script reaches them all).
+pub(in crate::proxy) async fn move_requests(
+    shared: &Shared,
+    prefix: &str,
+    from: &Source<'_>,
+) -> TakenOver {
+    let system = from.system;
     let stream = shared.keys.requests(system);
     let target = shared.keys.requests(&protocol::pattern_group(prefix));
     let mut done = TakenOver::default();
-    let mut from = "-".to_owned();
-    for _ in 0..STEPS {
+    if shared.cmd.is_clustered() {
+        return done;
+    }
+    let mut at = "-".to_owned();
+    for _ in 0..from.steps {
         let Ok(Value::Array(entries)) = conn::call(
             &shared.cmd,
             keyed("XRANGE"),
             vec![
                 owned(stream.clone()),
-                owned(from.clone()),
+                owned(at.clone()),
                 s("+"),
                 s("COUNT"),
                 Value::Integer(BATCH as i64),
@@ -228,24 +259,32 @@ async fn move_requests(shared: &Shared, system: &str, prefix: &str, script: &Scr
         let Some((first, last)) = range_of(&entries) else {
             break;
         };
-        let mut urns: Vec<String> = entries
-            .iter()
-            .filter_map(urn_of)
-            .filter(|urn| protocol::pattern_prefix(urn) == Some(prefix))
-            .collect();
+        let mut urns: Vec<String> = if from.placed {
+            entries
+                .iter()
+                .filter_map(urn_of)
+                .filter(|urn| protocol::pattern_prefix(urn) == Some(prefix))
+                .collect()
+        } else {
+            Vec::new()
+        };
         urns.sort();
         urns.dedup();
-        if !urns.is_empty() {
+        if !from.placed || !urns.is_empty() {
             // Where each URN is activated again: one member's own stream for all its
             // requests, so that they are handled in their order.
-            let targets = choose_targets(shared, system, prefix, &urns).await;
+            let targets = if urns.is_empty() {
+                Vec::new()
+            } else {
+                choose_targets(shared, system, prefix, &urns).await
+            };
             let mut members: Vec<&str> = targets.iter().map(String::as_str).collect();
             members.sort_unstable();
             members.dedup();
             let mut keys = vec![
                 owned(stream.clone()),
                 owned(target.clone()),
-                owned(shared.keys.lease(system)),
+                owned(from.lease_key.clone()),
             ];
             keys.extend(urns.iter().map(|u| owned(shared.keys.urn(u))));
             keys.extend(members.iter().map(|m| owned(shared.keys.requests(m))));
@@ -264,7 +303,7 @@ async fn move_requests(shared: &Shared, system: &str, prefix: &str, script: &Scr
                 Value::Integer(at as i64 + 1)
             }));
             args.extend(members.iter().map(|m| owned((*m).to_owned())));
-            match script.eval(&shared.cmd, keys, args).await {
+            match TAKE_OVER.eval(&shared.cmd, keys, args).await {
                 Ok(Value::Array(counts)) => {
                     let n = |i: usize| counts.get(i).and_then(Value::as_i64).unwrap_or(0);
                     if n(0) < 0 {
@@ -278,7 +317,7 @@ async fn move_requests(shared: &Shared, system: &str, prefix: &str, script: &Scr
                 }
                 Ok(_) => break,
                 Err(e) => {
-                    tracing::debug!(error = %e, gone = %system, "could not move a gone system's requests; next look");
+                    tracing::warn!(error = %e, from = %system, "could not move the requests left in a system's stream");
                     break;
                 }
             }
@@ -286,13 +325,13 @@ async fn move_requests(shared: &Shared, system: &str, prefix: &str, script: &Scr
         if entries.len() < BATCH {
             break;
         }
-        from = format!("({last}");
+        at = format!("({last}");
     }
     done
 }
 
 /// The first and last entry ids of an `XRANGE` answer.
-pub(in crate::proxy) fn range_of(entries: &[Value]) -> Option<(String, String)> {
+fn range_of(entries: &[Value]) -> Option<(String, String)> {
     let id = |e: &Value| match e {
         Value::Array(parts) => parts
             .first()
