@@ -16,8 +16,14 @@
 //! everything running that long after the traffic (with a light trickle of requests, so the
 //! figures move), for a person to look at; Ctrl-C ends the hold early.
 //!
+//! Then a last scene ([`conclib_examples::mixed`]): the pattern `acct:{id}` served by two Rust
+//! members and a Python member (`conclib.host`), two FastAPI workers under uvicorn asking
+//! them over HTTP at 64 in flight, the Python member SIGKILLed mid-load; it prints the
+//! requests, errors, the failover time and `RESULT ... failover_ms= lost= splits=`.
+//!
 //! Run as `demo web --port N`, the same binary is one process of the web API
-//! ([`conclib_examples::web`]): the demo launches its web processes by re-executing itself.
+//! ([`conclib_examples::web`]): the demo launches its web processes by re-executing itself;
+//! run as `demo member ...`, one Rust member of the last scene.
 //! Logs are quiet unless `RUST_LOG` says otherwise (e.g. `RUST_LOG=info`).
 
 use std::process::ExitCode;
@@ -29,7 +35,7 @@ use conclib_examples::load::{self, Summary};
 use conclib_examples::{BoxError, init_tracing};
 use reqwest::StatusCode;
 
-const USAGE: &str = "usage: demo [--requests N] [--concurrency N] [--web N] [--hold SECS]\n       demo web --port N [...]  (one web API process)";
+const USAGE: &str = "usage: demo [--requests N] [--concurrency N] [--web N] [--hold SECS]\n       demo web --port N [...]  (one web API process)\n       demo member --redis URL --namespace NS --system ID  (one Rust member of acct:{id})";
 
 /// What the demo does.
 #[derive(Debug, Clone)]
@@ -93,6 +99,10 @@ async fn run() -> ExitCode {
         args.next();
         return conclib_examples::web::run(args).await;
     }
+    if args.peek().map(String::as_str) == Some("member") {
+        args.next();
+        return conclib_examples::mixed::member(args).await;
+    }
     let options = match Options::parse(args) {
         Ok(options) => options,
         Err(message) => {
@@ -127,7 +137,7 @@ async fn demo(options: &Options) -> Result<bool, BoxError> {
             "  (a debug build: `cargo xtask demo` runs a release build, several times faster)\n"
         );
     }
-    let mut cluster_options = ClusterOptions::new(program, options.web_processes);
+    let mut cluster_options = ClusterOptions::new(program.clone(), options.web_processes);
     cluster_options.hashers = std::thread::available_parallelism().map_or(2, usize::from);
     let cluster = Cluster::start(&cluster_options).await?;
     let redis = cluster.redis.as_ref().expect("started");
@@ -163,6 +173,11 @@ async fn demo(options: &Options) -> Result<bool, BoxError> {
 
     // Run the traffic, then shut down whatever happened.
     let mut result = traffic(&cluster, options).await;
+    if let Ok(passed) = result {
+        result = mixed_scene(&cluster.config.url, program)
+            .await
+            .map(|ok| ok && passed);
+    }
     if !options.hold.is_zero() {
         result = match result {
             Ok(passed) => hold(&cluster, options.hold).await.map(|()| passed),
@@ -330,6 +345,18 @@ async fn traffic(cluster: &Cluster, options: &Options) -> Result<bool, BoxError>
     }
     passed &= pool_and_tree(&http, &bases).await?;
     Ok(passed)
+}
+
+/// The last scene ([`conclib_examples::mixed`]): Rust and Python members of one pattern,
+/// FastAPI workers asking them, the Python member SIGKILLed mid-load; `Ok(false)` if it
+/// lost an increment or split an account.
+async fn mixed_scene(url: &str, program: std::path::PathBuf) -> Result<bool, BoxError> {
+    println!(
+        "
+one pattern served by Rust and Python members: acct:{{id}} (namespace mixed)"
+    );
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || conclib_examples::mixed::scene(&url, &program)).await?
 }
 
 /// CPU-bound requests spread over the pool of process actors, and tells to the tree;

@@ -7,7 +7,9 @@
 //!   made reachable through Redis by the proxy ([`conclib::redis::start_proxy`]);
 //! - three processes of an axum web API ([`web`]) that ask those actors with a
 //!   [`ProxyClient`](conclib::redis::ProxyClient), launched with [`conclib::apid::start_api`];
-//! - concurrent HTTP traffic at them ([`load`]), then a summary and a clean shutdown.
+//! - concurrent HTTP traffic at them ([`load`]), then a summary and a clean shutdown;
+//! - a last scene ([`mixed`]): Rust members and a Python member serving one pattern, FastAPI
+//!   workers asking them, the Python member SIGKILLed mid-load.
 //!
 //! [`cluster`] starts and stops the processes; the end-to-end tests (`tests/e2e.rs`) use it
 //! too.
@@ -17,6 +19,7 @@ pub mod cluster;
 pub mod durable;
 pub mod failover;
 pub mod load;
+pub mod mixed;
 pub mod rolling;
 pub mod sse;
 pub mod web;

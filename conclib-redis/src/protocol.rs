@@ -628,6 +628,9 @@ mod tests {
             ("PLACEMENT_REPORT_SCRIPT", PLACEMENT_REPORT_SCRIPT),
             ("GROUP_FORGET_SCRIPT", GROUP_FORGET_SCRIPT),
             ("TAKE_OVER_SCRIPT", TAKE_OVER_SCRIPT),
+            ("STATE_OPEN_SCRIPT", STATE_OPEN_SCRIPT),
+            ("STATE_SAVE_SCRIPT", STATE_SAVE_SCRIPT),
+            ("STATE_CLOSE_SCRIPT", STATE_CLOSE_SCRIPT),
         ] {
             let line = format!("{name}: Final = {text:?}\n");
             assert!(

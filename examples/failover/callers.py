@@ -57,7 +57,12 @@ async def caller(client: conclib.AsyncClient, seed: int, tells: list[int], stop:
 
 async def main() -> None:
     url, callers, first_tell, level = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    durability = conclib.Durability.replicas(1, timeout=0.5) if level == "replicas" else conclib.Durability.primary()
+    # `replicas` waits for one replica, `replicas:N` for N (as member.rs reads it).
+    if level.startswith("replicas"):
+        n = int(level.split(":", 1)[1]) if ":" in level else 1
+        durability = conclib.Durability.replicas(n, timeout=0.5)
+    else:
+        durability = conclib.Durability.primary()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # stdin closing is the signal to stop.

@@ -96,14 +96,18 @@ impl Ledger {
     }
 }
 
-/// The durability level named on the command line: `primary`, or `replicas` (WAIT 1).
+/// The durability level named on the command line: `primary`, `replicas` (WAIT 1) or
+/// `replicas:N` (WAIT N).
 pub fn durability(name: &str) -> Durability {
-    match name {
-        "replicas" => Durability::Replicas {
-            n: 1,
+    // `replicas` waits for one replica, `replicas:N` for N.
+    match name.strip_prefix("replicas") {
+        Some(n) => Durability::Replicas {
+            n: n.strip_prefix(':')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
             timeout: Duration::from_millis(500),
         },
-        _ => Durability::Primary,
+        None => Durability::Primary,
     }
 }
 

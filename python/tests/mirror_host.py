@@ -1,10 +1,10 @@
 """The conformance actor written in Python (the same wire names, types and behaviour as
 ``python/testserver/src/mirror.rs``), served by a Python actor host: at the fixed URNs of
-the shared conformance cases and for the pattern ``conf:pat:{id}``, which the Rust test
-server serves too.
+the shared conformance cases and for the patterns ``conf:pat:{id}`` and ``py:tally:{id}`` (a
+count in the fenced state store), which the Rust test server serves too.
 
     python tests/mirror_host.py --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS]
-        [--pattern-only] [--idle-s S] [--exit-with-stdin]
+        [--pattern-only] [--idle-s S] [--exit-with-stdin] [--subscribe-news]
 
 Prints ``READY`` once it serves; stops at SIGTERM/SIGINT (or when its standard input ends,
 with ``--exit-with-stdin``).
@@ -18,7 +18,9 @@ import os
 import signal
 import sys
 
-from conclib.actor import Actor, Drop, Refusal, handler
+from typing import Any
+
+from conclib.actor import Actor, Drop, Refusal, ReminderTick, handler
 from conclib.host import ActorHost, HostConfig
 
 U64_MAX = 2**64 - 1
@@ -81,6 +83,60 @@ class Mirror(Actor):
         return "pong"
 
 
+class Tally(Actor):
+    """A count kept in the fenced state store (``python/testserver/src/tally.rs``'s, in
+    Python): saved before each increment is answered, loaded when activated."""
+
+    async def on_start(self) -> None:
+        self.count: int = await self.store.load(int) or 0
+
+    @handler("test.Incr")
+    async def incr(self) -> int:
+        await self.store.save(self.count + 1)
+        self.count += 1
+        return self.count
+
+    @handler("test.Count")
+    async def get_count(self) -> int:
+        return self.count
+
+
+class Ticker(Actor):
+    """Reminders and topics from a Python actor: registers a reminder for its own URN
+    (``test.Arm``), keeps the ticks delivered to it, keeps the events of topic ``py.news``
+    sent to ``py:ptick:news`` by the host's actor subscription, and publishes to
+    ``py.announced`` (``test.Announce``)."""
+
+    def __init__(self, urn: str) -> None:
+        super().__init__(urn)
+        self.ticks: list[list[Any]] = []
+        self.news: list[Any] = []
+
+    @handler("test.Arm")
+    async def arm(self, every_ms: int) -> int:
+        return await self.remind("beat", after=0.05, every=every_ms / 1000, payload={"urn": self.urn})
+
+    @handler("conclib.ReminderTick")
+    async def tick(self, tick: ReminderTick) -> None:
+        self.ticks.append([tick.name, tick.missed, tick.value()])
+
+    @handler("test.Ticks")
+    async def get_ticks(self) -> list[list[Any]]:
+        return self.ticks
+
+    @handler("test.News")
+    async def take_news(self, event: Any) -> None:
+        self.news.append(event)
+
+    @handler("test.Headlines")
+    async def headlines(self) -> list[Any]:
+        return self.news
+
+    @handler("test.Announce")
+    async def announce(self, text: str) -> None:
+        await self.client.publish("py.announced", {"from": self.urn, "text": text})
+
+
 class Patient(Mirror):
     """The conformance actor, cancelled when a request's deadline passes mid-handler."""
 
@@ -96,6 +152,7 @@ async def main() -> None:
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--pattern-only", action="store_true")
     parser.add_argument("--exit-with-stdin", action="store_true")
+    parser.add_argument("--subscribe-news", action="store_true")
     args = parser.parse_args()
     config = HostConfig(namespace=args.namespace, system=args.system)
     if args.lease_ttl_ms:
@@ -106,6 +163,10 @@ async def main() -> None:
         host.serve("conf:patient", Patient)
         host.serve_group("conf:shared", Mirror)
     host.serve_pattern("conf:pat:{id}", Mirror, idle_after=args.idle_s)
+    host.serve_pattern("py:tally:{id}", Tally, idle_after=args.idle_s)
+    host.serve_pattern("py:ptick:{id}", Ticker, idle_after=args.idle_s)
+    if args.subscribe_news:
+        host.subscribe_actor("py.news", "py:ptick:news", "test.News")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: loop.create_task(host.stop()))

@@ -1,7 +1,8 @@
 //! The project's two commands, with the set-up a fresh machine needs:
 //!
 //! - `cargo xtask demo [ARGS]`: the demo (a release build), after making sure `redis-server`
-//!   is there.
+//!   and Python are there and making the Python environment of its last scene
+//!   (`python/venv.sh`: `target/python-venv`, FastAPI and uvicorn from PyPI).
 //! - `cargo xtask test [CARGO TEST ARGS]`: every test — the Rust workspace
 //!   (`cargo test --workspace --all-features --no-fail-fast`) and the Python client's
 //!   (`python/run_tests.sh`) — after installing what is missing: `redis-server` and Chromium
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
     let result = match command.as_str() {
         "test" => ensure(&[Need::RedisServer, Need::Chromium, Need::Python])
             .and_then(|()| test(&root, &rest)),
-        "demo" => ensure(&[Need::RedisServer]).and_then(|()| demo(&root, &rest)),
+        "demo" => ensure(&[Need::RedisServer, Need::Python]).and_then(|()| demo(&root, &rest)),
         _ => Err(
             "usage: cargo xtask test [cargo test args] | cargo xtask demo [demo args]".to_owned(),
         ),
@@ -168,7 +169,28 @@ fn cargo() -> Command {
 }
 
 fn demo(root: &Path, args: &[String]) -> Result<(), String> {
-    run(cargo()
+    let mut demo = cargo();
+    // The Python environment of the last scene (a Python member, FastAPI workers): made
+    // or updated by python/venv.sh; without it the demo runs and skips that scene.
+    match Command::new("bash")
+        .arg(root.join("python").join("venv.sh"))
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            demo.env("CONCLIB_PYTHON", python);
+        }
+        Ok(out) => eprintln!(
+            "cargo xtask demo: python/venv.sh failed ({}): the Python scene is skipped",
+            out.status
+        ),
+        Err(e) => eprintln!(
+            "cargo xtask demo: cannot run python/venv.sh ({e}): the Python scene is skipped"
+        ),
+    }
+    run(demo
         .current_dir(root)
         .args([
             "run",

@@ -58,6 +58,9 @@ class Lane:
         # Entries read and not finished, and those left pending (for the trim's floor).
         self.in_flight: set[tuple[str, bytes]] = set()
         self.left: set[tuple[str, bytes]] = set()
+        # What to call once an entry's acknowledgement was written (a fenced store's record
+        # of the requests whose handling wrote the state: ``_host_store.py``).
+        self.awaiting: dict[tuple[str, bytes], Callable[[], None]] = {}
         # Asks to read this consumer's pending list again, and how many were done: an ask
         # that comes during a read is done by the next one.
         self._asked = 1
@@ -128,6 +131,10 @@ class Lane:
         self._pending.append((stream, entry, reply, frame))
         self._wake.set()
 
+    def when_acked(self, req: Request, done: Callable[[], None]) -> None:
+        """Calls ``done()`` once ``req``'s acknowledgement was written."""
+        self.awaiting[(req.stream, req.entry)] = done
+
     def leave(self, req: Request) -> None:
         """Leaves ``req`` pending, to be read again (by this lane once its lease holds again,
         or by whoever takes the stream over)."""
@@ -166,6 +173,11 @@ class Lane:
                 for attempt in range(50):
                     try:
                         await self.scripts.answer(keys=[stream, *replies], args=args)
+                        if self.awaiting:
+                            for entry in ids:
+                                done = self.awaiting.pop((stream, entry), None)
+                                if done is not None:
+                                    done()
                         break
                     except Exception as e:  # Redis out of reach: written again
                         log.warning("could not write %d answers: %s", len(ids), e)

@@ -6,18 +6,24 @@ activations cost their objects only)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 from . import codec
 from ._host_request import Request
+from ._host_store import StateStore, request_key
 from ._typed import Mismatch, from_wire, plain
 from .actor import Actor, Drop, HandlerSpec, Refusal
 from .protocol import Status
 
 __all__ = ["Mailbox", "Outlet"]
+
+log = logging.getLogger("conclib.host")
 
 
 class Outlet(Protocol):
@@ -29,6 +35,9 @@ class Outlet(Protocol):
     def leave(self, req: Request) -> None:
         """Leaves ``req`` pending unanswered (the lease lapsed: another system may take it)."""
 
+    def when_acked(self, req: Request, done: Callable[[], None]) -> None:
+        """Calls ``done()`` once ``req``'s acknowledgement was written."""
+
 
 class Fence(Protocol):
     """The lease a request is handed to its actor under."""
@@ -38,6 +47,9 @@ class Fence(Protocol):
     async def recheck(self) -> bool: ...
 
     def now_ms(self) -> int: ...
+
+    def displaced(self, mailbox: Mailbox) -> None:
+        """A write of the actor's state store was refused: a later activation owns it."""
 
 
 class _Item:
@@ -114,7 +126,11 @@ class Mailbox:
         try:
             if not self.started:
                 self.started = True
-                await self.actor.on_start()
+                try:
+                    await self.actor.on_start()
+                except Exception as e:
+                    self._not_started(e)
+                    return
             while (item := self._next()) is not None:
                 if not self.fence.fresh() and not await self.fence.recheck():
                     item.outlet.leave(item.req)
@@ -138,6 +154,17 @@ class Mailbox:
         if left <= 0:
             item.outlet.answer(req, None, b"", True)  # expired while queued: dropped
             return
+        store: StateStore | None = getattr(self.actor, "_store", None)
+        key = None
+        if store is not None:
+            # Exactly once across activations (``_host_store.py``): a request whose handling
+            # wrote the state already is not handled again.
+            key = request_key(req.stream, req.entry, req.fields.get(b"moved"))
+            if store.applied.already(key):
+                text = f"{req.urn} handled this request already, and its answer was lost"
+                item.outlet.answer(req, None if req.reply is None else Status.NO_RESPONSE, text.encode(), True)
+                return
+            store.handling, store.task = key, asyncio.current_task()
         timer = None
         if req.reply is not None:
             timer = loop.call_later(left, self._time_out, item)
@@ -155,6 +182,8 @@ class Mailbox:
             uncancel = getattr(task, "uncancel", None)
             if uncancel is not None:
                 uncancel()
+            if store is not None and self._settle(store, key, item):
+                return
             item.outlet.answer(req, None, b"", True)
             return
         except Refusal as r:
@@ -167,6 +196,8 @@ class Mailbox:
         finally:
             if timer is not None:
                 timer.cancel()
+        if store is not None and self._settle(store, key, item):
+            return
         if item.timed_out or req.reply is None:
             item.outlet.answer(req, None, b"", True)
             return
@@ -178,6 +209,39 @@ class Mailbox:
         else:
             status, payload = self._encode(status, value, "response" if status is Status.OK else "error")
         item.outlet.answer(req, status, payload, True)
+
+    def _not_started(self, e: Exception) -> None:
+        """``on_start`` failed: Redis out of reach (its store not loaded), the queued requests
+        are left pending, read again; otherwise they are answered ``UnknownUrn`` (as a Rust
+        activation whose factory failed). A pattern's activation is forgotten (made anew by
+        the next request); a fixed URN's actor tries ``on_start`` again at its next request."""
+        log.warning("on_start of %s failed: %s", self.actor.urn, e)
+        self.started = False
+        transient = isinstance(e, (RedisError, OSError))
+        text = f"{self.actor.urn} could not be activated: {e}".encode()
+        while (item := self._next()) is not None:
+            if transient:
+                item.outlet.leave(item.req)
+            else:
+                item.outlet.answer(item.req, None if item.req.reply is None else Status.UNKNOWN_URN, text, True)
+        self.fence.displaced(self)
+
+    def _settle(self, store: StateStore, key: str | None, item: _Item) -> bool:
+        """After a handling: its request, if it wrote the state, is struck from the record
+        once acknowledged; if a write was refused (a later activation owns the state), it is
+        left pending for that activation and this one stops (``True``)."""
+        store.handling = store.task = None
+        if store.refused:
+            item.outlet.leave(item.req)
+            if not self.stopped:
+                self.stopped = True
+                self.abandon()
+                self.fence.displaced(self)
+            return True
+        if key is not None and key in store.applied.unacked:
+            applied = store.applied
+            item.outlet.when_acked(item.req, lambda: applied.acked(key))
+        return False
 
     def _encode(self, status: Status, value: Any, what: str) -> tuple[Status, bytes]:
         try:

@@ -55,6 +55,14 @@ class Pattern:
         actor.id = urn[len(self.prefix):]
         return actor
 
+    def displaced(self, mailbox: Mailbox) -> str | None:
+        """Forgets the activation of ``mailbox`` (its URN, if live)."""
+        for urn, a in self.live.items():
+            if a.mailbox is mailbox:
+                del self.live[urn]
+                return urn
+        return None
+
     def idle(self, now: float) -> list[str]:
         """The URNs idle past ``idle_after`` (oldest use first; busy ones skipped)."""
         out = []

@@ -36,9 +36,13 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
-__all__ = ["Actor", "Drop", "HandlerSpec", "Refusal", "handler", "handlers_of"]
+if TYPE_CHECKING:
+    from ._host_store import StateStore
+    from .client import AsyncClient
+
+__all__ = ["Actor", "Drop", "HandlerSpec", "Refusal", "ReminderTick", "handler", "handlers_of"]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -62,11 +66,91 @@ class Actor:
         self.urn = urn
         self.id = urn
 
+    @property
+    def store(self) -> StateStore:
+        """The fenced state store of a pattern's activation (``{ns}:state:{urn}``, the keys
+        and scripts of the Rust ``StateStore``: a URN moving between Python and Rust members
+        keeps its state). Load it in :meth:`on_start` (which makes this activation its owner
+        and reads which requests an earlier activation handled already); save from a handler.
+        Only an actor a host activated for a pattern has one."""
+        store: StateStore | None = self.__dict__.get("_store")
+        if store is not None:
+            return store
+        host = self.__dict__.get("_host")
+        if host is None:
+            raise RuntimeError(f"{self.urn}: only an actor a host activated for a pattern has a state store")
+        made: StateStore = host.new_store(self.urn)
+        self._store = made
+        return made
+
+    @property
+    def client(self) -> AsyncClient:
+        """The host's client (its Redis, its namespace): ask and tell other actors, publish to
+        topics (``await self.client.publish("news", event)``), register reminders."""
+        host = self.__dict__.get("_host")
+        if host is None or host.client is None:
+            raise RuntimeError(f"{self.urn}: only an actor a started host serves has a client")
+        client: AsyncClient = host.client
+        return client
+
+    async def remind(self, name: str, *, after: float | None = None, at: float | None = None,
+                     every: float | None = None, payload: Any = None) -> int:
+        """Registers the durable reminder ``name`` for this actor's URN (as
+        ``client.register_reminder``; ``payload`` MessagePack, ``None``: none): a reminder
+        poller (a Rust system's ``ReminderPoller``) delivers each tick to the URN as a
+        :class:`ReminderTick` ask, handled by the actor's ``@handler("conclib.ReminderTick")``.
+        Returns when it is first due (ms since the epoch, Redis's clock)."""
+        if payload is None:
+            return await self.client.register_reminder(self.urn, name, after=after, at=at, every=every)
+        return await self.client.register_reminder(self.urn, name, after=after, at=at, every=every, payload=payload)
+
     async def on_start(self) -> None:
         """Called once before the first message (an activation: when it is activated)."""
 
     async def on_stop(self) -> None:
         """Called once when the actor is passivated or its host stops."""
+
+
+@dataclass
+class ReminderTick:
+    """A due reminder, as a reminder poller delivers it (the Rust ``ReminderTick``, wire name
+    ``conclib.ReminderTick``): answer it (return ``None``) once handled, and only then is the
+    tick acknowledged. ``due_ms``: when it was due (ms since the epoch); ``missed``: earlier
+    ticks of a periodic reminder coalesced into this one; ``payload``: as registered, encoded
+    with ``codec`` (``msgpack`` from Python)."""
+
+    name: str
+    due_ms: int
+    period_ms: int
+    missed: int
+    payload: bytes
+    codec: str
+
+    @property
+    def last_due_ms(self) -> int:
+        """The last tick this delivery stands for (``due_ms`` plus ``missed`` periods)."""
+        return self.due_ms + self.missed * self.period_ms
+
+    def ticks_since(self, last_handled: int | None) -> int:
+        """How many of its ticks come after ``last_handled`` (the ``last_due_ms`` of the last
+        delivery handled): a delivery that came again counts no tick twice."""
+        every = 1 + self.missed
+        if last_handled is None or last_handled < self.due_ms:
+            return every
+        if self.period_ms == 0:
+            return 0
+        return max(0, every - ((last_handled - self.due_ms) // self.period_ms + 1))
+
+    def value(self) -> Any:
+        """The payload decoded (MessagePack); ``None`` without one. ``ValueError`` for
+        another codec (a Rust registration's bincode)."""
+        if not self.payload:
+            return None
+        if self.codec != "msgpack":
+            raise ValueError(f"the payload of reminder {self.name} is {self.codec!r}, not msgpack")
+        from . import codec
+
+        return codec.decode(self.payload)
 
 
 class Refusal(Exception):  # noqa: N818 (the handler's answer, not a failure of the host)

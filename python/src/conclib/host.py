@@ -19,8 +19,14 @@ members (Rust or Python) take its URNs over: its member lease and system lease l
 on the same host: they name a dead process), and they claim its pending group requests and
 move those left in its stream (the protocol's takeover script).
 
-Not yet: the fenced state store, reminder ticks and topics from a Python actor, and
-placement rules (a Python member activates what it reads or takes over).
+A pattern's actor keeps its state in the fenced state store (``Actor.store``: the Rust
+``StateStore``'s keys and scripts, ``_host_store.py``), so a URN moving between Python and
+Rust members keeps it, each request handled once; any actor reaches the host's client
+(``Actor.client``: publish, ask, tell), registers reminders for its URN (``Actor.remind``;
+ticks delivered by a Rust ``ReminderPoller`` as ``ReminderTick`` asks), and receives a
+topic's events (:meth:`ActorHost.subscribe_actor`).
+
+Not yet: placement rules (a Python member activates what it reads or takes over).
 """
 
 from __future__ import annotations
@@ -41,19 +47,24 @@ from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
 from ._host_patterns import Activation, Pattern, parse_pattern
 from ._host_request import Dropped, Placed, Refused, Request, check
+from ._host_store import Fenced, StateStore
+from ._host_topics import ActorSubscription
 from ._typed import Mismatch
 from .actor import Actor, HandlerSpec, handlers_of
+from .client import AsyncClient
 from .errors import CodecError
 from .protocol import DEFAULT_NAMESPACE, Keys, Status, check_name
+from .topics import DEFAULT_GROUP
 
-__all__ = ["ActorHost", "HostConfig"]
+__all__ = ["ActorHost", "Fenced", "HostConfig", "StateStore"]
 
 log = logging.getLogger("conclib.host")
 
 
 @dataclass
 class HostConfig:
-    """A host's settings (the Rust ``ProxyConfig``'s of the same names and defaults)."""
+    """A host's settings (the Rust ``ProxyConfig``'s of the same names and defaults;
+    ``max_connections``: the host's Redis connections at most, a command waiting for one)."""
 
     namespace: str = DEFAULT_NAMESPACE
     system: str | None = None
@@ -64,6 +75,7 @@ class HostConfig:
     max_payload: int = 8 * 1024 * 1024
     batch: int = 256
     max_in_flight: int = 8192
+    max_connections: int = 64
 
 
 class _Served:
@@ -114,6 +126,8 @@ class ActorHost:
         self.lease: Lease | None = None
         self.scripts: Scripts | None = None
         self.activations_made = 0
+        self.client: AsyncClient | None = None
+        self.subscriptions: list[ActorSubscription] = []
 
     # Registration.
 
@@ -140,6 +154,16 @@ class ActorHost:
             raise TypeError("serve_pattern needs the actor's class: pass actor_class= with a factory")
         group = f"~{prefix}*"
         self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, group))
+
+    def subscribe_actor(self, topic: str, urn: str, message: str, *, durable: bool = False,
+                        group: str = DEFAULT_GROUP) -> ActorSubscription:
+        """From :meth:`start` on, sends each event of ``topic`` to the actor at ``urn`` (served
+        here or anywhere) as ``message``: told for a live topic, asked for a durable one (as
+        one subscriber of ``group``: acknowledged once the handler returned), as the Rust
+        ``Topics::subscribe_actor``."""
+        sub = ActorSubscription(topic, urn, message, durable, group)
+        self.subscriptions.append(sub)
+        return sub
 
     # Life.
 
@@ -173,8 +197,13 @@ class ActorHost:
         """Takes the system's lease, claims the fixed URNs, joins the patterns' groups and
         starts reading."""
         cfg = self.config
-        self.redis = aioredis.from_url(self.url, decode_responses=False, max_connections=None)
+        # A bounded pool that waits for a free connection (redis-py's default pool refuses a
+        # command past its size: a burst of activations loading their state at once).
+        pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections, timeout=None)
+        self.redis = aioredis.Redis.from_pool(pool)
         self.scripts = Scripts(self.redis)
+        # Connects on first use: an actor's `self.client`, the subscriptions.
+        self.client = AsyncClient(self.url, namespace=cfg.namespace)
         await self._sync_clock()
         self.lease = Lease(self.redis, self.scripts, self.keys.lease(self.system), cfg.lease_ttl)
         await self.lease.acquire()
@@ -184,6 +213,7 @@ class ActorHost:
         for urn, (make, handlers) in self._fixed_spec.items():
             actor = make(urn)
             actor.urn = actor.id = urn
+            actor._host = self  # type: ignore[attr-defined]
             self._fixed[urn] = _Served(Mailbox(actor, self, cfg.max_payload), handlers)
         for urn in self._shared:
             group = f"~{urn}"
@@ -215,6 +245,10 @@ class ActorHost:
             lane.start()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._upkeep()), loop.create_task(self._passivator())]
+        for sub in self.subscriptions:
+            ready: asyncio.Future[None] = loop.create_future()
+            sub.task = loop.create_task(sub.run(self.client, ready))
+            await ready
 
     async def wait(self) -> None:
         """Returns once the host stopped (:meth:`stop`, or its lease was taken)."""
@@ -228,6 +262,9 @@ class ActorHost:
             return
         for t in self._tasks:
             t.cancel()
+        for sub in self.subscriptions:
+            if sub.task is not None:
+                sub.task.cancel()
         for lane in self._lanes:
             lane.halt()
         for s in self._fixed.values():
@@ -247,6 +284,8 @@ class ActorHost:
                 await m.release()
             await self.lease.release()
         self._stopped.set()
+        if self.client is not None:
+            await self.client.close()
         await self.redis.aclose()
 
     async def _drained(self, mailbox: Mailbox, within: float = 5.0) -> None:
@@ -380,6 +419,7 @@ class ActorHost:
                 await self._forward(lane, req, owner)
             return
         actor = pattern.new_actor(urn)
+        actor._host = self  # type: ignore[attr-defined] # its store, made when first used
         mailbox = Mailbox(actor, self, cfg.max_payload)
         pattern.live[urn] = Activation(mailbox, pattern)
         self.activations_made += 1
@@ -406,6 +446,35 @@ class ActorHost:
         else:
             lane.settle(req)
 
+    def new_store(self, urn: str) -> StateStore:
+        """The fenced state store of ``urn``'s activation here (``Actor.store``); a fixed
+        URN's actor has none (``RuntimeError``), as in Rust."""
+        assert self.scripts is not None
+        if self._pattern_for(urn) is None:
+            raise RuntimeError(f"{urn}: only an actor a host activated for a pattern has a state store")
+        return StateStore(self.redis, self.scripts, self.keys.state(urn), self.system)
+
+    def displaced(self, mailbox: Mailbox) -> None:
+        """A write of an activation's store was refused: a later activation (another
+        system's) owns its state. It is forgotten here, its requests left pending (read again,
+        they are passed on to the URN's holder)."""
+        for p in self._patterns:
+            urn = p.displaced(mailbox)
+            if urn is not None:
+                log.warning("the state of %s is owned by a later activation: this one stops", urn)
+                assert self.scripts is not None
+                self._spawn(self._release_quietly(urn))
+                for lane in self._lanes:
+                    lane.reread = True
+                return
+
+    async def _release_quietly(self, urn: str) -> None:
+        assert self.scripts is not None
+        try:
+            await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
+        except Exception:
+            pass
+
     async def _passivate(self, pattern: Pattern, urn: str) -> None:
         live = pattern.live.pop(urn, None)
         if live is None:
@@ -416,6 +485,12 @@ class ActorHost:
                 await live.mailbox.actor.on_stop()
             except Exception:
                 log.exception("on_stop of %s failed", urn)
+        store: StateStore | None = getattr(live.mailbox.actor, "_store", None)
+        if store is not None:
+            try:
+                await store.close()
+            except Exception:
+                pass
         assert self.scripts is not None
         try:
             await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])

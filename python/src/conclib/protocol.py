@@ -114,6 +114,11 @@ class Keys:
         ``"<activations> <live until, ms since the epoch>"``)."""
         return f"{self.namespace}:placement:{prefix}"
 
+    def state(self, urn: str) -> str:
+        """``{ns}:state:{urn}``: an activated actor's stored state (a hash: ``owner``, ``data``,
+        ``applied``), written by its fenced store."""
+        return f"{self.namespace}:state:{urn}"
+
     def takeover(self, system: str, prefix: str) -> str:
         """``{ns}:sys:{system}:takeover:{prefix}``: the member taking over the requests that
         ``system`` (gone) left for the URNs of pattern ``prefix`` (a lock with a TTL)."""

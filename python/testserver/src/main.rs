@@ -31,6 +31,7 @@ mod orders;
 mod publisher;
 mod reminded;
 mod shapes;
+mod tally;
 mod versioned;
 
 use std::io::Write;
@@ -74,7 +75,8 @@ options:
 URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
 py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), py:remind:{id}
-(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), py:order:{id}
+(keep the reminder ticks delivered to them: ReminderTick, py.Ticks), py:tally:{id}
+(counters kept in the fenced state store: test.Incr, test.Count), py:order:{id}
 (a durable workflow: py.Place {key, cents}, py.Charges), conf:counter,
 pytest:echo, py:shared, conf:shared, py:publisher (test.Publish {topic, durable, from,
 count}: publishes count events {from, seq} to a topic, MessagePack).
@@ -367,6 +369,11 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 Ok::<_, String>(mirror::Mirror::default())
             },
         )
+        .await?;
+    // Counters kept in the fenced state store, beside Python members serving the same
+    // pattern with the same actor written in Python (`test_host_store.py`).
+    proxy
+        .activate("py:tally:{id}", tally::Tally::activate)
         .await?;
     // At most one request pending per URN (`test_overload.py`): a second one while a `Nap`
     // runs is refused `Overloaded` at once.

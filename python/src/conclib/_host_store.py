@@ -1,0 +1,159 @@
+"""A Python activation's fenced state store: the Rust ``conclib_redis::scale::StateStore``'s
+keys and scripts (``proxy/scale/store.rs``, ``applied.rs``), so that a URN moving between a
+Python and a Rust member keeps its state.
+
+The state is the hash ``{ns}:state:{urn}``: ``owner`` (the token of the activation that
+opened it last), ``data`` (the state, MessagePack as the proxy's ``msgpack`` codec), and
+``applied`` (the requests whose handling wrote it and that are not acknowledged yet, one
+``<entry id> <stream>`` a line). Opening makes an activation the owner; a write of any
+earlier activation (a process paused past its lease) is refused by the save script: a
+fenced write. The next activation reads ``applied`` as it opens the state and does not hand
+those requests to its actor again (a tell is acknowledged, an ask answered ``NoResponse``):
+a request handled once, whichever member (Python or Rust) handled it.
+
+A write is recorded with the request being handled when it is made from the actor's own
+task (its handler); a write from a task the handler started is not recorded (as in Rust).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from . import _lua, codec
+from ._typed import from_wire, plain
+
+__all__ = ["Applied", "Fenced", "StateStore", "request_key"]
+
+# How long a state key without data lives (one left by an activation that never saved), as
+# the Rust store's EMPTY_STATE_TTL.
+EMPTY_STATE_TTL_MS = 24 * 3600 * 1000
+
+
+class Fenced(Exception):  # noqa: N818 (the store's answer, as the Rust StoreError::Fenced)
+    """A later activation of the URN owns its state now: nothing was written. The host
+    stops this activation and leaves the request being handled for the current one."""
+
+
+def request_key(stream: str, entry: bytes, moved: bytes | None) -> str:
+    """A request's identity in the record: its first entry (``moved``, when a takeover moved
+    it), else ``<entry id> <stream>`` (as ``applied.rs``'s ``request_key``)."""
+    if moved is not None:
+        return moved.decode("utf-8", "replace")
+    return f"{entry.decode()} {stream}"
+
+
+class Applied:
+    """What one activation knows of the requests whose handling wrote its state."""
+
+    __slots__ = ("unacked", "earlier")
+
+    def __init__(self) -> None:
+        self.unacked: list[str] = []
+        self.earlier: set[str] = set()
+
+    def opened(self, record: bytes | None) -> None:
+        if record:
+            self.earlier.update(k for k in record.decode("utf-8", "replace").split("\n") if k)
+
+    def already(self, key: str) -> bool:
+        """Whether the handling of ``key`` wrote the state already (in an earlier activation,
+        once, or in this one): it is not handed to the actor again."""
+        if key in self.earlier:
+            self.earlier.discard(key)
+            return True
+        return key in self.unacked
+
+    def record(self, handling: str | None) -> str:
+        keys = list(self.unacked)
+        if handling is not None and handling not in keys:
+            keys.append(handling)
+        return "\n".join(keys)
+
+    def wrote(self, key: str) -> None:
+        if key not in self.unacked:
+            self.unacked.append(key)
+
+    def acked(self, key: str) -> None:
+        try:
+            self.unacked.remove(key)
+        except ValueError:
+            pass
+
+
+class StateStore:
+    """The state of one activation (``self.store`` in a pattern's actor).
+
+    ::
+
+        async def on_start(self) -> None:
+            self.count = await self.store.load(int) or 0
+
+        @handler("shop.Add")
+        async def add(self, n: int) -> int:
+            await self.store.save(self.count + n)   # raises Fenced if displaced
+            self.count += n
+            return self.count
+    """
+
+    __slots__ = ("_redis", "_scripts", "key", "token", "opened", "applied", "handling", "task", "refused")
+
+    def __init__(self, redis: Any, scripts: Any, key: str, system: str) -> None:
+        self._redis = redis
+        self._scripts = scripts
+        self.key = key
+        self.token = f"{secrets.token_hex(8)}@{system}"
+        self.opened = False
+        self.applied = Applied()
+        # The request being handled by the actor's task, and that task (set by the mailbox).
+        self.handling: str | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.refused = False
+
+    async def load(self, tp: Any = None) -> Any:
+        """The stored state (``None`` if none), decoded into ``tp`` if given; makes this
+        activation the state's owner."""
+        data = await self._open()
+        if data is None:
+            return None
+        value = codec.decode(data)
+        return value if tp is None else from_wire(value, tp)
+
+    async def save(self, value: Any) -> None:
+        """Writes the state, if this activation is still the URN's latest; else raises
+        :class:`Fenced` (nothing written)."""
+        await self._write("set", codec.encode(plain(value)))
+
+    async def clear(self) -> None:
+        """Deletes the state, if this activation is still the URN's latest (:class:`Fenced`)."""
+        await self._write("clear", EMPTY_STATE_TTL_MS)
+
+    def is_current(self) -> bool:
+        """False once a write was refused (a later activation owns the state)."""
+        return not self.refused
+
+    async def _open(self) -> bytes | None:
+        got = await self._scripts.state_open(keys=[self.key], args=[self.token, EMPTY_STATE_TTL_MS])
+        data, record = (got[0], got[1]) if isinstance(got, list) else (got, None)
+        self.applied.opened(record)
+        self.opened = True
+        return data if data else None
+
+    async def _write(self, op: str, arg: Any) -> None:
+        if not self.opened:
+            await self._open()
+        mine = self.handling if self.task is not None and asyncio.current_task() is self.task else None
+        record = self.applied.record(mine)
+        got = await self._scripts.state_save(keys=[self.key], args=[self.token, op, arg, record])
+        if got != 1:
+            self.refused = True
+            raise Fenced(f"a later activation owns {self.key} now; nothing was written")
+        if mine is not None:
+            self.applied.wrote(mine)
+
+    async def close(self) -> None:
+        """At passivation: the key deleted if this activation owns it and it holds no data."""
+        if self.opened and not self.refused:
+            await self._scripts.state_close(keys=[self.key], args=[self.token])
+

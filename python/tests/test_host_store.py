@@ -1,0 +1,152 @@
+"""The fenced state store from Python actors: a URN of ``py:tally:{id}`` (a count saved in
+``{ns}:state:{urn}`` before each increment is answered; ``mirror_host.py``'s ``Tally`` and
+the test server's ``tally.rs``, the same actor in Python and in Rust) keeps its count as it
+moves between a Python and a Rust member, each increment counted once, whichever member
+handled it, when members are SIGKILLed under load from 64 callers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+import conclib
+from conclib.host import ActorHost, Fenced
+from conclib.actor import Actor, handler
+from conftest import PythonHost, RedisServer, RustServer, run, wait_until
+
+CALLERS = 64
+
+
+def _holders(raw_redis: Any, ns: str, urns: list[str]) -> dict[str, str]:
+    values = raw_redis.mget([f"{ns}:urn:{u}" for u in urns])
+    return {u: v.decode() for u, v in zip(urns, values) if v is not None}
+
+
+def test_state_moves_between_python_and_rust_members_killed_under_load(
+    redis_server: RedisServer, raw_redis: Any
+) -> None:
+    """A Python member serves the pattern's URNs, a Rust member joins, the Python one is
+    SIGKILLed (every URN's state loaded by the Rust member), a new Python member joins and
+    the Rust one is SIGKILLed (every URN's state loaded by the Python member). 64 callers tell ``test.Incr`` without pause
+    throughout: every accepted tell is counted once (none lost; a count above the accepted
+    tells only for a tell whose call failed after Redis took it)."""
+    url = redis_server.url
+    ns = f"store-{uuid.uuid4().hex[:6]}"
+    # Default leases (4 s): a member killed on this host is seen gone at once whatever its
+    # lease, and a starved machine does not move URNs between live members meanwhile.
+    first = PythonHost(url, ns, "--pattern-only", "--system", "py-one")
+    rust: RustServer | None = None
+    second: PythonHost | None = None
+    urns = [f"py:tally:{i}" for i in range(CALLERS)]
+    accepted = dict.fromkeys(urns, 0)
+    failed = dict.fromkeys(urns, 0)
+    try:
+
+        async def caller(client: conclib.AsyncClient, urn: str, stop: asyncio.Event) -> None:
+            n = 0
+            while not stop.is_set():
+                try:
+                    await client.tell(urn, "test.Incr")
+                    accepted[urn] += 1
+                except conclib.ConclibError:
+                    failed[urn] += 1
+                n += 1
+                if n % 8 == 0:  # paced by the actor: a backlog of at most 8 tells
+                    try:
+                        await client.ask(urn, "test.Count", timeout=2)
+                    except conclib.ConclibError:
+                        pass
+
+        async def main() -> dict[str, int]:
+            nonlocal second, rust
+            stop = asyncio.Event()
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                tasks = [asyncio.create_task(caller(client, u, stop)) for u in urns]
+                # Every URN activated on the Python member, then a Rust member joins.
+                await asyncio.to_thread(
+                    wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"py-one"} and
+                    len(_holders(raw_redis, ns, urns)) == CALLERS, 20, "the first Python member"
+                )
+                rust = await asyncio.to_thread(RustServer, url, ns, "rust-m")
+                await asyncio.sleep(0.5)
+                first.kill()
+                await asyncio.to_thread(
+                    wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"rust-m"}, 20, "the Rust member"
+                )
+                second = await asyncio.to_thread(
+                    PythonHost, url, ns, "--pattern-only", "--system", "py-two"
+                )
+                await asyncio.sleep(0.5)
+                rust.proc.kill()  # SIGKILL, reaped at once (as a supervisor would)
+                await asyncio.to_thread(rust.proc.wait, 10)
+                await asyncio.to_thread(
+                    wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"py-two"}, 20, "the Python member"
+                )
+                await asyncio.sleep(0.5)
+                stop.set()
+                await asyncio.gather(*tasks)
+                counts: dict[str, int] = {}
+                for urn in urns:
+                    # Every accepted tell handled: asked until the count reaches them (the
+                    # requests the killed members held come back after their lease lapsed).
+                    deadline = time.monotonic() + 20
+                    while True:
+                        counts[urn] = await client.ask(urn, "test.Count", timeout=5)
+                        if counts[urn] >= accepted[urn] or time.monotonic() > deadline:
+                            break
+                        await asyncio.sleep(0.05)
+                return counts
+
+        counts = run(main(), timeout=120)
+        lost = {u: accepted[u] - c for u, c in counts.items() if c < accepted[u]}
+        doubled = {u: c - accepted[u] for u, c in counts.items() if c > accepted[u] + failed[u]}
+        assert sum(accepted.values()) > 10 * CALLERS, accepted
+        assert not lost, f"increments lost: {lost}"
+        assert not doubled, f"increments counted twice: {doubled}"
+    finally:
+        for h in (first, second, rust):
+            if h is not None:
+                h.close()
+
+
+class _Tally(Actor):
+    async def on_start(self) -> None:
+        self.count: int = await self.store.load(int) or 0
+
+    @handler("test.Incr")
+    async def incr(self) -> int:
+        await self.store.save(self.count + 1)
+        self.count += 1
+        return self.count
+
+
+def test_a_displaced_activation_writes_nothing(redis_server: RedisServer, raw_redis: Any) -> None:
+    """A later activation opened the state (another system took the URN): the earlier
+    activation's save is refused (``Fenced``), the value stays the later one's, and the
+    request being handled is left for the URN's holder (not answered by the stale one)."""
+    url = redis_server.url
+    ns = f"fence-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> None:
+        host = ActorHost(url, namespace=ns, system="py-stale")
+        host.serve_pattern("py:tally:{id}", _Tally)
+        async with host:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                assert await client.ask("py:tally:1", "test.Incr", timeout=5) == 1
+                # A later activation elsewhere: it opens the state (owner) and saves 100.
+                later = host.new_store("py:tally:1")
+                assert await later.load(int) == 1
+                await later.save(100)
+                stale = host._patterns[0].live["py:tally:1"].mailbox.actor
+                with pytest.raises(Fenced):
+                    await stale.store.save(2)
+                assert raw_redis.hget(f"{ns}:state:py:tally:1", "data") == b"\x64"
+                # The stale activation stops at its next request, which is left pending and
+                # read again: the URN is activated anew, on the state saved last.
+                assert await client.ask("py:tally:1", "test.Incr", timeout=5) == 101
+
+    run(main(), timeout=30)
