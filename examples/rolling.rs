@@ -1,7 +1,7 @@
 //! A rolling upgrade under load, with real processes: `members` member processes activate
 //! `acct:{id}` accounts (a count in memory, saved through the fenced `StateStore` at each
 //! tell), caller processes ask and tell all of them without pause, and each member is
-//! replaced in turn: its successor (labelled `v2`) starts and is ready, then the member gets
+//! replaced in turn: its successor (of build 2, below) starts and is ready, then the member gets
 //! SIGTERM and drains ([`ProxyHandle::drain`](conclib::redis::ProxyHandle::drain)) before it
 //! exits. What is counted, from what the callers saw and the members printed:
 //!
@@ -18,8 +18,13 @@
 //!   the number of asks answered (`memory_mismatches`: those); `tells_lost`,
 //!   `tells_repeated`: the tells' differences summed.
 //!
-//! The successors are the same build as the members they replace (the label is only a
-//! name): decoding across two builds' message versions is not part of this run.
+//! The successors are build 2 ([`AccountV2`]): its `Add` has an optional field more (its
+//! version 2) and it answers a new message, `Audit`. Every other caller process is of
+//! build 2 too: it tells build 2's `Add` from the start (build 1 members decode it: the
+//! calls travel in MessagePack, fields by name), and asks `Audit` once the first build 2
+//! member serves (a build 1 member holding the URN hands it to a build 2 member,
+//! `proxy/scale/versions.rs`). `decode_errors` counts the asks refused
+//! `UnsupportedVersion` as well.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -27,9 +32,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use conclib::redis::codec::MsgPack;
 use conclib::redis::scale::{Activation, StateStore};
 use conclib::redis::{ProxyClient, ProxyConfig, start_proxy};
-use conclib::{ActorSystem, AskError, actor};
+use conclib::{ActorSystem, AskError, actor, message};
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
@@ -38,11 +45,37 @@ use crate::BoxError;
 /// The namespace of the run.
 const NAMESPACE: &str = "rolling";
 
-/// An activated account: its count lives in memory and is saved at each tell; how many
-/// asks it answered lives in memory only, carried to the next activation when it moves
-/// (`StateStore::dehydrate` / `rehydrate`).
+/// A tell: adds one. Build 1's, without fields.
+#[message(error = String)]
+#[derive(Serialize, Deserialize)]
+pub struct Add {}
+
+/// Build 2's `Add`: an optional note added (its version 2). In MessagePack, the codec of
+/// this run, build 1 decodes it (the note skipped) and build 2 decodes build 1's (the note
+/// `None`).
+#[message(name = "Add", version = 2, error = String)]
+#[derive(Serialize, Deserialize)]
+pub struct AddV2 {
+    /// New in build 2.
+    pub note: Option<String>,
+}
+
+/// The count, and how many asks the account answered (this one included).
+#[message(response = (u64, u64), error = String)]
+#[derive(Serialize, Deserialize)]
+pub struct Total;
+
+/// New in build 2: as [`Total`]. A build 1 member holding the URN hands it to a build 2
+/// member, which answers.
+#[message(response = (u64, u64), error = String)]
+#[derive(Serialize, Deserialize)]
+pub struct Audit;
+
+/// An activated account of build 1: its count lives in memory and is saved at each tell;
+/// how many asks it answered lives in memory only, carried to the next activation when it
+/// moves (`StateStore::dehydrate` / `rehydrate`).
 #[actor]
-struct Account {
+pub struct Account {
     count: u64,
     asks: u64,
     store: StateStore,
@@ -50,20 +83,15 @@ struct Account {
 
 #[actor]
 impl Account {
-    /// A tell: adds one, saved before it counts as handled.
+    /// Adds one, saved before it counts as handled.
     #[handle(remote)]
-    async fn add(&mut self) -> Result<(), String> {
-        self.store
-            .save(&(self.count + 1))
-            .await
-            .map_err(|e| e.to_string())?;
-        self.count += 1;
-        Ok(())
+    async fn add(&mut self, _: Add) -> Result<(), String> {
+        add_one(&self.store, &mut self.count).await
     }
 
-    /// The count, and how many asks it answered (this one included).
+    /// The count and the asks answered.
     #[handle(remote)]
-    async fn total(&mut self) -> Result<(u64, u64), String> {
+    async fn total(&mut self, _: Total) -> Result<(u64, u64), String> {
         self.asks += 1;
         Ok((self.count, self.asks))
     }
@@ -75,29 +103,82 @@ impl Account {
     }
 }
 
-/// `member URL NAME`: serves `acct:{id}` until SIGTERM (drains, then prints `DRAINED
-/// took_ms handed handing_p99_ms longest_ms`) or until stdin closes (shuts down).
-pub async fn member(url: &str, name: &str) -> Result<(), BoxError> {
+/// Build 2 of [`Account`]: `Add` at version 2, and `Audit`.
+#[actor]
+pub struct AccountV2 {
+    count: u64,
+    asks: u64,
+    store: StateStore,
+}
+
+#[actor]
+impl AccountV2 {
+    /// Adds one, saved before it counts as handled.
+    #[handle(remote)]
+    async fn add(&mut self, _: AddV2) -> Result<(), String> {
+        add_one(&self.store, &mut self.count).await
+    }
+
+    /// The count and the asks answered.
+    #[handle(remote)]
+    async fn total(&mut self, _: Total) -> Result<(u64, u64), String> {
+        self.asks += 1;
+        Ok((self.count, self.asks))
+    }
+
+    /// As `total`.
+    #[handle(remote)]
+    async fn audit(&mut self, _: Audit) -> Result<(u64, u64), String> {
+        self.asks += 1;
+        Ok((self.count, self.asks))
+    }
+
+    /// As build 1's.
+    #[on_stop]
+    async fn carry(&mut self, _reason: &conclib::StopReason) {
+        let _ = self.store.dehydrate(&(self.count, self.asks)).await;
+    }
+}
+
+/// One more, saved before it counts.
+async fn add_one(store: &StateStore, count: &mut u64) -> Result<(), String> {
+    store.save(&(*count + 1)).await.map_err(|e| e.to_string())?;
+    *count += 1;
+    Ok(())
+}
+
+/// An activation's counts: carried from the member before, else the saved count.
+async fn counts(a: &Activation) -> Result<(u64, u64), BoxError> {
+    Ok(match a.store().rehydrate::<(u64, u64)>().await? {
+        Some(carried) => carried,
+        None => (a.store().load::<u64>().await?.unwrap_or_default(), 0),
+    })
+}
+
+/// `member URL NAME BUILD`: serves `acct:{id}` as build 1 or 2 until SIGTERM (drains,
+/// then prints `DRAINED took_ms handed handing_p99_ms longest_ms`) or until stdin closes
+/// (shuts down).
+pub async fn member(url: &str, name: &str, build: &str) -> Result<(), BoxError> {
     let config = ProxyConfig::new(url)
         .with_namespace(NAMESPACE)
         .with_system_id(name)
         .with_snapshot_interval(None);
     let system = ActorSystem::new(name);
     let proxy = start_proxy(&system, &config).await?;
-    proxy
-        .activate("acct:{id}", |a: Activation| async move {
-            let (count, asks) = match a.store().rehydrate::<(u64, u64)>().await? {
-                Some(carried) => carried,
-                None => (a.store().load::<u64>().await?.unwrap_or_default(), 0),
-            };
-            Ok::<_, BoxError>(Account {
-                count,
-                asks,
-                store: a.into_store(),
-            })
+    let activator = if build == "2" {
+        proxy.activate("acct:{id}", |a: Activation| async move {
+            let (count, asks) = counts(&a).await?;
+            let store = a.into_store();
+            Ok::<_, BoxError>(AccountV2 { count, asks, store })
         })
-        .never_passivate()
-        .await?;
+    } else {
+        proxy.activate("acct:{id}", |a: Activation| async move {
+            let (count, asks) = counts(&a).await?;
+            let store = a.into_store();
+            Ok::<_, BoxError>(Account { count, asks, store })
+        })
+    };
+    activator.never_passivate().await?;
     println!("READY");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stdin_closed = tokio::task::spawn_blocking(|| {
@@ -131,20 +212,30 @@ fn micros_now() -> u64 {
     .unwrap_or(u64::MAX)
 }
 
-/// `caller URL SEED URNS IN_FLIGHT TIMEOUT_MS`: asks and tells `acct:0..URNS`,
-/// `IN_FLIGHT` at a time, until its standard input closes, then prints one line per call
-/// (`A urn start_us end_us ok|timeout|decode|<error>`, `T urn ok|<error>`) and `DONE`.
+/// `caller URL SEED URNS IN_FLIGHT TIMEOUT_MS BUILD`: asks and tells `acct:0..URNS`,
+/// `IN_FLIGHT` at a time, in MessagePack, until its standard input closes, then prints one
+/// line per call (`A urn start_us end_us ok|timeout|decode|<error>`, `T urn ok|<error>`)
+/// and `DONE`. A build 2 caller tells build 2's `Add` (with its note), and once a line
+/// `v2` comes on its standard input (a build 2 member serves), asks `Audit` every other
+/// ask.
 pub async fn caller(args: &[String]) -> Result<(), BoxError> {
-    let [url, seed, urns, in_flight, timeout_ms] = args else {
-        return Err("caller URL SEED URNS IN_FLIGHT TIMEOUT_MS".into());
+    let [url, seed, urns, in_flight, timeout_ms, build] = args else {
+        return Err("caller URL SEED URNS IN_FLIGHT TIMEOUT_MS BUILD".into());
     };
     let (seed, urns): (u64, u64) = (seed.parse()?, urns.parse()?);
+    let v2_caller = build == "2";
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let v2_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
     {
-        let stop = stop.clone();
+        let (stop, v2_up) = (stop.clone(), v2_up.clone());
         std::thread::spawn(move || {
-            let mut sink = String::new();
-            while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+            let mut line = String::new();
+            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line.trim() == "v2" {
+                    v2_up.store(true, Ordering::Relaxed);
+                }
+                line.clear();
+            }
             stop.store(true, Ordering::Relaxed);
         });
     }
@@ -152,21 +243,28 @@ pub async fn caller(args: &[String]) -> Result<(), BoxError> {
     let client = ProxyClient::connect(
         &ProxyConfig::new(url.as_str())
             .with_namespace(NAMESPACE)
+            .with_codec(MsgPack)
             .with_ask_timeout(timeout),
     )
     .await?;
     let mut workers = Vec::new();
     for w in 0..in_flight.parse::<u64>()? {
-        let (client, stop) = (client.clone(), stop.clone());
+        let (client, stop, v2_up) = (client.clone(), stop.clone(), v2_up.clone());
         workers.push(tokio::spawn(async move {
             let mut lines = Vec::new();
             let mut k = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 k += 1;
                 let u = (seed * 101 + w * 37 + k * 11) % urns;
-                let account = client.actor::<Account>(format!("acct:{u}"));
+                let urn = format!("acct:{u}");
                 if k.is_multiple_of(4) {
-                    let outcome = match account.add().await {
+                    let added = if v2_caller {
+                        let note = Some(format!("from {seed}"));
+                        client.ask(urn.as_str(), AddV2 { note }).await
+                    } else {
+                        client.ask(urn.as_str(), Add {}).await
+                    };
+                    let outcome = match added {
                         Ok(()) => "ok".to_owned(),
                         Err(e) => outcome_of(&e),
                     };
@@ -174,7 +272,13 @@ pub async fn caller(args: &[String]) -> Result<(), BoxError> {
                     continue;
                 }
                 let start = micros_now();
-                let outcome = match account.total().await {
+                let audit = v2_caller && k.is_multiple_of(2) && v2_up.load(Ordering::Relaxed);
+                let asked = if audit {
+                    client.ask(urn.as_str(), Audit).await
+                } else {
+                    client.ask(urn.as_str(), Total).await
+                };
+                let outcome = match asked {
                     Ok(_) => "ok".to_owned(),
                     Err(e) => outcome_of(&e),
                 };
@@ -193,11 +297,12 @@ pub async fn caller(args: &[String]) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// A call's error as one word.
+/// A call's error as one word: a request refused as undecodable or not decodable by any
+/// member (`UnsupportedVersion`), or a reply the caller could not decode, is `decode`.
 fn outcome_of<E: std::fmt::Debug>(e: &AskError<E>) -> String {
     match e {
         AskError::Timeout(_) => "timeout".into(),
-        AskError::Codec(_) => "decode".into(),
+        AskError::Codec(_) | AskError::UnsupportedVersion { .. } => "decode".into(),
         other => format!("{other:?}").replace(" ", "_"),
     }
 }
@@ -319,6 +424,14 @@ impl Proc {
         Ok(Proc { child, lines })
     }
 
+    /// Writes a line to its standard input.
+    async fn say(&mut self, line: &str) -> Result<(), BoxError> {
+        use tokio::io::AsyncWriteExt;
+        let stdin = self.child.stdin.as_mut().ok_or("no stdin")?;
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        Ok(())
+    }
+
     /// Closes its standard input (a caller stops sending).
     fn close_stdin(&mut self) {
         drop(self.child.stdin.take());
@@ -355,8 +468,13 @@ impl Proc {
     }
 }
 
-async fn start_member(options: &Options, url: &str, name: &str) -> Result<Proc, BoxError> {
-    let mut m = Proc::start(options, &["member", url, name]).await?;
+async fn start_member(
+    options: &Options,
+    url: &str,
+    name: &str,
+    build: &str,
+) -> Result<Proc, BoxError> {
+    let mut m = Proc::start(options, &["member", url, name, build]).await?;
     let ready = m.line(Duration::from_secs(30)).await?;
     if ready != "READY" {
         return Err(format!("member {name} did not start: {ready}").into());
@@ -386,11 +504,12 @@ pub async fn run(options: &Options) -> Result<Report, BoxError> {
 async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
     let mut members = Vec::new();
     for i in 0..options.members {
-        members.push(start_member(options, url, &format!("m{i}-v1")).await?);
+        members.push(start_member(options, url, &format!("m{i}-v1"), "1").await?);
     }
     let client = ProxyClient::connect(
         &ProxyConfig::new(url)
             .with_namespace(NAMESPACE)
+            .with_codec(MsgPack)
             .with_ask_timeout(Duration::from_secs(10)),
     )
     .await?;
@@ -400,7 +519,7 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
         let asks = chunk.iter().map(|u| {
             let client = client.clone();
             let urn = u.clone();
-            async move { client.actor::<Account>(urn).total().await }
+            async move { client.ask(urn.as_str(), Total).await }
         });
         for r in futures_util::future::join_all(asks).await {
             r?;
@@ -420,6 +539,8 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
                     &options.urns.to_string(),
                     &options.in_flight.to_string(),
                     &options.ask_timeout.as_millis().to_string(),
+                    // Every other caller of build 2.
+                    if c % 2 == 1 { "2" } else { "1" },
                 ],
             )
             .await?,
@@ -431,7 +552,13 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
     let mut pauses = Vec::new();
     for (i, member) in std::mem::take(&mut members).into_iter().enumerate() {
         // The successor first, ready; then the member drained.
-        let successor = start_member(options, url, &format!("m{i}-v2")).await?;
+        let successor = start_member(options, url, &format!("m{i}-v2"), "2").await?;
+        if i == 0 {
+            // A build 2 member serves: build 2's callers ask what only it has.
+            for c in &mut callers {
+                c.say("v2").await?;
+            }
+        }
         let mut member = member;
         let termed = Instant::now();
         if !options.drain {
@@ -519,7 +646,7 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
     // memory (carried at each move) against the asks answered: the warm-up's, the
     // callers', this one.
     for (u, urn) in urns.iter().enumerate() {
-        let (total, asks) = client.actor::<Account>(urn.clone()).total().await?;
+        let (total, asks) = client.ask(urn.as_str(), Total).await?;
         let sent = told.get(&(u as u64)).copied().unwrap_or(0);
         let asked = answered.get(&(u as u64)).copied().unwrap_or(0) + 2;
         if total != sent || asks != asked {
@@ -529,6 +656,7 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
         }
         if asks != asked {
             report.memory_mismatches += 1;
+            eprintln!("{urn}: {asks} asks counted in memory, {asked} answered");
         }
     }
     client.shutdown().await;

@@ -1,7 +1,8 @@
 //! A rolling upgrade under load with real processes (`examples/rolling.rs` says what is
 //! counted): 3 member processes serving `acct:{id}` accounts held in memory, caller
 //! processes asking and telling them without pause, each member replaced in turn by a
-//! successor after a drain on SIGTERM. One line:
+//! successor of build 2 (an optional field added to a message, and a new message) after a
+//! drain on SIGTERM. One line:
 //!
 //! `RESULT asks=.. failed_asks=.. timeouts=.. decode_errors=.. p99_ratio_roll_to_steady=..
 //! drain_ms_max=.. pause_p99_ms=.. state_mismatches=.. tells_lost=.. tells_repeated=..`
@@ -23,7 +24,7 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     match args.get(1).map(String::as_str) {
-        Some("member") => return rt.block_on(rolling::member(&args[2], &args[3])),
+        Some("member") => return rt.block_on(rolling::member(&args[2], &args[3], &args[4])),
         Some("caller") => return rt.block_on(rolling::caller(&args[2..])),
         _ => {}
     }

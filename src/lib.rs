@@ -256,9 +256,17 @@ pub mod child {
 /// #[message(response = Option<T>)]
 /// struct Replace<T>(T);
 ///
+/// /// A second version of a message's fields (an optional field added).
+/// #[message(name = "Deposit", version = 2)]
+/// struct DepositV2 {
+///     amount: u64,
+///     note: Option<String>,
+/// }
+///
 /// assert_eq!(Withdraw::name(), "Withdraw");
 /// assert_eq!(Audit::name(), "bank.audit");
 /// assert_eq!(Replace::<u32>::name(), "Replace<u32>");
+/// assert_eq!((Withdraw::version(), DepositV2::version()), (1, 2));
 /// ```
 ///
 /// # Options
@@ -268,6 +276,7 @@ pub mod child {
 /// | `response = Type` | `()` | what a successful ask returns ([`Message::Response`]) |
 /// | `error = Type` | [`std::convert::Infallible`] | what the handler may fail with instead ([`Message::Error`]); `Debug + Send + 'static` |
 /// | `name = "..."` | the type's name | the wire name ([`Message::name`]) |
+/// | `version = N` | 1 | the version of its fields ([`Message::version`]): a member of another build routes a request of another version to one that decodes it (README, "Upgrading a running cluster") |
 /// | `crate = path` | from `Cargo.toml` | where the `conclib` crate is, if the macro cannot find it (a re-export) |
 ///
 /// Any other key is an error that lists these.

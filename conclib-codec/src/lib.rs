@@ -80,6 +80,16 @@ pub trait Codec: Send + Sync + 'static {
     /// # Errors
     /// [`CodecError`] when `visit` fails or bytes are left over.
     fn decode_with(&self, bytes: &[u8], visit: &mut DecodeVisitor<'_>) -> Result<(), CodecError>;
+
+    /// Whether a value encoded from one version of a type decodes as another version that
+    /// added or removed optional fields (the changes `conclib-schema check` calls
+    /// additive): true for a codec that names its fields (MessagePack), false (the
+    /// default) for one that reads them by position (bincode), where such bytes would fail
+    /// to decode or decode wrong. A Redis proxy decodes a request whose message version
+    /// differs from its own only with such a codec.
+    fn reads_other_versions(&self) -> bool {
+        false
+    }
 }
 
 impl fmt::Debug for dyn Codec {
@@ -235,6 +245,12 @@ pub struct MsgPack;
 impl Codec for MsgPack {
     fn name(&self) -> &'static str {
         "msgpack"
+    }
+
+    /// Fields travel by name: a field the other version lacks is skipped, one it added
+    /// and this lacks reads as `None` (serde's defaults).
+    fn reads_other_versions(&self) -> bool {
+        true
     }
 
     fn encode(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError> {

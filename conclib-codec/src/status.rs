@@ -13,7 +13,8 @@ use std::fmt;
 /// assert_eq!(Status::MailboxFull as u8, 12);
 /// assert_eq!(Status::MailboxFull.label(), "mailbox_full");
 /// assert_eq!(Status::from_byte(13), Some(Status::Overloaded));
-/// assert_eq!(Status::from_byte(14), None);
+/// assert_eq!(Status::from_byte(14), Some(Status::UnsupportedVersion));
+/// assert_eq!(Status::from_byte(15), None);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -48,6 +49,12 @@ pub enum Status {
     /// its URN, its URN pattern or the whole system. UTF-8 detail: `scope=urn limit=8 depth=8`
     /// (`scope` is `urn`, `pattern`, `system` or `activations`).
     Overloaded = 13,
+    /// No member serving the URN has the message at a version it can decode: the message
+    /// is unknown to every member live (a build that adds it is not serving yet), or its
+    /// fields' version differs and the codec cannot read another version's fields
+    /// (bincode). Not handled; sending it again may succeed once such a member serves.
+    /// UTF-8 detail.
+    UnsupportedVersion = 14,
     /// The process actor's link only, never a Redis reply: the answer to a heartbeat (the
     /// actor is responsive). Not counted as an answer in the actor's statistics.
     Alive = 100,
@@ -73,6 +80,7 @@ impl Status {
             TooLarge => "too_large",
             MailboxFull => "mailbox_full",
             Overloaded => "overloaded",
+            UnsupportedVersion => "unsupported_version",
             Alive => "alive",
         }
     }
@@ -96,6 +104,7 @@ impl Status {
             11 => TooLarge,
             12 => MailboxFull,
             13 => Overloaded,
+            14 => UnsupportedVersion,
             100 => Alive,
             _ => return None,
         })

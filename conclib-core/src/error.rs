@@ -77,6 +77,16 @@ pub enum AskError<E = Infallible> {
         /// The message's wire name.
         message: String,
     },
+    /// No member serving the URN has this message at a version it can decode (during a
+    /// rolling upgrade: the build that adds it is not serving yet, or the codec cannot read
+    /// another version's fields). Refused at once, never decoded wrong; not handled.
+    #[error("no member serving {urn} has message {message} at a version it can decode")]
+    UnsupportedVersion {
+        /// The URN asked for.
+        urn: String,
+        /// The message's wire name.
+        message: String,
+    },
     /// No actor has this URN where the request was sent (a process actor asking its
     /// parent's system by URN).
     #[error("no actor with URN {urn}")]
@@ -152,6 +162,9 @@ impl<E> AskError<E> {
             AskError::Transport(e) => AskError::Transport(e),
             AskError::UnknownMessage { actor, message } => {
                 AskError::UnknownMessage { actor, message }
+            }
+            AskError::UnsupportedVersion { urn, message } => {
+                AskError::UnsupportedVersion { urn, message }
             }
         }
     }

@@ -44,6 +44,30 @@ pub trait Message: Send + 'static {
         std::any::type_name::<Self>()
     }
 
+    /// The version of the message's fields, 1 unless `#[message(version = N)]` says
+    /// otherwise. A Redis proxy advertises each exposed message's name and version to the
+    /// other members of its pattern's group, and a request carries its version (when not
+    /// 1): a member whose codec cannot read another version's fields (bincode) passes the
+    /// request to a member with its version, or refuses it `UnsupportedVersion`, rather
+    /// than decode it wrong (the README, "Upgrading a running cluster").
+    ///
+    /// ```
+    /// use conclib_core::Message;
+    ///
+    /// struct Add { n: u64, note: Option<String> }
+    /// impl Message for Add {
+    ///     type Response = u64;
+    ///     type Error = std::convert::Infallible;
+    ///     fn name() -> &'static str { "Add" }
+    ///     fn version() -> u32 { 2 }
+    /// }
+    /// assert_eq!(Add::version(), 2);
+    /// ```
+    #[must_use]
+    fn version() -> u32 {
+        1
+    }
+
     /// The key a [`Routing::KeyHash`](crate::Routing::KeyHash) pool routes this message by
     /// (one key always reaches the same member while the pool's size is unchanged); `None`
     /// (the default) routes it round-robin.

@@ -24,7 +24,8 @@ use proc_macro::TokenStream;
 /// Implements `conclib::Message` for a struct or an enum.
 ///
 /// Options: `response = Type` (default `()`), `error = Type` (default
-/// `std::convert::Infallible`), `name = "..."` (default: the type's identifier), `crate = path`.
+/// `std::convert::Infallible`), `name = "..."` (default: the type's identifier), `version = N`
+/// (default 1: `Message::version`), `crate = path`.
 #[proc_macro_attribute]
 pub fn message(args: TokenStream, input: TokenStream) -> TokenStream {
     message::expand(args.into(), input.into()).into()

@@ -4,13 +4,14 @@ use proc_macro2::TokenStream;
 use quote::{ToTokens, quote, quote_spanned};
 use syn::parse::Parser;
 use syn::spanned::Spanned;
-use syn::{GenericParam, Generics, Ident, Item, LitStr, Path, Type};
+use syn::{GenericParam, Generics, Ident, Item, LitInt, LitStr, Path, Type};
 
 use crate::util::{
     Errors, crate_path, crate_value, is_infallible, set_once, string_value, type_value,
 };
 
-const KEYS: &str = "`response = Type`, `error = Type`, `name = \"...\"`, `crate = path`";
+const KEYS: &str =
+    "`response = Type`, `error = Type`, `name = \"...\"`, `version = N`, `crate = path`";
 
 /// The options of `#[message(...)]`.
 #[derive(Default)]
@@ -18,6 +19,8 @@ pub struct Options {
     pub response: Option<Type>,
     pub error: Option<Type>,
     pub name: Option<LitStr>,
+    /// `version = N`: the message's fields' version (`Message::version`), 1 or more.
+    pub version: Option<LitInt>,
     pub krate: Option<Path>,
 }
 
@@ -38,6 +41,17 @@ impl Options {
                     ));
                 }
                 set_once(&mut options.name, name, &meta, "name")
+            } else if meta.path.is_ident("version") {
+                let version: LitInt = meta.value()?.parse().map_err(|e| {
+                    syn::Error::new(e.span(), "`version` takes a number, like `version = 2`")
+                })?;
+                if !matches!(version.base10_parse::<u32>(), Ok(v) if v >= 1) {
+                    return Err(syn::Error::new(
+                        version.span(),
+                        "a message's version is a number from 1 to 4294967295",
+                    ));
+                }
+                set_once(&mut options.version, version, &meta, "version")
             } else if meta.path.is_ident("crate") {
                 set_once(&mut options.krate, crate_value(&meta)?, &meta, "crate")
             } else {
@@ -277,6 +291,15 @@ pub fn generate(model: &Model) -> TokenStream {
         }
     };
 
+    let version = options.version.as_ref().map(|v| {
+        quote! {
+            #[inline]
+            fn version() -> u32 {
+                #v
+            }
+        }
+    });
+
     // Unsatisfied bounds on the response or error point at the option that names them.
     let response_item = quote_spanned!(response.span()=> type Response = #response;);
     let error_item = quote_spanned!(error.span()=> type Error = #error;);
@@ -290,6 +313,7 @@ pub fn generate(model: &Model) -> TokenStream {
             fn name() -> &'static str {
                 #name
             }
+            #version
         }
 
         #[automatically_derived]

@@ -32,6 +32,18 @@ pub enum ProxyError<E = Infallible> {
         /// The message's wire name.
         message: String,
     },
+    /// No member serving the URN has this message at a version it can decode: a rolling
+    /// upgrade's new message before any member of the new build serves, or a message
+    /// whose fields' version differs under a codec that reads fields by position
+    /// (bincode). Refused at once, never decoded wrong; not handled (the README,
+    /// "Upgrading a running cluster").
+    #[error("no member serving {urn} has message {message} at a version it can decode")]
+    UnsupportedVersion {
+        /// The URN asked for.
+        urn: String,
+        /// The message's wire name.
+        message: String,
+    },
     /// The handler returned this error.
     #[error("the handler returned an error: {0:?}")]
     Handler(E),
@@ -114,6 +126,7 @@ impl<E> ProxyError<E> {
             Handler(e) => Handler(f(e)),
             UnknownUrn { urn } => UnknownUrn { urn },
             UnknownMessage { urn, message } => UnknownMessage { urn, message },
+            UnsupportedVersion { urn, message } => UnsupportedVersion { urn, message },
             Panicked(p) => Panicked(p),
             Timeout(d) => Timeout(d),
             ActorStopped { urn } => ActorStopped { urn },
@@ -172,6 +185,9 @@ impl<E> From<ProxyError<E>> for AskError<E> {
                 actor: urn,
                 message,
             },
+            ProxyError::UnsupportedVersion { urn, message } => {
+                AskError::UnsupportedVersion { urn, message }
+            }
             ProxyError::Panicked(p) => AskError::Panicked(p),
             ProxyError::Timeout(d) => AskError::Timeout(d),
             ProxyError::ActorStopped { .. } => AskError::ActorStopped,
@@ -357,6 +373,16 @@ mod tests {
                 },
                 AskError::UnknownMessage {
                     actor: "u".into(),
+                    message: "m".into(),
+                },
+            ),
+            (
+                ProxyError::UnsupportedVersion {
+                    urn: "u".into(),
+                    message: "m".into(),
+                },
+                AskError::UnsupportedVersion {
+                    urn: "u".into(),
                     message: "m".into(),
                 },
             ),

@@ -111,6 +111,7 @@ pub(crate) fn error_label<E>(error: &ProxyError<E>) -> &'static str {
     match error {
         ProxyError::UnknownUrn { .. } => "unknown_urn",
         ProxyError::UnknownMessage { .. } => "unknown_message",
+        ProxyError::UnsupportedVersion { .. } => "unsupported_version",
         ProxyError::Handler(_) => "handler_error",
         ProxyError::Panicked(_) => "panicked",
         ProxyError::Timeout(_) => "timeout",

@@ -33,6 +33,12 @@ pub(crate) mod field {
     pub const ID: &str = "id";
     pub const URN: &str = "urn";
     pub const MESSAGE: &str = "msg";
+    /// Optional: the version of the message's fields ([`Message::version`]), a decimal
+    /// number; absent means 1. A member that cannot decode that version passes the request
+    /// to one that can, or answers `UnsupportedVersion` (`proxy/serve/versions.rs`).
+    ///
+    /// [`Message::version`]: conclib_core::Message::version
+    pub const MESSAGE_VERSION: &str = "mv";
     pub const TTL: &str = "ttl";
     pub const REPLY: &str = "reply";
     pub const CODEC: &str = "codec";
@@ -117,6 +123,13 @@ impl Keys {
     /// the member ([`PLACEMENT_REPORT_SCRIPT`]) and read by whoever places a URN.
     pub fn placement(&self, prefix: &str) -> String {
         format!("{}:placement:{prefix}", self.ns)
+    }
+
+    /// `{ns}:messages:{prefix}` → the message directory of a pattern's group (a hash): for
+    /// each member system, the messages it decodes as `Name@version`, space-separated
+    /// (`proxy/scale/versions.rs`).
+    pub fn messages(&self, prefix: &str) -> String {
+        format!("{}:messages:{prefix}", self.ns)
     }
 
     /// `{ns}:state:{urn}` → an activated actor's stored state (a hash: `owner`, `data`).

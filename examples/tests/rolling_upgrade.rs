@@ -1,7 +1,9 @@
 //! The short form of `examples/rolling_upgrade.rs`: 3 members serving 120 accounts held in
-//! memory are replaced one by one (a successor started, then the member drained on
-//! SIGTERM) while 2 caller processes keep 32 calls in flight each (64 callers). No ask
-//! fails (5 s deadline), none is undecodable, every account counts exactly the tells
+//! memory are replaced one by one by members of build 2 (a successor started, then the
+//! member drained on SIGTERM) while 2 caller processes, one of each build, keep 32 calls in
+//! flight each (64 callers): build 2's caller tells build 2's `Add` (an optional field
+//! more) throughout and asks build 2's new `Audit` once a build 2 member serves. No ask
+//! fails (5 s deadline), none is undecodable or refused `UnsupportedVersion`, every account counts exactly the tells
 //! accepted for it (none lost, none repeated) and, in memory only (carried from member to
 //! member by `StateStore::dehydrate` / `rehydrate`), exactly the asks answered, and each
 //! member exits within its drain and shutdown bounds. The processes are this binary, re-executed in a role.
@@ -43,21 +45,23 @@ async fn members_replaced_one_by_one_under_load_fail_no_request() {
         report.drain_ms_max <= bound.as_millis() as u64,
         "{report:?}"
     );
-    // Every account was on a first-generation member, drained: handed over at least once
-    // (again when it went to a member drained later).
-    assert!(report.handed >= 120, "{report:?}");
+    // Accounts were handed over by the drains (those that build 2's `Audit` had not moved
+    // to a build 2 member first).
+    assert!(report.handed > 0, "{report:?}");
 }
 
 fn main() {
     if std::env::var_os(ROLE).is_some() {
         let args: Vec<String> = std::env::args().skip(1).collect();
+        // Warnings of the members to standard error (`RUST_LOG` for more).
+        conclib_examples::init_tracing();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a runtime");
         let r = match args.first().map(String::as_str) {
-            Some("member") => rt.block_on(rolling::member(&args[1], &args[2])),
+            Some("member") => rt.block_on(rolling::member(&args[1], &args[2], &args[3])),
             Some("caller") => rt.block_on(rolling::caller(&args[1..])),
             _ => Err("unknown role".into()),
         };

@@ -137,7 +137,14 @@ class RedisServer:
 class RustServer:
     """The ``conclib-pyserver`` process, serving a namespace on a Redis."""
 
-    def __init__(self, url: str, namespace: str, system: str | None = None, lease_ttl_ms: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        system: str | None = None,
+        lease_ttl_ms: int | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.url = url
         self.namespace = namespace
         # --exit-with-stdin: it also stops when this process dies without stopping it (its
@@ -147,6 +154,7 @@ class RustServer:
             args += ["--system", system]
         if lease_ttl_ms is not None:
             args += ["--lease-ttl-ms", str(lease_ttl_ms)]
+        args += extra
         self.log = tempfile.NamedTemporaryFile(prefix="conclib-pyserver-", suffix=".log", delete=False)
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, env=env)

@@ -44,6 +44,7 @@ pub type ErasedMessage = Box<dyn Any + Send>;
 #[derive(Clone, Copy)]
 pub struct ExposedMessage {
     name: fn() -> &'static str,
+    version: fn() -> u32,
     type_id: fn() -> TypeId,
     decode: Decode,
     message: ToSerialize,
@@ -72,6 +73,7 @@ impl ExposedMessage {
     {
         ExposedMessage {
             name: M::name,
+            version: M::version,
             type_id: TypeId::of::<M>,
             decode: decode::<M>,
             message: as_serialize::<M>,
@@ -93,6 +95,7 @@ impl ExposedMessage {
     {
         ExposedMessage {
             name: M::name,
+            version: M::version,
             type_id: TypeId::of::<M>,
             decode: decode::<M>,
             message: as_serialize::<M>,
@@ -108,6 +111,12 @@ impl ExposedMessage {
     #[must_use]
     pub fn name(&self) -> &'static str {
         (self.name)()
+    }
+
+    /// The message's [`Message::version`].
+    #[must_use]
+    pub fn version(&self) -> u32 {
+        (self.version)()
     }
 
     /// The message's type.

@@ -113,6 +113,7 @@ fn message_type(
             response: Some(g.response.clone()),
             error: g.error.clone(),
             name: None,
+            version: None,
             krate: Some(krate.clone()),
         },
     });

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use conclib_codec::encode_value;
-use conclib_core::Priority;
 use conclib_core::trace::TraceContext;
+use conclib_core::{Message, Priority};
 use fred::bytes::Bytes;
 use fred::prelude::*;
 use serde::Serialize;
@@ -24,6 +24,24 @@ use super::waiter::Waiter;
 use crate::conn::{bytes, owned, s, shared_bytes};
 use crate::error::ProxyError;
 use crate::protocol::{self, PROTOCOL_VERSION, Status, field};
+
+/// A message's wire name and its fields' version ([`Message::version`]), as a request
+/// carries them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Named {
+    pub(super) name: &'static str,
+    pub(super) version: u32,
+}
+
+impl Named {
+    /// Message `M`'s.
+    pub(super) fn of<M: Message>() -> Named {
+        Named {
+            name: M::name(),
+            version: M::version(),
+        }
+    }
+}
 
 impl ProxyClient {
     pub(super) fn encode<M: Serialize, E>(&self, msg: &M) -> Result<Vec<u8>, ProxyError<E>> {
@@ -43,7 +61,7 @@ impl ProxyClient {
     pub(super) async fn ask_raw(
         &self,
         urn: &str,
-        name: &'static str,
+        name: Named,
         body: Vec<u8>,
         timeout: Duration,
         priority: Priority,
@@ -53,7 +71,7 @@ impl ProxyClient {
         let span = tracing::debug_span!(
             "conclib.ask",
             urn,
-            message = name,
+            message = name.name,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
@@ -89,7 +107,7 @@ impl ProxyClient {
     pub(super) async fn exchange(
         &self,
         urn: &str,
-        name: &'static str,
+        name: Named,
         body: Vec<u8>,
         timeout: Duration,
         priority: Priority,
@@ -256,7 +274,7 @@ impl Shared {
         &self,
         id: u64,
         urn: &str,
-        name: &'static str,
+        name: Named,
         ask: bool,
         priority: Priority,
         trace: &TraceContext,
@@ -275,7 +293,11 @@ impl Shared {
         fields.push((field::VERSION, s(PROTOCOL_VERSION)));
         fields.push((field::ID, bytes(text.slice(..id_end))));
         fields.push((field::URN, bytes(text.slice(id_end..urn_end))));
-        fields.push((field::MESSAGE, s(name)));
+        fields.push((field::MESSAGE, s(name.name)));
+        if name.version != 1 {
+            // Version 1 goes without the field: what every request carried before versions.
+            fields.push((field::MESSAGE_VERSION, owned(name.version.to_string())));
+        }
         if ask {
             fields.push((field::REPLY, bytes(self.reply_field.clone())));
         }
@@ -300,7 +322,7 @@ impl Shared {
         self: &Arc<Self>,
         route: &Resolved,
         urn: &str,
-        name: &'static str,
+        name: Named,
         ttl: Duration,
         priority: Priority,
         body: Bytes,
@@ -408,6 +430,7 @@ mod tests {
 
     use super::super::handle::ProxyClient;
     use super::super::shared::Shared;
+    use super::Named;
     use crate::future_size::{future_size, never};
 
     /// An ask's future holds what its common path needs: a URN lookup in Redis and the wait
@@ -417,7 +440,16 @@ mod tests {
     #[test]
     fn an_asks_future_leaves_its_rare_paths_boxed() {
         let ask = future_size(|| {
-            never::<&ProxyClient>().ask_raw("u", "m", Vec::new(), Duration::ZERO, Priority::Normal)
+            never::<&ProxyClient>().ask_raw(
+                "u",
+                Named {
+                    name: "m",
+                    version: 1,
+                },
+                Vec::new(),
+                Duration::ZERO,
+                Priority::Normal,
+            )
         });
         let resolve = future_size(|| never::<&Arc<Shared>>().resolve("u", Instant::now(), false));
         assert!(ask <= 2048, "an ask's future is {ask} bytes");

@@ -353,7 +353,7 @@ impl ProxyClient {
                 .send_tell(
                     &route,
                     urn,
-                    M::name(),
+                    exchange::Named::of::<M>(),
                     ttl,
                     priority,
                     body.into(),

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::budget::{cooperate, settle};
+use super::exchange::Named;
 use super::handle::ProxyClient;
 use crate::error::ProxyError;
 use crate::protocol::Status;
@@ -65,7 +66,7 @@ where
     let body = client.encode(&msg)?;
     drop(msg);
     let (status, payload) = client
-        .ask_raw(&urn, M::name(), body, timeout, options.priority())
+        .ask_raw(&urn, Named::of::<M>(), body, timeout, options.priority())
         .await
         .map_err(ProxyError::widen)?;
     interpret::<M::Response, M::WireError>(
@@ -242,6 +243,10 @@ pub(crate) fn interpret<R: DeserializeOwned, E: DeserializeOwned>(
         },
         Status::UnknownUrn | Status::NotOwner => ProxyError::UnknownUrn { urn: urn() },
         Status::UnknownMessage => ProxyError::UnknownMessage {
+            urn: urn(),
+            message: message.to_owned(),
+        },
+        Status::UnsupportedVersion => ProxyError::UnsupportedVersion {
             urn: urn(),
             message: message.to_owned(),
         },

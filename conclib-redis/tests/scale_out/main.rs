@@ -19,6 +19,7 @@ mod groups;
 mod peers;
 mod placement;
 mod rebalance;
+mod versions;
 
 use activation::*;
 use drain::*;
@@ -29,6 +30,7 @@ use fast_lane::*;
 use groups::*;
 use placement::*;
 use rebalance::*;
+use versions::*;
 
 fn main() {
     if std::env::var_os(peers::ROLE).is_some() {
@@ -64,11 +66,12 @@ fn main() {
         a_holder_killed_within_a_second_of_activating_fails_over,
         a_holder_on_another_host_killed_within_a_second_of_activating_fails_over,
         a_member_drained_by_sigterm_under_load_hands_everything_over,
+        a_message_only_the_new_build_has_is_answered_by_it_or_refused_unsupported_version,
     ]);
 }
 
 /// This binary in a peer's role: `member` (groups), `activator` and `client` (activation),
-/// `placer` (placement).
+/// `placer` (placement), `versioned` (versions).
 fn peer_main() -> ! {
     let args: Vec<String> = std::env::args().collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -83,6 +86,7 @@ fn peer_main() -> ! {
             Some("client") => client(&args[2..]).await,
             Some("placer") => placer(&args[2..]).await,
             Some("loader") => loader(&args[2..]).await,
+            Some("versioned") => versioned(&args[2..]).await,
             _ => 2,
         }
     });

@@ -44,6 +44,7 @@ from .errors import (
     Unavailable,
     UnknownMessage,
     UnknownUrn,
+    UnsupportedVersion,
 )
 from .metrics import AskEvent, AskHook, prometheus_hook
 from .protocol import PROTOCOL_VERSION, Status
@@ -89,6 +90,7 @@ __all__ = [
     "Unavailable",
     "UnknownMessage",
     "UnknownUrn",
+    "UnsupportedVersion",
     "connect",
     "prometheus_hook",
 ]

@@ -20,6 +20,7 @@ from .errors import (
     Timeout,
     TooLarge,
     UnknownUrn,
+    UnsupportedVersion,
 )
 from .protocol import Status
 
@@ -47,6 +48,8 @@ def interpret(urn: str, message: str, timeout: float, status: int, payload: byte
         raise UnknownUrn(urn, _text(payload))
     if status == Status.UNKNOWN_MESSAGE:
         raise NotExposed(urn, message)
+    if status == Status.UNSUPPORTED_VERSION:
+        raise UnsupportedVersion(urn, message, _text(payload))
     if status == Status.PANICKED:
         raise Panicked(_text(payload))
     if status == Status.TIMEOUT:

@@ -45,6 +45,7 @@ __all__ = [
     "Unavailable",
     "UnknownMessage",
     "UnknownUrn",
+    "UnsupportedVersion",
 ]
 
 
@@ -92,6 +93,24 @@ class NotExposed(ConclibError):
 
 UnknownMessage = NotExposed
 """The protocol's name for :class:`NotExposed`."""
+
+
+class UnsupportedVersion(ConclibError):
+    """No member serving the URN has this message at a version it can decode (reply status
+    14): during a rolling upgrade, a message only the new build has, asked before a member
+    of that build serves (or after the last one left). Refused at once, never decoded
+    wrong and never left to time out; not handled, so sending it again later may
+    succeed."""
+
+    label = "unsupported_version"
+
+    def __init__(self, urn: str, message: str, detail: str = "") -> None:
+        self.urn = urn
+        self.message = message
+        super().__init__(
+            f"no member serving {urn} has message {message} at a version it can decode"
+            + (f": {detail}" if detail else "")
+        )
 
 
 class HandlerError(ConclibError, Generic[E]):

@@ -58,6 +58,7 @@ class Status(enum.IntEnum):
     TOO_LARGE = 11
     MAILBOX_FULL = 12
     OVERLOADED = 13
+    UNSUPPORTED_VERSION = 14
 
     @property
     def label(self) -> str:

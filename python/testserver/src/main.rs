@@ -32,6 +32,7 @@ mod publisher;
 mod reminded;
 mod shapes;
 mod tally;
+mod versioned;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -68,6 +69,8 @@ options:
   --exit-with-stdin    also stop when standard input ends (for a parent that may die
                        without stopping it)
   --export-schema      print what each actor exposes (for python -m conclib.stubgen), exit
+  --build 1|2          also serve py:ver:{id}, a ledger of build 1 or 2 (2 adds an optional
+                       field to Deposit, its version 2, and a message, Audit)
 
 URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
@@ -95,11 +98,13 @@ struct Args {
     exit_with_stdin: bool,
     export_schema: bool,
     help: bool,
+    /// `--build 1|2`: serve `py:ver:{id}` as that build (`versioned.rs`).
+    build: Option<u32>,
 }
 
 /// Reads the command line; `Err` holds the message for a wrong one.
 fn parse_args() -> Result<Args, String> {
-    let usage = "usage: conclib-pyserver (--start-redis PORT | --redis URL) [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--shutdown-ms MS] [--exit-with-stdin] | --export-schema | --help";
+    let usage = "usage: conclib-pyserver (--start-redis PORT | --redis URL) [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--shutdown-ms MS] [--exit-with-stdin] [--build 1|2] | --export-schema | --help";
     let mut args = Args {
         redis: String::new(),
         start_redis: None,
@@ -110,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
         exit_with_stdin: false,
         export_schema: false,
         help: false,
+        build: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -143,6 +149,14 @@ fn parse_args() -> Result<Args, String> {
                 args.shutdown = Some(Duration::from_millis(ms));
             }
             "--exit-with-stdin" => args.exit_with_stdin = true,
+            "--build" => {
+                let build = value()?;
+                args.build = match build.as_str() {
+                    "1" => Some(1),
+                    "2" => Some(2),
+                    _ => return Err(format!("--build needs 1 or 2, got {build:?}")),
+                };
+            }
             "--export-schema" => args.export_schema = true,
             "-h" | "--help" => args.help = true,
             _ => return Err(format!("unknown argument {arg:?}\n{usage}")),
@@ -275,6 +289,7 @@ fn redact(url: &str) -> String {
 async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let redis = args.redis.clone();
     let namespace = args.namespace.clone();
+    let build = args.build;
     let mut config = ProxyConfig::new(args.redis)
         .with_namespace(args.namespace)
         .with_codec(MsgPack)
@@ -392,6 +407,23 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             },
         )
         .await?;
+    // Two builds of one pattern (`test_versions.py`): `--build 1` or `--build 2`.
+    if let Some(build) = build {
+        let system = config.system_id.clone().unwrap_or_default();
+        let pattern = "py:ver:{id}";
+        let activator = if build == 1 {
+            proxy.activate(pattern, move |_a: conclib::redis::scale::Activation| {
+                let system = system.clone();
+                async move { Ok::<_, String>(versioned::LedgerV1 { total: 0, system }) }
+            })
+        } else {
+            proxy.activate(pattern, move |_a: conclib::redis::scale::Activation| {
+                let system = system.clone();
+                async move { Ok::<_, String>(versioned::LedgerV2 { total: 0, system }) }
+            })
+        };
+        activator.never_passivate().await?;
+    }
     let reminder_client = ProxyClient::connect(&config).await?;
     let poller = ReminderPoller::start(
         &reminder_client,

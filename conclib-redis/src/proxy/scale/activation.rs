@@ -256,6 +256,13 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, target
             }
             live.remove(&entry.urn)?
         };
+        if target.is_some() {
+            // Moving: marked on the very activation stopped here (one marked before it, by
+            // whoever decided the move, may have been replaced meanwhile), so that its store
+            // carries its state and a request it did not start is read again.
+            live.standing.leaving.store(true, Ordering::Release);
+            live.standing.moving.store(true, Ordering::Release);
+        }
         stop_gracefully(&entry.urn, &live.actor).await;
         Some((held, entry.urn.as_str(), live))
     });
@@ -288,7 +295,9 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, target
     let mut release = Vec::with_capacity(owned.len());
     for urn in owned {
         let handed = match target {
-            Some(target) => lease::hand_urn(shared, &urn, target).await,
+            Some(target) => {
+                lease::hand_urn(shared, &urn, target, false).await == lease::HandedUrn::Handed
+            }
             None => false,
         };
         if !handed {

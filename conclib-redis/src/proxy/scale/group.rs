@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use super::placement;
 use super::rebalance;
 use super::takeover;
+use super::versions;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT};
@@ -200,7 +201,9 @@ pub(in crate::proxy) async fn serve(
         },
     );
     if pattern {
-        // Listed in the pattern's directory at once: placement counts on it from now.
+        // Its messages listed before it is listed live (`versions.rs`), then in the
+        // pattern's directory at once: placement counts on it from now.
+        versions::advertise(shared, &name).await;
         placement::report_activations(shared, &name).await;
     }
 }
@@ -248,6 +251,7 @@ pub(in crate::proxy) async fn leave(shared: &Shared, name: &str, after: AfterLea
         && m.pattern
     {
         placement::unlist(shared, &m.name).await;
+        versions::unlist(shared, &m.name).await;
     }
     for lane in &lanes {
         forget_consumer(lane, &lane.stream.consumer).await;
@@ -451,6 +455,10 @@ async fn member_loop(shared: Arc<Shared>) {
                     && let Some(sys) = m.system.upgrade()
                 {
                     placement::report_activations(&sys, &m.name).await;
+                    if !m.fast {
+                        // Written again: a Redis that lost it (a restart) has it back.
+                        versions::advertise(&sys, &m.name).await;
+                    }
                     if !m.fast
                         && sys.activations.pattern_for_prefix(&m.name).is_some_and(|p| p.rebalance)
                     {

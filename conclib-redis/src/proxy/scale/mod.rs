@@ -7,7 +7,8 @@
 //! activation's fenced state store (`store`), its standing (`standing`), its
 //! exactly-once records (`applied`, and a request's record while it is handled in
 //! `record`) and its in-memory state carried to the next activation when it moves
-//! (`migration`).
+//! (`migration`); members of two builds serving one pattern side by side, each request
+//! decoded only by a member that reads its message's version (`versions`).
 
 pub(super) mod activation;
 pub(super) mod activations;
@@ -22,3 +23,4 @@ pub(super) mod record;
 pub(super) mod standing;
 pub(super) mod store;
 pub(super) mod takeover;
+pub(super) mod versions;

@@ -21,6 +21,7 @@ use crate::overload::Refusal;
 use crate::protocol::{self, Status};
 use crate::proxy::scale::activations::Pattern;
 use crate::proxy::scale::placement;
+use crate::proxy::scale::versions;
 use crate::proxy::shared::{Role, Shared};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
@@ -77,7 +78,30 @@ pub(in crate::proxy) fn dispatch(
             return Err(overloaded(shared, &entry_id, id, &checked, refusal));
         }
     };
-    let handoff = decode(shared, &entry_id, id, checked, &route, fresh)?;
+    let handoff = match decode(shared, &entry_id, id, checked, &route, fresh) {
+        Ok(handoff) => handoff,
+        Err(Undecoded::Refused(done)) => return Err(done),
+        Err(Undecoded::Elsewhere(checked, pattern)) => {
+            // Not decoded here: a member that decodes it takes it (`scale/versions.rs`).
+            drop(ticket);
+            let shared = shared.clone();
+            return Ok(Box::pin(async move {
+                let Checked {
+                    req,
+                    reply_to,
+                    codec,
+                    remaining,
+                    ..
+                } = *checked;
+                let origin = handoff::origin_of(&shared, id);
+                let handled = Box::pin(versions::reroute(
+                    &shared, origin, &pattern, &req, &reply_to, remaining, &*codec,
+                ))
+                .await;
+                Completion::of(id, handled, permit)
+            }));
+        }
+    };
     let shared = shared.clone();
     Ok(Box::pin(async move {
         // Pending until answered.
@@ -259,8 +283,26 @@ fn route(
     }
 }
 
+/// Why a request was not decoded here.
+enum Undecoded {
+    /// Refused: its completion.
+    Refused(Completion),
+    /// A pattern's URN whose message this member does not decode at the request's
+    /// version: for a member that does (`scale/versions.rs`).
+    Elsewhere(Box<Checked>, Arc<Pattern>),
+}
+
+impl From<Completion> for Undecoded {
+    fn from(done: Completion) -> Self {
+        Undecoded::Refused(done)
+    }
+}
+
 /// The message the request carries, decoded as the actor (or, for a URN not active yet,
-/// its pattern's actor type) exposes it: the request ready for its actor.
+/// its pattern's actor type) exposes it: the request ready for its actor. A message not
+/// exposed here, or not at a version this member decodes (`scale/versions.rs`), is a
+/// pattern's member's to pass on; a live actor's is refused (`UnknownMessage`,
+/// `UnsupportedVersion`).
 fn decode(
     shared: &Shared,
     entry_id: &Bytes,
@@ -268,7 +310,36 @@ fn decode(
     checked: Checked,
     route: &Route,
     fresh: bool,
-) -> Result<HandOff, Completion> {
+) -> Result<HandOff, Undecoded> {
+    let exposed: Option<&'static ExposedMessage> = match route {
+        Route::Actor(target) => target.remote_message(&checked.req.message),
+        Route::Pattern(p) => p.remote.iter().find(|m| m.name() == checked.req.message),
+    };
+    let decodable =
+        exposed.filter(|rm| versions::decodes(rm, checked.req.version, &*checked.codec));
+    let Some(rm) = decodable else {
+        if let Route::Pattern(p) = route {
+            return Err(Undecoded::Elsewhere(Box::new(checked), p.clone()));
+        }
+        let req = &checked.req;
+        let (status, text) = match exposed {
+            None => (
+                Status::UnknownMessage,
+                format!("actor {} does not expose message {}", req.urn, req.message),
+            ),
+            Some(rm) => (
+                Status::UnsupportedVersion,
+                format!(
+                    "actor {} has message {} at version {}, not {}",
+                    req.urn,
+                    req.message,
+                    rm.version(),
+                    req.version
+                ),
+            ),
+        };
+        return Err(reject(shared, entry_id, id, &checked.reply_to, status, text).into());
+    };
     let Checked {
         req,
         reply_to,
@@ -276,46 +347,17 @@ fn decode(
         sent_ms,
         remaining,
     } = checked;
-    let exposed: Option<&'static ExposedMessage> = match route {
-        Route::Actor(target) => target.remote_message(&req.message),
-        Route::Pattern(p) => p.remote.iter().find(|m| m.name() == req.message),
-    };
-    let Some(rm) = exposed else {
-        let text = format!("actor {} does not expose message {}", req.urn, req.message);
-        return Err(reject(
-            shared,
-            entry_id,
-            id,
-            &reply_to,
-            Status::UnknownMessage,
-            text,
-        ));
-    };
     let mut decoded = None;
     if let Err(e) = codec.decode_with(&req.body, &mut |de| {
         decoded = Some(rm.decode(de)?);
         Ok(())
     }) {
         let text = format!("cannot decode {} for {}: {e}", req.message, req.urn);
-        return Err(reject(
-            shared,
-            entry_id,
-            id,
-            &reply_to,
-            Status::CodecError,
-            text,
-        ));
+        return Err(reject(shared, entry_id, id, &reply_to, Status::CodecError, text).into());
     }
     let Some(msg) = decoded else {
         let text = "the codec produced no message".to_owned();
-        return Err(reject(
-            shared,
-            entry_id,
-            id,
-            &reply_to,
-            Status::CodecError,
-            text,
-        ));
+        return Err(reject(shared, entry_id, id, &reply_to, Status::CodecError, text).into());
     };
     Ok(HandOff {
         entry: id,

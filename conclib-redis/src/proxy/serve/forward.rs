@@ -179,6 +179,9 @@ pub(in crate::proxy) fn entry_fields(
             owned(id.to_string()),
         ]);
     }
+    if req.version != 1 {
+        fields.extend([s(field::MESSAGE_VERSION), owned(req.version.to_string())]);
+    }
     if req.priority == conclib_core::Priority::High {
         fields.extend([s(field::PRIORITY), s("high")]);
     }

@@ -230,17 +230,38 @@ pub(in crate::proxy) async fn release_urns(shared: &Shared, urns: Vec<String>) {
     tracing::debug!(count = urns.len(), "released URN keys");
 }
 
-/// Hands the URN's key over to system `target` when it names this system still: 1, else
-/// 0 (`KEYS[1]` = the URN key; `ARGV[1]` = this system, `ARGV[2]` = the target, `ARGV[3]`
-/// = the key's TTL, ms).
-const HAND_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1";
+/// Hands the URN's key over to system `target` when it names this system still (or, with
+/// `ARGV[4]` = `1`, when nobody holds it): 1; else the system it names, or 0 when free
+/// (`KEYS[1]` = the URN key; `ARGV[1]` = this system, `ARGV[2]` = the target, `ARGV[3]` =
+/// the key's TTL, ms).
+const HAND_URN_SCRIPT: &str = r"local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or (v == false and ARGV[4] == '1') then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+if v == false then return 0 end
+return v";
 
-/// Gives `urn`'s key, held by this system, to system `target` for `urn_ttl` (its
-/// activation stopped here): the next request goes straight to `target`, which activates
-/// the URN (its claim finds the key its own). Whether it was handed.
-pub(in crate::proxy) async fn hand_urn(shared: &Shared, urn: &str, target: &str) -> bool {
+/// What became of a URN key to hand over ([`hand_urn`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::proxy) enum HandedUrn {
+    /// It names the target now.
+    Handed,
+    /// Another system holds it.
+    HeldBy(String),
+    /// Not handed: free (and not to be taken), or Redis did not answer.
+    NotHanded,
+}
+
+/// Gives `urn`'s key, held by this system (or free, with `or_free`), to system `target`
+/// for `urn_ttl` (its activation stopped here, or never ran here): the next request goes
+/// straight to `target`, which activates the URN (its claim finds the key its own).
+pub(in crate::proxy) async fn hand_urn(
+    shared: &Shared,
+    urn: &str,
+    target: &str,
+    or_free: bool,
+) -> HandedUrn {
     let ttl = Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64);
     let r = crate::script::Script::new(HAND_URN_SCRIPT)
         .eval(
@@ -250,10 +271,18 @@ pub(in crate::proxy) async fn hand_urn(shared: &Shared, urn: &str, target: &str)
                 owned(shared.system_id.clone()),
                 owned(target.to_owned()),
                 ttl,
+                s(if or_free { "1" } else { "0" }),
             ],
         )
         .await;
-    matches!(r, Ok(Value::Integer(1)))
+    match r {
+        Ok(Value::Integer(1)) => HandedUrn::Handed,
+        Ok(v) => match crate::conn::as_bytes(&v) {
+            Some(holder) => HandedUrn::HeldBy(String::from_utf8_lossy(holder).into_owned()),
+            None => HandedUrn::NotHanded,
+        },
+        Err(_) => HandedUrn::NotHanded,
+    }
 }
 
 /// Claims (or renews) these URNs and records which we own and which another system does.

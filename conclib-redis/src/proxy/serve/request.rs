@@ -18,6 +18,7 @@ pub(in crate::proxy) struct RawEnvelope {
     id: Option<Value>,
     urn: Option<Value>,
     message: Option<Value>,
+    message_version: Option<Value>,
     ttl: Option<Value>,
     reply: Option<Value>,
     codec: Option<Value>,
@@ -34,6 +35,8 @@ pub(in crate::proxy) struct RawEnvelope {
 pub(in crate::proxy) struct Request {
     pub(in crate::proxy) urn: String,
     pub(in crate::proxy) message: String,
+    /// `mv`: the version of the message's fields, 1 when absent.
+    pub(in crate::proxy) version: u32,
     pub(in crate::proxy) ttl_ms: i64,
     pub(in crate::proxy) codec: Bytes,
     pub(in crate::proxy) body: Bytes,
@@ -68,6 +71,7 @@ impl RawEnvelope {
                 Some(b) if b == field::URN.as_bytes() => &mut env.urn,
                 Some(b) if b == field::MESSAGE.as_bytes() => &mut env.message,
                 Some(b) if b == field::TTL.as_bytes() => &mut env.ttl,
+                Some(b) if b == field::MESSAGE_VERSION.as_bytes() => &mut env.message_version,
                 Some(b) if b == field::REPLY.as_bytes() => &mut env.reply,
                 Some(b) if b == field::CODEC.as_bytes() => &mut env.codec,
                 Some(b) if b == field::BODY.as_bytes() => &mut env.body,
@@ -125,6 +129,13 @@ impl RawEnvelope {
         let message = text(&self.message)
             .ok_or("missing or non-UTF-8 field msg")?
             .to_owned();
+        let version = match &self.message_version {
+            None => 1,
+            Some(_) => text(&self.message_version)
+                .and_then(|v| v.parse::<u32>().ok())
+                .filter(|v| *v >= 1)
+                .ok_or("invalid field mv (the message's version, 1 to 4294967295)")?,
+        };
         let ttl_ms = text(&self.ttl)
             .and_then(|t| t.parse::<i64>().ok())
             .filter(|t| (1..=i64::from(u32::MAX)).contains(t))
@@ -153,6 +164,7 @@ impl RawEnvelope {
             moved,
             urn,
             message,
+            version,
             ttl_ms,
             codec,
             body,

@@ -1,0 +1,275 @@
+//! Two builds serving one pattern side by side (a rolling upgrade's middle): member `v1`
+//! exposes `Deposit` at version 1 and `Balance`; member `v2` exposes `Deposit` at version 2
+//! (an optional field added), `Balance` and a new message, `Audit`. With `v1` alone, 64
+//! callers asking `Audit` without pause are each refused `UnsupportedVersion` at once (no
+//! call past its deadline, none a timeout), and so is a version-2 `Deposit` in bincode
+//! (fields by position), while in MessagePack (fields by name) `v1` decodes it. Once `v2`
+//! serves, the same 64 callers' `Audit`s are answered by `v2`, the URNs moved there from
+//! `v1`; a version-1 `Deposit` in bincode then moves its URN back to `v1`, the member that
+//! decodes it. No request is decoded by a member of the other version under bincode.
+
+use std::time::{Duration, Instant};
+
+use conclib_core::{
+    Actor, ActorSystem, AskError, Context, ExposedMessage, Message, MessageDecl, RequestEnvelope,
+};
+use conclib_redis::scale::{Activation, StoreError};
+use conclib_redis::{ProxyClient, ProxyConfig, start_proxy};
+use serde::{Deserialize, Serialize};
+
+use crate::common::config;
+use crate::peers::{Peer, peer_config, wait_for_orders};
+
+/// Each ask's deadline, and what a call may take beyond it.
+const DEADLINE: Duration = Duration::from_secs(5);
+const MARGIN: Duration = Duration::from_secs(1);
+/// Callers asking at once, and how many asks each sends in a row.
+const CALLERS: usize = 64;
+const ROUNDS: usize = 4;
+/// The URNs asked (`ver:0` .. `ver:15`).
+const URNS: usize = 16;
+
+/// Version 1 of `Deposit`: adds `n`.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DepositV1 {
+    n: u64,
+}
+
+/// Version 2 of `Deposit`: an optional note added.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DepositV2 {
+    n: u64,
+    note: Option<String>,
+}
+
+/// The total, and the member that answered.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Balance;
+
+/// New in version 2: the member that answered.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Audit;
+
+macro_rules! versioned {
+    ($ty:ident, $name:literal, $version:literal, $response:ty) => {
+        impl MessageDecl for $ty {
+            type WireError = String;
+        }
+        impl Message for $ty {
+            type Response = $response;
+            type Error = String;
+            fn name() -> &'static str {
+                $name
+            }
+            fn version() -> u32 {
+                $version
+            }
+        }
+    };
+}
+versioned!(DepositV1, "Deposit", 1, u64);
+versioned!(DepositV2, "Deposit", 2, u64);
+versioned!(Balance, "Balance", 1, (u64, String));
+versioned!(Audit, "Audit", 1, String);
+
+/// A ledger of build 1 or 2 (`BUILD`), answering with its system's id.
+pub(crate) struct Ledger<const BUILD: u32> {
+    total: u64,
+    system: String,
+}
+
+impl Actor for Ledger<1> {
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<DepositV1>(),
+        ExposedMessage::of::<Balance>(),
+    ];
+
+    async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
+        let req = match req.extract::<DepositV1>() {
+            Ok((d, r)) => {
+                self.total += d.n;
+                return r.respond(Ok(self.total));
+            }
+            Err(req) => req,
+        };
+        match req.extract::<Balance>() {
+            Ok((Balance, r)) => r.respond(Ok((self.total, self.system.clone()))),
+            Err(req) => req.reject(),
+        }
+    }
+}
+
+impl Actor for Ledger<2> {
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<DepositV2>(),
+        ExposedMessage::of::<Balance>(),
+        ExposedMessage::of::<Audit>(),
+    ];
+
+    async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
+        let req = match req.extract::<DepositV2>() {
+            Ok((d, r)) => {
+                self.total += d.n + u64::from(d.note.is_some());
+                return r.respond(Ok(self.total));
+            }
+            Err(req) => req,
+        };
+        let req = match req.extract::<Audit>() {
+            Ok((Audit, r)) => return r.respond(Ok(self.system.clone())),
+            Err(req) => req,
+        };
+        match req.extract::<Balance>() {
+            Ok((Balance, r)) => r.respond(Ok((self.total, self.system.clone()))),
+            Err(req) => req.reject(),
+        }
+    }
+}
+
+/// `versioned URL NS SYSTEM BUILD`: activates `ver:{id}` ledgers of build 1 or 2.
+pub(crate) async fn versioned(args: &[String]) -> i32 {
+    let [url, ns, system_id, build] = args else {
+        return 2;
+    };
+    let config = peer_config(url, ns, system_id, "2000");
+    let system = ActorSystem::new(system_id);
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let id = system_id.clone();
+    let activator = if build == "2" {
+        proxy.activate("ver:{id}", move |_: Activation| {
+            let system = id.clone();
+            async move { Ok::<_, StoreError>(Ledger::<2> { total: 0, system }) }
+        })
+    } else {
+        proxy.activate("ver:{id}", move |_: Activation| {
+            let system = id.clone();
+            async move { Ok::<_, StoreError>(Ledger::<1> { total: 0, system }) }
+        })
+    };
+    activator.never_passivate().await.unwrap();
+    println!("READY");
+    wait_for_orders(&proxy).await;
+    proxy.shutdown().await.unwrap();
+    println!("STOPPED");
+    0
+}
+
+/// `CALLERS` callers asking `ask(urn)` `ROUNDS` times each without pause, over
+/// `ver:0..URNS`: every outcome, each checked to come within its deadline.
+async fn from_64_callers<T, F, Fut>(
+    client: &ProxyClient,
+    ask: F,
+) -> Vec<Result<T, AskError<String>>>
+where
+    T: Send + 'static,
+    F: Fn(ProxyClient, String) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, AskError<String>>> + Send,
+{
+    let callers = (0..CALLERS).map(|i| {
+        let (client, ask) = (client.clone(), ask.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for round in 0..ROUNDS {
+                let urn = format!("ver:{}", (i + round) % URNS);
+                let started = Instant::now();
+                let outcome = ask(client.clone(), urn).await;
+                let took = started.elapsed();
+                assert!(took <= DEADLINE + MARGIN, "a call took {took:?}");
+                outcomes.push(outcome);
+            }
+            outcomes
+        })
+    });
+    let mut all = Vec::new();
+    for c in futures_util::future::join_all(callers).await {
+        all.extend(c.unwrap());
+    }
+    all
+}
+
+pub(crate) async fn a_message_only_the_new_build_has_is_answered_by_it_or_refused_unsupported_version()
+ {
+    let config = config("versions");
+    let start = |system: &'static str, build: &'static str| {
+        let (url, ns) = (config.url.clone(), config.namespace.clone());
+        async move { Peer::start(&["versioned", &url, &ns, system, build]).await }
+    };
+    let v1 = start("v1", "1").await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(DEADLINE))
+        .await
+        .unwrap();
+    for u in 0..URNS {
+        let (_, by) = client.ask(format!("ver:{u}"), Balance).await.unwrap();
+        assert_eq!(by, "v1");
+    }
+
+    // `v1` alone: the new message is refused at once, by every caller.
+    let refused = from_64_callers(&client, |c, urn| async move { c.ask(urn, Audit).await }).await;
+    assert_eq!(refused.len(), CALLERS * ROUNDS);
+    for r in &refused {
+        assert!(
+            matches!(r, Err(AskError::UnsupportedVersion { message, .. }) if message == "Audit"),
+            "{r:?}"
+        );
+    }
+    // Version 2 of `Deposit` in bincode (fields by position): refused, never decoded as
+    // version 1; version 1 is answered.
+    let v2_deposit = DepositV2 {
+        n: 5,
+        note: Some("hi".into()),
+    };
+    assert!(matches!(
+        client.ask("ver:0", v2_deposit).await,
+        Err(AskError::UnsupportedVersion { .. })
+    ));
+    assert_eq!(client.ask("ver:0", DepositV1 { n: 1 }).await, Ok(1));
+    additive_in_msgpack(&config).await;
+
+    // `v2` serves too: the same callers' `Audit`s are answered by `v2`, each URN moved
+    // there from `v1` by its first `Audit`.
+    let v2 = start("v2", "2").await;
+    let audited = from_64_callers(&client, |c, urn| async move { c.ask(urn, Audit).await }).await;
+    for r in &audited {
+        assert_eq!(r.as_deref(), Ok("v2"), "{r:?}");
+    }
+    for u in 0..URNS {
+        let (_, by) = client.ask(format!("ver:{u}"), Balance).await.unwrap();
+        assert_eq!(by, "v2", "ver:{u} moved to the member that decodes Audit");
+    }
+    // Version 1 of `Deposit` in bincode: `v2` does not decode it; the URN goes back to
+    // `v1`, which does (its total started again there: nothing is saved in this test).
+    let deposited = from_64_callers(&client, |c, urn| async move {
+        c.ask(urn, DepositV1 { n: 1 }).await
+    })
+    .await;
+    assert!(deposited.iter().all(Result::is_ok), "{deposited:?}");
+    for u in 0..URNS {
+        let (_, by) = client.ask(format!("ver:{u}"), Balance).await.unwrap();
+        assert_eq!(
+            by, "v1",
+            "ver:{u} moved to the member that decodes Deposit@1"
+        );
+    }
+    client.shutdown().await;
+    v1.stop().await;
+    v2.stop().await;
+}
+
+/// In MessagePack (fields by name), `v1` decodes version 2 of `Deposit`: its note is
+/// skipped, the change additive.
+#[cfg(feature = "msgpack")]
+async fn additive_in_msgpack(config: &ProxyConfig) {
+    let client = ProxyClient::connect(
+        &config
+            .clone()
+            .with_ask_timeout(DEADLINE)
+            .with_codec(conclib_codec::MsgPack),
+    )
+    .await
+    .unwrap();
+    let note = Some("skipped by v1".to_owned());
+    assert_eq!(client.ask("ver:1", DepositV2 { n: 3, note }).await, Ok(3));
+    client.shutdown().await;
+}
+
+#[cfg(not(feature = "msgpack"))]
+async fn additive_in_msgpack(_: &ProxyConfig) {}
