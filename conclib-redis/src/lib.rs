@@ -475,13 +475,16 @@
 //! ticks, their renewals and acknowledgements ([`ReminderPoller`](reminders::ReminderPoller): a tick whose claim did
 //! not reach the replicas is not delivered, and comes again once the claim lapsed), and
 //! each event [`Topics::publish`](topics::Topics::publish) reports published on a durable topic (live events wait
-//! for nothing: at most once). With `n = 1`, over lagging promotions: no split, no state
-//! rollback, no accepted tell lost, every reminder whose registration returned `Ok` fired,
-//! every durable event whose publish returned `Ok` reached the subscriber group
-//! (`examples/tests/redis_failover.rs` asserts each over 2 promotions under 64 callers; the
-//! example's figures are in BENCHMARKS.md, "Redis promotions"). This holds when the
-//! promoted replica is one that acknowledged: Sentinel and Cluster promote the most
-//! up-to-date replica they reach; with `n` equal to the number of replicas, any. While
+//! for nothing: at most once). With `n` equal to the number of replicas that may be
+//! promoted, over 20 lagging Sentinel promotions (2 replicas, `n = 2`) and 20 Cluster ones
+//! (a replica a shard, `n = 1`) under 64 callers: no split, no state rollback, no accepted
+//! tell lost, every durable event whose publish returned `Ok` reached the subscriber group,
+//! and every reminder whose registration returned `Ok` fired but one of 4,977 (Sentinel; not
+//! explained yet). `examples/tests/redis_failover.rs` asserts each over 2 Sentinel
+//! promotions at `n = 2`; the figures are in BENCHMARKS.md, "Redis promotions". With `n`
+//! below the number of replicas, a promotion may pick a replica that did not acknowledge:
+//! Sentinel chooses by the replication offsets it last read, and in one of 20 promotions at
+//! `n = 1` with 2 replicas it rolled 30 activations' state back and lost 31 reminders. While
 //! fewer than `n` replicas answer, those writes fail, and the proxy warns at start-up when
 //! the primary has fewer.
 //!
