@@ -152,3 +152,38 @@ def test_a_timeout_frees_a_rust_actor_that_cancels_on_timeout(url: str, namespac
             assert naps_finished == 0, "no cancelled nap went past its await"
 
     asyncio.run(run())
+
+
+def test_a_write_refused_by_a_replica_is_unavailable_not_a_redis_error() -> None:
+    """A failover in progress answers writes ``READONLY`` (a demoted primary), ``LOADING``,
+    ``CLUSTERDOWN``...: the command did not run, so the client says ``Unavailable`` (send it
+    again) as for a lost connection; any other error reply stays ``RedisError``. The reply
+    comes from a real redis-server made a replica of a primary that is not there."""
+    import redis
+
+    from conftest import RedisServer, free_port
+
+    server = RedisServer()
+    server.start()
+    try:
+        r = redis.Redis(port=server.port)
+        r.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+        with pytest.raises(redis.exceptions.ResponseError) as refused:
+            r.xadd("s", {"f": "v"})
+        assert isinstance(errors.from_redis_error(refused.value), errors.Unavailable)
+        # The raw path reads the reply's text itself: the same refusal as the server sends it.
+        import socket
+
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(b"*5\r\n$4\r\nXADD\r\n$1\r\ns\r\n$1\r\n*\r\n$1\r\nf\r\n$1\r\nv\r\n")
+            reply = raw.recv(256).decode()
+        assert reply.startswith("-") and errors.is_failover_reply(reply[1:]), reply
+        r.execute_command("REPLICAOF", "NO", "ONE")
+        r.set("k", "v")
+        with pytest.raises(redis.exceptions.ResponseError) as wrong:
+            r.xadd("k", {"f": "v"})
+        converted = errors.from_redis_error(wrong.value)
+        assert isinstance(converted, errors.RedisError) and not isinstance(converted, errors.Unavailable)
+        r.close()
+    finally:
+        server.kill()

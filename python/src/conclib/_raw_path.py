@@ -29,6 +29,7 @@ from .errors import (
     fail,
     from_redis_error,
     is_connection_error,
+    is_failover_reply,
 )
 from .protocol import REPLY_HEADER_LEN, ttl_ms
 
@@ -190,6 +191,8 @@ class _Written:
             for _, _, _, _, _, fut in requests:
                 if isinstance(reply, ConnectionError):
                     fail(fut, Closed() if s.closed else Unavailable(f"ConnectionError: {reply}"))
+                elif isinstance(reply, RespError) and is_failover_reply(reply.message):
+                    fail(fut, Unavailable(f"ResponseError: {reply.message}"))
                 elif isinstance(reply, RespError):
                     fail(fut, RedisError(f"ResponseError: {reply.message}"))
                 else:

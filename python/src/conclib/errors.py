@@ -314,7 +314,10 @@ def is_connection_error(e: BaseException) -> bool:
     import redis.exceptions as rexc
 
     kinds: tuple[type[BaseException], ...] = (rexc.ConnectionError, rexc.TimeoutError, OSError, EOFError)
-    for optional in ("ClusterDownError", "MasterDownError", "TryAgainError"):
+    # A failover in progress: no primary for the slot yet, a demoted primary refusing
+    # writes, a replica loading its data set. Each refused the command: sent again later.
+    for optional in ("ClusterDownError", "MasterDownError", "TryAgainError", "SlotNotCoveredError",
+                     "ReadOnlyError", "BusyLoadingError"):
         kind = getattr(rexc, optional, None)
         if isinstance(kind, type) and issubclass(kind, BaseException):
             kinds += (kind,)
@@ -325,12 +328,22 @@ def is_connection_error(e: BaseException) -> bool:
     return isinstance(cluster, type) and isinstance(e, cluster) and "cannot be connected" in str(e)
 
 
+#: Error replies by which Redis refuses a command while it fails over or starts (the
+#: command did not run): the client's ``Unavailable``, as for a lost connection.
+FAILOVER_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN", "NOREPLICAS")
+
+
+def is_failover_reply(message: str) -> bool:
+    """Whether an error reply's ``message`` is one of :data:`FAILOVER_REPLIES`."""
+    return message.lstrip().upper().startswith(FAILOVER_REPLIES)
+
+
 def from_redis_error(e: BaseException) -> ConclibError:
     """The client's error for a redis-py error: ``Unavailable`` for a lost connection,
     else ``RedisError``."""
     if isinstance(e, ConclibError):
         return e
-    if is_connection_error(e):
+    if is_connection_error(e) or is_failover_reply(str(e)):
         return Unavailable(f"{type(e).__name__}: {e}")
     return RedisError(f"{type(e).__name__}: {e}")
 
