@@ -480,10 +480,14 @@ if data == false and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis
 /// owner, so that an earlier activation's writes are refused from now on, and returns the
 /// stored data and the requests the last writer had applied but not acknowledged (each nil:
 /// none; see `proxy/scale/applied.rs`).
-pub(crate) const STATE_OPEN_SCRIPT: &str = concat!(
-    state_open_lua!(),
-    r"return {data, redis.call('HGET', KEYS[1], 'applied')}"
-);
+///
+/// Written out rather than with `state_open_lua!` so that the Python actor host's copy
+/// (`python/tools/gen_lua.py` reads raw-string constants) stays one; a test checks it is
+/// the macro's body.
+pub(crate) const STATE_OPEN_SCRIPT: &str = r"redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+local data = redis.call('HGET', KEYS[1], 'data')
+if data == false and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {data, redis.call('HGET', KEYS[1], 'applied')}";
 
 /// [`CLAIM_SCRIPT`] then, once the URN is this system's, [`STATE_OPEN_SCRIPT`], in one step
 /// (a server that is not a cluster: the keys may be in any slot). `KEYS[1]` = the state key,
@@ -622,6 +626,18 @@ return {moved, expired, waited}";
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_state_open_script_is_the_claims_shared_body() {
+        assert_eq!(
+            STATE_OPEN_SCRIPT,
+            concat!(
+                state_open_lua!(),
+                r"return {data, redis.call('HGET', KEYS[1], 'applied')}"
+            )
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -114,19 +114,15 @@ class Keys:
         ``"<activations> <live until, ms since the epoch>"``)."""
         return f"{self.namespace}:placement:{prefix}"
 
-    def state(self, urn: str) -> str:
-        """``{ns}:state:{urn}``: an activated actor's stored state (a hash: ``owner``, ``data``,
-        ``applied``), written by its fenced store."""
-        return f"{self.namespace}:state:{urn}"
-
     def takeover(self, system: str, prefix: str) -> str:
         """``{ns}:sys:{system}:takeover:{prefix}``: the member taking over the requests that
         ``system`` (gone) left for the URNs of pattern ``prefix`` (a lock with a TTL)."""
         return f"{self.namespace}:sys:{system}:takeover:{prefix}"
 
     def state(self, urn: str) -> str:
-        """``{ns}:state:{urn}``: an activated URN's state (a hash: its fenced store's fields
-        and its durable executions' journal, ``conclib.durable``)."""
+        """``{ns}:state:{urn}``: an activated URN's state (a hash: its fenced store's fields,
+        ``owner``, ``data``, ``applied``, and its durable executions' journal,
+        ``conclib.durable``), written by its fenced store."""
         return f"{self.namespace}:state:{urn}"
 
     def reply_prefix(self) -> str:
