@@ -635,7 +635,10 @@
 //!    which cannot know it is the last: after the last member left they lapse within a
 //!    lease, and requests sent to the group meanwhile expire at their deadline unanswered.
 //! 2. **Send**: `XADD {ns}:sys:{system}:req NOMKSTREAM * v 1 id <id> urn <urn> msg <name> ttl <ms> reply <reply-key> codec <codec> body <bytes>`.
-//!    A nil answer means the stream does not exist: the system is gone (treat as unknown URN).
+//!    A nil answer means the stream does not exist: resolve again without the cache. If the
+//!    URN names another system now (a drained member handed its URNs on before deleting
+//!    its stream), send there; else the system is gone (treat as unknown URN, or as
+//!    restarting when a departed marker says so).
 //!    A `prio high` request to a group (a system id starting with `~`) goes to the group's
 //!    fast lane `{ns}:sys:{group}:req:hi` first, so that it overtakes the group's backlog;
 //!    a nil answer there only means the members read no fast lane: send to

@@ -30,6 +30,7 @@ fn main() {
         namespaces_are_isolated,
         a_urn_claimed_by_two_systems_is_served_by_one,
         a_released_system_is_unknown_at_once_to_a_client_holding_its_route,
+        a_urn_served_elsewhere_is_found_by_a_client_whose_route_led_to_a_closed_stream,
         actors_spawned_and_stopped_later_are_tracked,
         a_burst_of_urns_past_the_journal_is_served,
         a_second_proxy_for_a_live_system_is_refused,
@@ -556,6 +557,47 @@ async fn a_released_system_is_unknown_at_once_to_a_client_holding_its_route() {
     let stream = format!("{}:sys:closing:req", config.namespace);
     let exists: i64 = redis.exists(&stream).await.unwrap();
     assert_eq!(exists, 0, "the stream was deleted");
+    client.shutdown().await;
+}
+
+/// A drained member hands its URNs to others, then deletes its stream while clients may
+/// still hold a route to it (`proxy/drain.rs`): such a client's request, refused by Redis
+/// for want of the stream, is sent where the URN is served now, not answered `UnknownUrn`.
+async fn a_urn_served_elsewhere_is_found_by_a_client_whose_route_led_to_a_closed_stream() {
+    let mut config = config("moving");
+    config.release_on_shutdown = true;
+    config.departed_grace = Duration::ZERO;
+    let first = system_with("first", &["c", "d"]).await;
+    let proxy = start_proxy(&first, &config).await.unwrap();
+    let mut client_config = config.clone().with_ask_timeout(Duration::from_secs(30));
+    // The client keeps the routes it resolved all through the test.
+    client_config.resolve_cache_ttl = Duration::from_secs(120);
+    let client = ProxyClient::connect(&client_config).await.unwrap();
+    assert_eq!(client.ask("c", Add(1)).await.unwrap(), 1);
+    assert_eq!(client.ask("d", Add(1)).await.unwrap(), 1);
+    proxy.shutdown().await.unwrap();
+    let redis = common::plain_client(&config.url).await;
+    let stream = format!("{}:sys:first:req", config.namespace);
+    let exists: i64 = redis.exists(&stream).await.unwrap();
+    assert_eq!(exists, 0, "the stream was deleted");
+    // Served by another system now; the client's routes still lead to the first.
+    let second = system_with("second", &["c", "d"]).await;
+    let other = start_proxy(&second, &config).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.ask("c", Add(1)))
+        .await
+        .expect("answered before the ask's timeout");
+    assert_eq!(answer.unwrap(), 1, "the second system's own count");
+    // A tell, refused by Redis for the same reason, is sent there too.
+    tokio::time::timeout(Duration::from_secs(10), client.tell("d", Add(1)))
+        .await
+        .expect("accepted before the tell's timeout")
+        .unwrap();
+    assert_eq!(
+        client.ask("d", Add(0)).await.unwrap(),
+        1,
+        "the tell counted"
+    );
+    other.shutdown().await.unwrap();
     client.shutdown().await;
 }
 

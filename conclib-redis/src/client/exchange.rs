@@ -180,7 +180,7 @@ impl ProxyClient {
                         continue;
                     }
                     route = shared
-                        .resolve_again(urn, deadline)
+                        .resolve_again(urn, &route.system, deadline)
                         .await
                         .map_err(|e| shared.at_deadline(e, timeout, disconnects))?;
                     continue;
@@ -359,18 +359,34 @@ impl Shared {
                 route.fast_key = None;
                 continue;
             }
-            route = self.resolve_again(urn, deadline).await?;
+            route = self.resolve_again(urn, &route.system, deadline).await?;
         }
     }
 
-    /// A request found its stream gone (NOMKSTREAM, or the script found no stream), so is
-    /// its system, unless Redis lost its data moments ago: the URN's route now, or why not.
-    async fn resolve_again(&self, urn: &str, deadline: Instant) -> Result<Resolved, ProxyError> {
+    /// A request found the stream of system `gone` missing (NOMKSTREAM, or the script found
+    /// no stream): the URN's route now, or why not. Looked up first: a drained member
+    /// handed its URNs to others before closing its stream (`proxy/drain.rs`), so a route
+    /// cached before that leads elsewhere now. Still `gone`'s (or nobody's): that system is
+    /// gone, and the URN is unknown, unless the system departed (its successor is waited
+    /// for) or Redis lost its data moments ago.
+    async fn resolve_again(
+        &self,
+        urn: &str,
+        gone: &str,
+        deadline: Instant,
+    ) -> Result<Resolved, ProxyError> {
         self.forget(urn);
         // Boxed: rare, and a large future (see `resolve`).
         Box::pin(async {
+            let fresh = self.resolve(urn, deadline, true).await?;
+            if &*fresh.system != gone {
+                return Ok(fresh);
+            }
+            self.forget(urn);
             // A departed system's URN is looked up until its successor or the deadline.
-            if !departed::departed(self, self.connection()?, urn, deadline).await? {
+            if departed::departed(self, self.connection()?, urn, deadline).await? {
+                departed::wait_for_successor(urn, deadline).await?;
+            } else {
                 self.wait_if_redis_lost_it(urn, deadline).await?;
             }
             self.resolve(urn, deadline, true).await

@@ -16,15 +16,20 @@
 //!    goes straight there and activates it. A request read meanwhile for that URN waits
 //!    for the hand-over, then goes to that member (in its order). (With no other member
 //!    listed, the key is released and the next request places the URN.)
-//! 4. It keeps reading its own stream for one
-//!    [`resolve_cache_ttl`](crate::ProxyConfig::resolve_cache_ttl) more, passing on what
-//!    clients with a route cached before the releases still send it.
-//! 5. It stops reading, finishes what it took, and moves what is left in its stream for
+//! 4. It stops reading, finishes what it took, and moves what is left in its stream for
 //!    the patterns' URNs to the patterns' groups (`TAKE_OVER_SCRIPT`, the deadlines cut by
 //!    the time waited): nothing is left for a successor that may never come. Unless it
 //!    serves actors of its own (whose requests wait there for its successor), it then
-//!    deletes its stream, so that a client whose route to it outlived the wait of step 4
-//!    appends nothing there and looks the URN up again at once.
+//!    deletes its stream at once: a client whose route to it was cached before the
+//!    releases appends nothing there, looks the URN up again and finds the member it was
+//!    handed to (`client/exchange.rs`, `resolve_again`; the Python client's
+//!    `Session.stream_gone`). A request appended between the sweep and the delete makes
+//!    the delete refuse: swept again, until it goes through (or until the routes cached
+//!    before the releases have lapsed: then only a request for none of its patterns' URNs
+//!    can hold the stream, and it is left).
+//! 5. A system that serves actors of its own keeps its stream: before step 4 it reads it
+//!    for one [`resolve_cache_ttl`](crate::ProxyConfig::resolve_cache_ttl) more, passing
+//!    on what clients with a route cached before the releases still send it.
 //! 6. It shuts down as [`shutdown`](crate::ProxyHandle::shutdown) does
 //!    (`departure.rs`): its own actors' URNs marked departed, its lease released.
 //!
@@ -138,11 +143,7 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
             let shared = shared.clone();
             async move {
                 let since = Instant::now();
-                shared.activations.mark_moving(&urn);
-                match target {
-                    Some(target) => activation::passivate_to(&shared, &urn, &target).await,
-                    None => activation::passivate(&shared, &urn, true).await,
-                }
+                activation::move_away(&shared, &urn, target.as_deref()).await;
                 since.elapsed()
             }
         })
@@ -156,8 +157,14 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
         .get(pauses.len().saturating_sub(1) * 99 / 100)
         .copied()
         .unwrap_or_default();
-    // Clients that looked the URNs up before their release still send here: passed on.
-    tokio::time::sleep(shared.config.resolve_cache_ttl).await;
+    let released = Instant::now();
+    // Its own actors' requests wait in its stream for its successor, so the stream stays:
+    // what clients that looked the URNs up before their release still send here is passed
+    // on while their routes may be cached.
+    let plain_urns = shared.registry().owned.len() > 0;
+    if plain_urns {
+        tokio::time::sleep(shared.config.resolve_cache_ttl).await;
+    }
     shared.serving.store(false, Ordering::Release);
     let _ = shared.stop.send_replace(true);
     if let Some(reader) = tasks.reader.take() {
@@ -167,10 +174,14 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
         let _ = writer.await;
     }
     // Swept, then closed when nothing of its own waits there: a client still holding the
-    // route finds the stream gone and looks the URN up again at once (a request appended
-    // between the sweep and the close makes the close refuse: swept again).
-    let plain_urns = shared.registry().owned.len() > 0;
-    for _ in 0..CLOSE_ATTEMPTS {
+    // route finds the stream gone and looks the URN up again at once, finding the member
+    // it was handed to (`client/exchange.rs`, `resolve_again`). A request appended between
+    // a sweep and the close makes the close refuse: swept again, until the routes cached
+    // before the releases have lapsed (then only a request for a URN of none of its
+    // patterns can keep it open, and it is left).
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
         for prefix in shared.activations.prefixes() {
             let (moved, expired) = sweep(shared, &prefix).await;
             drained.moved += moved;
@@ -178,6 +189,12 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
         }
         if plain_urns || close_stream(shared).await {
             break;
+        }
+        if attempts >= CLOSE_ATTEMPTS {
+            if released.elapsed() >= shared.config.resolve_cache_ttl {
+                break;
+            }
+            tokio::time::sleep(CLOSE_PAUSE).await;
         }
     }
     for prefix in shared.activations.prefixes() {
@@ -217,8 +234,12 @@ async fn choose_targets(shared: &Shared, urns: &[String]) -> Vec<Option<String>>
     out
 }
 
-/// How many times the stream is swept and its close attempted.
+/// How many times the stream is swept and its close attempted back to back; after these,
+/// [`CLOSE_PAUSE`] apart until the routes cached before the releases have lapsed.
 const CLOSE_ATTEMPTS: usize = 3;
+
+/// The pause between later sweeps.
+const CLOSE_PAUSE: Duration = Duration::from_millis(5);
 
 /// `KEYS[1]` = the system's request stream, `ARGV[1]` = its consumer group. Deletes the
 /// stream when nothing in it waits (none pending, none never delivered): 1, else 0.

@@ -40,6 +40,7 @@ fn main() {
         garbled_records_do_not_stop_their_shard,
         missed_ticks_are_delivered_one_by_one_when_asked,
         a_periodic_reminders_deliverer_killed_is_taken_over_within_the_claim_lease,
+        a_periodic_reminder_loses_no_tick_and_repeats_none_across_a_drain,
         a_reminder_on_a_urn_nobody_serves_is_counted_unserved,
     ]);
 }

@@ -169,13 +169,25 @@ pub(crate) async fn reminded(args: &[String]) -> i32 {
             .with_retry_after(Duration::from_millis(200));
         ReminderPoller::start(&client, options).unwrap()
     });
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     println!("READY");
-    wait_for_orders(&proxy).await;
+    // SIGTERM: the poller stopped (its deliveries finished and acknowledged), then the
+    // proxy drained, as a member leaving in a rolling update does.
+    let drain = tokio::select! {
+        () = wait_for_orders(&proxy) => false,
+        _ = term.recv() => true,
+    };
     if let Some(p) = poller {
         eprintln!("poller of {system_id}: {:?}", p.stats());
         p.shutdown().await;
     }
-    proxy.shutdown().await.unwrap();
+    if drain {
+        let drained = proxy.drain().await.unwrap();
+        println!("DRAINED {}", drained.handed);
+    } else {
+        proxy.shutdown().await.unwrap();
+    }
     client.shutdown().await;
     println!("STOPPED");
     0

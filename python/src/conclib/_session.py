@@ -393,13 +393,26 @@ class Session:
             if key != route.requests_key:
                 route.no_fast_lane()
                 continue
-            # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its data
-            # moments ago: then resolve and send again.
-            self.forget(urn)
-            # A departed system's URN is looked up until its successor or the deadline.
-            if not await self.departed(urn, deadline):
-                await self.wait_if_redis_lost_it(urn, deadline)
-            route = await self.resolve(urn, deadline, True)
+            route = await self.stream_gone(urn, route, deadline)
+
+    async def stream_gone(self, urn: str, route: Route, deadline: float) -> Route:
+        """A request found ``route``'s stream missing (NOMKSTREAM): the URN's route now, or
+        why not, as the Rust client's ``resolve_again``. Looked up first: a drained member
+        hands its URNs to others before it closes its stream, so a route cached before that
+        leads elsewhere now. Still that system's (or nobody's): it is gone, and the URN is
+        unknown, unless the system departed (its successor is waited for) or Redis lost its
+        data moments ago."""
+        self.forget(urn)
+        fresh = await self.resolve(urn, deadline, True)
+        if fresh.system != route.system:
+            return fresh
+        self.forget(urn)
+        # A departed system's URN is looked up until its successor or the deadline.
+        if await self.departed(urn, deadline):
+            await self.wait_for_successor(urn, deadline)
+        else:
+            await self.wait_if_redis_lost_it(urn, deadline)
+        return await self.resolve(urn, deadline, True)
 
     async def replicated(self, durability: Durability, disconnects: int, deadline: float) -> None:
         """Returns once the writes of the writer connection so far (a tell just written) are

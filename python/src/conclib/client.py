@@ -488,14 +488,10 @@ class AsyncClient:
                 frame = None
                 continue
             if frame is GONE:
-                # The stream is gone (NOMKSTREAM): so is its system, unless Redis lost its
-                # data moments ago: then resolve and send again.
-                session.forget(urn)
+                # The stream is gone (NOMKSTREAM): the URN moved (a drained member's), or its
+                # system is gone (``Session.stream_gone``).
                 try:
-                    # A departed system's URN is looked up until its successor or the deadline.
-                    if not await session.departed(urn, deadline):
-                        await session.wait_if_redis_lost_it(urn, deadline)
-                    route = await session.resolve(urn, deadline, True)
+                    route = await session.stream_gone(urn, route, deadline)
                 except ConclibError as e:
                     raise session.at_deadline(e, timeout, disconnects) from None
                 frame = None

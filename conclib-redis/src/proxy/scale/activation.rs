@@ -204,18 +204,21 @@ pub(in crate::proxy) async fn passivate_idle(shared: &Arc<Shared>) {
     tokio::spawn(async move { passivate_in_batches(&shared, idle, false, None).await });
 }
 
-/// Stops an activation gracefully (its `on_stop` may save) and releases its URN.
-/// Unless `now`, only if it is still idle.
-pub(in crate::proxy) async fn passivate(shared: &Arc<Shared>, urn: &str, now: bool) {
-    passivate_many(shared, &[urn.to_owned()], now, None).await;
+/// Moves an activation to another member (a drain, a rebalance, a message only another
+/// build decodes): passivated now, marked moving (its store carries its state:
+/// `migration.rs`), then the URN's key handed to `target` rather than released (the next
+/// request goes straight to `target`, which activates the URN; the key lapses after
+/// `urn_ttl` if none comes). Released when there is no target or the
+/// hand-over fails (its next request places it; the state is carried all the same).
+pub(in crate::proxy) async fn move_away(shared: &Arc<Shared>, urn: &str, target: Option<&str>) {
+    passivate_many(shared, &[urn.to_owned()], true, Moving::To(target)).await;
 }
 
-/// [`passivate`] now, then the URN's key handed to `target` rather than released (a
-/// drain: the next request goes straight to `target`, which activates the URN; the key
-/// lapses after `urn_ttl` if none comes). Released as by `passivate` when the hand-over
-/// fails.
-pub(in crate::proxy) async fn passivate_to(shared: &Arc<Shared>, urn: &str, target: &str) {
-    passivate_many(shared, &[urn.to_owned()], true, Some(target)).await;
+/// Whether a passivation moves its activations (to a member, when one is given).
+#[derive(Debug, Clone, Copy)]
+enum Moving<'a> {
+    No,
+    To(Option<&'a str>),
 }
 
 /// [`passivate_many`] `eviction::PASSIVATIONS_AT_ONCE` at a time.
@@ -233,16 +236,21 @@ async fn passivate_in_batches(
                 }
             }
         }
-        passivate_many(shared, batch, now, None).await;
+        passivate_many(shared, batch, now, Moving::No).await;
     }
 }
 
 /// Passivates `urns` together (unless `now`, those still idle): each actor stopped
-/// gracefully, all at once (their `on_stop`s save), then their state keys left without
-/// data deleted in one pipeline, their URN keys released in another (handed to `target`
-/// instead, if given), and each pattern's count written once. Each URN's lock is held
-/// until its key is released: a request for it waits, then activates it again.
-async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, target: Option<&str>) {
+/// gracefully, all at once (their `on_stop`s save, or carry their state when `moving`),
+/// then their state keys left without data deleted in one pipeline, their URN keys
+/// released in another (handed to the member `moving` names instead, if any), and each
+/// pattern's count written once. Each URN's lock is held until its key is released: a
+/// request for it waits, then activates it again.
+async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving: Moving<'_>) {
+    let target = match moving {
+        Moving::To(target) => target,
+        Moving::No => None,
+    };
     let entries: Vec<_> = urns
         .iter()
         .map(|u| shared.activations.lock_for(u))
@@ -256,10 +264,11 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, target
             }
             live.remove(&entry.urn)?
         };
-        if target.is_some() {
-            // Moving: marked on the very activation stopped here (one marked before it, by
-            // whoever decided the move, may have been replaced meanwhile), so that its store
-            // carries its state and a request it did not start is read again.
+        if matches!(moving, Moving::To(_)) {
+            // Moving: marked on the very activation stopped here, under its lock (one
+            // marked before, by whoever decided the move, may have been replaced
+            // meanwhile), so that its store carries its state and a request it did not
+            // start is read again.
             live.standing.leaving.store(true, Ordering::Release);
             live.standing.moving.store(true, Ordering::Release);
         }

@@ -249,15 +249,6 @@ impl Activations {
             .collect()
     }
 
-    /// Marks `urn`'s activation as leaving and moving to another member: a request it did
-    /// not start is read again, and its store carries its state (`migration.rs`).
-    pub(in crate::proxy) fn mark_moving(&self, urn: &str) {
-        if let Some(l) = self.live().get(urn) {
-            l.standing.leaving.store(true, Ordering::Release);
-            l.standing.moving.store(true, Ordering::Release);
-        }
-    }
-
     /// The URNs activated here, sorted.
     pub(in crate::proxy) fn active(&self) -> Vec<String> {
         let mut urns: Vec<String> = self.live().keys().cloned().collect();

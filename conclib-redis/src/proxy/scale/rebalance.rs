@@ -52,7 +52,6 @@ pub(in crate::proxy) async fn rebalance(shared: &Arc<Shared>, prefix: &str) {
         .map(|m| (m.activations, m.system.clone()))
         .collect();
     for urn in urns {
-        shared.activations.mark_moving(&urn);
         crate::metrics::activation(&shared.system_id, prefix, "rebalanced");
         // To the member with the fewest, counting each choice: its URN key given there,
         // so that its next request goes straight to it (`serve/lease.rs`, `hand_urn`).
@@ -65,10 +64,7 @@ pub(in crate::proxy) async fn rebalance(shared: &Arc<Shared>, prefix: &str) {
             });
         let shared = shared.clone();
         tokio::spawn(async move {
-            match target {
-                Some(target) => activation::passivate_to(&shared, &urn, &target).await,
-                None => activation::passivate(&shared, &urn, true).await,
-            }
+            activation::move_away(&shared, &urn, target.as_deref()).await;
         });
     }
 }

@@ -204,7 +204,7 @@ pub(in crate::proxy) async fn reroute(
         // Its requests queued here finish first (in their order), its state is carried,
         // then its key is the target's.
         drop(settled);
-        activation::passivate_to(&sys, urn, &target).await;
+        activation::move_away(&sys, urn, Some(&target)).await;
         let settled = entry.lock.lock().await;
         if sys.activations.is_live(urn) {
             // Activated here again meanwhile: read again.
