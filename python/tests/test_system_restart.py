@@ -8,12 +8,14 @@ ask without pause: no ask fails ``UnknownUrn`` (a web app's 404), only answers o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 
 import pytest
 
 import conclib
+from conclib._raw import bulk
 from conftest import RedisServer, RustServer, run
 
 CALLERS = 64
@@ -79,3 +81,38 @@ def test_a_restarting_system_is_unavailable_never_unknown(redis: RedisServer) ->
     assert kinds <= {"ok", "Unavailable"}, kinds
     assert "Unavailable" in kinds and "ok" in kinds, kinds
     assert slowest < TIMEOUT + 0.5
+
+
+def test_a_route_cached_to_a_closed_stream_follows_the_urn(redis: RedisServer) -> None:
+    """A drained member hands its URNs to others, then deletes its stream while clients may
+    still hold routes to it: such a route's request, refused by Redis (``NOMKSTREAM``), goes
+    where the URN is served now, not failed ``UnknownUrn``. The route is planted as one
+    cached before the drain would be. The Rust client's twin:
+    ``a_urn_served_elsewhere_is_found_by_a_client_whose_route_led_to_a_closed_stream``
+    (conclib-redis/tests/proxy.rs)."""
+    server = RustServer(redis.url, "closedroute", system="serving")
+
+    async def main() -> None:
+        async with conclib.AsyncClient(redis.url, namespace="closedroute", resolve_cache_ttl=120) as client:
+            session = await client._current()
+            for urn in URNS:
+                await client.ask(urn, "Get", None, timeout=5)
+
+            def plant(urn: str) -> None:
+                gone = session.keys.requests("drained")
+                session.cache[urn] = dataclasses.replace(
+                    session.cache[urn], system="drained", requests_key=gone, packed_key=bulk(gone)
+                )
+
+            for urn in URNS:
+                plant(urn)
+                assert await client.ask(urn, "Get", None, timeout=5) is not None
+                assert session.cache[urn].system == "serving"
+            plant("py:counter")
+            await client.tell("py:counter", "Record", 7)
+            assert session.cache["py:counter"].system == "serving"
+
+    try:
+        run(main(), timeout=30)
+    finally:
+        server.close()
