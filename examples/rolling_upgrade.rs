@@ -23,12 +23,13 @@ fn main() -> Result<(), BoxError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // Warnings of every process to standard error (`RUST_LOG` for more).
+    conclib_examples::init_tracing();
     match args.get(1).map(String::as_str) {
         Some("member") => return rt.block_on(rolling::member(&args[2], &args[3], &args[4])),
         Some("caller") => return rt.block_on(rolling::caller(&args[2..])),
         _ => {}
     }
-    conclib_examples::init_tracing();
     let flag = |name: &str, default: &str| -> String {
         args.iter()
             .position(|a| a == name)

@@ -106,7 +106,7 @@ pub(super) async fn drain(shared: Arc<Shared>, mut tasks: Tasks) -> Result<Drain
     }
     let result = departure::depart(shared.clone(), tasks).await;
     drained.took = started.elapsed();
-    tracing::info!(system = %shared.system_id, handed = drained.handed, moved = drained.moved, took_ms = drained.took.as_millis() as u64, "drained");
+    tracing::info!(system = %shared.system_id, handed = drained.handed, moved = drained.moved, handing_p99_ms = drained.handing_p99.as_millis() as u64, took_ms = drained.took.as_millis() as u64, "drained");
     result.map(|()| drained)
 }
 
@@ -192,6 +192,7 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
         }
         if attempts >= CLOSE_ATTEMPTS {
             if released.elapsed() >= shared.config.resolve_cache_ttl {
+                tracing::warn!(system = %shared.system_id, attempts, "the drained stream holds requests no sweep moves; left in place");
                 break;
             }
             tokio::time::sleep(CLOSE_PAUSE).await;
