@@ -188,8 +188,9 @@ impl Journal {
         Ok(result)
     }
 
-    /// Deletes what the journal holds of execution `key` (its steps or result): begun
-    /// again, it runs anew. `true` if there was any.
+    /// Deletes what the journal holds of execution `key` (its steps or result, its wake
+    /// message) and, in a journal [`with_wakes`](Self::with_wakes), cancels its wake
+    /// reminder: begun again, it runs anew. `true` if the journal held any.
     ///
     /// # Errors
     /// [`DurableError::Fenced`], [`DurableError::InvalidName`], [`DurableError::Redis`].
@@ -201,6 +202,9 @@ impl Journal {
             .store
             .fenced(&scripts().forget, vec![owned(key.to_owned())])
             .await?;
+        if let Some(wakes) = &self.wakes {
+            wakes.cancel(key).await?;
+        }
         Ok(answer == Value::Integer(1))
     }
 

@@ -111,6 +111,8 @@ mod tests {
             reminder_name(&"x".repeat(300)),
             reminder_name(&"y".repeat(300))
         );
+        // The Python client computes the same (`python/tests/test_durable.py`).
+        assert_eq!(reminder_name(&"x".repeat(300)), "durable:#e78ddf9f1ba85555");
         assert!(is_wake(&ReminderTick::new("durable:k", 0, 0, 0)));
         assert!(!is_wake(&ReminderTick::new("renew", 0, 0, 0)));
     }
