@@ -22,17 +22,11 @@ return out";
 /// `ARGV[1]` = the activation's token, `ARGV[2]` = the execution's key, `ARGV[3]` = the
 /// step's number (1-based), `ARGV[4]` = its record. Appends the step if the token owns the
 /// key (else 0), the execution has not finished and the step is the next one (else 2: two
-/// runs of one execution at once in one activation); 1 when appended. The first step marks
-/// the key `journaled` and takes its expiry away; the later ones find it so (only these
-/// scripts write `jn:`, and a key marked `journaled` is never given an expiry again).
+/// runs of one execution at once in one activation); 1 when appended.
 const APPEND: &str = r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'jr:' .. ARGV[2]) == 1 then return 2 end
 local n = tonumber(redis.call('HGET', KEYS[1], 'jn:' .. ARGV[2]) or '0') or 0
 if n + 1 ~= tonumber(ARGV[3]) then return 2 end
-if n > 0 then
-  redis.call('HSET', KEYS[1], 'js:' .. ARGV[3] .. ':' .. ARGV[2], ARGV[4], 'jn:' .. ARGV[2], ARGV[3])
-  return 1
-end
 redis.call('HSET', KEYS[1], 'js:' .. ARGV[3] .. ':' .. ARGV[2], ARGV[4], 'jn:' .. ARGV[2], ARGV[3], 'journaled', '1')
 redis.call('PERSIST', KEYS[1])
 return 1";
