@@ -78,8 +78,8 @@ impl Journal {
     /// [`DurableError::Suspended`] from a [`sleep`](Execution::sleep) with more than `hold`
     /// left, or from a [`promise`](Execution::promise) not resolved in time, and is run
     /// again by the reminder, through the actor's handler of [`ReminderTick`] (see
-    /// [`is_wake`](Self::is_wake)). A system of the URN's pattern must run a
-    /// [`ReminderPoller`](crate::reminders::ReminderPoller).
+    /// [`is_wake`](Self::is_wake)). Some system of the namespace runs a
+    /// [`ReminderPoller`](crate::reminders::ReminderPoller), which delivers it.
     ///
     /// A wake may come more than once or early (a promise resolved before the execution
     /// reached it, a delivery retried): run again, an execution with nothing to do yet
