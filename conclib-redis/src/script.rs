@@ -162,5 +162,5 @@ impl Script {
 }
 
 /// The most keys one call of a many-key script names: a claim of 200 URN keys holds Redis
-/// for about 0.4 ms (`docs/bench-log.md`, "Overload: URN key renewal at the cap").
+/// for about half a millisecond (`docs/bench-log.md`, "Overload: URN key renewal at the cap").
 const KEYS_PER_CALL: usize = 200;
