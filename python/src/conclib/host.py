@@ -23,8 +23,9 @@ A pattern's actor keeps its state in the fenced state store (``Actor.store``: th
 ``StateStore``'s keys and scripts, ``_host_store.py``), so a URN moving between Python and
 Rust members keeps it, each request handled once; any actor reaches the host's client
 (``Actor.client``: publish, ask, tell), registers reminders for its URN (``Actor.remind``;
-ticks delivered by a Rust ``ReminderPoller`` as ``ReminderTick`` asks), and receives a
-topic's events (:meth:`ActorHost.subscribe_actor`).
+ticks delivered as ``ReminderTick`` asks by any reminder poller of the namespace: a Rust
+system's ``ReminderPoller``, or the host's own with ``HostConfig(reminders=...)``,
+``_host_reminders.py``), and receives a topic's events (:meth:`ActorHost.subscribe_actor`).
 
 Not yet: placement rules (a Python member activates what it reads or takes over).
 """
@@ -46,6 +47,7 @@ from ._host_group import claim_from_gone, more_pending, take_over_gone
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
 from ._host_patterns import Activation, Pattern, parse_pattern
+from ._host_reminders import ReminderPoller, ReminderPollerOptions
 from ._host_request import Dropped, Placed, Refused, Request, check
 from ._host_store import Fenced, StateStore
 from ._host_topics import ActorSubscription
@@ -56,7 +58,7 @@ from .errors import CodecError
 from .protocol import DEFAULT_NAMESPACE, Keys, Status, check_name
 from .topics import DEFAULT_GROUP
 
-__all__ = ["ActorHost", "Fenced", "HostConfig", "StateStore"]
+__all__ = ["ActorHost", "Fenced", "HostConfig", "ReminderPoller", "ReminderPollerOptions", "StateStore"]
 
 log = logging.getLogger("conclib.host")
 
@@ -76,6 +78,10 @@ class HostConfig:
     batch: int = 256
     max_in_flight: int = 8192
     max_connections: int = 64
+    reminders: ReminderPollerOptions | None = None
+    """With options, the host runs a reminder poller (as a Rust system runs a
+    ``ReminderPoller``): the namespace's due reminders are claimed and delivered from here,
+    so a pattern served by Python members only gets its ticks. ``None``: no poller."""
 
 
 class _Served:
@@ -128,6 +134,7 @@ class ActorHost:
         self.activations_made = 0
         self.client: AsyncClient | None = None
         self.subscriptions: list[ActorSubscription] = []
+        self.reminder_poller: ReminderPoller | None = None
 
     # Registration.
 
@@ -249,6 +256,9 @@ class ActorHost:
             ready: asyncio.Future[None] = loop.create_future()
             sub.task = loop.create_task(sub.run(self.client, ready))
             await ready
+        if cfg.reminders is not None:
+            self.reminder_poller = ReminderPoller(self.redis, self.client, cfg.namespace, self.system, cfg.reminders)
+            self.reminder_poller.start()
 
     async def wait(self) -> None:
         """Returns once the host stopped (:meth:`stop`, or its lease was taken)."""
@@ -260,6 +270,9 @@ class ActorHost:
         if self._stopped.is_set() or self.redis is None:
             self._stopped.set()
             return
+        if self.reminder_poller is not None:
+            # First: the ticks it is delivering may be handled by this host's actors.
+            await self.reminder_poller.stop()
         for t in self._tasks:
             t.cancel()
         for sub in self.subscriptions:
