@@ -18,8 +18,9 @@ from conclib.actor import Actor, ReminderTick, handler
 from conclib.host import ActorHost, HostConfig, ReminderPollerOptions
 from conftest import PythonHost, RedisServer, run
 
-# What each in-process actor handled: (urn, name, due_ms) per delivery.
+# What each in-process actor handled: (urn, name, due_ms) per delivery, and where.
 _handled: list[tuple[str, str, int]] = []
+_where: list[tuple[str, str]] = []
 
 
 class Sleeper(Actor):
@@ -27,6 +28,7 @@ class Sleeper(Actor):
     async def tick(self, tick: ReminderTick) -> None:
         assert tick.value() == {"urn": self.urn}
         _handled.append((self.urn, tick.name, tick.last_due_ms))
+        _where.append((self.urn, self._host.system))  # type: ignore[attr-defined]
 
 
 def _poller() -> ReminderPollerOptions:
@@ -39,6 +41,7 @@ def test_python_members_deliver_each_tick_once(redis_server: RedisServer, raw_re
     reminder's ticks each once (no tick's due time handled twice), every one acknowledged,
     and the pollers' reports in the pollers' hash the live view reads."""
     _handled.clear()
+    _where.clear()
     url = redis_server.url
     ns = f"pyrem-{uuid.uuid4().hex[:6]}"
     urns = [f"sleeper:{i}" for i in range(64)]
@@ -79,12 +82,15 @@ def test_python_members_deliver_each_tick_once(redis_server: RedisServer, raw_re
 
     stats = run(main(), timeout=60)
     once = Counter(u for u, n, _ in _handled if n == "once")
-    assert once == Counter({u: 1 for u in urns}), once
+    assert once == Counter({u: 1 for u in urns}), (stats, [w for w in _where if once[w[0]] > 1])
     beats = [d for u, n, d in _handled if n == "beat"]
     assert len(beats) >= 5, beats
     assert len(set(beats)) == len(beats), f"a periodic tick handled twice: {beats}"
-    assert sum(s.fired for s in stats) >= 64 + 5, stats
-    assert sum(s.stale + s.retried + s.unserved for s in stats) == 0, stats
+    # A tick of the periodic reminder being delivered as it was cancelled is handled, then
+    # found not claimed any more (stale); every other tick is acknowledged.
+    assert sum(s.stale for s in stats) <= 1, stats
+    assert sum(s.fired + s.stale for s in stats) >= 64 + 5, stats
+    assert sum(s.retried + s.unserved for s in stats) == 0, stats
     reports = raw_redis.hgetall(f"{ns}:rem:pollers")
     assert len(reports) == 2, reports
     systems = {json.loads(v.split(b" ", 1)[1])["system"] for v in reports.values()}

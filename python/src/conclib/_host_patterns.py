@@ -43,6 +43,7 @@ class Pattern:
     handlers: dict[str, HandlerSpec]
     idle_after: float
     group: str
+    placement: str = "spread"
     live: OrderedDict[str, Activation] = field(default_factory=OrderedDict)
 
     def matches(self, urn: str) -> bool:

@@ -27,7 +27,10 @@ ticks delivered as ``ReminderTick`` asks by any reminder poller of the namespace
 system's ``ReminderPoller``, or the host's own with ``HostConfig(reminders=...)``,
 ``_host_reminders.py``), and receives a topic's events (:meth:`ActorHost.subscribe_actor`).
 
-Not yet: placement rules (a Python member activates what it reads or takes over).
+A URN nobody holds is activated on the member its pattern's placement chooses
+(``serve_pattern(placement=...)``, ``_host_placement.py``: Rust's ``Spread`` by default, or
+``HashOfUrn``), a Rust member's placement choosing among the Python members as among its
+peers (each writes its count in the pattern's directory).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from ._host_lane import GROUP, Lane
 from ._host_group import claim_from_gone, more_pending, take_over_gone
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
+from ._host_placement import PLACEMENTS, hand_to, place
 from ._host_patterns import Activation, Pattern, parse_pattern
 from ._host_reminders import ReminderPoller, ReminderPollerOptions
 from ._host_request import Dropped, Placed, Refused, Request, check
@@ -151,16 +155,22 @@ class ActorHost:
         self.serve(urn, actor)
         self._shared.append(urn)
 
-    def serve_pattern(self, pattern: str, actor: Callable[[str], Actor], *, idle_after: float = 60.0, actor_class: type[Actor] | None = None) -> None:
+    def serve_pattern(self, pattern: str, actor: Callable[[str], Actor], *, idle_after: float = 60.0,
+                      actor_class: type[Actor] | None = None, placement: str = "spread") -> None:
         """Activates ``actor(urn)`` for the URNs of ``pattern`` (``"user:{id}"``) on their
         first request, beside the pattern's other members; passivated after ``idle_after``
-        seconds without a request."""
+        seconds without a request. ``placement``: which member activates a URN nobody holds
+        when this one reads its first request (``_host_placement.py``): ``"spread"`` (the
+        member with the fewest activations, Rust's default ``Placement::Spread``),
+        ``"hash"`` (``Placement::HashOfUrn``) or ``"here"``."""
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement is one of {PLACEMENTS}, not {placement!r}")
         prefix = parse_pattern(pattern)
         cls = actor_class or (actor if isinstance(actor, type) else None)
         if cls is None:
             raise TypeError("serve_pattern needs the actor's class: pass actor_class= with a factory")
         group = f"~{prefix}*"
-        self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, group))
+        self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, group, placement))
 
     def subscribe_actor(self, topic: str, urn: str, message: str, *, durable: bool = False,
                         group: str = DEFAULT_GROUP) -> ActorSubscription:
@@ -335,6 +345,7 @@ class ActorHost:
             return
         req = got
         req.stream = stream
+        req.first = lane.consumer != "proxy" and not lane.rereading
 
         def refuse(status: Status, text: str) -> None:
             self._refuse(lane, stream, entry, req.reply, req.request_id, status, text)
@@ -408,6 +419,8 @@ class ActorHost:
         holding it; or (its holder gone) frees the key and claims it."""
         assert self.scripts is not None
         cfg = self.config
+        if pattern.placement != "here" and await self._placed_elsewhere(pattern, urn):
+            return
         key = self.keys.urn(urn)
         owner: str | None = None
         try:
@@ -439,6 +452,33 @@ class ActorHost:
         for lane, req, spec, arg in waiting:
             mailbox.put(req, spec, arg, lane)
         await self._report(pattern)
+
+    async def _placed_elsewhere(self, pattern: Pattern, urn: str) -> bool:
+        """Places the requests for ``urn`` read first from the group's stream on the member
+        the pattern's placement chooses, if another one; whether none is left to activate
+        here (those read from a pending list, or not placed, are)."""
+        assert self.scripts is not None
+        if not any(req.first for _, req, _, _ in self._activating.get(urn, [])):
+            return False
+        chosen = await place(self.redis, self.scripts, self.keys, pattern.prefix, urn, self.system, len(pattern.live), pattern.placement)
+        if chosen is None:
+            return False
+        waiting = list(self._activating.get(urn, []))
+        kept = []
+        for item in waiting:
+            lane, req = item[0], item[1]
+            if req.first and await hand_to(self.scripts, self.keys, lane, req, chosen, pattern.group) != 0:
+                lane.settle(req)
+            else:
+                kept.append(item)
+        # Those that came while placing are kept too.
+        now_waiting = self._activating.get(urn, [])
+        rest = kept + now_waiting[len(waiting):]
+        if rest:
+            self._activating[urn] = rest
+            return False
+        self._activating.pop(urn, None)
+        return True
 
     async def _forward(self, lane: Lane, req: Request, owner: str) -> None:
         """Passes ``req`` on to the system ``owner`` (acknowledged here in the same step)."""
