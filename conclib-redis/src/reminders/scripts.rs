@@ -275,10 +275,7 @@ mod tests {
     /// copies them into `python/src/conclib/_lua.py` (one source).
     #[test]
     fn python_host_scripts() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../python/src/conclib/_lua.py"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/src/conclib/_lua.py");
         let Ok(copied) = std::fs::read_to_string(path) else {
             return; // a crate built outside the repository
         };
