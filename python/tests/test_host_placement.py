@@ -10,6 +10,7 @@ pattern takes its share, with no ask failing and no URN served by two activation
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from typing import Any
@@ -23,13 +24,21 @@ TIMEOUT = 2.0
 MARGIN = 1.0
 
 
+# The asks an in-process Account handled more than once (each ask's value is unique).
+_twice: list[int] = []
+
+
 class Account(Actor):
     def __init__(self, urn: str) -> None:
         super().__init__(urn)
         self.count = 0
+        self.seen: set[int] = set()
 
     @handler("test.Add")
     async def add(self, n: int) -> int:
+        if n in self.seen:
+            _twice.append(n)
+        self.seen.add(n)
         self.count += n
         return self.count
 
@@ -37,6 +46,9 @@ class Account(Actor):
 def _holders(raw_redis: Any, ns: str, urns: list[str]) -> dict[str, str]:
     values = raw_redis.mget([f"{ns}:urn:{u}" for u in urns])
     return {u: v.decode() for u, v in zip(urns, values) if v is not None}
+
+
+_unique = itertools.count(1)
 
 
 class _Load:
@@ -56,7 +68,7 @@ class _Load:
         while not self.stop.is_set():
             started = time.monotonic()
             try:
-                self.answers[i].append(await client.ask(self.mine[i], "test.Add", 1, timeout=TIMEOUT))
+                self.answers[i].append(await client.ask(self.mine[i], "test.Add", next(_unique), timeout=TIMEOUT))
             except conclib.ConclibError:
                 self.failed += 1
                 self.answers[i].append(-1)
@@ -85,7 +97,7 @@ def test_a_python_member_joining_takes_the_new_urns(redis_server: RedisServer, r
     """Member A holds 32 URNs under load; member B joins; 32 new URNs are asked first while
     the load goes on: placed by ``spread`` (B has fewer), at least 3 in 4 of them go to B
     (read first by either member: half would stay on A without placement), every ask is
-    answered within its timeout, no URN restarts."""
+    answered within its timeout, no URN restarts, no ask is handled twice."""
     url = redis_server.url
     ns = f"pyplace-{uuid.uuid4().hex[:6]}"
     old = [f"acct:o{i}" for i in range(32)]
@@ -113,7 +125,9 @@ def test_a_python_member_joining_takes_the_new_urns(redis_server: RedisServer, r
             await b.stop()
             await a.stop()
 
+    _twice.clear()
     load, newcomers, before, placed = run(main(), timeout=90)
+    assert not _twice, _twice
     assert set(before.values()) == {"py-a"}, before
     on_b = [u for u, s in placed.items() if s == "py-b"]
     assert len(on_b) >= 24, placed

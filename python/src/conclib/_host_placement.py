@@ -24,6 +24,7 @@ rebalancing hands it (their URN keys name it: its next request is activated here
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 from ._host_lane import GROUP, Lane
@@ -62,10 +63,12 @@ def choose(placement: str, urn: str, members: list[tuple[str, int]]) -> str | No
     return max((m for m in members if m[1] == least), key=lambda m: weight(m[0], urn))[0]
 
 
-async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, system: str, own: int, placement: str) -> str | None:
+async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, system: str, own: Callable[[], int], placement: str) -> str | None:
     """The other member chosen to activate ``urn`` (``None``: here; also when the URN is held
     already, the directory lists no other member, or Redis did not answer: the claim
-    decides). ``own``: this member's count of activations now (fresher than its entry)."""
+    decides). ``own()``: this member's count of activations when the directory is read,
+    those it is making included (fresher than its entry: a burst of first requests read at
+    once is spread as it is decided)."""
     if placement == "here":
         return None
     try:
@@ -85,7 +88,7 @@ async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, sys
             members[name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)] = int(count)
         except (TypeError, ValueError):
             continue
-    members[system] = own
+    members[system] = own()
     if len(members) < 2:
         return None
     chosen = choose(placement, urn, sorted(members.items()))

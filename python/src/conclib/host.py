@@ -417,10 +417,17 @@ class ActorHost:
     async def _activate(self, pattern: Pattern, urn: str) -> None:
         """Claims ``urn``'s key and activates it here; or passes its requests to the system
         holding it; or (its holder gone) frees the key and claims it."""
-        assert self.scripts is not None
-        cfg = self.config
         if pattern.placement != "here" and await self._placed_elsewhere(pattern, urn):
             return
+        pattern.making += 1
+        try:
+            await self._claim_and_activate(pattern, urn)
+        finally:
+            pattern.making -= 1
+
+    async def _claim_and_activate(self, pattern: Pattern, urn: str) -> None:
+        assert self.scripts is not None
+        cfg = self.config
         key = self.keys.urn(urn)
         owner: str | None = None
         try:
@@ -460,7 +467,10 @@ class ActorHost:
         assert self.scripts is not None
         if not any(req.first for _, req, _, _ in self._activating.get(urn, [])):
             return False
-        chosen = await place(self.redis, self.scripts, self.keys, pattern.prefix, urn, self.system, len(pattern.live), pattern.placement)
+        chosen = await place(
+            self.redis, self.scripts, self.keys, pattern.prefix, urn, self.system,
+            lambda: len(pattern.live) + pattern.making, pattern.placement,
+        )
         if chosen is None:
             return False
         waiting = list(self._activating.get(urn, []))
