@@ -28,10 +28,11 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ._host_lane import GROUP, Lane
+from ._host_patterns import Pattern
 from ._host_request import Request
 from .protocol import PROTOCOL_VERSION, Keys
 
-__all__ = ["PLACEMENTS", "choose", "hand_to", "place", "weight"]
+__all__ = ["PLACEMENTS", "choose", "hand_to", "place", "place_waiting", "weight"]
 
 log = logging.getLogger("conclib.host")
 
@@ -107,3 +108,35 @@ async def hand_to(scripts: Any, keys: Keys, lane: Lane, req: Request, target: st
         log.debug("could not place %s on %s: %s", req.urn, target, e)
         return 0
     return int(got) if got in (1, -1) else 0
+
+
+async def place_waiting(
+    redis: Any, scripts: Any, keys: Keys, system: str, pattern: Pattern, urn: str,
+    activating: dict[str, list[tuple[Lane, Request, Any, Any]]],
+) -> bool:
+    """Places the requests waiting for ``urn``'s activation (``activating[urn]``) that were
+    read first from the group's stream on the member the pattern's placement chooses, if
+    another one; whether none is left to activate here (those read from a pending list, or
+    not placed, are)."""
+    if not any(req.first for _, req, _, _ in activating.get(urn, [])):
+        return False
+    chosen = await place(
+        redis, scripts, keys, pattern.prefix, urn, system, lambda: len(pattern.live) + pattern.making, pattern.placement
+    )
+    if chosen is None:
+        return False
+    waiting = list(activating.get(urn, []))
+    kept = []
+    for item in waiting:
+        lane, req = item[0], item[1]
+        if req.first and await hand_to(scripts, keys, lane, req, chosen, pattern.group) != 0:
+            lane.settle(req)
+        else:
+            kept.append(item)
+    # Those that came while placing are kept too.
+    rest = kept + activating.get(urn, [])[len(waiting):]
+    if rest:
+        activating[urn] = rest
+        return False
+    activating.pop(urn, None)
+    return True

@@ -49,7 +49,7 @@ from ._host_lane import GROUP, Lane
 from ._host_group import claim_from_gone, more_pending, take_over_gone
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
-from ._host_placement import PLACEMENTS, hand_to, place
+from ._host_placement import PLACEMENTS, place_waiting
 from ._host_patterns import Activation, Pattern, parse_pattern
 from ._host_reminders import ReminderPoller, ReminderPollerOptions
 from ._host_request import Dropped, Placed, Refused, Request, check
@@ -417,7 +417,9 @@ class ActorHost:
     async def _activate(self, pattern: Pattern, urn: str) -> None:
         """Claims ``urn``'s key and activates it here; or passes its requests to the system
         holding it; or (its holder gone) frees the key and claims it."""
-        if pattern.placement != "here" and await self._placed_elsewhere(pattern, urn):
+        if pattern.placement != "here" and await place_waiting(
+            self.redis, self.scripts, self.keys, self.system, pattern, urn, self._activating
+        ):
             return
         pattern.making += 1
         try:
@@ -459,36 +461,6 @@ class ActorHost:
         for lane, req, spec, arg in waiting:
             mailbox.put(req, spec, arg, lane)
         await self._report(pattern)
-
-    async def _placed_elsewhere(self, pattern: Pattern, urn: str) -> bool:
-        """Places the requests for ``urn`` read first from the group's stream on the member
-        the pattern's placement chooses, if another one; whether none is left to activate
-        here (those read from a pending list, or not placed, are)."""
-        assert self.scripts is not None
-        if not any(req.first for _, req, _, _ in self._activating.get(urn, [])):
-            return False
-        chosen = await place(
-            self.redis, self.scripts, self.keys, pattern.prefix, urn, self.system,
-            lambda: len(pattern.live) + pattern.making, pattern.placement,
-        )
-        if chosen is None:
-            return False
-        waiting = list(self._activating.get(urn, []))
-        kept = []
-        for item in waiting:
-            lane, req = item[0], item[1]
-            if req.first and await hand_to(self.scripts, self.keys, lane, req, chosen, pattern.group) != 0:
-                lane.settle(req)
-            else:
-                kept.append(item)
-        # Those that came while placing are kept too.
-        now_waiting = self._activating.get(urn, [])
-        rest = kept + now_waiting[len(waiting):]
-        if rest:
-            self._activating[urn] = rest
-            return False
-        self._activating.pop(urn, None)
-        return True
 
     async def _forward(self, lane: Lane, req: Request, owner: str) -> None:
         """Passes ``req`` on to the system ``owner`` (acknowledged here in the same step)."""
