@@ -152,7 +152,9 @@ def test_a_killed_members_ticks_are_delivered_by_the_other(redis_server: RedisSe
                 return took, {u: await client.ask(u, "test.Ticks", timeout=5) for u in urns}
 
         took, ticks = run(delivered(), timeout=60)
-        assert took < 1.0 + 4.0, took
+        # The claim lease (1 s), then a delivery through the takeover of the dead member's
+        # URNs; the margin is for a loaded machine (a bound, not a figure).
+        assert took < 1.0 + 9.0, took
         for urn, seen in ticks.items():
             assert 1 <= len(seen) <= 2, (urn, seen)
             assert {(name, payload["urn"], due) for name, _, payload, due in seen} == {
