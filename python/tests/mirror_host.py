@@ -5,9 +5,10 @@ count in the fenced state store), which the Rust test server serves too.
 
     python tests/mirror_host.py --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS]
         [--pattern-only] [--idle-s S] [--exit-with-stdin] [--subscribe-news]
-        [--reminders] [--hang-ticks]
+        [--reminders] [--claim-lease-ms MS] [--hang-ticks]
 
-``--reminders``: the host runs its own reminder poller (its claim lease the lease TTL);
+``--reminders``: the host runs its own reminder poller (its claim lease ``--claim-lease-ms``,
+else the lease TTL);
 ``--hang-ticks``: ``Ticker``'s tick handler never returns (a member that dies mid-delivery).
 
 Prints ``READY`` once it serves; stops at SIGTERM/SIGINT (or when its standard input ends,
@@ -163,12 +164,14 @@ async def main() -> None:
     parser.add_argument("--subscribe-news", action="store_true")
     parser.add_argument("--reminders", action="store_true")
     parser.add_argument("--hang-ticks", action="store_true")
+    parser.add_argument("--claim-lease-ms", type=int)
     args = parser.parse_args()
     config = HostConfig(namespace=args.namespace, system=args.system)
     if args.lease_ttl_ms:
         config.lease_ttl = config.urn_ttl = args.lease_ttl_ms / 1000
     if args.reminders:
-        config.reminders = ReminderPollerOptions(claim_lease=config.lease_ttl, poll_interval=0.05)
+        lease = args.claim_lease_ms / 1000 if args.claim_lease_ms else config.lease_ttl
+        config.reminders = ReminderPollerOptions(claim_lease=lease, poll_interval=0.05)
     Ticker.hang = args.hang_ticks
     host = ActorHost(args.redis, config)
     if not args.pattern_only:

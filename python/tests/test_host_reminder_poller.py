@@ -32,7 +32,10 @@ class Sleeper(Actor):
 
 
 def _poller() -> ReminderPollerOptions:
-    return ReminderPollerOptions(poll_interval=0.02, claim_lease=1.0, report_every=0.2)
+    # The default claim lease (4 s): a poller stalled past it (a loaded machine) has its
+    # claims taken over, and their ticks delivered again (at least once), which this test
+    # would count as a tick delivered twice.
+    return ReminderPollerOptions(poll_interval=0.02, report_every=0.2)
 
 
 def test_python_members_deliver_each_tick_once(redis_server: RedisServer, raw_redis: Any) -> None:
@@ -126,7 +129,11 @@ def test_a_killed_members_ticks_are_delivered_by_the_other(redis_server: RedisSe
                 assert await claimed(client) == len(urns)
 
         run(register(), timeout=30)
-        second = PythonHost(url, ns, "--pattern-only", "--reminders", "--lease-ttl-ms", "1000", "--system", "py-b")
+        # The survivor's claims last 4 s (the default): stalled on a loaded machine, it
+        # does not take its own deliveries over.
+        second = PythonHost(
+            url, ns, "--pattern-only", "--reminders", "--claim-lease-ms", "4000", "--lease-ttl-ms", "1000", "--system", "py-b"
+        )
         killed = time.monotonic()
         first.kill()
 
