@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::interfaces::ClusterInterface;
+use fred::interfaces::{ClientInterface, ClusterInterface};
 use fred::prelude::*;
+use fred::types::config::Server;
 use fred::types::{ClusterHash, CustomCommand};
 
 use crate::conn::{self, as_bytes, s};
@@ -80,23 +81,52 @@ impl Durability {
         }
     }
 
+    /// What [`replicated`](Self::replicated) checks the connection against: read just
+    /// before a write is sent on `client`. Nothing to read at [`Primary`](Self::Primary).
+    pub(crate) fn sending(&self, client: &Client) -> Sent {
+        match self {
+            Durability::Primary => Sent(None),
+            Durability::Replicas { .. } => Sent(Some(client.connection_ids())),
+        }
+    }
+
     /// Waits until the writes this connection sent so far (to the node serving `key`, in a
     /// cluster) reached the replicas this level asks for; at once at
     /// [`Primary`](Self::Primary). `Err` names how many did.
+    ///
+    /// A `WAIT` counts the writes of its own connection only, and answers at once on a
+    /// connection that wrote nothing. So `client` must be the one the writes were sent on
+    /// (a `ProxyClient` has [`pool_size`](crate::ProxyConfig::pool_size) connections), and
+    /// `sent` ([`sending`](Self::sending), read before the writes) must still name the
+    /// connections it has when the `WAIT` answers: if one was replaced meanwhile (Redis
+    /// closed it, as Sentinel does to every client of a server it reconfigures, and the
+    /// client reconnected, maybe to another server), the `WAIT` may have gone out on the new
+    /// one and counted none of the writes; then it fails, the writes' fate unknown.
     ///
     /// Redis runs a connection's commands in order, and a `WAIT` holds its connection until
     /// it answers: callers that each sent their own would queue, the last one waiting for
     /// all the others' timeouts while a replica lags. So a connection has one `WAIT` in
     /// flight at a time ([`WaitGate`]), and every caller that came while it ran shares the
     /// next one, sent after they came (so after their writes): each waits for at most two.
-    pub(crate) async fn replicated(&self, client: &Client, key: &str) -> Result<(), String> {
+    pub(crate) async fn replicated(
+        &self,
+        client: &Client,
+        key: &str,
+        sent: &Sent,
+    ) -> Result<(), String> {
         let Durability::Replicas { n, timeout } = *self else {
             return Ok(());
         };
         let slot = fred::util::redis_keyslot(key.as_bytes());
         let gate = WaitGate::of(client, slot);
         let got = gate.wait(|| send_wait(client, slot, n, timeout)).await?;
-        if got >= i64::from(n) {
+        if sent
+            .0
+            .as_ref()
+            .is_some_and(|ids| *ids != client.connection_ids())
+        {
+            Err("the connection to Redis was replaced after the write: whether a replica holds it is unknown".into())
+        } else if got >= i64::from(n) {
             Ok(())
         } else {
             Err(format!(
@@ -111,12 +141,13 @@ impl Durability {
         &self,
         client: &Client,
         keys: &[&str],
+        sent: &Sent,
     ) -> Result<(), String> {
         if matches!(self, Durability::Primary) || keys.is_empty() {
             return Ok(());
         }
         if !client.is_clustered() {
-            return self.replicated(client, keys[0]).await;
+            return self.replicated(client, keys[0], sent).await;
         }
         let routing = client.cached_cluster_state();
         let mut servers = std::collections::HashSet::new();
@@ -125,7 +156,7 @@ impl Durability {
             let server = routing.as_ref().and_then(|r| r.get_server(slot)).cloned();
             // A key of a node not looked at yet (or any key, without a slot map).
             if server.is_none() || servers.insert(server) {
-                self.replicated(client, key).await?;
+                self.replicated(client, key, sent).await?;
             }
         }
         Ok(())
@@ -170,6 +201,12 @@ impl Durability {
         }
     }
 }
+
+/// The connections (by server, their `CLIENT ID`) a client had when a write was sent, at
+/// [`Durability::Replicas`]: a `WAIT` that answers once they changed may have counted none
+/// of the write ([`Durability::replicated`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sent(Option<HashMap<Server, i64>>);
 
 /// How much longer than its own timeout the client waits for a `WAIT`'s answer (the round
 /// trip).

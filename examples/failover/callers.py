@@ -48,7 +48,10 @@ async def caller(client: conclib.AsyncClient, seed: int, tells: list[int], stop:
                 activation, count = await client.ask(urn, "Incr", timeout=TIMEOUT)
                 print(f"PYASKED {urn} {activation} {count}", flush=True)
         except Exception as e:  # every outcome is reported, typed or not
-            print(f"PYFAILED {kind_of(e)}", flush=True)
+            kind = kind_of(e)
+            if kind not in ("Unavailable", "NotReplicated", "Timeout", "HandlerError"):
+                print(f"python caller: {kind}: {e}", file=sys.stderr, flush=True)
+            print(f"PYFAILED {kind}", flush=True)
             await asyncio.sleep(0)
         took = time.monotonic() - started
         if took > TIMEOUT + MARGIN:

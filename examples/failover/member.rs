@@ -58,7 +58,12 @@ impl Account {
             turn: self.saved.turn + 1,
         };
         if let Err(e) = self.store.save(&next).await {
-            println!("NOTEFAILED {tell}");
+            // When (the host's clock) and why, for the driver's report.
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis();
+            println!("NOTEFAILED {tell} {at} {e}");
             return Err(e.to_string());
         }
         self.saved = next;

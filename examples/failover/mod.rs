@@ -238,9 +238,13 @@ impl Member {
                             *tally.handled.lock().unwrap().entry(tell).or_default() += 1;
                         }
                     }
-                    ["NOTEFAILED", tell] => {
+                    ["NOTEFAILED", tell, at, why @ ..] => {
                         if let Ok(tell) = tell.parse() {
-                            tally.note_failed.lock().unwrap().insert(tell);
+                            tally
+                                .note_failed
+                                .lock()
+                                .unwrap()
+                                .insert(tell, (at.parse().unwrap_or(0), why.join(" ")));
                         }
                     }
                     ["FIRED", name] => {
@@ -348,7 +352,11 @@ impl Load {
                 let name = format!("r{n}");
                 let reminder = Reminder::after(name.clone(), REMINDER_DELAY);
                 match self.reminders.register(&urn, reminder).await {
-                    Ok(_) => drop(tally.registered.lock().unwrap().insert(name)),
+                    Ok(_) => {
+                        let at = tally::unix_ms();
+                        tally.registered_at.lock().unwrap().insert(name.clone(), at);
+                        tally.registered.lock().unwrap().insert(name);
+                    }
                     Err(ReminderError::Unavailable(_)) => {
                         tally.failed_kind("unavailable");
                     }
@@ -433,7 +441,7 @@ fn python_tells(tally: &Tally) -> (u64, u64) {
         if handled.contains_key(tell) {
             continue;
         }
-        if failed.contains(tell) {
+        if failed.contains_key(tell) {
             handler_failed += 1;
         } else {
             lost += 1;
@@ -511,15 +519,11 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     let callers: Vec<_> = (0..options.callers)
         .map(|c| tokio::spawn(load.clone().caller(c as u64)))
         .collect();
-    // The Python client waits for replicas on Sentinel and plain URLs only (python/README,
-    // "Redis replicas and durability"): on a Cluster its callers run at `primary`, and
-    // their losses are counted, not kept from happening.
-    let python_level = match options.topology {
-        Topology::Cluster => "primary",
-        Topology::Sentinel => options.durability.as_str(),
-    };
+    // The Python callers at the members' level (python/README, "Redis replicas and
+    // durability"; on a Cluster each tell's WAIT goes to its stream's node).
     let python = if options.python_callers > 0 {
-        python::PythonCallers::start(&url, options.python_callers, python_level, &tally).await?
+        python::PythonCallers::start(&url, options.python_callers, &options.durability, &tally)
+            .await?
     } else {
         None
     };
@@ -544,6 +548,11 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         })
         .await?;
         promotions += 1;
+        tally
+            .kills
+            .lock()
+            .unwrap()
+            .push(tally::unix_ms() - promotion.killed_at.elapsed().as_millis());
         // The first ok after the promotion (the topology settled since; answers came).
         let deadline = promotion.promoted_at + Duration::from_secs(20);
         let first_ok = loop {
@@ -605,6 +614,7 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     let (reminders_lost, reminders_repeated) =
         lost_and_repeated(&registered, &tally.fired.lock().unwrap());
     let (py_lost_accepted, py_handler_failed) = python_tells(&tally);
+    report_handler_failures(&tally);
     let published = tally.published.lock().unwrap().clone();
     let (events_lost, events_repeated) =
         lost_and_repeated(&published, &tally.received.lock().unwrap());
@@ -642,4 +652,54 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         tells_accepted: accepted.len() as u64,
         errors: tally.errors.lock().unwrap().clone(),
     })
+}
+
+/// Prints each reminder registered that never fired, and each Python tell accepted whose
+/// handler failed and that was not handled again (what `py_handler_failed` counts): when,
+/// against the nearest kill of a primary, and why.
+fn report_handler_failures(tally: &Tally) {
+    let handled = tally.handled.lock().unwrap();
+    let failed = tally.note_failed.lock().unwrap();
+    let accepted_at = tally.py_accepted_at.lock().unwrap();
+    let kills = tally.kills.lock().unwrap();
+    let nearest = |at: u128| -> i128 {
+        let kill = kills
+            .iter()
+            .min_by_key(|&&k| k.abs_diff(at))
+            .copied()
+            .unwrap_or(0);
+        at as i128 - kill as i128
+    };
+    let fired = tally.fired.lock().unwrap();
+    for (name, at) in tally.registered_at.lock().unwrap().iter() {
+        if !fired.contains_key(name) {
+            eprintln!(
+                "reminder lost: {name} registered at {at} (ms since the Unix epoch), {} ms from the nearest kill",
+                nearest(*at)
+            );
+        }
+    }
+    for (tell, (at, why)) in failed.iter() {
+        let Some(&accepted) = accepted_at.get(tell) else {
+            continue;
+        };
+        if handled.contains_key(tell) {
+            continue;
+        }
+        eprintln!(
+            "py_handler_failed: tell {tell} accepted {} ms, handler failed {} ms from the nearest kill: {why}",
+            nearest(accepted),
+            nearest(*at),
+        );
+    }
+    // The Rust callers' tells whose handler failed: accepted or not, handled again or not.
+    let accepted = tally.accepted.lock().unwrap();
+    let rust: Vec<&u64> = failed.keys().filter(|t| **t < (1 << 40)).collect();
+    eprintln!(
+        "rust tells whose handler failed: {} ({} of them accepted, {} handled again); kills at {:?}",
+        rust.len(),
+        rust.iter().filter(|t| accepted.contains(t)).count(),
+        rust.iter().filter(|t| handled.contains_key(t)).count(),
+        kills,
+    );
 }

@@ -84,6 +84,11 @@ impl PythonCallers {
                     ["PYTOLD", n] => {
                         if let Ok(n) = n.parse() {
                             tally.py_accepted.lock().unwrap().insert(n);
+                            tally
+                                .py_accepted_at
+                                .lock()
+                                .unwrap()
+                                .insert(n, super::tally::unix_ms());
                         }
                     }
                     ["PYFAILED", kind] => {

@@ -34,8 +34,15 @@ pub(super) struct Tally {
     pub(super) py_asks_ok: AtomicU64,
     /// Tells the Python client reported accepted.
     pub(super) py_accepted: Mutex<HashSet<u64>>,
-    /// Tells whose handler failed (its save did not succeed), with the member's report.
-    pub(super) note_failed: Mutex<HashSet<u64>>,
+    /// Tells whose handler failed (its save did not succeed), with the member's report:
+    /// when (ms since the Unix epoch) and why.
+    pub(super) note_failed: Mutex<HashMap<u64, (u128, String)>>,
+    /// When the driver read each Python tell's acceptance (ms since the Unix epoch).
+    pub(super) py_accepted_at: Mutex<HashMap<u64, u128>>,
+    /// When each reminder's registration returned `Ok` (ms since the Unix epoch).
+    pub(super) registered_at: Mutex<HashMap<String, u128>>,
+    /// When each primary was killed (ms since the Unix epoch).
+    pub(super) kills: Mutex<Vec<u128>>,
     /// Python calls that returned past their timeout + 250 ms.
     pub(super) py_overruns: AtomicU64,
     pub(super) errors: Mutex<BTreeMap<String, u64>>,

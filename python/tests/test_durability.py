@@ -4,13 +4,15 @@ and while the replica is frozen (SIGSTOP: it lags as a replica cut from its prim
 tell fails ``NotReplicated`` within the level's timeout instead of being reported accepted
 (so do a durable publish and a reminder's registration);
 at the default level the same tell is accepted by the primary alone. On one server's raw
-connections and through a Sentinel URL (redis-py)."""
+connections, through a Sentinel URL (redis-py), and on a Cluster with a replica a shard
+(each write's ``WAIT`` on the connection to its key's node)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -18,7 +20,7 @@ import pytest
 
 import conclib
 from conftest import RustServer, free_port, freeze, run, wait_until
-from test_topologies import Servers, cli
+from test_topologies import Servers, cli, spawn_node
 
 # The level's timeout, and how much later than it (two WAITs: the one running when a tell
 # came, then the one it shares) a refused tell may return on a loaded machine.
@@ -171,8 +173,9 @@ def test_levels_are_checked() -> None:
             conclib.Durability.replicas(bad)  # type: ignore[arg-type]
     with pytest.raises(conclib.ConfigError):
         conclib.Durability.replicas(1, timeout=0)
-    with pytest.raises(conclib.ConfigError):
-        conclib.AsyncClient("redis-cluster://127.0.0.1:7000", durability=conclib.Durability.replicas(1))
+    # A Cluster URL takes a level too (each write's WAIT goes to its key's node).
+    assert conclib.AsyncClient("redis-cluster://127.0.0.1:7000",
+                               durability=conclib.Durability.replicas(1)).durability.n == 1
     with pytest.raises(conclib.ConfigError):  # a tell, its WAIT included, is bounded by command_timeout
         conclib.AsyncClient(durability=conclib.Durability.replicas(1, timeout=2), command_timeout=2)
 
@@ -198,3 +201,92 @@ def test_the_client_warns_when_the_replicas_and_its_level_disagree(
         assert await connect(conclib.Durability.replicas(1)) == []
 
     run(main())
+
+
+def start_replicated_cluster(servers: Servers) -> tuple[list[int], list[int], str]:
+    """3 primaries with a replica each, once every replica is in sync: the primaries' and
+    the replicas' indexes in ``servers.procs``, and the URL."""
+    ports = [free_port() for _ in range(6)]
+    for port in ports:
+        spawn_node(servers, port, free_port())
+    wait_until(lambda: all(cli(p, "PING").strip() == "PONG" for p in ports), 10, "the nodes")
+    subprocess.run(
+        ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "1",
+         "--cluster-yes"],
+        check=True, capture_output=True, timeout=30,
+    )
+
+    def ready() -> bool:
+        for p in ports:
+            info = cli(p, "CLUSTER", "INFO")
+            if "cluster_state:ok" not in info or "cluster_known_nodes:6" not in info:
+                return False
+            replication = cli(p, "INFO", "replication")
+            if "role:slave" in replication and "master_link_status:up" not in replication:
+                return False
+        return True
+
+    wait_until(ready, 30, "the cluster and its replicas")
+    roles = [cli(p, "ROLE").split()[0] for p in ports]
+    primaries = [i for i, r in enumerate(roles) if r == "master"]
+    replicas = [i for i, r in enumerate(roles) if r == "slave"]
+    assert len(primaries) == 3 and len(replicas) == 3, roles
+    url = f"redis-cluster://127.0.0.1:{ports[0]}?" + "&".join(f"node=127.0.0.1:{p}" for p in ports[1:])
+    return primaries, replicas, url
+
+
+def test_a_tell_waits_for_the_replica_on_a_cluster(servers: Servers) -> None:
+    """On a Cluster, each tell's pipeline to its stream's node carries its ``WAIT`` on the
+    same connection, and a durable publish and a reminder's registration and cancellation
+    go to their key's node with theirs: with every replica frozen, 64 tells at once fail
+    ``NotReplicated`` within the level's timeout (each batch waits once) and none is
+    reported accepted; asks and a client at the default level go on; thawed, all succeed."""
+    _, replicas, url = start_replicated_cluster(servers)
+    namespace = "durability-cluster"
+    server = RustServer(url, namespace)
+    replicated = conclib.Durability.replicas(1, timeout=WAIT_S)
+    pids = [servers.procs[i].pid for i in replicas]
+
+    async def main() -> None:
+        async with conclib.AsyncClient(url, namespace=namespace, durability=replicated) as client, \
+                conclib.AsyncClient(url, namespace=namespace) as plain:
+            await client.ask("py:counter", "Reset")
+            await tell_until_replicated(client, 1)
+            for pid in pids:
+                freeze(pid)
+            try:
+                async def tell(i: int) -> tuple[BaseException | None, float]:
+                    started = time.monotonic()
+                    try:
+                        await client.tell("py:counter", "Record", 100 + i)
+                    except conclib.ConclibError as e:
+                        return e, time.monotonic() - started
+                    return None, time.monotonic() - started
+
+                outcomes = await asyncio.gather(*(tell(i) for i in range(64)))
+                for error, took in outcomes:
+                    assert isinstance(error, conclib.NotReplicated), error
+                    assert (error.replicas, error.required) == (0, 1)
+                    assert took < 2 * WAIT_S + MARGIN_S, took
+                assert await client.ask("py:shapes", "Double", 4) == 8
+                await plain.tell("py:counter", "Record", 2)
+                with pytest.raises(conclib.NotReplicated):
+                    await client.publish("orders", {"n": 1}, durable=True)
+                with pytest.raises(conclib.NotReplicated):
+                    await client.register_reminder("py:remind:durability", "r", after=3600)
+                with pytest.raises(conclib.NotReplicated):
+                    await client.cancel_reminder("py:remind:durability", "r")
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            await tell_until_replicated(client, 3)
+            await client.publish("orders", {"n": 2}, durable=True)
+            await client.register_reminder("py:remind:durability", "r", after=3600)
+            assert await client.cancel_reminder("py:remind:durability", "r")
+            history = await client.ask("py:counter", "History")
+            assert 1 in history and history[-1] == 3 and 2 in history
+
+    try:
+        run(main())
+    finally:
+        server.close()

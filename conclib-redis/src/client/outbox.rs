@@ -201,6 +201,8 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
             return;
         }
     };
+    // What a tell's `WAIT` checks its connection against (`Durability::replicated`).
+    let sent = shared.config.durability.sending(&client);
     let mut dones = Vec::with_capacity(batch.len());
     let ttl_ms = |expires: Instant| {
         let ms = expires.saturating_duration_since(now).as_millis();
@@ -249,7 +251,12 @@ async fn send_batch(shared: &Shared, key: &str, batch: Vec<Outgoing>) {
     // answer is its acknowledgement, so asks alone wait for no replica.
     let written = match written {
         Ok(true) if dones.iter().any(|d| matches!(d, Done::Tell(_))) => {
-            match shared.config.durability.replicated(&client, key).await {
+            match shared
+                .config
+                .durability
+                .replicated(&client, key, &sent)
+                .await
+            {
                 Ok(()) => Ok(true),
                 Err(e) => {
                     let e =

@@ -382,6 +382,7 @@ impl Poller {
     async fn claim(&self, cmd: &Client, shard: u32, limit: usize) -> Option<Vec<Claimed>> {
         let keys = ShardKeys::new(&self.ns, shard);
         let lease = self.options.claim_lease.as_millis().to_string();
+        let sent = self.durability().sending(cmd);
         let answer = scripts()
             .claim
             .eval(
@@ -407,7 +408,7 @@ impl Poller {
         // promoted replica lacks lets another poller deliver the same tick. Claims not
         // replicated are not delivered nor renewed: they lapse, and the ticks come again.
         if answer.len() > 1
-            && let Err(e) = self.durability().replicated(cmd, &keys.due()).await
+            && let Err(e) = self.durability().replicated(cmd, &keys.due(), &sent).await
         {
             tracing::warn!(shard, error = %e, "reminders: claims not replicated; delivered once they lapse");
             return None;
@@ -437,6 +438,7 @@ impl Poller {
             })
             .collect();
         for c in &out {
+            tracing::trace!(urn = %c.urn, name = %c.tick.name(), token = %c.token, "reminders: claimed");
             self.held.hold(&c.token, &c.urn, &c.member);
         }
         self.counters
@@ -490,6 +492,7 @@ impl Poller {
             self.held.forget(&c.token);
             return;
         }
+        tracing::trace!(urn = %c.urn, name = %c.tick.name(), token = %c.token, answer = ?answer.as_ref().err(), "reminders: delivered; to be acknowledged");
         let lag = Duration::from_millis(c.now_ms.saturating_sub(last_due)) + c.claimed_at.elapsed();
         // Gone only once the poller is dropped: then the claim lapses (at least once).
         let _ = self.acks.send(Handled {
@@ -527,11 +530,12 @@ impl Poller {
             .with_retries(|cmd| {
                 let (keys, ticks) = (&keys, &ticks);
                 async move {
+                    let sent = self.durability().sending(cmd);
                     let acked = ack_shard(cmd, keys, ticks).await?;
                     // An acknowledgement the promoted replica lacks delivers the tick
                     // again; run again, the script would find the claim gone, so a
                     // replica's silence is reported, not retried.
-                    if let Err(e) = self.durability().replicated(cmd, &keys.due()).await {
+                    if let Err(e) = self.durability().replicated(cmd, &keys.due(), &sent).await {
                         tracing::warn!(shard, error = %e, "reminders: acknowledgements not replicated; a promotion now may deliver those ticks again");
                     }
                     Ok::<_, String>(acked)
@@ -544,6 +548,7 @@ impl Poller {
         // Not acknowledged: the claims lapse and other deliveries follow (at least once).
         let Some(results) = acked else { return };
         for (tick, result) in ticks.iter().zip(results) {
+            tracing::trace!(urn = %tick.urn, name = %tick.name, token = %tick.token, result, "reminders: acknowledged (0: the claim was not this one's any more)");
             if result == 0 {
                 self.counters.stale.fetch_add(1, Ordering::Relaxed);
             } else {

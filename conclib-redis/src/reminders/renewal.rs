@@ -70,9 +70,10 @@ impl HeldClaims {
                     args.push(owned(member));
                     args.push(owned(token));
                 }
+                let sent = durability.sending(cmd);
                 if let Err(e) = scripts().renew.eval(cmd, vec![keys.due()], args).await {
                     tracing::debug!(shard, error = %e, "reminders: renewing claims failed");
-                } else if let Err(e) = durability.replicated(cmd, &keys.due()).await {
+                } else if let Err(e) = durability.replicated(cmd, &keys.due(), &sent).await {
                     tracing::warn!(shard, error = %e, "reminders: claim renewals not replicated");
                 }
             });

@@ -351,10 +351,14 @@ impl Reminders {
             }
         };
         let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);
+        // One connection for the write and its `WAIT`: a `WAIT` counts only the writes of
+        // the connection it is sent on (`Durability`).
+        let cmd = self.connection()?;
+        let sent = self.client.config().durability.sending(cmd);
         let answer = scripts()
             .register
             .eval(
-                self.connection()?,
+                cmd,
                 vec![
                     keys.due(),
                     keys.record(urn, &reminder.name),
@@ -381,7 +385,7 @@ impl Reminders {
             .map_err(unavailable)?;
         // Registered once a promotion would keep it (`Durability`): a registration the
         // promoted replica lacks would never fire.
-        self.replicated(&keys).await?;
+        self.replicated(cmd, &keys, &sent).await?;
         super::metrics::registered(&self.client.config().namespace);
         int(&answer).ok_or_else(|| unavailable(format!("unexpected answer {answer:?}")))
     }
@@ -396,26 +400,37 @@ impl Reminders {
         conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
         check_name(name).map_err(ReminderError::Invalid)?;
         let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);
+        let cmd = self.connection()?;
+        let sent = self.client.config().durability.sending(cmd);
         let answer = scripts()
             .cancel
             .eval(
-                self.connection()?,
+                cmd,
                 vec![keys.due(), keys.record(urn, name), keys.index(urn)],
                 vec![owned(member(urn, name)), owned(name)],
             )
             .await
             .map_err(unavailable)?;
-        self.replicated(&keys).await?;
+        self.replicated(cmd, &keys, &sent).await?;
         Ok(int(&answer) == Some(1))
     }
 
-    /// Waits until the shard's writes reached the replicas the client's durability asks
-    /// for; `Unavailable` (the write's outcome unknown) if they did not.
-    async fn replicated(&self, keys: &ShardKeys) -> Result<(), ReminderError> {
+    /// Waits until the shard's writes sent on `cmd` reached the replicas the client's
+    /// durability asks for; `Unavailable` (the write's outcome unknown) if they did not.
+    /// `cmd` is the connection that wrote, `sent` read before the write: the client has
+    /// several connections, and a `WAIT` on another one, or on one that replaced it since,
+    /// would not count these writes (a registration reported `Ok` that a promotion then
+    /// lost, never to fire).
+    async fn replicated(
+        &self,
+        cmd: &Client,
+        keys: &ShardKeys,
+        sent: &crate::durability::Sent,
+    ) -> Result<(), ReminderError> {
         self.client
             .config()
             .durability
-            .replicated(self.connection()?, &keys.due())
+            .replicated(cmd, &keys.due(), sent)
             .await
             .map_err(|e| unavailable(format!("{e}; the call may or may not have taken effect")))
     }

@@ -197,14 +197,21 @@ impl Topics {
                     (wire::field::BODY, Value::Bytes(body.into())),
                 ];
                 let key = wire::durable_key(ns, &topic.name);
+                let sent = config.durability.sending(cmd);
                 let added: Result<Value, _> =
                     cmd.xadd(&key, false, cap, "*", Vec::from(fields)).await;
                 added.map_err(|e| redis_error(&e))?;
                 // Published once a promotion would keep the event (`Durability`): the
                 // promoted replica's stream would lack it, and no subscriber would see it.
-                return config.durability.replicated(cmd, &key).await.map_err(|e| {
-                    TopicError::Unavailable(format!("{e}; the event may or may not be delivered"))
-                });
+                return config
+                    .durability
+                    .replicated(cmd, &key, &sent)
+                    .await
+                    .map_err(|e| {
+                        TopicError::Unavailable(format!(
+                            "{e}; the event may or may not be delivered"
+                        ))
+                    });
             }
         };
         sent.map(drop).map_err(|e| redis_error(&e))

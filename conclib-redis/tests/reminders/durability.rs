@@ -1,10 +1,11 @@
-//! Coalesced ticks after downtime, a firer killed mid-delivery, a Redis restart with AOF.
+//! Coalesced ticks after downtime, a firer killed mid-delivery, a Redis restart with AOF, a
+//! registration that must reach a replica.
 
 use std::time::Duration;
 
 use conclib_redis::{
-    ProxyConfig,
-    reminders::{Reminder, Reminders},
+    Durability, ProxyConfig,
+    reminders::{Reminder, ReminderError, Reminders},
 };
 use fred::prelude::*;
 
@@ -204,4 +205,125 @@ pub(crate) async fn the_python_client_sends_the_same_scripts() {
             "the Python client's {name} script differs"
         );
     }
+}
+
+/// At `Durability::Replicas`, a registration and a cancellation are `Ok` only once a replica
+/// holds them, `WAIT` sent on the connection that wrote them (a client has 2): with the
+/// primary's only replica frozen (SIGSTOP), one caller registering and cancelling one after
+/// the other, then 64 callers registering without pause, are each answered `Unavailable`
+/// within the level's timeout and the command's (none `Ok`: a `WAIT` on the client's other
+/// connection, which wrote nothing since, would answer at once); once the replica runs
+/// again, registrations are `Ok`.
+pub(crate) async fn a_registration_is_ok_only_once_a_replica_holds_it() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Instant;
+
+    let pair = tokio::task::spawn_blocking(conclib_testkit::redis_ha::Replicated::start)
+        .await
+        .unwrap();
+    let wait = Duration::from_millis(300);
+    let mut config = ProxyConfig::default()
+        .with_namespace("rem-replicas")
+        .with_url(pair.url());
+    config.durability = Durability::Replicas {
+        n: 1,
+        timeout: wait,
+    };
+    config.command_timeout = Duration::from_secs(2);
+    assert_eq!(config.pool_size, 2, "the fault needs a second connection");
+    let client = client(&config).await;
+    let reminders = Reminders::new(&client);
+    // Both connections wrote, and the replica took it.
+    for i in 0..4 {
+        reminders
+            .register(
+                &format!("rem:{i}"),
+                Reminder::after("r", Duration::from_secs(3600)),
+            )
+            .await
+            .unwrap();
+    }
+    pair.servers[1].signal(libc::SIGSTOP);
+    // The command timeout, the `WAIT`'s own and the 200 ms slack the client gives its answer.
+    let bound = config.command_timeout + wait + Duration::from_millis(200 + 250);
+    for i in 0..4 {
+        let began = Instant::now();
+        let registered = reminders
+            .register(
+                &format!("rem:{i}"),
+                Reminder::after("r", Duration::from_secs(3600)),
+            )
+            .await;
+        assert!(
+            matches!(registered, Err(ReminderError::Unavailable(_))),
+            "registration {i} with the replica frozen: {registered:?}"
+        );
+        let cancelled = reminders.cancel(&format!("rem:{i}"), "r").await;
+        assert!(
+            matches!(cancelled, Err(ReminderError::Unavailable(_))),
+            "cancellation {i} with the replica frozen: {cancelled:?}"
+        );
+        assert!(began.elapsed() < 2 * bound, "{:?}", began.elapsed());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, late) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let callers: Vec<_> = (0..64)
+        .map(|c| {
+            let (reminders, stop) = (reminders.clone(), stop.clone());
+            let (ok, failed, late) = (ok.clone(), failed.clone(), late.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let began = Instant::now();
+                    let reminder = Reminder::after(format!("c{c}-{n}"), Duration::from_secs(3600));
+                    match reminders.register(&format!("rem:{c}"), reminder).await {
+                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(ReminderError::Unavailable(_)) => {
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                        Err(e) => panic!("an untyped error: {e}"),
+                    };
+                    if began.elapsed() > bound {
+                        late.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        tokio::time::timeout(2 * bound, caller)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let (ok, failed, late) = (
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        late.load(Ordering::Relaxed),
+    );
+    eprintln!("frozen replica, 64 callers: {ok} ok, {failed} unavailable, {late} late");
+    assert_eq!(ok, 0, "registrations reported Ok that no replica holds");
+    assert!(failed >= 64, "every caller was answered: {failed}");
+    assert_eq!(late, 0, "calls past the bound");
+    pair.servers[1].signal(libc::SIGCONT);
+    eventually(
+        Duration::from_secs(10),
+        "registrations Ok again",
+        || async {
+            reminders
+                .register("rem:0", Reminder::after("r", Duration::from_secs(3600)))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    client.shutdown().await;
 }

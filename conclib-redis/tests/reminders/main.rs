@@ -35,6 +35,7 @@ fn main() {
         a_periodic_reminder_missed_while_all_systems_were_down_fires_once,
         a_firer_killed_mid_delivery_is_taken_over_after_its_claim,
         reminders_survive_a_redis_restart_with_aof,
+        a_registration_is_ok_only_once_a_replica_holds_it,
         the_python_client_sends_the_same_scripts,
         reminders_fire_once_on_a_redis_cluster,
         garbled_records_do_not_stop_their_shard,

@@ -3,7 +3,9 @@
 Outside a cluster (Sentinel), requests leave from one writer task on a connection of its
 own, whatever was queued while it wrote the last batch in one write, and replies are read
 by a reader task on another. In a cluster, the requests to one stream queued together
-leave in one pipeline (a task per batch), and the reader uses redis-py's client.
+leave in one pipeline (a task per batch), and the reader uses redis-py's client; the tells
+that wait for replicas leave in pipelines of their own, each with its ``WAIT``, on one
+connection of the stream's node (``on_node``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from typing import Any
 from ._contracts import SessionLink
 from ._info import redis_identity
 from ._raw import pack
-from .errors import Closed, ConclibError, Unavailable, fail, from_redis_error, is_connection_error
+from .durability import Durability
+from .errors import (
+    Closed,
+    ConclibError,
+    NotReplicated,
+    Unavailable,
+    fail,
+    from_redis_error,
+    is_connection_error,
+)
 from .url import build_client, close_client
 
 
@@ -67,6 +78,8 @@ class RedisPyPath:
         self.queue: list[tuple[str, Outgoing]] = []
         self.wakeup = asyncio.Event()
         self.outbox: dict[str, list[Outgoing]] = {}
+        # In a cluster, tells that wait for replicas (``append_replicated``), by stream.
+        self.outbox_replicated: dict[str, list[Outgoing]] = {}
         self.writer: asyncio.Task[None] | None = None
         self.reader: asyncio.Task[None] | None = None
         self.write_conn: Any = None
@@ -115,6 +128,53 @@ class RedisPyPath:
             queue = self.outbox[requests_key] = []
             self.session.spawn(self._flush(requests_key))
         queue.append(Outgoing(fields, size, fut))
+
+    def append_replicated(self, requests_key: str, fields: list[bytes | str | int], size: int,
+                          fut: asyncio.Future[Any], durability: Durability) -> None:
+        """Queues a tell that must reach ``durability.n`` replicas (in a cluster): the tells
+        to one stream queued together leave in one pipeline to the node serving it, on one
+        connection, followed by ``WAIT`` on that connection (``on_node``). ``fut`` ends as
+        ``append``'s does once the replicas hold it, else ``NotReplicated``. Apart from the
+        asks, which wait for no replica."""
+        queue = self.outbox_replicated.get(requests_key)
+        if queue is None:
+            queue = self.outbox_replicated[requests_key] = []
+            self.session.spawn(self._flush_replicated(requests_key, durability))
+        queue.append(Outgoing(fields, size, fut))
+
+    async def on_node(self, key: str, commands: list[tuple[Any, ...]], durability: Durability) -> list[Any]:
+        """In a cluster: ``commands`` then ``WAIT`` in one pipeline to the node serving
+        ``key``, on one of its connections (a ``WAIT`` counts the writes of its own
+        connection only), never redirected (a command sent again elsewhere would escape the
+        ``WAIT``). Returns the commands' results (an error for each that failed), the
+        ``WAIT``'s last. A command the node refused as not its slot's (``MOVED``, ``ASK``,
+        ``TRYAGAIN``) was not run: it is ``Unavailable``, and a command sent through the
+        client's routing renews its slot map for the next try."""
+        import redis.exceptions as rexc
+
+        s = self.session
+        node = s.redis.get_node_from_key(key)
+        if node is None:
+            raise Unavailable("no node of the cluster serves the key's slot now (its slot map is renewed)")
+        replicas, timeout_ms = durability.wait_args()
+        pipe = s.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command, target_nodes=node)
+        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+        results: list[Any] = await pipe.execute(raise_on_error=False, allow_redirections=False)
+        redirected = (rexc.MovedError, rexc.AskError, rexc.TryAgainError)
+        if any(isinstance(r, redirected) for r in results):
+            # MOVED names the slot's new node: a routed command learns it (its answer is no use).
+            self.session.spawn(self._renew_slot_map(key))
+            results = [Unavailable(f"the key's slot moved ({r}); not written") if isinstance(r, redirected) else r
+                       for r in results]
+        return results
+
+    async def _renew_slot_map(self, key: str) -> None:
+        try:
+            await self.session.redis.execute_command("EXISTS", key)
+        except Exception as e:  # noqa: BLE001 - the next write tries again
+            log.debug("renewing the slot map failed: %s", e)
 
     def send_wait(self, replicas: int, timeout_ms: int) -> asyncio.Future[Any]:
         """``WAIT replicas timeout_ms`` on the writer connection (outside a cluster), after
@@ -281,6 +341,57 @@ class RedisPyPath:
                 size = request.size
                 batches.append([request])
         await asyncio.gather(*(self._send_batch(key, batch) for batch in batches))
+
+    async def _flush_replicated(self, key: str, durability: Durability) -> None:
+        queued = self.outbox_replicated.pop(key, [])
+        batches: list[list[Outgoing]] = []
+        size = 0
+        for request in queued:
+            if batches and len(batches[-1]) < SEND_BATCH and size + request.size <= SEND_BATCH_BYTES:
+                size += request.size
+                batches[-1].append(request)
+            else:
+                size = request.size
+                batches.append([request])
+        await asyncio.gather(*(self._send_replicated(key, batch, durability) for batch in batches))
+
+    async def _send_replicated(self, key: str, batch: list[Outgoing], durability: Durability) -> None:
+        """One batch of tells to ``key`` and their ``WAIT``, on one connection of its node."""
+        s = self.session
+        losses = s.losses
+        results: list[Any]
+        try:
+            if s.down:
+                raise Unavailable("the connection to Redis is lost")
+            results = await self.on_node(
+                key, [("XADD", key, "NOMKSTREAM", "*", *request.fields) for request in batch], durability
+            )
+        except asyncio.CancelledError:
+            _fail_closed(batch)
+            raise
+        except Exception as e:  # the whole batch failed
+            if is_connection_error(e):
+                s.link_lost()
+            results = [e] * (len(batch) + 1)
+        got = results[-1]
+        for request, result in zip(batch, results):
+            if request.future.done():  # its asker gave up
+                continue
+            if isinstance(result, BaseException):
+                if is_connection_error(result) and not isinstance(result, ConclibError):
+                    s.link_lost()
+                fail(request.future, from_redis_error(result))
+            elif result is None:
+                request.future.set_result(None)  # the stream is gone: nothing written
+            elif isinstance(got, BaseException):
+                fail(request.future, Unavailable(
+                    f"waiting for the replicas failed ({from_redis_error(got)}): whether one holds the tell "
+                    "is unknown; it may or may not be handled"))
+            elif not isinstance(got, int) or got < durability.n:
+                fail(request.future, NotReplicated(got if isinstance(got, int) else 0, durability.n,
+                                                   durability.timeout))
+            else:
+                request.future.set_result(losses)
 
     async def _send_batch(self, key: str, batch: list[Outgoing]) -> None:
         s = self.session

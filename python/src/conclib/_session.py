@@ -53,6 +53,17 @@ async def until(fut: asyncio.Future[T], deadline: float) -> T:
     return await asyncio.wait_for(fut, max(deadline - time.monotonic(), 0.0))
 
 
+def key_of(args: tuple[Any, ...]) -> str:
+    """The key a write command of ``command_replicated`` touches (its node's, in a cluster):
+    ``XADD``'s, or an ``EVAL``'s / ``EVALSHA``'s first."""
+    name = str(args[0]).upper()
+    if name in ("EVAL", "EVALSHA") and len(args) > 3 and int(args[2]) > 0:
+        return str(args[3])
+    if name == "XADD" and len(args) > 1:
+        return str(args[1])
+    raise ValueError(f"no key to route {name} by")
+
+
 class Session:
     """The connections, reply list and reader of one client in one process and event loop."""
 
@@ -324,11 +335,21 @@ class Session:
 
     async def command_replicated(self, deadline: float, durability: Durability, *args: Any) -> Any:
         """One write command, then (at a durability asking for replicas) ``WAIT`` on the
-        same connection (a pipeline): its answer once the replicas hold it, else
-        ``NotReplicated``."""
+        same connection (a pipeline; in a cluster, to the node serving its key): its answer
+        once the replicas hold it, else ``NotReplicated``."""
         if not durability.n:
             return await self.command(deadline, *args)
         replicas, timeout_ms = durability.wait_args()
+        if self.cluster and isinstance(self.path, RedisPyPath):
+            # To the node serving the write's key, with the WAIT on the same connection.
+            path = self.path
+            answer, got = await self._bounded(deadline, lambda: path.on_node(key_of(args), [args], durability))
+            for result in (answer, got):
+                if isinstance(result, BaseException):
+                    raise from_redis_error(result)
+            if not isinstance(got, int) or got < replicas:
+                raise NotReplicated(got if isinstance(got, int) else 0, replicas, durability.timeout)
+            return answer
 
         async def both() -> Any:
             pipe = self.redis.pipeline(transaction=False)
@@ -372,18 +393,24 @@ class Session:
         build: Any,
         deadline: float,
         high: bool = False,
+        replicated: Durability | None = None,
     ) -> int:
         """Appends one request (``build()`` makes its fields and body size) to the serving
         system's stream. Requests to one stream queued before the writer runs leave in one
         write. Returns the count of Redis losses read just before the write. ``Unavailable``
-        at once while the connection is known lost."""
+        at once while the connection is known lost. ``replicated`` (a tell, in a cluster):
+        returns once that many replicas hold it, ``WAIT`` sent on the connection that wrote
+        it (``RedisPyPath.append_replicated``), else ``NotReplicated``."""
         while True:
             if self.down:
                 raise Unavailable("the connection to Redis is lost")
             fields, size = build()
             fut: asyncio.Future[int | None] = self.loop.create_future()
             key = route.key_for(high)
-            self.path.append(key, fields, size, fut)
+            if replicated is not None and isinstance(self.path, RedisPyPath) and self.cluster:
+                self.path.append_replicated(key, fields, size, fut, replicated)
+            else:
+                self.path.append(key, fields, size, fut)
             try:
                 appended = await until(fut, deadline)
             except asyncio.TimeoutError:

@@ -166,8 +166,6 @@ class AsyncClient:
         self.on_ask = on_ask
         self._tls_ca_file = tls_ca_file
         self._target: RedisTarget = parse_url(url)
-        if self.durability.n and self._target.kind == "cluster":
-            raise ConfigError("a durability asking for replicas is not supported on a Redis Cluster URL yet")
         if self.durability.n and not self.durability.timeout < self.command_timeout:
             # A tell (its WAIT included) is bounded by command_timeout.
             raise ConfigError(f"the durability's timeout ({self.durability.timeout} s) must be shorter than "
@@ -560,9 +558,13 @@ class AsyncClient:
             route = session.cache.get(urn)
             if route is None or route.until <= time.monotonic():
                 route = await session.resolve(urn, deadline, False)
-            await session.send(route, urn, build, deadline, high)
-            if self.durability.n:
-                await session.replicated(self.durability, disconnects, deadline)
+            if self.durability.n and session.cluster:
+                # In a cluster, each tell's pipeline to its node carries its WAIT.
+                await session.send(route, urn, build, deadline, high, self.durability)
+            else:
+                await session.send(route, urn, build, deadline, high)
+                if self.durability.n:
+                    await session.replicated(self.durability, disconnects, deadline)
         except ConclibError as e:
             await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
             raise session.at_deadline(e, timeout, disconnects) from None

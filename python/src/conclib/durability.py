@@ -1,13 +1,13 @@
 """What a tell must reach before the client reports it accepted, so that it survives the
-promotion of a replica (Redis Sentinel, a managed Redis built the same way): the Rust
-crate's ``Durability`` (its docs, "Redis topologies and durability").
+promotion of a replica (Redis Sentinel, Redis Cluster, a managed Redis built the same way):
+the Rust crate's ``Durability`` (its docs, "Redis topologies and durability").
 
 Redis replicates asynchronously: a replica promoted when its primary dies may lack the
 writes the primary acknowledged last. At :meth:`Durability.primary` (the default) a tell
 returns once the primary holds it, and a lagging promotion may lose it. At
 :meth:`Durability.replicas` each tell is followed by ``WAIT n timeout`` on the connection
-that wrote it, and fails :class:`~conclib.NotReplicated` unless ``n`` replicas acknowledged
-it in time::
+that wrote it (on a Cluster, the connection to its stream's node, in the same pipeline), and
+fails :class:`~conclib.NotReplicated` unless ``n`` replicas acknowledged it in time::
 
     client = conclib.AsyncClient(url, durability=conclib.Durability.replicas(1, timeout=0.5))
 

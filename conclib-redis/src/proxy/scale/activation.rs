@@ -63,6 +63,7 @@ pub(in crate::proxy) async fn activate(
         shared.config.codec.clone(),
         shared.config.durability,
     );
+    let sent = shared.config.durability.sending(&shared.cmd);
     let opened = match claim(shared, urn, &state_key, &token).await {
         Ok(Value::Integer(1)) => None,
         Ok(Value::Array(got)) if got.first().and_then(Value::as_i64) == Some(1) => {
@@ -84,7 +85,12 @@ pub(in crate::proxy) async fn activate(
     // A claim a promotion could undo would let another member activate it too (and the
     // state's ownership taken with it, writes of an earlier activation win).
     let key = shared.keys.urn(urn);
-    if let Err(e) = shared.config.durability.replicated(&shared.cmd, &key).await {
+    if let Err(e) = shared
+        .config
+        .durability
+        .replicated(&shared.cmd, &key, &sent)
+        .await
+    {
         forget(shared);
         lease::release_urns(shared, vec![urn.to_owned()]).await;
         return Activated::Unavailable(e);

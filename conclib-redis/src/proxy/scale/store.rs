@@ -325,13 +325,14 @@ impl StateStore {
         self.prefetched().take();
         let mut args = vec![owned(self.inner.token.clone())];
         args.append(&mut rest);
+        let sent = self.inner.durability.sending(&self.inner.cmd);
         match self.eval(script, args).await? {
             Value::Integer(0) => {
                 self.inner.standing.refused();
                 Err(StoreError::Fenced)
             }
             other => {
-                self.replicated().await?;
+                self.replicated(&sent).await?;
                 Ok(other)
             }
         }
@@ -353,6 +354,7 @@ impl StateStore {
             owned(self.inner.token.clone()),
             Value::Integer(EMPTY_STATE_TTL.as_millis() as i64),
         ];
+        let sent = self.inner.durability.sending(&self.inner.cmd);
         let v = self.eval(&self.inner.open, args).await?;
         let (data, applied) = match v {
             Value::Array(got) => {
@@ -363,7 +365,7 @@ impl StateStore {
         };
         // The ownership taken must survive a promotion, or an earlier activation's writes
         // (replicated) could win over this one's.
-        self.replicated().await?;
+        self.replicated(&sent).await?;
         if let Some(applied) = applied {
             self.inner.standing.applied.opened(&applied);
         }
@@ -381,11 +383,12 @@ impl StateStore {
         let mut args = vec![owned(self.inner.token.clone())];
         args.append(&mut rest);
         args.push(owned(record));
+        let sent = self.inner.durability.sending(&self.inner.cmd);
         match self.eval(&self.inner.save, args).await? {
             Value::Integer(1) => {
                 // Not done (nor recorded as this request's) until the replicas the durability
                 // level asks for hold it: a promotion may undo it otherwise.
-                self.replicated().await?;
+                self.replicated(&sent).await?;
                 if let Some(request) = handling {
                     applied.wrote(request);
                 }
@@ -398,12 +401,13 @@ impl StateStore {
         }
     }
 
-    /// Waits for the replicas [`Durability`] asks for to hold this connection's writes.
-    async fn replicated(&self) -> Result<(), StoreError> {
+    /// Waits for the replicas [`Durability`] asks for to hold this connection's writes,
+    /// `sent` read before them.
+    async fn replicated(&self, sent: &crate::durability::Sent) -> Result<(), StoreError> {
         let inner = &self.inner;
         inner
             .durability
-            .replicated(&inner.cmd, &inner.key)
+            .replicated(&inner.cmd, &inner.key, sent)
             .await
             .map_err(StoreError::Redis)
     }
