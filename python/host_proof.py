@@ -90,7 +90,9 @@ def host_main(url: str, namespace: str, system: str, pattern_only: bool) -> None
         host = ActorHost(url, HostConfig(namespace=namespace, system=system))
         if not pattern_only:
             host.serve("py:bench", Ledger)
-        host.serve_pattern("conf:pat:{id}", Ledger, idle_after=3600)
+        # Activates where its requests land ("here"): the proof is the failover of what this
+        # member holds, and a spread placement could leave it holding none.
+        host.serve_pattern("conf:pat:{id}", Ledger, idle_after=3600, placement="here")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: loop.create_task(host.stop()))

@@ -114,6 +114,14 @@ pub(crate) fn text(v: &Value) -> String {
         .unwrap_or_default()
 }
 
+/// [`text`], shared: its clones count a reference instead of copying it.
+pub(crate) fn shared_text(v: &Value) -> std::sync::Arc<str> {
+    match as_bytes(v) {
+        Some(b) => std::sync::Arc::from(String::from_utf8_lossy(b).as_ref()),
+        None => std::sync::Arc::from(""),
+    }
+}
+
 /// The `(id, fields)` of an XREADGROUP (or XAUTOCLAIM, wrapped as one stream) answer, in
 /// order. An entry deleted or trimmed away while pending comes with nil fields: it is kept,
 /// as `(id, Value::Null)`, so that its reader acknowledges it; a malformed entry (no id, not

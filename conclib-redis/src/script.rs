@@ -70,8 +70,13 @@ impl Script {
     }
 
     /// Runs a script over many keys with the same arguments, in calls of at most
-    /// [`KEYS_PER_CALL`] keys pipelined together; its answer (one per key, in order), or
-    /// the first error. Not in a cluster (a call's keys may be in any slot).
+    /// [`KEYS_PER_CALL`] keys sent one after another; its answer (one per key, in order),
+    /// or the first error. Not in a cluster (a call's keys may be in any slot).
+    ///
+    /// One call at a time, not all pipelined together: renewing 100,000 URN keys is 500
+    /// calls of about half a millisecond of Redis's time each, and pipelined they held
+    /// every other command of the connection (and every other client of Redis) behind
+    /// them for the whole renewal; sent one by one, other commands pass between them.
     pub(crate) async fn eval_keys(
         &self,
         cmd: &Client,
@@ -86,19 +91,14 @@ impl Script {
             a.extend(args.iter().cloned());
             a
         };
-        let pipeline = cmd.pipeline();
-        let chunks: Vec<&[Value]> = keys.chunks(KEYS_PER_CALL).collect();
-        for chunk in &chunks {
-            let _ = conn::call(
-                &pipeline,
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(KEYS_PER_CALL) {
+            let result = conn::call(
+                cmd,
                 keyed_at("EVALSHA", 2, false),
                 call(owned(self.sha.clone()), chunk),
             )
             .await;
-        }
-        let results = pipeline.try_all::<Value>().await;
-        let mut out = Vec::with_capacity(keys.len());
-        for (chunk, result) in chunks.iter().zip(results) {
             let answered = match result {
                 Err(e) if Self::lost(&e) => {
                     conn::call(cmd, keyed_at("EVAL", 2, false), call(s(self.text), chunk)).await?
@@ -161,5 +161,6 @@ impl Script {
     }
 }
 
-/// The most keys one call of a many-key script names.
-const KEYS_PER_CALL: usize = 500;
+/// The most keys one call of a many-key script names: a claim of 200 URN keys holds Redis
+/// for about half a millisecond (`docs/bench-log.md`, "Overload: URN key renewal at the cap").
+const KEYS_PER_CALL: usize = 200;

@@ -38,6 +38,7 @@
 //! | `GET /api/systems` | JSON: every system, sorted by system id, as read at most a second ago, each with one page of its actors (below); `503` with a text body if Redis could not be read |
 //! | `GET /api/history` | JSON: the plots' samples, one a second for the last five minutes (below) |
 //! | `GET /api/reminders` | JSON: the namespace's durable reminders, read from Redis on request (below); `503` with a text body if Redis could not be read |
+//! | `GET /api/executions` | JSON: a URN's durable executions with their journals, read from Redis on request (below); `503` with a text body if Redis could not be read |
 //!
 //! `/api/systems` takes `q` (a search: the actors whose URN or type contains it, ignoring
 //! ASCII case, or whose id it is, with or without a leading `#`), `sort` (`telling`, the default: as published, then the
@@ -90,6 +91,24 @@
 //! firing rate and lag percentiles over that interval, its counts since it started). The
 //! same query is read from Redis at most once a second, however many are watching.
 //!
+//! `/api/executions?urn=<URN>` shows the durable executions of that URN's journal
+//! ([`conclib_redis::durable`]; the page's section "durable executions"), read through
+//! [`SnapshotReader::executions`](conclib_redis::snapshots::SnapshotReader::executions):
+//! running ones first (the most recently active first), then finished ones (the latest
+//! first). `limit`: executions per answer, 1 to 500 (default 50). A query string over 1 KiB,
+//! no `urn`, a URN that is not valid or a limit out of bounds is refused with `400` and a
+//! text that says which. The answer is `{"urn", "limit", "listed", "complete", "running",
+//! "executions": [{"key", "state", "finished_at_ms", "steps_recorded", "last_step_at_ms",
+//! "steps": [{"number", "name", "kind", "at_ms", "value_bytes", "value_hex"}],
+//! "steps_not_shown"}]}`: `state` is `running` (no result recorded yet: the steps are its
+//! journal so far) or `finished` (its steps were deleted with its result; `steps_recorded`
+//! says how many there were); `kind` is `step`, `sleep`, `promise` or `version` (the
+//! journal's `@sleep`, `@promise` and `@version` records, `name` without that prefix); a
+//! step's value shows as its size and its first 32 bytes in hex, as the proxy's codec
+//! encoded it; of an execution with more than 100 recorded steps the last 100 show
+//! (`steps_not_shown` counts the others). The same query is read from Redis at most once a
+//! second, however many are watching.
+//!
 //! With the feature `prometheus`, [`prometheus::install`] records conclib's metrics and
 //! [`prometheus::router`] serves them at `GET /metrics`.
 
@@ -102,6 +121,7 @@ use axum::routing::get;
 use conclib_redis::snapshots::SnapshotReader;
 
 mod api;
+mod executions;
 mod health;
 mod history;
 mod last_answer;
@@ -123,8 +143,8 @@ use sampler::ViewState;
 /// The page: HTML, styles and script in one file.
 const PAGE: &str = include_str!("page.html");
 
-/// The view's routes (`/`, `/api/systems`, `/api/history`, `/api/reminders`), reading
-/// snapshots and reminders with `reader`.
+/// The view's routes (`/`, `/api/systems`, `/api/history`, `/api/reminders`,
+/// `/api/executions`), reading snapshots, reminders and durable executions with `reader`.
 ///
 /// The view reads the snapshots once a second (however many are watching), from now on
 /// when called inside a tokio runtime, else from its first request, and keeps five minutes
@@ -142,6 +162,7 @@ pub fn router(reader: SnapshotReader) -> Router {
         .route("/api/systems", get(api::systems))
         .route("/api/history", get(api::history))
         .route("/api/reminders", get(reminders::reminders))
+        .route("/api/executions", get(executions::executions))
         .with_state(state)
 }
 

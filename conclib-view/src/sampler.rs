@@ -29,6 +29,8 @@ pub(crate) struct ViewState {
     pub(crate) sampler: tokio::sync::Mutex<()>,
     /// The last answer of `/api/reminders` (read on request, not sampled).
     pub(crate) reminders: crate::last_answer::LastAnswer,
+    /// The last answer of `/api/executions` (read on request, not sampled).
+    pub(crate) executions: crate::last_answer::LastAnswer,
 }
 
 /// How long an order a page asked for is made in advance for each new table.
@@ -45,6 +47,7 @@ impl ViewState {
             sampling: OnceLock::new(),
             sampler: tokio::sync::Mutex::new(()),
             reminders: crate::last_answer::LastAnswer::default(),
+            executions: crate::last_answer::LastAnswer::default(),
         }
     }
 

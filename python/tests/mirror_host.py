@@ -5,6 +5,11 @@ count in the fenced state store), which the Rust test server serves too.
 
     python tests/mirror_host.py --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS]
         [--pattern-only] [--idle-s S] [--exit-with-stdin] [--subscribe-news]
+        [--reminders] [--claim-lease-ms MS] [--hang-ticks]
+
+``--reminders``: the host runs its own reminder poller (its claim lease ``--claim-lease-ms``,
+else the lease TTL);
+``--hang-ticks``: ``Ticker``'s tick handler never returns (a member that dies mid-delivery).
 
 Prints ``READY`` once it serves; stops at SIGTERM/SIGINT (or when its standard input ends,
 with ``--exit-with-stdin``).
@@ -21,7 +26,7 @@ import sys
 from typing import Any
 
 from conclib.actor import Actor, Drop, Refusal, ReminderTick, handler
-from conclib.host import ActorHost, HostConfig
+from conclib.host import ActorHost, HostConfig, ReminderPollerOptions
 
 U64_MAX = 2**64 - 1
 
@@ -107,6 +112,8 @@ class Ticker(Actor):
     sent to ``py:ptick:news`` by the host's actor subscription, and publishes to
     ``py.announced`` (``test.Announce``)."""
 
+    hang = False
+
     def __init__(self, urn: str) -> None:
         super().__init__(urn)
         self.ticks: list[list[Any]] = []
@@ -118,7 +125,9 @@ class Ticker(Actor):
 
     @handler("conclib.ReminderTick")
     async def tick(self, tick: ReminderTick) -> None:
-        self.ticks.append([tick.name, tick.missed, tick.value()])
+        if self.hang:
+            await asyncio.Event().wait()
+        self.ticks.append([tick.name, tick.missed, tick.value(), tick.due_ms])
 
     @handler("test.Ticks")
     async def get_ticks(self) -> list[list[Any]]:
@@ -153,10 +162,17 @@ async def main() -> None:
     parser.add_argument("--pattern-only", action="store_true")
     parser.add_argument("--exit-with-stdin", action="store_true")
     parser.add_argument("--subscribe-news", action="store_true")
+    parser.add_argument("--reminders", action="store_true")
+    parser.add_argument("--hang-ticks", action="store_true")
+    parser.add_argument("--claim-lease-ms", type=int)
     args = parser.parse_args()
     config = HostConfig(namespace=args.namespace, system=args.system)
     if args.lease_ttl_ms:
         config.lease_ttl = config.urn_ttl = args.lease_ttl_ms / 1000
+    if args.reminders:
+        lease = args.claim_lease_ms / 1000 if args.claim_lease_ms else config.lease_ttl
+        config.reminders = ReminderPollerOptions(claim_lease=lease, poll_interval=0.05)
+    Ticker.hang = args.hang_ticks
     host = ActorHost(args.redis, config)
     if not args.pattern_only:
         host.serve("conf:counter", Mirror)

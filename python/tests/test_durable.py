@@ -37,6 +37,39 @@ def test_the_resolve_script_is_the_rust_crates() -> None:
     assert found.group(1) == durable.RESOLVE
 
 
+def test_resolving_a_promise_wakes_an_execution_that_waits_with_a_wake_message(
+    redis_server: Any, fresh_ns: str
+) -> None:
+    """An execution that waits for a promise with a wake message (the Rust crate's
+    ``jw:<key>`` field, written here as the crate writes it) is woken by its reminder, named
+    as the crate names it, carrying that message; without one, nothing is registered."""
+
+    async def main() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=fresh_ns) as client:
+            urn, message = "wf:7", b"\x01\x02wake"
+            state = f"{fresh_ns}:state:{urn}"
+            await client._command("HSET", state, "jw:k7", message)
+            assert await client.resolve_promise(urn, "k7", "approve", True) is True
+            (wake,) = await client.list_reminders(urn)
+            assert (wake.name, wake.payload, wake.codec, wake.period_ms) == (
+                "durable:k7", message, "bincode", 0
+            )
+            # Resolved already: the retry still wakes it (the reminder registered again).
+            await client.cancel_reminder(urn, "durable:k7")
+            assert await client.resolve_promise(urn, "k7", "approve", False) is False
+            assert [r.name for r in await client.list_reminders(urn)] == ["durable:k7"]
+            # An execution without a wake message: no reminder.
+            assert await client.resolve_promise("wf:8", "k8", "approve", True) is True
+            assert await client.list_reminders("wf:8") == []
+
+    run(main())
+    assert durable.wake_name("order-1") == "durable:order-1"
+    # As the Rust crate's `every_key_has_a_wake_name_a_reminder_holds`: FNV-1a 64 for keys a
+    # reminder name cannot hold.
+    assert durable.wake_name("x" * 300) == "durable:#e78ddf9f1ba85555"
+    assert durable.wake_name("a\x07b").startswith("durable:#")
+
+
 async def wait_for_steps(client: conclib.AsyncClient, urn: str, key: str, steps: int) -> None:
     """Until the journal of ``urn`` holds ``steps`` recorded steps of ``key`` (bounded)."""
     deadline = time.monotonic() + 20

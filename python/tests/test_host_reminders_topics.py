@@ -36,7 +36,7 @@ def test_a_python_actor_registers_a_reminder_and_gets_its_ticks(url: str, namesp
 
         ticks = run(main(), timeout=30)
         assert len(ticks) >= 2, ticks
-        for name, missed, payload in ticks:
+        for name, missed, payload, _ in ticks:
             assert (name, payload) == ("beat", {"urn": urn})
             assert missed >= 0
     finally:

@@ -1,6 +1,7 @@
-"""Writes ``src/conclib/_lua.py``: the Lua scripts of ``conclib-redis/src/protocol.rs`` that
-the Python actor host runs, copied verbatim (one source: the Rust constants). Checked by
-``tests/test_host_lua.py`` and by the Rust test ``protocol::tests::python_host_scripts``.
+"""Writes ``src/conclib/_lua.py``: the Lua scripts of ``conclib-redis/src/protocol.rs`` and
+``conclib-redis/src/reminders/scripts.rs`` that the Python actor host runs, copied verbatim
+(one source: the Rust constants). Checked by ``tests/test_host_lua.py`` and by the Rust tests
+``protocol::tests::python_host_scripts`` and ``reminders::scripts::tests::python_host_scripts``.
 
     python python/tools/gen_lua.py
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOL = ROOT / "conclib-redis" / "src" / "protocol.rs"
+REMINDERS = ROOT / "conclib-redis" / "src" / "reminders" / "scripts.rs"
 TARGET = ROOT / "python" / "src" / "conclib" / "_lua.py"
 
 # The scripts the host runs, by their Rust names.
@@ -24,6 +26,8 @@ NAMES = [
     "ANSWER_SCRIPT",
     "FORWARD_SCRIPT",
     "PLACEMENT_REPORT_SCRIPT",
+    "PLACEMENT_READ_SCRIPT",
+    "PLACE_SCRIPT",
     "GROUP_FORGET_SCRIPT",
     "TAKE_OVER_SCRIPT",
     "STATE_OPEN_SCRIPT",
@@ -31,23 +35,29 @@ NAMES = [
     "STATE_CLOSE_SCRIPT",
 ]
 
+# The reminder poller's scripts (its claims, acknowledgements, renewals, give-backs and
+# reports), by their Rust names; written as ``REMINDER_{name}``.
+REMINDER_NAMES = ["CLAIM", "ACK", "RELEASE", "RENEW", "REPORT"]
 
-def scripts(source: str) -> dict[str, str]:
-    """The raw-string constants of ``protocol.rs`` named in ``NAMES``."""
+
+def scripts(source: str, names: list[str], path: Path, prefix: str = "") -> dict[str, str]:
+    """The raw-string constants of ``source`` (the file at ``path``) named in ``names``, by
+    their names with ``prefix``."""
     out = {}
-    for name in NAMES:
+    for name in names:
         m = re.search(rf'pub\(crate\) const {name}: &str = r"(.*?)";\n', source, re.S)
         if m is None:
-            raise SystemExit(f"{name} is not a raw-string constant of {PROTOCOL}")
-        out[name] = m.group(1)
+            raise SystemExit(f"{name} is not a raw-string constant of {path}")
+        out[prefix + name] = m.group(1)
     return out
 
 
 def render(found: dict[str, str]) -> str:
     lines = [
-        '"""The Lua scripts of the wire protocol the Python actor host runs: copied verbatim from',
-        "``conclib-redis/src/protocol.rs`` by ``python/tools/gen_lua.py`` (do not edit; the tests",
-        'fail when the two differ)."""',
+        '"""The Lua scripts of the wire protocol and the reminders the Python actor host runs:',
+        "copied verbatim from ``conclib-redis/src/protocol.rs`` and",
+        "``conclib-redis/src/reminders/scripts.rs`` by ``python/tools/gen_lua.py`` (do not edit;",
+        'the tests fail when they differ)."""',
         "",
         "from typing import Final",
         "",
@@ -58,10 +68,12 @@ def render(found: dict[str, str]) -> str:
 
 
 def main() -> None:
-    text = render(scripts(PROTOCOL.read_text()))
+    found = scripts(PROTOCOL.read_text(), NAMES, PROTOCOL)
+    found.update(scripts(REMINDERS.read_text(), REMINDER_NAMES, REMINDERS, "REMINDER_"))
+    text = render(found)
     if "--check" in sys.argv:
         if TARGET.read_text() != text:
-            raise SystemExit(f"{TARGET} differs from {PROTOCOL}: run python/tools/gen_lua.py")
+            raise SystemExit(f"{TARGET} differs from {PROTOCOL} or {REMINDERS}: run python/tools/gen_lua.py")
         return
     TARGET.write_text(text)
 

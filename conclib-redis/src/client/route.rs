@@ -155,32 +155,34 @@ impl Shared {
                 left.min(self.config.command_timeout),
             ));
             // A URN of a pattern: its key and the pattern's group in one round trip (the
-            // group serves it when nobody holds it: its first request, at the least).
-            let prefix = crate::protocol::pattern_prefix(urn);
-            let pipeline = client.pipeline();
-            let _ = conn::call(&pipeline, keyed("GET"), vec![owned(self.keys.urn(urn))]).await;
-            if let Some(prefix) = prefix {
-                let pattern = vec![owned(self.keys.pattern(prefix))];
-                let _ = conn::call(&pipeline, keyed("GET"), pattern).await;
-            }
-            let got =
-                match tokio::time::timeout_at(deadline.into(), pipeline.try_all::<Value>()).await {
-                    Ok(got) => got,
-                    Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
-                };
-            let mut found = None;
-            for value in got {
-                match value {
-                    Ok(v) if as_bytes(&v).is_some() => {
-                        found = Some(v);
-                        break;
+            // group serves it when nobody holds it: its first request, at the least). Two
+            // GETs sent together, not a pipeline: fred writes commands sent at once in one
+            // write, and a pipeline costs every look-up about a dozen more allocations
+            // (its buffer, copies of its commands, their responders); the two keys may be
+            // in different slots of a Cluster, so not an MGET either.
+            let urn_key = conn::call(&client, keyed("GET"), vec![owned(self.keys.urn(urn))]);
+            let pattern_key = async {
+                match crate::protocol::pattern_prefix(urn) {
+                    Some(prefix) => {
+                        let key = vec![owned(self.keys.pattern(prefix))];
+                        conn::call(&client, keyed("GET"), key).await.map(Some)
                     }
-                    Ok(_) => {}
-                    Err(e) => return Err(redis_error(&e)),
+                    None => Ok(None),
                 }
+            };
+            let both = futures_util::future::join(urn_key, pattern_key);
+            let (held, pattern) = match tokio::time::timeout_at(deadline.into(), both).await {
+                Ok(got) => got,
+                Err(_) => return Err(ProxyError::Timeout(Duration::ZERO)),
+            };
+            let held = held.map_err(|e| redis_error(&e))?;
+            if as_bytes(&held).is_some() {
+                break held;
             }
-            if let Some(value) = found {
-                break value;
+            if let Some(group) = pattern.map_err(|e| redis_error(&e))?
+                && as_bytes(&group).is_some()
+            {
+                break group;
             }
             self.forget(urn);
             if departed == OnDeparted::WaitForSuccessor

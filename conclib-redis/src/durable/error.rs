@@ -49,6 +49,13 @@ pub enum DurableError {
     /// Bytes in the journal this code did not write (or a value of another type).
     #[error("journal record: {0}")]
     Corrupt(String),
+    /// The execution waits for a durable sleep or a promise and let its handler go: a wake
+    /// reminder runs it again when the sleep ends or the promise is resolved
+    /// ([`Execution::wake_with`](super::Execution::wake_with)). Nothing is lost: what it
+    /// recorded stays; a caller reads its result later
+    /// ([`Executions::wait_result`](super::Executions::wait_result)).
+    #[error("the execution is suspended until a wake reminder runs it again")]
+    Suspended,
     /// Waited for a result longer than asked.
     #[error("no result within the time asked")]
     Timeout,

@@ -3,11 +3,11 @@
 
 use std::future::Future;
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclib_codec::{decode_value, encode_value};
+use conclib_codec::{Bincode, decode_value, encode_value};
 use fred::bytes::Bytes;
 use fred::prelude::Value;
 use serde::Serialize;
@@ -20,6 +20,7 @@ use super::record::{
 };
 use super::scripts::scripts;
 use super::stats::{self, Event};
+use super::wake::Wakes;
 use crate::conn::{self, bytes, keyed, owned};
 use crate::proxy::StateStore;
 
@@ -37,6 +38,10 @@ pub struct Execution<'a> {
     recorded: Vec<Bytes>,
     /// What this run saw so far.
     progress: Arc<Progress>,
+    /// How the journal registers wakes, if it does.
+    wakes: Option<&'a Wakes>,
+    /// The message a wake carries back to the actor (bincode), if given.
+    wake: Option<Vec<u8>>,
 }
 
 /// What a run saw so far: [`Journal::run`](super::Journal::run) reads it after its body,
@@ -47,6 +52,8 @@ pub(super) struct Progress {
     seen: AtomicU32,
     /// The promises taken (their fields are deleted when the execution finishes).
     promises: Mutex<Vec<String>>,
+    /// Whether this run registered a wake reminder (cancelled when it finishes).
+    woken: AtomicBool,
 }
 
 impl Progress {
@@ -66,13 +73,46 @@ impl std::fmt::Debug for Execution<'_> {
 }
 
 impl<'a> Execution<'a> {
-    pub(super) fn new(store: &'a StateStore, key: String, recorded: Vec<Bytes>) -> Self {
+    pub(super) fn new(
+        store: &'a StateStore,
+        key: String,
+        recorded: Vec<Bytes>,
+        wakes: Option<&'a Wakes>,
+    ) -> Self {
         Execution {
             store,
             key,
             recorded,
             progress: Arc::default(),
+            wakes,
+            wake: None,
         }
+    }
+
+    /// Sets the message a wake reminder carries back to the URN's actor to run this
+    /// execution again (typically the message whose handler runs it): with it, in a journal
+    /// [`with_wakes`](super::Journal::with_wakes), a [`sleep`](Self::sleep) longer than the
+    /// journal's hold and a [`promise`](Self::promise) not resolved in time suspend the
+    /// execution ([`DurableError::Suspended`]) instead of holding the handler, and a durable
+    /// reminder resumes it (the actor handles the [`ReminderTick`] by decoding the message
+    /// with [`ReminderTick::payload`] and handling it; see
+    /// [`Journal::is_wake`](super::Journal::is_wake)). Encoded with bincode.
+    ///
+    /// # Errors
+    /// [`DurableError::Codec`] when `message` cannot be encoded.
+    ///
+    /// [`ReminderTick`]: crate::reminders::ReminderTick
+    /// [`ReminderTick::payload`]: crate::reminders::ReminderTick::payload
+    pub fn wake_with<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<(), DurableError> {
+        let encoded =
+            encode_value(&Bincode, message).map_err(|e| DurableError::Codec(e.to_string()))?;
+        self.wake = Some(encoded);
+        Ok(())
+    }
+
+    /// The journal's wakes and this execution's wake message, when both are set.
+    fn wakes(&self) -> Option<(&'a Wakes, &[u8])> {
+        Some((self.wakes?, self.wake.as_deref()?))
     }
 
     /// What [`Journal::run`](super::Journal::run) reads after the closure.
@@ -185,11 +225,19 @@ impl<'a> Execution<'a> {
 
     /// Sleeps durably until `duration` after this step first ran: the time it ends is
     /// recorded as a step, so a replay (after a crash, on another member) waits only what is
-    /// left of it, or not at all. The execution keeps its URN's actor while it sleeps (the
-    /// request it handles is pending; a member's death moves it to the next activation).
+    /// left of it, or not at all.
+    ///
+    /// Without a wake message ([`wake_with`](Self::wake_with)) the execution keeps its URN's
+    /// actor while it sleeps (the request it handles is pending; a member's death moves it
+    /// to the next activation while the request's deadline has not passed). With one, in a
+    /// journal [`with_wakes`](super::Journal::with_wakes), a durable reminder is registered
+    /// for the end (one round trip), and a sleep with more than the journal's hold left
+    /// returns [`DurableError::Suspended`] at once: the handler returns, the activation may
+    /// be passivated or its member die, and the reminder runs the execution again when the
+    /// sleep ends, on whichever member activates the URN.
     ///
     /// # Errors
-    /// Those of [`step`](Self::step).
+    /// [`DurableError::Suspended`], and those of [`step`](Self::step).
     pub async fn sleep(&mut self, name: &str, duration: Duration) -> Result<(), DurableError> {
         if !valid_name(name) {
             return Err(DurableError::InvalidName(name.to_owned()));
@@ -199,8 +247,19 @@ impl<'a> Execution<'a> {
                 now_ms().saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
             })
             .await?;
-        let left = until.saturating_sub(now_ms());
-        tokio::time::sleep(Duration::from_millis(left)).await;
+        let left = Duration::from_millis(until.saturating_sub(now_ms()));
+        if left.is_zero() {
+            return Ok(());
+        }
+        if let Some((wakes, message)) = self.wakes() {
+            wakes.register(&self.key, until, message).await?;
+            self.progress.woken.store(true, Ordering::Release);
+            if left > wakes.hold {
+                stats::count(Event::Suspended);
+                return Err(DurableError::Suspended);
+            }
+        }
+        tokio::time::sleep(left).await;
         Ok(())
     }
 
@@ -209,10 +268,17 @@ impl<'a> Execution<'a> {
     /// reached): waits at most `within` for it, then records it as a step, so that a replay
     /// returns it at once. A promise is resolved once: the first value stays.
     ///
+    /// With a wake message ([`wake_with`](Self::wake_with)) in a journal
+    /// [`with_wakes`](super::Journal::with_wakes), a promise not resolved within `within`
+    /// suspends the execution ([`DurableError::Suspended`]) instead of failing: its wake
+    /// message stays in the journal, and the caller that resolves the promise registers a
+    /// durable reminder due at once, which runs the execution again.
+    ///
     /// # Errors
-    /// [`DurableError::Timeout`] (not resolved within `within`: nothing recorded, the next
-    /// run waits again), [`DurableError::Corrupt`] (resolved with a value of another type),
-    /// and those of [`step`](Self::step).
+    /// [`DurableError::Timeout`] (not resolved within `within`, without wakes: nothing
+    /// recorded, the next run waits again), [`DurableError::Suspended`],
+    /// [`DurableError::Corrupt`] (resolved with a value of another type), and those of
+    /// [`step`](Self::step).
     pub async fn promise<T>(&mut self, name: &str, within: Duration) -> Result<T, DurableError>
     where
         T: Serialize + DeserializeOwned,
@@ -228,6 +294,19 @@ impl<'a> Execution<'a> {
         let field = promise_field(&self.key, name);
         let until = Instant::now() + within;
         let mut pause = Duration::from_millis(1);
+        if let Some((_, message)) = self.wakes() {
+            // The wake message is left for the resolver before the first look: a caller
+            // resolving it before is seen below, one after finds the message and wakes the
+            // execution, even if this process dies waiting.
+            let args = vec![
+                owned(self.key.clone()),
+                bytes(Bytes::copy_from_slice(message)),
+            ];
+            self.store
+                .fenced(&scripts().suspend, args)
+                .await
+                .map_err(|e| counted(e.into()))?;
+        }
         let raw = loop {
             let args = vec![owned(self.store.key().to_owned()), owned(field.clone())];
             let got = conn::call(self.store.connection(), keyed("HGET"), args)
@@ -238,6 +317,10 @@ impl<'a> Execution<'a> {
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                if self.wakes().is_some() {
+                    stats::count(Event::Suspended);
+                    return Err(DurableError::Suspended);
+                }
                 return Err(DurableError::Timeout);
             }
             // No event tells the handler that a caller resolved it: it looks again, less
@@ -269,7 +352,7 @@ impl<'a> Execution<'a> {
     /// recorded a step this one did not see), [`DurableError::Redis`],
     /// [`DurableError::Codec`].
     pub async fn finish<R: Serialize>(self, result: &R) -> Result<(), DurableError> {
-        finish(self.store, &self.key, &self.progress, result).await
+        finish(self.store, self.wakes, &self.key, &self.progress, result).await
     }
 
     /// The recorded value of the next step, if recorded (checked to be `name`'s).
@@ -325,6 +408,7 @@ impl<'a> Execution<'a> {
 /// Records `result` as the finished execution `key`'s, whose run saw `progress`.
 pub(super) async fn finish<R: Serialize + ?Sized>(
     store: &StateStore,
+    wakes: Option<&Wakes>,
     key: &str,
     progress: &Progress,
     result: &R,
@@ -343,6 +427,14 @@ pub(super) async fn finish<R: Serialize + ?Sized>(
     match finished {
         Ok(Value::Integer(1)) => {
             stats::count(Event::Finished);
+            if let Some(wakes) = wakes
+                && progress.woken.load(Ordering::Acquire)
+                && let Err(e) = wakes.cancel(key).await
+            {
+                // Left registered, it runs the finished execution again when due, which
+                // returns its recorded result without running anything.
+                tracing::debug!(key, error = %e, "a finished execution's wake stays");
+            }
             Ok(())
         }
         Ok(_) => Err(DurableError::Conflict(key.to_owned())),

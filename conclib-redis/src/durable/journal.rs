@@ -1,6 +1,7 @@
 //! [`Journal`]: an activated URN's durable executions, in its fenced state key.
 
 use std::future::Future;
+use std::time::Duration;
 
 use conclib_codec::decode_value;
 use fred::bytes::Bytes;
@@ -14,8 +15,10 @@ use super::record::{parse_result, valid_name};
 use super::scripts::scripts;
 use super::stats::{self, Event};
 use super::visibility::{self, ExecutionInfo};
+use super::wake::{self, Wakes};
 use crate::conn::owned;
 use crate::proxy::StateStore;
+use crate::reminders::{ReminderTick, Reminders};
 
 /// An activated URN's journal of durable executions, kept in its fenced state
 /// (`{ns}:state:{urn}`) beside what its [`StateStore`] saves, under the same fence: a
@@ -40,6 +43,7 @@ use crate::proxy::StateStore;
 /// ```
 pub struct Journal {
     store: StateStore,
+    wakes: Option<Wakes>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -64,7 +68,44 @@ impl Journal {
     /// [`store`](Self::store)).
     #[must_use]
     pub fn new(store: StateStore) -> Self {
-        Journal { store }
+        Journal { store, wakes: None }
+    }
+
+    /// This journal, its executions able to suspend on a sleep or a promise and be woken
+    /// by a durable reminder on `urn` (the activation's URN,
+    /// [`Activation::urn`](crate::scale::Activation::urn)) registered through `reminders`:
+    /// an execution given a wake message ([`Execution::wake_with`]) returns
+    /// [`DurableError::Suspended`] from a [`sleep`](Execution::sleep) with more than `hold`
+    /// left, or from a [`promise`](Execution::promise) not resolved in time, and is run
+    /// again by the reminder, through the actor's handler of [`ReminderTick`] (see
+    /// [`is_wake`](Self::is_wake)). Some system of the namespace runs a
+    /// [`ReminderPoller`](crate::reminders::ReminderPoller), which delivers it.
+    ///
+    /// A wake may come more than once or early (a promise resolved before the execution
+    /// reached it, a delivery retried): run again, an execution with nothing to do yet
+    /// suspends again, and a finished one returns its recorded result.
+    #[must_use]
+    pub fn with_wakes(
+        mut self,
+        reminders: Reminders,
+        urn: impl Into<String>,
+        hold: Duration,
+    ) -> Self {
+        self.wakes = Some(Wakes {
+            reminders,
+            urn: urn.into(),
+            hold,
+        });
+        self
+    }
+
+    /// Whether `tick` is a durable execution's wake: its payload
+    /// ([`ReminderTick::payload`]) is the execution's wake message, to be handled as if it
+    /// came again; the tick is answered `Ok(())` once handled (a run that suspended again
+    /// registered its next wake).
+    #[must_use]
+    pub fn is_wake(tick: &ReminderTick) -> bool {
+        wake::is_wake(tick)
     }
 
     /// The activation's state store (same key, same fence).
@@ -120,6 +161,7 @@ impl Journal {
             &self.store,
             key.to_owned(),
             recorded,
+            self.wakes.as_ref(),
         )))
     }
 
@@ -142,12 +184,13 @@ impl Journal {
         };
         let progress = execution.progress();
         let result = body(execution).await?;
-        execution::finish(&self.store, key, &progress, &result).await?;
+        execution::finish(&self.store, self.wakes.as_ref(), key, &progress, &result).await?;
         Ok(result)
     }
 
-    /// Deletes what the journal holds of execution `key` (its steps or result): begun
-    /// again, it runs anew. `true` if there was any.
+    /// Deletes what the journal holds of execution `key` (its steps or result, its wake
+    /// message) and, in a journal [`with_wakes`](Self::with_wakes), cancels its wake
+    /// reminder: begun again, it runs anew. `true` if the journal held any.
     ///
     /// # Errors
     /// [`DurableError::Fenced`], [`DurableError::InvalidName`], [`DurableError::Redis`].
@@ -159,6 +202,9 @@ impl Journal {
             .store
             .fenced(&scripts().forget, vec![owned(key.to_owned())])
             .await?;
+        if let Some(wakes) = &self.wakes {
+            wakes.cancel(key).await?;
+        }
         Ok(answer == Value::Integer(1))
     }
 
@@ -167,6 +213,11 @@ impl Journal {
     /// # Errors
     /// [`DurableError::Redis`].
     pub async fn executions(&self) -> Result<Vec<ExecutionInfo>, DurableError> {
-        visibility::list(self.store.connection(), self.store.key()).await
+        visibility::list(
+            self.store.connection(),
+            self.store.key(),
+            visibility::MAX_EXECUTIONS_LISTED,
+        )
+        .await
     }
 }

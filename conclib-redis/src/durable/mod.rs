@@ -53,6 +53,14 @@
 //!   [`promise`](Execution::promise) resolved by a caller ([`Executions::resolve`], once)
 //!   is taken by the next activation when its holder died
 //!   (`a_sleep_and_a_promise_survive_a_killed_holder`).
+//! - An execution given a wake message ([`Execution::wake_with`]) in a journal
+//!   [`with_wakes`](Journal::with_wakes) lets its handler go in a long sleep or an
+//!   unresolved promise ([`DurableError::Suspended`]); its activation is passivated, and a
+//!   durable reminder activates the URN again when the sleep ends, and when a caller
+//!   resolves the promise, also after the member that held it was SIGKILLed: the execution
+//!   resumes by replay, each step run once, while 64 callers ask for its result again at
+//!   once and none waits past its timeout
+//!   (`a_suspended_sleep_and_promise_are_woken_by_reminders_across_passivation_and_a_kill`).
 //! - Journals recorded by code without a version point, at v1 and at v2 replay against
 //!   code supporting 0..=3; one recorded at a version outside what the code supports stops
 //!   that execution with [`DurableError::UnsupportedVersion`]; a step asked under another
@@ -79,9 +87,12 @@
 //! under the same fence (the hash's `owner`, set by the activation that opened it last):
 //! see `record.rs` for the fields. A finished execution keeps its result (the idempotency
 //! record) until [`Journal::forget`]; its steps, and the promises it took, are deleted.
-//! An execution waiting (a sleep, a promise) keeps its URN's actor busy: the request stays
-//! pending, and a member's death moves it to the next activation. A passivated execution
-//! woken by a reminder is not written yet.
+//! An execution waiting in its handler (a sleep, a promise, without a wake message) keeps
+//! its URN's actor busy: the request stays pending, and a member's death moves it to the
+//! next activation while its deadline has not passed. With a wake message it suspends
+//! instead, and its wake is a durable reminder named `durable:<key>` (see
+//! [`Journal::with_wakes`]): it lives in Redis, so it outlives the activation, its member
+//! and every system.
 //!
 //! [`ProxyHandle::activate`]: crate::ProxyHandle::activate
 //! [`StateStore`]: crate::scale::StateStore
@@ -93,10 +104,12 @@ pub(crate) mod record;
 mod scripts;
 mod stats;
 mod visibility;
+mod wake;
 
 pub use error::DurableError;
 pub use execution::Execution;
 pub use journal::{Begun, Journal};
 pub use record::MAX_NAME_LEN;
 pub use stats::{DurableStats, stats};
+pub(crate) use visibility::list as list_executions;
 pub use visibility::{ExecutionInfo, Executions, MAX_EXECUTIONS_LISTED, StepInfo};

@@ -10,6 +10,8 @@
 //!   (its steps are deleted then; `jn:K` stays, to say how many there were);
 //! - `jp:K\nP`: promise `P` of execution `K`, resolved by a caller (the value as the
 //!   caller's codec encoded it); deleted when the execution finishes having taken it;
+//! - `jw:K`: the wake message of an execution suspended on a promise (bincode; see
+//!   `wake.rs`), read by whoever resolves a promise; deleted when the execution finishes;
 //! - `journaled`: set once any execution was journaled in the key: the key then never
 //!   expires as a state key without data does, nor is deleted at passivation.
 

@@ -33,7 +33,8 @@ return 1";
 
 /// `ARGV[1]` = the activation's token, `ARGV[2]` = the execution's key, `ARGV[3]` = its
 /// result's record, `ARGV[4]` = how many steps this run saw, `ARGV[5..]` = the names of the
-/// promises it took. Records the result and deletes the steps and those promises if the
+/// promises it took. Records the result and deletes the steps, those promises and its wake
+/// message if the
 /// token owns the key (else 0) and neither another result nor a step this run did not see
 /// was recorded (else 2); 1 when recorded.
 const FINISH: &str = r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
@@ -42,6 +43,7 @@ local n = tonumber(redis.call('HGET', KEYS[1], 'jn:' .. ARGV[2]) or '0') or 0
 if n ~= tonumber(ARGV[4]) then return 2 end
 for i = 1, n do redis.call('HDEL', KEYS[1], 'js:' .. i .. ':' .. ARGV[2]) end
 for i = 5, #ARGV do redis.call('HDEL', KEYS[1], 'jp:' .. ARGV[2] .. '\n' .. ARGV[i]) end
+redis.call('HDEL', KEYS[1], 'jw:' .. ARGV[2])
 redis.call('HSET', KEYS[1], 'jr:' .. ARGV[2], ARGV[3], 'jn:' .. ARGV[2], n, 'journaled', '1')
 redis.call('PERSIST', KEYS[1])
 return 1";
@@ -51,9 +53,17 @@ return 1";
 const FORGET: &str = r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 local n = tonumber(redis.call('HGET', KEYS[1], 'jn:' .. ARGV[2]) or '0') or 0
 for i = 1, n do redis.call('HDEL', KEYS[1], 'js:' .. i .. ':' .. ARGV[2]) end
-local gone = redis.call('HDEL', KEYS[1], 'jn:' .. ARGV[2], 'jr:' .. ARGV[2])
+local gone = redis.call('HDEL', KEYS[1], 'jn:' .. ARGV[2], 'jr:' .. ARGV[2], 'jw:' .. ARGV[2])
 if gone > 0 then return 1 end
 return 2";
+
+/// `ARGV[1]` = the activation's token, `ARGV[2]` = an execution's key, `ARGV[3]` = its wake
+/// message. Leaves the wake message for whoever resolves one of its promises if the token
+/// owns the key (else 0); 1 when left.
+const SUSPEND: &str = r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'jw:' .. ARGV[2], ARGV[3], 'journaled', '1')
+redis.call('PERSIST', KEYS[1])
+return 1";
 
 /// `ARGV[1]` = the field of an execution's promise (`jp:<key>\n<name>`), `ARGV[2]` = its
 /// value. Resolves it unless it is resolved already (0); 1 when resolved. Not fenced: any
@@ -69,6 +79,7 @@ pub(crate) struct Scripts {
     pub(crate) finish: Script,
     pub(crate) forget: Script,
     pub(crate) resolve: Script,
+    pub(crate) suspend: Script,
 }
 
 /// The scripts, their SHAs computed once per process.
@@ -80,5 +91,6 @@ pub(crate) fn scripts() -> &'static Scripts {
         finish: Script::new(FINISH),
         forget: Script::new(FORGET),
         resolve: Script::new(RESOLVE),
+        suspend: Script::new(SUSPEND),
     })
 }

@@ -18,6 +18,7 @@ pub(super) enum Event {
     StepRun,
     StepReplayed,
     Fenced,
+    Suspended,
 }
 
 /// Counts `event` (and records it as a metric when metrics are on).
@@ -30,6 +31,7 @@ pub(super) fn count(event: Event) {
         Event::StepRun => (&STATS.steps_run, STEPS, "run"),
         Event::StepReplayed => (&STATS.steps_replayed, STEPS, "replayed"),
         Event::Fenced => (&STATS.fenced, STEPS, "fenced"),
+        Event::Suspended => (&STATS.suspended, EXECUTIONS, "suspended"),
     };
     counter.fetch_add(1, Ordering::Relaxed);
     if is_enabled() {
@@ -56,6 +58,7 @@ pub(super) struct Counters {
     pub(super) steps_run: AtomicU64,
     pub(super) steps_replayed: AtomicU64,
     pub(super) fenced: AtomicU64,
+    pub(super) suspended: AtomicU64,
 }
 
 static STATS: Counters = Counters {
@@ -66,6 +69,7 @@ static STATS: Counters = Counters {
     steps_run: AtomicU64::new(0),
     steps_replayed: AtomicU64::new(0),
     fenced: AtomicU64::new(0),
+    suspended: AtomicU64::new(0),
 };
 
 /// What this process's durable executions did since it started ([`stats`]).
@@ -88,6 +92,9 @@ pub struct DurableStats {
     pub steps_replayed: u64,
     /// Records refused because a later activation owned the journal.
     pub fenced: u64,
+    /// Runs that suspended their execution on a sleep or a promise, to be run again by a
+    /// wake reminder.
+    pub suspended: u64,
 }
 
 /// This process's counts so far.
@@ -102,5 +109,6 @@ pub fn stats() -> DurableStats {
         steps_run: get(&STATS.steps_run),
         steps_replayed: get(&STATS.steps_replayed),
         fenced: get(&STATS.fenced),
+        suspended: get(&STATS.suspended),
     }
 }

@@ -13,9 +13,11 @@ use serde::de::DeserializeOwned;
 use super::error::DurableError;
 use super::record::{parse_result, parse_step, promise_field, valid_name};
 use super::scripts::scripts;
+use super::wake;
 use crate::client::ProxyClient;
 use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::Keys;
+use crate::reminders::Reminders;
 
 /// The most executions one listing returns.
 pub const MAX_EXECUTIONS_LISTED: usize = 10_000;
@@ -48,9 +50,14 @@ pub struct StepInfo {
     pub value: Vec<u8>,
 }
 
-/// The executions in the journal at state key `key` (at most [`MAX_EXECUTIONS_LISTED`],
-/// by key).
-pub(super) async fn list(cmd: &Client, key: &str) -> Result<Vec<ExecutionInfo>, DurableError> {
+/// The executions in the journal at state key `key` (at most `max`, by key; at most
+/// [`MAX_EXECUTIONS_LISTED`]).
+pub(crate) async fn list(
+    cmd: &Client,
+    key: &str,
+    max: usize,
+) -> Result<Vec<ExecutionInfo>, DurableError> {
+    let max = max.min(MAX_EXECUTIONS_LISTED);
     let mut found: BTreeMap<String, ExecutionInfo> = BTreeMap::new();
     let mut cursor = "0".to_owned();
     loop {
@@ -78,12 +85,12 @@ pub(super) async fn list(cmd: &Client, key: &str) -> Result<Vec<ExecutionInfo>, 
                 }
             }
         }
-        if cursor == "0" || cursor.is_empty() || found.len() >= MAX_EXECUTIONS_LISTED {
+        if cursor == "0" || cursor.is_empty() || found.len() >= max {
             break;
         }
     }
     let mut out: Vec<ExecutionInfo> = found.into_values().collect();
-    out.truncate(MAX_EXECUTIONS_LISTED);
+    out.truncate(max);
     for info in &mut out {
         info.steps.sort_by_key(|s| s.number);
     }
@@ -150,6 +157,7 @@ fn entry<'m>(found: &'m mut BTreeMap<String, ExecutionInfo>, key: &str) -> &'m m
 pub struct Executions {
     client: ProxyClient,
     keys: Keys,
+    reminders: Reminders,
 }
 
 impl std::fmt::Debug for Executions {
@@ -166,6 +174,7 @@ impl Executions {
     pub fn new(client: &ProxyClient) -> Self {
         Executions {
             keys: Keys::new(&client.config().namespace),
+            reminders: Reminders::new(client),
             client: client.clone(),
         }
     }
@@ -238,7 +247,13 @@ impl Executions {
     /// Resolves promise `name` of execution `key` of `urn` with `value` (encoded with the
     /// client's codec), for the execution to take with
     /// [`Execution::promise`](super::Execution::promise), now or when it gets there.
-    /// `false` if it was resolved already (the first value stays). One round trip.
+    /// `false` if it was resolved already (the first value stays). Two round trips, and
+    /// one more when the execution waited for a promise with a wake message
+    /// ([`Execution::wake_with`](super::Execution::wake_with), left in the journal until it
+    /// finishes): a wake reminder due at once is registered, which runs it again (suspended,
+    /// it resumes; still waiting in its handler, the wake finds it done or waiting again).
+    /// A call that failed is retried as it is: resolved already, it still wakes the
+    /// execution.
     ///
     /// # Errors
     /// [`DurableError::InvalidName`], [`DurableError::Codec`], [`DurableError::Redis`].
@@ -262,6 +277,13 @@ impl Executions {
             .eval(self.connection()?, vec![self.keys.state(urn)], args)
             .await
             .map_err(|e| DurableError::Redis(e.to_string()))?;
+        let args = vec![owned(self.keys.state(urn)), owned(format!("jw:{key}"))];
+        let waiting = conn::call(self.connection()?, keyed("HGET"), args)
+            .await
+            .map_err(|e| DurableError::Redis(e.to_string()))?;
+        if let Some(message) = waiting.into_bytes() {
+            wake::register(&self.reminders, urn, key, None, &message).await?;
+        }
         Ok(answer == Value::Integer(1))
     }
 
@@ -271,6 +293,11 @@ impl Executions {
     /// # Errors
     /// [`DurableError::Redis`].
     pub async fn list(&self, urn: &str) -> Result<Vec<ExecutionInfo>, DurableError> {
-        list(self.connection()?, &self.keys.state(urn)).await
+        list(
+            self.connection()?,
+            &self.keys.state(urn),
+            MAX_EXECUTIONS_LISTED,
+        )
+        .await
     }
 }

@@ -1,6 +1,7 @@
 //! Acknowledging handled ticks in batches: every tick of a shard handled while the previous
 //! acknowledgements ran goes in one script call (`ACK`), instead of one call per tick.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
@@ -16,10 +17,10 @@ pub(crate) const MAX_ACK_BATCH: usize = 256;
 /// A tick handled by its URN, waiting for its acknowledgement; it holds its delivery slot
 /// until then.
 pub(crate) struct Handled {
-    pub(crate) member: String,
+    pub(crate) member: Arc<str>,
     pub(crate) urn: String,
     pub(crate) name: String,
-    pub(crate) token: String,
+    pub(crate) token: Arc<str>,
     pub(crate) missed: u64,
     /// From its due time to its handling.
     pub(crate) lag: Duration,
@@ -38,8 +39,8 @@ pub(crate) async fn ack_shard(
     args.push(owned(keys.index_prefix()));
     for t in ticks {
         args.extend([
-            owned(t.member.clone()),
-            owned(t.token.clone()),
+            owned(&*t.member),
+            owned(&*t.token),
             owned(t.name.clone()),
             owned(t.missed.to_string()),
             owned(t.urn.clone()),

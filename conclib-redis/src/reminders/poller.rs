@@ -18,7 +18,7 @@ use super::store::{ReminderError, scripts};
 use super::tick::ReminderTick;
 use crate::client::ProxyClient;
 use crate::conn::{as_bytes, owned};
-use crate::conn::{int, text};
+use crate::conn::{int, shared_text, text};
 
 /// The default [`ReminderPollerOptions::claim_lease`]: 4 s.
 pub const DEFAULT_CLAIM_LEASE: Duration = Duration::from_secs(4);
@@ -167,10 +167,12 @@ impl fmt::Debug for ReminderPoller {
 
 /// One claimed tick.
 struct Claimed {
-    member: String,
+    /// Shared with the held claims (`renewal.rs`), as is the token: holding a claim
+    /// allocates nothing.
+    member: Arc<str>,
     urn: String,
     tick: ReminderTick,
-    token: String,
+    token: Arc<str>,
     /// Redis's clock at the claim, ms.
     now_ms: u64,
     claimed_at: Instant,
@@ -420,7 +422,7 @@ impl Poller {
             .skip(1)
             .filter_map(|row| match row {
                 Value::Array(f) if f.len() == 9 => Some(Claimed {
-                    member: text(&f[0]),
+                    member: shared_text(&f[0]),
                     urn: text(&f[1]),
                     tick: ReminderTick::from_wire(
                         text(&f[2]),
@@ -430,7 +432,7 @@ impl Poller {
                         as_bytes(&f[6]).map(<[u8]>::to_vec).unwrap_or_default(),
                         text(&f[7]),
                     ),
-                    token: text(&f[8]),
+                    token: shared_text(&f[8]),
                     now_ms,
                     claimed_at,
                 }),
@@ -439,7 +441,7 @@ impl Poller {
             .collect();
         for c in &out {
             tracing::trace!(urn = %c.urn, name = %c.tick.name(), token = %c.token, "reminders: claimed");
-            self.held.hold(&c.token, &c.urn, &c.member);
+            self.held.hold(&c.token, shard, &c.member);
         }
         self.counters
             .claimed
@@ -481,11 +483,7 @@ impl Poller {
                 scripts().release.eval(
                     cmd,
                     vec![keys.due(), keys.record(&c.urn, c.tick.name())],
-                    vec![
-                        owned(c.member.clone()),
-                        owned(c.token.clone()),
-                        owned(delay.clone()),
-                    ],
+                    vec![owned(&*c.member), owned(&*c.token), owned(delay.clone())],
                 )
             })
             .await;

@@ -6,30 +6,33 @@
 //! lease (`ProxyConfig::lease_ttl`, 4 s by default).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use fred::prelude::*;
 
-use super::keys::{SHARDS, ShardKeys, shard_of};
+use super::keys::{SHARDS, ShardKeys};
 use super::store::scripts;
 use crate::conn::owned;
 use crate::durability::Durability;
 
-/// A claim this poller holds: its URN (its shard) and due-set member, by claim token.
+/// Claim token → the claim's shard and due-set member.
+type Held = HashMap<Arc<str>, (u32, Arc<str>)>;
+
+/// The claims this poller holds: by claim token, its shard and due-set member (shared with
+/// the delivery's own copies: holding a claim allocates nothing but its map entry).
 #[derive(Default)]
 pub(crate) struct HeldClaims {
-    held: Mutex<HashMap<String, (String, String)>>,
+    held: Mutex<Held>,
 }
 
 impl HeldClaims {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Holds a claim from its claiming until it is acknowledged or given back.
-    pub(crate) fn hold(&self, token: &str, urn: &str, member: &str) {
-        self.lock()
-            .insert(token.to_owned(), (urn.to_owned(), member.to_owned()));
+    /// Holds a claim of `shard` from its claiming until it is acknowledged or given back.
+    pub(crate) fn hold(&self, token: &Arc<str>, shard: u32, member: &Arc<str>) {
+        self.lock().insert(token.clone(), (shard, member.clone()));
     }
 
     /// Forgets a claim acknowledged, given back or found taken over.
@@ -53,9 +56,10 @@ impl HeldClaims {
         lease_ms: u64,
         durability: Durability,
     ) {
-        let mut by_shard: Vec<Vec<(String, String)>> = (0..SHARDS).map(|_| Vec::new()).collect();
-        for (token, (urn, member)) in self.lock().iter() {
-            by_shard[shard_of(urn) as usize].push((member.clone(), token.clone()));
+        let mut by_shard: Vec<Vec<(Arc<str>, Arc<str>)>> =
+            (0..SHARDS).map(|_| Vec::new()).collect();
+        for (token, (shard, member)) in self.lock().iter() {
+            by_shard[*shard as usize].push((member.clone(), token.clone()));
         }
         let calls = by_shard
             .into_iter()
@@ -67,8 +71,8 @@ impl HeldClaims {
                 args.push(owned(lease_ms.to_string()));
                 args.push(owned(keys.record_prefix()));
                 for (member, token) in claims {
-                    args.push(owned(member));
-                    args.push(owned(token));
+                    args.push(owned(&*member));
+                    args.push(owned(&*token));
                 }
                 let sent = durability.sending(cmd);
                 if let Err(e) = scripts().renew.eval(cmd, vec![keys.due()], args).await {

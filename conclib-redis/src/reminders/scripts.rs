@@ -262,13 +262,36 @@ impl Scripts {
 
 #[cfg(test)]
 mod tests {
-    use super::{ACK, CLAIM, REGISTER, Script};
+    use super::{ACK, CLAIM, REGISTER, RELEASE, RENEW, REPORT, Script};
     use crate::config::ProxyConfig;
     use crate::conn::owned;
     use fred::prelude::*;
 
     fn s(text: &str) -> Value {
         owned(text.to_owned())
+    }
+
+    /// The Python actor host's reminder poller runs these texts: `python/tools/gen_lua.py`
+    /// copies them into `python/src/conclib/_lua.py` (one source).
+    #[test]
+    fn python_host_scripts() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/src/conclib/_lua.py");
+        let Ok(copied) = std::fs::read_to_string(path) else {
+            return; // a crate built outside the repository
+        };
+        for (name, text) in [
+            ("CLAIM", CLAIM),
+            ("ACK", ACK),
+            ("RELEASE", RELEASE),
+            ("RENEW", RENEW),
+            ("REPORT", REPORT),
+        ] {
+            let line = format!("REMINDER_{name}: Final = {text:?}\n");
+            assert!(
+                copied.contains(&line),
+                "{name} differs in {path}: run python/tools/gen_lua.py"
+            );
+        }
     }
 
     /// The token of the only reminder a `CLAIM` answer holds.

@@ -149,6 +149,13 @@ impl Reminder {
         self
     }
 
+    /// Carries `payload`, bytes already encoded with the codec named `codec`.
+    #[must_use]
+    pub(crate) fn raw_payload(mut self, payload: Vec<u8>, codec: &'static str) -> Self {
+        self.payload = Ok(Some((payload, codec)));
+        self
+    }
+
     /// The reminder's name.
     #[must_use]
     pub fn name(&self) -> &str {

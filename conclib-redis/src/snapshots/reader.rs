@@ -154,6 +154,22 @@ impl SnapshotReader {
             .map_err(ServeError::Redis)
     }
 
+    /// The durable executions `urn`'s journal holds, with their recorded steps (at most
+    /// `max`, by key; see [`Executions::list`](crate::durable::Executions::list)): what
+    /// the live view shows of them.
+    ///
+    /// # Errors
+    /// [`ServeError::Redis`] if Redis fails the read.
+    pub async fn executions(
+        &self,
+        urn: &str,
+        max: usize,
+    ) -> Result<Vec<crate::durable::ExecutionInfo>, ServeError> {
+        crate::durable::list_executions(&self.client, &self.keys.state(urn), max)
+            .await
+            .map_err(|e| ServeError::Redis(e.to_string()))
+    }
+
     /// Every actor of the snapshot of `system_id` taken at `taken_at_ms` (its
     /// [`SystemSnapshot::taken_at_ms`](conclib_core::SystemSnapshot::taken_at_ms)) in
     /// brief, by id: those it lists in full too, and those it only counts in

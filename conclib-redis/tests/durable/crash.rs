@@ -303,6 +303,7 @@ pub(crate) async fn a_sleep_and_a_promise_survive_a_killed_holder() {
         version: None,
         // Left unfinished, so that its journal can be read afterwards.
         finish: false,
+        wake: false,
     };
     let asked = tokio::spawn({
         let (client, flow) = (client.clone(), flow.clone());

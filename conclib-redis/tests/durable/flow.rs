@@ -7,9 +7,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use conclib_core::{Actor, ActorSystem, Context, ExposedMessage, Message, RequestEnvelope};
+use conclib_core::{
+    Actor, ActorSystem, BoxError, Context, ExposedMessage, Message, RequestEnvelope, StopReason,
+};
 use conclib_redis::durable::{Begun, DurableError, Journal};
-use conclib_redis::start_proxy;
+use conclib_redis::reminders::{ReminderPoller, ReminderPollerOptions, ReminderTick, Reminders};
+use conclib_redis::{ProxyClient, start_proxy};
 use serde::{Deserialize, Serialize};
 
 use crate::peers::{peer_config, wait_for_orders};
@@ -26,6 +29,9 @@ pub(crate) struct Flow {
     pub(crate) version: Option<(u32, u32)>,
     /// Whether the result is recorded at the end (else the execution stays unfinished).
     pub(crate) finish: bool,
+    /// Whether the flow is its own wake message: a long sleep or a promise not resolved
+    /// within 200 ms suspends it (in a member whose journal has wakes).
+    pub(crate) wake: bool,
 }
 
 impl Flow {
@@ -35,6 +41,7 @@ impl Flow {
             steps: (1..=n).map(|i| format!("s{i}")).collect(),
             version: None,
             finish: true,
+            wake: false,
         }
     }
 }
@@ -66,11 +73,17 @@ impl Env {
 pub(crate) struct Workflows {
     journal: Journal,
     env: Env,
+    /// The URN, noted when the activation stops (passivated).
+    urn: String,
 }
 
 impl Workflows {
-    pub(crate) fn new(journal: Journal, env: Env) -> Self {
-        Workflows { journal, env }
+    pub(crate) fn new(journal: Journal, env: Env, urn: &str) -> Self {
+        Workflows {
+            journal,
+            env,
+            urn: urn.to_owned(),
+        }
     }
 
     async fn run(&mut self, flow: Flow) -> Result<Vec<String>, String> {
@@ -82,12 +95,21 @@ impl Workflows {
             }
             DurableError::UnsupportedVersion { recorded, .. } => format!("UNSUPPORTED {recorded}"),
             DurableError::Nondeterminism { position, .. } => format!("NONDETERMINISM {position}"),
+            DurableError::Suspended => "SUSPENDED".to_owned(),
             other => other.to_string(),
         };
         let mut ex = match self.journal.begin::<Vec<String>>(&flow.key).await {
             Ok(Begun::Finished(result)) => return Ok(result),
             Ok(Begun::Running(ex)) => ex,
             Err(e) => return Err(show(e)),
+        };
+        if flow.wake {
+            ex.wake_with(&flow).map_err(&show)?;
+        }
+        let promise_wait = if flow.wake {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(60)
         };
         let mut out = Vec::new();
         if let Some((low, high)) = flow.version {
@@ -104,10 +126,7 @@ impl Workflows {
                 continue;
             }
             if let Some(promise) = name.strip_prefix("promise:") {
-                let value: String = ex
-                    .promise(promise, Duration::from_secs(60))
-                    .await
-                    .map_err(&show)?;
+                let value: String = ex.promise(promise, promise_wait).await.map_err(&show)?;
                 out.push(value);
                 continue;
             }
@@ -137,13 +156,40 @@ impl Workflows {
 
 impl Actor for Workflows {
     const MAILBOX: conclib_core::MailboxConfig = conclib_core::MailboxConfig::Unbounded;
-    const REMOTE: &'static [ExposedMessage] = &[ExposedMessage::of::<RunFlow>()];
+    const REMOTE: &'static [ExposedMessage] = &[
+        ExposedMessage::of::<RunFlow>(),
+        ExposedMessage::of::<ReminderTick>(),
+    ];
 
     async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
-        match req.extract::<RunFlow>() {
-            Ok((RunFlow(flow), r)) => r.respond(self.run(flow).await),
+        let req = match req.extract::<RunFlow>() {
+            Ok((RunFlow(flow), r)) => return r.respond(self.run(flow).await),
+            Err(req) => req,
+        };
+        match req.extract::<ReminderTick>() {
+            Ok((tick, r)) if Journal::is_wake(&tick) => {
+                let flow: Flow = tick.payload().unwrap();
+                self.env
+                    .note(&format!("WOKEN {} {}", flow.key, std::process::id()));
+                match self.run(flow).await {
+                    Ok(_) => r.respond(Ok(())),
+                    Err(e) if e == "SUSPENDED" => r.respond(Ok(())),
+                    Err(e) => r.respond(Err(e)),
+                }
+            }
+            Ok((_, r)) => r.respond(Err("not a wake".to_owned())),
             Err(req) => req.reject(),
         }
+    }
+
+    async fn on_stop(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _reason: &StopReason,
+    ) -> Result<(), BoxError> {
+        self.env
+            .note(&format!("STOPPED {} {}", self.urn, std::process::id()));
+        Ok(())
     }
 }
 
@@ -173,7 +219,8 @@ pub(crate) async fn member(args: &[String]) -> i32 {
     proxy
         .activate("wf:{id}", move |a| {
             let env = env.clone();
-            async move { Ok::<_, String>(Workflows::new(Journal::new(a.into_store()), env)) }
+            let urn = a.urn().to_owned();
+            async move { Ok::<_, String>(Workflows::new(Journal::new(a.into_store()), env, &urn)) }
         })
         .await
         .unwrap();
@@ -191,4 +238,56 @@ pub(crate) fn notes(path: &PathBuf) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// `woken URL NS SYSTEM LEASE_MS NOTES IDLE_MS`: hosts `wf:{id}` with wakes (a sleep of more
+/// than 300 ms suspends), passivated after IDLE_MS idle, and runs a reminder poller; prints
+/// READY, then waits for orders.
+pub(crate) async fn woken_member(args: &[String]) -> i32 {
+    let [url, ns, system_id, lease_ms, notes, idle_ms] = args else {
+        return 2;
+    };
+    let notes = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(notes)
+        .unwrap();
+    let env = Env {
+        notes: Some(Arc::new(std::sync::Mutex::new(notes))),
+        hold: None,
+    };
+    let config = peer_config(url, ns, system_id, lease_ms);
+    let system = ActorSystem::new(system_id);
+    let proxy = start_proxy(&system, &config).await.unwrap();
+    let client = ProxyClient::connect(&config).await.unwrap();
+    let reminders = Reminders::new(&client);
+    proxy
+        .activate("wf:{id}", move |a| {
+            let env = env.clone();
+            let urn = a.urn().to_owned();
+            env.note(&format!("ACTIVATED {urn} {}", std::process::id()));
+            let journal = Journal::new(a.into_store()).with_wakes(
+                reminders.clone(),
+                urn.clone(),
+                Duration::from_millis(300),
+            );
+            async move { Ok::<_, String>(Workflows::new(journal, env, &urn)) }
+        })
+        .passivate_after(Duration::from_millis(idle_ms.parse().unwrap()))
+        .await
+        .unwrap();
+    let poller = ReminderPoller::start(
+        &client,
+        ReminderPollerOptions::default()
+            .with_poll_interval(Duration::from_millis(50))
+            .with_retry_after(Duration::from_millis(200)),
+    )
+    .unwrap();
+    println!("READY");
+    wait_for_orders(&proxy).await;
+    poller.shutdown().await;
+    proxy.shutdown().await.unwrap();
+    client.shutdown().await;
+    println!("STOPPED");
+    0
 }

@@ -1,6 +1,7 @@
 //! Durable handlers on Redis, with real processes: a workflow's steps journaled in its
 //! URN's fenced state, replayed by the next activation after a member is killed or frozen
-//! (`crash.rs`); versions and replays in one process (`versions.rs`). The members are this
+//! (`crash.rs`); versions and replays in one process (`versions.rs`); executions suspended
+//! in a sleep or a promise, woken by reminders across passivation and a kill (`wakes.rs`). The members are this
 //! test binary started again in a peer role; every wait is bounded and every child is
 //! killed and reaped by PID.
 
@@ -16,9 +17,11 @@ mod flow;
 #[allow(dead_code)]
 mod peers;
 mod versions;
+mod wakes;
 
 use crash::*;
 use versions::*;
+use wakes::*;
 
 fn main() {
     if std::env::var_os(peers::ROLE).is_some() {
@@ -30,6 +33,7 @@ fn main() {
         one_key_from_64_callers_across_a_kill_runs_once,
         a_sleep_and_a_promise_survive_a_killed_holder,
         versions_replay_and_unsupported_ones_stop,
+        a_suspended_sleep_and_promise_are_woken_by_reminders_across_passivation_and_a_kill,
     ]);
 }
 
@@ -43,6 +47,7 @@ fn peer_main() -> ! {
     let code = rt.block_on(async {
         match args.get(1).map(String::as_str) {
             Some("member") => flow::member(&args[2..]).await,
+            Some("woken") => flow::woken_member(&args[2..]).await,
             _ => 2,
         }
     });

@@ -22,6 +22,7 @@ fn flow(key: &str, steps: &[&str], version: Option<(u32, u32)>, finish: bool) ->
         steps: steps.iter().map(|s| (*s).to_owned()).collect(),
         version,
         finish,
+        wake: false,
     })
 }
 
@@ -46,7 +47,8 @@ pub(crate) async fn versions_replay_and_unsupported_ones_stop() {
     proxy
         .activate("wf:{id}", move |a| {
             let env = env.clone();
-            async move { Ok::<_, String>(Workflows::new(Journal::new(a.into_store()), env)) }
+            let urn = a.urn().to_owned();
+            async move { Ok::<_, String>(Workflows::new(Journal::new(a.into_store()), env, &urn)) }
         })
         .await
         .unwrap();

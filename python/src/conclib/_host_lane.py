@@ -58,6 +58,12 @@ class Lane:
         # Entries read and not finished, and those left pending (for the trim's floor).
         self.in_flight: set[tuple[str, bytes]] = set()
         self.left: set[tuple[str, bytes]] = set()
+        # Entries answered whose acknowledgement is not written yet: still pending in Redis,
+        # so a read of the pending list meanwhile must not hand them out a second time.
+        self.acking: set[tuple[str, bytes]] = set()
+        # Entries finished (acknowledged, or moved by a script) while a read of the pending
+        # list is under way: its answer may still list them, read before they were.
+        self._finished_in_read: set[tuple[str, bytes]] | None = None
         # What to call once an entry's acknowledgement was written (a fenced store's record
         # of the requests whose handling wrote the state: ``_host_store.py``).
         self.awaiting: dict[tuple[str, bytes], Callable[[], None]] = {}
@@ -66,6 +72,8 @@ class Lane:
         self._asked = 1
         self._done = 0
         self._pending: list[tuple[str, bytes | None, str | None, bytes | None]] = []
+        # Whether the entries being dispatched were read from the pending list.
+        self.rereading = False
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -128,6 +136,7 @@ class Lane:
         if entry is not None:
             self.in_flight.discard((stream, entry))
             self.left.discard((stream, entry))
+            self.acking.add((stream, entry))
         self._pending.append((stream, entry, reply, frame))
         self._wake.set()
 
@@ -146,7 +155,12 @@ class Lane:
         """``req`` was finished by a script (passed on elsewhere): forgotten here."""
         self.in_flight.discard((req.stream, req.entry))
         self.left.discard((req.stream, req.entry))
+        self._finished((req.stream, req.entry))
         self._room.set()
+
+    def _finished(self, key: tuple[str, bytes]) -> None:
+        if self._finished_in_read is not None:
+            self._finished_in_read.add(key)
 
     async def _write_loop(self) -> None:
         while True:
@@ -170,18 +184,24 @@ class Lane:
                     args.append(len(frames))
                     args.extend(frames)
                 args.append(self._trim_floor(stream, ids))
-                for attempt in range(50):
-                    try:
-                        await self.scripts.answer(keys=[stream, *replies], args=args)
-                        if self.awaiting:
-                            for entry in ids:
-                                done = self.awaiting.pop((stream, entry), None)
-                                if done is not None:
-                                    done()
-                        break
-                    except Exception as e:  # Redis out of reach: written again
-                        log.warning("could not write %d answers: %s", len(ids), e)
-                        await asyncio.sleep(0.1)
+                try:
+                    for attempt in range(50):
+                        try:
+                            await self.scripts.answer(keys=[stream, *replies], args=args)
+                            if self.awaiting:
+                                for entry in ids:
+                                    done = self.awaiting.pop((stream, entry), None)
+                                    if done is not None:
+                                        done()
+                            break
+                        except Exception as e:  # Redis out of reach: written again
+                            log.warning("could not write %d answers: %s", len(ids), e)
+                            await asyncio.sleep(0.1)
+                finally:
+                    # Written, or given up (then left pending: handled again, at least once).
+                    for entry in ids:
+                        self.acking.discard((stream, entry))
+                        self._finished((stream, entry))
             self._room.set()
 
     def _trim_floor(self, stream: str, acked: list[bytes]) -> bytes:
@@ -215,11 +235,14 @@ class Lane:
             else:
                 streams = {k: b">" for k in self.keys}
                 block = self.block_ms
+            finished: set[tuple[str, bytes]] = set()
+            self._finished_in_read = finished if rereading else None
             try:
                 got = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self.batch, block=block)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                self._finished_in_read = None
                 if "NOGROUP" in str(e):
                     try:
                         await self.ensure_groups(3_600_000)
@@ -228,14 +251,16 @@ class Lane:
                 log.debug("read failed on %s: %s", self.name, e)
                 await asyncio.sleep(0.1)
                 continue
+            self._finished_in_read = None
             read = 0
+            self.rereading = rereading
             for key_raw, entries in got or []:
                 key = key_raw.decode() if isinstance(key_raw, bytes) else key_raw
                 for entry, fields in entries:
                     read += 1
                     if rereading:
                         cursors[key] = entry
-                    if (key, entry) in self.in_flight:
+                    if (key, entry) in self.in_flight or (key, entry) in self.acking or (key, entry) in finished:
                         continue
                     self.left.discard((key, entry))
                     self.in_flight.add((key, entry))

@@ -149,6 +149,8 @@ class Scripts:
         self.answer = redis.register_script(_lua.ANSWER_SCRIPT)
         self.forward = redis.register_script(_lua.FORWARD_SCRIPT)
         self.report = redis.register_script(_lua.PLACEMENT_REPORT_SCRIPT)
+        self.read_directory = redis.register_script(_lua.PLACEMENT_READ_SCRIPT)
+        self.place = redis.register_script(_lua.PLACE_SCRIPT)
         self.forget = redis.register_script(_lua.GROUP_FORGET_SCRIPT)
         self.take_over = redis.register_script(_lua.TAKE_OVER_SCRIPT)
         self.state_open = redis.register_script(_lua.STATE_OPEN_SCRIPT)

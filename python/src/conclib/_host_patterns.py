@@ -43,6 +43,9 @@ class Pattern:
     handlers: dict[str, HandlerSpec]
     idle_after: float
     group: str
+    placement: str = "spread"
+    # Activations decided here and not made yet (their URN keys being claimed).
+    making: int = 0
     live: OrderedDict[str, Activation] = field(default_factory=OrderedDict)
 
     def matches(self, urn: str) -> bool:

@@ -32,6 +32,9 @@ class Request:
     fields: dict[bytes, bytes]
     stream: str = ""
     """The stream it came in (set by the lane that read it)."""
+    first: bool = False
+    """Read new from a group's stream (not from a pending list): placed by the pattern's
+    placement, as a Rust member places only an entry it reads first."""
 
 
 @dataclass(slots=True)

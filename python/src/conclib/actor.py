@@ -97,8 +97,10 @@ class Actor:
                      every: float | None = None, payload: Any = None) -> int:
         """Registers the durable reminder ``name`` for this actor's URN (as
         ``client.register_reminder``; ``payload`` MessagePack, ``None``: none): a reminder
-        poller (a Rust system's ``ReminderPoller``) delivers each tick to the URN as a
-        :class:`ReminderTick` ask, handled by the actor's ``@handler("conclib.ReminderTick")``.
+        poller of the namespace (a Rust system's ``ReminderPoller``, or a host's own, started
+        with ``HostConfig(reminders=ReminderPollerOptions())``) delivers each tick to the URN
+        as a :class:`ReminderTick` ask, handled by the actor's
+        ``@handler("conclib.ReminderTick")``.
         Returns when it is first due (ms since the epoch, Redis's clock)."""
         if payload is None:
             return await self.client.register_reminder(self.urn, name, after=after, at=at, every=every)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ from ._contracts import CommandClient
 from .codec import decode, encode
 from .errors import CodecError, ConfigError, RedisError, Timeout, TooLarge
 from .protocol import Keys, valid_urn
+from .reminders import MAX_NAME_LEN as MAX_REMINDER_NAME_LEN
+from .reminders import REGISTER, _eval_write, _ShardKeys
 
 __all__ = [
     "MAX_EXECUTIONS_LISTED",
@@ -169,17 +172,47 @@ async def wait_result(look: Callable[[], Awaitable[Finished | None]], timeout: f
         pause = min(pause * 2, 0.05)
 
 
+WAKE_PREFIX = "durable:"
+
+
+def wake_name(key: str) -> str:
+    """The name of execution ``key``'s wake reminder, as the Rust crate names it
+    (``conclib-redis/src/durable/wake.rs``): ``durable:<key>``, or ``durable:#<FNV-1a 64 of
+    the key>`` for a key a reminder name cannot hold."""
+    if len(WAKE_PREFIX) + len(key.encode()) <= MAX_REMINDER_NAME_LEN and not any(
+        unicodedata.category(c) == "Cc" for c in key
+    ):
+        return WAKE_PREFIX + key
+    h = 0xCBF29CE484222325
+    for b in key.encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{WAKE_PREFIX}#{h:016x}"
+
+
 async def resolve_promise(client: CommandClient, urn: str, key: str, name: str, value: Any) -> bool:
     """Resolves promise ``name`` of execution ``key`` of ``urn`` with ``value``
     (MessagePack), for the execution to take now or when it gets there; ``False`` if it was
-    resolved already (the first value stays). One round trip."""
+    resolved already (the first value stays). Two round trips, and one more when the
+    execution waited for a promise with a wake message (the Rust ``Execution::wake_with``,
+    field ``jw:<key>``): its wake reminder is registered due at once, which runs it again,
+    as the Rust ``Executions::resolve`` does. A call that failed is retried as it is:
+    resolved already, it still wakes the execution."""
     _check_urn(urn)
     check_name("an execution key", key)
     check_name("a promise name", name)
     body = encode_promise(value, client.max_payload)
-    answer = await client._command(
-        "EVAL", RESOLVE, 1, Keys(client.namespace).state(urn), f"jp:{key}\n{name}", body
-    )
+    state = Keys(client.namespace).state(urn)
+    answer = await client._command("EVAL", RESOLVE, 1, state, f"jp:{key}\n{name}", body)
+    waiting = await client._command("HGET", state, f"jw:{key}")
+    if isinstance(waiting, bytes):
+        wake = wake_name(key)
+        keys = _ShardKeys(client.namespace, urn)
+        await _eval_write(
+            client,
+            REGISTER,
+            [keys.due(), keys.record(urn, wake), keys.index(urn)],
+            [urn, wake, "", "0", "0", waiting, "bincode", f"{urn}\n{wake}"],
+        )
     return bool(answer == 1)
 
 

@@ -23,10 +23,14 @@ A pattern's actor keeps its state in the fenced state store (``Actor.store``: th
 ``StateStore``'s keys and scripts, ``_host_store.py``), so a URN moving between Python and
 Rust members keeps it, each request handled once; any actor reaches the host's client
 (``Actor.client``: publish, ask, tell), registers reminders for its URN (``Actor.remind``;
-ticks delivered by a Rust ``ReminderPoller`` as ``ReminderTick`` asks), and receives a
-topic's events (:meth:`ActorHost.subscribe_actor`).
+ticks delivered as ``ReminderTick`` asks by any reminder poller of the namespace: a Rust
+system's ``ReminderPoller``, or the host's own with ``HostConfig(reminders=...)``,
+``_host_reminders.py``), and receives a topic's events (:meth:`ActorHost.subscribe_actor`).
 
-Not yet: placement rules (a Python member activates what it reads or takes over).
+A URN nobody holds is activated on the member its pattern's placement chooses
+(``serve_pattern(placement=...)``, ``_host_placement.py``: Rust's ``Spread`` by default, or
+``HashOfUrn``), a Rust member's placement choosing among the Python members as among its
+peers (each writes its count in the pattern's directory).
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ from ._host_lane import GROUP, Lane
 from ._host_group import claim_from_gone, more_pending, take_over_gone
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
+from ._host_placement import PLACEMENTS, place_waiting
 from ._host_patterns import Activation, Pattern, parse_pattern
+from ._host_reminders import ReminderPoller, ReminderPollerOptions
 from ._host_request import Dropped, Placed, Refused, Request, check
 from ._host_store import Fenced, StateStore
 from ._host_topics import ActorSubscription
@@ -56,7 +62,7 @@ from .errors import CodecError
 from .protocol import DEFAULT_NAMESPACE, Keys, Status, check_name
 from .topics import DEFAULT_GROUP
 
-__all__ = ["ActorHost", "Fenced", "HostConfig", "StateStore"]
+__all__ = ["ActorHost", "Fenced", "HostConfig", "ReminderPoller", "ReminderPollerOptions", "StateStore"]
 
 log = logging.getLogger("conclib.host")
 
@@ -76,6 +82,10 @@ class HostConfig:
     batch: int = 256
     max_in_flight: int = 8192
     max_connections: int = 64
+    reminders: ReminderPollerOptions | None = None
+    """With options, the host runs a reminder poller (as a Rust system runs a
+    ``ReminderPoller``): the namespace's due reminders are claimed and delivered from here,
+    so a pattern served by Python members only gets its ticks. ``None``: no poller."""
 
 
 class _Served:
@@ -128,6 +138,7 @@ class ActorHost:
         self.activations_made = 0
         self.client: AsyncClient | None = None
         self.subscriptions: list[ActorSubscription] = []
+        self.reminder_poller: ReminderPoller | None = None
 
     # Registration.
 
@@ -144,16 +155,22 @@ class ActorHost:
         self.serve(urn, actor)
         self._shared.append(urn)
 
-    def serve_pattern(self, pattern: str, actor: Callable[[str], Actor], *, idle_after: float = 60.0, actor_class: type[Actor] | None = None) -> None:
+    def serve_pattern(self, pattern: str, actor: Callable[[str], Actor], *, idle_after: float = 60.0,
+                      actor_class: type[Actor] | None = None, placement: str = "spread") -> None:
         """Activates ``actor(urn)`` for the URNs of ``pattern`` (``"user:{id}"``) on their
         first request, beside the pattern's other members; passivated after ``idle_after``
-        seconds without a request."""
+        seconds without a request. ``placement``: which member activates a URN nobody holds
+        when this one reads its first request (``_host_placement.py``): ``"spread"`` (the
+        member with the fewest activations, Rust's default ``Placement::Spread``),
+        ``"hash"`` (``Placement::HashOfUrn``) or ``"here"``."""
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement is one of {PLACEMENTS}, not {placement!r}")
         prefix = parse_pattern(pattern)
         cls = actor_class or (actor if isinstance(actor, type) else None)
         if cls is None:
             raise TypeError("serve_pattern needs the actor's class: pass actor_class= with a factory")
         group = f"~{prefix}*"
-        self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, group))
+        self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, group, placement))
 
     def subscribe_actor(self, topic: str, urn: str, message: str, *, durable: bool = False,
                         group: str = DEFAULT_GROUP) -> ActorSubscription:
@@ -249,6 +266,9 @@ class ActorHost:
             ready: asyncio.Future[None] = loop.create_future()
             sub.task = loop.create_task(sub.run(self.client, ready))
             await ready
+        if cfg.reminders is not None:
+            self.reminder_poller = ReminderPoller(self.redis, self.client, cfg.namespace, self.system, cfg.reminders)
+            self.reminder_poller.start()
 
     async def wait(self) -> None:
         """Returns once the host stopped (:meth:`stop`, or its lease was taken)."""
@@ -260,6 +280,9 @@ class ActorHost:
         if self._stopped.is_set() or self.redis is None:
             self._stopped.set()
             return
+        if self.reminder_poller is not None:
+            # First: the ticks it is delivering may be handled by this host's actors.
+            await self.reminder_poller.stop()
         for t in self._tasks:
             t.cancel()
         for sub in self.subscriptions:
@@ -322,6 +345,7 @@ class ActorHost:
             return
         req = got
         req.stream = stream
+        req.first = lane.consumer != "proxy" and not lane.rereading
 
         def refuse(status: Status, text: str) -> None:
             self._refuse(lane, stream, entry, req.reply, req.request_id, status, text)
@@ -393,6 +417,17 @@ class ActorHost:
     async def _activate(self, pattern: Pattern, urn: str) -> None:
         """Claims ``urn``'s key and activates it here; or passes its requests to the system
         holding it; or (its holder gone) frees the key and claims it."""
+        if pattern.placement != "here" and await place_waiting(
+            self.redis, self.scripts, self.keys, self.system, pattern, urn, self._activating
+        ):
+            return
+        pattern.making += 1
+        try:
+            await self._claim_and_activate(pattern, urn)
+        finally:
+            pattern.making -= 1
+
+    async def _claim_and_activate(self, pattern: Pattern, urn: str) -> None:
         assert self.scripts is not None
         cfg = self.config
         key = self.keys.urn(urn)

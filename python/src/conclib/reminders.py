@@ -77,9 +77,14 @@ def shard_of(urn: str) -> int:
     return h % SHARDS
 
 
+def shard_prefix(namespace: str, shard: int) -> str:
+    """The prefix of shard ``shard``'s keys (its hash tag ``{ns:shard}``), as ``keys.rs``."""
+    return f"{namespace}:rem:{{{namespace}:{shard}}}"
+
+
 class _ShardKeys:
     def __init__(self, namespace: str, urn: str) -> None:
-        self.prefix = f"{namespace}:rem:{{{namespace}:{shard_of(urn)}}}"
+        self.prefix = shard_prefix(namespace, shard_of(urn))
 
     def due(self) -> str:
         return f"{self.prefix}:due"

@@ -71,6 +71,8 @@ options:
   --export-schema      print what each actor exposes (for python -m conclib.stubgen), exit
   --build 1|2          also serve py:ver:{id}, a ledger of build 1 or 2 (2 adds an optional
                        field to Deposit, its version 2, and a message, Audit)
+  --rebalance          rebalance conf:pat:{id}: above its share of the pattern's activations,
+                       it hands the excess to the member with the fewest (a newcomer)
 
 URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (every
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
@@ -100,11 +102,13 @@ struct Args {
     help: bool,
     /// `--build 1|2`: serve `py:ver:{id}` as that build (`versioned.rs`).
     build: Option<u32>,
+    /// `--rebalance`: `conf:pat:{id}` rebalanced (a member joining takes its share).
+    rebalance: bool,
 }
 
 /// Reads the command line; `Err` holds the message for a wrong one.
 fn parse_args() -> Result<Args, String> {
-    let usage = "usage: conclib-pyserver (--start-redis PORT | --redis URL) [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--shutdown-ms MS] [--exit-with-stdin] [--build 1|2] | --export-schema | --help";
+    let usage = "usage: conclib-pyserver (--start-redis PORT | --redis URL) [--namespace NS] [--system ID] [--lease-ttl-ms MS] [--shutdown-ms MS] [--exit-with-stdin] [--build 1|2] [--rebalance] | --export-schema | --help";
     let mut args = Args {
         redis: String::new(),
         start_redis: None,
@@ -116,6 +120,7 @@ fn parse_args() -> Result<Args, String> {
         export_schema: false,
         help: false,
         build: None,
+        rebalance: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -158,6 +163,7 @@ fn parse_args() -> Result<Args, String> {
                 };
             }
             "--export-schema" => args.export_schema = true,
+            "--rebalance" => args.rebalance = true,
             "-h" | "--help" => args.help = true,
             _ => return Err(format!("unknown argument {arg:?}\n{usage}")),
         }
@@ -290,6 +296,7 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let redis = args.redis.clone();
     let namespace = args.namespace.clone();
     let build = args.build;
+    let rebalance = args.rebalance;
     let mut config = ProxyConfig::new(args.redis)
         .with_namespace(args.namespace)
         .with_codec(MsgPack)
@@ -362,14 +369,17 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     // The conformance actor by pattern, beside the Python actor hosts that serve the same
     // pattern with the same actor written in Python (`test_host_group.py`).
-    proxy
-        .activate(
-            "conf:pat:{id}",
-            |_a: conclib::redis::scale::Activation| async move {
-                Ok::<_, String>(mirror::Mirror::default())
-            },
-        )
-        .await?;
+    let conf_pat = proxy.activate(
+        "conf:pat:{id}",
+        |_a: conclib::redis::scale::Activation| async move {
+            Ok::<_, String>(mirror::Mirror::default())
+        },
+    );
+    if rebalance {
+        conf_pat.rebalance().await?;
+    } else {
+        conf_pat.await?;
+    }
     // Counters kept in the fenced state store, beside Python members serving the same
     // pattern with the same actor written in Python (`test_host_store.py`).
     proxy

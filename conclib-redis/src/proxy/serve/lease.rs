@@ -164,8 +164,14 @@ pub(in crate::proxy) async fn scan(shared: &Shared) {
 /// Follows the URNs taken and freed since the last look (the system's URN journal), at
 /// the cost of the changes, whatever the number of actors; a full [`scan`]
 /// when the journal no longer reaches back that far.
-pub(in crate::proxy) async fn catch_up(shared: &Shared) {
-    let mut position = shared.scan_lock.lock().await;
+///
+/// Not when the scan lock is held (most often by a renewal of the URN keys, which at
+/// 100,000 activations takes a second or more): then a later tick (every `scan_interval`)
+/// does, and the heartbeat does not wait.
+async fn catch_up(shared: &Shared) {
+    let Ok(mut position) = shared.scan_lock.try_lock() else {
+        return;
+    };
     let changes = match shared.system.urn_changes_since(*position) {
         conclib_core::UrnChanges::Since { changes, next } => {
             *position = next;
@@ -319,7 +325,7 @@ async fn claim_keys(
             .collect();
         shared.scripts.claim.eval_many(&shared.cmd, calls).await
     } else {
-        // Hundreds of keys per command: renewing 100,000 URNs is 200 commands.
+        // Hundreds of keys per command, one command at a time (`Script::eval_keys`).
         match shared
             .scripts
             .claim_many
@@ -405,12 +411,68 @@ pub(in crate::proxy) async fn recheck_lease(shared: &Shared) {
     let _one_at_a_time = shared.lease.recheck.lock().await;
     if !shared.lease.fresh() {
         // Boxed: the renewal's commands would otherwise sit in every request's future.
-        Box::pin(renew(shared)).await;
+        // The lease first: the URN keys have their own freshness, and are renewed here
+        // only if theirs is what ran out (a renewal of them under way is not waited for).
+        Box::pin(renew_lease(shared)).await;
+        if !shared.lease.fresh() && shared.lease.urns_due(std::time::Instant::now()) {
+            Box::pin(renew_urns_in_turn(shared)).await;
+        }
     }
 }
 
-/// Renews the instance lease, the URN ownerships and the queue's TTL, and trims the queue.
+/// Renews the instance lease, the queue's TTL and, when due, the URN ownerships, and trims
+/// the queue (a group member's upkeep; a system proxy's heartbeat renews its URN keys in a
+/// loop of their own, [`heartbeat_loop`]).
 pub(in crate::proxy) async fn renew(shared: &Shared) {
+    renew_lease(shared).await;
+    if shared.lease.urns_due(std::time::Instant::now()) {
+        renew_urns_in_turn(shared).await;
+    }
+}
+
+/// Renews the URN keys this instance holds (every third of their TTL), once the lease was:
+/// one renewal at a time, under the scan lock (no claim or release of a scan between a
+/// key's claim and its check), counted fresh from when it began unless every URN key was
+/// asked for meanwhile (a lapse). At 100,000 activations it takes a second or more
+/// (`Script::eval_keys` sends its calls one by one); neither the lease's freshness, on
+/// which every request's fence hangs, nor a lease re-check waits for it (`docs/bench-log.md`,
+/// "Overload: URN key renewal at the cap").
+async fn renew_urns_in_turn(shared: &Shared) {
+    /// Clears the flag however the renewal ends.
+    struct Renewing<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Renewing<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    if shared.lease.urns_renewing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let _renewing = Renewing(&shared.lease.urns_renewing);
+    let since = std::time::Instant::now();
+    let epoch = shared.lease.urns_epoch();
+    // As the lease's renewal: replicated once a `WAIT` on the connection that wrote them
+    // says so (`renew_lease`).
+    let sent = crate::durability::Sent::default();
+    let renewed = {
+        let _guard = shared.scan_lock.lock().await;
+        renew_urn_keys(shared).await
+    };
+    if renewed && claims_replicated(shared, &sent).await {
+        shared.lease.mark_urns_fresh_since(since, epoch);
+    }
+}
+
+/// Claims every URN key this instance holds again, as prepared at an earlier renewal
+/// unless the set changed; whether Redis answered every claim.
+async fn renew_urn_keys(shared: &Shared) -> bool {
+    let renewal = shared.registry().owned.renewal(|u| shared.claim_key(u));
+    claim_keys(shared, &renewal.urns, &renewal.keys, Some(&renewal)).await
+}
+
+/// Renews the instance lease (and, after a lapse, every URN key with it) and the queue's
+/// TTL, and trims the queue.
+async fn renew_lease(shared: &Shared) {
     let since = std::time::Instant::now();
     // A lease that lapsed (a pause, Redis out of reach) may have let another system take
     // the URNs over (the takeover gives their keys away once the lease lapsed, whatever
@@ -448,35 +510,34 @@ pub(in crate::proxy) async fn renew(shared: &Shared) {
         }
         _ => return, // Redis unreachable: try again next time
     }
-    let _guard = shared.scan_lock.lock().await;
-    // The URN keys, every third of their own TTL (longer than the lease: their number
-    // is what costs), as prepared at an earlier renewal unless the set changed; and
-    // those another system held, at every renewal.
+    // After a lapse every URN key is claimed again, and checked, before the lease counts as
+    // held (another system may have taken some over); otherwise the lease counts as held
+    // at once, and the URN keys are renewed after the rest ([`renew_urns_in_turn`]), with
+    // their own freshness.
+    let all_urns = shared.lease.all_urns_asked();
+    let epoch = shared.lease.urns_epoch();
+    // Taken only to claim URNs here: a renewal of the URN keys under way holds it, and
+    // the lease's renewal does not wait for that one.
+    let guard = if all_urns || !shared.registry().conflicts.is_empty() {
+        Some(shared.scan_lock.lock().await)
+    } else {
+        None
+    };
+    // Those another system held, at every renewal.
     let conflicts: Vec<String> = shared.registry().conflicts.keys().cloned().collect();
     let mut answered = claim_urns(shared, conflicts).await;
+    if all_urns {
+        answered &= renew_urn_keys(shared).await;
+    }
     // Held only once a promotion would keep them (see `Durability`): one look at the
     // replicas covers the lease and the URN keys claimed before it.
-    let mut replicated = None;
-    if shared.lease.urns_due(since) {
-        let renewal = shared.registry().owned.renewal(|u| shared.claim_key(u));
-        let renewed = claim_keys(shared, &renewal.urns, &renewal.keys, Some(&renewal)).await;
-        drop(renewal);
-        answered &= renewed;
-        if answered {
-            let held = claims_replicated(shared, &sent).await;
-            replicated = Some(held);
-            if held {
-                shared.lease.mark_urns_fresh(since);
-            }
-        }
-    }
-    let replicated = match replicated {
-        Some(held) => held,
-        None => answered && claims_replicated(shared, &sent).await,
-    };
-    if answered && replicated {
+    if answered
+        && claims_replicated(shared, &sent).await
+        && (!all_urns || shared.lease.mark_urns_fresh_since(since, epoch))
+    {
         shared.lease.mark_lease_fresh(since);
     }
+    drop(guard);
     shared
         .stream
         .renew(&shared.cmd, shared.config.queue_ttl)
@@ -551,7 +612,29 @@ pub(in crate::proxy) async fn reset_poisoned(shared: &Shared) {
 /// How often a proxy looks at every actor, besides following the URN journal.
 const FULL_SCAN_INTERVAL: Duration = Duration::from_secs(30);
 
+/// A system proxy's upkeep: its lease, its URN journal followed, its snapshot published;
+/// and beside them the renewal of its URN keys, which at 100,000 activations takes a second
+/// or more: neither the lease's renewal nor the URN journal's catch-up waits for it.
 pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
+    tokio::join!(urn_renewals(&shared), heartbeat(shared.clone()));
+}
+
+/// Renews the URN keys when due ([`Lease::urns_due`](super::lease_state::Lease::urns_due):
+/// about every third of their TTL), looking every third of the lease.
+async fn urn_renewals(shared: &Shared) {
+    let mut tick =
+        tokio::time::interval((shared.config.lease_ttl / 3).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // After a lapse the lease's renewal claims them all, before the lease counts.
+        if !shared.lease.all_urns_asked() && shared.lease.urns_due(std::time::Instant::now()) {
+            renew_urns_in_turn(shared).await;
+        }
+    }
+}
+
+async fn heartbeat(shared: Arc<Shared>) {
     let mut scan = tokio::time::interval(shared.config.scan_interval);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut renew =
@@ -602,9 +685,10 @@ pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
                 }
             }
             Ok(()) = urn_changes.changed() => catch_up(&shared).await,
-            _ = full_scan.tick() => self::scan(&shared).await,
+            // Not while the URN keys are renewed: the next tick.
+            _ = full_scan.tick(), if !shared.lease.urns_renewing.load(Ordering::Acquire) => self::scan(&shared).await,
             _ = scan.tick() => catch_up(&shared).await,
-            _ = renew.tick() => self::renew(&shared).await,
+            _ = renew.tick() => renew_lease(&shared).await,
             event = reconnects.recv(), if events => match event {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     // Redis may have restarted empty: recreate the group, claim everything again.
@@ -617,7 +701,7 @@ pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
                     // last renewals (docs: Redis topologies and durability): nothing more is
                     // handed to an actor until the lease and every URN are claimed again.
                     shared.lease.lapse();
-                    self::renew(&shared).await;
+                    renew_lease(&shared).await;
                 }
                 Err(_) => events = false,
             },

@@ -26,6 +26,12 @@ pub(in crate::proxy) struct Lease {
     /// When the URN keys were last renewed (nanoseconds from `clock_base`; `u64::MAX`:
     /// never, or to be renewed at the next renewal whatever the time).
     urns_renewed_at: AtomicU64,
+    /// Counts the asks to renew every URN key ([`Lease::renew_all_urns`]): a renewal of the
+    /// URN keys that began before one does not count them fresh when it ends.
+    urns_epoch: AtomicU64,
+    /// A renewal of the URN keys is under way (one at a time: a lease re-check that comes
+    /// meanwhile renews the lease only).
+    pub(in crate::proxy) urns_renewing: AtomicBool,
     /// What `fresh_until` and `urns_fresh_until` count from.
     clock_base: Instant,
     /// Open while the leases are surely held, as the fresh-until times; every request handed to an
@@ -54,6 +60,8 @@ impl Lease {
             fresh_until: AtomicU64::new(0),
             urns_fresh_until: AtomicU64::new(0),
             urns_renewed_at: AtomicU64::new(u64::MAX),
+            urns_epoch: AtomicU64::new(0),
+            urns_renewing: AtomicBool::new(false),
             clock_base: Instant::now(),
             fence: Mutex::new(conclib_core::Fence::new(Instant::now())),
             recheck: tokio::sync::Mutex::new(()),
@@ -108,6 +116,37 @@ impl Lease {
             .store(self.fresh_after(since, self.urn_ttl), Ordering::Release);
     }
 
+    /// The current ask to renew every URN key, for [`Lease::mark_urns_fresh_since`].
+    pub(in crate::proxy) fn urns_epoch(&self) -> u64 {
+        self.urns_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether every URN key is to be claimed again, and checked, before the lease counts
+    /// as held ([`Lease::renew_all_urns`]).
+    pub(in crate::proxy) fn all_urns_asked(&self) -> bool {
+        self.urns_renewed_at.load(Ordering::Acquire) == u64::MAX
+    }
+
+    /// [`Lease::mark_urns_fresh`] for a renewal of the URN keys that began at `since`
+    /// under `epoch`, unless every URN key was asked to be renewed since (a lapse: keys
+    /// claimed before it may have been taken over after), and the fence moved on to the
+    /// new fresh-until time if it is still open. Returns whether it counted.
+    pub(in crate::proxy) fn mark_urns_fresh_since(&self, since: Instant, epoch: u64) -> bool {
+        if self.urns_epoch() != epoch {
+            return false;
+        }
+        self.mark_urns_fresh(since);
+        if self.urns_epoch() != epoch {
+            // A lapse came between the check and the marks: undone, all renewed again.
+            self.urns_fresh_until.store(0, Ordering::Release);
+            self.renew_all_urns();
+            return false;
+        }
+        let until = self.clock_base + Duration::from_nanos(self.fresh_until_ns());
+        let _ = lock(&self.fence).extend(until);
+        true
+    }
+
     /// Until when a key set with `ttl` by a command sent after `since` surely lives, by
     /// this process's clock (nanoseconds from `clock_base`).
     fn fresh_after(&self, since: Instant, ttl: Duration) -> u64 {
@@ -159,6 +198,7 @@ impl Lease {
 
     /// Makes the next renewal renew every URN key (Redis may have restarted empty).
     pub(in crate::proxy) fn renew_all_urns(&self) {
+        self.urns_epoch.fetch_add(1, Ordering::AcqRel);
         self.urns_renewed_at.store(u64::MAX, Ordering::Release);
     }
 }
@@ -198,4 +238,56 @@ pub(in crate::proxy) fn process_exists(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
     let rc = unsafe { libc::kill(pid, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Lease;
+
+    fn lease() -> Lease {
+        let lease = Lease::new("k".into(), Duration::from_secs(4), Duration::from_secs(15));
+        lease.mark_fresh(Instant::now());
+        lease
+    }
+
+    /// A renewal of the URN keys counts them fresh from when it began, and moves the fence
+    /// on, without the lease's renewal waiting for it.
+    #[test]
+    fn a_renewal_of_the_urn_keys_counts_them_fresh_on_its_own() {
+        let lease = lease();
+        assert!(!lease.all_urns_asked());
+        let since = Instant::now();
+        let epoch = lease.urns_epoch();
+        assert!(lease.mark_urns_fresh_since(since, epoch));
+        assert!(lease.fresh());
+        assert!(lease.fence().is_open());
+        // Not due again until about a third of their TTL passed.
+        assert!(!lease.urns_due(since + Duration::from_secs(1)));
+        assert!(lease.urns_due(since + Duration::from_secs(5)));
+    }
+
+    /// A lapse (a reconnection, a pause past the lease) while URN keys were being renewed:
+    /// that renewal does not count them fresh (a key claimed before the lapse may have been
+    /// taken over after it); every key is to be claimed again first.
+    #[test]
+    fn a_renewal_that_began_before_a_lapse_does_not_count() {
+        let lease = lease();
+        let since = Instant::now();
+        let epoch = lease.urns_epoch();
+        lease.lapse();
+        assert!(!lease.mark_urns_fresh_since(since, epoch));
+        assert!(
+            lease.all_urns_asked(),
+            "every URN key still to be claimed again"
+        );
+        assert!(!lease.fresh());
+        assert!(!lease.fence().is_open());
+        // The renewal after the lapse counts.
+        let epoch = lease.urns_epoch();
+        assert!(lease.mark_urns_fresh_since(Instant::now(), epoch));
+        lease.mark_lease_fresh(Instant::now());
+        assert!(lease.fresh());
+    }
 }

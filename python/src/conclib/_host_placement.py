@@ -1,0 +1,142 @@
+"""Placement in the Python actor host, as a Rust member's (``conclib-redis/src/proxy/scale/
+placement.rs``, ``placement_rule.rs``): which member of a pattern's group activates a URN
+nobody holds yet, decided by the member that reads its first request from the group's
+stream, among the members live in the pattern's directory (``{ns}:placement:{prefix}``,
+where every member, Rust or Python, writes its count of activations).
+
+- ``spread`` (the default, as Rust's ``Placement::Spread``): the member with the fewest
+  activations of the pattern, ties broken by a hash of the URN (the same hash as Rust's, so
+  that Rust and Python members reading first requests of one URN at once choose alike);
+- ``hash`` (``Placement::HashOfUrn``): the member of highest rendezvous weight for the URN;
+- ``here``: the member that read it (no placement).
+
+Another member chosen, the entry is moved to that member's pending list and a wake-up entry
+appended to its system's stream in one step (the protocol's ``PLACE_SCRIPT``); a Python
+member woken so reads its pending list (``_host_request.Placed``). An entry is placed only
+when first read: one read from a pending list is activated by whoever holds it. The claim of
+the URN key still decides: a placement never makes two activations.
+
+Not offered: Rust's ``Random``, ``PreferAsker``, ``Custom``, and rebalancing (a Python member
+passivating its excess for a newcomer); a Python member receives URNs a Rust member's
+rebalancing hands it (their URN keys name it: its next request is activated here).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+from ._host_lane import GROUP, Lane
+from ._host_patterns import Pattern
+from ._host_request import Request
+from .protocol import PROTOCOL_VERSION, Keys
+
+__all__ = ["PLACEMENTS", "choose", "hand_to", "place", "place_waiting", "weight"]
+
+log = logging.getLogger("conclib.host")
+
+PLACEMENTS: Final = ("spread", "hash", "here")
+
+_M64 = (1 << 64) - 1
+
+
+def weight(system: str, urn: str) -> int:
+    """Rendezvous weight of ``system`` for ``urn``: FNV-1a (64 bits) of the system id, a 0xff
+    byte and the URN, through splitmix64's finalizer (``placement_rule.rs``'s ``weight``)."""
+    h = 0xCBF29CE484222325
+    for b in system.encode() + b"\xff" + urn.encode():
+        h ^= b
+        h = (h * 0x100000001B3) & _M64
+    h = ((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    h = ((h ^ (h >> 27)) * 0x94D049BB133111EB) & _M64
+    return h ^ (h >> 31)
+
+
+def choose(placement: str, urn: str, members: list[tuple[str, int]]) -> str | None:
+    """The system to activate ``urn`` among ``members`` (system id, activations), or
+    ``None`` (the reader)."""
+    if not members or placement == "here":
+        return None
+    if placement == "hash":
+        return max(members, key=lambda m: weight(m[0], urn))[0]
+    least = min(n for _, n in members)
+    return max((m for m in members if m[1] == least), key=lambda m: weight(m[0], urn))[0]
+
+
+async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, system: str, own: Callable[[], int], placement: str) -> str | None:
+    """The other member chosen to activate ``urn`` (``None``: here; also when the URN is held
+    already, the directory lists no other member, or Redis did not answer: the claim
+    decides). ``own()``: this member's count of activations when the directory is read,
+    those it is making included (fresher than its entry: a burst of first requests read at
+    once is spread as it is decided)."""
+    if placement == "here":
+        return None
+    try:
+        pipe = redis.pipeline(transaction=False)
+        pipe.get(keys.urn(urn))
+        await scripts.read_directory(keys=[keys.placement(prefix)], client=pipe)
+        holder, listed = await pipe.execute()
+    except Exception as e:
+        log.debug("could not read the directory of %s: %s; activating here", prefix, e)
+        return None
+    if holder is not None:
+        return None
+    members: dict[str, int] = {}
+    flat = list(listed or [])
+    for name, count in zip(flat[::2], flat[1::2]):
+        try:
+            members[name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)] = int(count)
+        except (TypeError, ValueError):
+            continue
+    members[system] = own()
+    if len(members) < 2:
+        return None
+    chosen = choose(placement, urn, sorted(members.items()))
+    return None if chosen == system else chosen
+
+
+async def hand_to(scripts: Any, keys: Keys, lane: Lane, req: Request, target: str, group: str) -> int:
+    """Moves ``req``'s entry to member ``target``'s pending list and wakes it (one script):
+    1 placed, -1 no longer pending here (another member claimed it), 0 not placed."""
+    try:
+        got = await scripts.place(
+            keys=[req.stream, keys.requests(target)],
+            args=[GROUP, lane.consumer, req.entry, target, "v", PROTOCOL_VERSION, "placed", group],
+        )
+    except Exception as e:
+        log.debug("could not place %s on %s: %s", req.urn, target, e)
+        return 0
+    return int(got) if got in (1, -1) else 0
+
+
+async def place_waiting(
+    redis: Any, scripts: Any, keys: Keys, system: str, pattern: Pattern, urn: str,
+    activating: dict[str, list[tuple[Lane, Request, Any, Any]]],
+) -> bool:
+    """Places the requests waiting for ``urn``'s activation (``activating[urn]``) that were
+    read first from the group's stream on the member the pattern's placement chooses, if
+    another one; whether none is left to activate here (those read from a pending list, or
+    not placed, are)."""
+    if not any(req.first for _, req, _, _ in activating.get(urn, [])):
+        return False
+    chosen = await place(
+        redis, scripts, keys, pattern.prefix, urn, system, lambda: len(pattern.live) + pattern.making, pattern.placement
+    )
+    if chosen is None:
+        return False
+    waiting = list(activating.get(urn, []))
+    kept = []
+    for item in waiting:
+        lane, req = item[0], item[1]
+        if req.first and await hand_to(scripts, keys, lane, req, chosen, pattern.group) != 0:
+            lane.settle(req)
+        else:
+            kept.append(item)
+    # Those that came while placing are kept too.
+    rest = kept + activating.get(urn, [])[len(waiting):]
+    if rest:
+        activating[urn] = rest
+        return False
+    activating.pop(urn, None)
+    return True
