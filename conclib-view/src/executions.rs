@@ -1,6 +1,6 @@
 //! `/api/executions`: a URN's durable executions with their journals (step names, times,
 //! values), read from Redis on request through
-//! [`SnapshotReader::executions`](conclib_redis::snapshots::SnapshotReader::executions)
+//! [`durable::read_executions`](conclib_redis::durable::read_executions)
 //! (at most once a second for the same query, however many are watching), and bounded: at
 //! most [`MAX_LIMIT`] executions and [`MAX_STEPS_SHOWN`] steps of each per answer.
 
@@ -211,16 +211,19 @@ pub(crate) async fn executions(
         return json(body);
     }
     // One more than asked: whether any was left out.
-    let found = match state.reader.executions(&query.urn, query.limit + 1).await {
-        Ok(found) => found,
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the executions: {e}"),
-            )
-                .into_response();
-        }
-    };
+    let found =
+        match conclib_redis::durable::read_executions(&state.reader, &query.urn, query.limit + 1)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot read the executions: {e}"),
+                )
+                    .into_response();
+            }
+        };
     let complete = found.len() <= query.limit;
     let mut executions: Vec<Shown> = found.into_iter().take(query.limit).map(shown).collect();
     // Running first (the most recently active first), then finished (the latest first).

@@ -93,7 +93,7 @@
 //!
 //! `/api/executions?urn=<URN>` shows the durable executions of that URN's journal
 //! ([`conclib_redis::durable`]; the page's section "durable executions"), read through
-//! [`SnapshotReader::executions`](conclib_redis::snapshots::SnapshotReader::executions):
+//! [`durable::read_executions`](conclib_redis::durable::read_executions):
 //! running ones first (the most recently active first), then finished ones (the latest
 //! first). `limit`: executions per answer, 1 to 500 (default 50). A query string over 1 KiB,
 //! no `urn`, a URN that is not valid or a limit out of bounds is refused with `400` and a

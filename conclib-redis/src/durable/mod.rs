@@ -111,5 +111,5 @@ pub use execution::Execution;
 pub use journal::{Begun, Journal};
 pub use record::MAX_NAME_LEN;
 pub use stats::{DurableStats, stats};
-pub(crate) use visibility::list as list_executions;
+pub use visibility::read_executions;
 pub use visibility::{ExecutionInfo, Executions, MAX_EXECUTIONS_LISTED, StepInfo};

@@ -50,6 +50,29 @@ pub struct StepInfo {
     pub value: Vec<u8>,
 }
 
+/// The executions `urn`'s journal holds, with their recorded steps (at most `max`, by key),
+/// read through `reader`'s connection: what the live view shows of them. Callers with a
+/// [`ProxyClient`] use [`Executions::list`].
+///
+/// # Errors
+/// [`DurableError::Redis`] if Redis fails the read.
+///
+/// # Examples
+/// ```no_run
+/// # async fn f(reader: &conclib_redis::snapshots::SnapshotReader) -> Result<(), conclib_redis::durable::DurableError> {
+/// for execution in conclib_redis::durable::read_executions(reader, "order:7", 20).await? {
+///     println!("{} {} steps", execution.key, execution.steps.len());
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn read_executions(
+    reader: &crate::snapshots::SnapshotReader,
+    urn: &str,
+    max: usize,
+) -> Result<Vec<ExecutionInfo>, DurableError> {
+    list(&reader.client, &reader.keys.state(urn), max).await
+}
+
 /// The executions in the journal at state key `key` (at most `max`, by key; at most
 /// [`MAX_EXECUTIONS_LISTED`]).
 pub(crate) async fn list(

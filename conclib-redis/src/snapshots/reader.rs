@@ -33,8 +33,8 @@ type NamedBase = (u64, Arc<Vec<ActorBrief>>);
 /// # Ok(()) }
 /// ```
 pub struct SnapshotReader {
-    pub(super) client: Client,
-    pub(super) keys: Keys,
+    pub(crate) client: Client,
+    pub(crate) keys: Keys,
     namespace: String,
     /// The last base read of each system, by system id: read again only when its name
     /// changes.
@@ -152,22 +152,6 @@ impl SnapshotReader {
         crate::reminders::read_overview(&self.client, &self.namespace, query)
             .await
             .map_err(ServeError::Redis)
-    }
-
-    /// The durable executions `urn`'s journal holds, with their recorded steps (at most
-    /// `max`, by key; see [`Executions::list`](crate::durable::Executions::list)): what
-    /// the live view shows of them.
-    ///
-    /// # Errors
-    /// [`ServeError::Redis`] if Redis fails the read.
-    pub async fn executions(
-        &self,
-        urn: &str,
-        max: usize,
-    ) -> Result<Vec<crate::durable::ExecutionInfo>, ServeError> {
-        crate::durable::list_executions(&self.client, &self.keys.state(urn), max)
-            .await
-            .map_err(|e| ServeError::Redis(e.to_string()))
     }
 
     /// Every actor of the snapshot of `system_id` taken at `taken_at_ms` (its
