@@ -18,7 +18,7 @@ use super::standing::Standing;
 use super::store::{EMPTY_STATE_TTL, StateStore};
 use crate::conn::{as_bytes, owned};
 use crate::overload::{Eviction, resident_bytes};
-use crate::proxy::serve::lease;
+use crate::proxy::serve::urn_keys;
 use crate::proxy::shared::Shared;
 use crate::random::random_token;
 
@@ -92,7 +92,7 @@ pub(in crate::proxy) async fn activate(
         .await
     {
         forget(shared);
-        lease::release_urns(shared, vec![urn.to_owned()]).await;
+        urn_keys::release_urns(shared, vec![urn.to_owned()]).await;
         return Activated::Unavailable(e);
     }
     {
@@ -142,7 +142,7 @@ pub(in crate::proxy) async fn activate(
             forget(shared);
             let was_owned = shared.registry().owned.remove(urn);
             if was_owned {
-                lease::release_urns(shared, vec![urn.to_owned()]).await;
+                urn_keys::release_urns(shared, vec![urn.to_owned()]).await;
             }
             // Its state key, opened by the claim, deleted unless it holds data.
             close_states(shared, vec![(state_key, token)]).await;
@@ -311,7 +311,7 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
     for urn in owned {
         let handed = match target {
             Some(target) => {
-                lease::hand_urn(shared, &urn, target, false).await == lease::HandedUrn::Handed
+                urn_keys::hand_urn(shared, &urn, target, false).await == urn_keys::HandedUrn::Handed
             }
             None => false,
         };
@@ -319,7 +319,7 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
             release.push(urn);
         }
     }
-    lease::release_urns(shared, release).await;
+    urn_keys::release_urns(shared, release).await;
     let mut prefixes: Vec<&str> = stopped
         .iter()
         .map(|(_, _, l)| l.pattern.prefix.as_str())

@@ -21,6 +21,7 @@ use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
 use crate::protocol::{self, CONSUMER_GROUP, GROUP_FORGET_SCRIPT, GROUP_TRIM_SCRIPT};
 use crate::proxy::serve::lease;
+use crate::proxy::serve::urn_keys;
 use crate::proxy::serve::write;
 use crate::proxy::shared::{Member, MemberHandle, Role, Shared};
 use crate::script::Script;
@@ -73,7 +74,7 @@ pub(in crate::proxy) async fn enter(
             reg.owned.remove(name)
         };
         if was_owned {
-            lease::release_urns(shared, vec![name.to_owned()]).await;
+            urn_keys::release_urns(shared, vec![name.to_owned()]).await;
         }
     }
     let block = Duration::from_secs(1);
@@ -140,7 +141,7 @@ pub(in crate::proxy) async fn enter(
             .map_err(|e| ServeError::from(crate::error::redis_error(&e)))?;
         fast.stream.renew(&fast.cmd, fast.config.queue_ttl).await;
         member.registry().local.insert(name.to_owned(), true);
-        if !lease::claim_urns(&member, vec![name.to_owned()]).await {
+        if !urn_keys::claim_urns(&member, vec![name.to_owned()]).await {
             return Err(ServeError::Unavailable(format!(
                 "could not claim {}",
                 member.claim_key(name)

@@ -54,7 +54,7 @@ pub(in crate::proxy) async fn rebalance(shared: &Arc<Shared>, prefix: &str) {
     for urn in urns {
         crate::metrics::activation(&shared.system_id, prefix, "rebalanced");
         // To the member with the fewest, counting each choice: its URN key given there,
-        // so that its next request goes straight to it (`serve/lease.rs`, `hand_urn`).
+        // so that its next request goes straight to it (`serve/urn_keys.rs`, `hand_urn`).
         let target = others
             .iter_mut()
             .min_by_key(|(n, _)| *n)

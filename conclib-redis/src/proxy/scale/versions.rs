@@ -33,9 +33,9 @@ use super::placement;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::protocol::Status;
 use crate::proxy::serve::forward::{self, Origin};
-use crate::proxy::serve::lease::{self, HandedUrn};
 use crate::proxy::serve::request::Request;
 use crate::proxy::serve::stream::Handled;
+use crate::proxy::serve::urn_keys::{self, HandedUrn};
 use crate::proxy::shared::Shared;
 
 /// Whether a request for `rm` whose fields are of `version`, encoded with `codec`, decodes
@@ -214,7 +214,7 @@ pub(in crate::proxy) async fn reroute(
     } else {
         settled
     };
-    let handed = lease::hand_urn(&sys, urn, &target, true).await;
+    let handed = urn_keys::hand_urn(&sys, urn, &target, true).await;
     drop(settled);
     match handed {
         HandedUrn::Handed | HandedUrn::NotHanded => {

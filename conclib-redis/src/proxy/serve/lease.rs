@@ -11,6 +11,9 @@ use fred::prelude::*;
 use super::lease_state::{lease_holder, process_exists, this_host};
 use super::publish;
 use super::stream::FUTURE_ID_TOLERANCE_MS;
+use super::urn_keys::{
+    claim_urns, claims_replicated, release_urns, renew_urn_keys, renew_urns_in_turn,
+};
 use super::write;
 use crate::conn::{self, as_bytes, keyed, owned, s};
 use crate::error::ServeError;
@@ -223,188 +226,6 @@ async fn catch_up(shared: &Shared) {
     let _ = claim_urns(shared, added).await;
 }
 
-/// Releases URN keys this instance holds (compare-and-delete): of stopped actors, of a
-/// passivated or refused activation, of a URN handed to its group.
-pub(in crate::proxy) async fn release_urns(shared: &Shared, urns: Vec<String>) {
-    if urns.is_empty() {
-        return;
-    }
-    let calls = urns
-        .iter()
-        .map(|u| (shared.claim_key(u), vec![owned(shared.claim_value.clone())]))
-        .collect();
-    shared.scripts.release.eval_many(&shared.cmd, calls).await;
-    tracing::debug!(count = urns.len(), "released URN keys");
-}
-
-/// Hands the URN's key over to system `target` when it names this system still (or, with
-/// `ARGV[4]` = `1`, when nobody holds it): 1; else the system it names, or 0 when free
-/// (`KEYS[1]` = the URN key; `ARGV[1]` = this system, `ARGV[2]` = the target, `ARGV[3]` =
-/// the key's TTL, ms).
-const HAND_URN_SCRIPT: &str = r"local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or (v == false and ARGV[4] == '1') then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-if v == false then return 0 end
-return v";
-
-/// What became of a URN key to hand over ([`hand_urn`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(in crate::proxy) enum HandedUrn {
-    /// It names the target now.
-    Handed,
-    /// Another system holds it.
-    HeldBy(String),
-    /// Not handed: free (and not to be taken), or Redis did not answer.
-    NotHanded,
-}
-
-/// Gives `urn`'s key, held by this system (or free, with `or_free`), to system `target`
-/// for `urn_ttl` (its activation stopped here, or never ran here): the next request goes
-/// straight to `target`, which activates the URN (its claim finds the key its own).
-pub(in crate::proxy) async fn hand_urn(
-    shared: &Shared,
-    urn: &str,
-    target: &str,
-    or_free: bool,
-) -> HandedUrn {
-    let ttl = Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64);
-    let r = crate::script::Script::new(HAND_URN_SCRIPT)
-        .eval(
-            &shared.cmd,
-            vec![owned(shared.keys.urn(urn))],
-            vec![
-                owned(shared.system_id.clone()),
-                owned(target.to_owned()),
-                ttl,
-                s(if or_free { "1" } else { "0" }),
-            ],
-        )
-        .await;
-    match r {
-        Ok(Value::Integer(1)) => HandedUrn::Handed,
-        Ok(v) => match crate::conn::as_bytes(&v) {
-            Some(holder) => HandedUrn::HeldBy(String::from_utf8_lossy(holder).into_owned()),
-            None => HandedUrn::NotHanded,
-        },
-        Err(_) => HandedUrn::NotHanded,
-    }
-}
-
-/// Claims (or renews) these URNs and records which we own and which another system does.
-/// `false` if Redis did not answer for some of them.
-pub(in crate::proxy) async fn claim_urns(shared: &Shared, urns: Vec<String>) -> bool {
-    let keys: Vec<Value> = urns.iter().map(|u| owned(shared.claim_key(u))).collect();
-    claim_keys(shared, &urns, &keys, None).await
-}
-
-/// [`claim_urns`] with the URNs' claim keys made already (`keys[i]`
-/// is the key of `urns[i]`), or `renewal`'s (the owned URNs: `urns` and `keys` are its
-/// own).
-async fn claim_keys(
-    shared: &Shared,
-    urns: &[String],
-    keys: &[Value],
-    renewal: Option<&Arc<super::owned::Renewal>>,
-) -> bool {
-    if urns.is_empty() {
-        return true;
-    }
-    let ttl = Value::Integer(shared.config.urn_ttl.as_millis() as i64);
-    let results: Vec<Result<Value, fred::error::Error>> = if shared.cmd.is_clustered() {
-        // One key per command: each goes to its slot's node.
-        let calls = keys
-            .iter()
-            .map(|k| {
-                (
-                    k.as_string().unwrap_or_default(),
-                    vec![owned(shared.claim_value.clone()), ttl.clone()],
-                )
-            })
-            .collect();
-        shared.scripts.claim.eval_many(&shared.cmd, calls).await
-    } else {
-        // Hundreds of keys per command, one command at a time (`Script::eval_keys`).
-        match shared
-            .scripts
-            .claim_many
-            .eval_keys(&shared.cmd, keys, &[owned(shared.claim_value.clone()), ttl])
-            .await
-        {
-            Ok(values) => values.into_iter().map(Ok).collect(),
-            Err(e) => urns.iter().map(|_| Err(e.clone())).collect(),
-        }
-    };
-    let mut answered = true;
-    let mut taken_away = Vec::new();
-    let mut reg = shared.registry();
-    // A renewal of the owned URNs, the set unchanged since (the usual case): a URN
-    // claimed again, without a conflict, changes nothing; no need to look it up.
-    let unchanged = renewal.is_some_and(|r| reg.owned.is_current(r));
-    for (urn, result) in urns.iter().zip(results) {
-        if unchanged && reg.conflicts.is_empty() && matches!(result, Ok(Value::Integer(1))) {
-            continue;
-        }
-        if !reg.local.contains_key(urn) {
-            continue; // stopped meanwhile; the next scan releases it
-        }
-        match result {
-            Ok(Value::Integer(1)) => {
-                // Most often a renewal of a URN owned already, without a conflict: no
-                // copy of the URN, no change to the set (its renewal stays prepared).
-                if !reg.conflicts.is_empty() && reg.conflicts.remove(urn).is_some() {
-                    tracing::info!(%urn, "took over a URN whose previous owner's lease lapsed");
-                }
-                if !reg.owned.contains(urn) {
-                    reg.owned.insert(urn.clone());
-                }
-            }
-            Ok(other) => {
-                let owner = as_bytes(&other)
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_else(|| format!("{other:?}"));
-                let was_owned = reg.owned.remove(urn);
-                if was_owned {
-                    taken_away.push(urn.clone());
-                }
-                let known = reg.conflicts.insert(urn.clone(), owner.clone());
-                if known.as_deref() == Some(owner.as_str()) {
-                    // Known already: said once.
-                } else if owner == crate::protocol::FOREIGN_KEY {
-                    tracing::error!(
-                        %urn,
-                        system = %shared.system_id,
-                        "URN key holds something other than a string (written by something other than a proxy); this proxy refuses the URN until the key is deleted"
-                    );
-                } else {
-                    // WARN: most often a race that settles itself (a system taking over
-                    // a URN whose lease lapsed, a hand-over between deployments); one
-                    // that lasts is listed by `ProxyHandle::conflicts`.
-                    tracing::warn!(
-                        %urn,
-                        %owner,
-                        system = %shared.system_id,
-                        was_owned,
-                        "URN is served by another system; this proxy refuses it until that one releases it (if both are meant to serve it, rename one of the actors or serve it as a group)"
-                    );
-                }
-            }
-            Err(e) => {
-                answered = false;
-                tracing::warn!(%urn, error = %e, "could not claim URN; will retry");
-            }
-        }
-    }
-    drop(reg);
-    // An activation whose URN another system took (this process was paused past its
-    // lease) must not run beside the new one.
-    for urn in taken_away {
-        shared.activations.taken_away(&urn);
-    }
-    answered
-}
-
 /// Renews the leases now unless another task just did (a request met stale leases:
 /// this process was paused, or Redis was unreachable).
 pub(in crate::proxy) async fn recheck_lease(shared: &Shared) {
@@ -428,46 +249,6 @@ pub(in crate::proxy) async fn renew(shared: &Shared) {
     if shared.lease.urns_due(std::time::Instant::now()) {
         renew_urns_in_turn(shared).await;
     }
-}
-
-/// Renews the URN keys this instance holds (every third of their TTL), once the lease was:
-/// one renewal at a time, under the scan lock (no claim or release of a scan between a
-/// key's claim and its check), counted fresh from when it began unless every URN key was
-/// asked for meanwhile (a lapse). At 100,000 activations it takes a second or more
-/// (`Script::eval_keys` sends its calls one by one); neither the lease's freshness, on
-/// which every request's fence hangs, nor a lease re-check waits for it (`docs/bench-log.md`,
-/// "Overload: URN key renewal at the cap").
-async fn renew_urns_in_turn(shared: &Shared) {
-    /// Clears the flag however the renewal ends.
-    struct Renewing<'a>(&'a std::sync::atomic::AtomicBool);
-    impl Drop for Renewing<'_> {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::Release);
-        }
-    }
-    if shared.lease.urns_renewing.swap(true, Ordering::AcqRel) {
-        return;
-    }
-    let _renewing = Renewing(&shared.lease.urns_renewing);
-    let since = std::time::Instant::now();
-    let epoch = shared.lease.urns_epoch();
-    // As the lease's renewal: replicated once a `WAIT` on the connection that wrote them
-    // says so (`renew_lease`).
-    let sent = crate::durability::Sent::default();
-    let renewed = {
-        let _guard = shared.scan_lock.lock().await;
-        renew_urn_keys(shared).await
-    };
-    if renewed && claims_replicated(shared, &sent).await {
-        shared.lease.mark_urns_fresh_since(since, epoch);
-    }
-}
-
-/// Claims every URN key this instance holds again, as prepared at an earlier renewal
-/// unless the set changed; whether Redis answered every claim.
-async fn renew_urn_keys(shared: &Shared) -> bool {
-    let renewal = shared.registry().owned.renewal(|u| shared.claim_key(u));
-    claim_keys(shared, &renewal.urns, &renewal.keys, Some(&renewal)).await
 }
 
 /// Renews the instance lease (and, after a lapse, every URN key with it) and the queue's
@@ -546,34 +327,6 @@ async fn renew_lease(shared: &Shared) {
     shared.clock.sync(&shared.cmd).await;
     if matches!(shared.role, crate::proxy::shared::Role::System) {
         reset_poisoned(shared).await;
-    }
-}
-
-/// Whether the lease and the URN claims written so far reached the replicas the durability
-/// level asks for (at once at `Durability::Primary`).
-async fn claims_replicated(shared: &Shared, sent: &crate::durability::Sent) -> bool {
-    let durability = shared.config.durability;
-    if matches!(durability, crate::Durability::Primary) {
-        return true;
-    }
-    let owned: Vec<String> = if shared.cmd.is_clustered() {
-        shared
-            .registry()
-            .owned
-            .iter()
-            .map(|u| shared.claim_key(u))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut keys = vec![shared.lease.key.as_str()];
-    keys.extend(owned.iter().map(String::as_str));
-    match durability.replicated_keys(&shared.cmd, &keys, sent).await {
-        Ok(()) => true,
-        Err(e) => {
-            tracing::warn!(system = %shared.system_id, error = %e, "lease renewal not replicated: the lease is not counted as renewed");
-            false
-        }
     }
 }
 

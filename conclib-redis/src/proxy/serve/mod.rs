@@ -22,4 +22,5 @@ pub(super) mod read;
 pub(super) mod registry;
 pub(super) mod request;
 pub(super) mod stream;
+pub(super) mod urn_keys;
 pub(super) mod write;
