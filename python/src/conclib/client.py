@@ -129,8 +129,8 @@ class AsyncClient:
     ``durability``: what a tell must reach before it returns (:mod:`conclib.durability`;
     default: the primary alone). ``client_hold``: how long after a proxy refused one of its
     asks ``Overloaded`` for its URN's own limit the client keeps that limit, refusing an ask
-    or a tell to the URN itself while its own asks there fill it (0: never; README,
-    "Overload").
+    or a tell to the URN itself while its own asks there fill it (0: never; README, Errors,
+    "Refused at send").
 
     Connects on first use, or with ``await client.connect()``; ``async with`` closes it.
     """
