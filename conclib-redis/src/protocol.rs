@@ -203,17 +203,22 @@ pub fn decode_reply(frame: &[u8]) -> Option<(u64, u8, &[u8])> {
     Some((id, frame[8], &frame[REPLY_HEADER_LEN..]))
 }
 
-/// `KEYS[1]` = a URN key, `ARGV[1]` = system id, `ARGV[2]` = lease in ms. Takes or renews
-/// the lease when the key is free or already ours; returns 1, or the owner's id.
+/// `KEYS[1]` = a URN key, `ARGV[1]` = system id, `ARGV[2]` = lease in ms, `ARGV[3]`
+/// (optional) = `renew`. Takes or renews the lease when the key is free or already ours;
+/// returns 1, or the owner's id. With `renew`, a free key is left free and answered 0: a
+/// renewal whose list of keys was made before one of them was released (a passivation, a
+/// drain) must not take it back, or the URN would name a system that no longer serves it
+/// until the key's TTL.
 pub(crate) const CLAIM_SCRIPT: &str = r"local v = redis.call('GET', KEYS[1])
-if v == false or v == ARGV[1] then
+if v == ARGV[1] or (v == false and ARGV[3] ~= 'renew') then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
+if v == false then return 0 end
 return v";
 
-/// `KEYS` = URN keys, `ARGV[1]` = system id, `ARGV[2]` = lease in ms: [`CLAIM_SCRIPT`] for
-/// each key in one call (a server that is not a cluster: the keys may be in any slot);
+/// `KEYS` = URN keys, `ARGV[1]` = system id, `ARGV[2]` = lease in ms, `ARGV[3]`
+/// (optional) = `renew`: [`CLAIM_SCRIPT`] for each key in one call (a server that is not a cluster: the keys may be in any slot);
 /// returns one answer per key. A key that holds something else than a string (written by
 /// something other than a proxy) is answered [`FOREIGN_KEY`], as a URN some other owner
 /// holds, rather than failing the claim of every key with it.
@@ -222,9 +227,11 @@ for i = 1, #KEYS do
   local v = redis.pcall('GET', KEYS[i])
   if type(v) == 'table' then
     out[i] = '(a key of another type)'
-  elseif v == false or v == ARGV[1] then
+  elseif v == ARGV[1] or (v == false and ARGV[3] ~= 'renew') then
     redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
     out[i] = 1
+  elseif v == false then
+    out[i] = 0
   else
     out[i] = v
   end
@@ -654,6 +661,65 @@ mod tests {
                 assert_eq!(s as u8, b);
             }
         }
+    }
+
+    /// A URN key's claim takes a free key; a renewal (`renew`) leaves it free (answered 0)
+    /// and extends only its own: a key released after a renewal listed it stays released.
+    /// Both scripts, on a real Redis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_renewal_does_not_take_back_a_released_urn_key() {
+        use fred::prelude::*;
+
+        use crate::conn::s;
+        use crate::script::Script;
+
+        let base = crate::config::ProxyConfig::default().with_namespace("claim-renew");
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let redis = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
+            .build()
+            .unwrap();
+        redis.init().await.unwrap();
+        let _: () = redis
+            .set("theirs", "sys-b", None, None, false)
+            .await
+            .unwrap();
+        let _: () = redis.set("mine", "sys-a", None, None, false).await.unwrap();
+        let (one, many) = (Script::new(CLAIM_SCRIPT), Script::new(CLAIM_MANY_SCRIPT));
+        let args = |mode: &'static str| vec![s("sys-a"), Value::Integer(60_000), s(mode)];
+        for key in ["free", "mine", "theirs"] {
+            let renewed = one.eval(&redis, vec![key], args("renew")).await.unwrap();
+            let expected = match key {
+                "free" => Value::Integer(0),
+                "mine" => Value::Integer(1),
+                _ => Value::from("sys-b"),
+            };
+            assert_eq!(renewed, expected, "{key}");
+        }
+        let keys: Vec<Value> = ["free", "mine", "theirs"].map(Value::from).to_vec();
+        let renewed = many.eval_keys(&redis, &keys, &args("renew")).await.unwrap();
+        assert_eq!(
+            renewed,
+            vec![Value::Integer(0), Value::Integer(1), Value::from("sys-b")]
+        );
+        let left: Option<String> = redis.get("free").await.unwrap();
+        assert_eq!(left, None, "a renewal left the free key free");
+        let ttl: i64 = redis.pttl("mine").await.unwrap();
+        assert!(ttl > 0, "a renewal extended its own key: {ttl}");
+        // A claim (any other mode, or none, as the Python host sends) takes it.
+        let taken = many.eval_keys(&redis, &keys, &args("take")).await.unwrap();
+        assert_eq!(taken[0], Value::Integer(1));
+        let _: () = redis.del("free").await.unwrap();
+        let taken = one
+            .eval(
+                &redis,
+                vec!["free"],
+                vec![s("sys-a"), Value::Integer(60_000)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(taken, Value::Integer(1));
+        let now: Option<String> = redis.get("free").await.unwrap();
+        assert_eq!(now.as_deref(), Some("sys-a"));
     }
 
     /// The Python actor host runs these scripts from `python/src/conclib/_lua.py`, written

@@ -5,8 +5,8 @@ the tests fail when they differ)."""
 
 from typing import Final
 
-CLAIM_SCRIPT: Final = "local v = redis.call('GET', KEYS[1])\nif v == false or v == ARGV[1] then\n  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n  return 1\nend\nreturn v"
-CLAIM_MANY_SCRIPT: Final = "local out = {}\nfor i = 1, #KEYS do\n  local v = redis.pcall('GET', KEYS[i])\n  if type(v) == 'table' then\n    out[i] = '(a key of another type)'\n  elseif v == false or v == ARGV[1] then\n    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])\n    out[i] = 1\n  else\n    out[i] = v\n  end\nend\nreturn out"
+CLAIM_SCRIPT: Final = "local v = redis.call('GET', KEYS[1])\nif v == ARGV[1] or (v == false and ARGV[3] ~= 'renew') then\n  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n  return 1\nend\nif v == false then return 0 end\nreturn v"
+CLAIM_MANY_SCRIPT: Final = "local out = {}\nfor i = 1, #KEYS do\n  local v = redis.pcall('GET', KEYS[i])\n  if type(v) == 'table' then\n    out[i] = '(a key of another type)'\n  elseif v == ARGV[1] or (v == false and ARGV[3] ~= 'renew') then\n    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])\n    out[i] = 1\n  elseif v == false then\n    out[i] = 0\n  else\n    out[i] = v\n  end\nend\nreturn out"
 RELEASE_SCRIPT: Final = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n  return redis.call('DEL', KEYS[1])\nend\nreturn 0"
 FREE_GONE_URN_SCRIPT: Final = "if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('EXISTS', KEYS[2]) == 0 then\n  redis.call('DEL', KEYS[1])\n  return 1\nend\nreturn 0"
 ANSWER_SCRIPT: Final = "local n = tonumber(ARGV[3])\nlocal pos = 4 + n\nfor k = 2, #KEYS do\n  local c = tonumber(ARGV[pos])\n  local pushed = redis.pcall('RPUSH', KEYS[k], unpack(ARGV, pos + 1, pos + c))\n  if type(pushed) == 'number' then\n    redis.pcall('PEXPIRE', KEYS[k], ARGV[2])\n  elseif string.sub(pushed['err'], 1, 9) ~= 'WRONGTYPE' then\n    return pushed\n  end\n  pos = pos + 1 + c\nend\nif n > 0 then\n  redis.pcall('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4, 3 + n))\nend\nif ARGV[#ARGV] ~= '' then\n  redis.pcall('XTRIM', KEYS[1], 'MINID', '~', ARGV[#ARGV])\nend\nreturn 1"

@@ -12,7 +12,7 @@ use super::lease_state::{lease_holder, process_exists, this_host};
 use super::publish;
 use super::stream::FUTURE_ID_TOLERANCE_MS;
 use super::urn_keys::{
-    claim_urns, claims_replicated, release_urns, renew_urn_keys, renew_urns_in_turn,
+    IfFree, claim_urns, claims_replicated, release_urns, renew_urn_keys, renew_urns_in_turn,
 };
 use super::write;
 use crate::conn::{self, as_bytes, keyed, owned, s};
@@ -308,7 +308,8 @@ async fn renew_lease(shared: &Shared) {
     let conflicts: Vec<String> = shared.registry().conflicts.keys().cloned().collect();
     let mut answered = claim_urns(shared, conflicts).await;
     if all_urns {
-        answered &= renew_urn_keys(shared).await;
+        // After a lapse every key is taken, free or not (another system's is refused).
+        answered &= renew_urn_keys(shared, IfFree::Take).await;
     }
     // Held only once a promotion would keep them (see `Durability`): one look at the
     // replicas covers the lease and the URN keys claimed before it.

@@ -82,11 +82,22 @@ pub(in crate::proxy) async fn hand_urn(
     }
 }
 
+/// What a claim does with a URN key nobody holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IfFree {
+    /// Takes it: a URN new here, or every URN again after the lease lapsed.
+    Take,
+    /// Leaves it free: a renewal in turn, whose list of keys may predate a key's release
+    /// (a passivation, a drain). Taking it back would leave the URN naming this system,
+    /// which no longer serves it, until the key's TTL (`CLAIM_SCRIPT`'s `renew`).
+    Leave,
+}
+
 /// Claims (or renews) these URNs and records which we own and which another system does.
 /// `false` if Redis did not answer for some of them.
 pub(in crate::proxy) async fn claim_urns(shared: &Shared, urns: Vec<String>) -> bool {
     let keys: Vec<Value> = urns.iter().map(|u| owned(shared.claim_key(u))).collect();
-    claim_keys(shared, &urns, &keys, None).await
+    claim_keys(shared, &urns, &keys, None, IfFree::Take).await
 }
 
 /// [`claim_urns`] with the URNs' claim keys made already (`keys[i]`
@@ -97,11 +108,16 @@ async fn claim_keys(
     urns: &[String],
     keys: &[Value],
     renewal: Option<&Arc<super::owned::Renewal>>,
+    if_free: IfFree,
 ) -> bool {
     if urns.is_empty() {
         return true;
     }
     let ttl = Value::Integer(shared.config.urn_ttl.as_millis() as i64);
+    let mode = s(match if_free {
+        IfFree::Take => "take",
+        IfFree::Leave => "renew",
+    });
     let results: Vec<Result<Value, fred::error::Error>> = if shared.cmd.is_clustered() {
         // One key per command: each goes to its slot's node.
         let calls = keys
@@ -109,7 +125,7 @@ async fn claim_keys(
             .map(|k| {
                 (
                     k.as_string().unwrap_or_default(),
-                    vec![owned(shared.claim_value.clone()), ttl.clone()],
+                    vec![owned(shared.claim_value.clone()), ttl.clone(), mode.clone()],
                 )
             })
             .collect();
@@ -119,7 +135,11 @@ async fn claim_keys(
         match shared
             .scripts
             .claim_many
-            .eval_keys(&shared.cmd, keys, &[owned(shared.claim_value.clone()), ttl])
+            .eval_keys(
+                &shared.cmd,
+                keys,
+                &[owned(shared.claim_value.clone()), ttl, mode],
+            )
             .await
         {
             Ok(values) => values.into_iter().map(Ok).collect(),
@@ -128,65 +148,78 @@ async fn claim_keys(
     };
     let mut answered = true;
     let mut taken_away = Vec::new();
-    let mut reg = shared.registry();
-    // A renewal of the owned URNs, the set unchanged since (the usual case): a URN
-    // claimed again, without a conflict, changes nothing; no need to look it up.
-    let unchanged = renewal.is_some_and(|r| reg.owned.is_current(r));
-    for (urn, result) in urns.iter().zip(results) {
-        if unchanged && reg.conflicts.is_empty() && matches!(result, Ok(Value::Integer(1))) {
-            continue;
-        }
-        if !reg.local.contains_key(urn) {
-            continue; // stopped meanwhile; the next scan releases it
-        }
-        match result {
-            Ok(Value::Integer(1)) => {
-                // Most often a renewal of a URN owned already, without a conflict: no
-                // copy of the URN, no change to the set (its renewal stays prepared).
-                if !reg.conflicts.is_empty() && reg.conflicts.remove(urn).is_some() {
-                    tracing::info!(%urn, "took over a URN whose previous owner's lease lapsed");
-                }
-                if !reg.owned.contains(urn) {
-                    reg.owned.insert(urn.clone());
-                }
+    let mut vanished = Vec::new();
+    {
+        let mut reg = shared.registry();
+        // A renewal of the owned URNs, the set unchanged since (the usual case): a URN
+        // claimed again, without a conflict, changes nothing; no need to look it up.
+        let unchanged = renewal.is_some_and(|r| reg.owned.is_current(r));
+        for (urn, result) in urns.iter().zip(results) {
+            if unchanged && reg.conflicts.is_empty() && matches!(result, Ok(Value::Integer(1))) {
+                continue;
             }
-            Ok(other) => {
-                let owner = as_bytes(&other)
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_else(|| format!("{other:?}"));
-                let was_owned = reg.owned.remove(urn);
-                if was_owned {
-                    taken_away.push(urn.clone());
-                }
-                let known = reg.conflicts.insert(urn.clone(), owner.clone());
-                if known.as_deref() == Some(owner.as_str()) {
-                    // Known already: said once.
-                } else if owner == crate::protocol::FOREIGN_KEY {
-                    tracing::error!(
-                        %urn,
-                        system = %shared.system_id,
-                        "URN key holds something other than a string (written by something other than a proxy); this proxy refuses the URN until the key is deleted"
-                    );
-                } else {
-                    // WARN: most often a race that settles itself (a system taking over
-                    // a URN whose lease lapsed, a hand-over between deployments); one
-                    // that lasts is listed by `ProxyHandle::conflicts`.
-                    tracing::warn!(
-                        %urn,
-                        %owner,
-                        system = %shared.system_id,
-                        was_owned,
-                        "URN is served by another system; this proxy refuses it until that one releases it (if both are meant to serve it, rename one of the actors or serve it as a group)"
-                    );
-                }
+            if !reg.local.contains_key(urn) {
+                continue; // stopped meanwhile; the next scan releases it
             }
-            Err(e) => {
-                answered = false;
-                tracing::warn!(%urn, error = %e, "could not claim URN; will retry");
+            match result {
+                Ok(Value::Integer(1)) => {
+                    // Most often a renewal of a URN owned already, without a conflict: no
+                    // copy of the URN, no change to the set (its renewal stays prepared).
+                    if !reg.conflicts.is_empty() && reg.conflicts.remove(urn).is_some() {
+                        tracing::info!(%urn, "took over a URN whose previous owner's lease lapsed");
+                    }
+                    if !reg.owned.contains(urn) {
+                        reg.owned.insert(urn.clone());
+                    }
+                }
+                Ok(Value::Integer(0)) => {
+                    // Free, left free by a renewal, though the URN is still served here: its
+                    // key expired or was deleted while this system held it (the lease did not
+                    // lapse, or this would be a claim). Taken again below.
+                    tracing::warn!(%urn, system = %shared.system_id, "URN key found free at its renewal; claiming it again");
+                    vanished.push(urn.clone());
+                }
+                Ok(other) => {
+                    let owner = as_bytes(&other)
+                        .map(|b| String::from_utf8_lossy(b).into_owned())
+                        .unwrap_or_else(|| format!("{other:?}"));
+                    let was_owned = reg.owned.remove(urn);
+                    if was_owned {
+                        taken_away.push(urn.clone());
+                    }
+                    let known = reg.conflicts.insert(urn.clone(), owner.clone());
+                    if known.as_deref() == Some(owner.as_str()) {
+                        // Known already: said once.
+                    } else if owner == crate::protocol::FOREIGN_KEY {
+                        tracing::error!(
+                            %urn,
+                            system = %shared.system_id,
+                            "URN key holds something other than a string (written by something other than a proxy); this proxy refuses the URN until the key is deleted"
+                        );
+                    } else {
+                        // WARN: most often a race that settles itself (a system taking over
+                        // a URN whose lease lapsed, a hand-over between deployments); one
+                        // that lasts is listed by `ProxyHandle::conflicts`.
+                        tracing::warn!(
+                            %urn,
+                            %owner,
+                            system = %shared.system_id,
+                            was_owned,
+                            "URN is served by another system; this proxy refuses it until that one releases it (if both are meant to serve it, rename one of the actors or serve it as a group)"
+                        );
+                    }
+                }
+                Err(e) => {
+                    answered = false;
+                    tracing::warn!(%urn, error = %e, "could not claim URN; will retry");
+                }
             }
         }
     }
-    drop(reg);
+    if !vanished.is_empty() {
+        // Boxed: a claim's future holds the renewal's.
+        answered &= Box::pin(claim_urns(shared, vanished)).await;
+    }
     // An activation whose URN another system took (this process was paused past its
     // lease) must not run beside the new one.
     for urn in taken_away {
@@ -221,7 +254,7 @@ pub(super) async fn renew_urns_in_turn(shared: &Shared) {
     let sent = crate::durability::Sent::default();
     let renewed = {
         let _guard = shared.scan_lock.lock().await;
-        renew_urn_keys(shared).await
+        renew_urn_keys(shared, IfFree::Leave).await
     };
     if renewed && claims_replicated(shared, &sent).await {
         shared.lease.mark_urns_fresh_since(since, epoch);
@@ -230,9 +263,16 @@ pub(super) async fn renew_urns_in_turn(shared: &Shared) {
 
 /// Claims every URN key this instance holds again, as prepared at an earlier renewal
 /// unless the set changed; whether Redis answered every claim.
-pub(super) async fn renew_urn_keys(shared: &Shared) -> bool {
+pub(super) async fn renew_urn_keys(shared: &Shared, if_free: IfFree) -> bool {
     let renewal = shared.registry().owned.renewal(|u| shared.claim_key(u));
-    claim_keys(shared, &renewal.urns, &renewal.keys, Some(&renewal)).await
+    claim_keys(
+        shared,
+        &renewal.urns,
+        &renewal.keys,
+        Some(&renewal),
+        if_free,
+    )
+    .await
 }
 
 /// Whether the lease and the URN claims written so far reached the replicas the durability
