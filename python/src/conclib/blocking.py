@@ -86,6 +86,11 @@ class Client:
         """The key of this process's reply list (``None`` before connecting)."""
         return self._client.reply_key
 
+    @property
+    def refused_at_send(self) -> int:
+        """As :attr:`AsyncClient.refused_at_send <conclib.client.AsyncClient.refused_at_send>`."""
+        return self._client.refused_at_send
+
     def _forget_after_fork(self) -> None:
         runner, self._runner = self._runner, None
         self._lock = threading.Lock()

@@ -27,6 +27,7 @@ from collections.abc import Awaitable
 from typing import Any, Literal, Protocol
 
 from . import codec
+from ._holds import Hold, Holds
 from ._outcome import interpret
 from ._raw_path import EXPIRED, GONE, RawPath
 from ._redispy_path import RedisPyPath, cancelling
@@ -38,6 +39,7 @@ from .errors import (
     CodecError,
     ConclibError,
     ConfigError,
+    Overloaded,
     Timeout,
     TooLarge,
     Unavailable,
@@ -125,7 +127,10 @@ class AsyncClient:
     ``tell_ttl``: how long a told message may wait for its proxy. ``max_payload``: the largest
     message (encoded) sent, in bytes. ``on_ask``: a metrics hook called after every ask.
     ``durability``: what a tell must reach before it returns (:mod:`conclib.durability`;
-    default: the primary alone).
+    default: the primary alone). ``client_hold``: how long after a proxy refused one of its
+    asks ``Overloaded`` for its URN's own limit the client keeps that limit, refusing an ask
+    or a tell to the URN itself while its own asks there fill it (0: never; README, Errors,
+    "Refused at send").
 
     Connects on first use, or with ``await client.connect()``; ``async with`` closes it.
     """
@@ -145,6 +150,7 @@ class AsyncClient:
         tls_ca_file: str | None = None,
         on_ask: AskHook | None = None,
         durability: Durability | None = None,
+        client_hold: float = 0.1,
     ) -> None:
         problem = check_name("namespace", namespace)
         if problem:
@@ -154,6 +160,8 @@ class AsyncClient:
                             ("connect_timeout", connect_timeout), ("max_payload", max_payload)]:
             if not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
+        if not client_hold >= 0:
+            raise ConfigError(f"client_hold must be 0 or more, got {client_hold!r}")
         self.url = url
         self.namespace = namespace
         self.timeout = float(timeout)
@@ -171,6 +179,8 @@ class AsyncClient:
             raise ConfigError(f"the durability's timeout ({self.durability.timeout} s) must be shorter than "
                               f"command_timeout ({self.command_timeout} s)")
         self._keys = Keys(namespace)
+        # URNs refused lately, to refuse at send what the proxy would (``_holds.py``).
+        self._holds = Holds(float(client_hold))
         self._session: Session | None = None
         self._closed = False
         _CLIENTS.add(self)
@@ -198,6 +208,12 @@ class AsyncClient:
         session, self._session = self._session, None
         if session is not None and session.pid == os.getpid():
             await self._close_session(session)
+
+    @property
+    def refused_at_send(self) -> int:
+        """How many asks and tells this client refused ``Overloaded`` itself, without
+        sending them (``client_hold``; the Rust client's ``conclib_client_refused_at_send_total``)."""
+        return self._holds.refused_at_send
 
     @property
     def reply_key(self) -> str | None:
@@ -297,12 +313,15 @@ class AsyncClient:
 
         Raises ``HandlerError`` (the handler's error decoded in ``.error``), ``UnknownUrn``,
         ``NotExposed``, ``Panicked``, ``Timeout``, ``ActorStopped``, ``NoResponse``,
-        ``MailboxFull``, ``CodecError``, ``TooLarge``, ``BadRequest``, ``Unavailable``,
+        ``MailboxFull``, ``Overloaded`` (from the proxy, or from this client without sending:
+        ``client_hold``), ``CodecError``, ``TooLarge``, ``BadRequest``, ``Unavailable``,
         ``RedisError``, ``ProtocolError``, ``Closed``: all ``ConclibError``.
         """
         started = time.monotonic()
         label = "ok"
         name = message if isinstance(message, str) else str(getattr(message, "__conclib_name__", "?"))
+        counted: Hold | None = None
+        refused_here = False
         try:
             if timeout is None:
                 timeout = self.timeout
@@ -317,6 +336,13 @@ class AsyncClient:
                 name, body = encode_message(message, payload, self.max_payload)
             tp = current_traceparent_bytes() if traceparent is None else _traceparent(traceparent).encode()
             deadline = started + timeout
+            if self._holds.any:
+                # A URN this client holds full is refused here, as its proxy would.
+                admitted = self._holds.admit(urn, started)
+                if isinstance(admitted, Overloaded):
+                    refused_here = True
+                    raise admitted
+                counted = admitted
             # The hot path (one server, connected, the URN resolved): the request queued
             # and its answer awaited here, with no coroutine of its own. Its ttl is the whole
             # timeout (what ran since ``started`` is not a millisecond).
@@ -356,6 +382,8 @@ class AsyncClient:
                 status, reply = await self._exchange_slow(urn, name, body, timeout, high, tp, started)
             return interpret(urn, name, timeout, status, reply)
         except ConclibError as e:
+            if type(e) is Overloaded and not refused_here:
+                self._holds.refused(urn, e, time.monotonic())
             if isinstance(e, Timeout) and self._session is not None:
                 # Its system shut down meanwhile (it restarts or is being replaced): retryable.
                 departed = await self._session.unavailable_if_departed(e, urn)
@@ -376,6 +404,8 @@ class AsyncClient:
             label = "error"
             raise
         finally:
+            if counted is not None:
+                counted.in_flight -= 1
             if self.on_ask is not None:
                 try:
                     self.on_ask(AskEvent(urn, name, label, time.monotonic() - started))
@@ -519,7 +549,14 @@ class AsyncClient:
         ``UnknownUrn`` if no system serves the URN, codec, size and Redis errors, and
         ``Timeout`` if Redis does not answer within ``command_timeout`` (a frozen server).
         With a ``durability`` asking for replicas it returns once they acknowledged it, and
-        raises ``NotReplicated`` (an ``Unavailable``) if fewer did in time."""
+        raises ``NotReplicated`` (an ``Unavailable``) if fewer did in time. Raises
+        ``Overloaded`` without sending it while this client holds the URN full (``client_hold``):
+        its proxy would drop it."""
+        if self._holds.any:
+            refused = self._holds.tell(urn, time.monotonic())
+            if refused is not None:
+                await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
+                raise refused
         high = _priority(priority)
         name, body = self._encode(message, payload)
         tp = _traceparent(traceparent)
