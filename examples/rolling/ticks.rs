@@ -109,3 +109,36 @@ pub(super) fn notes_dir() -> Result<PathBuf, BoxError> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts notes written as members write them: on time, coalesced, lost, doubled.
+    fn counted(notes: &[(&str, &str)]) -> (u64, u64, u64) {
+        let dir = notes_dir().unwrap();
+        for (member, lines) in notes {
+            std::fs::write(dir.join(format!("{member}.ticks")), lines).unwrap();
+        }
+        let c = count(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        c
+    }
+
+    #[test]
+    fn coalesced_ticks_count_once_and_gaps_and_repeats_are_found() {
+        // acct:1's 1000..1800 handled across two members, 1400 and 1600 coalesced into
+        // one delivery: nothing lost or doubled.
+        let whole = counted(&[
+            ("a", "acct:1 1000 0 200\nacct:1 1200 0 200\n"),
+            ("b", "acct:1 1400 1 200\nacct:1 1800 0 200\n"),
+        ]);
+        assert_eq!(whole, (5, 0, 0));
+        // 1400 handled by nobody; 1200 by both members.
+        let broken = counted(&[
+            ("a", "acct:1 1000 0 200\nacct:1 1200 0 200\n"),
+            ("b", "acct:1 1200 0 200\nacct:1 1600 0 200\n"),
+        ]);
+        assert_eq!(broken, (3, 1, 1));
+    }
+}
