@@ -16,7 +16,13 @@
 //!   the callers had accepted for it, or whose number of asks answered, kept in memory
 //!   only and carried from member to member (`StateStore::dehydrate`, `rehydrate`), is not
 //!   the number of asks answered (`memory_mismatches`: those); `tells_lost`,
-//!   `tells_repeated`: the tells' differences summed.
+//!   `tells_repeated`: the tells' differences summed;
+//! - `py_asks`, `py_failed`, `py_timeouts`: the asks of the Python caller processes
+//!   (`rolling/python.rs`; `py_callers=0` when no Python interpreter imports `conclib`);
+//! - `ticks`, `ticks_lost`, `ticks_doubled`: the first `reminders` accounts each have a
+//!   reminder every 200 ms, delivered by every member's `ReminderPoller` (shut down before
+//!   the member drains); per account, the due times from its first handled tick to its
+//!   last that no delivery stood for, and those more than one did (`rolling/ticks.rs`).
 //!
 //! The successors are build 2 ([`AccountV2`]): its `Add` has an optional field more (its
 //! version 2) and it answers a new message, `Audit`. Every other caller process is of
@@ -32,175 +38,22 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use conclib::AskError;
 use conclib::redis::codec::MsgPack;
-use conclib::redis::scale::{Activation, StateStore};
-use conclib::redis::{ProxyClient, ProxyConfig, start_proxy};
-use conclib::{ActorSystem, AskError, actor, message};
-use serde::{Deserialize, Serialize};
+use conclib::redis::{ProxyClient, ProxyConfig};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
 
 use crate::BoxError;
 
+mod member;
+mod python;
+mod ticks;
+
+pub use member::{Account, AccountV2, Add, AddV2, Audit, Total, member};
+
 /// The namespace of the run.
 const NAMESPACE: &str = "rolling";
-
-/// A tell: adds one. Build 1's, without fields.
-#[message(error = String)]
-#[derive(Serialize, Deserialize)]
-pub struct Add {}
-
-/// Build 2's `Add`: an optional note added (its version 2). In MessagePack, the codec of
-/// this run, build 1 decodes it (the note skipped) and build 2 decodes build 1's (the note
-/// `None`).
-#[message(name = "Add", version = 2, error = String)]
-#[derive(Serialize, Deserialize)]
-pub struct AddV2 {
-    /// New in build 2.
-    pub note: Option<String>,
-}
-
-/// The count, and how many asks the account answered (this one included).
-#[message(response = (u64, u64), error = String)]
-#[derive(Serialize, Deserialize)]
-pub struct Total;
-
-/// New in build 2: as [`Total`]. A build 1 member holding the URN hands it to a build 2
-/// member, which answers.
-#[message(response = (u64, u64), error = String)]
-#[derive(Serialize, Deserialize)]
-pub struct Audit;
-
-/// An activated account of build 1: its count lives in memory and is saved at each tell;
-/// how many asks it answered lives in memory only, carried to the next activation when it
-/// moves (`StateStore::dehydrate` / `rehydrate`).
-#[actor]
-pub struct Account {
-    count: u64,
-    asks: u64,
-    store: StateStore,
-}
-
-#[actor]
-impl Account {
-    /// Adds one, saved before it counts as handled.
-    #[handle(remote)]
-    async fn add(&mut self, _: Add) -> Result<(), String> {
-        add_one(&self.store, &mut self.count).await
-    }
-
-    /// The count and the asks answered.
-    #[handle(remote)]
-    async fn total(&mut self, _: Total) -> Result<(u64, u64), String> {
-        self.asks += 1;
-        Ok((self.count, self.asks))
-    }
-
-    /// Moved to another member: both counts carried (the saved one is loaded otherwise).
-    #[on_stop]
-    async fn carry(&mut self, _reason: &conclib::StopReason) {
-        let _ = self.store.dehydrate(&(self.count, self.asks)).await;
-    }
-}
-
-/// Build 2 of [`Account`]: `Add` at version 2, and `Audit`.
-#[actor]
-pub struct AccountV2 {
-    count: u64,
-    asks: u64,
-    store: StateStore,
-}
-
-#[actor]
-impl AccountV2 {
-    /// Adds one, saved before it counts as handled.
-    #[handle(remote)]
-    async fn add(&mut self, _: AddV2) -> Result<(), String> {
-        add_one(&self.store, &mut self.count).await
-    }
-
-    /// The count and the asks answered.
-    #[handle(remote)]
-    async fn total(&mut self, _: Total) -> Result<(u64, u64), String> {
-        self.asks += 1;
-        Ok((self.count, self.asks))
-    }
-
-    /// As `total`.
-    #[handle(remote)]
-    async fn audit(&mut self, _: Audit) -> Result<(u64, u64), String> {
-        self.asks += 1;
-        Ok((self.count, self.asks))
-    }
-
-    /// As build 1's.
-    #[on_stop]
-    async fn carry(&mut self, _reason: &conclib::StopReason) {
-        let _ = self.store.dehydrate(&(self.count, self.asks)).await;
-    }
-}
-
-/// One more, saved before it counts.
-async fn add_one(store: &StateStore, count: &mut u64) -> Result<(), String> {
-    store.save(&(*count + 1)).await.map_err(|e| e.to_string())?;
-    *count += 1;
-    Ok(())
-}
-
-/// An activation's counts: carried from the member before, else the saved count.
-async fn counts(a: &Activation) -> Result<(u64, u64), BoxError> {
-    Ok(match a.store().rehydrate::<(u64, u64)>().await? {
-        Some(carried) => carried,
-        None => (a.store().load::<u64>().await?.unwrap_or_default(), 0),
-    })
-}
-
-/// `member URL NAME BUILD`: serves `acct:{id}` as build 1 or 2 until SIGTERM (drains,
-/// then prints `DRAINED took_ms handed handing_p99_ms longest_ms`) or until stdin closes
-/// (shuts down).
-pub async fn member(url: &str, name: &str, build: &str) -> Result<(), BoxError> {
-    let config = ProxyConfig::new(url)
-        .with_namespace(NAMESPACE)
-        .with_system_id(name)
-        .with_snapshot_interval(None);
-    let system = ActorSystem::new(name);
-    let proxy = start_proxy(&system, &config).await?;
-    let activator = if build == "2" {
-        proxy.activate("acct:{id}", |a: Activation| async move {
-            let (count, asks) = counts(&a).await?;
-            let store = a.into_store();
-            Ok::<_, BoxError>(AccountV2 { count, asks, store })
-        })
-    } else {
-        proxy.activate("acct:{id}", |a: Activation| async move {
-            let (count, asks) = counts(&a).await?;
-            let store = a.into_store();
-            Ok::<_, BoxError>(Account { count, asks, store })
-        })
-    };
-    activator.never_passivate().await?;
-    println!("READY");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stdin_closed = tokio::task::spawn_blocking(|| {
-        let mut sink = String::new();
-        while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
-    });
-    tokio::select! {
-        _ = term.recv() => {
-            let d = proxy.drain().await?;
-            println!(
-                "DRAINED {} {} {} {}",
-                d.took.as_millis(),
-                d.handed,
-                d.handing_p99.as_millis(),
-                d.longest_handing.as_millis()
-            );
-        }
-        _ = stdin_closed => proxy.shutdown().await?,
-    }
-    system.shutdown(Duration::from_secs(5)).await?;
-    Ok(())
-}
 
 fn micros_now() -> u64 {
     u64::try_from(
@@ -324,6 +177,10 @@ pub struct Options {
     pub callers: usize,
     /// Calls in flight in each caller process.
     pub in_flight: usize,
+    /// Python caller processes (each `in_flight` asks at a time), beside the Rust ones.
+    pub python_callers: usize,
+    /// Accounts (the first ones) with a periodic reminder.
+    pub reminders: u64,
     /// Each ask's timeout.
     pub ask_timeout: Duration,
     /// Load before the first replacement (the steady state measured), and after the last.
@@ -369,6 +226,20 @@ pub struct Report {
     pub tells_repeated: u64,
     /// Asks per second over the whole load.
     pub asks_per_s: f64,
+    /// Python caller processes that ran.
+    pub py_callers: u64,
+    /// The Python callers' asks.
+    pub py_asks: u64,
+    /// Of those, asks that failed, whatever the error.
+    pub py_failed: u64,
+    /// Of those, asks that timed out.
+    pub py_timeouts: u64,
+    /// Due times handled, all reminded accounts together.
+    pub ticks: u64,
+    /// Due times between an account's first and last handled ticks that none stood for.
+    pub ticks_lost: u64,
+    /// Due times more than one delivery stood for (each extra one counted).
+    pub ticks_doubled: u64,
     /// Errors other than timeouts, by kind.
     pub errors: BTreeMap<String, u64>,
 }
@@ -378,7 +249,7 @@ impl Report {
     #[must_use]
     pub fn line(&self) -> String {
         format!(
-            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0}",
+            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0} py_callers={} py_asks={} py_failed={} py_timeouts={} ticks={} ticks_lost={} ticks_doubled={}",
             self.asks,
             self.failed_asks,
             self.timeouts,
@@ -400,6 +271,13 @@ impl Report {
             self.p99_steady_ms,
             self.p99_roll_ms,
             self.asks_per_s,
+            self.py_callers,
+            self.py_asks,
+            self.py_failed,
+            self.py_timeouts,
+            self.ticks,
+            self.ticks_lost,
+            self.ticks_doubled,
         )
     }
 }
@@ -473,8 +351,9 @@ async fn start_member(
     url: &str,
     name: &str,
     build: &str,
+    ticks_dir: &str,
 ) -> Result<Proc, BoxError> {
-    let mut m = Proc::start(options, &["member", url, name, build]).await?;
+    let mut m = Proc::start(options, &["member", url, name, build, ticks_dir]).await?;
     let ready = m.line(Duration::from_secs(30)).await?;
     if ready != "READY" {
         return Err(format!("member {name} did not start: {ready}").into());
@@ -496,15 +375,18 @@ fn p99_ms(mut took_us: Vec<u64>) -> f64 {
 pub async fn run(options: &Options) -> Result<Report, BoxError> {
     let daemon = conclib::redis::start_redis(&ProxyConfig::default()).await?;
     let url = daemon.url();
-    let result = roll(options, &url).await;
+    let dir = ticks::notes_dir()?;
+    let result = roll(options, &url, &dir).await;
     daemon.shutdown()?;
+    let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
+async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Report, BoxError> {
+    let ticks_dir = dir.to_str().ok_or("a temporary directory not in UTF-8")?;
     let mut members = Vec::new();
     for i in 0..options.members {
-        members.push(start_member(options, url, &format!("m{i}-v1"), "1").await?);
+        members.push(start_member(options, url, &format!("m{i}-v1"), "1", ticks_dir).await?);
     }
     let client = ProxyClient::connect(
         &ProxyConfig::new(url)
@@ -525,6 +407,8 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
             r?;
         }
     }
+    let reminded = &urns[..urns.len().min(options.reminders as usize)];
+    ticks::register(&client, reminded).await?;
     // The callers send through the steady state, the roll, and as long again.
     let started = Instant::now();
     let mut callers = Vec::new();
@@ -546,13 +430,31 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
             .await?,
         );
     }
+    let mut py_callers = Vec::new();
+    for c in 0..options.python_callers {
+        let seed = (options.callers + c + 1) as u64;
+        let timeout = options.ask_timeout;
+        match python::PyCaller::start(
+            url,
+            NAMESPACE,
+            seed,
+            options.urns,
+            options.in_flight,
+            timeout,
+        )
+        .await?
+        {
+            Some(p) => py_callers.push(p),
+            None => break,
+        }
+    }
     tokio::time::sleep(options.steady).await;
     let roll_start = micros_now();
     let mut report = Report::default();
     let mut pauses = Vec::new();
     for (i, member) in std::mem::take(&mut members).into_iter().enumerate() {
         // The successor first, ready; then the member drained.
-        let successor = start_member(options, url, &format!("m{i}-v2"), "2").await?;
+        let successor = start_member(options, url, &format!("m{i}-v2"), "2", ticks_dir).await?;
         if i == 0 {
             // A build 2 member serves: build 2's callers ask what only it has.
             for c in &mut callers {
@@ -590,10 +492,23 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
         c.close_stdin();
     }
     let load = started.elapsed();
+    report.py_callers = py_callers.len() as u64;
+    let mut answered = BTreeMap::<u64, u64>::new();
+    for p in py_callers {
+        let seen = p.stop().await?;
+        report.py_asks += seen.asks;
+        report.py_failed += seen.failed;
+        report.py_timeouts += seen.timeouts;
+        for (u, n) in seen.answered {
+            *answered.entry(u).or_default() += n;
+        }
+        for (kind, n) in seen.errors {
+            *report.errors.entry(kind).or_default() += n;
+        }
+    }
     let (mut steady, mut rolling) = (Vec::new(), Vec::new());
     let window = roll_end - roll_start;
     let mut told = BTreeMap::<u64, u64>::new();
-    let mut answered = BTreeMap::<u64, u64>::new();
     let waited = Duration::from_secs(60);
     for mut c in callers {
         loop {
@@ -659,9 +574,13 @@ async fn roll(options: &Options, url: &str) -> Result<Report, BoxError> {
             eprintln!("{urn}: {asks} asks counted in memory, {asked} answered");
         }
     }
+    // No tick more, so that none is delivered to a member shutting down.
+    ticks::cancel(&client, reminded).await?;
     client.shutdown().await;
     for m in members {
         m.exit(Duration::from_secs(15)).await?;
     }
+    // Every member's poller has stopped: the ticks noted are all there are.
+    (report.ticks, report.ticks_lost, report.ticks_doubled) = ticks::count(dir)?;
     Ok(report)
 }

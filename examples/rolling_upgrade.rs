@@ -5,10 +5,12 @@
 //! drain on SIGTERM. One line:
 //!
 //! `RESULT asks=.. failed_asks=.. timeouts=.. decode_errors=.. p99_ratio_roll_to_steady=..
-//! drain_ms_max=.. pause_p99_ms=.. state_mismatches=.. tells_lost=.. tells_repeated=..`
+//! drain_ms_max=.. pause_p99_ms=.. state_mismatches=.. tells_lost=.. tells_repeated=..
+//! .. py_asks=.. py_failed=.. py_timeouts=.. ticks=.. ticks_lost=.. ticks_doubled=..`
 //!
 //! `cargo run -p conclib-examples --example rolling_upgrade -- --urns 200 --callers 3
-//! --in-flight 32 --steady-ms 5000` (`--stop shutdown`: members shut down without draining,
+//! --py-callers 3 --in-flight 32 --reminders 20 --steady-ms 5000` (Python callers: the
+//! Python client's interpreter, `python/venv.sh`, else none; `--stop shutdown`: members shut down without draining,
 //! for comparison). Every process it starts is killed by PID if it
 //! overstays; `examples/tests/rolling_upgrade.rs` is its short form under `cargo test`.
 
@@ -26,7 +28,7 @@ fn main() -> Result<(), BoxError> {
     // Warnings of every process to standard error (`RUST_LOG` for more).
     conclib_examples::init_tracing();
     match args.get(1).map(String::as_str) {
-        Some("member") => return rt.block_on(rolling::member(&args[2], &args[3], &args[4])),
+        Some("member") => return rt.block_on(rolling::member(&args[2..])),
         Some("caller") => return rt.block_on(rolling::caller(&args[2..])),
         _ => {}
     }
@@ -44,6 +46,8 @@ fn main() -> Result<(), BoxError> {
         urns: flag("--urns", "200").parse()?,
         callers: flag("--callers", "3").parse()?,
         in_flight: flag("--in-flight", "32").parse()?,
+        python_callers: flag("--py-callers", "3").parse()?,
+        reminders: flag("--reminders", "20").parse()?,
         ask_timeout: Duration::from_millis(flag("--timeout-ms", "5000").parse()?),
         steady: Duration::from_millis(flag("--steady-ms", "5000").parse()?),
         drain: flag("--stop", "drain") != "shutdown",

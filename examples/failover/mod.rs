@@ -31,7 +31,7 @@
 
 mod cost;
 mod member;
-mod python;
+pub(crate) mod python;
 mod tally;
 
 use std::collections::BTreeMap;

@@ -17,8 +17,9 @@ use crate::BoxError;
 /// The first number of the Python callers' tells (the Rust callers' count from 1).
 const FIRST_TELL: u64 = 1 << 40;
 
-/// The interpreter to run the callers with, if one imports `conclib`.
-fn interpreter() -> Option<PathBuf> {
+/// The interpreter to run the callers with, if one imports `conclib` (the rolling
+/// upgrade's Python callers too).
+pub(crate) fn interpreter() -> Option<PathBuf> {
     let python = std::env::var_os("CONCLIB_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -5,8 +5,11 @@
 //! more) throughout and asks build 2's new `Audit` once a build 2 member serves. No ask
 //! fails (5 s deadline), none is undecodable or refused `UnsupportedVersion`, every account counts exactly the tells
 //! accepted for it (none lost, none repeated) and, in memory only (carried from member to
-//! member by `StateStore::dehydrate` / `rehydrate`), exactly the asks answered, and each
-//! member exits within its drain and shutdown bounds. The processes are this binary, re-executed in a role.
+//! member by `StateStore::dehydrate` / `rehydrate`), exactly the asks answered (a Python
+//! caller process's among them, when a Python interpreter imports `conclib`; none of its
+//! asks fails), and each member exits within its drain and shutdown bounds. 20 accounts
+//! have a reminder every 200 ms, delivered by the members' pollers: across the roll no due
+//! time goes unhandled and none is handled twice. The processes are this binary, re-executed in a role.
 
 use std::time::Duration;
 
@@ -23,6 +26,8 @@ async fn members_replaced_one_by_one_under_load_fail_no_request() {
         urns: 120,
         callers: 2,
         in_flight: 32,
+        python_callers: 1,
+        reminders: 20,
         ask_timeout: Duration::from_secs(5),
         steady: Duration::from_secs(2),
         drain: true,
@@ -48,6 +53,15 @@ async fn members_replaced_one_by_one_under_load_fail_no_request() {
     // Accounts were handed over by the drains (those that build 2's `Audit` had not moved
     // to a build 2 member first).
     assert!(report.handed > 0, "{report:?}");
+    // The Python caller's asks, when a Python interpreter imports conclib: none failed.
+    if report.py_callers > 0 {
+        assert!(report.py_asks > 0, "{report:?}");
+        assert_eq!(report.py_failed, 0, "{report:?}");
+    }
+    // Reminder ticks went on across the roll: none lost, none handled twice.
+    assert!(report.ticks > 0, "{report:?}");
+    assert_eq!(report.ticks_lost, 0, "{report:?}");
+    assert_eq!(report.ticks_doubled, 0, "{report:?}");
 }
 
 fn main() {
@@ -61,7 +75,7 @@ fn main() {
             .build()
             .expect("a runtime");
         let r = match args.first().map(String::as_str) {
-            Some("member") => rt.block_on(rolling::member(&args[1], &args[2], &args[3])),
+            Some("member") => rt.block_on(rolling::member(&args[1..])),
             Some("caller") => rt.block_on(rolling::caller(&args[1..])),
             _ => Err("unknown role".into()),
         };
