@@ -590,9 +590,21 @@ class ActorHost:
             urns = list(p.live)
             for i in range(0, len(urns), 500):
                 chunk = urns[i : i + 500]
-                got = await self.scripts.claim_many(keys=[self.keys.urn(u) for u in chunk], args=[self.system, ttl])
-                for urn, g in zip(chunk, got):
-                    if g != 1:
+                # "renew": a key found free is left free (a passivation released it after
+                # this list was made; taking it back would name this host for a URN it no
+                # longer serves), as the Rust proxy's renewal.
+                got = await self.scripts.claim_many(
+                    keys=[self.keys.urn(u) for u in chunk], args=[self.system, ttl, "renew"])
+                answers = list(zip(chunk, got))
+                vanished = [urn for urn, g in answers if g == 0 and urn in p.live]
+                if vanished:
+                    # Free though still served here (the key expired): claimed again.
+                    log.warning("%d URN keys found free at their renewal; claiming them again", len(vanished))
+                    again = await self.scripts.claim_many(
+                        keys=[self.keys.urn(u) for u in vanished], args=[self.system, ttl])
+                    answers += list(zip(vanished, again))
+                for urn, g in answers:
+                    if g != 1 and g != 0:
                         # Taken by another system (this one was paused past its lease): the
                         # activation must not run beside the new one.
                         live = p.live.pop(urn, None)
