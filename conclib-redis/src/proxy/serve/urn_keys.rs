@@ -302,3 +302,66 @@ pub(super) async fn claims_replicated(shared: &Shared, sent: &crate::durability:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A URN key's claim takes a free key; a renewal (`renew`) leaves it free (answered 0)
+    /// and extends only its own: a key released after a renewal listed it stays released.
+    /// Both scripts, on a real Redis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_renewal_does_not_take_back_a_released_urn_key() {
+        use fred::prelude::*;
+
+        use crate::conn::s;
+        use crate::protocol::{CLAIM_MANY_SCRIPT, CLAIM_SCRIPT};
+        use crate::script::Script;
+
+        let base = crate::config::ProxyConfig::default().with_namespace("claim-renew");
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let redis = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
+            .build()
+            .unwrap();
+        redis.init().await.unwrap();
+        let _: () = redis
+            .set("theirs", "sys-b", None, None, false)
+            .await
+            .unwrap();
+        let _: () = redis.set("mine", "sys-a", None, None, false).await.unwrap();
+        let (one, many) = (Script::new(CLAIM_SCRIPT), Script::new(CLAIM_MANY_SCRIPT));
+        let args = |mode: &'static str| vec![s("sys-a"), Value::Integer(60_000), s(mode)];
+        for key in ["free", "mine", "theirs"] {
+            let renewed = one.eval(&redis, vec![key], args("renew")).await.unwrap();
+            let expected = match key {
+                "free" => Value::Integer(0),
+                "mine" => Value::Integer(1),
+                _ => Value::from("sys-b"),
+            };
+            assert_eq!(renewed, expected, "{key}");
+        }
+        let keys: Vec<Value> = ["free", "mine", "theirs"].map(Value::from).to_vec();
+        let renewed = many.eval_keys(&redis, &keys, &args("renew")).await.unwrap();
+        assert_eq!(
+            renewed,
+            vec![Value::Integer(0), Value::Integer(1), Value::from("sys-b")]
+        );
+        let left: Option<String> = redis.get("free").await.unwrap();
+        assert_eq!(left, None, "a renewal left the free key free");
+        let ttl: i64 = redis.pttl("mine").await.unwrap();
+        assert!(ttl > 0, "a renewal extended its own key: {ttl}");
+        // A claim (any other mode, or none, as the Python host sends) takes it.
+        let taken = many.eval_keys(&redis, &keys, &args("take")).await.unwrap();
+        assert_eq!(taken[0], Value::Integer(1));
+        let _: () = redis.del("free").await.unwrap();
+        let taken = one
+            .eval(
+                &redis,
+                vec!["free"],
+                vec![s("sys-a"), Value::Integer(60_000)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(taken, Value::Integer(1));
+        let now: Option<String> = redis.get("free").await.unwrap();
+        assert_eq!(now.as_deref(), Some("sys-a"));
+    }
+}
