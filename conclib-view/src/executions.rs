@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use conclib_redis::durable::ExecutionInfo;
 use serde::Serialize;
 
+use crate::last_answer::json;
 use crate::sampler::ViewState;
 
 /// Executions per answer by default.
@@ -187,14 +188,6 @@ fn kind_of(name: &str) -> (&'static str, &str) {
         }
     }
     ("step", name)
-}
-
-fn json(body: Arc<String>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        String::clone(&body),
-    )
-        .into_response()
 }
 
 /// `GET /api/executions`.

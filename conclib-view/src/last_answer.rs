@@ -6,6 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
 /// The last answer and its query string, and when it was made.
 #[derive(Default)]
 pub(crate) struct LastAnswer(Mutex<Option<(String, Instant, Arc<String>)>>);
@@ -24,4 +27,13 @@ impl LastAnswer {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((raw.to_owned(), Instant::now(), body));
     }
+}
+
+/// A kept answer (a JSON body) as a response.
+pub(crate) fn json(body: Arc<String>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        String::clone(&body),
+    )
+        .into_response()
 }

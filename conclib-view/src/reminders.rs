@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use conclib_redis::reminders::{
     MAX_REMINDERS_LISTED, ReminderError, ReminderQuery, RemindersOverview,
 };
 use serde::Serialize;
 
+use crate::last_answer::json;
 use crate::sampler::ViewState;
 
 /// Reminders per answer by default.
@@ -113,14 +114,6 @@ struct Answer<'a> {
     limit: usize,
     #[serde(flatten)]
     overview: &'a RemindersOverview,
-}
-
-fn json(body: Arc<String>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        String::clone(&body),
-    )
-        .into_response()
 }
 
 /// `GET /api/reminders`.
