@@ -58,6 +58,10 @@ pub(crate) mod field {
     /// group named here placed one of the group's requests on this system; its member
     /// reads its pending list (`PLACE_SCRIPT`).
     pub const PLACED: &str = "placed";
+    /// Only in a proxy's own entries, beside [`PLACED`]: a member joined the group of the
+    /// pattern whose prefix this names; a member that rebalances it looks at its
+    /// directory (`proxy/scale/rebalance.rs`).
+    pub const JOINED: &str = "joined";
     /// Only in a proxy's own entries: the request's first entry, `<entry id> <stream key>`,
     /// when a takeover moved it out of a gone system's stream (`TAKE_OVER_SCRIPT`), so that
     /// an activation that recorded it as applied under its first entry knows it again.

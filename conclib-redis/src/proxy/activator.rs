@@ -72,6 +72,8 @@ impl<'a> Activator<'a> {
             idle: Some(DEFAULT_PASSIVATE_AFTER),
             placement: Placement::default(),
             rebalance: false,
+            rebalancing: Default::default(),
+            moved_at: Default::default(),
             limits: Default::default(),
             reporting: Default::default(),
         });

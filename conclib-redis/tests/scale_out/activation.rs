@@ -118,11 +118,15 @@ impl Actor for Account {
         if self.save_on_stop {
             let _ = self.store.save(&self.count).await;
         }
+        // Moved to another member (a rebalance, a drain): the count carried there.
+        let _ = self.store.dehydrate(&self.count).await;
         Ok(())
     }
 }
 
-/// The constructor: counts activations in Redis (`{ns}:test:activations`), loads the count.
+/// The constructor: counts activations in Redis (`{ns}:test:activations`), takes the count
+/// its previous activation carried when it was moved here (counted in `{ns}:test:carried`),
+/// else loads it.
 pub(crate) async fn open_account(
     a: Activation,
     redis: Client,
@@ -137,7 +141,16 @@ pub(crate) async fn open_account(
         .incr(format!("{ns}:test:activations"))
         .await
         .map_err(|e| StoreError::Redis(e.to_string()))?;
-    let count = a.store().load::<u64>().await?.unwrap_or(0);
+    let count = match a.store().rehydrate::<u64>().await? {
+        Some(carried) => {
+            let _: i64 = redis
+                .incr(format!("{ns}:test:carried"))
+                .await
+                .map_err(|e| StoreError::Redis(e.to_string()))?;
+            carried
+        }
+        None => a.store().load::<u64>().await?.unwrap_or(0),
+    };
     Ok(Account {
         count,
         store: a.into_store(),

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use conclib_redis::ProxyClient;
+use fred::prelude::KeysInterface;
 
 use crate::activation::{Incr, Total};
 use crate::common::{config, eventually, plain_client};
@@ -76,15 +77,24 @@ pub(crate) async fn a_member_joining_under_load_takes_its_share_with_rebalancing
         "rebalance",
     ])
     .await;
+    // Where the time goes: the newcomer's start (until it serves and is listed), then
+    // until the first URN is handed to it, then until it holds its quarter.
+    let ready_ms = joined_at.elapsed().as_millis();
+    let first_ms = Arc::new(std::sync::OnceLock::new());
     peers.push(newcomer);
     let spread = eventually(
         Duration::from_secs(60),
         "the newcomer holds at least 25% of the activations",
         || {
-            let (redis, ns, urns) = (redis.clone(), ns.clone(), urns.clone());
+            let (redis, ns, urns, first_ms) =
+                (redis.clone(), ns.clone(), urns.clone(), first_ms.clone());
             async move {
                 let by = shares(&holders(&redis, &ns, &urns).await);
-                (by.get("s3").copied().unwrap_or(0) * 4 >= urns.len()).then_some(by)
+                let held = by.get("s3").copied().unwrap_or(0);
+                if held > 0 {
+                    first_ms.get_or_init(|| joined_at.elapsed().as_millis());
+                }
+                (held * 4 >= urns.len()).then_some(by)
             }
         },
     )
@@ -108,10 +118,24 @@ pub(crate) async fn a_member_joining_under_load_takes_its_share_with_rebalancing
         }
     }
     assert!(wrong.is_empty(), "counted vs told: {wrong:?}");
+    // Live migration, no store reload: every activation after the first 40 (one per URN)
+    // took the count its predecessor carried (`StateStore::rehydrate`).
+    let count = |key: &'static str| {
+        let (redis, key) = (redis.clone(), format!("{ns}:test:{key}"));
+        async move { redis.get::<Option<u64>, _>(key).await.unwrap().unwrap_or(0) }
+    };
+    let (activations, carried) = (count("activations").await, count("carried").await);
+    let reloaded = activations - urns.len() as u64 - carried;
+    assert!(carried > 0, "the moved activations carried their counts");
+    assert_eq!(
+        reloaded, 0,
+        "activations that loaded their count from the store again"
+    );
     let sent: u64 = told.iter().map(|t| t.load(Ordering::Relaxed)).sum();
     println!(
-        "RESULT test=rebalance members=3 urns={} rebalance_ms={rebalance_ms} newcomer_share_pct={} tells={sent} errors=0",
+        "RESULT test=rebalance members=3 urns={} rebalance_ms={rebalance_ms} newcomer_ready_ms={ready_ms} first_handed_ms={} newcomer_share_pct={} carried={carried} reloaded={reloaded} tells={sent} errors=0",
         urns.len(),
+        first_ms.get().copied().unwrap_or(rebalance_ms),
         spread.get("s3").copied().unwrap_or(0) * 100 / urns.len(),
     );
     eprintln!("after: {spread:?}");

@@ -32,6 +32,10 @@ pub(in crate::proxy) struct Pattern {
     /// Whether a member with more than its share of the pattern's activations passivates
     /// some, for members with fewer to take them (`rebalance.rs`).
     pub(in crate::proxy) rebalance: bool,
+    /// A look at the directory to rebalance under way (`rebalance.rs`): one at a time.
+    pub(in crate::proxy) rebalancing: AtomicBool,
+    /// When a look last moved activations (`rebalance.rs`).
+    pub(in crate::proxy) moved_at: Mutex<Option<Instant>>,
     /// The pattern's own limits of pending requests, and its count (`serve/admission.rs`).
     pub(in crate::proxy) limits: crate::proxy::serve::admission::PatternLimits,
     /// The writes of its count in the directory (`placement.rs`).

@@ -206,6 +206,14 @@ pub(in crate::proxy) async fn serve(
         // pattern's directory at once: placement counts on it from now.
         versions::advertise(shared, &name).await;
         placement::report_activations(shared, &name).await;
+        // The members that rebalance look at once (`rebalance.rs`).
+        if shared
+            .activations
+            .pattern_for_prefix(&name)
+            .is_some_and(|p| p.rebalance)
+        {
+            rebalance::announce_join(shared, &name).await;
+        }
     }
 }
 
@@ -460,10 +468,8 @@ async fn member_loop(shared: Arc<Shared>) {
                         // Written again: a Redis that lost it (a restart) has it back.
                         versions::advertise(&sys, &m.name).await;
                     }
-                    if !m.fast
-                        && sys.activations.pattern_for_prefix(&m.name).is_some_and(|p| p.rebalance)
-                    {
-                        rebalance::rebalance(&sys, &m.name).await;
+                    if !m.fast {
+                        rebalance::start(&sys, &m.name, rebalance::Look::Renewal);
                     }
                 }
             }

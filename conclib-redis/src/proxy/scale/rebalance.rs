@@ -3,15 +3,31 @@
 //! gives each one's URN key to the member with the fewest (a member that just joined), so
 //! that their next requests activate them there (their state carried when their `on_stop`
 //! calls `StateStore::dehydrate`, `migration.rs`).
+//!
+//! A member looks at its pattern's directory with each renewal of its lease (a third of a
+//! lease apart), and at once when a member joins: the joiner, listed in the directory,
+//! appends a notice to each other member's own stream ([`announce_join`]), which that
+//! member reads as a request and answers by looking ([`start`]). The notice is a wake-up
+//! entry as placement's (`placed`, naming the group) with the pattern's prefix in a field
+//! of its own (`joined`): a reader that knows only wake-ups (an earlier build, a Python
+//! host) reads its pending list again and nothing more.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::activation;
 use super::placement;
+use crate::conn::{self, keyed, owned, s};
+use crate::protocol::{self, PROTOCOL_VERSION, field};
 use crate::proxy::shared::Shared;
 
-/// The most activations one look passivates: the rest at the next (a third of a lease on).
+/// The most activations one look passivates: the rest at the next.
 const MOST_AT_ONCE: u64 = 64;
+
+/// How many more rounds one look makes when it moved fewer than its excess (an
+/// activation with requests in its mailbox is not taken; by the next round it may be idle).
+const MORE_ROUNDS: usize = 4;
 
 /// How many of its `mine` activations a member passivates, given every live member's count
 /// (its own among them): those above an even share (rounded up), when some member is below
@@ -30,43 +46,141 @@ pub(in crate::proxy) fn excess(mine: u64, counts: &[u64]) -> u64 {
     (mine - share).min(share - least).min(MOST_AT_ONCE)
 }
 
-/// One look at pattern `prefix`'s directory (`shared`: the system's proxy): passivates
-/// this member's [`excess`], if any.
-pub(in crate::proxy) async fn rebalance(shared: &Arc<Shared>, prefix: &str) {
-    let Ok(members) = placement::pattern_members(shared, prefix).await else {
+/// What made a member look at its pattern's directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::proxy) enum Look {
+    /// A renewal of its lease (`group.rs`).
+    Renewal,
+    /// A member joined ([`announce_join`]).
+    Joined,
+}
+
+/// A look at pattern `prefix`'s directory (`shared`: the system's proxy): passivates this
+/// member's [`excess`], if any, moving each activation to the member with the fewest, and
+/// returns once they are moved (in up to [`MORE_ROUNDS`] more rounds when some had
+/// requests waiting). One look at a time per pattern: one asked while another runs is left
+/// to it.
+///
+/// A URN handed over counts for no member until its next request activates it there, so a
+/// look soon after moves finds an excess that is not there: a renewal's look is skipped
+/// within one renewal (a third of a lease) of the last look that moved some; a join's is
+/// not (the new member is below its share whatever is under way).
+pub(in crate::proxy) async fn rebalance(shared: &Arc<Shared>, prefix: &str, why: Look) {
+    let Some(pattern) = shared.activations.pattern_for_prefix(prefix) else {
         return;
+    };
+    let settling = shared.config.lease_ttl / 3;
+    let lock = || pattern.moved_at.lock().unwrap_or_else(|e| e.into_inner());
+    if why == Look::Renewal && lock().is_some_and(|at| at.elapsed() < settling) {
+        return;
+    }
+    if pattern.rebalancing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if look(shared, prefix).await {
+        *lock() = Some(Instant::now());
+    }
+    pattern.rebalancing.store(false, Ordering::Release);
+}
+
+/// One look ([`rebalance`]): whether it moved any activation.
+async fn look(shared: &Arc<Shared>, prefix: &str) -> bool {
+    let Ok(members) = placement::pattern_members(shared, prefix).await else {
+        return false;
     };
     let mine = shared.activations.count_under(prefix);
     let counts: Vec<u64> = members.iter().map(|m| m.activations).collect();
-    let n = excess(mine, &counts);
-    if n == 0 {
-        return;
-    }
-    let urns = shared
-        .activations
-        .take_least_used(prefix, usize::try_from(n).unwrap_or(usize::MAX));
-    tracing::info!(system = %shared.system_id, pattern = %prefix, mine, passivated = urns.len(), "rebalancing: handing activations to members with fewer");
+    let excess = usize::try_from(excess(mine, &counts)).unwrap_or(usize::MAX);
+    let mut left = excess;
     let mut others: Vec<(u64, String)> = members
         .iter()
         .filter(|m| m.system != shared.system_id)
         .map(|m| (m.activations, m.system.clone()))
         .collect();
-    for urn in urns {
-        crate::metrics::activation(&shared.system_id, prefix, "rebalanced");
-        // To the member with the fewest, counting each choice: its URN key given there,
-        // so that its next request goes straight to it (`serve/urn_keys.rs`, `hand_urn`).
-        let target = others
-            .iter_mut()
-            .min_by_key(|(n, _)| *n)
-            .map(|(n, system)| {
-                *n += 1;
-                system.clone()
-            });
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            activation::move_away(&shared, &urn, target.as_deref()).await;
-        });
+    for _ in 0..=MORE_ROUNDS {
+        if left == 0 {
+            break;
+        }
+        let urns = shared.activations.take_least_used(prefix, left);
+        if urns.is_empty() {
+            break;
+        }
+        left -= urns.len();
+        tracing::info!(system = %shared.system_id, pattern = %prefix, mine, passivated = urns.len(), "rebalancing: handing activations to members with fewer");
+        let moves: Vec<_> = urns
+            .into_iter()
+            .map(|urn| {
+                crate::metrics::activation(&shared.system_id, prefix, "rebalanced");
+                // To the member with the fewest, counting each choice: its URN key given
+                // there, so that its next request goes straight to it (`serve/urn_keys.rs`,
+                // `hand_urn`).
+                let target = others
+                    .iter_mut()
+                    .min_by_key(|(n, _)| *n)
+                    .map(|(n, system)| {
+                        *n += 1;
+                        system.clone()
+                    });
+                async move {
+                    // Each on its own: an activation's requests wait for its own stop only.
+                    activation::move_away(shared, &urn, target.as_deref()).await;
+                }
+            })
+            .collect();
+        futures_util::future::join_all(moves).await;
     }
+    left < excess
+}
+
+/// A member just joined pattern `prefix`'s group and is listed in its directory
+/// (`shared`: the system's proxy): tells every other member listed there, in its own
+/// stream, so that each looks at once rather than at its next renewal.
+pub(in crate::proxy) async fn announce_join(shared: &Shared, prefix: &str) {
+    let Ok(members) = placement::pattern_members(shared, prefix).await else {
+        return;
+    };
+    let group = protocol::pattern_group(prefix);
+    let notices = members
+        .iter()
+        .filter(|m| m.system != shared.system_id)
+        .map(|m| {
+            let args = vec![
+                owned(shared.keys.requests(&m.system)),
+                s("NOMKSTREAM"),
+                s("*"),
+                s(field::VERSION),
+                s(PROTOCOL_VERSION),
+                s(field::PLACED),
+                owned(group.clone()),
+                s(field::JOINED),
+                owned(prefix.to_owned()),
+            ];
+            conn::call(&shared.cmd, keyed("XADD"), args)
+        });
+    for r in futures_util::future::join_all(notices).await {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, pattern = %prefix, "could not tell a member of a join");
+        }
+    }
+}
+
+/// A look at pattern `prefix` ([`rebalance`]) in a task of its own (`shared`: this
+/// system's proxy), if this system is a member of its group that rebalances it and is not
+/// draining: at each renewal of the member's lease (`group.rs`), and when a member joined
+/// ([`announce_join`], read by `serve/dispatch.rs`).
+pub(in crate::proxy) fn start(shared: &Arc<Shared>, prefix: &str, why: Look) {
+    let rebalances = shared
+        .activations
+        .pattern_for_prefix(prefix)
+        .is_some_and(|p| p.rebalance);
+    if !rebalances
+        || shared.draining.load(Ordering::Acquire)
+        || !shared.groups().contains_key(prefix)
+    {
+        return;
+    }
+    let (shared, prefix) = (shared.clone(), prefix.to_owned());
+    tokio::spawn(async move { rebalance(&shared, &prefix, why).await });
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use crate::overload::Refusal;
 use crate::protocol::{self, Status};
 use crate::proxy::scale::activations::Pattern;
 use crate::proxy::scale::placement;
+use crate::proxy::scale::rebalance;
 use crate::proxy::scale::versions;
 use crate::proxy::shared::{Role, Shared};
 use crate::unacked::EntryId;
@@ -120,7 +121,7 @@ pub(in crate::proxy) fn dispatch(
 /// wake-up from a group member, an expired request and a malformed one without a usable
 /// reply address are acknowledged without a reply; any other refusal is answered.
 fn check(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     entry_id: &Bytes,
     id: EntryId,
     fields: Value,
@@ -132,11 +133,14 @@ fn check(
     };
     let env = RawEnvelope::parse(fields);
     // A member of one of this system's groups placed a request on it: that member reads
-    // its pending list.
+    // its pending list. Or a member joined a pattern's group: a look to rebalance it.
     if matches!(shared.role, Role::System)
         && let Some(group) = env.placed()
     {
         placement::wake_member(shared, group);
+        if let Some(prefix) = env.joined() {
+            rebalance::start(shared, prefix, rebalance::Look::Joined);
+        }
         return Err(done(id, None));
     }
     let Some(reply_to) = env.address(&shared.reply_prefix) else {

@@ -27,6 +27,7 @@ pub(in crate::proxy) struct RawEnvelope {
     trace: Option<Value>,
     from: Option<Value>,
     placed: Option<Value>,
+    joined: Option<Value>,
     moved: Option<Value>,
     bad_shape: bool,
 }
@@ -79,6 +80,7 @@ impl RawEnvelope {
                 Some(b) if b == field::TRACEPARENT.as_bytes() => &mut env.trace,
                 Some(b) if b == field::FROM.as_bytes() => &mut env.from,
                 Some(b) if b == field::PLACED.as_bytes() => &mut env.placed,
+                Some(b) if b == field::JOINED.as_bytes() => &mut env.joined,
                 Some(b) if b == field::MOVED.as_bytes() => &mut env.moved,
                 _ => continue,
             };
@@ -108,6 +110,12 @@ impl RawEnvelope {
             return None;
         }
         text(&self.placed)
+    }
+
+    /// The prefix of the pattern a member just joined the group of, in a wake-up entry
+    /// that member appended (`scale/rebalance.rs`, `announce_join`).
+    pub(in crate::proxy) fn joined(&self) -> Option<&str> {
+        self.placed().and(text(&self.joined))
     }
 
     pub(in crate::proxy) fn validate(self) -> Result<Request, String> {
