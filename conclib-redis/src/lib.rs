@@ -304,7 +304,8 @@
 //!   [`PublishedGroup::activations`](snapshots::PublishedGroup::activations), the live view.
 //! - **Rebalancing** ([`Activator::rebalance`](scale::Activator::rebalance), `tests/scale_out/rebalance.rs`). With it on,
 //!   a member holding more than its share of a pattern's activations (the live members'
-//!   total divided evenly, rounded up) passivates the excess every third of a lease, least
+//!   total divided evenly, rounded up) passivates the excess as soon as a member joins
+//!   (the joiner tells the others in their streams) and every third of a lease, least
 //!   recently used first and only those with nothing queued, and gives each one's URN key
 //!   to the member with the fewest; their next requests activate them there (their state
 //!   carried when their `on_stop` calls [`StateStore::dehydrate`](scale::StateStore::dehydrate)), and a request that

@@ -559,7 +559,7 @@ pub(crate) fn sha1_hex(script: &str) -> String {
 /// `KEYS[4..3+n]`), n indexes (1-based) into the chosen members' streams, and their system
 /// ids. Unless the pattern has no member (`{-1, 0, 0}`) or the gone system holds a lease
 /// again (`{-2, 0, 0}`): each URN key naming the gone system, or absent, is given to the
-/// member chosen for it, and each request of that range for a URN of the pattern not acknowledged by the
+/// member chosen for it (one naming that member already stays its), and each request of that range for a URN of the pattern not acknowledged by the
 /// gone system (delivered and pending, or never delivered) is appended, fields unchanged but
 /// its deadline's `ttl` cut by the time it waited and a `moved` field (its first entry,
 /// `<id> <stream>`, unless it has one), to that member's stream (to the group's stream if its
@@ -576,8 +576,9 @@ for i = 1, n do
   local key = KEYS[3 + i]
   local target = tonumber(ARGV[7 + n + i])
   local held = redis.call('GET', key)
-  if held == ARGV[3] or (held == false and redis.call('SET', key, ARGV[7 + 2 * n + target], 'PX', ARGV[6], 'NX')) then
-    redis.call('SET', key, ARGV[7 + 2 * n + target], 'PX', ARGV[6])
+  local chosen = ARGV[7 + 2 * n + target]
+  if held == ARGV[3] or held == chosen or (held == false and redis.call('SET', key, chosen, 'PX', ARGV[6], 'NX')) then
+    redis.call('SET', key, chosen, 'PX', ARGV[6])
     dest[ARGV[7 + i]] = KEYS[3 + n + target]
   end
 end

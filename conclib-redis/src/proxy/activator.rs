@@ -113,7 +113,8 @@ impl<'a> Activator<'a> {
         self
     }
 
-    /// Moves activations to members that have fewer: every third of a lease, a member with
+    /// Moves activations to members that have fewer: when a member joins (it tells the
+    /// others at once), and every third of a lease, a member with
     /// more than its share of the pattern's activations (the total over the live members of
     /// the directory, divided evenly, rounded up) passivates the excess, least recently used
     /// first and only those with nothing queued (gracefully: `on_stop` may save, or carry

@@ -17,8 +17,9 @@
 //!    for the hand-over, then goes to that member (in its order). (With no other member
 //!    listed, the key is released and the next request places the URN.)
 //! 4. It stops reading, finishes what it took, and moves what is left in its stream for
-//!    the patterns' URNs to the patterns' groups (`TAKE_OVER_SCRIPT`, the deadlines cut by
-//!    the time waited): nothing is left for a successor that may never come. Unless it
+//!    the patterns' URNs to the own streams of the members it handed them to (those with
+//!    no holder to the patterns' groups; `TAKE_OVER_SCRIPT`, the deadlines cut by the time
+//!    waited): nothing is left for a successor that may never come. Unless it
 //!    serves actors of its own (whose requests wait there for its successor), it then
 //!    deletes its stream at once: a client whose route to it was cached before the
 //!    releases appends nothing there, looks the URN up again and finds the member it was
@@ -70,7 +71,7 @@ pub struct Drained {
     /// [`longest_handing`](Self::longest_handing)).
     pub handing_p99: Duration,
     /// Requests left in the system's stream for its patterns' URNs after it stopped
-    /// reading, moved to the patterns' groups.
+    /// reading, moved to the members holding their URNs (or to the patterns' groups).
     pub moved: u64,
     /// Of those, requests whose deadline had passed: dropped (their callers timed out).
     pub expired: u64,
@@ -287,8 +288,9 @@ async fn close_stream(shared: &Shared) -> bool {
 }
 
 /// Moves what is left unacknowledged in the system's stream for pattern `prefix`'s URNs to
-/// the pattern's group's stream: `(moved, expired)`. Not in a Redis Cluster (the two
-/// streams live in different slots): there they wait for the system's successor.
+/// the streams of the members their URN keys name (else the pattern's group's stream):
+/// `(moved, expired)`. Not in a Redis Cluster (the streams live in different slots): there
+/// they wait for the system's successor.
 async fn sweep(shared: &Shared, prefix: &str) -> (u64, u64) {
     if !matches!(shared.role, Role::System) {
         return (0, 0);
@@ -298,7 +300,7 @@ async fn sweep(shared: &Shared, prefix: &str) -> (u64, u64) {
         // This key never exists: the system stopped reading its stream, which is what
         // the script's lease check stands for.
         lease_key: format!("{}:drained", shared.lease.key),
-        placed: false,
+        to: takeover::MovedTo::Holder,
         steps: usize::MAX,
     };
     let done = takeover::move_requests(shared, prefix, &from).await;

@@ -71,7 +71,7 @@ pub(in crate::proxy) async fn take_over_gone(shared: &Shared, prefix: &str) -> T
         let from = Source {
             system: &system,
             lease_key: shared.keys.lease(&system),
-            placed: true,
+            to: MovedTo::Placed,
             steps: STEPS,
         };
         let done = move_requests(shared, prefix, &from).await;
@@ -215,12 +215,23 @@ pub(in crate::proxy) struct Source<'a> {
     /// system (back, it reads its stream again), a key that never exists for a draining
     /// one (it stopped reading its stream, which is what the check stands for).
     pub(in crate::proxy) lease_key: String,
-    /// Each URN's requests to the own stream of the member placement chooses for it (a
-    /// gone system's), or all to the pattern's group's stream (a draining system's: its
-    /// activations were handed over already, their URN keys with them).
-    pub(in crate::proxy) placed: bool,
+    /// Where each URN's requests go.
+    pub(in crate::proxy) to: MovedTo,
     /// Batches walked at most.
     pub(in crate::proxy) steps: usize,
+}
+
+/// Where a move sends each URN's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::proxy) enum MovedTo {
+    /// To the own stream of the member the pattern's placement chooses for it (a gone
+    /// system's URNs).
+    Placed,
+    /// To the own stream of the member its URN key names (a draining system's: it handed
+    /// its activations over, their URN keys with them), so that they are not read and
+    /// passed on once more by a member of the group; to the group's stream when it names
+    /// none.
+    Holder,
 }
 
 /// Moves the unacknowledged requests for `prefix`'s URNs out of `from`'s stream, a batch
@@ -259,25 +270,34 @@ pub(in crate::proxy) async fn move_requests(
         let Some((first, last)) = range_of(&entries) else {
             break;
         };
-        let mut urns: Vec<String> = if from.placed {
-            entries
-                .iter()
-                .filter_map(urn_of)
-                .filter(|urn| protocol::pattern_prefix(urn) == Some(prefix))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let mut urns: Vec<String> = entries
+            .iter()
+            .filter_map(urn_of)
+            .filter(|urn| protocol::pattern_prefix(urn) == Some(prefix))
+            .collect();
         urns.sort();
         urns.dedup();
-        if !from.placed || !urns.is_empty() {
+        let placed = from.to == MovedTo::Placed;
+        let targets = match from.to {
             // Where each URN is activated again: one member's own stream for all its
             // requests, so that they are handled in their order.
-            let targets = if urns.is_empty() {
-                Vec::new()
-            } else {
+            MovedTo::Placed if !urns.is_empty() => {
                 choose_targets(shared, system, prefix, &urns).await
-            };
+            }
+            MovedTo::Placed => Vec::new(),
+            MovedTo::Holder => {
+                let targets = holders(shared, &urns).await;
+                let (kept, targets): (Vec<String>, Vec<String>) = urns
+                    .into_iter()
+                    .zip(targets)
+                    .filter_map(|(urn, holder)| Some((urn, holder?)))
+                    .filter(|(_, holder)| holder != system)
+                    .unzip();
+                urns = kept;
+                targets
+            }
+        };
+        if !placed || !urns.is_empty() {
             let mut members: Vec<&str> = targets.iter().map(String::as_str).collect();
             members.sort_unstable();
             members.dedup();
@@ -317,7 +337,7 @@ pub(in crate::proxy) async fn move_requests(
                 }
                 Ok(_) => break,
                 // A takeover looks again an eighth of a lease later; a drain's sweep does not.
-                Err(e) if from.placed => {
+                Err(e) if placed => {
                     tracing::debug!(error = %e, gone = %system, "could not move a gone system's requests; next look");
                     break;
                 }
@@ -333,6 +353,22 @@ pub(in crate::proxy) async fn move_requests(
         at = format!("({last}");
     }
     done
+}
+
+/// The system each of `urns` is held by (its URN key), in one `MGET`; `None` for each when
+/// Redis did not answer.
+async fn holders(shared: &Shared, urns: &[String]) -> Vec<Option<String>> {
+    if urns.is_empty() {
+        return Vec::new();
+    }
+    let keys = urns.iter().map(|u| owned(shared.keys.urn(u))).collect();
+    match conn::call(&shared.cmd, keyed("MGET"), keys).await {
+        Ok(Value::Array(held)) => held
+            .iter()
+            .map(|h| as_bytes(h).map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect(),
+        _ => vec![None; urns.len()],
+    }
 }
 
 /// The first and last entry ids of an `XRANGE` answer.
