@@ -96,6 +96,76 @@ def test_sentinel(servers: Servers) -> None:
     exercise(f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster", "sentinel")
 
 
+def test_a_replica_a_lagging_sentinel_names_is_no_primary(servers: Servers) -> None:
+    """Right after a promotion a sentinel that has not learnt of it names the old primary's
+    address, where that server may be back already as a replica of the new one, empty until
+    its first sync (the failover example's Python callers were answered ``UnknownUrn``
+    there). Here the sentinel is pointed at such a replica: 64 callers asking without pause
+    through a new client all get ``Unavailable``, never ``UnknownUrn``, each within its
+    timeout + 0.25 s; once the sentinel names the primary again, they are answered."""
+    primary, replica, sentinel, nobody = free_port(), free_port(), free_port(), free_port()
+    servers.spawn("primary", "--port", str(primary))
+    # A replica of a primary that does not answer: empty, as one restarted to sync.
+    servers.spawn("replica", "--port", str(replica), "--replicaof", "127.0.0.1", str(nobody))
+    conf = servers.dir / "sentinel.conf"
+    conf.write_text(
+        f"port {sentinel}\nsentinel resolve-hostnames no\n"
+        f"sentinel monitor mymaster 127.0.0.1 {primary} 1\nsentinel down-after-milliseconds mymaster 5000\n"
+    )
+    servers.spawn("sentinel", str(conf), "--sentinel")
+    wait_until(lambda: str(primary) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
+               "the sentinel to name the primary")
+    wait_until(lambda: cli(replica, "PING").strip() == "PONG", 10, "the replica")
+    url = f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster"
+
+    def name(port: int) -> None:
+        cli(sentinel, "SENTINEL", "REMOVE", "mymaster")
+        cli(sentinel, "SENTINEL", "MONITOR", "mymaster", "127.0.0.1", str(port), "1")
+        wait_until(lambda: str(port) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
+                   f"the sentinel to name {port}")
+
+    server = RustServer(url, "lagging")
+    try:
+        name(replica)
+        timeout, margin = 1.0, 0.25
+
+        async def main() -> tuple[dict[str, int], float]:
+            outcomes: dict[str, int] = {}
+            slowest = 0.0
+            client = conclib.AsyncClient(url, namespace="lagging", command_timeout=timeout)
+
+            async def caller(until: float, ok_wanted: bool) -> None:
+                nonlocal slowest
+                while time.monotonic() < until:
+                    started = time.monotonic()
+                    try:
+                        assert await client.ask("py:shapes", "Double", 21, timeout=timeout) == 42
+                        kind = "ok"
+                    except conclib.ConclibError as e:
+                        kind = type(e).__name__
+                    slowest = max(slowest, time.monotonic() - started)
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+                    if ok_wanted and kind == "ok":
+                        return
+                    await asyncio.sleep(0)
+
+            try:
+                await asyncio.gather(*(caller(time.monotonic() + 2, False) for _ in range(64)))
+                assert set(outcomes) == {"Unavailable"}, outcomes
+                name(primary)
+                await asyncio.gather(*(caller(time.monotonic() + 20, True) for _ in range(64)))
+            finally:
+                await client.close()
+            return outcomes, slowest
+
+        outcomes, slowest = run(main())
+        assert outcomes.get("UnknownUrn", 0) == 0, outcomes
+        assert outcomes.get("ok", 0) >= 64, outcomes
+        assert slowest <= timeout + margin, slowest
+    finally:
+        server.close()
+
+
 def spawn_node(servers: Servers, port: int, bus: int) -> None:
     # An explicit bus port: the default (port + 10000) may not exist for a high port.
     servers.spawn(f"node{port}", "--port", str(port), "--cluster-enabled", "yes",
