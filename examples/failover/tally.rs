@@ -43,8 +43,12 @@ pub(super) struct Tally {
     pub(super) registered_at: Mutex<HashMap<String, u128>>,
     /// When each primary was killed (ms since the Unix epoch).
     pub(super) kills: Mutex<Vec<u128>>,
+    /// When each replica answered as the new primary (ms since the Unix epoch).
+    pub(super) promoted: Mutex<Vec<u128>>,
     /// Python calls that returned past their timeout + 250 ms.
     pub(super) py_overruns: AtomicU64,
+    /// Every call (Rust or Python) that returned past its bound + 250 ms, counted or not.
+    pub(super) overrun_log: Mutex<Vec<Overrun>>,
     pub(super) errors: Mutex<BTreeMap<String, u64>>,
     /// When each ok answer came, in order.
     pub(super) ok_at: Mutex<Vec<Instant>>,
@@ -111,7 +115,7 @@ impl Tally {
         }
     }
 
-    pub(super) fn failed<E>(&self, error: &AskError<E>)
+    pub(super) fn failed<E>(&self, error: &AskError<E>) -> &'static str
     where
         AskError<E>: std::fmt::Display,
     {
@@ -134,17 +138,95 @@ impl Tally {
             }
         };
         *self.errors.lock().unwrap().entry(kind.into()).or_default() += 1;
+        kind
     }
 
     /// A reminder registration or a publish failed, by kind: `unavailable` (Redis, or its
     /// replicas, did not take it in time; its outcome unknown), `timeout` (the caller's
     /// own bound), anything else untyped.
-    pub(super) fn failed_kind(&self, kind: &str) {
-        if !matches!(kind, "unavailable" | "timeout") {
-            eprintln!("untyped error: {kind}");
-            self.untyped.fetch_add(1, Ordering::Relaxed);
-        }
+    pub(super) fn failed_kind(&self, kind: &str) -> &'static str {
         *self.errors.lock().unwrap().entry(kind.into()).or_default() += 1;
+        match kind {
+            "unavailable" => "unavailable",
+            "timeout" => "timeout",
+            _ => {
+                eprintln!("untyped error: {kind}");
+                self.untyped.fetch_add(1, Ordering::Relaxed);
+                "other"
+            }
+        }
+    }
+}
+
+/// A call that returned past its bound + 250 ms.
+#[derive(Debug, Clone)]
+pub(super) struct Overrun {
+    /// `rust` or `python`.
+    pub(super) who: &'static str,
+    /// What was called (`Incr`, `Tell`, `GroupAsk`, ..., a Python `ask` or `tell`).
+    pub(super) call: String,
+    /// How it ended: `ok`, else the error's kind.
+    pub(super) outcome: String,
+    /// When it began, ms since the Unix epoch.
+    pub(super) began_ms: u128,
+    pub(super) took: Duration,
+    pub(super) bound: Duration,
+    /// How long the caller's runtime (or event loop) was held up meanwhile.
+    pub(super) stalled: Duration,
+    /// Counted as an overrun (past its bound + 250 ms less the stall).
+    pub(super) counted: bool,
+}
+
+impl Tally {
+    pub(super) fn overran(&self, overrun: Overrun) {
+        self.overrun_log.lock().unwrap().push(overrun);
+    }
+
+    /// Prints the first `n` overruns of each side, each placed against the nearest kill
+    /// of a primary and the promotion that followed it (the phase of the failover it
+    /// met: before the kill, while no primary answered, after the promotion).
+    pub(super) fn report_overruns(&self, n: usize) {
+        let log = self.overrun_log.lock().unwrap();
+        let kills = self.kills.lock().unwrap();
+        let promoted = self.promoted.lock().unwrap();
+        for who in ["rust", "python"] {
+            for o in log.iter().filter(|o| o.who == who).take(n) {
+                let end = o.began_ms + o.took.as_millis();
+                // The failover whose kill is nearest to the call's start.
+                let i = (0..kills.len()).min_by_key(|&i| kills[i].abs_diff(o.began_ms));
+                let phase = match i {
+                    None => "no failover".to_owned(),
+                    Some(i) => {
+                        let (kill, up) = (kills[i], promoted.get(i).copied().unwrap_or(u128::MAX));
+                        let at = |t: u128| t as i128 - kill as i128;
+                        let phase = if end < kill {
+                            "before the kill"
+                        } else if o.began_ms >= up {
+                            "after the promotion"
+                        } else if end < up {
+                            "while no primary answered"
+                        } else {
+                            "across the promotion"
+                        };
+                        format!(
+                            "{phase} (began {} ms, ended {} ms from the kill; promoted at {} ms)",
+                            at(o.began_ms),
+                            at(end),
+                            at(up)
+                        )
+                    }
+                };
+                eprintln!(
+                    "overrun detail: {who} {} ended {} after {} ms (bound {} ms, stalled {} ms, counted {}): {phase}",
+                    o.call,
+                    o.outcome,
+                    o.took.as_millis(),
+                    o.bound.as_millis(),
+                    o.stalled.as_millis(),
+                    o.counted
+                );
+            }
+        }
     }
 }
 
