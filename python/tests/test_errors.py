@@ -187,3 +187,27 @@ def test_a_write_refused_by_a_replica_is_unavailable_not_a_redis_error() -> None
         r.close()
     finally:
         server.kill()
+
+
+def test_a_write_on_a_connection_closed_under_it_is_unavailable() -> None:
+    """redis-py (8.1) writes through a task of its own, and its cluster client closes every
+    connection of a node after a command there failed, also those other commands are
+    writing on: such a write raises the transport's ``AttributeError`` (``'NoneType' object
+    has no attribute 'writelines'``), which the failover example's Python callers met,
+    untyped, on a Cluster. The client takes it for the lost connection it is
+    (``Unavailable``); the same error from other code stays a ``RedisError``."""
+    from redis.asyncio.connection import Connection
+
+    from conftest import free_port
+
+    conn = Connection(host="127.0.0.1", port=free_port())
+    conn._writer = None  # what a close by another task leaves under the write
+    with pytest.raises(AttributeError) as torn:
+        asyncio.run(conn._send_packed_command([b"PING\r\n"]))
+    assert "writelines" in str(torn.value)
+    assert errors.is_connection_error(torn.value)
+    assert isinstance(errors.from_redis_error(torn.value), errors.Unavailable)
+    with pytest.raises(AttributeError) as ours:
+        getattr(None, "writelines")
+    converted = errors.from_redis_error(ours.value)
+    assert isinstance(converted, errors.RedisError) and not isinstance(converted, errors.Unavailable)

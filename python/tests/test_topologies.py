@@ -82,18 +82,26 @@ def exercise(url: str, namespace: str) -> None:
         server.close()
 
 
-def test_sentinel(servers: Servers) -> None:
-    primary, sentinel = free_port(), free_port()
-    servers.spawn("primary", "--port", str(primary))
+def start_sentinel(servers: Servers, primary: int, down_after_ms: int = 5000) -> tuple[int, str]:
+    """A sentinel (quorum 1) monitoring ``primary`` as ``mymaster``, once it names it: its
+    port and the URL through it."""
+    sentinel = free_port()
     conf = servers.dir / "sentinel.conf"
     conf.write_text(
         f"port {sentinel}\nsentinel resolve-hostnames no\n"
-        f"sentinel monitor mymaster 127.0.0.1 {primary} 1\nsentinel down-after-milliseconds mymaster 5000\n"
+        f"sentinel monitor mymaster 127.0.0.1 {primary} 1\n"
+        f"sentinel down-after-milliseconds mymaster {down_after_ms}\n"
     )
     servers.spawn("sentinel", str(conf), "--sentinel")
     wait_until(lambda: str(primary) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
                "the sentinel to name the primary")
-    exercise(f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster", "sentinel")
+    return sentinel, f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster"
+
+
+def test_sentinel(servers: Servers) -> None:
+    primary = free_port()
+    servers.spawn("primary", "--port", str(primary))
+    exercise(start_sentinel(servers, primary)[1], "sentinel")
 
 
 def test_a_replica_a_lagging_sentinel_names_is_no_primary(servers: Servers) -> None:
@@ -103,20 +111,12 @@ def test_a_replica_a_lagging_sentinel_names_is_no_primary(servers: Servers) -> N
     there). Here the sentinel is pointed at such a replica: 64 callers asking without pause
     through a new client all get ``Unavailable``, never ``UnknownUrn``, each within its
     timeout + 0.25 s; once the sentinel names the primary again, they are answered."""
-    primary, replica, sentinel, nobody = free_port(), free_port(), free_port(), free_port()
+    primary, replica, nobody = free_port(), free_port(), free_port()
     servers.spawn("primary", "--port", str(primary))
     # A replica of a primary that does not answer: empty, as one restarted to sync.
     servers.spawn("replica", "--port", str(replica), "--replicaof", "127.0.0.1", str(nobody))
-    conf = servers.dir / "sentinel.conf"
-    conf.write_text(
-        f"port {sentinel}\nsentinel resolve-hostnames no\n"
-        f"sentinel monitor mymaster 127.0.0.1 {primary} 1\nsentinel down-after-milliseconds mymaster 5000\n"
-    )
-    servers.spawn("sentinel", str(conf), "--sentinel")
-    wait_until(lambda: str(primary) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
-               "the sentinel to name the primary")
+    sentinel, url = start_sentinel(servers, primary)
     wait_until(lambda: cli(replica, "PING").strip() == "PONG", 10, "the replica")
-    url = f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster"
 
     def name(port: int) -> None:
         cli(sentinel, "SENTINEL", "REMOVE", "mymaster")
