@@ -211,3 +211,41 @@ def test_a_write_on_a_connection_closed_under_it_is_unavailable() -> None:
         getattr(None, "writelines")
     converted = errors.from_redis_error(ours.value)
     assert isinstance(converted, errors.RedisError) and not isinstance(converted, errors.Unavailable)
+
+
+def test_a_command_whose_cancellation_lingers_ends_at_its_deadline() -> None:
+    """A command given up at its deadline is cancelled and not waited for: redis-py's
+    cleanup on a cancellation (closing a connection, a cluster client closing a node's
+    connections) may itself wait on the network, and the failover example's Python callers
+    on a Cluster returned up to a second past their deadline. A command whose cancellation
+    takes 2 s ends ``Timeout`` at its deadline, through a client connected to a real Redis."""
+    from conftest import RedisServer
+
+    server = RedisServer()
+    try:
+
+        async def main() -> float:
+            client = conclib.AsyncClient(server.url)
+            session = await client._current()
+            cleaned = asyncio.Event()
+
+            async def lingering() -> None:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    await asyncio.sleep(2)  # a close waiting on the network
+                    cleaned.set()
+                    raise
+
+            started = time.monotonic()
+            with pytest.raises(conclib.Timeout):
+                await session._bounded(started + 0.1, lingering)
+            took = time.monotonic() - started
+            await asyncio.wait_for(cleaned.wait(), 5)  # it ended on its own meanwhile
+            await client.close()
+            return took
+
+        took = asyncio.run(main())
+        assert took < 0.35, took
+    finally:
+        server.kill()

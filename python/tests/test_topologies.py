@@ -166,6 +166,73 @@ def test_a_replica_a_lagging_sentinel_names_is_no_primary(servers: Servers) -> N
         server.close()
 
 
+def test_calls_follow_a_promotion_past_the_old_primary_back_as_a_replica(servers: Servers) -> None:
+    """The client's request writer and reply reader hold a connection each, outside
+    redis-py's pool: redis-py reconnects such a connection to its last address, where the
+    old primary, restarted, is a replica of the promoted one (every write refused
+    ``READONLY``, until the test's end). They reconnect through the sentinels: under 64
+    callers asking without pause, once the sentinel names the promoted replica, asks are
+    answered again within 10 s, every error meanwhile typed, every call within its timeout
+    + 0.25 s."""
+    primary, replica = free_port(), free_port()
+    servers.spawn("primary", "--port", str(primary))
+    servers.spawn("replica", "--port", str(replica), "--replicaof", "127.0.0.1", str(primary))
+    wait_until(lambda: "master_link_status:up" in cli(replica, "INFO", "replication"), 10, "the replica's sync")
+    sentinel, url = start_sentinel(servers, primary, down_after_ms=1000)
+    server = RustServer(url, "promoted")
+    timeout, margin = 1.0, 0.25
+    try:
+
+        async def main() -> tuple[dict[str, int], float, float]:
+            outcomes: dict[str, int] = {}
+            slowest = 0.0
+            client = conclib.AsyncClient(url, namespace="promoted", command_timeout=timeout)
+            await client.connect()
+            promoted = asyncio.Event()
+            answered_after: list[float] = []
+
+            async def caller(until: float) -> None:
+                nonlocal slowest
+                while time.monotonic() < until and not answered_after:
+                    started = time.monotonic()
+                    try:
+                        assert await client.ask("py:shapes", "Double", 21, timeout=timeout) == 42
+                        kind = "ok"
+                        if promoted.is_set():
+                            answered_after.append(time.monotonic())
+                    except conclib.ConclibError as e:
+                        kind = type(e).__name__
+                    slowest = max(slowest, time.monotonic() - started)
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+                    await asyncio.sleep(0)
+
+            async def fail_over() -> float:
+                servers.procs[0].kill()
+                servers.procs[0].wait(timeout=10)
+                while str(replica) not in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"):
+                    await asyncio.sleep(0.05)
+                # The old primary back at its address, a replica of the promoted one.
+                servers.spawn("old-primary", "--port", str(primary), "--replicaof", "127.0.0.1", str(replica))
+                promoted.set()
+                return time.monotonic()
+
+            try:
+                callers = [asyncio.ensure_future(caller(time.monotonic() + 40)) for _ in range(64)]
+                await asyncio.sleep(0.5)
+                at = await fail_over()
+                await asyncio.gather(*callers)
+            finally:
+                await client.close()
+            return outcomes, slowest, (answered_after[0] - at) if answered_after else float("inf")
+
+        outcomes, slowest, recovered = run(main())
+        assert recovered <= 10, (recovered, outcomes)
+        assert set(outcomes) <= {"ok", "Unavailable", "Timeout"}, outcomes
+        assert slowest <= timeout + margin, slowest
+    finally:
+        server.close()
+
+
 def spawn_node(servers: Servers, port: int, bus: int) -> None:
     # An explicit bus port: the default (port + 10000) may not exist for a high port.
     servers.spawn(f"node{port}", "--port", str(port), "--cluster-enabled", "yes",

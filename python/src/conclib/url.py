@@ -209,6 +209,15 @@ def _primary_checked(tls: bool) -> Any:
     base: Any = sentinel_module.SentinelManagedSSLConnection if tls else sentinel_module.SentinelManagedConnection
 
     class PrimaryChecked(base):  # type: ignore[misc, valid-type]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            # A connection held outside the pool (the client's request writer and reply
+            # reader) reconnects here: through the sentinels, not to its last address,
+            # where the old primary may be back as a replica (redis-py reconnects a
+            # closed connection to its last address).
+            if not self.is_connected:
+                await self.connect()
+            await super().send_packed_command(command, check_health)
+
         async def connect_to(self, address: Any) -> None:
             await super().connect_to(address)
             await self.send_command("ROLE", check_health=False)
