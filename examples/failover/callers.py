@@ -3,7 +3,7 @@
 without pause through the Python client, until stdin closes. Lines on stdout, read by the
 driver like a member's:
 
-- ``PYASKED urn activation count`` (an ask answered), ``PYTOLD n`` (a tell accepted: Redis
+- ``PYASKED urn activation count at`` (an ask answered, when: ms since the Unix epoch), ``PYTOLD n`` (a tell accepted: Redis
   took it; the number is the tell's, as the Rust callers' ``Note``);
 - ``PYFAILED kind count`` (calls that failed since the last such line, by kind:
   ``Unavailable``, ``NotReplicated``, ``Timeout``, ``HandlerError`` or an untyped error's
@@ -129,7 +129,7 @@ async def caller(client: conclib.AsyncClient, seed: int, tells: list[int], stop:
                 out.line(f"PYTOLD {n}")
             else:
                 activation, count = await client.ask(urn, "Incr", timeout=TIMEOUT)
-                out.line(f"PYASKED {urn} {activation} {count}")
+                out.line(f"PYASKED {urn} {activation} {count} {time.time_ns() // 1_000_000}")
         except Exception as e:  # every outcome is reported, typed or not
             kind = outcome = kind_of(e)
             why[f"{call} {kind}: {e}"[:160]] += 1

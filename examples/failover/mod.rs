@@ -11,7 +11,9 @@
 //!
 //! What is counted, from what the callers saw and the members printed:
 //! - `splits`: an activation answered ok after a later activation of the same URN had
-//!   answered ok (two systems handling one URN at once);
+//!   answered ok (two systems handling one URN at once), by when the callers got the
+//!   answers (the host's clock; a Python caller's answers are read later than they came,
+//!   so they carry their time; each split is printed, `split:`);
 //! - `state_rollbacks`: an activation loaded a count lower than one a caller had been
 //!   answered with before the load, by the host's clock (each ask increments by one and
 //!   answers the count saved; a member's line is read later than it was written, so order
@@ -389,7 +391,9 @@ impl Load {
                 return (COMMAND_BOUND, outcome);
             }
             Call::Incr => match self.client.actor::<Account>(urn.clone()).incr().await {
-                Ok((activation, count)) => tally.answered(&urn, activation, count),
+                Ok((activation, count)) => {
+                    tally.answered(&urn, activation, count, tally::unix_ms());
+                }
                 Err(e) => outcome = tally.failed(&e),
             },
         }

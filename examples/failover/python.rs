@@ -75,12 +75,13 @@ impl PythonCallers {
             while let Ok(Some(line)) = lines.next_line().await {
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words.as_slice() {
-                    ["PYASKED", urn, activation, count] => {
+                    ["PYASKED", urn, activation, count, at] => {
                         tally.py_asks_ok.fetch_add(1, Ordering::Relaxed);
                         tally.answered(
                             urn,
                             activation.parse().unwrap_or(0),
                             count.parse().unwrap_or(0),
+                            at.parse().unwrap_or(0),
                         );
                     }
                     ["PYTOLD", n] => {

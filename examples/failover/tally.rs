@@ -13,8 +13,9 @@ use conclib::AskError;
 pub(super) struct Tally {
     /// Per URN: the highest count answered ok, and by which activation.
     pub(super) acked: Mutex<HashMap<String, Vec<(u128, u64)>>>,
-    /// Per URN: the activations in the order they first answered ok.
-    pub(super) answering: Mutex<HashMap<String, Vec<u64>>>,
+    /// Per URN: each activation that answered ok, with when it first and last did (ms
+    /// since the Unix epoch).
+    pub(super) answering: Mutex<HashMap<String, Vec<(u64, u128, u128)>>>,
     pub(super) splits: AtomicU64,
     pub(super) rollbacks: AtomicU64,
     /// Tells reported accepted.
@@ -63,7 +64,10 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    pub(super) fn answered(&self, urn: &str, activation: u64, count: u64) {
+    /// An ask of `urn` answered `count` by `activation` at `at` (ms since the Unix epoch,
+    /// the host's clock: a Rust caller's when it got the answer, a Python caller's as it
+    /// reported it, its line read later).
+    pub(super) fn answered(&self, urn: &str, activation: u64, count: u64, at: u128) {
         self.ok_at.lock().unwrap().push(Instant::now());
         self.asks_ok.fetch_add(1, Ordering::Relaxed);
         {
@@ -73,17 +77,29 @@ impl Tally {
                 .unwrap()
                 .entry(urn.to_owned())
                 .or_default()
-                .push((unix_ms(), count));
+                .push((at, count));
         }
         let mut answering = self.answering.lock().unwrap();
-        let order = answering.entry(urn.to_owned()).or_default();
-        match order.iter().position(|&a| a == activation) {
-            None => order.push(activation),
-            // An earlier activation answers after a later one did.
-            Some(i) if i + 1 < order.len() => {
-                self.splits.fetch_add(1, Ordering::Relaxed);
+        let seen = answering.entry(urn.to_owned()).or_default();
+        // A split: an activation answered after a later one's first answer (by when they
+        // answered, not by when the driver heard of it).
+        let split = match seen.iter().position(|a| a.0 == activation) {
+            None => {
+                seen.push((activation, at, at));
+                seen.iter().find(|a| a.1 < at && a.2 > at).copied()
             }
-            Some(_) => {}
+            Some(i) => {
+                let first = seen[i].1;
+                seen[i].2 = seen[i].2.max(at);
+                seen.iter().find(|a| a.1 > first && a.1 < at).copied()
+            }
+        };
+        if let Some(other) = split {
+            eprintln!(
+                "split: {urn} answered by activation {activation} at {at} and by {} from {} to {}",
+                other.0, other.1, other.2
+            );
+            self.splits.fetch_add(1, Ordering::Relaxed);
         }
     }
 
