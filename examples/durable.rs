@@ -6,7 +6,9 @@
 //! - **chaos**: workflows of 5 journaled steps (each step's side effect notes a token,
 //!   `<pid>.<n>`, in a notes file all members append to, then sleeps a little) run by
 //!   concurrent callers that ask again after any failure, while a random member is
-//!   SIGKILLed and replaced every 100-300 ms. Afterwards, for each step, the token its
+//!   SIGKILLed and replaced at random points of the run's progress (after 1 to
+//!   `workflows / (max_kills + 1)` more workflows complete, so that kills land mid-run at
+//!   any machine's speed). Afterwards, for each step, the token its
 //!   journal recorded (the workflow's result) is looked up among the runs noted: a run
 //!   noted *after* the recorded one re-executed a committed step
 //!   (`reexecuted_committed`, must be 0); runs noted *before* it were cut between their
@@ -355,11 +357,17 @@ async fn chaos(
         ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(5))).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
     let results: Arc<Mutex<HashMap<String, Done>>> = Arc::default();
     let mut callers = Vec::new();
     for _ in 0..options.callers {
-        let (client, next, done, results) =
-            (client.clone(), next.clone(), done.clone(), results.clone());
+        let (client, next, done, progress, results) = (
+            client.clone(),
+            next.clone(),
+            done.clone(),
+            progress.clone(),
+            results.clone(),
+        );
         let workflows = options.workflows;
         callers.push(tokio::spawn(async move {
             loop {
@@ -385,6 +393,7 @@ async fn chaos(
                     }
                 }
                 done.fetch_add(1, Ordering::Relaxed);
+                progress.notify_one();
             }
         }));
     }
@@ -393,8 +402,15 @@ async fn chaos(
         .map_or(1, |d| d.subsec_nanos());
     let mut random = Random(u64::from(std::process::id()) << 32 | u64::from(nanos) | 1);
     let mut kills = 0;
-    while done.load(Ordering::Relaxed) < options.workflows && kills < options.max_kills {
-        tokio::time::sleep(Duration::from_millis(100 + random.below(200))).await;
+    let mut kill_at = 0;
+    let gap = (options.workflows / (options.max_kills + 1)).max(1) as u64;
+    while kills < options.max_kills {
+        // A point of progress, not of time: on a fast machine the workflows may all be
+        // done within the first 100 ms, and a kill timed by the clock would find none.
+        kill_at += 1 + random.below(gap) as usize;
+        while done.load(Ordering::Relaxed) < kill_at.min(options.workflows) {
+            progress.notified().await;
+        }
         if done.load(Ordering::Relaxed) >= options.workflows {
             break;
         }

@@ -1,6 +1,6 @@
 //! Durable workflows on 3 member processes (`examples/durable.rs` has the code): 1,000
-//! workflows of 5 journaled steps while a random member is SIGKILLed and replaced every
-//! 100-300 ms (at most 40 kills), then the same handler journaled and unjournaled in
+//! workflows of 5 journaled steps while a random member is SIGKILLed and replaced at random
+//! points of the run's progress (at most 40 kills), then the same handler journaled and unjournaled in
 //! alternated rounds.
 //!
 //! `cargo run --release -p conclib-examples --example durable_workflows` prints
