@@ -844,6 +844,8 @@ pub mod durable;
 mod error;
 #[cfg(test)]
 mod future_size;
+#[cfg(test)]
+mod lua_copies;
 mod metrics;
 pub mod overload;
 mod persistence;
