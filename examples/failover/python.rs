@@ -111,7 +111,16 @@ impl PythonCallers {
                             .entry(format!("python {kind}"))
                             .or_default() += count;
                     }
-                    ["PYOVERRUN", took, call, outcome, stalled, cpu, began_ms, counted] => {
+                    [
+                        "PYOVERRUN",
+                        took,
+                        call,
+                        outcome,
+                        stalled,
+                        cpu,
+                        began_ms,
+                        counted,
+                    ] => {
                         let counted = *counted == "1";
                         eprintln!(
                             "python overrun: {call} {outcome} {took} s (its loop stalled {stalled} s, using {cpu} s of CPU; counted {counted})"

@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use conclib::AskError;
 
+/// An activation that answered ok: its id, when it first and last did (ms since the Unix
+/// epoch).
+type Answering = (u64, u128, u128);
+
 /// What the callers and members reported.
 #[derive(Default)]
 pub(super) struct Tally {
     /// Per URN: the highest count answered ok, and by which activation.
     pub(super) acked: Mutex<HashMap<String, Vec<(u128, u64)>>>,
-    /// Per URN: each activation that answered ok, with when it first and last did (ms
-    /// since the Unix epoch).
-    pub(super) answering: Mutex<HashMap<String, Vec<(u64, u128, u128)>>>,
+    /// Per URN: each activation that answered ok, with when it first and last did.
+    pub(super) answering: Mutex<HashMap<String, Vec<Answering>>>,
     pub(super) splits: AtomicU64,
     pub(super) rollbacks: AtomicU64,
     /// Tells reported accepted.

@@ -208,7 +208,7 @@ def _primary_checked(tls: bool) -> Any:
 
     base: Any = sentinel_module.SentinelManagedSSLConnection if tls else sentinel_module.SentinelManagedConnection
 
-    class PrimaryChecked(base):  # type: ignore[misc, valid-type]
+    class PrimaryChecked(base):  # type: ignore[misc]
         async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             # A connection held outside the pool (the client's request writer and reply
             # reader) reconnects here: through the sentinels, not to its last address,
