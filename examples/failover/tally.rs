@@ -209,7 +209,10 @@ impl Tally {
         let kills = self.kills.lock().unwrap();
         let promoted = self.promoted.lock().unwrap();
         for who in ["rust", "python"] {
-            for o in log.iter().filter(|o| o.who == who).take(n) {
+            // Those counted first, then those a stall explains.
+            let counted = log.iter().filter(|o| o.who == who && o.counted);
+            let excused = log.iter().filter(|o| o.who == who && !o.counted);
+            for o in counted.chain(excused).take(n) {
                 let end = o.began_ms + o.took.as_millis();
                 // The failover whose kill is nearest to the call's start.
                 let i = (0..kills.len()).min_by_key(|&i| kills[i].abs_diff(o.began_ms));

@@ -152,7 +152,7 @@ def test_a_replica_a_lagging_sentinel_names_is_no_primary(servers: Servers) -> N
             try:
                 await asyncio.gather(*(caller(time.monotonic() + 2, False) for _ in range(64)))
                 assert set(outcomes) == {"Unavailable"}, outcomes
-                name(primary)
+                await asyncio.to_thread(name, primary)  # off the callers' event loop
                 await asyncio.gather(*(caller(time.monotonic() + 20, True) for _ in range(64)))
             finally:
                 await client.close()
@@ -207,12 +207,17 @@ def test_calls_follow_a_promotion_past_the_old_primary_back_as_a_replica(servers
                     await asyncio.sleep(0)
 
             async def fail_over() -> float:
+                # Processes run and waited for off the event loop, which the callers share.
                 servers.procs[0].kill()
-                servers.procs[0].wait(timeout=10)
-                while str(replica) not in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"):
+                await asyncio.to_thread(servers.procs[0].wait, 10)
+                while str(replica) not in await asyncio.to_thread(
+                    cli, sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"
+                ):
                     await asyncio.sleep(0.05)
                 # The old primary back at its address, a replica of the promoted one.
-                servers.spawn("old-primary", "--port", str(primary), "--replicaof", "127.0.0.1", str(replica))
+                await asyncio.to_thread(
+                    servers.spawn, "old-primary", "--port", str(primary), "--replicaof", "127.0.0.1", str(replica)
+                )
                 promoted.set()
                 return time.monotonic()
 
