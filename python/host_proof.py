@@ -229,6 +229,8 @@ async def failover(url: str, ns: str, args: argparse.Namespace, victim: subproce
     answered_at: dict[str, float] = {}
     stop = asyncio.Event()
     killed_at = 0.0
+    debug = bool(os.environ.get("CONCLIB_PROOF_DEBUG"))
+    events: dict[str, list[tuple[float, float, str]]] = {u: [] for u in urns}
     async with conclib.AsyncClient(url, namespace=ns) as client:
 
         async def caller(mine: list[str]) -> None:
@@ -241,17 +243,28 @@ async def failover(url: str, ns: str, args: argparse.Namespace, victim: subproce
                         sent[urn].append(seq)
                     except conclib.ConclibError:
                         pass
+                    asked = time.monotonic()
                     try:
                         counts[urn].append(await client.ask(urn, "test.Add", 1, timeout=2))
                         if killed_at and urn not in answered_at:
                             answered_at[urn] = time.monotonic()
-                    except conclib.ConclibError:
-                        pass
+                        outcome = "ok"
+                    except conclib.ConclibError as e:
+                        outcome = type(e).__name__
+                    if killed_at and debug:
+                        events[urn].append((round(asked - killed_at, 3), round(time.monotonic() - killed_at, 3), outcome))
 
+        monitor = None
+        if os.environ.get("CONCLIB_PROOF_MONITOR"):
+            monitor = subprocess.Popen(["redis-cli", "-u", url, "monitor"], stdout=open(os.environ["CONCLIB_PROOF_MONITOR"], "wb"))
+            await asyncio.sleep(0.2)
+            print("start at", time.time(), file=sys.stderr)
         tasks = [asyncio.create_task(caller(urns[i::64])) for i in range(64)]
         await asyncio.sleep(max(1.0, args.secs))
         held = await store.mget([f"{ns}:urn:{u}" for u in urns])
         on_python = {u for u, h in zip(urns, held) if h is not None and h.decode() != rust_system}
+        if monitor is not None:
+            print("kill at", time.time(), file=sys.stderr)
         killed_at = time.monotonic()
         victim.kill()
         # Reaped at once, as a supervisor would: a zombie still counts as a live process
@@ -260,10 +273,17 @@ async def failover(url: str, ns: str, args: argparse.Namespace, victim: subproce
         deadline = killed_at + 30
         while time.monotonic() < deadline and not all(u in answered_at for u in on_python):
             await asyncio.sleep(0.01)
+        if monitor is not None:
+            await asyncio.sleep(0.3)
+            monitor.kill()
+            monitor.wait()
         waits = sorted(answered_at.get(u, deadline) - killed_at for u in on_python)
         failover_ms = (waits[-1] if waits else 0) * 1000
         if os.environ.get("CONCLIB_PROOF_DEBUG"):
             print("failover waits (s)", [round(w, 2) for w in waits], file=sys.stderr)
+            slow = sorted(on_python, key=lambda u: answered_at.get(u, deadline))[-3:]
+            for u in slow:
+                print("  slow", u, "asks after the kill (sent, done, outcome):", events[u][:8], file=sys.stderr)
         await asyncio.sleep(0.5)
         stop.set()
         await asyncio.gather(*tasks)
@@ -283,6 +303,8 @@ async def failover(url: str, ns: str, args: argparse.Namespace, victim: subproce
                 splits += 1
             if (missing or restarts > (1 if urn in on_python else 0)) and os.environ.get("CONCLIB_PROOF_DEBUG"):
                 print(urn, "lost", sorted(missing), "counts", seen, "python", python, "rust", rust, file=sys.stderr)
+                if missing:
+                    await where_lost(store, ns, urn, missing)
     await store.aclose()
     return {
         "failover_ms": round(failover_ms),
@@ -294,6 +316,32 @@ async def failover(url: str, ns: str, args: argparse.Namespace, victim: subproce
         "dups": dups,
         "splits": splits,
     }
+
+
+async def where_lost(store: Any, ns: str, urn: str, missing: set[int]) -> None:
+    """Debugging: where the lost tells of ``urn`` are (a stream still holding them, pending or
+    not), and the URN's key."""
+    import conclib.codec as codec
+
+    print("  urn key", await store.get(f"{ns}:urn:{urn}"), file=sys.stderr)
+    async for key in store.scan_iter(f"{ns}:sys:*"):
+        if await store.type(key) != b"stream":
+            continue
+        for entry, fields in await store.xrange(key, "-", "+"):
+            if fields.get(b"urn", b"").decode() != urn or fields.get(b"msg") != b"test.Record":
+                continue
+            try:
+                v = codec.decode(fields[b"body"])
+            except Exception:
+                v = None
+            if v in missing:
+                pending = await store.xpending_range(key, "proxy", entry, entry, 1)
+                print("  in", key, entry, v, "pending", pending, {k: f for k, f in fields.items() if k in (b"moved", b"ttl")},
+                      file=sys.stderr)
+        try:
+            print("  ", key, "groups", await store.xinfo_groups(key), file=sys.stderr)
+        except Exception:
+            pass
 
 
 def main() -> None:
@@ -338,6 +386,8 @@ def main() -> None:
         results.update(asyncio.run(failover(url, ns, args, victim, "rust-member")))
     finally:
         procs.stop()
+        if os.environ.get("CONCLIB_PROOF_DEBUG"):
+            print("logs in", procs.dir, file=sys.stderr)
     keys = ["python_asks_per_s", "rust_asks_per_s", "ratio", "seq_p50_ms", "idle_activations", "rss_mib",
             "failover_ms", "failover_p50_ms", "python_urns", "urns", "tells", "lost", "dups", "splits"]
     print("RESULT " + " ".join(f"{k}={results[k]}" for k in keys), flush=True)
