@@ -19,7 +19,8 @@ then measures:
 - ``failover_ms``, ``lost``, ``dups``, ``splits``: 64 callers tell ``test.Record(seq)`` and ask
   ``test.Add(1)`` to ``--urns`` URNs of the shared pattern (activated on both members) without
   pause; the Python member is SIGKILLed; ``failover_ms`` is how long until every URN it held
-  answered an ask from the Rust member (``failover_p50_ms``: the median URN). The Python
+  answered an ask sent after the kill (by the Rust member; ``failover_p50_ms``: the median
+  URN). The Python
   actor keeps what it recorded in Redis (before it acknowledges a tell); the Rust actor's
   ``test.History`` lists the rest. ``lost`` counts tells accepted and handled by nobody,
   ``dups`` those handled by both (a tell the killed member handled but had not acknowledged
@@ -28,6 +29,9 @@ then measures:
   grow; they fall back (to 1) once where the killed member's activation was replaced, and
   never elsewhere.
 
+``CONCLIB_PROOF_DEBUG=1`` prints, to stderr, each URN's wait, the asks after the kill of the
+slowest three, and for a URN that lost a tell where its entries are; with it,
+``CONCLIB_PROOF_MONITOR=FILE`` records Redis's ``MONITOR`` of the failover into FILE.
 ``CONCLIB_HOST_LOOP=uvloop`` runs the Python hosts on uvloop (if installed) instead of
 asyncio's own loop. ``--short`` (the test command's form): 1 s windows, 1 round, 2,000 idle activations, 64 URNs.
 The last line is ``RESULT key=value ...``. Every process started is stopped, by its PID.
@@ -246,7 +250,9 @@ async def failover(url: str, ns: str, args: argparse.Namespace, victim: subproce
                     asked = time.monotonic()
                     try:
                         counts[urn].append(await client.ask(urn, "test.Add", 1, timeout=2))
-                        if killed_at and urn not in answered_at:
+                        # Sent after the kill: an answer the killed member wrote just before
+                        # it died does not count.
+                        if killed_at and asked >= killed_at and urn not in answered_at:
                             answered_at[urn] = time.monotonic()
                         outcome = "ok"
                     except conclib.ConclibError as e:
