@@ -269,8 +269,15 @@ async def failover(url: str, ns: str, args: argparse.Namespace, victim: subproce
             print("start at", time.time(), file=sys.stderr)
         tasks = [asyncio.create_task(caller(urns[i::64])) for i in range(64)]
         await asyncio.sleep(max(1.0, args.secs))
-        held = await store.mget([f"{ns}:urn:{u}" for u in urns])
-        on_python = {u for u, h in zip(urns, held) if h is not None and h.decode() != rust_system}
+        # A Python member starved of CPU (a loaded machine) may hold none yet: the kill waits
+        # for it to hold some (at most 20 s more), or there is no failover to measure.
+        held_by = time.monotonic() + 20
+        while True:
+            held = await store.mget([f"{ns}:urn:{u}" for u in urns])
+            on_python = {u for u, h in zip(urns, held) if h is not None and h.decode() != rust_system}
+            if on_python or time.monotonic() > held_by:
+                break
+            await asyncio.sleep(0.1)
         if monitor is not None:
             print("kill at", time.time(), file=sys.stderr)
         killed_at = time.monotonic()
