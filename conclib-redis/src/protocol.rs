@@ -559,7 +559,8 @@ pub(crate) fn sha1_hex(script: &str) -> String {
 /// `KEYS[4..3+n]`), n indexes (1-based) into the chosen members' streams, and their system
 /// ids. Unless the pattern has no member (`{-1, 0, 0}`) or the gone system holds a lease
 /// again (`{-2, 0, 0}`): each URN key naming the gone system, or absent, is given to the
-/// member chosen for it (one naming that member already stays its), and each request of that range for a URN of the pattern not acknowledged by the
+/// member chosen for it when that member's stream exists (one naming that member already
+/// stays its), and each request of that range for a URN of the pattern not acknowledged by the
 /// gone system (delivered and pending, or never delivered) is appended, fields unchanged but
 /// its deadline's `ttl` cut by the time it waited and a `moved` field (its first entry,
 /// `<id> <stream>`, unless it has one), to that member's stream (to the group's stream if its
@@ -577,7 +578,8 @@ for i = 1, n do
   local target = tonumber(ARGV[7 + n + i])
   local held = redis.call('GET', key)
   local chosen = ARGV[7 + 2 * n + target]
-  if held == ARGV[3] or held == chosen or (held == false and redis.call('SET', key, chosen, 'PX', ARGV[6], 'NX')) then
+  if redis.call('EXISTS', KEYS[3 + n + target]) == 1
+    and (held == ARGV[3] or held == chosen or (held == false and redis.call('SET', key, chosen, 'PX', ARGV[6], 'NX'))) then
     redis.call('SET', key, chosen, 'PX', ARGV[6])
     dest[ARGV[7 + i]] = KEYS[3 + n + target]
   end

@@ -230,7 +230,7 @@ pub(in crate::proxy) enum MovedTo {
     /// To the own stream of the member its URN key names (a draining system's: it handed
     /// its activations over, their URN keys with them), so that they are not read and
     /// passed on once more by a member of the group; to the group's stream when it names
-    /// none.
+    /// none, or a member whose stream is gone.
     Holder,
 }
 
