@@ -295,8 +295,7 @@ mod tests {
     /// reminder poller's CPU).
     #[test]
     fn a_look_ups_future_holds_no_command() {
-        let look_up =
-            future_size(|| never::<&Arc<Shared>>().look_up_once("u", Instant::now()));
+        let look_up = future_size(|| never::<&Arc<Shared>>().look_up_once("u", Instant::now()));
         assert!(look_up <= 1024, "a look-up's future is {look_up} bytes");
     }
 
