@@ -26,7 +26,9 @@
 //! killed by pid at the end: `RESULT mode=processes ...` with the triggers, CPU and lag
 //! figures. With `-- --triggers-only`, the in-process mode measures only those too (to
 //! alternate the two modes in one run). Env `REMINDERS_IN_FLIGHT`: each poller's
-//! `max_in_flight` (default 256).
+//! `max_in_flight` (default 256). Each burst's start and end go to stderr with the time on
+//! `CLOCK_MONOTONIC`, for profilers (`burst_edge`); env `REMINDERS_BURST_DELAY_S` sets how
+//! long after its registration starts a burst is due (10 s; more under valgrind).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
