@@ -89,3 +89,74 @@ async fn early_kill(victim_host: Option<&str>, gap: Duration) {
         p.stop().await;
     }
 }
+
+/// A holder killed, its URNs asked only once ten of its leases passed, by a client with no
+/// route cached (so the asks go to the dead holder's own stream, which its URN keys still
+/// name): an activation's URN key lives `activation_urn_ttl` (2 minutes) rather than
+/// `urn_ttl`, and the pattern's directory keeps the gone holder listed as long, so the
+/// takeover still moves those asks and each is answered by another member.
+pub(crate) async fn a_holder_killed_and_asked_after_ten_leases_fails_over() {
+    let config = config("fo-late");
+    let lease_ms = 300;
+    let mut peers = start_placers_on(None, &config, lease_ms, "spread").await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(ASK_TIMEOUT))
+        .await
+        .unwrap();
+    let redis = plain_client(&config.url).await;
+    let ns = &config.namespace;
+    let urns: Vec<String> = (0..30).map(|i| format!("acct:{i}")).collect();
+    let activated =
+        futures_util::future::join_all(urns.iter().map(|urn| client.ask(urn.as_str(), Total)))
+            .await;
+    assert!(activated.iter().all(Result::is_ok), "{activated:?}");
+    let held = holders(&redis, ns, &urns).await;
+    let theirs: Vec<String> = held
+        .iter()
+        .filter(|(_, h)| h.as_str() == "s1")
+        .map(|(u, _)| u.clone())
+        .collect();
+    assert!(!theirs.is_empty(), "{held:?}");
+    let ttl: i64 = redis
+        .pttl(format!("{ns}:urn:{}", theirs[0]))
+        .await
+        .unwrap();
+    assert!(ttl > 15_000, "an activation's URN key lives longer than urn_ttl: {ttl} ms");
+    client.shutdown().await;
+    peers.remove(0).kill().await;
+    tokio::time::sleep(Duration::from_millis(10 * lease_ms + 1000)).await;
+    let still = holders(&redis, ns, &theirs).await;
+    assert!(still.values().all(|h| h == "s1"), "{still:?}");
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(ASK_TIMEOUT))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let asks = theirs.iter().map(|urn| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let r = client.ask(urn.as_str(), Total).await;
+            (urn.clone(), r.map_err(|e| e.to_string()), started.elapsed())
+        }
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let failed: Vec<_> = answers.iter().filter(|(_, r, _)| r.is_err()).collect();
+    println!(
+        "RESULT test=late_ask lease_ms={lease_ms} urns={} answered_ms={} failed={}",
+        theirs.len(),
+        started.elapsed().as_millis(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    for (urn, _, took) in &answers {
+        assert!(*took <= ASK_TIMEOUT + MARGIN, "{urn}: {took:?}");
+    }
+    let now_held = holders(&redis, ns, &theirs).await;
+    assert!(
+        now_held.values().all(|h| !h.is_empty() && h != "s1"),
+        "{now_held:?}"
+    );
+    client.shutdown().await;
+    for p in peers {
+        p.stop().await;
+    }
+}
