@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use conclib_redis::ProxyClient;
+use fred::interfaces::KeysInterface;
 
 use crate::activation::Total;
 use crate::common::{config, plain_client};
@@ -116,11 +117,11 @@ pub(crate) async fn a_holder_killed_and_asked_after_ten_leases_fails_over() {
         .map(|(u, _)| u.clone())
         .collect();
     assert!(!theirs.is_empty(), "{held:?}");
-    let ttl: i64 = redis
-        .pttl(format!("{ns}:urn:{}", theirs[0]))
-        .await
-        .unwrap();
-    assert!(ttl > 15_000, "an activation's URN key lives longer than urn_ttl: {ttl} ms");
+    let ttl: i64 = redis.pttl(format!("{ns}:urn:{}", theirs[0])).await.unwrap();
+    assert!(
+        ttl > 15_000,
+        "an activation's URN key lives longer than urn_ttl: {ttl} ms"
+    );
     client.shutdown().await;
     peers.remove(0).kill().await;
     tokio::time::sleep(Duration::from_millis(10 * lease_ms + 1000)).await;

@@ -260,8 +260,8 @@ pub(in crate::proxy) async fn report_count(shared: &Shared, prefix: &str, count:
     }
     let lease = Value::Integer(shared.config.lease_ttl.as_millis() as i64);
     // A gone member stays listed while its activations' URN keys may live.
-    let keep = (shared.config.lease_ttl * 10)
-        .max(shared.activation_urn_ttl() + shared.config.lease_ttl);
+    let keep =
+        (shared.config.lease_ttl * 10).max(shared.activation_urn_ttl() + shared.config.lease_ttl);
     let r = shared
         .scripts
         .report

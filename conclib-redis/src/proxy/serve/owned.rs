@@ -96,10 +96,6 @@ impl OwnedUrns {
         self.urns.remove(urn).is_some()
     }
 
-    pub(in crate::proxy) fn contains(&self, urn: &str) -> bool {
-        self.urns.contains_key(urn)
-    }
-
     pub(in crate::proxy) fn len(&self) -> usize {
         self.urns.len()
     }
@@ -137,7 +133,8 @@ impl OwnedUrns {
             } else {
                 // `until` counts the TTL from the send: the same margin as a renewal's.
                 let fresh = surely_until(held.until - held.ttl, held.ttl);
-                due.others_fresh_until = Some(due.others_fresh_until.map_or(fresh, |f| f.min(fresh)));
+                due.others_fresh_until =
+                    Some(due.others_fresh_until.map_or(fresh, |f| f.min(fresh)));
             }
         }
         due
@@ -173,7 +170,10 @@ mod tests {
         let due = owned.due(at, false, |u| format!("k:{u}"));
         assert_eq!(due.len(), 1);
         let (ttl, urns, keys) = &due.batches[0];
-        assert_eq!((*ttl, urns.as_slice()), (SHORT, ["plain".to_owned()].as_slice()));
+        assert_eq!(
+            (*ttl, urns.as_slice()),
+            (SHORT, ["plain".to_owned()].as_slice())
+        );
         assert_eq!(keys[0].as_string().as_deref(), Some("k:plain"));
         let fresh = due.fresh_until(at).unwrap();
         // The activation's key: renewed at 6 s for 120 s, less a tenth.
@@ -185,6 +185,11 @@ mod tests {
         assert!(!owned.remove("plain"));
         assert!(owned.due(at, false, |u| u.to_owned()).batches.is_empty());
         assert_eq!(owned.drain().count(), 1);
-        assert!(owned.due(at, true, |u| u.to_owned()).fresh_until(at).is_none());
+        assert!(
+            owned
+                .due(at, true, |u| u.to_owned())
+                .fresh_until(at)
+                .is_none()
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! released, or handed to the system that activates the URN next. The lease they hang on is
 //! [`lease`](super::lease)'s.
 
-use std::sync::atomic::Ordering;
 use std::sync::LazyLock;
+use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
 
@@ -174,7 +174,10 @@ async fn claim_keys(
     {
         let mut reg = shared.registry();
         for (urn, result) in urns.iter().zip(results) {
-            if renewal.is_some() && reg.conflicts.is_empty() && matches!(result, Ok(Value::Integer(1))) {
+            if renewal.is_some()
+                && reg.conflicts.is_empty()
+                && matches!(result, Ok(Value::Integer(1)))
+            {
                 // Most often: a renewal of a URN owned already, without a conflict.
                 reg.owned.renewed(urn, sent);
                 continue;
@@ -292,11 +295,12 @@ pub(super) async fn renew_urns_in_turn(shared: &Shared) {
 /// lives if Redis answered every claim.
 pub(super) async fn renew_urn_keys(shared: &Shared, if_free: IfFree) -> Option<std::time::Instant> {
     let since = std::time::Instant::now();
-    let due = shared.registry().owned.due(
-        since,
-        matches!(if_free, IfFree::Take),
-        |u| shared.claim_key(u),
-    );
+    let due = shared
+        .registry()
+        .owned
+        .due(since, matches!(if_free, IfFree::Take), |u| {
+            shared.claim_key(u)
+        });
     let mut answered = true;
     for (ttl, urns, keys) in &due.batches {
         answered &= claim_keys(shared, urns, keys, *ttl, Some(since), if_free).await;
