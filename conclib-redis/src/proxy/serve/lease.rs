@@ -295,15 +295,23 @@ async fn renew_lease(shared: &Shared) {
     // their own freshness.
     let all_urns = shared.lease.all_urns_asked();
     let epoch = shared.lease.urns_epoch();
-    // Taken only to claim URNs here: a renewal of the URN keys under way holds it, and
-    // the lease's renewal does not wait for that one.
-    let guard = if all_urns || !shared.registry().conflicts.is_empty() {
+    // Taken only to claim URNs here: after a lapse, waiting for a renewal of the URN keys
+    // under way (it holds the lock); for the URNs another system held, only if free (they
+    // are asked again at the next renewal), so that the lease's renewal does not wait
+    // behind a renewal of the URN keys, which runs every third of a lease.
+    let guard = if all_urns {
         Some(shared.scan_lock.lock().await)
+    } else if !shared.registry().conflicts.is_empty() {
+        shared.scan_lock.try_lock().ok()
     } else {
         None
     };
-    // Those another system held, at every renewal.
-    let conflicts: Vec<String> = shared.registry().conflicts.keys().cloned().collect();
+    // Those another system held, at every renewal the lock was free.
+    let conflicts: Vec<String> = if guard.is_some() {
+        shared.registry().conflicts.keys().cloned().collect()
+    } else {
+        Vec::new()
+    };
     let mut answered = claim_urns(shared, conflicts).await;
     // After a lapse every key is taken, free or not (another system's is refused).
     let all_until = if all_urns {

@@ -1,7 +1,7 @@
 //! The URNs a proxy owns, each with until when its key surely lives: a renewal sends only
 //! the keys past a third of their TTL ([`OwnedUrns::due`]), so its cost follows the claims
 //! (an activation evicted before its key is due costs no renewal), not the URNs held
-//! (`docs/bench-log.md`, "Overload: URN keys renewed by age").
+//! (`docs/bench-log.md`, "2026-11-28 — Overload: URN keys renewed by age").
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
