@@ -54,15 +54,7 @@ async fn early_kill(victim_host: Option<&str>, gap: Duration) {
     peers.remove(0).kill().await;
     let killed_after = activated_at.elapsed();
     let killed_at = Instant::now();
-    let asks = theirs.iter().map(|urn| {
-        let client = client.clone();
-        async move {
-            let started = Instant::now();
-            let r = client.ask(urn.as_str(), Total).await;
-            (urn.clone(), r.map_err(|e| e.to_string()), started.elapsed())
-        }
-    });
-    let answers = futures_util::future::join_all(asks).await;
+    let answers = ask_each(&client, &theirs).await;
     let failover = killed_at.elapsed();
     let failed: Vec<_> = answers.iter().filter(|(_, r, _)| r.is_err()).collect();
     println!(
@@ -78,9 +70,7 @@ async fn early_kill(victim_host: Option<&str>, gap: Duration) {
         failed.len()
     );
     assert!(failed.is_empty(), "{failed:?}");
-    for (urn, _, took) in &answers {
-        assert!(*took <= ASK_TIMEOUT + MARGIN, "{urn}: {took:?}");
-    }
+    answered_in_time(&answers);
     let now_held = holders(&redis, &config.namespace, &theirs).await;
     assert!(
         now_held.values().all(|h| !h.is_empty() && h != "s1"),
@@ -131,15 +121,7 @@ pub(crate) async fn a_holder_killed_and_asked_after_ten_leases_fails_over() {
         .await
         .unwrap();
     let started = Instant::now();
-    let asks = theirs.iter().map(|urn| {
-        let client = client.clone();
-        async move {
-            let started = Instant::now();
-            let r = client.ask(urn.as_str(), Total).await;
-            (urn.clone(), r.map_err(|e| e.to_string()), started.elapsed())
-        }
-    });
-    let answers = futures_util::future::join_all(asks).await;
+    let answers = ask_each(&client, &theirs).await;
     let failed: Vec<_> = answers.iter().filter(|(_, r, _)| r.is_err()).collect();
     println!(
         "RESULT test=late_ask lease_ms={lease_ms} urns={} answered_ms={} failed={}",
@@ -148,9 +130,7 @@ pub(crate) async fn a_holder_killed_and_asked_after_ten_leases_fails_over() {
         failed.len()
     );
     assert!(failed.is_empty(), "{failed:?}");
-    for (urn, _, took) in &answers {
-        assert!(*took <= ASK_TIMEOUT + MARGIN, "{urn}: {took:?}");
-    }
+    answered_in_time(&answers);
     let now_held = holders(&redis, ns, &theirs).await;
     assert!(
         now_held.values().all(|h| !h.is_empty() && h != "s1"),
@@ -159,5 +139,29 @@ pub(crate) async fn a_holder_killed_and_asked_after_ten_leases_fails_over() {
     client.shutdown().await;
     for p in peers {
         p.stop().await;
+    }
+}
+
+/// Each URN asked once, all at once: the URN, the answer (or the error's text), how long
+/// the call took.
+async fn ask_each(
+    client: &ProxyClient,
+    urns: &[String],
+) -> Vec<(String, Result<u64, String>, Duration)> {
+    let asks = urns.iter().map(|urn| {
+        let client = client.clone();
+        async move {
+            let started = Instant::now();
+            let r = client.ask(urn.as_str(), Total).await;
+            (urn.clone(), r.map_err(|e| e.to_string()), started.elapsed())
+        }
+    });
+    futures_util::future::join_all(asks).await
+}
+
+/// Every call came back within its timeout and the margin.
+fn answered_in_time(answers: &[(String, Result<u64, String>, Duration)]) {
+    for (urn, _, took) in answers {
+        assert!(*took <= ASK_TIMEOUT + MARGIN, "{urn}: {took:?}");
     }
 }
