@@ -6,7 +6,13 @@
 //! - **chaos**: workflows of 5 journaled steps (each step's side effect notes a token,
 //!   `<pid>.<n>`, in a notes file all members append to, then sleeps a little) run by
 //!   concurrent callers that ask again after any failure, while a random member is
-//!   SIGKILLed and replaced every 100-300 ms. Afterwards, for each step, the token its
+//!   SIGKILLed and replaced at random points of the run's progress (after 1 to
+//!   `workflows / (max_kills + 1)` more workflows complete, so that kills land mid-run at
+//!   any machine's speed), and Redis (an append-only file flushed before each answer) is
+//!   SIGKILLed and started again once, half-way. Every other workflow also sleeps durably
+//!   (20 ms) after its third step and waits for a promise (`approval`) before its last, which
+//!   its caller resolves beside the ask: its answer must carry the value it was resolved
+//!   with (`signals_lost`, must be 0). Afterwards, for each step, the token its
 //!   journal recorded (the workflow's result) is looked up among the runs noted: a run
 //!   noted *after* the recorded one re-executed a committed step
 //!   (`reexecuted_committed`, must be 0); runs noted *before* it were cut between their
@@ -24,17 +30,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conclib::redis::durable::{Begun, Journal};
+use conclib::redis::durable::{Begun, Executions, Journal};
 use conclib::redis::scale::Activation;
 use conclib::redis::{ProxyClient, ProxyConfig, start_proxy, start_redis};
 use conclib::{ActorSystem, actor};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use conclib_testkit::redis_ha::Persistent;
+
 use crate::BoxError;
 
 /// Steps per workflow.
 pub const STEPS: usize = 5;
+/// The durable sleep of a workflow that waits.
+const NAP: Duration = Duration::from_millis(20);
 const STEP_NAMES: [&str; STEPS] = ["reserve", "charge", "pack", "ship", "notify"];
 
 /// One workflow to run.
@@ -46,6 +56,9 @@ pub struct Flow {
     pub journaled: bool,
     /// How long each step's side effect sleeps, µs.
     pub step_sleep_us: u64,
+    /// A durable sleep after the third step and a promise (`approval`) before the last,
+    /// resolved by the caller.
+    pub waits: bool,
 }
 
 /// A workflow's values (one token per step) and each step's time in the handler, µs
@@ -54,6 +67,8 @@ pub struct Flow {
 pub struct Done {
     /// The steps' values: the token of the run that was recorded.
     pub values: Vec<String>,
+    /// The value the `approval` promise was taken with (workflows that wait).
+    pub approval: Option<String>,
     /// Each step's time in the handler (side effect, and record when journaled).
     pub step_us: Vec<u32>,
 }
@@ -84,27 +99,52 @@ impl Flows {
                 values.push(effect(notes, runs, &flow, name).await);
                 step_us.push(micros(started));
             }
-            return Ok(Done { values, step_us });
+            return Ok(Done {
+                values,
+                approval: None,
+                step_us,
+            });
         }
-        let mut ex = match journal.begin::<Vec<String>>(&flow.key).await {
-            Ok(Begun::Finished(values)) => {
+        let mut ex = match journal
+            .begin::<(Vec<String>, Option<String>)>(&flow.key)
+            .await
+        {
+            Ok(Begun::Finished((values, approval))) => {
                 return Ok(Done {
                     values,
+                    approval,
                     step_us: Vec::new(),
                 });
             }
             Ok(Begun::Running(ex)) => ex,
             Err(e) => return Err(e.to_string()),
         };
-        for name in STEP_NAMES {
+        let mut approval = None;
+        for (i, name) in STEP_NAMES.into_iter().enumerate() {
+            if flow.waits && i == 3 {
+                ex.sleep("nap", NAP).await.map_err(|e| e.to_string())?;
+            }
+            if flow.waits && i == STEPS - 1 {
+                let value: String = ex
+                    .promise("approval", Duration::from_secs(30))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                approval = Some(value);
+            }
             let started = Instant::now();
             let effect = effect(notes, runs, &flow, name);
             let value: String = ex.step(name, effect).await.map_err(|e| e.to_string())?;
             step_us.push(micros(started));
             values.push(value);
         }
-        ex.finish(&values).await.map_err(|e| e.to_string())?;
-        Ok(Done { values, step_us })
+        let result = (values, approval);
+        ex.finish(&result).await.map_err(|e| e.to_string())?;
+        let (values, approval) = result;
+        Ok(Done {
+            values,
+            approval,
+            step_us,
+        })
     }
 }
 
@@ -197,6 +237,9 @@ pub struct Options {
     pub callers: usize,
     /// The most members killed in the chaos phase (kills stop when the workflows are done).
     pub max_kills: usize,
+    /// Whether Redis (an append-only file flushed before each answer) is SIGKILLed and
+    /// started again once, half-way through the chaos phase.
+    pub restart_redis: bool,
     /// URNs (one caller each) in the throughput phase.
     pub urns: usize,
     /// Workflows per URN in each of the throughput phase's 4 rounds.
@@ -212,6 +255,12 @@ pub struct Outcome {
     pub completed: usize,
     /// Members SIGKILLed.
     pub kills: usize,
+    /// Times Redis was SIGKILLed and started again.
+    pub redis_restarts: usize,
+    /// Workflows that wait (a durable sleep and a promise), of those completed.
+    pub waited: usize,
+    /// Of those, answered with another value than their promise was resolved with: must be 0.
+    pub signals_lost: usize,
     /// Runs of a step noted after the run its journal recorded: must be 0.
     pub reexecuted_committed: usize,
     /// Runs of a step cut between side effect and record (run again later).
@@ -242,10 +291,13 @@ impl Outcome {
     #[must_use]
     pub fn line(&self) -> String {
         format!(
-            "RESULT workflows={} completed={} kills={} reexecuted_committed={} reexecuted_cut={} max_cut_per_step={} steps_per_s={:.0} plain_steps_per_s={:.0} step_overhead_p50_ms={:.3} step_overhead_p99_ms={:.3} journaled_step_p50_ms={:.3} journaled_step_p99_ms={:.3} plain_step_p50_ms={:.3} plain_step_p99_ms={:.3} loaded_step_p50_ms={:.3} loaded_step_p99_ms={:.3}",
+            "RESULT workflows={} completed={} kills={} redis_restarts={} waited={} signals_lost={} reexecuted_committed={} reexecuted_cut={} max_cut_per_step={} steps_per_s={:.0} plain_steps_per_s={:.0} step_overhead_p50_ms={:.3} step_overhead_p99_ms={:.3} journaled_step_p50_ms={:.3} journaled_step_p99_ms={:.3} plain_step_p50_ms={:.3} plain_step_p99_ms={:.3} loaded_step_p50_ms={:.3} loaded_step_p99_ms={:.3}",
             self.workflows,
             self.completed,
             self.kills,
+            self.redis_restarts,
+            self.waited,
+            self.signals_lost,
             self.reexecuted_committed,
             self.reexecuted_cut,
             self.max_cut_per_step,
@@ -328,18 +380,23 @@ impl Random {
 /// # Errors
 /// When Redis or a member does not start.
 pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
+    let mut outcome = chaos(options).await?;
     let redis = start_redis(&ProxyConfig::default()).await?;
-    let mut outcome = chaos(options, &redis).await?;
     throughput(options, &redis, &mut outcome).await?;
     Ok(outcome)
 }
 
-async fn chaos(
-    options: &Options,
-    redis: &conclib::redis::daemon::RedisDaemon,
-) -> Result<Outcome, BoxError> {
+/// What happens to the chaos phase at a point of its progress.
+#[derive(Clone, Copy)]
+enum Fault {
+    KillMember,
+    RestartRedis,
+}
+
+async fn chaos(options: &Options) -> Result<Outcome, BoxError> {
     let ns = "durable-chaos";
-    let config = redis.config(&ProxyConfig::default().with_namespace(ns));
+    let mut redis = tokio::task::spawn_blocking(Persistent::start).await?;
+    let config = ProxyConfig::new(redis.url()).with_namespace(ns);
     let notes_path =
         std::env::temp_dir().join(format!("conclib-durable-{}.notes", std::process::id()));
     let _ = std::fs::remove_file(&notes_path);
@@ -353,13 +410,21 @@ async fn chaos(
     }
     let client =
         ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(5))).await?;
+    let executions = Executions::new(&client);
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(tokio::sync::Notify::new());
     let results: Arc<Mutex<HashMap<String, Done>>> = Arc::default();
     let mut callers = Vec::new();
     for _ in 0..options.callers {
-        let (client, next, done, results) =
-            (client.clone(), next.clone(), done.clone(), results.clone());
+        let (client, executions, next, done, progress, results) = (
+            client.clone(),
+            executions.clone(),
+            next.clone(),
+            done.clone(),
+            progress.clone(),
+            results.clone(),
+        );
         let workflows = options.workflows;
         callers.push(tokio::spawn(async move {
             loop {
@@ -371,8 +436,27 @@ async fn chaos(
                     key: format!("w{i}"),
                     journaled: true,
                     step_sleep_us: 2_000,
+                    waits: i % 2 == 0,
                 };
                 let until = Instant::now() + Duration::from_secs(120);
+                if flow.waits {
+                    // Resolved beside the ask, before or after the workflow reaches it.
+                    let (executions, key) = (executions.clone(), flow.key.clone());
+                    tokio::spawn(async move {
+                        let urn = format!("flow:{i}");
+                        while Instant::now() < until {
+                            let approval = format!("ok-{i}");
+                            if executions
+                                .resolve(&urn, &key, "approval", &approval)
+                                .await
+                                .is_ok()
+                            {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    });
+                }
                 // Asked again at once after any failure, until answered.
                 while Instant::now() < until {
                     if let Ok(d) = client
@@ -385,6 +469,7 @@ async fn chaos(
                     }
                 }
                 done.fetch_add(1, Ordering::Relaxed);
+                progress.notify_one();
             }
         }));
     }
@@ -392,18 +477,46 @@ async fn chaos(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.subsec_nanos());
     let mut random = Random(u64::from(std::process::id()) << 32 | u64::from(nanos) | 1);
-    let mut kills = 0;
-    while done.load(Ordering::Relaxed) < options.workflows && kills < options.max_kills {
-        tokio::time::sleep(Duration::from_millis(100 + random.below(200))).await;
+    // Points of progress, not of time: on a fast machine the workflows may all be done
+    // within the first 100 ms, and a fault timed by the clock would find none.
+    let mut plan = Vec::new();
+    let mut at = 0;
+    let gap = (options.workflows / (options.max_kills + 1)).max(1) as u64;
+    for _ in 0..options.max_kills {
+        at += 1 + random.below(gap) as usize;
+        plan.push((at, Fault::KillMember));
+    }
+    if options.restart_redis {
+        plan.push((options.workflows / 2, Fault::RestartRedis));
+    }
+    plan.sort_by_key(|(at, _)| *at);
+    let (mut kills, mut redis_restarts) = (0, 0);
+    for (at, fault) in plan {
+        while done.load(Ordering::Relaxed) < at.min(options.workflows) {
+            progress.notified().await;
+        }
         if done.load(Ordering::Relaxed) >= options.workflows {
             break;
         }
-        let victim = members.remove(random.below(members.len() as u64) as usize);
-        victim.kill().await;
-        kills += 1;
-        started += 1;
-        members
-            .push(Member::start(options, &config.url, ns, &format!("m{started}"), &notes).await?);
+        match fault {
+            Fault::KillMember => {
+                let victim = members.remove(random.below(members.len() as u64) as usize);
+                victim.kill().await;
+                kills += 1;
+                started += 1;
+                members.push(
+                    Member::start(options, &config.url, ns, &format!("m{started}"), &notes).await?,
+                );
+            }
+            Fault::RestartRedis => {
+                redis = tokio::task::spawn_blocking(move || {
+                    redis.restart();
+                    redis
+                })
+                .await?;
+                redis_restarts += 1;
+            }
+        }
     }
     for c in callers {
         c.await?;
@@ -426,11 +539,19 @@ async fn chaos(
     let mut outcome = Outcome {
         workflows: options.workflows,
         kills,
+        redis_restarts,
         ..Outcome::default()
     };
     for (key, d) in &results {
         if d.values.len() == STEPS {
             outcome.completed += 1;
+        }
+        let i = key.trim_start_matches('w');
+        if i.parse::<usize>().is_ok_and(|i| i % 2 == 0) {
+            outcome.waited += 1;
+            if d.approval.as_deref() != Some(&format!("ok-{i}")) {
+                outcome.signals_lost += 1;
+            }
         }
         for (name, recorded) in STEP_NAMES.iter().zip(&d.values) {
             let noted = runs
@@ -502,6 +623,7 @@ async fn rounds(
                         key: format!("{tag}{round}-{u}-{j}"),
                         journaled,
                         step_sleep_us: 0,
+                        waits: false,
                     };
                     let d = client
                         .actor::<Flows>(format!("flow:{u}"))

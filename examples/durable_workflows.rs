@@ -1,10 +1,12 @@
 //! Durable workflows on 3 member processes (`examples/durable.rs` has the code): 1,000
-//! workflows of 5 journaled steps while a random member is SIGKILLed and replaced every
-//! 100-300 ms (at most 40 kills), then the same handler journaled and unjournaled in
-//! alternated rounds.
+//! workflows of 5 journaled steps (half with a durable sleep and a promise their caller
+//! resolves) while a random member is SIGKILLed and replaced at random points of the run's
+//! progress (at most 40 kills) and Redis (AOF, `appendfsync always`) is SIGKILLed and
+//! restarted once, then the same handler journaled and unjournaled in alternated rounds.
 //!
 //! `cargo run --release -p conclib-examples --example durable_workflows` prints
-//! `RESULT workflows=1000 completed=1000 kills=.. reexecuted_committed=0 reexecuted_cut=..
+//! `RESULT workflows=1000 completed=1000 kills=.. redis_restarts=1 waited=500 signals_lost=0
+//! reexecuted_committed=0 reexecuted_cut=..
 //! max_cut_per_step=.. steps_per_s=.. plain_steps_per_s=.. step_overhead_p50_ms=..
 //! step_overhead_p99_ms=.. ...`. It starts its own Redis and leaves nothing behind (the
 //! members are killed or stopped and reaped by pid).
@@ -31,6 +33,7 @@ fn main() -> Result<(), BoxError> {
         workflows: 1000,
         callers: 32,
         max_kills: 40,
+        restart_redis: true,
         urns: 192,
         per_round: 40,
     };

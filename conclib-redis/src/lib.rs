@@ -530,6 +530,11 @@
 //! over 20 promotions. With its callers at `Replicas` as the members, every Python tell
 //! reported accepted reached a member's handler: the short form asserts it
 //! (`py_lost_accepted=0`), and 20 Cluster promotions at `n = 1` lost none (0 of 3,010).
+//! A Python member (`conclib.host.ActorHost`, on `redis://` or a Sentinel URL) takes it as
+//! `durability=`: its activations' claims, their state's fence and each save wait for the
+//! replicas as a Rust member's do (`python/tests/test_host_durability.py`, a frozen replica:
+//! every save refused `NotReplicated` in time, none reported done); promotions with Python
+//! members at that level are not measured yet.
 //!
 //! `py_handler_failed=` counts the Python tells reported accepted that reached a handler
 //! whose own `StateStore` save then failed, and that were not handled again: a told
@@ -845,6 +850,8 @@ pub mod durable;
 mod error;
 #[cfg(test)]
 mod future_size;
+#[cfg(test)]
+mod lua_copies;
 mod metrics;
 pub mod overload;
 mod persistence;

@@ -671,32 +671,25 @@ mod tests {
     /// from this file by `python/tools/gen_lua.py`: one source, checked here.
     #[test]
     fn python_host_scripts() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/src/conclib/_lua.py");
-        let Ok(copied) = std::fs::read_to_string(path) else {
-            return; // a crate built outside the repository
-        };
-        for (name, text) in [
-            ("CLAIM_SCRIPT", CLAIM_SCRIPT),
-            ("CLAIM_MANY_SCRIPT", CLAIM_MANY_SCRIPT),
-            ("RELEASE_SCRIPT", RELEASE_SCRIPT),
-            ("FREE_GONE_URN_SCRIPT", FREE_GONE_URN_SCRIPT),
-            ("ANSWER_SCRIPT", ANSWER_SCRIPT),
-            ("FORWARD_SCRIPT", FORWARD_SCRIPT),
-            ("PLACEMENT_REPORT_SCRIPT", PLACEMENT_REPORT_SCRIPT),
-            ("PLACEMENT_READ_SCRIPT", PLACEMENT_READ_SCRIPT),
-            ("PLACE_SCRIPT", PLACE_SCRIPT),
-            ("GROUP_FORGET_SCRIPT", GROUP_FORGET_SCRIPT),
-            ("TAKE_OVER_SCRIPT", TAKE_OVER_SCRIPT),
-            ("STATE_OPEN_SCRIPT", STATE_OPEN_SCRIPT),
-            ("STATE_SAVE_SCRIPT", STATE_SAVE_SCRIPT),
-            ("STATE_CLOSE_SCRIPT", STATE_CLOSE_SCRIPT),
-        ] {
-            let line = format!("{name}: Final = {text:?}\n");
-            assert!(
-                copied.contains(&line),
-                "{name} differs in {path}: run python/tools/gen_lua.py"
-            );
-        }
+        crate::lua_copies::assert_copied_to_python(
+            "",
+            &[
+                ("CLAIM_SCRIPT", CLAIM_SCRIPT),
+                ("CLAIM_MANY_SCRIPT", CLAIM_MANY_SCRIPT),
+                ("RELEASE_SCRIPT", RELEASE_SCRIPT),
+                ("FREE_GONE_URN_SCRIPT", FREE_GONE_URN_SCRIPT),
+                ("ANSWER_SCRIPT", ANSWER_SCRIPT),
+                ("FORWARD_SCRIPT", FORWARD_SCRIPT),
+                ("PLACEMENT_REPORT_SCRIPT", PLACEMENT_REPORT_SCRIPT),
+                ("PLACEMENT_READ_SCRIPT", PLACEMENT_READ_SCRIPT),
+                ("PLACE_SCRIPT", PLACE_SCRIPT),
+                ("GROUP_FORGET_SCRIPT", GROUP_FORGET_SCRIPT),
+                ("TAKE_OVER_SCRIPT", TAKE_OVER_SCRIPT),
+                ("STATE_OPEN_SCRIPT", STATE_OPEN_SCRIPT),
+                ("STATE_SAVE_SCRIPT", STATE_SAVE_SCRIPT),
+                ("STATE_CLOSE_SCRIPT", STATE_CLOSE_SCRIPT),
+            ],
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Real Redis high-availability topologies on loopback, to fail over on purpose: a
 //! [`Sentinel`] set-up (a primary, 2 replicas, 3 sentinels) and a [`Cluster`] (3 primaries,
 //! 3 replicas), each server a `redis-server` process of its own on free ports of 127.0.0.1,
-//! without persistence, in a temporary directory.
+//! without persistence, in a temporary directory; and one [`Persistent`] server, restarted
+//! on purpose with what it acknowledged.
 //!
 //! Operations: [`Sentinel::promote_with_lag`] / [`Cluster::promote_with_lag`] stall the
 //! replicas (SIGSTOP) and close the primary's replication links for a while, SIGKILL the
@@ -208,7 +209,10 @@ impl Node {
         );
         command
             .args(&self.args)
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+            .args(["--bind", "127.0.0.1", "--save", ""]);
+        if !self.args.iter().any(|a| a == "--appendonly") {
+            command.args(["--appendonly", "no"]);
+        }
         if !self.args.iter().any(|a| a == "--sentinel") {
             // A replica that (re)connects is sent the data set at once, not after Redis's
             // default 5 s wait for more replicas to share one transfer: a shard whose
@@ -535,6 +539,50 @@ impl Sentinel {
             promoted_at,
             new_primary,
         }
+    }
+}
+
+/// One server that keeps what it acknowledged across a SIGKILL: an append-only file flushed
+/// before each write is answered (`appendonly yes`, `appendfsync always`), started again on
+/// the same port and files by [`restart`](Persistent::restart).
+pub struct Persistent {
+    /// The server.
+    pub server: Node,
+    dir: TempDir,
+}
+
+impl Persistent {
+    /// Starts it and waits until it answers.
+    pub fn start() -> Persistent {
+        let dir = TempDir::new("persistent");
+        let port = free_ports(1)[0];
+        let args = [
+            "--port",
+            &port.to_string(),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+        let server = Node::spawn(&dir.0, port, args);
+        server.wait_ping();
+        Persistent { server, dir }
+    }
+
+    /// SIGKILL, then the same server again on its port and files; returns once it answers
+    /// `PING` (its append-only file loaded).
+    pub fn restart(&mut self) {
+        self.server.kill();
+        self.server.start(&self.dir.0);
+        self.server.wait_ping();
+    }
+
+    /// `redis://` URL of the server.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.server.port)
     }
 }
 

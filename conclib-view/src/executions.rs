@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use conclib_redis::durable::ExecutionInfo;
 use serde::Serialize;
 
-use crate::last_answer::json;
 use crate::sampler::ViewState;
 
 /// Executions per answer by default.
@@ -200,8 +199,8 @@ pub(crate) async fn executions(
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let raw = raw.unwrap_or_default();
-    if let Some(body) = state.executions.fresh(&raw, FRESH_FOR) {
-        return json(body);
+    if let Some(kept) = state.executions.fresh(&raw, FRESH_FOR) {
+        return kept;
     }
     // One more than asked: whether any was left out.
     let found =
@@ -234,14 +233,7 @@ pub(crate) async fn executions(
         running: executions.iter().filter(|e| e.state == "running").count(),
         executions,
     };
-    match serde_json::to_string(&answer) {
-        Ok(body) => {
-            let body = Arc::new(body);
-            state.executions.keep(&raw, body.clone());
-            json(body)
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    state.executions.keep(&raw, &answer)
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use conclib_redis::reminders::{
 };
 use serde::Serialize;
 
-use crate::last_answer::json;
 use crate::sampler::ViewState;
 
 /// Reminders per answer by default.
@@ -126,8 +125,8 @@ pub(crate) async fn reminders(
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let raw = raw.unwrap_or_default();
-    if let Some(body) = state.reminders.fresh(&raw, FRESH_FOR) {
-        return json(body);
+    if let Some(kept) = state.reminders.fresh(&raw, FRESH_FOR) {
+        return kept;
     }
     let overview = match state.reader.reminders(&query.reminders).await {
         Ok(overview) => overview,
@@ -145,14 +144,7 @@ pub(crate) async fn reminders(
         limit: query.limit,
         overview: &overview,
     };
-    match serde_json::to_string(&answer) {
-        Ok(body) => {
-            let body = Arc::new(body);
-            state.reminders.keep(&raw, body.clone());
-            json(body)
-        }
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    state.reminders.keep(&raw, &answer)
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
-//! The short form of `examples/durable_workflows.rs`: 100 five-step workflows on 3 member
-//! processes while members are SIGKILLed at random points (at most 6): every workflow
-//! completes, no step whose record committed runs again, and a step cut between its side
-//! effect and its record runs again at most once per kill. Then the throughput rounds,
+//! The short form of `examples/durable_workflows.rs`: 100 five-step workflows (half of them
+//! with a durable sleep and a promise) on 3 member processes while members are SIGKILLed at
+//! random points (at most 6) and Redis (AOF, `appendfsync always`) is SIGKILLed and
+//! restarted once: every workflow completes, every promise is taken with the value it was
+//! resolved with, no step whose record committed runs again, and a step cut between its
+//! side effect and its record runs again at most once per kill. Then the throughput rounds,
 //! small (figures printed, not asserted). The members are this binary, re-executed in the
 //! `member` role.
 
@@ -17,6 +19,7 @@ async fn killed_members_lose_no_workflow_and_rerun_no_committed_step() {
         workflows: 100,
         callers: 16,
         max_kills: 6,
+        restart_redis: true,
         urns: 16,
         per_round: 5,
     };
@@ -25,6 +28,9 @@ async fn killed_members_lose_no_workflow_and_rerun_no_committed_step() {
     assert_eq!(outcome.completed, 100, "{outcome:?}");
     assert_eq!(outcome.reexecuted_committed, 0, "{outcome:?}");
     assert!(outcome.kills >= 1, "{outcome:?}");
+    assert_eq!(outcome.redis_restarts, 1, "{outcome:?}");
+    assert_eq!(outcome.waited, 50, "{outcome:?}");
+    assert_eq!(outcome.signals_lost, 0, "{outcome:?}");
     assert!(outcome.max_cut_per_step <= outcome.kills, "{outcome:?}");
 }
 

@@ -41,7 +41,10 @@
 //! - A step whose record committed never runs again: replayed, it returns the recorded
 //!   value; a step whose process died between its side effect and its record runs again,
 //!   once per such death (`a_step_cut_between_side_effect_and_record_runs_again_once`; and
-//!   `examples/tests/durable_workflows.rs`: 100 workflows, members killed at random).
+//!   `examples/tests/durable_workflows.rs`: 100 workflows, members killed at random and
+//!   Redis, with an append-only file flushed before each answer, killed and restarted
+//!   once; half of them sleep durably and take a promise their caller resolves, each with
+//!   the value it was resolved with).
 //! - A process paused past its lease while another activation took the URN records
 //!   nothing from then on: its records are refused with [`DurableError::Fenced`], and the
 //!   message it was handling goes to the current activation

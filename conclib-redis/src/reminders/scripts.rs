@@ -275,23 +275,16 @@ mod tests {
     /// copies them into `python/src/conclib/_lua.py` (one source).
     #[test]
     fn python_host_scripts() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../python/src/conclib/_lua.py");
-        let Ok(copied) = std::fs::read_to_string(path) else {
-            return; // a crate built outside the repository
-        };
-        for (name, text) in [
-            ("CLAIM", CLAIM),
-            ("ACK", ACK),
-            ("RELEASE", RELEASE),
-            ("RENEW", RENEW),
-            ("REPORT", REPORT),
-        ] {
-            let line = format!("REMINDER_{name}: Final = {text:?}\n");
-            assert!(
-                copied.contains(&line),
-                "{name} differs in {path}: run python/tools/gen_lua.py"
-            );
-        }
+        crate::lua_copies::assert_copied_to_python(
+            "REMINDER_",
+            &[
+                ("CLAIM", CLAIM),
+                ("ACK", ACK),
+                ("RELEASE", RELEASE),
+                ("RENEW", RENEW),
+                ("REPORT", REPORT),
+            ],
+        );
     }
 
     /// The token of the only reminder a `CLAIM` answer holds.

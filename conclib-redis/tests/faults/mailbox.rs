@@ -8,18 +8,7 @@ use super::*;
 pub(crate) async fn a_tell_refused_for_a_full_mailbox_is_counted_as_rejected() {
     let config = config("full-tells");
     let system = ActorSystem::new("full-tells");
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    system
-        .build(Slow {
-            gate: gate.clone(),
-            started: started.clone(),
-        })
-        .urn("slow")
-        .mailbox(MailboxConfig::Bounded(1))
-        .spawn()
-        .await
-        .unwrap();
+    let (_slow, gate, started) = Slow::spawn(&system, 1).await;
     let proxy = start_proxy(&system, &config).await.unwrap();
     let client = ProxyClient::connect(&config).await.unwrap();
     client.tell("slow", Work).await.unwrap();
@@ -60,18 +49,7 @@ pub(crate) async fn a_tell_refused_for_a_full_mailbox_is_counted_as_rejected() {
 pub(crate) async fn a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run() {
     let config = config("flood");
     let system = ActorSystem::new("flood");
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let slow = system
-        .build(Slow {
-            gate: gate.clone(),
-            started: started.clone(),
-        })
-        .urn("slow")
-        .mailbox(MailboxConfig::Bounded(4))
-        .spawn()
-        .await
-        .unwrap();
+    let (slow, gate, started) = Slow::spawn(&system, 4).await;
     let proxy = start_proxy(&system, &config).await.unwrap();
     let client = ProxyClient::connect(&config).await.unwrap();
     let timeout = Duration::from_millis(800);
@@ -171,18 +149,7 @@ pub(crate) async fn a_request_older_than_the_room_wait_gets_the_room_there_is_or
     // answered in time.
     config.full_mailbox_wait = Duration::from_secs(60);
     let system = ActorSystem::new("stale-room");
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let slow = system
-        .build(Slow {
-            gate: gate.clone(),
-            started: started.clone(),
-        })
-        .urn("slow")
-        .mailbox(MailboxConfig::Bounded(1))
-        .spawn()
-        .await
-        .unwrap();
+    let (slow, gate, started) = Slow::spawn(&system, 1).await;
     let proxy = start_proxy(&system, &config).await.unwrap();
     // The mailbox filled here (told), not through the stream: the stream's next id stays
     // free for the requests below.
@@ -318,6 +285,32 @@ struct Slow {
 #[message(error = String, name = "faults.Work")]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Work;
+
+impl Slow {
+    /// `slow`, with a mailbox of `room`: its ref, its gate and its count of started work.
+    async fn spawn(
+        system: &ActorSystem,
+        room: usize,
+    ) -> (
+        conclib_core::ActorRef<Slow>,
+        Arc<tokio::sync::Notify>,
+        Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let started = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let slow = system
+            .build(Slow {
+                gate: gate.clone(),
+                started: started.clone(),
+            })
+            .urn("slow")
+            .mailbox(MailboxConfig::Bounded(room))
+            .spawn()
+            .await
+            .unwrap();
+        (slow, gate, started)
+    }
+}
 
 impl Actor for Slow {
     const REMOTE: &'static [ExposedMessage] = &[ExposedMessage::of::<Work>()];

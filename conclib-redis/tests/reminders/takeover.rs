@@ -53,6 +53,35 @@ fn deliveries(notes: &[std::path::PathBuf]) -> Vec<ReminderTick> {
         .collect()
 }
 
+/// Registers `rem:beat` (every `PERIOD_MS`, each delivery held `HOLD_MS`), then waits for
+/// three ticks and for the start of one more delivery: the moment both tests cut in.
+async fn beat_until_a_delivery_starts(
+    client: &conclib_redis::ProxyClient,
+    notes: &[std::path::PathBuf],
+) {
+    Reminders::new(client)
+        .register(
+            "rem:beat",
+            Reminder::after("beat", Duration::from_millis(100))
+                .every(Duration::from_millis(PERIOD_MS))
+                .payload(&Note {
+                    number: 1,
+                    hold_ms: HOLD_MS,
+                }),
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "three ticks delivered", || async {
+        lines(notes, "tick").len() >= 3
+    })
+    .await;
+    let starts = lines(notes, "start").len();
+    eventually(Duration::from_secs(10), "a delivery starts", || async {
+        lines(notes, "start").len() > starts
+    })
+    .await;
+}
+
 pub(crate) async fn a_periodic_reminders_deliverer_killed_is_taken_over_within_the_claim_lease() {
     let config = config("rem-takeover");
     let mut actor = Member::new("actor");
@@ -69,28 +98,8 @@ pub(crate) async fn a_periodic_reminders_deliverer_killed_is_taken_over_within_t
     let (p2, _) = second.start(&config, None).await;
     let client = client(&config).await;
     let redis = plain_client(&config.url).await;
-    Reminders::new(&client)
-        .register(
-            "rem:beat",
-            Reminder::after("beat", Duration::from_millis(100))
-                .every(Duration::from_millis(PERIOD_MS))
-                .payload(&Note {
-                    number: 1,
-                    hold_ms: HOLD_MS,
-                }),
-        )
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), "three ticks delivered", || async {
-        lines(&notes, "tick").len() >= 3
-    })
-    .await;
     // A delivery under way: kill the poller holding its claim.
-    let starts = lines(&notes, "start").len();
-    eventually(Duration::from_secs(10), "a delivery starts", || async {
-        lines(&notes, "start").len() > starts
-    })
-    .await;
+    beat_until_a_delivery_starts(&client, &notes).await;
     let pid = eventually(
         Duration::from_secs(5),
         "the claim names its poller",
@@ -171,28 +180,8 @@ pub(crate) async fn a_periodic_reminder_loses_no_tick_and_repeats_none_across_a_
     let notes = [n1, n2];
     let client = client(&config).await;
     let redis = plain_client(&config.url).await;
-    Reminders::new(&client)
-        .register(
-            "rem:beat",
-            Reminder::after("beat", Duration::from_millis(100))
-                .every(Duration::from_millis(PERIOD_MS))
-                .payload(&Note {
-                    number: 1,
-                    hold_ms: HOLD_MS,
-                }),
-        )
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(10), "three ticks delivered", || async {
-        lines(&notes, "tick").len() >= 3
-    })
-    .await;
     // The member holding the URN, mid-delivery, is drained.
-    let starts = lines(&notes, "start").len();
-    eventually(Duration::from_secs(10), "a delivery starts", || async {
-        lines(&notes, "start").len() > starts
-    })
-    .await;
+    beat_until_a_delivery_starts(&client, &notes).await;
     let key = format!("{}:urn:rem:beat", config.namespace);
     let holder: String = redis.get(&key).await.unwrap();
     let (victim, survivor) = if holder == "d1" { (p1, p2) } else { (p2, p1) };

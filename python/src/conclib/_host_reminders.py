@@ -12,8 +12,9 @@ renewal, to another poller (at least once). A tick handled under a claim that la
 counted ``stale`` and not acknowledged by this poller (the script checks the claim's token).
 
 Not done here, unlike the Rust poller: waiting for replicas (``Durability``) after a claim,
-renewal or acknowledgement (a host has no durability setting: a promotion that loses a claim
-delivers its tick again), and the metrics (the report for the live view is written).
+renewal or acknowledgement (the host's ``durability`` covers its activations' claims and
+state, not this poller: a promotion that loses a claim delivers its tick again), and the
+metrics (the report for the live view is written).
 """
 
 from __future__ import annotations

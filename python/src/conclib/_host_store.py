@@ -22,7 +22,9 @@ import secrets
 from typing import Any
 
 from . import _lua, codec
+from ._host_replicas import written
 from ._typed import from_wire, plain
+from .durability import Durability
 
 __all__ = ["Applied", "Fenced", "StateStore", "request_key"]
 
@@ -97,11 +99,14 @@ class StateStore:
             return self.count
     """
 
-    __slots__ = ("_redis", "_scripts", "key", "token", "opened", "applied", "handling", "task", "refused")
+    __slots__ = ("_redis", "_scripts", "_durability", "key", "token", "opened", "applied", "handling", "task",
+                 "refused")
 
-    def __init__(self, redis: Any, scripts: Any, key: str, system: str) -> None:
+    def __init__(self, redis: Any, scripts: Any, key: str, system: str,
+                 durability: Durability | None = None) -> None:
         self._redis = redis
         self._scripts = scripts
+        self._durability = durability or Durability()
         self.key = key
         self.token = f"{secrets.token_hex(8)}@{system}"
         self.opened = False
@@ -122,7 +127,9 @@ class StateStore:
 
     async def save(self, value: Any) -> None:
         """Writes the state, if this activation is still the URN's latest; else raises
-        :class:`Fenced` (nothing written)."""
+        :class:`Fenced` (nothing written). At a host ``durability`` asking for replicas, it
+        returns once they hold it, else raises :class:`conclib.NotReplicated` (written on
+        the primary, which a promotion may undo)."""
         await self._write("set", codec.encode(plain(value)))
 
     async def clear(self) -> None:
@@ -134,7 +141,12 @@ class StateStore:
         return not self.refused
 
     async def _open(self) -> bytes | None:
-        got = await self._scripts.state_open(keys=[self.key], args=[self.token, EMPTY_STATE_TTL_MS])
+        got, short = await written(
+            self._redis, self._durability, self._scripts.state_open, [self.key], [self.token, EMPTY_STATE_TTL_MS]
+        )
+        if short is not None:
+            # The fence is this activation's only once a promotion cannot undo it.
+            raise short
         data, record = (got[0], got[1]) if isinstance(got, list) else (got, None)
         self.applied.opened(record)
         self.opened = True
@@ -145,10 +157,15 @@ class StateStore:
             await self._open()
         mine = self.handling if self.task is not None and asyncio.current_task() is self.task else None
         record = self.applied.record(mine)
-        got = await self._scripts.state_save(keys=[self.key], args=[self.token, op, arg, record])
+        got, short = await written(
+            self._redis, self._durability, self._scripts.state_save, [self.key], [self.token, op, arg, record]
+        )
         if got != 1:
             self.refused = True
             raise Fenced(f"a later activation owns {self.key} now; nothing was written")
+        if short is not None:
+            # Not done, nor recorded as this request's, until the replicas hold it.
+            raise short
         if mine is not None:
             self.applied.wrote(mine)
 

@@ -57,10 +57,13 @@ from ._host_store import Fenced, StateStore
 from ._host_topics import ActorSubscription
 from ._typed import Mismatch
 from .actor import Actor, HandlerSpec, handlers_of
+from ._host_replicas import written
 from .client import AsyncClient
-from .errors import CodecError
+from .durability import Durability
+from .errors import CodecError, ConfigError
 from .protocol import DEFAULT_NAMESPACE, Keys, Status, check_name
 from .topics import DEFAULT_GROUP
+from .url import build_client, parse_url
 
 __all__ = ["ActorHost", "Fenced", "HostConfig", "ReminderPoller", "ReminderPollerOptions", "StateStore"]
 
@@ -86,6 +89,13 @@ class HostConfig:
     batch: int = 256
     max_in_flight: int = 8192
     max_connections: int = 64
+    durability: Durability = Durability()
+    """At ``Durability.replicas(n, timeout=...)``, an activation's claim of its URN and its
+    state store's writes (the fence, the state, the exactly-once record) count as done only
+    once ``n`` replicas acknowledged them (``WAIT``), as a Rust member's
+    ``ProxyConfig::durability``: a promotion of a lagging replica cannot undo them. A claim
+    the replicas did not take in time leaves the URN's requests pending (asked again); a
+    save raises :class:`conclib.NotReplicated` in the handler."""
     reminders: ReminderPollerOptions | None = None
     """With options, the host runs a reminder poller (as a Rust system runs a
     ``ReminderPoller``): the namespace's due reminders are claimed and delivered from here,
@@ -218,10 +228,23 @@ class ActorHost:
         """Takes the system's lease, claims the fixed URNs, joins the patterns' groups and
         starts reading."""
         cfg = self.config
-        # A bounded pool that waits for a free connection (redis-py's default pool refuses a
-        # command past its size: a burst of activations loading their state at once).
-        pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections, timeout=None)
-        self.redis = aioredis.Redis.from_pool(pool)
+        target = parse_url(self.url)
+        if target.kind == "cluster":
+            raise ConfigError(
+                "an ActorHost serves on one Redis server or the primary of a Sentinel URL; "
+                "a Cluster URL is for clients"
+            )
+        if target.kind == "sentinel":
+            # The primary the sentinels name, looked up again after a promotion (a command
+            # on a connection to the old one fails; the next connects to the new one).
+            self.redis = build_client(target, connect_timeout=5.0, command_timeout=None,
+                                      max_connections=cfg.max_connections)
+        else:
+            # A bounded pool that waits for a free connection (redis-py's default pool
+            # refuses a command past its size: a burst of activations loading their state).
+            pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections,
+                                                            timeout=None)
+            self.redis = aioredis.Redis.from_pool(pool)
         self.scripts = Scripts(self.redis)
         # Connects on first use: an actor's `self.client`, the subscriptions.
         self.client = AsyncClient(self.url, namespace=cfg.namespace)
@@ -438,7 +461,11 @@ class ActorHost:
         owner: str | None = None
         try:
             for _ in range(2):
-                got = await self.scripts.claim(keys=[key], args=[self.system, int(cfg.urn_ttl * 1000)])
+                got, short = await written(
+                    self.redis, cfg.durability, self.scripts.claim, [key], [self.system, int(cfg.urn_ttl * 1000)]
+                )
+                if short is not None:
+                    raise short
                 if got == 1:
                     owner = None
                     break
@@ -491,7 +518,7 @@ class ActorHost:
         assert self.scripts is not None
         if self._pattern_for(urn) is None:
             raise RuntimeError(f"{urn}: only an actor a host activated for a pattern has a state store")
-        return StateStore(self.redis, self.scripts, self.keys.state(urn), self.system)
+        return StateStore(self.redis, self.scripts, self.keys.state(urn), self.system, self.config.durability)
 
     def displaced(self, mailbox: Mailbox) -> None:
         """A write of an activation's store was refused: a later activation (another

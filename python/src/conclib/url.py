@@ -127,12 +127,13 @@ def build_client(
     target: RedisTarget,
     *,
     connect_timeout: float,
-    command_timeout: float,
+    command_timeout: float | None,
     tls_ca_file: str | None = None,
     max_connections: int = 32,
 ) -> Any:
     """A redis-py asyncio client for ``target`` that never retries a command by itself (a
-    request written once must not be written again after a reconnection: the caller decides)."""
+    request written once must not be written again after a reconnection: the caller decides).
+    ``command_timeout`` ``None``: no socket timeout (a host's blocking reads)."""
     from redis.asyncio import Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff

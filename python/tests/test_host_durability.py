@@ -1,0 +1,122 @@
+"""A Python member's durability level (``HostConfig.durability``) on a real primary with a
+replica, served through ``redis://`` and through a Sentinel URL: at
+``Durability.replicas(1)`` an activation's claim, its state's fence and each save are
+followed by ``WAIT`` and count only once the replica holds them; while the replica is frozen
+(SIGSTOP: it lags as a replica cut from its primary does), every save fails
+``NotReplicated`` in the handler (the caller gets the handler's failure, ``Panicked``, within
+its timeout) and none is reported done; once thawed, asks are answered again and each count
+goes on from the last one answered (or from a timed-out ask's, whose handler went on)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+
+import conclib
+from conclib.host import ActorHost
+from conftest import free_port, freeze, run, wait_until
+from test_durability import replica_pid, servers, start_pair, wait_calls  # noqa: F401 (a fixture)
+from test_host_store import _Tally
+from test_topologies import Servers, cli
+
+WAIT_S = 0.3
+ASK_S = 3.0
+MARGIN_S = 1.0
+CALLERS = 64
+URNS = [f"py:tally:{i}" for i in range(8)]
+
+
+def check_host_level(url: str, primary: int, servers: Servers) -> None:
+    ns = f"host-dur-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> None:
+        host = ActorHost(url, namespace=ns, system="py-dur", durability=conclib.Durability.replicas(1, timeout=WAIT_S))
+        host.serve_pattern("py:tally:{id}", _Tally)
+        async with host:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                before = wait_calls(primary)
+                for urn in URNS:
+                    assert await client.ask(urn, "test.Incr", timeout=5) == 1
+                # Per URN: its claim, its state's fence, its save.
+                assert wait_calls(primary) - before >= 3 * len(URNS)
+                freeze(replica_pid(servers))
+                try:
+                    ok = refused = 0
+                    late: list[float] = []
+                    other: list[BaseException] = []
+                    timed_out = dict.fromkeys(URNS, 0)
+                    stop = time.monotonic() + 1.5
+
+                    async def caller(i: int) -> None:
+                        nonlocal ok, refused
+                        while time.monotonic() < stop:
+                            began = time.monotonic()
+                            try:
+                                await client.ask(URNS[i % len(URNS)], "test.Incr", timeout=ASK_S)
+                                ok += 1
+                            except conclib.Panicked as e:
+                                assert "replicas" in str(e), e
+                                refused += 1
+                            except conclib.Timeout:
+                                # Its handler runs on: its save may be done after the thaw.
+                                timed_out[URNS[i % len(URNS)]] += 1
+                            except conclib.ConclibError as e:
+                                other.append(e)
+                            if time.monotonic() - began > ASK_S + MARGIN_S:
+                                late.append(time.monotonic() - began)
+
+                    await asyncio.gather(*(caller(i) for i in range(CALLERS)))
+                    assert ok == 0, f"{ok} saves reported done that no replica holds"
+                    assert refused >= len(URNS), refused
+                    assert not late, late
+                    assert not other, other[:3]
+                finally:
+                    os.kill(replica_pid(servers), signal.SIGCONT)
+                # Thawed: each count goes on from the last one answered (the refused saves
+                # were never reported done), or from a timed-out ask's, whose handler went on.
+                for urn in URNS:
+                    deadline = time.monotonic() + 10
+                    while True:
+                        try:
+                            count = await client.ask(urn, "test.Incr", timeout=5)
+                            assert 2 <= count <= 2 + timed_out[urn], (urn, count, timed_out[urn])
+                            break
+                        except conclib.Panicked:
+                            assert time.monotonic() < deadline, "the replica never acknowledged"
+
+    run(main(), timeout=60)
+
+
+def test_a_python_members_saves_wait_for_the_replica(servers: Servers) -> None:
+    primary, _ = start_pair(servers)
+    check_host_level(f"redis://127.0.0.1:{primary}", primary, servers)
+
+
+def test_a_python_member_serves_through_sentinel_with_its_level(servers: Servers) -> None:
+    primary, _ = start_pair(servers)
+    sentinel = free_port()
+    conf = servers.dir / "sentinel.conf"
+    conf.write_text(
+        f"port {sentinel}\nsentinel resolve-hostnames no\n"
+        f"sentinel monitor mymaster 127.0.0.1 {primary} 1\nsentinel down-after-milliseconds mymaster 60000\n"
+    )
+    servers.spawn("sentinel", str(conf), "--sentinel")
+    wait_until(lambda: str(primary) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
+               "the sentinel to name the primary")
+    check_host_level(f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster", primary, servers)
+
+
+def test_a_cluster_url_is_refused_at_start() -> None:
+    async def main() -> None:
+        host = ActorHost("redis-cluster://127.0.0.1:7000", namespace="x")
+        try:
+            await host.start()
+        except conclib.ConfigError as e:
+            assert "Cluster" in str(e)
+        else:
+            raise AssertionError("a host started on a Cluster URL")
+
+    run(main(), timeout=10)
