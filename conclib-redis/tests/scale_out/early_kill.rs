@@ -12,6 +12,7 @@ use fred::interfaces::KeysInterface;
 
 use crate::activation::Total;
 use crate::common::{config, plain_client};
+use crate::peers::Peer;
 use crate::placement::{holders, start_placers_on};
 
 /// The asks' timeout: longer than the failover.
@@ -32,24 +33,9 @@ pub(crate) async fn a_holder_on_another_host_killed_within_a_second_of_activatin
 async fn early_kill(victim_host: Option<&str>, gap: Duration) {
     let config = config("fo-early");
     let lease_ms = 3000;
-    let mut peers = start_placers_on(victim_host, &config, lease_ms, "spread").await;
-    let client = ProxyClient::connect(&config.clone().with_ask_timeout(ASK_TIMEOUT))
-        .await
-        .unwrap();
-    let redis = plain_client(&config.url).await;
-    let urns: Vec<String> = (0..30).map(|i| format!("acct:{i}")).collect();
-    let activated =
-        futures_util::future::join_all(urns.iter().map(|urn| client.ask(urn.as_str(), Total)))
-            .await;
-    assert!(activated.iter().all(Result::is_ok), "{activated:?}");
+    let (mut peers, client, redis, theirs) =
+        activate_on_three(victim_host, &config, lease_ms).await;
     let activated_at = Instant::now();
-    let held = holders(&redis, &config.namespace, &urns).await;
-    let theirs: Vec<String> = held
-        .iter()
-        .filter(|(_, h)| h.as_str() == "s1")
-        .map(|(u, _)| u.clone())
-        .collect();
-    assert!(!theirs.is_empty(), "{held:?}");
     tokio::time::sleep(gap.saturating_sub(activated_at.elapsed())).await;
     peers.remove(0).kill().await;
     let killed_after = activated_at.elapsed();
@@ -89,24 +75,8 @@ async fn early_kill(victim_host: Option<&str>, gap: Duration) {
 pub(crate) async fn a_holder_killed_and_asked_after_ten_leases_fails_over() {
     let config = config("fo-late");
     let lease_ms = 300;
-    let mut peers = start_placers_on(None, &config, lease_ms, "spread").await;
-    let client = ProxyClient::connect(&config.clone().with_ask_timeout(ASK_TIMEOUT))
-        .await
-        .unwrap();
-    let redis = plain_client(&config.url).await;
+    let (mut peers, client, redis, theirs) = activate_on_three(None, &config, lease_ms).await;
     let ns = &config.namespace;
-    let urns: Vec<String> = (0..30).map(|i| format!("acct:{i}")).collect();
-    let activated =
-        futures_util::future::join_all(urns.iter().map(|urn| client.ask(urn.as_str(), Total)))
-            .await;
-    assert!(activated.iter().all(Result::is_ok), "{activated:?}");
-    let held = holders(&redis, ns, &urns).await;
-    let theirs: Vec<String> = held
-        .iter()
-        .filter(|(_, h)| h.as_str() == "s1")
-        .map(|(u, _)| u.clone())
-        .collect();
-    assert!(!theirs.is_empty(), "{held:?}");
     let ttl: i64 = redis.pttl(format!("{ns}:urn:{}", theirs[0])).await.unwrap();
     assert!(
         ttl > 15_000,
@@ -164,4 +134,32 @@ fn answered_in_time(answers: &[(String, Result<u64, String>, Duration)]) {
     for (urn, _, took) in answers {
         assert!(*took <= ASK_TIMEOUT + MARGIN, "{urn}: {took:?}");
     }
+}
+
+/// Three placers (`s1` on `s1_host`), 30 URNs activated over them by a client asking with
+/// [`ASK_TIMEOUT`]: the placers, that client, a plain Redis client and the URNs `s1` holds
+/// (at least one).
+async fn activate_on_three(
+    s1_host: Option<&str>,
+    config: &conclib_redis::ProxyConfig,
+    lease_ms: u64,
+) -> (Vec<Peer>, ProxyClient, fred::clients::Client, Vec<String>) {
+    let peers = start_placers_on(s1_host, config, lease_ms, "spread").await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(ASK_TIMEOUT))
+        .await
+        .unwrap();
+    let redis = plain_client(&config.url).await;
+    let urns: Vec<String> = (0..30).map(|i| format!("acct:{i}")).collect();
+    let activated =
+        futures_util::future::join_all(urns.iter().map(|urn| client.ask(urn.as_str(), Total)))
+            .await;
+    assert!(activated.iter().all(Result::is_ok), "{activated:?}");
+    let held = holders(&redis, &config.namespace, &urns).await;
+    let theirs: Vec<String> = held
+        .iter()
+        .filter(|(_, h)| h.as_str() == "s1")
+        .map(|(u, _)| u.clone())
+        .collect();
+    assert!(!theirs.is_empty(), "{held:?}");
+    (peers, client, redis, theirs)
 }
