@@ -279,8 +279,9 @@
 //!   its resiliency policies. Here a death is seen at once when it is provable (same
 //!   host) and otherwise after one system lease ([`lease_ttl`](ProxyConfig::lease_ttl),
 //!   4 s by default, renewed every 1.3 s; one key per system, so it costs nothing per URN:
-//!   the URN keys live longer, [`urn_ttl`](ProxyConfig::urn_ttl), and the takeover frees
-//!   them), and the requests already queued for
+//!   the URN keys live longer, [`urn_ttl`](ProxyConfig::urn_ttl), an activation's
+//!   [`activation_urn_ttl`](ProxyConfig::activation_urn_ttl), and the takeover moves the
+//!   requests for them), and the requests already queued for
 //!   the dead holder are answered rather than lost. Liveness is Redis's view, not a
 //!   consensus among systems: a system cut off from Redis longer than its lease counts as
 //!   dead, and fences itself (it starts none of what it had queued).
@@ -444,7 +445,9 @@
 //! At every level:
 //! - **The client follows promotions** (Sentinel and Cluster): while no primary answers,
 //!   calls fail `Unavailable` at once, and no call returns later than its timeout + 250 ms
-//!   (`overruns=0` in every run of the example, and asserted by the short form).
+//!   (`overruns=0` in the example's runs at a load average up to ~25 on 2 cores, the
+//!   time a caller's process was not run left out; at 28-37 Cluster runs overran:
+//!   BENCHMARKS.md, "Redis promotions"; asserted by the short form).
 //! - **A reconnected proxy re-checks what it holds.** The Redis that answers after a
 //!   reconnection may be a promoted replica without the last lease renewals: the proxy
 //!   counts its lease as lapsed, hands no more requests to its actors (the fence closes,
@@ -633,12 +636,12 @@
 //! ## Keys
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
-//! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`urn_ttl`](ProxyConfig::urn_ttl) (15 s), renewed every third of it by the serving proxy; deleted when the actor stops, or by a member of its pattern taking it over once its system's lease lapsed |
+//! | `{ns}:urn:{urn}` | string | id of the system serving the actor `{urn}` | lease: `PX` [`urn_ttl`](ProxyConfig::urn_ttl) (15 s), or for a pattern's activation outside a Redis Cluster [`activation_urn_ttl`](ProxyConfig::activation_urn_ttl) (2 min); each key renewed by the serving proxy once a third of its TTL passed; deleted when the actor stops, or by a member of its pattern taking it over once its system's lease lapsed |
 //! | `{ns}:sys:{system}:req` | stream | requests to system `{system}`, consumer group `proxy`, consumer `proxy` | entries trimmed once answered (at most one stream node of answered entries stays until the next renewal); a group's stream (`{system}` a group id, below) is trimmed at each renewal, below the oldest entry still pending on any member; the key `PEXPIRE`d to [`queue_ttl`](ProxyConfig::queue_ttl) (1 h) at each renewal; deleted at a shutdown with [`release_on_shutdown`](ProxyConfig::release_on_shutdown) if nothing waits in it |
 //! | `{ns}:sys:{group}:req:hi` | stream | a group's fast lane (`{group}` a group id, below): its `prio high` requests, read by every member beside the group's stream, as the same consumer (its system id) of a consumer group `proxy`, so that they overtake a backlog of tells there. A client writes a `prio high` request to a group here (`XADD NOMKSTREAM`), and to the group's stream if this stream does not exist (members of an older version); ours writes its plain asks here too with [`asks_overtake_tells`](ProxyConfig::asks_overtake_tells). A system's own stream has none: its proxy reads up to [`max_in_flight`](ProxyConfig::max_in_flight) requests at once, so a high-priority one reaches its actor's high lane past a backlog anyway | as the group's stream: entries acknowledged, trimmed, claimed from a gone member, and the key `PEXPIRE`d, on their own, by each member's instance reading it |
 //! | `{ns}:pattern:{prefix}` | string | group id (`~{prefix}*`) of the systems activating URNs `{prefix}{id}` | renewed by each member, like URN keys |
 //! | `{ns}:sys:{group}:member:{system}` | string | token of the proxy instance through which `{system}` is a member of `{group}` (group ids: `~{urn}` for a shared URN, `~{prefix}*` for a pattern); the group's stream `{ns}:sys:{group}:req` has one consumer per member, named by its system id | lease: `PX` [`lease_ttl`](ProxyConfig::lease_ttl) (4 s), renewed every third of it; deleted when the member leaves |
-//! | `{ns}:placement:{prefix}` | hash | a pattern's directory, read to place its URNs: one field per member system, `"<activations> <live until, ms since the Unix epoch>"` | rewritten by each member at each activation and passivation and every third of a lease, live for a lease; a member's field deleted when it leaves, or ten leases after it lapsed; the key `PEXPIRE`d to ten leases |
+//! | `{ns}:placement:{prefix}` | hash | a pattern's directory, read to place its URNs: one field per member system, `"<activations> <live until, ms since the Unix epoch>"` | rewritten by each member at each activation and passivation and every third of a lease, live for a lease; a member's field deleted when it leaves, or, after it lapsed, once ten leases or [`activation_urn_ttl`](ProxyConfig::activation_urn_ttl) and a lease passed, the longer (the takeover looks at the members listed); the key `PEXPIRE`d to the same |
 //! | `{ns}:state:{urn}` | hash | an activation's [`StateStore`](scale::StateStore): `owner` (the latest activation's token), `data`, `applied` (the requests whose handling wrote it and that its writer had not acknowledged yet, one `<entry id> <stream key>` a line) | until cleared; without `data` (nor a durable journal: fields `journaled`, `jn:`, `js:`, `jr:`, `jp:`, `jw:`, see [`durable`]), a day |
 //! | `{ns}:rem:{{ns}:{s}}:due` | sorted set | reminders of shard `{s}` (0 to 15, by FNV-1a of the URN; the outer braces of `{{ns}:{s}}` are literal, the shard's hash tag, so a shard's scripts touch one Cluster slot), member `urn \n name`, scored by when they are next due or, while claimed, when the claim lapses (ms since the Unix epoch, Redis's clock) | until cancelled, or acknowledged once (a one-shot reminder) |
 //! | `{ns}:rem:{{ns}:{s}}:r:{urn}\n{name}` | hash | a reminder: `urn`, `name`, `due`, `period`, `payload`, `codec`, `claim` (the token of the poller delivering it), `claims`, `gen` (the registration's, part of every claim's token); `each` (the gap of [`Reminder::deliver_each`](reminders::Reminder::deliver_each)); once a periodic one fired, `fired` and `coalesced` (ticks delivered, and missed ticks folded into them) | as its member |

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::tally::Tally;
+use super::CALL_TIMEOUT;
+use super::tally::{Overrun, Tally};
 use crate::BoxError;
 
 /// The first number of the Python callers' tells (the Rust callers' count from 1).
@@ -74,12 +75,13 @@ impl PythonCallers {
             while let Ok(Some(line)) = lines.next_line().await {
                 let words: Vec<&str> = line.split_whitespace().collect();
                 match words.as_slice() {
-                    ["PYASKED", urn, activation, count] => {
+                    ["PYASKED", urn, activation, count, at] => {
                         tally.py_asks_ok.fetch_add(1, Ordering::Relaxed);
                         tally.answered(
                             urn,
                             activation.parse().unwrap_or(0),
                             count.parse().unwrap_or(0),
+                            at.parse().unwrap_or(0),
                         );
                     }
                     ["PYTOLD", n] => {
@@ -92,25 +94,51 @@ impl PythonCallers {
                                 .insert(n, super::tally::unix_ms());
                         }
                     }
-                    ["PYFAILED", kind] => {
+                    ["PYFAILED", kind, count] => {
+                        let count: u64 = count.parse().unwrap_or(0);
                         let typed = matches!(
                             *kind,
                             "Unavailable" | "NotReplicated" | "Timeout" | "HandlerError"
                         );
                         if !typed {
-                            eprintln!("python: untyped error {kind}");
-                            tally.untyped.fetch_add(1, Ordering::Relaxed);
+                            eprintln!("python: {count} untyped errors {kind}");
+                            tally.untyped.fetch_add(count, Ordering::Relaxed);
                         }
                         *tally
                             .errors
                             .lock()
                             .unwrap()
                             .entry(format!("python {kind}"))
-                            .or_default() += 1;
+                            .or_default() += count;
                     }
-                    ["PYOVERRUN", took] => {
-                        eprintln!("python overrun: {took} s");
-                        tally.py_overruns.fetch_add(1, Ordering::Relaxed);
+                    [
+                        "PYOVERRUN",
+                        took,
+                        call,
+                        outcome,
+                        stalled,
+                        cpu,
+                        began_ms,
+                        counted,
+                    ] => {
+                        let counted = *counted == "1";
+                        eprintln!(
+                            "python overrun: {call} {outcome} {took} s (its loop stalled {stalled} s, using {cpu} s of CPU; counted {counted})"
+                        );
+                        if counted {
+                            tally.py_overruns.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let secs = |s: &str| Duration::from_secs_f64(s.parse().unwrap_or(0.0));
+                        tally.overran(Overrun {
+                            who: "python",
+                            call: (*call).to_owned(),
+                            outcome: (*outcome).to_owned(),
+                            began_ms: began_ms.parse().unwrap_or(0),
+                            took: secs(took),
+                            bound: CALL_TIMEOUT,
+                            stalled: secs(stalled),
+                            counted,
+                        });
                     }
                     _ => {}
                 }

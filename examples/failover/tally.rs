@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 
 use conclib::AskError;
 
+/// An activation that answered ok: its id, when it first and last did (ms since the Unix
+/// epoch).
+type Answering = (u64, u128, u128);
+
 /// What the callers and members reported.
 #[derive(Default)]
 pub(super) struct Tally {
     /// Per URN: the highest count answered ok, and by which activation.
     pub(super) acked: Mutex<HashMap<String, Vec<(u128, u64)>>>,
-    /// Per URN: the activations in the order they first answered ok.
-    pub(super) answering: Mutex<HashMap<String, Vec<u64>>>,
+    /// Per URN: each activation that answered ok, with when it first and last did.
+    pub(super) answering: Mutex<HashMap<String, Vec<Answering>>>,
     pub(super) splits: AtomicU64,
     pub(super) rollbacks: AtomicU64,
     /// Tells reported accepted.
@@ -43,8 +47,12 @@ pub(super) struct Tally {
     pub(super) registered_at: Mutex<HashMap<String, u128>>,
     /// When each primary was killed (ms since the Unix epoch).
     pub(super) kills: Mutex<Vec<u128>>,
+    /// When each replica answered as the new primary (ms since the Unix epoch).
+    pub(super) promoted: Mutex<Vec<u128>>,
     /// Python calls that returned past their timeout + 250 ms.
     pub(super) py_overruns: AtomicU64,
+    /// Every call (Rust or Python) that returned past its bound + 250 ms, counted or not.
+    pub(super) overrun_log: Mutex<Vec<Overrun>>,
     pub(super) errors: Mutex<BTreeMap<String, u64>>,
     /// When each ok answer came, in order.
     pub(super) ok_at: Mutex<Vec<Instant>>,
@@ -59,7 +67,10 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    pub(super) fn answered(&self, urn: &str, activation: u64, count: u64) {
+    /// An ask of `urn` answered `count` by `activation` at `at` (ms since the Unix epoch,
+    /// the host's clock: a Rust caller's when it got the answer, a Python caller's as it
+    /// reported it, its line read later).
+    pub(super) fn answered(&self, urn: &str, activation: u64, count: u64, at: u128) {
         self.ok_at.lock().unwrap().push(Instant::now());
         self.asks_ok.fetch_add(1, Ordering::Relaxed);
         {
@@ -69,17 +80,29 @@ impl Tally {
                 .unwrap()
                 .entry(urn.to_owned())
                 .or_default()
-                .push((unix_ms(), count));
+                .push((at, count));
         }
         let mut answering = self.answering.lock().unwrap();
-        let order = answering.entry(urn.to_owned()).or_default();
-        match order.iter().position(|&a| a == activation) {
-            None => order.push(activation),
-            // An earlier activation answers after a later one did.
-            Some(i) if i + 1 < order.len() => {
-                self.splits.fetch_add(1, Ordering::Relaxed);
+        let seen = answering.entry(urn.to_owned()).or_default();
+        // A split: an activation answered after a later one's first answer (by when they
+        // answered, not by when the driver heard of it).
+        let split = match seen.iter().position(|a| a.0 == activation) {
+            None => {
+                seen.push((activation, at, at));
+                seen.iter().find(|a| a.1 < at && a.2 > at).copied()
             }
-            Some(_) => {}
+            Some(i) => {
+                let first = seen[i].1;
+                seen[i].2 = seen[i].2.max(at);
+                seen.iter().find(|a| a.1 > first && a.1 < at).copied()
+            }
+        };
+        if let Some(other) = split {
+            eprintln!(
+                "split: {urn} answered by activation {activation} at {at} and by {} from {} to {}",
+                other.0, other.1, other.2
+            );
+            self.splits.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -111,7 +134,7 @@ impl Tally {
         }
     }
 
-    pub(super) fn failed<E>(&self, error: &AskError<E>)
+    pub(super) fn failed<E>(&self, error: &AskError<E>) -> &'static str
     where
         AskError<E>: std::fmt::Display,
     {
@@ -134,17 +157,98 @@ impl Tally {
             }
         };
         *self.errors.lock().unwrap().entry(kind.into()).or_default() += 1;
+        kind
     }
 
     /// A reminder registration or a publish failed, by kind: `unavailable` (Redis, or its
     /// replicas, did not take it in time; its outcome unknown), `timeout` (the caller's
     /// own bound), anything else untyped.
-    pub(super) fn failed_kind(&self, kind: &str) {
-        if !matches!(kind, "unavailable" | "timeout") {
-            eprintln!("untyped error: {kind}");
-            self.untyped.fetch_add(1, Ordering::Relaxed);
-        }
+    pub(super) fn failed_kind(&self, kind: &str) -> &'static str {
         *self.errors.lock().unwrap().entry(kind.into()).or_default() += 1;
+        match kind {
+            "unavailable" => "unavailable",
+            "timeout" => "timeout",
+            _ => {
+                eprintln!("untyped error: {kind}");
+                self.untyped.fetch_add(1, Ordering::Relaxed);
+                "other"
+            }
+        }
+    }
+}
+
+/// A call that returned past its bound + 250 ms.
+#[derive(Debug, Clone)]
+pub(super) struct Overrun {
+    /// `rust` or `python`.
+    pub(super) who: &'static str,
+    /// What was called (`Incr`, `Tell`, `GroupAsk`, ..., a Python `ask` or `tell`).
+    pub(super) call: String,
+    /// How it ended: `ok`, else the error's kind.
+    pub(super) outcome: String,
+    /// When it began, ms since the Unix epoch.
+    pub(super) began_ms: u128,
+    pub(super) took: Duration,
+    pub(super) bound: Duration,
+    /// How long the caller's runtime (or event loop) was held up meanwhile.
+    pub(super) stalled: Duration,
+    /// Counted as an overrun (past its bound + 250 ms less the stall).
+    pub(super) counted: bool,
+}
+
+impl Tally {
+    pub(super) fn overran(&self, overrun: Overrun) {
+        self.overrun_log.lock().unwrap().push(overrun);
+    }
+
+    /// Prints the first `n` overruns of each side, each placed against the nearest kill
+    /// of a primary and the promotion that followed it (the phase of the failover it
+    /// met: before the kill, while no primary answered, after the promotion).
+    pub(super) fn report_overruns(&self, n: usize) {
+        let log = self.overrun_log.lock().unwrap();
+        let kills = self.kills.lock().unwrap();
+        let promoted = self.promoted.lock().unwrap();
+        for who in ["rust", "python"] {
+            // Those counted first, then those a stall explains.
+            let counted = log.iter().filter(|o| o.who == who && o.counted);
+            let excused = log.iter().filter(|o| o.who == who && !o.counted);
+            for o in counted.chain(excused).take(n) {
+                let end = o.began_ms + o.took.as_millis();
+                // The failover whose kill is nearest to the call's start.
+                let i = (0..kills.len()).min_by_key(|&i| kills[i].abs_diff(o.began_ms));
+                let phase = match i {
+                    None => "no failover".to_owned(),
+                    Some(i) => {
+                        let (kill, up) = (kills[i], promoted.get(i).copied().unwrap_or(u128::MAX));
+                        let at = |t: u128| t as i128 - kill as i128;
+                        let phase = if end < kill {
+                            "before the kill"
+                        } else if o.began_ms >= up {
+                            "after the promotion"
+                        } else if end < up {
+                            "while no primary answered"
+                        } else {
+                            "across the promotion"
+                        };
+                        format!(
+                            "{phase} (began {} ms, ended {} ms from the kill; promoted at {} ms)",
+                            at(o.began_ms),
+                            at(end),
+                            at(up)
+                        )
+                    }
+                };
+                eprintln!(
+                    "overrun detail: {who} {} ended {} after {} ms (bound {} ms, stalled {} ms, counted {}): {phase}",
+                    o.call,
+                    o.outcome,
+                    o.took.as_millis(),
+                    o.bound.as_millis(),
+                    o.stalled.as_millis(),
+                    o.counted
+                );
+            }
+        }
     }
 }
 

@@ -20,7 +20,7 @@ import pytest
 
 import conclib
 from conftest import RustServer, free_port, freeze, run, wait_until
-from test_topologies import Servers, cli, spawn_node
+from test_topologies import Servers, cli, spawn_node, start_sentinel
 
 # The level's timeout, and how much later than it (two WAITs: the one running when a tell
 # came, then the one it shares) a refused tell may return on a loaded machine.
@@ -148,16 +148,7 @@ def test_a_tell_waits_for_the_replica_on_one_server(servers: Servers) -> None:
 
 def test_a_tell_waits_for_the_replica_through_sentinel(servers: Servers) -> None:
     primary, _ = start_pair(servers)
-    sentinel = free_port()
-    conf = servers.dir / "sentinel.conf"
-    conf.write_text(
-        f"port {sentinel}\nsentinel resolve-hostnames no\n"
-        f"sentinel monitor mymaster 127.0.0.1 {primary} 1\nsentinel down-after-milliseconds mymaster 60000\n"
-    )
-    servers.spawn("sentinel", str(conf), "--sentinel")
-    wait_until(lambda: str(primary) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
-               "the sentinel to name the primary")
-    url = f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster"
+    _, url = start_sentinel(servers, primary, down_after_ms=60000)
     server = RustServer(url, "durability-sentinel")
     try:
         check_level(url, "durability-sentinel", primary, servers)

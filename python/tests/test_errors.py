@@ -187,3 +187,65 @@ def test_a_write_refused_by_a_replica_is_unavailable_not_a_redis_error() -> None
         r.close()
     finally:
         server.kill()
+
+
+def test_a_write_on_a_connection_closed_under_it_is_unavailable() -> None:
+    """redis-py (8.1) writes through a task of its own, and its cluster client closes every
+    connection of a node after a command there failed, also those other commands are
+    writing on: such a write raises the transport's ``AttributeError`` (``'NoneType' object
+    has no attribute 'writelines'``), which the failover example's Python callers met,
+    untyped, on a Cluster. The client takes it for the lost connection it is
+    (``Unavailable``); the same error from other code stays a ``RedisError``."""
+    from redis.asyncio.connection import Connection
+
+    from conftest import free_port
+
+    conn = Connection(host="127.0.0.1", port=free_port())
+    conn._writer = None  # what a close by another task leaves under the write
+    with pytest.raises(AttributeError) as torn:
+        asyncio.run(conn._send_packed_command([b"PING\r\n"]))
+    assert "writelines" in str(torn.value)
+    assert errors.is_connection_error(torn.value)
+    assert isinstance(errors.from_redis_error(torn.value), errors.Unavailable)
+    with pytest.raises(AttributeError) as ours:
+        getattr(None, "writelines")
+    converted = errors.from_redis_error(ours.value)
+    assert isinstance(converted, errors.RedisError) and not isinstance(converted, errors.Unavailable)
+
+
+def test_a_command_whose_cancellation_lingers_ends_at_its_deadline() -> None:
+    """A command given up at its deadline is cancelled and not waited for: redis-py's
+    cleanup on a cancellation (closing a connection, a cluster client closing a node's
+    connections) may itself wait on the network, and the failover example's Python callers
+    on a Cluster returned up to a second past their deadline. A command whose cancellation
+    takes 2 s ends ``Timeout`` at its deadline, through a client connected to a real Redis."""
+    from conftest import RedisServer
+
+    server = RedisServer()
+    try:
+
+        async def main() -> float:
+            client = conclib.AsyncClient(server.url)
+            session = await client._current()
+            cleaned = asyncio.Event()
+
+            async def lingering() -> None:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    await asyncio.sleep(2)  # a close waiting on the network
+                    cleaned.set()
+                    raise
+
+            started = time.monotonic()
+            with pytest.raises(conclib.Timeout):
+                await session._bounded(started + 0.1, lingering)
+            took = time.monotonic() - started
+            await asyncio.wait_for(cleaned.wait(), 5)  # it ended on its own meanwhile
+            await client.close()
+            return took
+
+        took = asyncio.run(main())
+        assert took < 0.35, took
+    finally:
+        server.kill()

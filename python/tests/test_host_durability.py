@@ -17,10 +17,10 @@ import uuid
 
 import conclib
 from conclib.host import ActorHost
-from conftest import free_port, freeze, run, wait_until
+from conftest import freeze, run
 from test_durability import replica_pid, servers, start_pair, wait_calls  # noqa: F401 (a fixture)
 from test_host_store import _Tally
-from test_topologies import Servers, cli
+from test_topologies import Servers, start_sentinel
 
 WAIT_S = 0.3
 ASK_S = 3.0
@@ -97,16 +97,8 @@ def test_a_python_members_saves_wait_for_the_replica(servers: Servers) -> None:
 
 def test_a_python_member_serves_through_sentinel_with_its_level(servers: Servers) -> None:
     primary, _ = start_pair(servers)
-    sentinel = free_port()
-    conf = servers.dir / "sentinel.conf"
-    conf.write_text(
-        f"port {sentinel}\nsentinel resolve-hostnames no\n"
-        f"sentinel monitor mymaster 127.0.0.1 {primary} 1\nsentinel down-after-milliseconds mymaster 60000\n"
-    )
-    servers.spawn("sentinel", str(conf), "--sentinel")
-    wait_until(lambda: str(primary) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
-               "the sentinel to name the primary")
-    check_host_level(f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster", primary, servers)
+    _, url = start_sentinel(servers, primary, down_after_ms=60000)
+    check_host_level(url, primary, servers)
 
 
 def test_a_cluster_url_is_refused_at_start() -> None:

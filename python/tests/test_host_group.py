@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import conclib
+import pytest
 from conftest import PythonHost, RedisServer, run
 
 TIMEOUT = 2.0
@@ -211,3 +212,58 @@ def test_python_members_only_one_killed(redis_server: RedisServer, raw_redis: An
     finally:
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("survivor", ["rust", "python"])
+def test_no_request_placed_on_a_killed_member(
+    survivor: str, url: str, namespace: str, redis_server: RedisServer, raw_redis: Any
+) -> None:
+    """A member SIGKILLed stays listed in its pattern's directory until its count lapses (a
+    lease). The member left (Rust, or Python with the ``spread`` placement) places no first
+    request on it meanwhile: one placed there waited for the claim back from the gone member,
+    to be handled after the URN's later requests (a tell missing from what the URN had
+    handled when the asks after it were answered). 64 callers each tell, then ask, a new URN
+    at once after the kill: every ask answers within its timeout and a margin, each tell is
+    handled (once) within the timeout, and the dead member's stream got no wake-up of a
+    placed request."""
+    ns = namespace if survivor == "rust" else f"pyplace-{uuid.uuid4().hex[:6]}"
+    dead = f"py-{uuid.uuid4().hex[:6]}"
+    left = PythonHost(url, ns, "--pattern-only", "--system", "py-left") if survivor == "python" else None
+    victim = PythonHost(url, ns, "--pattern-only", "--system", dead)
+    directory = f"{ns}:placement:conf:pat:"
+    stream = f"{ns}:sys:{dead}:req"
+    try:
+        # Listed with no activation: the fewest, so the spread placement would choose it.
+        assert raw_redis.hget(directory, dead) is not None
+        victim.kill()
+        last = raw_redis.xrevrange(stream, count=1)
+        since = last[0][0].decode() if last else "0-0"
+        run_id = uuid.uuid4().hex[:6]
+        urns = [f"conf:pat:{run_id}{i}" for i in range(64)]
+
+        async def one(client: conclib.AsyncClient, urn: str) -> tuple[Any, float]:
+            started = time.monotonic()
+            await client.tell(urn, "test.Record", 1)
+            # Asked until the tell shows (a new URN's first two requests, read together, may
+            # reach its actor in either order), each ask within its timeout.
+            history: Any = []
+            while 1 not in history and time.monotonic() - started < TIMEOUT:
+                asked = time.monotonic()
+                history = await client.ask(urn, "test.History", timeout=TIMEOUT)
+                assert time.monotonic() - asked < TIMEOUT + MARGIN
+            return history, time.monotonic() - started
+
+        async def main() -> list[tuple[Any, float]]:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                return await asyncio.gather(*(one(client, u) for u in urns))
+
+        for urn, (history, took) in zip(urns, run(main(), timeout=60)):
+            assert list(history) == [1], (urn, history)
+            assert took < 2 * TIMEOUT + MARGIN, (urn, took)
+        placed = [e for e, f in raw_redis.xrange(stream, f"({since}", "+") if b"placed" in f]
+        assert not placed, f"{len(placed)} requests placed on the killed member {dead}"
+    finally:
+        victim.close()
+        if left is not None:
+            left.close()
+        raw_redis.hdel(directory, dead)

@@ -82,18 +82,160 @@ def exercise(url: str, namespace: str) -> None:
         server.close()
 
 
-def test_sentinel(servers: Servers) -> None:
-    primary, sentinel = free_port(), free_port()
-    servers.spawn("primary", "--port", str(primary))
+def start_sentinel(servers: Servers, primary: int, down_after_ms: int = 5000) -> tuple[int, str]:
+    """A sentinel (quorum 1) monitoring ``primary`` as ``mymaster``, once it names it: its
+    port and the URL through it."""
+    sentinel = free_port()
     conf = servers.dir / "sentinel.conf"
     conf.write_text(
         f"port {sentinel}\nsentinel resolve-hostnames no\n"
-        f"sentinel monitor mymaster 127.0.0.1 {primary} 1\nsentinel down-after-milliseconds mymaster 5000\n"
+        f"sentinel monitor mymaster 127.0.0.1 {primary} 1\n"
+        f"sentinel down-after-milliseconds mymaster {down_after_ms}\n"
     )
     servers.spawn("sentinel", str(conf), "--sentinel")
     wait_until(lambda: str(primary) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
                "the sentinel to name the primary")
-    exercise(f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster", "sentinel")
+    return sentinel, f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster"
+
+
+def test_sentinel(servers: Servers) -> None:
+    primary = free_port()
+    servers.spawn("primary", "--port", str(primary))
+    exercise(start_sentinel(servers, primary)[1], "sentinel")
+
+
+def test_a_replica_a_lagging_sentinel_names_is_no_primary(servers: Servers) -> None:
+    """Right after a promotion a sentinel that has not learnt of it names the old primary's
+    address, where that server may be back already as a replica of the new one, empty until
+    its first sync (the failover example's Python callers were answered ``UnknownUrn``
+    there). Here the sentinel is pointed at such a replica: 64 callers asking without pause
+    through a new client all get ``Unavailable``, never ``UnknownUrn``, each within its
+    timeout + 0.25 s; once the sentinel names the primary again, they are answered."""
+    primary, replica, nobody = free_port(), free_port(), free_port()
+    servers.spawn("primary", "--port", str(primary))
+    # A replica of a primary that does not answer: empty, as one restarted to sync.
+    servers.spawn("replica", "--port", str(replica), "--replicaof", "127.0.0.1", str(nobody))
+    sentinel, url = start_sentinel(servers, primary)
+    wait_until(lambda: cli(replica, "PING").strip() == "PONG", 10, "the replica")
+
+    def name(port: int) -> None:
+        cli(sentinel, "SENTINEL", "REMOVE", "mymaster")
+        cli(sentinel, "SENTINEL", "MONITOR", "mymaster", "127.0.0.1", str(port), "1")
+        wait_until(lambda: str(port) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
+                   f"the sentinel to name {port}")
+
+    server = RustServer(url, "lagging")
+    try:
+        name(replica)
+        timeout, margin = 1.0, 0.25
+
+        async def main() -> tuple[dict[str, int], float]:
+            outcomes: dict[str, int] = {}
+            slowest = 0.0
+            client = conclib.AsyncClient(url, namespace="lagging", command_timeout=timeout)
+
+            async def caller(until: float, ok_wanted: bool) -> None:
+                nonlocal slowest
+                while time.monotonic() < until:
+                    started = time.monotonic()
+                    try:
+                        assert await client.ask("py:shapes", "Double", 21, timeout=timeout) == 42
+                        kind = "ok"
+                    except conclib.ConclibError as e:
+                        kind = type(e).__name__
+                    slowest = max(slowest, time.monotonic() - started)
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+                    if ok_wanted and kind == "ok":
+                        return
+                    await asyncio.sleep(0)
+
+            try:
+                await asyncio.gather(*(caller(time.monotonic() + 2, False) for _ in range(64)))
+                assert set(outcomes) == {"Unavailable"}, outcomes
+                await asyncio.to_thread(name, primary)  # off the callers' event loop
+                await asyncio.gather(*(caller(time.monotonic() + 20, True) for _ in range(64)))
+            finally:
+                await client.close()
+            return outcomes, slowest
+
+        outcomes, slowest = run(main())
+        assert outcomes.get("UnknownUrn", 0) == 0, outcomes
+        assert outcomes.get("ok", 0) >= 64, outcomes
+        assert slowest <= timeout + margin, slowest
+    finally:
+        server.close()
+
+
+def test_calls_follow_a_promotion_past_the_old_primary_back_as_a_replica(servers: Servers) -> None:
+    """The client's request writer and reply reader hold a connection each, outside
+    redis-py's pool: redis-py reconnects such a connection to its last address, where the
+    old primary, restarted, is a replica of the promoted one (every write refused
+    ``READONLY``, until the test's end). They reconnect through the sentinels: under 64
+    callers asking without pause, once the sentinel names the promoted replica, asks are
+    answered again within 10 s, every error meanwhile typed, every call within its timeout
+    + 0.25 s."""
+    primary, replica = free_port(), free_port()
+    servers.spawn("primary", "--port", str(primary))
+    servers.spawn("replica", "--port", str(replica), "--replicaof", "127.0.0.1", str(primary))
+    wait_until(lambda: "master_link_status:up" in cli(replica, "INFO", "replication"), 10, "the replica's sync")
+    sentinel, url = start_sentinel(servers, primary, down_after_ms=1000)
+    server = RustServer(url, "promoted")
+    timeout, margin = 1.0, 0.25
+    try:
+
+        async def main() -> tuple[dict[str, int], float, float]:
+            outcomes: dict[str, int] = {}
+            slowest = 0.0
+            client = conclib.AsyncClient(url, namespace="promoted", command_timeout=timeout)
+            await client.connect()
+            promoted = asyncio.Event()
+            answered_after: list[float] = []
+
+            async def caller(until: float) -> None:
+                nonlocal slowest
+                while time.monotonic() < until and not answered_after:
+                    started = time.monotonic()
+                    try:
+                        assert await client.ask("py:shapes", "Double", 21, timeout=timeout) == 42
+                        kind = "ok"
+                        if promoted.is_set():
+                            answered_after.append(time.monotonic())
+                    except conclib.ConclibError as e:
+                        kind = type(e).__name__
+                    slowest = max(slowest, time.monotonic() - started)
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+                    await asyncio.sleep(0)
+
+            async def fail_over() -> float:
+                # Processes run and waited for off the event loop, which the callers share.
+                servers.procs[0].kill()
+                await asyncio.to_thread(servers.procs[0].wait, 10)
+                while str(replica) not in await asyncio.to_thread(
+                    cli, sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"
+                ):
+                    await asyncio.sleep(0.05)
+                # The old primary back at its address, a replica of the promoted one.
+                await asyncio.to_thread(
+                    servers.spawn, "old-primary", "--port", str(primary), "--replicaof", "127.0.0.1", str(replica)
+                )
+                promoted.set()
+                return time.monotonic()
+
+            try:
+                callers = [asyncio.ensure_future(caller(time.monotonic() + 40)) for _ in range(64)]
+                await asyncio.sleep(0.5)
+                at = await fail_over()
+                await asyncio.gather(*callers)
+            finally:
+                await client.close()
+            return outcomes, slowest, (answered_after[0] - at) if answered_after else float("inf")
+
+        outcomes, slowest, recovered = run(main())
+        assert recovered <= 10, (recovered, outcomes)
+        assert set(outcomes) <= {"ok", "Unavailable", "Timeout"}, outcomes
+        assert slowest <= timeout + margin, slowest
+    finally:
+        server.close()
 
 
 def spawn_node(servers: Servers, port: int, bus: int) -> None:

@@ -50,16 +50,22 @@ async def more_pending(redis: Any, lane: Lane) -> bool:
     return pending > 0 and not lane.in_flight
 
 
+# How long an entry pending on a gone member must have been idle before it is claimed: it
+# only has to outlast the gap between another member's XPENDING and its XCLAIM (a claim
+# resets the idle time), as the Rust members' (``scale/group.rs``).
+CLAIM_MIN_IDLE_MS = 100
+
+
 async def _claim_entries_of(redis: Any, key: str, gone: str, me: str) -> int:
     """Claims the entries pending on consumer ``gone`` (idle a while: two members claiming
     at once do not take them from each other)."""
     claimed = 0
     for _ in range(100):
-        pending = await redis.xpending_range(key, GROUP, "-", "+", 100, consumername=gone, idle=500)
+        pending = await redis.xpending_range(key, GROUP, "-", "+", 100, consumername=gone, idle=CLAIM_MIN_IDLE_MS)
         ids = [p["message_id"] for p in pending]
         if not ids:
             break
-        got = await redis.xclaim(key, GROUP, me, 500, ids, justid=True)
+        got = await redis.xclaim(key, GROUP, me, CLAIM_MIN_IDLE_MS, ids, justid=True)
         claimed += len(got or [])
         if len(ids) < 100:
             break

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from ._host_lane import GROUP, Lane
+from ._host_lease import lease_gone
 from ._host_patterns import Pattern
 from ._host_request import Request
 from .protocol import PROTOCOL_VERSION, Keys
@@ -66,7 +67,8 @@ def choose(placement: str, urn: str, members: list[tuple[str, int]]) -> str | No
 
 async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, system: str, own: Callable[[], int], placement: str) -> str | None:
     """The other member chosen to activate ``urn`` (``None``: here; also when the URN is held
-    already, the directory lists no other member, or Redis did not answer: the claim
+    already, the directory lists no other member, the member chosen is gone (it died: it stays
+    listed until its count lapses), or Redis did not answer: the claim
     decides). ``own()``: this member's count of activations when the directory is read,
     those it is making included (fresher than its entry: a burst of first requests read at
     once is spread as it is decided)."""
@@ -93,7 +95,13 @@ async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, sys
     if len(members) < 2:
         return None
     chosen = choose(placement, urn, sorted(members.items()))
-    return None if chosen == system else chosen
+    if chosen is None or chosen == system:
+        return None
+    # A member that died stays listed until its last count lapses (a lease): a request placed
+    # on it would wait for the others to claim it back from the gone member.
+    if await lease_gone(redis, scripts.release, keys.member(f"~{prefix}*", chosen)):
+        return None
+    return chosen
 
 
 async def hand_to(scripts: Any, keys: Keys, lane: Lane, req: Request, target: str, group: str) -> int:

@@ -64,6 +64,13 @@ def key_of(args: tuple[Any, ...]) -> str:
     raise ValueError(f"no key to route {name} by")
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Marks the outcome of a command given up at its deadline as seen (no "exception was
+    never retrieved" when it ends in an error)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class Session:
     """The connections, reply list and reader of one client in one process and event loop."""
 
@@ -372,8 +379,23 @@ class Session:
             raise Timeout(0)
         if self.down:
             raise Unavailable("the connection to Redis is lost")
+        # Not ``wait_for``, which at the deadline waits until the command's task has
+        # finished cancelling: redis-py's cleanup there (a connection closed, a cluster
+        # client closing every connection of a node) may itself wait on the network, for
+        # up to ``connect_timeout``. The command is cancelled and left to end on its own.
+        task = asyncio.ensure_future(send())
         try:
-            return await asyncio.wait_for(send(), left)
+            done, _ = await asyncio.wait((task,), timeout=left)
+        except BaseException:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            raise
+        if not done:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            raise Timeout(0)
+        try:
+            return task.result()
         except asyncio.TimeoutError:
             raise Timeout(0) from None
         except ConclibError:

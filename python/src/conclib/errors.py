@@ -321,11 +321,29 @@ def is_connection_error(e: BaseException) -> bool:
         kind = getattr(rexc, optional, None)
         if isinstance(kind, type) and issubclass(kind, BaseException):
             kinds += (kind,)
-    if isinstance(e, kinds):
+    if isinstance(e, kinds) or _closed_under_a_write(e):
         return True
     # A cluster client that reaches no node says so with its generic exception.
     cluster = getattr(rexc, "RedisClusterException", None)
     return isinstance(cluster, type) and isinstance(e, cluster) and "cannot be connected" in str(e)
+
+
+def _closed_under_a_write(e: BaseException) -> bool:
+    """Whether ``e`` is the transport's own error for a write on a connection another task
+    closed meanwhile: redis-py (8.1) writes through a task of its own, and its cluster
+    client closes every connection of a node after a command there failed (a failover),
+    also those other commands are writing on; the write then raises ``AttributeError:
+    'NoneType' object has no attribute 'writelines'`` (or a ``TypeError`` from asyncio's
+    transport), not a ``ConnectionError``. Only from redis-py's connection code: the same
+    error from any other code is a bug, and stays one."""
+    if not isinstance(e, (AttributeError, TypeError)) or "NoneType" not in str(e):
+        return False
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.replace("\\", "/").endswith("redis/asyncio/connection.py"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 #: Error replies by which Redis refuses a command while it fails over or starts (the

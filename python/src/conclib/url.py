@@ -192,7 +192,48 @@ def build_client(
     if target.sentinel_password:
         sentinel_kwargs["password"] = target.sentinel_password
     sentinel = sentinel_class(list(target.nodes), sentinel_kwargs=sentinel_kwargs)
-    return sentinel.master_for(target.service_name or "", redis_class=Redis, db=target.db, **common, **tls)
+    return sentinel.master_for(target.service_name or "", redis_class=Redis, db=target.db,
+                               connection_class=_primary_checked(bool(target.tls)), **common, **tls)
+
+
+def _primary_checked(tls: bool) -> Any:
+    """redis-py's connection to the server the sentinels name as primary, which asks that
+    server its ``ROLE`` once connected and gives up (a ``ConnectionError``: ``Unavailable``,
+    the client's "no primary answers") unless it answers ``master``, as the Rust client's
+    fred does. Right after a promotion a sentinel that has not learnt of it yet names the old
+    primary's address, where that server may already be back as a replica of the new one,
+    empty until its first sync: reads there find no URN key (each call ``UnknownUrn``) and
+    writes are refused (python/README, "Redis replicas and durability")."""
+    from redis.asyncio import sentinel as sentinel_module
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    base: Any = sentinel_module.SentinelManagedSSLConnection if tls else sentinel_module.SentinelManagedConnection
+
+    class PrimaryChecked(base):  # type: ignore[misc]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            # A connection held outside the pool (the client's request writer and reply
+            # reader) reconnects here: through the sentinels, not to its last address,
+            # where the old primary may be back as a replica (redis-py reconnects a
+            # closed connection to its last address).
+            if not self.is_connected:
+                await self.connect()
+            await super().send_packed_command(command, check_health)
+
+        async def connect_to(self, address: Any) -> None:
+            await super().connect_to(address)
+            await self.send_command("ROLE", check_health=False)
+            role = await self.read_response()
+            name = role[0] if isinstance(role, (list, tuple)) and role else role
+            if isinstance(name, bytes):
+                name = name.decode("utf-8", "replace")
+            if name != "master":
+                await self.disconnect(nowait=True)
+                raise RedisConnectionError(
+                    f"{self.host}:{self.port}, which the sentinels name as the primary, answers as a {name} "
+                    "(a failover under way)"
+                )
+
+    return PrimaryChecked
 
 
 async def close_client(redis: Any) -> None:

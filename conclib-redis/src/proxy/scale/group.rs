@@ -380,7 +380,11 @@ pub(in crate::proxy) async fn member_gone(shared: &Shared, group: &str, system: 
 /// Claims every entry pending on `consumer` for this member (those idle for a while, so
 /// that two members claiming at once do not take them from each other).
 async fn claim_entries_of(shared: &Shared, consumer: &str) -> usize {
-    let min_idle = Value::Integer(500);
+    // The idle floor only has to outlast the gap between another member's `XPENDING` and
+    // its `XCLAIM` (a claim resets the idle time): a longer one left the entries a gone
+    // member read in its last half second for the look after next, a failover of up to a
+    // second more.
+    let min_idle = Value::Integer(CLAIM_MIN_IDLE_MS);
     let mut claimed = 0;
     for _ in 0..1000 {
         let Ok(Value::Array(list)) = conn::call(
@@ -430,6 +434,10 @@ async fn claim_entries_of(shared: &Shared, consumer: &str) -> usize {
     }
     claimed
 }
+
+/// How long an entry pending on a gone member must have been idle before a member claims
+/// it (`claim_entries_of`).
+const CLAIM_MIN_IDLE_MS: i64 = 100;
 
 /// A member's upkeep: its leases and the group key renewed every third of the lease; gone
 /// members' entries claimed, and gone systems' requests taken over, every eighth of the

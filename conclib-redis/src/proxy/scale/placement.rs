@@ -26,6 +26,7 @@ use fred::prelude::*;
 use super::placement_rule::{MemberInfo, Placement};
 use crate::conn::{self, as_bytes, keyed, keyed_at, owned, s};
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, field};
+use crate::proxy::serve::lease;
 use crate::proxy::shared::{Role, Shared};
 use crate::script::Script;
 use crate::unacked::EntryId;
@@ -148,8 +149,21 @@ pub(in crate::proxy) async fn place(
         return Placed::Here;
     }
     match placement.choose(urn, &members) {
-        Some(chosen) if chosen != sys.system_id => Placed::There(chosen.to_owned()),
+        // A member that died stays listed until its last count lapses (a lease): a request
+        // placed on it would wait for the others to claim it back from the gone member.
+        Some(chosen) if chosen != sys.system_id && !member_gone(shared, chosen).await => {
+            Placed::There(chosen.to_owned())
+        }
         _ => Placed::Here,
+    }
+}
+
+/// Whether `system`, a member of `shared`'s group, is gone: its member lease lapsed, or
+/// names a process of this host that no longer exists (as `group.rs` tells a gone member).
+async fn member_gone(shared: &Shared, system: &str) -> bool {
+    match &shared.role {
+        Role::Member(m) => lease::lease_gone(shared, shared.keys.member(&m.group, system)).await,
+        Role::System => false,
     }
 }
 
@@ -259,6 +273,9 @@ pub(in crate::proxy) async fn report_count(shared: &Shared, prefix: &str, count:
         return;
     }
     let lease = Value::Integer(shared.config.lease_ttl.as_millis() as i64);
+    // A gone member stays listed while its activations' URN keys may live.
+    let keep =
+        (shared.config.lease_ttl * 10).max(shared.activation_urn_ttl() + shared.config.lease_ttl);
     let r = shared
         .scripts
         .report
@@ -270,6 +287,7 @@ pub(in crate::proxy) async fn report_count(shared: &Shared, prefix: &str, count:
                     owned(shared.system_id.clone()),
                     Value::Integer(count as i64),
                     lease,
+                    Value::Integer(keep.as_millis() as i64),
                 ],
             )],
         )
