@@ -26,7 +26,9 @@
 //! killed by pid at the end: `RESULT mode=processes ...` with the triggers, CPU and lag
 //! figures. With `-- --triggers-only`, the in-process mode measures only those too (to
 //! alternate the two modes in one run). Env `REMINDERS_IN_FLIGHT`: each poller's
-//! `max_in_flight` (default 256).
+//! `max_in_flight` (default 256). Each burst's start and end go to stderr with the time on
+//! `CLOCK_MONOTONIC`, for profilers (`burst_edge`); env `REMINDERS_BURST_DELAY_S` sets how
+//! long after its registration starts a burst is due (10 s; more under valgrind).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -351,6 +353,38 @@ struct Burst {
     systems_wait_us: f64,
 }
 
+/// How long after the burst's registration starts its 20,000 reminders are due: 10 s, or
+/// env `REMINDERS_BURST_DELAY_S` (longer under valgrind, where registering takes longer:
+/// ticks due before the registration ends would fall outside the burst's measure).
+fn burst_delay() -> Duration {
+    Duration::from_secs(
+        std::env::var("REMINDERS_BURST_DELAY_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10),
+    )
+}
+
+/// Marks a burst's start and end on stderr, with the ticks handled by then and the time on
+/// `CLOCK_MONOTONIC` (what `perf record -k CLOCK_MONOTONIC` stamps samples with, for
+/// `perf report --time START,END`); a function of its own, never inlined, so that
+/// `valgrind --tool=callgrind --dump-before='*burst_edge*'` dumps the instructions of each
+/// burst alone (the dump between a burst's start and end).
+#[inline(never)]
+fn burst_edge(systems: usize, edge: &str, handled: u64) {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write to.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    eprintln!(
+        "burst, {systems} systems: {edge}, {handled} handled, monotonic {}.{:06} s",
+        t.tv_sec,
+        t.tv_nsec / 1000
+    );
+}
+
 /// Triggers per second with `systems` systems: 20,000 due at one instant.
 async fn triggers(redis: &Redis, mode: Mode, systems: usize, run: &str) -> Burst {
     let config = redis
@@ -365,12 +399,13 @@ async fn triggers(redis: &Redis, mode: Mode, systems: usize, run: &str) -> Burst
     register_many(&reminders, urns, urns, |_| SystemTime::now()).await;
     members.wait_handled(urns, Duration::from_secs(120)).await;
     let count = 20_000;
-    let at = SystemTime::now() + Duration::from_secs(10);
+    let at = SystemTime::now() + burst_delay();
     register_many(&reminders, count, urns, move |_| at).await;
     let wait = at
         .duration_since(SystemTime::now())
         .unwrap_or(Duration::ZERO);
     tokio::time::sleep(wait).await;
+    burst_edge(systems, "start", members.handled());
     let started = Instant::now();
     let (redis_before, systems_before) = (cpu_ticks(&redis.pid), members.cpu_ticks());
     let waits_before = (run_wait_ns(&redis.pid), members.run_wait_ns());
@@ -379,6 +414,7 @@ async fn triggers(redis: &Redis, mode: Mode, systems: usize, run: &str) -> Burst
     members
         .wait_handled(urns + count, Duration::from_secs(300))
         .await;
+    burst_edge(systems, "end", members.handled());
     let over = started.elapsed();
     let (redis_after, systems_after) = (cpu_ticks(&redis.pid), members.cpu_ticks());
     let waits_after = (run_wait_ns(&redis.pid), members.run_wait_ns());

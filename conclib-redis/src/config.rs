@@ -118,14 +118,29 @@ pub struct ProxyConfig {
     /// How long a URN key (`{ns}:urn:{urn}`: which system serves an actor) lasts without
     /// renewal; renewed every third of it, hundreds of keys to a command. Default 15 s.
     ///
-    /// A pattern's activations do not wait for it when their system dies: the takeover
-    /// deletes their keys once the system's [`lease_ttl`](Self::lease_ttl) lapsed. It is how
-    /// long the URN of a plain actor (served by one system, not a pattern's activation) stays
-    /// with a system that died without proof, and, in a Redis Cluster (where the takeover does
-    /// not run), how long an activation does. The cost is per URN held: with 100,000 URNs an
-    /// idle proxy used 1.2-1.3% of a core and sent Redis 0.5 MB/s at 15 s, 2.6-3.0% and
-    /// 1.6 MB/s at 5 s (`examples/idle_proxy.rs --urn-ms`, 2026-11-27, a busy 2-core machine).
+    /// It is how long the URN of a plain actor (served by one system, not a pattern's
+    /// activation) stays with a system that died without proof, and, in a Redis Cluster
+    /// (where the takeover does not run), how long an activation does; outside a cluster an
+    /// activation's key lives [`activation_urn_ttl`](Self::activation_urn_ttl). The cost is
+    /// per URN held: with 100,000 URNs an idle proxy used 1.2-1.3% of a core and sent Redis
+    /// 0.5 MB/s at 15 s, 2.6-3.0% and 1.6 MB/s at 5 s (`examples/idle_proxy.rs --urn-ms`,
+    /// 2026-11-27, a busy 2-core machine).
     pub urn_ttl: Duration,
+    /// How long the URN key of a pattern's activation lasts without renewal, outside a Redis
+    /// Cluster (in one, [`urn_ttl`](Self::urn_ttl)); never shorter than `urn_ttl`. Each key is
+    /// renewed once a third of its TTL passed since its claim or last renewal, so an
+    /// activation passivated or evicted sooner is never renewed: at an activation cap the
+    /// renewal's cost follows the activations made, not those held. Default 2 minutes.
+    ///
+    /// A gone holder's activations do not wait for it: once the holder's
+    /// [`lease_ttl`](Self::lease_ttl) lapsed, a request for one of them is taken over by a
+    /// live member of the pattern (from the holder's stream, or read from the pattern's
+    /// group stream, which frees the key; the crate docs, "Failover by membership"), and the
+    /// pattern's directory keeps a gone member listed for this long and a lease, so that the
+    /// takeover still looks at it while its keys may live. The key itself stays, naming the
+    /// gone holder, until a request comes or this TTL runs out
+    /// ([`ProxyClient::activations`](crate::ProxyClient::activations) lists it meanwhile).
+    pub activation_urn_ttl: Duration,
     /// How often a proxy looks for actors spawned or stopped since its last look (and
     /// registers or releases their URNs), besides looking at once whenever the system takes
     /// or frees a URN. Default 250 ms.
@@ -278,6 +293,7 @@ impl ProxyConfig {
             full_mailbox_wait: Duration::from_millis(100),
             lease_ttl: Duration::from_secs(4),
             urn_ttl: Duration::from_secs(15),
+            activation_urn_ttl: Duration::from_secs(120),
             scan_interval: Duration::from_millis(250),
             snapshot_interval: Some(DEFAULT_SNAPSHOT_INTERVAL),
             snapshot_max_actors: 1000,

@@ -380,19 +380,23 @@ redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
 return 1";
 
 /// `KEYS[1]` = a pattern's directory ([`Keys::placement`]), `ARGV[1]` = a member system,
-/// `ARGV[2]` = its count of activations, `ARGV[3]` = its lease (ms). Records the count,
-/// live until a lease from now (Redis's clock), forgets the members not live for ten
-/// leases, and keeps the directory for ten leases.
+/// `ARGV[2]` = its count of activations, `ARGV[3]` = its lease (ms), `ARGV[4]` (optional)
+/// = how long a member not live stays listed (ms; ten leases when absent). Records the
+/// count, live until a lease from now (Redis's clock), forgets the members not live for
+/// that long, and keeps the directory for that long: the takeover looks at the members
+/// listed, so a gone member stays while the URN keys naming it may live
+/// ([`ProxyConfig::activation_urn_ttl`](crate::ProxyConfig::activation_urn_ttl)).
 pub(crate) const PLACEMENT_REPORT_SCRIPT: &str = r"local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[3])
+local keep = tonumber(ARGV[4]) or 10 * lease
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. string.format('%.0f', now + lease))
 local all = redis.call('HGETALL', KEYS[1])
 for i = 1, #all, 2 do
   local untl = tonumber(string.match(all[i + 1], ' (%d+)$'))
-  if untl == nil or untl + 10 * lease < now then redis.call('HDEL', KEYS[1], all[i]) end
+  if untl == nil or untl + keep < now then redis.call('HDEL', KEYS[1], all[i]) end
 end
-redis.call('PEXPIRE', KEYS[1], 10 * lease)
+redis.call('PEXPIRE', KEYS[1], keep)
 return 1";
 
 /// `KEYS[1]` = a pattern's directory: the members live now (Redis's clock), each as its

@@ -159,13 +159,22 @@ impl Shared {
             // GETs sent together, not a pipeline: fred writes commands sent at once in one
             // write, and a pipeline costs every look-up about a dozen more allocations
             // (its buffer, copies of its commands, their responders); the two keys may be
-            // in different slots of a Cluster, so not an MGET either.
-            let urn_key = conn::call(&client, keyed("GET"), vec![owned(self.keys.urn(urn))]);
+            // in different slots of a Cluster, so not an MGET either. Each GET's future
+            // boxed: fred's is about 5 KB, and two side by side made this future 11 KB,
+            // copied whole a dozen times as it was built, moved and boxed by its callers
+            // (docs/bench-log.md, "Reminders' CPU per tick: the look-up's future").
+            let urn_key = Box::pin(conn::call(
+                &client,
+                keyed("GET"),
+                vec![owned(self.keys.urn(urn))],
+            ));
             let pattern_key = async {
                 match crate::protocol::pattern_prefix(urn) {
                     Some(prefix) => {
                         let key = vec![owned(self.keys.pattern(prefix))];
-                        conn::call(&client, keyed("GET"), key).await.map(Some)
+                        Box::pin(conn::call(&client, keyed("GET"), key))
+                            .await
+                            .map(Some)
                     }
                     None => Ok(None),
                 }
@@ -185,13 +194,8 @@ impl Shared {
                 break group;
             }
             self.forget(urn);
-            if departed == OnDeparted::WaitForSuccessor
-                && departed::departed(self, &client, urn, deadline).await?
-            {
-                departed::wait_for_successor(urn, deadline).await?;
-                continue;
-            }
-            self.wait_if_redis_lost_it(urn, deadline).await?;
+            // Boxed: rare, and each of its waits holds a Redis command's future.
+            Box::pin(self.wait_for_owner(&client, urn, deadline, departed)).await?;
         };
         let Some(system) = as_bytes(&value) else {
             unreachable!("the loop ends with a value")
@@ -222,6 +226,24 @@ impl Shared {
         Ok(resolved)
     }
 
+    /// Nobody holds `urn` nor serves its pattern: waits (`Ok`) before it is looked up again
+    /// when its system departed within the grace period (unless `departed` says otherwise)
+    /// or Redis restarted moments ago; `Err` when it is unknown, or the deadline comes.
+    async fn wait_for_owner(
+        &self,
+        client: &Client,
+        urn: &str,
+        deadline: Instant,
+        departed: OnDeparted,
+    ) -> Result<(), ProxyError> {
+        if departed == OnDeparted::WaitForSuccessor
+            && departed::departed(self, client, urn, deadline).await?
+        {
+            return departed::wait_for_successor(urn, deadline).await;
+        }
+        self.wait_if_redis_lost_it(urn, deadline).await
+    }
+
     /// The fast lane of `urn`'s group has no stream (its members are older proxies): write
     /// to the group's stream until the route is looked up again.
     pub(super) fn no_fast_lane(&self, urn: &str) {
@@ -245,12 +267,15 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
     use fred::prelude::*;
 
+    use super::super::shared::Shared;
     use crate::client::ProxyClient;
     use crate::config::ProxyConfig;
+    use crate::future_size::{future_size, never};
 
     /// `GET`s Redis ran so far (`INFO commandstats`).
     async fn gets(redis: &Client) -> u64 {
@@ -262,6 +287,16 @@ mod tests {
             .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
             .and_then(|v| v.split(',').next()?.parse().ok())
             .unwrap_or(0)
+    }
+
+    /// A look-up's future holds no Redis command's future (fred's are about 5 KB each):
+    /// it is built, moved and boxed at every ask whose cached route lapsed, and each move
+    /// copies it whole (11 KB with its two `GET`s inline: `memmove` grew to a sixth of a
+    /// reminder poller's CPU).
+    #[test]
+    fn a_look_ups_future_holds_no_command() {
+        let look_up = future_size(|| never::<&Arc<Shared>>().look_up_once("u", Instant::now()));
+        assert!(look_up <= 1024, "a look-up's future is {look_up} bytes");
     }
 
     /// Concurrent look-ups of one URN not cached wait for one look-up (its `GET`s); the

@@ -189,6 +189,18 @@ impl Shared {
         }
     }
 
+    /// The TTL of an activation's URN key: `activation_urn_ttl`, or `urn_ttl` in a Redis
+    /// Cluster, where no takeover frees a gone holder's keys ([`ProxyConfig::activation_urn_ttl`]).
+    ///
+    /// [`ProxyConfig::activation_urn_ttl`]: crate::ProxyConfig::activation_urn_ttl
+    pub(super) fn activation_urn_ttl(&self) -> std::time::Duration {
+        if self.cmd.is_clustered() {
+            self.config.urn_ttl
+        } else {
+            self.config.activation_urn_ttl.max(self.config.urn_ttl)
+        }
+    }
+
     /// Redis's persistence settings as read when the system's proxy started.
     pub(super) fn persistence(&self) -> crate::persistence::Persistence {
         self.persistence.get().copied().unwrap_or_default()

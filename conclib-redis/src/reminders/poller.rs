@@ -466,28 +466,10 @@ impl Poller {
             answer,
             Ok(()) | Err(AskError::Handler(_) | AskError::Panicked(_) | AskError::NoResponse)
         );
-        let keys = ShardKeys::of_urn(&self.ns, &c.urn);
         if !handled {
-            if matches!(answer, Err(AskError::UnknownUrn { .. })) {
-                // Nobody serves the URN: visible (stats, metric, report), tried again later.
-                self.counters.unserved.fetch_add(1, Ordering::Relaxed);
-                super::metrics::unserved(&self.ns);
-                tracing::warn!(urn = %c.urn, name = %c.tick.name(), "reminders: no system serves the URN of a due reminder; retried later");
-            } else {
-                tracing::debug!(urn = %c.urn, name = %c.tick.name(), error = ?answer.err(), "reminders: delivery failed; retried later");
-            }
-            self.counters.retried.fetch_add(1, Ordering::Relaxed);
-            super::metrics::retried(&self.ns);
-            let delay = self.options.retry_after.as_millis().to_string();
-            self.with_retries(|cmd| {
-                scripts().release.eval(
-                    cmd,
-                    vec![keys.due(), keys.record(&c.urn, c.tick.name())],
-                    vec![owned(&*c.member), owned(&*c.token), owned(delay.clone())],
-                )
-            })
-            .await;
-            self.held.forget(&c.token);
+            // Boxed: rare, and its script call's future (about 5 KB) would make every
+            // delivery's task as much larger, copied whole as each is spawned.
+            Box::pin(self.give_back(&c, answer)).await;
             return;
         }
         tracing::trace!(urn = %c.urn, name = %c.tick.name(), token = %c.token, answer = ?answer.as_ref().err(), "reminders: delivered; to be acknowledged");
@@ -502,6 +484,32 @@ impl Poller {
             lag,
             _slot: permit,
         });
+    }
+
+    /// Gives back the claim of a tick whose delivery failed: it is delivered again after
+    /// [`retry_after`](ReminderPollerOptions::retry_after).
+    async fn give_back(&self, c: &Claimed, answer: Result<(), AskError<String>>) {
+        let keys = ShardKeys::of_urn(&self.ns, &c.urn);
+        if matches!(answer, Err(AskError::UnknownUrn { .. })) {
+            // Nobody serves the URN: visible (stats, metric, report), tried again later.
+            self.counters.unserved.fetch_add(1, Ordering::Relaxed);
+            super::metrics::unserved(&self.ns);
+            tracing::warn!(urn = %c.urn, name = %c.tick.name(), "reminders: no system serves the URN of a due reminder; retried later");
+        } else {
+            tracing::debug!(urn = %c.urn, name = %c.tick.name(), error = ?answer.err(), "reminders: delivery failed; retried later");
+        }
+        self.counters.retried.fetch_add(1, Ordering::Relaxed);
+        super::metrics::retried(&self.ns);
+        let delay = self.options.retry_after.as_millis().to_string();
+        self.with_retries(|cmd| {
+            scripts().release.eval(
+                cmd,
+                vec![keys.due(), keys.record(&c.urn, c.tick.name())],
+                vec![owned(&*c.member), owned(&*c.token), owned(delay.clone())],
+            )
+        })
+        .await;
+        self.held.forget(&c.token);
     }
 
     /// Acknowledges the ticks handled, in batches: those of each shard handled while the
@@ -631,3 +639,6 @@ impl Poller {
         super::metrics::counts(&self.ns, registered, due);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -394,7 +394,7 @@ class AsyncClient:
             # One turn of the event loop before the error: an ask that fails at once (Redis
             # down) awaits nothing that suspends, and callers retrying such asks in a loop
             # would never let the loop run its timers, its I/O or this client's reconnection
-            # (issue #62; tests/test_load_faults.py).
+            # (tests/test_load_faults.py).
             await asyncio.sleep(0)
             raise
         except asyncio.CancelledError:

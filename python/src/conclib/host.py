@@ -70,6 +70,10 @@ __all__ = ["ActorHost", "Fenced", "HostConfig", "ReminderPoller", "ReminderPolle
 log = logging.getLogger("conclib.host")
 
 
+# The Rust ``ProxyConfig::activation_urn_ttl``'s default (seconds).
+RUST_ACTIVATION_URN_TTL = 120.0
+
+
 @dataclass
 class HostConfig:
     """A host's settings (the Rust ``ProxyConfig``'s of the same names and defaults;
@@ -574,10 +578,15 @@ class ActorHost:
 
     async def _report(self, p: Pattern) -> None:
         assert self.scripts is not None
+        # A gone member stays listed (the takeover looks at those listed) while URN keys
+        # naming it may live: a Rust member's activation keys live its
+        # ``ProxyConfig::activation_urn_ttl``, 120 s by default.
+        lease = self.config.lease_ttl
+        keep_ms = int(max(10 * lease, RUST_ACTIVATION_URN_TTL + lease) * 1000)
         try:
             await self.scripts.report(
                 keys=[self.keys.placement(p.prefix)],
-                args=[self.system, len(p.live), int(self.config.lease_ttl * 1000)],
+                args=[self.system, len(p.live), int(self.config.lease_ttl * 1000), keep_ms],
             )
         except Exception as e:
             log.debug("could not report to the directory: %s", e)

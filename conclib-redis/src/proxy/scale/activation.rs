@@ -64,6 +64,7 @@ pub(in crate::proxy) async fn activate(
         shared.config.durability,
     );
     let sent = shared.config.durability.sending(&shared.cmd);
+    let claimed_at = Instant::now();
     let opened = match claim(shared, urn, &state_key, &token).await {
         Ok(Value::Integer(1)) => None,
         Ok(Value::Array(got)) if got.first().and_then(Value::as_i64) == Some(1) => {
@@ -98,7 +99,8 @@ pub(in crate::proxy) async fn activate(
     {
         let mut reg = shared.registry();
         reg.conflicts.remove(urn);
-        reg.owned.insert(urn.to_owned());
+        reg.owned
+            .insert(urn.to_owned(), claimed_at, shared.activation_urn_ttl());
     }
     if let Some((data, applied)) = opened {
         if let Some(applied) = applied {
@@ -163,7 +165,7 @@ async fn claim(
     state_key: &str,
     token: &str,
 ) -> Result<Value, fred::error::Error> {
-    let lease = Value::Integer(shared.config.urn_ttl.as_millis() as i64);
+    let lease = Value::Integer(shared.activation_urn_ttl().as_millis() as i64);
     let system = owned(shared.system_id.clone());
     if shared.cmd.is_clustered() {
         // The URN's key and its state's are in two slots: the store opens on its own.

@@ -273,6 +273,9 @@ pub(in crate::proxy) async fn report_count(shared: &Shared, prefix: &str, count:
         return;
     }
     let lease = Value::Integer(shared.config.lease_ttl.as_millis() as i64);
+    // A gone member stays listed while its activations' URN keys may live.
+    let keep =
+        (shared.config.lease_ttl * 10).max(shared.activation_urn_ttl() + shared.config.lease_ttl);
     let r = shared
         .scripts
         .report
@@ -284,6 +287,7 @@ pub(in crate::proxy) async fn report_count(shared: &Shared, prefix: &str, count:
                     owned(shared.system_id.clone()),
                     Value::Integer(count as i64),
                     lease,
+                    Value::Integer(keep.as_millis() as i64),
                 ],
             )],
         )

@@ -129,7 +129,7 @@ async fn system_gone(shared: &Shared, system: &str) -> bool {
 /// Frees `urn`'s key from `holder` when the holder is gone (no system lease: checked
 /// again in the script, so a holder back with a lease keeps it), so that a request read
 /// from the pattern's group stream activates the URN at once rather than after the key
-/// lapses (`urn_ttl`): such a request never passes through the holder's own stream,
+/// lapses (`activation_urn_ttl`): such a request never passes through the holder's own stream,
 /// where the takeover finds the rest. `true`: freed. Not in a Redis Cluster (the two
 /// keys live in different slots): there the key lapses.
 pub(in crate::proxy) async fn free_urn_of_gone(shared: &Shared, urn: &str, holder: &str) -> bool {

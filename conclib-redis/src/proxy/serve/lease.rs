@@ -235,20 +235,18 @@ pub(in crate::proxy) async fn recheck_lease(shared: &Shared) {
         // The lease first: the URN keys have their own freshness, and are renewed here
         // only if theirs is what ran out (a renewal of them under way is not waited for).
         Box::pin(renew_lease(shared)).await;
-        if !shared.lease.fresh() && shared.lease.urns_due(std::time::Instant::now()) {
+        if !shared.lease.fresh() {
             Box::pin(renew_urns_in_turn(shared)).await;
         }
     }
 }
 
-/// Renews the instance lease, the queue's TTL and, when due, the URN ownerships, and trims
-/// the queue (a group member's upkeep; a system proxy's heartbeat renews its URN keys in a
+/// Renews the instance lease, the queue's TTL and the URN ownerships due, and trims the
+/// queue (a group member's upkeep; a system proxy's heartbeat renews its URN keys in a
 /// loop of their own, [`heartbeat_loop`]).
 pub(in crate::proxy) async fn renew(shared: &Shared) {
     renew_lease(shared).await;
-    if shared.lease.urns_due(std::time::Instant::now()) {
-        renew_urns_in_turn(shared).await;
-    }
+    renew_urns_in_turn(shared).await;
 }
 
 /// Renews the instance lease (and, after a lapse, every URN key with it) and the queue's
@@ -297,25 +295,37 @@ async fn renew_lease(shared: &Shared) {
     // their own freshness.
     let all_urns = shared.lease.all_urns_asked();
     let epoch = shared.lease.urns_epoch();
-    // Taken only to claim URNs here: a renewal of the URN keys under way holds it, and
-    // the lease's renewal does not wait for that one.
-    let guard = if all_urns || !shared.registry().conflicts.is_empty() {
+    // Taken only to claim URNs here: after a lapse, waiting for a renewal of the URN keys
+    // under way (it holds the lock); for the URNs another system held, only if free (they
+    // are asked again at the next renewal), so that the lease's renewal does not wait
+    // behind a renewal of the URN keys, which runs every third of a lease.
+    let guard = if all_urns {
         Some(shared.scan_lock.lock().await)
+    } else if !shared.registry().conflicts.is_empty() {
+        shared.scan_lock.try_lock().ok()
     } else {
         None
     };
-    // Those another system held, at every renewal.
-    let conflicts: Vec<String> = shared.registry().conflicts.keys().cloned().collect();
+    // Those another system held, at every renewal the lock was free.
+    let conflicts: Vec<String> = if guard.is_some() {
+        shared.registry().conflicts.keys().cloned().collect()
+    } else {
+        Vec::new()
+    };
     let mut answered = claim_urns(shared, conflicts).await;
-    if all_urns {
-        // After a lapse every key is taken, free or not (another system's is refused).
-        answered &= renew_urn_keys(shared, IfFree::Take).await;
-    }
+    // After a lapse every key is taken, free or not (another system's is refused).
+    let all_until = if all_urns {
+        let until = renew_urn_keys(shared, IfFree::Take).await;
+        answered &= until.is_some();
+        until
+    } else {
+        None
+    };
     // Held only once a promotion would keep them (see `Durability`): one look at the
     // replicas covers the lease and the URN keys claimed before it.
     if answered
         && claims_replicated(shared, &sent).await
-        && (!all_urns || shared.lease.mark_urns_fresh_since(since, epoch))
+        && all_until.is_none_or(|until| shared.lease.mark_urns_fresh_until(since, until, epoch))
     {
         shared.lease.mark_lease_fresh(since);
     }
@@ -373,8 +383,8 @@ pub(in crate::proxy) async fn heartbeat_loop(shared: Arc<Shared>) {
     tokio::join!(urn_renewals(&shared), heartbeat(shared.clone()));
 }
 
-/// Renews the URN keys when due ([`Lease::urns_due`](super::lease_state::Lease::urns_due):
-/// about every third of their TTL), looking every third of the lease.
+/// Renews the URN keys past a third of their TTL, looking every third of the lease (a look
+/// with none due sends nothing).
 async fn urn_renewals(shared: &Shared) {
     let mut tick =
         tokio::time::interval((shared.config.lease_ttl / 3).max(Duration::from_millis(10)));
@@ -382,7 +392,7 @@ async fn urn_renewals(shared: &Shared) {
     loop {
         tick.tick().await;
         // After a lapse the lease's renewal claims them all, before the lease counts.
-        if !shared.lease.all_urns_asked() && shared.lease.urns_due(std::time::Instant::now()) {
+        if !shared.lease.all_urns_asked() {
             renew_urns_in_turn(shared).await;
         }
     }

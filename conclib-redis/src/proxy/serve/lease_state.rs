@@ -21,7 +21,8 @@ pub(in crate::proxy) struct Lease {
     /// renewed last is surely still held (its TTL, less a margin for clock drift, from
     /// before the renewal).
     fresh_until: AtomicU64,
-    /// The same for the URN keys, renewed less often (`urn_ttl`).
+    /// The same for the URN keys: the earliest of their expiries (each is renewed once a
+    /// third of its TTL passed, `urn_ttl` or an activation's longer one).
     urns_fresh_until: AtomicU64,
     /// When the URN keys were last renewed (nanoseconds from `clock_base`; `u64::MAX`:
     /// never, or to be renewed at the next renewal whatever the time).
@@ -116,7 +117,7 @@ impl Lease {
             .store(self.fresh_after(since, self.urn_ttl), Ordering::Release);
     }
 
-    /// The current ask to renew every URN key, for [`Lease::mark_urns_fresh_since`].
+    /// The current ask to renew every URN key, for [`Lease::mark_urns_fresh_until`].
     pub(in crate::proxy) fn urns_epoch(&self) -> u64 {
         self.urns_epoch.load(Ordering::Acquire)
     }
@@ -127,15 +128,24 @@ impl Lease {
         self.urns_renewed_at.load(Ordering::Acquire) == u64::MAX
     }
 
-    /// [`Lease::mark_urns_fresh`] for a renewal of the URN keys that began at `since`
-    /// under `epoch`, unless every URN key was asked to be renewed since (a lapse: keys
-    /// claimed before it may have been taken over after), and the fence moved on to the
-    /// new fresh-until time if it is still open. Returns whether it counted.
-    pub(in crate::proxy) fn mark_urns_fresh_since(&self, since: Instant, epoch: u64) -> bool {
+    /// Records a renewal of the URN keys that began at `since` under `epoch`, after which
+    /// every key surely lives until `until` ([`Due::fresh_until`](super::owned::Due::fresh_until)),
+    /// unless every URN key was asked to be renewed since (a lapse: keys claimed before it
+    /// may have been taken over after), and the fence moved on to the new fresh-until time
+    /// if it is still open. Returns whether it counted.
+    pub(in crate::proxy) fn mark_urns_fresh_until(
+        &self,
+        since: Instant,
+        until: Instant,
+        epoch: u64,
+    ) -> bool {
         if self.urns_epoch() != epoch {
             return false;
         }
-        self.mark_urns_fresh(since);
+        self.urns_renewed_at
+            .store(self.ns_at(since), Ordering::Release);
+        self.urns_fresh_until
+            .store(self.ns_at(until), Ordering::Release);
         if self.urns_epoch() != epoch {
             // A lapse came between the check and the marks: undone, all renewed again.
             self.urns_fresh_until.store(0, Ordering::Release);
@@ -150,12 +160,7 @@ impl Lease {
     /// Until when a key set with `ttl` by a command sent after `since` surely lives, by
     /// this process's clock (nanoseconds from `clock_base`).
     fn fresh_after(&self, since: Instant, ttl: Duration) -> u64 {
-        // Redis counts the TTL from when it ran the command, after `since`; the margin
-        // covers the two clocks running at slightly different rates.
-        let margin = (ttl / 10).max(Duration::from_millis(50));
-        self.ns_at(since).saturating_add(
-            u64::try_from(ttl.saturating_sub(margin).as_nanos()).unwrap_or(u64::MAX),
-        )
+        self.ns_at(surely_until(since, ttl))
     }
 
     /// Records the system's (or member's) lease renewed by a command sent after `since`,
@@ -170,20 +175,6 @@ impl Lease {
         if !fence.extend(until) {
             *fence = conclib_core::Fence::new(until);
         }
-    }
-
-    /// Whether the URN keys are to be renewed at a renewal starting at `now`: about a third
-    /// of their TTL passed since their last renewal (renewals come every third of the
-    /// lease: the one nearest to it, so that they are renewed every third of their TTL on
-    /// average, at most half a renewal later), or a renewal of all was asked for.
-    pub(in crate::proxy) fn urns_due(&self, now: Instant) -> bool {
-        let last = self.urns_renewed_at.load(Ordering::Acquire);
-        if last == u64::MAX {
-            return true;
-        }
-        let every = self.lease_ttl / 3;
-        let elapsed = Duration::from_nanos(self.ns_at(now).saturating_sub(last));
-        elapsed + every / 2 >= self.urn_ttl / 3
     }
 
     /// Counts the leases as lapsed now (a reconnection: the Redis that answers may be a
@@ -201,6 +192,14 @@ impl Lease {
         self.urns_epoch.fetch_add(1, Ordering::AcqRel);
         self.urns_renewed_at.store(u64::MAX, Ordering::Release);
     }
+}
+
+/// Until when a key set with `ttl` by a command sent after `since` surely lives, by this
+/// process's clock: Redis counts the TTL from when it ran the command, after `since`; the
+/// margin covers the two clocks running at slightly different rates.
+pub(in crate::proxy) fn surely_until(since: Instant, ttl: Duration) -> Instant {
+    let margin = (ttl / 10).max(Duration::from_millis(50));
+    since + ttl.saturating_sub(margin)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -260,12 +259,9 @@ mod tests {
         assert!(!lease.all_urns_asked());
         let since = Instant::now();
         let epoch = lease.urns_epoch();
-        assert!(lease.mark_urns_fresh_since(since, epoch));
+        assert!(lease.mark_urns_fresh_until(since, since + Duration::from_secs(13), epoch));
         assert!(lease.fresh());
         assert!(lease.fence().is_open());
-        // Not due again until about a third of their TTL passed.
-        assert!(!lease.urns_due(since + Duration::from_secs(1)));
-        assert!(lease.urns_due(since + Duration::from_secs(5)));
     }
 
     /// A lapse (a reconnection, a pause past the lease) while URN keys were being renewed:
@@ -277,7 +273,7 @@ mod tests {
         let since = Instant::now();
         let epoch = lease.urns_epoch();
         lease.lapse();
-        assert!(!lease.mark_urns_fresh_since(since, epoch));
+        assert!(!lease.mark_urns_fresh_until(since, since + Duration::from_secs(13), epoch));
         assert!(
             lease.all_urns_asked(),
             "every URN key still to be claimed again"
@@ -286,7 +282,8 @@ mod tests {
         assert!(!lease.fence().is_open());
         // The renewal after the lapse counts.
         let epoch = lease.urns_epoch();
-        assert!(lease.mark_urns_fresh_since(Instant::now(), epoch));
+        let now = Instant::now();
+        assert!(lease.mark_urns_fresh_until(now, now + Duration::from_secs(13), epoch));
         lease.mark_lease_fresh(Instant::now());
         assert!(lease.fresh());
     }

@@ -1,48 +1,99 @@
-//! The URNs a proxy owns, with the claim keys their renewal sends prepared once: renewing
-//! 100,000 URNs every few seconds then neither copies nor formats 100,000 strings each time.
+//! The URNs a proxy owns, each with until when its key surely lives: a renewal sends only
+//! the keys past a third of their TTL ([`OwnedUrns::due`]), so its cost follows the claims
+//! (an activation evicted before its key is due costs no renewal), not the URNs held
+//! (`docs/bench-log.md`, "2026-11-28 — Overload: URN keys renewed by age").
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use fred::prelude::Value;
+
+use super::lease_state::surely_until;
 
 /// URNs whose ownership key names this system.
 #[derive(Default)]
 pub(in crate::proxy) struct OwnedUrns {
-    urns: HashSet<String>,
-    /// Every URN of `urns` and its claim key, as of the last renewal: built again at the
-    /// first renewal after the set changed.
-    renewal: Option<Arc<Renewal>>,
+    urns: HashMap<String, Held>,
 }
 
-/// What a renewal claims again: the URNs, and their claim keys in the same order (Redis
-/// values: a command takes a copy of each, which shares its bytes).
-pub(in crate::proxy) struct Renewal {
-    pub(in crate::proxy) urns: Vec<String>,
-    pub(in crate::proxy) keys: Vec<Value>,
+/// One URN key held.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    /// Until when the key surely lives: the TTL from when its last claim or renewal was
+    /// sent (Redis counts it from later).
+    until: Instant,
+    /// The TTL it is claimed and renewed with (an activation's key lives longer outside a
+    /// Redis Cluster: [`ProxyConfig::activation_urn_ttl`](crate::ProxyConfig::activation_urn_ttl)).
+    ttl: Duration,
+}
+
+impl Held {
+    /// Due for renewal at `now`: less than two thirds of its TTL left (a third passed).
+    fn due(&self, now: Instant) -> bool {
+        self.until.saturating_duration_since(now) < self.ttl * 2 / 3
+    }
+}
+
+/// What a renewal sends: for each TTL, the URNs due and their keys (in the same order).
+#[derive(Default)]
+pub(in crate::proxy) struct Due {
+    pub(in crate::proxy) batches: Vec<(Duration, Vec<String>, Vec<Value>)>,
+    /// Until when every key not in `batches` surely lives, by this process's clock, less
+    /// the margin for clock drift (`None`: no such key).
+    pub(in crate::proxy) others_fresh_until: Option<Instant>,
+}
+
+impl Due {
+    /// Until when every key surely lives once the batches, sent after `since`, were
+    /// answered: the earliest of the keys not sent and of those sent.
+    pub(in crate::proxy) fn fresh_until(&self, since: Instant) -> Option<Instant> {
+        self.batches
+            .iter()
+            .map(|(ttl, _, _)| surely_until(since, *ttl))
+            .chain(self.others_fresh_until)
+            .min()
+    }
+
+    /// How many keys it sends.
+    pub(in crate::proxy) fn len(&self) -> usize {
+        self.batches.iter().map(|(_, urns, _)| urns.len()).sum()
+    }
 }
 
 impl OwnedUrns {
-    /// Adds a URN; `true` if it was not owned.
-    pub(in crate::proxy) fn insert(&mut self, urn: String) -> bool {
-        let added = self.urns.insert(urn);
-        if added {
-            self.renewal = None;
+    /// Records a claim of `urn`'s key with `ttl`, sent at `sent`; `true` if it was not
+    /// owned. A URN owned already keeps the longer TTL class and the earlier of the two
+    /// expiries (two claims may run in either order).
+    pub(in crate::proxy) fn insert(&mut self, urn: String, sent: Instant, ttl: Duration) -> bool {
+        let until = sent + ttl;
+        match self.urns.get_mut(&urn) {
+            Some(held) => {
+                held.until = held.until.min(until);
+                held.ttl = held.ttl.max(ttl);
+                false
+            }
+            None => {
+                self.urns.insert(urn, Held { until, ttl });
+                true
+            }
         }
-        added
+    }
+
+    /// Records a renewal of `urn`'s key (with its own TTL) sent at `sent`.
+    pub(in crate::proxy) fn renewed(&mut self, urn: &str, sent: Instant) {
+        if let Some(held) = self.urns.get_mut(urn) {
+            held.until = held.until.max(sent + held.ttl);
+        }
+    }
+
+    /// The TTL `urn`'s key is renewed with, if owned.
+    pub(in crate::proxy) fn ttl(&self, urn: &str) -> Option<Duration> {
+        self.urns.get(urn).map(|h| h.ttl)
     }
 
     /// Removes a URN; `true` if it was owned.
     pub(in crate::proxy) fn remove(&mut self, urn: &str) -> bool {
-        let removed = self.urns.remove(urn);
-        if removed {
-            self.renewal = None;
-        }
-        removed
-    }
-
-    pub(in crate::proxy) fn contains(&self, urn: &str) -> bool {
-        self.urns.contains(urn)
+        self.urns.remove(urn).is_some()
     }
 
     pub(in crate::proxy) fn len(&self) -> usize {
@@ -50,63 +101,95 @@ impl OwnedUrns {
     }
 
     pub(in crate::proxy) fn iter(&self) -> impl Iterator<Item = &String> {
-        self.urns.iter()
+        self.urns.keys()
     }
 
     /// Takes every URN out.
     pub(in crate::proxy) fn drain(&mut self) -> impl Iterator<Item = String> + '_ {
-        self.renewal = None;
-        self.urns.drain()
+        self.urns.drain().map(|(urn, _)| urn)
     }
 
-    /// Whether `renewal` is the one prepared for the set as it is (it did not change since).
-    pub(in crate::proxy) fn is_current(&self, renewal: &Arc<Renewal>) -> bool {
-        self.renewal
-            .as_ref()
-            .is_some_and(|r| Arc::ptr_eq(r, renewal))
-    }
-
-    /// Every URN owned and its claim key (`key` makes one: called only when the set changed
-    /// since the last call).
-    pub(in crate::proxy) fn renewal(&mut self, key: impl Fn(&str) -> String) -> Arc<Renewal> {
-        self.renewal
-            .get_or_insert_with(|| {
-                let urns: Vec<String> = self.urns.iter().cloned().collect();
-                let keys = urns.iter().map(|u| Value::from(key(u))).collect();
-                Arc::new(Renewal { urns, keys })
-            })
-            .clone()
+    /// The keys to renew at `now`: those past a third of their TTL, or every one (`all`:
+    /// after a lapse); `key` makes a URN's key (called for those sent only).
+    pub(in crate::proxy) fn due(
+        &self,
+        now: Instant,
+        all: bool,
+        key: impl Fn(&str) -> String,
+    ) -> Due {
+        let mut due = Due::default();
+        for (urn, held) in &self.urns {
+            if all || held.due(now) {
+                let at = match due.batches.iter().position(|(t, _, _)| *t == held.ttl) {
+                    Some(at) => at,
+                    None => {
+                        due.batches.push((held.ttl, Vec::new(), Vec::new()));
+                        due.batches.len() - 1
+                    }
+                };
+                let (_, urns, keys) = &mut due.batches[at];
+                urns.push(urn.clone());
+                keys.push(Value::from(key(urn)));
+            } else {
+                // `until` counts the TTL from the send: the same margin as a renewal's.
+                let fresh = surely_until(held.until - held.ttl, held.ttl);
+                due.others_fresh_until =
+                    Some(due.others_fresh_until.map_or(fresh, |f| f.min(fresh)));
+            }
+        }
+        due
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
     use super::OwnedUrns;
 
+    const SHORT: Duration = Duration::from_secs(15);
+    const LONG: Duration = Duration::from_secs(120);
+
+    /// Only the keys past a third of their TTL are sent; the others bound the freshness.
     #[test]
-    fn a_renewal_is_prepared_again_only_after_a_change() {
+    fn a_renewal_sends_only_the_keys_past_a_third_of_their_ttl() {
+        let t0 = Instant::now();
         let mut owned = OwnedUrns::default();
-        assert!(owned.insert("a".into()));
-        assert!(!owned.insert("a".into()));
-        let first = owned.renewal(|u| format!("key:{u}"));
-        assert_eq!(first.urns, ["a"]);
-        assert_eq!(first.keys[0].as_string().as_deref(), Some("key:a"));
-        assert!(Arc::ptr_eq(&first, &owned.renewal(|_| unreachable!())));
-        // Inserting one owned already changes nothing.
-        owned.insert("a".into());
-        assert!(Arc::ptr_eq(&first, &owned.renewal(|_| unreachable!())));
-        assert!(owned.is_current(&first));
-        owned.insert("b".into());
-        assert!(!owned.is_current(&first));
-        let mut urns = owned.renewal(|u| format!("key:{u}")).urns.clone();
-        urns.sort();
-        assert_eq!(urns, ["a", "b"]);
-        assert!(owned.remove("a"));
-        assert!(!owned.remove("a"));
-        assert_eq!(owned.renewal(|u| format!("key:{u}")).urns, ["b"]);
+        assert!(owned.insert("plain".into(), t0, SHORT));
+        assert!(owned.insert("act".into(), t0, LONG));
+        assert!(!owned.insert("act".into(), t0, SHORT), "owned already");
+        assert_eq!(owned.ttl("act"), Some(LONG), "keeps the longer class");
+        // The earlier expiry of the two claims: due as a short one.
+        let due = owned.due(t0 + Duration::from_secs(6), false, |u| format!("k:{u}"));
+        assert_eq!(due.len(), 2);
+        for urn in ["plain", "act"] {
+            owned.renewed(urn, t0 + Duration::from_secs(6));
+        }
+        // 10 s later: the plain key is due again, the activation's not for 40 s.
+        let at = t0 + Duration::from_secs(16);
+        let due = owned.due(at, false, |u| format!("k:{u}"));
+        assert_eq!(due.len(), 1);
+        let (ttl, urns, keys) = &due.batches[0];
+        assert_eq!(
+            (*ttl, urns.as_slice()),
+            (SHORT, ["plain".to_owned()].as_slice())
+        );
+        assert_eq!(keys[0].as_string().as_deref(), Some("k:plain"));
+        let fresh = due.fresh_until(at).unwrap();
+        // The activation's key: renewed at 6 s for 120 s, less a tenth.
+        let act = t0 + Duration::from_secs(6) + LONG - LONG / 10;
+        assert_eq!(fresh, (at + SHORT - SHORT / 10).min(act));
+        // Every key after a lapse.
+        assert_eq!(owned.due(at, true, |u| u.to_owned()).len(), 2);
+        assert!(owned.remove("plain"));
+        assert!(!owned.remove("plain"));
+        assert!(owned.due(at, false, |u| u.to_owned()).batches.is_empty());
         assert_eq!(owned.drain().count(), 1);
-        assert!(owned.renewal(|_| unreachable!()).urns.is_empty());
+        assert!(
+            owned
+                .due(at, true, |u| u.to_owned())
+                .fresh_until(at)
+                .is_none()
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! released, or handed to the system that activates the URN next. The lease they hang on is
 //! [`lease`](super::lease)'s.
 
+use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, LazyLock};
 
 use fred::prelude::*;
 
@@ -93,27 +93,49 @@ pub(super) enum IfFree {
     Leave,
 }
 
-/// Claims (or renews) these URNs and records which we own and which another system does.
+/// Claims (or renews) these URNs and records which we own and which another system does,
+/// each with its TTL (`urn_ttl`, or an activation's own when it is one held already).
 /// `false` if Redis did not answer for some of them.
 pub(in crate::proxy) async fn claim_urns(shared: &Shared, urns: Vec<String>) -> bool {
-    let keys: Vec<Value> = urns.iter().map(|u| owned(shared.claim_key(u))).collect();
-    claim_keys(shared, &urns, &keys, None, IfFree::Take).await
+    if urns.is_empty() {
+        return true;
+    }
+    let plain = shared.config.urn_ttl;
+    let mut by_ttl: Vec<(std::time::Duration, Vec<String>)> = Vec::new();
+    {
+        let reg = shared.registry();
+        for urn in urns {
+            let ttl = reg.owned.ttl(&urn).unwrap_or(plain);
+            match by_ttl.iter_mut().find(|(t, _)| *t == ttl) {
+                Some((_, list)) => list.push(urn),
+                None => by_ttl.push((ttl, vec![urn])),
+            }
+        }
+    }
+    let mut answered = true;
+    for (ttl, urns) in by_ttl {
+        let keys: Vec<Value> = urns.iter().map(|u| owned(shared.claim_key(u))).collect();
+        answered &= claim_keys(shared, &urns, &keys, ttl, None, IfFree::Take).await;
+    }
+    answered
 }
 
-/// [`claim_urns`] with the URNs' claim keys made already (`keys[i]`
-/// is the key of `urns[i]`), or `renewal`'s (the owned URNs: `urns` and `keys` are its
-/// own).
+/// [`claim_urns`] with the URNs' claim keys made already (`keys[i]` is the key of
+/// `urns[i]`), all with `ttl`; `renewal`: a renewal of keys owned already, sent after that
+/// instant (else a claim, sent now).
 async fn claim_keys(
     shared: &Shared,
     urns: &[String],
     keys: &[Value],
-    renewal: Option<&Arc<super::owned::Renewal>>,
+    ttl_of_keys: std::time::Duration,
+    renewal: Option<std::time::Instant>,
     if_free: IfFree,
 ) -> bool {
     if urns.is_empty() {
         return true;
     }
-    let ttl = Value::Integer(shared.config.urn_ttl.as_millis() as i64);
+    let sent = renewal.unwrap_or_else(std::time::Instant::now);
+    let ttl = Value::Integer(ttl_of_keys.as_millis().max(1) as i64);
     let mode = s(match if_free {
         IfFree::Take => "take",
         IfFree::Leave => "renew",
@@ -151,11 +173,13 @@ async fn claim_keys(
     let mut vanished = Vec::new();
     {
         let mut reg = shared.registry();
-        // A renewal of the owned URNs, the set unchanged since (the usual case): a URN
-        // claimed again, without a conflict, changes nothing; no need to look it up.
-        let unchanged = renewal.is_some_and(|r| reg.owned.is_current(r));
         for (urn, result) in urns.iter().zip(results) {
-            if unchanged && reg.conflicts.is_empty() && matches!(result, Ok(Value::Integer(1))) {
+            if renewal.is_some()
+                && reg.conflicts.is_empty()
+                && matches!(result, Ok(Value::Integer(1)))
+            {
+                // Most often: a renewal of a URN owned already, without a conflict.
+                reg.owned.renewed(urn, sent);
                 continue;
             }
             if !reg.local.contains_key(urn) {
@@ -168,8 +192,10 @@ async fn claim_keys(
                     if !reg.conflicts.is_empty() && reg.conflicts.remove(urn).is_some() {
                         tracing::info!(%urn, "took over a URN whose previous owner's lease lapsed");
                     }
-                    if !reg.owned.contains(urn) {
-                        reg.owned.insert(urn.clone());
+                    if renewal.is_some() {
+                        reg.owned.renewed(urn, sent);
+                    } else {
+                        reg.owned.insert(urn.clone(), sent, ttl_of_keys);
                     }
                 }
                 Ok(Value::Integer(0)) => {
@@ -228,13 +254,14 @@ async fn claim_keys(
     answered
 }
 
-/// Renews the URN keys this instance holds (every third of their TTL), once the lease was:
-/// one renewal at a time, under the scan lock (no claim or release of a scan between a
-/// key's claim and its check), counted fresh from when it began unless every URN key was
-/// asked for meanwhile (a lapse). At 100,000 activations it takes a second or more
-/// (`Script::eval_keys` sends its calls one by one); neither the lease's freshness, on
-/// which every request's fence hangs, nor a lease re-check waits for it (`docs/bench-log.md`,
-/// "Overload: URN key renewal at the cap").
+/// Renews the URN keys this instance holds that are past a third of their TTL
+/// ([`OwnedUrns::due`](super::owned::OwnedUrns::due)), once the lease was: one renewal at a
+/// time, under the scan lock (no claim or release of a scan between a key's claim and its
+/// check), counted fresh from when it began unless every URN key was asked for meanwhile
+/// (a lapse). At 100,000 keys due it takes a second or more (`Script::eval_keys` sends its
+/// calls one by one); neither the lease's freshness, on which every request's fence hangs,
+/// nor a lease re-check waits for it (`docs/bench-log.md`, "Overload: URN key renewal at
+/// the cap").
 pub(super) async fn renew_urns_in_turn(shared: &Shared) {
     /// Clears the flag however the renewal ends.
     struct Renewing<'a>(&'a std::sync::atomic::AtomicBool);
@@ -256,23 +283,39 @@ pub(super) async fn renew_urns_in_turn(shared: &Shared) {
         let _guard = shared.scan_lock.lock().await;
         renew_urn_keys(shared, IfFree::Leave).await
     };
-    if renewed && claims_replicated(shared, &sent).await {
-        shared.lease.mark_urns_fresh_since(since, epoch);
+    if let Some(until) = renewed
+        && claims_replicated(shared, &sent).await
+    {
+        shared.lease.mark_urns_fresh_until(since, until, epoch);
     }
 }
 
-/// Claims every URN key this instance holds again, as prepared at an earlier renewal
-/// unless the set changed; whether Redis answered every claim.
-pub(super) async fn renew_urn_keys(shared: &Shared, if_free: IfFree) -> bool {
-    let renewal = shared.registry().owned.renewal(|u| shared.claim_key(u));
-    claim_keys(
-        shared,
-        &renewal.urns,
-        &renewal.keys,
-        Some(&renewal),
-        if_free,
+/// Claims again the URN keys this instance holds that are due ([`IfFree::Leave`]: a
+/// renewal), or every one ([`IfFree::Take`]: after a lapse); until when every key surely
+/// lives if Redis answered every claim.
+pub(super) async fn renew_urn_keys(shared: &Shared, if_free: IfFree) -> Option<std::time::Instant> {
+    let since = std::time::Instant::now();
+    let due = shared
+        .registry()
+        .owned
+        .due(since, matches!(if_free, IfFree::Take), |u| {
+            shared.claim_key(u)
+        });
+    let mut answered = true;
+    for (ttl, urns, keys) in &due.batches {
+        answered &= claim_keys(shared, urns, keys, *ttl, Some(since), if_free).await;
+    }
+    if !answered {
+        return None;
+    }
+    if due.len() > 0 {
+        tracing::debug!(renewed = due.len(), system = %shared.system_id, "renewed URN keys");
+    }
+    // None held: as if one had just been claimed with `urn_ttl`.
+    Some(
+        due.fresh_until(since)
+            .unwrap_or_else(|| super::lease_state::surely_until(since, shared.config.urn_ttl)),
     )
-    .await
 }
 
 /// Whether the lease and the URN claims written so far reached the replicas the durability
