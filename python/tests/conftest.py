@@ -104,7 +104,12 @@ class RedisServer:
              "--dir", self.dir, "--logfile", os.path.join(self.dir, "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        wait_until(self.ping, 10, f"redis-server on port {self.port}")
+        try:
+            wait_until(self.ping, 10, f"redis-server on port {self.port}")
+        except BaseException:
+            # Not answering in time: killed by its PID, not left behind.
+            self.kill()
+            raise
 
     def ping(self) -> bool:
         assert self.proc is not None

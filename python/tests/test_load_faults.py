@@ -85,7 +85,12 @@ class Stack:
         self.namespace = f"faults-{uuid.uuid4().hex[:8]}"
         self.redis = RedisServer(aof=aof)
         self.server: RustServer | None = None
-        self.server = RustServer(self.redis.url, self.namespace, system="faults")
+        try:
+            self.server = RustServer(self.redis.url, self.namespace, system="faults")
+        except BaseException:
+            # A serving process that did not start (a loaded machine) leaves no Redis behind.
+            self.redis.close()
+            raise
 
     def fault(self, kind: str) -> tuple[float, float]:
         """Injects the fault (blocking); returns when it began and when it ended."""
