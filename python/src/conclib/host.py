@@ -586,7 +586,7 @@ class ActorHost:
         try:
             await self.scripts.report(
                 keys=[self.keys.placement(p.prefix)],
-                args=[self.system, len(p.live), int(self.config.lease_ttl * 1000), keep_ms],
+                args=[self.system, len(p.live), int(lease * 1000), keep_ms],
             )
         except Exception as e:
             log.debug("could not report to the directory: %s", e)
