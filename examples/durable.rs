@@ -386,6 +386,16 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
     Ok(outcome)
 }
 
+/// Whether chaos workflow `i` sleeps durably and waits for its promise: every other one.
+fn waits(i: usize) -> bool {
+    i.is_multiple_of(2)
+}
+
+/// The value chaos workflow `i`'s promise is resolved with.
+fn approval(i: usize) -> String {
+    format!("ok-{i}")
+}
+
 /// What happens to the chaos phase at a point of its progress.
 #[derive(Clone, Copy)]
 enum Fault {
@@ -436,16 +446,15 @@ async fn chaos(options: &Options) -> Result<Outcome, BoxError> {
                     key: format!("w{i}"),
                     journaled: true,
                     step_sleep_us: 2_000,
-                    waits: i % 2 == 0,
+                    waits: waits(i),
                 };
                 let until = Instant::now() + Duration::from_secs(120);
                 if flow.waits {
                     // Resolved beside the ask, before or after the workflow reaches it.
                     let (executions, key) = (executions.clone(), flow.key.clone());
                     tokio::spawn(async move {
-                        let urn = format!("flow:{i}");
+                        let (urn, approval) = (format!("flow:{i}"), approval(i));
                         while Instant::now() < until {
-                            let approval = format!("ok-{i}");
                             if executions
                                 .resolve(&urn, &key, "approval", &approval)
                                 .await
@@ -546,10 +555,11 @@ async fn chaos(options: &Options) -> Result<Outcome, BoxError> {
         if d.values.len() == STEPS {
             outcome.completed += 1;
         }
-        let i = key.trim_start_matches('w');
-        if i.parse::<usize>().is_ok_and(|i| i % 2 == 0) {
+        if let Some(i) = key.strip_prefix('w').and_then(|i| i.parse().ok())
+            && waits(i)
+        {
             outcome.waited += 1;
-            if d.approval.as_deref() != Some(&format!("ok-{i}")) {
+            if d.approval != Some(approval(i)) {
                 outcome.signals_lost += 1;
             }
         }
