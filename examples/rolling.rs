@@ -47,6 +47,7 @@ use tokio::process::{Child, ChildStdout};
 use crate::BoxError;
 
 mod member;
+mod phases;
 mod python;
 mod ticks;
 
@@ -188,6 +189,9 @@ pub struct Options {
     /// Whether a member is drained (SIGTERM) before it exits; `false`: it shuts down
     /// without draining (its standard input closed), for comparison.
     pub drain: bool,
+    /// Whether to print, to standard error, the roll's asks by the step of a replacement
+    /// they started in (`rolling/phases.rs`).
+    pub phases: bool,
 }
 
 /// What the run counted (the module's docs).
@@ -452,9 +456,12 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
     let roll_start = micros_now();
     let mut report = Report::default();
     let mut pauses = Vec::new();
+    let mut steps = phases::Phases::default();
     for (i, member) in std::mem::take(&mut members).into_iter().enumerate() {
         // The successor first, ready; then the member drained.
+        steps.mark(format!("m{i} successor start"));
         let successor = start_member(options, url, &format!("m{i}-v2"), "2", ticks_dir).await?;
+        steps.mark(format!("m{i} successor ready"));
         if i == 0 {
             // A build 2 member serves: build 2's callers ask what only it has.
             for c in &mut callers {
@@ -469,9 +476,12 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
             members.push(successor);
             continue;
         }
+        steps.mark(format!("m{i} SIGTERM"));
         member.signal(libc::SIGTERM);
         let drained = member.line(Duration::from_secs(30)).await?;
+        steps.mark(format!("m{i} drained"));
         member.exit(Duration::from_secs(30)).await?;
+        steps.mark(format!("m{i} exited"));
         let drain_ms = termed.elapsed().as_millis() as u64;
         let words: Vec<u64> = drained
             .strip_prefix("DRAINED ")
@@ -507,6 +517,7 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
         }
     }
     let (mut steady, mut rolling) = (Vec::new(), Vec::new());
+    let mut roll_asks = Vec::new();
     let window = roll_end - roll_start;
     let mut told = BTreeMap::<u64, u64>::new();
     let waited = Duration::from_secs(60);
@@ -527,6 +538,7 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
                     match *outcome {
                         "ok" if start >= roll_start && start < roll_end => {
                             rolling.push(end - start);
+                            roll_asks.push((start, end - start));
                         }
                         "ok" if start < roll_start && start + window >= roll_start => {
                             steady.push(end - start);
@@ -557,6 +569,9 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
     report.asks_per_s = report.asks as f64 / load.as_secs_f64();
     report.p99_steady_ms = p99_ms(steady);
     report.p99_roll_ms = p99_ms(rolling);
+    if options.phases {
+        eprint!("{}", steps.report(&roll_asks, report.p99_steady_ms));
+    }
     // Every URN's count against the tells accepted for it, and its asks counted in
     // memory (carried at each move) against the asks answered: the warm-up's, the
     // callers', this one.

@@ -11,7 +11,8 @@
 //! `cargo run -p conclib-examples --example rolling_upgrade -- --urns 200 --callers 3
 //! --py-callers 3 --in-flight 32 --reminders 20 --steady-ms 5000` (Python callers: the
 //! Python client's interpreter, `python/venv.sh`, else none; `--stop shutdown`: members shut down without draining,
-//! for comparison). Every process it starts is killed by PID if it
+//! for comparison; `--phases`: the roll's asks by the step of a replacement they started in,
+//! on standard error). Every process it starts is killed by PID if it
 //! overstays; `examples/tests/rolling_upgrade.rs` is its short form under `cargo test`.
 
 use std::time::Duration;
@@ -51,6 +52,7 @@ fn main() -> Result<(), BoxError> {
         ask_timeout: Duration::from_millis(flag("--timeout-ms", "5000").parse()?),
         steady: Duration::from_millis(flag("--steady-ms", "5000").parse()?),
         drain: flag("--stop", "drain") != "shutdown",
+        phases: args.iter().any(|a| a == "--phases"),
     };
     let report = rt.block_on(rolling::run(&options))?;
     if !report.errors.is_empty() {

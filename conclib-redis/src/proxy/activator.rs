@@ -73,6 +73,7 @@ impl<'a> Activator<'a> {
             placement: Placement::default(),
             rebalance: false,
             rebalancing: Default::default(),
+            joined_meanwhile: Default::default(),
             moved_at: Default::default(),
             limits: Default::default(),
             reporting: Default::default(),

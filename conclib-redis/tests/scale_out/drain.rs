@@ -244,3 +244,69 @@ pub(crate) async fn a_member_drained_by_sigterm_under_load_hands_everything_over
         p.stop().await;
     }
 }
+
+/// A URN handed by a drain to a member that drains in turn before the URN is asked there:
+/// its key names that member, which never knew it held it, and whose stream is gone. 64
+/// callers asking it at once are each answered (by the member left) within their deadline,
+/// none refused `UnknownUrn`.
+pub(crate) async fn a_urn_handed_to_a_member_that_drained_before_it_was_asked_is_answered() {
+    let config = config("drain-handed");
+    let lease_ms = ProxyConfig::new("").lease_ttl.as_millis() as u64;
+    let mut peers = start_placers(&config, lease_ms, "spread").await;
+    let deadline = Duration::from_secs(5);
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(deadline))
+        .await
+        .unwrap();
+    let redis = plain_client(&config.url).await;
+    let urns: Vec<String> = (0..6).map(|i| format!("acct:h{i}")).collect();
+    for u in &urns {
+        assert_eq!(client.ask(u.as_str(), Total).await.unwrap(), 0);
+    }
+    let bound = config.drain_timeout + config.shutdown_timeout;
+    let drain = |peer: Peer| async move {
+        peer.signal(libc::SIGTERM);
+        let said = peer.said_until_stopped(bound.as_secs() + 5).await;
+        assert!(said.iter().any(|l| l.starts_with("DRAINED ")), "{said:?}");
+    };
+    // `s1` drained: its URNs handed to `s2` and `s3`, none asked since.
+    let held = holders(&redis, &config.namespace, &urns).await;
+    let urn = held
+        .iter()
+        .find_map(|(u, h)| (h == "s1").then(|| u.clone()))
+        .unwrap_or_else(|| panic!("s1 holds none of {:?}", shares(&held)));
+    drain(peers.remove(0)).await;
+    let handed_to =
+        holders(&redis, &config.namespace, std::slice::from_ref(&urn)).await[&urn].clone();
+    let at = ["s2", "s3"]
+        .iter()
+        .position(|s| *s == handed_to)
+        .unwrap_or_else(|| panic!("{urn} handed to {handed_to:?}"));
+    // The member it was handed to drained too: the key still names it.
+    drain(peers.remove(at)).await;
+    let now = holders(&redis, &config.namespace, std::slice::from_ref(&urn)).await;
+    assert_eq!(now[&urn], handed_to, "the key names the drained member");
+    let asks = (0..64).map(|_| {
+        let (client, urn) = (client.clone(), urn.clone());
+        async move {
+            let started = Instant::now();
+            let r = client.ask(urn.as_str(), Total).await;
+            (r, started.elapsed())
+        }
+    });
+    let mut longest = Duration::ZERO;
+    for (r, took) in futures_util::future::join_all(asks).await {
+        assert!(r.is_ok(), "{urn}: {r:?} after {took:?}");
+        assert!(took <= deadline + MARGIN, "{urn} answered after {took:?}");
+        longest = longest.max(took);
+    }
+    let held = holders(&redis, &config.namespace, std::slice::from_ref(&urn)).await;
+    println!(
+        "RESULT test=drain_handed urn={urn} handed_to={handed_to} now={} longest_ms={}",
+        held[&urn],
+        longest.as_millis()
+    );
+    drop(client);
+    for p in peers {
+        p.stop().await;
+    }
+}

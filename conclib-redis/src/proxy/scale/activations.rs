@@ -34,6 +34,9 @@ pub(in crate::proxy) struct Pattern {
     pub(in crate::proxy) rebalance: bool,
     /// A look at the directory to rebalance under way (`rebalance.rs`): one at a time.
     pub(in crate::proxy) rebalancing: AtomicBool,
+    /// A member joined while a look was under way: the look under way looks again once it
+    /// is done (`rebalance.rs`), so that the joiner gets its share at once.
+    pub(in crate::proxy) joined_meanwhile: AtomicBool,
     /// When a look last moved activations (`rebalance.rs`).
     pub(in crate::proxy) moved_at: Mutex<Option<Instant>>,
     /// The pattern's own limits of pending requests, and its count (`serve/admission.rs`).

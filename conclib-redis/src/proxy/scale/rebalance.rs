@@ -58,8 +58,9 @@ pub(in crate::proxy) enum Look {
 /// A look at pattern `prefix`'s directory (`shared`: the system's proxy): passivates this
 /// member's [`excess`], if any, moving each activation to the member with the fewest, and
 /// returns once they are moved (in up to [`MORE_ROUNDS`] more rounds when some had
-/// requests waiting). One look at a time per pattern: one asked while another runs is left
-/// to it.
+/// requests waiting). One look at a time per pattern: a renewal's asked while another runs
+/// is left to it; a join's makes the one under way look once more when it is done (the
+/// look under way read the directory before the joiner was listed, and gave it nothing).
 ///
 /// A URN handed over counts for no member until its next request activates it there, so a
 /// look soon after moves finds an excess that is not there: a renewal's look is skipped
@@ -74,13 +75,28 @@ pub(in crate::proxy) async fn rebalance(shared: &Arc<Shared>, prefix: &str, why:
     if why == Look::Renewal && lock().is_some_and(|at| at.elapsed() < settling) {
         return;
     }
-    if pattern.rebalancing.swap(true, Ordering::AcqRel) {
-        return;
+    if why == Look::Joined {
+        pattern.joined_meanwhile.store(true, Ordering::Release);
     }
-    if look(shared, prefix).await {
-        *lock() = Some(Instant::now());
+    let mut first = true;
+    loop {
+        // Another look is under way: it looks again for the join noted above.
+        if pattern.rebalancing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Not short-circuited: a join noted before this look is answered by it.
+        while std::mem::take(&mut first) | pattern.joined_meanwhile.swap(false, Ordering::AcqRel) {
+            if look(shared, prefix).await {
+                *lock() = Some(Instant::now());
+            }
+        }
+        pattern.rebalancing.store(false, Ordering::Release);
+        // A join noted between the last check and the release above: looked at by this
+        // task, unless another look has started since (then that one does).
+        if !pattern.joined_meanwhile.load(Ordering::Acquire) {
+            return;
+        }
     }
-    pattern.rebalancing.store(false, Ordering::Release);
 }
 
 /// One look ([`rebalance`]): whether it moved any activation.

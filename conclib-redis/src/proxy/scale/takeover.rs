@@ -70,6 +70,7 @@ pub(in crate::proxy) async fn take_over_gone(shared: &Shared, prefix: &str) -> T
         }
         let from = Source {
             system: &system,
+            stream: shared.keys.requests(&system),
             lease_key: shared.keys.lease(&system),
             to: MovedTo::Placed,
             steps: STEPS,
@@ -127,13 +128,19 @@ async fn system_gone(shared: &Shared, system: &str) -> bool {
 }
 
 /// Frees `urn`'s key from `holder` when the holder is gone (no system lease: checked
-/// again in the script, so a holder back with a lease keeps it), so that a request read
+/// again in the script, so a holder back with a lease keeps it) or has no request stream
+/// (it drained, and the key was handed to it before the URN was asked there: it never
+/// knew it held it, and nothing would read a request sent to it), so that a request read
 /// from the pattern's group stream activates the URN at once rather than after the key
 /// lapses (`activation_urn_ttl`): such a request never passes through the holder's own stream,
-/// where the takeover finds the rest. `true`: freed. Not in a Redis Cluster (the two
+/// where the takeover finds the rest. `true`: freed. Not in a Redis Cluster (the three
 /// keys live in different slots): there the key lapses.
 pub(in crate::proxy) async fn free_urn_of_gone(shared: &Shared, urn: &str, holder: &str) -> bool {
-    if shared.cmd.is_clustered() || !system_gone(shared, holder).await {
+    if shared.cmd.is_clustered() {
+        return false;
+    }
+    let stream = shared.keys.requests(holder);
+    if !system_gone(shared, holder).await && stream_exists(shared, &stream).await {
         return false;
     }
     let freed = Script::new(protocol::FREE_GONE_URN_SCRIPT)
@@ -142,6 +149,7 @@ pub(in crate::proxy) async fn free_urn_of_gone(shared: &Shared, urn: &str, holde
             vec![
                 owned(shared.keys.urn(urn)),
                 owned(shared.keys.lease(holder)),
+                owned(stream),
             ],
             vec![owned(holder.to_owned())],
         )
@@ -151,6 +159,12 @@ pub(in crate::proxy) async fn free_urn_of_gone(shared: &Shared, urn: &str, holde
         tracing::info!(system = %shared.system_id, %urn, gone = %holder, "freed the URN of a gone holder to activate it again");
     }
     freed
+}
+
+/// Whether `stream` exists (also when Redis did not answer: nothing is freed on a guess).
+async fn stream_exists(shared: &Shared, stream: &str) -> bool {
+    let exists = conn::call(&shared.cmd, keyed("EXISTS"), vec![owned(stream.to_owned())]).await;
+    !matches!(exists, Ok(Value::Integer(0)))
 }
 
 /// Takes (or keeps) the lock on taking over `system`'s requests for `prefix`: one
@@ -211,6 +225,9 @@ async fn choose_targets(
 pub(in crate::proxy) struct Source<'a> {
     /// The system whose stream is walked.
     pub(in crate::proxy) system: &'a str,
+    /// The stream walked: the system's request stream, or (a drain's) that stream renamed
+    /// once its system stopped reading it (`drain.rs`, [`drained_stream`]).
+    pub(in crate::proxy) stream: String,
     /// The script moves nothing while this key exists: the system's lease for a gone
     /// system (back, it reads its stream again), a key that never exists for a draining
     /// one (it stopped reading its stream, which is what the check stands for).
@@ -244,7 +261,7 @@ pub(in crate::proxy) async fn move_requests(
     from: &Source<'_>,
 ) -> TakenOver {
     let system = from.system;
-    let stream = shared.keys.requests(system);
+    let stream = from.stream.clone();
     let target = shared.keys.requests(&protocol::pattern_group(prefix));
     let mut done = TakenOver::default();
     if shared.cmd.is_clustered() {
@@ -353,6 +370,13 @@ pub(in crate::proxy) async fn move_requests(
         at = format!("({last}");
     }
     done
+}
+
+/// The name a draining system's request stream is given once it stops reading it
+/// ([`DRAINED_SUFFIX`] appended): clients' next appends to the stream fail at once and they
+/// look the URN up again, while the requests appended before are moved out of it.
+pub(in crate::proxy) fn drained_stream(requests_key: &str) -> String {
+    format!("{requests_key}{}", protocol::DRAINED_SUFFIX)
 }
 
 /// The system each of `urns` is held by (its URN key), in one `MGET`; `None` for each when

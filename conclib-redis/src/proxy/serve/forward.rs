@@ -36,6 +36,7 @@ enum Forwarded {
 }
 
 /// Where a request to pass on came in: the stream, and the entry pending there.
+#[derive(Clone, Copy)]
 pub(in crate::proxy) struct Origin<'a> {
     pub(in crate::proxy) shared: &'a Shared,
     pub(in crate::proxy) entry: EntryId,
@@ -95,6 +96,16 @@ pub(in crate::proxy) async fn forward(
             Handled::Acknowledge
         }
         Ok(Forwarded::NoStream) => {
+            // A pattern's URN whose key names a member that drained (its stream gone)
+            // before the URN was asked there: to the pattern's group, whose members free
+            // the key and activate the URN (`scale/takeover.rs`, `free_urn_of_gone`).
+            if let Some(prefix) = crate::protocol::pattern_prefix(&req.urn) {
+                let group = crate::protocol::pattern_group(prefix);
+                if owner != group {
+                    let to_group = forward(shared, origin, req, &group, reply_to, remaining);
+                    return Box::pin(to_group).await;
+                }
+            }
             tracing::warn!(urn = %req.urn, %owner, "dropped a request: the system holding its URN has no request stream");
             Handled::Acknowledge
         }
