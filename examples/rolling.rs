@@ -7,8 +7,10 @@
 //!
 //! - `asks`, `failed_asks` (any error), `timeouts`, `decode_errors` (an ask refused as
 //!   undecodable, or a reply the caller could not decode);
-//! - `p99_ratio_roll_to_steady`: the answered asks' p99 from the first SIGTERM to the last
-//!   member's exit, over their p99 in as long a window before it;
+//! - `p99_ratio_roll_to_steady`: the answered asks' p99 from the first successor's start
+//!   to the last member's exit (`roll_ms`), over their p99 in as long a window before it;
+//!   `slow_asks`: the roll's answered asks over twice that steady p99 (a shorter roll has
+//!   fewer quiet asks beside them, and a higher p99 for as many slow ones);
 //! - `drain_ms_max`: the longest a member took from its SIGTERM to its exit;
 //! - `pause_p99_ms`: the largest of the drains' p99 (over the URNs each handed over) of
 //!   the time from an activation's stop to its URN's release;
@@ -34,11 +36,8 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use conclib::AskError;
 use conclib::redis::codec::MsgPack;
 use conclib::redis::{ProxyClient, ProxyConfig};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
@@ -46,11 +45,13 @@ use tokio::process::{Child, ChildStdout};
 
 use crate::BoxError;
 
+mod caller;
 mod member;
 mod phases;
 mod python;
 mod ticks;
 
+pub use caller::caller;
 pub use member::{Account, AccountV2, Add, AddV2, Audit, Total, member};
 
 /// The namespace of the run.
@@ -64,101 +65,6 @@ fn micros_now() -> u64 {
             .as_micros(),
     )
     .unwrap_or(u64::MAX)
-}
-
-/// `caller URL SEED URNS IN_FLIGHT TIMEOUT_MS BUILD`: asks and tells `acct:0..URNS`,
-/// `IN_FLIGHT` at a time, in MessagePack, until its standard input closes, then prints one
-/// line per call (`A urn start_us end_us ok|timeout|decode|<error>`, `T urn ok|<error>`)
-/// and `DONE`. A build 2 caller tells build 2's `Add` (with its note), and once a line
-/// `v2` comes on its standard input (a build 2 member serves), asks `Audit` every other
-/// ask.
-pub async fn caller(args: &[String]) -> Result<(), BoxError> {
-    let [url, seed, urns, in_flight, timeout_ms, build] = args else {
-        return Err("caller URL SEED URNS IN_FLIGHT TIMEOUT_MS BUILD".into());
-    };
-    let (seed, urns): (u64, u64) = (seed.parse()?, urns.parse()?);
-    let v2_caller = build == "2";
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let v2_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (stop, v2_up) = (stop.clone(), v2_up.clone());
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
-                if line.trim() == "v2" {
-                    v2_up.store(true, Ordering::Relaxed);
-                }
-                line.clear();
-            }
-            stop.store(true, Ordering::Relaxed);
-        });
-    }
-    let timeout = Duration::from_millis(timeout_ms.parse()?);
-    let client = ProxyClient::connect(
-        &ProxyConfig::new(url.as_str())
-            .with_namespace(NAMESPACE)
-            .with_codec(MsgPack)
-            .with_ask_timeout(timeout),
-    )
-    .await?;
-    let mut workers = Vec::new();
-    for w in 0..in_flight.parse::<u64>()? {
-        let (client, stop, v2_up) = (client.clone(), stop.clone(), v2_up.clone());
-        workers.push(tokio::spawn(async move {
-            let mut lines = Vec::new();
-            let mut k = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                k += 1;
-                let u = (seed * 101 + w * 37 + k * 11) % urns;
-                let urn = format!("acct:{u}");
-                if k.is_multiple_of(4) {
-                    let added = if v2_caller {
-                        let note = Some(format!("from {seed}"));
-                        client.ask(urn.as_str(), AddV2 { note }).await
-                    } else {
-                        client.ask(urn.as_str(), Add {}).await
-                    };
-                    let outcome = match added {
-                        Ok(()) => "ok".to_owned(),
-                        Err(e) => outcome_of(&e),
-                    };
-                    lines.push(format!("T {u} {outcome}"));
-                    continue;
-                }
-                let start = micros_now();
-                let audit = v2_caller && k.is_multiple_of(2) && v2_up.load(Ordering::Relaxed);
-                let asked = if audit {
-                    client.ask(urn.as_str(), Audit).await
-                } else {
-                    client.ask(urn.as_str(), Total).await
-                };
-                let outcome = match asked {
-                    Ok(_) => "ok".to_owned(),
-                    Err(e) => outcome_of(&e),
-                };
-                lines.push(format!("A {u} {start} {} {outcome}", micros_now()));
-            }
-            lines
-        }));
-    }
-    for w in workers {
-        for line in w.await? {
-            println!("{line}");
-        }
-    }
-    println!("DONE");
-    client.shutdown().await;
-    Ok(())
-}
-
-/// A call's error as one word: a request refused as undecodable or not decodable by any
-/// member (`UnsupportedVersion`), or a reply the caller could not decode, is `decode`.
-fn outcome_of<E: std::fmt::Debug>(e: &AskError<E>) -> String {
-    match e {
-        AskError::Timeout(_) => "timeout".into(),
-        AskError::Codec(_) | AskError::UnsupportedVersion { .. } => "decode".into(),
-        other => format!("{other:?}").replace(" ", "_"),
-    }
 }
 
 /// How the run is made.
@@ -213,6 +119,12 @@ pub struct Report {
     pub p99_steady_ms: f64,
     /// The answered asks' p99 (ms) during the roll.
     pub p99_roll_ms: f64,
+    /// How long the roll took (ms): from the first successor's start to the last member's
+    /// exit. A shorter roll puts fewer quiet asks beside a replacement's slow ones.
+    pub roll_ms: u64,
+    /// The answered asks of the roll that took over twice the steady p99: how many asks a
+    /// roll slows down, whatever its length.
+    pub slow_asks: u64,
     /// The longest a member took from its SIGTERM to its exit (ms).
     pub drain_ms_max: u64,
     /// The largest of the drains' p99 handing time per URN (ms).
@@ -253,7 +165,7 @@ impl Report {
     #[must_use]
     pub fn line(&self) -> String {
         format!(
-            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0} py_callers={} py_asks={} py_failed={} py_timeouts={} ticks={} ticks_lost={} ticks_doubled={}",
+            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0} py_callers={} py_asks={} py_failed={} py_timeouts={} ticks={} ticks_lost={} ticks_doubled={} roll_ms={} slow_asks={}",
             self.asks,
             self.failed_asks,
             self.timeouts,
@@ -282,6 +194,8 @@ impl Report {
             self.ticks,
             self.ticks_lost,
             self.ticks_doubled,
+            self.roll_ms,
+            self.slow_asks,
         )
     }
 }
@@ -569,6 +483,9 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
     report.asks_per_s = report.asks as f64 / load.as_secs_f64();
     report.p99_steady_ms = p99_ms(steady);
     report.p99_roll_ms = p99_ms(rolling);
+    report.roll_ms = window / 1000;
+    let slow_us = (report.p99_steady_ms * 2000.0) as u64;
+    report.slow_asks = roll_asks.iter().filter(|(_, took)| *took > slow_us).count() as u64;
     if options.phases {
         eprint!("{}", steps.report(&roll_asks, report.p99_steady_ms));
     }

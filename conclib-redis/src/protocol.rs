@@ -247,8 +247,8 @@ pub(crate) const FOREIGN_KEY: &str = "(a key of another type)";
 
 /// Frees a URN key whose holder is gone: deletes `KEYS[1]` (the URN key) if it names
 /// `ARGV[1]` and that system holds no lease (`KEYS[2]`, its system lease) or, when
-/// `KEYS[3]` (its request stream) is given, has no request stream (it drained: its stream
-/// was renamed and deleted, `proxy/drain.rs`). 1: freed.
+/// `KEYS[3]` (its request stream) is given, has no request stream (it drained, and its
+/// stream was deleted: `proxy/drain.rs`). 1: freed.
 pub(crate) const FREE_GONE_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] and (redis.call('EXISTS', KEYS[2]) == 0 or (KEYS[3] ~= nil and redis.call('EXISTS', KEYS[3]) == 0)) then
   redis.call('DEL', KEYS[1])
   return 1
@@ -557,10 +557,6 @@ pub(crate) fn sha1_hex(script: &str) -> String {
     fred::util::sha1_hash(script)
 }
 
-/// What a drained system's request stream is renamed with once it stopped reading it
-/// (`proxy/drain.rs`): the suffix [`TAKE_OVER_SCRIPT`] strips for its requests' identity.
-pub(crate) const DRAINED_SUFFIX: &str = ":drained";
-
 /// `KEYS[1]` = a gone system's stream, `KEYS[2]` = a pattern group's stream, `KEYS[3]` = the
 /// gone system's lease, `KEYS[4..3+n]` = URN keys, `KEYS[4+n..]` = the streams of the members
 /// chosen to activate them; `ARGV[1]` = consumer group, `ARGV[2]` = the pattern's prefix,
@@ -578,13 +574,9 @@ pub(crate) const DRAINED_SUFFIX: &str = ":drained";
 /// of the pattern in the range is then acknowledged and deleted from the gone system's
 /// stream. One script: the requests of a URN reach one stream, in their order, before any
 /// request sent after they moved. Returns `{moved, expired, waited}` (`waited`: how long the
-/// oldest moved request had waited, ms). A stream renamed by a drain (its name ending in
-/// [`DRAINED_SUFFIX`]) gives its requests the first entry's identity under the stream's own
-/// name, as they were recorded when handled there.
+/// oldest moved request had waited, ms).
 pub(crate) const TAKE_OVER_SCRIPT: &str = r"if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-2, 0, 0} end
-local origin = KEYS[1]
-if string.sub(origin, -8) == ':drained' then origin = string.sub(origin, 1, -9) end
 local n = tonumber(ARGV[7])
 local dest = {}
 for i = 1, n do
@@ -637,7 +629,7 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
         f[ttl] = string.format('%.0f', left)
         if not first then
           f[#f + 1] = 'moved'
-          f[#f + 1] = id .. ' ' .. origin
+          f[#f + 1] = id .. ' ' .. KEYS[1]
         end
         redis.call('XADD', dest[urn] or KEYS[2], '*', unpack(f))
         moved = moved + 1

@@ -9,7 +9,10 @@
 //! 2. It leaves its groups, keeping its patterns: no more of the groups' requests, and no
 //!    more placements on it (it is taken out of each pattern's directory); what its member
 //!    lanes had taken is finished first.
-//! 3. It hands its activations over, [`HANDING_AT_ONCE`] at a time, each to the member the pattern's placement picks among the others: each
+//! 3. It hands its activations over, [`PASSIVATIONS_AT_ONCE`](super::scale::eviction)
+//!    at a time (and again any that came up meanwhile: activations under way as the drain
+//!    began, or from the reader's last requests in step 4), each to the member the
+//!    pattern's placement picks among the others: each
 //!    stops once its mailbox is empty (its `on_stop` may save, or carry its state:
 //!    `migration.rs`), then its URN key is given to that member, so that its next request
 //!    goes straight there and activates it. A request read meanwhile for that URN waits
@@ -19,16 +22,14 @@
 //!    the patterns' URNs to the own streams of the members it handed them to (those with
 //!    no holder to the patterns' groups; `TAKE_OVER_SCRIPT`, the deadlines cut by the time
 //!    waited): nothing is left for a successor that may never come. Unless it
-//!    serves actors of its own (whose requests wait there for its successor), it first
-//!    renames its stream (`<stream>:drained`), in one step: a client whose route to it was
-//!    cached before the releases appends nothing there from then on, looks the URN up
-//!    again at once and finds the member it was handed to (`client/exchange.rs`,
-//!    `resolve_again`; the Python client's `Session.stream_gone`), while what was
-//!    appended before is in the renamed stream, which one sweep empties, and which is then
-//!    deleted. (Where the rename cannot be made, the stream is swept and deleted once
-//!    nothing waits in it: a request appended between the sweep and the delete makes the
-//!    delete refuse, and it is swept again, until the routes cached before the releases
-//!    have lapsed.)
+//!    serves actors of its own (whose requests wait there for its successor), it then
+//!    deletes its stream at once: a client whose route to it was cached before the
+//!    releases appends nothing there, looks the URN up again and finds the member it was
+//!    handed to (`client/exchange.rs`, `resolve_again`; the Python client's
+//!    `Session.stream_gone`). A request appended between the sweep and the delete makes
+//!    the delete refuse: swept again, until it goes through (or until the routes cached
+//!    before the releases have lapsed: then only a request for none of its patterns' URNs
+//!    can hold the stream, and it is left).
 //! 5. A system that serves actors of its own keeps its stream: before step 4 it reads it
 //!    for one [`resolve_cache_ttl`](crate::ProxyConfig::resolve_cache_ttl) more, passing
 //!    on what clients with a route cached before the releases still send it.
@@ -51,9 +52,9 @@ use futures_util::stream::{self, StreamExt};
 use super::departure::{self, Tasks};
 use super::readiness::ShutdownPhase;
 use super::scale::placement_rule::MemberInfo;
-use super::scale::{activation, group, placement, takeover};
+use super::scale::{activation, eviction, group, placement, takeover};
 use super::shared::{Role, Shared};
-use crate::conn::{self, keyed, owned, s};
+use crate::conn::{owned, s};
 use crate::error::ServeError;
 use crate::protocol::CONSUMER_GROUP;
 use crate::script::Script;
@@ -137,47 +138,22 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
     for name in names {
         group::leave(shared, &name, group::AfterLeaving::KeepPattern).await;
     }
-    let urns = shared.activations.active();
-    drained.handed = urns.len();
-    let targets = choose_targets(shared, &urns).await;
-    let pauses: Vec<Duration> = stream::iter(urns.into_iter().zip(targets))
-        .map(|(urn, target)| {
-            let shared = shared.clone();
-            async move {
-                let since = Instant::now();
-                activation::move_away(&shared, &urn, target.as_deref()).await;
-                since.elapsed()
-            }
-        })
-        .buffer_unordered(HANDING_AT_ONCE)
-        .collect()
-        .await;
-    let mut pauses = pauses;
-    pauses.sort_unstable();
-    drained.longest_handing = pauses.last().copied().unwrap_or_default();
-    drained.handing_p99 = pauses
-        .get(pauses.len().saturating_sub(1) * 99 / 100)
-        .copied()
-        .unwrap_or_default();
+    // The activations live now, then those that came up meanwhile (activations under way
+    // when the drain began: nothing is activated here after it).
+    let mut pauses = Vec::new();
+    move_live(shared, &mut pauses).await;
+    note_pauses(drained, &mut pauses);
     let released = Instant::now();
     // Its own actors' requests wait in its stream for its successor, so the stream stays:
     // what clients that looked the URNs up before their release still send here is passed
-    // on while their routes may be cached.
-    // Its patterns' URNs it still holds keys for (none live here any more: a key claimed
-    // for an activation refused or passed on) are not its own actors': their requests go
-    // where the rest of its patterns' do, and their keys are released as it departs.
-    let (plain_urns, of_patterns) = {
+    // on while their routes may be cached. (A key of its patterns' URNs it still holds, with
+    // none live here now, is no actor of its own: it is released as it departs.)
+    let plain_urns = {
         let reg = shared.registry();
-        let of_patterns = reg
-            .owned
+        reg.owned
             .iter()
-            .filter(|u| shared.activations.pattern_for(u).is_some())
-            .count();
-        (reg.owned.len() > of_patterns, of_patterns)
+            .any(|u| shared.activations.pattern_for(u).is_none())
     };
-    if of_patterns > 0 {
-        tracing::info!(system = %shared.system_id, of_patterns, "draining: URN keys of its patterns held without an activation");
-    }
     if plain_urns {
         tokio::time::sleep(shared.config.resolve_cache_ttl).await;
     }
@@ -189,38 +165,25 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
     if let Some(writer) = tasks.writer.take() {
         let _ = writer.await;
     }
-    // Renamed out of the clients' way, then swept: a client still holding the route finds
-    // the stream gone at its next append and looks the URN up again at once, finding the
-    // member it was handed to (`client/exchange.rs`, `resolve_again`), rather than append
-    // to a stream that is only swept; what was appended before the rename is in the
-    // renamed stream, which nobody else appends to, so one sweep moves it all.
-    if !plain_urns && let Some(renamed) = rename_stream(shared).await {
-        for prefix in shared.activations.prefixes() {
-            let (moved, expired) = sweep(shared, &prefix, &renamed).await;
-            drained.moved += moved;
-            drained.expired += expired;
-        }
-        delete_renamed(shared, &renamed).await;
-        for prefix in shared.activations.prefixes() {
-            shared.activations.remove_pattern(&prefix);
-        }
-        return;
-    }
-    // Not renamed (its own actors' requests wait there for its successor, or Redis did not
-    // answer): swept, then closed when nothing of its own waits there. A request appended
-    // between a sweep and the close makes the close refuse: swept again, until the routes
-    // cached before the releases have lapsed (then only a request for a URN of none of its
+    // Activations the reader's last requests brought up: moved too, before the stream is
+    // swept and closed (else their keys would name this member once its stream is gone).
+    move_live(shared, &mut pauses).await;
+    note_pauses(drained, &mut pauses);
+    // Swept, then closed when nothing of its own waits there: a client still holding the
+    // route finds the stream gone and looks the URN up again at once, finding the member
+    // it was handed to (`client/exchange.rs`, `resolve_again`). A request appended between
+    // a sweep and the close makes the close refuse: swept again, until the routes cached
+    // before the releases have lapsed (then only a request for a URN of none of its
     // patterns can keep it open, and it is left).
-    let requests_key = shared.stream.requests_key.clone();
     let mut attempts = 0;
     loop {
         attempts += 1;
         for prefix in shared.activations.prefixes() {
-            let (moved, expired) = sweep(shared, &prefix, &requests_key).await;
+            let (moved, expired) = sweep(shared, &prefix).await;
             drained.moved += moved;
             drained.expired += expired;
         }
-        if plain_urns || close_stream(shared, &requests_key).await {
+        if plain_urns || close_stream(shared).await {
             break;
         }
         if attempts >= CLOSE_ATTEMPTS {
@@ -233,6 +196,47 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
     }
     for prefix in shared.activations.prefixes() {
         shared.activations.remove_pattern(&prefix);
+    }
+}
+
+/// The activations handed so far, and their handing times' p99 and longest.
+fn note_pauses(drained: &mut Drained, pauses: &mut [Duration]) {
+    pauses.sort_unstable();
+    drained.handed = pauses.len();
+    drained.longest_handing = pauses.last().copied().unwrap_or_default();
+    drained.handing_p99 = pauses
+        .get(pauses.len().saturating_sub(1) * 99 / 100)
+        .copied()
+        .unwrap_or_default();
+}
+
+/// Rounds of [`move_live`] at most: each moves the activations that came up during the one
+/// before (an activation under way as the drain began, or as the reader stopped).
+const MOVE_ROUNDS: usize = 4;
+
+/// Moves every live activation to the member its pattern's placement picks among the
+/// others, [`PASSIVATIONS_AT_ONCE`](eviction::PASSIVATIONS_AT_ONCE) at a time, and again
+/// those that came up meanwhile; each one's handing time is added to `pauses`.
+async fn move_live(shared: &Arc<Shared>, pauses: &mut Vec<Duration>) {
+    for _ in 0..MOVE_ROUNDS {
+        let urns = shared.activations.active();
+        if urns.is_empty() {
+            return;
+        }
+        let targets = choose_targets(shared, &urns).await;
+        let took: Vec<Duration> = stream::iter(urns.into_iter().zip(targets))
+            .map(|(urn, target)| {
+                let shared = shared.clone();
+                async move {
+                    let since = Instant::now();
+                    activation::move_away(&shared, &urn, target.as_deref()).await;
+                    since.elapsed()
+                }
+            })
+            .buffer_unordered(eviction::PASSIVATIONS_AT_ONCE)
+            .collect()
+            .await;
+        pauses.extend(took);
     }
 }
 
@@ -268,13 +272,6 @@ async fn choose_targets(shared: &Shared, urns: &[String]) -> Vec<Option<String>>
     out
 }
 
-/// Activations handed over at once. Each one's requests wait from its stop until its next
-/// holder has activated it; handed all at once (64), every one waited for all the others'
-/// stops, state writes and activations, which came to the same Redis and the same next
-/// holder together (docs/bench-log.md, "The roll's p99: a drain's hand-over in small
-/// batches").
-const HANDING_AT_ONCE: usize = 8;
-
 /// How many times the stream is swept and its close attempted back to back; after these,
 /// [`CLOSE_PAUSE`] apart until the routes cached before the releases have lapsed.
 const CLOSE_ATTEMPTS: usize = 3;
@@ -309,10 +306,9 @@ end
 redis.call('DEL', KEYS[1])
 return 1";
 
-/// Deletes `stream` (the system's stream, or that stream renamed) if nothing in it waits
-/// ([`CLOSE_DRAINED_SCRIPT`]): whether it is gone. Not in a Redis Cluster (nothing is
-/// swept there).
-async fn close_stream(shared: &Shared, stream: &str) -> bool {
+/// Deletes the system's stream if nothing in it waits ([`CLOSE_DRAINED_SCRIPT`]): whether
+/// it is gone. Not in a Redis Cluster (nothing is swept there).
+async fn close_stream(shared: &Shared) -> bool {
     if shared.cmd.is_clustered() || !matches!(shared.role, Role::System) {
         return true;
     }
@@ -320,55 +316,23 @@ async fn close_stream(shared: &Shared, stream: &str) -> bool {
     let closed = CLOSE_DRAINED
         .eval(
             &shared.cmd,
-            vec![owned(stream.to_owned())],
+            vec![owned(shared.stream.requests_key.clone())],
             vec![s(CONSUMER_GROUP)],
         )
         .await;
     matches!(closed, Ok(Value::Integer(1)))
 }
 
-/// `KEYS[1]` = the system's request stream, `KEYS[2]` = its new name: renames it if it
-/// exists (1), else 0.
-const RENAME_DRAINED_SCRIPT: &str = r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RENAME', KEYS[1], KEYS[2])
-return 1";
-
-/// Renames the system's request stream, which it no longer reads
-/// ([`takeover::drained_stream`]): the name it has now, `None` when Redis did not answer,
-/// the stream is gone already, or in a Redis Cluster (nothing is swept there).
-async fn rename_stream(shared: &Shared) -> Option<String> {
-    if shared.cmd.is_clustered() || !matches!(shared.role, Role::System) {
-        return None;
-    }
-    static RENAME_DRAINED: LazyLock<Script> = LazyLock::new(|| Script::new(RENAME_DRAINED_SCRIPT));
-    let from = shared.stream.requests_key.clone();
-    let to = takeover::drained_stream(&from);
-    let renamed = RENAME_DRAINED
-        .eval(&shared.cmd, vec![owned(from), owned(to.clone())], vec![])
-        .await;
-    matches!(renamed, Ok(Value::Integer(1))).then_some(to)
-}
-
-/// Deletes the renamed stream once swept: what still waits in it then is requests for URNs
-/// of none of the system's patterns, which nothing would read (said).
-async fn delete_renamed(shared: &Shared, renamed: &str) {
-    if !close_stream(shared, renamed).await {
-        tracing::warn!(system = %shared.system_id, "the drained stream held requests for URNs of none of its patterns; dropped");
-        let _ = conn::call(&shared.cmd, keyed("DEL"), vec![owned(renamed.to_owned())]).await;
-    }
-}
-
-/// Moves what is left unacknowledged in `stream` (the system's stream, or that stream
-/// renamed) for pattern `prefix`'s URNs to the streams of the members their URN keys name
-/// (else the pattern's group's stream): `(moved, expired)`. Not in a Redis Cluster (the
-/// streams live in different slots): there they wait for the system's successor.
-async fn sweep(shared: &Shared, prefix: &str, stream: &str) -> (u64, u64) {
+/// Moves what is left unacknowledged in the system's stream for pattern `prefix`'s URNs to
+/// the streams of the members their URN keys name (else the pattern's group's stream):
+/// `(moved, expired)`. Not in a Redis Cluster (the streams live in different slots): there
+/// they wait for the system's successor.
+async fn sweep(shared: &Shared, prefix: &str) -> (u64, u64) {
     if !matches!(shared.role, Role::System) {
         return (0, 0);
     }
     let from = takeover::Source {
         system: &shared.system_id,
-        stream: stream.to_owned(),
         // This key never exists: the system stopped reading its stream, which is what
         // the script's lease check stands for.
         lease_key: format!("{}:drained", shared.lease.key),

@@ -61,6 +61,7 @@ fn main() {
         a_killed_holders_queued_requests_are_moved_and_answered,
         a_paused_holders_queued_requests_are_moved_and_it_repeats_none,
         a_member_joining_under_load_takes_its_share_with_rebalancing,
+        two_members_joining_at_once_each_take_their_share,
         a_killed_holder_of_200_urns_fails_over_under_load_from_three_clients,
         a_paused_holder_of_200_urns_fails_over_under_load_and_repeats_nothing,
         a_holder_killed_within_a_second_of_activating_fails_over,

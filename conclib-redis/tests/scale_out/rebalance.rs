@@ -144,3 +144,92 @@ pub(crate) async fn a_member_joining_under_load_takes_its_share_with_rebalancing
         p.stop().await;
     }
 }
+
+/// Two members joining at once while callers ask every URN: the one holding them all looks
+/// at each join, and a join noticed while its look for the other is under way makes it look
+/// again once that look ends, so that both joiners hold a quarter each well before the next
+/// renewal's look (a 30 s lease: one every 10 s, and none within 10 s of a look that
+/// moved). Nothing fails meanwhile.
+pub(crate) async fn two_members_joining_at_once_each_take_their_share() {
+    let config = config("rebalance-two");
+    let lease_ms: u64 = 30_000;
+    let mut peers = start_placers(&config, lease_ms, "rebalance").await;
+    for p in peers.drain(1..) {
+        p.stop().await;
+    }
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let redis = plain_client(&config.url).await;
+    let ns = config.namespace.clone();
+    let urns: Vec<String> = (0..48).map(|i| format!("acct:j{i}")).collect();
+    for urn in &urns {
+        assert_eq!(client.ask(urn.as_str(), Total).await.unwrap(), 0);
+    }
+    // Every URN asked in turn by 8 callers: a URN handed over counts for its new member
+    // once asked there.
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for caller in 0..8usize {
+        let (client, stop, errors, urns) =
+            (client.clone(), stop.clone(), errors.clone(), urns.clone());
+        load.push(tokio::spawn(async move {
+            let mut i = caller;
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(e) = client.ask(urns[i % urns.len()].as_str(), Total).await {
+                    eprintln!("ask {}: {e}", urns[i % urns.len()]);
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 8;
+            }
+        }));
+    }
+    let lease = lease_ms.to_string();
+    let args = |system: &'static str| {
+        [
+            "placer".to_owned(),
+            config.url.clone(),
+            ns.clone(),
+            system.to_owned(),
+            lease.clone(),
+            "rebalance".to_owned(),
+        ]
+    };
+    let (a, b) = (args("s2"), args("s3"));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let joined_at = Instant::now();
+    let (s2, s3) = tokio::join!(Peer::start(&a), Peer::start(&b));
+    peers.extend([s2, s3]);
+    let spread = eventually(
+        Duration::from_secs(8),
+        "each joiner holds at least 25% of the activations",
+        || {
+            let (redis, ns, urns) = (redis.clone(), ns.clone(), urns.clone());
+            async move {
+                let by = shares(&holders(&redis, &ns, &urns).await);
+                let held = |s: &str| by.get(s).copied().unwrap_or(0) * 4 >= urns.len();
+                (held("s2") && held("s3")).then_some(by)
+            }
+        },
+    )
+    .await;
+    println!(
+        "RESULT test=rebalance_two_joiners urns={} both_share_ms={} spread={spread:?}",
+        urns.len(),
+        joined_at.elapsed().as_millis()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        tokio::time::timeout(Duration::from_secs(30), l)
+            .await
+            .expect("the callers stop")
+            .unwrap();
+    }
+    assert_eq!(errors.load(Ordering::Relaxed), 0, "no request failed");
+    drop(client);
+    for p in peers {
+        p.stop().await;
+    }
+}

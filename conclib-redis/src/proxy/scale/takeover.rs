@@ -70,7 +70,6 @@ pub(in crate::proxy) async fn take_over_gone(shared: &Shared, prefix: &str) -> T
         }
         let from = Source {
             system: &system,
-            stream: shared.keys.requests(&system),
             lease_key: shared.keys.lease(&system),
             to: MovedTo::Placed,
             steps: STEPS,
@@ -225,9 +224,6 @@ async fn choose_targets(
 pub(in crate::proxy) struct Source<'a> {
     /// The system whose stream is walked.
     pub(in crate::proxy) system: &'a str,
-    /// The stream walked: the system's request stream, or (a drain's) that stream renamed
-    /// once its system stopped reading it (`drain.rs`, [`drained_stream`]).
-    pub(in crate::proxy) stream: String,
     /// The script moves nothing while this key exists: the system's lease for a gone
     /// system (back, it reads its stream again), a key that never exists for a draining
     /// one (it stopped reading its stream, which is what the check stands for).
@@ -261,7 +257,7 @@ pub(in crate::proxy) async fn move_requests(
     from: &Source<'_>,
 ) -> TakenOver {
     let system = from.system;
-    let stream = from.stream.clone();
+    let stream = shared.keys.requests(system);
     let target = shared.keys.requests(&protocol::pattern_group(prefix));
     let mut done = TakenOver::default();
     if shared.cmd.is_clustered() {
@@ -370,13 +366,6 @@ pub(in crate::proxy) async fn move_requests(
         at = format!("({last}");
     }
     done
-}
-
-/// The name a draining system's request stream is given once it stops reading it
-/// ([`DRAINED_SUFFIX`] appended): clients' next appends to the stream fail at once and they
-/// look the URN up again, while the requests appended before are moved out of it.
-pub(in crate::proxy) fn drained_stream(requests_key: &str) -> String {
-    format!("{requests_key}{}", protocol::DRAINED_SUFFIX)
 }
 
 /// The system each of `urns` is held by (its URN key), in one `MGET`; `None` for each when
