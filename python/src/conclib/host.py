@@ -70,6 +70,9 @@ __all__ = ["ActorHost", "Fenced", "HostConfig", "ReminderPoller", "ReminderPolle
 log = logging.getLogger("conclib.host")
 
 
+# How often the upkeep looks for gone members at most (seconds).
+LOOK_AT_MOST = 0.1
+
 # The Rust ``ProxyConfig::activation_urn_ttl``'s default (seconds).
 RUST_ACTIVATION_URN_TTL = 120.0
 
@@ -651,7 +654,10 @@ class ActorHost:
     async def _upkeep(self) -> None:
         assert self.lease is not None and self.scripts is not None
         cfg = self.config
-        every = max(cfg.lease_ttl / 8, 0.01)
+        # Gone members looked for every eighth of the lease, 100 ms at most, as the Rust
+        # members (``scale/group.rs``, ``LOOK_AT_MOST``): a death on this host is seen at
+        # once, so this period is most of its failover.
+        every = min(max(cfg.lease_ttl / 8, 0.01), LOOK_AT_MOST)
         renew_every = max(cfg.lease_ttl / 3, 0.01)
         urns_every = cfg.urn_ttl / 3
         last_renew = last_urns = time.monotonic()
