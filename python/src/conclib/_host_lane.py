@@ -19,10 +19,10 @@ if sys.version_info >= (3, 11):
 else:  # a dependency of redis-py on these versions
     from async_timeout import timeout as within  # type: ignore[import-not-found, unused-ignore]
 
-__all__ = ["Lane", "within"]
+__all__ = ["Lane"]
 
 # How long an answer's write may take at most (seconds), and a read beyond its block: the
-# host's pool has no socket timeout (``host.py``), a command Redis never answers (a
+# lanes' connections have no socket timeout (``host.py``), a command Redis never answers (a
 # half-open connection) fails after this long.
 COMMAND_BOUND = 10.0
 
@@ -199,7 +199,7 @@ class Lane:
                     for attempt in range(50):
                         try:
                             async with within(COMMAND_BOUND):
-                                await self.scripts.answer(keys=[stream, *replies], args=args)
+                                await self.scripts.answer(keys=[stream, *replies], args=args, client=self.redis)
                             if self.awaiting:
                                 for entry in ids:
                                     done = self.awaiting.pop((stream, entry), None)

@@ -45,7 +45,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from ._host_lane import GROUP, Lane, within
+from ._host_lane import GROUP, Lane
 from ._host_group import claim_from_gone, more_pending, take_over_gone
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
@@ -72,9 +72,6 @@ log = logging.getLogger("conclib.host")
 
 # How often the upkeep looks for gone members at most (seconds).
 LOOK_AT_MOST = 0.1
-
-# How long one round of the upkeep may take at most (seconds).
-UPKEEP_BOUND = 30.0
 
 # The Rust ``ProxyConfig::activation_urn_ttl``'s default (seconds).
 RUST_ACTIVATION_URN_TTL = 120.0
@@ -153,6 +150,7 @@ class ActorHost:
         self._stopped = asyncio.Event()
         self._clock_offset_ms = 0.0
         self.redis: Any = None
+        self._lane_redis: Any = None
         self.lease: Lease | None = None
         self.scripts: Scripts | None = None
         self.activations_made = 0
@@ -245,16 +243,20 @@ class ActorHost:
             # on a connection to the old one fails; the next connects to the new one).
             self.redis = build_client(target, connect_timeout=5.0, command_timeout=None,
                                       max_connections=cfg.max_connections)
+            self._lane_redis = self.redis
         else:
             # A bounded pool that waits for a free connection (redis-py's default pool
             # refuses a command past its size: a burst of activations loading their state).
-            # No socket timeout, as on the Sentinel path: redis-py 8's default (5 s) sends
-            # each command through `asyncio.wait_for`, a task and a turn of the event loop
-            # more per command; the lanes and the upkeep bound their commands themselves
-            # (`_host_lane.within`).
             pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections,
-                                                            socket_timeout=None, timeout=None)
+                                                            timeout=None)
             self.redis = aioredis.Redis.from_pool(pool)
+            # The lanes' reads and answers on connections of their own without a socket
+            # timeout, as on the Sentinel path: redis-py 8's default (5 s) sends each command
+            # through `asyncio.wait_for`, a task and a turn of the event loop more per
+            # request; the lanes bound their commands themselves (`_host_lane.COMMAND_BOUND`).
+            lanes = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections,
+                                                             socket_timeout=None, timeout=None)
+            self._lane_redis = aioredis.Redis.from_pool(lanes)
         self.scripts = Scripts(self.redis)
         # Connects on first use: an actor's `self.client`, the subscriptions.
         self.client = AsyncClient(self.url, namespace=cfg.namespace)
@@ -347,6 +349,8 @@ class ActorHost:
         if self.client is not None:
             await self.client.close()
         await self.redis.aclose()
+        if self._lane_redis is not self.redis:
+            await self._lane_redis.aclose()
 
     async def _drained(self, mailbox: Mailbox, within: float = 5.0) -> None:
         end = time.monotonic() + within
@@ -356,7 +360,7 @@ class ActorHost:
     def _lane(self, keys: list[str], consumer: str, *, trims: bool, name: str) -> Lane:
         cfg = self.config
         return Lane(
-            self.redis, self.scripts, keys, consumer, self._dispatch,
+            self._lane_redis, self.scripts, keys, consumer, self._dispatch,
             batch=cfg.batch, max_in_flight=cfg.max_in_flight, reply_ttl_ms=int(cfg.reply_ttl * 1000),
             trims=trims, name=name,
             # A group's lane is woken by a member that placed a request here only at its
@@ -672,36 +676,33 @@ class ActorHost:
             await asyncio.sleep(every)
             now = time.monotonic()
             try:
-                # A command Redis never answers (a half-open connection: the pool has no
-                # socket timeout) holds the upkeep up for this long at most.
-                async with within(UPKEEP_BOUND):
-                    if now - last_renew >= renew_every:
-                        last_renew = now
-                        if not await self.lease.renew(self._reclaim) and self.lease.lost:
-                            log.error("another instance took system %s's lease: this host stops serving", self.system)
-                            await self._lost()
-                            return
-                        for m in self._member_leases:
-                            await m.renew()
-                        for p in self._patterns:
-                            await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
-                            await self._report(p)
-                        await self._claim_fixed()
-                        for lane in self._lanes:
-                            await self.redis.pexpire(lane.keys[-1], int(cfg.queue_ttl * 1000))
-                            if self.lease.fresh() and (lane.left or await more_pending(self.redis, lane)):
-                                lane.reread = True
-                        await self._sync_clock()
-                    if now - last_urns >= urns_every:
-                        last_urns = now
-                        await self._renew_activations()
-                    for lane in self._group_lanes.values():
-                        await claim_from_gone(self.redis, self.scripts, self.keys, lane)
+                if now - last_renew >= renew_every:
+                    last_renew = now
+                    if not await self.lease.renew(self._reclaim) and self.lease.lost:
+                        log.error("another instance took system %s's lease: this host stops serving", self.system)
+                        await self._lost()
+                        return
+                    for m in self._member_leases:
+                        await m.renew()
                     for p in self._patterns:
-                        await take_over_gone(
-                            self.redis, self.scripts, self.keys, p.prefix, self.system,
-                            int(cfg.lease_ttl * 1000), int(cfg.urn_ttl * 1000),
-                        )
+                        await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
+                        await self._report(p)
+                    await self._claim_fixed()
+                    for lane in self._lanes:
+                        await self.redis.pexpire(lane.keys[-1], int(cfg.queue_ttl * 1000))
+                        if self.lease.fresh() and (lane.left or await more_pending(self.redis, lane)):
+                            lane.reread = True
+                    await self._sync_clock()
+                if now - last_urns >= urns_every:
+                    last_urns = now
+                    await self._renew_activations()
+                for lane in self._group_lanes.values():
+                    await claim_from_gone(self.redis, self.scripts, self.keys, lane)
+                for p in self._patterns:
+                    await take_over_gone(
+                        self.redis, self.scripts, self.keys, p.prefix, self.system,
+                        int(cfg.lease_ttl * 1000), int(cfg.urn_ttl * 1000),
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as e:
