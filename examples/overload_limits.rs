@@ -619,10 +619,13 @@ async fn cap_run(
     let cpu_before: u64 = members.iter().map(Child::cpu_ms).sum();
     let idle_for = Duration::from_secs(5);
     tokio::time::sleep(idle_for).await;
-    let idle_cpu_ms_per_s =
-        members.iter().map(Child::cpu_ms).sum::<u64>().saturating_sub(cpu_before) as f64
-            / 3.0
-            / idle_for.as_secs_f64();
+    let idle_cpu_ms_per_s = members
+        .iter()
+        .map(Child::cpu_ms)
+        .sum::<u64>()
+        .saturating_sub(cpu_before) as f64
+        / 3.0
+        / idle_for.as_secs_f64();
     // Asked again: one visit saved, as many saves as activations that ended.
     let before: HashMap<String, u64> = activations.lock().unwrap().clone();
     let (saved_twice, unsaved) = (AtomicU64::new(0), AtomicU64::new(0));

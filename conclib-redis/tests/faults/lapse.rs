@@ -33,11 +33,7 @@ repeat
 until t - start >= tonumber(ARGV[1])
 return 1";
     while !stop.load(Ordering::Relaxed) {
-        let busy = raw(
-            &redis,
-            vec!["EVAL", script, "0", &BUSY_US.to_string()],
-        )
-        .await;
+        let busy = raw(&redis, vec!["EVAL", script, "0", &BUSY_US.to_string()]).await;
         assert!(busy.is_ok(), "the busy script runs: {busy:?}");
     }
 }
@@ -133,7 +129,11 @@ pub(crate) async fn a_process_paused_past_its_lease_with_many_urn_keys_serves_ag
         .unwrap();
     let _ = std::fs::remove_file(&notes);
     let recovered = served_since.map(|at| at.duration_since(thawed));
-    let after_thaw = |ok: bool| ends.iter().filter(|(at, o)| *at > thawed && *o == ok).count();
+    let after_thaw = |ok: bool| {
+        ends.iter()
+            .filter(|(at, o)| *at > thawed && *o == ok)
+            .count()
+    };
     if recovered.is_none() {
         peer.kill().await;
         panic!(
@@ -143,7 +143,10 @@ pub(crate) async fn a_process_paused_past_its_lease_with_many_urn_keys_serves_ag
         );
     }
     peer.stop().await;
-    assert!(late.is_empty(), "calls returned past their timeout: {late:?}");
+    assert!(
+        late.is_empty(),
+        "calls returned past their timeout: {late:?}"
+    );
     println!(
         "    served again {recovered:?} after the thaw; {} calls, {} failed",
         ends.len(),

@@ -284,13 +284,14 @@ async fn renew_lease_key(shared: &Shared, retake: bool) -> LeaseKey {
             .claim
             .eval_many(&shared.cmd, vec![(shared.lease.key.clone(), args)])
     };
-    let held = |answer: Vec<Result<Value, fred::error::Error>>, took: LeaseKey| {
-        match answer.into_iter().next() {
-            Some(Ok(Value::Integer(1))) => took,
-            Some(Ok(Value::Integer(0))) => LeaseKey::Retaken,
-            Some(Ok(_)) => LeaseKey::Replaced,
-            _ => LeaseKey::Unanswered,
-        }
+    let held = |answer: Vec<Result<Value, fred::error::Error>>, took: LeaseKey| match answer
+        .into_iter()
+        .next()
+    {
+        Some(Ok(Value::Integer(1))) => took,
+        Some(Ok(Value::Integer(0))) => LeaseKey::Retaken,
+        Some(Ok(_)) => LeaseKey::Replaced,
+        _ => LeaseKey::Unanswered,
     };
     match held(claim(Some("renew")).await, LeaseKey::Kept) {
         // Taken again; or taken by another instance in between, or not answered.
@@ -304,7 +305,10 @@ async fn renew_lease_key(shared: &Shared, retake: bool) -> LeaseKey {
 /// starved member) does not let the lease lapse again and the next renewal start over.
 /// `None` when the lease was not kept throughout (then the pass is dropped; the next
 /// renewal claims them all again).
-async fn keeping_lease<T>(shared: &Shared, pass: impl std::future::Future<Output = T>) -> Option<T> {
+async fn keeping_lease<T>(
+    shared: &Shared,
+    pass: impl std::future::Future<Output = T>,
+) -> Option<T> {
     let keep = async {
         loop {
             tokio::time::sleep((shared.config.lease_ttl / 3).max(Duration::from_millis(10))).await;
