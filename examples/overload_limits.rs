@@ -495,6 +495,8 @@ async fn member(args: &[String]) -> Result<(), BoxError> {
     let [url, ns, name, cap] = args else {
         return Err("member URL NS NAME CAP".into());
     };
+    // Its warnings (a lease lapsed, URN keys claimed again) on standard error.
+    conclib_examples::init_tracing();
     let mut config = ProxyConfig::new(url)
         .with_namespace(ns)
         .with_system_id(name)

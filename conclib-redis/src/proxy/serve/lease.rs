@@ -340,7 +340,10 @@ async fn renew_lease(shared: &Shared) {
         // system take the URNs over (the takeover gives their keys away once the lease
         // lapsed, whatever their own TTL): they are claimed again, and checked, before they
         // count as held.
-        LeaseKey::Retaken => shared.lease.renew_all_urns(),
+        LeaseKey::Retaken => {
+            tracing::warn!(system = %shared.system_id, urns = shared.registry().owned.len(), "this system's lease had lapsed in Redis (a pause, Redis out of reach): claiming every URN key again before serving");
+            shared.lease.renew_all_urns();
+        }
         LeaseKey::Replaced => {
             tracing::error!(system = %shared.system_id, "another proxy instance took this system's lease; this one stops reading");
             shared.lease.replaced.store(true, Ordering::Release);
@@ -380,9 +383,12 @@ async fn renew_lease(shared: &Shared) {
     // After a lapse every key is taken, free or not (another system's is refused), the
     // lease kept beside the pass; then renewed once more, the lease counted from that one.
     let all_until = if all_urns {
+        let pass = std::time::Instant::now();
         let Some(until) = keeping_lease(shared, renew_urn_keys(shared, IfFree::Take)).await else {
+            tracing::warn!(system = %shared.system_id, "the lease lapsed again while every URN key was claimed again; the next renewal starts over");
             return;
         };
+        tracing::info!(system = %shared.system_id, ms = pass.elapsed().as_millis() as u64, answered = until.is_some(), "claimed every URN key again");
         answered &= until.is_some();
         let again = std::time::Instant::now();
         if renew_lease_key(shared, false).await != LeaseKey::Kept {
