@@ -251,16 +251,8 @@ pub(in crate::proxy) async fn recheck_lease(shared: &Shared) {
 /// queue (a group member's upkeep; a system proxy's heartbeat renews its URN keys in a
 /// loop of their own, [`heartbeat_loop`]).
 pub(in crate::proxy) async fn renew(shared: &Shared) {
-    renew_lease_in_turn(shared).await;
-    renew_urns_in_turn(shared).await;
-}
-
-/// [`renew_lease`], one at a time with a lease re-check's: two at once could each find the
-/// lease lapsed in Redis (one's `renew` before the other's take), and the second's ask to
-/// claim every URN key again would void the first's pass.
-async fn renew_lease_in_turn(shared: &Shared) {
-    let _one_at_a_time = shared.lease.recheck.lock().await;
     renew_lease(shared).await;
+    renew_urns_in_turn(shared).await;
 }
 
 /// What a renewal of the lease key found ([`renew_lease_key`]).
@@ -538,7 +530,7 @@ async fn heartbeat(shared: Arc<Shared>) {
             // Not while the URN keys are renewed: the next tick.
             _ = full_scan.tick(), if !shared.lease.urns_renewing.load(Ordering::Acquire) => self::scan(&shared).await,
             _ = scan.tick() => catch_up(&shared).await,
-            _ = renew.tick() => renew_lease_in_turn(&shared).await,
+            _ = renew.tick() => renew_lease(&shared).await,
             event = reconnects.recv(), if events => match event {
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     // Redis may have restarted empty: recreate the group, claim everything again.
@@ -551,7 +543,7 @@ async fn heartbeat(shared: Arc<Shared>) {
                     // last renewals (docs: Redis topologies and durability): nothing more is
                     // handed to an actor until the lease and every URN are claimed again.
                     shared.lease.lapse();
-                    renew_lease_in_turn(&shared).await;
+                    renew_lease(&shared).await;
                 }
                 Err(_) => events = false,
             },

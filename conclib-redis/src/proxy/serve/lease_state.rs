@@ -42,7 +42,7 @@ pub(in crate::proxy) struct Lease {
     ///
     /// [`mark_lease_fresh`]: Lease::mark_lease_fresh
     fence: Mutex<conclib_core::Fence>,
-    /// One renewal of the lease at a time (a re-check's, the heartbeat's, a member's upkeep).
+    /// One lease re-check at a time.
     pub(in crate::proxy) recheck: tokio::sync::Mutex<()>,
     /// Another process of this system took its lease (this one was paused past it, and
     /// taken for dead): what this one reads before it stops is that one's to handle.
