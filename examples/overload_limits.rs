@@ -111,8 +111,10 @@ impl Page {
     #[on_stop]
     async fn save(&mut self, _reason: &conclib::StopReason) {
         let next = (self.state.0, self.state.1 + 1);
-        if self.store.save(&next).await.is_ok() {
-            self.state = next;
+        match self.store.save(&next).await {
+            Ok(()) => self.state = next,
+            // On the member's standard error: what the check then counts unsaved.
+            Err(e) => eprintln!("SAVE_FAILED {e}"),
         }
     }
 }
