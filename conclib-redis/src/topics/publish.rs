@@ -130,20 +130,24 @@ impl Topics {
     ) -> Result<(), TopicError> {
         let config = &self.inner.config;
         // A durable event's write and its `WAIT`s within the command timeout, as a lone
-        // write is.
-        let result = config
-            .durability
-            .within(
-                config.command_timeout,
-                self.publish_now(topic, event),
-                || {
-                    TopicError::Unavailable(format!(
-                        "not replicated within the command timeout ({:?}); the event may or may not be delivered",
-                        config.command_timeout
-                    ))
-                },
-            )
-            .await;
+        // write is (a live event's one command is bounded by it on its own).
+        let result = if matches!(topic.delivery, DeliveryMode::Durable) {
+            config
+                .durability
+                .within(
+                    config.command_timeout,
+                    self.publish_now(topic, event),
+                    || {
+                        TopicError::Unavailable(format!(
+                            "not replicated within the command timeout ({:?}); the event may or may not be delivered",
+                            config.command_timeout
+                        ))
+                    },
+                )
+                .await
+        } else {
+            self.publish_now(topic, event).await
+        };
         let counter = match result {
             Ok(()) => &self.inner.published,
             Err(_) => &self.inner.publish_failures,
