@@ -227,7 +227,7 @@
 //! - **Failover by membership** (`tests/scale_out/failover.rs`, `failover_load.rs`). When
 //!   the system holding activations is gone (its one system lease lapsed, or at once when
 //!   its death is provable: same host, pid gone), a member of each of its patterns' groups
-//!   (one at a time, by a lock; members look every eighth of a lease) chooses, by the
+//!   (one at a time, by a lock; members look every eighth of a lease, 100 ms at most) chooses, by the
 //!   pattern's placement, a live member for each of the pattern's URNs it held, and moves
 //!   the requests still queued in the gone system's own stream for each URN, read or not,
 //!   to the own stream of the member chosen for it, in their order, each with what is left
@@ -242,7 +242,7 @@
 //!   processes, 3 client processes asking and telling them, 16 calls in flight each (asks
 //!   with a 500 ms or a 10 s deadline), the holder of about 200 SIGKILLed: an ask sent to
 //!   each of its URNs at the kill answered after 0.22-0.58 s (p50) and 0.28-0.61 s (max)
-//!   in four runs; SIGSTOPped: 3.8-4.0 s and 3.85-4.14 s; every 10 s ask answered, the 500 ms ones answered or failing `Timeout`
+//!   in four runs (members then looked every 500 ms); SIGSTOPped: 3.8-4.0 s and 3.85-4.14 s; every 10 s ask answered, the 500 ms ones answered or failing `Timeout`
 //!   at their deadline, every call back within its timeout and 300 ms, every tell counted
 //!   once (the resumed holder repeats none), on a busy 2-core machine in debug builds (the
 //!   test prints a `RESULT` line). A holder back from a pause claims its URN keys again
@@ -263,7 +263,7 @@
 //!   activating, once its 3 s lease lapsed: 2.3-3.1 s; before, all of them ended `Timeout`). So the failover bound depends on the
 //!   deployment: on one host, where a death is provable, well under a second; across
 //!   hosts, one system lease ([`lease_ttl`](ProxyConfig::lease_ttl), 4 s by default) plus
-//!   a look (an eighth of it). Not in a Redis Cluster (the streams live in different slots, where no script
+//!   a look (an eighth of it, 100 ms at most). Not in a Redis Cluster (the streams live in different slots, where no script
 //!   reaches them all): there a held URN is activated again once its key lapses
 //!   ([`urn_ttl`](ProxyConfig::urn_ttl), 15 s), and asks queued for the gone holder fail at
 //!   their deadline.
