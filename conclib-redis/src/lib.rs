@@ -227,7 +227,7 @@
 //! - **Failover by membership** (`tests/scale_out/failover.rs`, `failover_load.rs`). When
 //!   the system holding activations is gone (its one system lease lapsed, or at once when
 //!   its death is provable: same host, pid gone), a member of each of its patterns' groups
-//!   (one at a time, by a lock; members look every eighth of a lease) chooses, by the
+//!   (one at a time, by a lock; members look every eighth of a lease, 100 ms at most) chooses, by the
 //!   pattern's placement, a live member for each of the pattern's URNs it held, and moves
 //!   the requests still queued in the gone system's own stream for each URN, read or not,
 //!   to the own stream of the member chosen for it, in their order, each with what is left
@@ -242,7 +242,7 @@
 //!   processes, 3 client processes asking and telling them, 16 calls in flight each (asks
 //!   with a 500 ms or a 10 s deadline), the holder of about 200 SIGKILLed: an ask sent to
 //!   each of its URNs at the kill answered after 0.22-0.58 s (p50) and 0.28-0.61 s (max)
-//!   in four runs; SIGSTOPped: 3.8-4.0 s and 3.85-4.14 s; every 10 s ask answered, the 500 ms ones answered or failing `Timeout`
+//!   in four runs (members then looked every 500 ms); SIGSTOPped: 3.8-4.0 s and 3.85-4.14 s; every 10 s ask answered, the 500 ms ones answered or failing `Timeout`
 //!   at their deadline, every call back within its timeout and 300 ms, every tell counted
 //!   once (the resumed holder repeats none), on a busy 2-core machine in debug builds (the
 //!   test prints a `RESULT` line). A holder back from a pause claims its URN keys again
@@ -263,7 +263,7 @@
 //!   activating, once its 3 s lease lapsed: 2.3-3.1 s; before, all of them ended `Timeout`). So the failover bound depends on the
 //!   deployment: on one host, where a death is provable, well under a second; across
 //!   hosts, one system lease ([`lease_ttl`](ProxyConfig::lease_ttl), 4 s by default) plus
-//!   a look (an eighth of it). Not in a Redis Cluster (the streams live in different slots, where no script
+//!   a look (an eighth of it, 100 ms at most). Not in a Redis Cluster (the streams live in different slots, where no script
 //!   reaches them all): there a held URN is activated again once its key lapses
 //!   ([`urn_ttl`](ProxyConfig::urn_ttl), 15 s), and asks queued for the gone holder fail at
 //!   their deadline.
@@ -520,7 +520,15 @@
 //! order), so a connection has one in flight at a time, and the callers that came while it
 //! ran share the next one: a write at this level waits for at most two `WAIT`s, however
 //! many callers share the connection (`durability.rs`,
-//! `callers_coming_during_a_wait_share_the_next_one`).
+//! `callers_coming_during_a_wait_share_the_next_one`). A reminder's registration or
+//! cancellation and a durable publish return within
+//! [`command_timeout`](ProxyConfig::command_timeout), the write and its `WAIT`s together
+//! (`Unavailable` when the time is up, the outcome unknown): with both replicas of a
+//! Sentinel topology frozen, 64 callers registering and publishing without pause at a
+//! 700 ms command timeout are each answered within it + 250 ms
+//! (`durable_writes_return_within_the_command_timeout_while_replicas_lag` in
+//! `tests/reminders/`), where two `WAIT`s of 500 ms (+ the 200 ms the client gives each
+//! answer) would otherwise take 1.4 s.
 //!
 //! The Python client takes the level too (`durability=conclib.Durability.replicas(n,
 //! timeout=...)`): a tell, a durable publish and a reminder's registration or cancellation
@@ -565,7 +573,19 @@
 //! `repl-diskless-sync-delay 0` (what `conclib_testkit::redis_ha` sets), 0.9-1.2 s (6
 //! promotions).
 //! So on a Cluster at `Replicas { n }`, give each shard `n + 1` replicas, or set
-//! `repl-diskless-sync-delay` low. Not covered at either level: an ask whose answer a
+//! `repl-diskless-sync-delay` low. With the data set sent through the socket
+//! (`repl-diskless-sync yes`, Redis 7's default), Redis 7.0 starts sending a rejoined
+//! replica the writes that follow the transfer only at the replica's next acknowledgement,
+//! once a second, when its first one came before the primary saw the transfer end: the
+//! replica then counts for no `WAIT` for up to a second more. In 20 Sentinel promotions at
+//! `n = 2` it happened 5 times (the replica's load and the primary's end of transfer 46-90
+//! ms apart in the servers' logs), each time the first ok came 1.06-1.25 s after the
+//! promotion, against 0.21-0.53 s otherwise; with `repl-diskless-sync no` (the data set
+//! through a file: what `conclib_testkit::redis_ha` sets) it cannot happen, and the
+//! first ok came 0.20-0.39 s after each of 20 promotions (load 9-12), 0.15-0.78 s at load
+//! 13-18 (BENCHMARKS.md, "Redis promotions"). So at `Replicas { n }` with `n` equal to the
+//! number of replicas, set `repl-diskless-sync no` where the data set is small enough to go
+//! through a file (its cost: the primary writes the data set to disk for each full sync). Not covered at either level: an ask whose answer a
 //! promotion lost ends `Unavailable` or `Timeout`.
 //!
 //! # Metrics

@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from ._host_request import Request
 from .protocol import Status, encode_reply
 
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as within
+else:  # a dependency of redis-py on these versions
+    from async_timeout import timeout as within  # type: ignore[import-not-found, unused-ignore]
+
 __all__ = ["Lane"]
+
+# How long an answer's write may take at most (seconds), and a read beyond its block: the
+# lanes' connections have no socket timeout (``host.py``), a command Redis never answers (a
+# half-open connection) fails after this long.
+COMMAND_BOUND = 10.0
 
 GROUP = "proxy"
 log = logging.getLogger("conclib.host")
@@ -187,7 +198,8 @@ class Lane:
                 try:
                     for attempt in range(50):
                         try:
-                            await self.scripts.answer(keys=[stream, *replies], args=args)
+                            async with within(COMMAND_BOUND):
+                                await self.scripts.answer(keys=[stream, *replies], args=args, client=self.redis)
                             if self.awaiting:
                                 for entry in ids:
                                     done = self.awaiting.pop((stream, entry), None)
@@ -238,7 +250,8 @@ class Lane:
             finished: set[tuple[str, bytes]] = set()
             self._finished_in_read = finished if rereading else None
             try:
-                got = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self.batch, block=block)
+                async with within(COMMAND_BOUND + (block or 0) / 1000):
+                    got = await self.redis.xreadgroup(GROUP, self.consumer, streams, count=self.batch, block=block)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -271,3 +284,10 @@ class Lane:
             if rereading and read < self.batch:
                 self._done = max(self._done, asked)
                 cursors.clear()
+            if read:
+                # The requests just dispatched run first (a handler that does not wait
+                # answers in that turn of the loop), then the write of their answers is
+                # sent, then the next (blocking) read: an answer does not wait behind it.
+                await asyncio.sleep(0)
+                if self._pending:
+                    await asyncio.sleep(0)

@@ -70,6 +70,9 @@ __all__ = ["ActorHost", "Fenced", "HostConfig", "ReminderPoller", "ReminderPolle
 log = logging.getLogger("conclib.host")
 
 
+# How often the upkeep looks for gone members at most (seconds).
+LOOK_AT_MOST = 0.1
+
 # The Rust ``ProxyConfig::activation_urn_ttl``'s default (seconds).
 RUST_ACTIVATION_URN_TTL = 120.0
 
@@ -147,6 +150,7 @@ class ActorHost:
         self._stopped = asyncio.Event()
         self._clock_offset_ms = 0.0
         self.redis: Any = None
+        self._lane_redis: Any = None
         self.lease: Lease | None = None
         self.scripts: Scripts | None = None
         self.activations_made = 0
@@ -239,12 +243,20 @@ class ActorHost:
             # on a connection to the old one fails; the next connects to the new one).
             self.redis = build_client(target, connect_timeout=5.0, command_timeout=None,
                                       max_connections=cfg.max_connections)
+            self._lane_redis = self.redis
         else:
             # A bounded pool that waits for a free connection (redis-py's default pool
             # refuses a command past its size: a burst of activations loading their state).
             pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections,
                                                             timeout=None)
             self.redis = aioredis.Redis.from_pool(pool)
+            # The lanes' reads and answers on connections of their own without a socket
+            # timeout, as on the Sentinel path: redis-py 8's default (5 s) sends each command
+            # through `asyncio.wait_for`, a task and a turn of the event loop more per
+            # request; the lanes bound their commands themselves (`_host_lane.COMMAND_BOUND`).
+            lanes = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections,
+                                                             socket_timeout=None, timeout=None)
+            self._lane_redis = aioredis.Redis.from_pool(lanes)
         self.scripts = Scripts(self.redis)
         # Connects on first use: an actor's `self.client`, the subscriptions.
         self.client = AsyncClient(self.url, namespace=cfg.namespace)
@@ -337,6 +349,8 @@ class ActorHost:
         if self.client is not None:
             await self.client.close()
         await self.redis.aclose()
+        if self._lane_redis is not self.redis:
+            await self._lane_redis.aclose()
 
     async def _drained(self, mailbox: Mailbox, within: float = 5.0) -> None:
         end = time.monotonic() + within
@@ -346,7 +360,7 @@ class ActorHost:
     def _lane(self, keys: list[str], consumer: str, *, trims: bool, name: str) -> Lane:
         cfg = self.config
         return Lane(
-            self.redis, self.scripts, keys, consumer, self._dispatch,
+            self._lane_redis, self.scripts, keys, consumer, self._dispatch,
             batch=cfg.batch, max_in_flight=cfg.max_in_flight, reply_ttl_ms=int(cfg.reply_ttl * 1000),
             trims=trims, name=name,
             # A group's lane is woken by a member that placed a request here only at its
@@ -651,7 +665,10 @@ class ActorHost:
     async def _upkeep(self) -> None:
         assert self.lease is not None and self.scripts is not None
         cfg = self.config
-        every = max(cfg.lease_ttl / 8, 0.01)
+        # Gone members looked for every eighth of the lease, 100 ms at most, as the Rust
+        # members (``scale/group.rs``, ``LOOK_AT_MOST``): a death on this host is seen at
+        # once, so this period is most of its failover.
+        every = min(max(cfg.lease_ttl / 8, 0.01), LOOK_AT_MOST)
         renew_every = max(cfg.lease_ttl / 3, 0.01)
         urns_every = cfg.urn_ttl / 3
         last_renew = last_urns = time.monotonic()

@@ -447,16 +447,23 @@ async fn claim_entries_of(shared: &Shared, consumer: &str) -> usize {
 /// it (`claim_entries_of`).
 const CLAIM_MIN_IDLE_MS: i64 = 100;
 
+/// How often a member looks for gone members at most (`member_loop`). A death on this
+/// host is provable at once (its pid is gone), so this period is most of such a failover
+/// (at 500 ms, an ask sent at a SIGKILL was answered up to 0.56 s later: docs/bench-log.md,
+/// "Python member failover: the look period"). Each look costs an `XPENDING`, an `HKEYS`
+/// and a `GET` per system in the pattern's directory.
+const LOOK_AT_MOST: Duration = Duration::from_millis(100);
+
 /// A member's upkeep: its leases and the group key renewed every third of the lease; gone
 /// members' entries claimed, and gone systems' requests taken over, every eighth of the
-/// lease (every 500 ms at most): a failover takes a lease and up to an eighth more.
+/// lease (every 100 ms at most, `LOOK_AT_MOST`): a failover takes a lease and up to an
+/// eighth more, or, a death on this host, up to 100 ms and the move.
 async fn member_loop(shared: Arc<Shared>) {
     let lease = shared.config.lease_ttl;
     let mut renew = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut check = tokio::time::interval(
-        (lease / 8).clamp(Duration::from_millis(10), Duration::from_millis(500)),
-    );
+    let mut check =
+        tokio::time::interval((lease / 8).clamp(Duration::from_millis(10), LOOK_AT_MOST));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     renew.tick().await;
     let mut reconnects = shared.cmd.reconnect_rx();

@@ -35,7 +35,7 @@ use crate::script::Script;
 
 /// Entries looked at per step of a takeover.
 const BATCH: usize = 200;
-/// Steps per look, at most: the rest at the next look (an eighth of a lease later).
+/// Steps per look, at most: the rest at the next look (an eighth of a lease later, 100 ms at most).
 const STEPS: usize = 50;
 
 /// [`TAKE_OVER_SCRIPT`](protocol::TAKE_OVER_SCRIPT), loaded once per process.
@@ -336,7 +336,7 @@ pub(in crate::proxy) async fn move_requests(
                     done.waited_ms = done.waited_ms.max(n(2).max(0) as u64);
                 }
                 Ok(_) => break,
-                // A takeover looks again an eighth of a lease later; a drain's sweep does not.
+                // A takeover looks again at the member's next look; a drain's sweep does not.
                 Err(e) if placed => {
                     tracing::debug!(error = %e, gone = %system, "could not move a gone system's requests; next look");
                     break;
