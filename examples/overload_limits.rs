@@ -19,9 +19,11 @@
 //! capped at `--cap` activations; each activation saves in `on_stop` only, counting its
 //! saves in its state. Then every URN (or `--check` of them) is asked again: its state must
 //! say one visit and as many saves as it had activations end. Prints `RESULT mode=cap urns=..
-//! urns_per_s=.. check_per_s=.. errors=.. evicted=.. saved_twice=.. unsaved=.. oom=..`
-//! (`urns_per_s`: the first asks' rate, new activations a second; `check_per_s`: the asks
-//! again; `oom`: members killed by a signal).
+//! urns_per_s=.. check_per_s=.. errors=.. evicted=.. saved_twice=.. unsaved=.. oom=..
+//! idle_member_cpu_ms_per_s=..` (`urns_per_s`: the first asks' rate, new activations a
+//! second; `check_per_s`: the asks again; `oom`: members killed by a signal;
+//! `idle_member_cpu_ms_per_s`: a member's CPU, on average, in the 5 s between the two rounds,
+//! when nobody asks).
 //!
 //! `cargo run --release -p conclib-examples --example overload_limits -- memory --urns 2000
 //! --limit-mb 128 --rate 100 --state-kb 256`: a member process under a container-like
@@ -109,8 +111,10 @@ impl Page {
     #[on_stop]
     async fn save(&mut self, _reason: &conclib::StopReason) {
         let next = (self.state.0, self.state.1 + 1);
-        if self.store.save(&next).await.is_ok() {
-            self.state = next;
+        match self.store.save(&next).await {
+            Ok(()) => self.state = next,
+            // On the member's standard error: what the check then counts unsaved.
+            Err(e) => eprintln!("SAVE_FAILED {e}"),
         }
     }
 }
@@ -241,6 +245,24 @@ async fn spawn(args: &[String]) -> Result<Child, BoxError> {
 }
 
 impl Child {
+    /// The CPU time it used so far (user and system, from `/proc`), in ms.
+    fn cpu_ms(&self) -> u64 {
+        let Some(pid) = self.child.id() else { return 0 };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0;
+        };
+        // The fields after the command's name (which may hold spaces): utime, stime are the
+        // 12th and 13th, in clock ticks (100 a second on Linux).
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let ticks: u64 = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum();
+        ticks * 10
+    }
+
     async fn expect(&mut self, word: &str) -> Result<String, BoxError> {
         let lines = self.lines.as_mut().ok_or("its output is read elsewhere")?;
         let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -475,6 +497,8 @@ async fn member(args: &[String]) -> Result<(), BoxError> {
     let [url, ns, name, cap] = args else {
         return Err("member URL NS NAME CAP".into());
     };
+    // Its warnings (a lease lapsed, URN keys claimed again) on standard error.
+    conclib_examples::init_tracing();
     let mut config = ProxyConfig::new(url)
         .with_namespace(ns)
         .with_system_id(name)
@@ -594,6 +618,18 @@ async fn cap_run(
         }
         seen = now;
     }
+    // The members' CPU while nobody asks, at their cap: their upkeep (lease, URN keys due,
+    // housekeeping), which should not grow with the activations held.
+    let cpu_before: u64 = members.iter().map(Child::cpu_ms).sum();
+    let idle_for = Duration::from_secs(5);
+    tokio::time::sleep(idle_for).await;
+    let idle_cpu_ms_per_s = members
+        .iter()
+        .map(Child::cpu_ms)
+        .sum::<u64>()
+        .saturating_sub(cpu_before) as f64
+        / 3.0
+        / idle_for.as_secs_f64();
     // Asked again: one visit saved, as many saves as activations that ended.
     let before: HashMap<String, u64> = activations.lock().unwrap().clone();
     let (saved_twice, unsaved) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -648,7 +684,7 @@ async fn cap_run(
         unsaved.load(Ordering::Relaxed),
     );
     println!(
-        "RESULT mode=cap urns={urns} members=3 cap={cap} urns_per_s={rate:.0} in_flight={in_flight} checked={} check_per_s={check_rate:.0} errors={errors} evicted={} saved_twice={saved_twice} unsaved={unsaved} oom={oom}",
+        "RESULT mode=cap urns={urns} members=3 cap={cap} urns_per_s={rate:.0} in_flight={in_flight} checked={} check_per_s={check_rate:.0} errors={errors} evicted={} saved_twice={saved_twice} unsaved={unsaved} oom={oom} idle_member_cpu_ms_per_s={idle_cpu_ms_per_s:.0}",
         check.min(urns),
         evicted.load(Ordering::Relaxed)
     );

@@ -162,6 +162,27 @@ impl Durability {
         Ok(())
     }
 
+    /// Runs `operation` (writes and the `WAIT`s after them at this level) within `limit`,
+    /// the caller's bound ([`command_timeout`](crate::ProxyConfig::command_timeout)), and
+    /// ends it with `elapsed()` if it runs longer: each command is bounded on its own (the
+    /// write by the command timeout, each `WAIT` by this level's timeout), and one caller may
+    /// wait for two `WAIT`s after its write ([`replicated`](Self::replicated)), so the sum
+    /// could otherwise outlast the caller's bound while the replicas lag. At
+    /// [`Primary`](Self::Primary) there is no `WAIT`: `operation` runs as it is.
+    pub(crate) async fn within<T, E>(
+        &self,
+        limit: Duration,
+        operation: impl std::future::Future<Output = Result<T, E>>,
+        elapsed: impl FnOnce() -> E,
+    ) -> Result<T, E> {
+        if matches!(self, Durability::Primary) {
+            return operation.await;
+        }
+        tokio::time::timeout(limit, operation)
+            .await
+            .unwrap_or_else(|_| Err(elapsed()))
+    }
+
     /// Reads how many replicas the primary has (`INFO replication`) and warns (once, at
     /// start-up) when this level and the topology disagree: replicas at
     /// [`Primary`](Self::Primary) (a promotion may undo acknowledged writes), fewer

@@ -520,7 +520,15 @@
 //! order), so a connection has one in flight at a time, and the callers that came while it
 //! ran share the next one: a write at this level waits for at most two `WAIT`s, however
 //! many callers share the connection (`durability.rs`,
-//! `callers_coming_during_a_wait_share_the_next_one`).
+//! `callers_coming_during_a_wait_share_the_next_one`). A reminder's registration or
+//! cancellation and a durable publish return within
+//! [`command_timeout`](ProxyConfig::command_timeout), the write and its `WAIT`s together
+//! (`Unavailable` when the time is up, the outcome unknown): with both replicas of a
+//! Sentinel topology frozen, 64 callers registering and publishing without pause at a
+//! 700 ms command timeout are each answered within it + 250 ms
+//! (`durable_writes_return_within_the_command_timeout_while_replicas_lag` in
+//! `tests/reminders/`), where two `WAIT`s of 500 ms (+ the 200 ms the client gives each
+//! answer) would otherwise take 1.4 s.
 //!
 //! The Python client takes the level too (`durability=conclib.Durability.replicas(n,
 //! timeout=...)`): a tell, a durable publish and a reminder's registration or cancellation
@@ -565,7 +573,19 @@
 //! `repl-diskless-sync-delay 0` (what `conclib_testkit::redis_ha` sets), 0.9-1.2 s (6
 //! promotions).
 //! So on a Cluster at `Replicas { n }`, give each shard `n + 1` replicas, or set
-//! `repl-diskless-sync-delay` low. Not covered at either level: an ask whose answer a
+//! `repl-diskless-sync-delay` low. With the data set sent through the socket
+//! (`repl-diskless-sync yes`, Redis 7's default), Redis 7.0 starts sending a rejoined
+//! replica the writes that follow the transfer only at the replica's next acknowledgement,
+//! once a second, when its first one came before the primary saw the transfer end: the
+//! replica then counts for no `WAIT` for up to a second more. In 20 Sentinel promotions at
+//! `n = 2` it happened 5 times (the replica's load and the primary's end of transfer 46-90
+//! ms apart in the servers' logs), each time the first ok came 1.06-1.25 s after the
+//! promotion, against 0.21-0.53 s otherwise; with `repl-diskless-sync no` (the data set
+//! through a file: what `conclib_testkit::redis_ha` sets) it cannot happen, and the
+//! first ok came 0.20-0.39 s after each of 20 promotions (load 9-12), 0.15-0.78 s at load
+//! 13-18 (BENCHMARKS.md, "Redis promotions"). So at `Replicas { n }` with `n` equal to the
+//! number of replicas, set `repl-diskless-sync no` where the data set is small enough to go
+//! through a file (its cost: the primary writes the data set to disk for each full sync). Not covered at either level: an ask whose answer a
 //! promotion lost ends `Unavailable` or `Timeout`.
 //!
 //! # Metrics

@@ -219,6 +219,14 @@ impl Node {
             // replica rejoins is back at its replica count within a second (docs: Redis
             // topologies and durability, "Recovery after a promotion").
             command.args(["--repl-diskless-sync-delay", "0"]);
+            // The data set is sent through a file, not the socket: after a transfer through
+            // the socket, Redis 7.0 streams the writes that follow to the replica only from
+            // its next acknowledgement, once a second, when its first one came before the
+            // primary saw the transfer end; the replica then counts for no `WAIT` for up to
+            // a second more (docs: Redis topologies and durability, "Recovery after a
+            // promotion"). A file of its own per server: they share the directory.
+            command.args(["--repl-diskless-sync", "no", "--dbfilename"]);
+            command.arg(format!("dump-{}.rdb", self.port));
         }
         command
             .arg("--dir")

@@ -312,6 +312,24 @@ impl Reminders {
         }
     }
 
+    /// `operation` (a write and the `WAIT`s after it) within the command timeout, as a lone
+    /// write is (`Durability::within`).
+    async fn within_command_timeout<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, ReminderError>>,
+    ) -> Result<T, ReminderError> {
+        let config = self.client.config();
+        let limit = config.command_timeout;
+        config
+            .durability
+            .within(limit, operation, || {
+                unavailable(format!(
+                    "not replicated within the command timeout ({limit:?}); the call may or may not have taken effect"
+                ))
+            })
+            .await
+    }
+
     fn connection(&self) -> Result<&Client, ReminderError> {
         self.client.command_connection().map_err(unavailable)
     }
@@ -326,8 +344,20 @@ impl Reminders {
     /// [`ReminderError::Codec`] for a payload that could not be encoded or is too large;
     /// [`ReminderError::Unavailable`] when Redis did not answer, or, at
     /// [`Durability::Replicas`](crate::Durability::Replicas), the replicas did not take the
-    /// registration in time (it may still fire).
+    /// registration in time (it may still fire). Either way within
+    /// [`command_timeout`](crate::ProxyConfig::command_timeout), the write and the `WAIT`s
+    /// after it together.
     pub async fn register(&self, urn: &str, reminder: Reminder) -> Result<u64, ReminderError> {
+        self.within_command_timeout(self.write_registration(urn, reminder))
+            .await
+    }
+
+    /// [`register`](Self::register), not bounded as a whole.
+    async fn write_registration(
+        &self,
+        urn: &str,
+        reminder: Reminder,
+    ) -> Result<u64, ReminderError> {
         conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
         check_name(&reminder.name).map_err(ReminderError::Invalid)?;
         let period = match reminder.period {
@@ -404,6 +434,12 @@ impl Reminders {
     /// [`ReminderError::Invalid`], [`ReminderError::Unavailable`] as for
     /// [`register`](Self::register).
     pub async fn cancel(&self, urn: &str, name: &str) -> Result<bool, ReminderError> {
+        self.within_command_timeout(self.write_cancellation(urn, name))
+            .await
+    }
+
+    /// [`cancel`](Self::cancel), not bounded as a whole.
+    async fn write_cancellation(&self, urn: &str, name: &str) -> Result<bool, ReminderError> {
         conclib_core::validate_urn(urn).map_err(|e| ReminderError::Invalid(e.to_string()))?;
         check_name(name).map_err(ReminderError::Invalid)?;
         let keys = ShardKeys::of_urn(&self.client.config().namespace, urn);

@@ -120,14 +120,34 @@ impl Topics {
     /// [`TopicError::Codec`], [`TopicError::TooLarge`] (over
     /// [`ProxyConfig::max_payload`]), [`TopicError::Unavailable`] (nothing was published:
     /// Redis did not take it within [`ProxyConfig::command_timeout`]; or a durable event
-    /// did not reach the replicas the durability asks for in time: it may be delivered),
+    /// did not reach the replicas the durability asks for in time: it may be delivered;
+    /// the write and its `WAIT`s together within the command timeout),
     /// [`TopicError::Redis`].
     pub async fn publish<E: Serialize + ?Sized>(
         &self,
         topic: &Topic,
         event: &E,
     ) -> Result<(), TopicError> {
-        let result = self.publish_now(topic, event).await;
+        let config = &self.inner.config;
+        // A durable event's write and its `WAIT`s within the command timeout, as a lone
+        // write is (a live event's one command is bounded by it on its own).
+        let result = if matches!(topic.delivery, DeliveryMode::Durable) {
+            config
+                .durability
+                .within(
+                    config.command_timeout,
+                    self.publish_now(topic, event),
+                    || {
+                        TopicError::Unavailable(format!(
+                            "not replicated within the command timeout ({:?}); the event may or may not be delivered",
+                            config.command_timeout
+                        ))
+                    },
+                )
+                .await
+        } else {
+            self.publish_now(topic, event).await
+        };
         let counter = match result {
             Ok(()) => &self.inner.published,
             Err(_) => &self.inner.publish_failures,

@@ -7,6 +7,7 @@
 mod common;
 mod hostile;
 mod kills;
+mod lapse;
 mod mailbox;
 #[path = "../peer/mod.rs"]
 mod peer;
@@ -30,6 +31,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use hostile::*;
 use kills::*;
+use lapse::*;
 use mailbox::*;
 use shutdown::*;
 
@@ -40,6 +42,7 @@ fn main() {
         accepted_tells_survive_a_sigkill_of_the_serving_process,
         a_tell_in_the_wrong_stream_is_forwarded_to_the_urns_holder,
         a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over,
+        a_process_paused_past_its_lease_with_many_urn_keys_serves_again,
         a_paused_process_replaced_by_its_own_system_hands_on_what_it_reads,
         a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run,
         a_request_older_than_the_room_wait_gets_the_room_there_is_or_mailbox_full_at_once,
@@ -81,10 +84,26 @@ impl Peer {
         lease_ms: u64,
         release: bool,
     ) -> Peer {
+        let env: &[(&str, String)] = if release {
+            &[("CONCLIB_TEST_RELEASE", String::new())]
+        } else {
+            &[]
+        };
+        Peer::serve_env(config, system, urns, notes, lease_ms, env).await
+    }
+
+    /// [`serve`](Self::serve), with more of the peer's settings in its environment (the
+    /// peer's module docs).
+    async fn serve_env(
+        config: &ProxyConfig,
+        system: &str,
+        urns: &[&str],
+        notes: &Path,
+        lease_ms: u64,
+        env: &[(&str, String)],
+    ) -> Peer {
         let mut command = peer::command();
-        if release {
-            command.env("CONCLIB_TEST_RELEASE", "1");
-        }
+        command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         let mut child = command
             .args(["serve", &config.url, &config.namespace, system])
             .args(urns)

@@ -5,7 +5,9 @@
 //!   counter at each URN, starts a proxy, prints `READY`; then on stdin `stop` (or end of
 //!   input) shuts the proxy down gracefully and prints `STOPPED`, `crash` exits at once.
 //!   `CONCLIB_TEST_LEASE_MS` sets the proxy's lease and its URN keys' TTL; `CONCLIB_TEST_NOTES` is where the
-//!   counters record the `Note`s they handle; `CONCLIB_TEST_RELEASE` set: `release_on_shutdown`.
+//!   counters record the `Note`s they handle; `CONCLIB_TEST_RELEASE` set: `release_on_shutdown`;
+//!   `CONCLIB_TEST_BULK_URNS` = N: N more counters, at `bulk:0`..; `CONCLIB_TEST_URN_TTL_MS`:
+//!   the URN keys' TTL (after `CONCLIB_TEST_LEASE_MS`).
 //! - `<test binary> ask <url> <namespace> <urn> <total> <concurrency> <tag>`: asks
 //!   `total` echoes, `concurrency` at a time, checks every answer, prints `OK <total>`.
 
@@ -70,10 +72,21 @@ async fn serve(url: &str, ns: &str, system_id: &str, urns: &[String]) -> i32 {
         config.lease_ttl = Duration::from_millis(ms);
         config.urn_ttl = config.lease_ttl;
     }
+    if let Some(ms) = std::env::var("CONCLIB_TEST_URN_TTL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.urn_ttl = Duration::from_millis(ms);
+    }
     // As the Python tests' server does: a stopped system deletes its URN keys at once.
     config.release_on_shutdown = std::env::var_os("CONCLIB_TEST_RELEASE").is_some();
     let system = ActorSystem::new(system_id);
-    for urn in urns {
+    let bulk: usize = std::env::var("CONCLIB_TEST_BULK_URNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bulk: Vec<String> = (0..bulk).map(|i| format!("bulk:{i}")).collect();
+    for urn in urns.iter().chain(&bulk) {
         if let Err(e) = system
             .build(actors::Counter::default())
             .urn(urn.clone())

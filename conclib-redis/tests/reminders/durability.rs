@@ -335,3 +335,119 @@ pub(crate) async fn a_registration_is_ok_only_once_a_replica_holds_it() {
     .await;
     client.shutdown().await;
 }
+
+/// At `Durability::Replicas { n: 2 }` through Sentinel (a primary, 2 replicas, 3 sentinels),
+/// with both replicas frozen (SIGSTOP): 64 callers registering reminders and publishing
+/// durable events without pause are each answered `Unavailable` within the command timeout
+/// (+ 250 ms), the write and the `WAIT`s after it together. Each `WAIT` is bounded by the
+/// level's timeout, and a caller may wait for two after its write: 1.4 s here, past the
+/// 700 ms command timeout, had the whole not been bounded by it.
+pub(crate) async fn durable_writes_return_within_the_command_timeout_while_replicas_lag() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Instant;
+
+    use conclib_redis::topics::Topic;
+
+    let sentinel = tokio::task::spawn_blocking(conclib_testkit::redis_ha::Sentinel::start)
+        .await
+        .unwrap();
+    let mut config = ProxyConfig::default()
+        .with_namespace("rem-bound")
+        .with_url(sentinel.url());
+    config.durability = Durability::Replicas {
+        n: 2,
+        timeout: Duration::from_millis(500),
+    };
+    config.command_timeout = Duration::from_millis(700);
+    let client = client(&config).await;
+    let reminders = Reminders::new(&client);
+    let topic = Topic::durable("rem.bound").unwrap();
+    let primary = sentinel.primary_port().unwrap();
+    let frozen: Vec<_> = sentinel
+        .servers
+        .iter()
+        .filter(|s| s.port != primary)
+        .collect();
+    for replica in &frozen {
+        replica.signal(libc::SIGSTOP);
+    }
+    let bound = config.command_timeout + Duration::from_millis(250);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, late) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let longest = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let callers: Vec<_> = (0..64u64)
+        .map(|c| {
+            let (client, reminders, topic, stop) = (
+                client.clone(),
+                reminders.clone(),
+                topic.clone(),
+                stop.clone(),
+            );
+            let (ok, failed, late, longest) =
+                (ok.clone(), failed.clone(), late.clone(), longest.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let began = Instant::now();
+                    let unavailable = if (c + n).is_multiple_of(2) {
+                        let reminder =
+                            Reminder::after(format!("c{c}-{n}"), Duration::from_secs(3600));
+                        match reminders.register(&format!("rem:{c}"), reminder).await {
+                            Ok(_) => false,
+                            Err(ReminderError::Unavailable(_)) => true,
+                            Err(e) => panic!("an untyped error: {e}"),
+                        }
+                    } else {
+                        match client.topics().publish(&topic, &n).await {
+                            Ok(()) => false,
+                            Err(conclib_redis::topics::TopicError::Unavailable(_)) => true,
+                            Err(e) => panic!("an untyped error: {e}"),
+                        }
+                    };
+                    let took = began.elapsed();
+                    if unavailable {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if took > bound {
+                        late.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let mut longest = longest.lock().unwrap();
+                    *longest = (*longest).max(took);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        tokio::time::timeout(4 * bound, caller)
+            .await
+            .expect("a caller returned")
+            .unwrap();
+    }
+    for replica in &frozen {
+        replica.signal(libc::SIGCONT);
+    }
+    let (ok, failed, late) = (
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        late.load(Ordering::Relaxed),
+    );
+    let longest = *longest.lock().unwrap();
+    eprintln!(
+        "frozen replicas, 64 callers: {ok} ok, {failed} unavailable, {late} past {bound:?}, longest {longest:?}"
+    );
+    assert_eq!(ok, 0, "writes reported done that no replica holds");
+    assert!(failed >= 64, "every caller was answered: {failed}");
+    assert_eq!(late, 0, "calls past the command timeout + 250 ms");
+    client.shutdown().await;
+    drop(sentinel);
+}

@@ -36,6 +36,7 @@ fn main() {
         a_firer_killed_mid_delivery_is_taken_over_after_its_claim,
         reminders_survive_a_redis_restart_with_aof,
         a_registration_is_ok_only_once_a_replica_holds_it,
+        durable_writes_return_within_the_command_timeout_while_replicas_lag,
         the_python_client_sends_the_same_scripts,
         reminders_fire_once_on_a_redis_cluster,
         garbled_records_do_not_stop_their_shard,

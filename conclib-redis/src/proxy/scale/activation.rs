@@ -194,17 +194,19 @@ async fn claim(
         .await
 }
 
-/// Passivates the activations idle for longer than their pattern allows, and forgets
-/// those whose actor stopped by itself (its URN is released as any stopped actor's).
-pub(in crate::proxy) async fn passivate_idle(shared: &Arc<Shared>) {
-    shared.activations.live().retain(|_, l| l.actor.is_alive());
-    let idle: Vec<String> = shared
-        .activations
-        .live()
-        .iter()
-        .filter(|(_, l)| l.is_idle())
-        .map(|(u, _)| u.clone())
-        .collect();
+/// Passivates the activations idle for longer than their pattern allows (those due, not
+/// every activation: [`LiveSet::due_idle`](super::activations::LiveSet::due_idle)), and,
+/// with `sweep`, forgets those whose actor stopped by itself (its URN is released as any
+/// stopped actor's; the URN journal's catch-up forgets them as they stop: this is the
+/// safety net).
+pub(in crate::proxy) async fn passivate_idle(shared: &Arc<Shared>, sweep: bool) {
+    let idle = {
+        let mut live = shared.activations.live();
+        if sweep {
+            live.retain(|_, l| l.actor.is_alive());
+        }
+        live.due_idle(Instant::now(), HOUSEKEEPING_TICK)
+    };
     if idle.is_empty() {
         return;
     }
@@ -453,15 +455,23 @@ async fn shed_for_memory(shared: &Arc<Shared>) {
     passivate_in_batches(shared, urns, true, Some("shed")).await;
 }
 
+/// How often the activations' housekeeping looks at them.
+const HOUSEKEEPING_TICK: Duration = Duration::from_millis(250);
+
+/// Every how many housekeeping ticks the activations whose actor stopped are swept (30 s).
+const SWEEP_EVERY: u32 = 120;
+
 /// The activations' housekeeping, every 250 ms while the proxy runs: idle ones passivated,
-/// the activation cap and memory shedding applied. Runs beside the lease's heartbeat, in
-/// its task (`handle.rs`).
+/// the activation cap and memory shedding applied; every 30 s, activations whose actor
+/// stopped forgotten. Runs beside the lease's heartbeat, in its task (`handle.rs`).
 pub(in crate::proxy) async fn housekeeping_loop(shared: Arc<Shared>) {
-    let mut idle = tokio::time::interval(Duration::from_millis(250));
+    let mut idle = tokio::time::interval(HOUSEKEEPING_TICK);
     idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
     loop {
         idle.tick().await;
-        passivate_idle(&shared).await;
+        ticks = (ticks + 1) % SWEEP_EVERY;
+        passivate_idle(&shared, ticks == 0).await;
         overload_tick(&shared).await;
     }
 }

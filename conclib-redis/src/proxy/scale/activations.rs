@@ -2,7 +2,8 @@
 //! ([`Activations`]), and what an activated actor's constructor gets ([`Activation`]).
 //! `activation.rs` activates and passivates.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -93,10 +94,18 @@ pub(in crate::proxy) struct Activations {
 /// come and go, since every activation, passivation and placement reads its pattern's
 /// count (counting the map each time made a first request's cost grow with the
 /// activations alive).
+///
+/// The activations whose pattern passivates idle ones are also kept by when they may be
+/// idle ([`LiveSet::due_idle`]): the housekeeping looks at those due, not at every
+/// activation every 250 ms (at 100,000 activations that walk was a third of a starved
+/// member's CPU: docs/bench-log.md, "Overload: a starved member's lease").
 #[derive(Default)]
 pub(in crate::proxy) struct LiveSet {
     by_urn: HashMap<String, Live>,
     per_pattern: HashMap<String, u64>,
+    /// (when it may be idle, URN, the activation's token): one entry per activation of a
+    /// pattern with an idle time; an entry whose activation is gone is dropped when due.
+    idle_at: BinaryHeap<Reverse<(Instant, String, String)>>,
 }
 
 impl LiveSet {
@@ -110,6 +119,13 @@ impl LiveSet {
 
     pub(in crate::proxy) fn insert(&mut self, urn: String, live: Live) {
         let prefix = live.pattern.prefix.clone();
+        if let Some(idle) = live.pattern.idle {
+            self.idle_at.push(Reverse((
+                live.last_used + idle,
+                urn.clone(),
+                live.token.clone(),
+            )));
+        }
         if let Some(old) = self.by_urn.insert(urn, live) {
             self.uncount(&old.pattern.prefix);
         }
@@ -136,6 +152,41 @@ impl LiveSet {
 
     pub(in crate::proxy) fn len(&self) -> usize {
         self.by_urn.len()
+    }
+
+    /// The activations idle at `now` ([`Live::is_idle`]), found among those due: each
+    /// other one due is looked at again when it may be idle next (its last use plus its
+    /// idle time; `recheck` from now when its mailbox holds messages). O(those due).
+    pub(in crate::proxy) fn due_idle(&mut self, now: Instant, recheck: Duration) -> Vec<String> {
+        let mut idle = Vec::new();
+        let mut again = Vec::new();
+        while let Some(Reverse((at, _, _))) = self.idle_at.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, urn, token))) = self.idle_at.pop() else {
+                break;
+            };
+            // Passivated (or activated again since: that activation has its own entry).
+            let Some(live) = self.by_urn.get(&urn).filter(|l| l.token == token) else {
+                continue;
+            };
+            let Some(after) = live.pattern.idle else {
+                continue;
+            };
+            let next = live.last_used + after;
+            if next > now {
+                again.push(Reverse((next, urn, token)));
+            } else if live.is_idle() {
+                // Looked at again should its passivation find it used meanwhile.
+                idle.push(urn.clone());
+                again.push(Reverse((now + recheck, urn, token)));
+            } else {
+                again.push(Reverse((now + recheck, urn, token)));
+            }
+        }
+        self.idle_at.extend(again);
+        idle
     }
 
     pub(in crate::proxy) fn iter(&self) -> impl Iterator<Item = (&String, &Live)> {
@@ -225,6 +276,15 @@ impl Activations {
         live.standing.taken.store(true, Ordering::Release);
         live.actor.stop();
         tracing::warn!(%urn, "another system took this activation's URN (this process was paused past its lease); stopped it");
+    }
+
+    /// Forgets `urn`'s activation if its actor stopped by itself (the URN journal said it
+    /// changed): what the housekeeping's sweep would do, at the cost of one URN.
+    pub(in crate::proxy) fn forget_stopped(&self, urn: &str) {
+        let mut live = self.live();
+        if live.get(urn).is_some_and(|l| !l.actor.is_alive()) {
+            live.remove(urn);
+        }
     }
 
     /// Whether `urn` is activated here now.

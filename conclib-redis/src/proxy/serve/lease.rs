@@ -195,6 +195,7 @@ async fn catch_up(shared: &Shared) {
         .collect();
     let mut added = Vec::new();
     let mut removed = Vec::new();
+    let mut stopped = Vec::new();
     {
         let mut reg = shared.registry();
         for urn in last {
@@ -212,6 +213,7 @@ async fn catch_up(shared: &Shared) {
                     }
                 }
                 _ => {
+                    stopped.push(urn.clone());
                     if reg.local.remove(&urn).is_some() {
                         reg.conflicts.remove(&urn);
                         if reg.owned.remove(&urn) {
@@ -221,6 +223,10 @@ async fn catch_up(shared: &Shared) {
                 }
             }
         }
+    }
+    // Outside the registry's lock: the live activations' lock is not taken inside it.
+    for urn in &stopped {
+        shared.activations.forget_stopped(urn);
     }
     release_urns(shared, removed).await;
     let _ = claim_urns(shared, added).await;
@@ -249,63 +255,124 @@ pub(in crate::proxy) async fn renew(shared: &Shared) {
     renew_urns_in_turn(shared).await;
 }
 
-/// Renews the instance lease (and, after a lapse, every URN key with it) and the queue's
-/// TTL, and trims the queue.
-async fn renew_lease(shared: &Shared) {
-    let since = std::time::Instant::now();
-    // A lease that lapsed (a pause, Redis out of reach) may have let another system take
-    // the URNs over (the takeover gives their keys away once the lease lapsed, whatever
-    // their own TTL): they are claimed again, and checked, before they count as held.
-    if shared.lease.lapsed_by(since) {
-        shared.lease.renew_all_urns();
-    }
+/// What a renewal of the lease key found ([`renew_lease_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaseKey {
+    /// It still named this instance: it lived on since the last renewal, so no takeover
+    /// ran meanwhile (the takeover's scripts check that the lease is absent).
+    Kept,
+    /// It had lapsed in Redis, and was taken again: a takeover may have given URN keys away.
+    Retaken,
+    /// Another instance of this system holds it.
+    Replaced,
+    /// Redis did not answer.
+    Unanswered,
+}
+
+/// Renews the lease key in `renew` mode (`CLAIM_SCRIPT`: extended only while it names this
+/// instance), and takes it again when it had lapsed (`retake`; else answers `Retaken`
+/// without taking it). A lapse of this process's own view of the lease (a pause, starved
+/// of CPU past the lease's margin) is not one in Redis: only the second asks for every URN
+/// key to be claimed again (docs/bench-log.md, "Overload: a starved member's lease").
+async fn renew_lease_key(shared: &Shared, retake: bool) -> LeaseKey {
     let ttl = Value::Integer(shared.config.lease_ttl.as_millis() as i64);
+    let claim = |mode: Option<&'static str>| {
+        let mut args = vec![owned(shared.lease.token.clone()), ttl.clone()];
+        args.extend(mode.map(s));
+        shared
+            .scripts
+            .claim
+            .eval_many(&shared.cmd, vec![(shared.lease.key.clone(), args)])
+    };
+    let held = |answer: Vec<Result<Value, fred::error::Error>>, took: LeaseKey| match answer
+        .into_iter()
+        .next()
+    {
+        Some(Ok(Value::Integer(1))) => took,
+        Some(Ok(Value::Integer(0))) => LeaseKey::Retaken,
+        Some(Ok(_)) => LeaseKey::Replaced,
+        _ => LeaseKey::Unanswered,
+    };
+    match held(claim(Some("renew")).await, LeaseKey::Kept) {
+        // Taken again; or taken by another instance in between, or not answered.
+        LeaseKey::Retaken if retake => held(claim(None).await, LeaseKey::Retaken),
+        other => other,
+    }
+}
+
+/// Runs `pass` (every URN key claimed again after a lapse) while the lease key is renewed
+/// beside it every third of a lease, so that a pass longer than a lease (100,000 keys on a
+/// starved member) does not let the lease lapse again and the next renewal start over.
+/// `None` when the lease was not kept throughout (then the pass is dropped; the next
+/// renewal claims them all again).
+async fn keeping_lease<T>(
+    shared: &Shared,
+    pass: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let keep = async {
+        loop {
+            tokio::time::sleep((shared.config.lease_ttl / 3).max(Duration::from_millis(10))).await;
+            if renew_lease_key(shared, false).await != LeaseKey::Kept {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        out = pass => Some(out),
+        () = keep => None,
+    }
+}
+
+/// Renews the instance lease (and, after it lapsed in Redis, every URN key with it) and
+/// the queue's TTL, and trims the queue.
+async fn renew_lease(shared: &Shared) {
+    let mut since = std::time::Instant::now();
     // The lease and the URN claims below are replicated once a `WAIT` on the connection
     // that wrote them says so (`claims_replicated`). Not checked against a reconnection
     // in between (`Durability::replicated`): with that check, the failover example's calls
     // to its group met `UnknownUrn` after promotions, not explained yet (the crate docs,
     // "Redis topologies and durability").
     let sent = crate::durability::Sent::default();
-    let lease = shared
-        .scripts
-        .claim
-        .eval_many(
-            &shared.cmd,
-            vec![(
-                shared.lease.key.clone(),
-                vec![owned(shared.lease.token.clone()), ttl],
-            )],
-        )
-        .await;
-    match lease.into_iter().next() {
-        Some(Ok(Value::Integer(1))) => {}
-        Some(Ok(other)) => {
-            tracing::error!(system = %shared.system_id, holder = ?other, "another proxy instance took this system's lease; this one stops reading");
+    match renew_lease_key(shared, true).await {
+        LeaseKey::Kept => {}
+        // A lease that lapsed in Redis (a pause, Redis out of reach) may have let another
+        // system take the URNs over (the takeover gives their keys away once the lease
+        // lapsed, whatever their own TTL): they are claimed again, and checked, before they
+        // count as held.
+        LeaseKey::Retaken => {
+            tracing::warn!(system = %shared.system_id, urns = shared.registry().owned.len(), "this system's lease had lapsed in Redis (a pause, Redis out of reach): claiming every URN key again before serving");
+            shared.lease.renew_all_urns();
+        }
+        LeaseKey::Replaced => {
+            tracing::error!(system = %shared.system_id, "another proxy instance took this system's lease; this one stops reading");
             shared.lease.replaced.store(true, Ordering::Release);
             shared.serving.store(false, Ordering::Release);
             shared.lease.fence().close();
             let _ = shared.stop.send_replace(true);
             return;
         }
-        _ => return, // Redis unreachable: try again next time
+        LeaseKey::Unanswered => return, // Redis unreachable: try again next time
     }
     // After a lapse every URN key is claimed again, and checked, before the lease counts as
     // held (another system may have taken some over); otherwise the lease counts as held
     // at once, and the URN keys are renewed after the rest ([`renew_urns_in_turn`]), with
     // their own freshness.
-    let all_urns = shared.lease.all_urns_asked();
     let epoch = shared.lease.urns_epoch();
     // Taken only to claim URNs here: after a lapse, waiting for a renewal of the URN keys
     // under way (it holds the lock); for the URNs another system held, only if free (they
     // are asked again at the next renewal), so that the lease's renewal does not wait
     // behind a renewal of the URN keys, which runs every third of a lease.
-    let guard = if all_urns {
+    let guard = if shared.lease.all_urns_asked() {
         Some(shared.scan_lock.lock().await)
     } else if !shared.registry().conflicts.is_empty() {
         shared.scan_lock.try_lock().ok()
     } else {
         None
     };
+    // Read once the lock is held: a pass that held it (a lease re-check's) may have claimed
+    // every key meanwhile.
+    let all_urns = shared.lease.all_urns_asked();
     // Those another system held, at every renewal the lock was free.
     let conflicts: Vec<String> = if guard.is_some() {
         shared.registry().conflicts.keys().cloned().collect()
@@ -313,10 +380,21 @@ async fn renew_lease(shared: &Shared) {
         Vec::new()
     };
     let mut answered = claim_urns(shared, conflicts).await;
-    // After a lapse every key is taken, free or not (another system's is refused).
+    // After a lapse every key is taken, free or not (another system's is refused), the
+    // lease kept beside the pass; then renewed once more, the lease counted from that one.
     let all_until = if all_urns {
-        let until = renew_urn_keys(shared, IfFree::Take).await;
+        let pass = std::time::Instant::now();
+        let Some(until) = keeping_lease(shared, renew_urn_keys(shared, IfFree::Take)).await else {
+            tracing::warn!(system = %shared.system_id, "the lease lapsed again while every URN key was claimed again; the next renewal starts over");
+            return;
+        };
+        tracing::info!(system = %shared.system_id, ms = pass.elapsed().as_millis() as u64, answered = until.is_some(), "claimed every URN key again");
         answered &= until.is_some();
+        let again = std::time::Instant::now();
+        if renew_lease_key(shared, false).await != LeaseKey::Kept {
+            return;
+        }
+        since = again;
         until
     } else {
         None

@@ -75,12 +75,6 @@ impl Lease {
         lock(&self.fence).clone()
     }
 
-    /// Whether the lease had lapsed by `since` (not surely held then): the URN keys are
-    /// claimed again, and checked, before they count as held.
-    pub(in crate::proxy) fn lapsed_by(&self, since: Instant) -> bool {
-        self.ns_at(since) >= self.fresh_until.load(Ordering::Acquire)
-    }
-
     /// Whether the leases are surely still held: the system's (or member's) lease and its
     /// URN keys (see `fresh_until`).
     pub(in crate::proxy) fn fresh(&self) -> bool {
