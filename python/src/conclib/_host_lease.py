@@ -79,6 +79,9 @@ class Lease:
         self.fresh_until = 0.0
         self.lost = False
         self._recheck = asyncio.Lock()
+        # Taken again after a lapse in Redis, its URN keys not yet confirmed (`renew`).
+        self._unconfirmed = False
+        self._confirming = False
 
     def fresh(self) -> bool:
         return not self.lost and time.monotonic() < self.fresh_until
@@ -99,28 +102,82 @@ class Lease:
 
     async def renew(self, confirm: Any = None) -> bool:
         """Renews the lease: ``False`` once another instance holds it (then it is lost for
-        good: this instance stops serving) or Redis did not answer. A lease that had lapsed
-        (this process was paused, or Redis out of reach) may have let another system take
-        its URNs over: it counts as held again only once ``confirm()`` (the URN keys
-        claimed again, those taken away given up) returned."""
+        good: this instance stops serving) or Redis did not answer. A lease that lapsed in
+        Redis (this process paused, or Redis out of reach, past its TTL) may have let another
+        system take its URNs over: once taken again it counts as held only after
+        ``confirm()`` (the URN keys claimed again, those taken away given up) returned, the
+        lease key renewed beside it. A lapse of this process's own view only (starved or
+        paused within the TTL) confirms nothing: the takeover acts only while the lease key
+        is absent (docs/bench-log.md, "Overload: a starved member's lease")."""
         if self.lost:
             return False
         since = time.monotonic()
-        lapsed = since >= self.fresh_until
         try:
-            got = await self.scripts.claim(keys=[self.key], args=[self.token, int(self.ttl * 1000)])
+            got = await self._claim(renew=True)
+            if got == 0:
+                got = await self._claim(renew=False)
+                if got == 1:
+                    # Unheld until confirmed, even where this process's clock says fresh
+                    # (Redis lost the key: a restart without it).
+                    self._unconfirmed = True
+                    self.fresh_until = 0.0
         except Exception:
             return False
         if got != 1:
             self.lost = True
             return False
-        if lapsed and confirm is not None:
-            try:
-                await confirm()
-            except Exception:
+        if self._unconfirmed and confirm is not None:
+            # One pass at a time: a renewal meeting another's pass leaves the lease unheld.
+            if self._confirming:
                 return False
+            self._confirming = True
+            try:
+                kept_at = await self._keeping(confirm)
+            finally:
+                self._confirming = False
+            if kept_at is None:
+                return False
+            self._unconfirmed = False
+            since = kept_at
         self.fresh_until = since + self.ttl * (1 - _DRIFT)
         return True
+
+    async def _claim(self, renew: bool) -> Any:
+        """The claim script on the lease key: 1 when it names this instance now; with
+        ``renew``, 0 for a key that had lapsed (left free); else the other holder."""
+        args: list[Any] = [self.token, int(self.ttl * 1000)]
+        if renew:
+            args.append("renew")
+        return await self.scripts.claim(keys=[self.key], args=args)
+
+    async def _keeping(self, confirm: Any) -> float | None:
+        """Runs ``confirm()`` while the lease key is renewed every third of its TTL, so that
+        a pass longer than the lease (many URN keys) does not let it lapse again; then renews
+        it once more. When that last renewal was sent (the lease counts from it), or ``None``
+        when the lease was not kept throughout or the pass failed (the next renewal starts
+        the pass over)."""
+        task = asyncio.ensure_future(confirm())
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=self.ttl / 3)
+                if task.done():
+                    break
+                got = await self._claim(renew=True)
+                if got != 1:
+                    self.lost = got != 0
+                    return None
+            task.result()
+            since = time.monotonic()
+            got = await self._claim(renew=True)
+        except Exception:
+            return None
+        finally:
+            if not task.done():
+                task.cancel()
+        if got != 1:
+            self.lost = got != 0
+            return None
+        return since
 
     async def recheck(self, confirm: Any = None) -> bool:
         """Renews now unless another task just did; whether the lease holds."""
