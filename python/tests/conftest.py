@@ -97,6 +97,9 @@ class RedisServer:
 
     def start(self) -> None:
         assert self.port != 6379
+        # A second process on the port would fail to bind while the first answered the
+        # PING below, and the first, no longer ours, would be left behind.
+        assert self.proc is None or self.proc.poll() is not None, "redis-server already running"
         binary = os.environ.get("CONCLIB_REDIS_SERVER", "redis-server")
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",

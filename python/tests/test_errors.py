@@ -164,7 +164,6 @@ def test_a_write_refused_by_a_replica_is_unavailable_not_a_redis_error() -> None
     from conftest import RedisServer, free_port
 
     server = RedisServer()
-    server.start()
     try:
         r = redis.Redis(port=server.port)
         r.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
