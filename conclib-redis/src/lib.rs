@@ -242,7 +242,9 @@
 //!   processes, 3 client processes asking and telling them, 16 calls in flight each (asks
 //!   with a 500 ms or a 10 s deadline), the holder of about 200 SIGKILLed: an ask sent to
 //!   each of its URNs at the kill answered after 0.22-0.58 s (p50) and 0.28-0.61 s (max)
-//!   in four runs (members then looked every 500 ms); SIGSTOPped: 3.8-4.0 s and 3.85-4.14 s; every 10 s ask answered, the 500 ms ones answered or failing `Timeout`
+//!   in four runs (members then looked every 500 ms); looking every 100 ms, 0.09-0.11 s
+//!   (p50) and at most 0.13 s in six runs on a quiet machine (docs/bench-log.md, "Python
+//!   member failover: the look period"); SIGSTOPped: 3.8-4.0 s and 3.85-4.14 s; every 10 s ask answered, the 500 ms ones answered or failing `Timeout`
 //!   at their deadline, every call back within its timeout and 300 ms, every tell counted
 //!   once (the resumed holder repeats none), on a busy 2-core machine in debug builds (the
 //!   test prints a `RESULT` line). A holder back from a pause claims its URN keys again
