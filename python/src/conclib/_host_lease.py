@@ -158,26 +158,23 @@ class Lease:
         the pass over)."""
         task = asyncio.ensure_future(confirm())
         try:
-            while not task.done():
+            while True:
                 await asyncio.wait({task}, timeout=self.ttl / 3)
-                if task.done():
-                    break
+                finished = task.done()
+                if finished:
+                    task.result()
+                since = time.monotonic()
                 got = await self._claim(renew=True)
                 if got != 1:
                     self.lost = got != 0
                     return None
-            task.result()
-            since = time.monotonic()
-            got = await self._claim(renew=True)
+                if finished:
+                    return since
         except Exception:
             return None
         finally:
             if not task.done():
                 task.cancel()
-        if got != 1:
-            self.lost = got != 0
-            return None
-        return since
 
     async def recheck(self, confirm: Any = None) -> bool:
         """Renews now unless another task just did; whether the lease holds."""
