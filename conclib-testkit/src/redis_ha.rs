@@ -15,6 +15,8 @@
 //! deadline, never assumed after a sleep.
 //!
 //! `redis-server` is `CONCLIB_REDIS_SERVER` or the one on `PATH`; `redis-cli` is on `PATH`.
+//! With `CONCLIB_HA_KEEP_LOGS` set, a topology's directory (the servers' logs and
+//! `nodes-*.conf`) is kept when it drops, its path printed on standard error.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -146,6 +148,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // Kept to read the servers' logs after a run that went wrong.
+        if std::env::var_os("CONCLIB_HA_KEEP_LOGS").is_some() {
+            eprintln!("redis_ha: kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }

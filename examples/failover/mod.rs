@@ -314,14 +314,24 @@ enum Call {
 }
 
 impl Call {
-    /// A quarter tells, one in sixteen each of the others, the rest increments.
+    /// A quarter tells, one in sixteen each of the others, the rest increments; with
+    /// `FAILOVER_REMINDERS=N` (1 to 9), N in sixteen are reminders instead of increments
+    /// (to trace the reminders' paths with more of them).
     fn of(draw: u64) -> Call {
+        static REMINDERS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        let reminders = *REMINDERS.get_or_init(|| {
+            std::env::var("FAILOVER_REMINDERS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1u64)
+                .clamp(1, 9)
+        });
         match draw % 16 {
             0..=2 => Call::Tell,
             3 => Call::GroupTell,
             4 => Call::GroupAsk,
-            5 => Call::Remind,
             6 => Call::Publish,
+            n if n == 5 || n >= 16 - (reminders - 1) => Call::Remind,
             _ => Call::Incr,
         }
     }
@@ -363,10 +373,16 @@ impl Load {
             Call::Remind => {
                 let name = format!("r{n}");
                 let reminder = Reminder::after(name.clone(), REMINDER_DELAY);
+                let began = tally::unix_ms();
                 match self.reminders.register(&urn, reminder).await {
                     Ok(_) => {
                         let at = tally::unix_ms();
-                        tally.registered_at.lock().unwrap().insert(name.clone(), at);
+                        let registration = (urn.clone(), began, at);
+                        tally
+                            .registered_at
+                            .lock()
+                            .unwrap()
+                            .insert(name.clone(), registration);
                         tally.registered.lock().unwrap().insert(name);
                     }
                     Err(ReminderError::Unavailable(_)) => {
@@ -628,6 +644,25 @@ pub async fn run(options: &Options) -> Result<Outcome, BoxError> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("settled in {} ms", settling.elapsed().as_millis());
+    // What Redis holds now of each reminder that never fired: gone, or still registered
+    // (due when, claimed or not).
+    let unfired: Vec<(String, String)> = {
+        let fired = tally.fired.lock().unwrap();
+        let registered = tally.registered_at.lock().unwrap();
+        registered
+            .iter()
+            .filter(|(name, _)| !fired.contains_key(*name))
+            .map(|(name, (urn, _, _))| (name.clone(), urn.clone()))
+            .collect()
+    };
+    for (name, urn) in unfired {
+        let held = load.reminders.list(&urn).await.map(|all| {
+            all.into_iter()
+                .find(|r| r.name == name)
+                .map(|r| format!("due at {} ms, claimed {}", r.due_ms, r.claimed))
+        });
+        eprintln!("reminder never fired: {name} of {urn}, in Redis now: {held:?}");
+    }
     subscriber.abort();
     client.shutdown().await;
     for m in members {
@@ -708,10 +743,10 @@ fn report_handler_failures(tally: &Tally) {
         at as i128 - kill as i128
     };
     let fired = tally.fired.lock().unwrap();
-    for (name, at) in tally.registered_at.lock().unwrap().iter() {
+    for (name, (urn, began, at)) in tally.registered_at.lock().unwrap().iter() {
         if !fired.contains_key(name) {
             eprintln!(
-                "reminder lost: {name} registered at {at} (ms since the Unix epoch), {} ms from the nearest kill",
+                "reminder lost: {name} of {urn} registered from {began} to {at} (ms since the Unix epoch), {} ms from the nearest kill",
                 nearest(*at)
             );
         }

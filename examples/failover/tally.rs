@@ -43,8 +43,9 @@ pub(super) struct Tally {
     pub(super) note_failed: Mutex<HashMap<u64, (u128, String)>>,
     /// When the driver read each Python tell's acceptance (ms since the Unix epoch).
     pub(super) py_accepted_at: Mutex<HashMap<u64, u128>>,
-    /// When each reminder's registration returned `Ok` (ms since the Unix epoch).
-    pub(super) registered_at: Mutex<HashMap<String, u128>>,
+    /// Each reminder registered: its URN, when its registration was called and when it
+    /// returned `Ok` (ms since the Unix epoch).
+    pub(super) registered_at: Mutex<HashMap<String, (String, u128, u128)>>,
     /// When each primary was killed (ms since the Unix epoch).
     pub(super) kills: Mutex<Vec<u128>>,
     /// When each replica answered as the new primary (ms since the Unix epoch).
