@@ -15,6 +15,8 @@ import signal
 import time
 import uuid
 
+import pytest
+
 import conclib
 from conclib.host import ActorHost
 from conftest import freeze, run
@@ -70,6 +72,10 @@ def check_host_level(url: str, primary: int, servers: Servers) -> None:
 
                     await asyncio.gather(*(caller(i) for i in range(CALLERS)))
                     assert ok == 0, f"{ok} saves reported done that no replica holds"
+                    # An actor's own client (`self.client`) writes at the host's level too.
+                    assert host.client is not None
+                    with pytest.raises(conclib.NotReplicated):
+                        await host.client.register_reminder(URNS[0], "r", after=3600)
                     assert refused >= len(URNS), refused
                     assert not late, late
                     assert not other, other[:3]

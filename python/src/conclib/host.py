@@ -258,8 +258,10 @@ class ActorHost:
                                                              socket_timeout=None, timeout=None)
             self._lane_redis = aioredis.Redis.from_pool(lanes)
         self.scripts = Scripts(self.redis)
-        # Connects on first use: an actor's `self.client`, the subscriptions.
-        self.client = AsyncClient(self.url, namespace=cfg.namespace)
+        # Connects on first use: an actor's `self.client`, the subscriptions. At the host's
+        # durability: an actor's reminder registrations, tells and durable publishes must
+        # survive a promotion as its state does.
+        self.client = AsyncClient(self.url, namespace=cfg.namespace, durability=cfg.durability)
         await self._sync_clock()
         self.lease = Lease(self.redis, self.scripts, self.keys.lease(self.system), cfg.lease_ttl)
         await self.lease.acquire()
