@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use fred::interfaces::{ClientInterface, ClusterInterface};
 use fred::prelude::*;
+use fred::types::cluster::ClusterRouting;
 use fred::types::config::Server;
 use fred::types::{ClusterHash, CustomCommand};
 
@@ -82,11 +83,18 @@ impl Durability {
     }
 
     /// What [`replicated`](Self::replicated) checks the connection against: read just
-    /// before a write is sent on `client`. Nothing to read at [`Primary`](Self::Primary).
+    /// before a write is sent on `client` (its connections, and in a cluster which node
+    /// serves each slot). Nothing to read at [`Primary`](Self::Primary).
     pub(crate) fn sending(&self, client: &Client) -> Sent {
         match self {
             Durability::Primary => Sent(None),
-            Durability::Replicas { .. } => Sent(Some(client.connection_ids())),
+            Durability::Replicas { .. } => Sent(Some(Sending {
+                ids: client.connection_ids(),
+                routing: client
+                    .is_clustered()
+                    .then(|| client.cached_cluster_state())
+                    .flatten(),
+            })),
         }
     }
 
@@ -103,6 +111,13 @@ impl Durability {
     /// client reconnected, maybe to another server), the `WAIT` may have gone out on the new
     /// one and counted none of the writes; then it fails, the writes' fate unknown.
     ///
+    /// In a cluster the `WAIT` goes to the node that served `key` when the writes were sent
+    /// (`sent`) and still serves it by the client's slot map, and to no other: fred sends a
+    /// command whose node it has no connection to (that node just died) to any node it is
+    /// connected to, where a `WAIT` counts none of these writes and may answer at once with
+    /// that node's replicas. It fails if the key's node changed meanwhile, or the client has
+    /// no connection to it.
+    ///
     /// Redis runs a connection's commands in order, and a `WAIT` holds its connection until
     /// it answers: callers that each sent their own would queue, the last one waiting for
     /// all the others' timeouts while a replica lags. So a connection has one `WAIT` in
@@ -118,14 +133,23 @@ impl Durability {
             return Ok(());
         };
         let slot = fred::util::redis_keyslot(key.as_bytes());
-        let gate = WaitGate::of(client, slot);
-        let got = gate.wait(|| send_wait(client, slot, n, timeout)).await?;
+        let node = if client.is_clustered() {
+            Some(node_of(client, slot, sent)?)
+        } else {
+            None
+        };
+        let gate = WaitGate::of(client, slot, node.as_ref());
+        let got = gate
+            .wait(|| send_wait(client, slot, node.clone(), n, timeout))
+            .await?;
         if sent
             .0
             .as_ref()
-            .is_some_and(|ids| *ids != client.connection_ids())
+            .is_some_and(|s| s.ids != client.connection_ids())
         {
             Err("the connection to Redis was replaced after the write: whether a replica holds it is unknown".into())
+        } else if node.is_some() && node_of(client, slot, sent).ok() != node {
+            Err("the key's Redis Cluster node changed after the write: whether a replica holds it is unknown".into())
         } else if got >= i64::from(n) {
             Ok(())
         } else {
@@ -223,29 +247,65 @@ impl Durability {
     }
 }
 
-/// The connections (by server, their `CLIENT ID`) a client had when a write was sent, at
-/// [`Durability::Replicas`]: a `WAIT` that answers once they changed may have counted none
-/// of the write ([`Durability::replicated`]).
+/// The connections (by server, their `CLIENT ID`) a client had when a write was sent, and
+/// in a cluster its slot map then, at [`Durability::Replicas`]: a `WAIT` that answers once
+/// they changed, or that went to another node, may have counted none of the write
+/// ([`Durability::replicated`]).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Sent(Option<HashMap<Server, i64>>);
+pub(crate) struct Sent(Option<Sending>);
+
+/// What [`Sent`] holds.
+#[derive(Debug, Clone)]
+pub(crate) struct Sending {
+    ids: HashMap<Server, i64>,
+    routing: Option<ClusterRouting>,
+}
+
+/// The node serving `slot` by `client`'s slot map, which must be the one that served it
+/// when the writes were sent (when `sent` read the map).
+fn node_of(client: &Client, slot: u16, sent: &Sent) -> Result<Server, String> {
+    let now = client
+        .cached_cluster_state()
+        .and_then(|routing| routing.get_server(slot).cloned())
+        .ok_or_else(|| format!("no Redis Cluster node known to serve slot {slot}"))?;
+    let then = sent
+        .0
+        .as_ref()
+        .and_then(|s| s.routing.as_ref())
+        .and_then(|routing| routing.get_server(slot));
+    match then {
+        Some(then) if *then != now => Err(format!(
+            "slot {slot} moved from {then} to {now} after the write: whether a replica holds it is unknown"
+        )),
+        _ => Ok(now),
+    }
+}
 
 /// How much longer than its own timeout the client waits for a `WAIT`'s answer (the round
 /// trip).
 const WAIT_SLACK: Duration = Duration::from_millis(200);
 
-/// `WAIT n timeout` on `client`'s connection to the node serving `slot`: how many replicas
-/// acknowledged its writes so far.
-async fn send_wait(client: &Client, slot: u16, n: u32, timeout: Duration) -> Result<i64, String> {
+/// `WAIT n timeout` on `client`'s connection to the node serving `slot` (`node`, in a
+/// cluster: there only): how many replicas acknowledged its writes so far.
+async fn send_wait(
+    client: &Client,
+    slot: u16,
+    node: Option<Server>,
+    n: u32,
+    timeout: Duration,
+) -> Result<i64, String> {
     let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot), false);
     let args = vec![
         Value::Integer(i64::from(n)),
         Value::Integer(timeout.as_millis().max(1) as i64),
     ];
-    // Bounded by its own timeout (not the connection's command timeout), and never sent
-    // again on a new connection: a `WAIT` there would count none of these writes.
+    // Bounded by its own timeout (not the connection's command timeout), never sent again
+    // on a new connection (a `WAIT` there would count none of these writes), and in a
+    // cluster to `node` only: without a connection to it, fred would send it to another.
     let once = client.with_options(&Options {
         max_attempts: Some(1),
         timeout: Some(timeout + WAIT_SLACK),
+        cluster_node: node,
         ..Options::default()
     });
     match conn::call(&once, wait, args).await {
@@ -275,17 +335,14 @@ struct Waits {
 type Gates = std::sync::Mutex<HashMap<(String, String), Arc<WaitGate>>>;
 
 impl WaitGate {
-    /// The gate of `client`'s connection to the node serving `slot`.
-    fn of(client: &Client, slot: u16) -> Arc<WaitGate> {
+    /// The gate of `client`'s connection to `node` (in a cluster; else its one server).
+    fn of(client: &Client, slot: u16, node: Option<&Server>) -> Arc<WaitGate> {
         static GATES: std::sync::OnceLock<Gates> = std::sync::OnceLock::new();
-        let node = if client.is_clustered() {
-            client
-                .cached_cluster_state()
-                .and_then(|routing| routing.get_server(slot).map(ToString::to_string))
-                // No slot map yet: each slot on its own (correct, coalesced less).
-                .unwrap_or_else(|| format!("slot {slot}"))
-        } else {
-            String::new()
+        let node = match node {
+            Some(node) => node.to_string(),
+            // Not a cluster (or, defensively, no node known): each slot on its own.
+            None if client.is_clustered() => format!("slot {slot}"),
+            None => String::new(),
         };
         let mut gates = GATES
             .get_or_init(Default::default)
@@ -346,6 +403,9 @@ fn topology_of(url: &str) -> &'static str {
         "single"
     }
 }
+
+#[cfg(test)]
+mod cluster_tests;
 
 #[cfg(test)]
 mod tests {
