@@ -13,13 +13,10 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator
-
-import pytest
 
 import conclib
 from conftest import freeze, run
-from test_durability import replica_pid, start_pair
+from test_durability import replica_pid, servers, start_pair  # noqa: F401 (a fixture)
 from test_topologies import Servers
 
 # The level's timeout and the client's command timeout: a caller that waited for a pooled
@@ -34,13 +31,6 @@ MARGIN_S = 0.25
 CALLERS = 64
 # How long the callers call without pause.
 RUN_S = 3.0
-
-
-@pytest.fixture()
-def servers() -> Iterator[Servers]:
-    s = Servers()
-    yield s
-    s.close()
 
 
 async def call_without_pause(client: conclib.AsyncClient, caller: int, until: float) -> list[tuple[str, object, float]]:
