@@ -563,8 +563,11 @@
 //! A Python member (`conclib.host.ActorHost`, on `redis://` or a Sentinel URL) takes it as
 //! `durability=`: its activations' claims, their state's fence and each save wait for the
 //! replicas as a Rust member's do (`python/tests/test_host_durability.py`, a frozen replica:
-//! every save refused `NotReplicated` in time, none reported done); promotions with Python
-//! members at that level are not measured yet.
+//! every save refused `NotReplicated` in time, none reported done), and so do its actors'
+//! own client's writes (`self.client`: reminder registrations, tells, durable publishes).
+//! Its lease renewals and its reminder poller's claims and acknowledgements wait for no
+//! replica, and it refuses a Cluster URL; promotions with Python members at that level are
+//! not measured yet.
 //!
 //! `py_handler_failed=` counts the Python tells reported accepted that reached a handler
 //! whose own `StateStore` save then failed, and that were not handled again: a told
