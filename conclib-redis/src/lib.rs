@@ -450,8 +450,9 @@
 //! - **The client follows promotions** (Sentinel and Cluster): while no primary answers,
 //!   calls fail `Unavailable` at once, and no call returns later than its timeout + 250 ms
 //!   (`overruns=0` in the example's runs at a load average up to ~25 on 2 cores, the
-//!   time a caller's process was not run left out; at 28-37 Cluster runs overran:
-//!   BENCHMARKS.md, "Redis promotions"; asserted by the short form).
+//!   time a caller's process was not run left out; at 24-37 some Cluster runs overran, the
+//!   driver held up for seconds: BENCHMARKS.md, "Redis promotions"; asserted by the short
+//!   form).
 //! - **A reconnected proxy re-checks what it holds.** The Redis that answers after a
 //!   reconnection may be a promoted replica without the last lease renewals: the proxy
 //!   counts its lease as lapsed, hands no more requests to its actors (the fence closes,
