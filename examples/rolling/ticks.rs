@@ -71,7 +71,12 @@ pub(super) fn count(dir: &Path) -> Result<(u64, u64, u64), BoxError> {
     // Per account, how many deliveries stood for each due time.
     let mut handled = BTreeMap::<String, BTreeMap<u64, u64>>::new();
     for entry in std::fs::read_dir(dir)? {
-        for line in std::fs::read_to_string(entry?.path())?.lines() {
+        let path = entry?.path();
+        // The members' other notes (`waits.rs`) beside them.
+        if path.extension().is_none_or(|e| e != "ticks") {
+            continue;
+        }
+        for line in std::fs::read_to_string(path)?.lines() {
             let f: Vec<&str> = line.split(' ').collect();
             let [urn, due, missed, period] = f.as_slice() else {
                 return Err(format!("a tick note {line:?}").into());
