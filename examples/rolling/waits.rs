@@ -22,11 +22,7 @@ pub struct Events(Arc<Mutex<std::fs::File>>);
 impl Events {
     /// The events of member `name` in `dir`.
     pub(super) fn open(dir: &str, name: &str) -> Result<Events, BoxError> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(Path::new(dir).join(format!("{name}.events")))?;
-        Ok(Events(Arc::new(Mutex::new(file))))
+        Ok(Events(super::ticks::notes_file(dir, name, "events")?))
     }
 
     /// Notes one line (one write: a line is never torn).

@@ -248,6 +248,23 @@ pub(crate) async fn a_member_drained_by_sigterm_under_load_hands_everything_over
     }
 }
 
+/// 64 asks of `urn` at once, each answered within `deadline` (and a small margin): the
+/// longest.
+async fn sixty_four_answered(client: &ProxyClient, urn: &str, deadline: Duration) -> Duration {
+    let asks = (0..64).map(|_| async move {
+        let started = Instant::now();
+        let r = client.ask(urn, Total).await;
+        (r, started.elapsed())
+    });
+    let mut longest = Duration::ZERO;
+    for (r, took) in futures_util::future::join_all(asks).await {
+        assert!(r.is_ok(), "{urn}: {r:?} after {took:?}");
+        assert!(took <= deadline + MARGIN, "{urn} answered after {took:?}");
+        longest = longest.max(took);
+    }
+    longest
+}
+
 /// A URN handed by a drain to a member that drains in turn before the URN is asked there:
 /// its key names that member, which never knew it held it, and whose stream is gone. 64
 /// callers asking it at once are each answered (by the member left) within their deadline,
@@ -288,20 +305,7 @@ pub(crate) async fn a_urn_handed_to_a_member_that_drained_before_it_was_asked_is
     drain(peers.remove(at)).await;
     let now = holders(&redis, &config.namespace, std::slice::from_ref(&urn)).await;
     assert_eq!(now[&urn], handed_to, "the key names the drained member");
-    let asks = (0..64).map(|_| {
-        let (client, urn) = (client.clone(), urn.clone());
-        async move {
-            let started = Instant::now();
-            let r = client.ask(urn.as_str(), Total).await;
-            (r, started.elapsed())
-        }
-    });
-    let mut longest = Duration::ZERO;
-    for (r, took) in futures_util::future::join_all(asks).await {
-        assert!(r.is_ok(), "{urn}: {r:?} after {took:?}");
-        assert!(took <= deadline + MARGIN, "{urn} answered after {took:?}");
-        longest = longest.max(took);
-    }
+    let longest = sixty_four_answered(&client, &urn, deadline).await;
     let held = holders(&redis, &config.namespace, std::slice::from_ref(&urn)).await;
     println!(
         "RESULT test=drain_handed urn={urn} handed_to={handed_to} now={} longest_ms={}",
@@ -364,20 +368,7 @@ pub(crate) async fn a_request_passed_on_to_a_drained_holder_goes_to_the_group() 
         )
         .await
         .unwrap();
-    let asks = (0..64).map(|_| {
-        let client = client.clone();
-        async move {
-            let started = Instant::now();
-            let r = client.ask(urn, Total).await;
-            (r, started.elapsed())
-        }
-    });
-    let mut longest = Duration::ZERO;
-    for (r, took) in futures_util::future::join_all(asks).await {
-        assert!(r.is_ok(), "{urn}: {r:?} after {took:?}");
-        assert!(took <= deadline + MARGIN, "{urn} answered after {took:?}");
-        longest = longest.max(took);
-    }
+    let longest = sixty_four_answered(&client, urn, deadline).await;
     let now: Option<String> = redis.get(&key).await.unwrap();
     assert_eq!(
         now.as_deref(),
