@@ -1,6 +1,7 @@
-//! A serving process paused past its lease while it holds many URN keys and Redis is slow:
-//! every key must be claimed again before the lease counts (a takeover may have given some
-//! away), and that pass takes longer than a lease. The lease must be kept beside the pass,
+//! A serving process paused past its lease while it holds many URN keys and Redis is slow,
+//! its record of URN keys given away lost meanwhile (as after a Redis restart, or a lapse
+//! longer than the record lives): every key must be claimed again before the lease counts (a
+//! takeover may have given some away), and that pass takes longer than a lease. The lease must be kept beside the pass,
 //! or each renewal finds it lapsed again and starts the pass over, and the process never
 //! serves again (docs/bench-log.md, "Overload: a starved member's lease").
 
@@ -92,13 +93,19 @@ pub(crate) async fn a_process_paused_past_its_lease_with_many_urn_keys_serves_ag
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     peer.freeze().await;
-    // Past its lease: Redis lets the lease key lapse.
+    // Past its lease: Redis lets the lease key lapse. Its record of the URN keys given away
+    // is lost: nothing says which keys it still holds (`faults/given_away.rs` keeps it).
+    let record = format!("{}:sys:lapsing:given", config.namespace);
+    let redis = raw_client(&config).await;
+    assert_eq!(
+        raw(&redis, vec!["DEL", &record]).await,
+        Ok(Value::Integer(1))
+    );
     tokio::time::sleep(LEASE + Duration::from_millis(500)).await;
     peer.signal(libc::SIGCONT);
     let thawed = Instant::now();
     // Until it serves again, then 3 s more.
     let deadline = thawed + RECOVERY;
-    let redis = raw_client(&config).await;
     let lease_key = format!("{}:sys:lapsing:lease", config.namespace);
     let mut served_since: Option<Instant> = None;
     while Instant::now() < deadline {

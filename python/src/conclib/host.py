@@ -487,7 +487,7 @@ class ActorHost:
                 gone = await lease_gone(self.redis, self.scripts.release, self.keys.lease(owner))
                 if not gone:
                     break
-                await self.scripts.free_gone_urn(keys=[key, self.keys.lease(owner)], args=[owner])
+                await self.scripts.free_gone_urn(keys=[key, self.keys.lease(owner), self.keys.given(owner)], args=[owner, urn])
         except Exception as e:
             log.warning("could not claim %s: %s", urn, e)
             for lane, req, _, _ in self._activating.pop(urn, []):
