@@ -120,6 +120,13 @@ impl Timing {
                 of.iter().sum::<u64>()
             );
         }
+        // The long ones, in time order: at once on every member means the machine (or
+        // Redis), not one member's work.
+        let mut long: Vec<&(u8, u64, u64)> = stalls.iter().filter(|s| s.2 >= 1000).collect();
+        long.sort_by_key(|s| s.1);
+        for (member, at, late) in long {
+            println!("STALL member=m{member} at_ms={at} late_ms={late}");
+        }
         for round in 0..2 {
             self.report_round(round, timeout, &stalls);
         }
