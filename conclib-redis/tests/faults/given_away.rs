@@ -11,20 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 
-/// The paused process's lease.
-const LEASE: Duration = Duration::from_millis(1_000);
-/// URN keys it holds besides its activations, living far longer than the test: none is due,
-/// so a pass that sends them is one over every key.
-const BULK: usize = 40_000;
-/// Its activations, each asked by the callers.
+/// Its activations, each asked by the callers (the lease, the bulk keys, the timeouts are
+/// `lapse.rs`'s).
 const ACCOUNTS: usize = 16;
 /// What each activation of the paused process counts (the taker's start at 0).
 const ITS_COUNT: u64 = 1_000;
-/// Each ask's timeout, and how much later than it a call may return.
-const TIMEOUT: Duration = Duration::from_secs(2);
-const MARGIN: Duration = Duration::from_millis(500);
-/// How long after its thaw the process must serve again.
-const RECOVERY: Duration = Duration::from_secs(30);
 
 /// How many `SET`s Redis ran so far (those inside scripts included): every claim or renewal
 /// of a URN key is one.
@@ -52,27 +43,15 @@ pub(crate) async fn a_lapse_claims_again_only_the_urn_keys_given_away() {
     let config = config("given");
     let ns = config.namespace.clone();
     let notes = temp_file("given");
-    let mut peer = Peer::serve_env(
+    // Its 40,000 other keys live far longer than the test: none is due, so a pass that sends
+    // them is one over every key.
+    let (mut peer, client) = bulk_peer(
         &config,
         "holder",
-        &["hot"],
         &notes,
-        LEASE.as_millis() as u64,
-        &[
-            ("CONCLIB_TEST_BULK_URNS", BULK.to_string()),
-            ("CONCLIB_TEST_URN_TTL_MS", "600000".to_owned()),
-            ("CONCLIB_TEST_PATTERN", "acct:{id}".to_owned()),
-        ],
+        Duration::from_secs(600),
+        &[("CONCLIB_TEST_PATTERN", "acct:{id}".to_owned())],
     )
-    .await;
-    let mut caller_config = config.clone();
-    // The callers keep sending to the holder's stream (their route cached) after the takeover.
-    caller_config.resolve_cache_ttl = Duration::from_secs(120);
-    let client = Arc::new(ProxyClient::connect(&caller_config).await.unwrap());
-    eventually(Duration::from_secs(30), "the holder serves", || {
-        let client = client.clone();
-        async move { client.ask("hot", Get).timeout(TIMEOUT).await == Ok(0) }
-    })
     .await;
     // Its activations (the only member yet), each at ITS_COUNT.
     let accounts: Vec<String> = (0..ACCOUNTS).map(|i| format!("acct:{i}")).collect();
@@ -171,17 +150,7 @@ pub(crate) async fn a_lapse_claims_again_only_the_urn_keys_given_away() {
     peer.signal(libc::SIGCONT);
     let thawed = Instant::now();
     // Until it serves again, then 3 s more.
-    let mut served_since: Option<Instant> = None;
-    while thawed.elapsed() < RECOVERY {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let fresh = client.ask("hot", Get).timeout(TIMEOUT).await.is_ok();
-        match (fresh, served_since) {
-            (true, None) => served_since = Some(Instant::now()),
-            (false, _) => served_since = None,
-            (true, Some(at)) if at.elapsed() >= Duration::from_secs(3) => break,
-            _ => {}
-        }
-    }
+    let served_since = serves_again(&client, thawed).await;
     let sets = sets_run(&redis).await - sets_before;
     stop.store(true, Ordering::Relaxed);
     let mut calls = Vec::new();
@@ -200,7 +169,9 @@ pub(crate) async fn a_lapse_claims_again_only_the_urn_keys_given_away() {
         peer.kill().await;
         panic!("the holder did not serve again for 3 s within {RECOVERY:?} of its thaw");
     };
-    peer.stop().await;
+    // Killed, not stopped: its graceful shutdown (40,000 actors, debug build) may be cut at
+    // its bound on a loaded machine, which is not what this test is about.
+    peer.kill().await;
     taker.shutdown().await.unwrap();
 
     let late: Vec<_> = calls
