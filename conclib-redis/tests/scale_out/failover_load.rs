@@ -5,7 +5,10 @@
 //! failed `Timeout` (no other error); every ask with the long deadline (10 s, longer than
 //! any failover) is answered, the short ones (500 ms) fail at their deadline when the
 //! failover outlasts them; every tell a client sent is counted once, no more (the resumed
-//! holder handles nothing the others took). Failover per URN: from the fault to the answer
+//! holder handles nothing the others took). An ask may return later by the time its loader's
+//! runtime thread waited for a CPU meanwhile (Linux's schedstat, read by a task ticking every
+//! 10 ms: on a loaded 2-core machine a runnable thread waits up to a second for a core, and
+//! the client cannot answer on time while it is not run). Failover per URN: from the fault to the answer
 //! to an ask the test sends to each of the victim's URNs at the fault.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +67,7 @@ pub(crate) async fn loader(args: &[String]) -> i32 {
     };
     let ms: u64 = go.strip_prefix("go ").unwrap().parse().unwrap();
     let until = Instant::now() + Duration::from_millis(ms);
+    let stalls = watch_stalls(until);
     let tells = Arc::new(AtomicU64::new(0));
     let mut workers = Vec::new();
     for w in 0..IN_FLIGHT {
@@ -102,6 +106,9 @@ pub(crate) async fn loader(args: &[String]) -> i32 {
         }));
     }
     let mut text = String::new();
+    for (start, end, starved) in stalls.await.unwrap() {
+        text.push_str(&format!("S {start} {end} {starved}\n"));
+    }
     for w in workers {
         for line in w.await.unwrap() {
             text.push_str(&line);
@@ -113,8 +120,66 @@ pub(crate) async fn loader(args: &[String]) -> i32 {
     0
 }
 
+/// How late a 10 ms tick may come before it counts as a stall.
+const STALL: Duration = Duration::from_millis(100);
+
+/// How long this thread has waited for a CPU while it could run (Linux's schedstat).
+fn run_delay() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split(' ').nth(1)?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// The loader's stalls until `until`, each `(start_us, end_us, starved_us)`: a 10 ms tick of
+/// a task on its runtime's one worker thread (where the asks run) came at least `STALL`
+/// late, and of that, how long the thread waited for a CPU while it could run (the
+/// machine starved it; the rest of the stall, the runtime was busy or blocked).
+fn watch_stalls(until: Instant) -> tokio::task::JoinHandle<Vec<(u64, u64, u64)>> {
+    const TICK: Duration = Duration::from_millis(10);
+    tokio::spawn(async move {
+        let mut stalls = Vec::new();
+        while Instant::now() < until {
+            let (t, waited) = (Instant::now(), run_delay());
+            tokio::time::sleep(TICK).await;
+            let late = t.elapsed().saturating_sub(TICK);
+            if late >= STALL {
+                let starved = run_delay().saturating_sub(waited).min(late);
+                let end = micros_now();
+                let us = |d: Duration| u64::try_from(d.as_micros()).unwrap();
+                stalls.push((end - us(late), end, us(starved)));
+            }
+        }
+        stalls
+    })
+}
+
+/// A stall of a loader's runtime, and how much of it the machine starved its thread.
+pub(crate) struct Stall {
+    pub(crate) loader: usize,
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) starved: u64,
+}
+
+/// How long the runtime of the loader that sent `ask` was stalled during it, and how much
+/// of that its thread waited for a CPU (each stall's starved share, prorated).
+pub(crate) fn stalled(stalls: &[Stall], ask: &AskRecord) -> (Duration, Duration) {
+    let (mut stalled, mut starved) = (0, 0);
+    for s in stalls.iter().filter(|s| s.loader == ask.loader) {
+        let overlap = s.end.min(ask.end).saturating_sub(s.start.max(ask.start));
+        stalled += overlap;
+        starved += overlap * s.starved / (s.end - s.start).max(1);
+    }
+    (
+        Duration::from_micros(stalled),
+        Duration::from_micros(starved),
+    )
+}
+
 /// One ask, as a loader wrote it.
 pub(crate) struct AskRecord {
+    pub(crate) loader: usize,
     pub(crate) urn: u64,
     pub(crate) start: u64,
     pub(crate) end: u64,
@@ -122,14 +187,15 @@ pub(crate) struct AskRecord {
     pub(crate) outcome: String,
 }
 
-/// The asks and the tells (`urn`, `ok`) the loaders wrote.
-pub(crate) fn read_records(paths: &[PathBuf]) -> (Vec<AskRecord>, Vec<(u64, bool)>) {
-    let (mut asks, mut tells) = (Vec::new(), Vec::new());
-    for p in paths {
+/// The asks, the tells (`urn`, `ok`) and the stalls the loaders wrote.
+pub(crate) fn read_records(paths: &[PathBuf]) -> (Vec<AskRecord>, Vec<(u64, bool)>, Vec<Stall>) {
+    let (mut asks, mut tells, mut stalls) = (Vec::new(), Vec::new(), Vec::new());
+    for (loader, p) in paths.iter().enumerate() {
         for line in std::fs::read_to_string(p).unwrap().lines() {
             let f: Vec<&str> = line.split(' ').collect();
             match f[0] {
                 "A" => asks.push(AskRecord {
+                    loader,
                     urn: f[1].parse().unwrap(),
                     start: f[2].parse().unwrap(),
                     end: f[3].parse().unwrap(),
@@ -137,11 +203,17 @@ pub(crate) fn read_records(paths: &[PathBuf]) -> (Vec<AskRecord>, Vec<(u64, bool
                     outcome: f[5].to_owned(),
                 }),
                 "T" => tells.push((f[1].parse().unwrap(), f[3] == "ok")),
+                "S" => stalls.push(Stall {
+                    loader,
+                    start: f[1].parse().unwrap(),
+                    end: f[2].parse().unwrap(),
+                    starved: f[3].parse().unwrap(),
+                }),
                 _ => panic!("{line}"),
             }
         }
     }
-    (asks, tells)
+    (asks, tells, stalls)
 }
 
 pub(crate) async fn a_killed_holder_of_200_urns_fails_over_under_load_from_three_clients() {
@@ -242,22 +314,34 @@ async fn failover_under_load(pause_only: bool) {
     for l in &mut loaders {
         assert_eq!(l.line(60).await, "DONE");
     }
-    let (asks, tells) = read_records(&outs);
+    let (asks, tells, stalls) = read_records(&outs);
     for out in &outs {
         let _ = std::fs::remove_file(out);
     }
 
-    // Every ask within its timeout; only `Timeout` as an error.
+    eprintln!(
+        "loaders' runtime stalls ≥ {STALL:?}: {}, longest {} ms, {} ms of them waiting for a CPU",
+        stalls.len(),
+        stalls.iter().map(|s| s.end - s.start).max().unwrap_or(0) / 1000,
+        stalls.iter().map(|s| s.starved).sum::<u64>() / 1000,
+    );
+
+    // Every ask within its timeout, a margin, and the time its loader's runtime thread waited
+    // for a CPU meanwhile (a machine starved of CPU, measured beside it); only `Timeout` as
+    // an error.
     let mut others = BTreeMap::<String, usize>::new();
+    let mut starved = 0;
     for a in &asks {
         let took = Duration::from_micros(a.end - a.start);
+        let (stall, not_run) = stalled(&stalls, a);
         assert!(
-            took <= a.timeout + MARGIN,
-            "acct:{} asked with a {:?} timeout returned after {took:?} ({})",
+            took <= a.timeout + MARGIN + not_run,
+            "acct:{} asked with a {:?} timeout returned after {took:?} ({}); its loader's runtime stalled {stall:?} of it, waiting for a CPU {not_run:?}",
             a.urn,
             a.timeout,
-            a.outcome
+            a.outcome,
         );
+        starved += usize::from(took > a.timeout + MARGIN);
         if a.outcome != "ok" && a.outcome != "timeout" {
             *others.entry(a.outcome.clone()).or_default() += 1;
         }
@@ -265,6 +349,9 @@ async fn failover_under_load(pause_only: bool) {
     assert!(others.is_empty(), "errors other than Timeout: {others:?}");
     // Failover per URN of the victim: from the fault to the answer to the ask sent to it
     // then.
+    eprintln!(
+        "asks past their timeout + {MARGIN:?} while their loader waited for a CPU: {starved}"
+    );
     let mut failovers: Vec<u64> = Vec::new();
     for (ok, at) in tokio::time::timeout(LONG + MARGIN, probes)
         .await

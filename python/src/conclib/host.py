@@ -43,8 +43,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from ._host_lane import GROUP, Lane
 from ._host_group import claim_from_gone, more_pending, take_over_gone
 from ._host_lease import Lease, Scripts, lease_gone
@@ -63,12 +61,16 @@ from .durability import Durability
 from .errors import CodecError, ConfigError
 from .protocol import DEFAULT_NAMESPACE, Keys, Status, check_name
 from .topics import DEFAULT_GROUP
-from .url import build_client, parse_url
+from .url import build_client, close_client, parse_url
 
 __all__ = ["ActorHost", "Fenced", "HostConfig", "ReminderPoller", "ReminderPollerOptions", "StateStore"]
 
 log = logging.getLogger("conclib.host")
 
+
+# The bound of each of the host's own commands (seconds), and of a wait for a free
+# connection of its pool: redis-py's default socket timeout.
+HOST_COMMAND_S = 5.0
 
 # How often the upkeep looks for gone members at most (seconds).
 LOOK_AT_MOST = 0.1
@@ -80,7 +82,9 @@ RUST_ACTIVATION_URN_TTL = 120.0
 @dataclass
 class HostConfig:
     """A host's settings (the Rust ``ProxyConfig``'s of the same names and defaults;
-    ``max_connections``: the host's Redis connections at most, a command waiting for one)."""
+    ``max_connections``: the size of each of the host's two Redis connection pools, its own
+    commands' and its request lanes', on every URL kind; past it a command waits for a free
+    connection)."""
 
     namespace: str = DEFAULT_NAMESPACE
     system: str | None = None
@@ -238,25 +242,20 @@ class ActorHost:
                 "an ActorHost serves on one Redis server or the primary of a Sentinel URL; "
                 "a Cluster URL is for clients"
             )
-        if target.kind == "sentinel":
-            # The primary the sentinels name, looked up again after a promotion (a command
-            # on a connection to the old one fails; the next connects to the new one).
-            self.redis = build_client(target, connect_timeout=5.0, command_timeout=None,
-                                      max_connections=cfg.max_connections)
-            self._lane_redis = self.redis
-        else:
-            # A bounded pool that waits for a free connection (redis-py's default pool
-            # refuses a command past its size: a burst of activations loading their state).
-            pool = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections,
-                                                            timeout=None)
-            self.redis = aioredis.Redis.from_pool(pool)
-            # The lanes' reads and answers on connections of their own without a socket
-            # timeout, as on the Sentinel path: redis-py 8's default (5 s) sends each command
-            # through `asyncio.wait_for`, a task and a turn of the event loop more per
-            # request; the lanes bound their commands themselves (`_host_lane.COMMAND_BOUND`).
-            lanes = aioredis.BlockingConnectionPool.from_url(self.url, max_connections=cfg.max_connections,
-                                                             socket_timeout=None, timeout=None)
-            self._lane_redis = aioredis.Redis.from_pool(lanes)
+        # Built as the client builds its own, for every URL kind (TLS, a Unix socket, the
+        # primary the sentinels name, looked up again after a promotion); a burst of
+        # activations waits for a free connection of the bounded pool.
+        # The host's own commands (leases, claims, state) each fail after HOST_COMMAND_S on a
+        # server that stopped answering, as redis-py's default does: a renewal or a save
+        # sent to a frozen server gives up and is tried again.
+        self.redis = build_client(target, connect_timeout=5.0, command_timeout=HOST_COMMAND_S,
+                                  max_connections=cfg.max_connections)
+        # The lanes' reads and answers on connections of their own without a socket timeout:
+        # redis-py sends each command under a socket timeout through `asyncio.wait_for`, a
+        # task and a turn of the event loop more per request; the lanes bound their commands
+        # themselves (`_host_lane.COMMAND_BOUND`), their blocking reads included.
+        self._lane_redis = build_client(target, connect_timeout=5.0, command_timeout=None,
+                                        max_connections=cfg.max_connections)
         self.scripts = Scripts(self.redis)
         # Connects on first use: an actor's `self.client`, the subscriptions.
         self.client = AsyncClient(self.url, namespace=cfg.namespace)
@@ -348,9 +347,8 @@ class ActorHost:
         self._stopped.set()
         if self.client is not None:
             await self.client.close()
-        await self.redis.aclose()
-        if self._lane_redis is not self.redis:
-            await self._lane_redis.aclose()
+        await close_client(self.redis)
+        await close_client(self._lane_redis)
 
     async def _drained(self, mailbox: Mailbox, within: float = 5.0) -> None:
         end = time.monotonic() + within

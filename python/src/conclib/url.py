@@ -193,7 +193,23 @@ def build_client(
         sentinel_kwargs["password"] = target.sentinel_password
     sentinel = sentinel_class(list(target.nodes), sentinel_kwargs=sentinel_kwargs)
     return sentinel.master_for(target.service_name or "", redis_class=Redis, db=target.db,
-                               connection_class=_primary_checked(bool(target.tls)), **common, **tls)
+                               connection_class=_primary_checked(bool(target.tls)),
+                               connection_pool_class=_blocking_sentinel_pool(), max_connections=max_connections,
+                               timeout=command_timeout, **common, **tls)
+
+
+def _blocking_sentinel_pool() -> Any:
+    """redis-py's pool of connections to the primary the sentinels name, bounded as the
+    standalone one is: past ``max_connections`` a command waits (up to the command timeout)
+    for a free connection instead of failing with "too many connections" (redis-py's
+    Sentinel pool refuses it, or is unbounded without a size)."""
+    from redis.asyncio import BlockingConnectionPool
+    from redis.asyncio.sentinel import SentinelConnectionPool
+
+    class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+        pass
+
+    return BlockingSentinelPool
 
 
 def _primary_checked(tls: bool) -> Any:
