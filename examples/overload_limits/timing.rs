@@ -14,8 +14,18 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// How long the calling thread waited for a CPU while runnable so far, in ns (Linux's
+/// schedstat, second field; 0 where the kernel keeps none).
+fn run_delay_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// How late a runtime wakes a task that sleeps `TICK`: sent to `out` as a line `STALL
-/// at_ms=.. late_ms=..` once it passes `REPORTED`. On a current-thread runtime (a member) a
+/// at_ms=.. late_ms=.. waited_ms=..` once it passes `REPORTED` (`waited_ms`: how much of it
+/// the runtime's thread was runnable but not run, the machine's other load). On a current-thread runtime (a member) a
 /// late wake-up is time every request of that member waited too: a handler or a Redis
 /// answer that took the thread, or the process not scheduled (the machine's other load).
 pub fn watch_stalls(out: tokio::sync::mpsc::UnboundedSender<String>) {
@@ -23,15 +33,17 @@ pub fn watch_stalls(out: tokio::sync::mpsc::UnboundedSender<String>) {
     const REPORTED: Duration = Duration::from_millis(250);
     tokio::spawn(async move {
         loop {
-            let t = Instant::now();
+            let (t, delay) = (Instant::now(), run_delay_ns());
             tokio::time::sleep(TICK).await;
             let late = t.elapsed().saturating_sub(TICK);
             if late >= REPORTED {
                 let at = unix_ms().saturating_sub(late.as_millis() as u64);
-                if out
-                    .send(format!("STALL at_ms={at} late_ms={}", late.as_millis()))
-                    .is_err()
-                {
+                let waited = run_delay_ns().saturating_sub(delay) / 1_000_000;
+                let line = format!(
+                    "STALL at_ms={at} late_ms={} waited_ms={waited}",
+                    late.as_millis()
+                );
+                if out.send(line).is_err() {
                     return;
                 }
             }
@@ -52,7 +64,7 @@ pub struct Timing {
     /// Answered asks that took over `SLOW_MS`: URN, when sent, how long.
     slow: [Mutex<Vec<(String, u64, u64)>>; 2],
     activated: Mutex<HashMap<String, Vec<(u64, u8)>>>,
-    stalls: Mutex<Vec<(u8, u64, u64)>>,
+    stalls: Mutex<Vec<(u8, u64, u64, u64)>>,
 }
 
 impl Timing {
@@ -97,8 +109,8 @@ impl Timing {
                         .and_then(|(_, v)| v.parse().ok())
                         .unwrap_or(0)
                 };
-                let (at, late) = (num(words.next()), num(words.next()));
-                self.stalls.lock().unwrap().push((member, at, late));
+                let (at, late, waited) = (num(words.next()), num(words.next()), num(words.next()));
+                self.stalls.lock().unwrap().push((member, at, late, waited));
             }
             _ => {}
         }
@@ -111,8 +123,9 @@ impl Timing {
         let stalls = self.stalls.lock().unwrap();
         for m in 1..=3u8 {
             let of: Vec<u64> = stalls.iter().filter(|s| s.0 == m).map(|s| s.2).collect();
+            let waited: u64 = stalls.iter().filter(|s| s.0 == m).map(|s| s.3).sum();
             println!(
-                "STALLS member=m{m} over_250ms={} over_1s={} over_2s={} max_ms={} sum_ms={}",
+                "STALLS member=m{m} over_250ms={} over_1s={} over_2s={} max_ms={} sum_ms={} runnable_not_run_ms={waited}",
                 of.len(),
                 of.iter().filter(|&&l| l >= 1000).count(),
                 of.iter().filter(|&&l| l >= 2000).count(),
@@ -122,17 +135,17 @@ impl Timing {
         }
         // The long ones, in time order: at once on every member means the machine (or
         // Redis), not one member's work.
-        let mut long: Vec<&(u8, u64, u64)> = stalls.iter().filter(|s| s.2 >= 1000).collect();
+        let mut long: Vec<_> = stalls.iter().filter(|s| s.2 >= 1000).collect();
         long.sort_by_key(|s| s.1);
-        for (member, at, late) in long {
-            println!("STALL member=m{member} at_ms={at} late_ms={late}");
+        for (member, at, late, waited) in long {
+            println!("STALL member=m{member} at_ms={at} late_ms={late} waited_ms={waited}");
         }
         for round in 0..2 {
             self.report_round(round, timeout, &stalls);
         }
     }
 
-    fn report_round(&self, round: usize, timeout: Duration, stalls: &[(u8, u64, u64)]) {
+    fn report_round(&self, round: usize, timeout: Duration, stalls: &[(u8, u64, u64, u64)]) {
         let mut lat = std::mem::take(&mut *self.latencies_ms[round].lock().unwrap());
         lat.sort_unstable();
         let at = |p: f64| {
@@ -172,7 +185,7 @@ impl Timing {
                         within.push(at.saturating_sub(*sent));
                     }
                     // The activating member stalled 1 s or more within the ask's time.
-                    if stalls.iter().any(|&(m, s, late)| {
+                    if stalls.iter().any(|&(m, s, late, _)| {
                         m == member && late >= 1000 && s + late >= *sent && s <= sent + deadline
                     }) {
                         stalled_near += 1;
