@@ -7,10 +7,17 @@
 //!
 //! - `asks`, `failed_asks` (any error), `timeouts`, `decode_errors` (an ask refused as
 //!   undecodable, or a reply the caller could not decode);
-//! - `p99_ratio_roll_to_steady`: the answered asks' p99 from the first successor's start
-//!   to the last member's exit (`roll_ms`), over their p99 in as long a window before it;
-//!   `slow_asks`: the roll's answered asks over twice that steady p99 (a shorter roll has
-//!   fewer quiet asks beside them, and a higher p99 for as many slow ones);
+//! - `p99_ratio_roll_to_steady`: the Rust callers' answered asks sent from the first
+//!   successor's start to the last member's exit (`roll_ms`: every successor's start and
+//!   every drain), their p99, over the p99 of the same callers' answered asks sent in as
+//!   long a window just before it (`steady_ms`; never sooner than [`WARM_UP`] after the
+//!   last caller started: shorter then, and said); `roll_asks`, `steady_asks`: how many
+//!   each p99 is of; `slow_asks`: the roll's answered asks over twice that steady p99 (a
+//!   shorter roll has fewer quiet asks beside them, and a higher p99 for as many slow
+//!   ones); `stall_ms_steady`, `stall_ms_roll`: how long, per caller, the callers' own
+//!   runtimes were not run in each window (CPU the machine did not give them:
+//!   `rolling/waits.rs`), and `slow_moved`, `slow_stalled`, `slow_other`: the slow asks by
+//!   where they waited (their account moving, their caller stalled, neither);
 //! - `drain_ms_max`: the longest a member took from its SIGTERM to its exit;
 //! - `pause_p99_ms`: the largest of the drains' p99 (over the URNs each handed over) of
 //!   the time from an activation's stop to its URN's release;
@@ -50,6 +57,7 @@ mod member;
 mod phases;
 mod python;
 mod ticks;
+mod waits;
 
 pub use caller::caller;
 pub use member::{Account, AccountV2, Add, AddV2, Audit, Total, member};
@@ -125,6 +133,25 @@ pub struct Report {
     /// The answered asks of the roll that took over twice the steady p99: how many asks a
     /// roll slows down, whatever its length.
     pub slow_asks: u64,
+    /// How long the steady window was (ms): as long as the roll, unless the callers had
+    /// not run for [`WARM_UP`] that long before it.
+    pub steady_ms: u64,
+    /// The answered asks each p99 is of: in the steady window, in the roll.
+    pub steady_asks: u64,
+    /// (As `steady_asks`.)
+    pub roll_asks: u64,
+    /// How long each Rust caller's runtime was not run, per caller, in the steady window
+    /// and in the roll (ms).
+    pub stall_ms_steady: f64,
+    /// (As `stall_ms_steady`.)
+    pub stall_ms_roll: f64,
+    /// The slow asks whose account moved while they waited, those whose caller was
+    /// stalled, and the rest (`rolling/waits.rs`).
+    pub slow_moved: u64,
+    /// (As `slow_moved`.)
+    pub slow_stalled: u64,
+    /// (As `slow_moved`.)
+    pub slow_other: u64,
     /// The longest a member took from its SIGTERM to its exit (ms).
     pub drain_ms_max: u64,
     /// The largest of the drains' p99 handing time per URN (ms).
@@ -165,7 +192,7 @@ impl Report {
     #[must_use]
     pub fn line(&self) -> String {
         format!(
-            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0} py_callers={} py_asks={} py_failed={} py_timeouts={} ticks={} ticks_lost={} ticks_doubled={} roll_ms={} slow_asks={}",
+            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0} py_callers={} py_asks={} py_failed={} py_timeouts={} ticks={} ticks_lost={} ticks_doubled={} roll_ms={} slow_asks={} steady_ms={} steady_asks={} roll_asks={} stall_ms_steady={:.1} stall_ms_roll={:.1} slow_moved={} slow_stalled={} slow_other={}",
             self.asks,
             self.failed_asks,
             self.timeouts,
@@ -196,6 +223,14 @@ impl Report {
             self.ticks_doubled,
             self.roll_ms,
             self.slow_asks,
+            self.steady_ms,
+            self.steady_asks,
+            self.roll_asks,
+            self.stall_ms_steady,
+            self.stall_ms_roll,
+            self.slow_moved,
+            self.slow_stalled,
+            self.slow_other,
         )
     }
 }
@@ -278,6 +313,10 @@ async fn start_member(
     }
     Ok(m)
 }
+
+/// How long every caller has run before the steady window may begin: its first asks
+/// (routes looked up, connections made) are not the steady state.
+pub const WARM_UP: Duration = Duration::from_secs(1);
 
 fn p99_ms(mut took_us: Vec<u64>) -> f64 {
     took_us.sort_unstable();
@@ -366,6 +405,7 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
             None => break,
         }
     }
+    let load_ready = micros_now() + WARM_UP.as_micros() as u64;
     tokio::time::sleep(options.steady).await;
     let roll_start = micros_now();
     let mut report = Report::default();
@@ -432,10 +472,13 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
     }
     let (mut steady, mut rolling) = (Vec::new(), Vec::new());
     let mut roll_asks = Vec::new();
+    let mut stalls = Vec::new();
     let window = roll_end - roll_start;
+    let steady_from = roll_start.saturating_sub(window).max(load_ready);
     let mut told = BTreeMap::<u64, u64>::new();
     let waited = Duration::from_secs(60);
-    for mut c in callers {
+    for (caller, mut c) in callers.into_iter().enumerate() {
+        let mut stalled = Vec::new();
         loop {
             let line = c.line(waited).await?;
             if line == "DONE" {
@@ -443,6 +486,7 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
             }
             let f: Vec<&str> = line.split(' ').collect();
             match f.as_slice() {
+                ["S", at, late] => stalled.push((at.parse()?, late.parse()?)),
                 ["A", urn, start, end, outcome] => {
                     let (start, end): (u64, u64) = (start.parse()?, end.parse()?);
                     report.asks += 1;
@@ -452,9 +496,15 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
                     match *outcome {
                         "ok" if start >= roll_start && start < roll_end => {
                             rolling.push(end - start);
-                            roll_asks.push((start, end - start));
+                            let urn = urn.parse()?;
+                            roll_asks.push(waits::Ask {
+                                caller,
+                                urn,
+                                start,
+                                end,
+                            });
                         }
-                        "ok" if start < roll_start && start + window >= roll_start => {
+                        "ok" if start < roll_start && start >= steady_from => {
                             steady.push(end - start);
                         }
                         "ok" => {}
@@ -479,15 +529,42 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
             }
         }
         c.exit(Duration::from_secs(10)).await?;
+        stalls.push(stalled);
     }
     report.asks_per_s = report.asks as f64 / load.as_secs_f64();
+    (report.steady_asks, report.roll_asks) = (steady.len() as u64, rolling.len() as u64);
     report.p99_steady_ms = p99_ms(steady);
     report.p99_roll_ms = p99_ms(rolling);
     report.roll_ms = window / 1000;
+    report.steady_ms = (roll_start - steady_from) / 1000;
+    if report.steady_ms < report.roll_ms {
+        eprintln!(
+            "the steady window is shorter than the roll ({} ms against {} ms): a longer --steady-ms makes them equal",
+            report.steady_ms, report.roll_ms
+        );
+    }
     let slow_us = (report.p99_steady_ms * 2000.0) as u64;
-    report.slow_asks = roll_asks.iter().filter(|(_, took)| *took > slow_us).count() as u64;
+    report.slow_asks = roll_asks
+        .iter()
+        .filter(|a| a.end - a.start > slow_us)
+        .count() as u64;
+    (report.stall_ms_steady, _) = waits::stall_summary(&stalls, steady_from, roll_start);
+    (report.stall_ms_roll, _) = waits::stall_summary(&stalls, roll_start, roll_end);
+    let moves = waits::Moves::read(dir)?;
+    let classes = waits::Classes::of(&roll_asks, slow_us, &moves, &stalls);
+    (report.slow_moved, report.slow_stalled, report.slow_other) =
+        (classes.moved, classes.stalled, classes.other);
     if options.phases {
-        eprint!("{}", steps.report(&roll_asks, report.p99_steady_ms));
+        let (stalled, longest) = waits::stall_summary(&stalls, steady_from, roll_start);
+        eprintln!(
+            "steady len_ms={} asks={} p99_ms={:.1} callers_stalled_ms={stalled:.1} longest_stall_ms={longest:.1}",
+            report.steady_ms, report.steady_asks, report.p99_steady_ms
+        );
+        eprint!(
+            "{}",
+            steps.report(&roll_asks, report.p99_steady_ms, &moves, &stalls, roll_end)
+        );
+        eprintln!("roll over_2x_steady: {}", classes.line());
     }
     // Every URN's count against the tells accepted for it, and its asks counted in
     // memory (carried at each move) against the asks answered: the warm-up's, the

@@ -14,8 +14,8 @@ use crate::BoxError;
 
 /// `caller URL SEED URNS IN_FLIGHT TIMEOUT_MS BUILD`: asks and tells `acct:0..URNS`,
 /// `IN_FLIGHT` at a time, in MessagePack, until its standard input closes, then prints one
-/// line per call (`A urn start_us end_us ok|timeout|decode|<error>`, `T urn ok|<error>`)
-/// and `DONE`. A build 2 caller tells build 2's `Add` (with its note), and once a line
+/// line per call (`A urn start_us end_us ok|timeout|decode|<error>`, `T urn ok|<error>`),
+/// one per stall of its runtime (`S at_us late_us`, `waits.rs`) and `DONE`. A build 2 caller tells build 2's `Add` (with its note), and once a line
 /// `v2` comes on its standard input (a build 2 member serves), asks `Audit` every other
 /// ask.
 pub async fn caller(args: &[String]) -> Result<(), BoxError> {
@@ -47,6 +47,8 @@ pub async fn caller(args: &[String]) -> Result<(), BoxError> {
             .with_ask_timeout(timeout),
     )
     .await?;
+    // CPU this process was not given, beside its asks (`waits.rs`).
+    let stalls = tokio::spawn(super::waits::watch_stalls(stop.clone()));
     let mut workers = Vec::new();
     for w in 0..in_flight.parse::<u64>()? {
         let (client, stop, v2_up) = (client.clone(), stop.clone(), v2_up.clone());
@@ -91,6 +93,9 @@ pub async fn caller(args: &[String]) -> Result<(), BoxError> {
         for line in w.await? {
             println!("{line}");
         }
+    }
+    for (at, late) in stalls.await? {
+        println!("S {at} {late}");
     }
     println!("DONE");
     client.shutdown().await;

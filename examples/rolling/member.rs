@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NAMESPACE;
 use super::ticks::TickNotes;
+use super::waits::Events;
 use crate::BoxError;
 
 /// A tell: adds one. Build 1's, without fields.
@@ -49,6 +50,7 @@ pub struct Account {
     store: StateStore,
     urn: String,
     ticks: TickNotes,
+    events: Events,
 }
 
 #[actor]
@@ -75,6 +77,8 @@ impl Account {
     /// Moved to another member: both counts carried (the saved one is loaded otherwise).
     #[on_stop]
     async fn carry(&mut self, _reason: &conclib::StopReason) {
+        self.events
+            .note(&format!("STOP {} {}", self.urn, super::micros_now()));
         let _ = self.store.dehydrate(&(self.count, self.asks)).await;
     }
 }
@@ -87,6 +91,7 @@ pub struct AccountV2 {
     store: StateStore,
     urn: String,
     ticks: TickNotes,
+    events: Events,
 }
 
 #[actor]
@@ -120,6 +125,8 @@ impl AccountV2 {
     /// As build 1's.
     #[on_stop]
     async fn carry(&mut self, _reason: &conclib::StopReason) {
+        self.events
+            .note(&format!("STOP {} {}", self.urn, super::micros_now()));
         let _ = self.store.dehydrate(&(self.count, self.asks)).await;
     }
 }
@@ -140,7 +147,7 @@ async fn counts(a: &Activation) -> Result<(u64, u64), BoxError> {
 }
 
 /// `member URL NAME BUILD TICKS_DIR`: serves `acct:{id}` as build 1 or 2, and delivers
-/// reminders (noting the ticks in `TICKS_DIR`), until SIGTERM (its poller shut down, then
+/// reminders (noting the ticks in `TICKS_DIR`, and its accounts' moves: `waits.rs`), until SIGTERM (its poller shut down, then
 /// drains, then prints `DRAINED took_ms handed handing_p99_ms longest_ms`) or until stdin
 /// closes (its poller shut down, then shuts down).
 pub async fn member(args: &[String]) -> Result<(), BoxError> {
@@ -148,6 +155,7 @@ pub async fn member(args: &[String]) -> Result<(), BoxError> {
         return Err("member URL NAME BUILD TICKS_DIR".into());
     };
     let notes = TickNotes::open(ticks_dir, name)?;
+    let events = Events::open(ticks_dir, name)?;
     let config = ProxyConfig::new(url)
         .with_namespace(NAMESPACE)
         .with_system_id(name)
@@ -156,10 +164,12 @@ pub async fn member(args: &[String]) -> Result<(), BoxError> {
     let proxy = start_proxy(&system, &config).await?;
     let activator = if build == "2" {
         proxy.activate("acct:{id}", move |a: Activation| {
-            let ticks = notes.clone();
+            let (ticks, events) = (notes.clone(), events.clone());
             async move {
+                let from = super::micros_now();
                 let (count, asks) = counts(&a).await?;
                 let urn = a.urn().to_owned();
+                events.note(&format!("ACT {urn} {from} {}", super::micros_now()));
                 let store = a.into_store();
                 Ok::<_, BoxError>(AccountV2 {
                     count,
@@ -167,15 +177,18 @@ pub async fn member(args: &[String]) -> Result<(), BoxError> {
                     store,
                     urn,
                     ticks,
+                    events,
                 })
             }
         })
     } else {
         proxy.activate("acct:{id}", move |a: Activation| {
-            let ticks = notes.clone();
+            let (ticks, events) = (notes.clone(), events.clone());
             async move {
+                let from = super::micros_now();
                 let (count, asks) = counts(&a).await?;
                 let urn = a.urn().to_owned();
+                events.note(&format!("ACT {urn} {from} {}", super::micros_now()));
                 let store = a.into_store();
                 Ok::<_, BoxError>(Account {
                     count,
@@ -183,6 +196,7 @@ pub async fn member(args: &[String]) -> Result<(), BoxError> {
                     store,
                     urn,
                     ticks,
+                    events,
                 })
             }
         })

@@ -26,11 +26,7 @@ pub struct TickNotes(Arc<Mutex<std::fs::File>>);
 impl TickNotes {
     /// The notes of member `name` in `dir`.
     pub(super) fn open(dir: &str, name: &str) -> Result<TickNotes, BoxError> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(Path::new(dir).join(format!("{name}.ticks")))?;
-        Ok(TickNotes(Arc::new(Mutex::new(file))))
+        Ok(TickNotes(notes_file(dir, name, "ticks")?))
     }
 
     /// Notes a tick handled by `urn` (one write: a line is never torn).
@@ -44,6 +40,20 @@ impl TickNotes {
         let mut f = self.0.lock().map_err(|_| "notes poisoned".to_owned())?;
         f.write_all(line.as_bytes()).map_err(|e| e.to_string())
     }
+}
+
+/// Member `name`'s notes file of kind `ext` in `dir`, opened to append (its activations
+/// share it).
+pub(super) fn notes_file(
+    dir: &str,
+    name: &str,
+    ext: &str,
+) -> Result<Arc<Mutex<std::fs::File>>, BoxError> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(Path::new(dir).join(format!("{name}.{ext}")))?;
+    Ok(Arc::new(Mutex::new(file)))
 }
 
 /// Registers the reminder on each of `urns`.
@@ -71,7 +81,12 @@ pub(super) fn count(dir: &Path) -> Result<(u64, u64, u64), BoxError> {
     // Per account, how many deliveries stood for each due time.
     let mut handled = BTreeMap::<String, BTreeMap<u64, u64>>::new();
     for entry in std::fs::read_dir(dir)? {
-        for line in std::fs::read_to_string(entry?.path())?.lines() {
+        let path = entry?.path();
+        // The members' other notes (`waits.rs`) beside them.
+        if path.extension().is_none_or(|e| e != "ticks") {
+            continue;
+        }
+        for line in std::fs::read_to_string(path)?.lines() {
             let f: Vec<&str> = line.split(' ').collect();
             let [urn, due, missed, period] = f.as_slice() else {
                 return Err(format!("a tick note {line:?}").into());

@@ -368,7 +368,10 @@ impl Shared {
     /// handed its URNs to others before closing its stream (`proxy/drain.rs`), so a route
     /// cached before that leads elsewhere now. Still `gone`'s (or nobody's): that system is
     /// gone, and the URN is unknown, unless the system departed (its successor is waited
-    /// for) or Redis lost its data moments ago.
+    /// for) or Redis lost its data moments ago. A pattern's URN whose key still names that
+    /// system (one handed to a member that drained before it was asked there) goes to the
+    /// pattern's group, not cached: its members free such a key and activate the URN
+    /// (`proxy/scale/takeover.rs`, `free_urn_of_gone`).
     async fn resolve_again(
         &self,
         urn: &str,
@@ -386,6 +389,8 @@ impl Shared {
             // A departed system's URN is looked up until its successor or the deadline.
             if departed::departed(self, self.connection()?, urn, deadline).await? {
                 departed::wait_for_successor(urn, deadline).await?;
+            } else if let Some(group) = self.group_route(urn, deadline).await? {
+                return Ok(group);
             } else {
                 self.wait_if_redis_lost_it(urn, deadline).await?;
             }

@@ -200,15 +200,7 @@ impl Shared {
         let Some(system) = as_bytes(&value) else {
             unreachable!("the loop ends with a value")
         };
-        let system = String::from_utf8_lossy(system).into_owned();
-        let resolved = Resolved {
-            requests_key: self.keys.requests(&system).into(),
-            fast_key: system
-                .starts_with(crate::protocol::GROUP_MARK)
-                .then(|| self.keys.fast_requests(&system).into()),
-            system: system.into(),
-            until: Instant::now() + self.config.resolve_cache_ttl,
-        };
+        let resolved = self.route_to(&String::from_utf8_lossy(system));
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 100_000 {
             let now = Instant::now();
@@ -224,6 +216,39 @@ impl Shared {
             known.insert(urn.to_owned());
         }
         Ok(resolved)
+    }
+
+    /// The route to `system` (a system, or a pattern's group), not cached.
+    fn route_to(&self, system: &str) -> Resolved {
+        Resolved {
+            requests_key: self.keys.requests(system).into(),
+            fast_key: system
+                .starts_with(crate::protocol::GROUP_MARK)
+                .then(|| self.keys.fast_requests(system).into()),
+            system: system.into(),
+            until: Instant::now() + self.config.resolve_cache_ttl,
+        }
+    }
+
+    /// The route to the group of `urn`'s pattern, not cached; `None` when `urn` has no
+    /// pattern or nobody serves it.
+    pub(super) async fn group_route(
+        &self,
+        urn: &str,
+        deadline: Instant,
+    ) -> Result<Option<Resolved>, ProxyError> {
+        let Some(prefix) = crate::protocol::pattern_prefix(urn) else {
+            return Ok(None);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let client = self.connection()?.with_options(&Self::command_options(
+            left.min(self.config.command_timeout),
+        ));
+        let key = vec![owned(self.keys.pattern(prefix))];
+        let group = Box::pin(conn::call(&client, keyed("GET"), key))
+            .await
+            .map_err(|e| redis_error(&e))?;
+        Ok(as_bytes(&group).map(|g| self.route_to(&String::from_utf8_lossy(g))))
     }
 
     /// Nobody holds `urn` nor serves its pattern: waits (`Ok`) before it is looked up again

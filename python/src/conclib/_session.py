@@ -245,12 +245,7 @@ class Session:
                 await self.wait_for_successor(urn, deadline)
                 continue
             await self.wait_if_redis_lost_it(urn, deadline)
-        system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        key = self.keys.requests(system)
-        route = Route(system, key, time.monotonic() + self.client.resolve_cache_ttl, bulk(key))
-        if system.startswith("~"):
-            fast = self.keys.fast_requests(system)
-            route.fast_key, route.packed_fast = fast, bulk(fast)
+        route = self.route_to(value)
         if len(self.cache) > 100_000:
             now = time.monotonic()
             self.cache = {k: r for k, r in self.cache.items() if r.until > now}
@@ -258,6 +253,16 @@ class Session:
         if len(self.known) >= 100_000:
             self.known.clear()
         self.known.add(urn)
+        return route
+
+    def route_to(self, value: Any) -> Route:
+        """The route to the system (or group) named ``value``, as a URN or pattern key holds it."""
+        system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        key = self.keys.requests(system)
+        route = Route(system, key, time.monotonic() + self.client.resolve_cache_ttl, bulk(key))
+        if system.startswith("~"):
+            fast = self.keys.fast_requests(system)
+            route.fast_key, route.packed_fast = fast, bulk(fast)
         return route
 
     async def departed(self, urn: str, deadline: float) -> bool:
@@ -450,7 +455,9 @@ class Session:
         hands its URNs to others before it closes its stream, so a route cached before that
         leads elsewhere now. Still that system's (or nobody's): it is gone, and the URN is
         unknown, unless the system departed (its successor is waited for) or Redis lost its
-        data moments ago."""
+        data moments ago. A pattern's URN whose key still names that system (one handed to a
+        member that drained before it was asked there) goes to the pattern's group, not
+        cached: its members free such a key and activate the URN."""
         self.forget(urn)
         fresh = await self.resolve(urn, deadline, True)
         if fresh.system != route.system:
@@ -460,6 +467,10 @@ class Session:
         if await self.departed(urn, deadline):
             await self.wait_for_successor(urn, deadline)
         else:
+            prefix = pattern_prefix(urn)
+            group = None if prefix is None else await self.command(deadline, "GET", self.keys.pattern(prefix))
+            if group is not None:
+                return self.route_to(group)
             await self.wait_if_redis_lost_it(urn, deadline)
         return await self.resolve(urn, deadline, True)
 

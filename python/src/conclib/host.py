@@ -482,10 +482,15 @@ class ActorHost:
                     owner = None
                     break
                 owner = got.decode("utf-8", "replace") if isinstance(got, bytes) else str(got)
-                gone = await lease_gone(self.redis, self.scripts.release, self.keys.lease(owner))
-                if not gone:
+                # Its key is freed when its holder is gone, or has no request stream (it
+                # drained, and the URN was handed to it before it was asked there: nothing
+                # would read a request passed on to it), both checked again in the script;
+                # as the Rust member's `free_urn_of_gone`.
+                lease, stream = self.keys.lease(owner), self.keys.requests(owner)
+                gone = await lease_gone(self.redis, self.scripts.release, lease)
+                if not gone and await self.redis.exists(stream):
                     break
-                await self.scripts.free_gone_urn(keys=[key, self.keys.lease(owner), self.keys.given(owner)], args=[owner, urn])
+                await self.scripts.free_gone_urn(keys=[key, lease, self.keys.given(owner), stream], args=[owner, urn])
         except Exception as e:
             log.warning("could not claim %s: %s", urn, e)
             for lane, req, _, _ in self._activating.pop(urn, []):

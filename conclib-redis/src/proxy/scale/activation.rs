@@ -65,8 +65,13 @@ pub(in crate::proxy) async fn activate(
     );
     let sent = shared.config.durability.sending(&shared.cmd);
     let claimed_at = Instant::now();
+    // A state carried here by a move (the claim found its carried key: `migration.rs`).
+    let mut carried_in = false;
     let opened = match claim(shared, urn, &state_key, &token).await {
-        Ok(Value::Integer(1)) => None,
+        Ok(Value::Integer(1)) => {
+            carried_in = !shared.cmd.is_clustered();
+            None
+        }
         Ok(Value::Array(got)) if got.first().and_then(Value::as_i64) == Some(1) => {
             let mut got = got.into_iter().skip(1).map(Value::into_bytes);
             Some((got.next().flatten(), got.next().flatten()))
@@ -129,8 +134,16 @@ pub(in crate::proxy) async fn activate(
         );
         // The directory counts it before it answers (a member that places the pattern's
         // next URN reads it then), unless a write of the count is under way already: that
-        // one writes it again once done (`placement.rs`).
-        placement::report_activations(shared, &pattern.prefix).await;
+        // one writes it again once done (`placement.rs`). An activation moved here (a
+        // drain's, a rebalance's) answers first: its requests waited for the move already,
+        // and the count it adds is the one its old member took off (a burst of them came
+        // in one or two writes, each a round trip their first requests waited for).
+        if carried_in {
+            let (shared, prefix) = (shared.clone(), pattern.prefix.clone());
+            tokio::spawn(async move { placement::report_activations(&shared, &prefix).await });
+        } else {
+            placement::report_activations(shared, &pattern.prefix).await;
+        }
     }
     match made {
         Ok(actor) => {
@@ -315,7 +328,12 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
     for urn in owned {
         let handed = match target {
             Some(target) => {
-                urn_keys::hand_urn(shared, &urn, target, false).await == urn_keys::HandedUrn::Handed
+                let handed = urn_keys::hand_urn(shared, &urn, target, false).await
+                    == urn_keys::HandedUrn::Handed;
+                if handed && shared.draining.load(Ordering::Acquire) {
+                    shared.activations.note_handed(&urn, target);
+                }
+                handed
             }
             None => false,
         };

@@ -88,6 +88,9 @@ pub(in crate::proxy) struct Activations {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The cap and eviction policy (`eviction.rs`).
     pub(in crate::proxy) cap: super::eviction::Cap,
+    /// URNs this system handed to another member as it drained, and to whom: a request
+    /// for one read afterwards goes there without asking Redis who holds it.
+    handed: Mutex<HashMap<String, String>>,
 }
 
 /// The activations alive in a system, by URN, and how many each pattern has: kept as they
@@ -241,6 +244,23 @@ impl Activations {
         }
         let prefix = crate::protocol::pattern_prefix(urn)?;
         self.patterns().get(prefix).cloned()
+    }
+
+    /// Notes that `urn`'s key was handed to `target` (a drain's move).
+    pub(in crate::proxy) fn note_handed(&self, urn: &str, target: &str) {
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(urn.to_owned(), target.to_owned());
+    }
+
+    /// The member `urn`'s key was handed to by this system's drain, if it was.
+    pub(in crate::proxy) fn handed_to(&self, urn: &str) -> Option<String> {
+        self.handed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(urn)
+            .cloned()
     }
 
     /// The pattern of prefix `prefix`, if this system hosts it.

@@ -99,11 +99,15 @@ pub(in crate::proxy) async fn activated(
     }
     // A draining system activates nothing more: every request for a URN not live here
     // (moved here by a takeover too) goes to the member it handed the URN to, else to the
-    // group (`proxy/drain.rs`).
+    // group (`proxy/drain.rs`). The member it handed the URN to is known here without a
+    // round trip: a request that waited for its URN's hand-over waits no longer.
     if sys.draining.load(Ordering::Acquire)
         && !Box::pin(sys.activations.is_live_when_settled(&h.req.urn)).await
     {
-        let owner = Box::pin(forward::current_owner(&sys, &h.req.urn)).await;
+        let owner = match sys.activations.handed_to(&h.req.urn) {
+            Some(target) => Some(target),
+            None => Box::pin(forward::current_owner(&sys, &h.req.urn)).await,
+        };
         let to = owner.unwrap_or_else(|| protocol::pattern_group(&pattern.prefix));
         let forward = forward::forward(
             &sys,
