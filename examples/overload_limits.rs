@@ -23,7 +23,10 @@
 //! idle_member_cpu_ms_per_s=..` (`urns_per_s`: the first asks' rate, new activations a
 //! second; `check_per_s`: the asks again; `oom`: members killed by a signal;
 //! `idle_member_cpu_ms_per_s`: a member's CPU, on average, in the 5 s between the two rounds,
-//! when nobody asks).
+//! when nobody asks), after lines that say where the time went (`timing.rs`: `STALLS` of
+//! each member's runtime, and for each round the answered asks' `LATENCY`, the `SLOW`
+//! ones' and the `LATE` (failed) ones' activations). `--pause-ms N --pause-at-s T` stops
+//! the first member for N ms, T s into the first round (a lapse of its lease forced).
 //!
 //! `cargo run --release -p conclib-examples --example overload_limits -- memory --urns 2000
 //! --limit-mb 128 --rate 100 --state-kb 256`: a member process under a container-like
@@ -56,6 +59,9 @@ use conclib::redis::{
 use conclib::{ActorSystem, actor};
 use futures_util::stream::{self, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[path = "overload_limits/timing.rs"]
+mod timing;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -176,7 +182,14 @@ fn main() -> Result<(), BoxError> {
             };
             let check = arg(&args, "--check", urns);
             let in_flight = arg(&args, "--in-flight", 1024);
-            let bad = cap_run(&redis, urns, cap, check, in_flight).await?;
+            let pause = match arg(&args, "--pause-ms", 0u64) {
+                0 => None,
+                ms => Some((
+                    Duration::from_secs(arg(&args, "--pause-at-s", 20)),
+                    Duration::from_millis(ms),
+                )),
+            };
+            let bad = cap_run(&redis, urns, cap, check, in_flight, pause).await?;
             if bad > 0 {
                 failed.push(format!("{bad} errors, double or missing saves"));
             }
@@ -506,12 +519,14 @@ async fn member(args: &[String]) -> Result<(), BoxError> {
     config.overload.activation_cap = Some(cap.parse()?);
     let system = ActorSystem::new(name);
     let proxy = start_proxy(&system, &config).await?;
+    // Its output lines, one writer.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    timing::watch_stalls(tx.clone());
     proxy
         .activate("page:{id}", move |a: Activation| {
             let tx = tx.clone();
             async move {
-                let _ = tx.send(a.urn().to_owned());
+                let _ = tx.send(format!("ACTIVATED {} {}", a.urn(), timing::unix_ms()));
                 let state = a.store().load::<(u64, u64)>().await?.unwrap_or((0, 0));
                 Ok::<_, BoxError>(Page {
                     state,
@@ -526,10 +541,10 @@ async fn member(args: &[String]) -> Result<(), BoxError> {
     let printer = tokio::spawn(async move {
         use std::io::Write;
         let mut out = std::io::BufWriter::new(std::io::stdout());
-        while let Some(urn) = rx.recv().await {
-            let _ = writeln!(out, "ACTIVATED {urn}");
-            while let Ok(urn) = rx.try_recv() {
-                let _ = writeln!(out, "ACTIVATED {urn}");
+        while let Some(line) = rx.recv().await {
+            let _ = writeln!(out, "{line}");
+            while let Ok(line) = rx.try_recv() {
+                let _ = writeln!(out, "{line}");
             }
             let _ = out.flush();
         }
@@ -550,20 +565,24 @@ async fn member(args: &[String]) -> Result<(), BoxError> {
 }
 
 /// Part (b): `urns` URNs over 3 members capped at `cap`; errors, double and missing saves.
+/// `pause`: (when, how long) the first member is stopped (SIGSTOP, then SIGCONT) during the
+/// first round, its lease lapsing in Redis when that is longer than a lease.
 async fn cap_run(
     redis: &RedisDaemon,
     urns: u64,
     cap: usize,
     check: u64,
     in_flight: usize,
+    pause: Option<(Duration, Duration)>,
 ) -> Result<u64, BoxError> {
     let ns = format!("overload-cap-{}", std::process::id());
     let config = redis.config(&ProxyConfig::default().with_namespace(&ns));
     let activations: Arc<std::sync::Mutex<HashMap<String, u64>>> = Arc::default();
+    let timing = Arc::new(timing::Timing::default());
     let evicted = Arc::new(AtomicU64::new(0));
     let mut members = Vec::new();
     let mut readers = Vec::new();
-    for i in 1..=3 {
+    for i in 1..=3u8 {
         let mut m = spawn(&[
             "member".into(),
             config.url.clone(),
@@ -575,10 +594,12 @@ async fn cap_run(
         m.expect("READY").await?;
         let mut lines = m.lines.take().ok_or("no output")?;
         let activations = activations.clone();
-        let evicted = evicted.clone();
+        let (evicted, timing) = (evicted.clone(), timing.clone());
         readers.push(tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
+                timing.line(i, &line);
                 if let Some(urn) = line.strip_prefix("ACTIVATED ") {
+                    let urn = urn.split(' ').next().unwrap_or_default();
                     *activations
                         .lock()
                         .unwrap()
@@ -592,15 +613,40 @@ async fn cap_run(
         members.push(m);
     }
     let client = ProxyClient::connect(&config).await?;
+    if let Some((at, length)) = pause
+        && let Some(pid) = members[0].child.id()
+    {
+        // By `kill(1)` on the pid of a child not reaped yet (reaped only at the end).
+        let signal = move |name: &str| {
+            let _ = std::process::Command::new("kill")
+                .args([format!("-{name}"), pid.to_string()])
+                .status();
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(at).await;
+            println!(
+                "PAUSED member=m1 at_ms={} ms={}",
+                timing::unix_ms(),
+                length.as_millis()
+            );
+            signal("STOP");
+            tokio::time::sleep(length).await;
+            signal("CONT");
+        });
+    }
     let errors = AtomicU64::new(0);
     // Errors by kind (`Timeout`, `Unavailable`...), printed as an `ERRORS` line.
     let kinds: std::sync::Mutex<HashMap<String, u64>> = Default::default();
     let t = Instant::now();
     stream::iter(0..urns)
         .for_each_concurrent(in_flight, |i| {
-            let (client, errors, kinds) = (&client, &errors, &kinds);
+            let (client, errors, kinds, timing) = (&client, &errors, &kinds, &timing);
             async move {
-                if let Err(e) = client.actor::<Page>(format!("page:{i}")).visit().await {
+                let urn = format!("page:{i}");
+                let sent = timing::unix_ms();
+                let r = client.actor::<Page>(urn.as_str()).visit().await;
+                timing.ask(0, &urn, sent, r.is_ok());
+                if let Err(e) = r {
                     errors.fetch_add(1, Ordering::Relaxed);
                     note_error(kinds, &e);
                 }
@@ -637,10 +683,13 @@ async fn cap_run(
     stream::iter(0..check.min(urns))
         .for_each_concurrent(in_flight, |i| {
             let (client, errors, before, kinds) = (&client, &errors, &before, &kinds);
-            let (saved_twice, unsaved) = (&saved_twice, &unsaved);
+            let (saved_twice, unsaved, timing) = (&saved_twice, &unsaved, &timing);
             async move {
                 let urn = format!("page:{i}");
-                match client.actor::<Page>(urn.as_str()).visit().await {
+                let sent = timing::unix_ms();
+                let r = client.actor::<Page>(urn.as_str()).visit().await;
+                timing.ask(1, &urn, sent, r.is_ok());
+                match r {
                     Ok((visits, saves)) => {
                         // What its activation loaded: still alive from the first round, each
                         // earlier activation saved once (and the visit, once one ended); or
@@ -668,6 +717,7 @@ async fn cap_run(
     for (kind, n) in kinds.lock().unwrap().iter() {
         println!("ERRORS kind={kind} count={n}");
     }
+    timing.report(config.ask_timeout);
     client.shutdown().await;
     let mut oom = 0;
     for m in members {

@@ -247,8 +247,15 @@
 //!   member failover: the look period"); SIGSTOPped: 3.8-4.0 s and 3.85-4.14 s; every 10 s ask answered, the 500 ms ones answered or failing `Timeout`
 //!   at their deadline, every call back within its timeout and 300 ms, every tell counted
 //!   once (the resumed holder repeats none), on a busy 2-core machine in debug builds (the
-//!   test prints a `RESULT` line). A holder back from a pause claims its URN keys again
-//!   before it serves and finds them given away. A moved request keeps its first entry as
+//!   test prints a `RESULT` line). A holder back from a pause claims again, before it serves,
+//!   the URN keys given away meanwhile, which the move (and the freeing of a gone holder's key,
+//!   below) adds to the gone system's record (`{ns}:sys:{system}:given`, made anew as the
+//!   lease is taken again), and its keys that may have expired, not every key it holds: a
+//!   holder of 16 activations and 40,000 other URN keys, paused past its 1 s lease while 64
+//!   callers ask the activations, stops the 16 it lost and sends none of the 40,000
+//!   (`tests/faults/given_away.rs`). When the record is not whole (lost with a Redis
+//!   restarted or a replica promoted, or expired after a lapse longer than any key lives), or
+//!   after a reconnection, it claims every key again (`tests/faults/lapse.rs`). A moved request keeps its first entry as
 //!   its identity (field `moved`), so one whose handling
 //!   had written the activation's state is not handled again. Requests the gone system had taken from the
 //!   group's stream are claimed from it as a gone member's. Requests for its other actors

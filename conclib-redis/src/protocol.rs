@@ -152,6 +152,13 @@ impl Keys {
         format!("{}:sys:{system}:lease", self.ns)
     }
 
+    /// `{ns}:sys:{system}:given` → the URNs whose keys were given away from `system` while its
+    /// lease was absent (a set, with a mark; [`SYSTEM_LEASE_SCRIPT`]): what the system claims
+    /// again after a lapse, besides its keys that may have expired.
+    pub fn given(&self, system: &str) -> String {
+        format!("{}:sys:{system}:given", self.ns)
+    }
+
     /// `{ns}:snapshot:{system}` → the system's published snapshot (JSON, with a TTL).
     pub fn snapshot(&self, system: &str) -> String {
         format!("{}:snapshot:{system}", self.ns)
@@ -247,13 +254,46 @@ pub(crate) const FOREIGN_KEY: &str = "(a key of another type)";
 
 /// Frees a URN key whose holder is gone: deletes `KEYS[1]` (the URN key) if it names
 /// `ARGV[1]` and that system holds no lease (`KEYS[2]`, its system lease) or, when
-/// `KEYS[3]` (its request stream) is given, has no request stream (it drained, and its
-/// stream was deleted: `proxy/drain.rs`). 1: freed.
-pub(crate) const FREE_GONE_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] and (redis.call('EXISTS', KEYS[2]) == 0 or (KEYS[3] ~= nil and redis.call('EXISTS', KEYS[3]) == 0)) then
+/// `KEYS[4]` (its request stream) is given, has no request stream (it drained, and its
+/// stream was deleted: `proxy/drain.rs`), and adds the URN (`ARGV[2]`) to the holder's record
+/// of URN keys given away (`KEYS[3]`, [`SYSTEM_LEASE_SCRIPT`]) when that record exists. 1:
+/// freed.
+pub(crate) const FREE_GONE_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] and (redis.call('EXISTS', KEYS[2]) == 0 or (KEYS[4] ~= nil and redis.call('EXISTS', KEYS[4]) == 0)) then
   redis.call('DEL', KEYS[1])
+  if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('SADD', KEYS[3], ARGV[2]) end
   return 1
 end
 return 0";
+
+/// A system's lease kept, with its record of the URN keys given away while the lease was
+/// absent (a set at `{ns}:sys:{system}:given`, [`Keys::given`]: what the takeover and the
+/// freeing of a gone holder's URN key add to, [`TAKE_OVER_SCRIPT`], [`FREE_GONE_URN_SCRIPT`],
+/// only while it exists; `ARGV[4]`, never a URN, marks it as whole since it was made).
+/// `KEYS[1]` = the lease, `KEYS[2]` = the record; `ARGV[1]` = this instance's token,
+/// `ARGV[2]` = the lease's TTL (ms), `ARGV[3]` = the record's, `ARGV[4]` = the mark, `ARGV[5]`
+/// = `1` to take the lease again when it is absent. Answers `{1}`: it named this instance and
+/// is renewed (the record's TTL with it); `{2, holder}`: another instance holds it; `{0}`:
+/// absent, not taken; `{3, given}`: absent, taken again, and `given` the record's URNs (with
+/// the mark) if the record was whole, else `false`. Either way the record is emptied and
+/// marked whole again in the same step, so that whatever is given away from then on (after
+/// another lapse) is in it.
+pub(crate) const SYSTEM_LEASE_SCRIPT: &str = r"local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return {1}
+end
+if held then return {2, held} end
+if ARGV[5] ~= '1' then return {0} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local given = false
+if redis.call('SISMEMBER', KEYS[2], ARGV[4]) == 1 then
+  given = redis.call('SMEMBERS', KEYS[2])
+end
+redis.call('DEL', KEYS[2])
+redis.call('SADD', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {3, given}";
 
 /// `KEYS[1]` = a key, `ARGV[1]` = expected value: deletes the key if it holds that value.
 pub(crate) const RELEASE_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -558,15 +598,16 @@ pub(crate) fn sha1_hex(script: &str) -> String {
 }
 
 /// `KEYS[1]` = a gone system's stream, `KEYS[2]` = a pattern group's stream, `KEYS[3]` = the
-/// gone system's lease, `KEYS[4..3+n]` = URN keys, `KEYS[4+n..]` = the streams of the members
-/// chosen to activate them; `ARGV[1]` = consumer group, `ARGV[2]` = the pattern's prefix,
+/// gone system's lease, `KEYS[4]` = its record of URN keys given away ([`SYSTEM_LEASE_SCRIPT`]),
+/// `KEYS[5..4+n]` = URN keys, `KEYS[5+n..]` = the streams of the members chosen to activate
+/// them; `ARGV[1]` = consumer group, `ARGV[2]` = the pattern's prefix,
 /// `ARGV[3]` = the gone system's id, `ARGV[4]`, `ARGV[5]` = the first and last entry ids to
 /// look at, `ARGV[6]` = the URN keys' TTL (ms), `ARGV[7]` = n, then n URNs (those of
 /// `KEYS[4..3+n]`), n indexes (1-based) into the chosen members' streams, and their system
 /// ids. Unless the pattern has no member (`{-1, 0, 0}`) or the gone system holds a lease
 /// again (`{-2, 0, 0}`): each URN key naming the gone system, or absent, is given to the
 /// member chosen for it when that member's stream exists (one naming that member already
-/// stays its), and each request of that range for a URN of the pattern not acknowledged by the
+/// stays its; one given away is added to the record when the record exists), and each request of that range for a URN of the pattern not acknowledged by the
 /// gone system (delivered and pending, or never delivered) is appended, fields unchanged but
 /// its deadline's `ttl` cut by the time it waited and a `moved` field (its first entry,
 /// `<id> <stream>`, unless it has one), to that member's stream (to the group's stream if its
@@ -580,14 +621,15 @@ if redis.call('EXISTS', KEYS[3]) == 1 then return {-2, 0, 0} end
 local n = tonumber(ARGV[7])
 local dest = {}
 for i = 1, n do
-  local key = KEYS[3 + i]
+  local key = KEYS[4 + i]
   local target = tonumber(ARGV[7 + n + i])
   local held = redis.call('GET', key)
   local chosen = ARGV[7 + 2 * n + target]
-  if redis.call('EXISTS', KEYS[3 + n + target]) == 1
+  if redis.call('EXISTS', KEYS[4 + n + target]) == 1
     and (held == ARGV[3] or held == chosen or (held == false and redis.call('SET', key, chosen, 'PX', ARGV[6], 'NX'))) then
     redis.call('SET', key, chosen, 'PX', ARGV[6])
-    dest[ARGV[7 + i]] = KEYS[3 + n + target]
+    if held ~= chosen and redis.call('EXISTS', KEYS[4]) == 1 then redis.call('SADD', KEYS[4], ARGV[7 + i]) end
+    dest[ARGV[7 + i]] = KEYS[4 + n + target]
   end
 end
 local t = redis.call('TIME')

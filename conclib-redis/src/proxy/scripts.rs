@@ -3,7 +3,7 @@
 use crate::protocol::{
     ANSWER_SCRIPT, CLAIM_MANY_SCRIPT, CLAIM_OPEN_SCRIPT, CLAIM_SCRIPT, FORWARD_SCRIPT,
     PLACE_SCRIPT, PLACEMENT_READ_SCRIPT, PLACEMENT_REPORT_SCRIPT, PUSH_SCRIPT, RELEASE_SCRIPT,
-    RESET_SCRIPT, STATE_CLOSE_SCRIPT,
+    RESET_SCRIPT, STATE_CLOSE_SCRIPT, SYSTEM_LEASE_SCRIPT,
 };
 pub(super) use crate::script::Script;
 
@@ -29,6 +29,9 @@ pub(super) struct Scripts {
     pub(super) read_directory: Script,
     /// Replaces a poisoned request stream by an empty one ([`RESET_SCRIPT`]).
     pub(super) reset: Script,
+    /// A system's lease kept with its record of URN keys given away
+    /// ([`SYSTEM_LEASE_SCRIPT`]).
+    pub(super) system_lease: Script,
 }
 
 impl Scripts {
@@ -46,6 +49,7 @@ impl Scripts {
             report: Script::new(PLACEMENT_REPORT_SCRIPT),
             read_directory: Script::new(PLACEMENT_READ_SCRIPT),
             reset: Script::new(RESET_SCRIPT),
+            system_lease: Script::new(SYSTEM_LEASE_SCRIPT),
         }
     }
 }

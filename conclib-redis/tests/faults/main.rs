@@ -1,10 +1,11 @@
 //! Fault injection against the proxy's guarantees: a serving process killed (SIGKILL) or
-//! frozen (SIGSTOP) past its lease, a flood of asks on a slow actor, entry ids a hostile
+//! frozen (SIGSTOP) past its lease (and its URN keys given away meanwhile), a flood of asks on a slow actor, entry ids a hostile
 //! client chose, a proxy restarted after a crash, clients dropped by the hundred. Real
 //! redis-server, real child processes (this test binary in the peer's role), every wait
 //! bounded, every child killed and reaped by PID.
 #[path = "../common/mod.rs"]
 mod common;
+mod given_away;
 mod hostile;
 mod kills;
 mod lapse;
@@ -29,6 +30,7 @@ use fred::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use given_away::*;
 use hostile::*;
 use kills::*;
 use lapse::*;
@@ -43,6 +45,7 @@ fn main() {
         a_tell_in_the_wrong_stream_is_forwarded_to_the_urns_holder,
         a_process_paused_past_its_lease_does_not_serve_a_urn_taken_over,
         a_process_paused_past_its_lease_with_many_urn_keys_serves_again,
+        a_lapse_claims_again_only_the_urn_keys_given_away,
         a_paused_process_replaced_by_its_own_system_hands_on_what_it_reads,
         a_flood_gets_mailbox_full_at_once_and_expired_asks_never_run,
         a_request_older_than_the_room_wait_gets_the_room_there_is_or_mailbox_full_at_once,
@@ -147,6 +150,20 @@ impl Peer {
             .expect("a killed child is reaped")
             .unwrap();
         assert!(!status.success());
+    }
+
+    /// The URNs activated in it now (its `ProxyHandle::activations`).
+    async fn activations(&mut self) -> Vec<String> {
+        self.stdin.write_all(b"activations\n").await.unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(10), self.stdout.next_line())
+            .await
+            .expect("the peer answers within 10 s")
+            .unwrap()
+            .unwrap_or_default();
+        let list = line
+            .strip_prefix("ACTIVATIONS")
+            .expect("an ACTIVATIONS line");
+        list.split_whitespace().map(str::to_owned).collect()
     }
 
     async fn stop(mut self) {

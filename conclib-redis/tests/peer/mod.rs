@@ -7,7 +7,9 @@
 //!   `CONCLIB_TEST_LEASE_MS` sets the proxy's lease and its URN keys' TTL; `CONCLIB_TEST_NOTES` is where the
 //!   counters record the `Note`s they handle; `CONCLIB_TEST_RELEASE` set: `release_on_shutdown`;
 //!   `CONCLIB_TEST_BULK_URNS` = N: N more counters, at `bulk:0`..; `CONCLIB_TEST_URN_TTL_MS`:
-//!   the URN keys' TTL (after `CONCLIB_TEST_LEASE_MS`).
+//!   the URN keys' TTL (after `CONCLIB_TEST_LEASE_MS`); `CONCLIB_TEST_PATTERN`: a pattern
+//!   (`acct:{id}`) whose URNs it activates as counters. On stdin, `activations` prints
+//!   `ACTIVATIONS` and the URNs activated in it now.
 //! - `<test binary> ask <url> <namespace> <urn> <total> <concurrency> <tag>`: asks
 //!   `total` echoes, `concurrency` at a time, checks every answer, prints `OK <total>`.
 
@@ -105,12 +107,25 @@ async fn serve(url: &str, ns: &str, system_id: &str, urns: &[String]) -> i32 {
             return 1;
         }
     };
+    if let Ok(pattern) = std::env::var("CONCLIB_TEST_PATTERN") {
+        let activated = proxy
+            .activate(&pattern, |_activation| async {
+                Ok::<_, String>(actors::Counter::default())
+            })
+            .never_passivate()
+            .await;
+        if let Err(e) = activated {
+            eprintln!("activate: {e}");
+            return 1;
+        }
+    }
     println!("READY");
     let mut orders = crate::common::orders();
     while let Some(cmd) = orders.recv().await {
         match cmd.as_str() {
             "crash" => std::process::exit(0),
             "stop" => break,
+            "activations" => println!("ACTIVATIONS {}", proxy.activations().join(" ")),
             _ => {}
         }
     }

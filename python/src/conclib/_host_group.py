@@ -99,7 +99,7 @@ async def take_over_gone(redis: Any, scripts: Any, keys: Keys, prefix: str, me: 
             first, last = entries[0][0], entries[-1][0]
             if urns:
                 got = await scripts.take_over(
-                    keys=[stream, keys.requests(group), keys.lease(system), *(keys.urn(u) for u in urns), keys.requests(me)],
+                    keys=[stream, keys.requests(group), keys.lease(system), keys.given(system), *(keys.urn(u) for u in urns), keys.requests(me)],
                     args=[GROUP, prefix, system, first, last, urn_ttl_ms, len(urns), *urns, *([1] * len(urns)), me],
                 )
                 if not got or got[0] < 0:

@@ -492,7 +492,7 @@ class ActorHost:
                 gone = await lease_gone(self.redis, self.scripts.release, lease)
                 if not gone and await self.redis.exists(stream):
                     break
-                await self.scripts.free_gone_urn(keys=[key, lease, stream], args=[owner])
+                await self.scripts.free_gone_urn(keys=[key, lease, self.keys.given(owner), stream], args=[owner, urn])
         except Exception as e:
             log.warning("could not claim %s: %s", urn, e)
             for lane, req, _, _ in self._activating.pop(urn, []):

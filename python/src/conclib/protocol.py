@@ -104,6 +104,12 @@ class Keys:
         """``{ns}:sys:{system}:lease``: the token of the instance serving the system."""
         return f"{self.namespace}:sys:{system}:lease"
 
+    def given(self, system: str) -> str:
+        """``{ns}:sys:{system}:given``: the URNs whose keys were given away from the system
+        while its lease was absent (a set the takeover and the freeing of a gone holder's
+        URN key add to while it exists; a Rust system claims them again after a lapse)."""
+        return f"{self.namespace}:sys:{system}:given"
+
     def member(self, group: str, system: str) -> str:
         """``{ns}:sys:{group}:member:{system}``: the token of the instance through which
         ``system`` is a member of ``group`` (a lease)."""

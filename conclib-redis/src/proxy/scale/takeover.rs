@@ -132,7 +132,7 @@ async fn system_gone(shared: &Shared, system: &str) -> bool {
 /// knew it held it, and nothing would read a request sent to it), so that a request read
 /// from the pattern's group stream activates the URN at once rather than after the key
 /// lapses (`activation_urn_ttl`): such a request never passes through the holder's own stream,
-/// where the takeover finds the rest. `true`: freed. Not in a Redis Cluster (the three
+/// where the takeover finds the rest. `true`: freed. Not in a Redis Cluster (the four
 /// keys live in different slots): there the key lapses.
 pub(in crate::proxy) async fn free_urn_of_gone(shared: &Shared, urn: &str, holder: &str) -> bool {
     if shared.cmd.is_clustered() {
@@ -148,9 +148,10 @@ pub(in crate::proxy) async fn free_urn_of_gone(shared: &Shared, urn: &str, holde
             vec![
                 owned(shared.keys.urn(urn)),
                 owned(shared.keys.lease(holder)),
+                owned(shared.keys.given(holder)),
                 owned(stream),
             ],
-            vec![owned(holder.to_owned())],
+            vec![owned(holder.to_owned()), owned(urn.to_owned())],
         )
         .await;
     let freed = matches!(freed, Ok(Value::Integer(1)));
@@ -318,6 +319,8 @@ pub(in crate::proxy) async fn move_requests(
                 owned(stream.clone()),
                 owned(target.clone()),
                 owned(from.lease_key.clone()),
+                // Where the keys given away are recorded, for the system back from a lapse.
+                owned(shared.keys.given(system)),
             ];
             keys.extend(urns.iter().map(|u| owned(shared.keys.urn(u))));
             keys.extend(members.iter().map(|m| owned(shared.keys.requests(m))));

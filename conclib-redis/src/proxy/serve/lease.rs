@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
+use super::given::{self, Renewed};
 use super::lease_state::{lease_holder, process_exists, this_host};
 use super::publish;
 use super::stream::FUTURE_ID_TOLERANCE_MS;
 use super::urn_keys::{
-    IfFree, claim_urns, claims_replicated, release_urns, renew_urn_keys, renew_urns_in_turn,
+    IfFree, Which, claim_urns, claims_replicated, release_urns, renew_urn_keys, renew_urns_in_turn,
 };
 use super::write;
 use crate::conn::{self, as_bytes, keyed, owned, s};
@@ -79,7 +80,10 @@ pub(in crate::proxy) async fn acquire_lease(shared: &Shared) -> Result<(), Serve
                     .replicated(&shared.cmd, &shared.lease.key, &sent)
                     .await
                 {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => {
+                        given::open(shared).await;
+                        return Ok(());
+                    }
                     Err(_) if set_at.elapsed() < shared.config.lease_ttl / 2 => {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -261,7 +265,9 @@ enum LeaseKey {
     /// It still named this instance: it lived on since the last renewal, so no takeover
     /// ran meanwhile (the takeover's scripts check that the lease is absent).
     Kept,
-    /// It had lapsed in Redis, and was taken again: a takeover may have given URN keys away.
+    /// It had lapsed in Redis, and was taken again (or is absent, not to be taken): a
+    /// takeover may have given URN keys away (what the system's record says of them is in
+    /// the lease's state, [`Lease::lapsed_in_redis`](super::lease_state::Lease::lapsed_in_redis)).
     Retaken,
     /// Another instance of this system holds it.
     Replaced,
@@ -273,8 +279,22 @@ enum LeaseKey {
 /// instance), and takes it again when it had lapsed (`retake`; else answers `Retaken`
 /// without taking it). A lapse of this process's own view of the lease (a pause, starved
 /// of CPU past the lease's margin) is not one in Redis: only the second asks for every URN
-/// key to be claimed again (docs/bench-log.md, "Overload: a starved member's lease").
+/// key to be claimed again (docs/bench-log.md, "Overload: a starved member's lease"), or,
+/// for a system's lease whose record of URN keys given away was whole, only those and the
+/// keys due ([`given`]).
 async fn renew_lease_key(shared: &Shared, retake: bool) -> LeaseKey {
+    if given::kept(shared) {
+        return match given::renew(shared, retake).await {
+            Renewed::Kept => LeaseKey::Kept,
+            Renewed::Retaken(urns) => {
+                shared.lease.lapsed_in_redis(urns);
+                LeaseKey::Retaken
+            }
+            Renewed::Absent => LeaseKey::Retaken,
+            Renewed::Replaced => LeaseKey::Replaced,
+            Renewed::Unanswered => LeaseKey::Unanswered,
+        };
+    }
     let ttl = Value::Integer(shared.config.lease_ttl.as_millis() as i64);
     let claim = |mode: Option<&'static str>| {
         let mut args = vec![owned(shared.lease.token.clone()), ttl.clone()];
@@ -295,7 +315,13 @@ async fn renew_lease_key(shared: &Shared, retake: bool) -> LeaseKey {
     };
     match held(claim(Some("renew")).await, LeaseKey::Kept) {
         // Taken again; or taken by another instance in between, or not answered.
-        LeaseKey::Retaken if retake => held(claim(None).await, LeaseKey::Retaken),
+        LeaseKey::Retaken if retake => {
+            let took = held(claim(None).await, LeaseKey::Retaken);
+            if took == LeaseKey::Retaken {
+                shared.lease.lapsed_in_redis(None);
+            }
+            took
+        }
         other => other,
     }
 }
@@ -341,8 +367,7 @@ async fn renew_lease(shared: &Shared) {
         // lapsed, whatever their own TTL): they are claimed again, and checked, before they
         // count as held.
         LeaseKey::Retaken => {
-            tracing::warn!(system = %shared.system_id, urns = shared.registry().owned.len(), "this system's lease had lapsed in Redis (a pause, Redis out of reach): claiming every URN key again before serving");
-            shared.lease.renew_all_urns();
+            tracing::warn!(system = %shared.system_id, urns = shared.registry().owned.len(), "this system's lease had lapsed in Redis (a pause, Redis out of reach): claiming again the URN keys it may have lost before serving");
         }
         LeaseKey::Replaced => {
             tracing::error!(system = %shared.system_id, "another proxy instance took this system's lease; this one stops reading");
@@ -380,15 +405,24 @@ async fn renew_lease(shared: &Shared) {
         Vec::new()
     };
     let mut answered = claim_urns(shared, conflicts).await;
-    // After a lapse every key is taken, free or not (another system's is refused), the
-    // lease kept beside the pass; then renewed once more, the lease counted from that one.
+    // After a lapse the keys it may have lost are taken, free or not (another system's is
+    // refused): every one, or, when the system's record of those given away is whole
+    // (`given.rs`), those and the keys that may have expired. The lease is kept beside the
+    // pass, then renewed once more, and counted from that one.
+    let given = if all_urns {
+        shared.lease.given_to_claim()
+    } else {
+        None
+    };
     let all_until = if all_urns {
         let pass = std::time::Instant::now();
-        let Some(until) = keeping_lease(shared, renew_urn_keys(shared, IfFree::Take)).await else {
-            tracing::warn!(system = %shared.system_id, "the lease lapsed again while every URN key was claimed again; the next renewal starts over");
+        let which = given.as_ref().map_or(Which::Every, Which::DueAnd);
+        let Some(until) = keeping_lease(shared, renew_urn_keys(shared, IfFree::Take, which)).await
+        else {
+            tracing::warn!(system = %shared.system_id, "the lease lapsed again while the URN keys were claimed again; the next renewal starts over");
             return;
         };
-        tracing::info!(system = %shared.system_id, ms = pass.elapsed().as_millis() as u64, answered = until.is_some(), "claimed every URN key again");
+        tracing::info!(system = %shared.system_id, ms = pass.elapsed().as_millis() as u64, answered = until.is_some(), given_away = given.as_ref().map(|g| g.len()), "claimed again the URN keys it may have lost (every one when `given_away` is absent)");
         answered &= until.is_some();
         let again = std::time::Instant::now();
         if renew_lease_key(shared, false).await != LeaseKey::Kept {
@@ -406,6 +440,9 @@ async fn renew_lease(shared: &Shared) {
         && all_until.is_none_or(|until| shared.lease.mark_urns_fresh_until(since, until, epoch))
     {
         shared.lease.mark_lease_fresh(since);
+        if let Some(given) = &given {
+            shared.lease.given_claimed(given);
+        }
     }
     drop(guard);
     shared

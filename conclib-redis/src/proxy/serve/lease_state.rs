@@ -2,6 +2,7 @@
 //! the lease and the URN keys are surely still held, by this process's monotonic clock
 //! (the fence every request handed to an actor carries). `lease.rs` renews them.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +34,15 @@ pub(in crate::proxy) struct Lease {
     /// A renewal of the URN keys is under way (one at a time: a lease re-check that comes
     /// meanwhile renews the lease only).
     pub(in crate::proxy) urns_renewing: AtomicBool,
+    /// The URNs whose keys were given away while the lease was absent in Redis, as the
+    /// lease's retakes read them from the system's record (`SYSTEM_LEASE_SCRIPT`), until a
+    /// pass after the lapse claimed them again.
+    given: Mutex<HashSet<String>>,
+    /// Whether the pass every URN key is asked for ([`Lease::renew_all_urns`]) may claim only
+    /// those due and those given away: the lapse that asked for it was one in Redis with the
+    /// record whole. Not after a reconnection (the Redis that answers may have lost writes)
+    /// nor a record lost.
+    given_known: AtomicBool,
     /// What `fresh_until` and `urns_fresh_until` count from.
     clock_base: Instant,
     /// Open while the leases are surely held, as the fresh-until times; every request handed to an
@@ -63,6 +73,8 @@ impl Lease {
             urns_renewed_at: AtomicU64::new(u64::MAX),
             urns_epoch: AtomicU64::new(0),
             urns_renewing: AtomicBool::new(false),
+            given: Mutex::new(HashSet::new()),
+            given_known: AtomicBool::new(false),
             clock_base: Instant::now(),
             fence: Mutex::new(conclib_core::Fence::new(Instant::now())),
             recheck: tokio::sync::Mutex::new(()),
@@ -175,10 +187,43 @@ impl Lease {
     /// promoted replica without the last renewals): the fence closes, the next request
     /// waits for a renewal, and that one claims every URN key again and checks it.
     pub(super) fn lapse(&self) {
+        self.given_known.store(false, Ordering::Release);
         self.fresh_until.store(0, Ordering::Release);
         self.urns_fresh_until.store(0, Ordering::Release);
         self.renew_all_urns();
         lock(&self.fence).close();
+    }
+
+    /// Records a lapse of the lease in Redis, found as the lease was taken again: `given`,
+    /// the URNs the system's record says were given away meanwhile (`None`: the record was
+    /// not whole, so every URN key is claimed again). The pass it asks for
+    /// ([`Lease::renew_all_urns`]) claims only those and the keys due when every lapse since
+    /// the last pass was one whose record was whole.
+    pub(super) fn lapsed_in_redis(&self, given: Option<Vec<String>>) {
+        let known = match given {
+            Some(urns) => {
+                lock(&self.given).extend(urns);
+                // A pass still owed for a lapse not known stays a pass over every key.
+                !self.all_urns_asked() || self.given_known.load(Ordering::Acquire)
+            }
+            None => false,
+        };
+        self.given_known.store(known, Ordering::Release);
+        self.renew_all_urns();
+    }
+
+    /// What the pass after a lapse claims besides the keys due: `Some` (the URNs given away)
+    /// when the lapses since the last pass are known ([`Lease::lapsed_in_redis`]), `None`:
+    /// every key.
+    pub(super) fn given_to_claim(&self) -> Option<HashSet<String>> {
+        self.given_known
+            .load(Ordering::Acquire)
+            .then(|| lock(&self.given).clone())
+    }
+
+    /// The URNs `claimed` (a pass after a lapse, counted) are no longer to claim again.
+    pub(super) fn given_claimed(&self, claimed: &HashSet<String>) {
+        lock(&self.given).retain(|u| !claimed.contains(u));
     }
 
     /// Makes the next renewal renew every URN key (Redis may have restarted empty).
@@ -280,5 +325,34 @@ mod tests {
         assert!(lease.mark_urns_fresh_until(now, now + Duration::from_secs(13), epoch));
         lease.mark_lease_fresh(Instant::now());
         assert!(lease.fresh());
+    }
+
+    /// A lapse in Redis whose record of URN keys given away was whole asks for those only
+    /// (besides the keys due); one whose record was not, or a reconnection, for every key,
+    /// and a pass still owed for such a lapse stays one over every key whatever comes after.
+    #[test]
+    fn a_lapse_with_a_whole_record_asks_for_the_keys_given_away_only() {
+        let set = |urns: &[&str]| urns.iter().map(|u| (*u).to_owned()).collect();
+        let lease = lease();
+        lease.lapsed_in_redis(Some(vec!["a".into()]));
+        assert!(lease.all_urns_asked());
+        assert_eq!(lease.given_to_claim(), Some(set(&["a"])));
+        // Another before the pass: both.
+        lease.lapsed_in_redis(Some(vec!["b".into()]));
+        assert_eq!(lease.given_to_claim(), Some(set(&["a", "b"])));
+        // A reconnection: every key, and still after a lapse with a whole record.
+        lease.lapse();
+        assert_eq!(lease.given_to_claim(), None);
+        lease.lapsed_in_redis(Some(vec!["c".into()]));
+        assert_eq!(lease.given_to_claim(), None);
+        // The pass counted: the next lapse is known again; what was claimed is forgotten.
+        let (epoch, now) = (lease.urns_epoch(), Instant::now());
+        assert!(lease.mark_urns_fresh_until(now, now + Duration::from_secs(13), epoch));
+        lease.given_claimed(&set(&["a", "b"]));
+        lease.lapsed_in_redis(Some(vec![]));
+        assert_eq!(lease.given_to_claim(), Some(set(&["c"])));
+        // A record not whole: every key.
+        lease.lapsed_in_redis(None);
+        assert_eq!(lease.given_to_claim(), None);
     }
 }

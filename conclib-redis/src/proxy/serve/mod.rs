@@ -4,7 +4,7 @@
 //! A request is read (`read`), checked, routed and decoded (`dispatch`), handed to its actor
 //! (`handoff`), and answered (`write`); one whose URN another system holds is passed on
 //! (`forward`). Kept alongside: the lease and the URN keys it covers (`lease`,
-//! `lease_state`, `owned`), the request stream and its unacknowledged entries (`stream`),
+//! `lease_state`, `owned`; `given`, the record of those a takeover gave away), the request stream and its unacknowledged entries (`stream`),
 //! the URNs known (`registry`), the pending counts against the overload limits (`admission`), Redis's clock (`clock`), the counters (`counters`) and the
 //! system's published snapshot (`publish`).
 
@@ -13,6 +13,7 @@ pub(super) mod clock;
 pub(super) mod counters;
 pub(super) mod dispatch;
 pub(super) mod forward;
+pub(super) mod given;
 pub(super) mod handoff;
 pub(super) mod lease;
 pub(super) mod lease_state;

@@ -109,17 +109,18 @@ impl OwnedUrns {
         self.urns.drain().map(|(urn, _)| urn)
     }
 
-    /// The keys to renew at `now`: those past a third of their TTL, or every one (`all`:
-    /// after a lapse); `key` makes a URN's key (called for those sent only).
+    /// The keys to renew at `now`: those past a third of their TTL, and those `also` names
+    /// (every one after a lapse whose takeovers are not known; those given away after one
+    /// whose are); `key` makes a URN's key (called for those sent only).
     pub(in crate::proxy) fn due(
         &self,
         now: Instant,
-        all: bool,
+        also: impl Fn(&str) -> bool,
         key: impl Fn(&str) -> String,
     ) -> Due {
         let mut due = Due::default();
         for (urn, held) in &self.urns {
-            if all || held.due(now) {
+            if held.due(now) || also(urn) {
                 let at = match due.batches.iter().position(|(t, _, _)| *t == held.ttl) {
                     Some(at) => at,
                     None => {
@@ -160,14 +161,14 @@ mod tests {
         assert!(!owned.insert("act".into(), t0, SHORT), "owned already");
         assert_eq!(owned.ttl("act"), Some(LONG), "keeps the longer class");
         // The earlier expiry of the two claims: due as a short one.
-        let due = owned.due(t0 + Duration::from_secs(6), false, |u| format!("k:{u}"));
+        let due = owned.due(t0 + Duration::from_secs(6), |_| false, |u| format!("k:{u}"));
         assert_eq!(due.len(), 2);
         for urn in ["plain", "act"] {
             owned.renewed(urn, t0 + Duration::from_secs(6));
         }
         // 10 s later: the plain key is due again, the activation's not for 40 s.
         let at = t0 + Duration::from_secs(16);
-        let due = owned.due(at, false, |u| format!("k:{u}"));
+        let due = owned.due(at, |_| false, |u| format!("k:{u}"));
         assert_eq!(due.len(), 1);
         let (ttl, urns, keys) = &due.batches[0];
         assert_eq!(
@@ -179,15 +180,22 @@ mod tests {
         // The activation's key: renewed at 6 s for 120 s, less a tenth.
         let act = t0 + Duration::from_secs(6) + LONG - LONG / 10;
         assert_eq!(fresh, (at + SHORT - SHORT / 10).min(act));
-        // Every key after a lapse.
-        assert_eq!(owned.due(at, true, |u| u.to_owned()).len(), 2);
+        // Every key after a lapse; after one whose takeovers are known, those due and those
+        // given away.
+        assert_eq!(owned.due(at, |_| true, |u| u.to_owned()).len(), 2);
+        assert_eq!(owned.due(at, |u| u == "act", |u| u.to_owned()).len(), 2);
         assert!(owned.remove("plain"));
         assert!(!owned.remove("plain"));
-        assert!(owned.due(at, false, |u| u.to_owned()).batches.is_empty());
+        assert!(
+            owned
+                .due(at, |_| false, |u| u.to_owned())
+                .batches
+                .is_empty()
+        );
         assert_eq!(owned.drain().count(), 1);
         assert!(
             owned
-                .due(at, true, |u| u.to_owned())
+                .due(at, |_| true, |u| u.to_owned())
                 .fresh_until(at)
                 .is_none()
         );

@@ -281,7 +281,7 @@ pub(super) async fn renew_urns_in_turn(shared: &Shared) {
     let sent = crate::durability::Sent::default();
     let renewed = {
         let _guard = shared.scan_lock.lock().await;
-        renew_urn_keys(shared, IfFree::Leave).await
+        renew_urn_keys(shared, IfFree::Leave, Which::Due).await
     };
     if let Some(until) = renewed
         && claims_replicated(shared, &sent).await
@@ -290,17 +290,37 @@ pub(super) async fn renew_urns_in_turn(shared: &Shared) {
     }
 }
 
-/// Claims again the URN keys this instance holds that are due ([`IfFree::Leave`]: a
-/// renewal), or every one ([`IfFree::Take`]: after a lapse); until when every key surely
-/// lives if Redis answered every claim.
-pub(super) async fn renew_urn_keys(shared: &Shared, if_free: IfFree) -> Option<std::time::Instant> {
+/// Which of the URN keys held a pass claims again ([`renew_urn_keys`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Which<'a> {
+    /// Those past a third of their TTL: a renewal.
+    Due,
+    /// Every one: after a lapse whose takeovers are not known (a reconnection, the record of
+    /// URN keys given away lost).
+    Every,
+    /// Those due and those given away while the lease was absent (a lapse whose record is
+    /// whole): the others cannot have expired, and nothing else takes a key that lives.
+    DueAnd(&'a std::collections::HashSet<String>),
+}
+
+/// Claims again the URN keys this instance holds that `which` names, with `if_free` for
+/// those found free ([`IfFree::Leave`]: a renewal; [`IfFree::Take`]: after a lapse); until
+/// when every key surely lives if Redis answered every claim.
+pub(super) async fn renew_urn_keys(
+    shared: &Shared,
+    if_free: IfFree,
+    which: Which<'_>,
+) -> Option<std::time::Instant> {
     let since = std::time::Instant::now();
-    let due = shared
-        .registry()
-        .owned
-        .due(since, matches!(if_free, IfFree::Take), |u| {
-            shared.claim_key(u)
-        });
+    let due = shared.registry().owned.due(
+        since,
+        |u| match which {
+            Which::Due => false,
+            Which::Every => true,
+            Which::DueAnd(given) => given.contains(u),
+        },
+        |u| shared.claim_key(u),
+    );
     let mut answered = true;
     for (ttl, urns, keys) in &due.batches {
         answered &= claim_keys(shared, urns, keys, *ttl, Some(since), if_free).await;
