@@ -118,3 +118,45 @@ def test_a_cluster_url_is_refused_at_start() -> None:
             raise AssertionError("a host started on a Cluster URL")
 
     run(main(), timeout=10)
+
+
+def test_a_python_members_lease_counts_once_the_replica_holds_it(servers: Servers) -> None:
+    """At ``Durability.replicas(1)`` the lease is taken and renewed only once the replica
+    holds it: with the replica frozen a renewal does not count (the lease runs out in this
+    host's view and it stops serving), a new lease is refused ``NotReplicated`` within half
+    its TTL, and once thawed the renewal counts again."""
+    import redis.asyncio as aioredis
+
+    from conclib._host_lease import Lease, Scripts
+
+    primary, _ = start_pair(servers)
+    ttl = 1.0
+    level = conclib.Durability.replicas(1, timeout=0.2)
+
+    async def main() -> None:
+        redis = aioredis.Redis(host="127.0.0.1", port=primary)
+        scripts = Scripts(redis)
+        lease = Lease(redis, scripts, "lease-dur:sys:a:lease", ttl, level)
+        await lease.acquire()
+        assert lease.fresh()
+        freeze(replica_pid(servers))
+        try:
+            assert not await lease.renew(), "a renewal no replica holds counted"
+            assert lease.fresh(), "the last replicated renewal still holds"
+            while lease.fresh():
+                assert not await lease.renew()
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            with pytest.raises(conclib.NotReplicated):
+                await Lease(redis, scripts, "lease-dur:sys:b:lease", ttl, level).acquire()
+            assert time.monotonic() - started <= ttl / 2 + 0.5
+        finally:
+            os.kill(replica_pid(servers), signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while not await lease.renew():
+            assert time.monotonic() < deadline, "the thawed replica never acknowledged"
+            await asyncio.sleep(0.05)
+        assert lease.fresh()
+        await redis.aclose()
+
+    run(main(), timeout=60)

@@ -15,6 +15,9 @@ import time
 from typing import Any
 
 from . import _lua
+from ._host_replicas import written
+from .durability import Durability
+from .errors import NotReplicated
 
 __all__ = ["Lease", "lease_gone", "token"]
 
@@ -68,13 +71,19 @@ async def lease_gone(redis: Any, release: Any, key: str) -> bool:
 
 
 class Lease:
-    """The lease at ``key``, ``ttl`` seconds at each renewal."""
+    """The lease at ``key``, ``ttl`` seconds at each renewal. At a ``durability`` asking for
+    replicas it is taken and renewed only once they hold it (``WAIT`` after each claim, as
+    a Rust member's lease): a promotion of a lagging replica would otherwise bring back an
+    older lease, lapsing sooner than this host counts on, and let another system take its
+    URNs while it serves them (the crate docs, "Redis topologies and durability")."""
 
-    def __init__(self, redis: Any, scripts: Any, key: str, ttl: float) -> None:
+    def __init__(self, redis: Any, scripts: Any, key: str, ttl: float,
+                 durability: Durability | None = None) -> None:
         self.redis = redis
         self.scripts = scripts
         self.key = key
         self.ttl = ttl
+        self.durability = durability or Durability.primary()
         self.token = token()
         self.fresh_until = 0.0
         self.lost = False
@@ -87,11 +96,24 @@ class Lease:
         return not self.lost and time.monotonic() < self.fresh_until
 
     async def acquire(self) -> None:
-        """Takes the lease, waiting up to one TTL for a crashed predecessor's to lapse."""
+        """Takes the lease, waiting up to one TTL for a crashed predecessor's to lapse. A
+        replica slow to acknowledge it (at a durability asking for replicas) is waited for
+        within half a TTL, before the start fails with ``NotReplicated``."""
         deadline = time.monotonic() + self.ttl + 1
         while True:
             since = time.monotonic()
-            if await self.redis.set(self.key, self.token, nx=True, px=int(self.ttl * 1000)):
+            taken_at = since
+            while True:
+                try:
+                    got = await self._claim(renew=False)
+                    break
+                except NotReplicated:
+                    # Claimed again by the same token: it only extends the lease.
+                    if time.monotonic() - taken_at >= self.ttl / 2:
+                        raise
+                    await asyncio.sleep(0.05)
+                    since = time.monotonic()
+            if got == 1:
                 self.fresh_until = since + self.ttl * (1 - _DRIFT)
                 return
             if await lease_gone(self.redis, self.scripts.release, self.key):
@@ -144,11 +166,16 @@ class Lease:
 
     async def _claim(self, renew: bool) -> Any:
         """The claim script on the lease key: 1 when it names this instance now; with
-        ``renew``, 0 for a key that had lapsed (left free); else the other holder."""
+        ``renew``, 0 for a key that had lapsed (left free); else the other holder.
+        ``NotReplicated`` when it names this instance but fewer replicas than the host's
+        durability asks for acknowledged it in time (not held yet)."""
         args: list[Any] = [self.token, int(self.ttl * 1000)]
         if renew:
             args.append("renew")
-        return await self.scripts.claim(keys=[self.key], args=args)
+        got, short = await written(self.redis, self.durability, self.scripts.claim, [self.key], args)
+        if got == 1 and short is not None:
+            raise short
+        return got
 
     async def _keeping(self, confirm: Any) -> float | None:
         """Runs ``confirm()`` while the lease key is renewed every third of its TTL, so that

@@ -262,7 +262,7 @@ class ActorHost:
         # survive a promotion as its state does.
         self.client = AsyncClient(self.url, namespace=cfg.namespace, durability=cfg.durability)
         await self._sync_clock()
-        self.lease = Lease(self.redis, self.scripts, self.keys.lease(self.system), cfg.lease_ttl)
+        self.lease = Lease(self.redis, self.scripts, self.keys.lease(self.system), cfg.lease_ttl, cfg.durability)
         await self.lease.acquire()
         system_lane = self._lane([self.keys.requests(self.system)], "proxy", trims=True, name=self.system)
         await system_lane.ensure_groups(int(cfg.queue_ttl * 1000))
@@ -274,7 +274,8 @@ class ActorHost:
             self._fixed[urn] = _Served(Mailbox(actor, self, cfg.max_payload), handlers)
         for urn in self._shared:
             group = f"~{urn}"
-            member = Lease(self.redis, self.scripts, self.keys.member(group, self.system), cfg.lease_ttl)
+            member = Lease(self.redis, self.scripts, self.keys.member(group, self.system), cfg.lease_ttl,
+                           cfg.durability)
             member.token = self.lease.token
             await member.acquire()
             self._member_leases.append(member)
@@ -284,7 +285,8 @@ class ActorHost:
             self._lanes.append(lane)
         await self._claim_fixed()
         for p in self._patterns:
-            member = Lease(self.redis, self.scripts, self.keys.member(p.group, self.system), cfg.lease_ttl)
+            member = Lease(self.redis, self.scripts, self.keys.member(p.group, self.system), cfg.lease_ttl,
+                           cfg.durability)
             member.token = self.lease.token
             await member.acquire()
             self._member_leases.append(member)
