@@ -18,7 +18,8 @@ import uuid
 import pytest
 
 import conclib
-from conclib.host import ActorHost
+from conclib.actor import Actor, ReminderTick, handler
+from conclib.host import ActorHost, HostConfig, ReminderPollerOptions
 from conftest import freeze, run
 from test_durability import replica_pid, servers, start_pair, wait_calls  # noqa: F401 (a fixture)
 from test_host_store import _Tally
@@ -158,5 +159,52 @@ def test_a_python_members_lease_counts_once_the_replica_holds_it(servers: Server
             await asyncio.sleep(0.05)
         assert lease.fresh()
         await redis.aclose()
+
+    run(main(), timeout=60)
+
+
+_ticks: list[str] = []
+
+
+class _Beeper(Actor):
+    @handler("conclib.ReminderTick")
+    async def tick(self, tick: ReminderTick) -> None:
+        _ticks.append(tick.name)
+
+
+def test_a_python_members_reminder_poller_delivers_only_replicated_claims(servers: Servers) -> None:
+    """At ``Durability.replicas(1)`` the host's reminder poller delivers a tick only once the
+    replica holds its claim: with the replica frozen a due reminder is claimed and left to
+    lapse, not delivered (a promotion then would bring the tick back unclaimed, delivered
+    twice); once thawed it is delivered."""
+    primary, _ = start_pair(servers)
+    url = f"redis://127.0.0.1:{primary}"
+    ns = f"host-dur-rem-{uuid.uuid4().hex[:6]}"
+    _ticks.clear()
+    level = conclib.Durability.replicas(1, timeout=0.2)
+    options = ReminderPollerOptions(poll_interval=0.02, claim_lease=1.0, report_every=None)
+
+    async def until(name: str) -> None:
+        deadline = time.monotonic() + 15
+        while name not in _ticks:
+            assert time.monotonic() < deadline, f"{name} never delivered: {_ticks}"
+            await asyncio.sleep(0.02)
+
+    async def main() -> None:
+        host = ActorHost(url, HostConfig(namespace=ns, system="py-rem", durability=level, reminders=options))
+        host.serve_pattern("beeper:{id}", _Beeper)
+        async with host:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                await client.register_reminder("beeper:1", "before", after=0.05)
+                await until("before")
+                freeze(replica_pid(servers))
+                try:
+                    await client.register_reminder("beeper:1", "frozen", after=0.05)
+                    # Polled every 20 ms meanwhile: each claim of it not replicated.
+                    await asyncio.sleep(1.0)
+                    assert "frozen" not in _ticks, "a tick whose claim no replica holds was delivered"
+                finally:
+                    os.kill(replica_pid(servers), signal.SIGCONT)
+                await until("frozen")
 
     run(main(), timeout=60)

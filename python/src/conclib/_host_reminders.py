@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _lua
+from ._host_replicas import written
+from .durability import Durability
 from .errors import HandlerError, NoResponse, Panicked, UnknownUrn
 from .reminders import SHARDS, shard_of, shard_prefix
 
@@ -144,11 +146,17 @@ def _quantile(before: list[int], now: list[int], p: float) -> int | None:
 class ReminderPoller:
     """Claims and delivers the due reminders of ``namespace`` (one per host, started by
     :class:`conclib.host.ActorHost` when its config has ``reminders``). ``redis``: a redis-py
-    asyncio client (the host's); ``client``: the :class:`conclib.AsyncClient` that asks."""
+    asyncio client (the host's); ``client``: the :class:`conclib.AsyncClient` that asks;
+    ``durability``: what its claims, their renewals and its acknowledgements must reach, as
+    the Rust poller's (the host's level): a claim fewer replicas took in time is not
+    delivered (it lapses, and the tick comes again), an acknowledgement or a renewal they
+    did not take is logged (a promotion now may deliver those ticks again)."""
 
-    def __init__(self, redis: Any, client: Any, namespace: str, system: str, options: ReminderPollerOptions) -> None:
+    def __init__(self, redis: Any, client: Any, namespace: str, system: str, options: ReminderPollerOptions,
+                 durability: Durability | None = None) -> None:
         options.check()
         self.redis = redis
+        self.durability = durability or Durability.primary()
         self.client = client
         self.ns = namespace
         self.system = system
@@ -244,12 +252,15 @@ class ReminderPoller:
     async def _claim_shard(self, shard: int, limit: int) -> list[_Claimed]:
         prefix = shard_prefix(self.ns, shard)
         try:
-            answer = await self._claim(
-                keys=[f"{prefix}:due"],
-                args=[limit, int(self.options.claim_lease * 1000), self.token, f"{prefix}:r:"],
+            answer, short = await written(
+                self.redis, self.durability, self._claim,
+                [f"{prefix}:due"], [limit, int(self.options.claim_lease * 1000), self.token, f"{prefix}:r:"],
             )
         except Exception as e:
             log.debug("reminders: claim of shard %d failed: %s", shard, e)
+            return []
+        if short is not None:
+            log.warning("reminders: claims of shard %d not replicated (%s); delivered once they lapse", shard, short)
             return []
         if not isinstance(answer, list) or not answer:
             return []
@@ -342,7 +353,13 @@ class ReminderPoller:
         for t in ticks:
             args += [t.member, t.token, t.name, t.missed, t.urn]
         try:
-            results = await self._retrying(lambda: self._ack(keys=[f"{prefix}:due"], args=args))
+            answer = await self._retrying(
+                lambda: written(self.redis, self.durability, self._ack, [f"{prefix}:due"], args)
+            )
+            results, short = answer if answer is not None else (None, None)
+            if short is not None:
+                log.warning("reminders: acknowledgements not replicated (%s); a promotion now may deliver those "
+                            "ticks again", short)
             if isinstance(results, list) and len(results) == len(ticks):
                 for t, r in zip(ticks, results):
                     if _int(r) == 0:
@@ -372,10 +389,13 @@ class ReminderPoller:
             calls = []
             for shard, pairs in by_shard.items():
                 prefix = shard_prefix(self.ns, shard)
-                calls.append(self._renew(keys=[f"{prefix}:due"], args=[lease_ms, f"{prefix}:r:", *pairs]))
+                calls.append(written(self.redis, self.durability, self._renew,
+                                     [f"{prefix}:due"], [lease_ms, f"{prefix}:r:", *pairs]))
             for got in await asyncio.gather(*calls, return_exceptions=True):
-                if isinstance(got, Exception):
+                if isinstance(got, BaseException):
                     log.debug("reminders: renewing claims failed: %s", got)
+                elif got[1] is not None:
+                    log.warning("reminders: claim renewals not replicated (%s)", got[1])
 
     # Reporting.
 

@@ -309,7 +309,8 @@ class ActorHost:
             sub.task = loop.create_task(sub.run(self.client, ready))
             await ready
         if cfg.reminders is not None:
-            self.reminder_poller = ReminderPoller(self.redis, self.client, cfg.namespace, self.system, cfg.reminders)
+            self.reminder_poller = ReminderPoller(self.redis, self.client, cfg.namespace, self.system, cfg.reminders,
+                                                  cfg.durability)
             self.reminder_poller.start()
 
     async def wait(self) -> None:
