@@ -25,6 +25,7 @@
 //! ```
 
 pub mod redis_ha;
+pub mod stalls;
 
 use std::future::Future;
 use std::pin::Pin;

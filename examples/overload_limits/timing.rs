@@ -5,22 +5,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch: the one clock the driver and the members share.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// How long the calling thread waited for a CPU while runnable so far, in ns (Linux's
-/// schedstat, second field; 0 where the kernel keeps none).
-fn run_delay_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 /// How late a runtime wakes a task that sleeps `TICK`: sent to `out` as a line `STALL
@@ -33,15 +24,13 @@ pub fn watch_stalls(out: tokio::sync::mpsc::UnboundedSender<String>) {
     const REPORTED: Duration = Duration::from_millis(250);
     tokio::spawn(async move {
         loop {
-            let (t, delay) = (Instant::now(), run_delay_ns());
-            tokio::time::sleep(TICK).await;
-            let late = t.elapsed().saturating_sub(TICK);
+            let (late, waited) = conclib_testkit::stalls::late_tick(TICK).await;
             if late >= REPORTED {
                 let at = unix_ms().saturating_sub(late.as_millis() as u64);
-                let waited = run_delay_ns().saturating_sub(delay) / 1_000_000;
                 let line = format!(
-                    "STALL at_ms={at} late_ms={} waited_ms={waited}",
-                    late.as_millis()
+                    "STALL at_ms={at} late_ms={} waited_ms={}",
+                    late.as_millis(),
+                    waited.as_millis()
                 );
                 if out.send(line).is_err() {
                     return;

@@ -123,14 +123,6 @@ pub(crate) async fn loader(args: &[String]) -> i32 {
 /// How late a 10 ms tick may come before it counts as a stall.
 const STALL: Duration = Duration::from_millis(100);
 
-/// How long this thread has waited for a CPU while it could run (Linux's schedstat).
-fn run_delay() -> Duration {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split(' ').nth(1)?.parse().ok())
-        .map_or(Duration::ZERO, Duration::from_nanos)
-}
-
 /// The loader's stalls until `until`, each `(start_us, end_us, starved_us)`: a 10 ms tick of
 /// a task on its runtime's one worker thread (where the asks run) came at least `STALL`
 /// late, and of that, how long the thread waited for a CPU while it could run (the
@@ -140,11 +132,9 @@ fn watch_stalls(until: Instant) -> tokio::task::JoinHandle<Vec<(u64, u64, u64)>>
     tokio::spawn(async move {
         let mut stalls = Vec::new();
         while Instant::now() < until {
-            let (t, waited) = (Instant::now(), run_delay());
-            tokio::time::sleep(TICK).await;
-            let late = t.elapsed().saturating_sub(TICK);
+            let (late, waited) = conclib_testkit::stalls::late_tick(TICK).await;
             if late >= STALL {
-                let starved = run_delay().saturating_sub(waited).min(late);
+                let starved = waited.min(late);
                 let end = micros_now();
                 let us = |d: Duration| u64::try_from(d.as_micros()).unwrap();
                 stalls.push((end - us(late), end, us(starved)));
