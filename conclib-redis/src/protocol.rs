@@ -265,6 +265,11 @@ pub(crate) const FREE_GONE_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) ==
 end
 return 0";
 
+/// The mark ([`SYSTEM_LEASE_SCRIPT`]'s `ARGV[4]`) that says a system's record of URN keys
+/// given away is whole since it was made: never a URN (a URN holds no whitespace). One text
+/// for the Rust proxy and the Python host, which keep the same record.
+pub(crate) const GIVEN_WHOLE: &str = r"(record whole)";
+
 /// A system's lease kept, with its record of the URN keys given away while the lease was
 /// absent (a set at `{ns}:sys:{system}:given`, [`Keys::given`]: what the takeover and the
 /// freeing of a gone holder's URN key add to, [`TAKE_OVER_SCRIPT`], [`FREE_GONE_URN_SCRIPT`],
@@ -729,6 +734,8 @@ mod tests {
                 ("CLAIM_MANY_SCRIPT", CLAIM_MANY_SCRIPT),
                 ("RELEASE_SCRIPT", RELEASE_SCRIPT),
                 ("FREE_GONE_URN_SCRIPT", FREE_GONE_URN_SCRIPT),
+                ("SYSTEM_LEASE_SCRIPT", SYSTEM_LEASE_SCRIPT),
+                ("GIVEN_WHOLE", GIVEN_WHOLE),
                 ("ANSWER_SCRIPT", ANSWER_SCRIPT),
                 ("FORWARD_SCRIPT", FORWARD_SCRIPT),
                 ("PLACEMENT_REPORT_SCRIPT", PLACEMENT_REPORT_SCRIPT),
