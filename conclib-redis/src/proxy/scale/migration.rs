@@ -36,7 +36,7 @@ mod tests {
     use fred::prelude::*;
 
     use super::{CARRIED_TTL, DEHYDRATE_SCRIPT, carried_key};
-    use crate::ProxyConfig;
+    use crate::config::ProxyConfig;
     use crate::conn::{keyed, owned};
     use crate::protocol::CLAIM_OPEN_SCRIPT;
     use crate::script::Script;
