@@ -580,7 +580,10 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
         }
         if asks != asked {
             report.memory_mismatches += 1;
-            eprintln!("{urn}: {asks} asks counted in memory, {asked} answered");
+            eprintln!("{urn}: {asks} asks counted in memory, {asked} answered; its moves:");
+            for line in waits::history(dir, urn)? {
+                eprintln!("  {line}");
+            }
         }
     }
     // No tick more, so that none is delivered to a member shutting down.

@@ -62,6 +62,13 @@ pub(crate) mod field {
     /// pattern whose prefix this names; a member that rebalances it looks at its
     /// directory (`proxy/scale/rebalance.rs`).
     pub const JOINED: &str = "joined";
+    /// Only in a proxy's own entries, beside [`PLACED`]: the URN of an activation another
+    /// member just moved here (its key handed to this system, its state carried), which
+    /// this system activates at once rather than at its first request
+    /// (`proxy/serve/urn_keys.rs`, `hand_urn`). A reader that knows only wake-ups (an
+    /// earlier build, a Python host) reads its pending list again, and activates the URN
+    /// at its first request.
+    pub const MOVED_IN: &str = "movedin";
     /// Only in a proxy's own entries: the request's first entry, `<entry id> <stream key>`,
     /// when a takeover moved it out of a gone system's stream (`TAKE_OVER_SCRIPT`), so that
     /// an activation that recorded it as applied under its first entry knows it again.

@@ -77,9 +77,10 @@ impl Account {
     /// Moved to another member: both counts carried (the saved one is loaded otherwise).
     #[on_stop]
     async fn carry(&mut self, _reason: &conclib::StopReason) {
+        let at = super::micros_now();
+        let carried = carried_word(self.store.dehydrate(&(self.count, self.asks)).await);
         self.events
-            .note(&format!("STOP {} {}", self.urn, super::micros_now()));
-        let _ = self.store.dehydrate(&(self.count, self.asks)).await;
+            .note(&format!("STOP {} {at} {carried} {}", self.urn, self.asks));
     }
 }
 
@@ -125,9 +126,10 @@ impl AccountV2 {
     /// As build 1's.
     #[on_stop]
     async fn carry(&mut self, _reason: &conclib::StopReason) {
+        let at = super::micros_now();
+        let carried = carried_word(self.store.dehydrate(&(self.count, self.asks)).await);
         self.events
-            .note(&format!("STOP {} {}", self.urn, super::micros_now()));
-        let _ = self.store.dehydrate(&(self.count, self.asks)).await;
+            .note(&format!("STOP {} {at} {carried} {}", self.urn, self.asks));
     }
 }
 
@@ -138,11 +140,25 @@ async fn add_one(store: &StateStore, count: &mut u64) -> Result<(), String> {
     Ok(())
 }
 
-/// An activation's counts: carried from the member before, else the saved count.
-async fn counts(a: &Activation) -> Result<(u64, u64), BoxError> {
+/// What a stop's `dehydrate` did, in its `STOP` note: `carried` (the activation was moving),
+/// `kept` (it was not: the next activation loads the saved count), or `failed`.
+fn carried_word(r: Result<bool, conclib::redis::scale::StoreError>) -> &'static str {
+    match r {
+        Ok(true) => "carried",
+        Ok(false) => "kept",
+        Err(_) => "failed",
+    }
+}
+
+/// An activation's counts: carried from the member before, else the saved count; and
+/// which (`rehydrated`, `loaded`), for its `ACT` note.
+async fn counts(a: &Activation) -> Result<((u64, u64), &'static str), BoxError> {
     Ok(match a.store().rehydrate::<(u64, u64)>().await? {
-        Some(carried) => carried,
-        None => (a.store().load::<u64>().await?.unwrap_or_default(), 0),
+        Some(carried) => (carried, "rehydrated"),
+        None => (
+            (a.store().load::<u64>().await?.unwrap_or_default(), 0),
+            "loaded",
+        ),
     })
 }
 
@@ -167,9 +183,12 @@ pub async fn member(args: &[String]) -> Result<(), BoxError> {
             let (ticks, events) = (notes.clone(), events.clone());
             async move {
                 let from = super::micros_now();
-                let (count, asks) = counts(&a).await?;
+                let ((count, asks), how) = counts(&a).await?;
                 let urn = a.urn().to_owned();
-                events.note(&format!("ACT {urn} {from} {}", super::micros_now()));
+                events.note(&format!(
+                    "ACT {urn} {from} {} {how} {asks}",
+                    super::micros_now()
+                ));
                 let store = a.into_store();
                 Ok::<_, BoxError>(AccountV2 {
                     count,
@@ -186,9 +205,12 @@ pub async fn member(args: &[String]) -> Result<(), BoxError> {
             let (ticks, events) = (notes.clone(), events.clone());
             async move {
                 let from = super::micros_now();
-                let (count, asks) = counts(&a).await?;
+                let ((count, asks), how) = counts(&a).await?;
                 let urn = a.urn().to_owned();
-                events.note(&format!("ACT {urn} {from} {}", super::micros_now()));
+                events.note(&format!(
+                    "ACT {urn} {from} {} {how} {asks}",
+                    super::micros_now()
+                ));
                 let store = a.into_store();
                 Ok::<_, BoxError>(Account {
                     count,

@@ -1,6 +1,7 @@
 //! Where the roll's slow asks waited (`--phases`): the members note, per account, when its
-//! activation stopped to move (`STOP urn at_us`) and when an activation of it was made
-//! (`ACT urn from_us to_us`, the factory's run: the rehydration), in a file of their own;
+//! activation stopped to move (`STOP urn at_us carried|kept|failed asks`) and when an
+//! activation of it was made (`ACT urn from_us to_us rehydrated|loaded asks`, the factory's
+//! run: the rehydration), in a file of their own;
 //! the Rust callers note when their own runtime did not run them (a 1 ms timer waking
 //! `late_us` late, `S at_us late_us`): CPU the machine did not give them. Each slow ask is
 //! then put in one class: `moved` (its account stopped to move or was activated again
@@ -77,8 +78,10 @@ impl Moves {
                     Ok(u.strip_prefix("acct:").ok_or("an event's URN")?.parse()?)
                 };
                 match f.as_slice() {
-                    ["STOP", u, at] => moves.stops.entry(urn(u)?).or_default().push(at.parse()?),
-                    ["ACT", u, from, to] => moves
+                    ["STOP", u, at, ..] => {
+                        moves.stops.entry(urn(u)?).or_default().push(at.parse()?)
+                    }
+                    ["ACT", u, from, to, ..] => moves
                         .acts
                         .entry(urn(u)?)
                         .or_default()
@@ -107,6 +110,28 @@ impl Moves {
         let (from, to) = act.unwrap_or((0, 0));
         Some((stop.unwrap_or(0), from, to))
     }
+}
+
+/// Every member's notes of account `urn` (its stops and activations, in time order), each
+/// with the member's name: what a URN whose count in memory went wrong went through.
+pub(super) fn history(dir: &Path, urn: &str) -> Result<Vec<String>, BoxError> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "events") {
+            continue;
+        }
+        let member = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        for line in std::fs::read_to_string(&path)?.lines() {
+            let f: Vec<&str> = line.split(' ').collect();
+            if f.get(1) == Some(&urn) {
+                let at: u64 = f.get(2).and_then(|t| t.parse().ok()).unwrap_or(0);
+                lines.push((at, format!("{} {line}", member.as_deref().unwrap_or("?"))));
+            }
+        }
+    }
+    lines.sort();
+    Ok(lines.into_iter().map(|(_, l)| l).collect())
 }
 
 /// An answered ask as the driver read it: its caller, account, start and end (µs).

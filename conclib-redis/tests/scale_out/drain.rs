@@ -265,11 +265,14 @@ async fn sixty_four_answered(client: &ProxyClient, urn: &str, deadline: Duration
     longest
 }
 
-/// A URN handed by a drain to a member that drains in turn before the URN is asked there:
-/// its key names that member, which never knew it held it, and whose stream is gone. 64
-/// callers asking it at once are each answered (by the member left) within their deadline,
-/// none refused `UnknownUrn`.
-pub(crate) async fn a_urn_handed_to_a_member_that_drained_before_it_was_asked_is_answered() {
+/// A drained member's activations are each activated at once by the member it handed them
+/// to (its moved-in notice), before any request for them: their states' owner is that
+/// member's activation. And a URN whose key names a member that drains without knowing it
+/// holds it (a hand-over that sent no notice, an earlier build's, or one read by its target
+/// once draining, leaves it so): that member's stream gone, 64 callers asking it at once are
+/// each answered (by the member left) within their deadline, none refused `UnknownUrn`.
+pub(crate) async fn a_drained_members_urns_are_activated_at_once_and_a_key_left_naming_it_is_answered()
+ {
     let config = config("drain-handed");
     let lease_ms = ProxyConfig::new("").lease_ttl.as_millis() as u64;
     let mut peers = start_placers(&config, lease_ms, "spread").await;
@@ -290,25 +293,57 @@ pub(crate) async fn a_urn_handed_to_a_member_that_drained_before_it_was_asked_is
     };
     // `s1` drained: its URNs handed to `s2` and `s3`, none asked since.
     let held = holders(&redis, &config.namespace, &urns).await;
-    let urn = held
+    let moved: Vec<String> = held
         .iter()
-        .find_map(|(u, h)| (h == "s1").then(|| u.clone()))
-        .unwrap_or_else(|| panic!("s1 holds none of {:?}", shares(&held)));
+        .filter(|(_, h)| *h == "s1")
+        .map(|(u, _)| u.clone())
+        .collect();
+    assert!(!moved.is_empty(), "s1 holds none of {:?}", shares(&held));
     drain(peers.remove(0)).await;
-    let handed_to =
-        holders(&redis, &config.namespace, std::slice::from_ref(&urn)).await[&urn].clone();
-    let at = ["s2", "s3"]
-        .iter()
-        .position(|s| *s == handed_to)
-        .unwrap_or_else(|| panic!("{urn} handed to {handed_to:?}"));
-    // The member it was handed to drained too: the key still names it.
-    drain(peers.remove(at)).await;
+    let handed = holders(&redis, &config.namespace, &moved).await;
+    let waited = Instant::now();
+    for (urn, holder) in &handed {
+        assert!(
+            ["s2", "s3"].contains(&holder.as_str()),
+            "{urn} handed to {holder:?}"
+        );
+        // Activated there: the state's owner is an activation of that member (`{token}@s2`).
+        let state = format!("{}:state:{urn}", config.namespace);
+        loop {
+            let owner: Value = redis
+                .custom(fred::cmd!("HGET"), vec![state.clone(), "owner".to_owned()])
+                .await
+                .unwrap();
+            if owner
+                .as_string()
+                .is_some_and(|o| o.ends_with(&format!("@{holder}")))
+            {
+                break;
+            }
+            assert!(
+                waited.elapsed() < deadline,
+                "{urn}, handed to {holder}, not activated there without a request: owner {owner:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let activated_ms = waited.elapsed().as_millis();
+    // A key naming `s2` that `s2` never knew of, then `s2` drained: its stream is gone.
+    let urn = "acct:left".to_owned();
+    let key = format!("{}:urn:{urn}", config.namespace);
+    let _: () = redis
+        .set(&key, "s2", Some(Expiration::PX(60_000)), None, false)
+        .await
+        .unwrap();
+    // The peers left are `s2` and `s3`, in this order.
+    drain(peers.remove(0)).await;
     let now = holders(&redis, &config.namespace, std::slice::from_ref(&urn)).await;
-    assert_eq!(now[&urn], handed_to, "the key names the drained member");
+    assert_eq!(now[&urn], "s2", "the key names the drained member");
     let longest = sixty_four_answered(&client, &urn, deadline).await;
     let held = holders(&redis, &config.namespace, std::slice::from_ref(&urn)).await;
     println!(
-        "RESULT test=drain_handed urn={urn} handed_to={handed_to} now={} longest_ms={}",
+        "RESULT test=drain_handed moved={} activated_without_request_ms={activated_ms} urn={urn} now={} longest_ms={}",
+        handed.len(),
         held[&urn],
         longest.as_millis()
     );

@@ -68,7 +68,7 @@ fn main() {
         a_holder_on_another_host_killed_within_a_second_of_activating_fails_over,
         a_holder_killed_and_asked_after_ten_leases_fails_over,
         a_member_drained_by_sigterm_under_load_hands_everything_over,
-        a_urn_handed_to_a_member_that_drained_before_it_was_asked_is_answered,
+        a_drained_members_urns_are_activated_at_once_and_a_key_left_naming_it_is_answered,
         a_request_passed_on_to_a_drained_holder_goes_to_the_group,
         a_message_only_the_new_build_has_is_answered_by_it_or_refused_unsupported_version,
     ]);

@@ -168,6 +168,25 @@ pub(in crate::proxy) async fn activate(
     }
 }
 
+/// An activation another member moved here (its moved-in notice read: `serve/urn_keys.rs`,
+/// `hand_urn`): activated now, in a task of its own, so that the requests that waited for
+/// the move find it up (or coming up: they wait for its URN's lock). Not while draining
+/// (a draining system activates nothing), nor for a URN of no pattern served here.
+pub(in crate::proxy) fn activate_moved_in(shared: &Arc<Shared>, urn: &str) {
+    if shared.draining.load(Ordering::Acquire) || shared.activations.is_live(urn) {
+        return;
+    }
+    let Some(pattern) = shared.activations.pattern_for(urn) else {
+        return;
+    };
+    let (shared, urn) = (shared.clone(), urn.to_owned());
+    tokio::spawn(async move {
+        if let Activated::Here(..) = activate(&shared, &urn, &pattern).await {
+            tracing::debug!(%urn, system = %shared.system_id, "activated as it moved in");
+        }
+    });
+}
+
 /// What the claim read as it made the activation its state's owner ([`CLAIM_OPEN_SCRIPT`]).
 ///
 /// [`CLAIM_OPEN_SCRIPT`]: crate::protocol::CLAIM_OPEN_SCRIPT
@@ -339,9 +358,15 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
     };
     let mut release = Vec::with_capacity(owned.len());
     for urn in owned {
+        let group = stopped
+            .iter()
+            .find(|(_, u, _)| *u == urn)
+            .map(|(_, _, l)| crate::protocol::pattern_group(&l.pattern.prefix))
+            .unwrap_or_default();
         let handed = match target {
             Some(target) => {
-                let handed = urn_keys::hand_urn(shared, &urn, target, false).await
+                let handing = urn_keys::Handing::Moved { group: &group };
+                let handed = urn_keys::hand_urn(shared, &urn, target, handing).await
                     == urn_keys::HandedUrn::Handed;
                 if handed && shared.draining.load(Ordering::Acquire) {
                     shared.activations.note_handed(&urn, target);

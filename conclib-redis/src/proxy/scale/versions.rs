@@ -214,7 +214,7 @@ pub(in crate::proxy) async fn reroute(
     } else {
         settled
     };
-    let handed = urn_keys::hand_urn(&sys, urn, &target, true).await;
+    let handed = urn_keys::hand_urn(&sys, urn, &target, urn_keys::Handing::HeldOrFree).await;
     drop(settled);
     match handed {
         HandedUrn::Handed | HandedUrn::NotHanded => {

@@ -20,9 +20,9 @@ use super::stream::{Completion, FUTURE_ID_TOLERANCE_MS, Handling};
 use crate::overload::Refusal;
 use crate::protocol::{self, Status};
 use crate::proxy::scale::activations::Pattern;
-use crate::proxy::scale::placement;
 use crate::proxy::scale::rebalance;
 use crate::proxy::scale::versions;
+use crate::proxy::scale::{activation, placement};
 use crate::proxy::shared::{Role, Shared};
 use crate::unacked::EntryId;
 use conclib_codec::Codec;
@@ -133,11 +133,16 @@ fn check(
     };
     let env = RawEnvelope::parse(fields);
     // A member of one of this system's groups placed a request on it: that member reads
-    // its pending list. Or a member joined a pattern's group: a look to rebalance it.
+    // its pending list. Or a member joined a pattern's group: a look to rebalance it. Or
+    // a member moved an activation here: activated now (`scale/activation.rs`).
     if matches!(shared.role, Role::System)
         && let Some(group) = env.placed()
     {
-        placement::wake_member(shared, group);
+        if let Some(urn) = env.moved_in() {
+            activation::activate_moved_in(shared, urn);
+        } else {
+            placement::wake_member(shared, group);
+        }
         if let Some(prefix) = env.joined() {
             rebalance::start(shared, prefix, rebalance::Look::Joined);
         }

@@ -28,6 +28,7 @@ pub(in crate::proxy) struct RawEnvelope {
     from: Option<Value>,
     placed: Option<Value>,
     joined: Option<Value>,
+    moved_in: Option<Value>,
     moved: Option<Value>,
     bad_shape: bool,
 }
@@ -81,6 +82,7 @@ impl RawEnvelope {
                 Some(b) if b == field::FROM.as_bytes() => &mut env.from,
                 Some(b) if b == field::PLACED.as_bytes() => &mut env.placed,
                 Some(b) if b == field::JOINED.as_bytes() => &mut env.joined,
+                Some(b) if b == field::MOVED_IN.as_bytes() => &mut env.moved_in,
                 Some(b) if b == field::MOVED.as_bytes() => &mut env.moved,
                 _ => continue,
             };
@@ -116,6 +118,12 @@ impl RawEnvelope {
     /// that member appended (`scale/rebalance.rs`, `announce_join`).
     pub(in crate::proxy) fn joined(&self) -> Option<&str> {
         self.placed().and(text(&self.joined))
+    }
+
+    /// The URN of an activation a member just moved to this system, in a wake-up entry
+    /// that member's hand-over appended (`serve/urn_keys.rs`, `hand_urn`).
+    pub(in crate::proxy) fn moved_in(&self) -> Option<&str> {
+        self.placed().and(text(&self.moved_in))
     }
 
     pub(in crate::proxy) fn validate(self) -> Result<Request, String> {

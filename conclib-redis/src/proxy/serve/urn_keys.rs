@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use fred::prelude::*;
 
 use crate::conn::{as_bytes, owned, s};
+use crate::protocol::{PROTOCOL_VERSION, field};
 use crate::proxy::shared::Shared;
 use crate::script::Script;
 
@@ -28,10 +29,12 @@ pub(in crate::proxy) async fn release_urns(shared: &Shared, urns: Vec<String>) {
 /// Hands the URN's key over to system `target` when it names this system still (or, with
 /// `ARGV[4]` = `1`, when nobody holds it): 1; else the system it names, or 0 when free
 /// (`KEYS[1]` = the URN key; `ARGV[1]` = this system, `ARGV[2]` = the target, `ARGV[3]` =
-/// the key's TTL, ms).
+/// the key's TTL, ms). With `KEYS[2]` (the target's request stream), the hand-over also
+/// appends there the entry of fields `ARGV[5..]` (the moved-in notice, [`hand_urn`]).
 const HAND_URN_SCRIPT: &str = r"local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] or (v == false and ARGV[4] == '1') then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  if KEYS[2] then redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', unpack(ARGV, 5)) end
   return 1
 end
 if v == false then return 0 end
@@ -48,30 +51,60 @@ pub(in crate::proxy) enum HandedUrn {
     NotHanded,
 }
 
-/// Gives `urn`'s key, held by this system (or free, with `or_free`), to system `target`
-/// for `urn_ttl` (its activation stopped here, or never ran here): the next request goes
-/// straight to `target`, which activates the URN (its claim finds the key its own).
+/// Which URN key a hand-over gives ([`hand_urn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::proxy) enum Handing<'a> {
+    /// The key of an activation that stopped here to move, held by this system: the target
+    /// is told in the same step (the moved-in notice, in its stream), and activates the URN
+    /// at once, not at its first request. `group` is the URN's pattern's group.
+    Moved { group: &'a str },
+    /// The key of a URN not live here, held by this system or by nobody.
+    HeldOrFree,
+}
+
+/// Gives `urn`'s key, held by this system (or, [`Handing::HeldOrFree`], by nobody), to system
+/// `target` for `urn_ttl`: the next request goes straight to `target`, which activates the
+/// URN (its claim finds the key its own). An activation moved
+/// ([`Handing::Moved`]) is activated there as soon as the target reads its notice: its
+/// claim, which takes the state carried (`scale/migration.rs`), runs while the requests
+/// that waited here for the move travel there, not after the first one came (outside a
+/// Redis Cluster: the target's stream is in another slot there).
 pub(in crate::proxy) async fn hand_urn(
     shared: &Shared,
     urn: &str,
     target: &str,
-    or_free: bool,
+    handing: Handing<'_>,
 ) -> HandedUrn {
     let ttl = Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64);
     // Its digest computed once, not at every hand-over.
     static HAND_URN: LazyLock<Script> = LazyLock::new(|| Script::new(HAND_URN_SCRIPT));
-    let r = HAND_URN
-        .eval(
-            &shared.cmd,
-            vec![owned(shared.keys.urn(urn))],
-            vec![
-                owned(shared.system_id.clone()),
-                owned(target.to_owned()),
-                ttl,
-                s(if or_free { "1" } else { "0" }),
-            ],
-        )
-        .await;
+    let mut keys = vec![owned(shared.keys.urn(urn))];
+    let mut args = vec![
+        owned(shared.system_id.clone()),
+        owned(target.to_owned()),
+        ttl,
+        s(if handing == Handing::HeldOrFree {
+            "1"
+        } else {
+            "0"
+        }),
+    ];
+    if let Handing::Moved { group } = handing
+        && !shared.cmd.is_clustered()
+    {
+        // A wake-up entry (`placed`) for readers that know no `movedin`: they read their
+        // pending list again, and activate the URN at its first request.
+        keys.push(owned(shared.keys.requests(target)));
+        args.extend([
+            s(field::VERSION),
+            s(PROTOCOL_VERSION),
+            s(field::PLACED),
+            owned(group.to_owned()),
+            s(field::MOVED_IN),
+            owned(urn.to_owned()),
+        ]);
+    }
+    let r = HAND_URN.eval(&shared.cmd, keys, args).await;
     match r {
         Ok(Value::Integer(1)) => HandedUrn::Handed,
         Ok(v) => match crate::conn::as_bytes(&v) {
