@@ -265,6 +265,11 @@ pub(crate) const FREE_GONE_URN_SCRIPT: &str = r"if redis.call('GET', KEYS[1]) ==
 end
 return 0";
 
+/// The mark ([`SYSTEM_LEASE_SCRIPT`]'s `ARGV[4]`) that says a system's record of URN keys
+/// given away is whole since it was made: never a URN (a URN holds no whitespace). One text
+/// for the Rust proxy and the Python host, which keep the same record.
+pub(crate) const GIVEN_WHOLE: &str = r"(record whole)";
+
 /// A system's lease kept, with its record of the URN keys given away while the lease was
 /// absent (a set at `{ns}:sys:{system}:given`, [`Keys::given`]: what the takeover and the
 /// freeing of a gone holder's URN key add to, [`TAKE_OVER_SCRIPT`], [`FREE_GONE_URN_SCRIPT`],
@@ -547,21 +552,30 @@ if data == false and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis
 return {data, redis.call('HGET', KEYS[1], 'applied')}";
 
 /// [`CLAIM_SCRIPT`] then, once the URN is this system's, [`STATE_OPEN_SCRIPT`], in one step
-/// (a server that is not a cluster: the keys may be in any slot). `KEYS[1]` = the state key,
-/// `KEYS[2]` = the URN key, `KEYS[3]` = the state's carried key
-/// (`proxy/scale/migration.rs`); `ARGV[1]` = the activation's token, `ARGV[2]` = how long a
-/// state key without data lives (ms), `ARGV[3]` = system id, `ARGV[4]` = the URN lease (ms).
-/// Returns the owner's id when another system holds the URN; 1 when the claim took it but a
-/// state carried to this activation waits (its constructor takes it before owning the
-/// state: the store opens then); else `{1, data, applied}` as [`STATE_OPEN_SCRIPT`].
+/// (a server that is not a cluster: the keys may be in any slot), taking on the way the
+/// state a move carried to this activation (`proxy/scale/migration.rs`): one round trip
+/// for all three, which the requests of a moved activation wait for. `KEYS[1]` = the
+/// state key, `KEYS[2]` = the URN key, `KEYS[3]` = the state's carried key; `ARGV[1]` =
+/// the activation's token, `ARGV[2]` = how long a state key without data lives (ms),
+/// `ARGV[3]` = system id, `ARGV[4]` = the URN lease (ms). Returns the owner's id when
+/// another system holds the URN; else `{1, data, applied, carried}`: as
+/// [`STATE_OPEN_SCRIPT`], and the carried state (nil: none), taken (deleted) if any, and
+/// returned only when its writer still owned the state before this activation (the
+/// activation just before; one that came in between and did not take it makes it stale).
 pub(crate) const CLAIM_OPEN_SCRIPT: &str = concat!(
     r"local v = redis.call('GET', KEYS[2])
 if v ~= false and v ~= ARGV[3] then return v end
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-if redis.call('EXISTS', KEYS[3]) == 1 then return 1 end
+local carried = false
+local c = redis.call('GET', KEYS[3])
+if c then
+  redis.call('DEL', KEYS[3])
+  local sep = string.find(c, '\n', 1, true)
+  if sep and redis.call('HGET', KEYS[1], 'owner') == string.sub(c, 1, sep - 1) then carried = string.sub(c, sep + 1) end
+end
 ",
     state_open_lua!(),
-    r"return {1, data, redis.call('HGET', KEYS[1], 'applied')}"
+    r"return {1, data, redis.call('HGET', KEYS[1], 'applied'), carried}"
 );
 
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
@@ -729,6 +743,8 @@ mod tests {
                 ("CLAIM_MANY_SCRIPT", CLAIM_MANY_SCRIPT),
                 ("RELEASE_SCRIPT", RELEASE_SCRIPT),
                 ("FREE_GONE_URN_SCRIPT", FREE_GONE_URN_SCRIPT),
+                ("SYSTEM_LEASE_SCRIPT", SYSTEM_LEASE_SCRIPT),
+                ("GIVEN_WHOLE", GIVEN_WHOLE),
                 ("ANSWER_SCRIPT", ANSWER_SCRIPT),
                 ("FORWARD_SCRIPT", FORWARD_SCRIPT),
                 ("PLACEMENT_REPORT_SCRIPT", PLACEMENT_REPORT_SCRIPT),

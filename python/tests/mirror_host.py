@@ -5,11 +5,13 @@ count in the fenced state store), which the Rust test server serves too.
 
     python tests/mirror_host.py --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS]
         [--pattern-only] [--idle-s S] [--exit-with-stdin] [--subscribe-news]
-        [--reminders] [--claim-lease-ms MS] [--hang-ticks]
+        [--reminders] [--claim-lease-ms MS] [--hang-ticks] [--bulk N] [--urn-ttl-ms MS]
 
 ``--reminders``: the host runs its own reminder poller (its claim lease ``--claim-lease-ms``,
 else the lease TTL);
-``--hang-ticks``: ``Ticker``'s tick handler never returns (a member that dies mid-delivery).
+``--hang-ticks``: ``Ticker``'s tick handler never returns (a member that dies mid-delivery);
+``--bulk N``: N more counters at the fixed URNs ``bulk:0``.. (a host holding many URN keys);
+``--urn-ttl-ms``: its URN keys' TTL (else the lease's with ``--lease-ttl-ms``).
 
 Prints ``READY`` once it serves; stops at SIGTERM/SIGINT (or when its standard input ends,
 with ``--exit-with-stdin``).
@@ -165,10 +167,14 @@ async def main() -> None:
     parser.add_argument("--reminders", action="store_true")
     parser.add_argument("--hang-ticks", action="store_true")
     parser.add_argument("--claim-lease-ms", type=int)
+    parser.add_argument("--bulk", type=int, default=0)
+    parser.add_argument("--urn-ttl-ms", type=int)
     args = parser.parse_args()
     config = HostConfig(namespace=args.namespace, system=args.system)
     if args.lease_ttl_ms:
         config.lease_ttl = config.urn_ttl = args.lease_ttl_ms / 1000
+    if args.urn_ttl_ms:
+        config.urn_ttl = args.urn_ttl_ms / 1000
     if args.reminders:
         lease = args.claim_lease_ms / 1000 if args.claim_lease_ms else config.lease_ttl
         config.reminders = ReminderPollerOptions(claim_lease=lease, poll_interval=0.05)
@@ -178,6 +184,8 @@ async def main() -> None:
         host.serve("conf:counter", Mirror)
         host.serve("conf:patient", Patient)
         host.serve_group("conf:shared", Mirror)
+    for i in range(args.bulk):
+        host.serve(f"bulk:{i}", Mirror)
     host.serve_pattern("conf:pat:{id}", Mirror, idle_after=args.idle_s)
     host.serve_pattern("py:tally:{id}", Tally, idle_after=args.idle_s)
     host.serve_pattern("py:ptick:{id}", Ticker, idle_after=args.idle_s)

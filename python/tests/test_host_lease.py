@@ -29,7 +29,7 @@ def test_a_lapse_of_this_process_view_only_confirms_nothing(redis_server: RedisS
         redis, lease = await _lease(redis_server, "lease-test:own-view")
         passes = 0
 
-        async def confirm() -> None:
+        async def confirm(_given: Any) -> None:
             nonlocal passes
             passes += 1
 
@@ -58,7 +58,7 @@ def test_a_pass_longer_than_the_lease_keeps_the_lease_key(redis_server: RedisSer
         started = asyncio.Event()
         finish = asyncio.Event()
 
-        async def slow_confirm() -> None:
+        async def slow_confirm(_given: Any) -> None:
             started.set()
             await finish.wait()
 
@@ -89,7 +89,7 @@ def test_another_instance_taking_the_key_during_the_pass_loses_the_lease(
         redis, lease = await _lease(redis_server, "lease-test:taken")
         finish = asyncio.Event()
 
-        async def slow_confirm() -> None:
+        async def slow_confirm(_given: Any) -> None:
             await finish.wait()
 
         await redis.delete(lease.key)
@@ -105,3 +105,75 @@ def test_another_instance_taking_the_key_during_the_pass_loses_the_lease(
         await redis.aclose()
 
     run(body())
+
+
+async def _system_lease(redis_server: RedisServer, key: str) -> tuple[Any, Lease, str]:
+    """A system's lease, with its record of URN keys given away (``_host_lease.py``)."""
+    redis = aioredis.Redis.from_url(redis_server.url)
+    record = f"{key}:given"
+    lease = Lease(redis, Scripts(redis), key, TTL, record=(record, 60.0))
+    await lease.acquire()
+    return redis, lease, record
+
+
+def test_a_lapse_with_a_whole_record_asks_for_the_keys_given_away_only(redis_server: RedisServer) -> None:
+    """As the Rust ``lease_state`` test of the same name, on a real Redis through
+    ``SYSTEM_LEASE_SCRIPT``: a lapse whose record is whole passes on what it names; one whose
+    record is not (lost, or expired), or another Redis server answering (``check_server``),
+    passes ``None``
+    (every key), and a pass still owed for such a lapse stays one over every key."""
+
+    async def body() -> None:
+        redis, lease, record = await _system_lease(redis_server, "lease-test:given")
+        assert {m.decode() for m in await redis.smembers(record)} == {"(record whole)"}
+        passes: list[Any] = []
+
+        async def confirm(given: Any) -> None:
+            passes.append(given)
+
+        async def lapse_with(*given: str) -> None:
+            await redis.delete(lease.key)
+            if given:
+                await redis.sadd(record, *given)
+
+        # A takeover gave "a" away while the lease was absent: that only, and the record is
+        # emptied (and whole again) in the same step as the retake.
+        await lapse_with("a")
+        assert await lease.renew(confirm)
+        assert passes == [{"a"}]
+        assert {m.decode() for m in await redis.smembers(record)} == {"(record whole)"}
+        # Held since: nothing more to confirm; the record lives as long as the lease.
+        assert await lease.renew(confirm) and len(passes) == 1
+        assert await redis.pttl(record) > 30_000
+        # Two lapses before a pass (the first one's pass failed): both.
+        await lapse_with("b")
+        assert not await lease.renew(_failing)
+        await lapse_with("c")
+        assert await lease.renew(confirm)
+        assert passes[-1] == {"b", "c"}
+        # A record lost (a Redis restarted, or it expired): every key.
+        await lapse_with()
+        await redis.delete(record)
+        assert await lease.renew(confirm)
+        assert passes[-1] is None
+        # Made whole again by that retake: the next lapse is known again.
+        await lapse_with("d")
+        assert await lease.renew(confirm)
+        assert passes[-1] == {"d"}
+        # Another Redis server answered than at the last look (a restart, a promotion: its
+        # run_id differs): every key, and still after a lapse with a whole record before the
+        # pass.
+        assert await lease.renew(confirm) and len(passes) == 4
+        lease._run_id = "the run_id of another Redis server"
+        await lease.check_server()
+        assert not lease.fresh()
+        await lapse_with("e")
+        assert await lease.renew(confirm)
+        assert passes[-1] is None and lease.fresh()
+        await redis.aclose()
+
+    run(body())
+
+
+async def _failing(_given: Any) -> None:
+    raise RuntimeError("the pass failed")

@@ -23,6 +23,10 @@ NAMES = [
     "CLAIM_MANY_SCRIPT",
     "RELEASE_SCRIPT",
     "FREE_GONE_URN_SCRIPT",
+    "SYSTEM_LEASE_SCRIPT",
+    # Not a script: the mark of a whole record of URN keys given away, which the Python host
+    # keeps with SYSTEM_LEASE_SCRIPT as the Rust proxy does (one text for both).
+    "GIVEN_WHOLE",
     "ANSWER_SCRIPT",
     "FORWARD_SCRIPT",
     "PLACEMENT_REPORT_SCRIPT",

@@ -3,11 +3,19 @@ holding this instance's token ``{random}@{host}:{pid}``, taken with ``SET NX PX`
 with the protocol's claim script every third of its TTL; a lease naming a process of this
 host that no longer exists counts as gone at once (and is freed). Until when it is surely
 held, by this process's monotonic clock, is its fence: a request is handed to its actor only
-while it holds."""
+while it holds.
+
+A host's system lease keeps beside it the system's record of the URN keys given away while it
+was absent in Redis (``{ns}:sys:{system}:given``, the Rust ``proxy/serve/given.rs``'s, with
+its script ``SYSTEM_LEASE_SCRIPT``): the takeover and the freeing of a gone holder's URN key
+add to it (Rust or Python members alike), and a retake of the lease reads and empties it in
+one step, so that the pass after a lapse claims again only those and the keys due (every key
+when the record is not whole: expired, lost, or after another Redis server answered)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import socket
@@ -16,10 +24,13 @@ from typing import Any
 
 from . import _lua
 from ._host_replicas import written
+from ._info import server_fields
 from .durability import Durability
 from .errors import NotReplicated
 
 __all__ = ["Lease", "lease_gone", "token"]
+
+log = logging.getLogger("conclib.host")
 
 # A margin for the drift between this host's clock and Redis's.
 _DRIFT = 0.05
@@ -78,12 +89,16 @@ class Lease:
     URNs while it serves them (the crate docs, "Redis topologies and durability")."""
 
     def __init__(self, redis: Any, scripts: Any, key: str, ttl: float,
-                 durability: Durability | None = None) -> None:
+                 durability: Durability | None = None, record: tuple[str, float] | None = None) -> None:
         self.redis = redis
         self.scripts = scripts
         self.key = key
         self.ttl = ttl
         self.durability = durability or Durability.primary()
+        # A system's lease: its record of URN keys given away, and how long the record lives
+        # past each renewal (seconds; longer than any URN key of the system may live after
+        # it, so that a record that expired means no key it held can still be alive).
+        self.record = record
         self.token = token()
         self.fresh_until = 0.0
         self.lost = False
@@ -91,6 +106,16 @@ class Lease:
         # Taken again after a lapse in Redis, its URN keys not yet confirmed (`renew`).
         self._unconfirmed = False
         self._confirming = False
+        # The URNs the record said were given away, until a pass claimed them again; and
+        # whether every lapse since the last pass was read from a whole record (else the
+        # pass claims every key), as the Rust ``Lease::lapsed_in_redis``.
+        self._given: set[str] = set()
+        self._given_known = False
+        # Lapses recorded so far: one recorded while a pass ran (a request's re-check took
+        # the lease again meanwhile) leaves the lease unheld after that pass.
+        self._lapses = 0
+        # The Redis server that answered the last look (its run_id): `check_server`.
+        self._run_id: str | None = None
 
     def fresh(self) -> bool:
         return not self.lost and time.monotonic() < self.fresh_until
@@ -114,6 +139,9 @@ class Lease:
                     await asyncio.sleep(0.05)
                     since = time.monotonic()
             if got == 1:
+                if self.record is not None:
+                    await self._open_record()
+                    await self.check_server()
                 self.fresh_until = since + self.ttl * (1 - _DRIFT)
                 return
             if await lease_gone(self.redis, self.scripts.release, self.key):
@@ -127,22 +155,17 @@ class Lease:
         good: this instance stops serving) or Redis did not answer. A lease that lapsed in
         Redis (this process paused, or Redis out of reach, past its TTL) may have let another
         system take its URNs over: once taken again it counts as held only after
-        ``confirm()`` (the URN keys claimed again, those taken away given up) returned, the
-        lease key renewed beside it. A lapse of this process's own view only (starved or
-        paused within the TTL) confirms nothing: the takeover acts only while the lease key
-        is absent (docs/bench-log.md, "Overload: a starved member's lease")."""
+        ``confirm(given)`` (the URN keys claimed again, those taken away given up) returned,
+        the lease key renewed beside it; ``given``: the URNs the system's record says were
+        given away meanwhile, or ``None`` when it does not know (every key to claim). A lapse
+        of this process's own view only (starved or paused within the TTL) confirms nothing:
+        the takeover acts only while the lease key is absent (docs/bench-log.md, "Overload: a
+        starved member's lease")."""
         if self.lost:
             return False
         since = time.monotonic()
         try:
-            got = await self._claim(renew=True)
-            if got == 0:
-                got = await self._claim(renew=False)
-                if got == 1:
-                    # Unheld until confirmed, even where this process's clock says fresh
-                    # (Redis lost the key: a restart without it).
-                    self._unconfirmed = True
-                    self.fresh_until = 0.0
+            got = await self._renew_key(retake=True)
         except Exception:
             return False
         if got != 1:
@@ -153,16 +176,106 @@ class Lease:
             if self._confirming:
                 return False
             self._confirming = True
+            given = set(self._given) if self._given_known else None
+            lapses = self._lapses
             try:
-                kept_at = await self._keeping(confirm)
+                kept_at = await self._keeping(lambda: confirm(given))
             finally:
                 self._confirming = False
-            if kept_at is None:
+            if kept_at is None or self._lapses != lapses:
                 return False
+            # Claimed again: what the record named, or every key.
             self._unconfirmed = False
+            self._given.clear()
             since = kept_at
         self.fresh_until = since + self.ttl * (1 - _DRIFT)
         return True
+
+    async def check_server(self) -> None:
+        """Counts the lease as lapsed (``lapse``) when another Redis server answers than at
+        the last look (its ``run_id`` changed: a restart, a promoted replica). Redis out of
+        reach, or ``INFO`` not allowed: nothing."""
+        try:
+            run_id, _ = server_fields(await self.redis.info("server"))
+        except Exception:
+            return
+        if run_id is None:
+            return
+        if self._run_id is not None and run_id != self._run_id:
+            log.warning("another Redis server answers than before: every URN key is claimed again")
+            self.lapse()
+        self._run_id = run_id
+
+    def lapse(self) -> None:
+        """Counts the lease as lapsed with the takeovers meanwhile unknown: another Redis
+        server answers (a restart, a promoted replica), which may lack the last renewals of
+        the URN keys and the record's last additions. The next renewal claims every key
+        again before the lease counts as held (the Rust proxy does so at a reconnection)."""
+        self._given_known = False
+        self._unconfirmed = True
+        self._lapses += 1
+        self.fresh_until = 0.0
+
+    def _lapsed_in_redis(self, given: list[str] | None) -> None:
+        """The lease was found absent in Redis and taken again: ``given``, what the record
+        said was given away meanwhile (``None``: not whole). A pass still owed for a lapse
+        not known stays a pass over every key."""
+        if given is None:
+            known = False
+        else:
+            self._given.update(given)
+            known = not self._unconfirmed or self._given_known
+        self._given_known = known
+        self._unconfirmed = True
+        self._lapses += 1
+        # Unheld until confirmed, even where this process's clock says fresh (Redis lost the
+        # key: a restart without it).
+        self.fresh_until = 0.0
+
+    async def _renew_key(self, retake: bool) -> Any:
+        """Renews the lease key, and takes it again when it had lapsed in Redis if ``retake``
+        (then records the lapse): 1 when it names this instance now, 0 when absent (not
+        taken), else the other holder. ``NotReplicated`` as ``_claim``."""
+        if self.record is None:
+            got = await self._claim(renew=True)
+            if got == 0 and retake:
+                got = await self._claim(renew=False)
+                if got == 1:
+                    self._lapsed_in_redis(None)
+            return got
+        record, record_ttl = self.record
+        args = [self.token, int(self.ttl * 1000), int(record_ttl * 1000), _lua.GIVEN_WHOLE, "1" if retake else "0"]
+        answer, short = await written(self.redis, self.durability, self.scripts.system_lease, [self.key, record], args)
+        code = int(answer[0])
+        if code == 3:
+            # Read and emptied in the same step: kept before anything else can fail.
+            urns = answer[1] if isinstance(answer[1], list) else None
+            self._lapsed_in_redis(
+                None if urns is None
+                else [u for raw in urns if (u := raw.decode("utf-8", "replace")) != _lua.GIVEN_WHOLE]
+            )
+        if code == 2:
+            return answer[1]
+        if code == 0:
+            return 0
+        if short is not None:
+            raise short
+        return 1
+
+    async def _open_record(self) -> None:
+        """Makes the system's record anew, empty and whole, once the lease was taken at start
+        (nothing is held yet, so nothing given away before can matter), as the Rust
+        ``given::open``. Not made (Redis did not answer): the first lapse claims every key."""
+        assert self.record is not None
+        record, record_ttl = self.record
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.delete(record)
+            pipe.sadd(record, _lua.GIVEN_WHOLE)
+            pipe.pexpire(record, int(record_ttl * 1000))
+            await pipe.execute()
+        except Exception:
+            pass
 
     async def _claim(self, renew: bool) -> Any:
         """The claim script on the lease key: 1 when it names this instance now; with
@@ -191,7 +304,7 @@ class Lease:
                 if finished:
                     task.result()
                 since = time.monotonic()
-                got = await self._claim(renew=True)
+                got = await self._renew_key(retake=False)
                 if got != 1:
                     self.lost = got != 0
                     return None
@@ -227,6 +340,7 @@ class Scripts:
         self.claim_many = redis.register_script(_lua.CLAIM_MANY_SCRIPT)
         self.release = redis.register_script(_lua.RELEASE_SCRIPT)
         self.free_gone_urn = redis.register_script(_lua.FREE_GONE_URN_SCRIPT)
+        self.system_lease = redis.register_script(_lua.SYSTEM_LEASE_SCRIPT)
         self.answer = redis.register_script(_lua.ANSWER_SCRIPT)
         self.forward = redis.register_script(_lua.FORWARD_SCRIPT)
         self.report = redis.register_script(_lua.PLACEMENT_REPORT_SCRIPT)

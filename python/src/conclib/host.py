@@ -14,10 +14,11 @@ actor. It serves
 
 Every request is handed to its actor only while the host's lease is surely held (its fence);
 a host whose lease another instance took stops serving, and one whose lease lapsed (paused)
-claims its URN keys again before it counts as held. When a host dies, the group's other
-members (Rust or Python) take its URNs over: its member lease and system lease lapse (at once
-on the same host: they name a dead process), and they claim its pending group requests and
-move those left in its stream (the protocol's takeover script).
+claims again the URN keys it may have lost before it counts as held (those its system's
+record of keys given away names: ``_host_lease.py``, ``_host_urn_keys.py``). When a host
+dies, the group's other members (Rust or Python) take its URNs over: its member lease and
+system lease lapse (at once on the same host: they name a dead process), and they claim its
+pending group requests and move those left in its stream (the protocol's takeover script).
 
 A pattern's actor keeps its state in the fenced state store (``Actor.store``: the Rust
 ``StateStore``'s keys and scripts, ``_host_store.py``), so a URN moving between Python and
@@ -46,6 +47,7 @@ from typing import Any
 from ._host_lane import GROUP, Lane
 from ._host_group import claim_from_gone, more_pending, take_over_gone
 from ._host_lease import Lease, Scripts, lease_gone
+from ._host_urn_keys import UrnKeys
 from ._host_mailbox import Mailbox, decode
 from ._host_placement import PLACEMENTS, place_waiting
 from ._host_patterns import Activation, Pattern, parse_pattern
@@ -145,6 +147,7 @@ class ActorHost:
         self._patterns: list[Pattern] = []
         self._shared: list[str] = []
         self._conflicts: dict[str, str] = {}
+        self._urn_keys: UrnKeys | None = None
         self._activating: dict[str, list[tuple[Lane, Request, HandlerSpec, Any]]] = {}
         self._lanes: list[Lane] = []
         self._group_lanes: dict[str, Lane] = {}
@@ -223,14 +226,8 @@ class ActorHost:
 
     async def recheck(self) -> bool:
         assert self.lease is not None
-        return await self.lease.recheck(self._reclaim)
-
-    async def _reclaim(self) -> None:
-        """After a lapse of the lease: every URN key claimed again; an activation whose URN
-        another system took is given up, a fixed URN another system took is refused (their
-        queued requests left pending for that system), before anything more is handled."""
-        await self._claim_fixed()
-        await self._renew_activations()
+        assert self._urn_keys is not None
+        return await self.lease.recheck(self._urn_keys.reclaim)
 
     async def start(self) -> None:
         """Takes the system's lease, claims the fixed URNs, joins the patterns' groups and
@@ -262,8 +259,14 @@ class ActorHost:
         # survive a promotion as its state does.
         self.client = AsyncClient(self.url, namespace=cfg.namespace, durability=cfg.durability)
         await self._sync_clock()
-        self.lease = Lease(self.redis, self.scripts, self.keys.lease(self.system), cfg.lease_ttl, cfg.durability)
+        # The record lives longer than any URN key of this host may after it (all live
+        # `urn_ttl`): one that expired means the lapse outlived every key.
+        record = (self.keys.given(self.system), cfg.urn_ttl + cfg.lease_ttl)
+        self.lease = Lease(self.redis, self.scripts, self.keys.lease(self.system), cfg.lease_ttl, cfg.durability,
+                           record=record)
         await self.lease.acquire()
+        self._urn_keys = UrnKeys(self.scripts, self.keys, self.system, cfg.urn_ttl, self._fixed, self._shared,
+                                 self._conflicts, self._patterns)
         system_lane = self._lane([self.keys.requests(self.system)], "proxy", trims=True, name=self.system)
         await system_lane.ensure_groups(int(cfg.queue_ttl * 1000))
         self._lanes.append(system_lane)
@@ -283,7 +286,7 @@ class ActorHost:
             await lane.ensure_groups(int(cfg.queue_ttl * 1000))
             self._group_lanes[group] = lane
             self._lanes.append(lane)
-        await self._claim_fixed()
+        await self._urn_keys.renew()
         for p in self._patterns:
             member = Lease(self.redis, self.scripts, self.keys.member(p.group, self.system), cfg.lease_ttl,
                            cfg.durability)
@@ -619,74 +622,24 @@ class ActorHost:
         after = time.time()
         self._clock_offset_ms = (sec * 1000 + usec / 1000) - (before + after) * 500
 
-    async def _claim_fixed(self) -> None:
-        assert self.scripts is not None
-        urns = list(self._fixed)
-        if not urns:
-            return
-        ttl = int(self.config.urn_ttl * 1000)
-        got = []
-        for u in urns:
-            value = f"~{u}" if u in self._shared else self.system
-            got.append(await self.scripts.claim(keys=[self.keys.urn(u)], args=[value, ttl]))
-        for urn, g in zip(urns, got):
-            if g == 1:
-                self._conflicts.pop(urn, None)
-            else:
-                owner = g.decode("utf-8", "replace") if isinstance(g, bytes) else str(g)
-                if self._conflicts.get(urn) != owner:
-                    log.warning("URN %s is served by system %s; this host refuses it", urn, owner)
-                    served = self._fixed.get(urn)
-                    if served is not None:
-                        served.mailbox.abandon()
-                self._conflicts[urn] = owner
-
-    async def _renew_activations(self) -> None:
-        assert self.scripts is not None
-        ttl = int(self.config.urn_ttl * 1000)
-        for p in self._patterns:
-            urns = list(p.live)
-            for i in range(0, len(urns), 500):
-                chunk = urns[i : i + 500]
-                # "renew": a key found free is left free (a passivation released it after
-                # this list was made; taking it back would name this host for a URN it no
-                # longer serves), as the Rust proxy's renewal.
-                got = await self.scripts.claim_many(
-                    keys=[self.keys.urn(u) for u in chunk], args=[self.system, ttl, "renew"])
-                answers = list(zip(chunk, got))
-                vanished = [urn for urn, g in answers if g == 0 and urn in p.live]
-                if vanished:
-                    # Free though still served here (the key expired): claimed again.
-                    log.warning("%d URN keys found free at their renewal; claiming them again", len(vanished))
-                    again = await self.scripts.claim_many(
-                        keys=[self.keys.urn(u) for u in vanished], args=[self.system, ttl])
-                    answers += list(zip(vanished, again))
-                for urn, g in answers:
-                    if g != 1 and g != 0:
-                        # Taken by another system (this one was paused past its lease): the
-                        # activation must not run beside the new one.
-                        live = p.live.pop(urn, None)
-                        if live is not None:
-                            live.mailbox.stopped = True
-                            live.mailbox.abandon()
-
     async def _upkeep(self) -> None:
-        assert self.lease is not None and self.scripts is not None
+        assert self.lease is not None and self.scripts is not None and self._urn_keys is not None
+        urn_keys = self._urn_keys
         cfg = self.config
         # Gone members looked for every eighth of the lease, 100 ms at most, as the Rust
         # members (``scale/group.rs``, ``LOOK_AT_MOST``): a death on this host is seen at
         # once, so this period is most of its failover.
         every = min(max(cfg.lease_ttl / 8, 0.01), LOOK_AT_MOST)
         renew_every = max(cfg.lease_ttl / 3, 0.01)
-        urns_every = cfg.urn_ttl / 3
-        last_renew = last_urns = time.monotonic()
+        last_renew = time.monotonic()
         while True:
             await asyncio.sleep(every)
             now = time.monotonic()
             try:
                 if now - last_renew >= renew_every:
                     last_renew = now
-                    if not await self.lease.renew(self._reclaim) and self.lease.lost:
+                    await self.lease.check_server()
+                    if not await self.lease.renew(urn_keys.reclaim) and self.lease.lost:
                         log.error("another instance took system %s's lease: this host stops serving", self.system)
                         await self._lost()
                         return
@@ -695,15 +648,15 @@ class ActorHost:
                     for p in self._patterns:
                         await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
                         await self._report(p)
-                    await self._claim_fixed()
+                    # Those another system held, at every renewal (the others with their TTL).
+                    await urn_keys.claim_fixed(set(self._conflicts))
                     for lane in self._lanes:
                         await self.redis.pexpire(lane.keys[-1], int(cfg.queue_ttl * 1000))
                         if self.lease.fresh() and (lane.left or await more_pending(self.redis, lane)):
                             lane.reread = True
                     await self._sync_clock()
-                if now - last_urns >= urns_every:
-                    last_urns = now
-                    await self._renew_activations()
+                if urn_keys.due():
+                    await urn_keys.renew()
                 for lane in self._group_lanes.values():
                     await claim_from_gone(self.redis, self.scripts, self.keys, lane)
                 for p in self._patterns:

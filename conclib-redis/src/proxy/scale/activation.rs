@@ -65,16 +65,15 @@ pub(in crate::proxy) async fn activate(
     );
     let sent = shared.config.durability.sending(&shared.cmd);
     let claimed_at = Instant::now();
-    // A state carried here by a move (the claim found its carried key: `migration.rs`).
-    let mut carried_in = false;
     let opened = match claim(shared, urn, &state_key, &token).await {
-        Ok(Value::Integer(1)) => {
-            carried_in = !shared.cmd.is_clustered();
-            None
-        }
+        Ok(Value::Integer(1)) => None,
         Ok(Value::Array(got)) if got.first().and_then(Value::as_i64) == Some(1) => {
             let mut got = got.into_iter().skip(1).map(Value::into_bytes);
-            Some((got.next().flatten(), got.next().flatten()))
+            Some(Opened {
+                data: got.next().flatten(),
+                applied: got.next().flatten(),
+                carried: got.next().flatten(),
+            })
         }
         Ok(other) => {
             forget(shared);
@@ -107,11 +106,13 @@ pub(in crate::proxy) async fn activate(
         reg.owned
             .insert(urn.to_owned(), claimed_at, shared.activation_urn_ttl());
     }
-    if let Some((data, applied)) = opened {
-        if let Some(applied) = applied {
+    // A state carried here by a move (`migration.rs`).
+    let carried_in = opened.as_ref().is_some_and(|o| o.carried.is_some());
+    if let Some(opened) = opened {
+        if let Some(applied) = opened.applied {
             standing.applied.opened(&applied);
         }
-        store.opened_with(data);
+        store.opened_with(opened.data, opened.carried);
     }
     let activation = Activation {
         urn: urn.to_owned(),
@@ -167,9 +168,21 @@ pub(in crate::proxy) async fn activate(
     }
 }
 
+/// What the claim read as it made the activation its state's owner ([`CLAIM_OPEN_SCRIPT`]).
+///
+/// [`CLAIM_OPEN_SCRIPT`]: crate::protocol::CLAIM_OPEN_SCRIPT
+struct Opened {
+    /// The state stored.
+    data: Option<fred::bytes::Bytes>,
+    /// The requests its last writer applied and did not acknowledge (`applied.rs`).
+    applied: Option<fred::bytes::Bytes>,
+    /// The state the activation before carried here (`migration.rs`).
+    carried: Option<fred::bytes::Bytes>,
+}
+
 /// Claims `urn` for this system and, outside a cluster, makes activation `token` the owner
-/// of its state in the same step ([`CLAIM_OPEN_SCRIPT`]): 1 (claimed), `{1, data, applied}`
-/// (claimed and opened), or the id of the system holding it.
+/// of its state in the same step ([`CLAIM_OPEN_SCRIPT`]): 1 (claimed: in a cluster),
+/// `{1, data, applied, carried}` (claimed and opened), or the id of the system holding it.
 ///
 /// [`CLAIM_OPEN_SCRIPT`]: crate::protocol::CLAIM_OPEN_SCRIPT
 async fn claim(
@@ -267,8 +280,8 @@ async fn passivate_in_batches(
 /// gracefully, all at once (their `on_stop`s save, or carry their state when `moving`),
 /// then their state keys left without data deleted in one pipeline, their URN keys
 /// released in another (handed to the member `moving` names instead, if any), and each
-/// pattern's count written once. Each URN's lock is held until its key is released: a
-/// request for it waits, then activates it again.
+/// pattern's count written once. Each URN's lock is held until its key is released (not
+/// until the counts are written): a request for it waits, then activates it again.
 async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving: Moving<'_>) {
     let target = match moving {
         Moving::To(target) => target,
@@ -342,16 +355,22 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
         }
     }
     urn_keys::release_urns(shared, release).await;
+    // Their keys released or handed: the requests that waited for them go on now, not
+    // after the counts' writes below (a moved activation's requests wait for its move).
+    let stopped: Vec<(&str, Live)> = stopped
+        .into_iter()
+        .map(|(_held, urn, live)| (urn, live))
+        .collect();
     let mut prefixes: Vec<&str> = stopped
         .iter()
-        .map(|(_, _, l)| l.pattern.prefix.as_str())
+        .map(|(_, l)| l.pattern.prefix.as_str())
         .collect();
     prefixes.sort_unstable();
     prefixes.dedup();
     for prefix in prefixes {
         placement::report_activations(shared, prefix).await;
     }
-    for (_, urn, live) in &stopped {
+    for (urn, live) in &stopped {
         crate::metrics::activation(&shared.system_id, &live.pattern.prefix, "passivated");
         tracing::debug!(%urn, system = %shared.system_id, "passivated");
     }

@@ -2,13 +2,15 @@
 //! another member (a drain, a rebalance), its store's
 //! [`dehydrate`](super::store::StateStore::dehydrate), called from the actor's `on_stop`,
 //! leaves its state for the next activation of the URN in `{ns}:state:{urn}:carried`
-//! (with the writer's token, for one minute), and the next activation's
-//! [`rehydrate`](super::store::StateStore::rehydrate) takes it: the state as it was in
-//! memory at the stop, saved or not. A carried state counts only for the activation that
-//! follows its writer: it is taken (deleted) by the first `rehydrate`, and ignored when
-//! the state's owner is no longer its writer (an activation came in between without
-//! rehydrating). Not in a Redis Cluster (the two keys live in different slots): there
-//! nothing is carried and the next activation loads what was saved.
+//! (with the writer's token, for one minute), and the next activation's claim takes it
+//! (`CLAIM_OPEN_SCRIPT`, in the step that claims the URN and makes the activation the
+//! state's owner), for its [`rehydrate`](super::store::StateStore::rehydrate): the state
+//! as it was in memory at the stop, saved or not. A carried state counts only for the
+//! activation that follows its writer: it is taken (deleted) by the next claim, and
+//! ignored when the state's owner is no longer its writer (an activation that takes no
+//! carried state came in between: the Python actor host's). Not in a Redis Cluster (the
+//! two keys live in different slots): there nothing is carried and the next activation
+//! loads what was saved.
 
 use std::time::Duration;
 
@@ -22,18 +24,114 @@ pub(in crate::proxy) const DEHYDRATE_SCRIPT: &str = r"if redis.call('HGET', KEYS
 redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
 return 1";
 
-/// `KEYS[1]` = the state key, `KEYS[2]` = its carried key. Takes (deletes) the carried
-/// state, and returns it if its writer is the state's owner still (the activation that
-/// came just before), else nil.
-pub(in crate::proxy) const REHYDRATE_SCRIPT: &str = r"local c = redis.call('GET', KEYS[2])
-if not c then return false end
-redis.call('DEL', KEYS[2])
-local sep = string.find(c, '\n', 1, true)
-if not sep then return false end
-if redis.call('HGET', KEYS[1], 'owner') ~= string.sub(c, 1, sep - 1) then return false end
-return string.sub(c, sep + 1)";
-
 /// The carried key of state key `state_key`.
 pub(in crate::proxy) fn carried_key(state_key: &str) -> String {
     format!("{state_key}:carried")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fred::prelude::*;
+
+    use super::{CARRIED_TTL, DEHYDRATE_SCRIPT, carried_key};
+    use crate::config::ProxyConfig;
+    use crate::conn::{keyed, owned};
+    use crate::protocol::CLAIM_OPEN_SCRIPT;
+    use crate::script::Script;
+
+    /// The state a move carried is taken by the claim of the activation that follows its
+    /// writer, once, and by no later one; one that another activation's open came between
+    /// (the Python host's, which takes no carried state) is stale: the claim deletes it and
+    /// returns none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_carried_state_goes_to_the_next_claim_only_and_never_stale() {
+        let base = ProxyConfig::default().with_namespace("carried");
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let client = daemon
+            .config(&base)
+            .builder::<std::convert::Infallible>(Duration::from_secs(5))
+            .unwrap()
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        let (state, urn) = ("st:acct:1", "urn:acct:1");
+        let carried = carried_key(state);
+        let (claim_script, dehydrate_script) = (
+            Script::new(CLAIM_OPEN_SCRIPT),
+            Script::new(DEHYDRATE_SCRIPT),
+        );
+        let claim = |token: &str, system: &str| {
+            claim_script.eval(
+                &client,
+                vec![owned(state), owned(urn), owned(carried.clone())],
+                vec![
+                    owned(token),
+                    Value::Integer(60_000),
+                    owned(system),
+                    Value::Integer(60_000),
+                ],
+            )
+        };
+        let dehydrate = |token: &str, data: &str| {
+            dehydrate_script.eval(
+                &client,
+                vec![owned(state), owned(carried.clone())],
+                vec![
+                    owned(token),
+                    owned(data),
+                    Value::Integer(CARRIED_TTL.as_millis() as i64),
+                ],
+            )
+        };
+        // The carried state the answer `{1, data, applied, carried}` holds.
+        let carried_in = |answer: Value| -> Option<String> {
+            let Value::Array(parts) = answer else {
+                panic!("not claimed: {answer:?}")
+            };
+            assert_eq!(parts.first().and_then(Value::as_i64), Some(1), "{parts:?}");
+            parts.get(3).and_then(|v| v.as_string())
+        };
+        let hand_to = |system: &'static str| {
+            let client = &client;
+            async move {
+                let _: () = client.set(urn, system, None, None, false).await.unwrap();
+            }
+        };
+
+        assert_eq!(carried_in(claim("a1", "s1").await.unwrap()), None);
+        assert_eq!(dehydrate("a1", "41").await.unwrap(), Value::Integer(1));
+        hand_to("s2").await;
+        assert_eq!(
+            carried_in(claim("a2", "s2").await.unwrap()).as_deref(),
+            Some("41"),
+            "the next activation takes what its predecessor carried"
+        );
+        let left: Option<String> = client.get(&carried).await.unwrap();
+        assert_eq!(left, None, "taken once: deleted by the claim");
+        assert_eq!(
+            carried_in(claim("a2b", "s2").await.unwrap()),
+            None,
+            "a second claim finds nothing carried"
+        );
+
+        // Carried by a2b, then another activation opens the state without taking it.
+        assert_eq!(dehydrate("a2b", "42").await.unwrap(), Value::Integer(1));
+        let args = vec![owned(state), owned("owner"), owned("py-host")];
+        crate::conn::call(&client, keyed("HSET"), args)
+            .await
+            .unwrap();
+        hand_to("s3").await;
+        assert_eq!(
+            carried_in(claim("a3", "s3").await.unwrap()),
+            None,
+            "a state carried before another activation owned the state is stale"
+        );
+        let left: Option<String> = client.get(&carried).await.unwrap();
+        assert_eq!(left, None, "the stale carried state is deleted");
+        // A writer that no longer owns the state carries nothing.
+        assert_eq!(dehydrate("a2b", "43").await.unwrap(), Value::Integer(0));
+        daemon.shutdown().unwrap();
+    }
 }

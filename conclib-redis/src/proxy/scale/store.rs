@@ -96,6 +96,9 @@ struct StoreInner {
     /// (`activation.rs`): the first [`StateStore::load`] answers it without a round trip,
     /// unless a write came first.
     prefetched: std::sync::Mutex<Option<Option<Bytes>>>,
+    /// The state the activation before carried here, taken by the same claim: what
+    /// [`StateStore::rehydrate`] answers, once.
+    carried: std::sync::Mutex<Option<Bytes>>,
     codec: Arc<dyn Codec>,
     /// What a write must reach before it counts as done (a promotion keeps it).
     durability: Durability,
@@ -129,6 +132,7 @@ impl StateStore {
                 standing,
                 opened: AtomicBool::new(false),
                 prefetched: std::sync::Mutex::new(None),
+                carried: std::sync::Mutex::new(None),
                 codec,
                 durability,
                 open: Script::new(STATE_OPEN_SCRIPT),
@@ -138,10 +142,16 @@ impl StateStore {
     }
 
     /// This activation was made the state's owner by the script that claimed its URN, which
-    /// read `data` (the state stored) in the same step.
-    pub(in crate::proxy) fn opened_with(&self, data: Option<Bytes>) {
+    /// read `data` (the state stored) and took `carried` (the state a move carried here:
+    /// `migration.rs`) in the same step.
+    pub(in crate::proxy) fn opened_with(&self, data: Option<Bytes>, carried: Option<Bytes>) {
         *self.prefetched() = Some(data);
+        *self.carried() = carried;
         self.inner.opened.store(true, Ordering::Release);
+    }
+
+    fn carried(&self) -> std::sync::MutexGuard<'_, Option<Bytes>> {
+        self.inner.carried.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn prefetched(&self) -> std::sync::MutexGuard<'_, Option<Option<Bytes>>> {
@@ -241,8 +251,8 @@ impl StateStore {
 
     /// In the constructor: the state the URN's previous activation carried when it was
     /// moved here ([`dehydrate`](Self::dehydrate)), taken once; `None` when it carried none
-    /// (load what was saved then). It makes this activation the state's owner, as
-    /// [`load`](Self::load) does.
+    /// (load what was saved then). The claim that activated this activation took it in the
+    /// step that made the activation the state's owner: no round trip to Redis.
     ///
     /// ```no_run
     /// # async fn demo(a: conclib_redis::scale::Activation) -> Result<(), conclib_redis::scale::StoreError> {
@@ -256,25 +266,12 @@ impl StateStore {
     /// # Errors
     /// [`StoreError::Redis`], [`StoreError::Codec`].
     pub async fn rehydrate<T: DeserializeOwned>(&self) -> Result<Option<T>, StoreError> {
-        let inner = &self.inner;
-        if inner.cmd.is_clustered() {
-            return Ok(None);
-        }
-        let keys = vec![
-            owned(inner.key.clone()),
-            owned(migration::carried_key(&inner.key)),
-        ];
-        // Taken before this activation owns the state: its owner is still the writer.
-        let carried = Script::new(migration::REHYDRATE_SCRIPT)
-            .eval(&inner.cmd, keys, Vec::new())
-            .await
-            .map_err(|e| StoreError::Redis(e.to_string()))?;
-        if !inner.opened.load(Ordering::Acquire) {
-            self.open().await?;
-        }
-        match carried.into_bytes() {
+        // Taken by the claim that activated it, in the step that made it the owner
+        // (`CLAIM_OPEN_SCRIPT`): no round trip. In a Redis Cluster nothing is carried (and
+        // the store opens at its first load or write).
+        match self.carried().take() {
             None => Ok(None),
-            Some(b) => decode_value(&*inner.codec, &b)
+            Some(b) => decode_value(&*self.inner.codec, &b)
                 .map(Some)
                 .map_err(|e| StoreError::Codec(e.to_string())),
         }

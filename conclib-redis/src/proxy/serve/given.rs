@@ -15,10 +15,8 @@
 use fred::prelude::*;
 
 use crate::conn::{self, as_bytes, keyed, owned, s};
+use crate::protocol::GIVEN_WHOLE as WHOLE;
 use crate::proxy::shared::{Role, Shared};
-
-/// The record's mark: never a URN (a URN holds no whitespace).
-const WHOLE: &str = "(record whole)";
 
 /// What a renewal of a system's lease with its record found.
 pub(super) enum Renewed {
