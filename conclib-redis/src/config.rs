@@ -476,6 +476,14 @@ impl ProxyConfig {
         Ok(())
     }
 
+    /// How its connections are made (`conn::init_within`).
+    pub(crate) fn connecting(&self) -> crate::conn::Connecting {
+        crate::conn::Connecting {
+            timeout: self.connect_timeout,
+            max_pause: self.reconnect_max_delay,
+        }
+    }
+
     /// A fred builder for this configuration.
     pub(crate) fn builder<E>(&self, command_timeout: Duration) -> Result<Builder, ProxyError<E>> {
         self.validate().map_err(ProxyError::Config)?;

@@ -72,18 +72,23 @@ pub(crate) fn error_code_is(error: &Error, code: &str) -> bool {
     error.details().contains(code)
 }
 
+/// How [`init_within`] connects: within `timeout`, pausing up to `max_pause` between
+/// attempts (a configuration's `connect_timeout` and `reconnect_max_delay`).
+#[derive(Clone, Copy)]
+pub(crate) struct Connecting {
+    pub(crate) timeout: Duration,
+    pub(crate) max_pause: Duration,
+}
+
 /// Connects every client within `timeout`; on failure quits those that connected and says
 /// why. A client's connection refused or lost, or sentinels naming no primary that answers
 /// (the primary they name restarting or being replaced, every sentinel down), is tried
-/// again after a pause (20 ms, doubling up to `max_pause`: the configuration's
-/// `reconnect_max_delay`, as fred reconnects) until the timeout: a process started beside
+/// again after a pause (20 ms, doubling up to `max_pause`, as fred reconnects) until the
+/// timeout: a process started beside
 /// its Redis, or while a Sentinel topology fails over, starts once it answers. Anything else
 /// (a refused password, a bad URL) fails at once.
-pub(crate) async fn init_within(
-    clients: &[&Client],
-    timeout: Duration,
-    max_pause: Duration,
-) -> Result<(), String> {
+pub(crate) async fn init_within(clients: &[&Client], connecting: Connecting) -> Result<(), String> {
+    let Connecting { timeout, max_pause } = connecting;
     let deadline = tokio::time::Instant::now() + timeout;
     let connect = clients
         .iter()

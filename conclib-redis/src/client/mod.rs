@@ -76,7 +76,7 @@ impl ProxyClient {
             .map(|c| (c.error_rx(), c.reconnect_rx()))
             .collect();
         let clients: Vec<&Client> = pool.clients().iter().chain([&reader]).collect();
-        conn::init_within(&clients, config.connect_timeout, config.reconnect_max_delay)
+        conn::init_within(&clients, config.connecting())
             .await
             .map_err(ProxyError::Unavailable)?;
         let keys = Keys::new(&config.namespace);

@@ -59,13 +59,9 @@ impl SnapshotReader {
             .map_err(|e| ServeError::Config(e.to_string()))?
             .build()
             .map_err(|e| ServeError::Config(e.to_string()))?;
-        conn::init_within(
-            &[&client],
-            config.connect_timeout,
-            config.reconnect_max_delay,
-        )
-        .await
-        .map_err(ServeError::Unavailable)?;
+        conn::init_within(&[&client], config.connecting())
+            .await
+            .map_err(ServeError::Unavailable)?;
         Ok(SnapshotReader {
             client,
             keys: Keys::new(&config.namespace),

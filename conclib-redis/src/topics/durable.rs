@@ -61,13 +61,9 @@ pub(super) async fn start(
         .map_err(|e| TopicError::Config(e.to_string()))?
         .build()
         .map_err(|e| TopicError::Config(e.to_string()))?;
-    conn::init_within(
-        &[&client],
-        config.connect_timeout,
-        config.reconnect_max_delay,
-    )
-    .await
-    .map_err(TopicError::Unavailable)?;
+    conn::init_within(&[&client], config.connecting())
+        .await
+        .map_err(TopicError::Unavailable)?;
     let key = wire::durable_key(&config.namespace, topic.name());
     let start_at = if options.from_start { "0" } else { "$" };
     if let Err(e) = create_group(&client, &key, &options.group, start_at).await {

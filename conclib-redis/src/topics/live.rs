@@ -45,13 +45,9 @@ pub(super) async fn start(
         .map_err(|e| TopicError::Config(e.to_string()))?;
     // Taken before connecting: no message goes unseen.
     let messages = client.message_rx();
-    conn::init_within(
-        &[&client],
-        config.connect_timeout,
-        config.reconnect_max_delay,
-    )
-    .await
-    .map_err(TopicError::Unavailable)?;
+    conn::init_within(&[&client], config.connecting())
+        .await
+        .map_err(TopicError::Unavailable)?;
     // Taken after: fred reports the first connection as a reconnection too (every
     // subscription subscribed twice, and counted a re-subscription). A reconnection from
     // here on comes before or after our `SUBSCRIBE`: the connection it gives is subscribed
