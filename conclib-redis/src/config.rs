@@ -164,7 +164,12 @@ pub struct ProxyConfig {
     /// How long a request stream lives after its proxy last renewed it (a system gone for
     /// good leaves nothing behind). Default 1 h.
     pub queue_ttl: Duration,
-    /// How long connecting to Redis may take. Default 5 s.
+    /// How long connecting to Redis may take. Until then, a connection refused or lost, or
+    /// sentinels naming no primary that answers (one restarting or being replaced, every
+    /// sentinel down), is tried again with the pauses of
+    /// [`reconnect_max_delay`](Self::reconnect_max_delay): a process started beside its
+    /// Redis, or during a failover, starts once Redis answers. A refused password fails at
+    /// once; any other failure is reported with the last attempt's error. Default 5 s.
     pub connect_timeout: Duration,
     /// How long one Redis command may take before it fails (blocking reads excepted).
     /// Default 10 s.
@@ -469,6 +474,14 @@ impl ProxyConfig {
             return Err("pool_size, batch_size and max_in_flight must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// How its connections are made (`conn::init_within`).
+    pub(crate) fn connecting(&self) -> crate::conn::Connecting {
+        crate::conn::Connecting {
+            timeout: self.connect_timeout,
+            max_pause: self.reconnect_max_delay,
+        }
     }
 
     /// A fred builder for this configuration.

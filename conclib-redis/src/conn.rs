@@ -3,6 +3,7 @@
 use fred::bytes;
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
+use std::time::Duration;
 
 /// A command whose key is its first argument.
 pub(crate) fn keyed(name: &'static str) -> CustomCommand {
@@ -71,27 +72,109 @@ pub(crate) fn error_code_is(error: &Error, code: &str) -> bool {
     error.details().contains(code)
 }
 
-/// Connects every client within `timeout`; on failure quits them all and says why (the
-/// error, or the timeout).
-pub(crate) async fn init_within(
-    clients: &[&Client],
-    timeout: std::time::Duration,
-) -> Result<(), String> {
-    let connect = async {
-        for client in clients {
-            client.init().await?;
-        }
-        Ok::<_, Error>(())
+/// How [`init_within`] connects: within `timeout`, pausing up to `max_pause` between
+/// attempts (a configuration's `connect_timeout` and `reconnect_max_delay`).
+#[derive(Clone, Copy)]
+pub(crate) struct Connecting {
+    pub(crate) timeout: Duration,
+    pub(crate) max_pause: Duration,
+}
+
+/// Connects every client within `timeout`; on failure quits those that connected and says
+/// why. A client's connection refused or lost, or sentinels naming no primary that answers
+/// (the primary they name restarting or being replaced, every sentinel down), is tried
+/// again after a pause (20 ms, doubling up to `max_pause`, as fred reconnects) until the
+/// timeout: a process started beside
+/// its Redis, or while a Sentinel topology fails over, starts once it answers. Anything else
+/// (a refused password, a bad URL) fails at once.
+pub(crate) async fn init_within(clients: &[&Client], connecting: Connecting) -> Result<(), String> {
+    let Connecting { timeout, max_pause } = connecting;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let connect = clients
+        .iter()
+        .map(|client| init_until(client, deadline, timeout, max_pause));
+    let Err(failure) = futures_util::future::try_join_all(connect).await else {
+        return Ok(());
     };
-    let failure = match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => format!("could not connect within {timeout:?}"),
-    };
-    for client in clients {
+    // Only a client that connected has a task to read its QUIT: one whose attempt ended or
+    // was given up has none, and a QUIT sent as that attempt ends would wait out its
+    // command timeout.
+    for client in clients.iter().filter(|c| c.is_connected()) {
         let _ = client.quit().await;
     }
     Err(failure)
+}
+
+/// [`init_within`] for one client, until `deadline` (`timeout` from the start).
+async fn init_until(
+    client: &Client,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    max_pause: Duration,
+) -> Result<(), String> {
+    let first = Duration::from_millis(20);
+    let mut pause = first;
+    let mut last = None;
+    loop {
+        match tokio::time::timeout_at(deadline, attempt(client)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) if crate::error::is_connection_error(&e) => last = Some(e),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => break,
+        }
+        // An attempt that would start past the deadline is cut at once by `timeout_at`.
+        tokio::time::sleep_until((tokio::time::Instant::now() + pause).min(deadline)).await;
+        pause = (pause * 2).min(max_pause).max(first);
+    }
+    let within = format!("could not connect within {timeout:?}");
+    Err(match last {
+        Some(e) => format!("{within}: {e}"),
+        None => within,
+    })
+}
+
+/// One attempt to connect `client` (fred's `connect`, its connection task failing at the
+/// first error as `fail_fast` has it); its error once that task ended. Not fred's `init`:
+/// after a failed attempt, `init` may give the client a new command channel while the
+/// failed task still holds the old one, and the QUIT it sends there is then counted for
+/// ever as a command about to be written, so fred holds every later command unflushed
+/// until another one comes (asks stalled for seconds on a client started this way).
+async fn attempt(client: &Client) -> Result<(), Error> {
+    let mut task = client.connect();
+    let mut unfinished = AbortOnDrop(Some(task.abort_handle()));
+    let connected = async {
+        // `wait_for_connect` reads the state, then waits for the next report: one made
+        // between the two goes unseen, hence the state read again every few milliseconds.
+        while !client.is_connected() {
+            let wait = Duration::from_millis(5);
+            let _ = tokio::time::timeout(wait, client.wait_for_connect()).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        ended = &mut task => Err(match ended {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => Error::new(ErrorKind::Canceled, "the connection task ended"),
+            Err(e) => Error::new(ErrorKind::Unknown, e.to_string()),
+        }),
+        () = connected => {
+            // The task that connected is the client's from now on.
+            unfinished.0 = None;
+            Ok(())
+        }
+    }
+}
+
+/// Aborts a connection task whose attempt was given up (its deadline passed): the client
+/// is not used again, and a `quit` would wait for a task that may end without reading it.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 /// A count Redis answered: an integer, or a number written as text (a float's text is cut

@@ -207,7 +207,7 @@ async fn tls_misconfigurations_fail_fast_with_typed_errors() {
 }
 
 /// `redis-sentinel://` naming only the sentinel: the proxy and the client reach the primary
-/// it names; an unknown service name is `Unavailable` at once.
+/// it names; an unknown service name is `Unavailable` within the connect timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_end_to_end() {
     let setup = servers::start_sentinel().await;

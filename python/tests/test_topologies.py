@@ -82,9 +82,18 @@ def exercise(url: str, namespace: str) -> None:
         server.close()
 
 
+def primary_known(sentinel: int) -> bool:
+    """Whether the sentinel is connected to the primary it monitors (flags ``master``, not
+    ``disconnected`` or down). It names its configured address from its start, whether or not
+    a server listens there."""
+    lines = cli(sentinel, "SENTINEL", "MASTER", "mymaster").splitlines()
+    return dict(zip(lines[::2], lines[1::2])).get("flags") == "master"
+
+
 def start_sentinel(servers: Servers, primary: int, down_after_ms: int = 5000) -> tuple[int, str]:
-    """A sentinel (quorum 1) monitoring ``primary`` as ``mymaster``, once it names it: its
-    port and the URL through it."""
+    """A sentinel (quorum 1) monitoring ``primary`` as ``mymaster``, once the primary answers
+    PING and the sentinel is connected to it: its port and the URL through it."""
+    wait_until(lambda: cli(primary, "PING").strip() == "PONG", 10, "the primary")
     sentinel = free_port()
     conf = servers.dir / "sentinel.conf"
     conf.write_text(
@@ -93,8 +102,7 @@ def start_sentinel(servers: Servers, primary: int, down_after_ms: int = 5000) ->
         f"sentinel down-after-milliseconds mymaster {down_after_ms}\n"
     )
     servers.spawn("sentinel", str(conf), "--sentinel")
-    wait_until(lambda: str(primary) in cli(sentinel, "SENTINEL", "get-master-addr-by-name", "mymaster"), 10,
-               "the sentinel to name the primary")
+    wait_until(lambda: primary_known(sentinel), 10, "the sentinel to be connected to the primary")
     return sentinel, f"redis-sentinel://127.0.0.1:{sentinel}/0?sentinelServiceName=mymaster"
 
 

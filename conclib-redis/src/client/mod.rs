@@ -75,27 +75,10 @@ impl ProxyClient {
             .chain([&reader])
             .map(|c| (c.error_rx(), c.reconnect_rx()))
             .collect();
-        let connect = async {
-            pool.init().await?;
-            reader.init().await?;
-            Ok::<_, fred::error::Error>(())
-        };
-        match tokio::time::timeout(config.connect_timeout, connect).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = pool.quit().await;
-                let _ = reader.quit().await;
-                return Err(ProxyError::Unavailable(e.to_string()));
-            }
-            Err(_) => {
-                let _ = pool.quit().await;
-                let _ = reader.quit().await;
-                return Err(ProxyError::Unavailable(format!(
-                    "could not connect within {:?}",
-                    config.connect_timeout
-                )));
-            }
-        }
+        let clients: Vec<&Client> = pool.clients().iter().chain([&reader]).collect();
+        conn::init_within(&clients, config.connecting())
+            .await
+            .map_err(ProxyError::Unavailable)?;
         let keys = Keys::new(&config.namespace);
         let links = pool
             .clients()

@@ -79,7 +79,7 @@ pub async fn start_proxy(
         .map_err(|e| ServeError::Config(e.to_string()))?
         .build()
         .map_err(|e| ServeError::Config(e.to_string()))?;
-    conn::init_within(&[&cmd, &reader], config.connect_timeout)
+    conn::init_within(&[&cmd, &reader], config.connecting())
         .await
         .map_err(ServeError::Unavailable)?;
     let shared = Arc::new(Shared::new(

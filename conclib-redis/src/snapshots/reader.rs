@@ -59,7 +59,7 @@ impl SnapshotReader {
             .map_err(|e| ServeError::Config(e.to_string()))?
             .build()
             .map_err(|e| ServeError::Config(e.to_string()))?;
-        conn::init_within(&[&client], config.connect_timeout)
+        conn::init_within(&[&client], config.connecting())
             .await
             .map_err(ServeError::Unavailable)?;
         Ok(SnapshotReader {

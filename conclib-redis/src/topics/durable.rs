@@ -61,7 +61,7 @@ pub(super) async fn start(
         .map_err(|e| TopicError::Config(e.to_string()))?
         .build()
         .map_err(|e| TopicError::Config(e.to_string()))?;
-    conn::init_within(&[&client], config.connect_timeout)
+    conn::init_within(&[&client], config.connecting())
         .await
         .map_err(TopicError::Unavailable)?;
     let key = wire::durable_key(&config.namespace, topic.name());

@@ -45,7 +45,7 @@ pub(super) async fn start(
         .map_err(|e| TopicError::Config(e.to_string()))?;
     // Taken before connecting: no message goes unseen.
     let messages = client.message_rx();
-    conn::init_within(&[&client], config.connect_timeout)
+    conn::init_within(&[&client], config.connecting())
         .await
         .map_err(TopicError::Unavailable)?;
     // Taken after: fred reports the first connection as a reconnection too (every

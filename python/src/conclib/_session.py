@@ -275,6 +275,12 @@ class Session:
         prefix = pattern_prefix(urn)
         return prefix is not None and await self.command(deadline, "GET", self.keys.departed_pattern(prefix)) is not None
 
+    async def departed_within(self, urn: str, budget: float) -> bool:
+        """:meth:`departed`, given up ``budget`` after its read is sent: not after it was
+        scheduled, which on a busy event loop (64 asks timing out at once) can take that long
+        by itself, and the asks waiting for it would end ``Timeout``."""
+        return await self.departed(urn, time.monotonic() + budget)
+
     async def wait_for_successor(self, urn: str, deadline: float) -> None:
         """Pause before looking for a departed URN's successor again, or ``Unavailable``
         when the deadline comes first."""
@@ -289,15 +295,15 @@ class Session:
     async def unavailable_if_departed(self, e: ConclibError, urn: str) -> ConclibError:
         """An ask's ``Timeout``, or ``Unavailable`` when the system its URN was routed to
         shut down meanwhile (its request waits for the successor, which may still handle
-        it). Looked up only on a timeout, at most 50 ms past the deadline (one read shared by
-        the asks timing out within half a second)."""
+        it). Looked up only on a timeout, given up 50 ms after the read is sent (one read
+        shared by the asks timing out within half a second)."""
         if not isinstance(e, Timeout):
             return e
         try:
             # A burst of asks timing out together reads the marker once.
             checking = self.departed_checks.get(urn)
             if checking is None:
-                checking = asyncio.ensure_future(self.departed(urn, time.monotonic() + 0.05))
+                checking = asyncio.ensure_future(self.departed_within(urn, 0.05))
                 self.departed_checks[urn] = checking
                 # Its answer serves the asks timing out within the next half second too.
                 checking.add_done_callback(

@@ -87,7 +87,7 @@ pub(in crate::proxy) async fn enter(
             .map_err(|e| ServeError::Config(e.to_string()))
     };
     let (reader, fast_reader) = (reader()?, reader()?);
-    conn::init_within(&[&reader, &fast_reader], shared.config.connect_timeout)
+    conn::init_within(&[&reader, &fast_reader], shared.config.connecting())
         .await
         .map_err(ServeError::Unavailable)?;
     let instance = |fast: bool, reader: Client| {
