@@ -14,9 +14,11 @@
 //!    began, or from the reader's last requests in step 4), each to the member the
 //!    pattern's placement picks among the others: each
 //!    stops once its mailbox is empty (its `on_stop` may save, or carry its state:
-//!    `migration.rs`), then its URN key is given to that member, so that its next request
-//!    goes straight there and activates it. A request read meanwhile for that URN waits
-//!    for the hand-over, then goes to that member (in its order). (With no other member
+//!    `migration.rs`), then its URN key is given to that member, which activates it as soon
+//!    as it reads the hand-over (its moved-in notice: `serve/urn_keys.rs`, `hand_urn`; in a
+//!    Redis Cluster, at its next request), and its next request goes straight there. A
+//!    request read meanwhile for that URN waits for the hand-over, then goes to that
+//!    member (in its order). (With no other member
 //!    listed, the key is released and the next request places the URN.)
 //! 4. It stops reading, finishes what it took, and moves what is left in its stream for
 //!    the patterns' URNs to the own streams of the members it handed them to (those with
@@ -63,8 +65,8 @@ use crate::script::Script;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Drained {
-    /// Activations handed over (passivated here, activated again elsewhere on their next
-    /// request).
+    /// Activations handed over (passivated here, activated again by the member each was
+    /// handed to).
     pub handed: usize,
     /// The longest any one activation took to hand over, from its stop to its URN's
     /// release: the longest its requests waited on the drain.

@@ -1,8 +1,8 @@
 //! Rebalancing a pattern's activations ([`Activator::rebalance`](crate::scale::Activator::rebalance)):
 //! a member with more than its share passivates the excess, least recently used first, and
-//! gives each one's URN key to the member with the fewest (a member that just joined), so
-//! that their next requests activate them there (their state carried when their `on_stop`
-//! calls `StateStore::dehydrate`, `migration.rs`).
+//! gives each one's URN key to the member with the fewest (a member that just joined), which
+//! activates them as soon as it reads the hand-over (`serve/urn_keys.rs`, `hand_urn`), their
+//! state carried when their `on_stop` calls `StateStore::dehydrate` (`migration.rs`).
 //!
 //! A member looks at its pattern's directory with each renewal of its lease (a third of a
 //! lease apart), and at once when a member joins: the joiner, listed in the directory,
@@ -62,7 +62,7 @@ pub(in crate::proxy) enum Look {
 /// is left to it; a join's makes the one under way look once more when it is done (the
 /// look under way read the directory before the joiner was listed, and gave it nothing).
 ///
-/// A URN handed over counts for no member until its next request activates it there, so a
+/// A URN handed over counts for no member until it is activated there, so a
 /// look soon after moves finds an excess that is not there: a renewal's look is skipped
 /// within one renewal (a third of a lease) of the last look that moved some; a join's is
 /// not (the new member is below its share whatever is under way).
