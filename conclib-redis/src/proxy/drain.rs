@@ -9,7 +9,7 @@
 //! 2. It leaves its groups, keeping its patterns: no more of the groups' requests, and no
 //!    more placements on it (it is taken out of each pattern's directory); what its member
 //!    lanes had taken is finished first.
-//! 3. It hands its activations over, [`PASSIVATIONS_AT_ONCE`](super::scale::eviction)
+//! 3. It hands its activations over, [`MOVES_AT_ONCE`](super::scale::eviction)
 //!    at a time (and again any that came up meanwhile: activations under way as the drain
 //!    began, or from the reader's last requests in step 4), each to the member the
 //!    pattern's placement picks among the others: each
@@ -217,7 +217,7 @@ fn note_pauses(drained: &mut Drained, pauses: &mut [Duration]) {
 const MOVE_ROUNDS: usize = 4;
 
 /// Moves every live activation to the member its pattern's placement picks among the
-/// others, [`PASSIVATIONS_AT_ONCE`](eviction::PASSIVATIONS_AT_ONCE) at a time, and again
+/// others, [`MOVES_AT_ONCE`](eviction::MOVES_AT_ONCE) at a time, and again
 /// those that came up meanwhile; each one's handing time is added to `pauses`.
 async fn move_live(shared: &Arc<Shared>, pauses: &mut Vec<Duration>) {
     for _ in 0..MOVE_ROUNDS {
@@ -235,7 +235,7 @@ async fn move_live(shared: &Arc<Shared>, pauses: &mut Vec<Duration>) {
                     since.elapsed()
                 }
             })
-            .buffer_unordered(eviction::PASSIVATIONS_AT_ONCE)
+            .buffer_unordered(eviction::MOVES_AT_ONCE)
             .collect()
             .await;
         pauses.extend(took);

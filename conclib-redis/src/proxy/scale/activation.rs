@@ -326,6 +326,17 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
             // start is read again.
             live.standing.leaving.store(true, Ordering::Release);
             live.standing.moving.store(true, Ordering::Release);
+            // Its store hands the key over as it carries the state, if its `on_stop` does.
+            if let Some(target) = target {
+                let group = crate::protocol::pattern_group(&live.pattern.prefix);
+                let handing = urn_keys::Handing::Moved { group: &group };
+                *live
+                    .standing
+                    .hand_over
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) =
+                    Some(urn_keys::hand_over(shared, &entry.urn, target, handing));
+            }
         }
         stop_gracefully(&entry.urn, &live.actor).await;
         Some((held, entry.urn.as_str(), live))
@@ -358,16 +369,22 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
     };
     let mut release = Vec::with_capacity(owned.len());
     for urn in owned {
-        let group = stopped
+        let Some(live) = stopped
             .iter()
             .find(|(_, u, _)| *u == urn)
-            .map(|(_, _, l)| crate::protocol::pattern_group(&l.pattern.prefix))
-            .unwrap_or_default();
+            .map(|(_, _, l)| l)
+        else {
+            release.push(urn);
+            continue;
+        };
+        let group = crate::protocol::pattern_group(&live.pattern.prefix);
         let handed = match target {
             Some(target) => {
+                // Handed by its store already, as it carried its state.
                 let handing = urn_keys::Handing::Moved { group: &group };
-                let handed = urn_keys::hand_urn(shared, &urn, target, handing).await
-                    == urn_keys::HandedUrn::Handed;
+                let handed = live.standing.handed.load(Ordering::Acquire)
+                    || urn_keys::hand_urn(shared, &urn, target, handing).await
+                        == urn_keys::HandedUrn::Handed;
                 if handed && shared.draining.load(Ordering::Acquire) {
                     shared.activations.note_handed(&urn, target);
                 }

@@ -17,6 +17,14 @@ const NO_CAP: usize = usize::MAX;
 /// shutting down.
 pub(in crate::proxy) const PASSIVATIONS_AT_ONCE: usize = 64;
 
+/// How many activations a drain or a rebalance moves at once (each on its own: stopped,
+/// its state carried, its key handed). Each moved activation's requests wait for its move
+/// only, and a move's round trips and its new member's activation queue behind those of
+/// the moves beside it: fewer at once, the shorter each one's pause (measured in
+/// `examples/rolling_upgrade.rs`, BENCHMARKS.md "Rolling upgrade"); the rest keep serving
+/// where they are meanwhile.
+pub(in crate::proxy) const MOVES_AT_ONCE: usize = 8;
+
 /// The activation cap, its policy, and what was evicted and shed.
 pub(in crate::proxy) struct Cap {
     pub(in crate::proxy) max: AtomicUsize,

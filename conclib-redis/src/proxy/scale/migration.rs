@@ -14,15 +14,24 @@
 
 use std::time::Duration;
 
+use crate::proxy::serve::urn_keys::hand_urn_lua;
+
 /// How long a carried state waits for the next activation.
 pub(in crate::proxy) const CARRIED_TTL: Duration = Duration::from_secs(60);
 
 /// `KEYS[1]` = the state key, `KEYS[2]` = its carried key; `ARGV[1]` = the activation's
 /// token, `ARGV[2]` = the state, `ARGV[3]` = TTL (ms). Leaves the state for the next
-/// activation if this one owns the state key: 1, else 0.
-pub(in crate::proxy) const DEHYDRATE_SCRIPT: &str = r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+/// activation if this one owns the state key: 1, else 0. With `KEYS[3]` (the URN key),
+/// `KEYS[4]` (the target's stream) and `ARGV[4..]` (a hand-over's arguments, as
+/// `serve/urn_keys.rs`'s `HAND_URN_SCRIPT` takes them), it also hands the URN key to the
+/// member the activation moves to, in the same step: 2 when it did.
+pub(in crate::proxy) const DEHYDRATE_SCRIPT: &str = concat!(
+    hand_urn_lua!(),
+    r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
-return 1";
+if KEYS[3] and hand(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], KEYS[4], {unpack(ARGV, 8)}) == 1 then return 2 end
+return 1"
+);
 
 /// The carried key of state key `state_key`.
 pub(in crate::proxy) fn carried_key(state_key: &str) -> String {

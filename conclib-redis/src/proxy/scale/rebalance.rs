@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use futures_util::StreamExt;
+
 use super::activation;
 use super::placement;
 use crate::conn::{self, keyed, owned, s};
@@ -123,7 +125,7 @@ async fn look(shared: &Arc<Shared>, prefix: &str) -> bool {
         }
         left -= urns.len();
         tracing::info!(system = %shared.system_id, pattern = %prefix, mine, passivated = urns.len(), "rebalancing: handing activations to members with fewer");
-        let moves: Vec<_> = urns
+        let moves = urns
             .into_iter()
             .map(|urn| {
                 crate::metrics::activation(&shared.system_id, prefix, "rebalanced");
@@ -142,8 +144,11 @@ async fn look(shared: &Arc<Shared>, prefix: &str) -> bool {
                     activation::move_away(shared, &urn, target.as_deref()).await;
                 }
             })
-            .collect();
-        futures_util::future::join_all(moves).await;
+            .collect::<Vec<_>>();
+        futures_util::stream::iter(moves)
+            .buffer_unordered(super::eviction::MOVES_AT_ONCE)
+            .collect::<Vec<()>>()
+            .await;
     }
     left < excess
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use conclib_core::trace::TraceContext;
 
 use super::applied::Applied;
+use crate::proxy::serve::urn_keys::HandOver;
 
 /// What the proxy and an activation's store know of its standing.
 #[derive(Default)]
@@ -23,6 +24,13 @@ pub(in crate::proxy) struct Standing {
     /// Its store carried its state: its state key is kept at passivation even without
     /// data, so that the next activation knows the carried state as its predecessor's.
     pub(in crate::proxy) carried: AtomicBool,
+    /// Where its URN goes as it moves (`activation.rs`, set before its stop): its store's
+    /// `dehydrate` hands the key over in the step that carries the state, one round trip
+    /// less for the requests waiting for the move.
+    pub(in crate::proxy) hand_over: Mutex<Option<HandOver>>,
+    /// Its store's `dehydrate` handed its URN key over ([`hand_over`](Self::hand_over)):
+    /// the passivation hands it no more.
+    pub(in crate::proxy) handed: AtomicBool,
     /// Writes of its store refused so far (a later activation owns the state).
     refused: std::sync::atomic::AtomicU64,
     /// The messages (by the trace context each was handled in) whose handling had a write

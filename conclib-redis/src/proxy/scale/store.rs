@@ -1,8 +1,8 @@
 //! [`StateStore`]: a small fenced store for an activation's state on the proxy's Redis.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use conclib_codec::{Codec, decode_value, encode_value};
@@ -205,6 +205,10 @@ impl StateStore {
     /// passivation, a shutdown, a Redis Cluster) it does nothing and answers `Ok(false)`:
     /// the next activation loads what was [`save`](Self::save)d.
     ///
+    /// The URN goes to the member it moves to in the same step (the next activation may
+    /// own the state as soon as this returns): call it last, after any
+    /// [`save`](Self::save); a write after it may be refused [`StoreError::Fenced`].
+    ///
     /// ```no_run
     /// # use conclib_redis::scale::StateStore;
     /// # struct Account { count: u64, seen: u64, store: StateStore }
@@ -229,22 +233,39 @@ impl StateStore {
         }
         let data =
             encode_value(&*inner.codec, state).map_err(|e| StoreError::Codec(e.to_string()))?;
-        let keys = vec![
+        let mut keys = vec![
             owned(inner.key.clone()),
             owned(migration::carried_key(&inner.key)),
         ];
-        let args = vec![
+        let mut args = vec![
             owned(inner.token.clone()),
             bytes(Bytes::from(data)),
             Value::Integer(migration::CARRIED_TTL.as_millis() as i64),
         ];
-        let done = Script::new(migration::DEHYDRATE_SCRIPT)
+        // Its URN key handed over in the same step, when the move named its member
+        // (`activation.rs`): the requests waiting for the move wait one round trip less.
+        let hand_over = inner
+            .standing
+            .hand_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = hand_over {
+            keys.extend(h.keys);
+            args.extend(h.args);
+        }
+        static DEHYDRATE: LazyLock<Script> =
+            LazyLock::new(|| Script::new(migration::DEHYDRATE_SCRIPT));
+        let done = DEHYDRATE
             .eval(&inner.cmd, keys, args)
             .await
             .map_err(|e| StoreError::Redis(e.to_string()))?;
-        let carried = matches!(done, Value::Integer(1));
+        let carried = matches!(done, Value::Integer(1 | 2));
         if carried {
             inner.standing.carried.store(true, Ordering::Release);
+        }
+        if matches!(done, Value::Integer(2)) {
+            inner.standing.handed.store(true, Ordering::Release);
         }
         Ok(carried)
     }

@@ -26,19 +26,37 @@ pub(in crate::proxy) async fn release_urns(shared: &Shared, urns: Vec<String>) {
     tracing::debug!(count = urns.len(), "released URN keys");
 }
 
-/// Hands the URN's key over to system `target` when it names this system still (or, with
-/// `ARGV[4]` = `1`, when nobody holds it): 1; else the system it names, or 0 when free
-/// (`KEYS[1]` = the URN key; `ARGV[1]` = this system, `ARGV[2]` = the target, `ARGV[3]` =
-/// the key's TTL, ms). With `KEYS[2]` (the target's request stream), the hand-over also
-/// appends there the entry of fields `ARGV[5..]` (the moved-in notice, [`hand_urn`]).
-const HAND_URN_SCRIPT: &str = r"local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or (v == false and ARGV[4] == '1') then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  if KEYS[2] then redis.call('XADD', KEYS[2], 'NOMKSTREAM', '*', unpack(ARGV, 5)) end
-  return 1
+/// The hand-over of a URN key, as a Lua function for the scripts that hand one over
+/// ([`HAND_URN_SCRIPT`], and `scale/migration.rs`'s `DEHYDRATE_SCRIPT`, which hands the key
+/// in the step that carries the state): `hand(urn_key, me, target, ttl, or_free, stream,
+/// notice)` gives `urn_key` to `target` for `ttl` ms when it names `me` (or, with `or_free`
+/// = `1`, when nobody holds it), and then, with `stream` (the target's request stream),
+/// appends there the entry of fields `notice` (the moved-in notice, [`hand_urn`]): 1; else
+/// the system the key names, or 0 when free.
+macro_rules! hand_urn_lua {
+    () => {
+        r"local function hand(urn_key, me, target, ttl, or_free, stream, notice)
+  local v = redis.call('GET', urn_key)
+  if v == me or (v == false and or_free == '1') then
+    redis.call('SET', urn_key, target, 'PX', ttl)
+    if stream then redis.call('XADD', stream, 'NOMKSTREAM', '*', unpack(notice)) end
+    return 1
+  end
+  if v == false then return 0 end
+  return v
 end
-if v == false then return 0 end
-return v";
+"
+    };
+}
+pub(in crate::proxy) use hand_urn_lua;
+
+/// `hand` ([`hand_urn_lua`]) of `KEYS[1]` (the URN key), `ARGV[1]` (this system),
+/// `ARGV[2]` (the target), `ARGV[3]` (TTL, ms), `ARGV[4]` (`1`: or free), `KEYS[2]` (the
+/// target's stream, if any), `ARGV[5..]` (the notice's fields).
+const HAND_URN_SCRIPT: &str = concat!(
+    hand_urn_lua!(),
+    r"return hand(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], KEYS[2], {unpack(ARGV, 5)})"
+);
 
 /// What became of a URN key to hand over ([`hand_urn`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,19 +93,47 @@ pub(in crate::proxy) async fn hand_urn(
     target: &str,
     handing: Handing<'_>,
 ) -> HandedUrn {
-    let ttl = Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64);
     // Its digest computed once, not at every hand-over.
     static HAND_URN: LazyLock<Script> = LazyLock::new(|| Script::new(HAND_URN_SCRIPT));
+    let HandOver { keys, args } = hand_over(shared, urn, target, handing);
+    let r = HAND_URN.eval(&shared.cmd, keys, args).await;
+    match r {
+        Ok(Value::Integer(1)) => HandedUrn::Handed,
+        Ok(v) => match crate::conn::as_bytes(&v) {
+            Some(holder) => HandedUrn::HeldBy(String::from_utf8_lossy(holder).into_owned()),
+            None => HandedUrn::NotHanded,
+        },
+        Err(_) => HandedUrn::NotHanded,
+    }
+}
+
+/// The keys and arguments of a hand-over (as [`HAND_URN_SCRIPT`] takes them), for
+/// [`hand_urn`], or for the store of an activation moving, which hands its key as it
+/// carries its state (`scale/store.rs`, `dehydrate`).
+pub(in crate::proxy) struct HandOver {
+    pub(in crate::proxy) keys: Vec<Value>,
+    pub(in crate::proxy) args: Vec<Value>,
+}
+
+/// The hand-over of `urn`'s key to `target` ([`hand_urn`]).
+pub(in crate::proxy) fn hand_over(
+    shared: &Shared,
+    urn: &str,
+    target: &str,
+    handing: Handing<'_>,
+) -> HandOver {
+    let ttl = Value::Integer(shared.config.urn_ttl.as_millis().max(1) as i64);
     let mut keys = vec![owned(shared.keys.urn(urn))];
+    let or_free = if handing == Handing::HeldOrFree {
+        "1"
+    } else {
+        "0"
+    };
     let mut args = vec![
         owned(shared.system_id.clone()),
         owned(target.to_owned()),
         ttl,
-        s(if handing == Handing::HeldOrFree {
-            "1"
-        } else {
-            "0"
-        }),
+        s(or_free),
     ];
     if let Handing::Moved { group } = handing
         && !shared.cmd.is_clustered()
@@ -104,15 +150,7 @@ pub(in crate::proxy) async fn hand_urn(
             owned(urn.to_owned()),
         ]);
     }
-    let r = HAND_URN.eval(&shared.cmd, keys, args).await;
-    match r {
-        Ok(Value::Integer(1)) => HandedUrn::Handed,
-        Ok(v) => match crate::conn::as_bytes(&v) {
-            Some(holder) => HandedUrn::HeldBy(String::from_utf8_lossy(holder).into_owned()),
-            None => HandedUrn::NotHanded,
-        },
-        Err(_) => HandedUrn::NotHanded,
-    }
+    HandOver { keys, args }
 }
 
 /// What a claim does with a URN key nobody holds.
