@@ -531,6 +531,30 @@ if not ok or #p > 0 then return 0 end
 redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1";
 
+/// The hand-over of a URN key, as a Lua function for the scripts that hand one over
+/// (`proxy/serve/urn_keys.rs`'s `HAND_URN_SCRIPT`, and `proxy/scale/migration.rs`'s `DEHYDRATE_SCRIPT`, which hands the key
+/// in the step that carries the state): `hand(urn_key, me, target, ttl, or_free, stream,
+/// notice)` gives `urn_key` to `target` for `ttl` ms when it names `me` (or, with `or_free`
+/// = `1`, when nobody holds it), and then, with `stream` (the target's request stream),
+/// appends there the entry of fields `notice` (the moved-in notice, `hand_urn`): 1; else
+/// the system the key names, or 0 when free.
+macro_rules! hand_urn_lua {
+    () => {
+        r"local function hand(urn_key, me, target, ttl, or_free, stream, notice)
+  local v = redis.call('GET', urn_key)
+  if v == me or (v == false and or_free == '1') then
+    redis.call('SET', urn_key, target, 'PX', ttl)
+    if stream then redis.call('XADD', stream, 'NOMKSTREAM', '*', unpack(notice)) end
+    return 1
+  end
+  if v == false then return 0 end
+  return v
+end
+"
+    };
+}
+pub(crate) use hand_urn_lua;
+
 /// The body [`STATE_OPEN_SCRIPT`] and [`CLAIM_OPEN_SCRIPT`] share: makes `ARGV[1]` the owner
 /// of state key `KEYS[1]`, reads its data into `data`, and lets a key without data (nor a
 /// durable journal) live `ARGV[2]` ms.

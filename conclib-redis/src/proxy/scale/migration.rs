@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::proxy::serve::urn_keys::hand_urn_lua;
+use crate::protocol::hand_urn_lua;
 
 /// How long a carried state waits for the next activation.
 pub(in crate::proxy) const CARRIED_TTL: Duration = Duration::from_secs(60);
@@ -141,6 +141,59 @@ mod tests {
         assert_eq!(left, None, "the stale carried state is deleted");
         // A writer that no longer owns the state carries nothing.
         assert_eq!(dehydrate("a2b", "43").await.unwrap(), Value::Integer(0));
+        daemon.shutdown().unwrap();
+    }
+
+    /// A dehydration given a hand-over hands the URN key to the member the activation
+    /// moves to and appends the moved-in notice to its stream, in the step that carries
+    /// the state (2); a key another system holds is not handed (the state is carried: 1).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dehydration_hands_the_urn_over_only_from_its_holder() {
+        let base = ProxyConfig::default().with_namespace("carried-hand");
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let client = daemon
+            .config(&base)
+            .builder::<std::convert::Infallible>(Duration::from_secs(5))
+            .unwrap()
+            .build()
+            .unwrap();
+        client.init().await.unwrap();
+        let (state, urn_key, stream) = ("st:acct:7", "urn:acct:7", "sys:s2:req");
+        let call = |cmd: &'static str, args: Vec<&str>| {
+            let args = args.into_iter().map(owned).collect();
+            crate::conn::call(&client, keyed(cmd), args)
+        };
+        call("HSET", vec![state, "owner", "t1"]).await.unwrap();
+        call("XADD", vec![stream, "*", "init", "1"]).await.unwrap();
+        let dehydrate_script = Script::new(DEHYDRATE_SCRIPT);
+        let dehydrate = |holder_key: &str| {
+            let keys = [state, &carried_key(state), holder_key, stream].map(owned);
+            let args = [
+                "t1", "7", "60000", "s1", "s2", "60000", "0", "v", "1", "placed", "g", "movedin",
+                "acct:7",
+            ]
+            .map(owned);
+            dehydrate_script.eval(&client, keys.to_vec(), args.to_vec())
+        };
+        let _: () = client.set(urn_key, "s9", None, None, false).await.unwrap();
+        assert_eq!(dehydrate(urn_key).await.unwrap(), Value::Integer(1));
+        let holder: Option<String> = client.get(urn_key).await.unwrap();
+        assert_eq!(
+            holder.as_deref(),
+            Some("s9"),
+            "another system's key is not handed"
+        );
+
+        let _: () = client.set(urn_key, "s1", None, None, false).await.unwrap();
+        assert_eq!(dehydrate(urn_key).await.unwrap(), Value::Integer(2));
+        let holder: Option<String> = client.get(urn_key).await.unwrap();
+        assert_eq!(holder.as_deref(), Some("s2"), "handed to the target");
+        let notices = call("XLEN", vec![stream]).await.unwrap();
+        assert_eq!(
+            notices,
+            Value::Integer(2),
+            "the notice follows the first entry"
+        );
         daemon.shutdown().unwrap();
     }
 }

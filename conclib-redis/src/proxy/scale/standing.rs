@@ -5,9 +5,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use conclib_core::trace::TraceContext;
+use fred::prelude::Value;
 
 use super::applied::Applied;
-use crate::proxy::serve::urn_keys::HandOver;
 
 /// What the proxy and an activation's store know of its standing.
 #[derive(Default)]
@@ -82,4 +82,12 @@ impl Standing {
         list.retain(|t| t != trace);
         list.len() != before
     }
+}
+
+/// The keys and arguments of a hand-over of a URN key (as `serve/urn_keys.rs`'s
+/// `HAND_URN_SCRIPT` takes them), for its `hand_urn`, or for the store of an activation moving, which hands its key as it
+/// carries its state (`scale/store.rs`, `dehydrate`).
+pub(in crate::proxy) struct HandOver {
+    pub(in crate::proxy) keys: Vec<Value>,
+    pub(in crate::proxy) args: Vec<Value>,
 }

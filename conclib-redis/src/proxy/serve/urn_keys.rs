@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use fred::prelude::*;
 
 use crate::conn::{as_bytes, owned, s};
-use crate::protocol::{PROTOCOL_VERSION, field};
+use crate::protocol::{PROTOCOL_VERSION, field, hand_urn_lua};
+use crate::proxy::scale::standing::HandOver;
 use crate::proxy::shared::Shared;
 use crate::script::Script;
 
@@ -26,31 +27,7 @@ pub(in crate::proxy) async fn release_urns(shared: &Shared, urns: Vec<String>) {
     tracing::debug!(count = urns.len(), "released URN keys");
 }
 
-/// The hand-over of a URN key, as a Lua function for the scripts that hand one over
-/// ([`HAND_URN_SCRIPT`], and `scale/migration.rs`'s `DEHYDRATE_SCRIPT`, which hands the key
-/// in the step that carries the state): `hand(urn_key, me, target, ttl, or_free, stream,
-/// notice)` gives `urn_key` to `target` for `ttl` ms when it names `me` (or, with `or_free`
-/// = `1`, when nobody holds it), and then, with `stream` (the target's request stream),
-/// appends there the entry of fields `notice` (the moved-in notice, [`hand_urn`]): 1; else
-/// the system the key names, or 0 when free.
-macro_rules! hand_urn_lua {
-    () => {
-        r"local function hand(urn_key, me, target, ttl, or_free, stream, notice)
-  local v = redis.call('GET', urn_key)
-  if v == me or (v == false and or_free == '1') then
-    redis.call('SET', urn_key, target, 'PX', ttl)
-    if stream then redis.call('XADD', stream, 'NOMKSTREAM', '*', unpack(notice)) end
-    return 1
-  end
-  if v == false then return 0 end
-  return v
-end
-"
-    };
-}
-pub(in crate::proxy) use hand_urn_lua;
-
-/// `hand` ([`hand_urn_lua`]) of `KEYS[1]` (the URN key), `ARGV[1]` (this system),
+/// `hand` (`protocol::hand_urn_lua`) of `KEYS[1]` (the URN key), `ARGV[1]` (this system),
 /// `ARGV[2]` (the target), `ARGV[3]` (TTL, ms), `ARGV[4]` (`1`: or free), `KEYS[2]` (the
 /// target's stream, if any), `ARGV[5..]` (the notice's fields).
 const HAND_URN_SCRIPT: &str = concat!(
@@ -105,14 +82,6 @@ pub(in crate::proxy) async fn hand_urn(
         },
         Err(_) => HandedUrn::NotHanded,
     }
-}
-
-/// The keys and arguments of a hand-over (as [`HAND_URN_SCRIPT`] takes them), for
-/// [`hand_urn`], or for the store of an activation moving, which hands its key as it
-/// carries its state (`scale/store.rs`, `dehydrate`).
-pub(in crate::proxy) struct HandOver {
-    pub(in crate::proxy) keys: Vec<Value>,
-    pub(in crate::proxy) args: Vec<Value>,
 }
 
 /// The hand-over of `urn`'s key to `target` ([`hand_urn`]).
