@@ -50,13 +50,9 @@ mod tests {
     use crate::protocol::CLAIM_OPEN_SCRIPT;
     use crate::script::Script;
 
-    /// The state a move carried is taken by the claim of the activation that follows its
-    /// writer, once, and by no later one; one that another activation's open came between
-    /// (the Python host's, which takes no carried state) is stale: the claim deletes it and
-    /// returns none.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_carried_state_goes_to_the_next_claim_only_and_never_stale() {
-        let base = ProxyConfig::default().with_namespace("carried");
+    /// A private Redis server, and a client of it.
+    async fn redis(ns: &str) -> (crate::daemon::RedisDaemon, Client) {
+        let base = ProxyConfig::default().with_namespace(ns);
         let daemon = crate::daemon::start_redis(&base).await.unwrap();
         let client = daemon
             .config(&base)
@@ -65,6 +61,16 @@ mod tests {
             .build()
             .unwrap();
         client.init().await.unwrap();
+        (daemon, client)
+    }
+
+    /// The state a move carried is taken by the claim of the activation that follows its
+    /// writer, once, and by no later one; one that another activation's open came between
+    /// (the Python host's, which takes no carried state) is stale: the claim deletes it and
+    /// returns none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_carried_state_goes_to_the_next_claim_only_and_never_stale() {
+        let (daemon, client) = redis("carried").await;
         let (state, urn) = ("st:acct:1", "urn:acct:1");
         let carried = carried_key(state);
         let (claim_script, dehydrate_script) = (
@@ -149,15 +155,7 @@ mod tests {
     /// the state (2); a key another system holds is not handed (the state is carried: 1).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dehydration_hands_the_urn_over_only_from_its_holder() {
-        let base = ProxyConfig::default().with_namespace("carried-hand");
-        let daemon = crate::daemon::start_redis(&base).await.unwrap();
-        let client = daemon
-            .config(&base)
-            .builder::<std::convert::Infallible>(Duration::from_secs(5))
-            .unwrap()
-            .build()
-            .unwrap();
-        client.init().await.unwrap();
+        let (daemon, client) = redis("carried-hand").await;
         let (state, urn_key, stream) = ("st:acct:7", "urn:acct:7", "sys:s2:req");
         let call = |cmd: &'static str, args: Vec<&str>| {
             let args = args.into_iter().map(owned).collect();
