@@ -228,8 +228,10 @@ impl Lease {
 
     /// Makes the next renewal renew every URN key (Redis may have restarted empty).
     pub(in crate::proxy) fn renew_all_urns(&self) {
-        self.urns_epoch.fetch_add(1, Ordering::AcqRel);
+        // The ask before the new epoch: a renewal of the keys due that reads the new epoch
+        // sees the ask too, and does not count (`urn_keys.rs`, `renew_urns_in_turn`).
         self.urns_renewed_at.store(u64::MAX, Ordering::Release);
+        self.urns_epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 

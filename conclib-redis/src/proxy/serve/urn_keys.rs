@@ -316,6 +316,14 @@ pub(super) async fn renew_urns_in_turn(shared: &Shared) {
     let _renewing = Renewing(&shared.lease.urns_renewing);
     let since = std::time::Instant::now();
     let epoch = shared.lease.urns_epoch();
+    // After a lapse, the lease's renewal claims the keys it may have lost (every one, or
+    // those given away and those due) before the keys count as fresh: a pass over the keys
+    // due does not stand for it. Counted, it would mark the keys fresh, the lease's renewal
+    // would find nothing more asked, and an activation whose key was given away would serve
+    // beside its successor. (Read after the epoch: the ask is made before a new epoch.)
+    if shared.lease.all_urns_asked() {
+        return;
+    }
     // As the lease's renewal: replicated once a `WAIT` on the connection that wrote them
     // says so (`renew_lease`).
     let sent = crate::durability::Sent::default();
