@@ -15,6 +15,26 @@ pub(crate) fn shared_group(urn: &str) -> String {
     format!("{GROUP_MARK}{urn}")
 }
 
+/// The fields of a wake-up entry a proxy appends to a member's own stream (`field::PLACED`
+/// naming `group`), with one field more telling a reader that knows it what else to do
+/// (`field::JOINED`, `field::MOVED_IN`); a reader that knows only wake-ups (an earlier
+/// build, a Python host) reads its pending list again and nothing more.
+pub(crate) fn wake_up_fields(
+    group: &str,
+    what: &'static str,
+    value: &str,
+) -> [fred::prelude::Value; 6] {
+    use fred::prelude::Value;
+    [
+        Value::from_static_str(field::VERSION),
+        Value::from_static_str(PROTOCOL_VERSION),
+        Value::from_static_str(field::PLACED),
+        Value::from(group),
+        Value::from_static_str(what),
+        Value::from(value),
+    ]
+}
+
 /// The group id of the systems activating URNs `{prefix}{id}`: `~{prefix}*`.
 pub(crate) fn pattern_group(prefix: &str) -> String {
     format!("{GROUP_MARK}{prefix}*")

@@ -326,16 +326,13 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
             // start is read again.
             live.standing.leaving.store(true, Ordering::Release);
             live.standing.moving.store(true, Ordering::Release);
-            // Its store hands the key over as it carries the state, if its `on_stop` does.
+            // Its store hands the key over as it carries the state, if its `on_stop` does;
+            // else the hand-over runs below, after the stop.
             if let Some(target) = target {
                 let group = crate::protocol::pattern_group(&live.pattern.prefix);
                 let handing = urn_keys::Handing::Moved { group: &group };
-                *live
-                    .standing
-                    .hand_over
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner()) =
-                    Some(urn_keys::hand_over(shared, &entry.urn, target, handing));
+                let h = urn_keys::hand_over(shared, &entry.urn, target, handing);
+                live.standing.move_with(h);
             }
         }
         stop_gracefully(&entry.urn, &live.actor).await;
@@ -377,14 +374,14 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
             release.push(urn);
             continue;
         };
-        let group = crate::protocol::pattern_group(&live.pattern.prefix);
         let handed = match target {
             Some(target) => {
-                // Handed by its store already, as it carried its state.
-                let handing = urn_keys::Handing::Moved { group: &group };
+                // Handed by its store already, as it carried its state; else handed now.
                 let handed = live.standing.handed.load(Ordering::Acquire)
-                    || urn_keys::hand_urn(shared, &urn, target, handing).await
-                        == urn_keys::HandedUrn::Handed;
+                    || match live.standing.take_hand_over() {
+                        Some(h) => urn_keys::hand(shared, h).await == urn_keys::HandedUrn::Handed,
+                        None => false,
+                    };
                 if handed && shared.draining.load(Ordering::Acquire) {
                     shared.activations.note_handed(&urn, target);
                 }

@@ -21,7 +21,7 @@ use futures_util::StreamExt;
 use super::activation;
 use super::placement;
 use crate::conn::{self, keyed, owned, s};
-use crate::protocol::{self, PROTOCOL_VERSION, field};
+use crate::protocol::{self, field};
 use crate::proxy::shared::Shared;
 
 /// The most activations one look passivates: the rest at the next.
@@ -165,17 +165,12 @@ pub(in crate::proxy) async fn announce_join(shared: &Shared, prefix: &str) {
         .iter()
         .filter(|m| m.system != shared.system_id)
         .map(|m| {
-            let args = vec![
+            let mut args = vec![
                 owned(shared.keys.requests(&m.system)),
                 s("NOMKSTREAM"),
                 s("*"),
-                s(field::VERSION),
-                s(PROTOCOL_VERSION),
-                s(field::PLACED),
-                owned(group.clone()),
-                s(field::JOINED),
-                owned(prefix.to_owned()),
             ];
+            args.extend(protocol::wake_up_fields(&group, field::JOINED, prefix));
             conn::call(&shared.cmd, keyed("XADD"), args)
         });
     for r in futures_util::future::join_all(notices).await {

@@ -49,6 +49,28 @@ impl Standing {
         self.taken.load(Ordering::Acquire)
     }
 
+    /// The hand-over its move makes ([`hand_over`](Self::hand_over)), set before its stop.
+    pub(in crate::proxy) fn move_with(&self, h: HandOver) {
+        *self.hand_over.lock().unwrap_or_else(|e| e.into_inner()) = Some(h);
+    }
+
+    /// The hand-over its move makes, for its store's `dehydrate` to run in its own step.
+    pub(in crate::proxy) fn hand_over(&self) -> Option<HandOver> {
+        self.hand_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The hand-over its move makes, for the passivation after the stop, unless its store
+    /// handed the key already ([`handed`](Self::handed)).
+    pub(in crate::proxy) fn take_hand_over(&self) -> Option<HandOver> {
+        self.hand_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
     pub(in crate::proxy) fn is_leaving(&self) -> bool {
         self.leaving.load(Ordering::Acquire)
     }
@@ -87,6 +109,7 @@ impl Standing {
 /// The keys and arguments of a hand-over of a URN key (as `serve/urn_keys.rs`'s
 /// `HAND_URN_SCRIPT` takes them), for its `hand_urn`, or for the store of an activation
 /// moving, which hands its key as it carries its state (`scale/store.rs`, `dehydrate`).
+#[derive(Clone)]
 pub(in crate::proxy) struct HandOver {
     pub(in crate::proxy) keys: Vec<Value>,
     pub(in crate::proxy) args: Vec<Value>,

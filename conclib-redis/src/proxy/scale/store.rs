@@ -244,13 +244,7 @@ impl StateStore {
         ];
         // Its URN key handed over in the same step, when the move named its member
         // (`activation.rs`): the requests waiting for the move wait one round trip less.
-        let hand_over = inner
-            .standing
-            .hand_over
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(h) = hand_over {
+        if let Some(h) = inner.standing.hand_over() {
             keys.extend(h.keys);
             args.extend(h.args);
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use fred::prelude::*;
 
 use crate::conn::{as_bytes, owned, s};
-use crate::protocol::{PROTOCOL_VERSION, field, hand_urn_lua};
+use crate::protocol::{field, hand_urn_lua};
 use crate::proxy::scale::standing::HandOver;
 use crate::proxy::shared::Shared;
 use crate::script::Script;
@@ -70,10 +70,14 @@ pub(in crate::proxy) async fn hand_urn(
     target: &str,
     handing: Handing<'_>,
 ) -> HandedUrn {
+    hand(shared, hand_over(shared, urn, target, handing)).await
+}
+
+/// Runs hand-over `h` ([`hand_over`]).
+pub(in crate::proxy) async fn hand(shared: &Shared, h: HandOver) -> HandedUrn {
     // Its digest computed once, not at every hand-over.
     static HAND_URN: LazyLock<Script> = LazyLock::new(|| Script::new(HAND_URN_SCRIPT));
-    let HandOver { keys, args } = hand_over(shared, urn, target, handing);
-    let r = HAND_URN.eval(&shared.cmd, keys, args).await;
+    let r = HAND_URN.eval(&shared.cmd, h.keys, h.args).await;
     match r {
         Ok(Value::Integer(1)) => HandedUrn::Handed,
         Ok(v) => match crate::conn::as_bytes(&v) {
@@ -107,17 +111,10 @@ pub(in crate::proxy) fn hand_over(
     if let Handing::Moved { group } = handing
         && !shared.cmd.is_clustered()
     {
-        // A wake-up entry (`placed`) for readers that know no `movedin`: they read their
-        // pending list again, and activate the URN at its first request.
+        // A wake-up entry: a reader that knows no `movedin` activates the URN at its first
+        // request.
         keys.push(owned(shared.keys.requests(target)));
-        args.extend([
-            s(field::VERSION),
-            s(PROTOCOL_VERSION),
-            s(field::PLACED),
-            owned(group.to_owned()),
-            s(field::MOVED_IN),
-            owned(urn.to_owned()),
-        ]);
+        args.extend(crate::protocol::wake_up_fields(group, field::MOVED_IN, urn));
     }
     HandOver { keys, args }
 }
