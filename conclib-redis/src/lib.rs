@@ -107,7 +107,11 @@
 //!   less a tenth for clock drift, from before their last renewal). After a pause longer than
 //!   that (SIGSTOP, a frozen VM), it re-checks first; if another system took the URN
 //!   meanwhile, an ask is answered `NotOwner` (the client resolves again and retries once)
-//!   and a tell is passed to the new owner's stream.
+//!   and a tell is passed to the new owner's stream. While the lease cannot be confirmed
+//!   and the URN's key names no other system (Redis out of reach; at
+//!   [`Durability::Replicas`], no replica taking the renewal, as after a promotion), the
+//!   request waits in Redis for the renewal, within its deadline: an ask then ends
+//!   answered or `Timeout`, never `UnknownUrn` (`faults/unconfirmed.rs`).
 //! - **Takeover.** A proxy started for a system whose previous proxy crashed serves at once
 //!   when the crash is provable (the previous one ran on this host, by host name, and its
 //!   pid is gone), else after that one's lease ([`lease_ttl`](ProxyConfig::lease_ttl), 4 s).
@@ -536,12 +540,10 @@
 //! `a_wait_for_writes_to_a_cluster_node_that_died_goes_to_no_other_node` (in
 //! `durability.rs`'s tests; a real Cluster, the replica stalled, the primary killed, 64
 //! callers asking without pause whether their writes were replicated) saw such a write
-//! counted as replicated in 1 of 3 runs before the change; after it, never. One write is not
-//! checked for a replaced connection: a system's lease renewal (with the check, 1-4 calls
-//! per run to the example's `ledger` group were answered `UnknownUrn` after promotions, a
-//! member finding no `ledger` actor, not explained yet; without it, none in 2 runs of the
-//! short form). So a renewal whose connection was replaced before its `WAIT` answered
-//! may still count as replicated.
+//! counted as replicated in 1 of 3 runs before the change; after it, never. A lease's
+//! renewal is checked the same way: one not known to be replicated leaves the lease
+//! unconfirmed until the next, and the requests it meets wait for that (above, "Traffic is
+//! never split").
 //!
 //! A `WAIT` holds its connection until it answers (Redis runs a connection's commands in
 //! order), so a connection has one in flight at a time, and the callers that came while it

@@ -1,5 +1,6 @@
 //! Fault injection against the proxy's guarantees: a serving process killed (SIGKILL) or
-//! frozen (SIGSTOP) past its lease (and its URN keys given away meanwhile), a flood of asks on a slow actor, entry ids a hostile
+//! frozen (SIGSTOP) past its lease (and its URN keys given away meanwhile), a lease no
+//! replica confirms, a flood of asks on a slow actor, entry ids a hostile
 //! client chose, a proxy restarted after a crash, clients dropped by the hundred. Real
 //! redis-server, real child processes (this test binary in the peer's role), every wait
 //! bounded, every child killed and reaped by PID.
@@ -13,6 +14,7 @@ mod mailbox;
 #[path = "../peer/mod.rs"]
 mod peer;
 mod shutdown;
+mod unconfirmed;
 
 use conclib_core::AskError;
 use conclib_macros::message;
@@ -36,6 +38,7 @@ use kills::*;
 use lapse::*;
 use mailbox::*;
 use shutdown::*;
+use unconfirmed::*;
 
 fn main() {
     // The peer's role first, before anything else runs.
@@ -56,6 +59,7 @@ fn main() {
         start_redis_refuses_entries_larger_than_any_proxy_accepts,
         every_shutdown_returns_within_its_bound_while_redis_is_frozen,
         a_restarting_system_answers_unavailable_never_unknown_urn,
+        an_ask_while_the_lease_is_unconfirmed_waits_for_it_never_unknown_urn,
     ]);
 }
 

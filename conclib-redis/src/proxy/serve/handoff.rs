@@ -333,6 +333,22 @@ async fn check_lease(
         .await);
     }
     if owner.is_some() || !shared.lease.fresh() {
+        // An ask whose URN key names no other holder (this instance's, or free, or Redis
+        // did not answer: out of reach, or a promoted replica whose renewal is not
+        // replicated yet) waits pending here for the renewal, within its deadline.
+        // Answered `NotOwner`, its client would look the same holder up again and end
+        // with `UnknownUrn`.
+        let owner = match owner {
+            Some(owner) => Some(owner),
+            None if reply_to.is_some() => {
+                let holder = Box::pin(forward::current_owner(shared, &req.urn)).await;
+                match holder.filter(|h| *h != shared.claim_value) {
+                    Some(other) => Some(other),
+                    None => return Err(Handled::LeavePending),
+                }
+            }
+            None => None,
+        };
         let not_ours = forward::not_ours(
             shared,
             origin_of(origin, entry),

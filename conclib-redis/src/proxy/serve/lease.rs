@@ -355,11 +355,9 @@ async fn keeping_lease<T>(
 async fn renew_lease(shared: &Shared) {
     let mut since = std::time::Instant::now();
     // The lease and the URN claims below are replicated once a `WAIT` on the connection
-    // that wrote them says so (`claims_replicated`). Not checked against a reconnection
-    // in between (`Durability::replicated`): with that check, the failover example's calls
-    // to its group met `UnknownUrn` after promotions, not explained yet (the crate docs,
-    // "Redis topologies and durability").
-    let sent = crate::durability::Sent::default();
+    // that wrote them says so (`claims_replicated`), and that connection was not replaced
+    // in between (`Durability::replicated`).
+    let sent = shared.config.durability.sending(&shared.cmd);
     match renew_lease_key(shared, true).await {
         LeaseKey::Kept => {}
         // A lease that lapsed in Redis (a pause, Redis out of reach) may have let another

@@ -323,7 +323,7 @@ pub(super) async fn renew_urns_in_turn(shared: &Shared) {
     }
     // As the lease's renewal: replicated once a `WAIT` on the connection that wrote them
     // says so (`renew_lease`).
-    let sent = crate::durability::Sent::default();
+    let sent = shared.config.durability.sending(&shared.cmd);
     let renewed = {
         let _guard = shared.scan_lock.lock().await;
         renew_urn_keys(shared, IfFree::Leave, Which::Due).await
