@@ -1,6 +1,6 @@
 """The Python actor host runs the protocol's Lua scripts as written in
-``conclib-redis/src/protocol.rs``: ``conclib/_lua.py`` is that text, copied by
-``python/tools/gen_lua.py`` (one source; the Rust test ``protocol::tests::python_host_scripts``
+``conclib-redis/src/protocol/scripts.rs``: ``conclib/_lua.py`` is that text, copied by
+``python/tools/gen_lua.py`` (one source; the Rust test ``protocol::scripts::tests::python_host_scripts``
 checks the same)."""
 
 from __future__ import annotations

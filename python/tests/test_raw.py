@@ -534,7 +534,7 @@ def test_an_asks_request_is_packed_as_the_protocol_lists_its_fields(high: bool, 
 
 
 def _rust_send_script() -> str:
-    source = (Path(__file__).resolve().parents[2] / "conclib-redis" / "src" / "protocol.rs").read_text()
+    source = (Path(__file__).resolve().parents[2] / "conclib-redis" / "src" / "protocol" / "scripts.rs").read_text()
     start = source.index('pub(crate) const SEND_SCRIPT: &str = r"') + len('pub(crate) const SEND_SCRIPT: &str = r"')
     return source[start : source.index('";', start)]
 

@@ -1,7 +1,7 @@
-"""Writes ``src/conclib/_lua.py``: the Lua scripts of ``conclib-redis/src/protocol.rs`` and
+"""Writes ``src/conclib/_lua.py``: the Lua scripts of ``conclib-redis/src/protocol/scripts.rs`` and
 ``conclib-redis/src/reminders/scripts.rs`` that the Python actor host runs, copied verbatim
 (one source: the Rust constants). Checked by ``tests/test_host_lua.py`` and by the Rust tests
-``protocol::tests::python_host_scripts`` and ``reminders::scripts::tests::python_host_scripts``.
+``protocol::scripts::tests::python_host_scripts`` and ``reminders::scripts::tests::python_host_scripts``.
 
     python python/tools/gen_lua.py
 """
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PROTOCOL = ROOT / "conclib-redis" / "src" / "protocol.rs"
+PROTOCOL = ROOT / "conclib-redis" / "src" / "protocol" / "scripts.rs"
 REMINDERS = ROOT / "conclib-redis" / "src" / "reminders" / "scripts.rs"
 TARGET = ROOT / "python" / "src" / "conclib" / "_lua.py"
 
@@ -59,7 +59,7 @@ def scripts(source: str, names: list[str], path: Path, prefix: str = "") -> dict
 def render(found: dict[str, str]) -> str:
     lines = [
         '"""The Lua scripts of the wire protocol and the reminders the Python actor host runs:',
-        "copied verbatim from ``conclib-redis/src/protocol.rs`` and",
+        "copied verbatim from ``conclib-redis/src/protocol/scripts.rs`` and",
         "``conclib-redis/src/reminders/scripts.rs`` by ``python/tools/gen_lua.py`` (do not edit;",
         'the tests fail when they differ)."""',
         "",

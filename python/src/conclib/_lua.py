@@ -1,5 +1,5 @@
 """The Lua scripts of the wire protocol and the reminders the Python actor host runs:
-copied verbatim from ``conclib-redis/src/protocol.rs`` and
+copied verbatim from ``conclib-redis/src/protocol/scripts.rs`` and
 ``conclib-redis/src/reminders/scripts.rs`` by ``python/tools/gen_lua.py`` (do not edit;
 the tests fail when they differ)."""
 

@@ -131,7 +131,7 @@ def pack_command(key: bytes, requests: list[Request]) -> bytes:
     return pack_batch(key, requests)
 
 
-# As ``conclib-redis/src/protocol.rs``'s ``SEND_SCRIPT``, byte for byte.
+# As ``conclib-redis/src/protocol/scripts.rs``'s ``SEND_SCRIPT``, byte for byte.
 _SEND_SCRIPT = bulk(
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
     "local i = 1\n"
