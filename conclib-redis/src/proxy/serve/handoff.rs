@@ -339,15 +339,14 @@ async fn check_lease(
         // Answered `NotOwner`, its client would look the same holder up again and end
         // with `UnknownUrn`.
         let owner = match owner {
-            Some(owner) => Some(owner),
             None if reply_to.is_some() => {
                 let holder = Box::pin(forward::current_owner(shared, &req.urn)).await;
-                match holder.filter(|h| *h != shared.claim_value) {
-                    Some(other) => Some(other),
-                    None => return Err(Handled::LeavePending),
-                }
+                let Some(other) = holder.filter(|h| *h != shared.claim_value) else {
+                    return Err(Handled::LeavePending);
+                };
+                Some(other)
             }
-            None => None,
+            owner => owner,
         };
         let not_ours = forward::not_ours(
             shared,
