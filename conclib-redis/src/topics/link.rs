@@ -40,9 +40,13 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Events received and neither handed over nor dropped. `received` is read first: a
+    /// live event is counted there after its drop (see `live::put`), so no drop it covers is
+    /// missed.
     pub(crate) fn buffered(&self) -> u64 {
+        let received = self.received.load(Ordering::Acquire);
         let out = self.delivered.load(Ordering::Relaxed) + self.dropped.load(Ordering::Relaxed);
-        self.received.load(Ordering::Relaxed).saturating_sub(out)
+        received.saturating_sub(out)
     }
 }
 

@@ -107,9 +107,9 @@ async fn forward(
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
-                    counters.received.fetch_add(n, Ordering::Relaxed);
                     counters.dropped.fetch_add(n, Ordering::Relaxed);
                     metrics::dropped(n);
+                    counters.received.fetch_add(n, Ordering::Release);
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -125,13 +125,15 @@ async fn forward(
 
 /// Puts one message into the buffer (its body a view of the bytes fred read, not a copy);
 /// `false` once the subscription is gone.
+///
+/// An event is counted received once its fate is counted too (buffered or dropped): who
+/// reads `received` (with `Acquire`) and finds every event there finds every drop counted.
 fn put(
     message: Message,
     codec: &Arc<dyn conclib_codec::Codec>,
     tx: &mpsc::Sender<Raw>,
     counters: &Counters,
 ) -> bool {
-    counters.received.fetch_add(1, Ordering::Relaxed);
     metrics::received(DeliveryMode::Live, 1);
     let frame = match message.value {
         Value::Bytes(b) => b,
@@ -152,14 +154,15 @@ fn put(
         },
     };
     match tx.try_send(raw) {
-        Ok(()) => true,
+        Ok(()) => {}
         Err(TrySendError::Full(_)) => {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
             metrics::dropped(1);
-            true
         }
-        Err(TrySendError::Closed(_)) => false,
+        Err(TrySendError::Closed(_)) => return false,
     }
+    counters.received.fetch_add(1, Ordering::Release);
+    true
 }
 
 /// Subscribes again after each reconnection (a restarted Redis knows no subscriptions).

@@ -233,7 +233,7 @@ impl<E> Subscription<E> {
     pub fn stats(&self) -> SubscriptionStats {
         let c = &self.counters;
         SubscriptionStats {
-            received: c.received.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Acquire),
             delivered: c.delivered.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             redelivered: c.redelivered.load(Ordering::Relaxed),
