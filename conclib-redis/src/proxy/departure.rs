@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::scale::{activation, group};
 use super::scripts::Script;
-use super::serve::write;
+use super::serve::{lease, write};
 use super::shared::{Role, Shared};
 use crate::conn::{self, owned};
 use crate::error::ServeError;
@@ -26,6 +26,21 @@ pub(super) struct Tasks {
     pub(super) reader: Option<JoinHandle<()>>,
     pub(super) writer: Option<JoinHandle<()>>,
     pub(super) heartbeat: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Stops reading the stream: what the reader took is handled, and what the writer holds
+    /// is written, before this returns.
+    pub(super) async fn stop_serving(&mut self, shared: &Shared) {
+        shared.serving.store(false, Ordering::Release);
+        let _ = shared.stop.send_replace(true);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.await;
+        }
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.await;
+        }
+    }
 }
 
 /// How a shutdown ended.
@@ -96,14 +111,7 @@ async fn graceful(shared: &Arc<Shared>, tasks: &mut Tasks) -> Result<(), ServeEr
         result = Err(e);
     }
     activation::passivate_all(shared).await;
-    shared.serving.store(false, Ordering::Release);
-    let _ = shared.stop.send_replace(true);
-    if let Some(reader) = tasks.reader.take() {
-        let _ = reader.await;
-    }
-    if let Some(writer) = tasks.writer.take() {
-        let _ = writer.await;
-    }
+    tasks.stop_serving(shared).await;
     if let Some(heartbeat) = tasks.heartbeat.take() {
         heartbeat.abort();
         let _ = heartbeat.await;
@@ -137,18 +145,7 @@ async fn graceful(shared: &Arc<Shared>, tasks: &mut Tasks) -> Result<(), ServeEr
             result = Err(ServeError::Unavailable(e.to_string()));
         }
     }
-    let release = shared
-        .scripts
-        .release
-        .eval_many(
-            &shared.cmd,
-            vec![(
-                shared.lease.key.clone(),
-                vec![owned(shared.lease.token.clone())],
-            )],
-        )
-        .await;
-    if let Some(Err(e)) = release.into_iter().next() {
+    if let Err(e) = lease::release_lease(shared).await {
         result = Err(ServeError::Unavailable(e.to_string()));
     }
     result

@@ -159,14 +159,7 @@ async fn hand_over(shared: &Arc<Shared>, tasks: &mut Tasks, drained: &mut Draine
     if plain_urns {
         tokio::time::sleep(shared.config.resolve_cache_ttl).await;
     }
-    shared.serving.store(false, Ordering::Release);
-    let _ = shared.stop.send_replace(true);
-    if let Some(reader) = tasks.reader.take() {
-        let _ = reader.await;
-    }
-    if let Some(writer) = tasks.writer.take() {
-        let _ = writer.await;
-    }
+    tasks.stop_serving(shared).await;
     // Activations the reader's last requests brought up: moved too, before the stream is
     // swept and closed (else their keys would name this member once its stream is gone).
     move_live(shared, &mut pauses).await;

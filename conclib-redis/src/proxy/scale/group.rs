@@ -158,7 +158,7 @@ pub(in crate::proxy) async fn enter(
         Ok::<_, ServeError>(())
     };
     if let Err(e) = started.await {
-        release_member_lease(&member).await;
+        let _ = lease::release_lease(&member).await;
         let _ = member.reader.quit().await;
         let _ = fast.reader.quit().await;
         return Err(e);
@@ -265,7 +265,7 @@ pub(in crate::proxy) async fn leave(shared: &Shared, name: &str, after: AfterLea
     for lane in &lanes {
         forget_consumer(lane, &lane.stream.consumer).await;
     }
-    release_member_lease(&member).await;
+    let _ = lease::release_lease(&member).await;
     for lane in &lanes {
         let _ = lane.reader.quit().await;
     }
@@ -286,20 +286,6 @@ pub(in crate::proxy) async fn leave_all(shared: &Shared) -> Result<(), ServeErro
         leave_group(shared, &name).await;
     }
     Ok(())
-}
-
-async fn release_member_lease(shared: &Shared) {
-    shared
-        .scripts
-        .release
-        .eval_many(
-            &shared.cmd,
-            vec![(
-                shared.lease.key.clone(),
-                vec![owned(shared.lease.token.clone())],
-            )],
-        )
-        .await;
 }
 
 /// Deletes `consumer` from the group if nothing is pending on it (checked and deleted

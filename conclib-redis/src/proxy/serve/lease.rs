@@ -48,6 +48,26 @@ pub(in crate::proxy) async fn lease_gone(shared: &Shared, key: String) -> bool {
     true
 }
 
+/// Gives up this instance's lease (deleted only while it names this instance): its last
+/// step as it departs, and a group member's as it leaves. Redis's error, if it answered one.
+pub(in crate::proxy) async fn release_lease(shared: &Shared) -> Result<(), fred::error::Error> {
+    let released = shared
+        .scripts
+        .release
+        .eval_many(
+            &shared.cmd,
+            vec![(
+                shared.lease.key.clone(),
+                vec![owned(shared.lease.token.clone())],
+            )],
+        )
+        .await;
+    match released.into_iter().next() {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Takes the system's instance lease, waiting up to one lease time for a crashed
 /// predecessor's lease to lapse.
 pub(in crate::proxy) async fn acquire_lease(shared: &Shared) -> Result<(), ServeError> {
