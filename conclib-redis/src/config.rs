@@ -5,13 +5,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::prelude::*;
 use fred::types::Builder;
-use fred::types::config::{TcpConfig, UnresponsiveConfig};
 
 use crate::durability::Durability;
 use crate::error::{ConfigError, ProxyError};
 use conclib_codec::{Bincode, Codec};
+
+// Apart from the configuration users set (this file): how it becomes fred's connections
+// (what fred is told, not what a user sets), and what a namespace or system id may be (a
+// proxy checks its system id with it even when the id is not from here).
+mod connection;
+mod names;
+
+use connection::redact;
+pub(crate) use names::check_system_id;
 
 /// The default Redis URL.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -253,25 +260,6 @@ impl fmt::Debug for ProxyConfig {
     }
 }
 
-/// The URL with its password replaced by `***`.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &creds[..colon],
-                    &url[at..]
-                ),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig::new(DEFAULT_URL)
@@ -466,9 +454,9 @@ impl ProxyConfig {
 
     /// Checks the namespace (and the system id, if set).
     pub(crate) fn validate(&self) -> Result<(), String> {
-        check_name("namespace", &self.namespace)?;
+        names::check_name("namespace", &self.namespace)?;
         if let Some(id) = &self.system_id {
-            check_name("system id", id)?;
+            names::check_name("system id", id)?;
         }
         if self.pool_size == 0 || self.batch_size == 0 || self.max_in_flight == 0 {
             return Err("pool_size, batch_size and max_in_flight must be at least 1".into());
@@ -483,210 +471,17 @@ impl ProxyConfig {
             max_pause: self.reconnect_max_delay,
         }
     }
-
     /// A fred builder for this configuration.
     pub(crate) fn builder<E>(&self, command_timeout: Duration) -> Result<Builder, ProxyError<E>> {
         self.validate().map_err(ProxyError::Config)?;
-        let lower = self.url.to_ascii_lowercase();
-        if (lower.starts_with("rediss") || lower.starts_with("valkeys")) && !cfg!(feature = "tls") {
-            return Err(ProxyError::Config(format!(
-                "{} needs TLS: enable the `tls` feature of conclib-redis",
-                redact(&self.url)
-            )));
-        }
-        let mut config = Config::from_url(&self.url).map_err(|e| {
-            ProxyError::Config(format!("cannot use Redis URL {}: {e}", redact(&self.url)))
-        })?;
-        if let Some(ca) = &self.tls_ca_file {
-            self.trust_ca(&mut config, ca)?;
-        }
-        config.fail_fast = true;
-        let mut builder = Builder::from_config(config);
-        let connect_timeout = self.connect_timeout;
-        builder
-            .with_connection_config(|c| {
-                c.connection_timeout = connect_timeout;
-                c.internal_command_timeout = connect_timeout;
-                c.tcp = TcpConfig {
-                    nodelay: Some(true),
-                    ..TcpConfig::default()
-                };
-                c.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(command_timeout + Duration::from_secs(5)),
-                    interval: Duration::from_secs(1),
-                };
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = command_timeout;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(
-                0,
-                20,
-                u32::try_from(self.reconnect_max_delay.as_millis())
-                    .unwrap_or(u32::MAX)
-                    .max(20),
-                2,
-            ));
-        Ok(builder)
+        connection::builder(
+            &self.url,
+            self.tls_ca_file.as_deref(),
+            self.connecting(),
+            command_timeout,
+        )
     }
-}
-
-impl ProxyConfig {
-    /// Makes the TLS connections of `config` trust the CA certificates of `ca` only.
-    #[cfg(feature = "tls")]
-    fn trust_ca<E>(&self, config: &mut Config, ca: &std::path::Path) -> Result<(), ProxyError<E>> {
-        use fred::rustls::pki_types::CertificateDer;
-        use fred::rustls::pki_types::pem::PemObject;
-        use fred::rustls::{ClientConfig, RootCertStore};
-
-        if config.tls.is_none() {
-            return Err(ProxyError::Config(format!(
-                "tls_ca_file {} is set but {} does not use TLS (rediss://)",
-                ca.display(),
-                redact(&self.url)
-            )));
-        }
-        let unusable = |e: &dyn fmt::Display| {
-            ProxyError::Config(format!("cannot use TLS CA file {}: {e}", ca.display()))
-        };
-        let mut roots = RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| unusable(&e))? {
-            roots
-                .add(cert.map_err(|e| unusable(&e))?)
-                .map_err(|e| unusable(&e))?;
-        }
-        if roots.is_empty() {
-            return Err(unusable(&"it holds no PEM certificate"));
-        }
-        let tls = ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.tls = Some(fred::types::config::TlsConnector::from(tls).into());
-        Ok(())
-    }
-
-    /// Without the `tls` feature there is no TLS connection to trust a CA for.
-    #[cfg(not(feature = "tls"))]
-    fn trust_ca<E>(&self, _config: &mut Config, ca: &std::path::Path) -> Result<(), ProxyError<E>> {
-        Err(ProxyError::Config(format!(
-            "tls_ca_file {} needs TLS: enable the `tls` feature of conclib-redis",
-            ca.display()
-        )))
-    }
-}
-
-/// Namespaces and system ids become parts of key names: printable, no whitespace, no `{}`.
-fn check_name(what: &str, s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 128 {
-        return Err(format!("the {what} must be 1 to 128 bytes long, got {s:?}"));
-    }
-    if let Some(c) = s
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || *c == '{' || *c == '}')
-    {
-        return Err(format!(
-            "the {what} {s:?} contains {c:?}: no whitespace, control characters or braces"
-        ));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_system_id(id: &str) -> Result<(), String> {
-    check_name("system id", id)?;
-    if id.starts_with(crate::protocol::GROUP_MARK) {
-        return Err(format!(
-            "the system id {id:?} starts with '~': such ids name groups of systems"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    #[test]
-    fn from_lookup_reads_variables() {
-        let vars: HashMap<&str, &str> = [
-            ("CONCLIB_REDIS_URL", "redis://u:pw@h:7000/2"),
-            ("CONCLIB_REDIS_NAMESPACE", "shop"),
-            ("CONCLIB_REDIS_TIMEOUT_MS", "1500"),
-            ("CONCLIB_REDIS_PORT", "7001"),
-            ("CONCLIB_REDIS_SYSTEM_ID", "web-1"),
-            ("CONCLIB_REDIS_TLS_CA", "/etc/redis/ca.pem"),
-        ]
-        .into_iter()
-        .collect();
-        let config = ProxyConfig::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap();
-        assert_eq!(config.url, "redis://u:pw@h:7000/2");
-        assert_eq!(config.namespace, "shop");
-        assert_eq!(config.ask_timeout, Duration::from_millis(1500));
-        assert_eq!(config.server_port, Some(7001));
-        assert_eq!(config.system_id.as_deref(), Some("web-1"));
-        assert_eq!(
-            config.tls_ca_file.as_deref(),
-            Some(std::path::Path::new("/etc/redis/ca.pem"))
-        );
-        assert!(!format!("{config:?}").contains("pw"));
-    }
-
-    #[test]
-    fn from_lookup_rejects_bad_values() {
-        let err = ProxyConfig::from_lookup(|k| {
-            (k == "CONCLIB_REDIS_TIMEOUT_MS").then(|| "soon".to_owned())
-        })
-        .unwrap_err();
-        assert_eq!(err.var, "CONCLIB_REDIS_TIMEOUT_MS");
-        let err =
-            ProxyConfig::from_lookup(|k| (k == "CONCLIB_REDIS_CODEC").then(|| "json".to_owned()))
-                .unwrap_err();
-        assert_eq!(err.var, "CONCLIB_REDIS_CODEC");
-        assert!(ProxyConfig::from_lookup(|k| (k == "CONCLIB_REDIS_NAMESPACE").then(|| "a b".to_owned())).is_err());
-    }
-
-    #[test]
-    fn urls_parse() {
-        for url in [
-            "redis://127.0.0.1:6379",
-            "redis://user:pw@127.0.0.1:6379/1",
-            "redis-cluster://127.0.0.1:30001?node=127.0.0.1:30002",
-            "redis-sentinel://127.0.0.1:26379/0?sentinelServiceName=mymaster&node=127.0.0.1:26380",
-        ] {
-            ProxyConfig::new(url)
-                .builder::<()>(Duration::from_secs(1))
-                .unwrap();
-        }
-        let tls = ProxyConfig::new("rediss://127.0.0.1:6380").builder::<()>(Duration::from_secs(1));
-        assert_eq!(tls.is_ok(), cfg!(feature = "tls"));
-        // A CA file needs TLS: the feature, and a TLS URL.
-        let err = ProxyConfig::new("redis://127.0.0.1:6380")
-            .with_tls_ca_file("/nonexistent/ca.pem")
-            .builder::<()>(Duration::from_secs(1))
-            .unwrap_err();
-        let expected = if cfg!(feature = "tls") {
-            "does not use TLS"
-        } else {
-            "needs TLS"
-        };
-        assert!(
-            matches!(&err, ProxyError::Config(m) if m.contains(expected)),
-            "{err:?}"
-        );
-        let err = ProxyConfig::new("rediss://127.0.0.1:6380")
-            .with_tls_ca_file("/nonexistent/ca.pem")
-            .builder::<()>(Duration::from_secs(1))
-            .unwrap_err();
-        let expected = if cfg!(feature = "tls") {
-            "cannot use TLS CA file /nonexistent/ca.pem"
-        } else {
-            "needs TLS"
-        };
-        assert!(
-            matches!(&err, ProxyError::Config(m) if m.contains(expected)),
-            "{err:?}"
-        );
-        assert_eq!(redact("redis://user:pw@h:1"), "redis://user:***@h:1");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
-    }
-}
+mod tests;

@@ -1,5 +1,5 @@
 """A reminder poller in the Python actor host, as the Rust ``ReminderPoller``
-(``conclib-redis/src/reminders/poller.rs``, ``acker.rs``, ``renewal.rs``): it claims the
+(``conclib-redis/src/reminders/poller/worker.rs``, ``acker.rs``, ``renewal.rs``): it claims the
 namespace's due reminders and delivers each as a ``conclib.ReminderTick`` ask to its URN
 through the ordinary request path (so whichever member serves the URN, Rust or Python,
 handles it, activating it if need be), then acknowledges the tick once the ask was handled.
