@@ -14,6 +14,12 @@ event loop that made them. After ``os.fork()`` (gunicorn ``--preload``, uvicorn/
 workers) the child never touches them (not even to close them: that could unregister the
 parent's sockets from an epoll set both share); its first call connects anew, with a reply
 list of its own. The same happens when the client is used from another event loop.
+
+This module holds the client: its settings, its session (``_session``) in this process and
+loop, its asks (the hot path of one to a URN it has a route for) and its tells. What a
+request carries is checked and encoded in ``_message``; a request is sent and answered on
+the session in ``_exchange``; the calls off the ask path (topics, reminders, durable
+executions) are the client's base ``OffPathCalls`` (``_client_off_path``).
 """
 
 from __future__ import annotations
@@ -23,16 +29,18 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from . import codec
 from ._holds import Hold, Holds
 from ._outcome import interpret
-from ._raw_path import EXPIRED, GONE, RawPath
-from ._redispy_path import RedisPyPath, cancelling
-from ._contracts import NOTHING, Route
-from ._session import Session, until
+from ._client_off_path import OffPathCalls
+from ._contracts import NOTHING
+from ._exchange import exchange_raw, exchange_redispy, send_tell
+from ._message import NIL, Message, Priority, checked_traceparent, priority_high
+from ._message import encode_message as encode_message  # also ``conclib.client.encode_message``
+from ._redispy_path import cancelling
+from ._session import Session
 from .durability import Durability
 from .errors import (
     Closed,
@@ -41,9 +49,7 @@ from .errors import (
     ConfigError,
     Overloaded,
     Timeout,
-    TooLarge,
     Unavailable,
-    UnknownUrn,
     from_redis_error,
 )
 from .metrics import AskEvent, AskHook
@@ -53,16 +59,9 @@ from .protocol import (
     Keys,
     Status,
     check_name,
-    request_fields,
     ttl_ms,
 )
-from . import durable as _durable
-from . import reminders as _reminders
-from . import topics as _topics
-from .durable import ExecutionInfo, Finished
-from .reminders import ReminderInfo
-from .topics import DEFAULT_BUFFER, DEFAULT_GROUP, DEFAULT_MAX_LEN, Subscription
-from .trace import current_traceparent, current_traceparent_bytes, valid_traceparent
+from .trace import current_traceparent_bytes
 from .url import RedisTarget, parse_url, redact
 
 __all__ = ["DEFAULT_URL", "AsyncClient", "Message", "Priority", "connect"]
@@ -72,24 +71,9 @@ log = logging.getLogger("conclib")
 DEFAULT_URL = "redis://127.0.0.1:6379"
 """The URL when none is given (as ``ProxyConfig``'s)."""
 
-Priority = Literal["normal", "high"]
-"""The actor's mailbox lane: ``high`` overtakes its queued normal messages."""
-
-
-class Message(Protocol):
-    """A typed message: any object whose class names its wire name.
-
-    Dataclasses are encoded as maps of their fields; define ``__conclib_encode__`` for any
-    other shape (a Rust newtype struct is its bare value, a tuple struct a list).
-    """
-
-    __conclib_name__: str
-
-
 _NOTHING: Any = NOTHING
-_NIL = b"\xc0"  # MessagePack's nil
 
-# Reply statuses ``ask``'s hot path leaves to ``_exchange_raw``: a URN that may have moved
+# Reply statuses ``ask``'s hot path leaves to ``exchange_raw``: a URN that may have moved
 # (resolved again), and the proxy's deadline answer (judged against lost connections).
 _JUDGED = frozenset({int(Status.UNKNOWN_URN), int(Status.NOT_OWNER), int(Status.TIMEOUT)})
 _OK = int(Status.OK)
@@ -119,7 +103,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class AsyncClient:
+class AsyncClient(OffPathCalls):
     """Asks and tells actors by URN through Redis (asyncio).
 
     ``url``: see :mod:`conclib.url`. ``namespace``: the key prefix the proxies serve under.
@@ -329,12 +313,12 @@ class AsyncClient:
                 timeout = float(timeout)
                 if not timeout > 0:
                     raise ValueError(f"timeout must be positive, got {timeout!r}")
-            high = False if priority == "normal" else _priority(priority)
+            high = False if priority == "normal" else priority_high(priority)
             if payload is _NOTHING and type(message) is str:
-                body = _NIL  # a unit message by its wire name: nothing to encode
+                body = NIL  # a unit message by its wire name: nothing to encode
             else:
                 name, body = encode_message(message, payload, self.max_payload)
-            tp = current_traceparent_bytes() if traceparent is None else _traceparent(traceparent).encode()
+            tp = current_traceparent_bytes() if traceparent is None else checked_traceparent(traceparent).encode()
             deadline = started + timeout
             if self._holds.any:
                 # A URN this client holds full is refused here, as its proxy would.
@@ -365,7 +349,7 @@ class AsyncClient:
                 finally:
                     session.pending.pop(request_id, None)
                     session.written.discard(request_id)
-                # Anything but an answer to interpret as it is goes on in ``_exchange_raw``.
+                # Anything but an answer to interpret as it is goes on in ``exchange_raw``.
                 if type(frame) is bytes:
                     status = frame[8]
                     if status == _OK:
@@ -375,7 +359,7 @@ class AsyncClient:
                             raise CodecError(f"cannot decode the response: {e}") from None
                     if status not in _JUDGED:
                         return interpret(urn, name, timeout, status, frame[REPLY_HEADER_LEN:])
-                status, reply = await self._exchange_raw(
+                status, reply = await exchange_raw(
                     session, raw, route, urn, name, body, timeout, high, tp, deadline, disconnects, frame
                 )
             else:
@@ -430,110 +414,10 @@ class AsyncClient:
             except ConclibError as e:
                 raise session.at_deadline(e, timeout, disconnects) from None
         if session.raw is not None:
-            return await self._exchange_raw(
+            return await exchange_raw(
                 session, session.raw, route, urn, name, body, timeout, high, tp, deadline, disconnects
             )
-        path = session.path
-        assert isinstance(path, RedisPyPath)  # not one server: Sentinel or Cluster
-        retried = False
-        while True:
-            request_id = session.next_id
-            session.next_id += 1
-            waiter: asyncio.Future[bytes] = session.loop.create_future()
-            session.pending[request_id] = waiter
-
-            def build(request_id: int = request_id) -> tuple[list[bytes | str | int], int]:
-                fields = request_fields(
-                    request_id=request_id,
-                    urn=urn,
-                    message=name,
-                    ttl=ttl_ms(deadline - time.monotonic()),
-                    reply=session.reply_key,
-                    priority_high=high,
-                    traceparent=tp.decode(),
-                    codec="msgpack",
-                    body=body,
-                )
-                return fields, len(body)
-
-            try:
-                try:
-                    losses = await session.send(route, urn, build, deadline, high)
-                except ConclibError as e:
-                    raise session.at_deadline(e, timeout, disconnects) from None
-                if request_id in session.pending:  # else its answer already came
-                    if session.losses != losses:
-                        raise Unavailable("Redis restarted without its data just as the request was written")
-                    session.written.add(request_id)
-                    path.wrote(request_id, route.key_for(high))
-                try:
-                    frame = await until(waiter, deadline)
-                except asyncio.TimeoutError:
-                    raise session.timed_out(timeout, disconnects) from None
-            finally:
-                session.pending.pop(request_id, None)
-                session.written.discard(request_id)
-                path.done(request_id)
-            status = frame[8]
-            session.check_deadline_answer(status, timeout, disconnects)
-            if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
-                retried = True
-                moved = await session.moved(urn, route, deadline)
-                if moved is not None:
-                    route = moved
-                    continue
-            return status, frame[REPLY_HEADER_LEN:]
-
-    async def _exchange_raw(
-        self, session: Session, raw: RawPath, route: Route, urn: str, name: str, body: bytes, timeout: float,
-        high: bool, tp: bytes, deadline: float, disconnects: int, frame: Any = None,
-    ) -> tuple[int, bytes]:
-        """An ask on raw connections: per ask one future (its reply waiter, which also
-        learns the fate of its ``XADD``), its deadline on a timer shared with the asks of
-        the same tick; no task, no ``wait_for``. ``frame``: what the waiter of a first
-        attempt (``ask``'s hot path) got, to be judged here."""
-        retried = False
-        while True:
-            if frame is None:
-                if session.down:
-                    raise Unavailable("the connection to Redis is lost")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise session.timed_out(timeout, disconnects)
-                request_id, waiter = raw.submit(route, urn, name, body, high, tp, deadline, left)
-                try:
-                    frame = await waiter
-                except ConclibError as e:
-                    raise session.at_deadline(e, timeout, disconnects) from None
-                finally:
-                    session.pending.pop(request_id, None)
-                    session.written.discard(request_id)
-            if frame is EXPIRED:
-                raise session.timed_out(timeout, disconnects)
-            if frame is GONE and high and route.fast_key is not None:
-                # A group without a fast lane (older servers): its stream, then.
-                route.no_fast_lane()
-                frame = None
-                continue
-            if frame is GONE:
-                # The stream is gone (NOMKSTREAM): the URN moved (a drained member's), or its
-                # system is gone (``Session.stream_gone``).
-                try:
-                    route = await session.stream_gone(urn, route, deadline)
-                except ConclibError as e:
-                    raise session.at_deadline(e, timeout, disconnects) from None
-                frame = None
-                continue
-            status = frame[8]
-            session.check_deadline_answer(status, timeout, disconnects)
-            if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
-                retried = True
-                moved = await session.moved(urn, route, deadline)
-                if moved is not None:
-                    route = moved
-                    frame = None
-                    continue
-            return status, frame[REPLY_HEADER_LEN:]
+        return await exchange_redispy(session, route, urn, name, body, timeout, high, tp, deadline, disconnects)
 
     async def tell(
         self,
@@ -557,9 +441,9 @@ class AsyncClient:
             if refused is not None:
                 await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
                 raise refused
-        high = _priority(priority)
+        high = priority_high(priority)
         name, body = self._encode(message, payload)
-        tp = _traceparent(traceparent)
+        tp = checked_traceparent(traceparent)
         timeout = self.command_timeout
         deadline = time.monotonic() + timeout
         # Connected and resolved: queued for the next write before this awaits anything (so
@@ -570,174 +454,7 @@ class AsyncClient:
                 session = await asyncio.wait_for(self._current(), timeout)
             except asyncio.TimeoutError:
                 raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
-        disconnects = session.disconnects
-        ttl = ttl_ms(self.tell_ttl)
-
-        def build() -> tuple[list[bytes | str | int], int]:
-            fields = request_fields(
-                request_id=0,
-                urn=urn,
-                message=name,
-                ttl=ttl,
-                reply=None,
-                priority_high=high,
-                traceparent=tp,
-                codec="msgpack",
-                body=body,
-            )
-            return fields, len(body)
-
-        try:
-            route = session.cache.get(urn)
-            if route is None or route.until <= time.monotonic():
-                route = await session.resolve(urn, deadline, False)
-            if self.durability.n and session.cluster:
-                # In a cluster, each tell's pipeline to its node carries its WAIT.
-                await session.send(route, urn, build, deadline, high, self.durability)
-            else:
-                await session.send(route, urn, build, deadline, high)
-                if self.durability.n:
-                    await session.replicated(self.durability, disconnects, deadline)
-        except ConclibError as e:
-            await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
-            raise session.at_deadline(e, timeout, disconnects) from None
-
-    async def publish(self, topic: str, event: Any, *, durable: bool = False,
-                      max_len: int = DEFAULT_MAX_LEN) -> None:
-        """Publishes ``event`` (MessagePack) to ``topic`` and returns once Redis took it: to
-        the live topic's subscribers connected now, or (``durable=True``) to every subscriber
-        group of the durable topic, which keeps about its last ``max_len`` events. See
-        :mod:`conclib.topics`. Raises ``CodecError``, ``TooLarge``, ``Unavailable``,
-        ``RedisError``, ``ConfigError`` (a bad topic name)."""
-        await _topics.publish(self, topic, event, durable=durable, max_len=max_len)
-
-    async def subscribe(self, topic: str, *, durable: bool = False, group: str = DEFAULT_GROUP,
-                        consumer: str | None = None, buffer: int = DEFAULT_BUFFER,
-                        from_start: bool = False, claim_idle: float = 30.0) -> Subscription:
-        """Subscribes to ``topic`` and returns the :class:`~conclib.topics.Subscription`
-        (``async for event in subscription``) once events published from now on reach it.
-        ``durable``: a durable topic, read as one subscriber of ``group`` named ``consumer``
-        (default: a random name; the same name again resumes with what it had not finished);
-        ``from_start``: a group new to the topic starts with the oldest event kept;
-        ``claim_idle``: seconds after which events another subscriber of the group took and
-        did not finish are taken over. ``buffer``: events held, received and not yet taken
-        (a live subscription drops what does not fit, counted). See :mod:`conclib.topics`."""
-        await self._current()
-        subscription = Subscription(self, topic, durable=durable, group=group, consumer=consumer,
-                                    buffer=buffer, from_start=from_start, claim_idle=claim_idle)
-        return await subscription.start()
-
-    async def resolve(self, urn: str) -> str | None:
-        """Which system serves this URN now, if any (asks Redis, not the cache): the id in
-        its URN key, else in its pattern key (a group id, ``~user:*``). Raises ``Timeout``
-        (its ``timeout`` the client's ``command_timeout``) if Redis does not answer within
-        ``command_timeout``."""
-        session = await self._current()
-        try:
-            route = await session.resolve(urn, time.monotonic() + self.command_timeout, True, wait_for_successor=False)
-        except UnknownUrn:
-            return None
-        except Timeout:
-            raise Timeout(self.command_timeout, f"looking up {urn}") from None
-        return route.system
-
-    async def _command(self, *args: Any) -> Any:
-        """One Redis command off the ask path (reminders, publishing), bounded by
-        ``command_timeout``."""
-        session = await self._current()
-        return await session.command(time.monotonic() + self.command_timeout, *args)
-
-    async def _write(self, *args: Any) -> Any:
-        """One write that must survive a promotion at the client's ``durability`` (reminder
-        registrations and cancellations): ``WAIT`` after it on the same connection."""
-        session = await self._current()
-        return await session.command_replicated(time.monotonic() + self.command_timeout, self.durability, *args)
-
-    # -- reminders (conclib.reminders) -------------------------------------------------------
-
-    async def register_reminder(
-        self,
-        urn: str,
-        name: str,
-        *,
-        after: float | None = None,
-        at: float | None = None,
-        every: float | None = None,
-        payload: Any = _NOTHING,
-    ) -> int:
-        """Registers a durable reminder for ``urn``: see :func:`conclib.reminders.register`."""
-        if payload is _NOTHING:
-            return await _reminders.register(self, urn, name, after=after, at=at, every=every)
-        return await _reminders.register(self, urn, name, after=after, at=at, every=every, payload=payload)
-
-    async def cancel_reminder(self, urn: str, name: str) -> bool:
-        """Cancels ``urn``'s reminder ``name``: see :func:`conclib.reminders.cancel`."""
-        return await _reminders.cancel(self, urn, name)
-
-    async def list_reminders(self, urn: str) -> list[ReminderInfo]:
-        """``urn``'s reminders (:class:`conclib.reminders.ReminderInfo`), sorted by name."""
-        return await _reminders.list_reminders(self, urn)
-
-    # -- durable executions (conclib.durable) ------------------------------------------------
-
-    async def execution_result(self, urn: str, key: str) -> Finished | None:
-        """Durable execution ``key`` of ``urn``: its :class:`~conclib.durable.Finished`
-        result, or ``None`` while it has none. See :mod:`conclib.durable`."""
-        return await _durable.result(self, urn, key)
-
-    async def wait_execution(self, urn: str, key: str, *, timeout: float | None = None) -> Any:
-        """Durable execution ``key`` of ``urn``'s result once it finished (``Timeout`` after
-        ``timeout``, default the client's). See :func:`conclib.durable.wait_result`."""
-        return await _durable.wait_result(lambda: self.execution_result(urn, key),
-                                          self.timeout if timeout is None else float(timeout))
-
-    async def resolve_promise(self, urn: str, key: str, name: str, value: Any) -> bool:
-        """Resolves promise ``name`` of durable execution ``key`` of ``urn``; ``False`` if
-        it was resolved already. See :func:`conclib.durable.resolve_promise`."""
-        return await _durable.resolve_promise(self, urn, key, name, value)
-
-    async def list_executions(self, urn: str) -> list[ExecutionInfo]:
-        """The durable executions ``urn``'s journal holds (:class:`~conclib.durable.ExecutionInfo`)."""
-        return await _durable.list_executions(self, urn)
-
-
-def encode_message(message: str | Message, payload: Any, max_payload: int) -> tuple[str, bytes]:
-    """A message's wire name and encoded payload, as ``ask`` and ``tell`` send them (also
-    the fakes of :mod:`conclib.testing`)."""
-    if isinstance(message, str):
-        name = message
-        # A unit message (no payload) is nil, the most common body: not encoded each time.
-        body = _NIL if payload is _NOTHING or payload is None else codec.encode(payload)
-    else:
-        found: Any = getattr(type(message), "__conclib_name__", None) or getattr(message, "__conclib_name__", None)
-        if not isinstance(found, str):
-            raise TypeError(
-                f"a message is a wire name (str) and a payload, or an object whose class has "
-                f"__conclib_name__; got {type(message).__name__}"
-            )
-        if payload is not _NOTHING:
-            raise TypeError("a typed message carries its own payload: pass no payload")
-        name = found
-        body = codec.encode(message)
-    if len(body) > max_payload:
-        raise TooLarge(f"the message is {len(body)} bytes, the limit is {max_payload}")
-    return name, body
-
-
-def _priority(priority: str) -> bool:
-    if priority == "high":
-        return True
-    if priority == "normal":
-        return False
-    raise ValueError(f"priority must be 'normal' or 'high', got {priority!r}")
-
-
-def _traceparent(traceparent: str | None) -> str:
-    if traceparent is None:
-        return current_traceparent()
-    if not valid_traceparent(traceparent):
-        raise ValueError(f"not a W3C traceparent: {traceparent!r}")
-    return traceparent
+        await send_tell(session, urn, name, body, high, tp, ttl_ms(self.tell_ttl), self.durability, deadline, timeout)
 
 
 async def connect(url: str = DEFAULT_URL, **options: Any) -> AsyncClient:
