@@ -22,7 +22,24 @@ from .durability import Durability
 from .errors import ConclibError, Unavailable
 from .protocol import REPLY_HEADER_LEN, Status, request_fields, ttl_ms
 
-__all__ = ["exchange_raw", "exchange_redispy", "send_tell"]
+__all__ = ["exchange", "exchange_raw", "exchange_redispy", "send_tell"]
+
+
+async def exchange(
+    session: Session, urn: str, name: str, body: bytes, timeout: float, high: bool, tp: bytes, deadline: float
+) -> tuple[int, bytes]:
+    """An ask off the client's hot path, on a connected session: its URN resolved unless a
+    route to it is cached, then exchanged on the session's path."""
+    disconnects = session.disconnects
+    route = session.routes.cache.get(urn)
+    if route is None or route.until <= time.monotonic():
+        try:
+            route = await session.routes.resolve(urn, deadline, False)
+        except ConclibError as e:
+            raise session.at_deadline(e, timeout, disconnects) from None
+    if session.raw is not None:
+        return await exchange_raw(session, session.raw, route, urn, name, body, timeout, high, tp, deadline, disconnects)
+    return await exchange_redispy(session, route, urn, name, body, timeout, high, tp, deadline, disconnects)
 
 
 async def exchange_raw(
@@ -58,9 +75,9 @@ async def exchange_raw(
             continue
         if frame is GONE:
             # The stream is gone (NOMKSTREAM): the URN moved (a drained member's), or its
-            # system is gone (``Session.stream_gone``).
+            # system is gone (``Routing.stream_gone``).
             try:
-                route = await session.stream_gone(urn, route, deadline)
+                route = await session.routes.stream_gone(urn, route, deadline)
             except ConclibError as e:
                 raise session.at_deadline(e, timeout, disconnects) from None
             frame = None
@@ -69,7 +86,7 @@ async def exchange_raw(
         session.check_deadline_answer(status, timeout, disconnects)
         if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
             retried = True
-            moved = await session.moved(urn, route, deadline)
+            moved = await session.routes.moved(urn, route, deadline)
             if moved is not None:
                 route = moved
                 frame = None
@@ -129,7 +146,7 @@ async def exchange_redispy(
         session.check_deadline_answer(status, timeout, disconnects)
         if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
             retried = True
-            moved = await session.moved(urn, route, deadline)
+            moved = await session.routes.moved(urn, route, deadline)
             if moved is not None:
                 route = moved
                 continue
@@ -160,9 +177,9 @@ async def send_tell(
         return fields, len(body)
 
     try:
-        route = session.cache.get(urn)
+        route = session.routes.cache.get(urn)
         if route is None or route.until <= time.monotonic():
-            route = await session.resolve(urn, deadline, False)
+            route = await session.routes.resolve(urn, deadline, False)
         if durability.n and session.cluster:
             # In a cluster, each tell's pipeline to its node carries its WAIT.
             await session.send(route, urn, build, deadline, high, durability)

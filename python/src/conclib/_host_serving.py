@@ -2,9 +2,9 @@
 routed to a fixed URN's actor or to a pattern's activation, decoded and handed to the
 actor's mailbox under the lease's fence; a pattern's URN activated on its first request
 (its URN key claimed, or its requests passed on to the member holding it) and passivated
-after idle; the member's count of activations reported to the pattern's directory. A base
-of ``ActorHost`` (``host``), which holds the state read here and keeps the host going (its
-leases, its lanes, its upkeep): apart from that, the serving of requests.
+after idle; the member's count of activations reported to the pattern's directory.
+``Serving`` does all this for one ``ActorHost`` (``host``), which makes it at start and
+keeps the host going (its leases, its lanes, its upkeep).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ._host_config import HostConfig
@@ -26,9 +26,9 @@ from ._host_request import Dropped, Placed, Refused, Request, check
 from ._host_store import StateStore
 from ._host_urn_keys import UrnKeys
 from ._typed import Mismatch
-from .actor import HandlerSpec
+from .actor import Actor, HandlerSpec
 from .errors import CodecError
-from .protocol import Keys, Status
+from .protocol import Keys, Status, encode_reply
 
 __all__ = ["RUST_ACTIVATION_URN_TTL", "Served", "Serving"]
 
@@ -49,55 +49,81 @@ class Served:
 
 
 class Serving:
-    """A base of ``ActorHost``: the fence its requests are handed to their actors under,
-    their dispatch, and its patterns' activations."""
+    """A started host's serving of its requests: the fence they are handed to their actors
+    under (its mailboxes' ``Fence``), their dispatch, and its patterns' activations.
 
-    # Set by ``ActorHost``: its settings, keys and system id, its connections and scripts
-    # (from ``start``), its lease and URN keys, the offset of Redis's clock; the fixed URNs'
-    # actors, the patterns served, the fixed URNs another system holds (by holder), the
-    # requests waiting for their URN's activation, the lanes (by group for the groups'),
-    # the tasks kept until they end, and how many activations were made.
-    config: HostConfig
-    keys: Keys
-    system: str
-    redis: Any
-    scripts: Scripts | None
-    lease: Lease | None
-    _urn_keys: UrnKeys | None
-    _clock_offset_ms: float
-    _fixed: dict[str, Served]
-    _patterns: list[Pattern]
-    _conflicts: dict[str, str]
-    _activating: dict[str, list[tuple[Lane, Request, HandlerSpec, Any]]]
-    _lanes: list[Lane]
-    _group_lanes: dict[str, Lane]
-    _background: set[asyncio.Task[None]]
-    activations_made: int
+    It owns the requests waiting for their URN's activation, the tasks it runs until they
+    end, the count of activations made and the offset of Redis's clock. The host gives it
+    its settings, keys and system id, its connection and scripts, its lease and URN keys,
+    and what it reads of the host's own (kept up to date by the host): the fixed URNs'
+    actors, the patterns served, the fixed URNs another system holds (by holder), the lanes
+    (by group for the groups'); ``adopt(actor)`` makes an activation the host's (its store,
+    its client)."""
+
+    def __init__(
+        self,
+        config: HostConfig,
+        keys: Keys,
+        system: str,
+        redis: Any,
+        scripts: Scripts,
+        lease: Lease,
+        urn_keys: UrnKeys,
+        *,
+        fixed: dict[str, Served],
+        patterns: list[Pattern],
+        conflicts: dict[str, str],
+        lanes: list[Lane],
+        group_lanes: dict[str, Lane],
+        adopt: Callable[[Actor], None],
+    ) -> None:
+        self.config = config
+        self.keys = keys
+        self.system = system
+        self.redis = redis
+        self.scripts = scripts
+        self.lease = lease
+        self.urn_keys = urn_keys
+        self.fixed = fixed
+        self.patterns = patterns
+        self.conflicts = conflicts
+        self.lanes = lanes
+        self.group_lanes = group_lanes
+        self.adopt = adopt
+        self.activating: dict[str, list[tuple[Lane, Request, HandlerSpec, Any]]] = {}
+        # Kept until they end (the loop keeps only weak references).
+        self.background: set[asyncio.Task[None]] = set()
+        self.activations_made = 0
+        self.clock_offset_ms = 0.0
 
     # The fence.
 
     def now_ms(self) -> int:
         """Redis's clock, as last synchronised."""
-        return int(time.time() * 1000 + self._clock_offset_ms)
+        return int(time.time() * 1000 + self.clock_offset_ms)
+
+    async def sync_clock(self) -> None:
+        """Reads Redis's clock again (at start, then at each renewal of the host's upkeep)."""
+        before = time.time()
+        sec, usec = await self.redis.time()
+        after = time.time()
+        self.clock_offset_ms = (sec * 1000 + usec / 1000) - (before + after) * 500
 
     def fresh(self) -> bool:
-        assert self.lease is not None
         return self.lease.fresh()
 
     async def recheck(self) -> bool:
-        assert self.lease is not None
-        assert self._urn_keys is not None
-        return await self.lease.recheck(self._urn_keys.reclaim)
+        return await self.lease.recheck(self.urn_keys.reclaim)
 
     # Dispatch: check → route → decode → hand off.
 
-    def _dispatch(self, lane: Lane, stream: str, entry: bytes, fields: dict[bytes, bytes] | None) -> None:
+    def dispatch(self, lane: Lane, stream: str, entry: bytes, fields: dict[bytes, bytes] | None) -> None:
         got = check(entry, fields, reply_prefix=self.keys.reply_prefix(), now_ms=self.now_ms(), max_payload=self.config.max_payload)
         if isinstance(got, Dropped):
             lane.answer_entry(stream, entry, None, None)
             return
         if isinstance(got, Placed):
-            placed = self._group_lanes.get(got.group)
+            placed = self.group_lanes.get(got.group)
             if placed is not None:
                 placed.reread = True
             lane.answer_entry(stream, entry, None, None)
@@ -118,9 +144,9 @@ class Serving:
             if not ours:
                 refuse(Status.UNKNOWN_URN, f"URN {req.urn} is not served by group {lane.name}")
                 return
-        served = self._fixed.get(req.urn) if pattern is None else None
+        served = self.fixed.get(req.urn) if pattern is None else None
         if pattern is None:
-            owner = self._conflicts.get(req.urn)
+            owner = self.conflicts.get(req.urn)
             if owner is not None:
                 refuse(Status.NOT_OWNER, f"URN {req.urn} is served by system {owner}")
                 return
@@ -146,30 +172,28 @@ class Serving:
             pattern.touch(req.urn)
             live.mailbox.put(req, spec, arg, lane)
             return
-        waiting = self._activating.get(req.urn)
+        waiting = self.activating.get(req.urn)
         if waiting is not None:
             waiting.append((lane, req, spec, arg))
             return
-        self._activating[req.urn] = [(lane, req, spec, arg)]
+        self.activating[req.urn] = [(lane, req, spec, arg)]
         self._spawn(self._activate(pattern, req.urn))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Runs ``work`` in a task kept until it ends (the loop keeps only weak references)."""
         task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def _refuse(self, lane: Lane, stream: str, entry: bytes, reply: str | None, rid: int, status: Status, text: str) -> None:
         log.debug("refused %r: %s %s", entry, status.name, text)
         frame = None
         if reply is not None:
-            from .protocol import encode_reply
-
             frame = encode_reply(rid, status, text.encode())
         lane.answer_entry(stream, entry, reply, frame)
 
     def _pattern_for(self, urn: str) -> Pattern | None:
-        for p in self._patterns:
+        for p in self.patterns:
             if p.matches(urn):
                 return p
         return None
@@ -180,7 +204,7 @@ class Serving:
         """Claims ``urn``'s key and activates it here; or passes its requests to the system
         holding it; or (its holder gone) frees the key and claims it."""
         if pattern.placement != "here" and await place_waiting(
-            self.redis, self.scripts, self.keys, self.system, pattern, urn, self._activating
+            self.redis, self.scripts, self.keys, self.system, pattern, urn, self.activating
         ):
             return
         pattern.making += 1
@@ -190,7 +214,6 @@ class Serving:
             pattern.making -= 1
 
     async def _claim_and_activate(self, pattern: Pattern, urn: str) -> None:
-        assert self.scripts is not None
         cfg = self.config
         key = self.keys.urn(urn)
         owner: str | None = None
@@ -216,26 +239,25 @@ class Serving:
                 await self.scripts.free_gone_urn(keys=[key, lease, self.keys.given(owner), stream], args=[owner, urn])
         except Exception as e:
             log.warning("could not claim %s: %s", urn, e)
-            for lane, req, _, _ in self._activating.pop(urn, []):
+            for lane, req, _, _ in self.activating.pop(urn, []):
                 lane.leave(req)
             return
-        waiting = self._activating.pop(urn, [])
+        waiting = self.activating.pop(urn, [])
         if owner is not None:
             for lane, req, _, _ in waiting:
                 await self._forward(lane, req, owner)
             return
         actor = pattern.new_actor(urn)
-        actor._host = self  # type: ignore[attr-defined] # its store, made when first used
+        self.adopt(actor)  # its store, made when first used; its client
         mailbox = Mailbox(actor, self, cfg.max_payload)
         pattern.live[urn] = Activation(mailbox, pattern)
         self.activations_made += 1
         for lane, req, spec, arg in waiting:
             mailbox.put(req, spec, arg, lane)
-        await self._report(pattern)
+        await self.report(pattern)
 
     async def _forward(self, lane: Lane, req: Request, owner: str) -> None:
         """Passes ``req`` on to the system ``owner`` (acknowledged here in the same step)."""
-        assert self.scripts is not None
         flat: list[bytes] = []
         for k, v in req.fields.items():
             flat += [k, v]
@@ -255,7 +277,6 @@ class Serving:
     def new_store(self, urn: str) -> StateStore:
         """The fenced state store of ``urn``'s activation here (``Actor.store``); a fixed
         URN's actor has none (``RuntimeError``), as in Rust."""
-        assert self.scripts is not None
         if self._pattern_for(urn) is None:
             raise RuntimeError(f"{urn}: only an actor a host activated for a pattern has a state store")
         return StateStore(self.redis, self.scripts, self.keys.state(urn), self.system, self.config.durability)
@@ -264,24 +285,22 @@ class Serving:
         """A write of an activation's store was refused: a later activation (another
         system's) owns its state. It is forgotten here, its requests left pending (read again,
         they are passed on to the URN's holder)."""
-        for p in self._patterns:
+        for p in self.patterns:
             urn = p.displaced(mailbox)
             if urn is not None:
                 log.warning("the state of %s is owned by a later activation: this one stops", urn)
-                assert self.scripts is not None
                 self._spawn(self._release_quietly(urn))
-                for lane in self._lanes:
+                for lane in self.lanes:
                     lane.reread = True
                 return
 
     async def _release_quietly(self, urn: str) -> None:
-        assert self.scripts is not None
         try:
             await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
         except Exception:
             pass
 
-    async def _passivate(self, pattern: Pattern, urn: str) -> None:
+    async def passivate(self, pattern: Pattern, urn: str) -> None:
         live = pattern.live.pop(urn, None)
         if live is None:
             return
@@ -297,27 +316,25 @@ class Serving:
                 await store.close()
             except Exception:
                 pass
-        assert self.scripts is not None
         try:
             await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
         except Exception:
             pass
 
-    async def _passivator(self) -> None:
+    async def passivator(self) -> None:
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
-            for p in self._patterns:
+            for p in self.patterns:
                 idle = p.idle(now)
                 for urn in idle:
-                    await self._passivate(p, urn)
+                    await self.passivate(p, urn)
                 if idle:
-                    await self._report(p)
+                    await self.report(p)
 
     # The directory.
 
-    async def _report(self, p: Pattern) -> None:
-        assert self.scripts is not None
+    async def report(self, p: Pattern) -> None:
         # A gone member stays listed (the takeover looks at those listed) while URN keys
         # naming it may live: a Rust member's activation keys live its
         # ``ProxyConfig::activation_urn_ttl``, 120 s by default.

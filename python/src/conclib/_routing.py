@@ -1,19 +1,19 @@
 """Where a session sends a URN's requests: the URN resolved to its system's (or group's)
 request stream through its URN key, else its pattern key, and cached; looked up again when
 an answer or a missing stream says it moved; a departed system's successor waited for, and
-a URN a restarted Redis forgot looked up again for a while. A base of ``Session``
-(``_session``), which holds the connections these lookups are sent on: apart from them, the
-rules of finding a URN's route.
+a URN a restarted Redis forgot looked up again for a while. ``Routing`` owns the route
+cache and the lookups; the session (``_session``) holds one as ``session.routes`` and gives
+it the commands these lookups are sent with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from ._contracts import ClientSettings, Route
-from ._info import server_fields
+from ._contracts import Route
 from ._raw import bulk
 from .errors import Closed, ConclibError, Timeout, Unavailable, UnknownUrn, fail
 from .protocol import Keys, pattern_prefix, valid_urn
@@ -22,24 +22,34 @@ __all__ = ["Routing"]
 
 
 class Routing:
-    """A session's routes: its cache of URNs resolved and the lookups that fill it."""
+    """A session's routes: its cache of URNs resolved and the lookups that fill it.
 
-    # Set by ``Session``: the client's settings, the session's loop and keys; the lookups in
-    # flight (concurrent lookups of one URN share one), the routes cached, the URNs resolved
-    # once (after a Redis restart those are waited for), the departure checks being read
-    # (``unavailable_if_departed``), and the run_id of the Redis connected to.
-    client: ClientSettings
-    loop: asyncio.AbstractEventLoop
-    keys: Keys
-    resolving: dict[str, asyncio.Future[Route]]
-    cache: dict[str, Route]
-    known: set[str]
-    departed_checks: dict[str, asyncio.Future[bool]]
-    run_id: str | None
+    ``command(deadline, *args)``: one Redis command, given up at the deadline (the
+    session's). ``restarted_lately(deadline)``: whether the Redis answering now is a new one,
+    started less than one lease ago (the session knows which Redis it connected to).
+    ``resolve_cache_ttl``: how long a route is used before it is looked up again."""
 
-    if TYPE_CHECKING:
-        # ``Session``'s: one command, given up at the deadline.
-        async def command(self, deadline: float, *args: Any) -> Any: ...
+    def __init__(
+        self,
+        command: Callable[..., Awaitable[Any]],
+        restarted_lately: Callable[[float], Awaitable[bool]],
+        keys: Keys,
+        resolve_cache_ttl: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.command = command
+        self.restarted_lately = restarted_lately
+        self.keys = keys
+        self.resolve_cache_ttl = resolve_cache_ttl
+        self.loop = loop
+        # URN -> its route, until the route's ``until``.
+        self.cache: dict[str, Route] = {}
+        # The lookups in flight: concurrent lookups of one URN share one.
+        self.resolving: dict[str, asyncio.Future[Route]] = {}
+        # The URNs resolved once: after a Redis restart those are waited for.
+        self.known: set[str] = set()
+        # URN -> whether its system departed, being read (``unavailable_if_departed``).
+        self.departed_checks: dict[str, asyncio.Future[bool]] = {}
 
     def forget(self, urn: str) -> None:
         self.cache.pop(urn, None)
@@ -117,7 +127,7 @@ class Routing:
         """The route to the system (or group) named ``value``, as a URN or pattern key holds it."""
         system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         key = self.keys.requests(system)
-        route = Route(system, key, time.monotonic() + self.client.resolve_cache_ttl, bulk(key))
+        route = Route(system, key, time.monotonic() + self.resolve_cache_ttl, bulk(key))
         if system.startswith("~"):
             fast = self.keys.fast_requests(system)
             route.fast_key, route.packed_fast = fast, bulk(fast)
@@ -180,29 +190,12 @@ class Routing:
         """Redis does not know ``urn`` (or its system's stream). That is ``UnknownUrn``,
         unless Redis restarted less than one lease ago and this client knew the URN: then
         wait a little (return: look again) until the deadline, then ``Unavailable``."""
-        if urn not in self.known or not await self.redis_restarted_within(self.client.lease_ttl, deadline):
+        if urn not in self.known or not await self.restarted_lately(deadline):
             raise UnknownUrn(urn)
         wait = 0.025
         if time.monotonic() + wait >= deadline:
             raise Unavailable(f"Redis restarted moments ago and {urn} is not registered again yet")
         await asyncio.sleep(wait)
-
-    async def redis_restarted_within(self, window: float, deadline: float) -> bool:
-        info = None
-        for attempt in range(3):  # a pooled connection may still be the one the restart broke
-            try:
-                info = await self.command(deadline, "INFO", "server")
-                break
-            except Unavailable:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.02)  # the watcher looks at Redis meanwhile
-            except ConclibError:
-                return False
-        if info is None:
-            return False
-        run_id, uptime = server_fields(info)
-        return run_id is not None and run_id != self.run_id and uptime is not None and uptime < window + 1
 
     async def stream_gone(self, urn: str, route: Route, deadline: float) -> Route:
         """A request found ``route``'s stream missing (NOMKSTREAM): the URN's route now, or

@@ -1,11 +1,12 @@
 """One client's session: its connections, reply list and reader in one process and event
 loop (``AsyncClient`` makes a new one after a fork or on another loop).
 
-The session resolves URNs (cached; the rules are its base ``Routing``, ``_routing``), sends
-commands bounded by their deadlines, appends requests through its path (``RawPath`` on one
-server, ``RedisPyPath`` for Sentinel and Cluster), hands reply frames to their asks by
-request id, and watches for Redis restarts: after a lost connection it identifies Redis
-again, and a Redis that came back empty fails the asks whose requests it held.
+The session sends commands bounded by their deadlines, appends requests through its path
+(``RawPath`` on one server, ``RedisPyPath`` for Sentinel and Cluster), hands reply frames to
+their asks by request id, and watches for Redis restarts: after a lost connection it
+identifies Redis again, and a Redis that came back empty fails the asks whose requests it
+held. Where a URN's requests go is its ``routes`` (``Routing``, ``_routing``: the route cache
+and the lookups, sent as the session's commands).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-class Session(Routing):
+class Session:
     """The connections, reply list and reader of one client in one process and event loop."""
 
     def __init__(self, client: ClientSettings, loop: asyncio.AbstractEventLoop) -> None:
@@ -92,13 +93,11 @@ class Session(Routing):
         self.reply_key = self.keys.reply(secrets.token_hex(16))
         self.blmpop_args: tuple[Any, ...] = (REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH)
         blmpop = pack("BLMPOP", *self.blmpop_args)
-        self.resolving: dict[str, asyncio.Future[Route]] = {}
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.next_id = 1
-        self.cache: dict[str, Route] = {}
-        self.known: set[str] = set()
-        # URN -> whether its system departed, being read (``unavailable_if_departed``).
-        self.departed_checks: dict[str, asyncio.Future[bool]] = {}
+        # Where each URN's requests go: the route cache and its lookups.
+        self.routes = Routing(self.command, self.redis_restarted_lately, self.keys, client.resolve_cache_ttl, loop)
+        # The run_id of the Redis connected to (``redis_restarted_lately``).
         self.run_id: str | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.disconnects = 0
@@ -177,6 +176,21 @@ class Session(Routing):
             await asyncio.wait_for(self._close_connections(), 2.0)
         except Exception:  # noqa: BLE001
             pass
+
+    async def close_anywhere(self) -> None:
+        """:meth:`aclose` from any thread: here if the session's loop is this one, else on
+        its loop; a session whose loop is gone is only marked closed (nothing can be awaited
+        there; its sockets are left to be collected)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover
+            running = None
+        if self.loop is running:
+            await self.aclose()
+        elif not self.loop.is_closed() and self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.aclose(), self.loop)
+        else:
+            self.closed = True
 
     async def _close_connections(self) -> None:
         await self.path.close()
@@ -292,7 +306,7 @@ class Session(Routing):
             if key != route.requests_key:
                 route.no_fast_lane()
                 continue
-            route = await self.stream_gone(urn, route, deadline)
+            route = await self.routes.stream_gone(urn, route, deadline)
 
     async def replicated(self, durability: Durability, disconnects: int, deadline: float) -> None:
         """Returns once the writes of the writer connection so far (a tell just written) are
@@ -397,6 +411,26 @@ class Session(Routing):
         self.written.clear()
         log.warning("Redis restarted empty (run_id %s): %d asks whose requests it held failed Unavailable",
                     run_id, len(lost))
+
+    async def redis_restarted_lately(self, deadline: float) -> bool:
+        """Whether the Redis answering now is another than the one connected to (its
+        ``run_id``), started less than one lease ago: a URN it does not know may not be
+        registered again yet (``Routing.wait_if_redis_lost_it``)."""
+        info = None
+        for attempt in range(3):  # a pooled connection may still be the one the restart broke
+            try:
+                info = await self.command(deadline, "INFO", "server")
+                break
+            except Unavailable:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.02)  # the watcher looks at Redis meanwhile
+            except ConclibError:
+                return False
+        if info is None:
+            return False
+        run_id, uptime = server_fields(info)
+        return run_id is not None and run_id != self.run_id and uptime is not None and uptime < self.client.lease_ttl + 1
 
     # -- outcome -----------------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ This module holds the client: its settings, its session (``_session``) in this p
 loop, its asks (the hot path of one to a URN it has a route for) and its tells. What a
 request carries is checked and encoded in ``_message``; a request is sent and answered on
 the session in ``_exchange``; the calls off the ask path (topics, reminders, durable
-executions) are the client's base ``OffPathCalls`` (``_client_off_path``).
+executions) are fronts of their modules (``topics``, ``reminders``, ``durable``), which send
+their commands through the client's ``_command`` and ``_write``.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ import weakref
 from typing import Any
 
 from . import codec
+from . import durable as _durable
+from . import reminders as _reminders
+from . import topics as _topics
 from ._holds import Hold, Holds
 from ._outcome import interpret
-from ._client_off_path import OffPathCalls
 from ._contracts import NOTHING
-from ._exchange import exchange_raw, exchange_redispy, send_tell
+from ._exchange import exchange, exchange_raw, send_tell
 from ._message import NIL, Message, Priority, checked_traceparent, priority_high
 from ._message import encode_message as encode_message  # also ``conclib.client.encode_message``
 from ._redispy_path import cancelling
@@ -50,8 +53,10 @@ from .errors import (
     Overloaded,
     Timeout,
     Unavailable,
+    UnknownUrn,
     from_redis_error,
 )
+from .durable import ExecutionInfo, Finished
 from .metrics import AskEvent, AskHook
 from .protocol import (
     DEFAULT_NAMESPACE,
@@ -61,6 +66,8 @@ from .protocol import (
     check_name,
     ttl_ms,
 )
+from .reminders import ReminderInfo
+from .topics import DEFAULT_BUFFER, DEFAULT_GROUP, DEFAULT_MAX_LEN, Subscription
 from .trace import current_traceparent_bytes
 from .url import RedisTarget, parse_url, redact
 
@@ -103,7 +110,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class AsyncClient(OffPathCalls):
+class AsyncClient:
     """Asks and tells actors by URN through Redis (asyncio).
 
     ``url``: see :mod:`conclib.url`. ``namespace``: the key prefix the proxies serve under.
@@ -191,7 +198,7 @@ class AsyncClient(OffPathCalls):
         self._closed = True
         session, self._session = self._session, None
         if session is not None and session.pid == os.getpid():
-            await self._close_session(session)
+            await session.close_anywhere()
 
     @property
     def refused_at_send(self) -> int:
@@ -210,20 +217,6 @@ class AsyncClient(OffPathCalls):
         session, self._session = self._session, None
         if session is not None:
             _ABANDONED.append(session)
-
-    async def _close_session(self, session: Session) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover
-            running = None
-        if session.loop is running:
-            await session.aclose()
-        elif not session.loop.is_closed() and session.loop.is_running():
-            # Its loop runs in another thread: close it there.
-            asyncio.run_coroutine_threadsafe(session.aclose(), session.loop)
-        else:
-            # Its loop is gone: nothing can be awaited there; let the sockets be collected.
-            session.closed = True
 
     def _ready(self) -> Session | None:
         """This process's and loop's session if it is connected (the fast path of ``_current``)."""
@@ -249,7 +242,7 @@ class AsyncClient(OffPathCalls):
             if session.pid != os.getpid():
                 _ABANDONED.append(session)
             else:
-                await self._close_session(session)
+                await session.close_anywhere()
             session = None
         if session is None:
             session = Session(self, loop)
@@ -338,7 +331,7 @@ class AsyncClient(OffPathCalls):
                 and session.loop is _running_loop() and not session.down
             ):
                 raw = session.raw
-                route = session.cache.get(urn)
+                route = session.routes.cache.get(urn)
             if session is not None and raw is not None and route is not None and route.until > started:
                 disconnects = session.disconnects
                 request_id, waiter = raw.submit(route, urn, name, body, high, tp, deadline, timeout)
@@ -370,7 +363,7 @@ class AsyncClient(OffPathCalls):
                 self._holds.refused(urn, e, time.monotonic())
             if isinstance(e, Timeout) and self._session is not None:
                 # Its system shut down meanwhile (it restarts or is being replaced): retryable.
-                departed = await self._session.unavailable_if_departed(e, urn)
+                departed = await self._session.routes.unavailable_if_departed(e, urn)
                 if departed is not e:
                     label = departed.label
                     raise departed from None
@@ -406,18 +399,7 @@ class AsyncClient(OffPathCalls):
                 session = await asyncio.wait_for(self._current(), max(deadline - time.monotonic(), 0.0))
             except asyncio.TimeoutError:
                 raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
-        disconnects = session.disconnects
-        route = session.cache.get(urn)
-        if route is None or route.until <= time.monotonic():
-            try:
-                route = await session.resolve(urn, deadline, False)
-            except ConclibError as e:
-                raise session.at_deadline(e, timeout, disconnects) from None
-        if session.raw is not None:
-            return await exchange_raw(
-                session, session.raw, route, urn, name, body, timeout, high, tp, deadline, disconnects
-            )
-        return await exchange_redispy(session, route, urn, name, body, timeout, high, tp, deadline, disconnects)
+        return await exchange(session, urn, name, body, timeout, high, tp, deadline)
 
     async def tell(
         self,
@@ -455,6 +437,107 @@ class AsyncClient(OffPathCalls):
             except asyncio.TimeoutError:
                 raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
         await send_tell(session, urn, name, body, high, tp, ttl_ms(self.tell_ttl), self.durability, deadline, timeout)
+
+    # -- topics (conclib.topics), lookups, single commands -----------------------------------
+
+    async def publish(self, topic: str, event: Any, *, durable: bool = False,
+                      max_len: int = DEFAULT_MAX_LEN) -> None:
+        """Publishes ``event`` (MessagePack) to ``topic`` and returns once Redis took it: to
+        the live topic's subscribers connected now, or (``durable=True``) to every subscriber
+        group of the durable topic, which keeps about its last ``max_len`` events. See
+        :mod:`conclib.topics`. Raises ``CodecError``, ``TooLarge``, ``Unavailable``,
+        ``RedisError``, ``ConfigError`` (a bad topic name)."""
+        await _topics.publish(self, topic, event, durable=durable, max_len=max_len)
+
+    async def subscribe(self, topic: str, *, durable: bool = False, group: str = DEFAULT_GROUP,
+                        consumer: str | None = None, buffer: int = DEFAULT_BUFFER,
+                        from_start: bool = False, claim_idle: float = 30.0) -> Subscription:
+        """Subscribes to ``topic`` and returns the :class:`~conclib.topics.Subscription`
+        (``async for event in subscription``) once events published from now on reach it.
+        ``durable``: a durable topic, read as one subscriber of ``group`` named ``consumer``
+        (default: a random name; the same name again resumes with what it had not finished);
+        ``from_start``: a group new to the topic starts with the oldest event kept;
+        ``claim_idle``: seconds after which events another subscriber of the group took and
+        did not finish are taken over. ``buffer``: events held, received and not yet taken
+        (a live subscription drops what does not fit, counted). See :mod:`conclib.topics`."""
+        await self._current()
+        subscription = Subscription(self, topic, durable=durable, group=group, consumer=consumer,
+                                    buffer=buffer, from_start=from_start, claim_idle=claim_idle)
+        return await subscription.start()
+
+    async def resolve(self, urn: str) -> str | None:
+        """Which system serves this URN now, if any (asks Redis, not the cache): the id in
+        its URN key, else in its pattern key (a group id, ``~user:*``). Raises ``Timeout``
+        (its ``timeout`` the client's ``command_timeout``) if Redis does not answer within
+        ``command_timeout``."""
+        session = await self._current()
+        deadline = time.monotonic() + self.command_timeout
+        try:
+            route = await session.routes.resolve(urn, deadline, True, wait_for_successor=False)
+        except UnknownUrn:
+            return None
+        except Timeout:
+            raise Timeout(self.command_timeout, f"looking up {urn}") from None
+        return route.system
+
+    async def _command(self, *args: Any) -> Any:
+        """One Redis command off the ask path (reminders, publishing), bounded by
+        ``command_timeout``."""
+        session = await self._current()
+        return await session.command(time.monotonic() + self.command_timeout, *args)
+
+    async def _write(self, *args: Any) -> Any:
+        """One write that must survive a promotion at the client's ``durability`` (reminder
+        registrations and cancellations): ``WAIT`` after it on the same connection."""
+        session = await self._current()
+        return await session.command_replicated(time.monotonic() + self.command_timeout, self.durability, *args)
+
+    # -- reminders (conclib.reminders) -------------------------------------------------------
+
+    async def register_reminder(
+        self,
+        urn: str,
+        name: str,
+        *,
+        after: float | None = None,
+        at: float | None = None,
+        every: float | None = None,
+        payload: Any = _NOTHING,
+    ) -> int:
+        """Registers a durable reminder for ``urn``: see :func:`conclib.reminders.register`."""
+        if payload is _NOTHING:
+            return await _reminders.register(self, urn, name, after=after, at=at, every=every)
+        return await _reminders.register(self, urn, name, after=after, at=at, every=every, payload=payload)
+
+    async def cancel_reminder(self, urn: str, name: str) -> bool:
+        """Cancels ``urn``'s reminder ``name``: see :func:`conclib.reminders.cancel`."""
+        return await _reminders.cancel(self, urn, name)
+
+    async def list_reminders(self, urn: str) -> list[ReminderInfo]:
+        """``urn``'s reminders (:class:`conclib.reminders.ReminderInfo`), sorted by name."""
+        return await _reminders.list_reminders(self, urn)
+
+    # -- durable executions (conclib.durable) ------------------------------------------------
+
+    async def execution_result(self, urn: str, key: str) -> Finished | None:
+        """Durable execution ``key`` of ``urn``: its :class:`~conclib.durable.Finished`
+        result, or ``None`` while it has none. See :mod:`conclib.durable`."""
+        return await _durable.result(self, urn, key)
+
+    async def wait_execution(self, urn: str, key: str, *, timeout: float | None = None) -> Any:
+        """Durable execution ``key`` of ``urn``'s result once it finished (``Timeout`` after
+        ``timeout``, default the client's). See :func:`conclib.durable.wait_result`."""
+        return await _durable.wait_result(lambda: self.execution_result(urn, key),
+                                          self.timeout if timeout is None else float(timeout))
+
+    async def resolve_promise(self, urn: str, key: str, name: str, value: Any) -> bool:
+        """Resolves promise ``name`` of durable execution ``key`` of ``urn``; ``False`` if
+        it was resolved already. See :func:`conclib.durable.resolve_promise`."""
+        return await _durable.resolve_promise(self, urn, key, name, value)
+
+    async def list_executions(self, urn: str) -> list[ExecutionInfo]:
+        """The durable executions ``urn``'s journal holds (:class:`~conclib.durable.ExecutionInfo`)."""
+        return await _durable.list_executions(self, urn)
 
 
 async def connect(url: str = DEFAULT_URL, **options: Any) -> AsyncClient:

@@ -35,7 +35,7 @@ peers (each writes its count in the pattern's directory).
 
 This module holds the host's registration, its life (its lease, its lanes, start and stop)
 and its upkeep; what it does with each request it reads (the fence, dispatch, activation,
-passivation) is its base ``Serving`` (``_host_serving.py``), and its settings
+passivation) is its ``Serving`` (``_host_serving.py``), made at start, and its settings
 ``HostConfig`` are in ``_host_config.py``.
 """
 
@@ -57,7 +57,6 @@ from ._host_mailbox import Mailbox
 from ._host_placement import PLACEMENTS
 from ._host_patterns import Pattern, parse_pattern
 from ._host_reminders import ReminderPoller, ReminderPollerOptions
-from ._host_request import Request
 from ._host_serving import RUST_ACTIVATION_URN_TTL as RUST_ACTIVATION_URN_TTL  # also ``conclib.host``'s
 from ._host_serving import Served, Serving
 from ._host_store import Fenced, StateStore
@@ -82,7 +81,7 @@ HOST_COMMAND_S = 5.0
 LOOK_AT_MOST = 0.1
 
 
-class ActorHost(Serving):
+class ActorHost:
     """Serves Python actors on the Redis at ``url``.
 
     ::
@@ -109,19 +108,17 @@ class ActorHost(Serving):
         self._shared: list[str] = []
         self._conflicts: dict[str, str] = {}
         self._urn_keys: UrnKeys | None = None
-        self._activating: dict[str, list[tuple[Lane, Request, HandlerSpec, Any]]] = {}
+        # Dispatch, activation, passivation: made at start.
+        self._serving: Serving | None = None
         self._lanes: list[Lane] = []
         self._group_lanes: dict[str, Lane] = {}
         self._member_leases: list[Lease] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
-        self._clock_offset_ms = 0.0
         self.redis: Any = None
         self._lane_redis: Any = None
         self.lease: Lease | None = None
         self.scripts: Scripts | None = None
-        self.activations_made = 0
         self.client: AsyncClient | None = None
         self.subscriptions: list[ActorSubscription] = []
         self.reminder_poller: ReminderPoller | None = None
@@ -207,7 +204,6 @@ class ActorHost(Serving):
         # durability: an actor's reminder registrations, tells and durable publishes must
         # survive a promotion as its state does.
         self.client = AsyncClient(self.url, namespace=cfg.namespace, durability=cfg.durability)
-        await self._sync_clock()
         # The record lives longer than any URN key of this host may after it (all live
         # `urn_ttl`): one that expired means the lapse outlived every key.
         record = (self.keys.given(self.system), cfg.urn_ttl + cfg.lease_ttl)
@@ -216,14 +212,20 @@ class ActorHost(Serving):
         await self.lease.acquire()
         self._urn_keys = UrnKeys(self.scripts, self.keys, self.system, cfg.urn_ttl, self._fixed, self._shared,
                                  self._conflicts, self._patterns)
+        serving = self._serving = Serving(
+            cfg, self.keys, self.system, self.redis, self.scripts, self.lease, self._urn_keys,
+            fixed=self._fixed, patterns=self._patterns, conflicts=self._conflicts, lanes=self._lanes,
+            group_lanes=self._group_lanes, adopt=self._adopt,
+        )
+        await serving.sync_clock()
         system_lane = self._lane([self.keys.requests(self.system)], "proxy", trims=True, name=self.system)
         await system_lane.ensure_groups(int(cfg.queue_ttl * 1000))
         self._lanes.append(system_lane)
         for urn, (make, handlers) in self._fixed_spec.items():
             actor = make(urn)
             actor.urn = actor.id = urn
-            actor._host = self  # type: ignore[attr-defined]
-            self._fixed[urn] = Served(Mailbox(actor, self, cfg.max_payload), handlers)
+            self._adopt(actor)
+            self._fixed[urn] = Served(Mailbox(actor, serving, cfg.max_payload), handlers)
         for urn in self._shared:
             group = f"~{urn}"
             member = Lease(self.redis, self.scripts, self.keys.member(group, self.system), cfg.lease_ttl,
@@ -249,13 +251,13 @@ class ActorHost(Serving):
             got = await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
             if got != 1:
                 raise RuntimeError(f"pattern {p.prefix} is held by {got!r}, not its group")
-            await self._report(p)
+            await serving.report(p)
             self._group_lanes[p.group] = lane
             self._lanes.append(lane)
         for lane in self._lanes:
             lane.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._upkeep()), loop.create_task(self._passivator())]
+        self._tasks = [loop.create_task(self._upkeep()), loop.create_task(serving.passivator())]
         for sub in self.subscriptions:
             ready: asyncio.Future[None] = loop.create_future()
             sub.task = loop.create_task(sub.run(self.client, ready))
@@ -287,9 +289,10 @@ class ActorHost(Serving):
             lane.halt()
         for s in self._fixed.values():
             await self._drained(s.mailbox)
-        for p in self._patterns:
-            for urn in list(p.live):
-                await self._passivate(p, urn)
+        if self._serving is not None:
+            for p in self._patterns:
+                for urn in list(p.live):
+                    await self._serving.passivate(p, urn)
         for lane in self._lanes:
             await lane.stop()
         if self.lease is not None and not self.lease.lost:
@@ -312,10 +315,23 @@ class ActorHost(Serving):
         while mailbox.busy() and time.monotonic() < end:
             await asyncio.sleep(0.01)
 
+    def _adopt(self, actor: Actor) -> None:
+        """Makes ``actor`` this host's: its store and its client (``Actor.store``,
+        ``Actor.client``) are the host's."""
+        actor._host = self  # type: ignore[attr-defined]
+
+    def new_store(self, urn: str) -> StateStore:
+        """The fenced state store of ``urn``'s activation here (``Actor.store``); a fixed
+        URN's actor has none (``RuntimeError``), as in Rust."""
+        if self._serving is None:
+            raise RuntimeError(f"{urn}: the host is not started")
+        return self._serving.new_store(urn)
+
     def _lane(self, keys: list[str], consumer: str, *, trims: bool, name: str) -> Lane:
         cfg = self.config
+        assert self._serving is not None
         return Lane(
-            self._lane_redis, self.scripts, keys, consumer, self._dispatch,
+            self._lane_redis, self.scripts, keys, consumer, self._serving.dispatch,
             batch=cfg.batch, max_in_flight=cfg.max_in_flight, reply_ttl_ms=int(cfg.reply_ttl * 1000),
             trims=trims, name=name,
             # A group's lane is woken by a member that placed a request here only at its
@@ -323,18 +339,13 @@ class ActorHost(Serving):
             block_ms=1000 if trims else 100,
         )
 
-    # Upkeep: leases, URN keys, the directory, the clock, gone members (``_report``: the
-    # directory's count, in ``_host_serving``).
-
-    async def _sync_clock(self) -> None:
-        before = time.time()
-        sec, usec = await self.redis.time()
-        after = time.time()
-        self._clock_offset_ms = (sec * 1000 + usec / 1000) - (before + after) * 500
+    # Upkeep: leases, URN keys, the directory, the clock, gone members (the directory's
+    # count and the clock are the serving's, ``_host_serving``).
 
     async def _upkeep(self) -> None:
         assert self.lease is not None and self.scripts is not None and self._urn_keys is not None
-        urn_keys = self._urn_keys
+        assert self._serving is not None
+        urn_keys, serving = self._urn_keys, self._serving
         cfg = self.config
         # Gone members looked for every eighth of the lease, 100 ms at most, as the Rust
         # members (``scale/group.rs``, ``LOOK_AT_MOST``): a death on this host is seen at
@@ -357,14 +368,14 @@ class ActorHost(Serving):
                         await m.renew()
                     for p in self._patterns:
                         await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
-                        await self._report(p)
+                        await serving.report(p)
                     # Those another system held, at every renewal (the others with their TTL).
                     await urn_keys.claim_fixed(set(self._conflicts))
                     for lane in self._lanes:
                         await self.redis.pexpire(lane.keys[-1], int(cfg.queue_ttl * 1000))
                         if self.lease.fresh() and (lane.left or await more_pending(self.redis, lane)):
                             lane.reread = True
-                    await self._sync_clock()
+                    await serving.sync_clock()
                 if urn_keys.due():
                     await urn_keys.renew()
                 for lane in self._group_lanes.values():
