@@ -100,17 +100,17 @@ def test_a_route_cached_to_a_closed_stream_follows_the_urn(redis: RedisServer) -
 
             def plant(urn: str) -> None:
                 gone = session.keys.requests("drained")
-                session.cache[urn] = dataclasses.replace(
-                    session.cache[urn], system="drained", requests_key=gone, packed_key=bulk(gone)
+                session.routes.cache[urn] = dataclasses.replace(
+                    session.routes.cache[urn], system="drained", requests_key=gone, packed_key=bulk(gone)
                 )
 
             for urn in URNS:
                 plant(urn)
                 assert await client.ask(urn, "Get", None, timeout=5) is not None
-                assert session.cache[urn].system == "serving"
+                assert session.routes.cache[urn].system == "serving"
             plant("py:counter")
             await client.tell("py:counter", "Record", 7)
-            assert session.cache["py:counter"].system == "serving"
+            assert session.routes.cache["py:counter"].system == "serving"
 
     try:
         run(main(), timeout=30)

@@ -2,7 +2,7 @@
 fixed URNs' keys (naming the system, or a group's ``~{urn}``) and its activations', claimed
 with the protocol's ``CLAIM_MANY_SCRIPT`` in batches and renewed together every third of
 their TTL. After a lapse of the lease in Redis the host claims again those it may have lost
-(``ActorHost._reclaim``): every one when the system's record of URN keys given away was not
+(``UrnKeys.reclaim``, from the host's ``recheck``): every one when the system's record of URN keys given away was not
 whole (``_host_lease``), else only those the record names, and every one only when their
 renewal is due anyway (as the Rust ``Which::DueAnd``: a key that is not due cannot have
 expired, and nothing else takes a key that lives; the host renews its keys together, so

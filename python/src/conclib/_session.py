@@ -1,10 +1,12 @@
 """One client's session: its connections, reply list and reader in one process and event
 loop (``AsyncClient`` makes a new one after a fork or on another loop).
 
-The session resolves URNs (cached), appends requests through its path (``RawPath`` on one
-server, ``RedisPyPath`` for Sentinel and Cluster), hands reply frames to their asks by
-request id, and watches for Redis restarts: after a lost connection it identifies Redis
-again, and a Redis that came back empty fails the asks whose requests it held.
+The session sends commands bounded by their deadlines, appends requests through its path
+(``RawPath`` on one server, ``RedisPyPath`` for Sentinel and Cluster), hands reply frames to
+their asks by request id, and watches for Redis restarts: after a lost connection it
+identifies Redis again, and a Redis that came back empty fails the asks whose requests it
+held. Where a URN's requests go is its ``routes`` (``Routing``, ``_routing``: the route cache
+and the lookups, sent as the session's commands).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._contracts import ClientSettings, Route
-from ._raw import bulk, pack
+from ._raw import pack
 from ._raw_path import RawPath
 from ._redispy_path import RedisPyPath
+from ._routing import Routing
 from .durability import Durability, WaitGate
 from .errors import (
     Closed,
@@ -29,12 +32,11 @@ from .errors import (
     ProtocolError,
     Timeout,
     Unavailable,
-    UnknownUrn,
     fail,
     from_redis_error,
     is_connection_error,
 )
-from .protocol import REPLY_HEADER_LEN, Status, pattern_prefix, valid_urn
+from .protocol import REPLY_HEADER_LEN, Status
 from ._info import redis_identity, server_fields, topology_warning
 from .url import build_client, close_client, redact
 
@@ -91,13 +93,11 @@ class Session:
         self.reply_key = self.keys.reply(secrets.token_hex(16))
         self.blmpop_args: tuple[Any, ...] = (REPLY_BLOCK_SECS, 1, self.reply_key, "LEFT", "COUNT", REPLY_BATCH)
         blmpop = pack("BLMPOP", *self.blmpop_args)
-        self.resolving: dict[str, asyncio.Future[Route]] = {}
         self.pending: dict[int, asyncio.Future[Any]] = {}
         self.next_id = 1
-        self.cache: dict[str, Route] = {}
-        self.known: set[str] = set()
-        # URN -> whether its system departed, being read (``unavailable_if_departed``).
-        self.departed_checks: dict[str, asyncio.Future[bool]] = {}
+        # Where each URN's requests go: the route cache and its lookups.
+        self.routes = Routing(self.command, self.redis_restarted_lately, self.keys, client.resolve_cache_ttl, loop)
+        # The run_id of the Redis connected to (``redis_restarted_lately``).
         self.run_id: str | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.disconnects = 0
@@ -177,174 +177,26 @@ class Session:
         except Exception:  # noqa: BLE001
             pass
 
+    async def close_anywhere(self) -> None:
+        """:meth:`aclose` from any thread: here if the session's loop is this one, else on
+        its loop; a session whose loop is gone is only marked closed (nothing can be awaited
+        there; its sockets are left to be collected)."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover
+            running = None
+        if self.loop is running:
+            await self.aclose()
+        elif not self.loop.is_closed() and self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.aclose(), self.loop)
+        else:
+            self.closed = True
+
     async def _close_connections(self) -> None:
         await self.path.close()
         await close_client(self.redis)
 
-    # -- resolving ---------------------------------------------------------------------------
-
-    def forget(self, urn: str) -> None:
-        self.cache.pop(urn, None)
-
-    async def resolve(self, urn: str, deadline: float, fresh: bool, wait_for_successor: bool = True) -> Route:
-        """The system serving ``urn`` and its request stream, from the cache unless ``fresh``:
-        ``GET {ns}:urn:{urn}``, else (nil) ``GET {ns}:pattern:{prefix}`` for a URN with a
-        pattern prefix (its value, a group id such as ``~user:*``, is used as a system id)."""
-        now = time.monotonic()
-        if not fresh:
-            cached = self.cache.get(urn)
-            if cached is not None and cached.until > now:
-                return cached
-        if not valid_urn(urn):
-            raise UnknownUrn(urn, "not a valid URN")
-        if not wait_for_successor:
-            # Its answer (``UnknownUrn`` for a departed URN) is not one to share with asks.
-            return await self._lookup(urn, deadline, False)
-        # Concurrent lookups of one URN share one GET.
-        shared = self.resolving.get(urn)
-        if shared is not None and not fresh:
-            left = deadline - time.monotonic()
-            try:
-                return await asyncio.wait_for(asyncio.shield(shared), max(left, 0.0))
-            except (Timeout, Unavailable):
-                # First: ``Timeout`` is an ``asyncio.TimeoutError`` too (3.11). The shared
-                # lookup gave up at its own asker's deadline (a shorter one), not ours:
-                # look up ourselves.
-                if time.monotonic() >= deadline:
-                    raise
-            except asyncio.TimeoutError:
-                raise Timeout(0) from None
-        lookup: asyncio.Future[Route] = self.loop.create_future()
-        self.resolving[urn] = lookup
-        try:
-            route = await self._lookup(urn, deadline, wait_for_successor)
-        except BaseException as e:
-            fail(lookup, e if isinstance(e, Exception) else Closed())
-            raise
-        else:
-            if not lookup.done():
-                lookup.set_result(route)
-            return route
-        finally:
-            if self.resolving.get(urn) is lookup:
-                del self.resolving[urn]
-
-    async def _lookup(self, urn: str, deadline: float, wait_for_successor: bool = True) -> Route:
-        prefix = pattern_prefix(urn)
-        while True:
-            value = await self.command(deadline, "GET", self.keys.urn(urn))
-            if value is None and prefix is not None:
-                # No actor registered under the URN: the group activating its pattern, if
-                # any, is sent to like a system.
-                value = await self.command(deadline, "GET", self.keys.pattern(prefix))
-            if value is not None:
-                break
-            self.forget(urn)
-            # ``client.resolve`` answers "who serves it now": it does not wait.
-            if wait_for_successor and await self.departed(urn, deadline):
-                await self.wait_for_successor(urn, deadline)
-                continue
-            await self.wait_if_redis_lost_it(urn, deadline)
-        route = self.route_to(value)
-        if len(self.cache) > 100_000:
-            now = time.monotonic()
-            self.cache = {k: r for k, r in self.cache.items() if r.until > now}
-        self.cache[urn] = route
-        if len(self.known) >= 100_000:
-            self.known.clear()
-        self.known.add(urn)
-        return route
-
-    def route_to(self, value: Any) -> Route:
-        """The route to the system (or group) named ``value``, as a URN or pattern key holds it."""
-        system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        key = self.keys.requests(system)
-        route = Route(system, key, time.monotonic() + self.client.resolve_cache_ttl, bulk(key))
-        if system.startswith("~"):
-            fast = self.keys.fast_requests(system)
-            route.fast_key, route.packed_fast = fast, bulk(fast)
-        return route
-
-    async def departed(self, urn: str, deadline: float) -> bool:
-        """Whether the system that served ``urn`` (or activated its pattern) shut down
-        gracefully within its grace period (``{ns}:departed:urn:{urn}``,
-        ``{ns}:departed:pattern:{prefix}``): read only when no owner was found, as the Rust
-        client does."""
-        if await self.command(deadline, "GET", self.keys.departed_urn(urn)) is not None:
-            return True
-        prefix = pattern_prefix(urn)
-        return prefix is not None and await self.command(deadline, "GET", self.keys.departed_pattern(prefix)) is not None
-
-    async def departed_within(self, urn: str, budget: float) -> bool:
-        """:meth:`departed`, given up ``budget`` after its read is sent: not after it was
-        scheduled, which on a busy event loop (64 asks timing out at once) can take that long
-        by itself, and the asks waiting for it would end ``Timeout``."""
-        return await self.departed(urn, time.monotonic() + budget)
-
-    async def wait_for_successor(self, urn: str, deadline: float) -> None:
-        """Pause before looking for a departed URN's successor again, or ``Unavailable``
-        when the deadline comes first."""
-        wait = 0.025
-        if time.monotonic() + wait >= deadline:
-            raise Unavailable(
-                f"the system serving {urn} shut down moments ago and no successor serves it yet "
-                "(it restarts or is being replaced): try again"
-            )
-        await asyncio.sleep(wait)
-
-    async def unavailable_if_departed(self, e: ConclibError, urn: str) -> ConclibError:
-        """An ask's ``Timeout``, or ``Unavailable`` when the system its URN was routed to
-        shut down meanwhile (its request waits for the successor, which may still handle
-        it). Looked up only on a timeout, given up 50 ms after the read is sent (one read
-        shared by the asks timing out within half a second)."""
-        if not isinstance(e, Timeout):
-            return e
-        try:
-            # A burst of asks timing out together reads the marker once.
-            checking = self.departed_checks.get(urn)
-            if checking is None:
-                checking = asyncio.ensure_future(self.departed_within(urn, 0.05))
-                self.departed_checks[urn] = checking
-                # Its answer serves the asks timing out within the next half second too.
-                checking.add_done_callback(
-                    lambda _f: self.loop.call_later(0.5, self.departed_checks.pop, urn, None)
-                )
-            if await asyncio.shield(checking):
-                return Unavailable(
-                    f"no answer in time: the system serving {urn} shut down meanwhile (it restarts "
-                    "or is being replaced; its successor may still handle the request)"
-                )
-        except ConclibError:
-            pass
-        return e
-
-    async def wait_if_redis_lost_it(self, urn: str, deadline: float) -> None:
-        """Redis does not know ``urn`` (or its system's stream). That is ``UnknownUrn``,
-        unless Redis restarted less than one lease ago and this client knew the URN: then
-        wait a little (return: look again) until the deadline, then ``Unavailable``."""
-        if urn not in self.known or not await self.redis_restarted_within(self.client.lease_ttl, deadline):
-            raise UnknownUrn(urn)
-        wait = 0.025
-        if time.monotonic() + wait >= deadline:
-            raise Unavailable(f"Redis restarted moments ago and {urn} is not registered again yet")
-        await asyncio.sleep(wait)
-
-    async def redis_restarted_within(self, window: float, deadline: float) -> bool:
-        info = None
-        for attempt in range(3):  # a pooled connection may still be the one the restart broke
-            try:
-                info = await self.command(deadline, "INFO", "server")
-                break
-            except Unavailable:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.02)  # the watcher looks at Redis meanwhile
-            except ConclibError:
-                return False
-        if info is None:
-            return False
-        run_id, uptime = server_fields(info)
-        return run_id is not None and run_id != self.run_id and uptime is not None and uptime < window + 1
+    # -- commands ----------------------------------------------------------------------------
 
     async def command(self, deadline: float, *args: Any) -> Any:
         """One command, given up at the deadline (``Timeout``; the caller turns it into
@@ -417,6 +269,7 @@ class Session:
             if is_connection_error(e):
                 self.link_lost()
             raise from_redis_error(e) from e
+
     # -- sending -----------------------------------------------------------------------------
 
     async def send(
@@ -453,32 +306,7 @@ class Session:
             if key != route.requests_key:
                 route.no_fast_lane()
                 continue
-            route = await self.stream_gone(urn, route, deadline)
-
-    async def stream_gone(self, urn: str, route: Route, deadline: float) -> Route:
-        """A request found ``route``'s stream missing (NOMKSTREAM): the URN's route now, or
-        why not, as the Rust client's ``resolve_again``. Looked up first: a drained member
-        hands its URNs to others before it closes its stream, so a route cached before that
-        leads elsewhere now. Still that system's (or nobody's): it is gone, and the URN is
-        unknown, unless the system departed (its successor is waited for) or Redis lost its
-        data moments ago. A pattern's URN whose key still names that system (one handed to a
-        member that drained before it was asked there) goes to the pattern's group, not
-        cached: its members free such a key and activate the URN."""
-        self.forget(urn)
-        fresh = await self.resolve(urn, deadline, True)
-        if fresh.system != route.system:
-            return fresh
-        self.forget(urn)
-        # A departed system's URN is looked up until its successor or the deadline.
-        if await self.departed(urn, deadline):
-            await self.wait_for_successor(urn, deadline)
-        else:
-            prefix = pattern_prefix(urn)
-            group = None if prefix is None else await self.command(deadline, "GET", self.keys.pattern(prefix))
-            if group is not None:
-                return self.route_to(group)
-            await self.wait_if_redis_lost_it(urn, deadline)
-        return await self.resolve(urn, deadline, True)
+            route = await self.routes.stream_gone(urn, route, deadline)
 
     async def replicated(self, durability: Durability, disconnects: int, deadline: float) -> None:
         """Returns once the writes of the writer connection so far (a tell just written) are
@@ -584,6 +412,26 @@ class Session:
         log.warning("Redis restarted empty (run_id %s): %d asks whose requests it held failed Unavailable",
                     run_id, len(lost))
 
+    async def redis_restarted_lately(self, deadline: float) -> bool:
+        """Whether the Redis answering now is another than the one connected to (its
+        ``run_id``), started less than one lease ago: a URN it does not know may not be
+        registered again yet (``Routing.wait_if_redis_lost_it``)."""
+        info = None
+        for attempt in range(3):  # a pooled connection may still be the one the restart broke
+            try:
+                info = await self.command(deadline, "INFO", "server")
+                break
+            except Unavailable:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.02)  # the watcher looks at Redis meanwhile
+            except ConclibError:
+                return False
+        if info is None:
+            return False
+        run_id, uptime = server_fields(info)
+        return run_id is not None and run_id != self.run_id and uptime is not None and uptime < self.client.lease_ttl + 1
+
     # -- outcome -----------------------------------------------------------------------------
 
     def timed_out(self, timeout: float, disconnects: int) -> ConclibError:
@@ -602,16 +450,3 @@ class Session:
         reached its deadline after a loss does (the README's restart rules)."""
         if status == Status.TIMEOUT and self.disconnects != disconnects:
             raise self.timed_out(timeout, disconnects)
-
-    async def moved(self, urn: str, route: Route, deadline: float) -> Route | None:
-        """A ``NOT_OWNER`` or ``UNKNOWN_URN`` answer: the URN may have moved to another
-        system since it was resolved. Resolves it again (URN key, then pattern key): the new
-        route if it leads elsewhere now (send once more), else ``None``."""
-        self.forget(urn)
-        try:
-            fresh = await self.resolve(urn, deadline, True)
-        except Unavailable:
-            raise  # its system departed and no successor came in time: restarting, not unknown
-        except ConclibError:
-            return None
-        return fresh if fresh.system != route.system else None

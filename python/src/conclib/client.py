@@ -14,6 +14,13 @@ event loop that made them. After ``os.fork()`` (gunicorn ``--preload``, uvicorn/
 workers) the child never touches them (not even to close them: that could unregister the
 parent's sockets from an epoll set both share); its first call connects anew, with a reply
 list of its own. The same happens when the client is used from another event loop.
+
+This module holds the client: its settings, its session (``_session``) in this process and
+loop, its asks (the hot path of one to a URN it has a route for) and its tells. What a
+request carries is checked and encoded in ``_message``; a request is sent and answered on
+the session in ``_exchange``; the calls off the ask path (topics, reminders, durable
+executions) are fronts of their modules (``topics``, ``reminders``, ``durable``), which send
+their commands through the client's ``_command`` and ``_write``.
 """
 
 from __future__ import annotations
@@ -23,16 +30,20 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from . import codec
+from . import durable as _durable
+from . import reminders as _reminders
+from . import topics as _topics
 from ._holds import Hold, Holds
 from ._outcome import interpret
-from ._raw_path import EXPIRED, GONE, RawPath
-from ._redispy_path import RedisPyPath, cancelling
-from ._contracts import NOTHING, Route
-from ._session import Session, until
+from ._contracts import NOTHING
+from ._exchange import exchange, exchange_raw, send_tell
+from ._message import NIL, Message, Priority, checked_traceparent, priority_high
+from ._message import encode_message as encode_message  # also ``conclib.client.encode_message``
+from ._redispy_path import cancelling
+from ._session import Session
 from .durability import Durability
 from .errors import (
     Closed,
@@ -41,11 +52,11 @@ from .errors import (
     ConfigError,
     Overloaded,
     Timeout,
-    TooLarge,
     Unavailable,
     UnknownUrn,
     from_redis_error,
 )
+from .durable import ExecutionInfo, Finished
 from .metrics import AskEvent, AskHook
 from .protocol import (
     DEFAULT_NAMESPACE,
@@ -53,16 +64,11 @@ from .protocol import (
     Keys,
     Status,
     check_name,
-    request_fields,
     ttl_ms,
 )
-from . import durable as _durable
-from . import reminders as _reminders
-from . import topics as _topics
-from .durable import ExecutionInfo, Finished
 from .reminders import ReminderInfo
 from .topics import DEFAULT_BUFFER, DEFAULT_GROUP, DEFAULT_MAX_LEN, Subscription
-from .trace import current_traceparent, current_traceparent_bytes, valid_traceparent
+from .trace import current_traceparent_bytes
 from .url import RedisTarget, parse_url, redact
 
 __all__ = ["DEFAULT_URL", "AsyncClient", "Message", "Priority", "connect"]
@@ -72,24 +78,9 @@ log = logging.getLogger("conclib")
 DEFAULT_URL = "redis://127.0.0.1:6379"
 """The URL when none is given (as ``ProxyConfig``'s)."""
 
-Priority = Literal["normal", "high"]
-"""The actor's mailbox lane: ``high`` overtakes its queued normal messages."""
-
-
-class Message(Protocol):
-    """A typed message: any object whose class names its wire name.
-
-    Dataclasses are encoded as maps of their fields; define ``__conclib_encode__`` for any
-    other shape (a Rust newtype struct is its bare value, a tuple struct a list).
-    """
-
-    __conclib_name__: str
-
-
 _NOTHING: Any = NOTHING
-_NIL = b"\xc0"  # MessagePack's nil
 
-# Reply statuses ``ask``'s hot path leaves to ``_exchange_raw``: a URN that may have moved
+# Reply statuses ``ask``'s hot path leaves to ``exchange_raw``: a URN that may have moved
 # (resolved again), and the proxy's deadline answer (judged against lost connections).
 _JUDGED = frozenset({int(Status.UNKNOWN_URN), int(Status.NOT_OWNER), int(Status.TIMEOUT)})
 _OK = int(Status.OK)
@@ -207,7 +198,7 @@ class AsyncClient:
         self._closed = True
         session, self._session = self._session, None
         if session is not None and session.pid == os.getpid():
-            await self._close_session(session)
+            await session.close_anywhere()
 
     @property
     def refused_at_send(self) -> int:
@@ -226,20 +217,6 @@ class AsyncClient:
         session, self._session = self._session, None
         if session is not None:
             _ABANDONED.append(session)
-
-    async def _close_session(self, session: Session) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover
-            running = None
-        if session.loop is running:
-            await session.aclose()
-        elif not session.loop.is_closed() and session.loop.is_running():
-            # Its loop runs in another thread: close it there.
-            asyncio.run_coroutine_threadsafe(session.aclose(), session.loop)
-        else:
-            # Its loop is gone: nothing can be awaited there; let the sockets be collected.
-            session.closed = True
 
     def _ready(self) -> Session | None:
         """This process's and loop's session if it is connected (the fast path of ``_current``)."""
@@ -265,7 +242,7 @@ class AsyncClient:
             if session.pid != os.getpid():
                 _ABANDONED.append(session)
             else:
-                await self._close_session(session)
+                await session.close_anywhere()
             session = None
         if session is None:
             session = Session(self, loop)
@@ -329,12 +306,12 @@ class AsyncClient:
                 timeout = float(timeout)
                 if not timeout > 0:
                     raise ValueError(f"timeout must be positive, got {timeout!r}")
-            high = False if priority == "normal" else _priority(priority)
+            high = False if priority == "normal" else priority_high(priority)
             if payload is _NOTHING and type(message) is str:
-                body = _NIL  # a unit message by its wire name: nothing to encode
+                body = NIL  # a unit message by its wire name: nothing to encode
             else:
                 name, body = encode_message(message, payload, self.max_payload)
-            tp = current_traceparent_bytes() if traceparent is None else _traceparent(traceparent).encode()
+            tp = current_traceparent_bytes() if traceparent is None else checked_traceparent(traceparent).encode()
             deadline = started + timeout
             if self._holds.any:
                 # A URN this client holds full is refused here, as its proxy would.
@@ -354,7 +331,7 @@ class AsyncClient:
                 and session.loop is _running_loop() and not session.down
             ):
                 raw = session.raw
-                route = session.cache.get(urn)
+                route = session.routes.cache.get(urn)
             if session is not None and raw is not None and route is not None and route.until > started:
                 disconnects = session.disconnects
                 request_id, waiter = raw.submit(route, urn, name, body, high, tp, deadline, timeout)
@@ -365,7 +342,7 @@ class AsyncClient:
                 finally:
                     session.pending.pop(request_id, None)
                     session.written.discard(request_id)
-                # Anything but an answer to interpret as it is goes on in ``_exchange_raw``.
+                # Anything but an answer to interpret as it is goes on in ``exchange_raw``.
                 if type(frame) is bytes:
                     status = frame[8]
                     if status == _OK:
@@ -375,7 +352,7 @@ class AsyncClient:
                             raise CodecError(f"cannot decode the response: {e}") from None
                     if status not in _JUDGED:
                         return interpret(urn, name, timeout, status, frame[REPLY_HEADER_LEN:])
-                status, reply = await self._exchange_raw(
+                status, reply = await exchange_raw(
                     session, raw, route, urn, name, body, timeout, high, tp, deadline, disconnects, frame
                 )
             else:
@@ -386,7 +363,7 @@ class AsyncClient:
                 self._holds.refused(urn, e, time.monotonic())
             if isinstance(e, Timeout) and self._session is not None:
                 # Its system shut down meanwhile (it restarts or is being replaced): retryable.
-                departed = await self._session.unavailable_if_departed(e, urn)
+                departed = await self._session.routes.unavailable_if_departed(e, urn)
                 if departed is not e:
                     label = departed.label
                     raise departed from None
@@ -422,118 +399,7 @@ class AsyncClient:
                 session = await asyncio.wait_for(self._current(), max(deadline - time.monotonic(), 0.0))
             except asyncio.TimeoutError:
                 raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
-        disconnects = session.disconnects
-        route = session.cache.get(urn)
-        if route is None or route.until <= time.monotonic():
-            try:
-                route = await session.resolve(urn, deadline, False)
-            except ConclibError as e:
-                raise session.at_deadline(e, timeout, disconnects) from None
-        if session.raw is not None:
-            return await self._exchange_raw(
-                session, session.raw, route, urn, name, body, timeout, high, tp, deadline, disconnects
-            )
-        path = session.path
-        assert isinstance(path, RedisPyPath)  # not one server: Sentinel or Cluster
-        retried = False
-        while True:
-            request_id = session.next_id
-            session.next_id += 1
-            waiter: asyncio.Future[bytes] = session.loop.create_future()
-            session.pending[request_id] = waiter
-
-            def build(request_id: int = request_id) -> tuple[list[bytes | str | int], int]:
-                fields = request_fields(
-                    request_id=request_id,
-                    urn=urn,
-                    message=name,
-                    ttl=ttl_ms(deadline - time.monotonic()),
-                    reply=session.reply_key,
-                    priority_high=high,
-                    traceparent=tp.decode(),
-                    codec="msgpack",
-                    body=body,
-                )
-                return fields, len(body)
-
-            try:
-                try:
-                    losses = await session.send(route, urn, build, deadline, high)
-                except ConclibError as e:
-                    raise session.at_deadline(e, timeout, disconnects) from None
-                if request_id in session.pending:  # else its answer already came
-                    if session.losses != losses:
-                        raise Unavailable("Redis restarted without its data just as the request was written")
-                    session.written.add(request_id)
-                    path.wrote(request_id, route.key_for(high))
-                try:
-                    frame = await until(waiter, deadline)
-                except asyncio.TimeoutError:
-                    raise session.timed_out(timeout, disconnects) from None
-            finally:
-                session.pending.pop(request_id, None)
-                session.written.discard(request_id)
-                path.done(request_id)
-            status = frame[8]
-            session.check_deadline_answer(status, timeout, disconnects)
-            if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
-                retried = True
-                moved = await session.moved(urn, route, deadline)
-                if moved is not None:
-                    route = moved
-                    continue
-            return status, frame[REPLY_HEADER_LEN:]
-
-    async def _exchange_raw(
-        self, session: Session, raw: RawPath, route: Route, urn: str, name: str, body: bytes, timeout: float,
-        high: bool, tp: bytes, deadline: float, disconnects: int, frame: Any = None,
-    ) -> tuple[int, bytes]:
-        """An ask on raw connections: per ask one future (its reply waiter, which also
-        learns the fate of its ``XADD``), its deadline on a timer shared with the asks of
-        the same tick; no task, no ``wait_for``. ``frame``: what the waiter of a first
-        attempt (``ask``'s hot path) got, to be judged here."""
-        retried = False
-        while True:
-            if frame is None:
-                if session.down:
-                    raise Unavailable("the connection to Redis is lost")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise session.timed_out(timeout, disconnects)
-                request_id, waiter = raw.submit(route, urn, name, body, high, tp, deadline, left)
-                try:
-                    frame = await waiter
-                except ConclibError as e:
-                    raise session.at_deadline(e, timeout, disconnects) from None
-                finally:
-                    session.pending.pop(request_id, None)
-                    session.written.discard(request_id)
-            if frame is EXPIRED:
-                raise session.timed_out(timeout, disconnects)
-            if frame is GONE and high and route.fast_key is not None:
-                # A group without a fast lane (older servers): its stream, then.
-                route.no_fast_lane()
-                frame = None
-                continue
-            if frame is GONE:
-                # The stream is gone (NOMKSTREAM): the URN moved (a drained member's), or its
-                # system is gone (``Session.stream_gone``).
-                try:
-                    route = await session.stream_gone(urn, route, deadline)
-                except ConclibError as e:
-                    raise session.at_deadline(e, timeout, disconnects) from None
-                frame = None
-                continue
-            status = frame[8]
-            session.check_deadline_answer(status, timeout, disconnects)
-            if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
-                retried = True
-                moved = await session.moved(urn, route, deadline)
-                if moved is not None:
-                    route = moved
-                    frame = None
-                    continue
-            return status, frame[REPLY_HEADER_LEN:]
+        return await exchange(session, urn, name, body, timeout, high, tp, deadline)
 
     async def tell(
         self,
@@ -557,9 +423,9 @@ class AsyncClient:
             if refused is not None:
                 await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
                 raise refused
-        high = _priority(priority)
+        high = priority_high(priority)
         name, body = self._encode(message, payload)
-        tp = _traceparent(traceparent)
+        tp = checked_traceparent(traceparent)
         timeout = self.command_timeout
         deadline = time.monotonic() + timeout
         # Connected and resolved: queued for the next write before this awaits anything (so
@@ -570,37 +436,9 @@ class AsyncClient:
                 session = await asyncio.wait_for(self._current(), timeout)
             except asyncio.TimeoutError:
                 raise Unavailable(f"could not connect to Redis within {timeout:.3f} s") from None
-        disconnects = session.disconnects
-        ttl = ttl_ms(self.tell_ttl)
+        await send_tell(session, urn, name, body, high, tp, ttl_ms(self.tell_ttl), self.durability, deadline, timeout)
 
-        def build() -> tuple[list[bytes | str | int], int]:
-            fields = request_fields(
-                request_id=0,
-                urn=urn,
-                message=name,
-                ttl=ttl,
-                reply=None,
-                priority_high=high,
-                traceparent=tp,
-                codec="msgpack",
-                body=body,
-            )
-            return fields, len(body)
-
-        try:
-            route = session.cache.get(urn)
-            if route is None or route.until <= time.monotonic():
-                route = await session.resolve(urn, deadline, False)
-            if self.durability.n and session.cluster:
-                # In a cluster, each tell's pipeline to its node carries its WAIT.
-                await session.send(route, urn, build, deadline, high, self.durability)
-            else:
-                await session.send(route, urn, build, deadline, high)
-                if self.durability.n:
-                    await session.replicated(self.durability, disconnects, deadline)
-        except ConclibError as e:
-            await asyncio.sleep(0)  # as ask's: a tell failing at once must not starve the loop
-            raise session.at_deadline(e, timeout, disconnects) from None
+    # -- topics (conclib.topics), lookups, single commands -----------------------------------
 
     async def publish(self, topic: str, event: Any, *, durable: bool = False,
                       max_len: int = DEFAULT_MAX_LEN) -> None:
@@ -633,8 +471,9 @@ class AsyncClient:
         (its ``timeout`` the client's ``command_timeout``) if Redis does not answer within
         ``command_timeout``."""
         session = await self._current()
+        deadline = time.monotonic() + self.command_timeout
         try:
-            route = await session.resolve(urn, time.monotonic() + self.command_timeout, True, wait_for_successor=False)
+            route = await session.routes.resolve(urn, deadline, True, wait_for_successor=False)
         except UnknownUrn:
             return None
         except Timeout:
@@ -699,45 +538,6 @@ class AsyncClient:
     async def list_executions(self, urn: str) -> list[ExecutionInfo]:
         """The durable executions ``urn``'s journal holds (:class:`~conclib.durable.ExecutionInfo`)."""
         return await _durable.list_executions(self, urn)
-
-
-def encode_message(message: str | Message, payload: Any, max_payload: int) -> tuple[str, bytes]:
-    """A message's wire name and encoded payload, as ``ask`` and ``tell`` send them (also
-    the fakes of :mod:`conclib.testing`)."""
-    if isinstance(message, str):
-        name = message
-        # A unit message (no payload) is nil, the most common body: not encoded each time.
-        body = _NIL if payload is _NOTHING or payload is None else codec.encode(payload)
-    else:
-        found: Any = getattr(type(message), "__conclib_name__", None) or getattr(message, "__conclib_name__", None)
-        if not isinstance(found, str):
-            raise TypeError(
-                f"a message is a wire name (str) and a payload, or an object whose class has "
-                f"__conclib_name__; got {type(message).__name__}"
-            )
-        if payload is not _NOTHING:
-            raise TypeError("a typed message carries its own payload: pass no payload")
-        name = found
-        body = codec.encode(message)
-    if len(body) > max_payload:
-        raise TooLarge(f"the message is {len(body)} bytes, the limit is {max_payload}")
-    return name, body
-
-
-def _priority(priority: str) -> bool:
-    if priority == "high":
-        return True
-    if priority == "normal":
-        return False
-    raise ValueError(f"priority must be 'normal' or 'high', got {priority!r}")
-
-
-def _traceparent(traceparent: str | None) -> str:
-    if traceparent is None:
-        return current_traceparent()
-    if not valid_traceparent(traceparent):
-        raise ValueError(f"not a W3C traceparent: {traceparent!r}")
-    return traceparent
 
 
 async def connect(url: str = DEFAULT_URL, **options: Any) -> AsyncClient:

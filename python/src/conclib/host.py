@@ -32,6 +32,11 @@ A URN nobody holds is activated on the member its pattern's placement chooses
 (``serve_pattern(placement=...)``, ``_host_placement.py``: Rust's ``Spread`` by default, or
 ``HashOfUrn``), a Rust member's placement choosing among the Python members as among its
 peers (each writes its count in the pattern's directory).
+
+This module holds the host's registration, its life (its lease, its lanes, start and stop)
+and its upkeep; what it does with each request it reads (the fence, dispatch, activation,
+passivation) is its ``Serving`` (``_host_serving.py``), made at start, and its settings
+``HostConfig`` are in ``_host_config.py``.
 """
 
 from __future__ import annotations
@@ -40,28 +45,26 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
-from ._host_lane import GROUP, Lane
+from ._host_config import HostConfig
+from ._host_lane import Lane
 from ._host_group import claim_from_gone, more_pending, take_over_gone
-from ._host_lease import Lease, Scripts, lease_gone
+from ._host_lease import Lease, Scripts
 from ._host_urn_keys import UrnKeys
-from ._host_mailbox import Mailbox, decode
-from ._host_placement import PLACEMENTS, place_waiting
-from ._host_patterns import Activation, Pattern, parse_pattern
+from ._host_mailbox import Mailbox
+from ._host_placement import PLACEMENTS
+from ._host_patterns import Pattern, parse_pattern
 from ._host_reminders import ReminderPoller, ReminderPollerOptions
-from ._host_request import Dropped, Placed, Refused, Request, check
+from ._host_serving import RUST_ACTIVATION_URN_TTL as RUST_ACTIVATION_URN_TTL  # also ``conclib.host``'s
+from ._host_serving import Served, Serving
 from ._host_store import Fenced, StateStore
 from ._host_topics import ActorSubscription
-from ._typed import Mismatch
 from .actor import Actor, HandlerSpec, handlers_of
-from ._host_replicas import written
 from .client import AsyncClient
-from .durability import Durability
-from .errors import CodecError, ConfigError
-from .protocol import DEFAULT_NAMESPACE, Keys, Status, check_name
+from .errors import ConfigError
+from .protocol import Keys, check_name
 from .topics import DEFAULT_GROUP
 from .url import build_client, close_client, parse_url
 
@@ -76,49 +79,6 @@ HOST_COMMAND_S = 5.0
 
 # How often the upkeep looks for gone members at most (seconds).
 LOOK_AT_MOST = 0.1
-
-# The Rust ``ProxyConfig::activation_urn_ttl``'s default (seconds).
-RUST_ACTIVATION_URN_TTL = 120.0
-
-
-@dataclass
-class HostConfig:
-    """A host's settings (the Rust ``ProxyConfig``'s of the same names and defaults;
-    ``max_connections``: the size of each of the host's two Redis connection pools, its own
-    commands' and its request lanes', on every URL kind; past it a command waits for a free
-    connection)."""
-
-    namespace: str = DEFAULT_NAMESPACE
-    system: str | None = None
-    lease_ttl: float = 4.0
-    urn_ttl: float = 15.0
-    reply_ttl: float = 60.0
-    queue_ttl: float = 3600.0
-    max_payload: int = 8 * 1024 * 1024
-    batch: int = 256
-    max_in_flight: int = 8192
-    max_connections: int = 64
-    durability: Durability = Durability()
-    """At ``Durability.replicas(n, timeout=...)``, an activation's claim of its URN and its
-    state store's writes (the fence, the state, the exactly-once record) count as done only
-    once ``n`` replicas acknowledged them (``WAIT``), as a Rust member's
-    ``ProxyConfig::durability``: a promotion of a lagging replica cannot undo them. A claim
-    the replicas did not take in time leaves the URN's requests pending (asked again); a
-    save raises :class:`conclib.NotReplicated` in the handler."""
-    reminders: ReminderPollerOptions | None = None
-    """With options, the host runs a reminder poller (as a Rust system runs a
-    ``ReminderPoller``): the namespace's due reminders are claimed and delivered from here,
-    so a pattern served by Python members only gets its ticks. ``None``: no poller."""
-
-
-class _Served:
-    """A fixed URN's actor."""
-
-    __slots__ = ("mailbox", "handlers")
-
-    def __init__(self, mailbox: Mailbox, handlers: dict[str, HandlerSpec]) -> None:
-        self.mailbox = mailbox
-        self.handlers = handlers
 
 
 class ActorHost:
@@ -143,24 +103,22 @@ class ActorHost:
         self.system = cfg.system or f"py-{secrets.token_hex(6)}"
         self.keys = Keys(cfg.namespace)
         self._fixed_spec: dict[str, tuple[Callable[[str], Actor], dict[str, HandlerSpec]]] = {}
-        self._fixed: dict[str, _Served] = {}
+        self._fixed: dict[str, Served] = {}
         self._patterns: list[Pattern] = []
         self._shared: list[str] = []
         self._conflicts: dict[str, str] = {}
         self._urn_keys: UrnKeys | None = None
-        self._activating: dict[str, list[tuple[Lane, Request, HandlerSpec, Any]]] = {}
+        # Dispatch, activation, passivation: made at start.
+        self._serving: Serving | None = None
         self._lanes: list[Lane] = []
         self._group_lanes: dict[str, Lane] = {}
         self._member_leases: list[Lease] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._background: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
-        self._clock_offset_ms = 0.0
         self.redis: Any = None
         self._lane_redis: Any = None
         self.lease: Lease | None = None
         self.scripts: Scripts | None = None
-        self.activations_made = 0
         self.client: AsyncClient | None = None
         self.subscriptions: list[ActorSubscription] = []
         self.reminder_poller: ReminderPoller | None = None
@@ -216,18 +174,6 @@ class ActorHost:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def now_ms(self) -> int:
-        """Redis's clock, as last synchronised."""
-        return int(time.time() * 1000 + self._clock_offset_ms)
-
-    def fresh(self) -> bool:
-        assert self.lease is not None
-        return self.lease.fresh()
-
-    async def recheck(self) -> bool:
-        assert self.lease is not None
-        assert self._urn_keys is not None
-        return await self.lease.recheck(self._urn_keys.reclaim)
 
     async def start(self) -> None:
         """Takes the system's lease, claims the fixed URNs, joins the patterns' groups and
@@ -258,7 +204,6 @@ class ActorHost:
         # durability: an actor's reminder registrations, tells and durable publishes must
         # survive a promotion as its state does.
         self.client = AsyncClient(self.url, namespace=cfg.namespace, durability=cfg.durability)
-        await self._sync_clock()
         # The record lives longer than any URN key of this host may after it (all live
         # `urn_ttl`): one that expired means the lapse outlived every key.
         record = (self.keys.given(self.system), cfg.urn_ttl + cfg.lease_ttl)
@@ -267,14 +212,20 @@ class ActorHost:
         await self.lease.acquire()
         self._urn_keys = UrnKeys(self.scripts, self.keys, self.system, cfg.urn_ttl, self._fixed, self._shared,
                                  self._conflicts, self._patterns)
+        serving = self._serving = Serving(
+            cfg, self.keys, self.system, self.redis, self.scripts, self.lease, self._urn_keys,
+            fixed=self._fixed, patterns=self._patterns, conflicts=self._conflicts, lanes=self._lanes,
+            group_lanes=self._group_lanes, adopt=self._adopt,
+        )
+        await serving.sync_clock()
         system_lane = self._lane([self.keys.requests(self.system)], "proxy", trims=True, name=self.system)
         await system_lane.ensure_groups(int(cfg.queue_ttl * 1000))
         self._lanes.append(system_lane)
         for urn, (make, handlers) in self._fixed_spec.items():
             actor = make(urn)
             actor.urn = actor.id = urn
-            actor._host = self  # type: ignore[attr-defined]
-            self._fixed[urn] = _Served(Mailbox(actor, self, cfg.max_payload), handlers)
+            self._adopt(actor)
+            self._fixed[urn] = Served(Mailbox(actor, serving, cfg.max_payload), handlers)
         for urn in self._shared:
             group = f"~{urn}"
             member = Lease(self.redis, self.scripts, self.keys.member(group, self.system), cfg.lease_ttl,
@@ -300,13 +251,13 @@ class ActorHost:
             got = await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
             if got != 1:
                 raise RuntimeError(f"pattern {p.prefix} is held by {got!r}, not its group")
-            await self._report(p)
+            await serving.report(p)
             self._group_lanes[p.group] = lane
             self._lanes.append(lane)
         for lane in self._lanes:
             lane.start()
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._upkeep()), loop.create_task(self._passivator())]
+        self._tasks = [loop.create_task(self._upkeep()), loop.create_task(serving.passivator())]
         for sub in self.subscriptions:
             ready: asyncio.Future[None] = loop.create_future()
             sub.task = loop.create_task(sub.run(self.client, ready))
@@ -338,9 +289,10 @@ class ActorHost:
             lane.halt()
         for s in self._fixed.values():
             await self._drained(s.mailbox)
-        for p in self._patterns:
-            for urn in list(p.live):
-                await self._passivate(p, urn)
+        if self._serving is not None:
+            for p in self._patterns:
+                for urn in list(p.live):
+                    await self._serving.passivate(p, urn)
         for lane in self._lanes:
             await lane.stop()
         if self.lease is not None and not self.lease.lost:
@@ -363,10 +315,23 @@ class ActorHost:
         while mailbox.busy() and time.monotonic() < end:
             await asyncio.sleep(0.01)
 
+    def _adopt(self, actor: Actor) -> None:
+        """Makes ``actor`` this host's: its store and its client (``Actor.store``,
+        ``Actor.client``) are the host's."""
+        actor._host = self  # type: ignore[attr-defined]
+
+    def new_store(self, urn: str) -> StateStore:
+        """The fenced state store of ``urn``'s activation here (``Actor.store``); a fixed
+        URN's actor has none (``RuntimeError``), as in Rust."""
+        if self._serving is None:
+            raise RuntimeError(f"{urn}: the host is not started")
+        return self._serving.new_store(urn)
+
     def _lane(self, keys: list[str], consumer: str, *, trims: bool, name: str) -> Lane:
         cfg = self.config
+        assert self._serving is not None
         return Lane(
-            self._lane_redis, self.scripts, keys, consumer, self._dispatch,
+            self._lane_redis, self.scripts, keys, consumer, self._serving.dispatch,
             batch=cfg.batch, max_in_flight=cfg.max_in_flight, reply_ttl_ms=int(cfg.reply_ttl * 1000),
             trims=trims, name=name,
             # A group's lane is woken by a member that placed a request here only at its
@@ -374,257 +339,13 @@ class ActorHost:
             block_ms=1000 if trims else 100,
         )
 
-    # Dispatch: check → route → decode → hand off.
-
-    def _dispatch(self, lane: Lane, stream: str, entry: bytes, fields: dict[bytes, bytes] | None) -> None:
-        got = check(entry, fields, reply_prefix=self.keys.reply_prefix(), now_ms=self.now_ms(), max_payload=self.config.max_payload)
-        if isinstance(got, Dropped):
-            lane.answer_entry(stream, entry, None, None)
-            return
-        if isinstance(got, Placed):
-            placed = self._group_lanes.get(got.group)
-            if placed is not None:
-                placed.reread = True
-            lane.answer_entry(stream, entry, None, None)
-            return
-        if isinstance(got, Refused):
-            self._refuse(lane, stream, entry, got.reply, got.request_id, got.status, got.text)
-            return
-        req = got
-        req.stream = stream
-        req.first = lane.consumer != "proxy" and not lane.rereading
-
-        def refuse(status: Status, text: str) -> None:
-            self._refuse(lane, stream, entry, req.reply, req.request_id, status, text)
-
-        pattern = self._pattern_for(req.urn)
-        if lane.consumer != "proxy":  # a group's member: only the group's URNs
-            ours = lane.name == f"~{req.urn}" if pattern is None else pattern.group == lane.name
-            if not ours:
-                refuse(Status.UNKNOWN_URN, f"URN {req.urn} is not served by group {lane.name}")
-                return
-        served = self._fixed.get(req.urn) if pattern is None else None
-        if pattern is None:
-            owner = self._conflicts.get(req.urn)
-            if owner is not None:
-                refuse(Status.NOT_OWNER, f"URN {req.urn} is served by system {owner}")
-                return
-            if served is None:
-                refuse(Status.UNKNOWN_URN, f"no actor with URN {req.urn}")
-                return
-        handlers = served.handlers if served is not None else pattern.handlers  # type: ignore[union-attr]
-        spec = handlers.get(req.message)
-        if spec is None:
-            refuse(Status.UNKNOWN_MESSAGE, f"actor {req.urn} does not expose message {req.message}")
-            return
-        try:
-            arg = decode(spec, req.body)
-        except (Mismatch, CodecError) as e:
-            refuse(Status.CODEC_ERROR, f"cannot decode {req.message} for {req.urn}: {e}")
-            return
-        if served is not None:
-            served.mailbox.put(req, spec, arg, lane)
-            return
-        assert pattern is not None
-        live = pattern.live.get(req.urn)
-        if live is not None:
-            pattern.touch(req.urn)
-            live.mailbox.put(req, spec, arg, lane)
-            return
-        waiting = self._activating.get(req.urn)
-        if waiting is not None:
-            waiting.append((lane, req, spec, arg))
-            return
-        self._activating[req.urn] = [(lane, req, spec, arg)]
-        self._spawn(self._activate(pattern, req.urn))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Runs ``work`` in a task kept until it ends (the loop keeps only weak references)."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    def _refuse(self, lane: Lane, stream: str, entry: bytes, reply: str | None, rid: int, status: Status, text: str) -> None:
-        log.debug("refused %r: %s %s", entry, status.name, text)
-        frame = None
-        if reply is not None:
-            from .protocol import encode_reply
-
-            frame = encode_reply(rid, status, text.encode())
-        lane.answer_entry(stream, entry, reply, frame)
-
-    def _pattern_for(self, urn: str) -> Pattern | None:
-        for p in self._patterns:
-            if p.matches(urn):
-                return p
-        return None
-
-    # Activation.
-
-    async def _activate(self, pattern: Pattern, urn: str) -> None:
-        """Claims ``urn``'s key and activates it here; or passes its requests to the system
-        holding it; or (its holder gone) frees the key and claims it."""
-        if pattern.placement != "here" and await place_waiting(
-            self.redis, self.scripts, self.keys, self.system, pattern, urn, self._activating
-        ):
-            return
-        pattern.making += 1
-        try:
-            await self._claim_and_activate(pattern, urn)
-        finally:
-            pattern.making -= 1
-
-    async def _claim_and_activate(self, pattern: Pattern, urn: str) -> None:
-        assert self.scripts is not None
-        cfg = self.config
-        key = self.keys.urn(urn)
-        owner: str | None = None
-        try:
-            for _ in range(2):
-                got, short = await written(
-                    self.redis, cfg.durability, self.scripts.claim, [key], [self.system, int(cfg.urn_ttl * 1000)]
-                )
-                if short is not None:
-                    raise short
-                if got == 1:
-                    owner = None
-                    break
-                owner = got.decode("utf-8", "replace") if isinstance(got, bytes) else str(got)
-                # Its key is freed when its holder is gone, or has no request stream (it
-                # drained, and the URN was handed to it before it was asked there: nothing
-                # would read a request passed on to it), both checked again in the script;
-                # as the Rust member's `free_urn_of_gone`.
-                lease, stream = self.keys.lease(owner), self.keys.requests(owner)
-                gone = await lease_gone(self.redis, self.scripts.release, lease)
-                if not gone and await self.redis.exists(stream):
-                    break
-                await self.scripts.free_gone_urn(keys=[key, lease, self.keys.given(owner), stream], args=[owner, urn])
-        except Exception as e:
-            log.warning("could not claim %s: %s", urn, e)
-            for lane, req, _, _ in self._activating.pop(urn, []):
-                lane.leave(req)
-            return
-        waiting = self._activating.pop(urn, [])
-        if owner is not None:
-            for lane, req, _, _ in waiting:
-                await self._forward(lane, req, owner)
-            return
-        actor = pattern.new_actor(urn)
-        actor._host = self  # type: ignore[attr-defined] # its store, made when first used
-        mailbox = Mailbox(actor, self, cfg.max_payload)
-        pattern.live[urn] = Activation(mailbox, pattern)
-        self.activations_made += 1
-        for lane, req, spec, arg in waiting:
-            mailbox.put(req, spec, arg, lane)
-        await self._report(pattern)
-
-    async def _forward(self, lane: Lane, req: Request, owner: str) -> None:
-        """Passes ``req`` on to the system ``owner`` (acknowledged here in the same step)."""
-        assert self.scripts is not None
-        flat: list[bytes] = []
-        for k, v in req.fields.items():
-            flat += [k, v]
-        try:
-            got = await self.scripts.forward(
-                keys=[req.stream, self.keys.requests(owner)], args=[GROUP, lane.consumer, req.entry, *flat]
-            )
-        except Exception as e:
-            log.warning("could not pass %s on to %s: %s", req.urn, owner, e)
-            lane.leave(req)
-            return
-        if got == 0:
-            lane.answer(req, Status.NOT_OWNER, f"URN {req.urn} is served by system {owner}".encode(), True)
-        else:
-            lane.settle(req)
-
-    def new_store(self, urn: str) -> StateStore:
-        """The fenced state store of ``urn``'s activation here (``Actor.store``); a fixed
-        URN's actor has none (``RuntimeError``), as in Rust."""
-        assert self.scripts is not None
-        if self._pattern_for(urn) is None:
-            raise RuntimeError(f"{urn}: only an actor a host activated for a pattern has a state store")
-        return StateStore(self.redis, self.scripts, self.keys.state(urn), self.system, self.config.durability)
-
-    def displaced(self, mailbox: Mailbox) -> None:
-        """A write of an activation's store was refused: a later activation (another
-        system's) owns its state. It is forgotten here, its requests left pending (read again,
-        they are passed on to the URN's holder)."""
-        for p in self._patterns:
-            urn = p.displaced(mailbox)
-            if urn is not None:
-                log.warning("the state of %s is owned by a later activation: this one stops", urn)
-                assert self.scripts is not None
-                self._spawn(self._release_quietly(urn))
-                for lane in self._lanes:
-                    lane.reread = True
-                return
-
-    async def _release_quietly(self, urn: str) -> None:
-        assert self.scripts is not None
-        try:
-            await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
-        except Exception:
-            pass
-
-    async def _passivate(self, pattern: Pattern, urn: str) -> None:
-        live = pattern.live.pop(urn, None)
-        if live is None:
-            return
-        live.mailbox.stopped = True
-        if live.mailbox.started:
-            try:
-                await live.mailbox.actor.on_stop()
-            except Exception:
-                log.exception("on_stop of %s failed", urn)
-        store: StateStore | None = getattr(live.mailbox.actor, "_store", None)
-        if store is not None:
-            try:
-                await store.close()
-            except Exception:
-                pass
-        assert self.scripts is not None
-        try:
-            await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
-        except Exception:
-            pass
-
-    async def _passivator(self) -> None:
-        while True:
-            await asyncio.sleep(0.25)
-            now = time.monotonic()
-            for p in self._patterns:
-                idle = p.idle(now)
-                for urn in idle:
-                    await self._passivate(p, urn)
-                if idle:
-                    await self._report(p)
-
-    # Upkeep: leases, URN keys, the directory, the clock, gone members.
-
-    async def _report(self, p: Pattern) -> None:
-        assert self.scripts is not None
-        # A gone member stays listed (the takeover looks at those listed) while URN keys
-        # naming it may live: a Rust member's activation keys live its
-        # ``ProxyConfig::activation_urn_ttl``, 120 s by default.
-        lease = self.config.lease_ttl
-        keep_ms = int(max(10 * lease, RUST_ACTIVATION_URN_TTL + lease) * 1000)
-        try:
-            await self.scripts.report(
-                keys=[self.keys.placement(p.prefix)],
-                args=[self.system, len(p.live), int(lease * 1000), keep_ms],
-            )
-        except Exception as e:
-            log.debug("could not report to the directory: %s", e)
-
-    async def _sync_clock(self) -> None:
-        before = time.time()
-        sec, usec = await self.redis.time()
-        after = time.time()
-        self._clock_offset_ms = (sec * 1000 + usec / 1000) - (before + after) * 500
+    # Upkeep: leases, URN keys, the directory, the clock, gone members (the directory's
+    # count and the clock are the serving's, ``_host_serving``).
 
     async def _upkeep(self) -> None:
         assert self.lease is not None and self.scripts is not None and self._urn_keys is not None
-        urn_keys = self._urn_keys
+        assert self._serving is not None
+        urn_keys, serving = self._urn_keys, self._serving
         cfg = self.config
         # Gone members looked for every eighth of the lease, 100 ms at most, as the Rust
         # members (``scale/group.rs``, ``LOOK_AT_MOST``): a death on this host is seen at
@@ -647,14 +368,14 @@ class ActorHost:
                         await m.renew()
                     for p in self._patterns:
                         await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
-                        await self._report(p)
+                        await serving.report(p)
                     # Those another system held, at every renewal (the others with their TTL).
                     await urn_keys.claim_fixed(set(self._conflicts))
                     for lane in self._lanes:
                         await self.redis.pexpire(lane.keys[-1], int(cfg.queue_ttl * 1000))
                         if self.lease.fresh() and (lane.left or await more_pending(self.redis, lane)):
                             lane.reread = True
-                    await self._sync_clock()
+                    await serving.sync_clock()
                 if urn_keys.due():
                     await urn_keys.renew()
                 for lane in self._group_lanes.values():
@@ -681,4 +402,3 @@ class ActorHost:
         for lane in self._lanes:
             lane.halt()
         self._stopped.set()
-

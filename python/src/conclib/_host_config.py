@@ -1,0 +1,44 @@
+"""A Python actor host's settings (:class:`HostConfig`, importable from ``conclib.host``):
+apart from the host, so that the parts of the host (``host``, ``_host_serving``) read them
+without importing each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._host_reminders import ReminderPollerOptions
+from .durability import Durability
+from .protocol import DEFAULT_NAMESPACE
+
+__all__ = ["HostConfig"]
+
+
+@dataclass
+class HostConfig:
+    """A host's settings (the Rust ``ProxyConfig``'s of the same names and defaults;
+    ``max_connections``: the size of each of the host's two Redis connection pools, its own
+    commands' and its request lanes', on every URL kind; past it a command waits for a free
+    connection)."""
+
+    namespace: str = DEFAULT_NAMESPACE
+    system: str | None = None
+    lease_ttl: float = 4.0
+    urn_ttl: float = 15.0
+    reply_ttl: float = 60.0
+    queue_ttl: float = 3600.0
+    max_payload: int = 8 * 1024 * 1024
+    batch: int = 256
+    max_in_flight: int = 8192
+    max_connections: int = 64
+    durability: Durability = Durability()
+    """At ``Durability.replicas(n, timeout=...)``, an activation's claim of its URN and its
+    state store's writes (the fence, the state, the exactly-once record) count as done only
+    once ``n`` replicas acknowledged them (``WAIT``), as a Rust member's
+    ``ProxyConfig::durability``: a promotion of a lagging replica cannot undo them. A claim
+    the replicas did not take in time leaves the URN's requests pending (asked again); a
+    save raises :class:`conclib.NotReplicated` in the handler."""
+    reminders: ReminderPollerOptions | None = None
+    """With options, the host runs a reminder poller (as a Rust system runs a
+    ``ReminderPoller``): the namespace's due reminders are claimed and delivered from here,
+    so a pattern served by Python members only gets its ticks. ``None``: no poller."""
