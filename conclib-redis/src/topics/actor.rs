@@ -8,8 +8,9 @@ use conclib_core::{AskError, Message, Recipient};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+use super::link::SubscriptionStats;
 use super::publish::Topics;
-use super::subscription::{SubscribeRequest, Subscription, SubscriptionStats};
+use super::subscription::{SubscribeRequest, Subscription};
 use super::topic::{DeliveryMode, Topic, TopicError};
 
 /// How long a durable event handed to an actor may take (queued and handled) by default.

@@ -40,14 +40,44 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    /// Events received and neither handed over nor dropped. `received` is read first: a
-    /// live event is counted there after its drop (see `live::put`), so no drop it covers is
-    /// missed.
-    pub(crate) fn buffered(&self) -> u64 {
+    /// One reading of the counters, `buffered` derived from that same reading. `received`
+    /// is read first: a live event is counted there after its drop (see `live::put`), so no
+    /// drop it covers is missed.
+    pub(crate) fn read(&self) -> SubscriptionStats {
         let received = self.received.load(Ordering::Acquire);
-        let out = self.delivered.load(Ordering::Relaxed) + self.dropped.load(Ordering::Relaxed);
-        received.saturating_sub(out)
+        let delivered = self.delivered.load(Ordering::Relaxed);
+        let dropped = self.dropped.load(Ordering::Relaxed);
+        SubscriptionStats {
+            received,
+            delivered,
+            dropped,
+            redelivered: self.redelivered.load(Ordering::Relaxed),
+            undecodable: self.undecodable.load(Ordering::Relaxed),
+            resubscribes: self.resubscribes.load(Ordering::Relaxed),
+            buffered: received.saturating_sub(delivered + dropped),
+        }
     }
+}
+
+/// What a [`Subscription`](super::Subscription) did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionStats {
+    /// Events received from Redis (dropped ones included).
+    pub received: u64,
+    /// Events handed to the consumer (decoded or not).
+    pub delivered: u64,
+    /// Live events dropped because the buffer was full.
+    pub dropped: u64,
+    /// Durable events received again: taken before (by this subscriber, or one of its
+    /// group that is gone) and not acknowledged.
+    pub redelivered: u64,
+    /// Events that did not decode as the subscription's type.
+    pub undecodable: u64,
+    /// Times the subscription subscribed again after losing Redis.
+    pub resubscribes: u64,
+    /// Events received and not yet handed over.
+    pub buffered: u64,
 }
 
 /// The Redis side of a live subscription: its tasks and its own connection, stopped on

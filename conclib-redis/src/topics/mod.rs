@@ -54,8 +54,7 @@ mod wire;
 
 pub use actor::ActorSubscription;
 pub use actor::DEFAULT_HANDLE_TIMEOUT;
+pub use link::SubscriptionStats;
 pub use publish::{Topics, TopicsStats};
-pub use subscription::{
-    DEFAULT_BUFFER, DEFAULT_GROUP, SubscribeRequest, Subscription, SubscriptionStats,
-};
+pub use subscription::{DEFAULT_BUFFER, DEFAULT_GROUP, SubscribeRequest, Subscription};
 pub use topic::{DEFAULT_RETENTION, DeliveryMode, MAX_TOPIC_LEN, Retention, Topic, TopicError};

@@ -252,12 +252,13 @@ impl Topics {
             let Some(c) = weak.upgrade() else {
                 return false;
             };
+            let read = c.read();
             stats.subscriptions += 1;
-            stats.received += c.received.load(Ordering::Relaxed);
-            stats.delivered += c.delivered.load(Ordering::Relaxed);
-            stats.dropped += c.dropped.load(Ordering::Relaxed);
-            stats.redelivered += c.redelivered.load(Ordering::Relaxed);
-            stats.buffered += c.buffered();
+            stats.received += read.received;
+            stats.delivered += read.delivered;
+            stats.dropped += read.dropped;
+            stats.redelivered += read.redelivered;
+            stats.buffered += read.buffered;
             true
         });
         stats

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
 use super::durable;
-use super::link::{Counters, Link, Raw, SubscribeOptions};
+use super::link::{Counters, Link, Raw, SubscribeOptions, SubscriptionStats};
 use super::live;
 use super::publish::{Topics, Typed};
 use super::topic::{DeliveryMode, Topic, TopicError, check_name};
@@ -152,27 +152,6 @@ impl<E: DeserializeOwned + Send + 'static> SubscribeRequest<E> {
     }
 }
 
-/// What a [`Subscription`] did so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SubscriptionStats {
-    /// Events received from Redis (dropped ones included).
-    pub received: u64,
-    /// Events handed to the consumer (decoded or not).
-    pub delivered: u64,
-    /// Live events dropped because the buffer was full.
-    pub dropped: u64,
-    /// Durable events received again: taken before (by this subscriber, or one of its
-    /// group that is gone) and not acknowledged.
-    pub redelivered: u64,
-    /// Events that did not decode as the subscription's type.
-    pub undecodable: u64,
-    /// Times the subscription subscribed again after losing Redis.
-    pub resubscribes: u64,
-    /// Events received and not yet handed over.
-    pub buffered: u64,
-}
-
 /// A subscription to a topic: a `Stream` of its events decoded as `E`, from
 /// [`Topics::subscribe`].
 ///
@@ -231,16 +210,7 @@ impl<E> Subscription<E> {
     /// What the subscription did so far.
     #[must_use]
     pub fn stats(&self) -> SubscriptionStats {
-        let c = &self.counters;
-        SubscriptionStats {
-            received: c.received.load(Ordering::Acquire),
-            delivered: c.delivered.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            redelivered: c.redelivered.load(Ordering::Relaxed),
-            undecodable: c.undecodable.load(Ordering::Relaxed),
-            resubscribes: c.resubscribes.load(Ordering::Relaxed),
-            buffered: c.buffered(),
-        }
+        self.counters.read()
     }
 
     /// How far a durable subscription's group is behind: the events in the topic not yet
