@@ -7,7 +7,6 @@
 #![allow(dead_code, missing_docs)]
 
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -81,17 +80,9 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            command.pre_exec(|| {
-                // Dies with the thread that spawned it (the test's) if the test process is
-                // killed before the guard drops.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // Dies with the thread that spawned it (the test's) if the test process is killed
+        // before the guard drops.
+        conclib_core::child::bind_to_parent(&mut command, false);
         let child = command.spawn().unwrap_or_else(|e| {
             panic!(
                 "cannot start {:?} for {name}: {e} (set CONCLIB_REDIS_SERVER?)",
