@@ -429,12 +429,7 @@ pub struct Cluster {
 impl Cluster {
     /// `redis-cluster://` URL naming every node.
     pub fn url(&self) -> String {
-        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port);
-        for (i, node) in self.nodes.iter().enumerate().skip(1) {
-            url.push(if i == 1 { '?' } else { '&' });
-            url.push_str(&format!("node=127.0.0.1:{}", node.port));
-        }
-        url
+        conclib_testkit::redis_ha::cluster_url(self.nodes.iter().map(|n| n.port))
     }
 
     /// The index (in `nodes`) of the node serving `slot`.

@@ -4,7 +4,9 @@ use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use super::node::{DOWN_AFTER, HA_TIMEOUT, Node, Promotion, TempDir};
-use super::probe::{cli, cli_within, cut_replication, free_ports, info_field, wait_until};
+use super::probe::{
+    cli, cli_within, cluster_url, cut_replication, free_ports, info_field, wait_until,
+};
 
 /// One row of `CLUSTER NODES`.
 #[derive(Debug)]
@@ -83,12 +85,7 @@ impl Cluster {
 
     /// `redis-cluster://` URL naming every node.
     pub fn url(&self) -> String {
-        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port);
-        for (i, node) in self.nodes.iter().enumerate().skip(1) {
-            url.push(if i == 1 { '?' } else { '&' });
-            url.push_str(&format!("node=127.0.0.1:{}", node.port));
-        }
-        url
+        cluster_url(self.nodes.iter().map(|n| n.port))
     }
 
     /// The `CLUSTER NODES` rows of the nodes not failed, as `port` sees them.

@@ -26,6 +26,6 @@ mod without_failover;
 
 pub use cluster::Cluster;
 pub use node::{DOWN_AFTER, HA_TIMEOUT, Node, Promotion};
-pub use probe::{cli, free_ports, wait_until};
+pub use probe::{cli, cluster_url, free_ports, wait_until};
 pub use sentinel::Sentinel;
 pub use without_failover::{Persistent, Replicated};

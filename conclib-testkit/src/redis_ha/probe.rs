@@ -38,6 +38,25 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .collect()
 }
 
+/// The `redis-cluster://` URL naming the nodes on these ports of 127.0.0.1 (the first as the
+/// URL's host, the others as `node=` parameters).
+///
+/// ```
+/// let url = conclib_testkit::redis_ha::cluster_url([7000, 7001, 7002]);
+/// assert_eq!(url, "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002");
+/// ```
+pub fn cluster_url(ports: impl IntoIterator<Item = u16>) -> String {
+    let mut url = String::from("redis-cluster://");
+    for (i, port) in ports.into_iter().enumerate() {
+        if i > 0 {
+            url.push(if i == 1 { '?' } else { '&' });
+            url.push_str("node=");
+        }
+        url.push_str(&format!("127.0.0.1:{port}"));
+    }
+    url
+}
+
 /// Runs `redis-cli -h 127.0.0.1 -p <port> <args>` (2 s at most); its trimmed stdout, or
 /// why it failed.
 pub fn cli(port: u16, args: &[&str]) -> Result<String, String> {
