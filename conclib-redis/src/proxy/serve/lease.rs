@@ -373,6 +373,12 @@ async fn keeping_lease<T>(
 /// Renews the instance lease (and, after it lapsed in Redis, every URN key with it) and
 /// the queue's TTL, and trims the queue.
 async fn renew_lease(shared: &Shared) {
+    // Two renewals at once (the heartbeat's and a request's re-check, after a thaw) could
+    // interleave so that the first takes the lapsed lease again while the second finds it
+    // kept, before the first has asked for the URN keys: the second would count the lease
+    // fresh with keys given away still served here. One at a time, the second runs after
+    // the first's pass. The URN keys due are renewed outside it ([`renew_urns_in_turn`]).
+    let _one_at_a_time = shared.lease.renewal.lock().await;
     let mut since = std::time::Instant::now();
     // The lease and the URN claims below are replicated once a `WAIT` on the connection
     // that wrote them says so (`claims_replicated`), and that connection was not replaced

@@ -54,6 +54,10 @@ pub(in crate::proxy) struct Lease {
     fence: Mutex<conclib_core::Fence>,
     /// One lease re-check at a time.
     pub(in crate::proxy) recheck: tokio::sync::Mutex<()>,
+    /// One renewal of the lease at a time (`lease.rs`, `renew_lease`): a renewal that found
+    /// the lease kept must not count it fresh while another, which found it lapsed and
+    /// took it again, has not yet asked for the URN keys to be claimed again.
+    pub(super) renewal: tokio::sync::Mutex<()>,
     /// Another process of this system took its lease (this one was paused past it, and
     /// taken for dead): what this one reads before it stops is that one's to handle.
     pub(in crate::proxy) replaced: AtomicBool,
@@ -78,6 +82,7 @@ impl Lease {
             clock_base: Instant::now(),
             fence: Mutex::new(conclib_core::Fence::new(Instant::now())),
             recheck: tokio::sync::Mutex::new(()),
+            renewal: tokio::sync::Mutex::new(()),
             replaced: AtomicBool::new(false),
         }
     }
