@@ -14,8 +14,8 @@ use super::readiness::ShutdownPhase;
 use super::scale::activations::Activation;
 use super::scale::group;
 use super::scale::placement;
+use super::serve::heartbeat::heartbeat_loop;
 use super::serve::lease;
-use super::serve::lease::heartbeat_loop;
 use super::serve::publish;
 use super::serve::read;
 use super::shared::{Role, Shared};
@@ -110,7 +110,7 @@ pub async fn start_proxy(
             .stream
             .renew(&shared.cmd, shared.config.queue_ttl)
             .await;
-        super::serve::lease::scan(&shared).await;
+        super::serve::heartbeat::scan(&shared).await;
         shared.lease.mark_fresh(since);
         Ok::<_, ServeError>(())
     };
@@ -365,7 +365,7 @@ impl ProxyHandle {
     /// Registers actors spawned (and releases those stopped) since the last scan, now rather
     /// than at the next [`ProxyConfig::scan_interval`].
     pub async fn refresh(&self) {
-        super::serve::lease::scan(&self.shared).await;
+        super::serve::heartbeat::scan(&self.shared).await;
     }
 
     /// Stops taking requests, finishes the ones taken (their replies are written and

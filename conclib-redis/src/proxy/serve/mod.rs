@@ -15,6 +15,7 @@ pub(super) mod dispatch;
 pub(super) mod forward;
 pub(super) mod given;
 pub(super) mod handoff;
+pub(super) mod heartbeat;
 pub(super) mod lease;
 pub(super) mod lease_state;
 pub(super) mod owned;
