@@ -10,7 +10,7 @@ use conclib_codec::{Bincode, Codec, encode_value};
 use fred::bytes::Bytes;
 use fred::prelude::Value;
 
-use crate::protocol::{REPLY_HEADER_LEN, Status, decode_reply, encode_reply};
+use crate::protocol::{Status, encode_reply, encode_reply_with_holder, split_reply};
 use crate::unacked::EntryId;
 
 /// A list of Redis values from bytes: each a tag byte (low two bits: 0 bytes, 1 a string,
@@ -120,18 +120,26 @@ pub fn journal_record(data: &[u8]) {
 }
 
 /// Target `redis_reply_frame`: a reply frame as the client reads it (its header, its
-/// status, its payload decoded by each codec into realistic answers). A frame of a known
-/// status encodes back to the same bytes.
+/// status, its route hint, its payload decoded by each codec into realistic answers). A
+/// frame of a known status encodes back to the same bytes.
 pub fn reply_frame(data: &[u8]) {
-    if let Some((id, status, payload)) = decode_reply(data)
-        && let Some(status) = Status::from_byte(status)
+    let parts = split_reply(data);
+    if let Some(p) = parts
+        && let Some(status) = Status::from_byte(p.status)
     {
-        assert_eq!(encode_reply(id, status, payload), data);
+        let again = match p.holder.map(std::str::from_utf8) {
+            None => Some(encode_reply(p.id, status, p.payload)),
+            Some(Ok(holder)) => Some(encode_reply_with_holder(p.id, status, holder, p.payload)),
+            Some(Err(_)) => None,
+        };
+        if let Some(again) = again {
+            assert_eq!(again, data);
+        }
     }
     let Ok(status) = crate::client::reply_status(data) else {
         return;
     };
-    let payload = &data[REPLY_HEADER_LEN..];
+    let payload = parts.expect("a frame with a status splits").payload;
     let codecs: &[&dyn Codec] = &[
         &Bincode,
         #[cfg(feature = "msgpack")]
@@ -239,6 +247,12 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 ),
                 encode_reply(4, Status::Panicked, b"attempt to divide by zero"),
                 encode_reply(u64::MAX, Status::NotOwner, b""),
+                encode_reply_with_holder(
+                    7,
+                    Status::Ok,
+                    "s2",
+                    &encode_value(&Bincode, &answer).expect("encodes"),
+                ),
             ];
             #[cfg(feature = "msgpack")]
             out.push(encode_reply(

@@ -97,6 +97,12 @@ pub(crate) mod field {
     /// when a takeover moved it out of a gone system's stream (`TAKE_OVER_SCRIPT`), so that
     /// an activation that recorded it as applied under its first entry knows it again.
     pub const MOVED: &str = "moved";
+    /// Optional: route hints. `1` from an asker that reads them: when another system
+    /// passes the ask on to the one holding its URN, the answer names that holder
+    /// ([`HOLDER_FLAG`](super::HOLDER_FLAG)), and the asker sends there from then on
+    /// instead of through the system it cached. `2` in the entry a proxy passed on
+    /// (`proxy/serve/forward.rs`): the one answering adds its id to the reply frame.
+    pub const ROUTE_HINT: &str = "rt";
 }
 
 /// The Redis keys of one namespace.
@@ -225,6 +231,11 @@ pub use conclib_codec::Status;
 /// Length of a reply frame's header: request id (8 bytes, big-endian) and status (1 byte).
 pub const REPLY_HEADER_LEN: usize = 9;
 
+/// Set in a reply frame's status byte when the system that answered follows the header
+/// (a **route hint**, [`encode_reply_with_holder`]): sent only to an asker that said it
+/// reads them (request field `rt`), for a request another system passed on to this one.
+pub const HOLDER_FLAG: u8 = 0x80;
+
 /// Builds a reply frame: `id` (u64 big-endian), `status` (one byte), payload.
 #[must_use]
 pub fn encode_reply(id: u64, status: Status, payload: &[u8]) -> Vec<u8> {
@@ -235,14 +246,83 @@ pub fn encode_reply(id: u64, status: Status, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Splits a reply frame into id, status byte and payload; `None` if shorter than the header.
+/// Builds a reply frame with a route hint: `id`, `status` with [`HOLDER_FLAG`] set, the
+/// length of `holder` (one byte) and `holder` (the id of the system that answered, which
+/// holds the URN now), then the payload. A `holder` longer than 255 bytes goes without:
+/// a plain frame ([`encode_reply`]).
 #[must_use]
-pub fn decode_reply(frame: &[u8]) -> Option<(u64, u8, &[u8])> {
+pub fn encode_reply_with_holder(id: u64, status: Status, holder: &str, payload: &[u8]) -> Vec<u8> {
+    let Ok(len) = u8::try_from(holder.len()) else {
+        return encode_reply(id, status, payload);
+    };
+    let mut out = Vec::with_capacity(REPLY_HEADER_LEN + 1 + holder.len() + payload.len());
+    out.extend_from_slice(&id.to_be_bytes());
+    out.push(status as u8 | HOLDER_FLAG);
+    out.push(len);
+    out.extend_from_slice(holder.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A reply frame taken apart ([`split_reply`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyParts<'a> {
+    /// The request id.
+    pub id: u64,
+    /// The status byte, without [`HOLDER_FLAG`].
+    pub status: u8,
+    /// The route hint: the id of the system that answered, when the frame has one.
+    pub holder: Option<&'a [u8]>,
+    /// Where the payload starts in the frame.
+    pub payload_at: usize,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// Takes a reply frame apart; `None` if shorter than its header, or than the route hint
+/// its status byte announces.
+///
+/// ```
+/// use conclib_redis::protocol::{Status, encode_reply_with_holder, split_reply};
+///
+/// let frame = encode_reply_with_holder(7, Status::Ok, "s2", b"\x06");
+/// let parts = split_reply(&frame).unwrap();
+/// assert_eq!((parts.id, parts.status, parts.holder), (7, 0, Some(&b"s2"[..])));
+/// assert_eq!(parts.payload, b"\x06");
+/// ```
+#[must_use]
+pub fn split_reply(frame: &[u8]) -> Option<ReplyParts<'_>> {
     if frame.len() < REPLY_HEADER_LEN {
         return None;
     }
     let id = u64::from_be_bytes(frame[..8].try_into().ok()?);
-    Some((id, frame[8], &frame[REPLY_HEADER_LEN..]))
+    let status = frame[8];
+    if status & HOLDER_FLAG == 0 {
+        return Some(ReplyParts {
+            id,
+            status,
+            holder: None,
+            payload_at: REPLY_HEADER_LEN,
+            payload: &frame[REPLY_HEADER_LEN..],
+        });
+    }
+    let len = usize::from(*frame.get(REPLY_HEADER_LEN)?);
+    let payload_at = REPLY_HEADER_LEN + 1 + len;
+    let holder = frame.get(REPLY_HEADER_LEN + 1..payload_at)?;
+    Some(ReplyParts {
+        id,
+        status: status & !HOLDER_FLAG,
+        holder: Some(holder),
+        payload_at,
+        payload: &frame[payload_at..],
+    })
+}
+
+/// Splits a reply frame into id, status byte and payload (a route hint left out: see
+/// [`split_reply`]); `None` if shorter than its header.
+#[must_use]
+pub fn decode_reply(frame: &[u8]) -> Option<(u64, u8, &[u8])> {
+    split_reply(frame).map(|p| (p.id, p.status, p.payload))
 }
 
 #[cfg(test)]
@@ -259,6 +339,21 @@ mod tests {
             Some((0x0102_0304_0506_0708, 1, &b"xyz"[..]))
         );
         assert_eq!(decode_reply(&frame[..8]), None);
+        // With a route hint: the status without its flag, the payload after the holder.
+        let frame = encode_reply_with_holder(9, Status::Ok, "s2", b"ok");
+        assert_eq!(frame[8], HOLDER_FLAG);
+        assert_eq!(decode_reply(&frame), Some((9, 0, &b"ok"[..])));
+        let parts = split_reply(&frame).unwrap();
+        assert_eq!((parts.holder, parts.payload_at), (Some(&b"s2"[..]), 12));
+        // A hint cut short is a broken frame.
+        assert_eq!(split_reply(&frame[..10]), None);
+        assert_eq!(split_reply(&frame[..9]), None);
+        // A holder too long for its length byte: a plain frame.
+        let long = "s".repeat(256);
+        assert_eq!(
+            encode_reply_with_holder(9, Status::Ok, &long, b"ok"),
+            encode_reply(9, Status::Ok, b"ok")
+        );
         for b in 0..=255u8 {
             if let Some(s) = Status::from_byte(b) {
                 assert_eq!(s as u8, b);

@@ -52,8 +52,9 @@ def test_request_entries_follow_the_protocol(raw_redis: Any, redis_server: Any) 
         async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
             ask = asyncio.create_task(client.ask("svc", "Add", {"n": 5}, timeout=3, priority="high"))
             request = await asyncio.to_thread(fake.next_request)
-            assert set(request) == {"v", "id", "urn", "msg", "ttl", "reply", "prio", "tp", "codec", "body"}
+            assert set(request) == {"v", "id", "urn", "msg", "ttl", "reply", "rt", "prio", "tp", "codec", "body"}
             assert request["v"] == b"1"
+            assert request["rt"] == b"1"  # it reads route hints
             assert request["urn"] == b"svc" and request["msg"] == b"Add"
             assert request["codec"] == b"msgpack" and request["prio"] == b"high"
             assert msgpack.unpackb(request["body"]) == {"n": 5}

@@ -193,9 +193,18 @@ impl ProxyClient {
             };
             drop(pending);
             let status = reply_status(&frame)?;
+            let (payload_at, holder) = protocol::split_reply(&frame)
+                .map(|p| (p.payload_at, p.holder))
+                .ok_or_else(|| ProxyError::Protocol("short reply frame".into()))?;
+            // Passed on by the system the route named to the one holding the URN now, which
+            // named itself: the next asks go there.
+            if let Some(holder) = holder
+                && holder != route.system.as_bytes()
+            {
+                shared.learn_route(urn, holder);
+            }
             if status == Status::Overloaded
-                && let Some(refusal) =
-                    crate::overload::Refusal::parse(&frame[protocol::REPLY_HEADER_LEN..])
+                && let Some(refusal) = crate::overload::Refusal::parse(&frame[payload_at..])
             {
                 shared.holds.refused(urn, &refusal);
             }
@@ -216,7 +225,7 @@ impl ProxyClient {
                     _ => {}
                 }
             }
-            let payload = frame.slice(protocol::REPLY_HEADER_LEN..);
+            let payload = frame.slice(payload_at..);
             return Ok((status, payload));
         }
     }
@@ -300,6 +309,8 @@ impl Shared {
         }
         if ask {
             fields.push((field::REPLY, bytes(self.reply_field.clone())));
+            // Its answer names the system holding the URN when another passed it on.
+            fields.push((field::ROUTE_HINT, s("1")));
         }
         if priority == Priority::High {
             fields.push((field::PRIORITY, s("high")));

@@ -6,14 +6,15 @@ use std::time::Duration;
 use fred::prelude::*;
 
 use super::serve::forward::entry_fields;
-use super::serve::request::RawEnvelope;
+use super::serve::request::{RawEnvelope, RouteHint};
 
 /// The reply lists' prefix the targets check `reply` against.
 pub(crate) const REPLY_PREFIX: &str = "app:reply:";
 
 /// A request's fields as read by the proxy: parsed, addressed, validated. A valid request
 /// passed on to another system (`forward`'s entry, as Redis keeps it: every value a string)
-/// reads back as the same request, with the same reply address.
+/// reads back as the same request, with the same reply address (and, for an asker that
+/// reads route hints, marked passed on).
 pub(crate) fn request_entry(fields: Vec<Value>) {
     let env = RawEnvelope::parse(fields);
     let address = env.address(REPLY_PREFIX);
@@ -30,6 +31,7 @@ pub(crate) fn request_entry(fields: Vec<Value>) {
         })
         .collect();
     let env = RawEnvelope::parse(passed_on);
+    let hinted = req.route_hint != RouteHint::Unread && reply_to.is_some();
     assert_eq!(env.address(REPLY_PREFIX), Some(reply_to), "reply address");
     let again = env.validate().expect("a request passed on is valid");
     assert_eq!(again.urn, req.urn);
@@ -39,6 +41,13 @@ pub(crate) fn request_entry(fields: Vec<Value>) {
     assert_eq!(again.body, req.body);
     assert_eq!(again.priority, req.priority);
     assert_eq!(again.trace, req.trace);
+    // An ask whose asker reads route hints is answered with one once passed on; nothing
+    // else is.
+    assert_eq!(
+        again.route_hint == RouteHint::PassedOn,
+        hinted,
+        "route hint"
+    );
 }
 
 /// Whether these fields make a valid request (for the seeds' test).

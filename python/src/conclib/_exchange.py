@@ -19,8 +19,8 @@ from ._raw_path import EXPIRED, GONE, RawPath
 from ._redispy_path import RedisPyPath
 from ._session import Session, until
 from .durability import Durability
-from .errors import ConclibError, Unavailable
-from .protocol import REPLY_HEADER_LEN, Status, request_fields, ttl_ms
+from .errors import ConclibError, ProtocolError, Unavailable
+from .protocol import HOLDER_FLAG, REPLY_HEADER_LEN, Status, request_fields, split_reply, ttl_ms
 
 __all__ = ["exchange", "exchange_raw", "exchange_redispy", "send_tell"]
 
@@ -82,7 +82,7 @@ async def exchange_raw(
                 raise session.at_deadline(e, timeout, disconnects) from None
             frame = None
             continue
-        status = frame[8]
+        status, payload = reply_parts(session, urn, route, frame)
         session.check_deadline_answer(status, timeout, disconnects)
         if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
             retried = True
@@ -91,7 +91,22 @@ async def exchange_raw(
                 route = moved
                 frame = None
                 continue
+        return status, payload
+
+
+def reply_parts(session: Session, urn: str, route: Route, frame: bytes) -> tuple[int, bytes]:
+    """A reply frame's status and payload. A route hint in it (the ask was passed on to the
+    system holding the URN, which named itself) makes that system the URN's route."""
+    status = frame[8]
+    if not status & HOLDER_FLAG:
         return status, frame[REPLY_HEADER_LEN:]
+    parts = split_reply(frame)
+    if parts is None:
+        raise ProtocolError("a reply frame shorter than its route hint")
+    _, status, holder, payload_at = parts
+    if holder is not None:
+        session.routes.learn(urn, route, holder)
+    return status, frame[payload_at:]
 
 
 async def exchange_redispy(
@@ -142,7 +157,7 @@ async def exchange_redispy(
             session.pending.pop(request_id, None)
             session.written.discard(request_id)
             path.done(request_id)
-        status = frame[8]
+        status, payload = reply_parts(session, urn, route, frame)
         session.check_deadline_answer(status, timeout, disconnects)
         if status in (Status.NOT_OWNER, Status.UNKNOWN_URN) and not retried:
             retried = True
@@ -150,7 +165,7 @@ async def exchange_redispy(
             if moved is not None:
                 route = moved
                 continue
-        return status, frame[REPLY_HEADER_LEN:]
+        return status, payload
 
 
 async def send_tell(

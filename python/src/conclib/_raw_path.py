@@ -73,7 +73,7 @@ def request_template(urn: bytes, msg: bytes, reply: bytes, high: bool) -> bytes:
     next left open: a ``%``-format of the lengths and values of its id, its ``ttl``, its
     ``tp`` and its body (``pack_request``). In the order of ``protocol.request_fields``;
     ``urn``, ``msg`` and ``reply`` given packed (``$n\\r\\n...\\r\\n``: ``reply`` the whole
-    name/value pair, empty for a tell): ``fields_count(bool(reply), high)`` fields."""
+    name/value pair, empty for a tell; an ask's ``rt 1`` follows it): ``fields_count(bool(reply), high)`` fields."""
 
     def fixed(packed: bytes) -> bytes:
         return packed.replace(b"%", b"%%")
@@ -82,6 +82,8 @@ def request_template(urn: bytes, msg: bytes, reply: bytes, high: bool) -> bytes:
         bulk(fields_count(bool(reply), high)),
         b"$1\r\nv\r\n$1\r\n1\r\n$2\r\nid\r\n$%d\r\n%b\r\n$3\r\nurn\r\n",
         fixed(urn), b"$3\r\nmsg\r\n", fixed(msg), b"$3\r\nttl\r\n$%d\r\n%b\r\n", fixed(reply),
+        # ``rt 1``: the answer names the URN's holder when another system passed the ask on.
+        b"$2\r\nrt\r\n$1\r\n1\r\n" if reply else b"",
         _PRIO_HIGH if high else b"",
         b"$2\r\ntp\r\n$%d\r\n%b\r\n$5\r\ncodec\r\n$7\r\nmsgpack\r\n$4\r\nbody\r\n$%d\r\n%b\r\n",
     ])
@@ -89,7 +91,7 @@ def request_template(urn: bytes, msg: bytes, reply: bytes, high: bool) -> bytes:
 
 def fields_count(reply: bool, high: bool) -> int:
     """How many fields (bulk strings after their count) ``request_template`` holds."""
-    return 16 + (2 if reply else 0) + (2 if high else 0)
+    return 16 + (4 if reply else 0) + (2 if high else 0)
 
 
 def pack_request(template: bytes, request_id: int, ttl: bytes, tp: bytes, body: bytes) -> bytes:

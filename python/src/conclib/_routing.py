@@ -54,6 +54,20 @@ class Routing:
     def forget(self, urn: str) -> None:
         self.cache.pop(urn, None)
 
+    def learn(self, urn: str, route: Route, holder: bytes) -> None:
+        """The system that answered an ask another one passed on to it (the reply's route
+        hint, ``protocol.HOLDER_FLAG``) becomes ``urn``'s route, if the route cached is still
+        ``route`` (the one the ask went by). Ignored unless it names a system (UTF-8, not a
+        group). A hint that is wrong by the time it is used costs what a stale route does."""
+        try:
+            system = holder.decode("utf-8")
+        except UnicodeDecodeError:
+            return
+        if not system or system.startswith("~") or system == route.system:
+            return
+        if self.cache.get(urn) is route:
+            self.cache[urn] = self.route_to(system)
+
     async def resolve(self, urn: str, deadline: float, fresh: bool, wait_for_successor: bool = True) -> Route:
         """The system serving ``urn`` and its request stream, from the cache unless ``fresh``:
         ``GET {ns}:urn:{urn}``, else (nil) ``GET {ns}:pattern:{prefix}`` for a URN with a

@@ -60,6 +60,7 @@ from .durable import ExecutionInfo, Finished
 from .metrics import AskEvent, AskHook
 from .protocol import (
     DEFAULT_NAMESPACE,
+    HOLDER_FLAG,
     REPLY_HEADER_LEN,
     Keys,
     Status,
@@ -84,6 +85,7 @@ _NOTHING: Any = NOTHING
 # (resolved again), and the proxy's deadline answer (judged against lost connections).
 _JUDGED = frozenset({int(Status.UNKNOWN_URN), int(Status.NOT_OWNER), int(Status.TIMEOUT)})
 _OK = int(Status.OK)
+_HOLDER_FLAG = HOLDER_FLAG
 
 
 # Every live client, for the fork hook.
@@ -350,7 +352,8 @@ class AsyncClient:
                             return codec.decode(frame[REPLY_HEADER_LEN:])
                         except CodecError as e:
                             raise CodecError(f"cannot decode the response: {e}") from None
-                    if status not in _JUDGED:
+                    # A route hint (``HOLDER_FLAG``, above every status) goes on too.
+                    if status < _HOLDER_FLAG and status not in _JUDGED:
                         return interpret(urn, name, timeout, status, frame[REPLY_HEADER_LEN:])
                 status, reply = await exchange_raw(
                     session, raw, route, urn, name, body, timeout, high, tp, deadline, disconnects, frame

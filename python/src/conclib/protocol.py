@@ -35,6 +35,12 @@ DEFAULT_NAMESPACE: Final = "conclib"
 REPLY_HEADER_LEN: Final = 9
 """A reply frame's header: request id (8 bytes, big-endian) and status (1 byte)."""
 
+HOLDER_FLAG: Final = 0x80
+"""Set in a reply frame's status byte when a route hint follows the header: the length of
+the id of the system that answered (one byte), then that id. Sent only to an asker whose
+request said it reads them (field ``rt`` ``1``), for an ask another system passed on to the
+one holding its URN (as the Rust proxy's ``protocol::HOLDER_FLAG``)."""
+
 MAX_URN_LEN: Final = 256
 """The longest URN, in bytes."""
 
@@ -145,11 +151,40 @@ def encode_reply(request_id: int, status: int, payload: bytes) -> bytes:
     return request_id.to_bytes(8, "big") + bytes([status]) + payload
 
 
-def decode_reply(frame: bytes) -> tuple[int, int, bytes] | None:
-    """Id, status byte and payload of a frame; ``None`` if shorter than the header."""
+def encode_reply_with_holder(request_id: int, status: int, holder: str, payload: bytes) -> bytes:
+    """A reply frame with a route hint naming ``holder`` (``HOLDER_FLAG``); a plain frame
+    when ``holder`` is longer than 255 bytes."""
+    name = holder.encode()
+    if len(name) > 255:
+        return encode_reply(request_id, status, payload)
+    return request_id.to_bytes(8, "big") + bytes([status | HOLDER_FLAG, len(name)]) + name + payload
+
+
+def split_reply(frame: bytes) -> tuple[int, int, bytes | None, int] | None:
+    """Id, status byte (without ``HOLDER_FLAG``), the route hint's holder (``None``: none) and
+    where the payload starts; ``None`` if shorter than the header, or than the hint its
+    status byte announces."""
     if len(frame) < REPLY_HEADER_LEN:
         return None
-    return int.from_bytes(frame[:8], "big"), frame[8], frame[REPLY_HEADER_LEN:]
+    status = frame[8]
+    if not status & HOLDER_FLAG:
+        return int.from_bytes(frame[:8], "big"), status, None, REPLY_HEADER_LEN
+    if len(frame) <= REPLY_HEADER_LEN:
+        return None
+    payload_at = REPLY_HEADER_LEN + 1 + frame[REPLY_HEADER_LEN]
+    if len(frame) < payload_at:
+        return None
+    return int.from_bytes(frame[:8], "big"), status & ~HOLDER_FLAG, frame[REPLY_HEADER_LEN + 1 : payload_at], payload_at
+
+
+def decode_reply(frame: bytes) -> tuple[int, int, bytes] | None:
+    """Id, status byte and payload of a frame (a route hint left out: ``split_reply``);
+    ``None`` if shorter than the header."""
+    parts = split_reply(frame)
+    if parts is None:
+        return None
+    request_id, status, _, payload_at = parts
+    return request_id, status, frame[payload_at:]
 
 
 def valid_urn(urn: str) -> bool:
@@ -210,7 +245,8 @@ def request_fields(
         "ttl", str(ttl),
     ]
     if reply is not None:
-        fields += ["reply", reply]
+        # ``rt 1``: its answer names the system holding the URN when another passed it on.
+        fields += ["reply", reply, "rt", "1"]
     if priority_high:
         fields += ["prio", "high"]
     if traceparent:

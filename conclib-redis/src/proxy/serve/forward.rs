@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 
-use super::request::Request;
+use super::request::{Request, RouteHint};
 use super::stream::Handled;
 use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
@@ -204,6 +204,11 @@ pub(in crate::proxy) fn entry_fields(
     }
     if let Some(asker) = &req.asker {
         fields.extend([s(field::FROM), owned(asker.clone())]);
+    }
+    // The system that answers names itself to an asker that reads it (a client's route
+    // cached before its URN moved: its next asks go there, not through this one).
+    if req.route_hint != RouteHint::Unread && reply_to.is_some() {
+        fields.extend([s(field::ROUTE_HINT), s("2")]);
     }
     fields
 }

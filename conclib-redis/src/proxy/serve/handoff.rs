@@ -13,7 +13,7 @@ use fred::bytes::Bytes;
 use super::forward;
 use super::forward::Origin;
 use super::lease;
-use super::request::Request;
+use super::request::{Request, RouteHint};
 use super::stream::Handled;
 use crate::protocol::{self, Status};
 use crate::proxy::scale::activation;
@@ -408,7 +408,12 @@ impl Asked<'_> {
             status.label(),
             Duration::from_millis(since_entry as u64),
         );
-        let frame = protocol::encode_reply(id, status, &payload);
+        // Passed on here by the system the asker's route named: this one holds the URN.
+        let frame = if req.route_hint == RouteHint::PassedOn {
+            protocol::encode_reply_with_holder(id, status, &shared.system_id, &payload)
+        } else {
+            protocol::encode_reply(id, status, &payload)
+        };
         Handled::Reply {
             key: key.to_owned(),
             frame: Bytes::from(frame),

@@ -30,6 +30,7 @@ pub(in crate::proxy) struct RawEnvelope {
     joined: Option<Value>,
     moved_in: Option<Value>,
     moved: Option<Value>,
+    route_hint: Option<Value>,
     bad_shape: bool,
 }
 
@@ -51,6 +52,20 @@ pub(in crate::proxy) struct Request {
     /// `moved`: the request's first entry (`<entry id> <stream key>`), if a takeover moved
     /// it from a gone system's stream: the request's identity for `applied.rs`.
     pub(in crate::proxy) moved: Option<String>,
+    /// `rt`: whether the asker reads route hints, and whether this entry was passed on.
+    pub(in crate::proxy) route_hint: RouteHint,
+}
+
+/// A request's `rt` field ([`field::ROUTE_HINT`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::proxy) enum RouteHint {
+    /// Absent (or a value not known): the asker reads no route hints.
+    Unread,
+    /// `1`: the asker reads them; sent to the system it resolved.
+    Read,
+    /// `2`: the asker reads them, and a proxy passed the request on to this system: the
+    /// answer names it.
+    PassedOn,
 }
 
 pub(in crate::proxy) fn text(v: &Option<Value>) -> Option<&str> {
@@ -84,6 +99,7 @@ impl RawEnvelope {
                 Some(b) if b == field::JOINED.as_bytes() => &mut env.joined,
                 Some(b) if b == field::MOVED_IN.as_bytes() => &mut env.moved_in,
                 Some(b) if b == field::MOVED.as_bytes() => &mut env.moved,
+                Some(b) if b == field::ROUTE_HINT.as_bytes() => &mut env.route_hint,
                 _ => continue,
             };
             *slot = Some(v);
@@ -175,9 +191,15 @@ impl RawEnvelope {
         let moved = text(&self.moved)
             .filter(|m| !m.is_empty() && m.len() <= 1024)
             .map(str::to_owned);
+        let route_hint = match text(&self.route_hint) {
+            Some("1") => RouteHint::Read,
+            Some("2") => RouteHint::PassedOn,
+            _ => RouteHint::Unread,
+        };
         Ok(Request {
             asker,
             moved,
+            route_hint,
             urn,
             message,
             version,

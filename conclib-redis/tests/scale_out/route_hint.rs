@@ -1,0 +1,114 @@
+//! A client whose cached route names a member that no longer holds a URN (it moved: a
+//! drain, a rebalance) learns the holder from the first answer passed on: the member the
+//! route named passes the ask on, the holder answers naming itself (the reply's route
+//! hint), and the client's next asks go straight to the holder instead of through the
+//! member it cached (two trips through Redis each, for as long as the route is cached).
+
+use std::time::{Duration, Instant};
+
+use conclib_redis::ProxyClient;
+use fred::prelude::*;
+
+use crate::activation::Total;
+use crate::common::{config, plain_client};
+use crate::failover_load::MARGIN;
+use crate::placement::start_placers;
+
+/// How many entries were ever added to `stream`.
+async fn entries_added(redis: &Client, stream: &str) -> i64 {
+    let info: Vec<Value> = redis
+        .custom(
+            fred::cmd!("XINFO"),
+            vec![Value::from("STREAM"), Value::from(stream)],
+        )
+        .await
+        .unwrap();
+    info.chunks(2)
+        .find(|kv| kv[0].as_str().as_deref() == Some("entries-added"))
+        .and_then(|kv| kv[1].as_i64())
+        .expect("XINFO STREAM lists entries-added")
+}
+
+/// 64 asks of `urn` at once, each answered within `deadline` (and a small margin).
+async fn sixty_four_at_once(client: &ProxyClient, urn: &str, deadline: Duration) {
+    let asks = (0..64).map(|_| async move {
+        let started = Instant::now();
+        let r = client.ask(urn, Total).await;
+        (r, started.elapsed())
+    });
+    for (r, took) in futures_util::future::join_all(asks).await {
+        assert!(r.is_ok(), "{urn}: {r:?} after {took:?}");
+        assert!(took <= deadline + MARGIN, "{urn} answered after {took:?}");
+    }
+}
+
+/// Three members of a pattern; a client that caches its routes for a minute, its route to
+/// a URN naming a member that does not hold it. 64 asks at once go through that member,
+/// which passes each on to the holder; the next 64 go straight to the holder: not one more
+/// entry in the other member's stream.
+pub(crate) async fn a_client_told_who_holds_a_urn_sends_there_not_through_its_stale_route() {
+    let config = config("route-hint");
+    let lease_ms = conclib_redis::ProxyConfig::new("").lease_ttl.as_millis() as u64;
+    let peers = start_placers(&config, lease_ms, "spread").await;
+    let deadline = Duration::from_secs(5);
+    let mut cached = config.clone().with_ask_timeout(deadline);
+    cached.resolve_cache_ttl = Duration::from_secs(60);
+    let client = ProxyClient::connect(&cached).await.unwrap();
+    let redis = plain_client(&config.url).await;
+    let ns = &config.namespace;
+    let urn = "acct:hinted";
+    let key = format!("{ns}:urn:{urn}");
+
+    // Activated on one member; the client's route made to name another one.
+    assert!(client.ask(urn, Total).await.is_ok());
+    let holder: String = redis.get(&key).await.unwrap();
+    let stale = ["s1", "s2", "s3"]
+        .into_iter()
+        .find(|s| *s != holder)
+        .unwrap();
+    let ttl: i64 = redis.pttl(&key).await.unwrap();
+    let _: () = redis.set(&key, stale, None, None, false).await.unwrap();
+    assert_eq!(client.resolve(urn).await.unwrap().as_deref(), Some(stale));
+    let _: () = redis
+        .set(
+            &key,
+            holder.as_str(),
+            Some(Expiration::PX(ttl.max(1_000))),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+
+    let stale_stream = format!("{ns}:sys:{stale}:req");
+    let holder_stream = format!("{ns}:sys:{holder}:req");
+    let before = entries_added(&redis, &stale_stream).await;
+    sixty_four_at_once(&client, urn, deadline).await;
+    let passed_on = entries_added(&redis, &stale_stream).await - before;
+    assert!(
+        (1..=64).contains(&passed_on),
+        "the first asks went through {stale}: {passed_on}"
+    );
+
+    let (stale_before, holder_before) = (
+        entries_added(&redis, &stale_stream).await,
+        entries_added(&redis, &holder_stream).await,
+    );
+    sixty_four_at_once(&client, urn, deadline).await;
+    assert_eq!(
+        entries_added(&redis, &stale_stream).await - stale_before,
+        0,
+        "once told, none went through {stale}"
+    );
+    assert!(
+        entries_added(&redis, &holder_stream).await - holder_before >= 64,
+        "each went to {holder}"
+    );
+    println!(
+        "RESULT test=route_hint holder={holder} stale={stale} passed_on_first={passed_on} passed_on_after=0"
+    );
+    drop(client);
+    for p in peers {
+        p.stop().await;
+    }
+}

@@ -1,0 +1,92 @@
+"""Route hints: a client whose cached route names a member that no longer holds a URN (it
+moved: a drain, a rebalance) learns the holder from the first answer passed on. The member
+the route named passes the ask on, the holder (a real Rust server) answers naming itself
+(``protocol.HOLDER_FLAG``), and the client's next asks go straight there instead of through
+the member it cached, as the Rust client's (``tests/scale_out/route_hint.rs``). On one
+server (the raw path); through Sentinel or Cluster the replies are read by the same
+``_exchange.reply_parts``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import conclib
+from conclib.protocol import HOLDER_FLAG, Status, decode_reply, encode_reply, encode_reply_with_holder, split_reply
+from conftest import RedisServer, RustServer, run
+
+TIMEOUT = 5.0
+MARGIN = 1.0
+
+
+def test_a_reply_frame_with_a_route_hint_splits_into_its_parts() -> None:
+    frame = encode_reply_with_holder(9, Status.OK, "s2", b"ok")
+    assert frame[8] == HOLDER_FLAG
+    assert split_reply(frame) == (9, 0, b"s2", 12)
+    assert decode_reply(frame) == (9, 0, b"ok")
+    # Cut short inside the hint: a broken frame.
+    assert split_reply(frame[:10]) is None
+    assert split_reply(frame[:9]) is None
+    # A holder too long for its length byte: a plain frame.
+    assert encode_reply_with_holder(9, Status.OK, "s" * 256, b"ok") == encode_reply(9, Status.OK, b"ok")
+
+
+def _entries_added(raw_redis: Any, stream: str) -> int:
+    """How many entries were ever added to ``stream``."""
+    info = raw_redis.execute_command("XINFO", "STREAM", stream)
+    return int(info.get(b"entries-added", info.get("entries-added")))
+
+
+def test_a_client_told_who_holds_a_urn_sends_there_not_through_its_stale_route(
+    redis_server: RedisServer, raw_redis: Any
+) -> None:
+    """Two Rust members of ``conf:pat:{id}``; a client caching its routes for a minute, its
+    route to a URN naming the member that does not hold it. 64 asks at once go through that
+    member, which passes each on to the holder; the next 64 go straight to the holder: not
+    one more entry in the other member's stream."""
+    url = redis_server.url
+    ns = f"rthint-{uuid.uuid4().hex[:6]}"
+    servers = [RustServer(url, ns, "rh-a"), RustServer(url, ns, "rh-b")]
+    urn = "conf:pat:hinted"
+    key = f"{ns}:urn:{urn}"
+    try:
+
+        async def asked_at_once(client: conclib.AsyncClient) -> None:
+            async def one(n: int) -> float:
+                started = time.monotonic()
+                await client.ask(urn, "test.Add", n, timeout=TIMEOUT)
+                return time.monotonic() - started
+
+            took = await asyncio.gather(*(one(n) for n in range(64)))
+            assert max(took) < TIMEOUT + MARGIN, max(took)
+
+        async def main() -> tuple[str, str, int, int, int]:
+            async with conclib.AsyncClient(url, namespace=ns, resolve_cache_ttl=60.0) as client:
+                await client.ask(urn, "test.Add", 1, timeout=TIMEOUT)
+                holder = raw_redis.get(key).decode()
+                stale = "rh-b" if holder == "rh-a" else "rh-a"
+                ttl = raw_redis.pttl(key)
+                raw_redis.set(key, stale)
+                assert await client.resolve(urn) == stale
+                raw_redis.set(key, holder, px=max(ttl, 1000))
+                stale_stream, holder_stream = f"{ns}:sys:{stale}:req", f"{ns}:sys:{holder}:req"
+                before = _entries_added(raw_redis, stale_stream)
+                await asked_at_once(client)
+                passed_on = _entries_added(raw_redis, stale_stream) - before
+                stale_before = _entries_added(raw_redis, stale_stream)
+                holder_before = _entries_added(raw_redis, holder_stream)
+                await asked_at_once(client)
+                after = _entries_added(raw_redis, stale_stream) - stale_before
+                direct = _entries_added(raw_redis, holder_stream) - holder_before
+                return holder, stale, passed_on, after, direct
+
+        holder, stale, passed_on, after, direct = run(main(), timeout=60)
+        assert 1 <= passed_on <= 64, f"the first asks went through {stale}: {passed_on}"
+        assert after == 0, f"once told, {after} still went through {stale}"
+        assert direct >= 64, f"each went to {holder}: {direct}"
+        print(f"RESULT test=py_route_hint holder={holder} stale={stale} passed_on_first={passed_on} passed_on_after={after}")
+    finally:
+        for s in servers:
+            s.stop()
