@@ -164,7 +164,9 @@ pub struct ProxyConfig {
     /// and published in brief beside it (at most
     /// [`MAX_BRIEF_ACTORS`](conclib_core::MAX_BRIEF_ACTORS)). Default 1000.
     pub snapshot_max_actors: usize,
-    /// How long a client remembers which system serves a URN. Default 1 s.
+    /// How long a client remembers which system serves a URN. Default 1 s. A URN that moves
+    /// meanwhile costs one ask passed on through the system remembered: its answer names the
+    /// new holder (a route hint), which the client remembers instead.
     pub resolve_cache_ttl: Duration,
     /// How long a reply list lives after the last reply pushed to it. Default 60 s.
     pub reply_ttl: Duration,

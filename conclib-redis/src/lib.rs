@@ -753,6 +753,7 @@
 //!    | `codec` | payload codec: `bincode`, or `msgpack` (feature `msgpack`) |
 //!    | `prio` | optional: `high` puts the request in the actor's high-priority lane (it overtakes queued normal messages); absent or anything else: the normal lane |
 //!    | `tp` | optional: the sender's W3C `traceparent` (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`); the actor's `handle` span records its trace id as `trace_id` and its span id as `parent_span_id`, so one trace follows the request across processes. `ProxyClient` sends a child of the task's [`TraceContext`](conclib_core::trace::TraceContext) (or a new trace); a value the proxy cannot read as one is ignored, as is a missing one: the request is handled outside any trace |
+//!    | `rt` | optional, an ask's: `1` says the asker reads **route hints**. When the system its route named passes the ask on to the system holding the URN (it moved there: a drain, a rebalance, a takeover), the holder's answer names itself (see the reply frame below), so that the asker sends there from then on instead of through the route it cached (each such ask costs two trips through Redis). `ProxyClient` and the Python client send it; without it every answer is a plain frame. A proxy passing a request on writes `2` in the entry it adds: answer with a hint |
 //!    | `from` | optional: the id of the asking system (ours sends [`system_id`](ProxyConfig::system_id) when it is set); a pattern placed with [`Placement::PreferAsker`](scale::Placement::PreferAsker) activates the URN on that system when it is a live member of the pattern's group. Ignored otherwise |
 //!    | `body` | the message encoded with that codec, at most [`max_payload`](ProxyConfig::max_payload) bytes (default 8 MiB; the same limit applies to answers: a larger response or error is answered `TooLarge`) |
 //!
@@ -834,6 +835,14 @@
 //! | 11 | TooLarge | UTF-8 text: body or answer over the size limit |
 //! | 12 | MailboxFull | UTF-8 text |
 //! | 13 | Overloaded | UTF-8 text: `scope=urn limit=8 depth=8` (scope `urn`, `pattern` or `system`; words may be added) |
+//!
+//! **Route hint.** To an ask whose request had `rt`, a frame whose status byte has its high
+//! bit set (`0x80`, [`protocol::HOLDER_FLAG`]) carries after it the length of a system id (one
+//! byte) and that id: the system that answered, which holds the URN now; the status is the
+//! byte without that bit, and the payload follows the id ([`protocol::split_reply`]). Cache
+//! that system as the URN's route (ours replaces the route it cached, only if it is still
+//! the one the ask went by). A hint that is wrong by the time it is used costs what any stale
+//! route does: the request is passed on again, or answered `NotOwner`.
 //!
 //! A status not in this table is a broken reply: ours fails the ask with
 //! [`ProxyError::Protocol`] (an `AskError::Transport` through the typed API); a version 1

@@ -4,7 +4,8 @@ One client serves any number of concurrent asks from any number of tasks. Like t
 ``ProxyClient`` it has one reply list (``{ns}:reply:{128 random bits}``) read by one reader
 task (``BLMPOP``), dispatching each frame by request id; requests to one stream made together
 leave in one pipeline; a URN is resolved by its URN key, else by its pattern key (the group
-activating ``user:*`` for ``user:42``), and cached for ``resolve_cache_ttl``; a reply
+activating ``user:*`` for ``user:42``), and cached for ``resolve_cache_ttl``; an answer passed
+on to the URN's new holder names it (a route hint), which replaces the cache entry; a reply
 ``NotOwner``/``UnknownUrn`` drops the cache entry, resolves again and, if the URN moved to
 another system, sends once more; after a Redis restart a URN the client knew is looked up
 again until it reappears or the deadline passes (then ``Unavailable``, not ``UnknownUrn``).
