@@ -165,6 +165,21 @@ def test_hostile_reply_frames_give_typed_errors_and_no_hang(raw_redis: Any, redi
             fake.reply(request, 99, b"")
             with pytest.raises(conclib.ProtocolError):
                 await ask
+            # A route hint's flag (0x80) with a hint cut short, or over an unknown status:
+            # ProtocolError, not a wait for the deadline.
+            for status, rest in [(0x80, b"\x05ab"), (0x80, b""), (0x80 | 99, b"\x01s")]:
+                ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+                request = await asyncio.to_thread(fake.next_request)
+                fake.reply(request, status, rest)
+                started = time.monotonic()
+                with pytest.raises(conclib.ProtocolError):
+                    await ask
+                assert time.monotonic() - started < 4
+            # A well-formed hint: the answer as usual.
+            ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))
+            request = await asyncio.to_thread(fake.next_request)
+            fake.reply(request, 0x80, b"\x04fake" + msgpack.packb("hi"))
+            assert await ask == "hi"
 
             # An Ok frame whose payload is not MessagePack: CodecError.
             ask = asyncio.create_task(client.ask("svc", "Hello", timeout=5))

@@ -231,15 +231,23 @@ impl ProxyClient {
     }
 }
 
-/// A reply frame's status, as an ask reads it: a frame shorter than its header, or a status
-/// that no proxy sends, is a protocol error.
+/// A reply frame's status, as an ask reads it: a frame shorter than its header, or than the
+/// route hint its status byte announces, or a status that no proxy sends, is a protocol
+/// error.
 pub(crate) fn reply_status(frame: &[u8]) -> Result<Status, ProxyError> {
-    let (_, status, _) = protocol::decode_reply(frame)
+    let byte = *frame
+        .get(protocol::REPLY_HEADER_LEN - 1)
         .ok_or_else(|| ProxyError::Protocol("short reply frame".into()))?;
     // `Alive` belongs to the process actors' link: no proxy answers it.
-    Status::from_byte(status)
+    let status = Status::from_byte(byte & !protocol::HOLDER_FLAG)
         .filter(|s| *s != Status::Alive)
-        .ok_or_else(|| ProxyError::Protocol(format!("unknown reply status {status}")))
+        .ok_or_else(|| ProxyError::Protocol(format!("unknown reply status {byte}")))?;
+    if protocol::split_reply(frame).is_none() {
+        return Err(ProxyError::Protocol(
+            "a reply frame cut short in its route hint".into(),
+        ));
+    }
+    Ok(status)
 }
 
 struct PendingGuard<'a> {
@@ -441,7 +449,14 @@ impl Shared {
             let Some(frame) = frame.into_bytes() else {
                 continue;
             };
-            let Some((id, _, _)) = protocol::decode_reply(&frame) else {
+            // By its id alone: the ask judges the rest (`reply_status`), so that a frame it
+            // cannot read fails it rather than leaving it to its deadline.
+            let Some(id) = frame
+                .get(..8)
+                .filter(|_| frame.len() >= protocol::REPLY_HEADER_LEN)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+            else {
                 tracing::warn!(len = frame.len(), "dropped a malformed reply frame");
                 continue;
             };
@@ -464,6 +479,37 @@ mod tests {
     use super::super::shared::Shared;
     use super::Named;
     use crate::future_size::{future_size, never};
+
+    /// What an ask makes of a reply frame's status byte: a route hint's flag is not part of
+    /// the status; a hint cut short, or a status no proxy sends (flag or not), is a protocol
+    /// error naming the byte.
+    #[test]
+    fn a_reply_status_reads_past_the_route_hint_flag_and_refuses_what_is_broken() {
+        use crate::error::ProxyError;
+        use crate::protocol::{HOLDER_FLAG, Status, encode_reply, encode_reply_with_holder};
+
+        let status = super::reply_status;
+        assert_eq!(
+            status(&encode_reply(1, Status::NotOwner, b"")),
+            Ok(Status::NotOwner)
+        );
+        let hinted = encode_reply_with_holder(1, Status::Ok, "s2", b"x");
+        assert_eq!(status(&hinted), Ok(Status::Ok));
+        let protocol = |frame: &[u8]| match status(frame) {
+            Err(ProxyError::Protocol(text)) => text,
+            other => panic!("{other:?}"),
+        };
+        assert!(protocol(&hinted[..11]).contains("cut short in its route hint"));
+        assert!(protocol(&hinted[..9]).contains("cut short in its route hint"));
+        assert!(protocol(&hinted[..8]).contains("short reply frame"));
+        let mut unknown = 1u64.to_be_bytes().to_vec();
+        unknown.extend([200, 1, b'x']);
+        assert_eq!(protocol(&unknown), "unknown reply status 200");
+        unknown[8] = 99;
+        assert_eq!(protocol(&unknown), "unknown reply status 99");
+        unknown[8] = HOLDER_FLAG | Status::Alive as u8;
+        assert!(protocol(&unknown).starts_with("unknown reply status"));
+    }
 
     /// An ask's future holds what its common path needs: a URN lookup in Redis and the wait
     /// for a restarted Redis are boxed (6,952 bytes an ask before, every byte copied as the

@@ -94,6 +94,9 @@ async def exchange_raw(
         return status, payload
 
 
+_STATUSES = frozenset(int(s) for s in Status)
+
+
 def reply_parts(session: Session, urn: str, route: Route, frame: bytes) -> tuple[int, bytes]:
     """A reply frame's status and payload. A route hint in it (the ask was passed on to the
     system holding the URN, which named itself) makes that system the URN's route."""
@@ -102,7 +105,9 @@ def reply_parts(session: Session, urn: str, route: Route, frame: bytes) -> tuple
         return status, frame[REPLY_HEADER_LEN:]
     parts = split_reply(frame)
     if parts is None:
-        raise ProtocolError("a reply frame shorter than its route hint")
+        if status & ~HOLDER_FLAG not in _STATUSES:
+            raise ProtocolError(f"unknown reply status {status}")
+        raise ProtocolError("a reply frame cut short in its route hint")
     _, status, holder, payload_at = parts
     if holder is not None:
         session.routes.learn(urn, route, holder)
