@@ -488,7 +488,7 @@ mod tests {
         use crate::error::ProxyError;
         use crate::protocol::{HOLDER_FLAG, Status, encode_reply, encode_reply_with_holder};
 
-        let status = super::reply_status;
+        let status = crate::client::exchange::reply_status;
         assert_eq!(
             status(&encode_reply(1, Status::NotOwner, b"")),
             Ok(Status::NotOwner)
