@@ -437,7 +437,8 @@ pub(crate) fn sha1_hex(script: &str) -> String {
 /// stays its; one given away is added to the record when the record exists), and each request of that range for a URN of the pattern not acknowledged by the
 /// gone system (delivered and pending, or never delivered) is appended, fields unchanged but
 /// its deadline's `ttl` cut by the time it waited and a `moved` field (its first entry,
-/// `<id> <stream>`, unless it has one), to that member's stream (to the group's stream if its
+/// `<id> <stream>`, unless it has one; an asker's `rt 1` made `rt 2`, so that the member
+/// answering names itself: a route hint), to that member's stream (to the group's stream if its
 /// URN is held by another system by now), or dropped if its deadline passed; every request
 /// of the pattern in the range is then acknowledged and deleted from the gone system's
 /// stream. One script: the requests of a URN reach one stream, in their order, before any
@@ -484,7 +485,8 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
   local urn, ttl, placed, first
   for j = 1, #f, 2 do
     if f[j] == 'urn' then urn = f[j + 1] elseif f[j] == 'ttl' then ttl = j + 1
-    elseif f[j] == 'placed' then placed = true elseif f[j] == 'moved' then first = true end
+    elseif f[j] == 'placed' then placed = true elseif f[j] == 'moved' then first = true
+    elseif f[j] == 'rt' and f[j + 1] == '1' then f[j + 1] = '2' end
   end
   if urn and not placed and string.len(urn) > plen and string.sub(urn, 1, plen) == ARGV[2]
     and not string.find(urn, ':', plen + 1, true) then

@@ -112,3 +112,76 @@ pub(crate) async fn a_client_told_who_holds_a_urn_sends_there_not_through_its_st
         p.stop().await;
     }
 }
+
+/// 64 asks at once, each of one of `urns` in turn, each answered within `deadline` (and a
+/// small margin).
+async fn sixty_four_over(client: &ProxyClient, urns: &[String], deadline: Duration) {
+    let asks = (0..64).map(|i| async move {
+        let urn = urns[i % urns.len()].as_str();
+        let started = Instant::now();
+        let r = client.ask(urn, Total).await;
+        (urn, r, started.elapsed())
+    });
+    for (urn, r, took) in futures_util::future::join_all(asks).await {
+        assert!(r.is_ok(), "{urn}: {r:?} after {took:?}");
+        assert!(took <= deadline + MARGIN, "{urn} answered after {took:?}");
+    }
+}
+
+/// The same after a holder's death: a client caching its routes for a minute sends 64 asks
+/// at once to the URNs of a member killed (SIGKILL) moments before. They wait in its stream
+/// until the takeover moves them to the members given its URNs, each answered naming its
+/// new holder; the next 64 go straight there: not one more entry in the dead member's
+/// stream.
+pub(crate) async fn a_client_whose_route_names_a_killed_member_learns_the_new_holders() {
+    let config = config("route-hint-kill");
+    let mut peers = start_placers(&config, 1_500, "spread").await;
+    let deadline = Duration::from_secs(10);
+    let mut cached = config.clone().with_ask_timeout(deadline);
+    cached.resolve_cache_ttl = Duration::from_secs(60);
+    let client = ProxyClient::connect(&cached).await.unwrap();
+    let redis = plain_client(&config.url).await;
+    let ns = &config.namespace;
+    let urns: Vec<String> = (0..30).map(|i| format!("acct:k{i}")).collect();
+    for urn in &urns {
+        assert!(client.ask(urn.as_str(), Total).await.is_ok());
+    }
+    // The victim: `s1`, with the URNs it holds (placement spreads them over the three).
+    let mut theirs = Vec::new();
+    for urn in &urns {
+        let holder: String = redis.get(format!("{ns}:urn:{urn}")).await.unwrap();
+        if holder == "s1" {
+            theirs.push(urn.clone());
+        }
+    }
+    assert!(!theirs.is_empty(), "s1 holds some of {urns:?}");
+    // Their routes cached as naming `s1` (the first asks went through the group's stream).
+    for urn in &theirs {
+        assert_eq!(client.resolve(urn).await.unwrap().as_deref(), Some("s1"));
+    }
+    peers.remove(0).kill().await;
+
+    let dead_stream = format!("{ns}:sys:s1:req");
+    let before = entries_added(&redis, &dead_stream).await;
+    sixty_four_over(&client, &theirs, deadline).await;
+    let went_there = entries_added(&redis, &dead_stream).await - before;
+    assert_eq!(
+        went_there, 64,
+        "the first asks went to the dead member's stream"
+    );
+    let before = entries_added(&redis, &dead_stream).await;
+    sixty_four_over(&client, &theirs, deadline).await;
+    assert_eq!(
+        entries_added(&redis, &dead_stream).await - before,
+        0,
+        "once told, none went to the dead member's stream"
+    );
+    println!(
+        "RESULT test=route_hint_after_kill urns={} first_to_dead=64 after_to_dead=0",
+        theirs.len()
+    );
+    drop(client);
+    for p in peers {
+        p.stop().await;
+    }
+}
