@@ -136,10 +136,11 @@ pub fn reply_frame(data: &[u8]) {
             assert_eq!(again, data);
         }
     }
-    let Ok(status) = crate::client::reply_status(data) else {
+    let Ok((status, read)) = crate::client::reply_parts(data) else {
         return;
     };
-    let payload = parts.expect("a frame with a status splits").payload;
+    assert_eq!(Some(read), parts, "the ask reads the frame as it splits");
+    let payload = read.payload;
     let codecs: &[&dyn Codec] = &[
         &Bincode,
         #[cfg(feature = "msgpack")]

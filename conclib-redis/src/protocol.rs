@@ -292,10 +292,7 @@ pub struct ReplyParts<'a> {
 /// ```
 #[must_use]
 pub fn split_reply(frame: &[u8]) -> Option<ReplyParts<'_>> {
-    if frame.len() < REPLY_HEADER_LEN {
-        return None;
-    }
-    let id = u64::from_be_bytes(frame[..8].try_into().ok()?);
+    let id = reply_id(frame)?;
     let status = frame[8];
     if status & HOLDER_FLAG == 0 {
         return Some(ReplyParts {
@@ -316,6 +313,16 @@ pub fn split_reply(frame: &[u8]) -> Option<ReplyParts<'_>> {
         payload_at,
         payload: &frame[payload_at..],
     })
+}
+
+/// A reply frame's request id; `None` if the frame is shorter than its header. What a
+/// reader dispatches a frame by, whatever the rest holds ([`split_reply`] judges that).
+#[must_use]
+pub fn reply_id(frame: &[u8]) -> Option<u64> {
+    if frame.len() < REPLY_HEADER_LEN {
+        return None;
+    }
+    Some(u64::from_be_bytes(frame[..8].try_into().ok()?))
 }
 
 /// Splits a reply frame into id, status byte and payload (a route hint left out: see

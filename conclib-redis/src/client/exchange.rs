@@ -192,16 +192,12 @@ impl ProxyClient {
                 Err(_) => return Err(shared.timed_out(timeout, disconnects)),
             };
             drop(pending);
-            let status = reply_status(&frame)?;
-            let (payload_at, holder) = protocol::split_reply(&frame)
-                .map(|p| (p.payload_at, p.holder))
-                .ok_or_else(|| ProxyError::Protocol("short reply frame".into()))?;
+            let (status, parts) = reply_parts(&frame)?;
+            let payload_at = parts.payload_at;
             // Passed on by the system the route named to the one holding the URN now, which
             // named itself: the next asks go there.
-            if let Some(holder) = holder
-                && holder != route.system.as_bytes()
-            {
-                shared.learn_route(urn, holder);
+            if let Some(holder) = parts.holder {
+                shared.learn_route(urn, &route.system, holder);
             }
             if status == Status::Overloaded
                 && let Some(refusal) = crate::overload::Refusal::parse(&frame[payload_at..])
@@ -231,10 +227,10 @@ impl ProxyClient {
     }
 }
 
-/// A reply frame's status, as an ask reads it: a frame shorter than its header, or than the
-/// route hint its status byte announces, or a status that no proxy sends, is a protocol
-/// error.
-pub(crate) fn reply_status(frame: &[u8]) -> Result<Status, ProxyError> {
+/// A reply frame as an ask reads it: its status and its parts. A frame shorter than its
+/// header, or than the route hint its status byte announces, or a status that no proxy
+/// sends, is a protocol error.
+pub(crate) fn reply_parts(frame: &[u8]) -> Result<(Status, protocol::ReplyParts<'_>), ProxyError> {
     let byte = *frame
         .get(protocol::REPLY_HEADER_LEN - 1)
         .ok_or_else(|| ProxyError::Protocol("short reply frame".into()))?;
@@ -242,12 +238,9 @@ pub(crate) fn reply_status(frame: &[u8]) -> Result<Status, ProxyError> {
     let status = Status::from_byte(byte & !protocol::HOLDER_FLAG)
         .filter(|s| *s != Status::Alive)
         .ok_or_else(|| ProxyError::Protocol(format!("unknown reply status {byte}")))?;
-    if protocol::split_reply(frame).is_none() {
-        return Err(ProxyError::Protocol(
-            "a reply frame cut short in its route hint".into(),
-        ));
-    }
-    Ok(status)
+    let parts = protocol::split_reply(frame)
+        .ok_or_else(|| ProxyError::Protocol("a reply frame cut short in its route hint".into()))?;
+    Ok((status, parts))
 }
 
 struct PendingGuard<'a> {
@@ -449,14 +442,9 @@ impl Shared {
             let Some(frame) = frame.into_bytes() else {
                 continue;
             };
-            // By its id alone: the ask judges the rest (`reply_status`), so that a frame it
+            // By its id alone: the ask judges the rest (`reply_parts`), so that a frame it
             // cannot read fails it rather than leaving it to its deadline.
-            let Some(id) = frame
-                .get(..8)
-                .filter(|_| frame.len() >= protocol::REPLY_HEADER_LEN)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-            else {
+            let Some(id) = protocol::reply_id(&frame) else {
                 tracing::warn!(len = frame.len(), "dropped a malformed reply frame");
                 continue;
             };
@@ -488,7 +476,7 @@ mod tests {
         use crate::error::ProxyError;
         use crate::protocol::{HOLDER_FLAG, Status, encode_reply, encode_reply_with_holder};
 
-        let status = crate::client::exchange::reply_status;
+        let status = |frame: &[u8]| crate::client::exchange::reply_parts(frame).map(|(s, _)| s);
         assert_eq!(
             status(&encode_reply(1, Status::NotOwner, b"")),
             Ok(Status::NotOwner)

@@ -30,7 +30,7 @@ use io::{close_reader, read_replies, watch_link, watch_restarts};
 pub use remote::{ByUrn, RemoteRef};
 use shared::{REPLY_BLOCK_SECS, Shared};
 #[cfg(feature = "fuzzing")]
-pub(crate) use {exchange::reply_status, remote::interpret};
+pub(crate) use {exchange::reply_parts, remote::interpret};
 
 use std::collections::{HashMap, HashSet};
 

@@ -283,21 +283,25 @@ impl Shared {
     }
 
     /// Caches `holder` as `urn`'s route: the system that answered an ask another system
-    /// passed on to it (its reply's route hint, `protocol::HOLDER_FLAG`). Ignored unless it
-    /// is a system id as a URN key holds one (UTF-8, and not a group's, which no answer
-    /// names). A hint that is wrong by the time it is used costs what a stale route does:
-    /// the request is passed on, or answered `NotOwner` and resolved again.
-    pub(super) fn learn_route(&self, urn: &str, holder: &[u8]) {
+    /// passed on to it (its reply's route hint, `protocol::HOLDER_FLAG`), the ask having
+    /// gone by the route to `went_by`. Ignored unless it is a system id as a URN key holds
+    /// one (UTF-8, and not a group's, which no answer names) other than `went_by`, and
+    /// unless the route cached is still the one to `went_by` (a hint adds no entry, nor
+    /// replaces a newer one). A hint that is wrong by the time it is used costs what a
+    /// stale route does: the request is passed on, or answered `NotOwner` and resolved again.
+    pub(super) fn learn_route(&self, urn: &str, went_by: &str, holder: &[u8]) {
         let Ok(holder) = std::str::from_utf8(holder) else {
             return;
         };
-        if holder.is_empty() || holder.starts_with(crate::protocol::GROUP_MARK) {
+        if holder.is_empty() || holder.starts_with(crate::protocol::GROUP_MARK) || holder == went_by
+        {
             return;
         }
         let route = self.route_to(holder);
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        // Only a route cached now is replaced: a hint does not add entries of its own.
-        if let Some(cached) = cache.get_mut(urn) {
+        if let Some(cached) = cache.get_mut(urn)
+            && &*cached.system == went_by
+        {
             *cached = route;
         }
     }

@@ -86,7 +86,6 @@ _NOTHING: Any = NOTHING
 # (resolved again), and the proxy's deadline answer (judged against lost connections).
 _JUDGED = frozenset({int(Status.UNKNOWN_URN), int(Status.NOT_OWNER), int(Status.TIMEOUT)})
 _OK = int(Status.OK)
-_HOLDER_FLAG = HOLDER_FLAG
 
 
 # Every live client, for the fork hook.
@@ -354,7 +353,7 @@ class AsyncClient:
                         except CodecError as e:
                             raise CodecError(f"cannot decode the response: {e}") from None
                     # A route hint (``HOLDER_FLAG``, above every status) goes on too.
-                    if status < _HOLDER_FLAG and status not in _JUDGED:
+                    if status < HOLDER_FLAG and status not in _JUDGED:
                         return interpret(urn, name, timeout, status, frame[REPLY_HEADER_LEN:])
                 status, reply = await exchange_raw(
                     session, raw, route, urn, name, body, timeout, high, tp, deadline, disconnects, frame
