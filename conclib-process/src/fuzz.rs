@@ -12,10 +12,9 @@ use conclib_codec::__fuzz::{Order, Tree};
 use conclib_codec::{Bincode, encode_value};
 use conclib_core::trace::TraceContext;
 use conclib_core::{Message, MessageDecl, NoError};
-use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::answer::decode_answer;
-use crate::wire::{self, Frame, FrameReader, status};
+use crate::wire::{self, Frame, FrameReader, Trickle, status};
 
 /// Target `process_frame`: one frame's body (after its length). A frame that decodes
 /// encodes to a frame that decodes the same.
@@ -28,25 +27,6 @@ pub fn frame(data: &[u8]) {
     let len = u32::from_be_bytes(out[..4].try_into().expect("4 bytes")) as usize;
     assert_eq!(len, out.len() - 4, "the length prefix");
     assert_eq!(wire::decode(&out[4..]), Some(frame));
-}
-
-/// A stream that hands out at most `step` bytes a read, always at once.
-struct Trickle<'a> {
-    data: &'a [u8],
-    step: usize,
-}
-
-impl AsyncRead for Trickle<'_> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let n = self.step.min(self.data.len()).min(buf.remaining());
-        buf.put_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Poll::Ready(Ok(()))
-    }
 }
 
 /// Target `process_stream`: the link's byte stream (the first byte: how many bytes each

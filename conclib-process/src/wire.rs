@@ -438,3 +438,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(any(test, feature = "fuzzing"))]
+mod trickle;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use trickle::Trickle;

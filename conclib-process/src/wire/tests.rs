@@ -146,25 +146,6 @@ fn a_malformed_trace_is_ignored() {
     assert_eq!(decode(&cut), None);
 }
 
-/// Hands out at most `step` bytes per read: frames arrive cut anywhere.
-struct Trickle<'a> {
-    data: &'a [u8],
-    step: usize,
-}
-
-impl AsyncRead for Trickle<'_> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let n = self.step.min(self.data.len()).min(buf.remaining());
-        buf.put_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 fn read_all(data: &[u8], step: usize) -> std::io::Result<Vec<Vec<u8>>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
