@@ -107,6 +107,58 @@ def test_another_instance_taking_the_key_during_the_pass_loses_the_lease(
     run(body())
 
 
+def test_two_renewals_at_once_after_a_lapse_count_it_held_only_after_the_pass(
+    redis_server: RedisServer,
+) -> None:
+    """The heartbeat's renewal and a request's re-check after a thaw: the first takes the
+    lapsed lease again, the second finds it kept. Whatever order their answers come back in,
+    neither counts the lease held before the first's pass has claimed the URN keys again
+    (the second's answer read first would otherwise mark it fresh with keys given away
+    still served)."""
+
+    async def body() -> None:
+        redis, lease = await _lease(redis_server, "lease-test:two-at-once")
+        events: list[str] = []
+        second_done = asyncio.Event()
+        real_claim = lease.scripts.claim
+
+        async def claim(keys: Any, args: Any, **kw: Any) -> Any:
+            got = await real_claim(keys=keys, args=args, **kw)
+            if "renew" not in args and "retaken" not in events:
+                # The first renewal's retake: its answer is read after the second's (when
+                # the second can run beside it at all).
+                events.append("retaken")
+                try:
+                    await asyncio.wait_for(second_done.wait(), TTL / 5)
+                except asyncio.TimeoutError:
+                    pass
+            return got
+
+        lease.scripts.claim = claim
+
+        async def confirm(_given: Any) -> None:
+            events.append("pass")
+
+        async def second() -> None:
+            while "retaken" not in events:
+                await asyncio.sleep(0.001)
+            held = await lease.renew(confirm)
+            events.append(f"second {held} {lease.fresh()}")
+            second_done.set()
+
+        await redis.delete(lease.key)
+        lease.fresh_until = 0.0
+        first, _ = await asyncio.gather(lease.renew(confirm), second())
+        assert first and lease.fresh()
+        # Held by the second only once the pass ran (or not held by it at all).
+        second_said = next(e for e in events if e.startswith("second"))
+        if second_said.endswith("True"):
+            assert events.index("pass") < events.index(second_said), events
+        await redis.aclose()
+
+    run(body())
+
+
 async def _system_lease(redis_server: RedisServer, key: str) -> tuple[Any, Lease, str]:
     """A system's lease, with its record of URN keys given away (``_host_lease.py``)."""
     redis = aioredis.Redis.from_url(redis_server.url)

@@ -103,6 +103,8 @@ class Lease:
         self.fresh_until = 0.0
         self.lost = False
         self._recheck = asyncio.Lock()
+        # Held by every renewal of the lease key and its pass (`renew`).
+        self._renewal = asyncio.Lock()
         # Taken again after a lapse in Redis, its URN keys not yet confirmed (`renew`).
         self._unconfirmed = False
         self._confirming = False
@@ -163,6 +165,19 @@ class Lease:
         starved member's lease")."""
         if self.lost:
             return False
+        # A renewal meeting another's pass leaves the lease unheld (without waiting for it).
+        if self._confirming:
+            return False
+        # Two renewals at once (the heartbeat's and a request's re-check, after a thaw) could
+        # interleave so that the first takes the lapsed lease again while the second finds it
+        # kept and, its answer read first, counts the lease held before the first has asked
+        # for the URN keys: one at a time, as the Rust ``renew_lease``.
+        async with self._renewal:
+            return await self._renew_alone(confirm)
+
+    async def _renew_alone(self, confirm: Any) -> bool:
+        if self.lost:
+            return False
         since = time.monotonic()
         try:
             got = await self._renew_key(retake=True)
@@ -172,9 +187,6 @@ class Lease:
             self.lost = True
             return False
         if self._unconfirmed and confirm is not None:
-            # One pass at a time: a renewal meeting another's pass leaves the lease unheld.
-            if self._confirming:
-                return False
             self._confirming = True
             given = set(self._given) if self._given_known else None
             lapses = self._lapses
