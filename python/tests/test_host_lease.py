@@ -119,15 +119,17 @@ def test_two_renewals_at_once_after_a_lapse_count_it_held_only_after_the_pass(
     async def body() -> None:
         redis, lease = await _lease(redis_server, "lease-test:two-at-once")
         events: list[str] = []
+        retaken = asyncio.Event()
         second_done = asyncio.Event()
         real_claim = lease.scripts.claim
 
         async def claim(keys: Any, args: Any, **kw: Any) -> Any:
             got = await real_claim(keys=keys, args=args, **kw)
-            if "renew" not in args and "retaken" not in events:
+            if "renew" not in args and not retaken.is_set():
                 # The first renewal's retake: its answer is read after the second's (when
                 # the second can run beside it at all).
                 events.append("retaken")
+                retaken.set()
                 try:
                     await asyncio.wait_for(second_done.wait(), TTL / 5)
                 except asyncio.TimeoutError:
@@ -140,8 +142,7 @@ def test_two_renewals_at_once_after_a_lapse_count_it_held_only_after_the_pass(
             events.append("pass")
 
         async def second() -> None:
-            while "retaken" not in events:
-                await asyncio.sleep(0.001)
+            await retaken.wait()
             held = await lease.renew(confirm)
             events.append(f"second {held} {lease.fresh()}")
             second_done.set()

@@ -248,6 +248,14 @@ pub(crate) async fn a_member_drained_by_sigterm_under_load_hands_everything_over
     }
 }
 
+/// A client of `config` that keeps its routes for a minute (its asks go where it looked
+/// last), asking with `deadline`.
+pub(crate) async fn client_keeping_routes(config: &ProxyConfig, deadline: Duration) -> ProxyClient {
+    let mut cached = config.clone().with_ask_timeout(deadline);
+    cached.resolve_cache_ttl = Duration::from_secs(60);
+    ProxyClient::connect(&cached).await.unwrap()
+}
+
 /// 64 asks at once, each of one of `urns` in turn, each answered within `deadline` (and a
 /// small margin): the longest.
 pub(crate) async fn sixty_four_answered(
@@ -370,10 +378,7 @@ pub(crate) async fn a_request_passed_on_to_a_drained_holder_goes_to_the_group() 
     let lease_ms = ProxyConfig::new("").lease_ttl.as_millis() as u64;
     let mut peers = start_placers(&config, lease_ms, "spread").await;
     let deadline = Duration::from_secs(5);
-    // A client that keeps its routes for a minute: its asks go where it looked last.
-    let mut cached = config.clone().with_ask_timeout(deadline);
-    cached.resolve_cache_ttl = Duration::from_secs(60);
-    let client = ProxyClient::connect(&cached).await.unwrap();
+    let client = client_keeping_routes(&config, deadline).await;
     let redis = plain_client(&config.url).await;
     let bound = config.drain_timeout + config.shutdown_timeout;
     // `s1` and `s2` drained: their streams gone, their leases released.

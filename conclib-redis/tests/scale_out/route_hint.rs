@@ -6,12 +6,11 @@
 
 use std::time::Duration;
 
-use conclib_redis::ProxyClient;
 use fred::prelude::*;
 
 use crate::activation::Total;
 use crate::common::{config, plain_client};
-use crate::drain::sixty_four_answered;
+use crate::drain::{client_keeping_routes, sixty_four_answered};
 use crate::placement::start_placers;
 
 /// How many entries were ever added to `stream`.
@@ -38,9 +37,7 @@ pub(crate) async fn a_client_told_who_holds_a_urn_sends_there_not_through_its_st
     let lease_ms = conclib_redis::ProxyConfig::new("").lease_ttl.as_millis() as u64;
     let peers = start_placers(&config, lease_ms, "spread").await;
     let deadline = Duration::from_secs(5);
-    let mut cached = config.clone().with_ask_timeout(deadline);
-    cached.resolve_cache_ttl = Duration::from_secs(60);
-    let client = ProxyClient::connect(&cached).await.unwrap();
+    let client = client_keeping_routes(&config, deadline).await;
     let redis = plain_client(&config.url).await;
     let ns = &config.namespace;
     let urn = "acct:hinted";
@@ -109,9 +106,7 @@ pub(crate) async fn a_client_whose_route_names_a_killed_member_learns_the_new_ho
     let config = config("route-hint-kill");
     let mut peers = start_placers(&config, 1_500, "spread").await;
     let deadline = Duration::from_secs(10);
-    let mut cached = config.clone().with_ask_timeout(deadline);
-    cached.resolve_cache_ttl = Duration::from_secs(60);
-    let client = ProxyClient::connect(&cached).await.unwrap();
+    let client = client_keeping_routes(&config, deadline).await;
     let redis = plain_client(&config.url).await;
     let ns = &config.namespace;
     let urns: Vec<String> = (0..30).map(|i| format!("acct:k{i}")).collect();

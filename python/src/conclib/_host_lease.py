@@ -163,8 +163,6 @@ class Lease:
         of this process's own view only (starved or paused within the TTL) confirms nothing:
         the takeover acts only while the lease key is absent (docs/bench-log.md, "Overload: a
         starved member's lease")."""
-        if self.lost:
-            return False
         # A renewal meeting another's pass leaves the lease unheld (without waiting for it).
         if self._confirming:
             return False
@@ -176,6 +174,7 @@ class Lease:
             return await self._renew_alone(confirm)
 
     async def _renew_alone(self, confirm: Any) -> bool:
+        # Looked at once the lock is held: a renewal before this one may have lost it.
         if self.lost:
             return False
         since = time.monotonic()
