@@ -77,6 +77,7 @@ impl<'a> Activator<'a> {
             moved_at: Default::default(),
             limits: Default::default(),
             reporting: Default::default(),
+            last_look: Default::default(),
         });
         Activator { shared, pattern }
     }

@@ -222,7 +222,11 @@ async fn move_live(shared: &Arc<Shared>, pauses: &mut Vec<Duration>) {
         let took: Vec<Duration> = stream::iter(urns.into_iter().zip(targets))
             .map(|(urn, target)| {
                 let shared = shared.clone();
-                async move { activation::move_away(&shared, &urn, target.as_deref()).await }
+                async move {
+                    activation::move_away(&shared, &urn, target.as_deref())
+                        .await
+                        .paused
+                }
             })
             .buffer_unordered(eviction::MOVES_AT_ONCE)
             .collect()

@@ -8,6 +8,8 @@
 //! `v1`; a version-1 `Deposit` in bincode then moves its URN back to `v1`, the member that
 //! decodes it. No request is decoded by a member of the other version under bincode.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use conclib_core::{
@@ -224,9 +226,59 @@ pub(crate) async fn a_message_only_the_new_build_has_is_answered_by_it_or_refuse
     assert_eq!(client.ask("ver:0", DepositV1 { n: 1 }).await, Ok(1));
     additive_in_msgpack(&config).await;
 
-    // `v2` serves too: the same callers' `Audit`s are answered by `v2`, each URN moved
-    // there from `v1` by its first `Audit`.
+    // `v2` joins while callers ask `Audit` without pause (refused until then: `v1`'s
+    // looks at the directories, one reused for the next reroutes, named nobody): every
+    // `Audit` asked once `v2` is ready is answered by it, none refused by a look taken
+    // before it joined.
+    let asking = Arc::new(AtomicBool::new(true));
+    let asked = Arc::new(AtomicUsize::new(0));
+    let joining = (0..8).map(|i| {
+        let (client, asking, asked) = (client.clone(), asking.clone(), asked.clone());
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for round in 0.. {
+                if !asking.load(Ordering::Relaxed) {
+                    break;
+                }
+                let urn = format!("ver:{}", (i + round) % URNS);
+                let started = Instant::now();
+                let outcome = client.ask(urn, Audit).await;
+                assert!(
+                    started.elapsed() <= DEADLINE + MARGIN,
+                    "a call took too long"
+                );
+                outcomes.push((started, outcome));
+                asked.fetch_add(1, Ordering::Relaxed);
+            }
+            outcomes
+        })
+    });
+    let joining: Vec<_> = joining.collect();
     let v2 = start("v2", "2").await;
+    let ready = Instant::now();
+    // Until the callers asked 4 times each since (an ask of its own each time round).
+    let mark = asked.load(Ordering::Relaxed) + 4 * 8;
+    while asked.load(Ordering::Relaxed) < mark && ready.elapsed() < DEADLINE {
+        client.ask("ver:0", Balance).await.unwrap();
+    }
+    asking.store(false, Ordering::Relaxed);
+    let mut after_ready = 0;
+    for caller in futures_util::future::join_all(joining).await {
+        for (started, outcome) in caller.unwrap() {
+            if started >= ready {
+                after_ready += 1;
+                assert_eq!(
+                    outcome.as_deref(),
+                    Ok("v2"),
+                    "an Audit asked after v2 joined"
+                );
+            }
+        }
+    }
+    assert!(after_ready > 0, "no Audit was asked after v2 joined");
+
+    // The same 64 callers' `Audit`s are answered by `v2`, each URN moved there from `v1`
+    // by its first `Audit` (or by one just above).
     let audited = from_64_callers(&client, |c, urn| async move { c.ask(urn, Audit).await }).await;
     for r in &audited {
         assert_eq!(r.as_deref(), Ok("v2"), "{r:?}");

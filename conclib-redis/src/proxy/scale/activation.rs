@@ -269,17 +269,28 @@ pub(in crate::proxy) async fn passivate_idle(shared: &Arc<Shared>, sweep: bool) 
 /// request goes straight to `target`, which activates the URN; the key lapses after
 /// `urn_ttl` if none comes). Released when there is no target or the
 /// hand-over fails (its next request places it; the state is carried all the same).
-/// Returns how long the URN paused: from its stop on, once nothing was queued
-/// ([`until_nothing_queued`]; it serves as usual until then).
 pub(in crate::proxy) async fn move_away(
     shared: &Arc<Shared>,
     urn: &str,
     target: Option<&str>,
-) -> Duration {
+) -> Moved {
     until_nothing_queued(shared, urn).await;
     let stopping = Instant::now();
-    passivate_many(shared, &[urn.to_owned()], true, Moving::To(target)).await;
-    stopping.elapsed()
+    let handed = passivate_many(shared, &[urn.to_owned()], true, Moving::To(target)).await;
+    Moved {
+        paused: stopping.elapsed(),
+        handed: handed == 1,
+    }
+}
+
+/// What became of an activation [`move_away`] moved.
+#[derive(Debug, Clone, Copy)]
+pub(in crate::proxy) struct Moved {
+    /// How long its URN paused: from its stop on, once nothing was queued
+    /// ([`until_nothing_queued`]; it serves as usual until then).
+    pub(in crate::proxy) paused: Duration,
+    /// Its URN's key is the target's now (else released, or it was not live here).
+    pub(in crate::proxy) handed: bool,
 }
 
 /// Waits until `urn`'s actor has nothing queued, up to [`MOVE_WAITS_FOR_EMPTY_MAILBOX`]. A
@@ -335,7 +346,13 @@ async fn passivate_in_batches(
 /// released in another (handed to the member `moving` names instead, if any), and each
 /// pattern's count written once. Each URN's lock is held until its key is released (not
 /// until the counts are written): a request for it waits, then activates it again.
-async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving: Moving<'_>) {
+/// Returns how many keys were handed to the member `moving` names.
+async fn passivate_many(
+    shared: &Arc<Shared>,
+    urns: &[String],
+    now: bool,
+    moving: Moving<'_>,
+) -> usize {
     let target = match moving {
         Moving::To(target) => target,
         Moving::No => None,
@@ -378,7 +395,7 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
         .flatten()
         .collect();
     if stopped.is_empty() {
-        return;
+        return 0;
     }
     // A state carried to the next activation keeps its key (`migration.rs`).
     let empty = stopped
@@ -399,6 +416,7 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
             .collect()
     };
     let mut release = Vec::with_capacity(owned.len());
+    let mut handed_keys = 0;
     for urn in owned {
         let Some(live) = stopped
             .iter()
@@ -423,7 +441,9 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
             }
             None => false,
         };
-        if !handed {
+        if handed {
+            handed_keys += 1;
+        } else {
             release.push(urn);
         }
     }
@@ -434,19 +454,32 @@ async fn passivate_many(shared: &Arc<Shared>, urns: &[String], now: bool, moving
         .into_iter()
         .map(|(_held, urn, live)| (urn, live))
         .collect();
-    let mut prefixes: Vec<&str> = stopped
+    let mut prefixes: Vec<String> = stopped
         .iter()
-        .map(|(_, l)| l.pattern.prefix.as_str())
+        .map(|(_, l)| l.pattern.prefix.clone())
         .collect();
     prefixes.sort_unstable();
     prefixes.dedup();
-    for prefix in prefixes {
-        placement::report_activations(shared, prefix).await;
-    }
     for (urn, live) in &stopped {
         crate::metrics::activation(&shared.system_id, &live.pattern.prefix, "passivated");
         tracing::debug!(%urn, system = %shared.system_id, "passivated");
     }
+    let report = {
+        let shared = shared.clone();
+        async move {
+            for prefix in prefixes {
+                placement::report_activations(&shared, &prefix).await;
+            }
+        }
+    };
+    if matches!(moving, Moving::To(_)) {
+        // A move's caller goes on at once (a request that asked for the move waits for
+        // its own hand-over only); the count a target adds is written by the target.
+        tokio::spawn(report);
+    } else {
+        report.await;
+    }
+    handed_keys
 }
 
 /// Stops `actor` gracefully (its `on_stop` may save), killing it if it does not stop

@@ -44,6 +44,8 @@ pub(in crate::proxy) struct Pattern {
     pub(in crate::proxy) limits: crate::proxy::serve::admission::PatternLimits,
     /// The writes of its count in the directory (`placement.rs`).
     pub(in crate::proxy) reporting: Reporting,
+    /// The last look at its directories to reroute a message (`versions.rs`).
+    pub(in crate::proxy) last_look: super::versions::LastLook,
 }
 
 /// The writes of a pattern's count in its directory (`placement.rs`): how many were asked

@@ -150,7 +150,13 @@ async fn look(shared: &Arc<Shared>, prefix: &str) -> bool {
             .collect::<Vec<()>>()
             .await;
     }
-    left < excess
+    let moved = left < excess;
+    if moved {
+        // Each move writes this member's count in a task of its own (`activation.rs`):
+        // written before the look ends, for the next look's reading of the directory.
+        placement::report_activations(shared, prefix).await;
+    }
+    moved
 }
 
 /// A member just joined pattern `prefix`'s group and is listed in its directory

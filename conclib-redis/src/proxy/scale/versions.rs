@@ -20,8 +20,9 @@
 //! What it costs a request that decodes here: one comparison of two numbers (the field's
 //! parsing included, one more field name to compare while reading the entry).
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conclib_codec::Codec;
 use conclib_core::ExposedMessage;
@@ -30,6 +31,7 @@ use fred::prelude::*;
 use super::activation;
 use super::activations::Pattern;
 use super::placement;
+use super::placement_rule::MemberInfo;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::protocol::Status;
 use crate::proxy::serve::forward::{self, Origin};
@@ -99,27 +101,103 @@ pub(in crate::proxy) async fn unlist(shared: &Shared, prefix: &str) {
     let _ = conn::call(&shared.cmd, keyed("HDEL"), args).await;
 }
 
-/// The live members of pattern `prefix` other than this system that decode `message` of
-/// `version`, fewest activations first (`sys`: the system's proxy).
-async fn members_that_decode(
+/// How long one look at a pattern's two directories serves the reroutes that follow it.
+/// A build 2 caller's first requests reach many URNs of build 1 members within a few
+/// hundred milliseconds, and each was a look (two round trips, under its URN's lock, which
+/// the URN's other requests and its move wait for). The placement directory is a lease's
+/// word already (a member gone is listed until its lease lapses): a look this much older
+/// names a member gone no more often, and a request handed to one finds its way on from
+/// there (`serve/forward.rs`, a member with no stream).
+const LOOK_REUSED_FOR: Duration = Duration::from_millis(250);
+
+/// The last look at a pattern's member and message directories, and when it was taken
+/// ([`LOOK_REUSED_FOR`]). Reroutes that come while one looks wait for its look.
+#[derive(Default)]
+pub(in crate::proxy) struct LastLook(tokio::sync::Mutex<Option<(Instant, Arc<Look>)>>);
+
+impl LastLook {
+    /// The last look at pattern `prefix`'s directories if it is recent and not `again`,
+    /// else a new one; and whether it is new.
+    async fn get(
+        &self,
+        sys: &Shared,
+        prefix: &str,
+        again: bool,
+    ) -> Result<(Arc<Look>, bool), fred::error::Error> {
+        let mut last = self.0.lock().await;
+        if let Some((at, look)) = &*last
+            && !again
+            && at.elapsed() < LOOK_REUSED_FOR
+        {
+            return Ok((look.clone(), false));
+        }
+        let look = Arc::new(look_at(sys, prefix).await?);
+        *last = Some((Instant::now(), look.clone()));
+        Ok((look, true))
+    }
+}
+
+/// The live members of a pattern with their counts of activations, each choice made from
+/// the look counted, and each member's message line.
+struct Look {
+    live: std::sync::Mutex<Vec<MemberInfo>>,
+    lines: HashMap<String, String>,
+}
+
+impl Look {
+    /// The member other than `me` that decodes `message` of `version` with the fewest
+    /// activations, counted one more.
+    fn choose(
+        &self,
+        me: &str,
+        message: &str,
+        version: u32,
+        other_versions: bool,
+    ) -> Option<String> {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        let chosen = live
+            .iter_mut()
+            .filter(|m| m.system != me)
+            .filter(|m| {
+                self.lines
+                    .get(&m.system)
+                    .is_some_and(|l| line_decodes(l, message, version, other_versions))
+            })
+            .min_by_key(|m| m.activations)?;
+        chosen.activations += 1;
+        Some(chosen.system.clone())
+    }
+}
+
+/// The live member of pattern `prefix` other than this system that decodes `message` of
+/// `version` with the fewest activations (`sys`: the system's proxy). A recent look that
+/// names none is not trusted: a member that decodes it may have joined since.
+async fn member_that_decodes(
     sys: &Shared,
-    prefix: &str,
+    pattern: &Pattern,
     message: &str,
     version: u32,
     other_versions: bool,
-) -> Result<Vec<String>, fred::error::Error> {
-    let mut live = placement::pattern_members(sys, prefix).await?;
-    live.retain(|m| m.system != sys.system_id);
-    if live.is_empty() {
-        return Ok(Vec::new());
+) -> Result<Option<String>, fred::error::Error> {
+    let (look, new) = pattern.last_look.get(sys, &pattern.prefix, false).await?;
+    let chosen = look.choose(&sys.system_id, message, version, other_versions);
+    if chosen.is_some() || new {
+        return Ok(chosen);
     }
+    let (look, _) = pattern.last_look.get(sys, &pattern.prefix, true).await?;
+    Ok(look.choose(&sys.system_id, message, version, other_versions))
+}
+
+/// Reads pattern `prefix`'s member and message directories.
+async fn look_at(sys: &Shared, prefix: &str) -> Result<Look, fred::error::Error> {
+    let live = placement::pattern_members(sys, prefix).await?;
     let listed = conn::call(
         &sys.cmd,
         keyed("HGETALL"),
         vec![owned(sys.keys.messages(prefix))],
     )
     .await?;
-    let mut lines = std::collections::HashMap::new();
+    let mut lines = HashMap::new();
     if let Value::Array(flat) = listed {
         let mut it = flat.into_iter();
         while let (Some(system), Some(line)) = (it.next(), it.next()) {
@@ -140,16 +218,10 @@ async fn members_that_decode(
             }
         }
     }
-    live.sort_by_key(|m| m.activations);
-    Ok(live
-        .into_iter()
-        .filter(|m| {
-            lines
-                .get(&m.system)
-                .is_some_and(|l| line_decodes(l, message, version, other_versions))
-        })
-        .map(|m| m.system)
-        .collect())
+    Ok(Look {
+        live: std::sync::Mutex::new(live),
+        lines,
+    })
 }
 
 /// A request for a URN of `pattern` that this member does not decode (the module's docs):
@@ -180,16 +252,16 @@ pub(in crate::proxy) async fn reroute(
         drop(settled);
         return forward::forward(&sys, origin, req, &holder, reply_to, remaining).await;
     }
-    let able = members_that_decode(
+    let able = member_that_decodes(
         &sys,
-        &pattern.prefix,
+        pattern,
         &req.message,
         req.version,
         codec.reads_other_versions(),
     )
     .await;
     let target = match able {
-        Ok(able) => able.into_iter().next(),
+        Ok(able) => able,
         Err(e) => {
             tracing::warn!(%urn, error = %e, "could not read the pattern's directories; the request stays pending");
             return Handled::LeavePending;
@@ -204,7 +276,11 @@ pub(in crate::proxy) async fn reroute(
         // Its requests queued here finish first (in their order), its state is carried,
         // then its key is the target's.
         drop(settled);
-        activation::move_away(&sys, urn, Some(&target)).await;
+        let moved = activation::move_away(&sys, urn, Some(&target)).await;
+        if moved.handed {
+            // The target holds the key now: this request waits for no look at it.
+            return forward::forward(&sys, origin, req, &target, reply_to, remaining).await;
+        }
         let settled = entry.lock.lock().await;
         if sys.activations.is_live(urn) {
             // Activated here again meanwhile: read again.
