@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use conclib_core::{ActorSystem, DynActorRef, ExposedMessage};
 
-use super::placement_rule::Placement;
+use super::placement_rule::{MemberInfo, Placement};
 use super::standing::Standing;
 use super::store::StateStore;
 use crate::overload::{Eviction, EvictionCandidate};
@@ -45,7 +45,7 @@ pub(in crate::proxy) struct Pattern {
     /// The writes of its count in the directory (`placement.rs`).
     pub(in crate::proxy) reporting: Reporting,
     /// The last look at its directories to reroute a message (`versions.rs`).
-    pub(in crate::proxy) last_look: super::versions::LastLook,
+    pub(in crate::proxy) last_look: LastLook,
 }
 
 /// The writes of a pattern's count in its directory (`placement.rs`): how many were asked
@@ -55,6 +55,21 @@ pub(in crate::proxy) struct Reporting {
     pub(in crate::proxy) asked: AtomicU64,
     pub(in crate::proxy) written: AtomicU64,
     pub(in crate::proxy) writing: tokio::sync::Mutex<()>,
+}
+
+/// The last look at a pattern's member and message directories, and when it was taken, to
+/// reroute a message (`versions.rs`, `LOOK_REUSED_FOR`). Reroutes that come while one
+/// looks wait for its look.
+#[derive(Default)]
+pub(in crate::proxy) struct LastLook(
+    pub(in crate::proxy) tokio::sync::Mutex<Option<(Instant, Arc<Look>)>>,
+);
+
+/// The live members of a pattern with their counts of activations (each choice made from
+/// the look counted), and each member's message line (`versions.rs`).
+pub(in crate::proxy) struct Look {
+    pub(in crate::proxy) live: Mutex<Vec<MemberInfo>>,
+    pub(in crate::proxy) lines: HashMap<String, String>,
 }
 
 /// One activation alive in this system.

@@ -29,9 +29,8 @@ use conclib_core::ExposedMessage;
 use fred::prelude::*;
 
 use super::activation;
-use super::activations::Pattern;
+use super::activations::{LastLook, Look, Pattern};
 use super::placement;
-use super::placement_rule::MemberInfo;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::protocol::Status;
 use crate::proxy::serve::forward::{self, Origin};
@@ -103,17 +102,12 @@ pub(in crate::proxy) async fn unlist(shared: &Shared, prefix: &str) {
 
 /// How long one look at a pattern's two directories serves the reroutes that follow it.
 /// A build 2 caller's first requests reach many URNs of build 1 members within a few
-/// hundred milliseconds, and each was a look (two round trips, under its URN's lock, which
-/// the URN's other requests and its move wait for). The placement directory is a lease's
+/// hundred milliseconds; a look for each would be two round trips under its URN's lock,
+/// which the URN's other requests and its move wait for. The placement directory is a lease's
 /// word already (a member gone is listed until its lease lapses): a look this much older
 /// names a member gone no more often, and a request handed to one finds its way on from
 /// there (`serve/forward.rs`, a member with no stream).
 const LOOK_REUSED_FOR: Duration = Duration::from_millis(250);
-
-/// The last look at a pattern's member and message directories, and when it was taken
-/// ([`LOOK_REUSED_FOR`]). Reroutes that come while one looks wait for its look.
-#[derive(Default)]
-pub(in crate::proxy) struct LastLook(tokio::sync::Mutex<Option<(Instant, Arc<Look>)>>);
 
 impl LastLook {
     /// The last look at pattern `prefix`'s directories if it is recent and not `again`,
@@ -135,13 +129,6 @@ impl LastLook {
         *last = Some((Instant::now(), look.clone()));
         Ok((look, true))
     }
-}
-
-/// The live members of a pattern with their counts of activations, each choice made from
-/// the look counted, and each member's message line.
-struct Look {
-    live: std::sync::Mutex<Vec<MemberInfo>>,
-    lines: HashMap<String, String>,
 }
 
 impl Look {
@@ -321,7 +308,43 @@ fn unsupported(sys: &Shared, req: &Request, reply_to: &Option<(String, u64)>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::scale::placement_rule::MemberInfo;
     use conclib_codec::Bincode;
+
+    #[test]
+    fn a_look_chooses_the_member_that_decodes_with_the_fewest_counting_each_choice() {
+        let member = |system: &str, activations| MemberInfo {
+            system: system.into(),
+            activations,
+            reader: false,
+            asker: false,
+        };
+        let look = Look {
+            live: std::sync::Mutex::new(vec![
+                member("me", 0),
+                member("v1", 0),
+                member("a", 5),
+                member("b", 6),
+            ]),
+            lines: [
+                ("me", "Audit@1"),
+                ("v1", "Add@1"),
+                ("a", "Audit@1"),
+                ("b", "Audit@1"),
+            ]
+            .into_iter()
+            .map(|(s, l)| (s.to_owned(), l.to_owned()))
+            .collect(),
+        };
+        let chosen: Vec<_> = (0..4)
+            .map(|_| look.choose("me", "Audit", 1, false))
+            .collect();
+        // `a` (5), then `a` or `b` at 6 each, each choice counted: never `me` nor `v1`.
+        assert_eq!(chosen[0].as_deref(), Some("a"));
+        let to_b = chosen.iter().filter(|c| c.as_deref() == Some("b")).count();
+        assert_eq!(to_b, 1, "{chosen:?}");
+        assert_eq!(look.choose("me", "Nope", 1, false), None);
+    }
 
     #[test]
     fn a_line_lists_each_message_with_its_version() {
