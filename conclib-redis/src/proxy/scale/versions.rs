@@ -103,10 +103,11 @@ pub(in crate::proxy) async fn unlist(shared: &Shared, prefix: &str) {
 /// How long one look at a pattern's two directories serves the reroutes that follow it.
 /// A build 2 caller's first requests reach many URNs of build 1 members within a few
 /// hundred milliseconds; a look for each would be two round trips under its URN's lock,
-/// which the URN's other requests and its move wait for. The placement directory is a lease's
-/// word already (a member gone is listed until its lease lapses): a look this much older
-/// names a member gone no more often, and a request handed to one finds its way on from
-/// there (`serve/forward.rs`, a member with no stream).
+/// which the URN's other requests and its move wait for. A look reused may name a member
+/// that began to drain since (one killed is listed until its lease lapses, reused or not):
+/// a request handed to it goes on to the pattern's group, whose members activate the URN
+/// once that member's drain is over and its stream gone (`takeover.rs`,
+/// `free_urn_of_gone`): later by up to a drain, never lost.
 const LOOK_REUSED_FOR: Duration = Duration::from_millis(250);
 
 impl LastLook {
