@@ -16,8 +16,9 @@
 //!   shorter roll has fewer quiet asks beside them, and a higher p99 for as many slow
 //!   ones); `stall_ms_steady`, `stall_ms_roll`: how long, per caller, the callers' own
 //!   runtimes were not run in each window (CPU the machine did not give them:
-//!   `rolling/waits.rs`), and `slow_moved`, `slow_stalled`, `slow_other`: the slow asks by
-//!   where they waited (their account moving, their caller stalled, neither);
+//!   `rolling/waits.rs`), and `slow_moved`, `slow_stalled`, `slow_stale`, `slow_other`: the
+//!   slow asks by where they waited (their account moving, their caller stalled, a route
+//!   its caller held from before the account moved, none of these);
 //! - `drain_ms_max`: the longest a member took from its SIGTERM to its exit;
 //! - `pause_p99_ms`: the largest of the drains' p99 (over the URNs each handed over) of
 //!   the time from an activation's stop to its URN's release;
@@ -146,10 +147,13 @@ pub struct Report {
     /// (As `stall_ms_steady`.)
     pub stall_ms_roll: f64,
     /// The slow asks whose account moved while they waited, those whose caller was
-    /// stalled, and the rest (`rolling/waits.rs`).
+    /// stalled, those sent by a route from before their account moved, and the rest
+    /// (`rolling/waits.rs`).
     pub slow_moved: u64,
     /// (As `slow_moved`.)
     pub slow_stalled: u64,
+    /// (As `slow_moved`.)
+    pub slow_stale: u64,
     /// (As `slow_moved`.)
     pub slow_other: u64,
     /// The longest a member took from its SIGTERM to its exit (ms).
@@ -192,7 +196,7 @@ impl Report {
     #[must_use]
     pub fn line(&self) -> String {
         format!(
-            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0} py_callers={} py_asks={} py_failed={} py_timeouts={} ticks={} ticks_lost={} ticks_doubled={} roll_ms={} slow_asks={} steady_ms={} steady_asks={} roll_asks={} stall_ms_steady={:.1} stall_ms_roll={:.1} slow_moved={} slow_stalled={} slow_other={}",
+            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0} py_callers={} py_asks={} py_failed={} py_timeouts={} ticks={} ticks_lost={} ticks_doubled={} roll_ms={} slow_asks={} steady_ms={} steady_asks={} roll_asks={} stall_ms_steady={:.1} stall_ms_roll={:.1} slow_moved={} slow_stalled={} slow_stale={} slow_other={}",
             self.asks,
             self.failed_asks,
             self.timeouts,
@@ -230,6 +234,7 @@ impl Report {
             self.stall_ms_roll,
             self.slow_moved,
             self.slow_stalled,
+            self.slow_stale,
             self.slow_other,
         )
     }
@@ -552,8 +557,12 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
     (report.stall_ms_roll, _) = waits::stall_summary(&stalls, roll_start, roll_end);
     let moves = waits::Moves::read(dir)?;
     let classes = waits::Classes::of(&roll_asks, slow_us, &moves, &stalls);
-    (report.slow_moved, report.slow_stalled, report.slow_other) =
-        (classes.moved, classes.stalled, classes.other);
+    (
+        report.slow_moved,
+        report.slow_stalled,
+        report.slow_stale,
+        report.slow_other,
+    ) = (classes.moved, classes.stalled, classes.stale, classes.other);
     if options.phases {
         let (stalled, longest) = waits::stall_summary(&stalls, steady_from, roll_start);
         eprintln!(

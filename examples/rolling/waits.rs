@@ -160,6 +160,9 @@ fn stalled(stalls: &[Vec<(u64, u64)>], caller: usize, start: u64, end: u64) -> u
 pub(super) struct Classes {
     pub(super) moved: u64,
     pub(super) stalled: u64,
+    /// Not moved while it waited, but its caller's first ask of its account since the
+    /// account moved: sent by a route that no longer held (passed on by the member left).
+    pub(super) stale: u64,
     pub(super) other: u64,
     /// Of the moved ones, per ask: from its start to its account's stop, from the stop to
     /// the activation elsewhere, the activation, and from it to the answer (µs).
@@ -175,6 +178,22 @@ impl Classes {
         stalls: &[Vec<(u64, u64)>],
     ) -> Classes {
         let mut c = Classes::default();
+        let mut by_caller: BTreeMap<(usize, u64), Vec<u64>> = BTreeMap::new();
+        for a in asks {
+            by_caller.entry((a.caller, a.urn)).or_default().push(a.start);
+        }
+        for starts in by_caller.values_mut() {
+            starts.sort_unstable();
+        }
+        let moved_since_last_ask = |a: &Ask| {
+            let starts = &by_caller[&(a.caller, a.urn)];
+            let before = starts.partition_point(|s| *s < a.start);
+            let since = before.checked_sub(1).map_or(0, |i| starts[i]);
+            moves
+                .stops
+                .get(&a.urn)
+                .is_some_and(|s| s.iter().any(|t| *t > since && *t <= a.start))
+        };
         for a in asks.iter().filter(|a| a.end - a.start > slow_us) {
             if let Some((stop, from, to)) = moves.during(a.urn, a.start, a.end) {
                 c.moved += 1;
@@ -190,6 +209,8 @@ impl Classes {
                 >= (a.end - a.start).saturating_sub(slow_us / 2)
             {
                 c.stalled += 1;
+            } else if moved_since_last_ask(a) {
+                c.stale += 1;
             } else {
                 c.other += 1;
             }
@@ -205,9 +226,10 @@ impl Classes {
             v.get(v.len() / 2).map_or(0.0, |us| *us as f64 / 1000.0)
         };
         format!(
-            "moved={} stalled={} other={} moved_median_ms(to_stop,stop_to_act,act,act_to_answer)={:.1},{:.1},{:.1},{:.1}",
+            "moved={} stalled={} stale={} other={} moved_median_ms(to_stop,stop_to_act,act,act_to_answer)={:.1},{:.1},{:.1},{:.1}",
             self.moved,
             self.stalled,
+            self.stale,
             self.other,
             median(0),
             median(1),
