@@ -180,7 +180,10 @@ impl Classes {
         let mut c = Classes::default();
         let mut by_caller: BTreeMap<(usize, u64), Vec<u64>> = BTreeMap::new();
         for a in asks {
-            by_caller.entry((a.caller, a.urn)).or_default().push(a.start);
+            by_caller
+                .entry((a.caller, a.urn))
+                .or_default()
+                .push(a.start);
         }
         for starts in by_caller.values_mut() {
             starts.sort_unstable();

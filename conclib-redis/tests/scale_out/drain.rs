@@ -16,7 +16,7 @@ use conclib_redis::readiness::Readiness;
 use conclib_redis::{ProxyClient, ProxyConfig, ProxyHandle};
 use fred::prelude::*;
 
-use crate::activation::Total;
+use crate::activation::{IncrAndHold, Total};
 use crate::common::{config, plain_client};
 use crate::failover_load::{LONG, MARGIN, URNS, read_records, stalled};
 use crate::peers::{Peer, temp_notes};
@@ -30,7 +30,7 @@ const LOADERS: usize = 4;
 
 /// A peer's answer to SIGTERM: drains `proxy`, printing its readiness as the drain began
 /// (`READINESS draining`) and what the drain did (`DRAINED handed longest_ms moved expired
-/// took_ms`).
+/// took_ms`), or the error it ended in (`DRAIN_ERROR ..`: one cut at its bound).
 pub(crate) async fn drain_and_say(proxy: ProxyHandle) {
     let probe = proxy.readiness();
     let drain = tokio::spawn(proxy.drain());
@@ -46,7 +46,10 @@ pub(crate) async fn drain_and_say(proxy: ProxyHandle) {
     .await
     .unwrap_or(Readiness::Ready);
     println!("READINESS {}", seen.as_str());
-    let d = drain.await.unwrap().unwrap();
+    let d = match drain.await.unwrap() {
+        Ok(d) => d,
+        Err(e) => return println!("DRAIN_ERROR {e}"),
+    };
     println!(
         "DRAINED {} {} {} {} {} {}",
         d.handed,
@@ -422,6 +425,86 @@ pub(crate) async fn a_request_passed_on_to_a_drained_holder_goes_to_the_group() 
     );
     println!(
         "RESULT test=drain_streamless urn={urn} now=s3 longest_ms={}",
+        longest.as_millis()
+    );
+    drop(client);
+    for p in peers {
+        p.stop().await;
+    }
+}
+
+/// A URN whose key names a member that is draining but holds no activation of it (handed
+/// there by a look taken before the drain began, as a reroute's may be): the requests that
+/// member reads for it go to the pattern's group with the key released, and the member
+/// left activates it during the drain, not after it. The drain is held open by an
+/// activation whose handler runs past the drain's bound (`IncrAndHold`); 64 callers ask the
+/// URN with a deadline of 3 s, against a drain of 10 s: each is answered within its
+/// deadline, and before the member departs.
+pub(crate) async fn a_urn_handed_to_a_draining_member_is_answered_during_its_drain() {
+    let config = config("drain-handed-late");
+    let lease_ms = ProxyConfig::new("").lease_ttl.as_millis() as u64;
+    let mut peers = start_placers(&config, lease_ms, "spread").await;
+    let deadline = Duration::from_secs(3);
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(deadline))
+        .await
+        .unwrap();
+    let redis = plain_client(&config.url).await;
+    let ns = &config.namespace;
+    // An account `s1` holds, its handler held for a minute: `s1`'s drain waits for it.
+    let mut held = None;
+    for i in 0..30 {
+        let urn = format!("acct:held{i}");
+        assert_eq!(client.ask(urn.as_str(), Total).await.unwrap(), 0);
+        if holders(&redis, ns, std::slice::from_ref(&urn)).await[&urn] == "s1" {
+            held = Some(urn);
+            break;
+        }
+    }
+    let held = held.expect("s1 holds one of 30 accounts");
+    // Its route cached, so that the tell goes to `s1`'s own stream.
+    assert_eq!(client.resolve(&held).await.unwrap().as_deref(), Some("s1"));
+    client.tell(held.as_str(), IncrAndHold(1)).await.unwrap();
+    // A URN whose key names `s1`, with no activation there.
+    let urn = "acct:late";
+    let _: () = redis
+        .set(
+            format!("{ns}:urn:{urn}"),
+            "s1",
+            Some(Expiration::PX(60_000)),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    let mut s1 = peers.remove(0);
+    let sigterm = Instant::now();
+    s1.signal(libc::SIGTERM);
+    loop {
+        let line = s1.line(5).await;
+        if line.starts_with("READINESS") {
+            assert_eq!(line, "READINESS draining");
+            break;
+        }
+    }
+    let longest = sixty_four_answered(&client, &[urn], deadline).await;
+    let answered_ms = sigterm.elapsed().as_millis();
+    // `s1` has not departed: its drain still waits for the held handler.
+    let lease: i64 = redis.exists(format!("{ns}:sys:s1:lease")).await.unwrap();
+    assert_eq!(lease, 1, "s1 departed before its URN was answered");
+    let now = holders(&redis, ns, &[urn.to_owned()]).await;
+    assert!(
+        ["s2", "s3"].contains(&now[urn].as_str()),
+        "{urn} held by {:?}",
+        now[urn]
+    );
+    // Its drain ends at its bound, cut: the handler still holds.
+    let bound = config.drain_timeout + config.shutdown_timeout;
+    let said = s1.said_until_stopped(bound.as_secs() + 5).await;
+    assert!(said.iter().any(|l| l.starts_with("DRAIN")), "{said:?}");
+    let drain_ms = sigterm.elapsed().as_millis();
+    println!(
+        "RESULT test=drain_handed_late urn={urn} now={} longest_ms={} answered_ms={answered_ms} drain_ms={drain_ms}",
+        now[urn],
         longest.as_millis()
     );
     drop(client);

@@ -72,6 +72,7 @@ fn main() {
         a_member_drained_by_sigterm_under_load_hands_everything_over,
         a_drained_members_urns_are_activated_at_once_and_a_key_left_naming_it_is_answered,
         a_request_passed_on_to_a_drained_holder_goes_to_the_group,
+        a_urn_handed_to_a_draining_member_is_answered_during_its_drain,
         a_client_told_who_holds_a_urn_sends_there_not_through_its_stale_route,
         a_client_whose_route_names_a_killed_member_learns_the_new_holders,
         a_message_only_the_new_build_has_is_answered_by_it_or_refused_unsupported_version,

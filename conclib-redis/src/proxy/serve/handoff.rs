@@ -15,6 +15,7 @@ use super::forward::Origin;
 use super::lease;
 use super::request::{Request, RouteHint};
 use super::stream::Handled;
+use super::urn_keys;
 use crate::protocol::{self, Status};
 use crate::proxy::scale::activation;
 use crate::proxy::scale::activations::{Activated, Pattern};
@@ -108,6 +109,12 @@ pub(in crate::proxy) async fn activated(
             Some(target) => Some(target),
             None => Box::pin(forward::current_owner(&sys, &h.req.urn)).await,
         };
+        if owner.is_none() {
+            // The key may name this system with nothing live here (handed here by a look
+            // taken before the drain began): released, or the group's member would find
+            // it held by a member still alive and wait for the drain to end.
+            Box::pin(urn_keys::release_urns(&sys, vec![h.req.urn.clone()])).await;
+        }
         let to = owner.unwrap_or_else(|| protocol::pattern_group(&pattern.prefix));
         let forward = forward::forward(
             &sys,
