@@ -5,7 +5,9 @@
 //! In order:
 //! 1. Readiness turns [`Draining`](super::Readiness::Draining), and (when another member
 //!    of its patterns is live) the system is marked draining: from now on a request for a pattern's URN not live here goes to the
-//!    pattern's group (`serve/handoff.rs`), none is activated here again.
+//!    pattern's group (`serve/handoff.rs`; the URN's key released first if it names this
+//!    system, as a hand-over decided before the drain leaves it), none is activated here
+//!    again.
 //! 2. It leaves its groups, keeping its patterns: no more of the groups' requests, and no
 //!    more placements on it (it is taken out of each pattern's directory); what its member
 //!    lanes had taken is finished first.
