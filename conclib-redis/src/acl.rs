@@ -25,11 +25,13 @@
 //!   read requests with `XREADGROUP`, nor write the pollers' reports). The request streams'
 //!   and the reply lists' commands are likewise each in a selector of their own keys: it
 //!   cannot delete a request stream (a system's queued requests) nor append to a reply
-//!   list. It cannot read or write anything else: leases, other namespaces, other data.
+//!   list. It may subscribe to the channel of hand-over notes (`{ns}:moves`:
+//!   [`Keys::moves`](crate::protocol::Keys::moves)), in a selector of its own. It cannot
+//!   read or write anything else: leases, other namespaces, other data.
 //! - A **proxy** may do everything its protocol needs in its namespace (`{ns}:*`): claim
 //!   URNs and its lease, read, acknowledge and trim request streams, take over a gone group
 //!   member's requests, keep activations' state, push replies, publish its system's
-//!   snapshot; and what a client may, so a [`ProxyClient`](crate::ProxyClient) of a
+//!   snapshot and its hand-over notes; and what a client may, so a [`ProxyClient`](crate::ProxyClient) of a
 //!   serving process may ask, register reminders and run a
 //!   [`ReminderPoller`](crate::reminders::ReminderPoller) (claim, deliver, acknowledge, give back,
 //!   count and report), and its [`ProxyHandle::topics`](crate::ProxyHandle::topics) and
@@ -87,6 +89,7 @@ pub fn client_acl(namespace: &str) -> Vec<String> {
         reminder_commands().join(" ")
     ));
     rules.push(format!("({})", topic_rules(namespace).join(" ")));
+    rules.push(format!("(+subscribe +unsubscribe &{namespace}:moves)"));
     rules
 }
 
@@ -189,6 +192,8 @@ pub fn proxy_acl(namespace: &str) -> Vec<String> {
     rules.extend(reminder_commands());
     rules.push(format!("~{namespace}:*"));
     rules.extend(topic_rules(namespace));
+    // The hand-over notes its scripts publish, and its clients' subscription to them.
+    rules.push(format!("&{namespace}:moves"));
     rules
 }
 

@@ -5,6 +5,8 @@ use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand};
 use std::time::Duration;
 
+pub(crate) mod subscription;
+
 /// A command whose key is its first argument.
 pub(crate) fn keyed(name: &'static str) -> CustomCommand {
     CustomCommand::new_static(name, ClusterHash::FirstKey, false)

@@ -147,6 +147,22 @@ impl Keys {
         format!("{}:departed:urn:{urn}", self.ns)
     }
 
+    /// `{ns}:moves`, a pub/sub channel (not a key): each hand-over of a URN key to another
+    /// system (a drain's, a rebalance's, a reroute's move) is published there, as the
+    /// target's id, a newline, and the URN key (`{ns}:urn:{urn}`), in the step that hands
+    /// it. A client with a route to that URN cached sends there from then on, instead of
+    /// through the system it cached (which would pass the request on). Not on a Redis
+    /// Cluster (nothing is published there). A note is a hint: a client that missed one
+    /// (not subscribed, or reconnecting) sends by its cached route, and is passed on.
+    ///
+    /// ```
+    /// let keys = conclib_redis::protocol::Keys::new("shop");
+    /// assert_eq!(keys.moves(), "shop:moves");
+    /// ```
+    pub fn moves(&self) -> String {
+        format!("{}:moves", self.ns)
+    }
+
     /// `{ns}:departed:pattern:{prefix}` → as [`departed_urn`](Self::departed_urn), for the
     /// URNs of a pattern whose group a system left at its graceful shutdown.
     pub fn departed_pattern(&self, prefix: &str) -> String {

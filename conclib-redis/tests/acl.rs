@@ -365,8 +365,8 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
         args.extend(rules.iter().map(String::as_str));
         raw(&admin, &args).await.unwrap();
     }
-    // Applied again, the client role's rules replace its four selectors (requests, replies,
-    // reminders, topics).
+    // Applied again, the client role's rules replace its five selectors (requests, replies,
+    // reminders, topics, hand-over notes).
     let mut again = vec!["ACL", "SETUSER", "web"];
     let rules = client_acl(ns);
     again.extend(rules.iter().map(String::as_str));
@@ -381,7 +381,22 @@ async fn the_client_and_proxy_roles_use_reminders_and_topics() {
             Value::Array(s) => s.len(),
             _ => 0,
         });
-    assert_eq!(selectors, Some(4));
+    assert_eq!(selectors, Some(5));
+    // The hand-over notes: the proxy publishes them (from its scripts), the client
+    // subscribes to them, and neither reaches another channel that way.
+    let moves = format!("{ns}:moves");
+    for (user, command) in [("svc", "PUBLISH"), ("web", "SUBSCRIBE")] {
+        let mut dry = vec!["ACL", "DRYRUN", user, command, moves.as_str()];
+        if command == "PUBLISH" {
+            dry.push("note");
+        }
+        let answer = raw(&admin, &dry).await.unwrap();
+        assert_eq!(answer.as_str().as_deref(), Some("OK"), "{user} {command}");
+        let other = raw(&admin, &["ACL", "DRYRUN", user, "SUBSCRIBE", "other:moves"])
+            .await
+            .unwrap();
+        assert_ne!(other.as_str().as_deref(), Some("OK"), "{user} other:moves");
+    }
     let url_as = |user: &str| format!("redis://{user}:secret@127.0.0.1:{}", daemon.port());
     let as_web = base.clone().with_url(url_as("web"));
     let as_svc = base.clone().with_url(url_as("svc"));

@@ -90,3 +90,54 @@ def test_a_client_told_who_holds_a_urn_sends_there_not_through_its_stale_route(
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_note_from_a_drain_turns_a_clients_route_to_the_member_it_handed_the_urn_to(
+    redis_server: RedisServer, raw_redis: Any
+) -> None:
+    """Hand-over notes (``Keys.moves``): two Rust members of ``conf:pat:{id}`` holding a few
+    URNs each, a client caching its routes for a minute, its route to one URN naming the
+    member holding it. That member drained (SIGTERM) hands the URN to the other one, and
+    publishes the note in the same step: the client's route names the other member before it
+    asks again (without a look-up, and without asking the drained one), and 64 asks at once
+    are answered there."""
+    url = redis_server.url
+    ns = f"rtmove-{uuid.uuid4().hex[:6]}"
+    servers = {s: RustServer(url, ns, s) for s in ("mv-a", "mv-b")}
+    urns = [f"conf:pat:moving{i}" for i in range(8)]
+    try:
+
+        async def main() -> tuple[str, str, int]:
+            async with conclib.AsyncClient(url, namespace=ns, resolve_cache_ttl=60.0) as client:
+                for u in urns:
+                    await client.ask(u, "test.Add", 1, timeout=TIMEOUT)
+                holders = {u: raw_redis.get(f"{ns}:urn:{u}").decode() for u in urns}
+                assert set(holders.values()) == {"mv-a", "mv-b"}, holders
+                urn = urns[0]
+                holder = holders[urn]
+                other = "mv-b" if holder == "mv-a" else "mv-a"
+                assert await client.resolve(urn) == holder
+                session = client._session
+                assert session is not None
+                await asyncio.wait_for(session.moves_subscribed.wait(), TIMEOUT)
+                session.moves_noted.clear()
+                seen = session.moves_seen
+                await asyncio.to_thread(servers[holder].stop)
+                await asyncio.wait_for(session.moves_noted.wait(), TIMEOUT)
+                assert raw_redis.get(f"{ns}:urn:{urn}").decode() == other, "handed to the member left"
+                assert session.routes.cache[urn].system == other, "the route follows the note"
+                started = time.monotonic()
+                answers = await asyncio.gather(
+                    *(client.ask(urn, "test.Add", 0, timeout=TIMEOUT) for _ in range(64))
+                )
+                took = time.monotonic() - started
+                assert took < TIMEOUT + MARGIN, took
+                assert len(set(answers)) == 1, answers
+                return holder, other, session.moves_seen - seen
+
+        holder, other, notes = run(main(), timeout=60)
+        assert notes >= 1
+        print(f"RESULT test=py_move_note drained={holder} now={other} notes={notes}")
+    finally:
+        for s in servers.values():
+            s.stop()

@@ -55,7 +55,10 @@ pub struct ProxyClient {
 pub(super) struct Guard {
     pub(super) shared: Arc<Shared>,
     pub(super) reader: Client,
-    /// The reply reader, the restart watcher and one watcher per connection.
+    /// The connection that listens for hand-over notes (`moves.rs`), if any.
+    pub(super) notes: Option<Client>,
+    /// The reply reader, the restart watcher, one watcher per connection, and the
+    /// hand-over notes' follower.
     pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -73,11 +76,15 @@ impl Drop for Guard {
         self.stop_tasks();
         let pool = self.shared.pool.clone();
         let reader = self.reader.clone();
+        let notes = self.notes.clone();
         let reply_key = self.shared.reply_key.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = conn::call(pool.next(), keyed("DEL"), vec![owned(reply_key)]).await;
                 let _ = pool.quit().await;
+                if let Some(notes) = notes {
+                    let _ = notes.quit().await;
+                }
                 close_reader(&reader).await;
             });
         }

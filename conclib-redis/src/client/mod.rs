@@ -13,6 +13,7 @@ mod exchange;
 mod handle;
 mod holds;
 mod io;
+mod moves;
 mod outbox;
 mod queued;
 mod remote;
@@ -111,6 +112,7 @@ impl ProxyClient {
             persistence: std::sync::OnceLock::new(),
             holds: holds::Holds::new(config.overload.client_hold),
             topics: std::sync::OnceLock::new(),
+            moves_seen: tokio::sync::watch::Sender::new(0),
         });
         let (run_id, _) = shared.server_info().await;
         let persistence = match shared.connection() {
@@ -150,10 +152,16 @@ impl ProxyClient {
             )));
         }
         tasks.push(tokio::spawn(watch_restarts(shared.clone(), to_check)));
+        // Connected in its task: `connect` does not wait for it.
+        let notes = moves::listener(&shared);
+        if let Some(notes) = &notes {
+            tasks.push(tokio::spawn(moves::follow(shared.clone(), notes.clone())));
+        }
         Ok(ProxyClient {
             _guard: Arc::new(Guard {
                 shared: shared.clone(),
                 reader,
+                notes,
                 tasks,
             }),
             shared,
@@ -390,6 +398,9 @@ impl ProxyClient {
             )
             .await;
             let _ = self.shared.pool.quit().await;
+            if let Some(notes) = &self._guard.notes {
+                let _ = notes.quit().await;
+            }
             close_reader(&self._guard.reader).await;
         };
         let _ = tokio::time::timeout(self.shared.config.shutdown_timeout, closing).await;

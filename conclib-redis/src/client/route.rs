@@ -306,6 +306,23 @@ impl Shared {
         }
     }
 
+    /// Caches `target` as `urn`'s route, if a route to `urn` is cached and names another
+    /// system: a hand-over note (`moves.rs`) said the URN's key was handed to `target`.
+    /// Ignored for a group's id (no hand-over names one). No entry is added: a URN this
+    /// client has not looked up is not its concern. A note read after a newer look-up (the
+    /// URN moved on since) makes the route stale, which costs what any stale route does.
+    pub(super) fn follow_move(&self, urn: &str, target: &str) {
+        if !target.is_empty() && !target.starts_with(crate::protocol::GROUP_MARK) {
+            let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(cached) = cache.get_mut(urn)
+                && &*cached.system != target
+            {
+                *cached = self.route_to(target);
+            }
+        }
+        self.moves_seen.send_modify(|n| *n += 1);
+    }
+
     pub(super) fn forget(&self, urn: &str) {
         self.cache
             .write()
@@ -324,7 +341,9 @@ mod tests {
     use super::super::shared::Shared;
     use crate::client::ProxyClient;
     use crate::config::ProxyConfig;
+    use crate::conn::{keyed, owned};
     use crate::future_size::{future_size, never};
+    use crate::script::Script;
 
     /// `GET`s Redis ran so far (`INFO commandstats`).
     async fn gets(redis: &Client) -> u64 {
@@ -383,6 +402,121 @@ mod tests {
             assert_eq!(gets(&redis).await - before, one, "round {round}");
             shared.forget("u:1");
         }
+        redis.quit().await.unwrap();
+        client.shutdown().await;
+        daemon.shutdown().unwrap();
+    }
+
+    /// A hand-over as the serving processes' scripts run it (`protocol::hand_urn_lua`).
+    const HAND: &str = concat!(
+        crate::protocol::hand_urn_lua!(),
+        r"return hand(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], KEYS[2], {})"
+    );
+
+    /// Runs `step`, then waits (up to 10 s) for the client to read a hand-over note; `step`
+    /// again each 200 ms until it does (a subscription not up yet misses it).
+    async fn until_noted<F: std::future::Future<Output = ()>>(
+        client: &ProxyClient,
+        mut step: impl FnMut() -> F,
+    ) {
+        let mut seen = client.shared.moves_seen.subscribe();
+        let before = *seen.borrow_and_update();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            step().await;
+            let noted =
+                tokio::time::timeout(Duration::from_millis(200), seen.wait_for(|n| *n > before));
+            if noted.await.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no hand-over note read in 10 s");
+        }
+    }
+
+    /// A URN's key handed from `sys-a` to `sys-b` by the hand-over script: the client whose
+    /// route to it named `sys-a` now sends to `sys-b`, without a look-up; a note of a URN
+    /// it has no route to adds none. After Redis drops the listening connection, the client
+    /// subscribes again and follows the next hand-over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cached_route_follows_a_hand_over_note() {
+        let base = ProxyConfig::default().with_namespace("moves");
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let config = daemon.config(&base);
+        let client = ProxyClient::connect(&config).await.unwrap();
+        let shared = &client.shared;
+        let redis = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
+            .build()
+            .unwrap();
+        redis.init().await.unwrap();
+        let script = Script::new(HAND);
+        let hand = |urn: &'static str, from: &'static str, to: &'static str| {
+            let (redis, script, keys) = (&redis, &script, &shared.keys);
+            async move {
+                let args = [from, to, "60000", "0"].map(owned).to_vec();
+                let mut args = args;
+                args.push(owned(keys.moves()));
+                let handed = script.eval(redis, vec![owned(keys.urn(urn))], args).await;
+                assert_eq!(
+                    handed.unwrap(),
+                    Value::Integer(1),
+                    "{urn} handed {from} → {to}"
+                );
+            }
+        };
+        let route = |urn: &str| {
+            let cache = shared.cache.read().unwrap();
+            cache.get(urn).map(|r| r.system.to_string())
+        };
+        let set = |urn: &'static str, system: &'static str| {
+            let redis = &redis;
+            let key = shared.keys.urn(urn);
+            async move {
+                let _: () = redis.set(key, system, None, None, false).await.unwrap();
+            }
+        };
+        set("acct:1", "sys-a").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let resolved = shared.resolve("acct:1", deadline, false).await.unwrap();
+        assert_eq!(&*resolved.system, "sys-a");
+
+        // `acct:2`, not looked up: handed back and forth until the subscription is up.
+        set("acct:2", "sys-a").await;
+        let mut flip = false;
+        until_noted(&client, || {
+            flip = !flip;
+            let (from, to) = if flip {
+                ("sys-a", "sys-c")
+            } else {
+                ("sys-c", "sys-a")
+            };
+            hand("acct:2", from, to)
+        })
+        .await;
+        assert_eq!(route("acct:2"), None, "a note adds no route");
+
+        until_noted(&client, || hand("acct:1", "sys-a", "sys-b")).await;
+        assert_eq!(route("acct:1").as_deref(), Some("sys-b"));
+
+        // The listening connection dropped by Redis: subscribed again, the next note
+        // followed.
+        let killed = crate::conn::call(
+            &redis,
+            keyed("CLIENT"),
+            ["KILL", "TYPE", "pubsub"].map(owned).to_vec(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(killed, Value::Integer(1));
+        let mut next = ("sys-b", "sys-c");
+        until_noted(&client, || {
+            let (from, to) = next;
+            next = (to, from);
+            hand("acct:1", from, to)
+        })
+        .await;
+        assert_ne!(route("acct:1").as_deref(), Some("sys-a"));
+        let held: String = redis.get(shared.keys.urn("acct:1")).await.unwrap();
+        assert_eq!(route("acct:1"), Some(held), "the route follows the key");
         redis.quit().await.unwrap();
         client.shutdown().await;
         daemon.shutdown().unwrap();

@@ -75,4 +75,6 @@ pub(super) struct Shared {
     pub(super) holds: super::holds::Holds,
     /// Publishing and subscribing to topics (made on first use).
     pub(super) topics: std::sync::OnceLock<crate::topics::Topics>,
+    /// How many hand-over notes this client has read (`moves.rs`): what a test awaits.
+    pub(super) moves_seen: tokio::sync::watch::Sender<u64>,
 }

@@ -315,17 +315,21 @@ return 1";
 
 /// The hand-over of a URN key, as a Lua function for the scripts that hand one over
 /// (`proxy/serve/urn_keys.rs`'s `HAND_URN_SCRIPT`, and `proxy/scale/migration.rs`'s `DEHYDRATE_SCRIPT`, which hands the key
-/// in the step that carries the state): `hand(urn_key, me, target, ttl, or_free, stream,
-/// notice)` gives `urn_key` to `target` for `ttl` ms when it names `me` (or, with `or_free`
-/// = `1`, when nobody holds it), and then, with `stream` (the target's request stream),
-/// appends there the entry of fields `notice` (the moved-in notice, `hand_urn`): 1; else
-/// the system the key names, or 0 when free.
+/// in the step that carries the state): `hand(urn_key, me, target, ttl, or_free, channel,
+/// stream, notice)` gives `urn_key` to `target` for `ttl` ms when it names `me` (or, with
+/// `or_free` = `1`, when nobody holds it), publishes on `channel` (unless empty: the
+/// hand-over notes of [`Keys::moves`](super::Keys::moves)) `target`, a newline and
+/// `urn_key`, and then, with `stream` (the target's request stream), appends there the
+/// entry of fields `notice` (the moved-in notice, `hand_urn`): 1; else the system the key
+/// names, or 0 when free. The note is published with `pcall`: a user whose ACL predates the
+/// channel still hands its keys over (its clients miss the notes, and are passed on).
 macro_rules! hand_urn_lua {
     () => {
-        r"local function hand(urn_key, me, target, ttl, or_free, stream, notice)
+        r"local function hand(urn_key, me, target, ttl, or_free, channel, stream, notice)
   local v = redis.call('GET', urn_key)
   if v == me or (v == false and or_free == '1') then
     redis.call('SET', urn_key, target, 'PX', ttl)
+    if channel ~= '' then redis.pcall('PUBLISH', channel, target .. '\n' .. urn_key) end
     if stream then redis.call('XADD', stream, 'NOMKSTREAM', '*', unpack(notice)) end
     return 1
   end

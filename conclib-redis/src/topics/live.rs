@@ -3,11 +3,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use fred::prelude::*;
 use fred::types::Message;
-use fred::types::config::UnresponsiveConfig;
 use tokio::sync::broadcast::{
     self,
     error::{RecvError, TryRecvError},
@@ -20,6 +18,7 @@ use super::publish::Topics;
 use super::topic::{DeliveryMode, Topic, TopicError, redis_error};
 use super::{metrics, wire};
 use crate::conn;
+use crate::conn::subscription::{self, Kind, resubscribe, subscribe};
 
 /// Fred's own queue of pub/sub messages for one connection, between its reader and ours;
 /// ours empties it at once, so it fills only if that task is starved (counted as drops).
@@ -35,11 +34,7 @@ pub(super) async fn start(
     let mut builder = config
         .builder::<std::convert::Infallible>(config.command_timeout)
         .map_err(|e| TopicError::Config(e.to_string()))?;
-    builder.with_performance_config(|p| p.broadcast_channel_capacity = FRED_QUEUE);
-    // fred's check for an unresponsive connection times the commands other than pub/sub
-    // ones, which are the only ones this connection sends: it would find nothing, at the
-    // price of a timer and a clock read for each message read.
-    builder.with_connection_config(|c| c.unresponsive = UnresponsiveConfig::default());
+    subscription::listening(&mut builder, FRED_QUEUE);
     let client = builder
         .build()
         .map_err(|e| TopicError::Config(e.to_string()))?;
@@ -179,47 +174,4 @@ async fn resubscribe_on_reconnect(
         resubscribe(&client, &channel, kind).await;
         counters.resubscribes.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-/// Subscribes again, until Redis takes it: right after fred's report the connection may
-/// not take commands yet, or Redis may be gone again.
-async fn resubscribe(client: &Client, channel: &str, kind: Kind) {
-    let mut pause = Duration::from_millis(20);
-    loop {
-        match subscribe(client, channel, kind).await {
-            Ok(()) => return,
-            Err(e) => tracing::debug!(error = %e, channel, "subscribing again failed; retrying"),
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(500));
-    }
-}
-
-/// How a live subscription listens.
-#[derive(Debug, Clone, Copy)]
-enum Kind {
-    /// `SUBSCRIBE channel`.
-    Channel,
-    /// `PSUBSCRIBE pattern` (not on a Cluster).
-    Pattern,
-    /// `SSUBSCRIBE channel`, on a Redis Cluster (7.0 and later): the channel lives on the
-    /// node of its slot (the topic name is its hash tag), where publishers `SPUBLISH`.
-    Sharded,
-}
-
-/// Subscribes, and returns once Redis has: fred answers `SUBSCRIBE` and `PSUBSCRIBE` when
-/// they are written, not when Redis confirms (`SSUBSCRIBE` it waits for), so a `PING` on
-/// the same connection follows them: Redis answers it after it took the subscription. An
-/// event published after this returned reaches the subscription (without it, one published
-/// a few milliseconds later was sometimes missed on a loaded machine).
-async fn subscribe(client: &Client, channel: &str, kind: Kind) -> Result<(), fred::error::Error> {
-    match kind {
-        Kind::Channel => client.subscribe(channel.to_owned()).await?,
-        Kind::Pattern => client.psubscribe(channel.to_owned()).await?,
-        Kind::Sharded => return client.ssubscribe(channel.to_owned()).await,
-    }
-    // Outside a Cluster (the only place these two are used) there is one connection.
-    conn::call(client, conn::unkeyed("PING"), Vec::new())
-        .await
-        .map(|_| ())
 }

@@ -54,6 +54,26 @@ class Routing:
     def forget(self, urn: str) -> None:
         self.cache.pop(urn, None)
 
+    def follow_move(self, note: bytes, urn_prefix: str) -> bool:
+        """A hand-over note (``Keys.moves``: ``target \\n {ns}:urn:{urn}``): the route cached
+        for the URN, if any, becomes ``target``. No route is added (a URN not looked up is
+        not this session's concern), and a group's id or a note of another form is ignored.
+        Whether the note was of the right form."""
+        target, sep, key = note.partition(b"\n")
+        if not sep or not key.startswith(urn_prefix.encode()):
+            return False
+        try:
+            system = target.decode("utf-8")
+            urn = key[len(urn_prefix):].decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        if not system or system.startswith("~"):
+            return True
+        cached = self.cache.get(urn)
+        if cached is not None and cached.system != system:
+            self.cache[urn] = self.route_to(system)
+        return True
+
     def learn(self, urn: str, route: Route, holder: bytes) -> None:
         """The system that answered an ask another one passed on to it (the reply's route
         hint, ``protocol.HOLDER_FLAG``) becomes ``urn``'s route, if the route cached is still

@@ -6,7 +6,8 @@ The session sends commands bounded by their deadlines, appends requests through 
 their asks by request id, and watches for Redis restarts: after a lost connection it
 identifies Redis again, and a Redis that came back empty fails the asks whose requests it
 held. Where a URN's requests go is its ``routes`` (``Routing``, ``_routing``: the route cache
-and the lookups, sent as the session's commands).
+and the lookups, sent as the session's commands), which follow the hand-over notes
+(``_moves``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 
 from ._contracts import ClientSettings, Route
 from ._raw import pack
+from ._moves import follow_moves
 from ._raw_path import RawPath
 from ._redispy_path import RedisPyPath
 from ._routing import Routing
@@ -122,6 +124,11 @@ class Session:
         # The writer connection's ``WAIT`` s (a durability asking for replicas).
         self.wait_gate: WaitGate | None = None
         self.ready = False  # connected: ``_start`` is done
+        # Hand-over notes read (``_moves``), set at each, and set once subscribed: what a
+        # test awaits.
+        self.moves_seen = 0
+        self.moves_noted = asyncio.Event()
+        self.moves_subscribed = asyncio.Event()
         self.started: asyncio.Task[None] = loop.create_task(self._start())
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
@@ -150,6 +157,8 @@ class Session:
             log.warning("%s (Redis %s)", warning, redact(self.client.url))
         await self.path.start()
         self.ready = True
+        if not self.cluster:
+            self.spawn(follow_moves(self))
 
     async def aclose(self) -> None:
         """Stops the reader, fails pending asks with ``Closed``, deletes the reply list and

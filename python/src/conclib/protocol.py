@@ -94,6 +94,13 @@ class Keys:
         ``UnknownUrn``."""
         return f"{self.namespace}:departed:urn:{urn}"
 
+    def moves(self) -> str:
+        """``{ns}:moves``, a pub/sub channel (not a key): each hand-over of a URN key to
+        another system (a drain's, a rebalance's, a reroute's move) is published there, as
+        the target's id, a newline, and the URN key, in the step that hands it. A client with
+        a route to the URN cached sends there from then on. Not on a Redis Cluster."""
+        return f"{self.namespace}:moves"
+
     def departed_pattern(self, prefix: str) -> str:
         """``{ns}:departed:pattern:{prefix}``: as :meth:`departed_urn`, for a pattern's URNs."""
         return f"{self.namespace}:departed:pattern:{prefix}"

@@ -370,6 +370,10 @@ async fn passivate_many(
             }
             live.remove(&entry.urn)?
         };
+        // No longer a local actor of the system's: the heartbeat's catch-up, which sees
+        // the actor stop before the hand-over below, must not release its key meanwhile
+        // (the next request would place the URN anew instead of going to the target).
+        shared.registry().local.remove(&entry.urn);
         if matches!(moving, Moving::To(_)) {
             // Moving: marked on the very activation stopped here, under its lock (one
             // marked before, by whoever decided the move, may have been replaced

@@ -29,7 +29,7 @@ pub(in crate::proxy) const DEHYDRATE_SCRIPT: &str = concat!(
     hand_urn_lua!(),
     r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
-if KEYS[3] and hand(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], KEYS[4], {unpack(ARGV, 8)}) == 1 then return 2 end
+if KEYS[3] and hand(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], KEYS[4], {unpack(ARGV, 9)}) == 1 then return 2 end
 return 1"
 );
 
@@ -167,8 +167,8 @@ mod tests {
         let dehydrate = |holder_key: &str| {
             let keys = [state, &carried_key(state), holder_key, stream].map(owned);
             let args = [
-                "t1", "7", "60000", "s1", "s2", "60000", "0", "v", "1", "placed", "g", "movedin",
-                "acct:7",
+                "t1", "7", "60000", "s1", "s2", "60000", "0", "", "v", "1", "placed", "g",
+                "movedin", "acct:7",
             ]
             .map(owned);
             dehydrate_script.eval(&client, keys.to_vec(), args.to_vec())

@@ -28,11 +28,12 @@ pub(in crate::proxy) async fn release_urns(shared: &Shared, urns: Vec<String>) {
 }
 
 /// `hand` (`protocol::hand_urn_lua`) of `KEYS[1]` (the URN key), `ARGV[1]` (this system),
-/// `ARGV[2]` (the target), `ARGV[3]` (TTL, ms), `ARGV[4]` (`1`: or free), `KEYS[2]` (the
-/// target's stream, if any), `ARGV[5..]` (the notice's fields).
+/// `ARGV[2]` (the target), `ARGV[3]` (TTL, ms), `ARGV[4]` (`1`: or free), `ARGV[5]` (the
+/// hand-over notes' channel, or empty), `KEYS[2]` (the target's stream, if any),
+/// `ARGV[6..]` (the notice's fields).
 const HAND_URN_SCRIPT: &str = concat!(
     hand_urn_lua!(),
-    r"return hand(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], KEYS[2], {unpack(ARGV, 5)})"
+    r"return hand(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], KEYS[2], {unpack(ARGV, 6)})"
 );
 
 /// What became of a URN key to hand over ([`hand_urn`]).
@@ -102,11 +103,19 @@ pub(in crate::proxy) fn hand_over(
     } else {
         "0"
     };
+    // Not on a Redis Cluster: a script's `PUBLISH` goes to every node of it, and its
+    // clients do not subscribe (`client/moves.rs`).
+    let notes = if shared.cmd.is_clustered() {
+        String::new()
+    } else {
+        shared.keys.moves()
+    };
     let mut args = vec![
         owned(shared.system_id.clone()),
         owned(target.to_owned()),
         ttl,
         s(or_free),
+        owned(notes),
     ];
     if let Handing::Moved { group } = handing
         && !shared.cmd.is_clustered()
