@@ -25,8 +25,8 @@
 //!   read requests with `XREADGROUP`, nor write the pollers' reports). The request streams'
 //!   and the reply lists' commands are likewise each in a selector of their own keys: it
 //!   cannot delete a request stream (a system's queued requests) nor append to a reply
-//!   list. It may subscribe to the channel of hand-over notes (`{ns}:moves`:
-//!   [`Keys::moves`](crate::protocol::Keys::moves)), in a selector of its own. It cannot
+//!   list. It may subscribe to the channel of hand-over notes (`{ns}:moves`, in the
+//!   crate's protocol docs), in a selector of its own. It cannot
 //!   read or write anything else: leases, other namespaces, other data.
 //! - A **proxy** may do everything its protocol needs in its namespace (`{ns}:*`): claim
 //!   URNs and its lease, read, acknowledge and trim request streams, take over a gone group

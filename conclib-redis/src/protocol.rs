@@ -154,11 +154,6 @@ impl Keys {
     /// through the system it cached (which would pass the request on). Not on a Redis
     /// Cluster (nothing is published there). A note is a hint: a client that missed one
     /// (not subscribed, or reconnecting) sends by its cached route, and is passed on.
-    ///
-    /// ```
-    /// let keys = conclib_redis::protocol::Keys::new("shop");
-    /// assert_eq!(keys.moves(), "shop:moves");
-    /// ```
     pub fn moves(&self) -> String {
         format!("{}:moves", self.ns)
     }

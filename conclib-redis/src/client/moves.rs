@@ -1,6 +1,6 @@
 //! Hand-over notes: each hand-over of a URN key to another system (a drain's, a
-//! rebalance's, a reroute's move) is published on the namespace's channel
-//! ([`Keys::moves`](crate::protocol::Keys::moves)) in the step that hands it, and a client
+//! rebalance's, a reroute's move) is published on the namespace's channel (`{ns}:moves`,
+//! `protocol::Keys::moves`) in the step that hands it, and a client
 //! with a route to that URN cached sends there from then on. Without it, the client's
 //! first request after the move goes to the member it cached, which passes it on (two
 //! trips through Redis, and work for a member that may be draining), and only the answer

@@ -318,7 +318,7 @@ return 1";
 /// in the step that carries the state): `hand(urn_key, me, target, ttl, or_free, channel,
 /// stream, notice)` gives `urn_key` to `target` for `ttl` ms when it names `me` (or, with
 /// `or_free` = `1`, when nobody holds it), publishes on `channel` (unless empty: the
-/// hand-over notes of [`Keys::moves`](super::Keys::moves)) `target`, a newline and
+/// hand-over notes of `Keys::moves`) `target`, a newline and
 /// `urn_key`, and then, with `stream` (the target's request stream), appends there the
 /// entry of fields `notice` (the moved-in notice, `hand_urn`): 1; else the system the key
 /// names, or 0 when free. The note is published with `pcall`: a user whose ACL predates the
