@@ -141,3 +141,38 @@ def test_a_note_from_a_drain_turns_a_clients_route_to_the_member_it_handed_the_u
     finally:
         for s in servers.values():
             s.stop()
+
+
+def test_a_clients_note_subscription_comes_back_after_redis_drops_it(
+    redis_server: RedisServer, raw_redis: Any
+) -> None:
+    """The hand-over notes' connection dropped by Redis (``CLIENT KILL TYPE pubsub``, as
+    Redis's output limit for a subscriber that falls behind does): the client subscribes
+    again, and follows the next note into its route (a note in the protocol's form:
+    ``target \\n {ns}:urn:{urn}``); a note for a URN it has no route to adds none."""
+    url = redis_server.url
+    ns = f"rtnote-{uuid.uuid4().hex[:6]}"
+    urn, other = "conf:pat:noted", "conf:pat:never"
+
+    async def main() -> None:
+        async with conclib.AsyncClient(url, namespace=ns, resolve_cache_ttl=60.0) as client:
+            raw_redis.set(f"{ns}:urn:{urn}", "sys-a")
+            assert await client.resolve(urn) == "sys-a"
+            session = client._session
+            assert session is not None
+            await asyncio.wait_for(session.moves_subscribed.wait(), TIMEOUT)
+            assert raw_redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+            # Published again until read: notes sent before the subscription is back are lost.
+            deadline = time.monotonic() + TIMEOUT
+            while session.routes.cache[urn].system != "sys-b":
+                assert time.monotonic() < deadline, "no note followed after the connection was dropped"
+                session.moves_noted.clear()
+                raw_redis.publish(f"{ns}:moves", f"sys-b\n{ns}:urn:{other}")
+                raw_redis.publish(f"{ns}:moves", f"sys-b\n{ns}:urn:{urn}")
+                try:
+                    await asyncio.wait_for(session.moves_noted.wait(), 0.2)
+                except asyncio.TimeoutError:
+                    pass
+            assert other not in session.routes.cache
+
+    run(main(), timeout=30)
