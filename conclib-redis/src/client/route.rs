@@ -345,6 +345,19 @@ mod tests {
     use crate::future_size::{future_size, never};
     use crate::script::Script;
 
+    /// A private Redis server, a client of namespace `ns` connected to it, and a plain
+    /// connection to it.
+    async fn connected(ns: &str) -> (crate::daemon::RedisDaemon, ProxyClient, Client) {
+        let base = ProxyConfig::default().with_namespace(ns);
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let client = ProxyClient::connect(&daemon.config(&base)).await.unwrap();
+        let redis = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
+            .build()
+            .unwrap();
+        redis.init().await.unwrap();
+        (daemon, client, redis)
+    }
+
     /// `GET`s Redis ran so far (`INFO commandstats`).
     async fn gets(redis: &Client) -> u64 {
         let info: String = redis
@@ -371,15 +384,8 @@ mod tests {
     /// next, once the cache lapsed, look up again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_look_ups_of_one_urn_are_merged() {
-        let base = ProxyConfig::default().with_namespace("route-merge");
-        let daemon = crate::daemon::start_redis(&base).await.unwrap();
-        let config = daemon.config(&base);
-        let client = ProxyClient::connect(&config).await.unwrap();
+        let (daemon, client, redis) = connected("route-merge").await;
         let shared = &client.shared;
-        let redis = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
-            .build()
-            .unwrap();
-        redis.init().await.unwrap();
         let _: () = redis
             .set(shared.keys.urn("u:1"), "sys-a", None, None, false)
             .await
@@ -439,15 +445,8 @@ mod tests {
     /// subscribes again and follows the next hand-over.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cached_route_follows_a_hand_over_note() {
-        let base = ProxyConfig::default().with_namespace("moves");
-        let daemon = crate::daemon::start_redis(&base).await.unwrap();
-        let config = daemon.config(&base);
-        let client = ProxyClient::connect(&config).await.unwrap();
+        let (daemon, client, redis) = connected("moves").await;
         let shared = &client.shared;
-        let redis = Builder::from_config(Config::from_url(&daemon.url()).unwrap())
-            .build()
-            .unwrap();
-        redis.init().await.unwrap();
         let script = Script::new(HAND);
         let hand = |urn: &'static str, from: &'static str, to: &'static str| {
             let (redis, script, keys) = (&redis, &script, &shared.keys);
