@@ -5,7 +5,7 @@ again — each under 1, 64 and 256 asyncio callers that ask again **at once** af
 or error (nothing paces them), and under 64 threads of the blocking client.
 
 Each run asserts:
-- no deadline overrun: no call returns later than its timeout plus ``MARGIN`` (``MARGIN_256`` at 256 callers);
+- no deadline overrun: no call returns later than its timeout plus ``MARGIN``;
 - typed errors only: ``Unavailable`` or ``Timeout`` while the fault lasts, nothing else;
 - recovery: an ask succeeds within ``RECOVERY`` of Redis (or the serving process) being back;
 - nothing accepted lost beyond what the docs allow: every tell Redis took is handled (Redis
@@ -15,12 +15,14 @@ Each run asserts:
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -30,16 +32,28 @@ from conftest import RedisServer, RustServer, freeze, run
 
 TIMEOUT = 2.0  # each ask's
 MARGIN = 0.25  # how much later than its timeout a call may return
-# At 256 callers in one event loop, beside the serving process and Redis on 2 cores: the
-# timeouts of a frozen Redis come 0.058-0.059 s late (3 runs alone), and once, in a CI run,
-# all 256 came 0.252-0.256 s late (the process not run for a quarter second as they fell
-# due). Twice the margin for them; every other case keeps ``MARGIN``.
-MARGIN_256 = 0.5
 RECOVERY = 1.0  # how soon after the fault ends an ask must succeed again
 OUTAGE = 1.5  # how long Redis stays dead
 LONG_OUTAGE = 3.0  # how long Redis stays frozen, or the serving process dead: > TIMEOUT
 
 FAULTS = ["redis_killed_empty", "redis_killed_with_aof", "redis_frozen", "server_killed"]
+
+
+@pytest.fixture(autouse=True)
+def collector_spared_the_suites_heap() -> Iterator[None]:
+    """The objects the test run made before this test are left out of the collector's full
+    collections while it runs (``gc.freeze``): a full collection walks every object of the
+    process, and with the whole suite's heap one took up to 333 ms (a run of the suite
+    with the collections timed), during which no timer of the process runs: once, in a CI
+    run, all 256 callers' timeouts of a frozen Redis came 0.25 s late together. What the
+    client itself makes during the test is collected as usual; the margin is the client's,
+    not the host process's collector's."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @dataclass
@@ -190,8 +204,7 @@ def test_async_client_under_fault(kind: str, callers: int) -> None:
                 return faulted, back
 
         faulted, back = run(main(), timeout=100)
-        margin = MARGIN_256 if callers >= 256 else MARGIN
-        seen.check(f"{kind}_x{callers}", faulted, back, expect_tells=True, margin=margin)
+        seen.check(f"{kind}_x{callers}", faulted, back, expect_tells=True)
     finally:
         stack.close()
 
