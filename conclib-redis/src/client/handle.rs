@@ -18,9 +18,9 @@ use crate::conn::{self, keyed, owned};
 /// asks from any number of tasks over [`ProxyConfig::pool_size`] command connections plus one
 /// connection that reads all replies (one reply list per client, dispatched by request id),
 /// and, outside a Redis Cluster, one that listens for the hand-over notes of URNs that move
-/// (its cached routes follow them). A lone ask's request leaves at once; requests made while the client's writes to that
-/// system wait for Redis (two at most) leave together when one is back, in commands of up
-/// to 32, on any runtime.
+/// (its cached routes follow them). A lone ask's request leaves at once; requests made
+/// while the client's writes to that system wait for Redis (two at most) leave together
+/// when one is back, in commands of up to 32, on any runtime.
 ///
 /// ```no_run
 /// # use conclib_core::Message;
