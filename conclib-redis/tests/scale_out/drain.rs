@@ -486,6 +486,24 @@ pub(crate) async fn a_urn_handed_to_a_draining_member_is_answered_during_its_dra
             break;
         }
     }
+    // Its readiness turns first; it activates nothing more once it has found another
+    // member to hand to, and then leaves the pattern's directory: asked before, it would
+    // activate the URN itself.
+    let directory = format!("{ns}:placement:acct:");
+    crate::common::eventually(Duration::from_secs(5), "s1 out of the directory", || {
+        let (redis, directory) = (&redis, &directory);
+        async move {
+            let listed: i64 = redis
+                .custom(
+                    fred::cmd!("HEXISTS"),
+                    vec![directory.clone(), "s1".to_owned()],
+                )
+                .await
+                .unwrap();
+            listed == 0
+        }
+    })
+    .await;
     let longest = sixty_four_answered(&client, &[urn], deadline).await;
     let answered_ms = sigterm.elapsed().as_millis();
     // `s1` has not departed: its drain still waits for the held handler.
