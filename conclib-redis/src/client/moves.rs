@@ -42,8 +42,8 @@ pub(super) fn listener(shared: &Shared) -> Option<Client> {
 
 /// Connects `client` ([`listener`]), subscribes it to the notes and follows each note until
 /// the client closes (the task is aborted then), subscribing again after each
-/// reconnection. Gives up, logging why, if Redis refuses the subscription (an ACL without
-/// the channel).
+/// reconnection. Gives up, logging why, if Redis refuses the subscription (`NOPERM`: an
+/// ACL without the channel).
 pub(super) async fn follow(shared: Arc<Shared>, client: Client) {
     // Taken before connecting: no note goes unseen once subscribed.
     let mut notes = client.message_rx();
@@ -56,14 +56,19 @@ pub(super) async fn follow(shared: Arc<Shared>, client: Client) {
     // Taken after: fred reports the first connection as a reconnection too.
     let mut reconnects = client.reconnect_rx();
     let channel = shared.keys.moves();
-    if let Err(e) = subscription::subscribe(&client, &channel, Kind::Channel).await {
-        tracing::warn!(
-            error = %e,
-            channel,
-            "not subscribed to the hand-over notes (an ACL without the channel?): requests for a moved URN are passed on by its previous holder"
-        );
-        let _ = client.quit().await;
-        return;
+    match subscription::subscribe(&client, &channel, Kind::Channel).await {
+        Ok(()) => {}
+        Err(e) if crate::conn::error_code_is(&e, "NOPERM") => {
+            tracing::warn!(
+                error = %e,
+                channel,
+                "not subscribed to the hand-over notes (the ACL lacks the channel): requests for a moved URN are passed on by its previous holder"
+            );
+            let _ = client.quit().await;
+            return;
+        }
+        // The connection lost meanwhile: subscribed once it is back.
+        Err(_) => subscription::resubscribe(&client, &channel, Kind::Channel).await,
     }
     let urn_prefix = shared.keys.urn("");
     loop {
