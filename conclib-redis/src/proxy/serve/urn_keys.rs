@@ -481,4 +481,70 @@ mod tests {
         let now: Option<String> = redis.get("free").await.unwrap();
         assert_eq!(now.as_deref(), Some("sys-a"));
     }
+
+    /// A proxy whose ACL user predates the hand-over notes' channel (`acl::proxy_acl`
+    /// without `&{ns}:moves`) still hands URN keys over: the note's `PUBLISH` is refused
+    /// inside `pcall`, the hand-over is done. With the channel granted, a subscriber reads
+    /// the note (`target \n {ns}:urn:{urn}`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hand_over_is_made_whether_or_not_its_note_may_be_published() {
+        use fred::prelude::*;
+
+        use super::HAND_URN_SCRIPT;
+        use crate::conn::{keyed, owned, s};
+        use crate::script::Script;
+
+        let ns = "hand-acl";
+        let base = crate::config::ProxyConfig::default().with_namespace(ns);
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let connect = |url: String| async move {
+            let c = Builder::from_config(Config::from_url(&url).unwrap())
+                .build()
+                .unwrap();
+            c.init().await.unwrap();
+            c
+        };
+        let admin = connect(daemon.url()).await;
+        let keys = crate::protocol::Keys::new(ns);
+        let moves = keys.moves();
+        for (user, with_channel) in [("old", false), ("new", true)] {
+            let mut rules: Vec<String> = crate::acl::proxy_acl(ns);
+            if !with_channel {
+                rules.retain(|r| *r != format!("&{moves}"));
+            }
+            let mut args = vec![owned("SETUSER"), owned(user), s("on"), s(">secret")];
+            args.extend(rules.into_iter().map(owned));
+            crate::conn::call(&admin, keyed("ACL"), args).await.unwrap();
+        }
+        let listener = connect(daemon.url()).await;
+        let mut notes = listener.message_rx();
+        listener.subscribe(moves.clone()).await.unwrap();
+        let script = Script::new(HAND_URN_SCRIPT);
+        let port = daemon.port();
+        for (user, urn) in [("old", "acct:1"), ("new", "acct:2")] {
+            let proxy = connect(format!("redis://{user}:secret@127.0.0.1:{port}")).await;
+            let key = keys.urn(urn);
+            let _: () = admin.set(&key, "sys-a", None, None, false).await.unwrap();
+            let args = ["sys-a", "sys-b", "60000", "0"].map(owned).to_vec();
+            let mut args = args;
+            args.push(owned(moves.clone()));
+            let handed = script.eval(&proxy, vec![owned(key.clone())], args).await;
+            assert_eq!(handed.unwrap(), Value::Integer(1), "{user}");
+            let now: String = admin.get(&key).await.unwrap();
+            assert_eq!(now, "sys-b", "{user}");
+            let _ = proxy.quit().await;
+        }
+        // Only the second hand-over's note was published.
+        let note = tokio::time::timeout(std::time::Duration::from_secs(5), notes.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            crate::conn::as_bytes(&note.value),
+            Some(format!("sys-b\n{}", keys.urn("acct:2")).as_bytes())
+        );
+        let _ = listener.quit().await;
+        let _ = admin.quit().await;
+        daemon.shutdown().unwrap();
+    }
 }
