@@ -413,12 +413,6 @@ mod tests {
         daemon.shutdown().unwrap();
     }
 
-    /// A hand-over as the serving processes' scripts run it (`protocol::hand_urn_lua`).
-    const HAND: &str = concat!(
-        crate::protocol::hand_urn_lua!(),
-        r"return hand(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], KEYS[2], {})"
-    );
-
     /// Runs `step`, then waits (up to 10 s) for the client to read a hand-over note; `step`
     /// again each 200 ms until it does (a subscription not up yet misses it).
     async fn until_noted<F: std::future::Future<Output = ()>>(
@@ -447,7 +441,7 @@ mod tests {
     async fn a_cached_route_follows_a_hand_over_note() {
         let (daemon, client, redis) = connected("moves").await;
         let shared = &client.shared;
-        let script = Script::new(HAND);
+        let script = Script::new(crate::protocol::HAND_URN_SCRIPT);
         let hand = |urn: &'static str, from: &'static str, to: &'static str| {
             let (redis, script, keys) = (&redis, &script, &shared.keys);
             async move {

@@ -314,7 +314,7 @@ redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1";
 
 /// The hand-over of a URN key, as a Lua function for the scripts that hand one over
-/// (`proxy/serve/urn_keys.rs`'s `HAND_URN_SCRIPT`, and `proxy/scale/migration.rs`'s `DEHYDRATE_SCRIPT`, which hands the key
+/// ([`HAND_URN_SCRIPT`], run by `proxy/serve/urn_keys.rs`, and `proxy/scale/migration.rs`'s `DEHYDRATE_SCRIPT`, which hands the key
 /// in the step that carries the state): `hand(urn_key, me, target, ttl, or_free, channel,
 /// stream, notice)` gives `urn_key` to `target` for `ttl` ms when it names `me` (or, with
 /// `or_free` = `1`, when nobody holds it), publishes on `channel` (unless empty: the
@@ -340,6 +340,15 @@ end
     };
 }
 pub(crate) use hand_urn_lua;
+
+/// `hand` (`protocol::hand_urn_lua`) of `KEYS[1]` (the URN key), `ARGV[1]` (this system),
+/// `ARGV[2]` (the target), `ARGV[3]` (TTL, ms), `ARGV[4]` (`1`: or free), `ARGV[5]` (the
+/// hand-over notes' channel, or empty), `KEYS[2]` (the target's stream, if any),
+/// `ARGV[6..]` (the notice's fields).
+pub(crate) const HAND_URN_SCRIPT: &str = concat!(
+    hand_urn_lua!(),
+    r"return hand(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], KEYS[2], {unpack(ARGV, 6)})"
+);
 
 /// The body [`STATE_OPEN_SCRIPT`] and [`CLAIM_OPEN_SCRIPT`] share: makes `ARGV[1]` the owner
 /// of state key `KEYS[1]`, reads its data into `data`, and lets a key without data (nor a

@@ -23,7 +23,7 @@ pub(in crate::proxy) const CARRIED_TTL: Duration = Duration::from_secs(60);
 /// token, `ARGV[2]` = the state, `ARGV[3]` = TTL (ms). Leaves the state for the next
 /// activation if this one owns the state key: 1, else 0. With `KEYS[3]` (the URN key),
 /// `KEYS[4]` (the target's stream) and `ARGV[4..]` (a hand-over's arguments, as
-/// `serve/urn_keys.rs`'s `HAND_URN_SCRIPT` takes them), it also hands the URN key to the
+/// `protocol::HAND_URN_SCRIPT` takes them), it also hands the URN key to the
 /// member the activation moves to, in the same step: 2 when it did.
 pub(in crate::proxy) const DEHYDRATE_SCRIPT: &str = concat!(
     hand_urn_lua!(),

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use fred::prelude::*;
 
 use crate::conn::{as_bytes, owned, s};
-use crate::protocol::{field, hand_urn_lua};
+use crate::protocol::{HAND_URN_SCRIPT, field};
 use crate::proxy::scale::standing::HandOver;
 use crate::proxy::shared::Shared;
 use crate::script::Script;
@@ -26,15 +26,6 @@ pub(in crate::proxy) async fn release_urns(shared: &Shared, urns: Vec<String>) {
     shared.scripts.release.eval_many(&shared.cmd, calls).await;
     tracing::debug!(count = urns.len(), "released URN keys");
 }
-
-/// `hand` (`protocol::hand_urn_lua`) of `KEYS[1]` (the URN key), `ARGV[1]` (this system),
-/// `ARGV[2]` (the target), `ARGV[3]` (TTL, ms), `ARGV[4]` (`1`: or free), `ARGV[5]` (the
-/// hand-over notes' channel, or empty), `KEYS[2]` (the target's stream, if any),
-/// `ARGV[6..]` (the notice's fields).
-const HAND_URN_SCRIPT: &str = concat!(
-    hand_urn_lua!(),
-    r"return hand(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], KEYS[2], {unpack(ARGV, 6)})"
-);
 
 /// What became of a URN key to hand over ([`hand_urn`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,8 +481,8 @@ mod tests {
     async fn a_hand_over_is_made_whether_or_not_its_note_may_be_published() {
         use fred::prelude::*;
 
-        use super::HAND_URN_SCRIPT;
         use crate::conn::{keyed, owned, s};
+        use crate::protocol::HAND_URN_SCRIPT;
         use crate::script::Script;
 
         let ns = "hand-acl";
