@@ -370,10 +370,15 @@ async fn passivate_many(
             }
             live.remove(&entry.urn)?
         };
-        // No longer a local actor of the system's: the heartbeat's catch-up, which sees
-        // the actor stop before the hand-over below, must not release its key meanwhile
-        // (the next request would place the URN anew instead of going to the target).
-        shared.registry().local.remove(&entry.urn);
+        // No longer a local actor of the system's, and left alone by the heartbeat's
+        // scans until its key is released or handed below: the catch-up, which sees the
+        // actor stop before the hand-over, must not release its key meanwhile (the next
+        // request would place the URN anew instead of going to the target).
+        {
+            let mut reg = shared.registry();
+            reg.local.remove(&entry.urn);
+            reg.stopping.insert(entry.urn.clone());
+        }
         if matches!(moving, Moving::To(_)) {
             // Moving: marked on the very activation stopped here, under its lock (one
             // marked before, by whoever decided the move, may have been replaced
@@ -414,6 +419,7 @@ async fn passivate_many(
             .iter()
             .filter(|(_, urn, _)| {
                 reg.local.remove(*urn);
+                reg.stopping.remove(*urn);
                 reg.owned.remove(urn)
             })
             .map(|(_, urn, _)| (*urn).to_owned())

@@ -22,9 +22,13 @@ pub(in crate::proxy) async fn scan(shared: &Shared) {
     let mut position = shared.scan_lock.lock().await;
     // Read before the list: changes after it are read again by the next catch-up.
     *position = *shared.system.urn_changes().borrow();
-    let (served_by_groups, activating) = {
+    let (served_by_groups, activating, stopping) = {
         let reg = shared.registry();
-        (reg.shared.clone(), reg.activating.clone())
+        (
+            reg.shared.clone(),
+            reg.activating.clone(),
+            reg.stopping.clone(),
+        )
     };
     let actors = shared.system.named_actors();
     // The live URNs, borrowed from the actors' refs: at 100,000 actors, a scan every
@@ -32,7 +36,11 @@ pub(in crate::proxy) async fn scan(shared: &Shared) {
     let mut live: HashMap<&str, &conclib_core::DynActorRef> = HashMap::with_capacity(actors.len());
     for actor in &actors {
         let Some(urn) = actor.urn() else { continue };
-        if !actor.is_alive() || served_by_groups.contains(urn.as_str()) {
+        // A stopping activation's key is its passivation's to release or hand over.
+        if !actor.is_alive()
+            || served_by_groups.contains(urn.as_str())
+            || stopping.contains(urn.as_str())
+        {
             continue;
         }
         live.insert(urn.as_str(), actor);
@@ -113,7 +121,10 @@ async fn catch_up(shared: &Shared) {
     {
         let mut reg = shared.registry();
         for urn in last {
-            if reg.shared.contains(&urn) || reg.activating.contains(&urn) {
+            if reg.shared.contains(&urn)
+                || reg.activating.contains(&urn)
+                || reg.stopping.contains(&urn)
+            {
                 continue;
             }
             match shared.system.lookup(&urn) {
@@ -243,5 +254,47 @@ async fn heartbeat(shared: Arc<Shared>) {
                 Err(_) => events = false,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use conclib_core::{Actor, ActorSystem};
+
+    use crate::config::ProxyConfig;
+
+    struct Account;
+    impl Actor for Account {}
+
+    /// A scan leaves a stopping activation to its passivation: not counted live again (its
+    /// key would be released as it stops, a move's key released instead of handed over),
+    /// whereas the same actor not stopping is counted live. On a real Redis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_leaves_a_stopping_activation_to_its_passivation() {
+        let base = ProxyConfig::default().with_namespace("scan-stopping");
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let system = ActorSystem::new("scan-stopping");
+        system.build(Account).urn("acct:1").spawn().await.unwrap();
+        let proxy = crate::start_proxy(&system, &daemon.config(&base))
+            .await
+            .unwrap();
+        let shared = proxy.shared.clone();
+        assert!(shared.registry().local.contains_key("acct:1"));
+        // As a passivation marks it when its stop begins.
+        {
+            let mut reg = shared.registry();
+            reg.local.remove("acct:1");
+            reg.stopping.insert("acct:1".to_owned());
+        }
+        super::scan(&shared).await;
+        assert!(
+            !shared.registry().local.contains_key("acct:1"),
+            "a scan counted a stopping activation live"
+        );
+        shared.registry().stopping.remove("acct:1");
+        super::scan(&shared).await;
+        assert!(shared.registry().local.contains_key("acct:1"));
+        proxy.shutdown().await.unwrap();
+        daemon.shutdown().unwrap();
     }
 }

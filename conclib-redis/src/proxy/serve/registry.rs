@@ -15,6 +15,11 @@ pub(in crate::proxy) struct Registry {
     pub(in crate::proxy) shared: HashSet<String>,
     /// URNs being activated: claimed, their actor not spawned yet (a scan keeps them).
     pub(in crate::proxy) activating: HashSet<String>,
+    /// URNs whose activation is stopping to be passivated or moved: the passivation
+    /// releases or hands over their keys, and a scan leaves them alone (it would see the
+    /// stopping actor alive, count it live again, and release its key as it stops: a
+    /// move's key released instead of handed over).
+    pub(in crate::proxy) stopping: HashSet<String>,
     /// URNs whose ownership key names this system.
     pub(in crate::proxy) owned: OwnedUrns,
     /// URNs another system owns: URN → that system's id.
