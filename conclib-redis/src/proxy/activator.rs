@@ -1,7 +1,7 @@
 //! [`Activator`]: the builder [`ProxyHandle::activate`](crate::ProxyHandle::activate)
 //! returns, declaring a URN pattern this system activates actors for. Starting it joins the
 //! pattern's group (`join.rs`); the activations themselves are the scale-out room's
-//! (`scale/activation.rs`).
+//! (`scale/activation.rs`, `scale/passivation.rs`).
 
 use std::fmt;
 use std::future::{Future, IntoFuture};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio::task::JoinHandle;
 
-use super::scale::{activation, group};
+use super::scale::{group, passivation};
 use super::scripts::Script;
 use super::serve::{lease, write};
 use super::shared::{Role, Shared};
@@ -110,7 +110,7 @@ async fn graceful(shared: &Arc<Shared>, tasks: &mut Tasks) -> Result<(), ServeEr
     if let Err(e) = group::leave_all(shared).await {
         result = Err(e);
     }
-    activation::passivate_all(shared).await;
+    passivation::passivate_all(shared).await;
     tasks.stop_serving(shared).await;
     if let Some(heartbeat) = tasks.heartbeat.take() {
         heartbeat.abort();

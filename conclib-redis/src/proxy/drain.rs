@@ -56,7 +56,7 @@ use futures_util::stream::{self, StreamExt};
 use super::departure::{self, Tasks};
 use super::readiness::ShutdownPhase;
 use super::scale::placement_rule::MemberInfo;
-use super::scale::{activation, eviction, group, placement, takeover};
+use super::scale::{eviction, group, passivation, placement, takeover};
 use super::shared::{Role, Shared};
 use crate::conn::{owned, s};
 use crate::error::ServeError;
@@ -225,7 +225,7 @@ async fn move_live(shared: &Arc<Shared>, pauses: &mut Vec<Duration>) {
             .map(|(urn, target)| {
                 let shared = shared.clone();
                 async move {
-                    activation::move_away(&shared, &urn, target.as_deref())
+                    passivation::move_away(&shared, &urn, target.as_deref())
                         .await
                         .paused
                 }

@@ -126,7 +126,7 @@ pub async fn start_proxy(
         async move {
             tokio::join!(
                 heartbeat_loop(lease),
-                super::scale::activation::housekeeping_loop(activations)
+                super::scale::passivation::housekeeping_loop(activations)
             );
         }
     });
@@ -453,5 +453,47 @@ impl Drop for ProxyHandle {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use conclib_core::{Actor, ActorSystem};
+
+    use crate::config::ProxyConfig;
+
+    struct Account;
+    impl Actor for Account {}
+
+    /// A scan leaves a stopping activation to its passivation: not counted live again (its
+    /// key would be released as it stops, a move's key released instead of handed over),
+    /// whereas the same actor not stopping is counted live. On a real Redis.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_scan_leaves_a_stopping_activation_to_its_passivation() {
+        let base = ProxyConfig::default().with_namespace("scan-stopping");
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let system = ActorSystem::new("scan-stopping");
+        system.build(Account).urn("acct:1").spawn().await.unwrap();
+        let proxy = crate::proxy::handle::start_proxy(&system, &daemon.config(&base))
+            .await
+            .unwrap();
+        let shared = proxy.shared.clone();
+        assert!(shared.registry().local.contains_key("acct:1"));
+        // As a passivation marks it when its stop begins.
+        {
+            let mut reg = shared.registry();
+            reg.local.remove("acct:1");
+            reg.stopping.insert("acct:1".to_owned());
+        }
+        crate::proxy::serve::heartbeat::scan(&shared).await;
+        assert!(
+            !shared.registry().local.contains_key("acct:1"),
+            "a scan counted a stopping activation live"
+        );
+        shared.registry().stopping.remove("acct:1");
+        crate::proxy::serve::heartbeat::scan(&shared).await;
+        assert!(shared.registry().local.contains_key("acct:1"));
+        proxy.shutdown().await.unwrap();
+        daemon.shutdown().unwrap();
     }
 }

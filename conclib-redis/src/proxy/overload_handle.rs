@@ -16,7 +16,7 @@ impl ProxyHandle {
     /// ```
     pub fn set_activation_cap(&self, cap: Option<usize>) {
         self.shared.activations.cap.set(cap);
-        super::scale::activation::evict_over_cap(&self.shared);
+        super::scale::passivation::evict_over_cap(&self.shared);
     }
 
     /// The activation cap now.

@@ -1,6 +1,6 @@
 //! The URN patterns a system activates actors for and the activations alive
 //! ([`Activations`]), and what an activated actor's constructor gets ([`Activation`]).
-//! `activation.rs` activates and passivates.
+//! `activation.rs` activates, `passivation.rs` passivates.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

@@ -1,5 +1,5 @@
 //! The activation cap and memory shedding: their settings and sums ([`Cap`]), how many a
-//! round evicts or sheds. The rounds themselves are in `activation.rs`: the activations past
+//! round evicts or sheds. The rounds themselves are in `passivation.rs`: the activations past
 //! the cap (by the [`Eviction`] policy) or past the memory threshold ([`MemoryShedding`]) are
 //! passivated as after an idle time (stopped gracefully, so their `on_stop` saves once, their
 //! URN released), and their next request activates them again wherever placement picks.
@@ -13,7 +13,7 @@ use crate::overload::{Eviction, MemoryShedding, Overload};
 const NO_CAP: usize = usize::MAX;
 
 /// How many activations one batch passivates (stopped at once, their keys closed and released
-/// in one pipeline each: `activation.rs`) when evicting, shedding, passivating idle ones or
+/// in one pipeline each: `passivation.rs`) when evicting, shedding, passivating idle ones or
 /// shutting down.
 pub(in crate::proxy) const PASSIVATIONS_AT_ONCE: usize = 64;
 

@@ -1,7 +1,7 @@
 //! The scale-out room: several systems serving one URN or one URN pattern.
 //!
 //! Groups and their membership (`group`); actors activated on demand by URN pattern
-//! (`activation`, the patterns and live activations in `activations`); which member
+//! (`activation`, stopped in `passivation`, the patterns and live activations in `activations`); which member
 //! activates a URN (`placement`, the rule in `placement_rule`) and moving activations to
 //! even the load (`rebalance`); the activation cap and memory shedding (`eviction`); failover of a gone member's activations (`takeover`); an
 //! activation's fenced state store (`store`), its standing (`standing`), its
@@ -16,6 +16,7 @@ pub(super) mod applied;
 pub(super) mod eviction;
 pub(super) mod group;
 pub(super) mod migration;
+pub(super) mod passivation;
 pub(super) mod placement;
 pub(super) mod placement_rule;
 pub(super) mod rebalance;

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 
-use super::activation;
+use super::passivation;
 use super::placement;
 use crate::conn::{self, keyed, owned, s};
 use crate::protocol::{self, field};
@@ -141,7 +141,7 @@ async fn look(shared: &Arc<Shared>, prefix: &str) -> bool {
                     });
                 async move {
                     // Each on its own: an activation's requests wait for its own stop only.
-                    activation::move_away(shared, &urn, target.as_deref()).await;
+                    passivation::move_away(shared, &urn, target.as_deref()).await;
                 }
             })
             .collect::<Vec<_>>();
@@ -152,7 +152,7 @@ async fn look(shared: &Arc<Shared>, prefix: &str) -> bool {
     }
     let moved = left < excess;
     if moved {
-        // Each move writes this member's count in a task of its own (`activation.rs`):
+        // Each move writes this member's count in a task of its own (`passivation.rs`):
         // written before the look ends, for the next look's reading of the directory.
         placement::report_activations(shared, prefix).await;
     }

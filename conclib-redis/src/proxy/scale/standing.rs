@@ -24,7 +24,7 @@ pub(in crate::proxy) struct Standing {
     /// Its store carried its state: its state key is kept at passivation even without
     /// data, so that the next activation knows the carried state as its predecessor's.
     pub(in crate::proxy) carried: AtomicBool,
-    /// Where its URN goes as it moves (`activation.rs`, set before its stop): its store's
+    /// Where its URN goes as it moves (`passivation.rs`, set before its stop): its store's
     /// `dehydrate` hands the key over in the step that carries the state, one round trip
     /// less for the requests waiting for the move.
     pub(in crate::proxy) hand_over: Mutex<Option<HandOver>>,

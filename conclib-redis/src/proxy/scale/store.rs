@@ -243,7 +243,7 @@ impl StateStore {
             Value::Integer(migration::CARRIED_TTL.as_millis() as i64),
         ];
         // Its URN key handed over in the same step, when the move named its member
-        // (`activation.rs`): the requests waiting for the move wait one round trip less.
+        // (`passivation.rs`): the requests waiting for the move wait one round trip less.
         if let Some(h) = inner.standing.hand_over() {
             keys.extend(h.keys);
             args.extend(h.args);

@@ -28,8 +28,8 @@ use conclib_codec::Codec;
 use conclib_core::ExposedMessage;
 use fred::prelude::*;
 
-use super::activation;
 use super::activations::{LastLook, Look, Pattern};
+use super::passivation;
 use super::placement;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::protocol::Status;
@@ -264,7 +264,7 @@ pub(in crate::proxy) async fn reroute(
         // Its requests queued here finish first (in their order), its state is carried,
         // then its key is the target's.
         drop(settled);
-        let moved = activation::move_away(&sys, urn, Some(&target)).await;
+        let moved = passivation::move_away(&sys, urn, Some(&target)).await;
         if moved.handed {
             // The target holds the key now: this request waits for no look at it.
             return forward::forward(&sys, origin, req, &target, reply_to, remaining).await;
