@@ -198,7 +198,6 @@ async fn passivate_many(
         stopped
             .iter()
             .filter(|(_, urn, _)| {
-                reg.local.remove(*urn);
                 reg.stopping.remove(*urn);
                 reg.owned.remove(urn)
             })
