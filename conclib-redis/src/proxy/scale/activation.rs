@@ -1,8 +1,8 @@
 //! Actors activated on demand by URN pattern: the first request for `user:42` makes one
 //! system of the pattern's group claim the URN (the fenced lease every URN has), construct
 //! the actor and serve it; an idle activation is passivated (stopped gracefully, so its
-//! `on_stop` can save, then its URN released). An activation's state lives in its
-//! [`StateStore`] (`store`).
+//! `on_stop` can save, then its URN released: `passivation.rs`). An activation's state
+//! lives in its [`StateStore`] (`store`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
