@@ -469,7 +469,13 @@ async fn actors_receive_live_and_durable_events() {
             .collect();
         assert_eq!(seqs, (0..n).collect::<Vec<_>>());
     }
-    assert_eq!(durable_feed.handed(), n);
+    // Counted once the ask is answered, which comes after the handler's record above.
+    conclib_testkit::eventually(
+        Duration::from_secs(5),
+        "the feed counted every event handed",
+        || async { durable_feed.handed() == n },
+    )
+    .await;
     assert!(live_feed.is_running() && durable_feed.is_running());
     // The actor stops: its subscription ends.
     durable_actor.stop();

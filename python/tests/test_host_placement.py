@@ -18,6 +18,8 @@ from typing import Any
 import conclib
 from conclib.actor import Actor, handler
 from conclib.host import ActorHost, HostConfig
+from conclib._host_patterns import Pattern
+from conclib._host_request import Request
 from conftest import PythonHost, RedisServer, RustServer, run
 
 # An ask's timeout, as the Rust rebalancing test's (`tests/scale_out/rebalance.rs`): a URN
@@ -143,6 +145,88 @@ def test_a_python_member_joining_takes_the_new_urns(redis_server: RedisServer, r
         assert each.failed == 0, each.errors[:5]
         assert each.slowest < TIMEOUT + MARGIN, each.slowest
         assert set(each.restarts().values()) == {0}, each.restarts()
+
+
+def test_an_activation_counts_once_in_its_members_own_count_while_it_is_reported(redis_server: RedisServer) -> None:
+    """A member's own count (what ``_host_placement.place`` compares with the directory's:
+    its live activations and those it is making) counts each activation once while its
+    report to the pattern's directory waits for Redis. Counted twice meanwhile, a loaded
+    newcomer took itself for the busiest member and sent its first requests back to the
+    old one (19 of 32 new URNs on the newcomer, in a loaded run of the test above)."""
+    ns = f"pyown-{uuid.uuid4().hex[:6]}"
+    urns = [f"acct:c{i}" for i in range(8)]
+
+    async def main() -> None:
+        host = ActorHost(redis_server.url, HostConfig(namespace=ns, system="py-own"))
+        host.serve_pattern("acct:{id}", Account)
+        await host.start()
+        serving, pattern = host._serving, host._patterns[0]
+        assert serving is not None
+        report = serving.report
+        all_live, gate = asyncio.Event(), asyncio.Event()
+
+        async def held_report(p: Pattern) -> None:
+            if len(pattern.live) == len(urns):
+                all_live.set()
+            await gate.wait()
+            await report(p)
+
+        serving.report = held_report  # type: ignore[method-assign]
+        try:
+            async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+                asks = [asyncio.create_task(client.ask(u, "test.Add", next(_unique), timeout=TIMEOUT)) for u in urns]
+                # Every activation made, each report held (an activation's report follows
+                # its entry among the live).
+                await asyncio.wait_for(all_live.wait(), TIMEOUT)
+                assert len(pattern.live) + pattern.making == len(urns), pattern.making
+                gate.set()
+                await asyncio.gather(*asks)
+        finally:
+            gate.set()
+            serving.report = report  # type: ignore[method-assign]
+            await host.stop()
+
+    run(main(), timeout=60)
+
+
+def test_a_urn_held_elsewhere_is_not_counted_as_the_members_own_while_it_is_claimed(
+    redis_server: RedisServer, raw_redis: Any
+) -> None:
+    """A first request for a URN another member holds is claimed here only to find its
+    holder and pass the request on: while that claim runs the URN is not counted among
+    those this member is making (its own count in ``place``), whereas a free URN it is
+    about to activate is. Counted, a newcomer reading the old URNs' requests took itself for
+    the busiest member and sent the new URNs back to the old one (2 of 32 on the newcomer,
+    in a loaded run of the joining test above)."""
+    ns = f"pyheld-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> list[int]:
+        host = ActorHost(redis_server.url, HostConfig(namespace=ns, system="py-reader"))
+        host.serve_pattern("acct:{id}", Account)
+        await host.start()
+        serving, pattern = host._serving, host._patterns[0]
+        assert serving is not None
+        raw_redis.set(f"{ns}:urn:acct:held", "py-holder")
+        making: list[int] = []
+
+        async def claim(p: Pattern, urn: str) -> bool:
+            making.append(p.making)
+            serving.activating.pop(urn, None)
+            return False
+
+        serving._claim_and_activate = claim  # type: ignore[method-assign]
+        lane = host._group_lanes[pattern.group]
+        try:
+            for urn in ("acct:held", "acct:free"):
+                req = Request(entry=b"1-0", urn=urn, message="test.Add", reply=None, request_id=1, body=b"",
+                              high=False, deadline_ms=0, fields={}, stream=lane.keys[-1], first=True)
+                serving.activating[urn] = [(lane, req, None, None)]
+                await serving._activate(pattern, urn)
+        finally:
+            await host.stop()
+        return making
+
+    assert run(main(), timeout=60) == [0, 1]
 
 
 def test_a_python_member_joining_a_rebalancing_rust_member(redis_server: RedisServer, raw_redis: Any) -> None:

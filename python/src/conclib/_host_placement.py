@@ -33,7 +33,7 @@ from ._host_patterns import Pattern
 from ._host_request import Request
 from .protocol import PROTOCOL_VERSION, Keys
 
-__all__ = ["PLACEMENTS", "choose", "hand_to", "place", "place_waiting", "weight"]
+__all__ = ["HELD", "HERE", "PLACED", "PLACEMENTS", "choose", "hand_to", "place", "place_waiting", "weight"]
 
 log = logging.getLogger("conclib.host")
 
@@ -65,11 +65,21 @@ def choose(placement: str, urn: str, members: list[tuple[str, int]]) -> str | No
     return max((m for m in members if m[1] == least), key=lambda m: weight(m[0], urn))[0]
 
 
+# What ``place`` answers when the URN is held already: nothing to place, and nothing this
+# member is about to activate (its claim finds the holder and passes the requests on).
+HELD: Final = ""
+
+# ``place_waiting``'s outcomes besides ``HELD``: the requests placed on another member, or
+# left to activate here.
+PLACED: Final = "placed"
+HERE: Final = "here"
+
+
 async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, system: str, own: Callable[[], int], placement: str) -> str | None:
-    """The other member chosen to activate ``urn`` (``None``: here; also when the URN is held
-    already, the directory lists no other member, the member chosen is gone (it died: it stays
-    listed until its count lapses), or Redis did not answer: the claim
-    decides). ``own()``: this member's count of activations when the directory is read,
+    """The other member chosen to activate ``urn`` (``None``: here; also when the directory
+    lists no other member, the member chosen is gone (it died: it stays listed until its
+    count lapses), or Redis did not answer: the claim decides; ``HELD`` when the URN is held
+    already). ``own()``: this member's count of activations when the directory is read,
     those it is making included (fresher than its entry: a burst of first requests read at
     once is spread as it is decided)."""
     if placement == "here":
@@ -83,7 +93,7 @@ async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, sys
         log.debug("could not read the directory of %s: %s; activating here", prefix, e)
         return None
     if holder is not None:
-        return None
+        return HELD
     members: dict[str, int] = {}
     flat = list(listed or [])
     for name, count in zip(flat[::2], flat[1::2]):
@@ -121,18 +131,21 @@ async def hand_to(scripts: Any, keys: Keys, lane: Lane, req: Request, target: st
 async def place_waiting(
     redis: Any, scripts: Any, keys: Keys, system: str, pattern: Pattern, urn: str,
     activating: dict[str, list[tuple[Lane, Request, Any, Any]]],
-) -> bool:
+) -> str:
     """Places the requests waiting for ``urn``'s activation (``activating[urn]``) that were
     read first from the group's stream on the member the pattern's placement chooses, if
-    another one; whether none is left to activate here (those read from a pending list, or
-    not placed, are)."""
+    another one: ``PLACED`` when none is left to activate here, ``HELD`` when the URN is held
+    already (its claim here finds the holder), else ``HERE`` (those read from a pending list,
+    or not placed)."""
     if not any(req.first for _, req, _, _ in activating.get(urn, [])):
-        return False
+        return HERE
     chosen = await place(
         redis, scripts, keys, pattern.prefix, urn, system, lambda: len(pattern.live) + pattern.making, pattern.placement
     )
+    if chosen == HELD:
+        return HELD
     if chosen is None:
-        return False
+        return HERE
     waiting = list(activating.get(urn, []))
     kept = []
     for item in waiting:
@@ -145,6 +158,6 @@ async def place_waiting(
     rest = kept + activating.get(urn, [])[len(waiting):]
     if rest:
         activating[urn] = rest
-        return False
+        return HERE
     activating.pop(urn, None)
-    return True
+    return PLACED

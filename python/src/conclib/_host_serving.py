@@ -20,7 +20,7 @@ from ._host_lane import GROUP, Lane
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
 from ._host_patterns import Activation, Pattern
-from ._host_placement import place_waiting
+from ._host_placement import HERE, PLACED, place_waiting
 from ._host_replicas import written
 from ._host_request import Dropped, Placed, Refused, Request, check
 from ._host_store import StateStore
@@ -203,17 +203,28 @@ class Serving:
     async def _activate(self, pattern: Pattern, urn: str) -> None:
         """Claims ``urn``'s key and activates it here; or passes its requests to the system
         holding it; or (its holder gone) frees the key and claims it."""
-        if pattern.placement != "here" and await place_waiting(
-            self.redis, self.scripts, self.keys, self.system, pattern, urn, self.activating
-        ):
+        placed = HERE
+        if pattern.placement != "here":
+            placed = await place_waiting(self.redis, self.scripts, self.keys, self.system, pattern, urn, self.activating)
+        if placed == PLACED:
             return
-        pattern.making += 1
+        # Counted among those this member is making (its own count, ``place``) only when it
+        # is about to activate the URN: one held elsewhere (its claim finds the holder and
+        # passes its requests on) is not this member's.
+        making = 1 if placed == HERE else 0
+        pattern.making += making
         try:
-            await self._claim_and_activate(pattern, urn)
+            activated = await self._claim_and_activate(pattern, urn)
         finally:
-            pattern.making -= 1
+            pattern.making -= making
+        # Reported once it counts among the live only: counted in ``making`` as well while
+        # the report waits for Redis, each activation would count twice in this member's own
+        # count (``place``), and a burst of them would send first requests elsewhere.
+        if activated:
+            await self.report(pattern)
 
-    async def _claim_and_activate(self, pattern: Pattern, urn: str) -> None:
+    async def _claim_and_activate(self, pattern: Pattern, urn: str) -> bool:
+        """Whether ``urn`` was activated here (its requests handed to its mailbox)."""
         cfg = self.config
         key = self.keys.urn(urn)
         owner: str | None = None
@@ -241,12 +252,12 @@ class Serving:
             log.warning("could not claim %s: %s", urn, e)
             for lane, req, _, _ in self.activating.pop(urn, []):
                 lane.leave(req)
-            return
+            return False
         waiting = self.activating.pop(urn, [])
         if owner is not None:
             for lane, req, _, _ in waiting:
                 await self._forward(lane, req, owner)
-            return
+            return False
         actor = pattern.new_actor(urn)
         self.adopt(actor)  # its store, made when first used; its client
         mailbox = Mailbox(actor, self, cfg.max_payload)
@@ -254,7 +265,7 @@ class Serving:
         self.activations_made += 1
         for lane, req, spec, arg in waiting:
             mailbox.put(req, spec, arg, lane)
-        await self.report(pattern)
+        return True
 
     async def _forward(self, lane: Lane, req: Request, owner: str) -> None:
         """Passes ``req`` on to the system ``owner`` (acknowledged here in the same step)."""
