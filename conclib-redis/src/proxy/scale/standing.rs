@@ -106,8 +106,8 @@ impl Standing {
     }
 }
 
-/// The keys and arguments of a hand-over of a URN key (as `serve/urn_keys.rs`'s
-/// `protocol::HAND_URN_SCRIPT` takes them), for its `hand_urn`, or for the store of an activation
+/// The keys and arguments of a hand-over of a URN key (as `protocol::HAND_URN_SCRIPT` takes
+/// them), for `serve/urn_keys.rs`'s `hand_urn`, or for the store of an activation
 /// moving, which hands its key as it carries its state (`scale/store.rs`, `dehydrate`).
 #[derive(Clone)]
 pub(in crate::proxy) struct HandOver {

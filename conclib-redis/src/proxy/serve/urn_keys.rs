@@ -516,8 +516,7 @@ mod tests {
             let proxy = connect(format!("redis://{user}:secret@127.0.0.1:{port}")).await;
             let key = keys.urn(urn);
             let _: () = admin.set(&key, "sys-a", None, None, false).await.unwrap();
-            let args = ["sys-a", "sys-b", "60000", "0"].map(owned).to_vec();
-            let mut args = args;
+            let mut args = ["sys-a", "sys-b", "60000", "0"].map(owned).to_vec();
             args.push(owned(moves.clone()));
             let handed = script.eval(&proxy, vec![owned(key.clone())], args).await;
             assert_eq!(handed.unwrap(), Value::Integer(1), "{user}");
