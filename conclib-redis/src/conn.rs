@@ -2,7 +2,7 @@
 
 use fred::bytes;
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand};
+use fred::types::{ClientUnblockFlag, ClusterHash, CustomCommand};
 use std::time::Duration;
 
 pub(crate) mod subscription;
@@ -20,6 +20,32 @@ pub(crate) fn unkeyed(name: &'static str) -> CustomCommand {
 /// A command whose key is argument `offset` (0-based).
 pub(crate) fn keyed_at(name: &'static str, offset: usize, blocking: bool) -> CustomCommand {
     CustomCommand::new_static(name, ClusterHash::Offset(offset), blocking)
+}
+
+/// How long [`unblocking`] lets a read run between two interruptions.
+const UNBLOCK_AGAIN: Duration = Duration::from_millis(10);
+
+/// Waits for `pending`, a command of `conn` that may block (a blocking read), interrupting
+/// it until it ends (`CLIENT UNBLOCK`: it answers as if it timed out with `flag` =
+/// `Timeout`, or fails with `Error`). Again and again, not once: a read fred has not sent
+/// yet, or Redis has not begun, is not blocked, and an interruption that comes first
+/// finds nothing to interrupt; the read would then block for its whole timeout (a drain
+/// waited so for its stream reader, a second each time).
+pub(crate) async fn unblocking<F: Future + Unpin>(
+    conn: &Client,
+    flag: ClientUnblockFlag,
+    mut pending: F,
+) -> F::Output {
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut pending => return out,
+            () = async {
+                let _ = conn.unblock_self(Some(flag.clone())).await;
+                tokio::time::sleep(UNBLOCK_AGAIN).await;
+            } => {}
+        }
+    }
 }
 
 /// Runs a raw command and returns Redis's answer untouched (nil stays `Value::Null`).
@@ -270,5 +296,45 @@ mod tests {
 
     fn s_value(text: &str) -> Value {
         Value::from(text)
+    }
+
+    /// A blocking read interrupted before it is even sent (an interruption then finds
+    /// nothing to interrupt, and the read would block for its whole minute) ends all the
+    /// same, answering as if it timed out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_not_yet_sent_is_interrupted_all_the_same() {
+        let base = crate::ProxyConfig::default().with_namespace("unblocking");
+        let daemon = crate::daemon::start_redis(&base).await.unwrap();
+        let reader = daemon
+            .config(&base)
+            .builder::<std::convert::Infallible>(Duration::from_secs(120))
+            .unwrap()
+            .build()
+            .unwrap();
+        reader.init().await.unwrap();
+        // A read of a list nothing is pushed to, for a minute; not polled yet: not sent.
+        let read = call(
+            &reader,
+            keyed_at("BLPOP", 0, true),
+            vec![owned("nothing"), Value::Integer(60)],
+        );
+        tokio::pin!(read);
+        assert!(
+            reader
+                .unblock_self(Some(ClientUnblockFlag::Timeout))
+                .await
+                .is_err(),
+            "an interruption before the read is sent finds nothing blocked"
+        );
+        let read = unblocking(&reader, ClientUnblockFlag::Timeout, read);
+        let got = tokio::time::timeout(Duration::from_secs(30), read).await;
+        let got = got.expect("interrupted long before its minute ends");
+        assert_eq!(
+            got.unwrap(),
+            Value::Null,
+            "answered as a read that timed out"
+        );
+        let _ = reader.quit().await;
+        drop(daemon);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fred::prelude::*;
+use fred::types::ClientUnblockFlag;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 
@@ -35,13 +36,7 @@ pub(super) async fn behind_ready_tasks() {
 pub(super) async fn close_reader(reader: &Client) {
     let quit = reader.quit();
     tokio::pin!(quit);
-    loop {
-        let _ = reader.unblock_self(None).await;
-        tokio::select! {
-            _ = &mut quit => return,
-            () = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
-    }
+    let _ = conn::unblocking(reader, ClientUnblockFlag::Error, quit).await;
 }
 
 pub(super) async fn read_replies(shared: Arc<Shared>, reader: Client) {

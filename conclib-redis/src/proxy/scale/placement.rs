@@ -237,11 +237,7 @@ pub(in crate::proxy) fn wake_member(shared: &Shared, group: &str) {
         .map(crate::proxy::shared::MemberHandle::lanes);
     let Some(lanes) = lanes else { return };
     for member in lanes {
-        member.stream.reread.store(true, Ordering::Release);
-        tokio::spawn(async move {
-            let flag = Some(fred::types::ClientUnblockFlag::Timeout);
-            let _ = member.reader.unblock_self(flag).await;
-        });
+        member.stream.wake();
     }
 }
 

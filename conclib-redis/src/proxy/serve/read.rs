@@ -150,17 +150,21 @@ pub(in crate::proxy) async fn read_loop(
         });
         let read = conn::call(&reader, read_cmd, args);
         tokio::pin!(read);
-        let result = loop {
+        let answered = loop {
             tokio::select! {
-                r = &mut read => break r,
+                r = &mut read => break Some(r),
                 Some(c) = running.next() => { let _ = late.send(vec![c]); }
                 Some(()) = writes.next() => {}
-                _ = stopped(&mut stop) => {
-                    // Wake the blocked read as if it timed out, and handle whatever it got.
-                    let _ = shared.reader.unblock_self(Some(ClientUnblockFlag::Timeout)).await;
-                    break read.await;
-                }
+                _ = stopped(&mut stop) => break None,
+                () = shared.stream.woken.notified() => break None,
             }
+        };
+        // Stopping, or woken to read the pending list again (a member handed a request:
+        // `placement.rs`, `wake_member`): the read is ended as if it timed out, and
+        // whatever it got is handled.
+        let result = match answered {
+            Some(r) => r,
+            None => conn::unblocking(&shared.reader, ClientUnblockFlag::Timeout, read).await,
         };
         let entries = match result {
             Ok(Value::Null) => {

@@ -4,13 +4,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::bytes::Bytes;
 use fred::prelude::*;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::conn::{self, keyed, keyed_at, owned, s};
 use crate::protocol::{self, CONSUMER_GROUP, Status};
@@ -31,6 +31,8 @@ pub(in crate::proxy) struct Stream {
     unacked: Mutex<Unacked>,
     /// An answer was given up on: the read loop re-reads the pending list to handle it again.
     pub(in crate::proxy) reread: AtomicBool,
+    /// Ends the read loop's blocking read now, to re-read the pending list ([`Stream::wake`]).
+    pub(in crate::proxy) woken: Notify,
     /// The request stream holds ids far in the future (a hostile client): reset it once
     /// drained.
     pub(in crate::proxy) poisoned: AtomicBool,
@@ -46,8 +48,16 @@ impl Stream {
             in_flight: Arc::new(Semaphore::new(in_flight)),
             unacked: Mutex::new(Unacked::default()),
             reread: AtomicBool::new(false),
+            woken: Notify::new(),
             poisoned: AtomicBool::new(false),
         }
+    }
+
+    /// Has the read loop re-read the pending list now: its blocking read is ended (a
+    /// member handed a request, which waits there: `placement.rs`, `wake_member`).
+    pub(in crate::proxy) fn wake(&self) {
+        self.reread.store(true, Ordering::Release);
+        self.woken.notify_one();
     }
 
     /// Creates the request stream and its consumer group, reading from the stream's start
