@@ -297,44 +297,4 @@ mod tests {
     fn s_value(text: &str) -> Value {
         Value::from(text)
     }
-
-    /// A blocking read interrupted before it is even sent (an interruption then finds
-    /// nothing to interrupt, and the read would block for its whole minute) ends all the
-    /// same, answering as if it timed out.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_read_not_yet_sent_is_interrupted_all_the_same() {
-        let base = crate::ProxyConfig::default().with_namespace("unblocking");
-        let daemon = crate::daemon::start_redis(&base).await.unwrap();
-        let reader = daemon
-            .config(&base)
-            .builder::<std::convert::Infallible>(Duration::from_secs(120))
-            .unwrap()
-            .build()
-            .unwrap();
-        reader.init().await.unwrap();
-        // A read of a list nothing is pushed to, for a minute; not polled yet: not sent.
-        let read = call(
-            &reader,
-            keyed_at("BLPOP", 0, true),
-            vec![owned("nothing"), Value::Integer(60)],
-        );
-        tokio::pin!(read);
-        assert!(
-            reader
-                .unblock_self(Some(ClientUnblockFlag::Timeout))
-                .await
-                .is_err(),
-            "an interruption before the read is sent finds nothing blocked"
-        );
-        let read = unblocking(&reader, ClientUnblockFlag::Timeout, read);
-        let got = tokio::time::timeout(Duration::from_secs(30), read).await;
-        let got = got.expect("interrupted long before its minute ends");
-        assert_eq!(
-            got.unwrap(),
-            Value::Null,
-            "answered as a read that timed out"
-        );
-        let _ = reader.quit().await;
-        drop(daemon);
-    }
 }
