@@ -373,6 +373,26 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// A private Redis server for a unit test (keys under namespace `ns`), and a client of it
+/// whose commands time out after `command_timeout`.
+#[cfg(test)]
+pub(crate) async fn with_client(
+    ns: &str,
+    command_timeout: Duration,
+) -> (RedisDaemon, fred::prelude::Client) {
+    use fred::prelude::ClientLike;
+    let base = ProxyConfig::default().with_namespace(ns);
+    let daemon = start_redis(&base).await.unwrap();
+    let client = daemon
+        .config(&base)
+        .builder::<std::convert::Infallible>(command_timeout)
+        .unwrap()
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    (daemon, client)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,15 +190,8 @@ mod tests {
     /// same, answering as if it timed out.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_read_not_yet_sent_is_interrupted_all_the_same() {
-        let base = crate::ProxyConfig::default().with_namespace("unblocking");
-        let daemon = crate::daemon::start_redis(&base).await.unwrap();
-        let reader = daemon
-            .config(&base)
-            .builder::<std::convert::Infallible>(Duration::from_secs(120))
-            .unwrap()
-            .build()
-            .unwrap();
-        reader.init().await.unwrap();
+        let (daemon, reader) =
+            crate::daemon::with_client("unblocking", Duration::from_secs(120)).await;
         // A read of a list nothing is pushed to, for a minute; not polled yet: not sent.
         let read = conn::call(
             &reader,

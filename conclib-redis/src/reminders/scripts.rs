@@ -263,7 +263,6 @@ impl Scripts {
 #[cfg(test)]
 mod tests {
     use super::{ACK, CLAIM, REGISTER, RELEASE, RENEW, REPORT, Script};
-    use crate::config::ProxyConfig;
     use crate::conn::owned;
     use fred::prelude::*;
 
@@ -304,15 +303,9 @@ mod tests {
     /// the tokens apart).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_late_acknowledgement_of_an_earlier_registration_acknowledges_nothing() {
-        let base = ProxyConfig::default().with_namespace("rem-gen");
-        let daemon = crate::daemon::start_redis(&base).await.unwrap();
-        let config = daemon.config(&base);
-        let client = config
-            .builder::<std::convert::Infallible>(std::time::Duration::from_secs(5))
-            .unwrap()
-            .build()
-            .unwrap();
-        client.init().await.unwrap();
+        // The server lives to the end of the test.
+        let (_daemon, client) =
+            crate::daemon::with_client("rem-gen", std::time::Duration::from_secs(5)).await;
         let (due, prefix, index) = ("{t}:due", "{t}:r:", "{t}:u:");
         let member = "user:1\nwake";
         let (register_script, claim_script, ack_script) =

@@ -45,24 +45,9 @@ mod tests {
     use fred::prelude::*;
 
     use super::{CARRIED_TTL, DEHYDRATE_SCRIPT, carried_key};
-    use crate::config::ProxyConfig;
     use crate::conn::{keyed, owned};
     use crate::protocol::CLAIM_OPEN_SCRIPT;
     use crate::script::Script;
-
-    /// A private Redis server, and a client of it.
-    async fn redis(ns: &str) -> (crate::daemon::RedisDaemon, Client) {
-        let base = ProxyConfig::default().with_namespace(ns);
-        let daemon = crate::daemon::start_redis(&base).await.unwrap();
-        let client = daemon
-            .config(&base)
-            .builder::<std::convert::Infallible>(Duration::from_secs(5))
-            .unwrap()
-            .build()
-            .unwrap();
-        client.init().await.unwrap();
-        (daemon, client)
-    }
 
     /// The state a move carried is taken by the claim of the activation that follows its
     /// writer, once, and by no later one; one that another activation's open came between
@@ -70,7 +55,7 @@ mod tests {
     /// returns none.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_carried_state_goes_to_the_next_claim_only_and_never_stale() {
-        let (daemon, client) = redis("carried").await;
+        let (daemon, client) = crate::daemon::with_client("carried", Duration::from_secs(5)).await;
         let (state, urn) = ("st:acct:1", "urn:acct:1");
         let carried = carried_key(state);
         let (claim_script, dehydrate_script) = (
@@ -155,7 +140,8 @@ mod tests {
     /// the state (2); a key another system holds is not handed (the state is carried: 1).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_dehydration_hands_the_urn_over_only_from_its_holder() {
-        let (daemon, client) = redis("carried-hand").await;
+        let (daemon, client) =
+            crate::daemon::with_client("carried-hand", Duration::from_secs(5)).await;
         let (state, urn_key, stream) = ("st:acct:7", "urn:acct:7", "sys:s2:req");
         let call = |cmd: &'static str, args: Vec<&str>| {
             let args = args.into_iter().map(owned).collect();
