@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use fred::prelude::*;
 
-use super::activations::{Activated, Activation, Live, Pattern};
+use super::activations::{Activated, Activation, HeldElsewhere, Live, Pattern};
 use super::migration;
 use super::placement;
 use super::standing::Standing;
@@ -28,13 +28,17 @@ pub(in crate::proxy) async fn activate(
     pattern: &Arc<Pattern>,
 ) -> Activated {
     let entry = shared.activations.lock_for(urn);
-    let _one_at_a_time = entry.lock.lock().await;
+    let (mut one_at_a_time, went) = entry.take().await;
     if let Some(live) = shared.activations.live().get_mut(urn)
         && live.actor.is_alive()
     {
         live.last_used = Instant::now();
         live.uses += 1;
         return Activated::Here(live.actor.clone(), live.standing.clone());
+    }
+    // Handed away, or found held elsewhere, while this request waited: no need to ask.
+    if let Some(holder) = went {
+        return Activated::HeldBy(holder);
     }
     {
         let mut reg = shared.registry();
@@ -74,6 +78,9 @@ pub(in crate::proxy) async fn activate(
             let owner = as_bytes(&other)
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default();
+            if !owner.is_empty() {
+                *one_at_a_time = HeldElsewhere::now(owner.clone());
+            }
             return Activated::HeldBy(owner);
         }
         Err(e) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::activations::Live;
+use super::activations::{HeldElsewhere, Live};
 use super::eviction;
 use super::placement;
 use crate::conn::owned;
@@ -178,7 +178,7 @@ async fn passivate_many(
         stop_gracefully(&entry.urn, &live.actor).await;
         Some((held, entry.urn.as_str(), live))
     });
-    let stopped: Vec<_> = futures_util::future::join_all(stopping)
+    let mut stopped: Vec<_> = futures_util::future::join_all(stopping)
         .await
         .into_iter()
         .flatten()
@@ -207,11 +207,7 @@ async fn passivate_many(
     let mut release = Vec::with_capacity(owned.len());
     let mut handed_keys = 0;
     for urn in owned {
-        let Some(live) = stopped
-            .iter()
-            .find(|(_, u, _)| *u == urn)
-            .map(|(_, _, l)| l)
-        else {
+        let Some((held, _, live)) = stopped.iter_mut().find(|(_, u, _)| *u == urn) else {
             release.push(urn);
             continue;
         };
@@ -225,6 +221,10 @@ async fn passivate_many(
                     };
                 if handed && shared.draining.load(Ordering::Acquire) {
                     shared.activations.note_handed(&urn, target);
+                }
+                if handed {
+                    // The requests waiting for its lock go there (`HeldElsewhere`).
+                    **held = HeldElsewhere::now(target.to_owned());
                 }
                 handed
             }

@@ -28,7 +28,7 @@ use conclib_codec::Codec;
 use conclib_core::ExposedMessage;
 use fred::prelude::*;
 
-use super::activations::{LastLook, Look, Pattern};
+use super::activations::{HeldElsewhere, LastLook, Look, Pattern};
 use super::passivation;
 use super::placement;
 use crate::conn::{self, as_bytes, keyed, owned};
@@ -232,13 +232,19 @@ pub(in crate::proxy) async fn reroute(
     // Decided and handed over under the URN's lock: no activation here starts (or stops,
     // its state carried) between the look and the hand-over.
     let entry = sys.activations.lock_for(urn);
-    let settled = entry.lock.lock().await;
-    // Another member holds it: that member judges (it decodes it, or reroutes it).
-    if !sys.activations.is_live(urn)
-        && let Some(holder) = forward::current_owner(&sys, urn).await
-    {
-        drop(settled);
-        return forward::forward(&sys, origin, req, &holder, reply_to, remaining).await;
+    let (mut settled, went) = entry.take().await;
+    // Another member holds it: that member judges (it decodes it, or reroutes it). Known
+    // without asking when it went there while this request waited (`HeldElsewhere`).
+    if !sys.activations.is_live(urn) {
+        let holder = match went {
+            Some(went) => Some(went),
+            None => forward::current_owner(&sys, urn).await,
+        };
+        if let Some(holder) = holder {
+            *settled = HeldElsewhere::now(holder.clone());
+            drop(settled);
+            return forward::forward(&sys, origin, req, &holder, reply_to, remaining).await;
+        }
     }
     let able = member_that_decodes(
         &sys,
@@ -260,7 +266,7 @@ pub(in crate::proxy) async fn reroute(
     };
     crate::metrics::activation(&sys.system_id, &pattern.prefix, "rerouted");
     tracing::info!(%urn, message = %req.message, version = req.version, %target, "a message this member does not decode: its URN goes to a member that does");
-    let settled = if sys.activations.is_live(urn) {
+    let mut settled = if sys.activations.is_live(urn) {
         // Its requests queued here finish first (in their order), its state is carried,
         // then its key is the target's.
         drop(settled);
@@ -278,16 +284,18 @@ pub(in crate::proxy) async fn reroute(
     } else {
         settled
     };
-    let handed = urn_keys::hand_urn(&sys, urn, &target, urn_keys::Handing::HeldOrFree).await;
+    let to = match urn_keys::hand_urn(&sys, urn, &target, urn_keys::Handing::HeldOrFree).await {
+        HandedUrn::Handed => target,
+        HandedUrn::HeldBy(holder) => holder,
+        // Not known held by it: the target judges, and the next request asks again.
+        HandedUrn::NotHanded => {
+            drop(settled);
+            return forward::forward(&sys, origin, req, &target, reply_to, remaining).await;
+        }
+    };
+    *settled = HeldElsewhere::now(to.clone());
     drop(settled);
-    match handed {
-        HandedUrn::Handed | HandedUrn::NotHanded => {
-            forward::forward(&sys, origin, req, &target, reply_to, remaining).await
-        }
-        HandedUrn::HeldBy(holder) => {
-            forward::forward(&sys, origin, req, &holder, reply_to, remaining).await
-        }
-    }
+    forward::forward(&sys, origin, req, &to, reply_to, remaining).await
 }
 
 /// No live member decodes the request: an ask answered `UnsupportedVersion`, a tell
