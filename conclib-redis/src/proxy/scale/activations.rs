@@ -390,8 +390,9 @@ impl Activations {
 pub(in crate::proxy) type UrnLock = tokio::sync::Mutex<Option<HeldElsewhere>>;
 
 /// Where a URN was last known held when not here, and since when: its key handed to that
-/// system by a move, or a claim answered with its holder. Kept only while a request waits
-/// for the URN's lock (the lock's entry goes with the last one).
+/// system by a move, or Redis answering with its holder (a claim, a reroute's look at its
+/// key); never passed on from one waiter to the next without asking. Kept only while a
+/// request holds or waits for the URN's lock (the lock's entry goes with the last one).
 ///
 /// Why: the requests of a URN read while it moves away (and those read before their
 /// clients learn where it went) wait for its lock one after another. Each asked Redis

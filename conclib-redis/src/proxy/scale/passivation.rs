@@ -219,12 +219,13 @@ async fn passivate_many(
                         Some(h) => urn_keys::hand(shared, h).await == urn_keys::HandedUrn::Handed,
                         None => false,
                     };
-                if handed && shared.draining.load(Ordering::Acquire) {
-                    shared.activations.note_handed(&urn, target);
-                }
                 if handed {
-                    // The requests waiting for its lock go there (`HeldElsewhere`).
-                    **held = HeldElsewhere::now(target.to_owned());
+                    // The requests waiting for its lock go there (`HeldElsewhere`), and
+                    // during a drain every later one too.
+                    **held = HeldElsewhere::now(target);
+                    if shared.draining.load(Ordering::Acquire) {
+                        shared.activations.note_handed(&urn, target);
+                    }
                 }
                 handed
             }

@@ -238,10 +238,15 @@ pub(in crate::proxy) async fn reroute(
     if !sys.activations.is_live(urn) {
         let holder = match went {
             Some(went) => Some(went),
-            None => forward::current_owner(&sys, urn).await,
+            None => {
+                let owner = forward::current_owner(&sys, urn).await;
+                if let Some(owner) = &owner {
+                    *settled = HeldElsewhere::now(owner.clone());
+                }
+                owner
+            }
         };
         if let Some(holder) = holder {
-            *settled = HeldElsewhere::now(holder.clone());
             drop(settled);
             return forward::forward(&sys, origin, req, &holder, reply_to, remaining).await;
         }
