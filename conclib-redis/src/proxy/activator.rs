@@ -124,7 +124,8 @@ impl<'a> Activator<'a> {
     /// gives each one's URN key to the member with the fewest: its next request activates it
     /// there, so a member that joins takes its share of URNs that are asked. A request that
     /// meets an activation stopping for this is read again, not answered with an error.
-    /// Default off.
+    /// While two builds serve (a rolling upgrade), a member shares with the members of its
+    /// own build or a newer one only (README, "Upgrading a running cluster"). Default off.
     ///
     /// ```no_run
     /// # use conclib_core::{Actor, ActorSystem, ExposedMessage};

@@ -28,6 +28,8 @@ const MARGIN: Duration = Duration::from_secs(1);
 /// Callers asking at once, and how many asks each sends in a row.
 const CALLERS: usize = 64;
 const ROUNDS: usize = 4;
+/// The peers' lease: a rebalancing one looks at its share with each renewal, a third of it.
+const LEASE: Duration = Duration::from_millis(2000);
 /// The URNs asked (`ver:0` .. `ver:15`).
 const URNS: usize = 16;
 
@@ -127,12 +129,15 @@ impl Actor for Ledger<2> {
     }
 }
 
-/// `versioned URL NS SYSTEM BUILD`: activates `ver:{id}` ledgers of build 1 or 2.
+/// `versioned URL NS SYSTEM BUILD [rebalance]`: activates `ver:{id}` ledgers of build 1 or
+/// 2 (rebalanced among the members with `rebalance`).
 pub(crate) async fn versioned(args: &[String]) -> i32 {
-    let [url, ns, system_id, build] = args else {
-        return 2;
+    let (url, ns, system_id, build, rebalance) = match args {
+        [url, ns, system_id, build] => (url, ns, system_id, build, false),
+        [url, ns, system_id, build, r] if r == "rebalance" => (url, ns, system_id, build, true),
+        _ => return 2,
     };
-    let config = peer_config(url, ns, system_id, "2000");
+    let config = peer_config(url, ns, system_id, &LEASE.as_millis().to_string());
     let system = ActorSystem::new(system_id);
     let proxy = start_proxy(&system, &config).await.unwrap();
     let id = system_id.clone();
@@ -147,7 +152,12 @@ pub(crate) async fn versioned(args: &[String]) -> i32 {
             async move { Ok::<_, StoreError>(Ledger::<1> { total: 0, system }) }
         })
     };
-    activator.never_passivate().await.unwrap();
+    let activator = activator.never_passivate();
+    if rebalance {
+        activator.rebalance().await.unwrap();
+    } else {
+        activator.await.unwrap();
+    }
     println!("READY");
     wait_for_orders(&proxy).await;
     proxy.shutdown().await.unwrap();
@@ -301,6 +311,70 @@ pub(crate) async fn a_message_only_the_new_build_has_is_answered_by_it_or_refuse
             "ver:{u} moved to the member that decodes Deposit@1"
         );
     }
+    client.shutdown().await;
+    v1.stop().await;
+    v2.stop().await;
+}
+
+/// Mid-roll (a member of build 1 and one of build 2, which adds `Audit`, both rebalancing):
+/// once `Audit`s moved every URN to build 2, its member keeps them, rather than rebalancing
+/// half of them onto build 1 at its next look (where the next `Audit` would move them back,
+/// and so on for as long as the roll lasts). 64 callers ask `Balance` (both builds decode
+/// it) throughout, each call answered within its deadline.
+pub(crate) async fn mid_roll_a_member_of_the_new_build_never_rebalances_onto_the_old() {
+    let config = config("versions-roll");
+    let start = |system: &'static str, build: &'static str| {
+        let (url, ns) = (config.url.clone(), config.namespace.clone());
+        async move { Peer::start(&["versioned", &url, &ns, system, build, "rebalance"]).await }
+    };
+    let v1 = start("v1", "1").await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(DEADLINE))
+        .await
+        .unwrap();
+    let holders = || async {
+        let mut by = Vec::new();
+        for u in 0..URNS {
+            by.push(client.ask(format!("ver:{u}"), Balance).await.unwrap().1);
+        }
+        by
+    };
+    assert!(holders().await.iter().all(|by| by == "v1"));
+    let v2 = start("v2", "2").await;
+    let asking = Arc::new(AtomicBool::new(true));
+    let callers = (0..CALLERS).map(|i| {
+        let (client, asking) = (client.clone(), asking.clone());
+        tokio::spawn(async move {
+            let mut round = 0;
+            while asking.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let r = client
+                    .ask(format!("ver:{}", (i + round) % URNS), Balance)
+                    .await;
+                assert!(
+                    started.elapsed() <= DEADLINE + MARGIN,
+                    "a call took too long"
+                );
+                assert!(r.is_ok(), "{r:?}");
+                round += 1;
+            }
+        })
+    });
+    let callers: Vec<_> = callers.collect();
+    // Every URN to build 2 by an `Audit` each; then `v2`'s next lease renewals, each a look
+    // at its share (an absence has no event to await: the time for two such looks).
+    for u in 0..URNS {
+        assert_eq!(
+            client.ask(format!("ver:{u}"), Audit).await.as_deref(),
+            Ok("v2")
+        );
+    }
+    tokio::time::sleep(LEASE * 2 / 3 + Duration::from_millis(500)).await;
+    asking.store(false, Ordering::Relaxed);
+    for c in futures_util::future::join_all(callers).await {
+        c.unwrap();
+    }
+    let kept = holders().await;
+    assert!(kept.iter().all(|by| by == "v2"), "{kept:?}");
     client.shutdown().await;
     v1.stop().await;
     v2.stop().await;

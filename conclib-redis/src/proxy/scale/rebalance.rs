@@ -20,6 +20,8 @@ use futures_util::StreamExt;
 
 use super::passivation;
 use super::placement;
+use super::placement_rule::MemberInfo;
+use super::versions;
 use crate::conn::{self, keyed, owned, s};
 use crate::protocol::{self, field};
 use crate::proxy::shared::Shared;
@@ -31,9 +33,10 @@ const MOST_AT_ONCE: u64 = 64;
 /// activation with requests in its mailbox is not taken; by the next round it may be idle).
 const MORE_ROUNDS: usize = 4;
 
-/// How many of its `mine` activations a member passivates, given every live member's count
-/// (its own among them): those above an even share (rounded up), when some member is below
-/// that share by at least one after the move, else none (moving one would only swap them).
+/// How many of its `mine` activations a member passivates, given the counts of the live
+/// members it shares them with (its own among them; mid-roll, none of an older build):
+/// those above an even share (rounded up), when some member is below that share by at
+/// least one after the move, else none (moving one would only swap them).
 pub(in crate::proxy) fn excess(mine: u64, counts: &[u64]) -> u64 {
     let members = counts.len() as u64;
     if members < 2 {
@@ -107,13 +110,22 @@ async fn look(shared: &Arc<Shared>, prefix: &str) -> bool {
         return false;
     };
     let mine = shared.activations.count_under(prefix);
-    let counts: Vec<u64> = members.iter().map(|m| m.activations).collect();
+    // Mid-roll, shared with the members not of an older build only (`versions.rs`,
+    // `Builds`).
+    let builds = versions::builds(shared, prefix).await;
+    let mut peers: Vec<MemberInfo> = members
+        .into_iter()
+        .filter(|m| m.system != shared.system_id)
+        .collect();
+    builds.not_older_than(&shared.system_id, &mut peers);
+    let counts: Vec<u64> = std::iter::once(mine)
+        .chain(peers.iter().map(|m| m.activations))
+        .collect();
     let excess = usize::try_from(excess(mine, &counts)).unwrap_or(usize::MAX);
     let mut left = excess;
-    let mut others: Vec<(u64, String)> = members
-        .iter()
-        .filter(|m| m.system != shared.system_id)
-        .map(|m| (m.activations, m.system.clone()))
+    let mut others: Vec<(u64, String)> = peers
+        .into_iter()
+        .map(|m| (m.activations, m.system))
         .collect();
     for _ in 0..=MORE_ROUNDS {
         if left == 0 {

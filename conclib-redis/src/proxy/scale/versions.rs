@@ -31,6 +31,7 @@ use fred::prelude::*;
 use super::activations::{HeldElsewhere, LastLook, Look, Pattern};
 use super::passivation;
 use super::placement;
+use super::placement_rule::MemberInfo;
 use crate::conn::{self, as_bytes, keyed, owned};
 use crate::protocol::Status;
 use crate::proxy::serve::forward::{self, Origin};
@@ -185,6 +186,15 @@ async fn look_at(sys: &Shared, prefix: &str) -> Result<Look, fred::error::Error>
         vec![owned(sys.keys.messages(prefix))],
     )
     .await?;
+    let lines = read_lines(listed);
+    Ok(Look {
+        live: std::sync::Mutex::new(live),
+        lines,
+    })
+}
+
+/// The message directory as read (`HGETALL`): system → line.
+fn read_lines(listed: Value) -> HashMap<String, String> {
     let mut lines = HashMap::new();
     if let Value::Array(flat) = listed {
         let mut it = flat.into_iter();
@@ -206,10 +216,66 @@ async fn look_at(sys: &Shared, prefix: &str) -> Result<Look, fred::error::Error>
             }
         }
     }
-    Ok(Look {
-        live: std::sync::Mutex::new(live),
-        lines,
-    })
+    lines
+}
+
+/// Whether the build whose line is `a` is newer than the one whose line is `b`: it has
+/// every message `b` has, each at the same version or a later one, and a message more or
+/// one at a later version. Two lines neither of which is newer (the same build, or builds
+/// that each dropped something) are not ordered, and neither is a line that cannot be
+/// read, or none (a member that has not listed its messages yet).
+fn newer(a: &str, b: &str) -> bool {
+    let (Some(a), Some(b)) = (parse_line(a), parse_line(b)) else {
+        return false;
+    };
+    let covers = b
+        .iter()
+        .all(|(name, vb)| a.get(name).is_some_and(|va| va >= vb));
+    covers && (a.len() > b.len() || b.iter().any(|(name, vb)| a[name] > *vb))
+}
+
+/// A line's messages and their versions; `None` when it is empty or an entry is not
+/// `Name@version`.
+fn parse_line(line: &str) -> Option<HashMap<&str, u32>> {
+    let mut out = HashMap::new();
+    for entry in line.split(' ').filter(|e| !e.is_empty()) {
+        let (name, version) = entry.rsplit_once('@')?;
+        out.insert(name, version.parse().ok()?);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The builds of pattern `prefix`'s members, as they list them in its message directory
+/// (one round trip): which members a rebalance shares with mid-roll (README, "Upgrading a
+/// running cluster"). Empty when it cannot be read: then every member is of one build.
+pub(in crate::proxy) async fn builds(shared: &Shared, prefix: &str) -> Builds {
+    let listed = conn::call(
+        &shared.cmd,
+        keyed("HGETALL"),
+        vec![owned(shared.keys.messages(prefix))],
+    )
+    .await;
+    Builds(listed.map(read_lines).unwrap_or_default())
+}
+
+/// Each member's line in a pattern's message directory ([`builds`]).
+#[derive(Debug, Default)]
+pub(in crate::proxy) struct Builds(HashMap<String, String>);
+
+impl Builds {
+    fn line(&self, system: &str) -> &str {
+        self.0.get(system).map_or("", String::as_str)
+    }
+
+    /// Of `others`, those not of a build older than `me`'s: the members a rebalancing
+    /// member shares its pattern's activations with. Mid-roll, one of the new build that
+    /// rebalanced onto one of the old would get its URNs back at the first request only
+    /// the new build decodes, and pass them on again at its next look; one of the old
+    /// build shares with every member (what it gives to the new build stays there).
+    pub(in crate::proxy) fn not_older_than(&self, me: &str, others: &mut Vec<MemberInfo>) {
+        let mine = self.line(me);
+        others.retain(|m| !newer(mine, self.line(&m.system)));
+    }
 }
 
 /// A request for a URN of `pattern` that this member does not decode (the module's docs):
@@ -324,6 +390,62 @@ mod tests {
     use super::*;
     use crate::proxy::scale::placement_rule::MemberInfo;
     use conclib_codec::Bincode;
+
+    #[test]
+    fn a_build_is_newer_when_it_has_every_message_at_its_version_or_later_and_more() {
+        let v1 = "Add@1 Total@1";
+        let v2 = "Add@2 Total@1 Audit@1";
+        assert!(newer(v2, v1));
+        assert!(!newer(v1, v2));
+        // A field's version raised, nothing added: newer.
+        assert!(newer("Add@2 Total@1", v1));
+        // The same build; builds that each dropped something; a line unread or unknown.
+        assert!(!newer(v1, "Total@1 Add@1"));
+        assert!(!newer("Add@2 Audit@1", v1));
+        assert!(!newer(v2, ""));
+        assert!(!newer(v2, "Add@x"));
+        assert!(!newer("", v1));
+    }
+
+    #[test]
+    fn a_rebalancing_member_shares_with_none_of_an_older_build() {
+        let member = |system: &str| MemberInfo {
+            system: system.into(),
+            activations: 0,
+            reader: false,
+            asker: false,
+        };
+        let builds = Builds(
+            [
+                ("old-a", "Add@1"),
+                ("old-b", "Add@1"),
+                ("new-a", "Add@2 Audit@1"),
+                ("new-b", "Add@2 Audit@1"),
+            ]
+            .into_iter()
+            .map(|(s, l)| (s.to_owned(), l.to_owned()))
+            .collect(),
+        );
+        let not_older = |me: &str, systems: &[&str]| {
+            let mut ms = systems.iter().map(|s| member(s)).collect();
+            builds.not_older_than(me, &mut ms);
+            ms.into_iter().map(|m| m.system).collect::<Vec<_>>()
+        };
+        // One of the old build shares with every member; one of the new, with the new.
+        assert_eq!(not_older("old-a", &["old-b", "new-a"]), ["old-b", "new-a"]);
+        assert_eq!(not_older("new-a", &["old-a", "old-b", "new-b"]), ["new-b"]);
+        assert!(not_older("new-a", &["old-a", "old-b"]).is_empty());
+        // One build, or a member not listed yet (nor this one): every member.
+        assert_eq!(
+            not_older("old-a", &["old-b", "unlisted"]),
+            ["old-b", "unlisted"]
+        );
+        assert_eq!(
+            not_older("unlisted", &["old-a", "new-a"]),
+            ["old-a", "new-a"]
+        );
+        assert_eq!(not_older("new-a", &["unlisted"]), ["unlisted"]);
+    }
 
     #[test]
     fn a_look_chooses_the_member_that_decodes_with_the_fewest_counting_each_choice() {
