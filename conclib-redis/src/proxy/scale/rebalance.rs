@@ -110,14 +110,19 @@ async fn look(shared: &Arc<Shared>, prefix: &str) -> bool {
         return false;
     };
     let mine = shared.activations.count_under(prefix);
-    // Mid-roll, shared with the members not of an older build only (`versions.rs`,
-    // `Builds`).
-    let builds = versions::builds(shared, prefix).await;
     let mut peers: Vec<MemberInfo> = members
         .into_iter()
         .filter(|m| m.system != shared.system_id)
         .collect();
-    builds.not_older_than(&shared.system_id, &mut peers);
+    // Alone: nothing to share, and no look at the builds.
+    if peers.is_empty() {
+        return false;
+    }
+    // Mid-roll, shared with the members not of an older build only (`versions.rs`,
+    // `Builds`).
+    versions::builds(shared, prefix)
+        .await
+        .not_older_than(&shared.system_id, &mut peers);
     let counts: Vec<u64> = std::iter::once(mine)
         .chain(peers.iter().map(|m| m.activations))
         .collect();

@@ -180,21 +180,24 @@ async fn member_that_decodes(
 /// Reads pattern `prefix`'s member and message directories.
 async fn look_at(sys: &Shared, prefix: &str) -> Result<Look, fred::error::Error> {
     let live = placement::pattern_members(sys, prefix).await?;
-    let listed = conn::call(
-        &sys.cmd,
-        keyed("HGETALL"),
-        vec![owned(sys.keys.messages(prefix))],
-    )
-    .await?;
-    let lines = read_lines(listed);
+    let lines = message_lines(sys, prefix).await?;
     Ok(Look {
         live: std::sync::Mutex::new(live),
         lines,
     })
 }
 
-/// The message directory as read (`HGETALL`): system → line.
-fn read_lines(listed: Value) -> HashMap<String, String> {
+/// Pattern `prefix`'s message directory: system → line.
+async fn message_lines(
+    shared: &Shared,
+    prefix: &str,
+) -> Result<HashMap<String, String>, fred::error::Error> {
+    let listed = conn::call(
+        &shared.cmd,
+        keyed("HGETALL"),
+        vec![owned(shared.keys.messages(prefix))],
+    )
+    .await?;
     let mut lines = HashMap::new();
     if let Value::Array(flat) = listed {
         let mut it = flat.into_iter();
@@ -216,7 +219,7 @@ fn read_lines(listed: Value) -> HashMap<String, String> {
             }
         }
     }
-    lines
+    Ok(lines)
 }
 
 /// Whether the build whose line is `a` is newer than the one whose line is `b`: it has
@@ -249,13 +252,7 @@ fn parse_line(line: &str) -> Option<HashMap<&str, u32>> {
 /// (one round trip): which members a rebalance shares with mid-roll (README, "Upgrading a
 /// running cluster"). Empty when it cannot be read: then every member is of one build.
 pub(in crate::proxy) async fn builds(shared: &Shared, prefix: &str) -> Builds {
-    let listed = conn::call(
-        &shared.cmd,
-        keyed("HGETALL"),
-        vec![owned(shared.keys.messages(prefix))],
-    )
-    .await;
-    Builds(listed.map(read_lines).unwrap_or_default())
+    Builds(message_lines(shared, prefix).await.unwrap_or_default())
 }
 
 /// Each member's line in a pattern's message directory ([`builds`]).
