@@ -150,3 +150,23 @@ def test_a_displaced_activation_writes_nothing(redis_server: RedisServer, raw_re
                 assert await client.ask("py:tally:1", "test.Incr", timeout=5) == 101
 
     run(main(), timeout=30)
+
+
+def test_a_request_answered_as_handled_already_stays_recorded_until_acknowledged() -> None:
+    """A request an earlier activation recorded is answered without being handled; until
+    that answer is acknowledged, this activation's writes record it still and a second
+    reading of it is not handled either (its acknowledgement given up, or this process
+    killed before it: the next activation reads the record)."""
+    from conclib._host_store import Applied
+
+    applied = Applied()
+    applied.opened(b"1-0 s\n2-5 s")
+    assert applied.already("2-5 s")
+    assert not applied.already("3-0 s")
+    assert applied.record(None) == "2-5 s"
+    assert applied.record("3-0 s") == "2-5 s\n3-0 s"
+    assert applied.already("2-5 s"), "read again before its answer was acknowledged"
+    applied.acked("2-5 s")
+    assert not applied.already("2-5 s")
+    assert applied.record(None) == ""
+    assert applied.already("1-0 s")

@@ -161,6 +161,8 @@ class Mailbox:
             # wrote the state already is not handled again.
             key = request_key(req.stream, req.entry, req.fields.get(b"moved"))
             if store.applied.already(key):
+                applied, done = store.applied, key
+                item.outlet.when_acked(req, lambda: applied.acked(done))
                 text = f"{req.urn} handled this request already, and its answer was lost"
                 item.outlet.answer(req, None if req.reply is None else Status.NO_RESPONSE, text.encode(), True)
                 return

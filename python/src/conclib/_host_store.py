@@ -61,11 +61,17 @@ class Applied:
 
     def already(self, key: str) -> bool:
         """Whether the handling of ``key`` wrote the state already (in an earlier activation,
-        once, or in this one): it is not handed to the actor again."""
+        or in this one): it is not handed to the actor again. One an earlier activation
+        recorded is this one's to record from then on, until the answer saying so is
+        acknowledged (``acked``): a process that dies before that write (or gives it up)
+        leaves the request pending, and whoever reads it again must find it recorded."""
+        if key in self.unacked:
+            return True
         if key in self.earlier:
             self.earlier.discard(key)
+            self.unacked.append(key)
             return True
-        return key in self.unacked
+        return False
 
     def record(self, handling: str | None) -> str:
         keys = list(self.unacked)

@@ -111,9 +111,21 @@ impl Applied {
     }
 
     /// Whether the handling of `key` wrote the state already, in an earlier activation or
-    /// in this one (then it is not handed to the actor again).
+    /// in this one (then it is not handed to the actor again). One an earlier activation
+    /// recorded is this activation's to record from then on, until the answer saying so is
+    /// acknowledged ([`acked`](Self::acked)): a process that dies before that write (or
+    /// gives it up, Redis out of reach) leaves the request pending, and whoever reads it
+    /// again must find it in the record still.
     pub(in crate::proxy) fn already(&self, key: &str) -> bool {
-        lock(&self.earlier).remove(key) || lock(&self.unacked).iter().any(|k| k == key)
+        let mut unacked = lock(&self.unacked);
+        if unacked.iter().any(|k| k == key) {
+            return true;
+        }
+        if lock(&self.earlier).remove(key) {
+            unacked.push(key.to_owned());
+            return true;
+        }
+        false
     }
 }
 
@@ -175,8 +187,15 @@ mod tests {
         let applied = Applied::default();
         applied.opened(b"1-0 s\n2-5 s");
         assert!(applied.already("2-5 s"));
-        assert!(!applied.already("2-5 s"), "once");
         assert!(!applied.already("3-0 s"));
+        // Answered so, it stays in the record this activation writes until that answer is
+        // acknowledged: read again meanwhile (its acknowledgement given up, or this process
+        // gone), it is not handled.
+        assert_eq!(applied.writing(), (None, "2-5 s".to_owned()));
+        assert!(applied.already("2-5 s"), "until acknowledged");
+        applied.acked("2-5 s");
+        assert!(!applied.already("2-5 s"));
+        assert_eq!(applied.writing(), (None, String::new()));
         assert!(applied.already("1-0 s"));
     }
 }

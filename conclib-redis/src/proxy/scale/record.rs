@@ -51,11 +51,22 @@ impl Record {
         self.applied.is_some()
     }
 
-    /// Recorded as handled already (its handling wrote the state).
-    pub(in crate::proxy) fn answered_already(&self) -> bool {
-        self.applied
-            .as_ref()
-            .is_some_and(|(standing, _, key)| standing.applied.already(key))
+    /// Recorded as handled already (its handling wrote the state): answered so, and kept
+    /// in the records until that answer is acknowledged (`Applied::already`), as entry
+    /// `entry` of `awaiting`'s instance.
+    pub(in crate::proxy) fn answered_already(
+        &self,
+        awaiting: &AwaitingAck,
+        entry: EntryId,
+    ) -> bool {
+        let Some((standing, _, key)) = &self.applied else {
+            return false;
+        };
+        let already = standing.applied.already(key);
+        if already {
+            awaiting.insert(entry, standing, key);
+        }
+        already
     }
 
     pub(in crate::proxy) fn begin(&self) {

@@ -250,7 +250,7 @@ pub(in crate::proxy) async fn hand_off(
         fence,
     } = h;
     let record = Record::new(standing, &req, &origin.stream.requests_key, entry);
-    if record.answered_already() {
+    if record.answered_already(&origin.awaiting_ack, entry) {
         return answered_already(&req.urn, &reply_to);
     }
     let fence = if shared.lease.fresh() {
