@@ -219,7 +219,11 @@
 //!   and that are not acknowledged yet, the next activation reads that record as it loads
 //!   the state, the system keeps its own until they are acknowledged, and such
 //!   a request is acknowledged without being handed to the actor (an ask is answered
-//!   `NoResponse`: its effect is in the state, its answer was lost). This holds for an
+//!   `NoResponse`: its effect is in the state, its answer was lost), and stays in the
+//!   record the new activation writes until that answer is acknowledged. Not covered: a
+//!   recorded request that reaches a third activation without the second having read it
+//!   (the second activation wrote the state, then its member went too, before the request
+//!   came to it) may be handled again. This holds for an
 //!   activation that loads its state in its constructor and writes it from its handler, not
 //!   from a task the handler spawned: a [`StateStore`](scale::StateStore) is not `Clone`, so a handler cannot
 //!   give a spawned task one of its own (a compile error, see its docs). A request reaching a
