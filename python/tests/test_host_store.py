@@ -44,6 +44,9 @@ def test_state_moves_between_python_and_rust_members_killed_under_load(
     urns = [f"py:tally:{i}" for i in range(CALLERS)]
     accepted = dict.fromkeys(urns, 0)
     failed = dict.fromkeys(urns, 0)
+    # For a failure's message: at each step, the URNs whose count was already above the
+    # tells sent to them (and by how much), which says which move counted some twice.
+    above: dict[str, dict[str, int]] = {}
     try:
 
         async def caller(client: conclib.AsyncClient, urn: str, stop: asyncio.Event) -> None:
@@ -61,6 +64,18 @@ def test_state_moves_between_python_and_rust_members_killed_under_load(
                     except conclib.ConclibError:
                         pass
 
+        async def look(client: conclib.AsyncClient, step: str) -> None:
+            async def one(urn: str) -> tuple[str, int]:
+                try:
+                    count = await client.ask(urn, "test.Count", timeout=2)
+                except conclib.ConclibError:
+                    return urn, 0
+                # Read after the answer: the tells sent by then bound the count from above.
+                return urn, count - accepted[urn] - failed[urn]
+
+            over = dict(await asyncio.gather(*(one(u) for u in urns)))
+            above[step] = {u: n for u, n in over.items() if n > 0}
+
         async def main() -> dict[str, int]:
             nonlocal second, rust
             stop = asyncio.Event()
@@ -71,21 +86,25 @@ def test_state_moves_between_python_and_rust_members_killed_under_load(
                     wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"py-one"} and
                     len(_holders(raw_redis, ns, urns)) == CALLERS, 20, "the first Python member"
                 )
+                await look(client, "on the first Python member")
                 rust = await asyncio.to_thread(RustServer, url, ns, "rust-m")
                 await asyncio.sleep(0.5)
                 first.kill()
                 await asyncio.to_thread(
                     wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"rust-m"}, 20, "the Rust member"
                 )
+                await look(client, "on the Rust member")
                 second = await asyncio.to_thread(
                     PythonHost, url, ns, "--pattern-only", "--system", "py-two"
                 )
                 await asyncio.sleep(0.5)
+                await look(client, "before the Rust member's kill")
                 rust.proc.kill()  # SIGKILL, reaped at once (as a supervisor would)
                 await asyncio.to_thread(rust.proc.wait, 10)
                 await asyncio.to_thread(
                     wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"py-two"}, 20, "the Python member"
                 )
+                await look(client, "on the second Python member")
                 await asyncio.sleep(0.5)
                 stop.set()
                 await asyncio.gather(*tasks)
@@ -106,7 +125,13 @@ def test_state_moves_between_python_and_rust_members_killed_under_load(
         doubled = {u: c - accepted[u] for u, c in counts.items() if c > accepted[u] + failed[u]}
         assert sum(accepted.values()) > 10 * CALLERS, accepted
         assert not lost, f"increments lost: {lost}"
-        assert not doubled, f"increments counted twice: {doubled}"
+        if doubled:
+            logs = "\n".join(f"--- {n}:\n{h.stderr()[-1500:]}" for n, h in
+                              (("py-one", first), ("rust-m", rust), ("py-two", second)) if h is not None)
+            raise AssertionError(
+                f"increments counted twice: {doubled}; failed tells: {sum(failed.values())}; "
+                f"counts above the tells sent, by step: {above}\n{logs}"
+            )
     finally:
         for h in (first, second, rust):
             if h is not None:
