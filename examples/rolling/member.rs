@@ -228,9 +228,14 @@ pub async fn member(args: &[String]) -> Result<(), BoxError> {
     let poller = ReminderPoller::start(&client, ReminderPollerOptions::default())?;
     println!("READY");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let stdin_closed = tokio::task::spawn_blocking(|| {
+    // On a thread of its own, not the runtime's blocking pool: the runtime's drop at the
+    // process's end waits for its blocking tasks, and this read returns only once the
+    // driver closes stdin, which would put the driver's own timing into the member's exit.
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
         let mut sink = String::new();
         while std::io::stdin().read_line(&mut sink).is_ok_and(|n| n > 0) {}
+        let _ = closed.send(());
     });
     tokio::select! {
         _ = term.recv() => {
