@@ -161,8 +161,7 @@ class Mailbox:
             # wrote the state already is not handled again.
             key = request_key(req.stream, req.entry, req.fields.get(b"moved"))
             if store.applied.already(key):
-                applied, done = store.applied, key
-                item.outlet.when_acked(req, lambda: applied.acked(done))
+                _recorded_until_acked(item, store, key)
                 text = f"{req.urn} handled this request already, and its answer was lost"
                 item.outlet.answer(req, None if req.reply is None else Status.NO_RESPONSE, text.encode(), True)
                 return
@@ -241,8 +240,7 @@ class Mailbox:
                 self.fence.displaced(self)
             return True
         if key is not None and key in store.applied.unacked:
-            applied = store.applied
-            item.outlet.when_acked(item.req, lambda: applied.acked(key))
+            _recorded_until_acked(item, store, key)
         return False
 
     def _encode(self, status: Status, value: Any, what: str) -> tuple[Status, bytes]:
@@ -266,3 +264,10 @@ class Mailbox:
         if type(self.actor).cancel_on_timeout and self._task is not None:
             item.cancelled = True
             self._task.cancel()
+
+
+def _recorded_until_acked(item: _Item, store: StateStore, key: str) -> None:
+    """``key`` stays in ``store``'s record of requests applied and not acknowledged until
+    ``item``'s acknowledgement is written (``_host_store.py``, ``Applied``)."""
+    applied = store.applied
+    item.outlet.when_acked(item.req, lambda: applied.acked(key))
