@@ -550,10 +550,14 @@ async fn poll_until_ok(
 ) {
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
+        let cut_short = remaining < request_timeout;
         let timeout = request_timeout.min(remaining).max(Duration::from_millis(1));
         match client.get(url.clone()).timeout(timeout).send().await {
             Ok(response) if response.status() == StatusCode::OK => return,
             Ok(response) => *last = HealthAttempt::Status(response.status().as_u16()),
+            // An attempt the start's deadline cut short says nothing of the server (it may
+            // have been sent a moment before the end): the last whole attempt's answer stays.
+            Err(error) if error.is_timeout() && cut_short => {}
             // Connected (or not) but no answer in time: the server is up and silent.
             Err(error) if error.is_timeout() => *last = HealthAttempt::NoResponse,
             Err(error) => *last = HealthAttempt::Error(error_chain(&error)),

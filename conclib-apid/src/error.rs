@@ -10,13 +10,15 @@ use crate::output::{OutputLine, OutputStream};
 /// How many output lines an error message shows (the error value keeps more).
 const LINES_IN_MESSAGE: usize = 20;
 
-/// What the last health-check request got, for [`ApiError::HealthTimeout`].
+/// What the last health-check request got, for [`ApiError::HealthTimeout`]. A request the
+/// start's deadline cut short before its own timeout does not count: it says nothing of the
+/// server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HealthAttempt {
-    /// The request got no answer within its timeout (the request timeout, or
-    /// what was left of the startup timeout): the server took no connection in
-    /// time or answered nothing. Also what is reported if no request was made.
+    /// The request got no answer within its request timeout: the server took no
+    /// connection in time or answered nothing. Also what is reported if no request
+    /// finished before the startup timeout.
     NoResponse,
     /// The server answered with this HTTP status (not 200).
     Status(u16),
@@ -111,7 +113,7 @@ pub enum ApiError {
         url: String,
         /// The configured startup timeout.
         timeout: Duration,
-        /// What the last health-check request got.
+        /// What the last health-check request got (one the deadline cut short does not count).
         last: HealthAttempt,
         /// The child's last output lines, oldest first.
         output: Vec<OutputLine>,

@@ -40,6 +40,7 @@ fn main() {
         invalid_url_is_a_config_error,
         an_https_url_is_a_config_error_at_once,
         a_redirect_is_not_healthy,
+        an_attempt_cut_short_by_the_deadline_keeps_the_last_answer,
         a_server_that_never_answers_is_no_response,
         server_outlives_the_thread_that_started_it,
         server_dies_with_its_parent_process,
@@ -430,6 +431,23 @@ async fn a_redirect_is_not_healthy() {
         !error.output().iter().any(|l| l.line.contains("GET / ->")),
         "the redirect was followed: {error}"
     );
+    assert!(gone_within_5s(*pid));
+}
+
+async fn an_attempt_cut_short_by_the_deadline_keeps_the_last_answer() {
+    // The first health check is answered 500; the next is never answered, and the start's
+    // deadline ends it long before its own timeout: the error names the 500, not a silence
+    // that only the deadline made.
+    // Long enough for the server to be listening by the last attempt on a loaded machine.
+    let (config, _) = server("cut", &["--mode", "fail-then-mute"]);
+    let config = config
+        .startup_timeout(Duration::from_secs(5))
+        .request_timeout(Duration::from_secs(600));
+    let error = start_api(config).await.unwrap_err();
+    let ApiError::HealthTimeout { last, pid, .. } = &error else {
+        panic!("expected HealthTimeout, got {error:?}");
+    };
+    assert_eq!(last, &HealthAttempt::Status(500), "{error}");
     assert!(gone_within_5s(*pid));
 }
 

@@ -2,7 +2,7 @@
 //! started again with `CONCLIB_APID_TESTSERVER` set (see `main` in `apid.rs`).
 //!
 //! ```text
-//! <test binary> --port N [--mode healthy|fail|exit|no-listen|redirect|mute]
+//! <test binary> --port N [--mode healthy|fail|exit|no-listen|redirect|mute|fail-then-mute]
 //!     [--delay-ms N] [--ignore-term] [--workers N] [--say TEXT]...
 //! ```
 //!
@@ -12,7 +12,8 @@
 //! - `exit`: prints a line to stderr and exits with code 3;
 //! - `no-listen`: never listens, sleeps forever;
 //! - `redirect`: `GET /healthz` answers 302 to `/` (which answers 200);
-//! - `mute`: listens and takes connections, never answers.
+//! - `mute`: listens and takes connections, never answers;
+//! - `fail-then-mute`: the first connection is answered as in `fail`, no later one is.
 //!
 //! `GET /` answers a greeting, `GET /pid` the server's pid, `GET /workers`
 //! the worker pids, space-separated. `--workers N` forks N copies of this
@@ -33,6 +34,7 @@ enum Mode {
     NoListen,
     Redirect,
     Mute,
+    FailThenMute,
 }
 
 struct Options {
@@ -71,6 +73,7 @@ fn parse() -> Options {
                     "no-listen" => Mode::NoListen,
                     "redirect" => Mode::Redirect,
                     "mute" => Mode::Mute,
+                    "fail-then-mute" => Mode::FailThenMute,
                     other => usage(&format!("unknown mode {other}")),
                 }
             }
@@ -148,12 +151,19 @@ pub fn run() -> ! {
         .collect::<Vec<_>>()
         .join(" ");
     let mut held = Vec::new();
+    let mut answered = 0_usize;
     loop {
         if let Ok((stream, _)) = listener.accept() {
-            if options.mode == Mode::Mute {
+            let mute = match options.mode {
+                Mode::Mute => true,
+                Mode::FailThenMute => answered > 0,
+                _ => false,
+            };
+            if mute {
                 held.push(stream);
                 continue;
             }
+            answered += 1;
             let _ = serve(stream, &options.mode, &workers);
         }
     }
@@ -175,7 +185,7 @@ fn serve(mut stream: TcpStream, mode: &Mode, workers: &str) -> std::io::Result<(
     let method = parts.next().unwrap_or("");
     let path = parts.next().unwrap_or("");
     let (status, body) = match (method, path) {
-        ("GET", "/healthz") if *mode == Mode::Fail => {
+        ("GET", "/healthz") if matches!(mode, Mode::Fail | Mode::FailThenMute) => {
             ("500 Internal Server Error", "unhealthy".to_owned())
         }
         ("GET", "/healthz") if *mode == Mode::Redirect => ("302 Found", String::new()),
