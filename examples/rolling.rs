@@ -93,6 +93,10 @@ pub struct Options {
     pub callers: usize,
     /// Calls in flight in each caller process.
     pub in_flight: usize,
+    /// Calls per second each caller process (Rust or Python) sends, `0`: as fast as its
+    /// `in_flight` calls are answered. A paced caller's ask is timed from when it was due,
+    /// so one sent late (every call in flight was waiting) counts its wait.
+    pub rate: u32,
     /// Python caller processes (each `in_flight` asks at a time), beside the Rust ones.
     pub python_callers: usize,
     /// Accounts (the first ones) with a periodic reminder.
@@ -385,6 +389,7 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
                     &options.urns.to_string(),
                     &options.in_flight.to_string(),
                     &options.ask_timeout.as_millis().to_string(),
+                    &options.rate.to_string(),
                     // Every other caller of build 2.
                     if c % 2 == 1 { "2" } else { "1" },
                 ],
@@ -402,6 +407,7 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
             seed,
             options.urns,
             options.in_flight,
+            options.rate,
             timeout,
         )
         .await?

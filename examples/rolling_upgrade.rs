@@ -10,7 +10,9 @@
 //!
 //! `cargo run -p conclib-examples --example rolling_upgrade -- --urns 200 --callers 3
 //! --py-callers 3 --in-flight 32 --reminders 20 --steady-ms 5000` (Python callers: the
-//! Python client's interpreter, `python/venv.sh`, else none; `--stop shutdown`: members shut down without draining,
+//! Python client's interpreter, `python/venv.sh`, else none; `--rate N`: each caller
+//! process sends N calls a second, its asks timed from when they were due, where the
+//! default `0` sends without pause, as many as the machine answers; `--stop shutdown`: members shut down without draining,
 //! for comparison; `--phases`: the roll's asks by the step of a replacement they started in,
 //! on standard error). Every process it starts is killed by PID if it
 //! overstays; `examples/tests/rolling_upgrade.rs` is its short form under `cargo test`.
@@ -47,6 +49,7 @@ fn main() -> Result<(), BoxError> {
         urns: flag("--urns", "200").parse()?,
         callers: flag("--callers", "3").parse()?,
         in_flight: flag("--in-flight", "32").parse()?,
+        rate: flag("--rate", "0").parse()?,
         python_callers: flag("--py-callers", "3").parse()?,
         reminders: flag("--reminders", "20").parse()?,
         ask_timeout: Duration::from_millis(flag("--timeout-ms", "5000").parse()?),

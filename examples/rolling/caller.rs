@@ -12,16 +12,22 @@ use conclib::redis::{ProxyClient, ProxyConfig};
 use super::{Add, AddV2, Audit, NAMESPACE, Total, micros_now};
 use crate::BoxError;
 
-/// `caller URL SEED URNS IN_FLIGHT TIMEOUT_MS BUILD`: asks and tells `acct:0..URNS`,
-/// `IN_FLIGHT` at a time, in MessagePack, until its standard input closes, then prints one
+/// `caller URL SEED URNS IN_FLIGHT TIMEOUT_MS RATE BUILD`: asks and tells `acct:0..URNS`,
+/// `IN_FLIGHT` at a time, `RATE` a second (`0`: without pause; an ask is timed from when
+/// it was due), in MessagePack, until its standard input closes, then prints one
 /// line per call (`A urn start_us end_us ok|timeout|decode|<error>`, `T urn ok|<error>`),
 /// one per stall of its runtime (`S at_us late_us`, `waits.rs`) and `DONE`. A build 2 caller tells build 2's `Add` (with its note), and once a line
 /// `v2` comes on its standard input (a build 2 member serves), asks `Audit` every other
 /// ask.
 pub async fn caller(args: &[String]) -> Result<(), BoxError> {
-    let [url, seed, urns, in_flight, timeout_ms, build] = args else {
-        return Err("caller URL SEED URNS IN_FLIGHT TIMEOUT_MS BUILD".into());
+    let [url, seed, urns, in_flight, timeout_ms, rate, build] = args else {
+        return Err("caller URL SEED URNS IN_FLIGHT TIMEOUT_MS RATE BUILD".into());
     };
+    let (in_flight, rate): (u64, u32) = (in_flight.parse()?, rate.parse()?);
+    // Each of the `in_flight` workers sends one call every `in_flight / rate` seconds, the
+    // workers' due times spread evenly.
+    let pace = (rate > 0).then(|| Duration::from_secs_f64(in_flight as f64 / f64::from(rate)));
+    let paced_from = tokio::time::Instant::now();
     let (seed, urns): (u64, u64) = (seed.parse()?, urns.parse()?);
     let v2_caller = build == "2";
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -50,12 +56,20 @@ pub async fn caller(args: &[String]) -> Result<(), BoxError> {
     // CPU this process was not given, beside its asks (`waits.rs`).
     let stalls = tokio::spawn(super::waits::watch_stalls(stop.clone()));
     let mut workers = Vec::new();
-    for w in 0..in_flight.parse::<u64>()? {
+    for w in 0..in_flight {
         let (client, stop, v2_up) = (client.clone(), stop.clone(), v2_up.clone());
         workers.push(tokio::spawn(async move {
             let mut lines = Vec::new();
             let mut k = 0u64;
+            let mut due = pace.map(|p| paced_from + p.mul_f64(w as f64 / in_flight as f64));
             while !stop.load(Ordering::Relaxed) {
+                // How late this call is sent: a paced ask is timed from when it was due.
+                let mut late_us = 0;
+                if let (Some(at), Some(p)) = (due.as_mut(), pace) {
+                    tokio::time::sleep_until(*at).await;
+                    late_us = at.elapsed().as_micros() as u64;
+                    *at += p;
+                }
                 k += 1;
                 let u = (seed * 101 + w * 37 + k * 11) % urns;
                 let urn = format!("acct:{u}");
@@ -73,7 +87,7 @@ pub async fn caller(args: &[String]) -> Result<(), BoxError> {
                     lines.push(format!("T {u} {outcome}"));
                     continue;
                 }
-                let start = micros_now();
+                let start = micros_now() - late_us;
                 let audit = v2_caller && k.is_multiple_of(2) && v2_up.load(Ordering::Relaxed);
                 let asked = if audit {
                     client.ask(urn.as_str(), Audit).await

@@ -1,10 +1,10 @@
 """Python callers in the rolling upgrade (``examples/rolling/python.rs`` starts this script):
-``IN_FLIGHT`` asyncio tasks ask ``acct:{id}`` accounts ``Total`` without pause through the
-Python client until stdin closes, then the process closes its client and prints ``DONE``.
+``IN_FLIGHT`` asyncio tasks ask ``acct:{id}`` accounts ``Total`` through the Python client,
+``RATE`` asks a second all together (``0``: without pause), until stdin closes, then the process closes its client and prints ``DONE``.
 One line per ask on stdout: ``PYA urn ok``, or ``PYA urn kind`` with the error's type
 (``Timeout``, ``CodecError``, ... or ``untyped:...``).
 
-Usage: ``python callers.py URL NAMESPACE SEED URNS IN_FLIGHT TIMEOUT_MS``.
+Usage: ``python callers.py URL NAMESPACE SEED URNS IN_FLIGHT TIMEOUT_MS RATE``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,14 @@ def kind_of(e: BaseException) -> str:
 
 
 async def caller(client: conclib.AsyncClient, seed: int, w: int, urns: int, timeout: float,
-                 stop: asyncio.Event) -> None:
+                 pace: float, start: float, stop: asyncio.Event) -> None:
     k = 0
+    loop = asyncio.get_running_loop()
+    due = start
     while not stop.is_set():
+        if pace:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due += pace
         k += 1
         u = (seed * 101 + w * 37 + k * 11) % urns
         try:
@@ -37,8 +42,9 @@ async def caller(client: conclib.AsyncClient, seed: int, w: int, urns: int, time
 
 async def main() -> None:
     url, namespace = sys.argv[1], sys.argv[2]
-    seed, urns, in_flight, timeout_ms = (int(a) for a in sys.argv[3:7])
+    seed, urns, in_flight, timeout_ms, rate = (int(a) for a in sys.argv[3:8])
     timeout = timeout_ms / 1000
+    pace = in_flight / rate if rate else 0.0  # each task's interval between asks
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # stdin closing is the signal to stop.
@@ -47,7 +53,8 @@ async def main() -> None:
     try:
         await asyncio.wait_for(client.connect(), 30)
         print("READY", flush=True)
-        await asyncio.gather(*(caller(client, seed, w, urns, timeout, stop) for w in range(in_flight)))
+        await asyncio.gather(*(caller(client, seed, w, urns, timeout, pace, loop.time() + pace * w / in_flight, stop)
+                               for w in range(in_flight)))
     finally:
         await client.close()
     print("DONE", flush=True)

@@ -33,13 +33,15 @@ pub(super) struct PyCaller {
 
 impl PyCaller {
     /// Starts a Python caller process once connected: `in_flight` asks at a time over
-    /// `acct:0..urns`; `None` without an interpreter (said on standard error).
+    /// `acct:0..urns`, `rate` a second (`0`: without pause); `None` without an interpreter
+    /// (said on standard error).
     pub(super) async fn start(
         url: &str,
         namespace: &str,
         seed: u64,
         urns: u64,
         in_flight: usize,
+        rate: u32,
         timeout: Duration,
     ) -> Result<Option<PyCaller>, BoxError> {
         let Some(python) = crate::failover::python::interpreter() else {
@@ -56,6 +58,7 @@ impl PyCaller {
                 urns.to_string(),
                 in_flight.to_string(),
                 timeout.as_millis().to_string(),
+                rate.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

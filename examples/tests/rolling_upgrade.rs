@@ -26,6 +26,7 @@ async fn members_replaced_one_by_one_under_load_fail_no_request() {
         urns: 120,
         callers: 2,
         in_flight: 32,
+        rate: 0,
         python_callers: 1,
         reminders: 20,
         ask_timeout: Duration::from_secs(5),
