@@ -231,7 +231,10 @@
 //!   entry is appended and the old one acknowledged in one script, only while the old one is
 //!   still pending on the system passing it (not one another member claimed meanwhile, not
 //!   again after an attempt whose answer was lost); in a cluster, where the two streams may
-//!   be on different nodes, a lost answer can pass it twice.
+//!   be on different nodes, a lost answer can pass it twice. Passed on, it keeps its first
+//!   entry as its identity (field `first`): one whose handling wrote the state there before
+//!   (its system restarted since, and found the URN held elsewhere) is known by the
+//!   activation it reaches (`a_request_passed_on_is_known_by_its_first_entry`).
 //! - **Failover by membership** (`tests/scale_out/failover.rs`, `failover_load.rs`). When
 //!   the system holding activations is gone (its one system lease lapsed, or at once when
 //!   its death is provable: same host, pid gone), a member of each of its patterns' groups
@@ -264,7 +267,8 @@
 //!   (`tests/faults/given_away.rs`). When the record is not whole (lost with a Redis
 //!   restarted or a replica promoted, or expired after a lapse longer than any key lives), or
 //!   after a reconnection, it claims every key again (`tests/faults/lapse.rs`). A moved request keeps its first entry as
-//!   its identity (field `moved`), so one whose handling
+//!   its identity (field `moved`), as does a request a system passes on to the URN's
+//!   holder (field `first`), so one whose handling
 //!   had written the activation's state is not handled again. Requests the gone system had taken from the
 //!   group's stream are claimed from it as a gone member's. Requests for its other actors
 //!   (not activations) stay in its stream for that system id to come back, as for any

@@ -97,6 +97,14 @@ pub(crate) mod field {
     /// when a takeover moved it out of a gone system's stream (`TAKE_OVER_SCRIPT`), so that
     /// an activation that recorded it as applied under its first entry knows it again.
     pub const MOVED: &str = "moved";
+    /// Only in a proxy's own entries: the request's first entry, `<entry id> <stream key>`,
+    /// when a proxy passed it on to the system holding its URN (`proxy/serve/forward.rs`)
+    /// before any takeover moved it, kept by every later move: an activation that recorded
+    /// it as applied under its first entry knows it again (a system that saved its effect,
+    /// then read it again after a restart and found its URN held elsewhere, passes it on;
+    /// the activation there must not handle it twice). A takeover adds [`MOVED`] beside it,
+    /// naming the entry it was passed on as: `first` is the request's identity then.
+    pub const FIRST: &str = "first";
     /// Optional: route hints. `1` from an asker that reads them: when another system
     /// passes the ask on to the one holding its URN, the answer names that holder
     /// ([`HOLDER_FLAG`](super::HOLDER_FLAG)), and the asker sends there from then on

@@ -195,3 +195,17 @@ def test_a_request_answered_as_handled_already_stays_recorded_until_acknowledged
     assert not applied.already("2-5 s")
     assert applied.record(None) == ""
     assert applied.already("1-0 s")
+
+
+def test_a_request_keeps_its_identity_when_passed_on() -> None:
+    """A request's identity in the record is its first entry: the one a system that passed
+    it on read it as (``first``), else the one a takeover moved it from (``moved``), else
+    its own, as the Rust proxy's ``record.rs`` reads it."""
+    from conclib._host_store import request_key
+
+    assert request_key("s", b"5-0", {}) == "5-0 s"
+    assert request_key("s", b"5-0", {b"first": b"1-0 a"}) == "1-0 a"
+    assert request_key("s", b"5-0", {b"moved": b"2-0 b"}) == "2-0 b"
+    # Passed on, then moved by a takeover: the first entry is the one passed on.
+    assert request_key("s", b"5-0", {b"moved": b"2-0 b", b"first": b"1-0 a"}) == "1-0 a"
+    assert request_key("s", b"5-0", {b"first": b""}) == "5-0 s"

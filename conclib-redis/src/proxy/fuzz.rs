@@ -6,7 +6,7 @@ use std::time::Duration;
 use fred::prelude::*;
 
 use super::serve::forward::entry_fields;
-use super::serve::request::{RawEnvelope, RouteHint};
+use super::serve::request::{RawEnvelope, Request, RouteHint};
 
 /// The reply lists' prefix the targets check `reply` against.
 pub(crate) const REPLY_PREFIX: &str = "app:reply:";
@@ -23,7 +23,7 @@ pub(crate) fn request_entry(fields: Vec<Value>) {
     };
     let reply_to = address.flatten();
     let ttl = Duration::from_millis(u64::try_from(req.ttl_ms).expect("a valid ttl is positive"));
-    let passed_on = entry_fields(&req, &reply_to, ttl)
+    let passed_on = entry_fields(&req, &reply_to, ttl, "1-0 from")
         .into_iter()
         .map(|v| match v {
             Value::Integer(i) => Value::from(i.to_string()),
@@ -41,6 +41,14 @@ pub(crate) fn request_entry(fields: Vec<Value>) {
     assert_eq!(again.body, req.body);
     assert_eq!(again.priority, req.priority);
     assert_eq!(again.trace, req.trace);
+    // Its identity goes with it: the one an earlier pass or a takeover gave it, else the
+    // entry it was read as.
+    let identity = |r: &Request| r.first.clone().or(r.moved.clone());
+    assert_eq!(
+        identity(&again),
+        identity(&req).or(Some("1-0 from".to_owned())),
+        "identity"
+    );
     // An ask whose asker reads route hints is answered with one once passed on; nothing
     // else is.
     assert_eq!(

@@ -531,6 +531,145 @@ pub(crate) async fn a_request_read_again_after_its_answer_failed_counts_once() {
     proxy.shutdown().await.unwrap();
 }
 
+/// A request a system passes on carries its first entry (`field::FIRST`): a system that
+/// handled and saved it, then found its URN held elsewhere as it read it again (after a
+/// restart that forgot which requests await their acknowledgement), passes it on, and the
+/// activation that reads it there knows it from the record saved with the state. Here the
+/// copy passed on is appended by the test, as `forward.rs` writes it (its unit test checks
+/// that), beside the request still pending: the activation answers it as handled already.
+pub(crate) async fn a_request_passed_on_is_known_by_its_first_entry() {
+    let config = config("passedon");
+    let ns = config.namespace.clone();
+    let admin = plain_client(&config.url).await;
+    let user = format!("{ns}-proxy");
+    let mut words = vec![
+        "ACL".to_owned(),
+        "SETUSER".into(),
+        user.clone(),
+        "on".into(),
+    ];
+    words.push(">secret".into());
+    words.extend(conclib_redis::acl::proxy_acl(&ns));
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    command(&admin, &words).await.unwrap();
+    let port = crate::common::daemon().port();
+    let proxy_config = config
+        .clone()
+        .with_url(format!("redis://{user}:secret@127.0.0.1:{port}"));
+    let system = ActorSystem::new("passedon-sys");
+    let proxy = start_proxy(&system, &proxy_config).await.unwrap();
+    let (r2, ns2) = (admin.clone(), ns.clone());
+    proxy
+        .activate("acct:{id}", move |a| {
+            open_account(a, r2.clone(), ns2.clone(), false, None)
+        })
+        .await
+        .unwrap();
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(client.ask("acct:1", Total).await, Ok(0));
+
+    // Handled and saved, its answer refused: pending, read again.
+    command(
+        &admin,
+        &[
+            "ACL",
+            "SETUSER",
+            &user,
+            "resetkeys",
+            &format!("~{ns}:[^r]*"),
+            &format!("%R~{ns}:reply:*"),
+        ],
+    )
+    .await
+    .unwrap();
+    let asking = {
+        let client = client.clone();
+        tokio::spawn(async move { client.ask("acct:1", Incr(1)).await })
+    };
+    let streams = [
+        format!("{ns}:sys:~acct:*:req"),
+        format!("{ns}:sys:passedon-sys:req"),
+    ];
+    let (stream, id) = eventually(
+        Duration::from_secs(30),
+        "the request is read again after its answer failed",
+        || async {
+            for stream in &streams {
+                let pending = command(&admin, &["XPENDING", stream, "proxy", "-", "+", "10"])
+                    .await
+                    .unwrap();
+                // Each pending entry: [id, consumer, idle ms, delivery count].
+                let Value::Array(entries) = pending else {
+                    continue;
+                };
+                for e in entries {
+                    if let Value::Array(f) = e
+                        && f.get(3).and_then(Value::as_i64).is_some_and(|n| n >= 2)
+                        && let Some(id) = f.first().and_then(Value::as_string)
+                    {
+                        return Some((stream.clone(), id));
+                    }
+                }
+            }
+            None
+        },
+    )
+    .await;
+    // Its copy, as the system it is passed on to reads it.
+    let entry = command(&admin, &["XRANGE", &stream, &id, &id])
+        .await
+        .unwrap();
+    let Value::Array(mut entries) = entry else {
+        panic!("the pending entry: {entry:?}")
+    };
+    let Some(Value::Array(mut parts)) = entries.pop() else {
+        panic!("an entry")
+    };
+    let Some(Value::Array(fields)) = parts.pop() else {
+        panic!("its fields")
+    };
+    let mut words: Vec<String> = vec!["XADD".into(), stream.clone(), "*".into()];
+    words.extend(fields.iter().map(|v| v.as_string().unwrap()));
+    words.extend(["first".to_owned(), format!("{id} {stream}")]);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    command(&admin, &words).await.unwrap();
+    // Answers may be written again: the copy and the request are answered as handled
+    // already (NoResponse), and acknowledged.
+    command(
+        &admin,
+        &["ACL", "SETUSER", &user, "resetkeys", &format!("~{ns}:*")],
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(30), "nothing pending", || async {
+        let mut none = true;
+        for stream in &streams {
+            let summary = command(&admin, &["XPENDING", stream, "proxy"]).await;
+            none &= matches!(&summary, Ok(Value::Array(s)) if s.first().and_then(Value::as_i64) == Some(0))
+                || summary.is_err();
+        }
+        none
+    })
+    .await;
+    let answer = tokio::time::timeout(Duration::from_secs(40), asking)
+        .await
+        .expect("the ask is answered")
+        .unwrap();
+    assert!(
+        matches!(answer, Err(AskError::NoResponse)),
+        "answered as handled already: {answer:?}"
+    );
+    assert_eq!(
+        client.ask("acct:1", Total).await,
+        Ok(1),
+        "a request whose effect was saved is not applied again when passed on"
+    );
+    client.shutdown().await;
+    proxy.shutdown().await.unwrap();
+}
+
 pub(crate) async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {
     let config = config("idle");
     let system = ActorSystem::new("idle-sys");

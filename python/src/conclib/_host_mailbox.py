@@ -159,7 +159,7 @@ class Mailbox:
         if store is not None:
             # Exactly once across activations (``_host_store.py``): a request whose handling
             # wrote the state already is not handled again.
-            key = request_key(req.stream, req.entry, req.fields.get(b"moved"))
+            key = request_key(req.stream, req.entry, req.fields)
             if store.applied.already(key):
                 _recorded_until_acked(item, store, key)
                 text = f"{req.urn} handled this request already, and its answer was lost"

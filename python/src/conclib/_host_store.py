@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from . import _lua, codec
@@ -38,11 +39,15 @@ class Fenced(Exception):  # noqa: N818 (the store's answer, as the Rust StoreErr
     stops this activation and leaves the request being handled for the current one."""
 
 
-def request_key(stream: str, entry: bytes, moved: bytes | None) -> str:
-    """A request's identity in the record: its first entry (``moved``, when a takeover moved
-    it), else ``<entry id> <stream>`` (as ``applied.rs``'s ``request_key``)."""
-    if moved is not None:
-        return moved.decode("utf-8", "replace")
+def request_key(stream: str, entry: bytes, fields: Mapping[bytes, bytes]) -> str:
+    """A request's identity in the record: its first entry (``first``, when a system passed
+    it on, else ``moved``, when a takeover moved it: a takeover adds ``moved`` to an entry
+    passed on before), else ``<entry id> <stream>`` (as ``applied.rs``'s ``request_key`` and
+    ``record.rs``)."""
+    for name in (b"first", b"moved"):
+        value = fields.get(name)
+        if value and len(value) <= 1024:
+            return value.decode("utf-8", "replace")
     return f"{entry.decode()} {stream}"
 
 

@@ -12,7 +12,10 @@
 //! answered `NoResponse` (the first handling's answer was lost with its process). A request
 //! read again after its acknowledgement failed is treated the same way.
 //!
-//! A request is told apart by its stream and entry id; a handling by the trace context the
+//! A request is told apart by its first entry: its stream and entry id, or the ones it had
+//! before a takeover moved it (`field::MOVED`) or a system passed it on (`field::FIRST`,
+//! `forward.rs`: a system that handled it, then read it again after a restart with its URN
+//! held elsewhere, passes it on, where it must be known again); a handling by the trace context the
 //! proxy gives it (the store's write finds it with [`TraceContext::current`], as a refused
 //! write is found): a write from a task the handler spawned is not recorded. A request
 //! leaves the record once acknowledged, so the record holds at most the activation's

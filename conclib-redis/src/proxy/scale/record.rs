@@ -35,10 +35,13 @@ impl Record {
             None => req.trace,
         };
         let applied = standing.zip(trace).map(|(s, t)| {
-            // A request a takeover moved is known by its first entry (`field::MOVED`).
+            // A request a proxy passed on, or a takeover moved, is known by its first entry
+            // (`field::FIRST`, else `field::MOVED`: a takeover adds `moved` to an entry
+            // passed on before, which names the entry it was passed on as).
             let key = req
-                .moved
+                .first
                 .clone()
+                .or_else(|| req.moved.clone())
                 .unwrap_or_else(|| request_key(requests_key, entry));
             (s, t, key)
         });

@@ -20,6 +20,7 @@ use super::request::{Request, RouteHint};
 use super::stream::Handled;
 use crate::conn::{self, bytes, keyed, owned, s};
 use crate::protocol::{CONSUMER_GROUP, PROTOCOL_VERSION, Status, field};
+use crate::proxy::scale::applied::request_key;
 use crate::proxy::shared::Shared;
 use crate::unacked::EntryId;
 
@@ -129,7 +130,8 @@ async fn append_to(
     reply_to: &Option<(String, u64)>,
     remaining: Duration,
 ) -> Result<Forwarded, fred::error::Error> {
-    let fields = entry_fields(req, reply_to, remaining);
+    let first = request_key(&origin.shared.stream.requests_key, origin.entry);
+    let fields = entry_fields(req, reply_to, remaining, &first);
     let target = shared.keys.requests(owner);
     if shared.cmd.is_clustered() {
         if !origin.shared.still_mine(origin.entry).await {
@@ -162,11 +164,13 @@ async fn append_to(
     })
 }
 
-/// The fields of a request's entry in another system's stream.
+/// The fields of a request's entry in another system's stream; `first`: its entry where it
+/// was read (`<entry id> <stream key>`), its identity from then on unless it has one.
 pub(in crate::proxy) fn entry_fields(
     req: &Request,
     reply_to: &Option<(String, u64)>,
     remaining: Duration,
+    first: &str,
 ) -> Vec<Value> {
     let mut fields = vec![
         s(field::VERSION),
@@ -199,8 +203,15 @@ pub(in crate::proxy) fn entry_fields(
     if let Some(trace) = req.trace {
         fields.extend([s(field::TRACEPARENT), owned(trace.to_string())]);
     }
+    // Its identity goes with it (`scale/record.rs`): a handling that saved its effect
+    // here or anywhere before is known again wherever it is read next.
     if let Some(moved) = &req.moved {
         fields.extend([s(field::MOVED), owned(moved.clone())]);
+    }
+    match &req.first {
+        Some(earlier) => fields.extend([s(field::FIRST), owned(earlier.clone())]),
+        None if req.moved.is_none() => fields.extend([s(field::FIRST), owned(first.to_owned())]),
+        None => {}
     }
     if let Some(asker) = &req.asker {
         fields.extend([s(field::FROM), owned(asker.clone())]);
@@ -218,6 +229,68 @@ mod tests {
     use super::*;
     use crate::config::ProxyConfig;
     use crate::protocol::FORWARD_SCRIPT;
+
+    /// A request read from `fields` (name, value, ...), as a proxy reads an entry.
+    fn request(fields: &[&str]) -> Request {
+        let fields = fields.iter().map(|f| Value::from(*f)).collect();
+        super::super::request::RawEnvelope::parse(fields)
+            .validate()
+            .unwrap()
+    }
+
+    /// Passed on, a request keeps one identity (`scale/record.rs`): the entry it was first
+    /// read as, given by the first pass (`first`) or the first takeover (`moved`) and kept
+    /// by every later one.
+    #[test]
+    fn a_request_passed_on_keeps_the_identity_of_its_first_entry() {
+        let base = [
+            "v",
+            PROTOCOL_VERSION,
+            "urn",
+            "a:1",
+            "msg",
+            "M",
+            "ttl",
+            "5000",
+            "codec",
+            "msgpack",
+            "body",
+            "",
+        ];
+        let identity = |req: &Request| (req.moved.clone(), req.first.clone());
+        let pass = |req: &Request, at: &str| {
+            let fields: Vec<String> = entry_fields(req, &None, Duration::from_secs(5), at)
+                .into_iter()
+                .map(|v| match v {
+                    Value::Integer(i) => i.to_string(),
+                    v => String::from_utf8_lossy(conn::as_bytes(&v).unwrap()).into_owned(),
+                })
+                .collect();
+            request(&fields.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let once = pass(&request(&base), "7-0 sys:a:req");
+        assert_eq!(identity(&once), (None, Some("7-0 sys:a:req".into())));
+        let twice = pass(&once, "9-1 sys:b:req");
+        assert_eq!(identity(&twice), (None, Some("7-0 sys:a:req".into())));
+        let moved = [&base[..], &["moved", "3-0 sys:gone:req"]].concat();
+        let moved_on = pass(&request(&moved), "9-1 sys:b:req");
+        assert_eq!(identity(&moved_on), (Some("3-0 sys:gone:req".into()), None));
+        // Passed on, then moved by a takeover (which adds `moved`, naming the entry it was
+        // passed on as), then passed on again: both kept, `first` the identity.
+        let both = [
+            &base[..],
+            &["first", "7-0 sys:a:req", "moved", "8-0 sys:gone:req"],
+        ]
+        .concat();
+        let both_on = pass(&request(&both), "9-1 sys:b:req");
+        assert_eq!(
+            identity(&both_on),
+            (
+                Some("8-0 sys:gone:req".into()),
+                Some("7-0 sys:a:req".into())
+            )
+        );
+    }
 
     /// Runs one command given as words (the crate's own raw call).
     async fn cmd(client: &Client, name: &'static str, args: &[&str]) -> Value {

@@ -30,6 +30,7 @@ pub(in crate::proxy) struct RawEnvelope {
     joined: Option<Value>,
     moved_in: Option<Value>,
     moved: Option<Value>,
+    first: Option<Value>,
     route_hint: Option<Value>,
     bad_shape: bool,
 }
@@ -52,6 +53,9 @@ pub(in crate::proxy) struct Request {
     /// `moved`: the request's first entry (`<entry id> <stream key>`), if a takeover moved
     /// it from a gone system's stream: the request's identity for `applied.rs`.
     pub(in crate::proxy) moved: Option<String>,
+    /// `first`: the request's first entry, if a proxy passed it on (`forward.rs`): its
+    /// identity for `applied.rs` when no takeover moved it.
+    pub(in crate::proxy) first: Option<String>,
     /// `rt`: whether the asker reads route hints, and whether this entry was passed on.
     pub(in crate::proxy) route_hint: RouteHint,
 }
@@ -99,6 +103,7 @@ impl RawEnvelope {
                 Some(b) if b == field::JOINED.as_bytes() => &mut env.joined,
                 Some(b) if b == field::MOVED_IN.as_bytes() => &mut env.moved_in,
                 Some(b) if b == field::MOVED.as_bytes() => &mut env.moved,
+                Some(b) if b == field::FIRST.as_bytes() => &mut env.first,
                 Some(b) if b == field::ROUTE_HINT.as_bytes() => &mut env.route_hint,
                 _ => continue,
             };
@@ -188,9 +193,12 @@ impl RawEnvelope {
         let asker = text(&self.from)
             .filter(|f| !f.is_empty() && f.len() <= 256)
             .map(str::to_owned);
-        let moved = text(&self.moved)
-            .filter(|m| !m.is_empty() && m.len() <= 1024)
-            .map(str::to_owned);
+        let entry_key = |v: &Option<Value>| {
+            text(v)
+                .filter(|m| !m.is_empty() && m.len() <= 1024)
+                .map(str::to_owned)
+        };
+        let (moved, first) = (entry_key(&self.moved), entry_key(&self.first));
         let route_hint = match text(&self.route_hint) {
             Some("1") => RouteHint::Read,
             Some("2") => RouteHint::PassedOn,
@@ -199,6 +207,7 @@ impl RawEnvelope {
         Ok(Request {
             asker,
             moved,
+            first,
             route_hint,
             urn,
             message,
