@@ -233,7 +233,7 @@ mod tests {
     /// A request read from `fields` (name, value, ...), as a proxy reads an entry.
     fn request(fields: &[&str]) -> Request {
         let fields = fields.iter().map(|f| Value::from(*f)).collect();
-        super::super::request::RawEnvelope::parse(fields)
+        crate::proxy::serve::request::RawEnvelope::parse(fields)
             .validate()
             .unwrap()
     }
