@@ -428,107 +428,156 @@ pub(crate) async fn a_request_saved_by_a_holder_killed_before_its_acknowledgemen
     let _ = std::fs::remove_file(other_notes);
 }
 
-pub(crate) async fn a_request_read_again_after_its_answer_failed_counts_once() {
-    let config = config("reread");
-    let ns = config.namespace.clone();
-    let admin = plain_client(&config.url).await;
-    // The proxy runs as a user with the proxy role, so that the test can take one right away
-    // from it and give it back.
-    let user = format!("{ns}-proxy");
-    let mut words = vec![
-        "ACL".to_owned(),
-        "SETUSER".into(),
-        user.clone(),
-        "on".into(),
-    ];
-    words.push(">secret".into());
-    words.extend(conclib_redis::acl::proxy_acl(&ns));
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    command(&admin, &words).await.unwrap();
-    let port = crate::common::daemon().port();
-    let proxy_config = config
-        .clone()
-        .with_url(format!("redis://{user}:secret@127.0.0.1:{port}"));
-    let system = ActorSystem::new("reread-sys");
-    let proxy = start_proxy(&system, &proxy_config).await.unwrap();
-    let (r2, ns2) = (admin.clone(), ns.clone());
-    proxy
-        .activate("acct:{id}", move |a| {
-            open_account(a, r2.clone(), ns2.clone(), false, None)
-        })
-        .await
-        .unwrap();
-    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap();
-    assert_eq!(client.ask("acct:1", Total).await, Ok(0));
+/// A system serving `acct:{id}` accounts as a Redis user with the proxy role, whose answer
+/// to an `Incr` ask is refused (it may no longer write reply lists; every other key of its
+/// namespace stays writable: its leases hold): the ask is handled and its count saved, its
+/// request never acknowledged, and read again.
+struct AnswerRefused {
+    admin: Client,
+    ns: String,
+    user: String,
+    proxy: conclib_redis::ProxyHandle,
+    client: ProxyClient,
+    /// The `Incr` ask under way: whether it was answered `NoResponse`, and its answer.
+    asking: tokio::task::JoinHandle<(bool, String)>,
+    /// The request's entry read again: `(stream, id)`.
+    entry: (String, String),
+}
 
-    // The proxy may no longer write reply lists (every other key of its namespace stays
-    // writable: its leases hold). An ask is handled and its count saved; its answer is
-    // refused, so its request is never acknowledged and the proxy reads it again.
-    command(
-        &admin,
-        &[
-            "ACL",
-            "SETUSER",
-            &user,
-            "resetkeys",
-            &format!("~{ns}:[^r]*"),
-            &format!("%R~{ns}:reply:*"),
-        ],
-    )
-    .await
-    .unwrap();
-    let asking = {
-        let client = client.clone();
-        tokio::spawn(async move { client.ask("acct:1", Incr(1)).await })
-    };
-    // The client sends it to the pattern's stream, which this proxy reads as a member, or
-    // (its route cached for a second only) to the stream of the system holding the URN.
-    let streams = [
-        format!("{ns}:sys:~acct:*:req"),
-        format!("{ns}:sys:reread-sys:req"),
-    ];
-    eventually(
-        Duration::from_secs(30),
-        "the request is read again after its answer failed",
-        || async {
-            let mut read_again = false;
-            for stream in &streams {
-                let pending = command(&admin, &["XPENDING", stream, "proxy", "-", "+", "10"])
-                    .await
-                    .unwrap();
-                // Each pending entry: [id, consumer, idle ms, delivery count].
-                read_again |= matches!(&pending, Value::Array(entries) if entries.iter().any(|e| matches!(
-                    e, Value::Array(f) if f.get(3).and_then(Value::as_i64).is_some_and(|n| n >= 2)
-                )));
-            }
-            read_again
-        },
-    )
-    .await;
-    command(
-        &admin,
-        &["ACL", "SETUSER", &user, "resetkeys", &format!("~{ns}:*")],
-    )
-    .await
-    .unwrap();
-    // Read again, the request is not handed to the actor: its effect is in the state.
-    let answer = tokio::time::timeout(Duration::from_secs(40), asking)
+impl AnswerRefused {
+    async fn start(name: &str) -> AnswerRefused {
+        let config = config(name);
+        let ns = config.namespace.clone();
+        let admin = plain_client(&config.url).await;
+        let user = format!("{ns}-proxy");
+        let mut words = vec![
+            "ACL".to_owned(),
+            "SETUSER".into(),
+            user.clone(),
+            "on".into(),
+        ];
+        words.push(">secret".into());
+        words.extend(conclib_redis::acl::proxy_acl(&ns));
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        command(&admin, &words).await.unwrap();
+        let port = crate::common::daemon().port();
+        let proxy_config = config
+            .clone()
+            .with_url(format!("redis://{user}:secret@127.0.0.1:{port}"));
+        let system_id = format!("{name}-sys");
+        let system = ActorSystem::new(system_id.as_str());
+        let proxy = start_proxy(&system, &proxy_config).await.unwrap();
+        let (r2, ns2) = (admin.clone(), ns.clone());
+        proxy
+            .activate("acct:{id}", move |a| {
+                open_account(a, r2.clone(), ns2.clone(), false, None)
+            })
+            .await
+            .unwrap();
+        let client =
+            ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(30)))
+                .await
+                .unwrap();
+        assert_eq!(client.ask("acct:1", Total).await, Ok(0));
+        command(
+            &admin,
+            &[
+                "ACL",
+                "SETUSER",
+                &user,
+                "resetkeys",
+                &format!("~{ns}:[^r]*"),
+                &format!("%R~{ns}:reply:*"),
+            ],
+        )
         .await
-        .expect("the ask is answered")
         .unwrap();
-    assert!(
-        matches!(answer, Err(AskError::NoResponse)),
-        "the ask read again is answered NoResponse, not handled again: {answer:?}"
-    );
-    assert_eq!(
-        client.ask("acct:1", Total).await,
-        Ok(1),
-        "a request whose effect was saved is not applied again"
-    );
-    client.shutdown().await;
-    proxy.shutdown().await.unwrap();
+        let asking = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let answer = client.ask("acct:1", Incr(1)).await;
+                (
+                    matches!(answer, Err(AskError::NoResponse)),
+                    format!("{answer:?}"),
+                )
+            })
+        };
+        // The client sends it to the pattern's stream, which this proxy reads as a member,
+        // or (its route cached for a second only) to the stream of the system holding it.
+        let streams = [
+            format!("{ns}:sys:~acct:*:req"),
+            format!("{ns}:sys:{system_id}:req"),
+        ];
+        let entry = eventually(
+            Duration::from_secs(30),
+            "the request is read again after its answer failed",
+            || async {
+                for stream in &streams {
+                    let pending = command(&admin, &["XPENDING", stream, "proxy", "-", "+", "10"])
+                        .await
+                        .unwrap();
+                    // Each pending entry: [id, consumer, idle ms, delivery count].
+                    let Value::Array(entries) = pending else {
+                        continue;
+                    };
+                    for e in entries {
+                        if let Value::Array(f) = e
+                            && f.get(3).and_then(Value::as_i64).is_some_and(|n| n >= 2)
+                            && let Some(id) = f.first().and_then(Value::as_string)
+                        {
+                            return Some((stream.clone(), id));
+                        }
+                    }
+                }
+                None
+            },
+        )
+        .await;
+        AnswerRefused {
+            admin,
+            ns,
+            user,
+            proxy,
+            client,
+            asking,
+            entry,
+        }
+    }
+
+    /// Answers may be written again: the request read again is answered as handled already
+    /// (`NoResponse`: its effect is in the state, its answer was lost), and the count is 1.
+    async fn answered_once(self, what: &str) {
+        let (admin, ns, user) = (&self.admin, &self.ns, &self.user);
+        command(
+            admin,
+            &["ACL", "SETUSER", user, "resetkeys", &format!("~{ns}:*")],
+        )
+        .await
+        .unwrap();
+        let (no_response, answer) = tokio::time::timeout(Duration::from_secs(40), self.asking)
+            .await
+            .expect("the ask is answered")
+            .unwrap();
+        assert!(
+            no_response,
+            "{what}: answered NoResponse, not handled again: {answer}"
+        );
+        assert_eq!(
+            self.client.ask("acct:1", Total).await,
+            Ok(1),
+            "{what}: a request whose effect was saved is not applied again"
+        );
+        self.client.shutdown().await;
+        self.proxy.shutdown().await.unwrap();
+    }
+}
+
+pub(crate) async fn a_request_read_again_after_its_answer_failed_counts_once() {
+    // Read again, the request is not handed to the actor: its effect is in the state.
+    AnswerRefused::start("reread")
+        .await
+        .answered_once("read again")
+        .await;
 }
 
 /// A request a system passes on carries its first entry (`field::FIRST`): a system that
@@ -536,91 +585,12 @@ pub(crate) async fn a_request_read_again_after_its_answer_failed_counts_once() {
 /// restart that forgot which requests await their acknowledgement), passes it on, and the
 /// activation that reads it there knows it from the record saved with the state. Here the
 /// copy passed on is appended by the test, as `forward.rs` writes it (its unit test checks
-/// that), beside the request still pending: the activation answers it as handled already.
+/// that), beside the request still pending: the activation answers it as handled already,
+/// and the count stays 1 (it was 2 before the field was read).
 pub(crate) async fn a_request_passed_on_is_known_by_its_first_entry() {
-    let config = config("passedon");
-    let ns = config.namespace.clone();
-    let admin = plain_client(&config.url).await;
-    let user = format!("{ns}-proxy");
-    let mut words = vec![
-        "ACL".to_owned(),
-        "SETUSER".into(),
-        user.clone(),
-        "on".into(),
-    ];
-    words.push(">secret".into());
-    words.extend(conclib_redis::acl::proxy_acl(&ns));
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    command(&admin, &words).await.unwrap();
-    let port = crate::common::daemon().port();
-    let proxy_config = config
-        .clone()
-        .with_url(format!("redis://{user}:secret@127.0.0.1:{port}"));
-    let system = ActorSystem::new("passedon-sys");
-    let proxy = start_proxy(&system, &proxy_config).await.unwrap();
-    let (r2, ns2) = (admin.clone(), ns.clone());
-    proxy
-        .activate("acct:{id}", move |a| {
-            open_account(a, r2.clone(), ns2.clone(), false, None)
-        })
-        .await
-        .unwrap();
-    let client = ProxyClient::connect(&config.clone().with_ask_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap();
-    assert_eq!(client.ask("acct:1", Total).await, Ok(0));
-
-    // Handled and saved, its answer refused: pending, read again.
-    command(
-        &admin,
-        &[
-            "ACL",
-            "SETUSER",
-            &user,
-            "resetkeys",
-            &format!("~{ns}:[^r]*"),
-            &format!("%R~{ns}:reply:*"),
-        ],
-    )
-    .await
-    .unwrap();
-    let asking = {
-        let client = client.clone();
-        tokio::spawn(async move { client.ask("acct:1", Incr(1)).await })
-    };
-    let streams = [
-        format!("{ns}:sys:~acct:*:req"),
-        format!("{ns}:sys:passedon-sys:req"),
-    ];
-    let (stream, id) = eventually(
-        Duration::from_secs(30),
-        "the request is read again after its answer failed",
-        || async {
-            for stream in &streams {
-                let pending = command(&admin, &["XPENDING", stream, "proxy", "-", "+", "10"])
-                    .await
-                    .unwrap();
-                // Each pending entry: [id, consumer, idle ms, delivery count].
-                let Value::Array(entries) = pending else {
-                    continue;
-                };
-                for e in entries {
-                    if let Value::Array(f) = e
-                        && f.get(3).and_then(Value::as_i64).is_some_and(|n| n >= 2)
-                        && let Some(id) = f.first().and_then(Value::as_string)
-                    {
-                        return Some((stream.clone(), id));
-                    }
-                }
-            }
-            None
-        },
-    )
-    .await;
-    // Its copy, as the system it is passed on to reads it.
-    let entry = command(&admin, &["XRANGE", &stream, &id, &id])
-        .await
-        .unwrap();
+    let refused = AnswerRefused::start("passedon").await;
+    let (admin, (stream, id)) = (&refused.admin, &refused.entry);
+    let entry = command(admin, &["XRANGE", stream, id, id]).await.unwrap();
     let Value::Array(mut entries) = entry else {
         panic!("the pending entry: {entry:?}")
     };
@@ -634,40 +604,8 @@ pub(crate) async fn a_request_passed_on_is_known_by_its_first_entry() {
     words.extend(fields.iter().map(|v| v.as_string().unwrap()));
     words.extend(["first".to_owned(), format!("{id} {stream}")]);
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    command(&admin, &words).await.unwrap();
-    // Answers may be written again: the copy and the request are answered as handled
-    // already (NoResponse), and acknowledged.
-    command(
-        &admin,
-        &["ACL", "SETUSER", &user, "resetkeys", &format!("~{ns}:*")],
-    )
-    .await
-    .unwrap();
-    eventually(Duration::from_secs(30), "nothing pending", || async {
-        let mut none = true;
-        for stream in &streams {
-            let summary = command(&admin, &["XPENDING", stream, "proxy"]).await;
-            none &= matches!(&summary, Ok(Value::Array(s)) if s.first().and_then(Value::as_i64) == Some(0))
-                || summary.is_err();
-        }
-        none
-    })
-    .await;
-    let answer = tokio::time::timeout(Duration::from_secs(40), asking)
-        .await
-        .expect("the ask is answered")
-        .unwrap();
-    assert!(
-        matches!(answer, Err(AskError::NoResponse)),
-        "answered as handled already: {answer:?}"
-    );
-    assert_eq!(
-        client.ask("acct:1", Total).await,
-        Ok(1),
-        "a request whose effect was saved is not applied again when passed on"
-    );
-    client.shutdown().await;
-    proxy.shutdown().await.unwrap();
+    command(admin, &words).await.unwrap();
+    refused.answered_once("passed on").await;
 }
 
 pub(crate) async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {
