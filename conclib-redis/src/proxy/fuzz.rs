@@ -6,7 +6,7 @@ use std::time::Duration;
 use fred::prelude::*;
 
 use super::serve::forward::entry_fields;
-use super::serve::request::{RawEnvelope, Request, RouteHint};
+use super::serve::request::{RawEnvelope, RouteHint};
 
 /// The reply lists' prefix the targets check `reply` against.
 pub(crate) const REPLY_PREFIX: &str = "app:reply:";
@@ -43,10 +43,9 @@ pub(crate) fn request_entry(fields: Vec<Value>) {
     assert_eq!(again.trace, req.trace);
     // Its identity goes with it: the one an earlier pass or a takeover gave it, else the
     // entry it was read as.
-    let identity = |r: &Request| r.first.clone().or(r.moved.clone());
     assert_eq!(
-        identity(&again),
-        identity(&req).or(Some("1-0 from".to_owned())),
+        again.first_entry(),
+        req.first_entry().or(Some("1-0 from")),
         "identity"
     );
     // An ask whose asker reads route hints is answered with one once passed on; nothing

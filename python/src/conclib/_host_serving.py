@@ -23,7 +23,7 @@ from ._host_patterns import Activation, Pattern
 from ._host_placement import HERE, PLACED, place_waiting
 from ._host_replicas import written
 from ._host_request import Dropped, Placed, Refused, Request, check
-from ._host_store import StateStore, request_key
+from ._host_store import StateStore, first_entry, request_key
 from ._host_urn_keys import UrnKeys
 from ._typed import Mismatch
 from .actor import Actor, HandlerSpec
@@ -272,9 +272,10 @@ class Serving:
         flat: list[bytes] = []
         for k, v in req.fields.items():
             flat += [k, v]
-        if b"moved" not in req.fields and b"first" not in req.fields:
+        if first_entry(req.fields) is None:
             # Its identity goes with it (``request_key``): a handling that saved its effect
-            # here is known again wherever it is read next.
+            # here is known again wherever it is read next. (A field given twice counts with
+            # its last value: this one, over an empty or overlong one copied above.)
             flat += [b"first", request_key(req.stream, req.entry, req.fields).encode()]
         try:
             got = await self.scripts.forward(

@@ -39,16 +39,22 @@ class Fenced(Exception):  # noqa: N818 (the store's answer, as the Rust StoreErr
     stops this activation and leaves the request being handled for the current one."""
 
 
-def request_key(stream: str, entry: bytes, fields: Mapping[bytes, bytes]) -> str:
-    """A request's identity in the record: its first entry (``first``, when a system passed
-    it on, else ``moved``, when a takeover moved it: a takeover adds ``moved`` to an entry
-    passed on before), else ``<entry id> <stream>`` (as ``applied.rs``'s ``request_key`` and
-    ``record.rs``)."""
+def first_entry(fields: Mapping[bytes, bytes]) -> str | None:
+    """The first entry a request's fields name, if any: ``first`` (a system passed it on),
+    else ``moved`` (a takeover moved it: it adds ``moved`` to an entry passed on before), each
+    only when not empty and at most 1024 bytes (as ``request.rs``'s ``Request::first_entry``)."""
     for name in (b"first", b"moved"):
         value = fields.get(name)
         if value and len(value) <= 1024:
             return value.decode("utf-8", "replace")
-    return f"{entry.decode()} {stream}"
+    return None
+
+
+def request_key(stream: str, entry: bytes, fields: Mapping[bytes, bytes]) -> str:
+    """A request's identity in the record: the first entry its fields name
+    (:func:`first_entry`), else ``<entry id> <stream>`` (as ``applied.rs``'s ``request_key``
+    and ``record.rs``)."""
+    return first_entry(fields) or f"{entry.decode()} {stream}"
 
 
 class Applied:

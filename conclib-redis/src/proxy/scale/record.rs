@@ -35,14 +35,10 @@ impl Record {
             None => req.trace,
         };
         let applied = standing.zip(trace).map(|(s, t)| {
-            // A request a proxy passed on, or a takeover moved, is known by its first entry
-            // (`field::FIRST`, else `field::MOVED`: a takeover adds `moved` to an entry
-            // passed on before, which names the entry it was passed on as).
+            // A request a proxy passed on, or a takeover moved, is known by its first entry.
             let key = req
-                .first
-                .clone()
-                .or_else(|| req.moved.clone())
-                .unwrap_or_else(|| request_key(requests_key, entry));
+                .first_entry()
+                .map_or_else(|| request_key(requests_key, entry), str::to_owned);
             (s, t, key)
         });
         Record { trace, applied }

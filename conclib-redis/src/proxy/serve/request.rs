@@ -60,6 +60,15 @@ pub(in crate::proxy) struct Request {
     pub(in crate::proxy) route_hint: RouteHint,
 }
 
+impl Request {
+    /// The first entry its fields name (`<entry id> <stream key>`): `first` (a proxy passed
+    /// it on), else `moved` (a takeover moved it: one adds `moved` to an entry passed on
+    /// before, naming the entry it was passed on as). Its identity for `applied.rs`.
+    pub(in crate::proxy) fn first_entry(&self) -> Option<&str> {
+        self.first.as_deref().or(self.moved.as_deref())
+    }
+}
+
 /// A request's `rt` field ([`field::ROUTE_HINT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::proxy) enum RouteHint {
