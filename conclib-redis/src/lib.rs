@@ -220,10 +220,11 @@
 //!   the state, the system keeps its own until they are acknowledged, and such
 //!   a request is acknowledged without being handed to the actor (an ask is answered
 //!   `NoResponse`: its effect is in the state, its answer was lost), and stays in the
-//!   record the new activation writes until that answer is acknowledged. Not covered: a
-//!   recorded request that reaches a third activation without the second having read it
-//!   (the second activation wrote the state, then its member went too, before the request
-//!   came to it) may be handled again. This holds for an
+//!   record the new activation writes until that answer is acknowledged. What an earlier
+//!   activation recorded stays in every record the next one writes, read or not, for five
+//!   minutes after the request was first sent: one that comes back later still (its member
+//!   paused that long, or down with no other member to take its requests) after the URN moved
+//!   on may be handled again. This holds for an
 //!   activation that loads its state in its constructor and writes it from its handler, not
 //!   from a task the handler spawned: a [`StateStore`](scale::StateStore) is not `Clone`, so a handler cannot
 //!   give a spawned task one of its own (a compile error, see its docs). A request reaching a

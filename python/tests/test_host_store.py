@@ -197,6 +197,28 @@ def test_a_request_answered_as_handled_already_stays_recorded_until_acknowledged
     assert applied.already("1-0 s")
 
 
+def test_an_earlier_record_is_written_again_while_recent() -> None:
+    """What an earlier activation recorded is in every record this one writes, read or
+    not, while it is recent (a request pending on a dead member may come back after this
+    activation wrote and moved on); one sent longer ago, or not a request's key, is left
+    out (as ``applied.rs``)."""
+    import time
+
+    from conclib._host_store import EARLIER_KEPT_MS, Applied
+
+    now = int(time.time() * 1000)
+    recent, old = f"{now - 1000}-0 s", f"{now - EARLIER_KEPT_MS - 1000}-0 s"
+    applied = Applied()
+    applied.opened(f"{recent}\n{old}\nnot a key\n\u00b2-0 s".encode())
+    assert applied.record(f"{now}-1 s") == f"{recent}\n{now}-1 s"
+    assert applied.record(None) == recent
+    assert applied.already(recent)
+    assert applied.record(None) == recent, "its own until acknowledged"
+    applied.acked(recent)
+    assert applied.record(None) == ""
+    assert applied.already(old), "still known, though not written"
+
+
 def test_a_request_keeps_its_identity_when_passed_on() -> None:
     """A request's identity in the record is its first entry: the one a system that passed
     it on read it as (``first``), else the one a takeover moved it from (``moved``), else

@@ -608,6 +608,97 @@ pub(crate) async fn a_request_passed_on_is_known_by_its_first_entry() {
     refused.answered_once("passed on").await;
 }
 
+/// What an earlier activation recorded with the state stays in the records of the next,
+/// read or not, so that a request pending on a member that died comes back known to every
+/// activation after it: here the request answered as handled already (count 1), a second
+/// activation that never reads it saves another `Incr` (count 2) and stops, and a copy of
+/// the request passed on (as `forward.rs` writes it, by the test) reaches a third
+/// activation, which answers it as handled already. Before the record kept it, the second
+/// activation's write left it out and the third counted it again (3).
+pub(crate) async fn a_request_recorded_by_an_earlier_activation_is_known_two_activations_on() {
+    let refused = AnswerRefused::start("earlier").await;
+    let (admin, ns, user) = (&refused.admin, &refused.ns, &refused.user);
+    let (stream, id) = refused.entry.clone();
+    command(
+        admin,
+        &["ACL", "SETUSER", user, "resetkeys", &format!("~{ns}:*")],
+    )
+    .await
+    .unwrap();
+    let (no_response, answer) = tokio::time::timeout(Duration::from_secs(40), refused.asking)
+        .await
+        .expect("the ask is answered")
+        .unwrap();
+    assert!(no_response, "answered as handled already: {answer}");
+    let client = &refused.client;
+    let stopped = || async {
+        client.tell("acct:1", Quit).await.unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "the activation stopped",
+            || async { refused.proxy.activations().is_empty() },
+        )
+        .await;
+    };
+    stopped().await;
+    assert_eq!(client.ask("acct:1", Incr(2)).await, Ok(()));
+    assert_eq!(client.ask("acct:1", Total).await, Ok(2));
+    stopped().await;
+    // The request passed on, as a member that read it again would.
+    let entry = command(admin, &["XRANGE", &stream, &id, &id])
+        .await
+        .unwrap();
+    let Value::Array(mut entries) = entry else {
+        panic!("the entry: {entry:?}")
+    };
+    let Some(Value::Array(mut parts)) = entries.pop() else {
+        panic!("an entry")
+    };
+    let Some(Value::Array(fields)) = parts.pop() else {
+        panic!("its fields")
+    };
+    let mut words: Vec<String> = vec!["XADD".into(), stream.clone(), "*".into()];
+    words.extend(fields.iter().map(|v| v.as_string().unwrap()));
+    words.extend(["first".to_owned(), format!("{id} {stream}")]);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let copy = command(admin, &words).await.unwrap().as_string().unwrap();
+    let entry_ms_seq = |id: &str| -> (u64, u64) {
+        let (ms, seq) = id.split_once('-').unwrap();
+        (ms.parse().unwrap(), seq.parse().unwrap())
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the copy read and acknowledged",
+        || async {
+            let groups = command(admin, &["XINFO", "GROUPS", &stream]).await.unwrap();
+            let Value::Array(groups) = groups else {
+                return false;
+            };
+            groups.iter().any(|g| {
+                let Value::Array(f) = g else { return false };
+                let field = |name: &str| {
+                    f.chunks(2)
+                        .find(|kv| kv[0].as_string().as_deref() == Some(name))
+                        .map(|kv| kv[1].clone())
+                };
+                field("name").and_then(|v| v.as_string()).as_deref() == Some("proxy")
+                    && field("pending").and_then(|v| v.as_i64()) == Some(0)
+                    && field("last-delivered-id")
+                        .and_then(|v| v.as_string())
+                        .is_some_and(|last| entry_ms_seq(&last) >= entry_ms_seq(&copy))
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        client.ask("acct:1", Total).await,
+        Ok(2),
+        "a request an activation two before recorded is not applied again"
+    );
+    client.shutdown().await;
+    refused.proxy.shutdown().await.unwrap();
+}
+
 pub(crate) async fn an_idle_activation_saves_frees_its_urn_and_comes_back() {
     let config = config("idle");
     let system = ActorSystem::new("idle-sys");

@@ -46,6 +46,7 @@ fn main() {
         a_request_saved_by_a_holder_killed_before_its_acknowledgement_counts_once,
         a_request_read_again_after_its_answer_failed_counts_once,
         a_request_passed_on_is_known_by_its_first_entry,
+        a_request_recorded_by_an_earlier_activation_is_known_two_activations_on,
         an_idle_activation_saves_frees_its_urn_and_comes_back,
         a_constructor_that_refuses_answers_unknown_urn,
         joins_that_cannot_be_and_requests_for_other_urns_are_refused,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -57,6 +58,19 @@ def request_key(stream: str, entry: bytes, fields: Mapping[bytes, bytes]) -> str
     return first_entry(fields) or f"{entry.decode()} {stream}"
 
 
+# How long after a request was first sent (its entry id's time) an activation keeps it in the
+# records it writes when an earlier activation recorded it (as ``applied.rs``'s
+# ``EARLIER_KEPT``): many times a lease, in which a dead member's pending requests come back.
+EARLIER_KEPT_MS = 300_000
+
+
+def _recent(key: str, now_ms: float) -> bool:
+    """Whether request ``key`` (``<ms>-<seq> <stream>``) was first sent within
+    ``EARLIER_KEPT_MS`` of ``now_ms`` (this process's clock)."""
+    ms = key.split("-", 1)[0]
+    return ms.isascii() and ms.isdigit() and abs(int(ms) - now_ms) <= EARLIER_KEPT_MS
+
+
 class Applied:
     """What one activation knows of the requests whose handling wrote its state."""
 
@@ -85,7 +99,12 @@ class Applied:
         return False
 
     def record(self, handling: str | None) -> str:
+        """The record a write stores: the requests not acknowledged yet, those an earlier
+        activation recorded while recent (``EARLIER_KEPT_MS``: one pending on a dead member
+        may come back after this activation wrote and moved on), and ``handling``."""
         keys = list(self.unacked)
+        now = time.time() * 1000
+        keys.extend(k for k in self.earlier if _recent(k, now))
         if handling is not None and handling not in keys:
             keys.append(handling)
         return "\n".join(keys)

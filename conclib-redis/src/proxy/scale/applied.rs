@@ -20,13 +20,27 @@
 //! write is found): a write from a task the handler spawned is not recorded. A request
 //! leaves the record once acknowledged, so the record holds at most the activation's
 //! requests this proxy has taken and not acknowledged.
+//!
+//! What an earlier activation recorded stays in each record this one writes, read or not,
+//! for [`EARLIER_KEPT`] after the request was first sent: such a request may still be
+//! pending on a member that died, and come back once that member's lease lapsed, after
+//! this activation wrote and was moved on (a record without it would let the next one
+//! handle it again). A request read again later than that (by a member paused, or down
+//! with no other member to take its requests, for longer) may be handled again.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use conclib_core::trace::TraceContext;
 
+use crate::proxy::serve::clock::now_ms;
 use crate::unacked::EntryId;
+
+/// How long after a request was first sent (its entry id's time) an activation keeps it in
+/// the records it writes when an earlier activation recorded it: many times a lease, in
+/// which a dead member's pending requests come back.
+const EARLIER_KEPT: Duration = Duration::from_secs(300);
 
 /// A request: its entry id and stream (`<ms>-<seq> <stream key>`).
 pub(in crate::proxy) type RequestKey = String;
@@ -77,13 +91,22 @@ impl Applied {
         });
         let unacked = lock(&self.unacked);
         let mut record = unacked.join("\n");
-        if let Some(key) = &current
-            && !unacked.contains(key)
-        {
+        let mut add = |key: &str| {
             if !record.is_empty() {
                 record.push('\n');
             }
             record.push_str(key);
+        };
+        let now = now_ms();
+        for key in lock(&self.earlier).iter() {
+            if recent(key, now) {
+                add(key);
+            }
+        }
+        if let Some(key) = &current
+            && !unacked.contains(key)
+        {
+            add(key);
         }
         (current, record)
     }
@@ -130,6 +153,14 @@ impl Applied {
         }
         false
     }
+}
+
+/// Whether request `key` (`<ms>-<seq> <stream>`) was first sent within [`EARLIER_KEPT`] of
+/// `now` (ms, this process's clock: minutes against a clock skew of seconds at most).
+fn recent(key: &str, now: i64) -> bool {
+    key.split_once('-')
+        .and_then(|(ms, _)| ms.parse::<i64>().ok())
+        .is_some_and(|ms| ms.abs_diff(now) <= EARLIER_KEPT.as_millis() as u64)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -200,5 +231,40 @@ mod tests {
         assert!(!applied.already("2-5 s"));
         assert_eq!(applied.writing(), (None, String::new()));
         assert!(applied.already("1-0 s"));
+    }
+
+    /// What an earlier activation recorded is in every record this one writes, read or
+    /// not, while it is recent: a request pending on a dead member may come back after
+    /// this activation wrote and moved on. One sent longer ago, or not a request's key,
+    /// is left out.
+    #[test]
+    fn an_earlier_record_is_written_again_while_recent() {
+        let now = now_ms();
+        let old = now - EARLIER_KEPT.as_millis() as i64 - 1000;
+        let (recent_key, old_key) = (format!("{}-0 s", now - 1000), format!("{old}-0 s"));
+        let applied = Applied::default();
+        applied.opened(format!("{recent_key}\n{old_key}\nnot a key").as_bytes());
+        let trace = TraceContext::new_root();
+        let handling = request_key(
+            "s",
+            EntryId {
+                ms: now as u64,
+                seq: 1,
+            },
+        );
+        applied.begin(trace, handling.clone());
+        assert_eq!(
+            write_in(&applied, trace),
+            format!("{recent_key}\n{handling}"),
+            "the recent earlier key kept, unread, beside the request handled"
+        );
+        applied.acked(&handling);
+        assert_eq!(applied.writing(), (None, recent_key.clone()));
+        // Read, it is this activation's own until acknowledged, then out of the record.
+        assert!(applied.already(&recent_key));
+        assert_eq!(applied.writing(), (None, recent_key.clone()));
+        applied.acked(&recent_key);
+        assert_eq!(applied.writing(), (None, String::new()));
+        assert!(applied.already(&old_key), "still known, though not written");
     }
 }

@@ -40,7 +40,8 @@ impl Clock {
     }
 }
 
-fn now_ms() -> i64 {
+/// This process's clock now, in ms since the Unix epoch.
+pub(in crate::proxy) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
