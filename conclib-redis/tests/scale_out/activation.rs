@@ -544,6 +544,33 @@ impl AnswerRefused {
         }
     }
 
+    /// Appends a copy of the request read again to its stream, as `forward.rs` passes a
+    /// request on (its fields, and `first` naming the entry): the copy's entry id.
+    async fn pass_on_a_copy(&self) -> String {
+        let (stream, id) = &self.entry;
+        let entry = command(&self.admin, &["XRANGE", stream, id, id])
+            .await
+            .unwrap();
+        let Value::Array(mut entries) = entry else {
+            panic!("the entry: {entry:?}")
+        };
+        let Some(Value::Array(mut parts)) = entries.pop() else {
+            panic!("an entry")
+        };
+        let Some(Value::Array(fields)) = parts.pop() else {
+            panic!("its fields")
+        };
+        let mut words: Vec<String> = vec!["XADD".into(), stream.clone(), "*".into()];
+        words.extend(fields.iter().map(|v| v.as_string().unwrap()));
+        words.extend(["first".to_owned(), format!("{id} {stream}")]);
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        command(&self.admin, &words)
+            .await
+            .unwrap()
+            .as_string()
+            .unwrap()
+    }
+
     /// Answers may be written again: the request read again is answered as handled already
     /// (`NoResponse`: its effect is in the state, its answer was lost), and the count is 1.
     async fn answered_once(self, what: &str) {
@@ -589,22 +616,7 @@ pub(crate) async fn a_request_read_again_after_its_answer_failed_counts_once() {
 /// and the count stays 1 (it was 2 before the field was read).
 pub(crate) async fn a_request_passed_on_is_known_by_its_first_entry() {
     let refused = AnswerRefused::start("passedon").await;
-    let (admin, (stream, id)) = (&refused.admin, &refused.entry);
-    let entry = command(admin, &["XRANGE", stream, id, id]).await.unwrap();
-    let Value::Array(mut entries) = entry else {
-        panic!("the pending entry: {entry:?}")
-    };
-    let Some(Value::Array(mut parts)) = entries.pop() else {
-        panic!("an entry")
-    };
-    let Some(Value::Array(fields)) = parts.pop() else {
-        panic!("its fields")
-    };
-    let mut words: Vec<String> = vec!["XADD".into(), stream.clone(), "*".into()];
-    words.extend(fields.iter().map(|v| v.as_string().unwrap()));
-    words.extend(["first".to_owned(), format!("{id} {stream}")]);
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    command(admin, &words).await.unwrap();
+    refused.pass_on_a_copy().await;
     refused.answered_once("passed on").await;
 }
 
@@ -616,16 +628,16 @@ pub(crate) async fn a_request_passed_on_is_known_by_its_first_entry() {
 /// activation, which answers it as handled already. Before the record kept it, the second
 /// activation's write left it out and the third counted it again (3).
 pub(crate) async fn a_request_recorded_by_an_earlier_activation_is_known_two_activations_on() {
-    let refused = AnswerRefused::start("earlier").await;
+    let mut refused = AnswerRefused::start("earlier").await;
     let (admin, ns, user) = (&refused.admin, &refused.ns, &refused.user);
-    let (stream, id) = refused.entry.clone();
+    let stream = refused.entry.0.clone();
     command(
         admin,
         &["ACL", "SETUSER", user, "resetkeys", &format!("~{ns}:*")],
     )
     .await
     .unwrap();
-    let (no_response, answer) = tokio::time::timeout(Duration::from_secs(40), refused.asking)
+    let (no_response, answer) = tokio::time::timeout(Duration::from_secs(40), &mut refused.asking)
         .await
         .expect("the ask is answered")
         .unwrap();
@@ -645,23 +657,7 @@ pub(crate) async fn a_request_recorded_by_an_earlier_activation_is_known_two_act
     assert_eq!(client.ask("acct:1", Total).await, Ok(2));
     stopped().await;
     // The request passed on, as a member that read it again would.
-    let entry = command(admin, &["XRANGE", &stream, &id, &id])
-        .await
-        .unwrap();
-    let Value::Array(mut entries) = entry else {
-        panic!("the entry: {entry:?}")
-    };
-    let Some(Value::Array(mut parts)) = entries.pop() else {
-        panic!("an entry")
-    };
-    let Some(Value::Array(fields)) = parts.pop() else {
-        panic!("its fields")
-    };
-    let mut words: Vec<String> = vec!["XADD".into(), stream.clone(), "*".into()];
-    words.extend(fields.iter().map(|v| v.as_string().unwrap()));
-    words.extend(["first".to_owned(), format!("{id} {stream}")]);
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let copy = command(admin, &words).await.unwrap().as_string().unwrap();
+    let copy = refused.pass_on_a_copy().await;
     let entry_ms_seq = |id: &str| -> (u64, u64) {
         let (ms, seq) = id.split_once('-').unwrap();
         (ms.parse().unwrap(), seq.parse().unwrap())
