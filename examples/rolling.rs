@@ -105,6 +105,9 @@ pub struct Options {
     pub ask_timeout: Duration,
     /// Load before the first replacement (the steady state measured), and after the last.
     pub steady: Duration,
+    /// How long the driver waits after a replacement before the next one (as an
+    /// orchestrator's `minReadySeconds` would), part of the roll; zero by default.
+    pub between: Duration,
     /// Whether a member is drained (SIGTERM) before it exits; `false`: it shuts down
     /// without draining (its standard input closed), for comparison.
     pub drain: bool,
@@ -458,6 +461,10 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
         report.handed += words.get(1).copied().unwrap_or(0);
         pauses.push(words.get(2).copied().unwrap_or(0));
         members.push(successor);
+        if i + 1 < options.members && !options.between.is_zero() {
+            steps.mark(format!("m{i} waits before the next"));
+            tokio::time::sleep(options.between).await;
+        }
     }
     let roll_end = micros_now();
     report.pause_p99_ms = pauses.into_iter().max().unwrap_or(0);

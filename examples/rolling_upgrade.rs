@@ -12,7 +12,9 @@
 //! --py-callers 3 --in-flight 32 --reminders 20 --steady-ms 5000` (Python callers: the
 //! Python client's interpreter, `python/venv.sh`, else none; `--rate N`: each caller
 //! process sends N calls a second, its asks timed from when they were due, where the
-//! default `0` sends without pause, as many as the machine answers; `--stop shutdown`: members shut down without draining,
+//! default `0` sends without pause, as many as the machine answers; `--between-ms N`: the
+//! driver waits N ms after each replacement before the next, within the roll (default 0);
+//! `--stop shutdown`: members shut down without draining,
 //! for comparison; `--phases`: the roll's asks by the step of a replacement they started in,
 //! on standard error). Every process it starts is killed by PID if it
 //! overstays; `examples/tests/rolling_upgrade.rs` is its short form under `cargo test`.
@@ -54,6 +56,7 @@ fn main() -> Result<(), BoxError> {
         reminders: flag("--reminders", "20").parse()?,
         ask_timeout: Duration::from_millis(flag("--timeout-ms", "5000").parse()?),
         steady: Duration::from_millis(flag("--steady-ms", "5000").parse()?),
+        between: Duration::from_millis(flag("--between-ms", "0").parse()?),
         drain: flag("--stop", "drain") != "shutdown",
         phases: args.iter().any(|a| a == "--phases"),
     };

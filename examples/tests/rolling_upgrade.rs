@@ -32,6 +32,7 @@ async fn members_replaced_one_by_one_under_load_fail_no_request() {
         ask_timeout: Duration::from_secs(5),
         steady: Duration::from_secs(2),
         drain: true,
+        between: Duration::ZERO,
         phases: false,
     };
     let report = rolling::run(&options).await.expect("the scenario runs");
