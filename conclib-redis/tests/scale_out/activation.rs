@@ -572,8 +572,8 @@ impl AnswerRefused {
     }
 
     /// Answers may be written again: the request read again is answered as handled already
-    /// (`NoResponse`: its effect is in the state, its answer was lost), and the count is 1.
-    async fn answered_once(self, what: &str) {
+    /// (`NoResponse`: its effect is in the state, its answer was lost).
+    async fn answers_again(&mut self, what: &str) {
         let (admin, ns, user) = (&self.admin, &self.ns, &self.user);
         command(
             admin,
@@ -581,7 +581,7 @@ impl AnswerRefused {
         )
         .await
         .unwrap();
-        let (no_response, answer) = tokio::time::timeout(Duration::from_secs(40), self.asking)
+        let (no_response, answer) = tokio::time::timeout(Duration::from_secs(40), &mut self.asking)
             .await
             .expect("the ask is answered")
             .unwrap();
@@ -589,6 +589,11 @@ impl AnswerRefused {
             no_response,
             "{what}: answered NoResponse, not handled again: {answer}"
         );
+    }
+
+    /// [`answers_again`](Self::answers_again), and the count is 1.
+    async fn answered_once(mut self, what: &str) {
+        self.answers_again(what).await;
         assert_eq!(
             self.client.ask("acct:1", Total).await,
             Ok(1),
@@ -629,20 +634,9 @@ pub(crate) async fn a_request_passed_on_is_known_by_its_first_entry() {
 /// activation's write left it out and the third counted it again (3).
 pub(crate) async fn a_request_recorded_by_an_earlier_activation_is_known_two_activations_on() {
     let mut refused = AnswerRefused::start("earlier").await;
-    let (admin, ns, user) = (&refused.admin, &refused.ns, &refused.user);
+    refused.answers_again("read again").await;
+    let (admin, client) = (&refused.admin, &refused.client);
     let stream = refused.entry.0.clone();
-    command(
-        admin,
-        &["ACL", "SETUSER", user, "resetkeys", &format!("~{ns}:*")],
-    )
-    .await
-    .unwrap();
-    let (no_response, answer) = tokio::time::timeout(Duration::from_secs(40), &mut refused.asking)
-        .await
-        .expect("the ask is answered")
-        .unwrap();
-    assert!(no_response, "answered as handled already: {answer}");
-    let client = &refused.client;
     let stopped = || async {
         client.tell("acct:1", Quit).await.unwrap();
         eventually(

@@ -158,9 +158,10 @@ impl Applied {
 /// Whether request `key` (`<ms>-<seq> <stream>`) was first sent within [`EARLIER_KEPT`] of
 /// `now` (ms, this process's clock: minutes against a clock skew of seconds at most).
 fn recent(key: &str, now: i64) -> bool {
-    key.split_once('-')
-        .and_then(|(ms, _)| ms.parse::<i64>().ok())
-        .is_some_and(|ms| ms.abs_diff(now) <= EARLIER_KEPT.as_millis() as u64)
+    let id = key.split_once(' ').map_or(key, |(id, _)| id);
+    EntryId::parse(id.as_bytes()).is_some_and(|id| {
+        id.ms.abs_diff(u64::try_from(now).unwrap_or(0)) <= EARLIER_KEPT.as_millis() as u64
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
