@@ -38,8 +38,8 @@
 //! version 2) and it answers a new message, `Audit`. Every other caller process is of
 //! build 2 too: it tells build 2's `Add` from the start (build 1 members decode it: the
 //! calls travel in MessagePack, fields by name), and asks `Audit` once the first build 2
-//! member serves (a build 1 member holding the URN hands it to a build 2 member,
-//! `proxy/scale/versions.rs`). `decode_errors` counts the asks refused
+//! member serves, or the first `new_message_from` (a build 1 member holding the URN hands
+//! it to a build 2 member, `proxy/scale/versions.rs`). `decode_errors` counts the asks refused
 //! `UnsupportedVersion` as well.
 
 use std::collections::BTreeMap;
@@ -108,6 +108,11 @@ pub struct Options {
     /// How long the driver waits after a replacement before the next one (as an
     /// orchestrator's `minReadySeconds` would), part of the roll; zero by default.
     pub between: Duration,
+    /// How many members of build 2 serve when build 2's callers begin to ask `Audit`
+    /// (at most `members`: before the last drain); 1 by default, as soon as one serves.
+    /// A team that deploys a new message's callers once most members have the message
+    /// spreads its first moves over those members (BENCHMARKS.md, "Rolling upgrade").
+    pub new_message_from: usize,
     /// Whether a member is drained (SIGTERM) before it exits; `false`: it shuts down
     /// without draining (its standard input closed), for comparison.
     pub drain: bool,
@@ -430,8 +435,8 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
         steps.mark(format!("m{i} successor start"));
         let successor = start_member(options, url, &format!("m{i}-v2"), "2", ticks_dir).await?;
         steps.mark(format!("m{i} successor ready"));
-        if i == 0 {
-            // A build 2 member serves: build 2's callers ask what only it has.
+        if i + 1 == options.new_message_from.clamp(1, options.members) {
+            // Enough build 2 members serve: build 2's callers ask what only they have.
             for c in &mut callers {
                 c.say("v2").await?;
             }

@@ -14,6 +14,8 @@
 //! process sends N calls a second, its asks timed from when they were due, where the
 //! default `0` sends without pause, as many as the machine answers; `--between-ms N`: the
 //! driver waits N ms after each replacement before the next, within the roll (default 0);
+//! `--new-message-from N`: build 2's callers ask `Audit` once N members of build 2 serve
+//! (default 1, at most 3);
 //! `--stop shutdown`: members shut down without draining,
 //! for comparison; `--phases`: the roll's asks by the step of a replacement they started in,
 //! on standard error). Every process it starts is killed by PID if it
@@ -57,6 +59,7 @@ fn main() -> Result<(), BoxError> {
         ask_timeout: Duration::from_millis(flag("--timeout-ms", "5000").parse()?),
         steady: Duration::from_millis(flag("--steady-ms", "5000").parse()?),
         between: Duration::from_millis(flag("--between-ms", "0").parse()?),
+        new_message_from: flag("--new-message-from", "1").parse()?,
         drain: flag("--stop", "drain") != "shutdown",
         phases: args.iter().any(|a| a == "--phases"),
     };

@@ -33,6 +33,7 @@ async fn members_replaced_one_by_one_under_load_fail_no_request() {
         steady: Duration::from_secs(2),
         drain: true,
         between: Duration::ZERO,
+        new_message_from: 1,
         phases: false,
     };
     let report = rolling::run(&options).await.expect("the scenario runs");
