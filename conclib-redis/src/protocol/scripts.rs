@@ -528,6 +528,36 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
 end
 return {moved, expired, waited}";
 
+/// `KEYS[1]` = a draining system's request stream, `ARGV[1]` = its consumer group. Deletes
+/// the stream when nothing in it waits (none pending, none never delivered): 1, else 0. Run
+/// by a drained Rust member and a stopping Python actor host after they swept their
+/// stream with [`TAKE_OVER_SCRIPT`]: a client that appends there afterwards finds it gone
+/// and looks the URN up again.
+pub(crate) const CLOSE_DRAINED_SCRIPT: &str = r"local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
+if not ok then return 1 end
+local pending, delivered = nil, '0-0'
+for _, g in ipairs(groups) do
+  local name
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+  end
+  if name == ARGV[1] then
+    for i = 1, #g, 2 do
+      if g[i] == 'pending' then pending = g[i + 1] elseif g[i] == 'last-delivered-id' then delivered = g[i + 1] end
+    end
+  end
+end
+if pending == nil or pending > 0 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then
+  local lm, ls = string.match(last[1][1], '^(%d+)-(%d+)$')
+  local dm, ds = string.match(delivered, '^(%d+)-(%d+)$')
+  lm, ls, dm, ds = tonumber(lm), tonumber(ls), tonumber(dm), tonumber(ds)
+  if lm > dm or (lm == dm and ls > ds) then return 0 end
+end
+redis.call('DEL', KEYS[1])
+return 1";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,6 +593,7 @@ mod tests {
                 ("PLACE_SCRIPT", PLACE_SCRIPT),
                 ("GROUP_FORGET_SCRIPT", GROUP_FORGET_SCRIPT),
                 ("TAKE_OVER_SCRIPT", TAKE_OVER_SCRIPT),
+                ("CLOSE_DRAINED_SCRIPT", CLOSE_DRAINED_SCRIPT),
                 ("STATE_OPEN_SCRIPT", STATE_OPEN_SCRIPT),
                 ("STATE_SAVE_SCRIPT", STATE_SAVE_SCRIPT),
                 ("STATE_CLOSE_SCRIPT", STATE_CLOSE_SCRIPT),

@@ -60,7 +60,7 @@ use super::scale::{eviction, group, passivation, placement, takeover};
 use super::shared::{Role, Shared};
 use crate::conn::{owned, s};
 use crate::error::ServeError;
-use crate::protocol::CONSUMER_GROUP;
+use crate::protocol::{self, CONSUMER_GROUP};
 use crate::script::Script;
 
 /// What a [`drain`](crate::ProxyHandle::drain) did.
@@ -276,40 +276,15 @@ const CLOSE_ATTEMPTS: usize = 3;
 /// The pause between later sweeps.
 const CLOSE_PAUSE: Duration = Duration::from_millis(5);
 
-/// `KEYS[1]` = the system's request stream, `ARGV[1]` = its consumer group. Deletes the
-/// stream when nothing in it waits (none pending, none never delivered): 1, else 0.
-const CLOSE_DRAINED_SCRIPT: &str = r"local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
-if not ok then return 1 end
-local pending, delivered = nil, '0-0'
-for _, g in ipairs(groups) do
-  local name
-  for i = 1, #g, 2 do
-    if g[i] == 'name' then name = g[i + 1] end
-  end
-  if name == ARGV[1] then
-    for i = 1, #g, 2 do
-      if g[i] == 'pending' then pending = g[i + 1] elseif g[i] == 'last-delivered-id' then delivered = g[i + 1] end
-    end
-  end
-end
-if pending == nil or pending > 0 then return 0 end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if #last > 0 then
-  local lm, ls = string.match(last[1][1], '^(%d+)-(%d+)$')
-  local dm, ds = string.match(delivered, '^(%d+)-(%d+)$')
-  lm, ls, dm, ds = tonumber(lm), tonumber(ls), tonumber(dm), tonumber(ds)
-  if lm > dm or (lm == dm and ls > ds) then return 0 end
-end
-redis.call('DEL', KEYS[1])
-return 1";
-
-/// Deletes the system's stream if nothing in it waits ([`CLOSE_DRAINED_SCRIPT`]): whether
+/// Deletes the system's stream if nothing in it waits
+/// ([`CLOSE_DRAINED_SCRIPT`](protocol::CLOSE_DRAINED_SCRIPT)): whether
 /// it is gone. Not in a Redis Cluster (nothing is swept there).
 async fn close_stream(shared: &Shared) -> bool {
     if shared.cmd.is_clustered() || !matches!(shared.role, Role::System) {
         return true;
     }
-    static CLOSE_DRAINED: LazyLock<Script> = LazyLock::new(|| Script::new(CLOSE_DRAINED_SCRIPT));
+    static CLOSE_DRAINED: LazyLock<Script> =
+        LazyLock::new(|| Script::new(protocol::CLOSE_DRAINED_SCRIPT));
     let closed = CLOSE_DRAINED
         .eval(
             &shared.cmd,

@@ -286,6 +286,13 @@ class Serving:
             lane.leave(req)
             return
         if got == 0:
+            # The owner's stream is gone (it stopped, or drained, after its key was read): a
+            # pattern's URN goes to the pattern's group, whose member frees the key and
+            # activates the URN, as the Rust member's `forward` does.
+            pattern = self._pattern_for(req.urn)
+            if pattern is not None and owner != pattern.group:
+                await self._forward(lane, req, pattern.group)
+                return
             lane.answer(req, Status.NOT_OWNER, f"URN {req.urn} is served by system {owner}".encode(), True)
         else:
             lane.settle(req)

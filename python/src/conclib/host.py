@@ -50,7 +50,7 @@ from typing import Any
 
 from ._host_config import HostConfig
 from ._host_lane import Lane
-from ._host_group import claim_from_gone, more_pending, take_over_gone
+from ._host_group import claim_from_gone, close_drained, more_pending, sweep_own_stream, take_over_gone
 from ._host_lease import Lease, Scripts
 from ._host_urn_keys import UrnKeys
 from ._host_mailbox import Mailbox
@@ -79,6 +79,10 @@ HOST_COMMAND_S = 5.0
 
 # How often the upkeep looks for gone members at most (seconds).
 LOOK_AT_MOST = 0.1
+
+# How long the clients' routes to this host looked up before a stop may still be cached
+# (seconds): the Rust and Python clients' default ``resolve_cache_ttl``.
+ROUTES_CACHED = 1.0
 
 
 class ActorHost:
@@ -273,7 +277,12 @@ class ActorHost:
 
     async def stop(self) -> None:
         """Stops reading, finishes what its actors are handling, passivates every activation
-        (its URN keys released) and releases its URNs and leases."""
+        (its URN keys released), moves what is left in its own stream for its patterns' URNs
+        to the members that serve them now (else to the patterns' groups) and deletes that
+        stream, and releases its URNs and leases: the others serve what it served, and no
+        request sent to it is lost (``tests/test_host_stop.py``). SIGTERM in a process that
+        calls it (as ``conclib-pyserver`` and ``tests/mirror_host.py`` do) is how a member
+        is replaced in a rolling update."""
         if self._stopped.is_set() or self.redis is None:
             self._stopped.set()
             return
@@ -285,22 +294,31 @@ class ActorHost:
         for sub in self.subscriptions:
             if sub.task is not None:
                 sub.task.cancel()
+        held = self.lease is not None and not self.lease.lost
+        if held:
+            # Out of the patterns' directories first: no member places a URN here from now on.
+            for p in self._patterns:
+                await self.redis.hdel(self.keys.placement(p.prefix), self.system)
         for lane in self._lanes:
             lane.halt()
-        for s in self._fixed.values():
-            await self._drained(s.mailbox)
+        # What the actors took is handled here (each mailbox bounded, all at once); what is
+        # left unread, or queued past the bound, stays pending and is moved below.
+        mailboxes = [s.mailbox for s in self._fixed.values()]
+        mailboxes += [live.mailbox for p in self._patterns for live in p.live.values()]
+        await asyncio.gather(*(self._drained(m) for m in mailboxes))
         if self._serving is not None:
             for p in self._patterns:
                 for urn in list(p.live):
                     await self._serving.passivate(p, urn)
         for lane in self._lanes:
             await lane.stop()
-        if self.lease is not None and not self.lease.lost:
+        if held and self._patterns:
+            await self._sweep_and_close()
+        if held:
+            assert self.lease is not None
             owned = [u for u in self._fixed if u not in self._conflicts and u not in self._shared]
             for u in owned:
                 await self.scripts.release(keys=[self.keys.urn(u)], args=[self.system])  # type: ignore[union-attr]
-            for p in self._patterns:
-                await self.redis.hdel(self.keys.placement(p.prefix), self.system)
             for m in self._member_leases:
                 await m.release()
             await self.lease.release()
@@ -309,6 +327,44 @@ class ActorHost:
             await self.client.close()
         await close_client(self.redis)
         await close_client(self._lane_redis)
+
+    async def _sweep_and_close(self) -> None:
+        """Moves what is left in this host's own stream for its patterns' URNs to the members
+        holding them now, else to the patterns' groups, and deletes the stream, as a drained
+        Rust member does (``proxy/drain.rs``, steps 4 and 5): a client whose route here was
+        cached before the releases then finds the stream gone and looks the URN up again. A
+        request appended between a sweep and the delete makes the delete refuse: swept
+        again, until the routes cached before the releases have lapsed. A host that serves
+        actors of its own keeps its stream (their requests wait there for its successor):
+        swept once more once those routes have lapsed."""
+        assert self.redis is not None and self.scripts is not None
+        urn_ttl_ms = int(self.config.urn_ttl * 1000)
+        released = time.monotonic()
+
+        async def sweep() -> None:
+            for p in self._patterns:
+                await sweep_own_stream(self.redis, self.scripts, self.keys, p.prefix, self.system, urn_ttl_ms)
+
+        try:
+            if self._fixed:
+                await sweep()
+                await asyncio.sleep(ROUTES_CACHED)
+                await sweep()
+                return
+            attempts = 0
+            while True:
+                attempts += 1
+                await sweep()
+                if await close_drained(self.redis, self.scripts, self.keys, self.system):
+                    return
+                if attempts >= 3:
+                    if time.monotonic() - released >= ROUTES_CACHED:
+                        log.warning("the stopped host's stream holds requests no sweep moves; left in place")
+                        return
+                    await asyncio.sleep(0.005)
+        except Exception as e:
+            # Redis out of reach: what is left waits for a member's takeover of a gone system.
+            log.warning("could not move what is left in the stopped host's stream: %s", e)
 
     async def _drained(self, mailbox: Mailbox, within: float = 5.0) -> None:
         end = time.monotonic() + within

@@ -1,0 +1,189 @@
+"""A Python actor host stopped by SIGTERM under load (``ActorHost.stop``, what a rolling
+update does to each member): what its clients sent it is served by the members left, Rust or
+Python. Before the stop swept its own stream, the requests appended there by clients whose
+route to it was cached (a tell, an ask) stayed unread once it was gone: tells lost, asks
+timed out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import conclib
+from conftest import PythonHost, RedisServer, RustServer, run, wait_until
+
+CALLERS = 64
+ASK_TIMEOUT = 2.0
+# A call that returns later than its timeout by more than this overran it.
+MARGIN = 0.5
+
+
+def _holders(raw_redis: Any, ns: str, urns: list[str]) -> dict[str, str]:
+    values = raw_redis.mget([f"{ns}:urn:{u}" for u in urns])
+    return {u: v.decode() for u, v in zip(urns, values) if v is not None}
+
+
+async def _final_counts(client: conclib.AsyncClient, urns: list[str], accepted: dict[str, int]) -> dict[str, int]:
+    """Each URN's count once it reaches the tells accepted for it (every one handled), or
+    after 15 s."""
+    counts: dict[str, int] = {}
+
+    async def final(urn: str) -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            counts[urn] = await client.ask(urn, "test.Count", timeout=5)
+            if counts[urn] >= accepted[urn] or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(final(u) for u in urns))
+    return counts
+
+
+def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServer, raw_redis: Any) -> None:
+    """Two Python members and a Rust member serve ``py:tally:{id}``; 64 callers tell
+    ``test.Incr`` without pause and ask ``test.Count`` every 8th call. The Python members
+    are stopped (SIGTERM) one after the other, each holding URNs: every accepted tell is
+    counted once, every ask is answered within its timeout, and each stopped member's stream
+    is gone (a client still routed there looks the URN up again)."""
+    url = redis_server.url
+    ns = f"stop-{uuid.uuid4().hex[:6]}"
+    first = PythonHost(url, ns, "--pattern-only", "--system", "py-one")
+    second: PythonHost | None = None
+    rust: RustServer | None = None
+    urns = [f"py:tally:{i}" for i in range(CALLERS)]
+    accepted = dict.fromkeys(urns, 0)
+    failed_tells = dict.fromkeys(urns, 0)
+    ask_errors: list[str] = []
+    overran: list[float] = []
+    stops: dict[str, tuple[int | None, float]] = {}
+    try:
+        second = PythonHost(url, ns, "--pattern-only", "--system", "py-two")
+        rust = RustServer(url, ns, "rust-m")
+
+        async def caller(client: conclib.AsyncClient, urn: str, stop: asyncio.Event) -> None:
+            n = 0
+            while not stop.is_set():
+                try:
+                    await client.tell(urn, "test.Incr")
+                    accepted[urn] += 1
+                except conclib.ConclibError:
+                    failed_tells[urn] += 1
+                    await asyncio.sleep(0)  # a closed client fails at once: let a cancel in
+                n += 1
+                if n % 8 == 0:  # paced by the actor: a backlog of at most 8 tells
+                    began = time.monotonic()
+                    try:
+                        await client.ask(urn, "test.Count", timeout=ASK_TIMEOUT)
+                    except conclib.ConclibError as e:
+                        ask_errors.append(f"{urn}: {type(e).__name__}: {e}")
+                        await asyncio.sleep(0)
+                    took = time.monotonic() - began
+                    if took > ASK_TIMEOUT + MARGIN:
+                        overran.append(took)
+
+        async def stop_member(name: str, host: PythonHost) -> None:
+            began = time.monotonic()
+            code = await asyncio.to_thread(host.stop)  # SIGTERM; SIGKILL after 10 s
+            stops[name] = (code, time.monotonic() - began)
+
+        async def main() -> dict[str, int]:
+            stop = asyncio.Event()
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                tasks = [asyncio.create_task(caller(client, u, stop)) for u in urns]
+                try:
+                    for name, host in (("py-one", first), ("py-two", second)):
+                        # Placement spreads the URNs over the three members: each Python
+                        # member holds some when it is stopped.
+                        await asyncio.to_thread(
+                            wait_until, lambda: len(_holders(raw_redis, ns, urns)) == CALLERS
+                            and name in _holders(raw_redis, ns, urns).values(), 20, f"{name} serving"
+                        )
+                        await asyncio.sleep(0.5)
+                        await stop_member(name, host)
+                    await asyncio.sleep(0.5)
+                finally:
+                    stop.set()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                return await _final_counts(client, urns, accepted)
+
+        counts = run(main(), timeout=120)
+        lost = {u: accepted[u] - c for u, c in counts.items() if c < accepted[u]}
+        doubled = {u: c - accepted[u] for u, c in counts.items() if c > accepted[u] + failed_tells[u]}
+        assert sum(accepted.values()) > 10 * CALLERS, accepted
+        assert all(code == 0 and took < 10 for code, took in stops.values()), stops
+        assert not lost, f"increments lost: {lost}"
+        assert not doubled, f"increments counted twice: {doubled}"
+        assert not ask_errors, ask_errors[:10]
+        assert not overran, overran
+        for name in ("py-one", "py-two"):
+            assert not raw_redis.exists(f"{ns}:sys:{name}:req"), f"{name}'s stream was left"
+    finally:
+        for h in (first, second, rust):
+            if h is not None:
+                h.close()
+
+
+def test_a_member_with_actors_of_its_own_keeps_its_stream(redis_server: RedisServer, raw_redis: Any) -> None:
+    """A Python member that also serves URNs of its own (``conf:counter``) is stopped under
+    64 callers of the pattern: its patterns' requests are moved to the member left, every
+    accepted tell counted once, while its stream stays for its own actors' successor."""
+    url = redis_server.url
+    ns = f"stopown-{uuid.uuid4().hex[:6]}"
+    first = PythonHost(url, ns, "--system", "py-one")
+    second: PythonHost | None = None
+    urns = [f"py:tally:{i}" for i in range(CALLERS)]
+    accepted = dict.fromkeys(urns, 0)
+    failed_tells = dict.fromkeys(urns, 0)
+    ask_errors: list[str] = []
+    try:
+        second = PythonHost(url, ns, "--pattern-only", "--system", "py-two")
+
+        async def caller(client: conclib.AsyncClient, urn: str, stop: asyncio.Event) -> None:
+            n = 0
+            while not stop.is_set():
+                try:
+                    await client.tell(urn, "test.Incr")
+                    accepted[urn] += 1
+                except conclib.ConclibError:
+                    failed_tells[urn] += 1
+                    await asyncio.sleep(0)  # a closed client fails at once: let a cancel in
+                n += 1
+                if n % 8 == 0:
+                    try:
+                        await client.ask(urn, "test.Count", timeout=ASK_TIMEOUT)
+                    except conclib.ConclibError as e:
+                        ask_errors.append(f"{urn}: {type(e).__name__}: {e}")
+                        await asyncio.sleep(0)
+
+        async def main() -> dict[str, int]:
+            stop = asyncio.Event()
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                tasks = [asyncio.create_task(caller(client, u, stop)) for u in urns]
+                try:
+                    await asyncio.to_thread(
+                        wait_until, lambda: "py-one" in _holders(raw_redis, ns, urns).values(), 20, "py-one serving"
+                    )
+                    await asyncio.sleep(0.5)
+                    assert await asyncio.to_thread(first.stop) == 0
+                    await asyncio.sleep(0.5)
+                finally:
+                    stop.set()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                return await _final_counts(client, urns, accepted)
+
+        counts = run(main(), timeout=120)
+        lost = {u: accepted[u] - c for u, c in counts.items() if c < accepted[u]}
+        doubled = {u: c - accepted[u] for u, c in counts.items() if c > accepted[u] + failed_tells[u]}
+        assert not lost, f"increments lost: {lost}"
+        assert not doubled, f"increments counted twice: {doubled}"
+        assert not ask_errors, ask_errors[:10]
+        assert raw_redis.exists(f"{ns}:sys:py-one:req"), "the stream of a member with actors of its own stays"
+        left = [f for _, f in raw_redis.xrange(f"{ns}:sys:py-one:req") if f.get(b"urn", b"").startswith(b"py:tally:")]
+        assert not left, f"requests of the pattern left in the stopped member's stream: {len(left)}"
+    finally:
+        for h in (first, second):
+            if h is not None:
+                h.close()
