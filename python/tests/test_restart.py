@@ -45,6 +45,7 @@ def test_redis_killed_and_restarted_during_load(stack: tuple[RedisServer, RustSe
                 assert await client.ask("py:shapes", "Double", n, timeout=timeout) == 2 * n
                 outcome = "ok"
             except conclib.ConclibError as e:
+                await asyncio.sleep(0)  # a closed client fails at once: let a cancel in
                 outcome = type(e).__name__
             took = time.monotonic() - started
             outcomes.append((started, outcome, took))
