@@ -169,12 +169,15 @@ async def main() -> None:
     parser.add_argument("--claim-lease-ms", type=int)
     parser.add_argument("--bulk", type=int, default=0)
     parser.add_argument("--urn-ttl-ms", type=int)
+    parser.add_argument("--stop-timeout-ms", type=int)
     args = parser.parse_args()
     config = HostConfig(namespace=args.namespace, system=args.system)
     if args.lease_ttl_ms:
         config.lease_ttl = config.urn_ttl = args.lease_ttl_ms / 1000
     if args.urn_ttl_ms:
         config.urn_ttl = args.urn_ttl_ms / 1000
+    if args.stop_timeout_ms:
+        config.stop_timeout = args.stop_timeout_ms / 1000
     if args.reminders:
         lease = args.claim_lease_ms / 1000 if args.claim_lease_ms else config.lease_ttl
         config.reminders = ReminderPollerOptions(claim_lease=lease, poll_interval=0.05)

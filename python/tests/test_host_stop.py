@@ -1,12 +1,14 @@
 """A Python actor host stopped by SIGTERM under load (``ActorHost.stop``, what a rolling
 update does to each member): what its clients sent it is served by the members left, Rust or
-Python. Before the stop swept its own stream, the requests appended there by clients whose
-route to it was cached (a tell, an ask) stayed unread once it was gone: tells lost, asks
-timed out."""
+Python, and a stop with Redis out of reach ends by its bound. Before the stop swept its own
+stream, the requests appended there by clients whose route to it was cached (a tell, an
+ask) stayed unread once it was gone: tells lost, asks timed out."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -187,3 +189,42 @@ def test_a_member_with_actors_of_its_own_keeps_its_stream(redis_server: RedisSer
         for h in (first, second):
             if h is not None:
                 h.close()
+
+
+def test_a_stop_with_redis_out_of_reach_is_bounded() -> None:
+    """SIGTERM to a Python member holding 64 activations while its Redis is frozen
+    (SIGSTOP: every command waits), then while it is gone (SIGKILL: every connection
+    refused): the process exits by its ``stop_timeout`` (2 s here) plus a margin, and
+    cleanly. Before, the stop waited for Redis without end and the process ignored SIGTERM."""
+    stop_timeout = 2.0
+    for how in ("frozen", "killed"):
+        server = RedisServer()
+        ns = f"stopdown-{uuid.uuid4().hex[:6]}"
+        host = PythonHost(server.url, ns, "--pattern-only", "--system", "py-one",
+                          "--stop-timeout-ms", str(int(stop_timeout * 1000)))
+        urns = [f"py:tally:{i}" for i in range(CALLERS)]
+        try:
+
+            async def activate() -> None:
+                async with conclib.AsyncClient(server.url, namespace=ns) as client:
+                    await asyncio.gather(*(client.ask(u, "test.Incr", timeout=10) for u in urns))
+
+            run(activate(), timeout=30)
+            assert server.proc is not None
+            if how == "frozen":
+                server.proc.send_signal(signal.SIGSTOP)
+            else:
+                server.kill()
+            began = time.monotonic()
+            host.proc.send_signal(signal.SIGTERM)
+            try:
+                code = host.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                code = None
+            took = time.monotonic() - began
+            assert code == 0 and took < stop_timeout + MARGIN + 1.0, (how, code, took, host.stderr())
+        finally:
+            if how == "frozen" and server.proc is not None and server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGCONT)
+            host.close()
+            server.close()

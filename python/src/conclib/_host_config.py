@@ -38,6 +38,11 @@ class HostConfig:
     ``ProxyConfig::durability``: a promotion of a lagging replica cannot undo them. A claim
     the replicas did not take in time leaves the URN's requests pending (asked again); a
     save raises :class:`conclib.NotReplicated` in the handler."""
+    stop_timeout: float = 15.0
+    """How long :meth:`ActorHost.stop` may take (seconds; the Rust ``ProxyConfig``'s
+    ``drain_timeout`` and ``shutdown_timeout`` together): with Redis out of reach, or an
+    actor that does not finish, it stops serving by then, and what it had not done is left
+    as a member that died leaves it, for the others' takeover once its leases lapse."""
     reminders: ReminderPollerOptions | None = None
     """With options, the host runs a reminder poller (as a Rust system runs a
     ``ReminderPoller``): the namespace's due reminders are claimed and delivered from here,

@@ -84,6 +84,9 @@ LOOK_AT_MOST = 0.1
 # (seconds): the Rust and Python clients' default ``resolve_cache_ttl``.
 ROUTES_CACHED = 1.0
 
+# How long closing each of the host's clients may take at the end of a stop (seconds).
+CLOSE_AT_MOST = 2.0
+
 
 class ActorHost:
     """Serves Python actors on the Redis at ``url``.
@@ -119,6 +122,7 @@ class ActorHost:
         self._member_leases: list[Lease] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        self._stopping = False
         self.redis: Any = None
         self._lane_redis: Any = None
         self.lease: Lease | None = None
@@ -282,10 +286,36 @@ class ActorHost:
         stream, and releases its URNs and leases: the others serve what it served, and no
         request sent to it is lost (``tests/test_host_stop.py``). SIGTERM in a process that
         calls it (as ``conclib-pyserver`` and ``tests/mirror_host.py`` do) is how a member
-        is replaced in a rolling update."""
+        is replaced in a rolling update. Bounded by ``HostConfig.stop_timeout`` (Redis out of
+        reach, a handler that does not finish): what it has not done by then is left as a
+        member that died leaves it, for the others' takeover once its leases lapse."""
         if self._stopped.is_set() or self.redis is None:
             self._stopped.set()
             return
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._stop_serving(), self.config.stop_timeout)
+        except Exception as e:  # its bound, or Redis out of reach
+            what = "took longer than stop_timeout" if isinstance(e, asyncio.TimeoutError) else f"failed ({e})"
+            log.warning("the host's stop %s: what it had not done is left to the other members' takeover", what)
+            self._abandon()
+            for t in [*self._tasks, *(sub.task for sub in self.subscriptions if sub.task is not None)]:
+                t.cancel()
+        self._stopped.set()
+        # Closing sends nothing; bounded all the same (a frozen server).
+        for close in (self.client.close() if self.client is not None else None,
+                      close_client(self.redis), close_client(self._lane_redis)):
+            if close is not None:
+                try:
+                    await asyncio.wait_for(close, CLOSE_AT_MOST)
+                except Exception:
+                    pass
+
+    async def _stop_serving(self) -> None:
+        """The steps of :meth:`stop` that may wait for Redis or for the actors."""
         if self.reminder_poller is not None:
             # First: the ticks it is delivering may be handled by this host's actors.
             await self.reminder_poller.stop()
@@ -322,11 +352,19 @@ class ActorHost:
             for m in self._member_leases:
                 await m.release()
             await self.lease.release()
-        self._stopped.set()
-        if self.client is not None:
-            await self.client.close()
-        await close_client(self.redis)
-        await close_client(self._lane_redis)
+
+    def _abandon(self) -> None:
+        """What a stop cut short leaves: nothing read or handled here any more."""
+        for lane in self._lanes:
+            lane.halt()
+        for s in self._fixed.values():
+            s.mailbox.stopped = True
+            s.mailbox.abandon()
+        for p in self._patterns:
+            for live in p.live.values():
+                live.mailbox.stopped = True
+                live.mailbox.abandon()
+            p.live.clear()
 
     async def _sweep_and_close(self) -> None:
         """Moves what is left in this host's own stream for its patterns' URNs to the members
@@ -447,14 +485,5 @@ class ActorHost:
                 log.warning("upkeep failed (Redis out of reach?): %s", e)
 
     async def _lost(self) -> None:
-        for s in self._fixed.values():
-            s.mailbox.stopped = True
-            s.mailbox.abandon()
-        for p in self._patterns:
-            for live in p.live.values():
-                live.mailbox.stopped = True
-                live.mailbox.abandon()
-            p.live.clear()
-        for lane in self._lanes:
-            lane.halt()
+        self._abandon()
         self._stopped.set()
