@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import conclib
 from conftest import PythonHost, RedisServer, RustServer, run, wait_until
@@ -27,21 +27,76 @@ def _holders(raw_redis: Any, ns: str, urns: list[str]) -> dict[str, str]:
     return {u: v.decode() for u, v in zip(urns, values) if v is not None}
 
 
-async def _final_counts(client: conclib.AsyncClient, urns: list[str], accepted: dict[str, int]) -> dict[str, int]:
-    """Each URN's count once it reaches the tells accepted for it (every one handled), or
-    after 15 s."""
-    counts: dict[str, int] = {}
+class _Load:
+    """64 callers of ``py:tally:{id}``, each telling ``test.Incr`` without pause and asking
+    ``test.Count`` every 8th call: the tells accepted and refused, the asks that failed or
+    overran their timeout."""
 
-    async def final(urn: str) -> None:
-        deadline = time.monotonic() + 15
-        while True:
-            counts[urn] = await client.ask(urn, "test.Count", timeout=5)
-            if counts[urn] >= accepted[urn] or time.monotonic() > deadline:
-                return
-            await asyncio.sleep(0.05)
+    def __init__(self) -> None:
+        self.urns = [f"py:tally:{i}" for i in range(CALLERS)]
+        self.accepted = dict.fromkeys(self.urns, 0)
+        self.failed_tells = dict.fromkeys(self.urns, 0)
+        self.ask_errors: list[str] = []
+        self.overran: list[float] = []
 
-    await asyncio.gather(*(final(u) for u in urns))
-    return counts
+    async def caller(self, client: conclib.AsyncClient, urn: str, stop: asyncio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            try:
+                await client.tell(urn, "test.Incr")
+                self.accepted[urn] += 1
+            except conclib.ConclibError:
+                self.failed_tells[urn] += 1
+                await asyncio.sleep(0)  # a closed client fails at once: let a cancel in
+            n += 1
+            if n % 8 == 0:  # paced by the actor: a backlog of at most 8 tells
+                began = time.monotonic()
+                try:
+                    await client.ask(urn, "test.Count", timeout=ASK_TIMEOUT)
+                except conclib.ConclibError as e:
+                    self.ask_errors.append(f"{urn}: {type(e).__name__}: {e}")
+                    await asyncio.sleep(0)
+                took = time.monotonic() - began
+                if took > ASK_TIMEOUT + MARGIN:
+                    self.overran.append(took)
+
+    async def final_counts(self, client: conclib.AsyncClient) -> dict[str, int]:
+        """Each URN's count once it reaches the tells accepted for it (every one handled),
+        or after 15 s."""
+        counts: dict[str, int] = {}
+
+        async def final(urn: str) -> None:
+            deadline = time.monotonic() + 15
+            while True:
+                counts[urn] = await client.ask(urn, "test.Count", timeout=5)
+                if counts[urn] >= self.accepted[urn] or time.monotonic() > deadline:
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(final(u) for u in self.urns))
+        return counts
+
+    def check(self, counts: dict[str, int]) -> None:
+        """Every accepted tell counted once, every ask answered within its timeout."""
+        lost = {u: self.accepted[u] - c for u, c in counts.items() if c < self.accepted[u]}
+        doubled = {u: c - self.accepted[u] for u, c in counts.items() if c > self.accepted[u] + self.failed_tells[u]}
+        assert sum(self.accepted.values()) > 10 * CALLERS, self.accepted
+        assert not lost, f"increments lost: {lost}"
+        assert not doubled, f"increments counted twice: {doubled}"
+        assert not self.ask_errors, self.ask_errors[:10]
+        assert not self.overran, self.overran
+
+    async def during(self, url: str, ns: str, steps: Callable[[], Awaitable[None]]) -> dict[str, int]:
+        """Runs ``steps`` under the callers, then stops them and reads the final counts."""
+        stop = asyncio.Event()
+        async with conclib.AsyncClient(url, namespace=ns) as client:
+            tasks = [asyncio.create_task(self.caller(client, u, stop)) for u in self.urns]
+            try:
+                await steps()
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            return await self.final_counts(client)
 
 
 def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServer, raw_redis: Any) -> None:
@@ -55,71 +110,28 @@ def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServ
     first = PythonHost(url, ns, "--pattern-only", "--system", "py-one")
     second: PythonHost | None = None
     rust: RustServer | None = None
-    urns = [f"py:tally:{i}" for i in range(CALLERS)]
-    accepted = dict.fromkeys(urns, 0)
-    failed_tells = dict.fromkeys(urns, 0)
-    ask_errors: list[str] = []
-    overran: list[float] = []
+    load = _Load()
     stops: dict[str, tuple[int | None, float]] = {}
     try:
         second = PythonHost(url, ns, "--pattern-only", "--system", "py-two")
         rust = RustServer(url, ns, "rust-m")
 
-        async def caller(client: conclib.AsyncClient, urn: str, stop: asyncio.Event) -> None:
-            n = 0
-            while not stop.is_set():
-                try:
-                    await client.tell(urn, "test.Incr")
-                    accepted[urn] += 1
-                except conclib.ConclibError:
-                    failed_tells[urn] += 1
-                    await asyncio.sleep(0)  # a closed client fails at once: let a cancel in
-                n += 1
-                if n % 8 == 0:  # paced by the actor: a backlog of at most 8 tells
-                    began = time.monotonic()
-                    try:
-                        await client.ask(urn, "test.Count", timeout=ASK_TIMEOUT)
-                    except conclib.ConclibError as e:
-                        ask_errors.append(f"{urn}: {type(e).__name__}: {e}")
-                        await asyncio.sleep(0)
-                    took = time.monotonic() - began
-                    if took > ASK_TIMEOUT + MARGIN:
-                        overran.append(took)
+        async def steps() -> None:
+            for name, host in (("py-one", first), ("py-two", second)):
+                # Placement spreads the URNs over the three members: each Python member
+                # holds some when it is stopped.
+                await asyncio.to_thread(
+                    wait_until, lambda: len(_holders(raw_redis, ns, load.urns)) == CALLERS
+                    and name in _holders(raw_redis, ns, load.urns).values(), 20, f"{name} serving"
+                )
+                await asyncio.sleep(0.5)
+                began = time.monotonic()
+                code = await asyncio.to_thread(host.stop)  # SIGTERM; SIGKILL after 10 s
+                stops[name] = (code, time.monotonic() - began)
+            await asyncio.sleep(0.5)
 
-        async def stop_member(name: str, host: PythonHost) -> None:
-            began = time.monotonic()
-            code = await asyncio.to_thread(host.stop)  # SIGTERM; SIGKILL after 10 s
-            stops[name] = (code, time.monotonic() - began)
-
-        async def main() -> dict[str, int]:
-            stop = asyncio.Event()
-            async with conclib.AsyncClient(url, namespace=ns) as client:
-                tasks = [asyncio.create_task(caller(client, u, stop)) for u in urns]
-                try:
-                    for name, host in (("py-one", first), ("py-two", second)):
-                        # Placement spreads the URNs over the three members: each Python
-                        # member holds some when it is stopped.
-                        await asyncio.to_thread(
-                            wait_until, lambda: len(_holders(raw_redis, ns, urns)) == CALLERS
-                            and name in _holders(raw_redis, ns, urns).values(), 20, f"{name} serving"
-                        )
-                        await asyncio.sleep(0.5)
-                        await stop_member(name, host)
-                    await asyncio.sleep(0.5)
-                finally:
-                    stop.set()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                return await _final_counts(client, urns, accepted)
-
-        counts = run(main(), timeout=120)
-        lost = {u: accepted[u] - c for u, c in counts.items() if c < accepted[u]}
-        doubled = {u: c - accepted[u] for u, c in counts.items() if c > accepted[u] + failed_tells[u]}
-        assert sum(accepted.values()) > 10 * CALLERS, accepted
+        load.check(run(load.during(url, ns, steps), timeout=120))
         assert all(code == 0 and took < 10 for code, took in stops.values()), stops
-        assert not lost, f"increments lost: {lost}"
-        assert not doubled, f"increments counted twice: {doubled}"
-        assert not ask_errors, ask_errors[:10]
-        assert not overran, overran
         for name in ("py-one", "py-two"):
             assert not raw_redis.exists(f"{ns}:sys:{name}:req"), f"{name}'s stream was left"
     finally:
@@ -131,57 +143,25 @@ def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServ
 def test_a_member_with_actors_of_its_own_keeps_its_stream(redis_server: RedisServer, raw_redis: Any) -> None:
     """A Python member that also serves URNs of its own (``conf:counter``) is stopped under
     64 callers of the pattern: its patterns' requests are moved to the member left, every
-    accepted tell counted once, while its stream stays for its own actors' successor."""
+    accepted tell counted once and every ask answered in time, while its stream stays for
+    its own actors' successor."""
     url = redis_server.url
     ns = f"stopown-{uuid.uuid4().hex[:6]}"
     first = PythonHost(url, ns, "--system", "py-one")
     second: PythonHost | None = None
-    urns = [f"py:tally:{i}" for i in range(CALLERS)]
-    accepted = dict.fromkeys(urns, 0)
-    failed_tells = dict.fromkeys(urns, 0)
-    ask_errors: list[str] = []
+    load = _Load()
     try:
         second = PythonHost(url, ns, "--pattern-only", "--system", "py-two")
 
-        async def caller(client: conclib.AsyncClient, urn: str, stop: asyncio.Event) -> None:
-            n = 0
-            while not stop.is_set():
-                try:
-                    await client.tell(urn, "test.Incr")
-                    accepted[urn] += 1
-                except conclib.ConclibError:
-                    failed_tells[urn] += 1
-                    await asyncio.sleep(0)  # a closed client fails at once: let a cancel in
-                n += 1
-                if n % 8 == 0:
-                    try:
-                        await client.ask(urn, "test.Count", timeout=ASK_TIMEOUT)
-                    except conclib.ConclibError as e:
-                        ask_errors.append(f"{urn}: {type(e).__name__}: {e}")
-                        await asyncio.sleep(0)
+        async def steps() -> None:
+            await asyncio.to_thread(
+                wait_until, lambda: "py-one" in _holders(raw_redis, ns, load.urns).values(), 20, "py-one serving"
+            )
+            await asyncio.sleep(0.5)
+            assert await asyncio.to_thread(first.stop) == 0
+            await asyncio.sleep(0.5)
 
-        async def main() -> dict[str, int]:
-            stop = asyncio.Event()
-            async with conclib.AsyncClient(url, namespace=ns) as client:
-                tasks = [asyncio.create_task(caller(client, u, stop)) for u in urns]
-                try:
-                    await asyncio.to_thread(
-                        wait_until, lambda: "py-one" in _holders(raw_redis, ns, urns).values(), 20, "py-one serving"
-                    )
-                    await asyncio.sleep(0.5)
-                    assert await asyncio.to_thread(first.stop) == 0
-                    await asyncio.sleep(0.5)
-                finally:
-                    stop.set()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                return await _final_counts(client, urns, accepted)
-
-        counts = run(main(), timeout=120)
-        lost = {u: accepted[u] - c for u, c in counts.items() if c < accepted[u]}
-        doubled = {u: c - accepted[u] for u, c in counts.items() if c > accepted[u] + failed_tells[u]}
-        assert not lost, f"increments lost: {lost}"
-        assert not doubled, f"increments counted twice: {doubled}"
-        assert not ask_errors, ask_errors[:10]
+        load.check(run(load.during(url, ns, steps), timeout=120))
         assert raw_redis.exists(f"{ns}:sys:py-one:req"), "the stream of a member with actors of its own stays"
         left = [f for _, f in raw_redis.xrange(f"{ns}:sys:py-one:req") if f.get(b"urn", b"").startswith(b"py:tally:")]
         assert not left, f"requests of the pattern left in the stopped member's stream: {len(left)}"
