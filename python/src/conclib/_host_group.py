@@ -152,11 +152,12 @@ async def _move_requests(
         if urns:
             chosen = await choose(urns)
             members = sorted({m for _, m in chosen})
+            at = {m: i + 1 for i, m in enumerate(members)}  # the script's 1-based indexes
             got = await scripts.take_over(
                 keys=[stream, keys.requests(group), lease_key, keys.given(system),
                       *(keys.urn(u) for u, _ in chosen), *(keys.requests(m) for m in members)],
                 args=[GROUP, prefix, system, first, last, urn_ttl_ms, len(chosen), *(u for u, _ in chosen),
-                      *(members.index(m) + 1 for _, m in chosen), *members],
+                      *(at[m] for _, m in chosen), *members],
             )
             if not got or got[0] < 0:
                 break

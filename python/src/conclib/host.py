@@ -84,6 +84,11 @@ LOOK_AT_MOST = 0.1
 # (seconds): the Rust and Python clients' default ``resolve_cache_ttl``.
 ROUTES_CACHED = 1.0
 
+# A stop's sweeps of its stream and attempts to delete it back to back, then this far apart
+# (seconds) until the routes cached before its releases have lapsed (the Rust drain's).
+CLOSE_ATTEMPTS = 3
+CLOSE_PAUSE = 0.005
+
 # How long closing each of the host's clients may take at the end of a stop (seconds).
 CLOSE_AT_MOST = 2.0
 
@@ -302,8 +307,7 @@ class ActorHost:
             what = "took longer than stop_timeout" if isinstance(e, asyncio.TimeoutError) else f"failed ({e})"
             log.warning("the host's stop %s: what it had not done is left to the other members' takeover", what)
             self._abandon()
-            for t in [*self._tasks, *(sub.task for sub in self.subscriptions if sub.task is not None)]:
-                t.cancel()
+            self._cancel_tasks()
         self._stopped.set()
         # Closing sends nothing; bounded all the same (a frozen server).
         for close in (self.client.close() if self.client is not None else None,
@@ -319,11 +323,7 @@ class ActorHost:
         if self.reminder_poller is not None:
             # First: the ticks it is delivering may be handled by this host's actors.
             await self.reminder_poller.stop()
-        for t in self._tasks:
-            t.cancel()
-        for sub in self.subscriptions:
-            if sub.task is not None:
-                sub.task.cancel()
+        self._cancel_tasks()
         held = self.lease is not None and not self.lease.lost
         if held:
             # Out of the patterns' directories first: no member places a URN here from now on.
@@ -352,6 +352,14 @@ class ActorHost:
             for m in self._member_leases:
                 await m.release()
             await self.lease.release()
+
+    def _cancel_tasks(self) -> None:
+        """Cancels the upkeep, the passivator and the topic subscriptions' tasks."""
+        for t in self._tasks:
+            t.cancel()
+        for sub in self.subscriptions:
+            if sub.task is not None:
+                sub.task.cancel()
 
     def _abandon(self) -> None:
         """What a stop cut short leaves: nothing read or handled here any more."""
@@ -395,11 +403,11 @@ class ActorHost:
                 await sweep()
                 if await close_drained(self.redis, self.scripts, self.keys, self.system):
                     return
-                if attempts >= 3:
+                if attempts >= CLOSE_ATTEMPTS:
                     if time.monotonic() - released >= ROUTES_CACHED:
                         log.warning("the stopped host's stream holds requests no sweep moves; left in place")
                         return
-                    await asyncio.sleep(0.005)
+                    await asyncio.sleep(CLOSE_PAUSE)
         except Exception as e:
             # Redis out of reach: what is left waits for a member's takeover of a gone system.
             log.warning("could not move what is left in the stopped host's stream: %s", e)
