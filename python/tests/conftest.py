@@ -65,6 +65,13 @@ def freeze(pid: int, timeout: float = 10) -> None:
     wait_until(stopped, timeout, f"process {pid} to stop", every=0.001)
 
 
+def holders(raw_redis: Any, ns: str, urns: list[str]) -> dict[str, str]:
+    """The system each of ``urns`` (namespace ``ns``) is held by, for those whose URN key
+    exists, in one ``MGET``."""
+    values = raw_redis.mget([f"{ns}:urn:{u}" for u in urns])
+    return {u: v.decode() for u, v in zip(urns, values) if v is not None}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,15 +13,11 @@ from typing import Any
 
 import conclib
 import pytest
-from conftest import PythonHost, RedisServer, run
+from conftest import PythonHost, RedisServer, holders, run
 
 TIMEOUT = 2.0
 MARGIN = 1.0
 
-
-def _holders(raw_redis: Any, namespace: str, urns: list[str]) -> dict[str, str]:
-    values = raw_redis.mget([f"{namespace}:urn:{u}" for u in urns])
-    return {u: v.decode() for u, v in zip(urns, values) if v is not None}
 
 
 def test_python_member_beside_rust_then_killed(
@@ -60,7 +56,7 @@ def test_python_member_beside_rust_then_killed(
                 deadline = time.monotonic() + 20
                 while min(len(c) for c in counts.values()) < 3 and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
-                before = _holders(raw_redis, namespace, urns)
+                before = holders(raw_redis, namespace, urns)
                 python_system = next((s for s in before.values() if s != rust_system), None)
                 killed = time.monotonic()
                 host.kill()
@@ -80,7 +76,7 @@ def test_python_member_beside_rust_then_killed(
         on_rust = [u for u, s in before.items() if s == rust_system]
         assert on_python and on_rust, before
         assert slowest < TIMEOUT + MARGIN, slowest
-        after = _holders(raw_redis, namespace, urns)
+        after = holders(raw_redis, namespace, urns)
         assert set(after.values()) == {rust_system}, after
         assert failover < 10, failover
         for urn, seen in counts.items():
@@ -134,7 +130,7 @@ def test_python_member_paused_past_its_lease(
                 deadline = time.monotonic() + 20
                 while min(len(c) for c in counts.values()) < 3 and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
-                held = _holders(raw_redis, namespace, urns)
+                held = holders(raw_redis, namespace, urns)
                 on_python = {u for u, s in held.items() if s != rust_system}
                 freeze(host.pid)
                 await asyncio.sleep(3.0)
@@ -190,7 +186,7 @@ def test_python_members_only_one_killed(redis_server: RedisServer, raw_redis: An
                 deadline = time.monotonic() + 20
                 while min(len(c) for c in counts.values()) < 3 and time.monotonic() < deadline:
                     await asyncio.sleep(0.05)
-                held = _holders(raw_redis, ns, urns)
+                held = holders(raw_redis, ns, urns)
                 on_first = {u for u, s in held.items() if s == "py-a"}
                 killed = time.monotonic()
                 first.kill()
@@ -206,7 +202,7 @@ def test_python_members_only_one_killed(redis_server: RedisServer, raw_redis: An
         assert on_first and len(on_first) < len(urns), on_first
         assert slowest < TIMEOUT + MARGIN, slowest
         assert failover < 10, failover
-        assert set(_holders(raw_redis, ns, urns).values()) == {"py-b"}
+        assert set(holders(raw_redis, ns, urns).values()) == {"py-b"}
         for urn, seen in counts.items():
             restarts = sum(1 for a, b in zip(seen, seen[1:]) if b <= a)
             assert restarts <= (1 if urn in on_first else 0), f"{urn}: {seen}"

@@ -20,7 +20,7 @@ from conclib.actor import Actor, handler
 from conclib.host import ActorHost, HostConfig
 from conclib._host_patterns import Pattern
 from conclib._host_request import Request
-from conftest import PythonHost, RedisServer, RustServer, run
+from conftest import PythonHost, RedisServer, RustServer, holders, run
 
 # An ask's timeout, as the Rust rebalancing test's (`tests/scale_out/rebalance.rs`): a URN
 # handed over waits for its passivation there and its activation here, and a join is
@@ -47,10 +47,6 @@ class Account(Actor):
         self.count += n
         return self.count
 
-
-def _holders(raw_redis: Any, ns: str, urns: list[str]) -> dict[str, str]:
-    values = raw_redis.mget([f"{ns}:urn:{u}" for u in urns])
-    return {u: v.decode() for u, v in zip(urns, values) if v is not None}
 
 
 _unique = itertools.count(1)
@@ -123,12 +119,12 @@ def test_a_python_member_joining_takes_the_new_urns(redis_server: RedisServer, r
             async with conclib.AsyncClient(url, namespace=ns) as client:
                 load = _Load(client, old)
                 await load.asked(3, 20)
-                before = _holders(raw_redis, ns, old)
+                before = holders(raw_redis, ns, old)
                 await b.start()
                 newcomers = _Load(client, new)
                 await newcomers.asked(3, 20)
                 await asyncio.gather(load.finish(), newcomers.finish())
-                return load, newcomers, before, _holders(raw_redis, ns, new)
+                return load, newcomers, before, holders(raw_redis, ns, new)
         finally:
             await b.stop()
             await a.stop()
@@ -247,11 +243,11 @@ def test_a_python_member_joining_a_rebalancing_rust_member(redis_server: RedisSe
             async with conclib.AsyncClient(url, namespace=ns) as client:
                 load = _Load(client, urns, TIMEOUT)
                 await load.asked(3, 20)
-                before = _holders(raw_redis, ns, urns)
+                before = holders(raw_redis, ns, urns)
                 joined = time.monotonic()
                 python = PythonHost(url, ns, "--pattern-only", "--lease-ttl-ms", "1500", "--system", "py-b")
                 while time.monotonic() - joined < 30:
-                    held = _holders(raw_redis, ns, urns)
+                    held = holders(raw_redis, ns, urns)
                     if sum(1 for s in held.values() if s == "py-b") * 4 >= len(urns):
                         break
                     await asyncio.sleep(0.05)
@@ -262,7 +258,7 @@ def test_a_python_member_joining_a_rebalancing_rust_member(redis_server: RedisSe
 
         load, before, took = run(main(), timeout=90)
         assert set(before.values()) == {"rust-a"}, before
-        after = _holders(raw_redis, ns, urns)
+        after = holders(raw_redis, ns, urns)
         assert sum(1 for s in after.values() if s == "py-b") * 4 >= len(urns), after
         assert load.failed == 0, load.errors[:5]
         assert load.slowest < TIMEOUT + MARGIN, load.slowest

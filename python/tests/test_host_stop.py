@@ -14,17 +14,13 @@ import uuid
 from typing import Any, Awaitable, Callable
 
 import conclib
-from conftest import PythonHost, RedisServer, RustServer, run, wait_until
+from conftest import PythonHost, RedisServer, RustServer, holders, run, wait_until
 
 CALLERS = 64
 ASK_TIMEOUT = 2.0
 # A call that returns later than its timeout by more than this overran it.
 MARGIN = 0.5
 
-
-def _holders(raw_redis: Any, ns: str, urns: list[str]) -> dict[str, str]:
-    values = raw_redis.mget([f"{ns}:urn:{u}" for u in urns])
-    return {u: v.decode() for u, v in zip(urns, values) if v is not None}
 
 
 class _Load:
@@ -121,8 +117,8 @@ def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServ
                 # Placement spreads the URNs over the three members: each Python member
                 # holds some when it is stopped.
                 await asyncio.to_thread(
-                    wait_until, lambda: len(_holders(raw_redis, ns, load.urns)) == CALLERS
-                    and name in _holders(raw_redis, ns, load.urns).values(), 20, f"{name} serving"
+                    wait_until, lambda: len(holders(raw_redis, ns, load.urns)) == CALLERS
+                    and name in holders(raw_redis, ns, load.urns).values(), 20, f"{name} serving"
                 )
                 await asyncio.sleep(0.5)
                 began = time.monotonic()
@@ -155,7 +151,7 @@ def test_a_member_with_actors_of_its_own_keeps_its_stream(redis_server: RedisSer
 
         async def steps() -> None:
             await asyncio.to_thread(
-                wait_until, lambda: "py-one" in _holders(raw_redis, ns, load.urns).values(), 20, "py-one serving"
+                wait_until, lambda: "py-one" in holders(raw_redis, ns, load.urns).values(), 20, "py-one serving"
             )
             await asyncio.sleep(0.5)
             assert await asyncio.to_thread(first.stop) == 0

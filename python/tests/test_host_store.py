@@ -16,14 +16,10 @@ import pytest
 import conclib
 from conclib.host import ActorHost, Fenced
 from conclib.actor import Actor, handler
-from conftest import PythonHost, RedisServer, RustServer, run, wait_until
+from conftest import PythonHost, RedisServer, RustServer, holders, run, wait_until
 
 CALLERS = 64
 
-
-def _holders(raw_redis: Any, ns: str, urns: list[str]) -> dict[str, str]:
-    values = raw_redis.mget([f"{ns}:urn:{u}" for u in urns])
-    return {u: v.decode() for u, v in zip(urns, values) if v is not None}
 
 
 def test_state_moves_between_python_and_rust_members_killed_under_load(
@@ -84,15 +80,15 @@ def test_state_moves_between_python_and_rust_members_killed_under_load(
                 tasks = [asyncio.create_task(caller(client, u, stop)) for u in urns]
                 # Every URN activated on the Python member, then a Rust member joins.
                 await asyncio.to_thread(
-                    wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"py-one"} and
-                    len(_holders(raw_redis, ns, urns)) == CALLERS, 20, "the first Python member"
+                    wait_until, lambda: set(holders(raw_redis, ns, urns).values()) == {"py-one"} and
+                    len(holders(raw_redis, ns, urns)) == CALLERS, 20, "the first Python member"
                 )
                 await look(client, "on the first Python member")
                 rust = await asyncio.to_thread(RustServer, url, ns, "rust-m")
                 await asyncio.sleep(0.5)
                 first.kill()
                 await asyncio.to_thread(
-                    wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"rust-m"}, 20, "the Rust member"
+                    wait_until, lambda: set(holders(raw_redis, ns, urns).values()) == {"rust-m"}, 20, "the Rust member"
                 )
                 await look(client, "on the Rust member")
                 second = await asyncio.to_thread(
@@ -103,7 +99,7 @@ def test_state_moves_between_python_and_rust_members_killed_under_load(
                 rust.proc.kill()  # SIGKILL, reaped at once (as a supervisor would)
                 await asyncio.to_thread(rust.proc.wait, 10)
                 await asyncio.to_thread(
-                    wait_until, lambda: set(_holders(raw_redis, ns, urns).values()) == {"py-two"}, 20, "the Python member"
+                    wait_until, lambda: set(holders(raw_redis, ns, urns).values()) == {"py-two"}, 20, "the Python member"
                 )
                 await look(client, "on the second Python member")
                 await asyncio.sleep(0.5)
