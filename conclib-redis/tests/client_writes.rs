@@ -41,27 +41,35 @@ async fn request_writes(redis: &Client) -> Vec<String> {
     writes
 }
 
-/// Waits (at most 10 s) until Redis holds a client's write of requests: a client blocked
-/// (`flags=b` in `CLIENT LIST`) in one of the commands that write them. Not `INFO`'s
-/// `blocked_clients`: the client's reply reader sits in a blocking `BLMPOP`, which counts
-/// there too, and the rest of the requests would be spawned before any write was held.
-/// Redis says so only when asked: polled.
-async fn until_a_command_is_held(redis: &Client) {
+/// Waits (at most 10 s) until Redis holds `n` of the client's writes of requests. A write
+/// held by the pause is a client blocked (`flags=b` in `CLIENT LIST`) in one of the commands
+/// that write them; a second write sent on the same connection waits unread behind it, in
+/// its query buffer (`qbuf` above zero). Not `INFO`'s `blocked_clients`: the client's reply
+/// reader sits in a blocking `BLMPOP`, which counts there too. Redis says so only when
+/// asked: polled.
+async fn until_writes_are_held(redis: &Client, n: usize) {
     eventually(
         Duration::from_secs(10),
-        "a write held by the pause",
+        "writes held by the pause",
         || async {
             let list = raw(redis, vec![v("CLIENT"), v("LIST")]).await.unwrap();
             let list = list.as_str().map(|s| s.to_string()).unwrap_or_default();
-            list.lines().any(|client| {
-                let field = |name: &str| {
-                    client
-                        .split(' ')
-                        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
-                };
-                field("flags").is_some_and(|flags| flags.contains('b'))
-                    && field("cmd").is_some_and(|cmd| matches!(cmd, "xadd" | "evalsha" | "eval"))
-            })
+            let held: usize = list
+                .lines()
+                .map(|client| {
+                    let field = |name: &str| {
+                        client
+                            .split(' ')
+                            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    };
+                    let blocked = field("flags").is_some_and(|flags| flags.contains('b'))
+                        && field("cmd")
+                            .is_some_and(|cmd| matches!(cmd, "xadd" | "evalsha" | "eval"));
+                    let behind = field("qbuf").is_some_and(|qbuf| qbuf != "0");
+                    if blocked { 1 + usize::from(behind) } else { 0 }
+                })
+                .sum();
+            held >= n
         },
     )
     .await;
@@ -98,25 +106,25 @@ async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_short
     let log_len = vec![v("CONFIG"), v("SET"), v("slowlog-max-len"), v("10000")];
     raw(&redis, log_len).await.unwrap();
     raw(&redis, vec![v("SLOWLOG"), v("RESET")]).await.unwrap();
-    let pause = Duration::from_millis(2_000);
-    let pause_ms = pause.as_millis().to_string();
-    raw(
-        &redis,
-        vec![v("CLIENT"), v("PAUSE"), v(&pause_ms), v("WRITE")],
-    )
-    .await
-    .unwrap();
+    // Paused for longer than the test holds it: lifted by `CLIENT UNPAUSE` once the queued
+    // requests have waited `hold`.
+    let pause = vec![v("CLIENT"), v("PAUSE"), v("30000"), v("WRITE")];
+    raw(&redis, pause).await.unwrap();
     let tell = |i| {
         let client = client.clone();
         tokio::spawn(async move { client.tell("quiet", Add(i)).await })
     };
-    // The first requests find a writer free and wait in Redis, held by the pause; only
-    // then come the rest, which queue behind it (the other writer, if free, takes up to 32
-    // of them to Redis as well). Spawned all at once, the 64 could all find the two writers
-    // free, 32 each, and none would wait.
-    let mut tells: Vec<_> = (1..=2).map(tell).collect();
-    until_a_command_is_held(&redis).await;
+    // Both writers busy first, each with a request held in Redis; only then come the rest,
+    // which queue behind them. Spawned all at once, the 64 could all find a writer free,
+    // which takes everything queued, and none would wait.
+    let mut tells = vec![tell(1)];
+    until_writes_are_held(&redis, 1).await;
+    tells.push(tell(2));
+    until_writes_are_held(&redis, 2).await;
     tells.extend((3..=64).map(tell));
+    let hold = Duration::from_millis(1_000);
+    tokio::time::sleep(hold).await;
+    raw(&redis, vec![v("CLIENT"), v("UNPAUSE")]).await.unwrap();
     for tell in tells {
         tell.await.unwrap().unwrap();
     }
@@ -137,7 +145,7 @@ async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_short
     assert_eq!(len, 65);
 
     // Each entry's TTL counts from its write: the requests that waited for a writer
-    // through the pause were granted less.
+    // through the hold were granted less.
     let mut ttls = Vec::new();
     for entry in array(&redis, vec![v("XRANGE"), v(&stream), v("-"), v("+")]).await {
         let Value::Array(mut entry) = entry else {
@@ -157,8 +165,8 @@ async fn requests_queued_behind_busy_writers_leave_together_with_their_ttl_short
     assert!(ttls.iter().all(|ttl| *ttl <= granted), "{ttls:?}");
     let least = ttls.iter().min().copied().unwrap();
     assert!(
-        least <= granted - pause.as_millis() / 2,
-        "no request was granted less for waiting through the pause: {ttls:?}"
+        least <= granted - hold.as_millis() / 2,
+        "no request was granted less for waiting through the hold: {ttls:?}"
     );
     client.shutdown().await;
 }
