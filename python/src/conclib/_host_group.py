@@ -12,7 +12,7 @@ from typing import Any, Awaitable, Callable
 
 from ._host_lane import GROUP, Lane
 from ._host_lease import lease_gone
-from .protocol import Keys
+from .protocol import Keys, pattern_group
 
 __all__ = ["claim_from_gone", "close_drained", "more_pending", "sweep_own_stream", "take_over_gone"]
 
@@ -136,7 +136,7 @@ async def _move_requests(
     group's stream. The one walk of a system's stream for a takeover and a stop's sweep, as
     the Rust ``takeover::move_requests``. Returns how many moved."""
     moved = 0
-    group = f"~{prefix}*"
+    group = pattern_group(prefix)
     stream = keys.requests(system)
     start = "-"
     for _ in range(64):

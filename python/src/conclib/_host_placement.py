@@ -31,7 +31,7 @@ from ._host_lane import GROUP, Lane
 from ._host_lease import lease_gone
 from ._host_patterns import Pattern
 from ._host_request import Request
-from .protocol import PROTOCOL_VERSION, Keys
+from .protocol import PROTOCOL_VERSION, Keys, pattern_group
 
 __all__ = ["HELD", "HERE", "PLACED", "PLACEMENTS", "choose", "hand_to", "place", "place_waiting", "weight"]
 
@@ -109,7 +109,7 @@ async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, sys
         return None
     # A member that died stays listed until its last count lapses (a lease): a request placed
     # on it would wait for the others to claim it back from the gone member.
-    if await lease_gone(redis, scripts.release, keys.member(f"~{prefix}*", chosen)):
+    if await lease_gone(redis, scripts.release, keys.member(pattern_group(prefix), chosen)):
         return None
     return chosen
 

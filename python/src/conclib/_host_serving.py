@@ -28,7 +28,7 @@ from ._host_urn_keys import UrnKeys
 from ._typed import Mismatch
 from .actor import Actor, HandlerSpec
 from .errors import CodecError
-from .protocol import Keys, Status, encode_reply
+from .protocol import Keys, Status, encode_reply, shared_group
 
 __all__ = ["RUST_ACTIVATION_URN_TTL", "Served", "Serving"]
 
@@ -140,7 +140,7 @@ class Serving:
 
         pattern = self._pattern_for(req.urn)
         if lane.consumer != "proxy":  # a group's member: only the group's URNs
-            ours = lane.name == f"~{req.urn}" if pattern is None else pattern.group == lane.name
+            ours = lane.name == shared_group(req.urn) if pattern is None else pattern.group == lane.name
             if not ours:
                 refuse(Status.UNKNOWN_URN, f"URN {req.urn} is not served by group {lane.name}")
                 return

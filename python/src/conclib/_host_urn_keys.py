@@ -15,7 +15,7 @@ import time
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from .protocol import Keys
+from .protocol import Keys, shared_group
 
 __all__ = ["UrnKeys"]
 
@@ -83,7 +83,7 @@ class UrnKeys:
         by_value: dict[str, list[str]] = {}
         for urn in self.fixed:
             if only is None or urn in only:
-                by_value.setdefault(f"~{urn}" if urn in self.shared else self.system, []).append(urn)
+                by_value.setdefault(shared_group(urn) if urn in self.shared else self.system, []).append(urn)
         for value, urns in by_value.items():
             for chunk in _chunks(urns):
                 got = await scripts.claim_many(keys=[keys.urn(u) for u in chunk], args=[value, ttl_ms])

@@ -16,7 +16,7 @@ from typing import Any
 from ._contracts import Route
 from ._raw import bulk
 from .errors import Closed, ConclibError, Timeout, Unavailable, UnknownUrn, fail
-from .protocol import Keys, pattern_prefix, valid_urn
+from .protocol import GROUP_MARK, Keys, pattern_prefix, valid_urn
 
 __all__ = ["Routing"]
 
@@ -67,7 +67,7 @@ class Routing:
             urn = key[len(urn_prefix):].decode("utf-8")
         except UnicodeDecodeError:
             return False
-        if not system or system.startswith("~"):
+        if not system or system.startswith(GROUP_MARK):
             return True
         cached = self.cache.get(urn)
         if cached is not None and cached.system != system:
@@ -83,7 +83,7 @@ class Routing:
             system = holder.decode("utf-8")
         except UnicodeDecodeError:
             return
-        if not system or system.startswith("~") or system == route.system:
+        if not system or system.startswith(GROUP_MARK) or system == route.system:
             return
         if self.cache.get(urn) is route:
             self.cache[urn] = self.route_to(system)
@@ -162,7 +162,7 @@ class Routing:
         system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         key = self.keys.requests(system)
         route = Route(system, key, time.monotonic() + self.resolve_cache_ttl, bulk(key))
-        if system.startswith("~"):
+        if system.startswith(GROUP_MARK):
             fast = self.keys.fast_requests(system)
             route.fast_key, route.packed_fast = fast, bulk(fast)
         return route

@@ -64,7 +64,7 @@ from ._host_topics import ActorSubscription
 from .actor import Actor, HandlerSpec, handlers_of
 from .client import AsyncClient
 from .errors import ConfigError
-from .protocol import Keys, check_name
+from .protocol import Keys, check_name, pattern_group, shared_group
 from .topics import DEFAULT_GROUP
 from .url import build_client, close_client, parse_url
 
@@ -165,8 +165,7 @@ class ActorHost:
         cls = actor_class or (actor if isinstance(actor, type) else None)
         if cls is None:
             raise TypeError("serve_pattern needs the actor's class: pass actor_class= with a factory")
-        group = f"~{prefix}*"
-        self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, group, placement))
+        self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, pattern_group(prefix), placement))
 
     def subscribe_actor(self, topic: str, urn: str, message: str, *, durable: bool = False,
                         group: str = DEFAULT_GROUP) -> ActorSubscription:
@@ -240,7 +239,7 @@ class ActorHost:
             self._adopt(actor)
             self._fixed[urn] = Served(Mailbox(actor, serving, cfg.max_payload), handlers)
         for urn in self._shared:
-            group = f"~{urn}"
+            group = shared_group(urn)
             member = Lease(self.redis, self.scripts, self.keys.member(group, self.system), cfg.lease_ttl,
                            cfg.durability)
             member.token = self.lease.token

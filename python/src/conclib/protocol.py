@@ -12,6 +12,7 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_NAMESPACE",
+    "GROUP_MARK",
     "MAX_URN_LEN",
     "PROTOCOL_VERSION",
     "REPLY_HEADER_LEN",
@@ -20,8 +21,10 @@ __all__ = [
     "check_name",
     "decode_reply",
     "encode_reply",
+    "pattern_group",
     "pattern_prefix",
     "request_fields",
+    "shared_group",
     "ttl_ms",
     "valid_urn",
 ]
@@ -40,6 +43,10 @@ HOLDER_FLAG: Final = 0x80
 the id of the system that answered (one byte), then that id. Sent only to an asker whose
 request said it reads them (field ``rt`` ``1``), for an ask another system passed on to the
 one holding its URN (as the Rust proxy's ``protocol::HOLDER_FLAG``)."""
+
+GROUP_MARK: Final = "~"
+"""The first character of a group id: a holder or stream owner starting with it is the
+systems serving a URN or a pattern together, not one system (no system id starts with it)."""
 
 MAX_URN_LEN: Final = 256
 """The longest URN, in bytes."""
@@ -211,6 +218,17 @@ def pattern_prefix(urn: str) -> str | None:
     if colon < 0 or colon + 1 >= len(urn):
         return None
     return urn[: colon + 1]
+
+
+def shared_group(urn: str) -> str:
+    """The group id of the systems serving ``urn`` together: ``~{urn}`` (as the Rust
+    ``protocol::shared_group``)."""
+    return f"{GROUP_MARK}{urn}"
+
+
+def pattern_group(prefix: str) -> str:
+    """The group id of the systems serving the pattern ``{prefix}{id}``: ``~{prefix}*``."""
+    return f"{GROUP_MARK}{prefix}*"
 
 
 def check_name(what: str, name: str) -> str | None:
