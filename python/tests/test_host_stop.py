@@ -1,6 +1,7 @@
 """A Python actor host stopped by SIGTERM under load (``ActorHost.stop``, what a rolling
 update does to each member): what its clients sent it is served by the members left, Rust or
-Python, and a stop with Redis out of reach ends by its bound. Before the stop swept its own
+Python; a handler that does not finish holds the stop no longer than its bound per actor,
+and a stop with Redis out of reach ends by its own. Before the stop swept its own
 stream, the requests appended there by clients whose route to it was cached (a tell, an
 ask) stayed unread once it was gone: tells lost, asks timed out."""
 
@@ -204,3 +205,55 @@ def test_a_stop_with_redis_out_of_reach_is_bounded() -> None:
                 server.proc.send_signal(signal.SIGCONT)
             host.close()
             server.close()
+
+
+def test_a_handler_that_does_not_finish_holds_the_stop_only_its_bound(redis_server: RedisServer,
+                                                                      raw_redis: Any) -> None:
+    """A stopping member waits for each actor to finish what it took for at most 5 s: one
+    whose handler sleeps for a minute does not hold the stop past that (nor until
+    ``stop_timeout``, 15 s), and the tells queued behind it in its mailbox are moved with
+    the member's stream and handled, in their order, by the member left."""
+    url = redis_server.url
+    ns = f"stophang-{uuid.uuid4().hex[:6]}"
+    first = PythonHost(url, ns, "--pattern-only", "--system", "py-one")
+    second: PythonHost | None = None
+    try:
+        second = PythonHost(url, ns, "--pattern-only", "--system", "py-two")
+
+        async def scene() -> None:
+            urns = [f"conf:pat:hang{i}" for i in range(16)]
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                # Spread placement puts some of 16 URNs on each member.
+                await asyncio.gather(*(client.ask(u, "test.Ping", timeout=10) for u in urns))
+            urn = next(u for u, h in holders(raw_redis, ns, urns).items() if h == "py-one")
+            stream = f"{ns}:sys:py-one:req"
+
+            def pending(n: int) -> Callable[[], bool]:
+                return lambda: bool(raw_redis.xpending(stream, "proxy")["pending"] >= n)
+
+            # A new client finds the URN held: its requests go to py-one's stream, in order.
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                # Expires before the stop moves it: the member left does not sleep it again.
+                sleeping = asyncio.create_task(client.ask(urn, "test.Sleep", 60_000, timeout=3))
+                await asyncio.to_thread(wait_until, pending(1), 10, "the sleep read by py-one")
+                for v in range(1, 6):
+                    await client.tell(urn, "test.Record", v)
+                await asyncio.to_thread(wait_until, pending(6), 10, "the tells read by py-one")
+                began = time.monotonic()
+                code = await asyncio.to_thread(first.stop)
+                took = time.monotonic() - began
+                assert code == 0 and took < 10, (code, took, first.stderr())
+                try:
+                    await sleeping
+                    raise AssertionError("a sleep of a minute answered within its 3 s")
+                except conclib.errors.Timeout:
+                    pass
+                assert await client.ask(urn, "test.History", timeout=10) == [1, 2, 3, 4, 5]
+                assert holders(raw_redis, ns, [urn]) == {urn: "py-two"}
+
+        run(scene(), timeout=60)
+        assert not raw_redis.exists(f"{ns}:sys:py-one:req"), "py-one's stream was left"
+    finally:
+        for h in (first, second):
+            if h is not None:
+                h.close()
