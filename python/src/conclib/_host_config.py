@@ -43,6 +43,19 @@ class HostConfig:
     ``drain_timeout`` and ``shutdown_timeout`` together): with Redis out of reach, or an
     actor that does not finish, it stops serving by then, and what it had not done is left
     as a member that died leaves it, for the others' takeover once its leases lapse."""
+    max_pending_per_urn: int | None = None
+    """Past this many requests read and not yet answered for one URN (queued in its mailbox,
+    being handled, or waiting for its activation), a request for it is refused as it is
+    read: an ask answered ``Overloaded`` (``scope`` ``urn``), a tell dropped and counted
+    (:meth:`ActorHost.stats`). The Rust ``Overload::max_pending_per_urn``. ``None``: no limit."""
+    max_pending: int | None = None
+    """The same for the whole host (``scope`` ``system``): every lane's requests read and not
+    yet answered. The Rust ``Overload::max_pending``. ``None``: no limit."""
+    activation_cap: int | None = None
+    """The most activations alive in the host, all patterns together: past it, the least
+    recently used with nothing queued are passivated as after their idle time (``on_stop``,
+    their URN released) and activated again at their next request, where placement picks.
+    The Rust ``Overload::activation_cap`` with ``Eviction::Lru``. ``None``: no cap."""
     reminders: ReminderPollerOptions | None = None
     """With options, the host runs a reminder poller (as a Rust system runs a
     ``ReminderPoller``): the namespace's due reminders are claimed and delivered from here,

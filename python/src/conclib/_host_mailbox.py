@@ -91,6 +91,10 @@ class Mailbox:
         self.stopped = False
         self.on_idle: Callable[[], None] | None = None
 
+    def depth(self) -> int:
+        """Its requests queued and running."""
+        return len(self._high or ()) + len(self._normal or ()) + (self._task is not None)
+
     def busy(self) -> bool:
         """Whether it has requests queued or running."""
         return self._task is not None

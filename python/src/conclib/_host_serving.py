@@ -19,6 +19,7 @@ from ._host_config import HostConfig
 from ._host_lane import GROUP, Lane
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
+from ._host_overload import Counts, evictable, refusal
 from ._host_patterns import Activation, Pattern
 from ._host_placement import HERE, PLACED, place_waiting
 from ._host_replicas import written
@@ -94,6 +95,7 @@ class Serving:
         # Kept until they end (the loop keeps only weak references).
         self.background: set[asyncio.Task[None]] = set()
         self.activations_made = 0
+        self.counts = Counts()
         self.clock_offset_ms = 0.0
 
     # The fence.
@@ -153,6 +155,19 @@ class Serving:
             if served is None:
                 refuse(Status.UNKNOWN_URN, f"no actor with URN {req.urn}")
                 return
+        live = pattern.live.get(req.urn) if pattern is not None else None
+        if self.config.max_pending_per_urn is not None or self.config.max_pending is not None:
+            mailbox = served.mailbox if served is not None else live.mailbox if live is not None else None
+            urn_depth = mailbox.depth() if mailbox is not None else len(self.activating.get(req.urn, ()))
+            why = refusal(self.config, urn_depth, sum(len(lane.in_flight) for lane in self.lanes) - 1)
+            if why is not None:
+                if req.reply is None:
+                    self.counts.overloaded_tells += 1
+                    lane.answer_entry(stream, entry, None, None)
+                else:
+                    self.counts.overloaded_asks += 1
+                    refuse(Status.OVERLOADED, why)
+                return
         handlers = served.handlers if served is not None else pattern.handlers  # type: ignore[union-attr]
         spec = handlers.get(req.message)
         if spec is None:
@@ -167,7 +182,6 @@ class Serving:
             served.mailbox.put(req, spec, arg, lane)
             return
         assert pattern is not None
-        live = pattern.live.get(req.urn)
         if live is not None:
             pattern.touch(req.urn)
             live.mailbox.put(req, spec, arg, lane)
@@ -221,7 +235,16 @@ class Serving:
         # the report waits for Redis, each activation would count twice in this member's own
         # count (``place``), and a burst of them would send first requests elsewhere.
         if activated:
+            await self.evict()
             await self.report(pattern)
+
+    async def evict(self) -> None:
+        """Passivates the activations past ``HostConfig.activation_cap``, least recently
+        used first (``_host_overload.py``)."""
+        for p, urn in evictable(self.config, self.patterns):
+            if urn in p.live:
+                await self.passivate(p, urn)
+                self.counts.evicted += 1
 
     async def _claim_and_activate(self, pattern: Pattern, urn: str) -> bool:
         """Whether ``urn`` was activated here (its requests handed to its mailbox)."""

@@ -179,6 +179,22 @@ class ActorHost:
 
     # Life.
 
+    def stats(self) -> dict[str, int]:
+        """What the host counts since it started: ``activations`` (alive now), ``activated``
+        (made in all), ``overloaded_asks`` and ``overloaded_tells`` (refused by a pending
+        limit: ``HostConfig.max_pending_per_urn``, ``max_pending``), ``evicted`` (by
+        ``HostConfig.activation_cap``). All zero before :meth:`start`."""
+        serving = self._serving
+        if serving is None:
+            return dict.fromkeys(("activations", "activated", "overloaded_asks", "overloaded_tells", "evicted"), 0)
+        return {
+            "activations": sum(len(p.live) for p in self._patterns),
+            "activated": serving.activations_made,
+            "overloaded_asks": serving.counts.overloaded_asks,
+            "overloaded_tells": serving.counts.overloaded_tells,
+            "evicted": serving.counts.evicted,
+        }
+
     async def __aenter__(self) -> ActorHost:
         await self.start()
         return self

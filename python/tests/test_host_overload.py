@@ -1,0 +1,141 @@
+"""Overload in the Python actor host (``HostConfig.max_pending_per_urn``, ``max_pending``,
+``activation_cap``; ``conclib/_host_overload.py``), as a Rust member's: 64 callers past a
+limit get ``Overloaded`` with its scope, limit and depth at once, never later than their
+timeout; tells past it are dropped and counted; a cap of 10 over 25 URNs passivates the
+least recently used, their state intact when asked again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import conclib
+from conclib.actor import Actor, handler
+from conclib.host import ActorHost
+from conftest import RedisServer, run
+from test_host_store import _Tally
+
+CALLERS = 64
+ASK_TIMEOUT = 2.0
+# A call that returns later than its timeout by more than this overran it.
+MARGIN = 0.5
+
+
+class _Slow(Actor):
+    """Takes 20 ms a request: 64 callers queue past any small limit."""
+
+    @handler("test.Slow")
+    async def slow(self) -> int:
+        await asyncio.sleep(0.02)
+        return 1
+
+
+async def _callers(client: conclib.AsyncClient, urns: list[str], seconds: float) -> tuple[Counter[str], list[Any]]:
+    """``CALLERS`` callers asking ``test.Slow`` of ``urns`` (in turn) without pause for
+    ``seconds``: the outcomes by name, and the ``Overloaded`` errors and the overruns."""
+    outcomes: Counter[str] = Counter()
+    seen: list[Any] = []
+    end = time.monotonic() + seconds
+
+    async def caller(i: int) -> None:
+        while time.monotonic() < end:
+            urn = urns[i % len(urns)]
+            began = time.monotonic()
+            try:
+                await client.ask(urn, "test.Slow", timeout=ASK_TIMEOUT)
+                outcomes["ok"] += 1
+            except conclib.Overloaded as e:
+                outcomes["overloaded"] += 1
+                seen.append(e)
+                await asyncio.sleep(0)
+            except conclib.ConclibError as e:
+                outcomes[type(e).__name__] += 1
+                await asyncio.sleep(0)
+            took = time.monotonic() - began
+            if took > ASK_TIMEOUT + MARGIN:
+                seen.append(took)
+
+    await asyncio.gather(*(caller(i) for i in range(CALLERS)))
+    return outcomes, seen
+
+
+def test_asks_past_a_urns_limit_are_refused_at_once(redis_server: RedisServer) -> None:
+    """64 callers asking one URN with a limit of 8 pending: some answered, the others
+    ``Overloaded`` (scope ``urn``, limit 8, depth at least 8), none later than its timeout,
+    nothing else; tells past the limit dropped and counted."""
+    url = redis_server.url
+    ns = f"hover-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> None:
+        host = ActorHost(url, namespace=ns, system="py-over", max_pending_per_urn=8)
+        host.serve_pattern("py:slow:{id}", _Slow)
+        async with host:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                outcomes, seen = await _callers(client, ["py:slow:1"], 2.0)
+                overruns = [s for s in seen if isinstance(s, float)]
+                refused = [s for s in seen if isinstance(s, conclib.Overloaded)]
+                assert not overruns, overruns[:5]
+                assert outcomes["ok"] > 0 and outcomes["overloaded"] > 0, outcomes
+                assert set(outcomes) == {"ok", "overloaded"}, outcomes
+                assert all(e.scope == "urn" and e.limit == 8 and e.depth >= 8 for e in refused), refused[:5]
+                assert host.stats()["overloaded_asks"] > 0, host.stats()
+                # Tells behind a full mailbox: past the limit, dropped and counted.
+                blockers = [asyncio.create_task(client.ask("py:slow:2", "test.Slow", timeout=5)) for _ in range(8)]
+                for _ in range(64):
+                    await client.tell("py:slow:2", "test.Slow")
+                await asyncio.gather(*blockers, return_exceptions=True)
+                deadline = time.monotonic() + 10
+                while host.stats()["overloaded_tells"] == 0 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                assert host.stats()["overloaded_tells"] > 0, host.stats()
+
+    run(main(), timeout=60)
+
+
+def test_asks_past_the_hosts_limit_are_refused_at_once(redis_server: RedisServer) -> None:
+    """64 callers asking 64 URNs with a limit of 16 pending in the whole host: some
+    answered, the others ``Overloaded`` with scope ``system`` and limit 16, none later
+    than its timeout."""
+    url = redis_server.url
+    ns = f"hoversys-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> None:
+        host = ActorHost(url, namespace=ns, system="py-over", max_pending=16)
+        host.serve_pattern("py:slow:{id}", _Slow)
+        async with host:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                outcomes, seen = await _callers(client, [f"py:slow:{i}" for i in range(CALLERS)], 2.0)
+                overruns = [s for s in seen if isinstance(s, float)]
+                refused = [s for s in seen if isinstance(s, conclib.Overloaded)]
+                assert not overruns, overruns[:5]
+                assert outcomes["ok"] > 0 and outcomes["overloaded"] > 0, outcomes
+                assert set(outcomes) == {"ok", "overloaded"}, outcomes
+                assert all(e.scope == "system" and e.limit == 16 for e in refused), refused[:5]
+
+    run(main(), timeout=60)
+
+
+def test_the_activation_cap_passivates_the_least_recently_used(redis_server: RedisServer) -> None:
+    """A cap of 10 over 25 URNs of a state-keeping counter, each incremented three times
+    in turn: the host never keeps more than 10 once its evictions ran, each URN's count is
+    3 (its state saved and loaded again across its evictions), and evictions were counted."""
+    url = redis_server.url
+    ns = f"hcap-{uuid.uuid4().hex[:6]}"
+    urns = [f"py:tally:{i}" for i in range(25)]
+
+    async def main() -> None:
+        host = ActorHost(url, namespace=ns, system="py-cap", activation_cap=10)
+        host.serve_pattern("py:tally:{id}", _Tally)
+        async with host:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                for round_ in range(1, 4):
+                    for urn in urns:
+                        assert await client.ask(urn, "test.Incr", timeout=10) == round_
+                        assert host.stats()["activations"] <= 10, host.stats()
+                stats = host.stats()
+                assert stats["evicted"] >= 2 * 25 and stats["activated"] == stats["evicted"] + stats["activations"], stats
+
+    run(main(), timeout=60)
