@@ -271,3 +271,67 @@ def test_a_python_member_joining_a_rebalancing_rust_member(redis_server: RedisSe
         if python is not None:
             python.close()
         rust.stop()
+
+
+class _Napper(Actor):
+    """Naps on ``test.Nap``; ``test.Mark`` notes, in ``_Napper.marks``, whether a nap was
+    still running when it was handled."""
+
+    napping = 0
+    marks: list[bool] = []
+
+    @handler("test.Nap")
+    async def nap(self, ms: int) -> int:
+        _Napper.napping += 1
+        try:
+            await asyncio.sleep(ms / 1000)
+        finally:
+            _Napper.napping -= 1
+        return ms
+
+    @handler("test.Mark")
+    async def mark(self) -> None:
+        _Napper.marks.append(_Napper.napping > 0)
+
+
+def test_a_request_placed_here_whose_wake_up_went_astray_is_read_while_others_run(
+    redis_server: RedisServer, raw_redis: Any
+) -> None:
+    """A request another member placed on this one (moved to its pending list in the
+    group's stream) whose wake-up never came is read again at the member's next renewal,
+    also while it has other requests in flight: here one URN naps for 8 s, and the placed
+    request to another URN is handled during the nap. Before, such a request was read again
+    only once nothing was in flight."""
+    from conclib.protocol import request_fields
+
+    url = redis_server.url
+    ns = f"astray-{uuid.uuid4().hex[:6]}"
+    _Napper.marks = []
+
+    async def main() -> None:
+        host = ActorHost(url, namespace=ns, system="py-a")
+        host.serve_pattern("py:nap:{id}", _Napper)
+        async with host:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                napping = asyncio.create_task(client.ask("py:nap:1", "test.Nap", 8_000, timeout=20))
+                while _Napper.napping == 0:
+                    await asyncio.sleep(0.01)
+                # Appended and delivered to another consumer in one step (the host, blocked
+                # reading the stream, is served only after it), then moved to the host's
+                # pending list without a wake-up: a placement whose wake-up went astray.
+                stream = f"{ns}:sys:~py:nap:*:req"
+                fields = request_fields(request_id=0, urn="py:nap:2", message="test.Mark", ttl=60_000, reply=None,
+                                        priority_high=False, traceparent=None, codec="msgpack", body=b"\xc0")
+                pipe = raw_redis.pipeline(transaction=True)
+                pipe.xadd(stream, dict(zip(fields[::2], fields[1::2])))
+                pipe.xreadgroup("proxy", "ghost", {stream: ">"}, count=1)
+                entry_id, got = pipe.execute()
+                assert got and got[0][1][0][0] == entry_id, got
+                raw_redis.xclaim(stream, "proxy", "py-a", 0, [entry_id])
+                deadline = time.monotonic() + 20
+                while not _Napper.marks and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                assert _Napper.marks == [True], _Napper.marks
+                assert await napping == 8_000
+
+    run(main(), timeout=60)
