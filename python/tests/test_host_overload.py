@@ -62,10 +62,24 @@ async def _callers(client: conclib.AsyncClient, urns: list[str], seconds: float)
     return outcomes, seen
 
 
+async def _refused_at_once(host: ActorHost, client: conclib.AsyncClient, urns: list[str],
+                           scope: str, limit: int) -> None:
+    """``CALLERS`` callers asking ``urns`` for 2 s past a limit of the host: some answered,
+    the others ``Overloaded`` with the limit's scope and value and a depth at least the
+    limit, none later than its timeout, nothing else; the host counted them."""
+    outcomes, seen = await _callers(client, urns, 2.0)
+    overruns = [s for s in seen if isinstance(s, float)]
+    refused = [s for s in seen if isinstance(s, conclib.Overloaded)]
+    assert not overruns, overruns[:5]
+    assert outcomes["ok"] > 0 and outcomes["overloaded"] > 0, outcomes
+    assert set(outcomes) == {"ok", "overloaded"}, outcomes
+    assert all(e.scope == scope and e.limit == limit and e.depth >= limit for e in refused), refused[:5]
+    assert host.stats()["overloaded_asks"] > 0, host.stats()
+
+
 def test_asks_past_a_urns_limit_are_refused_at_once(redis_server: RedisServer) -> None:
-    """64 callers asking one URN with a limit of 8 pending: some answered, the others
-    ``Overloaded`` (scope ``urn``, limit 8, depth at least 8), none later than its timeout,
-    nothing else; tells past the limit dropped and counted."""
+    """64 callers asking one URN with a limit of 8 pending: refused at once past it
+    (``_refused_at_once``); tells past the limit dropped and counted."""
     url = redis_server.url
     ns = f"hover-{uuid.uuid4().hex[:6]}"
 
@@ -74,14 +88,7 @@ def test_asks_past_a_urns_limit_are_refused_at_once(redis_server: RedisServer) -
         host.serve_pattern("py:slow:{id}", _Slow)
         async with host:
             async with conclib.AsyncClient(url, namespace=ns) as client:
-                outcomes, seen = await _callers(client, ["py:slow:1"], 2.0)
-                overruns = [s for s in seen if isinstance(s, float)]
-                refused = [s for s in seen if isinstance(s, conclib.Overloaded)]
-                assert not overruns, overruns[:5]
-                assert outcomes["ok"] > 0 and outcomes["overloaded"] > 0, outcomes
-                assert set(outcomes) == {"ok", "overloaded"}, outcomes
-                assert all(e.scope == "urn" and e.limit == 8 and e.depth >= 8 for e in refused), refused[:5]
-                assert host.stats()["overloaded_asks"] > 0, host.stats()
+                await _refused_at_once(host, client, ["py:slow:1"], "urn", 8)
                 # Tells behind a full mailbox: past the limit, dropped and counted.
                 blockers = [asyncio.create_task(client.ask("py:slow:2", "test.Slow", timeout=5)) for _ in range(8)]
                 for _ in range(64):
@@ -96,9 +103,8 @@ def test_asks_past_a_urns_limit_are_refused_at_once(redis_server: RedisServer) -
 
 
 def test_asks_past_the_hosts_limit_are_refused_at_once(redis_server: RedisServer) -> None:
-    """64 callers asking 64 URNs with a limit of 16 pending in the whole host: some
-    answered, the others ``Overloaded`` with scope ``system`` and limit 16, none later
-    than its timeout."""
+    """64 callers asking 64 URNs with a limit of 16 pending in the whole host: refused at
+    once past it, with scope ``system`` (``_refused_at_once``)."""
     url = redis_server.url
     ns = f"hoversys-{uuid.uuid4().hex[:6]}"
 
@@ -107,13 +113,7 @@ def test_asks_past_the_hosts_limit_are_refused_at_once(redis_server: RedisServer
         host.serve_pattern("py:slow:{id}", _Slow)
         async with host:
             async with conclib.AsyncClient(url, namespace=ns) as client:
-                outcomes, seen = await _callers(client, [f"py:slow:{i}" for i in range(CALLERS)], 2.0)
-                overruns = [s for s in seen if isinstance(s, float)]
-                refused = [s for s in seen if isinstance(s, conclib.Overloaded)]
-                assert not overruns, overruns[:5]
-                assert outcomes["ok"] > 0 and outcomes["overloaded"] > 0, outcomes
-                assert set(outcomes) == {"ok", "overloaded"}, outcomes
-                assert all(e.scope == "system" and e.limit == 16 for e in refused), refused[:5]
+                await _refused_at_once(host, client, [f"py:slow:{i}" for i in range(CALLERS)], "system", 16)
 
     run(main(), timeout=60)
 

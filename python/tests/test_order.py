@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -40,6 +41,16 @@ def _members(kind: str, url: str, ns: str) -> list[Any]:
         raise
 
 
+def _served_by_two(kind: str, url: str, ns: str, scene: Callable[[], Awaitable[None]]) -> None:
+    """Runs ``scene`` (bounded) while two members of ``kind`` serve namespace ``ns``."""
+    members = _members(kind, url, ns)
+    try:
+        run(scene(), timeout=90)
+    finally:
+        for m in members:
+            m.close()
+
+
 async def _burst(client: conclib.AsyncClient, urn: str) -> list[int]:
     """``TELLS`` tells one after the other, then what the actor recorded (asked once every
     tell was handled: an ask may overtake tells routed through the group)."""
@@ -58,23 +69,18 @@ def test_requests_through_the_holders_stream_keep_their_order(redis_server: Redi
     """64 URNs activated over two members; a client that finds them activated sends each
     8 tells one after the other, 64 callers at once: every URN records them in that order."""
     ns = f"order-{uuid.uuid4().hex[:6]}"
-    members = _members(kind, redis_server.url, ns)
     urns = [f"conf:pat:held{i}" for i in range(URNS)]
-    try:
 
-        async def scene() -> None:
-            async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
-                await asyncio.gather(*(client.ask(u, "test.Ping", timeout=10) for u in urns))
-            # A new client looks each URN up: activated, it routes to the holder's stream.
-            async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
-                got = await asyncio.gather(*(_burst(client, u) for u in urns))
-            wrong = {u: g for u, g in zip(urns, got) if g != list(range(1, TELLS + 1))}
-            assert not wrong, f"{len(wrong)} URNs out of order: {list(wrong.items())[:5]}"
+    async def scene() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            await asyncio.gather(*(client.ask(u, "test.Ping", timeout=10) for u in urns))
+        # A new client looks each URN up: activated, it routes to the holder's stream.
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            got = await asyncio.gather(*(_burst(client, u) for u in urns))
+        wrong = {u: g for u, g in zip(urns, got) if g != list(range(1, TELLS + 1))}
+        assert not wrong, f"{len(wrong)} URNs out of order: {list(wrong.items())[:5]}"
 
-        run(scene(), timeout=90)
-    finally:
-        for m in members:
-            m.close()
+    _served_by_two(kind, redis_server.url, ns, scene)
 
 
 @pytest.mark.parametrize("kind", ["rust", "python"])
@@ -86,20 +92,15 @@ def test_a_new_urns_first_requests_through_the_group_are_neither_lost_nor_double
     records each of its tells once; how many recorded them out of order is printed (the
     crate docs' "Order" quotes it)."""
     ns = f"gorder-{uuid.uuid4().hex[:6]}"
-    members = _members(kind, redis_server.url, ns)
     urns = [f"conf:pat:new{i}" for i in range(URNS)]
-    try:
 
-        async def scene() -> None:
-            async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
-                got = await asyncio.gather(*(_burst(client, u) for u in urns))
-            expected = list(range(1, TELLS + 1))
-            wrong = {u: g for u, g in zip(urns, got) if sorted(g) != expected}
-            assert not wrong, f"{len(wrong)} URNs lost or doubled a tell: {list(wrong.items())[:5]}"
-            reordered = sum(g != expected for g in got)
-            print(f"RESULT test=group_order members={kind} urns={URNS} tells={TELLS} reordered={reordered}")
+    async def scene() -> None:
+        async with conclib.AsyncClient(redis_server.url, namespace=ns) as client:
+            got = await asyncio.gather(*(_burst(client, u) for u in urns))
+        expected = list(range(1, TELLS + 1))
+        wrong = {u: g for u, g in zip(urns, got) if sorted(g) != expected}
+        assert not wrong, f"{len(wrong)} URNs lost or doubled a tell: {list(wrong.items())[:5]}"
+        reordered = sum(g != expected for g in got)
+        print(f"RESULT test=group_order members={kind} urns={URNS} tells={TELLS} reordered={reordered}")
 
-        run(scene(), timeout=90)
-    finally:
-        for m in members:
-            m.close()
+    _served_by_two(kind, redis_server.url, ns, scene)
