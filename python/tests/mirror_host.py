@@ -170,9 +170,6 @@ async def main() -> None:
     parser.add_argument("--bulk", type=int, default=0)
     parser.add_argument("--urn-ttl-ms", type=int)
     parser.add_argument("--stop-timeout-ms", type=int)
-    parser.add_argument("--max-pending-per-urn", type=int)
-    parser.add_argument("--max-pending", type=int)
-    parser.add_argument("--activation-cap", type=int)
     args = parser.parse_args()
     config = HostConfig(namespace=args.namespace, system=args.system)
     if args.lease_ttl_ms:
@@ -181,9 +178,6 @@ async def main() -> None:
         config.urn_ttl = args.urn_ttl_ms / 1000
     if args.stop_timeout_ms:
         config.stop_timeout = args.stop_timeout_ms / 1000
-    config.max_pending_per_urn = args.max_pending_per_urn
-    config.max_pending = args.max_pending
-    config.activation_cap = args.activation_cap
     if args.reminders:
         lease = args.claim_lease_ms / 1000 if args.claim_lease_ms else config.lease_ttl
         config.reminders = ReminderPollerOptions(claim_lease=lease, poll_interval=0.05)

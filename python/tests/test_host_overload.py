@@ -10,6 +10,8 @@ import asyncio
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import conclib
@@ -31,6 +33,17 @@ class _Slow(Actor):
     async def slow(self) -> int:
         await asyncio.sleep(0.02)
         return 1
+
+
+@asynccontextmanager
+async def _serving(url: str, ns: str, pattern: str, actor: type[Actor],
+                   **limits: Any) -> AsyncIterator[tuple[ActorHost, conclib.AsyncClient]]:
+    """A host serving ``pattern`` with ``limits`` (``HostConfig``'s), and a client."""
+    host = ActorHost(url, namespace=ns, system="py-over", **limits)
+    host.serve_pattern(pattern, actor)
+    async with host:
+        async with conclib.AsyncClient(url, namespace=ns) as client:
+            yield host, client
 
 
 async def _callers(client: conclib.AsyncClient, urns: list[str], seconds: float) -> tuple[Counter[str], list[Any]]:
@@ -84,20 +97,17 @@ def test_asks_past_a_urns_limit_are_refused_at_once(redis_server: RedisServer) -
     ns = f"hover-{uuid.uuid4().hex[:6]}"
 
     async def main() -> None:
-        host = ActorHost(url, namespace=ns, system="py-over", max_pending_per_urn=8)
-        host.serve_pattern("py:slow:{id}", _Slow)
-        async with host:
-            async with conclib.AsyncClient(url, namespace=ns) as client:
-                await _refused_at_once(host, client, ["py:slow:1"], "urn", 8)
-                # Tells behind a full mailbox: past the limit, dropped and counted.
-                blockers = [asyncio.create_task(client.ask("py:slow:2", "test.Slow", timeout=5)) for _ in range(8)]
-                for _ in range(64):
-                    await client.tell("py:slow:2", "test.Slow")
-                await asyncio.gather(*blockers, return_exceptions=True)
-                deadline = time.monotonic() + 10
-                while host.stats()["overloaded_tells"] == 0 and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-                assert host.stats()["overloaded_tells"] > 0, host.stats()
+        async with _serving(url, ns, "py:slow:{id}", _Slow, max_pending_per_urn=8) as (host, client):
+            await _refused_at_once(host, client, ["py:slow:1"], "urn", 8)
+            # Tells behind a full mailbox: past the limit, dropped and counted.
+            blockers = [asyncio.create_task(client.ask("py:slow:2", "test.Slow", timeout=5)) for _ in range(8)]
+            for _ in range(64):
+                await client.tell("py:slow:2", "test.Slow")
+            await asyncio.gather(*blockers, return_exceptions=True)
+            deadline = time.monotonic() + 10
+            while host.stats()["overloaded_tells"] == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert host.stats()["overloaded_tells"] > 0, host.stats()
 
     run(main(), timeout=60)
 
@@ -109,11 +119,8 @@ def test_asks_past_the_hosts_limit_are_refused_at_once(redis_server: RedisServer
     ns = f"hoversys-{uuid.uuid4().hex[:6]}"
 
     async def main() -> None:
-        host = ActorHost(url, namespace=ns, system="py-over", max_pending=16)
-        host.serve_pattern("py:slow:{id}", _Slow)
-        async with host:
-            async with conclib.AsyncClient(url, namespace=ns) as client:
-                await _refused_at_once(host, client, [f"py:slow:{i}" for i in range(CALLERS)], "system", 16)
+        async with _serving(url, ns, "py:slow:{id}", _Slow, max_pending=16) as (host, client):
+            await _refused_at_once(host, client, [f"py:slow:{i}" for i in range(CALLERS)], "system", 16)
 
     run(main(), timeout=60)
 
@@ -127,15 +134,12 @@ def test_the_activation_cap_passivates_the_least_recently_used(redis_server: Red
     urns = [f"py:tally:{i}" for i in range(25)]
 
     async def main() -> None:
-        host = ActorHost(url, namespace=ns, system="py-cap", activation_cap=10)
-        host.serve_pattern("py:tally:{id}", _Tally)
-        async with host:
-            async with conclib.AsyncClient(url, namespace=ns) as client:
-                for round_ in range(1, 4):
-                    for urn in urns:
-                        assert await client.ask(urn, "test.Incr", timeout=10) == round_
-                        assert host.stats()["activations"] <= 10, host.stats()
-                stats = host.stats()
-                assert stats["evicted"] >= 2 * 25 and stats["activated"] == stats["evicted"] + stats["activations"], stats
+        async with _serving(url, ns, "py:tally:{id}", _Tally, activation_cap=10) as (host, client):
+            for round_ in range(1, 4):
+                for urn in urns:
+                    assert await client.ask(urn, "test.Incr", timeout=10) == round_
+                    assert host.stats()["activations"] <= 10, host.stats()
+            stats = host.stats()
+            assert stats["evicted"] >= 2 * 25 and stats["activated"] == stats["evicted"] + stats["activations"], stats
 
     run(main(), timeout=60)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 from ._host_config import HostConfig
@@ -52,7 +53,7 @@ def evictable(config: HostConfig, patterns: list[Pattern]) -> list[tuple[Pattern
     excess = sum(len(p.live) for p in patterns) - cap
     if excess <= 0:
         return []
-    # Each pattern's activations are kept least recently used first (``Pattern.touch``).
-    idle = [(a.mailbox.last_used, p, urn) for p in patterns for urn, a in p.live.items() if not a.mailbox.busy()]
-    idle.sort(key=lambda t: t[0])
-    return [(p, urn) for _, p, urn in idle[:excess]]
+    # The few oldest, not a sort of every activation at each activation past the cap (the
+    # same choice: ``nsmallest`` is ``sorted(...)[:n]``).
+    idle = ((a.mailbox.last_used, p, urn) for p in patterns for urn, a in p.live.items() if not a.mailbox.busy())
+    return [(p, urn) for _, p, urn in heapq.nsmallest(excess, idle, key=lambda t: t[0])]

@@ -54,6 +54,7 @@ from ._host_group import claim_from_gone, close_drained, more_pending, sweep_own
 from ._host_lease import Lease, Scripts
 from ._host_urn_keys import UrnKeys
 from ._host_mailbox import Mailbox
+from ._host_overload import Counts
 from ._host_placement import PLACEMENTS
 from ._host_patterns import Pattern, parse_pattern
 from ._host_reminders import ReminderPoller, ReminderPollerOptions
@@ -185,14 +186,13 @@ class ActorHost:
         limit: ``HostConfig.max_pending_per_urn``, ``max_pending``), ``evicted`` (by
         ``HostConfig.activation_cap``). All zero before :meth:`start`."""
         serving = self._serving
-        if serving is None:
-            return dict.fromkeys(("activations", "activated", "overloaded_asks", "overloaded_tells", "evicted"), 0)
+        counts = serving.counts if serving is not None else Counts()
         return {
             "activations": sum(len(p.live) for p in self._patterns),
-            "activated": serving.activations_made,
-            "overloaded_asks": serving.counts.overloaded_asks,
-            "overloaded_tells": serving.counts.overloaded_tells,
-            "evicted": serving.counts.evicted,
+            "activated": serving.activations_made if serving is not None else 0,
+            "overloaded_asks": counts.overloaded_asks,
+            "overloaded_tells": counts.overloaded_tells,
+            "evicted": counts.evicted,
         }
 
     async def __aenter__(self) -> ActorHost:
