@@ -1,7 +1,8 @@
 """The conformance actor written in Python (the same wire names, types and behaviour as
 ``python/testserver/src/mirror.rs``), served by a Python actor host: at the fixed URNs of
-the shared conformance cases and for the patterns ``conf:pat:{id}`` and ``py:tally:{id}`` (a
-count in the fenced state store), which the Rust test server serves too.
+the shared conformance cases and for the patterns ``conf:pat:{id}``, ``py:tally:{id}`` (a
+count in the fenced state store) and ``py:carry:{id}`` (a count in memory, carried when the
+host stops), which the Rust test server serves too.
 
     python tests/mirror_host.py --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS]
         [--pattern-only] [--idle-s S] [--exit-with-stdin] [--subscribe-news]
@@ -108,6 +109,27 @@ class Tally(Actor):
         return self.count
 
 
+class Carry(Actor):
+    """A count kept in memory only, never saved (``python/testserver/src/tally.rs``'s, in
+    Python): carried to the next activation when its host stops, else lost."""
+
+    async def on_start(self) -> None:
+        carried = await self.store.rehydrate(int)
+        self.count: int = carried if carried is not None else await self.store.load(int) or 0
+
+    async def on_stop(self) -> None:
+        await self.store.dehydrate(self.count)
+
+    @handler("test.Incr")
+    async def incr(self) -> int:
+        self.count += 1
+        return self.count
+
+    @handler("test.Count")
+    async def get_count(self) -> int:
+        return self.count
+
+
 class Ticker(Actor):
     """Reminders and topics from a Python actor: registers a reminder for its own URN
     (``test.Arm``), keeps the ticks delivered to it, keeps the events of topic ``py.news``
@@ -191,6 +213,7 @@ async def main() -> None:
         host.serve(f"bulk:{i}", Mirror)
     host.serve_pattern("conf:pat:{id}", Mirror, idle_after=args.idle_s)
     host.serve_pattern("py:tally:{id}", Tally, idle_after=args.idle_s)
+    host.serve_pattern("py:carry:{id}", Carry, idle_after=args.idle_s)
     host.serve_pattern("py:ptick:{id}", Ticker, idle_after=args.idle_s)
     if args.subscribe_news:
         host.subscribe_actor("py.news", "py:ptick:news", "test.News")

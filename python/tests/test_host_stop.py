@@ -14,6 +14,8 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable
 
+import pytest
+
 import conclib
 from conftest import PythonHost, RedisServer, RustServer, holders, run, wait_until
 
@@ -25,12 +27,13 @@ MARGIN = 0.5
 
 
 class _Load:
-    """64 callers of ``py:tally:{id}``, each telling ``test.Incr`` without pause and asking
-    ``test.Count`` every 8th call: the tells accepted and refused, the asks that failed or
-    overran their timeout."""
+    """64 callers of ``{prefix}:{id}`` (``py:tally``: a count saved in the state store;
+    ``py:carry``: a count in memory only, carried when its member stops), each telling
+    ``test.Incr`` without pause and asking ``test.Count`` every 8th call: the tells accepted
+    and refused, the asks that failed or overran their timeout."""
 
-    def __init__(self) -> None:
-        self.urns = [f"py:tally:{i}" for i in range(CALLERS)]
+    def __init__(self, prefix: str = "py:tally") -> None:
+        self.urns = [f"{prefix}:{i}" for i in range(CALLERS)]
         self.accepted = dict.fromkeys(self.urns, 0)
         self.failed_tells = dict.fromkeys(self.urns, 0)
         self.ask_errors: list[str] = []
@@ -96,18 +99,23 @@ class _Load:
             return await self.final_counts(client)
 
 
-def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServer, raw_redis: Any) -> None:
+@pytest.mark.parametrize("prefix", ["py:tally", "py:carry"])
+def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServer, raw_redis: Any,
+                                                         prefix: str) -> None:
     """Two Python members and a Rust member serve ``py:tally:{id}``; 64 callers tell
     ``test.Incr`` without pause and ask ``test.Count`` every 8th call. The Python members
     are stopped (SIGTERM) one after the other, each holding URNs: every accepted tell is
     counted once, every ask is answered within its timeout, and each stopped member's stream
-    is gone (a client still routed there looks the URN up again)."""
+    is gone (a client still routed there looks the URN up again). With ``py:carry:{id}``,
+    whose count is never saved, every count moved from Python to Python or to Rust is the
+    one carried in memory (``StateStore.dehydrate`` at the stop, ``rehydrate`` at the next
+    activation): without it a moved count would start again from 0."""
     url = redis_server.url
     ns = f"stop-{uuid.uuid4().hex[:6]}"
     first = PythonHost(url, ns, "--pattern-only", "--system", "py-one")
     second: PythonHost | None = None
     rust: RustServer | None = None
-    load = _Load()
+    load = _Load(prefix)
     stops: dict[str, tuple[int | None, float]] = {}
     try:
         second = PythonHost(url, ns, "--pattern-only", "--system", "py-two")
@@ -133,6 +141,37 @@ def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServ
             assert not raw_redis.exists(f"{ns}:sys:{name}:req"), f"{name}'s stream was left"
     finally:
         for h in (first, second, rust):
+            if h is not None:
+                h.close()
+
+
+def test_a_drained_rust_members_counts_in_memory_go_to_a_python_member(redis_server: RedisServer,
+                                                                        raw_redis: Any) -> None:
+    """A Rust member and a Python member serve ``py:carry:{id}`` (counts in memory only) under
+    64 callers; the Rust member is drained (SIGTERM) holding URNs: its activations carry
+    their counts to the Python member (the Rust ``StateStore::dehydrate``, the Python
+    ``StateStore.rehydrate``), every accepted tell counted once, every ask answered in time."""
+    url = redis_server.url
+    ns = f"carry-{uuid.uuid4().hex[:6]}"
+    rust = RustServer(url, ns, "rust-m")
+    py: PythonHost | None = None
+    load = _Load("py:carry")
+    try:
+        py = PythonHost(url, ns, "--pattern-only", "--system", "py-one")
+
+        async def steps() -> None:
+            await asyncio.to_thread(
+                wait_until, lambda: len(holders(raw_redis, ns, load.urns)) == CALLERS
+                and "rust-m" in holders(raw_redis, ns, load.urns).values(), 20, "rust-m serving"
+            )
+            await asyncio.sleep(0.5)
+            assert await asyncio.to_thread(rust.stop) == 0
+            await asyncio.sleep(0.5)
+
+        load.check(run(load.during(url, ns, steps), timeout=120))
+        assert set(holders(raw_redis, ns, load.urns).values()) == {"py-one"}
+    finally:
+        for h in (rust, py):
             if h is not None:
                 h.close()
 

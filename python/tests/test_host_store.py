@@ -228,3 +228,43 @@ def test_a_request_keeps_its_identity_when_passed_on() -> None:
     # Passed on, then moved by a takeover: the first entry is the one passed on.
     assert request_key("s", b"5-0", {b"moved": b"2-0 b", b"first": b"1-0 a"}) == "1-0 a"
     assert request_key("s", b"5-0", {b"first": b""}) == "5-0 s"
+
+
+def test_a_carried_state_goes_to_the_next_activation_only(redis_server: RedisServer, raw_redis: Any) -> None:
+    """``StateStore.dehydrate`` carries a state only from an activation being moved (its
+    host stopping); the next activation takes it once (``rehydrate``), with the saved state
+    read in the same open (``load`` after it makes no second round trip), and an activation
+    that opened the state in between makes it stale: taken and dropped."""
+    url = redis_server.url
+    ns = f"carry-{uuid.uuid4().hex[:6]}"
+    urn = "py:tally:1"
+    carried_key = f"{ns}:state:{urn}:carried"
+
+    async def main() -> None:
+        host = ActorHost(url, namespace=ns, system="py-carry")
+        host.serve_pattern("py:tally:{id}", _Tally)
+        async with host:
+            first = host.new_store(urn)
+            await first.save(5)
+            # Not moving (an idle passivation): nothing carried.
+            assert await first.dehydrate(7) is False
+            assert not raw_redis.exists(carried_key)
+            first.moving = True
+            assert await first.dehydrate(7) is True
+            # The next activation: the carried 7 once, and the saved 5 by the same open.
+            second = host.new_store(urn)
+            assert await second.rehydrate(int) == 7
+            assert await second.rehydrate(int) is None
+            assert await second.load(int) == 5
+            assert not raw_redis.exists(carried_key)
+            # Carried again, but an activation that takes no carried state (an earlier
+            # build's) opens in between: the one after drops it.
+            second.moving = True
+            assert await second.dehydrate(8) is True
+            raw_redis.hset(f"{ns}:state:{urn}", "owner", "someone-else")
+            third = host.new_store(urn)
+            assert await third.rehydrate(int) is None
+            assert await third.load(int) == 5
+            assert not raw_redis.exists(carried_key)
+
+    run(main(), timeout=30)

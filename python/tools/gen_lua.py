@@ -35,9 +35,10 @@ NAMES = [
     "GROUP_FORGET_SCRIPT",
     "TAKE_OVER_SCRIPT",
     "CLOSE_DRAINED_SCRIPT",
-    "STATE_OPEN_SCRIPT",
     "STATE_SAVE_SCRIPT",
     "STATE_CLOSE_SCRIPT",
+    "CARRIED_OPEN_SCRIPT",
+    "CARRY_SCRIPT",
 ]
 
 # The reminder poller's scripts (its claims, acknowledgements, renewals, give-backs and

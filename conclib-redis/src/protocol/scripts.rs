@@ -368,14 +368,28 @@ if data == false and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis
 /// owner, so that an earlier activation's writes are refused from now on, and returns the
 /// stored data and the requests the last writer had applied but not acknowledged (each nil:
 /// none; see `proxy/scale/applied.rs`).
-///
-/// Written out rather than with `state_open_lua!` so that the Python actor host's copy
-/// (`python/tools/gen_lua.py` reads raw-string constants) stays one; a test checks it is
-/// the macro's body.
-pub(crate) const STATE_OPEN_SCRIPT: &str = r"redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-local data = redis.call('HGET', KEYS[1], 'data')
-if data == false and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return {data, redis.call('HGET', KEYS[1], 'applied')}";
+pub(crate) const STATE_OPEN_SCRIPT: &str = concat!(
+    state_open_lua!(),
+    r"return {data, redis.call('HGET', KEYS[1], 'applied')}"
+);
+
+/// The body [`CLAIM_OPEN_SCRIPT`] and [`CARRIED_OPEN_SCRIPT`] share, run before
+/// `state_open_lua`: takes (deletes) the state a move carried to this activation from the
+/// carried key `ck` (`proxy/scale/migration.rs`) into `carried`, keeping it only when its
+/// writer still owns state key `KEYS[1]` (the activation just before; one that came in
+/// between and did not take it makes it stale), else `false`.
+macro_rules! take_carried_lua {
+    () => {
+        r"local carried = false
+local c = redis.call('GET', ck)
+if c then
+  redis.call('DEL', ck)
+  local sep = string.find(c, '\n', 1, true)
+  if sep and redis.call('HGET', KEYS[1], 'owner') == string.sub(c, 1, sep - 1) then carried = string.sub(c, sep + 1) end
+end
+"
+    };
+}
 
 /// [`CLAIM_SCRIPT`] then, once the URN is this system's, [`STATE_OPEN_SCRIPT`], in one step
 /// (a server that is not a cluster: the keys may be in any slot), taking on the way the
@@ -392,17 +406,65 @@ pub(crate) const CLAIM_OPEN_SCRIPT: &str = concat!(
     r"local v = redis.call('GET', KEYS[2])
 if v ~= false and v ~= ARGV[3] then return v end
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
-local carried = false
-local c = redis.call('GET', KEYS[3])
-if c then
-  redis.call('DEL', KEYS[3])
-  local sep = string.find(c, '\n', 1, true)
-  if sep and redis.call('HGET', KEYS[1], 'owner') == string.sub(c, 1, sep - 1) then carried = string.sub(c, sep + 1) end
-end
+local ck = KEYS[3]
 ",
+    take_carried_lua!(),
     state_open_lua!(),
     r"return {1, data, redis.call('HGET', KEYS[1], 'applied'), carried}"
 );
+
+/// [`STATE_OPEN_SCRIPT`] taking on the way the state a move carried to this activation, as
+/// [`CLAIM_OPEN_SCRIPT`] does without the claim: the Python actor host's open (it claims
+/// its URN keys apart). `KEYS[1]` = the state key, `KEYS[2]` = its carried key; `ARGV` as
+/// [`STATE_OPEN_SCRIPT`]'s. Returns `{data, applied, carried}` (each nil: none).
+///
+/// Written out rather than with the macros so that the Python copy stays one; a test
+/// checks it is their body.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the Python actor host's: run from its copy, checked by a test"
+    )
+)]
+pub(crate) const CARRIED_OPEN_SCRIPT: &str = r"local ck = KEYS[2]
+local carried = false
+local c = redis.call('GET', ck)
+if c then
+  redis.call('DEL', ck)
+  local sep = string.find(c, '\n', 1, true)
+  if sep and redis.call('HGET', KEYS[1], 'owner') == string.sub(c, 1, sep - 1) then carried = string.sub(c, sep + 1) end
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+local data = redis.call('HGET', KEYS[1], 'data')
+if data == false and redis.call('HEXISTS', KEYS[1], 'journaled') == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return {data, redis.call('HGET', KEYS[1], 'applied'), carried}";
+
+/// The carrying step of a move (`proxy/scale/migration.rs`, `DEHYDRATE_SCRIPT`): when
+/// `ARGV[1]` (the activation's token) owns state key `KEYS[1]`, leaves `ARGV[2]` (its
+/// state) in the carried key `KEYS[2]` for `ARGV[3]` ms, with the writer's token.
+macro_rules! carry_lua {
+    () => {
+        r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
+"
+    };
+}
+pub(crate) use carry_lua;
+
+/// `carry_lua` alone, answering 1 when it carried, else 0: the Python actor host's
+/// dehydration (it releases its URN keys apart). Written out for the Python copy; a test
+/// checks it is the macro's body.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the Python actor host's: run from its copy, checked by a test"
+    )
+)]
+pub(crate) const CARRY_SCRIPT: &str = r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
+return 1";
 
 /// `KEYS[1]` = an activated actor's state key, `ARGV[1]` = the activation's token,
 /// `ARGV[2]` = `set` (then `ARGV[3]` = the data) or `clear` (then `ARGV[3]` = how long the
@@ -563,14 +625,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_state_open_script_is_the_claims_shared_body() {
+    fn the_python_hosts_carrying_scripts_are_the_claims_and_the_moves_bodies() {
         assert_eq!(
-            STATE_OPEN_SCRIPT,
+            CARRIED_OPEN_SCRIPT,
             concat!(
+                "local ck = KEYS[2]\n",
+                take_carried_lua!(),
                 state_open_lua!(),
-                r"return {data, redis.call('HGET', KEYS[1], 'applied')}"
+                r"return {data, redis.call('HGET', KEYS[1], 'applied'), carried}"
             )
         );
+        assert_eq!(CARRY_SCRIPT, concat!(carry_lua!(), "return 1"));
     }
 
     /// The Python actor host runs these scripts from `python/src/conclib/_lua.py`, written
@@ -594,9 +659,10 @@ mod tests {
                 ("GROUP_FORGET_SCRIPT", GROUP_FORGET_SCRIPT),
                 ("TAKE_OVER_SCRIPT", TAKE_OVER_SCRIPT),
                 ("CLOSE_DRAINED_SCRIPT", CLOSE_DRAINED_SCRIPT),
-                ("STATE_OPEN_SCRIPT", STATE_OPEN_SCRIPT),
                 ("STATE_SAVE_SCRIPT", STATE_SAVE_SCRIPT),
                 ("STATE_CLOSE_SCRIPT", STATE_CLOSE_SCRIPT),
+                ("CARRIED_OPEN_SCRIPT", CARRIED_OPEN_SCRIPT),
+                ("CARRY_SCRIPT", CARRY_SCRIPT),
             ],
         );
     }

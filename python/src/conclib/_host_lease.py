@@ -360,6 +360,7 @@ class Scripts:
         self.forget = redis.register_script(_lua.GROUP_FORGET_SCRIPT)
         self.take_over = redis.register_script(_lua.TAKE_OVER_SCRIPT)
         self.close_drained = redis.register_script(_lua.CLOSE_DRAINED_SCRIPT)
-        self.state_open = redis.register_script(_lua.STATE_OPEN_SCRIPT)
         self.state_save = redis.register_script(_lua.STATE_SAVE_SCRIPT)
         self.state_close = redis.register_script(_lua.STATE_CLOSE_SCRIPT)
+        self.carried_open = redis.register_script(_lua.CARRIED_OPEN_SCRIPT)
+        self.carry = redis.register_script(_lua.CARRY_SCRIPT)

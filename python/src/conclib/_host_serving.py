@@ -346,12 +346,17 @@ class Serving:
         except Exception:
             pass
 
-    async def passivate(self, pattern: Pattern, urn: str) -> None:
+    async def passivate(self, pattern: Pattern, urn: str, *, moving: bool = False) -> None:
+        """Stops ``urn``'s activation (``on_stop``) and releases its URN key. ``moving``: the
+        host is stopping, and the URN's next activation will be on another member: its store
+        carries what ``on_stop`` dehydrates (``StateStore.dehydrate``)."""
         live = pattern.live.pop(urn, None)
         if live is None:
             return
         live.mailbox.stopped = True
         if live.mailbox.started:
+            if moving:
+                live.mailbox.actor.store.moving = True
             try:
                 await live.mailbox.actor.on_stop()
             except Exception:

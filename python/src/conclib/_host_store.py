@@ -13,6 +13,13 @@ a request handled once, whichever member (Python or Rust) handled it.
 
 A write is recorded with the request being handled when it is made from the actor's own
 task (its handler); a write from a task the handler started is not recorded (as in Rust).
+
+Live migration (the Rust ``proxy/scale/migration.rs``'s keys and scripts): an activation the
+host's :meth:`~conclib.host.ActorHost.stop` moves away carries its state in memory to the
+URN's next activation with :meth:`StateStore.dehydrate` in its ``on_stop``
+(``{ns}:state:{urn}:carried``, with the writer's token, for one minute); the next activation,
+on a Python or a Rust member, takes it as it opens the state (a Python one with
+:meth:`StateStore.rehydrate`).
 """
 
 from __future__ import annotations
@@ -28,16 +35,27 @@ from ._host_replicas import written
 from ._typed import from_wire, plain
 from .durability import Durability
 
-__all__ = ["Applied", "Fenced", "StateStore", "request_key"]
+__all__ = ["Applied", "Fenced", "StateStore", "carried_key", "request_key"]
 
 # How long a state key without data lives (one left by an activation that never saved), as
 # the Rust store's EMPTY_STATE_TTL.
 EMPTY_STATE_TTL_MS = 24 * 3600 * 1000
 
+# How long a carried state waits for the next activation (the Rust ``CARRIED_TTL``).
+CARRIED_TTL_MS = 60_000
+
+# No data read by an open is waiting for the next ``load`` (``StateStore._fresh``).
+_NOTHING = object()
+
 
 class Fenced(Exception):  # noqa: N818 (the store's answer, as the Rust StoreError::Fenced)
     """A later activation of the URN owns its state now: nothing was written. The host
     stops this activation and leaves the request being handled for the current one."""
+
+
+def carried_key(state_key: str) -> str:
+    """The carried key of state key ``state_key`` (the Rust ``migration::carried_key``)."""
+    return f"{state_key}:carried"
 
 
 def first_entry(fields: Mapping[bytes, bytes]) -> str | None:
@@ -136,7 +154,7 @@ class StateStore:
     """
 
     __slots__ = ("_redis", "_scripts", "_durability", "key", "token", "opened", "applied", "handling", "task",
-                 "refused")
+                 "refused", "moving", "carried", "_taken", "_fresh")
 
     def __init__(self, redis: Any, scripts: Any, key: str, system: str,
                  durability: Durability | None = None) -> None:
@@ -151,15 +169,66 @@ class StateStore:
         self.handling: str | None = None
         self.task: asyncio.Task[Any] | None = None
         self.refused = False
+        # Set by the host when it stops this activation to move it (``dehydrate``).
+        self.moving = False
+        # Set once ``dehydrate`` carried the state: the host leaves the state key as it is.
+        self.carried = False
+        # The state the previous activation carried here, taken by this one's first open.
+        self._taken: bytes | None = None
+        # What the last open read, for the next ``load`` (no second round trip after
+        # ``rehydrate``); ``_NOTHING`` once used or written over.
+        self._fresh: Any = _NOTHING
 
     async def load(self, tp: Any = None) -> Any:
         """The stored state (``None`` if none), decoded into ``tp`` if given; makes this
         activation the state's owner."""
-        data = await self._open()
+        data, self._fresh = self._fresh, _NOTHING
+        if data is _NOTHING:
+            data = await self._open()
         if data is None:
             return None
         value = codec.decode(data)
         return value if tp is None else from_wire(value, tp)
+
+    async def rehydrate(self, tp: Any = None) -> Any:
+        """In ``on_start``: the state the URN's previous activation carried when it was moved
+        here (:meth:`dehydrate`, on a Python or a Rust member), decoded into ``tp`` if given,
+        taken once; ``None`` when it carried none (then :meth:`load` what was saved, without
+        a second round trip). Makes this activation the state's owner, as :meth:`load`.
+
+        ::
+
+            async def on_start(self) -> None:
+                carried = await self.store.rehydrate(int)
+                self.count = carried if carried is not None else await self.store.load(int) or 0
+        """
+        if not self.opened:
+            self._fresh = await self._open()
+        data, self._taken = self._taken, None
+        if data is None:
+            return None
+        value = codec.decode(data)
+        return value if tp is None else from_wire(value, tp)
+
+    async def dehydrate(self, value: Any) -> bool:
+        """In ``on_stop``: when this activation is being moved to another member (its host's
+        :meth:`~conclib.host.ActorHost.stop`), carries ``value`` (its state in memory, saved
+        or not) to the URN's next activation, which takes it with :meth:`rehydrate` (a Rust
+        one with ``StateStore::rehydrate``): ``True`` then. Otherwise (an idle passivation,
+        the activation cap, a later activation owning the state) it does nothing and answers
+        ``False``: the next activation loads what was saved (:meth:`save`). Call it last: the
+        URN goes to another member once ``on_stop`` returns."""
+        if not self.moving or self.refused:
+            return False
+        if not self.opened:
+            await self._open()
+        self._fresh = _NOTHING
+        got = await self._scripts.carry(
+            keys=[self.key, carried_key(self.key)],
+            args=[self.token, codec.encode(plain(value)), CARRIED_TTL_MS],
+        )
+        self.carried = got == 1
+        return self.carried
 
     async def save(self, value: Any) -> None:
         """Writes the state, if this activation is still the URN's latest; else raises
@@ -177,20 +246,26 @@ class StateStore:
         return not self.refused
 
     async def _open(self) -> bytes | None:
+        # The carried state is taken by the first open (``rehydrate``, ``load`` or a write),
+        # whether the actor asks for it or not: it counts for the next activation only.
         got, short = await written(
-            self._redis, self._durability, self._scripts.state_open, [self.key], [self.token, EMPTY_STATE_TTL_MS]
+            self._redis, self._durability, self._scripts.carried_open, [self.key, carried_key(self.key)],
+            [self.token, EMPTY_STATE_TTL_MS],
         )
         if short is not None:
             # The fence is this activation's only once a promotion cannot undo it.
             raise short
-        data, record = (got[0], got[1]) if isinstance(got, list) else (got, None)
+        data, record, carried = (got + [None, None, None])[:3] if isinstance(got, list) else (got, None, None)
         self.applied.opened(record)
+        if not self.opened and carried:
+            self._taken = carried
         self.opened = True
         return data if data else None
 
     async def _write(self, op: str, arg: Any) -> None:
         if not self.opened:
             await self._open()
+        self._fresh = _NOTHING
         mine = self.handling if self.task is not None and asyncio.current_task() is self.task else None
         record = self.applied.record(mine)
         got, short = await written(
@@ -206,7 +281,9 @@ class StateStore:
             self.applied.wrote(mine)
 
     async def close(self) -> None:
-        """At passivation: the key deleted if this activation owns it and it holds no data."""
-        if self.opened and not self.refused:
+        """At passivation: the key deleted if this activation owns it and it holds no data
+        (left when the state was carried: the next activation takes it only while this one
+        still owns the key)."""
+        if self.opened and not self.refused and not self.carried:
             await self._scripts.state_close(keys=[self.key], args=[self.token])
 

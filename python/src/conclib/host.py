@@ -301,7 +301,8 @@ class ActorHost:
 
     async def stop(self) -> None:
         """Stops reading, finishes what its actors are handling, passivates every activation
-        (its URN keys released), moves what is left in its own stream for its patterns' URNs
+        (its URN keys released; what an actor's ``on_stop`` dehydrates is carried to its
+        next activation, ``StateStore.dehydrate``), moves what is left in its own stream for its patterns' URNs
         to the members that serve them now (else to the patterns' groups) and deletes that
         stream, and releases its URNs and leases: the others serve what it served, and no
         request sent to it is lost (``tests/test_host_stop.py``). SIGTERM in a process that
@@ -354,7 +355,7 @@ class ActorHost:
         if self._serving is not None:
             for p in self._patterns:
                 for urn in list(p.live):
-                    await self._serving.passivate(p, urn)
+                    await self._serving.passivate(p, urn, moving=True)
         for lane in self._lanes:
             await lane.stop()
         if held and self._patterns:

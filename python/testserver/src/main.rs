@@ -78,7 +78,8 @@ URNs served: py:counter (Add {n}, Get, Record(u64), History, Reset), py:shapes (
 message shape: Double(i64), Move {point, dx, dy}, Classify(u64), Nap {ms}, ...),
 py:narrow (a mailbox of one), py:item:{id} (counters activated on demand), py:remind:{id}
 (keep the reminder ticks delivered to them: ReminderTick, py.Ticks), py:tally:{id}
-(counters kept in the fenced state store: test.Incr, test.Count), py:order:{id}
+(counters kept in the fenced state store: test.Incr, test.Count), py:carry:{id}
+(the same messages, the count kept in memory and carried when drained), py:order:{id}
 (a durable workflow: py.Place {key, cents}, py.Charges), conf:counter,
 pytest:echo, py:shared, conf:shared, py:publisher (test.Publish {topic, durable, from,
 count}: publishes count events {from, seq} to a topic, MessagePack).
@@ -384,6 +385,10 @@ async fn serve_on(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // pattern with the same actor written in Python (`test_host_store.py`).
     proxy
         .activate("py:tally:{id}", tally::Tally::activate)
+        .await?;
+    // Counts in memory only, carried when a server is drained (`test_host_carry.py`).
+    proxy
+        .activate("py:carry:{id}", tally::Carry::activate)
         .await?;
     // At most one request pending per URN (`test_overload.py`): a second one while a `Nap`
     // runs is refused `Overloaded` at once.

@@ -1,11 +1,13 @@
 //! `py:tally:{id}`: counters activated on demand that keep their count in the fenced state
 //! store, for `python/tests/test_host_store.py`: the same pattern is served by Python actor
 //! hosts with the same actor written in Python, and a URN moving between the two (a member
-//! killed) keeps its count, each increment counted once.
+//! killed) keeps its count, each increment counted once. `py:carry:{id}`: counters kept in
+//! memory only, carried from member to member when one stops (`StateStore::dehydrate`,
+//! `rehydrate`), for `python/tests/test_host_carry.py`, beside the same actor in Python.
 
 use conclib::redis::scale::{Activation, StateStore};
 use conclib::remote::ExposedMessage;
-use conclib::{Actor, Context, Message, RequestEnvelope};
+use conclib::{Actor, BoxError, Context, Message, RequestEnvelope, StopReason};
 use serde::{Deserialize, Serialize};
 
 /// Adds one to the count (saved before it is answered); answers the count.
@@ -83,5 +85,60 @@ impl Actor for Tally {
             Ok((Count, r)) => r.respond(Ok(self.count)),
             Err(req) => req.reject(),
         }
+    }
+}
+
+/// A count kept in memory only (never saved): carried to the URN's next activation when
+/// this one is moved (its server drained), else lost.
+pub struct Carry {
+    count: u64,
+    store: StateStore,
+}
+
+impl Carry {
+    /// The activation of `a`, its count the one carried here, else the saved one (none).
+    pub async fn activate(a: Activation) -> Result<Carry, String> {
+        let carried = a.store().rehydrate::<u64>().await;
+        let count = match carried.map_err(|e| e.to_string())? {
+            Some(count) => count,
+            None => a
+                .store()
+                .load::<u64>()
+                .await
+                .map_err(|e| e.to_string())?
+                .unwrap_or(0),
+        };
+        Ok(Carry {
+            count,
+            store: a.into_store(),
+        })
+    }
+}
+
+impl Actor for Carry {
+    const REMOTE: &'static [ExposedMessage] =
+        &[ExposedMessage::of::<Incr>(), ExposedMessage::of::<Count>()];
+
+    async fn handle_request(&mut self, req: RequestEnvelope, _ctx: &mut Context<Self>) {
+        let req = match req.extract::<Incr>() {
+            Ok((Incr, r)) => {
+                self.count += 1;
+                return r.respond(Ok(self.count));
+            }
+            Err(req) => req,
+        };
+        match req.extract::<Count>() {
+            Ok((Count, r)) => r.respond(Ok(self.count)),
+            Err(req) => req.reject(),
+        }
+    }
+
+    async fn on_stop(
+        &mut self,
+        _ctx: &mut Context<Self>,
+        _reason: &StopReason,
+    ) -> Result<(), BoxError> {
+        self.store.dehydrate(&self.count).await?;
+        Ok(())
     }
 }

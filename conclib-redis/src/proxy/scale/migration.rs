@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use crate::protocol::hand_urn_lua;
+use crate::protocol::{carry_lua, hand_urn_lua};
 
 /// How long a carried state waits for the next activation.
 pub(in crate::proxy) const CARRIED_TTL: Duration = Duration::from_secs(60);
@@ -27,9 +27,8 @@ pub(in crate::proxy) const CARRIED_TTL: Duration = Duration::from_secs(60);
 /// member the activation moves to, in the same step: 2 when it did.
 pub(in crate::proxy) const DEHYDRATE_SCRIPT: &str = concat!(
     hand_urn_lua!(),
-    r"if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
-if KEYS[3] and hand(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], KEYS[4], {unpack(ARGV, 9)}) == 1 then return 2 end
+    carry_lua!(),
+    r"if KEYS[3] and hand(KEYS[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], KEYS[4], {unpack(ARGV, 9)}) == 1 then return 2 end
 return 1"
 );
 
