@@ -36,11 +36,12 @@ class _Slow(Actor):
 
 
 @asynccontextmanager
-async def _serving(url: str, ns: str, pattern: str, actor: type[Actor],
+async def _serving(url: str, ns: str, pattern: str, actor: type[Actor], pattern_limits: dict[str, int] | None = None,
                    **limits: Any) -> AsyncIterator[tuple[ActorHost, conclib.AsyncClient]]:
-    """A host serving ``pattern`` with ``limits`` (``HostConfig``'s), and a client."""
+    """A host serving ``pattern`` with ``limits`` (``HostConfig``'s) and ``pattern_limits``
+    (``serve_pattern``'s), and a client."""
     host = ActorHost(url, namespace=ns, system="py-over", **limits)
-    host.serve_pattern(pattern, actor)
+    host.serve_pattern(pattern, actor, **(pattern_limits or {}))
     async with host:
         async with conclib.AsyncClient(url, namespace=ns) as client:
             yield host, client
@@ -121,6 +122,29 @@ def test_asks_past_the_hosts_limit_are_refused_at_once(redis_server: RedisServer
     async def main() -> None:
         async with _serving(url, ns, "py:slow:{id}", _Slow, max_pending=16) as (host, client):
             await _refused_at_once(host, client, [f"py:slow:{i}" for i in range(CALLERS)], "system", 16)
+
+    run(main(), timeout=60)
+
+
+def test_asks_past_a_patterns_own_limits_are_refused_at_once(redis_server: RedisServer) -> None:
+    """A pattern's own limits (``serve_pattern(max_pending=16, max_pending_per_urn=4)``; the
+    host has none): 64 callers asking 64 of its URNs are refused at once past 16 pending,
+    scope ``pattern``; asking one URN, past 4, scope ``urn`` (``_refused_at_once``). Once
+    the callers are done the pattern counts nothing pending: every admitted request gave
+    its count back, whether answered or not."""
+    url = redis_server.url
+    ns = f"hoverpat-{uuid.uuid4().hex[:6]}"
+
+    async def main() -> None:
+        limits = {"max_pending": 16, "max_pending_per_urn": 4}
+        async with _serving(url, ns, "py:slow:{id}", _Slow, limits) as (host, client):
+            await _refused_at_once(host, client, [f"py:slow:{i}" for i in range(CALLERS)], "pattern", 16)
+            await _refused_at_once(host, client, ["py:slow:x"], "urn", 4)
+            pattern = host._patterns[0]
+            deadline = time.monotonic() + 10
+            while pattern.pending and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert pattern.pending == 0, pattern.pending
 
     run(main(), timeout=60)
 

@@ -9,10 +9,13 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._host_request import Request
 from .protocol import Status, encode_reply
+
+if TYPE_CHECKING:
+    from ._host_patterns import Pattern
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as within
@@ -68,6 +71,8 @@ class Lane:
         self.block_ms = block_ms
         # Entries read and not finished, and those left pending (for the trim's floor).
         self.in_flight: set[tuple[str, bytes]] = set()
+        # The in-flight entries counted in a pattern's pending requests (``ticket``).
+        self.tickets: dict[tuple[str, bytes], Pattern] = {}
         self.left: set[tuple[str, bytes]] = set()
         # Entries answered whose acknowledgement is not written yet: still pending in Redis,
         # so a read of the pending list meanwhile must not hand them out a second time.
@@ -145,7 +150,7 @@ class Lane:
     def answer_entry(self, stream: str, entry: bytes | None, reply: str | None, frame: bytes | None) -> None:
         """Acknowledges ``entry`` (``None``: none) with ``frame`` pushed to ``reply``."""
         if entry is not None:
-            self.in_flight.discard((stream, entry))
+            self._out((stream, entry))
             self.left.discard((stream, entry))
             self.acking.add((stream, entry))
         self._pending.append((stream, entry, reply, frame))
@@ -158,16 +163,30 @@ class Lane:
     def leave(self, req: Request) -> None:
         """Leaves ``req`` pending, to be read again (by this lane once its lease holds again,
         or by whoever takes the stream over)."""
-        self.in_flight.discard((req.stream, req.entry))
+        self._out((req.stream, req.entry))
         self.left.add((req.stream, req.entry))
         self._room.set()
 
     def settle(self, req: Request) -> None:
         """``req`` was finished by a script (passed on elsewhere): forgotten here."""
-        self.in_flight.discard((req.stream, req.entry))
+        self._out((req.stream, req.entry))
         self.left.discard((req.stream, req.entry))
         self._finished((req.stream, req.entry))
         self._room.set()
+
+    def ticket(self, stream: str, entry: bytes, pattern: Pattern) -> None:
+        """Counts the in-flight entry ``entry`` of ``stream`` in ``pattern``'s pending
+        requests until it leaves the in-flight set (answered, left or passed on)."""
+        pattern.pending += 1
+        self.tickets[(stream, entry)] = pattern
+
+    def _out(self, key: tuple[str, bytes]) -> None:
+        """``key`` is no longer in flight here: its pattern's ticket, if any, given back."""
+        self.in_flight.discard(key)
+        if self.tickets:
+            pattern = self.tickets.pop(key, None)
+            if pattern is not None:
+                pattern.pending -= 1
 
     def _finished(self, key: tuple[str, bytes]) -> None:
         if self._finished_in_read is not None:

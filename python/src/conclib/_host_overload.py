@@ -1,12 +1,14 @@
 """Overload in the Python actor host, as in a Rust member (``ProxyConfig::overload``; the
 ``conclib-redis`` crate docs, "Overload"): every limit off by default.
 
-- **Pending limits** (``HostConfig.max_pending_per_urn``, ``HostConfig.max_pending``): the
+- **Pending limits** (``HostConfig.max_pending_per_urn``, ``HostConfig.max_pending``, and a
+  pattern's own, ``ActorHost.serve_pattern(max_pending_per_urn=, max_pending=)``): the
   requests read and not yet answered, for a URN (queued in its mailbox, being handled, or
-  waiting for its activation) and for the whole host (every lane's). A request past a
-  limit is refused as it is read, before it reaches a mailbox: an ask is answered
-  ``Overloaded`` with the scope, the limit and the depth (``conclib.Overloaded``), a tell is
-  dropped and counted.
+  waiting for its activation), for a pattern's URNs together, and for the whole host (every
+  lane's). A pattern's per-URN limit stands for its URNs instead of the host's. A request
+  past a limit is refused as it is read, before it reaches a mailbox: an ask is answered
+  ``Overloaded`` with the scope (``urn``, ``pattern``, ``system``), the limit and the depth
+  (``conclib.Overloaded``), a tell is dropped and counted.
 - **The activation cap** (``HostConfig.activation_cap``): past it, the least recently used
   activations with nothing queued are passivated as after their idle time (``on_stop``,
   their URN released); their next request activates them again where placement picks.
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from ._host_config import HostConfig
 from ._host_patterns import Pattern
 
-__all__ = ["Counts", "evictable", "refusal"]
+__all__ = ["Counts", "evictable", "limited", "refusal"]
 
 
 @dataclass
@@ -32,13 +34,26 @@ class Counts:
     evicted: int = 0
 
 
-def refusal(config: HostConfig, urn_depth: int, host_depth: int) -> str | None:
-    """Why a request that finds ``urn_depth`` requests of its URN and ``host_depth`` of the
-    host's pending (itself not counted) is refused, as the text of an ``Overloaded`` reply
-    (``scope=urn limit=8 depth=8``); ``None``: it is not."""
-    per_urn, total = config.max_pending_per_urn, config.max_pending
+def limited(config: HostConfig, pattern: Pattern | None) -> bool:
+    """Whether a request (of ``pattern``, if a pattern's) meets any pending limit: with none,
+    nothing is counted."""
+    return (config.max_pending_per_urn is not None or config.max_pending is not None
+            or (pattern is not None and (pattern.max_pending_per_urn is not None or pattern.max_pending is not None)))
+
+
+def refusal(config: HostConfig, pattern: Pattern | None, urn_depth: int, host_depth: int) -> str | None:
+    """Why a request (of ``pattern``, if a pattern's) that finds ``urn_depth`` requests of its
+    URN, ``pattern.pending`` of its pattern's and ``host_depth`` of the host's pending (itself
+    not counted) is refused, as the text of an ``Overloaded`` reply (``scope=urn limit=8
+    depth=8``); ``None``: it is not."""
+    per_urn = config.max_pending_per_urn
+    if pattern is not None and pattern.max_pending_per_urn is not None:
+        per_urn = pattern.max_pending_per_urn
     if per_urn is not None and urn_depth >= per_urn:
         return f"scope=urn limit={per_urn} depth={urn_depth}"
+    if pattern is not None and pattern.max_pending is not None and pattern.pending >= pattern.max_pending:
+        return f"scope=pattern limit={pattern.max_pending} depth={pattern.pending}"
+    total = config.max_pending
     if total is not None and host_depth >= total:
         return f"scope=system limit={total} depth={host_depth}"
     return None

@@ -44,6 +44,12 @@ class Pattern:
     idle_after: float
     group: str
     placement: str = "spread"
+    # The pattern's own pending limits (``serve_pattern``; ``_host_overload.py``).
+    max_pending_per_urn: int | None = None
+    max_pending: int | None = None
+    # Its requests read and not yet answered, counted while ``max_pending`` is set (each
+    # admitted one holds a ticket in its lane until it leaves the lane's in-flight set).
+    pending: int = 0
     # Activations decided here and not made yet (their URN keys being claimed).
     making: int = 0
     live: OrderedDict[str, Activation] = field(default_factory=OrderedDict)

@@ -19,7 +19,7 @@ from ._host_config import HostConfig
 from ._host_lane import GROUP, Lane
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
-from ._host_overload import Counts, evictable, refusal
+from ._host_overload import Counts, evictable, limited, refusal
 from ._host_patterns import Activation, Pattern
 from ._host_placement import HERE, PLACED, place_waiting
 from ._host_replicas import written
@@ -156,10 +156,10 @@ class Serving:
                 refuse(Status.UNKNOWN_URN, f"no actor with URN {req.urn}")
                 return
         live = pattern.live.get(req.urn) if pattern is not None else None
-        if self.config.max_pending_per_urn is not None or self.config.max_pending is not None:
+        if limited(self.config, pattern):
             mailbox = served.mailbox if served is not None else live.mailbox if live is not None else None
             urn_depth = mailbox.depth() if mailbox is not None else len(self.activating.get(req.urn, ()))
-            why = refusal(self.config, urn_depth, sum(len(lane.in_flight) for lane in self.lanes) - 1)
+            why = refusal(self.config, pattern, urn_depth, sum(len(lane.in_flight) for lane in self.lanes) - 1)
             if why is not None:
                 if req.reply is None:
                     self.counts.overloaded_tells += 1
@@ -168,6 +168,8 @@ class Serving:
                     self.counts.overloaded_asks += 1
                     refuse(Status.OVERLOADED, why)
                 return
+            if pattern is not None and pattern.max_pending is not None:
+                lane.ticket(stream, entry, pattern)
         handlers = served.handlers if served is not None else pattern.handlers  # type: ignore[union-attr]
         spec = handlers.get(req.message)
         if spec is None:

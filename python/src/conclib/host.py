@@ -153,20 +153,28 @@ class ActorHost:
         self._shared.append(urn)
 
     def serve_pattern(self, pattern: str, actor: Callable[[str], Actor], *, idle_after: float = 60.0,
-                      actor_class: type[Actor] | None = None, placement: str = "spread") -> None:
+                      actor_class: type[Actor] | None = None, placement: str = "spread",
+                      max_pending_per_urn: int | None = None, max_pending: int | None = None) -> None:
         """Activates ``actor(urn)`` for the URNs of ``pattern`` (``"user:{id}"``) on their
         first request, beside the pattern's other members; passivated after ``idle_after``
         seconds without a request. ``placement``: which member activates a URN nobody holds
         when this one reads its first request (``_host_placement.py``): ``"spread"`` (the
         member with the fewest activations, Rust's default ``Placement::Spread``),
-        ``"hash"`` (``Placement::HashOfUrn``) or ``"here"``."""
+        ``"hash"`` (``Placement::HashOfUrn``) or ``"here"``. ``max_pending_per_urn``: the
+        pattern's own limit of requests pending for one of its URNs, instead of the host's
+        ``HostConfig.max_pending_per_urn``; ``max_pending``: for all of its URNs together
+        (refused ``Overloaded``, scope ``pattern``), as the Rust ``Activator``'s."""
         if placement not in PLACEMENTS:
             raise ValueError(f"placement is one of {PLACEMENTS}, not {placement!r}")
+        for name, limit in (("max_pending_per_urn", max_pending_per_urn), ("max_pending", max_pending)):
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} is at least 1, not {limit}")
         prefix = parse_pattern(pattern)
         cls = actor_class or (actor if isinstance(actor, type) else None)
         if cls is None:
             raise TypeError("serve_pattern needs the actor's class: pass actor_class= with a factory")
-        self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, pattern_group(prefix), placement))
+        self._patterns.append(Pattern(prefix, actor, handlers_of(cls), idle_after, pattern_group(prefix), placement,
+                                      max_pending_per_urn, max_pending))
 
     def subscribe_actor(self, topic: str, urn: str, message: str, *, durable: bool = False,
                         group: str = DEFAULT_GROUP) -> ActorSubscription:
