@@ -1,8 +1,9 @@
 """Overload in the Python actor host (``HostConfig.max_pending_per_urn``, ``max_pending``,
-``activation_cap``; ``conclib/_host_overload.py``), as a Rust member's: 64 callers past a
-limit get ``Overloaded`` with its scope, limit and depth at once, never later than their
-timeout; tells past it are dropped and counted; a cap of 10 over 25 URNs passivates the
-least recently used, their state intact when asked again."""
+``activation_cap``, ``memory``, a pattern's own limits; ``conclib/_host_overload.py``), as a
+Rust member's: 64 callers past a limit get ``Overloaded`` with its scope, limit and depth at
+once, never later than their timeout; tells past it are dropped and counted; a cap of 10
+over 25 URNs passivates the least recently used, their state intact when asked again;
+activations past a memory threshold are shed and their memory given back."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 
 import conclib
 from conclib.actor import Actor, handler
-from conclib.host import ActorHost
+from conclib._host_overload import resident_bytes, to_shed
+from conclib.host import ActorHost, MemoryShedding
 from conftest import RedisServer, run
 from test_host_store import _Tally
 
@@ -167,3 +169,57 @@ def test_the_activation_cap_passivates_the_least_recently_used(redis_server: Red
             assert stats["evicted"] >= 2 * 25 and stats["activated"] == stats["evicted"] + stats["activations"], stats
 
     run(main(), timeout=60)
+
+
+def test_shedding_takes_the_share_above_its_target_and_at_most_an_eighth() -> None:
+    """The Rust ``to_shed``'s cases, the same answers."""
+    m = MemoryShedding(limit=1000)
+    # At or under 80%: nothing.
+    assert to_shed(800, 800, 1000, m) == 0
+    # 900 resident, aiming at 700: 2/9 of 800 is 178, capped at an eighth (100).
+    assert to_shed(800, 900, 1000, m) == 100
+    # Just above: at least one.
+    assert to_shed(1000, 801, 1000, m) == 125
+    assert to_shed(3, 1_000_000, 1000, m) == 1
+    assert to_shed(0, 1_000_000, 1000, m) == 0
+
+
+class _Heavy(Actor):
+    """Holds 1 MiB of its own (written, so resident) while activated."""
+
+    def __init__(self, urn: str) -> None:
+        super().__init__(urn)
+        self.ballast = b"\x01" * (1 << 20)
+
+    @handler("test.Slow")
+    async def slow(self) -> int:
+        return len(self.ballast)
+
+
+def test_memory_shedding_passivates_the_least_recently_used(redis_server: RedisServer) -> None:
+    """A host whose shedding limit is its process's resident memory at the start plus 48 MiB
+    serves 300 URNs of an actor holding 1 MiB each (300 MiB without shedding): activations
+    are shed (counted), every ask is answered, fewer than 300 are alive at the end, and the
+    resident memory comes back under the shedding threshold (what the shed activations
+    freed given back to the system: without it, it stays resident inside the C heap)."""
+    url = redis_server.url
+    ns = f"hshed-{uuid.uuid4().hex[:6]}"
+    base = resident_bytes()
+    assert base is not None
+    limit = base + (48 << 20)
+    memory = MemoryShedding(limit=limit)
+
+    async def main() -> None:
+        async with _serving(url, ns, "py:heavy:{id}", _Heavy, memory=memory) as (host, client):
+            for i in range(300):
+                assert await client.ask(f"py:heavy:{i}", "test.Slow", timeout=10) == 1 << 20
+                if i % 16 == 15:
+                    await asyncio.sleep(0.05)  # room for the 250 ms looks between the asks
+            deadline = time.monotonic() + 10
+            while (resident_bytes() or 0) > memory.above * limit and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            stats = host.stats()
+            assert stats["shed"] > 0 and stats["activations"] < 300, stats
+            assert (resident_bytes() or 0) <= memory.above * limit, (resident_bytes(), limit)
+
+    run(main(), timeout=120)

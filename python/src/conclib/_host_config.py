@@ -11,7 +11,26 @@ from ._host_reminders import ReminderPollerOptions
 from .durability import Durability
 from .protocol import DEFAULT_NAMESPACE
 
-__all__ = ["HostConfig"]
+__all__ = ["HostConfig", "MemoryShedding"]
+
+
+@dataclass
+class MemoryShedding:
+    """Passivating activations when the host's process uses too much memory (the Rust
+    ``overload::MemoryShedding``): every 250 ms the host reads the process's resident memory
+    (``/proc/self/statm``); above ``above`` of ``limit``, it passivates the least recently
+    used activations with nothing queued, as many as the share of memory above ``down_to`` of
+    the limit (at least one, at most an eighth of them), counted in
+    :meth:`~conclib.host.ActorHost.stats` (``shed``) and a warning in the log. Memory the
+    interpreter keeps after the actors are gone still counts as resident: shedding goes on at
+    each look while it does."""
+
+    limit: int | None = None
+    """The limit in bytes; ``None``: the process's cgroup limit
+    (``/sys/fs/cgroup/memory.max``, cgroup v2), read once when the host starts; with no limit
+    there (``max``, or no such file) nothing is shed."""
+    above: float = 0.8
+    down_to: float = 0.7
 
 
 @dataclass
@@ -56,6 +75,9 @@ class HostConfig:
     recently used with nothing queued are passivated as after their idle time (``on_stop``,
     their URN released) and activated again at their next request, where placement picks.
     The Rust ``Overload::activation_cap`` with ``Eviction::Lru``. ``None``: no cap."""
+    memory: MemoryShedding | None = None
+    """Passivating activations when the process uses too much memory (:class:`MemoryShedding`).
+    The Rust ``Overload::memory``. ``None``: never."""
     reminders: ReminderPollerOptions | None = None
     """With options, the host runs a reminder poller (as a Rust system runs a
     ``ReminderPoller``): the namespace's due reminders are claimed and delivered from here,

@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ._host_config import HostConfig
+from ._host_config import HostConfig, MemoryShedding
 from ._host_lane import GROUP, Lane
 from ._host_lease import Lease, Scripts, lease_gone
 from ._host_mailbox import Mailbox, decode
-from ._host_overload import Counts, evictable, limited, refusal
+from ._host_overload import Counts, evictable, give_back, least_used, limit_bytes, limited, refusal, resident_bytes, to_shed
 from ._host_patterns import Activation, Pattern
 from ._host_placement import HERE, PLACED, place_waiting
 from ._host_replicas import written
@@ -375,6 +375,8 @@ class Serving:
             pass
 
     async def passivator(self) -> None:
+        memory = self.config.memory
+        limit = limit_bytes(memory) if memory is not None else None
         while True:
             await asyncio.sleep(0.25)
             now = time.monotonic()
@@ -384,6 +386,28 @@ class Serving:
                     await self.passivate(p, urn)
                 if idle:
                     await self.report(p)
+            if memory is not None and limit is not None:
+                await self.shed(memory, limit)
+
+    async def shed(self, memory: MemoryShedding, limit: int) -> None:
+        """Above ``memory``'s threshold of ``limit``: passivates the least recently used
+        activations (``_host_overload.py``, ``to_shed``)."""
+        rss = resident_bytes()
+        if rss is None:
+            return
+        n = to_shed(sum(len(p.live) for p in self.patterns), rss, limit, memory)
+        chosen = least_used(self.patterns, n)
+        if not chosen:
+            return
+        log.warning("memory above its shedding threshold (%d MB resident, limit %d MB): passivating the %d least "
+                    "recently used activations", rss >> 20, limit >> 20, len(chosen))
+        for p, urn in chosen:
+            if urn in p.live:
+                await self.passivate(p, urn)
+                self.counts.shed += 1
+        give_back()
+        for p in {id(p): p for p, _ in chosen}.values():
+            await self.report(p)
 
     # The directory.
 

@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._host_config import HostConfig
+from ._host_config import HostConfig, MemoryShedding
 from ._host_lane import Lane
 from ._host_group import claim_from_gone, close_drained, more_pending, sweep_own_stream, take_over_gone
 from ._host_lease import Lease, Scripts
@@ -69,7 +69,7 @@ from .protocol import Keys, check_name, pattern_group, shared_group
 from .topics import DEFAULT_GROUP
 from .url import build_client, close_client, parse_url
 
-__all__ = ["ActorHost", "Fenced", "HostConfig", "ReminderPoller", "ReminderPollerOptions", "StateStore"]
+__all__ = ["ActorHost", "Fenced", "HostConfig", "MemoryShedding", "ReminderPoller", "ReminderPollerOptions", "StateStore"]
 
 log = logging.getLogger("conclib.host")
 
@@ -191,8 +191,9 @@ class ActorHost:
     def stats(self) -> dict[str, int]:
         """What the host counts since it started: ``activations`` (alive now), ``activated``
         (made in all), ``overloaded_asks`` and ``overloaded_tells`` (refused by a pending
-        limit: ``HostConfig.max_pending_per_urn``, ``max_pending``), ``evicted`` (by
-        ``HostConfig.activation_cap``). All zero before :meth:`start`."""
+        limit: ``HostConfig.max_pending_per_urn``, ``max_pending``, a pattern's), ``evicted``
+        (by ``HostConfig.activation_cap``), ``shed`` (by ``HostConfig.memory``). All zero
+        before :meth:`start`."""
         serving = self._serving
         counts = serving.counts if serving is not None else Counts()
         return {
@@ -201,6 +202,7 @@ class ActorHost:
             "overloaded_asks": counts.overloaded_asks,
             "overloaded_tells": counts.overloaded_tells,
             "evicted": counts.evicted,
+            "shed": counts.shed,
         }
 
     async def __aenter__(self) -> ActorHost:
