@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._host_request import Request
+from ._tasks import stop_tasks
 from .protocol import Status, encode_reply
 
 if TYPE_CHECKING:
@@ -132,12 +133,8 @@ class Lane:
         if not self._tasks:
             return
         self._wake.set()
-        try:
-            await asyncio.wait_for(self._tasks[1], 5)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            pass
-        for t in self._tasks:
-            t.cancel()
+        await asyncio.wait((self._tasks[1],), timeout=5)
+        await stop_tasks(self._tasks, 1.0)
 
     # The answers.
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from . import _lua
 from ._host_replicas import written
+from ._tasks import stop_tasks
 from .durability import Durability
 from .errors import HandlerError, NoResponse, Panicked, UnknownUrn
 from .reminders import SHARDS, shard_of, shard_prefix
@@ -197,9 +198,7 @@ class ReminderPoller:
                 claiming.cancel()
         while (self._in_flight or self._deliveries) and time.monotonic() < end:
             await asyncio.sleep(0.01)
-        for t in [*self._tasks, *self._deliveries]:
-            t.cancel()
-        await asyncio.gather(*self._tasks, *self._deliveries, return_exceptions=True)
+        await stop_tasks([*self._tasks, *self._deliveries], 1.0)
 
     # Claiming.
 

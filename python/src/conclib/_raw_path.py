@@ -295,13 +295,16 @@ class RawPath:
         self.rconn.send(self.blmpop, (self.turn,))
         self.watchdog = self.loop.call_later(WATCHDOG_EVERY, self._watch_connections)
 
-    def cancel(self) -> None:
-        """Stops its tasks and timers (the session is closing)."""
-        for task in (self.reconnecting, self.wconnecting):
+    def cancel(self) -> list[asyncio.Task[Any] | None]:
+        """Stops its tasks and timers (the session is closing): the tasks, for
+        ``stop_tasks`` once its connections are closed."""
+        tasks = [self.reconnecting, self.wconnecting]
+        for task in tasks:
             if task is not None and not task.done():
                 task.cancel()
         if self.watchdog is not None:
             self.watchdog.cancel()
+        return tasks
 
     async def close(self) -> None:
         for raw in (self.wconn, self.rconn):

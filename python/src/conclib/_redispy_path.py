@@ -102,11 +102,14 @@ class RedisPyPath:
             await self._identify_primaries()
         self.reader = self.loop.create_task(self._read_replies())
 
-    def cancel(self) -> None:
-        """Stops its tasks (the session is closing)."""
-        for task in (self.reader, self.writer, self.node_watch):
+    def cancel(self) -> list[asyncio.Task[Any] | None]:
+        """Stops its tasks (the session is closing): the tasks, for ``stop_tasks`` once its
+        connections are closed."""
+        tasks = [self.reader, self.writer, self.node_watch]
+        for task in tasks:
             if task is not None and not task.done():
                 task.cancel()
+        return tasks
 
     async def close(self) -> None:
         s = self.session

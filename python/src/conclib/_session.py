@@ -26,6 +26,7 @@ from ._moves import follow_moves
 from ._raw_path import RawPath
 from ._redispy_path import RedisPyPath
 from ._routing import Routing
+from ._tasks import stop_tasks
 from .durability import Durability, WaitGate
 from .errors import (
     Closed,
@@ -166,10 +167,11 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        for task in [self.started, self.watcher, *self.tasks]:
+        own = [self.started, self.watcher, *self.tasks]
+        for task in own:
             if task is not None and not task.done():
                 task.cancel()
-        self.path.cancel()
+        own += self.path.cancel()
         for fut in self.pending.values():
             fail(fut, Closed())
         self.pending.clear()
@@ -185,6 +187,8 @@ class Session:
             await asyncio.wait_for(self._close_connections(), 2.0)
         except Exception:  # noqa: BLE001
             pass
+        # Cancelled above; ended for good once their connections are closed (``_tasks.py``).
+        await stop_tasks(own, 1.0)
 
     async def close_anywhere(self) -> None:
         """:meth:`aclose` from any thread: here if the session's loop is this one, else on

@@ -16,6 +16,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from ._tasks import stop_tasks
 from .client import _ABANDONED, DEFAULT_URL, AsyncClient, Message, Priority, _NOTHING
 from .durable import ExecutionInfo, Finished
 from .errors import Closed, ConclibError, Timeout
@@ -47,10 +48,8 @@ class _Runner:
         finally:
             try:
                 pending = asyncio.all_tasks(self.loop)
-                for task in pending:
-                    task.cancel()
                 if pending:
-                    self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                    self.loop.run_until_complete(stop_tasks(pending, 5.0))
             finally:
                 self.loop.close()
 

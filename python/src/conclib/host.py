@@ -53,6 +53,7 @@ from ._host_lane import Lane
 from ._host_group import claim_from_gone, close_drained, more_pending, sweep_own_stream, take_over_gone
 from ._host_lease import Lease, Scripts
 from ._host_urn_keys import UrnKeys
+from ._tasks import stop_tasks
 from ._host_mailbox import Mailbox
 from ._host_overload import Counts
 from ._host_placement import PLACEMENTS
@@ -334,6 +335,9 @@ class ActorHost:
             log.warning("the host's stop %s: what it had not done is left to the other members' takeover", what)
             self._abandon()
             self._cancel_tasks()
+        # Cancelled at the stop's start; ended for good here (``_tasks.py``): one that
+        # outlived its cancellation would hold the process's exit.
+        await stop_tasks([*self._tasks, *(sub.task for sub in self.subscriptions)], CLOSE_AT_MOST)
         self._stopped.set()
         # Closing sends nothing; bounded all the same (a frozen server).
         for close in (self.client.close() if self.client is not None else None,

@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from . import codec
+from ._tasks import stop_tasks
 from .errors import ConfigError, Lagged, Timeout, TooLarge, from_redis_error
 from .url import build_client, close_client
 
@@ -390,11 +391,7 @@ class Subscription:
             self._acks.append(self._last)
             self._last = None
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except BaseException:  # noqa: BLE001 - cancelled
-                pass
+            await stop_tasks([self._task], 5.0)
         if self._redis is not None:
             if self.durable:
                 try:
