@@ -761,12 +761,6 @@ async fn mem_member(args: &[String]) -> Result<(), BoxError> {
     let [url, ns, shed, limit_mb, kb] = args else {
         return Err("mem-member URL NS SHED LIMIT_MB STATE_KB".into());
     };
-    // States freed go back to the system at once (mapped, not kept in the heap), so that
-    // resident memory falls as activations are shed.
-    // SAFETY: a setting of the C allocator, made before this process allocates states.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
-    }
     let limit: u64 = limit_mb.parse::<u64>()? << 20;
     let kb: usize = kb.parse()?;
     let peak = Arc::new(AtomicU64::new(0));

@@ -141,9 +141,12 @@ impl Eviction {
 /// of the limit, it passivates the least recently used activations, as many as the share of
 /// memory above [`down_to`](Self::down_to) of the limit (at least one), counted in
 /// [`ProxyStats::shed`](crate::stats::ProxyStats::shed), the metric
-/// `conclib_activations_total{event="shed"}` and a warning in the log. Memory an allocator
-/// keeps after the actors are gone still counts as resident: shedding goes on at each look
-/// while it does, at most an eighth of the activations at a time.
+/// `conclib_activations_total{event="shed"}` and a warning in the log. Before it counts, a
+/// look above the threshold gives the C heap's free memory back to the system (glibc's
+/// `malloc_trim`), so that what shed activations freed is not counted again. Memory another
+/// allocator keeps after the actors are gone (a global allocator of your own) still counts
+/// as resident: shedding goes on at each look while it does, at most an eighth of the
+/// activations at a time.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct MemoryShedding {
@@ -195,6 +198,21 @@ pub(crate) fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
+}
+
+/// Returns the C heap's free memory to the system (glibc's `malloc_trim`; elsewhere
+/// nothing), before memory shedding counts the resident memory: what passivated activations
+/// freed inside the heap stays resident otherwise (glibc serves allocations above its
+/// mapping threshold from the heap once it freed one mapping of that size), and each look
+/// would shed again for memory no activation holds (bench-log, "Memory shedding gives the
+/// heap back").
+pub(crate) fn give_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only hands the allocator's free pages back to the system; it
+    // touches no memory a caller holds, and takes the allocator's own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Where a request was refused for too many pending: the limit's scope.

@@ -11,7 +11,7 @@ use super::activations::{HeldElsewhere, Live};
 use super::eviction;
 use super::placement;
 use crate::conn::owned;
-use crate::overload::{Eviction, resident_bytes};
+use crate::overload::{Eviction, give_back, resident_bytes};
 use crate::proxy::serve::urn_keys;
 use crate::proxy::shared::Shared;
 
@@ -374,7 +374,15 @@ async fn shed_for_memory(shared: &Arc<Shared>) {
     let Some(limit) = *cap.memory_limit.get_or_init(|| shedding.limit.bytes()) else {
         return;
     };
-    let Some(rss) = resident_bytes() else { return };
+    let Some(mut rss) = resident_bytes() else {
+        return;
+    };
+    if eviction::to_shed(shared.activations.staying(), rss, limit, &shedding) > 0 {
+        // What earlier passivations freed may still be resident inside the C heap: given
+        // back first, so that only what the activations hold counts.
+        give_back();
+        rss = resident_bytes().unwrap_or(rss);
+    }
     let n = eviction::to_shed(shared.activations.staying(), rss, limit, &shedding);
     if n == 0 {
         return;
