@@ -358,7 +358,10 @@ class Serving:
         live.mailbox.stopped = True
         if live.mailbox.started:
             if moving:
-                live.mailbox.actor.store.moving = True
+                try:
+                    live.mailbox.actor.store.moving = True
+                except RuntimeError:  # an actor no host adopted: no store
+                    pass
             try:
                 await live.mailbox.actor.on_stop()
             except Exception:
