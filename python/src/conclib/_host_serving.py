@@ -243,10 +243,16 @@ class Serving:
     async def evict(self) -> None:
         """Passivates the activations past ``HostConfig.activation_cap``, least recently
         used first (``_host_overload.py``)."""
-        for p, urn in evictable(self.config, self.patterns):
+        self.counts.evicted += await self._passivate_chosen(evictable(self.config, self.patterns))
+
+    async def _passivate_chosen(self, chosen: list[tuple[Pattern, str]]) -> int:
+        """Passivates each of ``chosen`` still live (the cap's or shedding's choice): how many."""
+        done = 0
+        for p, urn in chosen:
             if urn in p.live:
                 await self.passivate(p, urn)
-                self.counts.evicted += 1
+                done += 1
+        return done
 
     async def _claim_and_activate(self, pattern: Pattern, urn: str) -> bool:
         """Whether ``urn`` was activated here (its requests handed to its mailbox)."""
@@ -404,10 +410,7 @@ class Serving:
             return
         log.warning("memory above its shedding threshold (%d MB resident, limit %d MB): passivating the %d least "
                     "recently used activations", rss >> 20, limit >> 20, len(chosen))
-        for p, urn in chosen:
-            if urn in p.live:
-                await self.passivate(p, urn)
-                self.counts.shed += 1
+        self.counts.shed += await self._passivate_chosen(chosen)
         give_back()
         for p in {id(p): p for p, _ in chosen}.values():
             await self.report(p)
