@@ -20,6 +20,8 @@
 //!   slow asks by where they waited (their account moving, their caller stalled, a route
 //!   its caller held from before the account moved, none of these);
 //! - `drain_ms_max`: the longest a member took from its SIGTERM to its exit;
+//! - `moves`: the accounts' stops during the roll (each a move: a drain's, a rebalance's,
+//!   a request's only build 2 decodes), over the accounts: `moves_per_account`;
 //! - `pause_p99_ms`: the largest of the drains' p99 (over the URNs each handed over) of
 //!   the time from an activation's stop to its URN's release;
 //! - `state_mismatches`: URNs whose count, asked at the end, is not the number of tells
@@ -146,6 +148,11 @@ pub struct Report {
     /// The answered asks of the roll that took over twice the steady p99: how many asks a
     /// roll slows down, whatever its length.
     pub slow_asks: u64,
+    /// The accounts' moves during the roll (their stops: a drain's, a rebalance's, a
+    /// request's only build 2 decodes).
+    pub moves: u64,
+    /// [`moves`](Self::moves) over the accounts.
+    pub moves_per_account: f64,
     /// How long the steady window was (ms): as long as the roll, unless the callers had
     /// not run for [`WARM_UP`] that long before it.
     pub steady_ms: u64,
@@ -208,7 +215,7 @@ impl Report {
     #[must_use]
     pub fn line(&self) -> String {
         format!(
-            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0} py_callers={} py_asks={} py_failed={} py_timeouts={} ticks={} ticks_lost={} ticks_doubled={} roll_ms={} slow_asks={} steady_ms={} steady_asks={} roll_asks={} stall_ms_steady={:.1} stall_ms_roll={:.1} slow_moved={} slow_stalled={} slow_stale={} slow_other={}",
+            "RESULT asks={} failed_asks={} timeouts={} decode_errors={} p99_ratio_roll_to_steady={:.2} drain_ms_max={} pause_p99_ms={} state_mismatches={} tells_lost={} tells_repeated={} memory_mismatches={} tells={} failed_tells={} handed={} p99_steady_ms={:.1} p99_roll_ms={:.1} asks_per_s={:.0} py_callers={} py_asks={} py_failed={} py_timeouts={} ticks={} ticks_lost={} ticks_doubled={} roll_ms={} slow_asks={} steady_ms={} steady_asks={} roll_asks={} stall_ms_steady={:.1} stall_ms_roll={:.1} slow_moved={} slow_stalled={} slow_stale={} slow_other={} moves={} moves_per_account={:.2}",
             self.asks,
             self.failed_asks,
             self.timeouts,
@@ -248,6 +255,8 @@ impl Report {
             self.slow_stalled,
             self.slow_stale,
             self.slow_other,
+            self.moves,
+            self.moves_per_account,
         )
     }
 }
@@ -574,6 +583,8 @@ async fn roll(options: &Options, url: &str, dir: &std::path::Path) -> Result<Rep
     (report.stall_ms_steady, _) = waits::stall_summary(&stalls, steady_from, roll_start);
     (report.stall_ms_roll, _) = waits::stall_summary(&stalls, roll_start, roll_end);
     let moves = waits::Moves::read(dir)?;
+    report.moves = moves.stops_between(roll_start, roll_end);
+    report.moves_per_account = report.moves as f64 / options.urns.max(1) as f64;
     let classes = waits::Classes::of(&roll_asks, slow_us, &moves, &stalls);
     (
         report.slow_moved,

@@ -93,6 +93,15 @@ impl Moves {
         Ok(moves)
     }
 
+    /// How many stops (moves) of any account came within `[from, to)`.
+    pub(super) fn stops_between(&self, from: u64, to: u64) -> u64 {
+        self.stops
+            .values()
+            .flatten()
+            .filter(|t| (from..to).contains(*t))
+            .count() as u64
+    }
+
     /// The stop and the activation of account `u` while an ask waited from `start` to
     /// `end`, if it moved then: `(stop_us, act_from_us, act_to_us)` (0 when not seen).
     fn during(&self, u: u64, start: u64, end: u64) -> Option<(u64, u64, u64)> {

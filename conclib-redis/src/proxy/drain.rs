@@ -14,7 +14,8 @@
 //! 3. It hands its activations over, [`MOVES_AT_ONCE`](super::scale::eviction)
 //!    at a time (and again any that came up meanwhile: activations under way as the drain
 //!    began, or from the reader's last requests in step 4), each to the member the
-//!    pattern's placement picks among the others: each
+//!    pattern's placement picks among the others (mid-roll, among those of the newest
+//!    build only: what it is handed does not move again): each
 //!    stops once its mailbox is empty (its `on_stop` may save, or carry its state:
 //!    `migration.rs`), then its URN key is given to that member, which activates it as soon
 //!    as it reads the hand-over (its moved-in notice: `serve/urn_keys.rs`, `hand_urn`; in a
@@ -56,7 +57,7 @@ use futures_util::stream::{self, StreamExt};
 use super::departure::{self, Tasks};
 use super::readiness::ShutdownPhase;
 use super::scale::placement_rule::MemberInfo;
-use super::scale::{eviction, group, passivation, placement, takeover};
+use super::scale::{eviction, group, passivation, placement, takeover, versions};
 use super::shared::{Role, Shared};
 use crate::conn::{owned, s};
 use crate::error::ServeError;
@@ -238,7 +239,7 @@ async fn move_live(shared: &Arc<Shared>, pauses: &mut Vec<Duration>) {
 }
 
 /// The member each of `urns` goes to, by its pattern's placement among the other live
-/// members (counting each choice), or `None` (released, placed by its next request) when
+/// members of the newest build among them (counting each choice), or `None` (released, placed by its next request) when
 /// the directory cannot be read or lists no other member.
 async fn choose_targets(shared: &Shared, urns: &[String]) -> Vec<Option<String>> {
     let mut by_prefix: std::collections::HashMap<String, Vec<MemberInfo>> = Default::default();
@@ -254,6 +255,11 @@ async fn choose_targets(shared: &Shared, urns: &[String]) -> Vec<Option<String>>
                 .map(|(m, _)| m)
                 .unwrap_or_default();
             members.retain(|m| m.system != shared.system_id);
+            // Mid-roll, to the new build only: what it is handed does not move again as
+            // the rest of the old build drains (`versions.rs`, `Builds::newest`).
+            versions::builds(shared, &pattern.prefix)
+                .await
+                .newest(&mut members);
             by_prefix.insert(pattern.prefix.clone(), members);
         }
         let members = by_prefix.get_mut(&pattern.prefix).expect("inserted above");

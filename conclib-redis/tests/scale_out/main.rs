@@ -79,6 +79,7 @@ fn main() {
         a_client_whose_route_names_a_killed_member_learns_the_new_holders,
         a_message_only_the_new_build_has_is_answered_by_it_or_refused_unsupported_version,
         mid_roll_a_member_of_the_new_build_never_rebalances_onto_the_old,
+        mid_roll_a_drain_hands_to_the_new_build_only,
     ]);
 }
 

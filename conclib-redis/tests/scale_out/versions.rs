@@ -20,7 +20,7 @@ use conclib_redis::{ProxyClient, ProxyConfig, start_proxy};
 use serde::{Deserialize, Serialize};
 
 use crate::common::config;
-use crate::peers::{Peer, peer_config, wait_for_orders};
+use crate::peers::{Peer, peer_config};
 
 /// Each ask's deadline, and what a call may take beyond it.
 const DEADLINE: Duration = Duration::from_secs(5);
@@ -159,7 +159,20 @@ pub(crate) async fn versioned(args: &[String]) -> i32 {
         activator.await.unwrap();
     }
     println!("READY");
-    wait_for_orders(&proxy).await;
+    // `drain`: drained as on SIGTERM in a roll; `stop`: shut down.
+    let mut orders = crate::common::orders();
+    while let Some(order) = orders.recv().await {
+        match order.as_str() {
+            "drain" => {
+                let drained = proxy.drain().await.unwrap();
+                println!("DRAINED {}", drained.handed);
+                println!("STOPPED");
+                return 0;
+            }
+            "stop" => break,
+            _ => {}
+        }
+    }
     proxy.shutdown().await.unwrap();
     println!("STOPPED");
     0
@@ -377,6 +390,99 @@ pub(crate) async fn mid_roll_a_member_of_the_new_build_never_rebalances_onto_the
     assert!(kept.iter().all(|by| by == "v2"), "{kept:?}");
     client.shutdown().await;
     v1.stop().await;
+    v2.stop().await;
+}
+
+/// A roll's middle: two members of build 1 holding every URN, then one of build 2 joins (all
+/// three rebalancing: it takes its share). Half of the other member's URNs moved to build 2
+/// by an `Audit` each, a member of build 1 drains, and every URN it held goes to build 2,
+/// none to the other member of build 1 (where it would move once more when that one
+/// drains), although that one then holds fewer. 64 callers ask `Balance` throughout, each
+/// call answered within its deadline.
+pub(crate) async fn mid_roll_a_drain_hands_to_the_new_build_only() {
+    let config = config("versions-roll-drain");
+    let start = |system: &'static str, build: &'static str| {
+        let (url, ns) = (config.url.clone(), config.namespace.clone());
+        async move { Peer::start(&["versioned", &url, &ns, system, build, "rebalance"]).await }
+    };
+    let v1a = start("v1a", "1").await;
+    let v1b = start("v1b", "1").await;
+    let client = ProxyClient::connect(&config.clone().with_ask_timeout(DEADLINE))
+        .await
+        .unwrap();
+    let holders = || async {
+        let mut by = Vec::new();
+        for u in 0..URNS {
+            by.push(client.ask(format!("ver:{u}"), Balance).await.unwrap().1);
+        }
+        by
+    };
+    // Placed by `Spread`: each member of build 1 holds some.
+    let placed = holders().await;
+    assert!(
+        placed.iter().all(|by| by == "v1a" || by == "v1b"),
+        "{placed:?}"
+    );
+    assert!(placed.iter().any(|by| by == "v1a") && placed.iter().any(|by| by == "v1b"));
+    let v2 = start("v2", "2").await;
+    let asking = Arc::new(AtomicBool::new(true));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (client, asking) = (client.clone(), asking.clone());
+            tokio::spawn(async move {
+                let mut round = 0;
+                while asking.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let r = client
+                        .ask(format!("ver:{}", (i + round) % URNS), Balance)
+                        .await;
+                    assert!(
+                        started.elapsed() <= DEADLINE + MARGIN,
+                        "a call took too long"
+                    );
+                    assert!(r.is_ok(), "{r:?}");
+                    round += 1;
+                }
+            })
+        })
+        .collect();
+    // The join's looks and the next renewals' (no event says that a look moved nothing:
+    // the time for two looks of each member).
+    tokio::time::sleep(LEASE * 2 / 3 + Duration::from_millis(500)).await;
+    let before = holders().await;
+    assert!(
+        before.iter().any(|by| by == "v2"),
+        "v2 took its share: {before:?}"
+    );
+    // Half of `v1b`'s URNs to build 2 by an `Audit` each: `v2` then holds more than `v1b`,
+    // so that only the drain's choice of build (not the fewest activations) sends all of
+    // `v1a`'s to `v2`.
+    let mut expected: Vec<&str> = before
+        .iter()
+        .map(|by| if by == "v1b" { "v1b" } else { "v2" })
+        .collect();
+    let of_v1b: Vec<usize> = (0..URNS).filter(|&u| before[u] == "v1b").collect();
+    for &u in of_v1b.iter().step_by(2) {
+        assert_eq!(
+            client.ask(format!("ver:{u}"), Audit).await.as_deref(),
+            Ok("v2")
+        );
+        expected[u] = "v2";
+    }
+    let mut v1a = v1a;
+    v1a.say("drain").await;
+    let said = v1a.said_until_stopped(30).await;
+    assert!(said.iter().any(|l| l.starts_with("DRAINED ")), "{said:?}");
+    let after = holders().await;
+    for (u, (was, is)) in before.iter().zip(&after).enumerate() {
+        assert_eq!(is, expected[u], "ver:{u}, held by {was} before the drain");
+    }
+    asking.store(false, Ordering::Relaxed);
+    for c in futures_util::future::join_all(callers).await {
+        c.unwrap();
+    }
+    client.shutdown().await;
+    v1b.stop().await;
     v2.stop().await;
 }
 

@@ -249,8 +249,9 @@ fn parse_line(line: &str) -> Option<HashMap<&str, u32>> {
 }
 
 /// The builds of pattern `prefix`'s members, as they list them in its message directory
-/// (one round trip): which members a rebalance shares with mid-roll (README, "Upgrading a
-/// running cluster"). Empty when it cannot be read: then every member is of one build.
+/// (one round trip): which members a rebalance shares with, and which a drain hands to,
+/// mid-roll (README, "Upgrading a running cluster"). Empty when it cannot be read: then
+/// every member is of one build.
 pub(in crate::proxy) async fn builds(shared: &Shared, prefix: &str) -> Builds {
     Builds(message_lines(shared, prefix).await.unwrap_or_default())
 }
@@ -272,6 +273,22 @@ impl Builds {
     pub(in crate::proxy) fn not_older_than(&self, me: &str, others: &mut Vec<MemberInfo>) {
         let mine = self.line(me);
         others.retain(|m| !newer(mine, self.line(&m.system)));
+    }
+
+    /// Keeps of `members` those of the newest build among them (none of the others has a
+    /// newer one): where a draining member hands its activations, so that none moves again
+    /// when the rest of the old build drains. One build, or none listed: every member.
+    pub(in crate::proxy) fn newest(&self, members: &mut Vec<MemberInfo>) {
+        let lines: Vec<String> = members
+            .iter()
+            .map(|m| self.line(&m.system).to_owned())
+            .collect();
+        let mut i = 0;
+        members.retain(|_| {
+            let mine = &lines[i];
+            i += 1;
+            !lines.iter().any(|other| newer(other, mine))
+        });
     }
 }
 
@@ -405,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rebalancing_member_shares_with_none_of_an_older_build() {
+    fn a_rebalance_shares_with_none_of_an_older_build_and_a_drain_hands_to_the_newest() {
         let member = |system: &str| MemberInfo {
             system: system.into(),
             activations: 0,
@@ -442,6 +459,15 @@ mod tests {
             ["old-a", "new-a"]
         );
         assert_eq!(not_older("new-a", &["unlisted"]), ["unlisted"]);
+        // A drain hands to the newest build among the others; of one build, to every one.
+        let newest = |systems: &[&str]| {
+            let mut ms = systems.iter().map(|s| member(s)).collect();
+            builds.newest(&mut ms);
+            ms.into_iter().map(|m| m.system).collect::<Vec<_>>()
+        };
+        assert_eq!(newest(&["old-b", "new-a", "new-b"]), ["new-a", "new-b"]);
+        assert_eq!(newest(&["old-a", "old-b"]), ["old-a", "old-b"]);
+        assert_eq!(newest(&["new-b", "unlisted"]), ["new-b", "unlisted"]);
     }
 
     #[test]
