@@ -329,6 +329,43 @@ pub(crate) async fn a_message_only_the_new_build_has_is_answered_by_it_or_refuse
     v2.stop().await;
 }
 
+/// The member holding each of `ver:0..URNS`, asked in turn.
+async fn holders(client: &ProxyClient) -> Vec<String> {
+    let mut by = Vec::new();
+    for u in 0..URNS {
+        by.push(client.ask(format!("ver:{u}"), Balance).await.unwrap().1);
+    }
+    by
+}
+
+/// `CALLERS` callers asking `Balance` (both builds decode it) over `ver:0..URNS` without
+/// pause until `asking` turns false, each call checked to be answered within its deadline.
+fn asking_balance(
+    client: &ProxyClient,
+    asking: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..CALLERS)
+        .map(|i| {
+            let (client, asking) = (client.clone(), asking.clone());
+            tokio::spawn(async move {
+                let mut round = 0;
+                while asking.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let r = client
+                        .ask(format!("ver:{}", (i + round) % URNS), Balance)
+                        .await;
+                    assert!(
+                        started.elapsed() <= DEADLINE + MARGIN,
+                        "a call took too long"
+                    );
+                    assert!(r.is_ok(), "{r:?}");
+                    round += 1;
+                }
+            })
+        })
+        .collect()
+}
+
 /// Mid-roll (a member of build 1 and one of build 2, which adds `Audit`, both rebalancing):
 /// once `Audit`s moved every URN to build 2, its member keeps them, rather than rebalancing
 /// half of them onto build 1 at its next look (where the next `Audit` would move them back,
@@ -344,35 +381,10 @@ pub(crate) async fn mid_roll_a_member_of_the_new_build_never_rebalances_onto_the
     let client = ProxyClient::connect(&config.clone().with_ask_timeout(DEADLINE))
         .await
         .unwrap();
-    let holders = || async {
-        let mut by = Vec::new();
-        for u in 0..URNS {
-            by.push(client.ask(format!("ver:{u}"), Balance).await.unwrap().1);
-        }
-        by
-    };
-    assert!(holders().await.iter().all(|by| by == "v1"));
+    assert!(holders(&client).await.iter().all(|by| by == "v1"));
     let v2 = start("v2", "2").await;
     let asking = Arc::new(AtomicBool::new(true));
-    let callers = (0..CALLERS).map(|i| {
-        let (client, asking) = (client.clone(), asking.clone());
-        tokio::spawn(async move {
-            let mut round = 0;
-            while asking.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let r = client
-                    .ask(format!("ver:{}", (i + round) % URNS), Balance)
-                    .await;
-                assert!(
-                    started.elapsed() <= DEADLINE + MARGIN,
-                    "a call took too long"
-                );
-                assert!(r.is_ok(), "{r:?}");
-                round += 1;
-            }
-        })
-    });
-    let callers: Vec<_> = callers.collect();
+    let callers = asking_balance(&client, &asking);
     // Every URN to build 2 by an `Audit` each; then `v2`'s next lease renewals, each a look
     // at its share (an absence has no event to await: the time for two such looks).
     for u in 0..URNS {
@@ -386,7 +398,7 @@ pub(crate) async fn mid_roll_a_member_of_the_new_build_never_rebalances_onto_the
     for c in futures_util::future::join_all(callers).await {
         c.unwrap();
     }
-    let kept = holders().await;
+    let kept = holders(&client).await;
     assert!(kept.iter().all(|by| by == "v2"), "{kept:?}");
     client.shutdown().await;
     v1.stop().await;
@@ -410,15 +422,8 @@ pub(crate) async fn mid_roll_a_drain_hands_to_the_new_build_only() {
     let client = ProxyClient::connect(&config.clone().with_ask_timeout(DEADLINE))
         .await
         .unwrap();
-    let holders = || async {
-        let mut by = Vec::new();
-        for u in 0..URNS {
-            by.push(client.ask(format!("ver:{u}"), Balance).await.unwrap().1);
-        }
-        by
-    };
     // Placed by `Spread`: each member of build 1 holds some.
-    let placed = holders().await;
+    let placed = holders(&client).await;
     assert!(
         placed.iter().all(|by| by == "v1a" || by == "v1b"),
         "{placed:?}"
@@ -426,30 +431,11 @@ pub(crate) async fn mid_roll_a_drain_hands_to_the_new_build_only() {
     assert!(placed.iter().any(|by| by == "v1a") && placed.iter().any(|by| by == "v1b"));
     let v2 = start("v2", "2").await;
     let asking = Arc::new(AtomicBool::new(true));
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|i| {
-            let (client, asking) = (client.clone(), asking.clone());
-            tokio::spawn(async move {
-                let mut round = 0;
-                while asking.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let r = client
-                        .ask(format!("ver:{}", (i + round) % URNS), Balance)
-                        .await;
-                    assert!(
-                        started.elapsed() <= DEADLINE + MARGIN,
-                        "a call took too long"
-                    );
-                    assert!(r.is_ok(), "{r:?}");
-                    round += 1;
-                }
-            })
-        })
-        .collect();
+    let callers = asking_balance(&client, &asking);
     // The join's looks and the next renewals' (no event says that a look moved nothing:
     // the time for two looks of each member).
     tokio::time::sleep(LEASE * 2 / 3 + Duration::from_millis(500)).await;
-    let before = holders().await;
+    let before = holders(&client).await;
     assert!(
         before.iter().any(|by| by == "v2"),
         "v2 took its share: {before:?}"
@@ -473,7 +459,7 @@ pub(crate) async fn mid_roll_a_drain_hands_to_the_new_build_only() {
     v1a.say("drain").await;
     let said = v1a.said_until_stopped(30).await;
     assert!(said.iter().any(|l| l.starts_with("DRAINED ")), "{said:?}");
-    let after = holders().await;
+    let after = holders(&client).await;
     for (u, (was, is)) in before.iter().zip(&after).enumerate() {
         assert_eq!(is, expected[u], "ver:{u}, held by {was} before the drain");
     }
