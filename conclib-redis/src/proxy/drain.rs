@@ -239,8 +239,8 @@ async fn move_live(shared: &Arc<Shared>, pauses: &mut Vec<Duration>) {
 }
 
 /// The member each of `urns` goes to, by its pattern's placement among the other live
-/// members of the newest build among them (counting each choice), or `None` (released, placed by its next request) when
-/// the directory cannot be read or lists no other member.
+/// members of the newest build among them (counting each choice), or `None` (released,
+/// placed by its next request) when the directory cannot be read or lists no other member.
 async fn choose_targets(shared: &Shared, urns: &[String]) -> Vec<Option<String>> {
     let mut by_prefix: std::collections::HashMap<String, Vec<MemberInfo>> = Default::default();
     let mut out = Vec::with_capacity(urns.len());

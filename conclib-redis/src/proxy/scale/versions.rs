@@ -279,14 +279,10 @@ impl Builds {
     /// newer one): where a draining member hands its activations, so that none moves again
     /// when the rest of the old build drains. One build, or none listed: every member.
     pub(in crate::proxy) fn newest(&self, members: &mut Vec<MemberInfo>) {
-        let lines: Vec<String> = members
-            .iter()
-            .map(|m| self.line(&m.system).to_owned())
-            .collect();
-        let mut i = 0;
+        let lines: Vec<&str> = members.iter().map(|m| self.line(&m.system)).collect();
+        let mut own = lines.iter();
         members.retain(|_| {
-            let mine = &lines[i];
-            i += 1;
+            let mine = own.next().copied().unwrap_or_default();
             !lines.iter().any(|other| newer(other, mine))
         });
     }
