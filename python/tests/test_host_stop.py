@@ -145,6 +145,37 @@ def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServ
                 h.close()
 
 
+def test_a_stops_sweep_deletes_a_wake_up_so_that_the_stream_can_go(redis_server: RedisServer) -> None:
+    """A wake-up entry that another member's placement appended to a stopping host's stream
+    after its lanes stopped (the request it stands for pending on the host in the group's
+    stream, which the others claim once its member lease is gone) is deleted by the stop's
+    sweep, and the stream with it. Before, a sweep skipped a batch without a request of the
+    pattern: the stream stayed until the sweeps gave up, a second later."""
+    import redis.asyncio
+
+    from conclib._host_group import close_drained, sweep_own_stream
+    from conclib._host_lane import GROUP
+    from conclib._host_lease import Scripts
+    from conclib.protocol import Keys, pattern_group
+
+    async def go() -> None:
+        r = redis.asyncio.Redis.from_url(redis_server.url)
+        try:
+            keys, scripts = Keys(f"wake-{uuid.uuid4().hex[:6]}"), Scripts(r)
+            stream = keys.requests("py-x")
+            for key in (stream, keys.requests(pattern_group("py:tally:"))):
+                await r.xgroup_create(key, GROUP, id="$", mkstream=True)
+            await r.xadd(stream, {"v": "1", "placed": pattern_group("py:tally:")})
+            assert not await close_drained(r, scripts, keys, "py-x"), "a wake-up waits: kept"
+            await sweep_own_stream(r, scripts, keys, "py:tally:", "py-x", 60_000)
+            assert await close_drained(r, scripts, keys, "py-x")
+            assert not await r.exists(stream)
+        finally:
+            await r.aclose()
+
+    run(go())
+
+
 def test_a_drained_rust_members_counts_in_memory_go_to_a_python_member(redis_server: RedisServer,
                                                                         raw_redis: Any) -> None:
     """A Rust member and a Python member serve ``py:carry:{id}`` (counts in memory only) under

@@ -516,7 +516,10 @@ pub(crate) fn sha1_hex(script: &str) -> String {
 /// answering names itself: a route hint), to that member's stream (to the group's stream if its
 /// URN is held by another system by now), or dropped if its deadline passed; every request
 /// of the pattern in the range is then acknowledged and deleted from the gone system's
-/// stream. One script: the requests of a URN reach one stream, in their order, before any
+/// stream, and so is every wake-up entry (`field::PLACED` without a URN: what it stands
+/// for is pending on the gone system in a group's stream, which the group's other members
+/// claim once its member lease is gone, or a notice only it would read; left, it would
+/// keep [`CLOSE_DRAINED_SCRIPT`] from deleting a stopping member's stream). One script: the requests of a URN reach one stream, in their order, before any
 /// request sent after they moved. Returns `{moved, expired, waited}` (`waited`: how long the
 /// oldest moved request had waited, ms).
 pub(crate) const TAKE_OVER_SCRIPT: &str = r"if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0} end
@@ -584,6 +587,9 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
         expired = expired + 1
       end
     end
+    if has_group then redis.call('XACK', KEYS[1], ARGV[1], id) end
+    redis.call('XDEL', KEYS[1], id)
+  elseif placed and not urn then
     if has_group then redis.call('XACK', KEYS[1], ARGV[1], id) end
     redis.call('XDEL', KEYS[1], id)
   end

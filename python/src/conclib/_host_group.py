@@ -157,19 +157,20 @@ async def _move_requests(
             and len(u) > len(prefix) and ":" not in u[len(prefix):]
         })
         first, last = entries[0][0], entries[-1][0]
-        if urns:
-            chosen = await choose(urns)
-            members = sorted({m for _, m in chosen})
-            at = {m: i + 1 for i, m in enumerate(members)}  # the script's 1-based indexes
-            got = await scripts.take_over(
-                keys=[stream, keys.requests(group), lease_key, keys.given(system),
-                      *(keys.urn(u) for u, _ in chosen), *(keys.requests(m) for m in members)],
-                args=[GROUP, prefix, system, first, last, urn_ttl_ms, len(chosen), *(u for u, _ in chosen),
-                      *(at[m] for _, m in chosen), *members],
-            )
-            if not got or got[0] < 0:
-                break
-            moved += got[0]
+        # Run on a batch without a URN of the pattern too: the script deletes the wake-up
+        # entries, which would keep a stopping host's stream from being deleted.
+        chosen = await choose(urns) if urns else []
+        members = sorted({m for _, m in chosen})
+        at = {m: i + 1 for i, m in enumerate(members)}  # the script's 1-based indexes
+        got = await scripts.take_over(
+            keys=[stream, keys.requests(group), lease_key, keys.given(system),
+                  *(keys.urn(u) for u, _ in chosen), *(keys.requests(m) for m in members)],
+            args=[GROUP, prefix, system, first, last, urn_ttl_ms, len(chosen), *(u for u, _ in chosen),
+                  *(at[m] for _, m in chosen), *members],
+        )
+        if not got or got[0] < 0:
+            break
+        moved += got[0]
         if len(entries) < 256:
             break
         start = "(" + (last.decode() if isinstance(last, bytes) else last)

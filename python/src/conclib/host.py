@@ -372,6 +372,14 @@ class ActorHost:
                     await self._serving.passivate(p, urn, moving=True)
         for lane in self._lanes:
             await lane.stop()
+        if held:
+            # Out of its groups before the sweep, as a drained Rust member leaves them
+            # (``proxy/scale/group.rs``, ``leave``): a request another member placed here
+            # since (its look at the directory older than this stop's) is pending on this
+            # member, and the others claim it as soon as its member lease is gone, not
+            # after the sweep's wait for the routes cached before the releases.
+            for m in self._member_leases:
+                await m.release()
         if held and self._patterns:
             await self._sweep_and_close()
         if held:
@@ -379,8 +387,6 @@ class ActorHost:
             owned = [u for u in self._fixed if u not in self._conflicts and u not in self._shared]
             for u in owned:
                 await self.scripts.release(keys=[self.keys.urn(u)], args=[self.system])  # type: ignore[union-attr]
-            for m in self._member_leases:
-                await m.release()
             await self.lease.release()
 
     def _cancel_tasks(self) -> None:

@@ -415,3 +415,83 @@ fn urn_of(entry: &Value) -> Option<String> {
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fred::prelude::*;
+
+    use crate::conn::{keyed, owned};
+    use crate::protocol::{CLOSE_DRAINED_SCRIPT, TAKE_OVER_SCRIPT};
+    use crate::script::Script;
+
+    /// A stopping member's sweep deletes the wake-up entries another member's placement
+    /// appended to its stream after it stopped reading, as well as its requests (moved to
+    /// the group): its stream can then be deleted. A wake-up left behind kept the stream
+    /// until the sweeps gave up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sweep_deletes_wake_ups_so_that_the_stream_can_go() {
+        let (daemon, client) = crate::daemon::with_client("wake-ups", Duration::from_secs(5)).await;
+        let (stream, group_stream) = ("sys:s1:req", "~acct:*:req");
+        let call = |cmd: &'static str, args: Vec<&str>| {
+            let args = args.into_iter().map(owned).collect();
+            crate::conn::call(&client, keyed(cmd), args)
+        };
+        for key in [stream, group_stream] {
+            call("XGROUP", vec!["CREATE", key, "g", "$", "MKSTREAM"])
+                .await
+                .unwrap();
+        }
+        // Read and not acknowledged (taken as the member stopped reading), then a request
+        // never read, then a wake-up.
+        call("XADD", vec![stream, "*", "urn", "acct:1", "ttl", "60000"])
+            .await
+            .unwrap();
+        call(
+            "XREADGROUP",
+            vec!["GROUP", "g", "s1", "COUNT", "1", "STREAMS", stream, ">"],
+        )
+        .await
+        .unwrap();
+        call("XADD", vec![stream, "*", "urn", "acct:2", "ttl", "60000"])
+            .await
+            .unwrap();
+        call("XADD", vec![stream, "*", "v", "1", "placed", "~acct:*"])
+            .await
+            .unwrap();
+        let close = Script::new(CLOSE_DRAINED_SCRIPT);
+        let closed = close
+            .eval(&client, vec![owned(stream)], vec![owned("g")])
+            .await
+            .unwrap();
+        assert_eq!(closed, Value::Integer(0), "requests wait: kept");
+
+        let take_over = Script::new(TAKE_OVER_SCRIPT);
+        let keys = [stream, group_stream, "lease:s1:drained", "given:s1"].map(owned);
+        let args = ["g", "acct:", "s1", "-", "+", "60000", "0"].map(owned);
+        let got = take_over
+            .eval(&client, keys.to_vec(), args.to_vec())
+            .await
+            .unwrap();
+        let moved = match got {
+            Value::Array(counts) => counts.first().and_then(Value::as_i64),
+            _ => None,
+        };
+        assert_eq!(moved, Some(2), "both requests moved to the group");
+        let left = call("XLEN", vec![stream]).await.unwrap();
+        assert_eq!(
+            left,
+            Value::Integer(0),
+            "nothing left, the wake-up included"
+        );
+        let closed = close
+            .eval(&client, vec![owned(stream)], vec![owned("g")])
+            .await
+            .unwrap();
+        assert_eq!(closed, Value::Integer(1), "deleted");
+        let in_group = call("XLEN", vec![group_stream]).await.unwrap();
+        assert_eq!(in_group, Value::Integer(2));
+        daemon.shutdown().unwrap();
+    }
+}
