@@ -327,10 +327,12 @@ impl Load {
     }
 }
 
-/// The numbers the notes file holds.
+/// The numbers the notes file holds (on the lines a newline ended: the writer may be
+/// writing its last one, and a torn number would count as another).
 fn notes(path: &Path) -> std::collections::BTreeSet<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.rsplit_once('\n')
+        .map_or("", |(done, _)| done)
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
