@@ -20,7 +20,12 @@ import conclib
 from conftest import PythonHost, RedisServer, RustServer, holders, run, wait_until
 
 CALLERS = 64
-ASK_TIMEOUT = 2.0
+# Every other ask has a deadline that outlasts a stop (each is SIGKILLed after 10 s): none of
+# those may fail. The others' is short: on a loaded machine one may time out while the URNs
+# of a stopping member are activated elsewhere (as Rust's `scale_out/drain.rs` probes), but
+# it returns in time and fails by its deadline only.
+LONG_ASK = 10.0
+SHORT_ASK = 2.0
 # A call that returns later than its timeout by more than this overran it.
 MARGIN = 0.5
 
@@ -29,14 +34,17 @@ MARGIN = 0.5
 class _Load:
     """64 callers of ``{prefix}:{id}`` (``py:tally``: a count saved in the state store;
     ``py:carry``: a count in memory only, carried when its member stops), each telling
-    ``test.Incr`` without pause and asking ``test.Count`` every 8th call: the tells accepted
-    and refused, the asks that failed or overran their timeout."""
+    ``test.Incr`` without pause and asking ``test.Count`` every 8th call, with a long and a
+    short deadline in turn: the tells accepted and refused, the asks that failed (but short
+    ones by their deadline), the short ones that timed out, the asks that overran their
+    deadline."""
 
     def __init__(self, prefix: str = "py:tally") -> None:
         self.urns = [f"{prefix}:{i}" for i in range(CALLERS)]
         self.accepted = dict.fromkeys(self.urns, 0)
         self.failed_tells = dict.fromkeys(self.urns, 0)
         self.ask_errors: list[str] = []
+        self.short_timeouts = 0
         self.overran: list[float] = []
 
     async def caller(self, client: conclib.AsyncClient, urn: str, stop: asyncio.Event) -> None:
@@ -50,14 +58,21 @@ class _Load:
                 await asyncio.sleep(0)  # a closed client fails at once: let a cancel in
             n += 1
             if n % 8 == 0:  # paced by the actor: a backlog of at most 8 tells
+                timeout = LONG_ASK if n % 16 == 0 else SHORT_ASK
                 began = time.monotonic()
                 try:
-                    await client.ask(urn, "test.Count", timeout=ASK_TIMEOUT)
+                    await client.ask(urn, "test.Count", timeout=timeout)
+                except conclib.Timeout:
+                    if timeout == LONG_ASK:
+                        self.ask_errors.append(f"{urn}: Timeout after {timeout} s")
+                    else:
+                        self.short_timeouts += 1
+                    await asyncio.sleep(0)
                 except conclib.ConclibError as e:
                     self.ask_errors.append(f"{urn}: {type(e).__name__}: {e}")
                     await asyncio.sleep(0)
                 took = time.monotonic() - began
-                if took > ASK_TIMEOUT + MARGIN:
+                if took > timeout + MARGIN:
                     self.overran.append(took)
 
     async def final_counts(self, client: conclib.AsyncClient) -> dict[str, int]:
@@ -77,7 +92,9 @@ class _Load:
         return counts
 
     def check(self, counts: dict[str, int]) -> None:
-        """Every accepted tell counted once, every ask answered within its timeout."""
+        """Every accepted tell counted once, every long ask answered, every short one
+        answered or timed out, none later than its deadline."""
+        print(f"short asks timed out: {self.short_timeouts}")
         lost = {u: self.accepted[u] - c for u, c in counts.items() if c < self.accepted[u]}
         doubled = {u: c - self.accepted[u] for u, c in counts.items() if c > self.accepted[u] + self.failed_tells[u]}
         assert sum(self.accepted.values()) > 10 * CALLERS, self.accepted
@@ -105,8 +122,9 @@ def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServ
     """Two Python members and a Rust member serve ``py:tally:{id}``; 64 callers tell
     ``test.Incr`` without pause and ask ``test.Count`` every 8th call. The Python members
     are stopped (SIGTERM) one after the other, each holding URNs: every accepted tell is
-    counted once, every ask is answered within its timeout, and each stopped member's stream
-    is gone (a client still routed there looks the URN up again). With ``py:carry:{id}``,
+    counted once, every ask whose deadline outlasts a stop is answered, none returns later
+    than its deadline, and each stopped member's stream is gone (a client still routed there
+    looks the URN up again). With ``py:carry:{id}``,
     whose count is never saved, every count moved from Python to Python or to Rust is the
     one carried in memory (``StateStore.dehydrate`` at the stop, ``rehydrate`` at the next
     activation): without it a moved count would start again from 0."""
@@ -181,7 +199,8 @@ def test_a_drained_rust_members_counts_in_memory_go_to_a_python_member(redis_ser
     """A Rust member and a Python member serve ``py:carry:{id}`` (counts in memory only) under
     64 callers; the Rust member is drained (SIGTERM) holding URNs: its activations carry
     their counts to the Python member (the Rust ``StateStore::dehydrate``, the Python
-    ``StateStore.rehydrate``), every accepted tell counted once, every ask answered in time."""
+    ``StateStore.rehydrate``), every accepted tell counted once, every long ask answered and
+    none late."""
     url = redis_server.url
     ns = f"carry-{uuid.uuid4().hex[:6]}"
     rust = RustServer(url, ns, "rust-m")
@@ -210,8 +229,8 @@ def test_a_drained_rust_members_counts_in_memory_go_to_a_python_member(redis_ser
 def test_a_member_with_actors_of_its_own_keeps_its_stream(redis_server: RedisServer, raw_redis: Any) -> None:
     """A Python member that also serves URNs of its own (``conf:counter``) is stopped under
     64 callers of the pattern: its patterns' requests are moved to the member left, every
-    accepted tell counted once and every ask answered in time, while its stream stays for
-    its own actors' successor."""
+    accepted tell counted once, every long ask answered and none late, while its stream stays
+    for its own actors' successor."""
     url = redis_server.url
     ns = f"stopown-{uuid.uuid4().hex[:6]}"
     first = PythonHost(url, ns, "--system", "py-one")
