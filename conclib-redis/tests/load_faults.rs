@@ -327,13 +327,11 @@ impl Load {
     }
 }
 
-/// The numbers the notes file holds (on the lines a newline ended: the writer may be
-/// writing its last one, and a torn number would count as another).
+/// The numbers the notes file holds (on the lines a newline ended:
+/// `common::complete_lines`).
 fn notes(path: &Path) -> std::collections::BTreeSet<u64> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.rsplit_once('\n')
-        .map_or("", |(done, _)| done)
-        .lines()
+    common::complete_lines(&text)
         .filter_map(|l| l.trim().parse().ok())
         .collect()
 }

@@ -124,9 +124,8 @@ def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServ
     are stopped (SIGTERM) one after the other, each holding URNs: every accepted tell is
     counted once, every ask whose deadline outlasts a stop is answered, none returns later
     than its deadline, and each stopped member's stream is gone (a client still routed there
-    looks the URN up again). With ``py:carry:{id}``,
-    whose count is never saved, every count moved from Python to Python or to Rust is the
-    one carried in memory (``StateStore.dehydrate`` at the stop, ``rehydrate`` at the next
+    looks the URN up again). With ``py:carry:{id}``, whose count is never saved, every count
+    moved from Python to Python or to Rust is the one carried in memory (``StateStore.dehydrate`` at the stop, ``rehydrate`` at the next
     activation): without it a moved count would start again from 0."""
     url = redis_server.url
     ns = f"stop-{uuid.uuid4().hex[:6]}"

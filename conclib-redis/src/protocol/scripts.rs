@@ -519,8 +519,9 @@ pub(crate) fn sha1_hex(script: &str) -> String {
 /// stream, and so is every wake-up entry (`field::PLACED` without a URN: what it stands
 /// for is pending on the gone system in a group's stream, which the group's other members
 /// claim once its member lease is gone, or a notice only it would read; left, it would
-/// keep [`CLOSE_DRAINED_SCRIPT`] from deleting a stopping member's stream). One script: the requests of a URN reach one stream, in their order, before any
-/// request sent after they moved. Returns `{moved, expired, waited}` (`waited`: how long the
+/// keep [`CLOSE_DRAINED_SCRIPT`] from deleting a stopping member's stream). One script: the
+/// requests of a URN reach one stream, in their order, before any request sent after they
+/// moved. Returns `{moved, expired, waited}` (`waited`: how long the
 /// oldest moved request had waited, ms).
 pub(crate) const TAKE_OVER_SCRIPT: &str = r"if redis.call('EXISTS', KEYS[2]) == 0 then return {-1, 0, 0} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {-2, 0, 0} end
@@ -566,8 +567,9 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
     elseif f[j] == 'placed' then placed = true elseif f[j] == 'moved' then first = true
     elseif f[j] == 'rt' and f[j + 1] == '1' then f[j + 1] = '2' end
   end
-  if urn and not placed and string.len(urn) > plen and string.sub(urn, 1, plen) == ARGV[2]
-    and not string.find(urn, ':', plen + 1, true) then
+  local ours = urn and not placed and string.len(urn) > plen and string.sub(urn, 1, plen) == ARGV[2]
+    and not string.find(urn, ':', plen + 1, true)
+  if ours then
     local ms, seq = split(id)
     local unacked = not has_group or ms > lm or (ms == lm and seq > ls)
       or #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0
@@ -587,9 +589,8 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[4], ARGV[5])) do
         expired = expired + 1
       end
     end
-    if has_group then redis.call('XACK', KEYS[1], ARGV[1], id) end
-    redis.call('XDEL', KEYS[1], id)
-  elseif placed and not urn then
+  end
+  if ours or (placed and not urn) then
     if has_group then redis.call('XACK', KEYS[1], ARGV[1], id) end
     redis.call('XDEL', KEYS[1], id)
   end

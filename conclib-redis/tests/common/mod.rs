@@ -12,6 +12,13 @@ use fred::prelude::{Builder, Client, ClientLike, Config, Value};
 
 use actors::Counter;
 
+/// The lines of `text` that a newline ended: a process may be writing its last one as its
+/// notes file is read (a torn line was read as `tick` alone once; a torn number would count
+/// as another).
+pub fn complete_lines(text: &str) -> std::str::Lines<'_> {
+    text.rsplit_once('\n').map_or("", |(done, _)| done).lines()
+}
+
 /// The redis-server of this test binary, started on first use on a free port. It is never
 /// dropped: it dies with the test process (PR_SET_PDEATHSIG).
 pub fn daemon() -> &'static RedisDaemon {

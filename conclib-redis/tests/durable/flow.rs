@@ -231,10 +231,10 @@ pub(crate) async fn member(args: &[String]) -> i32 {
     0
 }
 
-/// The lines noted in `path` (those a newline ended: `peers::complete_lines`).
+/// The lines noted in `path` (those a newline ended: `common::complete_lines`).
 pub(crate) fn notes(path: &PathBuf) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    crate::peers::complete_lines(&text)
+    crate::common::complete_lines(&text)
         .map(str::to_owned)
         .collect()
 }

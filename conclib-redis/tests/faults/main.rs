@@ -188,8 +188,7 @@ impl Peer {
 fn notes(path: &Path) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
     if let Ok(text) = std::fs::read_to_string(path) {
-        // The lines a newline ended: the writer may be writing its last one.
-        for line in text.rsplit_once('\n').map_or("", |(done, _)| done).lines() {
+        for line in common::complete_lines(&text) {
             if let Ok(n) = line.parse() {
                 *seen.entry(n).or_insert(0) += 1;
             }

@@ -261,8 +261,7 @@ pub(crate) fn lines(paths: &[PathBuf], kind: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     for p in paths {
         if let Ok(text) = std::fs::read_to_string(p) {
-            // A torn last line was read as `tick` alone once.
-            for line in crate::peers::complete_lines(&text) {
+            for line in crate::common::complete_lines(&text) {
                 let mut words = line.split(' ');
                 if words.next() == Some(kind) {
                     out.push(words.map(str::to_owned).collect());

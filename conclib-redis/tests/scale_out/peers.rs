@@ -191,18 +191,12 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed) as u64
 }
 
-/// The lines of `text` that a newline ended: a peer may be writing its last one as it is
-/// read (a torn number would count as another).
-pub(crate) fn complete_lines(text: &str) -> std::str::Lines<'_> {
-    text.rsplit_once('\n').map_or("", |(done, _)| done).lines()
-}
-
 /// The numbers recorded in notes files, with how often each was.
 pub(crate) fn noted(paths: &[PathBuf]) -> BTreeMap<u64, usize> {
     let mut seen = BTreeMap::new();
     for p in paths {
         if let Ok(text) = std::fs::read_to_string(p) {
-            for line in complete_lines(&text) {
+            for line in crate::common::complete_lines(&text) {
                 if let Ok(n) = line.parse() {
                     *seen.entry(n).or_insert(0) += 1;
                 }

@@ -159,7 +159,7 @@ async def _move_requests(
         first, last = entries[0][0], entries[-1][0]
         # Run on a batch without a URN of the pattern too: the script deletes the wake-up
         # entries, which would keep a stopping host's stream from being deleted.
-        chosen = await choose(urns) if urns else []
+        chosen = await choose(urns)
         members = sorted({m for _, m in chosen})
         at = {m: i + 1 for i, m in enumerate(members)}  # the script's 1-based indexes
         got = await scripts.take_over(

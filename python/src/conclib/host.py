@@ -380,9 +380,8 @@ class ActorHost:
             # after the sweep's wait for the routes cached before the releases.
             for m in self._member_leases:
                 await m.release()
-        if held and self._patterns:
-            await self._sweep_and_close()
-        if held:
+            if self._patterns:
+                await self._sweep_and_close()
             assert self.lease is not None
             owned = [u for u in self._fixed if u not in self._conflicts and u not in self._shared]
             for u in owned:
