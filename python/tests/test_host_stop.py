@@ -162,6 +162,63 @@ def test_members_stopped_under_load_leave_nothing_behind(redis_server: RedisServ
                 h.close()
 
 
+def test_a_stop_hands_each_activation_to_a_member_with_its_count(redis_server: RedisServer, raw_redis: Any) -> None:
+    """A Python member holding 16 activations of ``py:carry:{id}`` (counts in memory only) is
+    stopped beside a Python and a Rust member, nothing else sent meanwhile: as it returns,
+    each URN key names one of them (handed over, as a drained Rust member hands its own),
+    the two shared by placement, each hand-over published to the clients, and each count
+    the one carried. Before, the keys were released: each URN waited for its next request
+    to be placed again, and clients with a route cached sent it to the stopped member
+    first."""
+    url = redis_server.url
+    ns = f"hand-{uuid.uuid4().hex[:6]}"
+    urns = [f"py:carry:{i}" for i in range(16)]
+    first = PythonHost(url, ns, "--pattern-only", "--system", "py-one")
+    second: PythonHost | None = None
+    rust: RustServer | None = None
+    notes = raw_redis.pubsub(ignore_subscribe_messages=True)
+    try:
+        async def told(client: conclib.AsyncClient) -> dict[str, int]:
+            for i, urn in enumerate(urns):
+                for _ in range(i + 1):
+                    await client.tell(urn, "test.Incr")
+            return {urn: await client.ask(urn, "test.Count", timeout=5) for urn in urns}
+
+        async def counts() -> dict[str, int]:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                return {urn: await client.ask(urn, "test.Count", timeout=5) for urn in urns}
+
+        async def tell_all() -> dict[str, int]:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                return await told(client)
+
+        assert run(tell_all()) == {urn: i + 1 for i, urn in enumerate(urns)}
+        assert set(holders(raw_redis, ns, urns).values()) == {"py-one"}
+        second = PythonHost(url, ns, "--pattern-only", "--system", "py-two")
+        rust = RustServer(url, ns, "rust-m")
+        directory = f"{ns}:placement:py:carry:"
+        wait_until(lambda: {b"py-two", b"rust-m"} <= set(raw_redis.hkeys(directory)), 20, "both members listed")
+        notes.subscribe(f"{ns}:moves")
+        assert first.stop() == 0
+        held = holders(raw_redis, ns, urns)
+        assert set(held) == set(urns), f"URN keys released, not handed: {sorted(set(urns) - set(held))}"
+        assert set(held.values()) == {"py-two", "rust-m"}, held
+        published: dict[str, str] = {}
+        deadline = time.monotonic() + 5
+        while len(published) < len(urns) and time.monotonic() < deadline:
+            m = notes.get_message(timeout=0.1)
+            if m is not None:
+                target, key = m["data"].decode().split("\n")
+                published[key.removeprefix(f"{ns}:urn:")] = target
+        assert published == held
+        assert run(counts()) == {urn: i + 1 for i, urn in enumerate(urns)}
+    finally:
+        notes.close()
+        for h in (first, second, rust):
+            if h is not None:
+                h.close()
+
+
 def test_a_stops_sweep_deletes_a_wake_up_so_that_the_stream_can_go(redis_server: RedisServer) -> None:
     """A wake-up entry that another member's placement appended to a stopping host's stream
     after its lanes stopped (the request it stands for pending on the host in the group's

@@ -39,6 +39,7 @@ NAMES = [
     "STATE_CLOSE_SCRIPT",
     "CARRIED_OPEN_SCRIPT",
     "CARRY_SCRIPT",
+    "HAND_URN_SCRIPT",
 ]
 
 # The reminder poller's scripts (its claims, acknowledgements, renewals, give-backs and
@@ -47,15 +48,43 @@ REMINDER_NAMES = ["CLAIM", "ACK", "RELEASE", "RENEW", "REPORT"]
 
 
 def scripts(source: str, names: list[str], path: Path, prefix: str = "") -> dict[str, str]:
-    """The raw-string constants of ``source`` (the file at ``path``) named in ``names``, by
+    """The constants of ``source`` (the file at ``path``) named in ``names``, each a raw string
+    or a ``concat!`` of raw strings and macros standing for one (``hand_urn_lua!()``), by
     their names with ``prefix``."""
     out = {}
     for name in names:
         m = re.search(rf'pub\(crate\) const {name}: &str = r"(.*?)";\n', source, re.S)
+        if m is not None:
+            out[prefix + name] = m.group(1)
+            continue
+        m = re.search(rf"pub\(crate\) const {name}: &str = concat!\((.*?)\);\n", source, re.S)
         if m is None:
-            raise SystemExit(f"{name} is not a raw-string constant of {path}")
-        out[prefix + name] = m.group(1)
+            raise SystemExit(f"{name} is neither a raw-string constant of {path} nor a concat! of them")
+        out[prefix + name] = "".join(concat_part(source, part, path) for part in parts(m.group(1)))
     return out
+
+
+# An argument of a ``concat!``: a raw string, or a call of a macro without arguments.
+CONCAT_PART = re.compile(r'\s*(r"(?:.*?)"|[a-z_]+!\(\))\s*,?', re.S)
+
+
+def parts(args: str) -> list[str]:
+    """The arguments of a ``concat!`` (``CONCAT_PART``); any other text stops the script."""
+    if CONCAT_PART.sub("", args).strip():
+        raise SystemExit(f"a concat! this script does not read: {args[:80]!r}")
+    return CONCAT_PART.findall(args)
+
+
+def concat_part(source: str, part: str, path: Path) -> str:
+    """A ``concat!`` argument's text: a raw string's, or the raw string a macro of ``source``
+    (``macro_rules! name { () => { r"..." }; }``) stands for."""
+    if part.startswith('r"'):
+        return part[2:-1]
+    name = part[:-3]
+    m = re.search(rf'macro_rules! {name} \{{\n    \(\) => \{{\n        r"(.*?)"\n    \}};\n\}}', source, re.S)
+    if m is None:
+        raise SystemExit(f"macro {name} is not a raw string of {path}")
+    return m.group(1)
 
 
 def render(found: dict[str, str]) -> str:

@@ -670,6 +670,7 @@ mod tests {
                 ("STATE_CLOSE_SCRIPT", STATE_CLOSE_SCRIPT),
                 ("CARRIED_OPEN_SCRIPT", CARRIED_OPEN_SCRIPT),
                 ("CARRY_SCRIPT", CARRY_SCRIPT),
+                ("HAND_URN_SCRIPT", HAND_URN_SCRIPT),
             ],
         );
     }

@@ -364,3 +364,4 @@ class Scripts:
         self.state_close = redis.register_script(_lua.STATE_CLOSE_SCRIPT)
         self.carried_open = redis.register_script(_lua.CARRIED_OPEN_SCRIPT)
         self.carry = redis.register_script(_lua.CARRY_SCRIPT)
+        self.hand_urn = redis.register_script(_lua.HAND_URN_SCRIPT)

@@ -16,6 +16,9 @@ member woken so reads its pending list (``_host_request.Placed``). An entry is p
 when first read: one read from a pending list is activated by whoever holds it. The claim of
 the URN key still decides: a placement never makes two activations.
 
+A stopping member hands each of its activations to the member ``stop_targets`` picks, as a
+drained Rust member does (its URN key given with ``HAND_URN_SCRIPT``; ``host.py``, ``stop``).
+
 Not offered: Rust's ``Random``, ``PreferAsker``, ``Custom``, and rebalancing (a Python member
 passivating its excess for a newcomer); a Python member receives URNs a Rust member's
 rebalancing hands it (their URN keys name it: its next request is activated here).
@@ -33,7 +36,10 @@ from ._host_patterns import Pattern
 from ._host_request import Request
 from .protocol import PROTOCOL_VERSION, Keys, pattern_group
 
-__all__ = ["HELD", "HERE", "PLACED", "PLACEMENTS", "choose", "hand_to", "place", "place_waiting", "weight"]
+__all__ = [
+    "HELD", "HERE", "PLACED", "PLACEMENTS", "choose", "hand_to", "listed_members", "newer", "newest", "place",
+    "place_waiting", "stop_targets", "weight",
+]
 
 log = logging.getLogger("conclib.host")
 
@@ -94,13 +100,7 @@ async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, sys
         return None
     if holder is not None:
         return HELD
-    members: dict[str, int] = {}
-    flat = list(listed or [])
-    for name, count in zip(flat[::2], flat[1::2]):
-        try:
-            members[name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)] = int(count)
-        except (TypeError, ValueError):
-            continue
+    members = listed_members(listed)
     members[system] = own()
     if len(members) < 2:
         return None
@@ -112,6 +112,94 @@ async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, sys
     if await lease_gone(redis, scripts.release, keys.member(pattern_group(prefix), chosen)):
         return None
     return chosen
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def listed_members(listed: Any) -> dict[str, int]:
+    """The members a read of a pattern's directory (``PLACEMENT_READ_SCRIPT``) lists live, with
+    their counts of activations."""
+    members: dict[str, int] = {}
+    flat = list(listed or [])
+    for name, count in zip(flat[::2], flat[1::2]):
+        try:
+            members[_text(name)] = int(count)
+        except (TypeError, ValueError):
+            continue
+    return members
+
+
+def parse_line(line: str) -> dict[str, int] | None:
+    """A member's line in a pattern's message directory (``Keys.messages``): its messages and
+    their versions; ``None`` when it is empty or an entry is not ``Name@version``
+    (``versions.rs``, ``parse_line``)."""
+    out: dict[str, int] = {}
+    for entry in line.split(" "):
+        if not entry:
+            continue
+        name, at, version = entry.rpartition("@")
+        if not at or not (version.isascii() and version.isdigit()) or int(version) >= 1 << 32:
+            return None
+        out[name] = int(version)
+    return out or None
+
+
+def newer(a: str, b: str) -> bool:
+    """Whether the build whose line is ``a`` is newer than the one whose line is ``b``: it has
+    every message ``b`` has, each at the same version or a later one, and a message more or
+    one at a later version. Lines neither of which is newer, and a line that cannot be read or
+    none (a Python member lists none), are not ordered (``versions.rs``, ``newer``)."""
+    pa, pb = parse_line(a), parse_line(b)
+    if pa is None or pb is None:
+        return False
+    covers = all(pa.get(name, -1) >= vb for name, vb in pb.items())
+    return covers and (len(pa) > len(pb) or any(pa[name] > vb for name, vb in pb.items()))
+
+
+def newest(members: list[str], lines: dict[str, str]) -> list[str]:
+    """Those of ``members`` of the newest build among them (none of the others has a newer
+    line in ``lines``): mid-roll, where a stopping member hands its activations, so that none
+    moves again as the rest of the old build stops (``versions.rs``, ``Builds::newest``). One
+    build, or none listed: every member."""
+    own = [lines.get(m, "") for m in members]
+    return [m for m, mine in zip(members, own) if not any(newer(other, mine) for other in own)]
+
+
+async def stop_targets(
+    redis: Any, scripts: Any, keys: Keys, pattern: Pattern, system: str, urns: list[str]
+) -> dict[str, str]:
+    """The member each of ``urns`` (live on this stopping host) is handed to, as a drained Rust
+    member chooses (``proxy/drain.rs``, ``choose_targets``): by the pattern's placement among
+    the other live members of the newest build among them, each choice counted. A URN left
+    out (the directory not read, no other live member, placement ``here``) has its key
+    released, and its next request places it."""
+    if not urns or pattern.placement == "here":
+        return {}
+    try:
+        pipe = redis.pipeline(transaction=False)
+        await scripts.read_directory(keys=[keys.placement(pattern.prefix)], client=pipe)
+        pipe.hgetall(keys.messages(pattern.prefix))
+        listed, lines = await pipe.execute()
+    except Exception as e:
+        log.debug("could not read the directory of %s: %s; releasing its URNs", pattern.prefix, e)
+        return {}
+    counts = listed_members(listed)
+    counts.pop(system, None)
+    # A member that died stays listed until its last count lapses (``place``).
+    for m in list(counts):
+        if await lease_gone(redis, scripts.release, keys.member(pattern.group, m)):
+            del counts[m]
+    chosen_from = newest(sorted(counts), {_text(k): _text(v) for k, v in (lines or {}).items()})
+    members = {m: counts[m] for m in chosen_from}
+    out: dict[str, str] = {}
+    for urn in urns:
+        chosen = choose(pattern.placement, urn, sorted(members.items()))
+        if chosen is not None:
+            out[urn] = chosen
+            members[chosen] += 1
+    return out
 
 
 async def hand_to(scripts: Any, keys: Keys, lane: Lane, req: Request, target: str, group: str) -> int:

@@ -29,7 +29,7 @@ from ._host_urn_keys import UrnKeys
 from ._typed import Mismatch
 from .actor import Actor, HandlerSpec
 from .errors import CodecError
-from .protocol import Keys, Status, encode_reply, shared_group
+from .protocol import PROTOCOL_VERSION, Keys, Status, encode_reply, shared_group
 
 __all__ = ["RUST_ACTIVATION_URN_TTL", "Served", "Serving"]
 
@@ -354,10 +354,11 @@ class Serving:
         except Exception:
             pass
 
-    async def passivate(self, pattern: Pattern, urn: str, *, moving: bool = False) -> None:
+    async def passivate(self, pattern: Pattern, urn: str, *, moving: bool = False, to: str | None = None) -> None:
         """Stops ``urn``'s activation (``on_stop``) and releases its URN key. ``moving``: the
         host is stopping, and the URN's next activation will be on another member: its store
-        carries what ``on_stop`` dehydrates (``StateStore.dehydrate``)."""
+        carries what ``on_stop`` dehydrates (``StateStore.dehydrate``). ``to``: that member,
+        given the URN key instead (:meth:`hand`)."""
         live = pattern.live.pop(urn, None)
         if live is None:
             return
@@ -379,9 +380,24 @@ class Serving:
             except Exception:
                 pass
         try:
-            await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
+            if to is None or not await self.hand(pattern, urn, to):
+                await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
         except Exception:
             pass
+
+    async def hand(self, pattern: Pattern, urn: str, target: str) -> bool:
+        """Gives ``urn``'s key, held here, to member ``target`` in one step (the protocol's
+        ``HAND_URN_SCRIPT``, as a drained Rust member hands one: ``proxy/serve/urn_keys.rs``):
+        the hand-over published to the clients (``Keys.moves``), which send its next request
+        straight there, and a moved-in notice appended to ``target``'s stream, at which a Rust
+        member activates it at once (a Python one at its next request). Whether it names
+        ``target`` now."""
+        got = await self.scripts.hand_urn(
+            keys=[self.keys.urn(urn), self.keys.requests(target)],
+            args=[self.system, target, int(self.config.urn_ttl * 1000), "0", self.keys.moves(),
+                  "v", PROTOCOL_VERSION, "placed", pattern.group, "movedin", urn],
+        )
+        return bool(got == 1)
 
     async def passivator(self) -> None:
         memory = self.config.memory

@@ -56,7 +56,7 @@ from ._host_urn_keys import UrnKeys
 from ._tasks import stop_tasks
 from ._host_mailbox import Mailbox
 from ._host_overload import Counts
-from ._host_placement import PLACEMENTS
+from ._host_placement import PLACEMENTS, stop_targets
 from ._host_patterns import Pattern, parse_pattern
 from ._host_reminders import ReminderPoller, ReminderPollerOptions
 from ._host_serving import RUST_ACTIVATION_URN_TTL as RUST_ACTIVATION_URN_TTL  # also ``conclib.host``'s
@@ -312,10 +312,12 @@ class ActorHost:
 
     async def stop(self) -> None:
         """Stops reading, finishes what its actors are handling, passivates every activation
-        (its URN keys released; what an actor's ``on_stop`` dehydrates is carried to its
-        next activation, ``StateStore.dehydrate``), moves what is left in its own stream for its patterns' URNs
-        to the members that serve them now (else to the patterns' groups) and deletes that
-        stream, and releases its URNs and leases: the others serve what it served, and no
+        (what an actor's ``on_stop`` dehydrates is carried to its next activation,
+        ``StateStore.dehydrate``) and hands its URN key to the member the pattern's placement
+        picks among the others (mid-roll, among those of the newest Rust build: as a drained
+        Rust member does; released when none is live), moves what is left in its own stream
+        for its patterns' URNs to the members that serve them now (else to the patterns'
+        groups) and deletes that stream, and releases its own actors' URNs and its leases: the others serve what it served, and no
         request sent to it is lost (``tests/test_host_stop.py``). SIGTERM in a process that
         calls it (as ``tests/mirror_host.py`` does) is how a member is replaced in a
         rolling update. Bounded by ``HostConfig.stop_timeout`` (Redis out of
@@ -368,8 +370,12 @@ class ActorHost:
         await asyncio.gather(*(self._drained(m) for m in mailboxes))
         if self._serving is not None:
             for p in self._patterns:
-                for urn in list(p.live):
-                    await self._serving.passivate(p, urn, moving=True)
+                urns = list(p.live)
+                # Each handed to the member a drained Rust member would choose: its requests
+                # and its clients go straight there (``_host_placement.py``, ``stop_targets``).
+                targets = await stop_targets(self.redis, self.scripts, self.keys, p, self.system, urns) if held else {}
+                for urn in urns:
+                    await self._serving.passivate(p, urn, moving=True, to=targets.get(urn))
         for lane in self._lanes:
             await lane.stop()
         if held:

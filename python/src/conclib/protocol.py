@@ -140,6 +140,12 @@ class Keys:
         ``"<activations> <live until, ms since the epoch>"``)."""
         return f"{self.namespace}:placement:{prefix}"
 
+    def messages(self, prefix: str) -> str:
+        """``{ns}:messages:{prefix}``: a pattern's message directory (a hash: per Rust member,
+        the messages it decodes, ``"Add@2 Get@1"``), which orders the builds of a rolling
+        upgrade (README, "Upgrading a running cluster")."""
+        return f"{self.namespace}:messages:{prefix}"
+
     def takeover(self, system: str, prefix: str) -> str:
         """``{ns}:sys:{system}:takeover:{prefix}``: the member taking over the requests that
         ``system`` (gone) left for the URNs of pattern ``prefix`` (a lock with a TTL)."""
