@@ -348,7 +348,7 @@ def test_a_stopping_member_hands_to_the_newest_build_as_a_rust_drain_does() -> N
     assert newer(v2, v1) and not newer(v1, v2)
     assert newer("Add@2 Total@1", v1)
     for a, b in ((v1, "Total@1 Add@1"), ("Add@2 Audit@1", v1), (v2, ""), (v2, "Add@x"), ("", v1),
-                 (v2, "Add@-1"), (v2, "Add@4294967296"), (v2, "Add@²")):
+                 (v2, "Add@-1"), (v2, "Add@4294967296"), (v2, "Add@²"), (v2, "Add@" + "9" * 5000)):
         assert not newer(a, b), (a, b)
     lines = {"old-a": "Add@1", "old-b": "Add@1", "new-a": "Add@2 Audit@1", "new-b": "Add@2 Audit@1"}
     assert newest(["old-b", "new-a", "new-b"], lines) == ["new-a", "new-b"]

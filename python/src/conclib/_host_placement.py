@@ -140,7 +140,7 @@ def parse_line(line: str) -> dict[str, int] | None:
         if not entry:
             continue
         name, at, version = entry.rpartition("@")
-        if not at or not (version.isascii() and version.isdigit()) or int(version) >= 1 << 32:
+        if not at or not (version.isascii() and version.isdigit()) or len(version) > 10 or int(version) >= 1 << 32:
             return None
         out[name] = int(version)
     return out or None
