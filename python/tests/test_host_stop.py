@@ -226,6 +226,49 @@ def test_a_stop_hands_each_activation_to_a_member_with_its_count(redis_server: R
                 h.close()
 
 
+def test_a_stop_leaves_its_groups_before_it_sweeps_its_stream(redis_server: RedisServer) -> None:
+    """A stopping host's member lease of its pattern's group is gone when its sweep begins: a
+    request another member placed on it after its lanes stopped (pending on it in the group's
+    stream) is claimed by the others at once, not after the sweep and the wait for the
+    routes cached before its releases (a second with actors of its own, as here). Found under
+    load, where the late claims made 2 s asks time out; this checks the order itself."""
+    import redis
+
+    from conclib.actor import Actor
+    from conclib.host import ActorHost
+    from conclib.protocol import Keys, pattern_group
+    from test_host_store import _Tally
+
+    url = redis_server.url
+    ns = f"order-{uuid.uuid4().hex[:6]}"
+    member = Keys(ns).member(pattern_group("py:tally:"), "py-order")
+    raw = redis.Redis.from_url(url)
+    seen: list[int] = []
+
+    async def main() -> None:
+        host = ActorHost(url, namespace=ns, system="py-order")
+        host.serve_pattern("py:tally:{id}", _Tally)
+        host.serve("py:own", Actor)
+        async with host:
+            async with conclib.AsyncClient(url, namespace=ns) as client:
+                assert await client.ask("py:tally:1", "test.Incr", timeout=5) == 1
+            assert raw.exists(member) == 1
+            sweep = host._sweep_and_close
+
+            async def sweep_seen() -> None:
+                seen.append(raw.exists(member))
+                await sweep()
+
+            host._sweep_and_close = sweep_seen  # type: ignore[method-assign]
+            await host.stop()
+
+    try:
+        run(main(), timeout=60)
+    finally:
+        raw.close()
+    assert seen == [0], "the member lease was still held when the sweep began"
+
+
 def test_a_stops_sweep_deletes_a_wake_up_so_that_the_stream_can_go(redis_server: RedisServer) -> None:
     """A wake-up entry that another member's placement appended to a stopping host's stream
     after its lanes stopped (the request it stands for pending on the host in the group's
