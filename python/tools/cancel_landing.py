@@ -1,7 +1,14 @@
 """How often a cancellation of a task that sends redis-py commands without pause is dropped,
-sent from a timer (0.1 s apart) or at the loop's next turn (``_host_mailbox.py``,
-``CANCEL_AT_ONCE``). On Python 3.11 one that lands as a command completes is dropped (CPython
-gh-86296). Prints one ``RESULT`` line.
+by where the canceller sends it from (``_host_mailbox.py``, ``CANCEL_AT_ONCE``). On Python
+3.11 one that lands as a command completes is dropped (CPython gh-86296). Each mode tries
+again until the task ended (at most ``MOST`` tries), the modes alternated:
+
+- ``timer``: from a timer's callback, 0.1 s apart (as the mailbox first did);
+- ``timer_then_turn``: a timer 0.1 s apart, whose callback sends it at the loop's next turn;
+- ``turn``: at the loop's next turn after the try before (as the mailbox does now).
+
+Prints one ``RESULT`` line: per mode, the share of tries dropped and the most tries a task
+took.
 
     python python/tools/cancel_landing.py redis://127.0.0.1:PORT [rounds]
 """
@@ -10,16 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
 
 import redis.asyncio
 
-MOST = 200
+MOST = 100
+MODES = ("timer", "timer_then_turn", "turn")
 
 
-async def tries_to_cancel(r: redis.asyncio.Redis, pause: Callable[[], Awaitable[None]]) -> int:
-    """Cancellations sent (``pause`` between them) until a task looping on ``GET`` ended;
-    ``MOST`` if it did not."""
+async def tries_to_cancel(r: redis.asyncio.Redis, mode: str) -> int:
+    """Cancellations sent in ``mode`` until a task looping on ``GET`` ended (``MOST``: it did
+    not; then it is ended here)."""
 
     async def loop() -> None:
         while True:
@@ -27,32 +34,45 @@ async def tries_to_cancel(r: redis.asyncio.Redis, pause: Callable[[], Awaitable[
 
     task = asyncio.create_task(loop())
     await asyncio.sleep(0.05)
+    ev = asyncio.get_running_loop()
     tries = 0
-    while not task.done() and tries < MOST:
-        task.cancel()
+    finished = asyncio.Event()
+
+    def attempt() -> None:
+        nonlocal tries
+        if task.done() or tries >= MOST:
+            finished.set()
+            return
         tries += 1
-        await pause()
-    if not task.done():
-        while not task.done():
-            task.cancel()
-            await asyncio.sleep(0)
+        task.cancel()
+        if mode == "timer":
+            ev.call_later(0.1, attempt)
+        elif mode == "timer_then_turn":
+            ev.call_later(0.1, ev.call_soon, attempt)
+        else:
+            ev.call_soon(attempt)
+
+    ev.call_soon(attempt)
+    await finished.wait()
+    while not task.done():
+        task.cancel()
+        await asyncio.sleep(0)
     return tries
 
 
 async def main(url: str, rounds: int) -> None:
     r = redis.asyncio.Redis.from_url(url)
     await r.get("poll")
-    timer: list[int] = []
-    turn: list[int] = []
-    for _ in range(rounds):  # alternated
-        timer.append(await tries_to_cancel(r, lambda: asyncio.sleep(0.1)))
-        turn.append(await tries_to_cancel(r, lambda: asyncio.sleep(0)))
+    tries: dict[str, list[int]] = {m: [] for m in MODES}
+    for _ in range(rounds):
+        for mode in MODES:
+            tries[mode].append(await tries_to_cancel(r, mode))
     await r.aclose()
-    dropped_timer = sum(t - 1 for t in timer) / max(sum(timer), 1)
-    dropped_turn = sum(t - 1 for t in turn) / max(sum(turn), 1)
-    print(f"RESULT python={sys.version_info.major}.{sys.version_info.minor} rounds={rounds} "
-          f"timer_tries_max={max(timer)} timer_dropped_share={dropped_timer:.2f} "
-          f"next_turn_tries_max={max(turn)} next_turn_dropped_share={dropped_turn:.2f}")
+    fields = [f"python={sys.version_info.major}.{sys.version_info.minor}", f"rounds={rounds}"]
+    for mode, ts in tries.items():
+        fields.append(f"{mode}_dropped_share={sum(t - 1 for t in ts) / max(sum(ts), 1):.2f}")
+        fields.append(f"{mode}_tries_max={max(ts)}")
+    print("RESULT " + " ".join(fields))
 
 
 if __name__ == "__main__":
