@@ -8,7 +8,9 @@ again until the task ended (at most ``MOST`` tries), the modes alternated:
 - ``turn``: at the loop's next turn after the try before (as the mailbox does now).
 
 Prints one ``RESULT`` line: per mode, the share of tries dropped and the most tries a task
-took.
+took; and the connections a blocking pool counts in use after 32 tasks sharing 8 were each
+cancelled turn after turn, ``rounds`` times (a cleanup cut short by a later try would leave
+one there).
 
     python python/tools/cancel_landing.py redis://127.0.0.1:PORT [rounds]
 """
@@ -60,6 +62,43 @@ async def tries_to_cancel(r: redis.asyncio.Redis, mode: str) -> int:
     return tries
 
 
+async def left_in_use(url: str, mode: str, rounds: int) -> int:
+    """32 tasks looping on ``GET`` through a blocking pool of 8 connections (so that a
+    cancelled one's cleanup may wait for the pool's lock), cancelled in ``mode`` ``rounds``
+    times: the connections the pool counts in use afterwards (a cleanup cut short by a later
+    try would leave its connection there)."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=8, timeout=5)
+    r = redis.asyncio.Redis(connection_pool=pool)
+    ev = asyncio.get_running_loop()
+
+    async def loop() -> None:
+        while True:
+            await r.get("poll")
+
+    def attempt(task: asyncio.Task[None]) -> None:
+        if task.done():
+            return
+        task.cancel()
+        if mode == "turn":
+            ev.call_soon(attempt, task)
+        else:
+            ev.call_later(0.1, attempt, task)
+
+    for _ in range(rounds):
+        tasks = [asyncio.create_task(loop()) for _ in range(32)]
+        await asyncio.sleep(0.05)
+        for t in tasks:
+            ev.call_soon(attempt, t)
+        await asyncio.wait(tasks, timeout=60)
+        for t in tasks:
+            if not t.cancelled():
+                t.exception()
+    await asyncio.wait_for(asyncio.gather(*(r.get("poll") for _ in range(8))), 5)  # still serving
+    in_use = len(pool._in_use_connections)
+    await r.aclose()
+    return in_use
+
+
 async def main(url: str, rounds: int) -> None:
     r = redis.asyncio.Redis.from_url(url)
     await r.get("poll")
@@ -72,6 +111,7 @@ async def main(url: str, rounds: int) -> None:
     for mode, ts in tries.items():
         fields.append(f"{mode}_dropped_share={sum(t - 1 for t in ts) / max(sum(ts), 1):.2f}")
         fields.append(f"{mode}_tries_max={max(ts)}")
+    fields.append(f"turn_pool_left_in_use={await left_in_use(url, 'turn', rounds)}")
     print("RESULT " + " ".join(fields))
 
 
