@@ -62,10 +62,10 @@ async def tries_to_cancel(r: redis.asyncio.Redis, mode: str) -> int:
     return tries
 
 
-async def left_in_use(url: str, mode: str, rounds: int) -> int:
+async def left_in_use(url: str, rounds: int) -> int:
     """32 tasks looping on ``GET`` through a blocking pool of 8 connections (so that a
-    cancelled one's cleanup may wait for the pool's lock), cancelled in ``mode`` ``rounds``
-    times: the connections the pool counts in use afterwards (a cleanup cut short by a later
+    cancelled one's cleanup may wait for the pool's lock), cancelled turn after turn,
+    ``rounds`` times: the connections the pool counts in use afterwards (a cleanup cut short by a later
     try would leave its connection there)."""
     pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=8, timeout=5)
     r = redis.asyncio.Redis(connection_pool=pool)
@@ -79,10 +79,7 @@ async def left_in_use(url: str, mode: str, rounds: int) -> int:
         if task.done():
             return
         task.cancel()
-        if mode == "turn":
-            ev.call_soon(attempt, task)
-        else:
-            ev.call_later(0.1, attempt, task)
+        ev.call_soon(attempt, task)
 
     for _ in range(rounds):
         tasks = [asyncio.create_task(loop()) for _ in range(32)]
@@ -111,7 +108,7 @@ async def main(url: str, rounds: int) -> None:
     for mode, ts in tries.items():
         fields.append(f"{mode}_dropped_share={sum(t - 1 for t in ts) / max(sum(ts), 1):.2f}")
         fields.append(f"{mode}_tries_max={max(ts)}")
-    fields.append(f"turn_pool_left_in_use={await left_in_use(url, 'turn', rounds)}")
+    fields.append(f"turn_pool_left_in_use={await left_in_use(url, rounds)}")
     print("RESULT " + " ".join(fields))
 
 

@@ -30,11 +30,11 @@ __all__ = ["Mailbox", "Outlet"]
 # timer lands as a command completes, and is dropped; sent at the next turn, it lands while
 # the handler waits for a reply (``python/tools/cancel_landing.py``: 0.1 s apart, 41-52% of
 # tries dropped on a quiet machine and 81-96% beside a CI run, up to 100 in a row; at the
-# next turn, at most 3 tries). The bound spares the
-# loop a handler that swallows ``CancelledError``. A try that comes while a cancelled handler
-# awaits in its own cleanup (a ``finally`` that awaits) cuts that cleanup short: as a Rust
-# handler cancelled on timeout is dropped, and runs no async cleanup at all (redis-py's own
-# cleanup was not cut: the same tool, no connection left in use in its pool).
+# next turn, at most 3 tries). The bound spares the loop a handler that swallows
+# ``CancelledError``. A try that comes while a cancelled handler awaits in its own cleanup (a
+# ``finally`` that awaits) cuts that cleanup short: as a Rust handler cancelled on timeout is
+# dropped, and runs no async cleanup at all (redis-py's own cleanup was not cut: the same
+# tool, no connection left in use in its pool).
 CANCEL_AT_ONCE = 50
 
 log = logging.getLogger("conclib.host")

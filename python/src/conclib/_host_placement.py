@@ -34,7 +34,7 @@ from ._host_lane import GROUP, Lane
 from ._host_lease import lease_gone
 from ._host_patterns import Pattern
 from ._host_request import Request
-from .protocol import PROTOCOL_VERSION, Keys, pattern_group
+from .protocol import Keys, pattern_group, text, wake_up
 
 __all__ = [
     "HELD", "HERE", "PLACED", "PLACEMENTS", "choose", "hand_to", "listed_members", "newer", "newest", "place",
@@ -114,10 +114,6 @@ async def place(redis: Any, scripts: Any, keys: Keys, prefix: str, urn: str, sys
     return chosen
 
 
-def _text(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-
 def listed_members(listed: Any) -> dict[str, int]:
     """The members a read of a pattern's directory (``PLACEMENT_READ_SCRIPT``) lists live, with
     their counts of activations."""
@@ -125,7 +121,7 @@ def listed_members(listed: Any) -> dict[str, int]:
     flat = list(listed or [])
     for name, count in zip(flat[::2], flat[1::2]):
         try:
-            members[_text(name)] = int(count)
+            members[text(name)] = int(count)
         except (TypeError, ValueError):
             continue
     return members
@@ -191,7 +187,7 @@ async def stop_targets(
     for m in list(counts):
         if await lease_gone(redis, scripts.release, keys.member(pattern.group, m)):
             del counts[m]
-    chosen_from = newest(sorted(counts), {_text(k): _text(v) for k, v in (lines or {}).items()})
+    chosen_from = newest(sorted(counts), {text(k): text(v) for k, v in (lines or {}).items()})
     members = {m: counts[m] for m in chosen_from}
     out: dict[str, str] = {}
     for urn in urns:
@@ -208,7 +204,7 @@ async def hand_to(scripts: Any, keys: Keys, lane: Lane, req: Request, target: st
     try:
         got = await scripts.place(
             keys=[req.stream, keys.requests(target)],
-            args=[GROUP, lane.consumer, req.entry, target, "v", PROTOCOL_VERSION, "placed", group],
+            args=[GROUP, lane.consumer, req.entry, target, *wake_up(group)],
         )
     except Exception as e:
         log.debug("could not place %s on %s: %s", req.urn, target, e)

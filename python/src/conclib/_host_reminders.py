@@ -35,6 +35,7 @@ from ._host_replicas import written
 from ._tasks import stop_tasks
 from .durability import Durability
 from .errors import HandlerError, NoResponse, Panicked, UnknownUrn
+from .protocol import text
 from .reminders import SHARDS, shard_of, shard_prefix
 
 __all__ = ["ReminderPoller", "ReminderPollerOptions", "ReminderPollerStats"]
@@ -119,10 +120,6 @@ def _int(v: Any) -> int:
         return int(v)
     except (TypeError, ValueError):
         return 0
-
-
-def _text(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 def _bucket(lag_ms: float) -> int:
@@ -270,9 +267,9 @@ class ReminderPoller:
                 continue
             member, urn, name, due, period, missed, payload, codec, token = row
             c = _Claimed(
-                member=bytes(member), urn=_text(urn), name=_text(name), due_ms=_int(due), period_ms=_int(period),
+                member=bytes(member), urn=text(urn), name=text(name), due_ms=_int(due), period_ms=_int(period),
                 missed=_int(missed), payload=bytes(payload) if isinstance(payload, bytes) else b"",
-                codec=_text(codec), token=bytes(token), now_ms=now_ms,
+                codec=text(codec), token=bytes(token), now_ms=now_ms,
             )
             self._held[c.token] = (shard, c.member)
             out.append(c)

@@ -29,7 +29,7 @@ from ._host_urn_keys import UrnKeys
 from ._typed import Mismatch
 from .actor import Actor, HandlerSpec
 from .errors import CodecError
-from .protocol import PROTOCOL_VERSION, Keys, Status, encode_reply, shared_group
+from .protocol import Keys, Status, encode_reply, shared_group, text, wake_up
 
 __all__ = ["RUST_ACTIVATION_URN_TTL", "Served", "Serving"]
 
@@ -269,7 +269,7 @@ class Serving:
                 if got == 1:
                     owner = None
                     break
-                owner = got.decode("utf-8", "replace") if isinstance(got, bytes) else str(got)
+                owner = text(got)
                 # Its key is freed when its holder is gone, or has no request stream (it
                 # drained, and the URN was handed to it before it was asked there: nothing
                 # would read a request passed on to it), both checked again in the script;
@@ -395,7 +395,7 @@ class Serving:
         got = await self.scripts.hand_urn(
             keys=[self.keys.urn(urn), self.keys.requests(target)],
             args=[self.system, target, int(self.config.urn_ttl * 1000), "0", self.keys.moves(),
-                  "v", PROTOCOL_VERSION, "placed", pattern.group, "movedin", urn],
+                  *wake_up(pattern.group), "movedin", urn],
         )
         return bool(got == 1)
 

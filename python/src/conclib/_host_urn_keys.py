@@ -15,7 +15,7 @@ import time
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from .protocol import Keys, shared_group
+from .protocol import Keys, shared_group, text
 
 __all__ = ["UrnKeys"]
 
@@ -91,7 +91,7 @@ class UrnKeys:
                     if g == 1:
                         conflicts.pop(urn, None)
                         continue
-                    owner = g.decode("utf-8", "replace") if isinstance(g, bytes) else str(g)
+                    owner = text(g)
                     if conflicts.get(urn) != owner:
                         log.warning("URN %s is served by system %s; this host refuses it", urn, owner)
                         served = self.fixed.get(urn)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from .durability import Durability
+from .protocol import text as as_text
 
 
 def _info_fields(info: Any) -> dict[str, str]:
     if isinstance(info, dict):
         return {str(k): str(v) for k, v in info.items()}
-    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    text = as_text(info)
     fields = {}
     for line in text.splitlines():
         name, sep, value = line.partition(":")
@@ -44,7 +45,7 @@ def server_fields(info: Any) -> tuple[str | None, float | None]:
         run_id = info.get("run_id")
         uptime = info.get("uptime_in_seconds")
         return (str(run_id) if run_id is not None else None, float(uptime) if uptime is not None else None)
-    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    text = as_text(info)
     run_id = None
     uptime = None
     for line in text.splitlines():

@@ -16,7 +16,7 @@ from typing import Any
 from ._contracts import Route
 from ._raw import bulk
 from .errors import Closed, ConclibError, Timeout, Unavailable, UnknownUrn, fail
-from .protocol import GROUP_MARK, Keys, pattern_prefix, valid_urn
+from .protocol import GROUP_MARK, Keys, pattern_prefix, text, valid_urn
 
 __all__ = ["Routing"]
 
@@ -159,7 +159,7 @@ class Routing:
 
     def route_to(self, value: Any) -> Route:
         """The route to the system (or group) named ``value``, as a URN or pattern key holds it."""
-        system = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        system = text(value)
         key = self.keys.requests(system)
         route = Route(system, key, time.monotonic() + self.resolve_cache_ttl, bulk(key))
         if system.startswith(GROUP_MARK):

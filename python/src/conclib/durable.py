@@ -31,7 +31,7 @@ from typing import Any
 from ._contracts import CommandClient
 from .codec import decode, encode
 from .errors import CodecError, ConfigError, RedisError, Timeout, TooLarge
-from .protocol import Keys, valid_urn
+from .protocol import Keys, text, valid_urn
 from .reminders import MAX_NAME_LEN as MAX_REMINDER_NAME_LEN
 from .reminders import REGISTER, _eval_write, _ShardKeys
 
@@ -216,10 +216,6 @@ async def resolve_promise(client: CommandClient, urn: str, key: str, name: str, 
     return bool(answer == 1)
 
 
-def _text(v: Any) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-
-
 def take_field(found: dict[str, ExecutionInfo], name: str, value: bytes) -> None:
     """One journal field into the listing (fields the Rust crate did not write are
     skipped)."""
@@ -236,7 +232,7 @@ def take_field(found: dict[str, ExecutionInfo], name: str, value: bytes) -> None
     elif kind == "js":
         number, _, key = rest.partition(":")
         header, sep, body = value.partition(b"\n")
-        when, _, step = _text(header).partition(" ")
+        when, _, step = text(header).partition(" ")
         if number.isdigit() and key and sep and when.isdigit():
             found.setdefault(key, ExecutionInfo(key, None, 0)).steps.append(
                 StepInfo(int(number), step, int(when), body)
@@ -260,8 +256,8 @@ async def list_executions(client: CommandClient, urn: str) -> list[ExecutionInfo
         )
         for name, value in items:
             if isinstance(value, bytes):
-                take_field(found, _text(name), value)
-        if _text(cursor) == "0" or len(found) >= MAX_EXECUTIONS_LISTED:
+                take_field(found, text(name), value)
+        if text(cursor) == "0" or len(found) >= MAX_EXECUTIONS_LISTED:
             break
     out = [found[k] for k in sorted(found)][:MAX_EXECUTIONS_LISTED]
     for info in out:

@@ -317,12 +317,13 @@ class ActorHost:
         picks among the others (mid-roll, among those of the newest Rust build: as a drained
         Rust member does; released when none is live), moves what is left in its own stream
         for its patterns' URNs to the members that serve them now (else to the patterns'
-        groups) and deletes that stream, and releases its own actors' URNs and its leases: the others serve what it served, and no
-        request sent to it is lost (``tests/test_host_stop.py``). SIGTERM in a process that
-        calls it (as ``tests/mirror_host.py`` does) is how a member is replaced in a
-        rolling update. Bounded by ``HostConfig.stop_timeout`` (Redis out of
-        reach, a handler that does not finish): what it has not done by then is left as a
-        member that died leaves it, for the others' takeover once its leases lapse."""
+        groups) and deletes that stream, and releases its own actors' URNs and its leases:
+        the others serve what it served, and no request sent to it is lost
+        (``tests/test_host_stop.py``). SIGTERM in a process that calls it (as
+        ``tests/mirror_host.py`` does) is how a member is replaced in a rolling update.
+        Bounded by ``HostConfig.stop_timeout`` (Redis out of reach, a handler that does not
+        finish): what it has not done by then is left as a member that died leaves it, for
+        the others' takeover once its leases lapse."""
         if self._stopped.is_set() or self.redis is None:
             self._stopped.set()
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -230,6 +230,20 @@ def shared_group(urn: str) -> str:
     """The group id of the systems serving ``urn`` together: ``~{urn}`` (as the Rust
     ``protocol::shared_group``)."""
     return f"{GROUP_MARK}{urn}"
+
+
+def text(v: Any) -> str:
+    """A value Redis answered as text: bytes decoded as UTF-8 (what is not valid replaced),
+    anything else through ``str``."""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+def wake_up(group: str) -> list[str]:
+    """The fields of a wake-up entry for pattern group ``group`` (Rust's
+    ``protocol::wake_up_fields``): appended to a member's stream when a request of the group
+    was placed on it, and, followed by ``movedin`` and a URN, when that URN was handed to it
+    (a Python member reads either as a wake-up, ``_host_request.Placed``)."""
+    return ["v", PROTOCOL_VERSION, "placed", group]
 
 
 def pattern_group(prefix: str) -> str:
