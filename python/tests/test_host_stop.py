@@ -169,7 +169,8 @@ def test_a_stop_hands_each_activation_to_a_member_with_its_count(redis_server: R
     stopped beside a Python and a Rust member, nothing else sent meanwhile: as it returns,
     each URN key names one of them (handed over, as a drained Rust member hands its own),
     the two shared by placement, each hand-over published to the clients, and each count
-    the one carried. Before, the keys were released: each URN waited for its next request
+    the one carried, taken by the Rust member as it reads the hand-over (before any request)
+    and by the Python member at its first request. Before, the keys were released: each URN waited for its next request
     to be placed again, and clients with a route cached sent it to the stopped member
     first. ``newer``: the Python member's line in the message directory lists the Rust
     member's messages and one more (a newer build, mid-roll): every URN goes to it."""
@@ -218,6 +219,14 @@ def test_a_stop_hands_each_activation_to_a_member_with_its_count(redis_server: R
                 target, key = m["data"].decode().split("\n")
                 published[key.removeprefix(f"{ns}:urn:")] = target
         assert published == held
+        # The Rust member activates what it was handed as it reads the moved-in notice, taking
+        # the carried count before any request; a Python member takes it at its next request.
+        carried = {urn: f"{ns}:state:{urn}:carried" for urn in urns}
+        to_rust = [u for u, m in held.items() if m == "rust-m"]
+        wait_until(lambda: raw_redis.exists(*(carried[u] for u in to_rust)) == 0 if to_rust else True, 10,
+                   "the Rust member's activations of what it was handed")
+        to_python = [u for u, m in held.items() if m == "py-two"]
+        assert raw_redis.exists(*(carried[u] for u in to_python)) == len(to_python)
         assert run(counts()) == {urn: i + 1 for i, urn in enumerate(urns)}
     finally:
         notes.close()
