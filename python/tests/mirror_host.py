@@ -7,12 +7,15 @@ host stops), which the Rust test server serves too.
     python tests/mirror_host.py --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS]
         [--pattern-only] [--idle-s S] [--exit-with-stdin] [--subscribe-news]
         [--reminders] [--claim-lease-ms MS] [--hang-ticks] [--bulk N] [--urn-ttl-ms MS]
+        [--ledger-build 1|2]
 
 ``--reminders``: the host runs its own reminder poller (its claim lease ``--claim-lease-ms``,
 else the lease TTL);
 ``--hang-ticks``: ``Ticker``'s tick handler never returns (a member that dies mid-delivery);
 ``--bulk N``: N more counters at the fixed URNs ``bulk:0``.. (a host holding many URN keys);
-``--urn-ttl-ms``: its URN keys' TTL (else the lease's with ``--lease-ttl-ms``).
+``--urn-ttl-ms``: its URN keys' TTL (else the lease's with ``--lease-ttl-ms``);
+``--ledger-build N``: it serves only ``py:ver:{id}``, the ledger of ``tests/test_versions.py``
+as build N (``python/testserver/src/versioned.rs``'s, in Python).
 
 Prints ``READY`` once it serves; stops at SIGTERM/SIGINT (or when its standard input ends,
 with ``--exit-with-stdin``).
@@ -25,7 +28,7 @@ import asyncio
 import os
 import signal
 import sys
-
+from dataclasses import dataclass
 from typing import Any
 
 from conclib.actor import Actor, Drop, Refusal, ReminderTick, handler
@@ -176,6 +179,55 @@ class Patient(Mirror):
     cancel_on_timeout = True
 
 
+@dataclass
+class DepositV1:
+    n: int
+
+
+@dataclass
+class DepositV2:
+    n: int
+    note: str | None = None
+
+
+class LedgerV1(Actor):
+    """``python/testserver/src/versioned.rs``'s build 1 of ``py:ver:{id}``, in Python
+    (``--ledger-build 1``), its total kept in memory only and carried when it moves."""
+
+    async def on_start(self) -> None:
+        self.total: int = await self.store.rehydrate(int) or 0
+
+    async def on_stop(self) -> None:
+        await self.store.dehydrate(self.total)
+
+    @handler("Deposit")
+    async def deposit(self, d: DepositV1) -> int:
+        self.total += d.n
+        return self.total
+
+    @handler("Balance")
+    async def balance(self) -> tuple[int, str]:
+        return self.total, SYSTEM[0]
+
+
+class LedgerV2(LedgerV1):
+    """Build 2 (``--ledger-build 2``): ``Deposit`` at version 2 with an optional note (one
+    more when present), and ``Audit``."""
+
+    @handler("Deposit", version=2)
+    async def deposit(self, d: DepositV2) -> int:  # type: ignore[override]
+        self.total += d.n + (d.note is not None)
+        return self.total
+
+    @handler("Audit")
+    async def audit(self) -> str:
+        return SYSTEM[0]
+
+
+# The serving host's system id (the ledgers answer it).
+SYSTEM = [""]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--redis", required=True)
@@ -192,6 +244,7 @@ async def main() -> None:
     parser.add_argument("--bulk", type=int, default=0)
     parser.add_argument("--urn-ttl-ms", type=int)
     parser.add_argument("--stop-timeout-ms", type=int)
+    parser.add_argument("--ledger-build", type=int, choices=(1, 2))
     args = parser.parse_args()
     config = HostConfig(namespace=args.namespace, system=args.system)
     if args.lease_ttl_ms:
@@ -205,16 +258,20 @@ async def main() -> None:
         config.reminders = ReminderPollerOptions(claim_lease=lease, poll_interval=0.05)
     Ticker.hang = args.hang_ticks
     host = ActorHost(args.redis, config)
-    if not args.pattern_only:
+    if args.ledger_build:
+        SYSTEM[0] = host.system
+        host.serve_pattern("py:ver:{id}", LedgerV1 if args.ledger_build == 1 else LedgerV2, idle_after=args.idle_s)
+    elif not args.pattern_only:
         host.serve("conf:counter", Mirror)
         host.serve("conf:patient", Patient)
         host.serve_group("conf:shared", Mirror)
     for i in range(args.bulk):
         host.serve(f"bulk:{i}", Mirror)
-    host.serve_pattern("conf:pat:{id}", Mirror, idle_after=args.idle_s)
-    host.serve_pattern("py:tally:{id}", Tally, idle_after=args.idle_s)
-    host.serve_pattern("py:carry:{id}", Carry, idle_after=args.idle_s)
-    host.serve_pattern("py:ptick:{id}", Ticker, idle_after=args.idle_s)
+    if not args.ledger_build:
+        host.serve_pattern("conf:pat:{id}", Mirror, idle_after=args.idle_s)
+        host.serve_pattern("py:tally:{id}", Tally, idle_after=args.idle_s)
+        host.serve_pattern("py:carry:{id}", Carry, idle_after=args.idle_s)
+        host.serve_pattern("py:ptick:{id}", Ticker, idle_after=args.idle_s)
     if args.subscribe_news:
         host.subscribe_actor("py.news", "py:ptick:news", "test.News")
     loop = asyncio.get_running_loop()

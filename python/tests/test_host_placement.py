@@ -335,23 +335,3 @@ def test_a_request_placed_here_whose_wake_up_went_astray_is_read_while_others_ru
                 assert await napping == 8_000
 
     run(main(), timeout=60)
-
-
-def test_a_stopping_member_hands_to_the_newest_build_as_a_rust_drain_does() -> None:
-    """The builds a stopping Python member orders by the pattern's message directory, as
-    ``versions.rs``'s tests order them: a build is newer when it has every message of the
-    other at its version or later and more; a stop hands to the newest among the others, and
-    to every one of one build or of none listed (a Python member lists none)."""
-    from conclib._host_placement import newer, newest
-
-    v1, v2 = "Add@1 Total@1", "Add@2 Total@1 Audit@1"
-    assert newer(v2, v1) and not newer(v1, v2)
-    assert newer("Add@2 Total@1", v1)
-    for a, b in ((v1, "Total@1 Add@1"), ("Add@2 Audit@1", v1), (v2, ""), (v2, "Add@x"), ("", v1),
-                 (v2, "Add@-1"), (v2, "Add@4294967296"), (v2, "Add@²"), (v2, "Add@" + "9" * 5000)):
-        assert not newer(a, b), (a, b)
-    lines = {"old-a": "Add@1", "old-b": "Add@1", "new-a": "Add@2 Audit@1", "new-b": "Add@2 Audit@1"}
-    assert newest(["old-b", "new-a", "new-b"], lines) == ["new-a", "new-b"]
-    assert newest(["old-a", "old-b"], lines) == ["old-a", "old-b"]
-    assert newest(["new-b", "unlisted"], lines) == ["new-b", "unlisted"]
-    assert newest(["py-one", "py-two"], {}) == ["py-one", "py-two"]

@@ -17,25 +17,12 @@ from redis.exceptions import RedisError
 from . import codec
 from ._host_request import Request
 from ._host_store import StateStore, request_key
-from ._tasks import AGAIN_AFTER
+from ._tasks import again
 from ._typed import Mismatch, from_wire, plain
 from .actor import Actor, Drop, HandlerSpec, Refusal
 from .protocol import Status
 
-__all__ = ["Mailbox", "Outlet"]
-
-# How many times a timed-out handler's cancellation is tried at the loop's next turn before
-# it is tried every ``AGAIN_AFTER`` only. A handler that sends redis-py commands without
-# pause is woken by a reply in the same turn as a timer, so that a cancellation sent from a
-# timer lands as a command completes, and is dropped; sent at the next turn, it lands while
-# the handler waits for a reply (``python/tools/cancel_landing.py``: 0.1 s apart, 41-52% of
-# tries dropped on a quiet machine and 81-96% beside a CI run, up to 100 in a row; at the
-# next turn, at most 3 tries). The bound spares the loop a handler that swallows
-# ``CancelledError``. A try that comes while a cancelled handler awaits in its own cleanup (a
-# ``finally`` that awaits) cuts that cleanup short: as a Rust handler cancelled on timeout is
-# dropped, and runs no async cleanup at all (redis-py's own cleanup was not cut: the same
-# tool, no connection left in use in its pool).
-CANCEL_AT_ONCE = 50
+__all__ = ["Mailbox", "Outlet", "idle"]
 
 log = logging.getLogger("conclib.host")
 
@@ -294,16 +281,34 @@ class Mailbox:
         cancellation that arrives as a command of redis-py completes is dropped (``_tasks.py``),
         and the handler would run on past its deadline as if never cancelled, the actor's
         next requests waiting behind it. Tried again at the loop's next turns first, then
-        every ``AGAIN_AFTER`` (``CANCEL_AT_ONCE``)."""
+        every ``AGAIN_AFTER`` (``_tasks.again``). A try may cut short a cleanup of the handler
+        that awaits: as a Rust handler cancelled on timeout is dropped, and runs no async
+        cleanup at all."""
         if not item.running or self._task is None:
             return
         item.cancels += 1
         self._task.cancel()
-        loop = asyncio.get_running_loop()
-        if item.cancels < CANCEL_AT_ONCE:
-            loop.call_soon(self._cancel, item)
-        else:
-            loop.call_later(AGAIN_AFTER, self._cancel, item)
+        again(item.cancels, self._cancel, item)
+
+
+async def idle(mailbox: Mailbox, within: float) -> None:
+    """Returns once ``mailbox`` has nothing queued or running, or after ``within`` seconds
+    (its ``on_idle`` taken meanwhile)."""
+    if not mailbox.busy():
+        return
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def idled() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    mailbox.on_idle = idled
+    try:
+        await asyncio.wait([done], timeout=within)
+    finally:
+        mailbox.on_idle = None
+        if not done.done():
+            done.cancel()
 
 
 def _recorded_until_acked(item: _Item, store: StateStore, key: str) -> None:

@@ -34,10 +34,11 @@ from ._host_lane import GROUP, Lane
 from ._host_lease import lease_gone
 from ._host_patterns import Pattern
 from ._host_request import Request
+from ._host_versions import newest
 from .protocol import Keys, pattern_group, text, wake_up
 
 __all__ = [
-    "HELD", "HERE", "PLACED", "PLACEMENTS", "choose", "hand_to", "listed_members", "newer", "newest", "place",
+    "HELD", "HERE", "PLACED", "PLACEMENTS", "choose", "hand_to", "listed_members", "live_members", "place",
     "place_waiting", "stop_targets", "weight",
 ]
 
@@ -127,40 +128,27 @@ def listed_members(listed: Any) -> dict[str, int]:
     return members
 
 
-def parse_line(line: str) -> dict[str, int] | None:
-    """A member's line in a pattern's message directory (``Keys.messages``): its messages and
-    their versions; ``None`` when it is empty or an entry is not ``Name@version``
-    (``versions.rs``, ``parse_line``)."""
-    out: dict[str, int] = {}
-    for entry in line.split(" "):
-        if not entry:
-            continue
-        name, at, version = entry.rpartition("@")
-        if not at or not (version.isascii() and version.isdigit()) or len(version) > 10 or int(version) >= 1 << 32:
-            return None
-        out[name] = int(version)
-    return out or None
-
-
-def newer(a: str, b: str) -> bool:
-    """Whether the build whose line is ``a`` is newer than the one whose line is ``b``: it has
-    every message ``b`` has, each at the same version or a later one, and a message more or
-    one at a later version. Lines neither of which is newer, and a line that cannot be read or
-    none (a Python member lists none), are not ordered (``versions.rs``, ``newer``)."""
-    pa, pb = parse_line(a), parse_line(b)
-    if pa is None or pb is None:
-        return False
-    covers = all(pa.get(name, -1) >= vb for name, vb in pb.items())
-    return covers and (len(pa) > len(pb) or any(pa[name] > vb for name, vb in pb.items()))
-
-
-def newest(members: list[str], lines: dict[str, str]) -> list[str]:
-    """Those of ``members`` of the newest build among them (none of the others has a newer
-    line in ``lines``): mid-roll, where a stopping member hands its activations, so that none
-    moves again as the rest of the old build stops (``versions.rs``, ``Builds::newest``). One
-    build, or none listed: every member."""
-    own = [lines.get(m, "") for m in members]
-    return [m for m, mine in zip(members, own) if not any(newer(other, mine) for other in own)]
+async def live_members(
+    redis: Any, scripts: Any, keys: Keys, pattern: Pattern, system: str
+) -> tuple[dict[str, int], dict[str, str]] | None:
+    """The live members of ``pattern`` other than ``system``, with their counts of
+    activations, and the pattern's message directory (member → line, ``_host_versions.py``);
+    ``None`` when Redis did not answer."""
+    try:
+        pipe = redis.pipeline(transaction=False)
+        await scripts.read_directory(keys=[keys.placement(pattern.prefix)], client=pipe)
+        pipe.hgetall(keys.messages(pattern.prefix))
+        listed, lines = await pipe.execute()
+        counts = listed_members(listed)
+        counts.pop(system, None)
+        # A member that died stays listed until its last count lapses (``place``).
+        for m in list(counts):
+            if await lease_gone(redis, scripts.release, keys.member(pattern.group, m)):
+                del counts[m]
+    except Exception as e:
+        log.debug("could not read the directory of %s: %s", pattern.prefix, e)
+        return None
+    return counts, {text(k): text(v) for k, v in (lines or {}).items()}
 
 
 async def stop_targets(
@@ -173,22 +161,11 @@ async def stop_targets(
     released, and its next request places it."""
     if not urns or pattern.placement == "here":
         return {}
-    try:
-        pipe = redis.pipeline(transaction=False)
-        await scripts.read_directory(keys=[keys.placement(pattern.prefix)], client=pipe)
-        pipe.hgetall(keys.messages(pattern.prefix))
-        listed, lines = await pipe.execute()
-    except Exception as e:
-        log.debug("could not read the directory of %s: %s; releasing its URNs", pattern.prefix, e)
+    live = await live_members(redis, scripts, keys, pattern, system)
+    if live is None:
         return {}
-    counts = listed_members(listed)
-    counts.pop(system, None)
-    # A member that died stays listed until its last count lapses (``place``).
-    for m in list(counts):
-        if await lease_gone(redis, scripts.release, keys.member(pattern.group, m)):
-            del counts[m]
-    chosen_from = newest(sorted(counts), {text(k): text(v) for k, v in (lines or {}).items()})
-    members = {m: counts[m] for m in chosen_from}
+    counts, lines = live
+    members = {m: counts[m] for m in newest(sorted(counts), lines)}
     out: dict[str, str] = {}
     for urn in urns:
         chosen = choose(pattern.placement, urn, sorted(members.items()))

@@ -18,14 +18,15 @@ from typing import Any
 from ._host_config import HostConfig, MemoryShedding
 from ._host_lane import GROUP, Lane
 from ._host_lease import Lease, Scripts, lease_gone
-from ._host_mailbox import Mailbox, decode
+from ._host_mailbox import Mailbox, decode, idle
 from ._host_overload import Counts, evictable, give_back, least_used, limit_bytes, limited, refusal, resident_bytes, to_shed
 from ._host_patterns import Activation, Pattern
-from ._host_placement import HERE, PLACED, place_waiting
+from ._host_placement import HERE, PLACED, live_members, place_waiting
 from ._host_replicas import written
 from ._host_request import Dropped, Placed, Refused, Request, check
 from ._host_store import StateStore, first_entry, request_key
 from ._host_urn_keys import UrnKeys
+from ._host_versions import that_decodes
 from ._typed import Mismatch
 from .actor import Actor, HandlerSpec
 from .errors import CodecError
@@ -91,7 +92,9 @@ class Serving:
         self.lanes = lanes
         self.group_lanes = group_lanes
         self.adopt = adopt
-        self.activating: dict[str, list[tuple[Lane, Request, HandlerSpec, Any]]] = {}
+        # The requests waiting for their URN's activation (or its move, ``_reroute``): their
+        # lane, the request, its handler (``None``: a message not exposed here) and argument.
+        self.activating: dict[str, list[tuple[Lane, Request, HandlerSpec | None, Any]]] = {}
         # Kept until they end (the loop keeps only weak references).
         self.background: set[asyncio.Task[None]] = set()
         self.activations_made = 0
@@ -173,6 +176,9 @@ class Serving:
         handlers = served.handlers if served is not None else pattern.handlers  # type: ignore[union-attr]
         spec = handlers.get(req.message)
         if spec is None:
+            if pattern is not None:  # perhaps another build's: a member that decodes it serves it
+                self._spawn(self._reroute(lane, pattern, req))
+                return
             refuse(Status.UNKNOWN_MESSAGE, f"actor {req.urn} does not expose message {req.message}")
             return
         try:
@@ -295,8 +301,66 @@ class Serving:
         pattern.live[urn] = Activation(mailbox, pattern)
         self.activations_made += 1
         for lane, req, spec, arg in waiting:
-            mailbox.put(req, spec, arg, lane)
+            if spec is None:  # a message this member does not expose, come meanwhile
+                self._spawn(self._reroute(lane, pattern, req))
+            else:
+                mailbox.put(req, spec, arg, lane)
         return True
+
+    async def _reroute(self, lane: Lane, pattern: Pattern, req: Request) -> None:
+        """A request for a URN of ``pattern`` whose message this member does not expose: to the
+        member holding the URN, or to a live member that decodes it (the URN handed there, its
+        activation here moved first: what was queued for it handled here first, its state
+        carried), or refused ``UnsupportedVersion`` when none does (``_host_versions.py``).
+        While it is decided, the URN's other requests wait in ``activating``, as while it is
+        activated, and then follow it."""
+        urn = req.urn
+        live = await live_members(self.redis, self.scripts, self.keys, pattern, self.system)
+        if live is None:
+            lane.leave(req)  # Redis did not answer: read again once the lease holds again
+            return
+        target = that_decodes(*live, req.message)
+        if target is None:
+            version = text(req.fields.get(b"mv") or b"1")[:10]
+            why = f"no member serving {urn} has message {req.message} at version {version} (or one its codec reads)"
+            log.warning("%s", why)
+            lane.answer(req, Status.UNSUPPORTED_VERSION, why.encode(), True)
+            return
+        waiting = self.activating.get(urn)
+        if waiting is not None:  # being activated, or moved: judged again once it is done
+            waiting.append((lane, req, None, None))
+            return
+        self.activating[urn] = []
+        to: str | None = target
+        try:
+            log.info("%s: message %s is not exposed here; the URN goes to %s, which decodes it", urn, req.message, target)
+            activation = pattern.live.pop(urn, None)
+            if activation is not None:
+                # What was queued for it before is handled here first, in its order.
+                await idle(activation.mailbox, max(0.0, (req.deadline_ms - self.now_ms()) / 1000))
+                if not await self.stop_activation(urn, activation, moving=True, to=target):
+                    to = None
+                await self.report(pattern)
+            else:
+                got = await self.scripts.hand_urn(
+                    keys=[self.keys.urn(urn), self.keys.requests(target)],
+                    args=[self.system, target, int(self.config.urn_ttl * 1000), "1", self.keys.moves(),
+                          *wake_up(pattern.group), "movedin", urn],
+                )
+                if got not in (0, 1):
+                    to = text(got)  # held by another member: it judges
+        except Exception as e:
+            log.warning("could not hand %s to %s: %s", urn, target, e)
+            to = None
+        finally:
+            waiting = self.activating.pop(urn, [])
+        # Where the URN is now (``None``: not known; each read again and judged anew).
+        for w_lane, w_req, _, _ in [(lane, req, None, None), *waiting]:
+            if to is None:
+                w_lane.leave(w_req)
+                w_lane.reread = True
+            else:
+                await self._forward(w_lane, w_req, to)
 
     async def _forward(self, lane: Lane, req: Request, owner: str) -> None:
         """Passes ``req`` on to the system ``owner`` (acknowledged here in the same step)."""
@@ -360,8 +424,12 @@ class Serving:
         carries what ``on_stop`` dehydrates (``StateStore.dehydrate``). ``to``: that member,
         given the URN key instead (:meth:`hand`)."""
         live = pattern.live.pop(urn, None)
-        if live is None:
-            return
+        if live is not None:
+            await self.stop_activation(urn, live, moving=moving, to=to)
+
+    async def stop_activation(self, urn: str, live: Activation, *, moving: bool = False, to: str | None = None) -> bool:
+        """:meth:`passivate`'s steps once ``live`` is no longer among its pattern's live
+        activations: whether its URN key was handed to ``to``."""
         live.mailbox.stopped = True
         if live.mailbox.started:
             if moving:
@@ -379,11 +447,14 @@ class Serving:
                 await store.close()
             except Exception:
                 pass
+        handed = False
         try:
-            if to is None or not await self.hand(pattern, urn, to):
+            handed = to is not None and await self.hand(live.pattern, urn, to)
+            if not handed:
                 await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
         except Exception:
             pass
+        return handed
 
     async def hand(self, pattern: Pattern, urn: str, target: str) -> bool:
         """Gives ``urn``'s key, held here, to member ``target`` in one step (the protocol's

@@ -179,16 +179,23 @@ class HandlerSpec:
     returns: Any
     error: Any
     unit: bool
+    version: int = 1
 
 
-def handler(name: str, *, error: Any = str) -> Callable[[F], F]:
+def handler(name: str, *, error: Any = str, version: int = 1) -> Callable[[F], F]:
     """Exposes an ``async def`` method as the message ``name`` (its wire name, as a Rust
-    message's ``name()``). ``error``: the type a :class:`Refusal` carries (for the schema)."""
+    message's ``name()``). ``error``: the type a :class:`Refusal` carries (for the schema).
+    ``version``: the version of its fields (1 to 2**32 - 1), as a Rust message's
+    ``#[message(version = N)]``: a host lists it in its pattern's message directory, which
+    orders two builds during a rolling upgrade (README, "Upgrading a running cluster"; a
+    host decodes a request of any version, its fields read by name)."""
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version < 1 << 32:
+        raise ValueError(f"handler {name!r}: version {version!r} is not an integer from 1 to 2**32 - 1")
 
     def mark(method: F) -> F:
         if not inspect.iscoroutinefunction(method):
             raise TypeError(f"handler {name!r} must be an async def method")
-        setattr(method, _MARK, (name, error))
+        setattr(method, _MARK, (name, error, version))
         return cast(F, method)
 
     return mark
@@ -203,7 +210,7 @@ def handlers_of(cls: type[Actor]) -> dict[str, HandlerSpec]:
             mark = getattr(method, _MARK, None)
             if mark is None:
                 continue
-            name, error = mark
+            name, error, version = mark
             hints = typing.get_type_hints(method)
             params = [p for p in inspect.signature(method).parameters.values()][1:]
             if len(params) > 1:
@@ -216,5 +223,6 @@ def handlers_of(cls: type[Actor]) -> dict[str, HandlerSpec]:
                 returns=hints.get("return", Any),
                 error=error,
                 unit=not params,
+                version=version,
             )
     return out

@@ -52,6 +52,7 @@ from ._host_config import HostConfig, MemoryShedding
 from ._host_lane import Lane
 from ._host_group import claim_from_gone, close_drained, more_pending, sweep_own_stream, take_over_gone
 from ._host_lease import Lease, Scripts
+from ._host_versions import advertise, unlist
 from ._host_urn_keys import UrnKeys
 from ._tasks import stop_tasks
 from ._host_mailbox import Mailbox
@@ -291,6 +292,7 @@ class ActorHost:
             if got != 1:
                 raise RuntimeError(f"pattern {p.prefix} is held by {got!r}, not its group")
             await serving.report(p)
+            await advertise(self.redis, self.keys, self.system, p.prefix, p.handlers)
             self._group_lanes[p.group] = lane
             self._lanes.append(lane)
         for lane in self._lanes:
@@ -314,7 +316,7 @@ class ActorHost:
         """Stops reading, finishes what its actors are handling, passivates every activation
         (what an actor's ``on_stop`` dehydrates is carried to its next activation,
         ``StateStore.dehydrate``) and hands its URN key to the member the pattern's placement
-        picks among the others (mid-roll, among those of the newest Rust build: as a drained
+        picks among the others (mid-roll, among those of the newest build: as a drained
         Rust member does; released when none is live), moves what is left in its own stream
         for its patterns' URNs to the members that serve them now (else to the patterns'
         groups) and deletes that stream, and releases its own actors' URNs and its leases:
@@ -359,9 +361,11 @@ class ActorHost:
         self._cancel_tasks()
         held = self.lease is not None and not self.lease.lost
         if held:
-            # Out of the patterns' directories first: no member places a URN here from now on.
+            # Out of the patterns' directories first: no member places a URN here, or reroutes
+            # a message it does not decode here, from now on.
             for p in self._patterns:
                 await self.redis.hdel(self.keys.placement(p.prefix), self.system)
+                await unlist(self.redis, self.keys, self.system, p.prefix)
         for lane in self._lanes:
             lane.halt()
         # What the actors took is handled here (each mailbox bounded, all at once); what is
@@ -513,6 +517,7 @@ class ActorHost:
                     for p in self._patterns:
                         await self.scripts.claim(keys=[self.keys.pattern(p.prefix)], args=[p.group, int(cfg.urn_ttl * 1000)])
                         await serving.report(p)
+                        await advertise(self.redis, self.keys, self.system, p.prefix, p.handlers)
                     # Those another system held, at every renewal (the others with their TTL).
                     await urn_keys.claim_fixed(set(self._conflicts))
                     for lane in self._lanes:

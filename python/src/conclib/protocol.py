@@ -141,9 +141,10 @@ class Keys:
         return f"{self.namespace}:placement:{prefix}"
 
     def messages(self, prefix: str) -> str:
-        """``{ns}:messages:{prefix}``: a pattern's message directory (a hash: per Rust member,
-        the messages it decodes, ``"Add@2 Get@1"``), which orders the builds of a rolling
-        upgrade (README, "Upgrading a running cluster")."""
+        """``{ns}:messages:{prefix}``: a pattern's message directory (a hash: per member, Rust
+        or Python, the messages it decodes, ``"Add@2 Get@1"``), which orders the builds of a
+        rolling upgrade and says where a message a member does not expose goes (README,
+        "Upgrading a running cluster"; ``_host_versions.py``)."""
         return f"{self.namespace}:messages:{prefix}"
 
     def takeover(self, system: str, prefix: str) -> str:
