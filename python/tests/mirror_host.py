@@ -7,7 +7,7 @@ host stops), which the Rust test server serves too.
     python tests/mirror_host.py --redis URL --namespace NS [--system ID] [--lease-ttl-ms MS]
         [--pattern-only] [--idle-s S] [--exit-with-stdin] [--subscribe-news]
         [--reminders] [--claim-lease-ms MS] [--hang-ticks] [--bulk N] [--urn-ttl-ms MS]
-        [--ledger-build 1|2]
+        [--ledger-build 1|2 [--ledger-pause]]
 
 ``--reminders``: the host runs its own reminder poller (its claim lease ``--claim-lease-ms``,
 else the lease TTL);
@@ -15,7 +15,8 @@ else the lease TTL);
 ``--bulk N``: N more counters at the fixed URNs ``bulk:0``.. (a host holding many URN keys);
 ``--urn-ttl-ms``: its URN keys' TTL (else the lease's with ``--lease-ttl-ms``);
 ``--ledger-build N``: it serves only ``py:ver:{id}``, the ledger of ``tests/test_versions.py``
-as build N (``python/testserver/src/versioned.rs``'s, in Python).
+as build N (``python/testserver/src/versioned.rs``'s, in Python); ``--ledger-pause`` adds a
+message that holds its mailbox (``Pause``, ms).
 
 Prints ``READY`` once it serves; stops at SIGTERM/SIGINT (or when its standard input ends,
 with ``--exit-with-stdin``).
@@ -224,6 +225,14 @@ class LedgerV2(LedgerV1):
         return SYSTEM[0]
 
 
+class Pausing(Actor):
+    """``Pause`` (``--ledger-pause``): holds the ledger's mailbox ``ms`` milliseconds."""
+
+    @handler("Pause")
+    async def pause(self, ms: int) -> None:
+        await asyncio.sleep(ms / 1000)
+
+
 # The serving host's system id (the ledgers answer it).
 SYSTEM = [""]
 
@@ -245,6 +254,7 @@ async def main() -> None:
     parser.add_argument("--urn-ttl-ms", type=int)
     parser.add_argument("--stop-timeout-ms", type=int)
     parser.add_argument("--ledger-build", type=int, choices=(1, 2))
+    parser.add_argument("--ledger-pause", action="store_true")
     args = parser.parse_args()
     config = HostConfig(namespace=args.namespace, system=args.system)
     if args.lease_ttl_ms:
@@ -260,7 +270,10 @@ async def main() -> None:
     host = ActorHost(args.redis, config)
     if args.ledger_build:
         SYSTEM[0] = host.system
-        host.serve_pattern("py:ver:{id}", LedgerV1 if args.ledger_build == 1 else LedgerV2, idle_after=args.idle_s)
+        ledger: type[Actor] = LedgerV1 if args.ledger_build == 1 else LedgerV2
+        if args.ledger_pause:
+            ledger = type(ledger.__name__, (ledger, Pausing), {})
+        host.serve_pattern("py:ver:{id}", ledger, idle_after=args.idle_s)
     elif not args.pattern_only:
         host.serve("conf:counter", Mirror)
         host.serve("conf:patient", Patient)

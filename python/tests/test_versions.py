@@ -172,3 +172,142 @@ def test_a_members_line_lists_each_message_at_its_version_and_reroutes_by_name()
         with pytest.raises(ValueError):
             handler("Deposit", version=bad)  # type: ignore[arg-type]
     assert handler("Deposit", version=(1 << 32) - 1) is not None
+
+
+def test_python_members_replaced_by_a_new_build_under_64_callers(redis_server: RedisServer, fresh_ns: str) -> None:
+    """A rolling upgrade of Python members: two of build 1 serve ``py:ver:{id}`` to 64
+    callers depositing without pause; two of build 2 join, the callers ask build 2's
+    ``Audit`` too, and the build 1 members are stopped (SIGTERM) one after the other. No
+    ask fails or returns past its deadline; every ``Audit`` is answered by build 2; each
+    URN's total, kept in memory only, equals the deposits its callers saw answered: carried
+    by every move (a stop's hand-over, an ``Audit``'s reroute)."""
+    url = redis_server.url
+    members: dict[str, PythonHost] = {}
+
+    def start(system: str, build: int) -> None:
+        members[system] = PythonHost(url, fresh_ns, "--system", system, "--ledger-build", str(build))
+
+    try:
+        start("a1", 1)
+        start("a2", 1)
+
+        async def roll() -> tuple[list[int], list[str], list[str]]:
+            deposited = [0] * URNS
+            errors: list[str] = []
+            audits: list[str] = []
+            audit = asyncio.Event()
+            stop = asyncio.Event()
+            async with conclib.AsyncClient(url, namespace=fresh_ns) as client:
+
+                async def caller(i: int) -> None:
+                    u = i % URNS
+                    n = 0
+                    while not stop.is_set():
+                        n += 1
+                        asks_audit = audit.is_set() and n % 2 == 0
+                        started = time.monotonic()
+                        try:
+                            if asks_audit:
+                                audits.append(await client.ask(f"py:ver:{u}", "Audit", None, timeout=DEADLINE))
+                            else:
+                                await client.ask(f"py:ver:{u}", "Deposit", {"n": 1}, timeout=DEADLINE)
+                                deposited[u] += 1
+                        except conclib.ConclibError as e:
+                            errors.append(f"py:ver:{u}: {type(e).__name__}: {e}")
+                        took = time.monotonic() - started
+                        assert took <= DEADLINE + MARGIN, f"a call took {took:.2f} s"
+
+                loop = asyncio.get_running_loop()
+                tasks = [asyncio.create_task(caller(i)) for i in range(CALLERS)]
+                await asyncio.sleep(0.5)
+                await loop.run_in_executor(None, start, "b1", 2)
+                audit.set()
+                await asyncio.sleep(0.5)
+                await loop.run_in_executor(None, start, "b2", 2)
+                for old in ("a1", "a2"):
+                    code = await loop.run_in_executor(None, members[old].stop)
+                    assert code == 0, f"{old} exited {code}: {members[old].stderr()}"
+                await asyncio.sleep(0.5)
+                stop.set()
+                await asyncio.gather(*tasks)
+                totals = [(await client.ask(f"py:ver:{u}", "Balance", None, timeout=DEADLINE))[0] for u in range(URNS)]
+            assert totals == deposited, (totals, deposited)
+            return deposited, errors, audits
+
+        deposited, errors, audits = run(roll(), timeout=120)
+        assert not errors, errors[:5]
+        assert sum(deposited) > CALLERS and audits
+        assert set(audits) <= {"b1", "b2"}, set(audits)
+    finally:
+        for m in members.values():
+            m.close()
+
+
+def test_a_python_member_stopped_while_it_reroutes_a_urn_loses_and_repeats_nothing(
+    redis_server: RedisServer, raw_redis: Any, fresh_ns: str
+) -> None:
+    """A build 1 member whose URN is being moved to build 2 for an ``Audit`` (it waits for the
+    URN's mailbox, held by a ``Pause``, and the URN's deposits wait for the move) is stopped
+    meanwhile: its stop waits for the move, so the ``Audit`` is answered by build 2 and the
+    64 callers' deposits, waiting or sent later, are each counted once there, the total
+    carried."""
+    url = redis_server.url
+    urn = "py:ver:held"
+    members: list[PythonHost] = []
+    try:
+        a1 = PythonHost(url, fresh_ns, "--system", "a1", "--ledger-build", "1", "--ledger-pause")
+        members.append(a1)
+
+        async def activate() -> None:
+            async with conclib.AsyncClient(url, namespace=fresh_ns) as client:
+                assert await client.ask(urn, "Deposit", {"n": 1}, timeout=DEADLINE) == 1
+
+        run(activate())
+        members.append(PythonHost(url, fresh_ns, "--system", "b1", "--ledger-build", "2", "--ledger-pause"))
+        stream = f"{fresh_ns}:sys:a1:req"
+
+        async def moved_while_stopping() -> tuple[int, int, str, list[str]]:
+            errors: list[str] = []
+            deposited = 1
+            stop = asyncio.Event()
+            async with conclib.AsyncClient(url, namespace=fresh_ns) as client:
+                paused = asyncio.create_task(client.ask(urn, "Pause", 1500, timeout=DEADLINE))
+                audited = asyncio.create_task(client.ask(urn, "Audit", None, timeout=DEADLINE))
+
+                async def caller() -> None:
+                    nonlocal deposited
+                    while not stop.is_set():
+                        started = time.monotonic()
+                        try:
+                            await client.ask(urn, "Deposit", {"n": 1}, timeout=DEADLINE)
+                            deposited += 1
+                        except conclib.ConclibError as e:
+                            errors.append(f"{type(e).__name__}: {e}")
+                        took = time.monotonic() - started
+                        assert took <= DEADLINE + MARGIN, f"a call took {took:.2f} s"
+
+                callers = [asyncio.create_task(caller()) for _ in range(CALLERS)]
+                # The Pause and the Audit read (pending in a1's stream, the Audit's reroute
+                # waiting for the Pause to end), then a1 stopped.
+                deadline = time.monotonic() + 5
+                while raw_redis.xpending(stream, "proxy")["pending"] < 2:
+                    assert time.monotonic() < deadline, "a1 did not read the Pause and the Audit"
+                    await asyncio.sleep(0.01)
+                loop = asyncio.get_running_loop()
+                code = await loop.run_in_executor(None, a1.stop)
+                assert code == 0, f"a1 exited {code}: {a1.stderr()}"
+                await paused
+                by = await audited
+                stop.set()
+                await asyncio.gather(*callers)
+                total, balance_by = await client.ask(urn, "Balance", None, timeout=DEADLINE)
+                assert balance_by == "b1"
+            return total, deposited, by, errors
+
+        total, deposited, by, errors = run(moved_while_stopping(), timeout=120)
+        assert not errors, errors[:5]
+        assert by == "b1"
+        assert total == deposited, (total, deposited)
+    finally:
+        for m in members:
+            m.close()

@@ -95,6 +95,11 @@ CLOSE_PAUSE = 0.005
 # How long closing each of the host's clients may take at the end of a stop (seconds).
 CLOSE_AT_MOST = 2.0
 
+# How long a stop waits for the activations and reroutes under way (seconds): as long as
+# for an actor to finish what it took (``_drained``); a reroute waits at most for its
+# request's deadline.
+UNDER_WAY_AT_MOST = 5.0
+
 
 class ActorHost:
     """Serves Python actors on the Redis at ``url``.
@@ -368,6 +373,11 @@ class ActorHost:
                 await unlist(self.redis, self.keys, self.system, p.prefix)
         for lane in self._lanes:
             lane.halt()
+        if self._serving is not None and self._serving.background:
+            # The activations and reroutes under way end first (bounded): an activation made
+            # after the passivations below would be left behind, and a rerouted URN's
+            # requests swept from under its move (``tests/test_versions.py``).
+            await asyncio.wait(set(self._serving.background), timeout=UNDER_WAY_AT_MOST)
         # What the actors took is handled here (each mailbox bounded, all at once); what is
         # left unread, or queued past the bound, stays pending and is moved below.
         mailboxes = [s.mailbox for s in self._fixed.values()]
