@@ -342,13 +342,8 @@ class Serving:
                     to = None
                 await self.report(pattern)
             else:
-                got = await self.scripts.hand_urn(
-                    keys=[self.keys.urn(urn), self.keys.requests(target)],
-                    args=[self.system, target, int(self.config.urn_ttl * 1000), "1", self.keys.moves(),
-                          *wake_up(pattern.group), "movedin", urn],
-                )
-                if got not in (0, 1):
-                    to = text(got)  # held by another member: it judges
+                # Held by another member: it judges.
+                to = await self.hand(pattern, urn, target, or_free=True) or target
         except Exception as e:
             log.warning("could not hand %s to %s: %s", urn, target, e)
             to = None
@@ -449,26 +444,28 @@ class Serving:
                 pass
         handed = False
         try:
-            handed = to is not None and await self.hand(live.pattern, urn, to)
+            handed = to is not None and await self.hand(live.pattern, urn, to) == to
             if not handed:
                 await self.scripts.release(keys=[self.keys.urn(urn)], args=[self.system])
         except Exception:
             pass
         return handed
 
-    async def hand(self, pattern: Pattern, urn: str, target: str) -> bool:
-        """Gives ``urn``'s key, held here, to member ``target`` in one step (the protocol's
-        ``HAND_URN_SCRIPT``, as a drained Rust member hands one: ``proxy/serve/urn_keys.rs``):
-        the hand-over published to the clients (``Keys.moves``), which send its next request
-        straight there, and a moved-in notice appended to ``target``'s stream, at which a Rust
-        member activates it at once (a Python one at its next request). Whether it names
-        ``target`` now."""
+    async def hand(self, pattern: Pattern, urn: str, target: str, *, or_free: bool = False) -> str | None:
+        """Gives ``urn``'s key, held here (or, ``or_free``, held by nobody), to member
+        ``target`` in one step (the protocol's ``HAND_URN_SCRIPT``, as a drained Rust member
+        hands one: ``proxy/serve/urn_keys.rs``): the hand-over published to the clients
+        (``Keys.moves``), which send its next request straight there, and a moved-in notice
+        appended to ``target``'s stream, at which a Rust member activates it at once (a
+        Python one at its next request). The system the key names now (``None``: nobody)."""
         got = await self.scripts.hand_urn(
             keys=[self.keys.urn(urn), self.keys.requests(target)],
-            args=[self.system, target, int(self.config.urn_ttl * 1000), "0", self.keys.moves(),
+            args=[self.system, target, int(self.config.urn_ttl * 1000), "1" if or_free else "0", self.keys.moves(),
                   *wake_up(pattern.group), "movedin", urn],
         )
-        return bool(got == 1)
+        if got == 1:
+            return target
+        return None if got in (0, None) else text(got)
 
     async def passivator(self) -> None:
         memory = self.config.memory
