@@ -55,7 +55,7 @@ from ._host_lease import Lease, Scripts
 from ._host_versions import advertise, unlist
 from ._host_urn_keys import UrnKeys
 from ._tasks import stop_tasks
-from ._host_mailbox import Mailbox
+from ._host_mailbox import Mailbox, idle
 from ._host_overload import Counts
 from ._host_placement import PLACEMENTS, stop_targets
 from ._host_patterns import Pattern, parse_pattern
@@ -95,10 +95,9 @@ CLOSE_PAUSE = 0.005
 # How long closing each of the host's clients may take at the end of a stop (seconds).
 CLOSE_AT_MOST = 2.0
 
-# How long a stop waits for the activations and reroutes under way (seconds): as long as
-# for an actor to finish what it took (``_drained``); a reroute waits at most for its
-# request's deadline.
-UNDER_WAY_AT_MOST = 5.0
+# How long a stop waits for the activations and reroutes under way, and then for each actor
+# to finish what it took (seconds; a reroute waits at most for its request's deadline).
+FINISH_AT_MOST = 5.0
 
 
 class ActorHost:
@@ -377,12 +376,12 @@ class ActorHost:
             # The activations and reroutes under way end first (bounded): an activation made
             # after the passivations below would be left behind, and a rerouted URN's
             # requests swept from under its move (``tests/test_versions.py``).
-            await asyncio.wait(set(self._serving.background), timeout=UNDER_WAY_AT_MOST)
+            await asyncio.wait(set(self._serving.background), timeout=FINISH_AT_MOST)
         # What the actors took is handled here (each mailbox bounded, all at once); what is
         # left unread, or queued past the bound, stays pending and is moved below.
         mailboxes = [s.mailbox for s in self._fixed.values()]
         mailboxes += [live.mailbox for p in self._patterns for live in p.live.values()]
-        await asyncio.gather(*(self._drained(m) for m in mailboxes))
+        await asyncio.gather(*(idle(m, FINISH_AT_MOST) for m in mailboxes))
         if self._serving is not None:
             for p in self._patterns:
                 urns = list(p.live)
@@ -467,11 +466,6 @@ class ActorHost:
         except Exception as e:
             # Redis out of reach: what is left waits for a member's takeover of a gone system.
             log.warning("could not move what is left in the stopped host's stream: %s", e)
-
-    async def _drained(self, mailbox: Mailbox, within: float = 5.0) -> None:
-        end = time.monotonic() + within
-        while mailbox.busy() and time.monotonic() < end:
-            await asyncio.sleep(0.01)
 
     def _adopt(self, actor: Actor) -> None:
         """Makes ``actor`` this host's: its store and its client (``Actor.store``,
